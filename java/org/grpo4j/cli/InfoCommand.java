@@ -1,0 +1,62 @@
+package org.grpo4j.cli;
+
+import java.io.PrintStream;
+import java.util.List;
+import java.util.concurrent.Callable;
+import org.grpo4j.backend.Backend;
+import org.grpo4j.backend.Backends;
+import org.grpo4j.backend.CpuBackend;
+import org.grpo4j.backend.CudaBackend;
+import org.grpo4j.backend.CudaRuntime;
+import org.grpo4j.backend.Ops;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/** {@code grpo4j info}: Java, backend choice, CUDA versions, devices, and whether cuBLAS/cuBLASLt/NCCL load. */
+@Command(name = "info", mixinStandardHelpOptions = true,
+        description = "Print the Java version, the chosen backend, CUDA driver/runtime versions, devices and libraries.")
+final class InfoCommand implements Callable<Integer> {
+
+    @Option(names = "--backend", defaultValue = "auto", description = "auto, cpu, cuda or cuda:N (default: ${DEFAULT-VALUE})")
+    String backend;
+
+    @Option(names = "--ops", description = "List, per backend, which ops are implemented.")
+    boolean ops;
+
+    @Override
+    public Integer call() {
+        PrintStream out = System.out;
+        out.printf("java      %s (%s, %s)%n", System.getProperty("java.version"), System.getProperty("java.vm.name"),
+                System.getProperty("java.home"));
+        Backends.Choice choice = Backends.choose(backend);
+        try (Backend be = choice.backend()) {
+            out.printf("backend   %s%s%n", be.description(), choice.reason() == null ? "" : "  [" + choice.reason() + "]");
+            String rt = CudaRuntime.runtimeVersion(), drv = CudaRuntime.driverVersion();
+            out.printf("cuda      runtime %s, driver %s%n", rt == null ? "not loaded" : rt,
+                    drv == null ? "none" : "supports CUDA " + drv);
+            CudaRuntime.Availability a = CudaRuntime.probe();
+            List<CudaRuntime.Device> devs = CudaRuntime.devices();
+            if (devs.isEmpty()) out.printf("devices   none (%s)%n", a.reason());
+            for (CudaRuntime.Device d : devs)
+                out.printf("device %d  %s, %.1f GiB, %d SMs, compute capability %s%n", d.index(), d.name(),
+                        d.totalMemory() / (double) (1L << 30), d.smCount(), d.computeCapability());
+            for (CudaRuntime.LibraryStatus l : CudaRuntime.libraries())
+                out.printf("%-9s %s%n", l.name(), (l.loads() ? "loads: " : "does not load: ") + l.detail());
+            if (ops) printOps(out, be);
+        }
+        return 0;
+    }
+
+    private static void printOps(PrintStream out, Backend chosen) {
+        out.println();
+        out.println("ops (x = implemented)");
+        Backend cpu = chosen instanceof CpuBackend ? chosen : new CpuBackend(1);
+        Backend cuda = chosen instanceof CudaBackend ? chosen : null;
+        out.printf("  %-24s %-5s %s%n", "op", "cpu", cuda == null ? "cuda (not available here; kernels listed from the build)" : "cuda");
+        for (String op : Ops.ALL) {
+            String c = cuda != null ? (cuda.implementsOp(op) ? "x" : "-") : (Ops.CUDA_KERNELS.contains(op) ? "(x)" : "-");
+            out.printf("  %-24s %-5s %s%n", op, cpu.implementsOp(op) ? "x" : "-", c);
+        }
+        if (cpu != chosen) cpu.close();
+    }
+}
