@@ -27,6 +27,52 @@ public abstract class AbstractBackend implements Backend {
 
     abstract void castImpl(Tensor dst, Tensor src);
 
+    abstract void addImpl(Tensor out, Tensor a, Tensor b);
+
+    abstract void axpyImpl(Tensor y, float alpha, Tensor x);
+
+    abstract void embeddingImpl(Tensor out, Tensor table, Tensor ids);
+
+    abstract void embeddingBackwardImpl(Tensor dTable, Tensor dOut, Tensor ids);
+
+    abstract void rmsNormImpl(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps);
+
+    abstract void rmsNormBackwardImpl(Tensor dx, Tensor dWeight, Tensor dOut, Tensor x, Tensor weight, Tensor rstd);
+
+    /** Shapes already resolved: batch, m, n, k and whether A/B/C are batched (rank 3). */
+    abstract void matmulImpl(Tensor c, Tensor a, boolean transA, Tensor b, boolean transB, float alpha, float beta,
+                             int batch, int m, int n, int k);
+
+    abstract void ropeImpl(Tensor out, Tensor x, Tensor positions, Rope rope, boolean inverse);
+
+    abstract void attentionImpl(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, float scale);
+
+    abstract void attentionBackwardImpl(Tensor dq, Tensor dk, Tensor dv, Tensor dOut, Tensor q, Tensor k, Tensor v,
+                                        Tensor out, Tensor lse, Tensor cuSeqlens, float scale);
+
+    abstract void kvAppendImpl(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor slots);
+
+    abstract void decodeAttentionImpl(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables,
+                                      Tensor contextLens, float scale);
+
+    abstract void swigluImpl(Tensor out, Tensor gate, Tensor up);
+
+    abstract void swigluBackwardImpl(Tensor dGate, Tensor dUp, Tensor dOut, Tensor gate, Tensor up);
+
+    abstract void tokenLogprobsImpl(Tensor out, Tensor hidden, Tensor lmHead, Tensor targets, float temperature);
+
+    abstract void tokenLogprobsBackwardImpl(Tensor dHidden, Tensor dLmHead, Tensor dLogprobs, Tensor hidden,
+                                            Tensor lmHead, Tensor targets, float temperature);
+
+    abstract void grpoLossImpl(GrpoLossOutputs out, Tensor hidden, Tensor lmHead, Tensor targets, Tensor weights,
+                               Tensor advantages, Tensor oldLogprobs, Tensor refLogprobs, GrpoLossParams p);
+
+    abstract void sampleImpl(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec);
+
+    abstract void adamWImpl(Tensor param, Tensor grad, Tensor m, Tensor v, AdamWStep step, Tensor bf16Out);
+
+    abstract void sumSquaresImpl(Tensor out, Tensor x);
+
     // ---- memory ---------------------------------------------------------------------------------------------------
 
     @Override
@@ -160,6 +206,379 @@ public abstract class AbstractBackend implements Backend {
         Check.sameNumel(Ops.CAST, "dst", dst, "src", src);
         requireOp(Ops.CAST);
         castImpl(dst, src);
+    }
+
+    @Override
+    public final void add(Tensor out, Tensor a, Tensor b) {
+        String op = Ops.ADD;
+        fp32(op, "out", out);
+        fp32(op, "a", a);
+        fp32(op, "b", b);
+        Check.sameNumel(op, "out", out, "a", a);
+        Check.sameNumel(op, "out", out, "b", b);
+        requireOp(op);
+        addImpl(out, a, b);
+    }
+
+    @Override
+    public final void axpy(Tensor y, float alpha, Tensor x) {
+        String op = Ops.AXPY;
+        fp32(op, "y", y);
+        fp32(op, "x", x);
+        Check.sameNumel(op, "y", y, "x", x);
+        requireOp(op);
+        axpyImpl(y, alpha, x);
+    }
+
+    @Override
+    public final void embedding(Tensor out, Tensor table, Tensor ids) {
+        String op = Ops.EMBEDDING;
+        fp32(op, "out", out);
+        fp32(op, "table", table);
+        int32(op, "ids", ids);
+        Check.rank(op, "table", table, 2);
+        Check.rank(op, "ids", ids, 1);
+        Check.shape(op, "out", out, ids.dim(0), table.dim(1));
+        requireOp(op);
+        embeddingImpl(out, table, ids);
+    }
+
+    @Override
+    public final void embeddingBackward(Tensor dTable, Tensor dOut, Tensor ids) {
+        String op = Ops.EMBEDDING_BACKWARD;
+        fp32(op, "dTable", dTable);
+        fp32(op, "dOut", dOut);
+        int32(op, "ids", ids);
+        Check.rank(op, "dTable", dTable, 2);
+        Check.rank(op, "ids", ids, 1);
+        Check.shape(op, "dOut", dOut, ids.dim(0), dTable.dim(1));
+        requireOp(op);
+        embeddingBackwardImpl(dTable, dOut, ids);
+    }
+
+    @Override
+    public final void rmsNorm(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps) {
+        String op = Ops.RMS_NORM;
+        fp32(op, "out", out);
+        fp32(op, "rstd", rstd);
+        fp32(op, "x", x);
+        fp32(op, "weight", weight);
+        Check.rank(op, "x", x, 2);
+        Check.shape(op, "weight", weight, x.dim(1));
+        Check.shape(op, "out", out, x.dim(0), x.dim(1));
+        Check.shape(op, "rstd", rstd, x.dim(0));
+        Check.positive(op, "eps", eps);
+        requireOp(op);
+        rmsNormImpl(out, rstd, x, weight, eps);
+    }
+
+    @Override
+    public final void rmsNormBackward(Tensor dx, Tensor dWeight, Tensor dOut, Tensor x, Tensor weight, Tensor rstd) {
+        String op = Ops.RMS_NORM_BACKWARD;
+        fp32(op, "dx", dx);
+        fp32(op, "dWeight", dWeight);
+        fp32(op, "dOut", dOut);
+        fp32(op, "x", x);
+        fp32(op, "weight", weight);
+        fp32(op, "rstd", rstd);
+        Check.rank(op, "x", x, 2);
+        int n = x.dim(0), d = x.dim(1);
+        Check.shape(op, "dx", dx, n, d);
+        Check.shape(op, "dOut", dOut, n, d);
+        Check.shape(op, "weight", weight, d);
+        Check.shape(op, "dWeight", dWeight, d);
+        Check.shape(op, "rstd", rstd, n);
+        requireOp(op);
+        rmsNormBackwardImpl(dx, dWeight, dOut, x, weight, rstd);
+    }
+
+    @Override
+    public final void matmul(Tensor c, Tensor a, boolean transA, Tensor b, boolean transB, float alpha, float beta) {
+        String op = Ops.MATMUL;
+        fp32(op, "c", c);
+        fp32(op, "a", a);
+        fp32(op, "b", b);
+        Check.rank(op, "a", a, 2, 3);
+        Check.rank(op, "b", b, 2, 3);
+        Check.rank(op, "c", c, 2, 3);
+        int m = transA ? a.dim(-1) : a.dim(-2), ka = transA ? a.dim(-2) : a.dim(-1);
+        int kb = transB ? b.dim(-1) : b.dim(-2), n = transB ? b.dim(-2) : b.dim(-1);
+        if (ka != kb)
+            throw Check.fail(op, "inner dimensions differ: op(a) of " + a.shapeString() + (transA ? "^T" : "")
+                    + " has " + ka + " columns, op(b) of " + b.shapeString() + (transB ? "^T" : "") + " has " + kb + " rows");
+        int batch = c.rank() == 3 ? c.dim(0) : 1;
+        if (c.rank() == 2 && (a.rank() == 3 || b.rank() == 3))
+            throw Check.fail(op, "batched a " + a.shapeString() + " or b " + b.shapeString() + " needs a rank-3 c, got " + c.shapeString());
+        if (a.rank() == 3 && a.dim(0) != batch) throw Check.fail(op, "a " + a.shapeString() + " and c " + c.shapeString() + " differ in batch");
+        if (b.rank() == 3 && b.dim(0) != batch) throw Check.fail(op, "b " + b.shapeString() + " and c " + c.shapeString() + " differ in batch");
+        if (c.dim(-2) != m || c.dim(-1) != n)
+            throw Check.fail(op, "c " + c.shapeString() + " should be [" + m + ", " + n + "] for a " + a.shapeString()
+                    + (transA ? "^T" : "") + " times b " + b.shapeString() + (transB ? "^T" : ""));
+        Check.finite(op, "alpha", alpha);
+        Check.finite(op, "beta", beta);
+        requireOp(op);
+        matmulImpl(c, a, transA, b, transB, alpha, beta, batch, m, n, ka);
+    }
+
+    @Override
+    public final void rope(Tensor out, Tensor x, Tensor positions, Rope rope) {
+        checkRope(Ops.ROPE, out, x, positions, rope);
+        requireOp(Ops.ROPE);
+        ropeImpl(out, x, positions, rope, false);
+    }
+
+    @Override
+    public final void ropeBackward(Tensor dx, Tensor dOut, Tensor positions, Rope rope) {
+        checkRope(Ops.ROPE_BACKWARD, dx, dOut, positions, rope);
+        requireOp(Ops.ROPE_BACKWARD);
+        ropeImpl(dx, dOut, positions, rope, true);
+    }
+
+    private void checkRope(String op, Tensor out, Tensor x, Tensor positions, Rope rope) {
+        fp32(op, "out", out);
+        fp32(op, "x", x);
+        int32(op, "positions", positions);
+        Check.notNull(op, "rope", rope);
+        Check.rank(op, "x", x, 3);
+        Check.shape(op, "out", out, x.dim(0), x.dim(1), x.dim(2));
+        Check.shape(op, "positions", positions, x.dim(0));
+        Check.check(x.dim(2) == rope.headDim(), op, "x " + x.shapeString() + " has head dim " + x.dim(2) + " but rope has " + rope.headDim());
+    }
+
+    @Override
+    public final void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, float scale) {
+        String op = Ops.ATTENTION;
+        checkAttention(op, q, k, v, cuSeqlens, scale);
+        fp32(op, "out", out);
+        fp32(op, "lse", lse);
+        Check.shape(op, "out", out, q.dim(0), q.dim(1), q.dim(2));
+        Check.shape(op, "lse", lse, q.dim(0), q.dim(1));
+        requireOp(op);
+        attentionImpl(out, lse, q, k, v, cuSeqlens, scale);
+    }
+
+    @Override
+    public final void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dOut, Tensor q, Tensor k, Tensor v,
+                                        Tensor out, Tensor lse, Tensor cuSeqlens, float scale) {
+        String op = Ops.ATTENTION_BACKWARD;
+        checkAttention(op, q, k, v, cuSeqlens, scale);
+        fp32(op, "dq", dq);
+        fp32(op, "dk", dk);
+        fp32(op, "dv", dv);
+        fp32(op, "dOut", dOut);
+        fp32(op, "out", out);
+        fp32(op, "lse", lse);
+        Check.shape(op, "dq", dq, q.dim(0), q.dim(1), q.dim(2));
+        Check.shape(op, "dOut", dOut, q.dim(0), q.dim(1), q.dim(2));
+        Check.shape(op, "out", out, q.dim(0), q.dim(1), q.dim(2));
+        Check.shape(op, "dk", dk, k.dim(0), k.dim(1), k.dim(2));
+        Check.shape(op, "dv", dv, k.dim(0), k.dim(1), k.dim(2));
+        Check.shape(op, "lse", lse, q.dim(0), q.dim(1));
+        requireOp(op);
+        attentionBackwardImpl(dq, dk, dv, dOut, q, k, v, out, lse, cuSeqlens, scale);
+    }
+
+    private void checkAttention(String op, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, float scale) {
+        fp32(op, "q", q);
+        fp32(op, "k", k);
+        fp32(op, "v", v);
+        int32(op, "cuSeqlens", cuSeqlens);
+        Check.rank(op, "q", q, 3);
+        Check.rank(op, "k", k, 3);
+        Check.shape(op, "k", k, q.dim(0), -1, q.dim(2));
+        Check.shape(op, "v", v, k.dim(0), k.dim(1), k.dim(2));
+        Check.check(k.dim(1) > 0 && q.dim(1) % k.dim(1) == 0, op,
+                "query heads " + q.dim(1) + " must be a multiple of kv heads " + k.dim(1) + " (q " + q.shapeString() + ", k " + k.shapeString() + ")");
+        Check.rank(op, "cuSeqlens", cuSeqlens, 1);
+        Check.check(cuSeqlens.dim(0) >= 2, op, "cuSeqlens " + cuSeqlens.shapeString() + " needs at least 2 entries (B+1)");
+        Check.positive(op, "scale", scale);
+    }
+
+    @Override
+    public final void kvAppend(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor slots) {
+        String op = Ops.KV_APPEND;
+        fp32(op, "kCache", kCache);
+        fp32(op, "vCache", vCache);
+        fp32(op, "k", k);
+        fp32(op, "v", v);
+        int32(op, "slots", slots);
+        Check.rank(op, "kCache", kCache, 4);
+        Check.shape(op, "vCache", vCache, kCache.dim(0), kCache.dim(1), kCache.dim(2), kCache.dim(3));
+        Check.rank(op, "k", k, 3);
+        Check.shape(op, "k", k, -1, kCache.dim(2), kCache.dim(3));
+        Check.shape(op, "v", v, k.dim(0), k.dim(1), k.dim(2));
+        Check.shape(op, "slots", slots, k.dim(0));
+        requireOp(op);
+        kvAppendImpl(kCache, vCache, k, v, slots);
+    }
+
+    @Override
+    public final void decodeAttention(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables,
+                                      Tensor contextLens, float scale) {
+        String op = Ops.DECODE_ATTENTION;
+        fp32(op, "out", out);
+        fp32(op, "q", q);
+        fp32(op, "kCache", kCache);
+        fp32(op, "vCache", vCache);
+        int32(op, "blockTables", blockTables);
+        int32(op, "contextLens", contextLens);
+        Check.rank(op, "q", q, 3);
+        Check.rank(op, "kCache", kCache, 4);
+        Check.shape(op, "vCache", vCache, kCache.dim(0), kCache.dim(1), kCache.dim(2), kCache.dim(3));
+        Check.check(q.dim(2) == kCache.dim(3), op, "q " + q.shapeString() + " and kCache " + kCache.shapeString() + " differ in head dim");
+        Check.check(kCache.dim(2) > 0 && q.dim(1) % kCache.dim(2) == 0, op,
+                "query heads " + q.dim(1) + " must be a multiple of kv heads " + kCache.dim(2));
+        Check.shape(op, "out", out, q.dim(0), q.dim(1), q.dim(2));
+        Check.rank(op, "blockTables", blockTables, 2);
+        Check.shape(op, "blockTables", blockTables, q.dim(0), -1);
+        Check.shape(op, "contextLens", contextLens, q.dim(0));
+        Check.positive(op, "scale", scale);
+        requireOp(op);
+        decodeAttentionImpl(out, q, kCache, vCache, blockTables, contextLens, scale);
+    }
+
+    @Override
+    public final void swiglu(Tensor out, Tensor gate, Tensor up) {
+        String op = Ops.SWIGLU;
+        fp32(op, "out", out);
+        fp32(op, "gate", gate);
+        fp32(op, "up", up);
+        Check.sameNumel(op, "gate", gate, "up", up);
+        Check.sameNumel(op, "out", out, "gate", gate);
+        requireOp(op);
+        swigluImpl(out, gate, up);
+    }
+
+    @Override
+    public final void swigluBackward(Tensor dGate, Tensor dUp, Tensor dOut, Tensor gate, Tensor up) {
+        String op = Ops.SWIGLU_BACKWARD;
+        fp32(op, "dGate", dGate);
+        fp32(op, "dUp", dUp);
+        fp32(op, "dOut", dOut);
+        fp32(op, "gate", gate);
+        fp32(op, "up", up);
+        Check.sameNumel(op, "gate", gate, "up", up);
+        Check.sameNumel(op, "dOut", dOut, "gate", gate);
+        Check.sameNumel(op, "dGate", dGate, "gate", gate);
+        Check.sameNumel(op, "dUp", dUp, "gate", gate);
+        requireOp(op);
+        swigluBackwardImpl(dGate, dUp, dOut, gate, up);
+    }
+
+    private void checkLmHead(String op, Tensor hidden, Tensor lmHead, Tensor targets, float temperature) {
+        fp32(op, "hidden", hidden);
+        fp32(op, "lmHead", lmHead);
+        int32(op, "targets", targets);
+        Check.rank(op, "hidden", hidden, 2);
+        Check.rank(op, "lmHead", lmHead, 2);
+        Check.check(hidden.dim(1) == lmHead.dim(1), op,
+                "hidden " + hidden.shapeString() + " and lmHead " + lmHead.shapeString() + " differ in hidden size");
+        Check.shape(op, "targets", targets, hidden.dim(0));
+        Check.check(temperature >= 0 && Float.isFinite(temperature), op, "temperature must be >= 0, got " + temperature);
+    }
+
+    @Override
+    public final void tokenLogprobs(Tensor out, Tensor hidden, Tensor lmHead, Tensor targets, float temperature) {
+        String op = Ops.TOKEN_LOGPROBS;
+        checkLmHead(op, hidden, lmHead, targets, temperature);
+        fp32(op, "out", out);
+        Check.shape(op, "out", out, hidden.dim(0));
+        requireOp(op);
+        tokenLogprobsImpl(out, hidden, lmHead, targets, temperature);
+    }
+
+    @Override
+    public final void tokenLogprobsBackward(Tensor dHidden, Tensor dLmHead, Tensor dLogprobs, Tensor hidden,
+                                            Tensor lmHead, Tensor targets, float temperature) {
+        String op = Ops.TOKEN_LOGPROBS_BACKWARD;
+        checkLmHead(op, hidden, lmHead, targets, temperature);
+        fp32(op, "dHidden", dHidden);
+        fp32(op, "dLmHead", dLmHead);
+        fp32(op, "dLogprobs", dLogprobs);
+        Check.shape(op, "dHidden", dHidden, hidden.dim(0), hidden.dim(1));
+        Check.shape(op, "dLmHead", dLmHead, lmHead.dim(0), lmHead.dim(1));
+        Check.shape(op, "dLogprobs", dLogprobs, hidden.dim(0));
+        requireOp(op);
+        tokenLogprobsBackwardImpl(dHidden, dLmHead, dLogprobs, hidden, lmHead, targets, temperature);
+    }
+
+    @Override
+    public final void grpoLoss(GrpoLossOutputs out, Tensor hidden, Tensor lmHead, Tensor targets, Tensor weights,
+                               Tensor advantages, Tensor oldLogprobs, Tensor refLogprobs, GrpoLossParams params) {
+        String op = Ops.GRPO_LOSS;
+        Check.notNull(op, "out", out);
+        Check.notNull(op, "params", params);
+        checkLmHead(op, hidden, lmHead, targets, params.temperature());
+        int n = hidden.dim(0);
+        for (Object[] a : new Object[][] {{"weights", weights}, {"advantages", advantages}, {"oldLogprobs", oldLogprobs},
+                {"refLogprobs", refLogprobs}, {"out.logprobs", out.logprobs()}, {"out.ratio", out.ratio()},
+                {"out.clipped", out.clipped()}, {"out.kl", out.kl()}}) {
+            fp32(op, (String) a[0], (Tensor) a[1]);
+            Check.shape(op, (String) a[0], (Tensor) a[1], n);
+        }
+        fp32(op, "out.loss", out.loss());
+        Check.shape(op, "out.loss", out.loss(), 1);
+        fp32(op, "out.dHidden", out.dHidden());
+        Check.shape(op, "out.dHidden", out.dHidden(), n, hidden.dim(1));
+        fp32(op, "out.dLmHead", out.dLmHead());
+        Check.shape(op, "out.dLmHead", out.dLmHead(), lmHead.dim(0), lmHead.dim(1));
+        requireOp(op);
+        grpoLossImpl(out, hidden, lmHead, targets, weights, advantages, oldLogprobs, refLogprobs, params);
+    }
+
+    @Override
+    public final void sample(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec) {
+        String op = Ops.SAMPLE;
+        Check.notNull(op, "spec", spec);
+        fp32(op, "logits", logits);
+        Check.rank(op, "logits", logits, 2);
+        Check.check(logits.dim(1) > 0, op, "logits " + logits.shapeString() + " has an empty vocabulary");
+        int b = logits.dim(0);
+        int32(op, "tokens", tokens);
+        Check.shape(op, "tokens", tokens, b);
+        fp32(op, "logprobs", logprobs);
+        Check.shape(op, "logprobs", logprobs, b);
+        int32(op, "rngCounters", rngCounters);
+        Check.shape(op, "rngCounters", rngCounters, b, 2);
+        requireOp(op);
+        sampleImpl(tokens, logprobs, logits, rngCounters, spec);
+    }
+
+    @Override
+    public final void adamW(Tensor param, Tensor grad, Tensor m, Tensor v, AdamWStep step, Tensor bf16Out) {
+        String op = Ops.ADAMW;
+        Check.notNull(op, "step", step);
+        for (Object[] a : new Object[][] {{"param", param}, {"grad", grad}, {"m", m}, {"v", v}}) {
+            fp32(op, (String) a[0], (Tensor) a[1]);
+            Check.sameNumel(op, "param", param, (String) a[0], (Tensor) a[1]);
+        }
+        if (bf16Out != null) {
+            Check.tensor(op, this, "bf16Out", bf16Out);
+            Check.dtype(op, "bf16Out", bf16Out, DType.BF16);
+            Check.sameNumel(op, "param", param, "bf16Out", bf16Out);
+        }
+        requireOp(op);
+        adamWImpl(param, grad, m, v, step, bf16Out);
+    }
+
+    @Override
+    public final void sumSquares(Tensor out, Tensor x) {
+        String op = Ops.SUM_SQUARES;
+        fp32(op, "out", out);
+        fp32(op, "x", x);
+        Check.shape(op, "out", out, 1);
+        requireOp(op);
+        sumSquaresImpl(out, x);
+    }
+
+    private void fp32(String op, String name, Tensor t) {
+        Check.tensor(op, this, name, t);
+        Check.dtype(op, name, t, DType.FP32);
+    }
+
+    private void int32(String op, String name, Tensor t) {
+        Check.tensor(op, this, name, t);
+        Check.dtype(op, name, t, DType.INT32);
     }
 
     // ---- lifecycle ------------------------------------------------------------------------------------------------

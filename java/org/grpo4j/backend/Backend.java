@@ -74,6 +74,133 @@ public interface Backend extends AutoCloseable {
     /** dst = (dtype of dst) src: fp32 to bf16 rounds to nearest even; bf16 to fp32 is exact. Same element count. */
     void cast(Tensor dst, Tensor src);
 
+    // ---- elementwise ----------------------------------------------------------------------------------------------
+
+    /** out = a + b (fp32; out may alias a or b): the residual add. */
+    void add(Tensor out, Tensor a, Tensor b);
+
+    /** y += alpha * x (fp32): gradient accumulation. */
+    void axpy(Tensor y, float alpha, Tensor x);
+
+    // ---- embedding ------------------------------------------------------------------------------------------------
+
+    /** out[n, :] = table[ids[n], :]. out [N, D] fp32, table [V, D] fp32, ids [N] int32 in [0, V). */
+    void embedding(Tensor out, Tensor table, Tensor ids);
+
+    /** dTable[ids[n], :] += dOut[n, :], deterministically (rows summed in token order). */
+    void embeddingBackward(Tensor dTable, Tensor dOut, Tensor ids);
+
+    // ---- RMSNorm --------------------------------------------------------------------------------------------------
+
+    /**
+     * out = x * rstd * weight with rstd = 1 / sqrt(mean(x^2) + eps), per row. x, out [N, D]; weight [D];
+     * rstd [N] is saved for the backward.
+     */
+    void rmsNorm(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps);
+
+    /**
+     * dx = rstd * (w*dOut - x * rstd^2 * mean(w*dOut*x)) (overwritten); dWeight += sum_n dOut * x * rstd.
+     */
+    void rmsNormBackward(Tensor dx, Tensor dWeight, Tensor dOut, Tensor x, Tensor weight, Tensor rstd);
+
+    // ---- matmul ---------------------------------------------------------------------------------------------------
+
+    /**
+     * C = alpha * op(A) * op(B) + beta * C with fp32 accumulation. op(A) is [M, K] (A is [K, M] when transA),
+     * op(B) is [K, N] (B is [N, K] when transB). Rank-3 operands [batch, ., .] give strided batches; a rank-2
+     * A or B is shared by every batch. beta = 0 ignores C's old contents (NaN included).
+     */
+    void matmul(Tensor c, Tensor a, boolean transA, Tensor b, boolean transB, float alpha, float beta);
+
+    // ---- RoPE -----------------------------------------------------------------------------------------------------
+
+    /** out = rotary(x) at the given positions. x, out [N, H, headDim] fp32; positions [N] int32 >= 0. */
+    void rope(Tensor out, Tensor x, Tensor positions, Rope rope);
+
+    /** dx = rotary^T(dOut): the inverse rotation (sin negated). */
+    void ropeBackward(Tensor dx, Tensor dOut, Tensor positions, Rope rope);
+
+    // ---- attention ------------------------------------------------------------------------------------------------
+
+    /**
+     * Causal grouped-query attention over packed sequences. q [N, Hq, D], k and v [N, Hkv, D] (Hq a multiple of
+     * Hkv; query head h reads kv head h / (Hq/Hkv)); cuSeqlens [B+1] int32 with cuSeqlens[0] = 0 and
+     * cuSeqlens[B] = N: token t of sequence b attends to tokens cuSeqlens[b]..t. out [N, Hq, D];
+     * lse [N, Hq] = log sum exp of the scaled scores (saved for the backward).
+     */
+    void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, float scale);
+
+    /** Gradients of {@link #attention}: dq, dk, dv overwritten. */
+    void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dOut, Tensor q, Tensor k, Tensor v,
+                           Tensor out, Tensor lse, Tensor cuSeqlens, float scale);
+
+    /**
+     * Writes k[n], v[n] ([N, Hkv, D]) into the paged caches ([numBlocks, blockSize, Hkv, D]) at slot slots[n]
+     * (block = slot / blockSize, offset = slot % blockSize).
+     */
+    void kvAppend(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor slots);
+
+    /**
+     * One query token per sequence against its paged KV cache: q, out [B, Hq, D]; blockTables [B, maxBlocks] int32;
+     * contextLens [B] int32 (the number of cached tokens to attend to, including the current one).
+     */
+    void decodeAttention(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens, float scale);
+
+    // ---- SwiGLU ---------------------------------------------------------------------------------------------------
+
+    /** out = silu(gate) * up, silu(x) = x * sigmoid(x). All [N, F] fp32. */
+    void swiglu(Tensor out, Tensor gate, Tensor up);
+
+    /** dGate = dOut * up * silu'(gate), dUp = dOut * silu(gate) (overwritten). */
+    void swigluBackward(Tensor dGate, Tensor dUp, Tensor dOut, Tensor gate, Tensor up);
+
+    // ---- LM head: log-probs and the fused GRPO loss ---------------------------------------------------------------
+
+    /**
+     * out[n] = log softmax(hidden[n] . lmHead^T / (temperature + 1e-7))[targets[n]], computed over vocabulary chunks
+     * with an online log-sum-exp: the [N, V] logits matrix is never held. hidden [N, D], lmHead [V, D], targets [N].
+     */
+    void tokenLogprobs(Tensor out, Tensor hidden, Tensor lmHead, Tensor targets, float temperature);
+
+    /**
+     * Backward of {@link #tokenLogprobs} for upstream gradients dLogprobs [N]: dHidden overwritten, dLmHead
+     * accumulated. dlogit[n, v] = dLogprobs[n] * (1[v = target] - p[n, v]) / (temperature + 1e-7).
+     */
+    void tokenLogprobsBackward(Tensor dHidden, Tensor dLmHead, Tensor dLogprobs, Tensor hidden, Tensor lmHead,
+                               Tensor targets, float temperature);
+
+    /**
+     * The GRPO loss fused with the LM head (grpo-reference.md section 4), never materializing the logits:
+     * logp = tokenLogprobs(...); ratio = exp(logp - oldLogprobs); pg = max(-A*ratio, -A*clamp(ratio, 1-epsLow,
+     * 1+epsHigh)); d = clamp(logp - refLogprobs, -40, 40); loss = sum_n weights[n] * (pg[n] + beta * kl(d, ratio)).
+     * {@code weights} [N] carries the mask and the aggregation (weights = mask / sum(mask) gives the token-masked
+     * mean). advantages, oldLogprobs, refLogprobs [N]. Gradients w.r.t. hidden (overwritten) and lmHead (accumulated).
+     */
+    void grpoLoss(GrpoLossOutputs out, Tensor hidden, Tensor lmHead, Tensor targets, Tensor weights, Tensor advantages,
+                  Tensor oldLogprobs, Tensor refLogprobs, GrpoLossParams params);
+
+    // ---- sampling -------------------------------------------------------------------------------------------------
+
+    /**
+     * Samples one token per row of logits [B, V] from softmax(logits / temperature) restricted to the top-k and then
+     * the top-p nucleus, renormalized. The uniform variate of row b comes from Philox(seed; rngCounters[b, 0] =
+     * stream, rngCounters[b, 1] = step), so a row's token depends only on its logits, the seed and its counter,
+     * never on the rest of the batch. tokens [B] int32; logprobs [B] = log softmax(logits / temperature)[token]
+     * (the unfiltered temperature-scaled distribution; at temperature 0, of softmax(logits)).
+     */
+    void sample(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec);
+
+    // ---- optimizer and reductions ---------------------------------------------------------------------------------
+
+    /**
+     * AdamW (torch semantics) on a flat fp32 shard: p *= 1 - lr*wd; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
+     * p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). Optionally writes bf16(p) to bf16Out.
+     */
+    void adamW(Tensor param, Tensor grad, Tensor m, Tensor v, AdamWStep step, Tensor bf16Out);
+
+    /** out[0] += sum(x^2) for fp32 x (out is fp32 [1]): squared norms for gradient clipping. */
+    void sumSquares(Tensor out, Tensor x);
+
     @Override
     void close();
 }

@@ -216,4 +216,70 @@ public final class CudaBackend extends AbstractBackend {
                 : CudaNative.g4_cast_bf16_f32(addr(dst), addr(src), dst.numel(), stream);
         CudaRuntime.check(e, "cast kernel");
     }
+
+    // ---- ops not yet ported to CUDA: requireOp() stops every call before it gets here -------------------------------
+
+    private static UnsupportedOperationException notPorted(String op) {
+        return new UnsupportedOperationException(op + " is not implemented on cuda yet");
+    }
+
+    @Override
+    void addImpl(Tensor out, Tensor a, Tensor b) { throw notPorted("add"); }
+
+    @Override
+    void axpyImpl(Tensor y, float alpha, Tensor x) { throw notPorted("axpy"); }
+
+    @Override
+    void embeddingImpl(Tensor out, Tensor table, Tensor ids) { throw notPorted("embedding"); }
+
+    @Override
+    void embeddingBackwardImpl(Tensor dTable, Tensor dOut, Tensor ids) { throw notPorted("embeddingBackward"); }
+
+    @Override
+    void rmsNormImpl(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps) { throw notPorted("rmsNorm"); }
+
+    @Override
+    void rmsNormBackwardImpl(Tensor dx, Tensor dWeight, Tensor dOut, Tensor x, Tensor weight, Tensor rstd) { throw notPorted("rmsNormBackward"); }
+
+    @Override
+    void matmulImpl(Tensor c, Tensor a, boolean transA, Tensor b, boolean transB, float alpha, float beta, int batch, int m, int n, int k) { throw notPorted("matmul"); }
+
+    @Override
+    void ropeImpl(Tensor out, Tensor x, Tensor positions, Rope rope, boolean inverse) { throw notPorted("rope"); }
+
+    @Override
+    void attentionImpl(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, float scale) { throw notPorted("attention"); }
+
+    @Override
+    void attentionBackwardImpl(Tensor dq, Tensor dk, Tensor dv, Tensor dOut, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor cuSeqlens, float scale) { throw notPorted("attentionBackward"); }
+
+    @Override
+    void kvAppendImpl(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor slots) { throw notPorted("kvAppend"); }
+
+    @Override
+    void decodeAttentionImpl(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens, float scale) { throw notPorted("decodeAttention"); }
+
+    @Override
+    void swigluImpl(Tensor out, Tensor gate, Tensor up) { throw notPorted("swiglu"); }
+
+    @Override
+    void swigluBackwardImpl(Tensor dGate, Tensor dUp, Tensor dOut, Tensor gate, Tensor up) { throw notPorted("swigluBackward"); }
+
+    @Override
+    void tokenLogprobsImpl(Tensor out, Tensor hidden, Tensor lmHead, Tensor targets, float temperature) { throw notPorted("tokenLogprobs"); }
+
+    @Override
+    void tokenLogprobsBackwardImpl(Tensor dHidden, Tensor dLmHead, Tensor dLogprobs, Tensor hidden, Tensor lmHead, Tensor targets, float temperature) { throw notPorted("tokenLogprobsBackward"); }
+
+    @Override
+    void grpoLossImpl(GrpoLossOutputs out, Tensor hidden, Tensor lmHead, Tensor targets, Tensor weights, Tensor advantages, Tensor oldLogprobs, Tensor refLogprobs, GrpoLossParams p) { throw notPorted("grpoLoss"); }
+
+    @Override
+    void sampleImpl(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec) { throw notPorted("sample"); }
+
+    @Override
+    void adamWImpl(Tensor param, Tensor grad, Tensor m, Tensor v, AdamWStep step, Tensor bf16Out) { throw notPorted("adamW"); }
+
+    @Override
+    void sumSquaresImpl(Tensor out, Tensor x) { throw notPorted("sumSquares"); }
 }

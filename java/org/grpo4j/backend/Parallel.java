@@ -5,7 +5,7 @@ import java.util.concurrent.RecursiveAction;
 
 /**
  * Deterministic data parallelism for the CPU backend: [0, n) is cut into fixed chunks of {@code grain} indices and
- * each chunk runs on one thread. Which thread runs a chunk never changes a result, because every output element is
+ * each chunk runs on one thread (chunk boundaries are multiples of {@code grain}, whatever the thread count). Which thread runs a chunk never changes a result, because every output element is
  * written by exactly one chunk and reductions combine per-chunk partials in chunk order.
  */
 final class Parallel {
@@ -23,7 +23,7 @@ final class Parallel {
         if (n <= 0) return;
         int g = Math.max(1, grain);
         if (pool == null || n <= g) {
-            body.run(0, n);
+            for (int s = 0; s < n; s += g) body.run(s, Math.min(n, s + g)); // same chunks as the parallel path
             return;
         }
         pool.invoke(new Task(0, n, g, body));

@@ -1,0 +1,83 @@
+package org.grpo4j.backend;
+
+/**
+ * One row of {@link Backend#sample} on the CPU. Exact semantics (a CUDA kernel must reproduce the distribution):
+ * <ol>
+ *   <li>temperature 0: argmax (lowest index on ties); logprob from softmax(logits).</li>
+ *   <li>otherwise z = logits / temperature, p = softmax(z). Sort tokens by z descending (index ascending on ties);
+ *       keep the first topK (all when 0); renormalize; keep the shortest prefix whose cumulative probability
+ *       reaches topP (at least one token). Draw u ~ U[0, 1) from Philox(seed, stream, step) and take the first kept
+ *       token (in that order) whose cumulative kept mass exceeds u times the kept mass.</li>
+ *   <li>Without top-k/top-p the walk runs in vocabulary order (no sort); the distribution is the same.</li>
+ * </ol>
+ * The returned logprob is log p(token) under the unfiltered softmax(z).
+ */
+final class Sampler {
+    private Sampler() {}
+
+    record Result(int token, double logprob) {}
+
+    static Result sampleRow(float[] logits, int off, int v, SamplingSpec spec, int stream, int step) {
+        if (spec.temperature() == 0f) {
+            int best = 0;
+            for (int j = 1; j < v; j++) if (logits[off + j] > logits[off + best]) best = j;
+            double lse = logSumExp(logits, off, v, 1.0);
+            return new Result(best, logits[off + best] - lse);
+        }
+        double invT = 1.0 / spec.temperature();
+        double lse = logSumExp(logits, off, v, invT);
+        double u = Philox.uniform(spec.seed(), stream, step);
+        int k = spec.topK() == 0 ? v : Math.min(spec.topK(), v);
+        if (k == v && spec.topP() >= 1f) {
+            double target = u, c = 0;
+            int last = -1;
+            for (int j = 0; j < v; j++) {
+                double p = Math.exp(logits[off + j] * invT - lse);
+                if (p > 0) last = j;
+                c += p;
+                if (c > target) return new Result(j, logits[off + j] * invT - lse);
+            }
+            return new Result(last, logits[off + last] * invT - lse); // rounding left c just below u
+        }
+        int[] order = sortedDescending(logits, off, v);
+        double massK = 0;
+        for (int r = 0; r < k; r++) massK += Math.exp(logits[off + order[r]] * invT - lse);
+        int kept = 0;
+        double mass = 0;
+        while (kept < k) {
+            mass += Math.exp(logits[off + order[kept]] * invT - lse);
+            kept++;
+            if (mass / massK >= spec.topP()) break;
+        }
+        double target = u * mass, c = 0;
+        for (int r = 0; r < kept; r++) {
+            int j = order[r];
+            c += Math.exp(logits[off + j] * invT - lse);
+            if (c > target) return new Result(j, logits[off + j] * invT - lse);
+        }
+        int j = order[kept - 1];
+        return new Result(j, logits[off + j] * invT - lse);
+    }
+
+    static double logSumExp(float[] a, int off, int n, double scale) {
+        double mx = Double.NEGATIVE_INFINITY;
+        for (int j = 0; j < n; j++) mx = Math.max(mx, a[off + j] * scale);
+        double s = 0;
+        for (int j = 0; j < n; j++) s += Math.exp(a[off + j] * scale - mx);
+        return mx + Math.log(s);
+    }
+
+    /** Token indices sorted by value descending, ties by index ascending (primitive sort of packed keys). */
+    static int[] sortedDescending(float[] a, int off, int n) {
+        long[] keys = new long[n];
+        for (int j = 0; j < n; j++) {
+            int bits = Float.floatToIntBits(a[off + j]);
+            int ord = bits >= 0 ? bits : bits ^ 0x7FFFFFFF; // signed int, monotone in the float value
+            keys[j] = ((long) ~ord << 32) | j;               // ~ord reverses the order: larger value first
+        }
+        java.util.Arrays.sort(keys);
+        int[] out = new int[n];
+        for (int j = 0; j < n; j++) out[j] = (int) keys[j];
+        return out;
+    }
+}

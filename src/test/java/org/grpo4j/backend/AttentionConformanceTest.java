@@ -1,0 +1,153 @@
+package org.grpo4j.backend;
+
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Nested;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Causal GQA attention over packed sequences (head dims 64, 128 and odd), its backward (FD in float64 on sampled
+ * coordinates), kvAppend and paged decode attention. Forward: atol 2e-6, rtol 1e-5 (out and lse); backward vs FD:
+ * atol 2e-5, rtol 2e-4; decode vs full attention: atol 2e-6, rtol 1e-5.
+ */
+class AttentionConformanceTest {
+
+    abstract static class Suite extends Conformance {
+
+        /** cu_seqlens for the given lengths (zero-length sequences allowed). */
+        static int[] cu(int... lens) {
+            int[] c = new int[lens.length + 1];
+            for (int i = 0; i < lens.length; i++) c[i + 1] = c[i] + lens[i];
+            return c;
+        }
+
+        @Test
+        void forwardMatchesReference() {
+            Backend be = be(Ops.ATTENTION);
+            SplittableRandom r = new SplittableRandom(1);
+            // {hq, hkv, d, lengths...}
+            for (int[] c : new int[][] {{8, 2, 64, 37, 1, 20}, {4, 1, 128, 45}, {3, 3, 5, 1, 0, 9}, {32, 8, 128, 7}}) {
+                int hq = c[0], hkv = c[1], d = c[2];
+                int[] cu = cu(java.util.Arrays.copyOfRange(c, 3, c.length));
+                int n = cu[cu.length - 1];
+                double scale = 1 / Math.sqrt(d);
+                double[] q = randn(r, n * hq * d, 1), k = randn(r, n * hkv * d, 1), v = randn(r, n * hkv * d, 1);
+                double[] ref = Ref.attention(q, k, v, cu, n, hq, hkv, d, scale);
+                Tensor out = poisoned(n, hq, d), lse = poisoned(n, hq);
+                be.attention(out, lse, up(q, n, hq, d), up(k, n, hkv, d), up(v, n, hkv, d), up(cu, cu.length), (float) scale);
+                String what = "attention hq=" + hq + " hkv=" + hkv + " d=" + d + " cu=" + java.util.Arrays.toString(cu);
+                assertClose(what + " out", java.util.Arrays.copyOf(ref, n * hq * d), out.toFloats(), 2e-6, 1e-5);
+                assertClose(what + " lse", java.util.Arrays.copyOfRange(ref, n * hq * d, ref.length), lse.toFloats(), 2e-6, 1e-5);
+            }
+        }
+
+        @Test
+        void backwardMatchesFiniteDifferences() {
+            Backend be = be(Ops.ATTENTION_BACKWARD);
+            SplittableRandom r = new SplittableRandom(2);
+            for (int[] c : new int[][] {{4, 2, 8, 6, 1, 5}, {2, 1, 64, 9}, {3, 3, 3, 4, 2}}) {
+                int hq = c[0], hkv = c[1], d = c[2];
+                int[] cu = cu(java.util.Arrays.copyOfRange(c, 3, c.length));
+                int n = cu[cu.length - 1];
+                double scale = 1 / Math.sqrt(d);
+                double[] q = randn(r, n * hq * d, 1), k = randn(r, n * hkv * d, 1), v = randn(r, n * hkv * d, 1);
+                double[] dy = randn(r, n * hq * d, 1);
+                Tensor tq = up(q, n, hq, d), tk = up(k, n, hkv, d), tv = up(v, n, hkv, d), tcu = up(cu, cu.length);
+                Tensor out = zeros(n, hq, d), lse = zeros(n, hq);
+                be.attention(out, lse, tq, tk, tv, tcu, (float) scale);
+                Tensor dq = poisoned(n, hq, d), dk = poisoned(n, hkv, d), dv = poisoned(n, hkv, d);
+                be.attentionBackward(dq, dk, dv, up(dy, n, hq, d), tq, tk, tv, out, lse, tcu, (float) scale);
+                int nOut = n * hq * d;
+                int[] iq = someIndices(r, q.length, 150), ik = someIndices(r, k.length, 150), iv = someIndices(r, v.length, 150);
+                double[] fq = fdGrad(x -> dot(dy, java.util.Arrays.copyOf(Ref.attention(x, k, v, cu, n, hq, hkv, d, scale), nOut)), q, iq);
+                double[] fk = fdGrad(x -> dot(dy, java.util.Arrays.copyOf(Ref.attention(q, x, v, cu, n, hq, hkv, d, scale), nOut)), k, ik);
+                double[] fv = fdGrad(x -> dot(dy, java.util.Arrays.copyOf(Ref.attention(q, k, x, cu, n, hq, hkv, d, scale), nOut)), v, iv);
+                String what = "attention backward hq=" + hq + " hkv=" + hkv + " d=" + d;
+                assertGradClose(what + " dq", fq, dq.toFloats(), iq, 2e-5, 2e-4);
+                assertGradClose(what + " dk", fk, dk.toFloats(), ik, 2e-5, 2e-4);
+                assertGradClose(what + " dv", fv, dv.toFloats(), iv, 2e-5, 2e-4);
+                // every element written (poison gone) even where FD was not sampled
+                for (float x : dq.toFloats()) org.junit.jupiter.api.Assertions.assertTrue(Float.isFinite(x));
+                for (float x : dk.toFloats()) org.junit.jupiter.api.Assertions.assertTrue(Float.isFinite(x));
+                for (float x : dv.toFloats()) org.junit.jupiter.api.Assertions.assertTrue(Float.isFinite(x));
+            }
+        }
+
+        @Test
+        void pagedDecodeEqualsFullAttention() {
+            Backend be = be(Ops.DECODE_ATTENTION);
+            TestBackends.assumeOp(be, Ops.KV_APPEND);
+            SplittableRandom r = new SplittableRandom(3);
+            int hq = 8, hkv = 2, d = 64, bs = 5, numBlocks = 20, maxBlocks = 6;
+            int[] lens = {1, 13, 27};
+            int b = lens.length;
+            Tensor kc = poisoned(numBlocks, bs, hkv, d), vc = poisoned(numBlocks, bs, hkv, d);
+            // scattered, non-contiguous block tables
+            int[] tables = new int[b * maxBlocks];
+            int[] perm = {17, 3, 9, 0, 12, 5, 19, 7, 1, 14, 2, 8, 11, 6, 4, 10, 13, 15, 16, 18};
+            int next = 0;
+            for (int s = 0; s < b; s++) for (int j = 0; j < maxBlocks; j++) tables[s * maxBlocks + j] = j < (lens[s] + bs - 1) / bs ? perm[next++] : 0;
+            double[][] ks = new double[b][], vs = new double[b][], qs = new double[b][];
+            for (int s = 0; s < b; s++) {
+                int len = lens[s];
+                ks[s] = randn(r, len * hkv * d, 1);
+                vs[s] = randn(r, len * hkv * d, 1);
+                qs[s] = randn(r, hq * d, 1);
+                int[] slots = new int[len];
+                for (int t = 0; t < len; t++) slots[t] = tables[s * maxBlocks + t / bs] * bs + t % bs;
+                be.kvAppend(kc, vc, up(ks[s], len, hkv, d), up(vs[s], len, hkv, d), up(slots, len));
+            }
+            double[] q = new double[b * hq * d];
+            for (int s = 0; s < b; s++) System.arraycopy(qs[s], 0, q, s * hq * d, hq * d);
+            Tensor out = poisoned(b, hq, d);
+            double scale = 1 / Math.sqrt(d);
+            be.decodeAttention(out, up(q, b, hq, d), kc, vc, up(tables, b, maxBlocks), up(lens, b), (float) scale);
+            float[] got = out.toFloats();
+            for (int s = 0; s < b; s++) {
+                int len = lens[s];
+                // the last query of a full causal pass over the sequence = decode of its last token
+                double[] qFull = new double[len * hq * d];
+                System.arraycopy(qs[s], 0, qFull, (len - 1) * hq * d, hq * d);
+                double[] ref = Ref.attention(qFull, ks[s], vs[s], new int[] {0, len}, len, hq, hkv, d, scale);
+                double[] want = java.util.Arrays.copyOfRange(ref, (len - 1) * hq * d, len * hq * d);
+                float[] g = java.util.Arrays.copyOfRange(got, s * hq * d, (s + 1) * hq * d);
+                assertClose("decode seq " + s + " len " + len, want, g, 2e-6, 1e-5);
+            }
+        }
+
+        @Test
+        void badCalls() {
+            Backend be = be(Ops.ATTENTION);
+            Tensor cu = up(new int[] {0, 4}, 2);
+            assertBadCall(Ops.ATTENTION, () -> be.attention(zeros(4, 6, 8), zeros(4, 6), zeros(4, 6, 8), zeros(4, 4, 8), zeros(4, 4, 8), cu, 0.3f),
+                    "query heads 6", "kv heads 4");
+            assertBadCall(Ops.ATTENTION, () -> be.attention(zeros(4, 4, 8), zeros(4, 4), zeros(4, 4, 8), zeros(4, 2, 7), zeros(4, 2, 7), cu, 0.3f),
+                    "k has shape [4, 2, 7]");
+            if (be instanceof CpuBackend) {
+                assertBadCall(Ops.ATTENTION, () -> be.attention(zeros(4, 2, 8), zeros(4, 2), zeros(4, 2, 8), zeros(4, 2, 8), zeros(4, 2, 8),
+                        up(new int[] {0, 3}, 2), 0.3f), "token count 4");
+                assertBadCall(Ops.ATTENTION, () -> be.attention(zeros(4, 2, 8), zeros(4, 2), zeros(4, 2, 8), zeros(4, 2, 8), zeros(4, 2, 8),
+                        up(new int[] {0, 3, 2, 4}, 4), 0.3f), "non-decreasing");
+            }
+            Backend b2 = be(Ops.DECODE_ATTENTION);
+            assertBadCall(Ops.DECODE_ATTENTION, () -> b2.decodeAttention(zeros(2, 4, 8), zeros(2, 4, 8), zeros(3, 4, 2, 8), zeros(3, 4, 2, 8),
+                    up(new int[] {0, 1, 2}, 3, 1), up(new int[] {1, 1}, 2), 0.3f), "blockTables", "[3, 1]");
+            if (b2 instanceof CpuBackend)
+                assertBadCall(Ops.DECODE_ATTENTION, () -> b2.decodeAttention(zeros(1, 4, 8), zeros(1, 4, 8), zeros(3, 4, 2, 8), zeros(3, 4, 2, 8),
+                        up(new int[] {0, 1}, 1, 2), up(new int[] {9}, 1), 0.3f), "contextLens[0] = 9");
+        }
+    }
+
+    @Nested
+    class Cpu extends Suite {
+        @Override
+        protected Backend be() { return TestBackends.cpu(); }
+    }
+
+    @Nested
+    @Tag("gpu")
+    class Cuda extends Suite {
+        @Override
+        protected Backend be() { return TestBackends.cuda(); }
+    }
+}

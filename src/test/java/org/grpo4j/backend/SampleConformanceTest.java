@@ -1,0 +1,187 @@
+package org.grpo4j.backend;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.util.SplittableRandom;
+import java.util.TreeSet;
+import org.junit.jupiter.api.Nested;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+
+/**
+ * sample: frequencies against softmax by a chi-square test (critical value at alpha = 1e-4), exact top-k/top-p
+ * support, log-probs vs float64 (atol 1e-5), greedy, determinism by seed and independence of batch composition.
+ */
+class SampleConformanceTest {
+
+    @Test
+    void philoxKnownAnswerVectors() {
+        // Random123 kat_vectors for philox4x32_10
+        assertArrayEquals(new int[] {0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}, Philox.philox4x32(0, 0, 0, 0, 0, 0));
+        assertArrayEquals(new int[] {0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}, Philox.philox4x32(-1, -1, -1, -1, -1, -1));
+        assertArrayEquals(new int[] {0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1},
+                Philox.philox4x32(0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0));
+    }
+
+    /** Chi-square critical values at alpha = 1e-4 for df = 1..12. */
+    static final double[] CHI2_CRIT = {15.14, 18.42, 21.11, 23.51, 25.74, 27.86, 29.88, 31.83, 33.72, 35.56, 37.37, 39.13};
+
+    abstract static class Suite extends Conformance {
+
+        static double[] softmax(double[] z, double t) {
+            double mx = Double.NEGATIVE_INFINITY;
+            for (double x : z) mx = Math.max(mx, x / t);
+            double s = 0;
+            double[] p = new double[z.length];
+            for (int i = 0; i < z.length; i++) s += p[i] = Math.exp(z[i] / t - mx);
+            for (int i = 0; i < z.length; i++) p[i] /= s;
+            return p;
+        }
+
+        /** Draws rows identical logits with counters (stream = row + offset, step = 3); returns the tokens. */
+        int[] draw(double[] logits, int rows, SamplingSpec spec, int offset, float[] logprobsOut) {
+            int v = logits.length;
+            double[] all = new double[rows * v];
+            int[] ctr = new int[rows * 2];
+            for (int r = 0; r < rows; r++) {
+                System.arraycopy(logits, 0, all, r * v, v);
+                ctr[2 * r] = r + offset;
+                ctr[2 * r + 1] = 3;
+            }
+            Tensor tok = poisonedInt(rows), lp = poisoned(rows);
+            be().sample(tok, lp, up(all, rows, v), up(ctr, rows, 2), spec);
+            if (logprobsOut != null) System.arraycopy(lp.toFloats(), 0, logprobsOut, 0, rows);
+            return tok.toInts();
+        }
+
+        static void chiSquare(String what, int[] tokens, double[] p, TreeSet<Integer> support) {
+            int[] counts = new int[p.length];
+            for (int t : tokens) counts[t]++;
+            double chi = 0;
+            int df = -1;
+            for (int i = 0; i < p.length; i++) {
+                if (!support.contains(i)) {
+                    assertEquals(0, counts[i], what + ": token " + i + " is outside the allowed set " + support);
+                    continue;
+                }
+                double e = p[i] * tokens.length;
+                chi += (counts[i] - e) * (counts[i] - e) / e;
+                df++;
+            }
+            for (int i : support) assertTrue(counts[i] > 0, what + ": allowed token " + i + " never drawn");
+            if (df >= 1) assertTrue(chi < CHI2_CRIT[df - 1], what + ": chi-square " + chi + " >= " + CHI2_CRIT[df - 1] + " (df " + df + ")");
+        }
+
+        @Test
+        void frequenciesFollowSoftmax() {
+            be(Ops.SAMPLE);
+            double[] z = {1.0, -0.5, 2.0, 0.3, 0.3, -2.0, 1.5};
+            float temp = 0.8f;
+            float[] lps = new float[30000];
+            int[] tok = draw(z, 30000, new SamplingSpec(temp, 0, 1f, 42), 0, lps);
+            double[] p = softmax(z, temp);
+            TreeSet<Integer> all = new TreeSet<>();
+            for (int i = 0; i < z.length; i++) all.add(i);
+            chiSquare("plain T=0.8", tok, p, all);
+            for (int r = 0; r < 50; r++) assertEquals(Math.log(p[tok[r]]), lps[r], 1e-5, "logprob of row " + r);
+        }
+
+        @Test
+        void topKAndTopPRestrictTheSupportExactly() {
+            be(Ops.SAMPLE);
+            double[] z = {0.1, 2.0, -1.0, 1.2, 0.9, 1.2, -0.3, 0.0, 1.9, 0.4};
+            float temp = 1.1f;
+            double[] p = softmax(z, temp);
+            Integer[] order = new Integer[z.length];
+            for (int i = 0; i < z.length; i++) order[i] = i;
+            java.util.Arrays.sort(order, (a, b) -> z[a] != z[b] ? Double.compare(z[b], z[a]) : Integer.compare(a, b));
+            for (int k : new int[] {1, 3, 4}) {
+                TreeSet<Integer> sup = new TreeSet<>();
+                double mass = 0;
+                for (int i = 0; i < k; i++) { sup.add(order[i]); mass += p[order[i]]; }
+                double[] q = new double[z.length];
+                for (int i : sup) q[i] = p[i] / mass;
+                float[] lps = new float[20000];
+                int[] tok = draw(z, 20000, new SamplingSpec(temp, k, 1f, 7), 100, lps);
+                chiSquare("top-k " + k, tok, q, sup);
+                assertEquals(Math.log(p[tok[0]]), lps[0], 1e-5, "logprob is under the unfiltered distribution");
+            }
+            for (float topP : new float[] {0.3f, 0.6f, 0.95f}) {
+                TreeSet<Integer> sup = new TreeSet<>();
+                double mass = 0;
+                for (int i = 0; i < z.length && mass < topP; i++) { sup.add(order[i]); mass += p[order[i]]; }
+                double[] q = new double[z.length];
+                for (int i : sup) q[i] = p[i] / mass;
+                chiSquare("top-p " + topP, draw(z, 20000, new SamplingSpec(temp, 0, topP, 9), 0, null), q, sup);
+            }
+            // top-k then top-p
+            TreeSet<Integer> sup = new TreeSet<>();
+            double massK = p[order[0]] + p[order[1]] + p[order[2]] + p[order[3]], mass = 0;
+            for (int i = 0; i < 4 && mass / massK < 0.5; i++) { sup.add(order[i]); mass += p[order[i]]; }
+            double[] q = new double[z.length];
+            for (int i : sup) q[i] = p[i] / mass;
+            chiSquare("top-k 4 + top-p 0.5", draw(z, 20000, new SamplingSpec(temp, 4, 0.5f, 11), 0, null), q, sup);
+        }
+
+        @Test
+        void greedyIsArgmax() {
+            be(Ops.SAMPLE);
+            double[] z = {0.5, 3.0, -1.0, 3.0, 2.9};
+            float[] lps = new float[5];
+            int[] tok = draw(z, 5, new SamplingSpec(0f, 0, 1f, 1), 0, lps);
+            double[] p = softmax(z, 1);
+            for (int i = 0; i < 5; i++) {
+                assertEquals(1, tok[i], "argmax, lowest index on ties");
+                assertEquals(Math.log(p[1]), lps[i], 1e-5);
+            }
+        }
+
+        @Test
+        void deterministicBySeedAndIndependentOfBatch() {
+            Backend be = be(Ops.SAMPLE);
+            SplittableRandom r = new SplittableRandom(5);
+            int b = 17, v = 101;
+            double[] logits = randn(r, b * v, 2);
+            int[] ctr = new int[2 * b];
+            for (int i = 0; i < b; i++) { ctr[2 * i] = 1000 + i; ctr[2 * i + 1] = i * 3; }
+            SamplingSpec spec = new SamplingSpec(1f, 50, 0.9f, 123);
+            Tensor t1 = poisonedInt(b), t2 = poisonedInt(b), l1 = poisoned(b), l2 = poisoned(b);
+            be.sample(t1, l1, up(logits, b, v), up(ctr, b, 2), spec);
+            be.sample(t2, l2, up(logits, b, v), up(ctr, b, 2), spec);
+            int[] a1 = t1.toInts();
+            assertArrayEquals(a1, t2.toInts());
+            for (int row : new int[] {0, 8, 16}) { // the same row alone gives the same token
+                Tensor t = poisonedInt(1), l = poisoned(1);
+                be.sample(t, l, up(java.util.Arrays.copyOfRange(logits, row * v, (row + 1) * v), 1, v),
+                        up(new int[] {ctr[2 * row], ctr[2 * row + 1]}, 1, 2), spec);
+                assertEquals(a1[row], t.toInts()[0], "row " + row + " alone");
+            }
+            Tensor t3 = poisonedInt(b), l3 = poisoned(b);
+            be.sample(t3, l3, up(logits, b, v), up(ctr, b, 2), new SamplingSpec(1f, 50, 0.9f, 124));
+            assertFalse(java.util.Arrays.equals(a1, t3.toInts()), "another seed gives other tokens");
+        }
+
+        @Test
+        void badCalls() {
+            Backend be = be(Ops.SAMPLE);
+            SamplingSpec s = new SamplingSpec(1f, 0, 1f, 1);
+            assertBadCall(Ops.SAMPLE, () -> be.sample(poisonedInt(2), zeros(2), zeros(2, 5), poisonedInt(2), s), "rngCounters", "[2]", "[2, 2]");
+            assertBadCall(Ops.SAMPLE, () -> be.sample(poisonedInt(3), zeros(2), zeros(2, 5), poisonedInt(2, 2), s), "tokens", "[3]");
+            assertThrows(IllegalArgumentException.class, () -> new SamplingSpec(1f, 0, 0f, 1));
+            assertThrows(IllegalArgumentException.class, () -> new SamplingSpec(-1f, 0, 1f, 1));
+        }
+    }
+
+    @Nested
+    class Cpu extends Suite {
+        @Override
+        protected Backend be() { return TestBackends.cpu(); }
+    }
+
+    @Nested
+    @Tag("gpu")
+    class Cuda extends Suite {
+        @Override
+        protected Backend be() { return TestBackends.cuda(); }
+    }
+}
