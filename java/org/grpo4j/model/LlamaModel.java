@@ -1,0 +1,380 @@
+package org.grpo4j.model;
+
+import java.util.ArrayList;
+import java.util.List;
+import org.grpo4j.backend.Backend;
+import org.grpo4j.backend.DType;
+import org.grpo4j.backend.Rope;
+import org.grpo4j.backend.Tensor;
+
+/**
+ * Llama forward and backward, written out layer by layer in the style of llm.c: each layer's forward says what it
+ * saves ({@link LayerActs}) and its backward consumes exactly that. With gradient checkpointing only each layer's
+ * input is kept and the layer's forward is recomputed inside its backward (bitwise identical on the CPU).
+ *
+ * <pre>
+ * layer:  h = rmsnorm(x) ; q,k,v = h Wq^T, h Wk^T, h Wv^T ; q,k = rope(q,k) ; att = attention(q,k,v)
+ *         y = x + att Wo^T ; h2 = rmsnorm(y) ; a = silu(h2 Wg^T) * (h2 Wu^T) ; out = y + a Wd^T
+ * model:  x0 = embed(ids) ; x_{l+1} = layer_l(x_l) ; hidden = rmsnorm(x_L) ; logits = hidden Wlm^T (never whole)
+ * </pre>
+ * Also: prefill and single-token decode steps against a paged KV cache for generation.
+ */
+public final class LlamaModel {
+    private final LlamaConfig c;
+    private final Backend be;
+    private final LlamaWeights w;
+    private final Rope rope;
+    private final float scale;
+    private final float eps;
+
+    public LlamaModel(LlamaWeights weights) {
+        this.w = weights;
+        this.c = weights.config();
+        this.be = weights.backend();
+        this.rope = c.rope();
+        this.scale = (float) (1 / Math.sqrt(c.headDim()));
+        this.eps = (float) c.rmsNormEps();
+    }
+
+    public LlamaConfig config() { return c; }
+    public LlamaWeights weights() { return w; }
+    public Backend backend() { return be; }
+
+    private Tensor p(int layer, String name) { return w.get("model.layers." + layer + "." + name); }
+
+    private Tensor f32(int... shape) { return be.empty(DType.FP32, shape); }
+
+    /** y = x W^T (+ beta y). */
+    private void linear(Tensor y, Tensor x, Tensor weight, float beta) { be.matmul(y, x, false, weight, true, 1f, beta); }
+
+    // ---- training forward / backward ----------------------------------------------------------------------------
+
+    /** Saved by one layer's forward for its backward. */
+    static final class LayerActs implements AutoCloseable {
+        Tensor h, rstd1, q, k, v, att, lse, mid, h2, rstd2, g, u, a;
+
+        @Override
+        public void close() {
+            for (Tensor t : new Tensor[] {h, rstd1, q, k, v, att, lse, mid, h2, rstd2, g, u, a}) if (t != null) t.close();
+        }
+    }
+
+    /** The result of {@link #forward}: final hidden states [N, D] and whatever the backward needs. */
+    public final class Activations implements AutoCloseable {
+        final PackedBatch batch;
+        final boolean checkpointing;
+        final Tensor[] layerInputs; // x_0 .. x_{L}; x_L is the final norm's input
+        final LayerActs[] layers;   // null entries when checkpointing
+        final Tensor rstdFinal;
+        final Tensor hidden;
+
+        Activations(PackedBatch batch, boolean checkpointing) {
+            this.batch = batch;
+            this.checkpointing = checkpointing;
+            this.layerInputs = new Tensor[c.numLayers() + 1];
+            this.layers = new LayerActs[c.numLayers()];
+            int n = batch.tokens();
+            this.rstdFinal = f32(n);
+            this.hidden = f32(n, c.hiddenSize());
+        }
+
+        /** Final normalized hidden states [N, D] (the LM head's input). */
+        public Tensor hidden() { return hidden; }
+
+        @Override
+        public void close() {
+            for (Tensor t : layerInputs) if (t != null) t.close();
+            for (LayerActs a : layers) if (a != null) a.close();
+            rstdFinal.close();
+            hidden.close();
+        }
+    }
+
+    /** Forward over a packed batch, keeping what {@link #backward} needs (only layer inputs when checkpointing). */
+    public Activations forward(PackedBatch batch, boolean checkpointing) {
+        int n = batch.tokens();
+        Activations act = new Activations(batch, checkpointing);
+        try {
+            Tensor x = f32(n, c.hiddenSize());
+            be.embedding(x, w.get("model.embed_tokens.weight"), batch.idsT);
+            act.layerInputs[0] = x;
+            for (int l = 0; l < c.numLayers(); l++) {
+                Tensor out = f32(n, c.hiddenSize());
+                LayerActs la = layerForward(l, act.layerInputs[l], out, batch);
+                if (checkpointing) la.close();
+                else act.layers[l] = la;
+                act.layerInputs[l + 1] = out;
+            }
+            be.rmsNorm(act.hidden, act.rstdFinal, act.layerInputs[c.numLayers()], w.get("model.norm.weight"), eps);
+            return act;
+        } catch (RuntimeException e) {
+            act.close();
+            throw e;
+        }
+    }
+
+    private LayerActs layerForward(int l, Tensor x, Tensor out, PackedBatch batch) {
+        int n = x.dim(0), d = c.hiddenSize(), f = c.intermediateSize();
+        LayerActs a = new LayerActs();
+        try {
+            a.h = f32(n, d);
+            a.rstd1 = f32(n);
+            be.rmsNorm(a.h, a.rstd1, x, p(l, "input_layernorm.weight"), eps);
+            a.q = f32(n, c.numHeads(), c.headDim());
+            a.k = f32(n, c.numKvHeads(), c.headDim());
+            a.v = f32(n, c.numKvHeads(), c.headDim());
+            linear(a.q.reshape(n, c.qDim()), a.h, p(l, "self_attn.q_proj.weight"), 0);
+            linear(a.k.reshape(n, c.kvDim()), a.h, p(l, "self_attn.k_proj.weight"), 0);
+            linear(a.v.reshape(n, c.kvDim()), a.h, p(l, "self_attn.v_proj.weight"), 0);
+            be.rope(a.q, a.q, batch.positionsT, rope);
+            be.rope(a.k, a.k, batch.positionsT, rope);
+            a.att = f32(n, c.numHeads(), c.headDim());
+            a.lse = f32(n, c.numHeads());
+            be.attention(a.att, a.lse, a.q, a.k, a.v, batch.cuT, scale);
+            a.mid = f32(n, d);
+            be.copy(a.mid, x);
+            linear(a.mid, a.att.reshape(n, c.qDim()), p(l, "self_attn.o_proj.weight"), 1f);
+            a.h2 = f32(n, d);
+            a.rstd2 = f32(n);
+            be.rmsNorm(a.h2, a.rstd2, a.mid, p(l, "post_attention_layernorm.weight"), eps);
+            a.g = f32(n, f);
+            a.u = f32(n, f);
+            linear(a.g, a.h2, p(l, "mlp.gate_proj.weight"), 0);
+            linear(a.u, a.h2, p(l, "mlp.up_proj.weight"), 0);
+            a.a = f32(n, f);
+            be.swiglu(a.a, a.g, a.u);
+            be.copy(out, a.mid);
+            linear(out, a.a, p(l, "mlp.down_proj.weight"), 1f);
+            return a;
+        } catch (RuntimeException e) {
+            a.close();
+            throw e;
+        }
+    }
+
+    /**
+     * Backward from dHidden [N, D] (the LM head's gradient w.r.t. the final hidden states); gradients are
+     * accumulated into {@code grads} (same config, typically zeroed first). Does not close {@code act}.
+     */
+    public void backward(Activations act, Tensor dHidden, LlamaWeights grads) {
+        int n = act.batch.tokens(), d = c.hiddenSize();
+        try (Tensor dx = f32(n, d)) {
+            be.rmsNormBackward(dx, grads.get("model.norm.weight"), dHidden, act.layerInputs[c.numLayers()],
+                    w.get("model.norm.weight"), act.rstdFinal);
+            for (int l = c.numLayers() - 1; l >= 0; l--) {
+                if (act.checkpointing) {
+                    try (Tensor scratch = f32(n, d); LayerActs la = layerForward(l, act.layerInputs[l], scratch, act.batch)) {
+                        layerBackward(l, la, act.layerInputs[l], dx, grads, act.batch);
+                    }
+                } else {
+                    layerBackward(l, act.layers[l], act.layerInputs[l], dx, grads, act.batch);
+                }
+            }
+            be.embeddingBackward(grads.get("model.embed_tokens.weight"), dx, act.batch.idsT);
+        }
+    }
+
+    private String g(int l, String name) { return "model.layers." + l + "." + name; }
+
+    /** dx holds d(out) on entry and d(x) on exit. */
+    private void layerBackward(int l, LayerActs a, Tensor x, Tensor dx, LlamaWeights grads, PackedBatch batch) {
+        int n = x.dim(0), d = c.hiddenSize(), f = c.intermediateSize();
+        try (Tensor da = f32(n, f); Tensor dg = f32(n, f); Tensor du = f32(n, f); Tensor dh = f32(n, d); Tensor tmp = f32(n, d)) {
+            // MLP: out = mid + a Wd^T
+            be.matmul(da, dx, false, p(l, "mlp.down_proj.weight"), false, 1f, 0f);
+            be.matmul(grads.get(g(l, "mlp.down_proj.weight")), dx, true, a.a, false, 1f, 1f);
+            be.swigluBackward(dg, du, da, a.g, a.u);
+            be.matmul(dh, dg, false, p(l, "mlp.gate_proj.weight"), false, 1f, 0f);
+            be.matmul(dh, du, false, p(l, "mlp.up_proj.weight"), false, 1f, 1f);
+            be.matmul(grads.get(g(l, "mlp.gate_proj.weight")), dg, true, a.h2, false, 1f, 1f);
+            be.matmul(grads.get(g(l, "mlp.up_proj.weight")), du, true, a.h2, false, 1f, 1f);
+            be.rmsNormBackward(tmp, grads.get(g(l, "post_attention_layernorm.weight")), dh, a.mid,
+                    p(l, "post_attention_layernorm.weight"), a.rstd2);
+            be.add(dx, dx, tmp); // d(mid)
+        }
+        int hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
+        try (Tensor datt = f32(n, hq, hd); Tensor dq = f32(n, hq, hd); Tensor dk = f32(n, hkv, hd); Tensor dv = f32(n, hkv, hd);
+             Tensor dh = f32(n, d); Tensor tmp = f32(n, d)) {
+            // attention: mid = x + att Wo^T
+            be.matmul(datt.reshape(n, c.qDim()), dx, false, p(l, "self_attn.o_proj.weight"), false, 1f, 0f);
+            be.matmul(grads.get(g(l, "self_attn.o_proj.weight")), dx, true, a.att.reshape(n, c.qDim()), false, 1f, 1f);
+            be.attentionBackward(dq, dk, dv, datt, a.q, a.k, a.v, a.att, a.lse, batch.cuT, scale);
+            be.ropeBackward(dq, dq, batch.positionsT, rope);
+            be.ropeBackward(dk, dk, batch.positionsT, rope);
+            Tensor dq2 = dq.reshape(n, c.qDim()), dk2 = dk.reshape(n, c.kvDim()), dv2 = dv.reshape(n, c.kvDim());
+            be.matmul(dh, dq2, false, p(l, "self_attn.q_proj.weight"), false, 1f, 0f);
+            be.matmul(dh, dk2, false, p(l, "self_attn.k_proj.weight"), false, 1f, 1f);
+            be.matmul(dh, dv2, false, p(l, "self_attn.v_proj.weight"), false, 1f, 1f);
+            be.matmul(grads.get(g(l, "self_attn.q_proj.weight")), dq2, true, a.h, false, 1f, 1f);
+            be.matmul(grads.get(g(l, "self_attn.k_proj.weight")), dk2, true, a.h, false, 1f, 1f);
+            be.matmul(grads.get(g(l, "self_attn.v_proj.weight")), dv2, true, a.h, false, 1f, 1f);
+            be.rmsNormBackward(tmp, grads.get(g(l, "input_layernorm.weight")), dh, x, p(l, "input_layernorm.weight"), a.rstd1);
+            be.add(dx, dx, tmp); // d(x)
+        }
+    }
+
+    // ---- log-probabilities without gradients ----------------------------------------------------------------------
+
+    /**
+     * log p(targets[i] | prefix) at the given rows of a packed batch (row r predicts the token after it), with logits
+     * divided by (temperature + 1e-7); no activations are kept.
+     */
+    public float[] tokenLogprobs(PackedBatch batch, int[] rows, int[] targets, float temperature) {
+        if (rows.length != targets.length) throw new IllegalArgumentException("rows and targets differ in length");
+        if (rows.length == 0) return new float[0];
+        try (Activations act = forwardNoGrad(batch); Tensor rowsT = be.upload(rows, rows.length); Tensor tgt = be.upload(targets, targets.length);
+             Tensor sel = f32(rows.length, c.hiddenSize()); Tensor out = f32(rows.length)) {
+            be.embedding(sel, act.hidden, rowsT); // row gather
+            be.tokenLogprobs(out, sel, w.get("lm_head.weight"), tgt, temperature);
+            return out.toFloats();
+        }
+    }
+
+    /** Forward keeping only the final hidden states (layer inputs are freed as soon as the next layer has run). */
+    public Activations forwardNoGrad(PackedBatch batch) {
+        int n = batch.tokens();
+        Activations act = new Activations(batch, true);
+        try {
+            Tensor x = f32(n, c.hiddenSize());
+            be.embedding(x, w.get("model.embed_tokens.weight"), batch.idsT);
+            for (int l = 0; l < c.numLayers(); l++) {
+                Tensor out = f32(n, c.hiddenSize());
+                try (LayerActs la = layerForward(l, x, out, batch)) {
+                    x.close();
+                }
+                x = out;
+            }
+            act.layerInputs[c.numLayers()] = x;
+            be.rmsNorm(act.hidden, act.rstdFinal, x, w.get("model.norm.weight"), eps);
+            return act;
+        } catch (RuntimeException e) {
+            act.close();
+            throw e;
+        }
+    }
+
+    /** Full logits [N, V] of a packed batch (tests and small vocabularies only: it materializes every logit). */
+    public float[] logits(PackedBatch batch) {
+        try (Activations act = forwardNoGrad(batch); Tensor out = f32(batch.tokens(), c.vocabSize())) {
+            be.matmul(out, act.hidden, false, w.get("lm_head.weight"), true, 1f, 0f);
+            return out.toFloats();
+        }
+    }
+
+    // ---- generation: paged KV cache -------------------------------------------------------------------------------
+
+    /** Per-layer K and V caches [numBlocks, blockSize, Hkv, headDim]. Slot s = block * blockSize + offset. */
+    public final class KvCache implements AutoCloseable {
+        final Tensor[] k, v;
+        public final int numBlocks, blockSize;
+
+        KvCache(int numBlocks, int blockSize) {
+            if (numBlocks < 1 || blockSize < 1) throw new IllegalArgumentException("KV cache needs >= 1 block of >= 1 slot");
+            this.numBlocks = numBlocks;
+            this.blockSize = blockSize;
+            k = new Tensor[c.numLayers()];
+            v = new Tensor[c.numLayers()];
+            for (int l = 0; l < c.numLayers(); l++) {
+                k[l] = be.zeros(DType.FP32, numBlocks, blockSize, c.numKvHeads(), c.headDim());
+                v[l] = be.zeros(DType.FP32, numBlocks, blockSize, c.numKvHeads(), c.headDim());
+            }
+        }
+
+        /** Copies block {@code src} onto block {@code dst} in every layer (copy-on-write of a shared partial block). */
+        public void copyBlock(int src, int dst) {
+            int per = blockSize * c.numKvHeads() * c.headDim();
+            for (int l = 0; l < c.numLayers(); l++) {
+                be.copy(k[l].reshape(numBlocks * per).view((long) dst * per, per), k[l].reshape(numBlocks * per).view((long) src * per, per));
+                be.copy(v[l].reshape(numBlocks * per).view((long) dst * per, per), v[l].reshape(numBlocks * per).view((long) src * per, per));
+            }
+        }
+
+        /** Bytes held by the cache. */
+        public long bytes() { return 2L * c.numLayers() * numBlocks * blockSize * c.kvDim() * 4; }
+
+        @Override
+        public void close() {
+            for (Tensor t : k) t.close();
+            for (Tensor t : v) t.close();
+        }
+    }
+
+    public KvCache newKvCache(int numBlocks, int blockSize) { return new KvCache(numBlocks, blockSize); }
+
+    /** Bytes of KV cache per token slot (fp32 on the CPU backend). */
+    public long kvBytesPerToken() { return 2L * c.numLayers() * c.kvDim() * 4; }
+
+    /**
+     * Prefill: runs the packed prompts, writes every prompt token's K/V at {@code slots[token]}, and returns the
+     * logits [B, V] of each sequence's last token.
+     */
+    public float[] prefill(KvCache cache, PackedBatch prompts, int[] slots) {
+        int n = prompts.tokens(), b = prompts.sequences();
+        if (slots.length != n) throw new IllegalArgumentException("prefill: " + slots.length + " slots for " + n + " tokens");
+        try (Tensor slotsT = be.upload(slots, n)) {
+            Tensor x = f32(n, c.hiddenSize());
+            be.embedding(x, w.get("model.embed_tokens.weight"), prompts.idsT);
+            for (int l = 0; l < c.numLayers(); l++) {
+                Tensor out = f32(n, c.hiddenSize());
+                try (LayerActs la = layerForward(l, x, out, prompts)) {
+                    be.kvAppend(cache.k[l], cache.v[l], la.k, la.v, slotsT);
+                }
+                x.close();
+                x = out;
+            }
+            int[] last = new int[b];
+            for (int s = 0; s < b; s++) last[s] = prompts.start(s) + prompts.length(s) - 1;
+            try (Tensor xf = x; Tensor lastT = be.upload(last, b); Tensor sel = f32(b, c.hiddenSize())) {
+                be.embedding(sel, xf, lastT);
+                return finalLogits(sel);
+            }
+        }
+    }
+
+    private float[] finalLogits(Tensor xLast) {
+        int b = xLast.dim(0);
+        try (Tensor h = f32(b, c.hiddenSize()); Tensor r = f32(b); Tensor logits = f32(b, c.vocabSize())) {
+            be.rmsNorm(h, r, xLast, w.get("model.norm.weight"), eps);
+            be.matmul(logits, h, false, w.get("lm_head.weight"), true, 1f, 0f);
+            return logits.toFloats();
+        }
+    }
+
+    /**
+     * One decode step for B sequences: token[b] at position[b] is written to slots[b], then attends to its first
+     * position[b] + 1 cached tokens through blockTables [B, maxBlocks]. Returns logits [B, V].
+     */
+    public float[] decodeStep(KvCache cache, int[] tokens, int[] positions, int[] slots, int[] blockTables, int maxBlocks) {
+        int b = tokens.length, d = c.hiddenSize(), f = c.intermediateSize(), hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
+        if (positions.length != b || slots.length != b || blockTables.length != b * maxBlocks)
+            throw new IllegalArgumentException("decodeStep: tokens, positions, slots and block tables disagree on the batch size " + b);
+        int[] ctx = new int[b];
+        for (int i = 0; i < b; i++) {
+            if (tokens[i] < 0 || tokens[i] >= c.vocabSize()) throw new IllegalArgumentException("decodeStep: token " + tokens[i] + " outside the vocabulary");
+            ctx[i] = positions[i] + 1;
+        }
+        try (Tensor ids = be.upload(tokens, b); Tensor pos = be.upload(positions, b); Tensor sl = be.upload(slots, b);
+             Tensor bt = be.upload(blockTables, b, maxBlocks); Tensor cl = be.upload(ctx, b);
+             Tensor h = f32(b, d); Tensor r = f32(b); Tensor q = f32(b, hq, hd); Tensor k = f32(b, hkv, hd); Tensor v = f32(b, hkv, hd);
+             Tensor att = f32(b, hq, hd); Tensor gate = f32(b, f); Tensor up = f32(b, f); Tensor act = f32(b, f); Tensor x = f32(b, d)) {
+            be.embedding(x, w.get("model.embed_tokens.weight"), ids);
+            for (int l = 0; l < c.numLayers(); l++) {
+                be.rmsNorm(h, r, x, p(l, "input_layernorm.weight"), eps);
+                linear(q.reshape(b, c.qDim()), h, p(l, "self_attn.q_proj.weight"), 0);
+                linear(k.reshape(b, c.kvDim()), h, p(l, "self_attn.k_proj.weight"), 0);
+                linear(v.reshape(b, c.kvDim()), h, p(l, "self_attn.v_proj.weight"), 0);
+                be.rope(q, q, pos, rope);
+                be.rope(k, k, pos, rope);
+                be.kvAppend(cache.k[l], cache.v[l], k, v, sl);
+                be.decodeAttention(att, q, cache.k[l], cache.v[l], bt, cl, scale);
+                linear(x, att.reshape(b, c.qDim()), p(l, "self_attn.o_proj.weight"), 1f);
+                be.rmsNorm(h, r, x, p(l, "post_attention_layernorm.weight"), eps);
+                linear(gate, h, p(l, "mlp.gate_proj.weight"), 0);
+                linear(up, h, p(l, "mlp.up_proj.weight"), 0);
+                be.swiglu(act, gate, up);
+                linear(x, act, p(l, "mlp.down_proj.weight"), 1f);
+            }
+            return finalLogits(x);
+        }
+    }
+}

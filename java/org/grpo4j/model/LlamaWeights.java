@@ -1,0 +1,247 @@
+package org.grpo4j.model;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.IOException;
+import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.FileAlreadyExistsException;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.SplittableRandom;
+import org.grpo4j.backend.Backend;
+import org.grpo4j.backend.DType;
+import org.grpo4j.backend.Tensor;
+
+/**
+ * A Llama model's parameters in one flat fp32 buffer on a backend (views per HF tensor), with HF-directory I/O:
+ * config.json, generation_config.json, safetensors (single file, or shards + model.safetensors.index.json) and the
+ * tokenizer files. Saving is atomic: everything is written to a temporary sibling directory that is then renamed.
+ */
+public final class LlamaWeights implements AutoCloseable {
+    private static final ObjectMapper JSON = new ObjectMapper();
+    /** Tokenizer files copied into saved model directories when present. */
+    static final List<String> TOKENIZER_FILES = List.of("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json");
+
+    private final LlamaConfig config;
+    private final ParameterLayout layout;
+    private final Backend backend;
+    private final Tensor flat;
+    private final Map<String, Tensor> views = new HashMap<>();
+
+    private LlamaWeights(Backend be, LlamaConfig config) {
+        this.config = config;
+        this.layout = new ParameterLayout(config);
+        this.backend = be;
+        if (layout.totalElements() > Integer.MAX_VALUE - 8 && be.name().equals("cpu"))
+            throw new IllegalArgumentException(layout.totalElements() + " parameters do not fit the CPU backend's 2^31-element tensors");
+        this.flat = be.zeros(DType.FP32, Math.toIntExact(layout.totalElements()));
+        for (ParameterLayout.Entry e : layout.entries()) views.put(e.name(), flat.view(e.offset(), e.shape()));
+    }
+
+    public static LlamaWeights zeros(Backend be, LlamaConfig config) { return new LlamaWeights(be, config); }
+
+    /** HF's LlamaForCausalLM init: N(0, 0.02) for embeddings and projections, 1 for RMSNorm weights. */
+    public static LlamaWeights init(Backend be, LlamaConfig config, long seed) {
+        LlamaWeights w = new LlamaWeights(be, config);
+        SplittableRandom r = new SplittableRandom(seed);
+        for (ParameterLayout.Entry e : w.layout.entries()) {
+            float[] a = new float[(int) e.numel()];
+            if (e.name().endsWith("norm.weight")) java.util.Arrays.fill(a, 1f);
+            else for (int i = 0; i < a.length; i++) a[i] = (float) (r.nextGaussian() * 0.02);
+            be.copyFromHost(w.views.get(e.name()), a);
+        }
+        return w;
+    }
+
+    public LlamaConfig config() { return config; }
+    public ParameterLayout layout() { return layout; }
+    public Backend backend() { return backend; }
+
+    /** The whole flat parameter buffer [total]. */
+    public Tensor flat() { return flat; }
+
+    /** A parameter by HF name ("lm_head.weight" resolves to the embeddings when they are tied). */
+    public Tensor get(String name) {
+        if (name.equals("lm_head.weight") && config.tieWordEmbeddings()) name = "model.embed_tokens.weight";
+        Tensor t = views.get(name);
+        if (t == null) throw new IllegalArgumentException("no parameter named " + name);
+        return t;
+    }
+
+    /** A copy on the same backend (e.g. the frozen reference policy). */
+    public LlamaWeights copy() {
+        LlamaWeights w = new LlamaWeights(backend, config);
+        backend.copy(w.flat, flat);
+        return w;
+    }
+
+    @Override
+    public void close() { flat.close(); }
+
+    // ---- loading ------------------------------------------------------------------------------------------------
+
+    /** Loads config.json and the safetensors weights of an HF model directory. */
+    public static LlamaWeights load(Backend be, Path dir) throws IOException {
+        LlamaConfig cfg = LlamaConfig.read(dir);
+        LlamaWeights w = new LlamaWeights(be, cfg);
+        try {
+            w.loadTensors(dir);
+        } catch (IOException | RuntimeException e) {
+            w.close();
+            throw e;
+        }
+        return w;
+    }
+
+    private void loadTensors(Path dir) throws IOException {
+        Path single = dir.resolve("model.safetensors"), index = dir.resolve("model.safetensors.index.json");
+        Map<String, Path> where = new LinkedHashMap<>();
+        if (Files.isRegularFile(index)) {
+            var root = JSON.readTree(index.toFile());
+            var map = root.path("weight_map");
+            if (!map.isObject()) throw new IOException(index + ": weight_map is missing");
+            for (var it = map.fields(); it.hasNext(); ) {
+                var e = it.next();
+                Path f = dir.resolve(e.getValue().asText());
+                if (!f.normalize().startsWith(dir.normalize())) throw new IOException(index + ": shard " + e.getValue() + " is outside the model directory");
+                where.put(e.getKey(), f);
+            }
+        } else if (Files.isRegularFile(single)) {
+            where = null;
+        } else {
+            throw new NoSuchFileException(dir.toString(), null, "no model.safetensors or model.safetensors.index.json");
+        }
+        Set<Path> files = new java.util.TreeSet<>();
+        if (where == null) files.add(single);
+        else files.addAll(where.values());
+        Set<String> expected = new HashSet<>();
+        for (ParameterLayout.Entry e : layout.entries()) expected.add(e.name());
+        Set<String> found = new HashSet<>();
+        for (Path f : files) {
+            try (SafeTensors st = SafeTensors.open(f)) {
+                for (SafeTensors.Info t : st.tensors().values()) {
+                    if (!expected.contains(t.name()))
+                        throw new IOException(f + ": unexpected tensor " + t.name() + (t.name().equals("lm_head.weight") && config.tieWordEmbeddings()
+                                ? " (config.json says tie_word_embeddings)" : " (not a parameter of this Llama config)"));
+                    if (where != null && !f.equals(where.get(t.name())))
+                        throw new IOException(f + ": tensor " + t.name() + " is listed in the index under " + where.get(t.name()));
+                    if (!found.add(t.name())) throw new IOException(f + ": tensor " + t.name() + " appears in two shards");
+                    ParameterLayout.Entry e = layout.get(t.name());
+                    if (!java.util.Arrays.equals(e.shape(), t.shape()))
+                        throw new IOException(f + ": tensor " + t.name() + " has shape " + java.util.Arrays.toString(t.shape())
+                                + " but config.json implies " + java.util.Arrays.toString(e.shape()));
+                    backend.copyFromHost(views.get(t.name()), st.readFloats(t.name()));
+                }
+            }
+        }
+        for (String name : expected)
+            if (!found.contains(name)) throw new IOException(dir + ": tensor " + name + " is missing from the checkpoint");
+    }
+
+    // ---- saving -------------------------------------------------------------------------------------------------
+
+    /**
+     * Saves an HF model directory at {@code out} (which must not exist, or be empty): config.json,
+     * generation_config.json, weights as {@code dtype} ("F32" or "BF16") in shards of at most {@code maxShardBytes},
+     * and the tokenizer files from {@code tokenizerDir} (may be null). Atomic: written under a temporary sibling
+     * directory, then renamed into place.
+     */
+    public void save(Path out, String dtype, long maxShardBytes, Path tokenizerDir) throws IOException {
+        Path abs = out.toAbsolutePath();
+        if (Files.exists(abs)) {
+            try (var s = Files.list(abs)) {
+                if (s.findAny().isPresent()) throw new FileAlreadyExistsException(abs.toString(), null, "output directory exists and is not empty");
+            }
+            Files.delete(abs);
+        }
+        Path parent = abs.getParent();
+        Files.createDirectories(parent);
+        Path tmp = Files.createTempDirectory(parent, "." + abs.getFileName() + ".tmp-");
+        try {
+            writeInto(tmp, dtype, maxShardBytes, tokenizerDir);
+            try {
+                Files.move(tmp, abs, StandardCopyOption.ATOMIC_MOVE);
+            } catch (AtomicMoveNotSupportedException e) {
+                Files.move(tmp, abs);
+            }
+        } catch (IOException | RuntimeException e) {
+            deleteTree(tmp);
+            throw e;
+        }
+    }
+
+    private void writeInto(Path dir, String dtype, long maxShardBytes, Path tokenizerDir) throws IOException {
+        String torchDtype = dtype.equals("BF16") ? "bfloat16" : "float32";
+        JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("config.json").toFile(), config.toJson(torchDtype));
+        ObjectNode gen = JSON.createObjectNode();
+        gen.put("bos_token_id", config.bosTokenId());
+        if (config.eosTokenIds().size() == 1) gen.put("eos_token_id", config.eosTokenIds().get(0));
+        else {
+            var a = gen.putArray("eos_token_id");
+            config.eosTokenIds().forEach(a::add);
+        }
+        gen.put("do_sample", true);
+        gen.put("temperature", 1.0);
+        gen.put("top_p", 1.0);
+        JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("generation_config.json").toFile(), gen);
+
+        float[] host = flat.toFloats();
+        int eb = dtype.equals("BF16") ? 2 : 4;
+        List<List<SafeTensors.Out>> shards = new ArrayList<>();
+        List<SafeTensors.Out> cur = new ArrayList<>();
+        long curBytes = 0, total = 0;
+        for (ParameterLayout.Entry e : layout.entries()) {
+            long b = e.numel() * eb;
+            if (!cur.isEmpty() && curBytes + b > maxShardBytes) {
+                shards.add(cur);
+                cur = new ArrayList<>();
+                curBytes = 0;
+            }
+            cur.add(new SafeTensors.Out(e.name(), e.shape(), host, (int) e.offset()));
+            curBytes += b;
+            total += b;
+        }
+        shards.add(cur);
+        Map<String, String> meta = Map.of("format", "pt");
+        if (shards.size() == 1) {
+            SafeTensors.write(dir.resolve("model.safetensors"), shards.get(0), dtype, meta);
+        } else {
+            ObjectNode idx = JSON.createObjectNode();
+            idx.putObject("metadata").put("total_size", total);
+            ObjectNode map = idx.putObject("weight_map");
+            for (int i = 0; i < shards.size(); i++) {
+                String name = String.format("model-%05d-of-%05d.safetensors", i + 1, shards.size());
+                SafeTensors.write(dir.resolve(name), shards.get(i), dtype, meta);
+                for (SafeTensors.Out o : shards.get(i)) map.put(o.name(), name);
+            }
+            JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("model.safetensors.index.json").toFile(), idx);
+        }
+        if (tokenizerDir != null)
+            for (String f : TOKENIZER_FILES)
+                if (Files.isRegularFile(tokenizerDir.resolve(f))) Files.copy(tokenizerDir.resolve(f), dir.resolve(f));
+    }
+
+    static void deleteTree(Path p) {
+        if (!Files.exists(p)) return;
+        try (var s = Files.walk(p)) {
+            s.sorted(java.util.Comparator.reverseOrder()).forEach(q -> {
+                try {
+                    Files.deleteIfExists(q);
+                } catch (IOException ignored) {
+                    // best effort cleanup of a temporary directory
+                }
+            });
+        } catch (IOException ignored) {
+            // best effort
+        }
+    }
+}
