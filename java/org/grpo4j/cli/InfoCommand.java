@@ -23,6 +23,12 @@ final class InfoCommand implements Callable<Integer> {
     @Option(names = "--ops", description = "List, per backend, which ops are implemented.")
     boolean ops;
 
+    @Option(names = "--model", description = "Model directory (config.json): parameter count and memory per rank.")
+    java.nio.file.Path model;
+
+    @Option(names = "--world", defaultValue = "1", description = "Ranks for the ZeRO-2 memory estimate (default: ${DEFAULT-VALUE}).")
+    int world;
+
     @Override
     public Integer call() {
         PrintStream out = System.out;
@@ -43,8 +49,37 @@ final class InfoCommand implements Callable<Integer> {
             for (CudaRuntime.LibraryStatus l : CudaRuntime.libraries())
                 out.printf("%-9s %s%n", l.name(), (l.loads() ? "loads: " : "does not load: ") + l.detail());
             if (ops) printOps(out, be);
+            if (model != null) printModel(out);
         }
         return 0;
+    }
+
+    private void printModel(PrintStream out) {
+        org.grpo4j.model.LlamaConfig cfg;
+        try {
+            cfg = org.grpo4j.model.LlamaConfig.read(model);
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+        if (world < 1) throw new IllegalArgumentException("--world must be >= 1, got " + world);
+        var est = new org.grpo4j.model.MemoryEstimate(cfg, world);
+        long p = est.parameters();
+        out.println();
+        out.printf("model     %s: %d layers, hidden %d, heads %d/%d x %d, ffn %d, vocab %d%s%n", model, cfg.numLayers(), cfg.hiddenSize(),
+                cfg.numHeads(), cfg.numKvHeads(), cfg.headDim(), cfg.intermediateSize(), cfg.vocabSize(), cfg.tieWordEmbeddings() ? ", tied head" : "");
+        out.printf("params    %,d (%s in bf16, %s in fp32)%n", p, org.grpo4j.model.MemoryEstimate.human(2.0 * p), org.grpo4j.model.MemoryEstimate.human(4.0 * p));
+        out.printf("per rank, GPU (bf16 weights, fp32 master/grad/AdamW, ZeRO-2 over %d rank%s):%n", world, world == 1 ? "" : "s");
+        double sum = 0;
+        for (var l : est.perRank()) {
+            out.printf("  %-46s %12s%n", l.what(), org.grpo4j.model.MemoryEstimate.human(l.bytes()));
+            sum += l.bytes();
+        }
+        out.printf("  %-46s %12s%n", "total before activations and KV cache", org.grpo4j.model.MemoryEstimate.human(sum));
+        long a0 = est.activationElementsPerToken(false), a1 = est.activationElementsPerToken(true);
+        out.printf("activations per token: %s without checkpointing, %s with (bf16; fp32 on the CPU backend: %s / %s)%n",
+                org.grpo4j.model.MemoryEstimate.human(2.0 * a0), org.grpo4j.model.MemoryEstimate.human(2.0 * a1),
+                org.grpo4j.model.MemoryEstimate.human(4.0 * a0), org.grpo4j.model.MemoryEstimate.human(4.0 * a1));
+        out.printf("KV cache per token: %s (bf16)%n", org.grpo4j.model.MemoryEstimate.human(2.0 * 2 * cfg.numLayers() * cfg.kvDim()));
     }
 
     private static void printOps(PrintStream out, Backend chosen) {

@@ -63,6 +63,26 @@ class LlamaModelTest {
         }
     }
 
+    /** Mean next-token log-prob of one or more sequences (no gradients). */
+    static double lossAndGradsValueOnly(LlamaModel m, List<int[]> seqs) {
+        double s = 0;
+        int n = 0;
+        for (int[] seq : seqs) {
+            int[] rows = new int[seq.length - 1], tgt = new int[seq.length - 1];
+            for (int t = 0; t + 1 < seq.length; t++) {
+                rows[t] = t;
+                tgt[t] = seq[t + 1];
+            }
+            try (PackedBatch b = PackedBatch.of(m.backend(), List.of(seq), m.config().vocabSize())) {
+                for (float lp : m.tokenLogprobs(b, rows, tgt, 1f)) {
+                    s += lp;
+                    n++;
+                }
+            }
+        }
+        return s / n;
+    }
+
     @Test
     void gradientsMatchFloat64FiniteDifferencesForEveryTensor() {
         for (boolean tied : new boolean[] {false, true}) {

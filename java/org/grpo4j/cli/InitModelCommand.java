@@ -1,0 +1,85 @@
+package org.grpo4j.cli;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.concurrent.Callable;
+import org.grpo4j.backend.Backend;
+import org.grpo4j.backend.Backends;
+import org.grpo4j.model.LlamaConfig;
+import org.grpo4j.model.LlamaWeights;
+import org.grpo4j.tokenizer.Tokenizer;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/** {@code grpo4j init-model}: a randomly initialized Llama in HF layout, with a tokenizer. */
+@Command(name = "init-model", mixinStandardHelpOptions = true,
+        description = "Write a randomly initialized Llama (HF layout: config.json, safetensors, tokenizer files).")
+final class InitModelCommand implements Callable<Integer> {
+    @Option(names = "--preset", defaultValue = "tiny", description = "tiny (2 layers, hidden 64, GQA 4/2) or llama-3.1-8b (with --config-only).")
+    String preset;
+
+    @Option(names = "--out", required = true, description = "Output directory (must not exist or be empty).")
+    Path out;
+
+    @Option(names = "--seed", defaultValue = "0", description = "Initialization seed (default: ${DEFAULT-VALUE}).")
+    long seed;
+
+    @Option(names = "--tokenizer", description = "Tokenizer directory to copy (default: the bundled tiny tokenizer).")
+    Path tokenizer;
+
+    @Option(names = "--dtype", defaultValue = "F32", description = "Weight dtype on disk: F32 or BF16 (default: ${DEFAULT-VALUE}).")
+    String dtype;
+
+    @Option(names = "--config-only", description = "Write config.json only (for memory estimates of large presets).")
+    boolean configOnly;
+
+    @Override
+    public Integer call() throws Exception {
+        Path tokDir = tokenizer != null ? tokenizer : BundledTokenizer.extract();
+        LlamaConfig cfg;
+        switch (preset) {
+            case "tiny" -> {
+                try (Tokenizer t = Tokenizer.load(tokDir)) {
+                    cfg = LlamaConfig.tiny((t.vocabSize() + 7) / 8 * 8, t.bosId(), t.eosId());
+                }
+            }
+            case "llama-3.1-8b" -> {
+                if (!configOnly) throw new IllegalArgumentException("--preset llama-3.1-8b needs --config-only (8B random weights would need 32 GB of fp32 on the CPU)");
+                cfg = LlamaConfig.llama31_8b();
+            }
+            default -> throw new IllegalArgumentException("unknown preset \"" + preset + "\" (expected tiny or llama-3.1-8b)");
+        }
+        if (configOnly) {
+            Files.createDirectories(out);
+            Path f = out.resolve("config.json");
+            if (Files.exists(f)) throw new IllegalArgumentException(f + " already exists");
+            new com.fasterxml.jackson.databind.ObjectMapper().writerWithDefaultPrettyPrinter().writeValue(f.toFile(), cfg.toJson("bfloat16"));
+            System.out.println("wrote " + f);
+            return 0;
+        }
+        try (Backend be = Backends.open("cpu"); LlamaWeights w = LlamaWeights.init(be, cfg, seed)) {
+            w.save(out, dtype.toUpperCase(java.util.Locale.ROOT), 5L << 30, tokDir);
+            System.out.printf("wrote %s: %s preset, %,d parameters, seed %d%n", out, preset, w.layout().totalElements(), seed);
+        }
+        return 0;
+    }
+
+    /** The tiny tokenizer ships inside the jar; it is extracted to a temporary directory when needed. */
+    static final class BundledTokenizer {
+        static Path extract() throws IOException {
+            Path dir = Files.createTempDirectory("grpo4j-tiny-tokenizer");
+            for (String f : new String[] {"tokenizer.json", "tokenizer_config.json"}) {
+                try (InputStream in = InitModelCommand.class.getResourceAsStream("/org/grpo4j/examples/tiny-tokenizer/" + f)) {
+                    if (in == null) throw new IOException("bundled tiny tokenizer missing from the jar (" + f + ")");
+                    Files.copy(in, dir.resolve(f));
+                }
+            }
+            dir.toFile().deleteOnExit();
+            dir.resolve("tokenizer.json").toFile().deleteOnExit();
+            dir.resolve("tokenizer_config.json").toFile().deleteOnExit();
+            return dir;
+        }
+    }
+}
