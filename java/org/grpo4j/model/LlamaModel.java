@@ -309,6 +309,13 @@ public final class LlamaModel {
      * logits [B, V] of each sequence's last token.
      */
     public float[] prefill(KvCache cache, PackedBatch prompts, int[] slots) {
+        try (Tensor t = prefillLogits(cache, prompts, slots)) {
+            return t.toFloats();
+        }
+    }
+
+    /** {@link #prefill} returning the logits [B, V] as a device tensor (the caller closes it). */
+    public Tensor prefillLogits(KvCache cache, PackedBatch prompts, int[] slots) {
         int n = prompts.tokens(), b = prompts.sequences();
         if (slots.length != n) throw new IllegalArgumentException("prefill: " + slots.length + " slots for " + n + " tokens");
         try (Tensor slotsT = be.upload(slots, n)) {
@@ -326,17 +333,21 @@ public final class LlamaModel {
             for (int s = 0; s < b; s++) last[s] = prompts.start(s) + prompts.length(s) - 1;
             try (Tensor xf = x; Tensor lastT = be.upload(last, b); Tensor sel = f32(b, c.hiddenSize())) {
                 be.embedding(sel, xf, lastT);
-                return finalLogits(sel);
+                return finalLogitsTensor(sel);
             }
         }
     }
 
-    private float[] finalLogits(Tensor xLast) {
+    private Tensor finalLogitsTensor(Tensor xLast) {
         int b = xLast.dim(0);
-        try (Tensor h = f32(b, c.hiddenSize()); Tensor r = f32(b); Tensor logits = f32(b, c.vocabSize())) {
+        Tensor logits = f32(b, c.vocabSize());
+        try (Tensor h = f32(b, c.hiddenSize()); Tensor r = f32(b)) {
             be.rmsNorm(h, r, xLast, w.get("model.norm.weight"), eps);
             be.matmul(logits, h, false, w.get("lm_head.weight"), true, 1f, 0f);
-            return logits.toFloats();
+            return logits;
+        } catch (RuntimeException e) {
+            logits.close();
+            throw e;
         }
     }
 
@@ -345,6 +356,13 @@ public final class LlamaModel {
      * position[b] + 1 cached tokens through blockTables [B, maxBlocks]. Returns logits [B, V].
      */
     public float[] decodeStep(KvCache cache, int[] tokens, int[] positions, int[] slots, int[] blockTables, int maxBlocks) {
+        try (Tensor t = decodeStepLogits(cache, tokens, positions, slots, blockTables, maxBlocks)) {
+            return t.toFloats();
+        }
+    }
+
+    /** {@link #decodeStep} returning the logits [B, V] as a device tensor (the caller closes it). */
+    public Tensor decodeStepLogits(KvCache cache, int[] tokens, int[] positions, int[] slots, int[] blockTables, int maxBlocks) {
         int b = tokens.length, d = c.hiddenSize(), f = c.intermediateSize(), hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
         if (positions.length != b || slots.length != b || blockTables.length != b * maxBlocks)
             throw new IllegalArgumentException("decodeStep: tokens, positions, slots and block tables disagree on the batch size " + b);
@@ -374,7 +392,7 @@ public final class LlamaModel {
                 be.swiglu(act, gate, up);
                 linear(x, act, p(l, "mlp.down_proj.weight"), 1f);
             }
-            return finalLogits(x);
+            return finalLogitsTensor(x);
         }
     }
 }

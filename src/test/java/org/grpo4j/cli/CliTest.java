@@ -60,6 +60,20 @@ class CliTest {
     }
 
     @Test
+    void generateRepeatsExactlyWithTheSameSeed(@TempDir Path tmp) {
+        Path m = tmp.resolve("tiny");
+        assertEquals(0, run("init-model", "--preset", "tiny", "--out", m.toString()).code());
+        String[] args = {"generate", "--model", m.toString(), "--backend", "cpu", "--prompt", "Tom has 2 pens.", "-n", "4",
+                "--max-tokens", "6", "--seed", "9", "--json"};
+        Run a = run(args), b = run(args);
+        assertEquals(0, a.code(), a.err());
+        assertEquals(a.out(), b.out());
+        assertTrue(a.out().contains("\"finish_reason\""), a.out());
+        args[args.length - 2] = "10";
+        assertNotEquals(a.out(), run(args).out());
+    }
+
+    @Test
     void tokenizeShowsTheTuluPrompt() {
         Run r = run("tokenize", "--model", "examples/tiny-tokenizer", "--chat-json", "[{\"role\":\"user\",\"content\":\"Hi\"}]", "--template", "tulu");
         assertEquals(0, r.code(), r.err());

@@ -1,0 +1,78 @@
+package org.grpo4j.cli;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.nio.file.Path;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.Callable;
+import org.grpo4j.backend.Backend;
+import org.grpo4j.backend.Backends;
+import org.grpo4j.model.LlamaModel;
+import org.grpo4j.model.LlamaWeights;
+import org.grpo4j.rollout.Completion;
+import org.grpo4j.rollout.Generator;
+import org.grpo4j.rollout.SamplingParams;
+import org.grpo4j.tokenizer.ChatMessage;
+import org.grpo4j.tokenizer.ChatTemplate;
+import org.grpo4j.tokenizer.Tokenizer;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/** {@code grpo4j generate}: sample completions for one prompt with the rollout engine. */
+@Command(name = "generate", mixinStandardHelpOptions = true, description = "Sample completions of a prompt (chat-templated).")
+final class GenerateCommand implements Callable<Integer> {
+    @Option(names = "--model", required = true, description = "HF model directory.") Path model;
+    @Option(names = "--prompt", required = true, description = "User message.") String prompt;
+    @Option(names = "--template", defaultValue = "tokenizer", description = "tulu, llama3, tokenizer or none (raw text) (default: ${DEFAULT-VALUE}).") String template;
+    @Option(names = {"-n"}, defaultValue = "1", description = "Completions (default: ${DEFAULT-VALUE}).") int n;
+    @Option(names = "--max-tokens", defaultValue = "64", description = "Max new tokens (default: ${DEFAULT-VALUE}).") int maxTokens;
+    @Option(names = "--temperature", defaultValue = "1.0", description = "0 = greedy (default: ${DEFAULT-VALUE}).") float temperature;
+    @Option(names = "--top-p", defaultValue = "1.0", description = "(default: ${DEFAULT-VALUE})") float topP;
+    @Option(names = "--top-k", defaultValue = "0", description = "0 = off (default: ${DEFAULT-VALUE})") int topK;
+    @Option(names = "--seed", defaultValue = "0", description = "(default: ${DEFAULT-VALUE})") long seed;
+    @Option(names = "--json", description = "Print ids and log-probs as JSON.") boolean json;
+    @Option(names = "--backend", defaultValue = "auto", description = "auto, cpu, cuda[:N] (default: ${DEFAULT-VALUE}).") String backend;
+    @Option(names = "--kv-blocks", defaultValue = "4096", description = "KV pool size in blocks of 16 tokens (default: ${DEFAULT-VALUE}).") int kvBlocks;
+
+    @Override
+    public Integer call() throws Exception {
+        try (Tokenizer tok = Tokenizer.load(model); Backend be = Backends.open(backend); LlamaWeights w = LlamaWeights.load(be, model)) {
+            String text = template.equals("none") ? prompt
+                    : ChatTemplate.named(template, tok).render(List.of(new ChatMessage("user", prompt)), true, tok);
+            int[] ids = tok.encode(text);
+            Set<Integer> stops = new HashSet<>(w.config().eosTokenIds());
+            if (tok.eosId() >= 0) stops.add(tok.eosId());
+            SamplingParams sp = new SamplingParams(n, temperature, topP, topK, maxTokens, stops, seed);
+            Generator g = new Generator(new LlamaModel(w), new Generator.Config(16, kvBlocks, 256, true));
+            List<Completion> cs = g.generate(List.of(ids), sp).get(0);
+            Generator.Stats st = g.lastStats();
+            if (json) {
+                ObjectMapper m = new ObjectMapper();
+                ObjectNode o = m.createObjectNode();
+                o.put("prompt", text);
+                o.putPOJO("prompt_ids", ids);
+                ArrayNode arr = o.putArray("completions");
+                for (Completion c : cs) {
+                    ObjectNode e = arr.addObject();
+                    e.put("text", tok.decode(c.tokens(), true));
+                    e.putPOJO("ids", c.tokens());
+                    e.putPOJO("logprobs", c.logprobs());
+                    e.put("tokens", c.tokens().length);
+                    e.put("finish_reason", c.finishReason().label());
+                }
+                System.out.println(m.writerWithDefaultPrettyPrinter().writeValueAsString(o));
+            } else {
+                for (int i = 0; i < cs.size(); i++) {
+                    Completion c = cs.get(i);
+                    System.out.printf("[%d] (%d tokens, %s) %s%n", i, c.tokens().length, c.finishReason().label(), tok.decode(c.tokens(), true));
+                }
+            }
+            System.err.printf("grpo4j generate: %d tokens in %.2f s (%.0f tokens/s), KV pool peak %d of %d blocks%n",
+                    st.generatedTokens(), st.seconds(), st.tokensPerSecond(), st.peakBlocksUsed(), st.poolBlocks());
+        }
+        return 0;
+    }
+}

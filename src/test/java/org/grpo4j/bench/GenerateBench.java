@@ -1,0 +1,50 @@
+package org.grpo4j.bench;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Set;
+import org.grpo4j.backend.Backend;
+import org.grpo4j.backend.Backends;
+import org.grpo4j.data.DatasetReader;
+import org.grpo4j.data.RlvrRow;
+import org.grpo4j.model.LlamaConfig;
+import org.grpo4j.model.LlamaModel;
+import org.grpo4j.model.LlamaWeights;
+import org.grpo4j.rollout.Generator;
+import org.grpo4j.rollout.SamplingParams;
+import org.grpo4j.tokenizer.ChatTemplate;
+import org.grpo4j.tokenizer.Tokenizer;
+
+/**
+ * Rollout benchmark (printed figures, not a test): the tiny model, 16 tiny-arith prompts x n = 16 samples at
+ * temperature 1, 32 new tokens, no stop token (every sequence runs to max_tokens), 3 repetitions after a warm-up.
+ * Run: tools/bench GenerateBench [backend]
+ */
+public final class GenerateBench {
+    public static void main(String[] args) throws Exception {
+        String backend = args.length > 0 ? args[0] : "auto";
+        try (Backend be = Backends.open(backend); Tokenizer tok = Tokenizer.load(Path.of("examples/tiny-tokenizer"))) {
+            LlamaConfig cfg = LlamaConfig.tiny((tok.vocabSize() + 7) / 8 * 8, tok.bosId(), tok.eosId());
+            List<RlvrRow> rows = DatasetReader.read(Path.of("examples/data/tiny-arith.jsonl"));
+            List<int[]> prompts = new ArrayList<>();
+            ChatTemplate t = ChatTemplate.named("tulu", tok);
+            for (int i = 0; i < 16; i++) prompts.add(tok.encode(t.render(rows.get(i).promptMessages(), true, tok)));
+            try (LlamaWeights w = LlamaWeights.init(be, cfg, 1)) {
+                LlamaModel m = new LlamaModel(w);
+                Generator g = new Generator(m, new Generator.Config(16, 1024, 256, true));
+                SamplingParams p = new SamplingParams(16, 1f, 1f, 0, 32, Set.of(), 1);
+                g.generate(prompts, p); // warm-up (JIT)
+                System.out.printf("backend %s, tiny model (%,d params), 16 prompts x 16 samples, 32 new tokens%n", be.description(), w.layout().totalElements());
+                for (int rep = 0; rep < 3; rep++) {
+                    g.generate(prompts, p);
+                    Generator.Stats s = g.lastStats();
+                    System.out.printf("run %d: %d tokens in %.3f s = %.0f tokens/s; %d decode steps; prefill %d tokens; "
+                                    + "KV pool %d blocks x 16 (%.1f KiB): peak %d (%.0f%%), mean %.1f (%.0f%%)%n",
+                            rep, s.generatedTokens(), s.seconds(), s.tokensPerSecond(), s.decodeSteps(), s.prefillTokens(), s.poolBlocks(),
+                            s.poolBytes() / 1024.0, s.peakBlocksUsed(), 100 * s.peakUtilization(), s.meanBlocksUsed(), 100 * s.meanUtilization());
+                }
+            }
+        }
+    }
+}
