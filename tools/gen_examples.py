@@ -46,8 +46,9 @@ def tiny_arith(rng, count):
         else:
             a = rng.randint(0, 9); b = rng.randint(0, a)
             q, ans, work = rng.choice(SUB).format(n=n, a=a, b=b, t=t), a - b, f"{a} - {b} = {a - b}"
-        rows.append({"messages": [{"role": "user", "content": q}], "ground_truth": str(ans), "dataset": "gsm8k",
-                     "constraint_type": None, "constraint": None, "_solution": work})
+        # the assistant turn is the reference solution: the prompt is messages[:-1]; an optional SFT warm-up imitates it
+        rows.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": work}],
+                     "ground_truth": str(ans), "dataset": "gsm8k", "constraint_type": None, "constraint": None, "_solution": work})
     return rows
 
 
@@ -208,7 +209,7 @@ def main():
 
     corpus = []
     for r in arith:
-        corpus.append(render_tulu(r["messages"] + [{"role": "assistant", "content": r["_solution"]}], ""))
+        corpus.append(render_tulu(r["messages"], ""))
     for r in mixed:
         corpus.append(render_tulu(r["messages"], ""))
     corpus += ["The answer is 42. So the answer is 7.", "Question: Answer: Final Answer: The final answer is",

@@ -1,0 +1,278 @@
+package org.grpo4j.train;
+
+import com.fasterxml.jackson.annotation.JsonIgnore;
+import com.fasterxml.jackson.databind.DeserializationFeature;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.MapperFeature;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.PropertyNamingStrategies;
+import com.fasterxml.jackson.databind.exc.InvalidFormatException;
+import com.fasterxml.jackson.databind.exc.MismatchedInputException;
+import com.fasterxml.jackson.databind.exc.UnrecognizedPropertyException;
+import com.fasterxml.jackson.databind.json.JsonMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import org.grpo4j.backend.KlEstimator;
+import org.grpo4j.reward.Compat;
+
+/**
+ * GRPO configuration with the reference's flag names in snake_case (grpo-reference.md section 0), so a reference
+ * command ports line by line, plus grpo4j's own keys (marked "grpo4j" below). Unknown keys, wrong types and
+ * impossible batch arithmetic are rejected with one clear error before any work starts.
+ */
+public final class GrpoConfig {
+    // model and data
+    /** HF model directory, or "init:tiny" for a freshly initialized tiny Llama with the bundled tokenizer (grpo4j). */
+    public String modelNameOrPath;
+    public String chatTemplateName = "tulu";
+    public List<String> datasetMixerList = new ArrayList<>();
+    public List<String> datasetMixerEvalList = new ArrayList<>();
+    public int maxPromptTokenLength = 2048;
+    public int maxTokenLength = 4096;
+    public int responseLength = 2048;
+
+    // batch arithmetic (per rank, as in the reference)
+    /** Number of data-parallel ranks (the reference's sum of actor_num_gpus_per_node). One process today. */
+    public int worldSize = 1;
+    public int localRolloutBatchSize = 8;
+    public int numberSamplesPerPrompt = 16;
+    public int localMiniBatchSize = 64;
+    public int perDeviceTrainBatchSize = 2;
+    public int localRolloutForwardBatchSize = 2;
+    public int numEpochs = 1;
+    public long totalEpisodes = 10_000_000L;
+    /** Overrides total_episodes // (prompts per step x samples) when > 0 (grpo4j). */
+    public int numTrainingSteps = 0;
+
+    // optimization
+    public double learningRate = 5e-7;
+    public String lrSchedulerType = "constant";
+    public double warmupRatio = 0.0;
+    public int warmUpSteps = 0;
+    public double weightDecay = 0.01;
+    public double adamBeta1 = 0.9;
+    public double adamBeta2 = 0.999;
+    public double adamEps = 1e-8;
+    public double maxGradNorm = 1.0;
+    public boolean gradientCheckpointing = true;
+
+    // GRPO
+    public double beta = 0.01;
+    public String klEstimator = "kl3";
+    public double cliprange = 0.2;
+    /** Clip-higher upper epsilon; defaults to cliprange (grpo4j). */
+    public Double cliprangeHigh = null;
+    /** micro_token_mean (reference), token_mean (DAPO), seq_mean_token_mean, dr_grpo (grpo4j). */
+    public String lossAggregation = "micro_token_mean";
+    public double temperature = 1.0;
+    public double topP = 1.0;
+    public boolean nonStopPenalty = true;
+    public double penaltyRewardValue = 0.0;
+    public String stopToken = "eos";
+
+    // rewards
+    public boolean applyVerifiableReward = true;
+    public double verificationReward = 10.0;
+    public double rewardModelMultiplier = 0.0;
+    /** "" (intended behaviour, bugs fixed) or "open-instruct-3f37c29" (grpo4j). */
+    public String verifierCompat = "";
+    /** Seconds per verification (grpo4j). */
+    public double verifierTimeout = 5.0;
+
+    // run
+    public long seed = 1;
+    public int numEvals = 30;
+    public int saveFreq = 40;
+    public String outputDir = "runs/grpo";
+    /** auto, cpu, cuda, cuda:N (grpo4j). */
+    public String backend = "auto";
+    /** KV cache budget for rollouts in MiB (grpo4j). */
+    public int kvCacheMib = 1024;
+    /** Abort after this many consecutive steps with a non-finite loss or gradient norm (grpo4j). */
+    public int maxConsecutiveNonfinite = 3;
+    /** Optional supervised warm-up before GRPO (grpo4j; see docs/trainer.md). */
+    public SftWarmup sftWarmup = new SftWarmup();
+
+    /**
+     * Supervised warm-up before GRPO on the training rows whose last message is an assistant turn (the reference
+     * solution; the prompt is the turns before it): mean next-token NLL of that turn plus EOS, AdamW with its own
+     * learning rate and fresh moments. The GRPO reference policy is the model after warm-up.
+     */
+    public static final class SftWarmup {
+        public int steps = 0;
+        public int batchSize = 32;
+        public double learningRate = 1e-3;
+    }
+
+    private static final ObjectMapper JSON = JsonMapper.builder()
+            .propertyNamingStrategy(PropertyNamingStrategies.SNAKE_CASE)
+            .enable(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES)
+            .enable(DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES)
+            .disable(MapperFeature.ALLOW_COERCION_OF_SCALARS)
+            .build();
+
+    /** Reads a JSON config file and applies "key=value" overrides (value parsed as JSON, else taken as a string). */
+    public static GrpoConfig load(Path file, List<String> overrides) throws IOException {
+        JsonNode root;
+        try {
+            root = JSON.readTree(file.toFile());
+        } catch (IOException e) {
+            throw new IllegalArgumentException(file + ": not valid JSON: " + e.getMessage().lines().findFirst().orElse(""));
+        }
+        if (root == null || !root.isObject()) throw new IllegalArgumentException(file + ": the config must be a JSON object");
+        return fromJson((ObjectNode) root, overrides, file.toString());
+    }
+
+    public static GrpoConfig fromJson(ObjectNode root, List<String> overrides, String where) {
+        ObjectNode tree = root.deepCopy();
+        for (String o : overrides == null ? List.<String>of() : overrides) {
+            int eq = o.indexOf('=');
+            if (eq <= 0) throw new IllegalArgumentException("--set expects key=value, got \"" + o + "\"");
+            String key = o.substring(0, eq).trim(), val = o.substring(eq + 1);
+            JsonNode v;
+            try {
+                v = JSON.readTree(val);
+                if (v == null || v.isMissingNode()) v = JSON.getNodeFactory().textNode(val);
+            } catch (IOException e) {
+                v = JSON.getNodeFactory().textNode(val);
+            }
+            String[] path = key.split("\\.");
+            ObjectNode at = tree;
+            for (int i = 0; i < path.length - 1; i++) {
+                JsonNode child = at.get(path[i]);
+                if (child == null || !child.isObject()) child = at.putObject(path[i]);
+                at = (ObjectNode) child;
+            }
+            at.set(path[path.length - 1], v);
+        }
+        GrpoConfig c;
+        try {
+            c = JSON.treeToValue(tree, GrpoConfig.class);
+        } catch (UnrecognizedPropertyException e) {
+            throw new IllegalArgumentException(where + ": unknown key \"" + e.getPropertyName() + "\""
+                    + (e.getPath().size() > 1 ? " in " + e.getPath().get(0).getFieldName() : ""));
+        } catch (InvalidFormatException e) {
+            throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\" has the wrong type: " + e.getValue()
+                    + " is not a " + e.getTargetType().getSimpleName());
+        } catch (MismatchedInputException e) {
+            throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\" has the wrong type (expected "
+                    + (e.getTargetType() == null ? "another type" : e.getTargetType().getSimpleName()) + ")");
+        } catch (IOException e) {
+            throw new IllegalArgumentException(where + ": " + e.getMessage().lines().findFirst().orElse(""));
+        }
+        c.validate(where);
+        return c;
+    }
+
+    private static String pathOf(MismatchedInputException e) {
+        StringBuilder sb = new StringBuilder();
+        for (var r : e.getPath()) {
+            if (r.getFieldName() != null) sb.append(sb.length() > 0 ? "." : "").append(r.getFieldName());
+            else sb.append('[').append(r.getIndex()).append(']');
+        }
+        return sb.toString();
+    }
+
+    // ---- validation and derived quantities ----------------------------------------------------------------------
+
+    private static void require(boolean cond, String where, String msg) {
+        if (!cond) throw new IllegalArgumentException(where + ": " + msg);
+    }
+
+    public void validate(String where) {
+        require(modelNameOrPath != null && !modelNameOrPath.isBlank(), where, "model_name_or_path is required");
+        require(!datasetMixerList.isEmpty(), where, "dataset_mixer_list is required");
+        require(worldSize >= 1, where, "world_size must be >= 1");
+        require(worldSize == 1, where, "world_size " + worldSize + ": multi-GPU training (NCCL + ZeRO-2) is not implemented yet; use 1");
+        require(localRolloutBatchSize >= 1, where, "local_rollout_batch_size must be >= 1");
+        require(numberSamplesPerPrompt >= 2, where, "number_samples_per_prompt must be >= 2 (group advantages need a standard deviation)");
+        require(perDeviceTrainBatchSize >= 1, where, "per_device_train_batch_size must be >= 1");
+        require(localRolloutForwardBatchSize >= 1, where, "local_rollout_forward_batch_size must be >= 1");
+        require(numEpochs >= 1, where, "num_epochs must be >= 1");
+        int rollouts = localRolloutBatchSize * numberSamplesPerPrompt;
+        require(localMiniBatchSize >= 1 && rollouts % localMiniBatchSize == 0, where, "local_mini_batch_size " + localMiniBatchSize
+                + " must divide local_rollout_batch_size x number_samples_per_prompt = " + localRolloutBatchSize + " x " + numberSamplesPerPrompt + " = " + rollouts);
+        require(localMiniBatchSize % perDeviceTrainBatchSize == 0, where, "per_device_train_batch_size " + perDeviceTrainBatchSize
+                + " must divide local_mini_batch_size " + localMiniBatchSize);
+        require(responseLength >= 1, where, "response_length must be >= 1");
+        require(maxPromptTokenLength >= 1, where, "max_prompt_token_length must be >= 1");
+        require(learningRate >= 0 && Double.isFinite(learningRate), where, "learning_rate must be >= 0");
+        require(List.of("constant", "linear").contains(lrSchedulerType), where, "lr_scheduler_type must be constant or linear, got " + lrSchedulerType);
+        require(warmupRatio >= 0 && warmupRatio < 1, where, "warmup_ratio must be in [0, 1)");
+        require(beta >= 0, where, "beta must be >= 0");
+        KlEstimator.parse(klEstimator);
+        require(cliprange >= 0 && cliprange < 1, where, "cliprange must be in [0, 1)");
+        require(cliprangeHigh == null || cliprangeHigh >= 0, where, "cliprange_high must be >= 0");
+        LossAggregation.parse(lossAggregation);
+        require(temperature > 0, where, "temperature must be > 0 for GRPO sampling");
+        require(topP > 0 && topP <= 1, where, "top_p must be in (0, 1]");
+        require(stopToken.equals("eos"), where, "stop_token must be \"eos\"");
+        require(rewardModelMultiplier == 0.0, where, "reward_model_multiplier must be 0 (no reward model in grpo4j)");
+        require(applyVerifiableReward, where, "apply_verifiable_reward must be true");
+        Compat.parse(verifierCompat);
+        require(verifierTimeout > 0, where, "verifier_timeout must be > 0");
+        require(numEvals >= 0 && saveFreq >= 0, where, "num_evals and save_freq must be >= 0");
+        require(maxGradNorm > 0, where, "max_grad_norm must be > 0");
+        require(kvCacheMib >= 1, where, "kv_cache_mib must be >= 1");
+        require(maxConsecutiveNonfinite >= 1, where, "max_consecutive_nonfinite must be >= 1");
+        require(numTrainingSteps > 0 || totalEpisodes >= (long) rollouts * worldSize, where,
+                "total_episodes " + totalEpisodes + " is less than one step of " + rollouts * worldSize + " completions");
+        require(sftWarmup.steps >= 0 && sftWarmup.batchSize >= 1 && sftWarmup.learningRate >= 0, where, "sft_warmup needs steps >= 0, batch_size >= 1, learning_rate >= 0");
+    }
+
+    @JsonIgnore public int rolloutBatchSize() { return localRolloutBatchSize * worldSize; }
+    @JsonIgnore public int completionsPerStep() { return rolloutBatchSize() * numberSamplesPerPrompt; }
+    @JsonIgnore public int localCompletions() { return localRolloutBatchSize * numberSamplesPerPrompt; }
+    @JsonIgnore public int miniBatchSize() { return localMiniBatchSize * worldSize; }
+    @JsonIgnore public int numMiniBatches() { return localCompletions() / localMiniBatchSize; }
+    @JsonIgnore public int optimizerStepsPerTrainingStep() { return numEpochs * numMiniBatches(); }
+    @JsonIgnore public int gradientAccumulationSteps() { return localMiniBatchSize / perDeviceTrainBatchSize; }
+    @JsonIgnore public int trainingSteps() { return numTrainingSteps > 0 ? numTrainingSteps : (int) Math.min(Integer.MAX_VALUE, totalEpisodes / completionsPerStep()); }
+    @JsonIgnore public int evalFreq() { return numEvals == 0 ? Integer.MAX_VALUE : Math.max(1, trainingSteps() / numEvals); }
+    @JsonIgnore public double epsHigh() { return cliprangeHigh != null ? cliprangeHigh : cliprange; }
+    @JsonIgnore public KlEstimator kl() { return KlEstimator.parse(klEstimator); }
+    @JsonIgnore public LossAggregation aggregation() { return LossAggregation.parse(lossAggregation); }
+    @JsonIgnore public Compat compat() { return Compat.parse(verifierCompat); }
+    /** Warm-up optimizer steps (the reference's int(steps x warmup_ratio), or warm_up_steps when set). */
+    @JsonIgnore public int warmupSteps() { return warmUpSteps > 0 ? warmUpSteps : (int) (trainingSteps() * optimizerStepsPerTrainingStep() * warmupRatio); }
+
+    /** The derived quantities of grpo-reference.md section 0, name to value. */
+    public Map<String, String> derived() {
+        Map<String, String> m = new LinkedHashMap<>();
+        m.put("world_size", String.valueOf(worldSize));
+        m.put("rollout_batch_size (prompts/step)", localRolloutBatchSize + " x " + worldSize + " = " + rolloutBatchSize());
+        m.put("completions/step", rolloutBatchSize() + " x " + numberSamplesPerPrompt + " = " + completionsPerStep() + " (" + localCompletions() + " per rank)");
+        m.put("mini_batch_size (global)", localMiniBatchSize + " x " + worldSize + " = " + miniBatchSize());
+        m.put("optimizer steps per training step", numEpochs + " x " + localCompletions() + "/" + localMiniBatchSize + " = " + optimizerStepsPerTrainingStep());
+        m.put("gradient_accumulation_steps", localMiniBatchSize + "/" + perDeviceTrainBatchSize + " = " + gradientAccumulationSteps());
+        m.put("num_training_steps", numTrainingSteps > 0 ? numTrainingSteps + " (num_training_steps)"
+                : totalEpisodes + " // " + completionsPerStep() + " = " + trainingSteps());
+        m.put("eval_freq", numEvals == 0 ? "never" : "max(1, " + trainingSteps() + " // " + numEvals + ") = " + evalFreq());
+        m.put("optimizer steps in total", String.valueOf((long) trainingSteps() * optimizerStepsPerTrainingStep()));
+        return m;
+    }
+
+    /** The config as JSON (what is saved next to checkpoints). */
+    public String toJson() {
+        try {
+            return JSON.writerWithDefaultPrettyPrinter().writeValueAsString(this);
+        } catch (IOException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    public static GrpoConfig fromJsonString(String json) throws IOException {
+        return fromJson((ObjectNode) JSON.readTree(json), List.of(), "saved config");
+    }
+
+    String lower(String s) { return s.toLowerCase(Locale.ROOT); }
+
+    static void writeFile(Path p, String s) throws IOException { Files.writeString(p, s); }
+}

@@ -1,0 +1,815 @@
+package org.grpo4j.train;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.BufferedWriter;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.SplittableRandom;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.function.Consumer;
+import org.grpo4j.backend.Backend;
+import org.grpo4j.backend.Backends;
+import org.grpo4j.backend.DType;
+import org.grpo4j.backend.GrpoLossOutputs;
+import org.grpo4j.backend.GrpoLossParams;
+import org.grpo4j.backend.KlEstimator;
+import org.grpo4j.backend.Tensor;
+import org.grpo4j.data.DatasetMixer;
+import org.grpo4j.data.PromptDataset;
+import org.grpo4j.data.RlvrRow;
+import org.grpo4j.data.ShufflingIterator;
+import org.grpo4j.model.LlamaConfig;
+import org.grpo4j.model.LlamaModel;
+import org.grpo4j.model.LlamaWeights;
+import org.grpo4j.model.PackedBatch;
+import org.grpo4j.reward.Rewards;
+import org.grpo4j.rollout.Completion;
+import org.grpo4j.rollout.Generator;
+import org.grpo4j.rollout.SamplingParams;
+import org.grpo4j.rollout.Truncation;
+import org.grpo4j.tokenizer.ChatMessage;
+import org.grpo4j.tokenizer.ChatTemplate;
+import org.grpo4j.tokenizer.Tokenizer;
+
+/**
+ * The GRPO trainer (one process): the Tulu 3.1 RLVR step of grpo-reference.md sections 1-5, colocated generation,
+ * metrics, plots, samples, atomic checkpoints and exact resume.
+ *
+ * <pre>{@code
+ * try (GrpoTrainer t = GrpoTrainer.builder(config).outputDir(dir).build()) {
+ *     t.run(new GrpoTrainer.Listener() { public void onStep(int step, Map<String, Double> m) { ... } });
+ * }
+ * }</pre>
+ * Every random choice is a pure function of (seed, step, ...), so a resumed run repeats an uninterrupted one bit
+ * for bit on the CPU backend. {@link #cancel()} stops at the next step boundary and checkpoints.
+ */
+public final class GrpoTrainer implements AutoCloseable {
+
+    /** Callbacks (all optional). */
+    public interface Listener {
+        default void onSftStep(int step, int steps, double loss) {}
+
+        default void onStep(int step, Map<String, Double> metrics) {}
+
+        default void onCheckpoint(int step, Path dir) {}
+    }
+
+    /** How a run ended. */
+    public record Result(int lastStep, boolean cancelled, Path outputDir, List<Map<String, Double>> metrics) {}
+
+    public static Builder builder(GrpoConfig cfg) { return new Builder(cfg); }
+
+    /** Builder: output directory, resume directory, backend, reward registry, log stream. */
+    public static final class Builder {
+        private final GrpoConfig cfg;
+        private Path outputDir, resume;
+        private Backend backend;
+        private Rewards rewards;
+        private PrintStream log = System.out;
+        private Consumer<LlamaWeights> gradientHook;
+
+        Builder(GrpoConfig cfg) { this.cfg = cfg; }
+
+        public Builder outputDir(Path p) { outputDir = p; return this; }
+        /** Continue the run whose output directory (or one of its checkpoints) is {@code p}. */
+        public Builder resume(Path p) { resume = p; return this; }
+        public Builder backend(Backend b) { backend = b; return this; }
+        /** Reward registry (default: the built-in verifiers with the config's compat/reward/timeout). */
+        public Builder rewards(Rewards r) { rewards = r; return this; }
+        /** Progress lines (null: silent). */
+        public Builder log(PrintStream p) { log = p; return this; }
+        /** Test hook: runs on the accumulated gradients before each optimizer step. */
+        Builder gradientHook(Consumer<LlamaWeights> h) { gradientHook = h; return this; }
+
+        public GrpoTrainer build() throws IOException { return new GrpoTrainer(this); }
+    }
+
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private final GrpoConfig cfg;
+    private final Path out;
+    private final PrintStream log;
+    private final boolean ownBackend, ownRewards;
+    private final Backend be;
+    private final Tokenizer tok;
+    private final ChatTemplate template;
+    private final PromptDataset train, eval;
+    private final ShufflingIterator iterator;
+    private final LlamaWeights policy, grads;
+    private LlamaWeights reference;
+    private final LlamaModel model;
+    private LlamaModel refModel;
+    private final Rewards rewards;
+    private final Generator generator;
+    private final int eos;
+    private final Path tokenizerDir;
+    private final Consumer<LlamaWeights> gradientHook;
+    private final AtomicBoolean cancelled = new AtomicBoolean();
+    private final List<Map<String, Double>> history = new ArrayList<>();
+    private AdamW optimizer;
+    private int step; // last completed training step
+    private long optimizerSteps;
+    private int consecutiveNonfinite, skippedSteps;
+    private boolean warmupDone;
+
+    private GrpoTrainer(Builder b) throws IOException {
+        GrpoConfig c = b.cfg;
+        Path resumeDir = b.resume;
+        if (c == null && resumeDir == null) throw new IllegalArgumentException("a config or a resume directory is required");
+        if (resumeDir != null) c = savedConfig(resumeDir, c);
+        this.cfg = c;
+        this.out = b.outputDir != null ? b.outputDir : resumeDir != null ? runDirOf(resumeDir) : Path.of(cfg.outputDir);
+        this.log = b.log;
+        this.gradientHook = b.gradientHook;
+        this.ownBackend = b.backend == null;
+        Backends.Choice choice = b.backend == null ? Backends.choose(cfg.backend) : null;
+        this.be = b.backend != null ? b.backend : choice.backend();
+        this.ownRewards = b.rewards == null;
+        this.rewards = b.rewards != null ? b.rewards
+                : new Rewards(cfg.compat(), cfg.verificationReward, cfg.verifierTimeout, Runtime.getRuntime().availableProcessors());
+
+        // model + tokenizer
+        if (cfg.modelNameOrPath.startsWith("init:")) {
+            String preset = cfg.modelNameOrPath.substring(5);
+            if (!preset.equals("tiny")) throw new IllegalArgumentException("model_name_or_path \"" + cfg.modelNameOrPath + "\": only init:tiny exists");
+            this.tokenizerDir = bundledTokenizer();
+            this.tok = Tokenizer.load(tokenizerDir);
+            LlamaConfig lc = LlamaConfig.tiny((tok.vocabSize() + 7) / 8 * 8, tok.bosId(), tok.eosId());
+            this.policy = LlamaWeights.init(be, lc, cfg.seed);
+        } else {
+            this.tokenizerDir = Path.of(cfg.modelNameOrPath);
+            this.tok = Tokenizer.load(tokenizerDir);
+            this.policy = LlamaWeights.load(be, tokenizerDir);
+        }
+        if (tok.vocabSize() > policy.config().vocabSize())
+            throw new IllegalArgumentException("the tokenizer has " + tok.vocabSize() + " ids but the model's vocab_size is " + policy.config().vocabSize());
+        this.eos = tok.eosId();
+        if (eos < 0) throw new IllegalArgumentException("the tokenizer has no eos_token; stop_token eos needs one");
+        this.template = ChatTemplate.named(cfg.chatTemplateName, tok);
+        this.grads = LlamaWeights.zeros(be, policy.config());
+        this.model = new LlamaModel(policy);
+
+        // data
+        Path base = Path.of(".");
+        this.train = new PromptDataset(DatasetMixer.load(cfg.datasetMixerList, base), tok, template, cfg.maxPromptTokenLength);
+        this.eval = cfg.datasetMixerEvalList.isEmpty() ? null
+                : new PromptDataset(DatasetMixer.load(cfg.datasetMixerEvalList, base), tok, template, cfg.maxPromptTokenLength);
+        this.iterator = new ShufflingIterator(train.size(), cfg.rolloutBatchSize(), cfg.seed);
+
+        int longestPrompt = 0;
+        for (int i = 0; i < train.size(); i++) longestPrompt = Math.max(longestPrompt, train.prompt(i).length);
+        int blockSize = 16;
+        Generator.Config gc = Generator.Config.forBudget(model, (long) cfg.kvCacheMib << 20, blockSize, Math.max(cfg.localCompletions(), 1));
+        this.generator = new Generator(model, gc);
+        if (log != null) {
+            if (choice != null && choice.reason() != null) log.println("grpo4j: " + choice.reason());
+            log.printf("grpo4j: %s | model %,d params | %d prompts (%d dropped > %d tokens) | longest prompt %d tokens%n", be.description(),
+                    policy.layout().totalElements(), train.size(), train.dropped(), cfg.maxPromptTokenLength, longestPrompt);
+            for (var e : cfg.derived().entrySet()) log.printf("grpo4j:   %-36s %s%n", e.getKey(), e.getValue());
+        }
+        if (resumeDir != null) restore(resumeDir);
+    }
+
+    /** Stops at the next step boundary, writing a checkpoint. Safe from any thread. */
+    public void cancel() { cancelled.set(true); }
+
+    public int completedSteps() { return step; }
+
+    /** Runs the (remaining) warm-up and training steps. */
+    public Result run(Listener listener) throws IOException {
+        Listener l = listener == null ? new Listener() {} : listener;
+        Files.createDirectories(out);
+        Files.writeString(out.resolve("config.json"), cfg.toJson());
+        if (!warmupDone) {
+            if (cfg.sftWarmup.steps > 0) sftWarmup(l);
+            warmupDone = true;
+            reference = policy.copy();
+            refModel = new LlamaModel(reference);
+            optimizer = new AdamW(be, policy.layout().totalElements(), cfg.adamBeta1, cfg.adamBeta2, cfg.adamEps, cfg.weightDecay);
+            checkpoint(l); // step 0: the initial policy (after warm-up), so a resume never repeats the warm-up
+        }
+        int total = cfg.trainingSteps();
+        long runStart = System.nanoTime();
+        int firstStep = step + 1;
+        while (step < total && !cancelled.get()) {
+            int s = step + 1;
+            Map<String, Double> m = trainingStep(s);
+            step = s;
+            history.add(m);
+            appendJsonl(out.resolve("metrics.jsonl"), m);
+            progress(m, total, runStart, firstStep);
+            l.onStep(s, m);
+            if ((cfg.saveFreq > 0 && s % cfg.saveFreq == 0) || s == total) checkpoint(l);
+        }
+        if (cancelled.get() && (history.isEmpty() || lastCheckpointStep() != step)) checkpoint(l);
+        Plots.write(out.resolve("plots"), history);
+        return new Result(step, cancelled.get(), out, List.copyOf(history));
+    }
+
+    // ---- one GRPO step ------------------------------------------------------------------------------------------
+
+    /** Per-rollout data of one step. */
+    private static final class Rollout {
+        int row, promptLen;
+        int[] seq;          // prompt + loss tokens
+        int[] targets;      // loss tokens
+        boolean hasStop, correct;
+        int seqLen;
+        double reward, advantage;
+        float[] old, ref;
+    }
+
+    private Map<String, Double> trainingStep(int s) throws IOException {
+        long t0 = System.nanoTime();
+        int[] batch = ShufflingIterator.rankSlice(iterator.next(), 0, cfg.worldSize);
+        int n = cfg.numberSamplesPerPrompt;
+        List<int[]> prompts = new ArrayList<>();
+        for (int i : batch) prompts.add(train.prompt(i));
+        SamplingParams sp = new SamplingParams(n, (float) cfg.temperature, (float) cfg.topP, 0, cfg.responseLength, Set.of(eos), mix(cfg.seed, s, 1));
+        List<List<Completion>> comps = generator.generate(prompts, sp);
+        Generator.Stats gs = generator.lastStats();
+        long tGen = System.nanoTime();
+
+        // rewards (10/0), non-stop penalty, group advantages
+        List<Rollout> rs = new ArrayList<>();
+        List<Rewards.Item> items = new ArrayList<>();
+        for (int p = 0; p < batch.length; p++)
+            for (int j = 0; j < n; j++) {
+                Rollout r = new Rollout();
+                r.row = batch[p];
+                r.promptLen = prompts.get(p).length;
+                Truncation.Response resp = Truncation.apply(comps.get(p).get(j).tokens(), eos, cfg.responseLength);
+                r.targets = resp.lossTokens();
+                r.hasStop = resp.hasStop();
+                r.seqLen = resp.sequenceLength();
+                r.seq = concat(prompts.get(p), r.targets);
+                RlvrRow row = train.row(batch[p]);
+                items.add(new Rewards.Item(tok.decode(r.targets, true), row.groundTruth(), row.dataset(), row));
+                rs.add(r);
+            }
+        List<Rewards.Result> res = rewards.scoreAll(items);
+        double[] R = new double[rs.size()];
+        int errors = 0, timeouts = 0;
+        for (int k = 0; k < rs.size(); k++) {
+            Rollout r = rs.get(k);
+            r.reward = res.get(k).reward();
+            r.correct = r.reward > 0;
+            if (res.get(k).error() != null) errors++;
+            if (res.get(k).timedOut()) timeouts++;
+            if (cfg.nonStopPenalty && !r.hasStop) r.reward = cfg.penaltyRewardValue;
+            R[k] = r.reward;
+        }
+        double[] A = Advantages.compute(R, n);
+        for (int k = 0; k < rs.size(); k++) rs.get(k).advantage = A[k];
+        long tReward = System.nanoTime();
+
+        // old (current policy) and reference log-probs, no gradients, in chunks
+        float temp = (float) cfg.temperature;
+        for (int from = 0; from < rs.size(); from += cfg.localRolloutForwardBatchSize) {
+            List<Rollout> chunk = rs.subList(from, Math.min(rs.size(), from + cfg.localRolloutForwardBatchSize));
+            float[] o = logprobs(model, chunk, temp), rf = logprobs(refModel, chunk, temp);
+            int k = 0;
+            for (Rollout r : chunk) {
+                r.old = java.util.Arrays.copyOfRange(o, k, k + r.targets.length);
+                r.ref = java.util.Arrays.copyOfRange(rf, k, k + r.targets.length);
+                k += r.targets.length;
+            }
+        }
+
+        // PPO epochs over mini-batches of micro-batches
+        GrpoLossParams lp = new GrpoLossParams(temp, (float) cfg.cliprange, (float) cfg.epsHigh(), (float) cfg.beta, cfg.kl());
+        int mini = cfg.localMiniBatchSize, micro = cfg.perDeviceTrainBatchSize;
+        List<Double> microRatio = new ArrayList<>();
+        double lossSum = 0, pgSum = 0, clipSum = 0, approxKlSum = 0, gradNormSum = 0;
+        int microCount = 0, optSteps = 0, skipped = 0;
+        long tokensTrained = 0;
+        long tTrain0 = System.nanoTime();
+        for (int e = 0; e < cfg.numEpochs; e++) {
+            int[] perm = permutation(rs.size(), mix(cfg.seed, s, 100 + e));
+            for (int mb = 0; mb < cfg.numMiniBatches(); mb++) {
+                List<Rollout> miniRs = new ArrayList<>();
+                for (int q = mb * mini; q < (mb + 1) * mini; q++) miniRs.add(rs.get(perm[q]));
+                long miniTokens = 0;
+                for (Rollout r : miniRs) miniTokens += r.targets.length;
+                boolean finite = true;
+                for (int mc = 0; mc < mini; mc += micro) {
+                    List<Rollout> microRs = miniRs.subList(mc, mc + micro);
+                    MicroStats st = microStep(microRs, lp, miniTokens, miniRs.size());
+                    tokensTrained += st.tokens;
+                    finite &= Double.isFinite(st.loss);
+                    if (e == 0) {
+                        microRatio.add(st.ratioMean);
+                        lossSum += st.loss;
+                        pgSum += st.pgLoss;
+                        clipSum += st.clipFrac;
+                        approxKlSum += st.approxKl;
+                        microCount++;
+                    }
+                }
+                if (gradientHook != null) gradientHook.accept(grads);
+                double norm = optimizer.gradNorm(grads.flat());
+                if (!finite || !Double.isFinite(norm)) {
+                    skipped++;
+                    skippedSteps++;
+                    consecutiveNonfinite++;
+                    if (log != null) log.printf("grpo4j: step %d: non-finite %s; optimizer step skipped (%d in a row)%n", s,
+                            finite ? "gradient norm" : "loss", consecutiveNonfinite);
+                    if (consecutiveNonfinite >= cfg.maxConsecutiveNonfinite)
+                        throw new IllegalStateException("training aborted at step " + s + ": " + consecutiveNonfinite
+                                + " consecutive optimizer steps had a non-finite loss or gradient norm");
+                } else {
+                    consecutiveNonfinite = 0;
+                    LrSchedule sched = new LrSchedule(cfg.lrSchedulerType, cfg.learningRate, cfg.warmupSteps(),
+                            (long) cfg.trainingSteps() * cfg.optimizerStepsPerTrainingStep());
+                    optimizer.step(policy.flat(), grads.flat(), norm, cfg.maxGradNorm, sched.at(optimizerSteps));
+                    optimizerSteps++;
+                    optSteps++;
+                    gradNormSum += norm;
+                }
+                be.fill(grads.flat(), 0);
+            }
+        }
+        long tEnd = System.nanoTime();
+        return metrics(s, rs, gs, microRatio, lossSum, pgSum, clipSum, approxKlSum, microCount, gradNormSum, optSteps, skipped,
+                errors, timeouts, tokensTrained, t0, tGen, tReward, tTrain0, tEnd);
+    }
+
+    private record MicroStats(double loss, double pgLoss, double ratioMean, double clipFrac, double approxKl, long tokens) {}
+
+    private MicroStats microStep(List<Rollout> rs, GrpoLossParams lp, long miniTokens, int miniSeqs) {
+        List<int[]> seqs = new ArrayList<>();
+        int nTok = 0;
+        for (Rollout r : rs) {
+            seqs.add(r.seq);
+            nTok += r.targets.length;
+        }
+        int[] rows = new int[nTok], tgt = new int[nTok];
+        float[] w = new float[nTok], adv = new float[nTok], old = new float[nTok], ref = new float[nTok];
+        LossAggregation agg = cfg.aggregation();
+        int k = 0, start = 0;
+        for (Rollout r : rs) {
+            double wt = agg.weight(r.targets.length, nTok, cfg.gradientAccumulationSteps(), miniTokens, miniSeqs, cfg.responseLength);
+            for (int t = 0; t < r.targets.length; t++, k++) {
+                rows[k] = start + r.promptLen - 1 + t;
+                tgt[k] = r.targets[t];
+                w[k] = (float) wt;
+                adv[k] = (float) r.advantage;
+                old[k] = r.old[t];
+                ref[k] = r.ref[t];
+            }
+            start += r.seq.length;
+        }
+        int d = policy.config().hiddenSize();
+        try (PackedBatch pb = PackedBatch.of(be, seqs, policy.config().vocabSize());
+             LlamaModel.Activations act = model.forward(pb, cfg.gradientCheckpointing);
+             Tensor rowsT = be.upload(rows, nTok); Tensor tgtT = be.upload(tgt, nTok); Tensor wT = be.upload(w, nTok);
+             Tensor advT = be.upload(adv, nTok); Tensor oldT = be.upload(old, nTok); Tensor refT = be.upload(ref, nTok);
+             Tensor sel = be.empty(DType.FP32, nTok, d); Tensor loss = be.empty(DType.FP32, 1); Tensor logp = be.empty(DType.FP32, nTok);
+             Tensor ratio = be.empty(DType.FP32, nTok); Tensor clipped = be.empty(DType.FP32, nTok); Tensor kl = be.empty(DType.FP32, nTok);
+             Tensor dSel = be.empty(DType.FP32, nTok, d); Tensor dHidden = be.zeros(DType.FP32, pb.tokens(), d)) {
+            be.embedding(sel, act.hidden(), rowsT);
+            be.grpoLoss(new GrpoLossOutputs(loss, logp, ratio, clipped, kl, dSel, grads.get("lm_head.weight")),
+                    sel, policy.get("lm_head.weight"), tgtT, wT, advT, oldT, refT, lp);
+            be.embeddingBackward(dHidden, dSel, rowsT);
+            model.backward(act, dHidden, grads);
+            float[] lpv = logp.toFloats(), rv = ratio.toFloats(), cv = clipped.toFloats(), kv = kl.toFloats();
+            double rSum = 0, cSum = 0, akl = 0, pg = 0, total = 0;
+            for (int i = 0; i < nTok; i++) {
+                rSum += rv[i];
+                cSum += cv[i];
+                double dl = lpv[i] - old[i];
+                akl += 0.5 * dl * dl;
+                double ratioI = rv[i], a = adv[i];
+                double pgI = Math.max(-a * ratioI, -a * Math.min(Math.max(ratioI, 1 - cfg.cliprange), 1 + cfg.epsHigh()));
+                pg += pgI;
+                total += pgI + cfg.beta * kv[i];
+            }
+            // micro-batch means (token-masked, no padding): the reference's loss/policy_avg is the total loss pg + beta*kl
+            return new MicroStats(total / nTok, pg / nTok, rSum / nTok, cSum / nTok, akl / nTok, pb.tokens());
+        }
+    }
+
+    /** Log-probs of every rollout's loss tokens under a model, concatenated in order. */
+    private float[] logprobs(LlamaModel m, List<Rollout> rs, float temp) {
+        List<int[]> seqs = new ArrayList<>();
+        int nTok = 0;
+        for (Rollout r : rs) {
+            seqs.add(r.seq);
+            nTok += r.targets.length;
+        }
+        int[] rows = new int[nTok], tgt = new int[nTok];
+        int k = 0, start = 0;
+        for (Rollout r : rs) {
+            for (int t = 0; t < r.targets.length; t++, k++) {
+                rows[k] = start + r.promptLen - 1 + t;
+                tgt[k] = r.targets[t];
+            }
+            start += r.seq.length;
+        }
+        try (PackedBatch pb = PackedBatch.of(be, seqs, policy.config().vocabSize())) {
+            return m.tokenLogprobs(pb, rows, tgt, temp);
+        }
+    }
+
+    // ---- metrics ------------------------------------------------------------------------------------------------
+
+    private Map<String, Double> metrics(int s, List<Rollout> rs, Generator.Stats gs, List<Double> microRatio, double lossSum, double pgSum,
+                                        double clipSum, double approxKlSum, int microCount, double gradNormSum, int optSteps, int skipped,
+                                        int errors, int timeouts, long tokensTrained, long t0, long tGen, long tReward, long tTrain0, long tEnd) {
+        Map<String, Double> m = new LinkedHashMap<>();
+        int k = rs.size();
+        double[] R = new double[k];
+        double scores = 0, correct = 0, stops = 0, lenSum = 0, lenMin = Double.MAX_VALUE, lenMax = 0, respLen = 0;
+        double[] klSum = new double[4];
+        double entropy = 0, nonScore = 0;
+        KlEstimator sel = cfg.kl();
+        for (int i = 0; i < k; i++) {
+            Rollout r = rs.get(i);
+            R[i] = r.reward;
+            scores += r.reward;
+            correct += r.correct ? 1 : 0;
+            stops += r.hasStop ? 1 : 0;
+            lenSum += r.seqLen;
+            lenMin = Math.min(lenMin, r.seqLen);
+            lenMax = Math.max(lenMax, r.seqLen);
+            respLen += r.targets.length;
+            double[] seqKl = new double[4];
+            for (int t = 0; t < r.targets.length; t++) {
+                double dd = Math.max(-40, Math.min(40, r.old[t] - r.ref[t]));
+                for (KlEstimator e : KlEstimator.values()) seqKl[e.ordinal()] += e.value(dd, 1.0);
+                entropy -= r.old[t];
+            }
+            for (int e = 0; e < 4; e++) klSum[e] += seqKl[e];
+            nonScore += -cfg.beta * seqKl[sel.ordinal()];
+        }
+        double ratioMean = microRatio.stream().mapToDouble(Double::doubleValue).average().orElse(1);
+        double ratioVar = microRatio.stream().mapToDouble(x -> (x - ratioMean) * (x - ratioMean)).average().orElse(0);
+        m.put("training_step", (double) s);
+        m.put("episode", (double) cfg.completionsPerStep() * s);
+        m.put("epoch", (double) s * cfg.rolloutBatchSize() / train.size());
+        m.put("lr", new LrSchedule(cfg.lrSchedulerType, cfg.learningRate, cfg.warmupSteps(),
+                (long) cfg.trainingSteps() * cfg.optimizerStepsPerTrainingStep()).at(Math.max(0, optimizerSteps - 1)));
+        m.put("objective/scores", scores / k);
+        m.put("objective/scores_mean", scores / k);
+        m.put("objective/scores_over_10", scores / k / cfg.verificationReward);
+        m.put("objective/reward_std", Advantages.meanGroupStd(R, cfg.numberSamplesPerPrompt));
+        m.put("objective/verifiable_correct_rate", correct / k);
+        m.put("objective/kl", klSum[0] / k);
+        m.put("objective/kl2", klSum[1] / k);
+        m.put("objective/kl3", klSum[2] / k);
+        m.put("objective/kl4", klSum[3] / k);
+        m.put("objective/entropy", entropy / k);
+        m.put("objective/non_score_reward", nonScore / k);
+        m.put("objective/rlhf_reward", scores / k + nonScore / k);
+        m.put("val/sequence_lengths", lenSum / k);
+        m.put("val/sequence_lengths_min", lenMin);
+        m.put("val/sequence_lengths_max", lenMax);
+        m.put("val/response_length", respLen / k);
+        m.put("val/stop_token_rate", stops / k);
+        m.put("val/ratio", ratioMean);
+        m.put("val/ratio_var", ratioVar);
+        m.put("loss/policy_avg", lossSum / Math.max(1, microCount));
+        m.put("loss/pg_avg", pgSum / Math.max(1, microCount));
+        m.put("policy/approxkl_avg", approxKlSum / Math.max(1, microCount));
+        m.put("policy/clipfrac_avg", clipSum / Math.max(1, microCount));
+        m.put("optim/grad_norm", optSteps > 0 ? gradNormSum / optSteps : Double.NaN);
+        m.put("optim/skipped_steps", (double) skipped);
+        m.put("rewards/errors", (double) errors);
+        m.put("rewards/timeouts", (double) timeouts);
+        m.put("time/generation", (tGen - t0) / 1e9);
+        m.put("time/reward", (tReward - tGen) / 1e9);
+        m.put("time/training", (tEnd - tTrain0) / 1e9);
+        m.put("time/step", (tEnd - t0) / 1e9);
+        m.put("throughput/generation_tokens_per_s", gs.tokensPerSecond());
+        m.put("throughput/training_tokens_per_s", tokensTrained / Math.max(1e-9, (tEnd - tTrain0) / 1e9));
+        m.put("rollout/kv_pool_peak_utilization", gs.peakUtilization());
+        if (eval != null && cfg.numEvals > 0 && (s - 1) % cfg.evalFreq() == 0) writeSamples(s);
+        return m;
+    }
+
+    /** Eval prompts at eval steps: one completion each (temperature as in training), appended to samples.jsonl. */
+    private void writeSamples(int s) {
+        List<int[]> ps = new ArrayList<>();
+        for (int i = 0; i < Math.min(32, eval.size()); i++) ps.add(eval.prompt(i));
+        SamplingParams sp = new SamplingParams(1, (float) cfg.temperature, (float) cfg.topP, 0, cfg.responseLength, Set.of(eos), mix(cfg.seed, s, 7));
+        List<List<Completion>> cs = generator.generate(ps, sp);
+        List<Rewards.Item> items = new ArrayList<>();
+        for (int i = 0; i < ps.size(); i++) {
+            RlvrRow row = eval.row(i);
+            items.add(new Rewards.Item(tok.decode(cs.get(i).get(0).tokens(), true), row.groundTruth(), row.dataset(), row));
+        }
+        List<Rewards.Result> res = rewards.scoreAll(items);
+        try (BufferedWriter wr = Files.newBufferedWriter(out.resolve("samples.jsonl"), StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND)) {
+            for (int i = 0; i < ps.size(); i++) {
+                ObjectNode o = JSON.createObjectNode();
+                o.put("training_step", s);
+                o.put("prompt", tok.decode(ps.get(i), false));
+                o.put("response", items.get(i).response());
+                o.put("ground_truth", items.get(i).groundTruth());
+                o.put("reward", res.get(i).reward());
+                o.put("finish_reason", cs.get(i).get(0).finishReason().label());
+                wr.write(JSON.writeValueAsString(o));
+                wr.newLine();
+            }
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+    }
+
+    private void progress(Map<String, Double> m, int total, long runStart, int firstStep) {
+        if (log == null) return;
+        int done = step - firstStep + 1;
+        double elapsed = (System.nanoTime() - runStart) / 1e9, eta = elapsed / done * (total - step);
+        log.printf(java.util.Locale.ROOT, "step %d/%d | reward %.2f | correct %.3f | kl %.4f | len %.1f | gen %.0f tok/s | train %.0f tok/s | %.2f s/step | ETA %s%n",
+                step, total, m.get("objective/scores"), m.get("objective/verifiable_correct_rate"), m.get("objective/kl"),
+                m.get("val/response_length"), m.get("throughput/generation_tokens_per_s"), m.get("throughput/training_tokens_per_s"),
+                m.get("time/step"), duration(eta));
+    }
+
+    static String duration(double s) {
+        long t = Math.round(s);
+        return t >= 3600 ? String.format("%dh%02dm", t / 3600, t / 60 % 60) : t >= 60 ? String.format("%dm%02ds", t / 60, t % 60) : t + "s";
+    }
+
+    // ---- supervised warm-up -------------------------------------------------------------------------------------
+
+    private void sftWarmup(Listener l) {
+        List<int[]> seqs = new ArrayList<>();
+        List<Integer> promptLens = new ArrayList<>();
+        for (int i = 0; i < train.size(); i++) {
+            List<ChatMessage> ms = train.row(i).messages();
+            ChatMessage last = ms.get(ms.size() - 1);
+            if (ms.size() < 2 || !last.role().equals("assistant")) continue;
+            int[] p = train.prompt(i), a = tok.encode(last.content());
+            int[] full = concat(p, concat(a, new int[] {eos}));
+            seqs.add(full);
+            promptLens.add(p.length);
+        }
+        if (seqs.isEmpty()) throw new IllegalArgumentException("sft_warmup: no training row ends with an assistant turn to imitate");
+        int steps = cfg.sftWarmup.steps, bsz = cfg.sftWarmup.batchSize;
+        try (AdamW opt = new AdamW(be, policy.layout().totalElements(), cfg.adamBeta1, cfg.adamBeta2, cfg.adamEps, 0.0)) {
+            SplittableRandom rnd = new SplittableRandom(mix(cfg.seed, 0, 3));
+            long t0 = System.nanoTime();
+            for (int st = 1; st <= steps; st++) {
+                List<int[]> b = new ArrayList<>();
+                List<Integer> pl = new ArrayList<>();
+                for (int i = 0; i < bsz; i++) {
+                    int j = rnd.nextInt(seqs.size());
+                    b.add(seqs.get(j));
+                    pl.add(promptLens.get(j));
+                }
+                double loss = sftStep(b, pl);
+                double norm = opt.gradNorm(grads.flat());
+                if (Double.isFinite(norm) && Double.isFinite(loss))
+                    opt.step(policy.flat(), grads.flat(), norm, cfg.maxGradNorm, cfg.sftWarmup.learningRate);
+                be.fill(grads.flat(), 0);
+                l.onSftStep(st, steps, loss);
+                if (log != null && (st % 25 == 0 || st == steps))
+                    log.printf(java.util.Locale.ROOT, "sft warm-up %d/%d | nll %.4f | %.1f s%n", st, steps, loss, (System.nanoTime() - t0) / 1e9);
+            }
+        }
+    }
+
+    /** Mean NLL of the assistant tokens (incl. EOS); accumulates gradients. */
+    private double sftStep(List<int[]> seqs, List<Integer> promptLens) {
+        int nTok = 0;
+        for (int i = 0; i < seqs.size(); i++) nTok += seqs.get(i).length - promptLens.get(i);
+        int[] rows = new int[nTok], tgt = new int[nTok];
+        float[] g = new float[nTok];
+        int k = 0, start = 0;
+        for (int i = 0; i < seqs.size(); i++) {
+            int[] s = seqs.get(i);
+            for (int t = promptLens.get(i); t < s.length; t++, k++) {
+                rows[k] = start + t - 1;
+                tgt[k] = s[t];
+                g[k] = -1f / nTok;
+            }
+            start += s.length;
+        }
+        int d = policy.config().hiddenSize();
+        try (PackedBatch pb = PackedBatch.of(be, seqs, policy.config().vocabSize()); LlamaModel.Activations act = model.forward(pb, cfg.gradientCheckpointing);
+             Tensor rowsT = be.upload(rows, nTok); Tensor tgtT = be.upload(tgt, nTok); Tensor gT = be.upload(g, nTok);
+             Tensor sel = be.empty(DType.FP32, nTok, d); Tensor lp = be.empty(DType.FP32, nTok); Tensor dSel = be.empty(DType.FP32, nTok, d);
+             Tensor dHidden = be.zeros(DType.FP32, pb.tokens(), d)) {
+            be.embedding(sel, act.hidden(), rowsT);
+            be.tokenLogprobs(lp, sel, policy.get("lm_head.weight"), tgtT, 1f);
+            be.tokenLogprobsBackward(dSel, grads.get("lm_head.weight"), gT, sel, policy.get("lm_head.weight"), tgtT, 1f);
+            be.embeddingBackward(dHidden, dSel, rowsT);
+            model.backward(act, dHidden, grads);
+            double s = 0;
+            for (float x : lp.toFloats()) s -= x;
+            return s / nTok;
+        }
+    }
+
+    // ---- checkpoints and resume ---------------------------------------------------------------------------------
+
+    private int lastCheckpointStep() {
+        try (var s = Files.list(out.resolve("checkpoints"))) {
+            return s.map(p -> p.getFileName().toString()).filter(n -> n.matches("step_\\d+")).mapToInt(n -> Integer.parseInt(n.substring(5))).max().orElse(-1);
+        } catch (IOException e) {
+            return -1;
+        }
+    }
+
+    /** Writes checkpoints/step_N atomically: model (HF, fp32), optimizer moments, trainer state. */
+    private void checkpoint(Listener l) throws IOException {
+        Path dir = out.resolve("checkpoints");
+        Files.createDirectories(dir);
+        Path fin = dir.resolve("step_" + step);
+        if (Files.exists(fin)) return;
+        Path tmp = Files.createTempDirectory(dir, ".step_" + step + ".tmp-");
+        try {
+            policy.save(tmp.resolve("model"), "F32", 5L << 30, tokenizerDir);
+            optimizer.save(tmp.resolve("optimizer.safetensors"));
+            ObjectNode st = JSON.createObjectNode();
+            st.put("training_step", step);
+            st.put("optimizer_steps", optimizerSteps);
+            st.put("consecutive_nonfinite", consecutiveNonfinite);
+            st.put("skipped_steps", skippedSteps);
+            ShufflingIterator.Position pos = iterator.position();
+            st.putObject("iterator").put("epoch", pos.epoch()).put("offset", pos.offset());
+            st.put("reference_checksum", checksum(reference.flat()));
+            st.put("rng", "stateless: every draw is a function of (seed, step, ...)");
+            Files.writeString(tmp.resolve("trainer_state.json"), JSON.writerWithDefaultPrettyPrinter().writeValueAsString(st));
+            Files.writeString(tmp.resolve("config.json"), cfg.toJson());
+            try {
+                Files.move(tmp, fin, StandardCopyOption.ATOMIC_MOVE);
+            } catch (AtomicMoveNotSupportedException e) {
+                Files.move(tmp, fin);
+            }
+        } catch (IOException | RuntimeException e) {
+            deleteTree(tmp);
+            throw e;
+        }
+        if (step > 0) Plots.write(out.resolve("plots"), history);
+        l.onCheckpoint(step, fin);
+    }
+
+    private void restore(Path resumeDir) throws IOException {
+        Path ck = latestCheckpoint(resumeDir);
+        JsonNode st = JSON.readTree(ck.resolve("trainer_state.json").toFile());
+        // the reference policy is the step-0 policy (the model after warm-up)
+        Path step0 = ck.getParent().resolve("step_0").resolve("model");
+        if (!Files.isDirectory(step0)) throw new IOException(ck.getParent() + ": step_0 (the reference policy) is missing");
+        try (LlamaWeights w0 = LlamaWeights.load(be, step0); LlamaWeights wk = LlamaWeights.load(be, ck.resolve("model"))) {
+            be.copy(policy.flat(), wk.flat());
+            reference = w0.copy();
+        }
+        if (checksum(reference.flat()) != st.path("reference_checksum").asLong())
+            throw new IOException(step0 + ": the reference policy does not match the checksum recorded in " + ck);
+        refModel = new LlamaModel(reference);
+        optimizer = new AdamW(be, policy.layout().totalElements(), cfg.adamBeta1, cfg.adamBeta2, cfg.adamEps, cfg.weightDecay);
+        optimizer.load(ck.resolve("optimizer.safetensors"));
+        step = st.path("training_step").asInt();
+        optimizerSteps = st.path("optimizer_steps").asLong();
+        consecutiveNonfinite = st.path("consecutive_nonfinite").asInt();
+        skippedSteps = st.path("skipped_steps").asInt();
+        iterator.restore(new ShufflingIterator.Position(st.path("iterator").path("epoch").asInt(), st.path("iterator").path("offset").asInt()));
+        warmupDone = true;
+        // keep only what the checkpoint has seen: later lines came from the interrupted run
+        history.addAll(truncateJsonl(out.resolve("metrics.jsonl"), step));
+        truncateJsonl(out.resolve("samples.jsonl"), step);
+        if (log != null) log.printf("grpo4j: resumed from %s (step %d, %d optimizer steps)%n", ck, step, optimizerSteps);
+    }
+
+    /** The newest complete checkpoint under a run directory, checkpoints/ directory, or the checkpoint itself. */
+    static Path latestCheckpoint(Path p) throws IOException {
+        if (Files.isRegularFile(p.resolve("trainer_state.json"))) return p;
+        Path dir = Files.isDirectory(p.resolve("checkpoints")) ? p.resolve("checkpoints") : p;
+        try (var s = Files.list(dir)) {
+            return s.filter(q -> q.getFileName().toString().matches("step_\\d+") && Files.isRegularFile(q.resolve("trainer_state.json")))
+                    .max(java.util.Comparator.comparingInt(q -> Integer.parseInt(q.getFileName().toString().substring(5))))
+                    .orElseThrow(() -> new IOException(p + ": no complete checkpoint (checkpoints/step_N with trainer_state.json)"));
+        } catch (java.nio.file.NoSuchFileException e) {
+            throw new IOException(p + ": not a run directory or checkpoint", e);
+        }
+    }
+
+    static Path runDirOf(Path resume) throws IOException {
+        Path ck = latestCheckpoint(resume);
+        return ck.getParent().getParent();
+    }
+
+    /** When resuming, the run's saved config is authoritative; the passed config must not change training. */
+    private static GrpoConfig savedConfig(Path resume, GrpoConfig given) throws IOException {
+        Path ck = latestCheckpoint(resume);
+        return GrpoConfig.fromJsonString(Files.readString(ck.resolve("config.json")));
+    }
+
+    static List<Map<String, Double>> truncateJsonl(Path file, int lastStep) throws IOException {
+        List<Map<String, Double>> kept = new ArrayList<>();
+        if (!Files.exists(file)) return kept;
+        List<String> keep = new ArrayList<>();
+        for (String line : Files.readAllLines(file, StandardCharsets.UTF_8)) {
+            if (line.isBlank()) continue;
+            JsonNode n;
+            try {
+                n = JSON.readTree(line);
+            } catch (IOException e) {
+                break; // a torn last line from a killed process
+            }
+            if (n.path("training_step").asInt() > lastStep) continue;
+            keep.add(line);
+            if (file.getFileName().toString().equals("metrics.jsonl")) {
+                Map<String, Double> m = new LinkedHashMap<>();
+                n.fields().forEachRemaining(e -> m.put(e.getKey(), e.getValue().isNumber() ? e.getValue().asDouble() : Double.NaN));
+                kept.add(m);
+            }
+        }
+        Path tmp = file.resolveSibling(file.getFileName() + ".tmp");
+        Files.write(tmp, keep, StandardCharsets.UTF_8);
+        Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING);
+        return kept;
+    }
+
+    // ---- helpers ------------------------------------------------------------------------------------------------
+
+    private static void appendJsonl(Path f, Map<String, Double> m) throws IOException {
+        ObjectNode o = JSON.createObjectNode();
+        m.forEach((k, v) -> {
+            if (v == null || !Double.isFinite(v)) o.putNull(k);
+            else o.put(k, v);
+        });
+        Files.writeString(f, JSON.writeValueAsString(o) + "\n", StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
+    }
+
+    static int[] concat(int[] a, int[] b) {
+        int[] c = java.util.Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, c, a.length, b.length);
+        return c;
+    }
+
+    /** A 64-bit seed from (seed, step, salt): SplitMix64 finalizer over their combination. */
+    static long mix(long seed, long step, long salt) {
+        long z = seed * 0x9E3779B97F4A7C15L + step * 0xBF58476D1CE4E5B9L + salt * 0x94D049BB133111EBL;
+        z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
+        z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
+        return z ^ (z >>> 31);
+    }
+
+    static int[] permutation(int n, long seed) {
+        SplittableRandom r = new SplittableRandom(seed);
+        int[] p = new int[n];
+        for (int i = 0; i < n; i++) p[i] = i;
+        for (int i = n - 1; i > 0; i--) {
+            int j = r.nextInt(i + 1);
+            int t = p[i];
+            p[i] = p[j];
+            p[j] = t;
+        }
+        return p;
+    }
+
+    static long checksum(Tensor t) {
+        float[] a = t.toFloats();
+        long h = 1125899906842597L;
+        for (float x : a) h = 31 * h + Float.floatToRawIntBits(x);
+        return h;
+    }
+
+    private static Path bundledTokenizer() throws IOException {
+        Path dir = Files.createTempDirectory("grpo4j-tiny-tokenizer");
+        for (String f : new String[] {"tokenizer.json", "tokenizer_config.json"}) {
+            try (InputStream in = GrpoTrainer.class.getResourceAsStream("/org/grpo4j/examples/tiny-tokenizer/" + f)) {
+                if (in == null) throw new IOException("bundled tiny tokenizer missing from the classpath (" + f + ")");
+                Files.copy(in, dir.resolve(f));
+            }
+        }
+        return dir;
+    }
+
+    static void deleteTree(Path p) {
+        if (!Files.exists(p)) return;
+        try (var s = Files.walk(p)) {
+            s.sorted(java.util.Comparator.reverseOrder()).forEach(q -> q.toFile().delete());
+        } catch (IOException ignored) {
+            // best effort cleanup of a temporary directory
+        }
+    }
+
+    @Override
+    public void close() {
+        policy.close();
+        grads.close();
+        if (reference != null) reference.close();
+        if (optimizer != null) optimizer.close();
+        tok.close();
+        if (ownRewards) rewards.close();
+        if (ownBackend) be.close();
+    }
+}
