@@ -27,24 +27,25 @@ TULU_TEMPLATE = ("{% for message in messages %}{% if message['role'] == 'system'
 
 NAMES = ["Mia", "Tom", "Ana", "Sam", "Lee", "Ivy", "Max", "Zoe", "Ben", "Eva", "Leo", "Amy"]
 THINGS = ["apples", "pens", "books", "cards", "coins", "cups", "eggs", "hats", "toys", "shells"]
-ADD = ["{n} has {a} {t} and gets {b} more. How many {t} does {n} have?",
-       "{n} had {a} {t}. A friend gave {n} {b} {t}. How many {t} now?",
-       "There are {a} {t} in a box and {b} {t} on a desk. How many {t} in all?",
-       "{n} buys {a} {t} and then {b} {t}. How many {t} did {n} buy?"]
-SUB = ["{n} has {a} {t} and gives away {b}. How many {t} are left?",
-       "{n} had {a} {t} and lost {b} of them. How many {t} does {n} have now?",
-       "There were {a} {t}. {n} took {b}. How many {t} remain?"]
+ADD = ["{n} has {a} {t} and gets {b} more. How many {t} now?",
+       "{n} had {a} {t}. A friend gave {b} more. How many now?",
+       "A box has {a} {t} and a bag has {b}. How many {t} in all?",
+       "{n} buys {a} {t}, then {b} more. How many {t}?"]
+SUB = ["{n} has {a} {t} and gives away {b}. How many are left?",
+       "{n} had {a} {t} and lost {b}. How many {t} now?",
+       "There were {a} {t}. {n} took {b}. How many remain?"]
 
 
 def tiny_arith(rng, count):
     rows = []
     for _ in range(count):
         n, t = rng.choice(NAMES), rng.choice(THINGS)
+        # operands from 1 (never 0), so that a response cut short ("7 + ") cannot be right by accident
         if rng.random() < 0.5:
-            a, b = rng.randint(0, 9), rng.randint(0, 9)
+            a, b = rng.randint(1, 6), rng.randint(1, 6)
             q, ans, work = rng.choice(ADD).format(n=n, a=a, b=b, t=t), a + b, f"{a} + {b} = {a + b}"
         else:
-            a = rng.randint(0, 9); b = rng.randint(0, a)
+            a = rng.randint(2, 9); b = rng.randint(1, min(6, a - 1))
             q, ans, work = rng.choice(SUB).format(n=n, a=a, b=b, t=t), a - b, f"{a} - {b} = {a - b}"
         # the assistant turn is the reference solution: the prompt is messages[:-1]; an optional SFT warm-up imitates it
         rows.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": work}],

@@ -19,7 +19,8 @@ public final class CpuBackend extends AbstractBackend {
 
     @Override
     public String description() {
-        return "cpu (pure Java, fp32, " + par.threads + " thread" + (par.threads == 1 ? "" : "s") + ")";
+        return "cpu (pure Java, fp32, " + par.threads + " thread" + (par.threads == 1 ? "" : "s")
+                + (RowKernels.VECTOR ? ", SIMD matmul" : ", scalar matmul: add --add-modules jdk.incubator.vector for SIMD") + ")";
     }
 
     @Override
@@ -259,25 +260,44 @@ public final class CpuBackend extends AbstractBackend {
             }
         }
         int rows = batch * m;
-        int grain = Math.max(1, 16384 / Math.max(1, n * Math.max(1, k)));
+        // tasks of >= ~64K multiply-adds, cut at multiples of 4 rows (the micro-kernel's height)
+        int grain = Math.max(4, (65536 / Math.max(1, n * Math.max(1, k))) / 4 * 4);
         par.forRange(rows, grain, (s, e) -> {
-            float[] acc = new float[n];
-            for (int r = s; r < e; r++) {
+            float[] acc = new float[4 * n];
+            for (int r = s; r < e; ) {
                 int q = r / m, i = r % m;
+                int h = Math.min(4, Math.min(e - r, m - i)); // rows of this batch handled together
                 int aBase = oa + (aBatched ? q * m * k : 0);
                 int bq = bBatched ? q : 0;
                 float[] bm = bk[bq] != null ? bk[bq] : B;
                 int bBase = bk[bq] != null ? 0 : ob + bq * k * n;
                 java.util.Arrays.fill(acc, 0f);
-                for (int p = 0; p < k; p++) {
-                    float aip = transA ? A[aBase + p * m + i] : A[aBase + i * k + p];
-                    if (aip == 0f) continue;
-                    int rowB = bBase + p * n;
-                    for (int j = 0; j < n; j++) acc[j] += aip * bm[rowB + j];
+                if (h == 4) {
+                    // 4 x n register block: every element still sums its products in p order (deterministic)
+                    for (int p = 0; p < k; p++) {
+                        float a0, a1, a2, a3;
+                        if (transA) {
+                            int o = aBase + p * m + i;
+                            a0 = A[o]; a1 = A[o + 1]; a2 = A[o + 2]; a3 = A[o + 3];
+                        } else {
+                            int o = aBase + i * k + p;
+                            a0 = A[o]; a1 = A[o + k]; a2 = A[o + 2 * k]; a3 = A[o + 3 * k];
+                        }
+                        RowKernels.axpy4(acc, n, a0, a1, a2, a3, bm, bBase + p * n);
+                    }
+                } else {
+                    for (int x = 0; x < h; x++)
+                        for (int p = 0; p < k; p++) {
+                            float aip = transA ? A[aBase + p * m + i + x] : A[aBase + (i + x) * k + p];
+                            RowKernels.axpy1(acc, x * n, n, aip, bm, bBase + p * n);
+                        }
                 }
-                int cBase = oc + q * m * n + i * n;
-                if (beta == 0f) for (int j = 0; j < n; j++) C[cBase + j] = alpha * acc[j];
-                else for (int j = 0; j < n; j++) C[cBase + j] = alpha * acc[j] + beta * C[cBase + j];
+                for (int x = 0; x < h; x++) {
+                    int cBase = oc + q * m * n + (i + x) * n;
+                    if (beta == 0f) for (int j = 0; j < n; j++) C[cBase + j] = alpha * acc[x * n + j];
+                    else for (int j = 0; j < n; j++) C[cBase + j] = alpha * acc[x * n + j] + beta * C[cBase + j];
+                }
+                r += h;
             }
         });
     }

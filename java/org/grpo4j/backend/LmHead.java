@@ -37,10 +37,18 @@ final class LmHead {
         this.logp = new double[n];
     }
 
+    /** h[t] . W[v] / T' with fp32 products summed in four fp32 lanes (then combined in double). */
     private double logit(int t, int v) {
-        int hb = oh + t * d, wb = ow + v * d;
-        double dot = 0;
-        for (int x = 0; x < d; x++) dot += H[hb + x] * W[wb + x];
+        int hb = oh + t * d, wb = ow + v * d, x = 0;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (; x + 4 <= d; x += 4) {
+            s0 += H[hb + x] * W[wb + x];
+            s1 += H[hb + x + 1] * W[wb + x + 1];
+            s2 += H[hb + x + 2] * W[wb + x + 2];
+            s3 += H[hb + x + 3] * W[wb + x + 3];
+        }
+        double dot = ((double) s0 + s1) + ((double) s2 + s3);
+        for (; x < d; x++) dot += H[hb + x] * W[wb + x];
         return dot * invT;
     }
 

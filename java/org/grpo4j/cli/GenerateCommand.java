@@ -57,7 +57,7 @@ final class GenerateCommand implements Callable<Integer> {
                 ArrayNode arr = o.putArray("completions");
                 for (Completion c : cs) {
                     ObjectNode e = arr.addObject();
-                    e.put("text", tok.decode(c.tokens(), true));
+                    e.put("text", tok.decodeLenient(c.tokens(), true));
                     e.putPOJO("ids", c.tokens());
                     e.putPOJO("logprobs", c.logprobs());
                     e.put("tokens", c.tokens().length);
@@ -67,7 +67,7 @@ final class GenerateCommand implements Callable<Integer> {
             } else {
                 for (int i = 0; i < cs.size(); i++) {
                     Completion c = cs.get(i);
-                    System.out.printf("[%d] (%d tokens, %s) %s%n", i, c.tokens().length, c.finishReason().label(), tok.decode(c.tokens(), true));
+                    System.out.printf("[%d] (%d tokens, %s) %s%n", i, c.tokens().length, c.finishReason().label(), tok.decodeLenient(c.tokens(), true));
                 }
             }
             System.err.printf("grpo4j generate: %d tokens in %.2f s (%.0f tokens/s), KV pool peak %d of %d blocks%n",

@@ -42,7 +42,7 @@ final class InitModelCommand implements Callable<Integer> {
         switch (preset) {
             case "tiny" -> {
                 try (Tokenizer t = Tokenizer.load(tokDir)) {
-                    cfg = LlamaConfig.tiny((t.vocabSize() + 7) / 8 * 8, t.bosId(), t.eosId());
+                    cfg = LlamaConfig.tiny(t.vocabSize(), t.bosId(), t.eosId());
                 }
             }
             case "llama-3.1-8b" -> {

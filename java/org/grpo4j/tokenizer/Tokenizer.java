@@ -119,6 +119,19 @@ public final class Tokenizer implements AutoCloseable {
         return hf.decode(l, skipSpecialTokens);
     }
 
+    /**
+     * Like {@link #decode} but ids outside the tokenizer (e.g. the padded rows of a model whose vocab_size is larger)
+     * are dropped, as HF tokenizers does, instead of failing: for text produced by sampling.
+     */
+    public String decodeLenient(int[] ids, boolean skipSpecialTokens) {
+        int n = 0;
+        for (int id : ids) if (id >= 0 && id < vocabSize) n++;
+        int[] keep = new int[n];
+        int k = 0;
+        for (int id : ids) if (id >= 0 && id < vocabSize) keep[k++] = id;
+        return decode(keep, skipSpecialTokens);
+    }
+
     /** Number of ids (model vocabulary plus added tokens). */
     public int vocabSize() { return vocabSize; }
 

@@ -148,7 +148,7 @@ public final class GrpoTrainer implements AutoCloseable {
             if (!preset.equals("tiny")) throw new IllegalArgumentException("model_name_or_path \"" + cfg.modelNameOrPath + "\": only init:tiny exists");
             this.tokenizerDir = bundledTokenizer();
             this.tok = Tokenizer.load(tokenizerDir);
-            LlamaConfig lc = LlamaConfig.tiny((tok.vocabSize() + 7) / 8 * 8, tok.bosId(), tok.eosId());
+            LlamaConfig lc = LlamaConfig.tiny(tok.vocabSize(), tok.bosId(), tok.eosId());
             this.policy = LlamaWeights.init(be, lc, cfg.seed);
         } else {
             this.tokenizerDir = Path.of(cfg.modelNameOrPath);
@@ -258,7 +258,7 @@ public final class GrpoTrainer implements AutoCloseable {
                 r.seqLen = resp.sequenceLength();
                 r.seq = concat(prompts.get(p), r.targets);
                 RlvrRow row = train.row(batch[p]);
-                items.add(new Rewards.Item(tok.decode(r.targets, true), row.groundTruth(), row.dataset(), row));
+                items.add(new Rewards.Item(tok.decodeLenient(r.targets, true), row.groundTruth(), row.dataset(), row));
                 rs.add(r);
             }
         List<Rewards.Result> res = rewards.scoreAll(items);
@@ -510,7 +510,7 @@ public final class GrpoTrainer implements AutoCloseable {
         List<Rewards.Item> items = new ArrayList<>();
         for (int i = 0; i < ps.size(); i++) {
             RlvrRow row = eval.row(i);
-            items.add(new Rewards.Item(tok.decode(cs.get(i).get(0).tokens(), true), row.groundTruth(), row.dataset(), row));
+            items.add(new Rewards.Item(tok.decodeLenient(cs.get(i).get(0).tokens(), true), row.groundTruth(), row.dataset(), row));
         }
         List<Rewards.Result> res = rewards.scoreAll(items);
         try (BufferedWriter wr = Files.newBufferedWriter(out.resolve("samples.jsonl"), StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND)) {

@@ -46,7 +46,7 @@ class CliTest {
         assertEquals(0, r.code(), r.err());
         r = run("info", "--backend", "cpu", "--model", m.toString(), "--world", "8");
         assertEquals(0, r.code(), r.err());
-        assertTrue(r.out().contains("params    164,160"), r.out());
+        assertTrue(r.out().contains("params    163,776"), r.out());
         try (LlamaWeights w = LlamaWeights.load(TestBackends.cpu(), m)) {
             Path again = tmp.resolve("again");
             w.save(again, "F32", 1L << 40, m);
