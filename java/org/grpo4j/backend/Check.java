@@ -18,7 +18,8 @@ final class Check {
     static void tensor(String op, AbstractBackend be, String name, Tensor t) {
         notNull(op, name, t);
         if (t.backend() != be)
-            throw fail(op, name + " " + t + " lives on " + t.backend().name() + ", not on " + be.name());
+            throw fail(op, name + " " + t + " lives on " + (t.backend().name().equals(be.name())
+                    ? "another " + be.name() + " backend instance" : t.backend().name() + ", not on " + be.name()));
         if (!t.isLive()) throw new IllegalStateException(op + ": " + name + " " + t + " was already freed");
     }
 

@@ -16,11 +16,18 @@ final class TrainCommand implements Callable<Integer> {
     @Option(names = "--set", description = "Override a config key: --set learning_rate=1e-6 (repeatable; nested: sft_warmup.steps=0).") List<String> set = new ArrayList<>();
     @Option(names = "--output", description = "Run directory (default: the config's output_dir).") Path output;
     @Option(names = "--resume", description = "Continue the run in this directory (or from this checkpoint).") Path resume;
+    @Option(names = "--dry-run", description = "Validate the config and print the derived quantities; train nothing.") boolean dryRun;
 
     @Override
     public Integer call() throws Exception {
         if (config == null && resume == null) throw new IllegalArgumentException("--config is required (or --resume DIR)");
         GrpoConfig cfg = config != null ? GrpoConfig.load(config, set) : null;
+        if (dryRun) {
+            if (cfg == null) throw new IllegalArgumentException("--dry-run needs --config");
+            System.out.println("config OK: " + config);
+            for (var e : cfg.derived().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
+            return 0;
+        }
         if (resume != null && !set.isEmpty()) throw new IllegalArgumentException("--set cannot change a resumed run (its saved config is used)");
         GrpoTrainer.Builder b = GrpoTrainer.builder(cfg).outputDir(output);
         if (resume != null) b.resume(resume);

@@ -190,7 +190,6 @@ public final class GrpoConfig {
         require(modelNameOrPath != null && !modelNameOrPath.isBlank(), where, "model_name_or_path is required");
         require(!datasetMixerList.isEmpty(), where, "dataset_mixer_list is required");
         require(worldSize >= 1, where, "world_size must be >= 1");
-        require(worldSize == 1, where, "world_size " + worldSize + ": multi-GPU training (NCCL + ZeRO-2) is not implemented yet; use 1");
         require(localRolloutBatchSize >= 1, where, "local_rollout_batch_size must be >= 1");
         require(numberSamplesPerPrompt >= 2, where, "number_samples_per_prompt must be >= 2 (group advantages need a standard deviation)");
         require(perDeviceTrainBatchSize >= 1, where, "per_device_train_batch_size must be >= 1");

@@ -132,6 +132,9 @@ public final class GrpoTrainer implements AutoCloseable {
         if (c == null && resumeDir == null) throw new IllegalArgumentException("a config or a resume directory is required");
         if (resumeDir != null) c = savedConfig(resumeDir, c);
         this.cfg = c;
+        if (cfg.worldSize != 1)
+            throw new IllegalArgumentException("world_size " + cfg.worldSize + ": multi-GPU training (NCCL + ZeRO-2) is not implemented yet; "
+                    + "this trainer runs one process (world_size 1). tools/grpo4j train --dry-run prints the derived quantities.");
         this.out = b.outputDir != null ? b.outputDir : resumeDir != null ? runDirOf(resumeDir) : Path.of(cfg.outputDir);
         this.log = b.log;
         this.gradientHook = b.gradientHook;

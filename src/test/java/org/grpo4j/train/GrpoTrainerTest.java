@@ -1,0 +1,153 @@
+package org.grpo4j.train;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.File;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The trainer end to end on the tiny model: short runs, exact resume after kill -9, guards, cancel. */
+class GrpoTrainerTest {
+    /** A small, fast configuration (no warm-up): 4 prompts x 4 samples, 8 new tokens. */
+    static List<String> small(Path out, int steps) {
+        return new ArrayList<>(List.of("output_dir=" + out, "num_training_steps=" + steps, "sft_warmup.steps=0", "local_rollout_batch_size=4",
+                "number_samples_per_prompt=4", "local_mini_batch_size=8", "per_device_train_batch_size=4", "local_rollout_forward_batch_size=8",
+                "response_length=8", "save_freq=2", "num_evals=2", "backend=\"cpu\"", "temperature=1.0"));
+    }
+
+    static GrpoConfig config(List<String> sets) throws Exception {
+        return GrpoConfig.load(Path.of("examples/tiny-arith.json"), sets);
+    }
+
+    /** Metrics lines without the wall-clock entries. */
+    static List<String> comparable(Path metrics) throws Exception {
+        ObjectMapper json = new ObjectMapper();
+        List<String> out = new ArrayList<>();
+        for (String line : Files.readAllLines(metrics)) {
+            var o = (com.fasterxml.jackson.databind.node.ObjectNode) json.readTree(line);
+            List<String> drop = new ArrayList<>();
+            o.fieldNames().forEachRemaining(k -> { if (k.startsWith("time/") || k.startsWith("throughput/")) drop.add(k); });
+            o.remove(drop);
+            out.add(o.toString());
+        }
+        return out;
+    }
+
+    @Test
+    void twoStepRunWritesEverything(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("run");
+        List<Map<String, Double>> seen = new ArrayList<>();
+        try (GrpoTrainer t = GrpoTrainer.builder(config(small(out, 2))).log(null).build()) {
+            GrpoTrainer.Result r = t.run(new GrpoTrainer.Listener() {
+                @Override
+                public void onStep(int step, Map<String, Double> m) { seen.add(m); }
+            });
+            assertEquals(2, r.lastStep());
+            assertFalse(r.cancelled());
+        }
+        assertEquals(2, seen.size());
+        Map<String, Double> m = seen.get(1);
+        for (String k : List.of("episode", "training_step", "lr", "objective/kl", "objective/kl3", "objective/scores", "objective/reward_std",
+                "objective/verifiable_correct_rate", "val/sequence_lengths", "val/stop_token_rate", "val/ratio", "loss/policy_avg",
+                "policy/approxkl_avg", "policy/clipfrac_avg", "time/generation", "time/training", "throughput/generation_tokens_per_s"))
+            assertTrue(m.containsKey(k), k);
+        assertEquals(2.0, m.get("training_step"));
+        assertEquals(2.0 * 16, m.get("episode"));
+        assertEquals(1.0, seen.get(0).get("val/ratio"), 1e-5, "the first mini-batch of a step sees ratio 1");
+        assertEquals(0.0, seen.get(0).get("objective/kl"), 1e-6, "step 1: policy = reference");
+        assertEquals(2, Files.readAllLines(out.resolve("metrics.jsonl")).size());
+        for (String p : List.of("reward.png", "kl.png", "response_length.png", "loss.png")) assertTrue(Files.size(out.resolve("plots/" + p)) > 1000, p);
+        assertTrue(Files.isDirectory(out.resolve("checkpoints/step_0/model")));
+        assertTrue(Files.isRegularFile(out.resolve("checkpoints/step_2/trainer_state.json")));
+        assertTrue(Files.isRegularFile(out.resolve("checkpoints/step_2/model/model.safetensors")));
+        assertTrue(Files.readString(out.resolve("samples.jsonl")).contains("\"response\""));
+    }
+
+    @Test
+    void resumeAfterKillDashNineRepeatsTheUninterruptedRunExactly(@TempDir Path tmp) throws Exception {
+        int steps = 7;
+        Path full = tmp.resolve("full"), killed = tmp.resolve("killed");
+        try (GrpoTrainer t = GrpoTrainer.builder(config(small(full, steps))).log(null).build()) {
+            t.run(null);
+        }
+        // the same run in a child JVM, killed with SIGKILL once three steps are logged (wherever it is by then)
+        List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                "-cp", System.getProperty("java.class.path"), "org.grpo4j.cli.Main", "train", "--config", "examples/tiny-arith.json"));
+        for (String s : small(killed, steps)) {
+            cmd.add("--set");
+            cmd.add(s);
+        }
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(tmp.resolve("child.log").toFile()).start();
+        Path metrics = killed.resolve("metrics.jsonl");
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
+        while (System.nanoTime() < deadline && p.isAlive()
+                && (!Files.exists(metrics) || Files.readAllLines(metrics).size() < 3)) Thread.sleep(20);
+        assertTrue(p.isAlive(), () -> "the child finished before it could be killed: " + readQuietly(tmp.resolve("child.log")));
+        p.destroyForcibly().waitFor(); // SIGKILL: no shutdown hooks, no cleanup
+        assertTrue(Files.readAllLines(metrics).size() < steps);
+        try (GrpoTrainer t = GrpoTrainer.builder(null).resume(killed).log(null).build()) {
+            t.run(null);
+        }
+        assertEquals(comparable(full.resolve("metrics.jsonl")), comparable(metrics), "resumed metrics equal the uninterrupted run's");
+        assertArrayEquals(Files.readAllBytes(full.resolve("checkpoints/step_" + steps + "/model/model.safetensors")),
+                Files.readAllBytes(killed.resolve("checkpoints/step_" + steps + "/model/model.safetensors")), "final weights bitwise equal");
+    }
+
+    static String readQuietly(Path p) {
+        try {
+            return Files.readString(p);
+        } catch (Exception e) {
+            return "";
+        }
+    }
+
+    @Test
+    void nonFiniteGradientsSkipStepsAndThreeInARowAbort(@TempDir Path tmp) throws Exception {
+        int[] calls = {0};
+        GrpoTrainer.Builder b = GrpoTrainer.builder(config(small(tmp.resolve("nan"), 4))).log(null).gradientHook(g -> {
+            if (++calls[0] >= 2) g.backend().fill(g.flat(), Double.NaN); // the first optimizer step is fine
+        });
+        try (GrpoTrainer t = b.build()) {
+            IllegalStateException e = assertThrows(IllegalStateException.class, () -> t.run(null));
+            assertTrue(e.getMessage().startsWith("training aborted at step 2: 3 consecutive"), e.getMessage());
+        }
+        List<String> lines = Files.readAllLines(tmp.resolve("nan/metrics.jsonl"));
+        assertEquals(1, lines.size());
+        JsonNode m = new ObjectMapper().readTree(lines.get(0));
+        assertEquals(1.0, m.get("optim/skipped_steps").asDouble(), "step 1: its second optimizer step was skipped");
+    }
+
+    @Test
+    void cancelStopsAtAStepBoundaryWithACheckpoint(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("c");
+        List<String> sets = small(out, 5);
+        sets.add("save_freq=0");
+        try (GrpoTrainer t = GrpoTrainer.builder(config(sets)).log(null).build()) {
+            GrpoTrainer.Result r = t.run(new GrpoTrainer.Listener() {
+                @Override
+                public void onStep(int step, Map<String, Double> m) { if (step == 2) t.cancel(); }
+            });
+            assertTrue(r.cancelled());
+            assertEquals(2, r.lastStep());
+        }
+        assertTrue(Files.isRegularFile(out.resolve("checkpoints/step_2/trainer_state.json")));
+        assertFalse(Files.exists(out.resolve("checkpoints/step_3")));
+    }
+
+    @Test
+    void multiRankConfigsAreRefusedBeforeAnyWork(@TempDir Path tmp) throws Exception {
+        List<String> sets = small(tmp.resolve("m"), 1);
+        sets.add("world_size=2");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> GrpoTrainer.builder(config(sets)).log(null).build());
+        assertTrue(e.getMessage().contains("world_size 2"), e.getMessage());
+        assertFalse(new File(tmp.resolve("m").toString()).exists());
+    }
+}
