@@ -54,8 +54,11 @@ public final class ShufflingIterator {
         return b;
     }
 
-    private int[] permutation(int ep) {
-        SplittableRandom r = new SplittableRandom(seed * 0x9E3779B97F4A7C15L + ep);
+    private int[] permutation(int ep) { return permutation(size, seed * 0x9E3779B97F4A7C15L + ep); }
+
+    /** A Fisher-Yates permutation of 0..n-1 drawn from SplittableRandom(seed). */
+    public static int[] permutation(int size, long seed) {
+        SplittableRandom r = new SplittableRandom(seed);
         int[] p = new int[size];
         for (int i = 0; i < size; i++) p[i] = i;
         for (int i = size - 1; i > 0; i--) {

@@ -230,7 +230,8 @@ public final class LlamaWeights implements AutoCloseable {
                 if (Files.isRegularFile(tokenizerDir.resolve(f))) Files.copy(tokenizerDir.resolve(f), dir.resolve(f));
     }
 
-    static void deleteTree(Path p) {
+    /** Best-effort recursive delete (temporary directories). */
+    public static void deleteTree(Path p) {
         if (!Files.exists(p)) return;
         try (var s = Files.walk(p)) {
             s.sorted(java.util.Comparator.reverseOrder()).forEach(q -> {

@@ -353,28 +353,44 @@ public final class GrpoTrainer implements AutoCloseable {
 
     private record MicroStats(double loss, double pgLoss, double ratioMean, double clipFrac, double approxKl, long tokens) {}
 
-    private MicroStats microStep(List<Rollout> rs, GrpoLossParams lp, long miniTokens, int miniSeqs) {
-        List<int[]> seqs = new ArrayList<>();
-        int nTok = 0;
-        for (Rollout r : rs) {
-            seqs.add(r.seq);
-            nTok += r.targets.length;
+    /** Rollouts packed for a forward pass: sequences, and for each loss token its row in the packing and its target. */
+    private record Packed(List<int[]> seqs, int[] rows, int[] targets) {
+        static Packed of(List<Rollout> rs) {
+            List<int[]> seqs = new ArrayList<>();
+            int nTok = 0;
+            for (Rollout r : rs) {
+                seqs.add(r.seq);
+                nTok += r.targets.length;
+            }
+            int[] rows = new int[nTok], tgt = new int[nTok];
+            int k = 0, start = 0;
+            for (Rollout r : rs) {
+                for (int t = 0; t < r.targets.length; t++, k++) {
+                    rows[k] = start + r.promptLen - 1 + t; // the hidden state before target t predicts it
+                    tgt[k] = r.targets[t];
+                }
+                start += r.seq.length;
+            }
+            return new Packed(seqs, rows, tgt);
         }
-        int[] rows = new int[nTok], tgt = new int[nTok];
+    }
+
+    private MicroStats microStep(List<Rollout> rs, GrpoLossParams lp, long miniTokens, int miniSeqs) {
+        Packed pk = Packed.of(rs);
+        List<int[]> seqs = pk.seqs();
+        int[] rows = pk.rows(), tgt = pk.targets();
+        int nTok = rows.length;
         float[] w = new float[nTok], adv = new float[nTok], old = new float[nTok], ref = new float[nTok];
         LossAggregation agg = cfg.aggregation();
-        int k = 0, start = 0;
+        int k = 0;
         for (Rollout r : rs) {
             double wt = agg.weight(r.targets.length, nTok, cfg.gradientAccumulationSteps(), miniTokens, miniSeqs, cfg.responseLength);
             for (int t = 0; t < r.targets.length; t++, k++) {
-                rows[k] = start + r.promptLen - 1 + t;
-                tgt[k] = r.targets[t];
                 w[k] = (float) wt;
                 adv[k] = (float) r.advantage;
                 old[k] = r.old[t];
                 ref[k] = r.ref[t];
             }
-            start += r.seq.length;
         }
         int d = policy.config().hiddenSize();
         try (PackedBatch pb = PackedBatch.of(be, seqs, policy.config().vocabSize());
@@ -408,23 +424,9 @@ public final class GrpoTrainer implements AutoCloseable {
 
     /** Log-probs of every rollout's loss tokens under a model, concatenated in order. */
     private float[] logprobs(LlamaModel m, List<Rollout> rs, float temp) {
-        List<int[]> seqs = new ArrayList<>();
-        int nTok = 0;
-        for (Rollout r : rs) {
-            seqs.add(r.seq);
-            nTok += r.targets.length;
-        }
-        int[] rows = new int[nTok], tgt = new int[nTok];
-        int k = 0, start = 0;
-        for (Rollout r : rs) {
-            for (int t = 0; t < r.targets.length; t++, k++) {
-                rows[k] = start + r.promptLen - 1 + t;
-                tgt[k] = r.targets[t];
-            }
-            start += r.seq.length;
-        }
-        try (PackedBatch pb = PackedBatch.of(be, seqs, policy.config().vocabSize())) {
-            return m.tokenLogprobs(pb, rows, tgt, temp);
+        Packed pk = Packed.of(rs);
+        try (PackedBatch pb = PackedBatch.of(be, pk.seqs(), policy.config().vocabSize())) {
+            return m.tokenLogprobs(pb, pk.rows(), pk.targets(), temp);
         }
     }
 
@@ -765,18 +767,7 @@ public final class GrpoTrainer implements AutoCloseable {
         return z ^ (z >>> 31);
     }
 
-    static int[] permutation(int n, long seed) {
-        SplittableRandom r = new SplittableRandom(seed);
-        int[] p = new int[n];
-        for (int i = 0; i < n; i++) p[i] = i;
-        for (int i = n - 1; i > 0; i--) {
-            int j = r.nextInt(i + 1);
-            int t = p[i];
-            p[i] = p[j];
-            p[j] = t;
-        }
-        return p;
-    }
+    static int[] permutation(int n, long seed) { return ShufflingIterator.permutation(n, seed); }
 
     static long checksum(Tensor t) {
         float[] a = t.toFloats();
@@ -796,14 +787,7 @@ public final class GrpoTrainer implements AutoCloseable {
         return dir;
     }
 
-    static void deleteTree(Path p) {
-        if (!Files.exists(p)) return;
-        try (var s = Files.walk(p)) {
-            s.sorted(java.util.Comparator.reverseOrder()).forEach(q -> q.toFile().delete());
-        } catch (IOException ignored) {
-            // best effort cleanup of a temporary directory
-        }
-    }
+    static void deleteTree(Path p) { LlamaWeights.deleteTree(p); }
 
     @Override
     public void close() {
