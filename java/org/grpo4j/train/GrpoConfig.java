@@ -12,12 +12,10 @@ import com.fasterxml.jackson.databind.exc.UnrecognizedPropertyException;
 import com.fasterxml.jackson.databind.json.JsonMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
 import org.grpo4j.backend.KlEstimator;
 import org.grpo4j.reward.Compat;
@@ -270,8 +268,4 @@ public final class GrpoConfig {
     public static GrpoConfig fromJsonString(String json) throws IOException {
         return fromJson((ObjectNode) JSON.readTree(json), List.of(), "saved config");
     }
-
-    String lower(String s) { return s.toLowerCase(Locale.ROOT); }
-
-    static void writeFile(Path p, String s) throws IOException { Files.writeString(p, s); }
 }
