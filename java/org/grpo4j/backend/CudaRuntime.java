@@ -160,12 +160,17 @@ public final class CudaRuntime {
                 return new LibraryStatus(name, false, reason);
             }
         }
-        try {
-            org.bytedeco.javacpp.Loader.load(Class.forName(presetClass));
-            return new LibraryStatus(name, true, soname + " and the JavaCPP preset load");
-        } catch (Throwable t) {
-            return new LibraryStatus(name, false, "JavaCPP preset " + presetClass.substring(presetClass.lastIndexOf('.') + 1)
-                    + ": " + describeLinkError(t));
-        }
+        String failure = PRESET_FAILURES.computeIfAbsent(presetClass, c -> {
+            try {
+                org.bytedeco.javacpp.Loader.load(Class.forName(c));
+                return "";
+            } catch (Throwable t) {
+                return describeLinkError(t); // the first failure says why; a retry only says "Could not initialize class"
+            }
+        });
+        if (failure.isEmpty()) return new LibraryStatus(name, true, soname + " and the JavaCPP preset load");
+        return new LibraryStatus(name, false, "JavaCPP preset " + presetClass.substring(presetClass.lastIndexOf('.') + 1) + ": " + failure);
     }
+
+    private static final java.util.Map<String, String> PRESET_FAILURES = new java.util.concurrent.ConcurrentHashMap<>();
 }
