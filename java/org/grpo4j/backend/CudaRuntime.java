@@ -142,6 +142,7 @@ public final class CudaRuntime {
     /** Whether cuBLAS, cuBLASLt and NCCL load: the shared library itself, then the JavaCPP preset's JNI wrapper. */
     public static List<LibraryStatus> libraries() {
         List<LibraryStatus> out = new ArrayList<>();
+        library("cudart", "libcudart.so.13", "org.bytedeco.cuda.global.cudart"); // loaded first by the others; keeps its reason
         out.add(library("cuBLAS", "libcublas.so.13", "org.bytedeco.cuda.global.cublas"));
         out.add(library("cuBLASLt", "libcublasLt.so.13", "org.bytedeco.cuda.global.cublas"));
         out.add(library("NCCL", "libnccl.so.2", "org.bytedeco.cuda.global.nccl"));
@@ -168,6 +169,11 @@ public final class CudaRuntime {
                 return describeLinkError(t); // the first failure says why; a retry only says "Could not initialize class"
             }
         });
+        if (failure.startsWith("Could not initialize class org.bytedeco.cuda.global.")) { // its dependency failed first: say why
+            String dep = "org.bytedeco.cuda.global." + failure.substring(failure.lastIndexOf('.') + 1).trim();
+            String why = PRESET_FAILURES.get(dep);
+            if (why != null && !why.isEmpty()) failure = why;
+        }
         if (failure.isEmpty()) return new LibraryStatus(name, true, soname + " and the JavaCPP preset load");
         return new LibraryStatus(name, false, "JavaCPP preset " + presetClass.substring(presetClass.lastIndexOf('.') + 1) + ": " + failure);
     }
