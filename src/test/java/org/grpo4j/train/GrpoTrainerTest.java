@@ -110,6 +110,28 @@ class GrpoTrainerTest {
     }
 
     @Test
+    void grpoRaisesAnEasyRewardFromARandomModel(@TempDir Path tmp) throws Exception {
+        // reward: how many of the response's characters are digits (a shaped reward a random tiny model can climb)
+        List<String> sets = small(tmp.resolve("easy"), 24);
+        sets.addAll(List.of("learning_rate=3e-3", "num_evals=0", "save_freq=0", "beta=0.0", "non_stop_penalty=false"));
+        List<Double> rewards = new ArrayList<>();
+        try (org.grpo4j.reward.Rewards r = new org.grpo4j.reward.Rewards()) {
+            r.register("gsm8k", (resp, gt, row) -> org.grpo4j.reward.RewardFunction.Score.of(
+                    10.0 * resp.chars().filter(Character::isDigit).count() / Math.max(1, resp.length())));
+            try (GrpoTrainer t = GrpoTrainer.builder(config(sets)).rewards(r).log(null).build()) {
+                t.run(new GrpoTrainer.Listener() {
+                    @Override
+                    public void onStep(int step, Map<String, Double> m) { rewards.add(m.get("objective/scores")); }
+                });
+            }
+        }
+        double first = rewards.subList(0, 6).stream().mapToDouble(Double::doubleValue).average().orElse(0);
+        double last = rewards.subList(18, 24).stream().mapToDouble(Double::doubleValue).average().orElse(0);
+        System.out.printf("easy reward: steps 1-6 %.3f, steps 19-24 %.3f%n", first, last);
+        assertTrue(last > first + 1.0, "mean reward of steps 1-6 " + first + ", of steps 19-24 " + last + ": " + rewards);
+    }
+
+    @Test
     void nonFiniteGradientsSkipStepsAndThreeInARowAbort(@TempDir Path tmp) throws Exception {
         int[] calls = {0};
         GrpoTrainer.Builder b = GrpoTrainer.builder(config(small(tmp.resolve("nan"), 4))).log(null).gradientHook(g -> {

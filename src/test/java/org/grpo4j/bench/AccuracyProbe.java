@@ -1,4 +1,4 @@
-package org.grpo4j.train;
+package org.grpo4j.bench;
 
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -17,7 +17,10 @@ import org.grpo4j.rollout.SamplingParams;
 import org.grpo4j.tokenizer.ChatTemplate;
 import org.grpo4j.tokenizer.Tokenizer;
 
-/** Manual probe: greedy and sampled accuracy of a model directory on the first 300 tiny-arith rows. */
+/**
+ * Accuracy of a model directory on the first 300 tiny-arith rows at the given temperatures (4 samples each), as used to
+ * tune the demo: tools/bench AccuracyProbe runs/tiny-arith/checkpoints/step_0/model 0 1 2
+ */
 public final class AccuracyProbe {
     public static void main(String[] a) throws Exception {
         Path dir = Path.of(a[0]);
