@@ -109,6 +109,9 @@ public final class GrpoConfig {
         public double learningRate = 1e-3;
     }
 
+    /** The config file's directory: relative dataset paths are looked up there first, then in the working directory. */
+    @JsonIgnore public java.nio.file.Path baseDir;
+
     private static final ObjectMapper JSON = JsonMapper.builder()
             .propertyNamingStrategy(PropertyNamingStrategies.SNAKE_CASE)
             .enable(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES)
@@ -125,7 +128,9 @@ public final class GrpoConfig {
             throw new IllegalArgumentException(file + ": not valid JSON: " + e.getMessage().lines().findFirst().orElse(""));
         }
         if (root == null || !root.isObject()) throw new IllegalArgumentException(file + ": the config must be a JSON object");
-        return fromJson((ObjectNode) root, overrides, file.toString());
+        GrpoConfig c = fromJson((ObjectNode) root, overrides, file.toString());
+        c.baseDir = file.toAbsolutePath().getParent();
+        return c;
     }
 
     public static GrpoConfig fromJson(ObjectNode root, List<String> overrides, String where) {

@@ -167,10 +167,12 @@ public final class GrpoTrainer implements AutoCloseable {
         this.model = new LlamaModel(policy);
 
         // data
-        Path base = Path.of(".");
-        this.train = new PromptDataset(DatasetMixer.load(cfg.datasetMixerList, base), tok, template, cfg.maxPromptTokenLength);
+        // local dataset paths become absolute in the saved config, so that a resume finds them from any directory
+        absolutize(cfg.datasetMixerList, cfg.baseDir);
+        absolutize(cfg.datasetMixerEvalList, cfg.baseDir);
+        this.train = new PromptDataset(DatasetMixer.load(cfg.datasetMixerList, null), tok, template, cfg.maxPromptTokenLength);
         this.eval = cfg.datasetMixerEvalList.isEmpty() ? null
-                : new PromptDataset(DatasetMixer.load(cfg.datasetMixerEvalList, base), tok, template, cfg.maxPromptTokenLength);
+                : new PromptDataset(DatasetMixer.load(cfg.datasetMixerEvalList, null), tok, template, cfg.maxPromptTokenLength);
         this.iterator = new ShufflingIterator(train.size(), cfg.rolloutBatchSize(), cfg.seed);
 
         int longestPrompt = 0;
@@ -751,6 +753,17 @@ public final class GrpoTrainer implements AutoCloseable {
             else o.put(k, v);
         });
         Files.writeString(f, JSON.writeValueAsString(o) + "\n", StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
+    }
+
+    /** Replaces each local dataset path of a mixer list (even positions) by its absolute path. */
+    private static void absolutize(List<String> mixer, Path baseDir) throws IOException {
+        for (int i = 0; i + 1 < mixer.size(); i += 2) {
+            String d = mixer.get(i);
+            Path p = Path.of(d);
+            if (p.isAbsolute()) continue;
+            if (baseDir != null && Files.exists(baseDir.resolve(p))) mixer.set(i, baseDir.resolve(p).normalize().toString());
+            else if (Files.exists(p)) mixer.set(i, p.toAbsolutePath().normalize().toString());
+        }
     }
 
     static int[] concat(int[] a, int[] b) {
