@@ -17,7 +17,30 @@ public final class Backends {
      * Like {@link #open} but also returns why CUDA was not chosen. "auto" picks CUDA device 0 when the JNI library
      * loads and a device exists, else the CPU, logging one line with the reason (never a stack trace).
      */
-    public static Choice choose(String spec) {
+    public static Choice choose(String spec) { return choose(spec, java.util.Set.of()); }
+
+    /**
+     * Like {@link #choose(String)}, for work that needs {@code requiredOps}: "auto" takes CUDA only when it implements
+     * all of them (else the CPU, with the missing ops in the reason); an explicit "cuda" that lacks some is an error
+     * naming them, before any work starts.
+     */
+    public static Choice choose(String spec, java.util.Collection<String> requiredOps) {
+        Choice c = chooseAny(spec);
+        java.util.List<String> missing = new java.util.ArrayList<>();
+        for (String op : requiredOps) if (!c.backend().implementsOp(op)) missing.add(op);
+        if (missing.isEmpty()) return c;
+        String name = c.backend().name();
+        c.backend().close();
+        String s = spec == null ? "auto" : spec.trim().toLowerCase(Locale.ROOT);
+        if (!s.equals("auto"))
+            throw new IllegalStateException(name + " does not implement " + missing + " yet; use --backend cpu (or backend \"auto\")");
+        String reason = name + " does not implement " + missing.size() + " of the needed ops yet (" + String.join(", ", missing.subList(0, Math.min(4, missing.size())))
+                + (missing.size() > 4 ? ", ..." : "") + "); using cpu";
+        LOG.log(System.Logger.Level.INFO, reason);
+        return new Choice(new CpuBackend(), reason);
+    }
+
+    private static Choice chooseAny(String spec) {
         String s = spec == null ? "auto" : spec.trim().toLowerCase(Locale.ROOT);
         if (s.equals("cpu")) return new Choice(new CpuBackend(), null);
         if (s.equals("auto")) {

@@ -39,7 +39,7 @@ final class GenerateCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        try (Tokenizer tok = Tokenizer.load(model); Backend be = Backends.open(backend); LlamaWeights w = LlamaWeights.load(be, model)) {
+        try (Tokenizer tok = Tokenizer.load(model); Backend be = Backends.choose(backend, org.grpo4j.backend.Ops.ALL).backend(); LlamaWeights w = LlamaWeights.load(be, model)) {
             String text = template.equals("none") ? prompt
                     : ChatTemplate.named(template, tok).render(List.of(new ChatMessage("user", prompt)), true, tok);
             int[] ids = tok.encode(text);

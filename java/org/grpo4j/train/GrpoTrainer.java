@@ -139,7 +139,7 @@ public final class GrpoTrainer implements AutoCloseable {
         this.log = b.log;
         this.gradientHook = b.gradientHook;
         this.ownBackend = b.backend == null;
-        Backends.Choice choice = b.backend == null ? Backends.choose(cfg.backend) : null;
+        Backends.Choice choice = b.backend == null ? Backends.choose(cfg.backend, org.grpo4j.backend.Ops.ALL) : null;
         this.be = b.backend != null ? b.backend : choice.backend();
         this.ownRewards = b.rewards == null;
         this.rewards = b.rewards != null ? b.rewards

@@ -43,6 +43,22 @@ class BackendsTest {
     }
 
     @Test
+    void workNeedingMissingOpsFallsBackOrFailsClearly() {
+        // the CPU implements everything, so requiring every op never fails on "cpu"
+        try (Backend be = Backends.choose("cpu", Ops.ALL).backend()) {
+            assertEquals("cpu", be.name());
+        }
+        Backends.Choice c = Backends.choose("auto", Ops.ALL);
+        try (Backend be = c.backend()) {
+            assertEquals(be.implementedOps().containsAll(Ops.ALL), true, "auto never returns a backend lacking a required op");
+        }
+        if (CudaRuntime.probe().available() && !Ops.CUDA_KERNELS.containsAll(Ops.ALL)) {
+            IllegalStateException e = assertThrows(IllegalStateException.class, () -> Backends.choose("cuda", Ops.ALL));
+            assertTrue(e.getMessage().contains("does not implement"), e.getMessage());
+        }
+    }
+
+    @Test
     void badSpecsAreRejected() {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Backends.open("tpu"));
         assertTrue(e.getMessage().contains("\"tpu\""), e.getMessage());

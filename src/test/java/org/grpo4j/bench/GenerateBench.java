@@ -24,7 +24,7 @@ import org.grpo4j.tokenizer.Tokenizer;
 public final class GenerateBench {
     public static void main(String[] args) throws Exception {
         String backend = args.length > 0 ? args[0] : "auto";
-        try (Backend be = Backends.open(backend); Tokenizer tok = Tokenizer.load(Path.of("examples/tiny-tokenizer"))) {
+        try (Backend be = Backends.choose(backend, org.grpo4j.backend.Ops.ALL).backend(); Tokenizer tok = Tokenizer.load(Path.of("examples/tiny-tokenizer"))) {
             LlamaConfig cfg = LlamaConfig.tiny(tok.vocabSize(), tok.bosId(), tok.eosId());
             List<RlvrRow> rows = DatasetReader.read(Path.of("examples/data/tiny-arith.jsonl"));
             List<int[]> prompts = new ArrayList<>();
