@@ -27,7 +27,11 @@ public final class Main implements Runnable {
             // expected failures (bad input) get one line; anything else keeps its stack trace
             if (ex instanceof IllegalArgumentException || ex instanceof IllegalStateException
                     || ex instanceof java.io.IOException || ex instanceof java.io.UncheckedIOException) {
-                cmd.getErr().println("grpo4j " + cmd.getCommandName() + ": " + ex.getMessage());
+                String msg = ex.getMessage();
+                if (ex instanceof java.nio.file.NoSuchFileException nf)
+                    msg = nf.getFile() + ": not found" + (nf.getReason() == null ? "" : " (" + nf.getReason() + ")");
+                else if (ex instanceof java.nio.file.AccessDeniedException ad) msg = ad.getFile() + ": permission denied";
+                cmd.getErr().println("grpo4j " + cmd.getCommandName() + ": " + msg);
                 return 2;
             }
             throw ex;

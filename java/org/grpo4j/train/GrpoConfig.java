@@ -121,6 +121,7 @@ public final class GrpoConfig {
 
     /** Reads a JSON config file and applies "key=value" overrides (value parsed as JSON, else taken as a string). */
     public static GrpoConfig load(Path file, List<String> overrides) throws IOException {
+        if (!java.nio.file.Files.isRegularFile(file)) throw new java.nio.file.NoSuchFileException(file.toString(), null, "config file");
         JsonNode root;
         try {
             root = JSON.readTree(file.toFile());
