@@ -131,6 +131,7 @@ public final class GrpoTrainer implements AutoCloseable {
         Path resumeDir = b.resume;
         if (c == null && resumeDir == null) throw new IllegalArgumentException("a config or a resume directory is required");
         if (resumeDir != null) c = savedConfig(resumeDir, c);
+        c.validate("config");
         this.cfg = c;
         if (cfg.worldSize != 1)
             throw new IllegalArgumentException("world_size " + cfg.worldSize + ": multi-GPU training (NCCL + ZeRO-2) is not implemented yet; "
@@ -168,8 +169,8 @@ public final class GrpoTrainer implements AutoCloseable {
 
         // data
         // local dataset paths become absolute in the saved config, so that a resume finds them from any directory
-        absolutize(cfg.datasetMixerList, cfg.baseDir);
-        absolutize(cfg.datasetMixerEvalList, cfg.baseDir);
+        cfg.datasetMixerList = absolutize(cfg.datasetMixerList, cfg.baseDir);
+        cfg.datasetMixerEvalList = absolutize(cfg.datasetMixerEvalList, cfg.baseDir);
         this.train = new PromptDataset(DatasetMixer.load(cfg.datasetMixerList, null), tok, template, cfg.maxPromptTokenLength);
         this.eval = cfg.datasetMixerEvalList.isEmpty() ? null
                 : new PromptDataset(DatasetMixer.load(cfg.datasetMixerEvalList, null), tok, template, cfg.maxPromptTokenLength);
@@ -755,8 +756,9 @@ public final class GrpoTrainer implements AutoCloseable {
         Files.writeString(f, JSON.writeValueAsString(o) + "\n", StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
     }
 
-    /** Replaces each local dataset path of a mixer list (even positions) by its absolute path. */
-    private static void absolutize(List<String> mixer, Path baseDir) throws IOException {
+    /** A copy of a mixer list with each local dataset path (even positions) made absolute. */
+    private static List<String> absolutize(List<String> in, Path baseDir) {
+        List<String> mixer = new ArrayList<>(in);
         for (int i = 0; i + 1 < mixer.size(); i += 2) {
             String d = mixer.get(i);
             Path p = Path.of(d);
@@ -764,6 +766,7 @@ public final class GrpoTrainer implements AutoCloseable {
             if (baseDir != null && Files.exists(baseDir.resolve(p))) mixer.set(i, baseDir.resolve(p).normalize().toString());
             else if (Files.exists(p)) mixer.set(i, p.toAbsolutePath().normalize().toString());
         }
+        return mixer;
     }
 
     static int[] concat(int[] a, int[] b) {
