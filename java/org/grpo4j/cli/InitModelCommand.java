@@ -1,7 +1,5 @@
 package org.grpo4j.cli;
 
-import java.io.IOException;
-import java.io.InputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
@@ -37,7 +35,7 @@ final class InitModelCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        Path tokDir = tokenizer != null ? tokenizer : BundledTokenizer.extract();
+        Path tokDir = tokenizer != null ? tokenizer : Tokenizer.extractBundledTiny();
         LlamaConfig cfg;
         switch (preset) {
             case "tiny" -> {
@@ -64,22 +62,5 @@ final class InitModelCommand implements Callable<Integer> {
             System.out.printf("wrote %s: %s preset, %,d parameters, seed %d%n", out, preset, w.layout().totalElements(), seed);
         }
         return 0;
-    }
-
-    /** The tiny tokenizer ships inside the jar; it is extracted to a temporary directory when needed. */
-    static final class BundledTokenizer {
-        static Path extract() throws IOException {
-            Path dir = Files.createTempDirectory("grpo4j-tiny-tokenizer");
-            for (String f : new String[] {"tokenizer.json", "tokenizer_config.json"}) {
-                try (InputStream in = InitModelCommand.class.getResourceAsStream("/org/grpo4j/examples/tiny-tokenizer/" + f)) {
-                    if (in == null) throw new IOException("bundled tiny tokenizer missing from the jar (" + f + ")");
-                    Files.copy(in, dir.resolve(f));
-                }
-            }
-            dir.toFile().deleteOnExit();
-            dir.resolve("tokenizer.json").toFile().deleteOnExit();
-            dir.resolve("tokenizer_config.json").toFile().deleteOnExit();
-            return dir;
-        }
     }
 }

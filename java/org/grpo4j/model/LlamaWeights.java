@@ -3,12 +3,10 @@ package org.grpo4j.model;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
-import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.FileAlreadyExistsException;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.HashSet;
@@ -20,6 +18,7 @@ import java.util.SplittableRandom;
 import org.grpo4j.backend.Backend;
 import org.grpo4j.backend.DType;
 import org.grpo4j.backend.Tensor;
+import org.grpo4j.util.AtomicDir;
 
 /**
  * A Llama model's parameters in one flat fp32 buffer on a backend (views per HF tensor), with HF-directory I/O:
@@ -163,20 +162,7 @@ public final class LlamaWeights implements AutoCloseable {
             }
             Files.delete(abs);
         }
-        Path parent = abs.getParent();
-        Files.createDirectories(parent);
-        Path tmp = Files.createTempDirectory(parent, "." + abs.getFileName() + ".tmp-");
-        try {
-            writeInto(tmp, dtype, maxShardBytes, tokenizerDir);
-            try {
-                Files.move(tmp, abs, StandardCopyOption.ATOMIC_MOVE);
-            } catch (AtomicMoveNotSupportedException e) {
-                Files.move(tmp, abs);
-            }
-        } catch (IOException | RuntimeException e) {
-            deleteTree(tmp);
-            throw e;
-        }
+        AtomicDir.write(abs, tmp -> writeInto(tmp, dtype, maxShardBytes, tokenizerDir));
     }
 
     private void writeInto(Path dir, String dtype, long maxShardBytes, Path tokenizerDir) throws IOException {
@@ -228,21 +214,5 @@ public final class LlamaWeights implements AutoCloseable {
         if (tokenizerDir != null)
             for (String f : TOKENIZER_FILES)
                 if (Files.isRegularFile(tokenizerDir.resolve(f))) Files.copy(tokenizerDir.resolve(f), dir.resolve(f));
-    }
-
-    /** Best-effort recursive delete (temporary directories). */
-    public static void deleteTree(Path p) {
-        if (!Files.exists(p)) return;
-        try (var s = Files.walk(p)) {
-            s.sorted(java.util.Comparator.reverseOrder()).forEach(q -> {
-                try {
-                    Files.deleteIfExists(q);
-                } catch (IOException ignored) {
-                    // best effort cleanup of a temporary directory
-                }
-            });
-        } catch (IOException ignored) {
-            // best effort
-        }
     }
 }

@@ -100,6 +100,23 @@ public final class Tokenizer implements AutoCloseable {
 
     public Path directory() { return dir; }
 
+    /**
+     * Extracts the tiny byte-level BPE tokenizer bundled in grpo4j's jar (the demo's; from examples/tiny-tokenizer)
+     * into a temporary directory deleted when the JVM exits, and returns that directory.
+     */
+    public static Path extractBundledTiny() throws IOException {
+        Path tmp = Files.createTempDirectory("grpo4j-tiny-tokenizer");
+        tmp.toFile().deleteOnExit();
+        for (String f : new String[] {"tokenizer.json", "tokenizer_config.json"}) {
+            try (InputStream in = Tokenizer.class.getResourceAsStream("/org/grpo4j/examples/tiny-tokenizer/" + f)) {
+                if (in == null) throw new IOException("the bundled tiny tokenizer is missing from the classpath (" + f + ")");
+                Files.copy(in, tmp.resolve(f));
+            }
+            tmp.resolve(f).toFile().deleteOnExit();
+        }
+        return tmp;
+    }
+
     /** Token ids of {@code text}; no special tokens are added. */
     public int[] encode(String text) {
         long[] ids = hf.encode(text, false, false).getIds();

@@ -5,10 +5,8 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.BufferedWriter;
 import java.io.IOException;
-import java.io.InputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
@@ -44,6 +42,7 @@ import org.grpo4j.rollout.Truncation;
 import org.grpo4j.tokenizer.ChatMessage;
 import org.grpo4j.tokenizer.ChatTemplate;
 import org.grpo4j.tokenizer.Tokenizer;
+import org.grpo4j.util.AtomicDir;
 
 /**
  * The GRPO trainer (one process): the Tulu 3.1 RLVR step of grpo-reference.md sections 1-5, colocated generation,
@@ -150,7 +149,7 @@ public final class GrpoTrainer implements AutoCloseable {
         if (cfg.modelNameOrPath.startsWith("init:")) {
             String preset = cfg.modelNameOrPath.substring(5);
             if (!preset.equals("tiny")) throw new IllegalArgumentException("model_name_or_path \"" + cfg.modelNameOrPath + "\": only init:tiny exists");
-            this.tokenizerDir = bundledTokenizer();
+            this.tokenizerDir = Tokenizer.extractBundledTiny();
             this.tok = Tokenizer.load(tokenizerDir);
             LlamaConfig lc = LlamaConfig.tiny(tok.vocabSize(), tok.bosId(), tok.eosId());
             this.policy = LlamaWeights.init(be, lc, cfg.seed);
@@ -636,12 +635,9 @@ public final class GrpoTrainer implements AutoCloseable {
 
     /** Writes checkpoints/step_N atomically: model (HF, fp32), optimizer moments, trainer state. */
     private void checkpoint(Listener l) throws IOException {
-        Path dir = out.resolve("checkpoints");
-        Files.createDirectories(dir);
-        Path fin = dir.resolve("step_" + step);
+        Path fin = out.resolve("checkpoints").resolve("step_" + step);
         if (Files.exists(fin)) return;
-        Path tmp = Files.createTempDirectory(dir, ".step_" + step + ".tmp-");
-        try {
+        AtomicDir.write(fin, tmp -> {
             policy.save(tmp.resolve("model"), "F32", 5L << 30, tokenizerDir);
             optimizer.save(tmp.resolve("optimizer.safetensors"));
             ObjectNode st = JSON.createObjectNode();
@@ -655,15 +651,7 @@ public final class GrpoTrainer implements AutoCloseable {
             st.put("rng", "stateless: every draw is a function of (seed, step, ...)");
             Files.writeString(tmp.resolve("trainer_state.json"), JSON.writerWithDefaultPrettyPrinter().writeValueAsString(st));
             Files.writeString(tmp.resolve("config.json"), cfg.toJson());
-            try {
-                Files.move(tmp, fin, StandardCopyOption.ATOMIC_MOVE);
-            } catch (AtomicMoveNotSupportedException e) {
-                Files.move(tmp, fin);
-            }
-        } catch (IOException | RuntimeException e) {
-            deleteTree(tmp);
-            throw e;
-        }
+        });
         if (step > 0) Plots.write(out.resolve("plots"), history);
         l.onCheckpoint(step, fin);
     }
@@ -791,19 +779,6 @@ public final class GrpoTrainer implements AutoCloseable {
         for (float x : a) h = 31 * h + Float.floatToRawIntBits(x);
         return h;
     }
-
-    private static Path bundledTokenizer() throws IOException {
-        Path dir = Files.createTempDirectory("grpo4j-tiny-tokenizer");
-        for (String f : new String[] {"tokenizer.json", "tokenizer_config.json"}) {
-            try (InputStream in = GrpoTrainer.class.getResourceAsStream("/org/grpo4j/examples/tiny-tokenizer/" + f)) {
-                if (in == null) throw new IOException("bundled tiny tokenizer missing from the classpath (" + f + ")");
-                Files.copy(in, dir.resolve(f));
-            }
-        }
-        return dir;
-    }
-
-    static void deleteTree(Path p) { LlamaWeights.deleteTree(p); }
 
     @Override
     public void close() {
