@@ -10,6 +10,8 @@ import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Objects;
+import java.util.Set;
 import org.grpo4j.backend.Rope;
 
 /**
@@ -173,14 +175,14 @@ public record LlamaConfig(int hiddenSize, int intermediateSize, int numLayers, i
             thetaKey = d.key() + ".rope_theta";
             theta = d.theta();
         }
-        if (params != null && legacy != null && !(params.type().equals(legacy.type()) && java.util.Objects.equals(params.scaling(), legacy.scaling())))
+        if (params != null && legacy != null && !(params.type().equals(legacy.type()) && Objects.equals(params.scaling(), legacy.scaling())))
             throw new IllegalArgumentException("rope_scaling " + n.get("rope_scaling") + " disagrees with rope_parameters " + n.get("rope_parameters"));
         RopeDict d = params != null ? params : legacy;
         return new RopeSettings(theta != null ? theta : DEFAULT_ROPE_THETA, d == null ? null : d.scaling());
     }
 
-    private static final java.util.Set<String> ROPE_COMMON_KEYS = java.util.Set.of("rope_type", "type", "rope_theta", "partial_rotary_factor");
-    private static final java.util.Set<String> LLAMA3_KEYS = java.util.Set.of("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings");
+    private static final Set<String> ROPE_COMMON_KEYS = Set.of("rope_type", "type", "rope_theta", "partial_rotary_factor");
+    private static final Set<String> LLAMA3_KEYS = Set.of("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings");
 
     private static RopeDict ropeDict(String key, JsonNode d) {
         if (!d.isObject()) throw new IllegalArgumentException(key + " must be an object or null, got " + d);

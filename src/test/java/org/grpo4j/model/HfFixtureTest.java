@@ -81,7 +81,7 @@ class HfFixtureTest {
             assertEquals(c, LlamaConfig.fromJson(v4only), "the saved config read through rope_theta + rope_scaling only");
             ObjectNode v5only = saved.deepCopy();
             v5only.remove(List.of("rope_theta", "rope_scaling"));
-            assertTrue(v5only.get("rope_parameters").isObject(), "transformers 5 key written: " + saved);
+            assertTrue(v5only.path("rope_parameters").isObject(), "transformers 5 key written: " + saved);
             assertEquals(c, LlamaConfig.fromJson(v5only), "the saved config read through rope_parameters only");
         }
     }
