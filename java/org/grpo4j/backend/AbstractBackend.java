@@ -191,7 +191,7 @@ public abstract class AbstractBackend implements Backend {
         Check.tensor(Ops.COPY, this, "dst", dst);
         Check.tensor(Ops.COPY, this, "src", src);
         Check.check(dst.dtype() == src.dtype(), Ops.COPY,
-                "dst " + dst + " and src " + src + " differ in dtype (use cast)");
+                "dst " + dst + " and src " + src + " differ in dtype; expected the same dtype (cast converts)");
         Check.sameNumel(Ops.COPY, "dst", dst, "src", src);
         requireOp(Ops.COPY);
         copyImpl(dst, src);
