@@ -12,7 +12,8 @@ import org.junit.jupiter.api.Test;
 
 /**
  * The mixed-precision dtype contract (docs/ops.md, Backend's javadoc), transcribed here as rules independently of
- * AbstractBackend: for every op, every assignment of fp32 / bf16 to its float tensors is either accepted and run (on
+ * AbstractBackend: for every op, every assignment of fp32 / bf16 to its float tensors (for grpoLoss's 13, every one
+ * within 3 flips of all-fp32 or all-bf16) is either accepted and run (on
  * tiny shapes) or rejected with an IllegalArgumentException that names the op, the tensors of a broken rule and their
  * dtypes. An int32 tensor in any float slot is rejected naming that slot. A bf16 call that fails the CPU's index checks
  * leaves every bf16 output untouched. Validation is shared code, so this runs on the CPU only.
@@ -178,7 +179,10 @@ class DtypeContractConformanceTest {
                 bf16.put(n, make(be.zeros(DType.BF16, oc.floats.get(n))));
             }
             int accepted = 0, rejected = 0;
-            for (int mask = 0; mask < 1 << names.size(); mask++) {
+            int k = names.size();
+            for (int mask = 0; mask < 1 << k; mask++) {
+                // all 2^k assignments up to 10 float tensors; for grpoLoss (13), those within 3 flips of all-fp32 or all-bf16
+                if (k > 10 && Integer.bitCount(mask) > 3 && Integer.bitCount(mask) < k - 3) continue;
                 Map<String, DType> d = new LinkedHashMap<>();
                 Map<String, Tensor> t = new LinkedHashMap<>(oc.fixed);
                 for (int i = 0; i < names.size(); i++) {
