@@ -31,6 +31,10 @@ public final class ReferenceOptions {
         REFUSED.put("eps", "is never passed to the reference's optimizer (torch AdamW keeps eps 1e-8); grpo4j's is adam_eps");
         REFUSED.put("num_mini_batches", "is derived in grpo4j (local rollouts / local_mini_batch_size); at 3f37c29 it only sizes the reference's stats tensors");
         REFUSED.put("stop_token_id", "is derived from stop_token (eos)");
+        for (String k : List.of("gradient_accumulation_steps", "micro_batch_size", "rollout_batch_size", "mini_batch_size", "eval_freq", "local_dataloader_batch_size"))
+            REFUSED.put(k, "is derived from the batch sizes, as in the reference (train --dry-run prints it)");
+        REFUSED.put("num_train_epochs", "only multiplies the reference's LR horizon (G:645); grpo4j's run length is num_training_steps or total_episodes");
+        REFUSED.put("per_device_eval_batch_size", "is never read by the reference's GRPO trainer at 3f37c29. Remove it");
         for (String k : List.of("actor_num_gpus_per_node", "vllm_num_engines", "vllm_tensor_parallel_size", "vllm_enforce_eager", "vllm_sync_backend",
                 "enable_prefix_caching", "deepspeed_stage", "gather_whole_model", "with_tracking", "wandb_project_name", "wandb_entity", "push_to_hub",
                 "hf_entity", "hf_repo_id", "hf_repo_revision", "hf_repo_url", "checkpoint_output_dir", "cache_dataset_only", "try_launch_beaker_eval_jobs",
