@@ -26,7 +26,7 @@ import picocli.CommandLine.Option;
 final class GenerateCommand implements Callable<Integer> {
     @Option(names = "--model", required = true, description = "HF model directory.") Path model;
     @Option(names = "--prompt", required = true, description = "User message.") String prompt;
-    @Option(names = "--template", defaultValue = "tokenizer", description = "tulu, llama3, tokenizer or none (raw text) (default: ${DEFAULT-VALUE}).") String template;
+    @Option(names = "--template", defaultValue = "tokenizer", description = "tulu, llama3, r1_simple_chat, r1_simple_chat_postpend_think, tokenizer or none (raw text) (default: ${DEFAULT-VALUE}).") String template;
     @Option(names = {"-n"}, defaultValue = "1", description = "Completions (default: ${DEFAULT-VALUE}).") int n;
     @Option(names = "--max-tokens", defaultValue = "64", description = "Max new tokens (default: ${DEFAULT-VALUE}).") int maxTokens;
     @Option(names = "--temperature", defaultValue = "1.0", description = "0 = greedy (default: ${DEFAULT-VALUE}).") float temperature;

@@ -26,6 +26,7 @@ final class TrainCommand implements Callable<Integer> {
             if (cfg == null) throw new IllegalArgumentException("--dry-run needs --config");
             System.out.println("config OK: " + config);
             for (var e : cfg.derived().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
+            for (String note : org.grpo4j.train.LrSchedule.notes(cfg)) System.out.println("  note: " + note);
             return 0;
         }
         if (resume != null && !set.isEmpty()) throw new IllegalArgumentException("--set cannot change a resumed run (its saved config is used)");

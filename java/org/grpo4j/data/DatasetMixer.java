@@ -8,49 +8,88 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * The reference's {@code dataset_mixer_list}: pairs of (dataset, amount). The amount is a fraction when it contains a
- * '.' (e.g. "1.0" = all rows, "0.5" = the first half) and a row count otherwise ("16" = the first 16 rows). A dataset is
- * a local file or directory, or a hub name ("allenai/RLVR-GSM-MATH-IF-Mixed-Constraints") found in a local HF cache
- * ($HF_HOME/hub or ~/.cache/huggingface/hub) or under $GRPO4J_DATA/name. grpo4j never downloads.
+ * The reference's {@code dataset_mixer_list}: pairs of (dataset, amount), read as open-instruct 3f37c29 reads them
+ * (dataset_transformation.py 879-901): an amount containing a '.' is a float, any other an int; then an amount
+ * {@code > 1.0} is a row count (int(amount): the first rows) and any other a fraction of the rows
+ * (int(amount x rows)). So "1.0" and "1" both mean all rows, "0.5" the first half, "16" and "16.0" the first 16 rows,
+ * "2.5" the first 2. A dataset is a local file or directory, or a hub name
+ * ("allenai/RLVR-GSM-MATH-IF-Mixed-Constraints") found in a local HF cache ($HF_HOME/hub or
+ * ~/.cache/huggingface/hub) or under $GRPO4J_DATA/name. grpo4j never downloads.
+ *
+ * <p>Where the reference would misbehave grpo4j stops with an error instead: amounts that are not plain decimal
+ * numbers (Python's int() and float() also take "1_000" and "1e3." forms, which grpo4j rejects), amounts {@code <= 0}
+ * (the reference silently selects no rows), and a row count larger than the dataset (the reference raises
+ * "Dataset range exceeds dataset length").
  */
 public final class DatasetMixer {
     private DatasetMixer() {}
 
-    /** One parsed entry. */
+    /** One parsed entry: either a fraction of the rows ({@code count < 0}) or a row count. */
     public record Entry(String dataset, double fraction, int count) {
         public boolean isFraction() { return count < 0; }
+
+        /** Rows taken from a dataset of {@code size} rows: the count, or int(fraction x size) (truncated, as Python's int()). */
+        public int rowsOf(int size) { return isFraction() ? (int) (fraction * size) : count; }
     }
+
+    private static final java.util.regex.Pattern INT = java.util.regex.Pattern.compile("[+-]?\\d+");
+    private static final java.util.regex.Pattern FLOAT = java.util.regex.Pattern.compile("[+-]?(\\d+\\.\\d*|\\.\\d+)([eE][+-]?\\d+)?");
 
     public static List<Entry> parse(List<String> mixer) {
         if (mixer == null || mixer.isEmpty()) throw new IllegalArgumentException("dataset_mixer_list is empty");
         if (mixer.size() % 2 != 0)
             throw new IllegalArgumentException("dataset_mixer_list must alternate dataset and amount, got " + mixer.size() + " items: " + mixer);
         List<Entry> out = new ArrayList<>();
-        for (int i = 0; i < mixer.size(); i += 2) {
-            String ds = mixer.get(i), amt = mixer.get(i + 1).trim();
-            try {
-                if (amt.contains(".") || amt.contains("e") || amt.contains("E")) {
-                    double f = Double.parseDouble(amt);
-                    if (!(f > 0 && f <= 1)) throw new IllegalArgumentException("dataset_mixer_list: fraction for " + ds + " must be in (0, 1], got " + amt);
-                    out.add(new Entry(ds, f, -1));
-                } else {
-                    int n = Integer.parseInt(amt);
-                    if (n < 1) throw new IllegalArgumentException("dataset_mixer_list: row count for " + ds + " must be >= 1, got " + amt);
-                    out.add(new Entry(ds, 0, n));
-                }
-            } catch (NumberFormatException e) {
-                throw new IllegalArgumentException("dataset_mixer_list: amount for " + ds + " must be a fraction like 1.0 or a row count like 16, got \"" + amt + "\"");
-            }
-        }
+        for (int i = 0; i < mixer.size(); i += 2) out.add(parseAmount(mixer.get(i), mixer.get(i + 1)));
         return out;
+    }
+
+    /** The reference's rule: '.' -> float, else int; then > 1.0 -> row count, else fraction. */
+    static Entry parseAmount(String ds, String raw) {
+        String amt = raw == null ? "" : raw.trim();
+        double v;
+        if (amt.contains(".") && FLOAT.matcher(amt).matches()) v = Double.parseDouble(amt);
+        else if (!amt.contains(".") && INT.matcher(amt).matches()) {
+            try {
+                v = Long.parseLong(amt);
+            } catch (NumberFormatException e) {
+                throw new IllegalArgumentException("dataset_mixer_list: row count for " + ds + " is too large: \"" + raw + "\"");
+            }
+        } else
+            throw new IllegalArgumentException("dataset_mixer_list: amount for " + ds + " must be a number such as 1.0 (all rows), 0.5 (a fraction) or 16 (a row count), got \"" + raw + "\"");
+        if (!(v > 0))
+            throw new IllegalArgumentException("dataset_mixer_list: amount for " + ds + " must be > 0 (a fraction <= 1 or a row count > 1), got \"" + raw + "\"");
+        if (v > 1.0) {
+            if (!(v < Integer.MAX_VALUE)) throw new IllegalArgumentException("dataset_mixer_list: row count for " + ds + " is too large: \"" + raw + "\"");
+            return new Entry(ds, 0, (int) v);
+        }
+        return new Entry(ds, v, -1);
     }
 
     /** Loads and concatenates the selected rows, in list order. */
     public static List<RlvrRow> load(List<String> mixer, Path baseDir) throws IOException {
+        return load(mixer, List.of(), baseDir);
+    }
+
+    /**
+     * Loads and concatenates the selected rows, in list order. {@code splits} is the reference's
+     * dataset_mixer_list_splits: empty (every data file of a directory), one split for every dataset, or one per
+     * dataset. A split selects, inside a dataset directory, the data files of that split in the HF hub layouts
+     * ({@code train.jsonl}, {@code train-00000-of-00001.parquet}, {@code data/train-*.parquet}, {@code train/...});
+     * a dataset given as a single file is taken whole.
+     */
+    public static List<RlvrRow> load(List<String> mixer, List<String> splits, Path baseDir) throws IOException {
+        List<Entry> entries = parse(mixer);
+        List<String> sp = splits == null ? List.of() : splits;
+        if (!(sp.isEmpty() || sp.size() == 1 || sp.size() == entries.size()))
+            throw new IllegalArgumentException("dataset_mixer_list has " + entries.size() + " datasets but its splits list has " + sp.size()
+                    + " entries " + sp + " (give one split for all, or one per dataset)");
         List<RlvrRow> all = new ArrayList<>();
-        for (Entry e : parse(mixer)) {
-            List<RlvrRow> rows = DatasetReader.read(resolve(e.dataset(), baseDir));
-            int take = e.isFraction() ? (int) (rows.size() * e.fraction()) : e.count();
+        for (int k = 0; k < entries.size(); k++) {
+            Entry e = entries.get(k);
+            String split = sp.isEmpty() ? null : sp.get(sp.size() == 1 ? 0 : k);
+            List<RlvrRow> rows = DatasetReader.read(resolve(e.dataset(), baseDir), split);
+            int take = e.rowsOf(rows.size());
             if (take > rows.size())
                 throw new IllegalArgumentException("dataset_mixer_list asks for " + take + " rows of " + e.dataset() + ", which has " + rows.size());
             all.addAll(rows.subList(0, take));

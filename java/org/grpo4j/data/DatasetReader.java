@@ -54,6 +54,31 @@ public final class DatasetReader {
         throw new IOException(path + ": unknown dataset format (expected .jsonl, .json or .parquet)");
     }
 
+    /**
+     * Like {@link #read(Path)}, but for a directory only the data files of {@code split} (null: all of them): a file
+     * belongs to split s when a folder between the directory and the file is named s (train/..., data/train/...), or
+     * its name is s.jsonl / s.parquet or starts with "s-" (train-00000-of-00001.parquet). A single file is read whole.
+     */
+    public static List<RlvrRow> read(Path path, String split) throws IOException {
+        if (split == null || split.isBlank() || !Files.isDirectory(path)) return read(path);
+        List<Path> files;
+        try (var s = Files.walk(path)) {
+            files = s.filter(Files::isRegularFile).filter(DatasetReader::isDataFile).filter(f -> inSplit(path.relativize(f), split)).sorted().toList();
+        }
+        if (files.isEmpty()) throw new NoSuchFileException(path.toString(), null, "no .jsonl or .parquet files of split \"" + split + "\" in this directory");
+        List<RlvrRow> all = new ArrayList<>();
+        for (Path f : files) all.addAll(read(f));
+        return all;
+    }
+
+    static boolean inSplit(Path rel, String split) {
+        for (int i = 0; i < rel.getNameCount() - 1; i++) if (rel.getName(i).toString().equals(split)) return true;
+        String n = rel.getFileName().toString();
+        int dot = n.indexOf('.');
+        String stem = dot < 0 ? n : n.substring(0, dot);
+        return stem.equals(split) || n.startsWith(split + "-");
+    }
+
     static boolean isDataFile(Path p) {
         String n = p.getFileName().toString().toLowerCase(Locale.ROOT);
         return n.endsWith(".jsonl") || n.endsWith(".parquet");

@@ -9,6 +9,8 @@ public record Completion(int[] tokens, float[] logprobs, FinishReason finishReas
     public enum FinishReason {
         /** A stop token was produced (and is the last token). */
         STOP,
+        /** The text completed one of the stop strings (the token that completed it is the last one). */
+        STOP_STRING,
         /** max_tokens was reached without a stop token. */
         LENGTH;
 

@@ -229,6 +229,7 @@ public final class Generator {
     private static boolean finishIfDone(Seq s, SamplingParams p) {
         int last = s.tokens.get(s.tokens.size() - 1);
         if (p.stopTokenIds().contains(last)) s.finish = Completion.FinishReason.STOP;
+        else if (p.stopStrings() != null && p.stopStrings().completedBy(s.tokens)) s.finish = Completion.FinishReason.STOP_STRING;
         else if (s.tokens.size() >= p.maxTokens()) s.finish = Completion.FinishReason.LENGTH;
         return s.finish != null;
     }

@@ -18,7 +18,8 @@ import java.util.Map;
  * (trim_blocks, lstrip_blocks, strict whitespace control; see java-deps.md b), with every render error fatal.
  *
  * <p>Built-in names: {@code tulu} (open-instruct's CHAT_TEMPLATES["tulu"]: no BOS, generation prompt
- * "&lt;|assistant|&gt;\n", assistant turns end with eos_token) and {@code llama3} (Meta Llama 3 Instruct).
+ * "&lt;|assistant|&gt;\n", assistant turns end with eos_token), {@code llama3} (Meta Llama 3 Instruct), and
+ * {@code r1_simple_chat} / {@code r1_simple_chat_postpend_think} (open-instruct's R1 prompts, used with the format reward).
  * {@code tokenizer} means the tokenizer's own chat_template.
  */
 public final class ChatTemplate {
@@ -28,6 +29,24 @@ public final class ChatTemplate {
             + "{% elif message['role'] == 'assistant' %}{% if not loop.last %}{{ '<|assistant|>\\n'  + message['content'] + eos_token + '\\n' }}"
             + "{% else %}{{ '<|assistant|>\\n'  + message['content'] + eos_token }}{% endif %}{% endif %}"
             + "{% if loop.last and add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}{% endfor %}";
+
+    /** The R1 system text of open-instruct's r1_simple_chat templates (from arXiv 2501.12948). */
+    private static final String R1_PREAMBLE = "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
+            + "The assistant first thinks about the reasoning process in the mind and then provides the user with the answer. "
+            + "The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, respectively, "
+            + "i.e., <think> reasoning process here </think> <answer> answer here </answer>.\n\n";
+
+    /**
+     * open-instruct CHAT_TEMPLATES["r1_simple_chat"] (3f37c29): the R1 preamble, then "Role: content\n" per message
+     * ("\n\n" between messages), generation prompt "Assistant:". The reference's {@code message['role'].capitalize()}
+     * is written as jinjava's capitalize filter (it upper-cases the first letter; roles are lower-case words).
+     */
+    public static final String R1_SIMPLE_CHAT = R1_PREAMBLE + "{% for message in messages %}{{ '\n\n' if not loop.first else '' }}"
+            + "{{ (message['role'] | capitalize) + ': ' + message['content'] + '\n' }}"
+            + "{% if loop.last and add_generation_prompt %}{{ 'Assistant:' }}{% endif %}{% endfor %}";
+
+    /** open-instruct CHAT_TEMPLATES["r1_simple_chat_postpend_think"]: as r1_simple_chat, generation prompt "Assistant: &lt;think&gt;". */
+    public static final String R1_SIMPLE_CHAT_POSTPEND_THINK = R1_SIMPLE_CHAT.replace("{{ 'Assistant:' }}", "{{ 'Assistant: <think>' }}");
 
     /** Meta Llama 3 Instruct. */
     public static final String LLAMA3 = "{% set loop_messages = messages %}{% for message in loop_messages %}"
@@ -55,13 +74,15 @@ public final class ChatTemplate {
         return switch (n) {
             case "tulu" -> new ChatTemplate("tulu", TULU);
             case "llama3" -> new ChatTemplate("llama3", LLAMA3);
+            case "r1_simple_chat" -> new ChatTemplate("r1_simple_chat", R1_SIMPLE_CHAT);
+            case "r1_simple_chat_postpend_think" -> new ChatTemplate("r1_simple_chat_postpend_think", R1_SIMPLE_CHAT_POSTPEND_THINK);
             case "tokenizer" -> {
                 if (tok == null || tok.chatTemplate() == null)
                     throw new IllegalArgumentException("chat template \"tokenizer\": "
                             + (tok == null ? "no tokenizer" : tok.directory().resolve("tokenizer_config.json") + " has no chat_template"));
                 yield new ChatTemplate("tokenizer", tok.chatTemplate());
             }
-            default -> throw new IllegalArgumentException("unknown chat template \"" + name + "\" (expected tulu, llama3 or tokenizer)");
+            default -> throw new IllegalArgumentException("unknown chat template \"" + name + "\" (expected tulu, llama3, r1_simple_chat, r1_simple_chat_postpend_think or tokenizer)");
         };
     }
 

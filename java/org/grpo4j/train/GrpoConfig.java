@@ -32,7 +32,11 @@ public final class GrpoConfig {
     public String chatTemplateName = "tulu";
     public List<String> datasetMixerList = new ArrayList<>();
     public List<String> datasetMixerEvalList = new ArrayList<>();
+    /** Split per dataset (one for all, or one each); empty: every data file of a dataset directory. */
+    public List<String> datasetMixerListSplits = new ArrayList<>();
+    public List<String> datasetMixerEvalListSplits = new ArrayList<>();
     public int maxPromptTokenLength = 2048;
+    /** Rows whose whole chat (every message) is longer are dropped, as the reference's rlvr_filter_v1 does. */
     public int maxTokenLength = 4096;
     public int responseLength = 2048;
 
@@ -51,7 +55,10 @@ public final class GrpoConfig {
 
     // optimization
     public double learningRate = 5e-7;
+    /** linear, cosine, cosine_with_restarts, polynomial, constant, constant_with_warmup (transformers' semantics). */
     public String lrSchedulerType = "constant";
+    /** "" (grpo4j: warm_up_steps honoured, true horizon) or "open-instruct-3f37c29" (the reference exactly); see LrSchedule. */
+    public String lrSchedulerCompat = "";
     public double warmupRatio = 0.0;
     public int warmUpSteps = 0;
     public double weightDecay = 0.01;
@@ -74,6 +81,10 @@ public final class GrpoConfig {
     public boolean nonStopPenalty = true;
     public double penaltyRewardValue = 0.0;
     public String stopToken = "eos";
+    /** Generation also stops when the text completes one of these (vLLM stop strings; the reference's stop_strings). */
+    public List<String> stopStrings = new ArrayList<>();
+    /** The non-stop penalty also applies to responses whose sequence length is below this (the reference's min_response_length). */
+    public int minResponseLength = 0;
 
     // rewards
     public boolean applyVerifiableReward = true;
@@ -83,6 +94,15 @@ public final class GrpoConfig {
     public String verifierCompat = "";
     /** Seconds per verification (grpo4j). */
     public double verifierTimeout = 5.0;
+    /** Adds r1_style_format_reward to responses in the R1 format (open-instruct #551; reward.FormatReward). */
+    public boolean addR1StyleFormatReward = false;
+    public double r1StyleFormatReward = 1.0;
+
+    // logging
+    /** "" (correct values) or "open-instruct-3f37c29" (the reference's logged numbers, 1/8 dilution included; docs/trainer.md). */
+    public String metricsCompat = "";
+    /** Free text about the config, e.g. how it differs from a reference command; not read by training (grpo4j). */
+    public List<String> notes = new ArrayList<>();
 
     // run
     public long seed = 1;
@@ -156,6 +176,7 @@ public final class GrpoConfig {
             }
             at.set(path[path.length - 1], v);
         }
+        ReferenceOptions.rejectUnsupported(tree, where);
         GrpoConfig c;
         try {
             c = JSON.treeToValue(tree, GrpoConfig.class);
@@ -207,8 +228,9 @@ public final class GrpoConfig {
         require(responseLength >= 1, where, "response_length must be >= 1");
         require(maxPromptTokenLength >= 1, where, "max_prompt_token_length must be >= 1");
         require(learningRate >= 0 && Double.isFinite(learningRate), where, "learning_rate must be >= 0");
-        require(List.of("constant", "linear").contains(lrSchedulerType), where, "lr_scheduler_type must be constant or linear, got " + lrSchedulerType);
+        require(LrSchedule.TYPES.contains(lrSchedulerType), where, "lr_scheduler_type must be one of " + String.join(", ", LrSchedule.TYPES) + ", got " + lrSchedulerType);
         require(warmupRatio >= 0 && warmupRatio < 1, where, "warmup_ratio must be in [0, 1)");
+        require(warmUpSteps >= 0, where, "warm_up_steps must be >= 0");
         require(beta >= 0, where, "beta must be >= 0");
         KlEstimator.parse(klEstimator);
         require(cliprange >= 0 && cliprange < 1, where, "cliprange must be in [0, 1)");
@@ -217,8 +239,8 @@ public final class GrpoConfig {
         require(temperature > 0, where, "temperature must be > 0 for GRPO sampling");
         require(topP > 0 && topP <= 1, where, "top_p must be in (0, 1]");
         require(stopToken.equals("eos"), where, "stop_token must be \"eos\"");
-        require(rewardModelMultiplier == 0.0, where, "reward_model_multiplier must be 0 (no reward model in grpo4j)");
-        require(applyVerifiableReward, where, "apply_verifiable_reward must be true");
+        require(rewardModelMultiplier == 0.0, where, "reward_model_multiplier must be 0: grpo4j is RLVR only (verifiable rewards, no reward model)");
+        require(applyVerifiableReward, where, "apply_verifiable_reward must be true: grpo4j is RLVR only (verifiable rewards, no reward model)");
         Compat.parse(verifierCompat);
         require(verifierTimeout > 0, where, "verifier_timeout must be > 0");
         require(numEvals >= 0 && saveFreq >= 0, where, "num_evals and save_freq must be >= 0");
@@ -228,6 +250,7 @@ public final class GrpoConfig {
         require(numTrainingSteps > 0 || totalEpisodes >= (long) rollouts * worldSize, where,
                 "total_episodes " + totalEpisodes + " is less than one step of " + rollouts * worldSize + " completions");
         require(sftWarmup.steps >= 0 && sftWarmup.batchSize >= 1 && sftWarmup.learningRate >= 0, where, "sft_warmup needs steps >= 0, batch_size >= 1, learning_rate >= 0");
+        ReferenceOptions.validate(this, where);
     }
 
     @JsonIgnore public int rolloutBatchSize() { return localRolloutBatchSize * worldSize; }
@@ -243,8 +266,10 @@ public final class GrpoConfig {
     @JsonIgnore public KlEstimator kl() { return KlEstimator.parse(klEstimator); }
     @JsonIgnore public LossAggregation aggregation() { return LossAggregation.parse(lossAggregation); }
     @JsonIgnore public Compat compat() { return Compat.parse(verifierCompat); }
-    /** Warm-up optimizer steps (the reference's int(steps x warmup_ratio), or warm_up_steps when set). */
-    @JsonIgnore public int warmupSteps() { return warmUpSteps > 0 ? warmUpSteps : (int) (trainingSteps() * optimizerStepsPerTrainingStep() * warmupRatio); }
+    /** Warm-up optimizer steps of the schedule this config trains with (see {@link LrSchedule#of}). */
+    @JsonIgnore public int warmupSteps() { return LrSchedule.of(this).warmup(); }
+    /** The learning-rate schedule (see {@link LrSchedule#of}). */
+    @JsonIgnore public LrSchedule lrSchedule() { return LrSchedule.of(this); }
 
     /** The derived quantities of grpo-reference.md section 0, name to value. */
     public Map<String, String> derived() {
@@ -259,6 +284,9 @@ public final class GrpoConfig {
                 : totalEpisodes + " // " + completionsPerStep() + " = " + trainingSteps());
         m.put("eval_freq", numEvals == 0 ? "never" : "max(1, " + trainingSteps() + " // " + numEvals + ") = " + evalFreq());
         m.put("optimizer steps in total", String.valueOf((long) trainingSteps() * optimizerStepsPerTrainingStep()));
+        LrSchedule lr = lrSchedule();
+        m.put("lr schedule", lr.type() + ", " + lr.base() + ", warm-up " + lr.warmup() + ", horizon " + lr.total() + " optimizer steps"
+                + (ReferenceOptions.lrCompat(this) ? " (lr_scheduler_compat " + ReferenceOptions.OPEN_INSTRUCT_3F37C29 + ")" : ""));
         return m;
     }
 

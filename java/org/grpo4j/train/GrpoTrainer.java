@@ -34,10 +34,12 @@ import org.grpo4j.model.LlamaConfig;
 import org.grpo4j.model.LlamaModel;
 import org.grpo4j.model.LlamaWeights;
 import org.grpo4j.model.PackedBatch;
+import org.grpo4j.reward.FormatReward;
 import org.grpo4j.reward.Rewards;
 import org.grpo4j.rollout.Completion;
 import org.grpo4j.rollout.Generator;
 import org.grpo4j.rollout.SamplingParams;
+import org.grpo4j.rollout.StopStrings;
 import org.grpo4j.rollout.Truncation;
 import org.grpo4j.tokenizer.ChatMessage;
 import org.grpo4j.tokenizer.ChatTemplate;
@@ -114,11 +116,14 @@ public final class GrpoTrainer implements AutoCloseable {
     private LlamaModel refModel;
     private final Rewards rewards;
     private final Generator generator;
+    private final StopStrings stopStrings;
+    private final boolean metricsCompat;
     private final int eos;
     private final Path tokenizerDir;
     private final Consumer<LlamaWeights> gradientHook;
     private final AtomicBoolean cancelled = new AtomicBoolean();
     private final List<Map<String, Double>> history = new ArrayList<>();
+    private final LrSchedule schedule;
     private AdamW optimizer;
     private int step; // last completed training step
     private long optimizerSteps;
@@ -132,6 +137,7 @@ public final class GrpoTrainer implements AutoCloseable {
         if (resumeDir != null) c = savedConfig(resumeDir, c);
         c.validate("config");
         this.cfg = c;
+        this.schedule = LrSchedule.of(cfg);
         if (cfg.worldSize != 1)
             throw new IllegalArgumentException("world_size " + cfg.worldSize + ": multi-GPU training (NCCL + ZeRO-2) is not implemented yet; "
                     + "this trainer runs one process (world_size 1). tools/grpo4j train --dry-run prints the derived quantities.");
@@ -170,9 +176,13 @@ public final class GrpoTrainer implements AutoCloseable {
         // local dataset paths become absolute in the saved config, so that a resume finds them from any directory
         cfg.datasetMixerList = absolutize(cfg.datasetMixerList, cfg.baseDir);
         cfg.datasetMixerEvalList = absolutize(cfg.datasetMixerEvalList, cfg.baseDir);
-        this.train = new PromptDataset(DatasetMixer.load(cfg.datasetMixerList, null), tok, template, cfg.maxPromptTokenLength);
+        this.train = new PromptDataset(DatasetMixer.load(cfg.datasetMixerList, cfg.datasetMixerListSplits, null), tok, template,
+                cfg.maxPromptTokenLength, cfg.maxTokenLength);
         this.eval = cfg.datasetMixerEvalList.isEmpty() ? null
-                : new PromptDataset(DatasetMixer.load(cfg.datasetMixerEvalList, null), tok, template, cfg.maxPromptTokenLength);
+                : new PromptDataset(DatasetMixer.load(cfg.datasetMixerEvalList, cfg.datasetMixerEvalListSplits, null), tok, template,
+                cfg.maxPromptTokenLength, cfg.maxTokenLength);
+        this.stopStrings = cfg.stopStrings.isEmpty() ? null : new StopStrings(cfg.stopStrings, ids -> tok.decodeLenient(ids, true));
+        this.metricsCompat = ReferenceOptions.metricsCompat(cfg);
         this.iterator = new ShufflingIterator(train.size(), cfg.rolloutBatchSize(), cfg.seed);
 
         int longestPrompt = 0;
@@ -182,9 +192,11 @@ public final class GrpoTrainer implements AutoCloseable {
         this.generator = new Generator(model, gc);
         if (log != null) {
             if (choice != null && choice.reason() != null) log.println("grpo4j: " + choice.reason());
-            log.printf("grpo4j: %s | model %,d params | %d prompts (%d dropped > %d tokens) | longest prompt %d tokens%n", be.description(),
-                    policy.layout().totalElements(), train.size(), train.dropped(), cfg.maxPromptTokenLength, longestPrompt);
+            log.printf("grpo4j: %s | model %,d params | %d prompts (dropped: %d with prompt > %d tokens, %d with chat > %d tokens) | longest prompt %d tokens%n",
+                    be.description(), policy.layout().totalElements(), train.size(), train.droppedPrompt(), cfg.maxPromptTokenLength,
+                    train.droppedChat(), cfg.maxTokenLength, longestPrompt);
             for (var e : cfg.derived().entrySet()) log.printf("grpo4j:   %-36s %s%n", e.getKey(), e.getValue());
+            for (String note : LrSchedule.notes(cfg)) log.println("grpo4j: note: " + note);
         }
         if (resumeDir != null) restore(resumeDir);
     }
@@ -232,10 +244,12 @@ public final class GrpoTrainer implements AutoCloseable {
         int row, promptLen;
         int[] seq;          // prompt + loss tokens
         int[] targets;      // loss tokens
+        int[] generated;    // the generated tokens (through the stop token or stop string)
         boolean hasStop, correct;
         int seqLen;
-        double reward, advantage;
+        double reward, advantage, formatScore;
         float[] old, ref;
+        final double[] trainKl = new double[4]; // per-sequence sums of kl1..kl4 in the first epoch's training forward
     }
 
     private Map<String, Double> trainingStep(int s) throws IOException {
@@ -244,7 +258,7 @@ public final class GrpoTrainer implements AutoCloseable {
         int n = cfg.numberSamplesPerPrompt;
         List<int[]> prompts = new ArrayList<>();
         for (int i : batch) prompts.add(train.prompt(i));
-        SamplingParams sp = new SamplingParams(n, (float) cfg.temperature, (float) cfg.topP, 0, cfg.responseLength, Set.of(eos), mix(cfg.seed, s, 1));
+        SamplingParams sp = new SamplingParams(n, (float) cfg.temperature, (float) cfg.topP, 0, cfg.responseLength, Set.of(eos), mix(cfg.seed, s, 1), stopStrings);
         List<List<Completion>> comps = generator.generate(prompts, sp);
         Generator.Stats gs = generator.lastStats();
         long tGen = System.nanoTime();
@@ -257,10 +271,14 @@ public final class GrpoTrainer implements AutoCloseable {
                 Rollout r = new Rollout();
                 r.row = batch[p];
                 r.promptLen = prompts.get(p).length;
-                Truncation.Response resp = Truncation.apply(comps.get(p).get(j).tokens(), eos, cfg.responseLength);
+                r.generated = comps.get(p).get(j).tokens();
+                Truncation.Response resp = Truncation.apply(r.generated, eos, cfg.responseLength);
                 r.targets = resp.lossTokens();
-                r.hasStop = resp.hasStop();
                 r.seqLen = resp.sequenceLength();
+                // the reference's contain_stop_token: a stop token, and a sequence length of at least min_response_length (G:1170-1173)
+                r.hasStop = resp.hasStop() && r.seqLen >= cfg.minResponseLength;
+                // the R1 format reward scores the response decoded with its special tokens (G:1082-1086, 1138-1139)
+                if (cfg.addR1StyleFormatReward) r.formatScore = FormatReward.score(tok.decodeLenient(r.generated, false), cfg.r1StyleFormatReward);
                 r.seq = concat(prompts.get(p), r.targets);
                 RlvrRow row = train.row(batch[p]);
                 items.add(new Rewards.Item(tok.decodeLenient(r.targets, true), row.groundTruth(), row.dataset(), row));
@@ -272,7 +290,8 @@ public final class GrpoTrainer implements AutoCloseable {
         for (int k = 0; k < rs.size(); k++) {
             Rollout r = rs.get(k);
             r.reward = res.get(k).reward();
-            r.correct = r.reward > 0;
+            r.correct = r.reward > 0; // verifiable_correct_rate counts the verifier's reward only
+            r.reward += r.formatScore;
             if (res.get(k).error() != null) errors++;
             if (res.get(k).timedOut()) timeouts++;
             if (cfg.nonStopPenalty && !r.hasStop) r.reward = cfg.penaltyRewardValue;
@@ -298,9 +317,9 @@ public final class GrpoTrainer implements AutoCloseable {
         // PPO epochs over mini-batches of micro-batches
         GrpoLossParams lp = new GrpoLossParams(temp, (float) cfg.cliprange, (float) cfg.epsHigh(), (float) cfg.beta, cfg.kl());
         int mini = cfg.localMiniBatchSize, micro = cfg.perDeviceTrainBatchSize;
-        List<Double> microRatio = new ArrayList<>();
-        double lossSum = 0, pgSum = 0, clipSum = 0, approxKlSum = 0, gradNormSum = 0;
-        int microCount = 0, optSteps = 0, skipped = 0;
+        TrainStats stats = new TrainStats();
+        double gradNormSum = 0;
+        int optSteps = 0, skipped = 0;
         long tokensTrained = 0;
         long tTrain0 = System.nanoTime();
         for (int e = 0; e < cfg.numEpochs; e++) {
@@ -313,17 +332,11 @@ public final class GrpoTrainer implements AutoCloseable {
                 boolean finite = true;
                 for (int mc = 0; mc < mini; mc += micro) {
                     List<Rollout> microRs = miniRs.subList(mc, mc + micro);
-                    MicroStats st = microStep(microRs, lp, miniTokens, miniRs.size());
+                    MicroStats st = microStep(microRs, lp, miniTokens, miniRs.size(), e == 0);
                     tokensTrained += st.tokens;
                     finite &= Double.isFinite(st.loss);
-                    if (e == 0) {
-                        microRatio.add(st.ratioMean);
-                        lossSum += st.loss;
-                        pgSum += st.pgLoss;
-                        clipSum += st.clipFrac;
-                        approxKlSum += st.approxKl;
-                        microCount++;
-                    }
+                    stats.add(new TrainStats.Micro(e, mb, mc / micro, microRs.size(), st.lossTokens, st.loss, st.pgLoss,
+                            st.ratioSum, st.clipSum, st.halfSqDiffSum, st.klSum));
                 }
                 if (gradientHook != null) gradientHook.accept(grads);
                 double norm = optimizer.gradNorm(grads.flat());
@@ -338,9 +351,7 @@ public final class GrpoTrainer implements AutoCloseable {
                                 + " consecutive optimizer steps had a non-finite loss or gradient norm");
                 } else {
                     consecutiveNonfinite = 0;
-                    LrSchedule sched = new LrSchedule(cfg.lrSchedulerType, cfg.learningRate, cfg.warmupSteps(),
-                            (long) cfg.trainingSteps() * cfg.optimizerStepsPerTrainingStep());
-                    optimizer.step(policy.flat(), grads.flat(), norm, cfg.maxGradNorm, sched.at(optimizerSteps));
+                    optimizer.step(policy.flat(), grads.flat(), norm, cfg.maxGradNorm, schedule.at(optimizerSteps));
                     optimizerSteps++;
                     optSteps++;
                     gradNormSum += norm;
@@ -349,11 +360,14 @@ public final class GrpoTrainer implements AutoCloseable {
             }
         }
         long tEnd = System.nanoTime();
-        return metrics(s, rs, gs, microRatio, lossSum, pgSum, clipSum, approxKlSum, microCount, gradNormSum, optSteps, skipped,
-                errors, timeouts, tokensTrained, t0, tGen, tReward, tTrain0, tEnd);
+        return metrics(s, rs, gs, stats, gradNormSum, optSteps, skipped, errors, timeouts, tokensTrained, t0, tGen, tReward, tTrain0, tEnd);
     }
 
-    private record MicroStats(double loss, double pgLoss, double ratioMean, double clipFrac, double approxKl, long tokens) {}
+    /**
+     * A micro-batch's token-masked mean losses and, over its loss tokens, the sums of the ratio, the clipped indicator,
+     * 0.5 (logp - old)^2 and the selected KL estimator; tokens = packed tokens run (prompts included).
+     */
+    private record MicroStats(double loss, double pgLoss, long lossTokens, double ratioSum, double clipSum, double halfSqDiffSum, double klSum, long tokens) {}
 
     /** Rollouts packed for a forward pass: sequences, and for each loss token its row in the packing and its target. */
     private record Packed(List<int[]> seqs, int[] rows, int[] targets) {
@@ -377,7 +391,7 @@ public final class GrpoTrainer implements AutoCloseable {
         }
     }
 
-    private MicroStats microStep(List<Rollout> rs, GrpoLossParams lp, long miniTokens, int miniSeqs) {
+    private MicroStats microStep(List<Rollout> rs, GrpoLossParams lp, long miniTokens, int miniSeqs, boolean firstEpoch) {
         Packed pk = Packed.of(rs);
         List<int[]> seqs = pk.seqs();
         int[] rows = pk.rows(), tgt = pk.targets();
@@ -408,7 +422,7 @@ public final class GrpoTrainer implements AutoCloseable {
             be.embeddingBackward(dHidden, dSel, rowsT);
             model.backward(act, dHidden, grads);
             float[] lpv = logp.toFloats(), rv = ratio.toFloats(), cv = clipped.toFloats(), kv = kl.toFloats();
-            double rSum = 0, cSum = 0, akl = 0, pg = 0, total = 0;
+            double rSum = 0, cSum = 0, akl = 0, pg = 0, total = 0, klSum = 0;
             for (int i = 0; i < nTok; i++) {
                 rSum += rv[i];
                 cSum += cv[i];
@@ -418,9 +432,20 @@ public final class GrpoTrainer implements AutoCloseable {
                 double pgI = Math.max(-a * ratioI, -a * Math.min(Math.max(ratioI, 1 - cfg.cliprange), 1 + cfg.epsHigh()));
                 pg += pgI;
                 total += pgI + cfg.beta * kv[i];
+                klSum += kv[i];
+            }
+            if (firstEpoch) { // the reference's objective/kl..kl4: per-sequence sums at (new - ref) of the first epoch (G:1256-1260)
+                int q = 0;
+                for (Rollout r : rs) {
+                    java.util.Arrays.fill(r.trainKl, 0);
+                    for (int t = 0; t < r.targets.length; t++, q++) {
+                        double dd = Math.max(-40, Math.min(40, (double) lpv[q] - ref[q]));
+                        for (KlEstimator e : KlEstimator.values()) r.trainKl[e.ordinal()] += e.value(dd, rv[q]);
+                    }
+                }
             }
             // micro-batch means (token-masked, no padding): the reference's loss/policy_avg is the total loss pg + beta*kl
-            return new MicroStats(total / nTok, pg / nTok, rSum / nTok, cSum / nTok, akl / nTok, pb.tokens());
+            return new MicroStats(total / nTok, pg / nTok, nTok, rSum, cSum, akl, klSum, pb.tokens());
         }
     }
 
@@ -434,13 +459,13 @@ public final class GrpoTrainer implements AutoCloseable {
 
     // ---- metrics ------------------------------------------------------------------------------------------------
 
-    private Map<String, Double> metrics(int s, List<Rollout> rs, Generator.Stats gs, List<Double> microRatio, double lossSum, double pgSum,
-                                        double clipSum, double approxKlSum, int microCount, double gradNormSum, int optSteps, int skipped,
+    private Map<String, Double> metrics(int s, List<Rollout> rs, Generator.Stats gs, TrainStats stats, double gradNormSum, int optSteps, int skipped,
                                         int errors, int timeouts, long tokensTrained, long t0, long tGen, long tReward, long tTrain0, long tEnd) {
         Map<String, Double> m = new LinkedHashMap<>();
-        int k = rs.size();
+        int k = rs.size(), L = cfg.responseLength;
+        boolean compat = metricsCompat;
         double[] R = new double[k];
-        double scores = 0, correct = 0, stops = 0, lenSum = 0, lenMin = Double.MAX_VALUE, lenMax = 0, respLen = 0;
+        double scores = 0, correct = 0, stops = 0, lenSum = 0, lenMin = Double.MAX_VALUE, lenMax = 0, respLen = 0, stopIds = 0, format = 0;
         double[] klSum = new double[4];
         double entropy = 0, nonScore = 0;
         KlEstimator sel = cfg.kl();
@@ -454,22 +479,31 @@ public final class GrpoTrainer implements AutoCloseable {
             lenMin = Math.min(lenMin, r.seqLen);
             lenMax = Math.max(lenMax, r.seqLen);
             respLen += r.targets.length;
+            format += r.formatScore;
+            for (int t : r.generated) if (t == eos) stopIds++;
+            // the reference counts stop ids in the responses padded with the stop token to response_length (G:1297)
+            if (compat) stopIds += L - r.generated.length;
             double[] seqKl = new double[4];
             for (int t = 0; t < r.targets.length; t++) {
                 double dd = Math.max(-40, Math.min(40, r.old[t] - r.ref[t]));
                 for (KlEstimator e : KlEstimator.values()) seqKl[e.ordinal()] += e.value(dd, 1.0);
                 entropy -= r.old[t];
             }
-            for (int e = 0; e < 4; e++) klSum[e] += seqKl[e];
+            // the reference's padded slots hold log-prob 1.0, so its "entropy" subtracts one per padding slot (G:1302)
+            if (compat) entropy -= L - r.targets.length;
+            double[] kls = compat ? r.trainKl : seqKl;
+            for (int e = 0; e < 4; e++) klSum[e] += kls[e];
             nonScore += -cfg.beta * seqKl[sel.ordinal()];
         }
-        double ratioMean = microRatio.stream().mapToDouble(Double::doubleValue).average().orElse(1);
-        double ratioVar = microRatio.stream().mapToDouble(x -> (x - ratioMean) * (x - ratioMean)).average().orElse(0);
+        Map<String, Double> st = new LinkedHashMap<>();
+        double compatNonScore = stats.put(st, compat, cfg.numEpochs, cfg.numberSamplesPerPrompt, cfg.gradientAccumulationSteps(), L, cfg.beta);
+        double ns = compat ? compatNonScore : nonScore / k;
         m.put("training_step", (double) s);
         m.put("episode", (double) cfg.completionsPerStep() * s);
-        m.put("epoch", (double) s * cfg.rolloutBatchSize() / train.size());
-        m.put("lr", new LrSchedule(cfg.lrSchedulerType, cfg.learningRate, cfg.warmupSteps(),
-                (long) cfg.trainingSteps() * cfg.optimizerStepsPerTrainingStep()).at(Math.max(0, optimizerSteps - 1)));
+        // the reference divides episodes (completions) by the dataset's rows (G:1324)
+        m.put("epoch", compat ? (double) cfg.completionsPerStep() * s / train.size() : (double) s * cfg.rolloutBatchSize() / train.size());
+        // the rate of this step's last optimizer update; the reference logs get_last_lr() after it, i.e. the next update's rate (G:1323)
+        m.put("lr", schedule.at(compat ? optimizerSteps : Math.max(0, optimizerSteps - 1)));
         m.put("objective/scores", scores / k);
         m.put("objective/scores_mean", scores / k);
         m.put("objective/scores_over_10", scores / k / cfg.verificationReward);
@@ -480,19 +514,18 @@ public final class GrpoTrainer implements AutoCloseable {
         m.put("objective/kl3", klSum[2] / k);
         m.put("objective/kl4", klSum[3] / k);
         m.put("objective/entropy", entropy / k);
-        m.put("objective/non_score_reward", nonScore / k);
-        m.put("objective/rlhf_reward", scores / k + nonScore / k);
+        m.put("objective/non_score_reward", ns);
+        m.put("objective/rlhf_reward", scores / k + ns);
         m.put("val/sequence_lengths", lenSum / k);
         m.put("val/sequence_lengths_min", lenMin);
         m.put("val/sequence_lengths_max", lenMax);
         m.put("val/response_length", respLen / k);
+        m.put("val/num_stop_token_ids", stopIds);
         m.put("val/stop_token_rate", stops / k);
-        m.put("val/ratio", ratioMean);
-        m.put("val/ratio_var", ratioVar);
-        m.put("loss/policy_avg", lossSum / Math.max(1, microCount));
-        m.put("loss/pg_avg", pgSum / Math.max(1, microCount));
-        m.put("policy/approxkl_avg", approxKlSum / Math.max(1, microCount));
-        m.put("policy/clipfrac_avg", clipSum / Math.max(1, microCount));
+        if (cfg.addR1StyleFormatReward) m.put("val/format_scores", format / k);
+        for (String key : List.of("val/ratio", "val/ratio_var", "loss/policy_avg", "loss/pg_avg", "policy/approxkl_avg", "policy/clipfrac_avg"))
+            m.put(key, st.get(key));
+        if (compat) m.put("policy/entropy_avg", 0.0); // never filled in the reference (G:1313)
         m.put("optim/grad_norm", optSteps > 0 ? gradNormSum / optSteps : Double.NaN);
         m.put("optim/skipped_steps", (double) skipped);
         m.put("rewards/errors", (double) errors);
@@ -512,7 +545,7 @@ public final class GrpoTrainer implements AutoCloseable {
     private void writeSamples(int s) {
         List<int[]> ps = new ArrayList<>();
         for (int i = 0; i < Math.min(32, eval.size()); i++) ps.add(eval.prompt(i));
-        SamplingParams sp = new SamplingParams(1, (float) cfg.temperature, (float) cfg.topP, 0, cfg.responseLength, Set.of(eos), mix(cfg.seed, s, 7));
+        SamplingParams sp = new SamplingParams(1, (float) cfg.temperature, (float) cfg.topP, 0, cfg.responseLength, Set.of(eos), mix(cfg.seed, s, 7), stopStrings);
         List<List<Completion>> cs = generator.generate(ps, sp);
         List<Rewards.Item> items = new ArrayList<>();
         for (int i = 0; i < ps.size(); i++) {

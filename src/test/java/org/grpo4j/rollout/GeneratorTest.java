@@ -109,6 +109,46 @@ class GeneratorTest {
         assertTrue(stops > 0);
     }
 
+    /**
+     * Stop strings (vLLM semantics): with a decoder that spells token t as one letter ('a' + t, token 0 decoding to
+     * nothing like a skipped special token), each completion is the stop-free completion (same Philox streams) cut
+     * right after the first token whose text completes a stop string, that token kept; a stop token still wins.
+     */
+    @Test
+    void stopStringsEndCompletionsAfterTheCompletingToken() {
+        java.util.function.Function<int[], String> decode = ids -> {
+            StringBuilder sb = new StringBuilder();
+            for (int t : ids) if (t != 0) sb.append((char) ('a' + t));
+            return sb.toString();
+        };
+        List<String> stops = List.of("dc", "hh", "l");
+        SamplingParams free = new SamplingParams(16, 1f, 1f, 0, 40, Set.of(1), 21);
+        SamplingParams stopped = new SamplingParams(16, 1f, 1f, 0, 40, Set.of(1), 21, new StopStrings(stops, decode));
+        List<List<Completion>> a = gen(4, 400, 64, true).generate(prompts(), free);
+        List<List<Completion>> b = gen(4, 400, 64, true).generate(prompts(), stopped);
+        int byString = 0;
+        for (int i = 0; i < a.size(); i++)
+            for (int j = 0; j < 16; j++) {
+                int[] full = a.get(i).get(j).tokens();
+                int cut = full.length;
+                Completion.FinishReason want = a.get(i).get(j).finishReason();
+                for (int k = 1; k <= full.length; k++) {
+                    String text = decode.apply(java.util.Arrays.copyOf(full, k));
+                    if (full[k - 1] != 1 && stops.stream().anyMatch(text::contains)) {
+                        cut = k;
+                        want = Completion.FinishReason.STOP_STRING;
+                        break;
+                    }
+                }
+                Completion c = b.get(i).get(j);
+                assertArrayEquals(java.util.Arrays.copyOf(full, cut), c.tokens(), "prompt " + i + " sample " + j);
+                assertEquals(want, c.finishReason(), "prompt " + i + " sample " + j);
+                if (want == Completion.FinishReason.STOP_STRING) byString++;
+            }
+        assertTrue(byString > 8, "stop strings ended " + byString + " of 64 completions");
+        assertThrows(IllegalArgumentException.class, () -> new StopStrings(List.of(""), decode));
+    }
+
     @Test
     void samplesFollowTheModelDistributionAndTopKIsRespected() {
         int[] prompt = {3, 4, 5};

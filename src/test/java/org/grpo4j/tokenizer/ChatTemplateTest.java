@@ -42,6 +42,20 @@ class ChatTemplateTest {
                 + "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", out);
     }
 
+    /** open-instruct CHAT_TEMPLATES["r1_simple_chat"] / ["r1_simple_chat_postpend_think"] at 3f37c29, rendered by hand. */
+    @Test
+    void r1Templates() {
+        String preamble = "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
+                + "The assistant first thinks about the reasoning process in the mind and then provides the user with the answer. "
+                + "The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, respectively, "
+                + "i.e., <think> reasoning process here </think> <answer> answer here </answer>.\n\n";
+        List<ChatMessage> one = List.of(new ChatMessage("user", "What is 2+2?"));
+        assertEquals(preamble + "User: What is 2+2?\nAssistant:", ChatTemplate.named("r1_simple_chat", null).render(one, true, null, EOS));
+        assertEquals(preamble + "User: What is 2+2?\nAssistant: <think>", ChatTemplate.named("r1_simple_chat_postpend_think", null).render(one, true, null, EOS));
+        List<ChatMessage> two = List.of(new ChatMessage("system", "Be brief."), new ChatMessage("user", "Hi"));
+        assertEquals(preamble + "System: Be brief.\n\n\nUser: Hi\n", ChatTemplate.named("r1_simple_chat", null).render(two, false, null, EOS));
+    }
+
     @Test
     void errorsAreFatalAndNamed() {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> ChatTemplate.named("chatml3", null));
