@@ -1,111 +1,127 @@
-// The C ABI that bindings/org/grpo4j/bindings/CudaNative.java sees.
-// Every function returns a cudaError_t as int (0 = success); outputs go through pointers.
-// Device addresses and streams travel as 64-bit integers. Java validates every argument before calling down.
+// The C ABI that bindings/org/grpo4j/bindings/CudaNative.java sees. Plain C declarations only (no CUDA headers), so
+// the JNI glue compiles with g++ in seconds; the definitions live in native/runtime.cu and cuda/*.cu, compiled by
+// nvcc into libgrpo4j_kernels.a (see native/Makefile).
+//
+// Every function returns a cudaError_t as int (0 = success); outputs go through pointers. Device addresses and streams
+// travel as 64-bit integers. Java validates every argument (shapes, dtypes, alignment, sizes) before calling down;
+// kernels that read index data (ids, positions, slots) also guard it on the device (flag, op: see cuda/common.cuh).
 #pragma once
-#include <cuda_runtime.h>
-#include <dlfcn.h>
-#include <string.h>
-#include <stdio.h>
 
-#include "common.cuh"
-#include "fill.cuh"
-#include "cast.cuh"
+#ifdef __cplusplus
+extern "C" {
+#endif
 
-// ---- versions, devices ------------------------------------------------------------------------------------------
+typedef long long g4_ptr;     // a device address
+typedef long long g4_stream;  // a cudaStream_t
 
-static inline int g4_runtime_version(int* v) { return (int) cudaRuntimeGetVersion(v); }
-static inline int g4_driver_version(int* v) { return (int) cudaDriverGetVersion(v); }
-static inline int g4_device_count(int* n) { *n = 0; return (int) cudaGetDeviceCount(n); }
-static inline const char* g4_error_string(int e) { return cudaGetErrorString((cudaError_t) e); }
-static inline const char* g4_error_name(int e) { return cudaGetErrorName((cudaError_t) e); }
-static inline int g4_set_device(int dev) { return (int) cudaSetDevice(dev); }
+// dtype codes for the launchers that take several
+#define G4_F32 0
+#define G4_BF16 1
 
-// name: caller's buffer of name_len bytes; totals in bytes.
-static inline int g4_device_props(int dev, char* name, int name_len, long long* total_mem, int* sms, int* major, int* minor) {
-    cudaDeviceProp p;
-    cudaError_t e = cudaGetDeviceProperties(&p, dev);
-    if (e != cudaSuccess) return (int) e;
-    strncpy(name, p.name, name_len - 1);
-    name[name_len - 1] = 0;
-    *total_mem = (long long) p.totalGlobalMem;
-    *sms = p.multiProcessorCount;
-    *major = p.major;
-    *minor = p.minor;
-    return 0;
+// ---- runtime (native/runtime.cu) -----------------------------------------------------------------------------------
+
+int g4_runtime_version(int* v);
+int g4_driver_version(int* v);
+int g4_device_count(int* n);
+const char* g4_error_string(int e);
+const char* g4_error_name(int e);
+int g4_set_device(int dev);
+int g4_device_props(int dev, char* name, int name_len, long long* total_mem, int* sms, int* major, int* minor);
+int g4_mem_get_info(long long* free_bytes, long long* total_bytes);
+int g4_dlopen_probe(const char* lib, char* err, int err_len);
+// Reads and clears the runtime's last-error slot (0 when clean).
+int g4_get_last_error(void);
+
+int g4_malloc(long long bytes, g4_ptr* out);
+int g4_free(g4_ptr ptr);
+int g4_memcpy_htod(g4_ptr dst, const void* src, long long bytes, g4_stream s);
+int g4_memcpy_dtoh(void* dst, g4_ptr src, long long bytes, g4_stream s);
+int g4_memcpy_dtod(g4_ptr dst, g4_ptr src, long long bytes, g4_stream s);
+int g4_memset(g4_ptr ptr, int value, long long bytes, g4_stream s);
+
+int g4_stream_create(g4_stream* out);
+int g4_stream_destroy(g4_stream s);
+int g4_stream_synchronize(g4_stream s);
+int g4_stream_wait_event(g4_stream s, long long ev);
+int g4_event_create(long long* out);
+int g4_event_destroy(long long ev);
+int g4_event_record(long long ev, g4_stream s);
+int g4_event_synchronize(long long ev);
+int g4_event_elapsed_ms(float* ms, long long start, long long end);
+
+// ---- cuda/fill.cu, cuda/cast.cu ----------------------------------------------------------------------------------------
+
+int g4_fill(int dtype, g4_ptr x, long long n, float value, g4_stream s);
+int g4_fill_i32(g4_ptr x, long long n, int value, g4_stream s);
+int g4_scale(int dtype, g4_ptr x, long long n, float alpha, g4_stream s);
+int g4_cast(int dst_dtype, g4_ptr dst, int src_dtype, g4_ptr src, long long n, g4_stream s);
+
+// ---- cuda/elementwise.cu -----------------------------------------------------------------------------------------------
+
+// out = a + b (all of dtype); out may alias a or b.
+int g4_add(int dtype, g4_ptr out, g4_ptr a, g4_ptr b, long long n, g4_stream s);
+// y (fp32) += alpha * x (x_dtype).
+int g4_axpy(g4_ptr y, float alpha, int x_dtype, g4_ptr x, long long n, g4_stream s);
+
+// ---- cuda/embedding.cu -------------------------------------------------------------------------------------------------
+
+int g4_embedding(int dtype, g4_ptr out, g4_ptr table, g4_ptr ids, int n, int d, int v, g4_ptr flag, int op, g4_stream s);
+// Device scratch bytes g4_embedding_backward needs for n tokens over a vocabulary of v rows.
+int g4_embedding_backward_workspace(int n, int v, long long* bytes);
+// dTable (fp32) [v, d] += rows of dOut (dout_dtype) [n, d] grouped by id, each row's tokens summed in token order.
+int g4_embedding_backward(g4_ptr dtable, int dout_dtype, g4_ptr dout, g4_ptr ids, int n, int d, int v,
+                          g4_ptr ws, long long ws_bytes, g4_ptr flag, int op, g4_stream s);
+
+// ---- cuda/rmsnorm.cu ---------------------------------------------------------------------------------------------------
+
+int g4_rmsnorm(int dtype, g4_ptr out, g4_ptr rstd, g4_ptr x, g4_ptr weight, int n, int d, float eps, g4_stream s);
+int g4_rmsnorm_backward_workspace(int n, int d, long long* bytes);
+int g4_rmsnorm_backward(int dtype, g4_ptr dx, g4_ptr dweight, g4_ptr dout, g4_ptr x, g4_ptr weight, g4_ptr rstd,
+                        int n, int d, g4_ptr ws, long long ws_bytes, g4_stream s);
+
+// ---- cuda/rope.cu ------------------------------------------------------------------------------------------------------
+
+// inv_freq: device fp32 [d/2], computed on the host by Rope.invFreq. inverse != 0 rotates by -angle (the backward).
+int g4_rope(int dtype, g4_ptr out, g4_ptr x, g4_ptr positions, g4_ptr inv_freq, int n, int h, int d, int inverse,
+            g4_ptr flag, int op, g4_stream s);
+
+// ---- cuda/swiglu.cu ----------------------------------------------------------------------------------------------------
+
+int g4_swiglu(int dtype, g4_ptr out, g4_ptr gate, g4_ptr up, long long n, g4_stream s);
+int g4_swiglu_backward(int dtype, g4_ptr dgate, g4_ptr dup, g4_ptr dout, g4_ptr gate, g4_ptr up, long long n, g4_stream s);
+
+// ---- cuda/adamw.cu, cuda/sumsq.cu --------------------------------------------------------------------------------------
+
+// One step on a flat fp32 shard; bf16_out may be 0. The scalars are computed on the host (AdamWStep) exactly as
+// CpuBackend computes them, so that the update is bit-identical to the CPU's.
+int g4_adamw(g4_ptr p, g4_ptr g, g4_ptr m, g4_ptr v, g4_ptr bf16_out, long long n, float decay, float beta1,
+             float beta2, float one_minus_beta1, float one_minus_beta2, float step_size, float bc2_sqrt, float eps,
+             g4_stream s);
+int g4_sum_squares_workspace(long long n, long long* bytes);
+// out[0] (fp32) += sum(x^2), deterministic (a fixed two-pass tree in float64).
+int g4_sum_squares(g4_ptr out, int dtype, g4_ptr x, long long n, g4_ptr ws, long long ws_bytes, g4_stream s);
+
+// ---- cuda/kvcache.cu ---------------------------------------------------------------------------------------------------
+
+// Copies row t of k, v ([n, row] elements of dtype) to slot slots[t] of the caches ([capacity, row]).
+int g4_kv_append(int dtype, g4_ptr kcache, g4_ptr vcache, g4_ptr k, g4_ptr v, g4_ptr slots, int n, int row,
+                 int capacity, g4_ptr flag, int op, g4_stream s);
+
+// ---- host twins of the device math (native/hostmath.cu): the same __host__ __device__ functions, on host arrays ----
+
+// bf16 round-to-nearest-even of every element, as the kernels do it.
+void g4_host_bf16_round(const float* x, short* out, int n);
+// The adamW kernel's per-element update on host arrays (bf16_out may be null).
+void g4_host_adamw(float* p, const float* g, float* m, float* v, short* bf16_out, int n, float decay, float beta1,
+                   float beta2, float one_minus_beta1, float one_minus_beta2, float step_size, float bc2_sqrt, float eps);
+// The rope kernel's cos/sin table for one position and its rotation of one head vector x[d] -> out[d].
+void g4_host_rope(const float* x, float* out, int position, const float* inv_freq, int d, int inverse);
+// The swiglu kernels' per-element math.
+void g4_host_swiglu(const float* gate, const float* up, float* out, int n);
+void g4_host_swiglu_backward(const float* dout, const float* gate, const float* up, float* dgate, float* dup, int n);
+// axpy and add as the kernels compute them (no fused multiply-add).
+void g4_host_axpy(float* y, float alpha, const float* x, int n);
+
+#ifdef __cplusplus
 }
-
-static inline int g4_mem_get_info(long long* free_bytes, long long* total_bytes) {
-    size_t f = 0, t = 0;
-    cudaError_t e = cudaMemGetInfo(&f, &t);
-    *free_bytes = (long long) f;
-    *total_bytes = (long long) t;
-    return (int) e;
-}
-
-// dlopen probe: 0 when the shared library loads; otherwise 1 and dlerror() text in err.
-static inline int g4_dlopen_probe(const char* lib, char* err, int err_len) {
-    void* h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
-    if (h) { dlclose(h); err[0] = 0; return 0; }
-    const char* m = dlerror();
-    snprintf(err, err_len, "%s", m ? m : "unknown dlopen error");
-    return 1;
-}
-
-// ---- memory -----------------------------------------------------------------------------------------------------
-
-static inline int g4_malloc(long long bytes, long long* out) {
-    void* p = nullptr;
-    cudaError_t e = cudaMalloc(&p, (size_t) bytes);
-    *out = (long long) p;
-    return (int) e;
-}
-
-static inline int g4_free(long long ptr) { return (int) cudaFree((void*) ptr); }
-
-// Host copies are synchronous on the given stream: the JNI array is released right after the call returns.
-static inline int g4_memcpy_htod(long long dst, const void* src, long long bytes, long long stream) {
-    cudaError_t e = cudaMemcpyAsync((void*) dst, src, (size_t) bytes, cudaMemcpyHostToDevice, g4::as_stream(stream));
-    if (e != cudaSuccess) return (int) e;
-    return (int) cudaStreamSynchronize(g4::as_stream(stream));
-}
-
-static inline int g4_memcpy_dtoh(void* dst, long long src, long long bytes, long long stream) {
-    cudaError_t e = cudaMemcpyAsync(dst, (const void*) src, (size_t) bytes, cudaMemcpyDeviceToHost, g4::as_stream(stream));
-    if (e != cudaSuccess) return (int) e;
-    return (int) cudaStreamSynchronize(g4::as_stream(stream));
-}
-
-static inline int g4_memcpy_dtod(long long dst, long long src, long long bytes, long long stream) {
-    return (int) cudaMemcpyAsync((void*) dst, (const void*) src, (size_t) bytes, cudaMemcpyDeviceToDevice, g4::as_stream(stream));
-}
-
-static inline int g4_memset(long long ptr, int value, long long bytes, long long stream) {
-    return (int) cudaMemsetAsync((void*) ptr, value, (size_t) bytes, g4::as_stream(stream));
-}
-
-// ---- streams and events -----------------------------------------------------------------------------------------
-
-static inline int g4_stream_create(long long* out) {
-    cudaStream_t s = nullptr;
-    cudaError_t e = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
-    *out = (long long) s;
-    return (int) e;
-}
-static inline int g4_stream_destroy(long long s) { return (int) cudaStreamDestroy(g4::as_stream(s)); }
-static inline int g4_stream_synchronize(long long s) { return (int) cudaStreamSynchronize(g4::as_stream(s)); }
-static inline int g4_stream_wait_event(long long s, long long ev) {
-    return (int) cudaStreamWaitEvent(g4::as_stream(s), (cudaEvent_t) ev, 0);
-}
-
-static inline int g4_event_create(long long* out) {
-    cudaEvent_t ev = nullptr;
-    cudaError_t e = cudaEventCreate(&ev);
-    *out = (long long) ev;
-    return (int) e;
-}
-static inline int g4_event_destroy(long long ev) { return (int) cudaEventDestroy((cudaEvent_t) ev); }
-static inline int g4_event_record(long long ev, long long s) { return (int) cudaEventRecord((cudaEvent_t) ev, g4::as_stream(s)); }
-static inline int g4_event_synchronize(long long ev) { return (int) cudaEventSynchronize((cudaEvent_t) ev); }
-static inline int g4_event_elapsed_ms(float* ms, long long start, long long end) {
-    return (int) cudaEventElapsedTime(ms, (cudaEvent_t) start, (cudaEvent_t) end);
-}
+#endif

@@ -5,11 +5,14 @@ import org.bytedeco.javacpp.annotation.Cast;
 import org.bytedeco.javacpp.annotation.Platform;
 
 /**
- * JNI layer over {@code native/grpo4j_native.h} (which includes the kernels in {@code cuda/}).
+ * JNI layer over the C ABI in {@code native/grpo4j_native.h}: the CUDA runtime calls ({@code native/runtime.cu}), the
+ * kernel launchers ({@code cuda/*.cu}) and the host twins of the device math ({@code native/hostmath.cu}).
  *
- * <p>Built by the javacpp Maven plugin with nvcc into {@code org/grpo4j/bindings/linux-x86_64/libjniCudaNative.so}.
- * Every function returns a {@code cudaError_t} as an int; device addresses and streams are plain longs. Callers
- * (the {@code backend.cuda} package) validate every argument first: nothing here checks bounds.
+ * <p>Built by Maven: {@code native/Makefile} compiles the CUDA sources into {@code libgrpo4j_kernels.a}, then the
+ * javacpp plugin links this class's JNI glue against it into
+ * {@code org/grpo4j/bindings/linux-x86_64/libjniCudaNative.so}. Every launcher returns a {@code cudaError_t} as an int;
+ * device addresses and streams are plain longs; dtype codes are {@link #F32} and {@link #BF16}. Callers (the
+ * {@code backend} package) validate every argument first: nothing here checks bounds, sizes or alignment.
  *
  * <p>There is deliberately no {@code static { Loader.load(); }}: {@link #load()} is called once by
  * {@code CudaRuntime}, which turns a missing library or driver into a reason instead of a class-init error.
@@ -18,12 +21,15 @@ import org.bytedeco.javacpp.annotation.Platform;
 public final class CudaNative {
     private CudaNative() {}
 
+    public static final int F32 = 0;
+    public static final int BF16 = 1;
+
     /** Loads the JNI library (and, through its NEEDED entries, libcudart.so.13). Throws on failure. */
     public static String load() {
         return Loader.load(CudaNative.class);
     }
 
-    // versions and devices
+    // ---- runtime: versions and devices
     public static native int g4_runtime_version(int[] v);
     public static native int g4_driver_version(int[] v);
     public static native int g4_device_count(int[] n);
@@ -34,8 +40,9 @@ public final class CudaNative {
                                              @Cast("long long*") long[] totalMem, int[] sms, int[] major, int[] minor);
     public static native int g4_mem_get_info(@Cast("long long*") long[] free, @Cast("long long*") long[] total);
     public static native int g4_dlopen_probe(String lib, @Cast("char*") byte[] err, int errLen);
+    public static native int g4_get_last_error();
 
-    // memory
+    // ---- runtime: memory
     public static native int g4_malloc(long bytes, @Cast("long long*") long[] out);
     public static native int g4_free(long ptr);
     public static native int g4_memcpy_htod(long dst, @Cast("const void*") float[] src, long bytes, long stream);
@@ -49,7 +56,7 @@ public final class CudaNative {
     public static native int g4_memcpy_dtod(long dst, long src, long bytes, long stream);
     public static native int g4_memset(long ptr, int value, long bytes, long stream);
 
-    // streams and events
+    // ---- runtime: streams and events
     public static native int g4_stream_create(@Cast("long long*") long[] out);
     public static native int g4_stream_destroy(long stream);
     public static native int g4_stream_synchronize(long stream);
@@ -60,13 +67,52 @@ public final class CudaNative {
     public static native int g4_event_synchronize(long event);
     public static native int g4_event_elapsed_ms(float[] ms, long start, long end);
 
-    // kernels: cuda/fill.cuh
-    public static native int g4_fill_f32(long x, long n, float value, long stream);
-    public static native int g4_fill_bf16(long x, long n, float value, long stream);
+    // ---- kernels: cuda/fill.cu, cuda/cast.cu, cuda/elementwise.cu
+    public static native int g4_fill(int dtype, long x, long n, float value, long stream);
     public static native int g4_fill_i32(long x, long n, int value, long stream);
-    public static native int g4_scale_f32(long x, long n, float alpha, long stream);
-    public static native int g4_scale_bf16(long x, long n, float alpha, long stream);
-    // kernels: cuda/cast.cuh
-    public static native int g4_cast_f32_bf16(long dst, long src, long n, long stream);
-    public static native int g4_cast_bf16_f32(long dst, long src, long n, long stream);
+    public static native int g4_scale(int dtype, long x, long n, float alpha, long stream);
+    public static native int g4_cast(int dstDtype, long dst, int srcDtype, long src, long n, long stream);
+    public static native int g4_add(int dtype, long out, long a, long b, long n, long stream);
+    public static native int g4_axpy(long y, float alpha, int xDtype, long x, long n, long stream);
+
+    // ---- kernels: cuda/embedding.cu
+    public static native int g4_embedding(int dtype, long out, long table, long ids, int n, int d, int v, long flag,
+                                          int op, long stream);
+    public static native int g4_embedding_backward_workspace(int n, int v, @Cast("long long*") long[] bytes);
+    public static native int g4_embedding_backward(long dTable, int dOutDtype, long dOut, long ids, int n, int d, int v,
+                                                   long ws, long wsBytes, long flag, int op, long stream);
+
+    // ---- kernels: cuda/rmsnorm.cu
+    public static native int g4_rmsnorm(int dtype, long out, long rstd, long x, long weight, int n, int d, float eps,
+                                        long stream);
+    public static native int g4_rmsnorm_backward_workspace(int n, int d, @Cast("long long*") long[] bytes);
+    public static native int g4_rmsnorm_backward(int dtype, long dx, long dWeight, long dOut, long x, long weight,
+                                                 long rstd, int n, int d, long ws, long wsBytes, long stream);
+
+    // ---- kernels: cuda/rope.cu, cuda/swiglu.cu
+    public static native int g4_rope(int dtype, long out, long x, long positions, long invFreq, int n, int h, int d,
+                                     int inverse, long flag, int op, long stream);
+    public static native int g4_swiglu(int dtype, long out, long gate, long up, long n, long stream);
+    public static native int g4_swiglu_backward(int dtype, long dGate, long dUp, long dOut, long gate, long up, long n,
+                                                long stream);
+
+    // ---- kernels: cuda/adamw.cu, cuda/sumsq.cu, cuda/kvcache.cu
+    public static native int g4_adamw(long p, long g, long m, long v, long bf16Out, long n, float decay, float beta1,
+                                      float beta2, float oneMinusBeta1, float oneMinusBeta2, float stepSize,
+                                      float bc2Sqrt, float eps, long stream);
+    public static native int g4_sum_squares_workspace(long n, @Cast("long long*") long[] bytes);
+    public static native int g4_sum_squares(long out, int dtype, long x, long n, long ws, long wsBytes, long stream);
+    public static native int g4_kv_append(int dtype, long kCache, long vCache, long k, long v, long slots, int n,
+                                          int row, int capacity, long flag, int op, long stream);
+
+    // ---- host twins of the device math (native/hostmath.cu)
+    public static native void g4_host_bf16_round(float[] x, short[] out, int n);
+    public static native void g4_host_adamw(float[] p, float[] g, float[] m, float[] v, short[] bf16Out, int n,
+                                            float decay, float beta1, float beta2, float oneMinusBeta1,
+                                            float oneMinusBeta2, float stepSize, float bc2Sqrt, float eps);
+    public static native void g4_host_rope(float[] x, float[] out, int position, float[] invFreq, int d, int inverse);
+    public static native void g4_host_swiglu(float[] gate, float[] up, float[] out, int n);
+    public static native void g4_host_swiglu_backward(float[] dOut, float[] gate, float[] up, float[] dGate, float[] dUp,
+                                                      int n);
+    public static native void g4_host_axpy(float[] y, float alpha, float[] x, int n);
 }

@@ -191,7 +191,7 @@ public abstract class AbstractBackend implements Backend {
         Check.tensor(Ops.COPY, this, "dst", dst);
         Check.tensor(Ops.COPY, this, "src", src);
         Check.check(dst.dtype() == src.dtype(), Ops.COPY,
-                "dst " + dst + " and src " + src + " differ in dtype (use cast)");
+                "dst " + dst + " and src " + src + " differ in dtype; expected the same dtype (cast converts)");
         Check.sameNumel(Ops.COPY, "dst", dst, "src", src);
         requireOp(Ops.COPY);
         copyImpl(dst, src);
@@ -211,9 +211,7 @@ public abstract class AbstractBackend implements Backend {
     @Override
     public final void add(Tensor out, Tensor a, Tensor b) {
         String op = Ops.ADD;
-        fp32(op, "out", out);
-        fp32(op, "a", a);
-        fp32(op, "b", b);
+        sameFloat(op, "out, a, b", out, a, b);
         Check.sameNumel(op, "out", out, "a", a);
         Check.sameNumel(op, "out", out, "b", b);
         requireOp(op);
@@ -224,7 +222,7 @@ public abstract class AbstractBackend implements Backend {
     public final void axpy(Tensor y, float alpha, Tensor x) {
         String op = Ops.AXPY;
         fp32(op, "y", y);
-        fp32(op, "x", x);
+        fp32OrBf16(op, "x", x);
         Check.sameNumel(op, "y", y, "x", x);
         requireOp(op);
         axpyImpl(y, alpha, x);
@@ -233,8 +231,7 @@ public abstract class AbstractBackend implements Backend {
     @Override
     public final void embedding(Tensor out, Tensor table, Tensor ids) {
         String op = Ops.EMBEDDING;
-        fp32(op, "out", out);
-        fp32(op, "table", table);
+        sameFloat(op, "table, out", table, out);
         int32(op, "ids", ids);
         Check.rank(op, "table", table, 2);
         Check.rank(op, "ids", ids, 1);
@@ -247,7 +244,7 @@ public abstract class AbstractBackend implements Backend {
     public final void embeddingBackward(Tensor dTable, Tensor dOut, Tensor ids) {
         String op = Ops.EMBEDDING_BACKWARD;
         fp32(op, "dTable", dTable);
-        fp32(op, "dOut", dOut);
+        fp32OrBf16(op, "dOut", dOut);
         int32(op, "ids", ids);
         Check.rank(op, "dTable", dTable, 2);
         Check.rank(op, "ids", ids, 1);
@@ -259,10 +256,9 @@ public abstract class AbstractBackend implements Backend {
     @Override
     public final void rmsNorm(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps) {
         String op = Ops.RMS_NORM;
-        fp32(op, "out", out);
-        fp32(op, "rstd", rstd);
-        fp32(op, "x", x);
+        sameFloat(op, "x, out", x, out);
         fp32(op, "weight", weight);
+        fp32(op, "rstd", rstd);
         Check.rank(op, "x", x, 2);
         Check.shape(op, "weight", weight, x.dim(1));
         Check.shape(op, "out", out, x.dim(0), x.dim(1));
@@ -275,11 +271,9 @@ public abstract class AbstractBackend implements Backend {
     @Override
     public final void rmsNormBackward(Tensor dx, Tensor dWeight, Tensor dOut, Tensor x, Tensor weight, Tensor rstd) {
         String op = Ops.RMS_NORM_BACKWARD;
-        fp32(op, "dx", dx);
-        fp32(op, "dWeight", dWeight);
-        fp32(op, "dOut", dOut);
-        fp32(op, "x", x);
+        sameFloat(op, "dx, dOut, x", dx, dOut, x);
         fp32(op, "weight", weight);
+        fp32(op, "dWeight", dWeight);
         fp32(op, "rstd", rstd);
         Check.rank(op, "x", x, 2);
         int n = x.dim(0), d = x.dim(1);
@@ -295,9 +289,12 @@ public abstract class AbstractBackend implements Backend {
     @Override
     public final void matmul(Tensor c, Tensor a, boolean transA, Tensor b, boolean transB, float alpha, float beta) {
         String op = Ops.MATMUL;
-        fp32(op, "c", c);
-        fp32(op, "a", a);
-        fp32(op, "b", b);
+        DType ab = sameFloat(op, "a, b", a, b);
+        Check.tensor(op, this, "c", c);
+        if (ab == DType.FP32)
+            Check.check(c.dtype() == DType.FP32, op, "c has dtype " + c.dtype().label()
+                    + " but a, b are fp32; expected an fp32 c (a bf16 c needs bf16 a and b)");
+        else Check.dtype(op, "c", c, DType.FP32, DType.BF16);
         Check.rank(op, "a", a, 2, 3);
         Check.rank(op, "b", b, 2, 3);
         Check.rank(op, "c", c, 2, 3);
@@ -335,22 +332,23 @@ public abstract class AbstractBackend implements Backend {
     }
 
     private void checkRope(String op, Tensor out, Tensor x, Tensor positions, Rope rope) {
-        fp32(op, "out", out);
-        fp32(op, "x", x);
+        boolean bw = op.equals(Ops.ROPE_BACKWARD);
+        String outName = bw ? "dx" : "out", xName = bw ? "dOut" : "x";
+        sameFloat(op, outName + ", " + xName, out, x);
         int32(op, "positions", positions);
         Check.notNull(op, "rope", rope);
-        Check.rank(op, "x", x, 3);
-        Check.shape(op, "out", out, x.dim(0), x.dim(1), x.dim(2));
+        Check.rank(op, xName, x, 3);
+        Check.shape(op, outName, out, x.dim(0), x.dim(1), x.dim(2));
         Check.shape(op, "positions", positions, x.dim(0));
-        Check.check(x.dim(2) == rope.headDim(), op, "x " + x.shapeString() + " has head dim " + x.dim(2) + " but rope has " + rope.headDim());
+        Check.check(x.dim(2) == rope.headDim(), op, xName + " " + x.shapeString() + " has head dim " + x.dim(2) + " but rope has " + rope.headDim());
     }
 
     @Override
     public final void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, float scale) {
         String op = Ops.ATTENTION;
-        checkAttention(op, q, k, v, cuSeqlens, scale);
-        fp32(op, "out", out);
+        sameFloat(op, "q, k, v, out", q, k, v, out);
         fp32(op, "lse", lse);
+        checkAttention(op, q, k, v, cuSeqlens, scale);
         Check.shape(op, "out", out, q.dim(0), q.dim(1), q.dim(2));
         Check.shape(op, "lse", lse, q.dim(0), q.dim(1));
         requireOp(op);
@@ -361,13 +359,9 @@ public abstract class AbstractBackend implements Backend {
     public final void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dOut, Tensor q, Tensor k, Tensor v,
                                         Tensor out, Tensor lse, Tensor cuSeqlens, float scale) {
         String op = Ops.ATTENTION_BACKWARD;
-        checkAttention(op, q, k, v, cuSeqlens, scale);
-        fp32(op, "dq", dq);
-        fp32(op, "dk", dk);
-        fp32(op, "dv", dv);
-        fp32(op, "dOut", dOut);
-        fp32(op, "out", out);
+        sameFloat(op, "dq, dk, dv, dOut, q, k, v, out", dq, dk, dv, dOut, q, k, v, out);
         fp32(op, "lse", lse);
+        checkAttention(op, q, k, v, cuSeqlens, scale);
         Check.shape(op, "dq", dq, q.dim(0), q.dim(1), q.dim(2));
         Check.shape(op, "dOut", dOut, q.dim(0), q.dim(1), q.dim(2));
         Check.shape(op, "out", out, q.dim(0), q.dim(1), q.dim(2));
@@ -378,10 +372,8 @@ public abstract class AbstractBackend implements Backend {
         attentionBackwardImpl(dq, dk, dv, dOut, q, k, v, out, lse, cuSeqlens, scale);
     }
 
+    /** Shapes and cuSeqlens; q, k, v were already checked for dtype (and liveness) by the caller. */
     private void checkAttention(String op, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, float scale) {
-        fp32(op, "q", q);
-        fp32(op, "k", k);
-        fp32(op, "v", v);
         int32(op, "cuSeqlens", cuSeqlens);
         Check.rank(op, "q", q, 3);
         Check.rank(op, "k", k, 3);
@@ -397,10 +389,7 @@ public abstract class AbstractBackend implements Backend {
     @Override
     public final void kvAppend(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor slots) {
         String op = Ops.KV_APPEND;
-        fp32(op, "kCache", kCache);
-        fp32(op, "vCache", vCache);
-        fp32(op, "k", k);
-        fp32(op, "v", v);
+        sameFloat(op, "kCache, vCache, k, v", kCache, vCache, k, v);
         int32(op, "slots", slots);
         Check.rank(op, "kCache", kCache, 4);
         Check.shape(op, "vCache", vCache, kCache.dim(0), kCache.dim(1), kCache.dim(2), kCache.dim(3));
@@ -416,10 +405,7 @@ public abstract class AbstractBackend implements Backend {
     public final void decodeAttention(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables,
                                       Tensor contextLens, float scale) {
         String op = Ops.DECODE_ATTENTION;
-        fp32(op, "out", out);
-        fp32(op, "q", q);
-        fp32(op, "kCache", kCache);
-        fp32(op, "vCache", vCache);
+        sameFloat(op, "out, q, kCache, vCache", out, q, kCache, vCache);
         int32(op, "blockTables", blockTables);
         int32(op, "contextLens", contextLens);
         Check.rank(op, "q", q, 3);
@@ -440,9 +426,7 @@ public abstract class AbstractBackend implements Backend {
     @Override
     public final void swiglu(Tensor out, Tensor gate, Tensor up) {
         String op = Ops.SWIGLU;
-        fp32(op, "out", out);
-        fp32(op, "gate", gate);
-        fp32(op, "up", up);
+        sameFloat(op, "out, gate, up", out, gate, up);
         Check.sameNumel(op, "gate", gate, "up", up);
         Check.sameNumel(op, "out", out, "gate", gate);
         requireOp(op);
@@ -452,11 +436,7 @@ public abstract class AbstractBackend implements Backend {
     @Override
     public final void swigluBackward(Tensor dGate, Tensor dUp, Tensor dOut, Tensor gate, Tensor up) {
         String op = Ops.SWIGLU_BACKWARD;
-        fp32(op, "dGate", dGate);
-        fp32(op, "dUp", dUp);
-        fp32(op, "dOut", dOut);
-        fp32(op, "gate", gate);
-        fp32(op, "up", up);
+        sameFloat(op, "dGate, dUp, dOut, gate, up", dGate, dUp, dOut, gate, up);
         Check.sameNumel(op, "gate", gate, "up", up);
         Check.sameNumel(op, "dOut", dOut, "gate", gate);
         Check.sameNumel(op, "dGate", dGate, "gate", gate);
@@ -465,9 +445,8 @@ public abstract class AbstractBackend implements Backend {
         swigluBackwardImpl(dGate, dUp, dOut, gate, up);
     }
 
+    /** Shapes, targets and temperature; hidden and lmHead were already checked for dtype by the caller. */
     private void checkLmHead(String op, Tensor hidden, Tensor lmHead, Tensor targets, float temperature) {
-        fp32(op, "hidden", hidden);
-        fp32(op, "lmHead", lmHead);
         int32(op, "targets", targets);
         Check.rank(op, "hidden", hidden, 2);
         Check.rank(op, "lmHead", lmHead, 2);
@@ -480,8 +459,9 @@ public abstract class AbstractBackend implements Backend {
     @Override
     public final void tokenLogprobs(Tensor out, Tensor hidden, Tensor lmHead, Tensor targets, float temperature) {
         String op = Ops.TOKEN_LOGPROBS;
-        checkLmHead(op, hidden, lmHead, targets, temperature);
+        sameFloat(op, "hidden, lmHead", hidden, lmHead);
         fp32(op, "out", out);
+        checkLmHead(op, hidden, lmHead, targets, temperature);
         Check.shape(op, "out", out, hidden.dim(0));
         requireOp(op);
         tokenLogprobsImpl(out, hidden, lmHead, targets, temperature);
@@ -491,10 +471,10 @@ public abstract class AbstractBackend implements Backend {
     public final void tokenLogprobsBackward(Tensor dHidden, Tensor dLmHead, Tensor dLogprobs, Tensor hidden,
                                             Tensor lmHead, Tensor targets, float temperature) {
         String op = Ops.TOKEN_LOGPROBS_BACKWARD;
-        checkLmHead(op, hidden, lmHead, targets, temperature);
-        fp32(op, "dHidden", dHidden);
+        sameFloat(op, "hidden, lmHead, dHidden", hidden, lmHead, dHidden);
         fp32(op, "dLmHead", dLmHead);
         fp32(op, "dLogprobs", dLogprobs);
+        checkLmHead(op, hidden, lmHead, targets, temperature);
         Check.shape(op, "dHidden", dHidden, hidden.dim(0), hidden.dim(1));
         Check.shape(op, "dLmHead", dLmHead, lmHead.dim(0), lmHead.dim(1));
         Check.shape(op, "dLogprobs", dLogprobs, hidden.dim(0));
@@ -508,6 +488,8 @@ public abstract class AbstractBackend implements Backend {
         String op = Ops.GRPO_LOSS;
         Check.notNull(op, "out", out);
         Check.notNull(op, "params", params);
+        sameFloat(op, "hidden, lmHead, out.dHidden", hidden, lmHead, out.dHidden());
+        fp32(op, "out.dLmHead", out.dLmHead());
         checkLmHead(op, hidden, lmHead, targets, params.temperature());
         int n = hidden.dim(0);
         for (Object[] a : new Object[][] {{"weights", weights}, {"advantages", advantages}, {"oldLogprobs", oldLogprobs},
@@ -518,9 +500,7 @@ public abstract class AbstractBackend implements Backend {
         }
         fp32(op, "out.loss", out.loss());
         Check.shape(op, "out.loss", out.loss(), 1);
-        fp32(op, "out.dHidden", out.dHidden());
         Check.shape(op, "out.dHidden", out.dHidden(), n, hidden.dim(1));
-        fp32(op, "out.dLmHead", out.dLmHead());
         Check.shape(op, "out.dLmHead", out.dLmHead(), lmHead.dim(0), lmHead.dim(1));
         requireOp(op);
         grpoLossImpl(out, hidden, lmHead, targets, weights, advantages, oldLogprobs, refLogprobs, params);
@@ -530,7 +510,7 @@ public abstract class AbstractBackend implements Backend {
     public final void sample(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec) {
         String op = Ops.SAMPLE;
         Check.notNull(op, "spec", spec);
-        fp32(op, "logits", logits);
+        fp32OrBf16(op, "logits", logits);
         Check.rank(op, "logits", logits, 2);
         Check.check(logits.dim(1) > 0, op, "logits " + logits.shapeString() + " has an empty vocabulary");
         int b = logits.dim(0);
@@ -565,7 +545,7 @@ public abstract class AbstractBackend implements Backend {
     public final void sumSquares(Tensor out, Tensor x) {
         String op = Ops.SUM_SQUARES;
         fp32(op, "out", out);
-        fp32(op, "x", x);
+        fp32OrBf16(op, "x", x);
         Check.shape(op, "out", out, 1);
         requireOp(op);
         sumSquaresImpl(out, x);
@@ -574,6 +554,18 @@ public abstract class AbstractBackend implements Backend {
     private void fp32(String op, String name, Tensor t) {
         Check.tensor(op, this, name, t);
         Check.dtype(op, name, t, DType.FP32);
+    }
+
+    private void fp32OrBf16(String op, String name, Tensor t) {
+        Check.tensor(op, this, name, t);
+        Check.dtype(op, name, t, DType.FP32, DType.BF16);
+    }
+
+    /** Each tensor live and on this backend, then all of them fp32 or all bf16 (see {@link Check#sameFloat}). */
+    private DType sameFloat(String op, String names, Tensor... ts) {
+        String[] n = names.split(", ");
+        for (int i = 0; i < ts.length; i++) Check.tensor(op, this, n[i], ts[i]);
+        return Check.sameFloat(op, names, ts);
     }
 
     private void int32(String op, String name, Tensor t) {

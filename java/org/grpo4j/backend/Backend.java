@@ -9,6 +9,44 @@ import java.util.Set;
  * <p>Every op validates dtypes, shapes and devices before computing and throws {@link IllegalArgumentException}
  * naming the op and the shapes; nothing invalid ever reaches native code. Ops are asynchronous on CUDA (ordered on
  * the backend's stream); host copies synchronize.
+ *
+ * <h2>Mixed precision</h2>
+ * Activations, their gradients and GEMM operands may be bf16; master weights, optimizer state, norm weights,
+ * reductions (rstd, lse, log-probs, losses, squared norms) and accumulated weight gradients stay fp32. Every op
+ * computes in fp32 (float64 for some reductions on the CPU) on the exact widening of its bf16 inputs and rounds each
+ * bf16 output once, to nearest even: {@link CpuBackend} produces exactly RNE(its fp32 op on the widened inputs), the
+ * oracle the GPU kernels are compared with (tolerances in docs/ops.md). Index tensors are int32.
+ * <table>
+ * <caption>dtypes each op accepts (anything else is an IllegalArgumentException naming the op, the tensors, their
+ * dtypes and what is allowed)</caption>
+ * <tr><th>op</th><th>dtypes</th></tr>
+ * <tr><td>fill, scale, copy, cast</td><td>as before: fill fp32/bf16/int32; scale fp32/bf16; copy any, same dtype;
+ *     cast between fp32 and bf16</td></tr>
+ * <tr><td>add</td><td>out, a, b all fp32 or all bf16</td></tr>
+ * <tr><td>axpy</td><td>y fp32; x fp32 or bf16 (bf16 gradients accumulated in fp32)</td></tr>
+ * <tr><td>embedding</td><td>table and out both fp32 or both bf16; ids int32</td></tr>
+ * <tr><td>embeddingBackward</td><td>dTable fp32; dOut fp32 or bf16</td></tr>
+ * <tr><td>rmsNorm</td><td>x and out both fp32 or both bf16; weight fp32; rstd fp32</td></tr>
+ * <tr><td>rmsNormBackward</td><td>dx, dOut, x all fp32 or all bf16; weight, dWeight, rstd fp32</td></tr>
+ * <tr><td>matmul</td><td>a, b the same dtype; fp32 a/b give an fp32 c; bf16 a/b give an fp32 or bf16 c (fp32
+ *     accumulation either way)</td></tr>
+ * <tr><td>rope, ropeBackward</td><td>x and out (dOut and dx) the same dtype, fp32 or bf16</td></tr>
+ * <tr><td>attention</td><td>q, k, v, out the same dtype; lse fp32</td></tr>
+ * <tr><td>attentionBackward</td><td>dq, dk, dv, dOut, q, k, v, out the same dtype; lse fp32</td></tr>
+ * <tr><td>kvAppend</td><td>kCache, vCache, k, v the same dtype</td></tr>
+ * <tr><td>decodeAttention</td><td>out, q, kCache, vCache the same dtype</td></tr>
+ * <tr><td>swiglu, swigluBackward</td><td>every tensor the same dtype</td></tr>
+ * <tr><td>tokenLogprobs</td><td>hidden, lmHead the same dtype; out fp32</td></tr>
+ * <tr><td>tokenLogprobsBackward</td><td>hidden, lmHead, dHidden the same dtype; dLmHead fp32; dLogprobs fp32</td></tr>
+ * <tr><td>grpoLoss</td><td>hidden, lmHead, out.dHidden the same dtype; out.dLmHead fp32; every other tensor fp32
+ *     (targets int32)</td></tr>
+ * <tr><td>sample</td><td>logits fp32 or bf16</td></tr>
+ * <tr><td>adamW</td><td>param, grad, m, v fp32; bf16Out bf16</td></tr>
+ * <tr><td>sumSquares</td><td>x fp32 or bf16; out fp32</td></tr>
+ * </table>
+ * "The same dtype" always means fp32 or bf16. Ops that only move elements (copy, embedding, kvAppend) copy bf16 bits
+ * unchanged. An fp32 result accumulated into (axpy's y, dWeight, dTable, dLmHead, sumSquares' out) is fp32 in every
+ * mode: low-precision accumulation would lose small gradients.
  */
 public interface Backend extends AutoCloseable {
 
@@ -76,30 +114,31 @@ public interface Backend extends AutoCloseable {
 
     // ---- elementwise ----------------------------------------------------------------------------------------------
 
-    /** out = a + b (fp32; out may alias a or b): the residual add. */
+    /** out = a + b (all fp32 or all bf16; out may alias a or b): the residual add. */
     void add(Tensor out, Tensor a, Tensor b);
 
-    /** y += alpha * x (fp32): gradient accumulation. */
+    /** y += alpha * x (y fp32; x fp32 or bf16): gradient accumulation. */
     void axpy(Tensor y, float alpha, Tensor x);
 
     // ---- embedding ------------------------------------------------------------------------------------------------
 
-    /** out[n, :] = table[ids[n], :]. out [N, D] fp32, table [V, D] fp32, ids [N] int32 in [0, V). */
+    /** out[n, :] = table[ids[n], :]. out [N, D] and table [V, D] both fp32 or both bf16; ids [N] int32 in [0, V). */
     void embedding(Tensor out, Tensor table, Tensor ids);
 
-    /** dTable[ids[n], :] += dOut[n, :], deterministically (rows summed in token order). */
+    /** dTable[ids[n], :] += dOut[n, :], deterministically (rows summed in token order). dTable fp32; dOut fp32 or bf16. */
     void embeddingBackward(Tensor dTable, Tensor dOut, Tensor ids);
 
     // ---- RMSNorm --------------------------------------------------------------------------------------------------
 
     /**
-     * out = x * rstd * weight with rstd = 1 / sqrt(mean(x^2) + eps), per row. x, out [N, D]; weight [D];
-     * rstd [N] is saved for the backward.
+     * out = x * rstd * weight with rstd = 1 / sqrt(mean(x^2) + eps), per row. x, out [N, D] (both fp32 or both
+     * bf16); weight [D] fp32; rstd [N] fp32 is saved for the backward.
      */
     void rmsNorm(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps);
 
     /**
      * dx = rstd * (w*dOut - x * rstd^2 * mean(w*dOut*x)) (overwritten); dWeight += sum_n dOut * x * rstd.
+     * dx, dOut, x all fp32 or all bf16; weight, dWeight, rstd fp32.
      */
     void rmsNormBackward(Tensor dx, Tensor dWeight, Tensor dOut, Tensor x, Tensor weight, Tensor rstd);
 
@@ -108,13 +147,14 @@ public interface Backend extends AutoCloseable {
     /**
      * C = alpha * op(A) * op(B) + beta * C with fp32 accumulation. op(A) is [M, K] (A is [K, M] when transA),
      * op(B) is [K, N] (B is [N, K] when transB). Rank-3 operands [batch, ., .] give strided batches; a rank-2
-     * A or B is shared by every batch. beta = 0 ignores C's old contents (NaN included).
+     * A or B is shared by every batch. beta = 0 ignores C's old contents (NaN included). A and B have one dtype;
+     * fp32 A/B give an fp32 C, bf16 A/B an fp32 or bf16 C (products and sums in fp32, one rounding of the result).
      */
     void matmul(Tensor c, Tensor a, boolean transA, Tensor b, boolean transB, float alpha, float beta);
 
     // ---- RoPE -----------------------------------------------------------------------------------------------------
 
-    /** out = rotary(x) at the given positions. x, out [N, H, headDim] fp32; positions [N] int32 >= 0. */
+    /** out = rotary(x) at the given positions. x, out [N, H, headDim], both fp32 or both bf16; positions [N] int32 >= 0. */
     void rope(Tensor out, Tensor x, Tensor positions, Rope rope);
 
     /** dx = rotary^T(dOut): the inverse rotation (sin negated). */
@@ -126,45 +166,48 @@ public interface Backend extends AutoCloseable {
      * Causal grouped-query attention over packed sequences. q [N, Hq, D], k and v [N, Hkv, D] (Hq a multiple of
      * Hkv; query head h reads kv head h / (Hq/Hkv)); cuSeqlens [B+1] int32 with cuSeqlens[0] = 0 and
      * cuSeqlens[B] = N: token t of sequence b attends to tokens cuSeqlens[b]..t. out [N, Hq, D];
-     * lse [N, Hq] = log sum exp of the scaled scores (saved for the backward).
+     * lse [N, Hq] = log sum exp of the scaled scores (saved for the backward). q, k, v, out one dtype; lse fp32.
      */
     void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, float scale);
 
-    /** Gradients of {@link #attention}: dq, dk, dv overwritten. */
+    /** Gradients of {@link #attention}: dq, dk, dv overwritten. Every tensor but lse (fp32) of one dtype. */
     void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dOut, Tensor q, Tensor k, Tensor v,
                            Tensor out, Tensor lse, Tensor cuSeqlens, float scale);
 
     /**
      * Writes k[n], v[n] ([N, Hkv, D]) into the paged caches ([numBlocks, blockSize, Hkv, D]) at slot slots[n]
-     * (block = slot / blockSize, offset = slot % blockSize).
+     * (block = slot / blockSize, offset = slot % blockSize). Caches and k, v of one dtype.
      */
     void kvAppend(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor slots);
 
     /**
      * One query token per sequence against its paged KV cache: q, out [B, Hq, D]; blockTables [B, maxBlocks] int32;
-     * contextLens [B] int32 (the number of cached tokens to attend to, including the current one).
+     * contextLens [B] int32 (the number of cached tokens to attend to, including the current one). out, q and the
+     * caches of one dtype.
      */
     void decodeAttention(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens, float scale);
 
     // ---- SwiGLU ---------------------------------------------------------------------------------------------------
 
-    /** out = silu(gate) * up, silu(x) = x * sigmoid(x). All [N, F] fp32. */
+    /** out = silu(gate) * up, silu(x) = x * sigmoid(x). All [N, F], all fp32 or all bf16. */
     void swiglu(Tensor out, Tensor gate, Tensor up);
 
-    /** dGate = dOut * up * silu'(gate), dUp = dOut * silu(gate) (overwritten). */
+    /** dGate = dOut * up * silu'(gate), dUp = dOut * silu(gate) (overwritten). All fp32 or all bf16. */
     void swigluBackward(Tensor dGate, Tensor dUp, Tensor dOut, Tensor gate, Tensor up);
 
     // ---- LM head: log-probs and the fused GRPO loss ---------------------------------------------------------------
 
     /**
      * out[n] = log softmax(hidden[n] . lmHead^T / (temperature + 1e-7))[targets[n]], computed over vocabulary chunks
-     * with an online log-sum-exp: the [N, V] logits matrix is never held. hidden [N, D], lmHead [V, D], targets [N].
+     * with an online log-sum-exp: the [N, V] logits matrix is never held. hidden [N, D] and lmHead [V, D] of one
+     * dtype; targets [N] int32; out [N] fp32.
      */
     void tokenLogprobs(Tensor out, Tensor hidden, Tensor lmHead, Tensor targets, float temperature);
 
     /**
      * Backward of {@link #tokenLogprobs} for upstream gradients dLogprobs [N]: dHidden overwritten, dLmHead
-     * accumulated. dlogit[n, v] = dLogprobs[n] * (1[v = target] - p[n, v]) / (temperature + 1e-7).
+     * accumulated. dlogit[n, v] = dLogprobs[n] * (1[v = target] - p[n, v]) / (temperature + 1e-7). hidden, lmHead,
+     * dHidden of one dtype; dLmHead and dLogprobs fp32.
      */
     void tokenLogprobsBackward(Tensor dHidden, Tensor dLmHead, Tensor dLogprobs, Tensor hidden, Tensor lmHead,
                                Tensor targets, float temperature);
@@ -175,6 +218,7 @@ public interface Backend extends AutoCloseable {
      * 1+epsHigh)); d = clamp(logp - refLogprobs, -40, 40); loss = sum_n weights[n] * (pg[n] + beta * kl(d, ratio)).
      * {@code weights} [N] carries the mask and the aggregation (weights = mask / sum(mask) gives the token-masked
      * mean). advantages, oldLogprobs, refLogprobs [N]. Gradients w.r.t. hidden (overwritten) and lmHead (accumulated).
+     * hidden, lmHead and out.dHidden of one dtype; out.dLmHead and every other float tensor fp32.
      */
     void grpoLoss(GrpoLossOutputs out, Tensor hidden, Tensor lmHead, Tensor targets, Tensor weights, Tensor advantages,
                   Tensor oldLogprobs, Tensor refLogprobs, GrpoLossParams params);
@@ -186,7 +230,8 @@ public interface Backend extends AutoCloseable {
      * the top-p nucleus, renormalized. The uniform variate of row b comes from Philox(seed; rngCounters[b, 0] =
      * stream, rngCounters[b, 1] = step), so a row's token depends only on its logits, the seed and its counter,
      * never on the rest of the batch. tokens [B] int32; logprobs [B] = log softmax(logits / temperature)[token]
-     * (the unfiltered temperature-scaled distribution; at temperature 0, of softmax(logits)).
+     * (the unfiltered temperature-scaled distribution; at temperature 0, of softmax(logits)). logits fp32 or bf16
+     * (bf16 logits sample exactly as their fp32 widening).
      */
     void sample(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec);
 
@@ -198,7 +243,7 @@ public interface Backend extends AutoCloseable {
      */
     void adamW(Tensor param, Tensor grad, Tensor m, Tensor v, AdamWStep step, Tensor bf16Out);
 
-    /** out[0] += sum(x^2) for fp32 x (out is fp32 [1]): squared norms for gradient clipping. */
+    /** out[0] += sum(x^2) for fp32 or bf16 x (out is fp32 [1]): squared norms for gradient clipping. */
     void sumSquares(Tensor out, Tensor x);
 
     @Override

@@ -28,6 +28,24 @@ final class Check {
         throw fail(op, name + " has dtype " + t.dtype().label() + ", expected " + labels(allowed));
     }
 
+    /**
+     * Tensors that must share one floating dtype (all fp32 or all bf16); {@code names} lists them as in messages
+     * ("out, a, b"). Returns the shared dtype.
+     */
+    static DType sameFloat(String op, String names, Tensor... ts) {
+        DType d = ts[0].dtype();
+        boolean ok = d == DType.FP32 || d == DType.BF16;
+        for (Tensor t : ts) ok &= t.dtype() == d;
+        if (!ok) throw fail(op, names + " have dtypes " + dtypes(ts) + "; expected all fp32 or all bf16");
+        return d;
+    }
+
+    static String dtypes(Tensor... ts) {
+        StringBuilder sb = new StringBuilder();
+        for (int i = 0; i < ts.length; i++) sb.append(i > 0 ? ", " : "").append(ts[i].dtype().label());
+        return sb.toString();
+    }
+
     /** Exact shape; -1 in expected matches any size. */
     static void shape(String op, String name, Tensor t, int... expected) {
         int[] s = t.shape();

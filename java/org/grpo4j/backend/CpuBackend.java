@@ -5,7 +5,9 @@ import java.util.Set;
 
 /**
  * The reference backend: pure Java, fp32 math, deterministic. Multithreaded over fixed chunks (see {@link Parallel})
- * so results do not depend on the thread count or scheduling.
+ * so results do not depend on the thread count or scheduling. bf16 variants of the ops (see the table in
+ * {@link Backend}) widen their bf16 inputs exactly, run the fp32 code and round each bf16 output once to nearest
+ * even ({@link Bf16Scope}); ops that only move elements (embedding, kvAppend, copy) copy bf16 bits as they are.
  */
 public final class CpuBackend extends AbstractBackend {
     private final Parallel par;
@@ -69,6 +71,20 @@ public final class CpuBackend extends AbstractBackend {
         };
     }
 
+    /**
+     * The bf16 variant of an op: {@code body} calls the fp32 implementation on the scope's stand-ins; on success the
+     * bf16 outputs are rounded once (see {@link Bf16Scope}); on failure nothing is written.
+     */
+    private void widened(String op, java.util.function.Consumer<Bf16Scope> body) {
+        try (Bf16Scope s = new Bf16Scope(this, op)) {
+            body.accept(s);
+            s.commit();
+        }
+    }
+
+    /** The heap array behind an fp32 or bf16 tensor, for ops that only move elements (bits copied, no rounding). */
+    private static Object data(Tensor t) { return t.dtype() == DType.BF16 ? h(t) : f(t); }
+
     // ---- fill / scale / copy / cast (twins of cuda/fill.cuh and cuda/cast.cuh) -------------------------------------
 
     @Override
@@ -127,6 +143,10 @@ public final class CpuBackend extends AbstractBackend {
 
     @Override
     void addImpl(Tensor out, Tensor a, Tensor b) {
+        if (Bf16Scope.any(out, a, b)) {
+            widened(Ops.ADD, s -> addImpl(s.out(out), s.in(a), s.in(b)));
+            return;
+        }
         float[] o = f(out), x = f(a), y = f(b);
         int oo = off(out), oa = off(a), ob = off(b);
         par.forRange((int) out.numel(), 1 << 15, (s, e) -> { for (int k = s; k < e; k++) o[oo + k] = x[oa + k] + y[ob + k]; });
@@ -134,6 +154,10 @@ public final class CpuBackend extends AbstractBackend {
 
     @Override
     void axpyImpl(Tensor y, float alpha, Tensor x) {
+        if (Bf16Scope.any(x)) { // bf16 gradients accumulated into an fp32 y
+            widened(Ops.AXPY, s -> axpyImpl(y, alpha, s.in(x)));
+            return;
+        }
         float[] a = f(y), b = f(x);
         int oy = off(y), ox = off(x);
         par.forRange((int) y.numel(), 1 << 15, (s, e) -> { for (int k = s; k < e; k++) a[oy + k] += alpha * b[ox + k]; });
@@ -157,7 +181,7 @@ public final class CpuBackend extends AbstractBackend {
     void embeddingImpl(Tensor out, Tensor table, Tensor ids) {
         int n = ids.dim(0), d = table.dim(1);
         int[] id = checkedIds(Ops.EMBEDDING, "ids", ids, table.dim(0));
-        float[] o = f(out), w = f(table);
+        Object o = data(out), w = data(table); // a gather copies bf16 bits as they are: no rounding involved
         int oo = off(out), ow = off(table), oi = off(ids);
         par.forRange(n, Math.max(1, 8192 / Math.max(1, d)), (s, e) -> {
             for (int t = s; t < e; t++) System.arraycopy(w, ow + id[oi + t] * d, o, oo + t * d, d);
@@ -166,6 +190,10 @@ public final class CpuBackend extends AbstractBackend {
 
     @Override
     void embeddingBackwardImpl(Tensor dTable, Tensor dOut, Tensor ids) {
+        if (Bf16Scope.any(dOut)) {
+            widened(Ops.EMBEDDING_BACKWARD, s -> embeddingBackwardImpl(dTable, s.in(dOut), ids));
+            return;
+        }
         int n = ids.dim(0), d = dTable.dim(1);
         int[] id = checkedIds(Ops.EMBEDDING_BACKWARD, "ids", ids, dTable.dim(0));
         int oi = off(ids);
@@ -196,6 +224,10 @@ public final class CpuBackend extends AbstractBackend {
 
     @Override
     void rmsNormImpl(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps) {
+        if (Bf16Scope.any(out, x)) {
+            widened(Ops.RMS_NORM, s -> rmsNormImpl(s.out(out), rstd, s.in(x), weight, eps));
+            return;
+        }
         int n = x.dim(0), d = x.dim(1);
         float[] o = f(out), r = f(rstd), a = f(x), w = f(weight);
         int oo = off(out), or = off(rstd), ox = off(x), ow = off(weight);
@@ -213,6 +245,10 @@ public final class CpuBackend extends AbstractBackend {
 
     @Override
     void rmsNormBackwardImpl(Tensor dx, Tensor dWeight, Tensor dOut, Tensor x, Tensor weight, Tensor rstd) {
+        if (Bf16Scope.any(dx, dOut, x)) {
+            widened(Ops.RMS_NORM_BACKWARD, s -> rmsNormBackwardImpl(s.out(dx), dWeight, s.in(dOut), s.in(x), weight, rstd));
+            return;
+        }
         int n = x.dim(0), d = x.dim(1);
         float[] gx = f(dx), gw = f(dWeight), gy = f(dOut), a = f(x), w = f(weight), r = f(rstd);
         int odx = off(dx), odw = off(dWeight), ody = off(dOut), ox = off(x), ow = off(weight), or = off(rstd);
@@ -244,6 +280,11 @@ public final class CpuBackend extends AbstractBackend {
     @Override
     void matmulImpl(Tensor c, Tensor a, boolean transA, Tensor b, boolean transB, float alpha, float beta,
                     int batch, int m, int n, int k) {
+        if (Bf16Scope.any(c, a, b)) { // bf16 products are exact in fp32; the sums are the fp32 kernel's
+            widened(Ops.MATMUL, s -> matmulImpl(beta == 0f ? s.out(c) : s.inOut(c), s.in(a), transA, s.in(b), transB,
+                    alpha, beta, batch, m, n, k));
+            return;
+        }
         float[] C = f(c), A = f(a), B = f(b);
         int oc = off(c), oa = off(a), ob = off(b);
         boolean aBatched = a.rank() == 3, bBatched = b.rank() == 3;
@@ -306,6 +347,10 @@ public final class CpuBackend extends AbstractBackend {
 
     @Override
     void ropeImpl(Tensor out, Tensor x, Tensor positions, Rope rope, boolean inverse) {
+        if (Bf16Scope.any(out, x)) {
+            widened(inverse ? Ops.ROPE_BACKWARD : Ops.ROPE, s -> ropeImpl(s.out(out), s.in(x), positions, rope, inverse));
+            return;
+        }
         int n = x.dim(0), h = x.dim(1), d = x.dim(2), half = d / 2;
         int[] pos = i(positions);
         int op = off(positions);
@@ -357,6 +402,10 @@ public final class CpuBackend extends AbstractBackend {
 
     @Override
     void attentionImpl(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, float scale) {
+        if (Bf16Scope.any(out, q, k, v)) {
+            widened(Ops.ATTENTION, s -> attentionImpl(s.out(out), lse, s.in(q), s.in(k), s.in(v), cuSeqlens, scale));
+            return;
+        }
         int n = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = k.dim(1), group = hq / hkv;
         int[] seq = sequenceOf(Ops.ATTENTION, cuSeqlens, n);
         int[] cu = i(cuSeqlens);
@@ -396,6 +445,11 @@ public final class CpuBackend extends AbstractBackend {
     @Override
     void attentionBackwardImpl(Tensor dq, Tensor dk, Tensor dv, Tensor dOut, Tensor q, Tensor k, Tensor v,
                                Tensor out, Tensor lse, Tensor cuSeqlens, float scale) {
+        if (Bf16Scope.any(dq, dk, dv, dOut, q, k, v, out)) {
+            widened(Ops.ATTENTION_BACKWARD, s -> attentionBackwardImpl(s.out(dq), s.out(dk), s.out(dv), s.in(dOut),
+                    s.in(q), s.in(k), s.in(v), s.in(out), lse, cuSeqlens, scale));
+            return;
+        }
         int n = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = k.dim(1), group = hq / hkv, b = cuSeqlens.dim(0) - 1;
         sequenceOf(Ops.ATTENTION_BACKWARD, cuSeqlens, n);
         int[] cu = i(cuSeqlens);
@@ -456,7 +510,7 @@ public final class CpuBackend extends AbstractBackend {
         int n = k.dim(0), row = k.dim(1) * k.dim(2), capacity = kCache.dim(0) * kCache.dim(1);
         int[] sl = checkedIds(Ops.KV_APPEND, "slots", slots, capacity);
         int os = off(slots);
-        float[] KC = f(kCache), VC = f(vCache), K = f(k), V = f(v);
+        Object KC = data(kCache), VC = data(vCache), K = data(k), V = data(v); // bf16 bits copied as they are
         int okc = off(kCache), ovc = off(vCache), ok = off(k), ov = off(v);
         for (int t = 0; t < n; t++) {
             int slot = sl[os + t];
@@ -467,6 +521,11 @@ public final class CpuBackend extends AbstractBackend {
 
     @Override
     void decodeAttentionImpl(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens, float scale) {
+        if (Bf16Scope.any(out, q, kCache, vCache)) { // widens the whole caches: the CPU is the oracle, not a bf16 server
+            widened(Ops.DECODE_ATTENTION, s -> decodeAttentionImpl(s.out(out), s.in(q), s.in(kCache), s.in(vCache),
+                    blockTables, contextLens, scale));
+            return;
+        }
         int b = q.dim(0), hq = q.dim(1), d = q.dim(2), bs = kCache.dim(1), hkv = kCache.dim(2), group = hq / hkv;
         int maxBlocks = blockTables.dim(1), numBlocks = kCache.dim(0);
         int[] ctx = i(contextLens), bt = i(blockTables);
@@ -519,6 +578,10 @@ public final class CpuBackend extends AbstractBackend {
 
     @Override
     void swigluImpl(Tensor out, Tensor gate, Tensor up) {
+        if (Bf16Scope.any(out, gate, up)) {
+            widened(Ops.SWIGLU, s -> swigluImpl(s.out(out), s.in(gate), s.in(up)));
+            return;
+        }
         float[] o = f(out), g = f(gate), u = f(up);
         int oo = off(out), og = off(gate), ou = off(up);
         par.forRange((int) out.numel(), 1 << 14, (s, e) -> {
@@ -531,6 +594,10 @@ public final class CpuBackend extends AbstractBackend {
 
     @Override
     void swigluBackwardImpl(Tensor dGate, Tensor dUp, Tensor dOut, Tensor gate, Tensor up) {
+        if (Bf16Scope.any(dGate, dUp, dOut, gate, up)) {
+            widened(Ops.SWIGLU_BACKWARD, s -> swigluBackwardImpl(s.out(dGate), s.out(dUp), s.in(dOut), s.in(gate), s.in(up)));
+            return;
+        }
         float[] dg = f(dGate), du = f(dUp), dy = f(dOut), g = f(gate), u = f(up);
         int odg = off(dGate), odu = off(dUp), ody = off(dOut), og = off(gate), ou = off(up);
         par.forRange((int) gate.numel(), 1 << 14, (s, e) -> {
@@ -546,6 +613,10 @@ public final class CpuBackend extends AbstractBackend {
 
     @Override
     void tokenLogprobsImpl(Tensor out, Tensor hidden, Tensor lmHead, Tensor targets, float temperature) {
+        if (Bf16Scope.any(hidden, lmHead)) {
+            widened(Ops.TOKEN_LOGPROBS, s -> tokenLogprobsImpl(out, s.in(hidden), s.in(lmHead), targets, temperature));
+            return;
+        }
         LmHead lm = new LmHead(this, hidden, lmHead, targets, temperature, Ops.TOKEN_LOGPROBS);
         float[] o = f(out);
         int oo = off(out);
@@ -556,6 +627,11 @@ public final class CpuBackend extends AbstractBackend {
     @Override
     void tokenLogprobsBackwardImpl(Tensor dHidden, Tensor dLmHead, Tensor dLogprobs, Tensor hidden, Tensor lmHead,
                                    Tensor targets, float temperature) {
+        if (Bf16Scope.any(dHidden, hidden, lmHead)) {
+            widened(Ops.TOKEN_LOGPROBS_BACKWARD, s -> tokenLogprobsBackwardImpl(s.out(dHidden), dLmHead, dLogprobs,
+                    s.in(hidden), s.in(lmHead), targets, temperature));
+            return;
+        }
         LmHead lm = new LmHead(this, hidden, lmHead, targets, temperature, Ops.TOKEN_LOGPROBS_BACKWARD);
         lm.forward();
         float[] g = f(dLogprobs);
@@ -567,6 +643,12 @@ public final class CpuBackend extends AbstractBackend {
     @Override
     void grpoLossImpl(GrpoLossOutputs out, Tensor hidden, Tensor lmHead, Tensor targets, Tensor weights, Tensor advantages,
                       Tensor oldLogprobs, Tensor refLogprobs, GrpoLossParams p) {
+        if (Bf16Scope.any(out.dHidden(), hidden, lmHead)) {
+            widened(Ops.GRPO_LOSS, s -> grpoLossImpl(new GrpoLossOutputs(out.loss(), out.logprobs(), out.ratio(),
+                    out.clipped(), out.kl(), s.out(out.dHidden()), out.dLmHead()), s.in(hidden), s.in(lmHead), targets,
+                    weights, advantages, oldLogprobs, refLogprobs, p));
+            return;
+        }
         LmHead lm = new LmHead(this, hidden, lmHead, targets, p.temperature(), Ops.GRPO_LOSS);
         lm.forward();
         int n = lm.n;
@@ -604,6 +686,10 @@ public final class CpuBackend extends AbstractBackend {
 
     @Override
     void sampleImpl(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec) {
+        if (Bf16Scope.any(logits)) {
+            widened(Ops.SAMPLE, s -> sampleImpl(tokens, logprobs, s.in(logits), rngCounters, spec));
+            return;
+        }
         int b = logits.dim(0), v = logits.dim(1);
         float[] z = f(logits), lp = f(logprobs);
         int[] tok = i(tokens), rc = i(rngCounters);
@@ -647,6 +733,10 @@ public final class CpuBackend extends AbstractBackend {
 
     @Override
     void sumSquaresImpl(Tensor out, Tensor x) {
+        if (Bf16Scope.any(x)) {
+            widened(Ops.SUM_SQUARES, s -> sumSquaresImpl(out, s.in(x)));
+            return;
+        }
         int n = (int) x.numel(), grain = 1 << 15;
         float[] a = f(x);
         int ox = off(x);

@@ -5,19 +5,30 @@ import java.util.Set;
 import org.grpo4j.bindings.CudaNative;
 
 /**
- * Runs ops on one GPU through grpo4j's kernels (cuda/*.cuh, bound by {@link CudaNative}).
+ * Runs ops on one GPU through grpo4j's kernels ({@code cuda/*.cu}, bound by {@link CudaNative}) and cuBLASLt GEMMs
+ * ({@link CublasGemm}).
  *
  * <p>Memory: every tensor owns a cudaMalloc'd block freed by {@link Tensor#close()}; views share it. Work is ordered
  * on the backend's stream; host copies synchronize that stream. Every CUDA status is checked and becomes a
  * {@link CudaException} naming the call. Ops not yet ported to CUDA throw {@link UnsupportedOperationException}
  * naming the op (see {@link #implementedOps()}).
+ *
+ * <p>Index data (ids, positions, slots) lives on the device, so it is checked there: a kernel skips an out-of-range
+ * element and records it in a small device flag; the backend reads the flag at its next {@link #synchronize()} or
+ * download and throws {@link IllegalArgumentException} naming the op, the element and the value, as the CPU backend
+ * does at the call.
  */
 public final class CudaBackend extends AbstractBackend {
-    private static final Set<String> IMPLEMENTED = Ops.CUDA_KERNELS;
-
     private final int device;
     private final long stream;
     private final CudaRuntime.Device props;
+    private final Tensor flag;        // int32[4]: op code, element, value, limit (cuda/common.cuh: g4::report)
+    private boolean flagArmed;        // an op that can report ran since the flag was last read
+    private Tensor scratch;           // grown on demand; ops on the one stream use it one after another
+    private final java.util.Map<Rope, Tensor> invFreqs = new java.util.HashMap<>();
+    private CublasGemm gemm;
+    private boolean tf32 = Boolean.getBoolean("grpo4j.tf32");
+    private boolean released;
 
     /** Opens device {@code device}; throws {@link IllegalStateException} with the reason when CUDA is unavailable. */
     public CudaBackend(int device) {
@@ -31,6 +42,8 @@ public final class CudaBackend extends AbstractBackend {
         long[] s = new long[1];
         CudaRuntime.check(CudaNative.g4_stream_create(s), "cudaStreamCreateWithFlags");
         this.stream = s[0];
+        this.flag = empty(DType.INT32, 4);
+        CudaRuntime.check(CudaNative.g4_memset(addr(flag), 0, 16, stream), "cudaMemsetAsync(error flag)");
     }
 
     @Override
@@ -42,12 +55,20 @@ public final class CudaBackend extends AbstractBackend {
                 + " SMs, sm_" + props.major() + props.minor() + ")";
     }
 
+    /** The kernels in cuda/, plus matmul when cuBLAS and cuBLASLt load. */
     @Override
     public Set<String> implementedOps() {
         Set<String> s = new LinkedHashSet<>();
-        for (String op : Ops.ALL) if (IMPLEMENTED.contains(op)) s.add(op);
+        for (String op : Ops.ALL) if (Ops.CUDA_KERNELS.contains(op) || (op.equals(Ops.MATMUL) && CudaRuntime.cublasLoads())) s.add(op);
         return s;
     }
+
+    /**
+     * TF32 tensor cores for fp32 x fp32 matmuls (about 10 mantissa bits per product): off by default, so fp32 GEMMs are
+     * exact to fp32 accumulation as the conformance suite checks; also {@code -Dgrpo4j.tf32=true}. bf16 GEMMs are not
+     * affected.
+     */
+    public void setTf32(boolean on) { this.tf32 = on; }
 
     public int device() { return device; }
 
@@ -61,15 +82,58 @@ public final class CudaBackend extends AbstractBackend {
     @Override
     public void synchronize() {
         CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize");
+        readFlag();
+    }
+
+    /** After the stream is idle: throws for the first out-of-range index a kernel reported, and clears the flag. */
+    private void readFlag() {
+        if (!flagArmed) return;
+        flagArmed = false;
+        int[] f = new int[4];
+        CudaRuntime.check(CudaNative.g4_memcpy_dtoh(f, addr(flag), 16, stream), "cudaMemcpy(error flag)");
+        if (f[0] == 0) return;
+        CudaRuntime.check(CudaNative.g4_memset(addr(flag), 0, 16, stream), "cudaMemsetAsync(error flag)");
+        String op = f[0] >= 1 && f[0] <= Ops.ALL.size() ? Ops.ALL.get(f[0] - 1) : "op #" + f[0];
+        String what = switch (op) {
+            case Ops.ROPE, Ops.ROPE_BACKWARD -> "positions[" + f[1] + "] = " + f[2] + " is negative";
+            case Ops.KV_APPEND -> "slots[" + f[1] + "] = " + f[2] + " is outside [0, " + f[3] + ")";
+            default -> "ids[" + f[1] + "] = " + f[2] + " is outside [0, " + f[3] + ")";
+        };
+        throw new IllegalArgumentException(op + ": " + what + " (found by the kernel; that element was skipped)");
+    }
+
+    /** The op code a kernel reports with (1-based index in {@link Ops#ALL}); arms the flag check. */
+    private int opCode(String op) {
+        flagArmed = true;
+        return Ops.ALL.indexOf(op) + 1;
+    }
+
+    /** A device buffer of at least {@code bytes}, reused by every op (they run one after another on the stream). */
+    private long scratch(long bytes) {
+        if (scratch == null || scratch.bytes() < bytes) {
+            if (scratch != null) {
+                CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize");
+                scratch.close();
+            }
+            long grown = Math.max(bytes, scratch == null ? 1 << 20 : scratch.bytes() * 2);
+            scratch = empty(DType.INT32, Math.toIntExact((grown + 3) / 4));
+        }
+        return addr(scratch);
     }
 
     @Override
     public void close() {
+        if (released) return;
+        released = true;
+        CudaNative.g4_stream_synchronize(stream);
+        if (gemm != null) gemm.close();
+        if (scratch != null) scratch.close();
+        for (Tensor t : invFreqs.values()) t.close();
+        flag.close();
         if (liveTensors() > 0)
             System.getLogger("org.grpo4j").log(System.Logger.Level.WARNING,
                     name() + " closed with " + liveTensors() + " live tensors (" + liveBytes() + " bytes)");
         super.close();
-        CudaNative.g4_stream_synchronize(stream);
         CudaNative.g4_stream_destroy(stream);
     }
 
@@ -174,47 +238,146 @@ public final class CudaBackend extends AbstractBackend {
             default -> { long[] a = new long[n]; e = CudaNative.g4_memcpy_dtoh(a, addr(t), bytes, stream); out = a; }
         }
         CudaRuntime.check(e, "cudaMemcpyAsync(device to host, " + bytes + " bytes)");
+        readFlag();
         return out;
     }
 
     // ---- ops ------------------------------------------------------------------------------------------------------
 
+    /** The kernels' dtype code. */
+    static int dt(Tensor t) { return t.dtype() == DType.BF16 ? CudaNative.BF16 : CudaNative.F32; }
+
+    private static void ok(int e, String what) { CudaRuntime.check(e, what); }
+
     @Override
     void fillImpl(Tensor x, double value) {
         if (x.numel() == 0) return;
-        int e = switch (x.dtype()) {
-            case FP32 -> CudaNative.g4_fill_f32(addr(x), x.numel(), (float) value, stream);
-            case BF16 -> CudaNative.g4_fill_bf16(addr(x), x.numel(), (float) value, stream);
-            case INT32 -> CudaNative.g4_fill_i32(addr(x), x.numel(), (int) value, stream);
-            default -> throw new IllegalStateException();
-        };
-        CudaRuntime.check(e, "fill kernel");
+        ok(x.dtype() == DType.INT32 ? CudaNative.g4_fill_i32(addr(x), x.numel(), (int) value, stream)
+                : CudaNative.g4_fill(dt(x), addr(x), x.numel(), (float) value, stream), "fill kernel");
     }
 
     @Override
     void scaleImpl(Tensor x, float alpha) {
-        if (x.numel() == 0) return;
-        int e = x.dtype() == DType.FP32 ? CudaNative.g4_scale_f32(addr(x), x.numel(), alpha, stream)
-                : CudaNative.g4_scale_bf16(addr(x), x.numel(), alpha, stream);
-        CudaRuntime.check(e, "scale kernel");
+        ok(CudaNative.g4_scale(dt(x), addr(x), x.numel(), alpha, stream), "scale kernel");
     }
 
     @Override
     void copyImpl(Tensor dst, Tensor src) {
         if (dst.numel() == 0) return;
-        CudaRuntime.check(CudaNative.g4_memcpy_dtod(addr(dst), addr(src), dst.bytes(), stream), "cudaMemcpyAsync(device to device)");
+        ok(CudaNative.g4_memcpy_dtod(addr(dst), addr(src), dst.bytes(), stream), "cudaMemcpyAsync(device to device)");
     }
 
     @Override
     void castImpl(Tensor dst, Tensor src) {
-        if (dst.numel() == 0) return;
         if (dst.dtype() == src.dtype()) {
             copyImpl(dst, src);
             return;
         }
-        int e = dst.dtype() == DType.BF16 ? CudaNative.g4_cast_f32_bf16(addr(dst), addr(src), dst.numel(), stream)
-                : CudaNative.g4_cast_bf16_f32(addr(dst), addr(src), dst.numel(), stream);
-        CudaRuntime.check(e, "cast kernel");
+        ok(CudaNative.g4_cast(dt(dst), addr(dst), dt(src), addr(src), dst.numel(), stream), "cast kernel");
+    }
+
+    @Override
+    void addImpl(Tensor out, Tensor a, Tensor b) {
+        ok(CudaNative.g4_add(dt(out), addr(out), addr(a), addr(b), out.numel(), stream), "add kernel");
+    }
+
+    @Override
+    void axpyImpl(Tensor y, float alpha, Tensor x) {
+        ok(CudaNative.g4_axpy(addr(y), alpha, dt(x), addr(x), y.numel(), stream), "axpy kernel");
+    }
+
+    @Override
+    void embeddingImpl(Tensor out, Tensor table, Tensor ids) {
+        ok(CudaNative.g4_embedding(dt(table), addr(out), addr(table), addr(ids), ids.dim(0), table.dim(1), table.dim(0),
+                addr(flag), opCode(Ops.EMBEDDING), stream), "embedding kernel");
+    }
+
+    @Override
+    void embeddingBackwardImpl(Tensor dTable, Tensor dOut, Tensor ids) {
+        int n = ids.dim(0), v = dTable.dim(0);
+        long[] bytes = new long[1];
+        ok(CudaNative.g4_embedding_backward_workspace(n, v, bytes), "embeddingBackward workspace");
+        ok(CudaNative.g4_embedding_backward(addr(dTable), dt(dOut), addr(dOut), addr(ids), n, dTable.dim(1), v,
+                scratch(bytes[0]), bytes[0], addr(flag), opCode(Ops.EMBEDDING_BACKWARD), stream), "embeddingBackward kernels");
+    }
+
+    @Override
+    void rmsNormImpl(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps) {
+        ok(CudaNative.g4_rmsnorm(dt(x), addr(out), addr(rstd), addr(x), addr(weight), x.dim(0), x.dim(1), eps, stream),
+                "rmsNorm kernel");
+    }
+
+    @Override
+    void rmsNormBackwardImpl(Tensor dx, Tensor dWeight, Tensor dOut, Tensor x, Tensor weight, Tensor rstd) {
+        int n = x.dim(0), d = x.dim(1);
+        long[] bytes = new long[1];
+        ok(CudaNative.g4_rmsnorm_backward_workspace(n, d, bytes), "rmsNormBackward workspace");
+        ok(CudaNative.g4_rmsnorm_backward(dt(x), addr(dx), addr(dWeight), addr(dOut), addr(x), addr(weight), addr(rstd),
+                n, d, scratch(bytes[0]), bytes[0], stream), "rmsNormBackward kernels");
+    }
+
+    @Override
+    void matmulImpl(Tensor c, Tensor a, boolean transA, Tensor b, boolean transB, float alpha, float beta,
+                    int batch, int m, int n, int k) {
+        if (c.numel() == 0) return;
+        if (k == 0) { // op(A) op(B) is all zeros: C = beta * C (beta 0 overwrites, NaN included)
+            if (beta == 0f) fillImpl(c, 0);
+            else scaleImpl(c, beta);
+            return;
+        }
+        if (gemm == null) gemm = new CublasGemm(this);
+        gemm.matmul(c, a, transA, b, transB, alpha, beta, batch, m, n, k, tf32);
+    }
+
+    /** Host cost counters of the GEMM wrapper: cached plans and how many use the cuBLAS fallback. */
+    int[] gemmPlanCounts() { return gemm == null ? new int[2] : gemm.planCounts(); }
+
+    @Override
+    void ropeImpl(Tensor out, Tensor x, Tensor positions, Rope rope, boolean inverse) {
+        Tensor inv = invFreqs.computeIfAbsent(rope, r -> upload(r.invFreq(), r.headDim() / 2));
+        ok(CudaNative.g4_rope(dt(x), addr(out), addr(x), addr(positions), addr(inv), x.dim(0), x.dim(1), x.dim(2),
+                inverse ? 1 : 0, addr(flag), opCode(inverse ? Ops.ROPE_BACKWARD : Ops.ROPE), stream), "rope kernel");
+    }
+
+    @Override
+    void kvAppendImpl(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor slots) {
+        ok(CudaNative.g4_kv_append(dt(kCache), addr(kCache), addr(vCache), addr(k), addr(v), addr(slots), k.dim(0),
+                k.dim(1) * k.dim(2), kCache.dim(0) * kCache.dim(1), addr(flag), opCode(Ops.KV_APPEND), stream), "kvAppend kernel");
+    }
+
+    @Override
+    void swigluImpl(Tensor out, Tensor gate, Tensor up) {
+        ok(CudaNative.g4_swiglu(dt(out), addr(out), addr(gate), addr(up), out.numel(), stream), "swiglu kernel");
+    }
+
+    @Override
+    void swigluBackwardImpl(Tensor dGate, Tensor dUp, Tensor dOut, Tensor gate, Tensor up) {
+        ok(CudaNative.g4_swiglu_backward(dt(gate), addr(dGate), addr(dUp), addr(dOut), addr(gate), addr(up), gate.numel(),
+                stream), "swigluBackward kernel");
+    }
+
+    @Override
+    void adamWImpl(Tensor param, Tensor grad, Tensor m, Tensor v, AdamWStep st, Tensor bf16Out) {
+        float[] c = adamWScalars(st);
+        ok(CudaNative.g4_adamw(addr(param), addr(grad), addr(m), addr(v), bf16Out == null ? 0 : addr(bf16Out), param.numel(),
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], stream), "adamW kernel");
+    }
+
+    /**
+     * The adamW kernel's scalars {decay, beta1, beta2, 1-beta1, 1-beta2, lr/bc1, sqrt(bc2), eps}, computed exactly as
+     * CpuBackend.adamWImpl computes them, so that the update is bit-identical (DeviceMathTest checks it).
+     */
+    static float[] adamWScalars(AdamWStep st) {
+        double bc1 = 1 - Math.pow(st.beta1(), st.step()), bc2 = 1 - Math.pow(st.beta2(), st.step());
+        return new float[] {1f - st.lr() * st.weightDecay(), st.beta1(), st.beta2(), 1 - st.beta1(), 1 - st.beta2(),
+                (float) (st.lr() / bc1), (float) Math.sqrt(bc2), st.eps()};
+    }
+
+    @Override
+    void sumSquaresImpl(Tensor out, Tensor x) {
+        long[] bytes = new long[1];
+        ok(CudaNative.g4_sum_squares_workspace(x.numel(), bytes), "sumSquares workspace");
+        ok(CudaNative.g4_sum_squares(addr(out), dt(x), addr(x), x.numel(), scratch(bytes[0]), bytes[0], stream), "sumSquares kernels");
     }
 
     // ---- ops not yet ported to CUDA: requireOp() stops every call before it gets here -------------------------------
@@ -224,46 +387,13 @@ public final class CudaBackend extends AbstractBackend {
     }
 
     @Override
-    void addImpl(Tensor out, Tensor a, Tensor b) { throw notPorted("add"); }
-
-    @Override
-    void axpyImpl(Tensor y, float alpha, Tensor x) { throw notPorted("axpy"); }
-
-    @Override
-    void embeddingImpl(Tensor out, Tensor table, Tensor ids) { throw notPorted("embedding"); }
-
-    @Override
-    void embeddingBackwardImpl(Tensor dTable, Tensor dOut, Tensor ids) { throw notPorted("embeddingBackward"); }
-
-    @Override
-    void rmsNormImpl(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps) { throw notPorted("rmsNorm"); }
-
-    @Override
-    void rmsNormBackwardImpl(Tensor dx, Tensor dWeight, Tensor dOut, Tensor x, Tensor weight, Tensor rstd) { throw notPorted("rmsNormBackward"); }
-
-    @Override
-    void matmulImpl(Tensor c, Tensor a, boolean transA, Tensor b, boolean transB, float alpha, float beta, int batch, int m, int n, int k) { throw notPorted("matmul"); }
-
-    @Override
-    void ropeImpl(Tensor out, Tensor x, Tensor positions, Rope rope, boolean inverse) { throw notPorted("rope"); }
-
-    @Override
     void attentionImpl(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, float scale) { throw notPorted("attention"); }
 
     @Override
     void attentionBackwardImpl(Tensor dq, Tensor dk, Tensor dv, Tensor dOut, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor cuSeqlens, float scale) { throw notPorted("attentionBackward"); }
 
     @Override
-    void kvAppendImpl(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor slots) { throw notPorted("kvAppend"); }
-
-    @Override
     void decodeAttentionImpl(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens, float scale) { throw notPorted("decodeAttention"); }
-
-    @Override
-    void swigluImpl(Tensor out, Tensor gate, Tensor up) { throw notPorted("swiglu"); }
-
-    @Override
-    void swigluBackwardImpl(Tensor dGate, Tensor dUp, Tensor dOut, Tensor gate, Tensor up) { throw notPorted("swigluBackward"); }
 
     @Override
     void tokenLogprobsImpl(Tensor out, Tensor hidden, Tensor lmHead, Tensor targets, float temperature) { throw notPorted("tokenLogprobs"); }
@@ -276,10 +406,4 @@ public final class CudaBackend extends AbstractBackend {
 
     @Override
     void sampleImpl(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec) { throw notPorted("sample"); }
-
-    @Override
-    void adamWImpl(Tensor param, Tensor grad, Tensor m, Tensor v, AdamWStep step, Tensor bf16Out) { throw notPorted("adamW"); }
-
-    @Override
-    void sumSquaresImpl(Tensor out, Tensor x) { throw notPorted("sumSquares"); }
 }

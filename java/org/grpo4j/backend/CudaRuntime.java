@@ -178,5 +178,19 @@ public final class CudaRuntime {
         return new LibraryStatus(name, false, "JavaCPP preset " + presetClass.substring(presetClass.lastIndexOf('.') + 1) + ": " + failure);
     }
 
+    private static volatile Boolean cublas;
+
+    /** Whether cuBLAS and cuBLASLt (the shared libraries and their JavaCPP preset) load here; probed once. */
+    public static boolean cublasLoads() {
+        Boolean b = cublas;
+        if (b == null) {
+            boolean ok = probe().available();
+            for (LibraryStatus l : ok ? libraries() : List.<LibraryStatus>of())
+                if (l.name().startsWith("cuBLAS")) ok &= l.loads();
+            cublas = b = ok;
+        }
+        return b;
+    }
+
     private static final java.util.Map<String, String> PRESET_FAILURES = new java.util.concurrent.ConcurrentHashMap<>();
 }

@@ -39,6 +39,11 @@ public final class Ops {
             DECODE_ATTENTION, SWIGLU, SWIGLU_BACKWARD, TOKEN_LOGPROBS, TOKEN_LOGPROBS_BACKWARD, GRPO_LOSS, SAMPLE,
             ADAMW, SUM_SQUARES);
 
-    /** Ops that have a CUDA kernel in cuda/ (what CudaBackend implements), listed even where no GPU is present. */
-    public static final Set<String> CUDA_KERNELS = Set.of(FILL, SCALE, COPY, CAST);
+    /**
+     * Ops that have a CUDA kernel in cuda/ (what CudaBackend implements), listed even where no GPU is present. matmul
+     * is not here: it runs on cuBLASLt and is available where cuBLAS loads ({@link CudaBackend#implementedOps()}).
+     */
+    public static final Set<String> CUDA_KERNELS = Set.of(FILL, SCALE, COPY, CAST, ADD, AXPY, EMBEDDING,
+            EMBEDDING_BACKWARD, RMS_NORM, RMS_NORM_BACKWARD, ROPE, ROPE_BACKWARD, KV_APPEND, SWIGLU, SWIGLU_BACKWARD,
+            ADAMW, SUM_SQUARES);
 }

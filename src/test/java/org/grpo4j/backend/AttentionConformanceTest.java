@@ -1,5 +1,7 @@
 package org.grpo4j.backend;
 
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
 import java.util.SplittableRandom;
 import org.junit.jupiter.api.Nested;
 import org.junit.jupiter.api.Tag;
@@ -11,6 +13,26 @@ import org.junit.jupiter.api.Test;
  * atol 2e-5, rtol 2e-4; decode vs full attention: atol 2e-6, rtol 1e-5.
  */
 class AttentionConformanceTest {
+
+    /** The analytic backward used for the bf16 cases equals finite differences when given the exact output. */
+    @Test
+    void referenceBackwardMatchesFiniteDifferences() {
+        SplittableRandom r = new SplittableRandom(9);
+        int hq = 4, hkv = 2, d = 3;
+        int[] cu = Suite.cu(3, 1, 4);
+        int n = 8, nq = n * hq * d, nk = n * hkv * d;
+        double scale = 0.6;
+        double[] q = Conformance.randn(r, nq, 1), k = Conformance.randn(r, nk, 1), v = Conformance.randn(r, nk, 1);
+        double[] dy = Conformance.randn(r, nq, 1);
+        double[] out = java.util.Arrays.copyOf(Ref.attention(q, k, v, cu, n, hq, hkv, d, scale), nq);
+        double[] g = Ref.attentionBackward(q, k, v, out, dy, cu, n, hq, hkv, d, scale);
+        double[] fq = Conformance.fdGrad(x -> Conformance.dot(dy, java.util.Arrays.copyOf(Ref.attention(x, k, v, cu, n, hq, hkv, d, scale), nq)), q, null);
+        double[] fk = Conformance.fdGrad(x -> Conformance.dot(dy, java.util.Arrays.copyOf(Ref.attention(q, x, v, cu, n, hq, hkv, d, scale), nq)), k, null);
+        double[] fv = Conformance.fdGrad(x -> Conformance.dot(dy, java.util.Arrays.copyOf(Ref.attention(q, k, x, cu, n, hq, hkv, d, scale), nq)), v, null);
+        for (int i = 0; i < nq; i++) assertEquals(fq[i], g[i], 1e-7, "dq " + i);
+        for (int i = 0; i < nk; i++) assertEquals(fk[i], g[nq + i], 1e-7, "dk " + i);
+        for (int i = 0; i < nk; i++) assertEquals(fv[i], g[nq + nk + i], 1e-7, "dv " + i);
+    }
 
     abstract static class Suite extends Conformance {
 
@@ -113,6 +135,97 @@ class AttentionConformanceTest {
                 float[] g = java.util.Arrays.copyOfRange(got, s * hq * d, (s + 1) * hq * d);
                 assertClose("decode seq " + s + " len " + len, want, g, 2e-6, 1e-5);
             }
+        }
+
+        @Test
+        void forwardBf16() {
+            be(Ops.ATTENTION);
+            SplittableRandom r = new SplittableRandom(4);
+            for (int[] c : new int[][] {{8, 2, 64, 37, 1, 20}, {3, 3, 5, 1, 0, 9}, {4, 1, 128, 13}}) {
+                int hq = c[0], hkv = c[1], d = c[2];
+                int[] cu = cu(java.util.Arrays.copyOfRange(c, 3, c.length));
+                int n = cu[cu.length - 1];
+                double scale = 1 / Math.sqrt(d);
+                double[] q = randnBf16(r, n * hq * d, 1), k = randnBf16(r, n * hkv * d, 1), v = randnBf16(r, n * hkv * d, 1);
+                double[] ref = Ref.attention(q, k, v, cu, n, hq, hkv, d, scale);
+                Mixed m = mixed("attention hq=" + hq + " hkv=" + hkv + " d=" + d + " cu=" + java.util.Arrays.toString(cu))
+                        .bf16("q", q, n, hq, d).bf16("k", k, n, hkv, d).bf16("v", v, n, hkv, d).ints("cu", cu, cu.length)
+                        .out(DType.BF16, "out", n, hq, d).out(DType.FP32, "lse", n, hq)
+                        .run((be, t) -> be.attention(t.get("out"), t.get("lse"), t.get("q"), t.get("k"), t.get("v"), t.get("cu"), (float) scale));
+                m.expect("out", java.util.Arrays.copyOf(ref, n * hq * d), 2e-6, 1e-5);
+                m.expect("lse", java.util.Arrays.copyOfRange(ref, n * hq * d, ref.length), 2e-6, 1e-5);
+            }
+        }
+
+        /**
+         * The backward reads the bf16-rounded forward output (D_i = dOut_i . out_i), so the reference is the analytic
+         * float64 gradient given that same out (Ref.attentionBackward), with the fp32 backward tolerance.
+         */
+        @Test
+        void backwardBf16MatchesTheReferenceOnTheSameRoundedOutput() {
+            be(Ops.ATTENTION_BACKWARD);
+            SplittableRandom r = new SplittableRandom(5);
+            for (int[] c : new int[][] {{4, 2, 8, 6, 1, 5}, {2, 1, 64, 9}, {3, 3, 3, 4, 2}}) {
+                int hq = c[0], hkv = c[1], d = c[2];
+                int[] cu = cu(java.util.Arrays.copyOfRange(c, 3, c.length));
+                int n = cu[cu.length - 1], nq = n * hq * d, nk = n * hkv * d;
+                double scale = 1 / Math.sqrt(d);
+                double[] q = randnBf16(r, nq, 1), k = randnBf16(r, nk, 1), v = randnBf16(r, nk, 1), dy = randnBf16(r, nq, 1);
+                Mixed m = mixed("attention backward hq=" + hq + " hkv=" + hkv + " d=" + d)
+                        .bf16("q", q, n, hq, d).bf16("k", k, n, hkv, d).bf16("v", v, n, hkv, d).bf16("dOut", dy, n, hq, d)
+                        .ints("cu", cu, cu.length).out(DType.BF16, "out", n, hq, d).out(DType.FP32, "lse", n, hq)
+                        .out(DType.BF16, "dq", n, hq, d).out(DType.BF16, "dk", n, hkv, d).out(DType.BF16, "dv", n, hkv, d)
+                        .run((be, t) -> be.attention(t.get("out"), t.get("lse"), t.get("q"), t.get("k"), t.get("v"), t.get("cu"), (float) scale),
+                                (be, t) -> be.attentionBackward(t.get("dq"), t.get("dk"), t.get("dv"), t.get("dOut"), t.get("q"), t.get("k"),
+                                        t.get("v"), t.get("out"), t.get("lse"), t.get("cu"), (float) scale));
+                double[] g = Ref.attentionBackward(q, k, v, f64(m.get("out")), dy, cu, n, hq, hkv, d, scale);
+                m.expect("dq", java.util.Arrays.copyOfRange(g, 0, nq), 2e-5, 2e-4);
+                m.expect("dk", java.util.Arrays.copyOfRange(g, nq, nq + nk), 2e-5, 2e-4);
+                m.expect("dv", java.util.Arrays.copyOfRange(g, nq + nk, nq + 2 * nk), 2e-5, 2e-4);
+            }
+        }
+
+        @Test
+        void pagedDecodeBf16() {
+            be(Ops.DECODE_ATTENTION);
+            TestBackends.assumeOp(be(), Ops.KV_APPEND);
+            SplittableRandom r = new SplittableRandom(6);
+            int hq = 4, hkv = 2, d = 64, bs = 3, numBlocks = 9, maxBlocks = 4;
+            int[] lens = {1, 10, 7};
+            int[] tables = {4, 0, 0, 0, 8, 1, 6, 2, 3, 7, 5, 0};
+            int b = lens.length, row = hkv * d;
+            double[] kc0 = randnBf16(r, numBlocks * bs * row, 1), vc0 = randnBf16(r, numBlocks * bs * row, 1);
+            double[] kWant = kc0.clone(), vWant = vc0.clone(), q = randnBf16(r, b * hq * d, 1);
+            Mixed m = mixed("decode bf16").bf16("kCache", kc0, numBlocks, bs, hkv, d).bf16("vCache", vc0, numBlocks, bs, hkv, d)
+                    .bf16("q", q, b, hq, d).ints("tables", tables, b, maxBlocks).ints("lens", lens, b).out(DType.BF16, "out", b, hq, d);
+            double[][] ks = new double[b][], vs = new double[b][];
+            for (int s = 0; s < b; s++) {
+                int len = lens[s];
+                ks[s] = randnBf16(r, len * row, 1);
+                vs[s] = randnBf16(r, len * row, 1);
+                int[] slots = new int[len];
+                for (int t = 0; t < len; t++) {
+                    slots[t] = tables[s * maxBlocks + t / bs] * bs + t % bs;
+                    System.arraycopy(ks[s], t * row, kWant, slots[t] * row, row);
+                    System.arraycopy(vs[s], t * row, vWant, slots[t] * row, row);
+                }
+                m.bf16("k" + s, ks[s], len, hkv, d).bf16("v" + s, vs[s], len, hkv, d).ints("slots" + s, slots, len);
+            }
+            double scale = 1 / Math.sqrt(d);
+            m.run((be, t) -> {
+                for (int s = 0; s < b; s++) be.kvAppend(t.get("kCache"), t.get("vCache"), t.get("k" + s), t.get("v" + s), t.get("slots" + s));
+            }, (be, t) -> be.decodeAttention(t.get("out"), t.get("q"), t.get("kCache"), t.get("vCache"), t.get("tables"), t.get("lens"), (float) scale));
+            m.expect("kCache", kWant, 0, 0); // appended rows copied exactly, every other row untouched
+            m.expect("vCache", vWant, 0, 0);
+            double[] want = new double[b * hq * d];
+            for (int s = 0; s < b; s++) {
+                int len = lens[s];
+                double[] qFull = new double[len * hq * d];
+                System.arraycopy(q, s * hq * d, qFull, (len - 1) * hq * d, hq * d);
+                double[] ref = Ref.attention(qFull, ks[s], vs[s], new int[] {0, len}, len, hq, hkv, d, scale);
+                System.arraycopy(ref, (len - 1) * hq * d, want, s * hq * d, hq * d);
+            }
+            m.expect("out", want, 2e-6, 1e-5);
         }
 
         @Test

@@ -71,6 +71,60 @@ class ElementwiseConformanceTest {
                 assertGradClose("swiglu dUp n=" + n, fdU, du.toFloats(), null, 1e-5, 1e-4);
             }
         }
+
+        // ---- bf16: the fp32 tolerances above, widened for bf16 outputs (Conformance.bf16Tolerance) ----
+
+        @Test
+        void addBf16InPlaceToo() {
+            be(Ops.ADD);
+            SplittableRandom r = new SplittableRandom(11);
+            for (int n : SIZES) {
+                double[] a = randnBf16(r, n, 2), b = randnBf16(r, n, 2), want = new double[n];
+                for (int i = 0; i < n; i++) want[i] = a[i] + b[i];
+                mixed("add n=" + n).bf16("a", a, n).bf16("b", b, n).out(DType.BF16, "out", n)
+                        .run((be, t) -> be.add(t.get("out"), t.get("a"), t.get("b"))).expect("out", want, 1e-6, 1e-6);
+                mixed("add in place n=" + n).bf16("a", a, n).bf16("b", b, n)
+                        .run((be, t) -> be.add(t.get("a"), t.get("a"), t.get("b"))).expect("a", want, 1e-6, 1e-6);
+            }
+        }
+
+        @Test
+        void axpyAccumulatesBf16IntoFp32() {
+            be(Ops.AXPY);
+            SplittableRandom r = new SplittableRandom(12);
+            for (int n : SIZES) {
+                double[] y = randn(r, n, 1), x = randnBf16(r, n, 1), want = new double[n];
+                for (int i = 0; i < n; i++) want[i] = y[i] + (double) -0.3f * x[i];
+                mixed("axpy n=" + n).fp32("y", y, n).bf16("x", x, n)
+                        .run((be, t) -> be.axpy(t.get("y"), -0.3f, t.get("x"))).expect("y", want, 1e-6, 1e-6);
+            }
+        }
+
+        @Test
+        void swigluBf16() {
+            be(Ops.SWIGLU);
+            SplittableRandom r = new SplittableRandom(13);
+            for (int n : SIZES) {
+                double[] g = randnBf16(r, n, 3), u = randnBf16(r, n, 1), want = new double[n];
+                for (int i = 0; i < n; i++) want[i] = Ref.silu(g[i]) * u[i];
+                mixed("swiglu n=" + n).bf16("gate", g, n).bf16("up", u, n).out(DType.BF16, "out", n)
+                        .run((be, t) -> be.swiglu(t.get("out"), t.get("gate"), t.get("up"))).expect("out", want, 1e-6, 1e-5);
+            }
+        }
+
+        @Test
+        void swigluBackwardBf16MatchesFiniteDifferences() {
+            be(Ops.SWIGLU_BACKWARD);
+            SplittableRandom r = new SplittableRandom(14);
+            for (int n : new int[] {1, 13, 257}) {
+                double[] g = randnBf16(r, n, 3), u = randnBf16(r, n, 1), dy = randnBf16(r, n, 1);
+                Mixed m = mixed("swigluBackward n=" + n).bf16("gate", g, n).bf16("up", u, n).bf16("dOut", dy, n)
+                        .out(DType.BF16, "dGate", n).out(DType.BF16, "dUp", n)
+                        .run((be, t) -> be.swigluBackward(t.get("dGate"), t.get("dUp"), t.get("dOut"), t.get("gate"), t.get("up")));
+                m.expect("dGate", fdGrad(x -> { double s = 0; for (int i = 0; i < n; i++) s += dy[i] * Ref.silu(x[i]) * u[i]; return s; }, g, null), 1e-5, 1e-4);
+                m.expect("dUp", fdGrad(x -> { double s = 0; for (int i = 0; i < n; i++) s += dy[i] * Ref.silu(g[i]) * x[i]; return s; }, u, null), 1e-5, 1e-4);
+            }
+        }
     }
 
     @Nested

@@ -50,6 +50,38 @@ class EmbeddingConformanceTest {
         }
 
         @Test
+        void bf16GatherIsExact() {
+            be(Ops.EMBEDDING);
+            SplittableRandom r = new SplittableRandom(3);
+            for (int[] s : new int[][] {{1, 1, 3}, {7, 5, 13}, {300, 97, 64}}) {
+                int n = s[0], vocab = s[1], d = s[2];
+                double[] table = randnBf16(r, vocab * d, 1);
+                int[] ids = r.ints(n, 0, vocab).toArray();
+                double[] want = new double[n * d];
+                for (int t = 0; t < n; t++) System.arraycopy(table, ids[t] * d, want, t * d, d);
+                mixed("embedding " + n + "x" + vocab + "x" + d).bf16("table", table, vocab, d).ints("ids", ids, n)
+                        .out(DType.BF16, "out", n, d).run((be, t) -> be.embedding(t.get("out"), t.get("table"), t.get("ids")))
+                        .expect("out", want, 0, 0);
+            }
+        }
+
+        @Test
+        void backwardAccumulatesBf16GradientsInFp32() {
+            be(Ops.EMBEDDING_BACKWARD);
+            SplittableRandom r = new SplittableRandom(4);
+            for (int[] s : new int[][] {{1, 3, 2}, {29, 5, 7}, {200, 33, 16}}) {
+                int n = s[0], vocab = s[1], d = s[2];
+                double[] dy = randnBf16(r, n * d, 1), init = randn(r, vocab * d, 1);
+                int[] ids = r.ints(n, 0, vocab).toArray();
+                double[] want = init.clone(); // the gradient of sum dy . table[ids] w.r.t. table, plus the initial values
+                for (int t = 0; t < n; t++) for (int j = 0; j < d; j++) want[ids[t] * d + j] += dy[t * d + j];
+                mixed("embeddingBackward " + n + "x" + vocab + "x" + d).fp32("dTable", init, vocab, d).bf16("dOut", dy, n, d)
+                        .ints("ids", ids, n).run((be, t) -> be.embeddingBackward(t.get("dTable"), t.get("dOut"), t.get("ids")))
+                        .expect("dTable", want, 1e-5, 1e-5);
+            }
+        }
+
+        @Test
         void badCalls() {
             Backend be = be(Ops.EMBEDDING);
             assertBadCall(Ops.EMBEDDING, () -> be.embedding(zeros(3, 4), zeros(10, 5), up(new int[] {1, 2, 3}, 3)), "[3, 4]", "[3, 5]");

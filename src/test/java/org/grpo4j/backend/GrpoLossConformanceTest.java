@@ -20,7 +20,11 @@ class GrpoLossConformanceTest {
         record Case(int n, int d, int vocab, double[] h, double[] w, int[] tgt, double[] old, double[] ref, double[] adv, double[] wt) {}
 
         static Case makeCase(SplittableRandom r, int n, int d, int vocab, float temp) {
-            double[] h = randn(r, n * d, 1), w = randn(r, vocab * d, 0.5);
+            return makeCase(r, n, d, vocab, temp, randn(r, n * d, 1), randn(r, vocab * d, 0.5));
+        }
+
+        /** A case on the given hidden states and LM head (bf16 values for the bf16 cases). */
+        static Case makeCase(SplittableRandom r, int n, int d, int vocab, float temp, double[] h, double[] w) {
             int[] tgt = r.ints(n, 0, vocab).toArray();
             double[] logp = Ref.tokenLogprobs(h, w, tgt, n, d, vocab, temp);
             double[] old = new double[n], ref = new double[n], adv = new double[n], wt = new double[n];
@@ -71,6 +75,44 @@ class GrpoLossConformanceTest {
                     for (int i = 0; i < fw.length; i++) fw[i] += dW0[i];
                     assertGradClose(what + " dHidden", fh, out.dHidden().toFloats(), ih, 2e-5, 2e-4);
                     assertGradClose(what + " dLmHead (accumulated)", fw, out.dLmHead().toFloats(), iw, 2e-5, 2e-4);
+                }
+        }
+
+        /** bf16 hidden, lmHead and dHidden; dLmHead and every per-token tensor fp32. */
+        @Test
+        void bf16HiddenAndLmHead() {
+            be(Ops.GRPO_LOSS);
+            SplittableRandom r = new SplittableRandom(2);
+            for (KlEstimator est : new KlEstimator[] {KlEstimator.KL3, KlEstimator.KL4})
+                for (int[] s : new int[][] {{1, 3, 5}, {23, 16, 300}}) {
+                    int n = s[0], d = s[1], vocab = s[2];
+                    float temp = 0.9f, epsLow = 0.2f, epsHigh = 0.28f, beta = 0.05f;
+                    Case c = makeCase(r, n, d, vocab, temp, randnBf16(r, n * d, 1), randnBf16(r, vocab * d, 0.5));
+                    double[] logp = Ref.tokenLogprobs(c.h, c.w, c.tgt, n, d, vocab, temp);
+                    double[] want = Ref.grpo(logp, c.old, c.ref, c.adv, c.wt, epsLow, epsHigh, beta, est);
+                    double[] dW0 = randn(r, vocab * d, 1);
+                    GrpoLossParams p = new GrpoLossParams(temp, epsLow, epsHigh, beta, est);
+                    Mixed m = mixed(est.label() + " n=" + n + " V=" + vocab).bf16("hidden", c.h, n, d).bf16("lmHead", c.w, vocab, d)
+                            .ints("targets", c.tgt, n).fp32("weights", c.wt, n).fp32("adv", c.adv, n).fp32("old", c.old, n)
+                            .fp32("ref", c.ref, n).out(DType.FP32, "loss", 1).out(DType.FP32, "logprobs", n).out(DType.FP32, "ratio", n)
+                            .out(DType.FP32, "clipped", n).out(DType.FP32, "kl", n).out(DType.BF16, "dHidden", n, d)
+                            .fp32("dLmHead", dW0, vocab, d)
+                            .run((be, t) -> be.grpoLoss(new GrpoLossOutputs(t.get("loss"), t.get("logprobs"), t.get("ratio"), t.get("clipped"),
+                                    t.get("kl"), t.get("dHidden"), t.get("dLmHead")), t.get("hidden"), t.get("lmHead"), t.get("targets"),
+                                    t.get("weights"), t.get("adv"), t.get("old"), t.get("ref"), p));
+                    m.expect("loss", new double[] {want[0]}, 1e-5, 1e-5);
+                    m.expect("logprobs", logp, 2e-5, 1e-4);
+                    m.expect("ratio", java.util.Arrays.copyOfRange(want, 1, 1 + n), 2e-5, 1e-4);
+                    m.expect("clipped", java.util.Arrays.copyOfRange(want, 1 + n, 1 + 2 * n), 0, 0);
+                    m.expect("kl", java.util.Arrays.copyOfRange(want, 1 + 2 * n, 1 + 3 * n), 2e-5, 1e-4);
+                    int[] ih = someIndices(r, c.h.length, 120), iw = someIndices(r, c.w.length, 120);
+                    double[] fh = fdGrad(x -> Ref.grpo(Ref.tokenLogprobs(x, c.w, c.tgt, n, d, vocab, temp), c.old, c.ref, c.adv, c.wt,
+                            epsLow, epsHigh, beta, est)[0], c.h, ih);
+                    double[] fw = fdGrad(x -> Ref.grpo(Ref.tokenLogprobs(c.h, x, c.tgt, n, d, vocab, temp), c.old, c.ref, c.adv, c.wt,
+                            epsLow, epsHigh, beta, est)[0], c.w, iw);
+                    for (int i = 0; i < fw.length; i++) fw[i] += dW0[i];
+                    m.expect("dHidden", fh, ih, 2e-5, 2e-4);
+                    m.expect("dLmHead", fw, iw, 2e-5, 2e-4);
                 }
         }
 

@@ -60,6 +60,44 @@ class LmHeadConformanceTest {
         }
 
         @Test
+        void forwardBf16() {
+            be(Ops.TOKEN_LOGPROBS);
+            SplittableRandom r = new SplittableRandom(3);
+            for (int[] s : new int[][] {{1, 1, 2}, {9, 7, 13}, {37, 16, 1001}}) {
+                int n = s[0], d = s[1], vocab = s[2];
+                double[] h = randnBf16(r, n * d, 1), w = randnBf16(r, vocab * d, 0.5);
+                int[] tgt = r.ints(n, 0, vocab).toArray();
+                mixed("tokenLogprobs n=" + n + " d=" + d + " V=" + vocab).bf16("hidden", h, n, d).bf16("lmHead", w, vocab, d)
+                        .ints("targets", tgt, n).out(DType.FP32, "out", n)
+                        .run((be, t) -> be.tokenLogprobs(t.get("out"), t.get("hidden"), t.get("lmHead"), t.get("targets"), 0.7f))
+                        .expect("out", Ref.tokenLogprobs(h, w, tgt, n, d, vocab, 0.7f), 2e-5, 1e-5);
+            }
+        }
+
+        @Test
+        void backwardBf16MatchesFiniteDifferences() {
+            be(Ops.TOKEN_LOGPROBS_BACKWARD);
+            SplittableRandom r = new SplittableRandom(4);
+            for (int[] s : new int[][] {{1, 3, 2}, {7, 5, 300}}) {
+                int n = s[0], d = s[1], vocab = s[2];
+                double[] h = randnBf16(r, n * d, 1), w = randnBf16(r, vocab * d, 0.5), g = randn(r, n, 1), w0 = randn(r, vocab * d, 1);
+                int[] tgt = r.ints(n, 0, vocab).toArray();
+                float temp = 0.8f;
+                Mixed m = mixed("tokenLogprobsBackward n=" + n + " d=" + d + " V=" + vocab).bf16("hidden", h, n, d)
+                        .bf16("lmHead", w, vocab, d).ints("targets", tgt, n).fp32("dLogprobs", g, n).fp32("dLmHead", w0, vocab, d)
+                        .out(DType.BF16, "dHidden", n, d)
+                        .run((be, t) -> be.tokenLogprobsBackward(t.get("dHidden"), t.get("dLmHead"), t.get("dLogprobs"), t.get("hidden"),
+                                t.get("lmHead"), t.get("targets"), temp));
+                double[] fh = fdGrad(x -> dot(g, Ref.tokenLogprobs(x, w, tgt, n, d, vocab, temp)), h, null);
+                int[] iw = someIndices(r, w.length, 200);
+                double[] fw = fdGrad(x -> dot(g, Ref.tokenLogprobs(h, x, tgt, n, d, vocab, temp)), w, iw);
+                for (int i = 0; i < fw.length; i++) fw[i] += w0[i];
+                m.expect("dHidden", fh, 2e-5, 2e-4);
+                m.expect("dLmHead", fw, iw, 2e-5, 2e-4);
+            }
+        }
+
+        @Test
         void badCalls() {
             Backend be = be(Ops.TOKEN_LOGPROBS);
             assertBadCall(Ops.TOKEN_LOGPROBS, () -> be.tokenLogprobs(zeros(3), zeros(3, 4), zeros(10, 5), up(new int[3], 3), 1f), "hidden size");

@@ -63,6 +63,19 @@ class OptimizerConformanceTest {
             }
             assertBadCall(Ops.SUM_SQUARES, () -> be.sumSquares(zeros(2), zeros(3)), "out", "[2]");
         }
+
+        @Test
+        void sumSquaresOfBf16IntoFp32() {
+            be(Ops.SUM_SQUARES);
+            SplittableRandom r = new SplittableRandom(3);
+            for (int n : new int[] {1, 33, 100_003}) {
+                double[] x = randnBf16(r, n, 1);
+                double want = 0.25;
+                for (double a : x) want += a * a;
+                mixed("sumSquares n=" + n).fp32("out", new double[] {0.25}, 1).bf16("x", x, n)
+                        .run((be, t) -> be.sumSquares(t.get("out"), t.get("x"))).expect("out", new double[] {want}, 0, 1e-6);
+            }
+        }
     }
 
     @Nested

@@ -89,6 +89,47 @@ public final class Ref {
         return out;
     }
 
+    /**
+     * Gradients of {@link #attention} for upstream dOut, analytically in float64, reading the forward output the
+     * way a FlashAttention backward does: P = softmax(scale q k^T) over the causal window, D_i = dOut_i . out_i,
+     * dS = P (dOut v^T - D), dq = scale dS k, dk = scale dS^T q, dv = P^T dOut. With the exact out this is the true
+     * gradient; with a bf16-rounded out it is what a backward given that out computes. Returns dq (n*hq*d), dk and dv
+     * (n*hkv*d each), concatenated.
+     */
+    public static double[] attentionBackward(double[] q, double[] k, double[] v, double[] out, double[] dOut, int[] cu,
+                                             int n, int hq, int hkv, int d, double scale) {
+        int oK = n * hq * d, oV = oK + n * hkv * d, group = hq / hkv;
+        double[] g = new double[oV + n * hkv * d];
+        for (int b = 0; b + 1 < cu.length; b++)
+            for (int t = cu[b]; t < cu[b + 1]; t++)
+                for (int h = 0; h < hq; h++) {
+                    int kh = h / group, qb = (t * hq + h) * d, len = t - cu[b] + 1;
+                    double[] p = new double[len];
+                    double mx = Double.NEGATIVE_INFINITY, sum = 0, dd = 0;
+                    for (int j = 0; j < len; j++) {
+                        int kb = ((cu[b] + j) * hkv + kh) * d;
+                        double dot = 0;
+                        for (int x = 0; x < d; x++) dot += q[qb + x] * k[kb + x];
+                        p[j] = dot * scale;
+                        mx = Math.max(mx, p[j]);
+                    }
+                    for (int j = 0; j < len; j++) sum += p[j] = Math.exp(p[j] - mx);
+                    for (int x = 0; x < d; x++) dd += dOut[qb + x] * out[qb + x];
+                    for (int j = 0; j < len; j++) {
+                        int kb = ((cu[b] + j) * hkv + kh) * d;
+                        double pj = p[j] / sum, dp = 0;
+                        for (int x = 0; x < d; x++) dp += dOut[qb + x] * v[kb + x];
+                        double ds = pj * (dp - dd) * scale;
+                        for (int x = 0; x < d; x++) {
+                            g[qb + x] += ds * k[kb + x];
+                            g[oK + kb + x] += ds * q[qb + x];
+                            g[oV + kb + x] += pj * dOut[qb + x];
+                        }
+                    }
+                }
+        return g;
+    }
+
     public static double silu(double x) { return x / (1 + Math.exp(-x)); }
 
     /** log softmax(h W^T / (T + 1e-7))[target] per token. */

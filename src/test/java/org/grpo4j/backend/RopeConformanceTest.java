@@ -74,6 +74,39 @@ class RopeConformanceTest {
         }
 
         @Test
+        void forwardBf16InPlaceToo() {
+            be(Ops.ROPE);
+            SplittableRandom r = new SplittableRandom(3);
+            for (Object[] c : new Object[][] {{LLAMA31, 5, 3, 8191}, {new Rope(6, 10000, null), 7, 1, 50}}) {
+                Rope rope = (Rope) c[0];
+                int n = (int) c[1], h = (int) c[2], maxPos = (int) c[3], d = rope.headDim();
+                double[] x = randnBf16(r, n * h * d, 1);
+                int[] pos = r.ints(n, 0, maxPos + 1).toArray();
+                pos[0] = maxPos;
+                double[] want = Ref.rope(x, pos, rope.invFreq(), n, h, d, false);
+                Mixed m = mixed("rope d=" + d).bf16("x", x, n, h, d).bf16("y", x, n, h, d).ints("pos", pos, n).out(DType.BF16, "out", n, h, d)
+                        .run((be, t) -> be.rope(t.get("out"), t.get("x"), t.get("pos"), rope),
+                                (be, t) -> be.rope(t.get("y"), t.get("y"), t.get("pos"), rope));
+                m.expect("out", want, 2e-7 * (1 + maxPos) + 1e-6, 1e-5);
+                m.expect("y", want, 2e-7 * (1 + maxPos) + 1e-6, 1e-5);
+            }
+        }
+
+        @Test
+        void backwardBf16MatchesFiniteDifferences() {
+            be(Ops.ROPE_BACKWARD);
+            SplittableRandom r = new SplittableRandom(4);
+            Rope rope = new Rope(8, 10000, new Rope.Llama3Scaling(8, 1, 4, 64));
+            int n = 5, h = 3, d = 8;
+            double[] x = randnBf16(r, n * h * d, 1), dy = randnBf16(r, n * h * d, 1);
+            int[] pos = {0, 3, 17, 100, 1000};
+            float[] inv = rope.invFreq();
+            mixed("ropeBackward").bf16("dOut", dy, n, h, d).ints("pos", pos, n).out(DType.BF16, "dx", n, h, d)
+                    .run((be, t) -> be.ropeBackward(t.get("dx"), t.get("dOut"), t.get("pos"), rope))
+                    .expect("dx", fdGrad(xx -> dot(dy, Ref.rope(xx, pos, inv, n, h, d, false)), x, null), 1e-5, 1e-4);
+        }
+
+        @Test
         void badCalls() {
             Backend be = be(Ops.ROPE);
             Rope rope = new Rope(8, 10000, null);

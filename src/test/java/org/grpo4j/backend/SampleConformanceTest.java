@@ -161,6 +161,34 @@ class SampleConformanceTest {
             assertFalse(java.util.Arrays.equals(a1, t3.toInts()), "another seed gives other tokens");
         }
 
+        /** bf16 logits sample exactly as their fp32 widening on the same backend: same tokens, same log-probs. */
+        @Test
+        void bf16LogitsSampleAsTheirFp32Widening() {
+            be(Ops.SAMPLE);
+            SplittableRandom r = new SplittableRandom(6);
+            int b = 17, v = 101;
+            double[] logits = randnBf16(r, b * v, 2);
+            int[] ctr = new int[2 * b];
+            for (int i = 0; i < b; i++) { ctr[2 * i] = 7 + i; ctr[2 * i + 1] = 2 * i; }
+            for (SamplingSpec spec : new SamplingSpec[] {new SamplingSpec(1f, 50, 0.9f, 123), new SamplingSpec(0.7f, 0, 1f, 5),
+                    new SamplingSpec(0f, 0, 1f, 1)}) {
+                Mixed m = mixed("sample " + spec).bf16("logits", logits, b, v).fp32("logits32", logits, b, v).ints("ctr", ctr, b, 2)
+                        .out(DType.INT32, "tokens", b).out(DType.FP32, "logprobs", b).out(DType.INT32, "tokens32", b).out(DType.FP32, "logprobs32", b)
+                        .run((be, t) -> be.sample(t.get("tokens"), t.get("logprobs"), t.get("logits"), t.get("ctr"), spec),
+                                (be, t) -> be.sample(t.get("tokens32"), t.get("logprobs32"), t.get("logits32"), t.get("ctr"), spec));
+                int[] tok = m.ints("tokens");
+                assertArrayEquals(m.ints("tokens32"), tok, "tokens of bf16 logits vs their fp32 widening");
+                assertArrayEquals(m.get("logprobs32"), m.get("logprobs"), "logprobs of bf16 logits vs their fp32 widening");
+                double[] want = new double[b];
+                for (int row = 0; row < b; row++) {
+                    double[] p = softmax(java.util.Arrays.copyOfRange(logits, row * v, (row + 1) * v), spec.temperature() == 0 ? 1 : spec.temperature());
+                    want[row] = Math.log(p[tok[row]]);
+                }
+                assertClose("sample " + spec + " logprobs", want, m.get("logprobs"), 1e-5, 0);
+                assertTrue(java.util.Arrays.stream(tok).distinct().count() > 1, "rows draw different tokens");
+            }
+        }
+
         @Test
         void badCalls() {
             Backend be = be(Ops.SAMPLE);

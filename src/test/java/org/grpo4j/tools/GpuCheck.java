@@ -1,17 +1,19 @@
 package org.grpo4j.tools;
 
+import static org.junit.platform.engine.discovery.DiscoverySelectors.selectClass;
 import static org.junit.platform.engine.discovery.DiscoverySelectors.selectPackage;
 
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.TreeMap;
-import org.grpo4j.backend.Backend;
-import org.grpo4j.backend.Backends;
-import org.grpo4j.backend.CudaBackend;
+import java.util.TreeSet;
+import java.util.concurrent.TimeUnit;
 import org.grpo4j.backend.CudaRuntime;
-import org.grpo4j.backend.DType;
-import org.grpo4j.backend.Tensor;
 import org.junit.platform.engine.TestExecutionResult;
 import org.junit.platform.engine.discovery.ClassNameFilter;
 import org.junit.platform.launcher.Launcher;
@@ -19,126 +21,318 @@ import org.junit.platform.launcher.LauncherDiscoveryRequest;
 import org.junit.platform.launcher.TagFilter;
 import org.junit.platform.launcher.TestExecutionListener;
 import org.junit.platform.launcher.TestIdentifier;
+import org.junit.platform.launcher.TestPlan;
 import org.junit.platform.launcher.core.LauncherDiscoveryRequestBuilder;
 import org.junit.platform.launcher.core.LauncherFactory;
 
 /**
- * {@code tools/gpu-check}: runs every test tagged "gpu", then a smoke benchmark of the kernels, and prints one
- * summary table. Exit status 0 when no test failed. Without a GPU the tests are reported as skipped.
+ * {@code tools/gpu-check}: everything a GPU loan should learn, in one command and under five minutes.
+ * <ol>
+ *   <li>the device, driver, runtime and whether cuBLAS/cuBLASLt/NCCL load;</li>
+ *   <li>every test class with gpu-tagged tests, each in its own JVM (a kernel that faults poisons the CUDA context for
+ *       the rest of its process, so one bad kernel must not take the other families down with it);</li>
+ *   <li>the same classes once more under {@code compute-sanitizer --tool memcheck} (when the toolkit has it), which
+ *       reports out-of-bounds and misaligned accesses, at the conformance suites' small sizes;</li>
+ *   <li>the kernel benchmark ({@code grpo4j bench --family all}) and, where PyTorch is installed, the peers script and
+ *       the comparison table.</li>
+ * </ol>
+ * One summary table goes to stdout and, with {@code --out DIR}, to {@code DIR/gpu-check.md} with every log beside it.
+ * Exit status 0 when nothing failed. Without a GPU, the tests report as skipped and the rest says why it did not run.
+ *
+ * <p>Options: {@code --out DIR}, {@code --no-sanitizer}, {@code --no-bench}, {@code --only CLASS} (simple name; may
+ * repeat), {@code --budget SECONDS} (default 290: steps that would start after it are skipped and say so).
+ * Internal: {@code --run-class FQCN --result FILE} runs one class in this JVM (what the children do).
  */
 public final class GpuCheck {
+    private static final long CHILD_TIMEOUT_S = 150;
 
-    public static void main(String[] args) {
+    public static void main(String[] args) throws Exception {
+        Map<String, List<String>> opt = parse(args);
+        if (opt.containsKey("--run-class")) {
+            System.exit(runClass(opt.get("--run-class").get(0), Path.of(opt.get("--result").get(0))));
+        }
+        long start = System.nanoTime();
+        long budgetNs = TimeUnit.SECONDS.toNanos(Long.parseLong(first(opt, "--budget", "290")));
+        Path out = Path.of(first(opt, "--out", "target/gpu-check"));
+        Files.createDirectories(out);
+        StringBuilder report = new StringBuilder();
+
         CudaRuntime.Availability a = CudaRuntime.probe();
-        System.out.println("gpu-check: cuda " + (a.available() ? a.deviceCount() + " device(s)" : "unavailable: " + a.reason()));
+        line(report, "gpu-check: cuda " + (a.available() ? a.deviceCount() + " device(s)" : "unavailable: " + a.reason()));
         for (CudaRuntime.Device d : CudaRuntime.devices())
-            System.out.printf("gpu-check: device %d %s, %.1f GiB, %d SMs, cc %s, driver CUDA %s, runtime %s%n", d.index(), d.name(),
+            line(report, String.format("gpu-check: device %d %s, %.1f GiB, %d SMs, cc %s, driver CUDA %s, runtime %s", d.index(), d.name(),
                     d.totalMemory() / (double) (1L << 30), d.smCount(), d.computeCapability(), CudaRuntime.driverVersion(),
-                    CudaRuntime.runtimeVersion());
+                    CudaRuntime.runtimeVersion()));
         for (CudaRuntime.LibraryStatus l : CudaRuntime.libraries())
-            System.out.println("gpu-check: " + l.name() + (l.loads() ? " loads: " : " does not load: ") + l.detail());
+            line(report, "gpu-check: " + l.name() + (l.loads() ? " loads: " : " does not load: ") + l.detail());
 
-        Map<String, int[]> perClass = new TreeMap<>(); // passed, failed, skipped
-        List<String> failures = new ArrayList<>();
+        List<String> classes = gpuTestClasses(opt.get("--only"));
+        List<String[]> rows = new ArrayList<>(); // check, passed, failed, skipped, note
+        int failed = 0;
+        for (String c : classes) {
+            if (System.nanoTime() - start > budgetNs) { rows.add(new String[] {simple(c), "-", "-", "-", "not run: time budget spent"}); continue; }
+            Result r = child(c, out, null);
+            rows.add(r.row(simple(c)));
+            failed += r.failed;
+        }
+
+        List<String[]> sanRows = new ArrayList<>();
+        String sanitizer = a.available() && !opt.containsKey("--no-sanitizer") ? findSanitizer() : null;
+        if (a.available() && !opt.containsKey("--no-sanitizer") && sanitizer == null)
+            sanRows.add(new String[] {"memcheck", "-", "-", "-", "compute-sanitizer not found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin)"});
+        if (sanitizer != null) {
+            for (String c : classes) {
+                if (System.nanoTime() - start > budgetNs) { sanRows.add(new String[] {"memcheck " + simple(c), "-", "-", "-", "not run: time budget spent"}); continue; }
+                Result r = child(c, out, sanitizer);
+                sanRows.add(r.row("memcheck " + simple(c)));
+                failed += r.failed + (r.sanitizerErrors > 0 ? 1 : 0);
+            }
+        }
+
+        List<String> benchNotes = new ArrayList<>();
+        if (!a.available()) benchNotes.add("kernel benchmark: skipped (no CUDA device)");
+        else if (opt.containsKey("--no-bench")) benchNotes.add("kernel benchmark: skipped (--no-bench)");
+        else if (System.nanoTime() - start > budgetNs) benchNotes.add("kernel benchmark: not run (time budget spent)");
+        else failed += bench(out, benchNotes, budgetNs - (System.nanoTime() - start));
+
+        line(report, "");
+        line(report, "| check | passed | failed | skipped | note |");
+        line(report, "|---|---|---|---|---|");
+        for (String[] r : rows) line(report, "| " + String.join(" | ", r) + " |");
+        for (String[] r : sanRows) line(report, "| " + String.join(" | ", r) + " |");
+        line(report, "");
+        for (String n : benchNotes) line(report, n);
+        line(report, String.format("gpu-check: %.0f s, %s", (System.nanoTime() - start) / 1e9, failed == 0 ? "no failures" : failed + " failure(s)"));
+        Files.writeString(out.resolve("gpu-check.md"), report.toString(), StandardCharsets.UTF_8);
+        System.exit(failed == 0 ? 0 : 1);
+    }
+
+    // ---- the children ---------------------------------------------------------------------------------------------
+
+    /** What one child reported. */
+    static final class Result {
+        int passed, failed, skipped, sanitizerErrors = -1;
+        String note = "";
+
+        String[] row(String name) {
+            return new String[] {name, String.valueOf(passed), String.valueOf(failed), String.valueOf(skipped), note};
+        }
+    }
+
+    /** Runs one class in a fresh JVM (under compute-sanitizer when given) and reads what it wrote. */
+    static Result child(String cls, Path out, String sanitizer) throws IOException, InterruptedException {
+        String tag = simple(cls) + (sanitizer != null ? ".memcheck" : "");
+        Path result = out.resolve(tag + ".result"), log = out.resolve(tag + ".log"), sanLog = out.resolve(tag + ".sanitizer.log");
+        Files.deleteIfExists(result);
+        List<String> cmd = new ArrayList<>();
+        if (sanitizer != null)
+            cmd.addAll(List.of(sanitizer, "--tool", "memcheck", "--print-limit", "20", "--log-file", sanLog.toString()));
+        cmd.addAll(javaCommand());
+        cmd.addAll(List.of(GpuCheck.class.getName(), "--run-class", cls, "--result", result.toString()));
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        Result r = new Result();
+        if (!p.waitFor(sanitizer != null ? 2 * CHILD_TIMEOUT_S : CHILD_TIMEOUT_S, TimeUnit.SECONDS)) {
+            p.destroyForcibly().waitFor();
+            r.failed = 1;
+            r.note = "timed out; log " + log.getFileName();
+            return r;
+        }
+        if (Files.exists(result)) {
+            for (String l : Files.readAllLines(result)) {
+                String[] f = l.split(" ", 2);
+                switch (f[0]) {
+                    case "counts" -> {
+                        String[] c = f[1].split(" ");
+                        r.passed = Integer.parseInt(c[0]);
+                        r.failed = Integer.parseInt(c[1]);
+                        r.skipped = Integer.parseInt(c[2]);
+                    }
+                    case "skip" -> { if (r.note.isEmpty()) r.note = f[1]; }
+                    case "fail" -> r.note = (r.note.isEmpty() ? "" : r.note + "; ") + f[1];
+                    default -> {}
+                }
+            }
+        } else {
+            r.failed = 1;
+            r.note = "the JVM ended without a result (exit " + p.exitValue() + "; a fault or crash?) — log " + log.getFileName()
+                    + ": " + lastLines(log, 3);
+        }
+        if (sanitizer != null) {
+            String s = Files.exists(sanLog) ? Files.readString(sanLog) : "";
+            java.util.regex.Matcher m = java.util.regex.Pattern.compile("ERROR SUMMARY: (\\d+) error").matcher(s);
+            r.sanitizerErrors = m.find() ? Integer.parseInt(m.group(1)) : -1;
+            String san = r.sanitizerErrors < 0 ? "no sanitizer summary (see " + sanLog.getFileName() + ")"
+                    : r.sanitizerErrors == 0 ? "memcheck: 0 errors" : "memcheck: " + r.sanitizerErrors + " error(s), see " + sanLog.getFileName();
+            r.note = r.note.isEmpty() ? san : san + "; " + r.note;
+        }
+        return r;
+    }
+
+    static List<String> javaCommand() {
+        String java = ProcessHandle.current().info().command().orElse("java");
+        return List.of(java, "-Xmx16g", "--add-modules", "jdk.incubator.vector", "-cp", System.getProperty("java.class.path"));
+    }
+
+    /** Child mode: runs the gpu-tagged tests of one class and writes "counts P F S", "skip REASON", "fail NAME: MSG". */
+    static int runClass(String cls, Path result) throws IOException {
+        int[] counts = new int[3];
+        List<String> lines = new ArrayList<>();
         LauncherDiscoveryRequest req = LauncherDiscoveryRequestBuilder.request()
-                .selectors(selectPackage("org.grpo4j"))
-                .filters(TagFilter.includeTags("gpu"), ClassNameFilter.includeClassNamePatterns(".*Test.*"))
-                .build();
+                .selectors(selectClass(cls)).filters(TagFilter.includeTags("gpu")).build();
         Launcher launcher = LauncherFactory.create();
         launcher.execute(req, new TestExecutionListener() {
             @Override
             public void executionSkipped(TestIdentifier id, String reason) {
-                if (id.isTest() || id.isContainer()) count(id, 2, reason);
+                counts[2]++;
+                lines.add("skip " + oneLine(reason));
             }
 
             @Override
             public void executionFinished(TestIdentifier id, TestExecutionResult r) {
-                if (!id.isTest()) return;
+                if (!id.isTest()) {
+                    if (r.getStatus() == TestExecutionResult.Status.FAILED) {
+                        counts[1]++;
+                        lines.add("fail " + id.getDisplayName() + ": " + r.getThrowable().map(t -> oneLine(String.valueOf(t))).orElse("?"));
+                    }
+                    return;
+                }
                 switch (r.getStatus()) {
-                    case SUCCESSFUL -> count(id, 0, null);
-                    case ABORTED -> count(id, 2, r.getThrowable().map(Throwable::getMessage).orElse(""));
+                    case SUCCESSFUL -> counts[0]++;
+                    case ABORTED -> {
+                        counts[2]++;
+                        lines.add("skip " + r.getThrowable().map(t -> oneLine(t.getMessage()).replaceFirst("^Assumption failed: ", "")).orElse(""));
+                    }
                     case FAILED -> {
-                        count(id, 1, null);
-                        failures.add(id.getDisplayName() + " [" + id.getUniqueId() + "]: "
-                                + r.getThrowable().map(Throwable::toString).orElse("?"));
+                        counts[1]++;
+                        lines.add("fail " + id.getDisplayName() + ": " + r.getThrowable().map(t -> oneLine(String.valueOf(t))).orElse("?"));
+                        r.getThrowable().ifPresent(Throwable::printStackTrace);
                     }
                 }
             }
-
-            private void count(TestIdentifier id, int slot, String reason) {
-                String key = shortName(id.getUniqueId());
-                perClass.computeIfAbsent(key, k -> new int[3])[slot]++;
-                if (reason != null && slot == 2 && !reasons.containsKey(key)) reasons.put(key, reason);
-            }
         });
-
-        List<String[]> bench = a.available() ? benchmark() : List.of();
-
-        System.out.println();
-        System.out.println("| check | passed | failed | skipped | note |");
-        System.out.println("|---|---|---|---|---|");
-        int failed = 0;
-        for (var e : perClass.entrySet()) {
-            int[] c = e.getValue();
-            failed += c[1];
-            System.out.printf("| %s | %d | %d | %d | %s |%n", e.getKey(), c[0], c[1], c[2], reasons.getOrDefault(e.getKey(), ""));
-        }
-        if (!bench.isEmpty()) {
-            System.out.println();
-            System.out.println("| kernel | elements | time (ms) | GB/s |");
-            System.out.println("|---|---|---|---|");
-            for (String[] row : bench) System.out.println("| " + String.join(" | ", row) + " |");
-        } else {
-            System.out.println();
-            System.out.println("kernel benchmark: skipped (no CUDA device)");
-        }
-        for (String f : failures) System.out.println("FAILED " + f);
-        System.exit(failed == 0 ? 0 : 1);
+        lines.add(0, "counts " + counts[0] + " " + counts[1] + " " + counts[2]);
+        Files.write(result, lines);
+        return counts[1] == 0 ? 0 : 1;
     }
 
-    static final Map<String, String> reasons = new TreeMap<>();
-
-    static String shortName(String uniqueId) {
-        StringBuilder sb = new StringBuilder();
-        java.util.regex.Matcher m = java.util.regex.Pattern.compile("\\[(class|nested-class):([\\w.$]+)\\]").matcher(uniqueId);
-        while (m.find()) {
-            String n = m.group(2);
-            sb.append(sb.length() > 0 ? "." : "").append(n.substring(n.lastIndexOf('.') + 1));
-        }
-        return sb.length() == 0 ? uniqueId : sb.toString();
+    /** Top-level test classes that contain at least one gpu-tagged test, by discovery (nothing runs). */
+    static List<String> gpuTestClasses(List<String> only) {
+        LauncherDiscoveryRequest req = LauncherDiscoveryRequestBuilder.request()
+                .selectors(selectPackage("org.grpo4j"))
+                .filters(TagFilter.includeTags("gpu"), ClassNameFilter.includeClassNamePatterns(".*Test.*"))
+                .build();
+        TestPlan plan = LauncherFactory.create().discover(req);
+        TreeSet<String> classes = new TreeSet<>();
+        java.util.regex.Pattern p = java.util.regex.Pattern.compile("\\[class:([\\w.]+)\\]");
+        for (TestIdentifier root : plan.getRoots())
+            for (TestIdentifier id : plan.getDescendants(root)) {
+                if (!id.isTest()) continue;
+                java.util.regex.Matcher m = p.matcher(id.getUniqueId());
+                if (m.find()) classes.add(m.group(1));
+            }
+        List<String> out = new ArrayList<>();
+        for (String c : classes) if (only == null || only.contains(simple(c))) out.add(c);
+        return out;
     }
 
-    /** Memory-bound smoke benchmark: bytes moved / event time, median of 20 launches after 3 warm-ups. */
-    static List<String[]> benchmark() {
-        List<String[]> rows = new ArrayList<>();
-        try (Backend be0 = Backends.open("cuda:0")) {
-            CudaBackend be = (CudaBackend) be0;
-            int n = 1 << 28; // 256 Mi elements = 1 GiB fp32
-            try (Tensor f = be.empty(DType.FP32, n); Tensor h = be.empty(DType.BF16, n)) {
-                rows.add(time(be, "fill fp32", n, 4L * n, () -> be.fill(f, 1.5)));
-                rows.add(time(be, "scale fp32", n, 8L * n, () -> be.scale(f, 0.999f)));
-                rows.add(time(be, "cast fp32->bf16", n, 6L * n, () -> be.cast(h, f)));
-                rows.add(time(be, "cast bf16->fp32", n, 6L * n, () -> be.cast(f, h)));
-                rows.add(time(be, "copy fp32 (cudaMemcpy d2d)", n, 8L * n, () -> be.copy(f.view(0, n / 2), f.view(n / 2, n / 2))));
+    // ---- benchmark ------------------------------------------------------------------------------------------------
+
+    /** Our kernel benchmark, then the PyTorch peers and the comparison where torch is installed. Returns failures. */
+    static int bench(Path out, List<String> notes, long budgetNs) throws IOException, InterruptedException {
+        Path ours = out.resolve("bench-ours.json"), peers = out.resolve("bench-peers.json");
+        long budgetS = Math.max(30, TimeUnit.NANOSECONDS.toSeconds(budgetNs));
+        List<String> cmd = new ArrayList<>(javaCommand());
+        cmd.addAll(List.of("org.grpo4j.cli.Main", "bench", "--family", "all", "--json", ours.toString()));
+        int failures = 0;
+        int code = run(cmd, out.resolve("bench-ours.log"), budgetS);
+        notes.add("kernel benchmark: " + (code == 0 ? "ok" : "exit " + code) + " — " + out.resolve("bench-ours.log").getFileName()
+                + ", " + ours.getFileName());
+        if (code != 0) failures++;
+        Path script = Path.of("tools/bench-peers.py");
+        if (!Files.exists(script)) {
+            notes.add("peers: tools/bench-peers.py not found (run from the project root)");
+            return failures;
+        }
+        int torch = run(List.of("python3", "-c", "import torch; assert torch.cuda.is_available()"), out.resolve("torch-probe.log"), 60);
+        if (torch != 0) {
+            notes.add("peers: skipped (no python3 with CUDA torch here; see torch-probe.log)");
+            return failures;
+        }
+        code = run(List.of("python3", script.toString(), "--json", peers.toString()), out.resolve("bench-peers.log"), budgetS);
+        notes.add("peers: " + (code == 0 ? "ok" : "exit " + code) + " — bench-peers.log, " + peers.getFileName());
+        if (code == 0 && Files.exists(ours)) {
+            cmd = new ArrayList<>(javaCommand());
+            cmd.addAll(List.of("org.grpo4j.cli.Main", "bench", "--compare", ours.toString(), peers.toString(), "--out", out.toString()));
+            code = run(cmd, out.resolve("bench-compare.log"), 60);
+            notes.add("comparison: " + (code == 0 ? "ok" : "exit " + code) + " — bench-compare.log");
+            if (code != 0) failures++;
+            System.out.print(Files.exists(out.resolve("bench-compare.log")) ? Files.readString(out.resolve("bench-compare.log")) : "");
+        }
+        return failures;
+    }
+
+    static int run(List<String> cmd, Path log, long timeoutS) throws IOException, InterruptedException {
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        if (!p.waitFor(timeoutS, TimeUnit.SECONDS)) {
+            p.destroyForcibly().waitFor();
+            return 124;
+        }
+        return p.exitValue();
+    }
+
+    // ---- small helpers ----------------------------------------------------------------------------------------------
+
+    static String findSanitizer() {
+        List<String> dirs = new ArrayList<>(List.of(System.getenv().getOrDefault("PATH", "").split(":")));
+        String home = System.getenv("CUDA_HOME");
+        if (home != null) dirs.add(home + "/bin");
+        dirs.add("/usr/local/cuda/bin");
+        for (String d : dirs) {
+            Path p = Path.of(d.isEmpty() ? "." : d, "compute-sanitizer");
+            if (Files.isExecutable(p)) return p.toString();
+        }
+        return null;
+    }
+
+    static String simple(String cls) { return cls.substring(cls.lastIndexOf('.') + 1); }
+
+    static String oneLine(String s) {
+        if (s == null) return "";
+        String t = s.lines().findFirst().orElse("").trim();
+        return t.length() > 300 ? t.substring(0, 300) + "..." : t;
+    }
+
+    static String lastLines(Path f, int n) {
+        try {
+            List<String> l = Files.readAllLines(f);
+            return String.join(" / ", l.subList(Math.max(0, l.size() - n), l.size()));
+        } catch (IOException e) {
+            return "";
+        }
+    }
+
+    static void line(StringBuilder report, String s) {
+        System.out.println(s);
+        report.append(s).append('\n');
+    }
+
+    static String first(Map<String, List<String>> opt, String key, String dflt) {
+        List<String> v = opt.get(key);
+        return v == null || v.isEmpty() ? dflt : v.get(0);
+    }
+
+    static Map<String, List<String>> parse(String[] args) {
+        Map<String, List<String>> m = new LinkedHashMap<>();
+        for (int i = 0; i < args.length; i++) {
+            String k = args[i];
+            boolean flag = k.equals("--no-sanitizer") || k.equals("--no-bench");
+            if (!k.startsWith("--")) throw new IllegalArgumentException("gpu-check: unexpected argument " + k);
+            if (flag) m.put(k, List.of());
+            else {
+                if (i + 1 >= args.length) throw new IllegalArgumentException("gpu-check: " + k + " needs a value");
+                m.computeIfAbsent(k, x -> new ArrayList<>()).add(args[++i]);
             }
         }
-        return rows;
-    }
-
-    static String[] time(CudaBackend be, String name, int n, long bytes, Runnable op) {
-        for (int i = 0; i < 3; i++) op.run();
-        double[] ms = new double[20];
-        try (CudaBackend.Event a = be.newEvent(); CudaBackend.Event b = be.newEvent()) {
-            for (int i = 0; i < ms.length; i++) {
-                a.record();
-                op.run();
-                b.record();
-                b.synchronize();
-                ms[i] = b.elapsedSince(a);
-            }
-        }
-        java.util.Arrays.sort(ms);
-        double med = ms[ms.length / 2];
-        return new String[] {name, String.valueOf(n), String.format("%.3f", med), String.format("%.0f", bytes / (med * 1e6))};
+        return m;
     }
 }

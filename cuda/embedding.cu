@@ -1,0 +1,122 @@
+// Embedding lookup and its deterministic backward.
+//   forward:  out[t, :] = table[ids[t], :]                       (a row copy in 16-byte packs when aligned)
+//   backward: dTable[r, :] += sum over tokens t with ids[t] = r of dOut[t, :], in token order
+// The backward never uses atomics whose order varies: token indices are stably sorted by id (CUB radix sort), then
+// one block per distinct id sums that id's rows in token order, starting from dTable's old value. fp32 adds in the
+// same order as CpuBackend.embeddingBackward, so the two are bit-identical. Out-of-range ids are skipped and reported
+// through the device error flag (cuda/common.cuh).
+#include <cub/cub.cuh>
+
+#include "common.cuh"
+
+namespace {
+
+template <typename T>
+__global__ void gather_kernel(T* out, const T* table, const int* ids, int n, int d, int v, bool vec, int* flag, int op) {
+    const int t = blockIdx.x;
+    const int id = ids[t];
+    if (id < 0 || id >= v) {
+        if (threadIdx.x == 0) g4::report(flag, op, t, id, v);
+        return;
+    }
+    const T* src = table + (long long) id * d;
+    T* dst = out + (long long) t * d;
+    constexpr int N = g4::Pack<T>::N;
+    const int packs = vec ? d / N : 0;
+    for (int q = threadIdx.x; q < packs; q += blockDim.x) g4::store_pack(dst + q * N, g4::load_pack(src + q * N));
+    for (int j = packs * N + threadIdx.x; j < d; j += blockDim.x) dst[j] = src[j];
+}
+
+__global__ void keys_kernel(int* keys, int* vals, const int* ids, int n, int v, int* flag, int op) {
+    int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= n) return;
+    int id = ids[t];
+    if (id < 0 || id >= v) {
+        g4::report(flag, op, t, id, v);
+        id = v;  // sentinel: sorts last, skipped below
+    }
+    keys[t] = id;
+    vals[t] = t;
+}
+
+// One block per sorted position; only the first position of each id's run does work.
+template <typename T>
+__global__ void segment_sum_kernel(float* dtable, const T* dout, const int* keys, const int* vals, int n, int d, int v) {
+    const int i = blockIdx.x;
+    const int key = keys[i];
+    if (key >= v || (i > 0 && keys[i - 1] == key)) return;
+    int end = i + 1;
+    while (end < n && keys[end] == key) end++;
+    float* row = dtable + (long long) key * d;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        float acc = row[j];
+        for (int q = i; q < end; q++) acc = __fadd_rn(acc, g4::to_f32(dout[(long long) vals[q] * d + j]));
+        row[j] = acc;
+    }
+}
+
+int bits_for(int v) {  // radix bits that cover 0..v (v itself is the sentinel)
+    int b = 1;
+    while (b < 31 && (1LL << b) <= v) b++;
+    return b;
+}
+
+size_t align256(size_t x) { return (x + 255) & ~(size_t) 255; }
+
+size_t cub_bytes(int n, int v) {
+    size_t bytes = 0;
+    cub::DeviceRadixSort::SortPairs(nullptr, bytes, (const int*) nullptr, (int*) nullptr, (const int*) nullptr,
+                                    (int*) nullptr, n, 0, bits_for(v));
+    return bytes;
+}
+
+template <typename T>
+int gather(g4_ptr out, g4_ptr table, g4_ptr ids, int n, int d, int v, g4_ptr flag, int op, g4_stream s) {
+    if (n <= 0 || d <= 0) return 0;
+    bool vec = g4::aligned16(out) && g4::aligned16(table) && (d * sizeof(T)) % 16 == 0;
+    int threads = d >= 1024 ? 128 : 64;
+    gather_kernel<T><<<n, threads, 0, g4::as_stream(s)>>>(reinterpret_cast<T*>(out), reinterpret_cast<const T*>(table),
+            reinterpret_cast<const int*>(ids), n, d, v, vec, reinterpret_cast<int*>(flag), op);
+    return g4::launched();
+}
+
+}  // namespace
+
+extern "C" int g4_embedding(int dtype, g4_ptr out, g4_ptr table, g4_ptr ids, int n, int d, int v, g4_ptr flag, int op,
+                            g4_stream s) {
+    return dtype == G4_BF16 ? gather<__nv_bfloat16>(out, table, ids, n, d, v, flag, op, s)
+                            : gather<float>(out, table, ids, n, d, v, flag, op, s);
+}
+
+extern "C" int g4_embedding_backward_workspace(int n, int v, long long* bytes) {
+    *bytes = (long long) (4 * align256((size_t) n * sizeof(int)) + cub_bytes(n, v));
+    return 0;
+}
+
+extern "C" int g4_embedding_backward(g4_ptr dtable, int dout_dtype, g4_ptr dout, g4_ptr ids, int n, int d, int v,
+                                     g4_ptr ws, long long ws_bytes, g4_ptr flag, int op, g4_stream s) {
+    if (n <= 0 || d <= 0) return 0;
+    long long need = 0;
+    g4_embedding_backward_workspace(n, v, &need);
+    if (ws_bytes < need) return (int) cudaErrorInvalidValue;
+    cudaStream_t st = g4::as_stream(s);
+    char* w = reinterpret_cast<char*>(ws);
+    size_t a = align256((size_t) n * sizeof(int));
+    int *keys_in = (int*) w, *vals_in = (int*) (w + a), *keys_out = (int*) (w + 2 * a), *vals_out = (int*) (w + 3 * a);
+    void* temp = w + 4 * a;
+    size_t temp_bytes = cub_bytes(n, v);
+    keys_kernel<<<(n + 255) / 256, 256, 0, st>>>(keys_in, vals_in, reinterpret_cast<const int*>(ids), n, v,
+                                                reinterpret_cast<int*>(flag), op);
+    int e = g4::launched();
+    if (e != 0) return e;
+    e = (int) cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys_in, keys_out, vals_in, vals_out, n, 0, bits_for(v), st);
+    if (e != 0) { (void) cudaGetLastError(); return e; }
+    int threads = d >= 1024 ? 256 : (d >= 256 ? 128 : 32);
+    if (dout_dtype == G4_BF16)
+        segment_sum_kernel<__nv_bfloat16><<<n, threads, 0, st>>>(reinterpret_cast<float*>(dtable),
+                reinterpret_cast<const __nv_bfloat16*>(dout), keys_out, vals_out, n, d, v);
+    else
+        segment_sum_kernel<float><<<n, threads, 0, st>>>(reinterpret_cast<float*>(dtable),
+                reinterpret_cast<const float*>(dout), keys_out, vals_out, n, d, v);
+    return g4::launched();
+}

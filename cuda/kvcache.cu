@@ -1,0 +1,48 @@
+// kvAppend: writes the new tokens' keys and values into the paged KV cache.
+//   kCache[slot] = k[t], vCache[slot] = v[t] with slot = slots[t] (a cache row = Hkv * D elements; block = slot /
+//   blockSize, offset = slot % blockSize is the same flat row index). One block per token, 16-byte packs when aligned.
+// A slot outside [0, capacity) is skipped and reported through the error flag.
+#include "common.cuh"
+
+namespace {
+
+template <typename T>
+__global__ void append_kernel(T* kc, T* vc, const T* k, const T* v, const int* slots, int row, int capacity, bool vec,
+                              int* flag, int op) {
+    const int t = blockIdx.x, slot = slots[t];
+    if (slot < 0 || slot >= capacity) {
+        if (threadIdx.x == 0) g4::report(flag, op, t, slot, capacity);
+        return;
+    }
+    const long long src = (long long) t * row, dst = (long long) slot * row;
+    constexpr int N = g4::Pack<T>::N;
+    const int packs = vec ? row / N : 0;
+    for (int q = threadIdx.x; q < packs; q += blockDim.x) {
+        g4::store_pack(kc + dst + q * N, g4::load_pack(k + src + q * N));
+        g4::store_pack(vc + dst + q * N, g4::load_pack(v + src + q * N));
+    }
+    for (int j = packs * N + threadIdx.x; j < row; j += blockDim.x) {
+        kc[dst + j] = k[src + j];
+        vc[dst + j] = v[src + j];
+    }
+}
+
+template <typename T>
+int append(g4_ptr kc, g4_ptr vc, g4_ptr k, g4_ptr v, g4_ptr slots, int n, int row, int capacity, g4_ptr flag, int op,
+           g4_stream s) {
+    if (n <= 0 || row <= 0) return 0;
+    bool vec = g4::aligned16(kc) && g4::aligned16(vc) && g4::aligned16(k) && g4::aligned16(v) && (row * sizeof(T)) % 16 == 0;
+    int threads = row >= 1024 ? 128 : 32;
+    append_kernel<T><<<n, threads, 0, g4::as_stream(s)>>>(reinterpret_cast<T*>(kc), reinterpret_cast<T*>(vc),
+            reinterpret_cast<const T*>(k), reinterpret_cast<const T*>(v), reinterpret_cast<const int*>(slots), row,
+            capacity, vec, reinterpret_cast<int*>(flag), op);
+    return g4::launched();
+}
+
+}  // namespace
+
+extern "C" int g4_kv_append(int dtype, g4_ptr kcache, g4_ptr vcache, g4_ptr k, g4_ptr v, g4_ptr slots, int n, int row,
+                            int capacity, g4_ptr flag, int op, g4_stream s) {
+    return dtype == G4_BF16 ? append<__nv_bfloat16>(kcache, vcache, k, v, slots, n, row, capacity, flag, op, s)
+                            : append<float>(kcache, vcache, k, v, slots, n, row, capacity, flag, op, s);
+}

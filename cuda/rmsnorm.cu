@@ -1,0 +1,172 @@
+// RMSNorm forward and backward over rows of [N, D]: x and out/dx fp32 or bf16; weight, rstd, dWeight fp32.
+//   forward:  rstd = 1 / sqrt(mean(x^2) + eps);  out = (x * rstd) * w
+//   backward: g = dOut * w;  dx = rstd * g - x * rstd^3 * mean(g * x);  dWeight += sum_n dOut * x * rstd
+// Row sums are taken in float64 (as CpuBackend does), so rstd and dx agree with the CPU to the last fp32 bit or one.
+// dWeight is deterministic without atomics: pass 1 writes float64 partial column sums per chunk of CHUNK rows, in row
+// order; pass 2 adds each column's partials in chunk order and adds the total, rounded once, to dWeight.
+#include "common.cuh"
+
+namespace {
+
+constexpr int CHUNK = 32;  // rows per dWeight partial (a constant: the reduction order never depends on the GPU)
+constexpr int MAX_C = 4;   // columns per thread in the fused backward: D <= 4096 is fused (C = 8 spills at 1024 threads)
+
+int threads_for(int d) {  // a multiple of 32, covering d with at most MAX_C columns per thread
+    int t = (d + MAX_C - 1) / MAX_C;
+    t = (t + 31) / 32 * 32;
+    return t < 32 ? 32 : (t > 1024 ? 1024 : t);
+}
+
+template <typename T>
+__global__ void forward_kernel(T* out, float* rstd, const T* x, const float* w, int d, float eps) {
+    const long long base = (long long) blockIdx.x * d;
+    double ss = 0;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        double f = g4::to_f32(x[base + j]);
+        ss += f * f;
+    }
+    ss = g4::block_sum(ss);
+    const float rs = (float) (1.0 / sqrt(ss / d + (double) eps));
+    if (threadIdx.x == 0) rstd[blockIdx.x] = rs;
+    for (int j = threadIdx.x; j < d; j += blockDim.x)
+        out[base + j] = g4::from_f32<T>(__fmul_rn(__fmul_rn(g4::to_f32(x[base + j]), rs), w[j]));
+}
+
+// dx for one row, given its values: float64 as in the CPU.
+__device__ inline float dx_of(float dy, float w, float x, double rs, double c) {
+    return (float) (rs * ((double) dy * w) - (double) x * c);
+}
+
+// Fused backward: block b owns rows [b*CHUNK, b*CHUNK + CHUNK); thread t owns columns t + k*blockDim (k < C), keeps
+// dOut and x of them in registers for the row (w is re-read: L1 hits), and accumulates its columns' dWeight partial over the block's rows.
+template <typename T, int C>
+__global__ void __launch_bounds__(1024) backward_fused_kernel(T* dx, double* partial, const T* dout, const T* x, const float* w,
+                                      const float* rstd, int n, int d) {
+    double acc[C];
+#pragma unroll
+    for (int k = 0; k < C; k++) acc[k] = 0;
+    const int r0 = blockIdx.x * CHUNK, r1 = min(n, r0 + CHUNK);
+    for (int r = r0; r < r1; r++) {
+        const long long base = (long long) r * d;
+        float dy[C], xv[C];
+        double dot = 0;
+#pragma unroll
+        for (int k = 0; k < C; k++) {
+            int j = threadIdx.x + k * blockDim.x;
+            dy[k] = j < d ? g4::to_f32(dout[base + j]) : 0.f;
+            xv[k] = j < d ? g4::to_f32(x[base + j]) : 0.f;
+            dot += (double) dy[k] * (j < d ? w[j] : 0.f) * xv[k];
+        }
+        dot = g4::block_sum(dot);
+        const double rs = rstd[r];
+        const double c = rs * rs * rs * dot / d;
+#pragma unroll
+        for (int k = 0; k < C; k++) {
+            int j = threadIdx.x + k * blockDim.x;
+            if (j < d) {
+                dx[base + j] = g4::from_f32<T>(dx_of(dy[k], w[j], xv[k], rs, c));
+                acc[k] += (double) dy[k] * xv[k] * (float) rs;
+            }
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < C; k++) {
+        int j = threadIdx.x + k * blockDim.x;
+        if (j < d) partial[(long long) blockIdx.x * d + j] = acc[k];
+    }
+}
+
+// Wide rows (D > 1024 * MAX_C = 4096): dx one row per block (two passes over the row), partials one column per thread.
+template <typename T>
+__global__ void backward_dx_kernel(T* dx, const T* dout, const T* x, const float* w, const float* rstd, int d) {
+    const long long base = (long long) blockIdx.x * d;
+    double dot = 0;
+    for (int j = threadIdx.x; j < d; j += blockDim.x)
+        dot += (double) g4::to_f32(dout[base + j]) * w[j] * g4::to_f32(x[base + j]);
+    dot = g4::block_sum(dot);
+    const double rs = rstd[blockIdx.x];
+    const double c = rs * rs * rs * dot / d;
+    for (int j = threadIdx.x; j < d; j += blockDim.x)
+        dx[base + j] = g4::from_f32<T>(dx_of(g4::to_f32(dout[base + j]), w[j], g4::to_f32(x[base + j]), rs, c));
+}
+
+template <typename T>
+__global__ void backward_partial_kernel(double* partial, const T* dout, const T* x, const float* rstd, int n, int d) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x, chunk = blockIdx.y;
+    if (j >= d) return;
+    double acc = 0;
+    for (int r = chunk * CHUNK; r < min(n, chunk * CHUNK + CHUNK); r++)
+        acc += (double) g4::to_f32(dout[(long long) r * d + j]) * g4::to_f32(x[(long long) r * d + j]) * rstd[r];
+    partial[(long long) chunk * d + j] = acc;
+}
+
+__global__ void dweight_kernel(float* dw, const double* partial, int chunks, int d) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= d) return;
+    double acc = 0;
+    for (int b = 0; b < chunks; b++) acc += partial[(long long) b * d + j];
+    dw[j] = __fadd_rn(dw[j], (float) acc);
+}
+
+template <typename T>
+int forward(g4_ptr out, g4_ptr rstd, g4_ptr x, g4_ptr w, int n, int d, float eps, g4_stream s) {
+    if (n <= 0) return 0;
+    int threads = d >= 2048 ? 256 : (d >= 256 ? 128 : 32);
+    forward_kernel<T><<<n, threads, 0, g4::as_stream(s)>>>(reinterpret_cast<T*>(out), reinterpret_cast<float*>(rstd),
+            reinterpret_cast<const T*>(x), reinterpret_cast<const float*>(w), d, eps);
+    return g4::launched();
+}
+
+template <typename T, int C>
+void launch_fused(int chunks, int threads, cudaStream_t st, T* dx, double* part, const T* dy, const T* x, const float* w,
+                  const float* rs, int n, int d) {
+    backward_fused_kernel<T, C><<<chunks, threads, 0, st>>>(dx, part, dy, x, w, rs, n, d);
+}
+
+template <typename T>
+int backward(g4_ptr dx, g4_ptr dw, g4_ptr dout, g4_ptr x, g4_ptr w, g4_ptr rstd, int n, int d, g4_ptr ws,
+             long long ws_bytes, g4_stream s) {
+    if (n <= 0 || d <= 0) return 0;
+    const int chunks = (n + CHUNK - 1) / CHUNK;
+    if (ws_bytes < (long long) chunks * d * (long long) sizeof(double)) return (int) cudaErrorInvalidValue;
+    cudaStream_t st = g4::as_stream(s);
+    double* part = reinterpret_cast<double*>(ws);
+    T* DX = reinterpret_cast<T*>(dx);
+    const T *DY = reinterpret_cast<const T*>(dout), *X = reinterpret_cast<const T*>(x);
+    const float *W = reinterpret_cast<const float*>(w), *RS = reinterpret_cast<const float*>(rstd);
+    const int threads = threads_for(d);
+    const int c = (d + threads - 1) / threads;
+    if (c <= 1) launch_fused<T, 1>(chunks, threads, st, DX, part, DY, X, W, RS, n, d);
+    else if (c <= 2) launch_fused<T, 2>(chunks, threads, st, DX, part, DY, X, W, RS, n, d);
+    else if (c <= MAX_C) launch_fused<T, MAX_C>(chunks, threads, st, DX, part, DY, X, W, RS, n, d);
+    else {
+        // partials first: dx may alias dOut or x
+        backward_partial_kernel<T><<<dim3((d + 255) / 256, chunks), 256, 0, st>>>(part, DY, X, RS, n, d);
+        int e = g4::launched();
+        if (e != 0) return e;
+        backward_dx_kernel<T><<<n, 1024, 0, st>>>(DX, DY, X, W, RS, d);
+    }
+    int e = g4::launched();
+    if (e != 0) return e;
+    dweight_kernel<<<(d + 255) / 256, 256, 0, st>>>(reinterpret_cast<float*>(dw), part, chunks, d);
+    return g4::launched();
+}
+
+}  // namespace
+
+extern "C" int g4_rmsnorm(int dtype, g4_ptr out, g4_ptr rstd, g4_ptr x, g4_ptr weight, int n, int d, float eps,
+                          g4_stream s) {
+    return dtype == G4_BF16 ? forward<__nv_bfloat16>(out, rstd, x, weight, n, d, eps, s)
+                            : forward<float>(out, rstd, x, weight, n, d, eps, s);
+}
+
+extern "C" int g4_rmsnorm_backward_workspace(int n, int d, long long* bytes) {
+    *bytes = (long long) ((n + CHUNK - 1) / CHUNK) * d * (long long) sizeof(double);
+    return 0;
+}
+
+extern "C" int g4_rmsnorm_backward(int dtype, g4_ptr dx, g4_ptr dweight, g4_ptr dout, g4_ptr x, g4_ptr weight,
+                                   g4_ptr rstd, int n, int d, g4_ptr ws, long long ws_bytes, g4_stream s) {
+    return dtype == G4_BF16 ? backward<__nv_bfloat16>(dx, dweight, dout, x, weight, rstd, n, d, ws, ws_bytes, s)
+                            : backward<float>(dx, dweight, dout, x, weight, rstd, n, d, ws, ws_bytes, s);
+}

@@ -1,0 +1,119 @@
+// The CUDA runtime calls behind the C ABI: versions, devices, memory, streams, events.
+// Every failed call also clears the runtime's last-error slot (through done()), so that a failure is reported once,
+// by the call that caused it, and never resurfaces at the next kernel launch's cudaGetLastError() — the H200 bug where
+// a failed cudaMalloc made the next fill "fail" with out of memory.
+#include <cuda_runtime.h>
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "grpo4j_native.h"
+
+static int done(cudaError_t e) {
+    if (e != cudaSuccess) (void) cudaGetLastError();
+    return (int) e;
+}
+
+static cudaStream_t as_stream(g4_stream s) { return reinterpret_cast<cudaStream_t>(s); }
+
+extern "C" {
+
+int g4_runtime_version(int* v) { return done(cudaRuntimeGetVersion(v)); }
+int g4_driver_version(int* v) { return done(cudaDriverGetVersion(v)); }
+int g4_device_count(int* n) {
+    *n = 0;
+    return done(cudaGetDeviceCount(n));
+}
+const char* g4_error_string(int e) { return cudaGetErrorString((cudaError_t) e); }
+const char* g4_error_name(int e) { return cudaGetErrorName((cudaError_t) e); }
+int g4_set_device(int dev) { return done(cudaSetDevice(dev)); }
+int g4_get_last_error(void) { return (int) cudaGetLastError(); }
+
+int g4_device_props(int dev, char* name, int name_len, long long* total_mem, int* sms, int* major, int* minor) {
+    cudaDeviceProp p;
+    cudaError_t e = cudaGetDeviceProperties(&p, dev);
+    if (e != cudaSuccess) return done(e);
+    strncpy(name, p.name, name_len - 1);
+    name[name_len - 1] = 0;
+    *total_mem = (long long) p.totalGlobalMem;
+    *sms = p.multiProcessorCount;
+    *major = p.major;
+    *minor = p.minor;
+    return 0;
+}
+
+int g4_mem_get_info(long long* free_bytes, long long* total_bytes) {
+    size_t f = 0, t = 0;
+    cudaError_t e = cudaMemGetInfo(&f, &t);
+    *free_bytes = (long long) f;
+    *total_bytes = (long long) t;
+    return done(e);
+}
+
+// 0 when the shared library loads; otherwise 1 and dlerror()'s text in err.
+int g4_dlopen_probe(const char* lib, char* err, int err_len) {
+    void* h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+    if (h) {
+        dlclose(h);
+        err[0] = 0;
+        return 0;
+    }
+    const char* m = dlerror();
+    snprintf(err, err_len, "%s", m ? m : "unknown dlopen error");
+    return 1;
+}
+
+int g4_malloc(long long bytes, g4_ptr* out) {
+    void* p = nullptr;
+    cudaError_t e = cudaMalloc(&p, (size_t) bytes);
+    *out = (g4_ptr) p;
+    return done(e);
+}
+
+int g4_free(g4_ptr ptr) { return done(cudaFree((void*) ptr)); }
+
+// Host copies are synchronous on the given stream: the JNI array is released right after the call returns.
+int g4_memcpy_htod(g4_ptr dst, const void* src, long long bytes, g4_stream s) {
+    cudaError_t e = cudaMemcpyAsync((void*) dst, src, (size_t) bytes, cudaMemcpyHostToDevice, as_stream(s));
+    if (e != cudaSuccess) return done(e);
+    return done(cudaStreamSynchronize(as_stream(s)));
+}
+
+int g4_memcpy_dtoh(void* dst, g4_ptr src, long long bytes, g4_stream s) {
+    cudaError_t e = cudaMemcpyAsync(dst, (const void*) src, (size_t) bytes, cudaMemcpyDeviceToHost, as_stream(s));
+    if (e != cudaSuccess) return done(e);
+    return done(cudaStreamSynchronize(as_stream(s)));
+}
+
+int g4_memcpy_dtod(g4_ptr dst, g4_ptr src, long long bytes, g4_stream s) {
+    return done(cudaMemcpyAsync((void*) dst, (const void*) src, (size_t) bytes, cudaMemcpyDeviceToDevice, as_stream(s)));
+}
+
+int g4_memset(g4_ptr ptr, int value, long long bytes, g4_stream s) {
+    return done(cudaMemsetAsync((void*) ptr, value, (size_t) bytes, as_stream(s)));
+}
+
+int g4_stream_create(g4_stream* out) {
+    cudaStream_t s = nullptr;
+    cudaError_t e = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    *out = (g4_stream) s;
+    return done(e);
+}
+int g4_stream_destroy(g4_stream s) { return done(cudaStreamDestroy(as_stream(s))); }
+int g4_stream_synchronize(g4_stream s) { return done(cudaStreamSynchronize(as_stream(s))); }
+int g4_stream_wait_event(g4_stream s, long long ev) { return done(cudaStreamWaitEvent(as_stream(s), (cudaEvent_t) ev, 0)); }
+
+int g4_event_create(long long* out) {
+    cudaEvent_t ev = nullptr;
+    cudaError_t e = cudaEventCreate(&ev);
+    *out = (long long) ev;
+    return done(e);
+}
+int g4_event_destroy(long long ev) { return done(cudaEventDestroy((cudaEvent_t) ev)); }
+int g4_event_record(long long ev, g4_stream s) { return done(cudaEventRecord((cudaEvent_t) ev, as_stream(s))); }
+int g4_event_synchronize(long long ev) { return done(cudaEventSynchronize((cudaEvent_t) ev)); }
+int g4_event_elapsed_ms(float* ms, long long start, long long end) {
+    return done(cudaEventElapsedTime(ms, (cudaEvent_t) start, (cudaEvent_t) end));
+}
+
+}  // extern "C"
