@@ -1,4 +1,5 @@
-// RMSNorm forward and backward over rows of [N, D]: x and out/dx fp32 or bf16; weight, rstd, dWeight fp32.
+// RMSNorm forward and backward over rows of [N, D]: x and out/dx fp32 or bf16; weight fp32 or bf16 (widened exactly);
+// rstd, dWeight fp32.
 //   forward:  rstd = 1 / sqrt(mean(x^2) + eps);  out = (x * rstd) * w
 //   backward: g = dOut * w;  dx = rstd * g - x * rstd^3 * mean(g * x);  dWeight += sum_n dOut * x * rstd
 // Row sums are taken in float64 (as CpuBackend does), so rstd and dx agree with the CPU to the last fp32 bit or one.
@@ -17,8 +18,8 @@ int threads_for(int d) {  // a multiple of 32, covering d with at most MAX_C col
     return t < 32 ? 32 : (t > 1024 ? 1024 : t);
 }
 
-template <typename T>
-__global__ void forward_kernel(T* out, float* rstd, const T* x, const float* w, int d, float eps) {
+template <typename T, typename W>
+__global__ void forward_kernel(T* out, float* rstd, const T* x, const W* w, int d, float eps) {
     const long long base = (long long) blockIdx.x * d;
     double ss = 0;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
@@ -29,7 +30,7 @@ __global__ void forward_kernel(T* out, float* rstd, const T* x, const float* w, 
     const float rs = (float) (1.0 / sqrt(ss / d + (double) eps));
     if (threadIdx.x == 0) rstd[blockIdx.x] = rs;
     for (int j = threadIdx.x; j < d; j += blockDim.x)
-        out[base + j] = g4::from_f32<T>(__fmul_rn(__fmul_rn(g4::to_f32(x[base + j]), rs), w[j]));
+        out[base + j] = g4::from_f32<T>(__fmul_rn(__fmul_rn(g4::to_f32(x[base + j]), rs), g4::to_f32(w[j])));
 }
 
 // dx for one row, given its values: float64 as in the CPU.
@@ -39,8 +40,8 @@ __device__ inline float dx_of(float dy, float w, float x, double rs, double c) {
 
 // Fused backward: block b owns rows [b*CHUNK, b*CHUNK + CHUNK); thread t owns columns t + k*blockDim (k < C), keeps
 // dOut and x of them in registers for the row (w is re-read: L1 hits), and accumulates its columns' dWeight partial over the block's rows.
-template <typename T, int C>
-__global__ void __launch_bounds__(1024) backward_fused_kernel(T* dx, double* partial, const T* dout, const T* x, const float* w,
+template <typename T, typename W, int C>
+__global__ void __launch_bounds__(1024) backward_fused_kernel(T* dx, double* partial, const T* dout, const T* x, const W* w,
                                       const float* rstd, int n, int d) {
     double acc[C];
 #pragma unroll
@@ -55,7 +56,7 @@ __global__ void __launch_bounds__(1024) backward_fused_kernel(T* dx, double* par
             int j = threadIdx.x + k * blockDim.x;
             dy[k] = j < d ? g4::to_f32(dout[base + j]) : 0.f;
             xv[k] = j < d ? g4::to_f32(x[base + j]) : 0.f;
-            dot += (double) dy[k] * (j < d ? w[j] : 0.f) * xv[k];
+            dot += (double) dy[k] * (j < d ? g4::to_f32(w[j]) : 0.f) * xv[k];
         }
         dot = g4::block_sum(dot);
         const double rs = rstd[r];
@@ -64,7 +65,7 @@ __global__ void __launch_bounds__(1024) backward_fused_kernel(T* dx, double* par
         for (int k = 0; k < C; k++) {
             int j = threadIdx.x + k * blockDim.x;
             if (j < d) {
-                dx[base + j] = g4::from_f32<T>(dx_of(dy[k], w[j], xv[k], rs, c));
+                dx[base + j] = g4::from_f32<T>(dx_of(dy[k], g4::to_f32(w[j]), xv[k], rs, c));
                 acc[k] += (double) dy[k] * xv[k] * (float) rs;
             }
         }
@@ -77,17 +78,17 @@ __global__ void __launch_bounds__(1024) backward_fused_kernel(T* dx, double* par
 }
 
 // Wide rows (D > 1024 * MAX_C = 4096): dx one row per block (two passes over the row), partials one column per thread.
-template <typename T>
-__global__ void backward_dx_kernel(T* dx, const T* dout, const T* x, const float* w, const float* rstd, int d) {
+template <typename T, typename W>
+__global__ void backward_dx_kernel(T* dx, const T* dout, const T* x, const W* w, const float* rstd, int d) {
     const long long base = (long long) blockIdx.x * d;
     double dot = 0;
     for (int j = threadIdx.x; j < d; j += blockDim.x)
-        dot += (double) g4::to_f32(dout[base + j]) * w[j] * g4::to_f32(x[base + j]);
+        dot += (double) g4::to_f32(dout[base + j]) * g4::to_f32(w[j]) * g4::to_f32(x[base + j]);
     dot = g4::block_sum(dot);
     const double rs = rstd[blockIdx.x];
     const double c = rs * rs * rs * dot / d;
     for (int j = threadIdx.x; j < d; j += blockDim.x)
-        dx[base + j] = g4::from_f32<T>(dx_of(g4::to_f32(dout[base + j]), w[j], g4::to_f32(x[base + j]), rs, c));
+        dx[base + j] = g4::from_f32<T>(dx_of(g4::to_f32(dout[base + j]), g4::to_f32(w[j]), g4::to_f32(x[base + j]), rs, c));
 }
 
 template <typename T>
@@ -108,22 +109,22 @@ __global__ void dweight_kernel(float* dw, const double* partial, int chunks, int
     dw[j] = __fadd_rn(dw[j], (float) acc);
 }
 
-template <typename T>
+template <typename T, typename W>
 int forward(g4_ptr out, g4_ptr rstd, g4_ptr x, g4_ptr w, int n, int d, float eps, g4_stream s) {
     if (n <= 0) return 0;
     int threads = d >= 2048 ? 256 : (d >= 256 ? 128 : 32);
-    forward_kernel<T><<<n, threads, 0, g4::as_stream(s)>>>(reinterpret_cast<T*>(out), reinterpret_cast<float*>(rstd),
-            reinterpret_cast<const T*>(x), reinterpret_cast<const float*>(w), d, eps);
+    forward_kernel<T, W><<<n, threads, 0, g4::as_stream(s)>>>(reinterpret_cast<T*>(out), reinterpret_cast<float*>(rstd),
+            reinterpret_cast<const T*>(x), reinterpret_cast<const W*>(w), d, eps);
     return g4::launched();
 }
 
-template <typename T, int C>
-void launch_fused(int chunks, int threads, cudaStream_t st, T* dx, double* part, const T* dy, const T* x, const float* w,
+template <typename T, typename W, int C>
+void launch_fused(int chunks, int threads, cudaStream_t st, T* dx, double* part, const T* dy, const T* x, const W* w,
                   const float* rs, int n, int d) {
-    backward_fused_kernel<T, C><<<chunks, threads, 0, st>>>(dx, part, dy, x, w, rs, n, d);
+    backward_fused_kernel<T, W, C><<<chunks, threads, 0, st>>>(dx, part, dy, x, w, rs, n, d);
 }
 
-template <typename T>
+template <typename T, typename W>
 int backward(g4_ptr dx, g4_ptr dw, g4_ptr dout, g4_ptr x, g4_ptr w, g4_ptr rstd, int n, int d, g4_ptr ws,
              long long ws_bytes, g4_stream s) {
     if (n <= 0 || d <= 0) return 0;
@@ -133,18 +134,19 @@ int backward(g4_ptr dx, g4_ptr dw, g4_ptr dout, g4_ptr x, g4_ptr w, g4_ptr rstd,
     double* part = reinterpret_cast<double*>(ws);
     T* DX = reinterpret_cast<T*>(dx);
     const T *DY = reinterpret_cast<const T*>(dout), *X = reinterpret_cast<const T*>(x);
-    const float *W = reinterpret_cast<const float*>(w), *RS = reinterpret_cast<const float*>(rstd);
+    const W* WT = reinterpret_cast<const W*>(w);
+    const float* RS = reinterpret_cast<const float*>(rstd);
     const int threads = threads_for(d);
     const int c = (d + threads - 1) / threads;
-    if (c <= 1) launch_fused<T, 1>(chunks, threads, st, DX, part, DY, X, W, RS, n, d);
-    else if (c <= 2) launch_fused<T, 2>(chunks, threads, st, DX, part, DY, X, W, RS, n, d);
-    else if (c <= MAX_C) launch_fused<T, MAX_C>(chunks, threads, st, DX, part, DY, X, W, RS, n, d);
+    if (c <= 1) launch_fused<T, W, 1>(chunks, threads, st, DX, part, DY, X, WT, RS, n, d);
+    else if (c <= 2) launch_fused<T, W, 2>(chunks, threads, st, DX, part, DY, X, WT, RS, n, d);
+    else if (c <= MAX_C) launch_fused<T, W, MAX_C>(chunks, threads, st, DX, part, DY, X, WT, RS, n, d);
     else {
         // partials first: dx may alias dOut or x
         backward_partial_kernel<T><<<dim3((d + 255) / 256, chunks), 256, 0, st>>>(part, DY, X, RS, n, d);
         int e = g4::launched();
         if (e != 0) return e;
-        backward_dx_kernel<T><<<n, 1024, 0, st>>>(DX, DY, X, W, RS, d);
+        backward_dx_kernel<T, W><<<n, 1024, 0, st>>>(DX, DY, X, WT, RS, d);
     }
     int e = g4::launched();
     if (e != 0) return e;
@@ -154,10 +156,13 @@ int backward(g4_ptr dx, g4_ptr dw, g4_ptr dout, g4_ptr x, g4_ptr w, g4_ptr rstd,
 
 }  // namespace
 
-extern "C" int g4_rmsnorm(int dtype, g4_ptr out, g4_ptr rstd, g4_ptr x, g4_ptr weight, int n, int d, float eps,
-                          g4_stream s) {
-    return dtype == G4_BF16 ? forward<__nv_bfloat16>(out, rstd, x, weight, n, d, eps, s)
-                            : forward<float>(out, rstd, x, weight, n, d, eps, s);
+extern "C" int g4_rmsnorm(int dtype, int w_dtype, g4_ptr out, g4_ptr rstd, g4_ptr x, g4_ptr weight, int n, int d,
+                          float eps, g4_stream s) {
+    if (dtype == G4_BF16)
+        return w_dtype == G4_BF16 ? forward<__nv_bfloat16, __nv_bfloat16>(out, rstd, x, weight, n, d, eps, s)
+                                  : forward<__nv_bfloat16, float>(out, rstd, x, weight, n, d, eps, s);
+    return w_dtype == G4_BF16 ? forward<float, __nv_bfloat16>(out, rstd, x, weight, n, d, eps, s)
+                              : forward<float, float>(out, rstd, x, weight, n, d, eps, s);
 }
 
 extern "C" int g4_rmsnorm_backward_workspace(int n, int d, long long* bytes) {
@@ -165,8 +170,12 @@ extern "C" int g4_rmsnorm_backward_workspace(int n, int d, long long* bytes) {
     return 0;
 }
 
-extern "C" int g4_rmsnorm_backward(int dtype, g4_ptr dx, g4_ptr dweight, g4_ptr dout, g4_ptr x, g4_ptr weight,
-                                   g4_ptr rstd, int n, int d, g4_ptr ws, long long ws_bytes, g4_stream s) {
-    return dtype == G4_BF16 ? backward<__nv_bfloat16>(dx, dweight, dout, x, weight, rstd, n, d, ws, ws_bytes, s)
-                            : backward<float>(dx, dweight, dout, x, weight, rstd, n, d, ws, ws_bytes, s);
+extern "C" int g4_rmsnorm_backward(int dtype, int w_dtype, g4_ptr dx, g4_ptr dweight, g4_ptr dout, g4_ptr x,
+                                   g4_ptr weight, g4_ptr rstd, int n, int d, g4_ptr ws, long long ws_bytes, g4_stream s) {
+    if (dtype == G4_BF16)
+        return w_dtype == G4_BF16
+                ? backward<__nv_bfloat16, __nv_bfloat16>(dx, dweight, dout, x, weight, rstd, n, d, ws, ws_bytes, s)
+                : backward<__nv_bfloat16, float>(dx, dweight, dout, x, weight, rstd, n, d, ws, ws_bytes, s);
+    return w_dtype == G4_BF16 ? backward<float, __nv_bfloat16>(dx, dweight, dout, x, weight, rstd, n, d, ws, ws_bytes, s)
+                              : backward<float, float>(dx, dweight, dout, x, weight, rstd, n, d, ws, ws_bytes, s);
 }

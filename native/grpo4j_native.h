@@ -74,10 +74,12 @@ int g4_embedding_backward(g4_ptr dtable, int dout_dtype, g4_ptr dout, g4_ptr ids
 
 // ---- cuda/rmsnorm.cu ---------------------------------------------------------------------------------------------------
 
-int g4_rmsnorm(int dtype, g4_ptr out, g4_ptr rstd, g4_ptr x, g4_ptr weight, int n, int d, float eps, g4_stream s);
+// dtype: x, out, dx, dOut; w_dtype: the weight (fp32 or bf16, widened exactly)
+int g4_rmsnorm(int dtype, int w_dtype, g4_ptr out, g4_ptr rstd, g4_ptr x, g4_ptr weight, int n, int d, float eps,
+               g4_stream s);
 int g4_rmsnorm_backward_workspace(int n, int d, long long* bytes);
-int g4_rmsnorm_backward(int dtype, g4_ptr dx, g4_ptr dweight, g4_ptr dout, g4_ptr x, g4_ptr weight, g4_ptr rstd,
-                        int n, int d, g4_ptr ws, long long ws_bytes, g4_stream s);
+int g4_rmsnorm_backward(int dtype, int w_dtype, g4_ptr dx, g4_ptr dweight, g4_ptr dout, g4_ptr x, g4_ptr weight,
+                        g4_ptr rstd, int n, int d, g4_ptr ws, long long ws_bytes, g4_stream s);
 
 // ---- cuda/rope.cu ------------------------------------------------------------------------------------------------------
 

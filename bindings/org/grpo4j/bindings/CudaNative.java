@@ -83,11 +83,11 @@ public final class CudaNative {
                                                    long ws, long wsBytes, long flag, int op, long stream);
 
     // ---- kernels: cuda/rmsnorm.cu
-    public static native int g4_rmsnorm(int dtype, long out, long rstd, long x, long weight, int n, int d, float eps,
-                                        long stream);
+    public static native int g4_rmsnorm(int dtype, int wDtype, long out, long rstd, long x, long weight, int n, int d,
+                                        float eps, long stream);
     public static native int g4_rmsnorm_backward_workspace(int n, int d, @Cast("long long*") long[] bytes);
-    public static native int g4_rmsnorm_backward(int dtype, long dx, long dWeight, long dOut, long x, long weight,
-                                                 long rstd, int n, int d, long ws, long wsBytes, long stream);
+    public static native int g4_rmsnorm_backward(int dtype, int wDtype, long dx, long dWeight, long dOut, long x,
+                                                 long weight, long rstd, int n, int d, long ws, long wsBytes, long stream);
 
     // ---- kernels: cuda/rope.cu, cuda/swiglu.cu
     public static native int g4_rope(int dtype, long out, long x, long positions, long invFreq, int n, int h, int d,

@@ -257,7 +257,7 @@ public abstract class AbstractBackend implements Backend {
     public final void rmsNorm(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps) {
         String op = Ops.RMS_NORM;
         sameFloat(op, "x, out", x, out);
-        fp32(op, "weight", weight);
+        fp32OrBf16(op, "weight", weight);
         fp32(op, "rstd", rstd);
         Check.rank(op, "x", x, 2);
         Check.shape(op, "weight", weight, x.dim(1));
@@ -272,7 +272,7 @@ public abstract class AbstractBackend implements Backend {
     public final void rmsNormBackward(Tensor dx, Tensor dWeight, Tensor dOut, Tensor x, Tensor weight, Tensor rstd) {
         String op = Ops.RMS_NORM_BACKWARD;
         sameFloat(op, "dx, dOut, x", dx, dOut, x);
-        fp32(op, "weight", weight);
+        fp32OrBf16(op, "weight", weight);
         fp32(op, "dWeight", dWeight);
         fp32(op, "rstd", rstd);
         Check.rank(op, "x", x, 2);

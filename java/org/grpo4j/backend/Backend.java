@@ -26,8 +26,8 @@ import java.util.Set;
  * <tr><td>axpy</td><td>y fp32; x fp32 or bf16 (bf16 gradients accumulated in fp32)</td></tr>
  * <tr><td>embedding</td><td>table and out both fp32 or both bf16; ids int32</td></tr>
  * <tr><td>embeddingBackward</td><td>dTable fp32; dOut fp32 or bf16</td></tr>
- * <tr><td>rmsNorm</td><td>x and out both fp32 or both bf16; weight fp32; rstd fp32</td></tr>
- * <tr><td>rmsNormBackward</td><td>dx, dOut, x all fp32 or all bf16; weight, dWeight, rstd fp32</td></tr>
+ * <tr><td>rmsNorm</td><td>x and out both fp32 or both bf16; weight fp32 or bf16 (widened exactly); rstd fp32</td></tr>
+ * <tr><td>rmsNormBackward</td><td>dx, dOut, x all fp32 or all bf16; weight fp32 or bf16; dWeight, rstd fp32</td></tr>
  * <tr><td>matmul</td><td>a, b the same dtype; fp32 a/b give an fp32 c; bf16 a/b give an fp32 or bf16 c (fp32
  *     accumulation either way)</td></tr>
  * <tr><td>rope, ropeBackward</td><td>x and out (dOut and dx) the same dtype, fp32 or bf16</td></tr>

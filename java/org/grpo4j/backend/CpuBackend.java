@@ -224,8 +224,8 @@ public final class CpuBackend extends AbstractBackend {
 
     @Override
     void rmsNormImpl(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps) {
-        if (Bf16Scope.any(out, x)) {
-            widened(Ops.RMS_NORM, s -> rmsNormImpl(s.out(out), rstd, s.in(x), weight, eps));
+        if (Bf16Scope.any(out, x, weight)) {
+            widened(Ops.RMS_NORM, s -> rmsNormImpl(s.out(out), rstd, s.in(x), s.in(weight), eps));
             return;
         }
         int n = x.dim(0), d = x.dim(1);
@@ -245,8 +245,8 @@ public final class CpuBackend extends AbstractBackend {
 
     @Override
     void rmsNormBackwardImpl(Tensor dx, Tensor dWeight, Tensor dOut, Tensor x, Tensor weight, Tensor rstd) {
-        if (Bf16Scope.any(dx, dOut, x)) {
-            widened(Ops.RMS_NORM_BACKWARD, s -> rmsNormBackwardImpl(s.out(dx), dWeight, s.in(dOut), s.in(x), weight, rstd));
+        if (Bf16Scope.any(dx, dOut, x, weight)) {
+            widened(Ops.RMS_NORM_BACKWARD, s -> rmsNormBackwardImpl(s.out(dx), dWeight, s.in(dOut), s.in(x), s.in(weight), rstd));
             return;
         }
         int n = x.dim(0), d = x.dim(1);

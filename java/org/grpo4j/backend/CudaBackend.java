@@ -303,7 +303,7 @@ public final class CudaBackend extends AbstractBackend {
 
     @Override
     void rmsNormImpl(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps) {
-        ok(CudaNative.g4_rmsnorm(dt(x), addr(out), addr(rstd), addr(x), addr(weight), x.dim(0), x.dim(1), eps, stream),
+        ok(CudaNative.g4_rmsnorm(dt(x), dt(weight), addr(out), addr(rstd), addr(x), addr(weight), x.dim(0), x.dim(1), eps, stream),
                 "rmsNorm kernel");
     }
 
@@ -312,7 +312,7 @@ public final class CudaBackend extends AbstractBackend {
         int n = x.dim(0), d = x.dim(1);
         long[] bytes = new long[1];
         ok(CudaNative.g4_rmsnorm_backward_workspace(n, d, bytes), "rmsNormBackward workspace");
-        ok(CudaNative.g4_rmsnorm_backward(dt(x), addr(dx), addr(dWeight), addr(dOut), addr(x), addr(weight), addr(rstd),
+        ok(CudaNative.g4_rmsnorm_backward(dt(x), dt(weight), addr(dx), addr(dWeight), addr(dOut), addr(x), addr(weight), addr(rstd),
                 n, d, scratch(bytes[0]), bytes[0], stream), "rmsNormBackward kernels");
     }
 

@@ -18,6 +18,11 @@ import org.grpo4j.backend.Tensor;
  * model:  x0 = embed(ids) ; x_{l+1} = layer_l(x_l) ; hidden = rmsnorm(x_L) ; logits = hidden Wlm^T (never whole)
  * </pre>
  * Also: prefill and single-token decode steps against a paged KV cache for generation.
+ *
+ * <p>Precision follows the weights: fp32 weights run everything in fp32; bf16 weights (precision bf16) run bf16
+ * activations, their gradients and the KV cache, with fp32 rstd/lse, logits and log-probs. Weight gradients are always
+ * accumulated in an fp32 {@link LlamaWeights} by the backward GEMMs themselves (bf16 operands, fp32 accumulation and
+ * output, beta 1: Megatron's "gradient accumulation fusion"), so bf16 mode never rounds a gradient to bf16.
  */
 public final class LlamaModel {
     private final LlamaConfig c;
@@ -26,6 +31,7 @@ public final class LlamaModel {
     private final Rope rope;
     private final float scale;
     private final float eps;
+    private final DType adt; // activations, their gradients, the KV cache
 
     public LlamaModel(LlamaWeights weights) {
         this.w = weights;
@@ -34,15 +40,22 @@ public final class LlamaModel {
         this.rope = c.rope();
         this.scale = (float) (1 / Math.sqrt(c.headDim()));
         this.eps = (float) c.rmsNormEps();
+        this.adt = weights.dtype();
     }
 
     public LlamaConfig config() { return c; }
     public LlamaWeights weights() { return w; }
     public Backend backend() { return be; }
 
+    /** The dtype of activations, their gradients (e.g. the dHidden that {@link #backward} takes) and the KV cache. */
+    public DType activationDType() { return adt; }
+
     private Tensor p(int layer, String name) { return w.get("model.layers." + layer + "." + name); }
 
     private Tensor f32(int... shape) { return be.empty(DType.FP32, shape); }
+
+    /** An activation (or activation gradient) tensor: the weights' dtype. */
+    private Tensor act(int... shape) { return be.empty(adt, shape); }
 
     /** y = x W^T (+ beta y). */
     private void linear(Tensor y, Tensor x, Tensor weight, float beta) { be.matmul(y, x, false, weight, true, 1f, beta); }
@@ -75,7 +88,7 @@ public final class LlamaModel {
             this.layers = new LayerActs[c.numLayers()];
             int n = batch.tokens();
             this.rstdFinal = f32(n);
-            this.hidden = f32(n, c.hiddenSize());
+            this.hidden = act(n, c.hiddenSize());
         }
 
         /** Final normalized hidden states [N, D] (the LM head's input). */
@@ -95,11 +108,11 @@ public final class LlamaModel {
         int n = batch.tokens();
         Activations act = new Activations(batch, checkpointing);
         try {
-            Tensor x = f32(n, c.hiddenSize());
+            Tensor x = act(n, c.hiddenSize());
             be.embedding(x, w.get("model.embed_tokens.weight"), batch.idsT);
             act.layerInputs[0] = x;
             for (int l = 0; l < c.numLayers(); l++) {
-                Tensor out = f32(n, c.hiddenSize());
+                Tensor out = act(n, c.hiddenSize());
                 LayerActs la = layerForward(l, act.layerInputs[l], out, batch);
                 if (checkpointing) la.close();
                 else act.layers[l] = la;
@@ -117,31 +130,31 @@ public final class LlamaModel {
         int n = x.dim(0), d = c.hiddenSize(), f = c.intermediateSize();
         LayerActs a = new LayerActs();
         try {
-            a.h = f32(n, d);
+            a.h = act(n, d);
             a.rstd1 = f32(n);
             be.rmsNorm(a.h, a.rstd1, x, p(l, "input_layernorm.weight"), eps);
-            a.q = f32(n, c.numHeads(), c.headDim());
-            a.k = f32(n, c.numKvHeads(), c.headDim());
-            a.v = f32(n, c.numKvHeads(), c.headDim());
+            a.q = act(n, c.numHeads(), c.headDim());
+            a.k = act(n, c.numKvHeads(), c.headDim());
+            a.v = act(n, c.numKvHeads(), c.headDim());
             linear(a.q.reshape(n, c.qDim()), a.h, p(l, "self_attn.q_proj.weight"), 0);
             linear(a.k.reshape(n, c.kvDim()), a.h, p(l, "self_attn.k_proj.weight"), 0);
             linear(a.v.reshape(n, c.kvDim()), a.h, p(l, "self_attn.v_proj.weight"), 0);
             be.rope(a.q, a.q, batch.positionsT, rope);
             be.rope(a.k, a.k, batch.positionsT, rope);
-            a.att = f32(n, c.numHeads(), c.headDim());
+            a.att = act(n, c.numHeads(), c.headDim());
             a.lse = f32(n, c.numHeads());
             be.attention(a.att, a.lse, a.q, a.k, a.v, batch.cuT, scale);
-            a.mid = f32(n, d);
+            a.mid = act(n, d);
             be.copy(a.mid, x);
             linear(a.mid, a.att.reshape(n, c.qDim()), p(l, "self_attn.o_proj.weight"), 1f);
-            a.h2 = f32(n, d);
+            a.h2 = act(n, d);
             a.rstd2 = f32(n);
             be.rmsNorm(a.h2, a.rstd2, a.mid, p(l, "post_attention_layernorm.weight"), eps);
-            a.g = f32(n, f);
-            a.u = f32(n, f);
+            a.g = act(n, f);
+            a.u = act(n, f);
             linear(a.g, a.h2, p(l, "mlp.gate_proj.weight"), 0);
             linear(a.u, a.h2, p(l, "mlp.up_proj.weight"), 0);
-            a.a = f32(n, f);
+            a.a = act(n, f);
             be.swiglu(a.a, a.g, a.u);
             be.copy(out, a.mid);
             linear(out, a.a, p(l, "mlp.down_proj.weight"), 1f);
@@ -153,17 +166,23 @@ public final class LlamaModel {
     }
 
     /**
-     * Backward from dHidden [N, D] (the LM head's gradient w.r.t. the final hidden states); gradients are
-     * accumulated into {@code grads} (same config, typically zeroed first). Does not close {@code act}.
+     * Backward from dHidden [N, D] (the LM head's gradient w.r.t. the final hidden states; fp32, or the activation
+     * dtype); gradients are accumulated into {@code grads} (fp32, same config, typically zeroed first). Does not close
+     * {@code act}.
      */
     public void backward(Activations act, Tensor dHidden, LlamaWeights grads) {
         int n = act.batch.tokens(), d = c.hiddenSize();
-        try (Tensor dx = f32(n, d)) {
-            be.rmsNormBackward(dx, grads.get("model.norm.weight"), dHidden, act.layerInputs[c.numLayers()],
+        if (grads.dtype() != DType.FP32)
+            throw new IllegalArgumentException("backward: gradients accumulate in fp32 weights, got " + grads.dtype());
+        if (dHidden.dtype() != adt && dHidden.dtype() != DType.FP32)
+            throw new IllegalArgumentException("backward: dHidden is " + dHidden.dtype() + "; expected fp32 or " + adt);
+        try (Tensor dx = act(n, d); Tensor dh = dHidden.dtype() == adt ? null : act(n, d)) {
+            if (dh != null) be.cast(dh, dHidden); // an fp32 dHidden (e.g. scattered rows) rounded once to the activations' dtype
+            be.rmsNormBackward(dx, grads.get("model.norm.weight"), dh != null ? dh : dHidden, act.layerInputs[c.numLayers()],
                     w.get("model.norm.weight"), act.rstdFinal);
             for (int l = c.numLayers() - 1; l >= 0; l--) {
                 if (act.checkpointing) {
-                    try (Tensor scratch = f32(n, d); LayerActs la = layerForward(l, act.layerInputs[l], scratch, act.batch)) {
+                    try (Tensor scratch = act(n, d); LayerActs la = layerForward(l, act.layerInputs[l], scratch, act.batch)) {
                         layerBackward(l, la, act.layerInputs[l], dx, grads, act.batch);
                     }
                 } else {
@@ -179,7 +198,7 @@ public final class LlamaModel {
     /** dx holds d(out) on entry and d(x) on exit. */
     private void layerBackward(int l, LayerActs a, Tensor x, Tensor dx, LlamaWeights grads, PackedBatch batch) {
         int n = x.dim(0), d = c.hiddenSize(), f = c.intermediateSize();
-        try (Tensor da = f32(n, f); Tensor dg = f32(n, f); Tensor du = f32(n, f); Tensor dh = f32(n, d); Tensor tmp = f32(n, d)) {
+        try (Tensor da = act(n, f); Tensor dg = act(n, f); Tensor du = act(n, f); Tensor dh = act(n, d); Tensor tmp = act(n, d)) {
             // MLP: out = mid + a Wd^T
             be.matmul(da, dx, false, p(l, "mlp.down_proj.weight"), false, 1f, 0f);
             be.matmul(grads.get(g(l, "mlp.down_proj.weight")), dx, true, a.a, false, 1f, 1f);
@@ -193,8 +212,8 @@ public final class LlamaModel {
             be.add(dx, dx, tmp); // d(mid)
         }
         int hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
-        try (Tensor datt = f32(n, hq, hd); Tensor dq = f32(n, hq, hd); Tensor dk = f32(n, hkv, hd); Tensor dv = f32(n, hkv, hd);
-             Tensor dh = f32(n, d); Tensor tmp = f32(n, d)) {
+        try (Tensor datt = act(n, hq, hd); Tensor dq = act(n, hq, hd); Tensor dk = act(n, hkv, hd); Tensor dv = act(n, hkv, hd);
+             Tensor dh = act(n, d); Tensor tmp = act(n, d)) {
             // attention: mid = x + att Wo^T
             be.matmul(datt.reshape(n, c.qDim()), dx, false, p(l, "self_attn.o_proj.weight"), false, 1f, 0f);
             be.matmul(grads.get(g(l, "self_attn.o_proj.weight")), dx, true, a.att.reshape(n, c.qDim()), false, 1f, 1f);
@@ -223,7 +242,7 @@ public final class LlamaModel {
         if (rows.length != targets.length) throw new IllegalArgumentException("rows and targets differ in length");
         if (rows.length == 0) return new float[0];
         try (Activations act = forwardNoGrad(batch); Tensor rowsT = be.upload(rows, rows.length); Tensor tgt = be.upload(targets, targets.length);
-             Tensor sel = f32(rows.length, c.hiddenSize()); Tensor out = f32(rows.length)) {
+             Tensor sel = act(rows.length, c.hiddenSize()); Tensor out = f32(rows.length)) {
             be.embedding(sel, act.hidden, rowsT); // row gather
             be.tokenLogprobs(out, sel, w.get("lm_head.weight"), tgt, temperature);
             return out.toFloats();
@@ -235,10 +254,10 @@ public final class LlamaModel {
         int n = batch.tokens();
         Activations act = new Activations(batch, true);
         try {
-            Tensor x = f32(n, c.hiddenSize());
+            Tensor x = act(n, c.hiddenSize());
             be.embedding(x, w.get("model.embed_tokens.weight"), batch.idsT);
             for (int l = 0; l < c.numLayers(); l++) {
-                Tensor out = f32(n, c.hiddenSize());
+                Tensor out = act(n, c.hiddenSize());
                 try (LayerActs la = layerForward(l, x, out, batch)) {
                     x.close();
                 }
@@ -275,8 +294,8 @@ public final class LlamaModel {
             k = new Tensor[c.numLayers()];
             v = new Tensor[c.numLayers()];
             for (int l = 0; l < c.numLayers(); l++) {
-                k[l] = be.zeros(DType.FP32, numBlocks, blockSize, c.numKvHeads(), c.headDim());
-                v[l] = be.zeros(DType.FP32, numBlocks, blockSize, c.numKvHeads(), c.headDim());
+                k[l] = be.zeros(adt, numBlocks, blockSize, c.numKvHeads(), c.headDim());
+                v[l] = be.zeros(adt, numBlocks, blockSize, c.numKvHeads(), c.headDim());
             }
         }
 
@@ -290,7 +309,7 @@ public final class LlamaModel {
         }
 
         /** Bytes held by the cache. */
-        public long bytes() { return 2L * c.numLayers() * numBlocks * blockSize * c.kvDim() * 4; }
+        public long bytes() { return 2L * c.numLayers() * numBlocks * blockSize * c.kvDim() * adt.bytes(); }
 
         @Override
         public void close() {
@@ -301,8 +320,8 @@ public final class LlamaModel {
 
     public KvCache newKvCache(int numBlocks, int blockSize) { return new KvCache(numBlocks, blockSize); }
 
-    /** Bytes of KV cache per token slot (fp32 on the CPU backend). */
-    public long kvBytesPerToken() { return 2L * c.numLayers() * c.kvDim() * 4; }
+    /** Bytes of KV cache per token slot (the activation dtype: 4 in fp32, 2 in bf16). */
+    public long kvBytesPerToken() { return 2L * c.numLayers() * c.kvDim() * adt.bytes(); }
 
     /**
      * Prefill: runs the packed prompts, writes every prompt token's K/V at {@code slots[token]}, and returns the
@@ -319,10 +338,10 @@ public final class LlamaModel {
         int n = prompts.tokens(), b = prompts.sequences();
         if (slots.length != n) throw new IllegalArgumentException("prefill: " + slots.length + " slots for " + n + " tokens");
         try (Tensor slotsT = be.upload(slots, n)) {
-            Tensor x = f32(n, c.hiddenSize());
+            Tensor x = act(n, c.hiddenSize());
             be.embedding(x, w.get("model.embed_tokens.weight"), prompts.idsT);
             for (int l = 0; l < c.numLayers(); l++) {
-                Tensor out = f32(n, c.hiddenSize());
+                Tensor out = act(n, c.hiddenSize());
                 try (LayerActs la = layerForward(l, x, out, prompts)) {
                     be.kvAppend(cache.k[l], cache.v[l], la.k, la.v, slotsT);
                 }
@@ -331,7 +350,7 @@ public final class LlamaModel {
             }
             int[] last = new int[b];
             for (int s = 0; s < b; s++) last[s] = prompts.start(s) + prompts.length(s) - 1;
-            try (Tensor xf = x; Tensor lastT = be.upload(last, b); Tensor sel = f32(b, c.hiddenSize())) {
+            try (Tensor xf = x; Tensor lastT = be.upload(last, b); Tensor sel = act(b, c.hiddenSize())) {
                 be.embedding(sel, xf, lastT);
                 return finalLogitsTensor(sel);
             }
@@ -341,7 +360,7 @@ public final class LlamaModel {
     private Tensor finalLogitsTensor(Tensor xLast) {
         int b = xLast.dim(0);
         Tensor logits = f32(b, c.vocabSize());
-        try (Tensor h = f32(b, c.hiddenSize()); Tensor r = f32(b)) {
+        try (Tensor h = act(b, c.hiddenSize()); Tensor r = f32(b)) {
             be.rmsNorm(h, r, xLast, w.get("model.norm.weight"), eps);
             be.matmul(logits, h, false, w.get("lm_head.weight"), true, 1f, 0f);
             return logits;
@@ -373,8 +392,8 @@ public final class LlamaModel {
         }
         try (Tensor ids = be.upload(tokens, b); Tensor pos = be.upload(positions, b); Tensor sl = be.upload(slots, b);
              Tensor bt = be.upload(blockTables, b, maxBlocks); Tensor cl = be.upload(ctx, b);
-             Tensor h = f32(b, d); Tensor r = f32(b); Tensor q = f32(b, hq, hd); Tensor k = f32(b, hkv, hd); Tensor v = f32(b, hkv, hd);
-             Tensor att = f32(b, hq, hd); Tensor gate = f32(b, f); Tensor up = f32(b, f); Tensor act = f32(b, f); Tensor x = f32(b, d)) {
+             Tensor h = act(b, d); Tensor r = f32(b); Tensor q = act(b, hq, hd); Tensor k = act(b, hkv, hd); Tensor v = act(b, hkv, hd);
+             Tensor att = act(b, hq, hd); Tensor gate = act(b, f); Tensor up = act(b, f); Tensor act = act(b, f); Tensor x = act(b, d)) {
             be.embedding(x, w.get("model.embed_tokens.weight"), ids);
             for (int l = 0; l < c.numLayers(); l++) {
                 be.rmsNorm(h, r, x, p(l, "input_layernorm.weight"), eps);

@@ -21,9 +21,12 @@ import org.grpo4j.backend.Tensor;
 import org.grpo4j.util.AtomicDir;
 
 /**
- * A Llama model's parameters in one flat fp32 buffer on a backend (views per HF tensor), with HF-directory I/O:
+ * A Llama model's parameters in one flat buffer on a backend (views per HF tensor), with HF-directory I/O:
  * config.json, generation_config.json, safetensors (single file, or shards + model.safetensors.index.json) and the
  * tokenizer files. Saving is atomic: everything is written to a temporary sibling directory that is then renamed.
+ *
+ * <p>The buffer is fp32 (master weights, gradients, the CPU's default) or bf16 (the compute copy of precision bf16:
+ * {@link #castTo}, refreshed from the master by AdamW's bf16 copy-out). Loading reads into fp32.
  */
 public final class LlamaWeights implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -36,17 +39,23 @@ public final class LlamaWeights implements AutoCloseable {
     private final Tensor flat;
     private final Map<String, Tensor> views = new HashMap<>();
 
-    private LlamaWeights(Backend be, LlamaConfig config) {
+    private LlamaWeights(Backend be, LlamaConfig config) { this(be, config, DType.FP32); }
+
+    private LlamaWeights(Backend be, LlamaConfig config, DType dtype) {
+        if (dtype != DType.FP32 && dtype != DType.BF16) throw new IllegalArgumentException("weights are fp32 or bf16, not " + dtype);
         this.config = config;
         this.layout = new ParameterLayout(config);
         this.backend = be;
         if (layout.totalElements() > Integer.MAX_VALUE - 8 && be.name().equals("cpu"))
             throw new IllegalArgumentException(layout.totalElements() + " parameters do not fit the CPU backend's 2^31-element tensors");
-        this.flat = be.zeros(DType.FP32, Math.toIntExact(layout.totalElements()));
+        this.flat = be.zeros(dtype, Math.toIntExact(layout.totalElements()));
         for (ParameterLayout.Entry e : layout.entries()) views.put(e.name(), flat.view(e.offset(), e.shape()));
     }
 
     public static LlamaWeights zeros(Backend be, LlamaConfig config) { return new LlamaWeights(be, config); }
+
+    /** Zeros of the given dtype (fp32 or bf16). */
+    public static LlamaWeights zeros(Backend be, LlamaConfig config, DType dtype) { return new LlamaWeights(be, config, dtype); }
 
     /** HF's LlamaForCausalLM init: N(0, 0.02) for embeddings and projections, 1 for RMSNorm weights. */
     public static LlamaWeights init(Backend be, LlamaConfig config, long seed) {
@@ -65,6 +74,9 @@ public final class LlamaWeights implements AutoCloseable {
     public ParameterLayout layout() { return layout; }
     public Backend backend() { return backend; }
 
+    /** fp32 or bf16. */
+    public DType dtype() { return flat.dtype(); }
+
     /** The whole flat parameter buffer [total]. */
     public Tensor flat() { return flat; }
 
@@ -78,9 +90,23 @@ public final class LlamaWeights implements AutoCloseable {
 
     /** A copy on the same backend (e.g. the frozen reference policy). */
     public LlamaWeights copy() {
-        LlamaWeights w = new LlamaWeights(backend, config);
+        LlamaWeights w = new LlamaWeights(backend, config, dtype());
         backend.copy(w.flat, flat);
         return w;
+    }
+
+    /** A copy in {@code dtype} on the same backend: fp32 to bf16 rounds each weight to nearest even once. */
+    public LlamaWeights castTo(DType dtype) {
+        LlamaWeights w = new LlamaWeights(backend, config, dtype);
+        backend.cast(w.flat, flat);
+        return w;
+    }
+
+    /** Overwrites these weights with {@code src}'s (same config; cast when the dtypes differ). */
+    public void copyFrom(LlamaWeights src) {
+        if (!src.config.equals(config))
+            throw new IllegalArgumentException("copyFrom: the two weight sets have different configs");
+        backend.cast(flat, src.flat);
     }
 
     @Override
@@ -180,7 +206,13 @@ public final class LlamaWeights implements AutoCloseable {
         gen.put("top_p", 1.0);
         JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("generation_config.json").toFile(), gen);
 
-        float[] host = flat.toFloats();
+        float[] host;
+        if (dtype() == DType.FP32) host = flat.toFloats();
+        else {
+            short[] bits = flat.toBf16Bits();
+            host = new float[bits.length];
+            for (int i = 0; i < bits.length; i++) host[i] = org.grpo4j.backend.Bf16.toFloat(bits[i]);
+        }
         int eb = dtype.equals("BF16") ? 2 : 4;
         List<List<SafeTensors.Out>> shards = new ArrayList<>();
         List<SafeTensors.Out> cur = new ArrayList<>();

@@ -104,10 +104,10 @@ class DtypeContractConformanceTest {
                 .rule(Kind.FP32, "dTable").rule(Kind.FLOAT, "dOut")
                 .call((b, t) -> b.embeddingBackward(t.get("dTable"), t.get("dOut"), t.get("ids"))));
         c.add(new OpCase(Ops.RMS_NORM).f("out", 2, 4).f("rstd", 2).f("x", 2, 4).f("weight", 4)
-                .rule(Kind.SAME, "x", "out").rule(Kind.FP32, "weight").rule(Kind.FP32, "rstd")
+                .rule(Kind.SAME, "x", "out").rule(Kind.FLOAT, "weight").rule(Kind.FP32, "rstd")
                 .call((b, t) -> b.rmsNorm(t.get("out"), t.get("rstd"), t.get("x"), t.get("weight"), 1e-5f)));
         c.add(new OpCase(Ops.RMS_NORM_BACKWARD).f("dx", 2, 4).f("dWeight", 4).f("dOut", 2, 4).f("x", 2, 4).f("weight", 4).f("rstd", 2)
-                .rule(Kind.SAME, "dx", "dOut", "x").rule(Kind.FP32, "weight").rule(Kind.FP32, "dWeight").rule(Kind.FP32, "rstd")
+                .rule(Kind.SAME, "dx", "dOut", "x").rule(Kind.FLOAT, "weight").rule(Kind.FP32, "dWeight").rule(Kind.FP32, "rstd")
                 .call((b, t) -> b.rmsNormBackward(t.get("dx"), t.get("dWeight"), t.get("dOut"), t.get("x"), t.get("weight"), t.get("rstd"))));
         c.add(new OpCase(Ops.MATMUL).f("c", 2, 3).f("a", 2, 4).f("b", 4, 3).rule(Kind.SAME, "a", "b").rule(Kind.MATMUL_C, "c", "a", "b")
                 .call((b, t) -> b.matmul(t.get("c"), t.get("a"), false, t.get("b"), false, 1f, 0.5f)));

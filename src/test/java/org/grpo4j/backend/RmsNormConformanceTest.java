@@ -48,11 +48,11 @@ class RmsNormConformanceTest {
         void forwardBf16() {
             be(Ops.RMS_NORM);
             SplittableRandom r = new SplittableRandom(3);
-            for (int[] s : SHAPES) {
+            for (int[] s : SHAPES) for (DType wd : new DType[] {DType.FP32, DType.BF16}) { // norm weights: fp32 or bf16
                 int n = s[0], d = s[1];
-                double[] x = randnBf16(r, n * d, 2), w = randn(r, d, 1);
+                double[] x = randnBf16(r, n * d, 2), w = randnBf16(r, d, 1);
                 double[] ref = Ref.rmsNorm(x, w, n, d, 1e-5);
-                Mixed m = mixed("rmsNorm " + n + "x" + d).bf16("x", x, n, d).fp32("weight", w, d)
+                Mixed m = mixed("rmsNorm " + n + "x" + d + " weight " + wd).bf16("x", x, n, d).in(wd, "weight", w, d)
                         .out(DType.BF16, "out", n, d).out(DType.FP32, "rstd", n)
                         .run((be, t) -> be.rmsNorm(t.get("out"), t.get("rstd"), t.get("x"), t.get("weight"), 1e-5f));
                 m.expect("out", java.util.Arrays.copyOf(ref, n * d), 1e-6, 1e-5);
@@ -66,13 +66,14 @@ class RmsNormConformanceTest {
             SplittableRandom r = new SplittableRandom(4);
             for (int[] s : new int[][] {{1, 1}, {3, 5}, {9, 31}}) {
                 int n = s[0], d = s[1];
-                double[] x = randnBf16(r, n * d, 2), w = randn(r, d, 1), dy = randnBf16(r, n * d, 1), w0 = randn(r, d, 1);
+                double[] x = randnBf16(r, n * d, 2), w = randnBf16(r, d, 1), dy = randnBf16(r, n * d, 1), w0 = randn(r, d, 1);
+                DType wd = d == 5 ? DType.FP32 : DType.BF16; // norm weights: fp32 or bf16
                 double[] fdx = fdGrad(xx -> dot(dy, java.util.Arrays.copyOf(Ref.rmsNorm(xx, w, n, d, 1e-5), n * d)), x, null);
                 double[] fdw = fdGrad(ww -> dot(dy, java.util.Arrays.copyOf(Ref.rmsNorm(x, ww, n, d, 1e-5), n * d)), w, null);
                 for (int j = 0; j < d; j++) fdw[j] += w0[j];
                 for (boolean inPlace : new boolean[] {false, true}) { // in place: dx is dOut's memory
                     Mixed m = mixed("rmsNormBackward " + n + "x" + d + (inPlace ? " in place" : "")).bf16("x", x, n, d)
-                            .fp32("weight", w, d).bf16("dOut", dy, n, d).fp32("dWeight", w0, d)
+                            .in(wd, "weight", w, d).bf16("dOut", dy, n, d).fp32("dWeight", w0, d)
                             .out(DType.BF16, "y", n, d).out(DType.FP32, "rstd", n).out(DType.BF16, "dx", n, d)
                             .run((be, t) -> be.rmsNorm(t.get("y"), t.get("rstd"), t.get("x"), t.get("weight"), 1e-5f),
                                     (be, t) -> be.rmsNormBackward(t.get(inPlace ? "dOut" : "dx"), t.get("dWeight"), t.get("dOut"), t.get("x"),

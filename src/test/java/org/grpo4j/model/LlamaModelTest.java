@@ -47,8 +47,9 @@ class LlamaModelTest {
             int[] ri = rows.stream().mapToInt(Integer::intValue).toArray(), ti = tgt.stream().mapToInt(Integer::intValue).toArray();
             float[] cfF = new float[k];
             for (int i = 0; i < k; i++) cfF[i] = (float) (double) cf.get(i);
-            try (Tensor rT = be.upload(ri, k); Tensor tT = be.upload(ti, k); Tensor sel = be.empty(DType.FP32, k, c.hiddenSize());
-                 Tensor lp = be.empty(DType.FP32, k); Tensor g = be.upload(cfF, k); Tensor dSel = be.empty(DType.FP32, k, c.hiddenSize());
+            DType adt = m.activationDType();
+            try (Tensor rT = be.upload(ri, k); Tensor tT = be.upload(ti, k); Tensor sel = be.empty(adt, k, c.hiddenSize());
+                 Tensor lp = be.empty(DType.FP32, k); Tensor g = be.upload(cfF, k); Tensor dSel = be.empty(adt, k, c.hiddenSize());
                  Tensor dHidden = be.zeros(DType.FP32, b.tokens(), c.hiddenSize())) {
                 be.embedding(sel, act.hidden(), rT);
                 be.tokenLogprobs(lp, sel, m.weights().get("lm_head.weight"), tT, 1f);
