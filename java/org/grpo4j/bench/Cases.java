@@ -64,7 +64,7 @@ final class Cases {
 
     static List<Case> plan(BenchSizes s, DType act, Collection<String> families) {
         List<Case> out = new ArrayList<>();
-        ceilings(out, s);
+        ceilings(out, s, act);
         Set<String> f = new HashSet<>(families);
         if (f.contains("gemm")) gemm(out, s, act);
         if (f.contains("norm")) norm(out, s, act);
@@ -90,12 +90,13 @@ final class Cases {
 
     // ---- ceilings -------------------------------------------------------------------------------------------------
 
-    static void ceilings(List<Case> out, BenchSizes s) {
+    /** The GEMM ceiling runs in the activation dtype: bf16 in the default run, the rate bf16 GEMM rows are held to. */
+    static void ceilings(List<Case> out, BenchSizes s, DType act) {
         int n = Math.toIntExact(s.copyElements());
         out.add(new Case("ceiling", "copy fp32", dims(n), "fp32", List.of(Ops.COPY), 8.0 * n, "byte",
                 "2*4*n: n fp32 read, n written", Kind.CEILING_COPY, d -> copy(d, n), d -> copy(d, 100_003), false));
         int g = s.gemmCeiling();
-        out.add(gemmCase("ceiling", "matmul bf16 " + g + "^3", g, g, g, DType.BF16, Kind.CEILING_GEMM));
+        out.add(gemmCase("ceiling", "matmul " + act.label() + " " + g + "^3", g, g, g, act, Kind.CEILING_GEMM));
     }
 
     static Instance copy(Data d, int n) {

@@ -168,8 +168,7 @@ public final class Compare {
     // ---- rendering ------------------------------------------------------------------------------------------------
 
     static String num(double v) {
-        if (v == Math.rint(v) && Math.abs(v) < 1e15) return String.valueOf((long) v);
-        return String.format(Locale.ROOT, "%.3g", v);
+        return new java.math.BigDecimal(String.valueOf(v)).stripTrailingZeros().toPlainString();
     }
 
     static String ms(BenchRow r) {
@@ -184,9 +183,14 @@ public final class Compare {
         return new java.math.BigDecimal(v).setScale(Math.min(digits, 6), java.math.RoundingMode.HALF_EVEN).toPlainString();
     }
 
+    /** A rate: whole numbers from 100 up (4280 GB/s), else 4 significant digits (7.312 us/call). */
+    static String fig(double v) {
+        return Math.abs(v) >= 100 ? String.format(Locale.ROOT, "%.0f", v) : sig(v);
+    }
+
     static String rate(BenchRow r) {
         if (r == null || !r.timed() || r.rate() == null) return "-";
-        return (r.workUnit().equals("call") ? sig(r.rate()) : String.format(Locale.ROOT, "%.1f", r.rate())) + " " + r.rateUnit();
+        return fig(r.rate()) + " " + r.rateUnit();
     }
 
     static String pct(BenchRow r) {
@@ -213,7 +217,9 @@ public final class Compare {
         if (peers != null) b.append(", peers ").append(peers.date());
         b.append("\n\n");
         b.append("ceilings measured in the same run").append(peers == null ? "" : " (ours / peer)").append(": device copy ")
-                .append(ceil(ours.copyGbs(), peers == null ? null : peers.copyGbs(), peers != null)).append(" GB/s, bf16 GEMM ")
+                .append(ceil(ours.copyGbs(), peers == null ? null : peers.copyGbs(), peers != null)).append(" GB/s, GEMM ")
+                .append(ours.rows().stream().filter(r -> r.family().equals("ceiling") && r.workUnit().equals("flop"))
+                        .map(r -> r.name().substring(r.name().indexOf(' ') + 1) + " ").findFirst().orElse(""))
                 .append(ceil(ours.gemmTflops(), peers == null ? null : peers.gemmTflops(), peers != null)).append(" TFLOP/s\n\n");
         if (peers != null && peers.fake())
             b.append("**The peer file has placeholder timings (bench-peers.py --fake-timer): its figures and the ratios mean nothing.**\n\n");
@@ -263,9 +269,9 @@ public final class Compare {
     }
 
     private static String ceil(Double a, Double b, boolean two) {
-        String x = a == null ? "-" : String.format(Locale.ROOT, "%.0f", a);
+        String x = a == null ? "-" : fig(a);
         if (!two) return x;
-        return x + " / " + (b == null ? "-" : String.format(Locale.ROOT, "%.0f", b));
+        return x + " / " + (b == null ? "-" : fig(b));
     }
 
     /** A horizontal bar chart of the ratios (one bar per line that has one), with 1.0 marked; written atomically. */
