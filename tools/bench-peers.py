@@ -570,7 +570,7 @@ def main(argv=None):
     ap.add_argument("--json", help="write the results here (default: stdout)")
     ap.add_argument("--reps", type=int, default=30, help="timed repetitions, >= 20 (default 30)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed repetitions first (default 5)")
-    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (their compile takes ~1 min)")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (and the time torch.compile takes to compile)")
     ap.add_argument("--fake-timer", action="store_true",
                     help="placeholder timings, no torch or GPU needed: checks the JSON structure only")
     args = ap.parse_args(argv)
