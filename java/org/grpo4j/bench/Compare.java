@@ -15,9 +15,12 @@ import java.util.Set;
 import org.jfree.chart.ChartFactory;
 import org.jfree.chart.ChartUtils;
 import org.jfree.chart.JFreeChart;
+import org.jfree.chart.axis.LogAxis;
 import org.jfree.chart.plot.CategoryPlot;
 import org.jfree.chart.plot.PlotOrientation;
 import org.jfree.chart.plot.ValueMarker;
+import org.jfree.chart.renderer.category.BarRenderer;
+import org.jfree.chart.renderer.category.StandardBarPainter;
 import org.jfree.data.category.DefaultCategoryDataset;
 
 /**
@@ -190,7 +193,8 @@ public final class Compare {
 
     static String rate(BenchRow r) {
         if (r == null || !r.timed() || r.rate() == null) return "-";
-        return fig(r.rate()) + " " + r.rateUnit();
+        String extra = r.extraBytes() == null ? "" : String.format(Locale.ROOT, ", %s MiB extra", sig(r.extraBytes() / 1048576.0));
+        return fig(r.rate()) + " " + r.rateUnit() + extra;
     }
 
     static String pct(BenchRow r) {
@@ -284,11 +288,36 @@ public final class Compare {
             ds.addValue(l.ratio(), "ours / peer", l.ours().id() + " vs " + l.peer().impl());
             n++;
         }
-        JFreeChart chart = ChartFactory.createBarChart(title, null, "ours / peer (peer time / our time; > 1: ours faster)",
+        JFreeChart chart = ChartFactory.createBarChart(title, null, "ours / peer = peer time / our time (log scale; right of 1: ours faster)",
                 ds, PlotOrientation.HORIZONTAL, false, false, false);
         CategoryPlot plot = chart.getCategoryPlot();
-        ValueMarker one = new ValueMarker(1.0, Color.RED, new BasicStroke(1.5f));
-        plot.addRangeMarker(one);
+        plot.setBackgroundPaint(Color.WHITE);
+        plot.setRangeGridlinePaint(Color.LIGHT_GRAY);
+        // ratios span 0.5x to 50x: a log axis with bars growing from 1, left (slower) or right (faster)
+        LogAxis axis = new LogAxis(plot.getRangeAxis().getLabel());
+        axis.setBase(10);
+        axis.setSmallestValue(1e-3);
+        double lo = 1, hi = 1;
+        for (Line l : res.lines()) if (l.ratio() != null) {
+            lo = Math.min(lo, l.ratio());
+            hi = Math.max(hi, l.ratio());
+        }
+        axis.setRange(lo / 1.5, hi * 1.5);
+        axis.setNumberFormatOverride(new java.text.DecimalFormat("0.##x"));
+        plot.setRangeAxis(axis);
+        BarRenderer bars = new BarRenderer() {
+            @Override
+            public java.awt.Paint getItemPaint(int row, int column) {
+                Number v = ds.getValue(row, column);
+                return v != null && v.doubleValue() >= 1 ? new Color(0x2E7D32) : new Color(0xE65100);
+            }
+        };
+        bars.setBase(1.0);
+        bars.setShadowVisible(false);
+        bars.setBarPainter(new StandardBarPainter());
+        plot.setRenderer(bars);
+        plot.getDomainAxis().setMaximumCategoryLabelWidthRatio(0.45f);
+        plot.addRangeMarker(new ValueMarker(1.0, Color.BLACK, new BasicStroke(1.5f)));
         Path abs = png.toAbsolutePath();
         if (abs.getParent() != null) Files.createDirectories(abs.getParent());
         Path tmp = abs.resolveSibling("." + abs.getFileName() + ".tmp");
