@@ -83,7 +83,8 @@ final class BenchCommand implements Callable<Integer> {
         }
         try (CudaBackend be = new CudaBackend(device); CpuBackend ref = new CpuBackend()) {
             CudaRuntime.Device dev = CudaRuntime.devices().get(device);
-            KernelBench.Card card = new KernelBench.Card(dev.name(), "supports CUDA " + CudaRuntime.driverVersion(), CudaRuntime.runtimeVersion());
+            String drv = CudaRuntime.driverVersion();
+            KernelBench.Card card = new KernelBench.Card(dev.name(), drv == null ? "unknown" : "supports CUDA " + drv, CudaRuntime.runtimeVersion());
             System.err.println("bench: " + be.description() + ", CUDA runtime " + card.runtime() + ", driver " + card.driver()
                     + "; sizes " + s.name() + ", " + act.label() + " activations, " + reps + " reps after " + warmup + " warm-up");
             // ~2 ms of device copies before each timed run (CudaEventTimer's head start)
