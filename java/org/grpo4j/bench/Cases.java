@@ -4,7 +4,6 @@ import java.util.ArrayList;
 import java.util.Collection;
 import java.util.HashSet;
 import java.util.List;
-import java.util.Locale;
 import java.util.Set;
 import org.grpo4j.backend.AdamWStep;
 import org.grpo4j.backend.Backend;
@@ -504,6 +503,4 @@ final class Cases {
             if (bwd) be.tokenLogprobsBackward(dH, dW, dLp, hidden, w, t, 1f);
         });
     }
-
-    static String fmt(double v) { return String.format(Locale.ROOT, "%.4g", v); }
 }
