@@ -47,8 +47,8 @@ public record BenchRow(String id, String family, String name, String shape, Stri
         };
     }
 
-    public BenchRow withStatus(String status, String note) {
+    BenchRow withCeilingPct(Double pct) {
         return new BenchRow(id, family, name, shape, dtype, impl, status, note, medianMs, minMs, maxMs, reps, work, workUnit,
-                formula, rate, rateUnit, ceilingPct, maxError, extraBytes);
+                formula, rate, rateUnit, pct, maxError, extraBytes);
     }
 }

@@ -142,9 +142,7 @@ public final class KernelBench {
                 BenchRow r = row(c, BenchRow.OK, k > 1 ? k + " buffer sets rotated" : null, ms, cfg.reps(), null, maxError, extra);
                 Double ceiling = c.workUnit().equals("byte") ? copyGbs : c.workUnit().equals("flop") ? gemmTflops : null;
                 if (c.kind() == Cases.Kind.CEILING_COPY || c.kind() == Cases.Kind.CEILING_GEMM) ceiling = r.rate();
-                return ceiling == null ? r : new BenchRow(r.id(), r.family(), r.name(), r.shape(), r.dtype(), r.impl(), r.status(),
-                        r.note(), r.medianMs(), r.minMs(), r.maxMs(), r.reps(), r.work(), r.workUnit(), r.formula(), r.rate(),
-                        r.rateUnit(), 100 * r.rate() / ceiling, r.maxError(), r.extraBytes());
+                return ceiling == null ? r : r.withCeilingPct(100 * r.rate() / ceiling);
             } finally {
                 for (Instance i : sets) i.close();
                 data.closeInstances();
