@@ -506,7 +506,8 @@ def measure(args, rows):
             sets.append(fn)
             b = max(1, b)
             touched = r.work if r.unit == "byte" else b
-            k = max(1, min(MAX_SETS, math.ceil(ROTATE_BYTES / touched)))
+            # the host cost runs one set: it measures the host, the GPU's caches do not matter
+            k = 1 if r.run == "host_cost" else max(1, min(MAX_SETS, math.ceil(ROTATE_BYTES / touched)))
             while k > 1 and k * b > budget:
                 k -= 1
             while len(sets) < k:

@@ -125,7 +125,8 @@ public final class KernelBench {
                 sets.add(first);
                 long setBytes = Math.max(1, first.bytes());
                 double touched = c.workUnit().equals("byte") ? c.work() : setBytes;
-                int n = (int) Math.max(1, Math.min(MAX_SETS, Math.ceil(cfg.rotateBytes() / touched)));
+                // the host cost runs one set: it measures the host, the GPU's caches do not matter
+                int n = c.kind() == Cases.Kind.HOST_COST ? 1 : (int) Math.max(1, Math.min(MAX_SETS, Math.ceil(cfg.rotateBytes() / touched)));
                 while (n > 1 && (double) n * setBytes > cfg.memoryBudget()) n--;
                 while (sets.size() < n) sets.add(c.big().build(data));
                 Long extra = null;
