@@ -6,7 +6,7 @@ import picocli.CommandLine.Command;
 /** {@code tools/grpo4j}: the command-line entry point. Each subcommand is a thin layer over the Java API. */
 @Command(name = "grpo4j", mixinStandardHelpOptions = true, version = "grpo4j 0.1.0",
         description = "GRPO post-training of Llama-family models on verifiable rewards.",
-        subcommands = {InfoCommand.class, TokenizeCommand.class, InitModelCommand.class, GenerateCommand.class, TrainCommand.class, RewardCommand.class})
+        subcommands = {InfoCommand.class, TokenizeCommand.class, InitModelCommand.class, GenerateCommand.class, TrainCommand.class, RewardCommand.class, BenchCommand.class})
 public final class Main implements Runnable {
 
     public static void main(String[] args) {
