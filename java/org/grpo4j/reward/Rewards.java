@@ -64,6 +64,9 @@ public final class Rewards implements AutoCloseable {
         return this;
     }
 
+    /** The registered dataset names (lower case, sorted). */
+    public java.util.SortedSet<String> names() { return new java.util.TreeSet<>(functions.keySet()); }
+
     public boolean handles(String dataset) { return dataset != null && functions.containsKey(dataset.toLowerCase(Locale.ROOT)); }
 
     /** Scores one item on the calling thread's pool, under the time limit. */
