@@ -84,7 +84,7 @@ public final class DatasetMixer {
         }
         List<String> where = tried.stream().map(Path::toString).distinct().toList();
         // a path (not "owner/name") gets no download hint: it is a local file that is not there
-        if (!looksLikeHubName(dataset)) throw new NoSuchFileException(dataset, null, "dataset not found (looked for " + String.join(", ", where) + ")");
+        if (!looksLikeHubName(dataset)) throw new NoSuchFileException(dataset, null, "looked for " + String.join(", ", where));
         String hf = System.getenv("HF_HOME");
         Path hub = hf != null ? Path.of(hf, "hub") : Path.of(System.getProperty("user.home"), ".cache", "huggingface", "hub");
         Path snaps = hub.resolve("datasets--" + dataset.replace("/", "--")).resolve("snapshots");

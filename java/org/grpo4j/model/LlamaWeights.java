@@ -122,7 +122,13 @@ public final class LlamaWeights implements AutoCloseable {
         Path single = dir.resolve("model.safetensors"), index = dir.resolve("model.safetensors.index.json");
         Map<String, Path> where = new LinkedHashMap<>();
         if (Files.isRegularFile(index)) {
-            var root = JSON.readTree(index.toFile());
+            com.fasterxml.jackson.databind.JsonNode root;
+            try {
+                root = JSON.readTree(index.toFile());
+            } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+                throw new IOException(index + ": not valid JSON: " + e.getOriginalMessage(), e);
+            }
+            if (root == null) throw new IOException(index + ": empty");
             var map = root.path("weight_map");
             if (!map.isObject()) throw new IOException(index + ": weight_map is missing");
             for (var it = map.fields(); it.hasNext(); ) {

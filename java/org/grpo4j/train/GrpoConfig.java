@@ -167,15 +167,24 @@ public final class GrpoConfig {
                     + (e.getPath().size() > 1 ? " in " + e.getPath().get(0).getFieldName() : ""));
         } catch (InvalidFormatException e) {
             throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\" has the wrong type: " + e.getValue()
-                    + " is not a " + e.getTargetType().getSimpleName());
+                    + " is not " + typeName(e.getTargetType()));
         } catch (MismatchedInputException e) {
-            throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\" has the wrong type (expected "
-                    + (e.getTargetType() == null ? "another type" : e.getTargetType().getSimpleName()) + ")");
+            throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\" has the wrong type (expected " + typeName(e.getTargetType()) + ")");
         } catch (IOException e) {
             throw new IllegalArgumentException(where + ": " + e.getMessage().lines().findFirst().orElse(""));
         }
         c.validate(where);
         return c;
+    }
+
+    private static String typeName(Class<?> t) {
+        if (t == null) return "another type";
+        if (t == int.class || t == Integer.class || t == long.class || t == Long.class) return "an integer";
+        if (t == double.class || t == Double.class || t == float.class) return "a number";
+        if (t == boolean.class || t == Boolean.class) return "true or false";
+        if (t == String.class) return "a string";
+        if (List.class.isAssignableFrom(t)) return "a list of strings";
+        return "an object";
     }
 
     private static String lineOf(com.fasterxml.jackson.core.JsonProcessingException e) {

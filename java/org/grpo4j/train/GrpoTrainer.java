@@ -148,6 +148,12 @@ public final class GrpoTrainer implements AutoCloseable {
         if (cfg.worldSize != 1)
             throw new IllegalArgumentException("world_size " + cfg.worldSize + ": multi-GPU training (NCCL + ZeRO-2) is not implemented yet; "
                     + "this trainer runs one process (world_size 1). tools/grpo4j train --dry-run prints the derived quantities.");
+        if (ck != null) {
+            Path newest = latestCheckpoint(ck.getParent());
+            if (!newest.equals(ck))
+                throw new IllegalArgumentException(ck + " is not the run's newest checkpoint (" + newest.getFileName() + " is): going on from it would mix"
+                        + " two histories in one run; resume the run directory, or copy the run and delete the later checkpoints in the copy");
+        }
         Path runOfCheckpoint = ck == null ? null : ck.getParent().getParent();
         if (runOfCheckpoint != null && b.outputDir != null && !sameDirectory(b.outputDir, runOfCheckpoint))
             throw new IllegalArgumentException("--resume continues a run in its own directory (" + runOfCheckpoint + "); writing it to "
@@ -571,6 +577,8 @@ public final class GrpoTrainer implements AutoCloseable {
                 o.put("ground_truth", items.get(i).groundTruth());
                 o.put("reward", res.get(i).reward());
                 o.put("finish_reason", cs.get(i).get(0).finishReason().label());
+                if (res.get(i).error() != null) o.put("error", res.get(i).error());
+                if (res.get(i).timedOut()) o.put("timed_out", true);
                 wr.write(JSON.writeValueAsString(o));
                 wr.newLine();
             }
