@@ -55,7 +55,7 @@ public final class Main implements Runnable {
             CommandLine cmd = ex.getCommandLine();
             String name = cmd.getCommandSpec().qualifiedName();
             PrintWriter err = cmd.getErr();
-            err.println(name + ": " + firstLine(ex.getMessage()));
+            err.println(name + ": " + firstLine(ex.getMessage()).replaceFirst("^Error: ", ""));
             if (!CommandLine.UnmatchedArgumentException.printSuggestions(ex, err))
                 err.println("Try '" + name + " --help' for the options.");
             return BAD_INPUT;

@@ -133,7 +133,7 @@ final class RewardCommand implements Callable<Integer> {
                         o.put("line", no);
                         o.put("input", line.length() > 200 ? line.substring(0, 200) + "..." : line);
                         if (err == null) {
-                            String m = e instanceof com.fasterxml.jackson.core.JsonProcessingException j ? "not valid JSON: " + j.getOriginalMessage() : e.getMessage();
+                            String m = e instanceof com.fasterxml.jackson.core.JsonProcessingException j ? "not valid JSON: " + org.grpo4j.util.JsonErrors.describe(j) : e.getMessage();
                             err = input + ":" + no + ": " + (m == null ? "unreadable" : m.lines().findFirst().orElse(""));
                         }
                     }

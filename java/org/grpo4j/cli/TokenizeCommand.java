@@ -69,7 +69,7 @@ final class TokenizeCommand implements Callable<Integer> {
                 try {
                     node = json.readTree(src);
                 } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-                    throw new IllegalArgumentException(where + ": not valid JSON: " + e.getOriginalMessage());
+                    throw new IllegalArgumentException(where + ": not valid JSON: " + org.grpo4j.util.JsonErrors.describe(e));
                 }
                 if (node == null || node.isMissingNode()) throw new IllegalArgumentException(where + ": empty (expected a JSON list of {role, content})");
                 List<ChatMessage> messages;

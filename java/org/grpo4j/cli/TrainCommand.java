@@ -41,14 +41,21 @@ final class TrainCommand implements Callable<Integer> {
         }
     }
 
+    /** The derived quantities first (useful even when a check fails, e.g. for a config meant for another machine), then every check. */
     private int dryRun(GrpoConfig cfg) throws Exception {
+        System.out.println("derived quantities of " + config + ":");
+        for (var e : cfg.derived().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
+        System.out.flush();
         Path out = output != null ? output : Path.of(cfg.outputDir);
         GrpoTrainer.checkRunDirectory(out, overwrite);
         try (Backend be = Backends.choose(cfg.backend, org.grpo4j.backend.Ops.ALL).backend(); Preflight pf = Preflight.check(cfg, be, null)) {
-            System.out.println("config OK: " + config);
-            for (var e : cfg.derived().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
             for (var e : pf.summary().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
             System.out.printf("  %-36s %s%n", "output directory", out + (overwrite ? " (its earlier run would be replaced)" : ""));
+            if (cfg.worldSize != 1) {
+                System.out.println("config OK for " + cfg.worldSize + " ranks, but this trainer runs one process (world_size 1) so far");
+                return 0;
+            }
+            System.out.println("config OK: " + config);
         }
         return 0;
     }

@@ -75,7 +75,7 @@ public final class DatasetReader {
                 try {
                     node = JSON.readTree(line);
                 } catch (JsonProcessingException e) {
-                    throw new IOException(where + ": not valid JSON: " + e.getOriginalMessage());
+                    throw new IOException(where + ": not valid JSON: " + org.grpo4j.util.JsonErrors.describe(e));
                 }
                 rows.add(fromJson(node, where));
             }

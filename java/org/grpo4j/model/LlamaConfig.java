@@ -72,7 +72,7 @@ public record LlamaConfig(int hiddenSize, int intermediateSize, int numLayers, i
         try {
             n = JSON.readTree(f.toFile());
         } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-            throw new IOException(f + ": not valid JSON: " + e.getOriginalMessage(), e);
+            throw new IOException(f + ": not valid JSON: " + org.grpo4j.util.JsonErrors.describe(e), e);
         }
         if (n == null || n.isMissingNode()) throw new IOException(f + ": empty (expected the model's config as a JSON object)");
         try {

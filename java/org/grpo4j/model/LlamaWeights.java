@@ -126,7 +126,7 @@ public final class LlamaWeights implements AutoCloseable {
             try {
                 root = JSON.readTree(index.toFile());
             } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-                throw new IOException(index + ": not valid JSON: " + e.getOriginalMessage(), e);
+                throw new IOException(index + ": not valid JSON: " + org.grpo4j.util.JsonErrors.describe(e), e);
             }
             if (root == null) throw new IOException(index + ": empty");
             var map = root.path("weight_map");

@@ -40,7 +40,7 @@ public final class Tokenizer implements AutoCloseable {
         try {
             root = JSON.readTree(tj.toFile());
         } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-            throw new IOException(tj + ": not valid JSON: " + e.getOriginalMessage(), e);
+            throw new IOException(tj + ": not valid JSON: " + org.grpo4j.util.JsonErrors.describe(e), e);
         }
         if (root == null || !root.isObject()) throw new IOException(tj + ": expected a JSON object (an HF tokenizer.json)");
         JsonNode model = root.path("model");
@@ -63,7 +63,7 @@ public final class Tokenizer implements AutoCloseable {
             try {
                 cfg = JSON.readTree(tc.toFile());
             } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-                throw new IOException(tc + ": not valid JSON: " + e.getOriginalMessage(), e);
+                throw new IOException(tc + ": not valid JSON: " + org.grpo4j.util.JsonErrors.describe(e), e);
             }
             if (cfg == null || !cfg.isObject()) throw new IOException(tc + ": expected a JSON object");
         }

@@ -128,7 +128,7 @@ public final class GrpoConfig {
             root = JSON.readTree(file.toFile());
         } catch (IOException e) {
             throw new IllegalArgumentException(file + ": not valid JSON: " + (e instanceof com.fasterxml.jackson.core.JsonProcessingException j
-                    ? j.getOriginalMessage() + lineOf(j) : e.getMessage().lines().findFirst().orElse("")));
+                    ? org.grpo4j.util.JsonErrors.describe(j) : e.getMessage().lines().findFirst().orElse("")));
         }
         if (root == null || root.isMissingNode()) throw new IllegalArgumentException(file + ": empty (expected a JSON object)");
         if (!root.isObject()) throw new IllegalArgumentException(file + ": the config must be a JSON object, got " + root.getNodeType().toString().toLowerCase(java.util.Locale.ROOT));
@@ -187,9 +187,6 @@ public final class GrpoConfig {
         return "an object";
     }
 
-    private static String lineOf(com.fasterxml.jackson.core.JsonProcessingException e) {
-        return e.getLocation() == null ? "" : " (line " + e.getLocation().getLineNr() + ", column " + e.getLocation().getColumnNr() + ")";
-    }
 
     private static String pathOf(MismatchedInputException e) {
         StringBuilder sb = new StringBuilder();
@@ -328,7 +325,7 @@ public final class GrpoConfig {
         try {
             root = JSON.readTree(json);
         } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-            throw new IllegalArgumentException(where + ": not valid JSON: " + e.getOriginalMessage() + lineOf(e));
+            throw new IllegalArgumentException(where + ": not valid JSON: " + org.grpo4j.util.JsonErrors.describe(e));
         }
         if (root == null || root.isMissingNode()) throw new IllegalArgumentException(where + ": empty (expected the run's config as a JSON object)");
         if (!root.isObject()) throw new IllegalArgumentException(where + ": the config must be a JSON object, got " + root.getNodeType().toString().toLowerCase(java.util.Locale.ROOT));

@@ -134,6 +134,8 @@ public final class GrpoTrainer implements AutoCloseable {
     private long optimizerSteps;
     private int consecutiveNonfinite, skippedSteps;
     private boolean warmupDone;
+    /** Forward/backward passes the warm-up ran (for tests of its micro-batching). */
+    long sftMicroBatches;
 
     private GrpoTrainer(Builder b) throws IOException {
         GrpoConfig c = b.cfg;
@@ -644,6 +646,7 @@ public final class GrpoTrainer implements AutoCloseable {
                     int len = i < bsz ? seqs.get(pick[i]).length : 0;
                     if (!b.isEmpty() && (i == bsz || bTok + len > budget)) {
                         loss += sftMicroStep(b, pl, nTok);
+                        sftMicroBatches++;
                         b.clear();
                         pl.clear();
                         bTok = 0;
@@ -801,7 +804,8 @@ public final class GrpoTrainer implements AutoCloseable {
             return s.filter(q -> q.getFileName().toString().matches("step_\\d{1,9}") && Files.isRegularFile(q.resolve("trainer_state.json")))
                     .max(java.util.Comparator.comparingInt(q -> Integer.parseInt(q.getFileName().toString().substring(5))))
                     .orElseThrow(() -> new IllegalArgumentException(p + ": no complete checkpoint (checkpoints/step_N with trainer_state.json)"
-                            + (Files.isRegularFile(p.resolve("config.json")) ? "; the run stopped before its first checkpoint: start it again with --overwrite" : "")));
+                            + (Files.exists(p.resolve(RunDirectory.LOCK)) || Files.exists(p.resolve("metrics.jsonl"))
+                            ? "; the run stopped before its first checkpoint: start it again with --overwrite" : "")));
         }
     }
 

@@ -68,7 +68,10 @@ public final class Preflight implements AutoCloseable {
             lc = LlamaConfig.tiny(tok.vocabSize(), tok.bosId(), tok.eosId());
         } else {
             Path dir = Path.of(cfg.modelNameOrPath);
-            if (!Files.isDirectory(dir)) throw new NoSuchFileException(dir.toString(), null, "model_name_or_path: no such model directory");
+            if (!Files.isDirectory(dir))
+                throw new NoSuchFileException(dir.toString(), null, "model_name_or_path: no such model directory"
+                        + (!dir.isAbsolute() && cfg.modelNameOrPath.matches("[\\w.-]+/[\\w.-]+") ? "; grpo4j never downloads: fetch it first, e.g. huggingface-cli download "
+                        + cfg.modelNameOrPath + " --local-dir DIR, and set model_name_or_path to DIR" : ""));
             lc = LlamaConfig.read(dir);
             tokDir = dir;
             tok = Tokenizer.load(dir);
