@@ -81,6 +81,9 @@ class BadInputTest {
         copyTree(m, root.resolve("mdamaged"));
         Path st = root.resolve("mdamaged/model.safetensors");
         Files.write(st, Arrays.copyOf(Files.readAllBytes(st), (int) Files.size(st) / 2)); // truncated by a full disk
+        copyTree(m, root.resolve("mbadtok"));
+        Files.writeString(root.resolve("mbadtok/tokenizer.json"), "{\"model\": {\"vocab\": ");
+        Files.createDirectories(root.resolve("data/empty-dir"));
         Files.createDirectories(root.resolve("mbadconfig"));
         Files.writeString(root.resolve("mbadconfig/config.json"), "{\"hidden_size\": ");
 
@@ -105,6 +108,7 @@ class BadInputTest {
         int exit = 2;
         String[] says = {};
         String[] neverSays = {};
+        boolean trace;
         IoAction before = r -> {};
         IoAction after = r -> {};
         final List<String> writes = new ArrayList<>();
@@ -118,6 +122,8 @@ class BadInputTest {
         /** The error line (or, for exit 0, stdout + stderr) contains each fragment. */
         Case says(String... fragments) { says = fragments; return this; }
         Case neverSays(String... fragments) { neverSays = fragments; return this; }
+        /** --debug: the stack trace is expected after the error line. */
+        Case trace() { trace = true; return this; }
         Case before(IoAction a) { before = a; return this; }
         /** Checks after the run; paths under {@code writes} may change, everything else must not. */
         Case after(IoAction a) { after = a; return this; }
@@ -141,6 +147,8 @@ class BadInputTest {
         t.add(c("missing required option", "generate", "--prompt", "hi").says("Missing required option", "--model"));
         t.add(c("mistyped number", "generate", "--model", "$R/m", "--prompt", "hi", "-n", "abc").says("-n", "abc"));
         t.add(c("version", "--version").exit(0).says("grpo4j 0.1.0"));
+        t.add(c("--debug shows the stack trace", "train", "--config", "$R/empty.json", "--debug").says("$R/empty.json", "empty").trace());
+        t.add(c("--debug before the command", "--debug", "info", "--world", "0").says("--world must be >= 1").trace());
 
         // info
         t.add(c("info --world 0", "info", "--world", "0").says("--world must be >= 1, got 0"));
@@ -192,6 +200,8 @@ class BadInputTest {
                 .says("$R/mnan", "model.layers.0.mlp.up_proj.weight", "NaN"));
         t.add(c("generate truncated safetensors", "generate", "--model", "$R/mdamaged", "--prompt", "x", "--backend", "cpu")
                 .says("$R/mdamaged/model.safetensors"));
+        t.add(c("generate broken config.json", "generate", "--model", "$R/mbadconfig", "--prompt", "x").says("$R/mbadconfig/config.json", "not valid JSON"));
+        t.add(c("tokenize broken tokenizer.json", "tokenize", "--model", "$R/mbadtok", "--text", "x").says("$R/mbadtok/tokenizer.json", "not valid JSON"));
         t.add(c("generate missing model", "generate", "--model", "$R/nonexist", "--prompt", "x").says("$R/nonexist", "not found"));
         t.add(c("generate --model empty", "generate", "--model", "", "--prompt", "x").says("--model is empty"));
         t.add(c("generate unknown template", cat(gen, "--template", "nope")).says("unknown chat template \"nope\""));
@@ -257,6 +267,9 @@ class BadInputTest {
             {"dataset_mixer_list=[\"data/User.jsonl\",\"1.0\"]", "User.jsonl:9", "\"User\"", "system, user, assistant"},
             {"dataset_mixer_list=[\"data/foo.jsonl\",\"1.0\"]", "foo.jsonl:9", "dataset \"foo\" has no verifier", "gsm8k, ifeval, math"},
             {"dataset_mixer_list=[\"data/broken.jsonl\",\"1.0\"]", "broken.jsonl:3", "not valid JSON"},
+            {"dataset_mixer_list=[\"data/empty-dir\",\"1.0\"]", "data/empty-dir", "no .jsonl or .parquet files"},
+            {"dataset_mixer_list=null", "dataset_mixer_list must not be null"},
+            {"sft_warmup=null", "sft_warmup must not be null"},
             {"max_prompt_token_length=3", "all 64 prompts are longer than max_prompt_token_length 3", "shortest has"},
             {"local_rollout_batch_size=100", "64 prompts fit", "fewer than one step's 100"},
             {"kv_cache_mib=" + Math.max(20000, 2 * (Runtime.getRuntime().maxMemory() >> 20)), "kv_cache_mib", "does not fit", "fits"},
@@ -295,6 +308,8 @@ class BadInputTest {
                     assertFalse(Files.exists(r.resolve("over/checkpoints/step_2")), "the earlier run's checkpoints are gone");
                     assertTrue(Files.isRegularFile(r.resolve("over/checkpoints/step_1/trainer_state.json")));
                     assertTrue(Files.readString(r.resolve("over/config.json")).contains("\"num_training_steps\" : 1"));
+                    assertEquals(Files.getPosixFilePermissions(r.resolve("over/plots")), Files.getPosixFilePermissions(r.resolve("over/checkpoints/step_1")),
+                            "checkpoints are as readable as the run's other outputs");
                 }));
         t.add(c("train NaN model", "train", "--config", T, "--set", "model_name_or_path=$R/mnan", "--output", "$R/nanrun")
                 .says("$R/mnan", "model.layers.0.mlp.up_proj.weight", "NaN"));
@@ -403,11 +418,12 @@ class BadInputTest {
         String all = run.out() + run.err();
         String ctx = k.name + ": " + String.join(" ", args) + "\n--- stdout\n" + run.out() + "--- stderr\n" + run.err();
         assertEquals(k.exit, run.code(), "exit code of " + ctx);
-        assertFalse(LEAK.matcher(all).find(), "no stack trace or Java class name: " + ctx);
+        assertEquals(k.trace, LEAK.matcher(all).find(), (k.trace ? "a stack trace with --debug: " : "no stack trace or Java class name: ") + ctx);
         String where;
         if (k.exit != 0) {
             List<String> errors = run.err().lines().filter(l -> l.matches("grpo4j( [\\w-]+)?: .*") && !l.startsWith("grpo4j: cuda unavailable")).toList();
-            String command = args.length > 0 && !args[0].startsWith("-") && Main.newCommandLine().getSubcommands().containsKey(args[0]) ? "grpo4j " + args[0] : "grpo4j";
+            var subcommands = Main.newCommandLine().getSubcommands().keySet();
+            String command = Arrays.stream(args).filter(subcommands::contains).findFirst().map(a -> "grpo4j " + a).orElse("grpo4j");
             List<String> mine = errors.stream().filter(l -> l.startsWith(command + ": ")).toList();
             assertEquals(1, mine.size(), "exactly one error line \"" + command + ": ...\": " + ctx);
             where = mine.get(0);
