@@ -26,7 +26,6 @@ import org.grpo4j.backend.GrpoLossOutputs;
 import org.grpo4j.backend.GrpoLossParams;
 import org.grpo4j.backend.KlEstimator;
 import org.grpo4j.backend.Tensor;
-import org.grpo4j.data.DatasetMixer;
 import org.grpo4j.data.PromptDataset;
 import org.grpo4j.data.RlvrRow;
 import org.grpo4j.data.ShufflingIterator;

@@ -37,7 +37,7 @@ record TrainerState(int trainingStep, long optimizerSteps, int consecutiveNonfin
             throw new IllegalArgumentException(file + ": field \"reference_checksum\" must be a 64-bit integer, got " + sum);
         return new TrainerState(step, count(n, "optimizer_steps", file, Long.MAX_VALUE),
                 (int) count(n, "consecutive_nonfinite", file, Integer.MAX_VALUE), (int) count(n, "skipped_steps", file, Integer.MAX_VALUE),
-                (int) count(it, "iterator.epoch", "epoch", file), (int) count(it, "iterator.offset", "offset", file), sum.asLong(),
+                index(it, "iterator.epoch", "epoch", file), index(it, "iterator.offset", "offset", file), sum.asLong(),
                 n.has("train_prompts") ? (int) count(n, "train_prompts", file, Integer.MAX_VALUE) : -1, fp == null ? null : fp.asText());
     }
 
@@ -48,7 +48,7 @@ record TrainerState(int trainingStep, long optimizerSteps, int consecutiveNonfin
         return v.asLong();
     }
 
-    private static long count(JsonNode n, String name, String key, Path file) {
+    private static int index(JsonNode n, String name, String key, Path file) {
         JsonNode v = n.get(key);
         if (v == null || !v.isIntegralNumber() || !v.canConvertToInt() || v.asInt() < 0)
             throw new IllegalArgumentException(file + ": field \"" + name + "\" must be a non-negative integer, got " + v);
