@@ -232,6 +232,12 @@ public interface Backend extends AutoCloseable {
      * never on the rest of the batch. tokens [B] int32; logprobs [B] = log softmax(logits / temperature)[token]
      * (the unfiltered temperature-scaled distribution; at temperature 0, of softmax(logits)). logits fp32 or bf16
      * (bf16 logits sample exactly as their fp32 widening).
+     *
+     * <p>Non-finite logits have a defined result, the same on every backend: NaN counts as -inf. A row whose largest
+     * logit is +inf or -inf (an +inf entry, or no finite entry) returns the lowest index holding that largest value
+     * (the first +inf entry; token 0 when every entry is -inf or NaN) with logprob NaN, at any temperature, top-k and
+     * top-p; callers detect such rows by the NaN logprob. A row with a finite maximum samples normally, its NaN and
+     * -inf entries having probability 0.
      */
     void sample(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec);
 

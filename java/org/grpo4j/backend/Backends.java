@@ -40,7 +40,23 @@ public final class Backends {
         return new Choice(new CpuBackend(), reason);
     }
 
+    /** Checks the syntax of a backend name without opening anything (config validation, dry runs). */
+    public static void checkSpec(String spec) {
+        String s = spec == null ? "auto" : spec.trim().toLowerCase(Locale.ROOT);
+        if (s.equals("cpu") || s.equals("auto") || s.equals("cuda")) return;
+        if (s.startsWith("cuda:")) {
+            try {
+                if (Integer.parseInt(s.substring(5)) >= 0) return;
+            } catch (NumberFormatException e) {
+                // below
+            }
+            throw new IllegalArgumentException("backend \"" + spec + "\": expected cuda:N with N a device index");
+        }
+        throw new IllegalArgumentException("unknown backend \"" + spec + "\" (expected auto, cpu, cuda or cuda:N)");
+    }
+
     private static Choice chooseAny(String spec) {
+        checkSpec(spec);
         String s = spec == null ? "auto" : spec.trim().toLowerCase(Locale.ROOT);
         if (s.equals("cpu")) return new Choice(new CpuBackend(), null);
         if (s.equals("auto")) {

@@ -11,6 +11,12 @@ package org.grpo4j.backend;
  *   <li>Without top-k/top-p the walk runs in vocabulary order (no sort); the distribution is the same.</li>
  * </ol>
  * The returned logprob is log p(token) under the unfiltered softmax(z).
+ *
+ * <p>Non-finite rows (the contract of {@link Backend#sample}): NaN counts as -inf. A row whose largest value is
+ * +inf or -inf (some +inf entry, or no finite entry at all) has no softmax; it returns the lowest index holding that
+ * largest value (the first +inf; token 0 when every entry is -inf or NaN) with logprob NaN, whatever the temperature,
+ * top-k and top-p. A row with a finite maximum samples as above, its NaN and -inf entries having probability 0.
+ * On a GPU this is the (max, argmax) reduction that softmax needs anyway plus one branch on the maximum.
  */
 final class Sampler {
     private Sampler() {}
@@ -18,12 +24,25 @@ final class Sampler {
     record Result(int token, double logprob) {}
 
     static Result sampleRow(float[] logits, int off, int v, SamplingSpec spec, int stream, int step) {
-        if (spec.temperature() == 0f) {
-            int best = 0;
-            for (int j = 1; j < v; j++) if (logits[off + j] > logits[off + best]) best = j;
-            double lse = logSumExp(logits, off, v, 1.0);
-            return new Result(best, logits[off + best] - lse);
+        int arg = 0;
+        float max = orNegInf(logits[off]);
+        boolean anyNaN = Float.isNaN(logits[off]);
+        for (int j = 1; j < v; j++) {
+            float x = logits[off + j];
+            if (Float.isNaN(x)) anyNaN = true;
+            else if (x > max) {
+                max = x;
+                arg = j;
+            }
         }
+        if (Float.isInfinite(max)) return new Result(arg, Double.NaN);
+        if (anyNaN) { // the rules below on a copy where NaN is -inf (probability 0)
+            float[] clean = new float[v];
+            for (int j = 0; j < v; j++) clean[j] = orNegInf(logits[off + j]);
+            logits = clean;
+            off = 0;
+        }
+        if (spec.temperature() == 0f) return new Result(arg, max - logSumExp(logits, off, v, 1.0));
         double invT = 1.0 / spec.temperature();
         double lse = logSumExp(logits, off, v, invT);
         double u = Philox.uniform(spec.seed(), stream, step);
@@ -58,6 +77,8 @@ final class Sampler {
         int j = order[kept - 1];
         return new Result(j, logits[off + j] * invT - lse);
     }
+
+    private static float orNegInf(float x) { return Float.isNaN(x) ? Float.NEGATIVE_INFINITY : x; }
 
     static double logSumExp(float[] a, int off, int n, double scale) {
         double mx = Double.NEGATIVE_INFINITY;

@@ -3,6 +3,7 @@ package org.grpo4j.cli;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.HashSet;
 import java.util.List;
@@ -10,6 +11,8 @@ import java.util.Set;
 import java.util.concurrent.Callable;
 import org.grpo4j.backend.Backend;
 import org.grpo4j.backend.Backends;
+import org.grpo4j.backend.Memory;
+import org.grpo4j.model.LlamaConfig;
 import org.grpo4j.model.LlamaModel;
 import org.grpo4j.model.LlamaWeights;
 import org.grpo4j.rollout.Completion;
@@ -39,10 +42,41 @@ final class GenerateCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        try (Tokenizer tok = Tokenizer.load(model); Backend be = Backends.choose(backend, org.grpo4j.backend.Ops.ALL).backend(); LlamaWeights w = LlamaWeights.load(be, model)) {
+        if (model.toString().isBlank()) throw new IllegalArgumentException("--model is empty");
+        if (n < 1) throw new IllegalArgumentException("-n must be >= 1, got " + n);
+        if (maxTokens < 1) throw new IllegalArgumentException("--max-tokens must be >= 1, got " + maxTokens);
+        if (!(temperature >= 0) || !Float.isFinite(temperature)) throw new IllegalArgumentException("--temperature must be a finite number >= 0, got " + temperature);
+        if (!(topP > 0 && topP <= 1)) throw new IllegalArgumentException("--top-p must be in (0, 1], got " + topP);
+        if (topK < 0) throw new IllegalArgumentException("--top-k must be >= 0 (0 = off), got " + topK);
+        if (kvBlocks < 1) throw new IllegalArgumentException("--kv-blocks must be >= 1, got " + kvBlocks);
+        Backends.checkSpec(backend);
+        if (!Files.isDirectory(model)) throw new java.nio.file.NoSuchFileException(model.toString(), null, "--model: no such model directory");
+        LlamaConfig lc = LlamaConfig.read(model);
+        // the results: per completion its ids and log-probs (boxed while generating: about 48 bytes a token)
+        Memory.requireHeap((long) n * maxTokens * 48, "-n " + n + " x --max-tokens " + maxTokens, "ask for fewer or shorter completions");
+        try (Tokenizer tok = Tokenizer.load(model); Backend be = Backends.choose(backend, org.grpo4j.backend.Ops.ALL).backend()) {
+            long kvBytes = 2L * lc.numLayers() * lc.kvDim() * 4 * 16 * kvBlocks;
+            long weights = new org.grpo4j.model.MemoryEstimate(lc, 1).parameters() * 4;
+            Memory.require(be, kvBytes + weights, "--kv-blocks " + kvBlocks + " (a KV cache of " + Memory.human(kvBytes) + ") next to the weights ("
+                    + Memory.human(weights) + ")", "at most --kv-blocks " + Math.max(0, (Memory.available(be) - weights) / (kvBytes / kvBlocks)) + " fits");
+            try (LlamaWeights w = LlamaWeights.load(be, model)) {
+                return generate(tok, be, w);
+            }
+        }
+    }
+
+    private int generate(Tokenizer tok, Backend be, LlamaWeights w) throws Exception {
+        {   // one scope for the generation and its output
+            String bad = w.firstNonFiniteTensor();
+            if (bad != null)
+                throw new IllegalArgumentException(model + ": tensor " + bad + " holds NaN or infinite values; the model is damaged (a diverged run?)");
             String text = template.equals("none") ? prompt
                     : ChatTemplate.named(template, tok).render(List.of(new ChatMessage("user", prompt)), true, tok);
             int[] ids = tok.encode(text);
+            if (ids.length == 0) throw new IllegalArgumentException("the prompt is empty after templating (--template none with an empty --prompt)");
+            if ((long) ids.length + maxTokens > w.config().maxPositionEmbeddings())
+                throw new IllegalArgumentException("--max-tokens " + maxTokens + " + the prompt's " + ids.length + " tokens exceed the model's max_position_embeddings "
+                        + w.config().maxPositionEmbeddings());
             Set<Integer> stops = new HashSet<>(w.config().eosTokenIds());
             if (tok.eosId() >= 0) stops.add(tok.eosId());
             SamplingParams sp = new SamplingParams(n, temperature, topP, topK, maxTokens, stops, seed);

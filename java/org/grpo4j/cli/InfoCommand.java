@@ -30,7 +30,10 @@ final class InfoCommand implements Callable<Integer> {
     int world;
 
     @Override
-    public Integer call() {
+    public Integer call() throws java.io.IOException {
+        if (world < 1) throw new IllegalArgumentException("--world must be >= 1, got " + world);
+        if (model != null && model.toString().isBlank()) throw new IllegalArgumentException("--model is empty");
+        org.grpo4j.model.LlamaConfig cfg = model == null ? null : org.grpo4j.model.LlamaConfig.read(model); // before printing anything
         PrintStream out = System.out;
         out.printf("java      %s (%s, %s)%n", System.getProperty("java.version"), System.getProperty("java.vm.name"),
                 System.getProperty("java.home"));
@@ -49,19 +52,12 @@ final class InfoCommand implements Callable<Integer> {
             for (CudaRuntime.LibraryStatus l : CudaRuntime.libraries())
                 out.printf("%-9s %s%n", l.name(), (l.loads() ? "loads: " : "does not load: ") + l.detail());
             if (ops) printOps(out, be);
-            if (model != null) printModel(out);
+            if (cfg != null) printModel(out, cfg);
         }
         return 0;
     }
 
-    private void printModel(PrintStream out) {
-        org.grpo4j.model.LlamaConfig cfg;
-        try {
-            cfg = org.grpo4j.model.LlamaConfig.read(model);
-        } catch (java.io.IOException e) {
-            throw new java.io.UncheckedIOException(e);
-        }
-        if (world < 1) throw new IllegalArgumentException("--world must be >= 1, got " + world);
+    private void printModel(PrintStream out, org.grpo4j.model.LlamaConfig cfg) {
         var est = new org.grpo4j.model.MemoryEstimate(cfg, world);
         long p = est.parameters();
         out.println();

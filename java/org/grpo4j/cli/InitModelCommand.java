@@ -35,6 +35,16 @@ final class InitModelCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
+        if (out.toString().isBlank()) throw new IllegalArgumentException("--out is empty; name a new directory");
+        String dt = dtype.toUpperCase(java.util.Locale.ROOT);
+        if (!dt.equals("F32") && !dt.equals("BF16")) throw new IllegalArgumentException("--dtype must be F32 or BF16, got " + dtype);
+        if (tokenizer != null && tokenizer.toString().isBlank()) throw new IllegalArgumentException("--tokenizer is empty");
+        if (Files.exists(out) && !Files.isDirectory(out)) throw new IllegalArgumentException(out + ": exists and is not a directory");
+        if (Files.isDirectory(out) && !configOnly) {
+            try (var s = Files.list(out)) {
+                if (s.findAny().isPresent()) throw new IllegalArgumentException(out + ": output directory exists and is not empty");
+            }
+        }
         Path tokDir = tokenizer != null ? tokenizer : Tokenizer.extractBundledTiny();
         LlamaConfig cfg;
         switch (preset) {

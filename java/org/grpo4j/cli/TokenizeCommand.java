@@ -26,7 +26,7 @@ final class TokenizeCommand implements Callable<Integer> {
         @Option(names = "--text", description = "Text to tokenize (no special tokens are added).")
         String text;
 
-        @Option(names = "--chat-json", description = "Messages as JSON, e.g. '[{\"role\":\"user\",\"content\":\"Hi\"}]', or @file.json.")
+        @Option(names = "--chat-json", description = "Messages as JSON, e.g. '[{\"role\":\"user\",\"content\":\"Hi\"}]', or @file.json (roles: system, user, assistant).")
         String chatJson;
     }
 
@@ -44,7 +44,8 @@ final class TokenizeCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        ObjectMapper json = new ObjectMapper();
+        ObjectMapper json = RewardCommand.exactJson();
+        if (model.toString().isBlank()) throw new IllegalArgumentException("--model is empty");
         try (Tokenizer tok = Tokenizer.load(model)) {
             ObjectNode out = json.createObjectNode();
             String text;
@@ -52,16 +53,28 @@ final class TokenizeCommand implements Callable<Integer> {
                 text = input.text;
                 out.put("text", text);
             } else {
-                String src = input.chatJson.startsWith("@") ? Files.readString(Path.of(input.chatJson.substring(1))) : input.chatJson;
+                String where = "--chat-json";
+                String src = input.chatJson;
+                if (src.startsWith("@")) {
+                    Path f = Path.of(src.substring(1));
+                    where = f.toString();
+                    if (!Files.isRegularFile(f)) throw new java.nio.file.NoSuchFileException(where, null, "--chat-json @file");
+                    try {
+                        src = Files.readString(f, java.nio.charset.StandardCharsets.UTF_8);
+                    } catch (java.nio.charset.MalformedInputException e) {
+                        throw new IllegalArgumentException(f + ": not valid UTF-8");
+                    }
+                }
                 JsonNode node;
                 try {
                     node = json.readTree(src);
-                } catch (Exception e) {
-                    throw new IllegalArgumentException("--chat-json is not valid JSON: " + e.getMessage().lines().findFirst().orElse(""));
+                } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+                    throw new IllegalArgumentException(where + ": not valid JSON: " + org.grpo4j.util.JsonErrors.describe(e));
                 }
+                if (node == null || node.isMissingNode()) throw new IllegalArgumentException(where + ": empty (expected a JSON list of {role, content})");
                 List<ChatMessage> messages;
                 try {
-                    messages = DatasetReaderAccess.messages(node);
+                    messages = DatasetReaderAccess.messages(node, where);
                 } catch (java.io.IOException e) {
                     throw new IllegalArgumentException(e.getMessage());
                 }
@@ -81,11 +94,11 @@ final class TokenizeCommand implements Callable<Integer> {
 
     /** Parses a messages array with the dataset reader's rules. */
     static final class DatasetReaderAccess {
-        static List<ChatMessage> messages(JsonNode node) throws java.io.IOException {
+        static List<ChatMessage> messages(JsonNode node, String where) throws java.io.IOException {
             ObjectNode o = new ObjectMapper().createObjectNode();
             o.set("messages", node);
             o.put("dataset", "cli");
-            return DatasetReader.fromJson(o, "--chat-json").messages();
+            return DatasetReader.fromJson(o, where).messages();
         }
     }
 }

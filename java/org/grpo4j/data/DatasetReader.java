@@ -26,7 +26,7 @@ import org.grpo4j.tokenizer.ChatMessage;
  * Reads RLVR rows from JSONL (one JSON object per line) or Parquet (the HF hub layout, where {@code messages} is a
  * list of structs; read through DuckDB's JDBC driver, whose parquet and json support is built in).
  *
- * <p>Required per row: {@code messages} (non-empty list of {role, content}) and {@code dataset}; {@code ground_truth}
+ * <p>Required per row: {@code messages} (non-empty list of {role, content}, role one of system, user, assistant) and {@code dataset}; {@code ground_truth}
  * may be null (the reward is then 0) and may be a string or any JSON value (kept as JSON text). Errors name the
  * file and the line (JSONL) or row (Parquet).
  */
@@ -34,6 +34,9 @@ public final class DatasetReader {
     private DatasetReader() {}
 
     private static final ObjectMapper JSON = new ObjectMapper();
+
+    /** The roles the chat templates render (the Tulu template silently drops any other). */
+    public static final Set<String> ROLES = Set.of("system", "user", "assistant");
 
     /** Reads a .jsonl/.json or .parquet file, or every such file in a directory (sorted by name). */
     public static List<RlvrRow> read(Path path) throws IOException {
@@ -86,9 +89,9 @@ public final class DatasetReader {
 
     public static List<RlvrRow> readJsonl(Path path) throws IOException {
         List<RlvrRow> rows = new ArrayList<>();
+        int no = 0;
         try (BufferedReader r = Files.newBufferedReader(path, StandardCharsets.UTF_8)) {
             String line;
-            int no = 0;
             while ((line = r.readLine()) != null) {
                 no++;
                 if (line.isBlank()) continue;
@@ -97,12 +100,12 @@ public final class DatasetReader {
                 try {
                     node = JSON.readTree(line);
                 } catch (JsonProcessingException e) {
-                    throw new IOException(where + ": not valid JSON: " + e.getOriginalMessage());
+                    throw new IOException(where + ": not valid JSON: " + org.grpo4j.util.JsonErrors.describe(e));
                 }
                 rows.add(fromJson(node, where));
             }
         } catch (java.nio.charset.MalformedInputException e) {
-            throw new IOException(path + ": not valid UTF-8", e);
+            throw new IOException(path + ":" + (no + 1) + ": not valid UTF-8", e);
         }
         return rows;
     }
@@ -127,6 +130,10 @@ public final class DatasetReader {
             JsonNode role = e.get("role"), content = e.get("content");
             if (role == null || !role.isTextual()) throw new IOException(where + ": messages[" + i + "].role must be a string");
             if (content == null || !content.isTextual()) throw new IOException(where + ": messages[" + i + "].content must be a string");
+            if (!ROLES.contains(role.asText()))
+                throw new IOException(where + ": messages[" + i + "].role \"" + role.asText() + "\" is not one of system, user, assistant"
+                        + (ROLES.contains(role.asText().trim().toLowerCase(Locale.ROOT)) ? " (roles are lower case, without spaces)" : "")
+                        + "; the chat templates render only these roles");
             out.add(new ChatMessage(role.asText(), content.asText()));
         }
         return out;

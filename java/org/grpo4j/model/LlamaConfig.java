@@ -73,9 +73,10 @@ public record LlamaConfig(int hiddenSize, int intermediateSize, int numLayers, i
         JsonNode n;
         try {
             n = JSON.readTree(f.toFile());
-        } catch (IOException e) {
-            throw new IOException(f + ": not valid JSON: " + e.getMessage(), e);
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new IOException(f + ": not valid JSON: " + org.grpo4j.util.JsonErrors.describe(e), e);
         }
+        if (n == null || n.isMissingNode()) throw new IOException(f + ": empty (expected the model's config as a JSON object)");
         try {
             return fromJson(n);
         } catch (IllegalArgumentException e) {

@@ -289,6 +289,12 @@ public final class LlamaModel {
 
         KvCache(int numBlocks, int blockSize) {
             if (numBlocks < 1 || blockSize < 1) throw new IllegalArgumentException("KV cache needs >= 1 block of >= 1 slot");
+            long perTensor = (long) numBlocks * blockSize * c.kvDim();
+            if (perTensor > Integer.MAX_VALUE - 8)
+                throw new IllegalArgumentException("a KV cache of " + numBlocks + " blocks x " + blockSize + " tokens is too large (" + perTensor
+                        + " elements per layer tensor; at most " + (Integer.MAX_VALUE - 8) / ((long) blockSize * c.kvDim()) + " blocks)");
+            org.grpo4j.backend.Memory.require(be, 2L * c.numLayers() * perTensor * 4, "a KV cache of " + numBlocks + " blocks x " + blockSize + " tokens",
+                    "at most " + kvBlocksThatFit(be, blockSize) + " blocks fit");
             this.numBlocks = numBlocks;
             this.blockSize = blockSize;
             k = new Tensor[c.numLayers()];
@@ -319,6 +325,12 @@ public final class LlamaModel {
     }
 
     public KvCache newKvCache(int numBlocks, int blockSize) { return new KvCache(numBlocks, blockSize); }
+
+    /** KV blocks of {@code blockSize} tokens that the backend's free memory can hold now (0 when unknown). */
+    public long kvBlocksThatFit(Backend backend, int blockSize) {
+        long free = org.grpo4j.backend.Memory.available(backend);
+        return free < 0 ? 0 : free / (kvBytesPerToken() * blockSize);
+    }
 
     /** Bytes of KV cache per token slot (the activation dtype: 4 in fp32, 2 in bf16). */
     public long kvBytesPerToken() { return 2L * c.numLayers() * c.kvDim() * adt.bytes(); }

@@ -88,6 +88,23 @@ public final class LlamaWeights implements AutoCloseable {
         return t;
     }
 
+    /**
+     * The name of the first tensor holding a NaN or infinite value, or null when every value is finite (a damaged
+     * or diverged checkpoint is refused before it is trained or sampled from).
+     */
+    public String firstNonFiniteTensor() {
+        try (Tensor acc = backend.empty(org.grpo4j.backend.DType.FP32, 1)) {
+            for (ParameterLayout.Entry e : layout.entries()) {
+                backend.fill(acc, 0);
+                backend.sumSquares(acc, get(e.name()));
+                if (Float.isFinite(acc.toFloats()[0])) continue;
+                // the sum of squares also overflows for huge finite values: look at the values themselves
+                for (float x : get(e.name()).toFloats()) if (!Float.isFinite(x)) return e.name();
+            }
+        }
+        return null;
+    }
+
     /** A copy on the same backend (e.g. the frozen reference policy). */
     public LlamaWeights copy() {
         LlamaWeights w = new LlamaWeights(backend, config, dtype());
@@ -131,7 +148,13 @@ public final class LlamaWeights implements AutoCloseable {
         Path single = dir.resolve("model.safetensors"), index = dir.resolve("model.safetensors.index.json");
         Map<String, Path> where = new LinkedHashMap<>();
         if (Files.isRegularFile(index)) {
-            var root = JSON.readTree(index.toFile());
+            com.fasterxml.jackson.databind.JsonNode root;
+            try {
+                root = JSON.readTree(index.toFile());
+            } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+                throw new IOException(index + ": not valid JSON: " + org.grpo4j.util.JsonErrors.describe(e), e);
+            }
+            if (root == null) throw new IOException(index + ": empty");
             var map = root.path("weight_map");
             if (!map.isObject()) throw new IOException(index + ": weight_map is missing");
             for (var it = map.fields(); it.hasNext(); ) {

@@ -64,6 +64,9 @@ public final class Rewards implements AutoCloseable {
         return this;
     }
 
+    /** The registered dataset names (lower case, sorted). */
+    public java.util.SortedSet<String> names() { return new java.util.TreeSet<>(functions.keySet()); }
+
     public boolean handles(String dataset) { return dataset != null && functions.containsKey(dataset.toLowerCase(Locale.ROOT)); }
 
     /** Scores one item on the calling thread's pool, under the time limit. */
@@ -94,7 +97,7 @@ public final class Rewards implements AutoCloseable {
                 out.add(new Result(0, name, null, "interrupted", false));
             } catch (java.util.concurrent.ExecutionException e) {
                 errors.incrementAndGet();
-                out.add(new Result(0, name, null, String.valueOf(e.getCause()), false));
+                out.add(new Result(0, name, null, failure(e.getCause()), false));
             }
         }
         return out;
@@ -132,10 +135,17 @@ public final class Rewards implements AutoCloseable {
             return new Result(0, name, null, "timed out after " + timeoutNanos / 1e9 + " s", true);
         } catch (Exception | StackOverflowError e) {
             errors.incrementAndGet();
-            return new Result(0, name, null, e.getClass().getSimpleName() + ": " + e.getMessage(), false);
+            return new Result(0, name, null, failure(e), false);
         } finally {
             Deadline.clear();
         }
+    }
+
+    /** What a failing reward function reports: its message; the exception's kind only when it has none (a bug). */
+    private static String failure(Throwable e) {
+        String m = e == null ? null : e.getMessage();
+        if (m != null && !m.isBlank()) return "verifier failed: " + m.lines().findFirst().orElse(m);
+        return "verifier failed: internal error (" + (e == null ? "unknown" : e.getClass().getSimpleName()) + ")";
     }
 
     /** Counters since construction: per verifier, errors, timeouts, unrouted, null ground truths. */

@@ -39,9 +39,10 @@ public final class Tokenizer implements AutoCloseable {
         JsonNode root;
         try {
             root = JSON.readTree(tj.toFile());
-        } catch (IOException e) {
-            throw new IOException(tj + ": not valid JSON: " + e.getMessage(), e);
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new IOException(tj + ": not valid JSON: " + org.grpo4j.util.JsonErrors.describe(e), e);
         }
+        if (root == null || !root.isObject()) throw new IOException(tj + ": expected a JSON object (an HF tokenizer.json)");
         JsonNode model = root.path("model");
         if (!model.path("vocab").isObject())
             throw new IOException(tj + ": model.vocab is missing (grpo4j supports BPE tokenizers, e.g. Llama 3)");
@@ -61,9 +62,10 @@ public final class Tokenizer implements AutoCloseable {
         if (Files.isRegularFile(tc)) {
             try {
                 cfg = JSON.readTree(tc.toFile());
-            } catch (IOException e) {
-                throw new IOException(tc + ": not valid JSON: " + e.getMessage(), e);
+            } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+                throw new IOException(tc + ": not valid JSON: " + org.grpo4j.util.JsonErrors.describe(e), e);
             }
+            if (cfg == null || !cfg.isObject()) throw new IOException(tc + ": expected a JSON object");
         }
         this.bosToken = tokenString(cfg, "bos_token", tc);
         this.eosToken = tokenString(cfg, "eos_token", tc);

@@ -137,6 +137,7 @@ public final class GrpoConfig {
             .enable(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES)
             .enable(DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES)
             .disable(MapperFeature.ALLOW_COERCION_OF_SCALARS)
+            .disable(DeserializationFeature.ACCEPT_FLOAT_AS_INT) // num_training_steps=2.5 is an error, not 2
             .build();
 
     /** Reads a JSON config file and applies "key=value" overrides (value parsed as JSON, else taken as a string). */
@@ -146,9 +147,11 @@ public final class GrpoConfig {
         try {
             root = JSON.readTree(file.toFile());
         } catch (IOException e) {
-            throw new IllegalArgumentException(file + ": not valid JSON: " + e.getMessage().lines().findFirst().orElse(""));
+            throw new IllegalArgumentException(file + ": not valid JSON: " + (e instanceof com.fasterxml.jackson.core.JsonProcessingException j
+                    ? org.grpo4j.util.JsonErrors.describe(j) : e.getMessage().lines().findFirst().orElse("")));
         }
-        if (root == null || !root.isObject()) throw new IllegalArgumentException(file + ": the config must be a JSON object");
+        if (root == null || root.isMissingNode()) throw new IllegalArgumentException(file + ": empty (expected a JSON object)");
+        if (!root.isObject()) throw new IllegalArgumentException(file + ": the config must be a JSON object, got " + root.getNodeType().toString().toLowerCase(java.util.Locale.ROOT));
         GrpoConfig c = fromJson((ObjectNode) root, overrides, file.toString());
         c.baseDir = file.toAbsolutePath().getParent();
         return c;
@@ -185,16 +188,26 @@ public final class GrpoConfig {
                     + (e.getPath().size() > 1 ? " in " + e.getPath().get(0).getFieldName() : ""));
         } catch (InvalidFormatException e) {
             throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\" has the wrong type: " + e.getValue()
-                    + " is not a " + e.getTargetType().getSimpleName());
+                    + " is not " + typeName(e.getTargetType()));
         } catch (MismatchedInputException e) {
-            throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\" has the wrong type (expected "
-                    + (e.getTargetType() == null ? "another type" : e.getTargetType().getSimpleName()) + ")");
+            throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\" has the wrong type (expected " + typeName(e.getTargetType()) + ")");
         } catch (IOException e) {
             throw new IllegalArgumentException(where + ": " + e.getMessage().lines().findFirst().orElse(""));
         }
         c.validate(where);
         return c;
     }
+
+    private static String typeName(Class<?> t) {
+        if (t == null) return "another type";
+        if (t == int.class || t == Integer.class || t == long.class || t == Long.class) return "an integer";
+        if (t == double.class || t == Double.class || t == float.class) return "a number";
+        if (t == boolean.class || t == Boolean.class) return "true or false";
+        if (t == String.class) return "a string";
+        if (List.class.isAssignableFrom(t)) return "a list of strings";
+        return "an object";
+    }
+
 
     private static String pathOf(MismatchedInputException e) {
         StringBuilder sb = new StringBuilder();
@@ -213,6 +226,11 @@ public final class GrpoConfig {
 
     public void validate(String where) {
         require(modelNameOrPath != null && !modelNameOrPath.isBlank(), where, "model_name_or_path is required");
+        Object[][] objects = {{"chat_template_name", chatTemplateName}, {"dataset_mixer_list", datasetMixerList},
+            {"dataset_mixer_eval_list", datasetMixerEvalList}, {"lr_scheduler_type", lrSchedulerType}, {"kl_estimator", klEstimator},
+            {"loss_aggregation", lossAggregation}, {"stop_token", stopToken}, {"verifier_compat", verifierCompat},
+            {"output_dir", outputDir}, {"backend", backend}, {"sft_warmup", sftWarmup}};
+        for (Object[] o : objects) require(o[1] != null, where, o[0] + " must not be null");
         require(!datasetMixerList.isEmpty(), where, "dataset_mixer_list is required");
         require(worldSize >= 1, where, "world_size must be >= 1");
         require(localRolloutBatchSize >= 1, where, "local_rollout_batch_size must be >= 1");
@@ -220,36 +238,63 @@ public final class GrpoConfig {
         require(perDeviceTrainBatchSize >= 1, where, "per_device_train_batch_size must be >= 1");
         require(localRolloutForwardBatchSize >= 1, where, "local_rollout_forward_batch_size must be >= 1");
         require(numEpochs >= 1, where, "num_epochs must be >= 1");
+        require((long) localRolloutBatchSize * numberSamplesPerPrompt * worldSize <= 1 << 24, where, "local_rollout_batch_size x number_samples_per_prompt x world_size = "
+                + (long) localRolloutBatchSize * numberSamplesPerPrompt * worldSize + " completions per step is more than grpo4j supports (2^24)");
         int rollouts = localRolloutBatchSize * numberSamplesPerPrompt;
         require(localMiniBatchSize >= 1 && rollouts % localMiniBatchSize == 0, where, "local_mini_batch_size " + localMiniBatchSize
                 + " must divide local_rollout_batch_size x number_samples_per_prompt = " + localRolloutBatchSize + " x " + numberSamplesPerPrompt + " = " + rollouts);
         require(localMiniBatchSize % perDeviceTrainBatchSize == 0, where, "per_device_train_batch_size " + perDeviceTrainBatchSize
                 + " must divide local_mini_batch_size " + localMiniBatchSize);
-        require(responseLength >= 1, where, "response_length must be >= 1");
-        require(maxPromptTokenLength >= 1, where, "max_prompt_token_length must be >= 1");
-        require(learningRate >= 0 && Double.isFinite(learningRate), where, "learning_rate must be >= 0");
+        require(responseLength >= 1, where, "response_length must be >= 1, got " + responseLength);
+        require(maxPromptTokenLength >= 1, where, "max_prompt_token_length must be >= 1, got " + maxPromptTokenLength);
+        require(!modelNameOrPath.startsWith("init:") || modelNameOrPath.equals("init:tiny"), where,
+                "model_name_or_path \"" + modelNameOrPath + "\": the only init: preset is init:tiny");
+        require(chatTemplateName != null && !chatTemplateName.isBlank(), where, "chat_template_name is empty (tulu, llama3 or tokenizer)");
+        require(outputDir != null && !outputDir.isBlank(), where, "output_dir is empty");
+        try {
+            org.grpo4j.data.DatasetMixer.parse(datasetMixerList, "dataset_mixer_list");
+            if (!datasetMixerEvalList.isEmpty()) org.grpo4j.data.DatasetMixer.parse(datasetMixerEvalList, "dataset_mixer_eval_list");
+            org.grpo4j.backend.Backends.checkSpec(backend);
+            KlEstimator.parse(klEstimator);
+            LossAggregation.parse(lossAggregation);
+            Compat.parse(verifierCompat);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(where + ": " + e.getMessage());
+        }
+        require(maxTokenLength >= 1, where, "max_token_length must be >= 1");
+        require(totalEpisodes >= 1, where, "total_episodes must be >= 1");
+        require(numTrainingSteps >= 0, where, "num_training_steps must be >= 0 (0: from total_episodes), got " + numTrainingSteps);
+        require(learningRate >= 0 && Double.isFinite(learningRate), where, "learning_rate must be a finite number >= 0, got " + learningRate);
+        require(warmUpSteps >= 0, where, "warm_up_steps must be >= 0, got " + warmUpSteps);
+        require(adamBeta1 >= 0 && adamBeta1 < 1 && adamBeta2 >= 0 && adamBeta2 < 1, where,
+                "adam_beta1 and adam_beta2 must be in [0, 1), got " + adamBeta1 + " and " + adamBeta2);
+        require(adamEps > 0 && Double.isFinite(adamEps), where, "adam_eps must be a finite number > 0, got " + adamEps);
+        require(weightDecay >= 0 && Double.isFinite(weightDecay), where, "weight_decay must be a finite number >= 0, got " + weightDecay);
+        require(Double.isFinite(beta), where, "beta must be finite, got " + beta);
+        require(cliprangeHigh == null || Double.isFinite(cliprangeHigh), where, "cliprange_high must be finite, got " + cliprangeHigh);
+        require(Double.isFinite(temperature), where, "temperature must be finite, got " + temperature);
+        require(Double.isFinite(penaltyRewardValue), where, "penalty_reward_value must be finite, got " + penaltyRewardValue);
+        require(verificationReward > 0 && Double.isFinite(verificationReward), where, "verification_reward must be a finite number > 0, got " + verificationReward);
+        require(Double.isFinite(verifierTimeout), where, "verifier_timeout must be finite, got " + verifierTimeout);
+        require(Double.isFinite(sftWarmup.learningRate), where, "sft_warmup.learning_rate must be finite, got " + sftWarmup.learningRate);
         require(LrSchedule.TYPES.contains(lrSchedulerType), where, "lr_scheduler_type must be one of " + String.join(", ", LrSchedule.TYPES) + ", got " + lrSchedulerType);
-        require(warmupRatio >= 0 && warmupRatio < 1, where, "warmup_ratio must be in [0, 1)");
-        require(warmUpSteps >= 0, where, "warm_up_steps must be >= 0");
-        require(beta >= 0, where, "beta must be >= 0");
-        KlEstimator.parse(klEstimator);
-        require(cliprange >= 0 && cliprange < 1, where, "cliprange must be in [0, 1)");
-        require(cliprangeHigh == null || cliprangeHigh >= 0, where, "cliprange_high must be >= 0");
-        LossAggregation.parse(lossAggregation);
-        require(temperature > 0, where, "temperature must be > 0 for GRPO sampling");
-        require(topP > 0 && topP <= 1, where, "top_p must be in (0, 1]");
+        require(warmupRatio >= 0 && warmupRatio < 1, where, "warmup_ratio must be in [0, 1), got " + warmupRatio);
+        require(beta >= 0, where, "beta must be >= 0, got " + beta);
+        require(cliprange >= 0 && cliprange < 1, where, "cliprange must be in [0, 1), got " + cliprange);
+        require(cliprangeHigh == null || cliprangeHigh >= 0, where, "cliprange_high must be >= 0, got " + cliprangeHigh);
+        require(temperature > 0, where, "temperature must be > 0 for GRPO sampling, got " + temperature);
+        require(topP > 0 && topP <= 1, where, "top_p must be in (0, 1], got " + topP);
         require(stopToken.equals("eos"), where, "stop_token must be \"eos\"");
         require(rewardModelMultiplier == 0.0, where, "reward_model_multiplier must be 0: grpo4j is RLVR only (verifiable rewards, no reward model)");
         require(applyVerifiableReward, where, "apply_verifiable_reward must be true: grpo4j is RLVR only (verifiable rewards, no reward model)");
-        Compat.parse(verifierCompat);
-        require(verifierTimeout > 0, where, "verifier_timeout must be > 0");
+        require(verifierTimeout > 0, where, "verifier_timeout must be > 0 seconds, got " + verifierTimeout);
         require(numEvals >= 0 && saveFreq >= 0, where, "num_evals and save_freq must be >= 0");
-        require(maxGradNorm > 0, where, "max_grad_norm must be > 0");
-        require(kvCacheMib >= 1, where, "kv_cache_mib must be >= 1");
+        require(maxGradNorm > 0, where, "max_grad_norm must be > 0 (Infinity: no clipping), got " + maxGradNorm);
+        require(kvCacheMib >= 1, where, "kv_cache_mib must be >= 1, got " + kvCacheMib);
         require(maxConsecutiveNonfinite >= 1, where, "max_consecutive_nonfinite must be >= 1");
         require(numTrainingSteps > 0 || totalEpisodes >= (long) rollouts * worldSize, where,
                 "total_episodes " + totalEpisodes + " is less than one step of " + rollouts * worldSize + " completions");
-        require(sftWarmup.steps >= 0 && sftWarmup.batchSize >= 1 && sftWarmup.learningRate >= 0, where, "sft_warmup needs steps >= 0, batch_size >= 1, learning_rate >= 0");
+        require(sftWarmup.steps >= 0 && sftWarmup.batchSize >= 1 && sftWarmup.learningRate >= 0, where, "sft_warmup needs steps >= 0, batch_size >= 1, learning_rate >= 0, got " + sftWarmup.steps + ", " + sftWarmup.batchSize + ", " + sftWarmup.learningRate);
         ReferenceOptions.validate(this, where);
     }
 
@@ -299,7 +344,18 @@ public final class GrpoConfig {
         }
     }
 
-    public static GrpoConfig fromJsonString(String json) throws IOException {
-        return fromJson((ObjectNode) JSON.readTree(json), List.of(), "saved config");
+    public static GrpoConfig fromJsonString(String json) throws IOException { return fromJsonString(json, "saved config"); }
+
+    /** Parses a saved config; {@code where} (its file) names it in errors. */
+    public static GrpoConfig fromJsonString(String json, String where) throws IOException {
+        JsonNode root;
+        try {
+            root = JSON.readTree(json);
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new IllegalArgumentException(where + ": not valid JSON: " + org.grpo4j.util.JsonErrors.describe(e));
+        }
+        if (root == null || root.isMissingNode()) throw new IllegalArgumentException(where + ": empty (expected the run's config as a JSON object)");
+        if (!root.isObject()) throw new IllegalArgumentException(where + ": the config must be a JSON object, got " + root.getNodeType().toString().toLowerCase(java.util.Locale.ROOT));
+        return fromJson((ObjectNode) root, List.of(), where);
     }
 }

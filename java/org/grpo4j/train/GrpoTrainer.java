@@ -26,7 +26,6 @@ import org.grpo4j.backend.GrpoLossOutputs;
 import org.grpo4j.backend.GrpoLossParams;
 import org.grpo4j.backend.KlEstimator;
 import org.grpo4j.backend.Tensor;
-import org.grpo4j.data.DatasetMixer;
 import org.grpo4j.data.PromptDataset;
 import org.grpo4j.data.RlvrRow;
 import org.grpo4j.data.ShufflingIterator;
@@ -82,8 +81,15 @@ public final class GrpoTrainer implements AutoCloseable {
         private Rewards rewards;
         private PrintStream log = System.out;
         private Consumer<LlamaWeights> gradientHook;
+        private boolean overwrite;
 
         Builder(GrpoConfig cfg) { this.cfg = cfg; }
+
+        /**
+         * Start even when the output directory holds an earlier run, whose outputs are deleted when this run starts
+         * (default: refuse a non-empty directory). A directory holding other files is refused either way.
+         */
+        public Builder overwrite(boolean b) { overwrite = b; return this; }
 
         public Builder outputDir(Path p) { outputDir = p; return this; }
         /** Continue the run whose output directory (or one of its checkpoints) is {@code p}. */
@@ -121,6 +127,9 @@ public final class GrpoTrainer implements AutoCloseable {
     private final int eos;
     private final Path tokenizerDir;
     private final Consumer<LlamaWeights> gradientHook;
+    private final RunDirectory runDir;
+    private final String dataFingerprint;
+    private boolean overwritePending;
     private final AtomicBoolean cancelled = new AtomicBoolean();
     private final List<Map<String, Double>> history = new ArrayList<>();
     private final LrSchedule schedule;
@@ -129,77 +138,105 @@ public final class GrpoTrainer implements AutoCloseable {
     private long optimizerSteps;
     private int consecutiveNonfinite, skippedSteps;
     private boolean warmupDone;
+    /** Forward/backward passes the warm-up ran (for tests of its micro-batching). */
+    long sftMicroBatches;
 
     private GrpoTrainer(Builder b) throws IOException {
         GrpoConfig c = b.cfg;
         Path resumeDir = b.resume;
         if (c == null && resumeDir == null) throw new IllegalArgumentException("a config or a resume directory is required");
-        if (resumeDir != null) c = savedConfig(resumeDir, c);
+        if (c != null && resumeDir != null)
+            throw new IllegalArgumentException("a resumed run uses the config saved with its checkpoint: give a config or a resume directory, not both");
+        Path ck = resumeDir != null ? latestCheckpoint(resumeDir) : null;
+        if (ck != null) c = savedConfig(ck);
         c.validate("config");
         this.cfg = c;
         this.schedule = LrSchedule.of(cfg);
         if (cfg.worldSize != 1)
             throw new IllegalArgumentException("world_size " + cfg.worldSize + ": multi-GPU training (NCCL + ZeRO-2) is not implemented yet; "
                     + "this trainer runs one process (world_size 1). tools/grpo4j train --dry-run prints the derived quantities.");
-        this.out = b.outputDir != null ? b.outputDir : resumeDir != null ? runDirOf(resumeDir) : Path.of(cfg.outputDir);
+        if (ck != null) {
+            Path newest = latestCheckpoint(ck.getParent());
+            if (!newest.equals(ck))
+                throw new IllegalArgumentException(ck + " is not the run's newest checkpoint (" + newest.getFileName() + " is): going on from it would mix"
+                        + " two histories in one run; resume the run directory, or copy the run and delete the later checkpoints in the copy");
+        }
+        Path runOfCheckpoint = ck == null ? null : ck.getParent().getParent();
+        if (runOfCheckpoint != null && b.outputDir != null && !sameDirectory(b.outputDir, runOfCheckpoint))
+            throw new IllegalArgumentException("--resume continues a run in its own directory (" + runOfCheckpoint + "); writing it to "
+                    + b.outputDir + " would leave both incomplete: copy " + runOfCheckpoint + " to " + b.outputDir + " and resume the copy instead");
+        this.out = b.outputDir != null ? b.outputDir : runOfCheckpoint != null ? runOfCheckpoint : Path.of(cfg.outputDir);
+        if (ck == null) RunDirectory.checkNewRun(out, b.overwrite); // before any work; again under the lock below
+        this.overwritePending = ck == null && b.overwrite;
         this.log = b.log;
         this.gradientHook = b.gradientHook;
         this.ownBackend = b.backend == null;
-        Backends.Choice choice = b.backend == null ? Backends.choose(cfg.backend, org.grpo4j.backend.Ops.ALL) : null;
-        this.be = b.backend != null ? b.backend : choice.backend();
         this.ownRewards = b.rewards == null;
-        this.rewards = b.rewards != null ? b.rewards
-                : new Rewards(cfg.compat(), cfg.verificationReward, cfg.verifierTimeout, Runtime.getRuntime().availableProcessors());
-
-        // model + tokenizer
-        if (cfg.modelNameOrPath.startsWith("init:")) {
-            String preset = cfg.modelNameOrPath.substring(5);
-            if (!preset.equals("tiny")) throw new IllegalArgumentException("model_name_or_path \"" + cfg.modelNameOrPath + "\": only init:tiny exists");
-            this.tokenizerDir = Tokenizer.extractBundledTiny();
-            this.tok = Tokenizer.load(tokenizerDir);
-            LlamaConfig lc = LlamaConfig.tiny(tok.vocabSize(), tok.bosId(), tok.eosId());
-            this.policy = LlamaWeights.init(be, lc, cfg.seed);
-        } else {
-            this.tokenizerDir = Path.of(cfg.modelNameOrPath);
-            this.tok = Tokenizer.load(tokenizerDir);
-            this.policy = LlamaWeights.load(be, tokenizerDir);
-        }
-        if (tok.vocabSize() > policy.config().vocabSize())
-            throw new IllegalArgumentException("the tokenizer has " + tok.vocabSize() + " ids but the model's vocab_size is " + policy.config().vocabSize());
-        this.eos = tok.eosId();
-        if (eos < 0) throw new IllegalArgumentException("the tokenizer has no eos_token; stop_token eos needs one");
-        this.template = ChatTemplate.named(cfg.chatTemplateName, tok);
-        this.grads = LlamaWeights.zeros(be, policy.config());
-        this.model = new LlamaModel(policy);
-
-        // data
         // local dataset paths become absolute in the saved config, so that a resume finds them from any directory
         cfg.datasetMixerList = absolutize(cfg.datasetMixerList, cfg.baseDir);
         cfg.datasetMixerEvalList = absolutize(cfg.datasetMixerEvalList, cfg.baseDir);
-        this.train = new PromptDataset(DatasetMixer.load(cfg.datasetMixerList, cfg.datasetMixerListSplits, null), tok, template,
-                cfg.maxPromptTokenLength, cfg.maxTokenLength);
-        this.eval = cfg.datasetMixerEvalList.isEmpty() ? null
-                : new PromptDataset(DatasetMixer.load(cfg.datasetMixerEvalList, cfg.datasetMixerEvalListSplits, null), tok, template,
-                cfg.maxPromptTokenLength, cfg.maxTokenLength);
-        this.stopStrings = cfg.stopStrings.isEmpty() ? null : new StopStrings(cfg.stopStrings, ids -> tok.decodeLenient(ids, true));
-        this.metricsCompat = ReferenceOptions.metricsCompat(cfg);
-        this.iterator = new ShufflingIterator(train.size(), cfg.rolloutBatchSize(), cfg.seed);
+        Backends.Choice choice = b.backend == null ? Backends.choose(cfg.backend, org.grpo4j.backend.Ops.ALL) : null;
+        this.be = b.backend != null ? b.backend : choice.backend();
+        try {
+            this.rewards = b.rewards != null ? b.rewards
+                    : new Rewards(cfg.compat(), cfg.verificationReward, cfg.verifierTimeout, Runtime.getRuntime().availableProcessors());
+            // config.json, tokenizer, template, data, verifiers, lengths and memory: all checked before the weights load
+            Preflight pf = Preflight.check(cfg, be, rewards);
+            this.tok = pf.tokenizer();
+            this.tokenizerDir = pf.tokenizerDir();
+            this.template = pf.template();
+            this.train = pf.train();
+            this.eval = pf.eval();
+            this.stopStrings = cfg.stopStrings.isEmpty() ? null : new StopStrings(cfg.stopStrings, ids -> tok.decodeLenient(ids, true));
+            this.metricsCompat = ReferenceOptions.metricsCompat(cfg);
+            this.dataFingerprint = pf.dataFingerprint();
+            this.runDir = RunDirectory.lock(out);
+            if (ck == null) RunDirectory.checkNewRun(out, b.overwrite);
+            for (Path p : runDir.removeStaleTemporaries())
+                if (log != null) log.println("grpo4j: removed " + p + " (left by a run that was killed)");
 
-        int longestPrompt = 0;
-        for (int i = 0; i < train.size(); i++) longestPrompt = Math.max(longestPrompt, train.prompt(i).length);
-        int blockSize = 16;
-        Generator.Config gc = Generator.Config.forBudget(model, (long) cfg.kvCacheMib << 20, blockSize, Math.max(cfg.localCompletions(), 1));
-        this.generator = new Generator(model, gc);
-        if (log != null) {
-            if (choice != null && choice.reason() != null) log.println("grpo4j: " + choice.reason());
-            log.printf("grpo4j: %s | model %,d params | %d prompts (dropped: %d with prompt > %d tokens, %d with chat > %d tokens) | longest prompt %d tokens%n",
-                    be.description(), policy.layout().totalElements(), train.size(), train.droppedPrompt(), cfg.maxPromptTokenLength,
-                    train.droppedChat(), cfg.maxTokenLength, longestPrompt);
-            for (var e : cfg.derived().entrySet()) log.printf("grpo4j:   %-36s %s%n", e.getKey(), e.getValue());
-            for (String note : LrSchedule.notes(cfg)) log.println("grpo4j: note: " + note);
+            // model
+            LlamaConfig lc = pf.modelConfig();
+            this.policy = cfg.modelNameOrPath.startsWith("init:") ? LlamaWeights.init(be, lc, cfg.seed) : LlamaWeights.load(be, tokenizerDir);
+            String bad = ck == null ? policy.firstNonFiniteTensor() : null;
+            if (bad != null)
+                throw new IllegalArgumentException(cfg.modelNameOrPath + ": tensor " + bad + " holds NaN or infinite values; the model is damaged"
+                        + " (a diverged run?): start from an earlier checkpoint");
+            this.eos = tok.eosId();
+            this.grads = LlamaWeights.zeros(be, policy.config());
+            this.model = new LlamaModel(policy);
+            this.iterator = new ShufflingIterator(train.size(), cfg.rolloutBatchSize(), cfg.seed);
+            Generator.Config gc = Generator.Config.forBudget(model, (long) cfg.kvCacheMib << 20, 16, Math.max(cfg.localCompletions(), 1));
+            this.generator = new Generator(model, gc);
+            if (log != null) {
+                if (choice != null && choice.reason() != null) log.println("grpo4j: " + choice.reason());
+                log.printf("grpo4j: %s | model %,d params | %d prompts (dropped: %d with prompt > %d tokens, %d with chat > %d tokens) | longest prompt %d tokens%n",
+                        be.description(), policy.layout().totalElements(), train.size(), train.droppedPrompt(), cfg.maxPromptTokenLength,
+                        train.droppedChat(), cfg.maxTokenLength, pf.longestPrompt());
+                for (var e : cfg.derived().entrySet()) log.printf("grpo4j:   %-36s %s%n", e.getKey(), e.getValue());
+                for (String note : LrSchedule.notes(cfg)) log.println("grpo4j: note: " + note);
+            }
+            if (ck != null) restore(ck);
+        } catch (IOException | RuntimeException | Error e) {
+            close();
+            throw e;
         }
-        if (resumeDir != null) restore(resumeDir);
     }
+
+    private static boolean sameDirectory(Path a, Path b) {
+        try {
+            if (Files.exists(a) && Files.exists(b)) return Files.isSameFile(a, b);
+        } catch (IOException e) {
+            // compare the names
+        }
+        return a.toAbsolutePath().normalize().equals(b.toAbsolutePath().normalize());
+    }
+
+    /**
+     * Fails unless a new run may start in {@code dir}: it is missing or empty, or (with {@code overwrite}) holds only
+     * an earlier run's outputs. The trainer checks this itself; dry runs call it to report the same.
+     */
+    public static void checkRunDirectory(Path dir, boolean overwrite) throws IOException { RunDirectory.checkNewRun(dir, overwrite); }
 
     /** Stops at the next step boundary, writing a checkpoint. Safe from any thread. */
     public void cancel() { cancelled.set(true); }
@@ -209,10 +246,18 @@ public final class GrpoTrainer implements AutoCloseable {
     /** Runs the (remaining) warm-up and training steps. */
     public Result run(Listener listener) throws IOException {
         Listener l = listener == null ? new Listener() {} : listener;
+        if (overwritePending) {
+            runDir.clearOutputs();
+            overwritePending = false;
+            if (log != null) log.println("grpo4j: --overwrite: deleted the earlier run's outputs in " + out);
+        }
         Files.createDirectories(out);
-        Files.writeString(out.resolve("config.json"), cfg.toJson());
+        writeAtomically(out.resolve("config.json"), cfg.toJson());
         if (!warmupDone) {
-            if (cfg.sftWarmup.steps > 0) sftWarmup(l);
+            if (cfg.sftWarmup.steps > 0 && !sftWarmup(l)) {
+                if (log != null) log.println("grpo4j: stopped during the supervised warm-up, before the first checkpoint: nothing to resume");
+                return new Result(0, true, out, List.of());
+            }
             warmupDone = true;
             reference = policy.copy();
             refModel = new LlamaModel(reference);
@@ -230,9 +275,9 @@ public final class GrpoTrainer implements AutoCloseable {
             appendJsonl(out.resolve("metrics.jsonl"), m);
             progress(m, total, runStart, firstStep);
             l.onStep(s, m);
-            if ((cfg.saveFreq > 0 && s % cfg.saveFreq == 0) || s == total) checkpoint(l);
+            if ((cfg.saveFreq > 0 && s % cfg.saveFreq == 0) || s == total) checkpointIfSound(l);
         }
-        if (cancelled.get() && (history.isEmpty() || lastCheckpointStep() != step)) checkpoint(l);
+        if (cancelled.get() && lastCheckpointStep() != step) checkpointIfSound(l);
         Plots.write(out.resolve("plots"), history);
         return new Result(step, cancelled.get(), out, List.copyOf(history));
     }
@@ -346,9 +391,11 @@ public final class GrpoTrainer implements AutoCloseable {
                     consecutiveNonfinite++;
                     if (log != null) log.printf("grpo4j: step %d: non-finite %s; optimizer step skipped (%d in a row)%n", s,
                             finite ? "gradient norm" : "loss", consecutiveNonfinite);
-                    if (consecutiveNonfinite >= cfg.maxConsecutiveNonfinite)
-                        throw new IllegalStateException("training aborted at step " + s + ": " + consecutiveNonfinite
-                                + " consecutive optimizer steps had a non-finite loss or gradient norm");
+                    if (consecutiveNonfinite >= cfg.maxConsecutiveNonfinite) {
+                        int last = lastCheckpointStep();
+                        throw new TrainingAbortedException(s, consecutiveNonfinite + " consecutive optimizer steps had a non-finite loss or gradient norm"
+                                + " (learning_rate " + cfg.learningRate + "); the last checkpoint is " + out.resolve("checkpoints").resolve("step_" + last));
+                    }
                 } else {
                     consecutiveNonfinite = 0;
                     optimizer.step(policy.flat(), grads.flat(), norm, cfg.maxGradNorm, schedule.at(optimizerSteps));
@@ -562,6 +609,8 @@ public final class GrpoTrainer implements AutoCloseable {
                 o.put("ground_truth", items.get(i).groundTruth());
                 o.put("reward", res.get(i).reward());
                 o.put("finish_reason", cs.get(i).get(0).finishReason().label());
+                if (res.get(i).error() != null) o.put("error", res.get(i).error());
+                if (res.get(i).timedOut()) o.put("timed_out", true);
                 wr.write(JSON.writeValueAsString(o));
                 wr.newLine();
             }
@@ -587,7 +636,13 @@ public final class GrpoTrainer implements AutoCloseable {
 
     // ---- supervised warm-up -------------------------------------------------------------------------------------
 
-    private void sftWarmup(Listener l) {
+    /**
+     * Runs the warm-up; false when cancelled before its end. A step's batch is split into micro-batches of at most
+     * per_device_train_batch_size x (max_prompt_token_length + response_length) tokens (at least one sequence
+     * each), the largest a GRPO micro-batch can hold, so a large sft_warmup.batch_size costs time, not memory.
+     * Each token's gradient weight is -1 / (tokens of the whole batch), so the step is that of the whole batch.
+     */
+    private boolean sftWarmup(Listener l) {
         List<int[]> seqs = new ArrayList<>();
         List<Integer> promptLens = new ArrayList<>();
         for (int i = 0; i < train.size(); i++) {
@@ -601,31 +656,54 @@ public final class GrpoTrainer implements AutoCloseable {
         }
         if (seqs.isEmpty()) throw new IllegalArgumentException("sft_warmup: no training row ends with an assistant turn to imitate");
         int steps = cfg.sftWarmup.steps, bsz = cfg.sftWarmup.batchSize;
+        long budget = (long) cfg.perDeviceTrainBatchSize * (cfg.maxPromptTokenLength + cfg.responseLength);
         try (AdamW opt = new AdamW(be, policy.layout().totalElements(), cfg.adamBeta1, cfg.adamBeta2, cfg.adamEps, 0.0)) {
             SplittableRandom rnd = new SplittableRandom(mix(cfg.seed, 0, 3));
-            long t0 = System.nanoTime();
+            long t0 = System.nanoTime(), lastLog = t0;
             for (int st = 1; st <= steps; st++) {
+                if (cancelled.get()) return false;
+                int[] pick = new int[bsz];
+                long nTok = 0;
+                for (int i = 0; i < bsz; i++) {
+                    pick[i] = rnd.nextInt(seqs.size());
+                    nTok += seqs.get(pick[i]).length - promptLens.get(pick[i]);
+                }
+                double loss = 0;
                 List<int[]> b = new ArrayList<>();
                 List<Integer> pl = new ArrayList<>();
-                for (int i = 0; i < bsz; i++) {
-                    int j = rnd.nextInt(seqs.size());
-                    b.add(seqs.get(j));
-                    pl.add(promptLens.get(j));
+                long bTok = 0;
+                for (int i = 0; i <= bsz; i++) {
+                    int len = i < bsz ? seqs.get(pick[i]).length : 0;
+                    if (!b.isEmpty() && (i == bsz || bTok + len > budget)) {
+                        loss += sftMicroStep(b, pl, nTok);
+                        sftMicroBatches++;
+                        b.clear();
+                        pl.clear();
+                        bTok = 0;
+                    }
+                    if (i < bsz) {
+                        b.add(seqs.get(pick[i]));
+                        pl.add(promptLens.get(pick[i]));
+                        bTok += len;
+                    }
                 }
-                double loss = sftStep(b, pl);
                 double norm = opt.gradNorm(grads.flat());
                 if (Double.isFinite(norm) && Double.isFinite(loss))
                     opt.step(policy.flat(), grads.flat(), norm, cfg.maxGradNorm, cfg.sftWarmup.learningRate);
                 be.fill(grads.flat(), 0);
                 l.onSftStep(st, steps, loss);
-                if (log != null && (st % 25 == 0 || st == steps))
-                    log.printf(java.util.Locale.ROOT, "sft warm-up %d/%d | nll %.4f | %.1f s%n", st, steps, loss, (System.nanoTime() - t0) / 1e9);
+                long now = System.nanoTime();
+                if (log != null && (st % 25 == 0 || st == steps || now - lastLog > 10_000_000_000L)) { // and at least every 10 s
+                    log.printf(java.util.Locale.ROOT, "sft warm-up %d/%d | nll %.4f | %.1f s%n", st, steps, loss, (now - t0) / 1e9);
+                    lastLog = now;
+                }
             }
         }
+        return true;
     }
 
-    /** Mean NLL of the assistant tokens (incl. EOS); accumulates gradients. */
-    private double sftStep(List<int[]> seqs, List<Integer> promptLens) {
+    /** Accumulates the gradient of sum(-logp) / totalTokens over the assistant tokens (incl. EOS); returns that part of the mean NLL. */
+    private double sftMicroStep(List<int[]> seqs, List<Integer> promptLens, long totalTokens) {
         int nTok = 0;
         for (int i = 0; i < seqs.size(); i++) nTok += seqs.get(i).length - promptLens.get(i);
         int[] rows = new int[nTok], tgt = new int[nTok];
@@ -636,7 +714,7 @@ public final class GrpoTrainer implements AutoCloseable {
             for (int t = promptLens.get(i); t < s.length; t++, k++) {
                 rows[k] = start + t - 1;
                 tgt[k] = s[t];
-                g[k] = -1f / nTok;
+                g[k] = -1f / totalTokens;
             }
             start += s.length;
         }
@@ -652,7 +730,7 @@ public final class GrpoTrainer implements AutoCloseable {
             model.backward(act, dHidden, grads);
             double s = 0;
             for (float x : lp.toFloats()) s -= x;
-            return s / nTok;
+            return s / totalTokens;
         }
     }
 
@@ -664,6 +742,23 @@ public final class GrpoTrainer implements AutoCloseable {
         } catch (IOException e) {
             return -1;
         }
+    }
+
+    /**
+     * Checkpoints unless the state is unsound: after a skipped (non-finite) optimizer step, or with non-finite
+     * weights, the last good checkpoint stays the newest one.
+     */
+    private void checkpointIfSound(Listener l) throws IOException {
+        String bad = consecutiveNonfinite > 0 ? "its last optimizer step was non-finite" : null;
+        if (bad == null) {
+            String t = policy.firstNonFiniteTensor();
+            if (t != null) bad = "tensor " + t + " holds NaN or infinite values";
+        }
+        if (bad == null) {
+            checkpoint(l);
+            return;
+        }
+        if (log != null) log.println("grpo4j: no checkpoint at step " + step + ": " + bad + "; the newest checkpoint stays step_" + lastCheckpointStep());
     }
 
     /** Writes checkpoints/step_N atomically: model (HF, fp32), optimizer moments, trainer state. */
@@ -681,6 +776,8 @@ public final class GrpoTrainer implements AutoCloseable {
             ShufflingIterator.Position pos = iterator.position();
             st.putObject("iterator").put("epoch", pos.epoch()).put("offset", pos.offset());
             st.put("reference_checksum", checksum(reference.flat()));
+            st.put("train_prompts", train.size());
+            st.put("data_fingerprint", dataFingerprint);
             st.put("rng", "stateless: every draw is a function of (seed, step, ...)");
             Files.writeString(tmp.resolve("trainer_state.json"), JSON.writerWithDefaultPrettyPrinter().writeValueAsString(st));
             Files.writeString(tmp.resolve("config.json"), cfg.toJson());
@@ -689,9 +786,15 @@ public final class GrpoTrainer implements AutoCloseable {
         l.onCheckpoint(step, fin);
     }
 
-    private void restore(Path resumeDir) throws IOException {
-        Path ck = latestCheckpoint(resumeDir);
-        JsonNode st = JSON.readTree(ck.resolve("trainer_state.json").toFile());
+    private void restore(Path ck) throws IOException {
+        Path stateFile = ck.resolve("trainer_state.json");
+        TrainerState st = TrainerState.read(stateFile, ck);
+        if (st.dataFingerprint() != null && !st.dataFingerprint().equals(dataFingerprint))
+            throw new IllegalArgumentException("the training data changed since " + ck + " (" + st.trainPrompts() + " prompts then, " + train.size()
+                    + " now, different rows or prompts): an exact resume is impossible. To go on with the new data, start a new run from that"
+                    + " checkpoint's weights (model_name_or_path " + ck.resolve("model") + ")");
+        if (st.dataFingerprint() == null && log != null)
+            log.println("grpo4j: " + stateFile + " has no data fingerprint (written by an older grpo4j): the data cannot be checked");
         // the reference policy is the step-0 policy (the model after warm-up)
         Path step0 = ck.getParent().resolve("step_0").resolve("model");
         if (!Files.isDirectory(step0)) throw new IOException(ck.getParent() + ": step_0 (the reference policy) is missing");
@@ -699,60 +802,77 @@ public final class GrpoTrainer implements AutoCloseable {
             be.copy(policy.flat(), wk.flat());
             reference = w0.copy();
         }
-        if (checksum(reference.flat()) != st.path("reference_checksum").asLong())
-            throw new IOException(step0 + ": the reference policy does not match the checksum recorded in " + ck);
+        if (checksum(reference.flat()) != st.referenceChecksum())
+            throw new IOException(step0 + ": the reference policy does not match the checksum recorded in " + stateFile);
         refModel = new LlamaModel(reference);
         optimizer = new AdamW(be, policy.layout().totalElements(), cfg.adamBeta1, cfg.adamBeta2, cfg.adamEps, cfg.weightDecay);
         optimizer.load(ck.resolve("optimizer.safetensors"));
-        step = st.path("training_step").asInt();
-        optimizerSteps = st.path("optimizer_steps").asLong();
-        consecutiveNonfinite = st.path("consecutive_nonfinite").asInt();
-        skippedSteps = st.path("skipped_steps").asInt();
-        iterator.restore(new ShufflingIterator.Position(st.path("iterator").path("epoch").asInt(), st.path("iterator").path("offset").asInt()));
+        step = st.trainingStep();
+        optimizerSteps = st.optimizerSteps();
+        consecutiveNonfinite = st.consecutiveNonfinite();
+        skippedSteps = st.skippedSteps();
+        try {
+            iterator.restore(new ShufflingIterator.Position(st.iteratorEpoch(), st.iteratorOffset()));
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(stateFile + ": " + e.getMessage());
+        }
         warmupDone = true;
         // keep only what the checkpoint has seen: later lines came from the interrupted run
-        history.addAll(truncateJsonl(out.resolve("metrics.jsonl"), step));
-        truncateJsonl(out.resolve("samples.jsonl"), step);
+        history.addAll(truncateJsonl(out.resolve("metrics.jsonl"), step, log));
+        truncateJsonl(out.resolve("samples.jsonl"), step, log);
         if (log != null) log.printf("grpo4j: resumed from %s (step %d, %d optimizer steps)%n", ck, step, optimizerSteps);
     }
 
     /** The newest complete checkpoint under a run directory, checkpoints/ directory, or the checkpoint itself. */
     static Path latestCheckpoint(Path p) throws IOException {
+        if (p.toString().isBlank()) throw new IllegalArgumentException("the resume directory is empty (\"\")");
+        if (!Files.exists(p)) throw new java.nio.file.NoSuchFileException(p.toString(), null, "no such run directory or checkpoint");
         if (Files.isRegularFile(p.resolve("trainer_state.json"))) return p;
+        if (!Files.isDirectory(p)) throw new IllegalArgumentException(p + ": not a run directory or checkpoint (it is a file)");
         Path dir = Files.isDirectory(p.resolve("checkpoints")) ? p.resolve("checkpoints") : p;
         try (var s = Files.list(dir)) {
-            return s.filter(q -> q.getFileName().toString().matches("step_\\d+") && Files.isRegularFile(q.resolve("trainer_state.json")))
+            return s.filter(q -> q.getFileName().toString().matches("step_\\d{1,9}") && Files.isRegularFile(q.resolve("trainer_state.json")))
                     .max(java.util.Comparator.comparingInt(q -> Integer.parseInt(q.getFileName().toString().substring(5))))
-                    .orElseThrow(() -> new IOException(p + ": no complete checkpoint (checkpoints/step_N with trainer_state.json)"));
-        } catch (java.nio.file.NoSuchFileException e) {
-            throw new IOException(p + ": not a run directory or checkpoint", e);
+                    .orElseThrow(() -> new IllegalArgumentException(p + ": no complete checkpoint (checkpoints/step_N with trainer_state.json)"
+                            + (Files.exists(p.resolve(RunDirectory.LOCK)) || Files.exists(p.resolve("metrics.jsonl"))
+                            ? "; the run stopped before its first checkpoint: start it again with --overwrite" : "")));
         }
     }
 
-    static Path runDirOf(Path resume) throws IOException {
-        Path ck = latestCheckpoint(resume);
-        return ck.getParent().getParent();
+    /** When resuming, the config saved with the checkpoint is the run's config. */
+    private static GrpoConfig savedConfig(Path ck) throws IOException {
+        Path f = ck.resolve("config.json");
+        if (!Files.isRegularFile(f)) throw new java.nio.file.NoSuchFileException(f.toString(), null, "the checkpoint's config");
+        return GrpoConfig.fromJsonString(Files.readString(f, StandardCharsets.UTF_8), f.toString());
     }
 
-    /** When resuming, the run's saved config is authoritative; the passed config must not change training. */
-    private static GrpoConfig savedConfig(Path resume, GrpoConfig given) throws IOException {
-        Path ck = latestCheckpoint(resume);
-        return GrpoConfig.fromJsonString(Files.readString(ck.resolve("config.json")));
-    }
-
-    static List<Map<String, Double>> truncateJsonl(Path file, int lastStep) throws IOException {
+    /**
+     * Keeps the lines of a run's JSONL whose training_step is at most {@code lastStep} (later ones came from the
+     * interrupted run). A line that is not a JSON object with an integer training_step (a torn write, or damage) is
+     * moved to FILE.dropped with a note, wherever it is; the lines around it are kept.
+     */
+    static List<Map<String, Double>> truncateJsonl(Path file, int lastStep, PrintStream log) throws IOException {
         List<Map<String, Double>> kept = new ArrayList<>();
         if (!Files.exists(file)) return kept;
-        List<String> keep = new ArrayList<>();
-        for (String line : Files.readAllLines(file, StandardCharsets.UTF_8)) {
+        String text = new String(Files.readAllBytes(file), StandardCharsets.UTF_8); // a torn multi-byte character becomes U+FFFD
+        List<String> keep = new ArrayList<>(), dropped = new ArrayList<>();
+        List<Integer> droppedNo = new ArrayList<>();
+        int no = 0;
+        for (String line : text.split("\n", -1)) {
+            no++;
             if (line.isBlank()) continue;
             JsonNode n;
             try {
                 n = JSON.readTree(line);
             } catch (IOException e) {
-                break; // a torn last line from a killed process
+                n = null;
             }
-            if (n.path("training_step").asInt() > lastStep) continue;
+            if (n == null || !n.isObject() || !n.path("training_step").canConvertToExactIntegral()) {
+                dropped.add(line);
+                droppedNo.add(no);
+                continue;
+            }
+            if (n.path("training_step").asLong() > lastStep) continue;
             keep.add(line);
             if (file.getFileName().toString().equals("metrics.jsonl")) {
                 Map<String, Double> m = new LinkedHashMap<>();
@@ -760,10 +880,35 @@ public final class GrpoTrainer implements AutoCloseable {
                 kept.add(m);
             }
         }
-        Path tmp = file.resolveSibling(file.getFileName() + ".tmp");
-        Files.write(tmp, keep, StandardCharsets.UTF_8);
-        Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING);
+        if (!dropped.isEmpty()) {
+            Path side = file.resolveSibling(file.getFileName() + ".dropped");
+            Files.write(side, dropped, StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
+            if (log != null) log.println("grpo4j: " + file + ": line" + (dropped.size() > 1 ? "s " : " ") + droppedNo
+                    + " not a JSON object with a training_step (a torn write?); moved to " + side);
+        }
+        writeAtomically(file, keep.isEmpty() ? "" : String.join("\n", keep) + "\n");
         return kept;
+    }
+
+    /** Writes a file through a temporary sibling that is synced and renamed over it: readers see old or new. */
+    static void writeAtomically(Path file, String content) throws IOException {
+        Path tmp = file.resolveSibling(file.getFileName() + ".tmp");
+        try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(tmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                StandardOpenOption.TRUNCATE_EXISTING)) {
+            java.nio.ByteBuffer buf = java.nio.ByteBuffer.wrap(content.getBytes(StandardCharsets.UTF_8));
+            while (buf.hasRemaining()) ch.write(buf);
+            ch.force(true);
+        } catch (IOException e) {
+            Files.deleteIfExists(tmp);
+            throw new IOException(file + ": cannot write: " + describe(e), e);
+        }
+        Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+    }
+
+    /** The reason of an I/O failure without the Java class name ("No space left on device"). */
+    static String describe(IOException e) {
+        if (e instanceof java.nio.file.FileSystemException f && f.getReason() != null) return f.getReason();
+        return e.getMessage() == null ? "I/O error" : e.getMessage();
     }
 
     // ---- helpers ------------------------------------------------------------------------------------------------
@@ -774,7 +919,11 @@ public final class GrpoTrainer implements AutoCloseable {
             if (v == null || !Double.isFinite(v)) o.putNull(k);
             else o.put(k, v);
         });
-        Files.writeString(f, JSON.writeValueAsString(o) + "\n", StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
+        try {
+            Files.writeString(f, JSON.writeValueAsString(o) + "\n", StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
+        } catch (IOException e) {
+            throw new IOException(f + ": cannot append: " + describe(e), e);
+        }
     }
 
     /** A copy of a mixer list with each local dataset path (even positions) made absolute. */
@@ -815,12 +964,13 @@ public final class GrpoTrainer implements AutoCloseable {
 
     @Override
     public void close() {
-        policy.close();
-        grads.close();
+        if (policy != null) policy.close();
+        if (grads != null) grads.close();
         if (reference != null) reference.close();
         if (optimizer != null) optimizer.close();
-        tok.close();
-        if (ownRewards) rewards.close();
-        if (ownBackend) be.close();
+        if (tok != null) tok.close();
+        if (ownRewards && rewards != null) rewards.close();
+        if (ownBackend && be != null) be.close();
+        if (runDir != null) runDir.close();
     }
 }

@@ -189,6 +189,45 @@ class SampleConformanceTest {
             }
         }
 
+        /** The contract of Backend.sample for non-finite rows, at every temperature / top-k / top-p. */
+        @Test
+        void nonFiniteRowsHaveTheDefinedResult() {
+            be(Ops.SAMPLE);
+            double nan = Double.NaN, inf = Double.POSITIVE_INFINITY;
+            double[][] rows = {
+                {nan, nan, nan, nan},          // all NaN: token 0
+                {-inf, nan, -inf, -inf},       // no finite entry: token 0
+                {1.0, inf, 2.0, inf},          // +inf entries: the first one
+                {nan, 3.0, inf, nan},          // +inf wins over NaN and finite values
+            };
+            int[] want = {0, 0, 1, 2};
+            SamplingSpec[] specs = {new SamplingSpec(0f, 0, 1f, 1), new SamplingSpec(1f, 0, 1f, 2),
+                new SamplingSpec(0.7f, 2, 1f, 3), new SamplingSpec(1.3f, 0, 0.5f, 4)};
+            for (SamplingSpec spec : specs)
+                for (int i = 0; i < rows.length; i++) {
+                    float[] lp = new float[3];
+                    int[] tok = draw(rows[i], 3, spec, 7, lp);
+                    for (int r = 0; r < 3; r++) {
+                        assertEquals(want[i], tok[r], "row " + java.util.Arrays.toString(rows[i]) + " at " + spec);
+                        assertTrue(Float.isNaN(lp[r]), "logprob NaN flags the row " + java.util.Arrays.toString(rows[i]) + ": " + lp[r]);
+                    }
+                }
+            // a finite maximum: NaN and -inf entries have probability 0, the rest follow the softmax
+            double[] z = {nan, 0.5, -inf, 1.5, nan, 1.0};
+            float temp = 0.9f;
+            double[] zf = {-inf, 0.5, -inf, 1.5, -inf, 1.0};
+            double[] p = softmax(zf, temp);
+            float[] lps = new float[20000];
+            int[] tok = draw(z, 20000, new SamplingSpec(temp, 0, 1f, 5), 0, lps);
+            chiSquare("NaN as -inf", tok, p, new TreeSet<>(java.util.List.of(1, 3, 5)));
+            for (int r = 0; r < 20; r++) assertEquals(Math.log(p[tok[r]]), lps[r], 1e-5, "logprob of row " + r);
+            tok = draw(z, 200, new SamplingSpec(temp, 2, 1f, 6), 0, null);
+            for (int t : tok) assertTrue(t == 3 || t == 5, "top-2 of the finite entries: " + t);
+            float[] g = new float[1];
+            assertEquals(3, draw(z, 1, new SamplingSpec(0f, 0, 1f, 1), 0, g)[0], "greedy skips NaN");
+            assertEquals(Math.log(softmax(zf, 1)[3]), g[0], 1e-5);
+        }
+
         @Test
         void badCalls() {
             Backend be = be(Ops.SAMPLE);

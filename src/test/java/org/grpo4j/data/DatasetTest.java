@@ -126,10 +126,12 @@ class DatasetTest {
         var cfg = org.grpo4j.train.GrpoConfig.load(Path.of("examples/tiny-arith.json"), List.of("dataset_mixer_list=[\"data/tiny-arith.jsonl\",\"1\"]"));
         assertEquals(all, DatasetMixer.load(cfg.datasetMixerList, cfg.baseDir).size());
         // what Python would crash on or silently turn into an empty dataset is one clear error here
-        for (String bad : new String[] {"1e3", "0", "0.0", "-1", "all", "", "1_000", "1.0f"}) {
+        for (String bad : new String[] {"1e3", "0", "0.0", "-1", "all", "1_000", "1.0f"}) {
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> DatasetMixer.parse(List.of("ds", bad)), bad);
             assertTrue(e.getMessage().contains("\"" + bad + "\"") && e.getMessage().contains("ds"), e.getMessage());
         }
+        IllegalArgumentException empty = assertThrows(IllegalArgumentException.class, () -> DatasetMixer.parse(List.of("ds", "")));
+        assertEquals("dataset_mixer_list[1] is empty (expected an amount)", empty.getMessage());
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> DatasetMixer.load(List.of(ARITH.toString(), String.valueOf(all + 1)), null));
         assertTrue(e.getMessage().contains("asks for " + (all + 1)), e.getMessage());
         e = assertThrows(IllegalArgumentException.class,

@@ -138,8 +138,12 @@ class GrpoTrainerTest {
             if (++calls[0] >= 2) g.backend().fill(g.flat(), Double.NaN); // the first optimizer step is fine
         });
         try (GrpoTrainer t = b.build()) {
-            IllegalStateException e = assertThrows(IllegalStateException.class, () -> t.run(null));
+            TrainingAbortedException e = assertThrows(TrainingAbortedException.class, () -> t.run(null));
             assertTrue(e.getMessage().startsWith("training aborted at step 2: 3 consecutive"), e.getMessage());
+            assertTrue(e.getMessage().endsWith("checkpoints/step_0"), "the last good checkpoint is named: " + e.getMessage());
+        }
+        try (var s = Files.list(tmp.resolve("nan/checkpoints"))) {
+            assertEquals(List.of("step_0"), s.map(p -> p.getFileName().toString()).toList(), "no checkpoint of the failing steps");
         }
         List<String> lines = Files.readAllLines(tmp.resolve("nan/metrics.jsonl"));
         assertEquals(1, lines.size());
@@ -162,6 +166,69 @@ class GrpoTrainerTest {
         }
         assertTrue(Files.isRegularFile(out.resolve("checkpoints/step_2/trainer_state.json")));
         assertFalse(Files.exists(out.resolve("checkpoints/step_3")));
+    }
+
+    @Test
+    void theWarmUpIsMicroBatchedWithoutChangingItsStep(@TempDir Path tmp) throws Exception {
+        // one step of 24 sequences (~33 tokens each): one pass under a 8 x (200 + 8) token budget, 24 passes under 1 x (40 + 8)
+        float[][] after = new float[2][];
+        long[] passes = new long[2];
+        double[] nll = new double[2];
+        int k = 0;
+        for (String[] v : new String[][] {{"8", "200"}, {"1", "40"}}) {
+            List<String> sets = small(tmp.resolve("w" + k), 1);
+            sets.addAll(List.of("sft_warmup.steps=1", "sft_warmup.batch_size=24", "per_device_train_batch_size=" + v[0], "max_prompt_token_length=" + v[1]));
+            int kk = k;
+            try (GrpoTrainer t = GrpoTrainer.builder(config(sets)).log(null).build()) {
+                t.run(new GrpoTrainer.Listener() {
+                    @Override
+                    public void onSftStep(int step, int steps, double loss) { nll[kk] = loss; }
+                });
+                passes[k] = t.sftMicroBatches;
+            }
+            try (org.grpo4j.model.LlamaWeights w = org.grpo4j.model.LlamaWeights.load(org.grpo4j.backend.TestBackends.cpu(),
+                    tmp.resolve("w" + k + "/checkpoints/step_0/model"))) {
+                after[k] = w.flat().toFloats();
+            }
+            k++;
+        }
+        assertEquals(1, passes[0]);
+        assertEquals(24, passes[1]);
+        // the mean NLL over all 24 sequences' answer tokens: each token weighted 1 / (tokens of the whole batch)
+        assertEquals(nll[0], nll[1], 1e-6 * nll[0], "the batch's loss, split or not");
+        // AdamW's first step is about lr x sign(g), so summation-order differences in tiny gradients move a weight by a
+        // small fraction of lr (0.003 here); a missing sequence would move many by up to 2 lr
+        double maxDiff = 0;
+        for (int i = 0; i < after[0].length; i++) maxDiff = Math.max(maxDiff, Math.abs(after[0][i] - after[1][i]));
+        assertTrue(maxDiff <= 0.01 * 0.003, "the same step, split or not: max weight difference " + maxDiff);
+    }
+
+    @Test
+    void cancelDuringTheWarmUpStopsBeforeAnyCheckpoint(@TempDir Path tmp) throws Exception {
+        List<String> sets = small(tmp.resolve("c"), 3);
+        sets.addAll(List.of("sft_warmup.steps=50", "sft_warmup.batch_size=4"));
+        try (GrpoTrainer t = GrpoTrainer.builder(config(sets)).log(null).build()) {
+            GrpoTrainer.Result r = t.run(new GrpoTrainer.Listener() {
+                @Override
+                public void onSftStep(int step, int steps, double loss) { if (step == 2) t.cancel(); }
+            });
+            assertTrue(r.cancelled());
+            assertEquals(0, r.lastStep());
+        }
+        assertFalse(Files.exists(tmp.resolve("c/checkpoints")), "a half-done warm-up is not checkpointed");
+    }
+
+    @Test
+    void twoTrainersCannotShareARunDirectory(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("shared");
+        try (GrpoTrainer first = GrpoTrainer.builder(config(small(out, 1))).log(null).build()) {
+            IllegalStateException e = assertThrows(IllegalStateException.class, () -> GrpoTrainer.builder(config(small(out, 1))).log(null).build());
+            assertTrue(e.getMessage().contains(out + ": in use by another grpo4j run"), e.getMessage());
+            first.run(null);
+        }
+        try (GrpoTrainer again = GrpoTrainer.builder(null).resume(out).log(null).build()) { // the lock went with close()
+            assertEquals(1, again.completedSteps());
+        }
     }
 
     @Test
