@@ -49,6 +49,13 @@ int g4_event_record(long long ev, g4_stream s);
 int g4_event_synchronize(long long ev);
 int g4_event_elapsed_ms(float* ms, long long start, long long end);
 
+// CUDA graphs: capture the work issued on a stream (relaxed mode), instantiate, replay.
+int g4_graph_begin_capture(g4_stream s);
+// Ends the capture; *graph_exec = the instantiated graph (0 when the capture failed: the error says why).
+int g4_graph_end_capture(g4_stream s, long long* graph_exec);
+int g4_graph_launch(long long graph_exec, g4_stream s);
+int g4_graph_destroy(long long graph_exec);
+
 // ---- cuda/fill.cu, cuda/cast.cu ----------------------------------------------------------------------------------------
 
 int g4_fill(int dtype, g4_ptr x, long long n, float value, g4_stream s);

@@ -116,4 +116,30 @@ int g4_event_elapsed_ms(float* ms, long long start, long long end) {
     return done(cudaEventElapsedTime(ms, (cudaEvent_t) start, (cudaEvent_t) end));
 }
 
+int g4_graph_begin_capture(g4_stream s) {
+    return done(cudaStreamBeginCapture(as_stream(s), cudaStreamCaptureModeRelaxed));
+}
+
+int g4_graph_end_capture(g4_stream s, long long* graph_exec) {
+    *graph_exec = 0;
+    cudaGraph_t graph = nullptr;
+    cudaError_t e = cudaStreamEndCapture(as_stream(s), &graph);
+    if (e != cudaSuccess) {
+        if (graph != nullptr) cudaGraphDestroy(graph);
+        return done(e);
+    }
+    cudaGraphExec_t exec = nullptr;
+    e = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);  // the executable graph keeps what it needs
+    if (e != cudaSuccess) return done(e);
+    *graph_exec = (long long) exec;
+    return 0;
+}
+
+int g4_graph_launch(long long graph_exec, g4_stream s) {
+    return done(cudaGraphLaunch((cudaGraphExec_t) graph_exec, as_stream(s)));
+}
+
+int g4_graph_destroy(long long graph_exec) { return done(cudaGraphExecDestroy((cudaGraphExec_t) graph_exec)); }
+
 }  // extern "C"

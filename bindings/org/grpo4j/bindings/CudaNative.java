@@ -67,6 +67,12 @@ public final class CudaNative {
     public static native int g4_event_synchronize(long event);
     public static native int g4_event_elapsed_ms(float[] ms, long start, long end);
 
+    // ---- runtime: CUDA graphs
+    public static native int g4_graph_begin_capture(long stream);
+    public static native int g4_graph_end_capture(long stream, @Cast("long long*") long[] graphExec);
+    public static native int g4_graph_launch(long graphExec, long stream);
+    public static native int g4_graph_destroy(long graphExec);
+
     // ---- kernels: cuda/fill.cu, cuda/cast.cu, cuda/elementwise.cu
     public static native int g4_fill(int dtype, long x, long n, float value, long stream);
     public static native int g4_fill_i32(long x, long n, int value, long stream);

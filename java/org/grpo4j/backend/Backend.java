@@ -92,6 +92,25 @@ public interface Backend extends AutoCloseable {
     /** Waits until every op issued so far has finished. */
     void synchronize();
 
+    /**
+     * Records the ops that {@code body} issues as a graph to replay, where the backend has graphs (CUDA graphs), or
+     * returns null (the CPU): the caller then simply runs {@code body} each time. Rules for the body: it allocates
+     * nothing, reads nothing back to the host and does not synchronize; every tensor it touches outlives the graph;
+     * and it must have run eagerly once with the same tensors first (so that per-shape plans, caches and scratch space
+     * exist). A replay does exactly the recorded work on the recorded addresses; data changes between replays go
+     * through the tensors' contents.
+     */
+    default Replay capture(Runnable body) { return null; }
+
+    /** A recorded graph of ops. */
+    interface Replay extends AutoCloseable {
+        /** Issues the recorded ops (asynchronously, like any op). */
+        void run();
+
+        @Override
+        void close();
+    }
+
     /** Bytes currently held by tensors this backend allocated and that are not yet closed. */
     long liveBytes();
 

@@ -108,9 +108,56 @@ public final class CudaBackend extends AbstractBackend {
         return Ops.ALL.indexOf(op) + 1;
     }
 
+    /**
+     * CUDA graphs: the body's ops are captured on this backend's stream (relaxed mode) and instantiated. While
+     * capturing, nothing may allocate, copy to or from the host or synchronize (scratch growth is refused with a
+     * message: run the body eagerly once first).
+     */
+    @Override
+    public Replay capture(Runnable body) {
+        onDevice();
+        CudaRuntime.check(CudaNative.g4_graph_begin_capture(stream), "cudaStreamBeginCapture");
+        capturing = true;
+        long[] exec = new long[1];
+        try {
+            body.run();
+        } catch (RuntimeException e) {
+            capturing = false;
+            CudaNative.g4_graph_end_capture(stream, exec);
+            if (exec[0] != 0) CudaNative.g4_graph_destroy(exec[0]);
+            throw e;
+        }
+        capturing = false;
+        CudaRuntime.check(CudaNative.g4_graph_end_capture(stream, exec), "cudaStreamEndCapture / cudaGraphInstantiate");
+        long handle = exec[0];
+        return new Replay() {
+            private boolean closed;
+
+            @Override
+            public void run() {
+                if (closed) throw new IllegalStateException("graph used after close");
+                flagArmed = true; // recorded ops may report index errors like eager ones
+                CudaRuntime.check(CudaNative.g4_graph_launch(handle, stream), "cudaGraphLaunch");
+            }
+
+            @Override
+            public void close() {
+                if (!closed) {
+                    closed = true;
+                    CudaNative.g4_graph_destroy(handle);
+                }
+            }
+        };
+    }
+
+    private boolean capturing;
+
     /** A device buffer of at least {@code bytes}, reused by every op (they run one after another on the stream). */
     private long scratch(long bytes) {
         if (scratch == null || scratch.bytes() < bytes) {
+            if (capturing)
+                throw new IllegalStateException("an op needs " + bytes + " bytes of scratch while a CUDA graph is being captured: "
+                        + "run the captured work eagerly once first");
             if (scratch != null) {
                 CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize");
                 scratch.close();
@@ -200,6 +247,8 @@ public final class CudaBackend extends AbstractBackend {
 
     @Override
     Storage allocateStorage(DType dtype, long elements) {
+        if (capturing)
+            throw new IllegalStateException("a tensor was allocated while a CUDA graph is being captured: allocate before capturing");
         onDevice();
         long bytes = Math.max(1, elements * dtype.bytes());
         long[] p = new long[1];

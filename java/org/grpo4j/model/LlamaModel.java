@@ -282,7 +282,11 @@ public final class LlamaModel {
 
     // ---- generation: paged KV cache -------------------------------------------------------------------------------
 
-    /** Per-layer K and V caches [numBlocks, blockSize, Hkv, headDim]. Slot s = block * blockSize + offset. */
+    /**
+     * Per-layer K and V caches [numBlocks + 1, blockSize, Hkv, headDim]. Slot s = block * blockSize + offset. Blocks
+     * 0..numBlocks-1 belong to the caller's pool; the extra last block ({@link #padBlock}) is where padded rows of a
+     * fixed-size decode batch write and read, so that a replayed decode graph never touches a real sequence's cache.
+     */
     public final class KvCache implements AutoCloseable {
         final Tensor[] k, v;
         public final int numBlocks, blockSize;
@@ -299,28 +303,36 @@ public final class LlamaModel {
             this.blockSize = blockSize;
             k = new Tensor[c.numLayers()];
             v = new Tensor[c.numLayers()];
-            for (int l = 0; l < c.numLayers(); l++) {
-                k[l] = be.zeros(adt, numBlocks, blockSize, c.numKvHeads(), c.headDim());
-                v[l] = be.zeros(adt, numBlocks, blockSize, c.numKvHeads(), c.headDim());
+            try {
+                for (int l = 0; l < c.numLayers(); l++) {
+                    k[l] = be.zeros(adt, numBlocks + 1, blockSize, c.numKvHeads(), c.headDim());
+                    v[l] = be.zeros(adt, numBlocks + 1, blockSize, c.numKvHeads(), c.headDim());
+                }
+            } catch (RuntimeException e) {
+                close();
+                throw e;
             }
         }
+
+        /** The block padded decode rows use (not part of the caller's pool). */
+        public int padBlock() { return numBlocks; }
 
         /** Copies block {@code src} onto block {@code dst} in every layer (copy-on-write of a shared partial block). */
         public void copyBlock(int src, int dst) {
-            int per = blockSize * c.numKvHeads() * c.headDim();
+            int per = blockSize * c.numKvHeads() * c.headDim(), all = numBlocks + 1;
             for (int l = 0; l < c.numLayers(); l++) {
-                be.copy(k[l].reshape(numBlocks * per).view((long) dst * per, per), k[l].reshape(numBlocks * per).view((long) src * per, per));
-                be.copy(v[l].reshape(numBlocks * per).view((long) dst * per, per), v[l].reshape(numBlocks * per).view((long) src * per, per));
+                be.copy(k[l].reshape(all * per).view((long) dst * per, per), k[l].reshape(all * per).view((long) src * per, per));
+                be.copy(v[l].reshape(all * per).view((long) dst * per, per), v[l].reshape(all * per).view((long) src * per, per));
             }
         }
 
-        /** Bytes held by the cache. */
-        public long bytes() { return 2L * c.numLayers() * numBlocks * blockSize * c.kvDim() * adt.bytes(); }
+        /** Bytes held by the cache (the pad block included). */
+        public long bytes() { return 2L * c.numLayers() * (numBlocks + 1L) * blockSize * c.kvDim() * adt.bytes(); }
 
         @Override
         public void close() {
-            for (Tensor t : k) t.close();
-            for (Tensor t : v) t.close();
+            for (Tensor t : k) if (t != null) t.close();
+            for (Tensor t : v) if (t != null) t.close();
         }
     }
 
@@ -394,36 +406,191 @@ public final class LlamaModel {
 
     /** {@link #decodeStep} returning the logits [B, V] as a device tensor (the caller closes it). */
     public Tensor decodeStepLogits(KvCache cache, int[] tokens, int[] positions, int[] slots, int[] blockTables, int maxBlocks) {
-        int b = tokens.length, d = c.hiddenSize(), f = c.intermediateSize(), hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
-        if (positions.length != b || slots.length != b || blockTables.length != b * maxBlocks)
-            throw new IllegalArgumentException("decodeStep: tokens, positions, slots and block tables disagree on the batch size " + b);
-        int[] ctx = new int[b];
-        for (int i = 0; i < b; i++) {
-            if (tokens[i] < 0 || tokens[i] >= c.vocabSize()) throw new IllegalArgumentException("decodeStep: token " + tokens[i] + " outside the vocabulary");
-            ctx[i] = positions[i] + 1;
-        }
-        try (Tensor ids = be.upload(tokens, b); Tensor pos = be.upload(positions, b); Tensor sl = be.upload(slots, b);
-             Tensor bt = be.upload(blockTables, b, maxBlocks); Tensor cl = be.upload(ctx, b);
-             Tensor h = act(b, d); Tensor r = f32(b); Tensor q = act(b, hq, hd); Tensor k = act(b, hkv, hd); Tensor v = act(b, hkv, hd);
-             Tensor att = act(b, hq, hd); Tensor gate = act(b, f); Tensor up = act(b, f); Tensor act = act(b, f); Tensor x = act(b, d)) {
-            be.embedding(x, w.get("model.embed_tokens.weight"), ids);
-            for (int l = 0; l < c.numLayers(); l++) {
-                be.rmsNorm(h, r, x, p(l, "input_layernorm.weight"), eps);
-                linear(q.reshape(b, c.qDim()), h, p(l, "self_attn.q_proj.weight"), 0);
-                linear(k.reshape(b, c.kvDim()), h, p(l, "self_attn.k_proj.weight"), 0);
-                linear(v.reshape(b, c.kvDim()), h, p(l, "self_attn.v_proj.weight"), 0);
-                be.rope(q, q, pos, rope);
-                be.rope(k, k, pos, rope);
-                be.kvAppend(cache.k[l], cache.v[l], k, v, sl);
-                be.decodeAttention(att, q, cache.k[l], cache.v[l], bt, cl, scale);
-                linear(x, att.reshape(b, c.qDim()), p(l, "self_attn.o_proj.weight"), 1f);
-                be.rmsNorm(h, r, x, p(l, "post_attention_layernorm.weight"), eps);
-                linear(gate, h, p(l, "mlp.gate_proj.weight"), 0);
-                linear(up, h, p(l, "mlp.up_proj.weight"), 0);
-                be.swiglu(act, gate, up);
-                linear(x, act, p(l, "mlp.down_proj.weight"), 1f);
+        int b = tokens.length;
+        try (DecodeSession session = newDecodeSession(cache, b, maxBlocks, false)) {
+            Tensor logits = f32(b, c.vocabSize());
+            try {
+                be.copy(logits, session.run(tokens, positions, slots, blockTables, maxBlocks, null, null).logits());
+                return logits;
+            } catch (RuntimeException e) {
+                logits.close();
+                throw e;
             }
-            return finalLogitsTensor(x);
+        }
+    }
+
+    /**
+     * A decode session: every buffer one decode step needs, allocated once per batch-size bucket (powers of two up to
+     * {@code maxBatch}), so that steps allocate nothing; with {@code graphs}, each bucket's step (the model and the
+     * sampler) is recorded once as a graph ({@link Backend#capture}: CUDA graphs) and replayed, which replaces some
+     * 13 x layers kernel launches, each a JNI call, by one. Rows beyond the live batch are padding: token 0 at position
+     * 0, writing and reading the cache's pad block, so they never touch a real sequence. On a backend without graphs
+     * the same buffers are used eagerly.
+     */
+    public DecodeSession newDecodeSession(KvCache cache, int maxBatch, int maxBlocks, boolean graphs) {
+        return new DecodeSession(cache, maxBatch, maxBlocks, graphs);
+    }
+
+    /** What one step of a {@link DecodeSession} produced (device tensors owned by the session: valid until its next step). */
+    public record StepOutput(Tensor logits, Tensor tokens, Tensor logprobs) {}
+
+    public final class DecodeSession implements AutoCloseable {
+        private final KvCache cache;
+        private final int maxBatch, maxBlocks;
+        private final boolean graphs;
+        private final java.util.Map<Integer, Bucket> buckets = new java.util.HashMap<>();
+        private long replays, eagerSteps;
+
+        DecodeSession(KvCache cache, int maxBatch, int maxBlocks, boolean graphs) {
+            if (maxBatch < 1 || maxBlocks < 1) throw new IllegalArgumentException("decode session: max batch and max blocks must be >= 1");
+            this.cache = cache;
+            this.maxBatch = maxBatch;
+            this.maxBlocks = maxBlocks;
+            this.graphs = graphs;
+        }
+
+        /** Steps run by replaying a recorded graph, and eagerly. */
+        public long replays() { return replays; }
+        public long eagerSteps() { return eagerSteps; }
+
+        /** The bucket (padded batch size) a live batch of b sequences runs in. */
+        int bucketFor(int b) {
+            int p = Integer.highestOneBit(Math.max(1, b));
+            if (p < b) p <<= 1;
+            return Math.min(p, maxBatch);
+        }
+
+        /**
+         * One step for the live batch (block tables [b, blocks] with blocks <= maxBlocks; counters [b, 2] and spec
+         * may be null for logits only). Returns the bucket's outputs; rows 0..b-1 are the live ones.
+         */
+        public StepOutput run(int[] tokens, int[] positions, int[] slots, int[] blockTables, int blocks, int[] counters,
+                              org.grpo4j.backend.SamplingSpec spec) {
+            int b = tokens.length;
+            if (b < 1 || b > maxBatch) throw new IllegalArgumentException("decode: batch " + b + " outside [1, " + maxBatch + "]");
+            if (positions.length != b || slots.length != b || blockTables.length != b * blocks || blocks > maxBlocks || blocks < 1)
+                throw new IllegalArgumentException("decode: tokens, positions, slots and block tables disagree on the batch size " + b
+                        + " (or blocks " + blocks + " outside [1, " + maxBlocks + "])");
+            if ((counters == null) != (spec == null) || (counters != null && counters.length != 2 * b))
+                throw new IllegalArgumentException("decode: counters [b, 2] and spec go together");
+            for (int i = 0; i < b; i++)
+                if (tokens[i] < 0 || tokens[i] >= c.vocabSize()) throw new IllegalArgumentException("decodeStep: token " + tokens[i] + " outside the vocabulary");
+            Bucket k = buckets.computeIfAbsent(bucketFor(b), Bucket::new);
+            k.load(tokens, positions, slots, blockTables, blocks, counters);
+            k.step(spec);
+            return new StepOutput(k.logits.rows(0, b), k.tok.rows(0, b), k.lp.rows(0, b));
+        }
+
+        final class Bucket implements AutoCloseable {
+            final int n;
+            final Tensor ints; // tokens | positions | slots | context lengths | counters [n, 2] | block tables [n, maxBlocks]
+            final Tensor ids, pos, sl, ctx, ctr, table;
+            final Tensor h, r, q, k, v, att, gate, up, act, x, hf, rf, logits, tok, lp;
+            final int[] host;
+            org.grpo4j.backend.SamplingSpec recordedSpec;
+            Backend.Replay graph;
+            boolean warm, noGraphs;
+
+            Bucket(int n) {
+                this.n = n;
+                int d = c.hiddenSize(), f = c.intermediateSize(), hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
+                host = new int[n * (6 + maxBlocks)];
+                List<Tensor> made = new ArrayList<>();
+                try {
+                    ints = keep(made, be.zeros(DType.INT32, host.length));
+                    ids = ints.view(0, n);
+                    pos = ints.view(n, n);
+                    sl = ints.view(2L * n, n);
+                    ctx = ints.view(3L * n, n);
+                    ctr = ints.view(4L * n, n, 2);
+                    table = ints.view(6L * n, n, maxBlocks);
+                    h = keep(made, act(n, d)); r = keep(made, f32(n)); q = keep(made, act(n, hq, hd)); k = keep(made, act(n, hkv, hd));
+                    v = keep(made, act(n, hkv, hd)); att = keep(made, act(n, hq, hd)); gate = keep(made, act(n, f)); up = keep(made, act(n, f));
+                    act = keep(made, act(n, f)); x = keep(made, act(n, d)); hf = keep(made, act(n, d)); rf = keep(made, f32(n));
+                    logits = keep(made, f32(n, c.vocabSize())); tok = keep(made, be.zeros(DType.INT32, n)); lp = keep(made, f32(n));
+                } catch (RuntimeException e) {
+                    for (Tensor t : made) t.close();
+                    throw e;
+                }
+            }
+
+            private Tensor keep(List<Tensor> made, Tensor t) {
+                made.add(t);
+                return t;
+            }
+
+            /** One upload of every per-step integer: live rows, then padding rows on the pad block. */
+            void load(int[] tokens, int[] positions, int[] slots, int[] blockTables, int blocks, int[] counters) {
+                int b = tokens.length, padSlot = cache.padBlock() * cache.blockSize;
+                java.util.Arrays.fill(host, 0);
+                for (int i = 0; i < n; i++) {
+                    boolean live = i < b;
+                    host[i] = live ? tokens[i] : 0;
+                    host[n + i] = live ? positions[i] : 0;
+                    host[2 * n + i] = live ? slots[i] : padSlot;
+                    host[3 * n + i] = live ? positions[i] + 1 : 1;
+                    host[4 * n + 2 * i] = live && counters != null ? counters[2 * i] : 0;
+                    host[4 * n + 2 * i + 1] = live && counters != null ? counters[2 * i + 1] : 0;
+                    for (int j = 0; j < maxBlocks; j++)
+                        host[6 * n + i * maxBlocks + j] = live && j < blocks ? blockTables[i * blocks + j] : cache.padBlock();
+                }
+                be.copyFromHost(ints, host);
+            }
+
+            void step(org.grpo4j.backend.SamplingSpec spec) {
+                if (graphs && warm && !noGraphs) {
+                    if (graph == null || !java.util.Objects.equals(spec, recordedSpec)) {
+                        if (graph != null) graph.close();
+                        graph = be.capture(() -> body(spec));
+                        recordedSpec = spec;
+                        noGraphs = graph == null; // the backend has no graphs: stay eager
+                    }
+                    if (graph != null) {
+                        graph.run();
+                        replays++;
+                        return;
+                    }
+                }
+                body(spec);
+                eagerSteps++;
+                warm = true; // the eager run made every plan, cache and scratch buffer that a capture needs
+            }
+
+            /** The decode step on this bucket's buffers: no allocation, no host reads. */
+            void body(org.grpo4j.backend.SamplingSpec spec) {
+                be.embedding(x, w.get("model.embed_tokens.weight"), ids);
+                for (int l = 0; l < c.numLayers(); l++) {
+                    be.rmsNorm(h, r, x, p(l, "input_layernorm.weight"), eps);
+                    linear(q.reshape(n, c.qDim()), h, p(l, "self_attn.q_proj.weight"), 0);
+                    linear(k.reshape(n, c.kvDim()), h, p(l, "self_attn.k_proj.weight"), 0);
+                    linear(v.reshape(n, c.kvDim()), h, p(l, "self_attn.v_proj.weight"), 0);
+                    be.rope(q, q, pos, rope);
+                    be.rope(k, k, pos, rope);
+                    be.kvAppend(cache.k[l], cache.v[l], k, v, sl);
+                    be.decodeAttention(att, q, cache.k[l], cache.v[l], table, ctx, scale);
+                    linear(x, att.reshape(n, c.qDim()), p(l, "self_attn.o_proj.weight"), 1f);
+                    be.rmsNorm(h, r, x, p(l, "post_attention_layernorm.weight"), eps);
+                    linear(gate, h, p(l, "mlp.gate_proj.weight"), 0);
+                    linear(up, h, p(l, "mlp.up_proj.weight"), 0);
+                    be.swiglu(act, gate, up);
+                    linear(x, act, p(l, "mlp.down_proj.weight"), 1f);
+                }
+                be.rmsNorm(hf, rf, x, w.get("model.norm.weight"), eps);
+                be.matmul(logits, hf, false, w.get("lm_head.weight"), true, 1f, 0f);
+                if (spec != null) be.sample(tok, lp, logits, ctr, spec);
+            }
+
+            @Override
+            public void close() {
+                if (graph != null) graph.close();
+                for (Tensor t : new Tensor[] {ints, h, r, q, k, v, att, gate, up, act, x, hf, rf, logits, tok, lp}) t.close();
+            }
+        }
+
+        @Override
+        public void close() {
+            for (Bucket k : buckets.values()) k.close();
+            buckets.clear();
         }
     }
 }

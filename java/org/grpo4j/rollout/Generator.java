@@ -28,12 +28,22 @@ import org.grpo4j.model.PackedBatch;
  */
 public final class Generator {
 
-    /** blockSize tokens per KV block; numBlocks in the pool; at most maxBatch sequences decoding at once. */
-    public record Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix) {
+    /**
+     * blockSize tokens per KV block; numBlocks in the pool; at most maxBatch sequences decoding at once; graphs: record
+     * each decode batch bucket's step once and replay it where the backend has graphs (CUDA graphs; no effect on the
+     * CPU).
+     */
+    public record Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs) {
         public Config {
             if (blockSize < 1 || numBlocks < 1 || maxBatch < 1)
                 throw new IllegalArgumentException("generator: block_size, num_blocks and max_batch must be >= 1");
         }
+
+        public Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix) {
+            this(blockSize, numBlocks, maxBatch, sharePrefix, true);
+        }
+
+        public Config withGraphs(boolean on) { return new Config(blockSize, numBlocks, maxBatch, sharePrefix, on); }
 
         /** A pool sized by a memory budget in bytes. */
         public static Config forBudget(LlamaModel model, long budgetBytes, int blockSize, int maxBatch) {
@@ -45,7 +55,11 @@ public final class Generator {
 
     /** Figures of the last {@link #generate} call. */
     public record Stats(int prompts, int sequences, long prefillTokens, long generatedTokens, int decodeSteps, double seconds,
-                        int poolBlocks, int peakBlocksUsed, double meanBlocksUsed, long poolBytes) {
+                        int poolBlocks, int peakBlocksUsed, double meanBlocksUsed, long poolBytes, double decodeHostSeconds,
+                        long graphReplays) {
+        /** Host time to issue one decode step (upload, launches or one graph replay), before waiting for the device. */
+        public double hostMillisPerDecodeStep() { return decodeSteps > 0 ? 1e3 * decodeHostSeconds / decodeSteps : 0; }
+
         public double tokensPerSecond() { return seconds > 0 ? generatedTokens / seconds : 0; }
         public double meanUtilization() { return poolBlocks > 0 ? meanBlocksUsed / poolBlocks : 0; }
         public double peakUtilization() { return poolBlocks > 0 ? (double) peakBlocksUsed / poolBlocks : 0; }
@@ -140,7 +154,11 @@ public final class Generator {
         int steps = 0;
         double usedSum = 0;
 
-        try (LlamaModel.KvCache cache = model.newKvCache(cfg.numBlocks(), bs)) {
+        int maxSeqBlocks = 1;
+        for (int[] p : prompts) maxSeqBlocks = Math.max(maxSeqBlocks, (p.length + params.maxTokens() + bs - 1) / bs);
+        decodeHostNanos = 0;
+        try (LlamaModel.KvCache cache = model.newKvCache(cfg.numBlocks(), bs);
+             LlamaModel.DecodeSession session = model.newDecodeSession(cache, cfg.maxBatch(), maxSeqBlocks, cfg.graphs())) {
             while (!pending.isEmpty() || !ready.isEmpty() || !active.isEmpty()) {
                 boolean progress = false;
                 // A. prefill as many waiting prompts as the pool allows (each with one sample's reservation)
@@ -197,7 +215,7 @@ public final class Generator {
                 }
                 // C. one decode step for every active sequence
                 if (!active.isEmpty()) {
-                    decode(cache, active, pool, spec);
+                    decode(session, active, pool, spec);
                     steps++;
                     usedSum += pool.used();
                     generated += active.size();
@@ -212,9 +230,10 @@ public final class Generator {
                 }
                 if (!progress) throw new IllegalStateException("generator made no progress (pool " + pool.available() + " blocks available)");
             }
+            last = new Stats(prompts.size(), prompts.size() * n, prefillTokens, generated, steps, (System.nanoTime() - t0) / 1e9,
+                    cfg.numBlocks(), pool.peakUsed(), steps > 0 ? usedSum / steps : 0, model.kvBytesPerToken() * bs * cfg.numBlocks(),
+                    decodeHostNanos / 1e9, session.replays());
         }
-        last = new Stats(prompts.size(), prompts.size() * n, prefillTokens, generated, steps, (System.nanoTime() - t0) / 1e9,
-                cfg.numBlocks(), pool.peakUsed(), steps > 0 ? usedSum / steps : 0, model.kvBytesPerToken() * bs * cfg.numBlocks());
         return out;
     }
 
@@ -288,8 +307,10 @@ public final class Generator {
         return total;
     }
 
-    /** Feeds every active sequence's last token, samples the next one. */
-    private void decode(LlamaModel.KvCache cache, List<Seq> active, BlockPool pool, SamplingSpec spec) {
+    private long decodeHostNanos;
+
+    /** Feeds every active sequence's last token, samples the next one (one session step: model and sampler). */
+    private void decode(LlamaModel.DecodeSession session, List<Seq> active, BlockPool pool, SamplingSpec spec) {
         int b = active.size(), bs = cfg.blockSize();
         int[] tokens = new int[b], positions = new int[b], slots = new int[b], counters = new int[2 * b];
         int maxBlocks = 0;
@@ -312,15 +333,14 @@ public final class Generator {
             List<Integer> bl = active.get(i).blocks;
             for (int j = 0; j < bl.size(); j++) table[i * maxBlocks + j] = bl.get(j);
         }
-        try (Tensor logits = model.decodeStepLogits(cache, tokens, positions, slots, table, maxBlocks);
-             Tensor ctr = be.upload(counters, b, 2); Tensor tok = be.empty(DType.INT32, b); Tensor lp = be.empty(DType.FP32, b)) {
-            be.sample(tok, lp, logits, ctr, spec);
-            int[] t = tok.toInts();
-            float[] l = lp.toFloats();
-            for (int i = 0; i < b; i++) {
-                active.get(i).tokens.add(t[i]);
-                active.get(i).logprobs.add(l[i]);
-            }
+        long h0 = System.nanoTime();
+        LlamaModel.StepOutput o = session.run(tokens, positions, slots, table, maxBlocks, counters, spec);
+        decodeHostNanos += System.nanoTime() - h0;
+        int[] t = o.tokens().toInts();
+        float[] l = o.logprobs().toFloats();
+        for (int i = 0; i < b; i++) {
+            active.get(i).tokens.add(t[i]);
+            active.get(i).logprobs.add(l[i]);
         }
     }
 }

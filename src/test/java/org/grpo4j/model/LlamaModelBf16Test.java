@@ -109,7 +109,7 @@ class LlamaModelBf16Test {
             try (PackedBatch pb = PackedBatch.of(be, List.of(seq), 17)) { full = m.logits(pb); }
             int[] table = {5, 2, 7, 0};
             try (LlamaModel.KvCache cache = m.newKvCache(8, bs)) {
-                assertEquals(2L * c.numLayers() * 8 * bs * c.kvDim() * 2, cache.bytes(), "bf16 cache: 2 bytes per element");
+                assertEquals(2L * c.numLayers() * (8 + 1) * bs * c.kvDim() * 2, cache.bytes(), "bf16 cache: 2 bytes per element (pad block included)");
                 int[] slots = new int[promptLen];
                 for (int t = 0; t < promptLen; t++) slots[t] = table[t / bs] * bs + t % bs;
                 float[] lg;
