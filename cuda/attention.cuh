@@ -106,7 +106,7 @@ constexpr int DEC_PAGE_CAP = 512;   // page indices per split prefetched into sh
 // and few enough pages per split to prefetch them into shared memory (DEC_PAGE_CAP).
 __host__ __device__ inline void decode_split_plan(int batch, int hkv, int max_ctx, int block_size, int sms, int* chunk_out,
                                                   int* splits_out) {
-    int tiles = (max_ctx + DEC_TILE - 1) / DEC_TILE;
+    int tiles = (int) (((long long) max_ctx + DEC_TILE - 1) / DEC_TILE);
     if (tiles < 1) tiles = 1;
     long long blocks = (long long) batch * hkv;
     int want = blocks >= 2LL * sms ? 1 : (int) ((2LL * sms + blocks - 1) / blocks);
@@ -116,7 +116,8 @@ __host__ __device__ inline void decode_split_plan(int batch, int hkv, int max_ct
     if (cap < DEC_TILE) cap = DEC_TILE;
     if (chunk > cap) chunk = (int) cap;
     *chunk_out = chunk;
-    *splits_out = (max_ctx + chunk - 1) / chunk < 1 ? 1 : (max_ctx + chunk - 1) / chunk;
+    const long long splits = ((long long) max_ctx + chunk - 1) / chunk;
+    *splits_out = splits < 1 ? 1 : (int) splits;
 }
 
 // The first problem with sequence b's context length and block-table row (entries 0 .. ceil(ctx / bs) - 1), as a

@@ -309,6 +309,12 @@ __global__ void gen_decode_kernel(DecArgs a, int batch) {
     for (int x = lane; x < d; x += 32) O[row * d + x] = g4::from_f32<T>((float) (acc[x] / l));
 }
 
+// The largest context the block tables can describe, maxBlocks * blockSize (clamped to int: contextLens are int32).
+static int max_context(int max_blocks, int block_size) {
+    const long long m = (long long) max_blocks * block_size;
+    return m > 0x7fffffffLL ? 0x7fffffff : (int) m;
+}
+
 template <int D>
 static int decode_fast(const DecArgs& a, int batch, cudaStream_t st) {
     constexpr int smem = decode_smem<D>();
@@ -325,7 +331,7 @@ static int decode_fast(const DecArgs& a, int batch, cudaStream_t st) {
 extern "C" int g4_decode_attention_workspace(int b, int hq, int hkv, int d, int max_blocks, int block_size, int sms,
                                              long long* bytes) {
     int chunk, splits;
-    g4::decode_split_plan(b, hkv, max_blocks * block_size, block_size, sms, &chunk, &splits);
+    g4::decode_split_plan(b, hkv, max_context(max_blocks, block_size), block_size, sms, &chunk, &splits);
     *bytes = splits > 1 ? (long long) b * hq * splits * (d + 2) * 4 : 0;
     return 0;
 }
@@ -350,7 +356,7 @@ extern "C" int g4_decode_attention(int dtype, g4_ptr out, g4_ptr q, g4_ptr kcach
     const bool fast = dtype == G4_BF16 && (d == 64 || d == 128) && a.group <= 16 && g4::aligned16(out) &&
                       g4::aligned16(q) && g4::aligned16(kcache) && g4::aligned16(vcache);
     if (fast) {
-        g4::decode_split_plan(b, hkv, max_blocks * block_size, block_size, sms, &a.chunk, &a.splits);
+        g4::decode_split_plan(b, hkv, max_context(max_blocks, block_size), block_size, sms, &a.chunk, &a.splits);
         if (a.splits > 1) {
             const long long need = (long long) b * hq * a.splits * (d + 2) * 4;
             if (ws_bytes < need) return (int) cudaErrorInvalidValue;
