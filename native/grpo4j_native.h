@@ -116,6 +116,26 @@ int g4_sum_squares(g4_ptr out, int dtype, g4_ptr x, long long n, g4_ptr ws, long
 int g4_kv_append(int dtype, g4_ptr kcache, g4_ptr vcache, g4_ptr k, g4_ptr v, g4_ptr slots, int n, int row,
                  int capacity, g4_ptr flag, int op, g4_stream s);
 
+// ---- cuda/attention.cu, cuda/decode.cu (issue 12) -------------------------------------------------------------------
+
+// Scratch bytes for g4_attention (backward = 0) or g4_attention_backward (deterministic as passed to it).
+int g4_attention_workspace(int n, int b, int hq, int d, int backward, int deterministic, long long* bytes);
+// Causal GQA attention over packed sequences: q, out [n, hq, d], k, v [n, hkv, d] (dtype), lse [n, hq] fp32, cu [b + 1].
+// cu is checked on the device: a bad one is reported through flag (op | kind << 8, attention.cuh) and nothing is written.
+int g4_attention(int dtype, g4_ptr out, g4_ptr lse, g4_ptr q, g4_ptr k, g4_ptr v, g4_ptr cu, int n, int b, int hq,
+                 int hkv, int d, float scale, g4_ptr ws, long long ws_bytes, g4_ptr flag, int op, g4_stream s);
+// dq, dk, dv overwritten. deterministic != 0: dQ by a separate pass (bitwise repeatable); 0: fp32 atomics.
+int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv, g4_ptr dout, g4_ptr q, g4_ptr k, g4_ptr v,
+                          g4_ptr out, g4_ptr lse, g4_ptr cu, int n, int b, int hq, int hkv, int d, float scale,
+                          int deterministic, g4_ptr ws, long long ws_bytes, g4_ptr flag, int op, g4_stream s);
+// Scratch bytes for g4_decode_attention (split-KV partials; 0 when one split suffices).
+int g4_decode_attention_workspace(int b, int hq, int hkv, int d, int max_blocks, int block_size, int sms, long long* bytes);
+// out, q [b, hq, d]; caches [num_blocks, block_size, hkv, d]; tables [b, max_blocks]; ctx [b]. sms (the device's SM
+// count) sets the split-KV plan. Bad ctx / table entries are reported through flag; that sequence is not written.
+int g4_decode_attention(int dtype, g4_ptr out, g4_ptr q, g4_ptr kcache, g4_ptr vcache, g4_ptr tables, g4_ptr ctx, int b,
+                        int hq, int hkv, int d, int num_blocks, int block_size, int max_blocks, float scale, int sms,
+                        g4_ptr ws, long long ws_bytes, g4_ptr flag, int op, g4_stream s);
+
 // ---- host twins of the device math (native/hostmath.cu): the same __host__ __device__ functions, on host arrays ----
 
 // bf16 round-to-nearest-even of every element, as the kernels do it.
@@ -130,6 +150,28 @@ void g4_host_swiglu(const float* gate, const float* up, float* out, int n);
 void g4_host_swiglu_backward(const float* dout, const float* gate, const float* up, float* dgate, float* dup, int n);
 // axpy and add as the kernels compute them (no fused multiply-add).
 void g4_host_axpy(float* y, float alpha, const float* x, int n);
+
+// Attention (issue 12): the kernels' tile algorithms on host arrays (fp32, no MMA; see native/hostmath.cu).
+// cuSeqlens check: 1 when valid, else 0 and report4 = the device flag the kernel writes, less the op code in its
+// first word: {kind << 8 (| table column << 12), index, value, limit} (attention.cuh AttentionError).
+int g4_host_cu_seqlens_check(const int* cu, int b, int n, int* report4);
+// The forward kernel's plan, tiles, masks and online softmax; P rounded to bf16 when round_p. 0 (nothing written) when
+// cu is bad.
+int g4_host_attention_tiled(const float* q, const float* k, const float* v, const int* cu, int b, int n, int hq, int hkv,
+                            int d, float scale, int round_p, float* out, float* lse, int* report4);
+// The dK/dV and dQ kernels' loops (D_i, query steps, masks); P and dS rounded to bf16 when round.
+int g4_host_attention_backward_tiled(const float* q, const float* k, const float* v, const float* out, const float* dout,
+                                     const float* lse, const int* cu, int b, int n, int hq, int hkv, int d, float scale,
+                                     int round, float* dq, float* dk, float* dv, int* report4);
+// {chunk, splits} of the decode kernel's split-KV plan.
+void g4_host_decode_plan(int b, int hkv, int max_ctx, int block_size, int sms, int* chunk_splits);
+// The decode kernel (warps, splits, merge, combine): the number of splits, or 0 when index data is bad (report4).
+int g4_host_decode_tiled(const float* q, const float* kc, const float* vc, const int* tables, const int* ctx, int b,
+                         int hq, int hkv, int d, int num_blocks, int bs, int max_blocks, float scale, int sms, int round_p,
+                         float* out, int* report4);
+// One row of scores s[n] and values v[n, d] through the online softmax in chunks, in `parts` merged parts.
+void g4_host_online_softmax_row(const float* s, const float* v, int n, int d, float scale, int chunk, int parts,
+                                float* out, float* lse);
 
 #ifdef __cplusplus
 }

@@ -111,6 +111,23 @@ public final class CudaNative {
     public static native int g4_kv_append(int dtype, long kCache, long vCache, long k, long v, long slots, int n,
                                           int row, int capacity, long flag, int op, long stream);
 
+    // ---- kernels: cuda/attention.cu, cuda/decode.cu (issue 12)
+    public static native int g4_attention_workspace(int n, int b, int hq, int d, int backward, int deterministic,
+                                                    @Cast("long long*") long[] bytes);
+    public static native int g4_attention(int dtype, long out, long lse, long q, long k, long v, long cu, int n, int b,
+                                          int hq, int hkv, int d, float scale, long ws, long wsBytes, long flag, int op,
+                                          long stream);
+    public static native int g4_attention_backward(int dtype, long dq, long dk, long dv, long dOut, long q, long k,
+                                                   long v, long out, long lse, long cu, int n, int b, int hq, int hkv,
+                                                   int d, float scale, int deterministic, long ws, long wsBytes,
+                                                   long flag, int op, long stream);
+    public static native int g4_decode_attention_workspace(int b, int hq, int hkv, int d, int maxBlocks, int blockSize,
+                                                           int sms, @Cast("long long*") long[] bytes);
+    public static native int g4_decode_attention(int dtype, long out, long q, long kCache, long vCache, long tables,
+                                                 long ctx, int b, int hq, int hkv, int d, int numBlocks, int blockSize,
+                                                 int maxBlocks, float scale, int sms, long ws, long wsBytes, long flag,
+                                                 int op, long stream);
+
     // ---- host twins of the device math (native/hostmath.cu)
     public static native void g4_host_bf16_round(float[] x, short[] out, int n);
     public static native void g4_host_adamw(float[] p, float[] g, float[] m, float[] v, short[] bf16Out, int n,
@@ -121,4 +138,20 @@ public final class CudaNative {
     public static native void g4_host_swiglu_backward(float[] dOut, float[] gate, float[] up, float[] dGate, float[] dUp,
                                                       int n);
     public static native void g4_host_axpy(float[] y, float alpha, float[] x, int n);
+
+    // ---- host twins: attention (issue 12)
+    public static native int g4_host_cu_seqlens_check(int[] cu, int b, int n, int[] report4);
+    public static native int g4_host_attention_tiled(float[] q, float[] k, float[] v, int[] cu, int b, int n, int hq,
+                                                     int hkv, int d, float scale, int roundP, float[] out, float[] lse,
+                                                     int[] report4);
+    public static native int g4_host_attention_backward_tiled(float[] q, float[] k, float[] v, float[] out, float[] dOut,
+                                                              float[] lse, int[] cu, int b, int n, int hq, int hkv,
+                                                              int d, float scale, int round, float[] dq, float[] dk,
+                                                              float[] dv, int[] report4);
+    public static native void g4_host_decode_plan(int b, int hkv, int maxCtx, int blockSize, int sms, int[] chunkSplits);
+    public static native int g4_host_decode_tiled(float[] q, float[] kc, float[] vc, int[] tables, int[] ctx, int b,
+                                                  int hq, int hkv, int d, int numBlocks, int bs, int maxBlocks,
+                                                  float scale, int sms, int roundP, float[] out, int[] report4);
+    public static native void g4_host_online_softmax_row(float[] s, float[] v, int n, int d, float scale, int chunk,
+                                                         int parts, float[] out, float[] lse);
 }

@@ -93,6 +93,7 @@ public final class CudaBackend extends AbstractBackend {
         CudaRuntime.check(CudaNative.g4_memcpy_dtoh(f, addr(flag), 16, stream), "cudaMemcpy(error flag)");
         if (f[0] == 0) return;
         CudaRuntime.check(CudaNative.g4_memset(addr(flag), 0, 16, stream), "cudaMemsetAsync(error flag)");
+        if ((f[0] >>> 8) != 0) throw new IllegalArgumentException(attentionFlagMessage(f)); // attention kernels (issue 12)
         String op = f[0] >= 1 && f[0] <= Ops.ALL.size() ? Ops.ALL.get(f[0] - 1) : "op #" + f[0];
         String what = switch (op) {
             case Ops.ROPE, Ops.ROPE_BACKWARD -> "positions[" + f[1] + "] = " + f[2] + " is negative";
@@ -429,20 +430,80 @@ public final class CudaBackend extends AbstractBackend {
         ok(CudaNative.g4_sum_squares(addr(out), dt(x), addr(x), x.numel(), scratch(bytes[0]), bytes[0], stream), "sumSquares kernels");
     }
 
+    // ---- attention (issue 12: cuda/attention.cu, cuda/decode.cu) ----------------------------------------------------
+
+    private boolean deterministicAttention = !"false".equals(System.getProperty("grpo4j.deterministicAttention"));
+
+    /**
+     * How attentionBackward forms dq. Deterministic (the default, and what the trainer runs): a separate dQ pass per
+     * query tile over its key tiles, so dq is bitwise the same run to run and a resumed run repeats the original
+     * exactly. Fast: the dK/dV pass also adds dS K into an fp32 accumulator with atomics (the order of additions, and
+     * so the last bits, vary run to run), then one convert; it saves the dQ pass's recomputation of QK^T and dO V^T.
+     * Also {@code -Dgrpo4j.deterministicAttention=false}.
+     */
+    public void setDeterministicAttention(boolean on) { this.deterministicAttention = on; }
+
+    public boolean deterministicAttention() { return deterministicAttention; }
+
+    @Override
+    void attentionImpl(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, float scale) {
+        int n = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = k.dim(1), b = cuSeqlens.dim(0) - 1;
+        long[] bytes = new long[1];
+        ok(CudaNative.g4_attention_workspace(n, b, hq, d, 0, 1, bytes), "attention workspace");
+        ok(CudaNative.g4_attention(dt(q), addr(out), addr(lse), addr(q), addr(k), addr(v), addr(cuSeqlens), n, b, hq, hkv, d,
+                scale, scratch(bytes[0]), bytes[0], addr(flag), opCode(Ops.ATTENTION), stream), "attention kernels");
+    }
+
+    @Override
+    void attentionBackwardImpl(Tensor dq, Tensor dk, Tensor dv, Tensor dOut, Tensor q, Tensor k, Tensor v, Tensor out,
+                               Tensor lse, Tensor cuSeqlens, float scale) {
+        int n = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = k.dim(1), b = cuSeqlens.dim(0) - 1;
+        int det = deterministicAttention ? 1 : 0;
+        long[] bytes = new long[1];
+        ok(CudaNative.g4_attention_workspace(n, b, hq, d, 1, det, bytes), "attentionBackward workspace");
+        ok(CudaNative.g4_attention_backward(dt(q), addr(dq), addr(dk), addr(dv), addr(dOut), addr(q), addr(k), addr(v),
+                addr(out), addr(lse), addr(cuSeqlens), n, b, hq, hkv, d, scale, det, scratch(bytes[0]), bytes[0], addr(flag),
+                opCode(Ops.ATTENTION_BACKWARD), stream), "attentionBackward kernels");
+    }
+
+    @Override
+    void decodeAttentionImpl(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens,
+                             float scale) {
+        int b = q.dim(0), hq = q.dim(1), d = q.dim(2), numBlocks = kCache.dim(0), bs = kCache.dim(1), hkv = kCache.dim(2);
+        int maxBlocks = blockTables.dim(1), sms = props.smCount();
+        long[] bytes = new long[1];
+        ok(CudaNative.g4_decode_attention_workspace(b, hq, hkv, d, maxBlocks, bs, sms, bytes), "decodeAttention workspace");
+        long ws = bytes[0] > 0 ? scratch(bytes[0]) : 0;
+        ok(CudaNative.g4_decode_attention(dt(q), addr(out), addr(q), addr(kCache), addr(vCache), addr(blockTables),
+                addr(contextLens), b, hq, hkv, d, numBlocks, bs, maxBlocks, scale, sms, ws, bytes[0], addr(flag),
+                opCode(Ops.DECODE_ATTENTION), stream), "decodeAttention kernels");
+    }
+
+    /**
+     * The message of an attention kernel's report (flag word = op | kind << 8 | extra << 12, cuda/attention.cuh
+     * AttentionError), in the CPU backend's words.
+     */
+    static String attentionFlagMessage(int[] f) {
+        int code = f[0] & 0xFF, kind = (f[0] >>> 8) & 0xF, extra = f[0] >>> 12;
+        String op = code >= 1 && code <= Ops.ALL.size() ? Ops.ALL.get(code - 1) : "op #" + code;
+        String what = switch (kind) {
+            case 1 -> "cuSeqlens[0] must be 0, got " + f[2];
+            case 2 -> "cuSeqlens[" + f[1] + "] = " + f[2] + " must equal the token count " + f[3];
+            case 3 -> "cuSeqlens must be non-decreasing, but cuSeqlens[" + f[1] + "] = " + f[2] + " < cuSeqlens["
+                    + (f[1] - 1) + "] = " + f[3];
+            case 4 -> "contextLens[" + f[1] + "] = " + f[2] + " is outside [1, " + f[3] + "]";
+            case 5 -> "blockTables[" + f[1] + ", " + extra + "] = " + f[2] + " is outside [0, " + f[3] + ")";
+            default -> "index error " + kind + " at " + f[1] + " (value " + f[2] + ", limit " + f[3] + ")";
+        };
+        String effect = kind <= 3 ? "nothing was written" : "that sequence's output was not written";
+        return op + ": " + what + " (found by the kernel; " + effect + ")";
+    }
+
     // ---- ops not yet ported to CUDA: requireOp() stops every call before it gets here -------------------------------
 
     private static UnsupportedOperationException notPorted(String op) {
         return new UnsupportedOperationException(op + " is not implemented on cuda yet");
     }
-
-    @Override
-    void attentionImpl(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, float scale) { throw notPorted("attention"); }
-
-    @Override
-    void attentionBackwardImpl(Tensor dq, Tensor dk, Tensor dv, Tensor dOut, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor cuSeqlens, float scale) { throw notPorted("attentionBackward"); }
-
-    @Override
-    void decodeAttentionImpl(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens, float scale) { throw notPorted("decodeAttention"); }
 
     @Override
     void tokenLogprobsImpl(Tensor out, Tensor hidden, Tensor lmHead, Tensor targets, float temperature) { throw notPorted("tokenLogprobs"); }

@@ -1,0 +1,939 @@
+// Causal grouped-query attention over packed sequences (cuSeqlens), forward and backward: FlashAttention-2.
+//
+// Tensor-core path (bf16, head dim 64 or 128, 16-byte aligned tensors):
+//   plan     one block validates cuSeqlens (the CPU backend's checks, first problem reported through the device flag;
+//            then nothing is written at all) and lists the 64-row tiles of every sequence, heaviest first, so that the
+//            grid needs no host read of the lengths: grid.x = ceil(N / 64) + B tile slots, slots past the list exit.
+//   forward  block = (query tile of 64 rows, query head), 4 warps x 16 rows. Q fragments stay in registers; K/V tiles
+//            of 64 keys stream through shared memory with cp.async double buffering; S = QK^T and O += PV on
+//            mma.sync m16n8k16 (fp32 accumulation); online softmax in fp32 in base 2 (attention.cuh); key tiles above
+//            the diagonal are never visited and the diagonal tile is masked. P is rounded to bf16 for the PV product.
+//   backward D_i = dOut_i . out_i (fp32, scratch); dK/dV: block = (key tile of 64, kv head), 4 warps x 16 keys,
+//            iterating over the query heads of its group and the query steps that see the tile (P recomputed from the
+//            saved lse); dQ: deterministic mode (default) a second kernel, block = (query tile, query head) iterating
+//            over its key tiles; fast mode dS K added with fp32 atomics into a scratch accumulator by the dK/dV
+//            kernel, then scaled and rounded by a convert kernel.
+// Generic path (fp32, any other even head dim, unaligned views): one warp per (row, head), the lanes taking 32 keys
+//   (or queries) at a time, float64 accumulation: slower, never a wrong answer.
+#include <initializer_list>
+
+#include "common.cuh"
+#include "attention.cuh"
+#include "mma.cuh"
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+using g4::ATT_BM;
+using g4::ATT_BN;
+using g4::TileRef;
+
+constexpr int NT = 128;        // threads of the tensor-core kernels (4 warps)
+constexpr int PLAN_NT = 1024;  // threads of the plan kernel
+
+// ---- scratch layout -----------------------------------------------------------------------------------------------
+
+struct Layout {
+    long long status, map, dsum, dqacc, total;
+};
+
+static long long align256(long long x) { return (x + 255) / 256 * 256; }
+
+// status: [0] tiles in the plan, [1] 1 when cuSeqlens is valid; map: TileRef per slot; dsum: fp32 [Hq][N]; dqacc:
+// fp32 [N, Hq, D] (fast backward only).
+static Layout layout(int n, int b, int hq, int d, bool backward, bool fast_dq) {
+    Layout l;
+    l.status = 0;
+    l.map = 256;
+    long long slots = (long long) (n + ATT_BM - 1) / ATT_BM + b;
+    l.dsum = align256(l.map + slots * (long long) sizeof(TileRef));
+    l.dqacc = align256(l.dsum + (backward ? (long long) n * hq * 4 : 0));
+    l.total = align256(l.dqacc + (backward && fast_dq ? (long long) n * hq * d * 4 : 0));
+    return l;
+}
+
+// ---- plan ---------------------------------------------------------------------------------------------------------
+
+__global__ void __launch_bounds__(PLAN_NT) plan_kernel(const int* cu, int b, int n, int* status, TileRef* map, int* flag,
+                                                       int op) {
+    __shared__ int first_bad;
+    __shared__ int scan[PLAN_NT];
+    __shared__ int carry;
+    if (threadIdx.x == 0) { first_bad = 0x7fffffff; carry = 0; }
+    __syncthreads();
+    int key = 0x7fffffff;
+    for (int i = threadIdx.x; i <= b; i += PLAN_NT) key = min(key, g4::cu_seqlens_key(cu, b, n, i));
+    if (key != 0x7fffffff) atomicMin(&first_bad, key);
+    __syncthreads();
+    if (first_bad != 0x7fffffff) {
+        if (threadIdx.x == 0) {
+            int r[4];
+            g4::cu_seqlens_problem(cu, b, n, first_bad, r);
+            g4::report(flag, op | r[0] << 8, r[1], r[2], r[3]);
+            status[0] = 0;
+            status[1] = 0;
+        }
+        return;
+    }
+    // exclusive prefix sum of the tile counts, PLAN_NT sequences at a time (Hillis-Steele in shared memory)
+    for (int base = 0; base < b; base += PLAN_NT) {
+        const int s = base + threadIdx.x;
+        const int cnt = s < b ? g4::tiles_of(cu[s + 1] - cu[s], ATT_BM) : 0;
+        scan[threadIdx.x] = cnt;
+        __syncthreads();
+        for (int o = 1; o < PLAN_NT; o <<= 1) {
+            int add = threadIdx.x >= o ? scan[threadIdx.x - o] : 0;
+            __syncthreads();
+            scan[threadIdx.x] += add;
+            __syncthreads();
+        }
+        const int first = carry + scan[threadIdx.x] - cnt;
+        for (int k = 0; k < cnt; k++) map[first + k] = TileRef{s, g4::tile_order(k, cnt)};
+        __syncthreads();
+        if (threadIdx.x == PLAN_NT - 1) carry += scan[PLAN_NT - 1];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        status[0] = carry;
+        status[1] = 1;
+    }
+}
+
+// ---- forward (tensor cores) ---------------------------------------------------------------------------------------
+
+struct FwdArgs {
+    bf16* out;
+    float* lse;
+    const bf16 *q, *k, *v;
+    const int* cu;
+    const int* status;
+    const TileRef* map;
+    int hq, hkv, group;
+    float c;  // scale * log2(e)
+};
+
+template <int D>
+constexpr int fwd_smem() { return (ATT_BM + 4 * ATT_BN) * D * 2; }
+
+template <int D>
+__global__ void __launch_bounds__(NT) fwd_kernel(FwdArgs a) {
+    constexpr int KD = D / 16, ND = D / 8, NB = ATT_BN / 8;
+    if ((int) blockIdx.x >= a.status[0]) return;
+    const TileRef t = a.map[blockIdx.x];
+    const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start;
+    const int h = blockIdx.y, g = h / a.group, row0 = t.tile * ATT_BM;
+    extern __shared__ __align__(128) unsigned char smem[];
+    const unsigned sQ = g4::smem_u32(smem), sK = sQ + ATT_BM * D * 2, sV = sK + 2 * ATT_BN * D * 2;
+    const long long qs = (long long) a.hq * D, ks = (long long) a.hkv * D;
+    const bf16* Kg = a.k + ((long long) start * a.hkv + g) * D;
+    const bf16* Vg = a.v + ((long long) start * a.hkv + g) * D;
+    const int ntiles = t.tile + 1;  // ATT_BM == ATT_BN: key tiles 0..t.tile; tile t.tile is the diagonal
+    g4::load_tile<ATT_BM, D, NT>(sQ, a.q + ((long long) (start + row0) * a.hq + h) * D, qs, len - row0);
+    g4::load_tile<ATT_BN, D, NT>(sK, Kg, ks, len);
+    g4::load_tile<ATT_BN, D, NT>(sV, Vg, ks, len);
+    g4::cp_async_commit();
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    unsigned qf[KD][4];
+    float o[ND][4];
+#pragma unroll
+    for (int i = 0; i < ND; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+
+    for (int j = 0; j < ntiles; j++) {
+        const int st = j & 1;
+        if (j + 1 < ntiles) {
+            const long long off = (long long) (j + 1) * ATT_BN * ks;
+            g4::load_tile<ATT_BN, D, NT>(sK + (st ^ 1) * ATT_BN * D * 2, Kg + off, ks, len - (j + 1) * ATT_BN);
+            g4::load_tile<ATT_BN, D, NT>(sV + (st ^ 1) * ATT_BN * D * 2, Vg + off, ks, len - (j + 1) * ATT_BN);
+        }
+        g4::cp_async_commit();
+        g4::cp_async_wait<1>();
+        __syncthreads();
+        const int ln = g4::lane_id();
+        if (j == 0) {
+#pragma unroll
+            for (int kk = 0; kk < KD; kk++) g4::ldsm_x4(qf[kk], sQ + g4::swz<D>(warp * 16 + (ln & 15), kk * 16 + (ln >> 4) * 8));
+        }
+        const unsigned kb = sK + st * ATT_BN * D * 2, vb = sV + st * ATT_BN * D * 2;
+        float s[NB][4];
+#pragma unroll
+        for (int i = 0; i < NB; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < KD; kk++)
+#pragma unroll
+            for (int n2 = 0; n2 < NB / 2; n2++) {
+                unsigned b[4];
+                g4::ldsm_x4(b, kb + g4::swz<D>(n2 * 16 + (ln & 7) + (ln >> 4) * 8, kk * 16 + ((ln >> 3) & 1) * 8));
+                g4::mma_bf16(s[2 * n2], qf[kk], b[0], b[1]);
+                g4::mma_bf16(s[2 * n2 + 1], qf[kk], b[2], b[3]);
+            }
+        if (j == t.tile) {  // diagonal tile: key (tile column) > row (tile row) is masked
+            const int r = warp * 16 + gid;
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int col = nb * 8 + tig * 2 + e;
+                    if (col > r) s[nb][e] = -INFINITY;
+                    if (col > r + 8) s[nb][2 + e] = -INFINITY;
+                }
+        }
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) {
+            mx[0] = fmaxf(mx[0], fmaxf(s[nb][0], s[nb][1]));
+            mx[1] = fmaxf(mx[1], fmaxf(s[nb][2], s[nb][3]));
+        }
+        float alpha[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const float mn = fmaxf(m[i], g4::quad_max(mx[i]) * a.c);
+            alpha[i] = g4::softmax_alpha(m[i], mn);
+            m[i] = mn;
+            l[i] *= alpha[i];
+        }
+#pragma unroll
+        for (int i = 0; i < ND; i++) {
+            o[i][0] *= alpha[0];
+            o[i][1] *= alpha[0];
+            o[i][2] *= alpha[1];
+            o[i][3] *= alpha[1];
+        }
+#pragma unroll
+        for (int kk = 0; kk < ATT_BN / 16; kk++) {  // 16 keys per k-step of O += P V
+            unsigned pa[4];
+#pragma unroll
+            for (int hb = 0; hb < 2; hb++) {
+                const int nb = 2 * kk + hb;
+                const float p0 = g4::softmax_weight(s[nb][0], a.c, m[0]), p1 = g4::softmax_weight(s[nb][1], a.c, m[0]);
+                const float p2 = g4::softmax_weight(s[nb][2], a.c, m[1]), p3 = g4::softmax_weight(s[nb][3], a.c, m[1]);
+                l[0] += p0;
+                l[0] += p1;
+                l[1] += p2;
+                l[1] += p3;
+                pa[2 * hb] = g4::pack_bf16(p0, p1);
+                pa[2 * hb + 1] = g4::pack_bf16(p2, p3);
+            }
+            // pa = {a0, a1, a2, a3} = P at (gid, keys 0-7), (gid + 8, keys 0-7), (gid, keys 8-15), (gid + 8, keys 8-15)
+#pragma unroll
+            for (int n2 = 0; n2 < ND / 2; n2++) {
+                unsigned b[4];
+                g4::ldsm_x4_t(b, vb + g4::swz<D>(kk * 16 + (ln & 7) + ((ln >> 3) & 1) * 8, n2 * 16 + (ln >> 4) * 8));
+                g4::mma_bf16(o[2 * n2], pa, b[0], b[1]);
+                g4::mma_bf16(o[2 * n2 + 1], pa, b[2], b[3]);
+            }
+        }
+        __syncthreads();
+    }
+
+    // epilogue: l over the quad, out = o / l staged in the warp's own rows of sQ, then 16-byte stores of valid rows
+#pragma unroll
+    for (int i = 0; i < 2; i++) l[i] = g4::quad_sum(l[i]);
+    const float inv0 = 1.f / l[0], inv1 = 1.f / l[1];
+    const int r0 = warp * 16 + gid;
+#pragma unroll
+    for (int nd = 0; nd < ND; nd++) {
+        const int col = nd * 8 + tig * 2;
+        *reinterpret_cast<unsigned*>(smem + g4::swz<D>(r0, col)) = g4::pack_bf16(o[nd][0] * inv0, o[nd][1] * inv0);
+        *reinterpret_cast<unsigned*>(smem + g4::swz<D>(r0 + 8, col)) = g4::pack_bf16(o[nd][2] * inv1, o[nd][3] * inv1);
+    }
+    __syncwarp();
+    for (int i = lane; i < 16 * ND; i += 32) {
+        const int r = warp * 16 + i / ND, c = i % ND;
+        if (row0 + r < len)
+            *reinterpret_cast<uint4*>(a.out + ((long long) (start + row0 + r) * a.hq + h) * D + c * 8) =
+                    *reinterpret_cast<const uint4*>(smem + g4::swz<D>(r, c * 8));
+    }
+    if (tig == 0) {
+        if (row0 + r0 < len) a.lse[(long long) (start + row0 + r0) * a.hq + h] = g4::softmax_lse(m[0], l[0]);
+        if (row0 + r0 + 8 < len) a.lse[(long long) (start + row0 + r0 + 8) * a.hq + h] = g4::softmax_lse(m[1], l[1]);
+    }
+}
+
+// ---- backward: D_i, dK/dV, dQ, convert (tensor cores) ------------------------------------------------------------
+
+struct BwdArgs {
+    bf16 *dq, *dk, *dv;
+    const bf16 *dout, *q, *k, *v;
+    const float* lse;   // [N, Hq]
+    const float* dsum;  // [Hq][N]
+    float* dqacc;       // [N, Hq, D] (fast mode)
+    const int* cu;
+    const int* status;
+    const TileRef* map;
+    int n, hq, hkv, group;
+    float scale, c;
+};
+
+// D[h][t] = sum_x dOut[t, h, x] * out[t, h, x] in fp32, one warp per (t, h); any dtype and head dim.
+template <typename T>
+__global__ void dsum_kernel(float* dsum, const T* dout, const T* out, int n, int hq, int d) {
+    const long long row = (long long) blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= (long long) n * hq) return;
+    const T *a = dout + row * d, *b = out + row * d;
+    float acc = 0.f;
+    for (int x = lane; x < d; x += 32) acc = fmaf(g4::to_f32(a[x]), g4::to_f32(b[x]), acc);
+    acc = g4::warp_sum(acc);
+    if (lane == 0) dsum[(long long) (row % hq) * n + row / hq] = acc;
+}
+
+template <int D, bool FAST>
+constexpr int dkdv_smem() {
+    constexpr int BM = D == 128 ? 32 : 64;
+    return 2 * ATT_BN * D * 2 + 2 * 2 * BM * D * 2 + 2 * 2 * BM * 4 + (FAST ? ATT_BN * BM * 2 : 0);
+}
+
+template <int D, bool FAST>
+__global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
+    constexpr int BM = D == 128 ? 32 : 64;  // == g4::att_bwd_step(D)
+    constexpr int KD = D / 16, ND = D / 8, NM = BM / 8;
+    if ((int) blockIdx.x >= a.status[0]) return;
+    const TileRef t = a.map[blockIdx.x];
+    const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start;
+    const int g = blockIdx.y, key0 = t.tile * ATT_BN;
+    extern __shared__ __align__(128) unsigned char smem[];
+    const unsigned sK = g4::smem_u32(smem), sV = sK + ATT_BN * D * 2, sQ = sV + ATT_BN * D * 2, sO = sQ + 2 * BM * D * 2;
+    float* sL = reinterpret_cast<float*>(smem + 2 * ATT_BN * D * 2 + 4 * BM * D * 2);  // [2][BM] lse
+    float* sD = sL + 2 * BM;                                                             // [2][BM] D_i
+    const unsigned sLa = g4::smem_u32(sL), sDa = g4::smem_u32(sD), sS = g4::smem_u32(sD + 2 * BM);
+    const long long qs = (long long) a.hq * D, ks = (long long) a.hkv * D;
+    g4::load_tile<ATT_BN, D, NT>(sK, a.k + ((long long) (start + key0) * a.hkv + g) * D, ks, len - key0);
+    g4::load_tile<ATT_BN, D, NT>(sV, a.v + ((long long) (start + key0) * a.hkv + g) * D, ks, len - key0);
+    // query steps: rows key0, key0 + BM, ... < len (rows below key0 see none of these keys), for each head of the group
+    const int nsteps = (len - key0 + BM - 1) / BM, total = a.group * nsteps;
+    auto load_step = [&](int it, int stage) {
+        const int h = g * a.group + it / nsteps, r0 = key0 + (it % nsteps) * BM;
+        const long long row = (long long) (start + r0) * a.hq + h;
+        g4::load_tile<BM, D, NT>(sQ + stage * BM * D * 2, a.q + row * D, qs, len - r0);
+        g4::load_tile<BM, D, NT>(sO + stage * BM * D * 2, a.dout + row * D, qs, len - r0);
+        if (threadIdx.x < BM) {
+            const bool ok = r0 + (int) threadIdx.x < len;
+            g4::cp_async4(sLa + (stage * BM + threadIdx.x) * 4, a.lse + (ok ? row + threadIdx.x * a.hq : row), ok);
+            g4::cp_async4(sDa + (stage * BM + threadIdx.x) * 4, a.dsum + (long long) h * a.n + start + (ok ? r0 + threadIdx.x : r0), ok);
+        }
+    };
+    load_step(0, 0);
+    g4::cp_async_commit();
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    float dk[ND][4], dv[ND][4];
+#pragma unroll
+    for (int i = 0; i < ND; i++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dk[i][e] = dv[i][e] = 0.f;
+    const int kr = key0 + warp * 16 + gid;  // this lane's keys: kr and kr + 8 (sequence positions)
+
+    for (int it = 0; it < total; it++) {
+        const int stage = it & 1;
+        if (it + 1 < total) load_step(it + 1, stage ^ 1);
+        g4::cp_async_commit();
+        g4::cp_async_wait<1>();
+        __syncthreads();
+        const int ln = g4::lane_id();
+        const int h = g * a.group + it / nsteps, r0 = key0 + (it % nsteps) * BM;
+        const unsigned qb = sQ + stage * BM * D * 2, ob = sO + stage * BM * D * 2;
+        const float* L = sL + stage * BM;
+        const float* Dv = sD + stage * BM;
+        // S^T = K Q^T (this warp's 16 keys x BM queries)
+        float p[NM][4];
+#pragma unroll
+        for (int i = 0; i < NM; i++) p[i][0] = p[i][1] = p[i][2] = p[i][3] = 0.f;
+#pragma unroll 1
+        for (int kk = 0; kk < KD; kk++) {
+            unsigned ka[4];
+            g4::ldsm_x4(ka, sK + g4::swz<D>(warp * 16 + (ln & 15), kk * 16 + (ln >> 4) * 8));
+#pragma unroll
+            for (int n2 = 0; n2 < NM / 2; n2++) {
+                unsigned b[4];
+                g4::ldsm_x4(b, qb + g4::swz<D>(n2 * 16 + (ln & 7) + (ln >> 4) * 8, kk * 16 + ((ln >> 3) & 1) * 8));
+                g4::mma_bf16(p[2 * n2], ka, b[0], b[1]);
+                g4::mma_bf16(p[2 * n2 + 1], ka, b[2], b[3]);
+            }
+        }
+        // P^T = 2^(c s - lse log2 e), 0 where the query does not see the key (query < key) or is past the sequence
+#pragma unroll
+        for (int nb = 0; nb < NM; nb++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int qc = nb * 8 + tig * 2 + e, qr = r0 + qc;
+                const float l2 = L[qc] * g4::ATT_LOG2E;
+                const bool ok = qr < len;
+                p[nb][e] = ok && kr <= qr ? exp2f(fmaf(p[nb][e], a.c, -l2)) : 0.f;
+                p[nb][2 + e] = ok && kr + 8 <= qr ? exp2f(fmaf(p[nb][2 + e], a.c, -l2)) : 0.f;
+            }
+        // dV += P^T dO
+#pragma unroll
+        for (int kq = 0; kq < BM / 16; kq++) {
+            const unsigned af[4] = {g4::pack_bf16(p[2 * kq][0], p[2 * kq][1]), g4::pack_bf16(p[2 * kq][2], p[2 * kq][3]),
+                                    g4::pack_bf16(p[2 * kq + 1][0], p[2 * kq + 1][1]), g4::pack_bf16(p[2 * kq + 1][2], p[2 * kq + 1][3])};
+#pragma unroll
+            for (int n2 = 0; n2 < ND / 2; n2++) {
+                unsigned b[4];
+                g4::ldsm_x4_t(b, ob + g4::swz<D>(kq * 16 + (ln & 7) + ((ln >> 3) & 1) * 8, n2 * 16 + (ln >> 4) * 8));
+                g4::mma_bf16(dv[2 * n2], af, b[0], b[1]);
+                g4::mma_bf16(dv[2 * n2 + 1], af, b[2], b[3]);
+            }
+        }
+        // dP^T = V dO^T, then dS^T = P^T (dP^T - D) in place
+        float ds[NM][4];
+#pragma unroll
+        for (int i = 0; i < NM; i++) ds[i][0] = ds[i][1] = ds[i][2] = ds[i][3] = 0.f;
+#pragma unroll 1
+        for (int kk = 0; kk < KD; kk++) {
+            unsigned va[4];
+            g4::ldsm_x4(va, sV + g4::swz<D>(warp * 16 + (ln & 15), kk * 16 + (ln >> 4) * 8));
+#pragma unroll
+            for (int n2 = 0; n2 < NM / 2; n2++) {
+                unsigned b[4];
+                g4::ldsm_x4(b, ob + g4::swz<D>(n2 * 16 + (ln & 7) + (ln >> 4) * 8, kk * 16 + ((ln >> 3) & 1) * 8));
+                g4::mma_bf16(ds[2 * n2], va, b[0], b[1]);
+                g4::mma_bf16(ds[2 * n2 + 1], va, b[2], b[3]);
+            }
+        }
+#pragma unroll
+        for (int nb = 0; nb < NM; nb++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const float di = Dv[nb * 8 + tig * 2 + e];
+                ds[nb][e] = p[nb][e] * (ds[nb][e] - di);
+                ds[nb][2 + e] = p[nb][2 + e] * (ds[nb][2 + e] - di);
+            }
+        // dK += dS^T Q (scaled at the end)
+#pragma unroll
+        for (int kq = 0; kq < BM / 16; kq++) {
+            const unsigned af[4] = {g4::pack_bf16(ds[2 * kq][0], ds[2 * kq][1]), g4::pack_bf16(ds[2 * kq][2], ds[2 * kq][3]),
+                                    g4::pack_bf16(ds[2 * kq + 1][0], ds[2 * kq + 1][1]),
+                                    g4::pack_bf16(ds[2 * kq + 1][2], ds[2 * kq + 1][3])};
+            if (FAST) {  // keep dS^T (bf16, [keys][queries]) for the block's dQ product below
+                unsigned char* base = reinterpret_cast<unsigned char*>(sD + 2 * BM);
+                const int kr0 = warp * 16 + gid, qc = kq * 16 + tig * 2;
+                *reinterpret_cast<unsigned*>(base + g4::swz<BM>(kr0, qc)) = af[0];
+                *reinterpret_cast<unsigned*>(base + g4::swz<BM>(kr0 + 8, qc)) = af[1];
+                *reinterpret_cast<unsigned*>(base + g4::swz<BM>(kr0, qc + 8)) = af[2];
+                *reinterpret_cast<unsigned*>(base + g4::swz<BM>(kr0 + 8, qc + 8)) = af[3];
+            }
+#pragma unroll
+            for (int n2 = 0; n2 < ND / 2; n2++) {
+                unsigned b[4];
+                g4::ldsm_x4_t(b, qb + g4::swz<D>(kq * 16 + (ln & 7) + ((ln >> 3) & 1) * 8, n2 * 16 + (ln >> 4) * 8));
+                g4::mma_bf16(dk[2 * n2], af, b[0], b[1]);
+                g4::mma_bf16(dk[2 * n2 + 1], af, b[2], b[3]);
+            }
+        }
+        if (FAST) {  // dQ[queries] += dS K: warp = (16-row block of the step, 64-column half of D at hd 128)
+            __syncthreads();
+            constexpr int WM = BM / 16;                 // 2 (hd 128) or 4 (hd 64) row blocks
+            const int mt = warp % WM, dh = (warp / WM) * 64;
+            float acc[8][4];
+#pragma unroll
+            for (int i = 0; i < 8; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < ATT_BN / 16; kk++) {
+                unsigned af[4];
+                g4::ldsm_x4_t(af, sS + g4::swz<BM>(kk * 16 + (ln & 7) + (ln >> 4) * 8, mt * 16 + ((ln >> 3) & 1) * 8));
+#pragma unroll
+                for (int n2 = 0; n2 < 4; n2++) {
+                    unsigned b[4];
+                    g4::ldsm_x4_t(b, sK + g4::swz<D>(kk * 16 + (ln & 7) + ((ln >> 3) & 1) * 8, dh + n2 * 16 + (ln >> 4) * 8));
+                    g4::mma_bf16(acc[2 * n2], af, b[0], b[1]);
+                    g4::mma_bf16(acc[2 * n2 + 1], af, b[2], b[3]);
+                }
+            }
+            const int q0 = r0 + mt * 16 + gid;
+#pragma unroll
+            for (int nb = 0; nb < 8; nb++) {
+                const int col = dh + nb * 8 + tig * 2;
+                if (q0 < len) {
+                    float* dst = a.dqacc + ((long long) (start + q0) * a.hq + h) * D + col;
+                    atomicAdd(dst, acc[nb][0]);
+                    atomicAdd(dst + 1, acc[nb][1]);
+                }
+                if (q0 + 8 < len) {
+                    float* dst = a.dqacc + ((long long) (start + q0 + 8) * a.hq + h) * D + col;
+                    atomicAdd(dst, acc[nb][2]);
+                    atomicAdd(dst + 1, acc[nb][3]);
+                }
+            }
+        }
+        __syncthreads();
+    }
+
+    // epilogue: dK (scaled) and dV staged in the warp's own rows of sK / sV, then 16-byte stores of valid keys
+    const int r0 = warp * 16 + gid;
+#pragma unroll
+    for (int nd = 0; nd < ND; nd++) {
+        const int col = nd * 8 + tig * 2;
+        *reinterpret_cast<unsigned*>(smem + g4::swz<D>(r0, col)) = g4::pack_bf16(dk[nd][0] * a.scale, dk[nd][1] * a.scale);
+        *reinterpret_cast<unsigned*>(smem + g4::swz<D>(r0 + 8, col)) = g4::pack_bf16(dk[nd][2] * a.scale, dk[nd][3] * a.scale);
+        *reinterpret_cast<unsigned*>(smem + ATT_BN * D * 2 + g4::swz<D>(r0, col)) = g4::pack_bf16(dv[nd][0], dv[nd][1]);
+        *reinterpret_cast<unsigned*>(smem + ATT_BN * D * 2 + g4::swz<D>(r0 + 8, col)) = g4::pack_bf16(dv[nd][2], dv[nd][3]);
+    }
+    __syncwarp();
+    for (int i = lane; i < 16 * ND; i += 32) {
+        const int r = warp * 16 + i / ND, c = i % ND;
+        if (key0 + r < len) {
+            const long long dst = ((long long) (start + key0 + r) * a.hkv + g) * D + c * 8;
+            *reinterpret_cast<uint4*>(a.dk + dst) = *reinterpret_cast<const uint4*>(smem + g4::swz<D>(r, c * 8));
+            *reinterpret_cast<uint4*>(a.dv + dst) = *reinterpret_cast<const uint4*>(smem + ATT_BN * D * 2 + g4::swz<D>(r, c * 8));
+        }
+    }
+}
+
+template <int D>
+constexpr int dq_smem() { return (2 * ATT_BM + 4 * ATT_BN) * D * 2; }
+
+// Deterministic dQ: block = (query tile, query head), 4 warps x 16 rows, key tiles 0..diagonal in order.
+template <int D>
+__global__ void __launch_bounds__(NT) dq_kernel(BwdArgs a) {
+    constexpr int KD = D / 16, ND = D / 8, NB = ATT_BN / 8;
+    if ((int) blockIdx.x >= a.status[0]) return;
+    const TileRef t = a.map[blockIdx.x];
+    const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start;
+    const int h = blockIdx.y, g = h / a.group, row0 = t.tile * ATT_BM;
+    extern __shared__ __align__(128) unsigned char smem[];
+    const unsigned sQ = g4::smem_u32(smem), sO = sQ + ATT_BM * D * 2, sK = sO + ATT_BM * D * 2, sV = sK + 2 * ATT_BN * D * 2;
+    const long long qs = (long long) a.hq * D, ks = (long long) a.hkv * D;
+    const bf16* Kg = a.k + ((long long) start * a.hkv + g) * D;
+    const bf16* Vg = a.v + ((long long) start * a.hkv + g) * D;
+    const int ntiles = t.tile + 1;
+    const long long qrow = (long long) (start + row0) * a.hq + h;
+    g4::load_tile<ATT_BM, D, NT>(sQ, a.q + qrow * D, qs, len - row0);
+    g4::load_tile<ATT_BM, D, NT>(sO, a.dout + qrow * D, qs, len - row0);
+    g4::load_tile<ATT_BN, D, NT>(sK, Kg, ks, len);
+    g4::load_tile<ATT_BN, D, NT>(sV, Vg, ks, len);
+    g4::cp_async_commit();
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    const int r = warp * 16 + gid;  // this lane's rows r and r + 8 of the tile
+    float l2[2], dd[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int row = row0 + r + 8 * i;
+        const bool ok = row < len;
+        l2[i] = ok ? a.lse[(long long) (start + row) * a.hq + h] * g4::ATT_LOG2E : 0.f;
+        dd[i] = ok ? a.dsum[(long long) h * a.n + start + row] : 0.f;
+    }
+    const bool ok0 = row0 + r < len, ok1 = row0 + r + 8 < len;
+    float dq[ND][4];
+#pragma unroll
+    for (int i = 0; i < ND; i++) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
+
+    for (int j = 0; j < ntiles; j++) {
+        const int st = j & 1;
+        if (j + 1 < ntiles) {
+            const long long off = (long long) (j + 1) * ATT_BN * ks;
+            g4::load_tile<ATT_BN, D, NT>(sK + (st ^ 1) * ATT_BN * D * 2, Kg + off, ks, len - (j + 1) * ATT_BN);
+            g4::load_tile<ATT_BN, D, NT>(sV + (st ^ 1) * ATT_BN * D * 2, Vg + off, ks, len - (j + 1) * ATT_BN);
+        }
+        g4::cp_async_commit();
+        g4::cp_async_wait<1>();
+        __syncthreads();
+        const int ln = g4::lane_id();
+        const unsigned kb = sK + st * ATT_BN * D * 2, vb = sV + st * ATT_BN * D * 2;
+        float p[NB][4], ds[NB][4];
+#pragma unroll
+        for (int i = 0; i < NB; i++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) p[i][e] = ds[i][e] = 0.f;
+#pragma unroll 1
+        for (int kk = 0; kk < KD; kk++) {
+            unsigned qa[4], oa[4];
+            g4::ldsm_x4(qa, sQ + g4::swz<D>(warp * 16 + (ln & 15), kk * 16 + (ln >> 4) * 8));
+            g4::ldsm_x4(oa, sO + g4::swz<D>(warp * 16 + (ln & 15), kk * 16 + (ln >> 4) * 8));
+#pragma unroll
+            for (int n2 = 0; n2 < NB / 2; n2++) {
+                const int br = n2 * 16 + (lane & 7) + (lane >> 4) * 8, bc = kk * 16 + ((lane >> 3) & 1) * 8;
+                unsigned b[4];
+                g4::ldsm_x4(b, kb + g4::swz<D>(br, bc));
+                g4::mma_bf16(p[2 * n2], qa, b[0], b[1]);
+                g4::mma_bf16(p[2 * n2 + 1], qa, b[2], b[3]);
+                g4::ldsm_x4(b, vb + g4::swz<D>(br, bc));
+                g4::mma_bf16(ds[2 * n2], oa, b[0], b[1]);
+                g4::mma_bf16(ds[2 * n2 + 1], oa, b[2], b[3]);
+            }
+        }
+        const bool diag = j == t.tile;
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int col = nb * 8 + tig * 2 + e;  // key within the tile; masked above the diagonal
+                const float p0 = ok0 && !(diag && col > r) ? exp2f(fmaf(p[nb][e], a.c, -l2[0])) : 0.f;
+                const float p1 = ok1 && !(diag && col > r + 8) ? exp2f(fmaf(p[nb][2 + e], a.c, -l2[1])) : 0.f;
+                ds[nb][e] = p0 * (ds[nb][e] - dd[0]);
+                ds[nb][2 + e] = p1 * (ds[nb][2 + e] - dd[1]);
+            }
+#pragma unroll
+        for (int kk = 0; kk < ATT_BN / 16; kk++) {
+            const unsigned af[4] = {g4::pack_bf16(ds[2 * kk][0], ds[2 * kk][1]), g4::pack_bf16(ds[2 * kk][2], ds[2 * kk][3]),
+                                    g4::pack_bf16(ds[2 * kk + 1][0], ds[2 * kk + 1][1]),
+                                    g4::pack_bf16(ds[2 * kk + 1][2], ds[2 * kk + 1][3])};
+#pragma unroll
+            for (int n2 = 0; n2 < ND / 2; n2++) {
+                unsigned b[4];
+                g4::ldsm_x4_t(b, kb + g4::swz<D>(kk * 16 + (ln & 7) + ((ln >> 3) & 1) * 8, n2 * 16 + (ln >> 4) * 8));
+                g4::mma_bf16(dq[2 * n2], af, b[0], b[1]);
+                g4::mma_bf16(dq[2 * n2 + 1], af, b[2], b[3]);
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int nd = 0; nd < ND; nd++) {
+        const int col = nd * 8 + tig * 2;
+        *reinterpret_cast<unsigned*>(smem + g4::swz<D>(r, col)) = g4::pack_bf16(dq[nd][0] * a.scale, dq[nd][1] * a.scale);
+        *reinterpret_cast<unsigned*>(smem + g4::swz<D>(r + 8, col)) = g4::pack_bf16(dq[nd][2] * a.scale, dq[nd][3] * a.scale);
+    }
+    __syncwarp();
+    for (int i = lane; i < 16 * ND; i += 32) {
+        const int rr = warp * 16 + i / ND, c = i % ND;
+        if (row0 + rr < len)
+            *reinterpret_cast<uint4*>(a.dq + ((long long) (start + row0 + rr) * a.hq + h) * D + c * 8) =
+                    *reinterpret_cast<const uint4*>(smem + g4::swz<D>(rr, c * 8));
+    }
+}
+
+// Fast mode: dq = bf16(scale * accumulator), nothing when cuSeqlens was invalid.
+__global__ void dq_convert_kernel(bf16* dq, const float* acc, long long n, float scale, const int* status) {
+    if (!status[1]) return;
+    for (long long i = blockIdx.x * (long long) blockDim.x + threadIdx.x; i < n; i += (long long) gridDim.x * blockDim.x)
+        dq[i] = __float2bfloat16_rn(acc[i] * scale);
+}
+
+// ---- generic path: one warp per row, float64 accumulation -----------------------------------------------------------
+
+struct GenArgs {
+    const void *q, *k, *v, *dout;
+    void *out, *dq, *dk, *dv;
+    float* lse;
+    const float* lse_in;
+    const float* dsum;
+    const int* cu;
+    const int* status;
+    int n, b, hq, hkv, group, d;
+    double scale;
+};
+
+// The sequence holding token t: the last s with cu[s] <= t (cuSeqlens already validated by the plan).
+__device__ inline int sequence_of(const int* cu, int b, int t) {
+    int lo = 0, hi = b - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) >> 1;
+        if (cu[mid] <= t) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+__device__ inline double warp_max_d(double x) {
+    for (int o = 16; o > 0; o >>= 1) x = fmax(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+
+template <typename T>
+__device__ inline double dot_row(const float* a, const T* b, int d) {
+    double s = 0;
+    for (int x = 0; x < d; x++) s = fma((double) a[x], (double) g4::to_f32(b[x]), s);
+    return s;
+}
+
+// Per warp: shared floats of `rows` vectors of d, then doubles of `acc` vectors of d.
+__device__ inline void warp_smem(int rows, int acc, int d, float** f, double** dbl) {
+    extern __shared__ double gsm[];
+    const int W = blockDim.x >> 5, warp = threadIdx.x >> 5;
+    *dbl = gsm + (long long) warp * acc * d;
+    *f = reinterpret_cast<float*>(gsm + (long long) W * acc * d) + (long long) warp * rows * d;
+}
+
+template <typename T>
+__global__ void gen_fwd_kernel(GenArgs a) {
+    if (!a.status[1]) return;
+    const long long row = (long long) blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= (long long) a.n * a.hq) return;
+    const int lane = threadIdx.x & 31, d = a.d;
+    const int t = (int) (row / a.hq), h = (int) (row % a.hq), g = h / a.group;
+    const int start = a.cu[sequence_of(a.cu, a.b, t)];
+    float* qv;
+    double* acc;
+    warp_smem(1, 1, d, &qv, &acc);
+    const T *Q = static_cast<const T*>(a.q), *K = static_cast<const T*>(a.k), *V = static_cast<const T*>(a.v);
+    for (int x = lane; x < d; x += 32) {
+        qv[x] = g4::to_f32(Q[row * d + x]);
+        acc[x] = 0;
+    }
+    __syncwarp();
+    double m = -INFINITY, l = 0;
+    for (int j0 = start; j0 <= t; j0 += 32) {
+        const int j = j0 + lane, cnt = min(32, t - j0 + 1);
+        const double s = j <= t ? dot_row(qv, K + ((long long) j * a.hkv + g) * d, d) * a.scale : -INFINITY;
+        const double mn = fmax(m, warp_max_d(s));  // finite: key j0 <= t is in every chunk
+        const double alpha = exp(m - mn), p = j <= t ? exp(s - mn) : 0.0;
+        l = l * alpha + g4::warp_sum(p);
+        for (int x = lane; x < d; x += 32) {
+            double o = acc[x] * alpha;
+            for (int jj = 0; jj < cnt; jj++)
+                o = fma(__shfl_sync(0xffffffffu, p, jj), (double) g4::to_f32(V[((long long) (j0 + jj) * a.hkv + g) * d + x]), o);
+            acc[x] = o;
+        }
+        m = mn;
+    }
+    T* O = static_cast<T*>(a.out);
+    for (int x = lane; x < d; x += 32) O[row * d + x] = g4::from_f32<T>((float) (acc[x] / l));
+    if (lane == 0) a.lse[row] = (float) (m + log(l));
+}
+
+template <typename T>
+__global__ void gen_dq_kernel(GenArgs a) {
+    if (!a.status[1]) return;
+    const long long row = (long long) blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= (long long) a.n * a.hq) return;
+    const int lane = threadIdx.x & 31, d = a.d;
+    const int t = (int) (row / a.hq), h = (int) (row % a.hq), g = h / a.group;
+    const int start = a.cu[sequence_of(a.cu, a.b, t)];
+    float* f;
+    double* acc;
+    warp_smem(2, 1, d, &f, &acc);
+    float *qv = f, *ov = f + d;
+    const T *Q = static_cast<const T*>(a.q), *K = static_cast<const T*>(a.k), *V = static_cast<const T*>(a.v),
+            *DO = static_cast<const T*>(a.dout);
+    for (int x = lane; x < d; x += 32) {
+        qv[x] = g4::to_f32(Q[row * d + x]);
+        ov[x] = g4::to_f32(DO[row * d + x]);
+        acc[x] = 0;
+    }
+    __syncwarp();
+    const double lse = a.lse_in[row], di = a.dsum[(long long) h * a.n + t];
+    for (int j0 = start; j0 <= t; j0 += 32) {
+        const int j = j0 + lane, cnt = min(32, t - j0 + 1);
+        double ds = 0;
+        if (j <= t) {
+            const long long kb = ((long long) j * a.hkv + g) * d;
+            const double p = exp(dot_row(qv, K + kb, d) * a.scale - lse);
+            ds = p * (dot_row(ov, V + kb, d) - di);
+        }
+        for (int x = lane; x < d; x += 32) {
+            double o = acc[x];
+            for (int jj = 0; jj < cnt; jj++)
+                o = fma(__shfl_sync(0xffffffffu, ds, jj), (double) g4::to_f32(K[((long long) (j0 + jj) * a.hkv + g) * d + x]), o);
+            acc[x] = o;
+        }
+    }
+    T* DQ = static_cast<T*>(a.dq);
+    for (int x = lane; x < d; x += 32) DQ[row * d + x] = g4::from_f32<T>((float) (acc[x] * a.scale));
+}
+
+// dK, dV of key row (j, kv head g): over the group's query heads and the queries i >= j of j's sequence.
+template <typename T>
+__global__ void gen_dkdv_kernel(GenArgs a) {
+    if (!a.status[1]) return;
+    const long long row = (long long) blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= (long long) a.n * a.hkv) return;
+    const int lane = threadIdx.x & 31, d = a.d;
+    const int j = (int) (row / a.hkv), g = (int) (row % a.hkv);
+    const int end = a.cu[sequence_of(a.cu, a.b, j) + 1];
+    float* f;
+    double* acc;
+    warp_smem(2, 2, d, &f, &acc);
+    float *kv = f, *vv = f + d;
+    double *dk = acc, *dv = acc + d;
+    const T *Q = static_cast<const T*>(a.q), *K = static_cast<const T*>(a.k), *V = static_cast<const T*>(a.v),
+            *DO = static_cast<const T*>(a.dout);
+    for (int x = lane; x < d; x += 32) {
+        kv[x] = g4::to_f32(K[row * d + x]);
+        vv[x] = g4::to_f32(V[row * d + x]);
+        dk[x] = dv[x] = 0;
+    }
+    __syncwarp();
+    for (int h = g * a.group; h < (g + 1) * a.group; h++)
+        for (int i0 = j; i0 < end; i0 += 32) {
+            const int i = i0 + lane, cnt = min(32, end - i0);
+            double p = 0, ds = 0;
+            if (i < end) {
+                const long long qb = ((long long) i * a.hq + h) * d;
+                p = exp(dot_row(kv, Q + qb, d) * a.scale - (double) a.lse_in[(long long) i * a.hq + h]);
+                ds = p * (dot_row(vv, DO + qb, d) - (double) a.dsum[(long long) h * a.n + i]);
+            }
+            for (int x = lane; x < d; x += 32) {
+                double ak = dk[x], av = dv[x];
+                for (int ii = 0; ii < cnt; ii++) {
+                    const long long qb = ((long long) (i0 + ii) * a.hq + h) * d + x;
+                    ak = fma(__shfl_sync(0xffffffffu, ds, ii), (double) g4::to_f32(Q[qb]), ak);
+                    av = fma(__shfl_sync(0xffffffffu, p, ii), (double) g4::to_f32(DO[qb]), av);
+                }
+                dk[x] = ak;
+                dv[x] = av;
+            }
+        }
+    T *DK = static_cast<T*>(a.dk), *DV = static_cast<T*>(a.dv);
+    for (int x = lane; x < d; x += 32) {
+        DK[row * d + x] = g4::from_f32<T>((float) (dk[x] * a.scale));
+        DV[row * d + x] = g4::from_f32<T>((float) dv[x]);
+    }
+}
+
+// Warps per block of the generic kernels and their shared bytes: 4 warps while that fits in 48 KiB.
+static int gen_warps(int rows, int acc, int d) {
+    long long per = (long long) d * (rows * 4 + acc * 8);
+    int w = 4;
+    while (w > 1 && per * w > 48 * 1024) w--;
+    return per * w > 48 * 1024 ? 0 : w;
+}
+
+template <typename K>
+static int launch_gen(K kernel, const GenArgs& a, long long rows, int nrows, int nacc, cudaStream_t st) {
+    if (rows <= 0) return 0;
+    const int w = gen_warps(nrows, nacc, a.d);
+    if (w == 0) return (int) cudaErrorInvalidValue;  // head dim too large for the generic path's shared vectors
+    const long long blocks = (rows + w - 1) / w;
+    kernel<<<(unsigned) blocks, 32 * w, (size_t) w * a.d * (nrows * 4 + nacc * 8), st>>>(a);
+    return g4::launched();
+}
+
+// ---- launchers ----------------------------------------------------------------------------------------------------
+
+static bool fast_path(int dtype, int d, std::initializer_list<g4_ptr> ptrs) {
+    if (dtype != G4_BF16 || (d != 64 && d != 128)) return false;
+    for (g4_ptr p : ptrs)
+        if (!g4::aligned16(p)) return false;
+    return true;
+}
+
+template <typename K>
+static int set_smem(K kernel, int bytes) {
+    return (int) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+}
+
+static int plan(const int* cu, int b, int n, unsigned char* ws, const Layout& L, int* flag, int op, cudaStream_t st) {
+    plan_kernel<<<1, PLAN_NT, 0, st>>>(cu, b, n, reinterpret_cast<int*>(ws + L.status), reinterpret_cast<TileRef*>(ws + L.map),
+                                       flag, op);
+    return g4::launched();
+}
+
+template <int D>
+static int forward_fast(const FwdArgs& a, unsigned slots, cudaStream_t st) {
+    constexpr int smem = fwd_smem<D>();
+    int e = set_smem(fwd_kernel<D>, smem);
+    if (e) return e;
+    fwd_kernel<D><<<dim3(slots, a.hq), NT, smem, st>>>(a);
+    return g4::launched();
+}
+
+template <typename T>
+static int forward_generic(GenArgs& a, cudaStream_t st) {
+    return launch_gen(gen_fwd_kernel<T>, a, (long long) a.n * a.hq, 1, 1, st);
+}
+
+template <int D>
+static int backward_fast(const BwdArgs& a, unsigned slots, bool deterministic, cudaStream_t st) {
+    int e;
+    if (deterministic) {
+        constexpr int s1 = dkdv_smem<D, false>(), s2 = dq_smem<D>();
+        if ((e = set_smem(dkdv_kernel<D, false>, s1)) || (e = set_smem(dq_kernel<D>, s2))) return e;
+        dkdv_kernel<D, false><<<dim3(slots, a.hkv), NT, s1, st>>>(a);
+        if ((e = g4::launched())) return e;
+        dq_kernel<D><<<dim3(slots, a.hq), NT, s2, st>>>(a);
+        return g4::launched();
+    }
+    constexpr int s1 = dkdv_smem<D, true>();
+    if ((e = set_smem(dkdv_kernel<D, true>, s1))) return e;
+    const long long total = (long long) a.n * a.hq * D;
+    if ((e = (int) cudaMemsetAsync(a.dqacc, 0, total * 4, st))) return e;
+    dkdv_kernel<D, true><<<dim3(slots, a.hkv), NT, s1, st>>>(a);
+    if ((e = g4::launched())) return e;
+    dq_convert_kernel<<<g4::grid_for(total, 256), 256, 0, st>>>(a.dq, a.dqacc, total, a.scale, a.status);
+    return g4::launched();
+}
+
+template <typename T>
+static int backward_generic(GenArgs& a, cudaStream_t st) {
+    int e = launch_gen(gen_dq_kernel<T>, a, (long long) a.n * a.hq, 2, 1, st);
+    if (e) return e;
+    return launch_gen(gen_dkdv_kernel<T>, a, (long long) a.n * a.hkv, 2, 2, st);
+}
+
+}  // namespace
+
+extern "C" int g4_attention_workspace(int n, int b, int hq, int d, int backward, int deterministic, long long* bytes) {
+    *bytes = layout(n, b, hq, d, backward != 0, backward != 0 && !deterministic).total;
+    return 0;
+}
+
+extern "C" int g4_attention(int dtype, g4_ptr out, g4_ptr lse, g4_ptr q, g4_ptr k, g4_ptr v, g4_ptr cu, int n, int b,
+                            int hq, int hkv, int d, float scale, g4_ptr ws, long long ws_bytes, g4_ptr flag, int op,
+                            g4_stream s) {
+    const Layout L = layout(n, b, hq, d, false, false);
+    if (ws_bytes < L.total || b < 1 || hkv < 1 || hq % hkv) return (int) cudaErrorInvalidValue;
+    cudaStream_t st = g4::as_stream(s);
+    unsigned char* w = reinterpret_cast<unsigned char*>(ws);
+    const int* CU = reinterpret_cast<const int*>(cu);
+    int e = plan(CU, b, n, w, L, reinterpret_cast<int*>(flag), op, st);
+    if (e || n == 0) return e;
+    const int* status = reinterpret_cast<const int*>(w + L.status);
+    if (fast_path(dtype, d, {out, q, k, v})) {
+        FwdArgs a{reinterpret_cast<bf16*>(out), reinterpret_cast<float*>(lse), reinterpret_cast<const bf16*>(q),
+                  reinterpret_cast<const bf16*>(k), reinterpret_cast<const bf16*>(v), CU, status,
+                  reinterpret_cast<const TileRef*>(w + L.map), hq, hkv, hq / hkv, scale * g4::ATT_LOG2E};
+        const unsigned slots = (unsigned) ((n + ATT_BM - 1) / ATT_BM + b);
+        return d == 64 ? forward_fast<64>(a, slots, st) : forward_fast<128>(a, slots, st);
+    }
+    GenArgs a{};
+    a.q = reinterpret_cast<const void*>(q);
+    a.k = reinterpret_cast<const void*>(k);
+    a.v = reinterpret_cast<const void*>(v);
+    a.out = reinterpret_cast<void*>(out);
+    a.lse = reinterpret_cast<float*>(lse);
+    a.cu = CU;
+    a.status = status;
+    a.n = n, a.b = b, a.hq = hq, a.hkv = hkv, a.group = hq / hkv, a.d = d, a.scale = scale;
+    return dtype == G4_BF16 ? forward_generic<bf16>(a, st) : forward_generic<float>(a, st);
+}
+
+extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv, g4_ptr dout, g4_ptr q, g4_ptr k,
+                                     g4_ptr v, g4_ptr out, g4_ptr lse, g4_ptr cu, int n, int b, int hq, int hkv, int d,
+                                     float scale, int deterministic, g4_ptr ws, long long ws_bytes, g4_ptr flag, int op,
+                                     g4_stream s) {
+    const bool fast = fast_path(dtype, d, {dq, dk, dv, dout, q, k, v, out});
+    const Layout L = layout(n, b, hq, d, true, fast && !deterministic);
+    if (ws_bytes < L.total || b < 1 || hkv < 1 || hq % hkv) return (int) cudaErrorInvalidValue;
+    cudaStream_t st = g4::as_stream(s);
+    unsigned char* w = reinterpret_cast<unsigned char*>(ws);
+    const int* CU = reinterpret_cast<const int*>(cu);
+    int e = plan(CU, b, n, w, L, reinterpret_cast<int*>(flag), op, st);
+    if (e || n == 0) return e;
+    const int* status = reinterpret_cast<const int*>(w + L.status);
+    float* dsum = reinterpret_cast<float*>(w + L.dsum);
+    const long long rows = (long long) n * hq;
+    if (dtype == G4_BF16)
+        dsum_kernel<bf16><<<(unsigned) ((rows + 7) / 8), 256, 0, st>>>(dsum, reinterpret_cast<const bf16*>(dout),
+                                                                         reinterpret_cast<const bf16*>(out), n, hq, d);
+    else
+        dsum_kernel<float><<<(unsigned) ((rows + 7) / 8), 256, 0, st>>>(dsum, reinterpret_cast<const float*>(dout),
+                                                                          reinterpret_cast<const float*>(out), n, hq, d);
+    if ((e = g4::launched())) return e;
+    if (fast) {
+        BwdArgs a{reinterpret_cast<bf16*>(dq), reinterpret_cast<bf16*>(dk), reinterpret_cast<bf16*>(dv),
+                  reinterpret_cast<const bf16*>(dout), reinterpret_cast<const bf16*>(q), reinterpret_cast<const bf16*>(k),
+                  reinterpret_cast<const bf16*>(v), reinterpret_cast<const float*>(lse), dsum,
+                  reinterpret_cast<float*>(w + L.dqacc), CU, status, reinterpret_cast<const TileRef*>(w + L.map),
+                  n, hq, hkv, hq / hkv, scale, scale * g4::ATT_LOG2E};
+        const unsigned slots = (unsigned) ((n + ATT_BM - 1) / ATT_BM + b);
+        return d == 64 ? backward_fast<64>(a, slots, deterministic != 0, st)
+                       : backward_fast<128>(a, slots, deterministic != 0, st);
+    }
+    GenArgs a{};
+    a.q = reinterpret_cast<const void*>(q);
+    a.k = reinterpret_cast<const void*>(k);
+    a.v = reinterpret_cast<const void*>(v);
+    a.dout = reinterpret_cast<const void*>(dout);
+    a.dq = reinterpret_cast<void*>(dq);
+    a.dk = reinterpret_cast<void*>(dk);
+    a.dv = reinterpret_cast<void*>(dv);
+    a.lse_in = reinterpret_cast<const float*>(lse);
+    a.dsum = dsum;
+    a.cu = CU;
+    a.status = status;
+    a.n = n, a.b = b, a.hq = hq, a.hkv = hkv, a.group = hq / hkv, a.d = d, a.scale = scale;
+    return dtype == G4_BF16 ? backward_generic<bf16>(a, st) : backward_generic<float>(a, st);
+}

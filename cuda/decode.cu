@@ -1,0 +1,379 @@
+// Decode attention: one query token per sequence against its paged KV cache ([numBlocks, blockSize, Hkv, D]) through
+// blockTables [B, maxBlocks] and contextLens [B].
+//
+// Tensor-core path (bf16 caches, head dim 64 or 128, GQA group <= 16, 16-byte aligned): block = (sequence, kv head,
+// split), 4 warps. The group's query heads are the rows of one 16-row mma tile (rows >= group are zero), so each K/V
+// tile is read from memory once per group. A split covers `chunk` keys of the context (Flash-Decoding: more splits when
+// batch * Hkv leaves SMs idle, see decode_split_plan); its page indices are prefetched into shared memory, then K/V tiles
+// of 64 keys stream through shared memory with cp.async double buffering, each warp taking 16 keys of a tile with its
+// own online softmax state (P rounded to bf16 for the PV product). The warps' states merge in shared memory; with one
+// split that is the output, otherwise (max, sum, unnormalized o) per split go to scratch and a combine kernel merges
+// them per (sequence, head).
+// Generic path (fp32 caches, other head dims, larger groups): one warp per (sequence, query head), float64 accumulation.
+//
+// Bad index data never faults: a context length outside [1, maxBlocks * blockSize] or a needed block-table entry
+// outside [0, numBlocks) is reported through the device flag (attention.cuh: ATT_CTX, ATT_TABLE) and that sequence's
+// output is not written.
+#include "common.cuh"
+#include "attention.cuh"
+#include "mma.cuh"
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+constexpr int NT = 128;
+constexpr int TK = g4::DEC_TILE;
+constexpr int NO_PROBLEM = 0x7fffffff;
+
+struct DecArgs {
+    void* out;
+    const void *q, *kc, *vc;
+    const int *tables, *ctx;
+    float* part_o;   // [B * Hq][splits][D]
+    float* part_ml;  // [B * Hq][splits][2]: base-2 max, sum (-1: the sequence's index data is bad)
+    int hq, hkv, group, d, bs, max_blocks, num_blocks, chunk, splits;
+    float scale, c;  // c = scale * log2(e)
+    int* flag;
+    int op;
+};
+
+// The first problem with sequence b's index data (priority key of attention.cuh), found by all threads of the block
+// (or of the warp when WARP) together.
+template <bool WARP>
+__device__ int sequence_problem(const DecArgs& a, int b, int* shared_key) {
+    const int ctx = a.ctx[b];
+    if (!g4::decode_ctx_ok(ctx, a.max_blocks, a.bs)) return 0;
+    const int* row = a.tables + (long long) b * a.max_blocks;
+    const int nb = (ctx + a.bs - 1) / a.bs;
+    const int tid = WARP ? (threadIdx.x & 31) : threadIdx.x, nt = WARP ? 32 : blockDim.x;
+    int key = NO_PROBLEM;
+    for (int j = tid; j < nb; j += nt) key = min(key, g4::decode_entry_key(row, j, a.num_blocks));
+    if (WARP) {
+        for (int o = 16; o > 0; o >>= 1) key = min(key, __shfl_xor_sync(0xffffffffu, key, o));
+        return key;
+    }
+    if (threadIdx.x == 0) *shared_key = NO_PROBLEM;
+    __syncthreads();
+    if (key != NO_PROBLEM) atomicMin(shared_key, key);
+    __syncthreads();
+    return *shared_key;
+}
+
+__device__ void report_problem(const DecArgs& a, int b, int key) {
+    if (key == 0) {
+        g4::report(a.flag, a.op | g4::ATT_CTX << 8, b, a.ctx[b], (long long) a.max_blocks * a.bs);
+    } else {
+        const int j = key - 1;
+        g4::report(a.flag, a.op | g4::ATT_TABLE << 8 | min(j, 0x7ffff) << 12, b,
+                   a.tables[(long long) b * a.max_blocks + j], a.num_blocks);
+    }
+}
+
+template <int D>
+constexpr int decode_smem() { return 16 * D * 2 + 4 * TK * D * 2 + g4::DEC_PAGE_CAP * 4; }
+
+template <int D>
+__global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
+    constexpr int KD = D / 16, ND = D / 8;
+    const int b = blockIdx.x, g = blockIdx.y, split = blockIdx.z, h0 = g * a.group;
+    __shared__ int problem;
+    const int key = sequence_problem<false>(a, b, &problem);
+    const long long prow = (long long) b * a.hq + h0;  // first partial row of this group
+    if (key != NO_PROBLEM) {
+        if (threadIdx.x == 0) report_problem(a, b, key);
+        if (a.splits > 1 && (int) threadIdx.x < a.group) a.part_ml[((prow + threadIdx.x) * a.splits + split) * 2 + 1] = -1.f;
+        return;
+    }
+    const int ctx = a.ctx[b], k0 = split * a.chunk, k1 = min(ctx, k0 + a.chunk);
+    if (k0 >= k1) {  // a split past this context (only with splits > 1): an empty state
+        if ((int) threadIdx.x < a.group) {
+            a.part_ml[((prow + threadIdx.x) * a.splits + split) * 2] = -INFINITY;
+            a.part_ml[((prow + threadIdx.x) * a.splits + split) * 2 + 1] = 0.f;
+        }
+        return;
+    }
+    extern __shared__ __align__(128) unsigned char smem[];
+    const unsigned sQ = g4::smem_u32(smem), sK = sQ + 16 * D * 2, sV = sK + 2 * TK * D * 2;
+    int* spage = reinterpret_cast<int*>(smem + 16 * D * 2 + 4 * TK * D * 2);
+    const int* row = a.tables + (long long) b * a.max_blocks;
+    const int p0 = k0 / a.bs, np = (k1 - 1) / a.bs - p0 + 1;  // np <= DEC_PAGE_CAP by the split plan
+    for (int i = threadIdx.x; i < np; i += NT) spage[i] = row[p0 + i];
+    const bf16 *KC = static_cast<const bf16*>(a.kc), *VC = static_cast<const bf16*>(a.vc);
+    g4::load_tile<16, D, NT>(sQ, static_cast<const bf16*>(a.q) + prow * D, D, a.group);
+    __syncthreads();  // spage
+    auto load_kv = [&](int tile, int stage) {
+        constexpr int C = D / 8;
+        const int kb = k0 + tile * TK;
+#pragma unroll
+        for (int it = 0; it < TK * C / NT; it++) {
+            const int i = it * NT + threadIdx.x, r = i / C, c = i % C, key = kb + r;
+            const bool ok = key < k1;
+            const long long slot = ok ? (long long) spage[key / a.bs - p0] * a.bs + key % a.bs : 0;
+            const long long off = (slot * a.hkv + g) * D + c * 8;
+            g4::cp_async16(sK + stage * TK * D * 2 + g4::swz<D>(r, c * 8), KC + off, ok);
+            g4::cp_async16(sV + stage * TK * D * 2 + g4::swz<D>(r, c * 8), VC + off, ok);
+        }
+    };
+    load_kv(0, 0);
+    g4::cp_async_commit();
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    const int ntiles = (k1 - k0 + TK - 1) / TK;
+    unsigned qf[KD][4];
+    float o[ND][4];
+#pragma unroll
+    for (int i = 0; i < ND; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    for (int j = 0; j < ntiles; j++) {
+        const int st = j & 1;
+        if (j + 1 < ntiles) load_kv(j + 1, st ^ 1);
+        g4::cp_async_commit();
+        g4::cp_async_wait<1>();
+        __syncthreads();
+        const int ln = g4::lane_id();
+        if (j == 0) {
+#pragma unroll
+            for (int kk = 0; kk < KD; kk++) g4::ldsm_x4(qf[kk], sQ + g4::swz<D>(ln & 15, kk * 16 + (ln >> 4) * 8));
+        }
+        const unsigned kb = sK + st * TK * D * 2, vb = sV + st * TK * D * 2;
+        float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+        for (int kk = 0; kk < KD; kk++) {
+            unsigned bf[4];
+            g4::ldsm_x4(bf, kb + g4::swz<D>(warp * 16 + (ln & 7) + (ln >> 4) * 8, kk * 16 + ((ln >> 3) & 1) * 8));
+            g4::mma_bf16(s[0], qf[kk], bf[0], bf[1]);
+            g4::mma_bf16(s[1], qf[kk], bf[2], bf[3]);
+        }
+        const int kbase = k0 + j * TK + warp * 16;
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int nb = 0; nb < 2; nb++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                if (kbase + nb * 8 + tig * 2 + e >= k1) s[nb][e] = s[nb][2 + e] = -INFINITY;
+                mx[0] = fmaxf(mx[0], s[nb][e]);
+                mx[1] = fmaxf(mx[1], s[nb][2 + e]);
+            }
+        unsigned pa[4];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const float mn = fmaxf(m[i], g4::quad_max(mx[i]) * a.c);
+            const float alpha = g4::softmax_alpha(m[i], mn);
+            m[i] = mn;
+            l[i] *= alpha;
+#pragma unroll
+            for (int nd = 0; nd < ND; nd++) {
+                o[nd][2 * i] *= alpha;
+                o[nd][2 * i + 1] *= alpha;
+            }
+#pragma unroll
+            for (int nb = 0; nb < 2; nb++) {
+                const float p0w = g4::softmax_weight(s[nb][2 * i], a.c, mn), p1w = g4::softmax_weight(s[nb][2 * i + 1], a.c, mn);
+                l[i] += p0w;
+                l[i] += p1w;
+                pa[2 * nb + i] = g4::pack_bf16(p0w, p1w);  // a0 (gid, keys 0-7), a1 (gid+8, 0-7), a2, a3 (keys 8-15)
+            }
+        }
+#pragma unroll
+        for (int n2 = 0; n2 < ND / 2; n2++) {
+            unsigned bf[4];
+            g4::ldsm_x4_t(bf, vb + g4::swz<D>(warp * 16 + (ln & 7) + ((ln >> 3) & 1) * 8, n2 * 16 + (ln >> 4) * 8));
+            g4::mma_bf16(o[2 * n2], pa, bf[0], bf[1]);
+            g4::mma_bf16(o[2 * n2 + 1], pa, bf[2], bf[3]);
+        }
+        __syncthreads();
+    }
+
+    // merge the four warps' states: o as fp32 [warp][row][D] over the K/V buffers, (m, l) [warp][row] over spage
+#pragma unroll
+    for (int i = 0; i < 2; i++) l[i] = g4::quad_sum(l[i]);
+    float* mo = reinterpret_cast<float*>(smem + 16 * D * 2);
+    float* ml = reinterpret_cast<float*>(spage);
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int r = gid + 8 * i;
+        if (r < a.group) {
+#pragma unroll
+            for (int nd = 0; nd < ND; nd++) {
+                mo[(warp * 16 + r) * D + nd * 8 + tig * 2] = o[nd][2 * i];
+                mo[(warp * 16 + r) * D + nd * 8 + tig * 2 + 1] = o[nd][2 * i + 1];
+            }
+            if (tig == 0) {
+                ml[(warp * 16 + r) * 2] = m[i];
+                ml[(warp * 16 + r) * 2 + 1] = l[i];
+            }
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < a.group * D; i += NT) {
+        const int r = i / D, x = i % D;
+        const float mx = g4::merge_max(ml + r * 2, ml + r * 2 + 1, 4, 16 * 2);
+        float sum = 0.f, acc = 0.f;
+#pragma unroll
+        for (int w = 0; w < 4; w++) {
+            const float lw = ml[(w * 16 + r) * 2 + 1];
+            if (lw > 0.f) {
+                const float f = g4::merge_factor(ml[(w * 16 + r) * 2], lw, mx);
+                sum = fmaf(f, lw, sum);
+                acc = fmaf(f, mo[(w * 16 + r) * D + x], acc);
+            }
+        }
+        if (a.splits == 1) {
+            static_cast<bf16*>(a.out)[(prow + r) * D + x] = __float2bfloat16_rn(acc / sum);
+        } else {
+            const long long pr = (prow + r) * a.splits + split;
+            a.part_o[pr * D + x] = acc;
+            if (x == 0) {
+                a.part_ml[pr * 2] = mx;
+                a.part_ml[pr * 2 + 1] = sum;
+            }
+        }
+    }
+}
+
+// out[b, h] = merge of the splits' partial states; nothing when the sequence's index data was bad.
+template <typename T>
+__global__ void combine_kernel(DecArgs a) {
+    extern __shared__ float factor[];  // [splits]
+    __shared__ float total;
+    const long long row = blockIdx.x;
+    const float* ml = a.part_ml + row * a.splits * 2;
+    for (int s = 0; s < a.splits; s++)
+        if (ml[s * 2 + 1] < 0.f) return;
+    const float mx = g4::merge_max(ml, ml + 1, a.splits, 2);
+    for (int s = threadIdx.x; s < a.splits; s += blockDim.x) factor[s] = g4::merge_factor(ml[s * 2], ml[s * 2 + 1], mx);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float sum = 0.f;
+        for (int s = 0; s < a.splits; s++)
+            if (ml[s * 2 + 1] > 0.f) sum = fmaf(factor[s], ml[s * 2 + 1], sum);
+        total = sum;
+    }
+    __syncthreads();
+    for (int x = threadIdx.x; x < a.d; x += blockDim.x) {
+        float acc = 0.f;
+        for (int s = 0; s < a.splits; s++)
+            if (ml[s * 2 + 1] > 0.f) acc = fmaf(factor[s], a.part_o[(row * a.splits + s) * a.d + x], acc);
+        static_cast<T*>(a.out)[row * a.d + x] = g4::from_f32<T>(acc / total);
+    }
+}
+
+// Generic path: one warp per (sequence, query head), lanes over 32 keys at a time, float64 accumulation.
+template <typename T>
+__global__ void gen_decode_kernel(DecArgs a, int batch) {
+    extern __shared__ double gsm[];
+    const int W = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, d = a.d;
+    const long long row = (long long) blockIdx.x * W + warp;
+    if (row >= (long long) batch * a.hq) return;
+    const int b = (int) (row / a.hq), h = (int) (row % a.hq), g = h / a.group;
+    const int key = sequence_problem<true>(a, b, nullptr);
+    if (key != NO_PROBLEM) {
+        if (lane == 0) report_problem(a, b, key);
+        return;
+    }
+    double* acc = gsm + (long long) warp * d;
+    float* qv = reinterpret_cast<float*>(gsm + (long long) W * d) + (long long) warp * d;
+    const T *Q = static_cast<const T*>(a.q), *KC = static_cast<const T*>(a.kc), *VC = static_cast<const T*>(a.vc);
+    for (int x = lane; x < d; x += 32) {
+        qv[x] = g4::to_f32(Q[row * d + x]);
+        acc[x] = 0;
+    }
+    __syncwarp();
+    const int ctx = a.ctx[b];
+    const int* tr = a.tables + (long long) b * a.max_blocks;
+    double m = -INFINITY, l = 0;
+    for (int j0 = 0; j0 < ctx; j0 += 32) {
+        const int j = j0 + lane, cnt = min(32, ctx - j0);
+        long long base = 0;  // element offset of key j's (kv head g) row
+        double s = -INFINITY;
+        if (j < ctx) {
+            base = (((long long) tr[j / a.bs] * a.bs + j % a.bs) * a.hkv + g) * d;
+            double dot = 0;
+            for (int x = 0; x < d; x++) dot = fma((double) qv[x], (double) g4::to_f32(KC[base + x]), dot);
+            s = dot * (double) a.scale;
+        }
+        double mx = s;
+        for (int o = 16; o > 0; o >>= 1) mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        const double mn = fmax(m, mx);
+        const double alpha = exp(m - mn), p = j < ctx ? exp(s - mn) : 0.0;
+        l = l * alpha + g4::warp_sum(p);
+        for (int x = lane; x < d; x += 32) {
+            double v = acc[x] * alpha;
+            for (int jj = 0; jj < cnt; jj++)
+                v = fma(__shfl_sync(0xffffffffu, p, jj), (double) g4::to_f32(VC[__shfl_sync(0xffffffffu, base, jj) + x]), v);
+            acc[x] = v;
+        }
+        m = mn;
+    }
+    T* O = static_cast<T*>(a.out);
+    for (int x = lane; x < d; x += 32) O[row * d + x] = g4::from_f32<T>((float) (acc[x] / l));
+}
+
+// The largest context the block tables can describe, maxBlocks * blockSize (clamped to int: contextLens are int32).
+static int max_context(int max_blocks, int block_size) {
+    const long long m = (long long) max_blocks * block_size;
+    return m > 0x7fffffffLL ? 0x7fffffff : (int) m;
+}
+
+template <int D>
+static int decode_fast(const DecArgs& a, int batch, cudaStream_t st) {
+    constexpr int smem = decode_smem<D>();
+    int e = (int) cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e) return e;
+    decode_kernel<D><<<dim3(batch, a.hkv, a.splits), NT, smem, st>>>(a);
+    if ((e = g4::launched()) || a.splits == 1) return e;
+    combine_kernel<bf16><<<batch * a.hq, D, a.splits * sizeof(float), st>>>(a);
+    return g4::launched();
+}
+
+}  // namespace
+
+extern "C" int g4_decode_attention_workspace(int b, int hq, int hkv, int d, int max_blocks, int block_size, int sms,
+                                             long long* bytes) {
+    int chunk, splits;
+    g4::decode_split_plan(b, hkv, max_context(max_blocks, block_size), block_size, sms, &chunk, &splits);
+    *bytes = splits > 1 ? (long long) b * hq * splits * (d + 2) * 4 : 0;
+    return 0;
+}
+
+extern "C" int g4_decode_attention(int dtype, g4_ptr out, g4_ptr q, g4_ptr kcache, g4_ptr vcache, g4_ptr tables,
+                                   g4_ptr ctx, int b, int hq, int hkv, int d, int num_blocks, int block_size,
+                                   int max_blocks, float scale, int sms, g4_ptr ws, long long ws_bytes, g4_ptr flag,
+                                   int op, g4_stream s) {
+    if (b <= 0 || hq <= 0 || d <= 0) return 0;
+    if (hkv < 1 || hq % hkv) return (int) cudaErrorInvalidValue;
+    cudaStream_t st = g4::as_stream(s);
+    DecArgs a{};
+    a.out = reinterpret_cast<void*>(out);
+    a.q = reinterpret_cast<const void*>(q);
+    a.kc = reinterpret_cast<const void*>(kcache);
+    a.vc = reinterpret_cast<const void*>(vcache);
+    a.tables = reinterpret_cast<const int*>(tables);
+    a.ctx = reinterpret_cast<const int*>(ctx);
+    a.hq = hq, a.hkv = hkv, a.group = hq / hkv, a.d = d, a.bs = block_size, a.max_blocks = max_blocks;
+    a.num_blocks = num_blocks, a.scale = scale, a.c = scale * g4::ATT_LOG2E;
+    a.flag = reinterpret_cast<int*>(flag), a.op = op;
+    const bool fast = dtype == G4_BF16 && (d == 64 || d == 128) && a.group <= 16 && g4::aligned16(out) &&
+                      g4::aligned16(q) && g4::aligned16(kcache) && g4::aligned16(vcache);
+    if (fast) {
+        g4::decode_split_plan(b, hkv, max_context(max_blocks, block_size), block_size, sms, &a.chunk, &a.splits);
+        if (a.splits > 1) {
+            const long long need = (long long) b * hq * a.splits * (d + 2) * 4;
+            if (ws_bytes < need) return (int) cudaErrorInvalidValue;
+            a.part_o = reinterpret_cast<float*>(ws);
+            a.part_ml = a.part_o + (long long) b * hq * a.splits * d;
+        }
+        return d == 64 ? decode_fast<64>(a, b, st) : decode_fast<128>(a, b, st);
+    }
+    a.splits = 1;
+    const long long per = (long long) d * (8 + 4);
+    int w = 4;
+    while (w > 1 && per * w > 48 * 1024) w--;
+    if (per * w > 48 * 1024) return (int) cudaErrorInvalidValue;
+    const long long rows = (long long) b * hq;
+    if (dtype == G4_BF16)
+        gen_decode_kernel<bf16><<<(unsigned) ((rows + w - 1) / w), 32 * w, (size_t) (per * w), st>>>(a, b);
+    else
+        gen_decode_kernel<float><<<(unsigned) ((rows + w - 1) / w), 32 * w, (size_t) (per * w), st>>>(a, b);
+    return g4::launched();
+}
