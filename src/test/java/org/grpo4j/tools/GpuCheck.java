@@ -31,16 +31,21 @@ import org.junit.platform.launcher.core.LauncherFactory;
  *   <li>the device, driver, runtime and whether cuBLAS/cuBLASLt/NCCL load;</li>
  *   <li>every test class with gpu-tagged tests, each in its own JVM (a kernel that faults poisons the CUDA context for
  *       the rest of its process, so one bad kernel must not take the other families down with it);</li>
- *   <li>the same classes once more under {@code compute-sanitizer --tool memcheck} (when the toolkit has it), which
- *       reports out-of-bounds and misaligned accesses, at the conformance suites' small sizes;</li>
  *   <li>the kernel benchmark ({@code grpo4j bench --family all}) and, where PyTorch is installed, the peers script and
- *       the comparison table.</li>
+ *       the comparison table;</li>
+ *   <li>the same classes once more under {@code compute-sanitizer --tool memcheck} (when the toolkit has it), which
+ *       reports out-of-bounds and misaligned accesses, at the conformance suites' small sizes.</li>
  * </ol>
  * One summary table goes to stdout and, with {@code --out DIR}, to {@code DIR/gpu-check.md} with every log beside it.
  * Exit status 0 when nothing failed. Without a GPU, the tests report as skipped and the rest says why it did not run.
  *
+ * <p>Order: the tests, then the benchmark (the figures the issues ask for; at most {@code --bench-budget} seconds,
+ * default 180: three fifths for ours, two for the peers), then the sanitizer pass with whatever time is left (a
+ * diagnostic: a kernel that corrupts memory usually fails its tests too).
+ *
  * <p>Options: {@code --out DIR}, {@code --no-sanitizer}, {@code --no-bench}, {@code --only CLASS} (simple name; may
- * repeat), {@code --budget SECONDS} (default 290: steps that would start after it are skipped and say so).
+ * repeat), {@code --budget SECONDS} (default 290: steps that would start after it are skipped and say so),
+ * {@code --bench-budget SECONDS}.
  * Internal: {@code --run-class FQCN --result FILE} runs one class in this JVM (what the children do).
  */
 public final class GpuCheck {
@@ -53,6 +58,7 @@ public final class GpuCheck {
         }
         long start = System.nanoTime();
         long budgetNs = TimeUnit.SECONDS.toNanos(Long.parseLong(first(opt, "--budget", "290")));
+        long benchBudgetS = Long.parseLong(first(opt, "--bench-budget", "180"));
         Path out = Path.of(first(opt, "--out", "target/gpu-check"));
         Files.createDirectories(out);
         StringBuilder report = new StringBuilder();
@@ -76,6 +82,12 @@ public final class GpuCheck {
             failed += r.failed;
         }
 
+        List<String> benchNotes = new ArrayList<>();
+        if (!a.available()) benchNotes.add("kernel benchmark: skipped (no CUDA device)");
+        else if (opt.containsKey("--no-bench")) benchNotes.add("kernel benchmark: skipped (--no-bench)");
+        else if (System.nanoTime() - start > budgetNs) benchNotes.add("kernel benchmark: not run (time budget spent)");
+        else failed += bench(out, benchNotes, Math.min(budgetNs - (System.nanoTime() - start), TimeUnit.SECONDS.toNanos(benchBudgetS)));
+
         List<String[]> sanRows = new ArrayList<>();
         String sanitizer = a.available() && !opt.containsKey("--no-sanitizer") ? findSanitizer() : null;
         if (a.available() && !opt.containsKey("--no-sanitizer") && sanitizer == null)
@@ -88,12 +100,6 @@ public final class GpuCheck {
                 failed += r.failed + (r.sanitizerErrors > 0 ? 1 : 0);
             }
         }
-
-        List<String> benchNotes = new ArrayList<>();
-        if (!a.available()) benchNotes.add("kernel benchmark: skipped (no CUDA device)");
-        else if (opt.containsKey("--no-bench")) benchNotes.add("kernel benchmark: skipped (--no-bench)");
-        else if (System.nanoTime() - start > budgetNs) benchNotes.add("kernel benchmark: not run (time budget spent)");
-        else failed += bench(out, benchNotes, budgetNs - (System.nanoTime() - start));
 
         line(report, "");
         line(report, "| check | passed | failed | skipped | note |");
@@ -240,7 +246,7 @@ public final class GpuCheck {
     /** Our kernel benchmark, then the PyTorch peers and the comparison where torch is installed. Returns failures. */
     static int bench(Path out, List<String> notes, long budgetNs) throws IOException, InterruptedException {
         Path ours = out.resolve("bench-ours.json"), peers = out.resolve("bench-peers.json");
-        long budgetS = Math.max(30, TimeUnit.NANOSECONDS.toSeconds(budgetNs));
+        long budgetS = Math.max(30, TimeUnit.NANOSECONDS.toSeconds(budgetNs) * 3 / 5), peersS = Math.max(30, TimeUnit.NANOSECONDS.toSeconds(budgetNs) * 2 / 5);
         List<String> cmd = new ArrayList<>(javaCommand());
         cmd.addAll(List.of("org.grpo4j.cli.Main", "bench", "--family", "all", "--json", ours.toString()));
         int failures = 0;
@@ -258,7 +264,7 @@ public final class GpuCheck {
             notes.add("peers: skipped (no python3 with CUDA torch here; see torch-probe.log)");
             return failures;
         }
-        code = run(List.of("python3", script.toString(), "--json", peers.toString()), out.resolve("bench-peers.log"), budgetS);
+        code = run(List.of("python3", script.toString(), "--json", peers.toString()), out.resolve("bench-peers.log"), peersS);
         notes.add("peers: " + (code == 0 ? "ok" : "exit " + code) + " — bench-peers.log, " + peers.getFileName());
         if (code == 0 && Files.exists(ours)) {
             cmd = new ArrayList<>(javaCommand());
