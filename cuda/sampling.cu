@@ -82,7 +82,10 @@ __device__ void hist_pass(Shared& sm, const T* row, int v, float xmax, float inv
     sm.mass[tid] = 0;
     sm.bmin[tid] = 0xFFFFFFFFu;
     sm.bmax[tid] = 0;
-    if (tid == 0 && collect) sm.list_n = 0;
+    if (tid == 0) {
+        if (collect) sm.list_n = 0;
+        sm.bnd = -1;
+    }
     __syncthreads();
     int n = from_list ? (int) sm.list_n : v;
     for (int i = tid; i < n; i += BLOCK) {
@@ -125,12 +128,16 @@ __device__ void hist_pass(Shared& sm, const T* row, int v, float xmax, float inv
     if (tid == 0) {
         int bb = sm.bnd;
         sm.sel.t = s2.t;
-        sel_advance(sm.sel, sm.bnd_gc, sm.bnd_gm, sm.cnt[bb], sm.bmin[bb], sm.bmax[bb]);
-        if (collect) {
-            sm.collect = 0;
-            sm.from_list = 1;
-        } else if (!from_list && !sm.sel.done && sm.cnt[bb] <= (u32) CAP) {
-            sm.collect = 1;
+        if (bb < 0) {
+            sel_fail(sm.sel);
+        } else {
+            sel_advance(sm.sel, sm.bnd_gc, sm.bnd_gm, sm.cnt[bb], sm.bmin[bb], sm.bmax[bb]);
+            if (collect) {  // the list now holds this pass's domain, a superset of the next one
+                sm.collect = 0;
+                sm.from_list = 1;
+            } else if (!from_list && !sm.sel.done && sm.cnt[bb] <= (u32) CAP) {
+                sm.collect = 1;  // the next domain fits in shared memory: copy it during the next pass
+            }
         }
     }
     __syncthreads();

@@ -187,6 +187,14 @@ __host__ __device__ inline void sel_advance(Sel& s, u64 gt_cnt, u64 gt_mass, u32
     }
 }
 
+// No boundary bin: impossible while the invariant holds (see Sel); ends the search with the domain's top key rather
+// than loop forever if it ever broke.
+__host__ __device__ inline void sel_fail(Sel& s) {
+    s.done = 1;
+    s.tau = s.hi;
+    s.tau_cnt = 1;
+}
+
 // The smallest c in [1, cmax] with above + c g >= t (it exists: the boundary rule guarantees c = cmax qualifies).
 __host__ __device__ inline u32 min_ties(u64 above, u64 g, double t, u32 cmax) {
     u32 lo = 1, hi = cmax;
@@ -234,7 +242,7 @@ __host__ __device__ inline Spec make_spec(float temperature, int top_k, float to
 // The kernel's algorithm with sequential loops in place of the block's passes. Every reduction is over integers (or a
 // max), so this reproduces the kernel's token exactly; the log-prob may differ in its last float64 bit (log). kept,
 // if not null, receives 1 for the tokens of the kept set (all with mass > 0 when there is no filter), else 0.
-// Returns the number of search passes over the row a kernel without the shared-memory shortcut would make.
+// Returns the number of threshold-search passes that read the row (the kernel's, shared-memory passes not counted).
 inline int host_sample_row(const float* row, int v, float temperature, int top_k, float top_p, double u, int* token,
                            double* lp, int* kept) {
     using namespace smp;
@@ -292,12 +300,17 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
         u64* mass = new u64[BINS];
         u32* bmin = new u32[BINS];
         u32* bmax = new u32[BINS];
-        auto run = [&](Sel& sel) {
+        // The kernel's passes: over the row, or over the shared-memory list once a domain of <= CAP tokens was
+        // copied there during a pass (collect), as hist_pass does; only row passes are counted.
+        u32* list = new u32[CAP];
+        auto run = [&](Sel& sel, u32 dom_cnt) {
+            int collect = dom_cnt <= (u32) CAP, from_list = 0, list_n = 0;
             while (!sel.done) {
-                passes++;
+                if (!from_list) passes++;
                 for (int b = 0; b < BINS; b++) { cnt[b] = 0; mass[b] = 0; bmin[b] = 0xFFFFFFFFu; bmax[b] = 0; }
-                for (int j = 0; j < v; j++) {
-                    float x = clean(row[j]);
+                int n = from_list ? list_n : v, appended = 0;
+                for (int i = 0; i < n; i++) {
+                    float x = from_list ? value_of(list[i]) : clean(row[i]);
                     u32 key = key_of(x);
                     if (key < sel.lo || key > sel.hi) continue;
                     u64 g = weight(x, xmax, sp.inv_t, sh);
@@ -307,21 +320,32 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
                     mass[b] += g;
                     if (key < bmin[b]) bmin[b] = key;
                     if (key > bmax[b]) bmax[b] = key;
+                    if (collect && appended < CAP) list[appended++] = key;
                 }
+                if (collect) list_n = appended;
                 if (sel.t < 0) {
                     u64 total = 0;
                     for (int b = 0; b < BINS; b++) total += mass[b];
                     sel.t = dmul_rn((double) sp.top_p, (double) total);
                 }
                 u64 gc = 0, gm = 0;
-                for (int b = BINS - 1; b >= 0; b--) {
+                int bnd = -1;
+                for (int b = BINS - 1; b >= 0 && bnd < 0; b--) {
                     u64 ec = gc + cnt[b], em = gm + mass[b];
                     if (!sel_q(sel, sel.above_cnt + gc, sel.above_mass + gm) && sel_q(sel, sel.above_cnt + ec, sel.above_mass + em)) {
                         sel_advance(sel, gc, gm, cnt[b], bmin[b], bmax[b]);
-                        break;
+                        bnd = b;
                     }
                     gc = ec;
                     gm = em;
+                }
+                if (bnd < 0) {
+                    sel_fail(sel);
+                } else if (collect) {
+                    collect = 0;
+                    from_list = 1;
+                } else if (!from_list && !sel.done && cnt[bnd] <= (u32) CAP) {
+                    collect = 1;
                 }
             }
         };
@@ -329,7 +353,7 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
         u64 kept_mass;
         if (sp.top_k > 0) {
             Sel sk = sel_count(kmin, kmax, (u32) sp.top_k);
-            run(sk);
+            run(sk, (u32) v);
             tau = sk.tau;
             c = (u32) sp.top_k - sk.above_cnt;
             u64 g = weight(value_of(tau), xmax, sp.inv_t, sh);
@@ -338,7 +362,7 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
                 double t = dmul_rn((double) top_p, (double) kept_mass);
                 if ((double) sk.above_mass >= t) {
                     Sel sp2 = sel_mass(tau + 1, kmax, t);
-                    run(sp2);
+                    run(sp2, 0xFFFFFFFFu);
                     u64 g2 = weight(value_of(sp2.tau), xmax, sp.inv_t, sh);
                     tau = sp2.tau;
                     c = min_ties(sp2.above_mass, g2, t, sp2.tau_cnt);
@@ -350,7 +374,7 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
             }
         } else {
             Sel s1 = sel_mass(kmin, kmax, -1.0);
-            run(s1);
+            run(s1, 0xFFFFFFFFu);
             u64 g = weight(value_of(s1.tau), xmax, sp.inv_t, sh);
             tau = s1.tau;
             c = min_ties(s1.above_mass, g, s1.t, s1.tau_cnt);
@@ -375,6 +399,7 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
         delete[] mass;
         delete[] bmin;
         delete[] bmax;
+        delete[] list;
     }
     delete[] tm;
     delete[] ts;
