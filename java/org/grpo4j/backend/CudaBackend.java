@@ -407,6 +407,15 @@ public final class CudaBackend extends AbstractBackend {
     private int lmTokenBlock = LM_TOKEN_BLOCK, lmVocabChunk = LM_VOCAB_CHUNK;
     private Tensor lmZ, lmHiLo, lmAcc, lmTok;   // grown on demand, freed by close()
     private int sampleMaxVocab;
+    private boolean lmSplitGrad = !"single".equals(System.getProperty("grpo4j.lmheadBf16Grad", "split"));
+
+    /**
+     * How the bf16 backward feeds dz to its bf16 GEMMs: split (the default) as hi + lo, two GEMMs each, ~16 bits of dz
+     * as the bf16 contract asks (fp32 math on the widened inputs); single: hi alone, one GEMM each (dz rounded to bf16
+     * as torch's autograd does through a .float() cast): 6NHV instead of 10NHV backward FLOPs, dz to 8 bits. Also
+     * {@code -Dgrpo4j.lmheadBf16Grad=single}. fp32 operands are not affected.
+     */
+    public void setLmHeadBf16GradSplit(boolean split) { this.lmSplitGrad = split; }
 
     /** Smaller blocks and chunks, so that tests reach every path of the chunk loops at small sizes. */
     void setLmHeadBlocks(int tokenBlock, int vocabChunk) {
@@ -510,9 +519,9 @@ public final class CudaBackend extends AbstractBackend {
                     ok(CudaNative.g4_lmhead_dlogits(addr(z), rows, cols, v0, v, tg + 4L * t0, lmState(n, LSE) + 8L * t0,
                             g + 8L * t0, addr(hi), addr(lo), stream), "lm-head dlogits kernel");
                     matmulImpl(dh, hi, false, w, false, invT, beta, 1, rows, h, cols);
-                    matmulImpl(dh, lo, false, w, false, invT, 1f, 1, rows, h, cols);
+                    if (lmSplitGrad) matmulImpl(dh, lo, false, w, false, invT, 1f, 1, rows, h, cols);
                     matmulImpl(dw, hi, true, hb, false, invT, 1f, 1, cols, h, rows);
-                    matmulImpl(dw, lo, true, hb, false, invT, 1f, 1, cols, h, rows);
+                    if (lmSplitGrad) matmulImpl(dw, lo, true, hb, false, invT, 1f, 1, cols, h, rows);
                 } else {
                     ok(CudaNative.g4_lmhead_dlogits(addr(z), rows, cols, v0, v, tg + 4L * t0, lmState(n, LSE) + 8L * t0,
                             g + 8L * t0, 0, 0, stream), "lm-head dlogits kernel");
