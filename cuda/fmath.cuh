@@ -36,7 +36,7 @@ inline u64 d2u64_rz(double x) { return (u64) x; }
 // ---- exp in fp32, bit-identical on host and device ----------------------------------------------------------------
 // exp(x) = 2^n exp(r), n = rint(x / ln 2), r = x - n ln2 (Cody-Waite, two fma steps), |r| <= ln2/2; exp(r) by its
 // degree-7 Taylor polynomial (truncation < 6e-9 relative, ~0.1 ulp) in Horner form with fma; 2^n applied in two exact
-// halves so that only the last multiply rounds. Within 2 ulp of exp (DeviceMathTest). Only fma and multiplies, all
+// halves so that only the last multiply rounds. Within 2 ulp of exp (SamplingDeviceMathTest; 0.9 measured). Only fma and multiplies, all
 // correctly rounded on both sides, so host and device agree bit for bit (CUDA's expf and glibc's do not).
 // Results below 2^-126 are flushed to 0 (x < -87.33): no caller can tell (they are below every fixed-point unit used).
 __host__ __device__ inline float exp2i_f32(int e) { return u2f((u32) (e + 127) << 23); }  // 2^e, e in [-126, 127]

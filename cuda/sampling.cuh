@@ -1,7 +1,7 @@
-// Sampling math shared by the kernel (cuda/sampling.cu) and its host twin (native/hostmath.cu): Philox4x32-10, an
-// fp32 exp that is bit-identical on host and device, order-preserving keys, fixed-point probability masses, and the
-// per-row decisions of the sort-free sampler (tile combination, the threshold search's binning and boundary rule, tie
-// counts). See docs/kernels.md "Sampling" for the design.
+// Sampling math shared by the kernel (cuda/sampling.cu) and its host twin (native/hostmath.cu): Philox4x32-10,
+// order-preserving keys, fixed-point probability masses (exp_f32 from fmath.cuh), and the per-row decisions of the
+// sort-free sampler (tile combination, the threshold search's binning and boundary rule, tie counts). See
+// docs/kernels.md "Sampling" for the design.
 //
 // Why fixed point: every reduction of the sampler is over integers (counts, masses as round(p * 2^sh), maxima of
 // keys), so its result does not depend on the order in which a block adds them. The host twin therefore reproduces
