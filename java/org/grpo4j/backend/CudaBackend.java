@@ -397,6 +397,7 @@ public final class CudaBackend extends AbstractBackend {
 
     @Override
     void decodeAttentionImpl(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens, float scale) { throw notPorted("decodeAttention"); }
+
     // ---- fused LM head, GRPO loss, sampling (issue 13; cuda/lmhead.cu, cuda/sampling.cu) -----------------------------
 
     /** The ops whose GEMMs run on cuBLASLt: implemented only where cuBLAS loads. */
@@ -407,7 +408,14 @@ public final class CudaBackend extends AbstractBackend {
     private int lmTokenBlock = LM_TOKEN_BLOCK, lmVocabChunk = LM_VOCAB_CHUNK;
     private Tensor lmZ, lmHiLo, lmAcc, lmTok;   // grown on demand, freed by close()
     private int sampleMaxVocab;
-    private boolean lmSplitGrad = !"single".equals(System.getProperty("grpo4j.lmheadBf16Grad", "split"));
+    private boolean lmSplitGrad = splitGradProperty();
+
+    private static boolean splitGradProperty() {
+        String v = System.getProperty("grpo4j.lmheadBf16Grad", "split");
+        if (!v.equals("split") && !v.equals("single"))
+            throw new IllegalArgumentException("-Dgrpo4j.lmheadBf16Grad must be split or single, got \"" + v + "\"");
+        return v.equals("split");
+    }
 
     /**
      * How the bf16 backward feeds dz to its bf16 GEMMs: split (the default) as hi + lo, two GEMMs each, ~16 bits of dz
