@@ -172,6 +172,43 @@ int g4_host_decode_tiled(const float* q, const float* kc, const float* vc, const
 // One row of scores s[n] and values v[n, d] through the online softmax in chunks, in `parts` merged parts.
 void g4_host_online_softmax_row(const float* s, const float* v, int n, int d, float scale, int chunk, int parts,
                                 float* out, float* lse);
+// ---- cuda/sampling.cu, cuda/lmhead.cu (issue 13) ---------------------------------------------------------------------
+
+// tokens [b] int32, logprobs [b] fp32 from logits [b, v] (dtype) and ctr [b, 2] int32 (stream, step); top_k 0 or >= v
+// and top_p >= 1 mean no filter. v at most g4_sample_max_vocab (cudaErrorInvalidValue beyond).
+int g4_sample(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr logits, g4_ptr ctr, int b, int v, float temperature,
+              int top_k, float top_p, long long seed, g4_stream s);
+int g4_sample_max_vocab(int* v);
+// One vocabulary chunk of the fused LM head: z [rows, cols] fp32 (logits / T' of vocabulary columns v0..v0+cols) updates
+// the rows' running max m (fp32), sum s (f64) and target logit zt (fp32); first initialises them and checks targets
+// (flag, op); last writes lse (f64) and the log-probs (logp_d f64 and/or logp_f fp32; either may be 0).
+int g4_lmhead_lse(g4_ptr z, int rows, int cols, int v0, int vocab, g4_ptr targets, int row0, g4_ptr m, g4_ptr s,
+                  g4_ptr zt, int first, int last, g4_ptr lse, g4_ptr logp_d, g4_ptr logp_f, g4_ptr flag, int op,
+                  g4_stream st);
+// dz = g (1[v = target] - exp(z - lse)) for a chunk: in place into z (hi = 0), or as bf16 hi [rows, cols] and lo.
+int g4_lmhead_dlogits(g4_ptr z, int rows, int cols, int v0, int vocab, g4_ptr targets, g4_ptr lse, g4_ptr g, g4_ptr hi,
+                      g4_ptr lo, g4_stream st);
+// The GRPO per-token math on f64 log-probs: loss [1], lp, ratio, clipped, kl_out [n] fp32, g [n] f64 (dloss/dlogp).
+// kl 0..3 = kl1..kl4.
+int g4_grpo_tokens(g4_ptr logp_d, g4_ptr old, g4_ptr ref, g4_ptr adv, g4_ptr w, g4_ptr targets, int vocab, int n,
+                   float eps_low, float eps_high, float beta, int kl, g4_ptr loss, g4_ptr lp, g4_ptr ratio, g4_ptr clipped,
+                   g4_ptr kl_out, g4_ptr g, g4_stream st);
+int g4_f32_to_f64(g4_ptr dst, g4_ptr src, long long n, g4_stream st);
+
+// Host twins (native/hostmath.cu): Philox4x32-10 of n (counter [4], key [2]) pairs; the uniform of (seed, stream,
+// step); exp_f32; one row of the sampler (returns the search passes; kept may be null); the lse kernel's order over
+// chunks of `chunk` columns; dlogits (+ its bf16 split); the GRPO kernel (returns the loss).
+void g4_host_philox(const int* ctr, const int* key, int* out, int n);
+double g4_host_philox_uniform(long long seed, int stream, int step);
+void g4_host_exp_f32(const float* x, float* out, int n);
+int g4_host_sample_row(const float* row, int v, float temperature, int top_k, float top_p, double u, int* token,
+                       double* logprob, int* kept);
+void g4_host_lmhead_lse(const float* z, int rows, int cols, int chunk, const int* targets, double* lse, double* logp);
+void g4_host_lmhead_dlogits(const float* z, int rows, int cols, const int* targets, const double* lse, const double* g,
+                            float* dz, short* hi, short* lo);
+float g4_host_grpo_tokens(const double* logp, const float* old, const float* ref, const float* adv, const float* w,
+                          const int* targets, int vocab, int n, float eps_low, float eps_high, float beta, int kl,
+                          float* lp, float* ratio, float* clipped, float* kl_out, double* g);
 
 #ifdef __cplusplus
 }

@@ -154,4 +154,30 @@ public final class CudaNative {
                                                   float scale, int sms, int roundP, float[] out, int[] report4);
     public static native void g4_host_online_softmax_row(float[] s, float[] v, int n, int d, float scale, int chunk,
                                                          int parts, float[] out, float[] lse);
+    // ---- cuda/sampling.cu, cuda/lmhead.cu and their host twins (issue 13)
+    public static native int g4_sample(int dtype, long tokens, long logprobs, long logits, long ctr, int b, int v,
+                                       float temperature, int topK, float topP, long seed, long stream);
+    public static native int g4_sample_max_vocab(int[] v);
+    public static native int g4_lmhead_lse(long z, int rows, int cols, int v0, int vocab, long targets, int row0, long m,
+                                           long s, long zt, int first, int last, long lse, long logpD, long logpF,
+                                           long flag, int op, long stream);
+    public static native int g4_lmhead_dlogits(long z, int rows, int cols, int v0, int vocab, long targets, long lse,
+                                               long g, long hi, long lo, long stream);
+    public static native int g4_grpo_tokens(long logpD, long old, long ref, long adv, long w, long targets, int vocab,
+                                            int n, float epsLow, float epsHigh, float beta, int kl, long loss, long lp,
+                                            long ratio, long clipped, long klOut, long g, long stream);
+    public static native int g4_f32_to_f64(long dst, long src, long n, long stream);
+    public static native void g4_host_philox(int[] ctr, int[] key, int[] out, int n);
+    public static native double g4_host_philox_uniform(long seed, int stream, int step);
+    public static native void g4_host_exp_f32(float[] x, float[] out, int n);
+    public static native int g4_host_sample_row(float[] row, int v, float temperature, int topK, float topP, double u,
+                                                int[] token, double[] logprob, int[] kept);
+    public static native void g4_host_lmhead_lse(float[] z, int rows, int cols, int chunk, int[] targets, double[] lse,
+                                                 double[] logp);
+    public static native void g4_host_lmhead_dlogits(float[] z, int rows, int cols, int[] targets, double[] lse,
+                                                     double[] g, float[] dz, short[] hi, short[] lo);
+    public static native float g4_host_grpo_tokens(double[] logp, float[] old, float[] ref, float[] adv, float[] w,
+                                                   int[] targets, int vocab, int n, float epsLow, float epsHigh,
+                                                   float beta, int kl, float[] lp, float[] ratio, float[] clipped,
+                                                   float[] klOut, double[] g);
 }

@@ -513,6 +513,8 @@ public abstract class AbstractBackend implements Backend {
         fp32OrBf16(op, "logits", logits);
         Check.rank(op, "logits", logits, 2);
         Check.check(logits.dim(1) > 0, op, "logits " + logits.shapeString() + " has an empty vocabulary");
+        Check.check(spec.topK() <= logits.dim(1), op, "top_k = " + spec.topK() + " exceeds the vocabulary of logits "
+                + logits.shapeString() + " (0 turns top-k off)");
         int b = logits.dim(0);
         int32(op, "tokens", tokens);
         Check.shape(op, "tokens", tokens, b);

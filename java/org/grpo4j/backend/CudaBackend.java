@@ -60,6 +60,7 @@ public final class CudaBackend extends AbstractBackend {
     public Set<String> implementedOps() {
         Set<String> s = new LinkedHashSet<>();
         for (String op : Ops.ALL) if (Ops.CUDA_KERNELS.contains(op) || (op.equals(Ops.MATMUL) && CudaRuntime.cublasLoads())) s.add(op);
+        if (!CudaRuntime.cublasLoads()) s.removeAll(LM_HEAD_OPS); // their GEMMs run on cuBLASLt
         return s;
     }
 
@@ -98,6 +99,7 @@ public final class CudaBackend extends AbstractBackend {
         String what = switch (op) {
             case Ops.ROPE, Ops.ROPE_BACKWARD -> "positions[" + f[1] + "] = " + f[2] + " is negative";
             case Ops.KV_APPEND -> "slots[" + f[1] + "] = " + f[2] + " is outside [0, " + f[3] + ")";
+            case Ops.TOKEN_LOGPROBS, Ops.TOKEN_LOGPROBS_BACKWARD, Ops.GRPO_LOSS -> "targets[" + f[1] + "] = " + f[2] + " is outside [0, " + f[3] + ")";
             default -> "ids[" + f[1] + "] = " + f[2] + " is outside [0, " + f[3] + ")";
         };
         throw new IllegalArgumentException(op + ": " + what + " (found by the kernel; that element was skipped)");
@@ -176,6 +178,7 @@ public final class CudaBackend extends AbstractBackend {
         CudaNative.g4_stream_synchronize(stream);
         if (gemm != null) gemm.close();
         if (scratch != null) scratch.close();
+        closeLmHead();
         for (Tensor t : invFreqs.values()) t.close();
         flag.close();
         if (liveTensors() > 0)
@@ -499,21 +502,208 @@ public final class CudaBackend extends AbstractBackend {
         return op + ": " + what + " (found by the kernel; " + effect + ")";
     }
 
-    // ---- ops not yet ported to CUDA: requireOp() stops every call before it gets here -------------------------------
+    // ---- fused LM head, GRPO loss, sampling (issue 13; cuda/lmhead.cu, cuda/sampling.cu) -----------------------------
 
-    private static UnsupportedOperationException notPorted(String op) {
-        return new UnsupportedOperationException(op + " is not implemented on cuda yet");
+    /** The ops whose GEMMs run on cuBLASLt: implemented only where cuBLAS loads. */
+    static final Set<String> LM_HEAD_OPS = Set.of(Ops.TOKEN_LOGPROBS, Ops.TOKEN_LOGPROBS_BACKWARD, Ops.GRPO_LOSS);
+
+    /** Token rows per block and vocabulary columns per chunk of the fused LM head (docs/kernels.md). */
+    static final int LM_TOKEN_BLOCK = 2048, LM_VOCAB_CHUNK = 4096;
+    private int lmTokenBlock = LM_TOKEN_BLOCK, lmVocabChunk = LM_VOCAB_CHUNK;
+    private Tensor lmZ, lmHiLo, lmAcc, lmTok;   // grown on demand, freed by close()
+    private int sampleMaxVocab;
+    private boolean lmSplitGrad = splitGradProperty();
+
+    private static boolean splitGradProperty() {
+        String v = System.getProperty("grpo4j.lmheadBf16Grad", "split");
+        if (!v.equals("split") && !v.equals("single"))
+            throw new IllegalArgumentException("-Dgrpo4j.lmheadBf16Grad must be split or single, got \"" + v + "\"");
+        return v.equals("split");
+    }
+
+    /**
+     * How the bf16 backward feeds dz to its bf16 GEMMs: split (the default) as hi + lo, two GEMMs each, ~16 bits of dz
+     * as the bf16 contract asks (fp32 math on the widened inputs); single: hi alone, one GEMM each (dz rounded to bf16
+     * as torch's autograd does through a .float() cast): 6NHV instead of 10NHV backward FLOPs, dz to 8 bits. Also
+     * {@code -Dgrpo4j.lmheadBf16Grad=single}. fp32 operands are not affected.
+     */
+    public void setLmHeadBf16GradSplit(boolean split) { this.lmSplitGrad = split; }
+
+    /** Smaller blocks and chunks, so that tests reach every path of the chunk loops at small sizes. */
+    void setLmHeadBlocks(int tokenBlock, int vocabChunk) {
+        if (tokenBlock < 1 || vocabChunk < 1) throw new IllegalArgumentException("blocks must be >= 1");
+        lmTokenBlock = tokenBlock;
+        lmVocabChunk = vocabChunk;
+    }
+
+    /**
+     * Extra device memory of the fused LM head (bytes) for n tokens, hidden size h and a vocabulary of v: one chunk of
+     * logits (fp32 [tb, vc], tb = min(n, tokenBlock), vc = min(v, vocabChunk)); for a bf16 backward also the chunk's
+     * gradient as a bf16 hi/lo pair (2 x [tb, vc]) and the fp32 dHidden accumulator [tb, h]; and 40 bytes of state per
+     * token (running max, target logit, running sum, lse, log-prob, upstream gradient). The 32 MiB cuBLASLt workspace
+     * is shared with matmul and not counted.
+     */
+    static long lmHeadBytes(int n, int h, int v, DType dtype, boolean backward, int tokenBlock, int vocabChunk) {
+        long tb = Math.min(n, tokenBlock), vc = Math.min(v, vocabChunk), bytes = tb * vc * 4 + 40L * n;
+        if (backward && dtype == DType.BF16) bytes += tb * vc * 4 + tb * h * 4;
+        return bytes;
+    }
+
+    private Tensor grow(Tensor t, DType d, long numel) {
+        if (t != null && t.numel() >= numel) return t;
+        if (t != null) {
+            CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize"); // queued work may use it
+            t.close();
+        }
+        return empty(d, Math.toIntExact(Math.max(1, numel)));
+    }
+
+    private void lmBuffers(int n, int h, int v, boolean bf16Backward) {
+        long tb = Math.min(n, lmTokenBlock), vc = Math.min(v, lmVocabChunk);
+        lmZ = grow(lmZ, DType.FP32, tb * vc);
+        lmTok = grow(lmTok, DType.FP32, 10L * n);
+        if (bf16Backward) {
+            lmHiLo = grow(lmHiLo, DType.BF16, 2 * tb * vc);
+            lmAcc = grow(lmAcc, DType.FP32, tb * h);
+        }
+    }
+
+    private void closeLmHead() {
+        for (Tensor t : new Tensor[] {lmZ, lmHiLo, lmAcc, lmTok}) if (t != null) t.close();
+    }
+
+    /** Per-token state in lmTok (bytes): m fp32, zt fp32, s f64, lse f64, logp f64, g f64. */
+    private long lmState(int n, int slot) {
+        long[] at = {0, 4L * n, 8L * n, 16L * n, 24L * n, 32L * n};
+        return addr(lmTok) + at[slot];
+    }
+
+    private static final int M = 0, ZT = 1, S = 2, LSE = 3, LOGP = 4, G = 5;
+
+    private static void nonEmptyVocabulary(String op, Tensor hidden, Tensor lmHead) {
+        if (lmHead.dim(0) == 0 && hidden.dim(0) > 0)
+            throw new IllegalArgumentException(op + ": lmHead " + lmHead.shapeString() + " has an empty vocabulary: no target is valid");
+    }
+
+    /** The forward over every (token block, vocabulary chunk): lse (and log-probs, f64 and/or fp32, when non-zero). */
+    private void lmForward(Tensor hidden, Tensor lmHead, Tensor targets, float temperature, String op, long logpD, long logpF) {
+        int n = hidden.dim(0), h = hidden.dim(1), v = lmHead.dim(0);
+        float invT = (float) (1.0 / (temperature + 1e-7)); // CpuBackend's 1 / T' in float64, rounded once
+        int tb = Math.min(n, lmTokenBlock), vc = Math.min(v, lmVocabChunk), code = opCode(op);
+        long tg = addr(targets);
+        for (int t0 = 0; t0 < n; t0 += tb) {
+            int rows = Math.min(tb, n - t0);
+            Tensor hb = hidden.view((long) t0 * h, rows, h);
+            for (int v0 = 0; v0 < v; v0 += vc) {
+                int cols = Math.min(vc, v - v0);
+                Tensor z = lmZ.view(0, rows, cols);
+                matmulImpl(z, hb, false, lmHead.view((long) v0 * h, cols, h), true, invT, 0f, 1, rows, cols, h);
+                ok(CudaNative.g4_lmhead_lse(addr(z), rows, cols, v0, v, tg + 4L * t0, t0, lmState(n, M) + 4L * t0,
+                        lmState(n, S) + 8L * t0, lmState(n, ZT) + 4L * t0, v0 == 0 ? 1 : 0, v0 + cols >= v ? 1 : 0,
+                        lmState(n, LSE) + 8L * t0, logpD == 0 ? 0 : logpD + 8L * t0, logpF == 0 ? 0 : logpF + 4L * t0,
+                        addr(flag), code, stream), op + " lse kernel");
+            }
+        }
+    }
+
+    /**
+     * The backward, after {@link #lmForward} left lse in the state: per (token block, chunk) the logits again, dz (in
+     * place, or as bf16 hi/lo), then dHidden (+)= dz W_chunk / T' (overwritten at the first chunk; through the fp32
+     * accumulator for bf16) and dLmHead[chunk] += dz^T h / T'. g: the f64 upstream gradient per token (device).
+     */
+    private void lmBackward(Tensor dHidden, Tensor dLmHead, Tensor hidden, Tensor lmHead, Tensor targets, float temperature, long g) {
+        int n = hidden.dim(0), h = hidden.dim(1), v = lmHead.dim(0);
+        boolean bf16 = hidden.dtype() == DType.BF16;
+        float invT = (float) (1.0 / (temperature + 1e-7));
+        int tb = Math.min(n, lmTokenBlock), vc = Math.min(v, lmVocabChunk);
+        long tg = addr(targets);
+        for (int t0 = 0; t0 < n; t0 += tb) {
+            int rows = Math.min(tb, n - t0);
+            Tensor hb = hidden.view((long) t0 * h, rows, h);
+            Tensor dh = bf16 ? lmAcc.view(0, rows, h) : dHidden.view((long) t0 * h, rows, h);
+            for (int v0 = 0; v0 < v; v0 += vc) {
+                int cols = Math.min(vc, v - v0);
+                Tensor z = lmZ.view(0, rows, cols), w = lmHead.view((long) v0 * h, cols, h), dw = dLmHead.view((long) v0 * h, cols, h);
+                matmulImpl(z, hb, false, w, true, invT, 0f, 1, rows, cols, h);
+                float beta = v0 == 0 ? 0f : 1f;
+                if (bf16) {
+                    Tensor hi = lmHiLo.view(0, rows, cols), lo = lmHiLo.view((long) rows * cols, rows, cols);
+                    ok(CudaNative.g4_lmhead_dlogits(addr(z), rows, cols, v0, v, tg + 4L * t0, lmState(n, LSE) + 8L * t0,
+                            g + 8L * t0, addr(hi), addr(lo), stream), "lm-head dlogits kernel");
+                    matmulImpl(dh, hi, false, w, false, invT, beta, 1, rows, h, cols);
+                    if (lmSplitGrad) matmulImpl(dh, lo, false, w, false, invT, 1f, 1, rows, h, cols);
+                    matmulImpl(dw, hi, true, hb, false, invT, 1f, 1, cols, h, rows);
+                    if (lmSplitGrad) matmulImpl(dw, lo, true, hb, false, invT, 1f, 1, cols, h, rows);
+                } else {
+                    ok(CudaNative.g4_lmhead_dlogits(addr(z), rows, cols, v0, v, tg + 4L * t0, lmState(n, LSE) + 8L * t0,
+                            g + 8L * t0, 0, 0, stream), "lm-head dlogits kernel");
+                    matmulImpl(dh, z, false, w, false, invT, beta, 1, rows, h, cols);
+                    matmulImpl(dw, z, true, hb, false, invT, 1f, 1, cols, h, rows);
+                }
+            }
+            if (bf16 && (long) rows * h > 0)
+                ok(CudaNative.g4_cast(CudaNative.BF16, addr(dHidden) + 2L * t0 * h, CudaNative.F32, addr(dh), (long) rows * h, stream),
+                        "cast kernel (dHidden)");
+        }
     }
 
     @Override
-    void tokenLogprobsImpl(Tensor out, Tensor hidden, Tensor lmHead, Tensor targets, float temperature) { throw notPorted("tokenLogprobs"); }
+    void tokenLogprobsImpl(Tensor out, Tensor hidden, Tensor lmHead, Tensor targets, float temperature) {
+        int n = hidden.dim(0);
+        if (n == 0) return;
+        nonEmptyVocabulary(Ops.TOKEN_LOGPROBS, hidden, lmHead);
+        lmBuffers(n, hidden.dim(1), lmHead.dim(0), false);
+        lmForward(hidden, lmHead, targets, temperature, Ops.TOKEN_LOGPROBS, 0, addr(out));
+    }
 
     @Override
-    void tokenLogprobsBackwardImpl(Tensor dHidden, Tensor dLmHead, Tensor dLogprobs, Tensor hidden, Tensor lmHead, Tensor targets, float temperature) { throw notPorted("tokenLogprobsBackward"); }
+    void tokenLogprobsBackwardImpl(Tensor dHidden, Tensor dLmHead, Tensor dLogprobs, Tensor hidden, Tensor lmHead,
+                                   Tensor targets, float temperature) {
+        int n = hidden.dim(0);
+        if (n == 0) return;
+        nonEmptyVocabulary(Ops.TOKEN_LOGPROBS_BACKWARD, hidden, lmHead);
+        lmBuffers(n, hidden.dim(1), lmHead.dim(0), hidden.dtype() == DType.BF16);
+        lmForward(hidden, lmHead, targets, temperature, Ops.TOKEN_LOGPROBS_BACKWARD, 0, 0);
+        ok(CudaNative.g4_f32_to_f64(lmState(n, G), addr(dLogprobs), n, stream), "f32_to_f64 kernel");
+        lmBackward(dHidden, dLmHead, hidden, lmHead, targets, temperature, lmState(n, G));
+    }
 
     @Override
-    void grpoLossImpl(GrpoLossOutputs out, Tensor hidden, Tensor lmHead, Tensor targets, Tensor weights, Tensor advantages, Tensor oldLogprobs, Tensor refLogprobs, GrpoLossParams p) { throw notPorted("grpoLoss"); }
+    void grpoLossImpl(GrpoLossOutputs out, Tensor hidden, Tensor lmHead, Tensor targets, Tensor weights, Tensor advantages,
+                      Tensor oldLogprobs, Tensor refLogprobs, GrpoLossParams p) {
+        int n = hidden.dim(0), v = lmHead.dim(0);
+        if (n == 0) {
+            fillImpl(out.loss(), 0);
+            return;
+        }
+        nonEmptyVocabulary(Ops.GRPO_LOSS, hidden, lmHead);
+        lmBuffers(n, hidden.dim(1), v, hidden.dtype() == DType.BF16);
+        lmForward(hidden, lmHead, targets, p.temperature(), Ops.GRPO_LOSS, lmState(n, LOGP), 0);
+        ok(CudaNative.g4_grpo_tokens(lmState(n, LOGP), addr(oldLogprobs), addr(refLogprobs), addr(advantages), addr(weights),
+                addr(targets), v, n, p.epsLow(), p.epsHigh(), p.beta(), p.kl().ordinal(), addr(out.loss()),
+                addr(out.logprobs()), addr(out.ratio()), addr(out.clipped()), addr(out.kl()), lmState(n, G), stream),
+                "grpo per-token kernel");
+        lmBackward(out.dHidden(), out.dLmHead(), hidden, lmHead, targets, p.temperature(), lmState(n, G));
+    }
+
+    /** The largest vocabulary the CUDA sampler takes per row (its tile table lives in shared memory). */
+    int sampleMaxVocab() {
+        if (sampleMaxVocab == 0) {
+            int[] v = new int[1];
+            ok(CudaNative.g4_sample_max_vocab(v), "g4_sample_max_vocab");
+            sampleMaxVocab = v[0];
+        }
+        return sampleMaxVocab;
+    }
 
     @Override
-    void sampleImpl(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec) { throw notPorted("sample"); }
+    void sampleImpl(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec) {
+        int b = logits.dim(0), v = logits.dim(1);
+        if (b == 0) return;
+        if (v > sampleMaxVocab())
+            throw new IllegalArgumentException("sample: logits " + logits.shapeString() + " has V = " + v
+                    + " tokens per row, more than the CUDA sampler takes (" + sampleMaxVocab() + ")");
+        ok(CudaNative.g4_sample(dt(logits), addr(tokens), addr(logprobs), addr(logits), addr(rngCounters), b, v,
+                spec.temperature(), spec.topK(), spec.topP(), spec.seed(), stream), "sample kernel");
+    }
 }

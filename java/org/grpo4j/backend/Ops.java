@@ -41,10 +41,12 @@ public final class Ops {
 
     /**
      * Ops that have a CUDA kernel in cuda/ (what CudaBackend implements), listed even where no GPU is present. matmul
-     * is not here: it runs on cuBLASLt and is available where cuBLAS loads ({@link CudaBackend#implementedOps()}).
+     * is not here: it runs on cuBLASLt and is available where cuBLAS loads ({@link CudaBackend#implementedOps()}); the
+     * fused LM-head ops (tokenLogprobs, tokenLogprobsBackward, grpoLoss) are here but also need cuBLAS for their GEMMs.
      */
     public static final Set<String> CUDA_KERNELS = Set.of(FILL, SCALE, COPY, CAST, ADD, AXPY, EMBEDDING,
             EMBEDDING_BACKWARD, RMS_NORM, RMS_NORM_BACKWARD, ROPE, ROPE_BACKWARD, KV_APPEND, SWIGLU, SWIGLU_BACKWARD,
             ADAMW, SUM_SQUARES,
-            ATTENTION, ATTENTION_BACKWARD, DECODE_ATTENTION);
+            ATTENTION, ATTENTION_BACKWARD, DECODE_ATTENTION, // issue 12
+            TOKEN_LOGPROBS, TOKEN_LOGPROBS_BACKWARD, GRPO_LOSS, SAMPLE); // issue 13
 }

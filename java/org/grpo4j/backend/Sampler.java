@@ -4,11 +4,12 @@ package org.grpo4j.backend;
  * One row of {@link Backend#sample} on the CPU. Exact semantics (a CUDA kernel must reproduce the distribution):
  * <ol>
  *   <li>temperature 0: argmax (lowest index on ties); logprob from softmax(logits).</li>
- *   <li>otherwise z = logits / temperature, p = softmax(z). Sort tokens by z descending (index ascending on ties);
+ *   <li>otherwise z = logits / temperature, p = softmax(z). Rank tokens by z descending (index ascending on ties);
  *       keep the first topK (all when 0); renormalize; keep the shortest prefix whose cumulative probability
  *       reaches topP (at least one token). Draw u ~ U[0, 1) from Philox(seed, stream, step) and take the first kept
- *       token (in that order) whose cumulative kept mass exceeds u times the kept mass.</li>
- *   <li>Without top-k/top-p the walk runs in vocabulary order (no sort); the distribution is the same.</li>
+ *       token in vocabulary order ({@link FilteredDraw}) whose cumulative kept mass exceeds u times the kept mass.</li>
+ *   <li>Both walks, filtered or not, run in vocabulary order (the order a sort-free GPU sampler walks); the sort only
+ *       ranks the kept set.</li>
  * </ol>
  * The returned logprob is log p(token) under the unfiltered softmax(z).
  *
@@ -58,24 +59,7 @@ final class Sampler {
             }
             return new Result(last, logits[off + last] * invT - lse); // rounding left c just below u
         }
-        int[] order = sortedDescending(logits, off, v);
-        double massK = 0;
-        for (int r = 0; r < k; r++) massK += Math.exp(logits[off + order[r]] * invT - lse);
-        int kept = 0;
-        double mass = 0;
-        while (kept < k) {
-            mass += Math.exp(logits[off + order[kept]] * invT - lse);
-            kept++;
-            if (mass / massK >= spec.topP()) break;
-        }
-        double target = u * mass, c = 0;
-        for (int r = 0; r < kept; r++) {
-            int j = order[r];
-            c += Math.exp(logits[off + j] * invT - lse);
-            if (c > target) return new Result(j, logits[off + j] * invT - lse);
-        }
-        int j = order[kept - 1];
-        return new Result(j, logits[off + j] * invT - lse);
+        return FilteredDraw.draw(logits, off, v, k, spec.topP(), invT, lse, u);
     }
 
     private static float orNegInf(float x) { return Float.isNaN(x) ? Float.NEGATIVE_INFINITY : x; }

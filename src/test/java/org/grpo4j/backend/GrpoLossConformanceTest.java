@@ -116,6 +116,35 @@ class GrpoLossConformanceTest {
                 }
         }
 
+        /** Past the CUDA backend's default vocabulary chunk (4096) and token block (2048), with partial last ones. */
+        @Test
+        void spansVocabularyChunksAndTokenBlocks() {
+            Backend be = be(Ops.GRPO_LOSS);
+            SplittableRandom r = new SplittableRandom(4);
+            for (int[] s : new int[][] {{7, 8, 9000}, {2100, 4, 30}}) {
+                int n = s[0], d = s[1], vocab = s[2];
+                float temp = 1f, epsLow = 0.2f, epsHigh = 0.2f, beta = 0.1f;
+                Case c = makeCase(r, n, d, vocab, temp);
+                double[] logp = Ref.tokenLogprobs(c.h, c.w, c.tgt, n, d, vocab, temp);
+                double[] want = Ref.grpo(logp, c.old, c.ref, c.adv, c.wt, epsLow, epsHigh, beta, KlEstimator.KL3);
+                GrpoLossOutputs out = new GrpoLossOutputs(poisoned(1), poisoned(n), poisoned(n), poisoned(n), poisoned(n),
+                        poisoned(n, d), zeros(vocab, d));
+                be.grpoLoss(out, up(c.h, n, d), up(c.w, vocab, d), up(c.tgt, n), up(c.wt, n), up(c.adv, n), up(c.old, n),
+                        up(c.ref, n), new GrpoLossParams(temp, epsLow, epsHigh, beta, KlEstimator.KL3));
+                String what = "n=" + n + " V=" + vocab;
+                assertClose(what + " loss", new double[] {want[0]}, out.loss().toFloats(), 1e-5, 1e-5);
+                assertClose(what + " logprobs", logp, out.logprobs().toFloats(), 2e-5, 1e-4);
+                assertClose(what + " clipped", java.util.Arrays.copyOfRange(want, 1 + n, 1 + 2 * n), out.clipped().toFloats(), 0, 0);
+                int[] ih = someIndices(r, c.h.length, 40), iw = someIndices(r, c.w.length, 40);
+                double[] fh = fdGrad(x -> Ref.grpo(Ref.tokenLogprobs(x, c.w, c.tgt, n, d, vocab, temp), c.old, c.ref, c.adv, c.wt,
+                        epsLow, epsHigh, beta, KlEstimator.KL3)[0], c.h, ih);
+                double[] fw = fdGrad(x -> Ref.grpo(Ref.tokenLogprobs(c.h, x, c.tgt, n, d, vocab, temp), c.old, c.ref, c.adv, c.wt,
+                        epsLow, epsHigh, beta, KlEstimator.KL3)[0], c.w, iw);
+                assertGradClose(what + " dHidden", fh, out.dHidden().toFloats(), ih, 2e-5, 2e-4);
+                assertGradClose(what + " dLmHead", fw, out.dLmHead().toFloats(), iw, 2e-5, 2e-4);
+            }
+        }
+
         @Test
         void clippingFiresOnBothSides() {
             Backend be = be(Ops.GRPO_LOSS);

@@ -97,6 +97,31 @@ class LmHeadConformanceTest {
             }
         }
 
+        /**
+         * Sizes past the CUDA backend's default token block (2048 rows) and vocabulary chunk (4096 columns), so that
+         * its loops run several blocks and chunks with partial last ones; forward vs float64, backward vs FD.
+         */
+        @Test
+        void spansVocabularyChunksAndTokenBlocks() {
+            Backend be = be(Ops.TOKEN_LOGPROBS_BACKWARD);
+            SplittableRandom r = new SplittableRandom(5);
+            for (int[] s : new int[][] {{2100, 8, 50}, {5, 8, 9000}}) {
+                int n = s[0], d = s[1], vocab = s[2];
+                double[] h = randn(r, n * d, 1), w = randn(r, vocab * d, 0.5), g = randn(r, n, 1);
+                int[] tgt = r.ints(n, 0, vocab).toArray();
+                Tensor out = poisoned(n);
+                be.tokenLogprobs(out, up(h, n, d), up(w, vocab, d), up(tgt, n), 0.9f);
+                assertClose("tokenLogprobs n=" + n + " V=" + vocab, Ref.tokenLogprobs(h, w, tgt, n, d, vocab, 0.9f), out.toFloats(), 2e-5, 1e-5);
+                Tensor dh = poisoned(n, d), dw = zeros(vocab, d);
+                be.tokenLogprobsBackward(dh, dw, up(g, n), up(h, n, d), up(w, vocab, d), up(tgt, n), 0.9f);
+                int[] ih = someIndices(r, h.length, 60), iw = someIndices(r, w.length, 60);
+                double[] fh = fdGrad(x -> dot(g, Ref.tokenLogprobs(x, w, tgt, n, d, vocab, 0.9f)), h, ih);
+                double[] fw = fdGrad(x -> dot(g, Ref.tokenLogprobs(h, x, tgt, n, d, vocab, 0.9f)), w, iw);
+                assertGradClose("dHidden n=" + n + " V=" + vocab, fh, dh.toFloats(), ih, 2e-5, 2e-4);
+                assertGradClose("dLmHead n=" + n + " V=" + vocab, fw, dw.toFloats(), iw, 2e-5, 2e-4);
+            }
+        }
+
         @Test
         void badCalls() {
             Backend be = be(Ops.TOKEN_LOGPROBS);

@@ -239,6 +239,35 @@ class SampleConformanceTest {
         }
     }
 
+    /** top_k beyond the vocabulary is refused before any kernel (0 turns top-k off; negative values never get a spec). */
+    abstract static class BadSpecs extends Conformance {
+        @Test
+        void topKBeyondTheVocabularyIsRejected() {
+            Backend be = be(Ops.SAMPLE);
+            assertBadCall(Ops.SAMPLE, () -> be.sample(poisonedInt(2), poisoned(2), zeros(2, 5), up(new int[4], 2, 2),
+                    new SamplingSpec(1f, 6, 1f, 1)), "top_k = 6", "[2, 5]");
+            be.sample(poisonedInt(2), poisoned(2), zeros(2, 5), up(new int[4], 2, 2), new SamplingSpec(1f, 5, 1f, 1)); // k = V is fine
+            assertThrows(IllegalArgumentException.class, () -> new SamplingSpec(1f, -1, 1f, 1));
+            assertThrows(IllegalArgumentException.class, () -> new SamplingSpec(1f, 0, 1.01f, 1));
+            assertThrows(IllegalArgumentException.class, () -> new SamplingSpec(1f, 0, Float.NaN, 1));
+            assertThrows(IllegalArgumentException.class, () -> new SamplingSpec(Float.NaN, 0, 1f, 1));
+            assertThrows(IllegalArgumentException.class, () -> new SamplingSpec(Float.POSITIVE_INFINITY, 0, 1f, 1));
+        }
+    }
+
+    @Nested
+    class CpuBadSpecs extends BadSpecs {
+        @Override
+        protected Backend be() { return TestBackends.cpu(); }
+    }
+
+    @Nested
+    @Tag("gpu")
+    class CudaBadSpecs extends BadSpecs {
+        @Override
+        protected Backend be() { return TestBackends.cuda(); }
+    }
+
     @Nested
     class Cpu extends Suite {
         @Override

@@ -1,0 +1,320 @@
+// sample: one thread block per row of logits [B, V] (fp32 or bf16), sort-free (docs/kernels.md "Sampling").
+//
+// Pass A (always, one read of the row): per tile of TILE tokens the max key with its lowest index and the
+// tile-relative fixed-point mass I_s; the row's max, argmax and min key. That settles non-finite rows (the first
+// index of an infinite max, logprob NaN), greedy rows (the argmax) and, with the tiles' masses, the log-sum-exp.
+// No filter: the draw's tile is found from the tiles' masses and only that tile is read again (one pass in all).
+// top-k / top-p: the threshold search of sampling.cuh (histogram passes over the row in shared memory, the domain
+// narrowing until one key is left; once the domain holds <= CAP tokens they are copied to shared memory and the
+// remaining passes read only those), then one draw pass in vocabulary order that stops at the drawn token.
+// Every reduction is over integers or keys (order-free), so the kernel is deterministic and its host twin
+// (g4_host_sample_row) reproduces its tokens exactly.
+#include "sampling.cuh"
+
+namespace {
+
+using namespace g4;
+using namespace g4::smp;
+
+struct Shared {
+    u64 tile_s[MAX_TILES];
+    float tile_m[MAX_TILES];
+    u32 cnt[BINS];
+    u64 mass[BINS];
+    u32 bmin[BINS], bmax[BINS];
+    u32 list[CAP];
+    u64 scan[32];
+    // control, written by one thread between barriers
+    u64 best, tbest, tsum;
+    u32 kmin, list_n;
+    Sel sel;
+    int collect, from_list, bnd, token;
+    u64 bnd_gc, bnd_gm;
+};
+
+__device__ inline u64 warp_max_u64(u64 x) {
+    for (int o = 16; o > 0; o >>= 1) { u64 y = __shfl_xor_sync(0xffffffffu, x, o); x = y > x ? y : x; }
+    return x;
+}
+__device__ inline u32 warp_min_u32(u32 x) {
+    for (int o = 16; o > 0; o >>= 1) { u32 y = __shfl_xor_sync(0xffffffffu, x, o); x = y < x ? y : x; }
+    return x;
+}
+__device__ inline u64 warp_sum_u64(u64 x) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+// Inclusive prefix sum over the block in thread order (integers: exact); *total gets the block's sum.
+__device__ u64 block_scan(u64 x, u64* total, u64* part) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int o = 1; o < 32; o <<= 1) {
+        u64 y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= o) x += y;
+    }
+    if (lane == 31) part[warp] = x;
+    __syncthreads();
+    if (warp == 0) {
+        u64 p = part[lane];
+        for (int o = 1; o < 32; o <<= 1) {
+            u64 y = __shfl_up_sync(0xffffffffu, p, o);
+            if (lane >= o) p += y;
+        }
+        part[lane] = p;
+    }
+    __syncthreads();
+    u64 r = x + (warp > 0 ? part[warp - 1] : 0);
+    *total = part[31];
+    __syncthreads();  // part is reused by the next call
+    return r;
+}
+
+template <typename T>
+__device__ inline float load(const T* row, int j) { return clean(to_f32(row[j])); }
+
+// One histogram pass of the selection over the row (or over the shared-memory list).
+template <typename T>
+__device__ void hist_pass(Shared& sm, const T* row, int v, float xmax, float inv_t, float top_p, int sh, float bpu) {
+    const Sel sel = sm.sel;
+    const int collect = sm.collect, from_list = sm.from_list;
+    int tid = threadIdx.x;
+    sm.cnt[tid] = 0;
+    sm.mass[tid] = 0;
+    sm.bmin[tid] = 0xFFFFFFFFu;
+    sm.bmax[tid] = 0;
+    if (tid == 0) {
+        if (collect) sm.list_n = 0;
+        sm.bnd = -1;
+    }
+    __syncthreads();
+    int n = from_list ? (int) sm.list_n : v;
+    for (int i = tid; i < n; i += BLOCK) {
+        u32 key;
+        float x;
+        if (from_list) {
+            key = sm.list[i];
+            x = value_of(key);
+        } else {
+            x = load(row, i);
+            key = key_of(x);
+        }
+        if (key < sel.lo || key > sel.hi) continue;
+        u64 g = weight(x, xmax, inv_t, sh);
+        if (!sel_in(sel, key, g)) continue;
+        int b = sel_bin(sel, key, x, xmax, inv_t, bpu);
+        atomicAdd(&sm.cnt[b], 1u);
+        atomicAdd(&sm.mass[b], g);
+        atomicMin(&sm.bmin[b], key);
+        atomicMax(&sm.bmax[b], key);
+        if (collect) {
+            u32 at = atomicAdd(&sm.list_n, 1u);
+            if (at < (u32) CAP) sm.list[at] = key;  // always true: the domain holds <= CAP tokens
+        }
+    }
+    __syncthreads();
+    // suffix sums from the top bin: thread tid holds bin BINS-1-tid
+    int b = BINS - 1 - tid;
+    u64 c = sm.cnt[b], m = sm.mass[b], tc, tm;
+    u64 ec = block_scan(c, &tc, sm.scan), em = block_scan(m, &tm, sm.scan);
+    Sel s2 = sel;
+    if (s2.t < 0) s2.t = dmul_rn((double) top_p, (double) tm);  // the first mass-mode pass: top_p of the domain's mass
+    u64 gc = ec - c, gm = em - m;
+    if (!sel_q(s2, s2.above_cnt + gc, s2.above_mass + gm) && sel_q(s2, s2.above_cnt + ec, s2.above_mass + em)) {
+        sm.bnd = b;
+        sm.bnd_gc = gc;
+        sm.bnd_gm = gm;
+    }
+    __syncthreads();
+    if (tid == 0) {
+        int bb = sm.bnd;
+        sm.sel.t = s2.t;
+        if (bb < 0) {
+            sel_fail(sm.sel);
+        } else {
+            sel_advance(sm.sel, sm.bnd_gc, sm.bnd_gm, sm.cnt[bb], sm.bmin[bb], sm.bmax[bb]);
+            if (collect) {  // the list now holds this pass's domain, a superset of the next one
+                sm.collect = 0;
+                sm.from_list = 1;
+            } else if (!from_list && !sm.sel.done && sm.cnt[bb] <= (u32) CAP) {
+                sm.collect = 1;  // the next domain fits in shared memory: copy it during the next pass
+            }
+        }
+    }
+    __syncthreads();
+}
+
+template <typename T>
+__global__ void __launch_bounds__(BLOCK, 1)
+sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int v, Spec sp, u64 seed) {
+    __shared__ Shared sm;
+    const int tid = threadIdx.x, lane = tid & 31;
+    const T* row = logits + (long long) blockIdx.x * v;
+    const int nt = (v + TILE - 1) / TILE;
+    if (tid == 0) {
+        sm.best = 0;
+        sm.tbest = 0;
+        sm.tsum = 0;
+        sm.kmin = 0xFFFFFFFFu;
+        sm.token = -1;
+    }
+    __syncthreads();
+
+    // ---- pass A: tiles -------------------------------------------------------------------------------------------
+    for (int s = 0; s < nt; s++) {
+        float x[ITEMS];
+        u64 mb = 0;
+        u32 mn = 0xFFFFFFFFu;
+#pragma unroll
+        for (int i = 0; i < ITEMS; i++) {
+            int j = s * TILE + i * BLOCK + tid;
+            x[i] = j < v ? load(row, j) : 0.f;
+            if (j < v) {
+                u32 key = key_of(x[i]);
+                u64 packed = ((u64) key << 32) | (u64) (~(u32) j);
+                mb = packed > mb ? packed : mb;
+                mn = key < mn ? key : mn;
+            }
+        }
+        mb = warp_max_u64(mb);
+        mn = warp_min_u32(mn);
+        if (lane == 0) {
+            atomicMax(&sm.tbest, mb);
+            atomicMin(&sm.kmin, mn);
+        }
+        __syncthreads();
+        float m = value_of((u32) (sm.tbest >> 32));
+        u64 sum = 0;
+#pragma unroll
+        for (int i = 0; i < ITEMS; i++)
+            if (s * TILE + i * BLOCK + tid < v) sum += fixp(rel_exp(x[i], m, sp.inv_t), SH_TILE);
+        sum = warp_sum_u64(sum);
+        if (lane == 0) atomicAdd(&sm.tsum, sum);
+        __syncthreads();
+        if (tid == 0) {
+            sm.tile_m[s] = m;
+            sm.tile_s[s] = sm.tsum;
+            if (sm.tbest > sm.best) sm.best = sm.tbest;
+            sm.tbest = 0;
+            sm.tsum = 0;
+        }
+        __syncthreads();
+    }
+    const u32 kmax = (u32) (sm.best >> 32), kmin = sm.kmin;
+    const int arg = (int) ~(u32) sm.best;
+    const float xmax = value_of(kmax);
+    if (is_inf(xmax) || sp.temperature == 0.f) {
+        if (tid == 0) {
+            tokens[blockIdx.x] = arg;
+            logprobs[blockIdx.x] = is_inf(xmax) ? __int_as_float(0x7fffffff)
+                    : (float) -tile_pick(sm.tile_m, sm.tile_s, nt, xmax, 1.f, 0.0).log_s;
+        }
+        return;
+    }
+    const double u = philox_uniform(seed, ctr[2 * blockIdx.x], ctr[2 * blockIdx.x + 1]);
+    const TilePick pick = tile_pick(sm.tile_m, sm.tile_s, nt, xmax, sp.inv_t, u);  // every thread, same result
+
+    if (sp.top_k == 0 && !(sp.top_p < 1.f)) {
+        // ---- unfiltered: re-read the one tile the target falls in -----------------------------------------------
+        const float m = sm.tile_m[pick.s];
+        u64 carry = 0;
+        for (int i = 0; i < ITEMS; i++) {
+            int j = pick.s * TILE + i * BLOCK + tid;
+            u64 w = j < v ? fixp(rel_exp(load(row, j), m, sp.inv_t), SH_TILE) : 0, total;
+            u64 c = block_scan(w, &total, sm.scan) + carry;
+            if (c > pick.r && c - w <= pick.r) sm.token = j;
+            carry += total;
+            __syncthreads();
+            if (sm.token >= 0) break;
+        }
+    } else {
+        // ---- top-k / top-p: threshold search, then the draw over the kept tokens in vocabulary order -------------
+        const int sh = row_shift(v);
+        const float bpu = bins_per_unit(sh);
+        u32 tau, c;
+        u64 kept;
+        auto run = [&](Sel s0, u32 dom_cnt) {
+            __syncthreads();  // every thread has read the previous selection's result
+            if (tid == 0) {
+                sm.sel = s0;
+                sm.from_list = 0;
+                sm.collect = dom_cnt <= (u32) CAP;
+            }
+            __syncthreads();
+            while (!sm.sel.done) hist_pass(sm, row, v, xmax, sp.inv_t, sp.top_p, sh, bpu);
+        };
+        if (sp.top_k > 0) {
+            run(sel_count(kmin, kmax, (u32) sp.top_k), (u32) v);
+            const Sel sk = sm.sel;
+            tau = sk.tau;
+            c = (u32) sp.top_k - sk.above_cnt;
+            u64 g = weight(value_of(tau), xmax, sp.inv_t, sh);
+            kept = sk.above_mass + (u64) c * g;
+            if (sp.top_p < 1.f) {
+                double t = dmul_rn((double) sp.top_p, (double) kept);
+                if ((double) sk.above_mass >= t) {
+                    run(sel_mass(tau + 1, kmax, t), 0xFFFFFFFFu);
+                    const Sel s2 = sm.sel;
+                    u64 g2 = weight(value_of(s2.tau), xmax, sp.inv_t, sh);
+                    tau = s2.tau;
+                    c = min_ties(s2.above_mass, g2, t, s2.tau_cnt);
+                    kept = s2.above_mass + (u64) c * g2;
+                } else {
+                    c = min_ties(sk.above_mass, g, t, c);
+                    kept = sk.above_mass + (u64) c * g;
+                }
+            }
+        } else {
+            run(sel_mass(kmin, kmax, -1.0), 0xFFFFFFFFu);
+            const Sel s1 = sm.sel;
+            u64 g = weight(value_of(s1.tau), xmax, sp.inv_t, sh);
+            tau = s1.tau;
+            c = min_ties(s1.above_mass, g, s1.t, s1.tau_cnt);
+            kept = s1.above_mass + (u64) c * g;
+        }
+        const u64 r = draw_r(u, kept);
+        u64 carry_tie = 0, carry = 0;
+        for (int base = 0; base < v; base += BLOCK) {
+            int j = base + tid;
+            bool valid = j < v;
+            float x = valid ? load(row, j) : 0.f;
+            u32 key = key_of(x);
+            u64 tie = valid && key == tau, tie_total, w_total;
+            u64 rank = block_scan(tie, &tie_total, sm.scan) - tie + carry_tie;
+            bool k = valid && (key > tau || (tie && rank < c));
+            u64 w = k ? weight(x, xmax, sp.inv_t, sh) : 0;
+            u64 cum = block_scan(w, &w_total, sm.scan) + carry;
+            if (cum > r && cum - w <= r) sm.token = j;
+            carry += w_total;
+            carry_tie += tie_total;
+            __syncthreads();
+            if (sm.token >= 0) break;
+        }
+    }
+    if (tid == 0) {
+        int tok = sm.token;
+        tokens[blockIdx.x] = tok;
+        logprobs[blockIdx.x] = (float) logprob(load(row, tok), xmax, sp.inv_t_d, pick.log_s);
+    }
+}
+
+}  // namespace
+
+extern "C" int g4_sample_max_vocab(int* v) {
+    *v = MAX_TILES * TILE;
+    return 0;
+}
+
+extern "C" int g4_sample(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr logits, g4_ptr ctr, int b, int v,
+                         float temperature, int top_k, float top_p, long long seed, g4_stream s) {
+    if (b <= 0) return 0;
+    if (v <= 0 || v > MAX_TILES * TILE) return (int) cudaErrorInvalidValue;
+    Spec sp = make_spec(temperature, top_k, top_p, v);
+    int* tok = reinterpret_cast<int*>(tokens);
+    float* lp = reinterpret_cast<float*>(logprobs);
+    const int* c = reinterpret_cast<const int*>(ctr);
+    if (dtype == G4_BF16)
+        sample_kernel<__nv_bfloat16><<<b, BLOCK, 0, as_stream(s)>>>(tok, lp, reinterpret_cast<const __nv_bfloat16*>(logits), c, v, sp, (u64) seed);
+    else
+        sample_kernel<float><<<b, BLOCK, 0, as_stream(s)>>>(tok, lp, reinterpret_cast<const float*>(logits), c, v, sp, (u64) seed);
+    return launched();
+}

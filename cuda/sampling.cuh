@@ -1,0 +1,409 @@
+// Sampling math shared by the kernel (cuda/sampling.cu) and its host twin (native/hostmath.cu): Philox4x32-10,
+// order-preserving keys, fixed-point probability masses (exp_f32 from fmath.cuh), and the per-row decisions of the
+// sort-free sampler (tile combination, the threshold search's binning and boundary rule, tie counts). See
+// docs/kernels.md "Sampling" for the design.
+//
+// Why fixed point: every reduction of the sampler is over integers (counts, masses as round(p * 2^sh), maxima of
+// keys), so its result does not depend on the order in which a block adds them. The host twin therefore reproduces
+// the kernel exactly without emulating any thread order; the only floating-point combinations (over tiles, and the
+// targets) are done by one thread in a fixed order, the same code on both sides.
+#pragma once
+#include "fmath.cuh"
+
+namespace g4 {
+
+// ---- Philox4x32-10 (Salmon et al. 2011), as java/org/grpo4j/backend/Philox.java --------------------------------------
+
+struct U4 { u32 x, y, z, w; };
+
+__host__ __device__ inline U4 philox4x32_10(U4 c, u32 k0, u32 k1) {
+    for (int r = 0; r < 10; r++) {
+        u64 p0 = (u64) 0xD2511F53u * c.x, p1 = (u64) 0xCD9E8D57u * c.z;
+        U4 n = {(u32) (p1 >> 32) ^ c.y ^ k0, (u32) p1, (u32) (p0 >> 32) ^ c.w ^ k1, (u32) p0};
+        c = n;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    return c;
+}
+
+// U[0, 1) from key = seed, counter = (step, stream, 0, 0): 53 bits from the first two words (Philox.uniform).
+__host__ __device__ inline double philox_uniform(u64 seed, int stream, int step) {
+    U4 w = philox4x32_10(U4{(u32) step, (u32) stream, 0u, 0u}, (u32) seed, (u32) (seed >> 32));
+    u64 bits = ((u64) w.x << 21) ^ ((u64) w.y >> 11);
+    return (double) (bits & ((1ull << 53) - 1)) * 0x1p-53;
+}
+
+// ---- keys and fixed-point masses ------------------------------------------------------------------------------------
+
+// NaN logits count as -inf (Backend.sample's contract for non-finite rows).
+__host__ __device__ inline float clean(float x) { return x != x ? u2f(0xFF800000u) : x; }
+
+// Order-preserving key: key(a) < key(b) iff a < b, with -0 just below +0, -inf = 0x007FFFFF, +inf = 0xFF800000. The same
+// total order as the CPU sampler's sort (Sampler.sortedDescending), so ranks and ties agree.
+__host__ __device__ inline u32 key_of(float x) {
+    u32 b = f2u(x);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+__host__ __device__ inline float value_of(u32 k) { return u2f((k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k); }
+
+__host__ __device__ inline bool is_inf(float x) { return (f2u(x) & 0x7FFFFFFFu) == 0x7F800000u; }
+
+// Smallest L with 2^L >= v.
+__host__ __device__ inline int ceil_log2(u32 v) {
+    int l = 0;
+    while (l < 32 && (1ull << l) < v) l++;
+    return l;
+}
+
+// round(e * 2^sh) for 0 <= e <= 1, sh <= 62 (exact scaling, one rounding to nearest even).
+__host__ __device__ inline u64 fixp(float e, int sh) { return d2u64_rn(dmul_rn((double) e, (double) (1ull << sh))); }
+
+// exp((x - m) / T) in fp32 with the operations fixed: x and m cleaned, m >= x; x == m gives 1 exactly (even when
+// 1/T overflowed to infinity); -inf gives 0.
+__host__ __device__ inline float rel_exp(float x, float m, float inv_t) {
+    if (x == u2f(0xFF800000u)) return 0.f;
+    return exp_f32(x == m ? 0.f : mul_rn(sub_rn(x, m), inv_t));
+}
+
+namespace smp {
+
+constexpr int BLOCK = 1024;           // threads per row
+constexpr int ITEMS = 4;              // slices of BLOCK tokens per tile
+constexpr int TILE = BLOCK * ITEMS;   // tokens per tile of the first pass
+constexpr int MAX_TILES = 1024;       // so V <= 4,194,304 on CUDA
+constexpr int BINS = 1024;            // histogram bins of one search pass (== BLOCK: one bin per thread)
+constexpr int CAP = 2048;             // candidates kept in shared memory once the search interval is that small
+constexpr int SH_TILE = 62 - 12;      // tile-relative masses: round(p * 2^50), a tile sums to <= 2^62
+
+// Fixed-point shift of the row-relative masses: a whole row sums to at most 2^62.
+__host__ __device__ inline int row_shift(int v) { return 62 - ceil_log2((u32) v); }
+
+// g_j = round(exp((x_j - xmax) / T) * 2^sh): the mass of token j in the threshold search and the filtered draw.
+__host__ __device__ inline u64 weight(float x, float xmax, float inv_t, int sh) { return fixp(rel_exp(x, xmax, inv_t), sh); }
+
+// ---- the unfiltered draw over tiles ---------------------------------------------------------------------------------
+// Tile s (TILE consecutive tokens) holds its max m_s and I_s = sum_j round(exp((x_j - m_s)/T) * 2^SH_TILE). Its mass
+// relative to the row max is W_s = I_s f_s, f_s = exp((m_s - xmax)/T), and S = sum_j exp((x_j - xmax)/T) =
+// 2^-SH_TILE sum_s W_s. The draw target u sum_s W_s falls in the first tile whose running W-sum exceeds it; inside
+// it, R = floor((target - prefix) / f_s) in the tile's integer units, and the token is the first whose running
+// integer sum exceeds R (exact).
+__host__ __device__ inline double tile_factor(float m, float xmax, float inv_t) { return (double) rel_exp(m, xmax, inv_t); }
+
+struct TilePick { int s; u64 r; double log_s; };
+
+__host__ __device__ inline TilePick tile_pick(const float* tm, const u64* ts, int nt, float xmax, float inv_t, double u) {
+    double total = 0;
+    for (int s = 0; s < nt; s++) total = dadd_rn(total, dmul_rn((double) ts[s], tile_factor(tm[s], xmax, inv_t)));
+    TilePick p;
+    p.log_s = dsub_rn(log(total), SH_TILE * 0.69314718055994530942);
+    double target = dmul_rn(u, total), prefix = 0;
+    int last = -1;
+    for (int s = 0; s < nt; s++) {
+        double f = tile_factor(tm[s], xmax, inv_t), w = dmul_rn((double) ts[s], f);
+        if (!(w > 0)) continue;
+        last = s;
+        double next = dadd_rn(prefix, w);
+        if (next > target) {
+            double q = ddiv_rn(dsub_rn(target, prefix), f);
+            p.s = s;
+            p.r = q >= (double) ts[s] ? ts[s] - 1 : d2u64_rz(q);
+            return p;
+        }
+        prefix = next;
+    }
+    p.s = last;  // rounding left the running sum at or below the target: the last token with mass
+    p.r = ts[last] - 1;
+    return p;
+}
+
+// ---- the threshold search -------------------------------------------------------------------------------------------
+// A selection finds the key tau at which a running aggregate over the domain, taken from the largest key down,
+// reaches its target: count mode (top-k) counts tokens (target k); mass mode (top-p) sums masses g_j (target t, a
+// double, with only tokens of mass > 0 in the domain). "above" aggregates the domain's tokens with key > hi, which are
+// on the kept side for sure; the invariant is q(above) false, q(above + everything in [lo, hi]) true. Each pass bins
+// the domain's tokens (monotone binning, so each bin is a key interval [kmin_b, kmax_b]); the boundary bin b is the
+// one with q(above + gt_b) false and q(above + gt_b + bin_b) true (exactly one: q is monotone and the sums are
+// integers); the domain narrows to [kmin_b, kmax_b] until that interval is one key, which is tau. The first mass-mode
+// pass bins linearly in (xmax - x)/T (where the mass is), later passes linearly in the key (ceil(32 / 10) passes at
+// most).
+struct Sel {
+    u32 lo, hi;          // domain: keys in [lo, hi]
+    u32 above_cnt;       // tokens of the domain's original range above hi, and their mass
+    u64 above_mass;
+    u32 k;               // count target
+    double t;            // mass target (< 0: set from the first pass's total, as top_p * total)
+    int mass_mode, linear, done;
+    u32 tau;             // when done: the threshold key; above_* then aggregate the keys > tau
+    u32 tau_cnt;         // when done: the domain's tokens with key tau
+};
+
+__host__ __device__ inline Sel sel_count(u32 lo, u32 hi, u32 k) {
+    Sel s = {lo, hi, 0u, 0ull, k, 0.0, 0, 0, 0, 0u, 0u};
+    return s;
+}
+
+__host__ __device__ inline Sel sel_mass(u32 lo, u32 hi, double t) {
+    Sel s = {lo, hi, 0u, 0ull, 0u, t, 1, 1, 0, 0u, 0u};
+    return s;
+}
+
+__host__ __device__ inline bool sel_q(const Sel& s, u64 cnt, u64 mass) {
+    return s.mass_mode ? (double) mass >= s.t : cnt >= (u64) s.k;
+}
+
+// Whether token (key, x, g) belongs to the current domain.
+__host__ __device__ inline bool sel_in(const Sel& s, u32 key, u64 g) {
+    return key >= s.lo && key <= s.hi && (!s.mass_mode || g > 0);
+}
+
+// (xmax - x)/T bins over [0, D) with D = (sh + 1) ln2 + 1 (beyond it a mass rounds to 0), the largest x on top.
+__host__ __device__ inline float bins_per_unit(int sh) {
+    return div_rn((float) BINS, add_rn(mul_rn((float) (sh + 1), 0.693147182f), 1.f));
+}
+
+__host__ __device__ inline int sel_bin(const Sel& s, u32 key, float x, float xmax, float inv_t, float bpu) {
+    if (s.linear) {
+        float dn = x == xmax ? 0.f : mul_rn(sub_rn(xmax, x), inv_t);
+        float f = mul_rn(dn, bpu);
+        int from_top = f < (float) (BINS - 1) ? (int) f : BINS - 1;
+        return BINS - 1 - from_top;
+    }
+    return (int) (((u64) (key - s.lo) * BINS) / ((u64) (s.hi - s.lo) + 1));
+}
+
+// The boundary bin found: narrows the domain or finishes.
+__host__ __device__ inline void sel_advance(Sel& s, u64 gt_cnt, u64 gt_mass, u32 cnt_b, u32 kmin_b, u32 kmax_b) {
+    s.above_cnt += (u32) gt_cnt;
+    s.above_mass += gt_mass;
+    s.linear = 0;
+    if (kmin_b == kmax_b) {
+        s.done = 1;
+        s.tau = kmin_b;
+        s.tau_cnt = cnt_b;
+    } else {
+        s.lo = kmin_b;
+        s.hi = kmax_b;
+    }
+}
+
+// No boundary bin: impossible while the invariant holds (see Sel); ends the search with the domain's top key rather
+// than loop forever if it ever broke.
+__host__ __device__ inline void sel_fail(Sel& s) {
+    s.done = 1;
+    s.tau = s.hi;
+    s.tau_cnt = 1;
+}
+
+// The smallest c in [1, cmax] with above + c g >= t (it exists: the boundary rule guarantees c = cmax qualifies).
+__host__ __device__ inline u32 min_ties(u64 above, u64 g, double t, u32 cmax) {
+    u32 lo = 1, hi = cmax;
+    while (lo < hi) {
+        u32 mid = lo + (hi - lo) / 2;
+        if ((double) (above + (u64) mid * g) >= t) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo;
+}
+
+// The filtered draw: R = floor(u * kept) in integer mass units (at most kept - 1); the token is the first kept one,
+// in vocabulary order, whose running kept mass exceeds R.
+__host__ __device__ inline u64 draw_r(double u, u64 kept) {
+    u64 r = d2u64_rz(dmul_rn(u, (double) kept));
+    return r >= kept ? kept - 1 : r;
+}
+
+// log p(token) under the unfiltered softmax(x / T): (x - xmax)/T - log S, in float64.
+__host__ __device__ inline double logprob(float x, float xmax, double inv_t, double log_s) {
+    return x == xmax ? -log_s : dsub_rn(dmul_rn(dsub_rn((double) x, (double) xmax), inv_t), log_s);
+}
+
+// The spec's scalars as the kernel uses them.
+struct Spec {
+    float temperature, top_p;
+    int top_k;                 // 0 or >= v: no top-k
+    float inv_t;               // fp32 1/T (1 at T = 0)
+    double inv_t_d;            // float64 1/T (what the CPU uses)
+};
+
+__host__ __device__ inline Spec make_spec(float temperature, int top_k, float top_p, int v) {
+    Spec s;
+    s.temperature = temperature;
+    s.top_p = top_p;
+    s.top_k = top_k > 0 && top_k < v ? top_k : 0;
+    s.inv_t_d = temperature > 0 ? ddiv_rn(1.0, (double) temperature) : 1.0;
+    s.inv_t = (float) s.inv_t_d;
+    return s;
+}
+
+}  // namespace smp
+
+// ---- the host twin of one row ----------------------------------------------------------------------------------------
+// The kernel's algorithm with sequential loops in place of the block's passes. Every reduction is over integers (or a
+// max), so this reproduces the kernel's token exactly; the log-prob may differ in its last float64 bit (log). kept,
+// if not null, receives 1 for the tokens of the kept set (all with mass > 0 when there is no filter), else 0.
+// Returns the number of threshold-search passes that read the row (the kernel's, shared-memory passes not counted).
+inline int host_sample_row(const float* row, int v, float temperature, int top_k, float top_p, double u, int* token,
+                           double* lp, int* kept) {
+    using namespace smp;
+    Spec sp = make_spec(temperature, top_k, top_p, v);
+    int nt = (v + TILE - 1) / TILE;
+    float* tm = new float[nt];
+    u64* ts = new u64[nt];
+    u64 best = 0;
+    u32 kmin = 0xFFFFFFFFu;
+    for (int s = 0; s < nt; s++) {
+        int a = s * TILE, b = a + TILE < v ? a + TILE : v;
+        u64 tb = 0;
+        for (int j = a; j < b; j++) {
+            u32 key = key_of(clean(row[j]));
+            u64 packed = ((u64) key << 32) | (u64) (~(u32) j);
+            if (packed > tb) tb = packed;
+            if (key < kmin) kmin = key;
+        }
+        float m = value_of((u32) (tb >> 32));
+        u64 sum = 0;
+        for (int j = a; j < b; j++) sum += fixp(rel_exp(clean(row[j]), m, sp.inv_t), SH_TILE);
+        tm[s] = m;
+        ts[s] = sum;
+        if (tb > best) best = tb;
+    }
+    u32 kmax = (u32) (best >> 32);
+    int arg = (int) ~(u32) best;
+    float xmax = value_of(kmax);
+    int passes = 0;
+    if (kept) for (int j = 0; j < v; j++) kept[j] = 0;
+    if (is_inf(xmax)) {  // no softmax: the first index of the largest value, logprob NaN
+        *token = arg;
+        *lp = nan("");
+        if (kept) kept[arg] = 1;
+    } else if (temperature == 0.f) {
+        TilePick p = tile_pick(tm, ts, nt, xmax, 1.f, 0.0);
+        *token = arg;
+        *lp = -p.log_s;
+        if (kept) kept[arg] = 1;
+    } else if (sp.top_k == 0 && !(top_p < 1.f)) {
+        TilePick p = tile_pick(tm, ts, nt, xmax, sp.inv_t, u);
+        int a = p.s * TILE, b = a + TILE < v ? a + TILE : v;
+        u64 c = 0;
+        *token = -1;
+        for (int j = a; j < b && *token < 0; j++) {
+            c += fixp(rel_exp(clean(row[j]), tm[p.s], sp.inv_t), SH_TILE);
+            if (c > p.r) *token = j;
+        }
+        *lp = logprob(clean(row[*token]), xmax, sp.inv_t_d, p.log_s);
+        if (kept) for (int j = 0; j < v; j++) kept[j] = rel_exp(clean(row[j]), xmax, sp.inv_t) > 0;
+    } else {
+        int sh = row_shift(v);
+        float bpu = bins_per_unit(sh);
+        u32* cnt = new u32[BINS];
+        u64* mass = new u64[BINS];
+        u32* bmin = new u32[BINS];
+        u32* bmax = new u32[BINS];
+        // The kernel's passes: over the row, or over the shared-memory list once a domain of <= CAP tokens was
+        // copied there during a pass (collect), as hist_pass does; only row passes are counted.
+        u32* list = new u32[CAP];
+        auto run = [&](Sel& sel, u32 dom_cnt) {
+            int collect = dom_cnt <= (u32) CAP, from_list = 0, list_n = 0;
+            while (!sel.done) {
+                if (!from_list) passes++;
+                for (int b = 0; b < BINS; b++) { cnt[b] = 0; mass[b] = 0; bmin[b] = 0xFFFFFFFFu; bmax[b] = 0; }
+                int n = from_list ? list_n : v, appended = 0;
+                for (int i = 0; i < n; i++) {
+                    float x = from_list ? value_of(list[i]) : clean(row[i]);
+                    u32 key = key_of(x);
+                    if (key < sel.lo || key > sel.hi) continue;
+                    u64 g = weight(x, xmax, sp.inv_t, sh);
+                    if (!sel_in(sel, key, g)) continue;
+                    int b = sel_bin(sel, key, x, xmax, sp.inv_t, bpu);
+                    cnt[b]++;
+                    mass[b] += g;
+                    if (key < bmin[b]) bmin[b] = key;
+                    if (key > bmax[b]) bmax[b] = key;
+                    if (collect && appended < CAP) list[appended++] = key;
+                }
+                if (collect) list_n = appended;
+                if (sel.t < 0) {
+                    u64 total = 0;
+                    for (int b = 0; b < BINS; b++) total += mass[b];
+                    sel.t = dmul_rn((double) sp.top_p, (double) total);
+                }
+                u64 gc = 0, gm = 0;
+                int bnd = -1;
+                for (int b = BINS - 1; b >= 0 && bnd < 0; b--) {
+                    u64 ec = gc + cnt[b], em = gm + mass[b];
+                    if (!sel_q(sel, sel.above_cnt + gc, sel.above_mass + gm) && sel_q(sel, sel.above_cnt + ec, sel.above_mass + em)) {
+                        sel_advance(sel, gc, gm, cnt[b], bmin[b], bmax[b]);
+                        bnd = b;
+                    }
+                    gc = ec;
+                    gm = em;
+                }
+                if (bnd < 0) {
+                    sel_fail(sel);
+                } else if (collect) {
+                    collect = 0;
+                    from_list = 1;
+                } else if (!from_list && !sel.done && cnt[bnd] <= (u32) CAP) {
+                    collect = 1;
+                }
+            }
+        };
+        u32 tau, c;
+        u64 kept_mass;
+        if (sp.top_k > 0) {
+            Sel sk = sel_count(kmin, kmax, (u32) sp.top_k);
+            run(sk, (u32) v);
+            tau = sk.tau;
+            c = (u32) sp.top_k - sk.above_cnt;
+            u64 g = weight(value_of(tau), xmax, sp.inv_t, sh);
+            kept_mass = sk.above_mass + (u64) c * g;
+            if (top_p < 1.f) {
+                double t = dmul_rn((double) top_p, (double) kept_mass);
+                if ((double) sk.above_mass >= t) {
+                    Sel sp2 = sel_mass(tau + 1, kmax, t);
+                    run(sp2, 0xFFFFFFFFu);
+                    u64 g2 = weight(value_of(sp2.tau), xmax, sp.inv_t, sh);
+                    tau = sp2.tau;
+                    c = min_ties(sp2.above_mass, g2, t, sp2.tau_cnt);
+                    kept_mass = sp2.above_mass + (u64) c * g2;
+                } else {
+                    c = min_ties(sk.above_mass, g, t, c);
+                    kept_mass = sk.above_mass + (u64) c * g;
+                }
+            }
+        } else {
+            Sel s1 = sel_mass(kmin, kmax, -1.0);
+            run(s1, 0xFFFFFFFFu);
+            u64 g = weight(value_of(s1.tau), xmax, sp.inv_t, sh);
+            tau = s1.tau;
+            c = min_ties(s1.above_mass, g, s1.t, s1.tau_cnt);
+            kept_mass = s1.above_mass + (u64) c * g;
+        }
+        u64 r = draw_r(u, kept_mass), cum = 0;
+        u32 tie_rank = 0;
+        *token = -1;
+        for (int j = 0; j < v; j++) {
+            float x = clean(row[j]);
+            u32 key = key_of(x);
+            bool k = key > tau || (key == tau && tie_rank < c);
+            if (key == tau) tie_rank++;
+            if (!k) continue;
+            if (kept) kept[j] = 1;
+            cum += weight(x, xmax, sp.inv_t, sh);
+            if (*token < 0 && cum > r) *token = j;
+        }
+        TilePick p = tile_pick(tm, ts, nt, xmax, sp.inv_t, 0.0);
+        *lp = logprob(clean(row[*token]), xmax, sp.inv_t_d, p.log_s);
+        delete[] cnt;
+        delete[] mass;
+        delete[] bmin;
+        delete[] bmax;
+        delete[] list;
+    }
+    delete[] tm;
+    delete[] ts;
+    return passes;
+}
+
+}  // namespace g4
