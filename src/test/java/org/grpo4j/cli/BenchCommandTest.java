@@ -3,8 +3,6 @@ package org.grpo4j.cli;
 import static org.junit.jupiter.api.Assertions.*;
 import static org.junit.jupiter.api.Assumptions.assumeFalse;
 
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import org.grpo4j.backend.CudaRuntime;
@@ -15,20 +13,10 @@ import org.junit.jupiter.api.io.TempDir;
 class BenchCommandTest {
     record Run(int code, String out, String err) {}
 
+    /** The CLI in-process (CliTest's harness). */
     static Run run(String... args) {
-        PrintStream oldOut = System.out, oldErr = System.err;
-        ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
-        try {
-            System.setOut(new PrintStream(out, true));
-            System.setErr(new PrintStream(err, true));
-            var cl = Main.newCommandLine();
-            cl.setOut(new java.io.PrintWriter(out, true));
-            cl.setErr(new java.io.PrintWriter(err, true));
-            return new Run(cl.execute(args), out.toString(), err.toString());
-        } finally {
-            System.setOut(oldOut);
-            System.setErr(oldErr);
-        }
+        CliTest.Run r = CliTest.run(args);
+        return new Run(r.code(), r.out(), r.err());
     }
 
     static final String OURS = "src/test/resources/bench/ours.json", PEERS = "src/test/resources/bench/peers.json";
