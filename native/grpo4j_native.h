@@ -172,6 +172,11 @@ int g4_host_decode_tiled(const float* q, const float* kc, const float* vc, const
 // One row of scores s[n] and values v[n, d] through the online softmax in chunks, in `parts` merged parts.
 void g4_host_online_softmax_row(const float* s, const float* v, int n, int d, float scale, int chunk, int parts,
                                 float* out, float* lse);
+// The attention kernels' fragment plumbing (mma.cuh address helpers, c_to_a, swizzle) on an emulated warp (ldmatrix,
+// mma.m16n8k16 from the PTX tables) against plain products, head dims 64 and 128: bad4 = {wrong S = Q K^T elements,
+// wrong P V elements, wrong fast-mode dS K elements, shared-memory bank conflicts}; returns their sum. mutation != 0
+// plants one known layout error (1..5, hostmath.cu) so that a test can see the check fail.
+int g4_host_mma_layout_check(int mutation, int* bad4);
 
 #ifdef __cplusplus
 }

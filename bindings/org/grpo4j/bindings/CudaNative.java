@@ -154,4 +154,5 @@ public final class CudaNative {
                                                   float scale, int sms, int roundP, float[] out, int[] report4);
     public static native void g4_host_online_softmax_row(float[] s, float[] v, int n, int d, float scale, int chunk,
                                                          int parts, float[] out, float[] lse);
+    public static native int g4_host_mma_layout_check(int mutation, int[] bad4);
 }
