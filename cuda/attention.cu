@@ -867,7 +867,7 @@ extern "C" int g4_attention(int dtype, g4_ptr out, g4_ptr lse, g4_ptr q, g4_ptr 
     int e = plan(CU, b, n, w, L, reinterpret_cast<int*>(flag), op, st);
     if (e || n == 0) return e;
     const int* status = reinterpret_cast<const int*>(w + L.status);
-    if (fast_path(dtype, d, {out, q, k, v})) {
+    if (hq > 0 && fast_path(dtype, d, {out, q, k, v})) {  // hq = 0: no query rows (grid.y would be 0); generic no-op
         FwdArgs a{reinterpret_cast<bf16*>(out), reinterpret_cast<float*>(lse), reinterpret_cast<const bf16*>(q),
                   reinterpret_cast<const bf16*>(k), reinterpret_cast<const bf16*>(v), CU, status,
                   reinterpret_cast<const TileRef*>(w + L.map), hq, hkv, hq / hkv, scale * g4::ATT_LOG2E};
@@ -890,7 +890,8 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
                                      g4_ptr v, g4_ptr out, g4_ptr lse, g4_ptr cu, int n, int b, int hq, int hkv, int d,
                                      float scale, int deterministic, g4_ptr ws, long long ws_bytes, g4_ptr flag, int op,
                                      g4_stream s) {
-    const bool fast = fast_path(dtype, d, {dq, dk, dv, dout, q, k, v, out});
+    // hq = 0 (no query rows): the generic path, whose dK/dV kernel writes the zero gradients
+    const bool fast = hq > 0 && fast_path(dtype, d, {dq, dk, dv, dout, q, k, v, out});
     const Layout L = layout(n, b, hq, d, true, fast && !deterministic);
     if (ws_bytes < L.total || b < 1 || hkv < 1 || hq % hkv) return (int) cudaErrorInvalidValue;
     cudaStream_t st = g4::as_stream(s);
@@ -901,13 +902,15 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
     const int* status = reinterpret_cast<const int*>(w + L.status);
     float* dsum = reinterpret_cast<float*>(w + L.dsum);
     const long long rows = (long long) n * hq;
-    if (dtype == G4_BF16)
-        dsum_kernel<bf16><<<(unsigned) ((rows + 7) / 8), 256, 0, st>>>(dsum, reinterpret_cast<const bf16*>(dout),
-                                                                         reinterpret_cast<const bf16*>(out), n, hq, d);
-    else
-        dsum_kernel<float><<<(unsigned) ((rows + 7) / 8), 256, 0, st>>>(dsum, reinterpret_cast<const float*>(dout),
-                                                                          reinterpret_cast<const float*>(out), n, hq, d);
-    if ((e = g4::launched())) return e;
+    if (rows > 0) {  // (no query rows, no D_i: a grid of 0 blocks would be a launch error)
+        if (dtype == G4_BF16)
+            dsum_kernel<bf16><<<(unsigned) ((rows + 7) / 8), 256, 0, st>>>(dsum, reinterpret_cast<const bf16*>(dout),
+                                                                             reinterpret_cast<const bf16*>(out), n, hq, d);
+        else
+            dsum_kernel<float><<<(unsigned) ((rows + 7) / 8), 256, 0, st>>>(dsum, reinterpret_cast<const float*>(dout),
+                                                                              reinterpret_cast<const float*>(out), n, hq, d);
+        if ((e = g4::launched())) return e;
+    }
     if (fast) {
         BwdArgs a{reinterpret_cast<bf16*>(dq), reinterpret_cast<bf16*>(dk), reinterpret_cast<bf16*>(dv),
                   reinterpret_cast<const bf16*>(dout), reinterpret_cast<const bf16*>(q), reinterpret_cast<const bf16*>(k),
