@@ -153,7 +153,7 @@ __global__ void __launch_bounds__(NT) fwd_kernel(FwdArgs a) {
         const int ln = g4::lane_id();
         if (j == 0) {
 #pragma unroll
-            for (int kk = 0; kk < KD; kk++) g4::ldsm_x4(qf[kk], sQ + g4::swz<D>(warp * 16 + (ln & 15), kk * 16 + (ln >> 4) * 8));
+            for (int kk = 0; kk < KD; kk++) g4::ldsm_x4(qf[kk], sQ + g4::frag_a<D>(warp * 16, kk * 16, ln));
         }
         const unsigned kb = sK + st * ATT_BN * D * 2, vb = sV + st * ATT_BN * D * 2;
         float s[NB][4];
@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(NT) fwd_kernel(FwdArgs a) {
 #pragma unroll
             for (int n2 = 0; n2 < NB / 2; n2++) {
                 unsigned b[4];
-                g4::ldsm_x4(b, kb + g4::swz<D>(n2 * 16 + (ln & 7) + (ln >> 4) * 8, kk * 16 + ((ln >> 3) & 1) * 8));
+                g4::ldsm_x4(b, kb + g4::frag_bt<D>(n2 * 16, kk * 16, ln));
                 g4::mma_bf16(s[2 * n2], qf[kk], b[0], b[1]);
                 g4::mma_bf16(s[2 * n2 + 1], qf[kk], b[2], b[3]);
             }
@@ -202,24 +202,25 @@ __global__ void __launch_bounds__(NT) fwd_kernel(FwdArgs a) {
         }
 #pragma unroll
         for (int kk = 0; kk < ATT_BN / 16; kk++) {  // 16 keys per k-step of O += P V
-            unsigned pa[4];
+            float w[2][4];  // P of n-blocks 2kk, 2kk + 1 (C layout)
 #pragma unroll
             for (int hb = 0; hb < 2; hb++) {
                 const int nb = 2 * kk + hb;
-                const float p0 = g4::softmax_weight(s[nb][0], a.c, m[0]), p1 = g4::softmax_weight(s[nb][1], a.c, m[0]);
-                const float p2 = g4::softmax_weight(s[nb][2], a.c, m[1]), p3 = g4::softmax_weight(s[nb][3], a.c, m[1]);
-                l[0] += p0;
-                l[0] += p1;
-                l[1] += p2;
-                l[1] += p3;
-                pa[2 * hb] = g4::pack_bf16(p0, p1);
-                pa[2 * hb + 1] = g4::pack_bf16(p2, p3);
+                w[hb][0] = g4::softmax_weight(s[nb][0], a.c, m[0]);
+                w[hb][1] = g4::softmax_weight(s[nb][1], a.c, m[0]);
+                w[hb][2] = g4::softmax_weight(s[nb][2], a.c, m[1]);
+                w[hb][3] = g4::softmax_weight(s[nb][3], a.c, m[1]);
+                l[0] += w[hb][0];
+                l[0] += w[hb][1];
+                l[1] += w[hb][2];
+                l[1] += w[hb][3];
             }
-            // pa = {a0, a1, a2, a3} = P at (gid, keys 0-7), (gid + 8, keys 0-7), (gid, keys 8-15), (gid + 8, keys 8-15)
+            unsigned pa[4];  // P (16 rows x these 16 keys) as the A operand of O += P V
+            g4::c_to_a(pa, w[0], w[1]);
 #pragma unroll
             for (int n2 = 0; n2 < ND / 2; n2++) {
                 unsigned b[4];
-                g4::ldsm_x4_t(b, vb + g4::swz<D>(kk * 16 + (ln & 7) + ((ln >> 3) & 1) * 8, n2 * 16 + (ln >> 4) * 8));
+                g4::ldsm_x4_t(b, vb + g4::frag_b<D>(kk * 16, n2 * 16, ln));
                 g4::mma_bf16(o[2 * n2], pa, b[0], b[1]);
                 g4::mma_bf16(o[2 * n2 + 1], pa, b[2], b[3]);
             }
@@ -343,11 +344,11 @@ __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
 #pragma unroll 1
         for (int kk = 0; kk < KD; kk++) {
             unsigned ka[4];
-            g4::ldsm_x4(ka, sK + g4::swz<D>(warp * 16 + (ln & 15), kk * 16 + (ln >> 4) * 8));
+            g4::ldsm_x4(ka, sK + g4::frag_a<D>(warp * 16, kk * 16, ln));
 #pragma unroll
             for (int n2 = 0; n2 < NM / 2; n2++) {
                 unsigned b[4];
-                g4::ldsm_x4(b, qb + g4::swz<D>(n2 * 16 + (ln & 7) + (ln >> 4) * 8, kk * 16 + ((ln >> 3) & 1) * 8));
+                g4::ldsm_x4(b, qb + g4::frag_bt<D>(n2 * 16, kk * 16, ln));
                 g4::mma_bf16(p[2 * n2], ka, b[0], b[1]);
                 g4::mma_bf16(p[2 * n2 + 1], ka, b[2], b[3]);
             }
@@ -366,12 +367,12 @@ __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
         // dV += P^T dO
 #pragma unroll
         for (int kq = 0; kq < BM / 16; kq++) {
-            const unsigned af[4] = {g4::pack_bf16(p[2 * kq][0], p[2 * kq][1]), g4::pack_bf16(p[2 * kq][2], p[2 * kq][3]),
-                                    g4::pack_bf16(p[2 * kq + 1][0], p[2 * kq + 1][1]), g4::pack_bf16(p[2 * kq + 1][2], p[2 * kq + 1][3])};
+            unsigned af[4];
+            g4::c_to_a(af, p[2 * kq], p[2 * kq + 1]);
 #pragma unroll
             for (int n2 = 0; n2 < ND / 2; n2++) {
                 unsigned b[4];
-                g4::ldsm_x4_t(b, ob + g4::swz<D>(kq * 16 + (ln & 7) + ((ln >> 3) & 1) * 8, n2 * 16 + (ln >> 4) * 8));
+                g4::ldsm_x4_t(b, ob + g4::frag_b<D>(kq * 16, n2 * 16, ln));
                 g4::mma_bf16(dv[2 * n2], af, b[0], b[1]);
                 g4::mma_bf16(dv[2 * n2 + 1], af, b[2], b[3]);
             }
@@ -383,11 +384,11 @@ __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
 #pragma unroll 1
         for (int kk = 0; kk < KD; kk++) {
             unsigned va[4];
-            g4::ldsm_x4(va, sV + g4::swz<D>(warp * 16 + (ln & 15), kk * 16 + (ln >> 4) * 8));
+            g4::ldsm_x4(va, sV + g4::frag_a<D>(warp * 16, kk * 16, ln));
 #pragma unroll
             for (int n2 = 0; n2 < NM / 2; n2++) {
                 unsigned b[4];
-                g4::ldsm_x4(b, ob + g4::swz<D>(n2 * 16 + (ln & 7) + (ln >> 4) * 8, kk * 16 + ((ln >> 3) & 1) * 8));
+                g4::ldsm_x4(b, ob + g4::frag_bt<D>(n2 * 16, kk * 16, ln));
                 g4::mma_bf16(ds[2 * n2], va, b[0], b[1]);
                 g4::mma_bf16(ds[2 * n2 + 1], va, b[2], b[3]);
             }
@@ -403,21 +404,17 @@ __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
         // dK += dS^T Q (scaled at the end)
 #pragma unroll
         for (int kq = 0; kq < BM / 16; kq++) {
-            const unsigned af[4] = {g4::pack_bf16(ds[2 * kq][0], ds[2 * kq][1]), g4::pack_bf16(ds[2 * kq][2], ds[2 * kq][3]),
-                                    g4::pack_bf16(ds[2 * kq + 1][0], ds[2 * kq + 1][1]),
-                                    g4::pack_bf16(ds[2 * kq + 1][2], ds[2 * kq + 1][3])};
+            unsigned af[4];
+            g4::c_to_a(af, ds[2 * kq], ds[2 * kq + 1]);
             if (FAST) {  // keep dS^T (bf16, [keys][queries]) for the block's dQ product below
                 unsigned char* base = reinterpret_cast<unsigned char*>(sD + 2 * BM);
-                const int kr0 = warp * 16 + gid, qc = kq * 16 + tig * 2;
-                *reinterpret_cast<unsigned*>(base + g4::swz<BM>(kr0, qc)) = af[0];
-                *reinterpret_cast<unsigned*>(base + g4::swz<BM>(kr0 + 8, qc)) = af[1];
-                *reinterpret_cast<unsigned*>(base + g4::swz<BM>(kr0, qc + 8)) = af[2];
-                *reinterpret_cast<unsigned*>(base + g4::swz<BM>(kr0 + 8, qc + 8)) = af[3];
+#pragma unroll
+                for (int i = 0; i < 4; i++) *reinterpret_cast<unsigned*>(base + g4::frag_a_reg<BM>(warp * 16, kq * 16, lane, i)) = af[i];
             }
 #pragma unroll
             for (int n2 = 0; n2 < ND / 2; n2++) {
                 unsigned b[4];
-                g4::ldsm_x4_t(b, qb + g4::swz<D>(kq * 16 + (ln & 7) + ((ln >> 3) & 1) * 8, n2 * 16 + (ln >> 4) * 8));
+                g4::ldsm_x4_t(b, qb + g4::frag_b<D>(kq * 16, n2 * 16, ln));
                 g4::mma_bf16(dk[2 * n2], af, b[0], b[1]);
                 g4::mma_bf16(dk[2 * n2 + 1], af, b[2], b[3]);
             }
@@ -432,11 +429,11 @@ __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
 #pragma unroll
             for (int kk = 0; kk < ATT_BN / 16; kk++) {
                 unsigned af[4];
-                g4::ldsm_x4_t(af, sS + g4::swz<BM>(kk * 16 + (ln & 7) + (ln >> 4) * 8, mt * 16 + ((ln >> 3) & 1) * 8));
+                g4::ldsm_x4_t(af, sS + g4::frag_at<BM>(kk * 16, mt * 16, ln));
 #pragma unroll
                 for (int n2 = 0; n2 < 4; n2++) {
                     unsigned b[4];
-                    g4::ldsm_x4_t(b, sK + g4::swz<D>(kk * 16 + (ln & 7) + ((ln >> 3) & 1) * 8, dh + n2 * 16 + (ln >> 4) * 8));
+                    g4::ldsm_x4_t(b, sK + g4::frag_b<D>(kk * 16, dh + n2 * 16, ln));
                     g4::mma_bf16(acc[2 * n2], af, b[0], b[1]);
                     g4::mma_bf16(acc[2 * n2 + 1], af, b[2], b[3]);
                 }
@@ -540,16 +537,16 @@ __global__ void __launch_bounds__(NT) dq_kernel(BwdArgs a) {
 #pragma unroll 1
         for (int kk = 0; kk < KD; kk++) {
             unsigned qa[4], oa[4];
-            g4::ldsm_x4(qa, sQ + g4::swz<D>(warp * 16 + (ln & 15), kk * 16 + (ln >> 4) * 8));
-            g4::ldsm_x4(oa, sO + g4::swz<D>(warp * 16 + (ln & 15), kk * 16 + (ln >> 4) * 8));
+            g4::ldsm_x4(qa, sQ + g4::frag_a<D>(warp * 16, kk * 16, ln));
+            g4::ldsm_x4(oa, sO + g4::frag_a<D>(warp * 16, kk * 16, ln));
 #pragma unroll
             for (int n2 = 0; n2 < NB / 2; n2++) {
-                const int br = n2 * 16 + (lane & 7) + (lane >> 4) * 8, bc = kk * 16 + ((lane >> 3) & 1) * 8;
+                const unsigned bo = g4::frag_bt<D>(n2 * 16, kk * 16, lane);
                 unsigned b[4];
-                g4::ldsm_x4(b, kb + g4::swz<D>(br, bc));
+                g4::ldsm_x4(b, kb + bo);
                 g4::mma_bf16(p[2 * n2], qa, b[0], b[1]);
                 g4::mma_bf16(p[2 * n2 + 1], qa, b[2], b[3]);
-                g4::ldsm_x4(b, vb + g4::swz<D>(br, bc));
+                g4::ldsm_x4(b, vb + bo);
                 g4::mma_bf16(ds[2 * n2], oa, b[0], b[1]);
                 g4::mma_bf16(ds[2 * n2 + 1], oa, b[2], b[3]);
             }
@@ -567,13 +564,12 @@ __global__ void __launch_bounds__(NT) dq_kernel(BwdArgs a) {
             }
 #pragma unroll
         for (int kk = 0; kk < ATT_BN / 16; kk++) {
-            const unsigned af[4] = {g4::pack_bf16(ds[2 * kk][0], ds[2 * kk][1]), g4::pack_bf16(ds[2 * kk][2], ds[2 * kk][3]),
-                                    g4::pack_bf16(ds[2 * kk + 1][0], ds[2 * kk + 1][1]),
-                                    g4::pack_bf16(ds[2 * kk + 1][2], ds[2 * kk + 1][3])};
+            unsigned af[4];
+            g4::c_to_a(af, ds[2 * kk], ds[2 * kk + 1]);
 #pragma unroll
             for (int n2 = 0; n2 < ND / 2; n2++) {
                 unsigned b[4];
-                g4::ldsm_x4_t(b, kb + g4::swz<D>(kk * 16 + (ln & 7) + ((ln >> 3) & 1) * 8, n2 * 16 + (ln >> 4) * 8));
+                g4::ldsm_x4_t(b, kb + g4::frag_b<D>(kk * 16, n2 * 16, ln));
                 g4::mma_bf16(dq[2 * n2], af, b[0], b[1]);
                 g4::mma_bf16(dq[2 * n2 + 1], af, b[2], b[3]);
             }
@@ -871,7 +867,7 @@ extern "C" int g4_attention(int dtype, g4_ptr out, g4_ptr lse, g4_ptr q, g4_ptr 
     int e = plan(CU, b, n, w, L, reinterpret_cast<int*>(flag), op, st);
     if (e || n == 0) return e;
     const int* status = reinterpret_cast<const int*>(w + L.status);
-    if (fast_path(dtype, d, {out, q, k, v})) {
+    if (hq > 0 && fast_path(dtype, d, {out, q, k, v})) {  // hq = 0: no query rows (grid.y would be 0); generic no-op
         FwdArgs a{reinterpret_cast<bf16*>(out), reinterpret_cast<float*>(lse), reinterpret_cast<const bf16*>(q),
                   reinterpret_cast<const bf16*>(k), reinterpret_cast<const bf16*>(v), CU, status,
                   reinterpret_cast<const TileRef*>(w + L.map), hq, hkv, hq / hkv, scale * g4::ATT_LOG2E};
@@ -894,7 +890,8 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
                                      g4_ptr v, g4_ptr out, g4_ptr lse, g4_ptr cu, int n, int b, int hq, int hkv, int d,
                                      float scale, int deterministic, g4_ptr ws, long long ws_bytes, g4_ptr flag, int op,
                                      g4_stream s) {
-    const bool fast = fast_path(dtype, d, {dq, dk, dv, dout, q, k, v, out});
+    // hq = 0 (no query rows): the generic path, whose dK/dV kernel writes the zero gradients
+    const bool fast = hq > 0 && fast_path(dtype, d, {dq, dk, dv, dout, q, k, v, out});
     const Layout L = layout(n, b, hq, d, true, fast && !deterministic);
     if (ws_bytes < L.total || b < 1 || hkv < 1 || hq % hkv) return (int) cudaErrorInvalidValue;
     cudaStream_t st = g4::as_stream(s);
@@ -905,13 +902,15 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
     const int* status = reinterpret_cast<const int*>(w + L.status);
     float* dsum = reinterpret_cast<float*>(w + L.dsum);
     const long long rows = (long long) n * hq;
-    if (dtype == G4_BF16)
-        dsum_kernel<bf16><<<(unsigned) ((rows + 7) / 8), 256, 0, st>>>(dsum, reinterpret_cast<const bf16*>(dout),
-                                                                         reinterpret_cast<const bf16*>(out), n, hq, d);
-    else
-        dsum_kernel<float><<<(unsigned) ((rows + 7) / 8), 256, 0, st>>>(dsum, reinterpret_cast<const float*>(dout),
-                                                                          reinterpret_cast<const float*>(out), n, hq, d);
-    if ((e = g4::launched())) return e;
+    if (rows > 0) {  // (no query rows, no D_i: a grid of 0 blocks would be a launch error)
+        if (dtype == G4_BF16)
+            dsum_kernel<bf16><<<(unsigned) ((rows + 7) / 8), 256, 0, st>>>(dsum, reinterpret_cast<const bf16*>(dout),
+                                                                             reinterpret_cast<const bf16*>(out), n, hq, d);
+        else
+            dsum_kernel<float><<<(unsigned) ((rows + 7) / 8), 256, 0, st>>>(dsum, reinterpret_cast<const float*>(dout),
+                                                                              reinterpret_cast<const float*>(out), n, hq, d);
+        if ((e = g4::launched())) return e;
+    }
     if (fast) {
         BwdArgs a{reinterpret_cast<bf16*>(dq), reinterpret_cast<bf16*>(dk), reinterpret_cast<bf16*>(dv),
                   reinterpret_cast<const bf16*>(dout), reinterpret_cast<const bf16*>(q), reinterpret_cast<const bf16*>(k),

@@ -133,14 +133,14 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
         const int ln = g4::lane_id();
         if (j == 0) {
 #pragma unroll
-            for (int kk = 0; kk < KD; kk++) g4::ldsm_x4(qf[kk], sQ + g4::swz<D>(ln & 15, kk * 16 + (ln >> 4) * 8));
+            for (int kk = 0; kk < KD; kk++) g4::ldsm_x4(qf[kk], sQ + g4::frag_a<D>(0, kk * 16, ln));
         }
         const unsigned kb = sK + st * TK * D * 2, vb = sV + st * TK * D * 2;
         float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
         for (int kk = 0; kk < KD; kk++) {
             unsigned bf[4];
-            g4::ldsm_x4(bf, kb + g4::swz<D>(warp * 16 + (ln & 7) + (ln >> 4) * 8, kk * 16 + ((ln >> 3) & 1) * 8));
+            g4::ldsm_x4(bf, kb + g4::frag_bt<D>(warp * 16, kk * 16, ln));
             g4::mma_bf16(s[0], qf[kk], bf[0], bf[1]);
             g4::mma_bf16(s[1], qf[kk], bf[2], bf[3]);
         }
@@ -154,7 +154,6 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
                 mx[0] = fmaxf(mx[0], s[nb][e]);
                 mx[1] = fmaxf(mx[1], s[nb][2 + e]);
             }
-        unsigned pa[4];
 #pragma unroll
         for (int i = 0; i < 2; i++) {
             const float mn = fmaxf(m[i], g4::quad_max(mx[i]) * a.c);
@@ -167,17 +166,19 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
                 o[nd][2 * i + 1] *= alpha;
             }
 #pragma unroll
-            for (int nb = 0; nb < 2; nb++) {
-                const float p0w = g4::softmax_weight(s[nb][2 * i], a.c, mn), p1w = g4::softmax_weight(s[nb][2 * i + 1], a.c, mn);
-                l[i] += p0w;
-                l[i] += p1w;
-                pa[2 * nb + i] = g4::pack_bf16(p0w, p1w);  // a0 (gid, keys 0-7), a1 (gid+8, 0-7), a2, a3 (keys 8-15)
+            for (int nb = 0; nb < 2; nb++) {  // s becomes P (unnormalized weights) in place
+                s[nb][2 * i] = g4::softmax_weight(s[nb][2 * i], a.c, mn);
+                s[nb][2 * i + 1] = g4::softmax_weight(s[nb][2 * i + 1], a.c, mn);
+                l[i] += s[nb][2 * i];
+                l[i] += s[nb][2 * i + 1];
             }
         }
+        unsigned pa[4];  // P (16 rows x the warp's 16 keys) as the A operand of O += P V
+        g4::c_to_a(pa, s[0], s[1]);
 #pragma unroll
         for (int n2 = 0; n2 < ND / 2; n2++) {
             unsigned bf[4];
-            g4::ldsm_x4_t(bf, vb + g4::swz<D>(warp * 16 + (ln & 7) + ((ln >> 3) & 1) * 8, n2 * 16 + (ln >> 4) * 8));
+            g4::ldsm_x4_t(bf, vb + g4::frag_b<D>(warp * 16, n2 * 16, ln));
             g4::mma_bf16(o[2 * n2], pa, bf[0], bf[1]);
             g4::mma_bf16(o[2 * n2 + 1], pa, bf[2], bf[3]);
         }

@@ -25,12 +25,46 @@ __device__ __forceinline__ unsigned smem_u32(const void* p) { return (unsigned) 
 // Byte offset of element (row, col) in a swizzled [rows][COLS] bf16 tile; col's chunk (col / 8) is permuted within
 // the row, the element inside the chunk (col % 8) is not.
 template <int COLS>
-__device__ __forceinline__ unsigned swz(int row, int col) {
+__host__ __device__ __forceinline__ unsigned swz(int row, int col) {
     constexpr int C = COLS / 8;
     static_assert(C == 4 || C % 8 == 0, "rows of 32 or a multiple of 64 bf16");
     const int chunk = col >> 3;
     const int phys = C >= 8 ? chunk ^ (row & 7) : chunk ^ ((row >> 1) & 3);
     return (unsigned) ((row * COLS + phys * 8 + (col & 7)) * 2);
+}
+
+// The 16-byte row lane l hands to ldmatrix.x4 (byte offset in a swizzled [rows][COLS] tile), for the four operand
+// shapes of the attention kernels (the mapping spelled out at the top of this file). The host test of the fragment
+// layouts (native/hostmath.cu g4_host_mma_layout_check, AttentionDeviceMathTest) emulates ldmatrix and mma.m16n8k16
+// from the PTX ISA's fragment tables over these same functions.
+//   frag_a:   A fragment (16 x 16) of a row-major [m][k] tile at rows r0.., columns c0.. (ldsm_x4).
+//   frag_bt:  two B fragments (n-blocks n0, n0 + 8; k0..k0+15) of B = X^T, X row-major [n][k] (ldsm_x4).
+//   frag_b:   two B fragments (k0..k0+15; n-blocks n0, n0 + 8) of B = X, X row-major [k][n] (ldsm_x4_t).
+//   frag_at:  A fragment (m0..m0+15 x k0..k0+15) of A = X^T, X row-major [k][m] (ldsm_x4_t).
+template <int COLS>
+__host__ __device__ __forceinline__ unsigned frag_a(int r0, int c0, int l) { return swz<COLS>(r0 + (l & 15), c0 + (l >> 4) * 8); }
+
+template <int COLS>
+__host__ __device__ __forceinline__ unsigned frag_bt(int n0, int k0, int l) {
+    return swz<COLS>(n0 + (l & 7) + (l >> 4) * 8, k0 + ((l >> 3) & 1) * 8);
+}
+
+template <int COLS>
+__host__ __device__ __forceinline__ unsigned frag_b(int k0, int n0, int l) {
+    return swz<COLS>(k0 + (l & 7) + ((l >> 3) & 1) * 8, n0 + (l >> 4) * 8);
+}
+
+template <int COLS>
+__host__ __device__ __forceinline__ unsigned frag_at(int k0, int m0, int l) {
+    return swz<COLS>(k0 + (l & 7) + (l >> 4) * 8, m0 + ((l >> 3) & 1) * 8);
+}
+
+// Byte offset of register i (0..3) of lane l's A fragment of the 16 x 16 block at (r0, c0) of a swizzled tile, for
+// storing a fragment back as a tile (the inverse of frag_a): row r0 + gid + 8 (i & 1), columns c0 + 2 tig + 8 (i >> 1)
+// and the next one.
+template <int COLS>
+__host__ __device__ __forceinline__ unsigned frag_a_reg(int r0, int c0, int l, int i) {
+    return swz<COLS>(r0 + (l >> 2) + (i & 1) * 8, c0 + (l & 3) * 2 + (i >> 1) * 8);
 }
 
 // 16 bytes global -> shared, asynchronously; zero-filled (nothing read) when !pred.
@@ -67,9 +101,19 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const unsigned (&a)[4], 
 }
 
 // Two fp32 rounded to bf16 (RNE) in one register, lo in the low half.
-__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+__host__ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<unsigned*>(&v);
+}
+
+// The A fragment (16 rows x 16 k) of a matrix held as the C fragments of its n-blocks 2kk (c0: columns 0-7) and
+// 2kk + 1 (c1: columns 8-15), rounded to bf16: FlashAttention-2's reuse of S/P (and dS) accumulators as the next
+// product's A operand. a0 = (gid, 2tig..) = c0[0..1], a1 = (gid + 8, 2tig..) = c0[2..3], a2, a3 the same of c1.
+__host__ __device__ __forceinline__ void c_to_a(unsigned (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
+    a[0] = pack_bf16(c0[0], c0[1]);
+    a[1] = pack_bf16(c0[2], c0[3]);
+    a[2] = pack_bf16(c1[0], c1[1]);
+    a[3] = pack_bf16(c1[2], c1[3]);
 }
 
 // Copies a [R][D] bf16 tile from global rows g + r * stride (elements) into a swizzled shared tile with NT threads;

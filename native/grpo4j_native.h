@@ -209,6 +209,11 @@ void g4_host_lmhead_dlogits(const float* z, int rows, int cols, const int* targe
 float g4_host_grpo_tokens(const double* logp, const float* old, const float* ref, const float* adv, const float* w,
                           const int* targets, int vocab, int n, float eps_low, float eps_high, float beta, int kl,
                           float* lp, float* ratio, float* clipped, float* kl_out, double* g);
+// The attention kernels' fragment plumbing (mma.cuh address helpers, c_to_a, swizzle) on an emulated warp (ldmatrix,
+// mma.m16n8k16 from the PTX tables) against plain products, head dims 64 and 128: bad4 = {wrong S = Q K^T elements,
+// wrong P V elements, wrong fast-mode dS K elements, shared-memory bank conflicts}; returns their sum. mutation != 0
+// plants one known layout error (1..5, hostmath.cu) so that a test can see the check fail.
+int g4_host_mma_layout_check(int mutation, int* bad4);
 
 #ifdef __cplusplus
 }

@@ -423,3 +423,242 @@ void g4_host_online_softmax_row(const float* s, const float* v, int n, int d, fl
 }
 
 }  // extern "C"
+
+// ---- attention (issue 12 review): the kernels' fragment plumbing on an emulated warp ---------------------------------
+// ldmatrix.x4 (.trans) and mma.sync.m16n8k16.row.col bf16 -> fp32 emulated lane by lane from the PTX ISA's tables,
+// fed with the kernels' own address helpers (mma.cuh: swz, frag_a, frag_bt, frag_b, frag_at, frag_a_reg, c_to_a) in
+// the kernels' loop shapes, and compared with plain matrix products. Inputs are small integers, so every product and
+// sum is exact in fp32 and a right layout matches bit for bit.
+#include "mma.cuh"
+
+namespace {
+
+struct Warp {
+    // PTX ISA, "Matrix Fragments for mma.m16n8k16" (.bf16), with gid = lane >> 2, tig = lane & 3; element e of a
+    // fragment sits in register e / 2, half e % 2 (the lower index in the low half).
+    static int a_row(int l, int e) { return (l >> 2) + 8 * ((e >> 1) & 1); }  // a0,a1,a4,a5: gid; a2,a3,a6,a7: gid + 8
+    static int a_col(int l, int e) { return (l & 3) * 2 + (e & 1) + 8 * (e >> 2); }
+    static int b_row(int l, int e) { return (l & 3) * 2 + (e & 1) + 8 * (e >> 1); }  // k
+    static int b_col(int l, int) { return l >> 2; }                                   // n
+    static int c_row(int l, int e) { return (l >> 2) + 8 * (e >> 1); }
+    static int c_col(int l, int e) { return (l & 3) * 2 + (e & 1); }
+
+    static float lo(unsigned r) { return bf(r & 0xffffu); }
+    static float hi(unsigned r) { return bf(r >> 16); }
+    static float bf(unsigned bits) {
+        const unsigned short b = (unsigned short) bits;
+        __nv_bfloat16 h;
+        memcpy(&h, &b, 2);
+        return __bfloat162float(h);
+    }
+    static unsigned bits(float x) {
+        __nv_bfloat16 h = __float2bfloat16_rn(x);
+        unsigned short b;
+        memcpy(&b, &h, 2);
+        return b;
+    }
+
+    std::vector<unsigned char>& sm;
+    int conflicts = 0;  // shared-memory bank conflicts of the emulated ldmatrix phases and fragment stores
+
+    // ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: row j of matrix i is the 16 bytes at the address lane 8 i + j
+    // supplies; lane l receives row l / 4, elements 2 (l % 4), +1 (with .trans: of the transposed matrix).
+    void ldsm(unsigned (&r)[32][4], const unsigned (&addr)[32], bool trans) {
+        for (int i = 0; i < 4; i++) {
+            int groups = 0;  // the 8 rows of one matrix are one 128-byte phase: free of conflicts when in 8 bank groups
+            for (int j = 0; j < 8; j++) groups |= 1 << ((addr[8 * i + j] >> 4) & 7);
+            conflicts += 8 - __builtin_popcount(groups);
+            for (int l = 0; l < 32; l++) {
+                const int a = l >> 2, b = (l & 3) * 2;
+                float x, y;
+                if (!trans) {
+                    x = at(addr[8 * i + a] + 2 * b);
+                    y = at(addr[8 * i + a] + 2 * (b + 1));
+                } else {
+                    x = at(addr[8 * i + b] + 2 * a);
+                    y = at(addr[8 * i + b + 1] + 2 * a);
+                }
+                r[l][i] = bits(x) | bits(y) << 16;
+            }
+        }
+    }
+
+    float at(unsigned off) const {  // offsets are even and below sm.size() - 1 (tiles inside the buffer)
+        unsigned short b;
+        memcpy(&b, &sm.at(off), 2);
+        return bf(b);
+    }
+
+    void put(unsigned off, float x) {
+        const unsigned short b = (unsigned short) bits(x);
+        memcpy(&sm.at(off), &b, 2);
+    }
+
+    // d += a b for one m16n8k16 (b = registers {b0, b1} of every lane).
+    static void mma(float (&d)[32][4], const unsigned (&a)[32][4], const unsigned (&b)[32][2]) {
+        float A[16][16], B[16][8];
+        for (int l = 0; l < 32; l++) {
+            for (int e = 0; e < 8; e++) A[a_row(l, e)][a_col(l, e)] = e & 1 ? hi(a[l][e >> 1]) : lo(a[l][e >> 1]);
+            for (int e = 0; e < 4; e++) B[b_row(l, e)][b_col(l, e)] = e & 1 ? hi(b[l][e >> 1]) : lo(b[l][e >> 1]);
+        }
+        for (int l = 0; l < 32; l++)
+            for (int e = 0; e < 4; e++) {
+                float s = 0.f;
+                for (int k = 0; k < 16; k++) s += A[c_row(l, e)][k] * B[k][c_col(l, e)];
+                d[l][e] += s;
+            }
+    }
+
+    // The two mma of one ldmatrix.x4 B load: n-block 2 n2 from {b0, b1}, 2 n2 + 1 from {b2, b3}.
+    static void mma2(float (&d0)[32][4], float (&d1)[32][4], const unsigned (&a)[32][4], const unsigned (&b)[32][4]) {
+        unsigned x[32][2], y[32][2];
+        for (int l = 0; l < 32; l++) {
+            x[l][0] = b[l][0], x[l][1] = b[l][1];
+            y[l][0] = b[l][2], y[l][1] = b[l][3];
+        }
+        mma(d0, a, x);
+        mma(d1, a, y);
+    }
+};
+
+// A [rows][COLS] tile of small integers written into sm at byte `base` through the swizzle; returns the values.
+template <int COLS>
+std::vector<float> fill_tile(Warp& w, unsigned base, int rows, unsigned& seed, bool swizzle = true) {
+    std::vector<float> v((size_t) rows * COLS);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < COLS; c++) {
+            seed = seed * 1664525u + 1013904223u;
+            v[(size_t) r * COLS + c] = (float) ((int) (seed >> 28) - 8) / 2.f;  // -4 .. 3.5 in halves: exact in bf16
+            w.put(base + (swizzle ? g4::swz<COLS>(r, c) : (unsigned) (r * COLS + c) * 2), v[(size_t) r * COLS + c]);
+        }
+    return v;
+}
+
+// One mutation at a time (mut != 0) must make a check fail: 1 QK^T's B from frag_b, 2 c_to_a with its n-blocks swapped,
+// 3 V by ldmatrix without .trans, 4 K written unswizzled, 5 dS^T stored from the wrong register order.
+template <int D>
+void layout_case(int mut, int* bad) {
+    constexpr int BM = D == 128 ? 32 : 64;  // dK/dV query step (att_bwd_step), the fast mode's dS^T tile width
+    std::vector<unsigned char> bytes(1 << 18);
+    Warp w{bytes};
+    unsigned seed = 12345u + D;
+    const unsigned sQ = 0, sK = 64 * D * 2, sV = sK + 64 * D * 2, sS = sV + 64 * D * 2;
+    const std::vector<float> Q = fill_tile<D>(w, sQ, 64, seed), K = fill_tile<D>(w, sK, 64, seed, mut != 4),
+                             V = fill_tile<D>(w, sV, 64, seed);
+    auto kval = [&](int r, int c) { return K[(size_t) r * D + c]; };
+    for (int warp = 0; warp < 4; warp++) {
+        // S = Q K^T (forward, dQ kernel; dK/dV's K Q^T and V dO^T are the same pattern): rows warp*16.., 64 keys
+        float s[8][32][4] = {};
+        for (int kk = 0; kk < D / 16; kk++) {
+            unsigned qa[32][4], addr[32];
+            for (int l = 0; l < 32; l++) addr[l] = sQ + g4::frag_a<D>(warp * 16, kk * 16, l);
+            w.ldsm(qa, addr, false);
+            for (int n2 = 0; n2 < 4; n2++) {
+                unsigned b[32][4];
+                for (int l = 0; l < 32; l++) addr[l] = sK + (mut == 1 ? g4::frag_b<D>(n2 * 16, kk * 16, l) : g4::frag_bt<D>(n2 * 16, kk * 16, l));
+                w.ldsm(b, addr, false);
+                Warp::mma2(s[2 * n2], s[2 * n2 + 1], qa, b);
+            }
+        }
+        for (int nb = 0; nb < 8; nb++)
+            for (int l = 0; l < 32; l++)
+                for (int e = 0; e < 4; e++) {
+                    const int r = warp * 16 + Warp::c_row(l, e), c = nb * 8 + Warp::c_col(l, e);
+                    float want = 0.f;
+                    for (int x = 0; x < D; x++) want += Q[(size_t) r * D + x] * kval(c, x);
+                    if (s[nb][l][e] != want) bad[0]++;
+                }
+        // O = P V (forward, decode; dV += P^T dO, dK += dS^T Q, dQ += dS K alike): P = 16 x 64 held as C fragments
+        float p[8][32][4], o[D / 8][32][4] = {};
+        std::vector<float> P(16 * 64);
+        for (int nb = 0; nb < 8; nb++)
+            for (int l = 0; l < 32; l++)
+                for (int e = 0; e < 4; e++) {
+                    seed = seed * 1664525u + 1013904223u;
+                    p[nb][l][e] = P[Warp::c_row(l, e) * 64 + nb * 8 + Warp::c_col(l, e)] = (float) ((int) (seed >> 29) - 4);
+                }
+        for (int kk = 0; kk < 4; kk++) {
+            unsigned pa[32][4], addr[32];
+            for (int l = 0; l < 32; l++) {
+                unsigned a4[4];
+                g4::c_to_a(a4, mut == 2 ? p[2 * kk + 1][l] : p[2 * kk][l], mut == 2 ? p[2 * kk][l] : p[2 * kk + 1][l]);
+                for (int i = 0; i < 4; i++) pa[l][i] = a4[i];
+            }
+            for (int n2 = 0; n2 < D / 16; n2++) {
+                unsigned b[32][4];
+                for (int l = 0; l < 32; l++) addr[l] = sV + g4::frag_b<D>(kk * 16, n2 * 16, l);
+                w.ldsm(b, addr, mut != 3);
+                Warp::mma2(o[2 * n2], o[2 * n2 + 1], pa, b);
+            }
+        }
+        for (int nd = 0; nd < D / 8; nd++)
+            for (int l = 0; l < 32; l++)
+                for (int e = 0; e < 4; e++) {
+                    const int r = Warp::c_row(l, e), c = nd * 8 + Warp::c_col(l, e);
+                    float want = 0.f;
+                    for (int j = 0; j < 64; j++) want += P[r * 64 + j] * V[(size_t) j * D + c];
+                    if (o[nd][l][e] != want) bad[1]++;
+                }
+    }
+    // Fast-mode dQ (dK/dV kernel): every warp stores its dS^T (16 keys x BM queries, from C fragments via c_to_a) into
+    // the [64][BM] tile with frag_a_reg; then warp (mt, dh) forms dQ rows mt*16.. , columns dh.. = dS K from frag_at
+    // (dS^T by ldmatrix.trans) and frag_b (K by ldmatrix.trans).
+    std::vector<float> dst(64 * BM);  // dS^T [key][query]
+    for (int warp = 0; warp < 4; warp++)
+        for (int kq = 0; kq < BM / 16; kq++) {
+            float c0[32][4], c1[32][4];
+            for (int l = 0; l < 32; l++)
+                for (int e = 0; e < 4; e++) {
+                    const int r = warp * 16 + Warp::c_row(l, e), c = kq * 16 + Warp::c_col(l, e);
+                    seed = seed * 1664525u + 1013904223u;
+                    c0[l][e] = dst[r * BM + c] = (float) ((int) (seed >> 29) - 4);
+                    seed = seed * 1664525u + 1013904223u;
+                    c1[l][e] = dst[r * BM + c + 8] = (float) ((int) (seed >> 29) - 4);
+                }
+            for (int i = 0; i < 4; i++) {
+                int banks[32] = {};
+                for (int l = 0; l < 32; l++) {
+                    unsigned a4[4];
+                    g4::c_to_a(a4, c0[l], c1[l]);
+                    const unsigned off = sS + g4::frag_a_reg<BM>(warp * 16, kq * 16, l, mut == 5 ? i ^ 1 : i);
+                    w.put(off, Warp::lo(a4[i]));
+                    w.put(off + 2, Warp::hi(a4[i]));
+                    banks[(off >> 2) & 31]++;
+                }
+                for (int k = 0; k < 32; k++) w.conflicts += banks[k] > 1 ? banks[k] - 1 : 0;
+            }
+        }
+    for (int warp = 0; warp < 4; warp++) {
+        const int mt = warp % (BM / 16), dh = (warp / (BM / 16)) * 64;
+        float acc[8][32][4] = {};
+        for (int kk = 0; kk < 4; kk++) {
+            unsigned af[32][4], addr[32];
+            for (int l = 0; l < 32; l++) addr[l] = sS + g4::frag_at<BM>(kk * 16, mt * 16, l);
+            w.ldsm(af, addr, true);
+            for (int n2 = 0; n2 < 4; n2++) {
+                unsigned b[32][4];
+                for (int l = 0; l < 32; l++) addr[l] = sK + g4::frag_b<D>(kk * 16, dh + n2 * 16, l);
+                w.ldsm(b, addr, true);
+                Warp::mma2(acc[2 * n2], acc[2 * n2 + 1], af, b);
+            }
+        }
+        for (int nb = 0; nb < 8; nb++)
+            for (int l = 0; l < 32; l++)
+                for (int e = 0; e < 4; e++) {
+                    const int q = mt * 16 + Warp::c_row(l, e), c = dh + nb * 8 + Warp::c_col(l, e);
+                    float want = 0.f;
+                    for (int j = 0; j < 64; j++) want += dst[j * BM + q] * kval(j, c);
+                    if (acc[nb][l][e] != want) bad[2]++;
+                }
+    }
+    bad[3] += mut == 4 ? 0 : w.conflicts;  // an unswizzled tile conflicts by design
+}
+
+}  // namespace
+
+extern "C" int g4_host_mma_layout_check(int mutation, int* bad4) {
+    for (int i = 0; i < 4; i++) bad4[i] = 0;
+    layout_case<64>(mutation, bad4);
+    layout_case<128>(mutation, bad4);
+    return bad4[0] + bad4[1] + bad4[2] + bad4[3];
+}

@@ -180,4 +180,5 @@ public final class CudaNative {
                                                    int[] targets, int vocab, int n, float epsLow, float epsHigh,
                                                    float beta, int kl, float[] lp, float[] ratio, float[] clipped,
                                                    float[] klOut, double[] g);
+    public static native int g4_host_mma_layout_check(int mutation, int[] bad4);
 }

@@ -297,6 +297,30 @@ class AttentionConformanceTest {
             }
         }
 
+        /**
+         * No query heads (Hq = 0 is a multiple of any Hkv): nothing to attend, and the backward's dk and dv are zero (no
+         * query reads k or v), in bf16 (CUDA's tensor-core path when there are heads) and fp32.
+         */
+        @Test
+        void zeroQueryHeadsGiveZeroKeyGradients() {
+            be(Ops.ATTENTION_BACKWARD);
+            SplittableRandom r = new SplittableRandom(10);
+            int n = 70, hkv = 2, d = 64;
+            int[] cu = cu(3, 0, 67);
+            for (DType dt : new DType[] {DType.BF16, DType.FP32}) {
+                double[] k = randnBf16(r, n * hkv * d, 1), v = randnBf16(r, n * hkv * d, 1), none = new double[0];
+                Mixed m = mixed("attention with no query heads (" + dt.label() + ")").in(dt, "q", none, n, 0, d)
+                        .in(dt, "k", k, n, hkv, d).in(dt, "v", v, n, hkv, d).in(dt, "dOut", none, n, 0, d).ints("cu", cu, cu.length)
+                        .out(dt, "out", n, 0, d).out(DType.FP32, "lse", n, 0).out(dt, "dq", n, 0, d).out(dt, "dk", n, hkv, d)
+                        .out(dt, "dv", n, hkv, d)
+                        .run((be, t) -> be.attention(t.get("out"), t.get("lse"), t.get("q"), t.get("k"), t.get("v"), t.get("cu"), 0.125f),
+                                (be, t) -> be.attentionBackward(t.get("dq"), t.get("dk"), t.get("dv"), t.get("dOut"), t.get("q"),
+                                        t.get("k"), t.get("v"), t.get("out"), t.get("lse"), t.get("cu"), 0.125f));
+                m.expect("dk", new double[n * hkv * d], 0, 0);
+                m.expect("dv", new double[n * hkv * d], 0, 0);
+            }
+        }
+
         @Test
         void badCalls() {
             Backend be = be(Ops.ATTENTION);

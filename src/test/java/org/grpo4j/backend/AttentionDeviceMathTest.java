@@ -44,6 +44,21 @@ class AttentionDeviceMathTest {
     }
 
     /**
+     * The kernels' fragment plumbing (mma.cuh: the swizzle, every operand shape's ldmatrix addresses, the C-to-A
+     * repacking of P and dS, the fast mode's dS^T stores), in the kernels' loop shapes at head dims 64 and 128, on a
+     * warp emulated from the PTX ISA's ldmatrix and mma.m16n8k16 fragment tables: every product exact (small-integer
+     * inputs) and no shared-memory bank conflict; each of five planted layout errors is caught.
+     */
+    @Test
+    void fragmentLayoutsMatchThePtxTables() {
+        int[] bad = new int[4];
+        assertEquals(0, CudaNative.g4_host_mma_layout_check(0, bad),
+                "wrong S, wrong PV, wrong fast dQ elements, bank conflicts: " + Arrays.toString(bad));
+        for (int mutation = 1; mutation <= 5; mutation++)
+            assertTrue(CudaNative.g4_host_mma_layout_check(mutation, bad) > 0, "planted layout error " + mutation + " is caught");
+    }
+
+    /**
      * Online softmax in chunks, merged from parts (empty parts included), against float64. Derived bound: each weight
      * 2^(c s - m) carries the exp2f error (2 ulp = 2^-22) and the rounding of its argument (2^-24 |c s - m|, at most
      * 2^-24 c (max s - min s), i.e. 2^-24 scale range / ln 2 in the exponent: relative 2^-24 scale range); sums of n
