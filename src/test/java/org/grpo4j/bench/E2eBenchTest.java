@@ -160,4 +160,24 @@ class E2eBenchTest {
         assertTrue(r.out().startsWith("E2eBench: no GPU ("), r.out());
         assertFalse(Files.exists(json));
     }
+
+    /**
+     * The whole benchmark on the GPU at the tiny preset's shapes (seconds): every row runs, and the graphs rows really
+     * replay decode graphs. A GPU check for tools/gpu-check; the figures are not asserted.
+     */
+    @Test
+    @org.junit.jupiter.api.Tag("gpu")
+    void tinyOnCudaRunsEveryRowAndReplaysGraphs() {
+        org.grpo4j.backend.Backend be = org.grpo4j.backend.TestBackends.cuda();
+        E2eBench.Settings st = new E2eBench.Settings(List.of("tiny"), E2eReport.SECTIONS, org.grpo4j.backend.DType.BF16, 2, 5, 1,
+                false, 0, 1, 1L << 22);
+        E2eReport rep = E2eBench.measure(be, st, E2eBench.card(be), System.err);
+        assertEquals(5, rep.rows().size());
+        for (E2eReport.Row row : rep.rows()) {
+            assertTrue(row.ok(), row.id() + ": " + row.note());
+            if (row.section().equals(E2eReport.ROLLOUT))
+                assertEquals("graphs".equals(row.variant()), row.fig("graph_replays") > 0, row.id() + " " + row.variant());
+        }
+        assertFalse(E2eCompare.table(rep).failed());
+    }
 }
