@@ -5,8 +5,10 @@ import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import org.grpo4j.backend.Backend;
 import org.grpo4j.backend.Backends;
+import org.grpo4j.backend.Memory;
 import org.grpo4j.model.LlamaConfig;
 import org.grpo4j.model.LlamaWeights;
+import org.grpo4j.model.ParameterLayout;
 import org.grpo4j.tokenizer.Tokenizer;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -15,7 +17,8 @@ import picocli.CommandLine.Option;
 @Command(name = "init-model", mixinStandardHelpOptions = true,
         description = "Write a randomly initialized Llama (HF layout: config.json, safetensors, tokenizer files).")
 final class InitModelCommand implements Callable<Integer> {
-    @Option(names = "--preset", defaultValue = "tiny", description = "tiny (2 layers, hidden 64, GQA 4/2) or llama-3.1-8b (with --config-only).")
+    @Option(names = "--preset", defaultValue = "tiny", description = "tiny (2 layers, hidden 64, GQA 4/2; the default), llama-3.2-1b, "
+            + "llama-3.1-8b (with --config-only) or llama-3.1-8b-4l (8B truncated to 4 layers, for one-GPU benchmarks).")
     String preset;
 
     @Option(names = "--out", required = true, description = "Output directory (must not exist or be empty).")
@@ -45,19 +48,37 @@ final class InitModelCommand implements Callable<Integer> {
                 if (s.findAny().isPresent()) throw new IllegalArgumentException(out + ": output directory exists and is not empty");
             }
         }
-        Path tokDir = tokenizer != null ? tokenizer : Tokenizer.extractBundledTiny();
         LlamaConfig cfg;
-        switch (preset) {
-            case "tiny" -> {
+        Path tokDir;
+        if (preset.equals("tiny")) {
+            tokDir = tokenizer != null ? tokenizer : Tokenizer.extractBundledTiny();
+            try (Tokenizer t = Tokenizer.load(tokDir)) {
+                cfg = LlamaConfig.tiny(t.vocabSize(), t.bosId(), t.eosId());
+            }
+        } else if (LlamaConfig.NAMED_PRESETS.contains(preset)) {
+            cfg = LlamaConfig.preset(preset);
+            long params = new ParameterLayout(cfg).totalElements();
+            if (!configOnly && params > Integer.MAX_VALUE - 8)
+                throw new IllegalArgumentException("--preset " + preset + " needs --config-only (" + String.format(java.util.Locale.ROOT, "%.2fB", params / 1e9)
+                        + " random weights would need " + Memory.human(4.0 * params) + " of fp32 on the CPU)");
+            // the bundled tiny tokenizer does not cover a Llama 3 vocabulary: tokenizer files only when given
+            tokDir = tokenizer;
+            if (tokDir != null) {
                 try (Tokenizer t = Tokenizer.load(tokDir)) {
-                    cfg = LlamaConfig.tiny(t.vocabSize(), t.bosId(), t.eosId());
+                    if (t.vocabSize() > cfg.vocabSize())
+                        throw new IllegalArgumentException(tokDir + ": the tokenizer has " + t.vocabSize() + " tokens, more than the " + preset
+                                + " vocabulary of " + cfg.vocabSize());
                 }
             }
-            case "llama-3.1-8b" -> {
-                if (!configOnly) throw new IllegalArgumentException("--preset llama-3.1-8b needs --config-only (8B random weights would need 32 GB of fp32 on the CPU)");
-                cfg = LlamaConfig.llama31_8b();
+            if (!configOnly) {
+                long largest = 0;
+                for (ParameterLayout.Entry e : new ParameterLayout(cfg).entries()) largest = Math.max(largest, e.numel());
+                // the fp32 flat buffer, its host copy while saving, and one tensor's initial values
+                Memory.requireHeap(8 * params + 4 * largest, "--preset " + preset + " with random weights",
+                        "use --config-only, or raise the heap (GRPO4J_JAVA_OPTS=-Xmx...)");
             }
-            default -> throw new IllegalArgumentException("unknown preset \"" + preset + "\" (expected tiny or llama-3.1-8b)");
+        } else {
+            throw new IllegalArgumentException("unknown preset \"" + preset + "\" (expected tiny, " + String.join(", ", LlamaConfig.NAMED_PRESETS) + ")");
         }
         if (configOnly) {
             Files.createDirectories(out);
@@ -69,7 +90,8 @@ final class InitModelCommand implements Callable<Integer> {
         }
         try (Backend be = Backends.open("cpu"); LlamaWeights w = LlamaWeights.init(be, cfg, seed)) {
             w.save(out, dtype.toUpperCase(java.util.Locale.ROOT), 5L << 30, tokDir);
-            System.out.printf("wrote %s: %s preset, %,d parameters, seed %d%n", out, preset, w.layout().totalElements(), seed);
+            System.out.printf("wrote %s: %s preset, %,d parameters, seed %d%s%n", out, preset, w.layout().totalElements(), seed,
+                    tokDir == null ? " (no tokenizer files: pass --tokenizer DIR with the Llama 3 tokenizer)" : "");
         }
         return 0;
     }

@@ -65,6 +65,43 @@ public record LlamaConfig(int hiddenSize, int intermediateSize, int numLayers, i
                 131072, false, 128000, List.of(128001, 128008, 128009));
     }
 
+    /**
+     * Llama 3.2 1B shapes (meta-llama/Llama-3.2-1B-Instruct's config.json): 16 layers, hidden 2048, 32 query / 8 kv
+     * heads of 64, SwiGLU 8192, tied embeddings, RoPE theta 500000 with llama3 scaling (factor 32, low 1, high 4,
+     * original 8192).
+     */
+    public static LlamaConfig llama32_1b() {
+        return new LlamaConfig(2048, 8192, 16, 32, 8, 64, 128256, 1e-5, 500000, new Rope.Llama3Scaling(32, 1, 4, 8192),
+                131072, true, 128000, List.of(128001, 128008, 128009));
+    }
+
+    /**
+     * The same architecture with its first {@code layers} layers only (e.g. Llama 3.1 8B cut to 4 layers, which fits
+     * one GPU for benchmarks: per-layer figures extrapolate, the embeddings and LM head stay whole).
+     */
+    public LlamaConfig withLayers(int layers) {
+        if (layers < 1 || layers > numLayers)
+            throw new IllegalArgumentException("config: cannot truncate " + numLayers + " layers to " + layers + " (expected 1.." + numLayers + ")");
+        return new LlamaConfig(hiddenSize, intermediateSize, layers, numHeads, numKvHeads, headDim, vocabSize, rmsNormEps, ropeTheta,
+                ropeScaling, maxPositionEmbeddings, tieWordEmbeddings, bosTokenId, eosTokenIds);
+    }
+
+    /** The named presets that need no tokenizer, in usage order (the tiny one takes its vocabulary from a tokenizer). */
+    public static final List<String> NAMED_PRESETS = List.of("llama-3.2-1b", "llama-3.1-8b", "llama-3.1-8b-4l");
+
+    /**
+     * A named preset: {@code llama-3.2-1b}, {@code llama-3.1-8b} or {@code llama-3.1-8b-4l} (8B truncated to 4 layers).
+     * An unknown name is an IllegalArgumentException listing the valid ones.
+     */
+    public static LlamaConfig preset(String name) {
+        return switch (name) {
+            case "llama-3.2-1b" -> llama32_1b();
+            case "llama-3.1-8b" -> llama31_8b();
+            case "llama-3.1-8b-4l" -> llama31_8b().withLayers(4);
+            default -> throw new IllegalArgumentException("unknown preset \"" + name + "\" (expected " + String.join(", ", NAMED_PRESETS) + ")");
+        };
+    }
+
     // ---- config.json --------------------------------------------------------------------------------------------
 
     public static LlamaConfig read(Path modelDir) throws IOException {

@@ -149,4 +149,45 @@ class LlamaConfigTest {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> LlamaConfig.read(tmp));
         assertTrue(e.getMessage().startsWith(f + ": rope_parameters.rope_type \"yarn\""), e.getMessage());
     }
+
+    /** meta-llama/Llama-3.2-1B-Instruct's config.json (the fields that define the model), as published on the HF hub. */
+    static final String LLAMA_32_1B_CONFIG = """
+            {"architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0, "bos_token_id": 128000,
+             "eos_token_id": [128001, 128008, 128009], "head_dim": 64, "hidden_act": "silu", "hidden_size": 2048,
+             "initializer_range": 0.02, "intermediate_size": 8192, "max_position_embeddings": 131072, "mlp_bias": false,
+             "model_type": "llama", "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8,
+             "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0,
+             "low_freq_factor": 1.0, "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+             "rope_theta": 500000.0, "tie_word_embeddings": true, "torch_dtype": "bfloat16", "use_cache": true,
+             "vocab_size": 128256}""";
+
+    @Test
+    void presetsMatchThePublishedConfigsAndParameterCounts() throws IOException {
+        assertEquals(LlamaConfig.fromJson(JSON.readTree(LLAMA_32_1B_CONFIG)), LlamaConfig.llama32_1b());
+        // HF's parameter counts of the two models (model cards / safetensors metadata)
+        assertEquals(1_235_814_400L, new ParameterLayout(LlamaConfig.llama32_1b()).totalElements());
+        assertEquals(8_030_261_248L, new ParameterLayout(LlamaConfig.llama31_8b()).totalElements());
+        // what grpo4j writes reads back as the same preset
+        for (String name : LlamaConfig.NAMED_PRESETS) {
+            LlamaConfig c = LlamaConfig.preset(name);
+            assertEquals(c, LlamaConfig.fromJson(c.toJson("bfloat16")), name);
+        }
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> LlamaConfig.preset("llama-70b"));
+        assertTrue(e.getMessage().contains("\"llama-70b\"") && e.getMessage().contains("llama-3.1-8b-4l"), e.getMessage());
+    }
+
+    @Test
+    void truncationKeepsEverythingButTheLayerCount() {
+        LlamaConfig full = LlamaConfig.llama31_8b(), four = LlamaConfig.preset("llama-3.1-8b-4l");
+        assertEquals(full.withLayers(4), four);
+        assertEquals(4, four.numLayers());
+        assertEquals(full, full.withLayers(32));
+        // 4 of the 8B's 32 layers plus its whole embeddings, LM head and final norm
+        long layer = (new ParameterLayout(full).totalElements() - 2L * 128256 * 4096 - 4096) / 32;
+        assertEquals(2L * 128256 * 4096 + 4096 + 4 * layer, new ParameterLayout(four).totalElements());
+        for (int bad : new int[] {0, 33}) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> full.withLayers(bad));
+            assertTrue(e.getMessage().contains("to " + bad), e.getMessage());
+        }
+    }
 }
