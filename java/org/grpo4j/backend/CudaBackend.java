@@ -455,4 +455,12 @@ public final class CudaBackend extends AbstractBackend {
 
     @Override
     void sampleImpl(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec) { throw notPorted("sample"); }
+
+    // ---- NCCL (org.grpo4j.dist.NcclCommunicator; issue 15) ---------------------------------------------------------
+
+    /** The device address of tensor {@code t} of this backend, for NCCL calls on its memory. */
+    public long deviceAddress(Tensor t) {
+        Check.tensor("deviceAddress", this, "t", t);
+        return addr(t);
+    }
 }

@@ -49,11 +49,14 @@ final class TrainCommand implements Callable<Integer> {
         System.out.flush();
         Path out = output != null ? output : Path.of(cfg.outputDir);
         GrpoTrainer.checkRunDirectory(out, overwrite);
-        try (Backend be = Backends.choose(cfg.backend, org.grpo4j.backend.Ops.ALL).backend(); Preflight pf = Preflight.check(cfg, be, null)) {
+        try (Backend be = Backends.choose(cfg.backend, org.grpo4j.backend.Ops.ALL).backend();
+             Preflight pf = Preflight.check(cfg, be, null, org.grpo4j.train.GrpoTrainer.precisionOf(cfg, be),
+                     cfg.worldSize > 1 && be instanceof org.grpo4j.backend.CpuBackend ? cfg.worldSize : 1)) {
             for (var e : pf.summary().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
             System.out.printf("  %-36s %s%n", "output directory", out + (overwrite ? " (its earlier run would be replaced)" : ""));
             if (cfg.worldSize != 1) {
-                System.out.println("config OK for " + cfg.worldSize + " ranks, but this trainer runs one process (world_size 1) so far");
+                System.out.println("config OK for " + cfg.worldSize + " ranks (ZeRO-2): on GPUs start it with tools/launch (one rank per GPU); on the CPU, "
+                        + "train runs the " + cfg.worldSize + " ranks in this process: " + config);
                 return 0;
             }
             System.out.println("config OK: " + config);

@@ -292,7 +292,10 @@ class BadInputTest {
                 .after(r -> assertFalse(Files.exists(r.resolve("never")))));
         t.add(c("dry-run into a model directory", "train", "--config", T, "--dry-run", "--output", "$R/m").says("$R/m", "not a grpo4j run directory"));
         t.add(c("dry-run --resume", "train", "--resume", "$R/run", "--dry-run").says("--dry-run"));
-        t.add(c("train world_size 2", "train", "--config", T, "--set", "world_size=2", "--output", "$R/ws").says("world_size 2", "not implemented"));
+        t.add(c("train world_size 20", "train", "--config", T, "--set", "world_size=20", "--output", "$R/ws")
+                .says("64 prompts fit", "fewer than one step's 80 prompts", "world_size 20", "never splits across ranks"));
+        t.add(c("train world_size 2 on cuda", "train", "--config", T, "--set", "world_size=2", "--set", "backend=cuda", "--output", "$R/ws")
+                .says("world_size 2 on cuda", "tools/launch"));
 
         // train: run directories
         t.add(c("train into an earlier run", "train", "--config", T, "--output", "$R/run").says("$R/run", "holds an earlier run", "--resume", "--overwrite"));
