@@ -45,6 +45,7 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
         l.add(new Line("gradient buffer, fp32 (backward's output, full)", 4.0 * p));
         if (compute == DType.BF16) l.add(new Line("fp32 master weights (ZeRO-2 slice)", 4.0 * slice));
         l.add(new Line("AdamW moments m + v, fp32 (ZeRO-2 slice)", 8.0 * slice));
+        l.add(new Line("gradient-norm chunk sums, fp32", 4.0 * Math.max(1, slice / s.normChunk())));
         if (world > 1) {
             l.add(new Line("accumulated gradients, fp32 (ZeRO-2 slice)", 4.0 * slice));
             l.add(new Line("gradient buckets, 2 x (" + (compute == DType.BF16 ? "bf16 staging + " : "") + dt + " receive)", bucketBytes()));

@@ -315,6 +315,20 @@ public final class GrpoTrainer implements AutoCloseable {
 
     public int completedSteps() { return step; }
 
+    /** The ranks' backends, in rank order (tests: allocation high-water marks). */
+    List<Backend> rankBackends() {
+        List<Backend> out = new ArrayList<>();
+        for (RankState r : states) out.add(r.be);
+        return out;
+    }
+
+    /** The ranks' memory estimates, in rank order (tests). */
+    List<MemoryEstimate> rankEstimates() {
+        List<MemoryEstimate> out = new ArrayList<>();
+        for (RankState r : states) out.add(r.estimate());
+        return out;
+    }
+
     /** Runs the (remaining) warm-up and training steps. */
     public Result run(Listener listener) throws IOException {
         Listener l = listener == null ? new Listener() {} : listener;
