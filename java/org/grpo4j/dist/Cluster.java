@@ -37,6 +37,12 @@ public interface Cluster extends AutoCloseable {
     /** Returns when every process has called it with this name. */
     void barrier(String name);
 
+    /** Fails the run for every process, with {@code reason}. */
+    default void abort(String reason) {}
+
+    /** {@code listener} gets the reason (once, from a background thread) when the run fails in any process. */
+    default void onAbort(java.util.function.Consumer<String> listener) {}
+
     @Override
     void close();
 }

@@ -227,7 +227,12 @@ public final class GrpoTrainer implements AutoCloseable {
             this.ranks = new Ranks(local, "grpo4j");
             if (cluster == null) comms.addAll(LocalCommunicator.group(cfg.worldSize, b.collectiveTimeoutMillis));
             else for (int i = 0; i < local; i++) comms.add(null);
-            ranks.onFailure(this::abortCommunicators);
+            ranks.onFailure(t -> {
+                abortCommunicators(t);
+                if (cluster != null && !(t instanceof org.grpo4j.dist.CommunicatorException))
+                    cluster.abort("rank failed on " + org.grpo4j.dist.Rendezvous.hostName() + ": " + (t.getMessage() == null ? t.getClass().getSimpleName() : t.getMessage()));
+            });
+            if (cluster != null) cluster.onAbort(why -> abortCommunicators(new org.grpo4j.dist.CommunicatorException(why)));
             List<RankState> made = ranks.run(i -> {
                 Backend be = cluster == null ? (cfg.worldSize == 1 ? first : ownBackends.get(i)) : openClusterBackend(i);
                 Communicator comm = cluster == null ? comms.get(i) : cluster.communicator(i, be, cfg.ncclTimeoutS);
