@@ -36,7 +36,7 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
     /** The model states of one rank, as allocated (see the class comment). */
     public List<Line> perRank() {
         ShardLayout s = layout();
-        long p = parameters(), slice = s.slice();
+        long p = parameters(), slice = s.sliceElements();
         int c = compute.bytes();
         String dt = compute == DType.BF16 ? "bf16" : "fp32";
         List<Line> l = new ArrayList<>();

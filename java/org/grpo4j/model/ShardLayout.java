@@ -41,8 +41,6 @@ public final class ShardLayout {
         this.normChunk = normChunk(parameters);
         long perRank = (parameters + world - 1) / world;
         this.slice = (perRank + normChunk - 1) / normChunk * normChunk;
-        if (slice > Integer.MAX_VALUE - 8) throw new IllegalArgumentException(parameters + " parameters over " + world + " ranks: a slice of " + slice
-                + " elements exceeds one tensor's 2^31 limit; use more ranks");
         long b = Math.max(8, bucketElements / 8 * 8);
         List<Bucket> bs = new ArrayList<>();
         for (long from = (parameters - 1) / b * b; from >= 0; from -= b) {
@@ -71,8 +69,16 @@ public final class ShardLayout {
     public int world() { return world; }
     public int normChunk() { return normChunk; }
 
-    /** Elements per rank slice (parameters and padding). */
-    public int slice() { return (int) slice; }
+    /** Elements per rank slice (parameters and padding), as a tensor size: at most 2^31 - 9. */
+    public int slice() {
+        if (slice > Integer.MAX_VALUE - 8)
+            throw new IllegalArgumentException(parameters + " parameters over " + world + " ranks: a slice of " + slice
+                    + " elements exceeds one tensor's 2^31 limit; use more ranks");
+        return (int) slice;
+    }
+
+    /** Elements per rank slice, for estimates of any size. */
+    public long sliceElements() { return slice; }
 
     /** world x slice: the padded length of the flat buffer. */
     public long padded() { return slice * world; }
@@ -81,7 +87,7 @@ public final class ShardLayout {
     public long sliceStart(int r) { return r * slice; }
 
     /** Parameters (not padding) in rank r's slice. */
-    public int realLength(int r) { return (int) Math.max(0, Math.min(slice, parameters - r * slice)); }
+    public int realLength(int r) { return (int) Math.max(0, Math.min(slice(), parameters - r * slice)); }
 
     /** Buckets in reduction order (from the top of the buffer down). */
     public List<Bucket> buckets() { return buckets; }

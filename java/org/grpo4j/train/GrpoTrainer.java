@@ -235,6 +235,7 @@ public final class GrpoTrainer implements AutoCloseable {
             if (cluster != null) cluster.onAbort(why -> abortCommunicators(new org.grpo4j.dist.CommunicatorException(why)));
             List<RankState> made = ranks.run(i -> {
                 Backend be = cluster == null ? (cfg.worldSize == 1 ? first : ownBackends.get(i)) : openClusterBackend(i);
+                if (cluster != null && dtype == DType.BF16) Precision.requireBf16(be);
                 Communicator comm = cluster == null ? comms.get(i) : cluster.communicator(i, be, cfg.ncclTimeoutS);
                 synchronized (comms) {
                     comms.set(i, comm);
