@@ -132,6 +132,7 @@ public final class GrpoTrainer implements AutoCloseable {
     private final AtomicBoolean cancelled = new AtomicBoolean();
     private final List<Map<String, Double>> history = new ArrayList<>();
     private int step; // last completed training step
+    private int checkpointed = -1; // the step of the newest checkpoint this run wrote or resumed from (the same in every process)
     private boolean warmupDone, generatorsReady;
     /** Forward/backward passes the warm-up ran on the first rank (for tests of its micro-batching). */
     long sftMicroBatches;
@@ -394,7 +395,7 @@ public final class GrpoTrainer implements AutoCloseable {
             if ((cfg.saveFreq > 0 && s % cfg.saveFreq == 0) || s == total) checkpointIfSound(l);
         }
         boolean stopped = step < total;
-        if (stopped && lastCheckpointStep() != step) checkpointIfSound(l);
+        if (stopped && checkpointed != step) checkpointIfSound(l);
         if (writer) Plots.write(out.resolve("plots"), history);
         return new Result(step, stopped, out, List.copyOf(history));
     }
@@ -528,7 +529,8 @@ public final class GrpoTrainer implements AutoCloseable {
      */
     private void checkpoint(Listener l) throws IOException {
         Path fin = out.resolve("checkpoints").resolve("step_" + step);
-        if (Files.exists(fin)) return;
+        if (checkpointed == step) return;
+        checkpointed = step;
         String key = "checkpoint/" + step;
         if (!writer) {
             Path tmp = Path.of(cluster.share(key, null));
@@ -616,6 +618,7 @@ public final class GrpoTrainer implements AutoCloseable {
         if (sums.get(0) != st.referenceChecksum())
             throw new IOException(step0 + ": the reference policy does not match the checksum recorded in " + stateFile);
         step = st.trainingStep();
+        checkpointed = step;
         warmupDone = true;
         if (writer) {
             // keep only what the checkpoint has seen: later lines came from the interrupted run
