@@ -77,7 +77,7 @@ final class LaunchCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--gpus " + k + ": rank " + plan.localRanks()[a.deviceCount()] + " needs cuda:" + a.deviceCount() + ", but only "
                     + a.deviceCount() + " CUDA device" + (a.deviceCount() == 1 ? " is" : "s are") + " visible (CUDA_VISIBLE_DEVICES)");
         String secret = env.getOrDefault(Rendezvous.SECRET_ENV, "");
-        try (Rendezvous r = new Rendezvous(plan, secret, rdzvTimeout * 1000L, 1000)) {
+        try (Rendezvous r = new Rendezvous(plan, secret, rdzvTimeout * 1000L, 3000)) {
             r.onAbort(reason -> {
                 System.err.println("grpo4j launch: the run was aborted: " + reason);
                 Thread t = new Thread(() -> { // the trainer stops its ranks; should anything still hang, end the process

@@ -55,7 +55,7 @@ final class TrainCommand implements Callable<Integer> {
         String w = env.get("WORLD_SIZE");
         if (env.get("RANK") == null || w == null || w.trim().equals("1")) return null;
         org.grpo4j.dist.DistEnv d = org.grpo4j.dist.DistEnv.fromEnvironment(env, 1);
-        org.grpo4j.dist.Rendezvous r = new org.grpo4j.dist.Rendezvous(d, env.getOrDefault(org.grpo4j.dist.Rendezvous.SECRET_ENV, ""), 300_000, 1000);
+        org.grpo4j.dist.Rendezvous r = new org.grpo4j.dist.Rendezvous(d, env.getOrDefault(org.grpo4j.dist.Rendezvous.SECRET_ENV, ""), 300_000, 3000);
         r.onAbort(reason -> System.err.println("grpo4j train: the run was aborted: " + reason));
         return r;
     }

@@ -271,6 +271,11 @@ public final class NcclCommunicator implements Communicator {
         cuda(cudaEventRecord(ready, compute), "cudaEventRecord(compute)");
         String what = name + (context.isEmpty() ? "" : " (" + context + ")");
         CompletableFuture<Void> issued = new CompletableFuture<>();
+        // the done event has two users, the watchdog and await(): the last one to let go destroys it
+        java.util.concurrent.atomic.AtomicInteger holders = new java.util.concurrent.atomic.AtomicInteger(2);
+        Runnable release = () -> {
+            if (holders.decrementAndGet() == 0) cudaEventDestroy(done);
+        };
         worker.submit(() -> {
             try {
                 checkOpen(name);
@@ -283,49 +288,54 @@ public final class NcclCommunicator implements Communicator {
                 issued.completeExceptionally(t);
             } finally {
                 cudaEventDestroy(ready);
+                release.run();
             }
         });
+        boolean[] awaited = {false};
         return () -> {
+            if (awaited[0]) return;
+            awaited[0] = true;
             try {
                 issued.get();
+                // enqueued before the event can be destroyed; CUDA keeps what a pending wait needs
+                cuda(cudaStreamWaitEvent(compute, done, 0), "cudaStreamWaitEvent(compute stream)");
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
                 throw new CommunicatorException("interrupted waiting for " + what);
             } catch (ExecutionException e) {
                 Throwable c = e.getCause();
                 throw c instanceof RuntimeException re ? re : new CommunicatorException(what + " failed: " + c.getMessage(), c);
+            } finally {
+                release.run();
             }
-            cuda(cudaStreamWaitEvent(compute, done, 0), "cudaStreamWaitEvent(compute stream)");
-            // the done event may be destroyed once the wait is enqueued (CUDA keeps what it needs)
         };
     }
 
     /** Polls until the collective is done, aborting the communicator when it overruns the timeout. */
     private void watch(String what, CUevent_st ready, CUevent_st done) {
         long started = -1, pause = 1_000;
-        try {
-            while (true) {
-                int q = cudaEventQuery(done);
-                if (q == cudaSuccess) return;
-                if (q != cudaErrorNotReady) throw new CommunicatorException(what + ": cudaEventQuery failed: " + cudaGetErrorString(q).getString());
-                int[] async = new int[1];
-                nccl(ncclCommGetAsyncError(comm, async), "ncclCommGetAsyncError");
-                if (async[0] != ncclSuccess && async[0] != ncclInProgress) {
-                    String why = ncclGetErrorString(async[0]).getString() + lastError(comm);
-                    abort(new CommunicatorException("NCCL " + what + " failed on rank " + rank + ": " + why));
-                    return;
-                }
-                if (started < 0 && cudaEventQuery(ready) == cudaSuccess) started = System.nanoTime();
-                if (started >= 0 && System.nanoTime() - started > timeoutNanos) {
-                    abort(new CommunicatorException("NCCL " + what + " did not finish within " + timeoutNanos / 1_000_000_000L + " s (nccl_timeout_s) on rank "
-                            + rank + ": communicator aborted; a rank died, hung or called a different collective"));
-                    return;
-                }
-                LockSupport.parkNanos(pause);
-                pause = Math.min(pause * 2, 1_000_000);
+        while (true) {
+            int q = cudaEventQuery(done);
+            if (q == cudaSuccess) return;
+            if (q != cudaErrorNotReady) {
+                abort(new CommunicatorException("NCCL " + what + " on rank " + rank + ": cudaEventQuery failed: " + cudaGetErrorString(q).getString()));
+                return;
             }
-        } finally {
-            cudaEventDestroy(done);
+            int[] async = new int[1];
+            int res = ncclCommGetAsyncError(comm, async);
+            if (res != ncclSuccess || (async[0] != ncclSuccess && async[0] != ncclInProgress)) {
+                int code = res != ncclSuccess ? res : async[0];
+                abort(new CommunicatorException("NCCL " + what + " failed on rank " + rank + ": " + ncclGetErrorString(code).getString() + lastError(comm)));
+                return;
+            }
+            if (started < 0 && cudaEventQuery(ready) == cudaSuccess) started = System.nanoTime();
+            if (started >= 0 && System.nanoTime() - started > timeoutNanos) {
+                abort(new CommunicatorException("NCCL " + what + " did not finish within " + timeoutNanos / 1_000_000_000L + " s (nccl_timeout_s) on rank "
+                        + rank + ": communicator aborted; a rank died, hung or called a different collective"));
+                return;
+            }
+            LockSupport.parkNanos(pause);
+            pause = Math.min(pause * 2, 1_000_000);
         }
     }
 

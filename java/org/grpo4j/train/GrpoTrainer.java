@@ -195,6 +195,9 @@ public final class GrpoTrainer implements AutoCloseable {
                 reason = choice == null ? null : choice.reason();
             } else {
                 String spec = cfg.backend.trim().toLowerCase(java.util.Locale.ROOT);
+                if (spec.equals("auto") && b.backend == null && org.grpo4j.backend.CudaRuntime.probe().available())
+                    throw new IllegalArgumentException("world_size " + cfg.worldSize + " with backend auto on a machine with GPUs: one rank per GPU runs through"
+                            + " tools/launch (tools/launch --gpus " + cfg.worldSize + " -- train --config ...); for ranks in this process on the CPU set backend cpu");
                 if (spec.startsWith("cuda") || b.backend != null && !(b.backend instanceof CpuBackend))
                     throw new IllegalArgumentException("world_size " + cfg.worldSize + " on " + (b.backend != null ? b.backend.name() : spec)
                             + ": ranks in one process run on the CPU; GPUs take one NCCL rank each, started by tools/launch (tools/launch --gpus "
@@ -230,8 +233,8 @@ public final class GrpoTrainer implements AutoCloseable {
             else for (int i = 0; i < local; i++) comms.add(null);
             ranks.onFailure(t -> {
                 abortCommunicators(t);
-                if (cluster != null && !(t instanceof org.grpo4j.dist.CommunicatorException))
-                    cluster.abort("rank failed on " + org.grpo4j.dist.Rendezvous.hostName() + ": " + (t.getMessage() == null ? t.getClass().getSimpleName() : t.getMessage()));
+                if (cluster != null) // the store keeps the first reason it hears
+                    cluster.abort("a rank failed on " + org.grpo4j.dist.Rendezvous.hostName() + ": " + (t.getMessage() == null ? t.getClass().getSimpleName() : t.getMessage()));
             });
             if (cluster != null) cluster.onAbort(why -> abortCommunicators(new org.grpo4j.dist.CommunicatorException(why)));
             List<RankState> made = ranks.run(i -> {
@@ -478,14 +481,15 @@ public final class GrpoTrainer implements AutoCloseable {
         long trainTokens = (long) cfg.perDeviceTrainBatchSize * seq, fwdTokens = (long) cfg.localRolloutForwardBatchSize * seq;
         double acts = Math.max(est.trainingActivationBytes(trainTokens, (long) cfg.perDeviceTrainBatchSize * cfg.responseLength, cfg.gradientCheckpointing),
                 est.noGradActivationBytes(fwdTokens, (long) cfg.localRolloutForwardBatchSize * cfg.responseLength));
-        StringBuilder sb = new StringBuilder("grpo4j: memory per rank (" + r.be.name() + "):");
-        for (MemoryEstimate.Line line : est.perRank()) sb.append(String.format(java.util.Locale.ROOT, "%n  %-52s %12s", line.what(), Memory.human(line.bytes())));
-        sb.append(String.format(java.util.Locale.ROOT, "%n  %-52s %12s", "model states (allocated: " + Memory.human(r.be.liveBytes()) + ")", Memory.human(est.statesBytes())));
-        sb.append(String.format(java.util.Locale.ROOT, "%n  %-52s %12s", "activations, largest pass (estimate)", Memory.human(acts)));
-        sb.append(String.format(java.util.Locale.ROOT, "%n  %-52s %12s", "KV cache pool (" + (cfg.kvCacheMib > 0 ? "kv_cache_mib" : "kv_cache_fraction " + cfg.kvCacheFraction)
-                + ", " + r.generator.config().numBlocks() + " blocks of " + RankState.KV_BLOCK + " tokens)", Memory.human(kvBytes)));
+        StringBuilder sb = new StringBuilder("grpo4j: memory per rank (" + r.be.name() + ", " + Precision.label(setup.dtype()) + "):");
+        String row = "%n  %-52s %12s%s";
+        for (MemoryEstimate.Line line : est.perRank()) sb.append(String.format(java.util.Locale.ROOT, row, line.what(), Memory.human(line.bytes()), ""));
+        sb.append(String.format(java.util.Locale.ROOT, row, "model states", Memory.human(est.statesBytes()), "  (allocated now: " + Memory.human(r.be.liveBytes()) + ")"));
+        sb.append(String.format(java.util.Locale.ROOT, row, "activations of the largest pass (estimate)", Memory.human(acts), ""));
+        sb.append(String.format(java.util.Locale.ROOT, row, "KV cache pool", Memory.human(kvBytes), "  (" + r.generator.config().numBlocks() + " blocks of "
+                + RankState.KV_BLOCK + " tokens; " + (cfg.kvCacheMib > 0 ? "kv_cache_mib" : "kv_cache_fraction " + cfg.kvCacheFraction + ", at most what the samples use") + ")"));
         long free = Memory.available(r.be);
-        if (free >= 0) sb.append(String.format(java.util.Locale.ROOT, "%n  %-52s %12s", "free now (" + Memory.describe(r.be).replaceFirst("^(of |are free on )", "") + ")", Memory.human(free)));
+        if (free >= 0) sb.append(String.format(java.util.Locale.ROOT, "%n  free now: %s %s", Memory.human(free), Memory.describe(r.be)));
         log.println(sb);
     }
 

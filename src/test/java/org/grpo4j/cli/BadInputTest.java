@@ -274,6 +274,10 @@ class BadInputTest {
             {"local_rollout_batch_size=100", "64 prompts fit", "fewer than one step's 100"},
             {"kv_cache_mib=" + Math.max(20000, 2 * (Runtime.getRuntime().maxMemory() >> 20)), "kv_cache_mib", "does not fit", "fits"},
             {"kv_cache_mib=100000000", "kv_cache_mib 100000000 does not fit"},
+            {"precision=fp16", "precision must be auto, fp32 or bf16, got fp16"},
+            {"kv_cache_fraction=0", "kv_cache_fraction must be in (0, 1], got 0.0"},
+            {"reduce_bucket_size=10", "reduce_bucket_size must be >= 1024 elements, got 10"},
+            {"nccl_timeout_s=0", "nccl_timeout_s must be >= 1, got 0"},
             {"model_name_or_path=$R/nonexist", "$R/nonexist", "no such model directory"},
             {"model_name_or_path=nobody/model", "nobody/model", "never downloads"},
         }) {
