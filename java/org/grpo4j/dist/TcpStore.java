@@ -366,6 +366,7 @@ public final class TcpStore {
         private final Consumer<String> onAbort;
         private volatile boolean closing;
         private volatile String aborted;
+        private final Object abortLock = new Object();
 
         /**
          * Connects process {@code process} to the store at {@code host}:{@code port}, retrying until
@@ -419,8 +420,10 @@ public final class TcpStore {
         }
 
         private void fail(String reason) {
-            if (aborted != null) return;
-            aborted = reason;
+            synchronized (abortLock) {
+                if (aborted != null) return;
+                aborted = reason;
+            }
             try {
                 ctl.close(); // a request waiting on the store returns at once
             } catch (IOException e) {
@@ -483,7 +486,10 @@ public final class TcpStore {
             try {
                 m.write(ctlOut);
                 Msg r = Msg.read(ctlIn);
-                if (r.op().equals("ABORT")) throw new CommunicatorException("rendezvous: the run was aborted: " + r.key());
+                if (r.op().equals("ABORT")) { // heard here before (or instead of) the watch connection: the listeners hear it now
+                    fail(r.key());
+                    throw new CommunicatorException("rendezvous: the run was aborted: " + r.key());
+                }
                 if (r.op().equals("ERR")) throw new IOException("rendezvous store: " + r.key());
                 return r;
             } catch (IOException e) {
