@@ -8,6 +8,7 @@ import java.util.concurrent.atomic.AtomicLong;
  */
 public abstract class AbstractBackend implements Backend {
     private final AtomicLong liveBytes = new AtomicLong();
+    private final AtomicLong peakBytes = new AtomicLong();
     private final AtomicLong liveTensors = new AtomicLong();
     private volatile boolean closed;
 
@@ -82,7 +83,8 @@ public abstract class AbstractBackend implements Backend {
         Check.notNull("empty", "shape", shape);
         long n = Tensor.numel(shape);
         Storage s = allocateStorage(dtype, n);
-        liveBytes.addAndGet(n * dtype.bytes());
+        long live = liveBytes.addAndGet(n * dtype.bytes());
+        peakBytes.accumulateAndGet(live, Math::max);
         liveTensors.incrementAndGet();
         return new Tensor(this, s, 0, shape, true);
     }
@@ -101,6 +103,12 @@ public abstract class AbstractBackend implements Backend {
 
     @Override
     public long liveTensors() { return liveTensors.get(); }
+
+    /** The most bytes held by live tensors at any time since the backend opened or {@link #resetPeakBytes()}. */
+    public long peakBytes() { return peakBytes.get(); }
+
+    /** Starts a new high-water mark at the bytes live now. */
+    public void resetPeakBytes() { peakBytes.set(liveBytes.get()); }
 
     @Override
     public final Tensor upload(float[] data, int... shape) {

@@ -706,4 +706,12 @@ public final class CudaBackend extends AbstractBackend {
         ok(CudaNative.g4_sample(dt(logits), addr(tokens), addr(logprobs), addr(logits), addr(rngCounters), b, v,
                 spec.temperature(), spec.topK(), spec.topP(), spec.seed(), stream), "sample kernel");
     }
+
+    // ---- NCCL (org.grpo4j.dist.NcclCommunicator; issue 15) ---------------------------------------------------------
+
+    /** The device address of tensor {@code t} of this backend, for NCCL calls on its memory. */
+    public long deviceAddress(Tensor t) {
+        Check.tensor("deviceAddress", this, "t", t);
+        return addr(t);
+    }
 }

@@ -42,13 +42,14 @@ final class Errors {
 
     /** Failures caused by what the user gave (exit code 2). */
     static boolean isBadInput(Throwable t) {
-        if (t instanceof TrainingAbortedException || t instanceof CudaException) return false;
+        if (t instanceof TrainingAbortedException || t instanceof CudaException || t instanceof org.grpo4j.dist.CommunicatorException) return false;
         return t instanceof IllegalArgumentException || t instanceof IllegalStateException || t instanceof IOException
                 || t instanceof UncheckedIOException || t instanceof UnsupportedOperationException;
     }
 
     /** Failures that mean a bug in grpo4j (anything not anticipated). */
     static boolean isInternal(Throwable t) {
-        return !(isBadInput(t) || t instanceof TrainingAbortedException || t instanceof CudaException || t instanceof OutOfMemoryError);
+        return !(isBadInput(t) || t instanceof TrainingAbortedException || t instanceof CudaException || t instanceof OutOfMemoryError
+                || t instanceof org.grpo4j.dist.CommunicatorException); // a peer died, hung or aborted the run
     }
 }

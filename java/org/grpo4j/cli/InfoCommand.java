@@ -29,9 +29,13 @@ final class InfoCommand implements Callable<Integer> {
     @Option(names = "--world", defaultValue = "1", description = "Ranks for the ZeRO-2 memory estimate (default: ${DEFAULT-VALUE}).")
     int world;
 
+    @Option(names = "--precision", defaultValue = "bf16", description = "Compute precision of the estimate: bf16 or fp32 (default: ${DEFAULT-VALUE}).")
+    String precision;
+
     @Override
     public Integer call() throws java.io.IOException {
         if (world < 1) throw new IllegalArgumentException("--world must be >= 1, got " + world);
+        if (!precision.equals("bf16") && !precision.equals("fp32")) throw new IllegalArgumentException("--precision must be bf16 or fp32, got " + precision);
         if (model != null && model.toString().isBlank()) throw new IllegalArgumentException("--model is empty");
         org.grpo4j.model.LlamaConfig cfg = model == null ? null : org.grpo4j.model.LlamaConfig.read(model); // before printing anything
         PrintStream out = System.out;
@@ -58,24 +62,23 @@ final class InfoCommand implements Callable<Integer> {
     }
 
     private void printModel(PrintStream out, org.grpo4j.model.LlamaConfig cfg) {
-        var est = new org.grpo4j.model.MemoryEstimate(cfg, world);
+        org.grpo4j.backend.DType dt = precision.equals("fp32") ? org.grpo4j.backend.DType.FP32 : org.grpo4j.backend.DType.BF16;
+        var est = new org.grpo4j.model.MemoryEstimate(cfg, world, dt, new org.grpo4j.train.GrpoConfig().reduceBucketSize);
         long p = est.parameters();
         out.println();
         out.printf("model     %s: %d layers, hidden %d, heads %d/%d x %d, ffn %d, vocab %d%s%n", model, cfg.numLayers(), cfg.hiddenSize(),
                 cfg.numHeads(), cfg.numKvHeads(), cfg.headDim(), cfg.intermediateSize(), cfg.vocabSize(), cfg.tieWordEmbeddings() ? ", tied head" : "");
         out.printf("params    %,d (%s in bf16, %s in fp32)%n", p, org.grpo4j.model.MemoryEstimate.human(2.0 * p), org.grpo4j.model.MemoryEstimate.human(4.0 * p));
-        out.printf("per rank, GPU (bf16 weights, fp32 master/grad/AdamW, ZeRO-2 over %d rank%s):%n", world, world == 1 ? "" : "s");
-        double sum = 0;
-        for (var l : est.perRank()) {
-            out.printf("  %-46s %12s%n", l.what(), org.grpo4j.model.MemoryEstimate.human(l.bytes()));
-            sum += l.bytes();
-        }
-        out.printf("  %-46s %12s%n", "total before activations and KV cache", org.grpo4j.model.MemoryEstimate.human(sum));
+        out.printf("per rank, precision %s, ZeRO-2 over %d rank%s (reduce_bucket_size %,d; grpo4j's allocations):%n", precision, world, world == 1 ? "" : "s",
+                est.bucketElements());
+        for (var l : est.perRank()) out.printf("  %-52s %12s%n", l.what(), org.grpo4j.model.MemoryEstimate.human(l.bytes()));
+        out.printf("  %-52s %12s%n", "model states (+ activations and KV cache)", org.grpo4j.model.MemoryEstimate.human(est.statesBytes()));
+        out.printf("  %-52s %12s%n", "ZeRO-2 formula 2P + 2P + 12P/N (no reference, bf16 grads)", org.grpo4j.model.MemoryEstimate.human(est.zeroFormulaBytes()));
         long a0 = est.activationElementsPerToken(false), a1 = est.activationElementsPerToken(true);
-        out.printf("activations per token: %s without checkpointing, %s with (bf16; fp32 on the CPU backend: %s / %s)%n",
-                org.grpo4j.model.MemoryEstimate.human(2.0 * a0), org.grpo4j.model.MemoryEstimate.human(2.0 * a1),
-                org.grpo4j.model.MemoryEstimate.human(4.0 * a0), org.grpo4j.model.MemoryEstimate.human(4.0 * a1));
-        out.printf("KV cache per token: %s (bf16)%n", org.grpo4j.model.MemoryEstimate.human(2.0 * 2 * cfg.numLayers() * cfg.kvDim()));
+        int b = dt.bytes();
+        out.printf("activations per token: %s without checkpointing, %s with (%s)%n", org.grpo4j.model.MemoryEstimate.human((double) b * a0),
+                org.grpo4j.model.MemoryEstimate.human((double) b * a1), precision);
+        out.printf("KV cache per token: %s (%s)%n", org.grpo4j.model.MemoryEstimate.human(est.kvBytesPerToken()), precision);
     }
 
     private static void printOps(PrintStream out, Backend chosen) {

@@ -15,7 +15,8 @@ import picocli.CommandLine.ScopeType;
  */
 @Command(name = "grpo4j", mixinStandardHelpOptions = true, version = "grpo4j 0.1.0",
         description = "GRPO post-training of Llama-family models on verifiable rewards.",
-        subcommands = {InfoCommand.class, TokenizeCommand.class, InitModelCommand.class, GenerateCommand.class, TrainCommand.class, RewardCommand.class, BenchCommand.class})
+        subcommands = {InfoCommand.class, TokenizeCommand.class, InitModelCommand.class, GenerateCommand.class, TrainCommand.class, LaunchCommand.class,
+                RewardCommand.class, BenchCommand.class})
 public final class Main implements Runnable {
 
     /** Exit code of a failure that is not the input's fault. */
@@ -47,8 +48,11 @@ public final class Main implements Runnable {
             System.setProperty("java.util.logging.SimpleFormatter.format", "grpo4j: %5$s%6$s%n");
     }
 
-    static CommandLine newCommandLine() {
-        CommandLine cl = new CommandLine(new Main());
+    static CommandLine newCommandLine() { return newCommandLine(new Main()); }
+
+    /** A command line for {@code command} (Main, or one subcommand's object) with grpo4j's error handling. */
+    static CommandLine newCommandLine(Object command) {
+        CommandLine cl = new CommandLine(command);
         cl.setExpandAtFiles(false); // "@file" values belong to the commands (tokenize --chat-json @chat.json)
         cl.setExecutionExceptionHandler((ex, cmd, parsed) -> report(ex, cmd.getErr(), "grpo4j " + cmd.getCommandName(), debugRequested(parsed)));
         cl.setParameterExceptionHandler((ex, args) -> {

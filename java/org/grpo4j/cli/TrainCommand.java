@@ -22,6 +22,9 @@ final class TrainCommand implements Callable<Integer> {
     @Option(names = "--resume", description = "Continue the run in this directory (or from this checkpoint), with its saved config.") Path resume;
     @Option(names = "--dry-run", description = "Run every check that does not need the weights, print the derived quantities; train nothing.") boolean dryRun;
 
+    /** This JVM's ranks of a multi-process run (set by launch), or null. */
+    org.grpo4j.dist.Cluster cluster;
+
     @Override
     public Integer call() throws Exception {
         if (config == null && resume == null) throw new IllegalArgumentException("--config is required (or --resume DIR)");
@@ -34,11 +37,27 @@ final class TrainCommand implements Callable<Integer> {
         if (dryRun) return dryRun(cfg);
         GrpoTrainer.Builder b = GrpoTrainer.builder(cfg).outputDir(output).overwrite(overwrite);
         if (resume != null) b.resume(resume);
-        try (GrpoTrainer t = b.build(); StopSignals signals = StopSignals.install(t::cancel, System.err)) {
+        org.grpo4j.dist.Rendezvous own = cluster == null ? perRankLaunch() : null;
+        if (cluster != null || own != null) b.cluster(cluster != null ? cluster : own);
+        try (own; GrpoTrainer t = b.build(); StopSignals signals = StopSignals.install(t::cancel, System.err)) {
             GrpoTrainer.Result r = t.run(null);
             System.out.println("grpo4j: " + (r.cancelled() ? "stopped" : "finished") + " at step " + r.lastStep() + "; outputs in " + r.outputDir());
             return r.cancelled() && signals.exitCode() > 0 ? signals.exitCode() : 0;
         }
+    }
+
+    /**
+     * A torchrun-style launch (one JVM per rank: RANK and WORLD_SIZE > 1 in the environment, MASTER_ADDR/MASTER_PORT of
+     * the store) joins the run's rendezvous; otherwise null.
+     */
+    private static org.grpo4j.dist.Rendezvous perRankLaunch() throws java.io.IOException {
+        java.util.Map<String, String> env = System.getenv();
+        String w = env.get("WORLD_SIZE");
+        if (env.get("RANK") == null || w == null || w.trim().equals("1")) return null;
+        org.grpo4j.dist.DistEnv d = org.grpo4j.dist.DistEnv.fromEnvironment(env, 1);
+        org.grpo4j.dist.Rendezvous r = new org.grpo4j.dist.Rendezvous(d, env.getOrDefault(org.grpo4j.dist.Rendezvous.SECRET_ENV, ""), 300_000, 3000);
+        r.onAbort(reason -> System.err.println("grpo4j train: the run was aborted: " + reason));
+        return r;
     }
 
     /** The derived quantities first (useful even when a check fails, e.g. for a config meant for another machine), then every check. */
@@ -49,11 +68,14 @@ final class TrainCommand implements Callable<Integer> {
         System.out.flush();
         Path out = output != null ? output : Path.of(cfg.outputDir);
         GrpoTrainer.checkRunDirectory(out, overwrite);
-        try (Backend be = Backends.choose(cfg.backend, org.grpo4j.backend.Ops.ALL).backend(); Preflight pf = Preflight.check(cfg, be, null)) {
+        try (Backend be = Backends.choose(cfg.backend, org.grpo4j.backend.Ops.ALL).backend();
+             Preflight pf = Preflight.check(cfg, be, null, org.grpo4j.train.GrpoTrainer.precisionOf(cfg, be),
+                     cfg.worldSize > 1 && be instanceof org.grpo4j.backend.CpuBackend ? cfg.worldSize : 1)) {
             for (var e : pf.summary().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
             System.out.printf("  %-36s %s%n", "output directory", out + (overwrite ? " (its earlier run would be replaced)" : ""));
             if (cfg.worldSize != 1) {
-                System.out.println("config OK for " + cfg.worldSize + " ranks, but this trainer runs one process (world_size 1) so far");
+                System.out.println("config OK for " + cfg.worldSize + " ranks (ZeRO-2): on GPUs start it with tools/launch (one rank per GPU); on the CPU, "
+                        + "train runs the " + cfg.worldSize + " ranks in this process: " + config);
                 return 0;
             }
             System.out.println("config OK: " + config);

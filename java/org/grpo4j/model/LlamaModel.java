@@ -170,8 +170,18 @@ public final class LlamaModel {
      * dtype); gradients are accumulated into {@code grads} (fp32, same config, typically zeroed first). Does not close
      * {@code act}.
      */
-    public void backward(Activations act, Tensor dHidden, LlamaWeights grads) {
+    public void backward(Activations act, Tensor dHidden, LlamaWeights grads) { backward(act, dHidden, grads, null); }
+
+    /**
+     * {@link #backward(Activations, Tensor, LlamaWeights)} that also reports its progress: {@code ready.accept(f)}
+     * after the final norm, after each layer and after the embedding says that every gradient at flat offset >= f is
+     * complete for this pass (backward runs from the top of the flat layout down; an untied LM head, written before
+     * this call, is above everything). ZeRO-2 starts reducing gradient buckets at these points, while the rest of the
+     * backward runs. {@code ready} may be null.
+     */
+    public void backward(Activations act, Tensor dHidden, LlamaWeights grads, java.util.function.LongConsumer ready) {
         int n = act.batch.tokens(), d = c.hiddenSize();
+        ParameterLayout lay = grads.layout();
         if (grads.dtype() != DType.FP32)
             throw new IllegalArgumentException("backward: gradients accumulate in fp32 weights, got " + grads.dtype());
         if (dHidden.dtype() != adt && dHidden.dtype() != DType.FP32)
@@ -180,6 +190,7 @@ public final class LlamaModel {
             if (dh != null) be.cast(dh, dHidden); // an fp32 dHidden (e.g. scattered rows) rounded once to the activations' dtype
             be.rmsNormBackward(dx, grads.get("model.norm.weight"), dh != null ? dh : dHidden, act.layerInputs[c.numLayers()],
                     w.get("model.norm.weight"), act.rstdFinal);
+            if (ready != null) ready.accept(lay.get("model.norm.weight").offset());
             for (int l = c.numLayers() - 1; l >= 0; l--) {
                 if (act.checkpointing) {
                     try (Tensor scratch = act(n, d); LayerActs la = layerForward(l, act.layerInputs[l], scratch, act.batch)) {
@@ -188,8 +199,10 @@ public final class LlamaModel {
                 } else {
                     layerBackward(l, act.layers[l], act.layerInputs[l], dx, grads, act.batch);
                 }
+                if (ready != null) ready.accept(lay.get(g(l, "input_layernorm.weight")).offset());
             }
             be.embeddingBackward(grads.get("model.embed_tokens.weight"), dx, act.batch.idsT);
+            if (ready != null) ready.accept(0);
         }
     }
 

@@ -36,26 +36,35 @@ public final class LlamaWeights implements AutoCloseable {
     private final LlamaConfig config;
     private final ParameterLayout layout;
     private final Backend backend;
+    private final Tensor storage; // flat, plus zero padding up to the capacity (ZeRO-2 slices)
     private final Tensor flat;
     private final Map<String, Tensor> views = new HashMap<>();
 
-    private LlamaWeights(Backend be, LlamaConfig config) { this(be, config, DType.FP32); }
+    private LlamaWeights(Backend be, LlamaConfig config) { this(be, config, DType.FP32, 0); }
 
-    private LlamaWeights(Backend be, LlamaConfig config, DType dtype) {
+    private LlamaWeights(Backend be, LlamaConfig config, DType dtype, long capacity) {
         if (dtype != DType.FP32 && dtype != DType.BF16) throw new IllegalArgumentException("weights are fp32 or bf16, not " + dtype);
         this.config = config;
         this.layout = new ParameterLayout(config);
         this.backend = be;
-        if (layout.totalElements() > Integer.MAX_VALUE - 8 && be.name().equals("cpu"))
+        long n = Math.max(capacity, layout.totalElements());
+        if (n > Integer.MAX_VALUE - 8 && be.name().equals("cpu"))
             throw new IllegalArgumentException(layout.totalElements() + " parameters do not fit the CPU backend's 2^31-element tensors");
-        this.flat = be.zeros(dtype, Math.toIntExact(layout.totalElements()));
+        this.storage = be.zeros(dtype, Math.toIntExact(n));
+        this.flat = n == layout.totalElements() ? storage : storage.view(0, Math.toIntExact(layout.totalElements()));
         for (ParameterLayout.Entry e : layout.entries()) views.put(e.name(), flat.view(e.offset(), e.shape()));
     }
 
     public static LlamaWeights zeros(Backend be, LlamaConfig config) { return new LlamaWeights(be, config); }
 
     /** Zeros of the given dtype (fp32 or bf16). */
-    public static LlamaWeights zeros(Backend be, LlamaConfig config, DType dtype) { return new LlamaWeights(be, config, dtype); }
+    public static LlamaWeights zeros(Backend be, LlamaConfig config, DType dtype) { return new LlamaWeights(be, config, dtype, 0); }
+
+    /**
+     * Zeros of the given dtype whose buffer holds {@code capacity} elements (at least the parameter count): the
+     * parameters, then zero padding, as ZeRO-2's equal rank slices need ({@link #padded()}).
+     */
+    public static LlamaWeights zeros(Backend be, LlamaConfig config, DType dtype, long capacity) { return new LlamaWeights(be, config, dtype, capacity); }
 
     /** HF's LlamaForCausalLM init: N(0, 0.02) for embeddings and projections, 1 for RMSNorm weights. */
     public static LlamaWeights init(Backend be, LlamaConfig config, long seed) {
@@ -79,6 +88,9 @@ public final class LlamaWeights implements AutoCloseable {
 
     /** The whole flat parameter buffer [total]. */
     public Tensor flat() { return flat; }
+
+    /** The flat buffer with its padding ([capacity]; the same as {@link #flat()} without padding). */
+    public Tensor padded() { return storage; }
 
     /** A parameter by HF name ("lm_head.weight" resolves to the embeddings when they are tied). */
     public Tensor get(String name) {
@@ -107,14 +119,14 @@ public final class LlamaWeights implements AutoCloseable {
 
     /** A copy on the same backend (e.g. the frozen reference policy). */
     public LlamaWeights copy() {
-        LlamaWeights w = new LlamaWeights(backend, config, dtype());
+        LlamaWeights w = new LlamaWeights(backend, config, dtype(), 0);
         backend.copy(w.flat, flat);
         return w;
     }
 
     /** A copy in {@code dtype} on the same backend: fp32 to bf16 rounds each weight to nearest even once. */
     public LlamaWeights castTo(DType dtype) {
-        LlamaWeights w = new LlamaWeights(backend, config, dtype);
+        LlamaWeights w = new LlamaWeights(backend, config, dtype, 0);
         backend.cast(w.flat, flat);
         return w;
     }
@@ -127,7 +139,7 @@ public final class LlamaWeights implements AutoCloseable {
     }
 
     @Override
-    public void close() { flat.close(); }
+    public void close() { storage.close(); }
 
     // ---- loading ------------------------------------------------------------------------------------------------
 

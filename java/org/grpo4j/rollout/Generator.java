@@ -137,12 +137,13 @@ public final class Generator {
         Deque<Group> pending = new ArrayDeque<>();
         for (int i = 0; i < prompts.size(); i++) {
             int[] ids = prompts.get(i).clone();
+            int first = (params.promptOffset() + i) * n; // stream ids: global over a batch split across ranks
             if (cfg.sharePrefix()) {
                 int[] seqIds = new int[n];
-                for (int j = 0; j < n; j++) seqIds[j] = i * n + j;
+                for (int j = 0; j < n; j++) seqIds[j] = first + j;
                 pending.add(new Group(i, ids, seqIds));
             } else {
-                for (int j = 0; j < n; j++) pending.add(new Group(i, ids, new int[] {i * n + j}));
+                for (int j = 0; j < n; j++) pending.add(new Group(i, ids, new int[] {first + j}));
             }
         }
         List<List<Completion>> out = new ArrayList<>();

@@ -41,7 +41,10 @@ public final class GrpoConfig {
     public int responseLength = 2048;
 
     // batch arithmetic (per rank, as in the reference)
-    /** Number of data-parallel ranks (the reference's sum of actor_num_gpus_per_node). One process today. */
+    /**
+     * Number of data-parallel ranks (the reference's sum of actor_num_gpus_per_node). The local_* sizes are per rank,
+     * so the global batch grows with it. Above 1: ZeRO-2 over NCCL (tools/launch), or in-process ranks on the CPU.
+     */
     public int worldSize = 1;
     public int localRolloutBatchSize = 8;
     public int numberSamplesPerPrompt = 16;
@@ -111,8 +114,22 @@ public final class GrpoConfig {
     public String outputDir = "runs/grpo";
     /** auto, cpu, cuda, cuda:N (grpo4j). */
     public String backend = "auto";
-    /** KV cache budget for rollouts in MiB (grpo4j). */
-    public int kvCacheMib = 1024;
+    /**
+     * KV cache for rollouts in MiB (grpo4j); 0 (default): sized from kv_cache_fraction of the memory left after the
+     * model states, capped at what the step's samples can use.
+     */
+    public int kvCacheMib = 0;
+    /** Share of the memory left after model states and activations that the KV pool may take (like vLLM's gpu_memory_utilization; grpo4j). */
+    public double kvCacheFraction = 0.9;
+    /**
+     * fp32, bf16 or auto (bf16 on CUDA, fp32 on the CPU) (grpo4j): bf16 runs the policy, rollouts, log-prob passes and
+     * the reference model on bf16 weights, with fp32 master weights, AdamW moments, gradients and losses.
+     */
+    public String precision = "auto";
+    /** Gradient bucket for the ZeRO-2 reduction, in elements (DeepSpeed's reduce_bucket_size; grpo4j). */
+    public long reduceBucketSize = 200_000_000L;
+    /** A collective not finished within this many seconds aborts the NCCL communicators and stops every rank (grpo4j). */
+    public int ncclTimeoutS = 600;
     /** Abort after this many consecutive steps with a non-finite loss or gradient norm (grpo4j). */
     public int maxConsecutiveNonfinite = 3;
     /** Optional supervised warm-up before GRPO (grpo4j; see docs/trainer.md). */
@@ -229,7 +246,7 @@ public final class GrpoConfig {
         Object[][] objects = {{"chat_template_name", chatTemplateName}, {"dataset_mixer_list", datasetMixerList},
             {"dataset_mixer_eval_list", datasetMixerEvalList}, {"lr_scheduler_type", lrSchedulerType}, {"kl_estimator", klEstimator},
             {"loss_aggregation", lossAggregation}, {"stop_token", stopToken}, {"verifier_compat", verifierCompat},
-            {"output_dir", outputDir}, {"backend", backend}, {"sft_warmup", sftWarmup}};
+            {"output_dir", outputDir}, {"backend", backend}, {"sft_warmup", sftWarmup}, {"precision", precision}};
         for (Object[] o : objects) require(o[1] != null, where, o[0] + " must not be null");
         require(!datasetMixerList.isEmpty(), where, "dataset_mixer_list is required");
         require(worldSize >= 1, where, "world_size must be >= 1");
@@ -290,7 +307,11 @@ public final class GrpoConfig {
         require(verifierTimeout > 0, where, "verifier_timeout must be > 0 seconds, got " + verifierTimeout);
         require(numEvals >= 0 && saveFreq >= 0, where, "num_evals and save_freq must be >= 0");
         require(maxGradNorm > 0, where, "max_grad_norm must be > 0 (Infinity: no clipping), got " + maxGradNorm);
-        require(kvCacheMib >= 1, where, "kv_cache_mib must be >= 1, got " + kvCacheMib);
+        require(kvCacheMib >= 0, where, "kv_cache_mib must be >= 0 (0: sized from kv_cache_fraction), got " + kvCacheMib);
+        require(kvCacheFraction > 0 && kvCacheFraction <= 1, where, "kv_cache_fraction must be in (0, 1], got " + kvCacheFraction);
+        require(precision != null && List.of("auto", "fp32", "bf16").contains(precision), where, "precision must be auto, fp32 or bf16, got " + precision);
+        require(reduceBucketSize >= 1024, where, "reduce_bucket_size must be >= 1024 elements, got " + reduceBucketSize);
+        require(ncclTimeoutS >= 1, where, "nccl_timeout_s must be >= 1, got " + ncclTimeoutS);
         require(maxConsecutiveNonfinite >= 1, where, "max_consecutive_nonfinite must be >= 1");
         require(numTrainingSteps > 0 || totalEpisodes >= (long) rollouts * worldSize, where,
                 "total_episodes " + totalEpisodes + " is less than one step of " + rollouts * worldSize + " completions");

@@ -30,11 +30,22 @@ public enum LossAggregation {
      * {@code microTokens} loss tokens, in a mini-batch with {@code miniTokens} tokens and {@code miniSeqs} sequences.
      */
     public double weight(int seqTokens, int microTokens, int gradAccumSteps, long miniTokens, int miniSeqs, int responseLength) {
+        return weight(seqTokens, microTokens, gradAccumSteps, miniTokens, miniSeqs, responseLength, 1);
+    }
+
+    /**
+     * The weight of a token on one of {@code world} data-parallel ranks, whose gradients are summed: the per-rank
+     * aggregations are divided by the world size (DeepSpeed averages the ranks' gradients; the average is folded into
+     * the weights), and token_mean divides by {@code globalMiniTokens}, the loss tokens of the global mini-batch
+     * (every rank's), as TRL's dapo loss normalizes by the tokens of the whole batch. With world 1 this is the single
+     * process's weight.
+     */
+    public double weight(int seqTokens, int microTokens, int gradAccumSteps, long globalMiniTokens, int miniSeqs, int responseLength, int world) {
         return switch (this) {
-            case MICRO_TOKEN_MEAN -> 1.0 / ((double) microTokens * gradAccumSteps);
-            case TOKEN_MEAN -> 1.0 / miniTokens;
-            case SEQ_MEAN_TOKEN_MEAN -> 1.0 / ((double) seqTokens * miniSeqs);
-            case DR_GRPO -> 1.0 / ((double) responseLength * miniSeqs);
+            case MICRO_TOKEN_MEAN -> 1.0 / ((double) microTokens * gradAccumSteps * world);
+            case TOKEN_MEAN -> 1.0 / globalMiniTokens;
+            case SEQ_MEAN_TOKEN_MEAN -> 1.0 / ((double) seqTokens * miniSeqs * world);
+            case DR_GRPO -> 1.0 / ((double) responseLength * miniSeqs * world);
         };
     }
 }

@@ -59,6 +59,14 @@ public final class Preflight implements AutoCloseable {
      * would allocate.
      */
     public static Preflight check(GrpoConfig cfg, Backend be, Rewards rewards) throws IOException {
+        return check(cfg, be, rewards, be == null ? org.grpo4j.backend.DType.FP32 : Precision.resolve(cfg.precision, be), 1);
+    }
+
+    /**
+     * {@link #check(GrpoConfig, Backend, Rewards)} for a run in {@code dtype} whose {@code sharers} ranks share
+     * {@code be}'s memory (in-process CPU ranks share the Java heap).
+     */
+    public static Preflight check(GrpoConfig cfg, Backend be, Rewards rewards, org.grpo4j.backend.DType dtype, int sharers) throws IOException {
         Path tokDir;
         LlamaConfig lc;
         Tokenizer tok;
@@ -77,14 +85,15 @@ public final class Preflight implements AutoCloseable {
             tok = Tokenizer.load(dir);
         }
         try {
-            return check(cfg, be, rewards, tokDir, tok, lc);
+            return check(cfg, be, rewards, tokDir, tok, lc, dtype, sharers);
         } catch (IOException | RuntimeException e) {
             tok.close();
             throw e;
         }
     }
 
-    private static Preflight check(GrpoConfig cfg, Backend be, Rewards rewards, Path tokDir, Tokenizer tok, LlamaConfig lc) throws IOException {
+    private static Preflight check(GrpoConfig cfg, Backend be, Rewards rewards, Path tokDir, Tokenizer tok, LlamaConfig lc,
+                                   org.grpo4j.backend.DType dtype, int sharers) throws IOException {
         String modelName = cfg.modelNameOrPath;
         if (tok.vocabSize() > lc.vocabSize())
             throw new IllegalArgumentException(modelName + ": the tokenizer has " + tok.vocabSize() + " ids but config.json's vocab_size is " + lc.vocabSize());
@@ -102,7 +111,9 @@ public final class Preflight implements AutoCloseable {
             throw new IllegalArgumentException("dataset_mixer_list: " + train.size() + " prompts fit max_prompt_token_length " + cfg.maxPromptTokenLength
                     + " and max_token_length " + cfg.maxTokenLength
                     + (train.dropped() > 0 ? " (" + train.droppedPrompt() + " dropped for a longer prompt, " + train.droppedChat() + " for a longer chat)" : "")
-                    + ", fewer than one step's " + cfg.rolloutBatchSize() + " prompts (local_rollout_batch_size x world_size)");
+                    + ", fewer than one step's " + cfg.rolloutBatchSize() + " prompts (local_rollout_batch_size " + cfg.localRolloutBatchSize + " x world_size "
+                    + cfg.worldSize + ")" + (cfg.worldSize > 1 ? ": every rank samples local_rollout_batch_size whole prompts (a prompt's group never splits"
+                    + " across ranks); use fewer ranks, a smaller local_rollout_batch_size or more data" : ""));
 
         Rewards verifiers = rewards != null ? rewards : null;
         try (Rewards builtIn = rewards == null ? new Rewards() : null) {
@@ -133,7 +144,7 @@ public final class Preflight implements AutoCloseable {
                         + " (set sft_warmup.steps=0 or add the reference answers)");
         }
         Preflight pf = new Preflight(cfg, tokDir, tok, lc, template, train, eval, longest, sft);
-        if (be != null) pf.checkMemory(be);
+        if (be != null) pf.checkMemory(be, dtype, sharers);
         pf.summary.put("model", modelName + ": " + lc.numLayers() + " layers, hidden " + lc.hiddenSize() + ", vocab " + lc.vocabSize()
                 + ", context " + lc.maxPositionEmbeddings());
         pf.summary.put("training prompts", train.size() + " (dropped: " + train.droppedPrompt() + " with prompt > " + cfg.maxPromptTokenLength
@@ -182,37 +193,46 @@ public final class Preflight implements AutoCloseable {
     }
 
     /**
-     * The run's allocations against what {@code be} has free: model states (policy, gradients, reference, AdamW m and
-     * v: 5 x parameters x 4 bytes), the KV cache (kv_cache_mib), and the activations of the largest forward pass
-     * (a training micro-batch or a no-grad chunk of sequences of the longest prompt plus response_length).
+     * One rank's allocations ({@link MemoryEstimate}: model states in the run's precision and ZeRO-2 layout) plus the
+     * larger of the activations of the largest training or log-prob pass and generation's working memory with the
+     * KV cache (kv_cache_mib, or the one-sequence minimum when the pool is sized from kv_cache_fraction; the pool
+     * and the activations are never live together), times the ranks sharing the memory, against what {@code be} has
+     * free. A refusal says what fits and what to change.
      */
-    private void checkMemory(Backend be) {
-        MemoryEstimate est = new MemoryEstimate(model, 1);
-        long params = est.parameters();
-        long states = 5L * params * 4;
-        long kv = (long) cfg.kvCacheMib << 20;
-        long seqLen = (long) longestPrompt + cfg.responseLength;
-        long seqs = Math.max(cfg.perDeviceTrainBatchSize, cfg.localRolloutForwardBatchSize);
-        long acts = seqs * seqLen * est.activationElementsPerToken(cfg.gradientCheckpointing) * 4;
-        long total = states + kv + acts;
+    private void checkMemory(Backend be, org.grpo4j.backend.DType dtype, int sharers) {
+        MemoryEstimate est = new MemoryEstimate(model, cfg.worldSize, dtype, cfg.reduceBucketSize);
+        double states = est.statesBytes();
+        long seq = (long) longestPrompt + cfg.responseLength;
+        double acts = Math.max(est.trainingActivationBytes(cfg.perDeviceTrainBatchSize * seq, (long) cfg.perDeviceTrainBatchSize * cfg.responseLength,
+                cfg.gradientCheckpointing), est.noGradActivationBytes(cfg.localRolloutForwardBatchSize * seq, (long) cfg.localRolloutForwardBatchSize * cfg.responseLength));
+        int maxBatch = Math.max(1, cfg.localCompletions());
+        double gen = est.generationBytes(maxBatch, (long) cfg.localRolloutBatchSize * longestPrompt);
+        long kvMin = ((seq + 15) / 16 + 1) * 16 * est.kvBytesPerToken();
+        long kv = cfg.kvCacheMib > 0 ? (long) cfg.kvCacheMib << 20 : kvMin;
+        double perRank = states + Math.max(acts, gen + kv), total = perRank * sharers;
         long free = Memory.available(be);
         String where = Memory.describe(be);
         if (free >= 0 && total > free && be instanceof CpuBackend) {
             System.gc();
             free = Memory.available(be);
         }
+        String per = sharers > 1 ? " per rank (" + sharers + " ranks share it)" : "";
         if (free >= 0 && total > free) {
-            long room = free - states - acts;
-            if (room > 0 && kv > room)
+            double room = free / (double) sharers - states - gen;
+            if (cfg.kvCacheMib > 0 && states + Math.max(acts, gen + kvMin) <= free / (double) sharers)
                 throw new IllegalArgumentException("kv_cache_mib " + cfg.kvCacheMib + " does not fit: the KV cache needs " + Memory.human(kv) + " next to "
-                        + Memory.human(states + acts) + " of model states and activations, but only " + Memory.human(free) + " " + where
-                        + "; at most kv_cache_mib=" + (room >> 20) + " fits");
-            throw new IllegalArgumentException("the run needs about " + Memory.human(total) + " (model states 5 x " + String.format("%,d", params)
-                    + " parameters x 4 B = " + Memory.human(states) + ", KV cache " + Memory.human(kv) + ", activations " + Memory.human(acts)
-                    + "), but only " + Memory.human(free) + " " + where);
+                        + Memory.human(states) + " of model states and " + Memory.human(gen) + " of generation buffers" + per + ", but only " + Memory.human(free)
+                        + " " + where + "; at most kv_cache_mib=" + ((long) room >> 20) + " fits (or kv_cache_mib=0 to size the pool from kv_cache_fraction)");
+            throw new IllegalArgumentException("the run needs about " + Memory.human(total) + " (" + Memory.human(perRank) + per + ": model states "
+                    + Memory.human(states) + " for " + String.format("%,d", est.parameters()) + " parameters in " + Precision.label(dtype) + " over " + cfg.worldSize
+                    + " rank" + (cfg.worldSize == 1 ? "" : "s") + ", activations " + Memory.human(acts) + ", generation " + Memory.human(gen) + " + KV cache "
+                    + Memory.human(kv) + "), but only " + Memory.human(free) + " " + where + "; to fit: fewer samples in flight (per_device_train_batch_size, "
+                    + "local_rollout_forward_batch_size, local_rollout_batch_size x number_samples_per_prompt), a smaller kv_cache_mib or kv_cache_fraction,"
+                    + " gradient_checkpointing true, precision bf16, or more GPUs (world_size: ZeRO-2 shards the optimizer state)");
         }
-        summary.put("memory", "about " + Memory.human(total) + " (model states " + Memory.human(states) + ", KV cache " + Memory.human(kv)
-                + ", activations " + Memory.human(acts) + ")" + (free >= 0 ? "; " + Memory.human(free) + " " + where : ""));
+        summary.put("memory", "about " + Memory.human(total) + " (model states " + Memory.human(states) + per + ", activations " + Memory.human(acts)
+                + ", generation " + Memory.human(gen) + " + KV cache " + (cfg.kvCacheMib > 0 ? Memory.human(kv) : "from kv_cache_fraction " + cfg.kvCacheFraction
+                + ", at least " + Memory.human(kvMin)) + ")" + (free >= 0 ? "; " + Memory.human(free) + " " + where : ""));
     }
 
     /**

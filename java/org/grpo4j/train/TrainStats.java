@@ -86,6 +86,13 @@ final class TrainStats {
         return ns;
     }
 
+    /** Each micro-batch's token-masked mean ratio (the values val/ratio_var is the variance of, without compat). */
+    double[] ratioMeans() {
+        double[] out = new double[micros.size()];
+        for (int i = 0; i < out.length; i++) out[i] = micros.get(i).ratioSum() / Math.max(1, micros.get(i).lossTokens());
+        return out;
+    }
+
     /** Mean of the written values over {@code cells} cells, the unwritten ones being 0. */
     static double mean(double[] written, long cells) {
         if (cells == 0) return Double.NaN;

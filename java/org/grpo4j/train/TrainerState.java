@@ -10,7 +10,7 @@ import java.nio.file.Path;
 
 /** A checkpoint's trainer_state.json, read strictly: every field present, of its type and in its range. */
 record TrainerState(int trainingStep, long optimizerSteps, int consecutiveNonfinite, int skippedSteps, int iteratorEpoch,
-                    int iteratorOffset, long referenceChecksum, int trainPrompts, String dataFingerprint) {
+                    int iteratorOffset, long referenceChecksum, int trainPrompts, String dataFingerprint, int worldSize, String precision) {
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -35,10 +35,17 @@ record TrainerState(int trainingStep, long optimizerSteps, int consecutiveNonfin
         JsonNode sum = n.get("reference_checksum");
         if (sum == null || !sum.isIntegralNumber() || !sum.canConvertToLong())
             throw new IllegalArgumentException(file + ": field \"reference_checksum\" must be a 64-bit integer, got " + sum);
+        JsonNode prec = n.get("precision");
+        if (prec != null && !(prec.isTextual() && (prec.asText().equals("fp32") || prec.asText().equals("bf16"))))
+            throw new IllegalArgumentException(file + ": field \"precision\" must be \"fp32\" or \"bf16\", got " + prec);
+        // checkpoints written before multi-rank training and precision bf16 are world 1, fp32
+        int world = n.has("world_size") ? (int) count(n, "world_size", file, 1 << 20) : 1;
+        if (world < 1) throw new IllegalArgumentException(file + ": field \"world_size\" must be >= 1, got " + world);
         return new TrainerState(step, count(n, "optimizer_steps", file, Long.MAX_VALUE),
                 (int) count(n, "consecutive_nonfinite", file, Integer.MAX_VALUE), (int) count(n, "skipped_steps", file, Integer.MAX_VALUE),
                 index(it, "iterator.epoch", "epoch", file), index(it, "iterator.offset", "offset", file), sum.asLong(),
-                n.has("train_prompts") ? (int) count(n, "train_prompts", file, Integer.MAX_VALUE) : -1, fp == null ? null : fp.asText());
+                n.has("train_prompts") ? (int) count(n, "train_prompts", file, Integer.MAX_VALUE) : -1, fp == null ? null : fp.asText(), world,
+                prec == null ? "fp32" : prec.asText());
     }
 
     private static long count(JsonNode n, String key, Path file, long max) {

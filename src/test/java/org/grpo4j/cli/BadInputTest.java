@@ -274,6 +274,10 @@ class BadInputTest {
             {"local_rollout_batch_size=100", "64 prompts fit", "fewer than one step's 100"},
             {"kv_cache_mib=" + Math.max(20000, 2 * (Runtime.getRuntime().maxMemory() >> 20)), "kv_cache_mib", "does not fit", "fits"},
             {"kv_cache_mib=100000000", "kv_cache_mib 100000000 does not fit"},
+            {"precision=fp16", "precision must be auto, fp32 or bf16, got fp16"},
+            {"kv_cache_fraction=0", "kv_cache_fraction must be in (0, 1], got 0.0"},
+            {"reduce_bucket_size=10", "reduce_bucket_size must be >= 1024 elements, got 10"},
+            {"nccl_timeout_s=0", "nccl_timeout_s must be >= 1, got 0"},
             {"model_name_or_path=$R/nonexist", "$R/nonexist", "no such model directory"},
             {"model_name_or_path=nobody/model", "nobody/model", "never downloads"},
         }) {
@@ -292,7 +296,10 @@ class BadInputTest {
                 .after(r -> assertFalse(Files.exists(r.resolve("never")))));
         t.add(c("dry-run into a model directory", "train", "--config", T, "--dry-run", "--output", "$R/m").says("$R/m", "not a grpo4j run directory"));
         t.add(c("dry-run --resume", "train", "--resume", "$R/run", "--dry-run").says("--dry-run"));
-        t.add(c("train world_size 2", "train", "--config", T, "--set", "world_size=2", "--output", "$R/ws").says("world_size 2", "not implemented"));
+        t.add(c("train world_size 20", "train", "--config", T, "--set", "world_size=20", "--output", "$R/ws")
+                .says("64 prompts fit", "fewer than one step's 80 prompts", "world_size 20", "never splits across ranks"));
+        t.add(c("train world_size 2 on cuda", "train", "--config", T, "--set", "world_size=2", "--set", "backend=cuda", "--output", "$R/ws")
+                .says("world_size 2 on cuda", "tools/launch"));
 
         // train: run directories
         t.add(c("train into an earlier run", "train", "--config", T, "--output", "$R/run").says("$R/run", "holds an earlier run", "--resume", "--overwrite"));
