@@ -45,6 +45,19 @@ template <typename T> inline T __shfl_up_sync(unsigned, T x, int o) {
     int lane = threadIdx.x & 31;
     return emu_shfl(x, lane >= o ? lane - o : lane);
 }
+template <typename T> inline T __shfl_sync(unsigned, T x, int src) { return emu_shfl(x, src); }
+inline unsigned __ballot_sync(unsigned, int pred) {
+    unsigned bits = 0;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    g_slot[warp][lane] = pred != 0;
+    g_warp_barrier[warp]->arrive_and_wait();
+    for (int l = 0; l < 32; l++) bits |= (g_slot[warp][l] ? 1u : 0u) << l;
+    g_warp_barrier[warp]->arrive_and_wait();
+    return bits;
+}
+inline int __ffs(unsigned x) { return __builtin_ffs((int) x); }
+inline int min(int a, int b) { return a < b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
 template <typename T> inline T atomicAdd(T* p, T v) { return std::atomic_ref<T>(*p).fetch_add(v); }
 template <typename T> inline T atomicMin(T* p, T v) {
     std::atomic_ref<T> a(*p);
