@@ -6,7 +6,8 @@
 // No filter: the draw's tile is found from the tiles' masses and only that tile is read again (one pass in all).
 // top-k / top-p: the threshold search of sampling.cuh (histogram passes over the row in shared memory, the domain
 // narrowing until one key is left; once the domain holds <= CAP tokens they are copied to shared memory and the
-// remaining passes read only those), then one draw pass in vocabulary order that stops at the drawn token.
+// remaining passes read only those), then the draw in vocabulary order (filtered_draw: one barrier-free read of the
+// row in 32 contiguous parts, then the part holding the target again, narrower).
 // Every reduction is over integers or keys (order-free), so the kernel is deterministic and its host twin
 // (g4_host_sample_row) reproduces its tokens exactly.
 #include "sampling.cuh"
@@ -30,6 +31,12 @@ struct Shared {
     Sel sel;
     int collect, from_list, bnd, token;
     u64 bnd_gc, bnd_gm;
+    // the filtered draw: per-warp range sums, and the range picked (thread 0)
+    u64 wmass[32];
+    u32 wties[32];
+    u64 pick_r;
+    u32 pick_ties;
+    int pick;
 };
 
 __device__ inline u64 warp_max_u64(u64 x) {
@@ -42,6 +49,15 @@ __device__ inline u32 warp_min_u32(u32 x) {
 }
 __device__ inline u64 warp_sum_u64(u64 x) {
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+// Inclusive prefix sum over the warp in lane order (integers: exact).
+template <typename I>
+__device__ inline I warp_scan(I x, int lane) {
+    for (int o = 1; o < 32; o <<= 1) {
+        I y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= o) x += y;
+    }
     return x;
 }
 
@@ -141,6 +157,87 @@ __device__ void hist_pass(Shared& sm, const T* row, int v, float xmax, float inv
         }
     }
     __syncthreads();
+}
+
+// The filtered draw: kept = the tokens with key > tau, and the first c (vocabulary order) with key == tau, all of mass
+// g_tau; the token is the first kept one whose running kept mass exceeds r. Found in ranges, with no barrier inside a
+// walk: the current range [a, b) is split into 32 contiguous parts, warp w sums its part (mass of keys > tau, count of
+// ties; coalesced, per-lane sums); thread 0 combines the parts in order (tie rank base, kept ties, kept mass) and picks
+// the part holding r; twice (V = 128,256: 32 parts of 4008 tokens, then of 126). Warp 0 walks the last part with warp
+// scans. One read of the row and a few small ones, where a block-wide scan per 1024 tokens took ~14 barriers each.
+template <typename T>
+__device__ int filtered_draw(Shared& sm, const T* row, int v, float xmax, float inv_t, int sh, u32 tau, u32 c, u64 g_tau, u64 r) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int a = 0, b = v;
+    u64 rr = r;          // r relative to the kept mass before a
+    u32 tie_base = 0;    // ties (key == tau) before a
+    for (int level = 0; level < 2; level++) {
+        const int span = (b - a + 31) / 32, wa = min(a + warp * span, b), wb = min(wa + span, b);
+        u64 m = 0;
+        u32 t = 0;
+#pragma unroll 4
+        for (int j = wa + lane; j < wb; j += 32) {
+            float x = load(row, j);
+            u32 key = key_of(x);
+            if (key > tau) m += weight(x, xmax, inv_t, sh);
+            else t += key == tau;
+        }
+        m = warp_sum_u64(m);
+        t = (u32) warp_sum_u64(t);
+        if (lane == 0) {
+            sm.wmass[warp] = m;
+            sm.wties[warp] = t;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            u64 before = 0;
+            u32 tb = tie_base;
+            int pick = -1;
+            for (int w = 0; w < 32; w++) {
+                u32 kt = tb >= c ? 0u : min(c - tb, sm.wties[w]);
+                u64 kw = sm.wmass[w] + (u64) kt * g_tau;
+                if (pick < 0 && rr < before + kw) {
+                    pick = w;
+                    sm.pick_r = rr - before;
+                    sm.pick_ties = tb;
+                }
+                before += kw;
+                tb += sm.wties[w];
+            }
+            sm.pick = pick < 0 ? 31 : pick;  // pick >= 0 always: r < the range's kept mass (the search's kept total)
+        }
+        __syncthreads();
+        const int w = sm.pick;
+        a = min(a + w * span, b);
+        b = min(a + span, b);
+        rr = sm.pick_r;
+        tie_base = sm.pick_ties;
+        // no barrier needed here: sm.w* were read (thread 0) before the one above, and sm.pick* are rewritten only
+        // after the next level's first barrier, which every thread reaches after reading them
+    }
+    if (warp == 0) {
+        u64 cum = 0;
+        u32 tb = tie_base;
+        for (int base = a; base < b; base += 32) {
+            const int j = base + lane;
+            const bool valid = j < b;
+            const float x = valid ? load(row, j) : 0.f;
+            const u32 key = key_of(x), tie = valid && key == tau;
+            const u32 ties = warp_scan(tie, lane), rank = tb + ties - tie;
+            const bool kept = valid && (key > tau || (tie && rank < c));
+            const u64 wt = kept ? weight(x, xmax, inv_t, sh) : 0;
+            const u64 incl = warp_scan(wt, lane) + cum;
+            const unsigned hit = __ballot_sync(0xffffffffu, incl > rr && incl - wt <= rr);
+            if (hit) {
+                if (lane == __ffs(hit) - 1) sm.token = j;
+                break;
+            }
+            cum = __shfl_sync(0xffffffffu, incl, 31);
+            tb += __shfl_sync(0xffffffffu, ties, 31);
+        }
+    }
+    __syncthreads();
+    return sm.token;
 }
 
 template <typename T>
@@ -271,29 +368,12 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int
             c = min_ties(s1.above_mass, g, s1.t, s1.tau_cnt);
             kept = s1.above_mass + (u64) c * g;
         }
-        const u64 r = draw_r(u, kept);
-        u64 carry_tie = 0, carry = 0;
-        for (int base = 0; base < v; base += BLOCK) {
-            int j = base + tid;
-            bool valid = j < v;
-            float x = valid ? load(row, j) : 0.f;
-            u32 key = key_of(x);
-            u64 tie = valid && key == tau, tie_total, w_total;
-            u64 rank = block_scan(tie, &tie_total, sm.scan) - tie + carry_tie;
-            bool k = valid && (key > tau || (tie && rank < c));
-            u64 w = k ? weight(x, xmax, sp.inv_t, sh) : 0;
-            u64 cum = block_scan(w, &w_total, sm.scan) + carry;
-            if (cum > r && cum - w <= r) sm.token = j;
-            carry += w_total;
-            carry_tie += tie_total;
-            __syncthreads();
-            if (sm.token >= 0) break;
-        }
+        filtered_draw(sm, row, v, xmax, sp.inv_t, sh, tau, c, weight(value_of(tau), xmax, sp.inv_t, sh), draw_r(u, kept));
     }
     if (tid == 0) {
-        int tok = sm.token;
+        int tok = sm.token;  // >= 0 always (r < the kept mass); -1 with a NaN logprob would flag a broken invariant
         tokens[blockIdx.x] = tok;
-        logprobs[blockIdx.x] = (float) logprob(load(row, tok), xmax, sp.inv_t_d, pick.log_s);
+        logprobs[blockIdx.x] = tok < 0 ? __int_as_float(0x7fffffff) : (float) logprob(load(row, tok), xmax, sp.inv_t_d, pick.log_s);
     }
 }
 

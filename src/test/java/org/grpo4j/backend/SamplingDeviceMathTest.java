@@ -192,6 +192,102 @@ class SamplingDeviceMathTest {
         assertEquals(0, differ, differ + " of " + rows + " rows differ");
     }
 
+    /**
+     * Rows built to reach the threshold search's corner cases: all-equal rows, one finite value among -inf / NaN, top-k
+     * larger than the finite tokens, tie groups straddling the top-k and top-p boundaries (more than the 2048-token
+     * shared-memory list), values a few ulps apart, -0 / +0, top-p down to the smallest float and just below 1, top-k
+     * = V - 1. The twin (the kernel's exact algorithm) keeps exactly the CPU's set and draws a kept token.
+     */
+    @Test
+    void cornerCaseRowsKeepTheCpusSet() {
+        SplittableRandom r = new SplittableRandom(16);
+        float ninf = Float.NEGATIVE_INFINITY;
+        java.util.List<float[]> rows = new java.util.ArrayList<>();
+        for (int v : new int[] {1, 2, 5, 2047, 2049, 9000}) {
+            float[] eq = new float[v];
+            java.util.Arrays.fill(eq, 0.75f);
+            rows.add(eq);
+            float[] one = new float[v];
+            java.util.Arrays.fill(one, ninf);
+            one[v / 2] = -3f;
+            if (v > 2) one[1] = Float.NaN;
+            rows.add(one);
+            float[] few = new float[v];
+            java.util.Arrays.fill(few, ninf);
+            for (int i = 0; i < Math.min(v, 3); i++) few[r.nextInt(v)] = (float) r.nextGaussian();
+            rows.add(few);
+            float[] ties = new float[v]; // three tie groups: 1 x 5, 3000-ish x 1.0, the rest 0
+            for (int j = 0; j < v; j++) ties[j] = j < 5 ? 5f : (j % 3 == 0 ? 0f : 1f);
+            rows.add(ties);
+            float[] ulps = new float[v];
+            for (int j = 0; j < v; j++) ulps[j] = Math.nextUp(1f) + r.nextInt(6) * Math.ulp(1f);
+            rows.add(ulps);
+            float[] zeros = new float[v];
+            for (int j = 0; j < v; j++) zeros[j] = r.nextBoolean() ? 0f : -0f;
+            rows.add(zeros);
+            float[] wide = new float[v];
+            for (int j = 0; j < v; j++) wide[j] = (float) (r.nextGaussian() * 60);
+            rows.add(wide);
+        }
+        int n = 0, differ = 0;
+        for (float[] x : rows) {
+            int v = x.length;
+            java.util.List<SamplingSpec> specs = new java.util.ArrayList<>(java.util.List.of(SPECS));
+            for (int k : new int[] {2, 6, v - 1})
+                if (k >= 1 && k <= v)
+                    for (float p : new float[] {1f, 0.5f, Float.MIN_VALUE, Math.nextDown(1f)}) specs.add(new SamplingSpec(1f, k, p, 21));
+            specs.add(new SamplingSpec(1f, 0, Float.MIN_VALUE, 22));
+            specs.add(new SamplingSpec(1f, 0, Math.nextDown(1f), 23));
+            for (SamplingSpec s : specs) {
+                if (s.topK() > v) continue;
+                for (int i = 0; i < (v > 5000 ? 1 : 2); i++) {
+                    int stream = r.nextInt(1 << 20);
+                    double u = Philox.uniform(s.seed(), stream, 0);
+                    Twin t = twin(x, s, u);
+                    String what = "V=" + v + " row " + java.util.Arrays.toString(java.util.Arrays.copyOf(x, Math.min(v, 6))) + " " + s + " u=" + u;
+                    assertTrue(t.token >= 0 && t.token < v, what + ": token " + t.token);
+                    if (!filtered(s, v)) continue;
+                    double invT = 1.0 / s.temperature();
+                    float[] clean = x.clone();
+                    for (int j = 0; j < v; j++) if (Float.isNaN(clean[j])) clean[j] = ninf;
+                    double lse = Sampler.logSumExp(clean, 0, v, invT);
+                    int k = s.topK() == 0 ? v : s.topK();
+                    // Both kept sets must be prefixes of the CPU's ranking (value descending, index ascending), compared
+                    // over the tokens with p >= 1e-12: the CPU's top-p walk (even at top-p 1) stops before tokens whose
+                    // mass vanishes in its float64 partial sum, and the kernel's fixed-point masses round them to 0.
+                    // Their lengths may differ only where the CPU's float64 ratio rounds across top-p (the kernel's
+                    // integer comparison is exact): then the shorter prefix's mass ratio is within 1e-12 of top-p.
+                    boolean[] want = FilteredDraw.keptSet(clean, 0, v, k, s.topP(), invT, lse);
+                    int[] order = Sampler.sortedDescending(clean, 0, v);
+                    double massK = 0;
+                    for (int q = 0; q < k; q++) massK += Math.exp(clean[order[q]] * invT - lse);
+                    int lc = 0, lt = 0, live = 0; // kept counts, and tokens seen, among those with p >= 1e-12
+                    double[] ratio = new double[v + 1];
+                    for (int q = 0; q < v; q++) {
+                        int j = order[q];
+                        double pj = Math.exp(clean[j] * invT - lse);
+                        ratio[q + 1] = ratio[q] + pj / massK;
+                        if (!(pj >= 1e-12)) continue;
+                        assertTrue(!want[j] || lc == live, what + ": the CPU's kept set is a prefix");
+                        assertTrue(!t.kept[j] || lt == live, what + ": the kernel's kept set is a prefix of the ranking (rank " + q + ", index " + j + ")");
+                        if (want[j]) lc++;
+                        if (t.kept[j]) lt++;
+                        live++;
+                    }
+                    if (lt != lc) {
+                        assertTrue(s.topP() < 1f, what + ": top-k alone is exact (kernel " + lt + " tokens, CPU " + lc + ")");
+                        assertEquals(s.topP(), ratio[Math.min(lt, lc)], 1e-12, what + ": kernel keeps " + lt + ", CPU " + lc + " tokens away from a rounding tie");
+                    }
+                    assertTrue(t.kept[t.token], what + ": the drawn token is kept");
+                    if (lt == lc && cpu(clean, s, stream, 0).token() != t.token) differ++;
+                    n++;
+                }
+            }
+        }
+        System.out.println("corner-case rows: " + n + " filtered draws, " + differ + " tokens differ from the CPU's");
+        assertTrue(differ <= n / 1000, differ + " of " + n + " draws differ from the CPU's (> 0.1%)");
+    }
+
     /** Draws of the twin over many u: chi-square at alpha 1e-4 against the filtered, renormalized softmax. */
     @Test
     void theTwinsDrawsFollowTheFilteredSoftmax() {
