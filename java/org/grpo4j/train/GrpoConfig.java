@@ -17,7 +17,7 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import org.grpo4j.backend.KlEstimator;
+import org.grpo4j.internal.backend.KlEstimator;
 import org.grpo4j.reward.Compat;
 
 /**
@@ -165,7 +165,7 @@ public final class GrpoConfig {
             root = JSON.readTree(file.toFile());
         } catch (IOException e) {
             throw new IllegalArgumentException(file + ": not valid JSON: " + (e instanceof com.fasterxml.jackson.core.JsonProcessingException j
-                    ? org.grpo4j.util.JsonErrors.describe(j) : e.getMessage().lines().findFirst().orElse("")));
+                    ? org.grpo4j.internal.util.JsonErrors.describe(j) : e.getMessage().lines().findFirst().orElse("")));
         }
         if (root == null || root.isMissingNode()) throw new IllegalArgumentException(file + ": empty (expected a JSON object)");
         if (!root.isObject()) throw new IllegalArgumentException(file + ": the config must be a JSON object, got " + root.getNodeType().toString().toLowerCase(java.util.Locale.ROOT));
@@ -269,9 +269,9 @@ public final class GrpoConfig {
         require(chatTemplateName != null && !chatTemplateName.isBlank(), where, "chat_template_name is empty (tulu, llama3 or tokenizer)");
         require(outputDir != null && !outputDir.isBlank(), where, "output_dir is empty");
         try {
-            org.grpo4j.data.DatasetMixer.parse(datasetMixerList, "dataset_mixer_list");
-            if (!datasetMixerEvalList.isEmpty()) org.grpo4j.data.DatasetMixer.parse(datasetMixerEvalList, "dataset_mixer_eval_list");
-            org.grpo4j.backend.Backends.checkSpec(backend);
+            org.grpo4j.internal.data.DatasetMixer.parse(datasetMixerList, "dataset_mixer_list");
+            if (!datasetMixerEvalList.isEmpty()) org.grpo4j.internal.data.DatasetMixer.parse(datasetMixerEvalList, "dataset_mixer_eval_list");
+            org.grpo4j.internal.backend.Backends.checkSpec(backend);
             KlEstimator.parse(klEstimator);
             LossAggregation.parse(lossAggregation);
             Compat.parse(verifierCompat);
@@ -373,7 +373,7 @@ public final class GrpoConfig {
         try {
             root = JSON.readTree(json);
         } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-            throw new IllegalArgumentException(where + ": not valid JSON: " + org.grpo4j.util.JsonErrors.describe(e));
+            throw new IllegalArgumentException(where + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(e));
         }
         if (root == null || root.isMissingNode()) throw new IllegalArgumentException(where + ": empty (expected the run's config as a JSON object)");
         if (!root.isObject()) throw new IllegalArgumentException(where + ": the config must be a JSON object, got " + root.getNodeType().toString().toLowerCase(java.util.Locale.ROOT));

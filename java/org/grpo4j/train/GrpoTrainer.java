@@ -18,25 +18,25 @@ import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.function.Consumer;
-import org.grpo4j.backend.Backend;
-import org.grpo4j.backend.Backends;
-import org.grpo4j.backend.CpuBackend;
-import org.grpo4j.backend.DType;
-import org.grpo4j.backend.Memory;
-import org.grpo4j.data.RlvrRow;
-import org.grpo4j.data.ShufflingIterator;
-import org.grpo4j.dist.Cluster;
-import org.grpo4j.dist.Communicator;
-import org.grpo4j.dist.LocalCommunicator;
-import org.grpo4j.model.LlamaConfig;
-import org.grpo4j.model.LlamaWeights;
-import org.grpo4j.model.MemoryEstimate;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.Backends;
+import org.grpo4j.internal.backend.CpuBackend;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.Memory;
+import org.grpo4j.internal.data.RlvrRow;
+import org.grpo4j.internal.data.ShufflingIterator;
+import org.grpo4j.internal.dist.Cluster;
+import org.grpo4j.internal.dist.Communicator;
+import org.grpo4j.internal.dist.LocalCommunicator;
+import org.grpo4j.internal.model.LlamaConfig;
+import org.grpo4j.internal.model.LlamaWeights;
+import org.grpo4j.internal.model.MemoryEstimate;
 import org.grpo4j.reward.Rewards;
-import org.grpo4j.rollout.Completion;
-import org.grpo4j.rollout.SamplingParams;
-import org.grpo4j.rollout.StopStrings;
-import org.grpo4j.tokenizer.Tokenizer;
-import org.grpo4j.util.AtomicDir;
+import org.grpo4j.internal.rollout.Completion;
+import org.grpo4j.internal.rollout.SamplingParams;
+import org.grpo4j.internal.rollout.StopStrings;
+import org.grpo4j.internal.tokenizer.Tokenizer;
+import org.grpo4j.internal.util.AtomicDir;
 
 /**
  * The GRPO trainer: the Tulu 3.1 RLVR step of grpo-reference.md sections 1-5 over {@code world_size} data-parallel
@@ -189,13 +189,13 @@ public final class GrpoTrainer implements AutoCloseable {
             if (cluster != null) {
                 first = null; // CUDA backends are made on their ranks' threads
             } else if (cfg.worldSize == 1) {
-                Backends.Choice choice = b.backend == null ? Backends.choose(cfg.backend, org.grpo4j.backend.Ops.ALL) : null;
+                Backends.Choice choice = b.backend == null ? Backends.choose(cfg.backend, org.grpo4j.internal.backend.Ops.ALL) : null;
                 first = b.backend != null ? b.backend : choice.backend();
                 if (b.backend == null) ownBackends.add(first);
                 reason = choice == null ? null : choice.reason();
             } else {
                 String spec = cfg.backend.trim().toLowerCase(java.util.Locale.ROOT);
-                if (spec.equals("auto") && b.backend == null && org.grpo4j.backend.CudaRuntime.probe().available())
+                if (spec.equals("auto") && b.backend == null && org.grpo4j.internal.backend.CudaRuntime.probe().available())
                     throw new IllegalArgumentException("world_size " + cfg.worldSize + " with backend auto on a machine with GPUs: one rank per GPU runs through"
                             + " tools/launch (tools/launch --gpus " + cfg.worldSize + " -- train --config ...); for ranks in this process on the CPU set backend cpu");
                 if (spec.startsWith("cuda") || b.backend != null && !(b.backend instanceof CpuBackend))
@@ -234,9 +234,9 @@ public final class GrpoTrainer implements AutoCloseable {
             ranks.onFailure(t -> {
                 abortCommunicators(t);
                 if (cluster != null) // the store keeps the first reason it hears
-                    cluster.abort("a rank failed on " + org.grpo4j.dist.Rendezvous.hostName() + ": " + (t.getMessage() == null ? t.getClass().getSimpleName() : t.getMessage()));
+                    cluster.abort("a rank failed on " + org.grpo4j.internal.dist.Rendezvous.hostName() + ": " + (t.getMessage() == null ? t.getClass().getSimpleName() : t.getMessage()));
             });
-            if (cluster != null) cluster.onAbort(why -> abortCommunicators(new org.grpo4j.dist.CommunicatorException(why)));
+            if (cluster != null) cluster.onAbort(why -> abortCommunicators(new org.grpo4j.internal.dist.CommunicatorException(why)));
             List<RankState> made = ranks.run(i -> {
                 Backend be = cluster == null ? (cfg.worldSize == 1 ? first : ownBackends.get(i)) : openClusterBackend(i);
                 if (cluster != null && dtype == DType.BF16) Precision.requireBf16(be);
@@ -284,13 +284,13 @@ public final class GrpoTrainer implements AutoCloseable {
     /** A CUDA backend for local rank i of a cluster, opened on that rank's thread. */
     private Backend openClusterBackend(int i) {
         int dev = cluster.localDevices()[i];
-        org.grpo4j.backend.CudaRuntime.Availability a = org.grpo4j.backend.CudaRuntime.probe();
+        org.grpo4j.internal.backend.CudaRuntime.Availability a = org.grpo4j.internal.backend.CudaRuntime.probe();
         if (!a.available())
             throw new IllegalStateException("rank " + cluster.localRanks()[i] + " needs cuda:" + dev + ", but CUDA is unavailable here: " + a.reason());
         if (dev >= a.deviceCount())
             throw new IllegalStateException("rank " + cluster.localRanks()[i] + " needs cuda:" + dev + ", but only " + a.deviceCount() + " device"
                     + (a.deviceCount() == 1 ? " is" : "s are") + " visible (CUDA_VISIBLE_DEVICES, --gpus)");
-        Backends.Choice ch = Backends.choose("cuda:" + dev, org.grpo4j.backend.Ops.ALL);
+        Backends.Choice ch = Backends.choose("cuda:" + dev, org.grpo4j.internal.backend.Ops.ALL);
         synchronized (ownBackends) {
             ownBackends.add(ch.backend());
         }
@@ -299,7 +299,7 @@ public final class GrpoTrainer implements AutoCloseable {
 
     private void abortCommunicators(Throwable cause) {
         for (Communicator c : comms) if (c instanceof LocalCommunicator l) l.abortGroup(cause);
-        for (Communicator c : comms) if (c instanceof org.grpo4j.dist.NcclCommunicator n) n.abort(cause);
+        for (Communicator c : comms) if (c instanceof org.grpo4j.internal.dist.NcclCommunicator n) n.abort(cause);
     }
 
     private static boolean sameDirectory(Path a, Path b) {

@@ -2,8 +2,8 @@ package org.grpo4j.train;
 
 import java.util.ArrayList;
 import java.util.List;
-import org.grpo4j.model.LlamaModel;
-import org.grpo4j.model.PackedBatch;
+import org.grpo4j.internal.model.LlamaModel;
+import org.grpo4j.internal.model.PackedBatch;
 
 /**
  * Phase 3 of a step: the old (current policy) and reference log-probs of every loss token, in no-grad passes over

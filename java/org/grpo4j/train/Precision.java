@@ -1,19 +1,19 @@
 package org.grpo4j.train;
 
 import java.util.List;
-import org.grpo4j.backend.AdamWStep;
-import org.grpo4j.backend.Backend;
-import org.grpo4j.backend.CpuBackend;
-import org.grpo4j.backend.DType;
-import org.grpo4j.backend.GrpoLossOutputs;
-import org.grpo4j.backend.GrpoLossParams;
-import org.grpo4j.backend.KlEstimator;
-import org.grpo4j.backend.SamplingSpec;
-import org.grpo4j.backend.Tensor;
-import org.grpo4j.model.LlamaConfig;
-import org.grpo4j.model.LlamaModel;
-import org.grpo4j.model.LlamaWeights;
-import org.grpo4j.model.PackedBatch;
+import org.grpo4j.internal.backend.AdamWStep;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.CpuBackend;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.GrpoLossOutputs;
+import org.grpo4j.internal.backend.GrpoLossParams;
+import org.grpo4j.internal.backend.KlEstimator;
+import org.grpo4j.internal.backend.SamplingSpec;
+import org.grpo4j.internal.backend.Tensor;
+import org.grpo4j.internal.model.LlamaConfig;
+import org.grpo4j.internal.model.LlamaModel;
+import org.grpo4j.internal.model.LlamaWeights;
+import org.grpo4j.internal.model.PackedBatch;
 
 /**
  * The {@code precision} of a run: the dtype of the policy's compute weights (and so of activations, their gradients

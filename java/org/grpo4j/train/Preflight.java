@@ -11,18 +11,18 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import org.grpo4j.backend.Backend;
-import org.grpo4j.backend.CpuBackend;
-import org.grpo4j.backend.Memory;
-import org.grpo4j.data.DatasetMixer;
-import org.grpo4j.data.PromptDataset;
-import org.grpo4j.data.RlvrRow;
-import org.grpo4j.model.LlamaConfig;
-import org.grpo4j.model.MemoryEstimate;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.CpuBackend;
+import org.grpo4j.internal.backend.Memory;
+import org.grpo4j.internal.data.DatasetMixer;
+import org.grpo4j.internal.data.PromptDataset;
+import org.grpo4j.internal.data.RlvrRow;
+import org.grpo4j.internal.model.LlamaConfig;
+import org.grpo4j.internal.model.MemoryEstimate;
 import org.grpo4j.reward.Rewards;
-import org.grpo4j.tokenizer.ChatMessage;
-import org.grpo4j.tokenizer.ChatTemplate;
-import org.grpo4j.tokenizer.Tokenizer;
+import org.grpo4j.internal.tokenizer.ChatMessage;
+import org.grpo4j.internal.tokenizer.ChatTemplate;
+import org.grpo4j.internal.tokenizer.Tokenizer;
 
 /**
  * Every check of a training config that does not need the weights, run by the trainer before it loads them and by
@@ -59,14 +59,14 @@ public final class Preflight implements AutoCloseable {
      * would allocate.
      */
     public static Preflight check(GrpoConfig cfg, Backend be, Rewards rewards) throws IOException {
-        return check(cfg, be, rewards, be == null ? org.grpo4j.backend.DType.FP32 : Precision.resolve(cfg.precision, be), 1);
+        return check(cfg, be, rewards, be == null ? org.grpo4j.internal.backend.DType.FP32 : Precision.resolve(cfg.precision, be), 1);
     }
 
     /**
      * {@link #check(GrpoConfig, Backend, Rewards)} for a run in {@code dtype} whose {@code sharers} ranks share
      * {@code be}'s memory (in-process CPU ranks share the Java heap).
      */
-    public static Preflight check(GrpoConfig cfg, Backend be, Rewards rewards, org.grpo4j.backend.DType dtype, int sharers) throws IOException {
+    public static Preflight check(GrpoConfig cfg, Backend be, Rewards rewards, org.grpo4j.internal.backend.DType dtype, int sharers) throws IOException {
         Path tokDir;
         LlamaConfig lc;
         Tokenizer tok;
@@ -93,7 +93,7 @@ public final class Preflight implements AutoCloseable {
     }
 
     private static Preflight check(GrpoConfig cfg, Backend be, Rewards rewards, Path tokDir, Tokenizer tok, LlamaConfig lc,
-                                   org.grpo4j.backend.DType dtype, int sharers) throws IOException {
+                                   org.grpo4j.internal.backend.DType dtype, int sharers) throws IOException {
         String modelName = cfg.modelNameOrPath;
         if (tok.vocabSize() > lc.vocabSize())
             throw new IllegalArgumentException(modelName + ": the tokenizer has " + tok.vocabSize() + " ids but config.json's vocab_size is " + lc.vocabSize());
@@ -199,7 +199,7 @@ public final class Preflight implements AutoCloseable {
      * and the activations are never live together), times the ranks sharing the memory, against what {@code be} has
      * free. A refusal says what fits and what to change.
      */
-    private void checkMemory(Backend be, org.grpo4j.backend.DType dtype, int sharers) {
+    private void checkMemory(Backend be, org.grpo4j.internal.backend.DType dtype, int sharers) {
         MemoryEstimate est = new MemoryEstimate(model, cfg.worldSize, dtype, cfg.reduceBucketSize);
         double states = est.statesBytes();
         long seq = (long) longestPrompt + cfg.responseLength;

@@ -2,17 +2,17 @@ package org.grpo4j.train;
 
 import java.io.IOException;
 import java.nio.file.Path;
-import org.grpo4j.backend.Backend;
-import org.grpo4j.backend.DType;
-import org.grpo4j.backend.Memory;
-import org.grpo4j.backend.Tensor;
-import org.grpo4j.data.ShufflingIterator;
-import org.grpo4j.dist.Communicator;
-import org.grpo4j.model.LlamaModel;
-import org.grpo4j.model.LlamaWeights;
-import org.grpo4j.model.MemoryEstimate;
-import org.grpo4j.model.ShardLayout;
-import org.grpo4j.rollout.Generator;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.Memory;
+import org.grpo4j.internal.backend.Tensor;
+import org.grpo4j.internal.data.ShufflingIterator;
+import org.grpo4j.internal.dist.Communicator;
+import org.grpo4j.internal.model.LlamaModel;
+import org.grpo4j.internal.model.LlamaWeights;
+import org.grpo4j.internal.model.MemoryEstimate;
+import org.grpo4j.internal.model.ShardLayout;
+import org.grpo4j.internal.rollout.Generator;
 
 /**
  * One data-parallel rank: its backend and communicator, the policy's compute weights (a full replica in the
@@ -45,7 +45,7 @@ final class RankState implements AutoCloseable {
         this.rank = comm.rank();
         this.world = comm.worldSize();
         this.memorySharers = memorySharers;
-        this.layout = new ShardLayout(new org.grpo4j.model.ParameterLayout(s.model()).totalElements(), world, s.cfg().reduceBucketSize);
+        this.layout = new ShardLayout(new org.grpo4j.internal.model.ParameterLayout(s.model()).totalElements(), world, s.cfg().reduceBucketSize);
         this.iterator = new ShufflingIterator(s.train().size(), s.cfg().rolloutBatchSize(), s.cfg().seed);
     }
 

@@ -8,7 +8,7 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.function.Consumer;
-import org.grpo4j.dist.CommunicatorException;
+import org.grpo4j.internal.dist.CommunicatorException;
 
 /**
  * The ranks this JVM hosts, each on its own thread for its whole life (a GPU rank's CUDA device is per thread). One

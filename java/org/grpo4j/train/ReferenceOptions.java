@@ -82,8 +82,8 @@ public final class ReferenceOptions {
         for (String s : c.stopStrings)
             if (s == null || s.isEmpty()) throw new IllegalArgumentException(where + ": stop_strings entries must be non-empty strings");
         try {
-            org.grpo4j.data.DatasetMixer.parse(c.datasetMixerList);
-            if (!c.datasetMixerEvalList.isEmpty()) org.grpo4j.data.DatasetMixer.parse(c.datasetMixerEvalList);
+            org.grpo4j.internal.data.DatasetMixer.parse(c.datasetMixerList);
+            if (!c.datasetMixerEvalList.isEmpty()) org.grpo4j.internal.data.DatasetMixer.parse(c.datasetMixerEvalList);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(where + ": " + e.getMessage());
         }

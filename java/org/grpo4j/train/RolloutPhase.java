@@ -3,12 +3,12 @@ package org.grpo4j.train;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Set;
-import org.grpo4j.data.ShufflingIterator;
+import org.grpo4j.internal.data.ShufflingIterator;
 import org.grpo4j.reward.FormatReward;
-import org.grpo4j.rollout.Completion;
-import org.grpo4j.rollout.Generator;
-import org.grpo4j.rollout.SamplingParams;
-import org.grpo4j.rollout.Truncation;
+import org.grpo4j.internal.rollout.Completion;
+import org.grpo4j.internal.rollout.Generator;
+import org.grpo4j.internal.rollout.SamplingParams;
+import org.grpo4j.internal.rollout.Truncation;
 
 /**
  * Phase 1 of a step: the rank samples number_samples_per_prompt completions for its slice of the step's global

@@ -13,7 +13,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Set;
 import java.util.stream.Stream;
-import org.grpo4j.util.AtomicDir;
+import org.grpo4j.internal.util.AtomicDir;
 
 /**
  * The rules of a run directory (docs/trainer.md, "The run directory"):

@@ -2,7 +2,7 @@ package org.grpo4j.train;
 
 import java.util.ArrayList;
 import java.util.List;
-import org.grpo4j.data.RlvrRow;
+import org.grpo4j.internal.data.RlvrRow;
 import org.grpo4j.reward.Rewards;
 
 /**

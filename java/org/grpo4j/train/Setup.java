@@ -3,13 +3,13 @@ package org.grpo4j.train;
 import java.io.PrintStream;
 import java.nio.file.Path;
 import java.util.function.Consumer;
-import org.grpo4j.backend.DType;
-import org.grpo4j.data.PromptDataset;
-import org.grpo4j.model.LlamaConfig;
-import org.grpo4j.model.LlamaWeights;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.data.PromptDataset;
+import org.grpo4j.internal.model.LlamaConfig;
+import org.grpo4j.internal.model.LlamaWeights;
 import org.grpo4j.reward.Rewards;
-import org.grpo4j.rollout.StopStrings;
-import org.grpo4j.tokenizer.Tokenizer;
+import org.grpo4j.internal.rollout.StopStrings;
+import org.grpo4j.internal.tokenizer.Tokenizer;
 
 /**
  * What every rank of a run reads and nobody changes: the config, the tokenizer and data, the verifiers, the model's

@@ -4,12 +4,12 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.SplittableRandom;
 import java.util.function.BooleanSupplier;
-import org.grpo4j.backend.Backend;
-import org.grpo4j.backend.DType;
-import org.grpo4j.backend.Tensor;
-import org.grpo4j.model.LlamaModel;
-import org.grpo4j.model.PackedBatch;
-import org.grpo4j.tokenizer.ChatMessage;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.Tensor;
+import org.grpo4j.internal.model.LlamaModel;
+import org.grpo4j.internal.model.PackedBatch;
+import org.grpo4j.internal.tokenizer.ChatMessage;
 
 /**
  * The supervised warm-up (docs/trainer.md): next-token NLL of the rows' reference answers, AdamW with its own learning

@@ -5,15 +5,15 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import org.grpo4j.backend.AdamWStep;
-import org.grpo4j.backend.Backend;
-import org.grpo4j.backend.DType;
-import org.grpo4j.backend.Tensor;
-import org.grpo4j.dist.Communicator;
-import org.grpo4j.dist.ReduceOp;
-import org.grpo4j.model.LlamaWeights;
-import org.grpo4j.model.SafeTensors;
-import org.grpo4j.model.ShardLayout;
+import org.grpo4j.internal.backend.AdamWStep;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.Tensor;
+import org.grpo4j.internal.dist.Communicator;
+import org.grpo4j.internal.dist.ReduceOp;
+import org.grpo4j.internal.model.LlamaWeights;
+import org.grpo4j.internal.model.SafeTensors;
+import org.grpo4j.internal.model.ShardLayout;
 
 /**
  * AdamW with ZeRO-2 sharding over the ranks of a {@link Communicator} (world 1: plain AdamW on the whole buffer).

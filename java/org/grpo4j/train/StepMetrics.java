@@ -5,8 +5,8 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
-import org.grpo4j.backend.KlEstimator;
-import org.grpo4j.rollout.Generator;
+import org.grpo4j.internal.backend.KlEstimator;
+import org.grpo4j.internal.rollout.Generator;
 
 /**
  * The metrics of one step (docs/trainer.md, "Metrics"): each rank computes them over its own rollouts and micro-batches,

@@ -21,7 +21,7 @@ record TrainerState(int trainingStep, long optimizerSteps, int consecutiveNonfin
         try {
             n = JSON.readTree(file.toFile());
         } catch (JsonProcessingException e) {
-            throw new IllegalArgumentException(file + ": not valid JSON: " + org.grpo4j.util.JsonErrors.describe(e));
+            throw new IllegalArgumentException(file + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(e));
         }
         if (n == null || !n.isObject()) throw new IllegalArgumentException(file + ": expected a JSON object");
         int step = (int) count(n, "training_step", file, Integer.MAX_VALUE);

@@ -2,14 +2,14 @@ package org.grpo4j.train;
 
 import java.util.ArrayList;
 import java.util.List;
-import org.grpo4j.backend.Backend;
-import org.grpo4j.backend.DType;
-import org.grpo4j.backend.GrpoLossOutputs;
-import org.grpo4j.backend.GrpoLossParams;
-import org.grpo4j.backend.KlEstimator;
-import org.grpo4j.backend.Tensor;
-import org.grpo4j.model.LlamaModel;
-import org.grpo4j.model.PackedBatch;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.GrpoLossOutputs;
+import org.grpo4j.internal.backend.GrpoLossParams;
+import org.grpo4j.internal.backend.KlEstimator;
+import org.grpo4j.internal.backend.Tensor;
+import org.grpo4j.internal.model.LlamaModel;
+import org.grpo4j.internal.model.PackedBatch;
 
 /**
  * Phase 4 of a step: num_epochs PPO epochs over the rank's rollouts, each a permutation (a function of seed, step and

@@ -79,7 +79,7 @@ class GrpoTrainerTest {
         }
         // the same run in a child JVM, killed with SIGKILL once three steps are logged (wherever it is by then)
         List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-                "-cp", System.getProperty("java.class.path"), "org.grpo4j.cli.Main", "train", "--config", "examples/tiny-arith.json"));
+                "-cp", System.getProperty("java.class.path"), "org.grpo4j.internal.cli.Main", "train", "--config", "examples/tiny-arith.json"));
         for (String s : small(killed, steps)) {
             cmd.add("--set");
             cmd.add(s);
@@ -185,7 +185,7 @@ class GrpoTrainerTest {
                 });
                 passes[k] = t.sftMicroBatches;
             }
-            try (org.grpo4j.model.LlamaWeights w = org.grpo4j.model.LlamaWeights.load(org.grpo4j.backend.TestBackends.cpu(),
+            try (org.grpo4j.internal.model.LlamaWeights w = org.grpo4j.internal.model.LlamaWeights.load(org.grpo4j.internal.backend.TestBackends.cpu(),
                     tmp.resolve("w" + k + "/checkpoints/step_0/model"))) {
                 after[k] = w.flat().toFloats();
             }

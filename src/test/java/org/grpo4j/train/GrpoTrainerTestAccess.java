@@ -4,7 +4,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import org.grpo4j.dist.Cluster;
+import org.grpo4j.internal.dist.Cluster;
 
 /** Trainer helpers for tests in other packages. */
 public final class GrpoTrainerTestAccess {

@@ -4,9 +4,9 @@ import static org.junit.jupiter.api.Assertions.*;
 
 import java.nio.file.Path;
 import java.util.List;
-import org.grpo4j.backend.DType;
-import org.grpo4j.model.LlamaConfig;
-import org.grpo4j.model.MemoryEstimate;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.model.LlamaConfig;
+import org.grpo4j.internal.model.MemoryEstimate;
 import org.junit.jupiter.api.Test;
 
 /** The KV pool sized from what is left (kv_cache_fraction), capped at what the samples can use, or kv_cache_mib. */

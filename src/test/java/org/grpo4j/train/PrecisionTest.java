@@ -9,19 +9,19 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
-import org.grpo4j.backend.Backend;
-import org.grpo4j.backend.CpuBackend;
-import org.grpo4j.backend.DType;
-import org.grpo4j.backend.GrpoLossOutputs;
-import org.grpo4j.backend.GrpoLossParams;
-import org.grpo4j.backend.KlEstimator;
-import org.grpo4j.backend.Tensor;
-import org.grpo4j.dist.LocalCommunicator;
-import org.grpo4j.model.LlamaConfig;
-import org.grpo4j.model.LlamaModel;
-import org.grpo4j.model.LlamaWeights;
-import org.grpo4j.model.PackedBatch;
-import org.grpo4j.model.ShardLayout;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.CpuBackend;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.GrpoLossOutputs;
+import org.grpo4j.internal.backend.GrpoLossParams;
+import org.grpo4j.internal.backend.KlEstimator;
+import org.grpo4j.internal.backend.Tensor;
+import org.grpo4j.internal.dist.LocalCommunicator;
+import org.grpo4j.internal.model.LlamaConfig;
+import org.grpo4j.internal.model.LlamaModel;
+import org.grpo4j.internal.model.LlamaWeights;
+import org.grpo4j.internal.model.PackedBatch;
+import org.grpo4j.internal.model.ShardLayout;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -87,7 +87,7 @@ class PrecisionTest {
             float[] master = opt.gatherMaster();
             if (dt == DType.BF16) { // the compute copy is the master rounded once
                 short[] bits = compute.flat().toBf16Bits();
-                for (int i = 0; i < bits.length; i += 997) assertEquals(org.grpo4j.backend.Bf16.fromFloat(master[i]), bits[i], "bf16 copy-out at " + i);
+                for (int i = 0; i < bits.length; i += 997) assertEquals(org.grpo4j.internal.backend.Bf16.fromFloat(master[i]), bits[i], "bf16 copy-out at " + i);
             }
             return master;
         }

@@ -4,18 +4,18 @@ import static org.junit.jupiter.api.Assertions.*;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.util.SplittableRandom;
-import org.grpo4j.backend.Backend;
-import org.grpo4j.backend.CpuBackend;
-import org.grpo4j.backend.CudaBackend;
-import org.grpo4j.backend.CudaRuntime;
-import org.grpo4j.backend.DType;
-import org.grpo4j.backend.TestBackends;
-import org.grpo4j.dist.Communicator;
-import org.grpo4j.dist.LocalCommunicator;
-import org.grpo4j.dist.NcclCommunicator;
-import org.grpo4j.model.LlamaConfig;
-import org.grpo4j.model.LlamaWeights;
-import org.grpo4j.model.ShardLayout;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.CpuBackend;
+import org.grpo4j.internal.backend.CudaBackend;
+import org.grpo4j.internal.backend.CudaRuntime;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.TestBackends;
+import org.grpo4j.internal.dist.Communicator;
+import org.grpo4j.internal.dist.LocalCommunicator;
+import org.grpo4j.internal.dist.NcclCommunicator;
+import org.grpo4j.internal.model.LlamaConfig;
+import org.grpo4j.internal.model.LlamaWeights;
+import org.grpo4j.internal.model.ShardLayout;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 
@@ -57,7 +57,7 @@ class ShardedAdamWNcclTest {
     void aZeroTwoStepThroughNcclMatchesTheCpu() {
         CudaBackend be = TestBackends.cuda();
         assumeTrue(CudaRuntime.libraries().stream().anyMatch(l -> l.name().equals("NCCL") && l.loads()), "skipped: NCCL does not load here");
-        int n = (int) new org.grpo4j.model.ParameterLayout(C).totalElements();
+        int n = (int) new org.grpo4j.internal.model.ParameterLayout(C).totalElements();
         float[] grad = new float[n];
         SplittableRandom r = new SplittableRandom(4);
         for (int i = 0; i < n; i++) grad[i] = (float) (r.nextGaussian() * 1e-3);
