@@ -1,5 +1,7 @@
 package org.grpo4j.reward;
 
+import org.grpo4j.internal.reward.Deadline;
+import org.grpo4j.internal.reward.VerifierRegistry;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
@@ -47,16 +49,10 @@ public final class Rewards implements AutoCloseable {
             return t;
         };
         this.pool = Executors.newFixedThreadPool(Math.max(1, threads), tf);
-        register("gsm8k", RewardFunction.fromVerifier((resp, gt) -> Gsm8k.verify(resp, gt, compat), verificationReward));
-        registerBuiltins(compat, verificationReward);
+        VerifierRegistry.registerBuiltins(this, compat, verificationReward);
     }
 
     public Rewards() { this(Compat.DEFAULT, 10.0, 5.0, Runtime.getRuntime().availableProcessors()); }
-
-    /** MATH and IFEval (separate so that the registry above stays readable). */
-    private void registerBuiltins(Compat compat, double verificationReward) {
-        VerifierRegistry.registerMathAndIfEval(this, compat, verificationReward);
-    }
 
     /** Registers (or replaces) the function for a dataset name (matched case-insensitively). */
     public Rewards register(String dataset, RewardFunction f) {

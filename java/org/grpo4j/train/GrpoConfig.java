@@ -1,5 +1,8 @@
 package org.grpo4j.train;
 
+import org.grpo4j.internal.train.LossAggregation;
+import org.grpo4j.internal.train.LrSchedule;
+import org.grpo4j.internal.train.ReferenceOptions;
 import com.fasterxml.jackson.annotation.JsonIgnore;
 import com.fasterxml.jackson.databind.DeserializationFeature;
 import com.fasterxml.jackson.databind.JsonNode;

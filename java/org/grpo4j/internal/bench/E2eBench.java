@@ -36,7 +36,7 @@ import org.grpo4j.reward.Rewards;
 import org.grpo4j.internal.rollout.Completion;
 import org.grpo4j.internal.rollout.Generator;
 import org.grpo4j.internal.rollout.SamplingParams;
-import org.grpo4j.train.Advantages;
+import org.grpo4j.internal.train.Advantages;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;

@@ -7,12 +7,12 @@ import java.util.concurrent.Callable;
 import org.grpo4j.internal.backend.Backend;
 import org.grpo4j.internal.backend.Backends;
 import org.grpo4j.train.GrpoConfig;
-import org.grpo4j.train.GrpoTrainer;
-import org.grpo4j.train.Preflight;
+import org.grpo4j.internal.train.Trainer;
+import org.grpo4j.internal.train.Preflight;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
-/** {@code grpo4j train}: a thin layer over {@link GrpoTrainer}. */
+/** {@code grpo4j train}: a thin layer over {@link Trainer}. */
 @Command(name = "train", mixinStandardHelpOptions = true, description = "Train with GRPO (the Tulu 3.1 RLVR recipe).")
 final class TrainCommand implements Callable<Integer> {
     @Option(names = "--config", description = "JSON config (reference flag names in snake_case).") Path config;
@@ -35,12 +35,12 @@ final class TrainCommand implements Callable<Integer> {
         if (dryRun && resume != null) throw new IllegalArgumentException("--dry-run checks a --config; a resumed run was checked when it started");
         GrpoConfig cfg = config != null ? GrpoConfig.load(config, set) : null;
         if (dryRun) return dryRun(cfg);
-        GrpoTrainer.Builder b = GrpoTrainer.builder(cfg).outputDir(output).overwrite(overwrite);
+        Trainer.Builder b = Trainer.builder(cfg).outputDir(output).overwrite(overwrite);
         if (resume != null) b.resume(resume);
         org.grpo4j.internal.dist.Rendezvous own = cluster == null ? perRankLaunch() : null;
         if (cluster != null || own != null) b.cluster(cluster != null ? cluster : own);
-        try (own; GrpoTrainer t = b.build(); StopSignals signals = StopSignals.install(t::cancel, System.err)) {
-            GrpoTrainer.Result r = t.run(null);
+        try (own; Trainer t = b.build(); StopSignals signals = StopSignals.install(t::cancel, System.err)) {
+            Trainer.Result r = t.run(null);
             System.out.println("grpo4j: " + (r.cancelled() ? "stopped" : "finished") + " at step " + r.lastStep() + "; outputs in " + r.outputDir());
             return r.cancelled() && signals.exitCode() > 0 ? signals.exitCode() : 0;
         }
@@ -64,12 +64,12 @@ final class TrainCommand implements Callable<Integer> {
     private int dryRun(GrpoConfig cfg) throws Exception {
         System.out.println("derived quantities of " + config + ":");
         for (var e : cfg.derived().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
-        for (String note : org.grpo4j.train.LrSchedule.notes(cfg)) System.out.println("  note: " + note);
+        for (String note : org.grpo4j.internal.train.LrSchedule.notes(cfg)) System.out.println("  note: " + note);
         System.out.flush();
         Path out = output != null ? output : Path.of(cfg.outputDir);
-        GrpoTrainer.checkRunDirectory(out, overwrite);
+        Trainer.checkRunDirectory(out, overwrite);
         try (Backend be = Backends.choose(cfg.backend, org.grpo4j.internal.backend.Ops.ALL).backend();
-             Preflight pf = Preflight.check(cfg, be, null, org.grpo4j.train.GrpoTrainer.precisionOf(cfg, be),
+             Preflight pf = Preflight.check(cfg, be, null, org.grpo4j.internal.train.Trainer.precisionOf(cfg, be),
                      cfg.worldSize > 1 && be instanceof org.grpo4j.internal.backend.CpuBackend ? cfg.worldSize : 1)) {
             for (var e : pf.summary().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
             System.out.printf("  %-36s %s%n", "output directory", out + (overwrite ? " (its earlier run would be replaced)" : ""));

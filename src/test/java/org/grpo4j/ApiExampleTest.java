@@ -9,7 +9,7 @@ import java.util.Map;
 import org.grpo4j.reward.RewardFunction;
 import org.grpo4j.reward.Rewards;
 import org.grpo4j.train.GrpoConfig;
-import org.grpo4j.train.GrpoTrainer;
+import org.grpo4j.internal.train.Trainer;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -36,8 +36,8 @@ class ApiExampleTest {
         try (Rewards rewards = new Rewards()) {
             // the rows say dataset "gsm8k": replace that verifier by the application's own check
             rewards.register("gsm8k", (response, truth, row) -> RewardFunction.Score.of(response.contains(truth) ? 1.0 : 0.0));
-            try (GrpoTrainer trainer = GrpoTrainer.builder(cfg).outputDir(tmp.resolve("run")).rewards(rewards).log(null).build()) {
-                GrpoTrainer.Result r = trainer.run(new GrpoTrainer.Listener() {
+            try (Trainer trainer = Trainer.builder(cfg).outputDir(tmp.resolve("run")).rewards(rewards).log(null).build()) {
+                Trainer.Result r = trainer.run(new Trainer.Listener() {
                     @Override
                     public void onStep(int step, Map<String, Double> metrics) { scores.add(metrics.get("objective/scores")); }
                 });
@@ -51,7 +51,7 @@ class ApiExampleTest {
         bad.modelNameOrPath = "init:tiny";
         bad.datasetMixerList = List.of("examples/data/tiny-arith.jsonl", "64");
         bad.localMiniBatchSize = 7; // does not divide 8 x 16
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> GrpoTrainer.builder(bad).log(null).build());
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Trainer.builder(bad).log(null).build());
         assertTrue(e.getMessage().contains("local_mini_batch_size 7"), e.getMessage());
     }
 }

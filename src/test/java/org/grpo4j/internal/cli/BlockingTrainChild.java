@@ -5,7 +5,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CountDownLatch;
 import org.grpo4j.train.GrpoConfig;
-import org.grpo4j.train.GrpoTrainer;
+import org.grpo4j.internal.train.Trainer;
 
 /**
  * A child process for {@link SignalsAndLockTest}: trains with the CLI's signal handling and blocks inside step 1's
@@ -14,9 +14,9 @@ import org.grpo4j.train.GrpoTrainer;
 public final class BlockingTrainChild {
     public static void main(String[] args) throws Exception {
         GrpoConfig cfg = GrpoConfig.load(Path.of(args[0]), List.of());
-        try (GrpoTrainer t = GrpoTrainer.builder(cfg).outputDir(Path.of(args[1])).log(null).build();
+        try (Trainer t = Trainer.builder(cfg).outputDir(Path.of(args[1])).log(null).build();
              StopSignals s = StopSignals.install(t::cancel, System.out)) {
-            t.run(new GrpoTrainer.Listener() {
+            t.run(new Trainer.Listener() {
                 @Override
                 public void onStep(int step, Map<String, Double> m) {
                     System.out.println("BLOCKED at step " + step);

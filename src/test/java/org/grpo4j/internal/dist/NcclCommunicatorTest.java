@@ -107,10 +107,10 @@ class NcclCommunicatorTest {
             port = s.getLocalPort();
         }
         DistEnv env = DistEnv.perNode(1, 0, 1, "127.0.0.1", port);
-        List<String> sets = new java.util.ArrayList<>(org.grpo4j.train.GrpoTrainerTestAccess.small(tmp.resolve("run"), 1));
+        List<String> sets = new java.util.ArrayList<>(org.grpo4j.internal.train.GrpoTrainerTestAccess.small(tmp.resolve("run"), 1));
         sets.addAll(List.of("backend=\"cuda\"", "precision=bf16"));
         try (Rendezvous r = new Rendezvous(env, "", 60_000, 1000)) {
-            Map<String, Double> m = org.grpo4j.train.GrpoTrainerTestAccess.trainOneStep(sets, r);
+            Map<String, Double> m = org.grpo4j.internal.train.GrpoTrainerTestAccess.trainOneStep(sets, r);
             assertTrue(Double.isFinite(m.get("optim/grad_norm")), "a finite gradient norm: " + m);
         }
         assertTrue(Files.isRegularFile(tmp.resolve("run/checkpoints/step_1/optimizer.safetensors")));
