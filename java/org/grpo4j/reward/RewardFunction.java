@@ -1,6 +1,5 @@
 package org.grpo4j.reward;
 
-import org.grpo4j.internal.data.RlvrRow;
 
 /**
  * Scores one response. Registered by dataset name in {@link Rewards}; lambdas welcome:

@@ -16,7 +16,6 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
-import org.grpo4j.internal.data.RlvrRow;
 
 /**
  * Routes each response to the reward function registered for its row's {@code dataset} (case-insensitive) and scores

@@ -18,7 +18,7 @@ import org.grpo4j.internal.model.LlamaWeights;
 import org.grpo4j.internal.rollout.Completion;
 import org.grpo4j.internal.rollout.Generator;
 import org.grpo4j.internal.rollout.SamplingParams;
-import org.grpo4j.internal.tokenizer.ChatMessage;
+import org.grpo4j.ChatMessage;
 import org.grpo4j.internal.tokenizer.ChatTemplate;
 import org.grpo4j.internal.tokenizer.Tokenizer;
 import picocli.CommandLine.Command;

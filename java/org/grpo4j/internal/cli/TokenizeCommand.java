@@ -8,7 +8,7 @@ import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.Callable;
 import org.grpo4j.internal.data.DatasetReader;
-import org.grpo4j.internal.tokenizer.ChatMessage;
+import org.grpo4j.ChatMessage;
 import org.grpo4j.internal.tokenizer.ChatTemplate;
 import org.grpo4j.internal.tokenizer.Tokenizer;
 import picocli.CommandLine.ArgGroup;

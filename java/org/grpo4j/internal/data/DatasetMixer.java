@@ -1,5 +1,6 @@
 package org.grpo4j.internal.data;
 
+import org.grpo4j.reward.RlvrRow;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;

@@ -1,5 +1,6 @@
 package org.grpo4j.internal.data;
 
+import org.grpo4j.reward.RlvrRow;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -20,7 +21,7 @@ import java.util.HashSet;
 import java.util.List;
 import java.util.Locale;
 import java.util.Set;
-import org.grpo4j.internal.tokenizer.ChatMessage;
+import org.grpo4j.ChatMessage;
 
 /**
  * Reads RLVR rows from JSONL (one JSON object per line) or Parquet (the HF hub layout, where {@code messages} is a

@@ -1,5 +1,6 @@
 package org.grpo4j.internal.data;
 
+import org.grpo4j.reward.RlvrRow;
 import java.util.ArrayList;
 import java.util.List;
 import org.grpo4j.internal.tokenizer.ChatTemplate;

@@ -1,5 +1,6 @@
 package org.grpo4j.internal.tokenizer;
 
+import org.grpo4j.ChatMessage;
 import com.hubspot.jinjava.Jinjava;
 import com.hubspot.jinjava.JinjavaConfig;
 import com.hubspot.jinjava.LegacyOverrides;

@@ -17,11 +17,11 @@ import org.grpo4j.internal.backend.CpuBackend;
 import org.grpo4j.internal.backend.Memory;
 import org.grpo4j.internal.data.DatasetMixer;
 import org.grpo4j.internal.data.PromptDataset;
-import org.grpo4j.internal.data.RlvrRow;
+import org.grpo4j.reward.RlvrRow;
 import org.grpo4j.internal.model.LlamaConfig;
 import org.grpo4j.internal.model.MemoryEstimate;
 import org.grpo4j.reward.Rewards;
-import org.grpo4j.internal.tokenizer.ChatMessage;
+import org.grpo4j.ChatMessage;
 import org.grpo4j.internal.tokenizer.ChatTemplate;
 import org.grpo4j.internal.tokenizer.Tokenizer;
 

@@ -3,7 +3,7 @@ package org.grpo4j.internal.train;
 import org.grpo4j.train.GrpoConfig;
 import java.util.ArrayList;
 import java.util.List;
-import org.grpo4j.internal.data.RlvrRow;
+import org.grpo4j.reward.RlvrRow;
 import org.grpo4j.reward.Rewards;
 
 /**

@@ -10,7 +10,7 @@ import org.grpo4j.internal.backend.DType;
 import org.grpo4j.internal.backend.Tensor;
 import org.grpo4j.internal.model.LlamaModel;
 import org.grpo4j.internal.model.PackedBatch;
-import org.grpo4j.internal.tokenizer.ChatMessage;
+import org.grpo4j.ChatMessage;
 
 /**
  * The supervised warm-up (docs/trainer.md): next-token NLL of the rows' reference answers, AdamW with its own learning

@@ -25,7 +25,7 @@ import org.grpo4j.internal.backend.Backends;
 import org.grpo4j.internal.backend.CpuBackend;
 import org.grpo4j.internal.backend.DType;
 import org.grpo4j.internal.backend.Memory;
-import org.grpo4j.internal.data.RlvrRow;
+import org.grpo4j.reward.RlvrRow;
 import org.grpo4j.internal.data.ShufflingIterator;
 import org.grpo4j.internal.dist.Cluster;
 import org.grpo4j.internal.dist.Communicator;

@@ -7,7 +7,7 @@ import java.util.Set;
 import org.grpo4j.internal.backend.Backend;
 import org.grpo4j.internal.backend.Backends;
 import org.grpo4j.internal.data.DatasetReader;
-import org.grpo4j.internal.data.RlvrRow;
+import org.grpo4j.reward.RlvrRow;
 import org.grpo4j.internal.model.LlamaConfig;
 import org.grpo4j.internal.model.LlamaModel;
 import org.grpo4j.internal.model.LlamaWeights;

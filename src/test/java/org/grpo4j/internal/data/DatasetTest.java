@@ -1,5 +1,6 @@
 package org.grpo4j.internal.data;
 
+import org.grpo4j.reward.RlvrRow;
 import static org.junit.jupiter.api.Assertions.*;
 
 import java.io.IOException;
@@ -165,10 +166,10 @@ class DatasetTest {
         try (Tokenizer tok = Tokenizer.load(Path.of("examples/tiny-tokenizer"))) {
             ChatTemplate tulu = ChatTemplate.named("tulu", tok);
             String longText = "one two three four five six seven eight nine ten ".repeat(8);
-            List<org.grpo4j.internal.tokenizer.ChatMessage> shortQ = List.of(new org.grpo4j.internal.tokenizer.ChatMessage("user", "What is 2 + 3?"));
+            List<org.grpo4j.ChatMessage> shortQ = List.of(new org.grpo4j.ChatMessage("user", "What is 2 + 3?"));
             RlvrRow single = new RlvrRow(shortQ, "5", "gsm8k", null, null, "single");
-            RlvrRow longAnswer = new RlvrRow(List.of(shortQ.get(0), new org.grpo4j.internal.tokenizer.ChatMessage("assistant", longText)), "5", "gsm8k", null, null, "answer");
-            RlvrRow longPrompt = new RlvrRow(List.of(new org.grpo4j.internal.tokenizer.ChatMessage("user", longText)), "5", "gsm8k", null, null, "prompt");
+            RlvrRow longAnswer = new RlvrRow(List.of(shortQ.get(0), new org.grpo4j.ChatMessage("assistant", longText)), "5", "gsm8k", null, null, "answer");
+            RlvrRow longPrompt = new RlvrRow(List.of(new org.grpo4j.ChatMessage("user", longText)), "5", "gsm8k", null, null, "prompt");
             int promptOfAnswerRow = tok.encode(tulu.render(longAnswer.promptMessages(), true, tok)).length;
             int chatOfAnswerRow = tok.encode(tulu.render(longAnswer.messages(), false, tok)).length;
             int promptOfLongRow = tok.encode(tulu.render(longPrompt.promptMessages(), true, tok)).length;

@@ -1,5 +1,6 @@
 package org.grpo4j.internal.tokenizer;
 
+import org.grpo4j.ChatMessage;
 import static org.junit.jupiter.api.Assertions.*;
 
 import java.nio.file.Path;

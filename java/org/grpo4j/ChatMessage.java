@@ -1,4 +1,4 @@
-package org.grpo4j.internal.tokenizer;
+package org.grpo4j;
 
 /** One chat turn: role ("system", "user", "assistant") and content. */
 public record ChatMessage(String role, String content) {

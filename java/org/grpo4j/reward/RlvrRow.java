@@ -1,7 +1,7 @@
-package org.grpo4j.internal.data;
+package org.grpo4j.reward;
 
 import java.util.List;
-import org.grpo4j.internal.tokenizer.ChatMessage;
+import org.grpo4j.ChatMessage;
 
 /**
  * One RLVR row: the conversation, the verifier's ground truth and the verifier's name ({@code dataset}), as in
