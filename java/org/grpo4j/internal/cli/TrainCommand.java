@@ -40,7 +40,7 @@ final class TrainCommand implements Callable<Integer> {
         org.grpo4j.internal.dist.Rendezvous own = cluster == null ? perRankLaunch() : null;
         if (cluster != null || own != null) b.cluster(cluster != null ? cluster : own);
         try (own; Trainer t = b.build(); StopSignals signals = StopSignals.install(t::cancel, System.err)) {
-            Trainer.Result r = t.run(null);
+            org.grpo4j.train.GrpoTrainer.Result r = t.run(null);
             System.out.println("grpo4j: " + (r.cancelled() ? "stopped" : "finished") + " at step " + r.lastStep() + "; outputs in " + r.outputDir());
             return r.cancelled() && signals.exitCode() > 0 ? signals.exitCode() : 0;
         }

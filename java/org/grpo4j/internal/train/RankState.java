@@ -38,6 +38,8 @@ final class RankState implements AutoCloseable {
     Generator generator;
     long optimizerSteps;
     int consecutiveNonfinite, skippedSteps;
+    /** The first reward error of this rank's last step (null when none), for the step's report. */
+    String lastRewardError;
 
     RankState(Setup s, Backend be, Communicator comm, int memorySharers) {
         this.s = s;

@@ -14,8 +14,8 @@ import org.grpo4j.reward.Rewards;
 final class ScoringPhase {
     private ScoringPhase() {}
 
-    /** Verifier errors and timeouts of the step. */
-    record Result(int errors, int timeouts) {}
+    /** Verifier errors and timeouts of the step, and the first error (null when none) as "dataset \"x\": what". */
+    record Result(int errors, int timeouts, String firstError) {}
 
     static Result run(RankState r, List<Rollout> rs) {
         GrpoConfig cfg = r.s.cfg();
@@ -27,18 +27,22 @@ final class ScoringPhase {
         List<Rewards.Result> res = r.s.rewards().scoreAll(items);
         double[] reward = new double[rs.size()];
         int errors = 0, timeouts = 0;
+        String first = null;
         for (int k = 0; k < rs.size(); k++) {
             Rollout o = rs.get(k);
             o.reward = res.get(k).reward();
             o.correct = o.reward > 0; // verifiable_correct_rate counts the verifier's reward only
             o.reward += o.formatScore;
-            if (res.get(k).error() != null) errors++;
+            if (res.get(k).error() != null) {
+                errors++;
+                if (first == null) first = "dataset \"" + items.get(k).dataset() + "\": " + res.get(k).error();
+            }
             if (res.get(k).timedOut()) timeouts++;
             if (cfg.nonStopPenalty && !o.hasStop) o.reward = cfg.penaltyRewardValue;
             reward[k] = o.reward;
         }
         double[] a = Advantages.compute(reward, cfg.numberSamplesPerPrompt);
         for (int k = 0; k < rs.size(); k++) rs.get(k).advantage = a[k];
-        return new Result(errors, timeouts);
+        return new Result(errors, timeouts, first);
     }
 }

@@ -43,7 +43,7 @@ final class StepMetrics {
         double scores = 0, correct = 0, stops = 0, lenSum = 0, lenMin = Double.MAX_VALUE, lenMax = 0, respLen = 0, stopIds = 0, format = 0;
         double[] klSum = new double[4];
         double entropy = 0, nonScore = 0;
-        KlEstimator sel = cfg.kl();
+        KlEstimator sel = KlEstimator.parse(cfg.klEstimator);
         for (int i = 0; i < k; i++) {
             Rollout o = rs.get(i);
             reward[i] = o.reward;

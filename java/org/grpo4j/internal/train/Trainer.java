@@ -1,6 +1,8 @@
 package org.grpo4j.internal.train;
 
 import org.grpo4j.train.GrpoConfig;
+import org.grpo4j.train.GrpoTrainer.Listener;
+import org.grpo4j.train.GrpoTrainer.Result;
 import org.grpo4j.train.TrainingAbortedException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -45,11 +47,10 @@ import org.grpo4j.internal.util.AtomicDir;
  * ranks with ZeRO-2 (one rank: a single process), colocated generation, metrics, plots, samples, atomic checkpoints
  * and exact resume.
  *
- * <pre>{@code
- * try (Trainer t = Trainer.builder(config).outputDir(dir).build()) {
- *     t.run(new Trainer.Listener() { public void onStep(int step, Map<String, Double> m) { ... } });
- * }
- * }</pre>
+ * Behind the public {@link org.grpo4j.train.GrpoTrainer} (which documents the behaviour) and {@code tools/grpo4j
+ * train}; this class adds what only the implementation and its tests use (the cluster of a multi-process run, test
+ * hooks).
+ *
  * A step is four phases on every rank ({@link RolloutPhase}, {@link ScoringPhase}, {@link LogprobPhase},
  * {@link UpdatePhase}) and the metrics ({@link StepMetrics}); the ranks are threads of this JVM
  * ({@link LocalCommunicator} on the CPU for {@code world_size} > 1 without a launcher) or of several JVMs
@@ -58,18 +59,6 @@ import org.grpo4j.internal.util.AtomicDir;
  * boundary and checkpoints.
  */
 public final class Trainer implements AutoCloseable {
-
-    /** Callbacks (all optional), called by the rank that writes the run's outputs. */
-    public interface Listener {
-        default void onSftStep(int step, int steps, double loss) {}
-
-        default void onStep(int step, Map<String, Double> metrics) {}
-
-        default void onCheckpoint(int step, Path dir) {}
-    }
-
-    /** How a run ended. */
-    public record Result(int lastStep, boolean cancelled, Path outputDir, List<Map<String, Double>> metrics) {}
 
     public static Builder builder(GrpoConfig cfg) { return new Builder(cfg); }
 
@@ -395,7 +384,8 @@ public final class Trainer implements AutoCloseable {
             if (writer) {
                 appendJsonl(out.resolve("metrics.jsonl"), m);
                 progress(m, total, runStart, firstStep);
-                l.onStep(s, m);
+                reportRewardErrors(s, m, l);
+                l.onStep(s, java.util.Collections.unmodifiableMap(m));
             }
             if ((cfg.saveFreq > 0 && s % cfg.saveFreq == 0) || s == total) checkpointIfSound(l);
         }
@@ -416,6 +406,7 @@ public final class Trainer implements AutoCloseable {
         long tGen = System.nanoTime();
         r.comm.setContext("step " + s + ", scoring");
         ScoringPhase.Result sc = ScoringPhase.run(r, roll.rollouts());
+        r.lastRewardError = sc.firstError();
         long tReward = System.nanoTime();
         r.comm.setContext("step " + s + ", log-probs");
         LogprobPhase.run(r, roll.rollouts());
@@ -474,6 +465,21 @@ public final class Trainer implements AutoCloseable {
                 step, total, m.get("objective/scores"), m.get("objective/verifiable_correct_rate"), m.get("objective/kl"),
                 m.get("val/response_length"), m.get("throughput/generation_tokens_per_s"), m.get("throughput/training_tokens_per_s"),
                 m.get("time/step"), duration(eta));
+    }
+
+    /**
+     * Once per step with failed rewards (each scored 0, the run goes on): one log line and the listener, with the
+     * count over every rank and the first error of this process's ranks.
+     */
+    private void reportRewardErrors(int s, Map<String, Double> m, Listener l) {
+        int errors = (int) Math.round(m.getOrDefault("rewards/errors", 0.0));
+        if (errors <= 0) return;
+        String example = null;
+        for (RankState r : states) if (example == null) example = r.lastRewardError;
+        if (example == null) example = "on a rank of another process (see its samples)";
+        if (log != null)
+            log.printf("grpo4j: step %d: %d reward%s failed and scored 0 (%s)%n", s, errors, errors == 1 ? "" : "s", example);
+        l.onRewardErrors(s, errors, example);
     }
 
     /** The memory of one rank before the first step: model states by kind, then the activation and KV budgets. */

@@ -38,7 +38,7 @@ final class UpdatePhase {
 
     static Result run(RankState r, int s, List<Rollout> rs) {
         GrpoConfig cfg = r.s.cfg();
-        GrpoLossParams lp = new GrpoLossParams((float) cfg.temperature, (float) cfg.cliprange, (float) cfg.epsHigh(), (float) cfg.beta, cfg.kl());
+        GrpoLossParams lp = new GrpoLossParams((float) cfg.temperature, (float) cfg.cliprange, (float) cfg.epsHigh(), (float) cfg.beta, KlEstimator.parse(cfg.klEstimator));
         int mini = cfg.localMiniBatchSize, micro = cfg.perDeviceTrainBatchSize;
         TrainStats stats = new TrainStats();
         double gradNormSum = 0;
@@ -53,7 +53,7 @@ final class UpdatePhase {
                 for (int q = mb * mini; q < (mb + 1) * mini; q++) miniRs.add(rs.get(perm[q]));
                 long miniTokens = 0;
                 for (Rollout o : miniRs) miniTokens += o.targets.length;
-                long globalTokens = cfg.aggregation() == LossAggregation.TOKEN_MEAN ? globalSum(r, miniTokens) : miniTokens;
+                long globalTokens = LossAggregation.parse(cfg.lossAggregation) == LossAggregation.TOKEN_MEAN ? globalSum(r, miniTokens) : miniTokens;
                 opt.startStep();
                 boolean finite = true;
                 for (int mc = 0; mc < mini; mc += micro) {
@@ -114,7 +114,7 @@ final class UpdatePhase {
         int[] rows = pk.rows(), tgt = pk.targets();
         int nTok = rows.length;
         float[] w = new float[nTok], adv = new float[nTok], old = new float[nTok], ref = new float[nTok];
-        LossAggregation agg = cfg.aggregation();
+        LossAggregation agg = LossAggregation.parse(cfg.lossAggregation);
         int k = 0;
         for (Rollout o : rs) {
             double wt = agg.weight(o.targets.length, nTok, cfg.gradientAccumulationSteps(), miniTokens, miniSeqs, cfg.responseLength, r.world);

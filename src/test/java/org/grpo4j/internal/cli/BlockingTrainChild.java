@@ -16,7 +16,7 @@ public final class BlockingTrainChild {
         GrpoConfig cfg = GrpoConfig.load(Path.of(args[0]), List.of());
         try (Trainer t = Trainer.builder(cfg).outputDir(Path.of(args[1])).log(null).build();
              StopSignals s = StopSignals.install(t::cancel, System.out)) {
-            t.run(new Trainer.Listener() {
+            t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
                 @Override
                 public void onStep(int step, Map<String, Double> m) {
                     System.out.println("BLOCKED at step " + step);

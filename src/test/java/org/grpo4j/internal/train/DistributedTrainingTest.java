@@ -61,7 +61,7 @@ class DistributedTrainingTest {
             List<String> sets = split(tmp.resolve("w" + world), steps, world);
             sets.add("save_freq=1");
             try (Trainer t = Trainer.builder(GrpoTrainerTest.config(sets)).log(null).build()) {
-                t.run(new Trainer.Listener() {
+                t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
                     @Override
                     public void onStep(int step, Map<String, Double> m) { seen.add(m); }
                 });
@@ -101,7 +101,7 @@ class DistributedTrainingTest {
             t.run(null);
         }
         try (Trainer t = Trainer.builder(GrpoTrainerTest.config(b)).log(null).build()) {
-            t.run(new Trainer.Listener() {
+            t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
                 @Override
                 public void onStep(int step, Map<String, Double> m) { if (step == 1) t.cancel(); }
             });

@@ -217,7 +217,7 @@ class FidelityTest {
             assertEquals(1L, c.seed);
             assertEquals(30, c.numEvals);
             assertEquals(40, c.saveFreq);
-            assertEquals(new LrSchedule("constant", 5e-7, 0, c == s ? 13020 : 26040), c.lrSchedule());
+            assertEquals(new LrSchedule("constant", 5e-7, 0, c == s ? 13020 : 26040), LrSchedule.of(c));
             assertFalse(c.addR1StyleFormatReward);
             assertFalse(c.notes.isEmpty());
         }

@@ -47,7 +47,7 @@ class GrpoTrainerTest {
         Path out = tmp.resolve("run");
         List<Map<String, Double>> seen = new ArrayList<>();
         try (Trainer t = Trainer.builder(config(small(out, 2))).log(null).build()) {
-            Trainer.Result r = t.run(new Trainer.Listener() {
+            org.grpo4j.train.GrpoTrainer.Result r = t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
                 @Override
                 public void onStep(int step, Map<String, Double> m) { seen.add(m); }
             });
@@ -120,7 +120,7 @@ class GrpoTrainerTest {
             r.register("gsm8k", (resp, gt, row) -> org.grpo4j.reward.RewardFunction.Score.of(
                     10.0 * resp.chars().filter(Character::isDigit).count() / Math.max(1, resp.length())));
             try (Trainer t = Trainer.builder(config(sets)).rewards(r).log(null).build()) {
-                t.run(new Trainer.Listener() {
+                t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
                     @Override
                     public void onStep(int step, Map<String, Double> m) { rewards.add(m.get("objective/scores")); }
                 });
@@ -158,7 +158,7 @@ class GrpoTrainerTest {
         List<String> sets = small(out, 5);
         sets.add("save_freq=0");
         try (Trainer t = Trainer.builder(config(sets)).log(null).build()) {
-            Trainer.Result r = t.run(new Trainer.Listener() {
+            org.grpo4j.train.GrpoTrainer.Result r = t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
                 @Override
                 public void onStep(int step, Map<String, Double> m) { if (step == 2) t.cancel(); }
             });
@@ -181,7 +181,7 @@ class GrpoTrainerTest {
             sets.addAll(List.of("sft_warmup.steps=1", "sft_warmup.batch_size=24", "per_device_train_batch_size=" + v[0], "max_prompt_token_length=" + v[1]));
             int kk = k;
             try (Trainer t = Trainer.builder(config(sets)).log(null).build()) {
-                t.run(new Trainer.Listener() {
+                t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
                     @Override
                     public void onSftStep(int step, int steps, double loss) { nll[kk] = loss; }
                 });
@@ -209,7 +209,7 @@ class GrpoTrainerTest {
         List<String> sets = small(tmp.resolve("c"), 3);
         sets.addAll(List.of("sft_warmup.steps=50", "sft_warmup.batch_size=4"));
         try (Trainer t = Trainer.builder(config(sets)).log(null).build()) {
-            Trainer.Result r = t.run(new Trainer.Listener() {
+            org.grpo4j.train.GrpoTrainer.Result r = t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
                 @Override
                 public void onSftStep(int step, int steps, double loss) { if (step == 2) t.cancel(); }
             });

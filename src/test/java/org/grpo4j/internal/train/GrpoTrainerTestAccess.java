@@ -16,7 +16,7 @@ public final class GrpoTrainerTestAccess {
     public static Map<String, Double> trainOneStep(List<String> sets, Cluster cluster) throws Exception {
         List<Map<String, Double>> seen = new ArrayList<>();
         try (Trainer t = Trainer.builder(GrpoTrainerTest.config(sets)).cluster(cluster).log(System.out).build()) {
-            t.run(new Trainer.Listener() {
+            t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
                 @Override
                 public void onStep(int step, Map<String, Double> m) { seen.add(m); }
             });

@@ -93,11 +93,11 @@ class LrScheduleTest {
     void compatReproducesTheReference() throws Exception {
         String compat = "lr_scheduler_compat=open-instruct-3f37c29";
         // G:645-648: horizon = num_training_steps x num_train_epochs x num_epochs; warm-up = int(horizon x warmup_ratio), always
-        LrSchedule s = load(compat, "lr_scheduler_type=linear", "warm_up_steps=10").lrSchedule();
+        LrSchedule s = LrSchedule.of(load(compat, "lr_scheduler_type=linear", "warm_up_steps=10"));
         assertEquals(new LrSchedule("linear", 1e-3, 0, 160), s, "warm_up_steps ignored, horizon without the mini-batches");
-        s = load(compat, "lr_scheduler_type=linear", "warmup_ratio=0.1").lrSchedule();
+        s = LrSchedule.of(load(compat, "lr_scheduler_type=linear", "warmup_ratio=0.1"));
         assertEquals(new LrSchedule("linear", 1e-3, 16, 160), s);
-        s = load(compat, "lr_scheduler_type=constant", "warmup_ratio=0.1").lrSchedule();
+        s = LrSchedule.of(load(compat, "lr_scheduler_type=constant", "warmup_ratio=0.1"));
         assertEquals(1e-3, s.at(0), "constant ignores warm-up in HF");
         List<String> notes = LrSchedule.notes(load(compat, "lr_scheduler_type=linear", "warm_up_steps=10"));
         assertTrue(notes.stream().anyMatch(n -> n.contains("warm_up_steps 10 is ignored")), notes.toString());
@@ -107,13 +107,13 @@ class LrScheduleTest {
     @Test
     void grpo4jHonoursWarmUpAndSaysWhereTheReferenceWouldNot() throws Exception {
         GrpoConfig c = load("lr_scheduler_type=constant", "warm_up_steps=10");
-        assertEquals(new LrSchedule("constant_with_warmup", 1e-3, 10, 320), c.lrSchedule(), "true horizon; constant warms up");
-        assertEquals(5e-4, c.lrSchedule().at(5), 1e-18);
+        assertEquals(new LrSchedule("constant_with_warmup", 1e-3, 10, 320), LrSchedule.of(c), "true horizon; constant warms up");
+        assertEquals(5e-4, LrSchedule.of(c).at(5), 1e-18);
         List<String> notes = LrSchedule.notes(c);
         assertEquals(2, notes.size(), notes.toString());
         assertTrue(notes.get(0).contains("warm_up_steps 10 is honoured; open-instruct 3f37c29 ignores it"), notes.get(0));
         assertTrue(notes.get(1).contains("HF's constant schedule (the reference's) ignores warm-up"), notes.get(1));
-        assertEquals(32, load("lr_scheduler_type=linear", "warmup_ratio=0.1", "warm_up_steps=10").lrSchedule().warmup(),
+        assertEquals(32, LrSchedule.of(load("lr_scheduler_type=linear", "warmup_ratio=0.1", "warm_up_steps=10")).warmup(),
                 "warmup_ratio takes precedence over warm_up_steps, as the reference's Args say");
         assertTrue(LrSchedule.notes(load()).isEmpty(), "the demo's constant schedule without warm-up is the reference's");
         assertTrue(LrSchedule.notes(GrpoConfig.load(Path.of("configs/tulu-3.1-8b-grpo.json"), List.of())).isEmpty());

@@ -174,7 +174,7 @@ class PrecisionTest {
             rw.register("gsm8k", (resp, gt, row) -> org.grpo4j.reward.RewardFunction.Score.of(
                     10.0 * resp.chars().filter(Character::isDigit).count() / Math.max(1, resp.length())));
             try (Trainer t = Trainer.builder(GrpoTrainerTest.config(sets)).rewards(rw).log(null).build()) {
-                t.run(new Trainer.Listener() {
+                t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
                     @Override
                     public void onStep(int step, Map<String, Double> m) { rewards.add(m.get("objective/scores")); }
                 });
@@ -199,7 +199,7 @@ class PrecisionTest {
             t.run(null);
         }
         try (Trainer t = Trainer.builder(GrpoTrainerTest.config(b)).log(null).build()) {
-            t.run(new Trainer.Listener() {
+            t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
                 @Override
                 public void onStep(int step, Map<String, Double> m) { if (step == 2) t.cancel(); }
             });

@@ -1,0 +1,309 @@
+package org.grpo4j.train;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import org.grpo4j.Backend;
+import org.grpo4j.internal.ApiAccess;
+import org.grpo4j.internal.train.Trainer;
+import org.grpo4j.reward.Rewards;
+
+/**
+ * GRPO post-training on verifiable rewards: the Tulu 3.1 RLVR step (sampling with the current policy, rewards,
+ * group advantages, PPO-clip with a KL penalty, AdamW), with metrics, plots, samples, atomic checkpoints and exact
+ * resume, as {@code tools/grpo4j train} runs it (docs/trainer.md).
+ *
+ * <pre>{@code
+ * GrpoConfig cfg = GrpoConfig.load(Path.of("examples/tiny-arith.json"), List.of("num_training_steps=20"));
+ * try (Rewards rewards = new Rewards()) {
+ *     rewards.register("gsm8k", (response, truth, row) -> RewardFunction.Score.of(response.contains(truth) ? 1 : 0));
+ *     try (GrpoTrainer trainer = GrpoTrainer.builder(cfg).outputDir(Path.of("runs/mine")).rewards(rewards).build()) {
+ *         GrpoTrainer.Result r = trainer.run(new GrpoTrainer.Listener() {
+ *             public void onStep(int step, Map<String, Double> m) { System.out.println(step + " " + m.get("objective/scores")); }
+ *         });
+ *     }
+ * }
+ * }</pre>
+ *
+ * <p>The output directory receives {@code config.json}, {@code metrics.jsonl} (one line per step), {@code
+ * samples.jsonl} (eval samples), {@code plots/} and {@code checkpoints/step_N/}, whose {@code model/} directory is an
+ * HF model that {@link org.grpo4j.Model#load Model.load} reads. {@code step_0} is the initial policy (after the
+ * optional supervised warm-up); one is written every {@code save_freq} steps and at the end.
+ *
+ * <p>A reward function that throws, times out or returns NaN or infinity scores 0 for that row; the run goes on.
+ * Such rows are counted in the step's {@code rewards/errors} (and {@code rewards/timeouts}) metric and reported once
+ * per step: one log line and {@link Listener#onRewardErrors}.
+ *
+ * <p><b>Thread safety:</b> {@link #cancel()} and {@link #completedSteps()} may be called from any thread (a
+ * listener, a signal handler, a UI). {@link #run} runs on the calling thread, holding the {@link Backend}'s lock
+ * when one was given to the builder. {@link #close()} from another thread cancels a run in progress and waits for it
+ * to stop at the next step boundary (with its checkpoint) before freeing anything. Builders are not thread-safe.
+ */
+public final class GrpoTrainer implements AutoCloseable {
+
+    /**
+     * Progress callbacks, all optional, called on the thread that runs {@link GrpoTrainer#run} between steps. An
+     * exception thrown by a callback ends the run (after what was already written).
+     */
+    public interface Listener {
+        /**
+         * After each step of the supervised warm-up ({@code sft_warmup.steps} &gt; 0).
+         *
+         * @param step  1-based warm-up step
+         * @param steps warm-up steps in all
+         * @param loss  the step's mean next-token loss
+         */
+        default void onSftStep(int step, int steps, double loss) {}
+
+        /**
+         * After each GRPO step, with the line written to {@code metrics.jsonl}.
+         *
+         * @param step    1-based training step
+         * @param metrics metric name to value (e.g. {@code objective/scores}, the mean reward; {@code
+         *                objective/verifiable_correct_rate}; {@code objective/kl}; {@code rewards/errors});
+         *                docs/trainer.md lists them all; unmodifiable
+         */
+        default void onStep(int step, Map<String, Double> metrics) {}
+
+        /**
+         * When a step had rows whose reward function threw, timed out or returned a non-finite reward (each scored
+         * 0): once per such step, before {@link #onStep}.
+         *
+         * @param step    1-based training step
+         * @param errors  how many rows (over every rank)
+         * @param example one of the errors, e.g. {@code dataset "even": reward function returned NaN}
+         */
+        default void onRewardErrors(int step, int errors, String example) {}
+
+        /**
+         * After a checkpoint was written (step 0 is the initial policy).
+         *
+         * @param step the training step it holds
+         * @param dir  {@code OUTPUT/checkpoints/step_N}; its {@code model/} subdirectory is an HF model
+         */
+        default void onCheckpoint(int step, Path dir) {}
+    }
+
+    /**
+     * How a run ended.
+     *
+     * @param lastStep  the last completed training step
+     * @param cancelled true when {@link GrpoTrainer#cancel()} stopped it before the last step
+     * @param outputDir the run's output directory
+     * @param metrics   every step's metrics, in step order (a resumed run includes the earlier steps)
+     */
+    public record Result(int lastStep, boolean cancelled, Path outputDir, List<Map<String, Double>> metrics) {
+        /**
+         * Copies the metrics list.
+         *
+         * @param lastStep  the last completed training step
+         * @param cancelled whether the run was cancelled
+         * @param outputDir the output directory
+         * @param metrics   per-step metrics
+         */
+        public Result {
+            Objects.requireNonNull(outputDir, "outputDir");
+            metrics = List.copyOf(metrics);
+        }
+    }
+
+    /**
+     * A new run with this configuration (copied at {@link Builder#build()}, so later changes to {@code config} do not
+     * reach the run).
+     *
+     * @param config the run's configuration
+     * @return a builder
+     * @throws NullPointerException if {@code config} is null (to continue a run, use {@link #resume})
+     */
+    public static Builder builder(GrpoConfig config) {
+        Objects.requireNonNull(config, "config (to continue a run, use GrpoTrainer.resume(runDirectory))");
+        return new Builder(config, null);
+    }
+
+    /**
+     * Continues an earlier run from its newest checkpoint, with the configuration saved there; the run goes on in
+     * its own directory and, on the CPU backend, repeats an uninterrupted run bit for bit.
+     *
+     * @param runDirectory the run's output directory (or its {@code checkpoints/} or newest {@code step_N})
+     * @return a builder
+     * @throws NullPointerException if {@code runDirectory} is null
+     */
+    public static Builder resume(Path runDirectory) {
+        Objects.requireNonNull(runDirectory, "runDirectory");
+        return new Builder(null, runDirectory);
+    }
+
+    /** Options of a trainer; {@link #build()} checks everything that does not need the weights, then loads them. */
+    public static final class Builder {
+        private final GrpoConfig config;
+        private final Path resume;
+        private Path outputDir;
+        private boolean overwrite;
+        private Backend backend;
+        private Rewards rewards;
+        private PrintStream log = System.out;
+
+        private Builder(GrpoConfig config, Path resume) {
+            this.config = config;
+            this.resume = resume;
+        }
+
+        /**
+         * Where the run writes (default: the configuration's {@code output_dir}). It must be missing or empty, unless
+         * {@link #overwrite} is set.
+         *
+         * @param dir the output directory
+         * @return this builder
+         * @throws NullPointerException if {@code dir} is null
+         */
+        public Builder outputDir(Path dir) {
+            outputDir = Objects.requireNonNull(dir, "dir");
+            return this;
+        }
+
+        /**
+         * Start even when the output directory holds an earlier run, whose outputs are deleted when this run starts
+         * (default: refuse a non-empty directory). A directory holding other files is refused either way.
+         *
+         * @param overwrite whether to replace an earlier run
+         * @return this builder
+         */
+        public Builder overwrite(boolean overwrite) {
+            this.overwrite = overwrite;
+            return this;
+        }
+
+        /**
+         * Run on this backend (default: open the configuration's {@code backend}, and close it with the trainer).
+         * The trainer does not close a backend given here. Only for {@code world_size} 1.
+         *
+         * @param backend an open backend
+         * @return this builder
+         * @throws NullPointerException if {@code backend} is null
+         */
+        public Builder backend(Backend backend) {
+            this.backend = Objects.requireNonNull(backend, "backend");
+            return this;
+        }
+
+        /**
+         * Score with these reward functions (default: the built-in verifiers with the configuration's {@code
+         * verifier_compat}, {@code verification_reward} and {@code verifier_timeout}). The trainer does not close
+         * rewards given here. Every row's {@code dataset} must be registered.
+         *
+         * @param rewards the reward registry
+         * @return this builder
+         * @throws NullPointerException if {@code rewards} is null
+         */
+        public Builder rewards(Rewards rewards) {
+            this.rewards = Objects.requireNonNull(rewards, "rewards");
+            return this;
+        }
+
+        /**
+         * Where progress lines go (default {@link System#out}).
+         *
+         * @param log the stream, or null for none
+         * @return this builder
+         */
+        public Builder log(PrintStream log) {
+            this.log = log;
+            return this;
+        }
+
+        /**
+         * Checks the configuration, the model's config, tokenizer, chat template, data, verifiers, sizes and memory,
+         * then loads the weights.
+         *
+         * @return the trainer; close it when done
+         * @throws IllegalArgumentException if anything is wrong with the configuration, the data or the sizes (one
+         *                                  line naming the key, file or value)
+         * @throws IllegalStateException    if the backend or the rewards are closed
+         * @throws IOException              if a file cannot be read, or the output directory cannot be used
+         */
+        public GrpoTrainer build() throws IOException {
+            if (rewards != null && rewards.isClosed()) throw new IllegalStateException("rewards are closed (Rewards.close() was called)");
+            Trainer.Builder b = Trainer.builder(config == null ? null : config.copy()).overwrite(overwrite).log(log);
+            if (resume != null) b.resume(resume);
+            if (outputDir != null) b.outputDir(outputDir);
+            if (rewards != null) b.rewards(rewards);
+            if (backend == null) return new GrpoTrainer(b.build(), null);
+            synchronized (backend) {
+                b.backend(ApiAccess.backend(backend));
+                return new GrpoTrainer(b.build(), backend);
+            }
+        }
+    }
+
+    private final Trainer impl;
+    private final Backend backend;
+    private final Object runLock = new Object();
+    private volatile boolean closed;
+
+    private GrpoTrainer(Trainer impl, Backend backend) {
+        this.impl = impl;
+        this.backend = backend;
+    }
+
+    /**
+     * Runs the remaining warm-up and training steps, or until {@link #cancel()}. A second call after a cancel returns
+     * at once; after a completed run it returns the same result.
+     *
+     * @param listener progress callbacks
+     * @return how the run ended
+     * @throws NullPointerException      if {@code listener} is null (use {@link #run()} for none)
+     * @throws IllegalStateException     if the trainer or its backend is closed
+     * @throws TrainingAbortedException  if too many consecutive optimizer steps were non-finite (the last good
+     *                                   checkpoint stays the newest)
+     * @throws IOException               if an output cannot be written
+     */
+    public Result run(Listener listener) throws IOException {
+        Objects.requireNonNull(listener, "listener (use run() for none)");
+        synchronized (runLock) {
+            if (closed) throw new IllegalStateException("trainer is closed");
+            if (backend == null) return impl.run(listener);
+            synchronized (backend) {
+                ApiAccess.backend(backend); // fails once the backend is closed
+                return impl.run(listener);
+            }
+        }
+    }
+
+    /**
+     * Runs without callbacks.
+     *
+     * @return how the run ended
+     * @throws IllegalStateException     if the trainer or its backend is closed
+     * @throws TrainingAbortedException  if too many consecutive optimizer steps were non-finite
+     * @throws IOException               if an output cannot be written
+     */
+    public Result run() throws IOException { return run(new Listener() {}); }
+
+    /** Stops a run at the next step boundary (after writing a checkpoint). Safe from any thread. */
+    public void cancel() { impl.cancel(); }
+
+    /**
+     * The last completed training step (0 before the first).
+     *
+     * @return the step
+     */
+    public int completedSteps() { return impl.completedSteps(); }
+
+    /**
+     * Frees the model states and what the trainer opened. From another thread while {@link #run} is running, cancels
+     * it and waits for it to stop. Idempotent.
+     */
+    @Override
+    public void close() {
+        if (closed) return;
+        impl.cancel();
+        synchronized (runLock) {
+            if (closed) return;
+            closed = true;
+            impl.close();
+        }
+    }
+}
