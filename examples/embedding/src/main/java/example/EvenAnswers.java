@@ -25,7 +25,7 @@ import org.grpo4j.train.GrpoTrainer;
  * Prints the reward curve.
  *
  * <pre>
- *   java -cp "target/*:target/lib/*" example.EvenAnswers [--out runs/even] [--steps 40] [--warmup 250] [--backend auto]
+ *   java -cp "target/*:target/lib/*" example.EvenAnswers [--out runs/even] [--steps 40] [--warmup 250] [--backend auto] [--overwrite]
  * </pre>
  */
 public final class EvenAnswers {
@@ -49,30 +49,40 @@ public final class EvenAnswers {
         Path out = Path.of("runs/even");
         int steps = 40, warmup = 250;
         String backend = "auto";
-        for (int i = 0; i < args.length; i++) {
-            String a = args[i];
-            if (i + 1 >= args.length) throw new IllegalArgumentException(a + " needs a value");
-            switch (a) {
-                case "--out" -> out = Path.of(args[++i]);
-                case "--steps" -> steps = Integer.parseInt(args[++i]);
-                case "--warmup" -> warmup = Integer.parseInt(args[++i]);
-                case "--backend" -> backend = args[++i];
-                default -> throw new IllegalArgumentException("unknown option " + a + " (expected --out DIR, --steps N, --warmup N, --backend B)");
+        boolean overwrite = false;
+        try {
+            for (int i = 0; i < args.length; i++) {
+                String a = args[i];
+                if (a.equals("--overwrite")) {
+                    overwrite = true;
+                    continue;
+                }
+                if (i + 1 >= args.length) throw new IllegalArgumentException(a + " needs a value");
+                switch (a) {
+                    case "--out" -> out = Path.of(args[++i]);
+                    case "--steps" -> steps = Integer.parseInt(args[++i]);
+                    case "--warmup" -> warmup = Integer.parseInt(args[++i]);
+                    case "--backend" -> backend = args[++i];
+                    default -> throw new IllegalArgumentException("unknown option " + a + " (expected --out DIR, --steps N, --warmup N, --backend B, --overwrite)");
+                }
             }
+            train(out, steps, warmup, backend, overwrite, System.out);
+        } catch (IllegalArgumentException | IllegalStateException | IOException e) { // grpo4j's messages are one line naming what is wrong
+            System.err.println("EvenAnswers: " + e.getMessage());
+            System.exit(2);
         }
-        train(out, steps, warmup, backend, System.out);
     }
 
     /**
-     * Trains for {@code steps} GRPO steps after {@code warmup} supervised steps, writing the run to {@code out}.
+     * Trains for {@code steps} GRPO steps after {@code warmup} supervised steps, writing the run to {@code out} (which
+     * must be new or empty, unless {@code overwrite}).
      *
      * @return the mean reward of each step
      */
-    static List<Double> train(Path out, int steps, int warmup, String backendSpec, PrintStream print) throws IOException {
+    static List<Double> train(Path out, int steps, int warmup, String backendSpec, boolean overwrite, PrintStream print) throws IOException {
         Path data = Files.createTempFile("even-problems", ".jsonl");
         try (Backend backend = Backend.open(backendSpec); Rewards rewards = new Rewards()) {
             writeProblems(data, 256, 1);
-            backend.fallbackReason().ifPresent(r -> print.println("backend: " + r));
             rewards.register(DATASET, EVEN);
 
             GrpoConfig cfg = new GrpoConfig();
@@ -96,7 +106,7 @@ public final class EvenAnswers {
             cfg.sftWarmup.learningRate = 3e-3;
 
             List<Double> curve = new ArrayList<>();
-            try (GrpoTrainer trainer = GrpoTrainer.builder(cfg).outputDir(out).backend(backend).rewards(rewards).log(null).build()) {
+            try (GrpoTrainer trainer = GrpoTrainer.builder(cfg).outputDir(out).overwrite(overwrite).backend(backend).rewards(rewards).log(null).build()) {
                 print.printf("training %d GRPO steps on %s after %d warm-up steps; run in %s%n", steps, backend.description(), warmup, out);
                 GrpoTrainer.Result r = trainer.run(new GrpoTrainer.Listener() {
                     @Override

@@ -22,21 +22,26 @@ public final class GenerateFromCheckpoint {
     private GenerateFromCheckpoint() {}
 
     public static void main(String[] args) throws Exception {
-        if (args.length == 0) throw new IllegalArgumentException("usage: GenerateFromCheckpoint MODEL_DIR [--prompt TEXT] [-n N] [--backend B]");
-        Path model = Path.of(args[0]);
-        String prompt = "Zoe has 5 cups and gets 2 more. How many now?", backend = "auto";
-        int n = 4;
-        for (int i = 1; i < args.length; i++) {
-            String a = args[i];
-            if (i + 1 >= args.length) throw new IllegalArgumentException(a + " needs a value");
-            switch (a) {
-                case "--prompt" -> prompt = args[++i];
-                case "-n" -> n = Integer.parseInt(args[++i]);
-                case "--backend" -> backend = args[++i];
-                default -> throw new IllegalArgumentException("unknown option " + a + " (expected --prompt TEXT, -n N, --backend B)");
+        try {
+            if (args.length == 0) throw new IllegalArgumentException("usage: GenerateFromCheckpoint MODEL_DIR [--prompt TEXT] [-n N] [--backend B]");
+            Path model = Path.of(args[0]);
+            String prompt = "Zoe has 5 cups and gets 2 more. How many now?", backend = "auto";
+            int n = 4;
+            for (int i = 1; i < args.length; i++) {
+                String a = args[i];
+                if (i + 1 >= args.length) throw new IllegalArgumentException(a + " needs a value");
+                switch (a) {
+                    case "--prompt" -> prompt = args[++i];
+                    case "-n" -> n = Integer.parseInt(args[++i]);
+                    case "--backend" -> backend = args[++i];
+                    default -> throw new IllegalArgumentException("unknown option " + a + " (expected --prompt TEXT, -n N, --backend B)");
+                }
             }
+            generate(model, prompt, n, backend, System.out);
+        } catch (IllegalArgumentException | IllegalStateException | IOException e) { // grpo4j's messages are one line naming what is wrong
+            System.err.println("GenerateFromCheckpoint: " + e.getMessage());
+            System.exit(2);
         }
-        generate(model, prompt, n, backend, System.out);
     }
 
     /** {@code n} answers to {@code prompt} as a user turn, rendered with the model's chat template. */
