@@ -125,8 +125,6 @@ public final class Model implements AutoCloseable {
                 String bad = w.firstNonFiniteTensor();
                 if (bad != null)
                     throw new IllegalArgumentException(dir + ": tensor " + bad + " holds NaN or infinite values; the model is damaged (a diverged run?)");
-                if (tok.vocabSize() > lc.vocabSize())
-                    throw new IllegalArgumentException(dir + ": the tokenizer has " + tok.vocabSize() + " tokens but config.json says vocab_size " + lc.vocabSize());
                 Model m = new Model(backend, dir, tok, w, t);
                 backend.attach(m);
                 return m;

@@ -242,6 +242,8 @@ public final class GrpoTrainer implements AutoCloseable {
     private final Backend backend;
     private final Object runLock = new Object();
     private volatile boolean closed;
+    /** close() was called by a listener of the running run: it takes effect when run returns. */
+    private boolean closeAfterRun;
 
     private GrpoTrainer(Trainer impl, Backend backend) {
         this.impl = impl;
@@ -263,11 +265,18 @@ public final class GrpoTrainer implements AutoCloseable {
     public Result run(Listener listener) throws IOException {
         Objects.requireNonNull(listener, "listener (use run() for none)");
         synchronized (runLock) {
-            if (closed) throw new IllegalStateException("trainer is closed");
-            if (backend == null) return impl.run(listener);
-            synchronized (backend) {
-                ApiAccess.backend(backend); // fails once the backend is closed
-                return impl.run(listener);
+            if (closed || closeAfterRun) throw new IllegalStateException("trainer is closed");
+            try {
+                if (backend == null) return impl.run(listener);
+                synchronized (backend) {
+                    ApiAccess.backend(backend); // fails once the backend is closed
+                    return impl.run(listener);
+                }
+            } finally {
+                if (closeAfterRun) {
+                    closed = true;
+                    impl.close();
+                }
             }
         }
     }
@@ -294,12 +303,17 @@ public final class GrpoTrainer implements AutoCloseable {
 
     /**
      * Frees the model states and what the trainer opened. From another thread while {@link #run} is running, cancels
-     * it and waits for it to stop. Idempotent.
+     * it and waits for it to stop; from a {@link Listener} callback, cancels the run, which then frees everything as
+     * it returns. Idempotent.
      */
     @Override
     public void close() {
         if (closed) return;
         impl.cancel();
+        if (Thread.holdsLock(runLock)) { // a listener of the run in progress, on its thread
+            closeAfterRun = true;
+            return;
+        }
         synchronized (runLock) {
             if (closed) return;
             closed = true;

@@ -150,6 +150,57 @@ class ApiBadInputTest {
         refused(IllegalStateException.class, t::run, "trainer is closed");
     }
 
+    /** A listener may close the trainer: the run stops at that step boundary (checkpointed) and frees everything. */
+    @Test
+    void closingFromAListenerStopsTheRun() throws Exception {
+        GrpoTrainer t = GrpoTrainer.builder(ApiExampleTest.tiny(3)).outputDir(tmp.resolve("close-in-listener")).log(null).build();
+        GrpoTrainer.Result r = t.run(new GrpoTrainer.Listener() {
+            @Override
+            public void onStep(int step, Map<String, Double> m) { t.close(); }
+        });
+        assertTrue(r.cancelled());
+        assertEquals(1, r.lastStep());
+        assertTrue(java.nio.file.Files.isDirectory(r.outputDir().resolve("checkpoints/step_1/model")), "the stop wrote its checkpoint");
+        refused(IllegalStateException.class, t::run, "trainer is closed");
+        t.close();
+    }
+
+    /** close() from another thread during a run cancels it, waits for the step boundary, then frees everything. */
+    @Test
+    void closingFromAnotherThreadWaitsForTheRun() throws Exception {
+        GrpoTrainer t = GrpoTrainer.builder(ApiExampleTest.tiny(3)).outputDir(tmp.resolve("close-from-thread")).log(null).build();
+        java.util.concurrent.CountDownLatch inStep = new java.util.concurrent.CountDownLatch(1), release = new java.util.concurrent.CountDownLatch(1);
+        Thread closer = new Thread(t::close, "closer");
+        java.util.concurrent.atomic.AtomicReference<GrpoTrainer.Result> result = new java.util.concurrent.atomic.AtomicReference<>();
+        Thread runner = new Thread(() -> {
+            try {
+                result.set(t.run(new GrpoTrainer.Listener() {
+                    @Override
+                    public void onStep(int step, Map<String, Double> m) {
+                        inStep.countDown();
+                        try {
+                            release.await();
+                        } catch (InterruptedException e) {
+                            Thread.currentThread().interrupt();
+                        }
+                    }
+                }));
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        }, "runner");
+        runner.start();
+        inStep.await();
+        closer.start();
+        while (closer.getState() != Thread.State.BLOCKED) Thread.onSpinWait(); // cancelled, now waiting for the run
+        release.countDown();
+        runner.join();
+        closer.join();
+        assertTrue(result.get().cancelled());
+        assertEquals(1, result.get().lastStep(), "the run stopped at the boundary after the close");
+        refused(IllegalStateException.class, t::run, "trainer is closed");
+    }
+
     /** A backend given to the trainer is shared with a model: both work, in turns, and the trainer leaves it open. */
     @Test
     void aBackendSharedByATrainerAndAModel() throws Exception {
