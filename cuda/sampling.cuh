@@ -12,7 +12,7 @@
 
 namespace g4 {
 
-// ---- Philox4x32-10 (Salmon et al. 2011), as java/org/grpo4j/backend/Philox.java --------------------------------------
+// ---- Philox4x32-10 (Salmon et al. 2011), as java/org/grpo4j/internal/backend/Philox.java --------------------------------------
 
 struct U4 { u32 x, y, z, w; };
 

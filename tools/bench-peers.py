@@ -8,7 +8,7 @@ Timing as grpo4j's: CUDA events recorded back to back around each repetition, af
 copies (so the host has enqueued every timed launch before the GPU reaches it), median/min/max of --reps after
 --warmup, inputs rotated over enough buffer sets that one pass touches >= 256 MiB (several times L2).
 
-Problem ids, shapes and work (FLOPs or bytes) are the same as grpo4j's (java/org/grpo4j/bench/Cases.java; the test
+Problem ids, shapes and work (FLOPs or bytes) are the same as grpo4j's (java/org/grpo4j/internal/bench/Cases.java; the test
 BenchPeersScriptTest checks it), so the ratio ours/peer = peer time / our time. Formulas: docs/benchmarks.md.
 
 --fake-timer writes the JSON with placeholder timings (1 ms each, "fake": true) without torch or a GPU: it checks the
@@ -32,7 +32,7 @@ HOST_CALLS = 100
 P = 1_000_003  # coprime with every size here: (n*P + c) % m is a permutation of range(m)
 LOGIT_SCALE = 4.0
 
-# the same presets as java/org/grpo4j/bench/BenchSizes.java
+# the same presets as java/org/grpo4j/internal/bench/BenchSizes.java
 SIZES = {
     "llama-3.1-8b": dict(tokens=4096, hidden=4096, ffn=14336, vocab=128256, q_heads=32, kv_heads=8, head_dim=128,
                          gemms=[(8192, 4096, 14336), (8192, 14336, 4096), (8192, 8192, 8192), (768, 4096, 4096)],
@@ -46,7 +46,7 @@ SIZES = {
                   sample_batch=128, lm_tokens=2048),
 }
 
-# implementation names; grpo4j's goals name some of them (org.grpo4j.bench.Compare)
+# implementation names; grpo4j's goals name some of them (org.grpo4j.internal.bench.Compare)
 TORCH_MATMUL = "torch.matmul"
 TORCH_COPY = "torch copy_"
 EAGER = "torch eager"

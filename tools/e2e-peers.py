@@ -15,7 +15,7 @@ attention, no gradient checkpointing.
   of the memory roofline with grpo4j's formula and the copy bandwidth this script measures (torch copy_ of 2^28 fp32,
   CUDA events, median of 20).
 
-Formulas (java/org/grpo4j/bench/E2eWork.java; the test E2ePeersScriptTest checks both sides agree):
+Formulas (java/org/grpo4j/internal/bench/E2eWork.java; the test E2ePeersScriptTest checks both sides agree):
   train FLOPs = 6 * P_mm * tokens + sum over sequences of 12 * L * Hq * D * S^2 / 2, MFU = FLOPs / time / 989 TFLOP/s
   roofline bytes = (N - 1) * W + B * kv * ((N - 1) * P + N * (N - 1) / 2)
 
@@ -37,14 +37,14 @@ IMPL = "HF transformers (SDPA, bf16 params, AdamW fused)"
 IMPL_GEN = "HF transformers generate (SDPA, bf16)"
 SECTIONS = ["train", "rollout"]
 
-# the same architectures as org.grpo4j.model.LlamaConfig.llama32_1b() / llama31_8b().withLayers(4)
+# the same architectures as org.grpo4j.internal.model.LlamaConfig.llama32_1b() / llama31_8b().withLayers(4)
 PRESETS = {
     "llama-3.2-1b": dict(hidden=2048, ffn=8192, layers=16, heads=32, kv_heads=8, head_dim=64, vocab=128256, tie=True,
                          rope_theta=500000.0, rope_factor=32.0, max_pos=131072, eps=1e-5),
     "llama-3.1-8b-4l": dict(hidden=4096, ffn=14336, layers=4, heads=32, kv_heads=8, head_dim=128, vocab=128256, tie=False,
                             rope_theta=500000.0, rope_factor=8.0, max_pos=131072, eps=1e-5),
 }
-# the issue's shapes (org.grpo4j.bench.E2eBench.ISSUE); the peer generates the first new-token count only
+# the issue's shapes (org.grpo4j.internal.bench.E2eBench.ISSUE); the peer generates the first new-token count only
 SHAPES = dict(train_seqs=4, train_len=2048, prompts=48, samples=16, prompt_len=256, new_tokens=256)
 BF16 = 2
 

@@ -9,7 +9,7 @@ Needs torch + transformers (present on the GPU hosts; CPU is enough). From the r
 Writes <out>/model/ (config.json + model.safetensors, float32) and <out>/expected.json:
   tokens, logits [T x V] (float32 forward), loss (mean next-token cross-entropy), and for each parameter the
   gradient of that loss at its first 16 elements (row-major) plus the full gradient's L2 norm.
-src/test/java/org/grpo4j/model/HfFixtureTest.java compares grpo4j against these files.
+src/test/java/org/grpo4j/internal/model/HfFixtureTest.java compares grpo4j against these files.
 
 The config is given in the transformers 4 spelling (rope_theta + rope_scaling); transformers 5 converts it and saves
 config.json with `rope_parameters` instead (the committed fixture was made with transformers 5.17, torch 2.11).

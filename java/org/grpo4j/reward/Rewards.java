@@ -1,9 +1,12 @@
 package org.grpo4j.reward;
 
+import org.grpo4j.internal.reward.Deadline;
+import org.grpo4j.internal.reward.VerifierRegistry;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Objects;
 import java.util.TreeMap;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutorService;
@@ -14,20 +17,50 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
-import org.grpo4j.data.RlvrRow;
 
 /**
- * Routes each response to the reward function registered for its row's {@code dataset} (case-insensitive) and scores
- * batches in parallel, every verification under a time limit. gsm8k, math and ifeval are registered by default with
- * reward = verification_reward (10) on success. Unknown datasets, null ground truths, exceptions and timeouts score 0
- * and are counted; nothing here ever fails a training step.
+ * The reward functions of a run, by dataset name: routes each response to the function registered for its row's
+ * {@code dataset} (case-insensitive) and scores batches in parallel, every call under a time limit. The built-in
+ * verifiers {@code gsm8k}, {@code math} and {@code ifeval} are registered from the start (docs/verifiers.md), with
+ * reward = verification_reward (10) on success and 0 otherwise; {@link #register} adds or replaces one.
+ *
+ * <pre>{@code
+ * try (Rewards rewards = new Rewards()) {
+ *     rewards.register("even", (response, truth, row) -> RewardFunction.Score.of(endsWithEvenNumber(response) ? 1 : 0));
+ *     Rewards.Result r = rewards.score(new Rewards.Item("4 + 2 = 6", "6", "even", null));
+ * }
+ * }</pre>
+ *
+ * <p>A call that throws, runs past the time limit or returns null, NaN or infinity scores 0 with the reason in
+ * {@link Result#error()}, and is counted ({@link #counters()}); so are unknown datasets and null ground truths
+ * (scored 0 without an error). Nothing here ever fails a training step.
+ *
+ * <p><b>Thread safety:</b> thread-safe: registration and scoring may happen from any thread (a registration applies
+ * to the items scored after it). Reward functions are called concurrently on the registry's worker threads, so they
+ * must be thread-safe themselves. {@link #close()} stops the workers; any later call throws
+ * {@link IllegalStateException}.
  */
 public final class Rewards implements AutoCloseable {
 
-    /** One response to score. */
+    /**
+     * One response to score.
+     *
+     * @param response    the response text
+     * @param groundTruth the row's ground truth (null: scored 0)
+     * @param dataset     the name the function is registered under
+     * @param row         the whole row, passed to the function (may be null)
+     */
     public record Item(String response, String groundTruth, String dataset, RlvrRow row) {}
 
-    /** The outcome for one item: reward, verifier used ("none" when unrouted), and what went wrong if anything. */
+    /**
+     * The outcome for one item.
+     *
+     * @param reward   the reward (0 on any failure)
+     * @param verifier the function's dataset name, or "none" when no function is registered for the item's dataset
+     * @param detail   the function's optional detail, or why the item was not scored (unrouted, null ground truth)
+     * @param error    what went wrong (the exception's message, a timeout, a non-finite reward), or null
+     * @param timedOut whether the call ran past the time limit
+     */
     public record Result(double reward, String verifier, String detail, String error, boolean timedOut) {}
 
     private final Map<String, RewardFunction> functions = new ConcurrentHashMap<>();
@@ -36,9 +69,23 @@ public final class Rewards implements AutoCloseable {
     private final Map<String, AtomicLong> counts = new ConcurrentHashMap<>();
     private final AtomicLong errors = new AtomicLong(), timeouts = new AtomicLong(), unrouted = new AtomicLong(), nullTruth = new AtomicLong();
 
-    /** The built-in verifiers with the given semantics, reward and per-verification time limit. */
+    private volatile boolean closed;
+
+    /**
+     * The built-in verifiers with the given semantics and reward, and a time limit per call.
+     *
+     * @param compat             the verifiers' semantics
+     * @param verificationReward the reward of a response a built-in verifier accepts
+     * @param timeoutSeconds     the time limit of one call, in seconds
+     * @param threads            worker threads (at least 1 is used)
+     * @throws NullPointerException     if {@code compat} is null
+     * @throws IllegalArgumentException if the reward or the time limit is not a finite number &gt; 0
+     */
     public Rewards(Compat compat, double verificationReward, double timeoutSeconds, int threads) {
-        if (!(timeoutSeconds > 0)) throw new IllegalArgumentException("verifier timeout must be > 0 s, got " + timeoutSeconds);
+        Objects.requireNonNull(compat, "compat");
+        if (!(timeoutSeconds > 0) || Double.isInfinite(timeoutSeconds)) throw new IllegalArgumentException("verifier timeout must be a finite number > 0 s, got " + timeoutSeconds);
+        if (!(verificationReward > 0) || Double.isInfinite(verificationReward))
+            throw new IllegalArgumentException("verificationReward must be a finite number > 0, got " + verificationReward);
         this.timeoutNanos = (long) (timeoutSeconds * 1e9);
         AtomicInteger k = new AtomicInteger();
         ThreadFactory tf = r -> {
@@ -47,39 +94,81 @@ public final class Rewards implements AutoCloseable {
             return t;
         };
         this.pool = Executors.newFixedThreadPool(Math.max(1, threads), tf);
-        register("gsm8k", RewardFunction.fromVerifier((resp, gt) -> Gsm8k.verify(resp, gt, compat), verificationReward));
-        registerBuiltins(compat, verificationReward);
+        VerifierRegistry.registerBuiltins(this, compat, verificationReward);
     }
 
+    /** The built-in verifiers with their intended semantics, reward 10, 5 s per call, one worker per core. */
     public Rewards() { this(Compat.DEFAULT, 10.0, 5.0, Runtime.getRuntime().availableProcessors()); }
 
-    /** MATH and IFEval (separate so that the registry above stays readable). */
-    private void registerBuiltins(Compat compat, double verificationReward) {
-        VerifierRegistry.registerMathAndIfEval(this, compat, verificationReward);
-    }
-
-    /** Registers (or replaces) the function for a dataset name (matched case-insensitively). */
-    public Rewards register(String dataset, RewardFunction f) {
-        functions.put(dataset.toLowerCase(Locale.ROOT), f);
+    /**
+     * Registers (or replaces) the function for a dataset name.
+     *
+     * @param dataset  the name, matched case-insensitively against each row's {@code dataset}
+     * @param function the reward function (thread-safe: it is called concurrently)
+     * @return this registry
+     * @throws NullPointerException     if an argument is null
+     * @throws IllegalArgumentException if {@code dataset} is blank
+     * @throws IllegalStateException    if the registry is closed
+     */
+    public Rewards register(String dataset, RewardFunction function) {
+        Objects.requireNonNull(dataset, "dataset");
+        Objects.requireNonNull(function, "function");
+        if (dataset.isBlank()) throw new IllegalArgumentException("dataset is blank");
+        requireOpen();
+        functions.put(dataset.toLowerCase(Locale.ROOT), function);
         return this;
     }
 
-    /** The registered dataset names (lower case, sorted). */
+    /**
+     * The registered dataset names.
+     *
+     * @return lower case, sorted
+     */
     public java.util.SortedSet<String> names() { return new java.util.TreeSet<>(functions.keySet()); }
 
+    /**
+     * Whether a function is registered for a dataset.
+     *
+     * @param dataset a dataset name (null: false)
+     * @return true when {@link #score} would route it
+     */
     public boolean handles(String dataset) { return dataset != null && functions.containsKey(dataset.toLowerCase(Locale.ROOT)); }
 
-    /** Scores one item on the calling thread's pool, under the time limit. */
-    public Result score(Item it) {
-        return scoreAll(List.of(it)).get(0);
+    /**
+     * Scores one item under the time limit.
+     *
+     * @param item the item
+     * @return its result
+     * @throws NullPointerException  if {@code item} is null
+     * @throws IllegalStateException if the registry is closed
+     */
+    public Result score(Item item) {
+        Objects.requireNonNull(item, "item");
+        return scoreAll(List.of(item)).get(0);
     }
 
-    /** Scores items in parallel; results in input order. */
+    /**
+     * Scores items in parallel, each under the time limit.
+     *
+     * @param items the items
+     * @return their results, in input order
+     * @throws NullPointerException  if {@code items} or one of them is null
+     * @throws IllegalStateException if the registry is closed
+     */
     public List<Result> scoreAll(List<Item> items) {
+        Objects.requireNonNull(items, "items");
+        for (int i = 0; i < items.size(); i++) Objects.requireNonNull(items.get(i), "items[" + i + "]");
+        requireOpen();
         List<Future<Result>> fs = new ArrayList<>(items.size());
         for (int i = 0; i < items.size(); i++) {
             Item it = items.get(i);
-            fs.add(pool.submit(() -> run(it)));
+            try {
+                fs.add(pool.submit(() -> run(it)));
+            } catch (java.util.concurrent.RejectedExecutionException e) { // closed by another thread meanwhile
+                for (Future<Result> f : fs) f.cancel(true);
+                requireOpen();
+                throw e;
+            }
         }
         List<Result> out = new ArrayList<>(items.size());
         for (int i = 0; i < items.size(); i++) {
@@ -148,7 +237,12 @@ public final class Rewards implements AutoCloseable {
         return "verifier failed: internal error (" + (e == null ? "unknown" : e.getClass().getSimpleName()) + ")";
     }
 
-    /** Counters since construction: per verifier, errors, timeouts, unrouted, null ground truths. */
+    /**
+     * Counters since construction.
+     *
+     * @return {@code verifier/NAME} (calls per function), {@code errors}, {@code timeouts}, {@code unrouted} and
+     *         {@code null_ground_truth}, sorted by name
+     */
     public Map<String, Long> counters() {
         Map<String, Long> m = new TreeMap<>();
         counts.forEach((k, v) -> m.put("verifier/" + k, v.get()));
@@ -159,6 +253,21 @@ public final class Rewards implements AutoCloseable {
         return m;
     }
 
+    /**
+     * Whether {@link #close()} has been called.
+     *
+     * @return true once closed
+     */
+    public boolean isClosed() { return closed; }
+
+    /** Stops the worker threads (interrupting calls in progress). Idempotent. */
     @Override
-    public void close() { pool.shutdownNow(); }
+    public void close() {
+        closed = true;
+        pool.shutdownNow();
+    }
+
+    private void requireOpen() {
+        if (closed) throw new IllegalStateException("rewards are closed (Rewards.close() was called)");
+    }
 }

@@ -1,5 +1,8 @@
 package org.grpo4j.train;
 
+import org.grpo4j.internal.train.LossAggregation;
+import org.grpo4j.internal.train.LrSchedule;
+import org.grpo4j.internal.train.ReferenceOptions;
 import com.fasterxml.jackson.annotation.JsonIgnore;
 import com.fasterxml.jackson.databind.DeserializationFeature;
 import com.fasterxml.jackson.databind.JsonNode;
@@ -17,27 +20,46 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import org.grpo4j.backend.KlEstimator;
+import java.util.Objects;
 import org.grpo4j.reward.Compat;
 
 /**
  * GRPO configuration with the reference's flag names in snake_case (grpo-reference.md section 0), so a reference
- * command ports line by line, plus grpo4j's own keys (marked "grpo4j" below). Unknown keys, wrong types and
- * impossible batch arithmetic are rejected with one clear error before any work starts.
+ * command ports line by line, plus grpo4j's own keys (marked "grpo4j" below). In JSON the keys are snake_case
+ * ({@code local_rollout_batch_size}); in Java they are these public fields ({@code localRolloutBatchSize}).
+ * Unknown keys, wrong types and impossible batch arithmetic are rejected with one clear error before any work
+ * starts. docs/trainer.md says what each key does and where grpo4j differs from the reference.
+ *
+ * <pre>{@code
+ * GrpoConfig cfg = GrpoConfig.load(Path.of("examples/tiny-arith.json"), List.of("num_training_steps=20"));
+ * // or in code:
+ * GrpoConfig c = new GrpoConfig();
+ * c.modelNameOrPath = "init:tiny";
+ * c.datasetMixerList = List.of("examples/data/tiny-arith.jsonl", "1.0");
+ * }</pre>
+ *
+ * <p><b>Thread safety:</b> a mutable bean, not thread-safe. {@link GrpoTrainer.Builder#build()} takes a copy, so a
+ * config may be changed and reused after a trainer is built from it.
  */
 public final class GrpoConfig {
     // model and data
     /** HF model directory, or "init:tiny" for a freshly initialized tiny Llama with the bundled tokenizer (grpo4j). */
     public String modelNameOrPath;
+    /** Chat template of the prompts: tulu, llama3, r1_simple_chat, r1_simple_chat_postpend_think, or tokenizer (its own). */
     public String chatTemplateName = "tulu";
+    /** Training data as [dataset, amount, ...] pairs: a .jsonl/.parquet file or directory (relative paths: the config file's directory first), and "1.0" for all rows, "0.5" for half, "100" for 100 rows. */
     public List<String> datasetMixerList = new ArrayList<>();
+    /** Evaluation data in the same form; empty: no eval samples. */
     public List<String> datasetMixerEvalList = new ArrayList<>();
     /** Split per dataset (one for all, or one each); empty: every data file of a dataset directory. */
     public List<String> datasetMixerListSplits = new ArrayList<>();
+    /** Split per eval dataset (one for all, or one each). */
     public List<String> datasetMixerEvalListSplits = new ArrayList<>();
+    /** Rows whose prompt (chat-templated, with the generation prompt) is longer, in tokens, are dropped. */
     public int maxPromptTokenLength = 2048;
     /** Rows whose whole chat (every message) is longer are dropped, as the reference's rlvr_filter_v1 does. */
     public int maxTokenLength = 4096;
+    /** The longest response, in tokens. */
     public int responseLength = 2048;
 
     // batch arithmetic (per rank, as in the reference)
@@ -46,43 +68,67 @@ public final class GrpoConfig {
      * so the global batch grows with it. Above 1: ZeRO-2 over NCCL (tools/launch), or in-process ranks on the CPU.
      */
     public int worldSize = 1;
+    /** Prompts per step on each rank. */
     public int localRolloutBatchSize = 8;
+    /** Responses sampled per prompt (the group of GRPO's advantages); at least 2. */
     public int numberSamplesPerPrompt = 16;
+    /** Responses per optimizer step on each rank; divides local_rollout_batch_size x number_samples_per_prompt. */
     public int localMiniBatchSize = 64;
+    /** Responses per forward/backward pass (gradients accumulate over a mini-batch); divides local_mini_batch_size. */
     public int perDeviceTrainBatchSize = 2;
+    /** Responses per no-grad pass of the old and reference log-probs. */
     public int localRolloutForwardBatchSize = 2;
+    /** PPO epochs over each step's responses. */
     public int numEpochs = 1;
+    /** Responses in the whole run: the step count is total_episodes // (prompts per step x samples), unless num_training_steps is set. */
     public long totalEpisodes = 10_000_000L;
     /** Overrides total_episodes // (prompts per step x samples) when > 0 (grpo4j). */
     public int numTrainingSteps = 0;
 
     // optimization
+    /** AdamW's peak learning rate. */
     public double learningRate = 5e-7;
     /** linear, cosine, cosine_with_restarts, polynomial, constant, constant_with_warmup (transformers' semantics). */
     public String lrSchedulerType = "constant";
     /** "" (grpo4j: warm_up_steps honoured, true horizon) or "open-instruct-3f37c29" (the reference exactly); see LrSchedule. */
     public String lrSchedulerCompat = "";
+    /** Warm-up share of the schedule's optimizer steps (takes precedence over warm_up_steps when &gt; 0). */
     public double warmupRatio = 0.0;
+    /** Warm-up optimizer steps. */
     public int warmUpSteps = 0;
+    /** AdamW's decoupled weight decay. */
     public double weightDecay = 0.01;
+    /** AdamW's beta1. */
     public double adamBeta1 = 0.9;
+    /** AdamW's beta2. */
     public double adamBeta2 = 0.999;
+    /** AdamW's epsilon. */
     public double adamEps = 1e-8;
+    /** Global gradient-norm clip (Infinity: none). */
     public double maxGradNorm = 1.0;
+    /** Recompute activations in the backward pass (less memory, one more forward). */
     public boolean gradientCheckpointing = true;
 
     // GRPO
+    /** Weight of the KL penalty against the frozen reference policy. */
     public double beta = 0.01;
+    /** KL estimator of the penalty: kl1, kl2, kl3 or kl4. */
     public String klEstimator = "kl3";
+    /** PPO clip epsilon (the lower one when cliprange_high is set). */
     public double cliprange = 0.2;
     /** Clip-higher upper epsilon; defaults to cliprange (grpo4j). */
     public Double cliprangeHigh = null;
     /** micro_token_mean (reference), token_mean (DAPO), seq_mean_token_mean, dr_grpo (grpo4j). */
     public String lossAggregation = "micro_token_mean";
+    /** Sampling temperature of the rollouts (&gt; 0); log-probs are taken at the same temperature. */
     public double temperature = 1.0;
+    /** Nucleus sampling of the rollouts, in (0, 1]. */
     public double topP = 1.0;
+    /** Responses without the stop token (or shorter than min_response_length) get penalty_reward_value instead of their reward. */
     public boolean nonStopPenalty = true;
+    /** The reward of a penalized response. */
     public double penaltyRewardValue = 0.0;
+    /** Must be "eos": generation stops at the tokenizer's end-of-sequence token. */
     public String stopToken = "eos";
     /** Generation also stops when the text completes one of these (vLLM stop strings; the reference's stop_strings). */
     public List<String> stopStrings = new ArrayList<>();
@@ -90,8 +136,11 @@ public final class GrpoConfig {
     public int minResponseLength = 0;
 
     // rewards
+    /** Must be true: grpo4j is RLVR only. */
     public boolean applyVerifiableReward = true;
+    /** The reward of a response the built-in verifiers accept (0 otherwise). */
     public double verificationReward = 10.0;
+    /** Must be 0: grpo4j is RLVR only. */
     public double rewardModelMultiplier = 0.0;
     /** "" (intended behaviour, bugs fixed) or "open-instruct-3f37c29" (grpo4j). */
     public String verifierCompat = "";
@@ -99,6 +148,7 @@ public final class GrpoConfig {
     public double verifierTimeout = 5.0;
     /** Adds r1_style_format_reward to responses in the R1 format (open-instruct #551; reward.FormatReward). */
     public boolean addR1StyleFormatReward = false;
+    /** The format reward, when add_r1_style_format_reward is on. */
     public double r1StyleFormatReward = 1.0;
 
     // logging
@@ -108,9 +158,13 @@ public final class GrpoConfig {
     public List<String> notes = new ArrayList<>();
 
     // run
+    /** Seed of every random choice (data order, sampling, mini-batch order). */
     public long seed = 1;
+    /** Eval sample rounds over the run (0: none). */
     public int numEvals = 30;
+    /** A checkpoint every this many steps (0: only at the end and at step 0). */
     public int saveFreq = 40;
+    /** Where the run writes (unless the trainer is given another directory). */
     public String outputDir = "runs/grpo";
     /** auto, cpu, cuda, cuda:N (grpo4j). */
     public String backend = "auto";
@@ -141,9 +195,32 @@ public final class GrpoConfig {
      * learning rate and fresh moments. The GRPO reference policy is the model after warm-up.
      */
     public static final class SftWarmup {
+        /** No warm-up: 0 steps of 32 rows at learning rate 1e-3. */
+        public SftWarmup() {}
+
+        /** Warm-up steps (0: none). */
         public int steps = 0;
+        /** Rows per warm-up step. */
         public int batchSize = 32;
+        /** Warm-up learning rate. */
         public double learningRate = 1e-3;
+    }
+
+    /**
+     * The default configuration: the Tulu 3.1 RLVR command's values (grpo-reference.md section 0) for every key but
+     * {@code model_name_or_path} and {@code dataset_mixer_list}, which must be set.
+     */
+    public GrpoConfig() {}
+
+    /**
+     * A deep copy (every list and the warm-up settings copied), {@link #baseDir} included. Not validated.
+     *
+     * @return the copy
+     */
+    public GrpoConfig copy() {
+        GrpoConfig c = JSON.convertValue(JSON.valueToTree(this), GrpoConfig.class);
+        c.baseDir = baseDir;
+        return c;
     }
 
     /** The config file's directory: relative dataset paths are looked up there first, then in the working directory. */
@@ -157,15 +234,43 @@ public final class GrpoConfig {
             .disable(DeserializationFeature.ACCEPT_FLOAT_AS_INT) // num_training_steps=2.5 is an error, not 2
             .build();
 
-    /** Reads a JSON config file and applies "key=value" overrides (value parsed as JSON, else taken as a string). */
+    /**
+     * Reads a JSON config file (snake_case keys, e.g. examples/tiny-arith.json) and validates it.
+     *
+     * @param file the config file
+     * @return the config, with {@link #baseDir} set to the file's directory
+     * @throws NullPointerException     if {@code file} is null
+     * @throws java.nio.file.NoSuchFileException if the file does not exist
+     * @throws IOException              if it cannot be read
+     * @throws IllegalArgumentException if it is not valid JSON, has an unknown key or a wrong type, or fails
+     *                                  {@link #validate} (the message starts with the file)
+     */
+    public static GrpoConfig load(Path file) throws IOException { return load(file, List.of()); }
+
+    /**
+     * Reads a JSON config file, applies overrides and validates the result.
+     *
+     * @param file      the config file
+     * @param overrides "key=value" strings as {@code --set} takes them: the value is parsed as JSON, else taken as a
+     *                  string; nested keys with dots ({@code sft_warmup.steps=0})
+     * @return the config, with {@link #baseDir} set to the file's directory
+     * @throws NullPointerException     if {@code file}, {@code overrides} or an override is null
+     * @throws java.nio.file.NoSuchFileException if the file does not exist
+     * @throws IOException              if it cannot be read
+     * @throws IllegalArgumentException if it is not valid JSON, an override has no '=', a key is unknown or has the
+     *                                  wrong type, or the result fails {@link #validate}
+     */
     public static GrpoConfig load(Path file, List<String> overrides) throws IOException {
+        Objects.requireNonNull(file, "file");
+        Objects.requireNonNull(overrides, "overrides");
+        for (int i = 0; i < overrides.size(); i++) Objects.requireNonNull(overrides.get(i), "overrides[" + i + "]");
         if (!java.nio.file.Files.isRegularFile(file)) throw new java.nio.file.NoSuchFileException(file.toString(), null, "config file");
         JsonNode root;
         try {
             root = JSON.readTree(file.toFile());
         } catch (IOException e) {
             throw new IllegalArgumentException(file + ": not valid JSON: " + (e instanceof com.fasterxml.jackson.core.JsonProcessingException j
-                    ? org.grpo4j.util.JsonErrors.describe(j) : e.getMessage().lines().findFirst().orElse("")));
+                    ? org.grpo4j.internal.util.JsonErrors.describe(j) : e.getMessage().lines().findFirst().orElse("")));
         }
         if (root == null || root.isMissingNode()) throw new IllegalArgumentException(file + ": empty (expected a JSON object)");
         if (!root.isObject()) throw new IllegalArgumentException(file + ": the config must be a JSON object, got " + root.getNodeType().toString().toLowerCase(java.util.Locale.ROOT));
@@ -174,7 +279,7 @@ public final class GrpoConfig {
         return c;
     }
 
-    public static GrpoConfig fromJson(ObjectNode root, List<String> overrides, String where) {
+    private static GrpoConfig fromJson(ObjectNode root, List<String> overrides, String where) {
         ObjectNode tree = root.deepCopy();
         for (String o : overrides == null ? List.<String>of() : overrides) {
             int eq = o.indexOf('=');
@@ -241,6 +346,12 @@ public final class GrpoConfig {
         if (!cond) throw new IllegalArgumentException(where + ": " + msg);
     }
 
+    /**
+     * Checks every value and the batch arithmetic.
+     *
+     * @param where what to call the config in errors (its file, or "config")
+     * @throws IllegalArgumentException naming the first key that is wrong, its value and what is allowed
+     */
     public void validate(String where) {
         require(modelNameOrPath != null && !modelNameOrPath.isBlank(), where, "model_name_or_path is required");
         Object[][] objects = {{"chat_template_name", chatTemplateName}, {"dataset_mixer_list", datasetMixerList},
@@ -269,10 +380,10 @@ public final class GrpoConfig {
         require(chatTemplateName != null && !chatTemplateName.isBlank(), where, "chat_template_name is empty (tulu, llama3 or tokenizer)");
         require(outputDir != null && !outputDir.isBlank(), where, "output_dir is empty");
         try {
-            org.grpo4j.data.DatasetMixer.parse(datasetMixerList, "dataset_mixer_list");
-            if (!datasetMixerEvalList.isEmpty()) org.grpo4j.data.DatasetMixer.parse(datasetMixerEvalList, "dataset_mixer_eval_list");
-            org.grpo4j.backend.Backends.checkSpec(backend);
-            KlEstimator.parse(klEstimator);
+            org.grpo4j.internal.data.DatasetMixer.parse(datasetMixerList, "dataset_mixer_list");
+            if (!datasetMixerEvalList.isEmpty()) org.grpo4j.internal.data.DatasetMixer.parse(datasetMixerEvalList, "dataset_mixer_eval_list");
+            org.grpo4j.internal.backend.Backends.checkSpec(backend);
+            org.grpo4j.internal.backend.KlEstimator.parse(klEstimator);
             LossAggregation.parse(lossAggregation);
             Compat.parse(verifierCompat);
         } catch (IllegalArgumentException e) {
@@ -319,25 +430,89 @@ public final class GrpoConfig {
         ReferenceOptions.validate(this, where);
     }
 
+    /**
+     * Prompts per step over every rank.
+     *
+     * @return local_rollout_batch_size x world_size
+     */
     @JsonIgnore public int rolloutBatchSize() { return localRolloutBatchSize * worldSize; }
-    @JsonIgnore public int completionsPerStep() { return rolloutBatchSize() * numberSamplesPerPrompt; }
-    @JsonIgnore public int localCompletions() { return localRolloutBatchSize * numberSamplesPerPrompt; }
-    @JsonIgnore public int miniBatchSize() { return localMiniBatchSize * worldSize; }
-    @JsonIgnore public int numMiniBatches() { return localCompletions() / localMiniBatchSize; }
-    @JsonIgnore public int optimizerStepsPerTrainingStep() { return numEpochs * numMiniBatches(); }
-    @JsonIgnore public int gradientAccumulationSteps() { return localMiniBatchSize / perDeviceTrainBatchSize; }
-    @JsonIgnore public int trainingSteps() { return numTrainingSteps > 0 ? numTrainingSteps : (int) Math.min(Integer.MAX_VALUE, totalEpisodes / completionsPerStep()); }
-    @JsonIgnore public int evalFreq() { return numEvals == 0 ? Integer.MAX_VALUE : Math.max(1, trainingSteps() / numEvals); }
-    @JsonIgnore public double epsHigh() { return cliprangeHigh != null ? cliprangeHigh : cliprange; }
-    @JsonIgnore public KlEstimator kl() { return KlEstimator.parse(klEstimator); }
-    @JsonIgnore public LossAggregation aggregation() { return LossAggregation.parse(lossAggregation); }
-    @JsonIgnore public Compat compat() { return Compat.parse(verifierCompat); }
-    /** Warm-up optimizer steps of the schedule this config trains with (see {@link LrSchedule#of}). */
-    @JsonIgnore public int warmupSteps() { return LrSchedule.of(this).warmup(); }
-    /** The learning-rate schedule (see {@link LrSchedule#of}). */
-    @JsonIgnore public LrSchedule lrSchedule() { return LrSchedule.of(this); }
 
-    /** The derived quantities of grpo-reference.md section 0, name to value. */
+    /**
+     * Responses per step over every rank.
+     *
+     * @return prompts per step x number_samples_per_prompt
+     */
+    @JsonIgnore public int completionsPerStep() { return rolloutBatchSize() * numberSamplesPerPrompt; }
+
+    /**
+     * Responses per step on one rank.
+     *
+     * @return local_rollout_batch_size x number_samples_per_prompt
+     */
+    @JsonIgnore public int localCompletions() { return localRolloutBatchSize * numberSamplesPerPrompt; }
+
+    /**
+     * Responses per optimizer step over every rank.
+     *
+     * @return local_mini_batch_size x world_size
+     */
+    @JsonIgnore public int miniBatchSize() { return localMiniBatchSize * worldSize; }
+
+    /**
+     * Mini-batches per epoch.
+     *
+     * @return local responses / local_mini_batch_size
+     */
+    @JsonIgnore public int numMiniBatches() { return localCompletions() / localMiniBatchSize; }
+
+    /**
+     * Optimizer steps per training step.
+     *
+     * @return num_epochs x mini-batches
+     */
+    @JsonIgnore public int optimizerStepsPerTrainingStep() { return numEpochs * numMiniBatches(); }
+
+    /**
+     * Forward/backward passes per optimizer step.
+     *
+     * @return local_mini_batch_size / per_device_train_batch_size
+     */
+    @JsonIgnore public int gradientAccumulationSteps() { return localMiniBatchSize / perDeviceTrainBatchSize; }
+
+    /**
+     * The run's training steps.
+     *
+     * @return num_training_steps when set, else total_episodes // responses per step
+     */
+    @JsonIgnore public int trainingSteps() { return numTrainingSteps > 0 ? numTrainingSteps : (int) Math.min(Integer.MAX_VALUE, totalEpisodes / completionsPerStep()); }
+
+    /**
+     * Steps between eval sample rounds.
+     *
+     * @return max(1, training steps // num_evals), or {@link Integer#MAX_VALUE} without evals
+     */
+    @JsonIgnore public int evalFreq() { return numEvals == 0 ? Integer.MAX_VALUE : Math.max(1, trainingSteps() / numEvals); }
+
+    /**
+     * The upper clip epsilon.
+     *
+     * @return cliprange_high when set, else cliprange
+     */
+    @JsonIgnore public double epsHigh() { return cliprangeHigh != null ? cliprangeHigh : cliprange; }
+
+    /**
+     * The verifier semantics.
+     *
+     * @return verifier_compat parsed
+     * @throws IllegalArgumentException if verifier_compat is not "" or "open-instruct-3f37c29"
+     */
+    @JsonIgnore public Compat compat() { return Compat.parse(verifierCompat); }
+
+    /**
+     * The derived quantities of grpo-reference.md section 0, as {@code tools/grpo4j train --dry-run} prints them.
+     *
+     * @return name to value (with the formula), in print order
+     */
     public Map<String, String> derived() {
         Map<String, String> m = new LinkedHashMap<>();
         m.put("world_size", String.valueOf(worldSize));
@@ -350,13 +525,17 @@ public final class GrpoConfig {
                 : totalEpisodes + " // " + completionsPerStep() + " = " + trainingSteps());
         m.put("eval_freq", numEvals == 0 ? "never" : "max(1, " + trainingSteps() + " // " + numEvals + ") = " + evalFreq());
         m.put("optimizer steps in total", String.valueOf((long) trainingSteps() * optimizerStepsPerTrainingStep()));
-        LrSchedule lr = lrSchedule();
+        LrSchedule lr = LrSchedule.of(this);
         m.put("lr schedule", lr.type() + ", " + lr.base() + ", warm-up " + lr.warmup() + ", horizon " + lr.total() + " optimizer steps"
                 + (ReferenceOptions.lrCompat(this) ? " (lr_scheduler_compat " + ReferenceOptions.OPEN_INSTRUCT_3F37C29 + ")" : ""));
         return m;
     }
 
-    /** The config as JSON (what is saved next to checkpoints). */
+    /**
+     * The config as JSON, snake_case keys (what is saved next to checkpoints).
+     *
+     * @return pretty-printed JSON
+     */
     public String toJson() {
         try {
             return JSON.writerWithDefaultPrettyPrinter().writeValueAsString(this);
@@ -365,15 +544,36 @@ public final class GrpoConfig {
         }
     }
 
-    public static GrpoConfig fromJsonString(String json) throws IOException { return fromJsonString(json, "saved config"); }
+    /**
+     * Parses a config from JSON text and validates it.
+     *
+     * @param json a JSON object with snake_case keys
+     * @return the config
+     * @throws NullPointerException     if {@code json} is null
+     * @throws IllegalArgumentException if it is not valid JSON, has an unknown key or a wrong type, or fails
+     *                                  {@link #validate}
+     * @throws IOException              never in practice (kept for callers that read files)
+     */
+    public static GrpoConfig fromJsonString(String json) throws IOException { return fromJsonString(json, "config"); }
 
-    /** Parses a saved config; {@code where} (its file) names it in errors. */
+    /**
+     * Parses a config from JSON text and validates it; {@code where} (e.g. its file) starts every error message.
+     *
+     * @param json  a JSON object with snake_case keys
+     * @param where what to call it in errors
+     * @return the config
+     * @throws NullPointerException     if {@code json} is null
+     * @throws IllegalArgumentException if it is not valid JSON, has an unknown key or a wrong type, or fails
+     *                                  {@link #validate}
+     * @throws IOException              never in practice (kept for callers that read files)
+     */
     public static GrpoConfig fromJsonString(String json, String where) throws IOException {
+        Objects.requireNonNull(json, "json");
         JsonNode root;
         try {
             root = JSON.readTree(json);
         } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-            throw new IllegalArgumentException(where + ": not valid JSON: " + org.grpo4j.util.JsonErrors.describe(e));
+            throw new IllegalArgumentException(where + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(e));
         }
         if (root == null || root.isMissingNode()) throw new IllegalArgumentException(where + ": empty (expected the run's config as a JSON object)");
         if (!root.isObject()) throw new IllegalArgumentException(where + ": the config must be a JSON object, got " + root.getNodeType().toString().toLowerCase(java.util.Locale.ROOT));

@@ -13,7 +13,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.TreeSet;
 import java.util.concurrent.TimeUnit;
-import org.grpo4j.backend.CudaRuntime;
+import org.grpo4j.internal.backend.CudaRuntime;
 import org.junit.platform.engine.TestExecutionResult;
 import org.junit.platform.engine.discovery.ClassNameFilter;
 import org.junit.platform.launcher.Launcher;
@@ -248,7 +248,7 @@ public final class GpuCheck {
         Path ours = out.resolve("bench-ours.json"), peers = out.resolve("bench-peers.json");
         long budgetS = Math.max(30, TimeUnit.NANOSECONDS.toSeconds(budgetNs) * 3 / 5), peersS = Math.max(30, TimeUnit.NANOSECONDS.toSeconds(budgetNs) * 2 / 5);
         List<String> cmd = new ArrayList<>(javaCommand());
-        cmd.addAll(List.of("org.grpo4j.cli.Main", "bench", "--family", "all", "--json", ours.toString()));
+        cmd.addAll(List.of("org.grpo4j.internal.cli.Main", "bench", "--family", "all", "--json", ours.toString()));
         int failures = 0;
         int code = run(cmd, out.resolve("bench-ours.log"), budgetS);
         notes.add("kernel benchmark: " + (code == 0 ? "ok" : "exit " + code) + " — " + out.resolve("bench-ours.log").getFileName()
@@ -268,7 +268,7 @@ public final class GpuCheck {
         notes.add("peers: " + (code == 0 ? "ok" : "exit " + code) + " — bench-peers.log, " + peers.getFileName());
         if (code == 0 && Files.exists(ours)) {
             cmd = new ArrayList<>(javaCommand());
-            cmd.addAll(List.of("org.grpo4j.cli.Main", "bench", "--compare", ours.toString(), peers.toString(), "--out", out.toString()));
+            cmd.addAll(List.of("org.grpo4j.internal.cli.Main", "bench", "--compare", ours.toString(), peers.toString(), "--out", out.toString()));
             code = run(cmd, out.resolve("bench-compare.log"), 60);
             notes.add("comparison: " + (code == 0 ? "ok" : "exit " + code) + " — bench-compare.log");
             if (code != 0) failures++;

@@ -7,7 +7,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
-import org.grpo4j.backend.CudaRuntime;
+import org.grpo4j.internal.backend.CudaRuntime;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -17,7 +17,7 @@ class GpuCheckTest {
     @Test
     void discoversTheGpuTestClasses() {
         List<String> classes = GpuCheck.gpuTestClasses(null);
-        assertTrue(classes.contains("org.grpo4j.backend.CudaBackendTest"), classes.toString());
+        assertTrue(classes.contains("org.grpo4j.internal.backend.CudaBackendTest"), classes.toString());
         assertTrue(classes.stream().anyMatch(c -> c.endsWith("MatmulConformanceTest")), classes.toString());
         assertFalse(classes.contains("org.grpo4j.tools.GpuCheckTest"), "a class without gpu tests is not a family");
     }

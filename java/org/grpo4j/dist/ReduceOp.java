@@ -1,4 +1,0 @@
-package org.grpo4j.dist;
-
-/** Reductions of {@link Communicator}: the sum, or the sum divided by the world size. */
-public enum ReduceOp { SUM, AVG }

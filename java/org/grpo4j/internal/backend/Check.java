@@ -1,0 +1,90 @@
+package org.grpo4j.internal.backend;
+
+import java.util.Arrays;
+
+/** Argument validation shared by every backend: each failure names the op, the argument and the shapes. */
+final class Check {
+    private Check() {}
+
+    static IllegalArgumentException fail(String op, String message) {
+        return new IllegalArgumentException(op + ": " + message);
+    }
+
+    static void notNull(String op, String name, Object o) {
+        if (o == null) throw fail(op, name + " is null");
+    }
+
+    /** Live, belongs to this backend. */
+    static void tensor(String op, AbstractBackend be, String name, Tensor t) {
+        notNull(op, name, t);
+        if (t.backend() != be)
+            throw fail(op, name + " " + t + " lives on " + (t.backend().name().equals(be.name())
+                    ? "another " + be.name() + " backend instance" : t.backend().name() + ", not on " + be.name()));
+        if (!t.isLive()) throw new IllegalStateException(op + ": " + name + " " + t + " was already freed");
+    }
+
+    static void dtype(String op, String name, Tensor t, DType... allowed) {
+        for (DType d : allowed) if (t.dtype() == d) return;
+        throw fail(op, name + " has dtype " + t.dtype().label() + ", expected " + labels(allowed));
+    }
+
+    /**
+     * Tensors that must share one floating dtype (all fp32 or all bf16); {@code names} lists them as in messages
+     * ("out, a, b"). Returns the shared dtype.
+     */
+    static DType sameFloat(String op, String names, Tensor... ts) {
+        DType d = ts[0].dtype();
+        boolean ok = d == DType.FP32 || d == DType.BF16;
+        for (Tensor t : ts) ok &= t.dtype() == d;
+        if (!ok) throw fail(op, names + " have dtypes " + dtypes(ts) + "; expected all fp32 or all bf16");
+        return d;
+    }
+
+    static String dtypes(Tensor... ts) {
+        StringBuilder sb = new StringBuilder();
+        for (int i = 0; i < ts.length; i++) sb.append(i > 0 ? ", " : "").append(ts[i].dtype().label());
+        return sb.toString();
+    }
+
+    /** Exact shape; -1 in expected matches any size. */
+    static void shape(String op, String name, Tensor t, int... expected) {
+        int[] s = t.shape();
+        boolean ok = s.length == expected.length;
+        for (int i = 0; ok && i < s.length; i++) ok = expected[i] < 0 || expected[i] == s[i];
+        if (!ok) throw fail(op, name + " has shape " + Arrays.toString(s) + ", expected " + pattern(expected));
+    }
+
+    static void rank(String op, String name, Tensor t, int... ranks) {
+        for (int r : ranks) if (t.rank() == r) return;
+        throw fail(op, name + " " + t.shapeString() + " has rank " + t.rank() + ", expected rank " + Arrays.toString(ranks));
+    }
+
+    static void sameNumel(String op, String a, Tensor ta, String b, Tensor tb) {
+        if (ta.numel() != tb.numel())
+            throw fail(op, a + " " + ta.shapeString() + " and " + b + " " + tb.shapeString() + " differ in element count");
+    }
+
+    static void finite(String op, String name, double v) {
+        if (!Double.isFinite(v)) throw fail(op, name + " must be finite, got " + v);
+    }
+
+    static void positive(String op, String name, double v) {
+        if (!(v > 0) || !Double.isFinite(v)) throw fail(op, name + " must be positive and finite, got " + v);
+    }
+
+    static void check(boolean cond, String op, String message) {
+        if (!cond) throw fail(op, message);
+    }
+
+    private static String pattern(int[] e) {
+        StringBuilder sb = new StringBuilder("[");
+        for (int i = 0; i < e.length; i++) sb.append(i > 0 ? ", " : "").append(e[i] < 0 ? "*" : String.valueOf(e[i]));
+        return sb.append(']').toString();
+    }
+
+    private static String labels(DType[] ds) {
+        StringBuilder sb = new StringBuilder();
+        for (int i = 0; i < ds.length; i++) sb.append(i > 0 ? " or " : "").append(ds[i].label());
+        return sb.toString();
+    }
+}

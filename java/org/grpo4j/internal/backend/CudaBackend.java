@@ -1,0 +1,717 @@
+package org.grpo4j.internal.backend;
+
+import java.util.LinkedHashSet;
+import java.util.Set;
+import org.grpo4j.bindings.CudaNative;
+
+/**
+ * Runs ops on one GPU through grpo4j's kernels ({@code cuda/*.cu}, bound by {@link CudaNative}) and cuBLASLt GEMMs
+ * ({@link CublasGemm}).
+ *
+ * <p>Memory: every tensor owns a cudaMalloc'd block freed by {@link Tensor#close()}; views share it. Work is ordered
+ * on the backend's stream; host copies synchronize that stream. Every CUDA status is checked and becomes a
+ * {@link CudaException} naming the call. Ops not yet ported to CUDA throw {@link UnsupportedOperationException}
+ * naming the op (see {@link #implementedOps()}).
+ *
+ * <p>Index data (ids, positions, slots) lives on the device, so it is checked there: a kernel skips an out-of-range
+ * element and records it in a small device flag; the backend reads the flag at its next {@link #synchronize()} or
+ * download and throws {@link IllegalArgumentException} naming the op, the element and the value, as the CPU backend
+ * does at the call.
+ */
+public final class CudaBackend extends AbstractBackend {
+    private final int device;
+    private final long stream;
+    private final CudaRuntime.Device props;
+    private final Tensor flag;        // int32[4]: op code, element, value, limit (cuda/common.cuh: g4::report)
+    private boolean flagArmed;        // an op that can report ran since the flag was last read
+    private Tensor scratch;           // grown on demand; ops on the one stream use it one after another
+    private final java.util.Map<Rope, Tensor> invFreqs = new java.util.HashMap<>();
+    private CublasGemm gemm;
+    private boolean tf32 = Boolean.getBoolean("grpo4j.tf32");
+    private boolean released;
+
+    /** Opens device {@code device}; throws {@link IllegalStateException} with the reason when CUDA is unavailable. */
+    public CudaBackend(int device) {
+        CudaRuntime.Availability a = CudaRuntime.probe();
+        if (!a.available()) throw new IllegalStateException("cuda unavailable: " + a.reason());
+        if (device < 0 || device >= a.deviceCount())
+            throw new IllegalArgumentException("cuda:" + device + " does not exist (" + a.deviceCount() + " device(s) visible)");
+        this.device = device;
+        this.props = CudaRuntime.devices().get(device);
+        CudaRuntime.check(CudaNative.g4_set_device(device), "cudaSetDevice(" + device + ")");
+        long[] s = new long[1];
+        CudaRuntime.check(CudaNative.g4_stream_create(s), "cudaStreamCreateWithFlags");
+        this.stream = s[0];
+        this.flag = empty(DType.INT32, 4);
+        CudaRuntime.check(CudaNative.g4_memset(addr(flag), 0, 16, stream), "cudaMemsetAsync(error flag)");
+    }
+
+    @Override
+    public String name() { return "cuda:" + device; }
+
+    @Override
+    public String description() {
+        return name() + " (" + props.name() + ", " + (props.totalMemory() >> 20) + " MiB, " + props.smCount()
+                + " SMs, sm_" + props.major() + props.minor() + ")";
+    }
+
+    /** The kernels in cuda/, plus matmul when cuBLAS and cuBLASLt load. */
+    @Override
+    public Set<String> implementedOps() {
+        Set<String> s = new LinkedHashSet<>();
+        for (String op : Ops.ALL) if (Ops.CUDA_KERNELS.contains(op) || (op.equals(Ops.MATMUL) && CudaRuntime.cublasLoads())) s.add(op);
+        if (!CudaRuntime.cublasLoads()) s.removeAll(LM_HEAD_OPS); // their GEMMs run on cuBLASLt
+        return s;
+    }
+
+    /**
+     * TF32 tensor cores for fp32 x fp32 matmuls (about 10 mantissa bits per product): off by default, so fp32 GEMMs are
+     * exact to fp32 accumulation as the conformance suite checks; also {@code -Dgrpo4j.tf32=true}. bf16 GEMMs are not
+     * affected.
+     */
+    public void setTf32(boolean on) { this.tf32 = on; }
+
+    public int device() { return device; }
+
+    /** The CUDA stream (cudaStream_t as a long) every op of this backend is ordered on. */
+    public long stream() { return stream; }
+
+    private void onDevice() {
+        CudaRuntime.check(CudaNative.g4_set_device(device), "cudaSetDevice(" + device + ")");
+    }
+
+    @Override
+    public void synchronize() {
+        CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize");
+        readFlag();
+    }
+
+    /** After the stream is idle: throws for the first out-of-range index a kernel reported, and clears the flag. */
+    private void readFlag() {
+        if (!flagArmed) return;
+        flagArmed = false;
+        int[] f = new int[4];
+        CudaRuntime.check(CudaNative.g4_memcpy_dtoh(f, addr(flag), 16, stream), "cudaMemcpy(error flag)");
+        if (f[0] == 0) return;
+        CudaRuntime.check(CudaNative.g4_memset(addr(flag), 0, 16, stream), "cudaMemsetAsync(error flag)");
+        if ((f[0] >>> 8) != 0) throw new IllegalArgumentException(attentionFlagMessage(f)); // attention kernels (issue 12)
+        String op = f[0] >= 1 && f[0] <= Ops.ALL.size() ? Ops.ALL.get(f[0] - 1) : "op #" + f[0];
+        String what = switch (op) {
+            case Ops.ROPE, Ops.ROPE_BACKWARD -> "positions[" + f[1] + "] = " + f[2] + " is negative";
+            case Ops.KV_APPEND -> "slots[" + f[1] + "] = " + f[2] + " is outside [0, " + f[3] + ")";
+            case Ops.TOKEN_LOGPROBS, Ops.TOKEN_LOGPROBS_BACKWARD, Ops.GRPO_LOSS -> "targets[" + f[1] + "] = " + f[2] + " is outside [0, " + f[3] + ")";
+            default -> "ids[" + f[1] + "] = " + f[2] + " is outside [0, " + f[3] + ")";
+        };
+        throw new IllegalArgumentException(op + ": " + what + " (found by the kernel; that element was skipped)");
+    }
+
+    /** The op code a kernel reports with (1-based index in {@link Ops#ALL}); arms the flag check. */
+    private int opCode(String op) {
+        flagArmed = true;
+        return Ops.ALL.indexOf(op) + 1;
+    }
+
+    /**
+     * CUDA graphs: the body's ops are captured on this backend's stream (relaxed mode) and instantiated. While
+     * capturing, nothing may allocate, copy to or from the host or synchronize (scratch growth is refused with a
+     * message: run the body eagerly once first).
+     */
+    @Override
+    public Replay capture(Runnable body) {
+        onDevice();
+        CudaRuntime.check(CudaNative.g4_graph_begin_capture(stream), "cudaStreamBeginCapture");
+        capturing = true;
+        long[] exec = new long[1];
+        try {
+            body.run();
+        } catch (RuntimeException e) {
+            capturing = false;
+            CudaNative.g4_graph_end_capture(stream, exec);
+            if (exec[0] != 0) CudaNative.g4_graph_destroy(exec[0]);
+            throw e;
+        }
+        capturing = false;
+        CudaRuntime.check(CudaNative.g4_graph_end_capture(stream, exec), "cudaStreamEndCapture / cudaGraphInstantiate");
+        long handle = exec[0];
+        return new Replay() {
+            private boolean closed;
+
+            @Override
+            public void run() {
+                if (closed) throw new IllegalStateException("graph used after close");
+                flagArmed = true; // recorded ops may report index errors like eager ones
+                CudaRuntime.check(CudaNative.g4_graph_launch(handle, stream), "cudaGraphLaunch");
+            }
+
+            @Override
+            public void close() {
+                if (!closed) {
+                    closed = true;
+                    CudaNative.g4_graph_destroy(handle);
+                }
+            }
+        };
+    }
+
+    private boolean capturing;
+
+    /** A device buffer of at least {@code bytes}, reused by every op (they run one after another on the stream). */
+    private long scratch(long bytes) {
+        if (scratch == null || scratch.bytes() < bytes) {
+            if (capturing)
+                throw new IllegalStateException("an op needs " + bytes + " bytes of scratch while a CUDA graph is being captured: "
+                        + "run the captured work eagerly once first");
+            if (scratch != null) {
+                CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize");
+                scratch.close();
+            }
+            long grown = Math.max(bytes, scratch == null ? 1 << 20 : scratch.bytes() * 2);
+            scratch = empty(DType.INT32, Math.toIntExact((grown + 3) / 4));
+        }
+        return addr(scratch);
+    }
+
+    @Override
+    public void close() {
+        if (released) return;
+        released = true;
+        CudaNative.g4_stream_synchronize(stream);
+        if (gemm != null) gemm.close();
+        if (scratch != null) scratch.close();
+        closeLmHead();
+        for (Tensor t : invFreqs.values()) t.close();
+        flag.close();
+        if (liveTensors() > 0)
+            System.getLogger("org.grpo4j").log(System.Logger.Level.WARNING,
+                    name() + " closed with " + liveTensors() + " live tensors (" + liveBytes() + " bytes)");
+        super.close();
+        CudaNative.g4_stream_destroy(stream);
+    }
+
+    // ---- events ---------------------------------------------------------------------------------------------------
+
+    /** A CUDA event; close it when done. */
+    public final class Event implements AutoCloseable {
+        final long handle;
+
+        private Event() {
+            long[] e = new long[1];
+            CudaRuntime.check(CudaNative.g4_event_create(e), "cudaEventCreate");
+            handle = e[0];
+        }
+
+        /** Records this event on the backend's stream. */
+        public Event record() {
+            CudaRuntime.check(CudaNative.g4_event_record(handle, stream), "cudaEventRecord");
+            return this;
+        }
+
+        public void synchronize() { CudaRuntime.check(CudaNative.g4_event_synchronize(handle), "cudaEventSynchronize"); }
+
+        /** Milliseconds between {@code start} (recorded earlier) and this event. */
+        public float elapsedSince(Event start) {
+            float[] ms = new float[1];
+            CudaRuntime.check(CudaNative.g4_event_elapsed_ms(ms, start.handle, handle), "cudaEventElapsedTime");
+            return ms[0];
+        }
+
+        @Override
+        public void close() { CudaNative.g4_event_destroy(handle); }
+    }
+
+    public Event newEvent() {
+        onDevice();
+        return new Event();
+    }
+
+    /** Makes this backend's stream wait (on the GPU, without blocking the host) until {@code e} has completed. */
+    public void waitFor(Event e) {
+        CudaRuntime.check(CudaNative.g4_stream_wait_event(stream, e.handle), "cudaStreamWaitEvent");
+    }
+
+    // ---- memory ---------------------------------------------------------------------------------------------------
+
+    static final class CudaStorage extends Storage {
+        final long address;
+
+        CudaStorage(DType dtype, long elements, long address) {
+            super(dtype, elements);
+            this.address = address;
+        }
+
+        @Override
+        void free() {
+            if (address != 0) CudaRuntime.check(CudaNative.g4_free(address), "cudaFree");
+        }
+    }
+
+    static long addr(Tensor t) {
+        return ((CudaStorage) t.storage).address + t.offset * t.dtype().bytes();
+    }
+
+    @Override
+    Storage allocateStorage(DType dtype, long elements) {
+        if (capturing)
+            throw new IllegalStateException("a tensor was allocated while a CUDA graph is being captured: allocate before capturing");
+        onDevice();
+        long bytes = Math.max(1, elements * dtype.bytes());
+        long[] p = new long[1];
+        int e = CudaNative.g4_malloc(bytes, p);
+        if (e != 0) {
+            long[] free = new long[1], total = new long[1];
+            CudaNative.g4_mem_get_info(free, total);
+            throw new CudaException("cudaMalloc(" + bytes + " bytes; " + (free[0] >> 20) + " MiB free of "
+                    + (total[0] >> 20) + " MiB on " + name() + ")", e, CudaNative.g4_error_name(e), CudaNative.g4_error_string(e));
+        }
+        return new CudaStorage(dtype, elements, p[0]);
+    }
+
+    @Override
+    void uploadImpl(Tensor dst, Object a) {
+        long bytes = dst.bytes();
+        int e = switch (dst.dtype()) {
+            case FP32 -> CudaNative.g4_memcpy_htod(addr(dst), (float[]) a, bytes, stream);
+            case BF16 -> CudaNative.g4_memcpy_htod(addr(dst), (short[]) a, bytes, stream);
+            case INT32 -> CudaNative.g4_memcpy_htod(addr(dst), (int[]) a, bytes, stream);
+            case INT64 -> CudaNative.g4_memcpy_htod(addr(dst), (long[]) a, bytes, stream);
+        };
+        CudaRuntime.check(e, "cudaMemcpyAsync(host to device, " + bytes + " bytes)");
+    }
+
+    @Override
+    Object downloadImpl(Tensor t) {
+        int n = Math.toIntExact(t.numel());
+        long bytes = t.bytes();
+        Object out;
+        int e;
+        switch (t.dtype()) {
+            case FP32 -> { float[] a = new float[n]; e = CudaNative.g4_memcpy_dtoh(a, addr(t), bytes, stream); out = a; }
+            case BF16 -> { short[] a = new short[n]; e = CudaNative.g4_memcpy_dtoh(a, addr(t), bytes, stream); out = a; }
+            case INT32 -> { int[] a = new int[n]; e = CudaNative.g4_memcpy_dtoh(a, addr(t), bytes, stream); out = a; }
+            default -> { long[] a = new long[n]; e = CudaNative.g4_memcpy_dtoh(a, addr(t), bytes, stream); out = a; }
+        }
+        CudaRuntime.check(e, "cudaMemcpyAsync(device to host, " + bytes + " bytes)");
+        readFlag();
+        return out;
+    }
+
+    // ---- ops ------------------------------------------------------------------------------------------------------
+
+    /** The kernels' dtype code. */
+    static int dt(Tensor t) { return t.dtype() == DType.BF16 ? CudaNative.BF16 : CudaNative.F32; }
+
+    private static void ok(int e, String what) { CudaRuntime.check(e, what); }
+
+    @Override
+    void fillImpl(Tensor x, double value) {
+        if (x.numel() == 0) return;
+        ok(x.dtype() == DType.INT32 ? CudaNative.g4_fill_i32(addr(x), x.numel(), (int) value, stream)
+                : CudaNative.g4_fill(dt(x), addr(x), x.numel(), (float) value, stream), "fill kernel");
+    }
+
+    @Override
+    void scaleImpl(Tensor x, float alpha) {
+        ok(CudaNative.g4_scale(dt(x), addr(x), x.numel(), alpha, stream), "scale kernel");
+    }
+
+    @Override
+    void copyImpl(Tensor dst, Tensor src) {
+        if (dst.numel() == 0) return;
+        ok(CudaNative.g4_memcpy_dtod(addr(dst), addr(src), dst.bytes(), stream), "cudaMemcpyAsync(device to device)");
+    }
+
+    @Override
+    void castImpl(Tensor dst, Tensor src) {
+        if (dst.dtype() == src.dtype()) {
+            copyImpl(dst, src);
+            return;
+        }
+        ok(CudaNative.g4_cast(dt(dst), addr(dst), dt(src), addr(src), dst.numel(), stream), "cast kernel");
+    }
+
+    @Override
+    void addImpl(Tensor out, Tensor a, Tensor b) {
+        ok(CudaNative.g4_add(dt(out), addr(out), addr(a), addr(b), out.numel(), stream), "add kernel");
+    }
+
+    @Override
+    void axpyImpl(Tensor y, float alpha, Tensor x) {
+        ok(CudaNative.g4_axpy(addr(y), alpha, dt(x), addr(x), y.numel(), stream), "axpy kernel");
+    }
+
+    @Override
+    void embeddingImpl(Tensor out, Tensor table, Tensor ids) {
+        ok(CudaNative.g4_embedding(dt(table), addr(out), addr(table), addr(ids), ids.dim(0), table.dim(1), table.dim(0),
+                addr(flag), opCode(Ops.EMBEDDING), stream), "embedding kernel");
+    }
+
+    @Override
+    void embeddingBackwardImpl(Tensor dTable, Tensor dOut, Tensor ids) {
+        int n = ids.dim(0), v = dTable.dim(0);
+        long[] bytes = new long[1];
+        ok(CudaNative.g4_embedding_backward_workspace(n, v, bytes), "embeddingBackward workspace");
+        ok(CudaNative.g4_embedding_backward(addr(dTable), dt(dOut), addr(dOut), addr(ids), n, dTable.dim(1), v,
+                scratch(bytes[0]), bytes[0], addr(flag), opCode(Ops.EMBEDDING_BACKWARD), stream), "embeddingBackward kernels");
+    }
+
+    @Override
+    void rmsNormImpl(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps) {
+        ok(CudaNative.g4_rmsnorm(dt(x), dt(weight), addr(out), addr(rstd), addr(x), addr(weight), x.dim(0), x.dim(1), eps, stream),
+                "rmsNorm kernel");
+    }
+
+    @Override
+    void rmsNormBackwardImpl(Tensor dx, Tensor dWeight, Tensor dOut, Tensor x, Tensor weight, Tensor rstd) {
+        int n = x.dim(0), d = x.dim(1);
+        long[] bytes = new long[1];
+        ok(CudaNative.g4_rmsnorm_backward_workspace(n, d, bytes), "rmsNormBackward workspace");
+        ok(CudaNative.g4_rmsnorm_backward(dt(x), dt(weight), addr(dx), addr(dWeight), addr(dOut), addr(x), addr(weight), addr(rstd),
+                n, d, scratch(bytes[0]), bytes[0], stream), "rmsNormBackward kernels");
+    }
+
+    @Override
+    void matmulImpl(Tensor c, Tensor a, boolean transA, Tensor b, boolean transB, float alpha, float beta,
+                    int batch, int m, int n, int k) {
+        if (c.numel() == 0) return;
+        if (k == 0) { // op(A) op(B) is all zeros: C = beta * C (beta 0 overwrites, NaN included)
+            if (beta == 0f) fillImpl(c, 0);
+            else scaleImpl(c, beta);
+            return;
+        }
+        if (gemm == null) gemm = new CublasGemm(this);
+        gemm.matmul(c, a, transA, b, transB, alpha, beta, batch, m, n, k, tf32);
+    }
+
+    /** Host cost counters of the GEMM wrapper: cached plans and how many use the cuBLAS fallback. */
+    int[] gemmPlanCounts() { return gemm == null ? new int[2] : gemm.planCounts(); }
+
+    @Override
+    void ropeImpl(Tensor out, Tensor x, Tensor positions, Rope rope, boolean inverse) {
+        Tensor inv = invFreqs.computeIfAbsent(rope, r -> upload(r.invFreq(), r.headDim() / 2));
+        ok(CudaNative.g4_rope(dt(x), addr(out), addr(x), addr(positions), addr(inv), x.dim(0), x.dim(1), x.dim(2),
+                inverse ? 1 : 0, addr(flag), opCode(inverse ? Ops.ROPE_BACKWARD : Ops.ROPE), stream), "rope kernel");
+    }
+
+    @Override
+    void kvAppendImpl(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor slots) {
+        ok(CudaNative.g4_kv_append(dt(kCache), addr(kCache), addr(vCache), addr(k), addr(v), addr(slots), k.dim(0),
+                k.dim(1) * k.dim(2), kCache.dim(0) * kCache.dim(1), addr(flag), opCode(Ops.KV_APPEND), stream), "kvAppend kernel");
+    }
+
+    @Override
+    void swigluImpl(Tensor out, Tensor gate, Tensor up) {
+        ok(CudaNative.g4_swiglu(dt(out), addr(out), addr(gate), addr(up), out.numel(), stream), "swiglu kernel");
+    }
+
+    @Override
+    void swigluBackwardImpl(Tensor dGate, Tensor dUp, Tensor dOut, Tensor gate, Tensor up) {
+        ok(CudaNative.g4_swiglu_backward(dt(gate), addr(dGate), addr(dUp), addr(dOut), addr(gate), addr(up), gate.numel(),
+                stream), "swigluBackward kernel");
+    }
+
+    @Override
+    void adamWImpl(Tensor param, Tensor grad, Tensor m, Tensor v, AdamWStep st, Tensor bf16Out) {
+        float[] c = adamWScalars(st);
+        ok(CudaNative.g4_adamw(addr(param), addr(grad), addr(m), addr(v), bf16Out == null ? 0 : addr(bf16Out), param.numel(),
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], stream), "adamW kernel");
+    }
+
+    /**
+     * The adamW kernel's scalars {decay, beta1, beta2, 1-beta1, 1-beta2, lr/bc1, sqrt(bc2), eps}, computed exactly as
+     * CpuBackend.adamWImpl computes them, so that the update is bit-identical (DeviceMathTest checks it).
+     */
+    static float[] adamWScalars(AdamWStep st) {
+        double bc1 = 1 - Math.pow(st.beta1(), st.step()), bc2 = 1 - Math.pow(st.beta2(), st.step());
+        return new float[] {1f - st.lr() * st.weightDecay(), st.beta1(), st.beta2(), 1 - st.beta1(), 1 - st.beta2(),
+                (float) (st.lr() / bc1), (float) Math.sqrt(bc2), st.eps()};
+    }
+
+    @Override
+    void sumSquaresImpl(Tensor out, Tensor x) {
+        long[] bytes = new long[1];
+        ok(CudaNative.g4_sum_squares_workspace(x.numel(), bytes), "sumSquares workspace");
+        ok(CudaNative.g4_sum_squares(addr(out), dt(x), addr(x), x.numel(), scratch(bytes[0]), bytes[0], stream), "sumSquares kernels");
+    }
+
+    // ---- attention (issue 12: cuda/attention.cu, cuda/decode.cu) ----------------------------------------------------
+
+    private boolean deterministicAttention = !"false".equals(System.getProperty("grpo4j.deterministicAttention"));
+
+    /**
+     * How attentionBackward forms dq. Deterministic (the default, and what the trainer runs): a separate dQ pass per
+     * query tile over its key tiles, so dq is bitwise the same run to run and a resumed run repeats the original
+     * exactly. Fast: the dK/dV pass also adds dS K into an fp32 accumulator with atomics (the order of additions, and
+     * so the last bits, vary run to run), then one convert; it saves the dQ pass's recomputation of QK^T and dO V^T.
+     * Also {@code -Dgrpo4j.deterministicAttention=false}.
+     */
+    public void setDeterministicAttention(boolean on) { this.deterministicAttention = on; }
+
+    public boolean deterministicAttention() { return deterministicAttention; }
+
+    @Override
+    void attentionImpl(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, float scale) {
+        int n = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = k.dim(1), b = cuSeqlens.dim(0) - 1;
+        long[] bytes = new long[1];
+        ok(CudaNative.g4_attention_workspace(n, b, hq, d, 0, 1, bytes), "attention workspace");
+        ok(CudaNative.g4_attention(dt(q), addr(out), addr(lse), addr(q), addr(k), addr(v), addr(cuSeqlens), n, b, hq, hkv, d,
+                scale, scratch(bytes[0]), bytes[0], addr(flag), opCode(Ops.ATTENTION), stream), "attention kernels");
+    }
+
+    @Override
+    void attentionBackwardImpl(Tensor dq, Tensor dk, Tensor dv, Tensor dOut, Tensor q, Tensor k, Tensor v, Tensor out,
+                               Tensor lse, Tensor cuSeqlens, float scale) {
+        int n = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = k.dim(1), b = cuSeqlens.dim(0) - 1;
+        int det = deterministicAttention ? 1 : 0;
+        long[] bytes = new long[1];
+        ok(CudaNative.g4_attention_workspace(n, b, hq, d, 1, det, bytes), "attentionBackward workspace");
+        ok(CudaNative.g4_attention_backward(dt(q), addr(dq), addr(dk), addr(dv), addr(dOut), addr(q), addr(k), addr(v),
+                addr(out), addr(lse), addr(cuSeqlens), n, b, hq, hkv, d, scale, det, scratch(bytes[0]), bytes[0], addr(flag),
+                opCode(Ops.ATTENTION_BACKWARD), stream), "attentionBackward kernels");
+    }
+
+    @Override
+    void decodeAttentionImpl(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens,
+                             float scale) {
+        int b = q.dim(0), hq = q.dim(1), d = q.dim(2), numBlocks = kCache.dim(0), bs = kCache.dim(1), hkv = kCache.dim(2);
+        int maxBlocks = blockTables.dim(1), sms = props.smCount();
+        long[] bytes = new long[1];
+        ok(CudaNative.g4_decode_attention_workspace(b, hq, hkv, d, maxBlocks, bs, sms, bytes), "decodeAttention workspace");
+        long ws = bytes[0] > 0 ? scratch(bytes[0]) : 0;
+        ok(CudaNative.g4_decode_attention(dt(q), addr(out), addr(q), addr(kCache), addr(vCache), addr(blockTables),
+                addr(contextLens), b, hq, hkv, d, numBlocks, bs, maxBlocks, scale, sms, ws, bytes[0], addr(flag),
+                opCode(Ops.DECODE_ATTENTION), stream), "decodeAttention kernels");
+    }
+
+    /**
+     * The message of an attention kernel's report (flag word = op | kind << 8 | extra << 12, cuda/attention.cuh
+     * AttentionError), in the CPU backend's words.
+     */
+    static String attentionFlagMessage(int[] f) {
+        int code = f[0] & 0xFF, kind = (f[0] >>> 8) & 0xF, extra = f[0] >>> 12;
+        String op = code >= 1 && code <= Ops.ALL.size() ? Ops.ALL.get(code - 1) : "op #" + code;
+        String what = switch (kind) {
+            case 1 -> "cuSeqlens[0] must be 0, got " + f[2];
+            case 2 -> "cuSeqlens[" + f[1] + "] = " + f[2] + " must equal the token count " + f[3];
+            case 3 -> "cuSeqlens must be non-decreasing, but cuSeqlens[" + f[1] + "] = " + f[2] + " < cuSeqlens["
+                    + (f[1] - 1) + "] = " + f[3];
+            case 4 -> "contextLens[" + f[1] + "] = " + f[2] + " is outside [1, " + f[3] + "]";
+            case 5 -> "blockTables[" + f[1] + ", " + extra + "] = " + f[2] + " is outside [0, " + f[3] + ")";
+            default -> "index error " + kind + " at " + f[1] + " (value " + f[2] + ", limit " + f[3] + ")";
+        };
+        String effect = kind <= 3 ? "nothing was written" : "that sequence's output was not written";
+        return op + ": " + what + " (found by the kernel; " + effect + ")";
+    }
+
+    // ---- fused LM head, GRPO loss, sampling (issue 13; cuda/lmhead.cu, cuda/sampling.cu) -----------------------------
+
+    /** The ops whose GEMMs run on cuBLASLt: implemented only where cuBLAS loads. */
+    static final Set<String> LM_HEAD_OPS = Set.of(Ops.TOKEN_LOGPROBS, Ops.TOKEN_LOGPROBS_BACKWARD, Ops.GRPO_LOSS);
+
+    /** Token rows per block and vocabulary columns per chunk of the fused LM head (docs/kernels.md). */
+    static final int LM_TOKEN_BLOCK = 2048, LM_VOCAB_CHUNK = 4096;
+    private int lmTokenBlock = LM_TOKEN_BLOCK, lmVocabChunk = LM_VOCAB_CHUNK;
+    private Tensor lmZ, lmHiLo, lmAcc, lmTok;   // grown on demand, freed by close()
+    private int sampleMaxVocab;
+    private boolean lmSplitGrad = splitGradProperty();
+
+    private static boolean splitGradProperty() {
+        String v = System.getProperty("grpo4j.lmheadBf16Grad", "split");
+        if (!v.equals("split") && !v.equals("single"))
+            throw new IllegalArgumentException("-Dgrpo4j.lmheadBf16Grad must be split or single, got \"" + v + "\"");
+        return v.equals("split");
+    }
+
+    /**
+     * How the bf16 backward feeds dz to its bf16 GEMMs: split (the default) as hi + lo, two GEMMs each, ~16 bits of dz
+     * as the bf16 contract asks (fp32 math on the widened inputs); single: hi alone, one GEMM each (dz rounded to bf16
+     * as torch's autograd does through a .float() cast): 6NHV instead of 10NHV backward FLOPs, dz to 8 bits. Also
+     * {@code -Dgrpo4j.lmheadBf16Grad=single}. fp32 operands are not affected.
+     */
+    public void setLmHeadBf16GradSplit(boolean split) { this.lmSplitGrad = split; }
+
+    /** Smaller blocks and chunks, so that tests reach every path of the chunk loops at small sizes. */
+    void setLmHeadBlocks(int tokenBlock, int vocabChunk) {
+        if (tokenBlock < 1 || vocabChunk < 1) throw new IllegalArgumentException("blocks must be >= 1");
+        lmTokenBlock = tokenBlock;
+        lmVocabChunk = vocabChunk;
+    }
+
+    /**
+     * Extra device memory of the fused LM head (bytes) for n tokens, hidden size h and a vocabulary of v: one chunk of
+     * logits (fp32 [tb, vc], tb = min(n, tokenBlock), vc = min(v, vocabChunk)); for a bf16 backward also the chunk's
+     * gradient as a bf16 hi/lo pair (2 x [tb, vc]) and the fp32 dHidden accumulator [tb, h]; and 40 bytes of state per
+     * token (running max, target logit, running sum, lse, log-prob, upstream gradient). The 32 MiB cuBLASLt workspace
+     * is shared with matmul and not counted.
+     */
+    static long lmHeadBytes(int n, int h, int v, DType dtype, boolean backward, int tokenBlock, int vocabChunk) {
+        long tb = Math.min(n, tokenBlock), vc = Math.min(v, vocabChunk), bytes = tb * vc * 4 + 40L * n;
+        if (backward && dtype == DType.BF16) bytes += tb * vc * 4 + tb * h * 4;
+        return bytes;
+    }
+
+    private Tensor grow(Tensor t, DType d, long numel) {
+        if (t != null && t.numel() >= numel) return t;
+        if (t != null) {
+            CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize"); // queued work may use it
+            t.close();
+        }
+        return empty(d, Math.toIntExact(Math.max(1, numel)));
+    }
+
+    private void lmBuffers(int n, int h, int v, boolean bf16Backward) {
+        long tb = Math.min(n, lmTokenBlock), vc = Math.min(v, lmVocabChunk);
+        lmZ = grow(lmZ, DType.FP32, tb * vc);
+        lmTok = grow(lmTok, DType.FP32, 10L * n);
+        if (bf16Backward) {
+            lmHiLo = grow(lmHiLo, DType.BF16, 2 * tb * vc);
+            lmAcc = grow(lmAcc, DType.FP32, tb * h);
+        }
+    }
+
+    private void closeLmHead() {
+        for (Tensor t : new Tensor[] {lmZ, lmHiLo, lmAcc, lmTok}) if (t != null) t.close();
+    }
+
+    /** Per-token state in lmTok (bytes): m fp32, zt fp32, s f64, lse f64, logp f64, g f64. */
+    private long lmState(int n, int slot) {
+        long[] at = {0, 4L * n, 8L * n, 16L * n, 24L * n, 32L * n};
+        return addr(lmTok) + at[slot];
+    }
+
+    private static final int M = 0, ZT = 1, S = 2, LSE = 3, LOGP = 4, G = 5;
+
+    private static void nonEmptyVocabulary(String op, Tensor hidden, Tensor lmHead) {
+        if (lmHead.dim(0) == 0 && hidden.dim(0) > 0)
+            throw new IllegalArgumentException(op + ": lmHead " + lmHead.shapeString() + " has an empty vocabulary: no target is valid");
+    }
+
+    /** The forward over every (token block, vocabulary chunk): lse (and log-probs, f64 and/or fp32, when non-zero). */
+    private void lmForward(Tensor hidden, Tensor lmHead, Tensor targets, float temperature, String op, long logpD, long logpF) {
+        int n = hidden.dim(0), h = hidden.dim(1), v = lmHead.dim(0);
+        float invT = (float) (1.0 / (temperature + 1e-7)); // CpuBackend's 1 / T' in float64, rounded once
+        int tb = Math.min(n, lmTokenBlock), vc = Math.min(v, lmVocabChunk), code = opCode(op);
+        long tg = addr(targets);
+        for (int t0 = 0; t0 < n; t0 += tb) {
+            int rows = Math.min(tb, n - t0);
+            Tensor hb = hidden.view((long) t0 * h, rows, h);
+            for (int v0 = 0; v0 < v; v0 += vc) {
+                int cols = Math.min(vc, v - v0);
+                Tensor z = lmZ.view(0, rows, cols);
+                matmulImpl(z, hb, false, lmHead.view((long) v0 * h, cols, h), true, invT, 0f, 1, rows, cols, h);
+                ok(CudaNative.g4_lmhead_lse(addr(z), rows, cols, v0, v, tg + 4L * t0, t0, lmState(n, M) + 4L * t0,
+                        lmState(n, S) + 8L * t0, lmState(n, ZT) + 4L * t0, v0 == 0 ? 1 : 0, v0 + cols >= v ? 1 : 0,
+                        lmState(n, LSE) + 8L * t0, logpD == 0 ? 0 : logpD + 8L * t0, logpF == 0 ? 0 : logpF + 4L * t0,
+                        addr(flag), code, stream), op + " lse kernel");
+            }
+        }
+    }
+
+    /**
+     * The backward, after {@link #lmForward} left lse in the state: per (token block, chunk) the logits again, dz (in
+     * place, or as bf16 hi/lo), then dHidden (+)= dz W_chunk / T' (overwritten at the first chunk; through the fp32
+     * accumulator for bf16) and dLmHead[chunk] += dz^T h / T'. g: the f64 upstream gradient per token (device).
+     */
+    private void lmBackward(Tensor dHidden, Tensor dLmHead, Tensor hidden, Tensor lmHead, Tensor targets, float temperature, long g) {
+        int n = hidden.dim(0), h = hidden.dim(1), v = lmHead.dim(0);
+        boolean bf16 = hidden.dtype() == DType.BF16;
+        float invT = (float) (1.0 / (temperature + 1e-7));
+        int tb = Math.min(n, lmTokenBlock), vc = Math.min(v, lmVocabChunk);
+        long tg = addr(targets);
+        for (int t0 = 0; t0 < n; t0 += tb) {
+            int rows = Math.min(tb, n - t0);
+            Tensor hb = hidden.view((long) t0 * h, rows, h);
+            Tensor dh = bf16 ? lmAcc.view(0, rows, h) : dHidden.view((long) t0 * h, rows, h);
+            for (int v0 = 0; v0 < v; v0 += vc) {
+                int cols = Math.min(vc, v - v0);
+                Tensor z = lmZ.view(0, rows, cols), w = lmHead.view((long) v0 * h, cols, h), dw = dLmHead.view((long) v0 * h, cols, h);
+                matmulImpl(z, hb, false, w, true, invT, 0f, 1, rows, cols, h);
+                float beta = v0 == 0 ? 0f : 1f;
+                if (bf16) {
+                    Tensor hi = lmHiLo.view(0, rows, cols), lo = lmHiLo.view((long) rows * cols, rows, cols);
+                    ok(CudaNative.g4_lmhead_dlogits(addr(z), rows, cols, v0, v, tg + 4L * t0, lmState(n, LSE) + 8L * t0,
+                            g + 8L * t0, addr(hi), addr(lo), stream), "lm-head dlogits kernel");
+                    matmulImpl(dh, hi, false, w, false, invT, beta, 1, rows, h, cols);
+                    if (lmSplitGrad) matmulImpl(dh, lo, false, w, false, invT, 1f, 1, rows, h, cols);
+                    matmulImpl(dw, hi, true, hb, false, invT, 1f, 1, cols, h, rows);
+                    if (lmSplitGrad) matmulImpl(dw, lo, true, hb, false, invT, 1f, 1, cols, h, rows);
+                } else {
+                    ok(CudaNative.g4_lmhead_dlogits(addr(z), rows, cols, v0, v, tg + 4L * t0, lmState(n, LSE) + 8L * t0,
+                            g + 8L * t0, 0, 0, stream), "lm-head dlogits kernel");
+                    matmulImpl(dh, z, false, w, false, invT, beta, 1, rows, h, cols);
+                    matmulImpl(dw, z, true, hb, false, invT, 1f, 1, cols, h, rows);
+                }
+            }
+            if (bf16 && (long) rows * h > 0)
+                ok(CudaNative.g4_cast(CudaNative.BF16, addr(dHidden) + 2L * t0 * h, CudaNative.F32, addr(dh), (long) rows * h, stream),
+                        "cast kernel (dHidden)");
+        }
+    }
+
+    @Override
+    void tokenLogprobsImpl(Tensor out, Tensor hidden, Tensor lmHead, Tensor targets, float temperature) {
+        int n = hidden.dim(0);
+        if (n == 0) return;
+        nonEmptyVocabulary(Ops.TOKEN_LOGPROBS, hidden, lmHead);
+        lmBuffers(n, hidden.dim(1), lmHead.dim(0), false);
+        lmForward(hidden, lmHead, targets, temperature, Ops.TOKEN_LOGPROBS, 0, addr(out));
+    }
+
+    @Override
+    void tokenLogprobsBackwardImpl(Tensor dHidden, Tensor dLmHead, Tensor dLogprobs, Tensor hidden, Tensor lmHead,
+                                   Tensor targets, float temperature) {
+        int n = hidden.dim(0);
+        if (n == 0) return;
+        nonEmptyVocabulary(Ops.TOKEN_LOGPROBS_BACKWARD, hidden, lmHead);
+        lmBuffers(n, hidden.dim(1), lmHead.dim(0), hidden.dtype() == DType.BF16);
+        lmForward(hidden, lmHead, targets, temperature, Ops.TOKEN_LOGPROBS_BACKWARD, 0, 0);
+        ok(CudaNative.g4_f32_to_f64(lmState(n, G), addr(dLogprobs), n, stream), "f32_to_f64 kernel");
+        lmBackward(dHidden, dLmHead, hidden, lmHead, targets, temperature, lmState(n, G));
+    }
+
+    @Override
+    void grpoLossImpl(GrpoLossOutputs out, Tensor hidden, Tensor lmHead, Tensor targets, Tensor weights, Tensor advantages,
+                      Tensor oldLogprobs, Tensor refLogprobs, GrpoLossParams p) {
+        int n = hidden.dim(0), v = lmHead.dim(0);
+        if (n == 0) {
+            fillImpl(out.loss(), 0);
+            return;
+        }
+        nonEmptyVocabulary(Ops.GRPO_LOSS, hidden, lmHead);
+        lmBuffers(n, hidden.dim(1), v, hidden.dtype() == DType.BF16);
+        lmForward(hidden, lmHead, targets, p.temperature(), Ops.GRPO_LOSS, lmState(n, LOGP), 0);
+        ok(CudaNative.g4_grpo_tokens(lmState(n, LOGP), addr(oldLogprobs), addr(refLogprobs), addr(advantages), addr(weights),
+                addr(targets), v, n, p.epsLow(), p.epsHigh(), p.beta(), p.kl().ordinal(), addr(out.loss()),
+                addr(out.logprobs()), addr(out.ratio()), addr(out.clipped()), addr(out.kl()), lmState(n, G), stream),
+                "grpo per-token kernel");
+        lmBackward(out.dHidden(), out.dLmHead(), hidden, lmHead, targets, p.temperature(), lmState(n, G));
+    }
+
+    /** The largest vocabulary the CUDA sampler takes per row (its tile table lives in shared memory). */
+    int sampleMaxVocab() {
+        if (sampleMaxVocab == 0) {
+            int[] v = new int[1];
+            ok(CudaNative.g4_sample_max_vocab(v), "g4_sample_max_vocab");
+            sampleMaxVocab = v[0];
+        }
+        return sampleMaxVocab;
+    }
+
+    @Override
+    void sampleImpl(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec) {
+        int b = logits.dim(0), v = logits.dim(1);
+        if (b == 0) return;
+        if (v > sampleMaxVocab())
+            throw new IllegalArgumentException("sample: logits " + logits.shapeString() + " has V = " + v
+                    + " tokens per row, more than the CUDA sampler takes (" + sampleMaxVocab() + ")");
+        ok(CudaNative.g4_sample(dt(logits), addr(tokens), addr(logprobs), addr(logits), addr(rngCounters), b, v,
+                spec.temperature(), spec.topK(), spec.topP(), spec.seed(), stream), "sample kernel");
+    }
+
+    // ---- NCCL (org.grpo4j.internal.dist.NcclCommunicator; issue 15) ---------------------------------------------------------
+
+    /** The device address of tensor {@code t} of this backend, for NCCL calls on its memory. */
+    public long deviceAddress(Tensor t) {
+        Check.tensor("deviceAddress", this, "t", t);
+        return addr(t);
+    }
+}

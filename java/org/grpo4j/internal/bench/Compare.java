@@ -1,0 +1,327 @@
+package org.grpo4j.internal.bench;
+
+import java.awt.BasicStroke;
+import java.awt.Color;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Locale;
+import java.util.Objects;
+import java.util.Set;
+import org.jfree.chart.ChartFactory;
+import org.jfree.chart.ChartUtils;
+import org.jfree.chart.JFreeChart;
+import org.jfree.chart.axis.LogAxis;
+import org.jfree.chart.plot.CategoryPlot;
+import org.jfree.chart.plot.PlotOrientation;
+import org.jfree.chart.plot.ValueMarker;
+import org.jfree.chart.renderer.category.BarRenderer;
+import org.jfree.chart.renderer.category.StandardBarPainter;
+import org.jfree.data.category.DefaultCategoryDataset;
+
+/**
+ * Merges our benchmark report with the peers' (tools/bench-peers.py, same card, same run) into one markdown table and
+ * a bar chart of the ratios. ours/peer = the peer's median time / ours (above 1: ours is faster); both sides count the
+ * same work for a problem, so it is also our rate / the peer's rate.
+ *
+ * <p>Goals are the CUDA issues' (11: GEMM, memory-bound kernels, AdamW; 12: attention, decode; 13: sampling, LM head),
+ * each judged on figures of this one run.
+ */
+public final class Compare {
+    private Compare() {}
+
+    // the peers' implementation names (tools/bench-peers.py writes exactly these)
+    public static final String TORCH_MATMUL = "torch.matmul";
+    public static final String TORCH_ADAMW_FUSED = "torch AdamW(fused)";
+    public static final String SDPA_FLASH = "SDPA flash";
+    public static final String SDPA_GQA = "SDPA gqa";
+    public static final String SORT_TOP_P = "sort top-p";
+    public static final String EXPONENTIAL_RACE = "exponential race";
+    public static final String LOG_SOFTMAX_GATHER = "log_softmax gather";
+
+    enum GoalType { RATIO, CEILING_PCT, MAX_US_PER_CALL, WITHIN_LOGITS_READ, MAX_EXTRA_BYTES }
+
+    /** A goal on one of our rows; RATIO goals name the peer implementation they are measured against. */
+    record Goal(GoalType type, double threshold, String peerImpl) {
+        String label() {
+            return switch (type) {
+                case RATIO -> ">= " + num(threshold) + "x " + peerImpl;
+                case CEILING_PCT -> ">= " + num(threshold) + "% of ceiling";
+                case MAX_US_PER_CALL -> "< " + num(threshold) + " us/call";
+                case WITHIN_LOGITS_READ -> "<= " + num(threshold) + "x one logits read at copy bandwidth";
+                case MAX_EXTRA_BYTES -> "<= " + (long) threshold / (1 << 20) + " MiB extra";
+            };
+        }
+    }
+
+    private static final Set<String> MEMORY_BOUND = Set.of("norm", "rope", "swiglu", "embedding", "elementwise", "reduce",
+            "kvcache", "adamw");
+
+    /** The goals the issues set for a row, by family and name. */
+    static List<Goal> goals(BenchRow r) {
+        List<Goal> g = new ArrayList<>();
+        String n = r.name();
+        if (MEMORY_BOUND.contains(r.family())) g.add(new Goal(GoalType.CEILING_PCT, 80, null));
+        switch (r.family()) {
+            case "gemm" -> {
+                if (n.startsWith("matmul ")) g.add(new Goal(GoalType.RATIO, 0.95, TORCH_MATMUL));
+                if (n.startsWith("host cost")) g.add(new Goal(GoalType.MAX_US_PER_CALL, 10, null));
+            }
+            case "adamw" -> g.add(new Goal(GoalType.RATIO, 1.0, TORCH_ADAMW_FUSED));
+            case "attention" -> {
+                if (n.startsWith("fwd ") || n.startsWith("fwd+bwd ")) g.add(new Goal(GoalType.RATIO, 1.0, SDPA_FLASH));
+            }
+            case "decode" -> g.add(new Goal(GoalType.RATIO, 1.0, SDPA_GQA));
+            case "sampling" -> {
+                if (n.startsWith("top-p")) {
+                    g.add(new Goal(GoalType.RATIO, 20, SORT_TOP_P));
+                    g.add(new Goal(GoalType.WITHIN_LOGITS_READ, 2, null));
+                } else {
+                    g.add(new Goal(GoalType.RATIO, 1.0, EXPONENTIAL_RACE));
+                }
+            }
+            case "lmhead" -> {
+                if (n.equals("logprob fwd")) g.add(new Goal(GoalType.CEILING_PCT, 60, null));
+                if (n.equals("logprob fwd+bwd")) {
+                    g.add(new Goal(GoalType.RATIO, 1.0, LOG_SOFTMAX_GATHER));
+                    g.add(new Goal(GoalType.MAX_EXTRA_BYTES, 256L << 20, null));
+                }
+            }
+            default -> { }
+        }
+        return g;
+    }
+
+    /** One line of the merged table: our row with one of the peer's rows for the same problem (or none). */
+    public record Line(BenchRow ours, BenchRow peer, Double ratio, List<String> goals) {}
+
+    /** The merged table; {@code failed} when one of our rows FAILED its check or errored (exit code 1). */
+    public record Result(String markdown, List<Line> lines, boolean failed, int goalsMet, int goalsJudged) {}
+
+    /** Our report alone (the table {@code grpo4j bench} prints). */
+    public static Result table(BenchReport ours) { return merge(ours, null, "ours", null); }
+
+    /**
+     * Merges the two reports. A peer report from another card, or at other sizes, is an IllegalArgumentException:
+     * ratios across cards or problem sizes mean nothing.
+     */
+    public static Result merge(BenchReport ours, BenchReport peers, String oursName, String peersName) {
+        if (peers != null) {
+            if (!Objects.equals(ours.card(), peers.card()))
+                throw new IllegalArgumentException("cannot compare runs on different cards: " + oursName + " ran on \"" + ours.card()
+                        + "\", " + peersName + " on \"" + peers.card() + "\"; run both on the same GPU in the same session");
+            if (!Objects.equals(ours.sizes(), peers.sizes()))
+                throw new IllegalArgumentException("cannot compare runs at different sizes: " + oursName + " used --sizes "
+                        + ours.sizes() + ", " + peersName + " " + peers.sizes());
+        }
+        List<Line> lines = new ArrayList<>();
+        int met = 0, judged = 0;
+        Set<String> ourIds = new LinkedHashSet<>();
+        for (BenchRow r : ours.rows()) {
+            ourIds.add(r.id());
+            List<Goal> goals = goals(r).stream().filter(g -> peers != null || g.type() != GoalType.RATIO).toList();
+            List<BenchRow> ps = peers == null ? List.of() : peers.rows().stream().filter(p -> p.id().equals(r.id())).toList();
+            List<Goal> unplaced = new ArrayList<>(goals);
+            List<Line> mine = new ArrayList<>();
+            for (BenchRow p : ps.isEmpty() ? java.util.Collections.<BenchRow>singletonList(null) : ps) {
+                Double ratio = p != null && r.timed() && p.timed() ? p.medianMs() / r.medianMs() : null;
+                List<String> gl = new ArrayList<>();
+                for (Goal g : goals) {
+                    boolean here = g.type() == GoalType.RATIO ? p != null && g.peerImpl().equals(p.impl()) : mine.isEmpty();
+                    if (!here) continue;
+                    unplaced.remove(g);
+                    Boolean ok = judge(g, r, ratio, ours);
+                    if (ok != null) {
+                        judged++;
+                        if (ok) met++;
+                    }
+                    gl.add(g.label() + ": " + (ok == null ? "not measured" : ok ? "met" : "MISSED"));
+                }
+                mine.add(new Line(r, p, ratio, gl));
+            }
+            // a ratio goal whose peer is absent from the peer file (or no peer file): shown, not judged
+            if (!unplaced.isEmpty()) {
+                Line first = mine.get(0);
+                List<String> gl = new ArrayList<>(first.goals());
+                for (Goal g : unplaced) gl.add(g.label() + ": not measured");
+                mine.set(0, new Line(first.ours(), first.peer(), first.ratio(), gl));
+            }
+            lines.addAll(mine);
+        }
+        List<BenchRow> peerOnly = peers == null ? List.of() : peers.rows().stream().filter(p -> !ourIds.contains(p.id())).toList();
+        boolean failed = ours.anyFailed();
+        return new Result(markdown(ours, peers, lines, peerOnly, met, judged), lines, failed, met, judged);
+    }
+
+    static Boolean judge(Goal g, BenchRow r, Double ratio, BenchReport ours) {
+        if (!r.timed()) return null;
+        return switch (g.type()) {
+            case RATIO -> ratio == null ? null : ratio >= g.threshold();
+            case CEILING_PCT -> r.ceilingPct() == null ? null : r.ceilingPct() >= g.threshold();
+            case MAX_US_PER_CALL -> r.rate() < g.threshold();
+            case WITHIN_LOGITS_READ -> ours.copyGbs() == null ? null : r.medianMs() <= g.threshold() * r.work() / (ours.copyGbs() * 1e6);
+            case MAX_EXTRA_BYTES -> r.extraBytes() == null ? null : r.extraBytes() <= g.threshold();
+        };
+    }
+
+    // ---- rendering ------------------------------------------------------------------------------------------------
+
+    static String num(double v) {
+        return new java.math.BigDecimal(String.valueOf(v)).stripTrailingZeros().toPlainString();
+    }
+
+    static String ms(BenchRow r) {
+        if (r == null || !r.timed()) return "-";
+        return String.format(Locale.ROOT, "%s (%s-%s)", sig(r.medianMs()), sig(r.minMs()), sig(r.maxMs()));
+    }
+
+    /** 4 significant digits, no exponent for the magnitudes a benchmark prints. */
+    static String sig(double v) {
+        if (v == 0) return "0";
+        int digits = Math.max(0, 3 - (int) Math.floor(Math.log10(Math.abs(v))));
+        return new java.math.BigDecimal(v).setScale(Math.min(digits, 6), java.math.RoundingMode.HALF_EVEN).toPlainString();
+    }
+
+    /** A rate: whole numbers from 100 up (4280 GB/s), else 4 significant digits (7.312 us/call). */
+    static String fig(double v) {
+        return Math.abs(v) >= 100 ? String.format(Locale.ROOT, "%.0f", v) : sig(v);
+    }
+
+    static String rate(BenchRow r) {
+        if (r == null || !r.timed() || r.rate() == null) return "-";
+        String extra = r.extraBytes() == null ? "" : String.format(Locale.ROOT, ", %s MiB extra", sig(r.extraBytes() / 1048576.0));
+        return fig(r.rate()) + " " + r.rateUnit() + extra;
+    }
+
+    static String pct(BenchRow r) {
+        return r != null && r.timed() && r.ceilingPct() != null ? String.format(Locale.ROOT, "%.0f%%", r.ceilingPct()) : "-";
+    }
+
+    static String check(BenchRow r) {
+        return switch (r.status()) {
+            case BenchRow.OK -> r.maxError() == null ? "ok" : "ok (max err " + String.format(Locale.ROOT, "%.1e", r.maxError()) + ")";
+            case BenchRow.FAILED -> "**FAILED** (max err " + (r.maxError() == null ? "?" : String.format(Locale.ROOT, "%.1e", r.maxError()))
+                    + "): " + esc(r.note());
+            case BenchRow.NOT_IMPLEMENTED -> "not implemented on cuda yet";
+            default -> "**error**: " + esc(r.note());
+        };
+    }
+
+    static String esc(String s) { return s == null ? "" : s.replace("|", "\\|").replace("\n", " "); }
+
+    private static String markdown(BenchReport ours, BenchReport peers, List<Line> lines, List<BenchRow> peerOnly, int met, int judged) {
+        StringBuilder b = new StringBuilder();
+        b.append("card: ").append(ours.card()).append("; driver ").append(ours.driver()).append("; CUDA runtime ").append(ours.runtime());
+        if (peers != null && peers.torch() != null) b.append("; torch ").append(peers.torch());
+        b.append("; sizes ").append(ours.sizes()).append("; ours ").append(ours.date());
+        if (peers != null) b.append(", peers ").append(peers.date());
+        b.append("\n\n");
+        b.append("ceilings measured in the same run").append(peers == null ? "" : " (ours / peer)").append(": device copy ")
+                .append(ceil(ours.copyGbs(), peers == null ? null : peers.copyGbs(), peers != null)).append(" GB/s, GEMM ")
+                .append(ours.rows().stream().filter(r -> r.family().equals("ceiling") && r.workUnit().equals("flop"))
+                        .map(r -> r.name().substring(r.name().indexOf(' ') + 1) + " ").findFirst().orElse(""))
+                .append(ceil(ours.gemmTflops(), peers == null ? null : peers.gemmTflops(), peers != null)).append(" TFLOP/s\n\n");
+        if (peers != null && peers.fake())
+            b.append("**The peer file has placeholder timings (bench-peers.py --fake-timer): its figures and the ratios mean nothing.**\n\n");
+        if (peers != null && !"llama-3.1-8b".equals(ours.sizes()))
+            b.append("The issues set their goals at llama-3.1-8b sizes; at ").append(ours.sizes()).append(" they are indicative only.\n\n");
+        if (peers == null) {
+            b.append("| family | problem | shape | dtype | median ms (min-max) | rate | % of ceiling | check | goals |\n");
+            b.append("|---|---|---|---|---|---|---|---|---|\n");
+            for (Line l : lines) {
+                BenchRow r = l.ours();
+                b.append("| ").append(r.family()).append(" | ").append(r.name()).append(" | ").append(esc(r.shape())).append(" | ")
+                        .append(esc(r.dtype())).append(" | ").append(ms(r)).append(" | ").append(rate(r)).append(" | ").append(pct(r))
+                        .append(" | ").append(check(r)).append(" | ").append(esc(String.join("; ", l.goals()))).append(" |\n");
+            }
+        } else {
+            b.append("| family | problem | shape | ours: median ms (min-max) | ours | % of ceiling | check | peer | peer: median ms (min-max) | peer | ours/peer | goals |\n");
+            b.append("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+            BenchRow prev = null;
+            for (Line l : lines) {
+                BenchRow r = l.ours();
+                boolean first = r != prev;
+                prev = r;
+                b.append("| ").append(first ? r.family() : "").append(" | ").append(first ? r.name() : "\"").append(" | ")
+                        .append(first ? esc(r.shape()) : "").append(" | ").append(first ? ms(r) : "").append(" | ")
+                        .append(first ? rate(r) : "").append(" | ").append(first ? pct(r) : "").append(" | ")
+                        .append(first ? check(r) : "").append(" | ");
+                BenchRow p = l.peer();
+                if (p == null) b.append("- | - | - | ");
+                else b.append(esc(p.impl())).append(" | ").append(p.timed() ? ms(p) : p.status() + (p.note() == null ? "" : ": " + esc(p.note())))
+                        .append(" | ").append(rate(p)).append(" | ");
+                b.append(l.ratio() == null ? "-" : String.format(Locale.ROOT, "%.2fx", l.ratio())).append(" | ")
+                        .append(esc(String.join("; ", l.goals()))).append(" |\n");
+            }
+            for (BenchRow p : peerOnly)
+                b.append("| ").append(p.family()).append(" | ").append(p.name()).append(" | ").append(esc(p.shape()))
+                        .append(" | (no such problem in ours) | | | | ").append(esc(p.impl())).append(" | ").append(ms(p)).append(" | ")
+                        .append(rate(p)).append(" | - | |\n");
+        }
+        long failed = ours.rows().stream().filter(r -> r.status().equals(BenchRow.FAILED)).count();
+        long errors = ours.rows().stream().filter(r -> r.status().equals(BenchRow.ERROR)).count();
+        long missing = ours.rows().stream().filter(r -> r.status().equals(BenchRow.NOT_IMPLEMENTED)).count();
+        b.append("\n").append(ours.rows().size()).append(" problems: ").append(failed).append(" FAILED, ").append(errors)
+                .append(" errors, ").append(missing).append(" not implemented on cuda yet");
+        b.append("; goals met: ").append(met).append(" of ").append(judged).append(" judged");
+        b.append(".\n");
+        return b.toString();
+    }
+
+    private static String ceil(Double a, Double b, boolean two) {
+        String x = a == null ? "-" : fig(a);
+        if (!two) return x;
+        return x + " / " + (b == null ? "-" : fig(b));
+    }
+
+    /** A horizontal bar chart of the ratios (one bar per line that has one), with 1.0 marked; written atomically. */
+    public static void writeChart(Result res, String title, Path png) throws IOException {
+        System.setProperty("java.awt.headless", "true");
+        DefaultCategoryDataset ds = new DefaultCategoryDataset();
+        int n = 0;
+        for (Line l : res.lines()) {
+            if (l.ratio() == null) continue;
+            ds.addValue(l.ratio(), "ours / peer", l.ours().id() + " vs " + l.peer().impl());
+            n++;
+        }
+        JFreeChart chart = ChartFactory.createBarChart(title, null, "ours / peer = peer time / our time (log scale; right of 1: ours faster)",
+                ds, PlotOrientation.HORIZONTAL, false, false, false);
+        CategoryPlot plot = chart.getCategoryPlot();
+        plot.setBackgroundPaint(Color.WHITE);
+        plot.setRangeGridlinePaint(Color.LIGHT_GRAY);
+        // ratios span 0.5x to 50x: a log axis with bars growing from 1, left (slower) or right (faster)
+        LogAxis axis = new LogAxis(plot.getRangeAxis().getLabel());
+        axis.setBase(10);
+        axis.setSmallestValue(1e-3);
+        double lo = 1, hi = 1;
+        for (Line l : res.lines()) if (l.ratio() != null) {
+            lo = Math.min(lo, l.ratio());
+            hi = Math.max(hi, l.ratio());
+        }
+        axis.setRange(lo / 1.5, hi * 1.5);
+        axis.setNumberFormatOverride(new java.text.DecimalFormat("0.##x"));
+        plot.setRangeAxis(axis);
+        BarRenderer bars = new BarRenderer() {
+            @Override
+            public java.awt.Paint getItemPaint(int row, int column) {
+                Number v = ds.getValue(row, column);
+                return v != null && v.doubleValue() >= 1 ? new Color(0x2E7D32) : new Color(0xE65100);
+            }
+        };
+        bars.setBase(1.0);
+        bars.setShadowVisible(false);
+        bars.setBarPainter(new StandardBarPainter());
+        plot.setRenderer(bars);
+        plot.getDomainAxis().setMaximumCategoryLabelWidthRatio(0.45f);
+        plot.addRangeMarker(new ValueMarker(1.0, Color.BLACK, new BasicStroke(1.5f)));
+        Path abs = png.toAbsolutePath();
+        if (abs.getParent() != null) Files.createDirectories(abs.getParent());
+        Path tmp = abs.resolveSibling("." + abs.getFileName() + ".tmp");
+        ChartUtils.saveChartAsPNG(tmp.toFile(), chart, 1000, Math.max(300, 120 + 24 * n));
+        Files.move(tmp, abs, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+    }
+}

@@ -1,0 +1,46 @@
+package org.grpo4j.internal.bench;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.IntConsumer;
+import org.grpo4j.internal.backend.CudaBackend;
+
+/**
+ * CUDA-event timing on the backend's stream. Repetition r is the interval between events r and r+1, recorded back to
+ * back around it, so each time is GPU time only. Before the first timed launch, {@code headStart} enqueues a couple
+ * of milliseconds of GPU work (device copies): the host then enqueues every timed launch while the GPU is still busy,
+ * so a kernel shorter than its own host launch cost is timed back to back with its neighbours instead of waiting for
+ * the host (bench-peers.py does the same).
+ */
+public final class CudaEventTimer implements Timer {
+    private final CudaBackend be;
+    private final Runnable headStart;
+
+    public CudaEventTimer(CudaBackend be, Runnable headStart) {
+        this.be = be;
+        this.headStart = headStart;
+    }
+
+    @Override
+    public double[] time(IntConsumer op, int warmup, int reps) {
+        for (int i = 0; i < warmup; i++) op.accept(i);
+        be.synchronize();
+        List<CudaBackend.Event> ev = new ArrayList<>(reps + 1);
+        try {
+            for (int r = 0; r <= reps; r++) ev.add(be.newEvent());
+            if (headStart != null) headStart.run();
+            ev.get(0).record();
+            for (int r = 0; r < reps; r++) {
+                op.accept(warmup + r);
+                ev.get(r + 1).record();
+            }
+            ev.get(reps).synchronize();
+            double[] ms = new double[reps];
+            for (int r = 0; r < reps; r++) ms[r] = ev.get(r + 1).elapsedSince(ev.get(r));
+            be.synchronize(); // reports a kernel's device-side error flag (bad index) for this row
+            return ms;
+        } finally {
+            for (CudaBackend.Event e : ev) e.close();
+        }
+    }
+}

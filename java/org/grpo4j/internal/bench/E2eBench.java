@@ -1,0 +1,940 @@
+package org.grpo4j.internal.bench;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+import java.util.SplittableRandom;
+import java.util.concurrent.Callable;
+import org.grpo4j.internal.backend.AdamWStep;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.Backends;
+import org.grpo4j.internal.backend.CudaBackend;
+import org.grpo4j.internal.backend.CudaRuntime;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.GrpoLossOutputs;
+import org.grpo4j.internal.backend.GrpoLossParams;
+import org.grpo4j.internal.backend.KlEstimator;
+import org.grpo4j.internal.backend.Memory;
+import org.grpo4j.internal.backend.Tensor;
+import org.grpo4j.internal.model.LlamaConfig;
+import org.grpo4j.internal.model.LlamaModel;
+import org.grpo4j.internal.model.LlamaWeights;
+import org.grpo4j.internal.model.PackedBatch;
+import org.grpo4j.internal.model.ParameterLayout;
+import org.grpo4j.reward.Compat;
+import org.grpo4j.reward.Rewards;
+import org.grpo4j.internal.rollout.Completion;
+import org.grpo4j.internal.rollout.Generator;
+import org.grpo4j.internal.rollout.SamplingParams;
+import org.grpo4j.internal.train.Advantages;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+/**
+ * Issue 14's end-to-end benchmark (docs/benchmarks.md, "End to end"), on random weights:
+ * <ul>
+ *   <li><b>train</b>: one training step (forward, the LM-head loss's backward through
+ *       {@link Backend#tokenLogprobsBackward} on every token with random targets, the model's backward, gradient
+ *       clipping and AdamW) on sequences packed end to end, in precision bf16: bf16 compute weights, fp32 master
+ *       weights, gradients and moments, AdamW writing the bf16 copy. Tokens/s and MFU ({@link E2eWork}).</li>
+ *   <li><b>rollout</b>: {@link Generator} on prompts × samples at temperature 1 without stop tokens, with and without
+ *       decode graphs: tokens/s, the same as a percentage of the memory roofline (weights + KV read per decode step ÷
+ *       the copy bandwidth measured in this run), the steady-state (decode-only) rate, host ms per decode step.</li>
+ *   <li><b>grpo</b>: one whole GRPO step built from the trainer's pieces: generation, GSM8K rewards on synthetic
+ *       responses (random weights emit random ids, so the texts are made from them), group advantages, old and
+ *       reference log-probs, and mini-batches of micro-batches through the fused GRPO loss, each mini-batch ending
+ *       in one optimizer step. Seconds per phase.</li>
+ * </ul>
+ * Presets {@code llama-3.2-1b} and {@code llama-3.1-8b-4l} run the issue's shapes (CUDA); {@code tiny} runs the same
+ * code at toy shapes in seconds (the CPU test). Run: {@code tools/bench E2eBench [cuda|cpu|auto] [options]}, or
+ * {@code tools/bench E2eBench --compare OURS.json PEERS.json [--out DIR]} with tools/e2e-peers.py's JSON.
+ */
+@Command(name = "E2eBench", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {"Issue 14's end-to-end benchmark: training step, rollout and one GRPO step on random weights (docs/benchmarks.md)."})
+public final class E2eBench implements Callable<Integer> {
+
+    /** The presets the benchmark knows, in usage order. */
+    public static final List<String> PRESETS = List.of("llama-3.2-1b", "llama-3.1-8b-4l", "tiny");
+
+    /** The presets a CUDA run measures by default (the issue's table). */
+    public static final List<String> GPU_PRESETS = List.of("llama-3.2-1b", "llama-3.1-8b-4l");
+
+    /** Presets on which the GRPO step runs (the issue asks for it on the 1B preset; tiny is the CPU test). */
+    static final Set<String> GRPO_PRESETS = Set.of("llama-3.2-1b", "tiny");
+
+    static final int BLOCK_SIZE = 16;
+    static final float LR = 1e-6f, WEIGHT_DECAY = 0.01f;
+    static final double MAX_GRAD_NORM = 1.0;
+
+    /**
+     * The problem shapes of a preset. Training: {@code trainSeqs} sequences of {@code trainLen} tokens packed. Rollout:
+     * {@code prompts} prompts of {@code promptLen} tokens × {@code samples} samples, for each of {@code newTokens}.
+     * GRPO: the rollout shape with {@code grpoNewTokens}, trained in {@code miniBatches} mini-batches (one optimizer
+     * step each) of micro-batches of {@code microSeqs} sequences; log-probs in chunks of {@code microSeqs}.
+     */
+    public record Shapes(int trainSeqs, int trainLen, int prompts, int samples, int promptLen, List<Integer> newTokens,
+                         int grpoNewTokens, int microSeqs, int miniBatches) {
+        public Shapes {
+            newTokens = List.copyOf(newTokens);
+            if ((prompts * samples) % (miniBatches * microSeqs) != 0)
+                throw new IllegalArgumentException("GRPO: " + prompts * samples + " sequences do not split into " + miniBatches
+                        + " mini-batches of micro-batches of " + microSeqs);
+        }
+
+        String trainKey() { return trainSeqs + "x" + trainLen; }
+        String trainShape() { return trainSeqs + " x " + trainLen + " tokens, packed"; }
+        String rolloutShape(int n) { return prompts + " prompts x " + samples + " samples, prompt " + promptLen + ", " + n + " new"; }
+        String grpoKey() { return prompts + "x" + samples; }
+        String grpoShape() {
+            int seqs = prompts * samples;
+            return prompts + " prompts x " + samples + " samples, prompt " + promptLen + ", " + grpoNewTokens + " new; "
+                    + miniBatches + " mini-batches of " + seqs / miniBatches + ", micro-batches of " + microSeqs;
+        }
+    }
+
+    /**
+     * The issue's shapes: 4 × 2048 training tokens; 48 prompts × 16 samples of 256-token prompts, 256 and 512 new
+     * tokens. The GRPO step keeps the Tulu 3.1 step's 48 × 16 rollouts and its 2 optimizer steps, with 256 new
+     * tokens instead of up to 2048 (time, not memory: the loan's benchmark budget is minutes), micro-batches of 16
+     * sequences = 8192 tokens (the training step's size) and no gradient checkpointing unless asked.
+     */
+    public static final Shapes ISSUE = new Shapes(4, 2048, 48, 16, 256, List.of(256, 512), 256, 16, 2);
+
+    /** Toy shapes for the tiny preset (the CPU test). */
+    public static final Shapes TINY = new Shapes(4, 64, 4, 4, 16, List.of(8, 16), 8, 4, 2);
+
+    /** A preset's architecture: the tiny one with a 512-token vocabulary (ids are random; no tokenizer is needed). */
+    public static LlamaConfig config(String preset) {
+        if (preset.equals("tiny")) return LlamaConfig.tiny(512, 1, 2);
+        if (!PRESETS.contains(preset)) {
+            String hint = preset.equals("llama-3.1-8b") ? " (the whole 8B does not fit one GPU with its optimizer state: llama-3.1-8b-4l is it truncated to 4 layers)" : "";
+            throw new IllegalArgumentException("unknown --preset \"" + preset + "\" (valid: " + String.join(", ", PRESETS) + ")" + hint);
+        }
+        return LlamaConfig.preset(preset);
+    }
+
+    public static Shapes shapes(String preset) { return preset.equals("tiny") ? TINY : ISSUE; }
+
+    // ---- options --------------------------------------------------------------------------------------------------
+
+    @Parameters(index = "0", arity = "0..1", paramLabel = "BACKEND", defaultValue = "auto",
+            description = "auto, cpu, cuda or cuda:N (default: ${DEFAULT-VALUE}).")
+    String backendName;
+
+    @Option(names = "--preset", split = ",", paramLabel = "NAME",
+            description = "llama-3.2-1b, llama-3.1-8b-4l or tiny; repeatable or comma-separated (default: both llama presets on CUDA, tiny on the CPU).")
+    List<String> presetNames;
+
+    @Option(names = "--sections", split = ",", paramLabel = "NAME", description = "train, rollout, grpo (default: all).")
+    List<String> sectionNames;
+
+    @Option(names = "--json", paramLabel = "FILE", description = "Also write the results as JSON (schema grpo4j-e2e/1).")
+    Path json;
+
+    @Option(names = "--reps", defaultValue = "5", description = "Timed training steps per preset, >= 5 (default: ${DEFAULT-VALUE}).")
+    int reps;
+
+    @Option(names = "--warmup", defaultValue = "2", description = "Untimed training steps first, >= 1 (default: ${DEFAULT-VALUE}).")
+    int warmup;
+
+    @Option(names = "--rollout-reps", defaultValue = "1", description = "Timed generate calls per rollout row (default: ${DEFAULT-VALUE}).")
+    int rolloutReps;
+
+    @Option(names = "--precision", defaultValue = "bf16", description = "bf16 (compute weights, activations, KV cache; fp32 master weights) or fp32 (default: ${DEFAULT-VALUE}).")
+    String precisionName;
+
+    @Option(names = "--checkpointing", description = "Gradient checkpointing in the training step and the GRPO step.")
+    boolean checkpointing;
+
+    @Option(names = "--budget", defaultValue = "0", paramLabel = "SECONDS",
+            description = "Skip the rows that would start after this many seconds (estimated from rows already measured); 0 = no limit.")
+    double budget;
+
+    @Option(names = "--seed", defaultValue = "1", description = "Seed of the random weights, ids and sampling (default: ${DEFAULT-VALUE}).")
+    long seed;
+
+    @Option(names = "--compare", arity = "2", paramLabel = "FILE", description = "Merge OURS.json and PEERS.json (tools/e2e-peers.py) instead of measuring.")
+    List<Path> compare;
+
+    @Option(names = "--out", paramLabel = "DIR", description = "With --compare: also write DIR/e2e-compare.md.")
+    Path out;
+
+    private final PrintStream stdout, stderr;
+
+    E2eBench(PrintStream stdout, PrintStream stderr) {
+        this.stdout = stdout;
+        this.stderr = stderr;
+    }
+
+    public static void main(String[] args) { System.exit(run(System.out, System.err, args)); }
+
+    /** Runs one command line and returns the exit status: 0, 1 (a row errored), 2 (bad input). */
+    public static int run(PrintStream out, PrintStream err, String... args) {
+        CommandLine cl = new CommandLine(new E2eBench(out, err));
+        cl.setOut(new java.io.PrintWriter(out, true));
+        cl.setErr(new java.io.PrintWriter(err, true));
+        cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
+            if (ex instanceof IllegalArgumentException || ex instanceof IOException) {
+                String m = ex.getMessage() == null ? ex.getClass().getSimpleName() : ex.getMessage();
+                if (ex instanceof java.nio.file.NoSuchFileException) m = m + ": not found";
+                err.println("E2eBench: " + m);
+                return 2;
+            }
+            throw ex;
+        });
+        return cl.execute(args);
+    }
+
+    @Override
+    public Integer call() throws IOException {
+        if (compare != null) return compare();
+        if (out != null) throw new IllegalArgumentException("--out goes with --compare (a run writes its results with --json)");
+        if (reps < 5) throw new IllegalArgumentException("--reps must be >= 5 (the issue asks for the median of at least 5 steps), got " + reps);
+        if (warmup < 1) throw new IllegalArgumentException("--warmup must be >= 1, got " + warmup);
+        if (rolloutReps < 1) throw new IllegalArgumentException("--rollout-reps must be >= 1, got " + rolloutReps);
+        if (!(budget >= 0)) throw new IllegalArgumentException("--budget must be >= 0 seconds, got " + budget);
+        DType precision = switch (precisionName.toLowerCase(Locale.ROOT)) {
+            case "bf16" -> DType.BF16;
+            case "fp32" -> DType.FP32;
+            default -> throw new IllegalArgumentException("unknown --precision \"" + precisionName + "\" (valid: bf16, fp32)");
+        };
+        List<String> sections = new ArrayList<>();
+        for (String s : sectionNames == null ? E2eReport.SECTIONS : sectionNames) {
+            String n = s.trim().toLowerCase(Locale.ROOT);
+            if (!E2eReport.SECTIONS.contains(n))
+                throw new IllegalArgumentException("unknown --sections \"" + s + "\" (valid: " + String.join(", ", E2eReport.SECTIONS) + ")");
+            if (!sections.contains(n)) sections.add(n);
+        }
+        if (presetNames != null) for (String p : presetNames) config(p); // validates the names before a backend opens
+        Backends.checkSpec(backendName);
+        String spec = backendName.trim().toLowerCase(Locale.ROOT);
+        if (spec.startsWith("cuda") && !CudaRuntime.probe().available()) {
+            stdout.println("E2eBench: no GPU (" + CudaRuntime.probe().reason() + "); nothing measured (use cpu with --preset tiny to check the harness)");
+            return 0;
+        }
+        try (Backend be = Backends.choose(backendName).backend()) {
+            boolean gpu = be instanceof CudaBackend;
+            List<String> presets = presetNames != null ? presetNames.stream().map(String::trim).distinct().toList() : gpu ? GPU_PRESETS : List.of("tiny");
+            if (!gpu)
+                for (String p : presets)
+                    if (!p.equals("tiny"))
+                        throw new IllegalArgumentException("--preset " + p + " on " + be.name() + " would take hours per step; it is a GPU benchmark (use --preset tiny on the CPU)");
+            Settings st = new Settings(presets, sections, precision, warmup, reps, rolloutReps, checkpointing, budget, seed,
+                    gpu ? 1L << 28 : 1L << 22);
+            E2eReport rep = measure(be, st, card(be), stderr);
+            if (json != null) rep.write(json);
+            E2eCompare.Result t = E2eCompare.table(rep);
+            stdout.print(t.markdown());
+            if (json != null) stdout.println("wrote " + json);
+            return t.failed() ? 1 : 0;
+        }
+    }
+
+    private int compare() throws IOException {
+        Path ours = compare.get(0), peers = compare.get(1);
+        E2eCompare.Result res = E2eCompare.merge(E2eReport.read(ours), E2eReport.read(peers), ours.toString(), peers.toString());
+        stdout.print(res.markdown());
+        if (out != null) {
+            Files.createDirectories(out);
+            Path md = out.resolve("e2e-compare.md"), tmp = out.resolve(".e2e-compare.md.tmp");
+            Files.writeString(tmp, res.markdown());
+            Files.move(tmp, md, java.nio.file.StandardCopyOption.REPLACE_EXISTING, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+            stdout.println("wrote " + md);
+        }
+        return res.failed() ? 1 : 0;
+    }
+
+    /** Where a run happened: device name, driver, CUDA runtime. */
+    public record Card(String name, String driver, String runtime) {}
+
+    static Card card(Backend be) {
+        if (be instanceof CudaBackend cb) {
+            String drv = CudaRuntime.driverVersion();
+            return new Card(CudaRuntime.devices().get(cb.device()).name(), drv == null ? "unknown" : "supports CUDA " + drv, CudaRuntime.runtimeVersion());
+        }
+        return new Card(be.description(), "n/a", "n/a");
+    }
+
+    // ---- the measurement ------------------------------------------------------------------------------------------
+
+    /** What one run measures (see the options). {@code copyElements}: fp32 elements of the copy-bandwidth measurement. */
+    public record Settings(List<String> presets, List<String> sections, DType precision, int warmup, int reps, int rolloutReps,
+                           boolean checkpointing, double budgetSeconds, long seed, long copyElements) {
+        public Settings {
+            presets = List.copyOf(presets);
+            sections = List.copyOf(sections);
+        }
+    }
+
+    /** One unit of work, in the order a run takes them (most wanted first, so that a budget cuts the least wanted). */
+    record Task(String preset, String section, int newTokens, boolean graphs) {}
+
+    static List<Task> plan(Settings st) {
+        List<Task> t = new ArrayList<>();
+        if (st.sections().contains(E2eReport.TRAIN)) for (String p : st.presets()) t.add(new Task(p, E2eReport.TRAIN, 0, false));
+        if (st.sections().contains(E2eReport.ROLLOUT)) {
+            for (String p : st.presets()) t.add(new Task(p, E2eReport.ROLLOUT, shapes(p).newTokens().get(0), true));
+            for (String p : st.presets()) t.add(new Task(p, E2eReport.ROLLOUT, shapes(p).newTokens().get(0), false));
+            for (String p : st.presets())
+                for (int n : shapes(p).newTokens().subList(1, shapes(p).newTokens().size())) t.add(new Task(p, E2eReport.ROLLOUT, n, true));
+        }
+        if (st.sections().contains(E2eReport.GRPO))
+            for (String p : st.presets()) if (GRPO_PRESETS.contains(p)) t.add(new Task(p, E2eReport.GRPO, shapes(p).grpoNewTokens(), true));
+        return t;
+    }
+
+    /** Runs every planned task on {@code be}; progress lines go to {@code log}. */
+    public static E2eReport measure(Backend be, Settings st, Card card, PrintStream log) {
+        long t0 = System.nanoTime();
+        Progress pr = new Progress(log, t0);
+        pr.say("backend " + be.description() + "; precision " + st.precision().label() + "; presets " + String.join(", ", st.presets())
+                + "; sections " + String.join(", ", st.sections()) + (st.budgetSeconds() > 0 ? "; budget " + st.budgetSeconds() + " s" : ""));
+        double copyGbs = copyBandwidth(be, st.copyElements());
+        pr.say(String.format(Locale.ROOT, "copy bandwidth %.1f GB/s (Backend.copy of %,d fp32, read + written)", copyGbs, st.copyElements()));
+        List<E2eReport.Row> rows = new ArrayList<>();
+        Map<String, Double> trainTokS = new HashMap<>(), rolloutS = new HashMap<>();
+        Rig rig = null;
+        try {
+            for (Task task : plan(st)) {
+                Shapes sh = shapes(task.preset());
+                double est = estimate(task, sh, trainTokS, rolloutS);
+                double elapsed = (System.nanoTime() - t0) / 1e9;
+                if (st.budgetSeconds() > 0 && elapsed + est > st.budgetSeconds()) {
+                    E2eReport.Row r = skipped(task, sh, st, String.format(Locale.ROOT, "--budget %.0f s: %.0f s elapsed%s", st.budgetSeconds(), elapsed,
+                            est > 0 ? String.format(Locale.ROOT, ", about %.0f s more needed", est) : ""));
+                    rows.add(r);
+                    pr.say(r.id() + (r.variant() == null ? "" : " [" + r.variant() + "]") + ": skipped (" + r.note() + ")");
+                    continue;
+                }
+                E2eReport.Row r;
+                try {
+                    if (rig == null || !rig.preset.equals(task.preset())) {
+                        if (rig != null) rig.close();
+                        rig = null;
+                        pr.say(task.preset() + ": building random weights, gradients and optimizer state");
+                        rig = new Rig(be, task.preset(), config(task.preset()), st.precision(), st.seed());
+                    }
+                    r = switch (task.section()) {
+                        case E2eReport.TRAIN -> train(rig, sh, st, pr);
+                        case E2eReport.ROLLOUT -> rollout(rig, sh, st, task.newTokens(), task.graphs(), copyGbs, pr);
+                        default -> grpo(rig, sh, st, pr);
+                    };
+                } catch (RuntimeException e) {
+                    String m = e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage().lines().findFirst().orElse("");
+                    r = errorRow(task, sh, st, e.getClass().getSimpleName() + ": " + m);
+                    // a failure may leave the device state (or memory) unusable for the rest of this preset: rebuild
+                    if (rig != null) {
+                        try {
+                            rig.close();
+                        } catch (RuntimeException ignored) {
+                            // reported by the row already
+                        }
+                        rig = null;
+                    }
+                }
+                rows.add(r);
+                if (r.ok() && task.section().equals(E2eReport.TRAIN)) trainTokS.put(task.preset(), r.fig("tokens_per_s"));
+                if (r.ok() && task.section().equals(E2eReport.ROLLOUT) && task.graphs() && task.newTokens() == sh.newTokens().get(0))
+                    rolloutS.put(task.preset(), r.medianMs() / 1e3);
+                pr.say(summary(r));
+            }
+        } finally {
+            if (rig != null) rig.close();
+        }
+        pr.say(String.format(Locale.ROOT, "done in %.1f s", (System.nanoTime() - t0) / 1e9));
+        return new E2eReport("grpo4j", card.name(), card.driver(), card.runtime(), null, null, be.name(), st.precision().label(),
+                java.time.Instant.now().truncatedTo(java.time.temporal.ChronoUnit.SECONDS).toString(), false, copyGbs,
+                E2eWork.PEAK_TFLOPS, rows);
+    }
+
+    /** Seconds a task should take, from rows already measured (0 when unknown: the task runs unless the budget is spent). */
+    static double estimate(Task t, Shapes sh, Map<String, Double> trainTokS, Map<String, Double> rolloutS) {
+        Double roll = rolloutS.get(t.preset()), train = trainTokS.get(t.preset());
+        return switch (t.section()) {
+            case E2eReport.ROLLOUT -> {
+                if (roll == null) yield 0;
+                int n0 = sh.newTokens().get(0);
+                // the eager run is at most a few times slower; a longer run grows with its tokens and its longer contexts
+                yield t.graphs() ? roll * t.newTokens() / n0 * (1 + (double) t.newTokens() / (2.0 * (sh.promptLen() + n0))) : 2 * roll;
+            }
+            case E2eReport.GRPO -> {
+                if (roll == null || train == null) yield 0;
+                double tokens = (double) sh.prompts() * sh.samples() * (sh.promptLen() + sh.grpoNewTokens());
+                yield roll + 1.7 * tokens / train; // training ≈ tokens at the training rate, log-probs ≈ 2 forwards ≈ 2/3 of that
+            }
+            default -> 0;
+        };
+    }
+
+    static String summary(E2eReport.Row r) {
+        String head = r.id() + (r.variant() == null ? "" : " [" + r.variant() + "]") + ": ";
+        if (!r.ok()) return head + r.status() + (r.note() == null ? "" : " (" + r.note() + ")");
+        return head + switch (r.section()) {
+            case E2eReport.TRAIN -> String.format(Locale.ROOT, "%.1f ms/step, %.0f tokens/s, %.1f%% MFU", r.medianMs(), r.fig("tokens_per_s"), r.fig("mfu_pct"));
+            case E2eReport.ROLLOUT -> String.format(Locale.ROOT, "%.2f s, %.0f tokens/s, %.1f%% of roofline; steady %s tokens/s, %s; host %.3f ms/step",
+                    r.medianMs() / 1e3, r.fig("tokens_per_s"), r.fig("roofline_pct"),
+                    r.fig("steady_tokens_per_s") == null ? "-" : String.format(Locale.ROOT, "%.0f", r.fig("steady_tokens_per_s")),
+                    r.fig("steady_roofline_pct") == null ? "-" : String.format(Locale.ROOT, "%.1f%% of roofline", r.fig("steady_roofline_pct")),
+                    r.fig("host_ms_per_step"));
+            default -> String.format(Locale.ROOT, "generation %.2f s, reward %.2f s, log-probs %.2f s, training %.2f s, total %.2f s",
+                    r.fig("generation_s"), r.fig("reward_s"), r.fig("logprobs_s"), r.fig("training_s"), r.fig("total_s"));
+        };
+    }
+
+    private static final class Progress {
+        final PrintStream log;
+        final long t0;
+
+        Progress(PrintStream log, long t0) {
+            this.log = log;
+            this.t0 = t0;
+        }
+
+        void say(String s) {
+            if (log != null) log.printf(Locale.ROOT, "e2e [%6.1f s] %s%n", (System.nanoTime() - t0) / 1e9, s);
+        }
+    }
+
+    // ---- rows -----------------------------------------------------------------------------------------------------
+
+    private static String key(Task t, Shapes sh) {
+        return switch (t.section()) {
+            case E2eReport.TRAIN -> sh.trainKey();
+            case E2eReport.ROLLOUT -> "new" + t.newTokens();
+            default -> sh.grpoKey();
+        };
+    }
+
+    private static String shape(Task t, Shapes sh) {
+        return switch (t.section()) {
+            case E2eReport.TRAIN -> sh.trainShape();
+            case E2eReport.ROLLOUT -> sh.rolloutShape(t.newTokens());
+            default -> sh.grpoShape();
+        };
+    }
+
+    private static String variant(Task t, Settings st) {
+        return switch (t.section()) {
+            case E2eReport.ROLLOUT -> t.graphs() ? "graphs" : "eager";
+            default -> st.checkpointing() ? "checkpointing" : null;
+        };
+    }
+
+    static E2eReport.Row row(Task t, Shapes sh, Settings st, String status, String note, double[] ms, Map<String, Double> figs) {
+        Double med = null, min = null, max = null;
+        if (ms != null) {
+            med = median(ms);
+            min = Arrays.stream(ms).min().getAsDouble();
+            max = Arrays.stream(ms).max().getAsDouble();
+        }
+        return new E2eReport.Row(t.section() + "/" + t.preset() + "/" + key(t, sh), t.section(), t.preset(), shape(t, sh), variant(t, st),
+                "grpo4j", status, note, med, min, max, ms == null ? 0 : ms.length, figs);
+    }
+
+    private static E2eReport.Row skipped(Task t, Shapes sh, Settings st, String note) {
+        return row(t, sh, st, E2eReport.SKIPPED, note, null, null);
+    }
+
+    private static E2eReport.Row errorRow(Task t, Shapes sh, Settings st, String note) {
+        return row(t, sh, st, E2eReport.ERROR, note, null, null);
+    }
+
+    static double median(double[] v) {
+        double[] s = v.clone();
+        Arrays.sort(s);
+        int n = s.length;
+        return n % 2 == 1 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+    }
+
+    // ---- copy bandwidth -------------------------------------------------------------------------------------------
+
+    /**
+     * Device-to-device copy bandwidth in GB/s (bytes read + written): {@link Backend#copy} of n fp32, timed with CUDA
+     * events on CUDA (GPU time of back-to-back copies) or synchronized wall time elsewhere; median of 20 after 3.
+     */
+    static double copyBandwidth(Backend be, long n) {
+        int len = Math.toIntExact(n);
+        try (Tensor a = be.zeros(DType.FP32, len); Tensor b = be.empty(DType.FP32, len)) {
+            Timer timer = be instanceof CudaBackend cb ? new CudaEventTimer(cb, null) : wallTimer(be);
+            double[] ms = timer.time(i -> be.copy(i % 2 == 0 ? b : a, i % 2 == 0 ? a : b), 3, 20);
+            return 8.0 * n / (median(ms) * 1e6);
+        }
+    }
+
+    /** Times each repetition by wall clock, synchronizing the backend after it (the CPU backend is synchronous anyway). */
+    static Timer wallTimer(Backend be) {
+        return (op, warmup, reps) -> {
+            for (int i = 0; i < warmup; i++) op.accept(i);
+            be.synchronize();
+            double[] ms = new double[reps];
+            for (int r = 0; r < reps; r++) {
+                long t = System.nanoTime();
+                op.accept(warmup + r);
+                be.synchronize();
+                ms[r] = (System.nanoTime() - t) / 1e6;
+            }
+            return ms;
+        };
+    }
+
+    // ---- the model, its gradients and optimizer state -------------------------------------------------------------
+
+    /**
+     * Random weights and everything a training step needs: fp32 master weights, the compute copy (bf16 in precision
+     * bf16, else the master itself), fp32 gradients (backward accumulates into them) and the AdamW moments.
+     */
+    static final class Rig implements AutoCloseable {
+        final String preset;
+        final LlamaConfig cfg;
+        final Backend be;
+        final LlamaWeights master, compute, grads;
+        final Tensor m, v;
+        final LlamaModel model;
+        int steps;
+
+        Rig(Backend be, String preset, LlamaConfig cfg, DType precision, long seed) {
+            this.preset = preset;
+            this.cfg = cfg;
+            this.be = be;
+            long p = new ParameterLayout(cfg).totalElements();
+            boolean bf16 = precision == DType.BF16;
+            Memory.require(be, p * (16L + (bf16 ? 2 : 0)), preset + " (" + String.format(Locale.ROOT, "%,d", p) + " parameters: fp32 master weights, "
+                    + (bf16 ? "their bf16 copy, " : "") + "fp32 gradients, AdamW moments)", "pick a smaller --preset");
+            List<AutoCloseable> made = new ArrayList<>();
+            try {
+                master = keep(made, LlamaWeights.zeros(be, cfg));
+                randomize(master, seed);
+                compute = bf16 ? keep(made, master.castTo(DType.BF16)) : master;
+                grads = keep(made, LlamaWeights.zeros(be, cfg));
+                m = keep(made, be.zeros(DType.FP32, Math.toIntExact(p)));
+                v = keep(made, be.zeros(DType.FP32, Math.toIntExact(p)));
+            } catch (RuntimeException e) {
+                for (AutoCloseable c : made) closeQuietly(c);
+                throw e;
+            }
+            model = new LlamaModel(compute);
+        }
+
+        private static <T extends AutoCloseable> T keep(List<AutoCloseable> made, T t) {
+            made.add(t);
+            return t;
+        }
+
+        /**
+         * Clips the accumulated gradients to {@link #MAX_GRAD_NORM} (torch clip_grad_norm_), applies one AdamW step to the
+         * master weights (writing the bf16 compute copy in the same pass) and zeroes the gradients. Returns the norm;
+         * a non-finite one is an error (the run is meaningless from there).
+         */
+        double optimizerStep() {
+            double norm;
+            try (Tensor acc = be.zeros(DType.FP32, 1)) {
+                be.sumSquares(acc, grads.flat());
+                norm = Math.sqrt(acc.item());
+            }
+            if (!Double.isFinite(norm)) throw new IllegalStateException("non-finite gradient norm (" + norm + ") on " + preset);
+            double coef = MAX_GRAD_NORM / (norm + 1e-6);
+            if (coef < 1) be.scale(grads.flat(), (float) coef);
+            be.adamW(master.flat(), grads.flat(), m, v, new AdamWStep(LR, 0.9f, 0.999f, 1e-8f, WEIGHT_DECAY, ++steps),
+                    compute == master ? null : compute.flat());
+            be.fill(grads.flat(), 0);
+            return norm;
+        }
+
+        @Override
+        public void close() {
+            if (compute != master) compute.close();
+            master.close();
+            grads.close();
+            m.close();
+            v.close();
+        }
+    }
+
+    private static void closeQuietly(AutoCloseable c) {
+        try {
+            c.close();
+        } catch (Exception ignored) {
+            // cleaning up after a failure that is being reported
+        }
+    }
+
+    /** A prime number of N(0, 0.02) values, so that tiled copies do not line up with any matrix's rows. */
+    static final int INIT_CHUNK = 1_048_573;
+
+    /**
+     * HF-like random weights without generating billions of host values: one chunk of N(0, 0.02) tiled over the flat
+     * buffer by device copies (from a seed-dependent offset), RMSNorm weights 1. Throughput does not depend on the
+     * values; their scale keeps activations, logits and the sampler's distribution ordinary.
+     */
+    static void randomize(LlamaWeights w, long seed) {
+        Backend be = w.backend();
+        Tensor flat = w.flat();
+        long n = flat.numel();
+        int chunk = (int) Math.min(INIT_CHUNK, n);
+        SplittableRandom r = new SplittableRandom(seed);
+        float[] h = new float[chunk];
+        for (int i = 0; i < chunk; i++) h[i] = (float) (r.nextGaussian() * 0.02);
+        try (Tensor c = be.upload(h, chunk)) {
+            long off = 0;
+            int start = (int) Math.floorMod(seed * 7919, (long) chunk);
+            while (off < n) {
+                int len = (int) Math.min(n - off, chunk - start);
+                be.copy(flat.view(off, len), c.view(start, len));
+                off += len;
+                start = 0;
+            }
+        }
+        for (ParameterLayout.Entry e : w.layout().entries()) if (e.name().endsWith("norm.weight")) be.fill(w.get(e.name()), 1);
+    }
+
+    // ---- training step --------------------------------------------------------------------------------------------
+
+    static List<int[]> randomSequences(SplittableRandom r, int count, int len, int vocab) {
+        List<int[]> s = new ArrayList<>();
+        for (int i = 0; i < count; i++) s.add(r.ints(len, 0, vocab).toArray());
+        return s;
+    }
+
+    /**
+     * One training step on a packed batch: forward (keeping activations, or layer inputs only with checkpointing),
+     * d(mean NLL of the targets)/d(hidden) and the LM head's gradient through the fused LM-head backward, the model's
+     * backward into the fp32 gradients, then {@link Rig#optimizerStep}.
+     */
+    static double trainStep(Rig rig, PackedBatch pb, Tensor targets, Tensor dLogprobs, boolean checkpointing) {
+        Backend be = rig.be;
+        LlamaModel model = rig.model;
+        try (LlamaModel.Activations act = model.forward(pb, checkpointing);
+             Tensor dHidden = be.empty(model.activationDType(), pb.tokens(), rig.cfg.hiddenSize())) {
+            be.tokenLogprobsBackward(dHidden, rig.grads.get("lm_head.weight"), dLogprobs, act.hidden(), rig.compute.get("lm_head.weight"), targets, 1f);
+            model.backward(act, dHidden, rig.grads);
+        }
+        return rig.optimizerStep();
+    }
+
+    static E2eReport.Row train(Rig rig, Shapes sh, Settings st, Progress pr) {
+        Task t = new Task(rig.preset, E2eReport.TRAIN, 0, false);
+        Backend be = rig.be;
+        SplittableRandom r = new SplittableRandom(st.seed() * 31 + 1);
+        List<int[]> seqs = randomSequences(r, sh.trainSeqs(), sh.trainLen(), rig.cfg.vocabSize());
+        int n = sh.trainSeqs() * sh.trainLen();
+        double[] ms = new double[st.reps()];
+        try (PackedBatch pb = PackedBatch.of(be, seqs, rig.cfg.vocabSize()); Tensor tgt = be.upload(r.ints(n, 0, rig.cfg.vocabSize()).toArray(), n);
+             Tensor dlp = be.empty(DType.FP32, n)) {
+            be.fill(dlp, -1.0 / n); // d(mean over tokens of -log p)/d(log p)
+            for (int i = 0; i < st.warmup(); i++) {
+                trainStep(rig, pb, tgt, dlp, st.checkpointing());
+                be.synchronize();
+                pr.say(rig.preset + " train: warm-up step " + (i + 1) + "/" + st.warmup());
+            }
+            for (int i = 0; i < st.reps(); i++) {
+                long t0 = System.nanoTime();
+                trainStep(rig, pb, tgt, dlp, st.checkpointing());
+                be.synchronize();
+                ms[i] = (System.nanoTime() - t0) / 1e6;
+            }
+        }
+        int[] lens = new int[sh.trainSeqs()];
+        Arrays.fill(lens, sh.trainLen());
+        double flops = E2eWork.trainFlops(rig.cfg, lens), sec = median(ms) / 1e3;
+        Map<String, Double> f = new LinkedHashMap<>();
+        f.put("tokens", (double) n);
+        f.put("tokens_per_s", n / sec);
+        f.put("flops", flops);
+        f.put("tflops", flops / sec / 1e12);
+        f.put("mfu_pct", 100 * flops / sec / 1e12 / E2eWork.PEAK_TFLOPS);
+        return row(t, sh, st, E2eReport.OK, "median of " + st.reps() + " steps after " + st.warmup() + "; wall time, device synchronized", ms, f);
+    }
+
+    // ---- rollout --------------------------------------------------------------------------------------------------
+
+    /** A pool that holds every sequence at once: each prompt's blocks (shared) plus each sample's own. */
+    static Generator.Config generatorConfig(Shapes sh, int newTokens, boolean graphs) {
+        int bs = BLOCK_SIZE, p = sh.promptLen();
+        int promptBlocks = (p + bs - 1) / bs, perSample = (p + newTokens + bs - 1) / bs - p / bs;
+        int seqs = sh.prompts() * sh.samples();
+        return new Generator.Config(bs, sh.prompts() * promptBlocks + seqs * perSample, seqs, true, graphs);
+    }
+
+    static SamplingParams sampling(Shapes sh, int maxTokens, long seed) {
+        return new SamplingParams(sh.samples(), 1f, 1f, 0, maxTokens, Set.of(), seed);
+    }
+
+    static E2eReport.Row rollout(Rig rig, Shapes sh, Settings st, int newTokens, boolean graphs, double copyGbs, Progress pr) {
+        Task t = new Task(rig.preset, E2eReport.ROLLOUT, newTokens, graphs);
+        Backend be = rig.be;
+        LlamaModel model = rig.model;
+        Generator.Config gc = generatorConfig(sh, newTokens, graphs);
+        long kvBytes = model.kvBytesPerToken() * BLOCK_SIZE * (gc.numBlocks() + 1L);
+        Memory.require(be, kvBytes, "the KV cache of " + sh.rolloutShape(newTokens), "pick a smaller --preset");
+        List<int[]> prompts = randomSequences(new SplittableRandom(st.seed() * 31 + 2), sh.prompts(), sh.promptLen(), rig.cfg.vocabSize());
+        Generator g = new Generator(model, gc);
+        g.generate(prompts, sampling(sh, Math.min(newTokens, 4), st.seed())); // warm-up: plans, scratch, the graph capture
+        g.generate(prompts, sampling(sh, 1, st.seed()));                       // prefill + first token only
+        double prefillOnly = g.lastStats().seconds();
+        pr.say(String.format(Locale.ROOT, "%s rollout %d new, graphs %s: warm-up done, prefill-only call %.3f s", rig.preset, newTokens,
+                graphs ? "on" : "off", prefillOnly));
+        int b = sh.prompts() * sh.samples();
+        double[] ms = new double[st.rolloutReps()];
+        List<Generator.Stats> stats = new ArrayList<>();
+        for (int i = 0; i < st.rolloutReps(); i++) {
+            g.generate(prompts, sampling(sh, newTokens, st.seed() + i));
+            Generator.Stats s = g.lastStats();
+            if (s.generatedTokens() != (long) b * newTokens)
+                throw new IllegalStateException("generated " + s.generatedTokens() + " tokens, expected " + (long) b * newTokens + " (no stop token)");
+            stats.add(s);
+            ms[i] = s.seconds() * 1e3;
+        }
+        double sec = median(ms) / 1e3;
+        Generator.Stats mid = stats.get(indexOfMedian(ms));
+        int dtBytes = model.activationDType().bytes();
+        double bytes = E2eWork.rooflineBytes(rig.cfg, dtBytes, b, sh.promptLen(), newTokens), roofSec = bytes / (copyGbs * 1e9);
+        Map<String, Double> f = new LinkedHashMap<>();
+        double tokens = (double) b * newTokens;
+        f.put("tokens", tokens);
+        f.put("tokens_per_s", tokens / sec);
+        f.put("roofline_bytes", bytes);
+        f.put("roofline_pct", 100 * roofSec / sec);
+        String note = "whole generate call incl. prefill; steady = (whole - prefill-only " + String.format(Locale.ROOT, "%.3f", prefillOnly) + " s)";
+        if (sec > prefillOnly && newTokens > 1) {
+            f.put("steady_tokens_per_s", (double) b * (newTokens - 1) / (sec - prefillOnly));
+            f.put("steady_roofline_pct", 100 * roofSec / (sec - prefillOnly));
+        } else {
+            note += "; no steady-state figure (the whole call was not longer than the prefill-only one)";
+        }
+        f.put("host_ms_per_step", mid.hostMillisPerDecodeStep());
+        f.put("decode_steps", (double) mid.decodeSteps());
+        f.put("graph_replays", (double) mid.graphReplays());
+        if (graphs && mid.graphReplays() == 0) note += "; " + be.name() + " has no graphs: ran eagerly";
+        return row(t, sh, st, E2eReport.OK, note, ms, f);
+    }
+
+    private static int indexOfMedian(double[] ms) {
+        double m = median(ms);
+        int best = 0;
+        for (int i = 1; i < ms.length; i++) if (Math.abs(ms[i] - m) < Math.abs(ms[best] - m)) best = i;
+        return best;
+    }
+
+    // ---- one GRPO step --------------------------------------------------------------------------------------------
+
+    /** Words the synthetic responses are made of, indexed by token id, so that every completion reads differently. */
+    private static final String[] WORDS = {"so", "we", "add", "the", "apples", "and", "12", "then", "subtract", "3", "from", "it",
+            "which", "gives", "9", "pears", "each", "box", "holds", "4", "total", "is", "=", "+", "-", "*", "1,000", "cost"};
+
+    /**
+     * A GSM8K-style response made from a completion's token ids (random weights emit random ids; the verifier needs
+     * text): about 5 characters per token, ending in "The answer is D." with D = the last id mod 10, so that about one
+     * sample in ten matches its prompt's answer and the group advantages are not all zero.
+     */
+    static String syntheticResponse(int[] tokens) {
+        StringBuilder s = new StringBuilder(tokens.length * 6 + 24);
+        for (int id : tokens) s.append(WORDS[Math.floorMod(id, WORDS.length)]).append(' ');
+        return s.append("The answer is ").append(Math.floorMod(tokens[tokens.length - 1], 10)).append('.').toString();
+    }
+
+    static E2eReport.Row grpo(Rig rig, Shapes sh, Settings st, Progress pr) {
+        Task t = new Task(rig.preset, E2eReport.GRPO, sh.grpoNewTokens(), true);
+        Backend be = rig.be;
+        LlamaModel policy = rig.model;
+        int nP = sh.prompts(), nS = sh.samples(), seqs = nP * nS, vocab = rig.cfg.vocabSize();
+        List<int[]> prompts = randomSequences(new SplittableRandom(st.seed() * 31 + 3), nP, sh.promptLen(), vocab);
+        Generator.Config gc = generatorConfig(sh, sh.grpoNewTokens(), true);
+        Memory.require(be, policy.kvBytesPerToken() * BLOCK_SIZE * (gc.numBlocks() + 1L) + 2L * new ParameterLayout(rig.cfg).totalElements(),
+                "the GRPO step's KV cache and reference model", "pick a smaller --preset");
+        try (LlamaWeights ref = rig.compute == rig.master ? rig.master.copy() : rig.master.castTo(rig.compute.dtype())) {
+            LlamaModel refModel = new LlamaModel(ref);
+            be.synchronize();
+            long t0 = System.nanoTime();
+            // 1. generation
+            List<List<Completion>> comps = new Generator(policy, gc).generate(prompts, sampling(sh, sh.grpoNewTokens(), st.seed() + 100));
+            long t1 = System.nanoTime();
+            pr.say(String.format(Locale.ROOT, "%s grpo: generation %.2f s", rig.preset, (t1 - t0) / 1e9));
+            // 2. rewards (GSM8K verifier) and group advantages
+            List<int[]> seqTokens = new ArrayList<>(), completions = new ArrayList<>();
+            List<Rewards.Item> items = new ArrayList<>();
+            for (int i = 0; i < nP; i++)
+                for (Completion c : comps.get(i)) {
+                    int[] full = Arrays.copyOf(prompts.get(i), sh.promptLen() + c.tokens().length);
+                    System.arraycopy(c.tokens(), 0, full, sh.promptLen(), c.tokens().length);
+                    seqTokens.add(full);
+                    completions.add(c.tokens());
+                    items.add(new Rewards.Item(syntheticResponse(c.tokens()), String.valueOf(i % 10), "gsm8k", null));
+                }
+            double[] rewards;
+            try (Rewards rw = new Rewards(Compat.DEFAULT, 10, 5, Runtime.getRuntime().availableProcessors())) {
+                rewards = rw.scoreAll(items).stream().mapToDouble(Rewards.Result::reward).toArray();
+            }
+            double[] adv = Advantages.compute(rewards, nS);
+            long t2 = System.nanoTime();
+            pr.say(String.format(Locale.ROOT, "%s grpo: reward %.3f s (%d of %d correct)", rig.preset, (t2 - t1) / 1e9,
+                    Arrays.stream(rewards).filter(x -> x > 0).count(), seqs));
+            // 3. old and reference log-probs of the completion tokens, no gradients
+            float[][] old = new float[seqs][], refLp = new float[seqs][];
+            for (int from = 0; from < seqs; from += sh.microSeqs()) {
+                Packed pk = Packed.of(seqTokens, completions, sh.promptLen(), from, sh.microSeqs());
+                try (PackedBatch pb = PackedBatch.of(be, pk.seqs(), vocab)) {
+                    pk.split(policy.tokenLogprobs(pb, pk.rows(), pk.targets(), 1f), old, from);
+                    pk.split(refModel.tokenLogprobs(pb, pk.rows(), pk.targets(), 1f), refLp, from);
+                }
+            }
+            long t3 = System.nanoTime();
+            pr.say(String.format(Locale.ROOT, "%s grpo: log-probs %.2f s", rig.preset, (t3 - t2) / 1e9));
+            // 4. training: mini-batches of micro-batches through the fused GRPO loss, one optimizer step per mini-batch
+            GrpoLossParams lp = new GrpoLossParams(1f, 0.2f, 0.2f, 0.01f, KlEstimator.KL3);
+            int perMini = seqs / sh.miniBatches(), gas = perMini / sh.microSeqs();
+            long trained = 0;
+            int optSteps = 0;
+            int[] perm = permutation(seqs, new SplittableRandom(st.seed() * 31 + 4));
+            for (int mb = 0; mb < sh.miniBatches(); mb++) {
+                for (int mc = 0; mc < gas; mc++) {
+                    int[] idx = Arrays.copyOfRange(perm, mb * perMini + mc * sh.microSeqs(), mb * perMini + (mc + 1) * sh.microSeqs());
+                    trained += grpoMicroStep(rig, idx, seqTokens, completions, sh.promptLen(), adv, old, refLp, lp, gas, st.checkpointing());
+                }
+                rig.optimizerStep();
+                optSteps++;
+            }
+            be.synchronize();
+            long t4 = System.nanoTime();
+            Map<String, Double> f = new LinkedHashMap<>();
+            f.put("generation_s", (t1 - t0) / 1e9);
+            f.put("reward_s", (t2 - t1) / 1e9);
+            f.put("logprobs_s", (t3 - t2) / 1e9);
+            f.put("training_s", (t4 - t3) / 1e9);
+            f.put("total_s", (t4 - t0) / 1e9);
+            f.put("generated_tokens", (double) completions.stream().mapToLong(c -> c.length).sum());
+            f.put("trained_tokens", (double) trained);
+            f.put("optimizer_steps", (double) optSteps);
+            boolean warmed = st.sections().contains(E2eReport.TRAIN) && st.sections().contains(E2eReport.ROLLOUT);
+            return row(t, sh, st, E2eReport.OK, "one step" + (warmed ? " (the training and rollout rows warmed the same kernels)"
+                    : " without warm-up (first-call costs included)") + "; decode graphs on", new double[] {(t4 - t0) / 1e6}, f);
+        }
+    }
+
+    /** Sequences packed for a forward pass with, for each completion token, its row (the position before it) and id. */
+    record Packed(List<int[]> seqs, int[] rows, int[] targets, int[] counts) {
+        static Packed of(List<int[]> seqTokens, List<int[]> completions, int promptLen, int from, int count) {
+            int[] idx = new int[Math.min(count, seqTokens.size() - from)];
+            for (int i = 0; i < idx.length; i++) idx[i] = from + i;
+            return of(seqTokens, completions, promptLen, idx);
+        }
+
+        static Packed of(List<int[]> seqTokens, List<int[]> completions, int promptLen, int[] idx) {
+            List<int[]> seqs = new ArrayList<>();
+            int n = 0;
+            for (int i : idx) n += completions.get(i).length;
+            int[] rows = new int[n], tgt = new int[n], counts = new int[idx.length];
+            int k = 0, start = 0;
+            for (int j = 0; j < idx.length; j++) {
+                int[] c = completions.get(idx[j]);
+                seqs.add(seqTokens.get(idx[j]));
+                for (int q = 0; q < c.length; q++, k++) {
+                    rows[k] = start + promptLen - 1 + q;
+                    tgt[k] = c[q];
+                }
+                counts[j] = c.length;
+                start += seqTokens.get(idx[j]).length;
+            }
+            return new Packed(seqs, rows, tgt, counts);
+        }
+
+        /** Splits concatenated per-token values back per sequence (sequences from..from+counts.length-1). */
+        void split(float[] all, float[][] into, int from) {
+            int k = 0;
+            for (int j = 0; j < counts.length; j++) {
+                into[from + j] = Arrays.copyOfRange(all, k, k + counts[j]);
+                k += counts[j];
+            }
+        }
+    }
+
+    /**
+     * One micro-batch as the trainer runs it: forward, the fused GRPO loss on the completion tokens' hidden states
+     * (token-masked mean over the micro-batch, divided by the accumulation steps), its gradient scattered back to the
+     * packed rows, the model's backward. Reads the loss once (the host's one look per micro-batch). Returns the packed
+     * tokens run.
+     */
+    static long grpoMicroStep(Rig rig, int[] idx, List<int[]> seqTokens, List<int[]> completions, int promptLen, double[] adv,
+                              float[][] old, float[][] ref, GrpoLossParams lp, int gas, boolean checkpointing) {
+        Backend be = rig.be;
+        Packed pk = Packed.of(seqTokens, completions, promptLen, idx);
+        int n = pk.rows().length, d = rig.cfg.hiddenSize();
+        float[] w = new float[n], a = new float[n], o = new float[n], r = new float[n];
+        int k = 0;
+        for (int j = 0; j < idx.length; j++)
+            for (int q = 0; q < pk.counts()[j]; q++, k++) {
+                w[k] = (float) (1.0 / ((double) n * gas));
+                a[k] = (float) adv[idx[j]];
+                o[k] = old[idx[j]][q];
+                r[k] = ref[idx[j]][q];
+            }
+        DType adt = rig.model.activationDType();
+        try (PackedBatch pb = PackedBatch.of(be, pk.seqs(), rig.cfg.vocabSize());
+             LlamaModel.Activations act = rig.model.forward(pb, checkpointing);
+             Tensor rowsT = be.upload(pk.rows(), n); Tensor tgtT = be.upload(pk.targets(), n); Tensor wT = be.upload(w, n);
+             Tensor advT = be.upload(a, n); Tensor oldT = be.upload(o, n); Tensor refT = be.upload(r, n);
+             Tensor sel = be.empty(adt, n, d); Tensor loss = be.empty(DType.FP32, 1); Tensor logp = be.empty(DType.FP32, n);
+             Tensor ratio = be.empty(DType.FP32, n); Tensor clipped = be.empty(DType.FP32, n); Tensor kl = be.empty(DType.FP32, n);
+             Tensor dSel = be.empty(adt, n, d); Tensor dHidden = be.zeros(DType.FP32, pb.tokens(), d)) {
+            be.embedding(sel, act.hidden(), rowsT);
+            be.grpoLoss(new GrpoLossOutputs(loss, logp, ratio, clipped, kl, dSel, rig.grads.get("lm_head.weight")),
+                    sel, rig.compute.get("lm_head.weight"), tgtT, wT, advT, oldT, refT, lp);
+            be.embeddingBackward(dHidden, dSel, rowsT);
+            rig.model.backward(act, dHidden, rig.grads);
+            float l = loss.item();
+            if (!Float.isFinite(l)) throw new IllegalStateException("non-finite GRPO loss (" + l + ") on " + rig.preset);
+            return pb.tokens();
+        }
+    }
+
+    static int[] permutation(int n, SplittableRandom r) {
+        int[] p = new int[n];
+        for (int i = 0; i < n; i++) p[i] = i;
+        for (int i = n - 1; i > 0; i--) {
+            int j = r.nextInt(i + 1), x = p[i];
+            p[i] = p[j];
+            p[j] = x;
+        }
+        return p;
+    }
+
+    /** The planned rows of a run without measuring anything (ids, shapes and work), for the peers' cross-check. */
+    public record Planned(String id, String section, String preset, String shape, double tokens, Double flops, Double rooflineBytes) {}
+
+    public static List<Planned> plannedRows(List<String> presets, List<String> sections, DType precision) {
+        Settings st = new Settings(presets, sections, precision, 1, 5, 1, false, 0, 1, 1);
+        List<Planned> out = new ArrayList<>();
+        Set<String> seen = new LinkedHashSet<>();
+        for (Task t : plan(st)) {
+            Shapes sh = shapes(t.preset());
+            LlamaConfig c = config(t.preset());
+            String id = t.section() + "/" + t.preset() + "/" + key(t, sh);
+            if (!seen.add(id)) continue;
+            switch (t.section()) {
+                case E2eReport.TRAIN -> {
+                    int[] lens = new int[sh.trainSeqs()];
+                    Arrays.fill(lens, sh.trainLen());
+                    out.add(new Planned(id, t.section(), t.preset(), shape(t, sh), (double) sh.trainSeqs() * sh.trainLen(), E2eWork.trainFlops(c, lens), null));
+                }
+                case E2eReport.ROLLOUT -> {
+                    int b = sh.prompts() * sh.samples();
+                    out.add(new Planned(id, t.section(), t.preset(), shape(t, sh), (double) b * t.newTokens(), null,
+                            E2eWork.rooflineBytes(c, precision.bytes(), b, sh.promptLen(), t.newTokens())));
+                }
+                default -> out.add(new Planned(id, t.section(), t.preset(), shape(t, sh), 0, null, null));
+            }
+        }
+        return out;
+    }
+}

@@ -1,0 +1,65 @@
+package org.grpo4j.internal.bench;
+
+import org.grpo4j.internal.model.LlamaConfig;
+import org.grpo4j.internal.model.ParameterLayout;
+
+/**
+ * The work the end-to-end benchmark counts (docs/benchmarks.md, "End to end"); tools/e2e-peers.py computes the same
+ * figures independently and E2ePeersScriptTest checks that the two agree.
+ *
+ * <ul>
+ *   <li>Training FLOPs of one step: 6 · P_mm · T + Σ_sequences 12 · L · Hq · D · S² / 2, where P_mm is the number of
+ *       parameters that take part in matmuls (every projection of every layer and the LM head; the input embedding
+ *       table only through the LM head when tied, norm weights never) and the second term is causal attention
+ *       (QKᵀ and PV: 4 · S² · Hq · D per layer forward, ×3 with the backward, halved by the causal mask).</li>
+ *   <li>Decode roofline bytes of a generation: each decode step reads every weight a decode step uses (all
+ *       parameters but an untied input embedding table, which is gathered by rows) and the KV cache of every
+ *       sequence up to and including the fed token. N new tokens take N - 1 decode steps (the first token comes from
+ *       the prefill): bytes = (N - 1) · W + B · kv · ((N - 1) · P + N (N - 1) / 2), for B sequences of P prompt
+ *       tokens and kv bytes of cache per token. Divided by the copy bandwidth measured in the same run it is the
+ *       shortest time a memory-bound decoder could take.</li>
+ * </ul>
+ */
+public final class E2eWork {
+    private E2eWork() {}
+
+    /** Dense bf16 peak of an H100 / H200 SXM in TFLOP/s (the MFU denominator). */
+    public static final double PEAK_TFLOPS = 989;
+
+    /** Parameters that take part in matmuls: the layers' projections and the LM head (= the tied table, once). */
+    public static long matmulParams(LlamaConfig c) {
+        long h = c.hiddenSize();
+        long layer = h * c.qDim() * 2 + h * c.kvDim() * 2 + 3 * h * c.intermediateSize();
+        return c.numLayers() * layer + (long) c.vocabSize() * h;
+    }
+
+    /** FLOPs of one training step (forward + backward) over packed sequences of the given lengths. */
+    public static double trainFlops(LlamaConfig c, int[] seqLens) {
+        long tokens = 0;
+        double attention = 0;
+        for (int s : seqLens) {
+            tokens += s;
+            attention += 12.0 * c.numLayers() * c.numHeads() * c.headDim() * (double) s * s / 2;
+        }
+        return 6.0 * matmulParams(c) * tokens + attention;
+    }
+
+    /** Bytes of the weights one decode step reads: every parameter but an untied input embedding table. */
+    public static double decodeWeightBytes(LlamaConfig c, int dtypeBytes) {
+        long all = new ParameterLayout(c).totalElements();
+        long embed = c.tieWordEmbeddings() ? 0 : (long) c.vocabSize() * c.hiddenSize();
+        return (double) dtypeBytes * (all - embed);
+    }
+
+    /** KV-cache bytes per token: K and V of every layer. */
+    public static long kvBytesPerToken(LlamaConfig c, int dtypeBytes) {
+        return 2L * c.numLayers() * c.kvDim() * dtypeBytes;
+    }
+
+    /** Roofline bytes of generating {@code newTokens} for each of {@code sequences} sequences of {@code promptLen} tokens. */
+    public static double rooflineBytes(LlamaConfig c, int dtypeBytes, int sequences, int promptLen, int newTokens) {
+        double steps = newTokens - 1;
+        double ctx = steps * promptLen + (double) newTokens * (newTokens - 1) / 2; // Σ_{s=1}^{N-1} (P + s)
+        return steps * decodeWeightBytes(c, dtypeBytes) + (double) sequences * kvBytesPerToken(c, dtypeBytes) * ctx;
+    }
+}

@@ -1,0 +1,190 @@
+package org.grpo4j.internal.bench;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Locale;
+import java.util.Set;
+import java.util.function.Consumer;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.DType;
+
+/**
+ * The kernel microbenchmark behind {@code grpo4j bench}: measures the two ceilings (device-to-device copy bandwidth,
+ * bf16 GEMM rate), then for each problem of the chosen families checks the device against the CPU reference at a small
+ * size and, when the check passes, times it at full size. A problem whose ops the device lacks gives a "not
+ * implemented" row; a failed check gives a FAILED row that is never timed.
+ *
+ * <p>Timing: {@code warmup} untimed repetitions, then {@code reps} timed ones (median, min, max). Inputs rotate over
+ * as many independent buffer sets as it takes for one pass over them to touch at least {@code rotateBytes} (several
+ * times the GPU's 50-60 MB L2), so no repetition reads what the previous one left in cache.
+ */
+public final class KernelBench {
+    private KernelBench() {}
+
+    /** Bytes one pass over the rotated buffer sets touches at least: about 5x the L2 of an H100/H200. */
+    public static final long ROTATE_BYTES = 256L << 20;
+
+    /** At most this many buffer sets per problem. */
+    static final int MAX_SETS = 64;
+
+    /**
+     * @param activations   the dtype of activations, their gradients and GEMM operands (bf16 in the mixed-precision
+     *                      contract; fp32 benchmarks the fp32 kernels); weights of norms, optimizer state and
+     *                      reductions are fp32 either way, as the contract says
+     * @param memoryBudget  bytes the rotated buffer sets of one problem may take (fewer sets when they would not fit)
+     */
+    public record Config(BenchSizes sizes, List<String> families, DType activations, int warmup, int reps,
+                         long rotateBytes, long memoryBudget) {
+        public Config {
+            if (reps < 1) throw new IllegalArgumentException("reps must be >= 1, got " + reps);
+            if (warmup < 0) throw new IllegalArgumentException("warmup must be >= 0, got " + warmup);
+            if (activations != DType.BF16 && activations != DType.FP32)
+                throw new IllegalArgumentException("activations must be bf16 or fp32, got " + activations.label());
+            families = List.copyOf(families);
+        }
+    }
+
+    /** The device the run measured: name, driver and CUDA runtime versions. */
+    public record Card(String name, String driver, String runtime) {}
+
+    /** The family names one can pick, in usage order. */
+    public static List<String> familyNames() { return Cases.FAMILIES; }
+
+    /**
+     * Resolves {@code --family} values ("all" or names, each possibly comma-separated); an unknown name is an
+     * IllegalArgumentException listing the valid ones.
+     */
+    public static List<String> families(List<String> requested) {
+        Set<String> out = new LinkedHashSet<>();
+        for (String r : requested == null || requested.isEmpty() ? List.of("all") : requested)
+            for (String f : r.split(",")) {
+                String n = f.trim().toLowerCase(Locale.ROOT);
+                if (n.equals("all")) out.addAll(Cases.FAMILIES);
+                else if (Cases.FAMILIES.contains(n)) out.add(n);
+                else throw new IllegalArgumentException("unknown --family \"" + f.trim() + "\" (valid: "
+                            + String.join(", ", Cases.FAMILIES) + ", all)");
+            }
+        List<String> ordered = new ArrayList<>();
+        for (String f : Cases.FAMILIES) if (out.contains(f)) ordered.add(f);
+        return ordered;
+    }
+
+    /** Runs the benchmark; {@code progress} gets each row as soon as it is measured. */
+    public static BenchReport run(Config cfg, Backend device, Backend reference, Timer timer, Card card, Consumer<BenchRow> progress) {
+        List<BenchRow> rows = new ArrayList<>();
+        Double copyGbs = null, gemmTflops = null;
+        try (Data data = new Data(device, false, 42)) {
+            for (Cases.Case c : Cases.plan(cfg.sizes(), cfg.activations(), cfg.families())) {
+                BenchRow row = measure(c, cfg, device, reference, timer, data, copyGbs, gemmTflops);
+                if (row.timed() && c.kind() == Cases.Kind.CEILING_COPY) copyGbs = row.rate();
+                if (row.timed() && c.kind() == Cases.Kind.CEILING_GEMM) gemmTflops = row.rate();
+                rows.add(row);
+                if (progress != null) progress.accept(row);
+            }
+        }
+        return new BenchReport("grpo4j", cfg.sizes().name(), card.name(), card.driver(), card.runtime(), null,
+                java.time.Instant.now().truncatedTo(java.time.temporal.ChronoUnit.SECONDS).toString(), false, copyGbs, gemmTflops, rows);
+    }
+
+    private static BenchRow row(Cases.Case c, String status, String note, double[] ms, int reps, Double ceilingPct,
+                                Double maxError, Long extra) {
+        Double med = null, min = null, max = null, rate = null;
+        if (ms != null) {
+            double[] s = ms.clone();
+            Arrays.sort(s);
+            int n = s.length;
+            med = n % 2 == 1 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+            min = s[0];
+            max = s[n - 1];
+            rate = BenchRow.rate(c.workUnit(), c.work(), med);
+        }
+        return new BenchRow(c.id(), c.family(), c.name(), c.shape(), c.dtype(), "grpo4j", status, note, med, min, max,
+                ms == null ? 0 : reps, c.work(), c.workUnit(), c.formula(), rate, BenchRow.rateUnit(c.workUnit()), ceilingPct,
+                maxError, extra);
+    }
+
+    static BenchRow measure(Cases.Case c, Config cfg, Backend device, Backend reference, Timer timer, Data data,
+                            Double copyGbs, Double gemmTflops) {
+        List<String> missing = c.ops().stream().filter(op -> !device.implementsOp(op)).toList();
+        if (!missing.isEmpty())
+            return row(c, BenchRow.NOT_IMPLEMENTED, String.join(", ", missing) + " not implemented on " + device.name() + " yet",
+                    null, 0, null, null, null);
+        Double maxError = null;
+        try {
+            if (c.small() != null) {
+                Checks.Result r = check(c, device, reference);
+                maxError = r.maxError();
+                if (!r.ok())
+                    return row(c, BenchRow.FAILED, "check against the CPU failed: " + r.detail(), null, 0, null, maxError, null);
+            }
+            List<Instance> sets = new ArrayList<>();
+            try {
+                Instance first = c.big().build(data);
+                sets.add(first);
+                long setBytes = Math.max(1, first.bytes());
+                double touched = c.workUnit().equals("byte") ? c.work() : setBytes;
+                // the host cost runs one set: it measures the host, the GPU's caches do not matter
+                int n = c.kind() == Cases.Kind.HOST_COST ? 1 : (int) Math.max(1, Math.min(MAX_SETS, Math.ceil(cfg.rotateBytes() / touched)));
+                while (n > 1 && (double) n * setBytes > cfg.memoryBudget()) n--;
+                while (sets.size() < n) sets.add(c.big().build(data));
+                Long extra = null;
+                if (c.extraMemory()) {
+                    device.synchronize();
+                    long before = device.liveBytes();
+                    first.run();
+                    device.synchronize();
+                    extra = device.liveBytes() - before;
+                }
+                int k = sets.size();
+                double[] ms = c.kind() == Cases.Kind.HOST_COST ? hostCost(device, first, cfg.warmup(), cfg.reps())
+                        : timer.time(i -> sets.get(i % k).run(), cfg.warmup(), cfg.reps());
+                BenchRow r = row(c, BenchRow.OK, k > 1 ? k + " buffer sets rotated" : null, ms, cfg.reps(), null, maxError, extra);
+                Double ceiling = c.workUnit().equals("byte") ? copyGbs : c.workUnit().equals("flop") ? gemmTflops : null;
+                if (c.kind() == Cases.Kind.CEILING_COPY || c.kind() == Cases.Kind.CEILING_GEMM) ceiling = r.rate();
+                return ceiling == null ? r : r.withCeilingPct(100 * r.rate() / ceiling);
+            } finally {
+                for (Instance i : sets) i.close();
+                data.closeInstances();
+            }
+        } catch (RuntimeException e) {
+            String m = e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage().lines().findFirst().orElse("");
+            return row(c, BenchRow.ERROR, e.getClass().getSimpleName() + ": " + m, null, 0, null, maxError, null);
+        }
+    }
+
+    /** The same problem at its small size on both backends from bit-identical inputs, outputs compared. */
+    static Checks.Result check(Cases.Case c, Backend device, Backend reference) {
+        try (Data dd = new Data(device, true, 7); Data rd = new Data(reference, true, 7)) {
+            try {
+                Instance di = c.small().build(dd), ri = c.small().build(rd);
+                di.run();
+                ri.run();
+                device.synchronize();
+                return Checks.compare(di, ri);
+            } finally {
+                dd.closeInstances();
+                rd.closeInstances();
+            }
+        }
+    }
+
+    /**
+     * Host cost per call: the host's wall time of {@link Cases#HOST_CALLS} back-to-back calls, divided by their number,
+     * measured while the GPU is still busy with them (each repetition starts on an idle stream and ends before
+     * synchronizing), so it is the enqueue cost and not the GPU's.
+     */
+    static double[] hostCost(Backend device, Instance inst, int warmup, int reps) {
+        for (int i = 0; i < warmup; i++) inst.run();
+        device.synchronize();
+        double[] ms = new double[reps];
+        for (int r = 0; r < reps; r++) {
+            long t0 = System.nanoTime();
+            for (int i = 0; i < Cases.HOST_CALLS; i++) inst.run();
+            ms[r] = (System.nanoTime() - t0) / 1e6 / Cases.HOST_CALLS;
+            device.synchronize();
+        }
+        return ms;
+    }
+}

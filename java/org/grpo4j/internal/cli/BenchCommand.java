@@ -1,0 +1,129 @@
+package org.grpo4j.internal.cli;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.Callable;
+import org.grpo4j.internal.backend.CpuBackend;
+import org.grpo4j.internal.backend.CudaBackend;
+import org.grpo4j.internal.backend.CudaRuntime;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.Tensor;
+import org.grpo4j.internal.bench.BenchReport;
+import org.grpo4j.internal.bench.BenchRow;
+import org.grpo4j.internal.bench.BenchSizes;
+import org.grpo4j.internal.bench.Compare;
+import org.grpo4j.internal.bench.CudaEventTimer;
+import org.grpo4j.internal.bench.KernelBench;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * {@code grpo4j bench}: the kernel microbenchmark on the GPU (see {@link KernelBench}, docs/benchmarks.md), and
+ * {@code --compare} to merge its JSON with tools/bench-peers.py's into one table and chart.
+ */
+@Command(name = "bench", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {"Kernel microbenchmarks on the GPU: each kernel checked against the CPU at a small size, then timed with "
+                + "CUDA events (median of --reps after warm-up, inputs rotated past L2) next to the copy-bandwidth and "
+                + "bf16-GEMM ceilings measured in the same run. Exit status 1 when a check FAILED or a row errored.",
+                "With --compare OURS.json PEERS.json: one markdown table (and with --out, a PNG chart) of ours against "
+                + "tools/bench-peers.py's figures from the same card."})
+final class BenchCommand implements Callable<Integer> {
+
+    @Option(names = "--family", split = ",", paramLabel = "NAME",
+            description = "gemm, norm, rope, swiglu, embedding, elementwise, adamw, reduce, kvcache, attention, decode, sampling, lmhead or all (default: all); repeatable or comma-separated")
+    List<String> families;
+
+    @Option(names = "--sizes", defaultValue = "llama-3.1-8b", description = "llama-3.1-8b or small (default: ${DEFAULT-VALUE})")
+    String sizes;
+
+    @Option(names = "--json", paramLabel = "FILE", description = "Also write the results as JSON (schema in docs/benchmarks.md).")
+    Path json;
+
+    @Option(names = "--dtype", defaultValue = "bf16", description = "Activations, their gradients and GEMM operands: bf16 or fp32 (default: ${DEFAULT-VALUE}).")
+    String dtype;
+
+    @Option(names = "--reps", defaultValue = "30", description = "Timed repetitions per row, >= 20 (default: ${DEFAULT-VALUE}).")
+    int reps;
+
+    @Option(names = "--warmup", defaultValue = "5", description = "Untimed repetitions before timing (default: ${DEFAULT-VALUE}).")
+    int warmup;
+
+    @Option(names = "--device", defaultValue = "0", description = "CUDA device index (default: ${DEFAULT-VALUE}).")
+    int device;
+
+    @Option(names = "--compare", arity = "2", paramLabel = "FILE", description = "Merge OURS.json and PEERS.json (from bench-peers.py) instead of measuring.")
+    List<Path> compare;
+
+    @Option(names = "--out", paramLabel = "DIR", description = "With --compare: also write DIR/bench-compare.md and DIR/bench-ratios.png.")
+    Path out;
+
+    @Override
+    public Integer call() throws IOException {
+        PrintStream o = System.out;
+        if (compare != null) return compare(o);
+        if (out != null) throw new IllegalArgumentException("--out goes with --compare (bench writes its results with --json)");
+        List<String> fams = KernelBench.families(families);
+        BenchSizes s = BenchSizes.named(sizes);
+        DType act = switch (dtype.toLowerCase(Locale.ROOT)) {
+            case "bf16" -> DType.BF16;
+            case "fp32" -> DType.FP32;
+            default -> throw new IllegalArgumentException("unknown --dtype \"" + dtype + "\" (valid: bf16, fp32)");
+        };
+        if (reps < 20) throw new IllegalArgumentException("--reps must be >= 20 (a median of fewer is noise), got " + reps);
+        if (warmup < 1) throw new IllegalArgumentException("--warmup must be >= 1, got " + warmup);
+
+        CudaRuntime.Availability a = CudaRuntime.probe();
+        if (!a.available()) {
+            o.println("grpo4j bench: no GPU (" + a.reason() + "); nothing measured: this benchmark is GPU-only");
+            return 0;
+        }
+        try (CudaBackend be = new CudaBackend(device); CpuBackend ref = new CpuBackend()) {
+            CudaRuntime.Device dev = CudaRuntime.devices().get(device);
+            String drv = CudaRuntime.driverVersion();
+            KernelBench.Card card = new KernelBench.Card(dev.name(), drv == null ? "unknown" : "supports CUDA " + drv, CudaRuntime.runtimeVersion());
+            System.err.println("bench: " + be.description() + ", CUDA runtime " + card.runtime() + ", driver " + card.driver()
+                    + "; sizes " + s.name() + ", " + act.label() + " activations, " + reps + " reps after " + warmup + " warm-up");
+            // ~2 ms of device copies before each timed run (CudaEventTimer's head start)
+            try (Tensor hs1 = be.empty(DType.FP32, 1 << 26); Tensor hs2 = be.empty(DType.FP32, 1 << 26)) {
+                be.fill(hs1, 0);
+                Runnable headStart = () -> {
+                    for (int i = 0; i < 16; i++) be.copy(i % 2 == 0 ? hs2 : hs1, i % 2 == 0 ? hs1 : hs2);
+                };
+                long budget = (long) ((dev.totalMemory() - be.liveBytes()) * 0.6);
+                KernelBench.Config cfg = new KernelBench.Config(s, fams, act, warmup, reps, KernelBench.ROTATE_BYTES, budget);
+                BenchReport rep = KernelBench.run(cfg, be, ref, new CudaEventTimer(be, headStart), card,
+                        r -> System.err.println("bench: " + r.id() + ": " + summary(r)));
+                if (json != null) rep.write(json);
+                Compare.Result t = Compare.table(rep);
+                o.print(t.markdown());
+                if (json != null) o.println("wrote " + json);
+                return t.failed() ? 1 : 0;
+            }
+        }
+    }
+
+    static String summary(BenchRow r) {
+        if (!r.timed()) return r.status() + (r.note() == null ? "" : " (" + r.note() + ")");
+        return String.format(Locale.ROOT, "%.4f ms, %.1f %s", r.medianMs(), r.rate(), r.rateUnit())
+                + (r.ceilingPct() == null ? "" : String.format(Locale.ROOT, ", %.0f%% of ceiling", r.ceilingPct()));
+    }
+
+    private int compare(PrintStream o) throws IOException {
+        Path ours = compare.get(0), peers = compare.get(1);
+        Compare.Result res = Compare.merge(BenchReport.read(ours), BenchReport.read(peers), ours.toString(), peers.toString());
+        o.print(res.markdown());
+        if (out != null) {
+            Files.createDirectories(out);
+            Path md = out.resolve("bench-compare.md"), tmp = out.resolve(".bench-compare.md.tmp");
+            Files.writeString(tmp, res.markdown());
+            Files.move(tmp, md, java.nio.file.StandardCopyOption.REPLACE_EXISTING, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+            Compare.writeChart(res, "grpo4j kernels vs PyTorch, same GPU, same run", out.resolve("bench-ratios.png"));
+            o.println("wrote " + md + " and " + out.resolve("bench-ratios.png"));
+        }
+        return res.failed() ? 1 : 0;
+    }
+}

@@ -1,0 +1,55 @@
+package org.grpo4j.internal.cli;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.CharacterCodingException;
+import java.nio.file.AccessDeniedException;
+import java.nio.file.DirectoryNotEmptyException;
+import java.nio.file.FileAlreadyExistsException;
+import java.nio.file.FileSystemException;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.NotDirectoryException;
+import org.grpo4j.internal.backend.CudaException;
+import org.grpo4j.train.TrainingAbortedException;
+
+/** Turns a failure into the one line a user reads: what and where, never a Java class name for expected failures. */
+final class Errors {
+    private Errors() {}
+
+    static String describe(Throwable t) {
+        if (t instanceof UncheckedIOException && t.getCause() != null) return describe(t.getCause());
+        if (t instanceof NoSuchFileException e)
+            return e.getFile() + ": not found" + (e.getReason() == null ? "" : " (" + e.getReason() + ")");
+        if (t instanceof FileSystemException e) {
+            String what = e.getReason() != null ? e.getReason()
+                    : e instanceof AccessDeniedException ? "permission denied"
+                    : e instanceof FileAlreadyExistsException ? "already exists"
+                    : e instanceof NotDirectoryException ? "not a directory"
+                    : e instanceof DirectoryNotEmptyException ? "directory not empty" : "file system error";
+            if (e instanceof AccessDeniedException && e.getReason() != null) what = "permission denied (" + e.getReason() + ")";
+            return (e.getFile() == null ? "" : e.getFile() + (e.getOtherFile() == null ? "" : " -> " + e.getOtherFile()) + ": ") + what;
+        }
+        if (t instanceof CharacterCodingException) return "a file is not valid UTF-8 text";
+        if (t instanceof OutOfMemoryError)
+            return "out of memory (Java heap limit " + (Runtime.getRuntime().maxMemory() >> 20) + " MiB): raise it with -Xmx"
+                    + " (GRPO4J_JAVA_OPTS for tools/grpo4j) or ask for less (kv_cache_mib, --kv-blocks, batch sizes)";
+        if (t instanceof StackOverflowError) return "internal error: stack overflow";
+        String m = Main.firstLine(t.getMessage());
+        if (isInternal(t)) return "internal error: " + t.getClass().getSimpleName() + (m.isEmpty() ? "" : ": " + m);
+        if (m.isEmpty() && t.getCause() != null && t.getCause() != t) return describe(t.getCause());
+        return m.isEmpty() ? "I/O error" : m;
+    }
+
+    /** Failures caused by what the user gave (exit code 2). */
+    static boolean isBadInput(Throwable t) {
+        if (t instanceof TrainingAbortedException || t instanceof CudaException || t instanceof org.grpo4j.internal.dist.CommunicatorException) return false;
+        return t instanceof IllegalArgumentException || t instanceof IllegalStateException || t instanceof IOException
+                || t instanceof UncheckedIOException || t instanceof UnsupportedOperationException;
+    }
+
+    /** Failures that mean a bug in grpo4j (anything not anticipated). */
+    static boolean isInternal(Throwable t) {
+        return !(isBadInput(t) || t instanceof TrainingAbortedException || t instanceof CudaException || t instanceof OutOfMemoryError
+                || t instanceof org.grpo4j.internal.dist.CommunicatorException); // a peer died, hung or aborted the run
+    }
+}

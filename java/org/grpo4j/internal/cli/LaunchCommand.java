@@ -1,0 +1,149 @@
+package org.grpo4j.internal.cli;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import org.grpo4j.internal.backend.CudaRuntime;
+import org.grpo4j.internal.dist.DistEnv;
+import org.grpo4j.internal.dist.Rendezvous;
+import org.grpo4j.train.GrpoConfig;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+/**
+ * {@code tools/launch}: starts this node's ranks of a multi-GPU run in this JVM (one rank per GPU, each on its own
+ * thread with its own NCCL communicator), after printing the plan. Node 0 serves the rendezvous store. Flags win over
+ * the environment (NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT), which wins over Slurm's (SLURM_NNODES, SLURM_NODEID,
+ * the first host of SLURM_JOB_NODELIST). See docs/distributed.md.
+ */
+@Command(name = "launch", mixinStandardHelpOptions = true,
+        description = {"Run this node's share of a multi-GPU training run: one JVM per node, one rank per GPU (ZeRO-2 over NCCL).",
+                "Usage: launch [--nnodes N --node-rank R --master-addr A --master-port P] [--gpus K|all] [--dry-run] -- train --config F ..."})
+final class LaunchCommand implements Callable<Integer> {
+    @Option(names = "--nnodes", description = "Nodes in the run (default: NNODES, SLURM_NNODES, else 1).") Integer nnodes;
+    @Option(names = "--node-rank", description = "This node's index, 0 .. nnodes-1 (default: NODE_RANK, SLURM_NODEID, else 0).") Integer nodeRank;
+    @Option(names = "--master-addr", description = "Address of node 0, which serves the rendezvous (default: MASTER_ADDR, the first Slurm host, else 127.0.0.1 for one node).") String masterAddr;
+    @Option(names = "--master-port", description = "Rendezvous port on node 0 (default: MASTER_PORT, else 29500).") Integer masterPort;
+    @Option(names = "--gpus", defaultValue = "all", description = "GPUs (ranks) per node: a number, or all visible ones (default: ${DEFAULT-VALUE}).") String gpus;
+    @Option(names = "--rdzv-timeout", defaultValue = "300", description = "Seconds to wait for every node to join (default: ${DEFAULT-VALUE}).") int rdzvTimeout;
+    @Option(names = "--dry-run", description = "Print the plan (and check the config's world_size) without starting anything.") boolean dryRun;
+    @Parameters(arity = "1..*", paramLabel = "COMMAND", description = "The command to run on every rank: train --config F [--set k=v ...].") List<String> command = new ArrayList<>();
+
+    /** The environment (tests replace it). */
+    Map<String, String> env = System.getenv();
+    /** Visible CUDA devices, or a reason why none (tests replace it). */
+    java.util.function.Supplier<CudaRuntime.Availability> devices = CudaRuntime::probe;
+
+    @Override
+    public Integer call() throws Exception {
+        if (command.isEmpty() || !command.get(0).equals("train"))
+            throw new IllegalArgumentException("launch runs \"train\" on every rank: launch [options] -- train --config F ..., got " + String.join(" ", command));
+        int n = nnodes != null ? nnodes : intEnv("NNODES", intEnv("SLURM_NNODES", 1));
+        int node = nodeRank != null ? nodeRank : intEnv("NODE_RANK", intEnv("SLURM_NODEID", 0));
+        String master = masterAddr != null ? masterAddr : env.get("MASTER_ADDR") != null ? env.get("MASTER_ADDR")
+                : env.get("SLURM_JOB_NODELIST") != null ? DistEnv.hosts(env.get("SLURM_JOB_NODELIST")).get(0) : null;
+        if (master == null) {
+            if (n > 1) throw new IllegalArgumentException("--master-addr is required with --nnodes " + n + " (the address of node 0; or set MASTER_ADDR)");
+            master = "127.0.0.1";
+        }
+        int port = masterPort != null ? masterPort : intEnv("MASTER_PORT", DistEnv.DEFAULT_PORT);
+        CudaRuntime.Availability a = devices.get();
+        String[] train = command.subList(1, command.size()).toArray(String[]::new);
+        TrainCommand tc = new TrainCommand();
+        new CommandLine(tc).parseArgs(train);
+        int k;
+        if (gpus.equals("all")) {
+            if (!a.available()) {
+                if (dryRun) throw new IllegalArgumentException("--gpus all: no CUDA device visible here (" + a.reason() + "); give --gpus K to plan a run for other machines");
+                throw noGpus(a, tc, n);
+            }
+            k = a.deviceCount();
+        } else {
+            try {
+                k = Integer.parseInt(gpus);
+            } catch (NumberFormatException e) {
+                throw new IllegalArgumentException("--gpus must be a number or \"all\", got \"" + gpus + "\"");
+            }
+            if (k < 1) throw new IllegalArgumentException("--gpus must be >= 1, got " + k);
+        }
+        DistEnv plan = DistEnv.perNode(n, node, k, master, port);
+        printPlan(plan, n, node, k, tc);
+        if (dryRun) return 0;
+        if (!a.available()) throw noGpus(a, tc, plan.worldSize());
+        if (k > a.deviceCount())
+            throw new IllegalArgumentException("--gpus " + k + ": rank " + plan.localRanks()[a.deviceCount()] + " needs cuda:" + a.deviceCount() + ", but only "
+                    + a.deviceCount() + " CUDA device" + (a.deviceCount() == 1 ? " is" : "s are") + " visible (CUDA_VISIBLE_DEVICES)");
+        String secret = env.getOrDefault(Rendezvous.SECRET_ENV, "");
+        try (Rendezvous r = new Rendezvous(plan, secret, rdzvTimeout * 1000L, 3000)) {
+            r.onAbort(reason -> {
+                System.err.println("grpo4j launch: the run was aborted: " + reason);
+                Thread t = new Thread(() -> { // the trainer stops its ranks; should anything still hang, end the process
+                    try {
+                        Thread.sleep(60_000);
+                    } catch (InterruptedException e) {
+                        return;
+                    }
+                    System.err.println("grpo4j launch: still running 60 s after the abort; exiting");
+                    Runtime.getRuntime().halt(Main.FAILED);
+                });
+                t.setDaemon(true);
+                t.start();
+            });
+            tc.cluster = r;
+            return tc.call();
+        }
+    }
+
+    private IllegalStateException noGpus(CudaRuntime.Availability a, TrainCommand tc, int world) {
+        return new IllegalStateException("no CUDA device visible here (" + a.reason() + "): launch runs one NCCL rank per GPU. Without GPUs, train runs the ranks"
+                + " in one process on the CPU with the same ZeRO-2 code: tools/grpo4j train --config " + (tc.config == null ? "F" : tc.config) + " --set world_size="
+                + Math.max(2, world));
+    }
+
+    private void printPlan(DistEnv plan, int n, int node, int k, TrainCommand tc) {
+        System.out.println("grpo4j launch plan:");
+        System.out.printf("  %-18s %d = %d node%s x %d GPU%s (ZeRO-2 over NCCL, one rank per GPU)%n", "world size", plan.worldSize(), n, n == 1 ? "" : "s", k,
+                k == 1 ? "" : "s");
+        System.out.printf("  %-18s node %d of %d: rank%s %s on cuda:%s%n", "this node", node, n, k == 1 ? "" : "s",
+                k == 1 ? String.valueOf(plan.localRanks()[0]) : plan.localRanks()[0] + "-" + plan.localRanks()[k - 1], k == 1 ? "0" : "0-" + (k - 1));
+        boolean secret = !env.getOrDefault(Rendezvous.SECRET_ENV, "").isEmpty();
+        boolean loopback = plan.masterAddr().equals("127.0.0.1") || plan.masterAddr().equals("localhost") || plan.masterAddr().equals("::1");
+        System.out.printf("  %-18s %s:%d, served by node 0; %s%n", "rendezvous", plan.masterAddr(), plan.masterPort(),
+                secret ? Rendezvous.SECRET_ENV + " set" : loopback ? "loopback only (no secret needed)" : Rendezvous.SECRET_ENV + " NOT set: required beyond loopback");
+        System.out.printf("  %-18s train %s%n", "every rank runs", String.join(" ", command.subList(1, command.size())));
+        if (tc.config != null) {
+            try {
+                GrpoConfig c = GrpoConfig.load(tc.config, tc.set);
+                System.out.printf("  %-18s %s%n", "config world_size", c.worldSize + (c.worldSize == plan.worldSize() ? " (matches)"
+                        : " -- does not match: add --set world_size=" + plan.worldSize() + " (local_* batch sizes are per rank)"));
+            } catch (Exception e) {
+                System.out.printf("  %-18s %s%n", "config", "not checked: " + Errors.describe(e));
+            }
+        }
+        if (n > 1)
+            System.out.printf("  %-18s tools/launch --nnodes %d --node-rank <0..%d> --master-addr %s --master-port %d --gpus %d -- %s%n", "start on each node",
+                    n, n - 1, plan.masterAddr(), plan.masterPort(), k, String.join(" ", command));
+        System.out.flush();
+    }
+
+    private int intEnv(String key, int dflt) {
+        String v = env.get(key);
+        if (v == null || v.isBlank()) return dflt;
+        try {
+            return Integer.parseInt(v.trim());
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException(key + "=" + v + " is not an integer");
+        }
+    }
+
+    /** For tests: a launch with a given environment and devices. */
+    static LaunchCommand with(Map<String, String> env, CudaRuntime.Availability devices) {
+        LaunchCommand l = new LaunchCommand();
+        l.env = env;
+        l.devices = () -> devices;
+        return l;
+    }
+}

@@ -1,0 +1,106 @@
+package org.grpo4j.internal.cli;
+
+import java.io.PrintWriter;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.ScopeType;
+
+/**
+ * {@code tools/grpo4j}: the command-line entry point. Each subcommand is a thin layer over the Java API.
+ *
+ * <p>Exit codes: 0 done; 1 the work failed (training aborted, out of memory, an internal error); 2 bad input (usage,
+ * config, files); 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM) after writing a checkpoint. Every failure is
+ * one line on stderr, "grpo4j COMMAND: what went wrong"; the stack trace only with {@code --debug} (or GRPO4J_DEBUG=1).
+ */
+@Command(name = "grpo4j", mixinStandardHelpOptions = true, version = "grpo4j 0.1.0",
+        description = "GRPO post-training of Llama-family models on verifiable rewards.",
+        subcommands = {InfoCommand.class, TokenizeCommand.class, InitModelCommand.class, GenerateCommand.class, TrainCommand.class, LaunchCommand.class,
+                RewardCommand.class, BenchCommand.class})
+public final class Main implements Runnable {
+
+    /** Exit code of a failure that is not the input's fault. */
+    static final int FAILED = 1;
+    /** Exit code of bad input. */
+    static final int BAD_INPUT = 2;
+
+    @Option(names = "--debug", scope = ScopeType.INHERIT, description = "Print the stack trace of a failure.")
+    boolean debug;
+
+    public static void main(String[] args) {
+        configureLogging();
+        System.exit(execute(args));
+    }
+
+    /** Runs one command line in this JVM and returns its exit code; never throws. */
+    public static int execute(String... args) {
+        CommandLine cl = newCommandLine();
+        try {
+            return cl.execute(args);
+        } catch (Throwable t) { // Errors (out of memory, stack overflow) pass through picocli's handler
+            return report(t, cl.getErr(), "grpo4j", debugRequested(args));
+        }
+    }
+
+    /** One line per log record: "grpo4j: message". */
+    public static void configureLogging() {
+        if (System.getProperty("java.util.logging.SimpleFormatter.format") == null)
+            System.setProperty("java.util.logging.SimpleFormatter.format", "grpo4j: %5$s%6$s%n");
+    }
+
+    static CommandLine newCommandLine() { return newCommandLine(new Main()); }
+
+    /** A command line for {@code command} (Main, or one subcommand's object) with grpo4j's error handling. */
+    static CommandLine newCommandLine(Object command) {
+        CommandLine cl = new CommandLine(command);
+        cl.setExpandAtFiles(false); // "@file" values belong to the commands (tokenize --chat-json @chat.json)
+        cl.setExecutionExceptionHandler((ex, cmd, parsed) -> report(ex, cmd.getErr(), "grpo4j " + cmd.getCommandName(), debugRequested(parsed)));
+        cl.setParameterExceptionHandler((ex, args) -> {
+            CommandLine cmd = ex.getCommandLine();
+            String name = cmd.getCommandSpec().qualifiedName();
+            PrintWriter err = cmd.getErr();
+            err.println(name + ": " + firstLine(ex.getMessage()).replaceFirst("^Error: ", ""));
+            if (!CommandLine.UnmatchedArgumentException.printSuggestions(ex, err))
+                err.println("Try '" + name + " --help' for the options.");
+            return BAD_INPUT;
+        });
+        return cl;
+    }
+
+    /** Prints the one-line message of a failure (and its stack trace when asked) and returns its exit code. */
+    static int report(Throwable t, PrintWriter err, String who, boolean debug) {
+        err.println(who + ": " + Errors.describe(t)
+                + (Errors.isInternal(t) && !debug ? " (a bug in grpo4j: rerun with --debug for the stack trace and report it)" : ""));
+        if (debug) t.printStackTrace(err);
+        err.flush();
+        return Errors.isBadInput(t) ? BAD_INPUT : FAILED;
+    }
+
+    static boolean debugRequested(CommandLine.ParseResult pr) {
+        for (CommandLine.ParseResult p = pr; p != null; p = p.subcommand())
+            if (p.hasMatchedOption("--debug")) return true;
+        return envDebug();
+    }
+
+    private static boolean debugRequested(String[] args) {
+        for (String a : args) {
+            if (a.equals("--")) break;
+            if (a.equals("--debug")) return true;
+        }
+        return envDebug();
+    }
+
+    private static boolean envDebug() {
+        String e = System.getenv("GRPO4J_DEBUG");
+        return e != null && !e.isEmpty() && !e.equals("0");
+    }
+
+    static String firstLine(String s) {
+        return s == null ? "" : s.lines().findFirst().orElse("").trim();
+    }
+
+    @Override
+    public void run() {
+        CommandLine.usage(this, System.out);
+    }
+}

@@ -1,0 +1,85 @@
+package org.grpo4j.internal.cli;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.Callable;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.Backends;
+import org.grpo4j.train.GrpoConfig;
+import org.grpo4j.internal.train.Trainer;
+import org.grpo4j.internal.train.Preflight;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/** {@code grpo4j train}: a thin layer over {@link Trainer}. */
+@Command(name = "train", mixinStandardHelpOptions = true, description = "Train with GRPO (the Tulu 3.1 RLVR recipe).")
+final class TrainCommand implements Callable<Integer> {
+    @Option(names = "--config", description = "JSON config (reference flag names in snake_case).") Path config;
+    @Option(names = "--set", description = "Override a config key: --set learning_rate=1e-6 (repeatable; nested: sft_warmup.steps=0).") List<String> set = new ArrayList<>();
+    @Option(names = "--output", description = "Run directory (default: the config's output_dir). Must be new or empty.") Path output;
+    @Option(names = "--overwrite", description = "Replace the earlier run in the run directory (its outputs are deleted when training starts).") boolean overwrite;
+    @Option(names = "--resume", description = "Continue the run in this directory (or from this checkpoint), with its saved config.") Path resume;
+    @Option(names = "--dry-run", description = "Run every check that does not need the weights, print the derived quantities; train nothing.") boolean dryRun;
+
+    /** This JVM's ranks of a multi-process run (set by launch), or null. */
+    org.grpo4j.internal.dist.Cluster cluster;
+
+    @Override
+    public Integer call() throws Exception {
+        if (config == null && resume == null) throw new IllegalArgumentException("--config is required (or --resume DIR)");
+        if (resume != null && config != null)
+            throw new IllegalArgumentException("--config cannot be combined with --resume: a resumed run goes on with the config saved in its checkpoint");
+        if (resume != null && !set.isEmpty()) throw new IllegalArgumentException("--set cannot change a resumed run (its saved config is used)");
+        if (resume != null && overwrite) throw new IllegalArgumentException("--overwrite and --resume exclude each other: resume continues the run, overwrite replaces it");
+        if (dryRun && resume != null) throw new IllegalArgumentException("--dry-run checks a --config; a resumed run was checked when it started");
+        GrpoConfig cfg = config != null ? GrpoConfig.load(config, set) : null;
+        if (dryRun) return dryRun(cfg);
+        Trainer.Builder b = Trainer.builder(cfg).outputDir(output).overwrite(overwrite);
+        if (resume != null) b.resume(resume);
+        org.grpo4j.internal.dist.Rendezvous own = cluster == null ? perRankLaunch() : null;
+        if (cluster != null || own != null) b.cluster(cluster != null ? cluster : own);
+        try (own; Trainer t = b.build(); StopSignals signals = StopSignals.install(t::cancel, System.err)) {
+            org.grpo4j.train.GrpoTrainer.Result r = t.run(null);
+            System.out.println("grpo4j: " + (r.cancelled() ? "stopped" : "finished") + " at step " + r.lastStep() + "; outputs in " + r.outputDir());
+            return r.cancelled() && signals.exitCode() > 0 ? signals.exitCode() : 0;
+        }
+    }
+
+    /**
+     * A torchrun-style launch (one JVM per rank: RANK and WORLD_SIZE > 1 in the environment, MASTER_ADDR/MASTER_PORT of
+     * the store) joins the run's rendezvous; otherwise null.
+     */
+    private static org.grpo4j.internal.dist.Rendezvous perRankLaunch() throws java.io.IOException {
+        java.util.Map<String, String> env = System.getenv();
+        String w = env.get("WORLD_SIZE");
+        if (env.get("RANK") == null || w == null || w.trim().equals("1")) return null;
+        org.grpo4j.internal.dist.DistEnv d = org.grpo4j.internal.dist.DistEnv.fromEnvironment(env, 1);
+        org.grpo4j.internal.dist.Rendezvous r = new org.grpo4j.internal.dist.Rendezvous(d, env.getOrDefault(org.grpo4j.internal.dist.Rendezvous.SECRET_ENV, ""), 300_000, 3000);
+        r.onAbort(reason -> System.err.println("grpo4j train: the run was aborted: " + reason));
+        return r;
+    }
+
+    /** The derived quantities first (useful even when a check fails, e.g. for a config meant for another machine), then every check. */
+    private int dryRun(GrpoConfig cfg) throws Exception {
+        System.out.println("derived quantities of " + config + ":");
+        for (var e : cfg.derived().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
+        for (String note : org.grpo4j.internal.train.LrSchedule.notes(cfg)) System.out.println("  note: " + note);
+        System.out.flush();
+        Path out = output != null ? output : Path.of(cfg.outputDir);
+        Trainer.checkRunDirectory(out, overwrite);
+        try (Backend be = Backends.choose(cfg.backend, org.grpo4j.internal.backend.Ops.ALL).backend();
+             Preflight pf = Preflight.check(cfg, be, null, org.grpo4j.internal.train.Trainer.precisionOf(cfg, be),
+                     cfg.worldSize > 1 && be instanceof org.grpo4j.internal.backend.CpuBackend ? cfg.worldSize : 1)) {
+            for (var e : pf.summary().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
+            System.out.printf("  %-36s %s%n", "output directory", out + (overwrite ? " (its earlier run would be replaced)" : ""));
+            if (cfg.worldSize != 1) {
+                System.out.println("config OK for " + cfg.worldSize + " ranks (ZeRO-2): on GPUs start it with tools/launch (one rank per GPU); on the CPU, "
+                        + "train runs the " + cfg.worldSize + " ranks in this process: " + config);
+                return 0;
+            }
+            System.out.println("config OK: " + config);
+        }
+        return 0;
+    }
+}

@@ -1,0 +1,225 @@
+package org.grpo4j.internal.data;
+
+import org.grpo4j.reward.RlvrRow;
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.BufferedReader;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.sql.Connection;
+import java.sql.DriverManager;
+import java.sql.ResultSet;
+import java.sql.ResultSetMetaData;
+import java.sql.SQLException;
+import java.sql.Statement;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Locale;
+import java.util.Set;
+import org.grpo4j.ChatMessage;
+
+/**
+ * Reads RLVR rows from JSONL (one JSON object per line) or Parquet (the HF hub layout, where {@code messages} is a
+ * list of structs; read through DuckDB's JDBC driver, whose parquet and json support is built in).
+ *
+ * <p>Required per row: {@code messages} (non-empty list of {role, content}, role one of system, user, assistant) and {@code dataset}; {@code ground_truth}
+ * may be null (the reward is then 0) and may be a string or any JSON value (kept as JSON text). Errors name the
+ * file and the line (JSONL) or row (Parquet).
+ */
+public final class DatasetReader {
+    private DatasetReader() {}
+
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    /** The roles the chat templates render (the Tulu template silently drops any other). */
+    public static final Set<String> ROLES = Set.of("system", "user", "assistant");
+
+    /** Reads a .jsonl/.json or .parquet file, or every such file in a directory (sorted by name). */
+    public static List<RlvrRow> read(Path path) throws IOException {
+        if (Files.isDirectory(path)) {
+            List<Path> files;
+            try (var s = Files.walk(path)) {
+                files = s.filter(Files::isRegularFile).filter(DatasetReader::isDataFile).sorted().toList();
+            }
+            if (files.isEmpty()) throw new NoSuchFileException(path.toString(), null, "no .jsonl or .parquet files in this directory");
+            List<RlvrRow> all = new ArrayList<>();
+            for (Path f : files) all.addAll(read(f));
+            return all;
+        }
+        if (!Files.isRegularFile(path)) throw new NoSuchFileException(path.toString(), null, "dataset file not found");
+        String n = path.getFileName().toString().toLowerCase(Locale.ROOT);
+        if (n.endsWith(".parquet")) return readParquet(path);
+        if (n.endsWith(".jsonl") || n.endsWith(".json")) return readJsonl(path);
+        throw new IOException(path + ": unknown dataset format (expected .jsonl, .json or .parquet)");
+    }
+
+    /**
+     * Like {@link #read(Path)}, but for a directory only the data files of {@code split} (null: all of them): a file
+     * belongs to split s when a folder between the directory and the file is named s (train/..., data/train/...), or
+     * its name is s.jsonl / s.parquet or starts with "s-" (train-00000-of-00001.parquet). A single file is read whole.
+     */
+    public static List<RlvrRow> read(Path path, String split) throws IOException {
+        if (split == null || split.isBlank() || !Files.isDirectory(path)) return read(path);
+        List<Path> files;
+        try (var s = Files.walk(path)) {
+            files = s.filter(Files::isRegularFile).filter(DatasetReader::isDataFile).filter(f -> inSplit(path.relativize(f), split)).sorted().toList();
+        }
+        if (files.isEmpty()) throw new NoSuchFileException(path.toString(), null, "no .jsonl or .parquet files of split \"" + split + "\" in this directory");
+        List<RlvrRow> all = new ArrayList<>();
+        for (Path f : files) all.addAll(read(f));
+        return all;
+    }
+
+    static boolean inSplit(Path rel, String split) {
+        for (int i = 0; i < rel.getNameCount() - 1; i++) if (rel.getName(i).toString().equals(split)) return true;
+        String n = rel.getFileName().toString();
+        int dot = n.indexOf('.');
+        String stem = dot < 0 ? n : n.substring(0, dot);
+        return stem.equals(split) || n.startsWith(split + "-");
+    }
+
+    static boolean isDataFile(Path p) {
+        String n = p.getFileName().toString().toLowerCase(Locale.ROOT);
+        return n.endsWith(".jsonl") || n.endsWith(".parquet");
+    }
+
+    public static List<RlvrRow> readJsonl(Path path) throws IOException {
+        List<RlvrRow> rows = new ArrayList<>();
+        int no = 0;
+        try (BufferedReader r = Files.newBufferedReader(path, StandardCharsets.UTF_8)) {
+            String line;
+            while ((line = r.readLine()) != null) {
+                no++;
+                if (line.isBlank()) continue;
+                String where = path + ":" + no;
+                JsonNode node;
+                try {
+                    node = JSON.readTree(line);
+                } catch (JsonProcessingException e) {
+                    throw new IOException(where + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(e));
+                }
+                rows.add(fromJson(node, where));
+            }
+        } catch (java.nio.charset.MalformedInputException e) {
+            throw new IOException(path + ":" + (no + 1) + ": not valid UTF-8", e);
+        }
+        return rows;
+    }
+
+    /** Builds a row from a JSON object; {@code where} names the source in errors. */
+    public static RlvrRow fromJson(JsonNode node, String where) throws IOException {
+        if (!node.isObject()) throw new IOException(where + ": expected a JSON object, got " + node.getNodeType().toString().toLowerCase(Locale.ROOT));
+        List<ChatMessage> messages = parseMessages(node.get("messages"), where);
+        JsonNode ds = node.get("dataset");
+        if (ds == null || ds.isNull()) throw new IOException(where + ": field \"dataset\" is missing");
+        if (!ds.isTextual()) throw new IOException(where + ": field \"dataset\" must be a string, got " + ds);
+        return new RlvrRow(messages, textOrJson(node.get("ground_truth")), ds.asText(),
+                optText(node.get("constraint_type"), "constraint_type", where), optText(node.get("constraint"), "constraint", where), where);
+    }
+
+    static List<ChatMessage> parseMessages(JsonNode m, String where) throws IOException {
+        if (m == null || m.isNull()) throw new IOException(where + ": field \"messages\" is missing");
+        if (!m.isArray() || m.isEmpty()) throw new IOException(where + ": field \"messages\" must be a non-empty list of {role, content}");
+        List<ChatMessage> out = new ArrayList<>();
+        for (int i = 0; i < m.size(); i++) {
+            JsonNode e = m.get(i);
+            JsonNode role = e.get("role"), content = e.get("content");
+            if (role == null || !role.isTextual()) throw new IOException(where + ": messages[" + i + "].role must be a string");
+            if (content == null || !content.isTextual()) throw new IOException(where + ": messages[" + i + "].content must be a string");
+            if (!ROLES.contains(role.asText()))
+                throw new IOException(where + ": messages[" + i + "].role \"" + role.asText() + "\" is not one of system, user, assistant"
+                        + (ROLES.contains(role.asText().trim().toLowerCase(Locale.ROOT)) ? " (roles are lower case, without spaces)" : "")
+                        + "; the chat templates render only these roles");
+            out.add(new ChatMessage(role.asText(), content.asText()));
+        }
+        return out;
+    }
+
+    private static String textOrJson(JsonNode n) {
+        if (n == null || n.isNull()) return null;
+        return n.isTextual() ? n.asText() : n.toString();
+    }
+
+    private static String optText(JsonNode n, String field, String where) throws IOException {
+        if (n == null || n.isNull()) return null;
+        if (!n.isTextual()) throw new IOException(where + ": field \"" + field + "\" must be a string or null, got " + n);
+        return n.asText();
+    }
+
+    public static List<RlvrRow> readParquet(Path path) throws IOException {
+        String file = path.toAbsolutePath().toString().replace("'", "''");
+        try (Connection c = DriverManager.getConnection("jdbc:duckdb:"); Statement st = c.createStatement()) {
+            Set<String> cols = new HashSet<>();
+            try (ResultSet rs = st.executeQuery("DESCRIBE SELECT * FROM read_parquet('" + file + "')")) {
+                while (rs.next()) cols.add(rs.getString(1));
+            }
+            for (String req : List.of("messages", "dataset"))
+                if (!cols.contains(req)) throw new IOException(path + ": column \"" + req + "\" is missing (columns: " + cols + ")");
+            String gt = cols.contains("ground_truth") ? "to_json(ground_truth)" : "NULL";
+            String ct = cols.contains("constraint_type") ? "constraint_type" : "NULL";
+            String cn = cols.contains("constraint") ? "\"constraint\"" : "NULL";
+            String sql = "SELECT to_json(messages), " + gt + ", dataset, " + ct + ", " + cn + " FROM read_parquet('" + file + "')";
+            List<RlvrRow> rows = new ArrayList<>();
+            try (ResultSet rs = st.executeQuery(sql)) {
+                ResultSetMetaData md = rs.getMetaData();
+                if (md.getColumnCount() != 5) throw new IOException(path + ": unexpected result shape");
+                int no = 0;
+                while (rs.next()) {
+                    String where = path + ": row " + no++;
+                    JsonNode messages = JSON.readTree(rs.getString(1) == null ? "null" : rs.getString(1));
+                    String gtJson = rs.getString(2);
+                    JsonNode gtNode = gtJson == null ? null : JSON.readTree(gtJson);
+                    com.fasterxml.jackson.databind.node.ObjectNode o = JSON.createObjectNode();
+                    o.set("messages", messages);
+                    o.set("ground_truth", gtNode);
+                    o.put("dataset", rs.getString(3));
+                    o.put("constraint_type", rs.getString(4) == null ? null : String.valueOf(rs.getObject(4)));
+                    o.put("constraint", rs.getString(5) == null ? null : String.valueOf(rs.getObject(5)));
+                    rows.add(fromJson(o, where));
+                }
+            }
+            return rows;
+        } catch (SQLException e) {
+            throw new IOException(path + ": cannot read as Parquet: " + e.getMessage().lines().findFirst().orElse(""), e);
+        }
+    }
+
+    /** Writes rows as Parquet (messages as list of structs, like the HF hub files), through DuckDB. */
+    public static void writeParquet(List<RlvrRow> rows, Path out) throws IOException {
+        Path tmp = Files.createTempFile("grpo4j-rows", ".jsonl");
+        try {
+            writeJsonl(rows, tmp);
+            String in = tmp.toAbsolutePath().toString().replace("'", "''"), o = out.toAbsolutePath().toString().replace("'", "''");
+            try (Connection c = DriverManager.getConnection("jdbc:duckdb:"); Statement st = c.createStatement()) {
+                st.execute("COPY (SELECT * FROM read_json('" + in + "', format='newline_delimited', columns={"
+                        + "messages: 'STRUCT(role VARCHAR, content VARCHAR)[]', ground_truth: 'VARCHAR', dataset: 'VARCHAR', "
+                        + "constraint_type: 'VARCHAR', \"constraint\": 'VARCHAR'})) TO '" + o + "' (FORMAT parquet)");
+            } catch (SQLException e) {
+                throw new IOException(out + ": cannot write Parquet: " + e.getMessage(), e);
+            }
+        } finally {
+            Files.deleteIfExists(tmp);
+        }
+    }
+
+    public static void writeJsonl(List<RlvrRow> rows, Path out) throws IOException {
+        try (var w = Files.newBufferedWriter(out, StandardCharsets.UTF_8)) {
+            for (RlvrRow r : rows) {
+                var o = JSON.createObjectNode();
+                var ms = o.putArray("messages");
+                for (ChatMessage m : r.messages()) ms.addObject().put("role", m.role()).put("content", m.content());
+                o.put("ground_truth", r.groundTruth());
+                o.put("dataset", r.dataset());
+                o.put("constraint_type", r.constraintType());
+                o.put("constraint", r.constraint());
+                w.write(JSON.writeValueAsString(o));
+                w.write('\n');
+            }
+        }
+    }
+}

@@ -1,0 +1,394 @@
+package org.grpo4j.internal.dist;
+
+import static org.bytedeco.cuda.global.cudart.cudaErrorNotReady;
+import static org.bytedeco.cuda.global.cudart.cudaEventCreateWithFlags;
+import static org.bytedeco.cuda.global.cudart.cudaEventDestroy;
+import static org.bytedeco.cuda.global.cudart.cudaEventDisableTiming;
+import static org.bytedeco.cuda.global.cudart.cudaEventQuery;
+import static org.bytedeco.cuda.global.cudart.cudaEventRecord;
+import static org.bytedeco.cuda.global.cudart.cudaGetErrorString;
+import static org.bytedeco.cuda.global.cudart.cudaSetDevice;
+import static org.bytedeco.cuda.global.cudart.cudaStreamCreateWithFlags;
+import static org.bytedeco.cuda.global.cudart.cudaStreamDestroy;
+import static org.bytedeco.cuda.global.cudart.cudaStreamNonBlocking;
+import static org.bytedeco.cuda.global.cudart.cudaStreamSynchronize;
+import static org.bytedeco.cuda.global.cudart.cudaStreamWaitEvent;
+import static org.bytedeco.cuda.global.cudart.cudaSuccess;
+import static org.bytedeco.cuda.global.nccl.*;
+
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.locks.LockSupport;
+import org.bytedeco.cuda.cudart.CUevent_st;
+import org.bytedeco.cuda.cudart.CUstream_st;
+import org.bytedeco.cuda.nccl.ncclComm;
+import org.bytedeco.cuda.nccl.ncclUniqueId;
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.Pointer;
+import org.grpo4j.internal.backend.CudaBackend;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.Tensor;
+
+/**
+ * One rank's NCCL communicator (the JavaCPP CUDA presets' NCCL), for a rank whose compute runs on a
+ * {@link CudaBackend}.
+ *
+ * <ul>
+ *   <li>Created on the rank's own thread (its device current) with {@code ncclCommInitRank} from the unique id that
+ *       rank 0's process made and the rendezvous store passed on; every local rank does this at once.</li>
+ *   <li>Collectives run on the communicator's own CUDA stream, issued by one worker thread in call order (so every
+ *       rank issues them in the same order): each waits for an event recorded on the compute stream when it was
+ *       called (its inputs are then complete), and {@link Work#await()} makes the compute stream wait for its done
+ *       event, so the caller overlaps it with compute until it needs the result; the host is not blocked.</li>
+ *   <li>Every NCCL and CUDA status is checked; a failure names the call, NCCL's last error, the collective and the
+ *       context ("step 12, update").</li>
+ *   <li>Watchdog: after issuing, the worker polls the done event and {@code ncclCommGetAsyncError}; a collective not
+ *       finished {@code timeoutSeconds} after its inputs were ready aborts the communicator ({@code ncclCommAbort},
+ *       which unblocks the kernels) and fails this and every later call with a message naming the collective and the
+ *       context. The trainer then stops every local rank; the rendezvous store stops the other processes.</li>
+ * </ul>
+ * Sums of bf16 follow NCCL (ring order, per-hop rounding); AVG is ncclAvg.
+ */
+public final class NcclCommunicator implements Communicator {
+    /** A device address as a JavaCPP pointer (no deallocator: the memory belongs to a tensor). */
+    private static final class Raw extends Pointer {
+        Raw(long address) { this.address = address; }
+    }
+
+    /** One collective as the worker issues it. */
+    private interface Call {
+        int issue(CUstream_st stream);
+    }
+
+    private final int rank, world, device;
+    private final CudaBackend be;
+    private final CUstream_st compute, stream = new CUstream_st();
+    private final ncclComm comm = new ncclComm();
+    private final long timeoutNanos;
+    private final ExecutorService worker;
+    private volatile Throwable failure;
+    private volatile String context = "";
+    private boolean closed, commAborted;
+
+    private NcclCommunicator(CudaBackend be, int rank, int world, long timeoutNanos) {
+        this.be = be;
+        this.rank = rank;
+        this.world = world;
+        this.device = be.device();
+        this.timeoutNanos = timeoutNanos;
+        this.compute = new CUstream_st(new Raw(be.stream()));
+        this.worker = Executors.newSingleThreadExecutor(r -> {
+            Thread t = new Thread(r, "grpo4j-nccl-rank-" + rank);
+            t.setDaemon(true);
+            return t;
+        });
+    }
+
+    /** A fresh unique id (128 bytes): rank 0's process makes it and the rendezvous store hands it to the others. */
+    public static byte[] newUniqueId() {
+        ncclUniqueId id = new ncclUniqueId();
+        checkStatic(ncclGetUniqueId(id), "ncclGetUniqueId");
+        byte[] b = new byte[NCCL_UNIQUE_ID_BYTES];
+        id.internal().get(b);
+        return b;
+    }
+
+    /** NCCL's version as "2.28.3", or the reason it does not load. */
+    public static String version() {
+        try {
+            int[] v = new int[1];
+            if (ncclGetVersion(v) != ncclSuccess) return "unknown";
+            return v[0] / 10000 + "." + v[0] / 100 % 100 + "." + v[0] % 100;
+        } catch (Throwable t) {
+            return "does not load: " + t.getMessage();
+        }
+    }
+
+    /**
+     * Joins the communicator of {@code world} ranks as {@code rank}, on the calling thread (which owns {@code be}'s
+     * device); returns when every rank has joined.
+     */
+    public static NcclCommunicator create(byte[] uniqueId, int world, int rank, CudaBackend be, int timeoutSeconds) {
+        if (uniqueId.length != NCCL_UNIQUE_ID_BYTES)
+            throw new IllegalArgumentException("an NCCL unique id has " + NCCL_UNIQUE_ID_BYTES + " bytes, got " + uniqueId.length);
+        NcclCommunicator c = new NcclCommunicator(be, rank, world, timeoutSeconds * 1_000_000_000L);
+        try {
+            c.cuda(cudaSetDevice(c.device), "cudaSetDevice(" + c.device + ")");
+            c.cuda(cudaStreamCreateWithFlags(c.stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+            ncclUniqueId id = new ncclUniqueId();
+            id.internal().put(uniqueId);
+            int res = ncclCommInitRank(c.comm, world, id, rank);
+            if (res != ncclSuccess)
+                throw new CommunicatorException("ncclCommInitRank(rank " + rank + " of " + world + ", cuda:" + c.device + ") failed: "
+                        + ncclGetErrorString(res).getString() + lastError(null)
+                        + (res == ncclInvalidUsage ? " (two ranks on one GPU are refused by NCCL: one rank per GPU)" : ""));
+            c.worker.submit(() -> cudaSetDevice(c.device)).get();
+            return c;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            c.close();
+            throw new CommunicatorException("interrupted while creating the NCCL communicator of rank " + rank);
+        } catch (ExecutionException | RuntimeException e) {
+            c.close();
+            throw e instanceof RuntimeException re ? re : new CommunicatorException(e.getMessage(), e);
+        }
+    }
+
+    @Override
+    public int rank() { return rank; }
+
+    @Override
+    public int worldSize() { return world; }
+
+    @Override
+    public void setContext(String what) { context = what == null ? "" : what; }
+
+    /**
+     * Fails the communicator from any thread: {@code ncclCommAbort} stops its kernels, and this and every later
+     * collective throws naming {@code cause}.
+     */
+    public void abort(Throwable cause) {
+        synchronized (this) {
+            if (failure != null || closed) return;
+            failure = cause;
+            commAborted = !comm.isNull();
+        }
+        if (commAborted) ncclCommAbort(comm);
+    }
+
+    // ---- collectives ----------------------------------------------------------------------------------------------
+
+    private static int type(Tensor t) {
+        return switch (t.dtype()) {
+            case FP32 -> ncclFloat32;
+            case BF16 -> ncclBfloat16;
+            case INT32 -> ncclInt32;
+            default -> throw new IllegalArgumentException("NCCL collectives take fp32, bf16 or int32 tensors, not " + t.dtype().label());
+        };
+    }
+
+    private static int op(ReduceOp op) { return op == ReduceOp.AVG ? ncclAvg : ncclSum; }
+
+    private Pointer ptr(Tensor t) { return new Raw(be.deviceAddress(t)); }
+
+    private static void requireFloat(String op, Tensor t) {
+        if (t.dtype() != DType.FP32 && t.dtype() != DType.BF16)
+            throw new IllegalArgumentException(op + ": reductions take fp32 or bf16 tensors, got " + t.dtype().label());
+    }
+
+    @Override
+    public Work allReduce(Tensor buf, ReduceOp op) {
+        requireFloat("allReduce", buf);
+        Pointer p = ptr(buf);
+        return submit("allReduce", s -> ncclAllReduce(p, p, buf.numel(), type(buf), op(op), comm, s));
+    }
+
+    @Override
+    public Work reduceScatter(Tensor out, Tensor in, ReduceOp op) {
+        requireFloat("reduceScatter", in);
+        if (in.numel() != out.numel() * world || in.dtype() != out.dtype())
+            throw new IllegalArgumentException("reduceScatter: in " + in + " must be world " + world + " x out " + out);
+        Pointer i = ptr(in), o = ptr(out);
+        return submit("reduceScatter", s -> ncclReduceScatter(i, o, out.numel(), type(in), op(op), comm, s));
+    }
+
+    @Override
+    public Work reduce(Tensor out, Tensor in, int root, ReduceOp op) {
+        requireFloat("reduce", in);
+        if (root < 0 || root >= world) throw new IllegalArgumentException("reduce: root " + root + " outside [0, " + world + ")");
+        if (rank == root && (out == null || out.numel() != in.numel() || out.dtype() != in.dtype()))
+            throw new IllegalArgumentException("reduce: the root's out must match in " + in);
+        Pointer i = ptr(in), o = rank == root ? ptr(out) : null;
+        return submit("reduce", s -> ncclReduce(i, o, in.numel(), type(in), op(op), root, comm, s));
+    }
+
+    @Override
+    public Work allGather(Tensor out, Tensor in) {
+        if (out.numel() != in.numel() * world || in.dtype() != out.dtype())
+            throw new IllegalArgumentException("allGather: out " + out + " must be world " + world + " x in " + in);
+        Pointer i = ptr(in), o = ptr(out);
+        return submit("allGather", s -> ncclAllGather(i, o, in.numel(), type(in), comm, s));
+    }
+
+    @Override
+    public Work allGatherInPlace(Tensor buffer) {
+        if (buffer.numel() % world != 0)
+            throw new IllegalArgumentException("allGatherInPlace: " + buffer.numel() + " elements do not split over " + world + " ranks");
+        long n = buffer.numel() / world;
+        Pointer all = ptr(buffer), mine = ptr(buffer.view(rank * n, (int) n)); // NCCL's in-place form: sendbuff = recvbuff + rank x count
+        return submit("allGatherInPlace", s -> ncclAllGather(mine, all, n, type(buffer), comm, s));
+    }
+
+    @Override
+    public Work broadcast(Tensor buf, int root) {
+        if (root < 0 || root >= world) throw new IllegalArgumentException("broadcast: root " + root + " outside [0, " + world + ")");
+        Pointer p = ptr(buf);
+        return submit("broadcast", s -> ncclBroadcast(p, p, buf.numel(), type(buf), root, comm, s));
+    }
+
+    @Override
+    public void barrier() {
+        try (Tensor one = be.zeros(DType.FP32, 1)) {
+            allReduce(one, ReduceOp.SUM).await();
+            be.synchronize();
+        }
+    }
+
+    @Override
+    public double[][] allGatherDoubles(double[] local) {
+        int n = local.length;
+        int[] bits = new int[2 * n];
+        for (int i = 0; i < n; i++) {
+            long b = Double.doubleToRawLongBits(local[i]);
+            bits[2 * i] = (int) (b >>> 32);
+            bits[2 * i + 1] = (int) b;
+        }
+        try (Tensor in = be.upload(bits, Math.max(1, 2 * n)); Tensor out = be.empty(DType.INT32, world * Math.max(1, 2 * n))) {
+            allGather(out, in).await();
+            int[] all = out.toInts();
+            int stride = Math.max(1, 2 * n);
+            double[][] res = new double[world][n];
+            for (int r = 0; r < world; r++)
+                for (int i = 0; i < n; i++)
+                    res[r][i] = Double.longBitsToDouble(((long) all[r * stride + 2 * i] << 32) | (all[r * stride + 2 * i + 1] & 0xFFFFFFFFL));
+            return res;
+        }
+    }
+
+    // ---- the worker and the watchdog -----------------------------------------------------------------------------
+
+    /**
+     * Queues {@code call}: an event on the compute stream marks its inputs ready; the worker makes the NCCL stream
+     * wait for it, issues the call, records a done event and watches it.
+     */
+    private Work submit(String name, Call call) {
+        checkOpen(name);
+        CUevent_st ready = new CUevent_st(), done = new CUevent_st();
+        cuda(cudaEventCreateWithFlags(ready, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+        cuda(cudaEventCreateWithFlags(done, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+        cuda(cudaEventRecord(ready, compute), "cudaEventRecord(compute)");
+        String what = name + (context.isEmpty() ? "" : " (" + context + ")");
+        CompletableFuture<Void> issued = new CompletableFuture<>();
+        // the done event has two users, the watchdog and await(): the last one to let go destroys it
+        java.util.concurrent.atomic.AtomicInteger holders = new java.util.concurrent.atomic.AtomicInteger(2);
+        Runnable release = () -> {
+            if (holders.decrementAndGet() == 0) cudaEventDestroy(done);
+        };
+        worker.submit(() -> {
+            try {
+                checkOpen(name);
+                cuda(cudaStreamWaitEvent(stream, ready, 0), "cudaStreamWaitEvent(nccl stream)");
+                nccl(call.issue(stream), "nccl " + what);
+                cuda(cudaEventRecord(done, stream), "cudaEventRecord(nccl stream)");
+                issued.complete(null);
+                watch(what, ready, done);
+            } catch (Throwable t) {
+                issued.completeExceptionally(t);
+            } finally {
+                cudaEventDestroy(ready);
+                release.run();
+            }
+        });
+        boolean[] awaited = {false};
+        return () -> {
+            if (awaited[0]) return;
+            awaited[0] = true;
+            try {
+                issued.get();
+                // enqueued before the event can be destroyed; CUDA keeps what a pending wait needs
+                cuda(cudaStreamWaitEvent(compute, done, 0), "cudaStreamWaitEvent(compute stream)");
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new CommunicatorException("interrupted waiting for " + what);
+            } catch (ExecutionException e) {
+                Throwable c = e.getCause();
+                throw c instanceof RuntimeException re ? re : new CommunicatorException(what + " failed: " + c.getMessage(), c);
+            } finally {
+                release.run();
+            }
+        };
+    }
+
+    /** Polls until the collective is done, aborting the communicator when it overruns the timeout. */
+    private void watch(String what, CUevent_st ready, CUevent_st done) {
+        long started = -1, pause = 1_000;
+        while (true) {
+            int q = cudaEventQuery(done);
+            if (q == cudaSuccess) return;
+            if (q != cudaErrorNotReady) {
+                abort(new CommunicatorException("NCCL " + what + " on rank " + rank + ": cudaEventQuery failed: " + cudaGetErrorString(q).getString()));
+                return;
+            }
+            int[] async = new int[1];
+            int res = ncclCommGetAsyncError(comm, async);
+            if (res != ncclSuccess || (async[0] != ncclSuccess && async[0] != ncclInProgress)) {
+                int code = res != ncclSuccess ? res : async[0];
+                abort(new CommunicatorException("NCCL " + what + " failed on rank " + rank + ": " + ncclGetErrorString(code).getString() + lastError(comm)));
+                return;
+            }
+            if (started < 0 && cudaEventQuery(ready) == cudaSuccess) started = System.nanoTime();
+            if (started >= 0 && System.nanoTime() - started > timeoutNanos) {
+                abort(new CommunicatorException("NCCL " + what + " did not finish within " + timeoutNanos / 1_000_000_000L + " s (nccl_timeout_s) on rank "
+                        + rank + ": communicator aborted; a rank died, hung or called a different collective"));
+                return;
+            }
+            LockSupport.parkNanos(pause);
+            pause = Math.min(pause * 2, 1_000_000);
+        }
+    }
+
+    private void checkOpen(String name) {
+        Throwable f = failure;
+        if (f != null) throw new CommunicatorException(name + (context.isEmpty() ? "" : " (" + context + ")") + " stopped: "
+                + (f.getMessage() == null ? f.getClass().getSimpleName() : f.getMessage()), f);
+        if (closed) throw new IllegalStateException("NCCL communicator of rank " + rank + " used after close");
+    }
+
+    private static String lastError(ncclComm c) {
+        try {
+            BytePointer p = ncclGetLastError(c);
+            String s = p == null ? "" : p.getString();
+            return s.isBlank() ? "" : " (" + s.trim() + ")";
+        } catch (Throwable t) {
+            return "";
+        }
+    }
+
+    private void nccl(int res, String call) {
+        if (res != ncclSuccess && res != ncclInProgress)
+            throw new CommunicatorException(call + " failed on rank " + rank + ": " + ncclGetErrorString(res).getString() + lastError(comm));
+    }
+
+    private static void checkStatic(int res, String call) {
+        if (res != ncclSuccess) throw new CommunicatorException(call + " failed: " + ncclGetErrorString(res).getString());
+    }
+
+    private void cuda(int res, String call) {
+        if (res != cudaSuccess) throw new CommunicatorException(call + " failed on rank " + rank + ": " + cudaGetErrorString(res).getString());
+    }
+
+    @Override
+    public void close() {
+        synchronized (this) {
+            if (closed) return;
+            closed = true;
+        }
+        worker.shutdown();
+        try {
+            worker.awaitTermination(10, java.util.concurrent.TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        if (!comm.isNull() && !commAborted) {
+            if (failure == null) {
+                cudaStreamSynchronize(stream);
+                ncclCommDestroy(comm);
+            } else {
+                ncclCommAbort(comm);
+            }
+        }
+        if (!stream.isNull()) cudaStreamDestroy(stream);
+    }
+}

@@ -1,0 +1,233 @@
+package org.grpo4j.internal.dist;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.net.InetAddress;
+import java.nio.charset.StandardCharsets;
+import java.util.Iterator;
+import java.util.List;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.function.Consumer;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.CudaBackend;
+
+/**
+ * This JVM's {@link Cluster} membership through a {@link TcpStore}: the process hosting rank 0 serves the store at
+ * MASTER_ADDR:MASTER_PORT; every process connects (retrying until the timeout), registers, and waits until all have
+ * joined. Then the config is compared, rank 0's process publishes the NCCL unique id and each local rank creates its
+ * {@link NcclCommunicator}. A process that dies, a config that differs, or an abort anywhere reaches every process's
+ * {@link #onAbort} listeners with the reason.
+ */
+public final class Rendezvous implements Cluster {
+    /** The secret's environment variable. */
+    public static final String SECRET_ENV = "GRPO4J_RDZV_SECRET";
+
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private final DistEnv env;
+    private final long timeoutMillis;
+    private final TcpStore.Server server;
+    private final TcpStore.Client client;
+    private final List<Consumer<String>> listeners = new CopyOnWriteArrayList<>();
+    private volatile String abortReason;
+    private byte[] ncclId;
+
+    /**
+     * Joins the run described by {@code env}: serves the store when this process hosts rank 0, connects, and returns
+     * once every process has joined (or fails after {@code timeoutMillis}). Heartbeats every {@code heartbeatMillis};
+     * a process silent for 10 heartbeats is dead.
+     */
+    public Rendezvous(DistEnv env, String secret, long timeoutMillis, long heartbeatMillis) throws IOException {
+        this.env = env;
+        this.timeoutMillis = timeoutMillis;
+        long dead = 10 * heartbeatMillis;
+        TcpStore.Server s = null;
+        if (env.hostsRankZero()) {
+            InetAddress bind = InetAddress.getByName(env.masterAddr());
+            s = new TcpStore.Server(bind, env.masterPort(), secret, env.processes(), heartbeatMillis, dead);
+        }
+        this.server = s;
+        String info = host() + " pid " + ProcessHandle.current().pid() + ", rank" + (env.localRanks().length == 1 ? " " + env.localRanks()[0]
+                : "s " + env.localRanks()[0] + "-" + env.localRanks()[env.localRanks().length - 1]);
+        try {
+            int port = server != null ? server.port() : env.masterPort();
+            this.client = new TcpStore.Client(env.masterAddr(), port, secret, env.processIndex(), info, timeoutMillis, heartbeatMillis, dead, this::aborted);
+        } catch (IOException | RuntimeException e) {
+            if (server != null) server.close();
+            throw e;
+        }
+        try {
+            client.barrier("join", env.processes(), timeoutMillis);
+        } catch (IOException | RuntimeException e) {
+            close();
+            throw e;
+        }
+    }
+
+    /** The port the store listens on (the process hosting rank 0; MASTER_PORT elsewhere). */
+    public int port() { return server != null ? server.port() : env.masterPort(); }
+
+    /** This machine's host name (for messages). */
+    public static String hostName() { return host(); }
+
+    private static String host() {
+        try {
+            return InetAddress.getLocalHost().getHostName();
+        } catch (IOException e) {
+            return "unknown host";
+        }
+    }
+
+    private void aborted(String reason) {
+        if (abortReason != null) return;
+        abortReason = reason;
+        for (Consumer<String> l : listeners) l.accept(reason);
+    }
+
+    @Override
+    public void onAbort(Consumer<String> listener) {
+        listeners.add(listener);
+        String r = abortReason;
+        if (r != null) listener.accept(r);
+    }
+
+    @Override
+    public void abort(String reason) {
+        try {
+            client.abort(reason);
+        } catch (IOException | RuntimeException e) {
+            aborted(reason);
+        }
+    }
+
+    @Override
+    public int worldSize() { return env.worldSize(); }
+
+    @Override
+    public int[] localRanks() { return env.localRanks().clone(); }
+
+    @Override
+    public int[] localDevices() { return env.localDevices().clone(); }
+
+    @Override
+    public void agreeOnConfig(String json) {
+        try {
+            if (env.processIndex() == 0) {
+                client.set("config", json.getBytes(StandardCharsets.UTF_8));
+            } else {
+                String theirs = new String(client.get("config", timeoutMillis), StandardCharsets.UTF_8);
+                String diff = firstDifference(JSON.readTree(theirs), JSON.readTree(json), "");
+                if (diff != null) {
+                    String msg = "config mismatch between the nodes: " + diff + " (process " + env.processIndex() + " vs rank 0's); every node must"
+                            + " start the same config with the same --set overrides";
+                    abort(msg);
+                    throw new IllegalArgumentException(msg);
+                }
+            }
+            client.barrier("config", env.processes(), timeoutMillis);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    /** The first key (as a.b[2]) whose values differ, with both values; null when the trees are equal. */
+    static String firstDifference(JsonNode rank0, JsonNode mine, String path) {
+        if (rank0.equals(mine)) return null;
+        if (rank0.isObject() && mine.isObject()) {
+            java.util.TreeSet<String> keys = new java.util.TreeSet<>();
+            rank0.fieldNames().forEachRemaining(keys::add);
+            mine.fieldNames().forEachRemaining(keys::add);
+            for (String k : keys) {
+                JsonNode a = rank0.get(k), b = mine.get(k);
+                String p = path.isEmpty() ? k : path + "." + k;
+                if (a == null || b == null) return p + " is " + (b == null ? "missing" : b) + " here but " + (a == null ? "missing" : a) + " on rank 0";
+                String d = firstDifference(a, b, p);
+                if (d != null) return d;
+            }
+        }
+        if (rank0.isArray() && mine.isArray() && rank0.size() == mine.size()) {
+            Iterator<JsonNode> a = rank0.elements(), b = mine.elements();
+            for (int i = 0; a.hasNext(); i++) {
+                String d = firstDifference(a.next(), b.next(), path + "[" + i + "]");
+                if (d != null) return d;
+            }
+        }
+        return (path.isEmpty() ? "the config" : path) + " is " + mine + " here but " + rank0 + " on rank 0";
+    }
+
+    @Override
+    public Communicator communicator(int localIndex, Backend backend, int timeoutSeconds) {
+        if (!(backend instanceof CudaBackend cb))
+            throw new IllegalArgumentException("rank " + env.localRanks()[localIndex] + ": NCCL ranks run on CUDA, not " + backend.name());
+        return NcclCommunicator.create(ncclId(), env.worldSize(), env.localRanks()[localIndex], cb, timeoutSeconds);
+    }
+
+    /** The NCCL unique id: made once by rank 0's process (ncclGetUniqueId) and read by every process. */
+    private synchronized byte[] ncclId() {
+        if (ncclId == null) {
+            try {
+                if (env.processIndex() == 0) {
+                    ncclId = NcclCommunicator.newUniqueId();
+                    client.set("nccl/unique_id", ncclId);
+                } else {
+                    ncclId = client.get("nccl/unique_id", timeoutMillis);
+                }
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+        }
+        return ncclId;
+    }
+
+    @Override
+    public String share(String key, String value) {
+        try {
+            if (env.processIndex() == 0) {
+                client.set("share/" + key, value.getBytes(StandardCharsets.UTF_8));
+                return value;
+            }
+            return new String(client.get("share/" + key, timeoutMillis), StandardCharsets.UTF_8);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    /** Publishes raw bytes (rank 0's process) or reads them (the others). */
+    public byte[] shareBytes(String key, byte[] value) throws IOException {
+        if (env.processIndex() == 0) {
+            client.set("bytes/" + key, value);
+            return value;
+        }
+        return client.get("bytes/" + key, timeoutMillis);
+    }
+
+    @Override
+    public void barrier(String name) {
+        try {
+            client.barrier(name, env.processes(), timeoutMillis);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    /** Why the run failed, or null. */
+    public String abortReason() { return abortReason; }
+
+    /** Tests: drops the store's connections without goodbyes, as a killed JVM would. */
+    void abandonForTests() {
+        if (server != null) server.close();
+    }
+
+    @Override
+    public void close() {
+        if (server != null && abortReason == null) {
+            client.close();
+            server.awaitGoodbyes(Math.min(timeoutMillis, 30_000));
+        } else {
+            client.close();
+        }
+        if (server != null) server.close();
+    }
+}

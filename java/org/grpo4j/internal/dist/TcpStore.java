@@ -1,0 +1,556 @@
+package org.grpo4j.internal.dist;
+
+import java.io.BufferedInputStream;
+import java.io.BufferedOutputStream;
+import java.io.DataInputStream;
+import java.io.DataOutputStream;
+import java.io.EOFException;
+import java.io.IOException;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.ServerSocket;
+import java.net.Socket;
+import java.net.SocketTimeoutException;
+import java.nio.charset.StandardCharsets;
+import java.security.GeneralSecurityException;
+import java.security.MessageDigest;
+import java.security.SecureRandom;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.function.Consumer;
+import javax.crypto.Mac;
+import javax.crypto.spec.SecretKeySpec;
+
+/**
+ * A small key-value store over TCP for the rendezvous of a multi-process run (what torch's TCPStore does for
+ * torchrun): the process hosting rank 0 serves it at MASTER_ADDR:MASTER_PORT; every process (that one included)
+ * connects. It carries the NCCL unique id, the run's config, checkpoint paths and barriers, and it notices a process
+ * that dies.
+ *
+ * <ul>
+ *   <li>Authentication: the server sends a random nonce, the client answers HMAC-SHA256(secret, nonce); a wrong answer
+ *       is refused ("wrong rendezvous secret") and the connection closed. The secret (GRPO4J_RDZV_SECRET) is required
+ *       when the server listens beyond loopback.</li>
+ *   <li>Bounded: keys up to {@value #MAX_KEY} bytes, values up to {@value #MAX_VALUE} bytes; anything larger ends the
+ *       connection with an error. Every wait has a timeout.</li>
+ *   <li>Liveness: each process keeps a second ("watch") connection on which both sides send a heartbeat; a process
+ *       whose connection ends without a goodbye, or that is silent for the dead time, fails the run: the store
+ *       aborts, every waiting call returns the reason and every watch connection gets it, so every process stops with
+ *       a message instead of hanging. A client that loses the server (rank 0's process died) reports that too.</li>
+ * </ul>
+ */
+public final class TcpStore {
+    private TcpStore() {}
+
+    public static final int MAX_KEY = 512, MAX_VALUE = 1 << 20;
+    static final String MAGIC = "grpo4j-rendezvous-1";
+
+    /** Fails unless {@code secret} is set when {@code bind} is not a loopback address. */
+    public static void requireSecret(InetAddress bind, String secret) {
+        if (!bind.isLoopbackAddress() && (secret == null || secret.isEmpty()))
+            throw new IllegalArgumentException("the rendezvous store would listen on " + bind.getHostAddress() + ", beyond loopback: set GRPO4J_RDZV_SECRET"
+                    + " to the same random value on every node (e.g. export GRPO4J_RDZV_SECRET=$(openssl rand -hex 16))");
+    }
+
+    static byte[] hmac(String secret, byte[] nonce) {
+        try {
+            Mac mac = Mac.getInstance("HmacSHA256");
+            byte[] key = (secret == null ? "" : secret).getBytes(StandardCharsets.UTF_8);
+            mac.init(new SecretKeySpec(key.length == 0 ? new byte[1] : key, "HmacSHA256"));
+            mac.update(MAGIC.getBytes(StandardCharsets.UTF_8));
+            return mac.doFinal(nonce);
+        } catch (GeneralSecurityException e) {
+            throw new IllegalStateException(e); // every JDK has HmacSHA256
+        }
+    }
+
+    /** One message: an op or status, a key, two numbers and a value. */
+    record Msg(String op, String key, long a, long b, byte[] value) {
+        Msg(String op) { this(op, "", 0, 0, new byte[0]); }
+
+        void write(DataOutputStream out) throws IOException {
+            out.writeUTF(op);
+            out.writeUTF(key);
+            out.writeLong(a);
+            out.writeLong(b);
+            out.writeInt(value.length);
+            out.write(value);
+            out.flush();
+        }
+
+        static Msg read(DataInputStream in) throws IOException {
+            String op = in.readUTF(), key = in.readUTF();
+            if (key.getBytes(StandardCharsets.UTF_8).length > MAX_KEY) throw new IOException("key of more than " + MAX_KEY + " bytes");
+            long a = in.readLong(), b = in.readLong();
+            int n = in.readInt();
+            if (n < 0 || n > MAX_VALUE) throw new IOException("value of " + n + " bytes exceeds the " + MAX_VALUE + "-byte limit");
+            byte[] v = new byte[n];
+            in.readFully(v);
+            return new Msg(op, key, a, b, v);
+        }
+    }
+
+    // ---- server -------------------------------------------------------------------------------------------------
+
+    /** The store, served by the process hosting rank 0. */
+    public static final class Server implements AutoCloseable {
+        private final ServerSocket socket;
+        private final String secret;
+        private final int processes;
+        private final long heartbeatMillis, deadMillis;
+        private final Map<String, byte[]> values = new HashMap<>();
+        private final Map<String, Long> counters = new HashMap<>();
+        private final Map<Integer, String> who = new HashMap<>();
+        private final List<Socket> open = new ArrayList<>();
+        private final java.util.Set<Integer> finished = new java.util.HashSet<>();
+        private final SecureRandom random = new SecureRandom();
+        private String aborted;
+        private volatile boolean closed;
+
+        /**
+         * Listens on {@code bind}:{@code port} for {@code processes} processes; heartbeats every
+         * {@code heartbeatMillis}, a process silent for {@code deadMillis} is dead.
+         */
+        public Server(InetAddress bind, int port, String secret, int processes, long heartbeatMillis, long deadMillis) throws IOException {
+            requireSecret(bind, secret);
+            this.secret = secret;
+            this.processes = processes;
+            this.heartbeatMillis = heartbeatMillis;
+            this.deadMillis = deadMillis;
+            ServerSocket s = new ServerSocket();
+            s.setReuseAddress(true);
+            try {
+                s.bind(new InetSocketAddress(bind, port), 64);
+            } catch (IOException e) {
+                s.close();
+                throw new IOException("the rendezvous store cannot listen on " + bind.getHostAddress() + ":" + port + ": " + e.getMessage()
+                        + " (MASTER_PORT in use? another run on this node?)", e);
+            }
+            this.socket = s;
+            daemon("grpo4j-rdzv-accept", this::acceptLoop).start();
+        }
+
+        /** The port it listens on (useful with port 0). */
+        public int port() { return socket.getLocalPort(); }
+
+        /** Why the run was aborted, or null. */
+        public synchronized String abortReason() { return aborted; }
+
+        private void acceptLoop() {
+            while (!closed) {
+                try {
+                    Socket c = socket.accept();
+                    synchronized (this) {
+                        open.add(c);
+                    }
+                    daemon("grpo4j-rdzv-conn", () -> serve(c)).start();
+                } catch (IOException e) {
+                    if (!closed) abort("the rendezvous store stopped accepting connections: " + e.getMessage());
+                    return;
+                }
+            }
+        }
+
+        private void serve(Socket c) {
+            int process = -1;
+            String role = "";
+            try (c) {
+                c.setTcpNoDelay(true);
+                c.setSoTimeout((int) Math.max(deadMillis, 5000));
+                DataInputStream in = new DataInputStream(new BufferedInputStream(c.getInputStream()));
+                DataOutputStream out = new DataOutputStream(new BufferedOutputStream(c.getOutputStream()));
+                byte[] nonce = new byte[32];
+                random.nextBytes(nonce);
+                out.writeUTF(MAGIC);
+                out.write(nonce);
+                out.flush();
+                String magic = in.readUTF();
+                byte[] answer = new byte[32];
+                in.readFully(answer);
+                process = in.readInt();
+                role = in.readUTF();
+                String info = in.readUTF();
+                if (!MAGIC.equals(magic)) {
+                    new Msg("ERR", "not a grpo4j rendezvous client", 0, 0, new byte[0]).write(out);
+                    return;
+                }
+                if (!MessageDigest.isEqual(answer, hmac(secret, nonce))) {
+                    new Msg("ERR", "wrong rendezvous secret (GRPO4J_RDZV_SECRET differs from rank 0's node)", 0, 0, new byte[0]).write(out);
+                    return;
+                }
+                if (process < 0 || process >= processes) {
+                    new Msg("ERR", "process " + process + " outside [0, " + processes + ")", 0, 0, new byte[0]).write(out);
+                    return;
+                }
+                synchronized (this) {
+                    who.put(process, info);
+                }
+                new Msg("OK").write(out);
+                if (role.equals("watch")) watch(process, info, in, out, c);
+                else control(in, out, c);
+            } catch (IOException | RuntimeException e) {
+                if (role.equals("watch") && process >= 0 && !closed) {
+                    boolean bye;
+                    synchronized (this) {
+                        bye = finished.contains(process);
+                    }
+                    if (!bye) abort("process " + process + " (" + describe(process) + ") " + (e instanceof SocketTimeoutException
+                            ? "stopped answering (no heartbeat for " + deadMillis / 1000.0 + " s)" : "disconnected (its JVM died or was killed)"));
+                }
+            } finally {
+                synchronized (this) {
+                    open.remove(c);
+                }
+            }
+        }
+
+        private synchronized String describe(int process) {
+            String i = who.get(process);
+            return i == null ? "unknown" : i;
+        }
+
+        /** The heartbeat connection of a process: pings both ways, the abort pushed, a goodbye at the end. */
+        private void watch(int process, String info, DataInputStream in, DataOutputStream out, Socket c) throws IOException {
+            c.setSoTimeout((int) deadMillis);
+            Thread pinger = daemon("grpo4j-rdzv-ping", () -> {
+                String sent = null;
+                try {
+                    while (!c.isClosed()) {
+                        String a;
+                        synchronized (this) {
+                            a = aborted;
+                            if (a == null) wait(heartbeatMillis);
+                            a = aborted;
+                        }
+                        synchronized (out) {
+                            if (a != null && sent == null) {
+                                new Msg("ABORT", a, 0, 0, new byte[0]).write(out);
+                                sent = a;
+                            } else new Msg("PING").write(out);
+                        }
+                    }
+                } catch (IOException | InterruptedException e) {
+                    // the connection ended: the reader reports it
+                }
+            });
+            pinger.start();
+            try {
+                while (true) {
+                    Msg m = Msg.read(in);
+                    if (m.op().equals("BYE")) {
+                        synchronized (this) {
+                            finished.add(process);
+                            notifyAll();
+                        }
+                        return;
+                    }
+                }
+            } finally {
+                pinger.interrupt();
+            }
+        }
+
+        private void control(DataInputStream in, DataOutputStream out, Socket c) throws IOException {
+            c.setSoTimeout(0); // requests come when the process needs them; its death is seen on its watch connection
+            while (true) {
+                Msg m;
+                try {
+                    m = Msg.read(in);
+                } catch (EOFException e) {
+                    return;
+                }
+                handle(m).write(out);
+            }
+        }
+
+        private synchronized Msg handle(Msg m) {
+            long deadline = System.nanoTime() + m.b() * 1_000_000L;
+            switch (m.op()) {
+                case "SET" -> {
+                    values.put(m.key(), m.value());
+                    notifyAll();
+                    return new Msg("OK");
+                }
+                case "ADD" -> {
+                    long v = counters.getOrDefault(m.key(), 0L) + m.a();
+                    counters.put(m.key(), v);
+                    notifyAll();
+                    return new Msg("NUM", "", v, 0, new byte[0]);
+                }
+                case "ABORT" -> {
+                    abortLocked(m.key());
+                    return new Msg("OK");
+                }
+                case "GET", "WAIT" -> {
+                    while (true) {
+                        if (aborted != null) return new Msg("ABORT", aborted, 0, 0, new byte[0]);
+                        if (m.op().equals("GET") && values.containsKey(m.key())) return new Msg("VAL", "", 0, 0, values.get(m.key()));
+                        long have = counters.getOrDefault(m.key(), 0L);
+                        if (m.op().equals("WAIT") && have >= m.a()) return new Msg("OK", "", have, 0, new byte[0]);
+                        long left = deadline - System.nanoTime();
+                        if (left <= 0 || closed) return new Msg("TIMEOUT", "", have, 0, new byte[0]);
+                        try {
+                            wait(Math.max(1, left / 1_000_000L));
+                        } catch (InterruptedException e) {
+                            Thread.currentThread().interrupt();
+                            return new Msg("TIMEOUT", "", have, 0, new byte[0]);
+                        }
+                    }
+                }
+                default -> {
+                    return new Msg("ERR", "unknown request " + m.op(), 0, 0, new byte[0]);
+                }
+            }
+        }
+
+        /** Fails the run: waiting requests return {@code reason}, every watch connection gets it. */
+        public void abort(String reason) {
+            synchronized (this) {
+                abortLocked(reason);
+            }
+        }
+
+        private void abortLocked(String reason) {
+            if (aborted == null) aborted = reason;
+            notifyAll();
+        }
+
+        /** Waits up to {@code millis} for every process's goodbye (so that none mistakes the closing for a death). */
+        public synchronized void awaitGoodbyes(long millis) {
+            long deadline = System.nanoTime() + millis * 1_000_000L;
+            while (finished.size() < processes && aborted == null) {
+                long left = deadline - System.nanoTime();
+                if (left <= 0) return;
+                try {
+                    wait(Math.max(1, left / 1_000_000L));
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    return;
+                }
+            }
+        }
+
+        @Override
+        public void close() {
+            closed = true;
+            try {
+                socket.close();
+            } catch (IOException e) {
+                // closing
+            }
+            List<Socket> all;
+            synchronized (this) {
+                all = new ArrayList<>(open);
+                notifyAll();
+            }
+            for (Socket s : all) {
+                try {
+                    s.close();
+                } catch (IOException e) {
+                    // closing
+                }
+            }
+        }
+    }
+
+    // ---- client -------------------------------------------------------------------------------------------------
+
+    /** A process's connections to the store. */
+    public static final class Client implements AutoCloseable {
+        private final String where;
+        private final Socket ctl, watch;
+        private final DataInputStream ctlIn;
+        private final DataOutputStream ctlOut, watchOut;
+        private final Consumer<String> onAbort;
+        private volatile boolean closing;
+        private volatile String aborted;
+        private final Object abortLock = new Object();
+
+        /**
+         * Connects process {@code process} to the store at {@code host}:{@code port}, retrying until
+         * {@code timeoutMillis}; {@code onAbort} gets the reason when the run fails (from the watch thread).
+         */
+        public Client(String host, int port, String secret, int process, String info, long timeoutMillis, long heartbeatMillis, long deadMillis,
+                      Consumer<String> onAbort) throws IOException {
+            this.where = host + ":" + port;
+            this.onAbort = onAbort;
+            long deadline = System.nanoTime() + timeoutMillis * 1_000_000L;
+            this.ctl = connect(host, port, deadline, timeoutMillis);
+            try {
+                handshake(ctl, secret, process, "ctl", info);
+                this.ctlIn = new DataInputStream(new BufferedInputStream(ctl.getInputStream()));
+                this.ctlOut = new DataOutputStream(new BufferedOutputStream(ctl.getOutputStream()));
+                this.watch = connect(host, port, deadline, timeoutMillis);
+                handshake(watch, secret, process, "watch", info);
+                this.watchOut = new DataOutputStream(new BufferedOutputStream(watch.getOutputStream()));
+            } catch (IOException | RuntimeException e) {
+                ctl.close();
+                throw e;
+            }
+            watch.setSoTimeout((int) deadMillis);
+            DataInputStream watchIn = new DataInputStream(new BufferedInputStream(watch.getInputStream()));
+            daemon("grpo4j-rdzv-watch", () -> {
+                try {
+                    while (true) {
+                        Msg m = Msg.read(watchIn);
+                        if (m.op().equals("ABORT")) {
+                            fail(m.key());
+                            return;
+                        }
+                    }
+                } catch (IOException e) {
+                    if (!closing) fail("lost the rendezvous store at " + where + " (rank 0's process): " + (e instanceof SocketTimeoutException
+                            ? "no heartbeat for " + deadMillis / 1000.0 + " s" : "the connection ended (its JVM died or was killed)"));
+                }
+            }).start();
+            daemon("grpo4j-rdzv-heartbeat", () -> {
+                try {
+                    while (!closing) {
+                        synchronized (watchOut) {
+                            new Msg("PING").write(watchOut);
+                        }
+                        Thread.sleep(heartbeatMillis);
+                    }
+                } catch (IOException | InterruptedException e) {
+                    // the watch thread reports a lost connection
+                }
+            }).start();
+        }
+
+        private void fail(String reason) {
+            synchronized (abortLock) {
+                if (aborted != null) return;
+                aborted = reason;
+            }
+            try {
+                ctl.close(); // a request waiting on the store returns at once
+            } catch (IOException e) {
+                // closing
+            }
+            onAbort.accept(reason);
+        }
+
+        private static Socket connect(String host, int port, long deadline, long timeoutMillis) throws IOException {
+            IOException last = null;
+            while (true) {
+                Socket s = new Socket();
+                try {
+                    long left = Math.max(1, (deadline - System.nanoTime()) / 1_000_000L);
+                    s.connect(new InetSocketAddress(host, port), (int) Math.min(left, 5000));
+                    s.setTcpNoDelay(true);
+                    return s;
+                } catch (IOException e) {
+                    s.close();
+                    last = e;
+                }
+                if (System.nanoTime() > deadline)
+                    throw new IOException("could not reach the rendezvous store at " + host + ":" + port + " within " + timeoutMillis / 1000.0
+                            + " s (MASTER_ADDR/MASTER_PORT; is the node with rank 0 running, and is the port open?): " + last.getMessage(), last);
+                try {
+                    Thread.sleep(200);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new IOException("interrupted while connecting to the rendezvous store at " + host + ":" + port);
+                }
+            }
+        }
+
+        private static void handshake(Socket s, String secret, int process, String role, String info) throws IOException {
+            s.setSoTimeout(30_000);
+            DataInputStream in = new DataInputStream(new BufferedInputStream(s.getInputStream()));
+            DataOutputStream out = new DataOutputStream(new BufferedOutputStream(s.getOutputStream()));
+            String magic = in.readUTF();
+            if (!MAGIC.equals(magic)) throw new IOException("the server at " + s.getRemoteSocketAddress() + " is not a grpo4j rendezvous store");
+            byte[] nonce = new byte[32];
+            in.readFully(nonce);
+            out.writeUTF(MAGIC);
+            out.write(hmac(secret, nonce));
+            out.writeInt(process);
+            out.writeUTF(role);
+            out.writeUTF(info.length() > 200 ? info.substring(0, 200) : info);
+            out.flush();
+            Msg r;
+            try {
+                r = Msg.read(in);
+            } catch (EOFException e) {
+                throw new IOException("the rendezvous store at " + s.getRemoteSocketAddress() + " closed the connection during the handshake");
+            }
+            if (!r.op().equals("OK")) throw new IllegalStateException("the rendezvous store refused this process: " + r.key());
+            s.setSoTimeout(0);
+        }
+
+        private synchronized Msg call(Msg m) throws IOException {
+            if (aborted != null) throw new CommunicatorException("rendezvous: the run was aborted: " + aborted);
+            try {
+                m.write(ctlOut);
+                Msg r = Msg.read(ctlIn);
+                if (r.op().equals("ABORT")) { // heard here before (or instead of) the watch connection: the listeners hear it now
+                    fail(r.key());
+                    throw new CommunicatorException("rendezvous: the run was aborted: " + r.key());
+                }
+                if (r.op().equals("ERR")) throw new IOException("rendezvous store: " + r.key());
+                return r;
+            } catch (IOException e) {
+                if (aborted != null) throw new CommunicatorException("rendezvous: the run was aborted: " + aborted);
+                throw new IOException("rendezvous store at " + where + ": " + e.getMessage(), e);
+            }
+        }
+
+        public void set(String key, byte[] value) throws IOException {
+            if (value.length > MAX_VALUE) throw new IllegalArgumentException("rendezvous: value of " + value.length + " bytes exceeds " + MAX_VALUE);
+            call(new Msg("SET", key, 0, 0, value));
+        }
+
+        /** The value under {@code key}, waiting up to {@code timeoutMillis} for it to be set. */
+        public byte[] get(String key, long timeoutMillis) throws IOException {
+            Msg r = call(new Msg("GET", key, 0, timeoutMillis, new byte[0]));
+            if (r.op().equals("TIMEOUT")) throw new IOException("rendezvous: " + key + " was not published within " + timeoutMillis / 1000.0 + " s");
+            return r.value();
+        }
+
+        public long add(String key, long delta) throws IOException { return call(new Msg("ADD", key, delta, 0, new byte[0])).a(); }
+
+        /** Returns when every one of {@code processes} processes has called it with {@code name}. */
+        public void barrier(String name, int processes, long timeoutMillis) throws IOException {
+            String key = "barrier/" + name;
+            add(key, 1);
+            Msg r = call(new Msg("WAIT", key, processes, timeoutMillis, new byte[0]));
+            if (r.op().equals("TIMEOUT"))
+                throw new IOException("rendezvous barrier \"" + name + "\": " + r.a() + " of " + processes + " processes arrived within " + timeoutMillis / 1000.0
+                        + " s (a node not started, or stuck?)");
+        }
+
+        /** Fails the run for every process with {@code reason}. */
+        public void abort(String reason) throws IOException { call(new Msg("ABORT", reason, 0, 0, new byte[0])); }
+
+        /** Why the run failed, or null. */
+        public String abortReason() { return aborted; }
+
+        @Override
+        public void close() {
+            closing = true;
+            try {
+                synchronized (watchOut) {
+                    new Msg("BYE").write(watchOut);
+                }
+            } catch (IOException e) {
+                // the server is gone already
+            }
+            for (Socket s : new Socket[] {ctl, watch}) {
+                try {
+                    s.close();
+                } catch (IOException e) {
+                    // closing
+                }
+            }
+        }
+    }
+
+    static Thread daemon(String name, Runnable r) {
+        Thread t = new Thread(r, name);
+        t.setDaemon(true);
+        return t;
+    }
+}

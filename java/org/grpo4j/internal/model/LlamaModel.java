@@ -1,0 +1,609 @@
+package org.grpo4j.internal.model;
+
+import java.util.ArrayList;
+import java.util.List;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.Rope;
+import org.grpo4j.internal.backend.Tensor;
+
+/**
+ * Llama forward and backward, written out layer by layer in the style of llm.c: each layer's forward says what it
+ * saves ({@link LayerActs}) and its backward consumes exactly that. With gradient checkpointing only each layer's
+ * input is kept and the layer's forward is recomputed inside its backward (bitwise identical on the CPU).
+ *
+ * <pre>
+ * layer:  h = rmsnorm(x) ; q,k,v = h Wq^T, h Wk^T, h Wv^T ; q,k = rope(q,k) ; att = attention(q,k,v)
+ *         y = x + att Wo^T ; h2 = rmsnorm(y) ; a = silu(h2 Wg^T) * (h2 Wu^T) ; out = y + a Wd^T
+ * model:  x0 = embed(ids) ; x_{l+1} = layer_l(x_l) ; hidden = rmsnorm(x_L) ; logits = hidden Wlm^T (never whole)
+ * </pre>
+ * Also: prefill and single-token decode steps against a paged KV cache for generation.
+ *
+ * <p>Precision follows the weights: fp32 weights run everything in fp32; bf16 weights (precision bf16) run bf16
+ * activations, their gradients and the KV cache, with fp32 rstd/lse, logits and log-probs. Weight gradients are always
+ * accumulated in an fp32 {@link LlamaWeights} by the backward GEMMs themselves (bf16 operands, fp32 accumulation and
+ * output, beta 1: Megatron's "gradient accumulation fusion"), so bf16 mode never rounds a gradient to bf16.
+ */
+public final class LlamaModel {
+    private final LlamaConfig c;
+    private final Backend be;
+    private final LlamaWeights w;
+    private final Rope rope;
+    private final float scale;
+    private final float eps;
+    private final DType adt; // activations, their gradients, the KV cache
+
+    public LlamaModel(LlamaWeights weights) {
+        this.w = weights;
+        this.c = weights.config();
+        this.be = weights.backend();
+        this.rope = c.rope();
+        this.scale = (float) (1 / Math.sqrt(c.headDim()));
+        this.eps = (float) c.rmsNormEps();
+        this.adt = weights.dtype();
+    }
+
+    public LlamaConfig config() { return c; }
+    public LlamaWeights weights() { return w; }
+    public Backend backend() { return be; }
+
+    /** The dtype of activations, their gradients (e.g. the dHidden that {@link #backward} takes) and the KV cache. */
+    public DType activationDType() { return adt; }
+
+    private Tensor p(int layer, String name) { return w.get("model.layers." + layer + "." + name); }
+
+    private Tensor f32(int... shape) { return be.empty(DType.FP32, shape); }
+
+    /** An activation (or activation gradient) tensor: the weights' dtype. */
+    private Tensor act(int... shape) { return be.empty(adt, shape); }
+
+    /** y = x W^T (+ beta y). */
+    private void linear(Tensor y, Tensor x, Tensor weight, float beta) { be.matmul(y, x, false, weight, true, 1f, beta); }
+
+    // ---- training forward / backward ----------------------------------------------------------------------------
+
+    /** Saved by one layer's forward for its backward. */
+    static final class LayerActs implements AutoCloseable {
+        Tensor h, rstd1, q, k, v, att, lse, mid, h2, rstd2, g, u, a;
+
+        @Override
+        public void close() {
+            for (Tensor t : new Tensor[] {h, rstd1, q, k, v, att, lse, mid, h2, rstd2, g, u, a}) if (t != null) t.close();
+        }
+    }
+
+    /** The result of {@link #forward}: final hidden states [N, D] and whatever the backward needs. */
+    public final class Activations implements AutoCloseable {
+        final PackedBatch batch;
+        final boolean checkpointing;
+        final Tensor[] layerInputs; // x_0 .. x_{L}; x_L is the final norm's input
+        final LayerActs[] layers;   // null entries when checkpointing
+        final Tensor rstdFinal;
+        final Tensor hidden;
+
+        Activations(PackedBatch batch, boolean checkpointing) {
+            this.batch = batch;
+            this.checkpointing = checkpointing;
+            this.layerInputs = new Tensor[c.numLayers() + 1];
+            this.layers = new LayerActs[c.numLayers()];
+            int n = batch.tokens();
+            this.rstdFinal = f32(n);
+            this.hidden = act(n, c.hiddenSize());
+        }
+
+        /** Final normalized hidden states [N, D] (the LM head's input). */
+        public Tensor hidden() { return hidden; }
+
+        @Override
+        public void close() {
+            for (Tensor t : layerInputs) if (t != null) t.close();
+            for (LayerActs a : layers) if (a != null) a.close();
+            rstdFinal.close();
+            hidden.close();
+        }
+    }
+
+    /** Forward over a packed batch, keeping what {@link #backward} needs (only layer inputs when checkpointing). */
+    public Activations forward(PackedBatch batch, boolean checkpointing) {
+        int n = batch.tokens();
+        Activations act = new Activations(batch, checkpointing);
+        try {
+            Tensor x = act(n, c.hiddenSize());
+            be.embedding(x, w.get("model.embed_tokens.weight"), batch.idsT);
+            act.layerInputs[0] = x;
+            for (int l = 0; l < c.numLayers(); l++) {
+                Tensor out = act(n, c.hiddenSize());
+                LayerActs la = layerForward(l, act.layerInputs[l], out, batch);
+                if (checkpointing) la.close();
+                else act.layers[l] = la;
+                act.layerInputs[l + 1] = out;
+            }
+            be.rmsNorm(act.hidden, act.rstdFinal, act.layerInputs[c.numLayers()], w.get("model.norm.weight"), eps);
+            return act;
+        } catch (RuntimeException e) {
+            act.close();
+            throw e;
+        }
+    }
+
+    private LayerActs layerForward(int l, Tensor x, Tensor out, PackedBatch batch) {
+        int n = x.dim(0), d = c.hiddenSize(), f = c.intermediateSize();
+        LayerActs a = new LayerActs();
+        try {
+            a.h = act(n, d);
+            a.rstd1 = f32(n);
+            be.rmsNorm(a.h, a.rstd1, x, p(l, "input_layernorm.weight"), eps);
+            a.q = act(n, c.numHeads(), c.headDim());
+            a.k = act(n, c.numKvHeads(), c.headDim());
+            a.v = act(n, c.numKvHeads(), c.headDim());
+            linear(a.q.reshape(n, c.qDim()), a.h, p(l, "self_attn.q_proj.weight"), 0);
+            linear(a.k.reshape(n, c.kvDim()), a.h, p(l, "self_attn.k_proj.weight"), 0);
+            linear(a.v.reshape(n, c.kvDim()), a.h, p(l, "self_attn.v_proj.weight"), 0);
+            be.rope(a.q, a.q, batch.positionsT, rope);
+            be.rope(a.k, a.k, batch.positionsT, rope);
+            a.att = act(n, c.numHeads(), c.headDim());
+            a.lse = f32(n, c.numHeads());
+            be.attention(a.att, a.lse, a.q, a.k, a.v, batch.cuT, scale);
+            a.mid = act(n, d);
+            be.copy(a.mid, x);
+            linear(a.mid, a.att.reshape(n, c.qDim()), p(l, "self_attn.o_proj.weight"), 1f);
+            a.h2 = act(n, d);
+            a.rstd2 = f32(n);
+            be.rmsNorm(a.h2, a.rstd2, a.mid, p(l, "post_attention_layernorm.weight"), eps);
+            a.g = act(n, f);
+            a.u = act(n, f);
+            linear(a.g, a.h2, p(l, "mlp.gate_proj.weight"), 0);
+            linear(a.u, a.h2, p(l, "mlp.up_proj.weight"), 0);
+            a.a = act(n, f);
+            be.swiglu(a.a, a.g, a.u);
+            be.copy(out, a.mid);
+            linear(out, a.a, p(l, "mlp.down_proj.weight"), 1f);
+            return a;
+        } catch (RuntimeException e) {
+            a.close();
+            throw e;
+        }
+    }
+
+    /**
+     * Backward from dHidden [N, D] (the LM head's gradient w.r.t. the final hidden states; fp32, or the activation
+     * dtype); gradients are accumulated into {@code grads} (fp32, same config, typically zeroed first). Does not close
+     * {@code act}.
+     */
+    public void backward(Activations act, Tensor dHidden, LlamaWeights grads) { backward(act, dHidden, grads, null); }
+
+    /**
+     * {@link #backward(Activations, Tensor, LlamaWeights)} that also reports its progress: {@code ready.accept(f)}
+     * after the final norm, after each layer and after the embedding says that every gradient at flat offset >= f is
+     * complete for this pass (backward runs from the top of the flat layout down; an untied LM head, written before
+     * this call, is above everything). ZeRO-2 starts reducing gradient buckets at these points, while the rest of the
+     * backward runs. {@code ready} may be null.
+     */
+    public void backward(Activations act, Tensor dHidden, LlamaWeights grads, java.util.function.LongConsumer ready) {
+        int n = act.batch.tokens(), d = c.hiddenSize();
+        ParameterLayout lay = grads.layout();
+        if (grads.dtype() != DType.FP32)
+            throw new IllegalArgumentException("backward: gradients accumulate in fp32 weights, got " + grads.dtype());
+        if (dHidden.dtype() != adt && dHidden.dtype() != DType.FP32)
+            throw new IllegalArgumentException("backward: dHidden is " + dHidden.dtype() + "; expected fp32 or " + adt);
+        try (Tensor dx = act(n, d); Tensor dh = dHidden.dtype() == adt ? null : act(n, d)) {
+            if (dh != null) be.cast(dh, dHidden); // an fp32 dHidden (e.g. scattered rows) rounded once to the activations' dtype
+            be.rmsNormBackward(dx, grads.get("model.norm.weight"), dh != null ? dh : dHidden, act.layerInputs[c.numLayers()],
+                    w.get("model.norm.weight"), act.rstdFinal);
+            if (ready != null) ready.accept(lay.get("model.norm.weight").offset());
+            for (int l = c.numLayers() - 1; l >= 0; l--) {
+                if (act.checkpointing) {
+                    try (Tensor scratch = act(n, d); LayerActs la = layerForward(l, act.layerInputs[l], scratch, act.batch)) {
+                        layerBackward(l, la, act.layerInputs[l], dx, grads, act.batch);
+                    }
+                } else {
+                    layerBackward(l, act.layers[l], act.layerInputs[l], dx, grads, act.batch);
+                }
+                if (ready != null) ready.accept(lay.get(g(l, "input_layernorm.weight")).offset());
+            }
+            be.embeddingBackward(grads.get("model.embed_tokens.weight"), dx, act.batch.idsT);
+            if (ready != null) ready.accept(0);
+        }
+    }
+
+    private String g(int l, String name) { return "model.layers." + l + "." + name; }
+
+    /** dx holds d(out) on entry and d(x) on exit. */
+    private void layerBackward(int l, LayerActs a, Tensor x, Tensor dx, LlamaWeights grads, PackedBatch batch) {
+        int n = x.dim(0), d = c.hiddenSize(), f = c.intermediateSize();
+        try (Tensor da = act(n, f); Tensor dg = act(n, f); Tensor du = act(n, f); Tensor dh = act(n, d); Tensor tmp = act(n, d)) {
+            // MLP: out = mid + a Wd^T
+            be.matmul(da, dx, false, p(l, "mlp.down_proj.weight"), false, 1f, 0f);
+            be.matmul(grads.get(g(l, "mlp.down_proj.weight")), dx, true, a.a, false, 1f, 1f);
+            be.swigluBackward(dg, du, da, a.g, a.u);
+            be.matmul(dh, dg, false, p(l, "mlp.gate_proj.weight"), false, 1f, 0f);
+            be.matmul(dh, du, false, p(l, "mlp.up_proj.weight"), false, 1f, 1f);
+            be.matmul(grads.get(g(l, "mlp.gate_proj.weight")), dg, true, a.h2, false, 1f, 1f);
+            be.matmul(grads.get(g(l, "mlp.up_proj.weight")), du, true, a.h2, false, 1f, 1f);
+            be.rmsNormBackward(tmp, grads.get(g(l, "post_attention_layernorm.weight")), dh, a.mid,
+                    p(l, "post_attention_layernorm.weight"), a.rstd2);
+            be.add(dx, dx, tmp); // d(mid)
+        }
+        int hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
+        try (Tensor datt = act(n, hq, hd); Tensor dq = act(n, hq, hd); Tensor dk = act(n, hkv, hd); Tensor dv = act(n, hkv, hd);
+             Tensor dh = act(n, d); Tensor tmp = act(n, d)) {
+            // attention: mid = x + att Wo^T
+            be.matmul(datt.reshape(n, c.qDim()), dx, false, p(l, "self_attn.o_proj.weight"), false, 1f, 0f);
+            be.matmul(grads.get(g(l, "self_attn.o_proj.weight")), dx, true, a.att.reshape(n, c.qDim()), false, 1f, 1f);
+            be.attentionBackward(dq, dk, dv, datt, a.q, a.k, a.v, a.att, a.lse, batch.cuT, scale);
+            be.ropeBackward(dq, dq, batch.positionsT, rope);
+            be.ropeBackward(dk, dk, batch.positionsT, rope);
+            Tensor dq2 = dq.reshape(n, c.qDim()), dk2 = dk.reshape(n, c.kvDim()), dv2 = dv.reshape(n, c.kvDim());
+            be.matmul(dh, dq2, false, p(l, "self_attn.q_proj.weight"), false, 1f, 0f);
+            be.matmul(dh, dk2, false, p(l, "self_attn.k_proj.weight"), false, 1f, 1f);
+            be.matmul(dh, dv2, false, p(l, "self_attn.v_proj.weight"), false, 1f, 1f);
+            be.matmul(grads.get(g(l, "self_attn.q_proj.weight")), dq2, true, a.h, false, 1f, 1f);
+            be.matmul(grads.get(g(l, "self_attn.k_proj.weight")), dk2, true, a.h, false, 1f, 1f);
+            be.matmul(grads.get(g(l, "self_attn.v_proj.weight")), dv2, true, a.h, false, 1f, 1f);
+            be.rmsNormBackward(tmp, grads.get(g(l, "input_layernorm.weight")), dh, x, p(l, "input_layernorm.weight"), a.rstd1);
+            be.add(dx, dx, tmp); // d(x)
+        }
+    }
+
+    // ---- log-probabilities without gradients ----------------------------------------------------------------------
+
+    /**
+     * log p(targets[i] | prefix) at the given rows of a packed batch (row r predicts the token after it), with logits
+     * divided by (temperature + 1e-7); no activations are kept.
+     */
+    public float[] tokenLogprobs(PackedBatch batch, int[] rows, int[] targets, float temperature) {
+        if (rows.length != targets.length) throw new IllegalArgumentException("rows and targets differ in length");
+        if (rows.length == 0) return new float[0];
+        try (Activations act = forwardNoGrad(batch); Tensor rowsT = be.upload(rows, rows.length); Tensor tgt = be.upload(targets, targets.length);
+             Tensor sel = act(rows.length, c.hiddenSize()); Tensor out = f32(rows.length)) {
+            be.embedding(sel, act.hidden, rowsT); // row gather
+            be.tokenLogprobs(out, sel, w.get("lm_head.weight"), tgt, temperature);
+            return out.toFloats();
+        }
+    }
+
+    /** Forward keeping only the final hidden states (layer inputs are freed as soon as the next layer has run). */
+    public Activations forwardNoGrad(PackedBatch batch) {
+        int n = batch.tokens();
+        Activations act = new Activations(batch, true);
+        try {
+            Tensor x = act(n, c.hiddenSize());
+            be.embedding(x, w.get("model.embed_tokens.weight"), batch.idsT);
+            for (int l = 0; l < c.numLayers(); l++) {
+                Tensor out = act(n, c.hiddenSize());
+                try (LayerActs la = layerForward(l, x, out, batch)) {
+                    x.close();
+                }
+                x = out;
+            }
+            act.layerInputs[c.numLayers()] = x;
+            be.rmsNorm(act.hidden, act.rstdFinal, x, w.get("model.norm.weight"), eps);
+            return act;
+        } catch (RuntimeException e) {
+            act.close();
+            throw e;
+        }
+    }
+
+    /** Full logits [N, V] of a packed batch (tests and small vocabularies only: it materializes every logit). */
+    public float[] logits(PackedBatch batch) {
+        try (Activations act = forwardNoGrad(batch); Tensor out = f32(batch.tokens(), c.vocabSize())) {
+            be.matmul(out, act.hidden, false, w.get("lm_head.weight"), true, 1f, 0f);
+            return out.toFloats();
+        }
+    }
+
+    // ---- generation: paged KV cache -------------------------------------------------------------------------------
+
+    /**
+     * Per-layer K and V caches [numBlocks + 1, blockSize, Hkv, headDim]. Slot s = block * blockSize + offset. Blocks
+     * 0..numBlocks-1 belong to the caller's pool; the extra last block ({@link #padBlock}) is where padded rows of a
+     * fixed-size decode batch write and read, so that a replayed decode graph never touches a real sequence's cache.
+     */
+    public final class KvCache implements AutoCloseable {
+        final Tensor[] k, v;
+        public final int numBlocks, blockSize;
+
+        KvCache(int numBlocks, int blockSize) {
+            if (numBlocks < 1 || blockSize < 1) throw new IllegalArgumentException("KV cache needs >= 1 block of >= 1 slot");
+            long perTensor = (long) numBlocks * blockSize * c.kvDim();
+            if (perTensor > Integer.MAX_VALUE - 8)
+                throw new IllegalArgumentException("a KV cache of " + numBlocks + " blocks x " + blockSize + " tokens is too large (" + perTensor
+                        + " elements per layer tensor; at most " + (Integer.MAX_VALUE - 8) / ((long) blockSize * c.kvDim()) + " blocks)");
+            org.grpo4j.internal.backend.Memory.require(be, 2L * c.numLayers() * perTensor * 4, "a KV cache of " + numBlocks + " blocks x " + blockSize + " tokens",
+                    "at most " + kvBlocksThatFit(be, blockSize) + " blocks fit");
+            this.numBlocks = numBlocks;
+            this.blockSize = blockSize;
+            k = new Tensor[c.numLayers()];
+            v = new Tensor[c.numLayers()];
+            try {
+                for (int l = 0; l < c.numLayers(); l++) {
+                    k[l] = be.zeros(adt, numBlocks + 1, blockSize, c.numKvHeads(), c.headDim());
+                    v[l] = be.zeros(adt, numBlocks + 1, blockSize, c.numKvHeads(), c.headDim());
+                }
+            } catch (RuntimeException e) {
+                close();
+                throw e;
+            }
+        }
+
+        /** The block padded decode rows use (not part of the caller's pool). */
+        public int padBlock() { return numBlocks; }
+
+        /** Copies block {@code src} onto block {@code dst} in every layer (copy-on-write of a shared partial block). */
+        public void copyBlock(int src, int dst) {
+            int per = blockSize * c.numKvHeads() * c.headDim(), all = numBlocks + 1;
+            for (int l = 0; l < c.numLayers(); l++) {
+                be.copy(k[l].reshape(all * per).view((long) dst * per, per), k[l].reshape(all * per).view((long) src * per, per));
+                be.copy(v[l].reshape(all * per).view((long) dst * per, per), v[l].reshape(all * per).view((long) src * per, per));
+            }
+        }
+
+        /** Bytes held by the cache (the pad block included). */
+        public long bytes() { return 2L * c.numLayers() * (numBlocks + 1L) * blockSize * c.kvDim() * adt.bytes(); }
+
+        @Override
+        public void close() {
+            for (Tensor t : k) if (t != null) t.close();
+            for (Tensor t : v) if (t != null) t.close();
+        }
+    }
+
+    public KvCache newKvCache(int numBlocks, int blockSize) { return new KvCache(numBlocks, blockSize); }
+
+    /** KV blocks of {@code blockSize} tokens that the backend's free memory can hold now (0 when unknown). */
+    public long kvBlocksThatFit(Backend backend, int blockSize) {
+        long free = org.grpo4j.internal.backend.Memory.available(backend);
+        return free < 0 ? 0 : free / (kvBytesPerToken() * blockSize);
+    }
+
+    /** Bytes of KV cache per token slot (the activation dtype: 4 in fp32, 2 in bf16). */
+    public long kvBytesPerToken() { return 2L * c.numLayers() * c.kvDim() * adt.bytes(); }
+
+    /**
+     * Prefill: runs the packed prompts, writes every prompt token's K/V at {@code slots[token]}, and returns the
+     * logits [B, V] of each sequence's last token.
+     */
+    public float[] prefill(KvCache cache, PackedBatch prompts, int[] slots) {
+        try (Tensor t = prefillLogits(cache, prompts, slots)) {
+            return t.toFloats();
+        }
+    }
+
+    /** {@link #prefill} returning the logits [B, V] as a device tensor (the caller closes it). */
+    public Tensor prefillLogits(KvCache cache, PackedBatch prompts, int[] slots) {
+        int n = prompts.tokens(), b = prompts.sequences();
+        if (slots.length != n) throw new IllegalArgumentException("prefill: " + slots.length + " slots for " + n + " tokens");
+        try (Tensor slotsT = be.upload(slots, n)) {
+            Tensor x = act(n, c.hiddenSize());
+            be.embedding(x, w.get("model.embed_tokens.weight"), prompts.idsT);
+            for (int l = 0; l < c.numLayers(); l++) {
+                Tensor out = act(n, c.hiddenSize());
+                try (LayerActs la = layerForward(l, x, out, prompts)) {
+                    be.kvAppend(cache.k[l], cache.v[l], la.k, la.v, slotsT);
+                }
+                x.close();
+                x = out;
+            }
+            int[] last = new int[b];
+            for (int s = 0; s < b; s++) last[s] = prompts.start(s) + prompts.length(s) - 1;
+            try (Tensor xf = x; Tensor lastT = be.upload(last, b); Tensor sel = act(b, c.hiddenSize())) {
+                be.embedding(sel, xf, lastT);
+                return finalLogitsTensor(sel);
+            }
+        }
+    }
+
+    private Tensor finalLogitsTensor(Tensor xLast) {
+        int b = xLast.dim(0);
+        Tensor logits = f32(b, c.vocabSize());
+        try (Tensor h = act(b, c.hiddenSize()); Tensor r = f32(b)) {
+            be.rmsNorm(h, r, xLast, w.get("model.norm.weight"), eps);
+            be.matmul(logits, h, false, w.get("lm_head.weight"), true, 1f, 0f);
+            return logits;
+        } catch (RuntimeException e) {
+            logits.close();
+            throw e;
+        }
+    }
+
+    /**
+     * One decode step for B sequences: token[b] at position[b] is written to slots[b], then attends to its first
+     * position[b] + 1 cached tokens through blockTables [B, maxBlocks]. Returns logits [B, V].
+     */
+    public float[] decodeStep(KvCache cache, int[] tokens, int[] positions, int[] slots, int[] blockTables, int maxBlocks) {
+        try (Tensor t = decodeStepLogits(cache, tokens, positions, slots, blockTables, maxBlocks)) {
+            return t.toFloats();
+        }
+    }
+
+    /** {@link #decodeStep} returning the logits [B, V] as a device tensor (the caller closes it). */
+    public Tensor decodeStepLogits(KvCache cache, int[] tokens, int[] positions, int[] slots, int[] blockTables, int maxBlocks) {
+        int b = tokens.length;
+        try (DecodeSession session = newDecodeSession(cache, b, maxBlocks, false)) {
+            Tensor logits = f32(b, c.vocabSize());
+            try {
+                be.copy(logits, session.run(tokens, positions, slots, blockTables, maxBlocks, null, null).logits());
+                return logits;
+            } catch (RuntimeException e) {
+                logits.close();
+                throw e;
+            }
+        }
+    }
+
+    /**
+     * A decode session: every buffer one decode step needs, allocated once per batch-size bucket (powers of two up to
+     * {@code maxBatch}), so that steps allocate nothing; with {@code graphs}, each bucket's step (the model and the
+     * sampler) is recorded once as a graph ({@link Backend#capture}: CUDA graphs) and replayed, which replaces some
+     * 13 x layers kernel launches, each a JNI call, by one. Rows beyond the live batch are padding: token 0 at position
+     * 0, writing and reading the cache's pad block, so they never touch a real sequence. On a backend without graphs
+     * the same buffers are used eagerly.
+     */
+    public DecodeSession newDecodeSession(KvCache cache, int maxBatch, int maxBlocks, boolean graphs) {
+        return new DecodeSession(cache, maxBatch, maxBlocks, graphs);
+    }
+
+    /** What one step of a {@link DecodeSession} produced (device tensors owned by the session: valid until its next step). */
+    public record StepOutput(Tensor logits, Tensor tokens, Tensor logprobs) {}
+
+    public final class DecodeSession implements AutoCloseable {
+        private final KvCache cache;
+        private final int maxBatch, maxBlocks;
+        private final boolean graphs;
+        private final java.util.Map<Integer, Bucket> buckets = new java.util.HashMap<>();
+        private long replays, eagerSteps;
+
+        DecodeSession(KvCache cache, int maxBatch, int maxBlocks, boolean graphs) {
+            if (maxBatch < 1 || maxBlocks < 1) throw new IllegalArgumentException("decode session: max batch and max blocks must be >= 1");
+            this.cache = cache;
+            this.maxBatch = maxBatch;
+            this.maxBlocks = maxBlocks;
+            this.graphs = graphs;
+        }
+
+        /** Steps run by replaying a recorded graph, and eagerly. */
+        public long replays() { return replays; }
+        public long eagerSteps() { return eagerSteps; }
+
+        /** The bucket (padded batch size) a live batch of b sequences runs in. */
+        int bucketFor(int b) {
+            int p = Integer.highestOneBit(Math.max(1, b));
+            if (p < b) p <<= 1;
+            return Math.min(p, maxBatch);
+        }
+
+        /**
+         * One step for the live batch (block tables [b, blocks] with blocks <= maxBlocks; counters [b, 2] and spec
+         * may be null for logits only). Returns the bucket's outputs; rows 0..b-1 are the live ones.
+         */
+        public StepOutput run(int[] tokens, int[] positions, int[] slots, int[] blockTables, int blocks, int[] counters,
+                              org.grpo4j.internal.backend.SamplingSpec spec) {
+            int b = tokens.length;
+            if (b < 1 || b > maxBatch) throw new IllegalArgumentException("decode: batch " + b + " outside [1, " + maxBatch + "]");
+            if (positions.length != b || slots.length != b || blockTables.length != b * blocks || blocks > maxBlocks || blocks < 1)
+                throw new IllegalArgumentException("decode: tokens, positions, slots and block tables disagree on the batch size " + b
+                        + " (or blocks " + blocks + " outside [1, " + maxBlocks + "])");
+            if ((counters == null) != (spec == null) || (counters != null && counters.length != 2 * b))
+                throw new IllegalArgumentException("decode: counters [b, 2] and spec go together");
+            for (int i = 0; i < b; i++)
+                if (tokens[i] < 0 || tokens[i] >= c.vocabSize()) throw new IllegalArgumentException("decodeStep: token " + tokens[i] + " outside the vocabulary");
+            Bucket k = buckets.computeIfAbsent(bucketFor(b), Bucket::new);
+            k.load(tokens, positions, slots, blockTables, blocks, counters);
+            k.step(spec);
+            return new StepOutput(k.logits.rows(0, b), k.tok.rows(0, b), k.lp.rows(0, b));
+        }
+
+        final class Bucket implements AutoCloseable {
+            final int n;
+            final Tensor ints; // tokens | positions | slots | context lengths | counters [n, 2] | block tables [n, maxBlocks]
+            final Tensor ids, pos, sl, ctx, ctr, table;
+            final Tensor h, r, q, k, v, att, gate, up, act, x, hf, rf, logits, tok, lp;
+            final int[] host;
+            org.grpo4j.internal.backend.SamplingSpec recordedSpec;
+            Backend.Replay graph;
+            boolean warm, noGraphs;
+
+            Bucket(int n) {
+                this.n = n;
+                int d = c.hiddenSize(), f = c.intermediateSize(), hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
+                host = new int[n * (6 + maxBlocks)];
+                List<Tensor> made = new ArrayList<>();
+                try {
+                    ints = keep(made, be.zeros(DType.INT32, host.length));
+                    ids = ints.view(0, n);
+                    pos = ints.view(n, n);
+                    sl = ints.view(2L * n, n);
+                    ctx = ints.view(3L * n, n);
+                    ctr = ints.view(4L * n, n, 2);
+                    table = ints.view(6L * n, n, maxBlocks);
+                    h = keep(made, act(n, d)); r = keep(made, f32(n)); q = keep(made, act(n, hq, hd)); k = keep(made, act(n, hkv, hd));
+                    v = keep(made, act(n, hkv, hd)); att = keep(made, act(n, hq, hd)); gate = keep(made, act(n, f)); up = keep(made, act(n, f));
+                    act = keep(made, act(n, f)); x = keep(made, act(n, d)); hf = keep(made, act(n, d)); rf = keep(made, f32(n));
+                    logits = keep(made, f32(n, c.vocabSize())); tok = keep(made, be.zeros(DType.INT32, n)); lp = keep(made, f32(n));
+                } catch (RuntimeException e) {
+                    for (Tensor t : made) t.close();
+                    throw e;
+                }
+            }
+
+            private Tensor keep(List<Tensor> made, Tensor t) {
+                made.add(t);
+                return t;
+            }
+
+            /** One upload of every per-step integer: live rows, then padding rows on the pad block. */
+            void load(int[] tokens, int[] positions, int[] slots, int[] blockTables, int blocks, int[] counters) {
+                int b = tokens.length, padSlot = cache.padBlock() * cache.blockSize;
+                java.util.Arrays.fill(host, 0);
+                for (int i = 0; i < n; i++) {
+                    boolean live = i < b;
+                    host[i] = live ? tokens[i] : 0;
+                    host[n + i] = live ? positions[i] : 0;
+                    host[2 * n + i] = live ? slots[i] : padSlot;
+                    host[3 * n + i] = live ? positions[i] + 1 : 1;
+                    host[4 * n + 2 * i] = live && counters != null ? counters[2 * i] : 0;
+                    host[4 * n + 2 * i + 1] = live && counters != null ? counters[2 * i + 1] : 0;
+                    for (int j = 0; j < maxBlocks; j++)
+                        host[6 * n + i * maxBlocks + j] = live && j < blocks ? blockTables[i * blocks + j] : cache.padBlock();
+                }
+                be.copyFromHost(ints, host);
+            }
+
+            void step(org.grpo4j.internal.backend.SamplingSpec spec) {
+                if (graphs && warm && !noGraphs) {
+                    if (graph == null || !java.util.Objects.equals(spec, recordedSpec)) {
+                        if (graph != null) graph.close();
+                        graph = be.capture(() -> body(spec));
+                        recordedSpec = spec;
+                        noGraphs = graph == null; // the backend has no graphs: stay eager
+                    }
+                    if (graph != null) {
+                        graph.run();
+                        replays++;
+                        return;
+                    }
+                }
+                body(spec);
+                eagerSteps++;
+                warm = true; // the eager run made every plan, cache and scratch buffer that a capture needs
+            }
+
+            /** The decode step on this bucket's buffers: no allocation, no host reads. */
+            void body(org.grpo4j.internal.backend.SamplingSpec spec) {
+                be.embedding(x, w.get("model.embed_tokens.weight"), ids);
+                for (int l = 0; l < c.numLayers(); l++) {
+                    be.rmsNorm(h, r, x, p(l, "input_layernorm.weight"), eps);
+                    linear(q.reshape(n, c.qDim()), h, p(l, "self_attn.q_proj.weight"), 0);
+                    linear(k.reshape(n, c.kvDim()), h, p(l, "self_attn.k_proj.weight"), 0);
+                    linear(v.reshape(n, c.kvDim()), h, p(l, "self_attn.v_proj.weight"), 0);
+                    be.rope(q, q, pos, rope);
+                    be.rope(k, k, pos, rope);
+                    be.kvAppend(cache.k[l], cache.v[l], k, v, sl);
+                    be.decodeAttention(att, q, cache.k[l], cache.v[l], table, ctx, scale);
+                    linear(x, att.reshape(n, c.qDim()), p(l, "self_attn.o_proj.weight"), 1f);
+                    be.rmsNorm(h, r, x, p(l, "post_attention_layernorm.weight"), eps);
+                    linear(gate, h, p(l, "mlp.gate_proj.weight"), 0);
+                    linear(up, h, p(l, "mlp.up_proj.weight"), 0);
+                    be.swiglu(act, gate, up);
+                    linear(x, act, p(l, "mlp.down_proj.weight"), 1f);
+                }
+                be.rmsNorm(hf, rf, x, w.get("model.norm.weight"), eps);
+                be.matmul(logits, hf, false, w.get("lm_head.weight"), true, 1f, 0f);
+                if (spec != null) be.sample(tok, lp, logits, ctr, spec);
+            }
+
+            @Override
+            public void close() {
+                if (graph != null) graph.close();
+                for (Tensor t : new Tensor[] {ints, h, r, q, k, v, att, gate, up, act, x, hf, rf, logits, tok, lp}) t.close();
+            }
+        }
+
+        @Override
+        public void close() {
+            for (Bucket k : buckets.values()) k.close();
+            buckets.clear();
+        }
+    }
+}

@@ -1,0 +1,285 @@
+package org.grpo4j.internal.model;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.IOException;
+import java.nio.file.FileAlreadyExistsException;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.SplittableRandom;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.Tensor;
+import org.grpo4j.internal.util.AtomicDir;
+
+/**
+ * A Llama model's parameters in one flat buffer on a backend (views per HF tensor), with HF-directory I/O:
+ * config.json, generation_config.json, safetensors (single file, or shards + model.safetensors.index.json) and the
+ * tokenizer files. Saving is atomic: everything is written to a temporary sibling directory that is then renamed.
+ *
+ * <p>The buffer is fp32 (master weights, gradients, the CPU's default) or bf16 (the compute copy of precision bf16:
+ * {@link #castTo}, refreshed from the master by AdamW's bf16 copy-out). Loading reads into fp32.
+ */
+public final class LlamaWeights implements AutoCloseable {
+    private static final ObjectMapper JSON = new ObjectMapper();
+    /** Tokenizer files copied into saved model directories when present. */
+    static final List<String> TOKENIZER_FILES = List.of("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json");
+
+    private final LlamaConfig config;
+    private final ParameterLayout layout;
+    private final Backend backend;
+    private final Tensor storage; // flat, plus zero padding up to the capacity (ZeRO-2 slices)
+    private final Tensor flat;
+    private final Map<String, Tensor> views = new HashMap<>();
+
+    private LlamaWeights(Backend be, LlamaConfig config) { this(be, config, DType.FP32, 0); }
+
+    private LlamaWeights(Backend be, LlamaConfig config, DType dtype, long capacity) {
+        if (dtype != DType.FP32 && dtype != DType.BF16) throw new IllegalArgumentException("weights are fp32 or bf16, not " + dtype);
+        this.config = config;
+        this.layout = new ParameterLayout(config);
+        this.backend = be;
+        long n = Math.max(capacity, layout.totalElements());
+        if (n > Integer.MAX_VALUE - 8 && be.name().equals("cpu"))
+            throw new IllegalArgumentException(layout.totalElements() + " parameters do not fit the CPU backend's 2^31-element tensors");
+        this.storage = be.zeros(dtype, Math.toIntExact(n));
+        this.flat = n == layout.totalElements() ? storage : storage.view(0, Math.toIntExact(layout.totalElements()));
+        for (ParameterLayout.Entry e : layout.entries()) views.put(e.name(), flat.view(e.offset(), e.shape()));
+    }
+
+    public static LlamaWeights zeros(Backend be, LlamaConfig config) { return new LlamaWeights(be, config); }
+
+    /** Zeros of the given dtype (fp32 or bf16). */
+    public static LlamaWeights zeros(Backend be, LlamaConfig config, DType dtype) { return new LlamaWeights(be, config, dtype, 0); }
+
+    /**
+     * Zeros of the given dtype whose buffer holds {@code capacity} elements (at least the parameter count): the
+     * parameters, then zero padding, as ZeRO-2's equal rank slices need ({@link #padded()}).
+     */
+    public static LlamaWeights zeros(Backend be, LlamaConfig config, DType dtype, long capacity) { return new LlamaWeights(be, config, dtype, capacity); }
+
+    /** HF's LlamaForCausalLM init: N(0, 0.02) for embeddings and projections, 1 for RMSNorm weights. */
+    public static LlamaWeights init(Backend be, LlamaConfig config, long seed) {
+        LlamaWeights w = new LlamaWeights(be, config);
+        SplittableRandom r = new SplittableRandom(seed);
+        for (ParameterLayout.Entry e : w.layout.entries()) {
+            float[] a = new float[(int) e.numel()];
+            if (e.name().endsWith("norm.weight")) java.util.Arrays.fill(a, 1f);
+            else for (int i = 0; i < a.length; i++) a[i] = (float) (r.nextGaussian() * 0.02);
+            be.copyFromHost(w.views.get(e.name()), a);
+        }
+        return w;
+    }
+
+    public LlamaConfig config() { return config; }
+    public ParameterLayout layout() { return layout; }
+    public Backend backend() { return backend; }
+
+    /** fp32 or bf16. */
+    public DType dtype() { return flat.dtype(); }
+
+    /** The whole flat parameter buffer [total]. */
+    public Tensor flat() { return flat; }
+
+    /** The flat buffer with its padding ([capacity]; the same as {@link #flat()} without padding). */
+    public Tensor padded() { return storage; }
+
+    /** A parameter by HF name ("lm_head.weight" resolves to the embeddings when they are tied). */
+    public Tensor get(String name) {
+        if (name.equals("lm_head.weight") && config.tieWordEmbeddings()) name = "model.embed_tokens.weight";
+        Tensor t = views.get(name);
+        if (t == null) throw new IllegalArgumentException("no parameter named " + name);
+        return t;
+    }
+
+    /**
+     * The name of the first tensor holding a NaN or infinite value, or null when every value is finite (a damaged
+     * or diverged checkpoint is refused before it is trained or sampled from).
+     */
+    public String firstNonFiniteTensor() {
+        try (Tensor acc = backend.empty(org.grpo4j.internal.backend.DType.FP32, 1)) {
+            for (ParameterLayout.Entry e : layout.entries()) {
+                backend.fill(acc, 0);
+                backend.sumSquares(acc, get(e.name()));
+                if (Float.isFinite(acc.toFloats()[0])) continue;
+                // the sum of squares also overflows for huge finite values: look at the values themselves
+                for (float x : get(e.name()).toFloats()) if (!Float.isFinite(x)) return e.name();
+            }
+        }
+        return null;
+    }
+
+    /** A copy on the same backend (e.g. the frozen reference policy). */
+    public LlamaWeights copy() {
+        LlamaWeights w = new LlamaWeights(backend, config, dtype(), 0);
+        backend.copy(w.flat, flat);
+        return w;
+    }
+
+    /** A copy in {@code dtype} on the same backend: fp32 to bf16 rounds each weight to nearest even once. */
+    public LlamaWeights castTo(DType dtype) {
+        LlamaWeights w = new LlamaWeights(backend, config, dtype, 0);
+        backend.cast(w.flat, flat);
+        return w;
+    }
+
+    /** Overwrites these weights with {@code src}'s (same config; cast when the dtypes differ). */
+    public void copyFrom(LlamaWeights src) {
+        if (!src.config.equals(config))
+            throw new IllegalArgumentException("copyFrom: the two weight sets have different configs");
+        backend.cast(flat, src.flat);
+    }
+
+    @Override
+    public void close() { storage.close(); }
+
+    // ---- loading ------------------------------------------------------------------------------------------------
+
+    /** Loads config.json and the safetensors weights of an HF model directory. */
+    public static LlamaWeights load(Backend be, Path dir) throws IOException {
+        LlamaConfig cfg = LlamaConfig.read(dir);
+        LlamaWeights w = new LlamaWeights(be, cfg);
+        try {
+            w.loadTensors(dir);
+        } catch (IOException | RuntimeException e) {
+            w.close();
+            throw e;
+        }
+        return w;
+    }
+
+    private void loadTensors(Path dir) throws IOException {
+        Path single = dir.resolve("model.safetensors"), index = dir.resolve("model.safetensors.index.json");
+        Map<String, Path> where = new LinkedHashMap<>();
+        if (Files.isRegularFile(index)) {
+            com.fasterxml.jackson.databind.JsonNode root;
+            try {
+                root = JSON.readTree(index.toFile());
+            } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+                throw new IOException(index + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(e), e);
+            }
+            if (root == null) throw new IOException(index + ": empty");
+            var map = root.path("weight_map");
+            if (!map.isObject()) throw new IOException(index + ": weight_map is missing");
+            for (var it = map.fields(); it.hasNext(); ) {
+                var e = it.next();
+                Path f = dir.resolve(e.getValue().asText());
+                if (!f.normalize().startsWith(dir.normalize())) throw new IOException(index + ": shard " + e.getValue() + " is outside the model directory");
+                where.put(e.getKey(), f);
+            }
+        } else if (Files.isRegularFile(single)) {
+            where = null;
+        } else {
+            throw new NoSuchFileException(dir.toString(), null, "no model.safetensors or model.safetensors.index.json");
+        }
+        Set<Path> files = new java.util.TreeSet<>();
+        if (where == null) files.add(single);
+        else files.addAll(where.values());
+        Set<String> expected = new HashSet<>();
+        for (ParameterLayout.Entry e : layout.entries()) expected.add(e.name());
+        Set<String> found = new HashSet<>();
+        for (Path f : files) {
+            try (SafeTensors st = SafeTensors.open(f)) {
+                for (SafeTensors.Info t : st.tensors().values()) {
+                    if (!expected.contains(t.name()))
+                        throw new IOException(f + ": unexpected tensor " + t.name() + (t.name().equals("lm_head.weight") && config.tieWordEmbeddings()
+                                ? " (config.json says tie_word_embeddings)" : " (not a parameter of this Llama config)"));
+                    if (where != null && !f.equals(where.get(t.name())))
+                        throw new IOException(f + ": tensor " + t.name() + " is listed in the index under " + where.get(t.name()));
+                    if (!found.add(t.name())) throw new IOException(f + ": tensor " + t.name() + " appears in two shards");
+                    ParameterLayout.Entry e = layout.get(t.name());
+                    if (!java.util.Arrays.equals(e.shape(), t.shape()))
+                        throw new IOException(f + ": tensor " + t.name() + " has shape " + java.util.Arrays.toString(t.shape())
+                                + " but config.json implies " + java.util.Arrays.toString(e.shape()));
+                    backend.copyFromHost(views.get(t.name()), st.readFloats(t.name()));
+                }
+            }
+        }
+        for (String name : expected)
+            if (!found.contains(name)) throw new IOException(dir + ": tensor " + name + " is missing from the checkpoint");
+    }
+
+    // ---- saving -------------------------------------------------------------------------------------------------
+
+    /**
+     * Saves an HF model directory at {@code out} (which must not exist, or be empty): config.json,
+     * generation_config.json, weights as {@code dtype} ("F32" or "BF16") in shards of at most {@code maxShardBytes},
+     * and the tokenizer files from {@code tokenizerDir} (may be null). Atomic: written under a temporary sibling
+     * directory, then renamed into place.
+     */
+    public void save(Path out, String dtype, long maxShardBytes, Path tokenizerDir) throws IOException {
+        Path abs = out.toAbsolutePath();
+        if (Files.exists(abs)) {
+            try (var s = Files.list(abs)) {
+                if (s.findAny().isPresent()) throw new FileAlreadyExistsException(abs.toString(), null, "output directory exists and is not empty");
+            }
+            Files.delete(abs);
+        }
+        AtomicDir.write(abs, tmp -> writeInto(tmp, dtype, maxShardBytes, tokenizerDir));
+    }
+
+    private void writeInto(Path dir, String dtype, long maxShardBytes, Path tokenizerDir) throws IOException {
+        String torchDtype = dtype.equals("BF16") ? "bfloat16" : "float32";
+        JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("config.json").toFile(), config.toJson(torchDtype));
+        ObjectNode gen = JSON.createObjectNode();
+        gen.put("bos_token_id", config.bosTokenId());
+        if (config.eosTokenIds().size() == 1) gen.put("eos_token_id", config.eosTokenIds().get(0));
+        else {
+            var a = gen.putArray("eos_token_id");
+            config.eosTokenIds().forEach(a::add);
+        }
+        gen.put("do_sample", true);
+        gen.put("temperature", 1.0);
+        gen.put("top_p", 1.0);
+        JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("generation_config.json").toFile(), gen);
+
+        float[] host;
+        if (dtype() == DType.FP32) host = flat.toFloats();
+        else {
+            short[] bits = flat.toBf16Bits();
+            host = new float[bits.length];
+            for (int i = 0; i < bits.length; i++) host[i] = org.grpo4j.internal.backend.Bf16.toFloat(bits[i]);
+        }
+        int eb = dtype.equals("BF16") ? 2 : 4;
+        List<List<SafeTensors.Out>> shards = new ArrayList<>();
+        List<SafeTensors.Out> cur = new ArrayList<>();
+        long curBytes = 0, total = 0;
+        for (ParameterLayout.Entry e : layout.entries()) {
+            long b = e.numel() * eb;
+            if (!cur.isEmpty() && curBytes + b > maxShardBytes) {
+                shards.add(cur);
+                cur = new ArrayList<>();
+                curBytes = 0;
+            }
+            cur.add(new SafeTensors.Out(e.name(), e.shape(), host, (int) e.offset()));
+            curBytes += b;
+            total += b;
+        }
+        shards.add(cur);
+        Map<String, String> meta = Map.of("format", "pt");
+        if (shards.size() == 1) {
+            SafeTensors.write(dir.resolve("model.safetensors"), shards.get(0), dtype, meta);
+        } else {
+            ObjectNode idx = JSON.createObjectNode();
+            idx.putObject("metadata").put("total_size", total);
+            ObjectNode map = idx.putObject("weight_map");
+            for (int i = 0; i < shards.size(); i++) {
+                String name = String.format("model-%05d-of-%05d.safetensors", i + 1, shards.size());
+                SafeTensors.write(dir.resolve(name), shards.get(i), dtype, meta);
+                for (SafeTensors.Out o : shards.get(i)) map.put(o.name(), name);
+            }
+            JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("model.safetensors.index.json").toFile(), idx);
+        }
+        if (tokenizerDir != null)
+            for (String f : TOKENIZER_FILES)
+                if (Files.isRegularFile(tokenizerDir.resolve(f))) Files.copy(tokenizerDir.resolve(f), dir.resolve(f));
+    }
+}

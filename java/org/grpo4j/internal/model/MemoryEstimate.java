@@ -1,0 +1,140 @@
+package org.grpo4j.internal.model;
+
+import java.util.ArrayList;
+import java.util.List;
+import org.grpo4j.internal.backend.DType;
+
+/**
+ * What one rank allocates, in bytes, for a Llama config under grpo4j's layout: the policy's compute weights in the
+ * precision's dtype (a full replica, padded to the ZeRO-2 slices), the frozen reference in the same dtype, the fp32
+ * gradient buffer the backward pass writes (full size), and per rank slice the fp32 master weights (bf16 only: in fp32
+ * the compute weights are the master), AdamW's m and v, the accumulated gradients (world > 1) and the two gradient
+ * buckets (world > 1); plus activations and the rollouts' KV cache. {@code MemoryHighWaterTest} checks the states
+ * against what the backend really allocates.
+ *
+ * <p>DeepSpeed's ZeRO-2 figure for mixed-precision Adam is 2Ψ (bf16 weights) + 2Ψ (bf16 gradients) + 12Ψ/N (fp32
+ * master and moments) ({@link #zeroFormulaBytes}); grpo4j's backward accumulates weight gradients in fp32 inside the
+ * GEMMs, so its gradient buffer is 4Ψ, and the accumulated fp32 gradient slice adds 4Ψ/N (docs/distributed.md).
+ */
+public record MemoryEstimate(LlamaConfig config, int world, DType compute, long bucketElements) {
+
+    /** bf16 compute weights and the default bucket (200M elements). */
+    public MemoryEstimate(LlamaConfig config, int world) { this(config, world, DType.BF16, 200_000_000L); }
+
+    public MemoryEstimate {
+        if (world < 1) throw new IllegalArgumentException("world must be >= 1, got " + world);
+        if (compute != DType.FP32 && compute != DType.BF16) throw new IllegalArgumentException("compute dtype fp32 or bf16, got " + compute);
+    }
+
+    public long parameters() { return new ParameterLayout(config).totalElements(); }
+
+    public ShardLayout layout() { return new ShardLayout(parameters(), world, bucketElements); }
+
+    /** Bytes of one row, by name. */
+    public record Line(String what, double bytes) {}
+
+    /** The model states of one rank, as allocated (see the class comment). */
+    public List<Line> perRank() {
+        ShardLayout s = layout();
+        long p = parameters(), slice = s.sliceElements();
+        int c = compute.bytes();
+        String dt = compute == DType.BF16 ? "bf16" : "fp32";
+        List<Line> l = new ArrayList<>();
+        l.add(new Line("policy weights, " + dt + " (full replica)", (double) s.padded() * c));
+        l.add(new Line("reference policy, " + dt + " (frozen replica)", (double) p * c));
+        l.add(new Line("gradient buffer, fp32 (backward's output, full)", 4.0 * p));
+        if (compute == DType.BF16) l.add(new Line("fp32 master weights (ZeRO-2 slice)", 4.0 * slice));
+        l.add(new Line("AdamW moments m + v, fp32 (ZeRO-2 slice)", 8.0 * slice));
+        l.add(new Line("gradient-norm chunk sums, fp32", 4.0 * Math.max(1, slice / s.normChunk())));
+        if (world > 1) {
+            l.add(new Line("accumulated gradients, fp32 (ZeRO-2 slice)", 4.0 * slice));
+            l.add(new Line("gradient buckets, 2 x (" + (compute == DType.BF16 ? "bf16 staging + " : "") + dt + " receive)", bucketBytes()));
+        }
+        return l;
+    }
+
+    /** The two bucket slots: a bf16 staging copy of the bucket (bf16 only) and a receive buffer for the owned piece. */
+    public double bucketBytes() {
+        if (world == 1) return 0;
+        ShardLayout s = layout();
+        double staging = compute == DType.BF16 ? 2.0 * s.largestBucket() : 0;
+        return 2 * (staging + (double) s.largestPiece() * compute.bytes());
+    }
+
+    /** The sum of {@link #perRank()}. */
+    public double statesBytes() {
+        double t = 0;
+        for (Line x : perRank()) t += x.bytes();
+        return t;
+    }
+
+    /** DeepSpeed's ZeRO-2 model states per GPU, 2Ψ + 2Ψ + 12Ψ/N (no reference model). */
+    public double zeroFormulaBytes() {
+        double p = parameters();
+        return 2 * p + 2 * p + 12 * p / world;
+    }
+
+    /** Elements one layer saves per token for its backward (see LlamaModel.LayerActs) plus its input. */
+    public long savedPerTokenPerLayer() {
+        LlamaConfig c = config;
+        return c.hiddenSize() /* input */ + c.hiddenSize() /* h */ + 1 /* rstd1 */ + c.qDim() /* q */ + 2L * c.kvDim() /* k, v */
+                + c.qDim() /* att */ + c.numHeads() /* lse */ + c.hiddenSize() /* mid */ + c.hiddenSize() /* h2 */ + 1 /* rstd2 */
+                + 3L * c.intermediateSize() /* gate, up, act */;
+    }
+
+    /** Activation elements per token: all layers saved, or (checkpointing) layer inputs plus one layer recomputed. */
+    public long activationElementsPerToken(boolean checkpointing) {
+        long layer = savedPerTokenPerLayer();
+        long fin = 2L * config.hiddenSize() + 1; // final norm input/output + rstd
+        return checkpointing ? (long) config.numLayers() * config.hiddenSize() + layer + fin : config.numLayers() * layer + fin;
+    }
+
+    /**
+     * Bytes of one training micro-batch of {@code tokens} packed tokens, {@code lossTokens} of them trained on: the
+     * saved activations, the LM head's gathered rows and their gradient, the fp32 dHidden, and the backward's largest
+     * per-layer temporaries (with checkpointing, the recomputed layer too).
+     */
+    public double trainingActivationBytes(long tokens, long lossTokens, boolean checkpointing) {
+        LlamaConfig c = config;
+        int a = compute.bytes();
+        long fp32PerLayer = 2 + c.numHeads(); // rstd1, rstd2, lse
+        long layers = checkpointing ? 1 : c.numLayers();
+        double saved = tokens * ((activationElementsPerToken(checkpointing) - layers * fp32PerLayer - 1) * (double) a + (layers * fp32PerLayer + 1) * 4.0);
+        double head = lossTokens * (2.0 * c.hiddenSize() * a + 6 * 4.0) + tokens * 4.0 * c.hiddenSize();
+        long mlp = 3L * c.intermediateSize() + 2L * c.hiddenSize(), att = 2L * c.qDim() + 2L * c.kvDim() + 2L * c.hiddenSize();
+        double backward = tokens * (double) a * (2L * c.hiddenSize() + Math.max(mlp, att) + (checkpointing ? c.hiddenSize() : 0));
+        return saved + head + backward;
+    }
+
+    /** Bytes of a no-grad log-prob pass over {@code tokens} packed tokens: two layer inputs and one layer's temporaries. */
+    public double noGradActivationBytes(long tokens, long lossTokens) {
+        int a = compute.bytes();
+        return tokens * ((2.0 * config.hiddenSize() + savedPerTokenPerLayer()) * a + 4.0 * (2 + config.numHeads())) + lossTokens * (config.hiddenSize() * (double) a + 8);
+    }
+
+    /**
+     * Working memory of generation besides the KV pool, for {@code maxBatch} sequences decoding at once and
+     * {@code prefillTokens} prompt tokens prefilled together: the decode buffers (logits fp32) and the prefill's
+     * layer temporaries and per-sample logits.
+     */
+    public double generationBytes(int maxBatch, long prefillTokens) {
+        LlamaConfig c = config;
+        int a = compute.bytes();
+        double decode = maxBatch * (4.0 * c.vocabSize() + (6.0 * c.hiddenSize() + 3.0 * c.intermediateSize() + 2.0 * c.qDim() + 2.0 * c.kvDim()) * a + 64);
+        double prefill = prefillTokens * (2.0 * c.hiddenSize() + savedPerTokenPerLayer()) * a + 2.0 * maxBatch * 4.0 * c.vocabSize();
+        return decode + prefill;
+    }
+
+    /** Bytes of KV cache per token slot in the compute dtype. */
+    public long kvBytesPerToken() { return 2L * config.numLayers() * config.kvDim() * compute.bytes(); }
+
+    public static String human(double bytes) {
+        String[] u = {"B", "KiB", "MiB", "GiB", "TiB"};
+        int i = 0;
+        while (bytes >= 1024 && i < u.length - 1) {
+            bytes /= 1024;
+            i++;
+        }
+        return String.format(java.util.Locale.ROOT, "%.2f %s", bytes, u[i]);
+    }
+}

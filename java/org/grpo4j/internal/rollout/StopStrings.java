@@ -1,0 +1,45 @@
+package org.grpo4j.internal.rollout;
+
+import java.util.List;
+import java.util.function.Function;
+
+/**
+ * vLLM's {@code SamplingParams(stop=[...], include_stop_str_in_output=True)} as the reference uses it
+ * ({@code stop_strings}, G:854-861): a sequence finishes as soon as its decoded text (special tokens skipped, vLLM's
+ * default) contains one of the strings. As in vLLM, every token id generated so far is kept, including the one that
+ * completed the string (only vLLM's text is cut); a stop token still ends a sequence first.
+ *
+ * <p>Only the tail is decoded at each step: a string of m characters is at most 4m UTF-8 bytes, so it lies within
+ * the last 4m tokens (every non-special token decodes to at least one byte), and the window of 4m + 8 tokens finds
+ * it at the step that completes it. (vLLM would also match a string interrupted by skipped special tokens across a
+ * longer stretch; grpo4j does not.)
+ */
+public final class StopStrings {
+    private final List<String> strings;
+    private final Function<int[], String> decode;
+    private final int window;
+
+    /** {@code decode} turns token ids into text with special tokens skipped (e.g. Tokenizer::decodeLenient). */
+    public StopStrings(List<String> strings, Function<int[], String> decode) {
+        this.strings = List.copyOf(strings);
+        for (String s : this.strings)
+            if (s == null || s.isEmpty()) throw new IllegalArgumentException("stop strings must be non-empty");
+        this.decode = decode;
+        this.window = 4 * this.strings.stream().mapToInt(String::length).max().orElse(0) + 8;
+    }
+
+    public List<String> strings() { return strings; }
+
+    public boolean isEmpty() { return strings.isEmpty(); }
+
+    /** Does the text of {@code tokens} contain a stop string (checked on its last tokens, see above)? */
+    public boolean completedBy(List<Integer> tokens) {
+        if (strings.isEmpty() || tokens.isEmpty()) return false;
+        int from = Math.max(0, tokens.size() - window);
+        int[] tail = new int[tokens.size() - from];
+        for (int i = 0; i < tail.length; i++) tail[i] = tokens.get(from + i);
+        String text = decode.apply(tail);
+        for (String s : strings) if (text.contains(s)) return true;
+        return false;
+    }
+}

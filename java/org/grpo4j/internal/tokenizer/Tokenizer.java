@@ -1,0 +1,186 @@
+package org.grpo4j.internal.tokenizer;
+
+import ai.djl.huggingface.tokenizers.HuggingFaceTokenizer;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * An HF tokenizer loaded from a model directory ({@code tokenizer.json} + {@code tokenizer_config.json}).
+ *
+ * <p>Encoding and decoding go through HF tokenizers itself (the Rust library, bound by DJL, which ships its native
+ * library in its jar and never downloads), so ids are exactly HF's. {@link #encode} never adds special tokens (the
+ * chat template decides about BOS, as {@code apply_chat_template(..., add_special_tokens=False)} does); special tokens
+ * written in the text are recognized. Thread-safe.
+ */
+public final class Tokenizer implements AutoCloseable {
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private final Path dir;
+    private final HuggingFaceTokenizer hf;
+    private final Map<String, Integer> added = new HashMap<>();
+    private final Set<Integer> specialIds = new HashSet<>();
+    private final int vocabSize;
+    private final String bosToken, eosToken, padToken, chatTemplate;
+
+    private Tokenizer(Path dir) throws IOException {
+        this.dir = dir;
+        Path tj = dir.resolve("tokenizer.json");
+        Path tc = dir.resolve("tokenizer_config.json");
+        if (!Files.isRegularFile(tj)) throw new NoSuchFileException(tj.toString(), null, "no tokenizer.json in " + dir);
+        JsonNode root;
+        try {
+            root = JSON.readTree(tj.toFile());
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new IOException(tj + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(e), e);
+        }
+        if (root == null || !root.isObject()) throw new IOException(tj + ": expected a JSON object (an HF tokenizer.json)");
+        JsonNode model = root.path("model");
+        if (!model.path("vocab").isObject())
+            throw new IOException(tj + ": model.vocab is missing (grpo4j supports BPE tokenizers, e.g. Llama 3)");
+        int maxId = -1;
+        for (var it = model.path("vocab").fields(); it.hasNext(); ) maxId = Math.max(maxId, it.next().getValue().asInt());
+        for (JsonNode t : root.path("added_tokens")) {
+            int id = t.path("id").asInt(-1);
+            String content = t.path("content").asText(null);
+            if (id < 0 || content == null) throw new IOException(tj + ": added_tokens entry without id/content: " + t);
+            added.put(content, id);
+            if (t.path("special").asBoolean(false)) specialIds.add(id);
+            maxId = Math.max(maxId, id);
+        }
+        this.vocabSize = maxId + 1;
+
+        JsonNode cfg = JSON.createObjectNode();
+        if (Files.isRegularFile(tc)) {
+            try {
+                cfg = JSON.readTree(tc.toFile());
+            } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+                throw new IOException(tc + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(e), e);
+            }
+            if (cfg == null || !cfg.isObject()) throw new IOException(tc + ": expected a JSON object");
+        }
+        this.bosToken = tokenString(cfg, "bos_token", tc);
+        this.eosToken = tokenString(cfg, "eos_token", tc);
+        this.padToken = tokenString(cfg, "pad_token", tc);
+        JsonNode tmpl = cfg.path("chat_template");
+        this.chatTemplate = tmpl.isTextual() ? tmpl.asText() : null;
+        for (String s : new String[] {bosToken, eosToken, padToken})
+            if (s != null && !added.containsKey(s) && !model.path("vocab").has(s))
+                throw new IOException(tc + ": special token \"" + s + "\" is not in " + tj);
+
+        Map<String, String> opts = Map.of("addSpecialTokens", "false", "truncation", "false", "padding", "false",
+                "modelMaxLength", String.valueOf(Integer.MAX_VALUE / 2));
+        try (InputStream in = Files.newInputStream(tj)) {
+            this.hf = HuggingFaceTokenizer.newInstance(in, opts);
+        } catch (RuntimeException e) {
+            throw new IOException(tj + ": HF tokenizers could not load it: " + e.getMessage(), e);
+        }
+    }
+
+    /** Values may be a string or an object with "content" (AddedToken). */
+    private static String tokenString(JsonNode cfg, String key, Path file) throws IOException {
+        JsonNode n = cfg.path(key);
+        if (n.isMissingNode() || n.isNull()) return null;
+        if (n.isTextual()) return n.asText();
+        if (n.isObject() && n.path("content").isTextual()) return n.path("content").asText();
+        throw new IOException(file + ": field " + key + " must be a string or {\"content\": ...}, got " + n);
+    }
+
+    /** Loads the tokenizer of an HF model directory. */
+    public static Tokenizer load(Path modelDir) throws IOException {
+        if (!Files.isDirectory(modelDir)) throw new NoSuchFileException(modelDir.toString(), null, "not a directory");
+        return new Tokenizer(modelDir);
+    }
+
+    public Path directory() { return dir; }
+
+    /**
+     * Extracts the tiny byte-level BPE tokenizer bundled in grpo4j's jar (the demo's; from examples/tiny-tokenizer)
+     * into a temporary directory deleted when the JVM exits, and returns that directory.
+     */
+    public static Path extractBundledTiny() throws IOException {
+        Path tmp = Files.createTempDirectory("grpo4j-tiny-tokenizer");
+        tmp.toFile().deleteOnExit();
+        for (String f : new String[] {"tokenizer.json", "tokenizer_config.json"}) {
+            try (InputStream in = Tokenizer.class.getResourceAsStream("/org/grpo4j/examples/tiny-tokenizer/" + f)) {
+                if (in == null) throw new IOException("the bundled tiny tokenizer is missing from the classpath (" + f + ")");
+                Files.copy(in, tmp.resolve(f));
+            }
+            tmp.resolve(f).toFile().deleteOnExit();
+        }
+        return tmp;
+    }
+
+    /** Token ids of {@code text}; no special tokens are added. */
+    public int[] encode(String text) {
+        long[] ids = hf.encode(text, false, false).getIds();
+        int[] out = new int[ids.length];
+        for (int i = 0; i < ids.length; i++) out[i] = (int) ids[i];
+        return out;
+    }
+
+    /** Text of {@code ids}; special tokens are dropped when {@code skipSpecialTokens}. */
+    public String decode(int[] ids, boolean skipSpecialTokens) {
+        long[] l = new long[ids.length];
+        for (int i = 0; i < ids.length; i++) {
+            if (ids[i] < 0 || ids[i] >= vocabSize)
+                throw new IllegalArgumentException("decode: id " + ids[i] + " at position " + i + " is outside the vocabulary [0, " + vocabSize + ")");
+            l[i] = ids[i];
+        }
+        return hf.decode(l, skipSpecialTokens);
+    }
+
+    /**
+     * Like {@link #decode} but ids outside the tokenizer (e.g. the padded rows of a model whose vocab_size is larger)
+     * are dropped, as HF tokenizers does, instead of failing: for text produced by sampling.
+     */
+    public String decodeLenient(int[] ids, boolean skipSpecialTokens) {
+        int n = 0;
+        for (int id : ids) if (id >= 0 && id < vocabSize) n++;
+        int[] keep = new int[n];
+        int k = 0;
+        for (int id : ids) if (id >= 0 && id < vocabSize) keep[k++] = id;
+        return decode(keep, skipSpecialTokens);
+    }
+
+    /** Number of ids (model vocabulary plus added tokens). */
+    public int vocabSize() { return vocabSize; }
+
+    public String bosToken() { return bosToken; }
+    public String eosToken() { return eosToken; }
+    public String padToken() { return padToken; }
+
+    /** Id of a single-token string (special/added or vocabulary), or -1. */
+    public int tokenId(String token) {
+        if (token == null) return -1;
+        Integer id = added.get(token);
+        if (id != null) return id;
+        int[] ids = encode(token);
+        return ids.length == 1 ? ids[0] : -1;
+    }
+
+    public int bosId() { return tokenId(bosToken); }
+    public int eosId() { return tokenId(eosToken); }
+
+    /** The pad id; falls back to the EOS id when the tokenizer has no pad token (Llama 3 base). */
+    public int padId() {
+        int p = tokenId(padToken);
+        return p >= 0 ? p : eosId();
+    }
+
+    public boolean isSpecial(int id) { return specialIds.contains(id); }
+
+    /** tokenizer_config.json's chat_template, or null. */
+    public String chatTemplate() { return chatTemplate; }
+
+    @Override
+    public void close() { hf.close(); }
+}

@@ -1,0 +1,61 @@
+package org.grpo4j.internal.train;
+
+import org.grpo4j.train.GrpoConfig;
+import java.util.ArrayList;
+import java.util.List;
+import org.grpo4j.internal.model.LlamaModel;
+import org.grpo4j.internal.model.PackedBatch;
+
+/**
+ * Phase 3 of a step: the old (current policy) and reference log-probs of every loss token, in no-grad passes over
+ * chunks of local_rollout_forward_batch_size rollouts, logits divided by (temperature + 1e-7). The models run in the
+ * precision's dtype; the log-probs are fp32.
+ */
+final class LogprobPhase {
+    private LogprobPhase() {}
+
+    static void run(RankState r, List<Rollout> rs) {
+        GrpoConfig cfg = r.s.cfg();
+        float temp = (float) cfg.temperature;
+        for (int from = 0; from < rs.size(); from += cfg.localRolloutForwardBatchSize) {
+            List<Rollout> chunk = rs.subList(from, Math.min(rs.size(), from + cfg.localRolloutForwardBatchSize));
+            float[] o = logprobs(r, r.model, chunk, temp), rf = logprobs(r, r.refModel, chunk, temp);
+            int k = 0;
+            for (Rollout x : chunk) {
+                x.old = java.util.Arrays.copyOfRange(o, k, k + x.targets.length);
+                x.ref = java.util.Arrays.copyOfRange(rf, k, k + x.targets.length);
+                k += x.targets.length;
+            }
+        }
+    }
+
+    /** Log-probs of every rollout's loss tokens under a model, concatenated in order. */
+    static float[] logprobs(RankState r, LlamaModel m, List<Rollout> rs, float temp) {
+        Packed pk = Packed.of(rs);
+        try (PackedBatch pb = PackedBatch.of(r.be, pk.seqs(), r.s.model().vocabSize())) {
+            return m.tokenLogprobs(pb, pk.rows(), pk.targets(), temp);
+        }
+    }
+
+    /** Rollouts packed for a forward pass: sequences, and for each loss token its row in the packing and its target. */
+    record Packed(List<int[]> seqs, int[] rows, int[] targets) {
+        static Packed of(List<Rollout> rs) {
+            List<int[]> seqs = new ArrayList<>();
+            int nTok = 0;
+            for (Rollout x : rs) {
+                seqs.add(x.seq);
+                nTok += x.targets.length;
+            }
+            int[] rows = new int[nTok], tgt = new int[nTok];
+            int k = 0, start = 0;
+            for (Rollout x : rs) {
+                for (int t = 0; t < x.targets.length; t++, k++) {
+                    rows[k] = start + x.promptLen - 1 + t; // the hidden state before target t predicts it
+                    tgt[k] = x.targets[t];
+                }
+                start += x.seq.length;
+            }
+            return new Packed(seqs, rows, tgt);
+        }
+    }
+}

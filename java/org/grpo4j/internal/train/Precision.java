@@ -1,0 +1,81 @@
+package org.grpo4j.internal.train;
+
+import java.util.List;
+import org.grpo4j.internal.backend.AdamWStep;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.CpuBackend;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.GrpoLossOutputs;
+import org.grpo4j.internal.backend.GrpoLossParams;
+import org.grpo4j.internal.backend.KlEstimator;
+import org.grpo4j.internal.backend.SamplingSpec;
+import org.grpo4j.internal.backend.Tensor;
+import org.grpo4j.internal.model.LlamaConfig;
+import org.grpo4j.internal.model.LlamaModel;
+import org.grpo4j.internal.model.LlamaWeights;
+import org.grpo4j.internal.model.PackedBatch;
+
+/**
+ * The {@code precision} of a run: the dtype of the policy's compute weights (and so of activations, their gradients
+ * and the KV cache), of the frozen reference and of the gradient traffic between ranks. fp32 master weights, AdamW
+ * moments, the gradient accumulation buffer, log-probs, losses and advantages are fp32 in both modes.
+ */
+final class Precision {
+    private Precision() {}
+
+    /** fp32 or bf16 for {@code spec} ("auto": bf16 on CUDA, fp32 on the CPU) on backend {@code be}. */
+    static DType resolve(String spec, Backend be) {
+        return switch (spec) {
+            case "fp32" -> DType.FP32;
+            case "bf16" -> DType.BF16;
+            default -> be instanceof CpuBackend ? DType.FP32 : DType.BF16;
+        };
+    }
+
+    static String label(DType d) { return d == DType.BF16 ? "bf16" : "fp32"; }
+
+    /**
+     * Fails, naming the op, unless {@code be} runs every op of a bf16 run on bf16 tensors: a micro Llama (2 layers,
+     * hidden 8, vocabulary 11) in bf16 does a training forward and backward with the fused GRPO loss, a no-grad
+     * log-prob pass, a prefill and a decode step with sampling, and an AdamW step with the bf16 copy-out. A backend
+     * whose bf16 variant of an op throws {@link UnsupportedOperationException} is refused here, before any weights
+     * load, rather than minutes into the run.
+     */
+    static void requireBf16(Backend be) {
+        LlamaConfig c = new LlamaConfig(8, 12, 2, 2, 1, 4, 11, 1e-5, 10000, null, 32, false, 0, List.of(1));
+        try (LlamaWeights master = LlamaWeights.init(be, c, 1); LlamaWeights w = master.castTo(DType.BF16);
+             LlamaWeights g = LlamaWeights.zeros(be, c)) {
+            LlamaModel m = new LlamaModel(w);
+            List<int[]> seqs = List.of(new int[] {1, 2, 3, 4}, new int[] {5, 6, 7});
+            int[] rows = {1, 2, 5}, tgt = {3, 4, 7};
+            int n = rows.length, d = c.hiddenSize();
+            try (PackedBatch pb = PackedBatch.of(be, seqs, c.vocabSize()); LlamaModel.Activations act = m.forward(pb, false);
+                 Tensor rowsT = be.upload(rows, n); Tensor tgtT = be.upload(tgt, n); Tensor ones = be.upload(new float[] {1, 1, 1}, n);
+                 Tensor zeros = be.zeros(DType.FP32, n); Tensor sel = be.empty(DType.BF16, n, d); Tensor dSel = be.empty(DType.BF16, n, d);
+                 Tensor loss = be.empty(DType.FP32, 1); Tensor lp = be.empty(DType.FP32, n); Tensor ratio = be.empty(DType.FP32, n);
+                 Tensor clip = be.empty(DType.FP32, n); Tensor kl = be.empty(DType.FP32, n); Tensor dHidden = be.zeros(DType.FP32, pb.tokens(), d)) {
+                be.embedding(sel, act.hidden(), rowsT);
+                be.grpoLoss(new GrpoLossOutputs(loss, lp, ratio, clip, kl, dSel, g.get("lm_head.weight")), sel, w.get("lm_head.weight"), tgtT,
+                        ones, zeros, zeros, zeros, new GrpoLossParams(1f, 0.2f, 0.2f, 0.01f, KlEstimator.KL3));
+                be.tokenLogprobsBackward(dSel, g.get("lm_head.weight"), ones, sel, w.get("lm_head.weight"), tgtT, 1f);
+                be.embeddingBackward(dHidden, dSel, rowsT);
+                m.backward(act, dHidden, g);
+                m.tokenLogprobs(pb, rows, tgt, 1f);
+            }
+            try (LlamaModel.KvCache cache = m.newKvCache(2, 4); PackedBatch p = PackedBatch.of(be, List.of(new int[] {1, 2, 3}), c.vocabSize());
+                 Tensor logits = m.prefillLogits(cache, p, new int[] {0, 1, 2});
+                 LlamaModel.DecodeSession s = m.newDecodeSession(cache, 1, 2, false)) {
+                s.run(new int[] {4}, new int[] {3}, new int[] {3}, new int[] {0}, 1, new int[] {0, 1}, new SamplingSpec(1f, 0, 1f, 1));
+            }
+            try (Tensor mm = be.zeros(DType.FP32, (int) g.flat().numel()); Tensor vv = be.zeros(DType.FP32, (int) g.flat().numel());
+                 Tensor acc = be.zeros(DType.FP32, 1)) {
+                be.sumSquares(acc, w.flat());
+                be.adamW(master.flat(), g.flat(), mm, vv, new AdamWStep(1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1), w.flat());
+            }
+            be.synchronize();
+        } catch (UnsupportedOperationException e) {
+            throw new IllegalArgumentException("precision bf16: " + be.name() + " lacks a bf16 op (" + e.getMessage()
+                    + "); set precision fp32, or backend cpu (whose bf16 twins run every op)");
+        }
+    }
+}

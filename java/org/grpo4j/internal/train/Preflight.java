@@ -1,0 +1,279 @@
+package org.grpo4j.internal.train;
+
+import org.grpo4j.train.GrpoConfig;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.CpuBackend;
+import org.grpo4j.internal.backend.Memory;
+import org.grpo4j.internal.data.DatasetMixer;
+import org.grpo4j.internal.data.PromptDataset;
+import org.grpo4j.reward.RlvrRow;
+import org.grpo4j.internal.model.LlamaConfig;
+import org.grpo4j.internal.model.MemoryEstimate;
+import org.grpo4j.reward.Rewards;
+import org.grpo4j.ChatMessage;
+import org.grpo4j.internal.tokenizer.ChatTemplate;
+import org.grpo4j.internal.tokenizer.Tokenizer;
+
+/**
+ * Every check of a training config that does not need the weights, run by the trainer before it loads them and by
+ * {@code train --dry-run}: the model's config.json and tokenizer, the chat template, the datasets (rows, roles,
+ * prompt lengths, a verifier for every dataset name), lengths against the model's context, and memory against what
+ * the backend has free. What it loads (tokenizer, tokenized datasets) is handed to the trainer.
+ */
+public final class Preflight implements AutoCloseable {
+    private final GrpoConfig cfg;
+    private final Path tokenizerDir;
+    private final Tokenizer tok;
+    private final LlamaConfig model;
+    private final ChatTemplate template;
+    private final PromptDataset train, eval;
+    private final int longestPrompt, sftRows;
+    private final Map<String, String> summary = new LinkedHashMap<>();
+
+    private Preflight(GrpoConfig cfg, Path tokenizerDir, Tokenizer tok, LlamaConfig model, ChatTemplate template, PromptDataset train,
+                      PromptDataset eval, int longestPrompt, int sftRows) {
+        this.cfg = cfg;
+        this.tokenizerDir = tokenizerDir;
+        this.tok = tok;
+        this.model = model;
+        this.template = template;
+        this.train = train;
+        this.eval = eval;
+        this.longestPrompt = longestPrompt;
+        this.sftRows = sftRows;
+    }
+
+    /**
+     * Runs the checks of a validated config. {@code rewards} (may be null: the built-in verifiers) must have a
+     * verifier for every dataset name in the data; {@code be} (may be null: no memory check) is where the run
+     * would allocate.
+     */
+    public static Preflight check(GrpoConfig cfg, Backend be, Rewards rewards) throws IOException {
+        return check(cfg, be, rewards, be == null ? org.grpo4j.internal.backend.DType.FP32 : Precision.resolve(cfg.precision, be), 1);
+    }
+
+    /**
+     * {@link #check(GrpoConfig, Backend, Rewards)} for a run in {@code dtype} whose {@code sharers} ranks share
+     * {@code be}'s memory (in-process CPU ranks share the Java heap).
+     */
+    public static Preflight check(GrpoConfig cfg, Backend be, Rewards rewards, org.grpo4j.internal.backend.DType dtype, int sharers) throws IOException {
+        Path tokDir;
+        LlamaConfig lc;
+        Tokenizer tok;
+        if (cfg.modelNameOrPath.startsWith("init:")) {
+            tokDir = Tokenizer.extractBundledTiny();
+            tok = Tokenizer.load(tokDir);
+            lc = LlamaConfig.tiny(tok.vocabSize(), tok.bosId(), tok.eosId());
+        } else {
+            Path dir = Path.of(cfg.modelNameOrPath);
+            if (!Files.isDirectory(dir))
+                throw new NoSuchFileException(dir.toString(), null, "model_name_or_path: no such model directory"
+                        + (!dir.isAbsolute() && cfg.modelNameOrPath.matches("[\\w.-]+/[\\w.-]+") ? "; grpo4j never downloads: fetch it first, e.g. huggingface-cli download "
+                        + cfg.modelNameOrPath + " --local-dir DIR, and set model_name_or_path to DIR" : ""));
+            lc = LlamaConfig.read(dir);
+            tokDir = dir;
+            tok = Tokenizer.load(dir);
+        }
+        try {
+            return check(cfg, be, rewards, tokDir, tok, lc, dtype, sharers);
+        } catch (IOException | RuntimeException e) {
+            tok.close();
+            throw e;
+        }
+    }
+
+    private static Preflight check(GrpoConfig cfg, Backend be, Rewards rewards, Path tokDir, Tokenizer tok, LlamaConfig lc,
+                                   org.grpo4j.internal.backend.DType dtype, int sharers) throws IOException {
+        String modelName = cfg.modelNameOrPath;
+        if (tok.vocabSize() > lc.vocabSize())
+            throw new IllegalArgumentException(modelName + ": the tokenizer has " + tok.vocabSize() + " ids but config.json's vocab_size is " + lc.vocabSize());
+        if (tok.eosId() < 0) throw new IllegalArgumentException(modelName + ": the tokenizer has no eos_token; stop_token eos needs one");
+        ChatTemplate template;
+        try {
+            template = ChatTemplate.named(cfg.chatTemplateName, tok);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("chat_template_name: " + e.getMessage());
+        }
+        PromptDataset train = prompts(cfg.datasetMixerList, cfg.datasetMixerListSplits, "dataset_mixer_list", cfg, tok, template);
+        PromptDataset eval = cfg.datasetMixerEvalList.isEmpty() ? null
+                : prompts(cfg.datasetMixerEvalList, cfg.datasetMixerEvalListSplits, "dataset_mixer_eval_list", cfg, tok, template);
+        if (train.size() < cfg.rolloutBatchSize())
+            throw new IllegalArgumentException("dataset_mixer_list: " + train.size() + " prompts fit max_prompt_token_length " + cfg.maxPromptTokenLength
+                    + " and max_token_length " + cfg.maxTokenLength
+                    + (train.dropped() > 0 ? " (" + train.droppedPrompt() + " dropped for a longer prompt, " + train.droppedChat() + " for a longer chat)" : "")
+                    + ", fewer than one step's " + cfg.rolloutBatchSize() + " prompts (local_rollout_batch_size " + cfg.localRolloutBatchSize + " x world_size "
+                    + cfg.worldSize + ")" + (cfg.worldSize > 1 ? ": every rank samples local_rollout_batch_size whole prompts (a prompt's group never splits"
+                    + " across ranks); use fewer ranks, a smaller local_rollout_batch_size or more data" : ""));
+
+        Rewards verifiers = rewards != null ? rewards : null;
+        try (Rewards builtIn = rewards == null ? new Rewards() : null) {
+            if (verifiers == null) verifiers = builtIn;
+            requireVerifiers(train, "dataset_mixer_list", verifiers);
+            if (eval != null) requireVerifiers(eval, "dataset_mixer_eval_list", verifiers);
+        }
+
+        int longest = Math.max(longest(train), eval == null ? 0 : longest(eval));
+        if ((long) longest + cfg.responseLength > lc.maxPositionEmbeddings())
+            throw new IllegalArgumentException("response_length " + cfg.responseLength + " + the longest prompt (" + longest + " tokens) = "
+                    + (longest + cfg.responseLength) + " exceeds the model's max_position_embeddings " + lc.maxPositionEmbeddings()
+                    + "; lower response_length or max_prompt_token_length");
+
+        int sft = 0;
+        if (cfg.sftWarmup.steps > 0) {
+            for (int i = 0; i < train.size(); i++) {
+                List<ChatMessage> ms = train.row(i).messages();
+                if (ms.size() < 2 || !ms.get(ms.size() - 1).role().equals("assistant")) continue;
+                sft++;
+                int len = train.prompt(i).length + tok.encode(ms.get(ms.size() - 1).content()).length + 1;
+                if (len > lc.maxPositionEmbeddings())
+                    throw new IllegalArgumentException(train.row(i).source() + ": the sft_warmup sequence (prompt + answer + EOS) has " + len
+                            + " tokens, more than the model's max_position_embeddings " + lc.maxPositionEmbeddings());
+            }
+            if (sft == 0)
+                throw new IllegalArgumentException("sft_warmup.steps " + cfg.sftWarmup.steps + ": no training row ends with an assistant turn to imitate"
+                        + " (set sft_warmup.steps=0 or add the reference answers)");
+        }
+        Preflight pf = new Preflight(cfg, tokDir, tok, lc, template, train, eval, longest, sft);
+        if (be != null) pf.checkMemory(be, dtype, sharers);
+        pf.summary.put("model", modelName + ": " + lc.numLayers() + " layers, hidden " + lc.hiddenSize() + ", vocab " + lc.vocabSize()
+                + ", context " + lc.maxPositionEmbeddings());
+        pf.summary.put("training prompts", train.size() + " (dropped: " + train.droppedPrompt() + " with prompt > " + cfg.maxPromptTokenLength
+                + " tokens, " + train.droppedChat() + " with chat > " + cfg.maxTokenLength + " tokens), longest " + longest(train) + " tokens");
+        if (eval != null) pf.summary.put("eval prompts", String.valueOf(eval.size()));
+        if (cfg.sftWarmup.steps > 0) pf.summary.put("sft warm-up rows", String.valueOf(sft));
+        return pf;
+    }
+
+    private static PromptDataset prompts(List<String> mixer, List<String> splits, String field, GrpoConfig cfg, Tokenizer tok,
+                                         ChatTemplate template) throws IOException {
+        List<RlvrRow> rows = DatasetMixer.load(mixer, splits, cfg.baseDir, field);
+        PromptDataset d = new PromptDataset(rows, tok, template, cfg.maxPromptTokenLength, cfg.maxTokenLength);
+        if (d.size() == 0) {
+            int shortest = Integer.MAX_VALUE, longest = 0;
+            for (RlvrRow r : rows) {
+                int n = tok.encode(template.render(r.promptMessages(), true, tok)).length;
+                shortest = Math.min(shortest, n);
+                longest = Math.max(longest, n);
+            }
+            throw new IllegalArgumentException(field + ": " + (rows.isEmpty() ? "the datasets have no rows"
+                    : "all " + rows.size() + " prompts are longer than max_prompt_token_length " + cfg.maxPromptTokenLength
+                    + " (the shortest has " + shortest + " tokens, the longest " + longest + ")"));
+        }
+        return d;
+    }
+
+    private static void requireVerifiers(PromptDataset d, String field, Rewards rewards) {
+        Map<String, String> unknown = new LinkedHashMap<>();
+        for (int i = 0; i < d.size(); i++) {
+            RlvrRow r = d.row(i);
+            if (!rewards.handles(r.dataset())) unknown.putIfAbsent(r.dataset(), r.source());
+        }
+        if (unknown.isEmpty()) return;
+        var first = unknown.entrySet().iterator().next();
+        throw new IllegalArgumentException(first.getValue() + ": dataset \"" + first.getKey() + "\" has no verifier"
+                + (unknown.size() > 1 ? " (nor do " + String.join(", ", new ArrayList<>(unknown.keySet()).subList(1, unknown.size())) + ")" : "")
+                + "; the row's \"dataset\" field picks the verifier, one of " + String.join(", ", rewards.names())
+                + " (register others with Rewards.register in the Java API)");
+    }
+
+    private static int longest(PromptDataset d) {
+        int m = 0;
+        for (int i = 0; i < d.size(); i++) m = Math.max(m, d.prompt(i).length);
+        return m;
+    }
+
+    /**
+     * One rank's allocations ({@link MemoryEstimate}: model states in the run's precision and ZeRO-2 layout) plus the
+     * larger of the activations of the largest training or log-prob pass and generation's working memory with the
+     * KV cache (kv_cache_mib, or the one-sequence minimum when the pool is sized from kv_cache_fraction; the pool
+     * and the activations are never live together), times the ranks sharing the memory, against what {@code be} has
+     * free. A refusal says what fits and what to change.
+     */
+    private void checkMemory(Backend be, org.grpo4j.internal.backend.DType dtype, int sharers) {
+        MemoryEstimate est = new MemoryEstimate(model, cfg.worldSize, dtype, cfg.reduceBucketSize);
+        double states = est.statesBytes();
+        long seq = (long) longestPrompt + cfg.responseLength;
+        double acts = Math.max(est.trainingActivationBytes(cfg.perDeviceTrainBatchSize * seq, (long) cfg.perDeviceTrainBatchSize * cfg.responseLength,
+                cfg.gradientCheckpointing), est.noGradActivationBytes(cfg.localRolloutForwardBatchSize * seq, (long) cfg.localRolloutForwardBatchSize * cfg.responseLength));
+        int maxBatch = Math.max(1, cfg.localCompletions());
+        double gen = est.generationBytes(maxBatch, (long) cfg.localRolloutBatchSize * longestPrompt);
+        long kvMin = ((seq + 15) / 16 + 1) * 16 * est.kvBytesPerToken();
+        long kv = cfg.kvCacheMib > 0 ? (long) cfg.kvCacheMib << 20 : kvMin;
+        double perRank = states + Math.max(acts, gen + kv), total = perRank * sharers;
+        long free = Memory.available(be);
+        String where = Memory.describe(be);
+        if (free >= 0 && total > free && be instanceof CpuBackend) {
+            System.gc();
+            free = Memory.available(be);
+        }
+        String per = sharers > 1 ? " per rank (" + sharers + " ranks share it)" : "";
+        if (free >= 0 && total > free) {
+            double room = free / (double) sharers - states - gen;
+            if (cfg.kvCacheMib > 0 && states + Math.max(acts, gen + kvMin) <= free / (double) sharers)
+                throw new IllegalArgumentException("kv_cache_mib " + cfg.kvCacheMib + " does not fit: the KV cache needs " + Memory.human(kv) + " next to "
+                        + Memory.human(states) + " of model states and " + Memory.human(gen) + " of generation buffers" + per + ", but only " + Memory.human(free)
+                        + " " + where + "; at most kv_cache_mib=" + ((long) room >> 20) + " fits (or kv_cache_mib=0 to size the pool from kv_cache_fraction)");
+            throw new IllegalArgumentException("the run needs about " + Memory.human(total) + " (" + Memory.human(perRank) + per + ": model states "
+                    + Memory.human(states) + " for " + String.format("%,d", est.parameters()) + " parameters in " + Precision.label(dtype) + " over " + cfg.worldSize
+                    + " rank" + (cfg.worldSize == 1 ? "" : "s") + ", activations " + Memory.human(acts) + ", generation " + Memory.human(gen) + " + KV cache "
+                    + Memory.human(kv) + "), but only " + Memory.human(free) + " " + where + "; to fit: fewer samples in flight (per_device_train_batch_size, "
+                    + "local_rollout_forward_batch_size, local_rollout_batch_size x number_samples_per_prompt), a smaller kv_cache_mib or kv_cache_fraction,"
+                    + " gradient_checkpointing true, precision bf16, or more GPUs (world_size: ZeRO-2 shards the optimizer state)");
+        }
+        summary.put("memory", "about " + Memory.human(total) + " (model states " + Memory.human(states) + per + ", activations " + Memory.human(acts)
+                + ", generation " + Memory.human(gen) + " + KV cache " + (cfg.kvCacheMib > 0 ? Memory.human(kv) : "from kv_cache_fraction " + cfg.kvCacheFraction
+                + ", at least " + Memory.human(kvMin)) + ")" + (free >= 0 ? "; " + Memory.human(free) + " " + where : ""));
+    }
+
+    /**
+     * A SHA-256 of the training data as the trainer sees it (each kept row's dataset, ground truth and prompt token
+     * ids, in order): a resumed run refuses data that changed since its checkpoint.
+     */
+    public String dataFingerprint() {
+        try {
+            MessageDigest md = MessageDigest.getInstance("SHA-256");
+            for (int i = 0; i < train.size(); i++) {
+                RlvrRow r = train.row(i);
+                md.update((r.dataset() + "\u0000" + r.groundTruth() + "\u0000").getBytes(StandardCharsets.UTF_8));
+                for (int t : train.prompt(i)) {
+                    md.update((byte) (t >>> 24));
+                    md.update((byte) (t >>> 16));
+                    md.update((byte) (t >>> 8));
+                    md.update((byte) t);
+                }
+                md.update((byte) 0xFF);
+            }
+            return java.util.HexFormat.of().formatHex(md.digest());
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e); // every JDK has SHA-256
+        }
+    }
+
+    public Path tokenizerDir() { return tokenizerDir; }
+    public Tokenizer tokenizer() { return tok; }
+    public LlamaConfig modelConfig() { return model; }
+    public ChatTemplate template() { return template; }
+    public PromptDataset train() { return train; }
+    /** The eval prompts, or null without dataset_mixer_eval_list. */
+    public PromptDataset eval() { return eval; }
+    public int longestPrompt() { return longestPrompt; }
+    /** Rows the supervised warm-up imitates (0 without a warm-up). */
+    public int sftRows() { return sftRows; }
+    /** What was checked, name to value (for dry runs). */
+    public Map<String, String> summary() { return summary; }
+
+    /** Closes the tokenizer (unless the trainer took it). */
+    @Override
+    public void close() { tok.close(); }
+}

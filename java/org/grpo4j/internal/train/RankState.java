@@ -1,0 +1,150 @@
+package org.grpo4j.internal.train;
+
+import org.grpo4j.train.GrpoConfig;
+import java.io.IOException;
+import java.nio.file.Path;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.Memory;
+import org.grpo4j.internal.backend.Tensor;
+import org.grpo4j.internal.data.ShufflingIterator;
+import org.grpo4j.internal.dist.Communicator;
+import org.grpo4j.internal.model.LlamaModel;
+import org.grpo4j.internal.model.LlamaWeights;
+import org.grpo4j.internal.model.MemoryEstimate;
+import org.grpo4j.internal.model.ShardLayout;
+import org.grpo4j.internal.rollout.Generator;
+
+/**
+ * One data-parallel rank: its backend and communicator, the policy's compute weights (a full replica in the
+ * precision's dtype, padded to the ZeRO-2 slices), the frozen reference, the fp32 gradient buffer, the sharded
+ * optimizer, the generator and its copy of the data iterator. Everything here runs on the rank's own thread.
+ *
+ * <p>The guard counters ({@link #optimizerSteps}, {@link #consecutiveNonfinite}, {@link #skippedSteps}) are decided
+ * from gathered values, so they are the same on every rank.
+ */
+final class RankState implements AutoCloseable {
+    final Setup s;
+    final int rank, world;
+    final Backend be;
+    final Communicator comm;
+    final ShardLayout layout;
+    final ShufflingIterator iterator;
+    /** Ranks sharing this rank's memory (in-process CPU ranks share the Java heap). */
+    final int memorySharers;
+    LlamaWeights compute, reference, grads;
+    LlamaModel model, refModel;
+    ShardedAdamW optimizer;
+    Generator generator;
+    long optimizerSteps;
+    int consecutiveNonfinite, skippedSteps;
+    /** The first reward error of this rank's last step (null when none), for the step's report. */
+    String lastRewardError;
+
+    RankState(Setup s, Backend be, Communicator comm, int memorySharers) {
+        this.s = s;
+        this.be = be;
+        this.comm = comm;
+        this.rank = comm.rank();
+        this.world = comm.worldSize();
+        this.memorySharers = memorySharers;
+        this.layout = new ShardLayout(new org.grpo4j.internal.model.ParameterLayout(s.model()).totalElements(), world, s.cfg().reduceBucketSize);
+        this.iterator = new ShufflingIterator(s.train().size(), s.cfg().rolloutBatchSize(), s.cfg().seed);
+    }
+
+    boolean leader() { return rank == 0; }
+
+    /** The progress stream on the rank that prints (rank 0), null elsewhere. */
+    java.io.PrintStream log() { return rank == 0 ? s.log() : null; }
+
+    MemoryEstimate estimate() { return new MemoryEstimate(s.model(), world, s.dtype(), s.cfg().reduceBucketSize); }
+
+    /**
+     * Allocates the model states from the fp32 weights {@code full} (then closed): the compute weights (cast in
+     * precision bf16), the gradient buffer and the optimizer with this rank's master slice.
+     */
+    void initWeights(LlamaWeights full, double weightDecay) {
+        try (full) {
+            compute = LlamaWeights.zeros(be, s.model(), s.dtype(), layout.padded());
+            compute.copyFrom(full);
+            grads = LlamaWeights.zeros(be, s.model());
+            GrpoConfig c = s.cfg();
+            optimizer = new ShardedAdamW(be, comm, layout, compute, grads, c.adamBeta1, c.adamBeta2, c.adamEps, weightDecay);
+            optimizer.setMaster(full);
+        }
+        model = new LlamaModel(compute);
+    }
+
+    /** The frozen reference: the current policy (after the warm-up), in the compute dtype. */
+    void freezeReference() {
+        reference = compute.copy();
+        refModel = new LlamaModel(reference);
+    }
+
+    /** The reference from the step-0 checkpoint's fp32 weights, cast to the compute dtype as at the run's start. */
+    void loadReference(Path step0Model) throws IOException {
+        try (LlamaWeights w0 = LlamaWeights.load(be, step0Model)) {
+            reference = w0.castTo(s.dtype());
+        }
+        refModel = new LlamaModel(reference);
+    }
+
+    /** The generator with its KV pool, sized now that the model states are allocated. */
+    void createGenerator(int maxBatch, long poolBytes) {
+        generator = new Generator(model, Generator.Config.forBudget(model, poolBytes, KV_BLOCK, maxBatch));
+    }
+
+    static final int KV_BLOCK = 16;
+
+    /**
+     * The KV pool's bytes for this rank: kv_cache_mib when set; else kv_cache_fraction of what the backend has free
+     * (shared by the ranks on this memory) after generation's working memory, capped at what the step's samples can
+     * use at once (each sample's longest prompt plus response_length, in blocks). Refused, with what to change, when
+     * not even one sequence fits.
+     */
+    long kvPoolBytes(int longestPrompt, int maxBatch) {
+        return kvPoolBytes(s.cfg(), estimate(), Memory.available(be), memorySharers, longestPrompt, maxBatch, Memory.describe(be));
+    }
+
+    /** {@link #kvPoolBytes(int, int)} for {@code free} bytes (-1: unknown) shared by {@code sharers} ranks. */
+    static long kvPoolBytes(GrpoConfig c, MemoryEstimate est, long free, int sharers, int longestPrompt, int maxBatch, String where) {
+        long perBlock = est.kvBytesPerToken() * KV_BLOCK;
+        long seqBlocks = (longestPrompt + c.responseLength + KV_BLOCK - 1) / KV_BLOCK + 1;
+        long minimum = seqBlocks * perBlock;
+        if (c.kvCacheMib > 0) return (long) c.kvCacheMib << 20;
+        long useful = (long) maxBatch * seqBlocks * perBlock;
+        if (free < 0) return useful; // unknown: what the samples can use
+        double working = est.generationBytes(maxBatch, (long) c.localRolloutBatchSize * longestPrompt);
+        double mine = free / (double) sharers;
+        long left = (long) ((mine - working) * c.kvCacheFraction);
+        if (left < minimum)
+            throw new IllegalArgumentException("the KV cache does not fit: one sequence of " + (longestPrompt + c.responseLength) + " tokens needs "
+                    + Memory.human(minimum) + " of KV cache (" + Memory.human(est.kvBytesPerToken()) + " per token) and generation " + Memory.human(working)
+                    + " of working memory, but " + Memory.human(Math.max(0, mine)) + " " + where + (sharers > 1 ? " per rank (" + sharers + " ranks share it)" : "")
+                    + " after the model states, of which kv_cache_fraction " + c.kvCacheFraction + " may hold the cache; to fit: fewer samples in flight"
+                    + " (local_rollout_batch_size x number_samples_per_prompt = " + maxBatch + "), a larger kv_cache_fraction, shorter sequences (response_length,"
+                    + " max_prompt_token_length), precision bf16, or more GPUs (world_size: ZeRO-2 shards the optimizer state)");
+        return Math.min(useful, left);
+    }
+
+    /** A 64-bit checksum of the reference weights (recorded in checkpoints, checked on resume). */
+    long referenceChecksum() { return checksum(reference.flat()); }
+
+    static long checksum(Tensor t) {
+        long h = 1125899906842597L;
+        if (t.dtype() == DType.FP32) {
+            for (float x : t.toFloats()) h = 31 * h + Float.floatToRawIntBits(x);
+        } else {
+            for (short x : t.toBf16Bits()) h = 31 * h + x;
+        }
+        return h;
+    }
+
+    @Override
+    public void close() {
+        if (compute != null) compute.close();
+        if (grads != null) grads.close();
+        if (reference != null) reference.close();
+        if (optimizer != null) optimizer.close();
+    }
+}

@@ -1,0 +1,98 @@
+package org.grpo4j.internal.train;
+
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.function.Consumer;
+import org.grpo4j.internal.dist.CommunicatorException;
+
+/**
+ * The ranks this JVM hosts, each on its own thread for its whole life (a GPU rank's CUDA device is per thread). One
+ * rank runs on the caller's thread. {@link #run} runs a function on every rank at once and waits; when one throws,
+ * {@code abort} fails the communicators so that the others' collectives throw instead of waiting, and the first
+ * exception that is not such a consequence is rethrown.
+ */
+final class Ranks implements AutoCloseable {
+    /** Work for rank i (the local index) that may throw. */
+    interface Task<T> {
+        T run(int i) throws Exception;
+    }
+
+    private final int count;
+    private final List<ExecutorService> threads = new ArrayList<>();
+    private Consumer<Throwable> abort = t -> {};
+
+    Ranks(int count, String name) {
+        this.count = count;
+        if (count > 1)
+            for (int i = 0; i < count; i++) {
+                int k = i;
+                threads.add(Executors.newSingleThreadExecutor(r -> {
+                    Thread t = new Thread(r, name + "-rank-" + k);
+                    t.setDaemon(true);
+                    return t;
+                }));
+            }
+    }
+
+    int count() { return count; }
+
+    /** What to do when a rank fails (abort the communicators); set once they exist. */
+    void onFailure(Consumer<Throwable> abort) { this.abort = abort; }
+
+    /** {@code task} on every rank at once; its results in rank order. */
+    <T> List<T> run(Task<T> task) throws IOException {
+        if (count == 1) {
+            try {
+                return java.util.Collections.singletonList(task.run(0));
+            } catch (IOException | RuntimeException e) {
+                throw e;
+            } catch (Exception e) {
+                throw new IllegalStateException(e);
+            }
+        }
+        List<Future<T>> fs = new ArrayList<>();
+        for (int i = 0; i < count; i++) {
+            int k = i;
+            fs.add(threads.get(i).submit(() -> {
+                try {
+                    return task.run(k);
+                } catch (Throwable t) {
+                    abort.accept(t);
+                    throw t;
+                }
+            }));
+        }
+        List<T> out = new ArrayList<>();
+        Throwable first = null, consequence = null;
+        for (Future<T> f : fs) {
+            try {
+                out.add(f.get());
+            } catch (ExecutionException e) {
+                Throwable c = e.getCause();
+                if (c instanceof CommunicatorException) consequence = consequence == null ? c : consequence;
+                else if (first == null) first = c;
+                out.add(null);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                abort.accept(e);
+                throw new IllegalStateException("interrupted while the ranks were running", e);
+            }
+        }
+        Throwable t = first != null ? first : consequence;
+        if (t == null) return out;
+        if (t instanceof IOException io) throw io;
+        if (t instanceof RuntimeException re) throw re;
+        if (t instanceof Error er) throw er;
+        throw new IllegalStateException(t);
+    }
+
+    @Override
+    public void close() {
+        for (ExecutorService e : threads) e.shutdownNow();
+    }
+}

@@ -1,0 +1,149 @@
+package org.grpo4j.internal.train;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.channels.FileLock;
+import java.nio.channels.OverlappingFileLockException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Set;
+import java.util.stream.Stream;
+import org.grpo4j.internal.util.AtomicDir;
+
+/**
+ * The rules of a run directory (docs/trainer.md, "The run directory"):
+ * <ul>
+ *   <li>a new run starts only in a missing or empty directory, or with {@code overwrite} in a directory that holds
+ *       nothing but an earlier run's outputs (which are then deleted when the new run starts);</li>
+ *   <li>one run at a time: {@value #LOCK} is locked (an OS file lock, released even when the process is killed)
+ *       for the run's whole life, so two runs into one directory cannot mix their files;</li>
+ *   <li>temporaries a killed run left behind ({@code checkpoints/.step_N.tmp-*}, {@code *.jsonl.tmp}) are removed
+ *       when the next run takes the lock.</li>
+ * </ul>
+ */
+final class RunDirectory implements AutoCloseable {
+    /** The lock file; it stays after the run (a directory holding only it counts as empty). */
+    static final String LOCK = ".grpo4j.lock";
+
+    /** What a run writes at the top of its directory. */
+    static final Set<String> OUTPUTS = Set.of("config.json", "metrics.jsonl", "samples.jsonl", "plots", "checkpoints", LOCK,
+            "metrics.jsonl.tmp", "samples.jsonl.tmp", "metrics.jsonl.dropped", "samples.jsonl.dropped", "config.json.tmp");
+
+    private final Path dir;
+    private final FileChannel channel;
+    private final FileLock lock;
+
+    private RunDirectory(Path dir, FileChannel channel, FileLock lock) {
+        this.dir = dir;
+        this.channel = channel;
+        this.lock = lock;
+    }
+
+    /** Refuses a directory a new run must not write into; returns normally when it may start there. */
+    static void checkNewRun(Path dir, boolean overwrite) throws IOException {
+        if (dir.toString().isBlank())
+            throw new IllegalArgumentException("the output directory is empty (\"\"); name one, e.g. --output runs/NAME");
+        if (!Files.exists(dir)) return;
+        if (!Files.isDirectory(dir)) throw new IllegalArgumentException(dir + ": exists and is not a directory; choose another output directory");
+        List<String> entries = entries(dir);
+        if (entries.isEmpty()) return;
+        List<String> foreign = entries.stream().filter(n -> !OUTPUTS.contains(n)).toList();
+        if (!foreign.isEmpty())
+            throw new IllegalArgumentException(dir + ": not empty and not a grpo4j run directory (it holds " + sample(foreign)
+                    + "); grpo4j writes runs only into a new or empty directory: choose another output directory");
+        if (!overwrite)
+            throw new IllegalArgumentException(dir + ": holds an earlier run (" + sample(entries) + "); continue it with --resume " + dir
+                    + ", replace it with --overwrite, or choose another output directory");
+    }
+
+    /** Takes the directory's lock (creating the directory), or fails naming the run that holds it. */
+    static RunDirectory lock(Path dir) throws IOException {
+        Files.createDirectories(dir);
+        Path f = dir.resolve(LOCK);
+        FileChannel ch = FileChannel.open(f, StandardOpenOption.CREATE, StandardOpenOption.READ, StandardOpenOption.WRITE);
+        FileLock l;
+        try {
+            l = ch.tryLock();
+        } catch (OverlappingFileLockException e) {
+            l = null; // held by another run in this JVM
+        } catch (IOException e) {
+            ch.close();
+            throw new IOException(f + ": cannot lock the run directory: " + e.getMessage(), e);
+        }
+        if (l == null) {
+            String holder;
+            try {
+                holder = Files.readString(f).trim();
+            } catch (IOException e) {
+                holder = "";
+            }
+            ch.close();
+            throw new IllegalStateException(dir + ": in use by another grpo4j run" + (holder.isEmpty() ? "" : " (" + holder + ")")
+                    + "; two runs cannot share a directory: wait for it to end, or choose another output directory");
+        }
+        String me = "pid " + ProcessHandle.current().pid() + ", started " + java.time.Instant.now().truncatedTo(java.time.temporal.ChronoUnit.SECONDS);
+        ch.truncate(0);
+        ch.write(ByteBuffer.wrap((me + "\n").getBytes(StandardCharsets.UTF_8)), 0);
+        return new RunDirectory(dir, ch, l);
+    }
+
+    /** Deletes an earlier run's outputs (not the lock); only under the lock, after {@link #checkNewRun} allowed it. */
+    void clearOutputs() throws IOException {
+        for (String n : entries(dir)) {
+            if (!OUTPUTS.contains(n)) throw new IllegalStateException(dir + ": " + n + " is not a run output; not deleting anything");
+        }
+        for (String n : entries(dir)) {
+            Path p = dir.resolve(n);
+            if (Files.isDirectory(p)) deleteTree(p);
+            else Files.delete(p);
+        }
+    }
+
+    /** Removes what a killed run left half-written: temporary checkpoint directories and JSONL rewrites. */
+    List<Path> removeStaleTemporaries() throws IOException {
+        List<Path> removed = new ArrayList<>();
+        Path ck = dir.resolve("checkpoints");
+        if (Files.isDirectory(ck)) {
+            try (Stream<Path> s = Files.list(ck)) {
+                for (Path p : s.filter(q -> q.getFileName().toString().matches("\\.step_\\d+\\.tmp-.*")).toList()) {
+                    deleteTree(p);
+                    removed.add(p);
+                }
+            }
+        }
+        for (String n : List.of("metrics.jsonl.tmp", "samples.jsonl.tmp", "config.json.tmp")) {
+            if (Files.deleteIfExists(dir.resolve(n))) removed.add(dir.resolve(n));
+        }
+        return removed;
+    }
+
+    private static void deleteTree(Path p) throws IOException {
+        AtomicDir.deleteTree(p);
+        if (Files.exists(p)) throw new IOException(p + ": could not be deleted");
+    }
+
+    private static List<String> entries(Path dir) throws IOException {
+        try (Stream<Path> s = Files.list(dir)) {
+            return s.map(p -> p.getFileName().toString()).filter(n -> !n.equals(LOCK)).sorted().toList();
+        }
+    }
+
+    private static String sample(List<String> names) {
+        return String.join(", ", names.subList(0, Math.min(4, names.size()))) + (names.size() > 4 ? ", ..." : "");
+    }
+
+    @Override
+    public void close() {
+        try {
+            if (lock.isValid()) lock.release();
+            channel.close();
+        } catch (IOException ignored) {
+            // the OS releases the lock with the process anyway
+        }
+    }
+}

@@ -1,0 +1,305 @@
+package org.grpo4j.internal.train;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import org.grpo4j.internal.backend.AdamWStep;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.Tensor;
+import org.grpo4j.internal.dist.Communicator;
+import org.grpo4j.internal.dist.ReduceOp;
+import org.grpo4j.internal.model.LlamaWeights;
+import org.grpo4j.internal.model.SafeTensors;
+import org.grpo4j.internal.model.ShardLayout;
+
+/**
+ * AdamW with ZeRO-2 sharding over the ranks of a {@link Communicator} (world 1: plain AdamW on the whole buffer).
+ *
+ * <p>Rank r owns slice r of {@link ShardLayout}: its fp32 master weights (in precision fp32 the compute weights are
+ * the master: the slice is a view of them), AdamW's m and v, and the fp32 accumulated gradient of the slice. Per
+ * micro-batch the backward pass writes the full fp32 gradient buffer of this rank; as it completes gradients
+ * ({@link #gradientsReady}) the buckets above the frontier are reduced to their owners in the communication dtype
+ * (bf16 in precision bf16: the bucket is cast to a bf16 staging buffer first), and each owner adds its piece to its
+ * fp32 slice ({@link #endMicroBatch}). Two bucket slots alternate, so a bucket's reduction overlaps the backward pass
+ * (on NCCL) until its slot is needed again. At world 1 nothing is communicated: the backward pass accumulates the
+ * micro-batches straight into the gradient buffer, which is the accumulator.
+ *
+ * <p>Each rank's per-rank gradient contributions are weighted by the trainer with 1/world folded in (the loss
+ * aggregation's weights), so the reduction is a plain sum, as DeepSpeed's pre-divided buckets are.
+ *
+ * <p>The step: the squared global norm is the sum over {@link ShardLayout#normChunk() norm chunks}, in order, of each
+ * chunk's fp32 squared sum (every rank computes its chunks', then all are gathered), the same bits at any world
+ * size; clipping as torch's clip_grad_norm_; AdamW on the slice, writing the bf16 compute copy of the slice
+ * (precision bf16); then an in-place all-gather of the compute weights.
+ */
+final class ShardedAdamW implements AutoCloseable {
+    private final Backend be;
+    private final Communicator comm;
+    private final ShardLayout layout;
+    private final LlamaWeights compute, grads;
+    private final DType commType;
+    private final int rank, world, real;
+    private final long start;
+    private final double beta1, beta2, eps;
+    private double weightDecay;
+    private final Tensor master; // bf16 precision: fp32 slice; fp32 precision: null (the compute slice is the master)
+    private final Tensor m, v, acc, partials;
+    private final Tensor[] staging = new Tensor[2], recv = new Tensor[2];
+    private final List<List<Pending>> inflight = List.of(new ArrayList<>(), new ArrayList<>());
+    private int nextBucket, bucketsIssued;
+    private int step;
+
+    /** A queued reduction of a bucket piece; {@code accumulate} when this rank owns it. */
+    private record Pending(Communicator.Work work, ShardLayout.Piece piece, boolean accumulate) {}
+
+    /**
+     * @param compute the policy's compute weights, padded to {@code layout.padded()} elements
+     * @param grads this rank's fp32 gradient buffer (what the backward pass writes)
+     */
+    ShardedAdamW(Backend be, Communicator comm, ShardLayout layout, LlamaWeights compute, LlamaWeights grads, double beta1, double beta2,
+                 double eps, double weightDecay) {
+        this.be = be;
+        this.comm = comm;
+        this.layout = layout;
+        this.compute = compute;
+        this.grads = grads;
+        this.rank = comm.rank();
+        this.world = comm.worldSize();
+        if (layout.world() != world) throw new IllegalArgumentException("layout for " + layout.world() + " ranks, communicator of " + world);
+        if (compute.padded().numel() != layout.padded())
+            throw new IllegalArgumentException("compute weights hold " + compute.padded().numel() + " elements, the layout " + layout.padded());
+        if (grads.dtype() != DType.FP32) throw new IllegalArgumentException("gradients are fp32");
+        this.commType = compute.dtype();
+        this.real = layout.realLength(rank);
+        this.start = layout.sliceStart(rank);
+        this.beta1 = beta1;
+        this.beta2 = beta2;
+        this.eps = eps;
+        this.weightDecay = weightDecay;
+        int s = layout.slice();
+        List<Tensor> made = new ArrayList<>();
+        try {
+            this.master = compute.dtype() == DType.BF16 ? keep(made, be.zeros(DType.FP32, s)) : null;
+            this.m = keep(made, be.zeros(DType.FP32, s));
+            this.v = keep(made, be.zeros(DType.FP32, s));
+            this.acc = world > 1 ? keep(made, be.zeros(DType.FP32, s)) : null;
+            this.partials = keep(made, be.zeros(DType.FP32, Math.max(1, s / layout.normChunk())));
+            if (world > 1)
+                for (int k = 0; k < 2; k++) {
+                    if (commType == DType.BF16) staging[k] = keep(made, be.empty(DType.BF16, layout.largestBucket()));
+                    recv[k] = keep(made, be.empty(commType, Math.max(1, layout.largestPiece())));
+                }
+        } catch (RuntimeException e) {
+            for (Tensor t : made) t.close();
+            throw e;
+        }
+    }
+
+    private static Tensor keep(List<Tensor> made, Tensor t) {
+        made.add(t);
+        return t;
+    }
+
+    int steps() { return step; }
+
+    /** Fresh moments and step count, and a new weight decay (the GRPO optimizer after the warm-up's). */
+    void reset(double weightDecay) {
+        this.weightDecay = weightDecay;
+        be.fill(m, 0);
+        be.fill(v, 0);
+        step = 0;
+    }
+
+    ShardLayout layout() { return layout; }
+
+    /** This rank's slice of the fp32 master weights from the full fp32 weights {@code w} (bf16 precision). */
+    void setMaster(LlamaWeights w) {
+        if (master == null || real == 0) return;
+        be.copy(master.view(0, real), w.flat().view(start, real));
+    }
+
+    /** The fp32 master weights of this rank's slice (its parameters only). */
+    private Tensor masterSlice() { return master != null ? master.view(0, real) : compute.padded().view(start, real); }
+
+    /** The accumulated gradient of this rank's slice (its parameters only). */
+    private Tensor gradSlice() { return acc != null ? acc.view(0, real) : grads.flat().view(start, real); }
+
+    // ---- gradients ----------------------------------------------------------------------------------------------
+
+    /** Zeroes the accumulated gradients (a new optimizer step begins). */
+    void startStep() {
+        be.fill(grads.flat(), 0);
+        if (acc != null) be.fill(acc, 0);
+    }
+
+    /** Before a micro-batch's backward passes: at world > 1 the gradient buffer starts from zero. */
+    void startMicroBatch() {
+        if (world == 1) return;
+        be.fill(grads.flat(), 0);
+        nextBucket = 0;
+    }
+
+    /** Every gradient at flat offset >= {@code frontier} is complete: reduce the buckets above it (world > 1). */
+    void gradientsReady(long frontier) {
+        if (world == 1) return;
+        List<ShardLayout.Bucket> bs = layout.buckets();
+        while (nextBucket < bs.size() && bs.get(nextBucket).from() >= frontier) issue(bs.get(nextBucket++));
+    }
+
+    /** After a micro-batch's backward: reduce what is left, wait, and add the owned pieces to the slice (world > 1). */
+    void endMicroBatch() {
+        if (world == 1) return;
+        gradientsReady(0);
+        for (int k = 0; k < 2; k++) finish((bucketsIssued + k) % 2);
+    }
+
+    private void issue(ShardLayout.Bucket b) {
+        int slot = bucketsIssued++ % 2;
+        finish(slot); // the slot's buffers are free once its previous bucket is reduced and accumulated
+        int len = (int) (b.to() - b.from());
+        Tensor src = grads.flat().view(b.from(), len);
+        if (staging[slot] != null) {
+            be.cast(staging[slot].view(0, len), src);
+            src = staging[slot].view(0, len);
+        }
+        for (ShardLayout.Piece p : b.pieces()) {
+            Tensor in = src.view(p.from() - b.from(), p.length());
+            boolean mine = p.owner() == rank;
+            Communicator.Work w = comm.reduce(mine ? recv[slot].view(0, p.length()) : null, in, p.owner(), ReduceOp.SUM);
+            inflight.get(slot).add(new Pending(w, p, mine));
+        }
+    }
+
+    private void finish(int slot) {
+        List<Pending> ps = inflight.get(slot);
+        for (Pending p : ps) {
+            p.work().await();
+            if (p.accumulate()) be.axpy(acc.view(p.piece().from() - start, p.piece().length()), 1f, recv[slot].view(0, p.piece().length()));
+        }
+        ps.clear();
+    }
+
+    // ---- the step -----------------------------------------------------------------------------------------------
+
+    /** The global gradient norm and whether every rank's loss was finite. */
+    record Norm(double norm, boolean lossesFinite) {
+        boolean finite() { return lossesFinite && Double.isFinite(norm); }
+    }
+
+    /**
+     * The global L2 norm of the accumulated gradients (a collective: every rank calls it), gathered with each rank's
+     * {@code lossFinite} flag.
+     */
+    Norm gradNorm(boolean lossFinite) {
+        int c = layout.normChunk(), chunks = (int) partials.numel();
+        be.fill(partials, 0);
+        Tensor g = gradSlice();
+        for (int k = 0; k < chunks && (long) k * c < real; k++)
+            be.sumSquares(partials.view(k, 1), g.view((long) k * c, (int) Math.min(c, real - (long) k * c)));
+        float[] p = partials.toFloats();
+        double[] mine = new double[p.length + 1];
+        mine[0] = lossFinite ? 1 : 0;
+        for (int k = 0; k < p.length; k++) mine[k + 1] = p[k];
+        double[][] all = comm.allGatherDoubles(mine);
+        double total = 0;
+        boolean finite = true;
+        for (double[] r : all) {
+            finite &= r[0] == 1;
+            for (int k = 1; k < r.length; k++) total += r[k];
+        }
+        return new Norm(Math.sqrt(total), finite);
+    }
+
+    /**
+     * Clips the accumulated gradients to {@code maxNorm} (torch's clip_grad_norm_: coefficient maxNorm / (norm +
+     * 1e-6), when below 1) and applies one AdamW step with learning rate {@code lr} to this rank's slice, then
+     * all-gathers the compute weights. The caller has checked that the norm is finite.
+     */
+    void step(double norm, double maxNorm, double lr) {
+        double coef = maxNorm / (norm + 1e-6);
+        step++;
+        if (real > 0) {
+            Tensor g = gradSlice();
+            if (coef < 1) be.scale(g, (float) coef);
+            Tensor out = master != null ? compute.padded().view(start, real) : null;
+            be.adamW(masterSlice(), g, m.view(0, real), v.view(0, real),
+                    new AdamWStep((float) lr, (float) beta1, (float) beta2, (float) eps, (float) weightDecay, step), out);
+        }
+        if (world > 1) comm.allGatherInPlace(compute.padded()).await();
+    }
+
+    // ---- checkpoints ----------------------------------------------------------------------------------------------
+
+    /** The optimizer file of this rank in a checkpoint ({@code optimizer.safetensors} at world 1). */
+    static String fileName(int rank, int world) {
+        return world == 1 ? "optimizer.safetensors" : String.format("optimizer_rank_%05d_of_%05d.safetensors", rank, world);
+    }
+
+    /** Writes this rank's moments (its parameters only) and the step into {@code dir}. */
+    void save(Path dir) throws IOException {
+        float[] mm = m.view(0, Math.max(real, 0)).toFloats(), vv = v.view(0, Math.max(real, 0)).toFloats();
+        SafeTensors.write(dir.resolve(fileName(rank, world)), List.of(new SafeTensors.Out("exp_avg", new int[] {mm.length}, mm, 0),
+                new SafeTensors.Out("exp_avg_sq", new int[] {vv.length}, vv, 0)), "F32",
+                Map.of("step", String.valueOf(step), "rank", String.valueOf(rank), "world_size", String.valueOf(world),
+                        "first_parameter", String.valueOf(start), "parameters", String.valueOf(layout.parameters())));
+    }
+
+    /** Reads this rank's moments and step from checkpoint {@code dir} (written at the same world size). */
+    void load(Path dir) throws IOException {
+        Path file = dir.resolve(fileName(rank, world));
+        if (!java.nio.file.Files.isRegularFile(file))
+            throw new java.nio.file.NoSuchFileException(file.toString(), null, "the optimizer state of rank " + rank + " of " + world);
+        try (SafeTensors st = SafeTensors.open(file)) {
+            for (String k : new String[] {"exp_avg", "exp_avg_sq"}) {
+                if (!st.tensors().containsKey(k)) throw new IOException(file + ": tensor " + k + " is missing");
+                if (st.tensors().get(k).numel() != real)
+                    throw new IOException(file + ": tensor " + k + " has " + st.tensors().get(k).numel() + " elements, rank " + rank + "'s slice of the model "
+                            + real);
+            }
+            if (real > 0) {
+                be.copyFromHost(m.view(0, real), st.readFloats("exp_avg"));
+                be.copyFromHost(v.view(0, real), st.readFloats("exp_avg_sq"));
+            }
+            String s = st.metadata().get("step");
+            if (s == null) throw new IOException(file + ": metadata step is missing");
+            try {
+                step = Integer.parseInt(s);
+            } catch (NumberFormatException e) {
+                throw new IOException(file + ": metadata step \"" + s + "\" is not an integer");
+            }
+        }
+    }
+
+    /**
+     * The full fp32 master weights on rank {@code 0}'s host, null on the other ranks (a collective): gathered through
+     * a staging buffer of at most world x 2^22 elements, piece k of every slice at a time.
+     */
+    float[] gatherMaster() {
+        int s = layout.slice(), chunk = Math.min(s, 1 << 22);
+        float[] host = rank == 0 ? new float[Math.toIntExact(layout.parameters())] : null;
+        Tensor src = master != null ? master : compute.padded().view(start, s);
+        try (Tensor out = be.empty(DType.FP32, world * chunk)) {
+            for (int k = 0; k < s; k += chunk) {
+                int len = Math.min(chunk, s - k);
+                Tensor o = out.view(0, world * len);
+                comm.allGather(o, src.view(k, len)).await();
+                if (host == null) continue;
+                float[] f = o.toFloats();
+                for (int r = 0; r < world; r++) {
+                    long at = layout.sliceStart(r) + k;
+                    int n = (int) Math.max(0, Math.min(len, layout.parameters() - at));
+                    if (n > 0) System.arraycopy(f, r * len, host, (int) at, n);
+                }
+            }
+        }
+        return host;
+    }
+
+    @Override
+    public void close() {
+        for (Tensor t : new Tensor[] {master, m, v, acc, partials, staging[0], staging[1], recv[0], recv[1]}) if (t != null) t.close();
+    }
+}

@@ -1,0 +1,786 @@
+package org.grpo4j.internal.train;
+
+import org.grpo4j.train.GrpoConfig;
+import org.grpo4j.train.GrpoTrainer.Listener;
+import org.grpo4j.train.GrpoTrainer.Result;
+import org.grpo4j.train.TrainingAbortedException;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.BufferedWriter;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.function.Consumer;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.Backends;
+import org.grpo4j.internal.backend.CpuBackend;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.Memory;
+import org.grpo4j.reward.RlvrRow;
+import org.grpo4j.internal.data.ShufflingIterator;
+import org.grpo4j.internal.dist.Cluster;
+import org.grpo4j.internal.dist.Communicator;
+import org.grpo4j.internal.dist.LocalCommunicator;
+import org.grpo4j.internal.model.LlamaConfig;
+import org.grpo4j.internal.model.LlamaWeights;
+import org.grpo4j.internal.model.MemoryEstimate;
+import org.grpo4j.reward.Rewards;
+import org.grpo4j.internal.rollout.Completion;
+import org.grpo4j.internal.rollout.SamplingParams;
+import org.grpo4j.internal.rollout.StopStrings;
+import org.grpo4j.internal.tokenizer.Tokenizer;
+import org.grpo4j.internal.util.AtomicDir;
+
+/**
+ * The GRPO trainer: the Tulu 3.1 RLVR step of grpo-reference.md sections 1-5 over {@code world_size} data-parallel
+ * ranks with ZeRO-2 (one rank: a single process), colocated generation, metrics, plots, samples, atomic checkpoints
+ * and exact resume.
+ *
+ * Behind the public {@link org.grpo4j.train.GrpoTrainer} (which documents the behaviour) and {@code tools/grpo4j
+ * train}; this class adds what only the implementation and its tests use (the cluster of a multi-process run, test
+ * hooks).
+ *
+ * A step is four phases on every rank ({@link RolloutPhase}, {@link ScoringPhase}, {@link LogprobPhase},
+ * {@link UpdatePhase}) and the metrics ({@link StepMetrics}); the ranks are threads of this JVM
+ * ({@link LocalCommunicator} on the CPU for {@code world_size} > 1 without a launcher) or of several JVMs
+ * ({@link Cluster}: NCCL, started by tools/launch). Every random choice is a pure function of (seed, step, ...), so a
+ * resumed run repeats an uninterrupted one bit for bit on the CPU backend. {@link #cancel()} stops at the next step
+ * boundary and checkpoints.
+ */
+public final class Trainer implements AutoCloseable {
+
+    public static Builder builder(GrpoConfig cfg) { return new Builder(cfg); }
+
+    /** Builder: output directory, resume directory, backend, reward registry, log stream, cluster. */
+    public static final class Builder {
+        private final GrpoConfig cfg;
+        private Path outputDir, resume;
+        private Backend backend;
+        private Rewards rewards;
+        private PrintStream log = System.out;
+        private Consumer<LlamaWeights> gradientHook;
+        private boolean overwrite;
+        private Cluster cluster;
+        private long collectiveTimeoutMillis = 600_000;
+
+        Builder(GrpoConfig cfg) { this.cfg = cfg; }
+
+        /**
+         * Start even when the output directory holds an earlier run, whose outputs are deleted when this run starts
+         * (default: refuse a non-empty directory). A directory holding other files is refused either way.
+         */
+        public Builder overwrite(boolean b) { overwrite = b; return this; }
+
+        public Builder outputDir(Path p) { outputDir = p; return this; }
+        /** Continue the run whose output directory (or one of its checkpoints) is {@code p}. */
+        public Builder resume(Path p) { resume = p; return this; }
+        /** The backend of a single-rank run (default: the config's {@code backend}). */
+        public Builder backend(Backend b) { backend = b; return this; }
+        /** Reward registry (default: the built-in verifiers with the config's compat/reward/timeout). */
+        public Builder rewards(Rewards r) { rewards = r; return this; }
+        /** Progress lines (null: silent). */
+        public Builder log(PrintStream p) { log = p; return this; }
+        /** This JVM's ranks of a multi-process run (tools/launch); without it world_size ranks run in this JVM on the CPU. */
+        public Builder cluster(Cluster c) { cluster = c; return this; }
+        /** Test hook: runs on the accumulated gradients before each optimizer step (world 1). */
+        Builder gradientHook(Consumer<LlamaWeights> h) { gradientHook = h; return this; }
+        /** How long an in-process rank waits for the others in a collective (default 10 minutes). */
+        Builder collectiveTimeoutMillis(long ms) { collectiveTimeoutMillis = ms; return this; }
+
+        public Trainer build() throws IOException { return new Trainer(this); }
+    }
+
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private final GrpoConfig cfg;
+    private final Path out;
+    private final PrintStream log;
+    private final boolean ownRewards, writer;
+    private final List<Backend> ownBackends = new ArrayList<>();
+    private final Cluster cluster;
+    private Tokenizer tok;
+    private Rewards rewards;
+    private Ranks ranks;
+    private final List<RankState> states = new ArrayList<>();
+    private final List<Communicator> comms = new ArrayList<>();
+    private Setup setup;
+    private Path tokenizerDir;
+    private RunDirectory runDir;
+    private String dataFingerprint;
+    private int longestPrompt;
+    private boolean overwritePending;
+    private final AtomicBoolean cancelled = new AtomicBoolean();
+    private final List<Map<String, Double>> history = new ArrayList<>();
+    private int step; // last completed training step
+    private int checkpointed = -1; // the step of the newest checkpoint this run wrote or resumed from (the same in every process)
+    private boolean warmupDone, generatorsReady;
+    /** Forward/backward passes the warm-up ran on the first rank (for tests of its micro-batching). */
+    long sftMicroBatches;
+
+    private Trainer(Builder b) throws IOException {
+        GrpoConfig c = b.cfg;
+        Path resumeDir = b.resume;
+        if (c == null && resumeDir == null) throw new IllegalArgumentException("a config or a resume directory is required");
+        if (c != null && resumeDir != null)
+            throw new IllegalArgumentException("a resumed run uses the config saved with its checkpoint: give a config or a resume directory, not both");
+        Path ck = resumeDir != null ? latestCheckpoint(resumeDir) : null;
+        if (ck != null) c = savedConfig(ck);
+        c.validate("config");
+        this.cfg = c;
+        this.cluster = b.cluster;
+        this.writer = cluster == null || cluster.hostsRankZero();
+        if (ck != null) {
+            Path newest = latestCheckpoint(ck.getParent());
+            if (!newest.equals(ck))
+                throw new IllegalArgumentException(ck + " is not the run's newest checkpoint (" + newest.getFileName() + " is): going on from it would mix"
+                        + " two histories in one run; resume the run directory, or copy the run and delete the later checkpoints in the copy");
+        }
+        TrainerState saved = ck == null ? null : TrainerState.read(ck.resolve("trainer_state.json"), ck);
+        int launched = cluster != null ? cluster.worldSize() : cfg.worldSize;
+        if (ck != null && saved.worldSize() != cfg.worldSize)
+            throw new IllegalArgumentException(ck.resolve("trainer_state.json") + ": written by " + saved.worldSize() + " ranks, but the run's config says world_size "
+                    + cfg.worldSize + ": the checkpoint's optimizer slices belong to " + saved.worldSize() + " ranks");
+        if (launched != cfg.worldSize)
+            throw new IllegalArgumentException(ck != null
+                    ? "the run in " + ck.getParent().getParent() + " was trained with world_size " + cfg.worldSize + " (its batch sizes are per rank and its optimizer state is in "
+                    + cfg.worldSize + " slices); resume it with " + cfg.worldSize + " ranks, not " + launched + " (a different world size is refused, not resharded:"
+                    + " to go on at another size, start a new run from " + ck.resolve("model") + ")"
+                    : "the config says world_size " + cfg.worldSize + " but " + launched + " ranks were launched: pass --set world_size=" + launched
+                    + " (the local_* batch sizes are per rank, so the global batch becomes " + launched + " x " + cfg.localRolloutBatchSize + " prompts per step),"
+                    + " or launch " + cfg.worldSize + " ranks");
+        Path runOfCheckpoint = ck == null ? null : ck.getParent().getParent();
+        if (runOfCheckpoint != null && b.outputDir != null && !sameDirectory(b.outputDir, runOfCheckpoint))
+            throw new IllegalArgumentException("--resume continues a run in its own directory (" + runOfCheckpoint + "); writing it to "
+                    + b.outputDir + " would leave both incomplete: copy " + runOfCheckpoint + " to " + b.outputDir + " and resume the copy instead");
+        this.out = b.outputDir != null ? b.outputDir : runOfCheckpoint != null ? runOfCheckpoint : Path.of(cfg.outputDir);
+        if (ck == null && writer) RunDirectory.checkNewRun(out, b.overwrite); // before any work; again under the lock below
+        this.overwritePending = ck == null && b.overwrite;
+        this.log = writer ? b.log : null;
+        this.ownRewards = b.rewards == null;
+        // local dataset paths become absolute in the saved config, so that a resume finds them from any directory
+        cfg.datasetMixerList = absolutize(cfg.datasetMixerList, cfg.baseDir);
+        cfg.datasetMixerEvalList = absolutize(cfg.datasetMixerEvalList, cfg.baseDir);
+        try {
+            if (cluster != null) cluster.agreeOnConfig(cfg.toJson());
+            // the first rank's backend: preflight checks memory and precision on it
+            Backend first;
+            String reason = null;
+            int local = cluster != null ? cluster.localRanks().length : cfg.worldSize;
+            if (cluster != null) {
+                first = null; // CUDA backends are made on their ranks' threads
+            } else if (cfg.worldSize == 1) {
+                Backends.Choice choice = b.backend == null ? Backends.choose(cfg.backend, org.grpo4j.internal.backend.Ops.ALL) : null;
+                first = b.backend != null ? b.backend : choice.backend();
+                if (b.backend == null) ownBackends.add(first);
+                reason = choice == null ? null : choice.reason();
+            } else {
+                String spec = cfg.backend.trim().toLowerCase(java.util.Locale.ROOT);
+                if (spec.equals("auto") && b.backend == null && org.grpo4j.internal.backend.CudaRuntime.probe().available())
+                    throw new IllegalArgumentException("world_size " + cfg.worldSize + " with backend auto on a machine with GPUs: one rank per GPU runs through"
+                            + " tools/launch (tools/launch --gpus " + cfg.worldSize + " -- train --config ...); for ranks in this process on the CPU set backend cpu");
+                if (spec.startsWith("cuda") || b.backend != null && !(b.backend instanceof CpuBackend))
+                    throw new IllegalArgumentException("world_size " + cfg.worldSize + " on " + (b.backend != null ? b.backend.name() : spec)
+                            + ": ranks in one process run on the CPU; GPUs take one NCCL rank each, started by tools/launch (tools/launch --gpus "
+                            + cfg.worldSize + " -- train --config ...), or set backend cpu");
+                int threads = Math.max(1, Runtime.getRuntime().availableProcessors() / cfg.worldSize);
+                for (int i = 0; i < cfg.worldSize; i++) ownBackends.add(new CpuBackend(threads));
+                first = ownBackends.get(0);
+            }
+            DType dtype = saved != null && saved.precision() != null ? DType.valueOf(saved.precision().toUpperCase(java.util.Locale.ROOT))
+                    : first != null ? Precision.resolve(cfg.precision, first) : cfg.precision.equals("fp32") ? DType.FP32 : DType.BF16;
+            if (dtype == DType.BF16 && first != null) Precision.requireBf16(first);
+            this.rewards = b.rewards != null ? b.rewards
+                    : new Rewards(cfg.compat(), cfg.verificationReward, cfg.verifierTimeout, Runtime.getRuntime().availableProcessors());
+            // config.json, tokenizer, template, data, verifiers, lengths and memory: all checked before the weights load
+            Preflight pf = Preflight.check(cfg, first, rewards, dtype, cluster == null ? cfg.worldSize : 1);
+            this.tok = pf.tokenizer();
+            this.tokenizerDir = pf.tokenizerDir();
+            this.longestPrompt = pf.longestPrompt();
+            this.dataFingerprint = pf.dataFingerprint();
+            if (writer) {
+                this.runDir = RunDirectory.lock(out);
+                if (ck == null) RunDirectory.checkNewRun(out, b.overwrite);
+                for (Path p : runDir.removeStaleTemporaries())
+                    if (log != null) log.println("grpo4j: removed " + p + " (left by a run that was killed)");
+            }
+            StopStrings stop = cfg.stopStrings.isEmpty() ? null : new StopStrings(cfg.stopStrings, ids -> tok.decodeLenient(ids, true));
+            this.setup = new Setup(cfg, tok, pf.train(), pf.eval(), rewards, stop, tok.eosId(), pf.modelConfig(), tokenizerDir, dtype, LrSchedule.of(cfg),
+                    ReferenceOptions.metricsCompat(cfg), log, b.gradientHook);
+
+            // the ranks: backends, communicators, model states
+            this.ranks = new Ranks(local, "grpo4j");
+            if (cluster == null) comms.addAll(LocalCommunicator.group(cfg.worldSize, b.collectiveTimeoutMillis));
+            else for (int i = 0; i < local; i++) comms.add(null);
+            ranks.onFailure(t -> {
+                abortCommunicators(t);
+                if (cluster != null) // the store keeps the first reason it hears
+                    cluster.abort("a rank failed on " + org.grpo4j.internal.dist.Rendezvous.hostName() + ": " + (t.getMessage() == null ? t.getClass().getSimpleName() : t.getMessage()));
+            });
+            if (cluster != null) cluster.onAbort(why -> abortCommunicators(new org.grpo4j.internal.dist.CommunicatorException(why)));
+            List<RankState> made = ranks.run(i -> {
+                Backend be = cluster == null ? (cfg.worldSize == 1 ? first : ownBackends.get(i)) : openClusterBackend(i);
+                if (cluster != null && dtype == DType.BF16) Precision.requireBf16(be);
+                Communicator comm = cluster == null ? comms.get(i) : cluster.communicator(i, be, cfg.ncclTimeoutS);
+                synchronized (comms) {
+                    comms.set(i, comm);
+                }
+                RankState r = new RankState(setup, be, comm, cluster == null && be instanceof CpuBackend ? cfg.worldSize : 1);
+                synchronized (states) {
+                    states.add(r);
+                }
+                LlamaWeights full;
+                if (ck != null) full = LlamaWeights.load(be, ck.resolve("model"));
+                else {
+                    full = cfg.modelNameOrPath.startsWith("init:") ? LlamaWeights.init(be, pf.modelConfig(), cfg.seed) : LlamaWeights.load(be, tokenizerDir);
+                    String bad = full.firstNonFiniteTensor();
+                    if (bad != null) {
+                        full.close();
+                        throw new IllegalArgumentException(cfg.modelNameOrPath + ": tensor " + bad + " holds NaN or infinite values; the model is damaged"
+                                + " (a diverged run?): start from an earlier checkpoint");
+                    }
+                }
+                r.initWeights(full, cfg.weightDecay);
+                return r;
+            });
+            states.clear();
+            states.addAll(made);
+            if (log != null) {
+                if (reason != null) log.println("grpo4j: " + reason);
+                RankState r0 = states.get(0);
+                log.printf("grpo4j: %s%s | model %,d params | precision %s | %d prompts (dropped: %d with prompt > %d tokens, %d with chat > %d tokens) | longest prompt %d tokens%n",
+                        r0.be.description(), cfg.worldSize > 1 ? " x " + cfg.worldSize + " ranks (ZeRO-2" + (cluster == null ? ", in-process" : ", NCCL") + ")" : "",
+                        r0.layout.parameters(), Precision.label(dtype), pf.train().size(), pf.train().droppedPrompt(), cfg.maxPromptTokenLength,
+                        pf.train().droppedChat(), cfg.maxTokenLength, pf.longestPrompt());
+                for (var e : cfg.derived().entrySet()) log.printf("grpo4j:   %-36s %s%n", e.getKey(), e.getValue());
+                for (String note : LrSchedule.notes(cfg)) log.println("grpo4j: note: " + note);
+            }
+            if (ck != null) restore(ck, saved);
+        } catch (IOException | RuntimeException | Error e) {
+            close();
+            throw e;
+        }
+    }
+
+    /** A CUDA backend for local rank i of a cluster, opened on that rank's thread. */
+    private Backend openClusterBackend(int i) {
+        int dev = cluster.localDevices()[i];
+        org.grpo4j.internal.backend.CudaRuntime.Availability a = org.grpo4j.internal.backend.CudaRuntime.probe();
+        if (!a.available())
+            throw new IllegalStateException("rank " + cluster.localRanks()[i] + " needs cuda:" + dev + ", but CUDA is unavailable here: " + a.reason());
+        if (dev >= a.deviceCount())
+            throw new IllegalStateException("rank " + cluster.localRanks()[i] + " needs cuda:" + dev + ", but only " + a.deviceCount() + " device"
+                    + (a.deviceCount() == 1 ? " is" : "s are") + " visible (CUDA_VISIBLE_DEVICES, --gpus)");
+        Backends.Choice ch = Backends.choose("cuda:" + dev, org.grpo4j.internal.backend.Ops.ALL);
+        synchronized (ownBackends) {
+            ownBackends.add(ch.backend());
+        }
+        return ch.backend();
+    }
+
+    private void abortCommunicators(Throwable cause) {
+        for (Communicator c : comms) if (c instanceof LocalCommunicator l) l.abortGroup(cause);
+        for (Communicator c : comms) if (c instanceof org.grpo4j.internal.dist.NcclCommunicator n) n.abort(cause);
+    }
+
+    private static boolean sameDirectory(Path a, Path b) {
+        try {
+            if (Files.exists(a) && Files.exists(b)) return Files.isSameFile(a, b);
+        } catch (IOException e) {
+            // compare the names
+        }
+        return a.toAbsolutePath().normalize().equals(b.toAbsolutePath().normalize());
+    }
+
+    /**
+     * Fails unless a new run may start in {@code dir}: it is missing or empty, or (with {@code overwrite}) holds only
+     * an earlier run's outputs. The trainer checks this itself; dry runs call it to report the same.
+     */
+    public static void checkRunDirectory(Path dir, boolean overwrite) throws IOException { RunDirectory.checkNewRun(dir, overwrite); }
+
+    /** The dtype {@code cfg.precision} resolves to on {@code be} (for dry runs). */
+    public static DType precisionOf(GrpoConfig cfg, Backend be) { return Precision.resolve(cfg.precision, be); }
+
+    /** Stops at the next step boundary, writing a checkpoint. Safe from any thread. */
+    public void cancel() { cancelled.set(true); }
+
+    public int completedSteps() { return step; }
+
+    /** The ranks' backends, in rank order (tests: allocation high-water marks). */
+    List<Backend> rankBackends() {
+        List<Backend> out = new ArrayList<>();
+        for (RankState r : states) out.add(r.be);
+        return out;
+    }
+
+    /** The ranks' memory estimates, in rank order (tests). */
+    List<MemoryEstimate> rankEstimates() {
+        List<MemoryEstimate> out = new ArrayList<>();
+        for (RankState r : states) out.add(r.estimate());
+        return out;
+    }
+
+    /** Runs the (remaining) warm-up and training steps. */
+    public Result run(Listener listener) throws IOException {
+        Listener l = listener == null ? new Listener() {} : listener;
+        if (writer) {
+            if (overwritePending) {
+                runDir.clearOutputs();
+                overwritePending = false;
+                if (log != null) log.println("grpo4j: --overwrite: deleted the earlier run's outputs in " + out);
+            }
+            Files.createDirectories(out);
+            writeAtomically(out.resolve("config.json"), cfg.toJson());
+        }
+        if (!warmupDone) {
+            if (cfg.sftWarmup.steps > 0) {
+                long[] micro = new long[1];
+                List<Boolean> done = ranks.run(i -> SftWarmup.run(states.get(i), cancelled::get,
+                        i == 0 && writer ? l::onSftStep : null, i == 0 ? micro : new long[1]));
+                sftMicroBatches = micro[0];
+                if (!done.get(0)) {
+                    if (log != null) log.println("grpo4j: stopped during the supervised warm-up, before the first checkpoint: nothing to resume");
+                    return new Result(0, true, out, List.of());
+                }
+            }
+            warmupDone = true;
+            ranks.run(i -> {
+                states.get(i).freezeReference();
+                return null;
+            });
+            checkpoint(l); // step 0: the initial policy (after warm-up), so a resume never repeats the warm-up
+        }
+        if (!generatorsReady) {
+            int maxBatch = Math.max(cfg.localCompletions(), 1);
+            List<Long> pools = ranks.run(i -> {
+                RankState r = states.get(i);
+                long bytes = r.kvPoolBytes(longestPrompt, maxBatch);
+                r.createGenerator(maxBatch, bytes);
+                return bytes;
+            });
+            generatorsReady = true;
+            if (log != null) reportMemory(states.get(0), pools.get(0));
+        }
+        int total = cfg.trainingSteps();
+        long runStart = System.nanoTime();
+        int firstStep = step + 1;
+        while (step < total) {
+            int s = step + 1;
+            List<Map<String, Double>> ms = ranks.run(i -> rankStep(states.get(i), s));
+            Map<String, Double> m = ms.get(0);
+            if (m == null) break; // cancelled (every rank agreed)
+            step = s;
+            history.add(m);
+            if (writer) {
+                appendJsonl(out.resolve("metrics.jsonl"), m);
+                progress(m, total, runStart, firstStep);
+                reportRewardErrors(s, m, l);
+                l.onStep(s, java.util.Collections.unmodifiableMap(m));
+            }
+            if ((cfg.saveFreq > 0 && s % cfg.saveFreq == 0) || s == total) checkpointIfSound(l);
+        }
+        boolean stopped = step < total;
+        if (stopped && checkpointed != step) checkpointIfSound(l);
+        if (writer) Plots.write(out.resolve("plots"), history);
+        return new Result(step, stopped, out, List.copyOf(history));
+    }
+
+    // ---- one GRPO step ------------------------------------------------------------------------------------------
+
+    /** One step on one rank: the four phases and the metrics (the same map on every rank), or null when cancelled. */
+    private Map<String, Double> rankStep(RankState r, int s) {
+        if (SftWarmup.agreed(r, cancelled.get())) return null;
+        long t0 = System.nanoTime();
+        r.comm.setContext("step " + s + ", rollout");
+        RolloutPhase.Result roll = RolloutPhase.run(r, s);
+        long tGen = System.nanoTime();
+        r.comm.setContext("step " + s + ", scoring");
+        ScoringPhase.Result sc = ScoringPhase.run(r, roll.rollouts());
+        r.lastRewardError = sc.firstError();
+        long tReward = System.nanoTime();
+        r.comm.setContext("step " + s + ", log-probs");
+        LogprobPhase.run(r, roll.rollouts());
+        long tTrain0 = System.nanoTime();
+        UpdatePhase.Result up;
+        try {
+            up = UpdatePhase.run(r, s, roll.rollouts());
+        } catch (UpdatePhase.Abort a) {
+            throw new TrainingAbortedException(a.step, a.inARow + " consecutive optimizer steps had a non-finite loss or gradient norm"
+                    + " (learning_rate " + cfg.learningRate + "); the last checkpoint is " + out.resolve("checkpoints").resolve("step_" + lastCheckpointStep()));
+        }
+        long tEnd = System.nanoTime();
+        r.comm.setContext("step " + s + ", metrics");
+        Map<String, Double> m = StepMetrics.reduce(r, StepMetrics.local(r, s, roll.rollouts(), roll.stats(), up, sc, t0, tGen, tReward, tTrain0, tEnd), up.stats());
+        if (r.leader() && writer && setup.eval() != null && cfg.numEvals > 0 && (s - 1) % cfg.evalFreq() == 0) writeSamples(r, s);
+        return m;
+    }
+
+    /** Eval prompts at eval steps: one completion each (temperature as in training), appended to samples.jsonl. */
+    private void writeSamples(RankState r, int s) {
+        List<int[]> ps = new ArrayList<>();
+        for (int i = 0; i < Math.min(32, setup.eval().size()); i++) ps.add(setup.eval().prompt(i));
+        SamplingParams sp = new SamplingParams(1, (float) cfg.temperature, (float) cfg.topP, 0, cfg.responseLength, Set.of(setup.eos()), mix(cfg.seed, s, 7),
+                setup.stopStrings());
+        List<List<Completion>> cs = r.generator.generate(ps, sp);
+        List<Rewards.Item> items = new ArrayList<>();
+        for (int i = 0; i < ps.size(); i++) {
+            RlvrRow row = setup.eval().row(i);
+            items.add(new Rewards.Item(tok.decodeLenient(cs.get(i).get(0).tokens(), true), row.groundTruth(), row.dataset(), row));
+        }
+        List<Rewards.Result> res = rewards.scoreAll(items);
+        try (BufferedWriter wr = Files.newBufferedWriter(out.resolve("samples.jsonl"), StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND)) {
+            for (int i = 0; i < ps.size(); i++) {
+                ObjectNode o = JSON.createObjectNode();
+                o.put("training_step", s);
+                o.put("prompt", tok.decode(ps.get(i), false));
+                o.put("response", items.get(i).response());
+                o.put("ground_truth", items.get(i).groundTruth());
+                o.put("reward", res.get(i).reward());
+                o.put("finish_reason", cs.get(i).get(0).finishReason().label());
+                if (res.get(i).error() != null) o.put("error", res.get(i).error());
+                if (res.get(i).timedOut()) o.put("timed_out", true);
+                wr.write(JSON.writeValueAsString(o));
+                wr.newLine();
+            }
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+    }
+
+    private void progress(Map<String, Double> m, int total, long runStart, int firstStep) {
+        if (log == null) return;
+        int done = step - firstStep + 1;
+        double elapsed = (System.nanoTime() - runStart) / 1e9, eta = elapsed / done * (total - step);
+        log.printf(java.util.Locale.ROOT, "step %d/%d | reward %.2f | correct %.3f | kl %.4f | len %.1f | gen %.0f tok/s | train %.0f tok/s | %.2f s/step | ETA %s%n",
+                step, total, m.get("objective/scores"), m.get("objective/verifiable_correct_rate"), m.get("objective/kl"),
+                m.get("val/response_length"), m.get("throughput/generation_tokens_per_s"), m.get("throughput/training_tokens_per_s"),
+                m.get("time/step"), duration(eta));
+    }
+
+    /**
+     * Once per step with failed rewards (each scored 0, the run goes on): one log line and the listener, with the
+     * count over every rank and the first error of this process's ranks.
+     */
+    private void reportRewardErrors(int s, Map<String, Double> m, Listener l) {
+        int errors = (int) Math.round(m.getOrDefault("rewards/errors", 0.0));
+        if (errors <= 0) return;
+        String example = null;
+        for (RankState r : states) if (example == null) example = r.lastRewardError;
+        if (example == null) example = "on a rank of another process (see its samples)";
+        if (log != null)
+            log.printf("grpo4j: step %d: %d reward%s failed and scored 0 (%s)%n", s, errors, errors == 1 ? "" : "s", example);
+        l.onRewardErrors(s, errors, example);
+    }
+
+    /** The memory of one rank before the first step: model states by kind, then the activation and KV budgets. */
+    private void reportMemory(RankState r, long kvBytes) {
+        MemoryEstimate est = r.estimate();
+        long seq = (long) longestPrompt + cfg.responseLength;
+        long trainTokens = (long) cfg.perDeviceTrainBatchSize * seq, fwdTokens = (long) cfg.localRolloutForwardBatchSize * seq;
+        double acts = Math.max(est.trainingActivationBytes(trainTokens, (long) cfg.perDeviceTrainBatchSize * cfg.responseLength, cfg.gradientCheckpointing),
+                est.noGradActivationBytes(fwdTokens, (long) cfg.localRolloutForwardBatchSize * cfg.responseLength));
+        StringBuilder sb = new StringBuilder("grpo4j: memory per rank (" + r.be.name() + ", " + Precision.label(setup.dtype()) + "):");
+        String row = "%n  %-52s %12s%s";
+        for (MemoryEstimate.Line line : est.perRank()) sb.append(String.format(java.util.Locale.ROOT, row, line.what(), Memory.human(line.bytes()), ""));
+        sb.append(String.format(java.util.Locale.ROOT, row, "model states", Memory.human(est.statesBytes()), "  (allocated now: " + Memory.human(r.be.liveBytes()) + ")"));
+        sb.append(String.format(java.util.Locale.ROOT, row, "activations of the largest pass (estimate)", Memory.human(acts), ""));
+        sb.append(String.format(java.util.Locale.ROOT, row, "KV cache pool", Memory.human(kvBytes), "  (" + r.generator.config().numBlocks() + " blocks of "
+                + RankState.KV_BLOCK + " tokens; " + (cfg.kvCacheMib > 0 ? "kv_cache_mib" : "kv_cache_fraction " + cfg.kvCacheFraction + ", at most what the samples use") + ")"));
+        long free = Memory.available(r.be);
+        if (free >= 0) sb.append(String.format(java.util.Locale.ROOT, "%n  free now: %s %s", Memory.human(free), Memory.describe(r.be)));
+        log.println(sb);
+    }
+
+    static String duration(double s) {
+        long t = Math.round(s);
+        return t >= 3600 ? String.format("%dh%02dm", t / 3600, t / 60 % 60) : t >= 60 ? String.format("%dm%02ds", t / 60, t % 60) : t + "s";
+    }
+
+    // ---- checkpoints and resume ---------------------------------------------------------------------------------
+
+    private int lastCheckpointStep() {
+        try (var s = Files.list(out.resolve("checkpoints"))) {
+            return s.map(p -> p.getFileName().toString()).filter(n -> n.matches("step_\\d+")).mapToInt(n -> Integer.parseInt(n.substring(5))).max().orElse(-1);
+        } catch (IOException e) {
+            return -1;
+        }
+    }
+
+    /**
+     * Checkpoints unless the state is unsound: after a skipped (non-finite) optimizer step, or with non-finite
+     * weights, the last good checkpoint stays the newest one. Every rank reaches the same verdict.
+     */
+    private void checkpointIfSound(Listener l) throws IOException {
+        RankState r0 = states.get(0);
+        String bad = r0.consecutiveNonfinite > 0 ? "its last optimizer step was non-finite" : null;
+        if (bad == null) {
+            String t = ranks.run(i -> i == 0 ? states.get(0).compute.firstNonFiniteTensor() : null).get(0);
+            if (t != null) bad = "tensor " + t + " holds NaN or infinite values";
+        }
+        if (bad == null) {
+            checkpoint(l);
+            return;
+        }
+        if (log != null) log.println("grpo4j: no checkpoint at step " + step + ": " + bad + "; the newest checkpoint stays step_" + lastCheckpointStep());
+    }
+
+    /**
+     * Writes checkpoints/step_N atomically: the model (HF, the fp32 master weights), each rank's optimizer slice
+     * (moments and step), the trainer state and the config. Every rank takes part (the master weights of precision
+     * bf16 are gathered from the slices); the writing process renames the directory once every process has written.
+     */
+    private void checkpoint(Listener l) throws IOException {
+        Path fin = out.resolve("checkpoints").resolve("step_" + step);
+        if (checkpointed == step) return;
+        checkpointed = step;
+        String key = "checkpoint/" + step;
+        if (!writer) {
+            Path tmp = Path.of(cluster.share(key, null));
+            writeCheckpointParts(tmp);
+            cluster.barrier(key);
+            return;
+        }
+        AtomicDir.write(fin, tmp -> {
+            if (cluster != null) cluster.share(key, tmp.toAbsolutePath().toString());
+            long refChecksum = writeCheckpointParts(tmp);
+            ObjectNode st = JSON.createObjectNode();
+            RankState r0 = states.get(0);
+            st.put("training_step", step);
+            st.put("optimizer_steps", r0.optimizerSteps);
+            st.put("consecutive_nonfinite", r0.consecutiveNonfinite);
+            st.put("skipped_steps", r0.skippedSteps);
+            ShufflingIterator.Position pos = r0.iterator.position();
+            st.putObject("iterator").put("epoch", pos.epoch()).put("offset", pos.offset());
+            st.put("reference_checksum", refChecksum);
+            st.put("train_prompts", setup.train().size());
+            st.put("data_fingerprint", dataFingerprint);
+            st.put("world_size", cfg.worldSize);
+            st.put("precision", Precision.label(setup.dtype()));
+            st.put("rng", "stateless: every draw is a function of (seed, step, ...)");
+            Files.writeString(tmp.resolve("trainer_state.json"), JSON.writerWithDefaultPrettyPrinter().writeValueAsString(st));
+            Files.writeString(tmp.resolve("config.json"), cfg.toJson());
+            if (cluster != null) cluster.barrier(key);
+        });
+        if (step > 0) Plots.write(out.resolve("plots"), history);
+        l.onCheckpoint(step, fin);
+    }
+
+    /**
+     * This process's ranks write their parts of a checkpoint into {@code tmp}: the model (rank 0) and optimizer slices.
+     * Returns the checksum of the reference weights (of this process's first rank).
+     */
+    private long writeCheckpointParts(Path tmp) throws IOException {
+        return ranks.run(i -> {
+            RankState r = states.get(i);
+            r.comm.setContext("checkpoint of step " + step);
+            if (setup.dtype() == DType.BF16) {
+                float[] master = r.optimizer.gatherMaster(); // a collective: every rank takes part
+                if (master != null) saveHostModel(master, tmp.resolve("model"));
+            } else if (r.leader()) {
+                r.compute.save(tmp.resolve("model"), "F32", 5L << 30, tokenizerDir);
+            }
+            r.optimizer.save(tmp);
+            return i == 0 ? r.referenceChecksum() : 0L;
+        }).get(0);
+    }
+
+    /** Saves fp32 weights held on the host as an HF model directory (through a CPU copy). */
+    private void saveHostModel(float[] host, Path dir) throws IOException {
+        try (CpuBackend cpu = new CpuBackend(1); LlamaWeights w = LlamaWeights.zeros(cpu, setup.model())) {
+            cpu.copyFromHost(w.flat(), host);
+            w.save(dir, "F32", 5L << 30, tokenizerDir);
+        }
+    }
+
+    private void restore(Path ck, TrainerState st) throws IOException {
+        Path stateFile = ck.resolve("trainer_state.json");
+        if (st.dataFingerprint() != null && !st.dataFingerprint().equals(dataFingerprint))
+            throw new IllegalArgumentException("the training data changed since " + ck + " (" + st.trainPrompts() + " prompts then, " + setup.train().size()
+                    + " now, different rows or prompts): an exact resume is impossible. To go on with the new data, start a new run from that"
+                    + " checkpoint's weights (model_name_or_path " + ck.resolve("model") + ")");
+        if (st.dataFingerprint() == null && log != null)
+            log.println("grpo4j: " + stateFile + " has no data fingerprint (written by an older grpo4j): the data cannot be checked");
+        // the reference policy is the step-0 policy (the model after warm-up)
+        Path step0 = ck.getParent().resolve("step_0").resolve("model");
+        if (!Files.isDirectory(step0)) throw new IOException(ck.getParent() + ": step_0 (the reference policy) is missing");
+        List<Long> sums = ranks.run(i -> {
+            RankState r = states.get(i);
+            r.loadReference(step0);
+            r.optimizer.load(ck);
+            r.optimizerSteps = st.optimizerSteps();
+            r.consecutiveNonfinite = st.consecutiveNonfinite();
+            r.skippedSteps = st.skippedSteps();
+            try {
+                r.iterator.restore(new ShufflingIterator.Position(st.iteratorEpoch(), st.iteratorOffset()));
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException(stateFile + ": " + e.getMessage());
+            }
+            return r.referenceChecksum();
+        });
+        if (sums.get(0) != st.referenceChecksum())
+            throw new IOException(step0 + ": the reference policy does not match the checksum recorded in " + stateFile);
+        step = st.trainingStep();
+        checkpointed = step;
+        warmupDone = true;
+        if (writer) {
+            // keep only what the checkpoint has seen: later lines came from the interrupted run
+            history.addAll(truncateJsonl(out.resolve("metrics.jsonl"), step, log));
+            truncateJsonl(out.resolve("samples.jsonl"), step, log);
+        }
+        if (log != null) log.printf("grpo4j: resumed from %s (step %d, %d optimizer steps)%n", ck, step, st.optimizerSteps());
+    }
+
+    /** The newest complete checkpoint under a run directory, checkpoints/ directory, or the checkpoint itself. */
+    static Path latestCheckpoint(Path p) throws IOException {
+        if (p.toString().isBlank()) throw new IllegalArgumentException("the resume directory is empty (\"\")");
+        if (!Files.exists(p)) throw new java.nio.file.NoSuchFileException(p.toString(), null, "no such run directory or checkpoint");
+        if (Files.isRegularFile(p.resolve("trainer_state.json"))) return p;
+        if (!Files.isDirectory(p)) throw new IllegalArgumentException(p + ": not a run directory or checkpoint (it is a file)");
+        Path dir = Files.isDirectory(p.resolve("checkpoints")) ? p.resolve("checkpoints") : p;
+        try (var s = Files.list(dir)) {
+            return s.filter(q -> q.getFileName().toString().matches("step_\\d{1,9}") && Files.isRegularFile(q.resolve("trainer_state.json")))
+                    .max(java.util.Comparator.comparingInt(q -> Integer.parseInt(q.getFileName().toString().substring(5))))
+                    .orElseThrow(() -> new IllegalArgumentException(p + ": no complete checkpoint (checkpoints/step_N with trainer_state.json)"
+                            + (Files.exists(p.resolve(RunDirectory.LOCK)) || Files.exists(p.resolve("metrics.jsonl"))
+                            ? "; the run stopped before its first checkpoint: start it again with --overwrite" : "")));
+        }
+    }
+
+    /** When resuming, the config saved with the checkpoint is the run's config. */
+    private static GrpoConfig savedConfig(Path ck) throws IOException {
+        Path f = ck.resolve("config.json");
+        if (!Files.isRegularFile(f)) throw new java.nio.file.NoSuchFileException(f.toString(), null, "the checkpoint's config");
+        return GrpoConfig.fromJsonString(Files.readString(f, StandardCharsets.UTF_8), f.toString());
+    }
+
+    /**
+     * Keeps the lines of a run's JSONL whose training_step is at most {@code lastStep} (later ones came from the
+     * interrupted run). A line that is not a JSON object with an integer training_step (a torn write, or damage) is
+     * moved to FILE.dropped with a note, wherever it is; the lines around it are kept.
+     */
+    static List<Map<String, Double>> truncateJsonl(Path file, int lastStep, PrintStream log) throws IOException {
+        List<Map<String, Double>> kept = new ArrayList<>();
+        if (!Files.exists(file)) return kept;
+        String text = new String(Files.readAllBytes(file), StandardCharsets.UTF_8); // a torn multi-byte character becomes U+FFFD
+        List<String> keep = new ArrayList<>(), dropped = new ArrayList<>();
+        List<Integer> droppedNo = new ArrayList<>();
+        int no = 0;
+        for (String line : text.split("\n", -1)) {
+            no++;
+            if (line.isBlank()) continue;
+            JsonNode n;
+            try {
+                n = JSON.readTree(line);
+            } catch (IOException e) {
+                n = null;
+            }
+            if (n == null || !n.isObject() || !n.path("training_step").canConvertToExactIntegral()) {
+                dropped.add(line);
+                droppedNo.add(no);
+                continue;
+            }
+            if (n.path("training_step").asLong() > lastStep) continue;
+            keep.add(line);
+            if (file.getFileName().toString().equals("metrics.jsonl")) {
+                Map<String, Double> m = new LinkedHashMap<>();
+                n.fields().forEachRemaining(e -> m.put(e.getKey(), e.getValue().isNumber() ? e.getValue().asDouble() : Double.NaN));
+                kept.add(m);
+            }
+        }
+        if (!dropped.isEmpty()) {
+            Path side = file.resolveSibling(file.getFileName() + ".dropped");
+            Files.write(side, dropped, StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
+            if (log != null) log.println("grpo4j: " + file + ": line" + (dropped.size() > 1 ? "s " : " ") + droppedNo
+                    + " not a JSON object with a training_step (a torn write?); moved to " + side);
+        }
+        writeAtomically(file, keep.isEmpty() ? "" : String.join("\n", keep) + "\n");
+        return kept;
+    }
+
+    /** Writes a file through a temporary sibling that is synced and renamed over it: readers see old or new. */
+    static void writeAtomically(Path file, String content) throws IOException {
+        Path tmp = file.resolveSibling(file.getFileName() + ".tmp");
+        try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(tmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                StandardOpenOption.TRUNCATE_EXISTING)) {
+            java.nio.ByteBuffer buf = java.nio.ByteBuffer.wrap(content.getBytes(StandardCharsets.UTF_8));
+            while (buf.hasRemaining()) ch.write(buf);
+            ch.force(true);
+        } catch (IOException e) {
+            Files.deleteIfExists(tmp);
+            throw new IOException(file + ": cannot write: " + describe(e), e);
+        }
+        Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+    }
+
+    /** The reason of an I/O failure without the Java class name ("No space left on device"). */
+    static String describe(IOException e) {
+        if (e instanceof java.nio.file.FileSystemException f && f.getReason() != null) return f.getReason();
+        return e.getMessage() == null ? "I/O error" : e.getMessage();
+    }
+
+    // ---- helpers ------------------------------------------------------------------------------------------------
+
+    private static void appendJsonl(Path f, Map<String, Double> m) throws IOException {
+        ObjectNode o = JSON.createObjectNode();
+        m.forEach((k, v) -> {
+            if (v == null || !Double.isFinite(v)) o.putNull(k);
+            else o.put(k, v);
+        });
+        try {
+            Files.writeString(f, JSON.writeValueAsString(o) + "\n", StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
+        } catch (IOException e) {
+            throw new IOException(f + ": cannot append: " + describe(e), e);
+        }
+    }
+
+    /** A copy of a mixer list with each local dataset path (even positions) made absolute. */
+    private static List<String> absolutize(List<String> in, Path baseDir) {
+        List<String> mixer = new ArrayList<>(in);
+        for (int i = 0; i + 1 < mixer.size(); i += 2) {
+            String d = mixer.get(i);
+            Path p = Path.of(d);
+            if (p.isAbsolute()) continue;
+            if (baseDir != null && Files.exists(baseDir.resolve(p))) mixer.set(i, baseDir.resolve(p).normalize().toString());
+            else if (Files.exists(p)) mixer.set(i, p.toAbsolutePath().normalize().toString());
+        }
+        return mixer;
+    }
+
+    static int[] concat(int[] a, int[] b) {
+        int[] c = java.util.Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, c, a.length, b.length);
+        return c;
+    }
+
+    /** A 64-bit seed from (seed, step, salt): SplitMix64 finalizer over their combination. */
+    static long mix(long seed, long step, long salt) {
+        long z = seed * 0x9E3779B97F4A7C15L + step * 0xBF58476D1CE4E5B9L + salt * 0x94D049BB133111EBL;
+        z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
+        z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
+        return z ^ (z >>> 31);
+    }
+
+    static int[] permutation(int n, long seed) { return ShufflingIterator.permutation(n, seed); }
+
+    @Override
+    public void close() {
+        for (RankState r : states) r.close();
+        states.clear();
+        for (Communicator c : comms) if (c != null) c.close();
+        if (ranks != null) ranks.close();
+        if (tok != null) tok.close();
+        if (ownRewards && rewards != null) rewards.close();
+        for (Backend be : ownBackends) be.close();
+        if (runDir != null) runDir.close();
+    }
+}

@@ -1,0 +1,118 @@
+package org.grpo4j.internal.util;
+
+import java.io.IOException;
+import java.nio.channels.FileChannel;
+import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.FileAlreadyExistsException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.StandardOpenOption;
+import java.util.Comparator;
+import java.util.List;
+import java.util.concurrent.ThreadLocalRandom;
+import java.util.stream.Stream;
+
+/**
+ * Directories that appear whole or not at all: the content is written into a temporary sibling
+ * (".NAME.tmp-...") that is then renamed to NAME. A reader never sees a half-written directory; on failure the
+ * temporary directory is removed and the target is untouched.
+ *
+ * <p>Before the rename every file and directory in it is fsynced, and after it the parent directory, so that after a
+ * power loss the directory is either absent or complete (a rename alone can reach the disk before the data). The
+ * temporary directory is created like any other (permissions from the umask), so a finished directory is as readable
+ * as the user's other outputs; a leftover from a killed process is removed by its owner's next start.
+ */
+public final class AtomicDir {
+    private AtomicDir() {}
+
+    /** Fills a directory. */
+    @FunctionalInterface
+    public interface Filler {
+        void fill(Path dir) throws IOException;
+    }
+
+    /** Creates {@code target} (which must not exist) with the content {@code filler} writes. */
+    public static void write(Path target, Filler filler) throws IOException {
+        Path abs = target.toAbsolutePath();
+        Files.createDirectories(abs.getParent());
+        Path tmp = createTemporarySibling(abs);
+        try {
+            filler.fill(tmp);
+            syncTree(tmp);
+            try {
+                Files.move(tmp, abs, StandardCopyOption.ATOMIC_MOVE);
+            } catch (AtomicMoveNotSupportedException e) {
+                Files.move(tmp, abs);
+            }
+            syncDirectory(abs.getParent());
+        } catch (WriteFailed e) { // an inner AtomicDir already named its target
+            deleteTree(tmp);
+            throw e;
+        } catch (IOException e) {
+            deleteTree(tmp);
+            throw new WriteFailed(target + ": cannot write: " + reason(e), e);
+        } catch (RuntimeException e) {
+            deleteTree(tmp);
+            throw e;
+        }
+    }
+
+    /** A write that failed; the message names the target directory and the reason. */
+    private static final class WriteFailed extends IOException {
+        WriteFailed(String message, IOException cause) { super(message, cause); }
+    }
+
+    private static Path createTemporarySibling(Path abs) throws IOException {
+        for (int attempt = 0; ; attempt++) {
+            Path tmp = abs.resolveSibling("." + abs.getFileName() + ".tmp-" + Long.toUnsignedString(ThreadLocalRandom.current().nextLong(), 36));
+            try {
+                return Files.createDirectory(tmp); // default permissions (0777 & ~umask), unlike Files.createTempDirectory's 0700
+            } catch (FileAlreadyExistsException e) {
+                if (attempt > 100) throw e;
+            }
+        }
+    }
+
+    /** fsync of every regular file and directory under {@code root} (children before parents). */
+    static void syncTree(Path root) throws IOException {
+        List<Path> all;
+        try (Stream<Path> s = Files.walk(root)) {
+            all = s.sorted(Comparator.reverseOrder()).toList();
+        }
+        for (Path p : all) {
+            if (Files.isRegularFile(p)) {
+                try (FileChannel ch = FileChannel.open(p, StandardOpenOption.WRITE)) {
+                    ch.force(true);
+                }
+            } else if (Files.isDirectory(p)) {
+                syncDirectory(p);
+            }
+        }
+    }
+
+    /** fsync of a directory (its entries); a no-op where the platform cannot open directories. */
+    public static void syncDirectory(Path dir) {
+        try (FileChannel ch = FileChannel.open(dir, StandardOpenOption.READ)) {
+            ch.force(true);
+        } catch (IOException e) {
+            // not supported on every OS/file system; the data files themselves are synced
+        }
+    }
+
+    private static String reason(IOException e) {
+        if (e instanceof java.nio.file.FileSystemException f && f.getReason() != null)
+            return (f.getFile() == null ? "" : f.getFile() + ": ") + f.getReason();
+        return e.getMessage() == null ? "I/O error" : e.getMessage();
+    }
+
+    /** Best-effort recursive delete (temporary directories). */
+    public static void deleteTree(Path p) {
+        if (!Files.exists(p)) return;
+        try (var s = Files.walk(p)) {
+            s.sorted(Comparator.reverseOrder()).forEach(q -> q.toFile().delete());
+        } catch (IOException ignored) {
+            // best effort
+        }
+    }
+}

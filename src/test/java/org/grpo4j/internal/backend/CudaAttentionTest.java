@@ -1,0 +1,185 @@
+package org.grpo4j.internal.backend;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.util.Arrays;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+
+/**
+ * What only the CUDA attention kernels have (issue 12): the deterministic backward is bitwise repeatable and the fast
+ * (atomic dQ) mode agrees with it; bad cuSeqlens, context lengths and block tables are reported through the device flag
+ * with the CPU backend's words and nothing (or only that sequence) is left unwritten; misaligned views take the generic
+ * path. Needs a GPU (tag gpu). The numeric contract is checked by AttentionConformanceTest's Cuda class.
+ */
+@Tag("gpu")
+class CudaAttentionTest {
+    static CudaBackend cuda() { return TestBackends.cuda(); }
+
+    static short[] bf16(SplittableRandom r, int n) {
+        short[] a = new short[n];
+        for (int i = 0; i < n; i++) a[i] = Bf16.fromFloat((float) r.nextGaussian());
+        return a;
+    }
+
+    static boolean bitwiseEqual(short[] a, short[] b) { return Arrays.equals(a, b); }
+
+    /** One forward + backward in bf16 on the given layout; returns {out, dq, dk, dv} bits and lse. */
+    static Object[] run(CudaBackend be, int[] cu, int hq, int hkv, int d, long seed) {
+        SplittableRandom r = new SplittableRandom(seed);
+        int n = cu[cu.length - 1];
+        float scale = (float) (1 / Math.sqrt(d));
+        try (Tensor q = be.uploadBf16(bf16(r, n * hq * d), n, hq, d); Tensor k = be.uploadBf16(bf16(r, n * hkv * d), n, hkv, d);
+             Tensor v = be.uploadBf16(bf16(r, n * hkv * d), n, hkv, d); Tensor dy = be.uploadBf16(bf16(r, n * hq * d), n, hq, d);
+             Tensor tcu = be.upload(cu, cu.length); Tensor out = be.empty(DType.BF16, n, hq, d); Tensor lse = be.empty(DType.FP32, n, hq);
+             Tensor dq = be.empty(DType.BF16, n, hq, d); Tensor dk = be.empty(DType.BF16, n, hkv, d); Tensor dv = be.empty(DType.BF16, n, hkv, d)) {
+            be.attention(out, lse, q, k, v, tcu, scale);
+            be.attentionBackward(dq, dk, dv, dy, q, k, v, out, lse, tcu, scale);
+            return new Object[] {out.toBf16Bits(), dq.toBf16Bits(), dk.toBf16Bits(), dv.toBf16Bits(), lse.toFloats()};
+        }
+    }
+
+    @Test
+    void deterministicBackwardIsBitwiseRepeatableAndTheFastModeAgrees() {
+        CudaBackend be = cuda();
+        int[] cu = AttentionConformanceTest.Suite.cu(1, 33, 200, 0, 1001, 64);
+        boolean was = be.deterministicAttention();
+        try {
+            for (int[] h : new int[][] {{32, 8, 128}, {8, 2, 64}}) {
+                be.setDeterministicAttention(true);
+                Object[] a = run(be, cu, h[0], h[1], h[2], 5), b = run(be, cu, h[0], h[1], h[2], 5);
+                String[] names = {"out", "dq", "dk", "dv"};
+                for (int i = 0; i < 4; i++)
+                    assertTrue(bitwiseEqual((short[]) a[i], (short[]) b[i]), names[i] + " repeats bitwise " + Arrays.toString(h));
+                assertArrayEquals((float[]) a[4], (float[]) b[4], "lse repeats bitwise");
+                be.setDeterministicAttention(false);
+                Object[] f = run(be, cu, h[0], h[1], h[2], 5);
+                for (int i = 1; i < 4; i++) { // same math, dq summed in another order: within a few bf16 ulps of the value scale
+                    short[] x = (short[]) a[i], y = (short[]) f[i];
+                    double scaleOf = 0;
+                    for (short s : x) scaleOf = Math.max(scaleOf, Math.abs(Bf16.toFloat(s)));
+                    for (int j = 0; j < x.length; j++)
+                        assertEquals(Bf16.toFloat(x[j]), Bf16.toFloat(y[j]), 0x1p-6 * scaleOf + 1e-4,
+                                names[i] + " fast vs deterministic, element " + j + " " + Arrays.toString(h));
+                }
+            }
+        } finally {
+            be.setDeterministicAttention(was);
+        }
+    }
+
+    /** Every bad cuSeqlens: the CPU's message at the next synchronize, and out / lse / dq / dk / dv untouched. */
+    @Test
+    void badCuSeqlensIsReportedAndNothingIsWritten() {
+        CudaBackend be = cuda();
+        int n = 70, hq = 4, hkv = 2;
+        int[][] bad = {{1, 70}, {0, 69}, {0, 71}, {0, 40, 30, 70}, {0, 71, 70}};
+        for (int d : new int[] {64, 96})
+            for (DType dt : new DType[] {DType.BF16, DType.FP32})
+                for (int[] c : bad) {
+                    String cpuMsg;
+                    try (Tensor t = TestBackends.cpu().upload(c, c.length)) {
+                        cpuMsg = assertThrows(IllegalArgumentException.class, () -> CpuBackend.sequenceOf(Ops.ATTENTION, t, n)).getMessage();
+                    }
+                    try (Tensor q = be.zeros(dt, n, hq, d); Tensor k = be.zeros(dt, n, hkv, d); Tensor v = be.zeros(dt, n, hkv, d);
+                         Tensor out = be.empty(dt, n, hq, d); Tensor lse = be.empty(DType.FP32, n, hq); Tensor tcu = be.upload(c, c.length);
+                         Tensor dq = be.empty(dt, n, hq, d); Tensor dk = be.empty(dt, n, hkv, d); Tensor dv = be.empty(dt, n, hkv, d)) {
+                        for (Tensor t : new Tensor[] {out, lse, dq, dk, dv}) be.fill(t, 7);
+                        be.attention(out, lse, q, k, v, tcu, 0.3f);
+                        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, be::synchronize);
+                        assertEquals(cpuMsg + " (found by the kernel; nothing was written)", e.getMessage());
+                        be.attentionBackward(dq, dk, dv, q, q, k, v, q, lse, tcu, 0.3f);
+                        e = assertThrows(IllegalArgumentException.class, be::synchronize);
+                        assertEquals(cpuMsg.replace(Ops.ATTENTION + ":", Ops.ATTENTION_BACKWARD + ":")
+                                + " (found by the kernel; nothing was written)", e.getMessage());
+                        for (Tensor t : new Tensor[] {out, lse, dq, dk, dv})
+                            for (float x : t.toFloats()) assertEquals(7f, x, t + " untouched, cu " + Arrays.toString(c));
+                    }
+                }
+    }
+
+    /** A bad context length or block-table entry: the CPU's message; that sequence's rows untouched, the others right. */
+    @Test
+    void badDecodeIndexDataSkipsOnlyThatSequence() {
+        CudaBackend be = cuda();
+        CpuBackend cpu = TestBackends.cpu();
+        SplittableRandom r = new SplittableRandom(9);
+        int hq = 8, hkv = 2, bs = 16;
+        int[] ctx = {40, 300, 17};
+        for (int d : new int[] {128, 96})
+            for (DType dt : new DType[] {DType.BF16, DType.FP32}) {
+                AttentionDeviceMathTest.Paged p = AttentionDeviceMathTest.paged(r, ctx, bs, 2);
+                int b = ctx.length, mb = p.maxBlocks(), rows = p.numBlocks() * bs * hkv * d;
+                float[] kc = Conformance.f32(Conformance.randnBf16(r, rows, 1)), vc = Conformance.f32(Conformance.randnBf16(r, rows, 1)),
+                        q = Conformance.f32(Conformance.randnBf16(r, b * hq * d, 1));
+                int[] good = p.tables().clone();
+                for (int i = 0; i < good.length; i++) if (good[i] < 0) good[i] = 0;
+                int[] badTable = good.clone();
+                badTable[mb + 5] = -2;
+                int[][][] cases = {{ctx, badTable}, {{40, mb * bs + 1, 17}, good}, {{40, 0, 17}, good}};
+                for (int[][] cs : cases) {
+                    int[] cx = cs[0], tb = cs[1];
+                    String cpuMsg;
+                    float[] want;
+                    try (Tensor o = cpu.empty(dt, b, hq, d); Tensor tq = up(cpu, q, dt, b, hq, d);
+                         Tensor tk = up(cpu, kc, dt, p.numBlocks(), bs, hkv, d); Tensor tv = up(cpu, vc, dt, p.numBlocks(), bs, hkv, d);
+                         Tensor tt = cpu.upload(tb, b, mb); Tensor tc = cpu.upload(cx, b); Tensor tg = cpu.upload(good, b, mb);
+                         Tensor tcg = cpu.upload(ctx, b)) {
+                        cpuMsg = assertThrows(IllegalArgumentException.class, () -> cpu.decodeAttention(o, tq, tk, tv, tt, tc, 0.2f)).getMessage();
+                        cpu.decodeAttention(o, tq, tk, tv, tg, tcg, 0.2f);
+                        want = o.toFloats();
+                    }
+                    try (Tensor o = be.empty(dt, b, hq, d); Tensor tq = up(be, q, dt, b, hq, d);
+                         Tensor tk = up(be, kc, dt, p.numBlocks(), bs, hkv, d); Tensor tv = up(be, vc, dt, p.numBlocks(), bs, hkv, d);
+                         Tensor tt = be.upload(tb, b, mb); Tensor tc = be.upload(cx, b)) {
+                        be.fill(o, 7);
+                        be.decodeAttention(o, tq, tk, tv, tt, tc, 0.2f);
+                        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, be::synchronize);
+                        String head = e.getMessage().substring(0, e.getMessage().indexOf(" (found by the kernel"));
+                        assertTrue(cpuMsg.startsWith(head), "cuda: " + e.getMessage() + "\ncpu:  " + cpuMsg);
+                        float[] got = o.toFloats();
+                        for (int s = 0; s < b; s++)
+                            for (int i = s * hq * d; i < (s + 1) * hq * d; i++) {
+                                if (s == 1) assertEquals(7f, got[i], "sequence 1 untouched: " + e.getMessage());
+                                else assertEquals(want[i], got[i], 0.02 * (1 + Math.abs(want[i])), "sequence " + s + " written, element " + i);
+                            }
+                    }
+                }
+            }
+    }
+
+    static Tensor up(Backend be, float[] a, DType dt, int... shape) {
+        if (dt == DType.FP32) return be.upload(a, shape);
+        short[] s = new short[a.length];
+        for (int i = 0; i < a.length; i++) s[i] = Bf16.fromFloat(a[i]);
+        return be.uploadBf16(s, shape);
+    }
+
+    /** A bf16 view 2 bytes off 16-byte alignment takes the generic path and still matches the aligned tensor-core run. */
+    @Test
+    void misalignedViewsTakeTheGenericPathAndAgree() {
+        CudaBackend be = cuda();
+        SplittableRandom r = new SplittableRandom(10);
+        int hq = 4, hkv = 2, d = 64;
+        int[] cu = AttentionConformanceTest.Suite.cu(33, 70);
+        int n = cu[cu.length - 1];
+        short[] qb = bf16(r, n * hq * d), kb = bf16(r, n * hkv * d), vb = bf16(r, n * hkv * d);
+        float[] aligned, shifted;
+        try (Tensor q = be.uploadBf16(qb, n, hq, d); Tensor k = be.uploadBf16(kb, n, hkv, d); Tensor v = be.uploadBf16(vb, n, hkv, d);
+             Tensor tcu = be.upload(cu, cu.length); Tensor out = be.empty(DType.BF16, n, hq, d); Tensor lse = be.empty(DType.FP32, n, hq)) {
+            be.attention(out, lse, q, k, v, tcu, 0.125f);
+            aligned = out.toFloats();
+        }
+        short[] qs = new short[qb.length + 1];
+        System.arraycopy(qb, 0, qs, 1, qb.length);
+        try (Tensor qbig = be.uploadBf16(qs, qs.length); Tensor q = qbig.view(1, n, hq, d); Tensor k = be.uploadBf16(kb, n, hkv, d);
+             Tensor v = be.uploadBf16(vb, n, hkv, d); Tensor tcu = be.upload(cu, cu.length); Tensor out = be.empty(DType.BF16, n, hq, d);
+             Tensor lse = be.empty(DType.FP32, n, hq)) {
+            be.attention(out, lse, q, k, v, tcu, 0.125f);
+            shifted = out.toFloats();
+        }
+        for (int i = 0; i < aligned.length; i++)
+            assertEquals(aligned[i], shifted[i], 0x1p-6 * (1 + Math.abs(aligned[i])), "element " + i);
+    }
+}

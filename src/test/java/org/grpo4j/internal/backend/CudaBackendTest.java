@@ -1,0 +1,183 @@
+package org.grpo4j.internal.backend;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.util.SplittableRandom;
+import org.grpo4j.bindings.CudaNative;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+
+/**
+ * What only the CUDA backend has: failure hygiene, the device error flag for index data, bit-identity with the CPU
+ * where the kernels promise it, run-to-run determinism of the reductions, and the GEMM wrapper's plan cache and paths.
+ * Needs a GPU (tag gpu); skips with the probe's reason elsewhere. The numeric contract of each op is checked by the
+ * conformance suites' Cuda classes.
+ */
+@Tag("gpu")
+class CudaBackendTest {
+    static CudaBackend cuda() { return TestBackends.cuda(); }
+
+    static final CpuBackend cpu = TestBackends.cpu();
+
+    static float[] randn(SplittableRandom r, int n, double scale) {
+        float[] a = new float[n];
+        for (int i = 0; i < n; i++) a[i] = (float) (r.nextGaussian() * scale);
+        return a;
+    }
+
+    /** The H200 bug: a failed cudaMalloc left its error in the runtime's last-error slot and the next fill "failed". */
+    @Test
+    void aLaunchAfterAFailedAllocationSucceeds() {
+        CudaBackend be = cuda();
+        CudaException e = assertThrows(CudaException.class, () -> be.empty(DType.FP32, Integer.MAX_VALUE, 64)); // 512 GiB
+        assertTrue(e.getMessage().contains("cudaMalloc"), e.getMessage());
+        assertEquals(0, CudaNative.g4_get_last_error(), "the runtime's last-error slot is clean after the failure");
+        try (Tensor t = be.empty(DType.FP32, 1 << 20)) {
+            be.fill(t, 1.5);
+            float[] got = t.toFloats();
+            assertEquals(1.5f, got[0]);
+            assertEquals(1.5f, got[got.length - 1]);
+        }
+    }
+
+    @Test
+    void outOfRangeIndicesAreReportedAtTheNextSynchronizeNamingTheOp() {
+        CudaBackend be = cuda();
+        try (Tensor table = be.zeros(DType.FP32, 10, 4); Tensor out = be.zeros(DType.FP32, 2, 4);
+             Tensor ids = be.upload(new int[] {1, 10}, 2)) {
+            be.embedding(out, table, ids); // asynchronous: no error yet
+            IllegalArgumentException x = assertThrows(IllegalArgumentException.class, be::synchronize);
+            assertTrue(x.getMessage().startsWith("embedding: ids[1] = 10 is outside [0, 10)"), x.getMessage());
+            be.synchronize(); // the flag was cleared: the next synchronize is clean
+        }
+        try (Tensor x = be.zeros(DType.FP32, 2, 1, 4); Tensor pos = be.upload(new int[] {0, -3}, 2);
+             Tensor out = be.zeros(DType.FP32, 2, 1, 4)) {
+            be.rope(out, x, pos, new Rope(4, 10000, null));
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, out::toFloats);
+            assertTrue(e.getMessage().startsWith("rope: positions[1] = -3 is negative"), e.getMessage());
+        }
+        try (Tensor kc = be.zeros(DType.FP32, 2, 4, 1, 8); Tensor vc = be.zeros(DType.FP32, 2, 4, 1, 8);
+             Tensor k = be.zeros(DType.FP32, 1, 1, 8); Tensor v = be.zeros(DType.FP32, 1, 1, 8);
+             Tensor slots = be.upload(new int[] {8}, 1)) {
+            be.kvAppend(kc, vc, k, v, slots);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, be::synchronize);
+            assertTrue(e.getMessage().startsWith("kvAppend: slots[0] = 8 is outside [0, 8)"), e.getMessage());
+        }
+    }
+
+    /** Kernels written without fused multiply-adds, in the CPU's order, give the CPU's bits (fp32 and bf16). */
+    @Test
+    void elementwiseKernelsAreBitIdenticalToTheCpu() {
+        CudaBackend be = cuda();
+        SplittableRandom r = new SplittableRandom(1);
+        for (int n : new int[] {1, 7, 4099, 1 << 20}) {
+            float[] a = randn(r, n, 1), b = randn(r, n, 2);
+            for (DType dt : new DType[] {DType.FP32, DType.BF16}) {
+                float[] want = run(cpu, dt, a, b, n), got = run(be, dt, a, b, n);
+                assertArrayEquals(want, got, "add, axpy, scale " + dt + " n=" + n);
+            }
+        }
+    }
+
+    private static float[] run(Backend be, DType dt, float[] a, float[] b, int n) {
+        try (Tensor ta = cast(be, a, dt); Tensor tb = cast(be, b, dt); Tensor out = be.empty(dt, n); Tensor y = be.upload(a, n);
+             Tensor res = be.empty(DType.FP32, 2 * n)) {
+            be.add(out, ta, tb);
+            be.scale(out, 0.7f);
+            be.axpy(y, -1.3f, tb);
+            be.cast(res.view(0, n), out);
+            be.copy(res.view(n, n), y);
+            return res.toFloats();
+        }
+    }
+
+    private static Tensor cast(Backend be, float[] a, DType dt) {
+        Tensor f = be.upload(a, a.length);
+        if (dt == DType.FP32) return f;
+        try (f) {
+            Tensor h = be.empty(DType.BF16, a.length);
+            be.cast(h, f);
+            return h;
+        }
+    }
+
+    @Test
+    void adamWAndEmbeddingBackwardAreBitIdenticalToTheCpu() {
+        CudaBackend be = cuda();
+        SplittableRandom r = new SplittableRandom(2);
+        int n = 100_003;
+        float[] p = randn(r, n, 1), g = randn(r, n, 1);
+        float[][] want = adamW(cpu, p, g, n), got = adamW(be, p, g, n);
+        for (int i = 0; i < want.length; i++) assertArrayEquals(want[i], got[i], "adamW output " + i);
+
+        int tokens = 513, vocab = 97, d = 300;
+        float[] init = randn(r, vocab * d, 1), dy = randn(r, tokens * d, 1);
+        int[] ids = r.ints(tokens, 0, vocab).toArray();
+        assertArrayEquals(embeddingBackward(cpu, init, dy, ids, vocab, d), embeddingBackward(be, init, dy, ids, vocab, d));
+    }
+
+    private static float[][] adamW(Backend be, float[] p, float[] g, int n) {
+        try (Tensor tp = be.upload(p, n); Tensor tg = be.upload(g, n); Tensor m = be.zeros(DType.FP32, n);
+             Tensor v = be.zeros(DType.FP32, n); Tensor h = be.empty(DType.BF16, n)) {
+            for (int step = 1; step <= 3; step++) be.adamW(tp, tg, m, v, new AdamWStep(1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step), h);
+            short[] bits = h.toBf16Bits();
+            float[] hf = new float[n];
+            for (int i = 0; i < n; i++) hf[i] = Bf16.toFloat(bits[i]);
+            return new float[][] {tp.toFloats(), m.toFloats(), v.toFloats(), hf};
+        }
+    }
+
+    private static float[] embeddingBackward(Backend be, float[] init, float[] dy, int[] ids, int vocab, int d) {
+        try (Tensor t = be.upload(init, vocab, d); Tensor g = be.upload(dy, ids.length, d); Tensor i = be.upload(ids, ids.length)) {
+            be.embeddingBackward(t, g, i);
+            return t.toFloats();
+        }
+    }
+
+    /** The reductions have a fixed order: the same inputs give the same bits on every run. */
+    @Test
+    void reductionsRepeatBitwise() {
+        CudaBackend be = cuda();
+        SplittableRandom r = new SplittableRandom(3);
+        int n = 1000, d = 4096;
+        float[] x = randn(r, n * d, 1), w = randn(r, d, 1), dy = randn(r, n * d, 1);
+        try (Tensor tx = be.upload(x, n, d); Tensor tw = be.upload(w, d); Tensor tdy = be.upload(dy, n, d);
+             Tensor out = be.empty(DType.FP32, n, d); Tensor rstd = be.empty(DType.FP32, n); Tensor dx = be.empty(DType.FP32, n, d);
+             Tensor dw = be.zeros(DType.FP32, d); Tensor ss = be.zeros(DType.FP32, 1)) {
+            float[][] first = null;
+            for (int run = 0; run < 3; run++) {
+                be.fill(dw, 0);
+                be.fill(ss, 0);
+                be.rmsNorm(out, rstd, tx, tw, 1e-5f);
+                be.rmsNormBackward(dx, dw, tdy, tx, tw, rstd);
+                be.sumSquares(ss, tx);
+                float[][] now = {out.toFloats(), rstd.toFloats(), dx.toFloats(), dw.toFloats(), ss.toFloats()};
+                if (first == null) first = now;
+                else for (int i = 0; i < now.length; i++) assertArrayEquals(first[i], now[i], "output " + i + " on run " + run);
+            }
+        }
+    }
+
+    /** A shared rank-2 A against batched B (stride 0 for A), the folded shared-B path, and plans cached per shape. */
+    @Test
+    void gemmPathsAndPlanCache() {
+        CudaBackend be = cuda();
+        TestBackends.assumeOp(be, Ops.MATMUL);
+        SplittableRandom r = new SplittableRandom(4);
+        int batch = 3, m = 33, n = 17, k = 65;
+        float[] a = randn(r, m * k, 1), b = randn(r, batch * k * n, 1);
+        float[] want, got;
+        try (Tensor ta = cpu.upload(a, m, k); Tensor tb = cpu.upload(b, batch, k, n); Tensor c = cpu.empty(DType.FP32, batch, m, n)) {
+            cpu.matmul(c, ta, false, tb, false, 1f, 0f);
+            want = c.toFloats();
+        }
+        int before = be.gemmPlanCounts()[0];
+        try (Tensor ta = be.upload(a, m, k); Tensor tb = be.upload(b, batch, k, n); Tensor c = be.empty(DType.FP32, batch, m, n)) {
+            be.matmul(c, ta, false, tb, false, 1f, 0f);
+            be.matmul(c, ta, false, tb, false, 1f, 0f);
+            got = c.toFloats();
+        }
+        assertEquals(before + 1, be.gemmPlanCounts()[0], "the second call reuses the first call's plan");
+        for (int i = 0; i < want.length; i++) assertEquals(want[i], got[i], 2e-6 * Math.sqrt(k) + 1e-5 * Math.abs(want[i]), "element " + i);
+    }
+}

@@ -1,0 +1,53 @@
+package org.grpo4j.internal.backend;
+
+import static org.junit.jupiter.api.Assertions.*;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import org.junit.jupiter.api.Test;
+
+/** Runs everywhere: the JNI library (when built) loads, and a machine without a GPU reports why, cleanly. */
+class CudaRuntimeTest {
+
+    static boolean libraryBuilt() {
+        return CudaRuntime.class.getClassLoader().getResource(CudaRuntime.LIBRARY_RESOURCE) != null;
+    }
+
+    @Test
+    void nativeLibraryLoadsWhenBuilt() {
+        assumeTrue(libraryBuilt(), "skipped: the CUDA backend was not built (no nvcc at build time)");
+        CudaRuntime.Availability a = CudaRuntime.probe();
+        assertTrue(a.libraryLoaded(), () -> "JNI library did not load: " + a.reason());
+        assertNotNull(CudaRuntime.runtimeVersion());
+        assertTrue(CudaRuntime.runtimeVersion().startsWith("13."), CudaRuntime.runtimeVersion());
+    }
+
+    @Test
+    void noDeviceIsReportedCleanly() {
+        CudaRuntime.Availability a = CudaRuntime.probe();
+        assumeTrue(!a.available(), "skipped: a CUDA device is present");
+        assertEquals(0, a.deviceCount());
+        assertTrue(CudaRuntime.devices().isEmpty());
+        assertFalse(a.reason().isBlank());
+        assertEquals(1, a.reason().lines().count(), "one line: " + a.reason());
+        for (CudaRuntime.LibraryStatus l : CudaRuntime.libraries()) {
+            assertNotNull(l.detail());
+            assertEquals(1, l.detail().lines().count(), l.name() + ": " + l.detail());
+        }
+    }
+
+    @Test
+    void linkErrorsBecomeOneLine() {
+        UnsatisfiedLinkError e = new UnsatisfiedLinkError("/tmp/x/libjnicudart.so: libcuda.so.1: cannot open shared object file: No such file or directory");
+        assertEquals("libcuda.so.1 not found (no NVIDIA driver)", CudaRuntime.describeLinkError(e));
+        e = new UnsatisfiedLinkError("/tmp/x/libjniCudaNative.so: libcudart.so.13: cannot open shared object file: No such file or directory");
+        assertTrue(CudaRuntime.describeLinkError(e).startsWith("libcudart.so.13 not found"));
+    }
+
+    @Test
+    void cudaErrorsNameTheCall() {
+        assumeTrue(libraryBuilt() && CudaRuntime.probe().libraryLoaded(), "skipped: JNI library not loaded");
+        CudaException e = assertThrows(CudaException.class, () -> CudaRuntime.check(2, "cudaMalloc(8 bytes)"));
+        assertTrue(e.getMessage().startsWith("cudaMalloc(8 bytes) failed: "), e.getMessage());
+        assertTrue(e.getMessage().contains("cudaErrorMemoryAllocation"), e.getMessage());
+    }
+}

@@ -1,0 +1,207 @@
+package org.grpo4j.internal.backend;
+
+import static org.junit.jupiter.api.Assertions.*;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import java.util.SplittableRandom;
+import org.grpo4j.bindings.CudaNative;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The fused LM head's device math on the host (cuda/lmhead.cuh through native/hostmath.cu) against the CPU backend:
+ * the online log-sum-exp over vocabulary chunks in the lse kernel's exact order, the logits' gradient and its bf16
+ * hi/lo split, and the GRPO per-token kernel (ratio, clip, kl1..kl4 with the clamp, loss, upstream gradient).
+ *
+ * <p>The CPU computes logits itself from hidden and lmHead; to give both sides the same logits the CPU gets hidden =
+ * the identity (D = N) and lmHead[v][n] = z[n][v], so its logit of (n, v) is exactly z[n][v] / T'. The kernels see
+ * what cuBLAS would hand them: z / T' rounded once to fp32. Tolerances are the conformance suite's CUDA-vs-CPU ones
+ * (docs/ops.md). The memory plan test needs nothing native.
+ */
+class LmHeadDeviceMathTest {
+    static final CpuBackend cpu = TestBackends.cpu();
+
+    static void library() {
+        assumeTrue(CudaRuntime.loadLibrary(), "skipped: the CUDA JNI library is not built or does not load here");
+    }
+
+    /** Random logits [n, v], some large, some strongly negative. */
+    static float[] logits(SplittableRandom r, int n, int v) {
+        float[] z = new float[n * v];
+        for (int i = 0; i < z.length; i++) z[i] = (float) (r.nextGaussian() * (i % 7 == 0 ? 6 : 2));
+        return z;
+    }
+
+    /** lmHead [v, n] with lmHead[v][t] = z[t][v]: with an identity hidden the CPU's logits are z. */
+    static float[] transpose(float[] z, int n, int v) {
+        float[] w = new float[v * n];
+        for (int t = 0; t < n; t++) for (int j = 0; j < v; j++) w[j * n + t] = z[t * v + j];
+        return w;
+    }
+
+    static float[] identity(int n) {
+        float[] h = new float[n * n];
+        for (int i = 0; i < n; i++) h[i * n + i] = 1f;
+        return h;
+    }
+
+    /** What the kernels read: z / T' rounded once to fp32 (cuBLAS's alpha = fp32 1 / T'). */
+    static float[] scaled(float[] z, float temperature) {
+        float invT = (float) (1.0 / (temperature + 1e-7));
+        float[] s = new float[z.length];
+        for (int i = 0; i < z.length; i++) s[i] = z[i] * invT;
+        return s;
+    }
+
+    static float[] cpuLogprobs(float[] z, int n, int v, int[] tgt, float temperature) {
+        try (Tensor h = cpu.upload(identity(n), n, n); Tensor w = cpu.upload(transpose(z, n, v), v, n);
+             Tensor t = cpu.upload(tgt, n); Tensor out = cpu.empty(DType.FP32, n)) {
+            cpu.tokenLogprobs(out, h, w, t, temperature);
+            return out.toFloats();
+        }
+    }
+
+    @Test
+    void onlineLogSumExpOverChunksMatchesTheCpu() {
+        library();
+        SplittableRandom r = new SplittableRandom(21);
+        double worst = 0;
+        for (int[] s : new int[][] {{1, 1}, {3, 2}, {5, 300}, {17, 1001}, {9, 5000}}) {
+            int n = s[0], v = s[1];
+            float[] z = logits(r, n, v);
+            int[] tgt = r.ints(n, 0, v).toArray();
+            for (float temp : new float[] {1f, 0.7f, 0f}) {
+                float[] want = cpuLogprobs(z, n, v, tgt, temp);
+                float[] zs = scaled(z, temp);
+                double[] first = null;
+                for (int chunk : new int[] {1, 7, 256, 4096, v}) {
+                    double[] lse = new double[n], lp = new double[n];
+                    CudaNative.g4_host_lmhead_lse(zs, n, v, chunk, tgt, lse, lp);
+                    for (int t = 0; t < n; t++) {
+                        double tol = 2 * (2e-5 + 1e-5 * Math.abs(want[t]));
+                        worst = Math.max(worst, Math.abs(lp[t] - want[t]) / tol);
+                        assertEquals(want[t], lp[t], tol, "n=" + n + " V=" + v + " T=" + temp + " chunk " + chunk + " row " + t);
+                        // lse against float64 of the same fp32 logits
+                        double mx = Double.NEGATIVE_INFINITY, sum = 0;
+                        for (int j = 0; j < v; j++) mx = Math.max(mx, zs[t * v + j]);
+                        for (int j = 0; j < v; j++) sum += Math.exp(zs[t * v + j] - mx);
+                        assertEquals(mx + Math.log(sum), lse[t], 1e-6 * Math.max(1, Math.abs(mx)), "lse row " + t);
+                    }
+                    if (first == null) first = lp;
+                    else for (int t = 0; t < n; t++) // chunking moves only roundings
+                        assertEquals(first[t], lp[t], 1e-6 * Math.max(1, Math.abs(first[t])), "chunk " + chunk + " vs 1, row " + t);
+                }
+            }
+        }
+        System.out.println("lse twin vs cpu: worst |diff| / tolerance = " + worst);
+    }
+
+    @Test
+    void logitGradientAndItsBf16Split() {
+        library();
+        SplittableRandom r = new SplittableRandom(22);
+        int n = 6, v = 777;
+        float[] z = scaled(logits(r, n, v), 0.9f);
+        int[] tgt = r.ints(n, 0, v).toArray();
+        tgt[4] = v;   // out of range: no gradient
+        tgt[5] = -1;
+        double[] lse = new double[n], lp = new double[n], g = new double[n];
+        CudaNative.g4_host_lmhead_lse(z, n, v, 256, tgt, lse, lp);
+        for (int t = 0; t < n; t++) g[t] = r.nextGaussian() * 3;
+        g[3] = 0;
+        float[] dz = new float[n * v];
+        short[] hi = new short[n * v], lo = new short[n * v];
+        CudaNative.g4_host_lmhead_dlogits(z, n, v, tgt, lse, g, dz, hi, lo);
+        for (int t = 0; t < n; t++)
+            for (int j = 0; j < v; j++) {
+                int i = t * v + j;
+                boolean valid = tgt[t] >= 0 && tgt[t] < v;
+                double e = z[i] - lse[t], p = Math.exp(e);
+                double want = valid ? g[t] * ((j == tgt[t] ? 1 : 0) - p) : 0;
+                // exp_f32 of the fp32-rounded exponent: |dp| <= p (1.2e-7 + 6e-8 |e|); the result rounded once
+                double tol = Math.abs(g[t]) * p * (2.4e-7 + 1.2e-7 * Math.abs(e)) + 6e-8 * Math.abs(want);
+                assertEquals(want, dz[i], valid ? tol : 0, "dz[" + t + ", " + j + "]");
+                double split = (double) Bf16.toFloat(hi[i]) + Bf16.toFloat(lo[i]);
+                assertEquals(dz[i], split, 0x1p-17 * Math.abs(dz[i]), "hi + lo carries 16 bits of dz[" + t + ", " + j + "]");
+            }
+    }
+
+    /**
+     * The GRPO per-token kernel on the twin's float64 log-probs against the CPU's grpoLoss (every estimator, clipping
+     * both ways, the KL clamp), and its upstream gradient g against the CPU: the CPU's tokenLogprobsBackward with
+     * dLogprobs = g must reproduce the CPU grpoLoss's own dHidden and dLmHead.
+     */
+    @Test
+    void grpoPerTokenMathMatchesTheCpu() {
+        library();
+        SplittableRandom r = new SplittableRandom(23);
+        int n = 41, v = 97;
+        float temp = 0.9f, epsLow = 0.2f, epsHigh = 0.28f, beta = 0.05f;
+        float[] z = logits(r, n, v);
+        int[] tgt = r.ints(n, 0, v).toArray();
+        double[] lse = new double[n], logp = new double[n];
+        CudaNative.g4_host_lmhead_lse(scaled(z, temp), n, v, 32, tgt, lse, logp);
+        float[] old = new float[n], ref = new float[n], adv = new float[n], w = new float[n];
+        for (int t = 0; t < n; t++) {
+            double ratio;
+            do ratio = 0.5 + 1.1 * r.nextDouble(); while (Math.abs(ratio - 0.8) < 0.02 || Math.abs(ratio - 1.28) < 0.02);
+            old[t] = (float) (logp[t] - Math.log(ratio));
+            ref[t] = (float) (logp[t] + (t % 6 == 0 ? (t % 12 == 0 ? 45 : -45) : r.nextGaussian() * 0.5)); // some beyond the +-40 clamp
+            adv[t] = (float) ((t % 2 == 0 ? 1 : -1) * (0.2 + r.nextDouble()));
+            w[t] = t % 5 == 4 ? 0f : 1f / n;
+        }
+        for (KlEstimator est : KlEstimator.values()) {
+            GrpoLossParams p = new GrpoLossParams(temp, epsLow, epsHigh, beta, est);
+            float[] lp = new float[n], ra = new float[n], cl = new float[n], kl = new float[n];
+            double[] g = new double[n];
+            float loss = CudaNative.g4_host_grpo_tokens(logp, old, ref, adv, w, tgt, v, n, epsLow, epsHigh, beta, est.ordinal(),
+                    lp, ra, cl, kl, g);
+            try (Tensor h = cpu.upload(identity(n), n, n); Tensor wt = cpu.upload(transpose(z, n, v), v, n);
+                 Tensor tt = cpu.upload(tgt, n); Tensor tw = cpu.upload(w, n); Tensor ta = cpu.upload(adv, n);
+                 Tensor to = cpu.upload(old, n); Tensor tr = cpu.upload(ref, n)) {
+                GrpoLossOutputs out = new GrpoLossOutputs(cpu.empty(DType.FP32, 1), cpu.empty(DType.FP32, n), cpu.empty(DType.FP32, n),
+                        cpu.empty(DType.FP32, n), cpu.empty(DType.FP32, n), cpu.empty(DType.FP32, n, n), cpu.zeros(DType.FP32, v, n));
+                cpu.grpoLoss(out, h, wt, tt, tw, ta, to, tr, p);
+                String what = est.label();
+                Conformance.assertCloseToCpu(what + " loss", out.loss().toFloats(), new float[] {loss}, false, 1e-5, 1e-5);
+                Conformance.assertCloseToCpu(what + " logprobs", out.logprobs().toFloats(), lp, false, 2e-5, 1e-4);
+                Conformance.assertCloseToCpu(what + " ratio", out.ratio().toFloats(), ra, false, 2e-5, 1e-4);
+                Conformance.assertCloseToCpu(what + " kl", out.kl().toFloats(), kl, false, 2e-5, 1e-4);
+                assertArrayEquals(out.clipped().toFloats(), cl, what + " clipped");
+                float[] g32 = new float[n];
+                for (int t = 0; t < n; t++) g32[t] = (float) g[t];
+                try (Tensor dl = cpu.upload(g32, n); Tensor dh = cpu.empty(DType.FP32, n, n); Tensor dw = cpu.zeros(DType.FP32, v, n)) {
+                    cpu.tokenLogprobsBackward(dh, dw, dl, h, wt, tt, temp);
+                    Conformance.assertCloseToCpu(what + " dHidden from the twin's g", out.dHidden().toFloats(), dh.toFloats(), false, 2e-5, 2e-4);
+                    Conformance.assertCloseToCpu(what + " dLmHead from the twin's g", out.dLmHead().toFloats(), dw.toFloats(), false, 2e-5, 2e-4);
+                }
+                for (Tensor x : new Tensor[] {out.loss(), out.logprobs(), out.ratio(), out.clipped(), out.kl(), out.dHidden(), out.dLmHead()}) x.close();
+            }
+            if (est != KlEstimator.KL4) // beyond the clamp kl1..kl3 have no gradient: g is the policy term alone (kl4 keeps d ratio)
+                for (int t = 0; t < n; t += 6)
+                    assertEquals(cl[t] == 1f ? 0 : -w[t] * (double) adv[t] * Math.exp(logp[t] - old[t]), g[t], 1e-12,
+                            est.label() + ": clamped KL carries no gradient (token " + t + ")");
+        }
+        // an out-of-range target: NaN outputs, no loss term, no gradient
+        int[] bad = tgt.clone();
+        bad[3] = v;
+        float[] lp = new float[n], ra = new float[n], cl = new float[n], kl = new float[n];
+        double[] g = new double[n];
+        CudaNative.g4_host_grpo_tokens(logp, old, ref, adv, w, bad, v, n, epsLow, epsHigh, beta, 2, lp, ra, cl, kl, g);
+        assertTrue(Float.isNaN(lp[3]) && Float.isNaN(ra[3]) && Float.isNaN(kl[3]));
+        assertEquals(0, g[3]);
+    }
+
+    /** The bound: at N = 8192, H = 4096, V = 128,256 the fused LM head needs at most 256 MiB beyond its inputs. */
+    @Test
+    void extraMemoryOfTheFusedLmHeadIsBounded() {
+        int n = 8192, h = 4096, v = 128_256;
+        long bf16Backward = CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK);
+        long fp32Backward = CudaBackend.lmHeadBytes(n, h, v, DType.FP32, true, CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK);
+        long forward = CudaBackend.lmHeadBytes(n, h, v, DType.BF16, false, CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK);
+        assertTrue(bf16Backward <= 256L << 20, "bf16 backward needs " + (bf16Backward >> 20) + " MiB");
+        assertTrue(fp32Backward <= bf16Backward && forward <= fp32Backward);
+        assertTrue(bf16Backward < (long) n * v * 2 / 20, "far below the [N, V] bf16 logits (" + ((long) n * v * 2 >> 20) + " MiB)");
+        System.out.printf("fused LM head extra memory at N=8192 H=4096 V=128256: forward %d MiB, fp32 backward %d MiB, bf16 backward %d MiB%n",
+                forward >> 20, fp32Backward >> 20, bf16Backward >> 20);
+    }
+}

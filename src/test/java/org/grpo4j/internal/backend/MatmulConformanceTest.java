@@ -1,0 +1,118 @@
+package org.grpo4j.internal.backend;
+
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Nested;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+
+/** matmul vs float64: atol 2e-6 * sqrt(k) (inputs ~N(0,1)), rtol 1e-5; every transpose combination, batches, beta. */
+class MatmulConformanceTest {
+    static final int[][] SHAPES = {{1, 1, 1}, {3, 5, 7}, {17, 9, 33}, {64, 129, 65}, {2, 300, 513}}; // m, n, k
+
+    abstract static class Suite extends Conformance {
+        @Test
+        void allTransposesAndBeta() {
+            Backend be = be(Ops.MATMUL);
+            SplittableRandom r = new SplittableRandom(1);
+            for (int[] s : SHAPES) {
+                int m = s[0], n = s[1], k = s[2];
+                for (boolean tA : new boolean[] {false, true})
+                    for (boolean tB : new boolean[] {false, true})
+                        for (float beta : new float[] {0f, 0.5f}) {
+                            double[] a = randn(r, m * k, 1), b = randn(r, k * n, 1), c = randn(r, m * n, 1);
+                            double[] want = Ref.matmul(a, tA, b, tB, c, m, n, k, 0.75, beta);
+                            Tensor tc = beta == 0 ? poisoned(m, n) : up(c, m, n); // beta 0 must ignore NaN in C
+                            be.matmul(tc, up(a, tA ? k : m, tA ? m : k), tA, up(b, tB ? n : k, tB ? k : n), tB, 0.75f, beta);
+                            assertClose("matmul m=" + m + " n=" + n + " k=" + k + " tA=" + tA + " tB=" + tB + " beta=" + beta,
+                                    want, tc.toFloats(), 2e-6 * Math.sqrt(k), 1e-5);
+                        }
+            }
+        }
+
+        @Test
+        void stridedBatchesAndBroadcast() {
+            Backend be = be(Ops.MATMUL);
+            SplittableRandom r = new SplittableRandom(2);
+            int batch = 3, m = 5, n = 7, k = 11;
+            double[] a = randn(r, batch * m * k, 1), b = randn(r, batch * n * k, 1), shared = randn(r, n * k, 1);
+            Tensor c1 = poisoned(batch, m, n), c2 = poisoned(batch, m, n);
+            be.matmul(c1, up(a, batch, m, k), false, up(b, batch, n, k), true, 1f, 0f);
+            be.matmul(c2, up(a, batch, m, k), false, up(shared, n, k), true, 1f, 0f);
+            double[] w1 = new double[batch * m * n], w2 = new double[batch * m * n];
+            for (int q = 0; q < batch; q++) {
+                double[] aq = java.util.Arrays.copyOfRange(a, q * m * k, (q + 1) * m * k);
+                double[] bq = java.util.Arrays.copyOfRange(b, q * n * k, (q + 1) * n * k);
+                System.arraycopy(Ref.matmul(aq, false, bq, true, null, m, n, k, 1, 0), 0, w1, q * m * n, m * n);
+                System.arraycopy(Ref.matmul(aq, false, shared, true, null, m, n, k, 1, 0), 0, w2, q * m * n, m * n);
+            }
+            assertClose("batched", w1, c1.toFloats(), 2e-6 * Math.sqrt(k), 1e-5);
+            assertClose("batched with shared B", w2, c2.toFloats(), 2e-6 * Math.sqrt(k), 1e-5);
+        }
+
+        /** bf16 a and b; c bf16 or fp32; beta 0 (C poisoned) and 0.5 (C read, in its own dtype). */
+        @Test
+        void bf16OperandsEveryTransposeAndBothOutputDtypes() {
+            be(Ops.MATMUL);
+            SplittableRandom r = new SplittableRandom(3);
+            for (int[] s : SHAPES) {
+                int m = s[0], n = s[1], k = s[2];
+                for (boolean tA : new boolean[] {false, true})
+                    for (boolean tB : new boolean[] {false, true})
+                        for (DType cd : new DType[] {DType.BF16, DType.FP32})
+                            for (float beta : new float[] {0f, 0.5f}) {
+                                double[] a = randnBf16(r, m * k, 1), b = randnBf16(r, k * n, 1);
+                                double[] c = cd == DType.BF16 ? randnBf16(r, m * n, 1) : randn(r, m * n, 1);
+                                Mixed mx = mixed("matmul m=" + m + " n=" + n + " k=" + k + " tA=" + tA + " tB=" + tB + " beta=" + beta)
+                                        .bf16("a", a, tA ? k : m, tA ? m : k).bf16("b", b, tB ? n : k, tB ? k : n);
+                                if (beta == 0) mx.out(cd, "c", m, n);
+                                else mx.in(cd, "c", c, m, n);
+                                mx.run((be, t) -> be.matmul(t.get("c"), t.get("a"), tA, t.get("b"), tB, 0.75f, beta))
+                                        .expect("c", Ref.matmul(a, tA, b, tB, c, m, n, k, 0.75, beta), 2e-6 * Math.sqrt(k), 1e-5);
+                            }
+            }
+        }
+
+        @Test
+        void bf16StridedBatchesAndBroadcast() {
+            be(Ops.MATMUL);
+            SplittableRandom r = new SplittableRandom(4);
+            int batch = 3, m = 5, n = 7, k = 11;
+            double[] a = randnBf16(r, batch * m * k, 1), b = randnBf16(r, batch * n * k, 1), shared = randnBf16(r, n * k, 1);
+            double[] w1 = new double[batch * m * n], w2 = new double[batch * m * n];
+            for (int q = 0; q < batch; q++) {
+                double[] aq = java.util.Arrays.copyOfRange(a, q * m * k, (q + 1) * m * k);
+                double[] bq = java.util.Arrays.copyOfRange(b, q * n * k, (q + 1) * n * k);
+                System.arraycopy(Ref.matmul(aq, false, bq, true, null, m, n, k, 1, 0), 0, w1, q * m * n, m * n);
+                System.arraycopy(Ref.matmul(aq, false, shared, true, null, m, n, k, 1, 0), 0, w2, q * m * n, m * n);
+            }
+            Mixed mx = mixed("batched matmul").bf16("a", a, batch, m, k).bf16("b", b, batch, n, k).bf16("shared", shared, n, k)
+                    .out(DType.BF16, "c1", batch, m, n).out(DType.BF16, "c2", batch, m, n)
+                    .run((be, t) -> be.matmul(t.get("c1"), t.get("a"), false, t.get("b"), true, 1f, 0f),
+                            (be, t) -> be.matmul(t.get("c2"), t.get("a"), false, t.get("shared"), true, 1f, 0f));
+            mx.expect("c1", w1, 2e-6 * Math.sqrt(k), 1e-5);
+            mx.expect("c2", w2, 2e-6 * Math.sqrt(k), 1e-5);
+        }
+
+        @Test
+        void badCalls() {
+            Backend be = be(Ops.MATMUL);
+            assertBadCall(Ops.MATMUL, () -> be.matmul(zeros(3, 4), zeros(3, 5), false, zeros(6, 4), false, 1, 0), "inner dimensions", "[3, 5]", "[6, 4]");
+            assertBadCall(Ops.MATMUL, () -> be.matmul(zeros(3, 5), zeros(3, 5), false, zeros(5, 4), false, 1, 0), "c [3, 5]", "[3, 4]");
+            assertBadCall(Ops.MATMUL, () -> be.matmul(zeros(2, 3, 4), zeros(3, 3, 5), false, zeros(5, 4), false, 1, 0), "batch");
+            assertBadCall(Ops.MATMUL, () -> be.matmul(zeros(3, 4), zeros(2, 3, 5), false, zeros(5, 4), false, 1, 0), "rank-3 c");
+        }
+    }
+
+    @Nested
+    class Cpu extends Suite {
+        @Override
+        protected Backend be() { return TestBackends.cpu(); }
+    }
+
+    @Nested
+    @Tag("gpu")
+    class Cuda extends Suite {
+        @Override
+        protected Backend be() { return TestBackends.cuda(); }
+    }
+}

@@ -1,0 +1,108 @@
+package org.grpo4j.internal.backend;
+
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Nested;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+
+/** rmsNorm: atol 1e-6, rtol 1e-5 vs float64. Backward vs FD: atol 1e-5, rtol 1e-4. */
+class RmsNormConformanceTest {
+    static final int[][] SHAPES = {{1, 1}, {3, 5}, {17, 64}, {33, 4099}};
+
+    abstract static class Suite extends Conformance {
+        @Test
+        void forward() {
+            Backend be = be(Ops.RMS_NORM);
+            SplittableRandom r = new SplittableRandom(1);
+            for (int[] s : SHAPES) {
+                int n = s[0], d = s[1];
+                double[] x = randn(r, n * d, 2), w = randn(r, d, 1);
+                double[] ref = Ref.rmsNorm(x, w, n, d, 1e-5);
+                Tensor out = poisoned(n, d), rstd = poisoned(n);
+                be.rmsNorm(out, rstd, up(x, n, d), up(w, d), 1e-5f);
+                assertClose("rmsNorm out " + n + "x" + d, java.util.Arrays.copyOf(ref, n * d), out.toFloats(), 1e-6, 1e-5);
+                assertClose("rmsNorm rstd " + n + "x" + d, java.util.Arrays.copyOfRange(ref, n * d, n * d + n), rstd.toFloats(), 1e-6, 1e-5);
+            }
+        }
+
+        @Test
+        void backwardMatchesFiniteDifferences() {
+            Backend be = be(Ops.RMS_NORM_BACKWARD);
+            SplittableRandom r = new SplittableRandom(2);
+            for (int[] s : new int[][] {{1, 1}, {3, 5}, {9, 31}}) {
+                int n = s[0], d = s[1];
+                double[] x = randn(r, n * d, 2), w = randn(r, d, 1), dy = randn(r, n * d, 1), w0 = randn(r, d, 1);
+                Tensor tx = up(x, n, d), tw = up(w, d), out = zeros(n, d), rstd = zeros(n);
+                be.rmsNorm(out, rstd, tx, tw, 1e-5f);
+                Tensor dx = poisoned(n, d), dw = up(w0, d);
+                be.rmsNormBackward(dx, dw, up(dy, n, d), tx, tw, rstd);
+                double[] fdx = fdGrad(xx -> dot(dy, java.util.Arrays.copyOf(Ref.rmsNorm(xx, w, n, d, 1e-5), n * d)), x, null);
+                double[] fdw = fdGrad(ww -> dot(dy, java.util.Arrays.copyOf(Ref.rmsNorm(x, ww, n, d, 1e-5), n * d)), w, null);
+                for (int j = 0; j < d; j++) fdw[j] += w0[j];
+                assertGradClose("rmsNorm dx " + n + "x" + d, fdx, dx.toFloats(), null, 1e-5, 1e-4);
+                assertGradClose("rmsNorm dWeight (accumulated) " + n + "x" + d, fdw, dw.toFloats(), null, 1e-5, 1e-4);
+            }
+        }
+
+        @Test
+        void forwardBf16() {
+            be(Ops.RMS_NORM);
+            SplittableRandom r = new SplittableRandom(3);
+            for (int[] s : SHAPES) for (DType wd : new DType[] {DType.FP32, DType.BF16}) { // norm weights: fp32 or bf16
+                int n = s[0], d = s[1];
+                double[] x = randnBf16(r, n * d, 2), w = randnBf16(r, d, 1);
+                double[] ref = Ref.rmsNorm(x, w, n, d, 1e-5);
+                Mixed m = mixed("rmsNorm " + n + "x" + d + " weight " + wd).bf16("x", x, n, d).in(wd, "weight", w, d)
+                        .out(DType.BF16, "out", n, d).out(DType.FP32, "rstd", n)
+                        .run((be, t) -> be.rmsNorm(t.get("out"), t.get("rstd"), t.get("x"), t.get("weight"), 1e-5f));
+                m.expect("out", java.util.Arrays.copyOf(ref, n * d), 1e-6, 1e-5);
+                m.expect("rstd", java.util.Arrays.copyOfRange(ref, n * d, n * d + n), 1e-6, 1e-5);
+            }
+        }
+
+        @Test
+        void backwardBf16MatchesFiniteDifferencesInPlaceToo() {
+            be(Ops.RMS_NORM_BACKWARD);
+            SplittableRandom r = new SplittableRandom(4);
+            for (int[] s : new int[][] {{1, 1}, {3, 5}, {9, 31}}) {
+                int n = s[0], d = s[1];
+                double[] x = randnBf16(r, n * d, 2), w = randnBf16(r, d, 1), dy = randnBf16(r, n * d, 1), w0 = randn(r, d, 1);
+                DType wd = d == 5 ? DType.FP32 : DType.BF16; // norm weights: fp32 or bf16
+                double[] fdx = fdGrad(xx -> dot(dy, java.util.Arrays.copyOf(Ref.rmsNorm(xx, w, n, d, 1e-5), n * d)), x, null);
+                double[] fdw = fdGrad(ww -> dot(dy, java.util.Arrays.copyOf(Ref.rmsNorm(x, ww, n, d, 1e-5), n * d)), w, null);
+                for (int j = 0; j < d; j++) fdw[j] += w0[j];
+                for (boolean inPlace : new boolean[] {false, true}) { // in place: dx is dOut's memory
+                    Mixed m = mixed("rmsNormBackward " + n + "x" + d + (inPlace ? " in place" : "")).bf16("x", x, n, d)
+                            .in(wd, "weight", w, d).bf16("dOut", dy, n, d).fp32("dWeight", w0, d)
+                            .out(DType.BF16, "y", n, d).out(DType.FP32, "rstd", n).out(DType.BF16, "dx", n, d)
+                            .run((be, t) -> be.rmsNorm(t.get("y"), t.get("rstd"), t.get("x"), t.get("weight"), 1e-5f),
+                                    (be, t) -> be.rmsNormBackward(t.get(inPlace ? "dOut" : "dx"), t.get("dWeight"), t.get("dOut"), t.get("x"),
+                                            t.get("weight"), t.get("rstd")));
+                    m.expect(inPlace ? "dOut" : "dx", fdx, 1e-5, 1e-4);
+                    m.expect("dWeight", fdw, 1e-5, 1e-4);
+                }
+            }
+        }
+
+        @Test
+        void badCalls() {
+            Backend be = be(Ops.RMS_NORM);
+            assertBadCall(Ops.RMS_NORM, () -> be.rmsNorm(zeros(3, 4), zeros(3), zeros(3, 4), zeros(5), 1e-5f), "weight", "[5]", "[4]");
+            assertBadCall(Ops.RMS_NORM, () -> be.rmsNorm(zeros(3, 4), zeros(2), zeros(3, 4), zeros(4), 1e-5f), "rstd", "[2]");
+            assertBadCall(Ops.RMS_NORM, () -> be.rmsNorm(zeros(3, 4), zeros(3), zeros(3, 4), zeros(4), 0f), "eps");
+        }
+    }
+
+    @Nested
+    class Cpu extends Suite {
+        @Override
+        protected Backend be() { return TestBackends.cpu(); }
+    }
+
+    @Nested
+    @Tag("gpu")
+    class Cuda extends Suite {
+        @Override
+        protected Backend be() { return TestBackends.cuda(); }
+    }
+}

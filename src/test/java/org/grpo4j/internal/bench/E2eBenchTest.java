@@ -1,0 +1,183 @@
+package org.grpo4j.internal.bench;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import org.grpo4j.internal.backend.CudaRuntime;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * E2eBench on the CPU with the tiny preset (the same code the GPU run takes, at toy shapes): exit status, the JSON
+ * passes the reader, every planned row is there with finite positive figures, and the numbers agree with each other
+ * (tokens/s = tokens / median, MFU from the FLOPs, roofline % from the copy bandwidth). No timing is asserted.
+ */
+class E2eBenchTest {
+    record Run(int code, String out, String err) {}
+
+    static Run run(String... args) {
+        ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
+        int code = E2eBench.run(new PrintStream(out, true), new PrintStream(err, true), args);
+        return new Run(code, out.toString(), err.toString());
+    }
+
+    static void positive(E2eReport.Row r, String... figs) {
+        for (String f : figs) {
+            Double v = r.fig(f);
+            assertNotNull(v, r.id() + " " + f);
+            assertTrue(Double.isFinite(v) && v > 0, r.id() + " " + f + " = " + v);
+        }
+    }
+
+    @Test
+    void tinyRunWritesEveryRowWithConsistentFigures(@TempDir Path tmp) throws Exception {
+        Path json = tmp.resolve("ours.json");
+        Run r = run("cpu", "--preset", "tiny", "--json", json.toString());
+        assertEquals(0, r.code(), r.err() + r.out());
+        E2eReport rep = E2eReport.read(json);
+        assertEquals("grpo4j", rep.tool());
+        assertEquals("cpu", rep.backend());
+        assertEquals("bf16", rep.precision());
+        assertFalse(rep.fake());
+        assertTrue(rep.copyGbs() > 0);
+        List<String> ids = rep.rows().stream().map(x -> x.id() + (x.variant() == null ? "" : " " + x.variant())).toList();
+        assertEquals(List.of("train/tiny/4x64", "rollout/tiny/new8 graphs", "rollout/tiny/new8 eager", "rollout/tiny/new16 graphs",
+                "grpo/tiny/4x4"), ids);
+        for (E2eReport.Row row : rep.rows()) {
+            assertEquals(E2eReport.OK, row.status(), row.id() + ": " + row.note());
+            assertTrue(row.medianMs() > 0 && row.minMs() <= row.medianMs() && row.medianMs() <= row.maxMs(), row.id());
+            switch (row.section()) {
+                case E2eReport.TRAIN -> {
+                    positive(row, "tokens", "tokens_per_s", "flops", "tflops", "mfu_pct");
+                    assertEquals(5, row.reps());
+                    assertEquals(256, row.fig("tokens"));
+                    assertEquals(row.fig("tokens") / (row.medianMs() / 1e3), row.fig("tokens_per_s"), 1e-9 * row.fig("tokens_per_s"));
+                    assertEquals(E2eWork.trainFlops(E2eBench.config("tiny"), new int[] {64, 64, 64, 64}), row.fig("flops"));
+                    assertEquals(100 * row.fig("tflops") / 989, row.fig("mfu_pct"), 1e-9 * row.fig("mfu_pct"));
+                }
+                case E2eReport.ROLLOUT -> {
+                    positive(row, "tokens", "tokens_per_s", "roofline_bytes", "roofline_pct", "steady_tokens_per_s", "steady_roofline_pct",
+                            "host_ms_per_step", "decode_steps");
+                    int n = row.id().endsWith("new8") ? 8 : 16;
+                    assertEquals(16.0 * n, row.fig("tokens"));
+                    assertEquals(n - 1, row.fig("decode_steps")); // every sequence decodes in one batch: N - 1 steps
+                    assertEquals(0, row.fig("graph_replays")); // the CPU has no graphs
+                    double roofSeconds = row.fig("roofline_bytes") / (rep.copyGbs() * 1e9);
+                    assertEquals(100 * roofSeconds / (row.medianMs() / 1e3), row.fig("roofline_pct"), 1e-9 * row.fig("roofline_pct"));
+                    // the steady state excludes the prefill: faster than the whole call
+                    assertTrue(row.fig("steady_roofline_pct") > row.fig("roofline_pct"), row.id());
+                }
+                default -> {
+                    positive(row, "generation_s", "reward_s", "logprobs_s", "training_s", "total_s", "generated_tokens", "trained_tokens");
+                    double parts = row.fig("generation_s") + row.fig("reward_s") + row.fig("logprobs_s") + row.fig("training_s");
+                    assertEquals(row.fig("total_s"), parts, 1e-6);
+                    assertEquals(16 * 8, row.fig("generated_tokens"));      // 4 prompts x 4 samples x 8 new tokens, no stop
+                    assertEquals(16 * (16 + 8), row.fig("trained_tokens")); // each sequence once (one epoch), prompt + completion
+                    assertEquals(2, row.fig("optimizer_steps"));
+                }
+            }
+        }
+        // the printed table is the one compare makes of this report alone
+        assertTrue(r.out().contains("**Training step**") && r.out().contains("**Rollout**") && r.out().contains("**One GRPO step**"), r.out());
+        assertTrue(r.out().contains("not judged (not a GPU run)"), r.out());
+        assertTrue(r.err().contains("e2e [") && r.err().contains("done in"), r.err());
+    }
+
+    @Test
+    void fp32AndCheckpointingRunToo(@TempDir Path tmp) throws Exception {
+        Path json = tmp.resolve("ours.json");
+        Run r = run("cpu", "--preset", "tiny", "--sections", "train,grpo", "--precision", "fp32", "--checkpointing", "--json", json.toString());
+        assertEquals(0, r.code(), r.err() + r.out());
+        E2eReport rep = E2eReport.read(json);
+        assertEquals("fp32", rep.precision());
+        assertEquals(List.of("train", "grpo"), rep.rows().stream().map(E2eReport.Row::section).toList());
+        for (E2eReport.Row row : rep.rows()) {
+            assertTrue(row.ok(), row.id() + ": " + row.note());
+            assertEquals("checkpointing", row.variant());
+        }
+    }
+
+    @Test
+    void aSpentBudgetSkipsRowsAndSaysWhy(@TempDir Path tmp) throws Exception {
+        Path json = tmp.resolve("ours.json");
+        Run r = run("cpu", "--preset", "tiny", "--sections", "train,rollout", "--budget", "1e-6", "--json", json.toString());
+        assertEquals(0, r.code(), r.err());
+        E2eReport rep = E2eReport.read(json);
+        assertEquals(4, rep.rows().size());
+        for (E2eReport.Row row : rep.rows()) {
+            assertEquals(E2eReport.SKIPPED, row.status());
+            assertTrue(row.note().startsWith("--budget 0 s:"), row.note());
+        }
+        assertTrue(r.out().contains("4 rows: 0 errors, 4 skipped"), r.out());
+    }
+
+    @Test
+    void estimatesGrowWithTheWork() {
+        E2eBench.Shapes sh = E2eBench.ISSUE;
+        Map<String, Double> train = Map.of("p", 50_000.0), roll = Map.of("p", 10.0);
+        assertEquals(0, E2eBench.estimate(new E2eBench.Task("p", E2eReport.ROLLOUT, 256, true), sh, Map.of(), Map.of()));
+        double r256 = E2eBench.estimate(new E2eBench.Task("p", E2eReport.ROLLOUT, 256, true), sh, train, roll);
+        double r512 = E2eBench.estimate(new E2eBench.Task("p", E2eReport.ROLLOUT, 512, true), sh, train, roll);
+        assertTrue(r512 > 2 * r256 && r256 >= 10, r256 + " " + r512);
+        double g = E2eBench.estimate(new E2eBench.Task("p", E2eReport.GRPO, 256, true), sh, train, roll);
+        assertTrue(g > 10 + 768 * 512 / 50_000.0, "grpo estimate " + g);
+    }
+
+    @Test
+    void badInputIsRefusedWithTheValidChoices(@TempDir Path tmp) {
+        Object[][] cases = {
+            {new String[] {"cpu", "--preset", "llama-70b"}, "unknown --preset \"llama-70b\" (valid: llama-3.2-1b, llama-3.1-8b-4l, tiny)"},
+            {new String[] {"cpu", "--preset", "llama-3.1-8b"}, "llama-3.1-8b-4l is it truncated to 4 layers"},
+            {new String[] {"cpu", "--preset", "llama-3.2-1b"}, "--preset llama-3.2-1b on cpu would take hours"},
+            {new String[] {"cpu", "--sections", "eval"}, "unknown --sections \"eval\" (valid: train, rollout, grpo)"},
+            {new String[] {"cpu", "--precision", "fp16"}, "unknown --precision \"fp16\" (valid: bf16, fp32)"},
+            {new String[] {"cpu", "--reps", "3"}, "--reps must be >= 5"},
+            {new String[] {"cpu", "--budget", "-1"}, "--budget must be >= 0"},
+            {new String[] {"tpu"}, "unknown backend \"tpu\""},
+            {new String[] {"cpu", "--out", tmp.toString()}, "--out goes with --compare"},
+            {new String[] {"--compare", tmp.resolve("a.json").toString(), tmp.resolve("b.json").toString()}, "a.json: not found"},
+        };
+        for (Object[] c : cases) {
+            Run r = run((String[]) c[0]);
+            assertEquals(2, r.code(), String.join(" ", (String[]) c[0]) + ": " + r.err());
+            assertTrue(r.err().contains((String) c[1]), r.err());
+            assertEquals(1, r.err().strip().lines().count(), "one line: " + r.err());
+        }
+        assertFalse(Files.exists(tmp.resolve("e2e-compare.md")));
+    }
+
+    @Test
+    void cudaWithoutAGpuSaysSoAndWritesNothing(@TempDir Path tmp) {
+        org.junit.jupiter.api.Assumptions.assumeFalse(CudaRuntime.probe().available(), "a GPU is present");
+        Path json = tmp.resolve("ours.json");
+        Run r = run("cuda", "--json", json.toString());
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().startsWith("E2eBench: no GPU ("), r.out());
+        assertFalse(Files.exists(json));
+    }
+
+    /**
+     * The whole benchmark on the GPU at the tiny preset's shapes (seconds): every row runs, and the graphs rows really
+     * replay decode graphs. A GPU check for tools/gpu-check; the figures are not asserted.
+     */
+    @Test
+    @org.junit.jupiter.api.Tag("gpu")
+    void tinyOnCudaRunsEveryRowAndReplaysGraphs() {
+        org.grpo4j.internal.backend.Backend be = org.grpo4j.internal.backend.TestBackends.cuda();
+        E2eBench.Settings st = new E2eBench.Settings(List.of("tiny"), E2eReport.SECTIONS, org.grpo4j.internal.backend.DType.BF16, 2, 5, 1,
+                false, 0, 1, 1L << 22);
+        E2eReport rep = E2eBench.measure(be, st, E2eBench.card(be), System.err);
+        assertEquals(5, rep.rows().size());
+        for (E2eReport.Row row : rep.rows()) {
+            assertTrue(row.ok(), row.id() + ": " + row.note());
+            if (row.section().equals(E2eReport.ROLLOUT))
+                assertEquals("graphs".equals(row.variant()), row.fig("graph_replays") > 0, row.id() + " " + row.variant());
+        }
+        assertFalse(E2eCompare.table(rep).failed());
+    }
+}

@@ -1,0 +1,277 @@
+package org.grpo4j.internal.bench;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.lang.reflect.InvocationTargetException;
+import java.lang.reflect.Method;
+import java.lang.reflect.Proxy;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.function.BiConsumer;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.CpuBackend;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.Ops;
+import org.grpo4j.internal.backend.Tensor;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * The harness on the CPU: the CPU backend stands in for the device (fp32 activations: on this branch the contract's
+ * bf16 variants may not be accepted yet), a host wall-clock timer stands in for CUDA events, and a proxy around the
+ * CPU backend plays a device with a wrong kernel, a missing op, or an op that throws.
+ */
+class KernelBenchTest {
+    /** Every family at toy sizes (heads 4/2 of 8, vocab 64), so that a whole run takes well under a second. */
+    static final BenchSizes TINY = new BenchSizes("tiny", 16, 32, 48, 64, 4, 2, 8,
+            List.of(new int[] {16, 32, 48}, new int[] {8, 16, 24}), 32, 4096, 4096, 4096, List.of(new int[] {2, 16}),
+            4, 24, 4, 4, 8);
+
+    static final KernelBench.Card CARD = new KernelBench.Card("test card", "test driver", "test runtime");
+
+    static CpuBackend cpu, ref;
+
+    @BeforeAll
+    static void open() {
+        cpu = new CpuBackend(1);
+        ref = new CpuBackend(1);
+    }
+
+    @AfterAll
+    static void close() {
+        cpu.close();
+        ref.close();
+    }
+
+    /** Host wall-clock time per repetition (the CPU backend is synchronous). */
+    static final Timer HOST = (op, warmup, reps) -> {
+        for (int i = 0; i < warmup; i++) op.accept(i);
+        double[] ms = new double[reps];
+        for (int r = 0; r < reps; r++) {
+            long t0 = System.nanoTime();
+            op.accept(warmup + r);
+            ms[r] = Math.max(1e-6, (System.nanoTime() - t0) / 1e6);
+        }
+        return ms;
+    };
+
+    static KernelBench.Config config(List<String> families) {
+        return new KernelBench.Config(TINY, families, DType.FP32, 1, 3, 1 << 16, 1L << 28);
+    }
+
+    static BenchReport run(Backend device, List<String> families) {
+        return KernelBench.run(config(families), device, ref, HOST, CARD, null);
+    }
+
+    /**
+     * A device that forwards every call to the CPU backend except those {@code override} handles (by method name):
+     * the override gets the delegate and the arguments and replaces the call.
+     */
+    static Backend proxy(Backend inner, Set<String> dropOps, Map<String, BiConsumer<Backend, Object[]>> override) {
+        return (Backend) Proxy.newProxyInstance(Backend.class.getClassLoader(), new Class<?>[] {Backend.class}, (p, m, args) -> {
+            String n = m.getName();
+            if (n.equals("implementedOps")) {
+                Set<String> ops = new LinkedHashSet<>(inner.implementedOps());
+                ops.removeAll(dropOps);
+                return ops;
+            }
+            if (n.equals("implementsOp")) return !dropOps.contains((String) args[0]) && inner.implementsOp((String) args[0]);
+            if (n.equals("name")) return "fake-cuda:0";
+            if (n.equals("close")) return null;
+            if (override.containsKey(n)) {
+                override.get(n).accept(inner, args);
+                return null;
+            }
+            return invoke(m, inner, args);
+        });
+    }
+
+    static Object invoke(Method m, Object target, Object[] args) throws Throwable {
+        try {
+            return m.invoke(target, args);
+        } catch (InvocationTargetException e) {
+            throw e.getCause();
+        }
+    }
+
+    static BenchRow row(BenchReport r, String id) {
+        return r.rows().stream().filter(x -> x.id().equals(id)).findFirst().orElseThrow(() -> new AssertionError("no row " + id));
+    }
+
+    @Test
+    void everyFamilyIsCheckedAndTimedWithItsCeilings(@TempDir Path tmp) throws Exception {
+        BenchReport r = run(cpu, KernelBench.families(List.of("all")));
+        List<Cases.Case> plan = Cases.plan(TINY, DType.FP32, Cases.FAMILIES);
+        assertEquals(plan.stream().map(Cases.Case::id).toList(), r.rows().stream().map(BenchRow::id).toList());
+        for (BenchRow row : r.rows()) {
+            assertEquals(BenchRow.OK, row.status(), row.id() + ": " + row.note());
+            assertEquals(3, row.reps(), row.id());
+            assertTrue(row.minMs() <= row.medianMs() && row.medianMs() <= row.maxMs(), row.id());
+            assertEquals(BenchRow.rate(row.workUnit(), row.work(), row.medianMs()), row.rate(), 1e-9 * row.rate(), row.id());
+            // the CPU checked against itself: bit-identical (host cost has no check of its own; sampling's log-probs
+            // are checked against float64)
+            if (row.family().equals("sampling")) assertTrue(row.maxError() < 1e-5, row.id() + " " + row.maxError());
+            else if (!row.name().startsWith("host cost")) assertEquals(0.0, row.maxError(), row.id());
+        }
+        BenchRow copy = row(r, "ceiling/copy fp32"), gemm = row(r, "ceiling/matmul fp32 32^3");
+        assertEquals(copy.rate(), r.copyGbs());
+        assertEquals(gemm.rate(), r.gemmTflops());
+        BenchRow swiglu = row(r, "swiglu/swiglu fwd");
+        assertEquals(100 * swiglu.rate() / r.copyGbs(), swiglu.ceilingPct(), 1e-9);
+        BenchRow mm = row(r, "gemm/matmul 16x32x48");
+        assertEquals(2.0 * 16 * 32 * 48, mm.work());
+        assertEquals(100 * mm.rate() / r.gemmTflops(), mm.ceilingPct(), 1e-9);
+        assertEquals("us/call", row(r, "gemm/host cost 8x16x24").rateUnit());
+        assertNotNull(row(r, "lmhead/logprob fwd+bwd").extraBytes());
+        assertFalse(r.anyFailed());
+
+        // the JSON round trip keeps every field
+        Path f = tmp.resolve("ours.json");
+        r.write(f);
+        BenchReport back = BenchReport.read(f);
+        assertEquals(r.rows(), back.rows());
+        assertEquals(r.card(), back.card());
+        assertEquals(r.copyGbs(), back.copyGbs());
+    }
+
+    /**
+     * The default run's bf16 activations, on the CPU. Skipped while AbstractBackend rejects bf16 operands (the bf16
+     * contract of issue 11 is being added on another branch); runs as soon as it accepts them.
+     */
+    @Test
+    void everyFamilyRunsWithBf16Activations() {
+        try (Tensor a = cpu.zeros(DType.BF16, 4); Tensor b = cpu.zeros(DType.BF16, 4); Tensor c = cpu.empty(DType.BF16, 4)) {
+            cpu.add(c, a, b);
+        } catch (IllegalArgumentException e) {
+            org.junit.jupiter.api.Assumptions.abort("bf16 operands not accepted on this branch yet: " + e.getMessage());
+        }
+        BenchReport r = KernelBench.run(new KernelBench.Config(TINY, Cases.FAMILIES, DType.BF16, 1, 3, 1 << 16, 1L << 28),
+                cpu, ref, HOST, CARD, null);
+        for (BenchRow row : r.rows()) assertEquals(BenchRow.OK, row.status(), row.id() + ": " + row.note());
+        assertEquals("bf16", row(r, "swiglu/swiglu fwd").dtype());
+        assertEquals(3.0 * 2 * 16 * 48, row(r, "swiglu/swiglu fwd").work());
+    }
+
+    @Test
+    void rotationUsesEnoughBufferSetsToPassTheRotationBytes() {
+        // the tiny add touches 3*4*512 = 6144 bytes: 64 KiB of rotation needs 11 sets
+        BenchReport r = run(cpu, List.of("elementwise"));
+        assertEquals("11 buffer sets rotated", row(r, "elementwise/add").note());
+    }
+
+    @Test
+    void aWrongKernelIsFailedAndNeverTimed() {
+        List<String> calls = new ArrayList<>();
+        Map<String, BiConsumer<Backend, Object[]>> o = new HashMap<>();
+        // swiglu 1% off
+        o.put("swiglu", (be, a) -> {
+            calls.add("swiglu");
+            be.swiglu((Tensor) a[0], (Tensor) a[1], (Tensor) a[2]);
+            be.scale((Tensor) a[0], 1.01f);
+        });
+        // adamW that forgets to update the parameters (the moments are updated)
+        o.put("adamW", (be, a) -> {
+            Tensor p = (Tensor) a[0];
+            float[] keep = p.toFloats();
+            be.adamW(p, (Tensor) a[1], (Tensor) a[2], (Tensor) a[3], (org.grpo4j.internal.backend.AdamWStep) a[4], (Tensor) a[5]);
+            be.copyFromHost(p, keep);
+        });
+        // a sampler that returns the least likely token
+        o.put("sample", (be, a) -> {
+            be.sample((Tensor) a[0], (Tensor) a[1], (Tensor) a[2], (Tensor) a[3], (org.grpo4j.internal.backend.SamplingSpec) a[4]);
+            Tensor logits = (Tensor) a[2];
+            float[] z = logits.toFloats();
+            int b = logits.dim(0), v = logits.dim(1);
+            int[] worst = new int[b];
+            for (int r = 0; r < b; r++)
+                for (int i = 0; i < v; i++) if (z[r * v + i] < z[r * v + worst[r]]) worst[r] = i;
+            be.copyFromHost((Tensor) a[0], worst);
+        });
+        BenchReport r = run(proxy(cpu, Set.of(), o), List.of("swiglu", "adamw", "sampling"));
+        for (String id : List.of("swiglu/swiglu fwd", "swiglu/swiglu fwd+bwd", "adamw/adamw", "sampling/top-p 0.9", "sampling/plain")) {
+            BenchRow row = row(r, id);
+            assertEquals(BenchRow.FAILED, row.status(), id);
+            assertNull(row.medianMs(), id);
+            assertTrue(row.note().startsWith("check against the CPU failed: "), row.note());
+        }
+        assertTrue(row(r, "swiglu/swiglu fwd").maxError() > 0);
+        assertTrue(row(r, "adamw/adamw").note().contains("param["), row(r, "adamw/adamw").note());
+        assertTrue(row(r, "sampling/top-p 0.9").note().contains("outside the top-p"), row(r, "sampling/top-p 0.9").note());
+        // the backward alone is right, so it is timed
+        assertEquals(BenchRow.OK, row(r, "swiglu/swiglu bwd").status());
+        // a FAILED kernel ran once per backend-side check and never in a timing loop
+        assertEquals(2, calls.size(), calls.toString());
+        assertTrue(r.anyFailed());
+        Compare.Result t = Compare.table(r);
+        assertTrue(t.failed());
+        assertTrue(t.markdown().contains("**FAILED**"), t.markdown());
+    }
+
+    @Test
+    void opsTheDeviceLacksGiveNotImplementedRows() {
+        Backend dev = proxy(cpu, Set.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD, Ops.DECODE_ATTENTION, Ops.SAMPLE,
+                Ops.TOKEN_LOGPROBS, Ops.TOKEN_LOGPROBS_BACKWARD), Map.of());
+        BenchReport r = run(dev, List.of("rope", "attention", "decode", "sampling", "lmhead"));
+        for (BenchRow row : r.rows()) {
+            boolean later = Set.of("attention", "decode", "sampling", "lmhead").contains(row.family());
+            assertEquals(later ? BenchRow.NOT_IMPLEMENTED : BenchRow.OK, row.status(), row.id());
+            if (later) assertTrue(row.note().endsWith("not implemented on fake-cuda:0 yet"), row.note());
+        }
+        assertEquals("attention not implemented on fake-cuda:0 yet", row(r, "attention/fwd b2 s16").note());
+        assertFalse(r.anyFailed());
+        assertTrue(Compare.table(r).markdown().contains("not implemented on cuda yet"));
+    }
+
+    @Test
+    void anOpThatThrowsGivesAnErrorRowAndTheRunGoesOn() {
+        Map<String, BiConsumer<Backend, Object[]>> o = Map.of("kvAppend", (be, a) -> {
+            throw new IllegalStateException("kvAppend kernel failed: an illegal memory access\nsecond line");
+        });
+        BenchReport r = run(proxy(cpu, Set.of(), o), List.of("kvcache", "reduce"));
+        BenchRow kv = row(r, "kvcache/kvappend");
+        assertEquals(BenchRow.ERROR, kv.status());
+        assertEquals("IllegalStateException: kvAppend kernel failed: an illegal memory access", kv.note());
+        assertEquals(BenchRow.OK, row(r, "reduce/sumsquares").status());
+        assertTrue(r.anyFailed());
+    }
+
+    @Test
+    void familiesAndSizesAreValidatedWithTheValidList() {
+        assertEquals(Cases.FAMILIES, KernelBench.families(List.of("all")));
+        assertEquals(Cases.FAMILIES, KernelBench.families(List.of()));
+        assertEquals(List.of("gemm", "norm", "lmhead"), KernelBench.families(List.of("lmhead,norm", "GEMM")));
+        var e = assertThrows(IllegalArgumentException.class, () -> KernelBench.families(List.of("gemm,flash")));
+        assertEquals("unknown --family \"flash\" (valid: gemm, norm, rope, swiglu, embedding, elementwise, adamw, reduce, "
+                + "kvcache, attention, decode, sampling, lmhead, all)", e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> BenchSizes.named("llama-70b"));
+        assertEquals("unknown --sizes \"llama-70b\" (valid: llama-3.1-8b, small)", e.getMessage());
+        assertSame(BenchSizes.LLAMA_3_1_8B, BenchSizes.named("llama-3.1-8b"));
+    }
+
+    @Test
+    void theLlamaPlanHasTheIssueShapesAndWork() {
+        List<Cases.Case> plan = Cases.plan(BenchSizes.LLAMA_3_1_8B, DType.BF16, Cases.FAMILIES);
+        Map<String, Cases.Case> byId = new HashMap<>();
+        for (Cases.Case c : plan) assertNull(byId.put(c.id(), c), "duplicate id " + c.id());
+        // FLOPs = 2*M*N*K for the issue's four GEMMs
+        assertEquals(2.0 * 8192 * 14336 * 4096, byId.get("gemm/matmul 8192x4096x14336").work());
+        assertEquals(2.0 * 768 * 4096 * 4096, byId.get("gemm/matmul 768x4096x4096").work());
+        assertEquals(2.0 * 8192 * 8192 * 8192, byId.get("ceiling/matmul bf16 8192^3").work());
+        // causal attention as FlashAttention counts it: 4*B*S^2*H*D / 2
+        assertEquals(4.0 * 8 * 2048 * 2048 * 32 * 128 / 2, byId.get("attention/fwd b8 s2048").work());
+        // the LM head's fwd+bwd: 6*N*H*V
+        assertEquals(6.0 * 8192 * 4096 * 128256, byId.get("lmhead/logprob fwd+bwd").work());
+        // adamW on 2^30 params: 30 bytes each
+        assertEquals(30.0 * (1L << 30), byId.get("adamw/adamw").work());
+        // the embedding ids are distinct, so the backward touches T table rows
+        assertEquals(2 * 4096 * 4096 + 4 * 4096 + 8.0 * 4096 * 4096, byId.get("embedding/embedding bwd").work());
+        assertEquals("[4096, 32, 128]", byId.get("rope/rope fwd").shape());
+    }
+}

@@ -1,0 +1,87 @@
+package org.grpo4j.internal.cli;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.file.Path;
+import org.grpo4j.internal.backend.TestBackends;
+import org.grpo4j.internal.model.LlamaWeights;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The CLI in-process: exit codes, output, and one-line errors for bad input. */
+class CliTest {
+    record Run(int code, String out, String err) {}
+
+    static Run run(String... args) {
+        PrintStream oldOut = System.out, oldErr = System.err;
+        ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
+        try {
+            System.setOut(new PrintStream(out, true));
+            System.setErr(new PrintStream(err, true));
+            var cl = Main.newCommandLine();
+            cl.setOut(new java.io.PrintWriter(out, true));
+            cl.setErr(new java.io.PrintWriter(err, true));
+            int code = cl.execute(args);
+            return new Run(code, out.toString(), err.toString());
+        } finally {
+            System.setOut(oldOut);
+            System.setErr(oldErr);
+        }
+    }
+
+    @Test
+    void infoPrintsTheBackendLine() {
+        Run r = run("info", "--ops");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("backend   "), r.out());
+        assertTrue(r.out().contains("grpoLoss"), r.out());
+    }
+
+    @Test
+    void initModelInfoAndLoadRoundTrip(@TempDir Path tmp) throws Exception {
+        Path m = tmp.resolve("tiny");
+        Run r = run("init-model", "--preset", "tiny", "--out", m.toString(), "--seed", "5");
+        assertEquals(0, r.code(), r.err());
+        r = run("info", "--backend", "cpu", "--model", m.toString(), "--world", "8");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("params    163,776"), r.out());
+        try (LlamaWeights w = LlamaWeights.load(TestBackends.cpu(), m)) {
+            Path again = tmp.resolve("again");
+            w.save(again, "F32", 1L << 40, m);
+            try (LlamaWeights w2 = LlamaWeights.load(TestBackends.cpu(), again)) {
+                assertArrayEquals(w.flat().toFloats(), w2.flat().toFloats());
+            }
+        }
+        r = run("init-model", "--preset", "tiny", "--out", m.toString());
+        assertEquals(2, r.code());
+        assertTrue(r.err().contains("not empty"), r.err());
+    }
+
+    @Test
+    void generateRepeatsExactlyWithTheSameSeed(@TempDir Path tmp) {
+        Path m = tmp.resolve("tiny");
+        assertEquals(0, run("init-model", "--preset", "tiny", "--out", m.toString()).code());
+        String[] args = {"generate", "--model", m.toString(), "--backend", "cpu", "--prompt", "Tom has 2 pens.", "-n", "4",
+                "--max-tokens", "6", "--seed", "9", "--json"};
+        Run a = run(args), b = run(args);
+        assertEquals(0, a.code(), a.err());
+        assertEquals(a.out(), b.out());
+        assertTrue(a.out().contains("\"finish_reason\""), a.out());
+        args[args.length - 2] = "10";
+        assertNotEquals(a.out(), run(args).out());
+    }
+
+    @Test
+    void tokenizeShowsTheTuluPrompt() {
+        Run r = run("tokenize", "--model", "examples/tiny-tokenizer", "--chat-json", "[{\"role\":\"user\",\"content\":\"Hi\"}]", "--template", "tulu");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("\"prompt\" : \"<|user|>\\nHi\\n<|assistant|>\\n\""), r.out());
+        r = run("tokenize", "--model", "examples/tiny-tokenizer", "--text", "x", "--chat-json", "[]");
+        assertNotEquals(0, r.code());
+        r = run("tokenize", "--model", "examples/tiny-tokenizer", "--chat-json", "[{\"role\":\"user\",\"content\":\"Hi\"}]", "--template", "nope");
+        assertEquals(2, r.code());
+        assertTrue(r.err().contains("unknown chat template \"nope\""), r.err());
+    }
+}

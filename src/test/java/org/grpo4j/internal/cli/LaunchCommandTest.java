@@ -1,0 +1,84 @@
+package org.grpo4j.internal.cli;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.util.Map;
+import org.grpo4j.internal.backend.CudaRuntime;
+import org.junit.jupiter.api.Test;
+
+/** tools/launch: the plan it prints (1 node x 8 GPUs, 2 nodes x 8 GPUs, Slurm), and what it refuses. */
+class LaunchCommandTest {
+    static final CudaRuntime.Availability NO_GPU = new CudaRuntime.Availability(false, false, 0, "libcuda.so.1 not found (no NVIDIA driver)");
+    static final CudaRuntime.Availability ONE_GPU = new CudaRuntime.Availability(true, true, 1, "");
+
+    static CliTest.Run launch(Map<String, String> env, CudaRuntime.Availability devices, String... args) {
+        PrintStream oldOut = System.out, oldErr = System.err;
+        ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
+        try {
+            System.setOut(new PrintStream(out, true));
+            System.setErr(new PrintStream(err, true));
+            var cl = Main.newCommandLine(LaunchCommand.with(env, devices));
+            cl.setOut(new java.io.PrintWriter(out, true));
+            cl.setErr(new java.io.PrintWriter(err, true));
+            int code = cl.execute(args);
+            return new CliTest.Run(code, out.toString(), err.toString());
+        } finally {
+            System.setOut(oldOut);
+            System.setErr(oldErr);
+        }
+    }
+
+    @Test
+    void dryRunsPlanOneAndTwoNodesOfEightGpus() {
+        CliTest.Run one = launch(Map.of(), NO_GPU, "--gpus", "8", "--dry-run", "--", "train", "--config", "configs/tulu-3.1-8b-grpo.json");
+        assertEquals(0, one.code(), one.err());
+        assertTrue(one.out().contains("world size         8 = 1 node x 8 GPUs"), one.out());
+        assertTrue(one.out().contains("this node          node 0 of 1: ranks 0-7 on cuda:0-7"), one.out());
+        assertTrue(one.out().contains("rendezvous         127.0.0.1:29500, served by node 0; loopback only"), one.out());
+        assertTrue(one.out().contains("config world_size  8 (matches)"), one.out());
+        CliTest.Run two = launch(Map.of(), NO_GPU, "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1", "--gpus", "8", "--dry-run", "--",
+                "train", "--config", "configs/tulu-3.1-8b-grpo.json");
+        assertEquals(0, two.code(), two.err());
+        assertTrue(two.out().contains("world size         16 = 2 nodes x 8 GPUs"), two.out());
+        assertTrue(two.out().contains("this node          node 1 of 2: ranks 8-15 on cuda:0-7"), two.out());
+        assertTrue(two.out().contains("10.0.0.1:29500, served by node 0; GRPO4J_RDZV_SECRET NOT set: required beyond loopback"), two.out());
+        assertTrue(two.out().contains("config world_size  8 -- does not match: add --set world_size=16"), two.out());
+        assertTrue(two.out().contains("tools/launch --nnodes 2 --node-rank <0..1> --master-addr 10.0.0.1 --master-port 29500 --gpus 8 -- train --config"), two.out());
+        // under Slurm: nodes, node rank and master from SLURM_*, the port from MASTER_PORT
+        CliTest.Run slurm = launch(Map.of("SLURM_NNODES", "2", "SLURM_NODEID", "0", "SLURM_JOB_NODELIST", "gpu[03-04]", "MASTER_PORT", "6000",
+                "GRPO4J_RDZV_SECRET", "x"), NO_GPU, "--gpus", "8", "--dry-run", "--", "train", "--config", "configs/tulu-3.1-8b-grpo.json");
+        assertEquals(0, slurm.code(), slurm.err());
+        assertTrue(slurm.out().contains("node 0 of 2: ranks 0-7") && slurm.out().contains("gpu03:6000, served by node 0; GRPO4J_RDZV_SECRET set"), slurm.out());
+    }
+
+    @Test
+    void withoutGpusItSaysSoAndPointsToInProcessRanks() {
+        CliTest.Run r = launch(Map.of(), NO_GPU, "--", "train", "--config", "examples/tiny-arith.json");
+        assertEquals(2, r.code());
+        assertTrue(r.err().startsWith("grpo4j launch: no CUDA device visible here (libcuda.so.1 not found (no NVIDIA driver)): launch runs one NCCL rank per GPU"),
+                r.err());
+        assertTrue(r.err().contains("tools/grpo4j train --config examples/tiny-arith.json --set world_size="), r.err());
+        CliTest.Run k = launch(Map.of(), NO_GPU, "--gpus", "4", "--", "train", "--config", "examples/tiny-arith.json");
+        assertEquals(2, k.code());
+        assertTrue(k.out().startsWith("grpo4j launch plan:"), "the plan comes first: " + k.out());
+        assertTrue(k.err().contains("--set world_size=4"), k.err());
+    }
+
+    @Test
+    void badLaunchesAreRefused() {
+        CliTest.Run missing = launch(Map.of(), ONE_GPU, "--gpus", "8", "--", "train", "--config", "examples/tiny-arith.json", "--set", "world_size=8");
+        assertEquals(2, missing.code(), missing.err());
+        assertTrue(missing.err().contains("--gpus 8: rank 1 needs cuda:1, but only 1 CUDA device is visible"), missing.err());
+        CliTest.Run master = launch(Map.of(), NO_GPU, "--nnodes", "2", "--gpus", "8", "--dry-run", "--", "train", "--config", "x.json");
+        assertEquals(2, master.code());
+        assertTrue(master.err().contains("--master-addr is required with --nnodes 2"), master.err());
+        CliTest.Run notTrain = launch(Map.of(), NO_GPU, "--gpus", "2", "--", "generate", "--model", "m");
+        assertTrue(notTrain.err().contains("launch runs \"train\" on every rank"), notTrain.err());
+        CliTest.Run rank = launch(Map.of(), NO_GPU, "--nnodes", "2", "--node-rank", "2", "--master-addr", "h", "--gpus", "8", "--dry-run", "--", "train");
+        assertTrue(rank.err().contains("--node-rank 2 outside [0, 2)"), rank.err());
+        CliTest.Run all = launch(Map.of(), NO_GPU, "--dry-run", "--", "train", "--config", "x.json");
+        assertTrue(all.err().contains("--gpus all: no CUDA device visible here"), all.err());
+    }
+}

@@ -1,0 +1,118 @@
+package org.grpo4j.internal.dist;
+
+import static org.junit.jupiter.api.Assertions.*;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import org.grpo4j.internal.backend.Bf16;
+import org.grpo4j.internal.backend.CudaBackend;
+import org.grpo4j.internal.backend.CudaRuntime;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.Ops;
+import org.grpo4j.internal.backend.Tensor;
+import org.grpo4j.internal.backend.TestBackends;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * NCCL on a one-GPU loan: the hosts' NCCL refuses two ranks on one GPU ("Duplicate GPU detected"), so only world 1
+ * runs here. Every collective of {@link NcclCommunicator} in fp32 and bf16 (the world-1 results are the inputs, AVG
+ * included), the host gather, and a ZeRO-2 step through it (and {@code ShardedAdamWNcclTest}: the optimizer step through it against the CPU's).
+ */
+@Tag("gpu")
+class NcclCommunicatorTest {
+    static CudaBackend cuda() {
+        CudaBackend be = TestBackends.cuda();
+        assumeTrue(CudaRuntime.libraries().stream().anyMatch(l -> l.name().equals("NCCL") && l.loads()), "skipped: NCCL does not load here");
+        return be;
+    }
+
+    static NcclCommunicator worldOne(CudaBackend be) {
+        return NcclCommunicator.create(NcclCommunicator.newUniqueId(), 1, 0, be, 60);
+    }
+
+    static Tensor up(CudaBackend be, float[] a, DType dt) {
+        try (Tensor f = be.upload(a, a.length)) {
+            Tensor t = be.empty(dt, a.length);
+            be.cast(t, f);
+            return t;
+        }
+    }
+
+    static float[] down(Tensor t) {
+        if (t.dtype() == DType.FP32) return t.toFloats();
+        short[] b = t.toBf16Bits();
+        float[] f = new float[b.length];
+        for (int i = 0; i < b.length; i++) f[i] = Bf16.toFloat(b[i]);
+        return f;
+    }
+
+    @Test
+    void everyCollectiveAtWorldOneInFp32AndBf16() {
+        CudaBackend be = cuda();
+        System.out.println("NCCL " + NcclCommunicator.version());
+        float[] x = new float[1001];
+        for (int i = 0; i < x.length; i++) x[i] = (float) Math.sin(i) * 3;
+        try (NcclCommunicator c = worldOne(be)) {
+            c.setContext("gpu test");
+            for (DType dt : new DType[] {DType.FP32, DType.BF16}) {
+                float[] want = down(up(be, x, dt));
+                for (ReduceOp op : ReduceOp.values()) {
+                    try (Tensor t = up(be, x, dt)) {
+                        c.allReduce(t, op).await();
+                        assertArrayEquals(want, down(t), 0f, "allReduce " + op + " " + dt.label());
+                    }
+                    try (Tensor in = up(be, x, dt); Tensor out = be.empty(dt, x.length)) {
+                        c.reduceScatter(out, in, op).await();
+                        assertArrayEquals(want, down(out), 0f, "reduceScatter " + op + " " + dt.label());
+                        be.fill(out, 0);
+                        c.reduce(out, in, 0, op).await();
+                        assertArrayEquals(want, down(out), 0f, "reduce " + op + " " + dt.label());
+                    }
+                }
+                try (Tensor in = up(be, x, dt); Tensor out = be.zeros(dt, x.length); Tensor b = up(be, x, dt)) {
+                    c.allGather(out, in).await();
+                    assertArrayEquals(want, down(out), 0f, "allGather " + dt.label());
+                    c.allGatherInPlace(b).await();
+                    assertArrayEquals(want, down(b), 0f, "allGatherInPlace " + dt.label());
+                    c.broadcast(b, 0).await();
+                    assertArrayEquals(want, down(b), 0f, "broadcast " + dt.label());
+                }
+            }
+            c.barrier();
+            double[][] d = c.allGatherDoubles(new double[] {Math.PI, -0.0, Double.NaN});
+            assertEquals(Math.PI, d[0][0], 0.0);
+            assertEquals(Double.doubleToRawLongBits(-0.0), Double.doubleToRawLongBits(d[0][1]));
+            assertTrue(Double.isNaN(d[0][2]));
+        }
+    }
+
+    /**
+     * A whole training step of the tiny model at world 1 through tools/launch's path (rendezvous on loopback, the NCCL
+     * communicator, the ZeRO-2 optimizer), where the CUDA backend implements every op the trainer needs.
+     */
+    @Test
+    void aZeroTwoTrainingStepThroughNccl(@TempDir Path tmp) throws Exception {
+        CudaBackend be = cuda();
+        List<String> missing = Ops.ALL.stream().filter(op -> !be.implementsOp(op)).toList();
+        assumeTrue(missing.isEmpty(), "skipped: the CUDA backend lacks " + missing + " (the trainer's step needs every op)");
+        int port;
+        try (ServerSocket s = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+            port = s.getLocalPort();
+        }
+        DistEnv env = DistEnv.perNode(1, 0, 1, "127.0.0.1", port);
+        List<String> sets = new java.util.ArrayList<>(org.grpo4j.internal.train.GrpoTrainerTestAccess.small(tmp.resolve("run"), 1));
+        sets.addAll(List.of("backend=\"cuda\"", "precision=bf16"));
+        try (Rendezvous r = new Rendezvous(env, "", 60_000, 1000)) {
+            Map<String, Double> m = org.grpo4j.internal.train.GrpoTrainerTestAccess.trainOneStep(sets, r);
+            assertTrue(Double.isFinite(m.get("optim/grad_norm")), "a finite gradient norm: " + m);
+        }
+        assertTrue(Files.isRegularFile(tmp.resolve("run/checkpoints/step_1/optimizer.safetensors")));
+    }
+}

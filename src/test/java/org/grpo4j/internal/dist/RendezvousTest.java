@@ -1,0 +1,188 @@
+package org.grpo4j.internal.dist;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.io.BufferedReader;
+import java.io.IOException;
+import java.io.InputStreamReader;
+import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.security.SecureRandom;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The rendezvous store: two JVMs on loopback (the unique id, a barrier, and a killed peer ending the other's wait with
+ * an error instead of a hang), and in-process cases for the secret, an unreachable MASTER_ADDR, a config that differs
+ * between nodes and the loss of rank 0's process; the environment conventions.
+ */
+class RendezvousTest {
+    static int freePort() throws IOException {
+        try (ServerSocket s = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+            return s.getLocalPort();
+        }
+    }
+
+    static DistEnv env(int processes, int index, int port) {
+        return new DistEnv(processes, processes, index, new int[] {index}, new int[] {0}, "127.0.0.1", port);
+    }
+
+    @Test
+    void twoJvmsShareTheIdPassABarrierAndAKilledPeerEndsTheWait() throws Exception {
+        int port = freePort();
+        List<String> cmd = List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp", System.getProperty("java.class.path"),
+                RendezvousChild.class.getName(), String.valueOf(port), "s3cret");
+        Process child = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+        BlockingQueue<String> lines = new ArrayBlockingQueue<>(100);
+        Thread reader = new Thread(() -> {
+            try (BufferedReader r = new BufferedReader(new InputStreamReader(child.getInputStream(), StandardCharsets.UTF_8))) {
+                for (String l; (l = r.readLine()) != null; ) lines.add(l);
+            } catch (IOException e) {
+                // the child is gone
+            }
+        });
+        reader.setDaemon(true);
+        reader.start();
+        List<String> aborts = new ArrayList<>();
+        try (Rendezvous r = new Rendezvous(env(2, 0, port), "s3cret", 60_000, 100)) {
+            r.onAbort(aborts::add);
+            byte[] id = new byte[128];
+            new SecureRandom().nextBytes(id);
+            r.shareBytes("nccl/unique_id", id);
+            assertEquals("id " + HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(id)), next(lines), "the child read the id");
+            r.barrier("b1");
+            assertEquals("passed b1", next(lines));
+            child.destroyForcibly().waitFor(); // kill -9 while it waits at b2
+            long t0 = System.nanoTime();
+            // a barrier the child never reaches: it ends with the child's death, not at the 60 s timeout
+            CommunicatorException e = assertThrows(CommunicatorException.class, () -> r.barrier("after the kill"));
+            double s = (System.nanoTime() - t0) / 1e9;
+            assertTrue(e.getMessage().contains("process 1") && e.getMessage().contains("disconnected"), e.getMessage());
+            assertTrue(s < 20, "the dead peer was noticed after " + s + " s, not within the rendezvous timeout");
+            assertEquals(1, aborts.size(), "the abort listener heard it once: " + aborts);
+        } finally {
+            child.destroyForcibly();
+        }
+    }
+
+    static String next(BlockingQueue<String> q) throws InterruptedException {
+        String l = q.poll(60, TimeUnit.SECONDS);
+        assertNotNull(l, "the child printed nothing within 60 s");
+        return l;
+    }
+
+    @Test
+    void aWrongSecretIsRefusedAndTheSecretIsRequiredBeyondLoopback() throws Exception {
+        int port = freePort();
+        try (TcpStore.Server s = new TcpStore.Server(InetAddress.getLoopbackAddress(), port, "right", 2, 100, 1000)) {
+            IllegalStateException e = assertThrows(IllegalStateException.class,
+                    () -> new TcpStore.Client("127.0.0.1", port, "wrong", 1, "test", 5000, 100, 1000, r -> {}));
+            assertTrue(e.getMessage().contains("wrong rendezvous secret"), e.getMessage());
+            assertThrows(IllegalStateException.class, () -> new TcpStore.Client("127.0.0.1", port, "", 1, "test", 5000, 100, 1000, r -> {}));
+            try (TcpStore.Client ok = new TcpStore.Client("127.0.0.1", port, "right", 1, "test", 5000, 100, 1000, r -> {})) {
+                ok.set("k", new byte[] {1, 2});
+                assertArrayEquals(new byte[] {1, 2}, ok.get("k", 1000));
+                IOException big = assertThrows(IOException.class, () -> ok.get("never", 200));
+                assertTrue(big.getMessage().contains("not published within 0.2 s"), big.getMessage());
+                assertThrows(IllegalArgumentException.class, () -> ok.set("v", new byte[TcpStore.MAX_VALUE + 1]));
+            }
+        }
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> TcpStore.requireSecret(InetAddress.getByName("10.1.2.3"), ""));
+        assertTrue(e.getMessage().contains("beyond loopback: set GRPO4J_RDZV_SECRET"), e.getMessage());
+        TcpStore.requireSecret(InetAddress.getByName("10.1.2.3"), "x");
+        TcpStore.requireSecret(InetAddress.getLoopbackAddress(), "");
+    }
+
+    @Test
+    void anUnreachableMasterTimesOutWithAMessage() throws Exception {
+        int port = freePort(); // nothing listens there
+        long t0 = System.nanoTime();
+        IOException e = assertThrows(IOException.class, () -> new Rendezvous(env(2, 1, port), "", 1000, 100));
+        assertTrue(e.getMessage().startsWith("could not reach the rendezvous store at 127.0.0.1:" + port + " within 1.0 s (MASTER_ADDR/MASTER_PORT"), e.getMessage());
+        assertTrue((System.nanoTime() - t0) / 1e9 < 30);
+    }
+
+    @Test
+    void aConfigThatDiffersStopsEveryProcessNamingTheKey() throws Exception {
+        int port = freePort();
+        CompletableFuture<Rendezvous> zero = CompletableFuture.supplyAsync(() -> {
+            try {
+                return new Rendezvous(env(2, 0, port), "", 20_000, 100);
+            } catch (IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        });
+        try (Rendezvous one = new Rendezvous(env(2, 1, port), "", 20_000, 100); Rendezvous r0 = zero.get(30, TimeUnit.SECONDS)) {
+            List<String> heard = new ArrayList<>();
+            r0.onAbort(heard::add);
+            CompletableFuture<Void> rank0 = CompletableFuture.runAsync(() -> r0.agreeOnConfig("{\"learning_rate\": 2e-6, \"sft_warmup\": {\"steps\": 0}}"));
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> one.agreeOnConfig("{\"learning_rate\": 2e-6, \"sft_warmup\": {\"steps\": 5}}"));
+            assertTrue(e.getMessage().startsWith("config mismatch between the nodes: sft_warmup.steps is 5 here but 0 on rank 0"), e.getMessage());
+            Exception x = assertThrows(Exception.class, () -> rank0.get(30, TimeUnit.SECONDS));
+            assertTrue(String.valueOf(x.getCause().getMessage()).contains("sft_warmup.steps is 5 here but 0 on rank 0"), String.valueOf(x.getCause()));
+        }
+    }
+
+    @Test
+    void losingRankZerosProcessReachesTheOthers() throws Exception {
+        int port = freePort();
+        CompletableFuture<Rendezvous> zero = CompletableFuture.supplyAsync(() -> {
+            try {
+                return new Rendezvous(env(2, 0, port), "", 20_000, 100);
+            } catch (IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        });
+        try (Rendezvous one = new Rendezvous(env(2, 1, port), "", 20_000, 100)) {
+            Rendezvous r0 = zero.get(30, TimeUnit.SECONDS);
+            BlockingQueue<String> heard = new ArrayBlockingQueue<>(4);
+            one.onAbort(heard::add);
+            r0.abandonForTests(); // as if its JVM died: no goodbye, the store's sockets closed
+            String why = heard.poll(30, TimeUnit.SECONDS);
+            assertNotNull(why, "process 1 never heard that rank 0's process is gone");
+            assertTrue(why.contains("lost the rendezvous store at 127.0.0.1:" + port), why);
+            assertThrows(CommunicatorException.class, () -> one.barrier("after"));
+        }
+    }
+
+    @Test
+    void environmentConventions() {
+        DistEnv torchrun = DistEnv.fromEnvironment(Map.of("RANK", "5", "LOCAL_RANK", "1", "WORLD_SIZE", "8", "MASTER_ADDR", "n0", "MASTER_PORT", "1234"), 1);
+        assertArrayEquals(new int[] {5}, torchrun.localRanks());
+        assertArrayEquals(new int[] {1}, torchrun.localDevices());
+        assertEquals(8, torchrun.processes());
+        assertEquals("n0:1234", torchrun.masterAddr() + ":" + torchrun.masterPort());
+        DistEnv node = DistEnv.fromEnvironment(Map.of("NODE_RANK", "1", "NNODES", "2", "LOCAL_WORLD_SIZE", "8", "MASTER_ADDR", "10.0.0.1"), 1);
+        assertEquals(16, node.worldSize());
+        assertEquals(8, node.localRanks()[0]);
+        assertEquals(15, node.localRanks()[7]);
+        assertEquals(7, node.localDevices()[7]);
+        assertEquals(DistEnv.DEFAULT_PORT, node.masterPort());
+        DistEnv slurm = DistEnv.fromEnvironment(Map.of("SLURM_NODEID", "2", "SLURM_NNODES", "4", "SLURM_JOB_NODELIST", "gpu[07-09,12]",
+                "SLURM_NTASKS_PER_NODE", "1", "SLURM_PROCID", "2"), 8);
+        assertEquals(32, slurm.worldSize());
+        assertEquals(16, slurm.localRanks()[0]);
+        assertEquals("gpu07", slurm.masterAddr());
+        DistEnv slurmPerGpu = DistEnv.fromEnvironment(Map.of("SLURM_PROCID", "9", "SLURM_LOCALID", "1", "SLURM_NTASKS", "16",
+                "SLURM_TASKS_PER_NODE", "8(x2)", "SLURM_JOB_NODELIST", "a1,b2"), 1);
+        assertArrayEquals(new int[] {9}, slurmPerGpu.localRanks());
+        assertEquals("a1", slurmPerGpu.masterAddr());
+        assertEquals(List.of("gpu01", "gpu02", "gpu03", "gpu10", "login1"), DistEnv.hosts("gpu[01-03,10],login1"));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> DistEnv.fromEnvironment(Map.of("NNODES", "2", "NODE_RANK", "1"), 8));
+        assertTrue(e.getMessage().contains("MASTER_ADDR is not set"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> DistEnv.fromEnvironment(Map.of("NNODES", "2", "LOCAL_WORLD_SIZE", "8", "WORLD_SIZE", "8",
+                "MASTER_ADDR", "x"), 1));
+        assertTrue(e.getMessage().contains("WORLD_SIZE 8 but 2 nodes x 8 GPUs = 16"), e.getMessage());
+    }
+}

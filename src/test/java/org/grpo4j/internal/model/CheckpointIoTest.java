@@ -1,0 +1,154 @@
+package org.grpo4j.internal.model;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.io.IOException;
+import java.io.RandomAccessFile;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.TestBackends;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class CheckpointIoTest {
+    static final Path TOK = Path.of("examples/tiny-tokenizer");
+
+    @Test
+    void saveLoadIsBitwiseAndShardsWork(@TempDir Path tmp) throws IOException {
+        Backend be = TestBackends.cpu();
+        LlamaConfig c = LlamaConfig.tiny(512, 506, 507);
+        try (LlamaWeights w = LlamaWeights.init(be, c, 42)) {
+            w.save(tmp.resolve("single"), "F32", 1L << 40, TOK);
+            w.save(tmp.resolve("sharded"), "F32", 100_000, TOK);
+            assertTrue(Files.isRegularFile(tmp.resolve("single/model.safetensors")));
+            assertTrue(Files.isRegularFile(tmp.resolve("single/tokenizer.json")));
+            assertTrue(Files.isRegularFile(tmp.resolve("single/generation_config.json")));
+            assertTrue(Files.isRegularFile(tmp.resolve("sharded/model.safetensors.index.json")));
+            long shards;
+            try (var s = Files.list(tmp.resolve("sharded"))) { shards = s.filter(p -> p.toString().endsWith(".safetensors")).count(); }
+            assertTrue(shards > 1, "several shards");
+            float[] want = w.flat().toFloats();
+            for (String d : List.of("single", "sharded"))
+                try (LlamaWeights back = LlamaWeights.load(be, tmp.resolve(d))) {
+                    assertEquals(c, back.config());
+                    assertArrayEquals(want, back.flat().toFloats(), d);
+                }
+            // bf16 saves round each value to bf16
+            w.save(tmp.resolve("bf16"), "BF16", 1L << 40, null);
+            try (LlamaWeights back = LlamaWeights.load(be, tmp.resolve("bf16"))) {
+                float[] got = back.flat().toFloats();
+                for (int i = 0; i < want.length; i++) assertEquals(org.grpo4j.internal.backend.Bf16.round(want[i]), got[i]);
+            }
+            // an existing non-empty output is refused and left untouched
+            assertThrows(java.nio.file.FileAlreadyExistsException.class, () -> w.save(tmp.resolve("single"), "F32", 1L << 40, TOK));
+            assertTrue(Files.isRegularFile(tmp.resolve("single/model.safetensors")));
+            try (var s = Files.list(tmp)) { assertTrue(s.noneMatch(p -> p.getFileName().toString().contains(".tmp-")), "no temp dirs left"); }
+        }
+    }
+
+    /** A minimal safetensors file with the given raw header and data length. */
+    static Path rawFile(Path dir, String name, String header, int dataBytes, long declaredHeaderLen) throws IOException {
+        byte[] h = header.getBytes(StandardCharsets.UTF_8);
+        ByteBuffer b = ByteBuffer.allocate(8 + h.length + dataBytes).order(ByteOrder.LITTLE_ENDIAN);
+        b.putLong(declaredHeaderLen < 0 ? h.length : declaredHeaderLen).put(h);
+        Path f = dir.resolve(name);
+        Files.write(f, b.array());
+        return f;
+    }
+
+    static void assertBad(Path f, String... fragments) {
+        IOException e = assertThrows(IOException.class, () -> { try (SafeTensors s = SafeTensors.open(f)) { s.tensors(); } });
+        assertTrue(e.getMessage().startsWith(f.toString()), e.getMessage());
+        for (String fr : fragments) assertTrue(e.getMessage().contains(fr), fr + " in: " + e.getMessage());
+    }
+
+    @Test
+    void corruptedFilesGiveErrorsNamingFileAndTensor(@TempDir Path tmp) throws IOException {
+        String ok = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[8,16]}}";
+        try (SafeTensors s = SafeTensors.open(rawFile(tmp, "ok.safetensors", ok, 16, -1))) {
+            assertEquals(2, s.tensors().size());
+            assertEquals(2, s.readFloats("a").length);
+        }
+        assertBad(rawFile(tmp, "trunc.safetensors", ok, 10, -1), "truncated");
+        assertBad(rawFile(tmp, "huge.safetensors", ok, 16, 1L << 40), "header length");
+        assertBad(rawFile(tmp, "past.safetensors", ok, 16, 4096), "header claims 4096 bytes");
+        assertBad(rawFile(tmp, "json.safetensors", "{\"a\":", 0, -1), "not valid JSON");
+        assertBad(rawFile(tmp, "dtype.safetensors", ok.replace("BF16", "Q4"), 16, -1), "tensor b", "unknown dtype");
+        assertBad(rawFile(tmp, "len.safetensors", ok.replace("[2,2]", "[2,3]"), 16, -1), "tensor b", "needs 12 bytes");
+        assertBad(rawFile(tmp, "overlap.safetensors", ok.replace("[8,16]", "[4,12]"), 16, -1), "overlap");
+        assertBad(rawFile(tmp, "hole.safetensors", ok.replace("[8,16]", "[10,18]"), 18, -1), "hole");
+        Files.write(tmp.resolve("tiny.safetensors"), new byte[3]);
+        assertBad(tmp.resolve("tiny.safetensors"), "too short");
+    }
+
+    @Test
+    void modelDirectoryErrorsNameTheTensor(@TempDir Path tmp) throws IOException {
+        Backend be = TestBackends.cpu();
+        LlamaConfig c = LlamaConfig.tiny(512, 506, 507);
+        try (LlamaWeights w = LlamaWeights.init(be, c, 1)) {
+            w.save(tmp.resolve("m"), "F32", 1L << 40, null);
+        }
+        // config claims a different size: shape mismatch names the tensor
+        String cfg = Files.readString(tmp.resolve("m/config.json"));
+        Files.writeString(tmp.resolve("m/config.json"), cfg.replace("\"intermediate_size\" : 192", "\"intermediate_size\" : 200"));
+        IOException e = assertThrows(IOException.class, () -> LlamaWeights.load(be, tmp.resolve("m")));
+        assertTrue(e.getMessage().contains("gate_proj") && e.getMessage().contains("shape"), e.getMessage());
+        // tied embeddings but lm_head present: unexpected tensor
+        Files.writeString(tmp.resolve("m/config.json"), cfg.replace("\"tie_word_embeddings\" : false", "\"tie_word_embeddings\" : true"));
+        e = assertThrows(IOException.class, () -> LlamaWeights.load(be, tmp.resolve("m")));
+        assertTrue(e.getMessage().contains("unexpected tensor lm_head.weight"), e.getMessage());
+        // unknown architecture
+        Files.writeString(tmp.resolve("m/config.json"), "{\"model_type\": \"mistral\", \"architectures\": [\"MistralForCausalLM\"]}");
+        IllegalArgumentException ia = assertThrows(IllegalArgumentException.class, () -> LlamaWeights.load(be, tmp.resolve("m")));
+        assertTrue(ia.getMessage().contains("config.json") && ia.getMessage().contains("mistral"), ia.getMessage());
+        // a missing tensor
+        Files.writeString(tmp.resolve("m/config.json"), cfg);
+        try (LlamaWeights w = LlamaWeights.init(be, c, 1)) {
+            List<SafeTensors.Out> outs = new java.util.ArrayList<>();
+            float[] host = w.flat().toFloats();
+            for (ParameterLayout.Entry en : w.layout().entries())
+                if (!en.name().equals("model.norm.weight")) outs.add(new SafeTensors.Out(en.name(), en.shape(), host, (int) en.offset()));
+            SafeTensors.write(tmp.resolve("m/model.safetensors"), outs, "F32", Map.of());
+        }
+        e = assertThrows(IOException.class, () -> LlamaWeights.load(be, tmp.resolve("m")));
+        assertTrue(e.getMessage().contains("model.norm.weight is missing"), e.getMessage());
+    }
+
+    @Test
+    void tensorsPastTwoGibibytesAreReadThroughTheMapping(@TempDir Path tmp) throws IOException {
+        // a sparse file: a 2.5 GB zero tensor, then a small tensor whose bytes start past 2^31
+        long big = 2_500_000_000L / 4 * 4;
+        String header = "{\"big\":{\"dtype\":\"F32\",\"shape\":[" + big / 4 + "],\"data_offsets\":[0," + big + "]},"
+                + "\"small\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[" + big + "," + (big + 12) + "]}}";
+        byte[] h = header.getBytes(StandardCharsets.UTF_8);
+        Path f = tmp.resolve("big.safetensors");
+        try (RandomAccessFile raf = new RandomAccessFile(f.toFile(), "rw")) {
+            ByteBuffer lb = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(h.length);
+            raf.write(lb.array());
+            raf.write(h);
+            raf.setLength(8 + h.length + big + 12);
+            raf.seek(8 + h.length + big);
+            ByteBuffer d = ByteBuffer.allocate(12).order(ByteOrder.LITTLE_ENDIAN).putFloat(1.5f).putFloat(-2f).putFloat(3.25f);
+            raf.write(d.array());
+        }
+        try (SafeTensors s = SafeTensors.open(f)) {
+            assertArrayEquals(new float[] {1.5f, -2f, 3.25f}, s.readFloats("small"));
+        }
+    }
+
+    @Test
+    void fp16IsConvertedExactly() {
+        assertEquals(1f, SafeTensors.halfToFloat((short) 0x3C00));
+        assertEquals(-2f, SafeTensors.halfToFloat((short) 0xC000));
+        assertEquals(65504f, SafeTensors.halfToFloat((short) 0x7BFF));
+        assertEquals((float) Math.pow(2, -24), SafeTensors.halfToFloat((short) 0x0001));
+        assertEquals(Float.POSITIVE_INFINITY, SafeTensors.halfToFloat((short) 0x7C00));
+        assertTrue(Float.isNaN(SafeTensors.halfToFloat((short) 0x7E00)));
+    }
+}

@@ -1,0 +1,112 @@
+package org.grpo4j.internal.reward;
+
+import org.grpo4j.reward.Compat;
+import org.grpo4j.reward.RewardFunction;
+import org.grpo4j.reward.Rewards;
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.util.ArrayList;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+
+/** Routing, the RewardFunction seam, counters, and robustness against hostile responses. */
+class RewardsTest {
+
+    @Test
+    void routingIsCaseInsensitiveAndUnknownsScoreZero() {
+        try (Rewards r = new Rewards()) {
+            assertEquals(10.0, r.score(new Rewards.Item("42", "42", "GSM8K", null)).reward());
+            assertEquals(10.0, r.score(new Rewards.Item("\\boxed{2}", "2", "Math", null)).reward());
+            Rewards.Result x = r.score(new Rewards.Item("42", "42", "flan", null));
+            assertEquals(0.0, x.reward());
+            assertEquals("none", x.verifier());
+            Rewards.Result y = r.score(new Rewards.Item("42", null, "gsm8k", null));
+            assertEquals(0.0, y.reward());
+            assertEquals(1L, r.counters().get("unrouted"));
+            assertEquals(1L, r.counters().get("null_ground_truth"));
+        }
+    }
+
+    @Test
+    void usersPlugInTheirOwnFunctionsAndExceptionsScoreZero() {
+        try (Rewards r = new Rewards()) {
+            r.register("MyTask", (resp, truth, row) -> RewardFunction.Score.of(resp.length() == Integer.parseInt(truth) ? 1.5 : 0));
+            r.register("broken", (resp, truth, row) -> { throw new IllegalStateException("boom"); });
+            assertEquals(1.5, r.score(new Rewards.Item("abc", "3", "mytask", null)).reward());
+            Rewards.Result b = r.score(new Rewards.Item("abc", "3", "broken", null));
+            assertEquals(0.0, b.reward());
+            assertTrue(b.error().contains("boom"), b.error());
+            Rewards.Result nf = r.score(new Rewards.Item("abc", "x", "mytask", null)); // NumberFormatException inside
+            assertEquals(0.0, nf.reward());
+            assertNotNull(nf.error());
+            assertEquals(2L, r.counters().get("errors"));
+            // an unknown IFEval function or a bad argument is an error, not a crash
+            Rewards.Result e = r.score(new Rewards.Item("x", "{\"func_name\": \"no_such_check\"}", "ifeval", null));
+            assertTrue(e.error().contains("no_such_check"), String.valueOf(e));
+            e = r.score(new Rewards.Item("x", "{\"func_name\": \"verify_letter_frequency\", \"letter\": \"ab\", \"N\": 1}", "ifeval", null));
+            assertTrue(e.error().contains("single character"), String.valueOf(e));
+        }
+    }
+
+    @Test
+    void parallelScoringKeepsInputOrder() {
+        try (Rewards r = new Rewards(Compat.DEFAULT, 10, 5, 4)) {
+            List<Rewards.Item> items = new ArrayList<>();
+            for (int i = 0; i < 500; i++) items.add(new Rewards.Item("answer " + i, String.valueOf(i % 3 == 0 ? i : -1), "gsm8k", null));
+            List<Rewards.Result> res = r.scoreAll(items);
+            for (int i = 0; i < 500; i++) assertEquals(i % 3 == 0 ? 10.0 : 0.0, res.get(i).reward(), "item " + i);
+        }
+    }
+
+    /** Runs one hostile item under a 1 s limit and checks it finished in time with reward 0. */
+    static Rewards.Result hostile(Rewards r, String response, String truth, String dataset) {
+        long t0 = System.nanoTime();
+        Rewards.Result x = r.score(new Rewards.Item(response, truth, dataset, null));
+        double s = (System.nanoTime() - t0) / 1e9;
+        assertTrue(s < 2.5, dataset + " took " + s + " s");
+        assertEquals(0.0, x.reward(), String.valueOf(x));
+        return x;
+    }
+
+    @Test
+    void adversarialResponsesFinishWithinTheLimit() {
+        try (Rewards r = new Rewards(Compat.DEFAULT, 10, 1.0, 2)) {
+            String braces = "\\boxed{" + "{".repeat(500_000) + "}".repeat(500_000) + "}";
+            hostile(r, braces, "1", "math");
+            // catastrophic backtracking bait for the Minerva regex: many starts, no end
+            hostile(r, "Final Answer: The final answer is ".repeat(30_000), "1", "math");
+            hostile(r, "1,".repeat(400_000), "7", "gsm8k");
+            hostile(r, "a. ".repeat(300_000), "{\"func_name\": \"verify_sentence_constraint\", \"N\": 2, \"quantifier\": \"at most\"}", "ifeval");
+            hostile(r, "word ".repeat(300_000), "{\"func_name\": \"verify_keyword_frequency\", \"word\": \"x\", \"N\": 1}", "ifeval");
+            hostile(r, "[" .repeat(500_000), "{\"func_name\": \"validate_json_format\"}", "ifeval");
+            // invalid UTF-16: lone surrogates
+            hostile(r, "\uD800\uDBFF abc \uDC00 12", "13", "gsm8k");
+            hostile(r, "\\boxed{\uD800}", "1", "math");
+            hostile(r, "\uDFFF", "{\"func_name\": \"validate_title\"}", "ifeval");
+        }
+        try (Rewards r = new Rewards(Compat.DEFAULT, 10, 0.5, 2)) {
+            // a genuinely slow user function is cut off and counted as a timeout
+            r.register("slow", (resp, truth, row) -> {
+                long end = System.nanoTime() + 10_000_000_000L;
+                while (System.nanoTime() < end) if (Thread.currentThread().isInterrupted()) throw new InterruptedException();
+                return RewardFunction.Score.of(1);
+            });
+            Rewards.Result x = hostile(r, "x", "y", "slow");
+            assertTrue(x.timedOut(), String.valueOf(x));
+            assertEquals(1L, r.counters().get("timeouts"));
+        }
+    }
+
+    @Test
+    void latexEquivalenceBasics() {
+        assertTrue(LatexExpr.equivalent("\\frac{x^2-1}{x-1}", "x+1", true));
+        assertTrue(LatexExpr.equivalent("2^{10}", "1024", true));
+        assertTrue(LatexExpr.equivalent("3!", "6", true));
+        assertTrue(LatexExpr.equivalent("|{-4}|", "4", true));
+        assertFalse(LatexExpr.equivalent("x = 3", "3", true));
+        assertFalse(LatexExpr.equivalent("\\infty", "\\infty", true));
+        assertFalse(LatexExpr.equivalent("(1,2)", "(2,1)", true));
+        assertTrue(LatexExpr.equivalent("[1, \\frac{1}{2}]", "(1, 0.5)", true));
+        assertFalse(LatexExpr.equivalent("1, 2", "1, 2", false), "without tuple support commas never parse");
+    }
+}

@@ -1,0 +1,204 @@
+package org.grpo4j.internal.rollout;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Set;
+import java.util.SplittableRandom;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.TestBackends;
+import org.grpo4j.internal.model.LlamaConfig;
+import org.grpo4j.internal.model.LlamaModel;
+import org.grpo4j.internal.model.LlamaWeights;
+import org.grpo4j.internal.model.PackedBatch;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+class GeneratorTest {
+    static final int V = 13;
+    static LlamaWeights weights;
+    static LlamaModel model;
+
+    @BeforeAll
+    static void setUp() {
+        Backend be = TestBackends.cpu();
+        LlamaConfig c = new LlamaConfig(16, 32, 2, 4, 2, 4, V, 1e-5, 10000, null, 256, false, 0, List.of(1));
+        weights = LlamaWeights.init(be, c, 3);
+        // scale the random weights up so the distribution over the 13 tokens is far from uniform
+        float[] a = weights.flat().toFloats();
+        SplittableRandom r = new SplittableRandom(4);
+        for (int i = 0; i < a.length; i++) a[i] = (float) (r.nextGaussian() * 0.5);
+        for (var e : weights.layout().entries())
+            if (e.name().endsWith("norm.weight")) java.util.Arrays.fill(a, (int) e.offset(), (int) (e.offset() + e.numel()), 1f);
+        be.copyFromHost(weights.flat(), a);
+        model = new LlamaModel(weights);
+    }
+
+    @AfterAll
+    static void tearDown() { weights.close(); }
+
+    static List<int[]> prompts() {
+        return List.of(new int[] {2, 3, 4, 5, 6}, new int[] {7}, new int[] {8, 9, 10, 11, 12, 2, 3, 4, 5}, new int[] {2, 2});
+    }
+
+    static Generator gen(int blockSize, int blocks, int maxBatch, boolean share) {
+        return new Generator(model, new Generator.Config(blockSize, blocks, maxBatch, share));
+    }
+
+    static float[] fullLogitsLastRow(int[] seq) {
+        try (PackedBatch b = PackedBatch.of(model.backend(), List.of(seq), V)) {
+            float[] all = model.logits(b);
+            return java.util.Arrays.copyOfRange(all, (seq.length - 1) * V, seq.length * V);
+        }
+    }
+
+    @Test
+    void greedyEqualsAnArgmaxLoopOverFullForwards() {
+        SamplingParams p = new SamplingParams(1, 0f, 1f, 0, 7, Set.of(), 1);
+        List<List<Completion>> out = gen(4, 64, 8, true).generate(prompts(), p);
+        for (int i = 0; i < prompts().size(); i++) {
+            int[] seq = prompts().get(i);
+            List<Integer> want = new ArrayList<>();
+            for (int step = 0; step < 7; step++) {
+                float[] lg = fullLogitsLastRow(seq);
+                int best = 0;
+                for (int j = 1; j < V; j++) if (lg[j] > lg[best]) best = j;
+                want.add(best);
+                seq = java.util.Arrays.copyOf(seq, seq.length + 1);
+                seq[seq.length - 1] = best;
+            }
+            Completion c = out.get(i).get(0);
+            assertArrayEquals(want.stream().mapToInt(Integer::intValue).toArray(), c.tokens(), "prompt " + i);
+            assertEquals(Completion.FinishReason.LENGTH, c.finishReason());
+        }
+    }
+
+    @Test
+    void prefixSharingPoolSizeAndBatchSizeDoNotChangeTokens() {
+        SamplingParams p = new SamplingParams(5, 1f, 0.9f, 0, 9, Set.of(1), 77);
+        List<List<Completion>> a = gen(4, 200, 64, true).generate(prompts(), p);
+        List<List<Completion>> b = gen(4, 200, 64, false).generate(prompts(), p);
+        Generator small = gen(3, 8, 2, true); // far fewer blocks than 20 sequences need at once
+        List<List<Completion>> c = small.generate(prompts(), p);
+        assertTrue(small.lastStats().peakBlocksUsed() <= 8);
+        for (int i = 0; i < a.size(); i++)
+            for (int j = 0; j < 5; j++) {
+                assertArrayEquals(a.get(i).get(j).tokens(), b.get(i).get(j).tokens(), "sharing on/off, prompt " + i + " sample " + j);
+                assertArrayEquals(a.get(i).get(j).tokens(), c.get(i).get(j).tokens(), "small pool, prompt " + i + " sample " + j);
+                assertArrayEquals(a.get(i).get(j).logprobs(), c.get(i).get(j).logprobs());
+            }
+    }
+
+    @Test
+    void stopTokensEndCompletionsAndAreKept() {
+        SamplingParams p = new SamplingParams(16, 1f, 1f, 0, 12, Set.of(1, 5), 5);
+        List<List<Completion>> out = gen(4, 200, 64, true).generate(prompts(), p);
+        int stops = 0;
+        for (List<Completion> cs : out)
+            for (Completion c : cs) {
+                int[] t = c.tokens();
+                for (int k = 0; k < t.length - 1; k++) assertFalse(t[k] == 1 || t[k] == 5, "stop token before the end");
+                if (c.finishReason() == Completion.FinishReason.STOP) {
+                    stops++;
+                    assertTrue(t[t.length - 1] == 1 || t[t.length - 1] == 5);
+                } else assertEquals(12, t.length);
+                assertEquals(t.length, c.logprobs().length);
+            }
+        assertTrue(stops > 0);
+    }
+
+    /**
+     * Stop strings (vLLM semantics): with a decoder that spells token t as one letter ('a' + t, token 0 decoding to
+     * nothing like a skipped special token), each completion is the stop-free completion (same Philox streams) cut
+     * right after the first token whose text completes a stop string, that token kept; a stop token still wins.
+     */
+    @Test
+    void stopStringsEndCompletionsAfterTheCompletingToken() {
+        java.util.function.Function<int[], String> decode = ids -> {
+            StringBuilder sb = new StringBuilder();
+            for (int t : ids) if (t != 0) sb.append((char) ('a' + t));
+            return sb.toString();
+        };
+        List<String> stops = List.of("dc", "hh", "l");
+        SamplingParams free = new SamplingParams(16, 1f, 1f, 0, 40, Set.of(1), 21);
+        SamplingParams stopped = new SamplingParams(16, 1f, 1f, 0, 40, Set.of(1), 21, new StopStrings(stops, decode));
+        List<List<Completion>> a = gen(4, 400, 64, true).generate(prompts(), free);
+        List<List<Completion>> b = gen(4, 400, 64, true).generate(prompts(), stopped);
+        int byString = 0;
+        for (int i = 0; i < a.size(); i++)
+            for (int j = 0; j < 16; j++) {
+                int[] full = a.get(i).get(j).tokens();
+                int cut = full.length;
+                Completion.FinishReason want = a.get(i).get(j).finishReason();
+                for (int k = 1; k <= full.length; k++) {
+                    String text = decode.apply(java.util.Arrays.copyOf(full, k));
+                    if (full[k - 1] != 1 && stops.stream().anyMatch(text::contains)) {
+                        cut = k;
+                        want = Completion.FinishReason.STOP_STRING;
+                        break;
+                    }
+                }
+                Completion c = b.get(i).get(j);
+                assertArrayEquals(java.util.Arrays.copyOf(full, cut), c.tokens(), "prompt " + i + " sample " + j);
+                assertEquals(want, c.finishReason(), "prompt " + i + " sample " + j);
+                if (want == Completion.FinishReason.STOP_STRING) byString++;
+            }
+        assertTrue(byString > 8, "stop strings ended " + byString + " of 64 completions");
+        assertThrows(IllegalArgumentException.class, () -> new StopStrings(List.of(""), decode));
+    }
+
+    @Test
+    void samplesFollowTheModelDistributionAndTopKIsRespected() {
+        int[] prompt = {3, 4, 5};
+        float[] lg = fullLogitsLastRow(prompt);
+        double mx = Double.NEGATIVE_INFINITY, s = 0;
+        for (float x : lg) mx = Math.max(mx, x);
+        double[] pr = new double[V];
+        for (int j = 0; j < V; j++) s += pr[j] = Math.exp(lg[j] - mx);
+        int n = 6000;
+        List<List<Completion>> out = gen(4, 4000, 512, true).generate(List.of(prompt), new SamplingParams(n, 1f, 1f, 0, 1, Set.of(), 9));
+        int[] counts = new int[V];
+        for (Completion c : out.get(0)) counts[c.tokens()[0]]++;
+        double chi = 0;
+        for (int j = 0; j < V; j++) {
+            double e = pr[j] / s * n;
+            chi += (counts[j] - e) * (counts[j] - e) / e;
+        }
+        assertTrue(chi < 42.31, "chi-square " + chi + " (df 12, alpha 1e-4)"); // critical value for df = 12 at 1e-4
+        for (Completion c : out.get(0)) assertEquals(Math.log(pr[c.tokens()[0]] / s), c.logprobs()[0], 1e-5);
+        // top-k 3: only the three most likely tokens ever appear
+        Integer[] order = new Integer[V];
+        for (int j = 0; j < V; j++) order[j] = j;
+        java.util.Arrays.sort(order, (x, y) -> Float.compare(lg[y], lg[x]));
+        Set<Integer> top3 = Set.of(order[0], order[1], order[2]);
+        List<List<Completion>> k3 = gen(4, 4000, 512, true).generate(List.of(prompt), new SamplingParams(600, 1f, 1f, 3, 1, Set.of(), 9));
+        java.util.Set<Integer> seen = new java.util.HashSet<>();
+        for (Completion c : k3.get(0)) seen.add(c.tokens()[0]);
+        assertEquals(top3, seen);
+    }
+
+    @Test
+    void sameSeedRepeatsAndAnotherSeedDiffers() {
+        SamplingParams p = new SamplingParams(4, 1f, 1f, 0, 10, Set.of(), 123);
+        var a = gen(4, 100, 16, true).generate(prompts(), p);
+        var b = gen(4, 100, 16, true).generate(prompts(), p);
+        var c = gen(4, 100, 16, true).generate(prompts(), new SamplingParams(4, 1f, 1f, 0, 10, Set.of(), 124));
+        boolean differs = false;
+        for (int i = 0; i < a.size(); i++)
+            for (int j = 0; j < 4; j++) {
+                assertArrayEquals(a.get(i).get(j).tokens(), b.get(i).get(j).tokens());
+                differs |= !java.util.Arrays.equals(a.get(i).get(j).tokens(), c.get(i).get(j).tokens());
+            }
+        assertTrue(differs);
+    }
+
+    @Test
+    void poolTooSmallForOnePromptIsAClearError() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> gen(2, 3, 4, true).generate(prompts(), new SamplingParams(2, 1f, 1f, 0, 8, Set.of(), 1)));
+        assertTrue(e.getMessage().contains("KV pool of 3 blocks"), e.getMessage());
+        assertThrows(IllegalArgumentException.class, () -> gen(4, 100, 4, true).generate(List.of(new int[] {99}), new SamplingParams(1, 1f, 1f, 0, 2, Set.of(), 1)));
+    }
+}

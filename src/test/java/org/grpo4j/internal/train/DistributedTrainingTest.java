@@ -1,0 +1,178 @@
+package org.grpo4j.internal.train;
+
+import org.grpo4j.train.GrpoConfig;
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import org.grpo4j.internal.backend.AbstractBackend;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.TestBackends;
+import org.grpo4j.internal.dist.Cluster;
+import org.grpo4j.internal.dist.Communicator;
+import org.grpo4j.internal.model.LlamaWeights;
+import org.grpo4j.internal.model.MemoryEstimate;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * world_size > 1 on the CPU: ranks as threads of this JVM with the in-process communicator, through the same ZeRO-2
+ * code as NCCL ranks.
+ */
+class DistributedTrainingTest {
+    /** The global batch of {@link GrpoTrainerTest#small} (4 prompts x 4 samples), split over {@code world} ranks. */
+    static List<String> split(Path out, int steps, int world) {
+        List<String> s = GrpoTrainerTest.small(out, steps);
+        int local = 4 / world;
+        s.addAll(List.of("world_size=" + world, "local_rollout_batch_size=" + local, "local_mini_batch_size=" + 4 * local,
+                "per_device_train_batch_size=" + Math.min(4, 4 * local), "local_rollout_forward_batch_size=" + 4 * local,
+                "loss_aggregation=token_mean", "num_evals=0"));
+        return s;
+    }
+
+    static float[] weights(Path model) throws Exception {
+        try (LlamaWeights w = LlamaWeights.load(TestBackends.cpu(), model)) {
+            return w.flat().toFloats();
+        }
+    }
+
+    /**
+     * The same global batch on 1 and on 4 ranks. token_mean over the whole mini-batch makes the loss the same function
+     * and the random streams are indexed by global prompt, so the rollouts are the same; the weights agree to rounding,
+     * not bitwise, for two reasons: each rank permutes only its own rollouts into micro-batches, so tokens are packed
+     * (and their gradient contributions summed) in another order, and the CPU's embedding backward adds token rows into
+     * the gradient one by one, so (a + b) + c on one rank becomes a + (b + c) over ranks. After the first step the
+     * weights differ by at most 1e-5 lr (measured: 1e-6 lr; fp32 gradients differing in the last bits, and AdamW's first
+     * update is lr g / (|g| + eps), lr sign(g) but for gradients near eps). Later steps start from weights an ulp apart and AdamW's update lr m / (sqrt(v) + eps) amplifies
+     * relative gradient differences where successive gradients cancel, so the differences grow, measured here (3 steps,
+     * lr 1e-3) to a median of 3e-6 lr, a 99.9th percentile of 5e-4 lr and a maximum of 6e-3 lr. The assertions allow
+     * ten times that (1e-4 lr for half the weights, 1e-2 lr for 99.9%, 2.5 lr x steps for all): a missing rank's
+     * gradient, a wrong weight or a lost bucket moves most weights by about lr.
+     */
+    @Test
+    void fourRanksTrainLikeOne(@TempDir Path tmp) throws Exception {
+        int steps = 3;
+        List<List<Map<String, Double>>> ms = new ArrayList<>();
+        for (int world : new int[] {1, 4}) {
+            List<Map<String, Double>> seen = new ArrayList<>();
+            List<String> sets = split(tmp.resolve("w" + world), steps, world);
+            sets.add("save_freq=1");
+            try (Trainer t = Trainer.builder(GrpoTrainerTest.config(sets)).log(null).build()) {
+                t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
+                    @Override
+                    public void onStep(int step, Map<String, Double> m) { seen.add(m); }
+                });
+            }
+            ms.add(seen);
+        }
+        for (int s = 0; s < steps; s++) {
+            for (String k : List.of("objective/scores", "objective/verifiable_correct_rate", "val/sequence_lengths", "val/sequence_lengths_min",
+                    "val/sequence_lengths_max", "val/num_stop_token_ids", "objective/reward_std", "val/response_length"))
+                assertEquals(ms.get(0).get(s).get(k), ms.get(1).get(s).get(k), k + " of step " + (s + 1) + ": the same completions");
+            assertEquals(ms.get(0).get(s).get("objective/entropy"), ms.get(1).get(s).get("objective/entropy"), 1e-4, "old log-probs");
+            assertEquals(ms.get(0).get(s).get("loss/policy_avg"), ms.get(1).get(s).get("loss/policy_avg"), 1e-5);
+        }
+        float[] a1 = weights(tmp.resolve("w1/checkpoints/step_1/model")), b1 = weights(tmp.resolve("w4/checkpoints/step_1/model"));
+        double lr = GrpoTrainerTest.config(List.of()).learningRate;
+        for (int i = 0; i < a1.length; i++) assertEquals(a1[i], b1[i], 1e-5 * lr, "weight " + i + " after step 1");
+        float[] a = weights(tmp.resolve("w1/checkpoints/step_" + steps + "/model")), b = weights(tmp.resolve("w4/checkpoints/step_" + steps + "/model"));
+        double[] d = new double[a.length];
+        for (int i = 0; i < a.length; i++) d[i] = Math.abs(a[i] - b[i]) / lr;
+        java.util.Arrays.sort(d);
+        double median = d[a.length / 2], p999 = d[a.length * 999 / 1000], max = d[a.length - 1];
+        System.out.printf("world 1 vs 4 after %d steps, weight differences in units of lr: median %.2e, 99.9%% %.2e, max %.2e%n", steps, median, p999, max);
+        assertTrue(median <= 1e-4, "median difference " + median + " lr");
+        assertTrue(p999 <= 1e-2, "99.9th percentile " + p999 + " lr");
+        assertTrue(max <= 2.5 * steps, "largest difference " + max + " lr");
+        assertTrue(Files.isRegularFile(tmp.resolve("w4/checkpoints/step_" + steps + "/optimizer_rank_00003_of_00004.safetensors")));
+    }
+
+    @Test
+    void fourRanksResumeBitForBitAndOtherWorldSizesAreRefused(@TempDir Path tmp) throws Exception {
+        int steps = 3;
+        Path full = tmp.resolve("full"), cut = tmp.resolve("cut");
+        List<String> a = split(full, steps, 4), b = split(cut, steps, 4);
+        a.add("save_freq=0");
+        b.add("save_freq=0");
+        try (Trainer t = Trainer.builder(GrpoTrainerTest.config(a)).log(null).build()) {
+            t.run(null);
+        }
+        try (Trainer t = Trainer.builder(GrpoTrainerTest.config(b)).log(null).build()) {
+            t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
+                @Override
+                public void onStep(int step, Map<String, Double> m) { if (step == 1) t.cancel(); }
+            });
+        }
+        assertFalse(Files.exists(cut.resolve("checkpoints/step_2")));
+        // a launch with another number of ranks than the run's
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> Trainer.builder(null).resume(cut).cluster(new FakeCluster(2)).log(null).build());
+        assertTrue(e.getMessage().contains("was trained with world_size 4") && e.getMessage().contains("not 2")
+                && e.getMessage().contains("refused, not resharded"), e.getMessage());
+        try (Trainer t = Trainer.builder(null).resume(cut).log(null).build()) {
+            t.run(null);
+        }
+        assertEquals(GrpoTrainerTest.comparable(full.resolve("metrics.jsonl")), GrpoTrainerTest.comparable(cut.resolve("metrics.jsonl")));
+        String last = "checkpoints/step_" + steps + "/";
+        assertArrayEquals(Files.readAllBytes(full.resolve(last + "model/model.safetensors")), Files.readAllBytes(cut.resolve(last + "model/model.safetensors")));
+        for (int r = 0; r < 4; r++) {
+            String f = last + ShardedAdamW.fileName(r, 4);
+            assertArrayEquals(Files.readAllBytes(full.resolve(f)), Files.readAllBytes(cut.resolve(f)), f);
+        }
+        // a checkpoint whose config was edited to another world size: its optimizer slices belong to 4 ranks
+        Path cfg = cut.resolve(last + "config.json");
+        Files.writeString(cfg, Files.readString(cfg).replace("\"world_size\" : 4", "\"world_size\" : 2").replace("\"local_rollout_batch_size\" : 1",
+                "\"local_rollout_batch_size\" : 2").replace("\"local_mini_batch_size\" : 4", "\"local_mini_batch_size\" : 8")
+                .replace("\"local_rollout_forward_batch_size\" : 4", "\"local_rollout_forward_batch_size\" : 8"));
+        e = assertThrows(IllegalArgumentException.class, () -> Trainer.builder(null).resume(cut).log(null).build());
+        assertTrue(e.getMessage().contains("written by 4 ranks, but the run's config says world_size 2"), e.getMessage());
+    }
+
+    /**
+     * The memory of each rank against {@link MemoryEstimate}: after the run the backend holds exactly the model states
+     * the estimate lists (bf16 and fp32, two ranks), and its high-water mark during training stays within the states
+     * plus the estimate of the largest pass's activations or of generation's buffers and the KV pool.
+     */
+    @Test
+    void eachRanksAllocationsFollowTheMemoryEstimate(@TempDir Path tmp) throws Exception {
+        for (String precision : List.of("bf16", "fp32")) {
+            List<String> sets = split(tmp.resolve(precision), 2, 2);
+            sets.addAll(List.of("precision=" + precision, "save_freq=0", "reduce_bucket_size=5000"));
+            GrpoConfig c = GrpoTrainerTest.config(sets);
+            try (Trainer t = Trainer.builder(c).log(null).build()) {
+                t.run(null);
+                List<Backend> bes = t.rankBackends();
+                List<MemoryEstimate> est = t.rankEstimates();
+                assertEquals(2, bes.size());
+                for (int r = 0; r < 2; r++) {
+                    AbstractBackend be = (AbstractBackend) bes.get(r);
+                    MemoryEstimate e = est.get(r);
+                    assertEquals((long) e.statesBytes(), be.liveBytes(), precision + " rank " + r + ": live bytes after the run = the estimate's model states");
+                    long seq = 64 + c.responseLength; // max_prompt_token_length bounds the longest prompt
+                    double acts = Math.max(e.trainingActivationBytes(c.perDeviceTrainBatchSize * seq, (long) c.perDeviceTrainBatchSize * c.responseLength, false),
+                            e.noGradActivationBytes(c.localRolloutForwardBatchSize * seq, (long) c.localRolloutForwardBatchSize * c.responseLength));
+                    double gen = e.generationBytes(c.localCompletions(), (long) c.localRolloutBatchSize * 64)
+                            + (double) c.localCompletions() * ((seq + 15) / 16 + 1) * 16 * e.kvBytesPerToken();
+                    double bound = e.statesBytes() + Math.max(acts, gen);
+                    System.out.printf("%s rank %d: states %,d B (formula 2P+2P+12P/N: %,.0f B), peak %,d B, bound %,.0f B%n", precision, r,
+                            be.liveBytes(), e.zeroFormulaBytes(), be.peakBytes(), bound);
+                    assertTrue(be.peakBytes() <= bound, precision + " rank " + r + ": peak " + be.peakBytes() + " > estimate " + bound);
+                }
+            }
+        }
+    }
+
+    /** A launch of {@code world} ranks that never gets as far as its communicators. */
+    record FakeCluster(int worldSize) implements Cluster {
+        public int[] localRanks() { return new int[] {0}; }
+        public int[] localDevices() { return new int[] {0}; }
+        public Communicator communicator(int localIndex, Backend backend, int timeoutSeconds) { throw new UnsupportedOperationException(); }
+        public void agreeOnConfig(String json) {}
+        public String share(String key, String value) { return value; }
+        public void barrier(String name) {}
+        public void close() {}
+    }
+}

@@ -1,0 +1,234 @@
+package org.grpo4j.internal.train;
+
+import org.grpo4j.train.GrpoConfig;
+import org.grpo4j.train.TrainingAbortedException;
+import static org.junit.jupiter.api.Assertions.*;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The trainer end to end on the tiny model: short runs, exact resume after kill -9, guards, cancel. */
+class GrpoTrainerTest {
+    /** A small, fast configuration (no warm-up): 4 prompts x 4 samples, 8 new tokens. */
+    static List<String> small(Path out, int steps) {
+        return new ArrayList<>(List.of("output_dir=" + out, "num_training_steps=" + steps, "sft_warmup.steps=0", "local_rollout_batch_size=4",
+                "number_samples_per_prompt=4", "local_mini_batch_size=8", "per_device_train_batch_size=4", "local_rollout_forward_batch_size=8",
+                "response_length=8", "save_freq=2", "num_evals=2", "backend=\"cpu\"", "temperature=1.0"));
+    }
+
+    static GrpoConfig config(List<String> sets) throws Exception {
+        return GrpoConfig.load(Path.of("examples/tiny-arith.json"), sets);
+    }
+
+    /** Metrics lines without the wall-clock entries. */
+    static List<String> comparable(Path metrics) throws Exception {
+        ObjectMapper json = new ObjectMapper();
+        List<String> out = new ArrayList<>();
+        for (String line : Files.readAllLines(metrics)) {
+            var o = (com.fasterxml.jackson.databind.node.ObjectNode) json.readTree(line);
+            List<String> drop = new ArrayList<>();
+            o.fieldNames().forEachRemaining(k -> { if (k.startsWith("time/") || k.startsWith("throughput/")) drop.add(k); });
+            o.remove(drop);
+            out.add(o.toString());
+        }
+        return out;
+    }
+
+    @Test
+    void twoStepRunWritesEverything(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("run");
+        List<Map<String, Double>> seen = new ArrayList<>();
+        try (Trainer t = Trainer.builder(config(small(out, 2))).log(null).build()) {
+            org.grpo4j.train.GrpoTrainer.Result r = t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
+                @Override
+                public void onStep(int step, Map<String, Double> m) { seen.add(m); }
+            });
+            assertEquals(2, r.lastStep());
+            assertFalse(r.cancelled());
+        }
+        assertEquals(2, seen.size());
+        Map<String, Double> m = seen.get(1);
+        for (String k : List.of("episode", "training_step", "lr", "objective/kl", "objective/kl3", "objective/scores", "objective/reward_std",
+                "objective/verifiable_correct_rate", "val/sequence_lengths", "val/stop_token_rate", "val/ratio", "loss/policy_avg",
+                "policy/approxkl_avg", "policy/clipfrac_avg", "time/generation", "time/training", "throughput/generation_tokens_per_s"))
+            assertTrue(m.containsKey(k), k);
+        assertEquals(2.0, m.get("training_step"));
+        assertEquals(2.0 * 16, m.get("episode"));
+        assertEquals(1.0, seen.get(0).get("val/ratio"), 1e-5, "the first mini-batch of a step sees ratio 1");
+        assertEquals(0.0, seen.get(0).get("objective/kl"), 1e-6, "step 1: policy = reference");
+        assertEquals(2, Files.readAllLines(out.resolve("metrics.jsonl")).size());
+        for (String p : List.of("reward.png", "kl.png", "response_length.png", "loss.png")) assertTrue(Files.size(out.resolve("plots/" + p)) > 1000, p);
+        assertTrue(Files.isDirectory(out.resolve("checkpoints/step_0/model")));
+        assertTrue(Files.isRegularFile(out.resolve("checkpoints/step_2/trainer_state.json")));
+        assertTrue(Files.isRegularFile(out.resolve("checkpoints/step_2/model/model.safetensors")));
+        assertTrue(Files.readString(out.resolve("samples.jsonl")).contains("\"response\""));
+    }
+
+    @Test
+    void resumeAfterKillDashNineRepeatsTheUninterruptedRunExactly(@TempDir Path tmp) throws Exception {
+        int steps = 7;
+        Path full = tmp.resolve("full"), killed = tmp.resolve("killed");
+        try (Trainer t = Trainer.builder(config(small(full, steps))).log(null).build()) {
+            t.run(null);
+        }
+        // the same run in a child JVM, killed with SIGKILL once three steps are logged (wherever it is by then)
+        List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                "-cp", System.getProperty("java.class.path"), "org.grpo4j.internal.cli.Main", "train", "--config", "examples/tiny-arith.json"));
+        for (String s : small(killed, steps)) {
+            cmd.add("--set");
+            cmd.add(s);
+        }
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(tmp.resolve("child.log").toFile()).start();
+        Path metrics = killed.resolve("metrics.jsonl");
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
+        while (System.nanoTime() < deadline && p.isAlive()
+                && (!Files.exists(metrics) || Files.readAllLines(metrics).size() < 3)) Thread.sleep(20);
+        assertTrue(p.isAlive(), () -> "the child finished before it could be killed: " + readQuietly(tmp.resolve("child.log")));
+        p.destroyForcibly().waitFor(); // SIGKILL: no shutdown hooks, no cleanup
+        assertTrue(Files.readAllLines(metrics).size() < steps);
+        try (Trainer t = Trainer.builder(null).resume(killed).log(null).build()) {
+            t.run(null);
+        }
+        assertEquals(comparable(full.resolve("metrics.jsonl")), comparable(metrics), "resumed metrics equal the uninterrupted run's");
+        assertArrayEquals(Files.readAllBytes(full.resolve("checkpoints/step_" + steps + "/model/model.safetensors")),
+                Files.readAllBytes(killed.resolve("checkpoints/step_" + steps + "/model/model.safetensors")), "final weights bitwise equal");
+    }
+
+    static String readQuietly(Path p) {
+        try {
+            return Files.readString(p);
+        } catch (Exception e) {
+            return "";
+        }
+    }
+
+    @Test
+    void grpoRaisesAnEasyRewardFromARandomModel(@TempDir Path tmp) throws Exception {
+        // reward: how many of the response's characters are digits (a shaped reward a random tiny model can climb)
+        List<String> sets = small(tmp.resolve("easy"), 24);
+        sets.addAll(List.of("learning_rate=3e-3", "num_evals=0", "save_freq=0", "beta=0.0", "non_stop_penalty=false"));
+        List<Double> rewards = new ArrayList<>();
+        try (org.grpo4j.reward.Rewards r = new org.grpo4j.reward.Rewards()) {
+            r.register("gsm8k", (resp, gt, row) -> org.grpo4j.reward.RewardFunction.Score.of(
+                    10.0 * resp.chars().filter(Character::isDigit).count() / Math.max(1, resp.length())));
+            try (Trainer t = Trainer.builder(config(sets)).rewards(r).log(null).build()) {
+                t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
+                    @Override
+                    public void onStep(int step, Map<String, Double> m) { rewards.add(m.get("objective/scores")); }
+                });
+            }
+        }
+        double first = rewards.subList(0, 6).stream().mapToDouble(Double::doubleValue).average().orElse(0);
+        double last = rewards.subList(18, 24).stream().mapToDouble(Double::doubleValue).average().orElse(0);
+        System.out.printf("easy reward: steps 1-6 %.3f, steps 19-24 %.3f%n", first, last);
+        assertTrue(last > first + 1.0, "mean reward of steps 1-6 " + first + ", of steps 19-24 " + last + ": " + rewards);
+    }
+
+    @Test
+    void nonFiniteGradientsSkipStepsAndThreeInARowAbort(@TempDir Path tmp) throws Exception {
+        int[] calls = {0};
+        Trainer.Builder b = Trainer.builder(config(small(tmp.resolve("nan"), 4))).log(null).gradientHook(g -> {
+            if (++calls[0] >= 2) g.backend().fill(g.flat(), Double.NaN); // the first optimizer step is fine
+        });
+        try (Trainer t = b.build()) {
+            TrainingAbortedException e = assertThrows(TrainingAbortedException.class, () -> t.run(null));
+            assertTrue(e.getMessage().startsWith("training aborted at step 2: 3 consecutive"), e.getMessage());
+            assertTrue(e.getMessage().endsWith("checkpoints/step_0"), "the last good checkpoint is named: " + e.getMessage());
+        }
+        try (var s = Files.list(tmp.resolve("nan/checkpoints"))) {
+            assertEquals(List.of("step_0"), s.map(p -> p.getFileName().toString()).toList(), "no checkpoint of the failing steps");
+        }
+        List<String> lines = Files.readAllLines(tmp.resolve("nan/metrics.jsonl"));
+        assertEquals(1, lines.size());
+        JsonNode m = new ObjectMapper().readTree(lines.get(0));
+        assertEquals(1.0, m.get("optim/skipped_steps").asDouble(), "step 1: its second optimizer step was skipped");
+    }
+
+    @Test
+    void cancelStopsAtAStepBoundaryWithACheckpoint(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("c");
+        List<String> sets = small(out, 5);
+        sets.add("save_freq=0");
+        try (Trainer t = Trainer.builder(config(sets)).log(null).build()) {
+            org.grpo4j.train.GrpoTrainer.Result r = t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
+                @Override
+                public void onStep(int step, Map<String, Double> m) { if (step == 2) t.cancel(); }
+            });
+            assertTrue(r.cancelled());
+            assertEquals(2, r.lastStep());
+        }
+        assertTrue(Files.isRegularFile(out.resolve("checkpoints/step_2/trainer_state.json")));
+        assertFalse(Files.exists(out.resolve("checkpoints/step_3")));
+    }
+
+    @Test
+    void theWarmUpIsMicroBatchedWithoutChangingItsStep(@TempDir Path tmp) throws Exception {
+        // one step of 24 sequences (~33 tokens each): one pass under a 8 x (200 + 8) token budget, 24 passes under 1 x (40 + 8)
+        float[][] after = new float[2][];
+        long[] passes = new long[2];
+        double[] nll = new double[2];
+        int k = 0;
+        for (String[] v : new String[][] {{"8", "200"}, {"1", "40"}}) {
+            List<String> sets = small(tmp.resolve("w" + k), 1);
+            sets.addAll(List.of("sft_warmup.steps=1", "sft_warmup.batch_size=24", "per_device_train_batch_size=" + v[0], "max_prompt_token_length=" + v[1]));
+            int kk = k;
+            try (Trainer t = Trainer.builder(config(sets)).log(null).build()) {
+                t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
+                    @Override
+                    public void onSftStep(int step, int steps, double loss) { nll[kk] = loss; }
+                });
+                passes[k] = t.sftMicroBatches;
+            }
+            try (org.grpo4j.internal.model.LlamaWeights w = org.grpo4j.internal.model.LlamaWeights.load(org.grpo4j.internal.backend.TestBackends.cpu(),
+                    tmp.resolve("w" + k + "/checkpoints/step_0/model"))) {
+                after[k] = w.flat().toFloats();
+            }
+            k++;
+        }
+        assertEquals(1, passes[0]);
+        assertEquals(24, passes[1]);
+        // the mean NLL over all 24 sequences' answer tokens: each token weighted 1 / (tokens of the whole batch)
+        assertEquals(nll[0], nll[1], 1e-6 * nll[0], "the batch's loss, split or not");
+        // AdamW's first step is about lr x sign(g), so summation-order differences in tiny gradients move a weight by a
+        // small fraction of lr (0.003 here); a missing sequence would move many by up to 2 lr
+        double maxDiff = 0;
+        for (int i = 0; i < after[0].length; i++) maxDiff = Math.max(maxDiff, Math.abs(after[0][i] - after[1][i]));
+        assertTrue(maxDiff <= 0.01 * 0.003, "the same step, split or not: max weight difference " + maxDiff);
+    }
+
+    @Test
+    void cancelDuringTheWarmUpStopsBeforeAnyCheckpoint(@TempDir Path tmp) throws Exception {
+        List<String> sets = small(tmp.resolve("c"), 3);
+        sets.addAll(List.of("sft_warmup.steps=50", "sft_warmup.batch_size=4"));
+        try (Trainer t = Trainer.builder(config(sets)).log(null).build()) {
+            org.grpo4j.train.GrpoTrainer.Result r = t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
+                @Override
+                public void onSftStep(int step, int steps, double loss) { if (step == 2) t.cancel(); }
+            });
+            assertTrue(r.cancelled());
+            assertEquals(0, r.lastStep());
+        }
+        assertFalse(Files.exists(tmp.resolve("c/checkpoints")), "a half-done warm-up is not checkpointed");
+    }
+
+    @Test
+    void twoTrainersCannotShareARunDirectory(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("shared");
+        try (Trainer first = Trainer.builder(config(small(out, 1))).log(null).build()) {
+            IllegalStateException e = assertThrows(IllegalStateException.class, () -> Trainer.builder(config(small(out, 1))).log(null).build());
+            assertTrue(e.getMessage().contains(out + ": in use by another grpo4j run"), e.getMessage());
+            first.run(null);
+        }
+        try (Trainer again = Trainer.builder(null).resume(out).log(null).build()) { // the lock went with close()
+            assertEquals(1, again.completedSteps());
+        }
+    }
+}

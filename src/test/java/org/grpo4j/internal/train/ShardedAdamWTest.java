@@ -1,0 +1,181 @@
+package org.grpo4j.internal.train;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import org.grpo4j.internal.backend.Bf16;
+import org.grpo4j.internal.backend.CpuBackend;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.dist.LocalCommunicator;
+import org.grpo4j.internal.model.LlamaConfig;
+import org.grpo4j.internal.model.LlamaWeights;
+import org.grpo4j.internal.model.ParameterLayout;
+import org.grpo4j.internal.model.SafeTensors;
+import org.grpo4j.internal.model.ShardLayout;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * ZeRO-2 over in-process ranks against plain AdamW on one rank: with the ranks' gradients summed in rank order (and, in
+ * bf16, each rank's gradient rounded to bf16 and the sum rounded once, as the bf16 reduction does) the sharded steps
+ * give the unsharded steps' weights and moments bit for bit, at world sizes that do not divide the parameter count and
+ * with buckets that straddle tensors and slices. The gradient norm is the same bits at every world size, so clipping
+ * takes part.
+ */
+class ShardedAdamWTest {
+    /** Hidden 13, vocabulary 10: 3,133 = 13 x 241 parameters, divisible by none of the world sizes tried. */
+    static final LlamaConfig C = new LlamaConfig(13, 20, 2, 4, 2, 4, 10, 1e-5, 10000, null, 64, false, 0, List.of(1));
+    static final ExecutorService POOL = Executors.newCachedThreadPool();
+
+    @AfterAll
+    static void stop() { POOL.shutdownNow(); }
+
+    @Test
+    void theLayoutPadsAlignsAndCutsBucketsAcrossTensorsAndSlices() {
+        long p = new ParameterLayout(C).totalElements();
+        for (int w = 1; w <= 6; w++) {
+            ShardLayout s = new ShardLayout(p, w, 100);
+            assertEquals(0, s.slice() % s.normChunk(), "slices are whole norm chunks");
+            assertEquals(0, s.slice() % 8, "slices start 16-byte aligned in bf16");
+            assertTrue(s.padded() >= p && s.padded() - p < (long) w * s.normChunk(), "padding below one norm chunk per rank");
+            long real = 0;
+            for (int r = 0; r < w; r++) real += s.realLength(r);
+            assertEquals(p, real, "the slices' parameters cover the model once");
+            long covered = 0, top = p;
+            for (ShardLayout.Bucket b : s.buckets()) {
+                assertEquals(top, b.to(), "buckets run from the top of the buffer down, without gaps");
+                top = b.from();
+                assertTrue(b.to() - b.from() <= 96, "at most reduce_bucket_size (rounded to 8) elements");
+                long at = b.from();
+                for (ShardLayout.Piece q : b.pieces()) {
+                    assertEquals(at, q.from());
+                    assertEquals(q.owner(), (int) (q.from() / s.slice()), "a piece lies in its owner's slice");
+                    assertEquals(q.owner(), (int) ((q.from() + q.length() - 1) / s.slice()));
+                    at += q.length();
+                    covered += q.length();
+                }
+                assertEquals(b.to(), at);
+            }
+            assertEquals(0, top);
+            assertEquals(p, covered);
+        }
+        // a bucket that straddles two tensors, and (world 3) one split between two owners
+        ShardLayout s = new ShardLayout(p, 3, 100);
+        ParameterLayout lay = new ParameterLayout(C);
+        assertTrue(s.buckets().stream().anyMatch(b -> lay.entries().stream().anyMatch(e -> e.offset() > b.from() && e.offset() < b.to())));
+        assertTrue(s.buckets().stream().anyMatch(b -> b.pieces().size() == 2) || s.slice() >= p, "some bucket spans a slice boundary");
+        assertEquals(3133, p);
+        assertEquals(1 << 10, ShardLayout.normChunk(p));
+        assertEquals(1 << 21, ShardLayout.normChunk(8_030_261_248L), "Llama 3.1 8B: 2^21-element norm chunks");
+    }
+
+    /** Rank r's gradient of micro-batch k of step t. */
+    static float[] grad(int t, int k, int r, int n) {
+        SplittableRandom rnd = new SplittableRandom(1000L * t + 10L * k + r);
+        float[] g = new float[n];
+        for (int i = 0; i < n; i++) g[i] = (float) (rnd.nextGaussian() * (i % 7 == 0 ? 3 : 0.01)); // a norm well above max_grad_norm
+        return g;
+    }
+
+    /** What the reduction of micro-batch k delivers: the ranks' gradients (bf16-rounded in bf16) summed in rank order, rounded once. */
+    static float[] reduced(int t, int k, int world, int n, DType dt) {
+        float[] acc = new float[n];
+        for (int r = 0; r < world; r++) {
+            float[] g = grad(t, k, r, n);
+            for (int i = 0; i < n; i++) acc[i] += dt == DType.BF16 ? Bf16.round(g[i]) : g[i];
+        }
+        if (dt == DType.BF16) for (int i = 0; i < n; i++) acc[i] = Bf16.round(acc[i]);
+        return acc;
+    }
+
+    /** Weights, then moments (from the saved slices, in rank order) after {@code steps} steps of {@code micro} micro-batches. */
+    static float[][] train(int world, int worldOfGrads, DType dt, int steps, int micro, Path dir) throws Exception {
+        List<LocalCommunicator> comms = LocalCommunicator.group(world, 30_000);
+        List<Future<float[]>> fs = new ArrayList<>();
+        for (LocalCommunicator comm : comms)
+            fs.add(POOL.submit(() -> {
+                try (CpuBackend be = new CpuBackend(1); LlamaWeights init = LlamaWeights.init(be, C, 7)) {
+                    ShardLayout lay = new ShardLayout(init.layout().totalElements(), world, 100);
+                    int n = (int) init.layout().totalElements();
+                    try (LlamaWeights compute = LlamaWeights.zeros(be, C, dt, lay.padded()); LlamaWeights g = LlamaWeights.zeros(be, C);
+                         ShardedAdamW opt = new ShardedAdamW(be, comm, lay, compute, g, 0.9, 0.999, 1e-8, 0.1)) {
+                        compute.copyFrom(init);
+                        opt.setMaster(init);
+                        for (int t = 1; t <= steps; t++) {
+                            opt.startStep();
+                            for (int k = 0; k < micro; k++) {
+                                opt.startMicroBatch();
+                                // world 1 stands for the ranks of worldOfGrads: it gets their reduced gradients
+                                float[] mine = world == 1 ? reduced(t, k, worldOfGrads, n, dt) : grad(t, k, comm.rank(), n);
+                                if (world == 1) {
+                                    float[] acc = g.flat().toFloats();
+                                    for (int i = 0; i < n; i++) acc[i] += mine[i];
+                                    mine = acc;
+                                }
+                                be.copyFromHost(g.flat(), mine);
+                                long[] frontiers = {3000, 2100, 1999, 400, 0};
+                                for (long f : frontiers) opt.gradientsReady(f);
+                                opt.endMicroBatch();
+                            }
+                            ShardedAdamW.Norm norm = opt.gradNorm(true);
+                            assertTrue(norm.norm() > 1, "clipping is active: norm " + norm.norm());
+                            opt.step(norm.norm(), 1.0, 1e-2);
+                        }
+                        float[] master = opt.gatherMaster();
+                        opt.save(dir);
+                        float[] w = dt == DType.BF16 ? bf16(compute.flat().toBf16Bits()) : compute.flat().toFloats();
+                        if (comm.rank() == 0) {
+                            float[] both = new float[2 * n];
+                            System.arraycopy(master, 0, both, 0, n);
+                            System.arraycopy(w, 0, both, n, n);
+                            return both;
+                        }
+                        return w;
+                    }
+                }
+            }));
+        List<float[]> res = new ArrayList<>();
+        for (Future<float[]> f : fs) res.add(f.get());
+        int n = res.get(0).length / 2;
+        for (int r = 1; r < world; r++)
+            assertArrayEquals(java.util.Arrays.copyOfRange(res.get(0), n, 2 * n), res.get(r), 0f, "every rank holds the same compute weights after the all-gather");
+        float[] moments = new float[2 * n];
+        int at = 0;
+        for (int r = 0; r < world; r++)
+            try (SafeTensors st = SafeTensors.open(dir.resolve(ShardedAdamW.fileName(r, world)))) {
+                float[] m = st.readFloats("exp_avg"), v = st.readFloats("exp_avg_sq");
+                System.arraycopy(m, 0, moments, at, m.length);
+                System.arraycopy(v, 0, moments, n + at, v.length);
+                at += m.length;
+                assertEquals(String.valueOf(steps), st.metadata().get("step"));
+            }
+        assertEquals(n, at);
+        return new float[][] {res.get(0), moments};
+    }
+
+    static float[] bf16(short[] b) {
+        float[] f = new float[b.length];
+        for (int i = 0; i < b.length; i++) f[i] = Bf16.toFloat(b[i]);
+        return f;
+    }
+
+    @Test
+    void shardedStepsEqualUnshardedStepsBitForBit(@TempDir Path tmp) throws Exception {
+        for (DType dt : new DType[] {DType.FP32, DType.BF16})
+            for (int world : new int[] {2, 3, 5}) {
+                Path a = Files.createDirectories(tmp.resolve(dt.label() + world + "a")), b = Files.createDirectories(tmp.resolve(dt.label() + world + "b"));
+                // world 1 accumulates every micro-batch's reduced gradient in fp32, as the ranks' slices do
+                float[][] one = train(1, world, dt, 3, 2, a), many = train(world, world, dt, 3, 2, b);
+                assertArrayEquals(one[0], many[0], 0f, dt.label() + " world " + world + ": master and compute weights");
+                assertArrayEquals(one[1], many[1], 0f, dt.label() + " world " + world + ": AdamW moments");
+            }
+    }
+}

@@ -1,0 +1,304 @@
+package usage;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import org.grpo4j.Backend;
+import org.grpo4j.ChatMessage;
+import org.grpo4j.Completion;
+import org.grpo4j.Model;
+import org.grpo4j.Sampling;
+import org.grpo4j.reward.RewardFunction;
+import org.grpo4j.reward.Rewards;
+import org.grpo4j.train.GrpoConfig;
+import org.grpo4j.train.GrpoTrainer;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.function.Executable;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * Bad input through the public API: null arguments name the parameter, closed objects name themselves, and a reward
+ * function that throws or returns NaN costs its row (scored 0, counted, reported once per step) but not the run.
+ */
+class ApiBadInputTest {
+    @TempDir static Path tmp;
+    static Path modelDir;
+
+    @BeforeAll
+    static void train() throws Exception {
+        try (GrpoTrainer t = GrpoTrainer.builder(ApiExampleTest.tiny(1)).outputDir(tmp.resolve("run")).log(null).build()) {
+            modelDir = t.run().outputDir().resolve("checkpoints/step_1/model");
+        }
+    }
+
+    /** {@code call} throws {@code type} whose message contains each fragment. */
+    private static void refused(Class<? extends Throwable> type, Executable call, String... fragments) {
+        Throwable e = assertThrows(type, call);
+        for (String f : fragments) assertTrue(e.getMessage() != null && e.getMessage().contains(f), "\"" + f + "\" in: " + e.getMessage());
+    }
+
+    @Test
+    void nullArgumentsNameTheParameter() throws Exception {
+        try (Backend be = Backend.open("cpu"); Model m = Model.load(modelDir, be); Rewards rewards = new Rewards()) {
+            Sampling s = Sampling.defaults();
+            List<String> withNull = new ArrayList<>(Arrays.asList("1 + 1 =", null));
+            refused(NullPointerException.class, () -> Backend.open(null), "spec");
+            refused(NullPointerException.class, () -> Model.load(null, be), "dir");
+            refused(NullPointerException.class, () -> Model.load(modelDir, null), "backend");
+            refused(NullPointerException.class, () -> m.generate(null, s), "prompts");
+            refused(NullPointerException.class, () -> m.generate(withNull, s), "prompts[1]");
+            refused(NullPointerException.class, () -> m.generate(List.of("x"), null), "sampling");
+            refused(NullPointerException.class, () -> m.generateChats(null, s), "chats");
+            refused(NullPointerException.class, () -> m.generateChats(Collections.singletonList(null), s), "chats[0]");
+            refused(NullPointerException.class, () -> m.generateChats(List.of(Arrays.asList(new ChatMessage("user", "hi"), null)), s), "chats[0][1]");
+            refused(NullPointerException.class, () -> m.generateChats(List.of(List.of(new ChatMessage("user", "hi"))), null), "sampling");
+            refused(NullPointerException.class, () -> m.renderChat(null), "chat");
+            refused(NullPointerException.class, () -> m.encode(null), "text");
+            refused(NullPointerException.class, () -> m.decode(null), "ids");
+            refused(NullPointerException.class, () -> s.stopStrings(null), "strings");
+            refused(NullPointerException.class, () -> s.stopStrings(Arrays.asList("a", null)), "strings[1]");
+            refused(NullPointerException.class, () -> rewards.register(null, (r, t, row) -> RewardFunction.Score.of(1)), "dataset");
+            refused(NullPointerException.class, () -> rewards.register("x", null), "function");
+            refused(NullPointerException.class, () -> rewards.score(null), "item");
+            refused(NullPointerException.class, () -> rewards.scoreAll(null), "items");
+            refused(NullPointerException.class, () -> rewards.scoreAll(Collections.singletonList(null)), "items[0]");
+            refused(NullPointerException.class, () -> new Rewards(null, 10, 5, 1), "compat");
+            refused(NullPointerException.class, () -> RewardFunction.fromVerifier(null, 10), "verifier");
+            refused(NullPointerException.class, () -> GrpoTrainer.builder(null), "config", "GrpoTrainer.resume");
+            refused(NullPointerException.class, () -> GrpoTrainer.resume(null), "runDirectory");
+            GrpoTrainer.Builder b = GrpoTrainer.builder(ApiExampleTest.tiny(1));
+            refused(NullPointerException.class, () -> b.outputDir(null), "dir");
+            refused(NullPointerException.class, () -> b.backend(null), "backend");
+            refused(NullPointerException.class, () -> b.rewards(null), "rewards");
+            refused(NullPointerException.class, () -> GrpoConfig.load(null), "file");
+            refused(NullPointerException.class, () -> GrpoConfig.load(Path.of("examples/tiny-arith.json"), null), "overrides");
+            refused(NullPointerException.class, () -> GrpoConfig.fromJsonString(null), "json");
+            refused(NullPointerException.class, () -> new Completion(null, new int[0], new float[0], Completion.FinishReason.STOP), "text");
+            refused(IllegalArgumentException.class, () -> new ChatMessage(null, "x"), "without a role");
+            refused(IllegalArgumentException.class, () -> new ChatMessage("user", null), "(user) without content");
+            GrpoConfig noModel = new GrpoConfig();
+            noModel.datasetMixerList = List.of("examples/data/tiny-arith.jsonl", "8");
+            refused(IllegalArgumentException.class, () -> GrpoTrainer.builder(noModel).log(null).build(), "model_name_or_path is required");
+            GrpoConfig nullField = ApiExampleTest.tiny(1);
+            nullField.chatTemplateName = null;
+            refused(IllegalArgumentException.class, () -> GrpoTrainer.builder(nullField).log(null).build(), "chat_template_name must not be null");
+        }
+    }
+
+    @Test
+    void badValuesAreRefusedByName() throws Exception {
+        try (Backend be = Backend.open("cpu"); Model m = Model.load(modelDir, be)) {
+            refused(IllegalArgumentException.class, () -> Backend.open("tpu"), "unknown backend \"tpu\"");
+            refused(NoSuchFileException.class, () -> Model.load(tmp.resolve("nowhere"), be), "nowhere", "no such model directory");
+            refused(IllegalArgumentException.class, () -> Model.load(modelDir, be, "chatml"), "unknown chat template \"chatml\"");
+            refused(IllegalArgumentException.class, () -> m.generate(List.of(""), Sampling.defaults()), "prompts[0] is empty");
+            refused(IllegalArgumentException.class, () -> m.generateChats(List.of(List.of()), Sampling.defaults()), "chats[0] is empty");
+            refused(IllegalArgumentException.class, () -> m.generateChats(List.of(List.of(new ChatMessage("User", "hi"))), Sampling.defaults()),
+                    "chats[0][0].role \"User\" is not one of system, user, assistant");
+            refused(IllegalArgumentException.class, () -> m.decode(new int[] {3, -1}), "ids[1] = -1 is outside the vocabulary");
+            refused(IllegalArgumentException.class, () -> Sampling.defaults().samples(0), "samples must be >= 1, got 0");
+            refused(IllegalArgumentException.class, () -> Sampling.defaults().maxTokens(0), "maxTokens must be >= 1");
+            refused(IllegalArgumentException.class, () -> Sampling.defaults().temperature(Double.NaN), "temperature must be a finite number >= 0, got NaN");
+            refused(IllegalArgumentException.class, () -> Sampling.defaults().topP(0), "topP must be in (0, 1]");
+            refused(IllegalArgumentException.class, () -> Sampling.defaults().topK(-1), "topK must be >= 0");
+            refused(IllegalArgumentException.class, () -> Sampling.defaults().stopStrings(List.of("")), "strings[0] is empty");
+            refused(IllegalArgumentException.class, () -> new Rewards().register(" ", (r, t, row) -> RewardFunction.Score.of(1)), "dataset is blank");
+            refused(IllegalArgumentException.class, () -> new Rewards(org.grpo4j.reward.Compat.DEFAULT, 10, Double.NaN, 1), "verifier timeout");
+        }
+    }
+
+    @Test
+    void closedObjectsSayWhatIsClosed() throws Exception {
+        Backend be = Backend.open("cpu");
+        Model m = Model.load(modelDir, be);
+        m.close();
+        m.close(); // idempotent
+        refused(IllegalStateException.class, () -> m.generate(List.of("1 + 1 ="), Sampling.defaults()), "model " + modelDir + " is closed");
+        refused(IllegalStateException.class, () -> m.encode("x"), "model " + modelDir + " is closed");
+
+        Model m2 = Model.load(modelDir, be);
+        be.close(); // closes the models loaded on it
+        assertTrue(be.isClosed());
+        refused(IllegalStateException.class, () -> m2.generate(List.of("1 + 1 ="), Sampling.defaults()), "model " + modelDir + " is closed");
+        refused(IllegalStateException.class, () -> Model.load(modelDir, be), "backend cpu is closed");
+        refused(IllegalStateException.class, () -> GrpoTrainer.builder(ApiExampleTest.tiny(1)).backend(be).outputDir(tmp.resolve("never1")).log(null).build(),
+                "backend cpu is closed");
+        be.close(); // idempotent
+
+        Rewards rewards = new Rewards();
+        rewards.close();
+        assertTrue(rewards.isClosed());
+        refused(IllegalStateException.class, () -> rewards.score(new Rewards.Item("4", "4", "gsm8k", null)), "rewards are closed");
+        refused(IllegalStateException.class, () -> rewards.register("x", (r, t, row) -> RewardFunction.Score.of(1)), "rewards are closed");
+        refused(IllegalStateException.class, () -> GrpoTrainer.builder(ApiExampleTest.tiny(1)).rewards(rewards).outputDir(tmp.resolve("never2")).log(null).build(),
+                "rewards are closed");
+
+        GrpoTrainer t = GrpoTrainer.builder(ApiExampleTest.tiny(1)).outputDir(tmp.resolve("closed-trainer")).log(null).build();
+        t.close();
+        t.close(); // idempotent
+        refused(IllegalStateException.class, t::run, "trainer is closed");
+    }
+
+    /** A listener may close the trainer: the run stops at that step boundary (checkpointed) and frees everything. */
+    @Test
+    void closingFromAListenerStopsTheRun() throws Exception {
+        GrpoTrainer t = GrpoTrainer.builder(ApiExampleTest.tiny(3)).outputDir(tmp.resolve("close-in-listener")).log(null).build();
+        GrpoTrainer.Result r = t.run(new GrpoTrainer.Listener() {
+            @Override
+            public void onStep(int step, Map<String, Double> m) { t.close(); }
+        });
+        assertTrue(r.cancelled());
+        assertEquals(1, r.lastStep());
+        assertTrue(java.nio.file.Files.isDirectory(r.outputDir().resolve("checkpoints/step_1/model")), "the stop wrote its checkpoint");
+        refused(IllegalStateException.class, t::run, "trainer is closed");
+        t.close();
+    }
+
+    /** close() from another thread during a run cancels it, waits for the step boundary, then frees everything. */
+    @Test
+    void closingFromAnotherThreadWaitsForTheRun() throws Exception {
+        GrpoTrainer t = GrpoTrainer.builder(ApiExampleTest.tiny(3)).outputDir(tmp.resolve("close-from-thread")).log(null).build();
+        java.util.concurrent.CountDownLatch inStep = new java.util.concurrent.CountDownLatch(1), release = new java.util.concurrent.CountDownLatch(1);
+        Thread closer = new Thread(t::close, "closer");
+        java.util.concurrent.atomic.AtomicReference<GrpoTrainer.Result> result = new java.util.concurrent.atomic.AtomicReference<>();
+        Thread runner = new Thread(() -> {
+            try {
+                result.set(t.run(new GrpoTrainer.Listener() {
+                    @Override
+                    public void onStep(int step, Map<String, Double> m) {
+                        inStep.countDown();
+                        try {
+                            release.await();
+                        } catch (InterruptedException e) {
+                            Thread.currentThread().interrupt();
+                        }
+                    }
+                }));
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        }, "runner");
+        runner.start();
+        inStep.await();
+        closer.start();
+        while (closer.getState() != Thread.State.BLOCKED) Thread.onSpinWait(); // cancelled, now waiting for the run
+        release.countDown();
+        runner.join();
+        closer.join();
+        assertTrue(result.get().cancelled());
+        assertEquals(1, result.get().lastStep(), "the run stopped at the boundary after the close");
+        refused(IllegalStateException.class, t::run, "trainer is closed");
+    }
+
+    /** A backend given to the trainer is shared with a model: both work, in turns, and the trainer leaves it open. */
+    @Test
+    void aBackendSharedByATrainerAndAModel() throws Exception {
+        try (Backend be = Backend.open("cpu"); Model m = Model.load(modelDir, be)) {
+            try (GrpoTrainer t = GrpoTrainer.builder(ApiExampleTest.tiny(1)).backend(be).outputDir(tmp.resolve("shared")).log(null).build()) {
+                assertEquals(1, t.run().lastStep());
+            }
+            assertFalse(be.isClosed());
+            assertEquals(1, m.generate(List.of("1 + 1 ="), Sampling.defaults().maxTokens(2)).get(0).size());
+        }
+    }
+
+    @Test
+    void rewardsThatThrowOrReturnNaNScoreZero() {
+        try (Rewards rewards = new Rewards()) {
+            rewards.register("boom", (r, t, row) -> { throw new IllegalStateException("no oracle for " + t); });
+            rewards.register("nan", (r, t, row) -> RewardFunction.Score.of(Double.NaN));
+            rewards.register("inf", (r, t, row) -> RewardFunction.Score.of(Double.POSITIVE_INFINITY));
+            rewards.register("null", (r, t, row) -> null);
+            rewards.register("ok", (r, t, row) -> RewardFunction.Score.of(2.5));
+            List<Rewards.Result> res = rewards.scoreAll(List.of(new Rewards.Item("a", "7", "boom", null), new Rewards.Item("a", "7", "nan", null),
+                    new Rewards.Item("a", "7", "inf", null), new Rewards.Item("a", "7", "null", null), new Rewards.Item("a", "7", "ok", null)));
+            assertEquals(List.of(0.0, 0.0, 0.0, 0.0, 2.5), res.stream().map(Rewards.Result::reward).toList());
+            assertEquals("verifier failed: no oracle for 7", res.get(0).error());
+            assertEquals("reward function returned NaN", res.get(1).error());
+            assertEquals("reward function returned Infinity", res.get(2).error());
+            assertEquals("reward function returned null", res.get(3).error());
+            assertNull(res.get(4).error());
+            assertEquals(4L, rewards.counters().get("errors"));
+        }
+    }
+
+    /**
+     * During training a reward that throws for some rows and returns NaN for others: those rows score 0 (the step's
+     * mean score counts only the rows that returned 1), the errors are counted in the metrics, reported once per step
+     * to the log and the listener, and every step runs.
+     */
+    @Test
+    void failingRewardsDuringTrainingCostTheirRowsOnly() throws Exception {
+        GrpoConfig cfg = ApiExampleTest.tiny(3);
+        cfg.nonStopPenalty = false; // so that every row's score is the reward function's
+        ConcurrentLinkedQueue<Integer> outcomes = new ConcurrentLinkedQueue<>(); // 0 threw, 1 NaN, 2 scored 1
+        List<int[]> perStep = new ArrayList<>(); // {threw + NaN, scored 1, rows}
+        List<Object[]> reported = new ArrayList<>();
+        List<Map<String, Double>> metrics = new ArrayList<>();
+        ByteArrayOutputStream log = new ByteArrayOutputStream();
+        try (Rewards rewards = new Rewards()) {
+            rewards.register("gsm8k", (response, truth, row) -> {
+                int kind = Math.floorMod(response.hashCode(), 3);
+                outcomes.add(kind);
+                if (kind == 0) throw new ArithmeticException("cannot parse \"" + response + "\"");
+                return RewardFunction.Score.of(kind == 1 ? Double.NaN : 1.0);
+            });
+            try (GrpoTrainer t = GrpoTrainer.builder(cfg).outputDir(tmp.resolve("failing")).rewards(rewards)
+                    .log(new PrintStream(log, true, StandardCharsets.UTF_8)).build()) {
+                GrpoTrainer.Result r = t.run(new GrpoTrainer.Listener() {
+                    @Override
+                    public void onRewardErrors(int step, int errors, String example) { reported.add(new Object[] {step, errors, example}); }
+
+                    @Override
+                    public void onStep(int step, Map<String, Double> m) {
+                        int failed = 0, ok = 0, n = 0;
+                        for (Integer k; (k = outcomes.poll()) != null; n++) {
+                            if (k == 2) ok++;
+                            else failed++;
+                        }
+                        perStep.add(new int[] {failed, ok, n});
+                        metrics.add(m);
+                    }
+                });
+                assertEquals(3, r.lastStep(), "every step ran");
+                assertFalse(r.cancelled());
+            }
+        }
+        String text = log.toString(StandardCharsets.UTF_8);
+        int failedSteps = 0;
+        for (int s = 0; s < 3; s++) {
+            int[] c = perStep.get(s);
+            assertEquals(16, c[2], "16 rows scored in step " + (s + 1));
+            assertEquals(c[0], metrics.get(s).get("rewards/errors"), 0, "step " + (s + 1) + " counts its failed rows");
+            assertEquals((double) c[1] / c[2], metrics.get(s).get("objective/scores"), 1e-9, "failed rows score 0 in step " + (s + 1));
+            String line = "grpo4j: step " + (s + 1) + ": " + c[0] + " reward";
+            long lines = text.lines().filter(l -> l.startsWith(line)).count();
+            if (c[0] > 0) {
+                failedSteps++;
+                assertEquals(1, lines, "one report for step " + (s + 1) + " in:\n" + text);
+            } else {
+                assertEquals(0, lines);
+            }
+        }
+        assertTrue(failedSteps > 0, "some rows failed: " + perStep.stream().map(Arrays::toString).toList());
+        assertEquals(failedSteps, reported.size(), "the listener hears once per step with failures");
+        for (Object[] rep : reported) {
+            int step = (Integer) rep[0];
+            assertEquals(perStep.get(step - 1)[0], rep[1]);
+            String example = (String) rep[2];
+            assertTrue(example.equals("dataset \"gsm8k\": reward function returned NaN") || example.startsWith("dataset \"gsm8k\": verifier failed: cannot parse \""), example);
+            assertTrue(text.contains("(" + example + ")"), text);
+        }
+    }
+}

@@ -1,0 +1,68 @@
+package usage;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import org.grpo4j.reward.RewardFunction;
+import org.grpo4j.reward.Rewards;
+import org.grpo4j.train.GrpoConfig;
+import org.grpo4j.train.GrpoTrainer;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * What an application embedding grpo4j writes: a config in code, its own reward, a listener. This package is outside
+ * org.grpo4j, so it sees only the public API.
+ */
+class ApiExampleTest {
+
+    static GrpoConfig tiny(int steps) {
+        GrpoConfig cfg = new GrpoConfig();
+        cfg.modelNameOrPath = "init:tiny";
+        cfg.datasetMixerList = List.of("examples/data/tiny-arith.jsonl", "64");
+        cfg.localRolloutBatchSize = 4;
+        cfg.numberSamplesPerPrompt = 4;
+        cfg.localMiniBatchSize = 8;
+        cfg.perDeviceTrainBatchSize = 4;
+        cfg.responseLength = 8;
+        cfg.numTrainingSteps = steps;
+        cfg.learningRate = 1e-3;
+        cfg.backend = "cpu";
+        cfg.numEvals = 0;
+        cfg.saveFreq = 0;
+        return cfg;
+    }
+
+    @Test
+    void embedTheTrainer(@TempDir Path tmp) throws Exception {
+        GrpoConfig cfg = tiny(2);
+        List<Double> scores = new ArrayList<>();
+        try (Rewards rewards = new Rewards()) {
+            // the rows say dataset "gsm8k": replace that verifier by the application's own check
+            rewards.register("gsm8k", (response, truth, row) -> RewardFunction.Score.of(response.contains(truth) ? 1.0 : 0.0));
+            try (GrpoTrainer trainer = GrpoTrainer.builder(cfg).outputDir(tmp.resolve("run")).rewards(rewards).log(null).build()) {
+                GrpoTrainer.Result r = trainer.run(new GrpoTrainer.Listener() {
+                    @Override
+                    public void onStep(int step, Map<String, Double> metrics) { scores.add(metrics.get("objective/scores")); }
+                });
+                assertEquals(2, r.lastStep());
+                assertEquals(2, trainer.completedSteps());
+                assertFalse(r.cancelled());
+                assertEquals(2, r.metrics().size());
+            }
+        }
+        assertEquals(2, scores.size());
+        for (double s : scores) assertTrue(s >= 0 && s <= 1, "scores come from the application's reward: " + s);
+        assertEquals(List.of("examples/data/tiny-arith.jsonl", "64"), cfg.datasetMixerList, "the trainer works on a copy of the config");
+
+        GrpoConfig bad = new GrpoConfig();
+        bad.modelNameOrPath = "init:tiny";
+        bad.datasetMixerList = List.of("examples/data/tiny-arith.jsonl", "64");
+        bad.localMiniBatchSize = 7; // does not divide 8 x 16
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> GrpoTrainer.builder(bad).log(null).build());
+        assertTrue(e.getMessage().contains("local_mini_batch_size 7"), e.getMessage());
+    }
+}
