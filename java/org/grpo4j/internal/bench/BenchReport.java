@@ -1,15 +1,10 @@
 package org.grpo4j.internal.bench;
 
-import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Set;
@@ -34,8 +29,6 @@ public record BenchReport(String tool, String sizes, String card, String driver,
 
     static final Set<String> STATUSES = Set.of(BenchRow.OK, BenchRow.FAILED, BenchRow.NOT_IMPLEMENTED, BenchRow.ERROR);
 
-    private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
-
     public boolean anyFailed() {
         return rows.stream().anyMatch(r -> BenchRow.FAILED.equals(r.status()) || BenchRow.ERROR.equals(r.status()));
     }
@@ -43,7 +36,7 @@ public record BenchReport(String tool, String sizes, String card, String driver,
     // ---- writing --------------------------------------------------------------------------------------------------
 
     public String toJson() {
-        ObjectNode o = JSON.createObjectNode();
+        ObjectNode o = ReportJson.JSON.createObjectNode();
         o.put("schema", SCHEMA);
         o.put("tool", tool);
         o.put("sizes", sizes);
@@ -53,8 +46,8 @@ public record BenchReport(String tool, String sizes, String card, String driver,
         if (torch != null) o.put("torch", torch);
         o.put("date", date);
         o.put("fake", fake);
-        putNum(o, "copy_gbs", copyGbs);
-        putNum(o, "gemm_tflops", gemmTflops);
+        ReportJson.putNum(o, "copy_gbs", copyGbs);
+        ReportJson.putNum(o, "gemm_tflops", gemmTflops);
         ArrayNode a = o.putArray("rows");
         for (BenchRow r : rows) {
             ObjectNode n = a.addObject();
@@ -66,38 +59,24 @@ public record BenchReport(String tool, String sizes, String card, String driver,
             n.put("impl", r.impl());
             n.put("status", r.status());
             if (r.note() != null) n.put("note", r.note());
-            putNum(n, "median_ms", r.medianMs());
-            putNum(n, "min_ms", r.minMs());
-            putNum(n, "max_ms", r.maxMs());
+            ReportJson.putNum(n, "median_ms", r.medianMs());
+            ReportJson.putNum(n, "min_ms", r.minMs());
+            ReportJson.putNum(n, "max_ms", r.maxMs());
             n.put("reps", r.reps());
             n.put("work", r.work());
             n.put("work_unit", r.workUnit());
             if (r.formula() != null) n.put("formula", r.formula());
-            putNum(n, "rate", r.rate());
+            ReportJson.putNum(n, "rate", r.rate());
             n.put("rate_unit", r.rateUnit());
-            putNum(n, "ceiling_pct", r.ceilingPct());
-            putNum(n, "max_error", r.maxError());
+            ReportJson.putNum(n, "ceiling_pct", r.ceilingPct());
+            ReportJson.putNum(n, "max_error", r.maxError());
             if (r.extraBytes() != null) n.put("extra_bytes", r.extraBytes());
         }
-        try {
-            return JSON.writeValueAsString(o) + "\n";
-        } catch (JsonProcessingException e) {
-            throw new IllegalStateException(e);
-        }
-    }
-
-    private static void putNum(ObjectNode o, String k, Double v) {
-        if (v != null && Double.isFinite(v)) o.put(k, v);
+        return ReportJson.text(o);
     }
 
     /** Writes the JSON through a temporary file and a rename, so an interrupted write never leaves half a file. */
-    public void write(Path file) throws IOException {
-        Path abs = file.toAbsolutePath();
-        if (abs.getParent() != null) Files.createDirectories(abs.getParent());
-        Path tmp = abs.resolveSibling("." + abs.getFileName() + ".tmp");
-        Files.writeString(tmp, toJson());
-        Files.move(tmp, abs, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-    }
+    public void write(Path file) throws IOException { ReportJson.write(file, toJson()); }
 
     // ---- reading --------------------------------------------------------------------------------------------------
 
@@ -106,20 +85,12 @@ public record BenchReport(String tool, String sizes, String card, String driver,
      * the field ("peers.json: rows[3].median_ms: expected a positive number, got -1.0").
      */
     public static BenchReport read(Path file) throws IOException {
-        String text = Files.readString(file);
-        JsonNode root;
-        try {
-            root = JSON.readTree(text);
-        } catch (JsonProcessingException e) {
-            throw new IllegalArgumentException(file + ": not valid JSON (" + e.getOriginalMessage() + " at line "
-                    + e.getLocation().getLineNr() + ")");
-        }
-        return parse(root, file.toString());
+        return parse(ReportJson.read(file), file.toString());
     }
 
     static BenchReport parse(JsonNode root, String where) {
         if (root == null || !root.isObject()) throw new IllegalArgumentException(where + ": expected a JSON object");
-        String schema = str(root, "schema", where, true);
+        String schema = ReportJson.str(root, "schema", where, true);
         if (!SCHEMA.equals(schema))
             throw new IllegalArgumentException(where + ": schema is \"" + schema + "\", expected \"" + SCHEMA + "\"");
         JsonNode rowsNode = root.get("rows");
@@ -128,61 +99,38 @@ public record BenchReport(String tool, String sizes, String card, String driver,
         for (int i = 0; i < rowsNode.size(); i++) rows.add(parseRow(rowsNode.get(i), where + ": rows[" + i + "]"));
         JsonNode fake = root.get("fake");
         if (fake != null && !fake.isBoolean()) throw new IllegalArgumentException(where + ": fake: expected true or false");
-        return new BenchReport(str(root, "tool", where, true), str(root, "sizes", where, true), str(root, "card", where, true),
-                str(root, "driver", where, false), str(root, "runtime", where, false), str(root, "torch", where, false),
-                str(root, "date", where, false), fake != null && fake.asBoolean(), num(root, "copy_gbs", where, false, true),
-                num(root, "gemm_tflops", where, false, true), rows);
+        return new BenchReport(ReportJson.str(root, "tool", where, true), ReportJson.str(root, "sizes", where, true), ReportJson.str(root, "card", where, true),
+                ReportJson.str(root, "driver", where, false), ReportJson.str(root, "runtime", where, false), ReportJson.str(root, "torch", where, false),
+                ReportJson.str(root, "date", where, false), fake != null && fake.asBoolean(), ReportJson.num(root, "copy_gbs", where, false, true),
+                ReportJson.num(root, "gemm_tflops", where, false, true), rows);
     }
 
     private static BenchRow parseRow(JsonNode n, String where) {
         if (n == null || !n.isObject()) throw new IllegalArgumentException(where + ": expected an object");
-        String id = str(n, "id", where, true), family = str(n, "family", where, true), name = str(n, "name", where, true);
+        String id = ReportJson.str(n, "id", where, true), family = ReportJson.str(n, "family", where, true), name = ReportJson.str(n, "name", where, true);
         if (!id.equals(family + "/" + name))
             throw new IllegalArgumentException(where + ".id: \"" + id + "\" should be family/name = \"" + family + "/" + name + "\"");
-        String status = str(n, "status", where, true);
+        String status = ReportJson.str(n, "status", where, true);
         if (!STATUSES.contains(status))
             throw new IllegalArgumentException(where + ".status: \"" + status + "\" is not one of " + STATUSES);
-        String unit = str(n, "work_unit", where, true);
+        String unit = ReportJson.str(n, "work_unit", where, true);
         if (!Set.of("flop", "byte", "call").contains(unit))
             throw new IllegalArgumentException(where + ".work_unit: \"" + unit + "\" is not one of flop, byte, call");
         boolean ok = BenchRow.OK.equals(status);
-        Double median = num(n, "median_ms", where, ok, true), min = num(n, "min_ms", where, ok, true), max = num(n, "max_ms", where, ok, true);
+        Double median = ReportJson.num(n, "median_ms", where, ok, true), min = ReportJson.num(n, "min_ms", where, ok, true), max = ReportJson.num(n, "max_ms", where, ok, true);
         if (ok && !(min <= median && median <= max))
             throw new IllegalArgumentException(where + ": expected min_ms <= median_ms <= max_ms, got " + min + ", " + median + ", " + max);
         JsonNode reps = n.get("reps");
         if (reps == null || !reps.canConvertToInt() || (ok && reps.asInt() < 1))
             throw new IllegalArgumentException(where + ".reps: expected a positive integer");
-        Double work = num(n, "work", where, true, false);
+        Double work = ReportJson.num(n, "work", where, true, false);
         JsonNode extra = n.get("extra_bytes");
         if (extra != null && !extra.canConvertToLong()) throw new IllegalArgumentException(where + ".extra_bytes: expected an integer");
-        Double rate = num(n, "rate", where, ok, true);
-        return new BenchRow(id, family, name, str(n, "shape", where, false), str(n, "dtype", where, false),
-                str(n, "impl", where, true), status, str(n, "note", where, false), median, min, max, reps.asInt(), work, unit,
-                str(n, "formula", where, false), rate, str(n, "rate_unit", where, false), num(n, "ceiling_pct", where, false, false),
-                num(n, "max_error", where, false, false), extra == null ? null : extra.asLong());
+        Double rate = ReportJson.num(n, "rate", where, ok, true);
+        return new BenchRow(id, family, name, ReportJson.str(n, "shape", where, false), ReportJson.str(n, "dtype", where, false),
+                ReportJson.str(n, "impl", where, true), status, ReportJson.str(n, "note", where, false), median, min, max, reps.asInt(), work, unit,
+                ReportJson.str(n, "formula", where, false), rate, ReportJson.str(n, "rate_unit", where, false), ReportJson.num(n, "ceiling_pct", where, false, false),
+                ReportJson.num(n, "max_error", where, false, false), extra == null ? null : extra.asLong());
     }
 
-    private static String str(JsonNode o, String k, String where, boolean required) {
-        JsonNode v = o.get(k);
-        if (v == null || v.isNull()) {
-            if (required) throw new IllegalArgumentException(where + (where.endsWith("]") ? "." : ": ") + k + ": missing");
-            return null;
-        }
-        if (!v.isTextual()) throw new IllegalArgumentException(where + (where.endsWith("]") ? "." : ": ") + k + ": expected a string, got " + v);
-        return v.asText();
-    }
-
-    private static Double num(JsonNode o, String k, String where, boolean required, boolean positive) {
-        JsonNode v = o.get(k);
-        String at = where + (where.endsWith("]") ? "." : ": ") + k;
-        if (v == null || v.isNull()) {
-            if (required) throw new IllegalArgumentException(at + ": missing");
-            return null;
-        }
-        if (!v.isNumber()) throw new IllegalArgumentException(at + ": expected a number, got " + v);
-        double d = v.asDouble();
-        if (!Double.isFinite(d) || (positive ? d <= 0 : d < 0))
-            throw new IllegalArgumentException(at + ": expected a " + (positive ? "positive" : "non-negative") + " number, got " + d);
-        return d;
-    }
 }

@@ -1,15 +1,10 @@
 package org.grpo4j.internal.bench;
 
-import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -78,12 +73,10 @@ public record E2eReport(String tool, String card, String driver, String runtime,
 
     public boolean anyError() { return rows.stream().anyMatch(r -> ERROR.equals(r.status())); }
 
-    private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
-
     // ---- writing --------------------------------------------------------------------------------------------------
 
     public String toJson() {
-        ObjectNode o = JSON.createObjectNode();
+        ObjectNode o = ReportJson.JSON.createObjectNode();
         o.put("schema", SCHEMA);
         o.put("tool", tool);
         o.put("card", card);
@@ -108,31 +101,17 @@ public record E2eReport(String tool, String card, String driver, String runtime,
             n.put("impl", r.impl());
             n.put("status", r.status());
             if (r.note() != null) n.put("note", r.note());
-            put(n, "median_ms", r.medianMs());
-            put(n, "min_ms", r.minMs());
-            put(n, "max_ms", r.maxMs());
+            ReportJson.putNum(n, "median_ms", r.medianMs());
+            ReportJson.putNum(n, "min_ms", r.minMs());
+            ReportJson.putNum(n, "max_ms", r.maxMs());
             n.put("reps", r.reps());
-            for (String f : FIGURES) put(n, f, r.fig(f));
+            for (String f : FIGURES) ReportJson.putNum(n, f, r.fig(f));
         }
-        try {
-            return JSON.writeValueAsString(o) + "\n";
-        } catch (JsonProcessingException e) {
-            throw new IllegalStateException(e);
-        }
-    }
-
-    private static void put(ObjectNode o, String k, Double v) {
-        if (v != null && Double.isFinite(v)) o.put(k, v);
+        return ReportJson.text(o);
     }
 
     /** Writes the JSON through a temporary file and a rename, so an interrupted write never leaves half a file. */
-    public void write(Path file) throws IOException {
-        Path abs = file.toAbsolutePath();
-        if (abs.getParent() != null) Files.createDirectories(abs.getParent());
-        Path tmp = abs.resolveSibling("." + abs.getFileName() + ".tmp");
-        Files.writeString(tmp, toJson());
-        Files.move(tmp, abs, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-    }
+    public void write(Path file) throws IOException { ReportJson.write(file, toJson()); }
 
     // ---- reading --------------------------------------------------------------------------------------------------
 
@@ -141,20 +120,12 @@ public record E2eReport(String tool, String card, String driver, String runtime,
      * the field ("peers.json: rows[1].tokens_per_s: expected a positive number, got -1.0").
      */
     public static E2eReport read(Path file) throws IOException {
-        String text = Files.readString(file);
-        JsonNode root;
-        try {
-            root = JSON.readTree(text);
-        } catch (JsonProcessingException e) {
-            throw new IllegalArgumentException(file + ": not valid JSON (" + e.getOriginalMessage() + " at line "
-                    + e.getLocation().getLineNr() + ")");
-        }
-        return parse(root, file.toString());
+        return parse(ReportJson.read(file), file.toString());
     }
 
     static E2eReport parse(JsonNode root, String where) {
         if (root == null || !root.isObject()) throw new IllegalArgumentException(where + ": expected a JSON object");
-        String schema = str(root, "schema", where, true);
+        String schema = ReportJson.str(root, "schema", where, true);
         if (!SCHEMA.equals(schema)) {
             String hint = BenchReport.SCHEMA.equals(schema) ? " (a kernel benchmark file: compare it with grpo4j bench --compare)" : "";
             throw new IllegalArgumentException(where + ": schema is \"" + schema + "\", expected \"" + SCHEMA + "\"" + hint);
@@ -165,26 +136,26 @@ public record E2eReport(String tool, String card, String driver, String runtime,
         for (int i = 0; i < rowsNode.size(); i++) rows.add(parseRow(rowsNode.get(i), where + ": rows[" + i + "]"));
         JsonNode fake = root.get("fake");
         if (fake != null && !fake.isBoolean()) throw new IllegalArgumentException(where + ": fake: expected true or false");
-        Double peak = num(root, "peak_tflops", where, true, true);
-        return new E2eReport(str(root, "tool", where, true), str(root, "card", where, true), str(root, "driver", where, false),
-                str(root, "runtime", where, false), str(root, "torch", where, false), str(root, "transformers", where, false),
-                str(root, "backend", where, false), str(root, "precision", where, false), str(root, "date", where, false),
-                fake != null && fake.asBoolean(), num(root, "copy_gbs", where, false, true), peak, rows);
+        Double peak = ReportJson.num(root, "peak_tflops", where, true, true);
+        return new E2eReport(ReportJson.str(root, "tool", where, true), ReportJson.str(root, "card", where, true), ReportJson.str(root, "driver", where, false),
+                ReportJson.str(root, "runtime", where, false), ReportJson.str(root, "torch", where, false), ReportJson.str(root, "transformers", where, false),
+                ReportJson.str(root, "backend", where, false), ReportJson.str(root, "precision", where, false), ReportJson.str(root, "date", where, false),
+                fake != null && fake.asBoolean(), ReportJson.num(root, "copy_gbs", where, false, true), peak, rows);
     }
 
     private static Row parseRow(JsonNode n, String where) {
         if (n == null || !n.isObject()) throw new IllegalArgumentException(where + ": expected an object");
-        String id = str(n, "id", where, true), section = str(n, "section", where, true), preset = str(n, "preset", where, true);
+        String id = ReportJson.str(n, "id", where, true), section = ReportJson.str(n, "section", where, true), preset = ReportJson.str(n, "preset", where, true);
         if (!SECTIONS.contains(section))
             throw new IllegalArgumentException(where + ".section: \"" + section + "\" is not one of " + String.join(", ", SECTIONS));
         String prefix = section + "/" + preset + "/";
         if (!id.startsWith(prefix) || id.length() == prefix.length())
             throw new IllegalArgumentException(where + ".id: \"" + id + "\" should be section/preset/shape = \"" + prefix + "...\"");
-        String status = str(n, "status", where, true);
+        String status = ReportJson.str(n, "status", where, true);
         if (!STATUSES.contains(status))
             throw new IllegalArgumentException(where + ".status: \"" + status + "\" is not one of " + String.join(", ", new java.util.TreeSet<>(STATUSES)));
         boolean ok = OK.equals(status);
-        Double median = num(n, "median_ms", where, ok, true), min = num(n, "min_ms", where, ok, true), max = num(n, "max_ms", where, ok, true);
+        Double median = ReportJson.num(n, "median_ms", where, ok, true), min = ReportJson.num(n, "min_ms", where, ok, true), max = ReportJson.num(n, "max_ms", where, ok, true);
         if (ok && !(min <= median && median <= max))
             throw new IllegalArgumentException(where + ": expected min_ms <= median_ms <= max_ms, got " + min + ", " + median + ", " + max);
         JsonNode reps = n.get("reps");
@@ -193,35 +164,11 @@ public record E2eReport(String tool, String card, String driver, String runtime,
         Map<String, Double> figs = new LinkedHashMap<>();
         List<String> required = ok ? REQUIRED.get(section) : List.of();
         for (String f : FIGURES) {
-            Double v = num(n, f, where, required.contains(f), required.contains(f));
+            Double v = ReportJson.num(n, f, where, required.contains(f), required.contains(f));
             if (v != null) figs.put(f, v);
         }
-        return new Row(id, section, preset, str(n, "shape", where, false), str(n, "variant", where, false), str(n, "impl", where, true),
-                status, str(n, "note", where, false), median, min, max, reps.asInt(), figs);
+        return new Row(id, section, preset, ReportJson.str(n, "shape", where, false), ReportJson.str(n, "variant", where, false), ReportJson.str(n, "impl", where, true),
+                status, ReportJson.str(n, "note", where, false), median, min, max, reps.asInt(), figs);
     }
 
-    private static String at(String where, String k) { return where + (where.endsWith("]") ? "." : ": ") + k; }
-
-    private static String str(JsonNode o, String k, String where, boolean required) {
-        JsonNode v = o.get(k);
-        if (v == null || v.isNull()) {
-            if (required) throw new IllegalArgumentException(at(where, k) + ": missing");
-            return null;
-        }
-        if (!v.isTextual()) throw new IllegalArgumentException(at(where, k) + ": expected a string, got " + v);
-        return v.asText();
-    }
-
-    private static Double num(JsonNode o, String k, String where, boolean required, boolean positive) {
-        JsonNode v = o.get(k);
-        if (v == null || v.isNull()) {
-            if (required) throw new IllegalArgumentException(at(where, k) + ": missing");
-            return null;
-        }
-        if (!v.isNumber()) throw new IllegalArgumentException(at(where, k) + ": expected a number, got " + v);
-        double d = v.asDouble();
-        if (!Double.isFinite(d) || (positive ? d <= 0 : d < 0))
-            throw new IllegalArgumentException(at(where, k) + ": expected a " + (positive ? "positive" : "non-negative") + " number, got " + d);
-        return d;
-    }
 }
