@@ -114,7 +114,8 @@ public final class CudaBackend extends AbstractBackend {
     /**
      * CUDA graphs: the body's ops are captured on this backend's stream (relaxed mode) and instantiated. While
      * capturing, nothing may allocate, copy to or from the host or synchronize (scratch growth is refused with a
-     * message: run the body eagerly once first).
+     * message: run the body eagerly once first). A graph keeps the scratch address it was recorded with: scratch that
+     * later eager ops outgrow while graphs are live stays allocated until the last graph is closed.
      */
     @Override
     public Replay capture(Runnable body) {
