@@ -49,9 +49,7 @@ final class CublasGemm implements AutoCloseable {
     private final CUstream_st stream;
     private final Tensor workspace;
     private final Pointer workspacePtr;
-    private final FloatPointer scalars = new FloatPointer(2); // alpha, beta: host memory read by the enqueueing call
-    private final FloatBuffer scalarBuf;
-    private final Pointer betaPtr;
+    private final HostScalars scalars = new HostScalars();
     private final Map<Key, Plan> plans = new HashMap<>();
 
     /** A device address as a JavaCPP pointer (no deallocator: the memory belongs to a Tensor). */
@@ -68,8 +66,22 @@ final class CublasGemm implements AutoCloseable {
         this.workspace = backend.empty(DType.BF16, (int) (WORKSPACE_BYTES / 2));
         this.workspacePtr = new Raw(CudaBackend.addr(workspace));
         check(cublasSetWorkspace_v2(blas, workspacePtr, WORKSPACE_BYTES), "cublasSetWorkspace");
-        this.scalarBuf = scalars.asBuffer();
-        this.betaPtr = new FloatPointer(scalars).position(1);
+    }
+
+    /**
+     * alpha and beta in host memory (the default CUBLAS_POINTER_MODE_HOST: read by the enqueueing call, so one pair
+     * serves every call, captured ones included). Two separate allocations, not one FloatPointer(2) with a view at
+     * position 1: the presets bind alpha/beta as {@code const void*}, for which JavaCPP adds a Pointer's position in
+     * bytes, so such a view would point one byte into alpha.
+     */
+    static final class HostScalars {
+        final FloatPointer alpha = new FloatPointer(1), beta = new FloatPointer(1);
+        private final FloatBuffer a = alpha.asBuffer(), b = beta.asBuffer();
+
+        void set(float alphaValue, float betaValue) {
+            a.put(0, alphaValue);
+            b.put(0, betaValue);
+        }
     }
 
     /** Everything that selects a plan. Alignments are the largest power of two (<= 256) dividing each address. */
@@ -112,17 +124,18 @@ final class CublasGemm implements AutoCloseable {
             plan = plan(key);
             plans.put(key, plan);
         }
-        scalarBuf.put(0, alpha).put(1, beta);
-        Pointer alphaPtr = scalars;
+        scalars.set(alpha, beta);
         Raw A = new Raw(pa), B = new Raw(pb), C = new Raw(pc);
         if (plan.algo != null) {
-            check(cublasLtMatmul(lt, plan.desc, alphaPtr, B, plan.layoutA, A, plan.layoutB, betaPtr, C, plan.layoutC, C,
-                    plan.layoutC, plan.algo, workspacePtr, WORKSPACE_BYTES, stream), "cublasLtMatmul " + describe(key));
+            int st = cublasLtMatmul(lt, plan.desc, scalars.alpha, B, plan.layoutA, A, plan.layoutB, scalars.beta, C, plan.layoutC, C,
+                    plan.layoutC, plan.algo, workspacePtr, WORKSPACE_BYTES, stream);
+            if (st != CUBLAS_STATUS_SUCCESS) check(st, "cublasLtMatmul " + describe(key)); // the message only on failure
         } else {
             int computeType = useTf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-            check(cublasGemmStridedBatchedEx(blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N,
-                    n, m, k, alphaPtr, B, abType, transB ? k : n, strideB, A, abType, transA ? m : k, strideA, betaPtr,
-                    C, cType, n, (long) m * n, batch, computeType, CUBLAS_GEMM_DEFAULT), "cublasGemmStridedBatchedEx " + describe(key));
+            int st = cublasGemmStridedBatchedEx(blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N,
+                    n, m, k, scalars.alpha, B, abType, transB ? k : n, strideB, A, abType, transA ? m : k, strideA, scalars.beta,
+                    C, cType, n, (long) m * n, batch, computeType, CUBLAS_GEMM_DEFAULT);
+            if (st != CUBLAS_STATUS_SUCCESS) check(st, "cublasGemmStridedBatchedEx " + describe(key));
         }
     }
 

@@ -114,7 +114,8 @@ public final class CudaBackend extends AbstractBackend {
     /**
      * CUDA graphs: the body's ops are captured on this backend's stream (relaxed mode) and instantiated. While
      * capturing, nothing may allocate, copy to or from the host or synchronize (scratch growth is refused with a
-     * message: run the body eagerly once first).
+     * message: run the body eagerly once first). A graph keeps the scratch address it was recorded with: scratch that
+     * later eager ops outgrow while graphs are live stays allocated until the last graph is closed.
      */
     @Override
     public Replay capture(Runnable body) {
@@ -133,6 +134,7 @@ public final class CudaBackend extends AbstractBackend {
         capturing = false;
         CudaRuntime.check(CudaNative.g4_graph_end_capture(stream, exec), "cudaStreamEndCapture / cudaGraphInstantiate");
         long handle = exec[0];
+        liveGraphs++;
         return new Replay() {
             private boolean closed;
 
@@ -147,13 +149,32 @@ public final class CudaBackend extends AbstractBackend {
             public void close() {
                 if (!closed) {
                     closed = true;
-                    CudaNative.g4_graph_destroy(handle);
+                    CudaNative.g4_graph_destroy(handle); // an in-flight launch completes first (freed on completion)
+                    if (--liveGraphs == 0) freeRetiredScratch();
                 }
             }
         };
     }
 
     private boolean capturing;
+    /** Graphs captured and not yet closed: their kernels hold the scratch address of their capture. */
+    private int liveGraphs;
+    /** Scratch buffers outgrown while graphs were live: a graph may still use them, so they are freed with the last one. */
+    private final java.util.List<Tensor> retiredScratch = new java.util.ArrayList<>();
+
+    private void freeRetiredScratch() {
+        if (retiredScratch.isEmpty()) return;
+        CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize");
+        for (Tensor t : retiredScratch) t.close();
+        retiredScratch.clear();
+    }
+
+    /** Bytes held by scratch buffers kept alive for live graphs (tests). */
+    long retiredScratchBytes() {
+        long b = 0;
+        for (Tensor t : retiredScratch) b += t.bytes();
+        return b;
+    }
 
     /** A device buffer of at least {@code bytes}, reused by every op (they run one after another on the stream). */
     private long scratch(long bytes) {
@@ -161,11 +182,18 @@ public final class CudaBackend extends AbstractBackend {
             if (capturing)
                 throw new IllegalStateException("an op needs " + bytes + " bytes of scratch while a CUDA graph is being captured: "
                         + "run the captured work eagerly once first");
+            long old = scratch == null ? 0 : scratch.bytes();
             if (scratch != null) {
-                CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize");
-                scratch.close();
+                // a captured graph bakes the address of the scratch it was recorded with: while one is live, the old
+                // buffer stays allocated (freed with the last graph), or a replay would write into freed memory
+                if (liveGraphs > 0) retiredScratch.add(scratch);
+                else {
+                    CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize");
+                    scratch.close();
+                }
+                scratch = null; // a failed allocation below must not leave a closed buffer in use
             }
-            long grown = Math.max(bytes, scratch == null ? 1 << 20 : scratch.bytes() * 2);
+            long grown = Math.max(bytes, old == 0 ? 1 << 20 : old * 2);
             scratch = empty(DType.INT32, Math.toIntExact((grown + 3) / 4));
         }
         return addr(scratch);
@@ -178,6 +206,8 @@ public final class CudaBackend extends AbstractBackend {
         CudaNative.g4_stream_synchronize(stream);
         if (gemm != null) gemm.close();
         if (scratch != null) scratch.close();
+        for (Tensor t : retiredScratch) t.close();
+        retiredScratch.clear();
         closeLmHead();
         for (Tensor t : invFreqs.values()) t.close();
         flag.close();

@@ -22,6 +22,17 @@ class GpuCheckTest {
         assertFalse(classes.contains("org.grpo4j.tools.GpuCheckTest"), "a class without gpu tests is not a family");
     }
 
+    /** A step never runs past the budget by more than the minimum step (a device loan limits a command's time). */
+    @Test
+    void stepTimeoutsShrinkWithTheBudgetLeft() {
+        long now = System.nanoTime(), s = TimeUnit.SECONDS.toNanos(1);
+        assertEquals(150, GpuCheck.stepTimeout(150, now, 290 * s), "plenty left: the step's own cap");
+        long left = GpuCheck.stepTimeout(150, now - 200 * s, 290 * s);
+        assertTrue(left <= 90 && left >= 88, "90 s left: " + left);
+        assertEquals(30, GpuCheck.stepTimeout(150, now - 289 * s, 290 * s), "almost spent: the minimum");
+        assertEquals(30, GpuCheck.stepTimeout(300, now - 400 * s, 290 * s), "overspent: the minimum");
+    }
+
     @Test
     void runsAFamilyInItsOwnJvmAndWritesTheSummary(@TempDir Path dir) throws Exception {
         org.junit.jupiter.api.Assumptions.assumeFalse(CudaRuntime.probe().available(), "skipped: a GPU is present (the real run is tools/gpu-check)");
@@ -32,7 +43,7 @@ class GpuCheckTest {
         assertTrue(p.waitFor(120, TimeUnit.SECONDS));
         assertEquals(0, p.exitValue(), out);
         String md = Files.readString(dir.resolve("gpu-check.md"));
-        assertTrue(md.contains("| CudaBackendTest | 0 | 0 | 6 | skipped: no CUDA device"), md);
+        assertTrue(md.contains("| CudaBackendTest | 0 | 0 | 7 | skipped: no CUDA device"), md);
         assertTrue(md.contains("kernel benchmark: skipped (no CUDA device)"), md);
         assertTrue(Files.exists(dir.resolve("CudaBackendTest.result")));
     }

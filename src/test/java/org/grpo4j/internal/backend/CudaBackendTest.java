@@ -158,6 +158,44 @@ class CudaBackendTest {
         }
     }
 
+    /**
+     * A graph bakes in the scratch address of its capture: when a later eager op outgrows the scratch, the old buffer
+     * must stay allocated until the graph is closed, or the replay writes into freed memory (memcheck reports it; the
+     * decode graphs meet this when a prefill's attention grows the scratch between decode steps).
+     */
+    @Test
+    void aGraphReplaysCorrectlyAfterTheScratchHasGrown() {
+        cuda(); // skips without a GPU; the test itself needs a fresh backend (its scratch starts empty)
+        SplittableRandom r = new SplittableRandom(5);
+        int n = 64, d = 256, bigN = 4096, bigD = 4096; // ws: 2 x 256 doubles, then 128 x 4096 doubles (> the 1 MiB first scratch)
+        try (CudaBackend be = new CudaBackend(0);
+             Tensor x = be.upload(randn(r, n * d, 1), n, d); Tensor w = be.upload(randn(r, d, 1), d);
+             Tensor dy = be.upload(randn(r, n * d, 1), n, d); Tensor out = be.empty(DType.FP32, n, d);
+             Tensor rstd = be.empty(DType.FP32, n); Tensor dx = be.empty(DType.FP32, n, d); Tensor dw = be.empty(DType.FP32, d)) {
+            be.rmsNorm(out, rstd, x, w, 1e-5f);
+            Runnable body = () -> {
+                be.fill(dw, 0);
+                be.rmsNormBackward(dx, dw, dy, x, w, rstd);
+            };
+            body.run(); // eager: makes the scratch the capture will use
+            float[] wantDx = dx.toFloats(), wantDw = dw.toFloats();
+            try (Backend.Replay g = be.capture(body)) {
+                try (Tensor bx = be.zeros(DType.FP32, bigN, bigD); Tensor bw = be.zeros(DType.FP32, bigD);
+                     Tensor br = be.zeros(DType.FP32, bigN); Tensor bdx = be.empty(DType.FP32, bigN, bigD);
+                     Tensor bdw = be.zeros(DType.FP32, bigD)) {
+                    be.rmsNormBackward(bdx, bdw, bx, bx, bw, br); // grows the scratch while the graph is live
+                }
+                assertTrue(be.retiredScratchBytes() > 0, "the outgrown scratch is kept for the live graph");
+                be.fill(dx, Float.NaN);
+                be.fill(dw, Float.NaN);
+                g.run();
+                assertArrayEquals(wantDx, dx.toFloats(), "dx from the replay");
+                assertArrayEquals(wantDw, dw.toFloats(), "dWeight from the replay");
+            }
+            assertEquals(0, be.retiredScratchBytes(), "freed with the last graph");
+        }
+    }
+
     /** A shared rank-2 A against batched B (stride 0 for A), the folded shared-B path, and plans cached per shape. */
     @Test
     void gemmPathsAndPlanCache() {

@@ -104,5 +104,59 @@ class RmsNormConformanceTest {
     class Cuda extends Suite {
         @Override
         protected Backend be() { return TestBackends.cuda(); }
+
+        /**
+         * Every path of the CUDA backward against the CPU on the same inputs (the same rstd too): 1, 2 and 4 columns
+         * per thread, the wide-row path (D > 4096), several 32-row dWeight chunks with a partial last one, fp32 and
+         * bf16, dx in dOut's memory. The finite-difference checks above reach only the 1-column path. Both compute dx
+         * and the dWeight sums in float64 and round once; only the order of the float64 sums differs.
+         */
+        @Test
+        void backwardMatchesTheCpuOnEveryKernelPath() {
+            Backend be = be(Ops.RMS_NORM_BACKWARD), cpu = TestBackends.cpu();
+            SplittableRandom r = new SplittableRandom(5);
+            for (int[] s : new int[][] {{40, 64}, {70, 100}, {40, 1000}, {33, 4096}, {33, 4099}, {65, 5000}}) {
+                int n = s[0], d = s[1];
+                double[] x = randnBf16(r, n * d, 2), w = randnBf16(r, d, 1), dy = randnBf16(r, n * d, 1), w0 = randn(r, d, 1);
+                float[] rstd;
+                try (Tensor tx = cpu.upload(f32(x), n, d); Tensor tw = cpu.upload(f32(w), d); Tensor y = cpu.empty(DType.FP32, n, d);
+                     Tensor rs = cpu.empty(DType.FP32, n)) {
+                    cpu.rmsNorm(y, rs, tx, tw, 1e-5f);
+                    rstd = rs.toFloats();
+                }
+                for (DType dt : new DType[] {DType.FP32, DType.BF16})
+                    for (boolean inPlace : new boolean[] {false, true}) {
+                        String what = "rmsNormBackward " + n + "x" + d + " " + dt.label() + (inPlace ? " in place" : "");
+                        float[][] want = backward(cpu, dt, inPlace, x, w, dy, w0, rstd, n, d);
+                        float[][] got = backward(be, dt, inPlace, x, w, dy, w0, rstd, n, d);
+                        assertCloseToCpu(what + " dx", want[0], got[0], dt == DType.BF16, 1e-6, 1e-6);
+                        assertCloseToCpu(what + " dWeight", want[1], got[1], false, 1e-6, 1e-6);
+                    }
+            }
+        }
+
+        private static float[][] backward(Backend b, DType dt, boolean inPlace, double[] x, double[] w, double[] dy, double[] w0,
+                                          float[] rstd, int n, int d) {
+            try (Tensor tx = as(b, dt, x, n, d); Tensor tw = as(b, dt, w, d); Tensor tdy = as(b, dt, dy, n, d);
+                 Tensor dw = b.upload(f32(w0), d); Tensor rs = b.upload(rstd, n); Tensor dx = b.empty(dt, n, d);
+                 Tensor wide = b.empty(DType.FP32, n, d)) {
+                Tensor out = inPlace ? tdy : dx;
+                b.fill(dx, Float.NaN);
+                b.rmsNormBackward(out, dw, tdy, tx, tw, rs);
+                b.cast(wide, out);
+                return new float[][] {wide.toFloats(), dw.toFloats()};
+            }
+        }
+
+        /** values (bf16 values already) as a tensor of dtype dt. */
+        private static Tensor as(Backend b, DType dt, double[] values, int... shape) {
+            Tensor f = b.upload(f32(values), shape);
+            if (dt == DType.FP32) return f;
+            try (f) {
+                Tensor h = b.empty(DType.BF16, shape);
+                b.cast(h, f);
+                return h;
+            }
+        }
     }
 }
