@@ -48,11 +48,20 @@ public final class LlamaWeights implements AutoCloseable {
         this.layout = new ParameterLayout(config);
         this.backend = be;
         long n = Math.max(capacity, layout.totalElements());
-        if (n > Integer.MAX_VALUE - 8 && be.name().equals("cpu"))
-            throw new IllegalArgumentException(layout.totalElements() + " parameters do not fit the CPU backend's 2^31-element tensors");
+        if (n > MAX_ELEMENTS) throw new IllegalArgumentException(tooLarge(layout.totalElements()));
         this.storage = be.zeros(dtype, Math.toIntExact(n));
         this.flat = n == layout.totalElements() ? storage : storage.view(0, Math.toIntExact(layout.totalElements()));
         for (ParameterLayout.Entry e : layout.entries()) views.put(e.name(), flat.view(e.offset(), e.shape()));
+    }
+
+    /** The most elements a flat parameter buffer holds: one tensor's limit (int dimensions, as every backend's). */
+    public static final long MAX_ELEMENTS = Integer.MAX_VALUE - 8;
+
+    /** Why a model of {@code parameters} parameters cannot be held (over {@link #MAX_ELEMENTS}), in one line. */
+    public static String tooLarge(long parameters) {
+        return String.format(java.util.Locale.ROOT, "%,d parameters do not fit one flat buffer of at most 2^31 - 9 elements: every rank keeps the"
+                + " compute weights, the fp32 gradients and the reference as full flat buffers (ZeRO-2 shards only the optimizer state), so models"
+                + " up to about 2.1B parameters train (llama-3.2-1b, llama-3.1-8b-4l), at any world size", parameters);
     }
 
     public static LlamaWeights zeros(Backend be, LlamaConfig config) { return new LlamaWeights(be, config); }
