@@ -6,6 +6,7 @@ import static org.bytedeco.cuda.global.cudart.cudaEventDestroy;
 import static org.bytedeco.cuda.global.cudart.cudaEventDisableTiming;
 import static org.bytedeco.cuda.global.cudart.cudaEventQuery;
 import static org.bytedeco.cuda.global.cudart.cudaEventRecord;
+import static org.bytedeco.cuda.global.cudart.cudaGetDevice;
 import static org.bytedeco.cuda.global.cudart.cudaGetErrorString;
 import static org.bytedeco.cuda.global.cudart.cudaSetDevice;
 import static org.bytedeco.cuda.global.cudart.cudaStreamCreateWithFlags;
@@ -297,6 +298,8 @@ public final class NcclCommunicator implements Communicator {
      */
     private Work submit(String name, Call call) {
         checkOpen(name);
+        // the events belong to the compute stream's device, whichever device this thread had current
+        cuda(cudaSetDevice(device), "cudaSetDevice(" + device + ")");
         CUevent_st ready = new CUevent_st(), done = new CUevent_st();
         cuda(cudaEventCreateWithFlags(ready, cudaEventDisableTiming), "cudaEventCreateWithFlags");
         cuda(cudaEventCreateWithFlags(done, cudaEventDisableTiming), "cudaEventCreateWithFlags");
@@ -427,7 +430,14 @@ public final class NcclCommunicator implements Communicator {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
-        releaseComm(failure != null);
-        if (!stream.isNull()) cudaStreamDestroy(stream);
+        int[] current = {-1}; // close() may come from another thread (the trainer's): work on this device, then restore
+        cudaGetDevice(current);
+        cudaSetDevice(device);
+        try {
+            releaseComm(failure != null);
+            if (!stream.isNull()) cudaStreamDestroy(stream);
+        } finally {
+            if (current[0] >= 0) cudaSetDevice(current[0]);
+        }
     }
 }
