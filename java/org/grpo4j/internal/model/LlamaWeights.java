@@ -225,6 +225,31 @@ public final class LlamaWeights implements AutoCloseable {
      * directory, then renamed into place.
      */
     public void save(Path out, String dtype, long maxShardBytes, Path tokenizerDir) throws IOException {
+        saveAtomically(out, tmp -> {
+            float[] host;
+            if (dtype() == DType.FP32) host = flat.toFloats();
+            else {
+                short[] bits = flat.toBf16Bits();
+                host = new float[bits.length];
+                for (int i = 0; i < bits.length; i++) host[i] = org.grpo4j.internal.backend.Bf16.toFloat(bits[i]);
+            }
+            writeInto(config, layout, host, tmp, dtype, maxShardBytes, tokenizerDir);
+        });
+    }
+
+    /**
+     * {@link #save} of weights held on the host: {@code host} is the flat buffer in {@link ParameterLayout} order (at
+     * least its parameters; padding after them is ignored). Writes from the array itself, so a checkpoint of weights
+     * gathered from the ranks' slices needs no second copy of the model on the Java heap.
+     */
+    public static void saveHost(LlamaConfig config, float[] host, Path out, String dtype, long maxShardBytes, Path tokenizerDir) throws IOException {
+        ParameterLayout layout = new ParameterLayout(config);
+        if (host.length < layout.totalElements())
+            throw new IllegalArgumentException("host weights of " + host.length + " elements, the model has " + layout.totalElements());
+        saveAtomically(out, tmp -> writeInto(config, layout, host, tmp, dtype, maxShardBytes, tokenizerDir));
+    }
+
+    private static void saveAtomically(Path out, AtomicDir.Filler body) throws IOException {
         Path abs = out.toAbsolutePath();
         if (Files.exists(abs)) {
             try (var s = Files.list(abs)) {
@@ -232,10 +257,11 @@ public final class LlamaWeights implements AutoCloseable {
             }
             Files.delete(abs);
         }
-        AtomicDir.write(abs, tmp -> writeInto(tmp, dtype, maxShardBytes, tokenizerDir));
+        AtomicDir.write(abs, body);
     }
 
-    private void writeInto(Path dir, String dtype, long maxShardBytes, Path tokenizerDir) throws IOException {
+    private static void writeInto(LlamaConfig config, ParameterLayout layout, float[] host, Path dir, String dtype, long maxShardBytes,
+                                  Path tokenizerDir) throws IOException {
         String torchDtype = dtype.equals("BF16") ? "bfloat16" : "float32";
         JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("config.json").toFile(), config.toJson(torchDtype));
         ObjectNode gen = JSON.createObjectNode();
@@ -250,13 +276,6 @@ public final class LlamaWeights implements AutoCloseable {
         gen.put("top_p", 1.0);
         JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("generation_config.json").toFile(), gen);
 
-        float[] host;
-        if (dtype() == DType.FP32) host = flat.toFloats();
-        else {
-            short[] bits = flat.toBf16Bits();
-            host = new float[bits.length];
-            for (int i = 0; i < bits.length; i++) host[i] = org.grpo4j.internal.backend.Bf16.toFloat(bits[i]);
-        }
         int eb = dtype.equals("BF16") ? 2 : 4;
         List<List<SafeTensors.Out>> shards = new ArrayList<>();
         List<SafeTensors.Out> cur = new ArrayList<>();
