@@ -8,7 +8,8 @@ import org.grpo4j.internal.backend.Tensor;
  * with the same sizes; a mismatch, a dead peer or a timeout throws {@link CommunicatorException} on every rank.
  *
  * <p>Ordering: a collective reads its inputs after every op already issued on the backend and its outputs are
- * visible to every op issued after {@link Work#await()}. {@link LocalCommunicator} (threads as ranks, the CPU) runs
+ * visible to every op issued after {@link Work#await()}; its tensors must stay allocated until then (NCCL issues it
+ * later, from another thread). {@link LocalCommunicator} (threads as ranks, the CPU) runs
  * each collective to completion before returning; {@link NcclCommunicator} queues it on its own CUDA stream, ordered
  * after the compute stream by an event, so that the caller can overlap it with compute until it awaits the result.
  *

@@ -6,6 +6,7 @@ import static org.bytedeco.cuda.global.cudart.cudaEventDestroy;
 import static org.bytedeco.cuda.global.cudart.cudaEventDisableTiming;
 import static org.bytedeco.cuda.global.cudart.cudaEventQuery;
 import static org.bytedeco.cuda.global.cudart.cudaEventRecord;
+import static org.bytedeco.cuda.global.cudart.cudaGetDevice;
 import static org.bytedeco.cuda.global.cudart.cudaGetErrorString;
 import static org.bytedeco.cuda.global.cudart.cudaSetDevice;
 import static org.bytedeco.cuda.global.cudart.cudaStreamCreateWithFlags;
@@ -20,7 +21,9 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.locks.LockSupport;
+import java.util.concurrent.locks.ReentrantLock;
 import org.bytedeco.cuda.cudart.CUevent_st;
 import org.bytedeco.cuda.cudart.CUstream_st;
 import org.bytedeco.cuda.nccl.ncclComm;
@@ -70,7 +73,13 @@ public final class NcclCommunicator implements Communicator {
     private final ExecutorService worker;
     private volatile Throwable failure;
     private volatile String context = "";
-    private boolean closed, commAborted;
+    private boolean closed;
+    /**
+     * Held around every call on {@code comm} (issuing, polling its async error, destroying or aborting it):
+     * ncclCommAbort frees the communicator, so no other call on it may run at the same time or after it.
+     */
+    private final ReentrantLock commLock = new ReentrantLock();
+    private boolean commGone; // aborted or destroyed (under commLock)
 
     private NcclCommunicator(CudaBackend be, int rank, int world, long timeoutNanos) {
         this.be = be;
@@ -153,9 +162,34 @@ public final class NcclCommunicator implements Communicator {
         synchronized (this) {
             if (failure != null || closed) return;
             failure = cause;
-            commAborted = !comm.isNull();
         }
-        if (commAborted) ncclCommAbort(comm);
+        releaseComm(true);
+    }
+
+    /**
+     * Aborts ({@code abort}) or destroys the communicator once. Waits for a call on it in progress to return; one that
+     * is stuck inside NCCL (a dead peer during a lazy connection) is what ncclCommAbort is there to unblock, so after
+     * a grace period it aborts regardless.
+     */
+    private void releaseComm(boolean abort) {
+        boolean locked = false;
+        try {
+            locked = commLock.tryLock(abort ? 5 : 30, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        try {
+            if (commGone || comm.isNull()) return;
+            commGone = true;
+            if (abort || !locked) {
+                ncclCommAbort(comm);
+            } else {
+                cudaStreamSynchronize(stream);
+                ncclCommDestroy(comm);
+            }
+        } finally {
+            if (locked) commLock.unlock();
+        }
     }
 
     // ---- collectives ----------------------------------------------------------------------------------------------
@@ -238,17 +272,16 @@ public final class NcclCommunicator implements Communicator {
 
     @Override
     public double[][] allGatherDoubles(double[] local) {
-        int n = local.length;
-        int[] bits = new int[2 * n];
+        int n = local.length, stride = Math.max(1, 2 * n); // an empty gather still moves one word per rank
+        int[] bits = new int[stride];
         for (int i = 0; i < n; i++) {
             long b = Double.doubleToRawLongBits(local[i]);
             bits[2 * i] = (int) (b >>> 32);
             bits[2 * i + 1] = (int) b;
         }
-        try (Tensor in = be.upload(bits, Math.max(1, 2 * n)); Tensor out = be.empty(DType.INT32, world * Math.max(1, 2 * n))) {
+        try (Tensor in = be.upload(bits, stride); Tensor out = be.empty(DType.INT32, world * stride)) {
             allGather(out, in).await();
             int[] all = out.toInts();
-            int stride = Math.max(1, 2 * n);
             double[][] res = new double[world][n];
             for (int r = 0; r < world; r++)
                 for (int i = 0; i < n; i++)
@@ -265,6 +298,8 @@ public final class NcclCommunicator implements Communicator {
      */
     private Work submit(String name, Call call) {
         checkOpen(name);
+        // the events belong to the compute stream's device, whichever device this thread had current
+        cuda(cudaSetDevice(device), "cudaSetDevice(" + device + ")");
         CUevent_st ready = new CUevent_st(), done = new CUevent_st();
         cuda(cudaEventCreateWithFlags(ready, cudaEventDisableTiming), "cudaEventCreateWithFlags");
         cuda(cudaEventCreateWithFlags(done, cudaEventDisableTiming), "cudaEventCreateWithFlags");
@@ -280,7 +315,13 @@ public final class NcclCommunicator implements Communicator {
             try {
                 checkOpen(name);
                 cuda(cudaStreamWaitEvent(stream, ready, 0), "cudaStreamWaitEvent(nccl stream)");
-                nccl(call.issue(stream), "nccl " + what);
+                commLock.lock();
+                try {
+                    checkOpen(name); // an abort may have freed the communicator meanwhile
+                    nccl(call.issue(stream), "nccl " + what);
+                } finally {
+                    commLock.unlock();
+                }
                 cuda(cudaEventRecord(done, stream), "cudaEventRecord(nccl stream)");
                 issued.complete(null);
                 watch(what, ready, done);
@@ -315,6 +356,7 @@ public final class NcclCommunicator implements Communicator {
     private void watch(String what, CUevent_st ready, CUevent_st done) {
         long started = -1, pause = 1_000;
         while (true) {
+            if (failure != null) return; // aborted from another thread: the collective's work is over
             int q = cudaEventQuery(done);
             if (q == cudaSuccess) return;
             if (q != cudaErrorNotReady) {
@@ -322,7 +364,14 @@ public final class NcclCommunicator implements Communicator {
                 return;
             }
             int[] async = new int[1];
-            int res = ncclCommGetAsyncError(comm, async);
+            int res;
+            commLock.lock();
+            try {
+                if (failure != null || commGone) return;
+                res = ncclCommGetAsyncError(comm, async);
+            } finally {
+                commLock.unlock();
+            }
             if (res != ncclSuccess || (async[0] != ncclSuccess && async[0] != ncclInProgress)) {
                 int code = res != ncclSuccess ? res : async[0];
                 abort(new CommunicatorException("NCCL " + what + " failed on rank " + rank + ": " + ncclGetErrorString(code).getString() + lastError(comm)));
@@ -377,18 +426,18 @@ public final class NcclCommunicator implements Communicator {
         }
         worker.shutdown();
         try {
-            worker.awaitTermination(10, java.util.concurrent.TimeUnit.SECONDS);
+            worker.awaitTermination(10, TimeUnit.SECONDS);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
-        if (!comm.isNull() && !commAborted) {
-            if (failure == null) {
-                cudaStreamSynchronize(stream);
-                ncclCommDestroy(comm);
-            } else {
-                ncclCommAbort(comm);
-            }
+        int[] current = {-1}; // close() may come from another thread (the trainer's): work on this device, then restore
+        cudaGetDevice(current);
+        cudaSetDevice(device);
+        try {
+            releaseComm(failure != null);
+            if (!stream.isNull()) cudaStreamDestroy(stream);
+        } finally {
+            if (current[0] >= 0) cudaSetDevice(current[0]);
         }
-        if (!stream.isNull()) cudaStreamDestroy(stream);
     }
 }

@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.net.InetAddress;
+import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
 import java.util.Iterator;
 import java.util.List;
@@ -45,7 +46,13 @@ public final class Rendezvous implements Cluster {
         long dead = 10 * heartbeatMillis;
         TcpStore.Server s = null;
         if (env.hostsRankZero()) {
-            InetAddress bind = InetAddress.getByName(env.masterAddr());
+            InetAddress bind = bindAddress(env.masterAddr(), InetAddress.getByName(env.masterAddr()), env.processes());
+            if (bind.isAnyLocalAddress() && (secret == null || secret.isEmpty()))
+                throw new IllegalArgumentException("MASTER_ADDR " + env.masterAddr() + " resolves to the loopback address "
+                        + InetAddress.getByName(env.masterAddr()).getHostAddress() + " here (as /etc/hosts maps a machine's own name), which the "
+                        + "other processes' nodes cannot reach, so the rendezvous store listens on every interface: set " + SECRET_ENV
+                        + " to the same random value on every node (e.g. export " + SECRET_ENV + "=$(openssl rand -hex 16)), or, when every"
+                        + " process runs on this node, MASTER_ADDR=127.0.0.1");
             s = new TcpStore.Server(bind, env.masterPort(), secret, env.processes(), heartbeatMillis, dead);
         }
         this.server = s;
@@ -64,6 +71,19 @@ public final class Rendezvous implements Cluster {
             close();
             throw e;
         }
+    }
+
+    /**
+     * Where the store listens: the address MASTER_ADDR names. A host name that resolves here to a loopback address
+     * (Debian's /etc/hosts maps the machine's own name to 127.0.1.1) while other processes connect to it, possibly
+     * from other nodes where it resolves to this node's real address, makes the store listen on every interface
+     * instead (the secret is then required); "localhost" and loopback literals stay on loopback.
+     */
+    static InetAddress bindAddress(String masterAddr, InetAddress resolved, int processes) {
+        if (processes == 1 || !resolved.isLoopbackAddress()) return resolved;
+        String a = masterAddr.trim();
+        boolean literal = a.equalsIgnoreCase("localhost") || a.matches("[0-9.]+") || a.contains(":");
+        return literal ? resolved : new InetSocketAddress(0).getAddress();
     }
 
     /** The port the store listens on (the process hosting rank 0; MASTER_PORT elsewhere). */

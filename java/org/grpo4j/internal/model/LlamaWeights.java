@@ -48,11 +48,20 @@ public final class LlamaWeights implements AutoCloseable {
         this.layout = new ParameterLayout(config);
         this.backend = be;
         long n = Math.max(capacity, layout.totalElements());
-        if (n > Integer.MAX_VALUE - 8 && be.name().equals("cpu"))
-            throw new IllegalArgumentException(layout.totalElements() + " parameters do not fit the CPU backend's 2^31-element tensors");
+        if (n > MAX_ELEMENTS) throw new IllegalArgumentException(tooLarge(layout.totalElements()));
         this.storage = be.zeros(dtype, Math.toIntExact(n));
         this.flat = n == layout.totalElements() ? storage : storage.view(0, Math.toIntExact(layout.totalElements()));
         for (ParameterLayout.Entry e : layout.entries()) views.put(e.name(), flat.view(e.offset(), e.shape()));
+    }
+
+    /** The most elements a flat parameter buffer holds: one tensor's limit (int dimensions, as every backend's). */
+    public static final long MAX_ELEMENTS = Integer.MAX_VALUE - 8;
+
+    /** Why a model of {@code parameters} parameters cannot be held (over {@link #MAX_ELEMENTS}), in one line. */
+    public static String tooLarge(long parameters) {
+        return String.format(java.util.Locale.ROOT, "%,d parameters do not fit one flat buffer of at most 2^31 - 9 elements: every rank keeps the"
+                + " compute weights, the fp32 gradients and the reference as full flat buffers (ZeRO-2 shards only the optimizer state), so models"
+                + " up to about 2.1B parameters train (llama-3.2-1b, llama-3.1-8b-4l), at any world size", parameters);
     }
 
     public static LlamaWeights zeros(Backend be, LlamaConfig config) { return new LlamaWeights(be, config); }
@@ -216,6 +225,31 @@ public final class LlamaWeights implements AutoCloseable {
      * directory, then renamed into place.
      */
     public void save(Path out, String dtype, long maxShardBytes, Path tokenizerDir) throws IOException {
+        saveAtomically(out, tmp -> {
+            float[] host;
+            if (dtype() == DType.FP32) host = flat.toFloats();
+            else {
+                short[] bits = flat.toBf16Bits();
+                host = new float[bits.length];
+                for (int i = 0; i < bits.length; i++) host[i] = org.grpo4j.internal.backend.Bf16.toFloat(bits[i]);
+            }
+            writeInto(config, layout, host, tmp, dtype, maxShardBytes, tokenizerDir);
+        });
+    }
+
+    /**
+     * {@link #save} of weights held on the host: {@code host} is the flat buffer in {@link ParameterLayout} order (at
+     * least its parameters; padding after them is ignored). Writes from the array itself, so a checkpoint of weights
+     * gathered from the ranks' slices needs no second copy of the model on the Java heap.
+     */
+    public static void saveHost(LlamaConfig config, float[] host, Path out, String dtype, long maxShardBytes, Path tokenizerDir) throws IOException {
+        ParameterLayout layout = new ParameterLayout(config);
+        if (host.length < layout.totalElements())
+            throw new IllegalArgumentException("host weights of " + host.length + " elements, the model has " + layout.totalElements());
+        saveAtomically(out, tmp -> writeInto(config, layout, host, tmp, dtype, maxShardBytes, tokenizerDir));
+    }
+
+    private static void saveAtomically(Path out, AtomicDir.Filler body) throws IOException {
         Path abs = out.toAbsolutePath();
         if (Files.exists(abs)) {
             try (var s = Files.list(abs)) {
@@ -223,10 +257,11 @@ public final class LlamaWeights implements AutoCloseable {
             }
             Files.delete(abs);
         }
-        AtomicDir.write(abs, tmp -> writeInto(tmp, dtype, maxShardBytes, tokenizerDir));
+        AtomicDir.write(abs, body);
     }
 
-    private void writeInto(Path dir, String dtype, long maxShardBytes, Path tokenizerDir) throws IOException {
+    private static void writeInto(LlamaConfig config, ParameterLayout layout, float[] host, Path dir, String dtype, long maxShardBytes,
+                                  Path tokenizerDir) throws IOException {
         String torchDtype = dtype.equals("BF16") ? "bfloat16" : "float32";
         JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("config.json").toFile(), config.toJson(torchDtype));
         ObjectNode gen = JSON.createObjectNode();
@@ -241,13 +276,6 @@ public final class LlamaWeights implements AutoCloseable {
         gen.put("top_p", 1.0);
         JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("generation_config.json").toFile(), gen);
 
-        float[] host;
-        if (dtype() == DType.FP32) host = flat.toFloats();
-        else {
-            short[] bits = flat.toBf16Bits();
-            host = new float[bits.length];
-            for (int i = 0; i < bits.length; i++) host[i] = org.grpo4j.internal.backend.Bf16.toFloat(bits[i]);
-        }
         int eb = dtype.equals("BF16") ? 2 : 4;
         List<List<SafeTensors.Out>> shards = new ArrayList<>();
         List<SafeTensors.Out> cur = new ArrayList<>();

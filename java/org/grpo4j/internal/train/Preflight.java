@@ -99,6 +99,9 @@ public final class Preflight implements AutoCloseable {
         if (tok.vocabSize() > lc.vocabSize())
             throw new IllegalArgumentException(modelName + ": the tokenizer has " + tok.vocabSize() + " ids but config.json's vocab_size is " + lc.vocabSize());
         if (tok.eosId() < 0) throw new IllegalArgumentException(modelName + ": the tokenizer has no eos_token; stop_token eos needs one");
+        long parameters = new org.grpo4j.internal.model.ParameterLayout(lc).totalElements();
+        if (parameters > org.grpo4j.internal.model.LlamaWeights.MAX_ELEMENTS)
+            throw new IllegalArgumentException(modelName + ": " + org.grpo4j.internal.model.LlamaWeights.tooLarge(parameters));
         ChatTemplate template;
         try {
             template = ChatTemplate.named(cfg.chatTemplateName, tok);

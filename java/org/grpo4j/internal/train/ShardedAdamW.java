@@ -25,7 +25,8 @@ import org.grpo4j.internal.model.ShardLayout;
  * (bf16 in precision bf16: the bucket is cast to a bf16 staging buffer first), and each owner adds its piece to its
  * fp32 slice ({@link #endMicroBatch}). Two bucket slots alternate, so a bucket's reduction overlaps the backward pass
  * (on NCCL) until its slot is needed again. At world 1 nothing is communicated: the backward pass accumulates the
- * micro-batches straight into the gradient buffer, which is the accumulator.
+ * micro-batches straight into the gradient buffer, which is the accumulator (unless the sharded path is forced, which
+ * is how a one-GPU test drives the bucket reductions and the in-place all-gather through NCCL at world 1).
  *
  * <p>Each rank's per-rank gradient contributions are weighted by the trainer with 1/world folded in (the loss
  * aggregation's weights), so the reduction is a plain sum, as DeepSpeed's pre-divided buckets are.
@@ -42,6 +43,8 @@ final class ShardedAdamW implements AutoCloseable {
     private final LlamaWeights compute, grads;
     private final DType commType;
     private final int rank, world, real;
+    /** The ZeRO-2 path (bucket reductions, fp32 accumulator, in-place all-gather): world > 1, or forced. */
+    private final boolean sharded;
     private final long start;
     private final double beta1, beta2, eps;
     private double weightDecay;
@@ -61,6 +64,15 @@ final class ShardedAdamW implements AutoCloseable {
      */
     ShardedAdamW(Backend be, Communicator comm, ShardLayout layout, LlamaWeights compute, LlamaWeights grads, double beta1, double beta2,
                  double eps, double weightDecay) {
+        this(be, comm, layout, compute, grads, beta1, beta2, eps, weightDecay, false);
+    }
+
+    /**
+     * {@code alwaysShard}: take the ZeRO-2 path even at world 1, where each bucket's reduction is a copy to its one
+     * owner (tests: the only way to run the reductions and the in-place all-gather through NCCL on one GPU).
+     */
+    ShardedAdamW(Backend be, Communicator comm, ShardLayout layout, LlamaWeights compute, LlamaWeights grads, double beta1, double beta2,
+                 double eps, double weightDecay, boolean alwaysShard) {
         this.be = be;
         this.comm = comm;
         this.layout = layout;
@@ -68,6 +80,7 @@ final class ShardedAdamW implements AutoCloseable {
         this.grads = grads;
         this.rank = comm.rank();
         this.world = comm.worldSize();
+        this.sharded = world > 1 || alwaysShard;
         if (layout.world() != world) throw new IllegalArgumentException("layout for " + layout.world() + " ranks, communicator of " + world);
         if (compute.padded().numel() != layout.padded())
             throw new IllegalArgumentException("compute weights hold " + compute.padded().numel() + " elements, the layout " + layout.padded());
@@ -85,9 +98,9 @@ final class ShardedAdamW implements AutoCloseable {
             this.master = compute.dtype() == DType.BF16 ? keep(made, be.zeros(DType.FP32, s)) : null;
             this.m = keep(made, be.zeros(DType.FP32, s));
             this.v = keep(made, be.zeros(DType.FP32, s));
-            this.acc = world > 1 ? keep(made, be.zeros(DType.FP32, s)) : null;
+            this.acc = sharded ? keep(made, be.zeros(DType.FP32, s)) : null;
             this.partials = keep(made, be.zeros(DType.FP32, Math.max(1, s / layout.normChunk())));
-            if (world > 1)
+            if (sharded)
                 for (int k = 0; k < 2; k++) {
                     if (commType == DType.BF16) staging[k] = keep(made, be.empty(DType.BF16, layout.largestBucket()));
                     recv[k] = keep(made, be.empty(commType, Math.max(1, layout.largestPiece())));
@@ -137,21 +150,21 @@ final class ShardedAdamW implements AutoCloseable {
 
     /** Before a micro-batch's backward passes: at world > 1 the gradient buffer starts from zero. */
     void startMicroBatch() {
-        if (world == 1) return;
+        if (!sharded) return;
         be.fill(grads.flat(), 0);
         nextBucket = 0;
     }
 
     /** Every gradient at flat offset >= {@code frontier} is complete: reduce the buckets above it (world > 1). */
     void gradientsReady(long frontier) {
-        if (world == 1) return;
+        if (!sharded) return;
         List<ShardLayout.Bucket> bs = layout.buckets();
         while (nextBucket < bs.size() && bs.get(nextBucket).from() >= frontier) issue(bs.get(nextBucket++));
     }
 
     /** After a micro-batch's backward: reduce what is left, wait, and add the owned pieces to the slice (world > 1). */
     void endMicroBatch() {
-        if (world == 1) return;
+        if (!sharded) return;
         gradientsReady(0);
         for (int k = 0; k < 2; k++) finish((bucketsIssued + k) % 2);
     }
@@ -228,7 +241,7 @@ final class ShardedAdamW implements AutoCloseable {
             be.adamW(masterSlice(), g, m.view(0, real), v.view(0, real),
                     new AdamWStep((float) lr, (float) beta1, (float) beta2, (float) eps, (float) weightDecay, step), out);
         }
-        if (world > 1) comm.allGatherInPlace(compute.padded()).await();
+        if (sharded) comm.allGatherInPlace(compute.padded()).await();
     }
 
     // ---- checkpoints ----------------------------------------------------------------------------------------------

@@ -594,12 +594,12 @@ public final class Trainer implements AutoCloseable {
         }).get(0);
     }
 
-    /** Saves fp32 weights held on the host as an HF model directory (through a CPU copy). */
+    /**
+     * Saves fp32 weights held on the host as an HF model directory, from the array itself: the gathered master weights
+     * are the one copy of the model on the Java heap (4 bytes a parameter; a CPU copy and its download made it 12).
+     */
     private void saveHostModel(float[] host, Path dir) throws IOException {
-        try (CpuBackend cpu = new CpuBackend(1); LlamaWeights w = LlamaWeights.zeros(cpu, setup.model())) {
-            cpu.copyFromHost(w.flat(), host);
-            w.save(dir, "F32", 5L << 30, tokenizerDir);
-        }
+        LlamaWeights.saveHost(setup.model(), host, dir, "F32", 5L << 30, tokenizerDir);
     }
 
     private void restore(Path ck, TrainerState st) throws IOException {

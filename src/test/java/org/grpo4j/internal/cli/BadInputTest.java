@@ -83,6 +83,9 @@ class BadInputTest {
         Files.write(st, Arrays.copyOf(Files.readAllBytes(st), (int) Files.size(st) / 2)); // truncated by a full disk
         copyTree(m, root.resolve("mbadtok"));
         Files.writeString(root.resolve("mbadtok/tokenizer.json"), "{\"model\": {\"vocab\": ");
+        copyTree(m, root.resolve("m8b")); // the tiny model's files under Llama 3.1 8B's config.json: over the flat-buffer limit
+        new com.fasterxml.jackson.databind.ObjectMapper().writeValue(root.resolve("m8b/config.json").toFile(),
+                org.grpo4j.internal.model.LlamaConfig.llama31_8b().toJson("bfloat16"));
         Files.createDirectories(root.resolve("data/empty-dir"));
         Files.createDirectories(root.resolve("mbadconfig"));
         Files.writeString(root.resolve("mbadconfig/config.json"), "{\"hidden_size\": ");
@@ -280,6 +283,7 @@ class BadInputTest {
             {"nccl_timeout_s=0", "nccl_timeout_s must be >= 1, got 0"},
             {"model_name_or_path=$R/nonexist", "$R/nonexist", "no such model directory"},
             {"model_name_or_path=nobody/model", "nobody/model", "never downloads"},
+            {"model_name_or_path=$R/m8b", "$R/m8b: 8,030,261,248 parameters do not fit one flat buffer of at most 2^31 - 9 elements"},
         }) {
             String[] says = Arrays.copyOfRange(kv, 1, kv.length);
             List<String> sets = new ArrayList<>();

@@ -62,7 +62,10 @@ class NcclCommunicatorTest {
         try (NcclCommunicator c = worldOne(be)) {
             c.setContext("gpu test");
             for (DType dt : new DType[] {DType.FP32, DType.BF16}) {
-                float[] want = down(up(be, x, dt));
+                float[] want;
+                try (Tensor w = up(be, x, dt)) {
+                    want = down(w);
+                }
                 for (ReduceOp op : ReduceOp.values()) {
                     try (Tensor t = up(be, x, dt)) {
                         c.allReduce(t, op).await();
@@ -90,6 +93,47 @@ class NcclCommunicatorTest {
             assertEquals(Math.PI, d[0][0], 0.0);
             assertEquals(Double.doubleToRawLongBits(-0.0), Double.doubleToRawLongBits(d[0][1]));
             assertTrue(Double.isNaN(d[0][2]));
+            assertEquals(0, c.allGatherDoubles(new double[0])[0].length, "an empty gather");
+        }
+    }
+
+    /**
+     * The ordering contract on a busy device: the collective (a copy on NCCL's stream at world 1) reads what the compute
+     * stream wrote last, although that stream is still working when the collective is queued, and compute issued after
+     * {@code await()} sees the collective's output. Each broken direction leaves values other than 2 x rep.
+     */
+    @Test
+    void collectivesAreOrderedAgainstTheComputeStream() {
+        CudaBackend be = cuda();
+        int n = 1 << 24;
+        try (NcclCommunicator c = worldOne(be); Tensor in = be.zeros(DType.FP32, n); Tensor out = be.zeros(DType.FP32, n)) {
+            for (int rep = 1; rep <= 3; rep++) {
+                for (int k = 0; k < 16; k++) be.fill(in, k == 15 ? rep : -1); // about a millisecond of queued writes
+                c.reduceScatter(out, in, ReduceOp.SUM).await();
+                be.scale(out, 2f);
+                float[] o = out.toFloats();
+                for (int i = 0; i < n; i++)
+                    if (o[i] != 2f * rep) fail("rep " + rep + ": out[" + i + "] = " + o[i] + ", expected " + 2 * rep);
+            }
+        }
+    }
+
+    /** abort() from another thread fails the next collective with the cause, and close() afterwards is safe. */
+    @Test
+    void anAbortedCommunicatorFailsItsNextCollective() throws Exception {
+        CudaBackend be = cuda();
+        NcclCommunicator c = worldOne(be);
+        try (Tensor t = be.zeros(DType.FP32, 8)) {
+            c.allReduce(t, ReduceOp.SUM).await();
+            Thread other = new Thread(() -> c.abort(new IllegalStateException("rank 3 threw")));
+            other.start();
+            other.join();
+            c.setContext("step 7, update");
+            CommunicatorException e = assertThrows(CommunicatorException.class, () -> c.allReduce(t, ReduceOp.SUM).await());
+            assertEquals("allReduce (step 7, update) stopped: rank 3 threw", e.getMessage());
+            be.synchronize();
+        } finally {
+            c.close();
         }
     }
 

@@ -185,4 +185,21 @@ class RendezvousTest {
                 "MASTER_ADDR", "x"), 1));
         assertTrue(e.getMessage().contains("WORLD_SIZE 8 but 2 nodes x 8 GPUs = 16"), e.getMessage());
     }
+
+    /**
+     * A node name that resolves on node 0 to a loopback address (Debian's 127.0.1.1) must not confine the store to
+     * loopback when other processes connect, possibly from other nodes; loopback literals and "localhost" stay there.
+     */
+    @Test
+    void theStoreListensBeyondLoopbackWhenTheMasterNameResolvesToLoopbackHere() throws Exception {
+        InetAddress debian = InetAddress.getByAddress("node0", new byte[] {127, 0, 1, 1});
+        assertTrue(Rendezvous.bindAddress("node0", debian, 2).isAnyLocalAddress(), "node0 -> 127.0.1.1 with 2 processes: every interface");
+        assertEquals(debian, Rendezvous.bindAddress("node0", debian, 1), "one process: nobody else connects");
+        InetAddress lo = InetAddress.getByAddress("localhost", new byte[] {127, 0, 0, 1});
+        assertEquals(lo, Rendezvous.bindAddress("127.0.0.1", lo, 8));
+        assertEquals(lo, Rendezvous.bindAddress("localhost", lo, 8));
+        InetAddress real = InetAddress.getByAddress("node0", new byte[] {10, 0, 0, 5});
+        assertEquals(real, Rendezvous.bindAddress("node0", real, 2), "a real address is listened on as named");
+        assertFalse(Rendezvous.bindAddress("::1", InetAddress.getByName("::1"), 2).isAnyLocalAddress());
+    }
 }

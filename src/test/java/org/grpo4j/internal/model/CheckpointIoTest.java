@@ -52,6 +52,29 @@ class CheckpointIoTest {
         }
     }
 
+    /**
+     * The trainer's checkpoint of gathered master weights: saved from the host array itself (padding after the
+     * parameters ignored), byte for byte what saving the same weights from a backend writes, sharded too.
+     */
+    @Test
+    void savingHostWeightsWritesTheSameFilesAsSavingFromABackend(@TempDir Path tmp) throws IOException {
+        Backend be = TestBackends.cpu();
+        LlamaConfig c = LlamaConfig.tiny(512, 506, 507);
+        try (LlamaWeights w = LlamaWeights.init(be, c, 43)) {
+            float[] host = java.util.Arrays.copyOf(w.flat().toFloats(), (int) w.flat().numel() + 1000); // a ZeRO-2 padded gather
+            for (long shard : new long[] {1L << 40, 100_000}) {
+                Path a = tmp.resolve("backend" + shard), b = tmp.resolve("host" + shard);
+                w.save(a, "F32", shard, TOK);
+                LlamaWeights.saveHost(c, host, b, "F32", shard, TOK);
+                List<Path> files;
+                try (var st = Files.list(a)) { files = st.sorted().toList(); }
+                try (var st = Files.list(b)) { assertEquals(files.stream().map(Path::getFileName).toList(), st.sorted().map(Path::getFileName).toList()); }
+                for (Path f : files) assertArrayEquals(Files.readAllBytes(f), Files.readAllBytes(b.resolve(f.getFileName())), f.getFileName().toString());
+            }
+            assertThrows(IllegalArgumentException.class, () -> LlamaWeights.saveHost(c, new float[10], tmp.resolve("short"), "F32", 1L << 40, null));
+        }
+    }
+
     /** A minimal safetensors file with the given raw header and data length. */
     static Path rawFile(Path dir, String name, String header, int dataBytes, long declaredHeaderLen) throws IOException {
         byte[] h = header.getBytes(StandardCharsets.UTF_8);

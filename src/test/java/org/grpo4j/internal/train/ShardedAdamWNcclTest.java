@@ -22,30 +22,40 @@ import org.junit.jupiter.api.Test;
 /**
  * One ZeRO-2 optimizer step of the tiny model on the GPU through {@link NcclCommunicator} (world 1: the hosts' NCCL
  * refuses two ranks on one GPU), against the same step on the CPU through {@link LocalCommunicator}: the gradient
- * norm goes through NCCL's all-gather, AdamW runs on the slice and the master weights are gathered through NCCL. The
- * adamW kernel is bit-identical to the CPU's (DeviceMathTest) and max_grad_norm is above the norm (the GPU's squared
- * sums add in another order), so the weights agree bit for bit.
+ * norm goes through NCCL's all-gather, AdamW runs on the slice and the master weights are gathered through NCCL. With
+ * the sharded path forced (as at world > 1) the gradient buckets also go through NCCL's reduce (in bf16 from the bf16
+ * staging buffer in precision bf16), are accumulated into the fp32 slice over two micro-batches in two alternating
+ * slots, and the compute weights are all-gathered in place. The adamW kernel is bit-identical to the CPU's
+ * (DeviceMathTest) and max_grad_norm is above the norm (the GPU's squared sums add in another order), so the weights
+ * agree bit for bit.
  */
 @Tag("gpu")
 class ShardedAdamWNcclTest {
     static final LlamaConfig C = LlamaConfig.tiny(300, 1, 2);
 
-    static float[][] step(Backend be, Communicator comm, DType dt, float[] grad) {
+    static float[][] step(Backend be, Communicator comm, DType dt, float[] grad, boolean forceSharded) {
         try (LlamaWeights init = LlamaWeights.init(be, C, 3)) {
-            ShardLayout lay = new ShardLayout(init.layout().totalElements(), 1, 1 << 16);
+            long n = init.layout().totalElements();
+            ShardLayout lay = new ShardLayout(n, 1, 1 << 14); // several buckets: both slots alternate
             try (LlamaWeights compute = LlamaWeights.zeros(be, C, dt, lay.padded()); LlamaWeights g = LlamaWeights.zeros(be, C);
-                 ShardedAdamW opt = new ShardedAdamW(be, comm, lay, compute, g, 0.9, 0.999, 1e-8, 0.01)) {
+                 ShardedAdamW opt = new ShardedAdamW(be, comm, lay, compute, g, 0.9, 0.999, 1e-8, 0.01, forceSharded)) {
+                assertTrue(!forceSharded || lay.buckets().size() > 2, "more buckets than slots: " + lay.buckets().size());
                 compute.copyFrom(init);
                 opt.setMaster(init);
+                float[] half = new float[grad.length];
+                for (int i = 0; i < half.length; i++) half[i] = grad[i] * 0.5f;
                 for (int t = 0; t < 2; t++) {
                     opt.startStep();
-                    opt.startMicroBatch();
-                    be.copyFromHost(g.flat(), grad);
-                    opt.gradientsReady(0);
-                    opt.endMicroBatch();
-                    ShardedAdamW.Norm n = opt.gradNorm(true);
-                    assertTrue(n.finite());
-                    opt.step(n.norm(), 1e9, 1e-3);
+                    for (int k = 0; k < (forceSharded ? 2 : 1); k++) {
+                        opt.startMicroBatch();
+                        if (forceSharded) be.copyFromHost(g.flat(), k == 0 ? grad : half); // the buffer starts from zero each micro-batch
+                        else be.copyFromHost(g.flat(), grad);
+                        for (long f : new long[] {n * 3 / 4, n / 2, n / 5, 0}) opt.gradientsReady(f);
+                        opt.endMicroBatch();
+                    }
+                    ShardedAdamW.Norm nm = opt.gradNorm(true);
+                    assertTrue(nm.finite());
+                    opt.step(nm.norm(), 1e9, 1e-3);
                 }
                 float[] w = dt == DType.FP32 ? compute.flat().toFloats() : ShardedAdamWTest.bf16(compute.flat().toBf16Bits());
                 return new float[][] {opt.gatherMaster(), w};
@@ -61,16 +71,18 @@ class ShardedAdamWNcclTest {
         float[] grad = new float[n];
         SplittableRandom r = new SplittableRandom(4);
         for (int i = 0; i < n; i++) grad[i] = (float) (r.nextGaussian() * 1e-3);
-        for (DType dt : new DType[] {DType.FP32, DType.BF16}) {
-            float[][] cpu, gpu;
-            try (CpuBackend c = new CpuBackend(); LocalCommunicator lc = LocalCommunicator.group(1, 10_000).get(0)) {
-                cpu = step(c, lc, dt, grad);
+        for (boolean forced : new boolean[] {false, true})
+            for (DType dt : new DType[] {DType.FP32, DType.BF16}) {
+                float[][] cpu, gpu;
+                try (CpuBackend c = new CpuBackend(); LocalCommunicator lc = LocalCommunicator.group(1, 10_000).get(0)) {
+                    cpu = step(c, lc, dt, grad, forced);
+                }
+                try (NcclCommunicator nc = NcclCommunicator.create(NcclCommunicator.newUniqueId(), 1, 0, be, 60)) {
+                    gpu = step(be, nc, dt, grad, forced);
+                }
+                String what = dt.label() + (forced ? ", sharded path forced" : "");
+                assertArrayEquals(cpu[0], gpu[0], 0f, what + ": fp32 master weights after two steps");
+                assertArrayEquals(cpu[1], gpu[1], 0f, what + ": compute weights after two steps");
             }
-            try (NcclCommunicator nc = NcclCommunicator.create(NcclCommunicator.newUniqueId(), 1, 0, be, 60)) {
-                gpu = step(be, nc, dt, grad);
-            }
-            assertArrayEquals(cpu[0], gpu[0], 0f, dt.label() + ": fp32 master weights after two steps");
-            assertArrayEquals(cpu[1], gpu[1], 0f, dt.label() + ": compute weights after two steps");
-        }
     }
 }

@@ -98,6 +98,11 @@ class ShardedAdamWTest {
 
     /** Weights, then moments (from the saved slices, in rank order) after {@code steps} steps of {@code micro} micro-batches. */
     static float[][] train(int world, int worldOfGrads, DType dt, int steps, int micro, Path dir) throws Exception {
+        return train(world, worldOfGrads, dt, steps, micro, dir, false);
+    }
+
+    /** {@code force}: the ZeRO-2 path even at world 1 (bucket reductions into the fp32 accumulator, in-place all-gather). */
+    static float[][] train(int world, int worldOfGrads, DType dt, int steps, int micro, Path dir, boolean force) throws Exception {
         List<LocalCommunicator> comms = LocalCommunicator.group(world, 30_000);
         List<Future<float[]>> fs = new ArrayList<>();
         for (LocalCommunicator comm : comms)
@@ -106,16 +111,17 @@ class ShardedAdamWTest {
                     ShardLayout lay = new ShardLayout(init.layout().totalElements(), world, 100);
                     int n = (int) init.layout().totalElements();
                     try (LlamaWeights compute = LlamaWeights.zeros(be, C, dt, lay.padded()); LlamaWeights g = LlamaWeights.zeros(be, C);
-                         ShardedAdamW opt = new ShardedAdamW(be, comm, lay, compute, g, 0.9, 0.999, 1e-8, 0.1)) {
+                         ShardedAdamW opt = new ShardedAdamW(be, comm, lay, compute, g, 0.9, 0.999, 1e-8, 0.1, force)) {
                         compute.copyFrom(init);
                         opt.setMaster(init);
+                        boolean plain = world == 1 && !force;
                         for (int t = 1; t <= steps; t++) {
                             opt.startStep();
                             for (int k = 0; k < micro; k++) {
                                 opt.startMicroBatch();
                                 // world 1 stands for the ranks of worldOfGrads: it gets their reduced gradients
-                                float[] mine = world == 1 ? reduced(t, k, worldOfGrads, n, dt) : grad(t, k, comm.rank(), n);
-                                if (world == 1) {
+                                float[] mine = plain ? reduced(t, k, worldOfGrads, n, dt) : grad(t, k, comm.rank(), n);
+                                if (plain) {
                                     float[] acc = g.flat().toFloats();
                                     for (int i = 0; i < n; i++) acc[i] += mine[i];
                                     mine = acc;
@@ -177,5 +183,20 @@ class ShardedAdamWTest {
                 assertArrayEquals(one[0], many[0], 0f, dt.label() + " world " + world + ": master and compute weights");
                 assertArrayEquals(one[1], many[1], 0f, dt.label() + " world " + world + ": AdamW moments");
             }
+    }
+
+    /**
+     * The ZeRO-2 path forced at world 1 (what ShardedAdamWNcclTest runs through NCCL on one GPU: each bucket reduced to
+     * its one owner, accumulated in the fp32 slice, the compute weights all-gathered in place) gives plain AdamW's
+     * weights and moments bit for bit.
+     */
+    @Test
+    void theShardedPathForcedAtWorldOneEqualsPlainAdamW(@TempDir Path tmp) throws Exception {
+        for (DType dt : new DType[] {DType.FP32, DType.BF16}) {
+            Path a = Files.createDirectories(tmp.resolve(dt.label() + "plain")), b = Files.createDirectories(tmp.resolve(dt.label() + "forced"));
+            float[][] plain = train(1, 1, dt, 3, 2, a, false), forced = train(1, 1, dt, 3, 2, b, true);
+            assertArrayEquals(plain[0], forced[0], 0f, dt.label() + ": master and compute weights");
+            assertArrayEquals(plain[1], forced[1], 0f, dt.label() + ": AdamW moments");
+        }
     }
 }
