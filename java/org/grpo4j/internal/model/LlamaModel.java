@@ -180,36 +180,68 @@ public final class LlamaModel {
      * backward runs. {@code ready} may be null.
      */
     public void backward(Activations act, Tensor dHidden, LlamaWeights grads, java.util.function.LongConsumer ready) {
+        backward(act, dHidden, grads, ready, null);
+    }
+
+    /**
+     * {@link #backward(Activations, Tensor, LlamaWeights, java.util.function.LongConsumer)} into fp32 gradients
+     * (accumulated), or into bf16 gradients (ZeRO-2's gradient buffer in precision bf16, 2 bytes a parameter): then
+     * each weight gradient is produced in fp32 and rounded once into a buffer that must hold zeros (written, not
+     * accumulated): the GEMMs accumulate in fp32 and round their output, a norm weight's gradient goes through a [D]
+     * fp32 scratch, and the embedding's through {@code table32}, fp32 [V, D], which is cast into the buffer at the
+     * end. With tied embeddings {@code table32} holds the LM head's gradient on entry (the caller's loss wrote it there)
+     * and the embedding's is added to it; untied, it is zeroed here.
+     */
+    public void backward(Activations act, Tensor dHidden, LlamaWeights grads, java.util.function.LongConsumer ready, Tensor table32) {
         int n = act.batch.tokens(), d = c.hiddenSize();
         ParameterLayout lay = grads.layout();
-        if (grads.dtype() != DType.FP32)
-            throw new IllegalArgumentException("backward: gradients accumulate in fp32 weights, got " + grads.dtype());
+        boolean half = grads.dtype() == DType.BF16;
+        if (grads.dtype() != DType.FP32 && !half)
+            throw new IllegalArgumentException("backward: gradients are fp32 or bf16, got " + grads.dtype());
+        if (half && adt != DType.BF16) throw new IllegalArgumentException("backward: bf16 gradients need bf16 activations, the model's are " + adt);
+        if (half && (table32 == null || table32.dtype() != DType.FP32 || table32.numel() != (long) c.vocabSize() * d))
+            throw new IllegalArgumentException("backward: bf16 gradients need an fp32 [" + c.vocabSize() + ", " + d + "] embedding gradient, got " + table32);
         if (dHidden.dtype() != adt && dHidden.dtype() != DType.FP32)
             throw new IllegalArgumentException("backward: dHidden is " + dHidden.dtype() + "; expected fp32 or " + adt);
-        try (Tensor dx = act(n, d); Tensor dh = dHidden.dtype() == adt ? null : act(n, d)) {
+        try (Tensor dx = act(n, d); Tensor dh = dHidden.dtype() == adt ? null : act(n, d); Tensor norm32 = half ? be.empty(DType.FP32, d) : null) {
+            if (half && !c.tieWordEmbeddings()) be.fill(table32, 0);
             if (dh != null) be.cast(dh, dHidden); // an fp32 dHidden (e.g. scattered rows) rounded once to the activations' dtype
-            be.rmsNormBackward(dx, grads.get("model.norm.weight"), dh != null ? dh : dHidden, act.layerInputs[c.numLayers()],
+            be.rmsNormBackward(dx, normGrad(grads, "model.norm.weight", norm32), dh != null ? dh : dHidden, act.layerInputs[c.numLayers()],
                     w.get("model.norm.weight"), act.rstdFinal);
+            roundNormGrad(grads, "model.norm.weight", norm32);
             if (ready != null) ready.accept(lay.get("model.norm.weight").offset());
             for (int l = c.numLayers() - 1; l >= 0; l--) {
                 if (act.checkpointing) {
                     try (Tensor scratch = act(n, d); LayerActs la = layerForward(l, act.layerInputs[l], scratch, act.batch)) {
-                        layerBackward(l, la, act.layerInputs[l], dx, grads, act.batch);
+                        layerBackward(l, la, act.layerInputs[l], dx, grads, act.batch, norm32);
                     }
                 } else {
-                    layerBackward(l, act.layers[l], act.layerInputs[l], dx, grads, act.batch);
+                    layerBackward(l, act.layers[l], act.layerInputs[l], dx, grads, act.batch, norm32);
                 }
                 if (ready != null) ready.accept(lay.get(g(l, "input_layernorm.weight")).offset());
             }
-            be.embeddingBackward(grads.get("model.embed_tokens.weight"), dx, act.batch.idsT);
+            be.embeddingBackward(half ? table32 : grads.get("model.embed_tokens.weight"), dx, act.batch.idsT);
+            if (half) be.cast(grads.get("model.embed_tokens.weight"), table32);
             if (ready != null) ready.accept(0);
         }
+    }
+
+    /** Where a norm weight's gradient accumulates: the fp32 gradient itself, or the zeroed fp32 scratch (bf16 gradients). */
+    private Tensor normGrad(LlamaWeights grads, String name, Tensor norm32) {
+        if (norm32 == null) return grads.get(name);
+        be.fill(norm32, 0);
+        return norm32;
+    }
+
+    /** bf16 gradients: the norm weight's fp32 gradient rounded once into the buffer. */
+    private void roundNormGrad(LlamaWeights grads, String name, Tensor norm32) {
+        if (norm32 != null) be.cast(grads.get(name), norm32);
     }
 
     private String g(int l, String name) { return "model.layers." + l + "." + name; }
 
     /** dx holds d(out) on entry and d(x) on exit. */
-    private void layerBackward(int l, LayerActs a, Tensor x, Tensor dx, LlamaWeights grads, PackedBatch batch) {
+    private void layerBackward(int l, LayerActs a, Tensor x, Tensor dx, LlamaWeights grads, PackedBatch batch, Tensor norm32) {
         int n = x.dim(0), d = c.hiddenSize(), f = c.intermediateSize();
         try (Tensor da = act(n, f); Tensor dg = act(n, f); Tensor du = act(n, f); Tensor dh = act(n, d); Tensor tmp = act(n, d)) {
             // MLP: out = mid + a Wd^T
@@ -220,8 +252,9 @@ public final class LlamaModel {
             be.matmul(dh, du, false, p(l, "mlp.up_proj.weight"), false, 1f, 1f);
             be.matmul(grads.get(g(l, "mlp.gate_proj.weight")), dg, true, a.h2, false, 1f, 1f);
             be.matmul(grads.get(g(l, "mlp.up_proj.weight")), du, true, a.h2, false, 1f, 1f);
-            be.rmsNormBackward(tmp, grads.get(g(l, "post_attention_layernorm.weight")), dh, a.mid,
+            be.rmsNormBackward(tmp, normGrad(grads, g(l, "post_attention_layernorm.weight"), norm32), dh, a.mid,
                     p(l, "post_attention_layernorm.weight"), a.rstd2);
+            roundNormGrad(grads, g(l, "post_attention_layernorm.weight"), norm32);
             be.add(dx, dx, tmp); // d(mid)
         }
         int hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
@@ -240,7 +273,8 @@ public final class LlamaModel {
             be.matmul(grads.get(g(l, "self_attn.q_proj.weight")), dq2, true, a.h, false, 1f, 1f);
             be.matmul(grads.get(g(l, "self_attn.k_proj.weight")), dk2, true, a.h, false, 1f, 1f);
             be.matmul(grads.get(g(l, "self_attn.v_proj.weight")), dv2, true, a.h, false, 1f, 1f);
-            be.rmsNormBackward(tmp, grads.get(g(l, "input_layernorm.weight")), dh, x, p(l, "input_layernorm.weight"), a.rstd1);
+            be.rmsNormBackward(tmp, normGrad(grads, g(l, "input_layernorm.weight"), norm32), dh, x, p(l, "input_layernorm.weight"), a.rstd1);
+            roundNormGrad(grads, g(l, "input_layernorm.weight"), norm32);
             be.add(dx, dx, tmp); // d(x)
         }
     }

@@ -26,7 +26,10 @@ import org.grpo4j.internal.util.AtomicDir;
  * tokenizer files. Saving is atomic: everything is written to a temporary sibling directory that is then renamed.
  *
  * <p>The buffer is fp32 (master weights, gradients, the CPU's default) or bf16 (the compute copy of precision bf16:
- * {@link #castTo}, refreshed from the master by AdamW's bf16 copy-out). Loading reads into fp32.
+ * {@link #castTo}, refreshed from the master by AdamW's bf16 copy-out).
+ *
+ * <p>Buffers over 2^31 elements (models over 2.1B parameters) are one 2-D allocation: every parameter view, {@link
+ * #range} and {@link #padded()} work at any size; {@link #flat()} exists only below it.
  */
 public final class LlamaWeights implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -36,7 +39,8 @@ public final class LlamaWeights implements AutoCloseable {
     private final LlamaConfig config;
     private final ParameterLayout layout;
     private final Backend backend;
-    private final Tensor storage; // flat, plus zero padding up to the capacity (ZeRO-2 slices)
+    private final Tensor storage; // flat, plus zero padding up to the capacity (ZeRO-2 slices); 2-D when split
+    private final long capacity;
     private final Tensor flat;
     private final Map<String, Tensor> views = new HashMap<>();
 
@@ -47,21 +51,58 @@ public final class LlamaWeights implements AutoCloseable {
         this.config = config;
         this.layout = new ParameterLayout(config);
         this.backend = be;
-        long n = Math.max(capacity, layout.totalElements());
-        if (n > MAX_ELEMENTS) throw new IllegalArgumentException(tooLarge(layout.totalElements()));
-        this.storage = be.zeros(dtype, Math.toIntExact(n));
-        this.flat = n == layout.totalElements() ? storage : storage.view(0, Math.toIntExact(layout.totalElements()));
-        for (ParameterLayout.Entry e : layout.entries()) views.put(e.name(), flat.view(e.offset(), e.shape()));
+        long total = layout.totalElements();
+        this.capacity = Math.max(capacity, total);
+        long limit = maxFlatElements();
+        if (this.capacity <= limit) {
+            this.storage = be.zeros(dtype, (int) this.capacity);
+            this.flat = this.capacity == total ? storage : storage.view(0, (int) total);
+        } else {
+            // one allocation of rows x row elements (a tensor's dimensions are ints, its element count is not)
+            int row = splitRow(limit);
+            long rows = (this.capacity + row - 1) / row;
+            if (rows > Integer.MAX_VALUE - 8) throw new IllegalArgumentException(String.format(java.util.Locale.ROOT, "%,d elements is too large a buffer", this.capacity));
+            this.storage = be.zeros(dtype, (int) rows, row);
+            this.flat = null;
+        }
+        for (ParameterLayout.Entry e : layout.entries()) views.put(e.name(), storage.view(e.offset(), e.shape()));
     }
 
-    /** The most elements a flat parameter buffer holds: one tensor's limit (int dimensions, as every backend's). */
+    /** The most elements a flat buffer holds as one 1-D tensor (a tensor dimension is an int). */
     public static final long MAX_ELEMENTS = Integer.MAX_VALUE - 8;
 
-    /** Why a model of {@code parameters} parameters cannot be held (over {@link #MAX_ELEMENTS}), in one line. */
-    public static String tooLarge(long parameters) {
-        return String.format(java.util.Locale.ROOT, "%,d parameters do not fit one flat buffer of at most 2^31 - 9 elements: every rank keeps the"
-                + " compute weights, the fp32 gradients and the reference as full flat buffers (ZeRO-2 shards only the optimizer state), so models"
-                + " up to about 2.1B parameters train (llama-3.2-1b, llama-3.1-8b-4l), at any world size", parameters);
+    /**
+     * Tests only: flat buffers over this many elements are held as a 2-D allocation, as those of models over 2^31
+     * parameters are (so that the split layout runs on the CPU with a tiny model). Leaking it into other tests changes
+     * nothing they can observe: the layout is invisible through this class's methods except {@link #hasFlat()}.
+     */
+    public static final String SPLIT_PROPERTY = "grpo4j.test.maxFlatElements";
+
+    static long maxFlatElements() {
+        String p = System.getProperty(SPLIT_PROPERTY);
+        return p == null ? MAX_ELEMENTS : Math.min(MAX_ELEMENTS, Long.parseLong(p));
+    }
+
+    /** Elements a weight set of {@code capacity} elements allocates (split buffers round up to whole rows). */
+    public static long allocatedElements(long capacity) {
+        long limit = maxFlatElements();
+        if (capacity <= limit) return capacity;
+        int row = splitRow(limit);
+        return (capacity + row - 1) / row * row;
+    }
+
+    /** The row length of a split buffer: 2^20 elements (smaller under a test limit). */
+    static int splitRow(long limit) {
+        long r = Math.max(8, Math.min(1L << 20, limit / 2));
+        return Integer.highestOneBit((int) r);
+    }
+
+    /** The largest range {@link #forChunks} hands out (2^30 elements: 4 GiB of fp32). */
+    static final int CHUNK = 1 << 30;
+
+    /** Calls {@code body(from, length)} over [0, total) in ranges of at most 2^30 elements, in order. */
+    public static void forChunks(long total, java.util.function.BiConsumer<Long, Integer> body) {
+        for (long from = 0; from < total; from += CHUNK) body.accept(from, (int) Math.min(CHUNK, total - from));
     }
 
     public static LlamaWeights zeros(Backend be, LlamaConfig config) { return new LlamaWeights(be, config); }
@@ -93,13 +134,45 @@ public final class LlamaWeights implements AutoCloseable {
     public Backend backend() { return backend; }
 
     /** fp32 or bf16. */
-    public DType dtype() { return flat.dtype(); }
+    public DType dtype() { return storage.dtype(); }
 
-    /** The whole flat parameter buffer [total]. */
-    public Tensor flat() { return flat; }
+    /**
+     * The whole flat parameter buffer [total] as one 1-D tensor: only for buffers of at most {@link #MAX_ELEMENTS}
+     * elements (a model over 2^31 parameters has none: use {@link #range}, {@link #padded()} or {@link #get}).
+     */
+    public Tensor flat() {
+        if (flat == null)
+            throw new IllegalStateException(String.format(java.util.Locale.ROOT, "%,d parameters are not one 1-D tensor (at most 2^31 - 9 elements);"
+                    + " this operation works on models below that size only", layout.totalElements()));
+        return flat;
+    }
 
-    /** The flat buffer with its padding ([capacity]; the same as {@link #flat()} without padding). */
-    public Tensor padded() { return storage; }
+    /** Whether {@link #flat()} exists (the buffer is at most {@link #MAX_ELEMENTS} elements). */
+    public boolean hasFlat() { return flat != null; }
+
+    /** Sets every element (padding included) to zero. */
+    public void zero() { backend.fill(storage, 0); }
+
+    /** Flat elements [from, from + length) as a 1-D view (any buffer size). */
+    public Tensor range(long from, int length) { return storage.view(from, length); }
+
+    /** Elements held, padding included (at least the parameter count). */
+    public long capacity() { return capacity; }
+
+    /**
+     * The flat buffer with its padding, exactly {@link #capacity()} elements: 1-D, or 2-D [capacity / c, c] (c a power
+     * of two of at most 2^20 dividing the capacity) for buffers over 2^31 elements. Whole-buffer ops (fill, the
+     * in-place all-gather) take it.
+     */
+    public Tensor padded() {
+        if (flat != null || storage.numel() == capacity) return storage;
+        int c = 1 << 20;
+        while (capacity % c != 0) c >>= 1;
+        if (capacity / c > Integer.MAX_VALUE - 8)
+            throw new IllegalStateException(String.format(java.util.Locale.ROOT, "a buffer of %,d elements is not a multiple of a power of two large enough"
+                    + " to view as one tensor", capacity));
+        return storage.view(0, (int) (capacity / c), c);
+    }
 
     /** A parameter by HF name ("lm_head.weight" resolves to the embeddings when they are tied). */
     public Tensor get(String name) {
@@ -129,14 +202,14 @@ public final class LlamaWeights implements AutoCloseable {
     /** A copy on the same backend (e.g. the frozen reference policy). */
     public LlamaWeights copy() {
         LlamaWeights w = new LlamaWeights(backend, config, dtype(), 0);
-        backend.copy(w.flat, flat);
+        forChunks(layout.totalElements(), (from, n) -> backend.copy(w.range(from, n), range(from, n)));
         return w;
     }
 
     /** A copy in {@code dtype} on the same backend: fp32 to bf16 rounds each weight to nearest even once. */
     public LlamaWeights castTo(DType dtype) {
         LlamaWeights w = new LlamaWeights(backend, config, dtype, 0);
-        backend.cast(w.flat, flat);
+        forChunks(layout.totalElements(), (from, n) -> backend.cast(w.range(from, n), range(from, n)));
         return w;
     }
 
@@ -144,7 +217,7 @@ public final class LlamaWeights implements AutoCloseable {
     public void copyFrom(LlamaWeights src) {
         if (!src.config.equals(config))
             throw new IllegalArgumentException("copyFrom: the two weight sets have different configs");
-        backend.cast(flat, src.flat);
+        forChunks(layout.totalElements(), (from, n) -> backend.cast(range(from, n), src.range(from, n)));
     }
 
     @Override
@@ -153,9 +226,15 @@ public final class LlamaWeights implements AutoCloseable {
     // ---- loading ------------------------------------------------------------------------------------------------
 
     /** Loads config.json and the safetensors weights of an HF model directory. */
-    public static LlamaWeights load(Backend be, Path dir) throws IOException {
+    public static LlamaWeights load(Backend be, Path dir) throws IOException { return load(be, dir, DType.FP32); }
+
+    /**
+     * {@link #load(Backend, Path)} into {@code dtype} weights (bf16: each tensor read in fp32 through a temporary
+     * tensor and rounded once, so a bf16 copy never needs the fp32 model beside it).
+     */
+    public static LlamaWeights load(Backend be, Path dir, DType dtype) throws IOException {
         LlamaConfig cfg = LlamaConfig.read(dir);
-        LlamaWeights w = new LlamaWeights(be, cfg);
+        LlamaWeights w = new LlamaWeights(be, cfg, dtype, 0);
         try {
             w.loadTensors(dir);
         } catch (IOException | RuntimeException e) {
@@ -208,7 +287,12 @@ public final class LlamaWeights implements AutoCloseable {
                     if (!java.util.Arrays.equals(e.shape(), t.shape()))
                         throw new IOException(f + ": tensor " + t.name() + " has shape " + java.util.Arrays.toString(t.shape())
                                 + " but config.json implies " + java.util.Arrays.toString(e.shape()));
-                    backend.copyFromHost(views.get(t.name()), st.readFloats(t.name()));
+                    float[] values = st.readFloats(t.name());
+                    Tensor dst = views.get(t.name());
+                    if (dst.dtype() == DType.FP32) backend.copyFromHost(dst, values);
+                    else try (Tensor tmp = backend.upload(values, e.shape())) {
+                        backend.cast(dst, tmp);
+                    }
                 }
             }
         }
@@ -225,28 +309,50 @@ public final class LlamaWeights implements AutoCloseable {
      * directory, then renamed into place.
      */
     public void save(Path out, String dtype, long maxShardBytes, Path tokenizerDir) throws IOException {
-        saveAtomically(out, tmp -> {
-            float[] host;
-            if (dtype() == DType.FP32) host = flat.toFloats();
-            else {
-                short[] bits = flat.toBf16Bits();
-                host = new float[bits.length];
-                for (int i = 0; i < bits.length; i++) host[i] = org.grpo4j.internal.backend.Bf16.toFloat(bits[i]);
-            }
-            writeInto(config, layout, host, tmp, dtype, maxShardBytes, tokenizerDir);
-        });
+        saveAtomically(out, tmp -> writeInto(config, layout, e -> download(views.get(e.name())), tmp, dtype, maxShardBytes, tokenizerDir));
+    }
+
+    /** A tensor's values downloaded piece by piece as they are written (bf16 widened exactly). */
+    public static SafeTensors.Source download(Tensor t) {
+        return (from, into, length) -> readInto(t.view(from, length), into);
+    }
+
+    /** Downloads {@code t} (fp32, or bf16 widened exactly) into {@code into}[0, numel). */
+    public static void readInto(Tensor t, float[] into) {
+        int n = Math.toIntExact(t.numel());
+        if (t.dtype() == DType.FP32) System.arraycopy(t.toFloats(), 0, into, 0, n);
+        else {
+            short[] bits = t.toBf16Bits();
+            for (int i = 0; i < n; i++) into[i] = org.grpo4j.internal.backend.Bf16.toFloat(bits[i]);
+        }
     }
 
     /**
      * {@link #save} of weights held on the host: {@code host} is the flat buffer in {@link ParameterLayout} order (at
-     * least its parameters; padding after them is ignored). Writes from the array itself, so a checkpoint of weights
-     * gathered from the ranks' slices needs no second copy of the model on the Java heap.
+     * least its parameters; padding after them is ignored). Writes from the array itself.
      */
     public static void saveHost(LlamaConfig config, float[] host, Path out, String dtype, long maxShardBytes, Path tokenizerDir) throws IOException {
         ParameterLayout layout = new ParameterLayout(config);
         if (host.length < layout.totalElements())
             throw new IllegalArgumentException("host weights of " + host.length + " elements, the model has " + layout.totalElements());
-        saveAtomically(out, tmp -> writeInto(config, layout, host, tmp, dtype, maxShardBytes, tokenizerDir));
+        saveAtomically(out, tmp -> writeInto(config, layout, e -> new SafeTensors.Out(e.name(), e.shape(), host, (int) e.offset()).source(), tmp,
+                dtype, maxShardBytes, tokenizerDir));
+    }
+
+    /** Where each parameter tensor's values come from when a model is saved. */
+    @FunctionalInterface
+    public interface Values {
+        SafeTensors.Source of(ParameterLayout.Entry e);
+    }
+
+    /**
+     * {@link #save} from any source of values: the sources are read tensor by tensor in {@link ParameterLayout} order,
+     * each from its first element on (so a source may gather a tensor from the ranks' slices when its first piece is
+     * asked for, a collective the other ranks mirror by walking the same entries in the same order).
+     */
+    public static void saveFrom(LlamaConfig config, Values values, Path out, String dtype, long maxShardBytes, Path tokenizerDir) throws IOException {
+        ParameterLayout layout = new ParameterLayout(config);
+        saveAtomically(out, tmp -> writeInto(config, layout, values, tmp, dtype, maxShardBytes, tokenizerDir));
     }
 
     private static void saveAtomically(Path out, AtomicDir.Filler body) throws IOException {
@@ -260,7 +366,7 @@ public final class LlamaWeights implements AutoCloseable {
         AtomicDir.write(abs, body);
     }
 
-    private static void writeInto(LlamaConfig config, ParameterLayout layout, float[] host, Path dir, String dtype, long maxShardBytes,
+    private static void writeInto(LlamaConfig config, ParameterLayout layout, Values values, Path dir, String dtype, long maxShardBytes,
                                   Path tokenizerDir) throws IOException {
         String torchDtype = dtype.equals("BF16") ? "bfloat16" : "float32";
         JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("config.json").toFile(), config.toJson(torchDtype));
@@ -287,7 +393,7 @@ public final class LlamaWeights implements AutoCloseable {
                 cur = new ArrayList<>();
                 curBytes = 0;
             }
-            cur.add(new SafeTensors.Out(e.name(), e.shape(), host, (int) e.offset()));
+            cur.add(new SafeTensors.Out(e.name(), e.shape(), values.of(e)));
             curBytes += b;
             total += b;
         }

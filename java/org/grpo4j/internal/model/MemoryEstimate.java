@@ -6,15 +6,16 @@ import org.grpo4j.internal.backend.DType;
 
 /**
  * What one rank allocates, in bytes, for a Llama config under grpo4j's layout: the policy's compute weights in the
- * precision's dtype (a full replica, padded to the ZeRO-2 slices), the frozen reference in the same dtype, the fp32
- * gradient buffer the backward pass writes (full size), and per rank slice the fp32 master weights (bf16 only: in fp32
- * the compute weights are the master), AdamW's m and v, the accumulated gradients (world > 1) and the two gradient
- * buckets (world > 1); plus activations and the rollouts' KV cache. {@code MemoryHighWaterTest} checks the states
- * against what the backend really allocates.
+ * precision's dtype (a full replica, padded to the ZeRO-2 slices), the frozen reference in the same dtype, the gradient
+ * buffer the backward pass writes (full size: bf16 at world > 1 in precision bf16, with an fp32 [V, D] buffer for the
+ * LM head's and embeddings' gradients, else fp32), and per rank slice the fp32 master weights (bf16 only: in fp32 the
+ * compute weights are the master), AdamW's m and v, the accumulated gradients (world > 1) and the two gradient
+ * buckets' receive buffers (world > 1); plus activations and the rollouts' KV cache. {@code DistributedTrainingTest}
+ * checks the states against what the backend really allocates, byte for byte.
  *
  * <p>DeepSpeed's ZeRO-2 figure for mixed-precision Adam is 2Ψ (bf16 weights) + 2Ψ (bf16 gradients) + 12Ψ/N (fp32
- * master and moments) ({@link #zeroFormulaBytes}); grpo4j's backward accumulates weight gradients in fp32 inside the
- * GEMMs, so its gradient buffer is 4Ψ, and the accumulated fp32 gradient slice adds 4Ψ/N (docs/distributed.md).
+ * master and moments) ({@link #zeroFormulaBytes}); grpo4j adds the frozen reference (2Ψ), the fp32 accumulated
+ * gradient slice (4Ψ/N) and the [V, D] fp32 gradient (docs/distributed.md).
  */
 public record MemoryEstimate(LlamaConfig config, int world, DType compute, long bucketElements) {
 
@@ -39,26 +40,34 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
         long p = parameters(), slice = s.sliceElements();
         int c = compute.bytes();
         String dt = compute == DType.BF16 ? "bf16" : "fp32";
+        DType g = gradientDType();
         List<Line> l = new ArrayList<>();
-        l.add(new Line("policy weights, " + dt + " (full replica)", (double) s.padded() * c));
-        l.add(new Line("reference policy, " + dt + " (frozen replica)", (double) p * c));
-        l.add(new Line("gradient buffer, fp32 (backward's output, full)", 4.0 * p));
+        l.add(new Line("policy weights, " + dt + " (full replica)", (double) LlamaWeights.allocatedElements(s.padded()) * c));
+        l.add(new Line("reference policy, " + dt + " (frozen replica)", (double) LlamaWeights.allocatedElements(p) * c));
+        l.add(new Line("gradient buffer, " + (g == DType.BF16 ? "bf16" : "fp32") + " (backward's output, full)",
+                (double) LlamaWeights.allocatedElements(p) * g.bytes()));
+        if (g == DType.BF16)
+            l.add(new Line("LM head / embedding gradient, fp32 [V, D] (rounded once into the buffer)", 4.0 * config.vocabSize() * config.hiddenSize()));
         if (compute == DType.BF16) l.add(new Line("fp32 master weights (ZeRO-2 slice)", 4.0 * slice));
         l.add(new Line("AdamW moments m + v, fp32 (ZeRO-2 slice)", 8.0 * slice));
         l.add(new Line("gradient-norm chunk sums, fp32", 4.0 * Math.max(1, slice / s.normChunk())));
         if (world > 1) {
             l.add(new Line("accumulated gradients, fp32 (ZeRO-2 slice)", 4.0 * slice));
-            l.add(new Line("gradient buckets, 2 x (" + (compute == DType.BF16 ? "bf16 staging + " : "") + dt + " receive)", bucketBytes()));
+            l.add(new Line("gradient buckets, 2 x " + dt + " receive", bucketBytes()));
         }
         return l;
     }
 
-    /** The two bucket slots: a bf16 staging copy of the bucket (bf16 only) and a receive buffer for the owned piece. */
+    /**
+     * The gradient buffer's dtype: bf16 when world > 1 in precision bf16 (what ZeRO-2 reduces, per micro-batch, into
+     * the fp32 slices), else fp32 (at world 1 the buffer is the fp32 accumulator across micro-batches).
+     */
+    public DType gradientDType() { return world > 1 && compute == DType.BF16 ? DType.BF16 : DType.FP32; }
+
+    /** The two bucket slots' receive buffers for the owned piece (the gradient buffer is already in the compute dtype). */
     public double bucketBytes() {
         if (world == 1) return 0;
-        ShardLayout s = layout();
-        double staging = compute == DType.BF16 ? 2.0 * s.largestBucket() : 0;
-        return 2 * (staging + (double) s.largestPiece() * compute.bytes());
+        return 2.0 * layout().largestPiece() * compute.bytes();
     }
 
     /** The sum of {@link #perRank()}. */

@@ -201,8 +201,26 @@ public final class SafeTensors implements AutoCloseable {
 
     // ---- writing ------------------------------------------------------------------------------------------------
 
+    /**
+     * Where a tensor's fp32 values come from when it is written: {@code read(from, into, length)} fills
+     * {@code into[0, length)} with elements [from, from + length). Called in order, from element 0, in pieces of at
+     * most 2^20 elements, so a tensor is never held whole by the writer (a device tensor is downloaded piece by piece).
+     */
+    @FunctionalInterface
+    public interface Source {
+        void read(long from, float[] into, int length) throws IOException;
+    }
+
     /** A tensor to write: fp32 values, stored as F32 or BF16. */
-    public record Out(String name, int[] shape, float[] data, int offset) {}
+    public record Out(String name, int[] shape, Source source) {
+        /** Values from {@code data}, starting at {@code offset}. */
+        public Out(String name, int[] shape, float[] data, int offset) {
+            this(name, shape, (from, into, length) -> System.arraycopy(data, Math.toIntExact(offset + from), into, 0, length));
+        }
+    }
+
+    /** The pieces {@link Source#read} is called with: at most this many elements. */
+    public static final int WRITE_PIECE = 1 << 20;
 
     /** Writes one safetensors file (header padded to 8 bytes, as the Rust writer does). */
     public static void write(Path file, List<Out> tensors, String dtype, Map<String, String> meta) throws IOException {
@@ -235,21 +253,20 @@ public final class SafeTensors implements AutoCloseable {
             ByteBuffer lb = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(padded);
             os.write(lb.array());
             os.write(hp);
-            ByteBuffer buf = ByteBuffer.allocate(1 << 20).order(ByteOrder.LITTLE_ENDIAN);
+            float[] piece = new float[WRITE_PIECE];
+            ByteBuffer buf = ByteBuffer.allocate(WRITE_PIECE * eb).order(ByteOrder.LITTLE_ENDIAN);
             for (Out t : tensors) {
                 long n = 1;
                 for (int d : t.shape()) n *= d;
-                for (long i = 0; i < n; i++) {
-                    if (buf.remaining() < 4) {
-                        os.write(buf.array(), 0, buf.position());
-                        buf.clear();
-                    }
-                    float v = t.data()[(int) (t.offset() + i)];
-                    if (eb == 4) buf.putFloat(v);
-                    else buf.putShort(Bf16.fromFloat(v));
+                for (long from = 0; from < n; from += WRITE_PIECE) {
+                    int len = (int) Math.min(WRITE_PIECE, n - from);
+                    t.source().read(from, piece, len);
+                    buf.clear();
+                    if (eb == 4) for (int i = 0; i < len; i++) buf.putFloat(piece[i]);
+                    else for (int i = 0; i < len; i++) buf.putShort(Bf16.fromFloat(piece[i]));
+                    os.write(buf.array(), 0, buf.position());
                 }
             }
-            os.write(buf.array(), 0, buf.position());
         }
     }
 }

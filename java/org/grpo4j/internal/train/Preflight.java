@@ -93,6 +93,24 @@ public final class Preflight implements AutoCloseable {
         }
     }
 
+    /**
+     * Why a model of {@code parameters} cannot train at {@code world} ranks, or null: the CPU backend holds at most
+     * 2^31 - 9 elements per tensor (its flat buffers are Java arrays); on a GPU the flat buffers have no such limit, but
+     * each rank's optimizer slice is one tensor, so the world size must split the model into slices of at most that.
+     */
+    static String tooLarge(long parameters, int world, boolean cpu) {
+        long max = org.grpo4j.internal.model.LlamaWeights.MAX_ELEMENTS;
+        if (parameters <= max) return null;
+        if (cpu)
+            return String.format(java.util.Locale.ROOT, "%,d parameters: the CPU backend holds at most 2^31 - 9 elements per tensor and keeps each"
+                    + " weight set as one; a model this size trains on GPUs (backend cuda)", parameters);
+        if (new org.grpo4j.internal.model.ShardLayout(parameters, world, 1 << 20).sliceElements() <= max) return null;
+        int need = world;
+        while (new org.grpo4j.internal.model.ShardLayout(parameters, need, 1 << 20).sliceElements() > max) need++;
+        return String.format(java.util.Locale.ROOT, "%,d parameters over world_size %d: each rank's ZeRO-2 slice (fp32 master weights, AdamW"
+                + " moments) is one tensor of at most 2^31 - 9 elements; use world_size >= %d", parameters, world, need);
+    }
+
     private static Preflight check(GrpoConfig cfg, Backend be, Rewards rewards, Path tokDir, Tokenizer tok, LlamaConfig lc,
                                    org.grpo4j.internal.backend.DType dtype, int sharers) throws IOException {
         String modelName = cfg.modelNameOrPath;
@@ -100,8 +118,8 @@ public final class Preflight implements AutoCloseable {
             throw new IllegalArgumentException(modelName + ": the tokenizer has " + tok.vocabSize() + " ids but config.json's vocab_size is " + lc.vocabSize());
         if (tok.eosId() < 0) throw new IllegalArgumentException(modelName + ": the tokenizer has no eos_token; stop_token eos needs one");
         long parameters = new org.grpo4j.internal.model.ParameterLayout(lc).totalElements();
-        if (parameters > org.grpo4j.internal.model.LlamaWeights.MAX_ELEMENTS)
-            throw new IllegalArgumentException(modelName + ": " + org.grpo4j.internal.model.LlamaWeights.tooLarge(parameters));
+        String big = tooLarge(parameters, cfg.worldSize, be instanceof org.grpo4j.internal.backend.CpuBackend);
+        if (big != null) throw new IllegalArgumentException(modelName + ": " + big);
         ChatTemplate template;
         try {
             template = ChatTemplate.named(cfg.chatTemplateName, tok);

@@ -33,6 +33,11 @@ final class RankState implements AutoCloseable {
     /** Ranks sharing this rank's memory (in-process CPU ranks share the Java heap). */
     final int memorySharers;
     LlamaWeights compute, reference, grads;
+    /**
+     * With bf16 gradients (world > 1 in precision bf16): the fp32 [V, D] gradient of the LM head and of the
+     * embeddings, rounded once into {@link #grads} (see {@link LlamaModel#backward}); null otherwise.
+     */
+    Tensor table32;
     LlamaModel model, refModel;
     ShardedAdamW optimizer;
     Generator generator;
@@ -67,12 +72,33 @@ final class RankState implements AutoCloseable {
         try (full) {
             compute = LlamaWeights.zeros(be, s.model(), s.dtype(), layout.padded());
             compute.copyFrom(full);
-            grads = LlamaWeights.zeros(be, s.model());
+            // ZeRO-2 in precision bf16: the backward writes bf16 gradients (2 bytes a parameter), reduced per micro-batch
+            // into each owner's fp32 slice; at world 1 the fp32 buffer is the accumulator across micro-batches
+            grads = LlamaWeights.zeros(be, s.model(), gradientDType(world, s.dtype()));
+            if (grads.dtype() == DType.BF16) table32 = be.zeros(DType.FP32, s.model().vocabSize(), s.model().hiddenSize());
             GrpoConfig c = s.cfg();
             optimizer = new ShardedAdamW(be, comm, layout, compute, grads, c.adamBeta1, c.adamBeta2, c.adamEps, weightDecay);
             optimizer.setMaster(full);
         }
         model = new LlamaModel(compute);
+    }
+
+    /** The gradient buffer's dtype: bf16 on the sharded path in precision bf16, else fp32. */
+    static DType gradientDType(int world, DType compute) { return world > 1 && compute == DType.BF16 ? DType.BF16 : DType.FP32; }
+
+    /**
+     * Where the LM head's weight gradient goes for a micro-batch: the fp32 gradient itself, or {@link #table32}
+     * (zeroed) with bf16 gradients; {@link #roundLmHeadGrad()} after the loss's backward.
+     */
+    Tensor lmHeadGrad() {
+        if (table32 == null) return grads.get("lm_head.weight");
+        be.fill(table32, 0);
+        return table32;
+    }
+
+    /** bf16 gradients, untied LM head: its fp32 gradient rounded once into the buffer (tied: the backward does it). */
+    void roundLmHeadGrad() {
+        if (table32 != null && !s.model().tieWordEmbeddings()) be.cast(grads.get("lm_head.weight"), table32);
     }
 
     /** The frozen reference: the current policy (after the warm-up), in the compute dtype. */
@@ -83,9 +109,7 @@ final class RankState implements AutoCloseable {
 
     /** The reference from the step-0 checkpoint's fp32 weights, cast to the compute dtype as at the run's start. */
     void loadReference(Path step0Model) throws IOException {
-        try (LlamaWeights w0 = LlamaWeights.load(be, step0Model)) {
-            reference = w0.castTo(s.dtype());
-        }
+        reference = LlamaWeights.load(be, step0Model, s.dtype());
         refModel = new LlamaModel(reference);
     }
 
@@ -128,10 +152,17 @@ final class RankState implements AutoCloseable {
     }
 
     /** A 64-bit checksum of the reference weights (recorded in checkpoints, checked on resume). */
-    long referenceChecksum() { return checksum(reference.flat()); }
+    long referenceChecksum() {
+        long h = CHECKSUM_SEED; // the checksum of the flat buffer, tensor by tensor in layout order (contiguous)
+        for (org.grpo4j.internal.model.ParameterLayout.Entry e : reference.layout().entries())
+            for (long from = 0; from < e.numel(); from += 1 << 24)
+                h = checksum(h, reference.range(e.offset() + from, (int) Math.min(1 << 24, e.numel() - from)));
+        return h;
+    }
 
-    static long checksum(Tensor t) {
-        long h = 1125899906842597L;
+    private static final long CHECKSUM_SEED = 1125899906842597L;
+
+    static long checksum(long h, Tensor t) {
         if (t.dtype() == DType.FP32) {
             for (float x : t.toFloats()) h = 31 * h + Float.floatToRawIntBits(x);
         } else {
@@ -144,6 +175,7 @@ final class RankState implements AutoCloseable {
     public void close() {
         if (compute != null) compute.close();
         if (grads != null) grads.close();
+        if (table32 != null) table32.close();
         if (reference != null) reference.close();
         if (optimizer != null) optimizer.close();
     }

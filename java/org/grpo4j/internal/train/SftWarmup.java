@@ -57,27 +57,36 @@ final class SftWarmup {
                 nTok += seqs.get(pick[i]).length - promptLens.get(pick[i]);
             }
             opt.startStep();
-            opt.startMicroBatch();
             double loss = 0;
-            List<int[]> b = new ArrayList<>();
-            List<Integer> pl = new ArrayList<>();
+            // this rank's rows (every world-th of the batch) in micro-batches of at most budget tokens
+            List<List<Integer>> micro = new ArrayList<>();
             long bTok = 0;
-            for (int i = r.rank; i <= bsz + r.world - 1; i += r.world) {
-                boolean end = i >= bsz;
-                int len = end ? 0 : seqs.get(pick[i]).length;
-                if (!b.isEmpty() && (end || bTok + len > budget)) {
-                    loss += microStep(r, b, pl, nTok);
-                    microBatches[0]++;
-                    b.clear();
-                    pl.clear();
+            for (int i = r.rank; i < bsz; i += r.world) {
+                int len = seqs.get(pick[i]).length;
+                if (micro.isEmpty() || bTok + len > budget) {
+                    micro.add(new ArrayList<>());
                     bTok = 0;
                 }
-                if (end) break;
-                b.add(seqs.get(pick[i]));
-                pl.add(promptLens.get(pick[i]));
+                micro.get(micro.size() - 1).add(pick[i]);
                 bTok += len;
             }
-            opt.endMicroBatch();
+            // ZeRO-2 reduces every micro-batch: every rank takes part in as many reductions as the rank with the most
+            // (a rank with fewer reduces zeros)
+            int rounds = r.world == 1 ? micro.size() : (int) UpdatePhase.globalMax(r, micro.size());
+            for (int k = 0; k < rounds; k++) {
+                opt.startMicroBatch();
+                if (k < micro.size()) {
+                    List<int[]> b = new ArrayList<>();
+                    List<Integer> pl = new ArrayList<>();
+                    for (int q : micro.get(k)) {
+                        b.add(seqs.get(q));
+                        pl.add(promptLens.get(q));
+                    }
+                    loss += microStep(r, b, pl, nTok);
+                    microBatches[0]++;
+                }
+                opt.endMicroBatch();
+            }
             double total = loss;
             if (r.world > 1) {
                 total = 0;
@@ -129,9 +138,10 @@ final class SftWarmup {
              Tensor dHidden = be.zeros(DType.FP32, pb.tokens(), d)) {
             be.embedding(sel, act.hidden(), rowsT);
             be.tokenLogprobs(lp, sel, r.compute.get("lm_head.weight"), tgtT, 1f);
-            be.tokenLogprobsBackward(dSel, r.grads.get("lm_head.weight"), gT, sel, r.compute.get("lm_head.weight"), tgtT, 1f);
+            be.tokenLogprobsBackward(dSel, r.lmHeadGrad(), gT, sel, r.compute.get("lm_head.weight"), tgtT, 1f);
+            r.roundLmHeadGrad();
             be.embeddingBackward(dHidden, dSel, rowsT);
-            model.backward(act, dHidden, r.grads);
+            model.backward(act, dHidden, r.grads, r.optimizer::gradientsReady, r.table32);
             double s = 0;
             for (float x : lp.toFloats()) s -= x;
             return s / totalTokens;

@@ -20,13 +20,15 @@ import org.grpo4j.internal.model.ShardLayout;
  *
  * <p>Rank r owns slice r of {@link ShardLayout}: its fp32 master weights (in precision fp32 the compute weights are
  * the master: the slice is a view of them), AdamW's m and v, and the fp32 accumulated gradient of the slice. Per
- * micro-batch the backward pass writes the full fp32 gradient buffer of this rank; as it completes gradients
- * ({@link #gradientsReady}) the buckets above the frontier are reduced to their owners in the communication dtype
- * (bf16 in precision bf16: the bucket is cast to a bf16 staging buffer first), and each owner adds its piece to its
- * fp32 slice ({@link #endMicroBatch}). Two bucket slots alternate, so a bucket's reduction overlaps the backward pass
- * (on NCCL) until its slot is needed again. At world 1 nothing is communicated: the backward pass accumulates the
- * micro-batches straight into the gradient buffer, which is the accumulator (unless the sharded path is forced, which
- * is how a one-GPU test drives the bucket reductions and the in-place all-gather through NCCL at world 1).
+ * micro-batch the backward pass writes this rank's full gradient buffer, in the compute dtype (bf16 in precision bf16,
+ * DeepSpeed's 2 bytes a parameter; each weight gradient accumulated in fp32 and rounded once, see
+ * LlamaModel.backward); as it completes gradients ({@link #gradientsReady}) the buckets above the frontier are reduced
+ * to their owners straight from that buffer, and each owner adds its piece to its fp32 slice ({@link #endMicroBatch}).
+ * Two bucket slots alternate, so a bucket's reduction overlaps the backward pass (on NCCL) until its slot is needed
+ * again. At world 1 nothing is communicated: the backward pass accumulates the micro-batches straight into an fp32
+ * gradient buffer, which is the accumulator (unless the sharded path is forced, which is how a one-GPU test drives the
+ * bucket reductions and the in-place all-gather through NCCL at world 1; fp32 gradients are then cast to the compute
+ * dtype in a staging buffer per bucket).
  *
  * <p>Each rank's per-rank gradient contributions are weighted by the trainer with 1/world folded in (the loss
  * aggregation's weights), so the reduction is a plain sum, as DeepSpeed's pre-divided buckets are.
@@ -60,7 +62,8 @@ final class ShardedAdamW implements AutoCloseable {
 
     /**
      * @param compute the policy's compute weights, padded to {@code layout.padded()} elements
-     * @param grads this rank's fp32 gradient buffer (what the backward pass writes)
+     * @param grads this rank's gradient buffer (what the backward pass writes): fp32, or on the sharded path the compute
+     *              dtype
      */
     ShardedAdamW(Backend be, Communicator comm, ShardLayout layout, LlamaWeights compute, LlamaWeights grads, double beta1, double beta2,
                  double eps, double weightDecay) {
@@ -84,8 +87,9 @@ final class ShardedAdamW implements AutoCloseable {
         if (layout.world() != world) throw new IllegalArgumentException("layout for " + layout.world() + " ranks, communicator of " + world);
         if (compute.padded().numel() != layout.padded())
             throw new IllegalArgumentException("compute weights hold " + compute.padded().numel() + " elements, the layout " + layout.padded());
-        if (grads.dtype() != DType.FP32) throw new IllegalArgumentException("gradients are fp32");
         this.commType = compute.dtype();
+        if (grads.dtype() != DType.FP32 && !(sharded && grads.dtype() == commType))
+            throw new IllegalArgumentException("gradients are fp32, or in the compute dtype on the sharded path; got " + grads.dtype());
         this.real = layout.realLength(rank);
         this.start = layout.sliceStart(rank);
         this.beta1 = beta1;
@@ -102,7 +106,7 @@ final class ShardedAdamW implements AutoCloseable {
             this.partials = keep(made, be.zeros(DType.FP32, Math.max(1, s / layout.normChunk())));
             if (sharded)
                 for (int k = 0; k < 2; k++) {
-                    if (commType == DType.BF16) staging[k] = keep(made, be.empty(DType.BF16, layout.largestBucket()));
+                    if (commType != grads.dtype()) staging[k] = keep(made, be.empty(commType, layout.largestBucket()));
                     recv[k] = keep(made, be.empty(commType, Math.max(1, layout.largestPiece())));
                 }
         } catch (RuntimeException e) {
@@ -131,27 +135,27 @@ final class ShardedAdamW implements AutoCloseable {
     /** This rank's slice of the fp32 master weights from the full fp32 weights {@code w} (bf16 precision). */
     void setMaster(LlamaWeights w) {
         if (master == null || real == 0) return;
-        be.copy(master.view(0, real), w.flat().view(start, real));
+        be.copy(master.view(0, real), w.range(start, real));
     }
 
     /** The fp32 master weights of this rank's slice (its parameters only). */
     private Tensor masterSlice() { return master != null ? master.view(0, real) : compute.padded().view(start, real); }
 
     /** The accumulated gradient of this rank's slice (its parameters only). */
-    private Tensor gradSlice() { return acc != null ? acc.view(0, real) : grads.flat().view(start, real); }
+    private Tensor gradSlice() { return acc != null ? acc.view(0, real) : grads.range(start, real); }
 
     // ---- gradients ----------------------------------------------------------------------------------------------
 
     /** Zeroes the accumulated gradients (a new optimizer step begins). */
     void startStep() {
-        be.fill(grads.flat(), 0);
+        grads.zero();
         if (acc != null) be.fill(acc, 0);
     }
 
     /** Before a micro-batch's backward passes: at world > 1 the gradient buffer starts from zero. */
     void startMicroBatch() {
         if (!sharded) return;
-        be.fill(grads.flat(), 0);
+        grads.zero();
         nextBucket = 0;
     }
 
@@ -173,7 +177,7 @@ final class ShardedAdamW implements AutoCloseable {
         int slot = bucketsIssued++ % 2;
         finish(slot); // the slot's buffers are free once its previous bucket is reduced and accumulated
         int len = (int) (b.to() - b.from());
-        Tensor src = grads.flat().view(b.from(), len);
+        Tensor src = grads.range(b.from(), len);
         if (staging[slot] != null) {
             be.cast(staging[slot].view(0, len), src);
             src = staging[slot].view(0, len);
@@ -253,9 +257,8 @@ final class ShardedAdamW implements AutoCloseable {
 
     /** Writes this rank's moments (its parameters only) and the step into {@code dir}. */
     void save(Path dir) throws IOException {
-        float[] mm = m.view(0, Math.max(real, 0)).toFloats(), vv = v.view(0, Math.max(real, 0)).toFloats();
-        SafeTensors.write(dir.resolve(fileName(rank, world)), List.of(new SafeTensors.Out("exp_avg", new int[] {mm.length}, mm, 0),
-                new SafeTensors.Out("exp_avg_sq", new int[] {vv.length}, vv, 0)), "F32",
+        SafeTensors.write(dir.resolve(fileName(rank, world)), List.of(new SafeTensors.Out("exp_avg", new int[] {real}, LlamaWeights.download(m.view(0, real))),
+                new SafeTensors.Out("exp_avg_sq", new int[] {real}, LlamaWeights.download(v.view(0, real)))), "F32",
                 Map.of("step", String.valueOf(step), "rank", String.valueOf(rank), "world_size", String.valueOf(world),
                         "first_parameter", String.valueOf(start), "parameters", String.valueOf(layout.parameters())));
     }
@@ -287,28 +290,64 @@ final class ShardedAdamW implements AutoCloseable {
     }
 
     /**
-     * The full fp32 master weights on rank {@code 0}'s host, null on the other ranks (a collective): gathered through
-     * a staging buffer of at most world x 2^22 elements, piece k of every slice at a time.
+     * One parameter tensor of the fp32 master weights on rank 0's host, null on the other ranks: a collective every
+     * rank calls for the same tensors in the same order. In precision fp32 the compute weights are the master and a
+     * full replica on every rank, so rank 0 reads its own (nothing is communicated); in bf16 each owner of a part of
+     * the tensor broadcasts it through a staging buffer of at most 2^22 elements.
      */
-    float[] gatherMaster() {
-        int s = layout.slice(), chunk = Math.min(s, 1 << 22);
-        float[] host = rank == 0 ? new float[Math.toIntExact(layout.parameters())] : null;
-        Tensor src = master != null ? master : compute.padded().view(start, s);
-        try (Tensor out = be.empty(DType.FP32, world * chunk)) {
-            for (int k = 0; k < s; k += chunk) {
-                int len = Math.min(chunk, s - k);
-                Tensor o = out.view(0, world * len);
-                comm.allGather(o, src.view(k, len)).await();
-                if (host == null) continue;
-                float[] f = o.toFloats();
-                for (int r = 0; r < world; r++) {
-                    long at = layout.sliceStart(r) + k;
-                    int n = (int) Math.max(0, Math.min(len, layout.parameters() - at));
-                    if (n > 0) System.arraycopy(f, r * len, host, (int) at, n);
-                }
+    float[] gatherTensor(org.grpo4j.internal.model.ParameterLayout.Entry e) {
+        int n = Math.toIntExact(e.numel());
+        float[] host = rank == 0 ? new float[n] : null;
+        if (master == null || world == 1) {
+            if (host != null) LlamaWeights.readInto(master == null ? compute.range(e.offset(), n) : master.view(e.offset(), n), host);
+            return host;
+        }
+        long s = layout.sliceElements();
+        int chunk = 1 << 22;
+        try (Tensor stage = be.empty(DType.FP32, (int) Math.min(chunk, n))) {
+            for (long a = e.offset(); a < e.offset() + n; ) {
+                int owner = (int) (a / s);
+                long end = Math.min(e.offset() + n, Math.min((owner + 1) * s, a + chunk));
+                int len = (int) (end - a);
+                Tensor st = stage.view(0, len);
+                if (owner == rank) be.copy(st, master.view(a - start, len));
+                comm.broadcast(st, owner).await();
+                if (host != null) System.arraycopy(st.toFloats(), 0, host, (int) (a - e.offset()), len);
+                a = end;
             }
         }
         return host;
+    }
+
+    /**
+     * The full fp32 master weights on rank 0's host, null on the other ranks (a collective; models below 2^31
+     * parameters): {@link #gatherTensor} over every tensor.
+     */
+    float[] gatherMaster() {
+        float[] host = rank == 0 ? new float[Math.toIntExact(layout.parameters())] : null;
+        for (org.grpo4j.internal.model.ParameterLayout.Entry e : compute.layout().entries()) {
+            float[] t = gatherTensor(e);
+            if (host != null) System.arraycopy(t, 0, host, (int) e.offset(), t.length);
+        }
+        return host;
+    }
+
+    /**
+     * Rank 0's source of the master weights for {@link LlamaWeights#saveFrom}: each tensor is gathered
+     * ({@link #gatherTensor}) when its first piece is asked for and dropped after its last, so the host holds one
+     * tensor at a time.
+     */
+    LlamaWeights.Values masterValues() {
+        return e -> new SafeTensors.Source() {
+            private float[] held;
+
+            @Override
+            public void read(long from, float[] into, int length) {
+                if (held == null) held = gatherTensor(e);
+                System.arraycopy(held, (int) from, into, 0, length);
+                if (from + length == e.numel()) held = null;
+            }
+        };
     }
 
     @Override

@@ -323,6 +323,9 @@ public final class Trainer implements AutoCloseable {
         return out;
     }
 
+    /** The ranks' states, in rank order (tests). */
+    List<RankState> rankStates() { return List.copyOf(states); }
+
     /** The ranks' memory estimates, in rank order (tests). */
     List<MemoryEstimate> rankEstimates() {
         List<MemoryEstimate> out = new ArrayList<>();
@@ -583,23 +586,15 @@ public final class Trainer implements AutoCloseable {
         return ranks.run(i -> {
             RankState r = states.get(i);
             r.comm.setContext("checkpoint of step " + step);
-            if (setup.dtype() == DType.BF16) {
-                float[] master = r.optimizer.gatherMaster(); // a collective: every rank takes part
-                if (master != null) saveHostModel(master, tmp.resolve("model"));
+            if (setup.dtype() == DType.BF16) { // the fp32 master weights, gathered tensor by tensor: a collective every rank takes part in
+                if (r.leader()) LlamaWeights.saveFrom(setup.model(), r.optimizer.masterValues(), tmp.resolve("model"), "F32", 5L << 30, tokenizerDir);
+                else for (org.grpo4j.internal.model.ParameterLayout.Entry e : r.compute.layout().entries()) r.optimizer.gatherTensor(e);
             } else if (r.leader()) {
                 r.compute.save(tmp.resolve("model"), "F32", 5L << 30, tokenizerDir);
             }
             r.optimizer.save(tmp);
             return i == 0 ? r.referenceChecksum() : 0L;
         }).get(0);
-    }
-
-    /**
-     * Saves fp32 weights held on the host as an HF model directory, from the array itself: the gathered master weights
-     * are the one copy of the model on the Java heap (4 bytes a parameter; a CPU copy and its download made it 12).
-     */
-    private void saveHostModel(float[] host, Path dir) throws IOException {
-        LlamaWeights.saveHost(setup.model(), host, dir, "F32", 5L << 30, tokenizerDir);
     }
 
     private void restore(Path ck, TrainerState st) throws IOException {

@@ -87,6 +87,13 @@ final class UpdatePhase {
         return new Result(stats, gradNormSum, optSteps, skipped, tokensTrained);
     }
 
+    /** The largest of the ranks' counts. */
+    static long globalMax(RankState r, long local) {
+        long m = local;
+        for (double[] x : r.comm.allGatherDoubles(new double[] {local})) m = Math.max(m, (long) x[0]);
+        return m;
+    }
+
     /** The sum over ranks of a count (exact: counts are far below 2^53). */
     static long globalSum(RankState r, long local) {
         if (r.world == 1) return local;
@@ -136,10 +143,11 @@ final class UpdatePhase {
              Tensor ratio = be.empty(DType.FP32, nTok); Tensor clipped = be.empty(DType.FP32, nTok); Tensor kl = be.empty(DType.FP32, nTok);
              Tensor dSel = be.empty(adt, nTok, d); Tensor dHidden = be.zeros(DType.FP32, pb.tokens(), d)) {
             be.embedding(sel, act.hidden(), rowsT);
-            be.grpoLoss(new GrpoLossOutputs(loss, logp, ratio, clipped, kl, dSel, r.grads.get("lm_head.weight")),
+            be.grpoLoss(new GrpoLossOutputs(loss, logp, ratio, clipped, kl, dSel, r.lmHeadGrad()),
                     sel, r.compute.get("lm_head.weight"), tgtT, wT, advT, oldT, refT, lp);
+            r.roundLmHeadGrad();
             be.embeddingBackward(dHidden, dSel, rowsT);
-            model.backward(act, dHidden, r.grads, r.optimizer::gradientsReady);
+            model.backward(act, dHidden, r.grads, r.optimizer::gradientsReady, r.table32);
             float[] lpv = logp.toFloats(), rv = ratio.toFloats(), cv = clipped.toFloats(), kv = kl.toFloats();
             double rSum = 0, cSum = 0, akl = 0, pg = 0, total = 0, klSum = 0;
             for (int i = 0; i < nTok; i++) {

@@ -124,6 +124,39 @@ class LlamaModelBf16Test {
         }
     }
 
+    /**
+     * ZeRO-2's bf16 gradient buffer: every weight gradient the backward writes into a zeroed bf16 buffer is the fp32
+     * gradient (same bf16 weights and activations, fp32 buffer from zero) rounded once to nearest even, bit for bit,
+     * tied and untied, with and without checkpointing: the GEMMs round their fp32 accumulation, norm weights and the
+     * embedding (with the tied LM head) go through fp32 scratch.
+     */
+    @Test
+    void bf16GradientsAreTheFp32GradientsRoundedOnce() {
+        for (boolean tied : new boolean[] {false, true})
+            for (boolean ckpt : new boolean[] {false, true}) {
+                LlamaConfig c = LlamaModelTest.micro(tied);
+                SplittableRandom r = new SplittableRandom(7);
+                List<int[]> seqs = List.of(r.ints(8, 0, 17).toArray(), r.ints(5, 0, 17).toArray());
+                double[][] coef = {r.doubles(7, -1, 1).toArray(), r.doubles(4, -1, 1).toArray()};
+                try (LlamaWeights w = bf16Exact(c, 8); LlamaWeights h = w.castTo(DType.BF16);
+                     LlamaWeights g32 = LlamaWeights.zeros(be, c); LlamaWeights g16 = LlamaWeights.zeros(be, c, DType.BF16);
+                     var table32 = be.zeros(DType.FP32, c.vocabSize(), c.hiddenSize())) {
+                    LlamaModel m = new LlamaModel(h);
+                    double l32 = LlamaModelTest.lossAndGrads(m, seqs, coef, g32, ckpt);
+                    double l16 = LlamaModelTest.lossAndGrads(m, seqs, coef, g16, ckpt, table32);
+                    assertEquals(l32, l16, "the same forward");
+                    for (ParameterLayout.Entry e : w.layout().entries()) {
+                        short[] want;
+                        try (var t = be.empty(DType.BF16, (int) e.numel())) {
+                            be.cast(t, g32.get(e.name()).reshape((int) e.numel()));
+                            want = t.toBf16Bits();
+                        }
+                        assertArrayEquals(want, g16.get(e.name()).toBf16Bits(), e.name() + (tied ? " (tied)" : "") + (ckpt ? " (checkpointing)" : ""));
+                    }
+                }
+            }
+    }
+
     @Test
     void backwardRefusesBf16GradientsAndAWrongDHidden() {
         LlamaConfig c = LlamaModelTest.micro(false);
@@ -132,7 +165,11 @@ class LlamaModelBf16Test {
             LlamaModel m = new LlamaModel(w);
             try (LlamaModel.Activations act = m.forward(pb, false); var dh = be.zeros(DType.BF16, 3, c.hiddenSize())) {
                 IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> m.backward(act, dh, g));
-                assertTrue(e.getMessage().contains("fp32"), e.getMessage());
+                assertTrue(e.getMessage().contains("bf16 gradients need an fp32 [17, 12] embedding gradient"), e.getMessage());
+                try (var wrong = be.zeros(DType.FP32, 16, c.hiddenSize())) {
+                    e = assertThrows(IllegalArgumentException.class, () -> m.backward(act, dh, g, null, wrong));
+                    assertTrue(e.getMessage().contains("[17, 12]"), e.getMessage());
+                }
             }
         }
     }

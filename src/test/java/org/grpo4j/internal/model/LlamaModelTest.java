@@ -32,6 +32,11 @@ class LlamaModelTest {
 
     /** sum_t coef[t] * logp(next token) over every sequence, with gradients from the model's backward. */
     static double lossAndGrads(LlamaModel m, List<int[]> seqs, double[][] coef, LlamaWeights grads, boolean ckpt) {
+        return lossAndGrads(m, seqs, coef, grads, ckpt, null);
+    }
+
+    /** {@link #lossAndGrads}; with bf16 {@code grads}, the LM head's and embeddings' fp32 gradient goes through {@code table32}. */
+    static double lossAndGrads(LlamaModel m, List<int[]> seqs, double[][] coef, LlamaWeights grads, boolean ckpt, Tensor table32) {
         Backend be = m.backend();
         LlamaConfig c = m.config();
         try (PackedBatch b = PackedBatch.of(be, seqs, c.vocabSize()); LlamaModel.Activations act = m.forward(b, ckpt)) {
@@ -53,9 +58,11 @@ class LlamaModelTest {
                  Tensor dHidden = be.zeros(DType.FP32, b.tokens(), c.hiddenSize())) {
                 be.embedding(sel, act.hidden(), rT);
                 be.tokenLogprobs(lp, sel, m.weights().get("lm_head.weight"), tT, 1f);
-                be.tokenLogprobsBackward(dSel, grads.get("lm_head.weight"), g, sel, m.weights().get("lm_head.weight"), tT, 1f);
+                if (table32 != null) be.fill(table32, 0);
+                be.tokenLogprobsBackward(dSel, table32 != null ? table32 : grads.get("lm_head.weight"), g, sel, m.weights().get("lm_head.weight"), tT, 1f);
+                if (table32 != null && !c.tieWordEmbeddings()) be.cast(grads.get("lm_head.weight"), table32);
                 be.embeddingBackward(dHidden, dSel, rT);
-                m.backward(act, dHidden, grads);
+                m.backward(act, dHidden, grads, null, table32);
                 float[] l = lp.toFloats();
                 double loss = 0;
                 for (int i = 0; i < k; i++) loss += cfF[i] * l[i];
