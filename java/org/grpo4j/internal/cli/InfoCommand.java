@@ -79,6 +79,9 @@ final class InfoCommand implements Callable<Integer> {
         out.printf("activations per token: %s without checkpointing, %s with (%s)%n", org.grpo4j.internal.model.MemoryEstimate.human((double) b * a0),
                 org.grpo4j.internal.model.MemoryEstimate.human((double) b * a1), precision);
         out.printf("KV cache per token: %s (%s)%n", org.grpo4j.internal.model.MemoryEstimate.human(est.kvBytesPerToken()), precision);
+        String big = org.grpo4j.internal.train.Preflight.tooLarge(p, world, false);
+        if (big != null) out.println("note: " + big);
+        else if (p > org.grpo4j.internal.model.LlamaWeights.MAX_ELEMENTS) out.println("note: over 2^31 parameters: trains on GPUs (the CPU backend refuses it)");
     }
 
     private static void printOps(PrintStream out, Backend chosen) {

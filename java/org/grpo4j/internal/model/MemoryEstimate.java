@@ -47,7 +47,7 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
         l.add(new Line("gradient buffer, " + (g == DType.BF16 ? "bf16" : "fp32") + " (backward's output, full)",
                 (double) LlamaWeights.allocatedElements(p) * g.bytes()));
         if (g == DType.BF16)
-            l.add(new Line("LM head / embedding gradient, fp32 [V, D] (rounded once into the buffer)", 4.0 * config.vocabSize() * config.hiddenSize()));
+            l.add(new Line("LM head + embedding gradient, fp32 [V, D]", 4.0 * config.vocabSize() * config.hiddenSize()));
         if (compute == DType.BF16) l.add(new Line("fp32 master weights (ZeRO-2 slice)", 4.0 * slice));
         l.add(new Line("AdamW moments m + v, fp32 (ZeRO-2 slice)", 8.0 * slice));
         l.add(new Line("gradient-norm chunk sums, fp32", 4.0 * Math.max(1, slice / s.normChunk())));

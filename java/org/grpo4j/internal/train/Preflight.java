@@ -98,7 +98,7 @@ public final class Preflight implements AutoCloseable {
      * 2^31 - 9 elements per tensor (its flat buffers are Java arrays); on a GPU the flat buffers have no such limit, but
      * each rank's optimizer slice is one tensor, so the world size must split the model into slices of at most that.
      */
-    static String tooLarge(long parameters, int world, boolean cpu) {
+    public static String tooLarge(long parameters, int world, boolean cpu) {
         long max = org.grpo4j.internal.model.LlamaWeights.MAX_ELEMENTS;
         if (parameters <= max) return null;
         if (cpu)
