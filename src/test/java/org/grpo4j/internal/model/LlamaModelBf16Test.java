@@ -157,6 +157,36 @@ class LlamaModelBf16Test {
             }
     }
 
+    /**
+     * The same on CUDA: bf16 gradients against fp32 gradients of the same bf16 model. cuBLASLt may pick another
+     * algorithm (another summation order) for a bf16 output than for an fp32 one, so the two are not bit for bit: each
+     * element is within 2^-7 of the fp32 value relative (one rounding is at most 2^-9; a few fp32 ulps of summation
+     * order can tip it to the neighbouring bf16 value, 2^-8 away).
+     */
+    @Test
+    @org.junit.jupiter.api.Tag("gpu")
+    void cudaBf16GradientsAreTheFp32GradientsRounded() {
+        Backend cu = TestBackends.cuda();
+        for (boolean tied : new boolean[] {false, true}) {
+            LlamaConfig c = new LlamaConfig(64, 96, 2, 4, 2, 16, 61, 1e-5, 10000, null, 256, tied, 0, List.of(60));
+            SplittableRandom r = new SplittableRandom(9);
+            List<int[]> seqs = List.of(r.ints(40, 0, 61).toArray(), r.ints(23, 0, 61).toArray());
+            double[][] coef = {r.doubles(39, -1, 1).toArray(), r.doubles(22, -1, 1).toArray()};
+            try (LlamaWeights w = LlamaWeights.init(cu, c, 3); LlamaWeights h = w.castTo(DType.BF16);
+                 LlamaWeights g32 = LlamaWeights.zeros(cu, c); LlamaWeights g16 = LlamaWeights.zeros(cu, c, DType.BF16);
+                 var table32 = cu.zeros(DType.FP32, c.vocabSize(), c.hiddenSize())) {
+                LlamaModel m = new LlamaModel(h);
+                LlamaModelTest.lossAndGrads(m, seqs, coef, g32, true);
+                LlamaModelTest.lossAndGrads(m, seqs, coef, g16, true, table32);
+                for (ParameterLayout.Entry e : w.layout().entries()) {
+                    float[] want = g32.get(e.name()).toFloats(), got = g16.get(e.name()).toFloats();
+                    for (int i = 0; i < want.length; i++)
+                        assertEquals(want[i], got[i], 0x1p-7 * Math.abs(want[i]) + 1e-30, e.name() + "[" + i + "]" + (tied ? " (tied)" : ""));
+                }
+            }
+        }
+    }
+
     @Test
     void backwardRefusesBf16GradientsAndAWrongDHidden() {
         LlamaConfig c = LlamaModelTest.micro(false);

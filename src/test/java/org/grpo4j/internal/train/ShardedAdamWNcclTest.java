@@ -24,7 +24,7 @@ import org.junit.jupiter.api.Test;
  * refuses two ranks on one GPU), against the same step on the CPU through {@link LocalCommunicator}: the gradient
  * norm goes through NCCL's all-gather, AdamW runs on the slice and the master weights are gathered through NCCL. With
  * the sharded path forced (as at world > 1) the gradient buckets also go through NCCL's reduce (in bf16 from the bf16
- * staging buffer in precision bf16), are accumulated into the fp32 slice over two micro-batches in two alternating
+ * staging buffer in precision bf16, or straight from a bf16 gradient buffer as the trainer's at world > 1), are accumulated into the fp32 slice over two micro-batches in two alternating
  * slots, and the compute weights are all-gathered in place. The adamW kernel is bit-identical to the CPU's
  * (DeviceMathTest) and max_grad_norm is above the norm (the GPU's squared sums add in another order), so the weights
  * agree bit for bit.
@@ -33,11 +33,11 @@ import org.junit.jupiter.api.Test;
 class ShardedAdamWNcclTest {
     static final LlamaConfig C = LlamaConfig.tiny(300, 1, 2);
 
-    static float[][] step(Backend be, Communicator comm, DType dt, float[] grad, boolean forceSharded) {
+    static float[][] step(Backend be, Communicator comm, DType dt, float[] grad, boolean forceSharded, boolean bf16Grads) {
         try (LlamaWeights init = LlamaWeights.init(be, C, 3)) {
             long n = init.layout().totalElements();
             ShardLayout lay = new ShardLayout(n, 1, 1 << 14); // several buckets: both slots alternate
-            try (LlamaWeights compute = LlamaWeights.zeros(be, C, dt, lay.padded()); LlamaWeights g = LlamaWeights.zeros(be, C);
+            try (LlamaWeights compute = LlamaWeights.zeros(be, C, dt, lay.padded()); LlamaWeights g = LlamaWeights.zeros(be, C, bf16Grads ? DType.BF16 : DType.FP32);
                  ShardedAdamW opt = new ShardedAdamW(be, comm, lay, compute, g, 0.9, 0.999, 1e-8, 0.01, forceSharded)) {
                 assertTrue(!forceSharded || lay.buckets().size() > 2, "more buckets than slots: " + lay.buckets().size());
                 compute.copyFrom(init);
@@ -48,8 +48,11 @@ class ShardedAdamWNcclTest {
                     opt.startStep();
                     for (int k = 0; k < (forceSharded ? 2 : 1); k++) {
                         opt.startMicroBatch();
-                        if (forceSharded) be.copyFromHost(g.flat(), k == 0 ? grad : half); // the buffer starts from zero each micro-batch
-                        else be.copyFromHost(g.flat(), grad);
+                        float[] gk = forceSharded && k == 1 ? half : grad; // the buffer starts from zero each micro-batch
+                        if (!bf16Grads) be.copyFromHost(g.flat(), gk);
+                        else try (var tmp = be.upload(gk, gk.length)) { // the trainer's bf16 gradient buffer at world > 1
+                            be.cast(g.flat(), tmp);
+                        }
                         for (long f : new long[] {n * 3 / 4, n / 2, n / 5, 0}) opt.gradientsReady(f);
                         opt.endMicroBatch();
                     }
@@ -71,16 +74,17 @@ class ShardedAdamWNcclTest {
         float[] grad = new float[n];
         SplittableRandom r = new SplittableRandom(4);
         for (int i = 0; i < n; i++) grad[i] = (float) (r.nextGaussian() * 1e-3);
-        for (boolean forced : new boolean[] {false, true})
-            for (DType dt : new DType[] {DType.FP32, DType.BF16}) {
+        for (int variant = 0; variant < 5; variant++) {
+                boolean forced = variant >= 2, bf16Grads = variant == 4;
+                DType dt = variant % 2 == 0 && variant < 4 ? DType.FP32 : DType.BF16;
                 float[][] cpu, gpu;
                 try (CpuBackend c = new CpuBackend(); LocalCommunicator lc = LocalCommunicator.group(1, 10_000).get(0)) {
-                    cpu = step(c, lc, dt, grad, forced);
+                    cpu = step(c, lc, dt, grad, forced, bf16Grads);
                 }
                 try (NcclCommunicator nc = NcclCommunicator.create(NcclCommunicator.newUniqueId(), 1, 0, be, 60)) {
-                    gpu = step(be, nc, dt, grad, forced);
+                    gpu = step(be, nc, dt, grad, forced, bf16Grads);
                 }
-                String what = dt.label() + (forced ? ", sharded path forced" : "");
+                String what = dt.label() + (forced ? ", sharded path forced" : "") + (bf16Grads ? ", bf16 gradient buffer" : "");
                 assertArrayEquals(cpu[0], gpu[0], 0f, what + ": fp32 master weights after two steps");
                 assertArrayEquals(cpu[1], gpu[1], 0f, what + ": compute weights after two steps");
             }

@@ -103,6 +103,14 @@ class ShardedAdamWTest {
 
     /** {@code force}: the ZeRO-2 path even at world 1 (bucket reductions into the fp32 accumulator, in-place all-gather). */
     static float[][] train(int world, int worldOfGrads, DType dt, int steps, int micro, Path dir, boolean force) throws Exception {
+        return train(world, worldOfGrads, dt, steps, micro, dir, force, false);
+    }
+
+    /**
+     * {@code bf16Grads}: the gradient buffer in bf16 (the trainer's choice at world > 1 in bf16: reduced straight from
+     * the buffer), else fp32 (cast to a bf16 staging buffer per bucket in bf16).
+     */
+    static float[][] train(int world, int worldOfGrads, DType dt, int steps, int micro, Path dir, boolean force, boolean bf16Grads) throws Exception {
         List<LocalCommunicator> comms = LocalCommunicator.group(world, 30_000);
         List<Future<float[]>> fs = new ArrayList<>();
         for (LocalCommunicator comm : comms)
@@ -110,7 +118,7 @@ class ShardedAdamWTest {
                 try (CpuBackend be = new CpuBackend(1); LlamaWeights init = LlamaWeights.init(be, C, 7)) {
                     ShardLayout lay = new ShardLayout(init.layout().totalElements(), world, 100);
                     int n = (int) init.layout().totalElements();
-                    try (LlamaWeights compute = LlamaWeights.zeros(be, C, dt, lay.padded()); LlamaWeights g = LlamaWeights.zeros(be, C);
+                    try (LlamaWeights compute = LlamaWeights.zeros(be, C, dt, lay.padded()); LlamaWeights g = LlamaWeights.zeros(be, C, bf16Grads ? DType.BF16 : DType.FP32);
                          ShardedAdamW opt = new ShardedAdamW(be, comm, lay, compute, g, 0.9, 0.999, 1e-8, 0.1, force)) {
                         compute.copyFrom(init);
                         opt.setMaster(init);
@@ -126,7 +134,10 @@ class ShardedAdamWTest {
                                     for (int i = 0; i < n; i++) acc[i] += mine[i];
                                     mine = acc;
                                 }
-                                be.copyFromHost(g.flat(), mine);
+                                if (!bf16Grads) be.copyFromHost(g.flat(), mine);
+                                else try (var tmp = be.upload(mine, n)) {
+                                    be.cast(g.flat(), tmp);
+                                }
                                 long[] frontiers = {3000, 2100, 1999, 400, 0};
                                 for (long f : frontiers) opt.gradientsReady(f);
                                 opt.endMicroBatch();
@@ -182,6 +193,12 @@ class ShardedAdamWTest {
                 float[][] one = train(1, world, dt, 3, 2, a), many = train(world, world, dt, 3, 2, b);
                 assertArrayEquals(one[0], many[0], 0f, dt.label() + " world " + world + ": master and compute weights");
                 assertArrayEquals(one[1], many[1], 0f, dt.label() + " world " + world + ": AdamW moments");
+                if (dt == DType.BF16) { // the trainer's layout: bf16 gradients reduced straight from the buffer
+                    Path c = Files.createDirectories(tmp.resolve(dt.label() + world + "c"));
+                    float[][] half = train(world, world, dt, 3, 2, c, false, true);
+                    assertArrayEquals(one[0], half[0], 0f, "bf16 gradient buffer, world " + world + ": master and compute weights");
+                    assertArrayEquals(one[1], half[1], 0f, "bf16 gradient buffer, world " + world + ": AdamW moments");
+                }
             }
     }
 
