@@ -34,6 +34,11 @@ int g4_get_last_error(void);
 
 int g4_malloc(long long bytes, g4_ptr* out);
 int g4_free(g4_ptr ptr);
+int g4_pool_init(int dev, int* supported);
+int g4_malloc_async(long long bytes, g4_ptr* out, g4_stream s);
+int g4_free_async(g4_ptr ptr, g4_stream s);
+int g4_pool_trim(int dev, g4_stream s);
+int g4_pool_usage(int dev, long long* reserved, long long* used);
 int g4_memcpy_htod(g4_ptr dst, const void* src, long long bytes, g4_stream s);
 int g4_memcpy_dtoh(void* dst, g4_ptr src, long long bytes, g4_stream s);
 int g4_memcpy_dtod(g4_ptr dst, g4_ptr src, long long bytes, g4_stream s);

@@ -72,6 +72,62 @@ int g4_malloc(long long bytes, g4_ptr* out) {
 
 int g4_free(g4_ptr ptr) { return done(cudaFree((void*) ptr)); }
 
+// The stream-ordered allocator (cudaMallocAsync): allocation and free are ordered on a stream, served from the
+// device's default memory pool, and never synchronize the device (cudaFree does: every temporary freed in a training
+// step would otherwise wait for all work, NCCL's included). The pool keeps freed memory (release threshold: all) so
+// that steady-state allocations are reuses; g4_pool_trim hands idle memory back, e.g. before retrying a failed
+// allocation. *supported = 0 when the device has no memory pools (then the callers use cudaMalloc/cudaFree).
+int g4_pool_init(int dev, int* supported) {
+    *supported = 0;
+    int v = 0;
+    cudaError_t e = cudaDeviceGetAttribute(&v, cudaDevAttrMemoryPoolsSupported, dev);
+    if (e != cudaSuccess) return done(e);
+    if (!v) return 0;
+    cudaMemPool_t pool;
+    e = cudaDeviceGetDefaultMemPool(&pool, dev);
+    if (e != cudaSuccess) return done(e);
+    unsigned long long all = ~0ULL;
+    e = cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &all);
+    if (e != cudaSuccess) return done(e);
+    *supported = 1;
+    return 0;
+}
+
+int g4_malloc_async(long long bytes, g4_ptr* out, g4_stream s) {
+    void* p = nullptr;
+    cudaError_t e = cudaMallocAsync(&p, (size_t) bytes, as_stream(s));
+    *out = (g4_ptr) p;
+    return done(e);
+}
+
+int g4_free_async(g4_ptr ptr, g4_stream s) { return done(cudaFreeAsync((void*) ptr, as_stream(s))); }
+
+// Waits for the stream (its pending frees return to the pool), then releases the pool's idle memory to the device.
+int g4_pool_trim(int dev, g4_stream s) {
+    cudaError_t e = cudaStreamSynchronize(as_stream(s));
+    if (e != cudaSuccess) return done(e);
+    cudaMemPool_t pool;
+    e = cudaDeviceGetDefaultMemPool(&pool, dev);
+    if (e != cudaSuccess) return done(e);
+    return done(cudaMemPoolTrimTo(pool, 0));
+}
+
+// Bytes the default pool holds from the device, and of those the bytes in use.
+int g4_pool_usage(int dev, long long* reserved, long long* used) {
+    *reserved = 0;
+    *used = 0;
+    cudaMemPool_t pool;
+    cudaError_t e = cudaDeviceGetDefaultMemPool(&pool, dev);
+    if (e != cudaSuccess) return done(e);
+    unsigned long long r = 0, u = 0;
+    e = cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &r);
+    if (e != cudaSuccess) return done(e);
+    e = cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &u);
+    *reserved = (long long) r;
+    *used = (long long) u;
+    return done(e);
+}
+
 // Host copies are synchronous on the given stream: the JNI array is released right after the call returns.
 int g4_memcpy_htod(g4_ptr dst, const void* src, long long bytes, g4_stream s) {
     cudaError_t e = cudaMemcpyAsync((void*) dst, src, (size_t) bytes, cudaMemcpyHostToDevice, as_stream(s));

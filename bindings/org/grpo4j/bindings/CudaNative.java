@@ -45,6 +45,11 @@ public final class CudaNative {
     // ---- runtime: memory
     public static native int g4_malloc(long bytes, @Cast("long long*") long[] out);
     public static native int g4_free(long ptr);
+    public static native int g4_pool_init(int dev, int[] supported);
+    public static native int g4_malloc_async(long bytes, @Cast("long long*") long[] out, long stream);
+    public static native int g4_free_async(long ptr, long stream);
+    public static native int g4_pool_trim(int dev, long stream);
+    public static native int g4_pool_usage(int dev, @Cast("long long*") long[] reserved, @Cast("long long*") long[] used);
     public static native int g4_memcpy_htod(long dst, @Cast("const void*") float[] src, long bytes, long stream);
     public static native int g4_memcpy_htod(long dst, @Cast("const void*") short[] src, long bytes, long stream);
     public static native int g4_memcpy_htod(long dst, @Cast("const void*") int[] src, long bytes, long stream);

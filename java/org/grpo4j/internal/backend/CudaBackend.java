@@ -29,6 +29,16 @@ public final class CudaBackend extends AbstractBackend {
     private CublasGemm gemm;
     private boolean tf32 = Boolean.getBoolean("grpo4j.tf32");
     private boolean released;
+    /** Allocations come from the device's stream-ordered pool (cudaMallocAsync on {@link #stream}); else cudaMalloc. */
+    private final boolean pooled;
+    private volatile boolean streamAlive;
+
+    /**
+     * The allocator: {@code -Dgrpo4j.cuda.alloc=async} (the default: cudaMallocAsync / cudaFreeAsync on the backend's
+     * stream from the device's default pool, which keeps freed memory for reuse; freeing never synchronizes the
+     * device) or {@code sync} (cudaMalloc / cudaFree: every free waits for all work on the device, NCCL's included).
+     */
+    public static final String ALLOC_PROPERTY = "grpo4j.cuda.alloc";
 
     /** Opens device {@code device}; throws {@link IllegalStateException} with the reason when CUDA is unavailable. */
     public CudaBackend(int device) {
@@ -42,6 +52,12 @@ public final class CudaBackend extends AbstractBackend {
         long[] s = new long[1];
         CudaRuntime.check(CudaNative.g4_stream_create(s), "cudaStreamCreateWithFlags");
         this.stream = s[0];
+        this.streamAlive = true;
+        String alloc = System.getProperty(ALLOC_PROPERTY, "async");
+        if (!alloc.equals("async") && !alloc.equals("sync"))
+            throw new IllegalArgumentException("-D" + ALLOC_PROPERTY + " must be async or sync, got \"" + alloc + "\"");
+        int[] sup = new int[1];
+        this.pooled = alloc.equals("async") && CudaNative.g4_pool_init(device, sup) == 0 && sup[0] == 1;
         this.flag = empty(DType.INT32, 4);
         CudaRuntime.check(CudaNative.g4_memset(addr(flag), 0, 16, stream), "cudaMemsetAsync(error flag)");
     }
@@ -215,6 +231,7 @@ public final class CudaBackend extends AbstractBackend {
             System.getLogger("org.grpo4j").log(System.Logger.Level.WARNING,
                     name() + " closed with " + liveTensors() + " live tensors (" + liveBytes() + " bytes)");
         super.close();
+        streamAlive = false; // tensors closed from now on are freed with cudaFree
         CudaNative.g4_stream_destroy(stream);
     }
 
@@ -263,16 +280,37 @@ public final class CudaBackend extends AbstractBackend {
 
     static final class CudaStorage extends Storage {
         final long address;
+        private final CudaBackend pool; // null: cudaMalloc'd
 
-        CudaStorage(DType dtype, long elements, long address) {
+        CudaStorage(DType dtype, long elements, long address, CudaBackend pool) {
             super(dtype, elements);
             this.address = address;
+            this.pool = pool;
         }
 
         @Override
         void free() {
-            if (address != 0) CudaRuntime.check(CudaNative.g4_free(address), "cudaFree");
+            if (address == 0) return;
+            if (pool != null && pool.streamAlive) {
+                if (pool.capturing)
+                    throw new IllegalStateException("a tensor was freed while a CUDA graph is being captured: free it after capturing");
+                pool.onDevice();
+                // ordered after every op already issued on the stream: a later allocation may reuse it only after them
+                CudaRuntime.check(CudaNative.g4_free_async(address, pool.stream), "cudaFreeAsync");
+            } else {
+                CudaRuntime.check(CudaNative.g4_free(address), "cudaFree");
+            }
         }
+    }
+
+    /** Whether tensors come from the stream-ordered pool ({@link #ALLOC_PROPERTY}). */
+    public boolean pooledAllocator() { return pooled; }
+
+    /** Bytes the device's pool holds and does not use (free for this process's next allocations), 0 without a pool. */
+    public static long poolIdleBytes(int device) {
+        long[] reserved = new long[1], used = new long[1];
+        if (CudaNative.g4_pool_usage(device, reserved, used) != 0) return 0;
+        return Math.max(0, reserved[0] - used[0]);
     }
 
     static long addr(Tensor t) {
@@ -286,14 +324,19 @@ public final class CudaBackend extends AbstractBackend {
         onDevice();
         long bytes = Math.max(1, elements * dtype.bytes());
         long[] p = new long[1];
-        int e = CudaNative.g4_malloc(bytes, p);
+        int e = pooled ? CudaNative.g4_malloc_async(bytes, p, stream) : CudaNative.g4_malloc(bytes, p);
+        if (e != 0 && pooled) { // the pool's idle memory back to the device (fragmentation, other allocators), then once more
+            CudaNative.g4_pool_trim(device, stream);
+            e = CudaNative.g4_malloc_async(bytes, p, stream);
+        }
         if (e != 0) {
             long[] free = new long[1], total = new long[1];
             CudaNative.g4_mem_get_info(free, total);
-            throw new CudaException("cudaMalloc(" + bytes + " bytes; " + (free[0] >> 20) + " MiB free of "
-                    + (total[0] >> 20) + " MiB on " + name() + ")", e, CudaNative.g4_error_name(e), CudaNative.g4_error_string(e));
+            throw new CudaException((pooled ? "cudaMallocAsync(" : "cudaMalloc(") + bytes + " bytes; " + (free[0] >> 20) + " MiB free of "
+                    + (total[0] >> 20) + " MiB on " + name() + (pooled ? ", " + (poolIdleBytes(device) >> 20) + " MiB idle in its pool" : "") + ")",
+                    e, CudaNative.g4_error_name(e), CudaNative.g4_error_string(e));
         }
-        return new CudaStorage(dtype, elements, p[0]);
+        return new CudaStorage(dtype, elements, p[0], pooled ? this : null);
     }
 
     @Override

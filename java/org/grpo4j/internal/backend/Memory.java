@@ -5,8 +5,8 @@ import org.grpo4j.bindings.CudaNative;
 /**
  * What can still be allocated on a backend, so that sizes a user asks for (KV cache, batches) are checked before
  * anything is allocated: free Java heap for the CPU backend (its tensors are heap arrays), free device memory for
- * CUDA (cudaMemGetInfo). A request that does not fit fails at once with a message saying what fits, instead of an
- * OutOfMemoryError after minutes of garbage collection.
+ * CUDA (cudaMemGetInfo, plus what the stream-ordered pool holds idle). A request that does not fit fails at once with
+ * a message saying what fits, instead of an OutOfMemoryError after minutes of garbage collection.
  */
 public final class Memory {
     private Memory() {}
@@ -32,7 +32,8 @@ public final class Memory {
         try {
             if (CudaNative.g4_set_device(device) != 0) return -1;
             long[] free = new long[1], total = new long[1];
-            return CudaNative.g4_mem_get_info(free, total) == 0 ? free[0] : -1;
+            // memory the stream-ordered pool keeps after frees is this process's to reuse
+            return CudaNative.g4_mem_get_info(free, total) == 0 ? free[0] + CudaBackend.poolIdleBytes(device) : -1;
         } catch (LinkageError e) {
             return -1;
         }

@@ -40,6 +40,49 @@ class CudaBackendTest {
         }
     }
 
+    /**
+     * The stream-ordered pool (cudaMallocAsync): a tensor freed while work that reads it is still queued is reused only
+     * after that work (the next allocation of the same size takes the same memory and overwrites it: the copy must
+     * already hold the old values); freed memory stays in the pool and counts as available; {@code
+     * -Dgrpo4j.cuda.alloc=sync} gives cudaMalloc.
+     */
+    @Test
+    void freedMemoryIsReusedInStreamOrder() {
+        CudaBackend be = cuda();
+        assertTrue(be.pooledAllocator(), "Ampere and Hopper devices have memory pools");
+        int n = 1 << 26; // 256 MiB of fp32
+        try (Tensor c = be.empty(DType.FP32, n)) {
+            Tensor a = be.empty(DType.FP32, n);
+            be.fill(a, 2.5);
+            for (int k = 0; k < 20; k++) be.scale(a, 1f); // queued work on a, then the copy that reads it
+            be.copy(c, a);
+            a.close(); // cudaFreeAsync: after the copy
+            try (Tensor b = be.empty(DType.FP32, n)) {
+                be.fill(b, -1);
+                float[] got = c.toFloats(), other = b.toFloats();
+                for (int i = 0; i < n; i += 4099) assertEquals(2.5f, got[i], "element " + i + " of the copy of the freed tensor");
+                assertEquals(-1f, other[n - 1]);
+            }
+        }
+        be.synchronize();
+        long idle = CudaBackend.poolIdleBytes(be.device());
+        assertTrue(idle >= 4L * n, "the pool keeps the freed memory: " + idle + " bytes idle");
+        long[] free = new long[1], total = new long[1];
+        assertEquals(0, CudaNative.g4_mem_get_info(free, total));
+        long avail = Memory.available(be);
+        assertEquals(free[0] + CudaBackend.poolIdleBytes(be.device()), avail, 64 << 20, "available = free on the device + idle in the pool");
+        String old = System.getProperty(CudaBackend.ALLOC_PROPERTY);
+        System.setProperty(CudaBackend.ALLOC_PROPERTY, "sync");
+        try (CudaBackend sync = new CudaBackend(be.device()); Tensor t = sync.empty(DType.FP32, 1000)) {
+            assertFalse(sync.pooledAllocator());
+            sync.fill(t, 3);
+            assertEquals(3f, t.toFloats()[999]);
+        } finally {
+            if (old == null) System.clearProperty(CudaBackend.ALLOC_PROPERTY);
+            else System.setProperty(CudaBackend.ALLOC_PROPERTY, old);
+        }
+    }
+
     @Test
     void outOfRangeIndicesAreReportedAtTheNextSynchronizeNamingTheOp() {
         CudaBackend be = cuda();

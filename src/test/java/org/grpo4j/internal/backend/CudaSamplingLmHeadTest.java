@@ -273,13 +273,13 @@ class CudaSamplingLmHeadTest {
                         be.empty(DType.FP32, n), be.empty(DType.FP32, n), be.empty(DType.BF16, n, h), be.zeros(DType.FP32, v, h));
                 be.synchronize();
                 long live = be.liveBytes();
-                long[] free0 = new long[1], free1 = new long[1], total = new long[1];
-                CudaNative.g4_mem_get_info(free0, total);
+                // what can still be allocated (free device memory + the stream-ordered pool's idle memory), before and after
+                long free0 = Memory.available(be);
                 be.grpoLoss(o, th, tw, tt, ones, ones, z, z, new GrpoLossParams(1f, 0.2f, 0.2f, 0.05f, KlEstimator.KL3));
                 be.synchronize();
-                CudaNative.g4_mem_get_info(free1, total);
+                long free1 = Memory.available(be);
                 long expected = CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK);
-                long own = be.liveBytes() - live, device = free0[0] - free1[0];
+                long own = be.liveBytes() - live, device = free0 - free1;
                 System.out.printf("fused LM head at N=%d H=%d V=%d (bf16 grpoLoss): buffers %.1f MiB (plan %.1f MiB), device free memory -%.1f MiB; [N, V] fp32 logits would be %.1f MiB%n",
                         n, h, v, own / 1048576.0, expected / 1048576.0, device / 1048576.0, (double) n * v * 4 / 1048576.0);
                 assertEquals(expected, own, "the LM head's buffers are what lmHeadBytes plans");
