@@ -121,10 +121,13 @@ public final class LlamaWeights implements AutoCloseable {
         LlamaWeights w = new LlamaWeights(be, config);
         SplittableRandom r = new SplittableRandom(seed);
         for (ParameterLayout.Entry e : w.layout.entries()) {
-            float[] a = new float[(int) e.numel()];
-            if (e.name().endsWith("norm.weight")) java.util.Arrays.fill(a, 1f);
-            else for (int i = 0; i < a.length; i++) a[i] = (float) (r.nextGaussian() * 0.02);
-            be.copyFromHost(w.views.get(e.name()), a);
+            Tensor t = w.views.get(e.name()).reshape(Math.toIntExact(e.numel()));
+            for (long from = 0; from < e.numel(); from += LOAD_PIECE) { // pieces, in order: the same values as one array
+                float[] a = new float[(int) Math.min(LOAD_PIECE, e.numel() - from)];
+                if (e.name().endsWith("norm.weight")) java.util.Arrays.fill(a, 1f);
+                else for (int i = 0; i < a.length; i++) a[i] = (float) (r.nextGaussian() * 0.02);
+                be.copyFromHost(t.view(from, a.length), a);
+            }
         }
         return w;
     }
@@ -192,8 +195,13 @@ public final class LlamaWeights implements AutoCloseable {
                 backend.fill(acc, 0);
                 backend.sumSquares(acc, get(e.name()));
                 if (Float.isFinite(acc.toFloats()[0])) continue;
-                // the sum of squares also overflows for huge finite values: look at the values themselves
-                for (float x : get(e.name()).toFloats()) if (!Float.isFinite(x)) return e.name();
+                // the sum of squares also overflows for huge finite values: look at the values themselves (in pieces; bf16 widened)
+                Tensor t = views.get(e.name());
+                for (long from = 0; from < e.numel(); from += LOAD_PIECE) {
+                    float[] x = new float[(int) Math.min(LOAD_PIECE, e.numel() - from)];
+                    readInto(t.reshape(Math.toIntExact(e.numel())).view(from, x.length), x);
+                    for (float v : x) if (!Float.isFinite(v)) return e.name();
+                }
             }
         }
         return null;
@@ -287,17 +295,38 @@ public final class LlamaWeights implements AutoCloseable {
                     if (!java.util.Arrays.equals(e.shape(), t.shape()))
                         throw new IOException(f + ": tensor " + t.name() + " has shape " + java.util.Arrays.toString(t.shape())
                                 + " but config.json implies " + java.util.Arrays.toString(e.shape()));
-                    float[] values = st.readFloats(t.name());
-                    Tensor dst = views.get(t.name());
-                    if (dst.dtype() == DType.FP32) backend.copyFromHost(dst, values);
-                    else try (Tensor tmp = backend.upload(values, e.shape())) {
-                        backend.cast(dst, tmp);
-                    }
+                    upload(backend, st, t.name(), views.get(t.name()));
                 }
             }
         }
         for (String name : expected)
             if (!found.contains(name)) throw new IOException(dir + ": tensor " + name + " is missing from the checkpoint");
+    }
+
+    /** The most elements a load moves through the Java heap at once (64 MiB of fp32). */
+    static final int LOAD_PIECE = 1 << 24;
+
+    /**
+     * Tensor {@code name} of {@code st} into {@code dst} (fp32, or bf16 rounded once), in pieces of at most 2^24
+     * elements: the ranks of one process load at the same time, and an 8B model's embeddings are 2.1 GB in fp32.
+     */
+    public static void upload(Backend be, SafeTensors st, String name, Tensor dst) throws IOException {
+        long n = dst.numel();
+        float[] piece = new float[(int) Math.min(n, LOAD_PIECE)];
+        try (Tensor tmp = dst.dtype() == DType.FP32 ? null : be.empty(DType.FP32, piece.length)) {
+            for (long from = 0; from < n; from += LOAD_PIECE) {
+                int len = (int) Math.min(LOAD_PIECE, n - from);
+                float[] buf = len == piece.length ? piece : new float[len];
+                st.readFloats(name, from, len, buf, 0);
+                Tensor d = dst.reshape(Math.toIntExact(n)).view(from, len);
+                if (tmp == null) be.copyFromHost(d, buf);
+                else {
+                    Tensor t = tmp.view(0, len);
+                    be.copyFromHost(t, buf);
+                    be.cast(d, t);
+                }
+            }
+        }
     }
 
     // ---- saving -------------------------------------------------------------------------------------------------

@@ -157,15 +157,27 @@ public final class SafeTensors implements AutoCloseable {
     public void readFloats(String name, float[] dst, int dstOffset) throws IOException {
         Info t = tensors.get(name);
         if (t == null) throw err("no tensor " + name);
+        readFloats(name, 0, t.numel(), dst, dstOffset);
+    }
+
+    /**
+     * Reads elements [from, from + count) of a F32, BF16 or F16 tensor as fp32 into dst[dstOffset ..]: loading a
+     * large tensor piece by piece needs no Java array of its size.
+     */
+    public void readFloats(String name, long from, long count, float[] dst, int dstOffset) throws IOException {
+        Info t = tensors.get(name);
+        if (t == null) throw err("no tensor " + name);
         int bytes = dtypeBytes(t.dtype());
         if (!t.dtype().equals("F32") && !t.dtype().equals("BF16") && !t.dtype().equals("F16"))
             throw err("tensor " + name + " has dtype " + t.dtype() + "; grpo4j reads F32, BF16 and F16");
-        long n = t.numel();
+        if (from < 0 || count < 0 || from + count > t.numel())
+            throw new IllegalArgumentException("elements [" + from + ", " + (from + count) + ") of " + name + " (" + t.numel() + " elements)");
+        long n = count;
         if (dstOffset < 0 || dstOffset + n > dst.length) throw new IllegalArgumentException("destination too small for " + name);
         long chunkElems = (1L << 30) / bytes;
         for (long done = 0; done < n; done += chunkElems) {
             long cnt = Math.min(chunkElems, n - done);
-            MappedByteBuffer m = ch.map(FileChannel.MapMode.READ_ONLY, dataStart + t.begin() + done * bytes, cnt * bytes);
+            MappedByteBuffer m = ch.map(FileChannel.MapMode.READ_ONLY, dataStart + t.begin() + (from + done) * bytes, cnt * bytes);
             m.order(ByteOrder.LITTLE_ENDIAN);
             int base = (int) (dstOffset + done);
             switch (t.dtype()) {

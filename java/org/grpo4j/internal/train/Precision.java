@@ -36,8 +36,9 @@ final class Precision {
 
     /**
      * Fails, naming the op, unless {@code be} runs every op of a bf16 run on bf16 tensors: a micro Llama (2 layers,
-     * hidden 8, vocabulary 11) in bf16 does a training forward and backward with the fused GRPO loss, a no-grad
-     * log-prob pass, a prefill and a decode step with sampling, and an AdamW step with the bf16 copy-out. A backend
+     * hidden 8, vocabulary 11) in bf16 does a training forward and backward (into fp32 and into bf16 gradients) with
+     * the fused GRPO loss, a no-grad log-prob pass, a prefill and a decode step with sampling, and an AdamW step with
+     * the bf16 copy-out. A backend
      * whose bf16 variant of an op throws {@link UnsupportedOperationException} is refused here, before any weights
      * load, rather than minutes into the run.
      */
@@ -60,6 +61,9 @@ final class Precision {
                 be.tokenLogprobsBackward(dSel, g.get("lm_head.weight"), ones, sel, w.get("lm_head.weight"), tgtT, 1f);
                 be.embeddingBackward(dHidden, dSel, rowsT);
                 m.backward(act, dHidden, g);
+                try (LlamaWeights g16 = LlamaWeights.zeros(be, c, DType.BF16); Tensor table32 = be.zeros(DType.FP32, c.vocabSize(), d)) {
+                    m.backward(act, dHidden, g16, null, table32); // ZeRO-2's bf16 gradient buffer (world > 1)
+                }
                 m.tokenLogprobs(pb, rows, tgt, 1f);
             }
             try (LlamaModel.KvCache cache = m.newKvCache(2, 4); PackedBatch p = PackedBatch.of(be, List.of(new int[] {1, 2, 3}), c.vocabSize());

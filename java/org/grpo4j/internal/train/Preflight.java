@@ -221,7 +221,12 @@ public final class Preflight implements AutoCloseable {
      * and the activations are never live together), times the ranks sharing the memory, against what {@code be} has
      * free. A refusal says what fits and what to change.
      */
-    private void checkMemory(Backend be, org.grpo4j.internal.backend.DType dtype, int sharers) {
+    /**
+     * Refuses, naming what to change, a run whose model states, activations or generation (with the smallest KV pool)
+     * do not fit what {@code be} can still allocate ({@code sharers} ranks sharing it). Launched ranks (one JVM, a GPU
+     * each) call it on their own device once it is open.
+     */
+    void checkMemory(Backend be, org.grpo4j.internal.backend.DType dtype, int sharers) {
         MemoryEstimate est = new MemoryEstimate(model, cfg.worldSize, dtype, cfg.reduceBucketSize);
         double states = est.statesBytes();
         long seq = (long) longestPrompt + cfg.responseLength;
@@ -252,9 +257,11 @@ public final class Preflight implements AutoCloseable {
                     + "local_rollout_forward_batch_size, local_rollout_batch_size x number_samples_per_prompt), a smaller kv_cache_mib or kv_cache_fraction,"
                     + " gradient_checkpointing true, precision bf16, or more GPUs (world_size: ZeRO-2 shards the optimizer state)");
         }
-        summary.put("memory", "about " + Memory.human(total) + " (model states " + Memory.human(states) + per + ", activations " + Memory.human(acts)
-                + ", generation " + Memory.human(gen) + " + KV cache " + (cfg.kvCacheMib > 0 ? Memory.human(kv) : "from kv_cache_fraction " + cfg.kvCacheFraction
-                + ", at least " + Memory.human(kvMin)) + ")" + (free >= 0 ? "; " + Memory.human(free) + " " + where : ""));
+        synchronized (summary) {
+            summary.put("memory", "about " + Memory.human(total) + " (model states " + Memory.human(states) + per + ", activations " + Memory.human(acts)
+                    + ", generation " + Memory.human(gen) + " + KV cache " + (cfg.kvCacheMib > 0 ? Memory.human(kv) : "from kv_cache_fraction " + cfg.kvCacheFraction
+                    + ", at least " + Memory.human(kvMin)) + ")" + (free >= 0 ? "; " + Memory.human(free) + " " + where : ""));
+        }
     }
 
     /**

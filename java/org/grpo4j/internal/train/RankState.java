@@ -69,17 +69,19 @@ final class RankState implements AutoCloseable {
      * precision bf16), the gradient buffer and the optimizer with this rank's master slice.
      */
     void initWeights(LlamaWeights full, double weightDecay) {
+        DType gradType = gradientDType(world, s.dtype());
         try (full) {
             compute = LlamaWeights.zeros(be, s.model(), s.dtype(), layout.padded());
             compute.copyFrom(full);
-            // ZeRO-2 in precision bf16: the backward writes bf16 gradients (2 bytes a parameter), reduced per micro-batch
-            // into each owner's fp32 slice; at world 1 the fp32 buffer is the accumulator across micro-batches
-            grads = LlamaWeights.zeros(be, s.model(), gradientDType(world, s.dtype()));
-            if (grads.dtype() == DType.BF16) table32 = be.zeros(DType.FP32, s.model().vocabSize(), s.model().hiddenSize());
             GrpoConfig c = s.cfg();
-            optimizer = new ShardedAdamW(be, comm, layout, compute, grads, c.adamBeta1, c.adamBeta2, c.adamEps, weightDecay);
+            optimizer = new ShardedAdamW(be, comm, layout, compute, gradType, c.adamBeta1, c.adamBeta2, c.adamEps, weightDecay, false);
             optimizer.setMaster(full);
-        }
+        } // the fp32 weights are freed before the gradients exist: loading peaks below the model states
+        // ZeRO-2 in precision bf16: the backward writes bf16 gradients (2 bytes a parameter), reduced per micro-batch
+        // into each owner's fp32 slice; at world 1 the fp32 buffer is the accumulator across micro-batches
+        grads = LlamaWeights.zeros(be, s.model(), gradType);
+        if (gradType == DType.BF16) table32 = be.zeros(DType.FP32, s.model().vocabSize(), s.model().hiddenSize());
+        optimizer.attachGradients(grads);
         model = new LlamaModel(compute);
     }
 
@@ -104,12 +106,14 @@ final class RankState implements AutoCloseable {
     /** The frozen reference: the current policy (after the warm-up), in the compute dtype. */
     void freezeReference() {
         reference = compute.copy();
+        referenceChecksum = null;
         refModel = new LlamaModel(reference);
     }
 
     /** The reference from the step-0 checkpoint's fp32 weights, cast to the compute dtype as at the run's start. */
     void loadReference(Path step0Model) throws IOException {
         reference = LlamaWeights.load(be, step0Model, s.dtype());
+        referenceChecksum = null;
         refModel = new LlamaModel(reference);
     }
 
@@ -153,6 +157,13 @@ final class RankState implements AutoCloseable {
 
     /** A 64-bit checksum of the reference weights (recorded in checkpoints, checked on resume). */
     long referenceChecksum() {
+        if (referenceChecksum == null) referenceChecksum = checksumOf(reference); // the reference never changes
+        return referenceChecksum;
+    }
+
+    private Long referenceChecksum;
+
+    private static long checksumOf(LlamaWeights reference) {
         long h = CHECKSUM_SEED; // the checksum of the flat buffer, tensor by tensor in layout order (contiguous)
         for (org.grpo4j.internal.model.ParameterLayout.Entry e : reference.layout().entries())
             for (long from = 0; from < e.numel(); from += 1 << 24)

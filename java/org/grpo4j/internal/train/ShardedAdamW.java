@@ -42,7 +42,9 @@ final class ShardedAdamW implements AutoCloseable {
     private final Backend be;
     private final Communicator comm;
     private final ShardLayout layout;
-    private final LlamaWeights compute, grads;
+    private final LlamaWeights compute;
+    private LlamaWeights grads; // attached after construction (see attachGradients)
+    private final DType gradType;
     private final DType commType;
     private final int rank, world, real;
     /** The ZeRO-2 path (bucket reductions, fp32 accumulator, in-place all-gather): world > 1, or forced. */
@@ -76,11 +78,22 @@ final class ShardedAdamW implements AutoCloseable {
      */
     ShardedAdamW(Backend be, Communicator comm, ShardLayout layout, LlamaWeights compute, LlamaWeights grads, double beta1, double beta2,
                  double eps, double weightDecay, boolean alwaysShard) {
+        this(be, comm, layout, compute, grads.dtype(), beta1, beta2, eps, weightDecay, alwaysShard);
+        attachGradients(grads);
+    }
+
+    /**
+     * Without the gradient buffer yet ({@link #attachGradients} before the first step): the trainer allocates it only
+     * after the fp32 weights it loaded are freed, so that loading never holds both (8B at world 8: 30 GiB of fp32
+     * weights against 15 GiB of bf16 gradients and 2 GiB of [V, D] fp32 gradient).
+     */
+    ShardedAdamW(Backend be, Communicator comm, ShardLayout layout, LlamaWeights compute, DType gradType, double beta1, double beta2,
+                 double eps, double weightDecay, boolean alwaysShard) {
         this.be = be;
         this.comm = comm;
         this.layout = layout;
         this.compute = compute;
-        this.grads = grads;
+        this.gradType = gradType;
         this.rank = comm.rank();
         this.world = comm.worldSize();
         this.sharded = world > 1 || alwaysShard;
@@ -88,8 +101,8 @@ final class ShardedAdamW implements AutoCloseable {
         if (compute.padded().numel() != layout.padded())
             throw new IllegalArgumentException("compute weights hold " + compute.padded().numel() + " elements, the layout " + layout.padded());
         this.commType = compute.dtype();
-        if (grads.dtype() != DType.FP32 && !(sharded && grads.dtype() == commType))
-            throw new IllegalArgumentException("gradients are fp32, or in the compute dtype on the sharded path; got " + grads.dtype());
+        if (gradType != DType.FP32 && !(sharded && gradType == commType))
+            throw new IllegalArgumentException("gradients are fp32, or in the compute dtype on the sharded path; got " + gradType);
         this.real = layout.realLength(rank);
         this.start = layout.sliceStart(rank);
         this.beta1 = beta1;
@@ -106,13 +119,21 @@ final class ShardedAdamW implements AutoCloseable {
             this.partials = keep(made, be.zeros(DType.FP32, Math.max(1, s / layout.normChunk())));
             if (sharded)
                 for (int k = 0; k < 2; k++) {
-                    if (commType != grads.dtype()) staging[k] = keep(made, be.empty(commType, layout.largestBucket()));
+                    if (commType != gradType) staging[k] = keep(made, be.empty(commType, layout.largestBucket()));
                     recv[k] = keep(made, be.empty(commType, Math.max(1, layout.largestPiece())));
                 }
         } catch (RuntimeException e) {
             for (Tensor t : made) t.close();
             throw e;
         }
+    }
+
+    /** The gradient buffer the backward pass writes, of the dtype given at construction (once). */
+    void attachGradients(LlamaWeights g) {
+        if (grads != null) throw new IllegalStateException("gradients already attached");
+        if (g.dtype() != gradType) throw new IllegalArgumentException("gradients are " + g.dtype() + ", the optimizer was made for " + gradType);
+        if (!g.config().equals(compute.config())) throw new IllegalArgumentException("gradients of another model config");
+        this.grads = g;
     }
 
     private static Tensor keep(List<Tensor> made, Tensor t) {
@@ -275,9 +296,9 @@ final class ShardedAdamW implements AutoCloseable {
                     throw new IOException(file + ": tensor " + k + " has " + st.tensors().get(k).numel() + " elements, rank " + rank + "'s slice of the model "
                             + real);
             }
-            if (real > 0) {
-                be.copyFromHost(m.view(0, real), st.readFloats("exp_avg"));
-                be.copyFromHost(v.view(0, real), st.readFloats("exp_avg_sq"));
+            if (real > 0) { // in pieces: a rank's moments are 4 GB each for 8B at world 8, and a process loads all its ranks at once
+                LlamaWeights.upload(be, st, "exp_avg", m.view(0, real));
+                LlamaWeights.upload(be, st, "exp_avg_sq", v.view(0, real));
             }
             String s = st.metadata().get("step");
             if (s == null) throw new IOException(file + ": metadata step is missing");

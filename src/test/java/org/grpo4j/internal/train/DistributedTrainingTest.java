@@ -214,6 +214,10 @@ class DistributedTrainingTest {
             sets.addAll(List.of("precision=" + precision, "save_freq=0", "reduce_bucket_size=5000"));
             GrpoConfig c = GrpoTrainerTest.config(sets);
             try (Trainer t = Trainer.builder(c).log(null).build()) {
+                for (int r = 0; r < 2; r++) // loading frees the fp32 weights it read before the gradient buffers exist
+                    assertTrue(((AbstractBackend) t.rankBackends().get(r)).peakBytes() <= t.rankEstimates().get(r).statesBytes(),
+                            precision + " rank " + r + ": loading peaked at " + ((AbstractBackend) t.rankBackends().get(r)).peakBytes()
+                                    + " bytes, above the model states " + t.rankEstimates().get(r).statesBytes());
                 t.run(null);
                 List<Backend> bes = t.rankBackends();
                 List<MemoryEstimate> est = t.rankEstimates();
