@@ -310,12 +310,15 @@ public final class LlamaWeights implements AutoCloseable {
      * Tensor {@code name} of {@code st} into {@code dst} (fp32, or bf16 rounded once), in pieces of at most 2^24
      * elements: the ranks of one process load at the same time, and an 8B model's embeddings are 2.1 GB in fp32.
      */
-    public static void upload(Backend be, SafeTensors st, String name, Tensor dst) throws IOException {
+    public static void upload(Backend be, SafeTensors st, String name, Tensor dst) throws IOException { upload(be, st, name, dst, LOAD_PIECE); }
+
+    /** {@link #upload(Backend, SafeTensors, String, Tensor)} in pieces of {@code pieceSize} elements (tests: small pieces). */
+    static void upload(Backend be, SafeTensors st, String name, Tensor dst, int pieceSize) throws IOException {
         long n = dst.numel();
-        float[] piece = new float[(int) Math.min(n, LOAD_PIECE)];
+        float[] piece = new float[(int) Math.min(n, pieceSize)];
         try (Tensor tmp = dst.dtype() == DType.FP32 ? null : be.empty(DType.FP32, piece.length)) {
-            for (long from = 0; from < n; from += LOAD_PIECE) {
-                int len = (int) Math.min(LOAD_PIECE, n - from);
+            for (long from = 0; from < n; from += pieceSize) {
+                int len = (int) Math.min(pieceSize, n - from);
                 float[] buf = len == piece.length ? piece : new float[len];
                 st.readFloats(name, from, len, buf, 0);
                 Tensor d = dst.reshape(Math.toIntExact(n)).view(from, len);

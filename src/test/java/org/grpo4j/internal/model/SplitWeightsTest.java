@@ -100,6 +100,35 @@ class SplitWeightsTest {
         }
     }
 
+    /**
+     * Loading in pieces (ranged reads of the safetensors, uploaded piece by piece, rounded to bf16 per piece) gives
+     * what one whole read gives; a NaN in bf16 weights is found (it was a crash: a bf16 tensor downloaded as fp32).
+     */
+    @Test
+    void piecewiseLoadsAndNonFiniteBf16Weights(@TempDir Path tmp) throws Exception {
+        LlamaConfig c = LlamaModelTest.micro(false);
+        try (LlamaWeights w = LlamaModelTest.randomWeights(be, c, 5); LlamaWeights wh = w.castTo(DType.BF16)) {
+            w.save(tmp.resolve("m"), "F32", 1L << 40, null);
+            try (SafeTensors st = SafeTensors.open(tmp.resolve("m/model.safetensors"))) {
+                String name = "model.embed_tokens.weight";
+                float[] whole = st.readFloats(name), part = new float[50];
+                st.readFloats(name, 100, 50, part, 0);
+                assertArrayEquals(java.util.Arrays.copyOfRange(whole, 100, 150), part);
+                assertThrows(IllegalArgumentException.class, () -> st.readFloats(name, whole.length - 10, 11, new float[11], 0));
+                for (DType dt : new DType[] {DType.FP32, DType.BF16})
+                    try (LlamaWeights into = LlamaWeights.zeros(be, c, dt)) {
+                        for (ParameterLayout.Entry e : into.layout().entries()) LlamaWeights.upload(be, st, e.name(), into.get(e.name()), 7);
+                        assertSameTensors(dt == DType.FP32 ? w : wh, into);
+                    }
+            }
+            assertNull(wh.firstNonFiniteTensor());
+            try (var nan = be.upload(new float[] {1, Float.NaN}, 2)) {
+                be.cast(wh.get("model.layers.1.input_layernorm.weight").reshape(c.hiddenSize()).view(3, 2), nan);
+            }
+            assertEquals("model.layers.1.input_layernorm.weight", wh.firstNonFiniteTensor());
+        }
+    }
+
     /** Loading in bf16 rounds each weight once, as castTo does, without the fp32 model beside it. */
     @Test
     void loadingInBf16RoundsOnce(@TempDir Path tmp) throws Exception {
