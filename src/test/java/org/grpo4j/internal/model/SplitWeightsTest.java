@@ -129,6 +129,36 @@ class SplitWeightsTest {
         }
     }
 
+    /**
+     * On a GPU, a real weight set over 2^31 elements (Llama 3.1 8B cut to 6 layers: 2.36B parameters, 4.7 GB in bf16),
+     * where the CUDA kernels index the whole 2-D allocation with 64 bits: zeroing it, writing through views past element
+     * 2^31 (the last parameter, the tensor that straddles 2^31), a cast of the whole set to fp32.
+     */
+    @Test
+    @org.junit.jupiter.api.Tag("gpu")
+    void cudaWeightSetsOver2To31Elements() {
+        Backend cu = TestBackends.cuda();
+        LlamaConfig c = LlamaConfig.llama31_8b().withLayers(6);
+        long p = new ParameterLayout(c).totalElements();
+        assertTrue(p > LlamaWeights.MAX_ELEMENTS, p + " parameters");
+        try (LlamaWeights w = LlamaWeights.zeros(cu, c, DType.BF16)) {
+            assertFalse(w.hasFlat());
+            ParameterLayout.Entry straddle = w.layout().entries().stream().filter(e -> e.offset() <= 1L << 31 && e.offset() + e.numel() > 1L << 31)
+                    .findFirst().orElseThrow();
+            cu.fill(w.range(p - 5, 5), 3);
+            cu.fill(w.range((1L << 31) - 2, 4), 1.5);
+            try (LlamaWeights f = w.castTo(DType.FP32)) {
+                float[] tail = f.range(p - 8, 8).toFloats(), mid = f.range((1L << 31) - 4, 8).toFloats();
+                assertArrayEquals(new float[] {0, 0, 0, 3, 3, 3, 3, 3}, tail, "the last parameters, through the cast of the whole set");
+                assertArrayEquals(new float[] {0, 0, 1.5f, 1.5f, 1.5f, 1.5f, 0, 0}, mid, "around element 2^31, inside " + straddle.name());
+                float[] viaView = f.get(straddle.name()).reshape((int) straddle.numel()).view((1L << 31) - straddle.offset() - 2, 4).toFloats();
+                assertArrayEquals(new float[] {1.5f, 1.5f, 1.5f, 1.5f}, viaView, "the parameter view sees the same elements");
+            }
+            w.zero();
+            assertArrayEquals(new short[5], w.range(p - 5, 5).toBf16Bits(), "zero() reaches the last element");
+        }
+    }
+
     /** Loading in bf16 rounds each weight once, as castTo does, without the fp32 model beside it. */
     @Test
     void loadingInBf16RoundsOnce(@TempDir Path tmp) throws Exception {
