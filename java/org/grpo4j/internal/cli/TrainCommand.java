@@ -68,9 +68,16 @@ final class TrainCommand implements Callable<Integer> {
         System.out.flush();
         Path out = output != null ? output : Path.of(cfg.outputDir);
         Trainer.checkRunDirectory(out, overwrite);
-        try (Backend be = Backends.choose(cfg.backend, org.grpo4j.internal.backend.Ops.ALL).backend();
-             Preflight pf = Preflight.check(cfg, be, null, org.grpo4j.internal.train.Trainer.precisionOf(cfg, be),
+        String spec = cfg.backend == null ? "auto" : cfg.backend.trim().toLowerCase(java.util.Locale.ROOT);
+        org.grpo4j.internal.backend.CudaRuntime.Availability cuda = org.grpo4j.internal.backend.CudaRuntime.probe();
+        // a GPU config checked on a machine without one (a login node): everything but the device, memory needs per GPU
+        boolean noDevice = spec.startsWith("cuda") && !cuda.available();
+        try (Backend be = noDevice ? null : Backends.choose(cfg.backend, org.grpo4j.internal.backend.Ops.ALL).backend();
+             Preflight pf = Preflight.check(cfg, be, null, be != null ? org.grpo4j.internal.train.Trainer.precisionOf(cfg, be)
+                             : cfg.precision.equals("fp32") ? org.grpo4j.internal.backend.DType.FP32 : org.grpo4j.internal.backend.DType.BF16,
                      cfg.worldSize > 1 && be instanceof org.grpo4j.internal.backend.CpuBackend ? cfg.worldSize : 1)) {
+            if (noDevice) System.out.println("  (no CUDA device here: " + cuda.reason() + "; checked everything but the device: the memory below is per GPU,"
+                    + " compared with none)");
             for (var e : pf.summary().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
             System.out.printf("  %-36s %s%n", "output directory", out + (overwrite ? " (its earlier run would be replaced)" : ""));
             if (cfg.worldSize != 1) {
@@ -78,7 +85,8 @@ final class TrainCommand implements Callable<Integer> {
                         + "train runs the " + cfg.worldSize + " ranks in this process: " + config);
                 return 0;
             }
-            System.out.println("config OK: " + config);
+            System.out.println(noDevice ? "config OK but for the device, which this machine lacks (run the dry run on a GPU host to compare the memory): "
+                    + config : "config OK: " + config);
         }
         return 0;
     }

@@ -166,7 +166,7 @@ public final class Preflight implements AutoCloseable {
                         + " (set sft_warmup.steps=0 or add the reference answers)");
         }
         Preflight pf = new Preflight(cfg, tokDir, tok, lc, template, train, eval, longest, sft);
-        if (be != null) pf.checkMemory(be, dtype, sharers);
+        pf.checkMemory(be, dtype, sharers); // without a backend (launched ranks, a GPU config on a login node): the needs alone
         pf.summary.put("model", modelName + ": " + lc.numLayers() + " layers, hidden " + lc.hiddenSize() + ", vocab " + lc.vocabSize()
                 + ", context " + lc.maxPositionEmbeddings());
         pf.summary.put("training prompts", train.size() + " (dropped: " + train.droppedPrompt() + " with prompt > " + cfg.maxPromptTokenLength
@@ -237,8 +237,8 @@ public final class Preflight implements AutoCloseable {
         long kvMin = ((seq + 15) / 16 + 1) * 16 * est.kvBytesPerToken();
         long kv = cfg.kvCacheMib > 0 ? (long) cfg.kvCacheMib << 20 : kvMin;
         double perRank = states + Math.max(acts, gen + kv), total = perRank * sharers;
-        long free = Memory.available(be);
-        String where = Memory.describe(be);
+        long free = be == null ? -1 : Memory.available(be);
+        String where = be == null ? "" : Memory.describe(be);
         if (free >= 0 && total > free && be instanceof CpuBackend) {
             System.gc();
             free = Memory.available(be);

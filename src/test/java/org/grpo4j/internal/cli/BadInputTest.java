@@ -298,6 +298,10 @@ class BadInputTest {
                 "--set", "sft_warmup.steps=5", "--dry-run").says("sft_warmup.steps 5", "no training row ends with an assistant turn"));
         t.add(c("dry-run", "train", "--config", T, "--dry-run", "--output", "$R/never").exit(0).says("config OK", "training prompts", "64", "memory")
                 .after(r -> assertFalse(Files.exists(r.resolve("never")))));
+        if (!org.grpo4j.internal.backend.CudaRuntime.probe().available()) // a GPU config checked on a machine without a GPU (a login node)
+            t.add(c("dry-run of a cuda config without a GPU", "train", "--config", T, "--set", "backend=cuda", "--dry-run", "--output", "$R/never").exit(0)
+                    .says("no CUDA device here", "the memory below is per GPU", "memory", "model states", "config OK but for the device")
+                    .after(r -> assertFalse(Files.exists(r.resolve("never")))));
         t.add(c("dry-run into a model directory", "train", "--config", T, "--dry-run", "--output", "$R/m").says("$R/m", "not a grpo4j run directory"));
         t.add(c("dry-run --resume", "train", "--resume", "$R/run", "--dry-run").says("--dry-run"));
         t.add(c("train world_size 20", "train", "--config", T, "--set", "world_size=20", "--output", "$R/ws")
