@@ -204,7 +204,8 @@ public final class CudaBackend extends AbstractBackend {
                 // buffer stays allocated (freed with the last graph), or a replay would write into freed memory
                 if (liveGraphs > 0) retiredScratch.add(scratch);
                 else {
-                    CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize");
+                    // queued work may still use it: the pool's free is ordered after it, cudaFree needs the stream idle
+                    if (!pooled) CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize");
                     scratch.close();
                 }
                 scratch = null; // a failed allocation below must not leave a closed buffer in use
@@ -231,6 +232,7 @@ public final class CudaBackend extends AbstractBackend {
             System.getLogger("org.grpo4j").log(System.Logger.Level.WARNING,
                     name() + " closed with " + liveTensors() + " live tensors (" + liveBytes() + " bytes)");
         super.close();
+        if (pooled) CudaNative.g4_pool_trim(device, stream); // the pool's idle memory back to the device (other users of it)
         streamAlive = false; // tensors closed from now on are freed with cudaFree
         CudaNative.g4_stream_destroy(stream);
     }
@@ -289,11 +291,15 @@ public final class CudaBackend extends AbstractBackend {
         }
 
         @Override
+        void checkFree() {
+            if (pool != null && pool.streamAlive && pool.capturing)
+                throw new IllegalStateException("a tensor was freed while a CUDA graph is being captured: free it after capturing");
+        }
+
+        @Override
         void free() {
             if (address == 0) return;
             if (pool != null && pool.streamAlive) {
-                if (pool.capturing)
-                    throw new IllegalStateException("a tensor was freed while a CUDA graph is being captured: free it after capturing");
                 pool.onDevice();
                 // ordered after every op already issued on the stream: a later allocation may reuse it only after them
                 CudaRuntime.check(CudaNative.g4_free_async(address, pool.stream), "cudaFreeAsync");
@@ -301,6 +307,17 @@ public final class CudaBackend extends AbstractBackend {
                 CudaRuntime.check(CudaNative.g4_free(address), "cudaFree");
             }
         }
+    }
+
+    /**
+     * Hands the pool's idle memory back to the device (waits for the stream first, so that queued frees have
+     * returned), so that allocations outside the pool (NCCL's buffers, cuBLAS, graph instantiation, another process)
+     * can use it; the pool grows again on demand. A no-op without a pool.
+     */
+    public void trimPool() {
+        if (!pooled || released) return;
+        onDevice();
+        CudaRuntime.check(CudaNative.g4_pool_trim(device, stream), "cudaMemPoolTrimTo");
     }
 
     /** Whether tensors come from the stream-ordered pool ({@link #ALLOC_PROPERTY}). */
@@ -625,7 +642,8 @@ public final class CudaBackend extends AbstractBackend {
     private Tensor grow(Tensor t, DType d, long numel) {
         if (t != null && t.numel() >= numel) return t;
         if (t != null) {
-            CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize"); // queued work may use it
+            // queued work may still use it: the pool's free is ordered after it, cudaFree needs the stream idle
+            if (!pooled) CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize");
             t.close();
         }
         return empty(d, Math.toIntExact(Math.max(1, numel)));

@@ -5,8 +5,8 @@ import org.grpo4j.bindings.CudaNative;
 /**
  * What can still be allocated on a backend, so that sizes a user asks for (KV cache, batches) are checked before
  * anything is allocated: free Java heap for the CPU backend (its tensors are heap arrays), free device memory for
- * CUDA (cudaMemGetInfo, plus what the stream-ordered pool holds idle). A request that does not fit fails at once with
- * a message saying what fits, instead of an OutOfMemoryError after minutes of garbage collection.
+ * CUDA (cudaMemGetInfo, after the stream-ordered pool has handed its idle memory back). A request that does not fit
+ * fails at once with a message saying what fits, instead of an OutOfMemoryError after minutes of garbage collection.
  */
 public final class Memory {
     private Memory() {}
@@ -14,7 +14,12 @@ public final class Memory {
     /** Bytes that can still be allocated for tensors of {@code be}, or -1 when unknown (no check is then made). */
     public static long available(Backend be) {
         if (be instanceof CpuBackend) return freeHeap();
-        if (be instanceof CudaBackend cb) return freeDevice(cb.device());
+        if (be instanceof CudaBackend cb) {
+            // free device memory once the pool's idle memory is handed back: idle pool memory serves only this
+            // backend's own allocations, not NCCL's, cuBLAS's or another process's
+            cb.trimPool();
+            return freeDevice(cb.device());
+        }
         return -1;
     }
 
@@ -32,8 +37,7 @@ public final class Memory {
         try {
             if (CudaNative.g4_set_device(device) != 0) return -1;
             long[] free = new long[1], total = new long[1];
-            // memory the stream-ordered pool keeps after frees is this process's to reuse
-            return CudaNative.g4_mem_get_info(free, total) == 0 ? free[0] + CudaBackend.poolIdleBytes(device) : -1;
+            return CudaNative.g4_mem_get_info(free, total) == 0 ? free[0] : -1;
         } catch (LinkageError e) {
             return -1;
         }

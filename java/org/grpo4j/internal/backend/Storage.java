@@ -15,10 +15,14 @@ abstract class Storage {
 
     final void release() {
         if (!released) {
+            checkFree(); // may refuse (the storage then stays allocated and accounted for)
             released = true;
             free();
         }
     }
+
+    /** Throws when the memory cannot be freed now (before anything is marked released). */
+    void checkFree() {}
 
     abstract void free();
 }

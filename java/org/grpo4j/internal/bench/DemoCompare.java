@@ -120,8 +120,9 @@ public final class DemoCompare {
                 run.lastMean(10), run.first(), LEARNED, BAND, ref.backend(), ref.lastMean(10),
                 Math.abs(run.lastMean(10) - ref.lastMean(10)) <= BAND ? "yes" : "no"));
         if (run.seconds() > 0 && run.rates().length == ref.rates().length)
-            md.append(String.format(Locale.ROOT, "%s is %.2fx the %s run's speed (wall time of the whole command, start-up included)%n",
-                    run.backend(), ref.seconds() / run.seconds(), ref.backend()));
+            md.append(String.format(Locale.ROOT, "%s is %.2fx the %s run's speed (wall time of the whole command, start-up included; the %s figure"
+                            + " is the reference's, measured on its own machine: rerun with --backend %s on this host for a same-machine ratio)%n",
+                    run.backend(), ref.seconds() / run.seconds(), ref.backend(), ref.backend(), ref.backend()));
         return new Result(learns, like, md.toString());
     }
 
@@ -175,7 +176,7 @@ public final class DemoCompare {
             System.out.print(r.markdown());
             if (out != null) Files.writeString(Path.of(out), r.markdown());
             System.exit(r.likeReference() ? 0 : 1);
-        } catch (IOException e) {
+        } catch (IOException | RuntimeException e) { // 1 means "does not learn like the reference": errors are 2
             System.err.println("demo-compare: " + e.getMessage());
             System.exit(2);
         }

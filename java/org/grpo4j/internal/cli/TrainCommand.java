@@ -71,7 +71,9 @@ final class TrainCommand implements Callable<Integer> {
         String spec = cfg.backend == null ? "auto" : cfg.backend.trim().toLowerCase(java.util.Locale.ROOT);
         org.grpo4j.internal.backend.CudaRuntime.Availability cuda = org.grpo4j.internal.backend.CudaRuntime.probe();
         // a GPU config checked on a machine without one (a login node): everything but the device, memory needs per GPU
-        boolean noDevice = spec.startsWith("cuda") && !cuda.available();
+        // (no driver, no device, or no CUDA runtime; a GPU host whose CUDA is broken still fails below)
+        boolean noDevice = spec.startsWith("cuda") && !cuda.available()
+                && (!cuda.libraryLoaded() || cuda.reason().contains("no NVIDIA driver") || cuda.reason().equals("no CUDA device visible"));
         try (Backend be = noDevice ? null : Backends.choose(cfg.backend, org.grpo4j.internal.backend.Ops.ALL).backend();
              Preflight pf = Preflight.check(cfg, be, null, be != null ? org.grpo4j.internal.train.Trainer.precisionOf(cfg, be)
                              : cfg.precision.equals("fp32") ? org.grpo4j.internal.backend.DType.FP32 : org.grpo4j.internal.backend.DType.BF16,

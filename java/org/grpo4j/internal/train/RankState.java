@@ -83,6 +83,8 @@ final class RankState implements AutoCloseable {
         if (gradType == DType.BF16) table32 = be.zeros(DType.FP32, s.model().vocabSize(), s.model().hiddenSize());
         optimizer.attachGradients(grads);
         model = new LlamaModel(compute);
+        // the fp32 weights just freed sit idle in the CUDA pool: back to the device, for NCCL's buffers and cuBLAS
+        if (be instanceof org.grpo4j.internal.backend.CudaBackend cb) cb.trimPool();
     }
 
     /** The gradient buffer's dtype: bf16 on the sharded path in precision bf16, else fp32. */

@@ -230,12 +230,14 @@ public final class Trainer implements AutoCloseable {
             if (cluster != null) cluster.onAbort(why -> abortCommunicators(new org.grpo4j.internal.dist.CommunicatorException(why)));
             List<RankState> made = ranks.run(i -> {
                 Backend be = cluster == null ? (cfg.worldSize == 1 ? first : ownBackends.get(i)) : openClusterBackend(i);
-                if (cluster != null) pf.checkMemory(be, dtype, 1); // preflight had no device to ask: each rank asks its own
-                if (cluster != null && dtype == DType.BF16) Precision.requireBf16(be);
                 Communicator comm = cluster == null ? comms.get(i) : cluster.communicator(i, be, cfg.ncclTimeoutS);
                 synchronized (comms) {
                     comms.set(i, comm);
                 }
+                // after the communicator exists, so that a refusal aborts it and every other rank fails in its next
+                // collective (before it, the others would wait in ncclCommInitRank for this rank for ever)
+                if (cluster != null) pf.checkMemory(be, dtype, 1); // preflight had no device to ask: each rank asks its own
+                if (cluster != null && dtype == DType.BF16) Precision.requireBf16(be);
                 RankState r = new RankState(setup, be, comm, cluster == null && be instanceof CpuBackend ? cfg.worldSize : 1);
                 synchronized (states) {
                     states.add(r);

@@ -41,9 +41,10 @@ class CudaBackendTest {
     }
 
     /**
-     * The stream-ordered pool (cudaMallocAsync): a tensor freed while work that reads it is still queued is reused only
-     * after that work (the next allocation of the same size takes the same memory and overwrites it: the copy must
-     * already hold the old values); freed memory stays in the pool and counts as available; {@code
+     * The stream-ordered pool (cudaMallocAsync): a tensor freed while work that reads it is still queued is reused by
+     * the next allocation of its size on the same stream (the same address), only after that work; another backend on
+     * the same device (another stream) that allocates and writes right after the free never corrupts what the queued
+     * work reads; {@link Memory#available} hands the pool's idle memory back to the device first; {@code
      * -Dgrpo4j.cuda.alloc=sync} gives cudaMalloc.
      */
     @Test
@@ -51,26 +52,34 @@ class CudaBackendTest {
         CudaBackend be = cuda();
         assertTrue(be.pooledAllocator(), "Ampere and Hopper devices have memory pools");
         int n = 1 << 26; // 256 MiB of fp32
-        try (Tensor c = be.empty(DType.FP32, n)) {
+        try (CudaBackend other = new CudaBackend(be.device()); Tensor c = be.empty(DType.FP32, n); Tensor c2 = be.empty(DType.FP32, n)) {
             Tensor a = be.empty(DType.FP32, n);
+            long addrA = CudaBackend.addr(a);
             be.fill(a, 2.5);
-            for (int k = 0; k < 20; k++) be.scale(a, 1f); // queued work on a, then the copy that reads it
+            for (int k = 0; k < 50; k++) be.scale(a, 1f); // queued work on a, then copies that read it
             be.copy(c, a);
-            a.close(); // cudaFreeAsync: after the copy
-            try (Tensor b = be.empty(DType.FP32, n)) {
+            be.copy(c2, a);
+            a.close(); // cudaFreeAsync: after the copies
+            try (Tensor d = other.empty(DType.FP32, n); Tensor b = be.empty(DType.FP32, n)) {
+                other.fill(d, -2); // another stream, right after the free: the pool must not hand it a's memory early
+                assertEquals(addrA, CudaBackend.addr(b), "the next allocation of the same size on the same stream reuses the freed block");
                 be.fill(b, -1);
-                float[] got = c.toFloats(), other = b.toFloats();
-                for (int i = 0; i < n; i += 4099) assertEquals(2.5f, got[i], "element " + i + " of the copy of the freed tensor");
-                assertEquals(-1f, other[n - 1]);
+                float[] got = c.toFloats(), got2 = c2.toFloats();
+                for (int i = 0; i < n; i += 4099) {
+                    assertEquals(2.5f, got[i], "element " + i + " of the first copy of the freed tensor");
+                    assertEquals(2.5f, got2[i], "element " + i + " of the second copy of the freed tensor");
+                }
+                assertEquals(-1f, b.toFloats()[n - 1]);
+                assertEquals(-2f, d.toFloats()[n - 1]);
             }
         }
         be.synchronize();
-        long idle = CudaBackend.poolIdleBytes(be.device());
-        assertTrue(idle >= 4L * n, "the pool keeps the freed memory: " + idle + " bytes idle");
+        assertTrue(CudaBackend.poolIdleBytes(be.device()) >= 4L * n, "the pool keeps the freed memory");
+        long avail = Memory.available(be);
+        assertEquals(0, CudaBackend.poolIdleBytes(be.device()), "available() hands the idle memory back first");
         long[] free = new long[1], total = new long[1];
         assertEquals(0, CudaNative.g4_mem_get_info(free, total));
-        long avail = Memory.available(be);
-        assertEquals(free[0] + CudaBackend.poolIdleBytes(be.device()), avail, 64 << 20, "available = free on the device + idle in the pool");
+        assertEquals(free[0], avail, 64 << 20, "available = free on the device");
         String old = System.getProperty(CudaBackend.ALLOC_PROPERTY);
         System.setProperty(CudaBackend.ALLOC_PROPERTY, "sync");
         try (CudaBackend sync = new CudaBackend(be.device()); Tensor t = sync.empty(DType.FP32, 1000)) {
@@ -81,6 +90,21 @@ class CudaBackendTest {
             if (old == null) System.clearProperty(CudaBackend.ALLOC_PROPERTY);
             else System.setProperty(CudaBackend.ALLOC_PROPERTY, old);
         }
+    }
+
+    /** A free while a graph is being captured is refused and leaves the tensor allocated and accounted for. */
+    @Test
+    void aFreeDuringCaptureIsRefusedWithoutLeaking() {
+        CudaBackend be = cuda();
+        Tensor t = be.empty(DType.FP32, 1000);
+        long live = be.liveBytes();
+        IllegalStateException e = assertThrows(IllegalStateException.class, () -> be.capture(t::close));
+        assertTrue(e.getMessage().contains("freed while a CUDA graph is being captured"), e.getMessage());
+        assertEquals(live, be.liveBytes(), "still accounted for");
+        be.fill(t, 1); // still usable
+        assertEquals(1f, t.toFloats()[999]);
+        t.close();
+        assertEquals(live - 4000, be.liveBytes());
     }
 
     @Test
