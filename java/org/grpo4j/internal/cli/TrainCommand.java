@@ -75,8 +75,7 @@ final class TrainCommand implements Callable<Integer> {
         boolean noDevice = spec.startsWith("cuda") && !cuda.available()
                 && (!cuda.libraryLoaded() || cuda.reason().contains("no NVIDIA driver") || cuda.reason().equals("no CUDA device visible"));
         try (Backend be = noDevice ? null : Backends.choose(cfg.backend, org.grpo4j.internal.backend.Ops.ALL).backend();
-             Preflight pf = Preflight.check(cfg, be, null, be != null ? org.grpo4j.internal.train.Trainer.precisionOf(cfg, be)
-                             : cfg.precision.equals("fp32") ? org.grpo4j.internal.backend.DType.FP32 : org.grpo4j.internal.backend.DType.BF16,
+             Preflight pf = Preflight.check(cfg, be, null, org.grpo4j.internal.train.Trainer.precisionOf(cfg, be), // no device: a GPU's
                      cfg.worldSize > 1 && be instanceof org.grpo4j.internal.backend.CpuBackend ? cfg.worldSize : 1)) {
             if (noDevice) System.out.println("  (no CUDA device here: " + cuda.reason() + "; checked everything but the device: the memory below is per GPU,"
                     + " compared with none)");
