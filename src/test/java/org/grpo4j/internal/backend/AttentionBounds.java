@@ -40,35 +40,7 @@ final class AttentionBounds {
     /** Slack of dq [n, hq, d], dk and dv [n, hkv, d], concatenated, given the forward output {@code out} the kernel reads. */
     static double[] backward(double[] q, double[] k, double[] v, double[] out, double[] dOut, int[] cu, int n, int hq,
                              int hkv, int d, double scale) {
-        int oK = n * hq * d, oV = oK + n * hkv * d, group = hq / hkv;
-        double[] g = new double[oV + n * hkv * d];
-        for (int b = 0; b + 1 < cu.length; b++)
-            for (int t = cu[b]; t < cu[b + 1]; t++)
-                for (int h = 0; h < hq; h++) {
-                    int kh = h / group, qb = (t * hq + h) * d, len = t - cu[b] + 1;
-                    double[] p = new double[len];
-                    double mx = Double.NEGATIVE_INFINITY, sum = 0, dd = 0;
-                    for (int j = 0; j < len; j++) {
-                        int kb = ((cu[b] + j) * hkv + kh) * d;
-                        double dot = 0;
-                        for (int x = 0; x < d; x++) dot += q[qb + x] * k[kb + x];
-                        p[j] = dot * scale;
-                        mx = Math.max(mx, p[j]);
-                    }
-                    for (int j = 0; j < len; j++) sum += p[j] = Math.exp(p[j] - mx);
-                    for (int x = 0; x < d; x++) dd += dOut[qb + x] * out[qb + x];
-                    for (int j = 0; j < len; j++) {
-                        int kb = ((cu[b] + j) * hkv + kh) * d;
-                        double pj = p[j] / sum, dp = 0;
-                        for (int x = 0; x < d; x++) dp += dOut[qb + x] * v[kb + x];
-                        double ds = Math.abs(pj * (dp - dd)) * scale;
-                        for (int x = 0; x < d; x++) {
-                            g[qb + x] += ds * Math.abs(k[kb + x]);
-                            g[oK + kb + x] += ds * Math.abs(q[qb + x]);
-                            g[oV + kb + x] += pj * Math.abs(dOut[qb + x]);
-                        }
-                    }
-                }
+        double[] g = Ref.attentionBackward(q, k, v, out, dOut, cu, n, hq, hkv, d, scale, true);
         for (int i = 0; i < g.length; i++) g[i] *= U * MARGIN;
         return g;
     }

@@ -98,6 +98,15 @@ public final class Ref {
      */
     public static double[] attentionBackward(double[] q, double[] k, double[] v, double[] out, double[] dOut, int[] cu,
                                              int n, int hq, int hkv, int d, double scale) {
+        return attentionBackward(q, k, v, out, dOut, cu, n, hq, hkv, d, scale, false);
+    }
+
+    /**
+     * {@link #attentionBackward}, or with {@code magnitudes} the same sums over the absolute values of every term
+     * (|dS|, |k|, |q|, |dOut|): the scale of the rounding error of each gradient element (AttentionBounds).
+     */
+    static double[] attentionBackward(double[] q, double[] k, double[] v, double[] out, double[] dOut, int[] cu,
+                                      int n, int hq, int hkv, int d, double scale, boolean magnitudes) {
         int oK = n * hq * d, oV = oK + n * hkv * d, group = hq / hkv;
         double[] g = new double[oV + n * hkv * d];
         for (int b = 0; b + 1 < cu.length; b++)
@@ -120,10 +129,11 @@ public final class Ref {
                         double pj = p[j] / sum, dp = 0;
                         for (int x = 0; x < d; x++) dp += dOut[qb + x] * v[kb + x];
                         double ds = pj * (dp - dd) * scale;
+                        if (magnitudes) ds = Math.abs(ds);
                         for (int x = 0; x < d; x++) {
-                            g[qb + x] += ds * k[kb + x];
-                            g[oK + kb + x] += ds * q[qb + x];
-                            g[oV + kb + x] += pj * dOut[qb + x];
+                            g[qb + x] += ds * (magnitudes ? Math.abs(k[kb + x]) : k[kb + x]);
+                            g[oK + kb + x] += ds * (magnitudes ? Math.abs(q[qb + x]) : q[qb + x]);
+                            g[oV + kb + x] += pj * (magnitudes ? Math.abs(dOut[qb + x]) : dOut[qb + x]);
                         }
                     }
                 }

@@ -33,6 +33,17 @@ class RendezvousTest {
         }
     }
 
+    /** Process 0 of 2 joining on {@code port} in the background (its constructor waits for process 1). */
+    static CompletableFuture<Rendezvous> rankZero(int port) {
+        return CompletableFuture.supplyAsync(() -> {
+            try {
+                return new Rendezvous(env(2, 0, port), "", 20_000, 100);
+            } catch (IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        });
+    }
+
     static DistEnv env(int processes, int index, int port) {
         return new DistEnv(processes, processes, index, new int[] {index}, new int[] {0}, "127.0.0.1", port);
     }
@@ -115,13 +126,7 @@ class RendezvousTest {
     @Test
     void aConfigThatDiffersStopsEveryProcessNamingTheKey() throws Exception {
         int port = freePort();
-        CompletableFuture<Rendezvous> zero = CompletableFuture.supplyAsync(() -> {
-            try {
-                return new Rendezvous(env(2, 0, port), "", 20_000, 100);
-            } catch (IOException e) {
-                throw new java.io.UncheckedIOException(e);
-            }
-        });
+        CompletableFuture<Rendezvous> zero = rankZero(port);
         try (Rendezvous one = new Rendezvous(env(2, 1, port), "", 20_000, 100); Rendezvous r0 = zero.get(30, TimeUnit.SECONDS)) {
             List<String> heard = new ArrayList<>();
             r0.onAbort(heard::add);
@@ -137,13 +142,7 @@ class RendezvousTest {
     @Test
     void losingRankZerosProcessReachesTheOthers() throws Exception {
         int port = freePort();
-        CompletableFuture<Rendezvous> zero = CompletableFuture.supplyAsync(() -> {
-            try {
-                return new Rendezvous(env(2, 0, port), "", 20_000, 100);
-            } catch (IOException e) {
-                throw new java.io.UncheckedIOException(e);
-            }
-        });
+        CompletableFuture<Rendezvous> zero = rankZero(port);
         try (Rendezvous one = new Rendezvous(env(2, 1, port), "", 20_000, 100)) {
             Rendezvous r0 = zero.get(30, TimeUnit.SECONDS);
             BlockingQueue<String> heard = new ArrayBlockingQueue<>(4);
