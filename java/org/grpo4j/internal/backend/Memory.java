@@ -5,8 +5,9 @@ import org.grpo4j.bindings.CudaNative;
 /**
  * What can still be allocated on a backend, so that sizes a user asks for (KV cache, batches) are checked before
  * anything is allocated: free Java heap for the CPU backend (its tensors are heap arrays), free device memory for
- * CUDA (cudaMemGetInfo, after the stream-ordered pool has handed its idle memory back). A request that does not fit
- * fails at once with a message saying what fits, instead of an OutOfMemoryError after minutes of garbage collection.
+ * CUDA (cudaMemGetInfo, plus the memory the stream-ordered pool holds idle for this backend). A request that does
+ * not fit fails at once with a message saying what fits, instead of an OutOfMemoryError after minutes of garbage
+ * collection.
  */
 public final class Memory {
     private Memory() {}
@@ -15,10 +16,12 @@ public final class Memory {
     public static long available(Backend be) {
         if (be instanceof CpuBackend) return freeHeap();
         if (be instanceof CudaBackend cb) {
-            // free device memory once the pool's idle memory is handed back: idle pool memory serves only this
-            // backend's own allocations, not NCCL's, cuBLAS's or another process's
-            cb.trimPool();
-            return freeDevice(cb.device());
+            // what the callers size (KV caches, batches) are this backend's own allocations, which the stream-ordered
+            // pool's idle memory serves too; no trim here: this is asked at every generate call, and a trim would
+            // make the next step's allocations map memory anew (the pool is trimmed after loading, at close, and
+            // before retrying a failed allocation)
+            long free = freeDevice(cb.device());
+            return free < 0 || !cb.pooledAllocator() ? free : free + CudaBackend.poolIdleBytes(cb.device());
         }
         return -1;
     }

@@ -44,7 +44,8 @@ class CudaBackendTest {
      * The stream-ordered pool (cudaMallocAsync): a tensor freed while work that reads it is still queued is reused by
      * the next allocation of its size on the same stream (the same address), only after that work; another backend on
      * the same device (another stream) that allocates and writes right after the free never corrupts what the queued
-     * work reads; {@link Memory#available} hands the pool's idle memory back to the device first; {@code
+     * work reads; {@link Memory#available} counts the pool's idle memory, which {@link CudaBackend#trimPool} hands
+     * back to the device; {@code
      * -Dgrpo4j.cuda.alloc=sync} gives cudaMalloc.
      */
     @Test
@@ -74,12 +75,15 @@ class CudaBackendTest {
             }
         }
         be.synchronize();
-        assertTrue(CudaBackend.poolIdleBytes(be.device()) >= 4L * n, "the pool keeps the freed memory");
-        long avail = Memory.available(be);
-        assertEquals(0, CudaBackend.poolIdleBytes(be.device()), "available() hands the idle memory back first");
+        long idle = CudaBackend.poolIdleBytes(be.device());
+        assertTrue(idle >= 4L * n, "the pool keeps the freed memory: " + idle + " bytes idle");
         long[] free = new long[1], total = new long[1];
         assertEquals(0, CudaNative.g4_mem_get_info(free, total));
-        assertEquals(free[0], avail, 64 << 20, "available = free on the device");
+        assertEquals(free[0] + idle, Memory.available(be), 64 << 20, "available = free on the device + idle in the pool (this backend's to reuse)");
+        be.trimPool();
+        assertEquals(0, CudaBackend.poolIdleBytes(be.device()), "trimPool hands the idle memory back");
+        assertEquals(0, CudaNative.g4_mem_get_info(free, total));
+        assertEquals(free[0], Memory.available(be), 64 << 20, "after a trim, available is the device's free memory");
         String old = System.getProperty(CudaBackend.ALLOC_PROPERTY);
         System.setProperty(CudaBackend.ALLOC_PROPERTY, "sync");
         try (CudaBackend sync = new CudaBackend(be.device()); Tensor t = sync.empty(DType.FP32, 1000)) {
