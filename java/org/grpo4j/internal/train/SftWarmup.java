@@ -72,7 +72,7 @@ final class SftWarmup {
             }
             // ZeRO-2 reduces every micro-batch: every rank takes part in as many reductions as the rank with the most
             // (a rank with fewer reduces zeros)
-            int rounds = r.world == 1 ? micro.size() : (int) UpdatePhase.globalMax(r, micro.size());
+            int rounds = (int) UpdatePhase.globalMax(r, micro.size());
             for (int k = 0; k < rounds; k++) {
                 opt.startMicroBatch();
                 if (k < micro.size()) {

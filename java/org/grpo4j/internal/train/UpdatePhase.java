@@ -89,6 +89,7 @@ final class UpdatePhase {
 
     /** The largest of the ranks' counts. */
     static long globalMax(RankState r, long local) {
+        if (r.world == 1) return local;
         long m = local;
         for (double[] x : r.comm.allGatherDoubles(new double[] {local})) m = Math.max(m, (long) x[0]);
         return m;
