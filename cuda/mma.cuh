@@ -67,6 +67,9 @@ __host__ __device__ __forceinline__ unsigned frag_a_reg(int r0, int c0, int l, i
     return swz<COLS>(r0 + (l >> 2) + (i & 1) * 8, c0 + (l & 3) * 2 + (i >> 1) * 8);
 }
 
+#ifdef G4_EMU
+#include "emu_mma.h"  // tools/kernel-emu: cp.async, ldmatrix, mma.sync and the lane id on the CPU emulator
+#else
 // 16 bytes global -> shared, asynchronously; zero-filled (nothing read) when !pred.
 __device__ __forceinline__ void cp_async16(unsigned dst, const void* src, bool pred) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(pred ? 16 : 0));
@@ -100,6 +103,8 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const unsigned (&a)[4], 
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+#endif  // G4_EMU
+
 // Two fp32 rounded to bf16 (RNE) in one register, lo in the low half.
 __host__ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
@@ -131,6 +136,7 @@ __device__ __forceinline__ void load_tile(unsigned s, const __nv_bfloat16* g, lo
     }
 }
 
+#ifndef G4_EMU
 // The lane index read from the hardware register each time: an asm volatile result cannot be hoisted out of a loop,
 // which keeps the compiler from precomputing every swizzled ldmatrix address of an unrolled tile loop into registers
 // (one per (k-step, n-block): dozens of registers on top of the accumulators). Recomputed addresses cost a few
@@ -140,6 +146,8 @@ __device__ __forceinline__ int lane_id() {
     asm volatile("mov.u32 %0, %%laneid;\n" : "=r"(l));
     return l;
 }
+
+#endif  // G4_EMU
 
 // Max and sum over the four lanes of a quad (the lanes holding one row of an mma C fragment).
 __device__ __forceinline__ float quad_max(float x) {

@@ -1,0 +1,509 @@
+// tools/kernel-emu's runtime: the fiber scheduler behind emu.h (one fiber per CUDA thread of a block), warp
+// collectives, deferred cp.async, the shared-memory arena and the few CUDA runtime calls the launchers make.
+#include "emu.h"
+
+#include <sys/mman.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define EMU_ASAN 1
+#else
+#define EMU_ASAN 0
+#endif
+
+// Saves the callee-saved registers on the current stack, stores its pointer in *save, and continues on stack `to`
+// (System V x86-64: rbx, rbp, r12-r15; the return address is on the stack).
+extern "C" void g4emu_switch(void** save, void* to);
+asm(R"(
+    .text
+    .globl g4emu_switch
+    .type g4emu_switch, @function
+g4emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size g4emu_switch, .-g4emu_switch
+)");
+
+namespace g4emu {
+
+enum State { READY, AT_BAR, AT_WARP, DONE };
+
+struct Pending {
+    unsigned dst;
+    int bytes;
+    unsigned char data[16];
+};
+
+struct Fiber {
+    void* sp = nullptr;
+    char* stack = nullptr;
+    uint3 tid{};
+    int lin = 0;
+    State state = READY;
+    Slot slot{};
+    std::vector<Pending> open;
+    std::vector<std::vector<Pending>> groups;  // committed, oldest first
+    void* fake_stack = nullptr;
+};
+
+namespace {
+
+constexpr size_t ARENA = 256 * 1024;  // more than any GPU's shared memory per block (227 KiB)
+constexpr size_t STACK = 512 * 1024;  // per fiber (AddressSanitizer's frames are large)
+constexpr int MAX_THREADS = 1024;
+constexpr size_t DEFAULT_SMEM = 48 * 1024;
+constexpr size_t MAX_SMEM = 227 * 1024;
+
+struct Warp {
+    int arrived = 0;
+    int kind = 0;
+    unsigned mask = 0;
+    int first = 0;  // the lane that arrived first (for messages)
+};
+
+alignas(128) unsigned char arena_storage[ARENA];
+Fiber fibers[MAX_THREADS];
+Warp warps[MAX_THREADS / 32];
+int nthreads, nlive, bar_arrived;
+void* sched_sp;
+const char* kernel_name = "?";
+size_t smem_bytes;
+const std::function<void()>* body;
+std::map<const void*, int> smem_limit;  // cudaFuncSetAttribute(MaxDynamicSharedMemorySize)
+cudaError_t last_error = cudaSuccess;
+const void* main_stack_bottom;
+size_t main_stack_size;
+long long blocks_run, threads_run;
+
+const char* kind_name(int k) {
+    switch (k) {
+        case K_SHFL: return "a shuffle";
+        case K_BALLOT: return "__ballot_sync";
+        case K_SYNCWARP: return "__syncwarp";
+        case K_LDSM: return "ldmatrix";
+        case K_LDSM_T: return "ldmatrix.trans";
+        case K_MMA: return "mma.sync";
+    }
+    return "?";
+}
+
+// ---- context switches (with AddressSanitizer's fiber annotations) ------------------------------------------------
+
+void to_fiber(Fiber& f) {
+    g_cur = &f;
+#if EMU_ASAN
+    void* fake = nullptr;
+    __sanitizer_start_switch_fiber(&fake, f.stack, STACK);
+    g4emu_switch(&sched_sp, f.sp);
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+    g4emu_switch(&sched_sp, f.sp);
+#endif
+    g_cur = nullptr;
+}
+
+void arrived_on_fiber(Fiber& f) {
+#if EMU_ASAN
+    const void* bottom;
+    size_t size;
+    __sanitizer_finish_switch_fiber(f.fake_stack, &bottom, &size);
+    main_stack_bottom = bottom;
+    main_stack_size = size;
+#else
+    (void) f;
+#endif
+}
+
+// Back to the scheduler; returns when the scheduler switches to this fiber again.
+void yield(bool dying = false) {
+    Fiber& f = *g_cur;
+#if EMU_ASAN
+    __sanitizer_start_switch_fiber(dying ? nullptr : &f.fake_stack, main_stack_bottom, main_stack_size);
+#else
+    (void) dying;
+#endif
+    g4emu_switch(&f.sp, sched_sp);
+    arrived_on_fiber(f);
+}
+
+[[noreturn]] void fiber_entry();
+
+void thread_exit() {
+    Fiber& f = *g_cur;
+    cp_wait(0);  // copies still in flight land anyway
+    f.state = DONE;
+    nlive--;
+    Warp& w = warps[f.lin >> 5];
+    if (w.arrived > 0 && (w.mask >> (f.lin & 31) & 1))
+        fail("thread %d exits while lanes of its warp wait for it at %s (first: thread %d)", f.lin, kind_name(w.kind),
+             (f.lin & ~31) + w.first);
+    if (nlive > 0 && bar_arrived == nlive) {  // the last thread the barrier waited for has exited
+        for (int i = 0; i < nthreads; i++)
+            if (fibers[i].state == AT_BAR) fibers[i].state = READY;
+        bar_arrived = 0;
+    }
+    yield(true);
+    fail("an exited thread was resumed");
+}
+
+void fiber_entry() {
+    arrived_on_fiber(*g_cur);
+    (*body)();
+    thread_exit();
+    __builtin_unreachable();
+}
+
+void prepare(Fiber& f) {
+    if (f.stack == nullptr) {
+        void* p = mmap(nullptr, STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED) fail("cannot map a fiber stack");
+        f.stack = (char*) p;
+    }
+#if EMU_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(f.stack, STACK);  // frames of the previous block's fiber never returned
+#endif
+    uintptr_t top = ((uintptr_t) f.stack + STACK) & ~(uintptr_t) 15;
+    void** sp = (void**) top;
+    *--sp = nullptr;                    // fiber_entry's return address (it never returns)
+    *--sp = (void*) &fiber_entry;       // g4emu_switch's ret lands here
+    for (int i = 0; i < 6; i++) *--sp = nullptr;  // rbp, rbx, r12-r15
+    f.sp = sp;
+    f.state = READY;
+    f.open.clear();
+    f.groups.clear();
+    f.fake_stack = nullptr;
+}
+
+// Schedule order of the block's threads: forward (default), or G4EMU_ORDER=reverse, or G4EMU_ORDER=<seed> (a fresh
+// shuffle at every pass), to show results that depend on the order threads run between two barriers.
+struct Order {
+    int mode = 0;
+    std::mt19937 rng;
+    Order() {
+        const char* e = getenv("G4EMU_ORDER");
+        if (e == nullptr || !*e || !strcmp(e, "forward")) return;
+        if (!strcmp(e, "reverse")) { mode = 1; return; }
+        mode = 2;
+        rng.seed((unsigned) strtoul(e, nullptr, 10));
+    }
+} order;
+
+void run_block(std::vector<int>& idx) {
+    for (int i = 0; i < nthreads; i++) prepare(fibers[i]);
+    for (int i = 0; i < (nthreads + 31) / 32; i++) warps[i] = Warp{};
+    nlive = nthreads;
+    bar_arrived = 0;
+    for (;;) {
+        if (order.mode == 2) std::shuffle(idx.begin(), idx.end(), order.rng);
+        bool ran = false;
+        for (int i : idx)
+            if (fibers[i].state == READY) {
+                ran = true;
+                to_fiber(fibers[i]);
+            }
+        if (nlive == 0) return;
+        if (!ran) {
+            std::string who;
+            int shown = 0;
+            for (int i = 0; i < nthreads && shown < 12; i++) {
+                const Fiber& f = fibers[i];
+                if (f.state == DONE) continue;
+                char b[96];
+                snprintf(b, sizeof b, " t%d:%s", i, f.state == AT_BAR ? "__syncthreads" : kind_name(f.slot.kind));
+                who += b;
+                shown++;
+            }
+            fail("deadlock: no thread can go on (%d of %d live, %d at __syncthreads);%s%s", nlive, nthreads, bar_arrived,
+                 who.c_str(), nlive > shown ? " ..." : "");
+        }
+    }
+}
+
+unsigned char* shared_range(unsigned addr, int bytes, const char* what) {
+    long long a = (int) addr;
+    if (a < 0 || a + bytes > (long long) smem_bytes)
+        fail("%s touches shared bytes [%lld, %lld), outside the launch's %zu bytes of dynamic shared memory", what, a,
+             a + bytes, smem_bytes);
+    if (a % (bytes >= 16 ? 16 : bytes)) fail("%s at shared byte %lld is not %d-byte aligned", what, a, bytes >= 16 ? 16 : bytes);
+    return g_arena + a;
+}
+
+// ---- warp collectives ------------------------------------------------------------------------------------------
+
+float bf16_lo(unsigned r) { unsigned u = r << 16; float f; memcpy(&f, &u, 4); return f; }
+float bf16_hi(unsigned r) { unsigned u = r & 0xffff0000u; float f; memcpy(&f, &u, 4); return f; }
+
+void compute(int w, int kind, unsigned mask) {
+    Fiber* lane[32];
+    for (int l = 0; l < 32; l++) {
+        int i = w * 32 + l;
+        lane[l] = i < nthreads && fibers[i].state == AT_WARP && (mask >> l & 1) ? &fibers[i] : nullptr;
+    }
+    switch (kind) {
+        case K_SHFL:
+            for (int l = 0; l < 32; l++)
+                if (lane[l]) {
+                    int src = (int) lane[l]->slot.in[1];
+                    lane[l]->slot.out[0] = lane[src] ? lane[src]->slot.in[0] : ~0ull;  // an absent lane: garbage
+                }
+            break;
+        case K_BALLOT: {
+            unsigned bits = 0;
+            for (int l = 0; l < 32; l++)
+                if (lane[l] && lane[l]->slot.in[0]) bits |= 1u << l;
+            for (int l = 0; l < 32; l++)
+                if (lane[l]) lane[l]->slot.out[0] = bits;
+            break;
+        }
+        case K_SYNCWARP: break;
+        case K_LDSM:
+        case K_LDSM_T:
+            for (int l = 0; l < 32; l++) {
+                if (!lane[l]) fail("ldmatrix with lane %d of warp %d absent", l, w);
+                shared_range((unsigned) lane[l]->slot.in[0], 16, "ldmatrix");
+            }
+            for (int l = 0; l < 32; l++)
+                for (int j = 0; j < 4; j++) {
+                    unsigned v;
+                    if (kind == K_LDSM) {
+                        memcpy(&v, g_arena + (int) lane[8 * j + l / 4]->slot.in[0] + 4 * (l % 4), 4);
+                    } else {
+                        unsigned short lo, hi;
+                        memcpy(&lo, g_arena + (int) lane[8 * j + 2 * (l % 4)]->slot.in[0] + 2 * (l / 4), 2);
+                        memcpy(&hi, g_arena + (int) lane[8 * j + 2 * (l % 4) + 1]->slot.in[0] + 2 * (l / 4), 2);
+                        v = lo | (unsigned) hi << 16;
+                    }
+                    lane[l]->slot.out[j] = v;
+                }
+            break;
+        case K_MMA: {
+            float A[16][16], B[16][8];
+            for (int l = 0; l < 32; l++) {
+                if (!lane[l]) fail("mma.sync with lane %d of warp %d absent", l, w);
+                const unsigned long long* in = lane[l]->slot.in;
+                int g = l >> 2, t = l & 3;
+                for (int i = 0; i < 4; i++) {
+                    int r = g + (i & 1) * 8, c = 2 * t + (i >> 1) * 8;
+                    A[r][c] = bf16_lo((unsigned) in[i]);
+                    A[r][c + 1] = bf16_hi((unsigned) in[i]);
+                }
+                B[2 * t][g] = bf16_lo((unsigned) in[4]);
+                B[2 * t + 1][g] = bf16_hi((unsigned) in[4]);
+                B[8 + 2 * t][g] = bf16_lo((unsigned) in[5]);
+                B[8 + 2 * t + 1][g] = bf16_hi((unsigned) in[5]);
+            }
+            for (int l = 0; l < 32; l++) {
+                int g = l >> 2, t = l & 3;
+                for (int i = 0; i < 4; i++) {
+                    int r = g + (i >> 1) * 8, c = 2 * t + (i & 1);
+                    float cin;
+                    memcpy(&cin, &lane[l]->slot.in[6 + i], 4);
+                    double acc = cin;
+                    for (int k = 0; k < 16; k++) acc += (double) A[r][k] * B[k][c];
+                    float d = (float) acc;
+                    lane[l]->slot.out[i] = 0;
+                    memcpy(&lane[l]->slot.out[i], &d, 4);
+                }
+            }
+            break;
+        }
+        default: fail("unknown collective %d", kind);
+    }
+}
+
+}  // namespace
+
+Fiber* g_cur;
+uint3 g_block_idx;
+dim3 g_block_dim, g_grid_dim;
+unsigned char* g_arena = arena_storage;
+
+uint3& thread_idx() { return g_cur->tid; }
+Slot& my_slot() { return g_cur->slot; }
+
+void fail(const char* fmt, ...) {
+    fflush(stdout);
+    fprintf(stderr, "kernel-emu: %s, block (%u,%u,%u)", kernel_name, g_block_idx.x, g_block_idx.y, g_block_idx.z);
+    if (g_cur) fprintf(stderr, ", thread %d", g_cur->lin);
+    fprintf(stderr, ": ");
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    abort();
+}
+
+Slot& collective(int kind, unsigned mask) {
+    Fiber& f = *g_cur;
+    const int w = f.lin >> 5, me = f.lin & 31;
+    Warp& W = warps[w];
+    if (!(mask >> me & 1)) fail("%s with a mask (%08x) that leaves out the calling lane %d", kind_name(kind), mask, me);
+    f.slot.kind = kind;
+    if (W.arrived == 0) {
+        W.kind = kind;
+        W.mask = mask;
+        W.first = me;
+    } else if (W.kind != kind || W.mask != mask) {
+        fail("warp divergence: lane %d is at %s (mask %08x) while lane %d waits at %s (mask %08x)", me, kind_name(kind), mask,
+             W.first, kind_name(W.kind), W.mask);
+    }
+    // every lane of the mask that exists must take part; one that has exited never will
+    int expected = 0;
+    for (int l = 0; l < 32; l++) {
+        int i = w * 32 + l;
+        if (!(mask >> l & 1) || i >= nthreads) continue;
+        if (fibers[i].state == DONE) fail("%s names lane %d, which has exited", kind_name(kind), l);
+        expected++;
+    }
+    f.state = AT_WARP;
+    if (++W.arrived == expected) {
+        compute(w, kind, mask);
+        for (int l = 0; l < 32; l++) {
+            int i = w * 32 + l;
+            if (i < nthreads && fibers[i].state == AT_WARP) fibers[i].state = READY;
+        }
+        W.arrived = 0;
+        return f.slot;  // the last lane goes on at once; the others when the scheduler reaches them
+    }
+    yield();
+    return f.slot;
+}
+
+void syncthreads() {
+    Fiber& f = *g_cur;
+    f.state = AT_BAR;
+    if (++bar_arrived == nlive) {
+        for (int i = 0; i < nthreads; i++)
+            if (fibers[i].state == AT_BAR) fibers[i].state = READY;
+        bar_arrived = 0;
+        return;
+    }
+    yield();
+}
+
+void cp_async(unsigned dst, const void* src, int bytes, bool pred) {
+    Fiber& f = *g_cur;
+    shared_range(dst, bytes, "cp.async");
+    Pending p{dst, bytes, {}};
+    if (pred) {
+        if ((uintptr_t) src % bytes) fail("cp.async from a global address not %d-byte aligned", bytes);
+        memcpy(p.data, src, bytes);  // read at issue: an out-of-bounds source is reported here, with its caller
+    }
+    f.open.push_back(p);
+}
+
+void cp_commit() {
+    Fiber& f = *g_cur;
+    f.groups.push_back(std::move(f.open));
+    f.open.clear();
+}
+
+void cp_wait(int n) {
+    Fiber& f = *g_cur;
+    while ((int) f.groups.size() > n) {
+        for (const Pending& p : f.groups.front()) memcpy(g_arena + p.dst, p.data, p.bytes);
+        f.groups.erase(f.groups.begin());
+    }
+}
+
+void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t smem, const std::function<void()>& b) {
+    const long long threads = (long long) block.x * block.y * block.z;
+    if (threads < 1 || threads > MAX_THREADS || grid.x < 1 || grid.y < 1 || grid.z < 1 || grid.y > 65535 || grid.z > 65535 ||
+        block.z > 64) {
+        last_error = cudaErrorInvalidConfiguration;
+        return;
+    }
+    auto lim = smem_limit.find(fn);
+    size_t allowed = lim == smem_limit.end() ? DEFAULT_SMEM : (size_t) lim->second;
+    if (allowed < DEFAULT_SMEM) allowed = DEFAULT_SMEM;
+    if (smem > allowed) {
+        fprintf(stderr, "kernel-emu: %s launched with %zu bytes of dynamic shared memory, above its limit %zu"
+                        " (cudaFuncSetAttribute)\n", name, smem, allowed);
+        last_error = cudaErrorInvalidValue;
+        return;
+    }
+    kernel_name = name;
+    smem_bytes = smem;
+    body = &b;
+    g_grid_dim = grid;
+    g_block_dim = block;
+    nthreads = (int) threads;
+    for (int i = 0; i < nthreads; i++) {
+        fibers[i].lin = i;
+        fibers[i].tid = uint3{(unsigned) (i % block.x), (unsigned) (i / block.x % block.y), (unsigned) (i / (block.x * block.y))};
+    }
+    std::vector<int> idx(nthreads);
+    for (int i = 0; i < nthreads; i++) idx[i] = order.mode == 1 ? nthreads - 1 - i : i;
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                g_block_idx = uint3{x, y, z};
+                memset(g_arena, 0xff, smem);  // uninitialized shared memory reads as bf16 / fp32 NaN
+#if EMU_ASAN
+                ASAN_POISON_MEMORY_REGION(g_arena + smem, ARENA - smem);
+#endif
+                run_block(idx);
+#if EMU_ASAN
+                ASAN_UNPOISON_MEMORY_REGION(g_arena, ARENA);
+#endif
+                blocks_run++;
+                threads_run += threads;
+            }
+    kernel_name = "?";
+}
+
+long long stat_blocks() { return blocks_run; }
+long long stat_threads() { return threads_run; }
+
+}  // namespace g4emu
+
+// ---- the CUDA runtime calls the launchers make ----------------------------------------------------------------------
+
+extern "C" {
+cudaError_t cudaGetLastError(void) {
+    cudaError_t e = g4emu::last_error;
+    g4emu::last_error = cudaSuccess;
+    return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return g4emu::last_error; }
+cudaError_t cudaFuncSetAttribute(const void* fn, enum cudaFuncAttribute attr, int value) {
+    if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+        if (value < 0 || (size_t) value > g4emu::MAX_SMEM) return cudaErrorInvalidValue;
+        g4emu::smem_limit[fn] = value;
+    }
+    return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t) {
+    memset(p, value, n);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, enum cudaMemcpyKind, cudaStream_t) {
+    memmove(dst, src, n);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+const char* cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "error (kernel-emu)"; }
+}

@@ -1,0 +1,185 @@
+// tools/kernel-emu: runs the kernels of cuda/*.cu, their own source text, on the CPU. This header is force-included
+// (g++ -include) ahead of each cuda/*.cu, which the build script has rewritten only where C++ cannot read CUDA: a
+// launch `k<<<g, b, smem, s>>>(args)` becomes `G4EMU_LAUNCH("k", k, g, b, smem, s)(args)` and `extern __shared__ T x[]`
+// a pointer into the block's dynamic shared memory. Everything else compiles as written, through these stand-ins:
+//
+// - CUDA threads are fibers (own stacks, a hand-written x86-64 context switch), one OS thread, a block at a time, its
+//   threads run until they block on __syncthreads or a warp collective; blocks of a grid run one after another.
+// - __syncthreads: a barrier of the block's live threads (an exited thread counts as arrived, as on sm_70+).
+// - warp collectives (shfl, ballot, __syncwarp, ldmatrix, mma.sync): every live lane of the warp must arrive at the
+//   same collective; the last to arrive computes every lane's result. Lanes at different collectives, a lane that
+//   exits while its warp waits, or a block whose threads all wait on something that cannot complete are reported as
+//   errors (divergence, deadlock) naming the kernel, block and threads.
+// - cp.async is deferred: a copy happens only when cp.async.wait_group retires its group (the latest the hardware may
+//   do it), so a read of a tile before its wait sees the previous contents. Copies and ldmatrix must be 16-byte
+//   aligned (checked).
+// - dynamic shared memory is one arena, filled with 0xff bytes (bf16 NaN) before each block, the bytes past the
+//   launch's size poisoned for AddressSanitizer; a launch above 48 KiB needs cudaFuncSetAttribute first, as on a GPU.
+// - device memory is host memory: drivers pass host pointers as the g4_ptr arguments. Built with -fsanitize=address
+//   an out-of-bounds global or shared access is reported with the kernel's source line (memcheck's job on a GPU).
+#pragma once
+#define G4_EMU 1
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <atomic>
+#include <functional>
+#include <type_traits>
+
+#undef __global__
+#undef __launch_bounds__
+#undef __shared__
+#define __global__
+#define __launch_bounds__(...)
+#define __shared__ static
+
+namespace g4emu {
+
+struct CpCopy {
+    unsigned dst;
+    const void* src;
+    int bytes;
+    bool zero;
+};
+
+// One lane's part in a warp collective.
+struct Slot {
+    int kind;
+    unsigned long long in[12];
+    unsigned long long out[4];
+};
+
+struct Fiber;
+extern Fiber* g_cur;
+extern uint3 g_block_idx;
+extern dim3 g_block_dim, g_grid_dim;
+extern unsigned char* g_arena;  // dynamic shared memory (and the base of shared-memory addresses)
+
+uint3& thread_idx();
+[[noreturn]] void fail(const char* fmt, ...);
+
+// Warp collectives: the lane's in-slot is filled by the caller; returns the lane's slot with out[] filled.
+enum Kind { K_SHFL = 1, K_BALLOT, K_SYNCWARP, K_LDSM, K_LDSM_T, K_MMA };
+Slot& my_slot();
+Slot& collective(int kind, unsigned mask);
+void syncthreads();
+
+// cp.async
+void cp_async(unsigned dst, const void* src, int bytes, bool pred);
+void cp_commit();
+void cp_wait(int n);
+
+// Launching. set_smem_limit is cudaFuncSetAttribute(MaxDynamicSharedMemorySize).
+void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);
+
+struct Launch {
+    const char* name;
+    const void* fn;
+    dim3 grid, block;
+    size_t smem;
+    template <typename K, typename... A>
+    void call(K kernel, A... args) const {
+        run_grid(name, fn, grid, block, smem, [&]() { kernel(args...); });
+    }
+};
+
+template <typename K>
+struct Bound {
+    Launch l;
+    K k;
+    template <typename... A>
+    void operator()(A&&... args) const { l.call(k, std::forward<A>(args)...); }
+};
+
+template <typename K>
+Bound<K> launch(const char* name, K kernel, dim3 grid, dim3 block, size_t smem = 0, cudaStream_t = 0) {
+    return Bound<K>{Launch{name, (const void*) kernel, grid, block, smem}, kernel};
+}
+
+inline unsigned char* shared_ptr(unsigned addr) { return g_arena + (int) addr; }
+
+}  // namespace g4emu
+
+#define G4EMU_LAUNCH(name, k, ...) g4emu::launch(name, k, __VA_ARGS__)
+#define threadIdx (g4emu::thread_idx())
+#define blockIdx (g4emu::g_block_idx)
+#define blockDim (g4emu::g_block_dim)
+#define gridDim (g4emu::g_grid_dim)
+
+// ---- device intrinsics ----------------------------------------------------------------------------------------------
+
+inline void __syncthreads() { g4emu::syncthreads(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { g4emu::collective(g4emu::K_SYNCWARP, mask); }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+
+template <typename T>
+inline T emu_shfl(unsigned mask, T x, int src) {
+    static_assert(sizeof(T) <= 8, "shuffle of at most 8 bytes");
+    g4emu::Slot& s = g4emu::my_slot();
+    s.in[0] = 0;
+    memcpy(&s.in[0], &x, sizeof(T));
+    s.in[1] = (unsigned long long) src;
+    g4emu::Slot& r = g4emu::collective(g4emu::K_SHFL, mask);
+    T y;
+    memcpy(&y, &r.out[0], sizeof(T));
+    return y;
+}
+template <typename T> inline T __shfl_xor_sync(unsigned m, T x, int o) { return emu_shfl(m, x, (int) (threadIdx.x & 31) ^ o); }
+template <typename T> inline T __shfl_sync(unsigned m, T x, int src) { return emu_shfl(m, x, src & 31); }
+template <typename T> inline T __shfl_up_sync(unsigned m, T x, int o) {
+    int lane = threadIdx.x & 31;
+    return emu_shfl(m, x, lane >= o ? lane - o : lane);
+}
+inline unsigned __ballot_sync(unsigned mask, int pred) {
+    g4emu::my_slot().in[0] = pred != 0;
+    return (unsigned) g4emu::collective(g4emu::K_BALLOT, mask).out[0];
+}
+
+// Atomics: one OS thread runs every fiber, and a fiber is never switched out inside one, so plain read-modify-write
+// is atomic here.
+template <typename T> inline T atomicAdd(T* p, T v) { T o = *p; *p = o + v; return o; }
+template <typename T> inline T atomicMin(T* p, T v) { T o = *p; if (v < o) *p = v; return o; }
+template <typename T> inline T atomicMax(T* p, T v) { T o = *p; if (v > o) *p = v; return o; }
+template <typename T> inline T atomicCAS(T* p, T cmp, T v) { T o = *p; if (o == cmp) *p = v; return o; }
+
+inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
+inline float __uint_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f; }
+inline unsigned __float_as_uint(float f) { unsigned i; memcpy(&i, &f, 4); return i; }
+inline int __float_as_int(float f) { int i; memcpy(&i, &f, 4); return i; }
+inline int __ffs(unsigned x) { return __builtin_ffs((int) x); }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __clz(unsigned x) { return x ? __builtin_clz(x) : 32; }
+
+// fp arithmetic: host code is compiled with -ffp-contract=off, so these round once each, like the _rn intrinsics.
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fsqrt_rn(float a) { return sqrtf(a); }
+inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __ddiv_rn(double a, double b) { return a / b; }
+inline unsigned long long __double2ull_rz(double x) { return x <= 0 ? 0ull : (unsigned long long) x; }
+inline unsigned long long __double2ull_rn(double x) { return x <= 0 ? 0ull : (unsigned long long) nearbyint(x); }
+inline float __expf(float x) { return expf(x); }
+inline float __logf(float x) { return logf(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+
+template <typename A, typename B>
+inline std::common_type_t<A, B> min(A a, B b) { return a < b ? a : b; }
+template <typename A, typename B>
+inline std::common_type_t<A, B> max(A a, B b) { return a > b ? a : b; }
+
+inline size_t __cvta_generic_to_shared(const void* p) {
+    return (size_t) (unsigned) (int) ((const unsigned char*) p - g4emu::g_arena);
+}
+
+// cuda_runtime.h's typed overload (declared only for nvcc)
+template <typename T>
+inline cudaError_t cudaFuncSetAttribute(T* entry, enum cudaFuncAttribute attr, int value) {
+    return ::cudaFuncSetAttribute((const void*) entry, attr, value);
+}

@@ -1,0 +1,79 @@
+// tools/kernel-emu's test drivers: each test_*.cpp registers cases that call the real launchers (the extern "C" g4_*
+// functions of grpo4j_native.h, compiled from cuda/ by the emulator) on host memory and compare the results with a
+// plain reference written in the driver. Device pointers are host pointers here.
+#pragma once
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "grpo4j_native.h"
+
+namespace emu_test {
+
+struct Case {
+    const char* family;
+    const char* name;
+    std::function<bool()> run;  // true = pass; prints its own figures
+};
+std::vector<Case>& registry();
+struct Register {
+    Register(const char* family, const char* name, std::function<bool()> f) { registry().push_back({family, name, f}); }
+};
+#define EMU_CASE(family, name) \
+    static bool name(); \
+    static emu_test::Register reg_##name(family, #name, name); \
+    static bool name()
+
+inline g4_ptr P(const void* p) { return (g4_ptr) (uintptr_t) p; }
+
+inline float bf16_round(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
+inline std::vector<__nv_bfloat16> to_bf16(const std::vector<float>& x) {
+    std::vector<__nv_bfloat16> y(x.size());
+    for (size_t i = 0; i < x.size(); i++) y[i] = __float2bfloat16_rn(x[i]);
+    return y;
+}
+inline std::vector<float> widen(const std::vector<__nv_bfloat16>& x) {
+    std::vector<float> y(x.size());
+    for (size_t i = 0; i < x.size(); i++) y[i] = __bfloat162float(x[i]);
+    return y;
+}
+
+struct Rng {
+    std::mt19937_64 g;
+    explicit Rng(uint64_t seed) : g(seed) {}
+    double normal() { return std::normal_distribution<double>(0, 1)(g); }
+    double uniform() { return std::uniform_real_distribution<double>(0, 1)(g); }
+    int below(int n) { return (int) (g() % (uint64_t) n); }
+    std::vector<float> normals(size_t n, double sd = 1) {
+        std::vector<float> v(n);
+        for (auto& x : v) x = (float) (sd * normal());
+        return v;
+    }
+};
+
+// Largest |got - want| / (atol + rtol |want|) over the arrays; > 1 fails. Prints the worst element.
+inline double check_close(const char* what, const float* got, const double* want, size_t n, double atol, double rtol,
+                          bool* ok) {
+    double worst = 0;
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double) got[i] - want[i]) / (atol + rtol * fabs(want[i]));
+        if (!(e <= worst)) { worst = e; at = i; }  // NaN counts as worst
+        if (isnan(e)) break;
+    }
+    bool pass = worst <= 1;
+    if (n > 0)
+        printf("    %-10s n=%-8zu worst %.3g of tolerance at %zu (got %.6g, want %.6g)%s\n", what, n, worst, at,
+               (double) got[at], want[at], pass ? "" : "  FAIL");
+    if (!pass) *ok = false;
+    return worst;
+}
+
+}  // namespace emu_test

@@ -1,0 +1,250 @@
+// tools/kernel-emu: cuda/attention.cu (g4_attention, g4_attention_backward) against a float64 reference, on the
+// tensor-core path (bf16, head dims 64 and 128: plan, fwd, dsum, dK/dV, dQ, the fast mode's atomics and convert) and
+// the generic path (fp32, head dim 96), packed sequences of odd lengths (1, 3, 33, 70, 130 and an empty one), GQA.
+// Tolerances are docs/ops.md's "CUDA attention" rule per element: atol + slack + rtol |y| and one bf16 ulp, with the
+// slack of rounding P and dS to bf16 (2^-8 times the sum of the magnitudes of the terms) on the tensor-core path.
+#include "emu_test.h"
+
+using namespace emu_test;
+
+namespace {
+
+struct Problem {
+    std::vector<int> lens;
+    int hq, hkv, d;
+    bool bf16;
+    int n() const { int s = 0; for (int l : lens) s += l; return s; }
+    std::vector<int> cu() const {
+        std::vector<int> c{0};
+        for (int l : lens) c.push_back(c.back() + l);
+        return c;
+    }
+};
+
+// Host arrays of one dtype holding bf16- or fp32-valued data; widened view for the reference.
+struct Buf {
+    bool bf16;
+    std::vector<__nv_bfloat16> b;
+    std::vector<float> f;
+    Buf(bool is_bf16, size_t n, float fill) : bf16(is_bf16) {
+        if (bf16) b.assign(n, __float2bfloat16_rn(fill)); else f.assign(n, fill);
+    }
+    Buf(bool is_bf16, const std::vector<float>& x) : bf16(is_bf16) {
+        if (bf16) b = to_bf16(x); else f = x;
+    }
+    g4_ptr ptr() { return bf16 ? P(b.data()) : P(f.data()); }
+    std::vector<float> values() const { return bf16 ? widen(b) : f; }
+    size_t size() const { return bf16 ? b.size() : f.size(); }
+};
+
+double ulp_bf16(double y) {
+    double a = fabs(y);
+    if (a < 1e-30) return 0;
+    int e;
+    frexp(a, &e);              // a = m 2^e, m in [0.5, 1)
+    return ldexp(1.0, e - 8);  // 8 significant bits
+}
+
+// Per element: |got - want| <= atol + slack + rtol |want| (+ one bf16 ulp when the output is bf16).
+bool check(const char* what, const std::vector<float>& got, const std::vector<double>& want,
+           const std::vector<double>& slack, double atol, double rtol, bool bf16) {
+    double worst = 0;
+    size_t at = 0;
+    for (size_t i = 0; i < got.size(); i++) {
+        double tol = atol + slack[i] + rtol * fabs(want[i]) + (bf16 ? ulp_bf16(fmax(fabs(got[i]), fabs(want[i]))) : 0);
+        double e = fabs(got[i] - want[i]) / tol;
+        if (!(e <= worst)) { worst = e; at = i; }
+        if (isnan(e)) break;
+    }
+    bool ok = worst <= 1;
+    if (!got.empty())
+        printf("    %-4s n=%-7zu worst %.3f of tolerance at %zu (got %.6g, want %.6g)%s\n", what, got.size(), worst, at,
+               got[at], want[at], ok ? "" : "  FAIL");
+    return ok;
+}
+
+struct Ref {
+    std::vector<double> out, lse, dq, dk, dv, s_out, s_dq, s_dk, s_dv;
+};
+
+// float64 attention and its analytic gradient; D_i from the given out (the kernel's own, as the backward reads it).
+Ref reference(const Problem& p, const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+              const std::vector<float>* dout, const std::vector<float>* out_used, double scale) {
+    const int n = p.n(), hq = p.hq, hkv = p.hkv, d = p.d, grp = hq / hkv;
+    Ref r;
+    r.out.assign((size_t) n * hq * d, 0);
+    r.s_out = r.out;
+    r.lse.assign((size_t) n * hq, 0);
+    r.dq.assign((size_t) n * hq * d, 0);
+    r.s_dq = r.dq;
+    r.dk.assign((size_t) n * hkv * d, 0);
+    r.dv = r.dk;
+    r.s_dk = r.dk;
+    r.s_dv = r.dk;
+    std::vector<int> cu = p.cu();
+    const double u = ldexp(1.0, -8) * 1.01;
+    for (size_t b = 0; b < p.lens.size(); b++)
+        for (int h = 0; h < hq; h++) {
+            const int g = h / grp;
+            for (int i = cu[b]; i < cu[b + 1]; i++) {
+                const float* qi = &q[((size_t) i * hq + h) * d];
+                std::vector<double> s(i - cu[b] + 1);
+                double mx = -INFINITY;
+                for (int j = cu[b]; j <= i; j++) {
+                    const float* kj = &k[((size_t) j * hkv + g) * d];
+                    double acc = 0;
+                    for (int x = 0; x < d; x++) acc += (double) qi[x] * kj[x];
+                    s[j - cu[b]] = acc * scale;
+                    mx = fmax(mx, s[j - cu[b]]);
+                }
+                double l = 0;
+                for (double& e : s) { e = exp(e - mx); l += e; }
+                r.lse[(size_t) i * hq + h] = mx + log(l);
+                for (double& e : s) e /= l;  // P
+                double* oi = &r.out[((size_t) i * hq + h) * d];
+                double* si = &r.s_out[((size_t) i * hq + h) * d];
+                for (int j = cu[b]; j <= i; j++) {
+                    const float* vj = &v[((size_t) j * hkv + g) * d];
+                    for (int x = 0; x < d; x++) {
+                        oi[x] += s[j - cu[b]] * vj[x];
+                        si[x] += u * s[j - cu[b]] * fabs(vj[x]);
+                    }
+                }
+                if (dout == nullptr) continue;
+                const float* doi = &(*dout)[((size_t) i * hq + h) * d];
+                const float* ou = &(*out_used)[((size_t) i * hq + h) * d];
+                double D = 0;
+                for (int x = 0; x < d; x++) D += (double) doi[x] * ou[x];
+                for (int j = cu[b]; j <= i; j++) {
+                    const float* kj = &k[((size_t) j * hkv + g) * d];
+                    const float* vj = &v[((size_t) j * hkv + g) * d];
+                    double dp = 0;
+                    for (int x = 0; x < d; x++) dp += (double) doi[x] * vj[x];
+                    const double pij = s[j - cu[b]], ds = pij * (dp - D);
+                    double* dvj = &r.dv[((size_t) j * hkv + g) * d];
+                    double* sdvj = &r.s_dv[((size_t) j * hkv + g) * d];
+                    double* dkj = &r.dk[((size_t) j * hkv + g) * d];
+                    double* sdkj = &r.s_dk[((size_t) j * hkv + g) * d];
+                    double* dqi = &r.dq[((size_t) i * hq + h) * d];
+                    double* sdqi = &r.s_dq[((size_t) i * hq + h) * d];
+                    for (int x = 0; x < d; x++) {
+                        dvj[x] += pij * doi[x];
+                        sdvj[x] += u * pij * fabs(doi[x]);
+                        dkj[x] += scale * ds * qi[x];
+                        sdkj[x] += u * scale * fabs(ds) * fabs(qi[x]);
+                        dqi[x] += scale * ds * kj[x];
+                        sdqi[x] += u * scale * fabs(ds) * fabs(kj[x]);
+                    }
+                }
+            }
+        }
+    return r;
+}
+
+bool run_problem(const Problem& p, uint64_t seed, bool backward, bool deterministic_too, bool fast_too) {
+    Rng rng(seed);
+    const int n = p.n(), b = (int) p.lens.size();
+    const double scale = 1.0 / sqrt((double) p.d);
+    const bool tc = p.bf16 && (p.d == 64 || p.d == 128);  // the tensor-core path takes these
+    printf("  lens {");
+    for (size_t i = 0; i < p.lens.size(); i++) printf("%s%d", i ? "," : "", p.lens[i]);
+    printf("} hq %d hkv %d d %d %s (%s path)\n", p.hq, p.hkv, p.d, p.bf16 ? "bf16" : "fp32", tc ? "tensor-core" : "generic");
+    Buf q(p.bf16, rng.normals((size_t) n * p.hq * p.d)), k(p.bf16, rng.normals((size_t) n * p.hkv * p.d)),
+            v(p.bf16, rng.normals((size_t) n * p.hkv * p.d));
+    Buf out(p.bf16, (size_t) n * p.hq * p.d, NAN);
+    std::vector<float> lse((size_t) n * p.hq, NAN);
+    std::vector<int> cu = p.cu();
+    int flag[4] = {0, 0, 0, 0};
+    long long ws_bytes = 0;
+    g4_attention_workspace(n, b, p.hq, p.d, 0, 0, &ws_bytes);
+    std::vector<unsigned char> ws((size_t) ws_bytes + 1);
+    int e = g4_attention(p.bf16 ? G4_BF16 : G4_F32, out.ptr(), P(lse.data()), q.ptr(), k.ptr(), v.ptr(), P(cu.data()), n, b,
+                         p.hq, p.hkv, p.d, (float) scale, P(ws.data()), ws_bytes, P(flag), 7, 0);
+    if (e || flag[0]) { printf("    g4_attention returned %d, flag %d\n  FAIL\n", e, flag[0]); return false; }
+    const std::vector<float> qv = q.values(), kv = k.values(), vv = v.values(), ov = out.values();
+    const std::vector<float> dov = Buf(p.bf16, rng.normals((size_t) n * p.hq * p.d)).values();
+    Ref r = reference(p, qv, kv, vv, backward ? &dov : nullptr, &ov, scale);
+    std::vector<double> none(r.out.size(), 0), none_l(r.lse.size(), 0);
+    bool ok = check("out", ov, r.out, tc ? r.s_out : none, 2e-6, 1e-5, p.bf16);
+    ok &= check("lse", lse, r.lse, none_l, 2e-6, 1e-5, false);
+    if (!backward) return ok;
+    Buf dout(p.bf16, dov);
+    std::vector<std::vector<float>> first;
+    for (int det : {1, 0}) {
+        if (!det && !(fast_too && tc)) continue;
+        if (det && !deterministic_too && tc) continue;
+        for (int rep = 0; rep < (det && tc ? 2 : 1); rep++) {
+            Buf dq(p.bf16, (size_t) n * p.hq * p.d, NAN), dk(p.bf16, (size_t) n * p.hkv * p.d, NAN),
+                    dv(p.bf16, (size_t) n * p.hkv * p.d, NAN);
+            g4_attention_workspace(n, b, p.hq, p.d, 1, det, &ws_bytes);
+            std::vector<unsigned char> wsb((size_t) ws_bytes + 1);
+            e = g4_attention_backward(p.bf16 ? G4_BF16 : G4_F32, dq.ptr(), dk.ptr(), dv.ptr(), dout.ptr(), q.ptr(), k.ptr(),
+                                      v.ptr(), out.ptr(), P(lse.data()), P(cu.data()), n, b, p.hq, p.hkv, p.d, (float) scale,
+                                      det, P(wsb.data()), ws_bytes, P(flag), 7, 0);
+            if (e || flag[0]) { printf("    g4_attention_backward returned %d, flag %d\n", e, flag[0]); return false; }
+            const std::vector<float> g1 = dq.values(), g2 = dk.values(), g3 = dv.values();
+            if (rep == 1) {
+                bool same = first[0] == g1 && first[1] == g2 && first[2] == g3;
+                printf("    deterministic backward bitwise repeatable: %s\n", same ? "yes" : "NO  FAIL");
+                ok &= same;
+                continue;
+            }
+            if (det && tc) first = {g1, g2, g3};
+            printf("   %s backward:\n", tc ? (det ? " deterministic" : " fast (atomics)") : "");
+            std::vector<double> zq(r.dq.size(), 0), zk(r.dk.size(), 0);
+            // fp32 tolerance 2e-5, 2e-4 for the gradients (docs/ops.md); the fast mode's atomics reorder fp32 sums
+            ok &= check("dq", g1, r.dq, tc ? r.s_dq : zq, 2e-5, 2e-4, p.bf16);
+            ok &= check("dk", g2, r.dk, tc ? r.s_dk : zk, 2e-5, 2e-4, p.bf16);
+            ok &= check("dv", g3, r.dv, tc ? r.s_dv : zk, 2e-5, 2e-4, p.bf16);
+        }
+    }
+    return ok;
+}
+
+}  // namespace
+
+EMU_CASE("attention", fwd_bwd_tensor_core_d64) {
+    return run_problem({{33, 1, 70, 0, 3}, 4, 1, 64, true}, 1, true, true, true);
+}
+
+EMU_CASE("attention", fwd_bwd_tensor_core_d128) {
+    return run_problem({{130, 3}, 4, 2, 128, true}, 2, true, true, true);
+}
+
+EMU_CASE("attention", fwd_bwd_generic_fp32) {
+    return run_problem({{33, 0, 5}, 4, 2, 64, false}, 3, true, true, false);
+}
+
+EMU_CASE("attention", fwd_bwd_generic_bf16_d96) {
+    return run_problem({{17, 40}, 2, 1, 96, true}, 4, true, true, false);
+}
+
+EMU_CASE("attention", bad_cu_seqlens_reported_nothing_written) {
+    const int n = 10, hq = 2, hkv = 1, d = 64;
+    std::vector<__nv_bfloat16> q((size_t) n * hq * d, __float2bfloat16_rn(0.5f)), k((size_t) n * hkv * d), v(k.size());
+    std::vector<__nv_bfloat16> out(q.size(), __float2bfloat16_rn(-7.f));
+    std::vector<float> lse((size_t) n * hq, -7.f);
+    bool ok = true;
+    struct Bad { std::vector<int> cu; int kind, index, value; } cases[] = {
+        {{1, 4, 10}, 1, 0, 1},   // cu[0] != 0
+        {{0, 4, 9}, 2, 2, 9},    // cu[b] != n
+        {{0, 6, 4, 10}, 3, 2, 4} // decreasing
+    };
+    for (auto& c : cases) {
+        int flag[4] = {0, 0, 0, 0};
+        const int b = (int) c.cu.size() - 1;
+        long long ws_bytes;
+        g4_attention_workspace(n, b, hq, d, 0, 0, &ws_bytes);
+        std::vector<unsigned char> ws((size_t) ws_bytes);
+        int e = g4_attention(G4_BF16, P(out.data()), P(lse.data()), P(q.data()), P(k.data()), P(v.data()), P(c.cu.data()), n, b,
+                             hq, hkv, d, 0.125f, P(ws.data()), ws_bytes, P(flag), 7, 0);
+        bool untouched = true;
+        for (auto x : out) untouched &= __bfloat162float(x) == -7.f;
+        for (float x : lse) untouched &= x == -7.f;
+        bool good = e == 0 && flag[0] == (7 | c.kind << 8) && flag[1] == c.index && flag[2] == c.value && untouched;
+        printf("    cu {%d..%d}: flag op %d kind %d index %d value %d, outputs untouched: %s%s\n", c.cu[0], c.cu[b],
+               flag[0] & 255, flag[0] >> 8, flag[1], flag[2], untouched ? "yes" : "no", good ? "" : "  FAIL");
+        ok &= good;
+    }
+    return ok;
+}
