@@ -20,6 +20,33 @@
 #define EMU_ASAN 0
 #endif
 
+// The race check (tools/kernel-emu --race): the kernels are built with -fsanitize=thread, this file without (its own
+// bookkeeping is invisible to ThreadSanitizer) but with G4EMU_TSAN: every CUDA thread is a ThreadSanitizer fiber,
+// switched to without synchronization, and the only happens-before edges are the ones CUDA gives: __syncthreads and
+// warp collectives (release on arrival, acquire on leaving), block start (after the host's writes and the previous
+// block) and block end. So an access to shared memory by two threads of a block with no barrier between them is
+// reported as a data race, with both source lines: racecheck's job on a GPU. Blocks of a grid are ordered one after
+// another (their shared memory and the fiber stacks are reused), so races between blocks are not looked for.
+#ifdef G4EMU_TSAN
+#include <sanitizer/tsan_interface.h>
+extern "C" void __tsan_read16(void*);  // the instrumentation's own entry points (libtsan)
+extern "C" void __tsan_write16(void*);
+extern "C" void __tsan_write4(void*);
+extern "C" void __tsan_func_entry(void*);
+extern "C" void __tsan_func_exit();
+#define TSAN(x) x
+// This file is not instrumented, so a report would not show which kernel line called into it: each entry point the
+// kernels call pushes its call site on the fiber's ThreadSanitizer stack.
+struct TsanFrame {
+    explicit TsanFrame(void* pc) { __tsan_func_entry(pc); }
+    ~TsanFrame() { __tsan_func_exit(); }
+};
+#define TSAN_CALLER() TsanFrame tsan_frame_(__builtin_return_address(0))
+#else
+#define TSAN_CALLER()
+#define TSAN(x)
+#endif
+
 // Saves the callee-saved registers on the current stack, stores its pointer in *save, and continues on stack `to`
 // (System V x86-64: rbx, rbp, r12-r15; the return address is on the stack).
 extern "C" void g4emu_switch(void** save, void* to);
@@ -66,6 +93,7 @@ struct Fiber {
     std::vector<Pending> open;
     std::vector<std::vector<Pending>> groups;  // committed, oldest first
     void* fake_stack = nullptr;
+    void* tsan = nullptr;  // ThreadSanitizer fiber (race check)
 };
 
 namespace {
@@ -96,6 +124,10 @@ cudaError_t last_error = cudaSuccess;
 const void* main_stack_bottom;
 size_t main_stack_size;
 long long blocks_run, threads_run;
+#ifdef G4EMU_TSAN
+void* tsan_main;
+char sync_block_start, sync_block_end, sync_bar, sync_warp[MAX_THREADS / 32];
+#endif
 
 const char* kind_name(int k) {
     switch (k) {
@@ -113,6 +145,7 @@ const char* kind_name(int k) {
 
 void to_fiber(Fiber& f) {
     g_cur = &f;
+    TSAN(__tsan_switch_to_fiber(f.tsan, __tsan_switch_to_fiber_no_sync));
 #if EMU_ASAN
     void* fake = nullptr;
     __sanitizer_start_switch_fiber(&fake, f.stack, STACK);
@@ -144,6 +177,7 @@ void yield(bool dying = false) {
 #else
     (void) dying;
 #endif
+    TSAN(__tsan_switch_to_fiber(tsan_main, __tsan_switch_to_fiber_no_sync));
     g4emu_switch(&f.sp, sched_sp);
     arrived_on_fiber(f);
 }
@@ -154,6 +188,8 @@ void thread_exit() {
     Fiber& f = *g_cur;
     cp_wait(0);  // copies still in flight land anyway
     f.state = DONE;
+    TSAN(__tsan_release(&sync_block_end));
+    TSAN(__tsan_release(&sync_bar));  // (an exited thread counts as arrived at later barriers)
     nlive--;
     Warp& w = warps[f.lin >> 5];
     if (w.arrived > 0 && (w.mask >> (f.lin & 31) & 1))
@@ -170,6 +206,7 @@ void thread_exit() {
 
 void fiber_entry() {
     arrived_on_fiber(*g_cur);
+    TSAN(__tsan_acquire(&sync_block_start));
     (*body)();
     thread_exit();
     __builtin_unreachable();
@@ -194,6 +231,14 @@ void prepare(Fiber& f) {
     f.open.clear();
     f.groups.clear();
     f.fake_stack = nullptr;
+#ifdef G4EMU_TSAN
+    if (f.tsan == nullptr) {
+        f.tsan = __tsan_create_fiber(0);
+        char name[32];
+        snprintf(name, sizeof name, "CUDA thread %d", f.lin);
+        __tsan_set_fiber_name(f.tsan, name);
+    }
+#endif
 }
 
 // Schedule order of the block's threads: forward (default), or G4EMU_ORDER=reverse, or G4EMU_ORDER=<seed> (a fresh
@@ -211,6 +256,10 @@ struct Order {
 } order;
 
 void run_block(std::vector<int>& idx) {
+#ifdef G4EMU_TSAN
+    if (tsan_main == nullptr) tsan_main = __tsan_get_current_fiber();
+    __tsan_release(&sync_block_start);
+#endif
     for (int i = 0; i < nthreads; i++) prepare(fibers[i]);
     for (int i = 0; i < (nthreads + 31) / 32; i++) warps[i] = Warp{};
     nlive = nthreads;
@@ -223,7 +272,10 @@ void run_block(std::vector<int>& idx) {
                 ran = true;
                 to_fiber(fibers[i]);
             }
-        if (nlive == 0) return;
+        if (nlive == 0) {
+            TSAN(__tsan_acquire(&sync_block_end));
+            return;
+        }
         if (!ran) {
             std::string who;
             int shown = 0;
@@ -282,6 +334,7 @@ void compute(int w, int kind, unsigned mask) {
         case K_LDSM_T:
             for (int l = 0; l < 32; l++) {
                 if (!lane[l]) fail("ldmatrix with lane %d of warp %d absent", l, w);
+                TSAN(__tsan_read16(shared_range((unsigned) lane[l]->slot.in[0], 16, "ldmatrix")));
                 shared_range((unsigned) lane[l]->slot.in[0], 16, "ldmatrix");
             }
             for (int l = 0; l < 32; l++)
@@ -357,6 +410,7 @@ void fail(const char* fmt, ...) {
 }
 
 Slot& collective(int kind, unsigned mask) {
+    TSAN_CALLER();
     Fiber& f = *g_cur;
     const int w = f.lin >> 5, me = f.lin & 31;
     Warp& W = warps[w];
@@ -379,7 +433,9 @@ Slot& collective(int kind, unsigned mask) {
         expected++;
     }
     f.state = AT_WARP;
+    TSAN(__tsan_release(&sync_warp[w]));
     if (++W.arrived == expected) {
+        TSAN(__tsan_acquire(&sync_warp[w]));
         compute(w, kind, mask);
         for (int l = 0; l < 32; l++) {
             int i = w * 32 + l;
@@ -389,25 +445,34 @@ Slot& collective(int kind, unsigned mask) {
         return f.slot;  // the last lane goes on at once; the others when the scheduler reaches them
     }
     yield();
+    TSAN(__tsan_acquire(&sync_warp[w]));
     return f.slot;
 }
 
 void syncthreads() {
+    TSAN_CALLER();
     Fiber& f = *g_cur;
     f.state = AT_BAR;
+    TSAN(__tsan_release(&sync_bar));
     if (++bar_arrived == nlive) {
         for (int i = 0; i < nthreads; i++)
             if (fibers[i].state == AT_BAR) fibers[i].state = READY;
         bar_arrived = 0;
+        TSAN(__tsan_acquire(&sync_bar));
         return;
     }
     yield();
+    TSAN(__tsan_acquire(&sync_bar));
 }
 
 void cp_async(unsigned dst, const void* src, int bytes, bool pred) {
+    TSAN_CALLER();
     Fiber& f = *g_cur;
     shared_range(dst, bytes, "cp.async");
     Pending p{dst, bytes, {}};
+    // The copy may land any time from now to its wait: the race check sees a write at both ends (this one finds a
+    // tile overwritten while another warp may still read it; the one at the wait, a read before the wait + barrier).
+    TSAN(bytes == 16 ? __tsan_write16(g_arena + dst) : __tsan_write4(g_arena + dst));
     if (pred) {
         if ((uintptr_t) src % bytes) fail("cp.async from a global address not %d-byte aligned", bytes);
         memcpy(p.data, src, bytes);  // read at issue: an out-of-bounds source is reported here, with its caller
@@ -416,15 +481,20 @@ void cp_async(unsigned dst, const void* src, int bytes, bool pred) {
 }
 
 void cp_commit() {
+    TSAN_CALLER();
     Fiber& f = *g_cur;
     f.groups.push_back(std::move(f.open));
     f.open.clear();
 }
 
 void cp_wait(int n) {
+    TSAN_CALLER();
     Fiber& f = *g_cur;
     while ((int) f.groups.size() > n) {
-        for (const Pending& p : f.groups.front()) memcpy(g_arena + p.dst, p.data, p.bytes);
+        for (const Pending& p : f.groups.front()) {
+            TSAN(p.bytes == 16 ? __tsan_write16(g_arena + p.dst) : __tsan_write4(g_arena + p.dst));  // the copy lands now, written by the thread that issued it
+            memcpy(g_arena + p.dst, p.data, p.bytes);
+        }
         f.groups.erase(f.groups.begin());
     }
 }

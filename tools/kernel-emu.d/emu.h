@@ -112,7 +112,7 @@ inline unsigned char* shared_ptr(unsigned addr) { return g_arena + (int) addr; }
 
 inline void __syncthreads() { g4emu::syncthreads(); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) { g4emu::collective(g4emu::K_SYNCWARP, mask); }
-inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __threadfence() {}  // one OS thread: every write is already visible
 
 template <typename T>
 inline T emu_shfl(unsigned mask, T x, int src) {
@@ -137,12 +137,25 @@ inline unsigned __ballot_sync(unsigned mask, int pred) {
     return (unsigned) g4emu::collective(g4emu::K_BALLOT, mask).out[0];
 }
 
-// Atomics: one OS thread runs every fiber, and a fiber is never switched out inside one, so plain read-modify-write
-// is atomic here.
-template <typename T> inline T atomicAdd(T* p, T v) { T o = *p; *p = o + v; return o; }
-template <typename T> inline T atomicMin(T* p, T v) { T o = *p; if (v < o) *p = v; return o; }
-template <typename T> inline T atomicMax(T* p, T v) { T o = *p; if (v > o) *p = v; return o; }
-template <typename T> inline T atomicCAS(T* p, T cmp, T v) { T o = *p; if (o == cmp) *p = v; return o; }
+// Atomics: one OS thread runs every fiber and never switches inside one, so these are atomic anyway; they go through
+// std::atomic_ref (relaxed, as CUDA's atomics are) so that the race check (--race) sees atomic operations, not races.
+template <typename T> inline T atomicAdd(T* p, T v) { return std::atomic_ref<T>(*p).fetch_add(v, std::memory_order_relaxed); }
+template <typename T> inline T atomicMin(T* p, T v) {
+    std::atomic_ref<T> a(*p);
+    T o = a.load(std::memory_order_relaxed);
+    while (v < o && !a.compare_exchange_weak(o, v, std::memory_order_relaxed)) {}
+    return o;
+}
+template <typename T> inline T atomicMax(T* p, T v) {
+    std::atomic_ref<T> a(*p);
+    T o = a.load(std::memory_order_relaxed);
+    while (v > o && !a.compare_exchange_weak(o, v, std::memory_order_relaxed)) {}
+    return o;
+}
+template <typename T> inline T atomicCAS(T* p, T cmp, T v) {
+    std::atomic_ref<T>(*p).compare_exchange_strong(cmp, v, std::memory_order_relaxed);
+    return cmp;  // the old value (compare_exchange stores it into cmp on failure; on success it equals cmp)
+}
 
 inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
 inline float __uint_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f; }
