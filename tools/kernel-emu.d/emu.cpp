@@ -548,32 +548,13 @@ void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t sm
 long long stat_blocks() { return blocks_run; }
 long long stat_threads() { return threads_run; }
 
-}  // namespace g4emu
-
-// ---- the CUDA runtime calls the launchers make ----------------------------------------------------------------------
-
-extern "C" {
-cudaError_t cudaGetLastError(void) {
-    cudaError_t e = g4emu::last_error;
-    g4emu::last_error = cudaSuccess;
+cudaError_t take_last_error() {
+    cudaError_t e = last_error;
+    last_error = cudaSuccess;
     return e;
 }
-cudaError_t cudaPeekAtLastError(void) { return g4emu::last_error; }
-cudaError_t cudaFuncSetAttribute(const void* fn, enum cudaFuncAttribute attr, int value) {
-    if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
-        if (value < 0 || (size_t) value > g4emu::MAX_SMEM) return cudaErrorInvalidValue;
-        g4emu::smem_limit[fn] = value;
-    }
-    return cudaSuccess;
-}
-cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t) {
-    memset(p, value, n);
-    return cudaSuccess;
-}
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, enum cudaMemcpyKind, cudaStream_t) {
-    memmove(dst, src, n);
-    return cudaSuccess;
-}
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-const char* cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "error (kernel-emu)"; }
-}
+cudaError_t peek_last_error() { return last_error; }
+void set_last_error(cudaError_t e) { last_error = e; }
+void set_smem_limit(const void* fn, int bytes) { smem_limit[fn] = bytes; }
+
+}  // namespace g4emu

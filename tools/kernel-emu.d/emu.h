@@ -71,31 +71,32 @@ void cp_async(unsigned dst, const void* src, int bytes, bool pred);
 void cp_commit();
 void cp_wait(int n);
 
-// Launching. set_smem_limit is cudaFuncSetAttribute(MaxDynamicSharedMemorySize).
+// Launching: the grid's blocks run one after another (run_grid). A launch, like every other stream operation of the
+// emulated runtime (cudart_emu.cpp), goes through submit: run now, or recorded into the graph when its stream is
+// being captured (cudaStreamBeginCapture) and run at each cudaGraphLaunch. Streams are otherwise synchronous.
 void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);
+void submit(cudaStream_t stream, std::function<void()> op);
 
-struct Launch {
+template <typename K>
+struct Bound {
     const char* name;
-    const void* fn;
+    K kernel;
     dim3 grid, block;
     size_t smem;
-    template <typename K, typename... A>
-    void call(K kernel, A... args) const {
-        run_grid(name, fn, grid, block, smem, [&]() { kernel(args...); });
+    cudaStream_t stream;
+    template <typename... A>
+    void operator()(A... args) const {  // kernel parameters by value, as CUDA copies them at the launch
+        const char* n = name;
+        K k = kernel;
+        dim3 g = grid, b = block;
+        size_t sm = smem;
+        submit(stream, [=]() { run_grid(n, (const void*) k, g, b, sm, [&]() { k(args...); }); });
     }
 };
 
 template <typename K>
-struct Bound {
-    Launch l;
-    K k;
-    template <typename... A>
-    void operator()(A&&... args) const { l.call(k, std::forward<A>(args)...); }
-};
-
-template <typename K>
-Bound<K> launch(const char* name, K kernel, dim3 grid, dim3 block, size_t smem = 0, cudaStream_t = 0) {
-    return Bound<K>{Launch{name, (const void*) kernel, grid, block, smem}, kernel};
+Bound<K> launch(const char* name, K kernel, dim3 grid, dim3 block, size_t smem = 0, cudaStream_t stream = 0) {
+    return Bound<K>{name, kernel, grid, block, smem, stream};
 }
 
 inline unsigned char* shared_ptr(unsigned addr) { return g_arena + (int) addr; }

@@ -1,0 +1,452 @@
+// tools/kernel-emu's CUDA runtime: the calls native/runtime.cu and the launchers make, on host memory, so that the
+// real runtime.cu and the Java CUDA backend run unchanged on the emulator (tools/kernel-emu --jvm). One device,
+// "kernel-emu" (compute capability 9.0, 132 SMs, G4EMU_DEVICE_GIB of memory, default 16). What a GPU would refuse,
+// this refuses the same way:
+// - memory: cudaMalloc beyond the device's capacity fails with cudaErrorMemoryAllocation and leaves it in the
+//   last-error slot (as the real runtime does: the H200 bug); new and freed memory is filled with 0xff bytes (NaN in
+//   fp32 and bf16), so a kernel that reads memory nobody wrote, or memory already freed, sees NaN; the default memory
+//   pool (cudaMallocAsync) keeps freed bytes reserved until a trim, as configured by g4_pool_init.
+// - streams run their work at once (there is one device and it is synchronous), except while a stream is captured:
+//   then kernel launches, memset / device-to-device copies and event records are recorded into the graph and run at
+//   each cudaGraphLaunch. A synchronization, a host copy or a free on a capturing stream is refused
+//   (cudaErrorStreamCaptureUnsupported) and invalidates the capture (cudaStreamEndCapture then fails with
+//   cudaErrorStreamCaptureInvalidated), as on a GPU.
+#include <sys/time.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <set>
+#include <vector>
+
+#include "emu.h"
+
+namespace g4emu {
+cudaError_t take_last_error();
+cudaError_t peek_last_error();
+void set_last_error(cudaError_t e);
+void set_smem_limit(const void* fn, int bytes);
+}  // namespace g4emu
+
+namespace {
+
+std::recursive_mutex mu;  // the emulated device serves one caller at a time
+using Lock = std::lock_guard<std::recursive_mutex>;
+
+struct Graph {
+    std::vector<std::function<void()>> ops;
+};
+
+struct Stream {
+    Graph* capture = nullptr;  // non-null while captured
+    bool invalidated = false;
+};
+
+struct Event {
+    double ms = 0;
+    bool recorded = false;
+};
+
+Stream legacy;  // stream 0
+std::set<Stream*> streams;
+std::set<Event*> events;
+std::set<Graph*> graphs;
+
+long long capacity() {
+    static long long c = [] {
+        const char* e = getenv("G4EMU_DEVICE_GIB");
+        double gib = e ? atof(e) : 16;
+        return (long long) (gib * (1LL << 30));
+    }();
+    return c;
+}
+
+std::map<void*, size_t> sync_allocs, pool_allocs;  // live allocations (cudaMalloc, cudaMallocAsync)
+long long sync_used, pool_used, pool_idle;           // bytes; pool_idle: freed to the pool, not yet trimmed
+
+Stream* stream_of(cudaStream_t s) {
+    if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread) return &legacy;
+    Stream* st = reinterpret_cast<Stream*>(s);
+    if (!streams.count(st)) g4emu::fail("an unknown stream %p", (void*) s);
+    return st;
+}
+
+double now_ms() {
+    using namespace std::chrono;
+    return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
+}
+
+// Work a capture cannot take: refused, and the capture is dead.
+cudaError_t refuse_in_capture(Stream* st) {
+    st->invalidated = true;
+    return cudaErrorStreamCaptureUnsupported;
+}
+
+void* device_alloc(size_t bytes) {
+    size_t n = (bytes + 255) / 256 * 256;
+    if (n == 0) n = 256;
+    void* p = aligned_alloc(256, n);
+    if (p) memset(p, 0xff, n);
+    return p;
+}
+
+void device_free(void* p, size_t bytes) {
+    memset(p, 0xff, bytes);
+    free(p);
+}
+
+}  // namespace
+
+namespace g4emu {
+void submit(cudaStream_t s, std::function<void()> op) {
+    Lock l(mu);
+    Stream* st = stream_of(s);
+    if (st->capture) st->capture->ops.push_back(std::move(op));
+    else op();
+}
+}  // namespace g4emu
+
+extern "C" {
+
+cudaError_t cudaGetLastError(void) { return g4emu::take_last_error(); }
+cudaError_t cudaPeekAtLastError(void) { return g4emu::peek_last_error(); }
+
+const char* cudaGetErrorName(cudaError_t e) {
+    switch (e) {
+        case cudaSuccess: return "cudaSuccess";
+        case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+        case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+        case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+        case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+        case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+        case cudaErrorNotReady: return "cudaErrorNotReady";
+        case cudaErrorNotSupported: return "cudaErrorNotSupported";
+        case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+        case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+        case cudaErrorIllegalState: return "cudaErrorIllegalState";
+        default: return "cudaErrorUnknown";
+    }
+}
+
+const char* cudaGetErrorString(cudaError_t e) {
+    switch (e) {
+        case cudaSuccess: return "no error";
+        case cudaErrorInvalidValue: return "invalid argument";
+        case cudaErrorMemoryAllocation: return "out of memory";
+        case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+        case cudaErrorInvalidDevice: return "invalid device ordinal";
+        case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+        case cudaErrorNotSupported: return "operation not supported (kernel-emu)";
+        case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+        case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+        default: return "unknown error (kernel-emu)";
+    }
+}
+
+cudaError_t cudaRuntimeGetVersion(int* v) { *v = 13000; return cudaSuccess; }
+cudaError_t cudaDriverGetVersion(int* v) { *v = 13010; return cudaSuccess; }
+cudaError_t cudaGetDeviceCount(int* n) { *n = 1; return cudaSuccess; }
+cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+cudaError_t cudaGetDevice(int* d) { *d = 0; return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
+    if (d != 0) return cudaErrorInvalidDevice;
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "kernel-emu (CPU emulation, sm_90)");
+    p->totalGlobalMem = (size_t) capacity();
+    p->multiProcessorCount = 132;
+    p->major = 9;
+    p->minor = 0;
+    p->warpSize = 32;
+    p->maxThreadsPerBlock = 1024;
+    p->sharedMemPerBlock = 48 * 1024;
+    p->sharedMemPerBlockOptin = 227 * 1024;
+    p->l2CacheSize = 50 * 1024 * 1024;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int d) {
+    if (d != 0) return cudaErrorInvalidDevice;
+    switch (a) {
+        case cudaDevAttrMemoryPoolsSupported: *v = 1; break;
+        case cudaDevAttrMultiProcessorCount: *v = 132; break;
+        case cudaDevAttrComputeCapabilityMajor: *v = 9; break;
+        case cudaDevAttrComputeCapabilityMinor: *v = 0; break;
+        case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = 227 * 1024; break;
+        default: *v = 0;
+    }
+    return cudaSuccess;
+}
+
+cudaError_t cudaFuncSetAttribute(const void* fn, enum cudaFuncAttribute attr, int value) {
+    if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+        if (value < 0 || value > 227 * 1024) return cudaErrorInvalidValue;
+        g4emu::set_smem_limit(fn, value);
+    }
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
+    Lock l(mu);
+    *total = (size_t) capacity();
+    *free_bytes = (size_t) (capacity() - sync_used - pool_used - pool_idle);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMalloc(void** p, size_t bytes) {
+    Lock l(mu);
+    *p = nullptr;
+    if ((long long) bytes > capacity() - sync_used - pool_used - pool_idle || !(*p = device_alloc(bytes))) {
+        g4emu::set_last_error(cudaErrorMemoryAllocation);
+        return cudaErrorMemoryAllocation;
+    }
+    sync_allocs[*p] = bytes;
+    sync_used += (long long) bytes;
+    return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* p) {
+    Lock l(mu);
+    if (p == nullptr) return cudaSuccess;
+    auto it = sync_allocs.find(p);
+    if (it == sync_allocs.end()) {
+        g4emu::set_last_error(cudaErrorInvalidValue);
+        return cudaErrorInvalidValue;
+    }
+    sync_used -= (long long) it->second;
+    device_free(p, it->second);
+    sync_allocs.erase(it);
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int d) {
+    if (d != 0) return cudaErrorInvalidDevice;
+    static int the_pool;
+    *pool = reinterpret_cast<cudaMemPool_t>(&the_pool);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }
+
+cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t, cudaMemPoolAttr a, void* v) {
+    Lock l(mu);
+    unsigned long long* out = static_cast<unsigned long long*>(v);
+    if (a == cudaMemPoolAttrReservedMemCurrent) *out = (unsigned long long) (pool_used + pool_idle);
+    else if (a == cudaMemPoolAttrUsedMemCurrent) *out = (unsigned long long) pool_used;
+    else *out = 0;
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemPoolTrimTo(cudaMemPool_t, size_t keep) {
+    Lock l(mu);
+    if ((long long) keep < pool_idle) pool_idle = (long long) keep;
+    return cudaSuccess;
+}
+
+// The pool serves an allocation from its idle bytes first (a reuse), then from the device.
+cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t s) {
+    Lock l(mu);
+    stream_of(s);
+    *p = nullptr;
+    long long from_idle = (long long) bytes < pool_idle ? (long long) bytes : pool_idle;
+    if ((long long) bytes - from_idle > capacity() - sync_used - pool_used - pool_idle || !(*p = device_alloc(bytes))) {
+        g4emu::set_last_error(cudaErrorMemoryAllocation);
+        return cudaErrorMemoryAllocation;
+    }
+    pool_idle -= from_idle;
+    pool_allocs[*p] = bytes;
+    pool_used += (long long) bytes;
+    return cudaSuccess;
+}
+
+cudaError_t cudaFreeAsync(void* p, cudaStream_t s) {
+    Lock l(mu);
+    Stream* st = stream_of(s);
+    if (st->capture) return refuse_in_capture(st);
+    if (p == nullptr) return cudaSuccess;
+    auto it = pool_allocs.find(p);
+    if (it == pool_allocs.end()) {
+        g4emu::set_last_error(cudaErrorInvalidValue);
+        return cudaErrorInvalidValue;
+    }
+    pool_used -= (long long) it->second;
+    pool_idle += (long long) it->second;
+    device_free(p, it->second);
+    pool_allocs.erase(it);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, enum cudaMemcpyKind kind, cudaStream_t s) {
+    Lock l(mu);
+    Stream* st = stream_of(s);
+    if (st->capture) {
+        if (kind != cudaMemcpyDeviceToDevice) return refuse_in_capture(st);  // (host memory is pageable here)
+        st->capture->ops.push_back([=]() { memmove(dst, src, n); });
+        return cudaSuccess;
+    }
+    memmove(dst, src, n);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, enum cudaMemcpyKind kind) {
+    Lock l(mu);
+    if (legacy.capture) return refuse_in_capture(&legacy);
+    for (Stream* st : streams)
+        if (st->capture) st->invalidated = true;  // a synchronous copy waits for every stream: no capture survives
+    memmove(dst, src, n);
+    (void) kind;
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t s) {
+    g4emu::submit(s, [=]() { memset(p, value, n); });
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
+    Lock l(mu);
+    Stream* st = new Stream();
+    streams.insert(st);
+    *s = reinterpret_cast<cudaStream_t>(st);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, 0); }
+
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    Lock l(mu);
+    Stream* st = reinterpret_cast<Stream*>(s);
+    if (!streams.erase(st)) return cudaErrorInvalidResourceHandle;
+    delete st;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    Lock l(mu);
+    Stream* st = stream_of(s);
+    if (st->capture) return refuse_in_capture(st);
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t ev, unsigned) {
+    Lock l(mu);
+    stream_of(s);
+    if (ev == nullptr || !events.count(reinterpret_cast<Event*>(ev))) return cudaErrorInvalidResourceHandle;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamQuery(cudaStream_t s) {
+    Lock l(mu);
+    stream_of(s);
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* ev, unsigned) {
+    Lock l(mu);
+    Event* e = new Event();
+    events.insert(e);
+    *ev = reinterpret_cast<cudaEvent_t>(e);
+    return cudaSuccess;
+}
+cudaError_t cudaEventCreate(cudaEvent_t* ev) { return cudaEventCreateWithFlags(ev, 0); }
+
+cudaError_t cudaEventDestroy(cudaEvent_t ev) {
+    Lock l(mu);
+    Event* e = reinterpret_cast<Event*>(ev);
+    if (!events.erase(e)) return cudaErrorInvalidResourceHandle;
+    delete e;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s) {
+    Lock l(mu);
+    Event* e = reinterpret_cast<Event*>(ev);
+    if (!events.count(e)) return cudaErrorInvalidResourceHandle;
+    g4emu::submit(s, [e]() { e->ms = now_ms(); e->recorded = true; });
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t ev) {
+    Lock l(mu);
+    return events.count(reinterpret_cast<Event*>(ev)) ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
+
+cudaError_t cudaEventQuery(cudaEvent_t ev) {
+    Lock l(mu);
+    return events.count(reinterpret_cast<Event*>(ev)) ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
+
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+    Lock l(mu);
+    Event *x = reinterpret_cast<Event*>(a), *y = reinterpret_cast<Event*>(b);
+    if (!events.count(x) || !events.count(y)) return cudaErrorInvalidResourceHandle;
+    if (!x->recorded || !y->recorded) return cudaErrorInvalidResourceHandle;
+    *ms = (float) (y->ms - x->ms);
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode) {
+    Lock l(mu);
+    Stream* st = stream_of(s);
+    if (st == &legacy) return cudaErrorStreamCaptureUnsupported;  // the legacy stream cannot be captured
+    if (st->capture) return cudaErrorIllegalState;
+    st->capture = new Graph();
+    st->invalidated = false;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph) {
+    Lock l(mu);
+    Stream* st = stream_of(s);
+    *graph = nullptr;
+    if (!st->capture) return cudaErrorIllegalState;
+    Graph* g = st->capture;
+    st->capture = nullptr;
+    if (st->invalidated) {
+        st->invalidated = false;
+        delete g;
+        return cudaErrorStreamCaptureInvalidated;
+    }
+    graphs.insert(g);
+    *graph = reinterpret_cast<cudaGraph_t>(g);
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, enum cudaStreamCaptureStatus* status) {
+    Lock l(mu);
+    Stream* st = stream_of(s);
+    *status = st->capture ? (st->invalidated ? cudaStreamCaptureStatusInvalidated : cudaStreamCaptureStatusActive)
+                          : cudaStreamCaptureStatusNone;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+    Lock l(mu);
+    Graph* g = reinterpret_cast<Graph*>(graph);
+    if (!graphs.count(g)) return cudaErrorInvalidValue;
+    Graph* copy = new Graph(*g);
+    graphs.insert(copy);
+    *exec = reinterpret_cast<cudaGraphExec_t>(copy);
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+    Lock l(mu);
+    Graph* g = reinterpret_cast<Graph*>(graph);
+    if (!graphs.erase(g)) return cudaErrorInvalidValue;
+    delete g;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) { return cudaGraphDestroy(reinterpret_cast<cudaGraph_t>(exec)); }
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
+    Lock l(mu);
+    Graph* g = reinterpret_cast<Graph*>(exec);
+    if (!graphs.count(g)) return cudaErrorInvalidValue;
+    for (auto& op : g->ops) g4emu::submit(s, op);
+    return cudaSuccess;
+}
+
+}  // extern "C"
