@@ -1,0 +1,383 @@
+// tools/kernel-emu: cuda/decode.cu (g4_decode_attention, g4_decode_attention_workspace) against float64 attention
+// through the block table. Paged caches [numBlocks, blockSize, Hkv, D] behind a shuffled block table, contexts of
+// uneven lengths in one batch, GQA; the tensor-core path (bf16, head dims 64 and 128) with one split and with several
+// (the `sms` argument moves decode_split_plan; the combine kernel runs), and with splits forced by the page cap; the
+// generic path (fp32; bf16 head dim 96; a group over 16; a misaligned pointer). Bad index data (context length 0 or past
+// maxBlocks * blockSize, a needed table entry outside [0, numBlocks)) sets the device flag and leaves that sequence's
+// output as it was, the others right.
+//
+// Everything the kernel must not read is poisoned: outputs and the split workspace with NaN before each call, the
+// cache slots past each context (the tail of its last page, the unused pages) with NaN, the table entries past each
+// context with out-of-range ids. A kernel that reads them, or leaves an output unwritten, fails.
+// Tolerance per element (docs/ops.md): 2e-6 + slack + 1e-5 |y| + one bf16 ulp for a bf16 output, with the slack of
+// rounding P to bf16 (1.01 2^-8 sum_j P_j |v_jx|) on the tensor-core path only.
+#include <algorithm>
+
+#include "emu_test.h"
+
+using namespace emu_test;
+
+namespace g4emu {
+long long stat_blocks();  // blocks emulated so far (emu.cpp)
+}
+
+namespace {
+
+constexpr int OP = 9;  // any op code: the flag word carries it back
+
+struct Problem {
+    std::vector<int> ctx;
+    int hq, hkv, d, bs;
+    bool bf16;
+    int spare_tables = 2;  // table columns past the longest context
+    int spare_blocks = 3;  // cache blocks no sequence uses
+};
+
+// A paged KV cache behind a shuffled block table, filled for the problem's contexts.
+struct Paged {
+    int b, max_blocks, num_blocks;
+    std::vector<int> table, ctx;
+    std::vector<float> q, kc, vc;  // bf16-valued when the problem is bf16; unused slots NaN
+};
+
+Paged make_paged(const Problem& p, Rng& rng) {
+    Paged g;
+    g.b = (int) p.ctx.size();
+    g.ctx = p.ctx;
+    int longest = 1, used = 0;
+    for (int c : p.ctx) {
+        longest = std::max(longest, c);
+        used += (c + p.bs - 1) / p.bs;
+    }
+    g.max_blocks = (longest + p.bs - 1) / p.bs + p.spare_tables;
+    g.num_blocks = used + p.spare_blocks;
+    std::vector<int> ids(g.num_blocks);
+    for (int i = 0; i < g.num_blocks; i++) ids[i] = i;
+    std::shuffle(ids.begin(), ids.end(), rng.g);
+    g.table.assign((size_t) g.b * g.max_blocks, 0);
+    const size_t row = (size_t) p.hkv * p.d, slots = (size_t) g.num_blocks * p.bs;
+    g.kc.assign(slots * row, NAN);
+    g.vc.assign(slots * row, NAN);
+    int next = 0;
+    for (int s = 0; s < g.b; s++) {
+        const int nb = (p.ctx[s] + p.bs - 1) / p.bs;
+        for (int j = 0; j < g.max_blocks; j++)  // entries past the context: out of range, never to be read
+            g.table[(size_t) s * g.max_blocks + j] = j < nb ? ids[next++] : (j % 2 ? -5 : g.num_blocks + 100);
+        for (int t = 0; t < p.ctx[s]; t++) {
+            const size_t slot = (size_t) g.table[(size_t) s * g.max_blocks + t / p.bs] * p.bs + t % p.bs;
+            for (size_t x = 0; x < row; x++) {
+                g.kc[slot * row + x] = (float) rng.normal();
+                g.vc[slot * row + x] = (float) rng.normal();
+            }
+        }
+    }
+    g.q = rng.normals((size_t) g.b * p.hq * p.d);
+    if (p.bf16)
+        for (auto* v : {&g.q, &g.kc, &g.vc})
+            for (float& x : *v) x = bf16_round(x);
+    return g;
+}
+
+// float64 attention of each sequence's one query over its context through the block table; slack = the tensor-core
+// path's extra error from rounding P to bf16.
+void reference(const Problem& p, const Paged& g, double scale, std::vector<double>& out, std::vector<double>& slack) {
+    const int grp = p.hq / p.hkv, d = p.d;
+    out.assign((size_t) g.b * p.hq * d, 0);
+    slack = out;
+    const double u = ldexp(1.0, -8) * 1.01;
+    for (int s = 0; s < g.b; s++) {
+        const int c = g.ctx[s];
+        if (c < 1 || c > g.max_blocks * p.bs) continue;
+        bool bad = false;
+        for (int j = 0; j < (c + p.bs - 1) / p.bs; j++) {
+            const int id = g.table[(size_t) s * g.max_blocks + j];
+            bad |= id < 0 || id >= g.num_blocks;
+        }
+        if (bad) continue;
+        auto at = [&](int t, int h) {
+            const size_t slot = (size_t) g.table[(size_t) s * g.max_blocks + t / p.bs] * p.bs + t % p.bs;
+            return (slot * p.hkv + h / grp) * d;
+        };
+        for (int h = 0; h < p.hq; h++) {
+            const float* q = &g.q[((size_t) s * p.hq + h) * d];
+            std::vector<double> w(c);
+            double mx = -INFINITY, l = 0;
+            for (int t = 0; t < c; t++) {
+                double dot = 0;
+                for (int x = 0; x < d; x++) dot += (double) q[x] * g.kc[at(t, h) + x];
+                w[t] = dot * scale;
+                mx = fmax(mx, w[t]);
+            }
+            for (double& e : w) { e = exp(e - mx); l += e; }
+            double* o = &out[((size_t) s * p.hq + h) * d];
+            double* sl = &slack[((size_t) s * p.hq + h) * d];
+            for (int t = 0; t < c; t++)
+                for (int x = 0; x < d; x++) {
+                    const double v = g.vc[at(t, h) + x];
+                    o[x] += w[t] / l * v;
+                    sl[x] += u * w[t] / l * fabs(v);
+                }
+        }
+    }
+}
+
+double ulp_bf16(double y) {
+    double a = fabs(y);
+    if (a < 1e-30) return 0;
+    int e;
+    frexp(a, &e);              // a = m 2^e, m in [0.5, 1)
+    return ldexp(1.0, e - 8);  // 8 significant bits
+}
+
+// One call's result: the output widened, the flag, the launcher's return code.
+struct Result {
+    std::vector<float> out;
+    std::vector<uint16_t> out_bits;  // bf16 outputs: the raw bits (to check untouched rows)
+    int flag[4] = {0, 0, 0, 0};
+    int rc = 0;
+    int splits = 0;
+};
+
+const uint16_t POISON_BF16 = 0x7fc1;     // a NaN of bf16 that no kernel computes
+const uint32_t POISON_F32 = 0x7fc00001u;
+
+// Calls the launcher with outputs and workspace poisoned. `misalign` offsets q by one element (2 or 4 bytes).
+Result call(const Problem& p, const Paged& g, double scale, int sms, bool misalign = false) {
+    Result r;
+    const size_t nq = (size_t) g.b * p.hq * p.d;
+    long long ws_bytes = -1;
+    g4_decode_attention_workspace(g.b, p.hq, p.hkv, p.d, g.max_blocks, p.bs, sms, &ws_bytes);
+    int plan[2];
+    g4_host_decode_plan(g.b, p.hkv, g.max_blocks * p.bs, p.bs, sms, plan);
+    r.splits = plan[1];
+    std::vector<unsigned char> ws((size_t) ws_bytes, 0xff);  // exact size: AddressSanitizer catches an overrun
+    const g4_ptr wsp = ws_bytes > 0 ? P(ws.data()) : 0;
+    if (p.bf16) {
+        std::vector<__nv_bfloat16> q = to_bf16(g.q), kc = to_bf16(g.kc), vc = to_bf16(g.vc);
+        std::vector<__nv_bfloat16> qm;
+        if (misalign) { qm.resize(nq + 1); std::copy(q.begin(), q.end(), qm.begin() + 1); }
+        std::vector<uint16_t> out(nq, POISON_BF16);
+        r.rc = g4_decode_attention(G4_BF16, P(out.data()), misalign ? P(qm.data() + 1) : P(q.data()), P(kc.data()),
+                                   P(vc.data()), P(g.table.data()), P(g.ctx.data()), g.b, p.hq, p.hkv, p.d, g.num_blocks,
+                                   p.bs, g.max_blocks, (float) scale, sms, wsp, ws_bytes, P(r.flag), OP, 0);
+        r.out_bits = out;
+        r.out.resize(nq);
+        for (size_t i = 0; i < nq; i++) {
+            uint32_t w = (uint32_t) out[i] << 16;
+            memcpy(&r.out[i], &w, 4);
+        }
+    } else {
+        std::vector<float> qm;
+        if (misalign) { qm.resize(nq + 1); std::copy(g.q.begin(), g.q.end(), qm.begin() + 1); }
+        float poison;
+        memcpy(&poison, &POISON_F32, 4);
+        r.out.assign(nq, poison);
+        r.rc = g4_decode_attention(G4_F32, P(r.out.data()), misalign ? P(qm.data() + 1) : P(g.q.data()), P(g.kc.data()),
+                                   P(g.vc.data()), P(g.table.data()), P(g.ctx.data()), g.b, p.hq, p.hkv, p.d, g.num_blocks,
+                                   p.bs, g.max_blocks, (float) scale, sms, wsp, ws_bytes, P(r.flag), OP, 0);
+    }
+    return r;
+}
+
+bool untouched(const Problem& p, const Result& r, size_t i) {
+    if (p.bf16) return r.out_bits[i] == POISON_BF16;
+    uint32_t w;
+    memcpy(&w, &r.out[i], 4);
+    return w == POISON_F32;
+}
+
+// Checks the rows of the good sequences against the reference (skipping sequence `skip`); prints the worst.
+bool check_out(const Problem& p, const Paged& g, const Result& r, const std::vector<double>& want,
+               const std::vector<double>& slack, bool tc, int skip = -1) {
+    const size_t per = (size_t) p.hq * p.d;
+    double worst = 0;
+    size_t at = 0;
+    const size_t n = (g.b - (skip >= 0)) * per;
+    for (int s = 0; s < g.b; s++) {
+        if (s == skip) continue;
+        for (size_t i = s * per; i < (s + 1) * per; i++) {
+            const double tol = 2e-6 + (tc ? slack[i] : 0) + 1e-5 * fabs(want[i]) +
+                               (p.bf16 ? ulp_bf16(fmax(fabs(r.out[i]), fabs(want[i]))) : 0);
+            const double e = fabs(r.out[i] - want[i]) / tol;
+            if (!(e <= worst)) { worst = e; at = i; }
+            if (isnan(e)) break;
+        }
+        if (isnan(worst)) break;
+    }
+    const bool ok = worst <= 1;
+    printf("    out n=%-6zu worst %.3f of tolerance at [%zu, %zu, %zu] (got %.6g, want %.6g)%s\n", n, worst,
+           at / per, at % per / p.d, at % p.d, r.out[at], want[at], ok ? "" : "  FAIL");
+    return ok;
+}
+
+bool tensor_core(const Problem& p) {
+    return p.bf16 && (p.d == 64 || p.d == 128) && p.hq / p.hkv <= 16;
+}
+
+void describe(const Problem& p, const Paged& g, const char* path) {
+    printf("  ctx {");
+    for (size_t i = 0; i < p.ctx.size(); i++) printf("%s%d", i ? "," : "", p.ctx[i]);
+    printf("} hq %d hkv %d d %d %s, pages of %d (%d blocks, table %d wide), %s path\n", p.hq, p.hkv, p.d,
+           p.bf16 ? "bf16" : "fp32", p.bs, g.num_blocks, g.max_blocks, path);
+}
+
+// Runs the problem once per sms value; each must match the reference. want_splits[i] (0: any) is the plan expected.
+bool run_problem(const Problem& p, uint64_t seed, const std::vector<int>& sms, const std::vector<int>& want_splits = {},
+                 bool misalign = false) {
+    Rng rng(seed);
+    Paged g = make_paged(p, rng);
+    const double scale = 1.0 / sqrt((double) p.d);
+    const bool tc = tensor_core(p) && !misalign;
+    describe(p, g, tc ? "tensor-core" : misalign ? "generic (q misaligned)" : "generic");
+    std::vector<double> want, slack;
+    reference(p, g, scale, want, slack);
+    bool ok = true;
+    std::vector<float> first;
+    for (size_t i = 0; i < sms.size(); i++) {
+        const long long blocks0 = g4emu::stat_blocks();
+        Result r = call(p, g, scale, sms[i], misalign);
+        const long long blocks = g4emu::stat_blocks() - blocks0;
+        int plan[2];
+        g4_host_decode_plan(g.b, p.hkv, g.max_blocks * p.bs, p.bs, sms[i], plan);
+        // The path taken, as far as the grids tell: tensor-core (sequence, kv head, split) blocks plus a combine block
+        // per (sequence, head) when split; generic blocks of 4 warps, one per (sequence, head).
+        const long long rows = (long long) g.b * p.hq;
+        const long long want_blocks = tc ? (long long) g.b * p.hkv * plan[1] + (plan[1] > 1 ? rows : 0) : (rows + 3) / 4;
+        if (tc) printf("   sms %d: plan chunk %d, %d split%s, %lld blocks\n", sms[i], plan[0], plan[1], plan[1] > 1 ? "s" : "",
+                       blocks);
+        else printf("   sms %d: %lld blocks\n", sms[i], blocks);
+        if (blocks != want_blocks) {
+            printf("    expected %lld blocks on the %s path  FAIL\n", want_blocks, tc ? "tensor-core" : "generic");
+            ok = false;
+        }
+        if (r.rc || r.flag[0]) {
+            printf("    g4_decode_attention returned %d, flag %d  FAIL\n", r.rc, r.flag[0]);
+            ok = false;
+            continue;
+        }
+        if (tc && i < want_splits.size() && want_splits[i] && plan[1] != want_splits[i]) {
+            printf("    expected %d splits  FAIL\n", want_splits[i]);
+            ok = false;
+        }
+        ok &= check_out(p, g, r, want, slack, tc);
+        if (i == 0) {
+            first = r.out;
+        } else {  // information only: splitting reorders fp32 sums, so a rounded output may move by an ulp
+            size_t differ = 0;
+            double most = 0;
+            for (size_t k = 0; k < first.size(); k++)
+                if (first[k] != r.out[k]) { differ++; most = fmax(most, fabs(first[k] - r.out[k])); }
+            printf("    vs sms %d: %zu of %zu elements differ, by at most %.3g\n", sms[0], differ, first.size(), most);
+        }
+    }
+    return ok;
+}
+
+// A bad context length or table entry in sequence `bad`: the flag names it, its rows stay poisoned, the rest is right.
+struct Bad {
+    const char* what;
+    int ctx = -1;                     // >= 0 (or < -1): replaces ctx[bad]; -1: unchanged
+    std::vector<std::pair<int, int>> entries;  // (j, id) written into the bad sequence's table row
+    int kind, j;                      // expected report (j: the table column, for ATT_TABLE)
+};
+
+bool run_bad(const Problem& p, uint64_t seed, int bad, const std::vector<int>& sms) {
+    Rng rng(seed);
+    const Paged good = make_paged(p, rng);
+    const double scale = 1.0 / sqrt((double) p.d);
+    const bool tc = tensor_core(p);
+    describe(p, good, tc ? "tensor-core" : "generic");
+    const int limit = good.max_blocks * p.bs, nb = (p.ctx[bad] + p.bs - 1) / p.bs;
+    const std::vector<Bad> cases = {
+        {"ctx 0", 0, {}, 4, 0},
+        {"ctx -3", -3, {}, 4, 0},
+        {"ctx past the table", limit + 1, {}, 4, 0},
+        {"entry = numBlocks", -1, {{nb - 1, good.num_blocks}}, 5, nb - 1},
+        {"entry < 0", -1, {{1, -1}}, 5, 1},
+        {"two bad entries: the first", -1, {{nb - 1, good.num_blocks + 7}, {1, -2}}, 5, 1},
+    };
+    std::vector<double> want, slack;
+    reference(p, good, scale, want, slack);
+    bool ok = true;
+    for (int s : sms) {
+        int plan[2];
+        g4_host_decode_plan(good.b, p.hkv, limit, p.bs, s, plan);
+        if (tc) printf("   sms %d: plan chunk %d, %d split%s\n", s, plan[0], plan[1], plan[1] > 1 ? "s" : "");
+        for (const Bad& c : cases) {
+            Paged g = good;
+            if (c.ctx != -1) g.ctx[bad] = c.ctx;
+            int value = g.ctx[bad];
+            for (auto [j, id] : c.entries) g.table[(size_t) bad * g.max_blocks + j] = id;
+            if (c.kind == 5) value = g.table[(size_t) bad * g.max_blocks + c.j];
+            Result r = call(p, g, scale, s);
+            const int want_flag = OP | c.kind << 8 | (c.kind == 5 ? c.j << 12 : 0);
+            const int want_limit = c.kind == 4 ? limit : g.num_blocks;
+            bool rows_untouched = true;
+            const size_t per = (size_t) p.hq * p.d;
+            for (size_t i = bad * per; i < (bad + 1) * per; i++) rows_untouched &= untouched(p, r, i);
+            const bool good_flag = r.rc == 0 && r.flag[0] == want_flag && r.flag[1] == bad && r.flag[2] == value &&
+                                   r.flag[3] == want_limit;
+            printf("    %-27s flag op %d kind %d j %d [%d, %d, %d], sequence %d untouched: %s%s\n", c.what,
+                   r.flag[0] & 255, (r.flag[0] >> 8) & 15, r.flag[0] >> 12, r.flag[1], r.flag[2], r.flag[3], bad,
+                   rows_untouched ? "yes" : "NO", good_flag && rows_untouched ? "" : "  FAIL");
+            ok &= good_flag && rows_untouched;
+            ok &= check_out(p, g, r, want, slack, tc, bad);
+        }
+    }
+    return ok;
+}
+
+}  // namespace
+
+// One split (sms 1: 6 blocks already fill 2 per SM) and several (sms 64): 6 chunks of one tile, most of them past the
+// short contexts (empty states merged by the combine kernel).
+EMU_CASE("decode", tensor_core_d64_gqa4_pages16) {
+    return run_problem({{1, 3, 17, 64, 65, 300}, 4, 1, 64, 16, true}, 11, {1, 64}, {1, 6});
+}
+
+EMU_CASE("decode", tensor_core_d128_gqa4_pages5) {
+    return run_problem({{300, 1, 65, 17, 3, 64}, 8, 2, 128, 5, true}, 12, {1, 16}, {1, 3});
+}
+
+// Longer contexts at an H200's SM count (132): 32 splits of one tile each.
+EMU_CASE("decode", tensor_core_d128_long_contexts_132_sms) {
+    return run_problem({{2000, 513, 1}, 8, 2, 128, 16, true}, 16, {1, 132}, {1, 32});
+}
+
+// Group 16 fills the mma tile's rows; group 1 (MHA) uses one of them.
+EMU_CASE("decode", tensor_core_group16_and_mha) {
+    bool ok = run_problem({{70, 5}, 16, 1, 64, 16, true}, 13, {1, 8}, {1, 2});
+    ok &= run_problem({{129, 2}, 2, 2, 64, 7, true}, 14, {1, 8}, {1, 3});
+    return ok;
+}
+
+// Pages of one key: a split may prefetch at most DEC_PAGE_CAP page ids, so the plan splits a long context even when the
+// SMs are busy (sms 1) - the chunk is capped at 448 keys.
+EMU_CASE("decode", tensor_core_page_cap_splits) {
+    return run_problem({{1000, 3}, 4, 1, 64, 1, true}, 15, {1}, {3});
+}
+
+EMU_CASE("decode", generic_fp32_d64_gqa4_pages16) {
+    return run_problem({{1, 3, 17, 64, 65, 300}, 4, 1, 64, 16, false}, 21, {1, 64});
+}
+
+EMU_CASE("decode", generic_bf16_d96_gqa4_pages5) {
+    return run_problem({{300, 1, 65, 17, 3, 64}, 8, 2, 96, 5, true}, 22, {1});
+}
+
+// bf16 head dim 64 that the tensor-core path declines: a group of 17, a misaligned q.
+EMU_CASE("decode", generic_bf16_group17_and_misaligned) {
+    bool ok = run_problem({{40, 1, 9}, 17, 1, 64, 16, true}, 23, {1});
+    ok &= run_problem({{65, 3}, 8, 1, 64, 16, true}, 24, {1}, {}, true);  // 4 generic blocks, 2 tensor-core
+    return ok;
+}
+
+EMU_CASE("decode", bad_index_data_tensor_core) {
+    return run_bad({{17, 300, 65, 3}, 4, 1, 64, 16, true}, 31, 2, {1, 64});
+}
+
+EMU_CASE("decode", bad_index_data_generic) {
+    bool ok = run_bad({{17, 70, 65, 3}, 4, 2, 96, 5, true}, 32, 1, {1});
+    ok &= run_bad({{40, 3, 33}, 2, 1, 64, 16, false}, 33, 2, {1});
+    return ok;
+}
