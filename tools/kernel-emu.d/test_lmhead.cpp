@@ -575,6 +575,10 @@ EMU_CASE("lmhead", out_of_range_targets) {
         const size_t i = at / p.vocab;
         return 2e-5 + 2e-4 * fabs(o.g[i]);
     });
+    // tokenLogprobsBackward: the caller's dLogprobs is not 0 on those rows, dz must be
+    printf("  dlogits with dLogprobs 1.5 on every row\n");
+    std::vector<double> g(p.n, 1.5);
+    ok &= check_dz(p, dlogits(p, f.lse, g), r, g, f.lse, g, [&](size_t) { return 2e-5 + 2e-4 * 1.5; });
     return ok;
 }
 
