@@ -1,0 +1,234 @@
+// tools/kernel-emu: cuda/sampling.cu through its launcher g4_sample (sample_kernel, fp32 and bf16 logits, B rows per
+// call, each row its own (stream, step) counter) against the host twin g4_host_sample_row (sampling.cuh's
+// host_sample_row, which SamplingDeviceMathTest holds against the CPU sampler). The checks of tools/sampler-emu, through
+// the real launcher: its spec table (temperature / top-k / top-p incl. greedy, k = 1, tiny p, k beyond V), vocabularies
+// 1 .. 20000 (one and several tiles of 4096, around the shared-memory list's 2048), its six logit kinds. Every row's
+// token and log-prob must be bit-equal to the twin's: the kernel's reductions are over integers and keys (order-free)
+// and its few floating-point steps are the twin's code, run here on the same host libm. On top, the contract itself
+// (docs/ops.md): a row whose maximum is infinite returns its first index holding it with log-prob NaN, T = 0 returns
+// the first argmax, and a finite log-prob is within 1e-5 of the float64 log-softmax(x / T) (T = 0: of softmax(x)).
+#include "emu_test.h"
+
+using namespace emu_test;
+
+namespace {
+
+struct Spec {
+    float t;
+    int k;
+    float p;
+};
+// tools/sampler-emu's table: unfiltered (T 1, 0.7), greedy, k = 1, small and mid k, top-p alone, both, tiny p,
+// k = 3000 (beyond V for the small vocabularies: the launcher's "no top-k"), p = 1e-30 (only the top token's mass).
+const Spec SPECS[] = {{1, 0, 1},    {0.7f, 0, 1},    {0, 0, 1},       {1, 1, 1},        {1, 5, 1},
+                      {1.3f, 50, 1}, {1, 0, 0.9f},   {0.6f, 0, 0.5f}, {1, 50, 0.9f},    {0.8f, 7, 0.3f},
+                      {1, 0, 0.01f}, {1, 3000, 1},   {1, 3000, 0.95f}, {1, 0, 1e-30f}};
+constexpr int NSPECS = sizeof SPECS / sizeof *SPECS;
+const int VOCABS[] = {1, 3, 100, 2047, 2049, 4096, 4097, 9000, 20000};
+constexpr int NVOCABS = sizeof VOCABS / sizeof *VOCABS;
+const char* KIND_NAMES[] = {"normal", "wide", "ties", "llm", "nonfinite", "ulp-ties"};
+constexpr int NKINDS = 6;
+
+// One row of logits of the given kind (tools/sampler-emu's generator).
+std::vector<float> make_row(Rng& rng, int v, int kind) {
+    std::vector<float> x(v);
+    for (int j = 0; j < v; j++) {
+        double g = rng.normal();
+        switch (kind) {
+            case 0: x[j] = (float) g; break;
+            case 1: x[j] = (float) (3 * g); break;
+            case 2: x[j] = (float) rint(2 * g); break;                                             // big tie groups
+            case 3: x[j] = (float) (-log(-log(rng.uniform())) * 2 + (j < 20 ? 8 : 0)); break;      // LLM-like
+            case 4: x[j] = j % 7 == 0 ? -INFINITY : (j % 11 == 0 ? NAN : (float) g); break;        // non-finite entries
+            default: x[j] = 1.0f + (float) rng.below(5) * 1.1920929e-7f; break;                   // ulp-close ties
+        }
+    }
+    return x;
+}
+
+bool same_bits(float a, float b) { return memcmp(&a, &b, 4) == 0; }
+
+struct Tally {
+    int rows = 0, filtered = 0, bf16 = 0, nonfinite_max = 0, greedy = 0, bad = 0, calls = 0;
+    double worst_lp = 0;  // largest |lp - float64| over finite rows
+};
+
+// The contract's float64 log-prob of token tok: (x_t - xmax)/T - log sum_j exp((x_j - xmax)/T), NaN as -inf.
+double lp_reference(const std::vector<float>& x, int tok, float t) {
+    double inv = t > 0 ? 1.0 / (double) t : 1.0, mx = -INFINITY;
+    for (float e : x) if (e == e) mx = fmax(mx, (double) e);
+    double s = 0;
+    for (float e : x) if (e == e) s += exp(((double) e - mx) * inv);
+    return ((double) x[tok] - mx) * inv - log(s);
+}
+
+// One g4_sample call of b rows (kinds kind0, kind0 + 1, ...), each against the twin and the contract.
+void run_call(Rng& rng, Tally& tl, int v, const Spec& s, bool bf16, int b, int kind0, bool verbose) {
+    std::vector<float> x((size_t) b * v);
+    std::vector<int> kinds(b);
+    for (int r = 0; r < b; r++) {
+        kinds[r] = (kind0 + r) % NKINDS;
+        std::vector<float> row = make_row(rng, v, kinds[r]);
+        std::copy(row.begin(), row.end(), x.begin() + (size_t) r * v);
+    }
+    std::vector<__nv_bfloat16> xb;
+    if (bf16) {
+        xb = to_bf16(x);
+        x = widen(xb);  // the twin and the reference see the kernel's values
+    }
+    std::vector<int> ctr(2 * b), tok(b, -7);
+    for (int r = 0; r < b; r++) {
+        ctr[2 * r] = rng.below(100000);  // stream
+        ctr[2 * r + 1] = rng.below(1000); // step
+    }
+    std::vector<float> lp(b, 12345.f);
+    const long long seed = (long long) rng.g();
+    int e = g4_sample(bf16 ? G4_BF16 : G4_F32, P(tok.data()), P(lp.data()), bf16 ? P(xb.data()) : P(x.data()), P(ctr.data()),
+                      b, v, s.t, s.k, s.p, seed, 0);
+    tl.calls++;
+    const bool filtered = s.t > 0 && ((s.k > 0 && s.k < v) || s.p < 1);
+    for (int r = 0; r < b; r++) {
+        const std::vector<float> row(x.begin() + (size_t) r * v, x.begin() + (size_t) (r + 1) * v);
+        int ttok = -9;
+        double tlp;
+        g4_host_sample_row(row.data(), v, s.t, s.k, s.p, g4_host_philox_uniform(seed, ctr[2 * r], ctr[2 * r + 1]), &ttok,
+                           &tlp, nullptr);
+        // contract: the first index of the largest value (NaN as -inf) for infinite maxima and for T = 0
+        int arg = 0;
+        float mx = -INFINITY;
+        for (int j = 0; j < v; j++) if (row[j] > mx) { mx = row[j]; arg = j; }
+        const bool inf_max = isinf(mx);
+        bool ok = e == 0 && tok[r] == ttok && (same_bits(lp[r], (float) tlp) || (isnan(lp[r]) && isnan(tlp)));
+        const char* why = e ? "launcher error" : (tok[r] != ttok ? "token differs from the twin"
+                                                                 : (!ok ? "log-prob differs from the twin" : ""));
+        if (ok && (inf_max || s.t == 0) && tok[r] != arg) { ok = false; why = "not the first argmax"; }
+        if (ok && inf_max && !isnan(lp[r])) { ok = false; why = "infinite maximum without a NaN log-prob"; }
+        if (ok && !inf_max) {
+            const double err = fabs((double) lp[r] - lp_reference(row, tok[r], s.t));
+            tl.worst_lp = fmax(tl.worst_lp, err);
+            if (!(err <= 1e-5)) { ok = false; why = "log-prob beyond 1e-5 of float64"; }
+        }
+        tl.rows++;
+        tl.filtered += filtered && !inf_max;
+        tl.bf16 += bf16;
+        tl.nonfinite_max += inf_max;
+        tl.greedy += s.t == 0 && !inf_max;
+        if (!ok) tl.bad++;
+        if (verbose || !ok)
+            printf("    V=%-5d %s %-9s T=%g k=%d p=%g row %d/%d: kernel %d %.9g, twin %d %.9g%s%s\n", v, bf16 ? "bf16" : "fp32",
+                   KIND_NAMES[kinds[r]], s.t, s.k, s.p, r, b, tok[r], lp[r], ttok, tlp, ok ? "" : "  FAIL: ", why);
+    }
+}
+
+void summary(const Tally& tl) {
+    printf("    %d calls, %d rows (%d filtered, %d greedy, %d with an infinite maximum; %d bf16): %d differ from the twin "
+           "or the contract; worst |logprob - float64| %.3g\n",
+           tl.calls, tl.rows, tl.filtered, tl.greedy, tl.nonfinite_max, tl.bf16, tl.bad, tl.worst_lp);
+}
+
+}  // namespace
+
+// Every (spec, vocabulary) pair: call i takes spec i mod 14 and vocabulary i mod 9 (coprime: 126 calls meet every
+// pair once), rows of consecutive kinds (i, i + 1: every (spec, kind) pair is met), bf16 in every other run of 9
+// calls (both dtypes meet every spec and every vocabulary).
+EMU_CASE("sampling", rows_match_host_twin) {
+    Rng rng(20260311);
+    Tally tl;
+    for (int i = 0; i < NSPECS * NVOCABS; i++) {
+        const int v = VOCABS[i % NVOCABS], b = v >= 9000 ? 1 : 2;
+        run_call(rng, tl, v, SPECS[i % NSPECS], (i / NVOCABS) % 2 == 1, b, i, false);
+    }
+    summary(tl);
+    return tl.bad == 0;
+}
+
+// Rows without a softmax (docs/ops.md): every entry NaN, every entry -inf, NaN and -inf mixed, +inf entries (the
+// first one wins) among NaNs, +inf at index 0, and +inf in the second tile; greedy, unfiltered, top-k, top-p, both;
+// fp32 and bf16. The twin and the contract agree: the first index of the maximum, log-prob NaN.
+EMU_CASE("sampling", non_finite_rows) {
+    Tally tl;
+    const int v = 5000;
+    std::vector<std::vector<float>> rows;
+    rows.push_back(std::vector<float>(v, NAN));
+    rows.push_back(std::vector<float>(v, -INFINITY));
+    std::vector<float> r(v);
+    for (int j = 0; j < v; j++) r[j] = j % 2 ? NAN : -INFINITY;
+    rows.push_back(r);
+    for (int j = 0; j < v; j++) r[j] = j % 3 ? NAN : (float) j;
+    r[5] = r[9] = INFINITY;
+    rows.push_back(r);
+    for (int j = 0; j < v; j++) r[j] = (float) (j % 17);
+    r[0] = INFINITY;
+    rows.push_back(r);
+    r[0] = 3;
+    r[4500] = r[4700] = INFINITY;
+    rows.push_back(r);
+    const int b = (int) rows.size();
+    std::vector<float> x;
+    for (auto& row : rows) x.insert(x.end(), row.begin(), row.end());
+    const int want[] = {0, 0, 0, 5, 0, 4500};
+    const Spec specs[] = {{0, 0, 1}, {1, 0, 1}, {1, 5, 1}, {0.7f, 0, 0.9f}, {1, 50, 0.5f}};
+    bool ok = true;
+    for (int bf = 0; bf < 2; bf++)
+        for (const Spec& s : specs) {
+            std::vector<int> ctr(2 * b, 3), tok(b, -7);
+            std::vector<float> lp(b, 0.f);
+            std::vector<__nv_bfloat16> xb = to_bf16(x);
+            int e = g4_sample(bf ? G4_BF16 : G4_F32, P(tok.data()), P(lp.data()), bf ? P(xb.data()) : P(x.data()), P(ctr.data()),
+                              b, v, s.t, s.k, s.p, 11, 0);
+            for (int i = 0; i < b; i++) {
+                int ttok;
+                double tlp;
+                g4_host_sample_row(&x[(size_t) i * v], v, s.t, s.k, s.p, 0.5, &ttok, &tlp, nullptr);
+                bool good = e == 0 && tok[i] == want[i] && ttok == want[i] && isnan(lp[i]) && isnan(tlp);
+                tl.rows++;
+                tl.nonfinite_max++;
+                tl.bf16 += bf;
+                if (!good) {
+                    tl.bad++;
+                    printf("    %s T=%g k=%d p=%g row %d: kernel %d %g, twin %d %g, want %d NaN  FAIL\n", bf ? "bf16" : "fp32",
+                           s.t, s.k, s.p, i, tok[i], lp[i], ttok, tlp, want[i]);
+                }
+            }
+            tl.calls++;
+        }
+    summary(tl);
+    return ok && tl.bad == 0;
+}
+
+// Every logit kind under a top-k + top-p spec and an unfiltered one, at a vocabulary of one tile plus one token.
+EMU_CASE("sampling", every_kind_both_dtypes) {
+    Rng rng(5);
+    Tally tl;
+    for (int bf = 0; bf < 2; bf++) {
+        run_call(rng, tl, 4097, {1, 50, 0.9f}, bf, NKINDS, 0, false);
+        run_call(rng, tl, 4097, {0.7f, 0, 1}, bf, NKINDS, 0, false);
+    }
+    summary(tl);
+    return tl.bad == 0;
+}
+
+// The launcher's contract for sizes (no device-side checks exist: logits are data, any counter is valid): b <= 0 is a
+// no-op, v <= 0 or v > g4_sample_max_vocab is cudaErrorInvalidValue before any launch; nothing is written either way.
+EMU_CASE("sampling", bad_sizes_nothing_written) {
+    int maxv = 0;
+    g4_sample_max_vocab(&maxv);
+    std::vector<float> x(8, 1.f);
+    std::vector<int> ctr(8, 0), tok(4, -7);
+    std::vector<float> lp(4, -7.f);
+    struct Bad { int b, v, want; } cases[] = {{0, 8, 0}, {-1, 8, 0}, {1, 0, (int) cudaErrorInvalidValue},
+                                               {1, -3, (int) cudaErrorInvalidValue}, {1, maxv + 1, (int) cudaErrorInvalidValue}};
+    bool ok = maxv == 1024 * 4096;
+    printf("    g4_sample_max_vocab = %d%s\n", maxv, ok ? "" : "  FAIL (want 4194304)");
+    for (const Bad& c : cases) {
+        int e = g4_sample(G4_F32, P(tok.data()), P(lp.data()), P(x.data()), P(ctr.data()), c.b, c.v, 1.f, 0, 1.f, 1, 0);
+        bool untouched = true;
+        for (int t : tok) untouched &= t == -7;
+        for (float f : lp) untouched &= f == -7.f;
+        bool good = e == c.want && untouched;
+        printf("    b=%d v=%d: returned %d (want %d), outputs untouched: %s%s\n", c.b, c.v, e, c.want, untouched ? "yes" : "no",
+               good ? "" : "  FAIL");
+        ok &= good;
+    }
+    return ok;
+}
