@@ -65,6 +65,12 @@ long long capacity() {
 
 std::map<void*, size_t> sync_allocs, pool_allocs;  // live allocations (cudaMalloc, cudaMallocAsync)
 long long sync_used, pool_used, pool_idle;           // bytes; pool_idle: freed to the pool, not yet trimmed
+// Freed pool blocks by (stream, size): the next allocation of that size on the stream that freed one gets it back
+// (stream-ordered reuse, as the real pool does while the work before the free may still be queued); another stream
+// never does (on a GPU it would have to wait for the free to complete), until a trim returns the block.
+std::multimap<std::pair<Stream*, size_t>, void*> pool_free;
+
+size_t rounded(size_t bytes) { return bytes == 0 ? 256 : (bytes + 255) / 256 * 256; }
 
 Stream* stream_of(cudaStream_t s) {
     if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread) return &legacy;
@@ -85,8 +91,7 @@ cudaError_t refuse_in_capture(Stream* st) {
 }
 
 void* device_alloc(size_t bytes) {
-    size_t n = (bytes + 255) / 256 * 256;
-    if (n == 0) n = 256;
+    size_t n = rounded(bytes);
     void* p = aligned_alloc(256, n);
     if (p) memset(p, 0xff, n);
     return p;
@@ -242,23 +247,32 @@ cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t, cudaMemPoolAttr a, void* v) {
 
 cudaError_t cudaMemPoolTrimTo(cudaMemPool_t, size_t keep) {
     Lock l(mu);
-    if ((long long) keep < pool_idle) pool_idle = (long long) keep;
+    for (auto it = pool_free.begin(); it != pool_free.end() && pool_idle > (long long) keep;) {
+        pool_idle -= (long long) it->first.second;
+        free(it->second);
+        it = pool_free.erase(it);
+    }
     return cudaSuccess;
 }
 
-// The pool serves an allocation from its idle bytes first (a reuse), then from the device.
+// The pool serves an allocation from a block of that size its stream freed (a reuse), then from the device.
 cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t s) {
     Lock l(mu);
-    stream_of(s);
+    Stream* st = stream_of(s);
+    const size_t n = rounded(bytes);
     *p = nullptr;
-    long long from_idle = (long long) bytes < pool_idle ? (long long) bytes : pool_idle;
-    if ((long long) bytes - from_idle > capacity() - sync_used - pool_used - pool_idle || !(*p = device_alloc(bytes))) {
+    auto reuse = pool_free.find({st, n});
+    if (reuse != pool_free.end()) {
+        *p = reuse->second;
+        pool_free.erase(reuse);
+        pool_idle -= (long long) n;
+        memset(*p, 0xff, n);
+    } else if ((long long) n > capacity() - sync_used - pool_used - pool_idle || !(*p = device_alloc(bytes))) {
         g4emu::set_last_error(cudaErrorMemoryAllocation);
         return cudaErrorMemoryAllocation;
     }
-    pool_idle -= from_idle;
-    pool_allocs[*p] = bytes;
-    pool_used += (long long) bytes;
+    pool_allocs[*p] = n;
+    pool_used += (long long) n;
     return cudaSuccess;
 }
 
@@ -274,7 +288,8 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t s) {
     }
     pool_used -= (long long) it->second;
     pool_idle += (long long) it->second;
-    device_free(p, it->second);
+    memset(p, 0xff, it->second);  // kept by the pool, poisoned: a kernel reading freed memory sees NaN
+    pool_free.insert({{st, it->second}, p});
     pool_allocs.erase(it);
     return cudaSuccess;
 }
@@ -319,6 +334,9 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
     Lock l(mu);
     Stream* st = reinterpret_cast<Stream*>(s);
     if (!streams.erase(st)) return cudaErrorInvalidResourceHandle;
+    std::multimap<std::pair<Stream*, size_t>, void*> keep;  // its freed blocks stay in the pool, for any stream
+    for (auto& [key, p] : pool_free) keep.insert({{key.first == st ? nullptr : key.first, key.second}, p});
+    pool_free.swap(keep);
     delete st;
     return cudaSuccess;
 }

@@ -248,3 +248,12 @@ EMU_CASE("attention", bad_cu_seqlens_reported_nothing_written) {
     }
     return ok;
 }
+
+// Head dims that are not a multiple of 32 (8, 20, 40): every lane takes part in every shuffle of the generic kernels'
+// value loops, also the lanes past d.
+EMU_CASE("attention", fwd_bwd_generic_head_dims_below_and_between_warps) {
+    bool ok = run_problem({{5, 37}, 2, 1, 8, false}, 5, true, true, false);
+    ok &= run_problem({{33, 1}, 4, 2, 20, true}, 6, true, true, false);
+    ok &= run_problem({{40}, 2, 2, 40, false}, 7, true, true, false);
+    return ok;
+}

@@ -381,3 +381,12 @@ EMU_CASE("decode", bad_index_data_generic) {
     ok &= run_bad({{40, 3, 33}, 2, 1, 64, 16, false}, 33, 2, {1});
     return ok;
 }
+
+// Head dims that are not a multiple of 32: the lanes past d still take part in every shuffle of the value loop (a
+// full-mask shuffle inside a loop only some lanes run is undefined on a GPU, and the emulator reports it).
+EMU_CASE("decode", generic_head_dims_below_and_between_warps) {
+    bool ok = run_problem({{1, 40, 9}, 4, 2, 8, 16, false}, 25, {1});
+    ok &= run_problem({{33, 2}, 2, 1, 20, 5, true}, 26, {1});
+    ok &= run_problem({{70}, 2, 2, 40, 16, false}, 27, {1});
+    return ok;
+}

@@ -53,7 +53,9 @@ class CudaBackendTest {
         CudaBackend be = cuda();
         assertTrue(be.pooledAllocator(), "Ampere and Hopper devices have memory pools");
         int n = 1 << 26; // 256 MiB of fp32
-        try (CudaBackend other = new CudaBackend(be.device()); Tensor c = be.empty(DType.FP32, n); Tensor c2 = be.empty(DType.FP32, n)) {
+        // other is closed first (resources close in reverse order): its close trims the device's pool, and the frees of
+        // c and c2 after it are what the idle-memory checks below see
+        try (Tensor c = be.empty(DType.FP32, n); Tensor c2 = be.empty(DType.FP32, n); CudaBackend other = new CudaBackend(be.device())) {
             Tensor a = be.empty(DType.FP32, n);
             long addrA = CudaBackend.addr(a);
             be.fill(a, 2.5);
