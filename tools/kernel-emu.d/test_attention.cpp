@@ -257,3 +257,9 @@ EMU_CASE("attention", fwd_bwd_generic_head_dims_below_and_between_warps) {
     ok &= run_problem({{40}, 2, 2, 40, false}, 7, true, true, false);
     return ok;
 }
+
+EMU_CASE("attention", probe_short_d64) {
+    bool ok = true;
+    for (int s = 0; s < 6; s++) ok &= run_problem({{9}, 2, 1, 64, true}, 100 + s, true, true, false);
+    return ok;
+}

@@ -45,7 +45,8 @@ import org.junit.platform.launcher.core.LauncherFactory;
  *
  * <p>Options: {@code --out DIR}, {@code --no-sanitizer}, {@code --no-bench}, {@code --only CLASS} (simple name; may
  * repeat), {@code --budget SECONDS} (default 290: steps that would start after it are skipped and say so),
- * {@code --bench-budget SECONDS}.
+ * {@code --bench-budget SECONDS}, {@code --class-timeout SECONDS} (default 150: one class's JVM; tools/kernel-emu
+ * --jvm, whose device is an emulator on the CPU, raises it).
  * Internal: {@code --run-class FQCN --result FILE} runs one class in this JVM (what the children do).
  */
 public final class GpuCheck {
@@ -61,6 +62,7 @@ public final class GpuCheck {
         long start = System.nanoTime();
         long budgetNs = TimeUnit.SECONDS.toNanos(Long.parseLong(first(opt, "--budget", "290")));
         long benchBudgetS = Long.parseLong(first(opt, "--bench-budget", "180"));
+        long classTimeoutS = Long.parseLong(first(opt, "--class-timeout", String.valueOf(CHILD_TIMEOUT_S)));
         Path out = Path.of(first(opt, "--out", "target/gpu-check"));
         Files.createDirectories(out);
         StringBuilder report = new StringBuilder();
@@ -79,7 +81,7 @@ public final class GpuCheck {
         int failed = 0;
         for (String c : classes) {
             if (System.nanoTime() - start > budgetNs) { rows.add(new String[] {simple(c), "-", "-", "-", "not run: time budget spent"}); continue; }
-            Result r = child(c, out, null, stepTimeout(CHILD_TIMEOUT_S, start, budgetNs));
+            Result r = child(c, out, null, stepTimeout(classTimeoutS, start, budgetNs));
             rows.add(r.row(simple(c)));
             failed += r.failed;
         }
@@ -97,7 +99,7 @@ public final class GpuCheck {
         if (sanitizer != null) {
             for (String c : classes) {
                 if (System.nanoTime() - start > budgetNs) { sanRows.add(new String[] {"memcheck " + simple(c), "-", "-", "-", "not run: time budget spent"}); continue; }
-                Result r = child(c, out, sanitizer, stepTimeout(2 * CHILD_TIMEOUT_S, start, budgetNs));
+                Result r = child(c, out, sanitizer, stepTimeout(2 * classTimeoutS, start, budgetNs));
                 sanRows.add(r.row("memcheck " + simple(c)));
                 failed += r.failed + (r.sanitizerErrors > 0 ? 1 : 0);
             }
