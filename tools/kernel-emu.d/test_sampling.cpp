@@ -1,6 +1,6 @@
 // tools/kernel-emu: cuda/sampling.cu through its launcher g4_sample (sample_kernel, fp32 and bf16 logits, B rows per
 // call, each row its own (stream, step) counter) against the host twin g4_host_sample_row (sampling.cuh's
-// host_sample_row, which SamplingDeviceMathTest holds against the CPU sampler). The checks of tools/sampler-emu, through
+// host_sample_row, which SamplingDeviceMathTest holds against the CPU sampler). The checks of the former sampler-emu, through
 // the real launcher: its spec table (temperature / top-k / top-p incl. greedy, k = 1, tiny p, k beyond V), vocabularies
 // 1 .. 20000 (one and several tiles of 4096, around the shared-memory list's 2048), its six logit kinds. Every row's
 // token and log-prob must be bit-equal to the twin's: the kernel's reductions are over integers and keys (order-free)
@@ -18,7 +18,7 @@ struct Spec {
     int k;
     float p;
 };
-// tools/sampler-emu's table: unfiltered (T 1, 0.7), greedy, k = 1, small and mid k, top-p alone, both, tiny p,
+// The former sampler-emu's table: unfiltered (T 1, 0.7), greedy, k = 1, small and mid k, top-p alone, both, tiny p,
 // k = 3000 (beyond V for the small vocabularies: the launcher's "no top-k"), p = 1e-30 (only the top token's mass).
 const Spec SPECS[] = {{1, 0, 1},    {0.7f, 0, 1},    {0, 0, 1},       {1, 1, 1},        {1, 5, 1},
                       {1.3f, 50, 1}, {1, 0, 0.9f},   {0.6f, 0, 0.5f}, {1, 50, 0.9f},    {0.8f, 7, 0.3f},
@@ -29,7 +29,7 @@ constexpr int NVOCABS = sizeof VOCABS / sizeof *VOCABS;
 const char* KIND_NAMES[] = {"normal", "wide", "ties", "llm", "nonfinite", "ulp-ties"};
 constexpr int NKINDS = 6;
 
-// One row of logits of the given kind (tools/sampler-emu's generator).
+// One row of logits of the given kind (the former sampler-emu's generator).
 std::vector<float> make_row(Rng& rng, int v, int kind) {
     std::vector<float> x(v);
     for (int j = 0; j < v; j++) {

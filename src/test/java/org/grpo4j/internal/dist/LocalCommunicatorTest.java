@@ -56,13 +56,7 @@ class LocalCommunicatorTest {
         }
     }
 
-    static float[] read(Tensor t) {
-        if (t.dtype() == DType.FP32) return t.toFloats();
-        short[] b = t.toBf16Bits();
-        float[] f = new float[b.length];
-        for (int i = 0; i < b.length; i++) f[i] = Bf16.toFloat(b[i]);
-        return f;
-    }
+    static float[] read(Tensor t) { return org.grpo4j.internal.backend.Conformance.values(t); }
 
     /** The definition: x_0 + x_1 + ... in fp32 (inputs as stored), / W for AVG, rounded once to the dtype. */
     static float[] expectedSum(int n, int offset, DType dt, ReduceOp op) {

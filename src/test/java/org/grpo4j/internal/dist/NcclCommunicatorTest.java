@@ -9,7 +9,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
-import org.grpo4j.internal.backend.Bf16;
 import org.grpo4j.internal.backend.CudaBackend;
 import org.grpo4j.internal.backend.CudaRuntime;
 import org.grpo4j.internal.backend.DType;
@@ -45,13 +44,7 @@ class NcclCommunicatorTest {
         }
     }
 
-    static float[] down(Tensor t) {
-        if (t.dtype() == DType.FP32) return t.toFloats();
-        short[] b = t.toBf16Bits();
-        float[] f = new float[b.length];
-        for (int i = 0; i < b.length; i++) f[i] = Bf16.toFloat(b[i]);
-        return f;
-    }
+    static float[] down(Tensor t) { return org.grpo4j.internal.backend.Conformance.values(t); }
 
     @Test
     void everyCollectiveAtWorldOneInFp32AndBf16() {
