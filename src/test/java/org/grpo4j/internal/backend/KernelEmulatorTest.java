@@ -1,0 +1,83 @@
+package org.grpo4j.internal.backend;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The CUDA kernels of cuda/, their own source, on the CPU (tools/kernel-emu; docs/kernels.md "Without a GPU: the
+ * kernel emulator"): every family through the real launchers against float64 references under AddressSanitizer, then
+ * the families with shared-memory protocols under ThreadSanitizer with CUDA's happens-before edges (a missing barrier
+ * is a data race). Needs g++ with C++20 and the CUDA headers (both on the build machines); skipped with
+ * -Dgrpo4j.noCuda, like the nvcc build.
+ */
+class KernelEmulatorTest {
+    private static final Path ROOT = Path.of(System.getProperty("user.dir"));
+
+    /** Families (or cases) that the race check runs: the kernels with shared-memory tiles, scans and barriers. */
+    private static final List<String> RACE_CASES = List.of("fwd_bwd_tensor_core_d64", "fwd_bwd_generic_fp32",
+            "tensor_core_d64_gqa4_pages16", "generic_bf16_d96_gqa4_pages5", "every_kind_both_dtypes", "lse_over_chunks",
+            "rmsnorm_fwd_bwd", "sum_squares", "embedding_fwd_bwd");
+
+    @Test
+    void everyKernelFamilyPassesOnTheEmulatorUnderAddressSanitizer() throws Exception {
+        Run r = run(List.of());
+        assertEquals(0, r.exit, r.tail());
+        assertTrue(r.cases >= 30, "every family's cases ran: " + r.tail());
+        assertEquals(0, r.failed, r.tail());
+    }
+
+    @Test
+    void sharedMemoryProtocolsHaveNoDataRaces() throws Exception {
+        List<String> args = new ArrayList<>(List.of("--race"));
+        args.addAll(RACE_CASES);
+        Run r = run(args);
+        assertEquals(0, r.exit, r.tail());
+        assertEquals(RACE_CASES.size(), r.cases, r.tail());
+        assertEquals(0, r.failed, r.tail());
+        assertTrue(!r.out.contains("ThreadSanitizer"), r.tail());
+    }
+
+    private record Run(int exit, int cases, int failed, String out) {
+        String tail() { return out.length() > 6000 ? out.substring(out.length() - 6000) : out; }
+    }
+
+    private static Run run(List<String> args) throws IOException, InterruptedException {
+        Assumptions.assumeTrue(System.getProperty("grpo4j.noCuda") == null, "-Dgrpo4j.noCuda: the CUDA sources are not built");
+        Path script = ROOT.resolve("tools/kernel-emu");
+        Assumptions.assumeTrue(Files.isExecutable(script), "tools/kernel-emu not found from " + ROOT);
+        List<String> cmd = new ArrayList<>(List.of("bash", script.toString()));
+        cmd.addAll(args);
+        Path log = Files.createTempFile("kernel-emu", ".log");
+        try {
+            Process p = new ProcessBuilder(cmd).directory(ROOT.toFile()).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+            if (!p.waitFor(20, TimeUnit.MINUTES)) {
+                p.destroyForcibly();
+                throw new AssertionError("tools/kernel-emu " + args + " did not finish in 20 minutes");
+            }
+            String out = Files.readString(log, StandardCharsets.UTF_8);
+            if (p.exitValue() == 2 && (out.contains("no CUDA headers") || out.contains("g++")))
+                Assumptions.abort("kernel-emu cannot build here: " + out.strip());
+            Matcher m = Pattern.compile("kernel-emu: (\\d+) cases, (\\d+) failed").matcher(out);
+            int cases = -1, failed = -1;
+            while (m.find()) {
+                cases = Integer.parseInt(m.group(1));
+                failed = Integer.parseInt(m.group(2));
+            }
+            return new Run(p.exitValue(), cases, failed, out);
+        } finally {
+            Files.deleteIfExists(log);
+        }
+    }
+}
