@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include <functional>
+#include <vector>
 
 namespace g4emu {
 void submit(cudaStream_t stream, std::function<void()> op);
@@ -46,25 +47,43 @@ float tf32(float x) {  // round to nearest even at 10 mantissa bits
     return x;
 }
 
-// D[i, j] = alpha sum_l op(A)[i, l] op(B)[l, j] + beta C[i, j] for i < m, j < n, each batch.
+// D[i, j] = alpha sum_l op(A)[i, l] op(B)[l, j] + beta C[i, j] for i < m, j < n, each batch. The operands are first
+// widened (and rounded to TF32 where asked) into rows of op(A) and columns of op(B), so that each output is one
+// contiguous dot product, summed in fp32 in 16 lanes (vectorized; cuBLAS also accumulates in fp32, in an order of its
+// own), then scaled and rounded once to the output type.
 void gemm(bool ta, bool tb, long long m, long long n, long long k, float alpha, Operand A, Operand B, float beta,
           Operand C, Operand D, long long batch, bool use_tf32) {
-    for (long long b = 0; b < batch; b++)
+    std::vector<float> ar((size_t) (m * k)), bc((size_t) (n * k));
+    for (long long b = 0; b < batch; b++) {
+        for (long long i = 0; i < m; i++)
+            for (long long l = 0; l < k; l++) {
+                float a = (float) (ta ? load(A, b, l, i) : load(A, b, i, l));
+                ar[(size_t) (i * k + l)] = use_tf32 ? tf32(a) : a;
+            }
+        for (long long j = 0; j < n; j++)
+            for (long long l = 0; l < k; l++) {
+                float x = (float) (tb ? load(B, b, j, l) : load(B, b, l, j));
+                bc[(size_t) (j * k + l)] = use_tf32 ? tf32(x) : x;
+            }
         for (long long j = 0; j < n; j++)
             for (long long i = 0; i < m; i++) {
-                double acc = 0;
-                for (long long l = 0; l < k; l++) {
-                    double a = ta ? load(A, b, l, i) : load(A, b, i, l);
-                    double x = tb ? load(B, b, j, l) : load(B, b, l, j);
-                    if (use_tf32) { a = tf32((float) a); x = tf32((float) x); }
-                    acc += a * x;
-                }
-                double y = (double) alpha * acc;
-                if (beta != 0.f) y += (double) beta * load(C, b, i, j);
+                const float* x = &ar[(size_t) (i * k)];
+                const float* y = &bc[(size_t) (j * k)];
+                float lane[16] = {};
+                long long l = 0;
+                for (; l + 16 <= k; l += 16)
+#pragma omp simd
+                    for (int u = 0; u < 16; u++) lane[u] += x[l + u] * y[l + u];
+                float acc = 0;
+                for (int u = 0; u < 16; u++) acc += lane[u];
+                for (; l < k; l++) acc += x[l] * y[l];
+                double out = (double) alpha * acc;
+                if (beta != 0.f) out += (double) beta * load(C, b, i, j);
                 long long at = b * D.stride + i + j * D.ld;
-                if (D.type == R_16BF) static_cast<__nv_bfloat16*>(const_cast<void*>(D.p))[at] = __float2bfloat16_rn((float) y);
-                else static_cast<float*>(const_cast<void*>(D.p))[at] = (float) y;
+                if (D.type == R_16BF) static_cast<__nv_bfloat16*>(const_cast<void*>(D.p))[at] = __float2bfloat16_rn((float) out);
+                else static_cast<float*>(const_cast<void*>(D.p))[at] = (float) out;
             }
+    }
 }
 
 bool known_type(int t) { return t == R_32F || t == R_16BF; }
