@@ -390,13 +390,13 @@ public final class CpuBackend extends AbstractBackend {
         int o = off(cuSeqlens), b = cuSeqlens.dim(0) - 1;
         if (c[o] != 0) throw new IllegalArgumentException(op + ": cuSeqlens[0] must be 0, got " + c[o]);
         if (c[o + b] != n) throw new IllegalArgumentException(op + ": cuSeqlens[" + b + "] = " + c[o + b] + " must equal the token count " + n);
-        int[] seq = new int[n];
-        for (int q = 0; q < b; q++) {
+        for (int q = 0; q < b; q++) // all of it before any use: an entry above n (then a smaller one) must not index past n
             if (c[o + q + 1] < c[o + q])
                 throw new IllegalArgumentException(op + ": cuSeqlens must be non-decreasing, but cuSeqlens[" + (q + 1) + "] = "
                         + c[o + q + 1] + " < cuSeqlens[" + q + "] = " + c[o + q]);
+        int[] seq = new int[n];
+        for (int q = 0; q < b; q++)
             for (int t = c[o + q]; t < c[o + q + 1]; t++) seq[t] = q;
-        }
         return seq;
     }
 

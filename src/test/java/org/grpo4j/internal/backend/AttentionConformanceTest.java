@@ -340,6 +340,9 @@ class AttentionConformanceTest {
                         up(new int[] {0, 3}, 2), 0.3f), "token count 4");
                 assertBadCall(Ops.ATTENTION, () -> be.attention(zeros(4, 2, 8), zeros(4, 2), zeros(4, 2, 8), zeros(4, 2, 8), zeros(4, 2, 8),
                         up(new int[] {0, 3, 2, 4}, 4), 0.3f), "non-decreasing");
+                // an entry above the token count, then the count: the order check comes first (it used to index past N)
+                assertBadCall(Ops.ATTENTION, () -> be.attention(zeros(4, 2, 8), zeros(4, 2), zeros(4, 2, 8), zeros(4, 2, 8), zeros(4, 2, 8),
+                        up(new int[] {0, 5, 4}, 3), 0.3f), "cuSeqlens[2] = 4 < cuSeqlens[1] = 5");
             }
             Backend b2 = be(Ops.DECODE_ATTENTION);
             assertBadCall(Ops.DECODE_ATTENTION, () -> b2.decodeAttention(zeros(2, 4, 8), zeros(2, 4, 8), zeros(3, 4, 2, 8), zeros(3, 4, 2, 8),
