@@ -108,7 +108,8 @@ struct Warp {
     int arrived = 0;
     int kind = 0;
     unsigned mask = 0;
-    int first = 0;  // the lane that arrived first (for messages)
+    int first = 0;     // the lane that arrived first (for messages)
+    int expected = 0;  // lanes the collective waits for (counted at the first arrival)
 };
 
 alignas(128) unsigned char arena_storage[ARENA];
@@ -145,6 +146,7 @@ const char* kind_name(int k) {
 
 void to_fiber(Fiber& f) {
     g_cur = &f;
+    g_thread_idx = f.tid;
     TSAN(__tsan_switch_to_fiber(f.tsan, __tsan_switch_to_fiber_no_sync));
 #if EMU_ASAN
     void* fake = nullptr;
@@ -393,7 +395,7 @@ uint3 g_block_idx;
 dim3 g_block_dim, g_grid_dim;
 unsigned char* g_arena = arena_storage;
 
-uint3& thread_idx() { return g_cur->tid; }
+uint3 g_thread_idx;
 Slot& my_slot() { return g_cur->slot; }
 
 void fail(const char* fmt, ...) {
@@ -420,18 +422,20 @@ Slot& collective(int kind, unsigned mask) {
         W.kind = kind;
         W.mask = mask;
         W.first = me;
+        // every lane of the mask that exists must take part; one that has exited never will (and one that exits
+        // while the others wait is reported by thread_exit)
+        W.expected = 0;
+        for (int l = 0; l < 32; l++) {
+            int i = w * 32 + l;
+            if (!(mask >> l & 1) || i >= nthreads) continue;
+            if (fibers[i].state == DONE) fail("%s names lane %d, which has exited", kind_name(kind), l);
+            W.expected++;
+        }
     } else if (W.kind != kind || W.mask != mask) {
         fail("warp divergence: lane %d is at %s (mask %08x) while lane %d waits at %s (mask %08x)", me, kind_name(kind), mask,
              W.first, kind_name(W.kind), W.mask);
     }
-    // every lane of the mask that exists must take part; one that has exited never will
-    int expected = 0;
-    for (int l = 0; l < 32; l++) {
-        int i = w * 32 + l;
-        if (!(mask >> l & 1) || i >= nthreads) continue;
-        if (fibers[i].state == DONE) fail("%s names lane %d, which has exited", kind_name(kind), l);
-        expected++;
-    }
+    const int expected = W.expected;
     f.state = AT_WARP;
     TSAN(__tsan_release(&sync_warp[w]));
     if (++W.arrived == expected) {

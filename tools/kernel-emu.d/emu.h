@@ -57,7 +57,7 @@ extern uint3 g_block_idx;
 extern dim3 g_block_dim, g_grid_dim;
 extern unsigned char* g_arena;  // dynamic shared memory (and the base of shared-memory addresses)
 
-uint3& thread_idx();
+extern uint3 g_thread_idx;  // the running CUDA thread's threadIdx (set at every switch to it)
 [[noreturn]] void fail(const char* fmt, ...);
 
 // Warp collectives: the lane's in-slot is filled by the caller; returns the lane's slot with out[] filled.
@@ -104,7 +104,7 @@ inline unsigned char* shared_ptr(unsigned addr) { return g_arena + (int) addr; }
 }  // namespace g4emu
 
 #define G4EMU_LAUNCH(name, k, ...) g4emu::launch(name, k, __VA_ARGS__)
-#define threadIdx (g4emu::thread_idx())
+#define threadIdx (g4emu::g_thread_idx)
 #define blockIdx (g4emu::g_block_idx)
 #define blockDim (g4emu::g_block_dim)
 #define gridDim (g4emu::g_grid_dim)
