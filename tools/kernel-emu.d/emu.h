@@ -1,7 +1,7 @@
 // tools/kernel-emu: runs the kernels of cuda/*.cu, their own source text, on the CPU. This header is force-included
 // (g++ -include) ahead of each cuda/*.cu, which the build script has rewritten only where C++ cannot read CUDA: a
-// launch `k<<<g, b, smem, s>>>(args)` becomes `G4EMU_LAUNCH("k", k, g, b, smem, s)(args)` and `extern __shared__ T x[]`
-// a pointer into the block's dynamic shared memory. Everything else compiles as written, through these stand-ins:
+// launch `k<<<g, b, smem, s>>>(args)` becomes `g4emu::launch("k", k, g, b, smem, s)(args)` (submitted to the stream,
+// so that a captured stream records it) and `extern __shared__ T x[]` a pointer into the block's dynamic shared memory. Everything else compiles as written, through these stand-ins:
 //
 // - CUDA threads are fibers (own stacks, a hand-written x86-64 context switch), one OS thread, a block at a time, its
 //   threads run until they block on __syncthreads or a warp collective; blocks of a grid run one after another.
@@ -16,7 +16,9 @@
 // - dynamic shared memory is one arena, filled with 0xff bytes (bf16 NaN) before each block, the bytes past the
 //   launch's size poisoned for AddressSanitizer; a launch above 48 KiB needs cudaFuncSetAttribute first, as on a GPU.
 // - device memory is host memory: drivers pass host pointers as the g4_ptr arguments. Built with -fsanitize=address
-//   an out-of-bounds global or shared access is reported with the kernel's source line (memcheck's job on a GPU).
+//   an out-of-bounds global or shared access is reported with the kernel's source line (memcheck's job on a GPU);
+//   built with --race (ThreadSanitizer, emu.cpp's G4EMU_TSAN), a shared-memory race between two threads of a block.
+// - the CUDA runtime calls (memory, streams, events, graphs) are cudart_emu.cpp's.
 #pragma once
 #define G4_EMU 1
 #include <cuda_runtime.h>
@@ -103,7 +105,6 @@ inline unsigned char* shared_ptr(unsigned addr) { return g_arena + (int) addr; }
 
 }  // namespace g4emu
 
-#define G4EMU_LAUNCH(name, k, ...) g4emu::launch(name, k, __VA_ARGS__)
 #define threadIdx (g4emu::g_thread_idx)
 #define blockIdx (g4emu::g_block_idx)
 #define blockDim (g4emu::g_block_dim)
