@@ -667,15 +667,7 @@ __global__ void gen_fwd_kernel(GenArgs a) {
         const double mn = fmax(m, warp_max_d(s));  // finite: key j0 <= t is in every chunk
         const double alpha = exp(m - mn), p = j <= t ? exp(s - mn) : 0.0;
         l = l * alpha + g4::warp_sum(p);
-        for (int x0 = 0; x0 < d; x0 += 32) {  // every lane takes every trip: the shuffles need the whole warp
-            const int x = x0 + lane;
-            double o = x < d ? acc[x] * alpha : 0.0;
-            for (int jj = 0; jj < cnt; jj++) {
-                const double pj = __shfl_sync(0xffffffffu, p, jj);
-                if (x < d) o = fma(pj, (double) g4::to_f32(V[((long long) (j0 + jj) * a.hkv + g) * d + x]), o);
-            }
-            if (x < d) acc[x] = o;
-        }
+        g4::warp_accumulate_rows(acc, alpha, p, ((long long) j * a.hkv + g) * d, cnt, V, d, lane);
         m = mn;
     }
     T* O = static_cast<T*>(a.out);
@@ -712,15 +704,7 @@ __global__ void gen_dq_kernel(GenArgs a) {
             const double p = exp(dot_row(qv, K + kb, d) * a.scale - lse);
             ds = p * (dot_row(ov, V + kb, d) - di);
         }
-        for (int x0 = 0; x0 < d; x0 += 32) {  // every lane takes every trip: the shuffles need the whole warp
-            const int x = x0 + lane;
-            double o = x < d ? acc[x] : 0.0;
-            for (int jj = 0; jj < cnt; jj++) {
-                const double dsj = __shfl_sync(0xffffffffu, ds, jj);
-                if (x < d) o = fma(dsj, (double) g4::to_f32(K[((long long) (j0 + jj) * a.hkv + g) * d + x]), o);
-            }
-            if (x < d) acc[x] = o;
-        }
+        g4::warp_accumulate_rows(acc, 1.0, ds, ((long long) j * a.hkv + g) * d, cnt, K, d, lane);
     }
     T* DQ = static_cast<T*>(a.dq);
     for (int x = lane; x < d; x += 32) DQ[row * d + x] = g4::from_f32<T>((float) (acc[x] * a.scale));
@@ -751,28 +735,14 @@ __global__ void gen_dkdv_kernel(GenArgs a) {
     for (int h = g * a.group; h < (g + 1) * a.group; h++)
         for (int i0 = j; i0 < end; i0 += 32) {
             const int i = i0 + lane, cnt = min(32, end - i0);
+            const long long qb = ((long long) i * a.hq + h) * d;  // (read only for i < end)
             double p = 0, ds = 0;
             if (i < end) {
-                const long long qb = ((long long) i * a.hq + h) * d;
                 p = exp(dot_row(kv, Q + qb, d) * a.scale - (double) a.lse_in[(long long) i * a.hq + h]);
                 ds = p * (dot_row(vv, DO + qb, d) - (double) a.dsum[(long long) h * a.n + i]);
             }
-            for (int x0 = 0; x0 < d; x0 += 32) {  // every lane takes every trip: the shuffles need the whole warp
-                const int x = x0 + lane;
-                double ak = x < d ? dk[x] : 0.0, av = x < d ? dv[x] : 0.0;
-                for (int ii = 0; ii < cnt; ii++) {
-                    const long long qb = ((long long) (i0 + ii) * a.hq + h) * d + x;
-                    const double dsi = __shfl_sync(0xffffffffu, ds, ii), pi = __shfl_sync(0xffffffffu, p, ii);
-                    if (x < d) {
-                        ak = fma(dsi, (double) g4::to_f32(Q[qb]), ak);
-                        av = fma(pi, (double) g4::to_f32(DO[qb]), av);
-                    }
-                }
-                if (x < d) {
-                    dk[x] = ak;
-                    dv[x] = av;
-                }
-            }
+            g4::warp_accumulate_rows(dk, 1.0, ds, qb, cnt, Q, d, lane);
+            g4::warp_accumulate_rows(dv, 1.0, p, qb, cnt, DO, d, lane);
         }
     T *DK = static_cast<T*>(a.dk), *DV = static_cast<T*>(a.dv);
     for (int x = lane; x < d; x += 32) {

@@ -43,6 +43,27 @@ __host__ __device__ inline float merge_max(const float* m, const float* l, int n
 
 __host__ __device__ inline float merge_factor(float m, float l, float mx) { return l > 0.f ? exp2f(m - softmax_ref(mx)) : 0.f; }
 
+// ---- the generic kernels' value loop (one warp per row, float64) -----------------------------------------------------
+
+// acc[x] = keep acc[x] + sum_{jj < cnt} w_jj rows[off_jj + x] for x < d, where lane jj holds the weight w_jj and the
+// element offset off_jj of its row (a key's V or K row, a query's Q or dOut row). Every lane takes every trip of the x
+// loop: the shuffles need the whole warp, and with a head dim that is not a multiple of 32 some lanes have no x in the
+// last trip. Per element the products are added in jj order, one fma each.
+template <typename T>
+__device__ inline void warp_accumulate_rows(double* acc, double keep, double w, long long off, int cnt, const T* rows,
+                                            int d, int lane) {
+    for (int x0 = 0; x0 < d; x0 += 32) {
+        const int x = x0 + lane;
+        double o = x < d ? acc[x] * keep : 0.0;
+        for (int jj = 0; jj < cnt; jj++) {
+            const double wj = __shfl_sync(0xffffffffu, w, jj);
+            const long long oj = __shfl_sync(0xffffffffu, off, jj);
+            if (x < d) o = fma(wj, (double) to_f32(rows[oj + x]), o);
+        }
+        if (x < d) acc[x] = o;
+    }
+}
+
 // ---- tile sizes of the tensor-core kernels (the host twins walk the same tiles) ---------------------------------------
 
 constexpr int ATT_BM = 64;  // query rows per forward / dQ block (4 warps x 16)

@@ -298,16 +298,7 @@ __global__ void gen_decode_kernel(DecArgs a, int batch) {
         const double mn = fmax(m, mx);
         const double alpha = exp(m - mn), p = j < ctx ? exp(s - mn) : 0.0;
         l = l * alpha + g4::warp_sum(p);
-        for (int x0 = 0; x0 < d; x0 += 32) {  // every lane takes every trip: the shuffles need the whole warp
-            const int x = x0 + lane;
-            double v = x < d ? acc[x] * alpha : 0.0;
-            for (int jj = 0; jj < cnt; jj++) {
-                const double pj = __shfl_sync(0xffffffffu, p, jj);
-                const long long bj = __shfl_sync(0xffffffffu, base, jj);
-                if (x < d) v = fma(pj, (double) g4::to_f32(VC[bj + x]), v);
-            }
-            if (x < d) acc[x] = v;
-        }
+        g4::warp_accumulate_rows(acc, alpha, p, base, cnt, VC, d, lane);
         m = mn;
     }
     T* O = static_cast<T*>(a.out);
