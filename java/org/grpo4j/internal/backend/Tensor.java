@@ -94,6 +94,15 @@ public final class Tensor implements AutoCloseable {
     public int[] toInts() { return backend.downloadInts(this); }
     public short[] toBf16Bits() { return backend.downloadBf16(this); }
 
+    /** The values as floats whatever the float dtype: fp32 as stored, bf16 widened exactly ({@link #toFloats()} is fp32 only). */
+    public float[] toFloatsWidened() {
+        if (dtype == DType.FP32) return toFloats();
+        short[] b = toBf16Bits();
+        float[] f = new float[b.length];
+        for (int i = 0; i < b.length; i++) f[i] = Bf16.toFloat(b[i]);
+        return f;
+    }
+
     /** Reads a single fp32 element (synchronizes; meant for scalars such as a loss). */
     public float item() {
         if (numel != 1) throw new IllegalArgumentException("item() needs a one-element tensor, got " + this);

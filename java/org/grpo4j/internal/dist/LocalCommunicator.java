@@ -268,7 +268,7 @@ public final class LocalCommunicator implements Communicator {
         float[] acc = null;
         for (Call c : all) {
             Tensor t = (first ? c.a : c.b).view(from, n);
-            float[] x = widen(t);
+            float[] x = t.toFloatsWidened();
             if (acc == null) acc = x;
             else for (int i = 0; i < n; i++) acc[i] += x[i];
         }
@@ -276,13 +276,6 @@ public final class LocalCommunicator implements Communicator {
         return acc;
     }
 
-    private static float[] widen(Tensor t) {
-        if (t.dtype() == DType.FP32) return t.toFloats();
-        short[] b = t.toBf16Bits();
-        float[] f = new float[b.length];
-        for (int i = 0; i < b.length; i++) f[i] = Bf16.toFloat(b[i]);
-        return f;
-    }
 
     private static Object download(Tensor t) {
         return switch (t.dtype()) {

@@ -42,15 +42,6 @@ public abstract class Conformance {
         return f;
     }
 
-    /** A tensor's values as floats: fp32 as stored, bf16 widened exactly (Tensor.toFloats takes fp32 only). */
-    public static float[] values(Tensor t) {
-        if (t.dtype() == DType.FP32) return t.toFloats();
-        short[] b = t.toBf16Bits();
-        float[] f = new float[b.length];
-        for (int i = 0; i < b.length; i++) f[i] = Bf16.toFloat(b[i]);
-        return f;
-    }
-
     public static double[] f64(float[] a) {
         double[] d = new double[a.length];
         for (int i = 0; i < a.length; i++) d[i] = a[i];

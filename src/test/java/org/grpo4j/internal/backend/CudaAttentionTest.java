@@ -94,7 +94,7 @@ class CudaAttentionTest {
                         assertEquals(cpuMsg.replace(Ops.ATTENTION + ":", Ops.ATTENTION_BACKWARD + ":")
                                 + " (found by the kernel; nothing was written)", e.getMessage());
                         for (Tensor t : new Tensor[] {out, lse, dq, dk, dv})
-                            for (float x : Conformance.values(t)) assertEquals(7f, x, t + " untouched, cu " + Arrays.toString(c));
+                            for (float x : t.toFloatsWidened()) assertEquals(7f, x, t + " untouched, cu " + Arrays.toString(c));
                     }
                 }
     }
@@ -128,7 +128,7 @@ class CudaAttentionTest {
                          Tensor tcg = cpu.upload(ctx, b)) {
                         cpuMsg = assertThrows(IllegalArgumentException.class, () -> cpu.decodeAttention(o, tq, tk, tv, tt, tc, 0.2f)).getMessage();
                         cpu.decodeAttention(o, tq, tk, tv, tg, tcg, 0.2f);
-                        want = Conformance.values(o);
+                        want = o.toFloatsWidened();
                     }
                     try (Tensor o = be.empty(dt, b, hq, d); Tensor tq = up(be, q, dt, b, hq, d);
                          Tensor tk = up(be, kc, dt, p.numBlocks(), bs, hkv, d); Tensor tv = up(be, vc, dt, p.numBlocks(), bs, hkv, d);
@@ -138,7 +138,7 @@ class CudaAttentionTest {
                         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, be::synchronize);
                         String head = e.getMessage().substring(0, e.getMessage().indexOf(" (found by the kernel"));
                         assertTrue(cpuMsg.startsWith(head), "cuda: " + e.getMessage() + "\ncpu:  " + cpuMsg);
-                        float[] got = Conformance.values(o);
+                        float[] got = o.toFloatsWidened();
                         for (int s = 0; s < b; s++)
                             for (int i = s * hq * d; i < (s + 1) * hq * d; i++) {
                                 if (s == 1) assertEquals(7f, got[i], "sequence 1 untouched: " + e.getMessage());
@@ -169,7 +169,7 @@ class CudaAttentionTest {
         try (Tensor q = be.uploadBf16(qb, n, hq, d); Tensor k = be.uploadBf16(kb, n, hkv, d); Tensor v = be.uploadBf16(vb, n, hkv, d);
              Tensor tcu = be.upload(cu, cu.length); Tensor out = be.empty(DType.BF16, n, hq, d); Tensor lse = be.empty(DType.FP32, n, hq)) {
             be.attention(out, lse, q, k, v, tcu, 0.125f);
-            aligned = Conformance.values(out);
+            aligned = out.toFloatsWidened();
         }
         short[] qs = new short[qb.length + 1];
         System.arraycopy(qb, 0, qs, 1, qb.length);
@@ -177,7 +177,7 @@ class CudaAttentionTest {
              Tensor v = be.uploadBf16(vb, n, hkv, d); Tensor tcu = be.upload(cu, cu.length); Tensor out = be.empty(DType.BF16, n, hq, d);
              Tensor lse = be.empty(DType.FP32, n, hq)) {
             be.attention(out, lse, q, k, v, tcu, 0.125f);
-            shifted = Conformance.values(out);
+            shifted = out.toFloatsWidened();
         }
         for (int i = 0; i < aligned.length; i++)
             assertEquals(aligned[i], shifted[i], 0x1p-6 * (1 + Math.abs(aligned[i])), "element " + i);

@@ -142,7 +142,7 @@ class CudaSamplingLmHeadTest {
             be.tokenLogprobsBackward(dh, dw, g, th, tw, tt, 1f);
             e = assertThrows(IllegalArgumentException.class, dw::toFloats);
             assertTrue(e.getMessage().startsWith("tokenLogprobsBackward: targets[1] = 10 is outside [0, 10)"), e.getMessage());
-            for (float f : Conformance.values(dh)) assertTrue(Float.isFinite(f), "the bad row contributes no NaN");
+            for (float f : dh.toFloatsWidened()) assertTrue(Float.isFinite(f), "the bad row contributes no NaN");
             for (float f : dw.toFloats()) assertTrue(Float.isFinite(f), "the bad row contributes no NaN to dLmHead");
             GrpoLossOutputs o = new GrpoLossOutputs(be.empty(DType.FP32, 1), be.empty(DType.FP32, n), be.empty(DType.FP32, n),
                     be.empty(DType.FP32, n), be.empty(DType.FP32, n), be.empty(DType.FP32, n, d), be.zeros(DType.FP32, v, d));
@@ -188,13 +188,13 @@ class CudaSamplingLmHeadTest {
             be.copy(ref, out);
             be.scale(ref, 1.01f);
             be.tokenLogprobsBackward(dh, dw, g, th, tw, tt, 0.8f);
-            float[] lp = out.toFloats(), dH = Conformance.values(dh), dW = dw.toFloats();
+            float[] lp = out.toFloats(), dH = dh.toFloatsWidened(), dW = dw.toFloats();
             GrpoLossOutputs o = new GrpoLossOutputs(be.empty(DType.FP32, 1), be.empty(DType.FP32, n), be.empty(DType.FP32, n),
                     be.empty(DType.FP32, n), be.empty(DType.FP32, n), be.empty(dt, n, d), be.zeros(DType.FP32, v, d));
             try {
                 be.grpoLoss(o, th, tw, tt, wt, adv, old, ref, new GrpoLossParams(0.8f, 0.2f, 0.28f, 0.05f, KlEstimator.KL3));
                 return new float[][] {lp, dH, dW, o.loss().toFloats(), o.logprobs().toFloats(), o.ratio().toFloats(),
-                        o.clipped().toFloats(), o.kl().toFloats(), Conformance.values(o.dHidden()), o.dLmHead().toFloats()};
+                        o.clipped().toFloats(), o.kl().toFloats(), o.dHidden().toFloatsWidened(), o.dLmHead().toFloats()};
             } finally {
                 for (Tensor t : new Tensor[] {o.loss(), o.logprobs(), o.ratio(), o.clipped(), o.kl(), o.dHidden(), o.dLmHead()}) t.close();
             }

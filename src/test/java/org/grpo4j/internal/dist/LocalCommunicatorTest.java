@@ -56,8 +56,6 @@ class LocalCommunicatorTest {
         }
     }
 
-    static float[] read(Tensor t) { return org.grpo4j.internal.backend.Conformance.values(t); }
-
     /** The definition: x_0 + x_1 + ... in fp32 (inputs as stored), / W for AVG, rounded once to the dtype. */
     static float[] expectedSum(int n, int offset, DType dt, ReduceOp op) {
         float[] acc = new float[n];
@@ -80,21 +78,21 @@ class LocalCommunicatorTest {
                 List<float[]> all = onRanks(5000, c -> {
                     try (Tensor t = tensor(c.rank(), input(c.rank(), N), dt)) {
                         c.allReduce(t, op).await();
-                        return read(t);
+                        return t.toFloatsWidened();
                     }
                 });
                 for (float[] got : all) assertArrayEquals(expectedSum(N, 0, dt, op), got, 0f, "allReduce " + what);
                 List<float[]> rs = onRanks(5000, c -> {
                     try (Tensor in = tensor(c.rank(), input(c.rank(), W * N), dt); Tensor out = BE[c.rank()].empty(dt, N)) {
                         c.reduceScatter(out, in, op).await();
-                        return read(out);
+                        return out.toFloatsWidened();
                     }
                 });
                 for (int r = 0; r < W; r++) assertArrayEquals(expectedSum(N, r * N, dt, op), rs.get(r), 0f, "reduceScatter " + what + " rank " + r);
                 List<float[]> red = onRanks(5000, c -> {
                     try (Tensor in = tensor(c.rank(), input(c.rank(), N), dt); Tensor out = c.rank() == 1 ? BE[1].empty(dt, N) : null) {
                         c.reduce(out, in, 1, op).await();
-                        return out == null ? null : read(out);
+                        return out == null ? null : out.toFloatsWidened();
                     }
                 });
                 assertNull(red.get(0));
@@ -108,20 +106,20 @@ class LocalCommunicatorTest {
             List<float[]> ag = onRanks(5000, c -> {
                 try (Tensor in = tensor(c.rank(), input(c.rank(), N), dt); Tensor out = BE[c.rank()].empty(dt, W * N)) {
                     c.allGather(out, in).await();
-                    return read(out);
+                    return out.toFloatsWidened();
                 }
             });
             List<float[]> inPlace = onRanks(5000, c -> {
                 try (Tensor buf = BE[c.rank()].zeros(dt, W * N); Tensor mine = tensor(c.rank(), input(c.rank(), N), dt)) {
                     BE[c.rank()].copy(buf.view((long) c.rank() * N, N), mine);
                     c.allGatherInPlace(buf).await();
-                    return read(buf);
+                    return buf.toFloatsWidened();
                 }
             });
             List<float[]> bc = onRanks(5000, c -> {
                 try (Tensor t = tensor(c.rank(), input(c.rank(), N), dt)) {
                     c.broadcast(t, 2).await();
-                    return read(t);
+                    return t.toFloatsWidened();
                 }
             });
             for (int r = 0; r < W; r++) {

@@ -44,8 +44,6 @@ class NcclCommunicatorTest {
         }
     }
 
-    static float[] down(Tensor t) { return org.grpo4j.internal.backend.Conformance.values(t); }
-
     @Test
     void everyCollectiveAtWorldOneInFp32AndBf16() {
         CudaBackend be = cuda();
@@ -57,28 +55,28 @@ class NcclCommunicatorTest {
             for (DType dt : new DType[] {DType.FP32, DType.BF16}) {
                 float[] want;
                 try (Tensor w = up(be, x, dt)) {
-                    want = down(w);
+                    want = w.toFloatsWidened();
                 }
                 for (ReduceOp op : ReduceOp.values()) {
                     try (Tensor t = up(be, x, dt)) {
                         c.allReduce(t, op).await();
-                        assertArrayEquals(want, down(t), 0f, "allReduce " + op + " " + dt.label());
+                        assertArrayEquals(want, t.toFloatsWidened(), 0f, "allReduce " + op + " " + dt.label());
                     }
                     try (Tensor in = up(be, x, dt); Tensor out = be.empty(dt, x.length)) {
                         c.reduceScatter(out, in, op).await();
-                        assertArrayEquals(want, down(out), 0f, "reduceScatter " + op + " " + dt.label());
+                        assertArrayEquals(want, out.toFloatsWidened(), 0f, "reduceScatter " + op + " " + dt.label());
                         be.fill(out, 0);
                         c.reduce(out, in, 0, op).await();
-                        assertArrayEquals(want, down(out), 0f, "reduce " + op + " " + dt.label());
+                        assertArrayEquals(want, out.toFloatsWidened(), 0f, "reduce " + op + " " + dt.label());
                     }
                 }
                 try (Tensor in = up(be, x, dt); Tensor out = be.zeros(dt, x.length); Tensor b = up(be, x, dt)) {
                     c.allGather(out, in).await();
-                    assertArrayEquals(want, down(out), 0f, "allGather " + dt.label());
+                    assertArrayEquals(want, out.toFloatsWidened(), 0f, "allGather " + dt.label());
                     c.allGatherInPlace(b).await();
-                    assertArrayEquals(want, down(b), 0f, "allGatherInPlace " + dt.label());
+                    assertArrayEquals(want, b.toFloatsWidened(), 0f, "allGatherInPlace " + dt.label());
                     c.broadcast(b, 0).await();
-                    assertArrayEquals(want, down(b), 0f, "broadcast " + dt.label());
+                    assertArrayEquals(want, b.toFloatsWidened(), 0f, "broadcast " + dt.label());
                 }
             }
             c.barrier();

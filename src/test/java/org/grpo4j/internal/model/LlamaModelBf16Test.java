@@ -179,7 +179,7 @@ class LlamaModelBf16Test {
                 LlamaModelTest.lossAndGrads(m, seqs, coef, g32, true);
                 LlamaModelTest.lossAndGrads(m, seqs, coef, g16, true, table32);
                 for (ParameterLayout.Entry e : w.layout().entries()) {
-                    float[] want = g32.get(e.name()).toFloats(), got = org.grpo4j.internal.backend.Conformance.values(g16.get(e.name()));
+                    float[] want = g32.get(e.name()).toFloats(), got = g16.get(e.name()).toFloatsWidened();
                     for (int i = 0; i < want.length; i++)
                         assertEquals(want[i], got[i], 0x1p-7 * Math.abs(want[i]) + 1e-30, e.name() + "[" + i + "]" + (tied ? " (tied)" : ""));
                 }
