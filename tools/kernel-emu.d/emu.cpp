@@ -336,8 +336,9 @@ void compute(int w, int kind, unsigned mask) {
         case K_LDSM_T:
             for (int l = 0; l < 32; l++) {
                 if (!lane[l]) fail("ldmatrix with lane %d of warp %d absent", l, w);
-                TSAN(__tsan_read16(shared_range((unsigned) lane[l]->slot.in[0], 16, "ldmatrix")));
-                shared_range((unsigned) lane[l]->slot.in[0], 16, "ldmatrix");
+                unsigned char* row = shared_range((unsigned) lane[l]->slot.in[0], 16, "ldmatrix");
+                TSAN(__tsan_read16(row));
+                (void) row;
             }
             for (int l = 0; l < 32; l++)
                 for (int j = 0; j < 4; j++) {

@@ -101,7 +101,6 @@ Bound<K> launch(const char* name, K kernel, dim3 grid, dim3 block, size_t smem =
     return Bound<K>{name, kernel, grid, block, smem, stream};
 }
 
-inline unsigned char* shared_ptr(unsigned addr) { return g_arena + (int) addr; }
 
 }  // namespace g4emu
 

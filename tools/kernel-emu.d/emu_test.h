@@ -15,6 +15,11 @@
 
 #include "grpo4j_native.h"
 
+namespace g4emu {
+long long stat_blocks();   // blocks emulated so far (emu.cpp)
+long long stat_threads();  // threads emulated so far
+}  // namespace g4emu
+
 namespace emu_test {
 
 struct Case {
@@ -58,22 +63,13 @@ struct Rng {
     }
 };
 
-// Largest |got - want| / (atol + rtol |want|) over the arrays; > 1 fails. Prints the worst element.
-inline double check_close(const char* what, const float* got, const double* want, size_t n, double atol, double rtol,
-                          bool* ok) {
-    double worst = 0;
-    size_t at = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double) got[i] - want[i]) / (atol + rtol * fabs(want[i]));
-        if (!(e <= worst)) { worst = e; at = i; }  // NaN counts as worst
-        if (isnan(e)) break;
-    }
-    bool pass = worst <= 1;
-    if (n > 0)
-        printf("    %-10s n=%-8zu worst %.3g of tolerance at %zu (got %.6g, want %.6g)%s\n", what, n, worst, at,
-               (double) got[at], want[at], pass ? "" : "  FAIL");
-    if (!pass) *ok = false;
-    return worst;
+// One bf16 ulp at |y| (8 significant bits), 0 at 0: the output's own rounding in the per-element tolerances.
+inline double ulp_bf16(double y) {
+    double a = fabs(y);
+    if (a < 1e-30) return 0;
+    int e;
+    frexp(a, &e);              // a = m 2^e, m in [0.5, 1)
+    return ldexp(1.0, e - 8);
 }
 
 }  // namespace emu_test

@@ -4,11 +4,6 @@
 
 #include "emu_test.h"
 
-namespace g4emu {
-long long stat_blocks();
-long long stat_threads();
-}
-
 std::vector<emu_test::Case>& emu_test::registry() {
     static std::vector<Case> r;
     return r;

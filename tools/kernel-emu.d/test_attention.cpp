@@ -37,14 +37,6 @@ struct Buf {
     size_t size() const { return bf16 ? b.size() : f.size(); }
 };
 
-double ulp_bf16(double y) {
-    double a = fabs(y);
-    if (a < 1e-30) return 0;
-    int e;
-    frexp(a, &e);              // a = m 2^e, m in [0.5, 1)
-    return ldexp(1.0, e - 8);  // 8 significant bits
-}
-
 // Per element: |got - want| <= atol + slack + rtol |want| (+ one bf16 ulp when the output is bf16).
 bool check(const char* what, const std::vector<float>& got, const std::vector<double>& want,
            const std::vector<double>& slack, double atol, double rtol, bool bf16) {

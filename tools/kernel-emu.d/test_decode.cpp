@@ -17,10 +17,6 @@
 
 using namespace emu_test;
 
-namespace g4emu {
-long long stat_blocks();  // blocks emulated so far (emu.cpp)
-}
-
 namespace {
 
 constexpr int OP = 9;  // any op code: the flag word carries it back
@@ -119,14 +115,6 @@ void reference(const Problem& p, const Paged& g, double scale, std::vector<doubl
                 }
         }
     }
-}
-
-double ulp_bf16(double y) {
-    double a = fabs(y);
-    if (a < 1e-30) return 0;
-    int e;
-    frexp(a, &e);              // a = m 2^e, m in [0.5, 1)
-    return ldexp(1.0, e - 8);  // 8 significant bits
 }
 
 // One call's result: the output widened, the flag, the launcher's return code.
