@@ -47,6 +47,22 @@ struct TsanFrame {
 #define TSAN(x)
 #endif
 
+// The memory profile (tools/kernel-emu --profile, prof.cpp): cp.async and ldmatrix, which this file performs, are
+// reported to it as accesses of their calling lane; warps are flushed into requests whenever they meet.
+#ifdef G4EMU_PROFILE
+namespace g4emu {
+void prof_flush_warp(int w);
+void prof_flush_all();
+void prof_launch_begin();
+void prof_launch_end();
+void prof_access(const void* pc, int kind, const void* addr, int bytes, int sub);
+enum { P_LD = 0, P_ST = 1 };
+}  // namespace g4emu
+#define PROF(x) x
+#else
+#define PROF(x)
+#endif
+
 // Saves the callee-saved registers on the current stack, stores its pointer in *save, and continues on stack `to`
 // (System V x86-64: rbx, rbp, r12-r15; the return address is on the stack).
 extern "C" void g4emu_switch(void** save, void* to);
@@ -198,6 +214,7 @@ void thread_exit() {
         fail("thread %d exits while lanes of its warp wait for it at %s (first: thread %d)", f.lin, kind_name(w.kind),
              (f.lin & ~31) + w.first);
     if (nlive > 0 && bar_arrived == nlive) {  // the last thread the barrier waited for has exited
+        PROF(prof_flush_all());
         for (int i = 0; i < nthreads; i++)
             if (fibers[i].state == AT_BAR) fibers[i].state = READY;
         bar_arrived = 0;
@@ -439,8 +456,11 @@ Slot& collective(int kind, unsigned mask) {
     const int expected = W.expected;
     f.state = AT_WARP;
     TSAN(__tsan_release(&sync_warp[w]));
+    PROF(if (kind == K_LDSM || kind == K_LDSM_T) prof_access(__builtin_return_address(0), P_LD,
+                                                             g_arena + (int) f.slot.in[0], 16, me / 8));
     if (++W.arrived == expected) {
         TSAN(__tsan_acquire(&sync_warp[w]));
+        PROF(prof_flush_warp(w));
         compute(w, kind, mask);
         for (int l = 0; l < 32; l++) {
             int i = w * 32 + l;
@@ -463,6 +483,7 @@ void syncthreads() {
         for (int i = 0; i < nthreads; i++)
             if (fibers[i].state == AT_BAR) fibers[i].state = READY;
         bar_arrived = 0;
+        PROF(prof_flush_all());
         TSAN(__tsan_acquire(&sync_bar));
         return;
     }
@@ -481,7 +502,9 @@ void cp_async(unsigned dst, const void* src, int bytes, bool pred) {
     if (pred) {
         if ((uintptr_t) src % bytes) fail("cp.async from a global address not %d-byte aligned", bytes);
         memcpy(p.data, src, bytes);  // read at issue: an out-of-bounds source is reported here, with its caller
+        PROF(prof_access(__builtin_return_address(0), P_LD, src, bytes, 0));
     }
+    PROF(prof_access(__builtin_return_address(0), P_ST, g_arena + dst, bytes, 0));
     f.open.push_back(p);
 }
 
@@ -521,6 +544,7 @@ void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t sm
         return;
     }
     kernel_name = name;
+    PROF(prof_launch_begin());
     smem_bytes = smem;
     body = &b;
     g_grid_dim = grid;
@@ -541,16 +565,27 @@ void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t sm
                 ASAN_POISON_MEMORY_REGION(g_arena + smem, ARENA - smem);
 #endif
                 run_block(idx);
+                PROF(prof_flush_all());
 #if EMU_ASAN
                 ASAN_UNPOISON_MEMORY_REGION(g_arena, ARENA);
 #endif
                 blocks_run++;
                 threads_run += threads;
             }
+    PROF(prof_launch_end());
     kernel_name = "?";
 }
 
 long long stat_blocks() { return blocks_run; }
+int cur_thread() { return g_cur ? g_cur->lin : -1; }
+bool on_fiber_stack(const void* p) {
+    return g_cur && (const char*) p >= g_cur->stack && (const char*) p < g_cur->stack + STACK;
+}
+const char* cur_kernel() { return kernel_name; }
+bool emulator_state(const void* p) {  // the fibers (their collective slots, which emu.h's stand-ins fill)
+    return (const char*) p >= (const char*) fibers && (const char*) p < (const char*) (fibers + MAX_THREADS);
+}
+size_t arena_bytes() { return ARENA; }
 long long stat_threads() { return threads_run; }
 
 cudaError_t take_last_error() {

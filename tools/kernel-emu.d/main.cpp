@@ -4,6 +4,12 @@
 
 #include "emu_test.h"
 
+#ifdef G4EMU_PROFILE
+namespace g4emu {
+void prof_report(const char* title);  // prof.cpp
+}
+#endif
+
 std::vector<emu_test::Case>& emu_test::registry() {
     static std::vector<Case> r;
     return r;
@@ -23,6 +29,9 @@ int main(int argc, char** argv) {
         double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         printf("  %s  (%.2f s, %lld blocks, %lld threads emulated)\n", ok ? "PASS" : "FAIL", s, g4emu::stat_blocks() - b0,
                g4emu::stat_threads() - t0n);
+#ifdef G4EMU_PROFILE
+        g4emu::prof_report(c.name);
+#endif
         fflush(stdout);
         run++;
         if (!ok) failed++;

@@ -19,8 +19,8 @@ import org.junit.jupiter.api.Test;
  * The CUDA kernels of cuda/, their own source, on the CPU (tools/kernel-emu; docs/kernels.md "Without a GPU: the
  * kernel emulator"): every family through the real launchers against float64 references under AddressSanitizer, then
  * the families with shared-memory protocols under ThreadSanitizer with CUDA's happens-before edges (a missing barrier
- * is a data race). Needs g++ with C++20 and the CUDA headers (both on the build machines); skipped with
- * -Dgrpo4j.noCuda, like the nvcc build.
+ * is a data race), and the memory profile's own check. Needs g++ with C++20 and the CUDA headers (both on the build
+ * machines); skipped with -Dgrpo4j.noCuda, like the nvcc build.
  */
 class KernelEmulatorTest {
     private static final Path ROOT = Path.of(System.getProperty("user.dir"));
@@ -47,6 +47,19 @@ class KernelEmulatorTest {
         assertEquals(RACE_CASES.size(), r.cases, r.tail());
         assertEquals(0, r.failed, r.tail());
         assertTrue(!r.out.contains("ThreadSanitizer"), r.tail());
+    }
+
+    /**
+     * The memory profile (--profile) counts what the hardware's rules say on kernels with a known pattern (coalesced,
+     * strided, read twice; shared stores with 1, 2 and 32 lanes per bank, a broadcast), and profiles a real family.
+     */
+    @Test
+    void memoryProfileCountsSectorsAndBankConflictsAsTheHardwareDoes() throws Exception {
+        Run r = run(List.of("--profile", "profile", "fwd_bwd_tensor_core_d64"));
+        assertEquals(0, r.exit, r.tail());
+        assertEquals(2, r.cases, r.tail());
+        assertEquals(0, r.failed, r.tail());
+        assertTrue(r.out.contains("profile fwd_bwd_tensor_core_d64") && r.out.contains("fwd_kernel<D>"), r.tail());
     }
 
     private record Run(int exit, int cases, int failed, String out) {
