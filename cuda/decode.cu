@@ -185,7 +185,12 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
         __syncthreads();
     }
 
-    // merge the four warps' states: o as fp32 [warp][row][D] over the K/V buffers, (m, l) [warp][row] over spage
+    // merge the four warps' states: o as fp32 [warp][row][MS] over the K/V buffers, (m, l) [warp][row] over spage.
+    // Rows MS = D + 8 floats apart start 8 banks apart, so a warp's float2 stores (a quad's 8 columns in each of up to
+    // 8 rows) take the fewest wavefronts (a row stride of D put every row on the same 8 banks: 4-way conflicts at a
+    // group of 4, 8-way at 8; tools/kernel-emu --profile). 64 rows of MS floats fit in the K/V buffers.
+    constexpr int MS = D + 8;
+    static_assert(64 * MS * 4 <= 4 * TK * D * 2, "the merge buffer fits over the K/V tiles");
 #pragma unroll
     for (int i = 0; i < 2; i++) l[i] = g4::quad_sum(l[i]);
     float* mo = reinterpret_cast<float*>(smem + 16 * D * 2);
@@ -195,10 +200,9 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
         const int r = gid + 8 * i;
         if (r < a.group) {
 #pragma unroll
-            for (int nd = 0; nd < ND; nd++) {
-                mo[(warp * 16 + r) * D + nd * 8 + tig * 2] = o[nd][2 * i];
-                mo[(warp * 16 + r) * D + nd * 8 + tig * 2 + 1] = o[nd][2 * i + 1];
-            }
+            for (int nd = 0; nd < ND; nd++)
+                *reinterpret_cast<float2*>(mo + (warp * 16 + r) * MS + nd * 8 + tig * 2) =
+                    make_float2(o[nd][2 * i], o[nd][2 * i + 1]);
             if (tig == 0) {
                 ml[(warp * 16 + r) * 2] = m[i];
                 ml[(warp * 16 + r) * 2 + 1] = l[i];
@@ -216,7 +220,7 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
             if (lw > 0.f) {
                 const float f = g4::merge_factor(ml[(w * 16 + r) * 2], lw, mx);
                 sum = fmaf(f, lw, sum);
-                acc = fmaf(f, mo[(w * 16 + r) * D + x], acc);
+                acc = fmaf(f, mo[(w * 16 + r) * MS + x], acc);
             }
         }
         if (a.splits == 1) {

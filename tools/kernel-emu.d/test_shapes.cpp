@@ -1,0 +1,106 @@
+// tools/kernel-emu: the hot kernels at the real inner sizes of llama-3.1-8b (vocabulary 128,256, hidden 4096, 32/8
+// heads of 128, contexts of 1024), a few rows each, for the memory profile (`tools/kernel-emu --profile shapes`): how
+// many times a kernel reads its input (the table's "reread": read sectors over distinct sectors) and how its
+// requests coalesce at the sizes the benchmark times, where the other families' cases use small, odd sizes. Family
+// "shapes" runs only when named. Each case checks its outputs only loosely (finite, in range, the sampled token inside
+// the filter): correctness is the other families' job.
+#include <algorithm>
+
+#include "emu_test.h"
+
+using namespace emu_test;
+
+namespace {
+
+constexpr int V = 128256, H = 4096, HQ = 32, HKV = 8, D = 128;
+
+// Samples B rows of N(0, 4^2) logits (the benchmark's distribution: a peaked softmax whose top-p 0.9 nucleus is a
+// small part of the vocabulary) and checks each token is a valid index with a finite log-prob.
+bool sample_rows(float t, int k, float p) {
+    const int b = 2;
+    Rng rng(7);
+    std::vector<float> x = rng.normals((size_t) b * V, 4.0);
+    std::vector<int> tok(b, -1), ctr(2 * b);
+    std::vector<float> lp(b, NAN);
+    for (int r = 0; r < b; r++) ctr[2 * r] = r, ctr[2 * r + 1] = 3;
+    int e = g4_sample(G4_F32, P(tok.data()), P(lp.data()), P(x.data()), P(ctr.data()), b, V, t, k, p, 11, 0);
+    bool ok = e == 0;
+    for (int r = 0; r < b; r++) {
+        ok &= tok[r] >= 0 && tok[r] < V && std::isfinite(lp[r]) && lp[r] <= 0;
+        printf("    row %d: token %d, logprob %.4f\n", r, tok[r], lp[r]);
+    }
+    printf("    B %d, V %d, T %g, top-k %d, top-p %g: rc %d  %s\n", b, V, t, k, p, e, ok ? "ok" : "WRONG");
+    return ok;
+}
+
+}  // namespace
+
+EMU_CASE("shapes", shapes_sample_plain) { return sample_rows(1.f, 0, 1.f); }
+EMU_CASE("shapes", shapes_sample_top_p) { return sample_rows(1.f, 0, 0.9f); }
+EMU_CASE("shapes", shapes_sample_top_k_top_p) { return sample_rows(1.f, 50, 0.9f); }
+
+// One 64-block sequence of 1024 keys in a paged bf16 cache (pages of 16 in a scattered order), 32 query heads over 8
+// KV heads: sms 1 gives one split (as a batch of hundreds of sequences does), sms 132 the split-KV plan of a lone one.
+EMU_CASE("shapes", shapes_decode_ctx1024) {
+    const int bs = 16, ctx = 1024, nb = ctx / bs;
+    Rng rng(3);
+    std::vector<__nv_bfloat16> q = to_bf16(rng.normals((size_t) HQ * D)), kc = to_bf16(rng.normals((size_t) nb * bs * HKV * D)),
+                               vc = to_bf16(rng.normals((size_t) nb * bs * HKV * D));
+    std::vector<int> table(nb), len{ctx};
+    for (int i = 0; i < nb; i++) table[i] = (i * 37 + 5) % nb;  // 37 is prime to 64: a permutation
+    bool ok = true;
+    for (int sms : {1, 132}) {
+        long long ws_bytes = 0;
+        g4_decode_attention_workspace(1, HQ, HKV, D, nb, bs, sms, &ws_bytes);
+        std::vector<unsigned char> ws((size_t) std::max(ws_bytes, 1ll));
+        std::vector<__nv_bfloat16> out((size_t) HQ * D);
+        int flag[4] = {0, 0, 0, 0};
+        int e = g4_decode_attention(G4_BF16, P(out.data()), P(q.data()), P(kc.data()), P(vc.data()), P(table.data()),
+                                    P(len.data()), 1, HQ, HKV, D, nb, bs, nb, 1.f / sqrtf((float) D), sms,
+                                    ws_bytes ? P(ws.data()) : 0, ws_bytes, P(flag), 1, 0);
+        bool finite = true;
+        for (auto& o : out) finite &= std::isfinite(__bfloat162float(o));
+        printf("    sms %d: rc %d, flag %d, outputs finite: %s\n", sms, e, flag[0], finite ? "yes" : "NO");
+        ok &= e == 0 && flag[0] == 0 && finite;
+    }
+    return ok;
+}
+
+// One vocabulary chunk of the fused LM head (CudaBackend's 4096 columns) for 16 rows: the running log-sum-exp, then
+// the chunk's dlogits in place.
+EMU_CASE("shapes", shapes_lmhead_chunk) {
+    const int rows = 16, cols = 4096;
+    Rng rng(5);
+    std::vector<float> z = rng.normals((size_t) rows * cols, 2.0), m(rows), zt(rows), logp(rows, NAN), g(rows, 1.f);
+    std::vector<double> s(rows), lse(rows, NAN);
+    std::vector<int> tgt(rows);
+    for (int r = 0; r < rows; r++) tgt[r] = (r * 1000003 + 5) % cols;
+    int flag[4] = {0, 0, 0, 0};
+    int e = g4_lmhead_lse(P(z.data()), rows, cols, 0, cols, P(tgt.data()), 0, P(m.data()), P(s.data()), P(zt.data()), 1, 1,
+                          P(lse.data()), 0, P(logp.data()), P(flag), 1, 0);
+    std::vector<double> lse_f(lse);
+    e |= g4_lmhead_dlogits(P(z.data()), rows, cols, 0, cols, P(tgt.data()), P(lse.data()), P(g.data()), 0, 0, 0);
+    bool ok = e == 0 && flag[0] == 0;
+    for (int r = 0; r < rows; r++) ok &= std::isfinite(lse[r]) && logp[r] <= 0;
+    printf("    rows %d, cols %d: rc %d, flag %d, lse[0] %.4f  %s\n", rows, cols, e, flag[0], lse[0], ok ? "ok" : "WRONG");
+    return ok;
+}
+
+// RMSNorm forward and backward over 16 rows of the hidden size, bf16 activations, fp32 weight.
+EMU_CASE("shapes", shapes_rmsnorm_4096) {
+    const int n = 16;
+    Rng rng(9);
+    std::vector<__nv_bfloat16> x = to_bf16(rng.normals((size_t) n * H)), dy = to_bf16(rng.normals((size_t) n * H)),
+                               out((size_t) n * H), dx((size_t) n * H);
+    std::vector<float> w = rng.normals(H), rstd(n), dw(H, 0.f);
+    int e = g4_rmsnorm(G4_BF16, G4_F32, P(out.data()), P(rstd.data()), P(x.data()), P(w.data()), n, H, 1e-5f, 0);
+    long long ws_bytes = 0;
+    g4_rmsnorm_backward_workspace(n, H, &ws_bytes);
+    std::vector<unsigned char> ws((size_t) std::max(ws_bytes, 1ll));
+    e |= g4_rmsnorm_backward(G4_BF16, G4_F32, P(dx.data()), P(dw.data()), P(dy.data()), P(x.data()), P(w.data()),
+                             P(rstd.data()), n, H, ws_bytes ? P(ws.data()) : 0, ws_bytes, 0);
+    bool ok = e == 0;
+    for (int i = 0; i < n; i++) ok &= std::isfinite(rstd[i]) && rstd[i] > 0;
+    printf("    rows %d, hidden %d: rc %d  %s\n", n, H, e, ok ? "ok" : "WRONG");
+    return ok;
+}
