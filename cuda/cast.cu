@@ -4,28 +4,19 @@
 
 namespace {
 
-// Units of 8 elements: one bf16 pack or two fp32 packs.
+// Units of 4 elements: one fp32 pack and 8 bytes of bf16, so both sides' warp requests are contiguous.
 template <typename D, typename S>
 __global__ void cast_kernel(D* dst, const S* src, long long n, bool vec) {
-    constexpr int U = 8, NS = g4::Pack<S>::N, ND = g4::Pack<D>::N;
+    constexpr int U = 4;
     const long long stride = gridDim.x * (long long) blockDim.x;
     const long long tid = blockIdx.x * (long long) blockDim.x + threadIdx.x;
     const long long units = vec ? n / U : 0;
     for (long long u = tid; u < units; u += stride) {
-        float f[U];
+        g4::Vec<S, U> x = g4::load_vec<U>(src + u * U);
+        g4::Vec<D, U> y;
 #pragma unroll
-        for (int q = 0; q < U / NS; q++) {
-            g4::Pack<S> x = g4::load_pack(src + u * U + q * NS);
-#pragma unroll
-            for (int j = 0; j < NS; j++) f[q * NS + j] = g4::to_f32(x.v[j]);
-        }
-#pragma unroll
-        for (int q = 0; q < U / ND; q++) {
-            g4::Pack<D> y;
-#pragma unroll
-            for (int j = 0; j < ND; j++) y.v[j] = g4::from_f32<D>(f[q * ND + j]);
-            g4::store_pack(dst + u * U + q * ND, y);
-        }
+        for (int j = 0; j < U; j++) y.v[j] = g4::from_f32<D>(g4::to_f32(x.v[j]));
+        g4::store_vec(dst + u * U, y);
     }
     for (long long i = units * U + tid; i < n; i += stride) dst[i] = g4::from_f32<D>(g4::to_f32(src[i]));
 }
@@ -34,7 +25,7 @@ template <typename D, typename S>
 int cast(g4_ptr dst, g4_ptr src, long long n, g4_stream s) {
     if (n <= 0) return 0;
     bool vec = g4::aligned16(dst) && g4::aligned16(src);
-    long long items = vec ? n / 8 + 8 : n;
+    long long items = vec ? n / 4 + 4 : n;
     cast_kernel<D, S><<<g4::grid_for(items, 256), 256, 0, g4::as_stream(s)>>>(
             reinterpret_cast<D*>(dst), reinterpret_cast<const S*>(src), n, vec);
     return g4::launched();

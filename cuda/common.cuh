@@ -59,20 +59,33 @@ inline float div_rn(float a, float b) { return a / b; }
 inline float sqrt_rn(float a) { return sqrtf(a); }
 #endif
 
-// ---- 16-byte packs -----------------------------------------------------------------------------------------------
-// A Pack<T> is 16 bytes of T (4 fp32 or 8 bf16): one ld.global.v4 / st.global.v4 when the address is 16-byte aligned.
+// ---- vectors and 16-byte packs ------------------------------------------------------------------------------------
+// A Vec<T, N> is N consecutive T moved as one access of N * sizeof(T) bytes (ld.global.v2 / v4), aligned to its size.
+// A Pack<T> is the 16-byte one (4 fp32 or 8 bf16). Kernels that mix fp32 and bf16 (casts, axpy) move 4 elements a
+// thread, a Pack of fp32 and an 8-byte Vec of bf16, as PyTorch's vectorized elementwise kernels do: 8 a thread (a bf16
+// Pack, two fp32 Packs 32 bytes apart across the lanes) would let each fp32 request use half of every sector it
+// touches (tools/kernel-emu --profile).
 
-template <typename T>
-struct alignas(16) Pack {
-    static constexpr int N = 16 / sizeof(T);
-    T v[N];
+template <typename T, int NV>
+struct alignas(sizeof(T) * NV) Vec {
+    static constexpr int N = NV;
+    T v[NV];
 };
 
 template <typename T>
-__device__ inline Pack<T> load_pack(const T* p) { return *reinterpret_cast<const Pack<T>*>(p); }
+using Pack = Vec<T, 16 / sizeof(T)>;
+
+template <int NV, typename T>
+__device__ inline Vec<T, NV> load_vec(const T* p) { return *reinterpret_cast<const Vec<T, NV>*>(p); }
+
+template <int NV, typename T>
+__device__ inline void store_vec(T* p, const Vec<T, NV>& x) { *reinterpret_cast<Vec<T, NV>*>(p) = x; }
 
 template <typename T>
-__device__ inline void store_pack(T* p, const Pack<T>& x) { *reinterpret_cast<Pack<T>*>(p) = x; }
+__device__ inline Pack<T> load_pack(const T* p) { return load_vec<Pack<T>::N>(p); }
+
+template <typename T>
+__device__ inline void store_pack(T* p, const Pack<T>& x) { store_vec(p, x); }
 
 // ---- elementwise maps --------------------------------------------------------------------------------------------
 // out_o[i] = f(in_0[i], ..., in_{NI-1}[i]) for NO outputs of the same dtype T, computed in fp32 by the functor

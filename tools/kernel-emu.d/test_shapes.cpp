@@ -104,3 +104,96 @@ EMU_CASE("shapes", shapes_rmsnorm_4096) {
     printf("    rows %d, hidden %d: rc %d  %s\n", n, H, e, ok ? "ok" : "WRONG");
     return ok;
 }
+
+// ---- the memory-bound rows of the benchmark (docs/benchmarks.md), at sizes that are multiples of the real ones' -----
+
+namespace {
+constexpr int NE = 16 * H;  // 16 rows of the hidden size
+constexpr int F = 14336;
+
+bool rc_ok(const char* what, int e) {
+    printf("    %-40s rc %d  %s\n", what, e, e == 0 ? "ok" : "WRONG");
+    return e == 0;
+}
+}  // namespace
+
+EMU_CASE("shapes", shapes_cast) {
+    Rng rng(1);
+    std::vector<float> f = rng.normals(NE), back(NE);
+    std::vector<__nv_bfloat16> b(NE);
+    bool ok = rc_ok("cast fp32 -> bf16", g4_cast(G4_BF16, P(b.data()), G4_F32, P(f.data()), NE, 0));
+    return ok & rc_ok("cast bf16 -> fp32", g4_cast(G4_F32, P(back.data()), G4_BF16, P(b.data()), NE, 0));
+}
+
+EMU_CASE("shapes", shapes_add_axpy) {
+    Rng rng(2);
+    std::vector<__nv_bfloat16> a = to_bf16(rng.normals(NE)), b = to_bf16(rng.normals(NE)), out(NE);
+    std::vector<float> y = rng.normals(NE);
+    bool ok = rc_ok("add bf16 (residual)", g4_add(G4_BF16, P(out.data()), P(a.data()), P(b.data()), NE, 0));
+    return ok & rc_ok("axpy y fp32 += x bf16", g4_axpy(P(y.data()), 0.5f, G4_BF16, P(a.data()), NE, 0));
+}
+
+EMU_CASE("shapes", shapes_swiglu) {
+    const long long n = 16LL * F;
+    Rng rng(3);
+    std::vector<__nv_bfloat16> gate = to_bf16(rng.normals(n)), up = to_bf16(rng.normals(n)), out(n), dg(n), du(n);
+    bool ok = rc_ok("swiglu fwd bf16", g4_swiglu(G4_BF16, P(out.data()), P(gate.data()), P(up.data()), n, 0));
+    return ok & rc_ok("swiglu bwd bf16", g4_swiglu_backward(G4_BF16, P(dg.data()), P(du.data()), P(out.data()),
+                                                             P(gate.data()), P(up.data()), n, 0));
+}
+
+EMU_CASE("shapes", shapes_rope) {
+    const int n = 16;
+    Rng rng(4);
+    std::vector<__nv_bfloat16> x = to_bf16(rng.normals((size_t) n * HQ * D)), out((size_t) n * HQ * D);
+    std::vector<int> pos(n);
+    std::vector<float> inv(D / 2);
+    for (int i = 0; i < n; i++) pos[i] = 100 + i;
+    for (int i = 0; i < D / 2; i++) inv[i] = powf(500000.f, -2.f * i / D);
+    int flag[4] = {0, 0, 0, 0};
+    return rc_ok("rope bf16, 32 heads of 128", g4_rope(G4_BF16, P(out.data()), P(x.data()), P(pos.data()), P(inv.data()),
+                                                       n, HQ, D, 0, P(flag), 1, 0)) && flag[0] == 0;
+}
+
+EMU_CASE("shapes", shapes_embedding) {
+    const int n = 16, v = 1024;
+    Rng rng(5);
+    std::vector<__nv_bfloat16> table = to_bf16(rng.normals((size_t) v * H)), out((size_t) n * H);
+    std::vector<int> ids(n);
+    for (int i = 0; i < n; i++) ids[i] = (i * 1000003 + 12345) % v;
+    int flag[4] = {0, 0, 0, 0};
+    bool ok = rc_ok("embedding fwd bf16", g4_embedding(G4_BF16, P(out.data()), P(table.data()), P(ids.data()), n, H, v,
+                                                       P(flag), 1, 0));
+    std::vector<float> dtable((size_t) v * H, 0.f);
+    long long ws_bytes = 0;
+    g4_embedding_backward_workspace(n, v, &ws_bytes);
+    std::vector<unsigned char> ws((size_t) std::max(ws_bytes, 1ll));
+    ok &= rc_ok("embedding bwd (fp32 dTable)", g4_embedding_backward(P(dtable.data()), G4_BF16, P(out.data()), P(ids.data()),
+                                                                     n, H, v, P(ws.data()), ws_bytes, P(flag), 1, 0));
+    return ok && flag[0] == 0;
+}
+
+EMU_CASE("shapes", shapes_kv_append) {
+    const int n = 16, row = HKV * D, cap = 64;
+    Rng rng(6);
+    std::vector<__nv_bfloat16> k = to_bf16(rng.normals((size_t) n * row)), v = to_bf16(rng.normals((size_t) n * row)),
+                               kc((size_t) cap * row), vc((size_t) cap * row);
+    std::vector<int> slots(n);
+    for (int i = 0; i < n; i++) slots[i] = (i * 1000003 + 7) % cap;
+    int flag[4] = {0, 0, 0, 0};
+    return rc_ok("kvAppend bf16, 8 heads of 128", g4_kv_append(G4_BF16, P(kc.data()), P(vc.data()), P(k.data()), P(v.data()),
+                                                               P(slots.data()), n, row, cap, P(flag), 1, 0)) && flag[0] == 0;
+}
+
+EMU_CASE("shapes", shapes_adamw_sum_squares) {
+    const long long n = 1 << 18;
+    Rng rng(7);
+    std::vector<float> p = rng.normals(n), g = rng.normals(n), m = rng.normals(n, 0.1), v(n, 0.01f), ss(1, 0.f);
+    std::vector<__nv_bfloat16> pb(n);
+    bool ok = rc_ok("adamW with the bf16 copy", g4_adamw(P(p.data()), P(g.data()), P(m.data()), P(v.data()), P(pb.data()),
+                                                         n, 0.99999f, 0.9f, 0.999f, 0.1f, 0.001f, 5e-7f, 0.03f, 1e-8f, 0));
+    long long ws_bytes = 0;
+    g4_sum_squares_workspace(n, &ws_bytes);
+    std::vector<unsigned char> ws((size_t) std::max(ws_bytes, 1ll));
+    return ok & rc_ok("sumSquares fp32", g4_sum_squares(P(ss.data()), G4_F32, P(g.data()), n, P(ws.data()), ws_bytes, 0));
+}
