@@ -865,6 +865,15 @@ EMU_CASE("membound", rmsnorm_fwd_bwd) {
             rmsnorm_one<float, u16>(tf, tb, rng, fp, n, d, 1, false);
         }
     }
+    // the forward's vector path (aligned; vectors of 8 elements when x and w are bf16, else of 4): 1 to 8 vectors a
+    // thread at 256 threads (2048 .. 16384), a partial last round (8200: 1025 bf16 vectors), and past 8 vectors a
+    // thread (16384 with fp32 in it, 16392) the scalar kernel
+    for (int d : {2048, 4096, 8192, 16384, 16392, 8200}) {
+        rmsnorm_one<u16, float>(tf, tb, rng, fp, 3, d, 0, false);
+        rmsnorm_one<u16, u16>(tf, tb, rng, fp, 2, d, 0, false);
+        rmsnorm_one<float, float>(tf, tb, rng, fp, 2, d, 0, false);
+        rmsnorm_one<float, u16>(tf, tb, rng, fp, 2, d, 0, false);
+    }
     // dx == dOut (in place) on the fused and the wide path
     rmsnorm_one<u16, float>(tf, tb, rng, fp, 40, 300, 0, true);
     rmsnorm_one<float, float>(tf, tb, rng, fp, 33, 4100, 0, true);
