@@ -53,7 +53,7 @@ struct TsanFrame {
 namespace g4emu {
 void prof_flush_warp(int w);
 void prof_flush_all();
-void prof_launch_begin();
+void prof_launch_begin(const void* fn);
 void prof_launch_end();
 void prof_access(const void* pc, int kind, const void* addr, int bytes, int sub);
 enum { P_LD = 0, P_ST = 1 };
@@ -544,7 +544,7 @@ void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t sm
         return;
     }
     kernel_name = name;
-    PROF(prof_launch_begin());
+    PROF(prof_launch_begin(fn));
     smem_bytes = smem;
     body = &b;
     g_grid_dim = grid;

@@ -44,7 +44,7 @@ bool emulator_state(const void* p);     // emu.cpp: p lies in the emulator's own
 size_t arena_bytes();                   // emu.cpp: the dynamic shared-memory arena's size
 void prof_flush_warp(int w);
 void prof_flush_all();
-void prof_launch_begin();
+void prof_launch_begin(const void* fn);
 void prof_launch_end();
 void prof_access(const void* pc, int space, const void* addr, int bytes, int sub);
 void prof_report(const char* title);
@@ -160,6 +160,42 @@ std::string self_exe() {
     return n > 0 ? std::string(b, (size_t) n) : std::string("/proc/self/exe");
 }
 
+// The kernel's name with its template arguments (the launch's source text has only their names): addr2line on the
+// function, once per kernel, without the anonymous namespace and the parameter list; the source text if that fails.
+std::string kernel_name_of(const void* fn, const char* fallback) {
+    static std::map<const void*, std::string> cache;
+    auto it = cache.find(fn);
+    if (it != cache.end()) return it->second;
+    std::string name = fallback;
+    Dl_info info;
+    if (fn && dladdr(fn, &info)) {
+        const char* f = info.dli_fname;
+        char cmd[4600];
+        snprintf(cmd, sizeof cmd, "addr2line -f -C -e '%s' 0x%lx", f && strchr(f, '/') ? f : self_exe().c_str(),
+                 (unsigned long) ((uintptr_t) fn - (uintptr_t) info.dli_fbase));
+        if (FILE* p = popen(cmd, "r")) {
+            char line[2048];
+            if (fgets(line, sizeof line, p) && line[0] != '?') {
+                std::string s(line);
+                while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+                for (size_t a; (a = s.find("(anonymous namespace)::")) != std::string::npos;) s.erase(a, 23);
+                // drop the parameter list: the last top-level '(' (template arguments may hold parentheses too)
+                int depth = 0;
+                for (size_t i = 0; i < s.size(); i++) {
+                    if (s[i] == '<') depth++;
+                    else if (s[i] == '>') depth--;
+                    else if (s[i] == '(' && depth == 0) { s.resize(i); break; }
+                }
+                if (s.rfind("void ", 0) == 0) s.erase(0, 5);
+                if (!s.empty()) name = s;
+            }
+            pclose(p);
+        }
+    }
+    cache[fn] = name;
+    return name;
+}
+
 }  // namespace
 
 namespace g4emu {
@@ -210,8 +246,8 @@ void prof_flush_all() {
     for (int w = 0; w < MAX_THREADS / 32; w++) prof_flush_warp(w);
 }
 
-void prof_launch_begin() {
-    std::string name = cur_kernel();
+void prof_launch_begin(const void* fn) {
+    std::string name = kernel_name_of(fn, cur_kernel());
     auto it = kernels.find(name);
     if (it == kernels.end()) {
         order.push_back(name);
@@ -256,13 +292,13 @@ void prof_report(const char* title) {
     if (kernels.empty()) return;
     auto ratio = [](const Tally& t) { return t.ideal ? (double) t.units / t.ideal : 0.0; };
     printf("  profile %s (requests, sectors or wavefronts per request over the ideal; footprint = distinct sectors per launch)\n", title);
-    printf("  %-44s %5s | %9s %5s | %9s %5s | %9s %5s | %9s %9s %6s | %9s %5s | %9s %5s\n", "kernel", "runs", "gld req",
+    printf("  %-52s %5s | %9s %5s | %9s %5s | %9s %5s | %9s %9s %6s | %9s %5s | %9s %5s\n", "kernel", "runs", "gld req",
            "x", "gst req", "x", "gatom req", "x", "fp read", "fp write", "reread", "sld req", "x", "sst req", "x");
     for (const std::string& n : order) {
         const Kernel& k = kernels[n];
-        std::string shown = n.size() > 44 ? n.substr(0, 41) + "..." : n;
+        std::string shown = n.size() > 52 ? n.substr(0, 49) + "..." : n;
         unsigned long long traffic = k.t[GLD].units + k.t[GATOM].units;
-        printf("  %-44s %5lld | %9llu %5.2f | %9llu %5.2f | %9llu %5.2f | %8.1fK %8.1fK %6.2f | %9llu %5.2f | %9llu %5.2f\n",
+        printf("  %-52s %5lld | %9llu %5.2f | %9llu %5.2f | %9llu %5.2f | %8.1fK %8.1fK %6.2f | %9llu %5.2f | %9llu %5.2f\n",
                shown.c_str(), k.launches, k.t[GLD].req, ratio(k.t[GLD]), k.t[GST].req, ratio(k.t[GST]), k.t[GATOM].req,
                ratio(k.t[GATOM]), k.foot_r * 32 / 1024.0, k.foot_w * 32 / 1024.0,
                k.foot_r ? (double) traffic / k.foot_r : 0.0, k.t[SLD].req, ratio(k.t[SLD]), k.t[SST].req, ratio(k.t[SST]));
@@ -335,8 +371,8 @@ void prof_report(const char* title) {
     if (!worst.empty()) printf("  worst lines (excess = sectors or wavefronts beyond the ideal):\n");
     for (const auto& [key, t] : worst) {
         const std::string& k = std::get<1>(key);
-        std::string shown = k.size() > 40 ? k.substr(0, 37) + "..." : k;
-        printf("    %-26s %-14s %-40s %9llu req  %6.2f / ideal  (%.1f bytes/req)\n", std::get<0>(key).c_str(),
+        std::string shown = k.size() > 48 ? k.substr(0, 45) + "..." : k;
+        printf("    %-26s %-14s %-48s %9llu req  %6.2f / ideal  (%.1f bytes/req)\n", std::get<0>(key).c_str(),
                space_name[std::get<2>(key)], shown.c_str(), t.req, ratio(t), (double) t.bytes / t.req);
     }
     kernels.clear();

@@ -59,7 +59,7 @@ class KernelEmulatorTest {
         assertEquals(0, r.exit, r.tail());
         assertEquals(2, r.cases, r.tail());
         assertEquals(0, r.failed, r.tail());
-        assertTrue(r.out.contains("profile fwd_bwd_tensor_core_d64") && r.out.contains("fwd_kernel<D>"), r.tail());
+        assertTrue(r.out.contains("profile fwd_bwd_tensor_core_d64") && r.out.contains("fwd_kernel<64>"), r.tail());
     }
 
     private record Run(int exit, int cases, int failed, String out) {
