@@ -619,6 +619,9 @@ public final class CudaBackend extends AbstractBackend {
      */
     public void setLmHeadBf16GradSplit(boolean split) { this.lmSplitGrad = split; }
 
+    /** Whether the bf16 backward splits dz into hi + lo ({@link #setLmHeadBf16GradSplit}). */
+    public boolean lmHeadBf16GradSplit() { return lmSplitGrad; }
+
     /** Smaller blocks and chunks, so that tests reach every path of the chunk loops at small sizes. */
     void setLmHeadBlocks(int tokenBlock, int vocabChunk) {
         if (tokenBlock < 1 || vocabChunk < 1) throw new IllegalArgumentException("blocks must be >= 1");

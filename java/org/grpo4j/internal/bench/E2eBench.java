@@ -158,6 +158,11 @@ public final class E2eBench implements Callable<Integer> {
     @Option(names = "--checkpointing", description = "Gradient checkpointing in the training step and the GRPO step.")
     boolean checkpointing;
 
+    @Option(names = "--lmhead-grad", split = ",", defaultValue = "split", paramLabel = "MODE",
+            description = "The LM head's bf16 dz in the training step on CUDA: split (hi + lo, the contract's default: 12·N·H·V of GEMMs), "
+                    + "single (rounded to bf16 once, as torch's autograd: 8·N·H·V), or split,single: a training row for each (default: ${DEFAULT-VALUE}).")
+    List<String> lmGradNames;
+
     @Option(names = "--budget", defaultValue = "0", paramLabel = "SECONDS",
             description = "Skip the rows that would start after this many seconds (estimated from rows already measured); 0 = no limit.")
     double budget;
@@ -217,6 +222,12 @@ public final class E2eBench implements Callable<Integer> {
                 throw new IllegalArgumentException("unknown --sections \"" + s + "\" (valid: " + String.join(", ", E2eReport.SECTIONS) + ")");
             if (!sections.contains(n)) sections.add(n);
         }
+        List<String> lmGrads = new ArrayList<>();
+        for (String g : lmGradNames) {
+            String m = g.trim().toLowerCase(Locale.ROOT);
+            if (!LM_GRADS.contains(m)) throw new IllegalArgumentException("unknown --lmhead-grad \"" + g + "\" (valid: " + String.join(", ", LM_GRADS) + ")");
+            if (!lmGrads.contains(m)) lmGrads.add(m);
+        }
         if (presetNames != null) for (String p : presetNames) config(p); // validates the names before a backend opens
         Backends.checkSpec(backendName);
         String spec = backendName.trim().toLowerCase(Locale.ROOT);
@@ -232,7 +243,7 @@ public final class E2eBench implements Callable<Integer> {
                     if (!p.equals("tiny"))
                         throw new IllegalArgumentException("--preset " + p + " on " + be.name() + " would take hours per step; it is a GPU benchmark (use --preset tiny on the CPU)");
             Settings st = new Settings(presets, sections, precision, warmup, reps, rolloutReps, checkpointing, budget, seed,
-                    gpu ? 1L << 28 : 1L << 22);
+                    gpu ? 1L << 28 : 1L << 22, lmGrads);
             E2eReport rep = measure(be, st, card(be), stderr);
             if (json != null) rep.write(json);
             E2eCompare.Result t = E2eCompare.table(rep);
@@ -269,21 +280,40 @@ public final class E2eBench implements Callable<Integer> {
 
     // ---- the measurement ------------------------------------------------------------------------------------------
 
-    /** What one run measures (see the options). {@code copyElements}: fp32 elements of the copy-bandwidth measurement. */
+    /** The LM head's bf16 dz modes of the training rows (--lmhead-grad; CudaBackend.setLmHeadBf16GradSplit). */
+    static final List<String> LM_GRADS = List.of("split", "single");
+
+    /**
+     * What one run measures (see the options). {@code copyElements}: fp32 elements of the copy-bandwidth measurement;
+     * {@code lmGrads}: a training row per LM-head dz mode ("split", "single").
+     */
     public record Settings(List<String> presets, List<String> sections, DType precision, int warmup, int reps, int rolloutReps,
-                           boolean checkpointing, double budgetSeconds, long seed, long copyElements) {
+                           boolean checkpointing, double budgetSeconds, long seed, long copyElements, List<String> lmGrads) {
         public Settings {
             presets = List.copyOf(presets);
             sections = List.copyOf(sections);
+            lmGrads = List.copyOf(lmGrads);
+        }
+
+        /** The default LM-head mode (split) only. */
+        public Settings(List<String> presets, List<String> sections, DType precision, int warmup, int reps, int rolloutReps,
+                        boolean checkpointing, double budgetSeconds, long seed, long copyElements) {
+            this(presets, sections, precision, warmup, reps, rolloutReps, checkpointing, budgetSeconds, seed, copyElements, List.of("split"));
         }
     }
 
-    /** One unit of work, in the order a run takes them (most wanted first, so that a budget cuts the least wanted). */
-    record Task(String preset, String section, int newTokens, boolean graphs) {}
+    /**
+     * One unit of work, in the order a run takes them (most wanted first, so that a budget cuts the least wanted).
+     * {@code singleDz}: a training row with the LM head's dz rounded to bf16 once (--lmhead-grad single).
+     */
+    record Task(String preset, String section, int newTokens, boolean graphs, boolean singleDz) {
+        Task(String preset, String section, int newTokens, boolean graphs) { this(preset, section, newTokens, graphs, false); }
+    }
 
     static List<Task> plan(Settings st) {
         List<Task> t = new ArrayList<>();
-        if (st.sections().contains(E2eReport.TRAIN)) for (String p : st.presets()) t.add(new Task(p, E2eReport.TRAIN, 0, false));
+        if (st.sections().contains(E2eReport.TRAIN))
+            for (String p : st.presets()) for (String g : st.lmGrads()) t.add(new Task(p, E2eReport.TRAIN, 0, false, g.equals("single")));
         if (st.sections().contains(E2eReport.ROLLOUT)) {
             for (String p : st.presets()) t.add(new Task(p, E2eReport.ROLLOUT, shapes(p).newTokens().get(0), true));
             for (String p : st.presets()) t.add(new Task(p, E2eReport.ROLLOUT, shapes(p).newTokens().get(0), false));
@@ -327,7 +357,7 @@ public final class E2eBench implements Callable<Integer> {
                         rig = new Rig(be, task.preset(), config(task.preset()), st.precision(), st.seed());
                     }
                     r = switch (task.section()) {
-                        case E2eReport.TRAIN -> train(rig, sh, st, pr);
+                        case E2eReport.TRAIN -> train(rig, sh, st, task.singleDz(), pr);
                         case E2eReport.ROLLOUT -> rollout(rig, sh, st, task.newTokens(), task.graphs(), copyGbs, pr);
                         default -> grpo(rig, sh, st, pr);
                     };
@@ -345,7 +375,7 @@ public final class E2eBench implements Callable<Integer> {
                     }
                 }
                 rows.add(r);
-                if (r.ok() && task.section().equals(E2eReport.TRAIN)) trainTokS.put(task.preset(), r.fig("tokens_per_s"));
+                if (r.ok() && task.section().equals(E2eReport.TRAIN) && !task.singleDz()) trainTokS.put(task.preset(), r.fig("tokens_per_s"));
                 if (r.ok() && task.section().equals(E2eReport.ROLLOUT) && task.graphs() && task.newTokens() == sh.newTokens().get(0))
                     rolloutS.put(task.preset(), r.medianMs() / 1e3);
                 pr.say(summary(r));
@@ -428,6 +458,7 @@ public final class E2eBench implements Callable<Integer> {
     private static String variant(Task t, Settings st) {
         return switch (t.section()) {
             case E2eReport.ROLLOUT -> t.graphs() ? "graphs" : "eager";
+            case E2eReport.TRAIN -> t.singleDz() ? (st.checkpointing() ? "checkpointing, " : "") + "dz bf16" : st.checkpointing() ? "checkpointing" : null;
             default -> st.checkpointing() ? "checkpointing" : null;
         };
     }
@@ -623,8 +654,26 @@ public final class E2eBench implements Callable<Integer> {
         return rig.optimizerStep();
     }
 
-    static E2eReport.Row train(Rig rig, Shapes sh, Settings st, Progress pr) {
-        Task t = new Task(rig.preset, E2eReport.TRAIN, 0, false);
+    static E2eReport.Row train(Rig rig, Shapes sh, Settings st, boolean singleDz, Progress pr) {
+        Task t = new Task(rig.preset, E2eReport.TRAIN, 0, false, singleDz);
+        Backend be = rig.be;
+        if (!(be instanceof CudaBackend cb)) {
+            if (singleDz)
+                return skipped(t, sh, st, "--lmhead-grad single is a mode of the CUDA backend's bf16 LM head (this run: " + be.name() + ")");
+            return train(rig, sh, st, t, pr);
+        }
+        if (singleDz && st.precision() != DType.BF16)
+            return skipped(t, sh, st, "--lmhead-grad single is a mode of the bf16 LM head (this run: " + st.precision().label() + ")");
+        boolean before = cb.lmHeadBf16GradSplit();
+        cb.setLmHeadBf16GradSplit(!singleDz); // each row in the mode its variant names, whatever -Dgrpo4j.lmheadBf16Grad says
+        try {
+            return train(rig, sh, st, t, pr);
+        } finally {
+            cb.setLmHeadBf16GradSplit(before);
+        }
+    }
+
+    private static E2eReport.Row train(Rig rig, Shapes sh, Settings st, Task t, Progress pr) {
         Backend be = rig.be;
         SplittableRandom r = new SplittableRandom(st.seed() * 31 + 1);
         List<int[]> seqs = randomSequences(r, sh.trainSeqs(), sh.trainLen(), rig.cfg.vocabSize());

@@ -247,6 +247,52 @@ class CudaSamplingLmHeadTest {
         }
     }
 
+    /**
+     * The single-bf16 dz mode (CudaBackend.setLmHeadBf16GradSplit(false), -Dgrpo4j.lmheadBf16Grad=single: dz rounded to
+     * bf16 once, as torch's autograd has it; 8·N·H·V of GEMMs instead of 12) at the default and at small blocks: the
+     * gradients stay within bf16 rounding of the CPU's (the error norm under 2^-6 of the gradient's norm: dz to 8 bits,
+     * far from a wrong kernel's O(1)) and differ from the split mode's (the switch takes effect); the forward outputs
+     * (log-probs, loss, ratio, KL) are the split mode's bit for bit.
+     */
+    @Test
+    void singleBf16DzGradientsAreWithinBf16RoundingOfTheCpu() {
+        CudaBackend be = cuda();
+        SplittableRandom r = new SplittableRandom(38);
+        int n = 23, d = 16, v = 1031;
+        float[] h = roundAll(SamplingDeviceMathTest.row(r, n * d, 0)), w = SamplingDeviceMathTest.row(r, v * d, 0);
+        for (int i = 0; i < w.length; i++) w[i] = Bf16.round(0.5f * w[i]);
+        int[] tgt = r.ints(n, 0, v).toArray();
+        float[][] want = lmHeadAll(cpu, DType.BF16, h, w, tgt, n, d, v);
+        try {
+            for (int[] blocks : new int[][] {{5, 7}, {CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK}}) {
+                be.setLmHeadBlocks(blocks[0], blocks[1]);
+                float[][] split = lmHeadAll(be, DType.BF16, h, w, tgt, n, d, v), single;
+                be.setLmHeadBf16GradSplit(false);
+                try {
+                    single = lmHeadAll(be, DType.BF16, h, w, tgt, n, d, v);
+                } finally {
+                    be.setLmHeadBf16GradSplit(true);
+                }
+                String at = " blocks " + blocks[0] + "x" + blocks[1];
+                for (int i : new int[] {0, 3, 4, 5, 6, 7})
+                    assertArrayEquals(split[i], single[i], "output " + i + " (forward) is the split mode's" + at);
+                String[] names = {"", "dHidden", "dLmHead", "", "", "", "", "", "grpo dHidden", "grpo dLmHead"};
+                for (int i : new int[] {1, 2, 8, 9}) {
+                    double err = 0, norm = 0;
+                    for (int j = 0; j < want[i].length; j++) {
+                        err += Math.pow((double) single[i][j] - want[i][j], 2);
+                        norm += Math.pow(want[i][j], 2);
+                    }
+                    double rel = Math.sqrt(err / norm);
+                    assertTrue(rel < 1.0 / 64, names[i] + at + ": error norm " + rel + " of the gradient's");
+                    assertFalse(java.util.Arrays.equals(split[i], single[i]), names[i] + at + ": the single mode gave the split mode's bits");
+                }
+            }
+        } finally {
+            be.setLmHeadBlocks(CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK);
+        }
+    }
+
     static float[] roundAll(float[] a) {
         float[] b = new float[a.length];
         for (int i = 0; i < a.length; i++) b[i] = Bf16.round(a[i]);

@@ -102,6 +102,32 @@ class E2eBenchTest {
         }
     }
 
+    /**
+     * --lmhead-grad split,single plans a training row per mode, each preset's split row, then its single row (one set
+     * of weights for both); on the CPU the single row is skipped with the reason, and the split row runs.
+     */
+    @Test
+    void lmHeadGradModesGiveATrainingRowEach(@TempDir Path tmp) throws Exception {
+        E2eBench.Settings st = new E2eBench.Settings(List.of("llama-3.2-1b", "llama-3.1-8b-4l"), List.of("train", "rollout"),
+                org.grpo4j.internal.backend.DType.BF16, 1, 5, 1, false, 0, 1, 1, List.of("split", "single"));
+        List<E2eBench.Task> plan = E2eBench.plan(st);
+        assertEquals(List.of("llama-3.2-1b", "llama-3.2-1b", "llama-3.1-8b-4l", "llama-3.1-8b-4l"),
+                plan.stream().filter(t -> t.section().equals("train")).map(E2eBench.Task::preset).toList());
+        assertEquals(List.of(false, true, false, true), plan.subList(0, 4).stream().map(E2eBench.Task::singleDz).toList());
+        assertTrue(plan.subList(4, plan.size()).stream().allMatch(t -> t.section().equals("rollout") && !t.singleDz()));
+
+        Path json = tmp.resolve("ours.json");
+        Run r = run("cpu", "--preset", "tiny", "--sections", "train", "--lmhead-grad", "split,single", "--json", json.toString());
+        assertEquals(0, r.code(), r.err() + r.out());
+        List<E2eReport.Row> rows = E2eReport.read(json).rows();
+        assertEquals(2, rows.size());
+        assertTrue(rows.get(0).ok() && rows.get(0).variant() == null, rows.get(0).id() + ": " + rows.get(0).note());
+        assertEquals(E2eReport.SKIPPED, rows.get(1).status());
+        assertEquals("dz bf16", rows.get(1).variant());
+        assertTrue(rows.get(1).note().contains("--lmhead-grad single is a mode of the CUDA backend's bf16 LM head"), rows.get(1).note());
+        assertTrue(r.out().contains("| dz bf16 |"), r.out());
+    }
+
     @Test
     void aSpentBudgetSkipsRowsAndSaysWhy(@TempDir Path tmp) throws Exception {
         Path json = tmp.resolve("ours.json");
@@ -138,6 +164,7 @@ class E2eBenchTest {
             {new String[] {"cpu", "--precision", "fp16"}, "unknown --precision \"fp16\" (valid: bf16, fp32)"},
             {new String[] {"cpu", "--reps", "3"}, "--reps must be >= 5"},
             {new String[] {"cpu", "--budget", "-1"}, "--budget must be >= 0"},
+            {new String[] {"cpu", "--lmhead-grad", "fp8"}, "unknown --lmhead-grad \"fp8\" (valid: split, single)"},
             {new String[] {"tpu"}, "unknown backend \"tpu\""},
             {new String[] {"cpu", "--out", tmp.toString()}, "--out goes with --compare"},
             {new String[] {"--compare", tmp.resolve("a.json").toString(), tmp.resolve("b.json").toString()}, "a.json: not found"},
@@ -162,17 +189,18 @@ class E2eBenchTest {
     }
 
     /**
-     * The whole benchmark on the GPU at the tiny preset's shapes (seconds): every row runs, and the graphs rows really
-     * replay decode graphs. A GPU check for tools/gpu-check; the figures are not asserted.
+     * The whole benchmark on the GPU at the tiny preset's shapes (seconds): every row runs (the training step in both LM
+     * head modes), and the graphs rows really replay decode graphs. A GPU check for tools/gpu-check; the figures are not asserted.
      */
     @Test
     @org.junit.jupiter.api.Tag("gpu")
     void tinyOnCudaRunsEveryRowAndReplaysGraphs() {
         org.grpo4j.internal.backend.Backend be = org.grpo4j.internal.backend.TestBackends.cuda();
         E2eBench.Settings st = new E2eBench.Settings(List.of("tiny"), E2eReport.SECTIONS, org.grpo4j.internal.backend.DType.BF16, 2, 5, 1,
-                false, 0, 1, 1L << 22);
+                false, 0, 1, 1L << 22, List.of("split", "single"));
         E2eReport rep = E2eBench.measure(be, st, E2eBench.card(be), System.err);
-        assertEquals(5, rep.rows().size());
+        assertEquals(6, rep.rows().size());
+        assertEquals("dz bf16", rep.rows().get(1).variant(), "the single-dz training row");
         for (E2eReport.Row row : rep.rows()) {
             assertTrue(row.ok(), row.id() + ": " + row.note());
             if (row.section().equals(E2eReport.ROLLOUT))
