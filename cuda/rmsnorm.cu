@@ -260,17 +260,12 @@ int backward(g4_ptr dx, g4_ptr dw, g4_ptr dout, g4_ptr x, g4_ptr w, g4_ptr rstd,
     // the vector path: 8 columns a thread (one vector of 8 bf16, or two of 4), at most 512 threads
     constexpr int PV = 8 / NV;
     const int vecs = d / NV, vthreads = ((vecs + PV - 1) / PV + 31) / 32 * 32;
-    if (d % NV == 0 && vthreads <= 512 && g4::aligned16(dx) && g4::aligned16(dout) && g4::aligned16(x) &&
-        g4::aligned16(w) && g4::aligned16(ws)) {
-        backward_fused_vec_kernel<T, W, PV><<<chunks, vthreads, 0, st>>>(DX, part, DY, X, WT, RS, n, d);
-        int e = g4::launched();
-        if (e != 0) return e;
-        dweight_kernel<<<(d + 255) / 256, 256, 0, st>>>(reinterpret_cast<float*>(dw), part, chunks, d);
-        return g4::launched();
-    }
+    const bool vec = d % NV == 0 && vthreads <= 512 && g4::aligned16(dx) && g4::aligned16(dout) && g4::aligned16(x) &&
+                     g4::aligned16(w) && g4::aligned16(ws);
     const int threads = threads_for(d);
     const int c = (d + threads - 1) / threads;
-    if (c <= 1) launch_fused<T, W, 1>(chunks, threads, st, DX, part, DY, X, WT, RS, n, d);
+    if (vec) backward_fused_vec_kernel<T, W, PV><<<chunks, vthreads, 0, st>>>(DX, part, DY, X, WT, RS, n, d);
+    else if (c <= 1) launch_fused<T, W, 1>(chunks, threads, st, DX, part, DY, X, WT, RS, n, d);
     else if (c <= 2) launch_fused<T, W, 2>(chunks, threads, st, DX, part, DY, X, WT, RS, n, d);
     else if (c <= MAX_C) launch_fused<T, W, MAX_C>(chunks, threads, st, DX, part, DY, X, WT, RS, n, d);
     else {
