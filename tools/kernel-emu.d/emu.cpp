@@ -50,14 +50,7 @@ struct TsanFrame {
 // The memory profile (tools/kernel-emu --profile, prof.cpp): cp.async and ldmatrix, which this file performs, are
 // reported to it as accesses of their calling lane; warps are flushed into requests whenever they meet.
 #ifdef G4EMU_PROFILE
-namespace g4emu {
-void prof_flush_warp(int w);
-void prof_flush_all();
-void prof_launch_begin(const void* fn);
-void prof_launch_end();
-void prof_access(const void* pc, int kind, const void* addr, int bytes, int sub);
-enum { P_LD = 0, P_ST = 1 };
-}  // namespace g4emu
+#include "prof.h"
 #define PROF(x) x
 #else
 #define PROF(x)

@@ -6,9 +6,7 @@
 #include "emu_test.h"
 
 #ifdef G4EMU_PROFILE
-namespace g4emu {
-void prof_report(const char* title);  // prof.cpp
-}
+#include "prof.h"
 #endif
 
 std::vector<emu_test::Case>& emu_test::registry() {

@@ -21,6 +21,7 @@
 //   re-read factor: on a GPU re-reads are served by L1 or L2 only while the working set fits there.
 // Divergent code is approximated (lanes that pass a site at different times are still grouped by pass number).
 #include "emu.h"
+#include "prof.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -42,21 +43,13 @@ bool on_fiber_stack(const void* p);     // emu.cpp: p lies on the running CUDA t
 const char* cur_kernel();               // emu.cpp
 bool emulator_state(const void* p);     // emu.cpp: p lies in the emulator's own bookkeeping
 size_t arena_bytes();                   // emu.cpp: the dynamic shared-memory arena's size
-void prof_flush_warp(int w);
-void prof_flush_all();
-void prof_launch_begin(const void* fn);
-void prof_launch_end();
-void prof_access(const void* pc, int space, const void* addr, int bytes, int sub);
-void prof_report(const char* title);
-enum { P_LD = 0, P_ST = 1, P_ATOM = 2 };
 }  // namespace g4emu
 
 extern "C" char __data_start[], _end[];
 
 namespace {
 
-// spaces of the statistics
-enum Space { GLD, GST, GATOM, SLD, SST, SATOM, NSPACE };
+using namespace g4emu;  // the spaces (prof.h)
 const char* space_name[NSPACE] = {"global load", "global store", "global atomic", "shared load", "shared store",
                                   "shared atomic"};
 
@@ -267,7 +260,6 @@ void prof_launch_end() {
     cur = nullptr;
 }
 
-// The figures of one kernel in the current case (test_profile.cpp): a space's requests, units, ideal units and bytes.
 bool prof_tally(const char* kernel, int space, unsigned long long out[4]) {
     auto it = kernels.find(kernel);
     if (it == kernels.end() || space < 0 || space >= NSPACE) return false;
@@ -275,7 +267,6 @@ bool prof_tally(const char* kernel, int space, unsigned long long out[4]) {
     out[0] = t.req, out[1] = t.units, out[2] = t.ideal, out[3] = t.bytes;
     return true;
 }
-// Its footprint: distinct sectors read and written (summed over launches), and the read requests' sectors.
 bool prof_footprint(const char* kernel, unsigned long long out[3]) {
     auto it = kernels.find(kernel);
     if (it == kernels.end()) return false;
@@ -287,7 +278,6 @@ void prof_reset() {
     order.clear();
 }
 
-// Prints the current case's table (one row per kernel) and its worst sites, then forgets them.
 void prof_report(const char* title) {
     if (kernels.empty()) return;
     auto ratio = [](const Tally& t) { return t.ideal ? (double) t.units / t.ideal : 0.0; };

@@ -4,15 +4,12 @@
 #include "emu_test.h"
 
 #ifdef G4EMU_PROFILE
+#include "prof.h"
+
 void prof_check_launch(int which, const float* in, float* out, int stride);
-namespace g4emu {
-bool prof_tally(const char* kernel, int space, unsigned long long out[4]);  // prof.cpp: req, units, ideal, bytes
-bool prof_footprint(const char* kernel, unsigned long long out[3]);         // prof.cpp: read, written, read traffic
-void prof_reset();                                                          // prof.cpp: forget the case's figures
-}
+using g4emu::GLD, g4emu::GST, g4emu::SLD, g4emu::SST;
 
 namespace {
-enum { GLD, GST, GATOM, SLD, SST };
 
 bool expect(const char* kernel, int space, unsigned long long req, double ratio) {
     unsigned long long t[4] = {0, 0, 0, 0};
