@@ -153,6 +153,16 @@ std::string self_exe() {
     return n > 0 ? std::string(b, (size_t) n) : std::string("/proc/self/exe");
 }
 
+// The object file holding code address pc and pc's offset in it, for addr2line; false if dladdr does not know it.
+bool object_of(const void* pc, std::string* file, uintptr_t* off) {
+    Dl_info info;
+    if (pc == nullptr || !dladdr(pc, &info)) return false;
+    const char* f = info.dli_fname;
+    *file = f && strchr(f, '/') ? std::string(f) : self_exe();
+    *off = (uintptr_t) pc - (uintptr_t) info.dli_fbase;
+    return true;
+}
+
 // The kernel's name with its template arguments (the launch's source text has only their names): addr2line on the
 // function, once per kernel, without the anonymous namespace and the parameter list; the source text if that fails.
 std::string kernel_name_of(const void* fn, const char* fallback) {
@@ -160,12 +170,11 @@ std::string kernel_name_of(const void* fn, const char* fallback) {
     auto it = cache.find(fn);
     if (it != cache.end()) return it->second;
     std::string name = fallback;
-    Dl_info info;
-    if (fn && dladdr(fn, &info)) {
-        const char* f = info.dli_fname;
+    std::string file;
+    uintptr_t off;
+    if (object_of(fn, &file, &off)) {
         char cmd[4600];
-        snprintf(cmd, sizeof cmd, "addr2line -f -C -e '%s' 0x%lx", f && strchr(f, '/') ? f : self_exe().c_str(),
-                 (unsigned long) ((uintptr_t) fn - (uintptr_t) info.dli_fbase));
+        snprintf(cmd, sizeof cmd, "addr2line -f -C -e '%s' 0x%lx", file.c_str(), (unsigned long) off);
         if (FILE* p = popen(cmd, "r")) {
             char line[2048];
             if (fgets(line, sizeof line, p) && line[0] != '?') {
@@ -309,11 +318,10 @@ void prof_report(const char* title) {
     std::map<std::string, std::vector<size_t>> by_file;
     std::vector<uintptr_t> off(all.size());
     for (size_t i = 0; i < all.size(); i++) {
-        Dl_info info;
-        if (dladdr(all[i].pc, &info)) {
-            off[i] = (uintptr_t) all[i].pc - 1 - (uintptr_t) info.dli_fbase;
-            const char* f = info.dli_fname;
-            by_file[f && strchr(f, '/') ? std::string(f) : self_exe()].push_back(i);
+        std::string file;
+        if (object_of(all[i].pc, &file, &off[i])) {
+            off[i] -= 1;  // the return address - 1: inside the call instruction
+            by_file[file].push_back(i);
         }
     }
     for (auto& [file, idx] : by_file) {
