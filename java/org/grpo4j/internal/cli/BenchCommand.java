@@ -18,6 +18,7 @@ import org.grpo4j.internal.bench.BenchSizes;
 import org.grpo4j.internal.bench.Compare;
 import org.grpo4j.internal.bench.CudaEventTimer;
 import org.grpo4j.internal.bench.KernelBench;
+import org.grpo4j.internal.util.Charts;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -121,8 +122,9 @@ final class BenchCommand implements Callable<Integer> {
             Path md = out.resolve("bench-compare.md"), tmp = out.resolve(".bench-compare.md.tmp");
             Files.writeString(tmp, res.markdown());
             Files.move(tmp, md, java.nio.file.StandardCopyOption.REPLACE_EXISTING, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
-            Compare.writeChart(res, "grpo4j kernels vs PyTorch, same GPU, same run", out.resolve("bench-ratios.png"));
-            o.println("wrote " + md + " and " + out.resolve("bench-ratios.png"));
+            Path png = out.resolve("bench-ratios.png");
+            String why = Charts.tryWrite(() -> Compare.writeChart(res, "grpo4j kernels vs PyTorch, same GPU, same run", png));
+            o.println(why == null ? "wrote " + md + " and " + png : "wrote " + md + "; " + png.getFileName() + " not written: " + why);
         }
         return res.failed() ? 1 : 0;
     }

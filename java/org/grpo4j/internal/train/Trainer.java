@@ -41,6 +41,7 @@ import org.grpo4j.internal.rollout.SamplingParams;
 import org.grpo4j.internal.rollout.StopStrings;
 import org.grpo4j.internal.tokenizer.Tokenizer;
 import org.grpo4j.internal.util.AtomicDir;
+import org.grpo4j.internal.util.Charts;
 
 /**
  * The GRPO trainer: the Tulu 3.1 RLVR step of grpo-reference.md sections 1-5 over {@code world_size} data-parallel
@@ -397,7 +398,7 @@ public final class Trainer implements AutoCloseable {
         }
         boolean stopped = step < total;
         if (stopped && checkpointed != step) checkpointIfSound(l);
-        if (writer) Plots.write(out.resolve("plots"), history);
+        if (writer) writePlots();
         return new Result(step, stopped, out, List.copyOf(history));
     }
 
@@ -577,8 +578,17 @@ public final class Trainer implements AutoCloseable {
             Files.writeString(tmp.resolve("config.json"), cfg.toJson());
             if (cluster != null) cluster.barrier(key);
         });
-        if (step > 0) Plots.write(out.resolve("plots"), history);
+        if (step > 0) writePlots();
         l.onCheckpoint(step, fin);
+    }
+
+    private boolean plotsWarned;
+
+    /** The metric charts under out/plots; where they cannot be drawn, one warning per run and the run goes on. */
+    private void writePlots() {
+        String why = Charts.tryWrite(() -> Plots.write(out.resolve("plots"), history));
+        if (why != null && !plotsWarned && log != null) log.println("grpo4j: plots not written: " + why);
+        plotsWarned |= why != null;
     }
 
     /**
