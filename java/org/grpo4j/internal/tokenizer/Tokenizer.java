@@ -24,6 +24,16 @@ import java.util.Set;
 public final class Tokenizer implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();
 
+    /** The DJL setting that picks which build of its native tokenizers library to load. */
+    static final String FLAVOR = "TOKENIZERS_FLAVOR";
+
+    static {
+        // Where DJL sees a GPU it picks a CUDA build of its native library, which its jar does not hold, and downloads
+        // it (the first GPU run failed so: "Cannot download jni files"). Nothing is downloaded at run time here and the
+        // tokenizer needs no GPU: the CPU build from the jar, unless the user chose a flavor.
+        if (System.getenv(FLAVOR) == null && System.getProperty(FLAVOR) == null) System.setProperty(FLAVOR, "cpu");
+    }
+
     private final Path dir;
     private final HuggingFaceTokenizer hf;
     private final Map<String, Integer> added = new HashMap<>();
@@ -81,7 +91,9 @@ public final class Tokenizer implements AutoCloseable {
         try (InputStream in = Files.newInputStream(tj)) {
             this.hf = HuggingFaceTokenizer.newInstance(in, opts);
         } catch (RuntimeException e) {
-            throw new IOException(tj + ": HF tokenizers could not load it: " + e.getMessage(), e);
+            StringBuilder why = new StringBuilder(String.valueOf(e.getMessage()));
+            for (Throwable c = e.getCause(); c != null && c != c.getCause(); c = c.getCause()) why.append(": ").append(c.getMessage());
+            throw new IOException(tj + ": HF tokenizers could not load it: " + why, e);
         }
     }
 

@@ -83,7 +83,11 @@ class CudaBackendTest {
         assertEquals(0, CudaNative.g4_mem_get_info(free, total));
         assertEquals(free[0] + idle, Memory.available(be), 64 << 20, "available = free on the device + idle in the pool (this backend's to reuse)");
         be.trimPool();
-        assertEquals(0, CudaBackend.poolIdleBytes(be.device()), "trimPool hands the idle memory back");
+        // the pool reserves in chunks (32 MiB on an H200) and cannot hand back a chunk that a live allocation shares
+        // (the first GPU run kept 31 MiB: a chunk holding 1 MiB of live buffers)
+        long kept = CudaBackend.poolIdleBytes(be.device());
+        assertTrue(kept <= 64L << 20, "trimPool hands the idle memory back, but for the chunks live buffers share: " + kept
+                + " bytes still idle of " + idle);
         assertEquals(0, CudaNative.g4_mem_get_info(free, total));
         assertEquals(free[0], Memory.available(be), 64 << 20, "after a trim, available is the device's free memory");
         String old = System.getProperty(CudaBackend.ALLOC_PROPERTY);
