@@ -24,14 +24,16 @@ import java.util.Set;
 public final class Tokenizer implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();
 
-    /** The DJL setting that picks which build of its native tokenizers library to load. */
-    static final String FLAVOR = "TOKENIZERS_FLAVOR";
+    /** DJL's offline switch (the environment's DJL_OFFLINE, else this system property). */
+    static final String OFFLINE = "ai.djl.offline";
 
     static {
-        // Where DJL sees a GPU it picks a CUDA build of its native library, which its jar does not hold, and downloads
-        // it (the first GPU run failed so: "Cannot download jni files"). Nothing is downloaded at run time here and the
-        // tokenizer needs no GPU: the CPU build from the jar, unless the user chose a flavor.
-        if (System.getenv(FLAVOR) == null && System.getProperty(FLAVOR) == null) System.setProperty(FLAVOR, "cpu");
+        // Where DJL sees a GPU it picks a CUDA build of its native tokenizers library, which its jar does not hold,
+        // and downloads it: the first GPU runs failed so ("Cannot download jni files: .../cu122-90/libtokenizers.so").
+        // Its flavor override has changed name between versions (TOKENIZERS_FLAVOR, then RUST_FLAVOR); offline mode
+        // takes the CPU build from the jar in both. Nothing is downloaded at run time here and the tokenizer needs no
+        // GPU, so offline, unless the user set either switch.
+        if (System.getenv("DJL_OFFLINE") == null && System.getProperty(OFFLINE) == null) System.setProperty(OFFLINE, "true");
     }
 
     private final Path dir;
