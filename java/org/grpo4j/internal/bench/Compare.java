@@ -321,7 +321,12 @@ public final class Compare {
         Path abs = png.toAbsolutePath();
         if (abs.getParent() != null) Files.createDirectories(abs.getParent());
         Path tmp = abs.resolveSibling("." + abs.getFileName() + ".tmp");
-        ChartUtils.saveChartAsPNG(tmp.toFile(), chart, 1000, Math.max(300, 120 + 24 * n));
-        Files.move(tmp, abs, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+        try {
+            ChartUtils.saveChartAsPNG(tmp.toFile(), chart, 1000, Math.max(300, 120 + 24 * n));
+            Files.move(tmp, abs, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+        } catch (IOException | RuntimeException | Error e) { // no empty .tmp left behind (the packed runtime lacked fonts)
+            Files.deleteIfExists(tmp);
+            throw e;
+        }
     }
 }

@@ -41,8 +41,13 @@ public final class Plots {
             JFreeChart chart = ChartFactory.createXYLineChart((String) c[1], "training step", (String) c[2], ds,
                     PlotOrientation.VERTICAL, true, false, false);
             Path tmp = dir.resolve("." + c[0] + ".tmp");
-            ChartUtils.saveChartAsPNG(tmp.toFile(), chart, 800, 450);
-            Files.move(tmp, dir.resolve((String) c[0]), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+            try {
+                ChartUtils.saveChartAsPNG(tmp.toFile(), chart, 800, 450);
+                Files.move(tmp, dir.resolve((String) c[0]), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+            } catch (IOException | RuntimeException | Error e) { // no empty .tmp left behind
+                Files.deleteIfExists(tmp);
+                throw e;
+            }
         }
     }
 }
