@@ -171,6 +171,24 @@ __device__ inline A block_sum(A x) {
     return warp_sum(y);
 }
 
+// R sums over the block at once, each by block_sum's tree (so each total is bit-identical to block_sum's), with
+// two barriers for all R instead of two each: rows processed R at a time keep R rows of loads in flight.
+template <int R, typename A>
+__device__ inline void block_sum_n(A (&x)[R]) {
+    __shared__ A part[R][32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+#pragma unroll
+    for (int i = 0; i < R; i++) x[i] = warp_sum(x[i]);
+    __syncthreads();  // part[] may still be read by a previous call
+    if (lane == 0) {
+#pragma unroll
+        for (int i = 0; i < R; i++) part[i][warp] = x[i];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < R; i++) x[i] = warp_sum(lane < warps ? part[i][lane] : A(0));
+}
+
 // ---- device error flag -------------------------------------------------------------------------------------------
 // Index data (ids, positions, slots) that is out of range must not fault the GPU: the kernel skips that element and
 // reports here. flag[0] = the op code of the first report (0 = none), flag[1] = element index, flag[2] = the value,
