@@ -48,6 +48,9 @@ final class Cases {
     /** Back-to-back matmul calls per repetition of the host-cost row. */
     static final int HOST_CALLS = 100;
 
+    /** Untimed matmul calls before the host-cost row's timing: the JIT's warm-up (C2 compiles after thousands). */
+    static final int HOST_WARMUP_CALLS = 10_000;
+
     /** Rows of the correctness check for row-wise ops (odd, so no kernel gets a round count). */
     static final int CHECK_ROWS = 37;
 
@@ -111,7 +114,8 @@ final class Cases {
         int[] h = s.gemms().get(s.gemms().size() - 1);
         out.add(new Case("gemm", "host cost " + h[0] + "x" + h[1] + "x" + h[2], mkn(h[0], h[1], h[2]), act.label(),
                 List.of(Ops.MATMUL), 1, "call", "host wall time of " + HOST_CALLS + " back-to-back matmul calls / "
-                + HOST_CALLS + " (enqueue cost: Java, JNI, cuBLASLt), before the GPU catches up",
+                + HOST_CALLS + " (enqueue cost: Java, JNI, cuBLASLt), before the GPU catches up, after " + HOST_WARMUP_CALLS
+                + " untimed calls (the JIT's warm-up)",
                 Kind.HOST_COST, d -> matmul(d, h[0], h[1], h[2], act), null, false));
     }
 
