@@ -55,6 +55,28 @@ __global__ void segment_sum_kernel(float* dtable, const T* dout, const int* keys
     }
 }
 
+// The same with 4 columns a thread (a float4 of dTable, 8 or 16 bytes of dOut) when d % 4 == 0 and both are 16- and
+// 8-byte aligned: the scalar kernel made 16 dependent passes a thread over 2-byte loads (the first GPU run: 54 us for
+// 4096 tokens x 4096, 45 cycles per issued instruction, DRAM 55% busy). Per column the same adds in the same order.
+template <typename T>
+__global__ void segment_sum_vec_kernel(float* dtable, const T* dout, const int* keys, const int* vals, int n, int d, int v) {
+    const int i = blockIdx.x;
+    const int key = keys[i];
+    if (key >= v || (i > 0 && keys[i - 1] == key)) return;
+    int end = i + 1;
+    while (end < n && keys[end] == key) end++;
+    float* row = dtable + (long long) key * d;
+    for (int j = threadIdx.x * 4; j < d; j += blockDim.x * 4) {
+        g4::Vec<float, 4> acc = g4::load_vec<4>(row + j);
+        for (int q = i; q < end; q++) {
+            const g4::Vec<T, 4> g = g4::load_vec<4>(dout + (long long) vals[q] * d + j);
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc.v[e] = __fadd_rn(acc.v[e], g4::to_f32(g.v[e]));
+        }
+        g4::store_vec(row + j, acc);
+    }
+}
+
 int bits_for(int v) {  // radix bits that cover 0..v (v itself is the sentinel)
     int b = 1;
     while (b < 31 && (1LL << b) <= v) b++;
@@ -112,6 +134,16 @@ extern "C" int g4_embedding_backward(g4_ptr dtable, int dout_dtype, g4_ptr dout,
     e = (int) cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys_in, keys_out, vals_in, vals_out, n, 0, bits_for(v), st);
     if (e != 0) { (void) cudaGetLastError(); return e; }
     int threads = d >= 1024 ? 256 : (d >= 256 ? 128 : 32);
+    if (d % 4 == 0 && g4::aligned16(dtable) && (dout & 7) == 0 && (dout_dtype == G4_BF16 || g4::aligned16(dout))) {
+        const int vt = d / 4 >= 256 ? 256 : (d / 4 + 31) / 32 * 32;
+        if (dout_dtype == G4_BF16)
+            segment_sum_vec_kernel<__nv_bfloat16><<<n, vt, 0, st>>>(reinterpret_cast<float*>(dtable),
+                    reinterpret_cast<const __nv_bfloat16*>(dout), keys_out, vals_out, n, d, v);
+        else
+            segment_sum_vec_kernel<float><<<n, vt, 0, st>>>(reinterpret_cast<float*>(dtable),
+                    reinterpret_cast<const float*>(dout), keys_out, vals_out, n, d, v);
+        return g4::launched();
+    }
     if (dout_dtype == G4_BF16)
         segment_sum_kernel<__nv_bfloat16><<<n, threads, 0, st>>>(reinterpret_cast<float*>(dtable),
                 reinterpret_cast<const __nv_bfloat16*>(dout), keys_out, vals_out, n, d, v);
