@@ -20,12 +20,13 @@ using namespace g4::smp;
 
 constexpr int G = 4;   // pass A: tiles per group (G * ITEMS loads in flight a thread)
 constexpr int HU = 8;  // histogram passes over the row: loads in flight a thread
+static_assert(BLOCK == 1024, "pass A reduces the per-warp slots with one lane per warp: 32 warps");
 
 struct Shared {
     u64 tile_s[MAX_TILES];
     float tile_m[MAX_TILES];
-    u64 gmax[4][32], gsum[4][32];  // pass A: per tile of a group of G, each warp's max packed key and mass
-    u32 wkmin[32];                  // and each warp's min key
+    u64 gmax[G][BLOCK / 32], gsum[G][BLOCK / 32];  // pass A: per tile of a group, each warp's max key and mass
+    u32 wkmin[BLOCK / 32];                          // and each warp's min key
     u32 cnt[BINS];
     u64 mass[BINS];
     u32 bmin[BINS], bmax[BINS];
