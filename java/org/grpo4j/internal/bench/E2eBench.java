@@ -51,7 +51,8 @@ import picocli.CommandLine.Parameters;
  *       weights, gradients and moments, AdamW writing the bf16 copy. Tokens/s and MFU ({@link E2eWork}).</li>
  *   <li><b>rollout</b>: {@link Generator} on prompts × samples at temperature 1 without stop tokens, with and without
  *       decode graphs: tokens/s, the same as a percentage of the memory roofline (weights + KV read per decode step ÷
- *       the copy bandwidth measured in this run), the steady-state (decode-only) rate, host ms per decode step.</li>
+ *       the copy bandwidth measured in this run) and of the decode bound (the longer of weights and GEMMs per step,
+ *       plus the KV read: {@link E2eWork#boundSeconds}), the steady-state (decode-only) rate, host ms per decode step.</li>
  *   <li><b>grpo</b>: one whole GRPO step built from the trainer's pieces: generation, GSM8K rewards on synthetic
  *       responses (random weights emit random ids, so the texts are made from them), group advantages, old and
  *       reference log-probs, and mini-batches of micro-batches through the fused GRPO loss, each mini-batch ending
@@ -416,7 +417,8 @@ public final class E2eBench implements Callable<Integer> {
             case E2eReport.ROLLOUT -> String.format(Locale.ROOT, "%.2f s, %.0f tokens/s, %.1f%% of roofline; steady %s tokens/s, %s; host %.3f ms/step",
                     r.medianMs() / 1e3, r.fig("tokens_per_s"), r.fig("roofline_pct"),
                     r.fig("steady_tokens_per_s") == null ? "-" : String.format(Locale.ROOT, "%.0f", r.fig("steady_tokens_per_s")),
-                    r.fig("steady_roofline_pct") == null ? "-" : String.format(Locale.ROOT, "%.1f%% of roofline", r.fig("steady_roofline_pct")),
+                    r.fig("steady_roofline_pct") == null ? "-" : String.format(Locale.ROOT, "%.1f%% of roofline, %.1f%% of bound",
+                            r.fig("steady_roofline_pct"), r.fig("steady_bound_pct")),
                     r.fig("host_ms_per_step"));
             default -> String.format(Locale.ROOT, "generation %.2f s, reward %.2f s, log-probs %.2f s, training %.2f s, total %.2f s",
                     r.fig("generation_s"), r.fig("reward_s"), r.fig("logprobs_s"), r.fig("training_s"), r.fig("total_s"));
@@ -755,10 +757,13 @@ public final class E2eBench implements Callable<Integer> {
         f.put("tokens_per_s", tokens / sec);
         f.put("roofline_bytes", bytes);
         f.put("roofline_pct", 100 * roofSec / sec);
+        double boundSec = E2eWork.boundSeconds(rig.cfg, dtBytes, b, sh.promptLen(), newTokens, copyGbs, E2eWork.PEAK_TFLOPS);
+        f.put("bound_pct", 100 * boundSec / sec);
         String note = "whole generate call incl. prefill; steady = (whole - prefill-only " + String.format(Locale.ROOT, "%.3f", prefillOnly) + " s)";
         if (sec > prefillOnly && newTokens > 1) {
             f.put("steady_tokens_per_s", (double) b * (newTokens - 1) / (sec - prefillOnly));
             f.put("steady_roofline_pct", 100 * roofSec / (sec - prefillOnly));
+            f.put("steady_bound_pct", 100 * boundSec / (sec - prefillOnly));
         } else {
             note += "; no steady-state figure (the whole call was not longer than the prefill-only one)";
         }

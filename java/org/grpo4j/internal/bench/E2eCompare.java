@@ -121,7 +121,9 @@ public final class E2eCompare {
         b.append("copy bandwidth measured in the same run").append(peers == null ? "" : " (ours / peer)").append(": ")
                 .append(fmt(ours.copyGbs())).append(peers == null ? "" : " / " + fmt(peers.copyGbs())).append(" GB/s. ")
                 .append("MFU = (6 · P_mm · tokens + causal attention 12·L·H·D·S²/2 per sequence) / step time / ")
-                .append(num(ours.peakTflops())).append(" TFLOP/s. Roofline = (weights + KV read per decode step) / copy bandwidth.\n\n");
+                .append(num(ours.peakTflops())).append(" TFLOP/s. Roofline = (weights + KV read per decode step) / copy bandwidth. Bound = per decode step the longer of ")
+                .append("its weights' read and its GEMMs at that peak, then its KV read: the least time a decoder running GEMMs and ")
+                .append("attention one after the other can take (at hundreds of sequences the GEMMs are compute-bound).\n\n");
         if (peers != null && peers.fake())
             b.append("**The peer file has placeholder timings (e2e-peers.py --fake-timer): its figures and the ratios mean nothing.**\n\n");
         return b.toString();
@@ -158,22 +160,23 @@ public final class E2eCompare {
             b.append("**Rollout** (temperature 1, no stop token: every sequence runs to the new-token count; seconds per generate call, "
                     + "median (min-max); steady = decode steps only: (whole call - prefill-only call); host ms/step = time to issue one "
                     + "decode step)\n\n");
-            b.append("| preset | shape | decode graphs | ours s | ours tok/s | ours % roofline | steady tok/s | steady % roofline | host ms/step | ")
+            b.append("| preset | shape | decode graphs | ours s | ours tok/s | ours % roofline | steady tok/s | steady % roofline | steady % bound | host ms/step | ")
                     .append(peerName).append(" s | ").append(peerName).append(" tok/s | ").append(peerName).append(" % roofline | ours/")
                     .append(peerName).append(" | goals |\n");
-            b.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+            b.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
             for (Line l : roll) {
                 E2eReport.Row r = l.ours(), p = l.peer();
                 b.append("| ").append(r.preset()).append(" | ").append(Compare.esc(r.shape())).append(" | ").append(r.variant() == null ? "" : r.variant())
                         .append(" | ").append(r.ok() ? time(r, 1000) : status(r)).append(" | ").append(r.ok() ? fmt(r.fig("tokens_per_s")) : "-")
                         .append(" | ").append(r.ok() ? pct(r.fig("roofline_pct")) : "-").append(" | ").append(r.ok() ? fmt(r.fig("steady_tokens_per_s")) : "-")
                         .append(" | ").append(r.ok() ? pct(r.fig("steady_roofline_pct")) : "-").append(" | ")
+                        .append(r.ok() && r.fig("steady_bound_pct") != null ? pct(r.fig("steady_bound_pct")) : "-").append(" | ")
                         .append(r.ok() && r.fig("host_ms_per_step") != null ? Compare.sig(r.fig("host_ms_per_step")) : "-").append(" | ");
                 peerCells(b, p, "roofline_pct", 1000);
                 b.append(ratio(l)).append(" | ").append(Compare.esc(String.join("; ", l.goals()))).append(" |\n");
             }
             for (E2eReport.Row p : rollPeers) {
-                b.append("| ").append(p.preset()).append(" | ").append(Compare.esc(p.shape())).append(" | | (not run by ours) | | | | | | ");
+                b.append("| ").append(p.preset()).append(" | ").append(Compare.esc(p.shape())).append(" | | (not run by ours) | | | | | | | ");
                 peerCells(b, p, "roofline_pct", 1000);
                 b.append("- | |\n");
             }

@@ -18,6 +18,10 @@ import org.grpo4j.internal.model.ParameterLayout;
  *       the prefill): bytes = (N - 1) · W + B · kv · ((N - 1) · P + N (N - 1) / 2), for B sequences of P prompt
  *       tokens and kv bytes of cache per token. Divided by the copy bandwidth measured in the same run it is the
  *       shortest time a memory-bound decoder could take.</li>
+ *   <li>Decode bound of a generation: at hundreds of sequences a decode step's GEMMs are compute-bound (2 · B · P_mm
+ *       FLOPs against W bytes), and one stream runs them and attention one after the other, so no decoder beats
+ *       (N - 1) · max(W / bandwidth, 2 · B · P_mm / peak) + KV bytes / bandwidth (attention's FLOPs are not counted:
+ *       that phase is memory-bound). The memory roofline is this bound's lower part only.</li>
  * </ul>
  */
 public final class E2eWork {
@@ -54,6 +58,19 @@ public final class E2eWork {
     /** KV-cache bytes per token: K and V of every layer. */
     public static long kvBytesPerToken(LlamaConfig c, int dtypeBytes) {
         return 2L * c.numLayers() * c.kvDim() * dtypeBytes;
+    }
+
+    /**
+     * Seconds no decoder can beat when generating {@code newTokens} for each of {@code sequences} sequences of
+     * {@code promptLen} tokens, at {@code copyGbs} GB/s and {@code peakTflops} TFLOP/s: every decode step's weights (or
+     * its GEMMs' FLOPs, whichever take longer), then its KV read.
+     */
+    public static double boundSeconds(LlamaConfig c, int dtypeBytes, int sequences, int promptLen, int newTokens, double copyGbs,
+                                      double peakTflops) {
+        double steps = newTokens - 1, bw = copyGbs * 1e9;
+        double weights = decodeWeightBytes(c, dtypeBytes) / bw, gemms = 2.0 * sequences * matmulParams(c) / (peakTflops * 1e12);
+        double kv = rooflineBytes(c, dtypeBytes, sequences, promptLen, newTokens) - steps * decodeWeightBytes(c, dtypeBytes);
+        return steps * Math.max(weights, gemms) + kv / bw;
     }
 
     /** Roofline bytes of generating {@code newTokens} for each of {@code sequences} sequences of {@code promptLen} tokens. */

@@ -37,6 +37,7 @@ class E2eCompareTest {
         if (steadyPct != null) {
             f.put("steady_tokens_per_s", 200000.0);
             f.put("steady_roofline_pct", steadyPct);
+            if (impl.equals("grpo4j")) f.put("steady_bound_pct", 1.25 * steadyPct);
             f.put("host_ms_per_step", 0.05);
         }
         return new E2eReport.Row("rollout/llama-3.2-1b/new256", "rollout", "llama-3.2-1b", "48 prompts x 16 samples, prompt 256, 256 new",
@@ -78,6 +79,22 @@ class E2eCompareTest {
         assertTrue(md.contains("| 1.28x |") && md.contains("| 16.00x |"), md);
         assertTrue(md.contains("4000 / 4000 GB/s"), md);
         assertTrue(md.contains("goals met: 2 of 4 judged"), md);
+        assertTablesAreRectangular(md);
+        assertTrue(md.contains("steady % bound") && md.contains("Bound = per decode step the longer of"), md);
+    }
+
+    /** Every row of every markdown table has its header's number of cells. */
+    static void assertTablesAreRectangular(String md) {
+        int cells = -1;
+        for (String line : md.lines().toList()) {
+            if (!line.startsWith("|")) {
+                cells = -1;
+                continue;
+            }
+            int n = line.split("\\|", -1).length;
+            if (cells < 0) cells = n;
+            assertEquals(cells, n, "a table row with another number of cells than its header: " + line + "\n" + md);
+        }
     }
 
     @Test
@@ -102,6 +119,7 @@ class E2eCompareTest {
         assertTrue(md.contains("**error**: CudaException: out of memory"), md);
         assertTrue(md.contains("(not run by ours)"), md);
         assertTrue(md.contains("3 rows: 1 errors, 0 skipped"), md);
+        assertTablesAreRectangular(md);
     }
 
     @Test

@@ -61,4 +61,22 @@ class E2eWorkTest {
         assertEquals(2.0 * (all - 100L * 64), E2eWork.decodeWeightBytes(c, 2));
         assertEquals(0, E2eWork.rooflineBytes(c, 2, b, p, 1)); // one new token: prefill only, no decode step
     }
+
+    @Test
+    void theDecodeBoundIsTheRooflineForOneSequenceAndTheGemmsAtSevenHundredSixtyEight() {
+        double copyGbs = 4209, peak = E2eWork.PEAK_TFLOPS;
+        for (LlamaConfig c : new LlamaConfig[] {LlamaConfig.llama32_1b(), LlamaConfig.preset("llama-3.1-8b-4l")}) {
+            double w = E2eWork.decodeWeightBytes(c, 2);
+            // one sequence: a step's GEMMs (2 P_mm FLOPs) take far less than its weights' read: the bound is the roofline
+            double roof1 = E2eWork.rooflineBytes(c, 2, 1, 256, 256) / (copyGbs * 1e9);
+            assertEquals(roof1, E2eWork.boundSeconds(c, 2, 1, 256, 256, copyGbs, peak), 1e-12 * roof1);
+            // 768 sequences: the GEMMs take longer than the weights' read, so the bound is their time plus the KV read
+            double kv = E2eWork.rooflineBytes(c, 2, 768, 256, 256) - 255 * w;
+            double gemms = 255 * 2.0 * 768 * E2eWork.matmulParams(c) / (peak * 1e12);
+            assertTrue(gemms > 255 * w / (copyGbs * 1e9), c.numLayers() + " layers: the decode GEMMs are compute-bound at 768");
+            double bound = E2eWork.boundSeconds(c, 2, 768, 256, 256, copyGbs, peak);
+            assertEquals(gemms + kv / (copyGbs * 1e9), bound, 1e-12 * bound);
+            assertTrue(bound > E2eWork.rooflineBytes(c, 2, 768, 256, 256) / (copyGbs * 1e9));
+        }
+    }
 }
