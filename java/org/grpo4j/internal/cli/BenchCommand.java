@@ -16,6 +16,7 @@ import org.grpo4j.internal.bench.BenchReport;
 import org.grpo4j.internal.bench.BenchRow;
 import org.grpo4j.internal.bench.BenchSizes;
 import org.grpo4j.internal.bench.Compare;
+import org.grpo4j.internal.bench.CompareChart;
 import org.grpo4j.internal.bench.CudaEventTimer;
 import org.grpo4j.internal.bench.KernelBench;
 import org.grpo4j.internal.util.Charts;
@@ -123,7 +124,7 @@ final class BenchCommand implements Callable<Integer> {
             Files.writeString(tmp, res.markdown());
             Files.move(tmp, md, java.nio.file.StandardCopyOption.REPLACE_EXISTING, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
             Path png = out.resolve("bench-ratios.png");
-            String why = Charts.tryWrite(() -> Compare.writeChart(res, "grpo4j kernels vs PyTorch, same GPU, same run", png));
+            String why = Charts.tryWrite(() -> CompareChart.write(res, "grpo4j kernels vs PyTorch, same GPU, same run", png));
             o.println(why == null ? "wrote " + md + " and " + png : "wrote " + md + "; " + png.getFileName() + " not written: " + why);
         }
         return res.failed() ? 1 : 0;

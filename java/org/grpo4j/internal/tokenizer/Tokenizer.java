@@ -24,16 +24,17 @@ import java.util.Set;
 public final class Tokenizer implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();
 
-    /** DJL's offline switch (the environment's DJL_OFFLINE, else this system property). */
-    static final String OFFLINE = "ai.djl.offline";
+    /** DJL's choice of native-library build: RUST_FLAVOR (DJL 0.38), TOKENIZERS_FLAVOR (earlier versions). */
+    static final String[] FLAVORS = {"RUST_FLAVOR", "TOKENIZERS_FLAVOR"};
 
     static {
         // Where DJL sees a GPU it picks a CUDA build of its native tokenizers library, which its jar does not hold,
         // and downloads it: the first GPU runs failed so ("Cannot download jni files: .../cu122-90/libtokenizers.so").
-        // Its flavor override has changed name between versions (TOKENIZERS_FLAVOR, then RUST_FLAVOR); offline mode
-        // takes the CPU build from the jar in both. Nothing is downloaded at run time here and the tokenizer needs no
-        // GPU, so offline, unless the user set either switch.
-        if (System.getenv("DJL_OFFLINE") == null && System.getProperty(OFFLINE) == null) System.setProperty(OFFLINE, "true");
+        // The tokenizer needs no GPU and nothing is downloaded at run time here: the jar's CPU build, unless the user
+        // chose a flavor (environment or property; DJL reads the environment first). Only this choice is made, not DJL's
+        // global offline mode, so an application that downloads DJL models itself is unaffected.
+        for (String f : FLAVORS)
+            if (System.getenv(f) == null && System.getProperty(f) == null) System.setProperty(f, "cpu");
     }
 
     private final Path dir;
@@ -93,10 +94,19 @@ public final class Tokenizer implements AutoCloseable {
         try (InputStream in = Files.newInputStream(tj)) {
             this.hf = HuggingFaceTokenizer.newInstance(in, opts);
         } catch (RuntimeException e) {
-            StringBuilder why = new StringBuilder(String.valueOf(e.getMessage()));
-            for (Throwable c = e.getCause(); c != null && c != c.getCause(); c = c.getCause()) why.append(": ").append(c.getMessage());
-            throw new IOException(tj + ": HF tokenizers could not load it: " + why, e);
+            throw new IOException(tj + ": HF tokenizers could not load it: " + causes(e), e);
         }
+    }
+
+    /** The messages of a throwable and its causes (at most 8 deep), each once: DJL's wrappers hide the cause's. */
+    static String causes(Throwable e) {
+        java.util.List<String> seen = new java.util.ArrayList<>();
+        for (Throwable c = e; c != null && seen.size() < 8; c = c.getCause()) {
+            String m = c.getMessage();
+            if (m != null && seen.stream().noneMatch(x -> x.contains(m))) seen.add(m);
+            if (c.getCause() == c) break;
+        }
+        return seen.isEmpty() ? e.getClass().getSimpleName() : String.join(": ", seen);
     }
 
     /** Values may be a string or an object with "content" (AddedToken). */

@@ -164,7 +164,7 @@ class CompareTest {
     void theChartHasOneBarPerRatio(@TempDir Path tmp) throws Exception {
         Compare.Result r = merge();
         Path png = tmp.resolve("out/ratios.png");
-        Compare.writeChart(r, "test", png);
+        CompareChart.write(r, "test", png);
         BufferedImage img = ImageIO.read(png.toFile());
         long bars = r.lines().stream().filter(l -> l.ratio() != null).count();
         assertTrue(bars >= 10, "bars " + bars);

@@ -43,10 +43,25 @@ class TokenizerTest {
 
     @Test
     void theNativeLibraryIsTheJarsCpuBuildEvenWhereThereIsAGpu() {
-        // DJL would pick a CUDA build on a GPU host and download it (the first GPU loan's demo failed so); in offline
-        // mode it takes the CPU build from its jar (ai.djl.huggingface.tokenizers.jni.LibUtils, DJL 0.38)
-        assumeTrue(System.getenv("DJL_OFFLINE") == null, "the user set DJL_OFFLINE");
-        assertEquals("true", System.getProperty(Tokenizer.OFFLINE));
+        // DJL would pick a CUDA build on a GPU host and download it (the first GPU loan's demo failed so); with the
+        // flavor set it takes the CPU build from its jar (ai.djl.huggingface.tokenizers.jni.LibUtils, DJL 0.38)
+        for (String f : Tokenizer.FLAVORS) {
+            assumeTrue(System.getenv(f) == null, "the user set " + f);
+            assertEquals("cpu", System.getProperty(f), f);
+        }
+        assertNull(System.getProperty("ai.djl.offline"), "DJL's global offline mode is the application's choice");
+    }
+
+    @Test
+    void aLoadFailureNamesEveryCauseOnce() {
+        Exception inner = new java.io.IOException("Cannot download jni files: https://x/libtokenizers.so");
+        RuntimeException outer = new RuntimeException("Failed to load Huggingface native library.", inner);
+        assertEquals("Failed to load Huggingface native library.: Cannot download jni files: https://x/libtokenizers.so",
+                Tokenizer.causes(outer));
+        // a wrapper that repeats its cause's text, and a cause without a message
+        RuntimeException repeat = new RuntimeException("java.io.IOException: disk", new java.io.IOException("disk"));
+        assertEquals("java.io.IOException: disk", Tokenizer.causes(repeat));
+        assertEquals("IllegalStateException", Tokenizer.causes(new IllegalStateException()));
     }
 
     @Test
