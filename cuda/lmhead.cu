@@ -28,18 +28,38 @@ __device__ inline float block_max(float x) {
     return y;
 }
 
+constexpr int KEEP = 16;  // lse_kernel: chunk columns a thread keeps in registers (BLOCK * KEEP = 4096, CudaBackend's chunk)
+
 __global__ void __launch_bounds__(BLOCK)
 lse_kernel(const float* z, int cols, int v0, int vocab, const int* targets, int row0, float* m_st, double* s_st,
            float* zt_st, int first, int last, double* lse_out, double* logp_d, float* logp_f, int* flag, int op) {
     const int r = blockIdx.x, tid = threadIdx.x;
     const float* zr = z + (long long) r * cols;
     float cm = neg_inf();
-    for (int j = tid; j < cols; j += BLOCK) cm = fmaxf(cm, zr[j]);
-    cm = block_max(cm);
     const float m_old = first ? neg_inf() : m_st[r];
-    const float m_new = fmaxf(m_old, cm);
     double part = 0;
-    for (int j = tid; j < cols; j += BLOCK) part = dadd_rn(part, lse_term(zr[j], m_new));
+    if (cols <= BLOCK * KEEP) {
+        // the row's values kept in registers between the max and the sum: one read of the chunk where two were (the
+        // first GPU run: 22.9 us per 2048 x 4096 chunk, DRAM 32% busy); the same values in the same order
+        float zv[KEEP];
+#pragma unroll
+        for (int k = 0; k < KEEP; k++) {
+            const int j = tid + k * BLOCK;
+            zv[k] = j < cols ? zr[j] : neg_inf();
+            cm = fmaxf(cm, zv[k]);
+        }
+        cm = block_max(cm);
+        const float m_new = fmaxf(m_old, cm);
+#pragma unroll
+        for (int k = 0; k < KEEP; k++)
+            if (tid + k * BLOCK < cols) part = dadd_rn(part, lse_term(zv[k], m_new));
+    } else {
+        for (int j = tid; j < cols; j += BLOCK) cm = fmaxf(cm, zr[j]);
+        cm = block_max(cm);
+        const float m_new = fmaxf(m_old, cm);
+        for (int j = tid; j < cols; j += BLOCK) part = dadd_rn(part, lse_term(zr[j], m_new));
+    }
+    const float m_new = fmaxf(m_old, cm);
     double cs = block_sum(part);
     if (tid == 0) {
         double s = dadd_rn(lse_rescale(first ? 0.0 : s_st[r], m_old, m_new), cs);

@@ -418,7 +418,9 @@ EMU_CASE("lmhead", lse_over_chunks) {
     struct Cfg { const char* name; int n, v, chunk, block; } cfgs[] = {
         {"V 9000 / 4096, rows 40 / 16", 40, 9000, 4096, 16}, {"V 1000 / 300, rows 23 / 7", 23, 1000, 300, 7},
         {"V 7 / 3, rows 9 / 4", 9, 7, 3, 4}, {"V 513 / 512, rows 14 / 14", 14, 513, 512, 14},
-        {"V 4096 / 4096, rows 8 / 3", 8, 4096, 4096, 3}, {"V 1 / 1, rows 3 / 2", 3, 1, 1, 2}};
+        {"V 4096 / 4096, rows 8 / 3", 8, 4096, 4096, 3}, {"V 1 / 1, rows 3 / 2", 3, 1, 1, 2},
+        // chunks wider than the columns lse_kernel keeps in registers (256 threads x 16): the two-read path
+        {"V 9000 / 5000, rows 6 / 4", 6, 9000, 5000, 4}};
     int k = 0;
     for (const Cfg& c : cfgs) {
         const bool want_d = k % 2 == 0 || k == 3, want_f = k % 2 == 1 || k == 0;
