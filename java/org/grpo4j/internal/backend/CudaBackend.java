@@ -599,7 +599,31 @@ public final class CudaBackend extends AbstractBackend {
 
     /** Token rows per block and vocabulary columns per chunk of the fused LM head (docs/kernels.md). */
     static final int LM_TOKEN_BLOCK = 2048, LM_VOCAB_CHUNK = 4096;
-    private int lmTokenBlock = LM_TOKEN_BLOCK, lmVocabChunk = LM_VOCAB_CHUNK;
+    private int lmTokenBlock = lmBlocksProperty(System.getProperty(LM_BLOCKS_PROPERTY))[0];
+    private int lmVocabChunk = lmBlocksProperty(System.getProperty(LM_BLOCKS_PROPERTY))[1];
+
+    /**
+     * {@code -Dgrpo4j.lmheadBlocks=TOKENS,VOCAB}: the fused LM head's token rows per block and vocabulary columns per
+     * chunk, for trying other sizes on a GPU (extra memory grows with their product: {@link #lmHeadBytes}). Larger
+     * token blocks mean fewer dLmHead GEMMs, each reading and writing its fp32 [chunk, H] slice of dLmHead once.
+     */
+    static final String LM_BLOCKS_PROPERTY = "grpo4j.lmheadBlocks";
+
+    /** The blocks a {@link #LM_BLOCKS_PROPERTY} value asks for (null: the defaults); a clear error naming it otherwise. */
+    static int[] lmBlocksProperty(String v) {
+        if (v == null) return new int[] {LM_TOKEN_BLOCK, LM_VOCAB_CHUNK};
+        String[] p = v.split(",", -1);
+        try {
+            if (p.length == 2) {
+                int t = Integer.parseInt(p[0].trim()), c = Integer.parseInt(p[1].trim());
+                if (t >= 1 && c >= 1) return new int[] {t, c};
+            }
+        } catch (NumberFormatException e) {
+            // the message below
+        }
+        throw new IllegalArgumentException("-D" + LM_BLOCKS_PROPERTY + " must be TOKENS,VOCAB (two positive integers, e.g. "
+                + LM_TOKEN_BLOCK + "," + LM_VOCAB_CHUNK + "), got \"" + v + "\"");
+    }
     private Tensor lmZ, lmHiLo, lmAcc, lmTok;   // grown on demand, freed by close()
     private int sampleMaxVocab;
     private boolean lmSplitGrad = splitGradProperty();

@@ -203,5 +203,18 @@ class LmHeadDeviceMathTest {
         assertTrue(bf16Backward < (long) n * v * 2 / 20, "far below the [N, V] bf16 logits (" + ((long) n * v * 2 >> 20) + " MiB)");
         System.out.printf("fused LM head extra memory at N=8192 H=4096 V=128256: forward %d MiB, fp32 backward %d MiB, bf16 backward %d MiB%n",
                 forward >> 20, fp32Backward >> 20, bf16Backward >> 20);
+        // the larger token block a GPU run may try (-Dgrpo4j.lmheadBlocks=4096,4096) stays inside the bound
+        assertTrue(CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, 4096, 4096) <= 256L << 20);
+    }
+
+    @Test
+    void theBlocksPropertyTakesTwoPositiveIntegersAndNamesItselfOtherwise() {
+        assertArrayEquals(new int[] {CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK}, CudaBackend.lmBlocksProperty(null));
+        assertArrayEquals(new int[] {4096, 2048}, CudaBackend.lmBlocksProperty("4096, 2048"));
+        for (String bad : new String[] {"", "4096", "4096,", "0,4096", "4096,-1", "a,b", "1,2,3"}) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> CudaBackend.lmBlocksProperty(bad));
+            assertEquals("-Dgrpo4j.lmheadBlocks must be TOKENS,VOCAB (two positive integers, e.g. 2048,4096), got \"" + bad + "\"",
+                    e.getMessage());
+        }
     }
 }
