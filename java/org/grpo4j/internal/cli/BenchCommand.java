@@ -125,6 +125,7 @@ final class BenchCommand implements Callable<Integer> {
             Files.move(tmp, md, java.nio.file.StandardCopyOption.REPLACE_EXISTING, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
             Path png = out.resolve("bench-ratios.png");
             String why = Charts.tryWrite(() -> CompareChart.write(res, "grpo4j kernels vs PyTorch, same GPU, same run", png));
+            if (why != null) Files.deleteIfExists(png); // not an older run's chart beside this table
             o.println(why == null ? "wrote " + md + " and " + png : "wrote " + md + "; " + png.getFileName() + " not written: " + why);
         }
         return res.failed() ? 1 : 0;
