@@ -444,7 +444,9 @@ EMU_CASE("lmhead", dlogits_in_place_and_split) {
     bool ok = true;
     struct Cfg { const char* name; int n, v, chunk, block; } cfgs[] = {
         {"V 9000 / 4096, rows 12 / 5", 12, 9000, 4096, 5}, {"V 1000 / 300, rows 17 / 6", 17, 1000, 300, 6},
-        {"V 7 / 3, rows 9 / 9", 9, 7, 3, 9}};
+        {"V 7 / 3, rows 9 / 9", 9, 7, 3, 9},
+        // chunks wider than the columns dlogits_kernel loads ahead (256 threads x 16): the one-at-a-time path
+        {"V 9000 / 5000, rows 5 / 3", 5, 9000, 5000, 3}};
     int k = 0;
     for (const Cfg& c : cfgs) {
         printf("  %s\n", c.name);
