@@ -39,14 +39,24 @@ __global__ void keys_kernel(int* keys, int* vals, const int* ids, int n, int v, 
     vals[t] = t;
 }
 
+// The id whose run of sorted positions starts at i, its end in *end; -1 when i is inside a run, or the id is the
+// sentinel v (an out-of-range id, reported when the keys were made).
+__device__ inline int run_at(const int* keys, int i, int n, int v, int* end) {
+    const int key = keys[i];
+    if (key >= v || (i > 0 && keys[i - 1] == key)) return -1;
+    int e = i + 1;
+    while (e < n && keys[e] == key) e++;
+    *end = e;
+    return key;
+}
+
 // One block per sorted position; only the first position of each id's run does work.
 template <typename T>
 __global__ void segment_sum_kernel(float* dtable, const T* dout, const int* keys, const int* vals, int n, int d, int v) {
     const int i = blockIdx.x;
-    const int key = keys[i];
-    if (key >= v || (i > 0 && keys[i - 1] == key)) return;
-    int end = i + 1;
-    while (end < n && keys[end] == key) end++;
+    int end;
+    const int key = run_at(keys, i, n, v, &end);
+    if (key < 0) return;
     float* row = dtable + (long long) key * d;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
         float acc = row[j];
@@ -61,10 +71,9 @@ __global__ void segment_sum_kernel(float* dtable, const T* dout, const int* keys
 template <typename T>
 __global__ void segment_sum_vec_kernel(float* dtable, const T* dout, const int* keys, const int* vals, int n, int d, int v) {
     const int i = blockIdx.x;
-    const int key = keys[i];
-    if (key >= v || (i > 0 && keys[i - 1] == key)) return;
-    int end = i + 1;
-    while (end < n && keys[end] == key) end++;
+    int end;
+    const int key = run_at(keys, i, n, v, &end);
+    if (key < 0) return;
     float* row = dtable + (long long) key * d;
     for (int j = threadIdx.x * 4; j < d; j += blockDim.x * 4) {
         g4::Vec<float, 4> acc = g4::load_vec<4>(row + j);

@@ -8,18 +8,26 @@
 
 namespace {
 
+// Block blockIdx.x's token: its half cos/sin values into cs ([half] cos, then [half] sin), then a barrier. False (the
+// whole block, nothing written) for a negative position, which is reported.
+__device__ inline bool token_cos_sin(float* cs, const int* positions, const float* inv_freq, int half, float sign,
+                                     int* flag, int op) {
+    const int t = blockIdx.x, pos = positions[t];
+    if (pos < 0) {
+        if (threadIdx.x == 0) g4::report(flag, op, t, pos, 0);
+        return false;
+    }
+    for (int j = threadIdx.x; j < half; j += blockDim.x) g4::rope_cos_sin(pos, inv_freq[j], sign, &cs[j], &cs[half + j]);
+    __syncthreads();
+    return true;
+}
+
 template <typename T>
 __global__ void rope_kernel(T* out, const T* x, const int* positions, const float* inv_freq, int h, int d, float sign,
                             int* flag, int op) {
     extern __shared__ float cs[];  // [half] cos, then [half] sin
     const int t = blockIdx.x, half = d / 2;
-    const int pos = positions[t];
-    if (pos < 0) {
-        if (threadIdx.x == 0) g4::report(flag, op, t, pos, 0);
-        return;
-    }
-    for (int j = threadIdx.x; j < half; j += blockDim.x) g4::rope_cos_sin(pos, inv_freq[j], sign, &cs[j], &cs[half + j]);
-    __syncthreads();
+    if (!token_cos_sin(cs, positions, inv_freq, half, sign, flag, op)) return;
     const long long base = (long long) t * h * d;
     for (int i = threadIdx.x; i < h * half; i += blockDim.x) {
         const int head = i / half, j = i % half;
@@ -43,13 +51,7 @@ __global__ void rope_vec_kernel(T* out, const T* x, const int* positions, const 
     extern __shared__ float4 cs4[];  // [half] cos, then [half] sin
     float* cs = reinterpret_cast<float*>(cs4);
     const int t = blockIdx.x, half = d / 2, hv = half / NV, total = h * hv;
-    const int pos = positions[t];
-    if (pos < 0) {
-        if (threadIdx.x == 0) g4::report(flag, op, t, pos, 0);
-        return;
-    }
-    for (int j = threadIdx.x; j < half; j += blockDim.x) g4::rope_cos_sin(pos, inv_freq[j], sign, &cs[j], &cs[half + j]);
-    __syncthreads();
+    if (!token_cos_sin(cs, positions, inv_freq, half, sign, flag, op)) return;
     const long long base = (long long) t * h * d;
     for (int v0 = 0; v0 < total; v0 += K * blockDim.x) {
         g4::Vec<T, NV> x1[K], x2[K];
