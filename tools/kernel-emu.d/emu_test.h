@@ -50,6 +50,21 @@ inline std::vector<float> widen(const std::vector<__nv_bfloat16>& x) {
     return y;
 }
 
+// FNV-1a over the bytes of every output a case produced: printed, so that runs under other thread orders, and kernels
+// rewritten to compute the same values another way, can be compared bit for bit.
+struct Fingerprint {
+    uint64_t h = 1469598103934665603ull;
+    void add(const void* p, size_t bytes) {
+        const unsigned char* c = (const unsigned char*) p;
+        for (size_t i = 0; i < bytes; i++) h = (h ^ c[i]) * 1099511628211ull;
+    }
+    template <typename T> void add(const std::vector<T>& v) { add(v.data(), v.size() * sizeof(T)); }
+    // a strided test view (test_membound.cpp's View): its n elements from base + off
+    template <typename V> auto add(const V& v) -> decltype((void) v.base, (void) v.off, void()) {
+        add(v.base + v.off, v.n * sizeof(*v.base));
+    }
+};
+
 struct Rng {
     std::mt19937_64 g;
     explicit Rng(uint64_t seed) : g(seed) {}

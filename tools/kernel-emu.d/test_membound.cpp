@@ -111,17 +111,6 @@ template <typename T> std::vector<T> randoms(Rng& r, size_t n, double sd = 1) {
     return v;
 }
 
-// FNV-1a over the bytes of every output a case produced: printed, so that runs under other thread orders can be
-// compared (every output here is independent of the order threads run in).
-struct Fingerprint {
-    uint64_t h = 1469598103934665603ull;
-    void add(const void* p, size_t bytes) {
-        const unsigned char* c = (const unsigned char*) p;
-        for (size_t i = 0; i < bytes; i++) h = (h ^ c[i]) * 1099511628211ull;
-    }
-    template <typename T> void add(const View<T>& v) { add(v.base + v.off, v.n * sizeof(T)); }
-};
-
 // One op's checks: calls made, elements compared bitwise or by tolerance, failures (the first described).
 struct Tally {
     std::string what;
