@@ -4,10 +4,13 @@
 //   plan     one block validates cuSeqlens (the CPU backend's checks, first problem reported through the device flag;
 //            then nothing is written at all) and lists the 64-row tiles of every sequence, heaviest first, so that the
 //            grid needs no host read of the lengths: grid.x = ceil(N / 64) + B tile slots, slots past the list exit.
-//   forward  block = (query tile of 64 rows, query head), 4 warps x 16 rows. Q fragments stay in registers; K/V tiles
-//            of 64 keys stream through shared memory with cp.async double buffering; S = QK^T and O += PV on
-//            mma.sync m16n8k16 (fp32 accumulation); online softmax in fp32 in base 2 (attention.cuh); key tiles above
-//            the diagonal are never visited and the diagonal tile is masked. P is rounded to bf16 for the PV product.
+//   forward  block = (query tile of 128 rows, query head), 4 warps x 32 rows (two m-tiles of 16, FlashAttention-2's
+//            128 x 64 on sm_90); Q stays in shared memory and its fragments are read per k-step, so that the registers
+//            hold O; K/V tiles of 64 keys stream through shared memory with cp.async double buffering, each fragment
+//            feeding both m-tiles; S = QK^T and O += PV on mma.sync m16n8k16 (fp32 accumulation); online softmax in
+//            fp32 in base 2 (attention.cuh); key tiles above an m-tile's diagonal are skipped and the diagonal tile is
+//            masked. P is rounded to bf16 for the PV product. Each row's arithmetic is the same as with 64-row tiles
+//            (the host twin's), so the tile size does not change a bit of the output.
 //   backward D_i = dOut_i . out_i (fp32, scratch); dK/dV: block = (key tile of 64, kv head), 4 warps x 16 keys,
 //            iterating over the query heads of its group and the query steps that see the tile (P recomputed from the
 //            saved lse); dQ: deterministic mode (default) a second kernel, block = (query tile, query head) iterating
@@ -54,8 +57,8 @@ static Layout layout(int n, int b, int hq, int d, bool backward, bool fast_dq) {
 
 // ---- plan ---------------------------------------------------------------------------------------------------------
 
-__global__ void __launch_bounds__(PLAN_NT) plan_kernel(const int* cu, int b, int n, int* status, TileRef* map, int* flag,
-                                                       int op) {
+__global__ void __launch_bounds__(PLAN_NT) plan_kernel(const int* cu, int b, int n, int rows, int* status, TileRef* map,
+                                                       int* flag, int op) {
     __shared__ int first_bad;
     __shared__ int scan[PLAN_NT];
     __shared__ int carry;
@@ -78,7 +81,7 @@ __global__ void __launch_bounds__(PLAN_NT) plan_kernel(const int* cu, int b, int
     // exclusive prefix sum of the tile counts, PLAN_NT sequences at a time (Hillis-Steele in shared memory)
     for (int base = 0; base < b; base += PLAN_NT) {
         const int s = base + threadIdx.x;
-        const int cnt = s < b ? g4::tiles_of(cu[s + 1] - cu[s], ATT_BM) : 0;
+        const int cnt = s < b ? g4::tiles_of(cu[s + 1] - cu[s], rows) : 0;
         scan[threadIdx.x] = cnt;
         __syncthreads();
         for (int o = 1; o < PLAN_NT; o <<= 1) {
@@ -112,143 +115,183 @@ struct FwdArgs {
     float c;  // scale * log2(e)
 };
 
-template <int D>
-constexpr int fwd_smem() { return (ATT_BM + 4 * ATT_BN) * D * 2; }
+// Query rows per forward block: 4 warps x 32 rows, FlashAttention-2's 128 x 64 tiles for head dim 128 on sm_90. A
+// warp holds two m-tiles, rows warp * 16 + mt * 64 (interleaved as FlashAttention-2's, so that the causal diagonal
+// falls on every warp alike), and each K/V fragment it loads from shared memory feeds both: half the ldmatrix traffic
+// per mma of 16 rows a warp, twice the independent mma between loads.
+constexpr int FWD_BM = 2 * ATT_BN;
+constexpr int FWD_MT = FWD_BM / 64;  // m-tiles per warp
 
 template <int D>
-__global__ void __launch_bounds__(NT) fwd_kernel(FwdArgs a) {
-    constexpr int KD = D / 16, ND = D / 8, NB = ATT_BN / 8;
+constexpr int fwd_smem() { return (FWD_BM + 4 * ATT_BN) * D * 2; }
+
+template <int D>
+__global__ void __launch_bounds__(NT, 2) fwd_kernel(FwdArgs a) {
+    constexpr int KD = D / 16, ND = D / 8, NB = ATT_BN / 8, MT = FWD_MT;
     if ((int) blockIdx.x >= a.status[0]) return;
     const TileRef t = a.map[blockIdx.x];
     const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start;
-    const int h = blockIdx.y, g = h / a.group, row0 = t.tile * ATT_BM;
+    const int h = blockIdx.y, g = h / a.group, row0 = t.tile * FWD_BM;
     extern __shared__ __align__(128) unsigned char smem[];
-    const unsigned sQ = g4::smem_u32(smem), sK = sQ + ATT_BM * D * 2, sV = sK + 2 * ATT_BN * D * 2;
-    const long long qs = (long long) a.hq * D, ks = (long long) a.hkv * D;
-    const bf16* Kg = a.k + ((long long) start * a.hkv + g) * D;
-    const bf16* Vg = a.v + ((long long) start * a.hkv + g) * D;
-    const int ntiles = t.tile + 1;  // ATT_BM == ATT_BN: key tiles 0..t.tile; tile t.tile is the diagonal
-    g4::load_tile<ATT_BM, D, NT>(sQ, a.q + ((long long) (start + row0) * a.hq + h) * D, qs, len - row0);
-    g4::load_tile<ATT_BN, D, NT>(sK, Kg, ks, len);
-    g4::load_tile<ATT_BN, D, NT>(sV, Vg, ks, len);
+    const unsigned sQ = g4::smem_u32(smem), sK = sQ + FWD_BM * D * 2, sV = sK + 2 * ATT_BN * D * 2;
+    // K/V rows of key tile j start at element (start + 64 j) hkv D + g D of k and v, recomputed from the kernel's
+    // parameters at each use rather than held as two 64-bit pointers through the loop (the registers are that tight)
+    const auto kv_off = [&](int j) { return ((long long) (start + j * ATT_BN) * a.hkv + g) * D; };
+    // Key tile 2 t.tile + mt is m-tile mt's diagonal (masked above it) and tiles after it are wholly masked for it: an
+    // m-tile skips them (exactly what the masked weights 0 would add). Tiles past the sequence's end are not visited.
+    const int diag0 = 2 * t.tile, ntiles = min(diag0 + MT, g4::tiles_of(len, ATT_BN));
+    g4::load_tile<FWD_BM, D, NT>(sQ, a.q + ((long long) (start + row0) * a.hq + h) * D, (long long) a.hq * D, len - row0);
+    g4::load_tile<ATT_BN, D, NT>(sK, a.k + kv_off(0), (long long) a.hkv * D, len);
+    g4::load_tile<ATT_BN, D, NT>(sV, a.v + kv_off(0), (long long) a.hkv * D, len);
     g4::cp_async_commit();
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
-    unsigned qf[KD][4];
-    float o[ND][4];
+    float o[MT][ND][4];
 #pragma unroll
-    for (int i = 0; i < ND; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int i = 0; i < ND; i++) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.f;
+    float m[MT][2], l[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.f;
 
     for (int j = 0; j < ntiles; j++) {
         const int st = j & 1;
         if (j + 1 < ntiles) {
-            const long long off = (long long) (j + 1) * ATT_BN * ks;
-            g4::load_tile<ATT_BN, D, NT>(sK + (st ^ 1) * ATT_BN * D * 2, Kg + off, ks, len - (j + 1) * ATT_BN);
-            g4::load_tile<ATT_BN, D, NT>(sV + (st ^ 1) * ATT_BN * D * 2, Vg + off, ks, len - (j + 1) * ATT_BN);
+            const long long ks = (long long) a.hkv * D;
+            g4::load_tile<ATT_BN, D, NT>(sK + (st ^ 1) * ATT_BN * D * 2, a.k + kv_off(j + 1), ks, len - (j + 1) * ATT_BN);
+            g4::load_tile<ATT_BN, D, NT>(sV + (st ^ 1) * ATT_BN * D * 2, a.v + kv_off(j + 1), ks, len - (j + 1) * ATT_BN);
         }
         g4::cp_async_commit();
         g4::cp_async_wait<1>();
         __syncthreads();
         const int ln = g4::lane_id();
-        if (j == 0) {
-#pragma unroll
-            for (int kk = 0; kk < KD; kk++) g4::ldsm_x4(qf[kk], sQ + g4::frag_a<D>(warp * 16, kk * 16, ln));
-        }
+        const bool act0 = j <= diag0;  // m-tile 0 sees this key tile (m-tile 1 sees every visited tile)
         const unsigned kb = sK + st * ATT_BN * D * 2, vb = sV + st * ATT_BN * D * 2;
-        float s[NB][4];
+        float s[MT][NB][4];
 #pragma unroll
-        for (int i = 0; i < NB; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int kk = 0; kk < KD; kk++)
+            for (int i = 0; i < NB; i++) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < KD; kk++) {
+            unsigned qa[MT][4];  // Q's A fragments, read again from shared memory each k-step (registers go to O)
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+                if (mt > 0 || act0) g4::ldsm_x4(qa[mt], sQ + g4::frag_a<D>(warp * 16 + mt * 64, kk * 16, ln));
 #pragma unroll
             for (int n2 = 0; n2 < NB / 2; n2++) {
                 unsigned b[4];
                 g4::ldsm_x4(b, kb + g4::frag_bt<D>(n2 * 16, kk * 16, ln));
-                g4::mma_bf16(s[2 * n2], qf[kk], b[0], b[1]);
-                g4::mma_bf16(s[2 * n2 + 1], qf[kk], b[2], b[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+                    if (mt > 0 || act0) {
+                        g4::mma_bf16(s[mt][2 * n2], qa[mt], b[0], b[1]);
+                        g4::mma_bf16(s[mt][2 * n2 + 1], qa[mt], b[2], b[3]);
+                    }
             }
-        if (j == t.tile) {  // diagonal tile: key (tile column) > row (tile row) is masked
-            const int r = warp * 16 + gid;
-#pragma unroll
-            for (int nb = 0; nb < NB; nb++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int col = nb * 8 + tig * 2 + e;
-                    if (col > r) s[nb][e] = -INFINITY;
-                    if (col > r + 8) s[nb][2 + e] = -INFINITY;
-                }
-        }
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int nb = 0; nb < NB; nb++) {
-            mx[0] = fmaxf(mx[0], fmaxf(s[nb][0], s[nb][1]));
-            mx[1] = fmaxf(mx[1], fmaxf(s[nb][2], s[nb][3]));
-        }
-        float alpha[2];
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            const float mn = fmaxf(m[i], g4::quad_max(mx[i]) * a.c);
-            alpha[i] = g4::softmax_alpha(m[i], mn);
-            m[i] = mn;
-            l[i] *= alpha[i];
         }
 #pragma unroll
-        for (int i = 0; i < ND; i++) {
-            o[i][0] *= alpha[0];
-            o[i][1] *= alpha[0];
-            o[i][2] *= alpha[1];
-            o[i][3] *= alpha[1];
+        for (int mt = 0; mt < MT; mt++) {
+            if (j == diag0 + mt) {  // the m-tile's diagonal: key (tile column) > row (m-tile row) is masked
+                const int r = warp * 16 + gid;
+#pragma unroll
+                for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const int col = nb * 8 + tig * 2 + e;
+                        if (col > r) s[mt][nb][e] = -INFINITY;
+                        if (col > r + 8) s[mt][nb][2 + e] = -INFINITY;
+                    }
+            }
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            if (mt == 0 && !act0) continue;
+            float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++) {
+                mx[0] = fmaxf(mx[0], fmaxf(s[mt][nb][0], s[mt][nb][1]));
+                mx[1] = fmaxf(mx[1], fmaxf(s[mt][nb][2], s[mt][nb][3]));
+            }
+            float alpha[2];
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const float mn = fmaxf(m[mt][i], g4::quad_max(mx[i]) * a.c);
+                alpha[i] = g4::softmax_alpha(m[mt][i], mn);
+                m[mt][i] = mn;
+                l[mt][i] *= alpha[i];
+            }
+#pragma unroll
+            for (int i = 0; i < ND; i++) {
+                o[mt][i][0] *= alpha[0];
+                o[mt][i][1] *= alpha[0];
+                o[mt][i][2] *= alpha[1];
+                o[mt][i][3] *= alpha[1];
+            }
         }
 #pragma unroll
         for (int kk = 0; kk < ATT_BN / 16; kk++) {  // 16 keys per k-step of O += P V
-            float w[2][4];  // P of n-blocks 2kk, 2kk + 1 (C layout)
+            unsigned pa[MT][4];  // P (16 rows x these 16 keys) of each m-tile as the A operand of O += P V
 #pragma unroll
-            for (int hb = 0; hb < 2; hb++) {
-                const int nb = 2 * kk + hb;
-                w[hb][0] = g4::softmax_weight(s[nb][0], a.c, m[0]);
-                w[hb][1] = g4::softmax_weight(s[nb][1], a.c, m[0]);
-                w[hb][2] = g4::softmax_weight(s[nb][2], a.c, m[1]);
-                w[hb][3] = g4::softmax_weight(s[nb][3], a.c, m[1]);
-                l[0] += w[hb][0];
-                l[0] += w[hb][1];
-                l[1] += w[hb][2];
-                l[1] += w[hb][3];
+            for (int mt = 0; mt < MT; mt++) {
+                if (mt == 0 && !act0) continue;
+                float w[2][4];  // P of n-blocks 2kk, 2kk + 1 (C layout)
+#pragma unroll
+                for (int hb = 0; hb < 2; hb++) {
+                    const int nb = 2 * kk + hb;
+                    w[hb][0] = g4::softmax_weight(s[mt][nb][0], a.c, m[mt][0]);
+                    w[hb][1] = g4::softmax_weight(s[mt][nb][1], a.c, m[mt][0]);
+                    w[hb][2] = g4::softmax_weight(s[mt][nb][2], a.c, m[mt][1]);
+                    w[hb][3] = g4::softmax_weight(s[mt][nb][3], a.c, m[mt][1]);
+                    l[mt][0] += w[hb][0];
+                    l[mt][0] += w[hb][1];
+                    l[mt][1] += w[hb][2];
+                    l[mt][1] += w[hb][3];
+                }
+                g4::c_to_a(pa[mt], w[0], w[1]);
             }
-            unsigned pa[4];  // P (16 rows x these 16 keys) as the A operand of O += P V
-            g4::c_to_a(pa, w[0], w[1]);
 #pragma unroll
             for (int n2 = 0; n2 < ND / 2; n2++) {
                 unsigned b[4];
                 g4::ldsm_x4_t(b, vb + g4::frag_b<D>(kk * 16, n2 * 16, ln));
-                g4::mma_bf16(o[2 * n2], pa, b[0], b[1]);
-                g4::mma_bf16(o[2 * n2 + 1], pa, b[2], b[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+                    if (mt > 0 || act0) {
+                        g4::mma_bf16(o[mt][2 * n2], pa[mt], b[0], b[1]);
+                        g4::mma_bf16(o[mt][2 * n2 + 1], pa[mt], b[2], b[3]);
+                    }
             }
         }
         __syncthreads();
     }
 
-    // epilogue: l over the quad, out = o / l staged in the warp's own rows of sQ, then 16-byte stores of valid rows
+    // epilogue: l over the quad, out = o / l staged in the warp's own rows of sQ (only this warp read them), then
+    // 16-byte stores of valid rows
 #pragma unroll
-    for (int i = 0; i < 2; i++) l[i] = g4::quad_sum(l[i]);
-    const float inv0 = 1.f / l[0], inv1 = 1.f / l[1];
-    const int r0 = warp * 16 + gid;
+    for (int mt = 0; mt < MT; mt++) {
+        const float l0 = g4::quad_sum(l[mt][0]), l1 = g4::quad_sum(l[mt][1]);
+        const float inv0 = 1.f / l0, inv1 = 1.f / l1;
+        const int r0 = warp * 16 + mt * 64 + gid;
 #pragma unroll
-    for (int nd = 0; nd < ND; nd++) {
-        const int col = nd * 8 + tig * 2;
-        *reinterpret_cast<unsigned*>(smem + g4::swz<D>(r0, col)) = g4::pack_bf16(o[nd][0] * inv0, o[nd][1] * inv0);
-        *reinterpret_cast<unsigned*>(smem + g4::swz<D>(r0 + 8, col)) = g4::pack_bf16(o[nd][2] * inv1, o[nd][3] * inv1);
+        for (int nd = 0; nd < ND; nd++) {
+            const int col = nd * 8 + tig * 2;
+            *reinterpret_cast<unsigned*>(smem + g4::swz<D>(r0, col)) =
+                    g4::pack_bf16(o[mt][nd][0] * inv0, o[mt][nd][1] * inv0);
+            *reinterpret_cast<unsigned*>(smem + g4::swz<D>(r0 + 8, col)) =
+                    g4::pack_bf16(o[mt][nd][2] * inv1, o[mt][nd][3] * inv1);
+        }
+        if (tig == 0) {
+            if (row0 + r0 < len) a.lse[(long long) (start + row0 + r0) * a.hq + h] = g4::softmax_lse(m[mt][0], l0);
+            if (row0 + r0 + 8 < len) a.lse[(long long) (start + row0 + r0 + 8) * a.hq + h] = g4::softmax_lse(m[mt][1], l1);
+        }
     }
     __syncwarp();
-    for (int i = lane; i < 16 * ND; i += 32) {
-        const int r = warp * 16 + i / ND, c = i % ND;
+    for (int i = lane; i < MT * 16 * ND; i += 32) {
+        const int rr = i / ND, c = i % ND, r = warp * 16 + (rr & 15) + (rr >> 4) * 64;
         if (row0 + r < len)
             *reinterpret_cast<uint4*>(a.out + ((long long) (start + row0 + r) * a.hq + h) * D + c * 8) =
                     *reinterpret_cast<const uint4*>(smem + g4::swz<D>(r, c * 8));
-    }
-    if (tig == 0) {
-        if (row0 + r0 < len) a.lse[(long long) (start + row0 + r0) * a.hq + h] = g4::softmax_lse(m[0], l[0]);
-        if (row0 + r0 + 8 < len) a.lse[(long long) (start + row0 + r0 + 8) * a.hq + h] = g4::softmax_lse(m[1], l[1]);
     }
 }
 
@@ -787,9 +830,12 @@ static int set_smem(K kernel, int bytes) {
     return (int) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
 }
 
-static int plan(const int* cu, int b, int n, unsigned char* ws, const Layout& L, int* flag, int op, cudaStream_t st) {
-    plan_kernel<<<1, PLAN_NT, 0, st>>>(cu, b, n, reinterpret_cast<int*>(ws + L.status), reinterpret_cast<TileRef*>(ws + L.map),
-                                       flag, op);
+// The tile list of rows-row tiles (FWD_BM for the forward, ATT_BM for the backward's dQ and dK/dV); the map holds
+// ATT_BM tiles, the most there can be.
+static int plan(const int* cu, int b, int n, int rows, unsigned char* ws, const Layout& L, int* flag, int op,
+                cudaStream_t st) {
+    plan_kernel<<<1, PLAN_NT, 0, st>>>(cu, b, n, rows, reinterpret_cast<int*>(ws + L.status),
+                                       reinterpret_cast<TileRef*>(ws + L.map), flag, op);
     return g4::launched();
 }
 
@@ -850,14 +896,15 @@ extern "C" int g4_attention(int dtype, g4_ptr out, g4_ptr lse, g4_ptr q, g4_ptr 
     cudaStream_t st = g4::as_stream(s);
     unsigned char* w = reinterpret_cast<unsigned char*>(ws);
     const int* CU = reinterpret_cast<const int*>(cu);
-    int e = plan(CU, b, n, w, L, reinterpret_cast<int*>(flag), op, st);
+    const bool fast = hq > 0 && fast_path(dtype, d, {out, q, k, v});
+    int e = plan(CU, b, n, fast ? FWD_BM : ATT_BM, w, L, reinterpret_cast<int*>(flag), op, st);
     if (e || n == 0) return e;
     const int* status = reinterpret_cast<const int*>(w + L.status);
-    if (hq > 0 && fast_path(dtype, d, {out, q, k, v})) {  // hq = 0: no query rows (grid.y would be 0); generic no-op
+    if (fast) {  // hq = 0: no query rows (grid.y would be 0); generic no-op
         FwdArgs a{reinterpret_cast<bf16*>(out), reinterpret_cast<float*>(lse), reinterpret_cast<const bf16*>(q),
                   reinterpret_cast<const bf16*>(k), reinterpret_cast<const bf16*>(v), CU, status,
                   reinterpret_cast<const TileRef*>(w + L.map), hq, hkv, hq / hkv, scale * g4::ATT_LOG2E};
-        const unsigned slots = (unsigned) ((n + ATT_BM - 1) / ATT_BM + b);
+        const unsigned slots = (unsigned) ((n + FWD_BM - 1) / FWD_BM + b);
         return d == 64 ? forward_fast<64>(a, slots, st) : forward_fast<128>(a, slots, st);
     }
     GenArgs a{};
@@ -883,7 +930,7 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
     cudaStream_t st = g4::as_stream(s);
     unsigned char* w = reinterpret_cast<unsigned char*>(ws);
     const int* CU = reinterpret_cast<const int*>(cu);
-    int e = plan(CU, b, n, w, L, reinterpret_cast<int*>(flag), op, st);
+    int e = plan(CU, b, n, ATT_BM, w, L, reinterpret_cast<int*>(flag), op, st);
     if (e || n == 0) return e;
     const int* status = reinterpret_cast<const int*>(w + L.status);
     float* dsum = reinterpret_cast<float*>(w + L.dsum);

@@ -121,21 +121,6 @@ __host__ __device__ __forceinline__ void c_to_a(unsigned (&a)[4], const float (&
     a[3] = pack_bf16(c1[2], c1[3]);
 }
 
-// Copies a [R][D] bf16 tile from global rows g + r * stride (elements) into a swizzled shared tile with NT threads;
-// rows r >= valid are zero-filled and not read.
-template <int R, int D, int NT>
-__device__ __forceinline__ void load_tile(unsigned s, const __nv_bfloat16* g, long long stride, int valid) {
-    constexpr int C = D / 8;
-#pragma unroll
-    for (int it = 0; it < (R * C + NT - 1) / NT; it++) {
-        const int i = it * NT + threadIdx.x;
-        if ((R * C) % NT != 0 && i >= R * C) break;
-        const int r = i / C, c = i % C;
-        const bool ok = r < valid;
-        cp_async16(s + swz<D>(r, c * 8), g + (ok ? r * stride : 0) + c * 8, ok);
-    }
-}
-
 #ifndef G4_EMU
 // The lane index read from the hardware register each time: an asm volatile result cannot be hoisted out of a loop,
 // which keeps the compiler from precomputing every swizzled ldmatrix address of an unrolled tile loop into registers
@@ -147,7 +132,30 @@ __device__ __forceinline__ int lane_id() {
     return l;
 }
 
+// threadIdx.x read from the hardware register each time, for the same reason as lane_id: a tile loader's per-thread
+// row offsets are loop-invariant, and hoisted out of a tile loop they hold a 64-bit address per copy for the whole loop.
+__device__ __forceinline__ int thread_x() {
+    int t;
+    asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(t));
+    return t;
+}
+
 #endif  // G4_EMU
+
+// Copies a [R][D] bf16 tile from global rows g + r * stride (elements) into a swizzled shared tile with NT threads;
+// rows r >= valid are zero-filled and not read.
+template <int R, int D, int NT>
+__device__ __forceinline__ void load_tile(unsigned s, const __nv_bfloat16* g, long long stride, int valid) {
+    constexpr int C = D / 8;
+#pragma unroll
+    for (int it = 0; it < (R * C + NT - 1) / NT; it++) {
+        const int i = it * NT + g4::thread_x();
+        if ((R * C) % NT != 0 && i >= R * C) break;
+        const int r = i / C, c = i % C;
+        const bool ok = r < valid;
+        cp_async16(s + swz<D>(r, c * 8), g + (ok ? r * stride : 0) + c * 8, ok);
+    }
+}
 
 // Max and sum over the four lanes of a quad (the lanes holding one row of an mma C fragment).
 __device__ __forceinline__ float quad_max(float x) {

@@ -31,3 +31,4 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const unsigned (&a)[4], 
 }
 
 __device__ __forceinline__ int lane_id() { return (int) (threadIdx.x & 31); }
+__device__ __forceinline__ int thread_x() { return (int) threadIdx.x; }
