@@ -51,7 +51,7 @@ public final class Compare {
     /** The goals the issues set for a row, by family and name. */
     static List<Goal> goals(BenchRow r) {
         List<Goal> g = new ArrayList<>();
-        String n = r.name();
+        String n = problemId(r.name());  // a variant has its problem's goals
         if (MEMORY_BOUND.contains(r.family())) g.add(new Goal(GoalType.CEILING_PCT, 80, null));
         switch (r.family()) {
             case "gemm" -> {
@@ -109,9 +109,10 @@ public final class Compare {
         int met = 0, judged = 0;
         Set<String> ourIds = new LinkedHashSet<>();
         for (BenchRow r : ours.rows()) {
-            ourIds.add(r.id());
+            String problem = problemId(r.id());
+            ourIds.add(problem);
             List<Goal> goals = goals(r).stream().filter(g -> peers != null || g.type() != GoalType.RATIO).toList();
-            List<BenchRow> ps = peers == null ? List.of() : peers.rows().stream().filter(p -> p.id().equals(r.id())).toList();
+            List<BenchRow> ps = peers == null ? List.of() : peers.rows().stream().filter(p -> p.id().equals(problem)).toList();
             List<Goal> unplaced = new ArrayList<>(goals);
             List<Line> mine = new ArrayList<>();
             for (BenchRow p : ps.isEmpty() ? java.util.Collections.<BenchRow>singletonList(null) : ps) {
@@ -142,6 +143,17 @@ public final class Compare {
         List<BenchRow> peerOnly = peers == null ? List.of() : peers.rows().stream().filter(p -> !ourIds.contains(p.id())).toList();
         boolean failed = ours.anyFailed();
         return new Result(markdown(ours, peers, lines, peerOnly, met, judged), lines, failed, met, judged);
+    }
+
+    /**
+     * The problem a row is compared on: its id without a trailing variant tag in square brackets. A variant runs the
+     * same problem in another mode of ours ("attention/fwd+bwd b8 s2048 [fast dQ]", "lmhead/logprob fwd+bwd [dz bf16]")
+     * and is compared with the peers' rows of the problem itself.
+     */
+    static String problemId(String id) {
+        if (!id.endsWith("]")) return id;
+        int open = id.lastIndexOf(" [");
+        return open < 0 ? id : id.substring(0, open);
     }
 
     static Boolean judge(Goal g, BenchRow r, Double ratio, BenchReport ours) {

@@ -78,6 +78,12 @@ final class Instance implements AutoCloseable {
         return this;
     }
 
+    /** Replaces the body by {@code f} of it (a body run in a backend mode, say). */
+    Instance wrap(java.util.function.UnaryOperator<Runnable> f) {
+        this.body = f.apply(body);
+        return this;
+    }
+
     void run() { body.run(); }
 
     /** Bytes of every tensor this instance owns. */

@@ -89,6 +89,20 @@ class CompareTest {
         assertTrue(md.contains("torch 2.11 (canned)"), md);
     }
 
+    @Test
+    void aVariantRowIsComparedWithItsProblemsPeersAndHasItsGoals() throws Exception {
+        Compare.Result r = merge();
+        Compare.Line v = line(r, "lmhead/logprob fwd+bwd [dz bf16]", Compare.LOG_SOFTMAX_GATHER);
+        assertEquals(48.5 / 60.0, v.ratio(), 1e-12);
+        assertEquals(List.of(">= 1x log_softmax gather: MISSED", "<= 256 MiB extra: met"), v.goals());
+        // the default row keeps its own comparison, and the peer's problem is not listed as one we lack
+        assertEquals(48.5 / 45.0, line(r, "lmhead/logprob fwd+bwd", Compare.LOG_SOFTMAX_GATHER).ratio(), 1e-12);
+        assertTrue(row(r.markdown(), "logprob fwd+bwd [dz bf16]").contains("| 0.81x |"), r.markdown());
+        assertFalse(r.markdown().lines().anyMatch(l -> l.contains("logprob fwd+bwd") && l.contains("no such problem")), r.markdown());
+        assertEquals("attention/fwd+bwd b8 s2048", Compare.problemId("attention/fwd+bwd b8 s2048 [fast dQ]"));
+        assertEquals("gemm/matmul 8192x8192x8192", Compare.problemId("gemm/matmul 8192x8192x8192"));
+    }
+
     static BenchRow ourRow(BenchReport r, String id) {
         return r.rows().stream().filter(x -> x.id().equals(id)).findFirst().orElseThrow();
     }

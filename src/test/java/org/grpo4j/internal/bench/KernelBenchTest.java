@@ -256,6 +256,47 @@ class KernelBenchTest {
     }
 
     @Test
+    void variantRowsAreTheSameProblemAndOnTheCpuTheSameBody() {
+        Map<String, Cases.Case> byId = new HashMap<>();
+        for (Cases.Case c : Cases.plan(BenchSizes.LLAMA_3_1_8B, DType.BF16, Cases.FAMILIES)) byId.put(c.id(), c);
+        for (String id : List.of("attention/bwd b8 s2048 [fast dQ]", "attention/fwd+bwd b2 s8192 [fast dQ]",
+                "lmhead/logprob fwd+bwd [dz bf16]")) {
+            Cases.Case v = byId.get(id), p = byId.get(Compare.problemId(id));
+            assertNotNull(v, id);
+            assertEquals(p.work(), v.work(), id);
+            assertEquals(p.shape(), v.shape(), id);
+            assertEquals(p.ops(), v.ops(), id);
+        }
+        Data d = new Data(cpu, true, 1);
+        Instance in = new Instance(d).body(() -> { });
+        assertSame(in, Cases.fastDq(in), "the CPU has one attention backward");
+        assertSame(in, Cases.singleDz(in), "the CPU has one LM-head backward");
+        d.closeInstances();
+    }
+
+    /** A variant row's body runs in its CUDA mode, and the backend's own setting is back afterwards, also on a throw. */
+    @Test
+    @org.junit.jupiter.api.Tag("gpu")
+    void variantRowsRunInTheirCudaModeAndRestoreIt() {
+        org.grpo4j.internal.backend.CudaBackend cb = org.grpo4j.internal.backend.TestBackends.cuda();
+        Data d = new Data(cb, false, 1);
+        boolean[] seen = new boolean[2];
+        Instance in = Cases.singleDz(Cases.fastDq(new Instance(d).body(() -> {
+            seen[0] = cb.deterministicAttention();
+            seen[1] = cb.lmHeadBf16GradSplit();
+        })));
+        assertTrue(cb.deterministicAttention() && cb.lmHeadBf16GradSplit(), "the defaults");
+        in.run();
+        assertFalse(seen[0], "attention's fast dQ during the body");
+        assertFalse(seen[1], "the LM head's single bf16 dz during the body");
+        assertTrue(cb.deterministicAttention() && cb.lmHeadBf16GradSplit(), "restored");
+        Instance bad = Cases.fastDq(new Instance(d).body(() -> { throw new IllegalStateException("boom"); }));
+        assertThrows(IllegalStateException.class, bad::run);
+        assertTrue(cb.deterministicAttention(), "restored after a throw");
+        d.closeInstances();
+    }
+
+    @Test
     void theLlamaPlanHasTheIssueShapesAndWork() {
         List<Cases.Case> plan = Cases.plan(BenchSizes.LLAMA_3_1_8B, DType.BF16, Cases.FAMILIES);
         Map<String, Cases.Case> byId = new HashMap<>();
