@@ -388,7 +388,7 @@ __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
         float p[NM][4];
 #pragma unroll
         for (int i = 0; i < NM; i++) p[i][0] = p[i][1] = p[i][2] = p[i][3] = 0.f;
-#pragma unroll 1
+#pragma unroll 2  // two k-steps in flight: their fragment loads overlap the mma (229 / 239 registers, as with 1)
         for (int kk = 0; kk < KD; kk++) {
             unsigned ka[4];
             g4::ldsm_x4(ka, sK + g4::frag_a<D>(warp * 16, kk * 16, ln));
@@ -428,7 +428,7 @@ __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
         float ds[NM][4];
 #pragma unroll
         for (int i = 0; i < NM; i++) ds[i][0] = ds[i][1] = ds[i][2] = ds[i][3] = 0.f;
-#pragma unroll 1
+#pragma unroll 2
         for (int kk = 0; kk < KD; kk++) {
             unsigned va[4];
             g4::ldsm_x4(va, sV + g4::frag_a<D>(warp * 16, kk * 16, ln));
@@ -581,7 +581,9 @@ __global__ void __launch_bounds__(NT) dq_kernel(BwdArgs a) {
         for (int i = 0; i < NB; i++)
 #pragma unroll
             for (int e = 0; e < 4; e++) p[i][e] = ds[i][e] = 0.f;
-#pragma unroll 1
+// at head dim 128 all k-steps unrolled: the next fragments load under the mma (168 registers, as with unroll 1); at
+// 64 one at a time (unrolled it would take 168 instead of 128 registers: three blocks an SM instead of four)
+#pragma unroll (D == 128 ? KD : 1)
         for (int kk = 0; kk < KD; kk++) {
             unsigned qa[4], oa[4];
             g4::ldsm_x4(qa, sQ + g4::frag_a<D>(warp * 16, kk * 16, ln));
