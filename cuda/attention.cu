@@ -11,13 +11,16 @@
 //            fp32 in base 2 (attention.cuh); key tiles above an m-tile's diagonal are skipped and the diagonal tile is
 //            masked. P is rounded to bf16 for the PV product. Each row's arithmetic is the same as with 64-row tiles
 //            (the host twin's), so the tile size does not change a bit of the output.
-//   backward D_i = dOut_i . out_i (fp32, scratch); dK/dV: block = (key tile of 64, kv head), 4 warps x 16 keys,
-//            iterating over the query heads of its group and the query steps that see the tile (P recomputed from the
-//            saved lse); dQ: deterministic mode (default) a second kernel, block = (query tile, query head) iterating
+//   backward D_i = dOut_i . out_i (fp32, scratch); dK/dV: at head dim 128 block = (key tile of 128, kv head), 8 warps,
+//            FlashAttention-2's backward tiling (dkdv_wide_kernel: P^T and dS^T through shared memory between the
+//            products); at head dim 64 block = (key tile of 64, kv head), 4 warps x 16 keys (dkdv_kernel); both iterate
+//            over the query heads of the group and the query steps that see the tile (P recomputed from the saved
+//            lse); dQ: deterministic mode (default) a second kernel, block = (query tile of 64, query head) iterating
 //            over its key tiles; fast mode dS K added with fp32 atomics into a scratch accumulator by the dK/dV
 //            kernel, then scaled and rounded by a convert kernel.
 // Generic path (fp32, any other even head dim, unaligned views): one warp per (row, head), the lanes taking 32 keys
 //   (or queries) at a time, float64 accumulation: slower, never a wrong answer.
+#include <functional>
 #include <initializer_list>
 
 #include "common.cuh"
@@ -329,6 +332,7 @@ constexpr int dkdv_smem() {
     return 2 * ATT_BN * D * 2 + 2 * 2 * BM * D * 2 + 2 * 2 * BM * 4 + (FAST ? ATT_BN * BM * 2 : 0);
 }
 
+// dK/dV at head dim 64 (head dim 128 runs dkdv_wide_kernel below): block = (key tile of 64, kv head), 4 warps x 16 keys.
 template <int D, bool FAST>
 __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
     constexpr int BM = D == 128 ? 32 : 64;  // == g4::att_bwd_step(D)
@@ -521,6 +525,282 @@ __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
             const long long dst = ((long long) (start + key0 + r) * a.hkv + g) * D + c * 8;
             *reinterpret_cast<uint4*>(a.dk + dst) = *reinterpret_cast<const uint4*>(smem + g4::swz<D>(r, c * 8));
             *reinterpret_cast<uint4*>(a.dv + dst) = *reinterpret_cast<const uint4*>(smem + ATT_BN * D * 2 + g4::swz<D>(r, c * 8));
+        }
+    }
+}
+
+// ---- dK/dV at head dim 128: 128 keys a block, 8 warps (FlashAttention-2's backward tiling) --------------------------
+//
+// Block = (key tile of 128, kv head), 8 warps; query steps of 64 rows. The products are tiled differently, as
+// FlashAttention-2's are, and P^T and dS^T go through shared memory between them:
+//   S^T = K Q^T and dP^T = V dO^T (128 keys x 64 queries): warp (wk, wq) = (warp % 4, warp / 4) takes keys wk * 32
+//     (two m-tiles) by queries wq * 32, so each fragment it loads feeds two or four mma;
+//   P^T and dS^T are rounded to bf16 (as the A operands they were) and stored in shared memory;
+//   dV += P^T dO and dK += dS^T Q (128 keys x 128 columns): warp (wk, wq) takes keys wk * 32 by columns wq * 64, so its
+//     dK and dV accumulators are the same 128 registers as 16 keys by 128 columns, and each fragment feeds more mma;
+//   fast mode, dQ += dS K (64 queries x 128 columns): warp (warp % 2, warp / 2) takes queries (warp % 2) * 32 by
+//     columns (warp / 2) * 32, added with fp32 atomics.
+// Per key and column the sums run over the same queries in the same order (heads of the group, then queries, 16 at a
+// time) with the same P and dS as dkdv_kernel's, and queries that do not see a key add exact zeros: dK and dV are
+// bit-identical to the 64-key kernel's (tools/kernel-emu's fingerprints). Against it, per mma: 0.44 ldmatrix instead of
+// 0.63, and Q, dO, lse and D are copied once per 128 keys instead of 64.
+constexpr int WK_BN = 128;  // keys per block
+constexpr int WK_QS = 64;   // query rows per step
+constexpr int WK_NT = 256;  // threads (8 warps)
+
+template <bool FAST>
+constexpr int dkdv_wide_smem() {
+    constexpr int D = 128;
+    return 2 * WK_BN * D * 2 + 2 * 2 * WK_QS * D * 2 + 2 * WK_BN * WK_QS * 2 + 2 * 2 * WK_QS * 4;
+}
+
+template <bool FAST>
+__global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
+    constexpr int D = 128, KD = D / 16, QS = WK_QS;
+    constexpr int DW = D / 2;   // columns per warp in the dK/dV products
+    constexpr int DQ = D / 4;   // columns per warp in the dQ product
+    if ((int) blockIdx.x >= a.status[0]) return;
+    const TileRef t = a.map[blockIdx.x];
+    const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start;
+    // key tiles heaviest (first) first: the plan's order reversed, as dkdv_kernel
+    const int g = blockIdx.y, key0 = (g4::tiles_of(len, WK_BN) - 1 - t.tile) * WK_BN;
+    extern __shared__ __align__(128) unsigned char smem[];
+    const unsigned sK = g4::smem_u32(smem), sV = sK + WK_BN * D * 2, sQ = sV + WK_BN * D * 2, sO = sQ + 2 * QS * D * 2;
+    const unsigned sP = sO + 2 * QS * D * 2, sS = sP + WK_BN * QS * 2;  // P^T, dS^T: bf16 [128 keys][64 queries]
+    float* sL = reinterpret_cast<float*>(smem + (sS + WK_BN * QS * 2 - sK));  // [2][QS] lse
+    float* sD = sL + 2 * QS;                                                   // [2][QS] D_i
+    const unsigned sLa = g4::smem_u32(sL), sDa = g4::smem_u32(sD);
+    g4::load_tile<WK_BN, D, WK_NT>(sK, a.k + ((long long) (start + key0) * a.hkv + g) * D, (long long) a.hkv * D, len - key0);
+    g4::load_tile<WK_BN, D, WK_NT>(sV, a.v + ((long long) (start + key0) * a.hkv + g) * D, (long long) a.hkv * D, len - key0);
+    // query steps: rows key0, key0 + QS, ... < len (rows below key0 see none of these keys), for each head of the group
+    const int nsteps = (len - key0 + QS - 1) / QS, total = a.group * nsteps;
+    auto load_step = [&](int it, int stage) {
+        const int h = g * a.group + it / nsteps, r0 = key0 + (it % nsteps) * QS;
+        const long long row = (long long) (start + r0) * a.hq + h, qs = (long long) a.hq * D;
+        g4::load_tile<QS, D, WK_NT>(sQ + stage * QS * D * 2, a.q + row * D, qs, len - r0);
+        g4::load_tile<QS, D, WK_NT>(sO + stage * QS * D * 2, a.dout + row * D, qs, len - r0);
+        const int tx = g4::thread_x();
+        if (tx < QS) {
+            const bool ok = r0 + tx < len;
+            g4::cp_async4(sLa + (stage * QS + tx) * 4, a.lse + (ok ? row + tx * a.hq : row), ok);
+            g4::cp_async4(sDa + (stage * QS + tx) * 4, a.dsum + (long long) h * a.n + start + (ok ? r0 + tx : r0), ok);
+        }
+    };
+    load_step(0, 0);
+    g4::cp_async_commit();
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    const int wk = warp & 3, wq = warp >> 2;
+    float dk[2][DW / 8][4], dv[2][DW / 8][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int i = 0; i < DW / 8; i++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) dk[mt][i][e] = dv[mt][i][e] = 0.f;
+    const int kr = key0 + wk * 32 + gid;  // this lane's keys: kr + 16 mt and kr + 16 mt + 8 (sequence positions)
+
+    for (int it = 0; it < total; it++) {
+        const int stage = it & 1;
+        if (it + 1 < total) load_step(it + 1, stage ^ 1);
+        g4::cp_async_commit();
+        g4::cp_async_wait<1>();
+        __syncthreads();
+        const int h = g * a.group + it / nsteps, r0 = key0 + (it % nsteps) * QS;
+        const unsigned qb = sQ + stage * QS * D * 2, ob = sO + stage * QS * D * 2;
+        const float* L = sL + stage * QS;
+        const float* Dv = sD + stage * QS;
+        // S^T = K Q^T: this warp's 32 keys x 32 queries
+        float p[2][4][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) p[mt][i][0] = p[mt][i][1] = p[mt][i][2] = p[mt][i][3] = 0.f;
+#pragma unroll 2
+        for (int kk = 0; kk < KD; kk++) {
+            const int ln = g4::lane_id();
+            unsigned ka[2][4];
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) g4::ldsm_x4(ka[mt], sK + g4::frag_a<D>(wk * 32 + mt * 16, kk * 16, ln));
+#pragma unroll
+            for (int n2 = 0; n2 < 2; n2++) {
+                unsigned b[4];
+                g4::ldsm_x4(b, qb + g4::frag_bt<D>(wq * 32 + n2 * 16, kk * 16, ln));
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) {
+                    g4::mma_bf16(p[mt][2 * n2], ka[mt], b[0], b[1]);
+                    g4::mma_bf16(p[mt][2 * n2 + 1], ka[mt], b[2], b[3]);
+                }
+            }
+        }
+        // P^T = 2^(c s - lse log2 e), 0 where the query does not see the key (query < key) or is past the sequence;
+        // stored rounded to bf16 as the A operand of dV += P^T dO
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+            for (int nb = 0; nb < 4; nb++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int qc = wq * 32 + nb * 8 + tig * 2 + e, qr = r0 + qc;
+                    const float l2 = L[qc] * g4::ATT_LOG2E;
+                    const bool ok = qr < len;
+                    p[mt][nb][e] = ok && kr + mt * 16 <= qr ? exp2f(fmaf(p[mt][nb][e], a.c, -l2)) : 0.f;
+                    p[mt][nb][2 + e] = ok && kr + mt * 16 + 8 <= qr ? exp2f(fmaf(p[mt][nb][2 + e], a.c, -l2)) : 0.f;
+                }
+#pragma unroll
+            for (int kq = 0; kq < 2; kq++) {
+                unsigned af[4];
+                g4::c_to_a(af, p[mt][2 * kq], p[mt][2 * kq + 1]);
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    *reinterpret_cast<unsigned*>(smem + (sP - sK) + g4::frag_a_reg<QS>(wk * 32 + mt * 16, wq * 32 + kq * 16, lane, i)) = af[i];
+            }
+        }
+        // dP^T = V dO^T, then dS^T = P^T (dP^T - D), stored rounded to bf16
+        float ds[2][4][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) ds[mt][i][0] = ds[mt][i][1] = ds[mt][i][2] = ds[mt][i][3] = 0.f;
+#pragma unroll 2
+        for (int kk = 0; kk < KD; kk++) {
+            const int ln = g4::lane_id();
+            unsigned va[2][4];
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) g4::ldsm_x4(va[mt], sV + g4::frag_a<D>(wk * 32 + mt * 16, kk * 16, ln));
+#pragma unroll
+            for (int n2 = 0; n2 < 2; n2++) {
+                unsigned b[4];
+                g4::ldsm_x4(b, ob + g4::frag_bt<D>(wq * 32 + n2 * 16, kk * 16, ln));
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) {
+                    g4::mma_bf16(ds[mt][2 * n2], va[mt], b[0], b[1]);
+                    g4::mma_bf16(ds[mt][2 * n2 + 1], va[mt], b[2], b[3]);
+                }
+            }
+        }
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+            for (int nb = 0; nb < 4; nb++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const float di = Dv[wq * 32 + nb * 8 + tig * 2 + e];
+                    ds[mt][nb][e] = p[mt][nb][e] * (ds[mt][nb][e] - di);
+                    ds[mt][nb][2 + e] = p[mt][nb][2 + e] * (ds[mt][nb][2 + e] - di);
+                }
+#pragma unroll
+            for (int kq = 0; kq < 2; kq++) {
+                unsigned af[4];
+                g4::c_to_a(af, ds[mt][2 * kq], ds[mt][2 * kq + 1]);
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    *reinterpret_cast<unsigned*>(smem + (sS - sK) + g4::frag_a_reg<QS>(wk * 32 + mt * 16, wq * 32 + kq * 16, lane, i)) = af[i];
+            }
+        }
+        __syncthreads();  // P^T and dS^T complete
+        // dV += P^T dO and dK += dS^T Q (scaled at the end): this warp's 32 keys x 64 columns, 16 queries a k-step
+#pragma unroll
+        for (int kq = 0; kq < QS / 16; kq++) {
+            const int ln = g4::lane_id();
+            unsigned pa[2][4];
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) g4::ldsm_x4(pa[mt], sP + g4::frag_a<QS>(wk * 32 + mt * 16, kq * 16, ln));
+#pragma unroll
+            for (int n2 = 0; n2 < DW / 16; n2++) {
+                unsigned b[4];
+                g4::ldsm_x4_t(b, ob + g4::frag_b<D>(kq * 16, wq * DW + n2 * 16, ln));
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) {
+                    g4::mma_bf16(dv[mt][2 * n2], pa[mt], b[0], b[1]);
+                    g4::mma_bf16(dv[mt][2 * n2 + 1], pa[mt], b[2], b[3]);
+                }
+            }
+        }
+#pragma unroll
+        for (int kq = 0; kq < QS / 16; kq++) {
+            const int ln = g4::lane_id();
+            unsigned sa[2][4];
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) g4::ldsm_x4(sa[mt], sS + g4::frag_a<QS>(wk * 32 + mt * 16, kq * 16, ln));
+#pragma unroll
+            for (int n2 = 0; n2 < DW / 16; n2++) {
+                unsigned b[4];
+                g4::ldsm_x4_t(b, qb + g4::frag_b<D>(kq * 16, wq * DW + n2 * 16, ln));
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) {
+                    g4::mma_bf16(dk[mt][2 * n2], sa[mt], b[0], b[1]);
+                    g4::mma_bf16(dk[mt][2 * n2 + 1], sa[mt], b[2], b[3]);
+                }
+            }
+        }
+        if (FAST) {  // dQ[queries] += dS K: warp = (32 queries, 32 columns), 16 keys a k-step, fp32 atomics
+            const int mq = warp & 1, dq0 = (warp >> 1) * DQ;
+            float acc[2][DQ / 8][4];
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+                for (int i = 0; i < DQ / 8; i++) acc[mt][i][0] = acc[mt][i][1] = acc[mt][i][2] = acc[mt][i][3] = 0.f;
+#pragma unroll 2
+            for (int kk = 0; kk < WK_BN / 16; kk++) {
+                const int ln = g4::lane_id();
+                unsigned sa[2][4];
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) g4::ldsm_x4_t(sa[mt], sS + g4::frag_at<QS>(kk * 16, mq * 32 + mt * 16, ln));
+#pragma unroll
+                for (int n2 = 0; n2 < DQ / 16; n2++) {
+                    unsigned b[4];
+                    g4::ldsm_x4_t(b, sK + g4::frag_b<D>(kk * 16, dq0 + n2 * 16, ln));
+#pragma unroll
+                    for (int mt = 0; mt < 2; mt++) {
+                        g4::mma_bf16(acc[mt][2 * n2], sa[mt], b[0], b[1]);
+                        g4::mma_bf16(acc[mt][2 * n2 + 1], sa[mt], b[2], b[3]);
+                    }
+                }
+            }
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+                const int q0 = r0 + mq * 32 + mt * 16 + gid;
+#pragma unroll
+                for (int nb = 0; nb < DQ / 8; nb++) {
+                    const int col = dq0 + nb * 8 + tig * 2;
+                    if (q0 < len) {
+                        float* dst = a.dqacc + ((long long) (start + q0) * a.hq + h) * D + col;
+                        atomicAdd(dst, acc[mt][nb][0]);
+                        atomicAdd(dst + 1, acc[mt][nb][1]);
+                    }
+                    if (q0 + 8 < len) {
+                        float* dst = a.dqacc + ((long long) (start + q0 + 8) * a.hq + h) * D + col;
+                        atomicAdd(dst, acc[mt][nb][2]);
+                        atomicAdd(dst + 1, acc[mt][nb][3]);
+                    }
+                }
+            }
+        }
+        __syncthreads();  // before the next step's copies and P^T / dS^T stores
+    }
+
+    // epilogue: dK (scaled) and dV staged in sK / sV (rows = keys), then 16-byte stores of valid keys
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++) {
+        const int r = wk * 32 + mt * 16 + gid;
+#pragma unroll
+        for (int nd = 0; nd < DW / 8; nd++) {
+            const int col = wq * DW + nd * 8 + tig * 2;
+            *reinterpret_cast<unsigned*>(smem + g4::swz<D>(r, col)) = g4::pack_bf16(dk[mt][nd][0] * a.scale, dk[mt][nd][1] * a.scale);
+            *reinterpret_cast<unsigned*>(smem + g4::swz<D>(r + 8, col)) = g4::pack_bf16(dk[mt][nd][2] * a.scale, dk[mt][nd][3] * a.scale);
+            *reinterpret_cast<unsigned*>(smem + WK_BN * D * 2 + g4::swz<D>(r, col)) = g4::pack_bf16(dv[mt][nd][0], dv[mt][nd][1]);
+            *reinterpret_cast<unsigned*>(smem + WK_BN * D * 2 + g4::swz<D>(r + 8, col)) = g4::pack_bf16(dv[mt][nd][2], dv[mt][nd][3]);
+        }
+    }
+    __syncthreads();
+    constexpr int ND = D / 8;
+    for (int i = threadIdx.x; i < WK_BN * ND; i += WK_NT) {
+        const int r = i / ND, c = i % ND;
+        if (key0 + r < len) {
+            const long long o = ((long long) (start + key0 + r) * a.hkv + g) * D + c * 8;
+            *reinterpret_cast<uint4*>(a.dk + o) = *reinterpret_cast<const uint4*>(smem + g4::swz<D>(r, c * 8));
+            *reinterpret_cast<uint4*>(a.dv + o) = *reinterpret_cast<const uint4*>(smem + WK_BN * D * 2 + g4::swz<D>(r, c * 8));
         }
     }
 }
@@ -855,22 +1135,42 @@ static int forward_generic(GenArgs& a, cudaStream_t st) {
     return launch_gen(gen_fwd_kernel<T>, a, (long long) a.n * a.hq, 1, 1, st);
 }
 
+// The tensor-core backward after dsum_kernel. The plan in the workspace lists tiles of `rows` rows on entry: 64 for
+// head dim 64 (dkdv_kernel and dq_kernel), 128 for head dim 128 (dkdv_wide_kernel), whose deterministic dQ pass then
+// plans its 64-row query tiles again (`replan`).
 template <int D>
-static int backward_fast(const BwdArgs& a, unsigned slots, bool deterministic, cudaStream_t st) {
+static int backward_fast(const BwdArgs& a, int n, int b, bool deterministic, const std::function<int(int)>& replan,
+                         cudaStream_t st) {
     int e;
+    const unsigned slots64 = (unsigned) ((n + ATT_BM - 1) / ATT_BM + b), slots128 = (unsigned) ((n + WK_BN - 1) / WK_BN + b);
     if (deterministic) {
-        constexpr int s1 = dkdv_smem<D, false>(), s2 = dq_smem<D>();
-        if ((e = set_smem(dkdv_kernel<D, false>, s1)) || (e = set_smem(dq_kernel<D>, s2))) return e;
-        dkdv_kernel<D, false><<<dim3(slots, a.hkv), NT, s1, st>>>(a);
-        if ((e = g4::launched())) return e;
-        dq_kernel<D><<<dim3(slots, a.hq), NT, s2, st>>>(a);
+        if constexpr (D == 128) {
+            constexpr int s1 = dkdv_wide_smem<false>();
+            if ((e = set_smem(dkdv_wide_kernel<false>, s1))) return e;
+            dkdv_wide_kernel<false><<<dim3(slots128, a.hkv), WK_NT, s1, st>>>(a);
+            if ((e = g4::launched()) || (e = replan(ATT_BM))) return e;
+        } else {
+            constexpr int s1 = dkdv_smem<D, false>();
+            if ((e = set_smem(dkdv_kernel<D, false>, s1))) return e;
+            dkdv_kernel<D, false><<<dim3(slots64, a.hkv), NT, s1, st>>>(a);
+            if ((e = g4::launched())) return e;
+        }
+        constexpr int s2 = dq_smem<D>();
+        if ((e = set_smem(dq_kernel<D>, s2))) return e;
+        dq_kernel<D><<<dim3(slots64, a.hq), NT, s2, st>>>(a);
         return g4::launched();
     }
-    constexpr int s1 = dkdv_smem<D, true>();
-    if ((e = set_smem(dkdv_kernel<D, true>, s1))) return e;
     const long long total = (long long) a.n * a.hq * D;
     if ((e = (int) cudaMemsetAsync(a.dqacc, 0, total * 4, st))) return e;
-    dkdv_kernel<D, true><<<dim3(slots, a.hkv), NT, s1, st>>>(a);
+    if constexpr (D == 128) {
+        constexpr int s1 = dkdv_wide_smem<true>();
+        if ((e = set_smem(dkdv_wide_kernel<true>, s1))) return e;
+        dkdv_wide_kernel<true><<<dim3(slots128, a.hkv), WK_NT, s1, st>>>(a);
+    } else {
+        constexpr int s1 = dkdv_smem<D, true>();
+        if ((e = set_smem(dkdv_kernel<D, true>, s1))) return e;
+        dkdv_kernel<D, true><<<dim3(slots64, a.hkv), NT, s1, st>>>(a);
+    }
     if ((e = g4::launched())) return e;
     dq_convert_kernel<<<g4::grid_for(total, 256), 256, 0, st>>>(a.dq, a.dqacc, total, a.scale, a.status);
     return g4::launched();
@@ -932,7 +1232,7 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
     cudaStream_t st = g4::as_stream(s);
     unsigned char* w = reinterpret_cast<unsigned char*>(ws);
     const int* CU = reinterpret_cast<const int*>(cu);
-    int e = plan(CU, b, n, ATT_BM, w, L, reinterpret_cast<int*>(flag), op, st);
+    int e = plan(CU, b, n, fast && d == 128 ? WK_BN : ATT_BM, w, L, reinterpret_cast<int*>(flag), op, st);
     if (e || n == 0) return e;
     const int* status = reinterpret_cast<const int*>(w + L.status);
     float* dsum = reinterpret_cast<float*>(w + L.dsum);
@@ -952,9 +1252,9 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
                   reinterpret_cast<const bf16*>(v), reinterpret_cast<const float*>(lse), dsum,
                   reinterpret_cast<float*>(w + L.dqacc), CU, status, reinterpret_cast<const TileRef*>(w + L.map),
                   n, hq, hkv, hq / hkv, scale, scale * g4::ATT_LOG2E};
-        const unsigned slots = (unsigned) ((n + ATT_BM - 1) / ATT_BM + b);
-        return d == 64 ? backward_fast<64>(a, slots, deterministic != 0, st)
-                       : backward_fast<128>(a, slots, deterministic != 0, st);
+        const std::function<int(int)> replan = [&](int rows) { return plan(CU, b, n, rows, w, L, reinterpret_cast<int*>(flag), op, st); };
+        return d == 64 ? backward_fast<64>(a, n, b, deterministic != 0, replan, st)
+                       : backward_fast<128>(a, n, b, deterministic != 0, replan, st);
     }
     GenArgs a{};
     a.q = reinterpret_cast<const void*>(q);
