@@ -20,7 +20,6 @@
 //            kernel, then scaled and rounded by a convert kernel.
 // Generic path (fp32, any other even head dim, unaligned views): one warp per (row, head), the lanes taking 32 keys
 //   (or queries) at a time, float64 accumulation: slower, never a wrong answer.
-#include <functional>
 #include <initializer_list>
 
 #include "common.cuh"
@@ -808,7 +807,8 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
 template <int D>
 constexpr int dq_smem() { return (2 * ATT_BM + 4 * ATT_BN) * D * 2; }
 
-// Deterministic dQ: block = (query tile, query head), 4 warps x 16 rows, key tiles 0..diagonal in order.
+// Deterministic dQ at head dim 64 (128 runs dq_wide_kernel below): block = (query tile, query head), 4 warps x 16
+// rows, key tiles 0..diagonal in order.
 template <int D>
 __global__ void __launch_bounds__(NT) dq_kernel(BwdArgs a) {
     constexpr int KD = D / 16, ND = D / 8, NB = ATT_BN / 8;
@@ -861,9 +861,7 @@ __global__ void __launch_bounds__(NT) dq_kernel(BwdArgs a) {
         for (int i = 0; i < NB; i++)
 #pragma unroll
             for (int e = 0; e < 4; e++) p[i][e] = ds[i][e] = 0.f;
-// at head dim 128 all k-steps unrolled: the next fragments load under the mma (168 registers, as with unroll 1); at
-// 64 one at a time (unrolled it would take 168 instead of 128 registers: three blocks an SM instead of four)
-#pragma unroll (D == 128 ? KD : 1)
+#pragma unroll 1  // (unrolled, 168 registers instead of 128: three blocks an SM instead of four)
         for (int kk = 0; kk < KD; kk++) {
             unsigned qa[4], oa[4];
             g4::ldsm_x4(qa, sQ + g4::frag_a<D>(warp * 16, kk * 16, ln));
@@ -914,6 +912,172 @@ __global__ void __launch_bounds__(NT) dq_kernel(BwdArgs a) {
     __syncwarp();
     for (int i = lane; i < 16 * ND; i += 32) {
         const int rr = warp * 16 + i / ND, c = i % ND;
+        if (row0 + rr < len)
+            *reinterpret_cast<uint4*>(a.dq + ((long long) (start + row0 + rr) * a.hq + h) * D + c * 8) =
+                    *reinterpret_cast<const uint4*>(smem + g4::swz<D>(rr, c * 8));
+    }
+}
+
+// Deterministic dQ at head dim 128: block = (query tile of 128, query head), 8 warps, the mirror of dkdv_wide_kernel.
+// Per key tile of 64 (double-buffered): S = Q K^T and dP = dO V^T (128 x 64) as 32 rows x 32 keys a warp (warp % 4,
+// warp / 4), dS = P (dP - D) rounded to bf16 into shared memory, then dQ += dS K (128 x 128) as 32 rows x 64 columns
+// a warp. Each row's sum runs over the same keys in the same order with the same dS as dq_kernel's (a key tile past a
+// row's diagonal adds exact zeros), so dQ is bit-identical. Against dq_kernel: 0.44 ldmatrix per mma instead of 0.63,
+// and K/V copied once per 128 query rows instead of 64.
+constexpr int WQ_BM = 128;  // query rows per block
+static_assert(WQ_BM == WK_BN, "dK/dV's key tiles and dQ's query tiles come from one plan");
+
+// Rows of the plan's tiles in the tensor-core backward: 128 at head dim 128 (the wide kernels), 64 at 64.
+constexpr int bwd_rows(int d) { return d == 128 ? WK_BN : ATT_BM; }
+
+constexpr int dq_wide_smem() {
+    constexpr int D = 128;
+    return 2 * WQ_BM * D * 2 + 4 * ATT_BN * D * 2 + WQ_BM * ATT_BN * 2;
+}
+
+__global__ void __launch_bounds__(WK_NT, 1) dq_wide_kernel(BwdArgs a) {
+    constexpr int D = 128, KD = D / 16, DW = D / 2, BN = ATT_BN;
+    if ((int) blockIdx.x >= a.status[0]) return;
+    const TileRef t = a.map[blockIdx.x];
+    const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start;
+    const int h = blockIdx.y, g = h / a.group, row0 = t.tile * WQ_BM;
+    extern __shared__ __align__(128) unsigned char smem[];
+    const unsigned sQ = g4::smem_u32(smem), sO = sQ + WQ_BM * D * 2, sK = sO + WQ_BM * D * 2, sV = sK + 2 * BN * D * 2;
+    const unsigned sS = sV + 2 * BN * D * 2;  // dS: bf16 [128 rows][64 keys]
+    const auto kv_off = [&](int j) { return ((long long) (start + j * BN) * a.hkv + g) * D; };
+    // key tiles 0 .. the second half's diagonal, not past the sequence's end
+    const int ntiles = min(2 * t.tile + 2, g4::tiles_of(len, BN));
+    const long long qrow = (long long) (start + row0) * a.hq + h;
+    g4::load_tile<WQ_BM, D, WK_NT>(sQ, a.q + qrow * D, (long long) a.hq * D, len - row0);
+    g4::load_tile<WQ_BM, D, WK_NT>(sO, a.dout + qrow * D, (long long) a.hq * D, len - row0);
+    g4::load_tile<BN, D, WK_NT>(sK, a.k + kv_off(0), (long long) a.hkv * D, len);
+    g4::load_tile<BN, D, WK_NT>(sV, a.v + kv_off(0), (long long) a.hkv * D, len);
+    g4::cp_async_commit();
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    const int wm = warp & 3, wn = warp >> 2;
+    // this lane's rows in the S / dP products: wm * 32 + 16 mt + gid (+ 8), tile-relative
+    float l2[2][2], dd[2][2];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const int row = row0 + wm * 32 + mt * 16 + gid + 8 * i;
+            const bool ok = row < len;
+            l2[mt][i] = ok ? a.lse[(long long) (start + row) * a.hq + h] * g4::ATT_LOG2E : 0.f;
+            dd[mt][i] = ok ? a.dsum[(long long) h * a.n + start + row] : 0.f;
+        }
+    float dq[2][DW / 8][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int i = 0; i < DW / 8; i++) dq[mt][i][0] = dq[mt][i][1] = dq[mt][i][2] = dq[mt][i][3] = 0.f;
+
+    for (int j = 0; j < ntiles; j++) {
+        const int st = j & 1;
+        if (j + 1 < ntiles) {
+            const long long ks = (long long) a.hkv * D;
+            g4::load_tile<BN, D, WK_NT>(sK + (st ^ 1) * BN * D * 2, a.k + kv_off(j + 1), ks, len - (j + 1) * BN);
+            g4::load_tile<BN, D, WK_NT>(sV + (st ^ 1) * BN * D * 2, a.v + kv_off(j + 1), ks, len - (j + 1) * BN);
+        }
+        g4::cp_async_commit();
+        g4::cp_async_wait<1>();
+        __syncthreads();
+        const unsigned kb = sK + st * BN * D * 2, vb = sV + st * BN * D * 2;
+        float p[2][4][4], ds[2][4][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) p[mt][i][e] = ds[mt][i][e] = 0.f;
+#pragma unroll 2
+        for (int kk = 0; kk < KD; kk++) {
+            const int ln = g4::lane_id();
+            unsigned qa[2][4], oa[2][4];
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+                g4::ldsm_x4(qa[mt], sQ + g4::frag_a<D>(wm * 32 + mt * 16, kk * 16, ln));
+                g4::ldsm_x4(oa[mt], sO + g4::frag_a<D>(wm * 32 + mt * 16, kk * 16, ln));
+            }
+#pragma unroll
+            for (int n2 = 0; n2 < 2; n2++) {
+                const unsigned bo = g4::frag_bt<D>(wn * 32 + n2 * 16, kk * 16, ln);
+                unsigned b[4];
+                g4::ldsm_x4(b, kb + bo);
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) {
+                    g4::mma_bf16(p[mt][2 * n2], qa[mt], b[0], b[1]);
+                    g4::mma_bf16(p[mt][2 * n2 + 1], qa[mt], b[2], b[3]);
+                }
+                g4::ldsm_x4(b, vb + bo);
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) {
+                    g4::mma_bf16(ds[mt][2 * n2], oa[mt], b[0], b[1]);
+                    g4::mma_bf16(ds[mt][2 * n2 + 1], oa[mt], b[2], b[3]);
+                }
+            }
+        }
+        // P = 2^(c s - lse log2 e) (0 above the diagonal and past the sequence), dS = P (dP - D), rounded to bf16 into
+        // shared memory as the A operand of dQ += dS K
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) {
+            const int r = row0 + wm * 32 + mt * 16 + gid;  // sequence positions r and r + 8
+#pragma unroll
+            for (int nb = 0; nb < 4; nb++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int key = j * BN + wn * 32 + nb * 8 + tig * 2 + e;
+                    const float p0 = r < len && key <= r ? exp2f(fmaf(p[mt][nb][e], a.c, -l2[mt][0])) : 0.f;
+                    const float p1 = r + 8 < len && key <= r + 8 ? exp2f(fmaf(p[mt][nb][2 + e], a.c, -l2[mt][1])) : 0.f;
+                    ds[mt][nb][e] = p0 * (ds[mt][nb][e] - dd[mt][0]);
+                    ds[mt][nb][2 + e] = p1 * (ds[mt][nb][2 + e] - dd[mt][1]);
+                }
+#pragma unroll
+            for (int kq = 0; kq < 2; kq++) {
+                unsigned af[4];
+                g4::c_to_a(af, ds[mt][2 * kq], ds[mt][2 * kq + 1]);
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    *reinterpret_cast<unsigned*>(smem + (sS - sQ) + g4::frag_a_reg<BN>(wm * 32 + mt * 16, wn * 32 + kq * 16, lane, i)) = af[i];
+            }
+        }
+        __syncthreads();  // dS complete
+        // dQ += dS K: this warp's 32 rows x 64 columns, 16 keys a k-step
+#pragma unroll
+        for (int kq = 0; kq < BN / 16; kq++) {
+            const int ln = g4::lane_id();
+            unsigned sa[2][4];
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) g4::ldsm_x4(sa[mt], sS + g4::frag_a<BN>(wm * 32 + mt * 16, kq * 16, ln));
+#pragma unroll
+            for (int n2 = 0; n2 < DW / 16; n2++) {
+                unsigned b[4];
+                g4::ldsm_x4_t(b, kb + g4::frag_b<D>(kq * 16, wn * DW + n2 * 16, ln));
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) {
+                    g4::mma_bf16(dq[mt][2 * n2], sa[mt], b[0], b[1]);
+                    g4::mma_bf16(dq[mt][2 * n2 + 1], sa[mt], b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads();  // before the next tile's copies and dS stores
+    }
+    // epilogue: dQ (scaled) staged in sQ (rows = queries), then 16-byte stores of valid rows
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++) {
+        const int r = wm * 32 + mt * 16 + gid;
+#pragma unroll
+        for (int nd = 0; nd < DW / 8; nd++) {
+            const int col = wn * DW + nd * 8 + tig * 2;
+            *reinterpret_cast<unsigned*>(smem + g4::swz<D>(r, col)) = g4::pack_bf16(dq[mt][nd][0] * a.scale, dq[mt][nd][1] * a.scale);
+            *reinterpret_cast<unsigned*>(smem + g4::swz<D>(r + 8, col)) = g4::pack_bf16(dq[mt][nd][2] * a.scale, dq[mt][nd][3] * a.scale);
+        }
+    }
+    __syncthreads();
+    constexpr int ND = D / 8;
+    for (int i = threadIdx.x; i < WQ_BM * ND; i += WK_NT) {
+        const int rr = i / ND, c = i % ND;
         if (row0 + rr < len)
             *reinterpret_cast<uint4*>(a.dq + ((long long) (start + row0 + rr) * a.hq + h) * D + c * 8) =
                     *reinterpret_cast<const uint4*>(smem + g4::swz<D>(rr, c * 8));
@@ -1135,29 +1299,26 @@ static int forward_generic(GenArgs& a, cudaStream_t st) {
     return launch_gen(gen_fwd_kernel<T>, a, (long long) a.n * a.hq, 1, 1, st);
 }
 
-// The tensor-core backward after dsum_kernel. The plan in the workspace lists tiles of `rows` rows on entry: 64 for
-// head dim 64 (dkdv_kernel and dq_kernel), 128 for head dim 128 (dkdv_wide_kernel), whose deterministic dQ pass then
-// plans its 64-row query tiles again (`replan`).
+// The tensor-core backward after dsum_kernel. The plan in the workspace lists tiles of 64 rows at head dim 64
+// (dkdv_kernel, dq_kernel) and of 128 at head dim 128 (dkdv_wide_kernel, dq_wide_kernel).
 template <int D>
-static int backward_fast(const BwdArgs& a, int n, int b, bool deterministic, const std::function<int(int)>& replan,
-                         cudaStream_t st) {
+static int backward_fast(const BwdArgs& a, int n, int b, bool deterministic, cudaStream_t st) {
     int e;
-    const unsigned slots64 = (unsigned) ((n + ATT_BM - 1) / ATT_BM + b), slots128 = (unsigned) ((n + WK_BN - 1) / WK_BN + b);
+    const unsigned slots = (unsigned) ((n + bwd_rows(D) - 1) / bwd_rows(D) + b);
     if (deterministic) {
         if constexpr (D == 128) {
-            constexpr int s1 = dkdv_wide_smem<false>();
-            if ((e = set_smem(dkdv_wide_kernel<false>, s1))) return e;
-            dkdv_wide_kernel<false><<<dim3(slots128, a.hkv), WK_NT, s1, st>>>(a);
-            if ((e = g4::launched()) || (e = replan(ATT_BM))) return e;
-        } else {
-            constexpr int s1 = dkdv_smem<D, false>();
-            if ((e = set_smem(dkdv_kernel<D, false>, s1))) return e;
-            dkdv_kernel<D, false><<<dim3(slots64, a.hkv), NT, s1, st>>>(a);
+            constexpr int s1 = dkdv_wide_smem<false>(), s2 = dq_wide_smem();
+            if ((e = set_smem(dkdv_wide_kernel<false>, s1)) || (e = set_smem(dq_wide_kernel, s2))) return e;
+            dkdv_wide_kernel<false><<<dim3(slots, a.hkv), WK_NT, s1, st>>>(a);
             if ((e = g4::launched())) return e;
+            dq_wide_kernel<<<dim3(slots, a.hq), WK_NT, s2, st>>>(a);
+        } else {
+            constexpr int s1 = dkdv_smem<D, false>(), s2 = dq_smem<D>();
+            if ((e = set_smem(dkdv_kernel<D, false>, s1)) || (e = set_smem(dq_kernel<D>, s2))) return e;
+            dkdv_kernel<D, false><<<dim3(slots, a.hkv), NT, s1, st>>>(a);
+            if ((e = g4::launched())) return e;
+            dq_kernel<D><<<dim3(slots, a.hq), NT, s2, st>>>(a);
         }
-        constexpr int s2 = dq_smem<D>();
-        if ((e = set_smem(dq_kernel<D>, s2))) return e;
-        dq_kernel<D><<<dim3(slots64, a.hq), NT, s2, st>>>(a);
         return g4::launched();
     }
     const long long total = (long long) a.n * a.hq * D;
@@ -1165,11 +1326,11 @@ static int backward_fast(const BwdArgs& a, int n, int b, bool deterministic, con
     if constexpr (D == 128) {
         constexpr int s1 = dkdv_wide_smem<true>();
         if ((e = set_smem(dkdv_wide_kernel<true>, s1))) return e;
-        dkdv_wide_kernel<true><<<dim3(slots128, a.hkv), WK_NT, s1, st>>>(a);
+        dkdv_wide_kernel<true><<<dim3(slots, a.hkv), WK_NT, s1, st>>>(a);
     } else {
         constexpr int s1 = dkdv_smem<D, true>();
         if ((e = set_smem(dkdv_kernel<D, true>, s1))) return e;
-        dkdv_kernel<D, true><<<dim3(slots64, a.hkv), NT, s1, st>>>(a);
+        dkdv_kernel<D, true><<<dim3(slots, a.hkv), NT, s1, st>>>(a);
     }
     if ((e = g4::launched())) return e;
     dq_convert_kernel<<<g4::grid_for(total, 256), 256, 0, st>>>(a.dq, a.dqacc, total, a.scale, a.status);
@@ -1232,7 +1393,7 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
     cudaStream_t st = g4::as_stream(s);
     unsigned char* w = reinterpret_cast<unsigned char*>(ws);
     const int* CU = reinterpret_cast<const int*>(cu);
-    int e = plan(CU, b, n, fast && d == 128 ? WK_BN : ATT_BM, w, L, reinterpret_cast<int*>(flag), op, st);
+    int e = plan(CU, b, n, fast ? bwd_rows(d) : ATT_BM, w, L, reinterpret_cast<int*>(flag), op, st);
     if (e || n == 0) return e;
     const int* status = reinterpret_cast<const int*>(w + L.status);
     float* dsum = reinterpret_cast<float*>(w + L.dsum);
@@ -1252,9 +1413,8 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
                   reinterpret_cast<const bf16*>(v), reinterpret_cast<const float*>(lse), dsum,
                   reinterpret_cast<float*>(w + L.dqacc), CU, status, reinterpret_cast<const TileRef*>(w + L.map),
                   n, hq, hkv, hq / hkv, scale, scale * g4::ATT_LOG2E};
-        const std::function<int(int)> replan = [&](int rows) { return plan(CU, b, n, rows, w, L, reinterpret_cast<int*>(flag), op, st); };
-        return d == 64 ? backward_fast<64>(a, n, b, deterministic != 0, replan, st)
-                       : backward_fast<128>(a, n, b, deterministic != 0, replan, st);
+        return d == 64 ? backward_fast<64>(a, n, b, deterministic != 0, st)
+                       : backward_fast<128>(a, n, b, deterministic != 0, st);
     }
     GenArgs a{};
     a.q = reinterpret_cast<const void*>(q);
