@@ -331,7 +331,8 @@ constexpr int dkdv_smem() {
     return 2 * ATT_BN * D * 2 + 2 * 2 * BM * D * 2 + 2 * 2 * BM * 4 + (FAST ? ATT_BN * BM * 2 : 0);
 }
 
-// dK/dV at head dim 64 (head dim 128 runs dkdv_wide_kernel below): block = (key tile of 64, kv head), 4 warps x 16 keys.
+// dK/dV at head dim 64, and at 128 where the device lacks the wide kernel's shared memory (dkdv_wide_kernel below):
+// block = (key tile of 64, kv head), 4 warps x 16 keys.
 template <int D, bool FAST>
 __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
     constexpr int BM = D == 128 ? 32 : 64;  // == g4::att_bwd_step(D)
@@ -807,8 +808,8 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
 template <int D>
 constexpr int dq_smem() { return (2 * ATT_BM + 4 * ATT_BN) * D * 2; }
 
-// Deterministic dQ at head dim 64 (128 runs dq_wide_kernel below): block = (query tile, query head), 4 warps x 16
-// rows, key tiles 0..diagonal in order.
+// Deterministic dQ at head dim 64, and at 128 without the wide kernels' shared memory (dq_wide_kernel below): block =
+// (query tile, query head), 4 warps x 16 rows, key tiles 0..diagonal in order.
 template <int D>
 __global__ void __launch_bounds__(NT) dq_kernel(BwdArgs a) {
     constexpr int KD = D / 16, ND = D / 8, NB = ATT_BN / 8;
@@ -926,9 +927,6 @@ __global__ void __launch_bounds__(NT) dq_kernel(BwdArgs a) {
 // and K/V copied once per 128 query rows instead of 64.
 constexpr int WQ_BM = 128;  // query rows per block
 static_assert(WQ_BM == WK_BN, "dK/dV's key tiles and dQ's query tiles come from one plan");
-
-// Rows of the plan's tiles in the tensor-core backward: 128 at head dim 128 (the wide kernels), 64 at 64.
-constexpr int bwd_rows(int d) { return d == 128 ? WK_BN : ATT_BM; }
 
 constexpr int dq_wide_smem() {
     constexpr int D = 128;
@@ -1299,14 +1297,29 @@ static int forward_generic(GenArgs& a, cudaStream_t st) {
     return launch_gen(gen_fwd_kernel<T>, a, (long long) a.n * a.hq, 1, 1, st);
 }
 
-// The tensor-core backward after dsum_kernel. The plan in the workspace lists tiles of 64 rows at head dim 64
-// (dkdv_kernel, dq_kernel) and of 128 at head dim 128 (dkdv_wide_kernel, dq_wide_kernel).
+// Whether the tensor-core backward runs the wide kernels (head dim 128, and a device whose blocks may take their 161
+// and 144 KiB of shared memory: sm_80 and sm_90 do; sm_86 and sm_89, 99 KiB a block, run dkdv_kernel and dq_kernel,
+// whose results are the same bits).
+static bool wide_backward(int d) {
+    if (d != 128) return false;
+    int dev = 0, optin = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+        (void) cudaGetLastError();  // leave the runtime clean; the 64-row kernels need no attribute
+        return false;
+    }
+    return optin >= dkdv_wide_smem<true>() && optin >= dq_wide_smem();
+}
+
+// The tensor-core backward after dsum_kernel. The plan in the workspace lists tiles of 128 rows for the wide kernels
+// (dkdv_wide_kernel, dq_wide_kernel) and of 64 for dkdv_kernel and dq_kernel.
 template <int D>
-static int backward_fast(const BwdArgs& a, int n, int b, bool deterministic, cudaStream_t st) {
+static int backward_fast(const BwdArgs& a, int n, int b, bool deterministic, bool wide, cudaStream_t st) {
     int e;
-    const unsigned slots = (unsigned) ((n + bwd_rows(D) - 1) / bwd_rows(D) + b);
+    const int rows = wide ? WK_BN : ATT_BM;
+    const unsigned slots = (unsigned) ((n + rows - 1) / rows + b);
     if (deterministic) {
-        if constexpr (D == 128) {
+        if (wide) {
             constexpr int s1 = dkdv_wide_smem<false>(), s2 = dq_wide_smem();
             if ((e = set_smem(dkdv_wide_kernel<false>, s1)) || (e = set_smem(dq_wide_kernel, s2))) return e;
             dkdv_wide_kernel<false><<<dim3(slots, a.hkv), WK_NT, s1, st>>>(a);
@@ -1323,7 +1336,7 @@ static int backward_fast(const BwdArgs& a, int n, int b, bool deterministic, cud
     }
     const long long total = (long long) a.n * a.hq * D;
     if ((e = (int) cudaMemsetAsync(a.dqacc, 0, total * 4, st))) return e;
-    if constexpr (D == 128) {
+    if (wide) {
         constexpr int s1 = dkdv_wide_smem<true>();
         if ((e = set_smem(dkdv_wide_kernel<true>, s1))) return e;
         dkdv_wide_kernel<true><<<dim3(slots, a.hkv), WK_NT, s1, st>>>(a);
@@ -1393,7 +1406,8 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
     cudaStream_t st = g4::as_stream(s);
     unsigned char* w = reinterpret_cast<unsigned char*>(ws);
     const int* CU = reinterpret_cast<const int*>(cu);
-    int e = plan(CU, b, n, fast ? bwd_rows(d) : ATT_BM, w, L, reinterpret_cast<int*>(flag), op, st);
+    const bool wide = fast && wide_backward(d);
+    int e = plan(CU, b, n, wide ? WK_BN : ATT_BM, w, L, reinterpret_cast<int*>(flag), op, st);
     if (e || n == 0) return e;
     const int* status = reinterpret_cast<const int*>(w + L.status);
     float* dsum = reinterpret_cast<float*>(w + L.dsum);
@@ -1413,8 +1427,8 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
                   reinterpret_cast<const bf16*>(v), reinterpret_cast<const float*>(lse), dsum,
                   reinterpret_cast<float*>(w + L.dqacc), CU, status, reinterpret_cast<const TileRef*>(w + L.map),
                   n, hq, hkv, hq / hkv, scale, scale * g4::ATT_LOG2E};
-        return d == 64 ? backward_fast<64>(a, n, b, deterministic != 0, st)
-                       : backward_fast<128>(a, n, b, deterministic != 0, st);
+        return d == 64 ? backward_fast<64>(a, n, b, deterministic != 0, false, st)
+                       : backward_fast<128>(a, n, b, deterministic != 0, wide, st);
     }
     GenArgs a{};
     a.q = reinterpret_cast<const void*>(q);

@@ -157,6 +157,13 @@ cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvali
 cudaError_t cudaGetDevice(int* d) { *d = 0; return cudaSuccess; }
 cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
 
+// Shared memory a block may opt into: an sm_90's 227 KiB, or G4EMU_SMEM_OPTIN bytes (an sm_86 / sm_89 has 99 KiB:
+// 101376), so that the launchers' paths for smaller devices run too.
+static int smem_optin() {
+    const char* e = getenv("G4EMU_SMEM_OPTIN");
+    return e != nullptr && *e != 0 ? atoi(e) : 227 * 1024;
+}
+
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
     if (d != 0) return cudaErrorInvalidDevice;
     memset(p, 0, sizeof *p);
@@ -168,7 +175,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
     p->warpSize = 32;
     p->maxThreadsPerBlock = 1024;
     p->sharedMemPerBlock = 48 * 1024;
-    p->sharedMemPerBlockOptin = 227 * 1024;
+    p->sharedMemPerBlockOptin = smem_optin();
     p->l2CacheSize = 50 * 1024 * 1024;
     return cudaSuccess;
 }
@@ -180,7 +187,7 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int d) {
         case cudaDevAttrMultiProcessorCount: *v = 132; break;
         case cudaDevAttrComputeCapabilityMajor: *v = 9; break;
         case cudaDevAttrComputeCapabilityMinor: *v = 0; break;
-        case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = 227 * 1024; break;
+        case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = smem_optin(); break;
         default: *v = 0;
     }
     return cudaSuccess;
@@ -188,7 +195,7 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int d) {
 
 cudaError_t cudaFuncSetAttribute(const void* fn, enum cudaFuncAttribute attr, int value) {
     if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
-        if (value < 0 || value > 227 * 1024) return cudaErrorInvalidValue;
+        if (value < 0 || value > smem_optin()) return cudaErrorInvalidValue;
         g4emu::set_smem_limit(fn, value);
     }
     return cudaSuccess;

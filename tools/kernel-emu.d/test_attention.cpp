@@ -133,7 +133,9 @@ Ref reference(const Problem& p, const std::vector<float>& q, const std::vector<f
     return r;
 }
 
-bool run_problem(const Problem& p, uint64_t seed, bool backward, bool deterministic_too, bool fast_too) {
+// fps (optional): the forward's and the deterministic backward's fingerprints.
+bool run_problem(const Problem& p, uint64_t seed, bool backward, bool deterministic_too, bool fast_too,
+                 uint64_t* fps = nullptr) {
     Rng rng(seed);
     const int n = p.n(), b = (int) p.lens.size();
     const double scale = 1.0 / sqrt((double) p.d);
@@ -157,6 +159,7 @@ bool run_problem(const Problem& p, uint64_t seed, bool backward, bool determinis
     if (p.bf16) ffp.add(out.b); else ffp.add(out.f);
     ffp.add(lse);
     printf("    forward fingerprint %016llx\n", (unsigned long long) ffp.h);
+    if (fps) fps[0] = ffp.h;
     const std::vector<float> qv = q.values(), kv = k.values(), vv = v.values(), ov = out.values();
     const std::vector<float> dov = Buf(p.bf16, rng.normals((size_t) n * p.hq * p.d)).values();
     Ref r = reference(p, qv, kv, vv, backward ? &dov : nullptr, &ov, scale);
@@ -192,6 +195,7 @@ bool run_problem(const Problem& p, uint64_t seed, bool backward, bool determinis
                 bfp.add(dk.b);
                 bfp.add(dv.b);
                 printf("    deterministic backward fingerprint %016llx\n", (unsigned long long) bfp.h);
+                if (fps) fps[1] = bfp.h;
             }
             printf("   %s backward:\n", tc ? (det ? " deterministic" : " fast (atomics)") : "");
             std::vector<double> zq(r.dq.size(), 0), zk(r.dk.size(), 0);
@@ -220,6 +224,26 @@ EMU_CASE("attention", fwd_bwd_tensor_core_tile_edges) {
     bool ok = run_problem({{1, 64, 65, 127, 128, 129, 200, 257}, 4, 2, 128, true}, 8, true, true, true);
     ok &= run_problem({{63, 191, 2, 320}, 4, 1, 64, true}, 9, true, true, false);
     return ok;
+}
+
+// A device whose blocks may opt into 99 KiB of shared memory (sm_86, sm_89; G4EMU_SMEM_OPTIN): the backward at head
+// dim 128 runs the 64-row kernels instead of the wide ones, with the same bits.
+EMU_CASE("attention", fwd_bwd_tensor_core_d128_small_shared_memory_device) {
+    const Problem p{{130, 64, 3}, 4, 2, 128, true};
+    uint64_t wide[2] = {0, 0}, narrow[2] = {1, 1};
+    const long long b0 = g4emu::stat_blocks();
+    bool ok = run_problem(p, 10, true, true, true, wide);
+    const long long b1 = g4emu::stat_blocks();
+    setenv("G4EMU_SMEM_OPTIN", "101376", 1);
+    ok &= run_problem(p, 10, true, true, true, narrow);
+    unsetenv("G4EMU_SMEM_OPTIN");
+    const long long b2 = g4emu::stat_blocks();
+    // the 64-row kernels launch other grids (more, smaller blocks): the path did change
+    const bool other = b2 - b1 != b1 - b0, same = wide[0] == narrow[0] && wide[1] == narrow[1];
+    printf("    blocks launched: %lld (227 KiB) vs %lld (99 KiB)%s\n", b1 - b0, b2 - b1, other ? "" : "  FAIL (same path)");
+    printf("    99 KiB device: forward and deterministic backward bit-identical to the 227 KiB device's: %s\n",
+           same ? "yes" : "NO  FAIL");
+    return ok && same && other;
 }
 
 EMU_CASE("attention", fwd_bwd_generic_fp32) {
