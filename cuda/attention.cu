@@ -544,6 +544,95 @@ __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
 // time) with the same P and dS as dkdv_kernel's, and queries that do not see a key add exact zeros: dK and dV are
 // bit-identical to the 64-key kernel's (tools/kernel-emu's fingerprints). Against it, per mma: 0.44 ldmatrix instead of
 // 0.63, and Q, dO, lse and D are copied once per 128 keys instead of 64.
+// Warp tiles of the wide backward kernels: a warp's two m-tiles (32 rows) against 32 columns (the S-like products,
+// k over the head dim) or a block of columns (the dV / dK / dQ products, k over 16 rows of a shared P-like tile).
+template <int M, int N>
+__device__ __forceinline__ void zero_tile(float (&acc)[M][N][4]) {
+#pragma unroll
+    for (int m = 0; m < M; m++)
+#pragma unroll
+        for (int i = 0; i < N; i++) acc[m][i][0] = acc[m][i][1] = acc[m][i][2] = acc[m][i][3] = 0.f;
+}
+
+// acc (32 x 32) += A[a0.., :] B[b0.., :]^T over the D columns of two row-major [rows][D] shared tiles, 16 a k-step.
+template <int D>
+__device__ __forceinline__ void warp_abt(float (&acc)[2][4][4], unsigned A, int a0, unsigned B, int b0) {
+#pragma unroll 2
+    for (int kk = 0; kk < D / 16; kk++) {
+        const int ln = g4::lane_id();
+        unsigned af[2][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) g4::ldsm_x4(af[mt], A + g4::frag_a<D>(a0 + mt * 16, kk * 16, ln));
+#pragma unroll
+        for (int n2 = 0; n2 < 2; n2++) {
+            unsigned b[4];
+            g4::ldsm_x4(b, B + g4::frag_bt<D>(b0 + n2 * 16, kk * 16, ln));
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+                g4::mma_bf16(acc[mt][2 * n2], af[mt], b[0], b[1]);
+                g4::mma_bf16(acc[mt][2 * n2 + 1], af[mt], b[2], b[3]);
+            }
+        }
+    }
+}
+
+// acc (32 x 8 NB) += A[a0.., 0..K) B[0..K, c0..): A a row-major [rows][KC] shared tile of bf16 P-like values (its 32
+// rows from a0), B a row-major [K][D] shared tile (its columns from c0), 16 of K a k-step.
+template <int KC, int K, int D, int NB>
+__device__ __forceinline__ void warp_ab(float (&acc)[2][NB][4], unsigned A, int a0, unsigned B, int c0) {
+#pragma unroll
+    for (int kq = 0; kq < K / 16; kq++) {
+        const int ln = g4::lane_id();
+        unsigned af[2][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) g4::ldsm_x4(af[mt], A + g4::frag_a<KC>(a0 + mt * 16, kq * 16, ln));
+#pragma unroll
+        for (int n2 = 0; n2 < NB / 2; n2++) {
+            unsigned b[4];
+            g4::ldsm_x4_t(b, B + g4::frag_b<D>(kq * 16, c0 + n2 * 16, ln));
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+                g4::mma_bf16(acc[mt][2 * n2], af[mt], b[0], b[1]);
+                g4::mma_bf16(acc[mt][2 * n2 + 1], af[mt], b[2], b[3]);
+            }
+        }
+    }
+}
+
+// Stores a warp's 32 x 32 C tile rounded to bf16 into a swizzled [rows][COLS] shared tile at (r0, c0), laid out as
+// the A operand it becomes (c_to_a; frag_a reads it back).
+template <int COLS>
+__device__ __forceinline__ void store_a_tile(unsigned char* tile, const float (&c)[2][4][4], int r0, int c0, int lane) {
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int kq = 0; kq < 2; kq++) {
+            unsigned af[4];
+            g4::c_to_a(af, c[mt][2 * kq], c[mt][2 * kq + 1]);
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                *reinterpret_cast<unsigned*>(tile + g4::frag_a_reg<COLS>(r0 + mt * 16, c0 + kq * 16, lane, i)) = af[i];
+        }
+}
+
+// Stages a warp's (32 rows x 8 NB columns) accumulator, times `scale`, as bf16 into a swizzled [rows][D] shared tile
+// at (r0, c0), for the epilogue's 16-byte stores.
+template <int D, int NB>
+__device__ __forceinline__ void stage_tile(unsigned char* tile, const float (&acc)[2][NB][4], float scale, int r0, int c0,
+                                           int lane) {
+    const int gid = lane >> 2, tig = lane & 3;
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++) {
+        const int r = r0 + mt * 16 + gid;
+#pragma unroll
+        for (int nd = 0; nd < NB; nd++) {
+            const int col = c0 + nd * 8 + tig * 2;
+            *reinterpret_cast<unsigned*>(tile + g4::swz<D>(r, col)) = g4::pack_bf16(acc[mt][nd][0] * scale, acc[mt][nd][1] * scale);
+            *reinterpret_cast<unsigned*>(tile + g4::swz<D>(r + 8, col)) = g4::pack_bf16(acc[mt][nd][2] * scale, acc[mt][nd][3] * scale);
+        }
+    }
+}
+
 constexpr int WK_BN = 128;  // keys per block
 constexpr int WK_QS = 64;   // query rows per step
 constexpr int WK_NT = 256;  // threads (8 warps)
@@ -592,12 +681,8 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
     const int wk = warp & 3, wq = warp >> 2;
     float dk[2][DW / 8][4], dv[2][DW / 8][4];
-#pragma unroll
-    for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-        for (int i = 0; i < DW / 8; i++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) dk[mt][i][e] = dv[mt][i][e] = 0.f;
+    zero_tile(dk);
+    zero_tile(dv);
     const int kr = key0 + wk * 32 + gid;  // this lane's keys: kr + 16 mt and kr + 16 mt + 8 (sequence positions)
 
     for (int it = 0; it < total; it++) {
@@ -612,27 +697,8 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
         const float* Dv = sD + stage * QS;
         // S^T = K Q^T: this warp's 32 keys x 32 queries
         float p[2][4][4];
-#pragma unroll
-        for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) p[mt][i][0] = p[mt][i][1] = p[mt][i][2] = p[mt][i][3] = 0.f;
-#pragma unroll 2
-        for (int kk = 0; kk < KD; kk++) {
-            const int ln = g4::lane_id();
-            unsigned ka[2][4];
-#pragma unroll
-            for (int mt = 0; mt < 2; mt++) g4::ldsm_x4(ka[mt], sK + g4::frag_a<D>(wk * 32 + mt * 16, kk * 16, ln));
-#pragma unroll
-            for (int n2 = 0; n2 < 2; n2++) {
-                unsigned b[4];
-                g4::ldsm_x4(b, qb + g4::frag_bt<D>(wq * 32 + n2 * 16, kk * 16, ln));
-#pragma unroll
-                for (int mt = 0; mt < 2; mt++) {
-                    g4::mma_bf16(p[mt][2 * n2], ka[mt], b[0], b[1]);
-                    g4::mma_bf16(p[mt][2 * n2 + 1], ka[mt], b[2], b[3]);
-                }
-            }
-        }
+        zero_tile(p);
+        warp_abt<D>(p, sK, wk * 32, qb, wq * 32);
         // P^T = 2^(c s - lse log2 e), 0 where the query does not see the key (query < key) or is past the sequence;
         // stored rounded to bf16 as the A operand of dV += P^T dO
 #pragma unroll
@@ -647,38 +713,12 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
                     p[mt][nb][e] = ok && kr + mt * 16 <= qr ? exp2f(fmaf(p[mt][nb][e], a.c, -l2)) : 0.f;
                     p[mt][nb][2 + e] = ok && kr + mt * 16 + 8 <= qr ? exp2f(fmaf(p[mt][nb][2 + e], a.c, -l2)) : 0.f;
                 }
-#pragma unroll
-            for (int kq = 0; kq < 2; kq++) {
-                unsigned af[4];
-                g4::c_to_a(af, p[mt][2 * kq], p[mt][2 * kq + 1]);
-#pragma unroll
-                for (int i = 0; i < 4; i++)
-                    *reinterpret_cast<unsigned*>(smem + (sP - sK) + g4::frag_a_reg<QS>(wk * 32 + mt * 16, wq * 32 + kq * 16, lane, i)) = af[i];
-            }
         }
+        store_a_tile<QS>(smem + (sP - sK), p, wk * 32, wq * 32, lane);
         // dP^T = V dO^T, then dS^T = P^T (dP^T - D), stored rounded to bf16
         float ds[2][4][4];
-#pragma unroll
-        for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) ds[mt][i][0] = ds[mt][i][1] = ds[mt][i][2] = ds[mt][i][3] = 0.f;
-#pragma unroll 2
-        for (int kk = 0; kk < KD; kk++) {
-            const int ln = g4::lane_id();
-            unsigned va[2][4];
-#pragma unroll
-            for (int mt = 0; mt < 2; mt++) g4::ldsm_x4(va[mt], sV + g4::frag_a<D>(wk * 32 + mt * 16, kk * 16, ln));
-#pragma unroll
-            for (int n2 = 0; n2 < 2; n2++) {
-                unsigned b[4];
-                g4::ldsm_x4(b, ob + g4::frag_bt<D>(wq * 32 + n2 * 16, kk * 16, ln));
-#pragma unroll
-                for (int mt = 0; mt < 2; mt++) {
-                    g4::mma_bf16(ds[mt][2 * n2], va[mt], b[0], b[1]);
-                    g4::mma_bf16(ds[mt][2 * n2 + 1], va[mt], b[2], b[3]);
-                }
-            }
-        }
+        zero_tile(ds);
+        warp_abt<D>(ds, sV, wk * 32, ob, wq * 32);
 #pragma unroll
         for (int mt = 0; mt < 2; mt++) {
 #pragma unroll
@@ -689,51 +729,12 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
                     ds[mt][nb][e] = p[mt][nb][e] * (ds[mt][nb][e] - di);
                     ds[mt][nb][2 + e] = p[mt][nb][2 + e] * (ds[mt][nb][2 + e] - di);
                 }
-#pragma unroll
-            for (int kq = 0; kq < 2; kq++) {
-                unsigned af[4];
-                g4::c_to_a(af, ds[mt][2 * kq], ds[mt][2 * kq + 1]);
-#pragma unroll
-                for (int i = 0; i < 4; i++)
-                    *reinterpret_cast<unsigned*>(smem + (sS - sK) + g4::frag_a_reg<QS>(wk * 32 + mt * 16, wq * 32 + kq * 16, lane, i)) = af[i];
-            }
         }
+        store_a_tile<QS>(smem + (sS - sK), ds, wk * 32, wq * 32, lane);
         __syncthreads();  // P^T and dS^T complete
         // dV += P^T dO and dK += dS^T Q (scaled at the end): this warp's 32 keys x 64 columns, 16 queries a k-step
-#pragma unroll
-        for (int kq = 0; kq < QS / 16; kq++) {
-            const int ln = g4::lane_id();
-            unsigned pa[2][4];
-#pragma unroll
-            for (int mt = 0; mt < 2; mt++) g4::ldsm_x4(pa[mt], sP + g4::frag_a<QS>(wk * 32 + mt * 16, kq * 16, ln));
-#pragma unroll
-            for (int n2 = 0; n2 < DW / 16; n2++) {
-                unsigned b[4];
-                g4::ldsm_x4_t(b, ob + g4::frag_b<D>(kq * 16, wq * DW + n2 * 16, ln));
-#pragma unroll
-                for (int mt = 0; mt < 2; mt++) {
-                    g4::mma_bf16(dv[mt][2 * n2], pa[mt], b[0], b[1]);
-                    g4::mma_bf16(dv[mt][2 * n2 + 1], pa[mt], b[2], b[3]);
-                }
-            }
-        }
-#pragma unroll
-        for (int kq = 0; kq < QS / 16; kq++) {
-            const int ln = g4::lane_id();
-            unsigned sa[2][4];
-#pragma unroll
-            for (int mt = 0; mt < 2; mt++) g4::ldsm_x4(sa[mt], sS + g4::frag_a<QS>(wk * 32 + mt * 16, kq * 16, ln));
-#pragma unroll
-            for (int n2 = 0; n2 < DW / 16; n2++) {
-                unsigned b[4];
-                g4::ldsm_x4_t(b, qb + g4::frag_b<D>(kq * 16, wq * DW + n2 * 16, ln));
-#pragma unroll
-                for (int mt = 0; mt < 2; mt++) {
-                    g4::mma_bf16(dk[mt][2 * n2], sa[mt], b[0], b[1]);
-                    g4::mma_bf16(dk[mt][2 * n2 + 1], sa[mt], b[2], b[3]);
-                }
-            }
-        }
+        warp_ab<QS, QS, D, DW / 8>(dv, sP, wk * 32, ob, wq * DW);
+        warp_ab<QS, QS, D, DW / 8>(dk, sS, wk * 32, qb, wq * DW);
         if (FAST) {  // dQ[queries] += dS K: warp = (32 queries, 32 columns), 16 keys a k-step, fp32 atomics
             const int mq = warp & 1, dq0 = (warp >> 1) * DQ;
             float acc[2][DQ / 8][4];
@@ -781,18 +782,8 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
     }
 
     // epilogue: dK (scaled) and dV staged in sK / sV (rows = keys), then 16-byte stores of valid keys
-#pragma unroll
-    for (int mt = 0; mt < 2; mt++) {
-        const int r = wk * 32 + mt * 16 + gid;
-#pragma unroll
-        for (int nd = 0; nd < DW / 8; nd++) {
-            const int col = wq * DW + nd * 8 + tig * 2;
-            *reinterpret_cast<unsigned*>(smem + g4::swz<D>(r, col)) = g4::pack_bf16(dk[mt][nd][0] * a.scale, dk[mt][nd][1] * a.scale);
-            *reinterpret_cast<unsigned*>(smem + g4::swz<D>(r + 8, col)) = g4::pack_bf16(dk[mt][nd][2] * a.scale, dk[mt][nd][3] * a.scale);
-            *reinterpret_cast<unsigned*>(smem + WK_BN * D * 2 + g4::swz<D>(r, col)) = g4::pack_bf16(dv[mt][nd][0], dv[mt][nd][1]);
-            *reinterpret_cast<unsigned*>(smem + WK_BN * D * 2 + g4::swz<D>(r + 8, col)) = g4::pack_bf16(dv[mt][nd][2], dv[mt][nd][3]);
-        }
-    }
+    stage_tile<D>(smem, dk, a.scale, wk * 32, wq * DW, lane);
+    stage_tile<D>(smem + WK_BN * D * 2, dv, 1.f, wk * 32, wq * DW, lane);
     __syncthreads();
     constexpr int ND = D / 8;
     for (int i = threadIdx.x; i < WK_BN * ND; i += WK_NT) {
@@ -966,10 +957,7 @@ __global__ void __launch_bounds__(WK_NT, 1) dq_wide_kernel(BwdArgs a) {
             dd[mt][i] = ok ? a.dsum[(long long) h * a.n + start + row] : 0.f;
         }
     float dq[2][DW / 8][4];
-#pragma unroll
-    for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-        for (int i = 0; i < DW / 8; i++) dq[mt][i][0] = dq[mt][i][1] = dq[mt][i][2] = dq[mt][i][3] = 0.f;
+    zero_tile(dq);
 
     for (int j = 0; j < ntiles; j++) {
         const int st = j & 1;
@@ -983,39 +971,10 @@ __global__ void __launch_bounds__(WK_NT, 1) dq_wide_kernel(BwdArgs a) {
         __syncthreads();
         const unsigned kb = sK + st * BN * D * 2, vb = sV + st * BN * D * 2;
         float p[2][4][4], ds[2][4][4];
-#pragma unroll
-        for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) p[mt][i][e] = ds[mt][i][e] = 0.f;
-#pragma unroll 2
-        for (int kk = 0; kk < KD; kk++) {
-            const int ln = g4::lane_id();
-            unsigned qa[2][4], oa[2][4];
-#pragma unroll
-            for (int mt = 0; mt < 2; mt++) {
-                g4::ldsm_x4(qa[mt], sQ + g4::frag_a<D>(wm * 32 + mt * 16, kk * 16, ln));
-                g4::ldsm_x4(oa[mt], sO + g4::frag_a<D>(wm * 32 + mt * 16, kk * 16, ln));
-            }
-#pragma unroll
-            for (int n2 = 0; n2 < 2; n2++) {
-                const unsigned bo = g4::frag_bt<D>(wn * 32 + n2 * 16, kk * 16, ln);
-                unsigned b[4];
-                g4::ldsm_x4(b, kb + bo);
-#pragma unroll
-                for (int mt = 0; mt < 2; mt++) {
-                    g4::mma_bf16(p[mt][2 * n2], qa[mt], b[0], b[1]);
-                    g4::mma_bf16(p[mt][2 * n2 + 1], qa[mt], b[2], b[3]);
-                }
-                g4::ldsm_x4(b, vb + bo);
-#pragma unroll
-                for (int mt = 0; mt < 2; mt++) {
-                    g4::mma_bf16(ds[mt][2 * n2], oa[mt], b[0], b[1]);
-                    g4::mma_bf16(ds[mt][2 * n2 + 1], oa[mt], b[2], b[3]);
-                }
-            }
-        }
+        zero_tile(p);
+        zero_tile(ds);
+        warp_abt<D>(p, sQ, wm * 32, kb, wn * 32);   // S = Q K^T
+        warp_abt<D>(ds, sO, wm * 32, vb, wn * 32);  // dP = dO V^T
         // P = 2^(c s - lse log2 e) (0 above the diagonal and past the sequence), dS = P (dP - D), rounded to bf16 into
         // shared memory as the A operand of dQ += dS K
 #pragma unroll
@@ -1031,47 +990,15 @@ __global__ void __launch_bounds__(WK_NT, 1) dq_wide_kernel(BwdArgs a) {
                     ds[mt][nb][e] = p0 * (ds[mt][nb][e] - dd[mt][0]);
                     ds[mt][nb][2 + e] = p1 * (ds[mt][nb][2 + e] - dd[mt][1]);
                 }
-#pragma unroll
-            for (int kq = 0; kq < 2; kq++) {
-                unsigned af[4];
-                g4::c_to_a(af, ds[mt][2 * kq], ds[mt][2 * kq + 1]);
-#pragma unroll
-                for (int i = 0; i < 4; i++)
-                    *reinterpret_cast<unsigned*>(smem + (sS - sQ) + g4::frag_a_reg<BN>(wm * 32 + mt * 16, wn * 32 + kq * 16, lane, i)) = af[i];
-            }
         }
+        store_a_tile<BN>(smem + (sS - sQ), ds, wm * 32, wn * 32, lane);
         __syncthreads();  // dS complete
         // dQ += dS K: this warp's 32 rows x 64 columns, 16 keys a k-step
-#pragma unroll
-        for (int kq = 0; kq < BN / 16; kq++) {
-            const int ln = g4::lane_id();
-            unsigned sa[2][4];
-#pragma unroll
-            for (int mt = 0; mt < 2; mt++) g4::ldsm_x4(sa[mt], sS + g4::frag_a<BN>(wm * 32 + mt * 16, kq * 16, ln));
-#pragma unroll
-            for (int n2 = 0; n2 < DW / 16; n2++) {
-                unsigned b[4];
-                g4::ldsm_x4_t(b, kb + g4::frag_b<D>(kq * 16, wn * DW + n2 * 16, ln));
-#pragma unroll
-                for (int mt = 0; mt < 2; mt++) {
-                    g4::mma_bf16(dq[mt][2 * n2], sa[mt], b[0], b[1]);
-                    g4::mma_bf16(dq[mt][2 * n2 + 1], sa[mt], b[2], b[3]);
-                }
-            }
-        }
+        warp_ab<BN, BN, D, DW / 8>(dq, sS, wm * 32, kb, wn * DW);
         __syncthreads();  // before the next tile's copies and dS stores
     }
     // epilogue: dQ (scaled) staged in sQ (rows = queries), then 16-byte stores of valid rows
-#pragma unroll
-    for (int mt = 0; mt < 2; mt++) {
-        const int r = wm * 32 + mt * 16 + gid;
-#pragma unroll
-        for (int nd = 0; nd < DW / 8; nd++) {
-            const int col = wn * DW + nd * 8 + tig * 2;
-            *reinterpret_cast<unsigned*>(smem + g4::swz<D>(r, col)) = g4::pack_bf16(dq[mt][nd][0] * a.scale, dq[mt][nd][1] * a.scale);
-            *reinterpret_cast<unsigned*>(smem + g4::swz<D>(r + 8, col)) = g4::pack_bf16(dq[mt][nd][2] * a.scale, dq[mt][nd][3] * a.scale);
-        }
-    }
+    stage_tile<D>(smem, dq, a.scale, wm * 32, wn * DW, lane);
     __syncthreads();
     constexpr int ND = D / 8;
     for (int i = threadIdx.x; i < WQ_BM * ND; i += WK_NT) {
