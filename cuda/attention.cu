@@ -2,22 +2,27 @@
 //
 // Tensor-core path (bf16, head dim 64 or 128, 16-byte aligned tensors):
 //   plan     one block validates cuSeqlens (the CPU backend's checks, first problem reported through the device flag;
-//            then nothing is written at all) and lists the 64-row tiles of every sequence, heaviest first, so that the
-//            grid needs no host read of the lengths: grid.x = ceil(N / 64) + B tile slots, slots past the list exit.
+//            then nothing is written at all) and lists the row tiles (64 or 128 rows, as the kernels below take them)
+//            of every sequence, heaviest first, so that the grid needs no host read of the lengths: grid.x =
+//            ceil(N / rows) + B tile slots, slots past the list exit.
 //   forward  block = (query tile of 128 rows, query head), 4 warps x 32 rows (two m-tiles of 16, FlashAttention-2's
-//            128 x 64 on sm_90); Q stays in shared memory and its fragments are read per k-step, so that the registers
-//            hold O; K/V tiles of 64 keys stream through shared memory with cp.async double buffering, each fragment
-//            feeding both m-tiles; S = QK^T and O += PV on mma.sync m16n8k16 (fp32 accumulation); online softmax in
-//            fp32 in base 2 (attention.cuh); key tiles above an m-tile's diagonal are skipped and the diagonal tile is
-//            masked. P is rounded to bf16 for the PV product. Each row's arithmetic is the same as with 64-row tiles
-//            (the host twin's), so the tile size does not change a bit of the output.
-//   backward D_i = dOut_i . out_i (fp32, scratch); dK/dV: at head dim 128 block = (key tile of 128, kv head), 8 warps,
-//            FlashAttention-2's backward tiling (dkdv_wide_kernel: P^T and dS^T through shared memory between the
-//            products); at head dim 64 block = (key tile of 64, kv head), 4 warps x 16 keys (dkdv_kernel); both iterate
-//            over the query heads of the group and the query steps that see the tile (P recomputed from the saved
-//            lse); dQ: deterministic mode (default) a second kernel, block = (query tile of 64, query head) iterating
-//            over its key tiles; fast mode dS K added with fp32 atomics into a scratch accumulator by the dK/dV
-//            kernel, then scaled and rounded by a convert kernel.
+//            128 x 64); Q stays in shared memory and its fragments are read per k-step, so that the registers hold O;
+//            K/V tiles of 64 keys stream through one K and one V buffer (64 KiB: two blocks an SM on sm_80 and sm_90),
+//            V_j copied during S = Q K_j^T and K_j+1 during the softmax and PV, each fragment feeding both m-tiles;
+//            S = QK^T and O += PV on mma.sync m16n8k16 (fp32 accumulation); online softmax in fp32 in base 2
+//            (attention.cuh); key tiles above an m-tile's diagonal, and an m-tile wholly past the sequence, are
+//            skipped, and the diagonal tile is masked. P is rounded to bf16 for the PV product. Each row's arithmetic
+//            is the same as with 64-row tiles (the host twin's), so the tile size does not change a bit of the output.
+//   backward D_i = dOut_i . out_i (fp32, scratch). At head dim 128, on devices whose blocks may take 161 KiB of
+//            shared memory (sm_80, sm_90), FlashAttention-2's backward tiling: dK/dV block = (key tile of 128, kv
+//            head), 8 warps (dkdv_wide_kernel: P^T and dS^T through shared memory between the products); dQ
+//            (deterministic) block = (query tile of 128, query head), 8 warps (dq_wide_kernel). Otherwise (head dim
+//            64; 128 on sm_86 / sm_89): dK/dV block = (key tile of 64, kv head), 4 warps x 16 keys (dkdv_kernel); dQ
+//            block = (query tile of 64, query head), 4 warps x 16 rows (dq_kernel). dK/dV blocks iterate over the
+//            query heads of the group and the query steps that see the tile (P recomputed from the saved lse); dQ
+//            blocks over their key tiles. Deterministic mode (the default) runs dQ as that second kernel; fast mode
+//            adds dS K with fp32 atomics into a scratch accumulator from the dK/dV kernel, then a convert kernel
+//            scales and rounds it. Every variant gives the same bits in deterministic mode.
 // Generic path (fp32, any other even head dim, unaligned views): one warp per (row, head), the lanes taking 32 keys
 //   (or queries) at a time, float64 accumulation: slower, never a wrong answer.
 #include <initializer_list>
@@ -125,7 +130,7 @@ constexpr int FWD_BM = 2 * ATT_BN;
 constexpr int FWD_MT = FWD_BM / 64;  // m-tiles per warp
 
 template <int D>
-constexpr int fwd_smem() { return (FWD_BM + 4 * ATT_BN) * D * 2; }
+constexpr int fwd_smem() { return (FWD_BM + 2 * ATT_BN) * D * 2; }  // Q, one K tile, one V tile: 64 KiB at head dim 128
 
 template <int D>
 __global__ void __launch_bounds__(NT, 2) fwd_kernel(FwdArgs a) {
@@ -135,7 +140,7 @@ __global__ void __launch_bounds__(NT, 2) fwd_kernel(FwdArgs a) {
     const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start;
     const int h = blockIdx.y, g = h / a.group, row0 = t.tile * FWD_BM;
     extern __shared__ __align__(128) unsigned char smem[];
-    const unsigned sQ = g4::smem_u32(smem), sK = sQ + FWD_BM * D * 2, sV = sK + 2 * ATT_BN * D * 2;
+    const unsigned sQ = g4::smem_u32(smem), sK = sQ + FWD_BM * D * 2, sV = sK + ATT_BN * D * 2;
     // K/V rows of key tile j start at element (start + 64 j) hkv D + g D of k and v, recomputed from the kernel's
     // parameters at each use rather than held as two 64-bit pointers through the loop (the registers are that tight)
     const auto kv_off = [&](int j) { return ((long long) (start + j * ATT_BN) * a.hkv + g) * D; };
@@ -144,8 +149,9 @@ __global__ void __launch_bounds__(NT, 2) fwd_kernel(FwdArgs a) {
     const int diag0 = 2 * t.tile, ntiles = min(diag0 + MT, g4::tiles_of(len, ATT_BN));
     g4::load_tile<FWD_BM, D, NT>(sQ, a.q + ((long long) (start + row0) * a.hq + h) * D, (long long) a.hq * D, len - row0);
     g4::load_tile<ATT_BN, D, NT>(sK, a.k + kv_off(0), (long long) a.hkv * D, len);
-    g4::load_tile<ATT_BN, D, NT>(sV, a.v + kv_off(0), (long long) a.hkv * D, len);
     g4::cp_async_commit();
+    // m-tile 1 (rows row0 + 64 ..) wholly past the sequence's end: it is skipped (nothing of it is stored)
+    const bool act1 = row0 + 64 < len;
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
     float o[MT][ND][4];
@@ -157,19 +163,15 @@ __global__ void __launch_bounds__(NT, 2) fwd_kernel(FwdArgs a) {
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.f;
 
+    // One K and one V buffer, FlashAttention-2's pipeline: V_j is copied while S = Q K_j^T is computed, K_j+1 while
+    // the softmax and O += P V_j are; two barriers a tile (K_j in and V_j-1 released; V_j in and K_j released).
     for (int j = 0; j < ntiles; j++) {
-        const int st = j & 1;
-        if (j + 1 < ntiles) {
-            const long long ks = (long long) a.hkv * D;
-            g4::load_tile<ATT_BN, D, NT>(sK + (st ^ 1) * ATT_BN * D * 2, a.k + kv_off(j + 1), ks, len - (j + 1) * ATT_BN);
-            g4::load_tile<ATT_BN, D, NT>(sV + (st ^ 1) * ATT_BN * D * 2, a.v + kv_off(j + 1), ks, len - (j + 1) * ATT_BN);
-        }
-        g4::cp_async_commit();
-        g4::cp_async_wait<1>();
+        g4::cp_async_wait<0>();
         __syncthreads();
+        g4::load_tile<ATT_BN, D, NT>(sV, a.v + kv_off(j), (long long) a.hkv * D, len - j * ATT_BN);
+        g4::cp_async_commit();
         const int ln = g4::lane_id();
-        const bool act0 = j <= diag0;  // m-tile 0 sees this key tile (m-tile 1 sees every visited tile)
-        const unsigned kb = sK + st * ATT_BN * D * 2, vb = sV + st * ATT_BN * D * 2;
+        const bool act0 = j <= diag0;  // m-tile 0 sees this key tile; m-tile 1 every visited one unless past the end
         float s[MT][NB][4];
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
@@ -180,18 +182,24 @@ __global__ void __launch_bounds__(NT, 2) fwd_kernel(FwdArgs a) {
             unsigned qa[MT][4];  // Q's A fragments, read again from shared memory each k-step (registers go to O)
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
-                if (mt > 0 || act0) g4::ldsm_x4(qa[mt], sQ + g4::frag_a<D>(warp * 16 + mt * 64, kk * 16, ln));
+                if (mt > 0 ? act1 : act0) g4::ldsm_x4(qa[mt], sQ + g4::frag_a<D>(warp * 16 + mt * 64, kk * 16, ln));
 #pragma unroll
             for (int n2 = 0; n2 < NB / 2; n2++) {
                 unsigned b[4];
-                g4::ldsm_x4(b, kb + g4::frag_bt<D>(n2 * 16, kk * 16, ln));
+                g4::ldsm_x4(b, sK + g4::frag_bt<D>(n2 * 16, kk * 16, ln));
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++)
-                    if (mt > 0 || act0) {
+                    if (mt > 0 ? act1 : act0) {
                         g4::mma_bf16(s[mt][2 * n2], qa[mt], b[0], b[1]);
                         g4::mma_bf16(s[mt][2 * n2 + 1], qa[mt], b[2], b[3]);
                     }
             }
+        }
+        g4::cp_async_wait<0>();
+        __syncthreads();  // V_j in; every warp is done with K_j
+        if (j + 1 < ntiles) {
+            g4::load_tile<ATT_BN, D, NT, false>(sK, a.k + kv_off(j + 1), (long long) a.hkv * D, len - (j + 1) * ATT_BN);
+            g4::cp_async_commit();
         }
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
@@ -209,7 +217,7 @@ __global__ void __launch_bounds__(NT, 2) fwd_kernel(FwdArgs a) {
         }
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
-            if (mt == 0 && !act0) continue;
+            if (!(mt > 0 ? act1 : act0)) continue;
             float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
             for (int nb = 0; nb < NB; nb++) {
@@ -237,7 +245,7 @@ __global__ void __launch_bounds__(NT, 2) fwd_kernel(FwdArgs a) {
             unsigned pa[MT][4];  // P (16 rows x these 16 keys) of each m-tile as the A operand of O += P V
 #pragma unroll
             for (int mt = 0; mt < MT; mt++) {
-                if (mt == 0 && !act0) continue;
+                if (!(mt > 0 ? act1 : act0)) continue;
                 float w[2][4];  // P of n-blocks 2kk, 2kk + 1 (C layout)
 #pragma unroll
                 for (int hb = 0; hb < 2; hb++) {
@@ -256,16 +264,15 @@ __global__ void __launch_bounds__(NT, 2) fwd_kernel(FwdArgs a) {
 #pragma unroll
             for (int n2 = 0; n2 < ND / 2; n2++) {
                 unsigned b[4];
-                g4::ldsm_x4_t(b, vb + g4::frag_b<D>(kk * 16, n2 * 16, ln));
+                g4::ldsm_x4_t(b, sV + g4::frag_b<D>(kk * 16, n2 * 16, ln));
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++)
-                    if (mt > 0 || act0) {
+                    if (mt > 0 ? act1 : act0) {
                         g4::mma_bf16(o[mt][2 * n2], pa[mt], b[0], b[1]);
                         g4::mma_bf16(o[mt][2 * n2 + 1], pa[mt], b[2], b[3]);
                     }
             }
         }
-        __syncthreads();
     }
 
     // epilogue: l over the quad, out = o / l staged in the warp's own rows of sQ (only this warp read them), then
@@ -637,7 +644,7 @@ constexpr int WK_BN = 128;  // keys per block
 constexpr int WK_QS = 64;   // query rows per step
 constexpr int WK_NT = 256;  // threads (8 warps)
 
-template <bool FAST>
+template <bool FAST>  // (the same in both modes: the fast mode's dS for dQ is the dS^T tile already there)
 constexpr int dkdv_wide_smem() {
     constexpr int D = 128;
     return 2 * WK_BN * D * 2 + 2 * 2 * WK_QS * D * 2 + 2 * WK_BN * WK_QS * 2 + 2 * 2 * WK_QS * 4;
@@ -853,7 +860,10 @@ __global__ void __launch_bounds__(NT) dq_kernel(BwdArgs a) {
         for (int i = 0; i < NB; i++)
 #pragma unroll
             for (int e = 0; e < 4; e++) p[i][e] = ds[i][e] = 0.f;
-#pragma unroll 1  // (unrolled, 168 registers instead of 128: three blocks an SM instead of four)
+// head dim 128 (the fallback on devices without the wide kernels' shared memory): all k-steps unrolled, the next
+// fragments loading under the mma, at the same 168 registers; 64: one at a time (unrolled, 168 registers instead of
+// 128: three blocks an SM instead of four)
+#pragma unroll (D == 128 ? KD : 1)
         for (int kk = 0; kk < KD; kk++) {
             unsigned qa[4], oa[4];
             g4::ldsm_x4(qa, sQ + g4::frag_a<D>(warp * 16, kk * 16, ln));

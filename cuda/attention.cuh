@@ -66,11 +66,12 @@ __device__ inline void warp_accumulate_rows(double* acc, double keep, double w, 
 
 // ---- tile sizes of the tensor-core kernels (the host twins walk the same tiles) ---------------------------------------
 
-constexpr int ATT_BM = 64;  // query rows per forward / dQ block (4 warps x 16)
-constexpr int ATT_BN = 64;  // keys per KV tile (forward, dQ) and per dK/dV block (4 warps x 16)
+constexpr int ATT_BM = 64;  // query rows per tile of the host twins and of dq_kernel (the forward takes 128: same rows' sums)
+constexpr int ATT_BN = 64;  // keys per KV tile (forward, dQ) and per dkdv_kernel block (4 warps x 16)
 // Query rows per step of the 64-key dK/dV kernel (dkdv_kernel): 32 at head dim 128 (register budget: dK and dV
-// accumulators take 128 of them), 64 at 64. The device runs it at head dim 64; at 128 dkdv_wide_kernel (128 keys,
-// steps of 64) adds the same terms in the same order. The host twin walks these steps at both.
+// accumulators take 128 of them), 64 at 64. The device runs it at head dim 64, and at 128 where the wide kernels do
+// not fit (sm_86, sm_89); elsewhere at 128 dkdv_wide_kernel (128 keys, steps of 64) adds the same terms in the same
+// order. The host twin walks these steps at both.
 __host__ __device__ inline int att_bwd_step(int d) { return d == 128 ? 32 : 64; }
 
 // ---- tile plan over packed sequences ------------------------------------------------------------------------------

@@ -144,10 +144,11 @@ __device__ __forceinline__ int thread_x() {
 
 // Copies a [R][D] bf16 tile from global rows g + r * stride (elements) into a swizzled shared tile with NT threads;
 // rows r >= valid are zero-filled and not read.
-template <int R, int D, int NT>
+// UNROLL false: one copy at a time (a loop), for a copy issued while the registers are full of accumulators.
+template <int R, int D, int NT, bool UNROLL = true>
 __device__ __forceinline__ void load_tile(unsigned s, const __nv_bfloat16* g, long long stride, int valid) {
     constexpr int C = D / 8;
-#pragma unroll
+#pragma unroll (UNROLL ? (R * C + NT - 1) / NT : 1)
     for (int it = 0; it < (R * C + NT - 1) / NT; it++) {
         const int i = it * NT + g4::thread_x();
         if ((R * C) % NT != 0 && i >= R * C) break;
