@@ -980,31 +980,36 @@ __global__ void __launch_bounds__(WK_NT, 1) dq_wide_kernel(BwdArgs a) {
         g4::cp_async_wait<1>();
         __syncthreads();
         const unsigned kb = sK + st * BN * D * 2, vb = sV + st * BN * D * 2;
-        float p[2][4][4], ds[2][4][4];
-        zero_tile(p);
-        zero_tile(ds);
-        warp_abt<D>(p, sQ, wm * 32, kb, wn * 32);   // S = Q K^T
-        warp_abt<D>(ds, sO, wm * 32, vb, wn * 32);  // dP = dO V^T
-        // P = 2^(c s - lse log2 e) (0 above the diagonal and past the sequence), dS = P (dP - D), rounded to bf16 into
-        // shared memory as the A operand of dQ += dS K
+        // this warp's 32 rows see a key of the tile and are not all past the sequence's end: else every dS of theirs
+        // is 0 and they skip the tile (the warps sharing their rows skip it alike)
+        const bool live = row0 + wm * 32 < len && j * BN <= row0 + wm * 32 + 31;
+        if (live) {
+            float p[2][4][4], ds[2][4][4];
+            zero_tile(p);
+            zero_tile(ds);
+            warp_abt<D>(p, sQ, wm * 32, kb, wn * 32);   // S = Q K^T
+            warp_abt<D>(ds, sO, wm * 32, vb, wn * 32);  // dP = dO V^T
+            // P = 2^(c s - lse log2 e) (0 above the diagonal and past the sequence), dS = P (dP - D), rounded to
+            // bf16 into shared memory as the A operand of dQ += dS K
 #pragma unroll
-        for (int mt = 0; mt < 2; mt++) {
-            const int r = row0 + wm * 32 + mt * 16 + gid;  // sequence positions r and r + 8
+            for (int mt = 0; mt < 2; mt++) {
+                const int r = row0 + wm * 32 + mt * 16 + gid;  // sequence positions r and r + 8
 #pragma unroll
-            for (int nb = 0; nb < 4; nb++)
+                for (int nb = 0; nb < 4; nb++)
 #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int key = j * BN + wn * 32 + nb * 8 + tig * 2 + e;
-                    const float p0 = r < len && key <= r ? exp2f(fmaf(p[mt][nb][e], a.c, -l2[mt][0])) : 0.f;
-                    const float p1 = r + 8 < len && key <= r + 8 ? exp2f(fmaf(p[mt][nb][2 + e], a.c, -l2[mt][1])) : 0.f;
-                    ds[mt][nb][e] = p0 * (ds[mt][nb][e] - dd[mt][0]);
-                    ds[mt][nb][2 + e] = p1 * (ds[mt][nb][2 + e] - dd[mt][1]);
-                }
+                    for (int e = 0; e < 2; e++) {
+                        const int key = j * BN + wn * 32 + nb * 8 + tig * 2 + e;
+                        const float p0 = r < len && key <= r ? exp2f(fmaf(p[mt][nb][e], a.c, -l2[mt][0])) : 0.f;
+                        const float p1 = r + 8 < len && key <= r + 8 ? exp2f(fmaf(p[mt][nb][2 + e], a.c, -l2[mt][1])) : 0.f;
+                        ds[mt][nb][e] = p0 * (ds[mt][nb][e] - dd[mt][0]);
+                        ds[mt][nb][2 + e] = p1 * (ds[mt][nb][2 + e] - dd[mt][1]);
+                    }
+            }
+            store_a_tile<BN>(smem + (sS - sQ), ds, wm * 32, wn * 32, lane);
         }
-        store_a_tile<BN>(smem + (sS - sQ), ds, wm * 32, wn * 32, lane);
         __syncthreads();  // dS complete
         // dQ += dS K: this warp's 32 rows x 64 columns, 16 keys a k-step
-        warp_ab<BN, BN, D, DW / 8>(dq, sS, wm * 32, kb, wn * DW);
+        if (live) warp_ab<BN, BN, D, DW / 8>(dq, sS, wm * 32, kb, wn * DW);
         __syncthreads();  // before the next tile's copies and dS stores
     }
     // epilogue: dQ (scaled) staged in sQ (rows = queries), then 16-byte stores of valid rows
