@@ -536,21 +536,6 @@ __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
     }
 }
 
-// ---- dK/dV at head dim 128: 128 keys a block, 8 warps (FlashAttention-2's backward tiling) --------------------------
-//
-// Block = (key tile of 128, kv head), 8 warps; query steps of 64 rows. The products are tiled differently, as
-// FlashAttention-2's are, and P^T and dS^T go through shared memory between them:
-//   S^T = K Q^T and dP^T = V dO^T (128 keys x 64 queries): warp (wk, wq) = (warp % 4, warp / 4) takes keys wk * 32
-//     (two m-tiles) by queries wq * 32, so each fragment it loads feeds two or four mma;
-//   P^T and dS^T are rounded to bf16 (as the A operands they were) and stored in shared memory;
-//   dV += P^T dO and dK += dS^T Q (128 keys x 128 columns): warp (wk, wq) takes keys wk * 32 by columns wq * 64, so its
-//     dK and dV accumulators are the same 128 registers as 16 keys by 128 columns, and each fragment feeds more mma;
-//   fast mode, dQ += dS K (64 queries x 128 columns): warp (warp % 2, warp / 2) takes queries (warp % 2) * 32 by
-//     columns (warp / 2) * 32, added with fp32 atomics.
-// Per key and column the sums run over the same queries in the same order (heads of the group, then queries, 16 at a
-// time) with the same P and dS as dkdv_kernel's, and queries that do not see a key add exact zeros: dK and dV are
-// bit-identical to the 64-key kernel's (tools/kernel-emu's fingerprints). Against it, per mma: 0.44 ldmatrix instead of
-// 0.63, and Q, dO, lse and D are copied once per 128 keys instead of 64.
 // Warp tiles of the wide backward kernels: a warp's two m-tiles (32 rows) against 32 columns (the S-like products,
 // k over the head dim) or a block of columns (the dV / dK / dQ products, k over 16 rows of a shared P-like tile).
 template <int M, int N>
@@ -640,6 +625,21 @@ __device__ __forceinline__ void stage_tile(unsigned char* tile, const float (&ac
     }
 }
 
+// ---- dK/dV at head dim 128: 128 keys a block, 8 warps (FlashAttention-2's backward tiling) --------------------------
+//
+// Block = (key tile of 128, kv head), 8 warps; query steps of 64 rows. The products are tiled differently, as
+// FlashAttention-2's are, and P^T and dS^T go through shared memory between them:
+//   S^T = K Q^T and dP^T = V dO^T (128 keys x 64 queries): warp (wk, wq) = (warp % 4, warp / 4) takes keys wk * 32
+//     (two m-tiles) by queries wq * 32, so each fragment it loads feeds two or four mma;
+//   P^T and dS^T are rounded to bf16 (as the A operands they were) and stored in shared memory;
+//   dV += P^T dO and dK += dS^T Q (128 keys x 128 columns): warp (wk, wq) takes keys wk * 32 by columns wq * 64, so its
+//     dK and dV accumulators are the same 128 registers as 16 keys by 128 columns, and each fragment feeds more mma;
+//   fast mode, dQ += dS K (64 queries x 128 columns): warp (warp % 2, warp / 2) takes queries (warp % 2) * 32 by
+//     columns (warp / 2) * 32, added with fp32 atomics.
+// Per key and column the sums run over the same queries in the same order (heads of the group, then queries, 16 at a
+// time) with the same P and dS as dkdv_kernel's, and queries that do not see a key add exact zeros: dK and dV are
+// bit-identical to the 64-key kernel's (tools/kernel-emu's fingerprints). Against it, per mma: 0.44 ldmatrix instead of
+// 0.63, and Q, dO, lse and D are copied once per 128 keys instead of 64.
 constexpr int WK_BN = 128;  // keys per block
 constexpr int WK_QS = 64;   // query rows per step
 constexpr int WK_NT = 256;  // threads (8 warps)
@@ -652,7 +652,7 @@ constexpr int dkdv_wide_smem() {
 
 template <bool FAST>
 __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
-    constexpr int D = 128, KD = D / 16, QS = WK_QS;
+    constexpr int D = 128, QS = WK_QS;
     constexpr int DW = D / 2;   // columns per warp in the dK/dV products
     constexpr int DQ = D / 4;   // columns per warp in the dQ product
     if ((int) blockIdx.x >= a.status[0]) return;
@@ -935,7 +935,7 @@ constexpr int dq_wide_smem() {
 }
 
 __global__ void __launch_bounds__(WK_NT, 1) dq_wide_kernel(BwdArgs a) {
-    constexpr int D = 128, KD = D / 16, DW = D / 2, BN = ATT_BN;
+    constexpr int D = 128, DW = D / 2, BN = ATT_BN;
     if ((int) blockIdx.x >= a.status[0]) return;
     const TileRef t = a.map[blockIdx.x];
     const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start;
