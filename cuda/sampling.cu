@@ -38,6 +38,12 @@ struct Shared {
     Sel sel;
     int collect, from_list, bnd, token;
     u64 bnd_gc, bnd_gm;
+    // top-p's candidate list (dynamic shared memory, one segment of seg tokens a warp): each warp's count (past seg:
+    // the list is incomplete), the mass of the tokens left out, and the candidate pass's lowest bin
+    u32 wcnt[32];
+    u64 cand_below;
+    double u, log_s;  // the row's uniform and log S
+    int cand_b0;
     // the filtered draw: per-warp range sums, and the range picked (thread 0)
     u64 wmass[32];
     u32 wties[32];
@@ -95,16 +101,115 @@ __device__ u64 block_scan(u64 x, u64* total, u64* part) {
 template <typename T>
 __device__ inline float load(const T* row, int j) { return clean(to_f32(row[j])); }
 
-// One histogram pass of the selection over the row (or over the shared-memory list).
-template <typename T>
-__device__ void hist_pass(Shared& sm, const T* row, int v, float xmax, float inv_t, float top_p, int sh, float bpu) {
-    const Sel sel = sm.sel;
-    const int collect = sm.collect, from_list = sm.from_list;
-    int tid = threadIdx.x;
+// The boundary bin of the histogram just filled (suffix sums from the top bin) and the selection's next state. From
+// the candidate list's first pass (from_list 2, linear bins): its target counts the mass left out of the list, and a
+// boundary under the list's lowest bin b0 (never, by cand_b0's bound, but rounding) sends the search back to the row,
+// where the next pass redoes this one over all bins with the same target.
+__device__ void hist_finish(Shared& sm, const Sel& sel, int collect, int from_list, float top_p) {
+    const int tid = threadIdx.x;
+    const bool cand = from_list == 2 && sel.linear;
+    // suffix sums from the top bin: thread tid holds bin BINS-1-tid
+    int b = BINS - 1 - tid;
+    u64 c = sm.cnt[b], m = sm.mass[b], tc, tm;
+    u64 ec = block_scan(c, &tc, sm.scan), em = block_scan(m, &tm, sm.scan);
+    Sel s2 = sel;
+    if (s2.t < 0) s2.t = dmul_rn((double) top_p, (double) (tm + (cand ? sm.cand_below : 0)));  // top_p of the domain's mass
+    u64 gc = ec - c, gm = em - m;
+    if (!sel_q(s2, s2.above_cnt + gc, s2.above_mass + gm) && sel_q(s2, s2.above_cnt + ec, s2.above_mass + em)) {
+        sm.bnd = b;
+        sm.bnd_gc = gc;
+        sm.bnd_gm = gm;
+    }
+    __syncthreads();
+    if (tid == 0) {
+        int bb = sm.bnd;
+        sm.sel.t = s2.t;
+        if (bb < 0) {
+            if (cand && sm.cand_b0 > 0) sm.from_list = 0;
+            else sel_fail(sm.sel);
+        } else {
+            sel_advance(sm.sel, sm.bnd_gc, sm.bnd_gm, sm.cnt[bb], sm.bmin[bb], sm.bmax[bb]);
+            if (collect) {  // the list now holds this pass's domain, a superset of the next one
+                sm.collect = 0;
+                sm.from_list = 1;
+            } else if (!from_list && !sm.sel.done && sm.cnt[bb] <= (u32) CAP) {
+                sm.collect = 1;  // the next domain fits in shared memory: copy it during the next pass
+            }
+        }
+    }
+    __syncthreads();
+}
+
+__device__ inline void hist_clear(Shared& sm) {
+    const int tid = threadIdx.x;
     sm.cnt[tid] = 0;
     sm.mass[tid] = 0;
     sm.bmin[tid] = 0xFFFFFFFFu;
     sm.bmax[tid] = 0;
+}
+
+// The candidate pass (top-p alone, before its search): one read of the row that keeps the tokens of the first pass's
+// bins >= b0, key and index, in the list, warp w's in its own segment [w seg, (w + 1) seg) (slots from its ballots:
+// no atomics), and sums the others' masses in registers. The list in hand, the first pass histograms it (from_list
+// 2): the same bins >= b0 as over the row, the same target, so the same boundary. A warp with more than seg
+// candidates leaves the list incomplete; the search then runs over the row.
+template <typename T>
+__device__ void candidate_pass(Shared& sm, const T* row, int v, float xmax, float inv_t, int sh, float bpu, int b0,
+                               u32* ckeys, u32* cidx, int seg) {
+    const Sel sel = sm.sel;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const unsigned lower = (1u << lane) - 1u;
+    u32 n = 0;  // this warp's candidates so far (the same in every lane)
+    u64 below = 0;
+    for (int base = 0; base < v; base += BLOCK * HU) {  // a warp-uniform trip count: the ballots see whole warps
+        float xs[HU];
+#pragma unroll
+        for (int u = 0; u < HU; u++) xs[u] = base + u * BLOCK + tid < v ? load(row, base + u * BLOCK + tid) : 0.f;
+#pragma unroll
+        for (int u = 0; u < HU; u++) {
+            const int j = base + u * BLOCK + tid;
+            const u32 key = key_of(xs[u]);
+            const u64 g = j < v ? weight(xs[u], xmax, inv_t, sh) : 0;
+            const bool in = j < v && sel_in(sel, key, g);
+            const bool keep = in && sel_bin(sel, key, xs[u], xmax, inv_t, bpu) >= b0;
+            if (in && !keep) below += g;
+            const unsigned bal = __ballot_sync(0xffffffffu, keep);
+            const u32 at = n + (u32) __popc(bal & lower);
+            if (keep && at < (u32) seg) {
+                ckeys[warp * seg + at] = key;
+                cidx[warp * seg + at] = (u32) j;
+            }
+            n += (u32) __popc(bal);
+        }
+    }
+    below = warp_sum_u64(below);
+    if (lane == 0) {
+        sm.wmass[warp] = below;
+        sm.wcnt[warp] = n;
+    }
+    __syncthreads();
+    if (tid == 0) {
+        u64 m = 0;
+        int full = 1;
+        for (int w = 0; w < BLOCK / 32; w++) {
+            m += sm.wmass[w];
+            full &= sm.wcnt[w] <= (u32) seg;
+        }
+        sm.cand_below = m;
+        sm.cand_b0 = b0;
+        sm.from_list = full ? 2 : 0;
+    }
+    __syncthreads();
+}
+
+// One histogram pass of the selection over the row, the small list (from_list 1) or the candidate list (2).
+template <typename T>
+__device__ void hist_pass(Shared& sm, const T* row, int v, float xmax, float inv_t, float top_p, int sh, float bpu,
+                          const u32* ckeys, int seg) {
+    const Sel sel = sm.sel;
+    const int collect = sm.collect, from_list = sm.from_list;
+    int tid = threadIdx.x;
+    hist_clear(sm);
     if (tid == 0) {
         if (collect) sm.list_n = 0;
         sm.bnd = -1;
@@ -124,7 +229,11 @@ __device__ void hist_pass(Shared& sm, const T* row, int v, float xmax, float inv
             if (at < (u32) CAP) sm.list[at] = key;  // always true: the domain holds <= CAP tokens
         }
     };
-    if (from_list) {
+    if (from_list == 2) {  // each warp its own segment of the candidate list
+        const int warp = tid >> 5, n = (int) sm.wcnt[warp];
+        const u32* list = ckeys + warp * seg;
+        for (int i = tid & 31; i < n; i += 32) consider(value_of(list[i]), list[i]);
+    } else if (from_list) {
         const int n = (int) sm.list_n;
         for (int i = tid; i < n; i += BLOCK) consider(value_of(sm.list[i]), sm.list[i]);
     } else {
@@ -141,35 +250,7 @@ __device__ void hist_pass(Shared& sm, const T* row, int v, float xmax, float inv
         }
     }
     __syncthreads();
-    // suffix sums from the top bin: thread tid holds bin BINS-1-tid
-    int b = BINS - 1 - tid;
-    u64 c = sm.cnt[b], m = sm.mass[b], tc, tm;
-    u64 ec = block_scan(c, &tc, sm.scan), em = block_scan(m, &tm, sm.scan);
-    Sel s2 = sel;
-    if (s2.t < 0) s2.t = dmul_rn((double) top_p, (double) tm);  // the first mass-mode pass: top_p of the domain's mass
-    u64 gc = ec - c, gm = em - m;
-    if (!sel_q(s2, s2.above_cnt + gc, s2.above_mass + gm) && sel_q(s2, s2.above_cnt + ec, s2.above_mass + em)) {
-        sm.bnd = b;
-        sm.bnd_gc = gc;
-        sm.bnd_gm = gm;
-    }
-    __syncthreads();
-    if (tid == 0) {
-        int bb = sm.bnd;
-        sm.sel.t = s2.t;
-        if (bb < 0) {
-            sel_fail(sm.sel);
-        } else {
-            sel_advance(sm.sel, sm.bnd_gc, sm.bnd_gm, sm.cnt[bb], sm.bmin[bb], sm.bmax[bb]);
-            if (collect) {  // the list now holds this pass's domain, a superset of the next one
-                sm.collect = 0;
-                sm.from_list = 1;
-            } else if (!from_list && !sm.sel.done && sm.cnt[bb] <= (u32) CAP) {
-                sm.collect = 1;  // the next domain fits in shared memory: copy it during the next pass
-            }
-        }
-    }
-    __syncthreads();
+    hist_finish(sm, sel, collect, from_list, top_p);
 }
 
 // The filtered draw: kept = the tokens with key > tau, and the first c (vocabulary order) with key == tau, all of mass
@@ -253,10 +334,71 @@ __device__ int filtered_draw(Shared& sm, const T* row, int v, float xmax, float 
     return sm.token;
 }
 
+// The first index j (vocabulary order) at which the running weight of the candidate list's tokens with index <= j
+// exceeds r, r below the list's total weight. MODE 0 weighs the ties (key == tau) 1 each: with r = c - 1 that is the
+// c-th tie. MODE 1 weighs the kept tokens (key > tau, or key == tau with index <= jc) by their masses: the filtered
+// draw's token, the same as filtered_draw finds over the row. Narrowed by buckets of the index range (1024 of them,
+// shared-memory integer atomics, then a block scan in index order): 128,256 tokens take two rounds.
+template <int MODE>
+__device__ int index_search(Shared& sm, const u32* ckeys, const u32* cidx, int seg, int v, u32 tau, int jc, float xmax,
+                            float inv_t, int sh, u64 r) {
+    const int tid = threadIdx.x, warp = tid >> 5, n = (int) sm.wcnt[warp];
+    ckeys += warp * seg;  // this warp's segment
+    cidx += warp * seg;
+    int a = 0, b = v;
+    while (b - a > 1) {
+        const int bw = (b - a + BINS - 1) / BINS;
+        sm.mass[tid] = 0;
+        if (tid == 0) sm.bnd = -1;
+        __syncthreads();
+        for (int i = tid & 31; i < n; i += 32) {
+            const int j = (int) cidx[i];
+            if (j < a || j >= b) continue;
+            const u32 key = ckeys[i];
+            u64 w;
+            if (MODE == 0) w = key == tau;
+            else w = key > tau || (key == tau && j <= jc) ? weight(value_of(key), xmax, inv_t, sh) : 0;
+            if (w) atomicAdd(&sm.mass[(j - a) / bw], w);
+        }
+        __syncthreads();
+        const u64 m = sm.mass[tid];
+        u64 total;
+        const u64 incl = block_scan(m, &total, sm.scan);
+        if (incl > r && incl - m <= r) {
+            sm.bnd = tid;
+            sm.bnd_gm = r - (incl - m);
+        }
+        __syncthreads();
+        const int k = sm.bnd;
+        if (k < 0) return -1;  // r at or beyond the range's weight: a broken invariant (the token then reads -1)
+        r = sm.bnd_gm;
+        a += k * bw;
+        b = min(a + bw, b);
+        __syncthreads();  // every thread has read sm.bnd* before the next round resets them
+    }
+    return a;
+}
+
+// The filtered draw from the candidate list (which holds the kept set): the c-th tie first when only some of the ties
+// at tau are kept, then the token.
+__device__ int list_draw(Shared& sm, const u32* ckeys, const u32* cidx, int seg, int v, float xmax, float inv_t, int sh,
+                         u32 tau, u32 c, u32 tau_cnt, u64 r) {
+    const int jc = c < tau_cnt ? index_search<0>(sm, ckeys, cidx, seg, v, tau, 0, xmax, inv_t, sh, (u64) c - 1) : v;
+    return index_search<1>(sm, ckeys, cidx, seg, v, tau, jc, xmax, inv_t, sh, r);
+}
+
+// lcap: the candidate list's capacity in tokens (a multiple of 32: segments of lcap / 32 a warp), in 8 * lcap bytes
+// of dynamic shared memory (0: no list); b0_bias moves the candidate pass's lowest bin (tests of the redo; 0
+// otherwise).
 template <typename T>
 __global__ void __launch_bounds__(BLOCK, 1)
-sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int v, Spec sp, u64 seed) {
+sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int v, Spec sp, u64 seed, int lcap,
+              int b0_bias) {
     __shared__ Shared sm;
+    extern __shared__ __align__(16) u32 cand_list[];
+    u32* const ckeys = cand_list;
+    u32* const cidx = cand_list + lcap;
+    const int seg = lcap / 32;
     const int tid = threadIdx.x, lane = tid & 31;
     const T* row = logits + (long long) blockIdx.x * v;
     const int nt = (v + TILE - 1) / TILE;
@@ -264,6 +406,7 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int
         sm.best = 0;
         sm.kmin = 0xFFFFFFFFu;
         sm.token = -1;
+        sm.from_list = 0;
     }
     __syncthreads();
 
@@ -353,6 +496,10 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int
     }
     const double u = philox_uniform(seed, ctr[2 * blockIdx.x], ctr[2 * blockIdx.x + 1]);
     const TilePick pick = tile_pick(sm.tile_m, sm.tile_s, nt, xmax, sp.inv_t, u);  // every thread, same result
+    if (tid == 0) {  // kept here, not in registers, across the threshold search (read after its barriers)
+        sm.u = u;
+        sm.log_s = pick.log_s;
+    }
 
     if (sp.top_k == 0 && !(sp.top_p < 1.f)) {
         // ---- unfiltered: re-read the one tile the target falls in -----------------------------------------------
@@ -373,7 +520,7 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int
         const float bpu = bins_per_unit(sh);
         u32 tau, c;
         u64 kept;
-        auto run = [&](Sel s0, u32 dom_cnt) {
+        auto run = [&](Sel s0, u32 dom_cnt, int b0) {  // b0 >= 0: start with the candidate pass
             __syncthreads();  // every thread has read the previous selection's result
             if (tid == 0) {
                 sm.sel = s0;
@@ -381,10 +528,11 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int
                 sm.collect = dom_cnt <= (u32) CAP;
             }
             __syncthreads();
-            while (!sm.sel.done) hist_pass(sm, row, v, xmax, sp.inv_t, sp.top_p, sh, bpu);
+            if (b0 >= 0) candidate_pass(sm, row, v, xmax, sp.inv_t, sh, bpu, b0, ckeys, cidx, seg);
+            while (!sm.sel.done) hist_pass(sm, row, v, xmax, sp.inv_t, sp.top_p, sh, bpu, ckeys, seg);
         };
         if (sp.top_k > 0) {
-            run(sel_count(kmin, kmax, (u32) sp.top_k), (u32) v);
+            run(sel_count(kmin, kmax, (u32) sp.top_k), (u32) v, -1);
             const Sel sk = sm.sel;
             tau = sk.tau;
             c = (u32) sp.top_k - sk.above_cnt;
@@ -393,7 +541,7 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int
             if (sp.top_p < 1.f) {
                 double t = dmul_rn((double) sp.top_p, (double) kept);
                 if ((double) sk.above_mass >= t) {
-                    run(sel_mass(tau + 1, kmax, t), 0xFFFFFFFFu);
+                    run(sel_mass(tau + 1, kmax, t), 0xFFFFFFFFu, -1);
                     const Sel s2 = sm.sel;
                     u64 g2 = weight(value_of(s2.tau), xmax, sp.inv_t, sh);
                     tau = s2.tau;
@@ -405,19 +553,27 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int
                 }
             }
         } else {
-            run(sel_mass(kmin, kmax, -1.0), 0xFFFFFFFFu);
+            // top-p alone: the candidate pass first, when the device gave the list room
+            const int b0 = seg > 0 ? min(max(cand_b0(v, sp.top_p, pick.log_s, bpu) + b0_bias, 0), BINS - 1) : -1;
+            run(sel_mass(kmin, kmax, -1.0), 0xFFFFFFFFu, b0);
             const Sel s1 = sm.sel;
             u64 g = weight(value_of(s1.tau), xmax, sp.inv_t, sh);
             tau = s1.tau;
             c = min_ties(s1.above_mass, g, s1.t, s1.tau_cnt);
             kept = s1.above_mass + (u64) c * g;
+            if (sm.from_list == 2) {  // the search ended in the candidate list, which holds the kept set: no more reads
+                const int tok = list_draw(sm, ckeys, cidx, seg, v, xmax, sp.inv_t, sh, tau, c, s1.tau_cnt,
+                                          draw_r(sm.u, kept));
+                if (tid == 0) sm.token = tok;
+            }
         }
-        filtered_draw(sm, row, v, xmax, sp.inv_t, sh, tau, c, weight(value_of(tau), xmax, sp.inv_t, sh), draw_r(u, kept));
+        if (sm.from_list != 2)
+            filtered_draw(sm, row, v, xmax, sp.inv_t, sh, tau, c, weight(value_of(tau), xmax, sp.inv_t, sh), draw_r(sm.u, kept));
     }
     if (tid == 0) {
         int tok = sm.token;  // >= 0 always (r < the kept mass); -1 with a NaN logprob would flag a broken invariant
         tokens[blockIdx.x] = tok;
-        logprobs[blockIdx.x] = tok < 0 ? __int_as_float(0x7fffffff) : (float) logprob(load(row, tok), xmax, sp.inv_t_d, pick.log_s);
+        logprobs[blockIdx.x] = tok < 0 ? __int_as_float(0x7fffffff) : (float) logprob(load(row, tok), xmax, sp.inv_t_d, sm.log_s);
     }
 }
 
@@ -428,17 +584,52 @@ extern "C" int g4_sample_max_vocab(int* v) {
     return 0;
 }
 
-extern "C" int g4_sample(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr logits, g4_ptr ctr, int b, int v,
-                         float temperature, int top_k, float top_p, long long seed, g4_stream s) {
+// The candidate list's capacity on the current device: what its per-block opt-in shared memory holds beside Shared,
+// 8 bytes a token, with 1 KiB to spare, at most LIST_MAX (sm_90: LIST_MAX; sm_80: 15,232; sm_86 / sm_89: 7,040), in
+// whole warps; 0 where that is under LIST_MIN (top-p then searches over the row, as before the list).
+static int list_cap() {
+    int dev = 0, optin = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+        (void) cudaGetLastError();
+        return 0;
+    }
+    const long long room = ((long long) optin - (long long) sizeof(Shared) - 1024) / 8;
+    const int cap = (int) (room < LIST_MAX ? room : LIST_MAX) & ~31;
+    return cap >= LIST_MIN ? cap : 0;
+}
+
+template <typename T>
+static int launch_sample(int* tok, float* lp, const T* x, const int* c, int b, int v, const Spec& sp, u64 seed, int lcap,
+                         int b0_bias, cudaStream_t st) {
+    const size_t smem = (size_t) lcap * 8;
+    if (smem > 0) {
+        int e = (int) cudaFuncSetAttribute(sample_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int) smem);
+        if (e) return e;
+    }
+    sample_kernel<T><<<b, BLOCK, smem, st>>>(tok, lp, x, c, v, sp, seed, lcap, b0_bias);
+    return launched();
+}
+
+extern "C" int g4_sample_ex(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr logits, g4_ptr ctr, int b, int v,
+                            float temperature, int top_k, float top_p, long long seed, int list_cap_override, int b0_bias,
+                            g4_stream s) {
     if (b <= 0) return 0;
     if (v <= 0 || v > MAX_TILES * TILE) return (int) cudaErrorInvalidValue;
     Spec sp = make_spec(temperature, top_k, top_p, v);
     int* tok = reinterpret_cast<int*>(tokens);
     float* lp = reinterpret_cast<float*>(logprobs);
     const int* c = reinterpret_cast<const int*>(ctr);
+    // the list serves top-p alone (top-k's count search and greedy rows do not use it)
+    int lcap = sp.temperature > 0 && sp.top_k == 0 && sp.top_p < 1.f ? (list_cap_override >= 0 ? list_cap_override : list_cap()) : 0;
+    lcap = (lcap < LIST_MAX ? lcap : LIST_MAX) & ~31;  // whole segments
     if (dtype == G4_BF16)
-        sample_kernel<__nv_bfloat16><<<b, BLOCK, 0, as_stream(s)>>>(tok, lp, reinterpret_cast<const __nv_bfloat16*>(logits), c, v, sp, (u64) seed);
-    else
-        sample_kernel<float><<<b, BLOCK, 0, as_stream(s)>>>(tok, lp, reinterpret_cast<const float*>(logits), c, v, sp, (u64) seed);
-    return launched();
+        return launch_sample(tok, lp, reinterpret_cast<const __nv_bfloat16*>(logits), c, b, v, sp, (u64) seed, lcap, b0_bias,
+                             as_stream(s));
+    return launch_sample(tok, lp, reinterpret_cast<const float*>(logits), c, b, v, sp, (u64) seed, lcap, b0_bias, as_stream(s));
+}
+
+extern "C" int g4_sample(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr logits, g4_ptr ctr, int b, int v,
+                         float temperature, int top_k, float top_p, long long seed, g4_stream s) {
+    return g4_sample_ex(dtype, tokens, logprobs, logits, ctr, b, v, temperature, top_k, top_p, seed, -1, 0, s);
 }

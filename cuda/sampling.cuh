@@ -75,6 +75,8 @@ constexpr int MAX_TILES = 1024;       // so V <= 4,194,304 on CUDA
 constexpr int BINS = 1024;            // histogram bins of one search pass (== BLOCK: one bin per thread)
 constexpr int CAP = 2048;             // candidates kept in shared memory once the search interval is that small
 constexpr int SH_TILE = 62 - 12;      // tile-relative masses: round(p * 2^50), a tile sums to <= 2^62
+constexpr int LIST_MAX = 20480;       // top-p's candidate list (key, index) in dynamic shared memory: 160 KiB at most
+constexpr int LIST_MIN = 1024;        // a smaller list than this (a device with little shared memory): no list
 
 // Fixed-point shift of the row-relative masses: a whole row sums to at most 2^62.
 __host__ __device__ inline int row_shift(int v) { return 62 - ceil_log2((u32) v); }
@@ -172,6 +174,17 @@ __host__ __device__ inline int sel_bin(const Sel& s, u32 key, float x, float xma
     return (int) (((u64) (key - s.lo) * BINS) / ((u64) (s.hi - s.lo) + 1));
 }
 
+// top-p alone: the lowest bin of the first (linear) pass whose tokens the candidate pass keeps in its list. A token
+// with p_j = e_j / S < (1 - top_p) / V is never kept: the tokens above that level carry at least top_p of the mass,
+// so the nucleus, the smallest such top set, lies among them. In bins, (xmax - x)/T < ln V - ln(1 - top_p) - ln S,
+// with two bins of margin for the rounding of d and of the binning. The kernel checks the boundary bin does lie at
+// or above b0 and redoes the pass over all bins when it does not, so b0 steers only the speed, never the result.
+__host__ __device__ inline int cand_b0(int v, float top_p, double log_s, float bpu) {
+    const double d = dsub_rn(dsub_rn(log((double) v), log(dsub_rn(1.0, (double) top_p))), log_s);
+    const double from_top = dadd_rn(dmul_rn(d, (double) bpu), 2.0);
+    return from_top < (double) BINS ? BINS - 1 - (int) from_top : 0;  // also 0 for a NaN
+}
+
 // The boundary bin found: narrows the domain or finishes.
 __host__ __device__ inline void sel_advance(Sel& s, u64 gt_cnt, u64 gt_mass, u32 cnt_b, u32 kmin_b, u32 kmax_b) {
     s.above_cnt += (u32) gt_cnt;
@@ -242,7 +255,8 @@ __host__ __device__ inline Spec make_spec(float temperature, int top_k, float to
 // The kernel's algorithm with sequential loops in place of the block's passes. Every reduction is over integers (or a
 // max), so this reproduces the kernel's token exactly; the log-prob may differ in its last float64 bit (log). kept,
 // if not null, receives 1 for the tokens of the kept set (all with mass > 0 when there is no filter), else 0.
-// Returns the number of threshold-search passes that read the row (the kernel's, shared-memory passes not counted).
+// Returns how many times the kernel reads the row after pass A, the draw included (shared-memory passes not counted;
+// 0 without a filter, whose draw re-reads one tile).
 inline int host_sample_row(const float* row, int v, float temperature, int top_k, float top_p, double u, int* token,
                            double* lp, int* kept) {
     using namespace smp;
@@ -303,7 +317,9 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
         // The kernel's passes: over the row, or over the shared-memory list once a domain of <= CAP tokens was
         // copied there during a pass (collect), as hist_pass does; only row passes are counted.
         u32* list = new u32[CAP];
+        int first_bnd = -2;  // the boundary bin of the first pass of the last run (-1: none)
         auto run = [&](Sel& sel, u32 dom_cnt) {
+            first_bnd = -2;
             int collect = dom_cnt <= (u32) CAP, from_list = 0, list_n = 0;
             while (!sel.done) {
                 if (!from_list) passes++;
@@ -339,6 +355,7 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
                     gc = ec;
                     gm = em;
                 }
+                if (first_bnd == -2) first_bnd = bnd;
                 if (bnd < 0) {
                     sel_fail(sel);
                 } else if (collect) {
@@ -375,11 +392,28 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
         } else {
             Sel s1 = sel_mass(kmin, kmax, -1.0);
             run(s1, 0xFFFFFFFFu);
+            // The kernel's row passes (on a device with room for LIST_MAX; the tokens are the same either way): its
+            // candidate pass reads the row once, keeping the tokens of the first pass's bins >= b0 in a list, one
+            // segment of LIST_MAX / 32 a warp (warp w: the tokens j with j mod BLOCK in [32 w, 32 w + 32)). With no
+            // segment overflowing and the boundary bin among them, that is the only read before the draw, which reads
+            // the list too; else the search runs over the row as here.
+            const int b0 = cand_b0(v, top_p, tile_pick(tm, ts, nt, xmax, sp.inv_t, 0.0).log_s, bpu);
+            u32 wn[BLOCK / 32] = {};
+            const Sel first = sel_mass(kmin, kmax, -1.0);
+            for (int j = 0; j < v; j++) {
+                const float x = clean(row[j]);
+                const u32 key = key_of(x);
+                wn[(j % BLOCK) / 32] += sel_in(first, key, weight(x, xmax, sp.inv_t, sh)) && sel_bin(first, key, x, xmax, sp.inv_t, bpu) >= b0;
+            }
+            bool complete = true;
+            for (u32 n : wn) complete &= n <= (u32) (LIST_MAX / 32);
+            passes = complete && first_bnd >= b0 ? 0 : 1 + passes;  // + the draw's, below
             u64 g = weight(value_of(s1.tau), xmax, sp.inv_t, sh);
             tau = s1.tau;
             c = min_ties(s1.above_mass, g, s1.t, s1.tau_cnt);
             kept_mass = s1.above_mass + (u64) c * g;
         }
+        passes++;  // the draw: over the row, or over the list when nothing else read the row since the candidate pass
         u64 r = draw_r(u, kept_mass), cum = 0;
         u32 tie_rank = 0;
         *token = -1;

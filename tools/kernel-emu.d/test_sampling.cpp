@@ -63,7 +63,9 @@ double lp_reference(const std::vector<float>& x, int tok, float t) {
 }
 
 // One g4_sample call of b rows (kinds kind0, kind0 + 1, ...), each against the twin and the contract.
-void run_call(Rng& rng, Tally& tl, int v, const Spec& s, bool bf16, int b, int kind0, bool verbose) {
+// list_cap and b0_bias: g4_sample_ex's (-1 and 0: g4_sample's own).
+void run_call(Rng& rng, Tally& tl, int v, const Spec& s, bool bf16, int b, int kind0, bool verbose, int list_cap = -1,
+              int b0_bias = 0) {
     std::vector<float> x((size_t) b * v);
     std::vector<int> kinds(b);
     for (int r = 0; r < b; r++) {
@@ -83,8 +85,8 @@ void run_call(Rng& rng, Tally& tl, int v, const Spec& s, bool bf16, int b, int k
     }
     std::vector<float> lp(b, 12345.f);
     const long long seed = (long long) rng.g();
-    int e = g4_sample(bf16 ? G4_BF16 : G4_F32, P(tok.data()), P(lp.data()), bf16 ? P(xb.data()) : P(x.data()), P(ctr.data()),
-                      b, v, s.t, s.k, s.p, seed, 0);
+    int e = g4_sample_ex(bf16 ? G4_BF16 : G4_F32, P(tok.data()), P(lp.data()), bf16 ? P(xb.data()) : P(x.data()),
+                         P(ctr.data()), b, v, s.t, s.k, s.p, seed, list_cap, b0_bias, 0);
     tl.calls++;
     const bool filtered = s.t > 0 && ((s.k > 0 && s.k < v) || s.p < 1);
     for (int r = 0; r < b; r++) {
@@ -138,6 +140,24 @@ EMU_CASE("sampling", rows_match_host_twin) {
         const int v = VOCABS[i % NVOCABS], b = v >= 9000 ? 1 : 2;
         run_call(rng, tl, v, SPECS[i % NSPECS], (i / NVOCABS) % 2 == 1, b, i, false);
     }
+    summary(tl);
+    return tl.bad == 0;
+}
+
+// Top-p alone through each of the kernel's paths (the tokens are the same on all): the candidate list as the device
+// sizes it (the other cases), no list (the row passes), a list of 1024 that the wide rows overflow (the search goes
+// on over the row after the candidate pass), the list's lowest bin forced to the top one (the boundary lies under it
+// on most rows: the first pass is redone over all bins) and to bin 0 (every token a candidate). Every vocabulary and
+// kind, fp32 and bf16, against the twin.
+EMU_CASE("sampling", top_p_paths_match_host_twin) {
+    Rng rng(77);
+    Tally tl;
+    const Spec specs[] = {{1, 0, 0.9f}, {0.6f, 0, 0.5f}, {1, 0, 0.01f}, {1.3f, 0, 0.95f}, {1, 0, 1e-30f}};
+    const struct { int cap, bias; } paths[] = {{0, 0}, {1024, 0}, {-1, 1024}, {-1, -1024}};
+    int i = 0;
+    for (const auto& path : paths)
+        for (int vi = 2; vi < NVOCABS; vi++, i++)
+            run_call(rng, tl, VOCABS[vi], specs[i % 5], i % 2 == 1, VOCABS[vi] >= 9000 ? 1 : 2, i, false, path.cap, path.bias);
     summary(tl);
     return tl.bad == 0;
 }

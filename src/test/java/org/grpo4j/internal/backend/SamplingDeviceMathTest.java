@@ -164,7 +164,7 @@ class SamplingDeviceMathTest {
                     }
                 }
         System.out.printf("sampler twin vs cpu: %d rows, %d different tokens (%.4f%%), %d different kept sets;"
-                + " search passes per filtered row: mean %.2f, max %d%n", rows, differ, 100.0 * differ / rows, keptDiffer,
+                + " reads of the row after pass A per filtered row (search and draw): mean %.2f, max %d%n", rows, differ, 100.0 * differ / rows, keptDiffer,
                 (double) passes / searches, maxPasses);
         assertTrue(differ <= rows / 1000, differ + " of " + rows + " rows draw another token than the CPU (> 0.1%)");
         assertEquals(0, keptDiffer, "kept sets that differ from the CPU's");
