@@ -23,7 +23,10 @@ constexpr int HU = 8;  // histogram passes over the row: loads in flight a threa
 static_assert(BLOCK == 1024, "pass A reduces the per-warp slots with one lane per warp: 32 warps");
 
 struct Shared {
-    u64 tile_s[MAX_TILES];
+    union {
+        u64 tile_s[MAX_TILES];   // pass A: each tile's fixed-point mass
+        float tile_e[MAX_TILES]; // top-p alone: its estimate in fp32 (fast exps), for the candidate pass's b0 only
+    };
     float tile_m[MAX_TILES];
     u64 gmax[G][BLOCK / 32], gsum[G][BLOCK / 32];  // pass A: per tile of a group, each warp's max key and mass
     u32 wkmin[BLOCK / 32];                          // and each warp's min key
@@ -43,6 +46,7 @@ struct Shared {
     u32 wcnt[32];
     u64 cand_below;
     double u, log_s;  // the row's uniform and log S
+    u64 total;        // the first mass-mode pass's total mass (top-p alone: log S from it)
     int cand_b0;
     // the filtered draw: per-warp range sums, and the range picked (thread 0)
     u64 wmass[32];
@@ -58,6 +62,16 @@ __device__ inline u64 warp_max_u64(u64 x) {
 }
 __device__ inline u32 warp_min_u32(u32 x) {
     for (int o = 16; o > 0; o >>= 1) { u32 y = __shfl_xor_sync(0xffffffffu, x, o); x = y < x ? y : x; }
+    return x;
+}
+// exp((x - m)/T) by the fast exp (an estimate, for top-p's b0 only): m >= x; x == m gives 1 (also for a huge 1/T),
+// -inf gives 0 (also when m is -inf).
+__device__ inline float est_exp(float x, float m, float inv_t) {
+    return x == u2f(0xFF800000u) ? 0.f : (x == m ? 1.f : __expf((x - m) * inv_t));
+}
+
+__device__ inline float warp_sum_f32(float x) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
     return x;
 }
 __device__ inline u64 warp_sum_u64(u64 x) {
@@ -113,7 +127,8 @@ __device__ void hist_finish(Shared& sm, const Sel& sel, int collect, int from_li
     u64 c = sm.cnt[b], m = sm.mass[b], tc, tm;
     u64 ec = block_scan(c, &tc, sm.scan), em = block_scan(m, &tm, sm.scan);
     Sel s2 = sel;
-    if (s2.t < 0) s2.t = dmul_rn((double) top_p, (double) (tm + (cand ? sm.cand_below : 0)));  // top_p of the domain's mass
+    const u64 total = tm + (cand ? sm.cand_below : 0);
+    if (s2.t < 0) s2.t = dmul_rn((double) top_p, (double) total);  // the first mass-mode pass: top_p of the domain's mass
     u64 gc = ec - c, gm = em - m;
     if (!sel_q(s2, s2.above_cnt + gc, s2.above_mass + gm) && sel_q(s2, s2.above_cnt + ec, s2.above_mass + em)) {
         sm.bnd = b;
@@ -123,6 +138,7 @@ __device__ void hist_finish(Shared& sm, const Sel& sel, int collect, int from_li
     __syncthreads();
     if (tid == 0) {
         int bb = sm.bnd;
+        if (sel.t < 0) sm.total = total;
         sm.sel.t = s2.t;
         if (bb < 0) {
             if (cand && sm.cand_b0 > 0) sm.from_list = 0;
@@ -394,8 +410,10 @@ __device__ int list_draw(Shared& sm, const u32* ckeys, const u32* cidx, int seg,
 
 // lcap: the candidate list's capacity in tokens (a multiple of 32: segments of lcap / 32 a warp), in 8 * lcap bytes
 // of dynamic shared memory (0: no list); b0_bias moves the candidate pass's lowest bin (tests of the redo; 0
-// otherwise).
-template <typename T>
+// otherwise). TOPP: the spec is top-p alone (T > 0, no top-k, top_p < 1); pass A then finds the tiles' maxima only,
+// with fp32 estimates of their masses (fast exps) for the candidate pass's b0, and log S comes from the search's
+// exact fixed-point total, so no token's mass is computed twice in fixed point.
+template <typename T, bool TOPP>
 __global__ void __launch_bounds__(BLOCK, 1)
 sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int v, Spec sp, u64 seed, int lcap,
               int b0_bias) {
@@ -457,11 +475,19 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int
             for (int g = 0; g < G; g++) {
                 mb[g] = warp_max_u64(sm.gmax[g][lane]);  // the tile's max, in every thread
                 const float m = value_of((u32) (mb[g] >> 32));
-                sum[g] = 0;
+                if (TOPP) {  // an estimate: exp((x - m)/T) by the fast exp, in fp32 (x == m gives 1, -inf 0)
+                    float e = 0.f;
 #pragma unroll
-                for (int i = 0; i < ITEMS; i++)
-                    if (s0 + g < nt && (s0 + g) * TILE + i * BLOCK + tid < v) sum[g] += fixp(rel_exp(x[g][i], m, sp.inv_t), SH_TILE);
-                sum[g] = warp_sum_u64(sum[g]);
+                    for (int i = 0; i < ITEMS; i++)
+                        if (s0 + g < nt && (s0 + g) * TILE + i * BLOCK + tid < v) e += est_exp(x[g][i], m, sp.inv_t);
+                    sum[g] = __float_as_uint(warp_sum_f32(e));
+                } else {
+                    sum[g] = 0;
+#pragma unroll
+                    for (int i = 0; i < ITEMS; i++)
+                        if (s0 + g < nt && (s0 + g) * TILE + i * BLOCK + tid < v) sum[g] += fixp(rel_exp(x[g][i], m, sp.inv_t), SH_TILE);
+                    sum[g] = warp_sum_u64(sum[g]);
+                }
                 if (lane == 0) sm.gsum[g][warp] = sum[g];
                 best = mb[g] > best ? mb[g] : best;
             }
@@ -469,10 +495,18 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int
             if (warp == 0) {
 #pragma unroll
                 for (int g = 0; g < G; g++) {
-                    const u64 total = warp_sum_u64(sm.gsum[g][lane]);
-                    if (lane == 0 && s0 + g < nt) {
-                        sm.tile_m[s0 + g] = value_of((u32) (mb[g] >> 32));
-                        sm.tile_s[s0 + g] = total;
+                    if (TOPP) {
+                        const float total = warp_sum_f32(__uint_as_float((u32) sm.gsum[g][lane]));
+                        if (lane == 0 && s0 + g < nt) {
+                            sm.tile_m[s0 + g] = value_of((u32) (mb[g] >> 32));
+                            sm.tile_e[s0 + g] = total;
+                        }
+                    } else {
+                        const u64 total = warp_sum_u64(sm.gsum[g][lane]);
+                        if (lane == 0 && s0 + g < nt) {
+                            sm.tile_m[s0 + g] = value_of((u32) (mb[g] >> 32));
+                            sm.tile_s[s0 + g] = total;
+                        }
                     }
                 }
             }
@@ -500,10 +534,17 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int
         return;
     }
     const double u = philox_uniform(seed, ctr[2 * blockIdx.x], ctr[2 * blockIdx.x + 1]);
-    const TilePick pick = tile_pick(sm.tile_m, sm.tile_s, nt, xmax, sp.inv_t, u);  // every thread, same result
+    TilePick pick = {0, 0, 0.0};
+    if (!TOPP) pick = tile_pick(sm.tile_m, sm.tile_s, nt, xmax, sp.inv_t, u);  // every thread, same result
     if (tid == 0) {  // kept here, not in registers, across the threshold search (read after its barriers)
         sm.u = u;
-        sm.log_s = pick.log_s;
+        if (TOPP) {  // log S estimated from the tiles' estimates: b0's only
+            float e = 0.f;
+            for (int t = 0; t < nt; t++) e += sm.tile_e[t] * est_exp(sm.tile_m[t], xmax, sp.inv_t);
+            sm.log_s = log((double) e);
+        } else {
+            sm.log_s = pick.log_s;
+        }
     }
 
     if (sp.top_k == 0 && !(sp.top_p < 1.f)) {
@@ -559,7 +600,8 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int
             }
         } else {
             // top-p alone: the candidate pass first, when the device gave the list room
-            const int b0 = seg > 0 ? min(max(cand_b0(v, sp.top_p, pick.log_s, bpu) + b0_bias, 0), BINS - 1) : -1;
+            __syncthreads();  // sm.log_s (the estimate)
+            const int b0 = seg > 0 ? min(max(cand_b0(v, sp.top_p, sm.log_s, bpu) + b0_bias, 0), BINS - 1) : -1;
             run(sel_mass(kmin, kmax, -1.0), 0xFFFFFFFFu, b0);
             const Sel s1 = sm.sel;
             u64 g = weight(value_of(s1.tau), xmax, sp.inv_t, sh);
@@ -578,7 +620,9 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int
     if (tid == 0) {
         int tok = sm.token;  // >= 0 always (r < the kept mass); -1 with a NaN logprob would flag a broken invariant
         tokens[blockIdx.x] = tok;
-        logprobs[blockIdx.x] = tok < 0 ? __int_as_float(0x7fffffff) : (float) logprob(load(row, tok), xmax, sp.inv_t_d, sm.log_s);
+        // top-p alone: log S from the search's exact total (pass A had estimates only)
+        const double log_s = TOPP ? log_s_fixed(sm.total, row_shift(v)) : sm.log_s;
+        logprobs[blockIdx.x] = tok < 0 ? __int_as_float(0x7fffffff) : (float) logprob(load(row, tok), xmax, sp.inv_t_d, log_s);
     }
 }
 
@@ -604,16 +648,23 @@ static int list_cap() {
     return cap >= LIST_MIN ? cap : 0;
 }
 
-template <typename T>
+template <typename T, bool TOPP>
 static int launch_sample(int* tok, float* lp, const T* x, const int* c, int b, int v, const Spec& sp, u64 seed, int lcap,
                          int b0_bias, cudaStream_t st) {
     const size_t smem = (size_t) lcap * 8;
     if (smem > 0) {
-        int e = (int) cudaFuncSetAttribute(sample_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int) smem);
+        int e = (int) cudaFuncSetAttribute(sample_kernel<T, TOPP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int) smem);
         if (e) return e;
     }
-    sample_kernel<T><<<b, BLOCK, smem, st>>>(tok, lp, x, c, v, sp, seed, lcap, b0_bias);
+    sample_kernel<T, TOPP><<<b, BLOCK, smem, st>>>(tok, lp, x, c, v, sp, seed, lcap, b0_bias);
     return launched();
+}
+
+template <typename T>
+static int launch_sample(int* tok, float* lp, const T* x, const int* c, int b, int v, const Spec& sp, u64 seed, int lcap,
+                         int b0_bias, cudaStream_t st) {
+    if (top_p_alone(sp)) return launch_sample<T, true>(tok, lp, x, c, b, v, sp, seed, lcap, b0_bias, st);
+    return launch_sample<T, false>(tok, lp, x, c, b, v, sp, seed, lcap, b0_bias, st);
 }
 
 extern "C" int g4_sample_ex(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr logits, g4_ptr ctr, int b, int v,
@@ -626,7 +677,7 @@ extern "C" int g4_sample_ex(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr lo
     float* lp = reinterpret_cast<float*>(logprobs);
     const int* c = reinterpret_cast<const int*>(ctr);
     // the list serves top-p alone (top-k's count search and greedy rows do not use it)
-    int lcap = sp.temperature > 0 && sp.top_k == 0 && sp.top_p < 1.f ? (list_cap_override >= 0 ? list_cap_override : list_cap()) : 0;
+    int lcap = top_p_alone(sp) ? (list_cap_override >= 0 ? list_cap_override : list_cap()) : 0;
     lcap = (lcap < LIST_MAX ? lcap : LIST_MAX) & ~31;  // whole segments
     if (dtype == G4_BF16)
         return launch_sample(tok, lp, reinterpret_cast<const __nv_bfloat16*>(logits), c, b, v, sp, (u64) seed, lcap, b0_bias,

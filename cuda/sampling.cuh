@@ -231,6 +231,9 @@ __host__ __device__ inline double logprob(float x, float xmax, double inv_t, dou
     return x == xmax ? -log_s : dsub_rn(dmul_rn(dsub_rn((double) x, (double) xmax), inv_t), log_s);
 }
 
+// log S from the row's fixed-point total mass sum_j round(exp((x_j - xmax)/T) 2^sh) (top-p alone).
+__host__ __device__ inline double log_s_fixed(u64 total, int sh) { return dsub_rn(log((double) total), sh * 0.69314718055994530942); }
+
 // The spec's scalars as the kernel uses them.
 struct Spec {
     float temperature, top_p;
@@ -248,6 +251,9 @@ __host__ __device__ inline Spec make_spec(float temperature, int top_k, float to
     s.inv_t = (float) s.inv_t_d;
     return s;
 }
+
+// top-p alone (the candidate list's spec): a temperature, no top-k, top_p < 1.
+__host__ __device__ inline bool top_p_alone(const Spec& s) { return s.temperature > 0 && s.top_k == 0 && s.top_p < 1.f; }
 
 }  // namespace smp
 
@@ -318,6 +324,7 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
         // copied there during a pass (collect), as hist_pass does; only row passes are counted.
         u32* list = new u32[CAP];
         int first_bnd = -2;  // the boundary bin of the first pass of the last run (-1: none)
+        u64 first_total = 0; // the first mass-mode pass's total mass
         auto run = [&](Sel& sel, u32 dom_cnt) {
             first_bnd = -2;
             int collect = dom_cnt <= (u32) CAP, from_list = 0, list_n = 0;
@@ -343,6 +350,7 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
                     u64 total = 0;
                     for (int b = 0; b < BINS; b++) total += mass[b];
                     sel.t = dmul_rn((double) sp.top_p, (double) total);
+                    first_total = total;
                 }
                 u64 gc = 0, gm = 0;
                 int bnd = -1;
@@ -397,7 +405,7 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
             // segment of LIST_MAX / 32 a warp (warp w: the tokens j with j mod BLOCK in [32 w, 32 w + 32)). With no
             // segment overflowing and the boundary bin among them, that is the only read before the draw, which reads
             // the list too; else the search runs over the row as here.
-            const int b0 = cand_b0(v, top_p, tile_pick(tm, ts, nt, xmax, sp.inv_t, 0.0).log_s, bpu);
+            const int b0 = cand_b0(v, top_p, tile_pick(tm, ts, nt, xmax, sp.inv_t, 0.0).log_s, bpu);  // the kernel: from an estimate of log S
             u32 wn[BLOCK / 32] = {};
             const Sel first = sel_mass(kmin, kmax, -1.0);
             for (int j = 0; j < v; j++) {
@@ -427,8 +435,9 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
             cum += weight(x, xmax, sp.inv_t, sh);
             if (*token < 0 && cum > r) *token = j;
         }
-        TilePick p = tile_pick(tm, ts, nt, xmax, sp.inv_t, 0.0);
-        *lp = logprob(clean(row[*token]), xmax, sp.inv_t_d, p.log_s);
+        // top-p alone: log S from the search's exact total (the kernel's pass A then estimates the tiles' masses only)
+        const double log_s = top_p_alone(sp) ? log_s_fixed(first_total, sh) : tile_pick(tm, ts, nt, xmax, sp.inv_t, 0.0).log_s;
+        *lp = logprob(clean(row[*token]), xmax, sp.inv_t_d, log_s);
         delete[] cnt;
         delete[] mass;
         delete[] bmin;
