@@ -71,6 +71,7 @@ public record BenchReport(String tool, String sizes, String card, String driver,
             ReportJson.putNum(n, "ceiling_pct", r.ceilingPct());
             ReportJson.putNum(n, "max_error", r.maxError());
             if (r.extraBytes() != null) n.put("extra_bytes", r.extraBytes());
+            ReportJson.putNum(n, "size_copy_gbs", r.sizeCopyGbs());
         }
         return ReportJson.text(o);
     }
@@ -130,7 +131,8 @@ public record BenchReport(String tool, String sizes, String card, String driver,
         return new BenchRow(id, family, name, ReportJson.str(n, "shape", where, false), ReportJson.str(n, "dtype", where, false),
                 ReportJson.str(n, "impl", where, true), status, ReportJson.str(n, "note", where, false), median, min, max, reps.asInt(), work, unit,
                 ReportJson.str(n, "formula", where, false), rate, ReportJson.str(n, "rate_unit", where, false), ReportJson.num(n, "ceiling_pct", where, false, false),
-                ReportJson.num(n, "max_error", where, false, false), extra == null ? null : extra.asLong());
+                ReportJson.num(n, "max_error", where, false, false), extra == null ? null : extra.asLong(),
+                ReportJson.num(n, "size_copy_gbs", where, false, false));
     }
 
 }

@@ -16,10 +16,13 @@ package org.grpo4j.internal.bench;
  *                   bandwidth for byte rows), or null
  * @param maxError   the correctness check's largest |device - CPU| over the outputs, or null when not checked
  * @param extraBytes device memory the implementation needed beyond its inputs and outputs, where measured
+ * @param sizeCopyGbs the rate of a device copy moving the same bytes, timed in the same run right after the row (byte
+ *                   rows of ours): what a kernel of this size can reach, launch and ramp included, or null
  */
 public record BenchRow(String id, String family, String name, String shape, String dtype, String impl, String status,
                        String note, Double medianMs, Double minMs, Double maxMs, int reps, double work, String workUnit,
-                       String formula, Double rate, String rateUnit, Double ceilingPct, Double maxError, Long extraBytes) {
+                       String formula, Double rate, String rateUnit, Double ceilingPct, Double maxError, Long extraBytes,
+                       Double sizeCopyGbs) {
 
     public static final String OK = "ok";
     public static final String FAILED = "FAILED";
@@ -49,6 +52,11 @@ public record BenchRow(String id, String family, String name, String shape, Stri
 
     BenchRow withCeilingPct(Double pct) {
         return new BenchRow(id, family, name, shape, dtype, impl, status, note, medianMs, minMs, maxMs, reps, work, workUnit,
-                formula, rate, rateUnit, pct, maxError, extraBytes);
+                formula, rate, rateUnit, pct, maxError, extraBytes, sizeCopyGbs);
+    }
+
+    BenchRow withSizeCopyGbs(Double gbs) {
+        return new BenchRow(id, family, name, shape, dtype, impl, status, note, medianMs, minMs, maxMs, reps, work, workUnit,
+                formula, rate, rateUnit, ceilingPct, maxError, extraBytes, gbs);
     }
 }

@@ -196,8 +196,13 @@ public final class Compare {
         return fig(r.rate()) + " " + r.rateUnit() + extra;
     }
 
+    /** The row's % of the ceiling, and for byte rows of ours what a copy of the same bytes reached in the same run. */
     static String pct(BenchRow r) {
-        return r != null && r.timed() && r.ceilingPct() != null ? String.format(Locale.ROOT, "%.0f%%", r.ceilingPct()) : "-";
+        if (r == null || !r.timed() || r.ceilingPct() == null) return "-";
+        String s = String.format(Locale.ROOT, "%.0f%%", r.ceilingPct());
+        if (r.sizeCopyGbs() != null && r.rate() != null)
+            s += String.format(Locale.ROOT, " (a copy of its bytes: %.0f%%)", r.ceilingPct() * r.sizeCopyGbs() / r.rate());
+        return s;
     }
 
     static String check(BenchRow r) {

@@ -102,7 +102,7 @@ public final class KernelBench {
         }
         return new BenchRow(c.id(), c.family(), c.name(), c.shape(), c.dtype(), "grpo4j", status, note, med, min, max,
                 ms == null ? 0 : reps, c.work(), c.workUnit(), c.formula(), rate, BenchRow.rateUnit(c.workUnit()), ceilingPct,
-                maxError, extra);
+                maxError, extra, null);
     }
 
     static BenchRow measure(Cases.Case c, Config cfg, Backend device, Backend reference, Timer timer, Data data,
@@ -143,6 +143,8 @@ public final class KernelBench {
                 BenchRow r = row(c, BenchRow.OK, k > 1 ? k + " buffer sets rotated" : null, ms, cfg.reps(), null, maxError, extra);
                 Double ceiling = c.workUnit().equals("byte") ? copyGbs : c.workUnit().equals("flop") ? gemmTflops : null;
                 if (c.kind() == Cases.Kind.CEILING_COPY || c.kind() == Cases.Kind.CEILING_GEMM) ceiling = r.rate();
+                if (c.kind() == Cases.Kind.KERNEL && c.workUnit().equals("byte") && copyGbs != null)
+                    r = r.withSizeCopyGbs(sizeCopy(c.work(), cfg, device, timer, data));
                 return ceiling == null ? r : r.withCeilingPct(100 * r.rate() / ceiling);
             } finally {
                 for (Instance i : sets) i.close();
@@ -151,6 +153,32 @@ public final class KernelBench {
         } catch (RuntimeException e) {
             String m = e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage().lines().findFirst().orElse("");
             return row(c, BenchRow.ERROR, e.getClass().getSimpleName() + ": " + m, null, 0, null, maxError, null);
+        }
+    }
+
+    /**
+     * The rate of a device copy that moves {@code bytes} (read half, write half: the copy ceiling's accounting), timed
+     * like the rows (rotated buffer sets, the same warm-up and repetitions): the bandwidth a memory-bound kernel of
+     * this size can reach, its launch and the ramp of its first and last loads included, which the large copy of the
+     * ceiling amortizes. Null when it cannot be measured (the row keeps its own figures).
+     */
+    static Double sizeCopy(double bytes, Config cfg, Backend device, Timer timer, Data data) {
+        int n = (int) Math.max(1, Math.min(Integer.MAX_VALUE, Math.round(bytes / 8)));
+        List<Instance> sets = new ArrayList<>();
+        try {
+            int k = (int) Math.max(1, Math.min(MAX_SETS, Math.ceil(cfg.rotateBytes() / (8.0 * n))));
+            while (k > 1 && 8.0 * n * k > cfg.memoryBudget()) k--;
+            while (sets.size() < k) sets.add(Cases.copy(data, n));
+            int m = sets.size();
+            double[] ms = timer.time(i -> sets.get(i % m).run(), cfg.warmup(), cfg.reps());
+            Arrays.sort(ms);
+            double med = ms.length % 2 == 1 ? ms[ms.length / 2] : (ms[ms.length / 2 - 1] + ms[ms.length / 2]) / 2;
+            return BenchRow.rate("byte", 8.0 * n, med);
+        } catch (RuntimeException e) {
+            return null;
+        } finally {
+            for (Instance i : sets) i.close();
+            data.closeInstances();
         }
     }
 

@@ -70,7 +70,7 @@ class BenchPeersScriptTest {
         // every peer a goal is judged against exists for that problem (a variant's: for its problem)
         for (Cases.Case c : ours.values()) {
             BenchRow probe = new BenchRow(c.id(), c.family(), c.name(), c.shape(), c.dtype(), "grpo4j", BenchRow.OK, null,
-                    1.0, 1.0, 1.0, 1, c.work(), c.workUnit(), c.formula(), 1.0, "", null, null, null);
+                    1.0, 1.0, 1.0, 1, c.work(), c.workUnit(), c.formula(), 1.0, "", null, null, null, null);
             for (Compare.Goal g : Compare.goals(probe))
                 if (g.peerImpl() != null)
                     assertTrue(seen.contains(Compare.problemId(c.id()) + " @ " + g.peerImpl()), c.id() + " needs peer " + g.peerImpl());

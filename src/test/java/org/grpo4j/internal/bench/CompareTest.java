@@ -133,7 +133,7 @@ class CompareTest {
         List<BenchRow> rows = ours.rows().stream().map(r -> !r.id().equals("swiglu/swiglu fwd") ? r
                 : new BenchRow(r.id(), r.family(), r.name(), r.shape(), r.dtype(), r.impl(), BenchRow.FAILED,
                         "check against the CPU failed: out[3] = 1.5, CPU 1.25 (tolerance 0.0049)", null, null, null, 0,
-                        r.work(), r.workUnit(), r.formula(), null, r.rateUnit(), null, 0.25, null)).toList();
+                        r.work(), r.workUnit(), r.formula(), null, r.rateUnit(), null, 0.25, null, null)).toList();
         new BenchReport(ours.tool(), ours.sizes(), ours.card(), ours.driver(), ours.runtime(), null, ours.date(), false,
                 ours.copyGbs(), ours.gemmTflops(), rows).write(bad);
         Compare.Result r = Compare.merge(BenchReport.read(bad), BenchReport.read(PEERS), "a", "b");

@@ -131,6 +131,14 @@ class KernelBenchTest {
         assertEquals("us/call", row(r, "gemm/host cost 8x16x24").rateUnit());
         assertNotNull(row(r, "lmhead/logprob fwd+bwd").extraBytes());
         assertFalse(r.anyFailed());
+        // each byte row of a kernel carries a copy of its own bytes timed beside it; the ceilings and FLOP rows do not
+        for (BenchRow row : r.rows()) {
+            boolean bytes = row.workUnit().equals("byte") && !row.family().equals("ceiling");
+            assertEquals(bytes, row.sizeCopyGbs() != null, row.id() + " size copy " + row.sizeCopyGbs());
+            if (bytes) assertTrue(row.sizeCopyGbs() > 0 && Double.isFinite(row.sizeCopyGbs()), row.id());
+        }
+        assertTrue(Compare.pct(swiglu).matches("\\d+% \\(a copy of its bytes: \\d+%\\)"), Compare.pct(swiglu));
+        assertEquals(String.format(java.util.Locale.ROOT, "%.0f%%", mm.ceilingPct()), Compare.pct(mm));
 
         // the JSON round trip keeps every field
         Path f = tmp.resolve("ours.json");
