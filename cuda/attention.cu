@@ -13,16 +13,18 @@
 //            (attention.cuh); key tiles above an m-tile's diagonal, and an m-tile wholly past the sequence, are
 //            skipped, and the diagonal tile is masked. P is rounded to bf16 for the PV product. Each row's arithmetic
 //            is the same as with 64-row tiles (the host twin's), so the tile size does not change a bit of the output.
-//   backward D_i = dOut_i . out_i (fp32, scratch). At head dim 128, on devices whose blocks may take 161 KiB of
-//            shared memory (sm_80, sm_90), FlashAttention-2's backward tiling: dK/dV block = (key tile of 128, kv
-//            head), 8 warps (dkdv_wide_kernel: P^T and dS^T through shared memory between the products); dQ
-//            (deterministic) block = (query tile of 128, query head), 8 warps (dq_wide_kernel). Otherwise (head dim
-//            64; 128 on sm_86 / sm_89): dK/dV block = (key tile of 64, kv head), 4 warps x 16 keys (dkdv_kernel); dQ
-//            block = (query tile of 64, query head), 4 warps x 16 rows (dq_kernel). dK/dV blocks iterate over the
-//            query heads of the group and the query steps that see the tile (P recomputed from the saved lse); dQ
-//            blocks over their key tiles. Deterministic mode (the default) runs dQ as that second kernel; fast mode
-//            adds dS K with fp32 atomics into a scratch accumulator from the dK/dV kernel, then a convert kernel
-//            scales and rounds it. Every variant gives the same bits in deterministic mode.
+//   backward D_i = dOut_i . out_i (fp32, scratch). At head dim 128 on devices whose blocks may take 161 KiB of
+//            shared memory (sm_80, sm_90), and at head dim 64 when asked for (mode bit 4; 97 KiB, any sm_80+),
+//            FlashAttention-2's backward tiling: dK/dV block = (key tile of 128, kv head), 8 warps
+//            (dkdv_wide_kernel: P^T and dS^T through shared memory between the products); dQ (deterministic) block =
+//            (query tile of 128, query head), 8 warps (dq_wide_kernel). Otherwise (head dim 64 by default: three
+//            blocks of 4 warps an SM where the wide kernel holds one of 8; 128 on sm_86 / sm_89; or mode bit 2):
+//            dK/dV block = (key tile of 64, kv head), 4 warps x 16 keys (dkdv_kernel); dQ block = (query tile of
+//            64, query head), 4 warps x 16 rows (dq_kernel). dK/dV blocks iterate over the query heads of the group and the query steps that see the
+//            tile (P recomputed from the saved lse); dQ blocks over their key tiles. Deterministic mode (the default)
+//            runs dQ as that second kernel; fast mode adds dS K with fp32 atomics into a scratch accumulator from the
+//            dK/dV kernel, then a convert kernel scales and rounds it. Every variant gives the same bits in
+//            deterministic mode.
 // Generic path (fp32, any other even head dim, unaligned views): one warp per (row, head), the lanes taking 32 keys
 //   (or queries) at a time, float64 accumulation: slower, never a wrong answer.
 #include <initializer_list>
@@ -338,7 +340,7 @@ constexpr int dkdv_smem() {
     return 2 * ATT_BN * D * 2 + 2 * 2 * BM * D * 2 + 2 * 2 * BM * 4 + (FAST ? ATT_BN * BM * 2 : 0);
 }
 
-// dK/dV at head dim 64, and at 128 where the device lacks the wide kernel's shared memory (dkdv_wide_kernel below):
+// dK/dV where the device lacks the wide kernel's shared memory (dkdv_wide_kernel below), or where asked for:
 // block = (key tile of 64, kv head), 4 warps x 16 keys.
 template <int D, bool FAST>
 __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
@@ -625,7 +627,7 @@ __device__ __forceinline__ void stage_tile(unsigned char* tile, const float (&ac
     }
 }
 
-// ---- dK/dV at head dim 128: 128 keys a block, 8 warps (FlashAttention-2's backward tiling) --------------------------
+// ---- dK/dV at head dims 128 and 64: 128 keys a block, 8 warps (FlashAttention-2's backward tiling) ----------------
 //
 // Block = (key tile of 128, kv head), 8 warps; query steps of 64 rows. The products are tiled differently, as
 // FlashAttention-2's are, and P^T and dS^T go through shared memory between them:
@@ -636,6 +638,7 @@ __device__ __forceinline__ void stage_tile(unsigned char* tile, const float (&ac
 //     dK and dV accumulators are the same 128 registers as 16 keys by 128 columns, and each fragment feeds more mma;
 //   fast mode, dQ += dS K (64 queries x 128 columns): warp (warp % 2, warp / 2) takes queries (warp % 2) * 32 by
 //     columns (warp / 2) * 32, added with fp32 atomics.
+//   (At head dim 64 the column counts halve: dK and dV 32 columns a warp, dQ 16; 97 KiB of shared memory.)
 // Per key and column the sums run over the same queries in the same order (heads of the group, then queries, 16 at a
 // time) with the same P and dS as dkdv_kernel's, and queries that do not see a key add exact zeros: dK and dV are
 // bit-identical to the 64-key kernel's (tools/kernel-emu's fingerprints). Against it, per mma: 0.44 ldmatrix instead of
@@ -644,15 +647,14 @@ constexpr int WK_BN = 128;  // keys per block
 constexpr int WK_QS = 64;   // query rows per step
 constexpr int WK_NT = 256;  // threads (8 warps)
 
-template <bool FAST>  // (the same in both modes: the fast mode's dS for dQ is the dS^T tile already there)
+template <int D, bool FAST>  // (the same in both modes: the fast mode's dS for dQ is the dS^T tile already there)
 constexpr int dkdv_wide_smem() {
-    constexpr int D = 128;
     return 2 * WK_BN * D * 2 + 2 * 2 * WK_QS * D * 2 + 2 * WK_BN * WK_QS * 2 + 2 * 2 * WK_QS * 4;
 }
 
-template <bool FAST>
+template <int D, bool FAST>
 __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
-    constexpr int D = 128, QS = WK_QS;
+    constexpr int QS = WK_QS;
     constexpr int DW = D / 2;   // columns per warp in the dK/dV products
     constexpr int DQ = D / 4;   // columns per warp in the dQ product
     if ((int) blockIdx.x >= a.status[0]) return;
@@ -806,7 +808,7 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
 template <int D>
 constexpr int dq_smem() { return (2 * ATT_BM + 4 * ATT_BN) * D * 2; }
 
-// Deterministic dQ at head dim 64, and at 128 without the wide kernels' shared memory (dq_wide_kernel below): block =
+// Deterministic dQ without the wide kernels' shared memory (dq_wide_kernel below), or where asked for: block =
 // (query tile, query head), 4 warps x 16 rows, key tiles 0..diagonal in order.
 template <int D>
 __global__ void __launch_bounds__(NT) dq_kernel(BwdArgs a) {
@@ -920,7 +922,8 @@ __global__ void __launch_bounds__(NT) dq_kernel(BwdArgs a) {
     }
 }
 
-// Deterministic dQ at head dim 128: block = (query tile of 128, query head), 8 warps, the mirror of dkdv_wide_kernel.
+// Deterministic dQ at head dims 128 and 64: block = (query tile of 128, query head), 8 warps, the mirror of
+// dkdv_wide_kernel.
 // Per key tile of 64 (double-buffered): S = Q K^T and dP = dO V^T (128 x 64) as 32 rows x 32 keys a warp (warp % 4,
 // warp / 4), dS = P (dP - D) rounded to bf16 into shared memory, then dQ += dS K (128 x 128) as 32 rows x 64 columns
 // a warp. Each row's sum runs over the same keys in the same order with the same dS as dq_kernel's (a key tile past a
@@ -929,13 +932,14 @@ __global__ void __launch_bounds__(NT) dq_kernel(BwdArgs a) {
 constexpr int WQ_BM = 128;  // query rows per block
 static_assert(WQ_BM == WK_BN, "dK/dV's key tiles and dQ's query tiles come from one plan");
 
+template <int D>
 constexpr int dq_wide_smem() {
-    constexpr int D = 128;
     return 2 * WQ_BM * D * 2 + 4 * ATT_BN * D * 2 + WQ_BM * ATT_BN * 2;
 }
 
+template <int D>
 __global__ void __launch_bounds__(WK_NT, 1) dq_wide_kernel(BwdArgs a) {
-    constexpr int D = 128, DW = D / 2, BN = ATT_BN;
+    constexpr int DW = D / 2, BN = ATT_BN;
     if ((int) blockIdx.x >= a.status[0]) return;
     const TileRef t = a.map[blockIdx.x];
     const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start;
@@ -1239,18 +1243,19 @@ static int forward_generic(GenArgs& a, cudaStream_t st) {
     return launch_gen(gen_fwd_kernel<T>, a, (long long) a.n * a.hq, 1, 1, st);
 }
 
-// Whether the tensor-core backward runs the wide kernels (head dim 128, and a device whose blocks may take their 161
-// and 144 KiB of shared memory: sm_80 and sm_90 do; sm_86 and sm_89, 99 KiB a block, run dkdv_kernel and dq_kernel,
-// whose results are the same bits).
+// Whether the tensor-core backward runs the wide kernels: on a device whose blocks may take their shared memory (head
+// dim 128: 161 and 144 KiB, which sm_80 and sm_90 have and sm_86 and sm_89, 99 KiB a block, do not; head dim 64: 97
+// and 80 KiB, which all have). Otherwise dkdv_kernel and dq_kernel, whose results are the same bits.
 static bool wide_backward(int d) {
-    if (d != 128) return false;
+    if (d != 64 && d != 128) return false;
     int dev = 0, optin = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
         (void) cudaGetLastError();  // leave the runtime clean; the 64-row kernels need no attribute
         return false;
     }
-    return optin >= dkdv_wide_smem<true>() && optin >= dq_wide_smem();
+    return d == 64 ? optin >= dkdv_wide_smem<64, true>() && optin >= dq_wide_smem<64>()
+                   : optin >= dkdv_wide_smem<128, true>() && optin >= dq_wide_smem<128>();
 }
 
 // The tensor-core backward after dsum_kernel. The plan in the workspace lists tiles of 128 rows for the wide kernels
@@ -1262,11 +1267,11 @@ static int backward_fast(const BwdArgs& a, int n, int b, bool deterministic, boo
     const unsigned slots = (unsigned) ((n + rows - 1) / rows + b);
     if (deterministic) {
         if (wide) {
-            constexpr int s1 = dkdv_wide_smem<false>(), s2 = dq_wide_smem();
-            if ((e = set_smem(dkdv_wide_kernel<false>, s1)) || (e = set_smem(dq_wide_kernel, s2))) return e;
-            dkdv_wide_kernel<false><<<dim3(slots, a.hkv), WK_NT, s1, st>>>(a);
+            constexpr int s1 = dkdv_wide_smem<D, false>(), s2 = dq_wide_smem<D>();
+            if ((e = set_smem(dkdv_wide_kernel<D, false>, s1)) || (e = set_smem(dq_wide_kernel<D>, s2))) return e;
+            dkdv_wide_kernel<D, false><<<dim3(slots, a.hkv), WK_NT, s1, st>>>(a);
             if ((e = g4::launched())) return e;
-            dq_wide_kernel<<<dim3(slots, a.hq), WK_NT, s2, st>>>(a);
+            dq_wide_kernel<D><<<dim3(slots, a.hq), WK_NT, s2, st>>>(a);
         } else {
             constexpr int s1 = dkdv_smem<D, false>(), s2 = dq_smem<D>();
             if ((e = set_smem(dkdv_kernel<D, false>, s1)) || (e = set_smem(dq_kernel<D>, s2))) return e;
@@ -1279,9 +1284,9 @@ static int backward_fast(const BwdArgs& a, int n, int b, bool deterministic, boo
     const long long total = (long long) a.n * a.hq * D;
     if ((e = (int) cudaMemsetAsync(a.dqacc, 0, total * 4, st))) return e;
     if (wide) {
-        constexpr int s1 = dkdv_wide_smem<true>();
-        if ((e = set_smem(dkdv_wide_kernel<true>, s1))) return e;
-        dkdv_wide_kernel<true><<<dim3(slots, a.hkv), WK_NT, s1, st>>>(a);
+        constexpr int s1 = dkdv_wide_smem<D, true>();
+        if ((e = set_smem(dkdv_wide_kernel<D, true>, s1))) return e;
+        dkdv_wide_kernel<D, true><<<dim3(slots, a.hkv), WK_NT, s1, st>>>(a);
     } else {
         constexpr int s1 = dkdv_smem<D, true>();
         if ((e = set_smem(dkdv_kernel<D, true>, s1))) return e;
@@ -1302,7 +1307,7 @@ static int backward_generic(GenArgs& a, cudaStream_t st) {
 }  // namespace
 
 extern "C" int g4_attention_workspace(int n, int b, int hq, int d, int backward, int deterministic, long long* bytes) {
-    *bytes = layout(n, b, hq, d, backward != 0, backward != 0 && !deterministic).total;
+    *bytes = layout(n, b, hq, d, backward != 0, backward != 0 && !(deterministic & 1)).total;
     return 0;
 }
 
@@ -1343,12 +1348,14 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
                                      g4_stream s) {
     // hq = 0 (no query rows): the generic path, whose dK/dV kernel writes the zero gradients
     const bool fast = hq > 0 && fast_path(dtype, d, {dq, dk, dv, dout, q, k, v, out});
-    const Layout L = layout(n, b, hq, d, true, fast && !deterministic);
+    // mode bits: 1 deterministic; 2 the 64-row kernels everywhere; 4 the wide kernels at head dim 64 too
+    const bool det = (deterministic & 1) != 0, narrow = (deterministic & 2) != 0, wide64 = (deterministic & 4) != 0;
+    const Layout L = layout(n, b, hq, d, true, fast && !det);
     if (ws_bytes < L.total || b < 1 || hkv < 1 || hq % hkv) return (int) cudaErrorInvalidValue;
     cudaStream_t st = g4::as_stream(s);
     unsigned char* w = reinterpret_cast<unsigned char*>(ws);
     const int* CU = reinterpret_cast<const int*>(cu);
-    const bool wide = fast && wide_backward(d);
+    const bool wide = fast && !narrow && (d == 128 || wide64) && wide_backward(d);
     int e = plan(CU, b, n, wide ? WK_BN : ATT_BM, w, L, reinterpret_cast<int*>(flag), op, st);
     if (e || n == 0) return e;
     const int* status = reinterpret_cast<const int*>(w + L.status);
@@ -1369,8 +1376,7 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
                   reinterpret_cast<const bf16*>(v), reinterpret_cast<const float*>(lse), dsum,
                   reinterpret_cast<float*>(w + L.dqacc), CU, status, reinterpret_cast<const TileRef*>(w + L.map),
                   n, hq, hkv, hq / hkv, scale, scale * g4::ATT_LOG2E};
-        return d == 64 ? backward_fast<64>(a, n, b, deterministic != 0, false, st)
-                       : backward_fast<128>(a, n, b, deterministic != 0, wide, st);
+        return d == 64 ? backward_fast<64>(a, n, b, det, wide, st) : backward_fast<128>(a, n, b, det, wide, st);
     }
     GenArgs a{};
     a.q = reinterpret_cast<const void*>(q);

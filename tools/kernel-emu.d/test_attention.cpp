@@ -133,9 +133,10 @@ Ref reference(const Problem& p, const std::vector<float>& q, const std::vector<f
     return r;
 }
 
-// fps (optional): the forward's and the deterministic backward's fingerprints.
+// fps (optional): the forward's and the deterministic backward's fingerprints. kernels: g4_attention_backward's kernel
+// choice bits (2: the 64-row kernels everywhere; 4: the wide kernels at head dim 64 too).
 bool run_problem(const Problem& p, uint64_t seed, bool backward, bool deterministic_too, bool fast_too,
-                 uint64_t* fps = nullptr) {
+                 uint64_t* fps = nullptr, int kernels = 0) {
     Rng rng(seed);
     const int n = p.n(), b = (int) p.lens.size();
     const double scale = 1.0 / sqrt((double) p.d);
@@ -175,11 +176,12 @@ bool run_problem(const Problem& p, uint64_t seed, bool backward, bool determinis
         for (int rep = 0; rep < (det && tc ? 2 : 1); rep++) {
             Buf dq(p.bf16, (size_t) n * p.hq * p.d, NAN), dk(p.bf16, (size_t) n * p.hkv * p.d, NAN),
                     dv(p.bf16, (size_t) n * p.hkv * p.d, NAN);
-            g4_attention_workspace(n, b, p.hq, p.d, 1, det, &ws_bytes);
+            const int mode = det | kernels;
+            g4_attention_workspace(n, b, p.hq, p.d, 1, mode, &ws_bytes);
             std::vector<unsigned char> wsb((size_t) ws_bytes + 1);
             e = g4_attention_backward(p.bf16 ? G4_BF16 : G4_F32, dq.ptr(), dk.ptr(), dv.ptr(), dout.ptr(), q.ptr(), k.ptr(),
                                       v.ptr(), out.ptr(), P(lse.data()), P(cu.data()), n, b, p.hq, p.hkv, p.d, (float) scale,
-                                      det, P(wsb.data()), ws_bytes, P(flag), 7, 0);
+                                      mode, P(wsb.data()), ws_bytes, P(flag), 7, 0);
             if (e || flag[0]) { printf("    g4_attention_backward returned %d, flag %d\n", e, flag[0]); return false; }
             const std::vector<float> g1 = dq.values(), g2 = dk.values(), g3 = dv.values();
             if (rep == 1) {
@@ -244,6 +246,26 @@ EMU_CASE("attention", fwd_bwd_tensor_core_d128_small_shared_memory_device) {
     printf("    99 KiB device: forward and deterministic backward bit-identical to the 227 KiB device's: %s\n",
            same ? "yes" : "NO  FAIL");
     return ok && same && other;
+}
+
+// The default kernels (wide at head dim 128, 64-row at 64) against the other family asked for by the mode bits (the
+// 64-row kernels at 128, the wide ones at 64), on the same device: the same bits in deterministic mode, other grids;
+// the fast mode's atomics checked against float64 on both paths.
+EMU_CASE("attention", fwd_bwd_tensor_core_wide_and_narrow_same_bits) {
+    bool ok = true;
+    for (const Problem& p : {Problem{{130, 64, 3}, 4, 2, 128, true}, Problem{{200, 1, 64, 129}, 4, 1, 64, true}}) {
+        uint64_t def[2] = {0, 0}, other_fp[2] = {1, 1};
+        const long long b0 = g4emu::stat_blocks();
+        ok &= run_problem(p, 12, true, true, true, def);
+        const long long b1 = g4emu::stat_blocks();
+        ok &= run_problem(p, 12, true, true, true, other_fp, p.d == 128 ? 2 : 4);
+        const long long b2 = g4emu::stat_blocks();
+        const bool other = b2 - b1 != b1 - b0, same = def[0] == other_fp[0] && def[1] == other_fp[1];
+        printf("    d %d: blocks launched %lld (default) vs %lld (%s)%s; deterministic backward bit-identical: %s\n", p.d,
+               b1 - b0, b2 - b1, p.d == 128 ? "64-row" : "wide", other ? "" : "  FAIL (same path)", same ? "yes" : "NO  FAIL");
+        ok &= same && other;
+    }
+    return ok;
 }
 
 EMU_CASE("attention", fwd_bwd_generic_fp32) {

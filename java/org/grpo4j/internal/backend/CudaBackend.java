@@ -538,6 +538,42 @@ public final class CudaBackend extends AbstractBackend {
 
     public boolean deterministicAttention() { return deterministicAttention; }
 
+    /**
+     * Which kernels attentionBackward runs on the tensor-core path. All give the same bits in deterministic mode; the
+     * choice exists to time one against the other (the benchmark's {@code [64-row]} and {@code [wide]} rows).
+     */
+    public enum AttentionBackwardKernels {
+        /** The wide kernels (128 keys or query rows a block, 8 warps) at head dim 128 where the device's shared memory
+         *  allows them, the 64-row kernels (three blocks of 4 warps an SM) at head dim 64. */
+        DEFAULT(0),
+        /** The 64-row kernels at both head dims. */
+        NARROW(2),
+        /** The wide kernels at both head dims, where the shared memory allows. */
+        WIDE(4);
+
+        final int bits;
+
+        AttentionBackwardKernels(int bits) { this.bits = bits; }
+    }
+
+    private AttentionBackwardKernels attentionBackwardKernels = kernelsProperty();
+
+    private static AttentionBackwardKernels kernelsProperty() {
+        String v = System.getProperty("grpo4j.attentionBackwardKernels", "default");
+        try {
+            return AttentionBackwardKernels.valueOf(v.trim().toUpperCase(java.util.Locale.ROOT));
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("-Dgrpo4j.attentionBackwardKernels: \"" + v + "\" is not one of default, narrow, wide");
+        }
+    }
+
+    /** Also {@code -Dgrpo4j.attentionBackwardKernels=default|narrow|wide}. */
+    public void setAttentionBackwardKernels(AttentionBackwardKernels k) {
+        this.attentionBackwardKernels = java.util.Objects.requireNonNull(k, "attention backward kernels");
+    }
+
+    public AttentionBackwardKernels attentionBackwardKernels() { return attentionBackwardKernels; }
+
     @Override
     void attentionImpl(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, float scale) {
         int n = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = k.dim(1), b = cuSeqlens.dim(0) - 1;
@@ -551,7 +587,7 @@ public final class CudaBackend extends AbstractBackend {
     void attentionBackwardImpl(Tensor dq, Tensor dk, Tensor dv, Tensor dOut, Tensor q, Tensor k, Tensor v, Tensor out,
                                Tensor lse, Tensor cuSeqlens, float scale) {
         int n = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = k.dim(1), b = cuSeqlens.dim(0) - 1;
-        int det = deterministicAttention ? 1 : 0;
+        int det = (deterministicAttention ? 1 : 0) | attentionBackwardKernels.bits;  // g4_attention_backward's mode bits
         long[] bytes = new long[1];
         ok(CudaNative.g4_attention_workspace(n, b, hq, d, 1, det, bytes), "attentionBackward workspace");
         ok(CudaNative.g4_attention_backward(dt(q), addr(dq), addr(dk), addr(dv), addr(dOut), addr(q), addr(k), addr(v),

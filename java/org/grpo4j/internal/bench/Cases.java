@@ -403,7 +403,47 @@ final class Cases {
                     List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
                     d -> fastDq(attention(d, lens, hq, hkv, hd, act, true, true)),
                     d -> fastDq(attention(d, small, hq, hkv, hd, act, true, true)), false));
+            // the default backward (the wide kernels at head dim 128) against the 64-row kernels, on the same card
+            out.add(new Case("attention", "bwd " + tag + " " + NARROW, shape, act.label() + " (lse fp32)",
+                    List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 2.5 * fwd, "flop", "2.5 * fwd", Kind.KERNEL,
+                    d -> kernels(attention(d, lens, hq, hkv, hd, act, false, true), CudaBackend.AttentionBackwardKernels.NARROW),
+                    d -> kernels(attention(d, small, hq, hkv, hd, act, false, true), CudaBackend.AttentionBackwardKernels.NARROW),
+                    false));
         }
+        // head dim 64 (llama-3.2-1b's 32 / 8 heads of 64) at the first shape: the default backward (the 64-row kernels
+        // there) against the wide kernels, which the default leaves to head dim 128 until a GPU run says otherwise
+        if (hd == 128 && !s.attention().isEmpty()) {
+            int b = s.attention().get(0)[0], sq = s.attention().get(0)[1], d64 = 64;
+            int[] lens = new int[b];
+            java.util.Arrays.fill(lens, sq);
+            int[] small = {Math.min(sq, 67), Math.min(sq, 45)};
+            double fwd = 2.0 * b * hq * (double) sq * sq * d64;
+            String tag = "b" + b + " s" + sq + " d64", shape = "B=" + b + " S=" + sq + " Hq=" + hq + " Hkv=" + hkv + " D=64 causal";
+            out.add(new Case("attention", "bwd " + tag, shape, act.label() + " (lse fp32)", List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD),
+                    2.5 * fwd, "flop", "2.5 * fwd", Kind.KERNEL,
+                    d -> attention(d, lens, hq, hkv, d64, act, false, true), d -> attention(d, small, hq, hkv, d64, act, false, true), false));
+            out.add(new Case("attention", "bwd " + tag + " " + WIDE, shape, act.label() + " (lse fp32)",
+                    List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 2.5 * fwd, "flop", "2.5 * fwd", Kind.KERNEL,
+                    d -> kernels(attention(d, lens, hq, hkv, d64, act, false, true), CudaBackend.AttentionBackwardKernels.WIDE),
+                    d -> kernels(attention(d, small, hq, hkv, d64, act, false, true), CudaBackend.AttentionBackwardKernels.WIDE),
+                    false));
+        }
+    }
+
+    /** The variant tags of the attention rows whose backward runs the 64-row kernels, or the wide ones, everywhere. */
+    static final String NARROW = "[64-row]", WIDE = "[wide]";
+
+    static Instance kernels(Instance in, CudaBackend.AttentionBackwardKernels k) {
+        if (!(in.be() instanceof CudaBackend cb)) return in;
+        return in.wrap(body -> () -> {
+            CudaBackend.AttentionBackwardKernels was = cb.attentionBackwardKernels();
+            cb.setAttentionBackwardKernels(k);
+            try {
+                body.run();
+            } finally {
+                cb.setAttentionBackwardKernels(was);
+            }
+        });
     }
 
     /** The variant tag of the attention rows whose backward adds dQ with atomics (CudaBackend fast mode). */

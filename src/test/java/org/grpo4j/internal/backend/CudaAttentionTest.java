@@ -69,6 +69,29 @@ class CudaAttentionTest {
         }
     }
 
+    /** The backward's kernel families (wide, 64-row, the default mix) at both fast head dims: the same bits. */
+    @Test
+    void everyBackwardKernelChoiceGivesTheSameBits() {
+        CudaBackend be = cuda();
+        int[] cu = {0, 130, 131, 331};
+        CudaBackend.AttentionBackwardKernels was = be.attentionBackwardKernels();
+        try {
+            for (int[] h : new int[][] {{32, 8, 128}, {8, 2, 64}}) {
+                Object[] first = null;
+                for (CudaBackend.AttentionBackwardKernels k : CudaBackend.AttentionBackwardKernels.values()) {
+                    be.setAttentionBackwardKernels(k);
+                    Object[] o = run(be, cu, h[0], h[1], h[2], 9);
+                    if (first == null) first = o;
+                    String[] names = {"out", "dq", "dk", "dv"};
+                    for (int i = 0; i < 4; i++)
+                        assertTrue(bitwiseEqual((short[]) first[i], (short[]) o[i]), names[i] + " " + k + " " + Arrays.toString(h));
+                }
+            }
+        } finally {
+            be.setAttentionBackwardKernels(was);
+        }
+    }
+
     /** Every bad cuSeqlens: the CPU's message at the next synchronize, and out / lse / dq / dk / dv untouched. */
     @Test
     void badCuSeqlensIsReportedAndNothingIsWritten() {
