@@ -17,7 +17,7 @@ package org.grpo4j.internal.bench;
  * @param maxError   the correctness check's largest |device - CPU| over the outputs, or null when not checked
  * @param extraBytes device memory the implementation needed beyond its inputs and outputs, where measured
  * @param sizeCopyGbs the rate of a device copy moving the same bytes, timed in the same run right after the row (byte
- *                   rows of ours): what a kernel of this size can reach, launch and ramp included, or null
+ *                   rows of ours under 1 GiB): what a kernel of this size can reach, launch and ramp included, or null
  */
 public record BenchRow(String id, String family, String name, String shape, String dtype, String impl, String status,
                        String note, Double medianMs, Double minMs, Double maxMs, int reps, double work, String workUnit,

@@ -143,7 +143,7 @@ public final class KernelBench {
                 BenchRow r = row(c, BenchRow.OK, k > 1 ? k + " buffer sets rotated" : null, ms, cfg.reps(), null, maxError, extra);
                 Double ceiling = c.workUnit().equals("byte") ? copyGbs : c.workUnit().equals("flop") ? gemmTflops : null;
                 if (c.kind() == Cases.Kind.CEILING_COPY || c.kind() == Cases.Kind.CEILING_GEMM) ceiling = r.rate();
-                if (c.kind() == Cases.Kind.KERNEL && c.workUnit().equals("byte") && copyGbs != null)
+                if (c.kind() == Cases.Kind.KERNEL && c.workUnit().equals("byte") && copyGbs != null && c.work() < SIZE_COPY_MAX_BYTES)
                     r = r.withSizeCopyGbs(sizeCopy(c.work(), cfg, device, timer, data));
                 return ceiling == null ? r : r.withCeilingPct(100 * r.rate() / ceiling);
             } finally {
@@ -155,6 +155,12 @@ public final class KernelBench {
             return row(c, BenchRow.ERROR, e.getClass().getSimpleName() + ": " + m, null, 0, null, maxError, null);
         }
     }
+
+    /**
+     * Rows that move this many bytes or more get no copy of their own size: the ceiling's copy (2 GiB moved) is that
+     * figure already, and a copy as large as AdamW's 32 GB would need as much device memory again.
+     */
+    static final double SIZE_COPY_MAX_BYTES = 1L << 30;
 
     /**
      * The rate of a device copy that moves {@code bytes} (read half, write half: the copy ceiling's accounting), timed
