@@ -391,7 +391,10 @@ __device__ int index_search(Shared& sm, const u32* ckeys, const u32* cidx, int s
         }
         __syncthreads();
         const int k = sm.bnd;
-        if (k < 0) return -1;  // r at or beyond the range's weight: a broken invariant (the token then reads -1)
+        if (k < 0) {  // r at or beyond the range's weight: a broken invariant (the token then reads -1)
+            __syncthreads();  // (every thread has read sm.bnd before a next search resets it)
+            return -1;
+        }
         r = sm.bnd_gm;
         a += k * bw;
         b = min(a + bw, b);
@@ -634,7 +637,7 @@ extern "C" int g4_sample_max_vocab(int* v) {
 }
 
 // The candidate list's capacity on the current device: what its per-block opt-in shared memory holds beside Shared,
-// 8 bytes a token, with 1 KiB to spare, at most LIST_MAX (sm_90: LIST_MAX; sm_80: 15,232; sm_86 / sm_89: 7,040), in
+// 8 bytes a token, with 1 KiB to spare, at most LIST_MAX (sm_90: LIST_MAX; sm_80: 15,200; sm_86 / sm_89: 7,008), in
 // whole warps; 0 where that is under LIST_MIN (top-p then searches over the row, as before the list).
 static int list_cap() {
     int dev = 0, optin = 0;
@@ -651,10 +654,12 @@ static int list_cap() {
 template <typename T, bool TOPP>
 static int launch_sample(int* tok, float* lp, const T* x, const int* c, int b, int v, const Spec& sp, u64 seed, int lcap,
                          int b0_bias, cudaStream_t st) {
-    const size_t smem = (size_t) lcap * 8;
-    if (smem > 0) {
-        int e = (int) cudaFuncSetAttribute(sample_kernel<T, TOPP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int) smem);
-        if (e) return e;
+    size_t smem = (size_t) lcap * 8;
+    if (smem > 0 && cudaFuncSetAttribute(sample_kernel<T, TOPP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int) smem) !=
+                    cudaSuccess) {
+        (void) cudaGetLastError();  // the device refused the list's memory: sample without the list (the same tokens)
+        lcap = 0;
+        smem = 0;
     }
     sample_kernel<T, TOPP><<<b, BLOCK, smem, st>>>(tok, lp, x, c, v, sp, seed, lcap, b0_bias);
     return launched();
@@ -677,7 +682,11 @@ extern "C" int g4_sample_ex(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr lo
     float* lp = reinterpret_cast<float*>(logprobs);
     const int* c = reinterpret_cast<const int*>(ctr);
     // the list serves top-p alone (top-k's count search and greedy rows do not use it)
-    int lcap = top_p_alone(sp) ? (list_cap_override >= 0 ? list_cap_override : list_cap()) : 0;
+    int lcap = 0;
+    if (top_p_alone(sp)) {
+        lcap = list_cap();
+        if (list_cap_override >= 0 && list_cap_override < lcap) lcap = list_cap_override;  // never past the device's room
+    }
     lcap = (lcap < LIST_MAX ? lcap : LIST_MAX) & ~31;  // whole segments
     if (dtype == G4_BF16)
         return launch_sample(tok, lp, reinterpret_cast<const __nv_bfloat16*>(logits), c, b, v, sp, (u64) seed, lcap, b0_bias,

@@ -182,7 +182,8 @@ __host__ __device__ inline int sel_bin(const Sel& s, u32 key, float x, float xma
 __host__ __device__ inline int cand_b0(int v, float top_p, double log_s, float bpu) {
     const double d = dsub_rn(dsub_rn(log((double) v), log(dsub_rn(1.0, (double) top_p))), log_s);
     const double from_top = dadd_rn(dmul_rn(d, (double) bpu), 2.0);
-    return from_top < (double) BINS ? BINS - 1 - (int) from_top : 0;  // also 0 for a NaN
+    if (!(from_top < (double) BINS)) return 0;   // also for a NaN
+    return from_top >= 0 ? BINS - 1 - (int) from_top : BINS - 1;  // (from_top < 0 only for a top_p outside (0, 1))
 }
 
 // The boundary bin found: narrows the domain or finishes.

@@ -187,8 +187,8 @@ void g4_host_online_softmax_row(const float* s, const float* v, int n, int d, fl
 int g4_sample(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr logits, g4_ptr ctr, int b, int v, float temperature,
               int top_k, float top_p, long long seed, g4_stream s);
 int g4_sample_max_vocab(int* v);
-// g4_sample with the top-p candidate list's capacity set (list_cap >= 0: that many tokens, at most the kernel's
-// LIST_MAX, 0 for none; -1: what the device's shared memory holds) and its lowest bin moved by b0_bias: for tests of
+// g4_sample with the top-p candidate list's capacity set (list_cap >= 0: that many tokens, at most what the device's
+// shared memory holds, 0 for none; -1: what the device's shared memory holds) and its lowest bin moved by b0_bias: for tests of
 // the kernel's other paths (an overflowing list, a boundary under the list). Same tokens either way.
 int g4_sample_ex(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr logits, g4_ptr ctr, int b, int v, float temperature,
                  int top_k, float top_p, long long seed, int list_cap, int b0_bias, g4_stream s);
