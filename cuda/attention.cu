@@ -741,10 +741,10 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
         }
         store_a_tile<QS>(smem + (sS - sK), ds, wk * 32, wq * 32, lane);
         __syncthreads();  // P^T and dS^T complete
-        // dV += P^T dO and dK += dS^T Q (scaled at the end): this warp's 32 keys x 64 columns, 16 queries a k-step
+        // dV += P^T dO and dK += dS^T Q (scaled at the end): this warp's 32 keys x DW columns, 16 queries a k-step
         warp_ab<QS, QS, D, DW / 8>(dv, sP, wk * 32, ob, wq * DW);
         warp_ab<QS, QS, D, DW / 8>(dk, sS, wk * 32, qb, wq * DW);
-        if (FAST) {  // dQ[queries] += dS K: warp = (32 queries, 32 columns), 16 keys a k-step, fp32 atomics
+        if (FAST) {  // dQ[queries] += dS K: warp = (32 queries, DQ columns), 16 keys a k-step, fp32 atomics
             const int mq = warp & 1, dq0 = (warp >> 1) * DQ;
             float acc[2][DQ / 8][4];
 #pragma unroll
@@ -1012,7 +1012,7 @@ __global__ void __launch_bounds__(WK_NT, 1) dq_wide_kernel(BwdArgs a) {
             store_a_tile<BN>(smem + (sS - sQ), ds, wm * 32, wn * 32, lane);
         }
         __syncthreads();  // dS complete
-        // dQ += dS K: this warp's 32 rows x 64 columns, 16 keys a k-step
+        // dQ += dS K: this warp's 32 rows x DW columns, 16 keys a k-step
         if (live) warp_ab<BN, BN, D, DW / 8>(dq, sS, wm * 32, kb, wn * DW);
         __syncthreads();  // before the next tile's copies and dS stores
     }
@@ -1348,7 +1348,7 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
                                      g4_stream s) {
     // hq = 0 (no query rows): the generic path, whose dK/dV kernel writes the zero gradients
     const bool fast = hq > 0 && fast_path(dtype, d, {dq, dk, dv, dout, q, k, v, out});
-    // mode bits: 1 deterministic; 2 the 64-row kernels everywhere; 4 the wide kernels at head dim 64 too
+    // mode bits: 1 deterministic; 2 the 64-row kernels everywhere; 4 the wide kernels at head dim 64 too (2 wins)
     const bool det = (deterministic & 1) != 0, narrow = (deterministic & 2) != 0, wide64 = (deterministic & 4) != 0;
     const Layout L = layout(n, b, hq, d, true, fast && !det);
     if (ws_bytes < L.total || b < 1 || hkv < 1 || hq % hkv) return (int) cudaErrorInvalidValue;

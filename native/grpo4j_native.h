@@ -131,7 +131,8 @@ int g4_attention(int dtype, g4_ptr out, g4_ptr lse, g4_ptr q, g4_ptr k, g4_ptr v
                  int hkv, int d, float scale, g4_ptr ws, long long ws_bytes, g4_ptr flag, int op, g4_stream s);
 // dq, dk, dv overwritten. deterministic bit 0 set: dQ by a separate pass (bitwise repeatable); clear: fp32 atomics.
 // Bit 1 set: the 64-row kernels even where the wide ones fit; bit 2 set: the wide kernels at head dim 64 too (where
-// the 64-row ones run by default). The same bits either way: for timing one kernel family against the other.
+// the 64-row ones run by default; bit 1 wins over it). The same bits either way: for timing one kernel family
+// against the other.
 // g4_attention_workspace takes the same value.
 int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv, g4_ptr dout, g4_ptr q, g4_ptr k, g4_ptr v,
                           g4_ptr out, g4_ptr lse, g4_ptr cu, int n, int b, int hq, int hkv, int d, float scale,

@@ -265,6 +265,21 @@ EMU_CASE("attention", fwd_bwd_tensor_core_wide_and_narrow_same_bits) {
                b1 - b0, b2 - b1, p.d == 128 ? "64-row" : "wide", other ? "" : "  FAIL (same path)", same ? "yes" : "NO  FAIL");
         ok &= same && other;
     }
+    {   // the wide kernels at head dim 64 fit a 99 KiB device (sm_86, sm_89): 97 and 80 KiB a block
+        const Problem p{{200, 1, 64, 129}, 4, 1, 64, true};
+        uint64_t big[2] = {0, 0}, small[2] = {1, 1};
+        const long long b0 = g4emu::stat_blocks();
+        ok &= run_problem(p, 13, true, true, false, big, 4);
+        const long long b1 = g4emu::stat_blocks();
+        setenv("G4EMU_SMEM_OPTIN", "101376", 1);
+        ok &= run_problem(p, 13, true, true, false, small, 4);
+        unsetenv("G4EMU_SMEM_OPTIN");
+        const long long b2 = g4emu::stat_blocks();
+        const bool same_path = b2 - b1 == b1 - b0, same = big[0] == small[0] && big[1] == small[1];
+        printf("    d 64 wide on a 99 KiB device: blocks %lld vs %lld (227 KiB)%s; bit-identical: %s\n", b2 - b1, b1 - b0,
+               same_path ? "" : "  FAIL (another path)", same ? "yes" : "NO  FAIL");
+        ok &= same && same_path;
+    }
     return ok;
 }
 

@@ -421,7 +421,9 @@ final class Cases {
             String tag = "b" + b + " s" + sq + " d64", shape = "B=" + b + " S=" + sq + " Hq=" + hq + " Hkv=" + hkv + " D=64 causal";
             out.add(new Case("attention", "bwd " + tag, shape, act.label() + " (lse fp32)", List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD),
                     2.5 * fwd, "flop", "2.5 * fwd", Kind.KERNEL,
-                    d -> attention(d, lens, hq, hkv, d64, act, false, true), d -> attention(d, small, hq, hkv, d64, act, false, true), false));
+                    d -> kernels(attention(d, lens, hq, hkv, d64, act, false, true), CudaBackend.AttentionBackwardKernels.DEFAULT),
+                    d -> kernels(attention(d, small, hq, hkv, d64, act, false, true), CudaBackend.AttentionBackwardKernels.DEFAULT),
+                    false));
             out.add(new Case("attention", "bwd " + tag + " " + WIDE, shape, act.label() + " (lse fp32)",
                     List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 2.5 * fwd, "flop", "2.5 * fwd", Kind.KERNEL,
                     d -> kernels(attention(d, lens, hq, hkv, d64, act, false, true), CudaBackend.AttentionBackwardKernels.WIDE),

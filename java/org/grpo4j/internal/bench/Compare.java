@@ -200,7 +200,7 @@ public final class Compare {
     static String pct(BenchRow r) {
         if (r == null || !r.timed() || r.ceilingPct() == null) return "-";
         String s = String.format(Locale.ROOT, "%.0f%%", r.ceilingPct());
-        if (r.sizeCopyGbs() != null && r.rate() != null)
+        if (r.sizeCopyGbs() != null && r.rate() != null && r.rate() > 0)
             s += String.format(Locale.ROOT, " (a copy of its bytes: %.0f%%)", r.ceilingPct() * r.sizeCopyGbs() / r.rate());
         return s;
     }

@@ -120,6 +120,7 @@ public final class KernelBench {
                     return row(c, BenchRow.FAILED, "check against the CPU failed: " + r.detail(), null, 0, null, maxError, null);
             }
             List<Instance> sets = new ArrayList<>();
+            BenchRow r;
             try {
                 Instance first = c.big().build(data);
                 sets.add(first);
@@ -140,16 +141,18 @@ public final class KernelBench {
                 int k = sets.size();
                 double[] ms = c.kind() == Cases.Kind.HOST_COST ? hostCost(device, first, cfg.warmup(), cfg.reps())
                         : timer.time(i -> sets.get(i % k).run(), cfg.warmup(), cfg.reps());
-                BenchRow r = row(c, BenchRow.OK, k > 1 ? k + " buffer sets rotated" : null, ms, cfg.reps(), null, maxError, extra);
+                r = row(c, BenchRow.OK, k > 1 ? k + " buffer sets rotated" : null, ms, cfg.reps(), null, maxError, extra);
                 Double ceiling = c.workUnit().equals("byte") ? copyGbs : c.workUnit().equals("flop") ? gemmTflops : null;
                 if (c.kind() == Cases.Kind.CEILING_COPY || c.kind() == Cases.Kind.CEILING_GEMM) ceiling = r.rate();
-                if (c.kind() == Cases.Kind.KERNEL && c.workUnit().equals("byte") && copyGbs != null && c.work() < SIZE_COPY_MAX_BYTES)
-                    r = r.withSizeCopyGbs(sizeCopy(c.work(), cfg, device, timer, data));
-                return ceiling == null ? r : r.withCeilingPct(100 * r.rate() / ceiling);
+                if (ceiling != null) r = r.withCeilingPct(100 * r.rate() / ceiling);
             } finally {
                 for (Instance i : sets) i.close();
                 data.closeInstances();
             }
+            // after the row's buffers are freed, from inputs of its own (the rows' inputs stay where they were)
+            if (c.kind() == Cases.Kind.KERNEL && c.workUnit().equals("byte") && copyGbs != null && c.work() < SIZE_COPY_MAX_BYTES)
+                r = r.withSizeCopyGbs(sizeCopy(c.work(), cfg, device, timer));
+            return r;
         } catch (RuntimeException e) {
             String m = e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage().lines().findFirst().orElse("");
             return row(c, BenchRow.ERROR, e.getClass().getSimpleName() + ": " + m, null, 0, null, maxError, null);
@@ -168,10 +171,10 @@ public final class KernelBench {
      * this size can reach, its launch and the ramp of its first and last loads included, which the large copy of the
      * ceiling amortizes. Null when it cannot be measured (the row keeps its own figures).
      */
-    static Double sizeCopy(double bytes, Config cfg, Backend device, Timer timer, Data data) {
+    static Double sizeCopy(double bytes, Config cfg, Backend device, Timer timer) {
         int n = (int) Math.max(1, Math.min(Integer.MAX_VALUE, Math.round(bytes / 8)));
         List<Instance> sets = new ArrayList<>();
-        try {
+        try (Data data = new Data(device, false, 43)) {
             int k = (int) Math.max(1, Math.min(MAX_SETS, Math.ceil(cfg.rotateBytes() / (8.0 * n))));
             while (k > 1 && 8.0 * n * k > cfg.memoryBudget()) k--;
             while (sets.size() < k) sets.add(Cases.copy(data, n));
@@ -184,7 +187,6 @@ public final class KernelBench {
             return null;
         } finally {
             for (Instance i : sets) i.close();
-            data.closeInstances();
         }
     }
 

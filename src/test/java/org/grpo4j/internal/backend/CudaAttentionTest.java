@@ -69,26 +69,42 @@ class CudaAttentionTest {
         }
     }
 
-    /** The backward's kernel families (wide, 64-row, the default mix) at both fast head dims: the same bits. */
+    /**
+     * The backward's kernel families (wide, 64-row, the default mix) at both fast head dims: the same bits in
+     * deterministic mode; in fast mode (atomics) each within a few bf16 ulps of the deterministic result.
+     */
     @Test
     void everyBackwardKernelChoiceGivesTheSameBits() {
         CudaBackend be = cuda();
         int[] cu = {0, 130, 131, 331};
         CudaBackend.AttentionBackwardKernels was = be.attentionBackwardKernels();
+        boolean wasDet = be.deterministicAttention();
+        String[] names = {"out", "dq", "dk", "dv"};
         try {
             for (int[] h : new int[][] {{32, 8, 128}, {8, 2, 64}}) {
                 Object[] first = null;
                 for (CudaBackend.AttentionBackwardKernels k : CudaBackend.AttentionBackwardKernels.values()) {
                     be.setAttentionBackwardKernels(k);
+                    be.setDeterministicAttention(true);
                     Object[] o = run(be, cu, h[0], h[1], h[2], 9);
                     if (first == null) first = o;
-                    String[] names = {"out", "dq", "dk", "dv"};
                     for (int i = 0; i < 4; i++)
                         assertTrue(bitwiseEqual((short[]) first[i], (short[]) o[i]), names[i] + " " + k + " " + Arrays.toString(h));
+                    be.setDeterministicAttention(false);
+                    Object[] f = run(be, cu, h[0], h[1], h[2], 9);
+                    for (int i = 1; i < 4; i++) {
+                        short[] x = (short[]) o[i], y = (short[]) f[i];
+                        double scaleOf = 0;
+                        for (short v : x) scaleOf = Math.max(scaleOf, Math.abs(Bf16.toFloat(v)));
+                        for (int j = 0; j < x.length; j++)
+                            assertEquals(Bf16.toFloat(x[j]), Bf16.toFloat(y[j]), 0x1p-6 * scaleOf + 1e-4,
+                                    names[i] + " fast vs deterministic, " + k + ", element " + j + " " + Arrays.toString(h));
+                    }
                 }
             }
         } finally {
             be.setAttentionBackwardKernels(was);
+            be.setDeterministicAttention(wasDet);
         }
     }
 
