@@ -572,14 +572,18 @@ __device__ __forceinline__ void warp_abt(float (&acc)[2][4][4], unsigned A, int 
 
 // acc (32 x 8 NB) += A[a0.., 0..K) B[0..K, c0..): A a row-major [rows][KC] shared tile of bf16 P-like values (its 32
 // rows from a0), B a row-major [K][D] shared tile (its columns from c0), 16 of K a k-step.
-template <int KC, int K, int D, int NB>
+// TA: A is stored transposed ([K][KC], its rows the k index) and read with the transposing ldmatrix.
+template <int KC, int K, int D, int NB, bool TA = false>
 __device__ __forceinline__ void warp_ab(float (&acc)[2][NB][4], unsigned A, int a0, unsigned B, int c0) {
 #pragma unroll
     for (int kq = 0; kq < K / 16; kq++) {
         const int ln = g4::lane_id();
         unsigned af[2][4];
 #pragma unroll
-        for (int mt = 0; mt < 2; mt++) g4::ldsm_x4(af[mt], A + g4::frag_a<KC>(a0 + mt * 16, kq * 16, ln));
+        for (int mt = 0; mt < 2; mt++) {
+            if (TA) g4::ldsm_x4_t(af[mt], A + g4::frag_at<KC>(kq * 16, a0 + mt * 16, ln));
+            else g4::ldsm_x4(af[mt], A + g4::frag_a<KC>(a0 + mt * 16, kq * 16, ln));
+        }
 #pragma unroll
         for (int n2 = 0; n2 < NB / 2; n2++) {
             unsigned b[4];
@@ -747,27 +751,8 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
         if (FAST) {  // dQ[queries] += dS K: warp = (32 queries, DQ columns), 16 keys a k-step, fp32 atomics
             const int mq = warp & 1, dq0 = (warp >> 1) * DQ;
             float acc[2][DQ / 8][4];
-#pragma unroll
-            for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-                for (int i = 0; i < DQ / 8; i++) acc[mt][i][0] = acc[mt][i][1] = acc[mt][i][2] = acc[mt][i][3] = 0.f;
-#pragma unroll 2
-            for (int kk = 0; kk < WK_BN / 16; kk++) {
-                const int ln = g4::lane_id();
-                unsigned sa[2][4];
-#pragma unroll
-                for (int mt = 0; mt < 2; mt++) g4::ldsm_x4_t(sa[mt], sS + g4::frag_at<QS>(kk * 16, mq * 32 + mt * 16, ln));
-#pragma unroll
-                for (int n2 = 0; n2 < DQ / 16; n2++) {
-                    unsigned b[4];
-                    g4::ldsm_x4_t(b, sK + g4::frag_b<D>(kk * 16, dq0 + n2 * 16, ln));
-#pragma unroll
-                    for (int mt = 0; mt < 2; mt++) {
-                        g4::mma_bf16(acc[mt][2 * n2], sa[mt], b[0], b[1]);
-                        g4::mma_bf16(acc[mt][2 * n2 + 1], sa[mt], b[2], b[3]);
-                    }
-                }
-            }
+            zero_tile(acc);
+            warp_ab<QS, WK_BN, D, DQ / 8, true>(acc, sS, mq * 32, sK, dq0);  // dS^T read transposed: dS
 #pragma unroll
             for (int mt = 0; mt < 2; mt++) {
                 const int q0 = r0 + mq * 32 + mt * 16 + gid;
