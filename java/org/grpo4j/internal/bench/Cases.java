@@ -436,17 +436,9 @@ final class Cases {
     static final String NARROW = "[64-row]", WIDE = "[wide]";
 
     static Instance kernels(Instance in, CudaBackend.AttentionBackwardKernels k) {
-        if (!(in.be() instanceof CudaBackend cb)) return in;
-        return in.wrap(body -> () -> {
-            CudaBackend.AttentionBackwardKernels was = cb.attentionBackwardKernels();
-            cb.setAttentionBackwardKernels(k);
-            try {
-                body.run();
-            } finally {
-                cb.setAttentionBackwardKernels(was);
-            }
-        });
+        return inCudaMode(in, CudaBackend::attentionBackwardKernels, CudaBackend::setAttentionBackwardKernels, k);
     }
+
 
     /** The variant tag of the attention rows whose backward adds dQ with atomics (CudaBackend fast mode). */
     static final String FAST_DQ = "[fast dQ]";
@@ -458,11 +450,11 @@ final class Cases {
      * The instance with its body run in one of the CUDA backend's modes, restored after each run; on another backend
      * the body as it is (the CPU has one mode), so the correctness check still compares the same op.
      */
-    static Instance inCudaMode(Instance in, java.util.function.Predicate<CudaBackend> get,
-                               java.util.function.BiConsumer<CudaBackend, Boolean> set, boolean want) {
+    static <V> Instance inCudaMode(Instance in, java.util.function.Function<CudaBackend, V> get,
+                                   java.util.function.BiConsumer<CudaBackend, V> set, V want) {
         if (!(in.be() instanceof CudaBackend cb)) return in;
         return in.wrap(body -> () -> {
-            boolean was = get.test(cb);
+            V was = get.apply(cb);
             set.accept(cb, want);
             try {
                 body.run();
