@@ -42,9 +42,9 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, __nv_
 
 extern "C" int g4_adamw(g4_ptr p, g4_ptr g, g4_ptr m, g4_ptr v, g4_ptr bf16_out, long long n, float decay, float beta1,
                         float beta2, float one_minus_beta1, float one_minus_beta2, float step_size, float bc2_sqrt,
-                        float eps, g4_stream s) {
+                        float eps, float grad_scale, g4_stream s) {
     if (n <= 0) return 0;
-    g4::AdamWScalars c{decay, beta1, beta2, one_minus_beta1, one_minus_beta2, step_size, bc2_sqrt, eps};
+    g4::AdamWScalars c{decay, beta1, beta2, one_minus_beta1, one_minus_beta2, step_size, bc2_sqrt, eps, grad_scale};
     bool vec = g4::aligned16(p) && g4::aligned16(g) && g4::aligned16(m) && g4::aligned16(v) && (bf16_out & 7) == 0;
     long long items = vec ? n / 4 + 4 : n;
     adamw_kernel<<<g4::grid_for(items, 256), 256, 0, g4::as_stream(s)>>>(

@@ -107,10 +107,11 @@ int g4_swiglu_backward(int dtype, g4_ptr dgate, g4_ptr dup, g4_ptr dout, g4_ptr 
 // ---- cuda/adamw.cu, cuda/sumsq.cu --------------------------------------------------------------------------------------
 
 // One step on a flat fp32 shard; bf16_out may be 0. The scalars are computed on the host (AdamWStep) exactly as
-// CpuBackend computes them, so that the update is bit-identical to the CPU's.
+// CpuBackend computes them, so that the update is bit-identical to the CPU's. Each gradient is multiplied by
+// grad_scale (clipping's coefficient, or 1) as it is read; g itself is not written.
 int g4_adamw(g4_ptr p, g4_ptr g, g4_ptr m, g4_ptr v, g4_ptr bf16_out, long long n, float decay, float beta1,
              float beta2, float one_minus_beta1, float one_minus_beta2, float step_size, float bc2_sqrt, float eps,
-             g4_stream s);
+             float grad_scale, g4_stream s);
 int g4_sum_squares_workspace(long long n, long long* bytes);
 // out[0] (fp32) += sum(x^2), deterministic (a fixed two-pass tree in float64).
 int g4_sum_squares(g4_ptr out, int dtype, g4_ptr x, long long n, g4_ptr ws, long long ws_bytes, g4_stream s);
@@ -151,7 +152,8 @@ int g4_decode_attention(int dtype, g4_ptr out, g4_ptr q, g4_ptr kcache, g4_ptr v
 void g4_host_bf16_round(const float* x, short* out, int n);
 // The adamW kernel's per-element update on host arrays (bf16_out may be null).
 void g4_host_adamw(float* p, const float* g, float* m, float* v, short* bf16_out, int n, float decay, float beta1,
-                   float beta2, float one_minus_beta1, float one_minus_beta2, float step_size, float bc2_sqrt, float eps);
+                   float beta2, float one_minus_beta1, float one_minus_beta2, float step_size, float bc2_sqrt, float eps,
+                   float grad_scale);
 // The rope kernel's cos/sin table for one position and its rotation of one head vector x[d] -> out[d].
 void g4_host_rope(const float* x, float* out, int position, const float* inv_freq, int d, int inverse);
 // The swiglu kernels' per-element math.

@@ -19,8 +19,9 @@ void g4_host_bf16_round(const float* x, short* out, int n) {
 }
 
 void g4_host_adamw(float* p, const float* g, float* m, float* v, short* bf16_out, int n, float decay, float beta1,
-                   float beta2, float one_minus_beta1, float one_minus_beta2, float step_size, float bc2_sqrt, float eps) {
-    g4::AdamWScalars c{decay, beta1, beta2, one_minus_beta1, one_minus_beta2, step_size, bc2_sqrt, eps};
+                   float beta2, float one_minus_beta1, float one_minus_beta2, float step_size, float bc2_sqrt, float eps,
+                   float grad_scale) {
+    g4::AdamWScalars c{decay, beta1, beta2, one_minus_beta1, one_minus_beta2, step_size, bc2_sqrt, eps, grad_scale};
     for (int i = 0; i < n; i++) {
         g4::adamw_update(p[i], g[i], m[i], v[i], c);
         if (bf16_out != nullptr) g4_host_bf16_round(&p[i], &bf16_out[i], 1);

@@ -948,18 +948,19 @@ namespace {
 
 struct AdamW {
     float lr, beta1, beta2, eps, wd;
-    // CudaBackend.adamWScalars: {decay, beta1, beta2, 1-beta1, 1-beta2, lr/bc1, sqrt(bc2), eps}, as the CPU computes them
-    std::vector<float> scalars(int step) const {
+    // CudaBackend.adamWScalars: {decay, beta1, beta2, 1-beta1, 1-beta2, lr/bc1, sqrt(bc2), eps, gradScale}, as the CPU
+    // computes them
+    std::vector<float> scalars(int step, float grad_scale) const {
         double bc1 = 1 - pow((double) beta1, step), bc2 = 1 - pow((double) beta2, step);
-        return {1.f - lr * wd, beta1, beta2, 1 - beta1, 1 - beta2, (float) (lr / bc1), (float) sqrt(bc2), eps};
+        return {1.f - lr * wd, beta1, beta2, 1 - beta1, 1 - beta2, (float) (lr / bc1), (float) sqrt(bc2), eps, grad_scale};
     }
 };
 
 // CpuBackend.adamWImpl's loop body, transcribed (every float operation rounded, no FMA).
 void adamw_cpu(float* P_, const float* G, float* M, float* V, u16* H, size_t n, const std::vector<float>& c) {
-    const float decay = c[0], b1 = c[1], b2 = c[2], stepSize = c[5], bc2Sqrt = c[6], eps = c[7];
+    const float decay = c[0], b1 = c[1], b2 = c[2], stepSize = c[5], bc2Sqrt = c[6], eps = c[7], gs = c[8];
     for (size_t k = 0; k < n; k++) {
-        float g = G[k];
+        float g = gs * G[k];
         float p = P_[k] * decay;
         float mm = M[k] + (1 - b1) * (g - M[k]);
         float vv = V[k] * b2 + (1 - b2) * g * g;
@@ -993,16 +994,17 @@ void adamw_one(Tally& t, Rng& rng, Fingerprint& fp, long long n, int off, int ho
         if (N > 3) gv[3] = 0;
         g.set(gv);
         h.poison_all();
-        std::vector<float> c = hp.scalars(step);
+        std::vector<float> c = hp.scalars(step, step == 2 ? 0.37f : 1.f);  // step 2: clipping's coefficient folded in
         int e = g4_adamw(p.ptr(), g.ptr(), m.ptr(), v.ptr(), hoff < 0 ? 0 : h.ptr(), n, c[0], c[1], c[2], c[3], c[4], c[5],
-                         c[6], c[7], 0);
+                         c[6], c[7], c[8], 0);
         t.calls++;
         t.expect(e == 0 && p.guards_ok() && g.guards_ok() && m.guards_ok() && v.guards_ok() && h.guards_ok(),
                  ctx + ": rc or guard");
         adamw_cpu(pc.data(), gv.data(), mc.data(), vc.data(), hcpu.data(), N, c);
         g4_host_adamw(pt.data(), gv.data(), mt.data(), vt.data(), (short*) htwin.data(), (int) n, c[0], c[1], c[2], c[3],
-                      c[4], c[5], c[6], c[7]);
+                      c[4], c[5], c[6], c[7], c[8]);
         const std::string s = fmt("%s step %d", ctx.c_str(), step);
+        t.bits(s + " gradient not written", g.p(), gv.data(), N);
         t.bits(s + " param vs CPU", p.p(), pc.data(), N);
         t.bits(s + " m vs CPU", m.p(), mc.data(), N);
         t.bits(s + " v vs CPU", v.p(), vc.data(), N);
@@ -1074,7 +1076,7 @@ EMU_CASE("membound", empty_calls) {
     ok("fill_i32", g4_fill_i32(i0.ptr(), 0, 7, 0));
     ok("cast fp32->bf16", g4_cast(G4_BF16, h0.ptr(), G4_F32, f0.ptr(), 0, 0));
     ok("cast bf16->fp32", g4_cast(G4_F32, f0.ptr(), G4_BF16, h0.ptr(), 0, 0));
-    ok("adamw", g4_adamw(f0.ptr(), f0.ptr(), f0.ptr(), f0.ptr(), h0.ptr(), 0, 1, .9f, .99f, .1f, .01f, 1e-3f, 1, 1e-8f, 0));
+    ok("adamw", g4_adamw(f0.ptr(), f0.ptr(), f0.ptr(), f0.ptr(), h0.ptr(), 0, 1, .9f, .99f, .1f, .01f, 1e-3f, 1, 1e-8f, 1, 0));
     t.expect(acc[0] == 0.75f, fmt("sum_squares n=0 changed its accumulator to %g", acc[0]));
     t.expect(flag.clear(), "flag raised by an empty call");
     return t.print();

@@ -191,7 +191,7 @@ EMU_CASE("shapes", shapes_adamw_sum_squares) {
     std::vector<float> p = rng.normals(n), g = rng.normals(n), m = rng.normals(n, 0.1), v(n, 0.01f), ss(1, 0.f);
     std::vector<__nv_bfloat16> pb(n);
     bool ok = rc_ok("adamW with the bf16 copy", g4_adamw(P(p.data()), P(g.data()), P(m.data()), P(v.data()), P(pb.data()),
-                                                         n, 0.99999f, 0.9f, 0.999f, 0.1f, 0.001f, 5e-7f, 0.03f, 1e-8f, 0));
+                                                         n, 0.99999f, 0.9f, 0.999f, 0.1f, 0.001f, 5e-7f, 0.03f, 1e-8f, 1, 0));
     long long ws_bytes = 0;
     g4_sum_squares_workspace(n, &ws_bytes);
     std::vector<unsigned char> ws((size_t) std::max(ws_bytes, 1ll));

@@ -110,7 +110,7 @@ public final class CudaNative {
     // ---- kernels: cuda/adamw.cu, cuda/sumsq.cu, cuda/kvcache.cu
     public static native int g4_adamw(long p, long g, long m, long v, long bf16Out, long n, float decay, float beta1,
                                       float beta2, float oneMinusBeta1, float oneMinusBeta2, float stepSize,
-                                      float bc2Sqrt, float eps, long stream);
+                                      float bc2Sqrt, float eps, float gradScale, long stream);
     public static native int g4_sum_squares_workspace(long n, @Cast("long long*") long[] bytes);
     public static native int g4_sum_squares(long out, int dtype, long x, long n, long ws, long wsBytes, long stream);
     public static native int g4_kv_append(int dtype, long kCache, long vCache, long k, long v, long slots, int n,
@@ -137,7 +137,7 @@ public final class CudaNative {
     public static native void g4_host_bf16_round(float[] x, short[] out, int n);
     public static native void g4_host_adamw(float[] p, float[] g, float[] m, float[] v, short[] bf16Out, int n,
                                             float decay, float beta1, float beta2, float oneMinusBeta1,
-                                            float oneMinusBeta2, float stepSize, float bc2Sqrt, float eps);
+                                            float oneMinusBeta2, float stepSize, float bc2Sqrt, float eps, float gradScale);
     public static native void g4_host_rope(float[] x, float[] out, int position, float[] invFreq, int d, int inverse);
     public static native void g4_host_swiglu(float[] gate, float[] up, float[] out, int n);
     public static native void g4_host_swiglu_backward(float[] dOut, float[] gate, float[] up, float[] dGate, float[] dUp,

@@ -180,6 +180,13 @@ public final class GrpoConfig {
      * the reference model on bf16 weights, with fp32 master weights, AdamW moments, gradients and losses.
      */
     public String precision = "auto";
+    /**
+     * How a bf16 run's fused LM-head loss on CUDA feeds dz = d loss / d logits to its bf16 gradient GEMMs (grpo4j):
+     * bf16 (the default) rounds dz to bf16 once, as every other activation gradient of the bf16 backward is and as
+     * torch's autograd has it (8·N·H·V of LM-head GEMMs per micro-batch); split passes dz as a hi + lo bf16 pair,
+     * about 16 bits, at 12·N·H·V. fp32 runs and the CPU backend compute dz exactly either way. docs/trainer.md.
+     */
+    public String lmHeadGrad = "bf16";
     /** Gradient bucket for the ZeRO-2 reduction, in elements (DeepSpeed's reduce_bucket_size; grpo4j). */
     public long reduceBucketSize = 200_000_000L;
     /** A collective not finished within this many seconds aborts the NCCL communicators and stops every rank (grpo4j). */
@@ -357,7 +364,8 @@ public final class GrpoConfig {
         Object[][] objects = {{"chat_template_name", chatTemplateName}, {"dataset_mixer_list", datasetMixerList},
             {"dataset_mixer_eval_list", datasetMixerEvalList}, {"lr_scheduler_type", lrSchedulerType}, {"kl_estimator", klEstimator},
             {"loss_aggregation", lossAggregation}, {"stop_token", stopToken}, {"verifier_compat", verifierCompat},
-            {"output_dir", outputDir}, {"backend", backend}, {"sft_warmup", sftWarmup}, {"precision", precision}};
+            {"output_dir", outputDir}, {"backend", backend}, {"sft_warmup", sftWarmup}, {"precision", precision},
+            {"lm_head_grad", lmHeadGrad}};
         for (Object[] o : objects) require(o[1] != null, where, o[0] + " must not be null");
         require(!datasetMixerList.isEmpty(), where, "dataset_mixer_list is required");
         require(worldSize >= 1, where, "world_size must be >= 1");
@@ -421,6 +429,7 @@ public final class GrpoConfig {
         require(kvCacheMib >= 0, where, "kv_cache_mib must be >= 0 (0: sized from kv_cache_fraction), got " + kvCacheMib);
         require(kvCacheFraction > 0 && kvCacheFraction <= 1, where, "kv_cache_fraction must be in (0, 1], got " + kvCacheFraction);
         require(precision != null && List.of("auto", "fp32", "bf16").contains(precision), where, "precision must be auto, fp32 or bf16, got " + precision);
+        require(List.of("bf16", "split").contains(lmHeadGrad), where, "lm_head_grad must be bf16 or split, got " + lmHeadGrad);
         require(reduceBucketSize >= 1024, where, "reduce_bucket_size must be >= 1024 elements, got " + reduceBucketSize);
         require(ncclTimeoutS >= 1, where, "nccl_timeout_s must be >= 1, got " + ncclTimeoutS);
         require(maxConsecutiveNonfinite >= 1, where, "max_consecutive_nonfinite must be >= 1");

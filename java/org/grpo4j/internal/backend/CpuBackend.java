@@ -714,10 +714,10 @@ public final class CpuBackend extends AbstractBackend {
         float stepSize = (float) (st.lr() / bc1);
         float bc2Sqrt = (float) Math.sqrt(bc2);
         float decay = 1f - st.lr() * st.weightDecay();
-        float b1 = st.beta1(), b2 = st.beta2(), eps = st.eps();
+        float b1 = st.beta1(), b2 = st.beta2(), eps = st.eps(), gs = st.gradScale();
         par.forRange((int) param.numel(), 1 << 14, (s, e) -> {
             for (int k = s; k < e; k++) {
-                float g = G[og + k];
+                float g = gs * G[og + k]; // scale()'s product, rounded once
                 float p = P[op + k] * decay;
                 float mm = M[om + k] + (1 - b1) * (g - M[om + k]);
                 float vv = V[ov + k] * b2 + (1 - b2) * g * g;

@@ -503,17 +503,17 @@ public final class CudaBackend extends AbstractBackend {
     void adamWImpl(Tensor param, Tensor grad, Tensor m, Tensor v, AdamWStep st, Tensor bf16Out) {
         float[] c = adamWScalars(st);
         ok(CudaNative.g4_adamw(addr(param), addr(grad), addr(m), addr(v), bf16Out == null ? 0 : addr(bf16Out), param.numel(),
-                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], stream), "adamW kernel");
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], stream), "adamW kernel");
     }
 
     /**
-     * The adamW kernel's scalars {decay, beta1, beta2, 1-beta1, 1-beta2, lr/bc1, sqrt(bc2), eps}, computed exactly as
+     * The adamW kernel's scalars {decay, beta1, beta2, 1-beta1, 1-beta2, lr/bc1, sqrt(bc2), eps, gradScale}, computed exactly as
      * CpuBackend.adamWImpl computes them, so that the update is bit-identical (DeviceMathTest checks it).
      */
     static float[] adamWScalars(AdamWStep st) {
         double bc1 = 1 - Math.pow(st.beta1(), st.step()), bc2 = 1 - Math.pow(st.beta2(), st.step());
         return new float[] {1f - st.lr() * st.weightDecay(), st.beta1(), st.beta2(), 1 - st.beta1(), 1 - st.beta2(),
-                (float) (st.lr() / bc1), (float) Math.sqrt(bc2), st.eps()};
+                (float) (st.lr() / bc1), (float) Math.sqrt(bc2), st.eps(), st.gradScale()};
     }
 
     @Override

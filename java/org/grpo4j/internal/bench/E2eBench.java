@@ -578,9 +578,8 @@ public final class E2eBench implements Callable<Integer> {
             }
             if (!Double.isFinite(norm)) throw new IllegalStateException("non-finite gradient norm (" + norm + ") on " + preset);
             double coef = MAX_GRAD_NORM / (norm + 1e-6);
-            if (coef < 1) be.scale(grads.flat(), (float) coef);
-            be.adamW(master.flat(), grads.flat(), m, v, new AdamWStep(LR, 0.9f, 0.999f, 1e-8f, WEIGHT_DECAY, ++steps),
-                    compute == master ? null : compute.flat());
+            be.adamW(master.flat(), grads.flat(), m, v, new AdamWStep(LR, 0.9f, 0.999f, 1e-8f, WEIGHT_DECAY, ++steps, coef < 1 ? (float) coef : 1f),
+                    compute == master ? null : compute.flat()); // clipping folded into the step (gradScale)
             be.fill(grads.flat(), 0);
             return norm;
         }
@@ -798,7 +797,19 @@ public final class E2eBench implements Callable<Integer> {
         return s.append("The answer is ").append(Math.floorMod(tokens[tokens.length - 1], 10)).append('.').toString();
     }
 
+    /** One GRPO step, with the LM head's dz in the trainer's default mode (lm_head_grad bf16: dz rounded to bf16 once). */
     static E2eReport.Row grpo(Rig rig, Shapes sh, Settings st, Progress pr) {
+        if (!(rig.be instanceof CudaBackend cb)) return grpoStep(rig, sh, st, pr);
+        boolean before = cb.lmHeadBf16GradSplit();
+        cb.setLmHeadBf16GradSplit(false);
+        try {
+            return grpoStep(rig, sh, st, pr);
+        } finally {
+            cb.setLmHeadBf16GradSplit(before);
+        }
+    }
+
+    private static E2eReport.Row grpoStep(Rig rig, Shapes sh, Settings st, Progress pr) {
         Task t = new Task(rig.preset, E2eReport.GRPO, sh.grpoNewTokens(), true);
         Backend be = rig.be;
         LlamaModel policy = rig.model;

@@ -55,6 +55,8 @@ final class RankState implements AutoCloseable {
         this.memorySharers = memorySharers;
         this.layout = new ShardLayout(new org.grpo4j.internal.model.ParameterLayout(s.model()).totalElements(), world, s.cfg().reduceBucketSize);
         this.iterator = new ShufflingIterator(s.train().size(), s.cfg().rolloutBatchSize(), s.cfg().seed);
+        // lm_head_grad: how the fused LM-head loss feeds dz to its bf16 GEMMs (a mode of the CUDA backend's bf16 path)
+        if (be instanceof org.grpo4j.internal.backend.CudaBackend cb) cb.setLmHeadBf16GradSplit(s.cfg().lmHeadGrad.equals("split"));
     }
 
     boolean leader() { return rank == 0; }

@@ -254,17 +254,17 @@ final class ShardedAdamW implements AutoCloseable {
     /**
      * Clips the accumulated gradients to {@code maxNorm} (torch's clip_grad_norm_: coefficient maxNorm / (norm +
      * 1e-6), when below 1) and applies one AdamW step with learning rate {@code lr} to this rank's slice, then
-     * all-gathers the compute weights. The caller has checked that the norm is finite.
+     * all-gathers the compute weights. The step reads the gradients times the coefficient; the gradient buffer keeps
+     * the unclipped values (it is zeroed before the next accumulation). The caller has checked that the norm is finite.
      */
     void step(double norm, double maxNorm, double lr) {
         double coef = maxNorm / (norm + 1e-6);
         step++;
         if (real > 0) {
-            Tensor g = gradSlice();
-            if (coef < 1) be.scale(g, (float) coef);
             Tensor out = master != null ? compute.padded().view(start, real) : null;
-            be.adamW(masterSlice(), g, m.view(0, real), v.view(0, real),
-                    new AdamWStep((float) lr, (float) beta1, (float) beta2, (float) eps, (float) weightDecay, step), out);
+            // the clipping coefficient is folded into the step (AdamWStep.gradScale): no pass of its own
+            be.adamW(masterSlice(), gradSlice(), m.view(0, real), v.view(0, real), new AdamWStep((float) lr, (float) beta1, (float) beta2,
+                    (float) eps, (float) weightDecay, step, coef < 1 ? (float) coef : 1f), out);
         }
         if (sharded) comm.allGatherInPlace(compute.padded()).await();
     }

@@ -53,12 +53,13 @@ class DeviceMathTest {
             short[] hb = new short[n];
             for (int step = 1; step <= 5; step++) {
                 float[] g = randn(r, n, step == 3 ? 1e-4 : 3);
-                AdamWStep st = new AdamWStep(step == 2 ? 0f : 3e-3f, 0.9f, 0.999f, 1e-8f, 0.01f * step, step);
+                // step 4: clipping's coefficient folded into the step
+                AdamWStep st = new AdamWStep(step == 2 ? 0f : 3e-3f, 0.9f, 0.999f, 1e-8f, 0.01f * step, step, step == 4 ? 0.37f : 1f);
                 try (Tensor tg = cpu.upload(g, n)) {
                     cpu.adamW(tp, tg, tm, tv, st, tb);
                 }
                 float[] c = CudaBackend.adamWScalars(st);
-                CudaNative.g4_host_adamw(p, g, m, v, hb, n, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
+                CudaNative.g4_host_adamw(p, g, m, v, hb, n, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]);
                 assertArrayEquals(tp.toFloats(), p, "p after step " + step);
                 assertArrayEquals(tm.toFloats(), m, "m after step " + step);
                 assertArrayEquals(tv.toFloats(), v, "v after step " + step);

@@ -45,6 +45,37 @@ class OptimizerConformanceTest {
             assertBadCall(Ops.ADAMW, () -> be.adamW(zeros(3), zeros(4), zeros(3), zeros(3), new AdamWStep(1, 0.9f, 0.9f, 1e-8f, 0, 1), null), "grad", "[4]");
         }
 
+        /**
+         * A step with gradScale (clipping's coefficient folded in) gives the bits of scale() followed by a step with
+         * gradScale 1, and leaves the gradient as it was.
+         */
+        @Test
+        void adamWGradScaleIsScaleThenStep() {
+            Backend be = be(Ops.ADAMW);
+            SplittableRandom r = new SplittableRandom(4);
+            for (int n : new int[] {1, 7, 10_007}) {
+                double[] p0 = randn(r, n, 1), g = randn(r, n, 3), m0 = randn(r, n, 0.1), v0 = new double[n];
+                for (int i = 0; i < n; i++) v0[i] = 0.01 * (1 + r.nextDouble());
+                float scale = 0.2371f;
+                Tensor pa = up(p0, n), ma = up(m0, n), va = up(v0, n), ga = up(g, n), ba = track(be.empty(DType.BF16, n));
+                Tensor pb = up(p0, n), mb = up(m0, n), vb = up(v0, n), gb = up(g, n), bb = track(be.empty(DType.BF16, n));
+                be.adamW(pa, ga, ma, va, new AdamWStep(1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f, 3, scale), ba);
+                be.scale(gb, scale);
+                be.adamW(pb, gb, mb, vb, new AdamWStep(1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f, 3), bb);
+                String at = " n=" + n;
+                assertArrayEquals(pb.toFloats(), pa.toFloats(), "p" + at);
+                assertArrayEquals(mb.toFloats(), ma.toFloats(), "m" + at);
+                assertArrayEquals(vb.toFloats(), va.toFloats(), "v" + at);
+                assertArrayEquals(bb.toBf16Bits(), ba.toBf16Bits(), "bf16 copy" + at);
+                assertArrayEquals(up(g, n).toFloats(), ga.toFloats(), "the gradient is not written" + at);
+                assertFalse(java.util.Arrays.equals(pa.toFloats(), up(p0, n).toFloats()), "the step moved p" + at);
+            }
+            for (float bad : new float[] {-1f, Float.NaN, Float.POSITIVE_INFINITY}) {
+                IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> new AdamWStep(1e-3f, 0.9f, 0.999f, 1e-8f, 0f, 1, bad));
+                assertTrue(e.getMessage().contains("grad_scale"), e.getMessage());
+            }
+        }
+
         @Test
         void sumSquaresAccumulates() {
             Backend be = be(Ops.SUM_SQUARES);
