@@ -421,8 +421,8 @@ __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
                 const int qc = nb * 8 + tig * 2 + e, qr = r0 + qc;
                 const float l2 = L[qc] * g4::ATT_LOG2E;
                 const bool ok = qr < len;
-                p[nb][e] = ok && kr <= qr ? exp2f(fmaf(p[nb][e], a.c, -l2)) : 0.f;
-                p[nb][2 + e] = ok && kr + 8 <= qr ? exp2f(fmaf(p[nb][2 + e], a.c, -l2)) : 0.f;
+                p[nb][e] = ok && kr <= qr ? g4::exp2_ftz(fmaf(p[nb][e], a.c, -l2)) : 0.f;
+                p[nb][2 + e] = ok && kr + 8 <= qr ? g4::exp2_ftz(fmaf(p[nb][2 + e], a.c, -l2)) : 0.f;
             }
         // dV += P^T dO
 #pragma unroll
@@ -723,8 +723,8 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
                     const int qc = wq * 32 + nb * 8 + tig * 2 + e, qr = r0 + qc;
                     const float l2 = L[qc] * g4::ATT_LOG2E;
                     const bool ok = qr < len;
-                    p[mt][nb][e] = ok && kr + mt * 16 <= qr ? exp2f(fmaf(p[mt][nb][e], a.c, -l2)) : 0.f;
-                    p[mt][nb][2 + e] = ok && kr + mt * 16 + 8 <= qr ? exp2f(fmaf(p[mt][nb][2 + e], a.c, -l2)) : 0.f;
+                    p[mt][nb][e] = ok && kr + mt * 16 <= qr ? g4::exp2_ftz(fmaf(p[mt][nb][e], a.c, -l2)) : 0.f;
+                    p[mt][nb][2 + e] = ok && kr + mt * 16 + 8 <= qr ? g4::exp2_ftz(fmaf(p[mt][nb][2 + e], a.c, -l2)) : 0.f;
                 }
         }
         store_a_tile<QS>(smem + (sP - sK), p, wk * 32, wq * 32, lane);
@@ -873,8 +873,8 @@ __global__ void __launch_bounds__(NT) dq_kernel(BwdArgs a) {
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 const int col = nb * 8 + tig * 2 + e;  // key within the tile; masked above the diagonal
-                const float p0 = ok0 && !(diag && col > r) ? exp2f(fmaf(p[nb][e], a.c, -l2[0])) : 0.f;
-                const float p1 = ok1 && !(diag && col > r + 8) ? exp2f(fmaf(p[nb][2 + e], a.c, -l2[1])) : 0.f;
+                const float p0 = ok0 && !(diag && col > r) ? g4::exp2_ftz(fmaf(p[nb][e], a.c, -l2[0])) : 0.f;
+                const float p1 = ok1 && !(diag && col > r + 8) ? g4::exp2_ftz(fmaf(p[nb][2 + e], a.c, -l2[1])) : 0.f;
                 ds[nb][e] = p0 * (ds[nb][e] - dd[0]);
                 ds[nb][2 + e] = p1 * (ds[nb][2 + e] - dd[1]);
             }
@@ -988,8 +988,8 @@ __global__ void __launch_bounds__(WK_NT, 1) dq_wide_kernel(BwdArgs a) {
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
                         const int key = j * BN + wn * 32 + nb * 8 + tig * 2 + e;
-                        const float p0 = r < len && key <= r ? exp2f(fmaf(p[mt][nb][e], a.c, -l2[mt][0])) : 0.f;
-                        const float p1 = r + 8 < len && key <= r + 8 ? exp2f(fmaf(p[mt][nb][2 + e], a.c, -l2[mt][1])) : 0.f;
+                        const float p0 = r < len && key <= r ? g4::exp2_ftz(fmaf(p[mt][nb][e], a.c, -l2[mt][0])) : 0.f;
+                        const float p1 = r + 8 < len && key <= r + 8 ? g4::exp2_ftz(fmaf(p[mt][nb][2 + e], a.c, -l2[mt][1])) : 0.f;
                         ds[mt][nb][e] = p0 * (ds[mt][nb][e] - dd[mt][0]);
                         ds[mt][nb][2 + e] = p1 * (ds[mt][nb][2 + e] - dd[mt][1]);
                     }

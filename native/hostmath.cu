@@ -265,7 +265,7 @@ int g4_host_attention_backward_tiled(const float* q, const float* k, const float
                         for (int qr = r0; qr < r0 + SB; qr++) {
                             if (!(qr < len && kr <= qr)) continue;  // P = 0: adds nothing
                             const long long row = (long long) (start + qr) * hq + h;
-                            const float p = exp2f(fmaf(dotf(K, q + row * d, d), c, -(lse[row] * g4::ATT_LOG2E)));
+                            const float p = g4::exp2_ftz(fmaf(dotf(K, q + row * d, d), c, -(lse[row] * g4::ATT_LOG2E)));
                             const float ds = p * (dotf(V, dout + row * d, d) - dsum[(long long) h * n + start + qr]);
                             const float pr = rb(p), dsr = rb(ds);
                             for (int x = 0; x < d; x++) {
@@ -291,7 +291,7 @@ int g4_host_attention_backward_tiled(const float* q, const float* k, const float
                             const int key = j * BN + col;
                             if ((j == tile && col > r) || key >= len) continue;
                             const long long kb = ((long long) (start + key) * hkv + h / group) * d;
-                            const float p = exp2f(fmaf(dotf(q + row * d, k + kb, d), c, -l2));
+                            const float p = g4::exp2_ftz(fmaf(dotf(q + row * d, k + kb, d), c, -l2));
                             const float ds = rb(p * (dotf(dout + row * d, v + kb, d) - dd));
                             for (int x = 0; x < d; x++) gq[x] = fmaf(ds, k[kb + x], gq[x]);
                         }
