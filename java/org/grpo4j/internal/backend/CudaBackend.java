@@ -92,6 +92,12 @@ public final class CudaBackend extends AbstractBackend {
     /** The CUDA stream (cudaStream_t as a long) every op of this backend is ordered on. */
     public long stream() { return stream; }
 
+    /**
+     * Makes this backend's device the calling thread's current CUDA device. Ops launch on the current device, which is
+     * device 0 on a new thread: a thread other than the one that built the backend calls this first.
+     */
+    public void useOnThisThread() { onDevice(); }
+
     private void onDevice() {
         CudaRuntime.check(CudaNative.g4_set_device(device), "cudaSetDevice(" + device + ")");
     }

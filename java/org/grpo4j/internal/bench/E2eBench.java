@@ -306,9 +306,12 @@ public final class E2eBench implements Callable<Integer> {
     /**
      * One unit of work, in the order a run takes them (most wanted first, so that a budget cuts the least wanted).
      * {@code singleDz}: a training row with the LM head's dz rounded to bf16 once (--lmhead-grad single).
+     * {@code streams}: 2 for the rollout row that runs two halves of the batch at once, each on a backend of its own
+     * (see {@link #rolloutStreams}); 1 otherwise.
      */
-    record Task(String preset, String section, int newTokens, boolean graphs, boolean singleDz) {
-        Task(String preset, String section, int newTokens, boolean graphs) { this(preset, section, newTokens, graphs, false); }
+    record Task(String preset, String section, int newTokens, boolean graphs, boolean singleDz, int streams) {
+        Task(String preset, String section, int newTokens, boolean graphs, boolean singleDz) { this(preset, section, newTokens, graphs, singleDz, 1); }
+        Task(String preset, String section, int newTokens, boolean graphs) { this(preset, section, newTokens, graphs, false, 1); }
     }
 
     static List<Task> plan(Settings st) {
@@ -317,6 +320,7 @@ public final class E2eBench implements Callable<Integer> {
             for (String p : st.presets()) for (String g : st.lmGrads()) t.add(new Task(p, E2eReport.TRAIN, 0, false, g.equals("single")));
         if (st.sections().contains(E2eReport.ROLLOUT)) {
             for (String p : st.presets()) t.add(new Task(p, E2eReport.ROLLOUT, shapes(p).newTokens().get(0), true));
+            for (String p : st.presets()) t.add(new Task(p, E2eReport.ROLLOUT, shapes(p).newTokens().get(0), true, false, 2));
             for (String p : st.presets()) t.add(new Task(p, E2eReport.ROLLOUT, shapes(p).newTokens().get(0), false));
             for (String p : st.presets())
                 for (int n : shapes(p).newTokens().subList(1, shapes(p).newTokens().size())) t.add(new Task(p, E2eReport.ROLLOUT, n, true));
@@ -359,7 +363,8 @@ public final class E2eBench implements Callable<Integer> {
                     }
                     r = switch (task.section()) {
                         case E2eReport.TRAIN -> train(rig, sh, st, task.singleDz(), pr);
-                        case E2eReport.ROLLOUT -> rollout(rig, sh, st, task.newTokens(), task.graphs(), copyGbs, pr);
+                        case E2eReport.ROLLOUT -> task.streams() == 2 ? rolloutStreams(rig, sh, st, task.newTokens(), copyGbs, pr)
+                                : rollout(rig, sh, st, task.newTokens(), task.graphs(), copyGbs, pr);
                         default -> grpo(rig, sh, st, pr);
                     };
                 } catch (RuntimeException e) {
@@ -377,7 +382,7 @@ public final class E2eBench implements Callable<Integer> {
                 }
                 rows.add(r);
                 if (r.ok() && task.section().equals(E2eReport.TRAIN) && !task.singleDz()) trainTokS.put(task.preset(), r.fig("tokens_per_s"));
-                if (r.ok() && task.section().equals(E2eReport.ROLLOUT) && task.graphs() && task.newTokens() == sh.newTokens().get(0))
+                if (r.ok() && task.section().equals(E2eReport.ROLLOUT) && task.graphs() && task.streams() == 1 && task.newTokens() == sh.newTokens().get(0))
                     rolloutS.put(task.preset(), r.medianMs() / 1e3);
                 pr.say(summary(r));
             }
@@ -459,7 +464,7 @@ public final class E2eBench implements Callable<Integer> {
 
     private static String variant(Task t, Settings st) {
         return switch (t.section()) {
-            case E2eReport.ROLLOUT -> t.graphs() ? "graphs" : "eager";
+            case E2eReport.ROLLOUT -> t.streams() == 2 ? "graphs, 2 streams" : t.graphs() ? "graphs" : "eager";
             case E2eReport.TRAIN -> t.singleDz() ? (st.checkpointing() ? "checkpointing, " : "") + "dz bf16" : st.checkpointing() ? "checkpointing" : null;
             default -> st.checkpointing() ? "checkpointing" : null;
         };
@@ -711,10 +716,15 @@ public final class E2eBench implements Callable<Integer> {
 
     /** A pool that holds every sequence at once: each prompt's blocks (shared) plus each sample's own. */
     static Generator.Config generatorConfig(Shapes sh, int newTokens, boolean graphs) {
-        int bs = BLOCK_SIZE, p = sh.promptLen();
+        return generatorConfig(sh.prompts(), sh.samples(), sh.promptLen(), newTokens, graphs);
+    }
+
+    /** KV blocks for {@code prompts} prompts of {@code p} tokens (shared by their samples) and each sample's new tokens. */
+    static Generator.Config generatorConfig(int prompts, int samples, int p, int newTokens, boolean graphs) {
+        int bs = BLOCK_SIZE;
         int promptBlocks = (p + bs - 1) / bs, perSample = (p + newTokens + bs - 1) / bs - p / bs;
-        int seqs = sh.prompts() * sh.samples();
-        return new Generator.Config(bs, sh.prompts() * promptBlocks + seqs * perSample, seqs, true, graphs);
+        int seqs = prompts * samples;
+        return new Generator.Config(bs, prompts * promptBlocks + seqs * perSample, seqs, true, graphs);
     }
 
     static SamplingParams sampling(Shapes sh, int maxTokens, long seed) {
@@ -746,8 +756,20 @@ public final class E2eBench implements Callable<Integer> {
             stats.add(s);
             ms[i] = s.seconds() * 1e3;
         }
+        return rolloutRow(t, rig, sh, st, newTokens, copyGbs, prefillOnly, ms, stats.get(indexOfMedian(ms)), "");
+    }
+
+    /**
+     * A rollout row's figures from its timed calls: tokens/s, the roofline and bound shares, whole and steady (whole
+     * minus the prefill-only call), and the host time per decode step of the median call.
+     */
+    private static E2eReport.Row rolloutRow(Task t, Rig rig, Shapes sh, Settings st, int newTokens, double copyGbs, double prefillOnly,
+                                            double[] ms, Generator.Stats mid, String extraNote) {
+        Backend be = rig.be;
+        LlamaModel model = rig.model;
+        boolean graphs = t.graphs();
+        int b = sh.prompts() * sh.samples();
         double sec = median(ms) / 1e3;
-        Generator.Stats mid = stats.get(indexOfMedian(ms));
         int dtBytes = model.activationDType().bytes();
         double bytes = E2eWork.rooflineBytes(rig.cfg, dtBytes, b, sh.promptLen(), newTokens), roofSec = bytes / (copyGbs * 1e9);
         Map<String, Double> f = new LinkedHashMap<>();
@@ -770,7 +792,130 @@ public final class E2eBench implements Callable<Integer> {
         f.put("decode_steps", (double) mid.decodeSteps());
         f.put("graph_replays", (double) mid.graphReplays());
         if (graphs && mid.graphReplays() == 0) note += "; " + be.name() + " has no graphs: ran eagerly";
-        return row(t, sh, st, E2eReport.OK, note, ms, f);
+        return row(t, sh, st, E2eReport.OK, note + extraNote, ms, f);
+    }
+
+    /**
+     * The rollout with the batch in two halves that run at once: the prompts' first half on the rig's backend, the
+     * second on a second backend of the same device (its own stream, cuBLAS handle and scratch) holding a copy of the
+     * compute weights, each driven by a thread of its own with decode graphs. Whether the device overlaps one half's
+     * attention (memory-bound) with the other's GEMMs (compute-bound), which one stream serializes (docs/benchmarks.md,
+     * "Rollout"): tokens/s against the one-stream row says. The weights are read twice per step, once per half; the
+     * roofline counts them once, as for the other rows. Skipped where the backend cannot be duplicated.
+     */
+    static E2eReport.Row rolloutStreams(Rig rig, Shapes sh, Settings st, int newTokens, double copyGbs, Progress pr) {
+        Task t = new Task(rig.preset, E2eReport.ROLLOUT, newTokens, true, false, 2);
+        if (sh.prompts() < 2) return skipped(t, sh, st, "two halves need at least 2 prompts");
+        // the device's memory (both backends share it): the weights' copy first
+        Memory.require(rig.be, rig.compute.flat().numel() * rig.compute.dtype().bytes(), "the second half's copy of the compute weights",
+                "pick a smaller --preset");
+        Backend be2 = sibling(rig.be);
+        if (be2 == null) return skipped(t, sh, st, "no second " + rig.be.name() + " backend to run the other half on");
+        try (be2; LlamaWeights w2 = copyTo(rig.compute, be2)) {
+            LlamaModel m2 = new LlamaModel(w2);
+            List<int[]> prompts = randomSequences(new SplittableRandom(st.seed() * 31 + 2), sh.prompts(), sh.promptLen(), rig.cfg.vocabSize());
+            int half = sh.prompts() / 2;
+            List<int[]> p1 = prompts.subList(0, half), p2 = prompts.subList(half, prompts.size());
+            Generator.Config c1 = generatorConfig(p1.size(), sh.samples(), sh.promptLen(), newTokens, true),
+                    c2 = generatorConfig(p2.size(), sh.samples(), sh.promptLen(), newTokens, true);
+            Memory.require(rig.be, rig.model.kvBytesPerToken() * BLOCK_SIZE * (c1.numBlocks() + 1L), "the first half's KV cache", "pick a smaller --preset");
+            Memory.require(be2, m2.kvBytesPerToken() * BLOCK_SIZE * (c2.numBlocks() + 1L), "the second half's KV cache", "pick a smaller --preset");
+            Generator g1 = new Generator(rig.model, c1), g2 = new Generator(m2, c2);
+            java.util.concurrent.ExecutorService ex = java.util.concurrent.Executors.newFixedThreadPool(2, r -> {
+                Thread th = new Thread(r, "e2e-rollout-half");
+                th.setDaemon(true);
+                return th;
+            });
+            try {
+                Generator[] gs = {g1, g2};
+                List<List<int[]>> ps = List.of(p1, p2);
+                Backend[] bes = {rig.be, be2};
+                // warm-up (plans, scratch, each half's graph capture), then prefill + first token only, both halves at once
+                concurrently(ex, bes, gs, ps, sampling(sh, Math.min(newTokens, 4), st.seed()));
+                double prefillOnly = concurrently(ex, bes, gs, ps, sampling(sh, 1, st.seed())).seconds;
+                pr.say(String.format(Locale.ROOT, "%s rollout %d new, graphs on, 2 streams: warm-up done, prefill-only call %.3f s", rig.preset,
+                        newTokens, prefillOnly));
+                int b = sh.prompts() * sh.samples();
+                double[] ms = new double[st.rolloutReps()];
+                List<Generator.Stats> first = new ArrayList<>();
+                for (int i = 0; i < st.rolloutReps(); i++) {
+                    Both r = concurrently(ex, bes, gs, ps, sampling(sh, newTokens, st.seed() + i));
+                    long got = r.stats[0].generatedTokens() + r.stats[1].generatedTokens();
+                    if (got != (long) b * newTokens)
+                        throw new IllegalStateException("generated " + got + " tokens, expected " + (long) b * newTokens + " (no stop token)");
+                    first.add(r.stats[0]);
+                    ms[i] = r.seconds * 1e3;
+                }
+                return rolloutRow(t, rig, sh, st, newTokens, copyGbs, prefillOnly, ms, first.get(indexOfMedian(ms)),
+                        String.format(Locale.ROOT, "; two halves of %d and %d prompts at once, each on its own backend (a second %s with a copy of the weights);"
+                                + " host ms/step is the first half's", p1.size(), p2.size(), be2.name()));
+            } finally {
+                ex.shutdownNow();
+            }
+        }
+    }
+
+    /** Wall seconds from the start of both halves' generate calls to the end of the later one, and each half's stats. */
+    record Both(double seconds, Generator.Stats[] stats) {}
+
+    private static Both concurrently(java.util.concurrent.ExecutorService ex, Backend[] bes, Generator[] gs, List<List<int[]>> ps, SamplingParams sp) {
+        java.util.concurrent.CountDownLatch go = new java.util.concurrent.CountDownLatch(1);
+        List<java.util.concurrent.Future<Generator.Stats>> fs = new ArrayList<>();
+        for (int i = 0; i < 2; i++) {
+            int k = i;
+            fs.add(ex.submit(() -> {
+                if (bes[k] instanceof CudaBackend cb) cb.useOnThisThread();
+                go.await();
+                gs[k].generate(ps.get(k), sp);
+                bes[k].synchronize();
+                return gs[k].lastStats();
+            }));
+        }
+        long t0 = System.nanoTime();
+        go.countDown();
+        Generator.Stats[] s = new Generator.Stats[2];
+        try {
+            for (int i = 0; i < 2; i++) s[i] = fs.get(i).get();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while the two halves ran", e);
+        } catch (java.util.concurrent.ExecutionException e) {
+            Throwable c = e.getCause();
+            if (c instanceof RuntimeException re) throw re;
+            if (c instanceof Error err) throw err;
+            throw new IllegalStateException(c);
+        }
+        return new Both((System.nanoTime() - t0) / 1e9, s);
+    }
+
+    /** A second backend of the same kind and device (its own stream, handles and scratch), or null. */
+    static Backend sibling(Backend be) {
+        if (be instanceof CudaBackend cb) return new CudaBackend(cb.device());
+        if (be instanceof org.grpo4j.internal.backend.CpuBackend) return new org.grpo4j.internal.backend.CpuBackend();
+        return null;
+    }
+
+    /** Pieces of the host copy in {@link #copyTo}: 64 Mi elements (128 MB of bf16) at a time. */
+    static final int COPY_PIECE = 1 << 26;
+
+    /** {@code src}'s weights on backend {@code dst}, copied through the host in pieces (nothing of src is changed). */
+    static LlamaWeights copyTo(LlamaWeights src, Backend dst) {
+        LlamaWeights w = LlamaWeights.zeros(dst, src.config(), src.dtype());
+        try {
+            Tensor from = src.flat(), to = w.flat();
+            long n = from.numel();
+            for (long off = 0; off < n; off += COPY_PIECE) {
+                int len = (int) Math.min(COPY_PIECE, n - off);
+                Tensor view = from.view(off, len);
+                try (Tensor piece = from.dtype() == DType.BF16 ? dst.uploadBf16(view.toBf16Bits(), len) : dst.upload(view.toFloats(), len)) {
+                    dst.copy(to.view(off, len), piece);
+                }
+            }
+            return w;
+        } catch (RuntimeException e) {
+            w.close();
+            throw e;
+        }
     }
 
     private static int indexOfMedian(double[] ms) {

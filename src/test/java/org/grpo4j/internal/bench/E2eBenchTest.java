@@ -46,8 +46,11 @@ class E2eBenchTest {
         assertFalse(rep.fake());
         assertTrue(rep.copyGbs() > 0);
         List<String> ids = rep.rows().stream().map(x -> x.id() + (x.variant() == null ? "" : " " + x.variant())).toList();
-        assertEquals(List.of("train/tiny/4x64", "rollout/tiny/new8 graphs", "rollout/tiny/new8 eager", "rollout/tiny/new16 graphs",
-                "grpo/tiny/4x4"), ids);
+        assertEquals(List.of("train/tiny/4x64", "rollout/tiny/new8 graphs", "rollout/tiny/new8 graphs, 2 streams", "rollout/tiny/new8 eager",
+                "rollout/tiny/new16 graphs", "grpo/tiny/4x4"), ids);
+        // the two-halves row: the same tokens, each half on its own backend, at once
+        E2eReport.Row halves = rep.rows().get(2);
+        assertTrue(halves.note().contains("two halves of 2 and 2 prompts at once, each on its own backend"), halves.note());
         for (E2eReport.Row row : rep.rows()) {
             assertEquals(E2eReport.OK, row.status(), row.id() + ": " + row.note());
             assertTrue(row.medianMs() > 0 && row.minMs() <= row.medianMs() && row.medianMs() <= row.maxMs(), row.id());
@@ -134,12 +137,12 @@ class E2eBenchTest {
         Run r = run("cpu", "--preset", "tiny", "--sections", "train,rollout", "--budget", "1e-6", "--json", json.toString());
         assertEquals(0, r.code(), r.err());
         E2eReport rep = E2eReport.read(json);
-        assertEquals(4, rep.rows().size());
+        assertEquals(5, rep.rows().size());
         for (E2eReport.Row row : rep.rows()) {
             assertEquals(E2eReport.SKIPPED, row.status());
             assertTrue(row.note().startsWith("--budget 0 s:"), row.note());
         }
-        assertTrue(r.out().contains("4 rows: 0 errors, 4 skipped"), r.out());
+        assertTrue(r.out().contains("5 rows: 0 errors, 5 skipped"), r.out());
     }
 
     @Test

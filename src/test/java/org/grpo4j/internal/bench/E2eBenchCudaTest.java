@@ -1,0 +1,34 @@
+package org.grpo4j.internal.bench;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.nio.file.Path;
+import java.util.List;
+import org.grpo4j.internal.backend.TestBackends;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * The e2e benchmark's rollout rows on CUDA at the tiny preset, before a loan's real run relies on them: the one-stream
+ * rows, and the two-streams row (two backends on one device, each half of the batch driven by its own thread, with
+ * decode graphs captured and replayed on both) generate every token.
+ */
+@Tag("gpu")
+class E2eBenchCudaTest {
+    @Test
+    void tinyRolloutRowsRunOnCudaIncludingTwoStreams(@TempDir Path tmp) throws Exception {
+        TestBackends.cuda(); // skips without a device
+        Path json = tmp.resolve("ours.json");
+        E2eBenchTest.Run r = E2eBenchTest.run("cuda", "--preset", "tiny", "--sections", "rollout", "--json", json.toString());
+        assertEquals(0, r.code(), r.err() + r.out());
+        List<E2eReport.Row> rows = E2eReport.read(json).rows();
+        assertEquals(List.of("graphs", "graphs, 2 streams", "eager", "graphs"), rows.stream().map(E2eReport.Row::variant).toList());
+        for (E2eReport.Row row : rows) {
+            assertEquals(E2eReport.OK, row.status(), row.id() + " " + row.variant() + ": " + row.note());
+            int n = row.id().endsWith("new8") ? 8 : 16;
+            assertEquals(16.0 * n, row.fig("tokens"), row.id()); // every sequence to the end: no stop token
+            if (row.variant().startsWith("graphs")) assertTrue(row.fig("graph_replays") > 0, row.id() + " " + row.variant() + ": replays the decode graph");
+        }
+    }
+}
