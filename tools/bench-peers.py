@@ -175,6 +175,10 @@ def plan(sz, families, compile_rows=True):
         rows.append(Row("decode", f"decode b{b} ctx{ctx}", f"B={b} ctx={ctx} Hq={hq} Hkv={hkv} D={hd}",
                         "bf16 (contiguous KV)", 2 * A * b * ctx * hkv * hd + 2 * A * b * hq * hd, "byte",
                         "2*A*B*ctx*Hkv*D + 2*A*B*Hq*D", SDPA_GQA, "decode", b=b, ctx=ctx, hq=hq, hkv=hkv, hd=hd))
+        c1, d1 = ctx * 3 // 8, 64  # llama-3.2-1b's rollout at steady state (grpo4j's Cases.decode)
+        rows.append(Row("decode", f"decode b{b} ctx{c1} d{d1}", f"B={b} ctx={c1} Hq={hq} Hkv={hkv} D={d1}",
+                        "bf16 (contiguous KV)", 2 * A * b * c1 * hkv * d1 + 2 * A * b * hq * d1, "byte",
+                        "2*A*B*ctx*Hkv*D + 2*A*B*Hq*D", SDPA_GQA, "decode", b=b, ctx=c1, hq=hq, hkv=hkv, hd=d1))
     if "sampling" in families:
         b = s["sample_batch"]
         shape = f"B={b} V={v}"

@@ -509,6 +509,16 @@ final class Cases {
                 "2*A*B*ctx*Hkv*D + 2*A*B*Hq*D: the K and V of every context token read once, q read, out written", Kind.KERNEL,
                 d -> decode(d, ctxs, hq, hkv, hd, bs, act), d -> decode(d, new int[] {Math.min(ctx, 37), Math.min(ctx, 64), 1}, hq, hkv, hd, bs, act),
                 false));
+        // llama-3.2-1b's rollout at steady state: head dim 64, the mean context of 256 prompt + 256 new tokens (3/8 of
+        // the 1024); a step of short blocks, where per-block overheads weigh more (no goal: a diagnostic)
+        int ctx1b = ctx * 3 / 8, hd1b = 64;
+        int[] ctxs1b = new int[b];
+        java.util.Arrays.fill(ctxs1b, ctx1b);
+        out.add(new Case("decode", "decode b" + b + " ctx" + ctx1b + " d" + hd1b, "B=" + b + " ctx=" + ctx1b + " Hq=" + hq + " Hkv=" + hkv + " D=" + hd1b,
+                act.label(), List.of(Ops.DECODE_ATTENTION), 2.0 * a * b * ctx1b * hkv * hd1b + 2.0 * a * b * hq * hd1b, "byte",
+                "2*A*B*ctx*Hkv*D + 2*A*B*Hq*D", Kind.KERNEL,
+                d -> decode(d, ctxs1b, hq, hkv, hd1b, bs, act), d -> decode(d, new int[] {Math.min(ctx1b, 37), Math.min(ctx1b, 64), 1}, hq, hkv, hd1b, bs, act),
+                false));
     }
 
     /** One query per sequence against a paged cache whose blocks are scattered (a permutation of the pool). */
