@@ -181,7 +181,8 @@ public final class GrpoConfig {
      */
     public String precision = "auto";
     /**
-     * How a bf16 run's fused LM-head loss on CUDA feeds dz = d loss / d logits to its bf16 gradient GEMMs (grpo4j):
+     * How a bf16 run's fused LM-head losses on CUDA (the GRPO loss, and the supervised warm-up's) feed dz = d loss / d
+     * logits to their bf16 gradient GEMMs (grpo4j):
      * bf16 (the default) rounds dz to bf16 once, as every other activation gradient of the bf16 backward is and as
      * torch's autograd has it (8·N·H·V of LM-head GEMMs per micro-batch); split passes dz as a hi + lo bf16 pair,
      * about 16 bits, at 12·N·H·V. fp32 runs and the CPU backend compute dz exactly either way. docs/trainer.md.

@@ -681,7 +681,8 @@ public final class CudaBackend extends AbstractBackend {
      * How the bf16 backward feeds dz to its bf16 GEMMs: split (the default) as hi + lo, two GEMMs each, ~16 bits of dz
      * as the bf16 contract asks (fp32 math on the widened inputs); single: hi alone, one GEMM each (dz rounded to bf16
      * as torch's autograd does through a .float() cast): 6NHV instead of 10NHV backward FLOPs, dz to 8 bits. Also
-     * {@code -Dgrpo4j.lmheadBf16Grad=single}. fp32 operands are not affected.
+     * {@code -Dgrpo4j.lmheadBf16Grad=single} (the backend's default). fp32 operands are not affected. The trainer sets
+     * the mode for each of its own LM-head calls from the config's lm_head_grad and puts this setting back after.
      */
     public void setLmHeadBf16GradSplit(boolean split) { this.lmSplitGrad = split; }
 

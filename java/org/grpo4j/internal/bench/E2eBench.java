@@ -756,7 +756,7 @@ public final class E2eBench implements Callable<Integer> {
             stats.add(s);
             ms[i] = s.seconds() * 1e3;
         }
-        return rolloutRow(t, rig, sh, st, newTokens, copyGbs, prefillOnly, ms, stats.get(indexOfMedian(ms)), "");
+        return rolloutRow(t, rig, sh, st, newTokens, copyGbs, prefillOnly, ms, stats.get(indexOfMedian(ms)), Map.of(), "");
     }
 
     /**
@@ -764,7 +764,7 @@ public final class E2eBench implements Callable<Integer> {
      * minus the prefill-only call), and the host time per decode step of the median call.
      */
     private static E2eReport.Row rolloutRow(Task t, Rig rig, Shapes sh, Settings st, int newTokens, double copyGbs, double prefillOnly,
-                                            double[] ms, Generator.Stats mid, String extraNote) {
+                                            double[] ms, Generator.Stats mid, Map<String, Double> extraFigs, String extraNote) {
         Backend be = rig.be;
         LlamaModel model = rig.model;
         boolean graphs = t.graphs();
@@ -792,6 +792,7 @@ public final class E2eBench implements Callable<Integer> {
         f.put("decode_steps", (double) mid.decodeSteps());
         f.put("graph_replays", (double) mid.graphReplays());
         if (graphs && mid.graphReplays() == 0) note += "; " + be.name() + " has no graphs: ran eagerly";
+        f.putAll(extraFigs);
         return row(t, sh, st, E2eReport.OK, note + extraNote, ms, f);
     }
 
@@ -806,20 +807,19 @@ public final class E2eBench implements Callable<Integer> {
     static E2eReport.Row rolloutStreams(Rig rig, Shapes sh, Settings st, int newTokens, double copyGbs, Progress pr) {
         Task t = new Task(rig.preset, E2eReport.ROLLOUT, newTokens, true, false, 2);
         if (sh.prompts() < 2) return skipped(t, sh, st, "two halves need at least 2 prompts");
-        // the device's memory (both backends share it): the weights' copy first
-        Memory.require(rig.be, rig.compute.flat().numel() * rig.compute.dtype().bytes(), "the second half's copy of the compute weights",
-                "pick a smaller --preset");
+        int half = sh.prompts() / 2;
+        Generator.Config c1 = generatorConfig(half, sh.samples(), sh.promptLen(), newTokens, true),
+                c2 = generatorConfig(sh.prompts() - half, sh.samples(), sh.promptLen(), newTokens, true);
+        // one device's memory for both: the second half's copy of the weights and the two halves' KV caches
+        long kv = rig.model.kvBytesPerToken() * BLOCK_SIZE * (c1.numBlocks() + c2.numBlocks() + 2L);
+        Memory.require(rig.be, rig.compute.flat().numel() * rig.compute.dtype().bytes() + kv + SIBLING_BYTES,
+                "two halves of " + sh.rolloutShape(newTokens) + " (a copy of the compute weights and two KV caches)", "pick a smaller --preset");
         Backend be2 = sibling(rig.be);
         if (be2 == null) return skipped(t, sh, st, "no second " + rig.be.name() + " backend to run the other half on");
         try (be2; LlamaWeights w2 = copyTo(rig.compute, be2)) {
             LlamaModel m2 = new LlamaModel(w2);
             List<int[]> prompts = randomSequences(new SplittableRandom(st.seed() * 31 + 2), sh.prompts(), sh.promptLen(), rig.cfg.vocabSize());
-            int half = sh.prompts() / 2;
             List<int[]> p1 = prompts.subList(0, half), p2 = prompts.subList(half, prompts.size());
-            Generator.Config c1 = generatorConfig(p1.size(), sh.samples(), sh.promptLen(), newTokens, true),
-                    c2 = generatorConfig(p2.size(), sh.samples(), sh.promptLen(), newTokens, true);
-            Memory.require(rig.be, rig.model.kvBytesPerToken() * BLOCK_SIZE * (c1.numBlocks() + 1L), "the first half's KV cache", "pick a smaller --preset");
-            Memory.require(be2, m2.kvBytesPerToken() * BLOCK_SIZE * (c2.numBlocks() + 1L), "the second half's KV cache", "pick a smaller --preset");
             Generator g1 = new Generator(rig.model, c1), g2 = new Generator(m2, c2);
             java.util.concurrent.ExecutorService ex = java.util.concurrent.Executors.newFixedThreadPool(2, r -> {
                 Thread th = new Thread(r, "e2e-rollout-half");
@@ -837,23 +837,34 @@ public final class E2eBench implements Callable<Integer> {
                         newTokens, prefillOnly));
                 int b = sh.prompts() * sh.samples();
                 double[] ms = new double[st.rolloutReps()];
-                List<Generator.Stats> first = new ArrayList<>();
+                List<Both> runs = new ArrayList<>();
                 for (int i = 0; i < st.rolloutReps(); i++) {
                     Both r = concurrently(ex, bes, gs, ps, sampling(sh, newTokens, st.seed() + i));
                     long got = r.stats[0].generatedTokens() + r.stats[1].generatedTokens();
                     if (got != (long) b * newTokens)
                         throw new IllegalStateException("generated " + got + " tokens, expected " + (long) b * newTokens + " (no stop token)");
-                    first.add(r.stats[0]);
+                    runs.add(r);
                     ms[i] = r.seconds * 1e3;
                 }
-                return rolloutRow(t, rig, sh, st, newTokens, copyGbs, prefillOnly, ms, first.get(indexOfMedian(ms)),
+                Both mid = runs.get(indexOfMedian(ms));
+                return rolloutRow(t, rig, sh, st, newTokens, copyGbs, prefillOnly, ms, mid.stats[0],
+                        Map.of("graph_replays_second_half", (double) mid.stats[1].graphReplays()),
                         String.format(Locale.ROOT, "; two halves of %d and %d prompts at once, each on its own backend (a second %s with a copy of the weights);"
-                                + " host ms/step is the first half's", p1.size(), p2.size(), be2.name()));
+                                + " times are wall clock from both halves' start to the later one's end; host ms/step, decode steps and graph"
+                                + " replays are the first half's", p1.size(), p2.size(), be2.name()));
             } finally {
                 ex.shutdownNow();
+                try {
+                    ex.awaitTermination(60, java.util.concurrent.TimeUnit.SECONDS);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
             }
         }
     }
+
+    /** The second backend's own allocations, beyond weights and KV cache: its 32 MiB cuBLAS workspace and scratch. */
+    static final long SIBLING_BYTES = 64L << 20;
 
     /** Wall seconds from the start of both halves' generate calls to the end of the later one, and each half's stats. */
     record Both(double seconds, Generator.Stats[] stats) {}
@@ -873,18 +884,30 @@ public final class E2eBench implements Callable<Integer> {
         }
         long t0 = System.nanoTime();
         go.countDown();
+        // both halves end before anything is thrown: a failed half must not let the caller close the other half's
+        // backend while its thread still issues work on it
         Generator.Stats[] s = new Generator.Stats[2];
-        try {
-            for (int i = 0; i < 2; i++) s[i] = fs.get(i).get();
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new IllegalStateException("interrupted while the two halves ran", e);
-        } catch (java.util.concurrent.ExecutionException e) {
-            Throwable c = e.getCause();
-            if (c instanceof RuntimeException re) throw re;
-            if (c instanceof Error err) throw err;
-            throw new IllegalStateException(c);
+        Throwable failure = null;
+        boolean interrupted = false;
+        for (int i = 0; i < 2; i++) {
+            while (true) {
+                try {
+                    s[i] = fs.get(i).get();
+                    break;
+                } catch (InterruptedException e) {
+                    interrupted = true; // keep waiting: the half's thread does not stop for an interrupt
+                } catch (java.util.concurrent.ExecutionException e) {
+                    Throwable c = e.getCause() == null ? e : e.getCause();
+                    if (failure == null) failure = c;
+                    else failure.addSuppressed(c);
+                    break;
+                }
+            }
         }
+        if (interrupted) Thread.currentThread().interrupt();
+        if (failure instanceof RuntimeException re) throw re;
+        if (failure instanceof Error err) throw err;
+        if (failure != null) throw new IllegalStateException("a half of the two-stream rollout failed", failure);
         return new Both((System.nanoTime() - t0) / 1e9, s);
     }
 

@@ -55,8 +55,25 @@ final class RankState implements AutoCloseable {
         this.memorySharers = memorySharers;
         this.layout = new ShardLayout(new org.grpo4j.internal.model.ParameterLayout(s.model()).totalElements(), world, s.cfg().reduceBucketSize);
         this.iterator = new ShufflingIterator(s.train().size(), s.cfg().rolloutBatchSize(), s.cfg().seed);
-        // lm_head_grad: how the fused LM-head loss feeds dz to its bf16 GEMMs (a mode of the CUDA backend's bf16 path)
-        if (be instanceof org.grpo4j.internal.backend.CudaBackend cb) cb.setLmHeadBf16GradSplit(s.cfg().lmHeadGrad.equals("split"));
+    }
+
+    /**
+     * Runs one LM-head loss call (grpoLoss, tokenLogprobsBackward) with the CUDA backend's dz mode set from
+     * lm_head_grad, and puts the backend's own mode back after it: a backend shared with other callers keeps theirs.
+     * The mode is read when the call enqueues its GEMMs. Other backends compute dz exactly and ignore it.
+     */
+    void lmHeadLoss(Runnable call) {
+        if (!(be instanceof org.grpo4j.internal.backend.CudaBackend cb)) {
+            call.run();
+            return;
+        }
+        boolean before = cb.lmHeadBf16GradSplit();
+        cb.setLmHeadBf16GradSplit(s.cfg().lmHeadGrad.equals("split"));
+        try {
+            call.run();
+        } finally {
+            cb.setLmHeadBf16GradSplit(before);
+        }
     }
 
     boolean leader() { return rank == 0; }

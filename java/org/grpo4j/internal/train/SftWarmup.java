@@ -92,6 +92,7 @@ final class SftWarmup {
                 total = 0;
                 for (double[] x : r.comm.allGatherDoubles(new double[] {loss})) total += x[0];
             }
+            if (r.s.gradientHook() != null && r.world == 1) r.s.gradientHook().accept(r.grads); // as UpdatePhase: before the norm
             ShardedAdamW.Norm norm = opt.gradNorm(Double.isFinite(total));
             if (norm.finite()) opt.step(norm.norm(), cfg.maxGradNorm, cfg.sftWarmup.learningRate);
             if (progress != null) progress.step(st, steps, total);
@@ -138,7 +139,7 @@ final class SftWarmup {
              Tensor dHidden = be.zeros(DType.FP32, pb.tokens(), d)) {
             be.embedding(sel, act.hidden(), rowsT);
             be.tokenLogprobs(lp, sel, r.compute.get("lm_head.weight"), tgtT, 1f);
-            be.tokenLogprobsBackward(dSel, r.lmHeadGrad(), gT, sel, r.compute.get("lm_head.weight"), tgtT, 1f);
+            r.lmHeadLoss(() -> be.tokenLogprobsBackward(dSel, r.lmHeadGrad(), gT, sel, r.compute.get("lm_head.weight"), tgtT, 1f));
             r.roundLmHeadGrad();
             be.embeddingBackward(dHidden, dSel, rowsT);
             model.backward(act, dHidden, r.grads, r.optimizer::gradientsReady, r.table32);

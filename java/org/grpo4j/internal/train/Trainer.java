@@ -665,10 +665,15 @@ public final class Trainer implements AutoCloseable {
     }
 
     /** When resuming, the config saved with the checkpoint is the run's config. */
-    private static GrpoConfig savedConfig(Path ck) throws IOException {
+    static GrpoConfig savedConfig(Path ck) throws IOException {
         Path f = ck.resolve("config.json");
         if (!Files.isRegularFile(f)) throw new java.nio.file.NoSuchFileException(f.toString(), null, "the checkpoint's config");
-        return GrpoConfig.fromJsonString(Files.readString(f, StandardCharsets.UTF_8), f.toString());
+        String json = Files.readString(f, StandardCharsets.UTF_8);
+        GrpoConfig c = GrpoConfig.fromJsonString(json, f.toString());
+        // a checkpoint written before lm_head_grad existed trained with dz split into hi + lo: its run goes on so, bit
+        // for bit, rather than with the new default
+        if (!new com.fasterxml.jackson.databind.ObjectMapper().readTree(json).has("lm_head_grad")) c.lmHeadGrad = "split";
+        return c;
     }
 
     /**

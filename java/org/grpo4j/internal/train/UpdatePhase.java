@@ -144,8 +144,8 @@ final class UpdatePhase {
              Tensor ratio = be.empty(DType.FP32, nTok); Tensor clipped = be.empty(DType.FP32, nTok); Tensor kl = be.empty(DType.FP32, nTok);
              Tensor dSel = be.empty(adt, nTok, d); Tensor dHidden = be.zeros(DType.FP32, pb.tokens(), d)) {
             be.embedding(sel, act.hidden(), rowsT);
-            be.grpoLoss(new GrpoLossOutputs(loss, logp, ratio, clipped, kl, dSel, r.lmHeadGrad()),
-                    sel, r.compute.get("lm_head.weight"), tgtT, wT, advT, oldT, refT, lp);
+            r.lmHeadLoss(() -> be.grpoLoss(new GrpoLossOutputs(loss, logp, ratio, clipped, kl, dSel, r.lmHeadGrad()),
+                    sel, r.compute.get("lm_head.weight"), tgtT, wT, advT, oldT, refT, lp));
             r.roundLmHeadGrad();
             be.embeddingBackward(dHidden, dSel, rowsT);
             model.backward(act, dHidden, r.grads, r.optimizer::gradientsReady, r.table32);

@@ -29,6 +29,8 @@ class E2eBenchCudaTest {
             int n = row.id().endsWith("new8") ? 8 : 16;
             assertEquals(16.0 * n, row.fig("tokens"), row.id()); // every sequence to the end: no stop token
             if (row.variant().startsWith("graphs")) assertTrue(row.fig("graph_replays") > 0, row.id() + " " + row.variant() + ": replays the decode graph");
+            if (row.variant().endsWith("2 streams"))
+                assertTrue(row.fig("graph_replays_second_half") > 0, row.id() + ": the second half replays its decode graph too");
         }
     }
 }

@@ -231,4 +231,23 @@ class GrpoTrainerTest {
             assertEquals(1, again.completedSteps());
         }
     }
+
+    /**
+     * A checkpoint written before lm_head_grad existed (its config.json lacks the key) trained with dz split into
+     * hi + lo: resuming it keeps split, so that the run goes on bit for bit; a checkpoint with the key keeps its value.
+     */
+    @Test
+    void aCheckpointWithoutLmHeadGradResumesWithSplit(@TempDir Path tmp) throws Exception {
+        com.fasterxml.jackson.databind.ObjectMapper json = new com.fasterxml.jackson.databind.ObjectMapper();
+        GrpoConfig c = config(small(tmp.resolve("run"), 1));
+        assertEquals("bf16", c.lmHeadGrad, "the default");
+        var withKey = (com.fasterxml.jackson.databind.node.ObjectNode) json.readTree(c.toJson());
+        assertTrue(withKey.has("lm_head_grad"), "a new checkpoint records the key");
+        Path ck = Files.createDirectories(tmp.resolve("ck"));
+        Files.writeString(ck.resolve("config.json"), withKey.toString());
+        assertEquals("bf16", Trainer.savedConfig(ck).lmHeadGrad);
+        withKey.remove("lm_head_grad");
+        Files.writeString(ck.resolve("config.json"), withKey.toString());
+        assertEquals("split", Trainer.savedConfig(ck).lmHeadGrad);
+    }
 }
