@@ -60,6 +60,25 @@ public final class LlamaModel {
     /** y = x W^T (+ beta y). */
     private void linear(Tensor y, Tensor x, Tensor weight, float beta) { be.matmul(y, x, false, weight, true, 1f, beta); }
 
+    /**
+     * y[0] = x W_a^T and y[1] = x W_b^T for two weights of one shape that lie back to back in the flat buffer (k_proj
+     * then v_proj, gate_proj then up_proj): one batched GEMM sharing x, so that a decode step's small GEMMs fill
+     * twice the thread blocks in one launch (at 768 rows, k_proj alone is 48 tiles of 128 x 128 on 132 SMs). y is
+     * [2, n, out]. Two GEMMs when the weights are not adjacent (a layout that ever changes).
+     */
+    private void linear2(Tensor y, Tensor x, int layer, String a, String b) {
+        Tensor wa = p(layer, a), wb = p(layer, b);
+        int n = x.dim(0), out = wa.dim(0), in = wa.dim(1);
+        ParameterLayout lay = w.layout();
+        long oa = lay.get("model.layers." + layer + "." + a).offset(), ob = lay.get("model.layers." + layer + "." + b).offset();
+        if (ob == oa + (long) out * in && wb.dim(0) == out) {
+            be.matmul(y, x, false, w.range(oa, 2 * out * in).reshape(2, out, in), true, 1f, 0f);
+        } else {
+            linear(y.view(0, n, out), x, wa, 0);
+            linear(y.view((long) n * out, n, out), x, wb, 0);
+        }
+    }
+
     // ---- training forward / backward ----------------------------------------------------------------------------
 
     /** Saved by one layer's forward for its backward. */
@@ -533,6 +552,7 @@ public final class LlamaModel {
             final Tensor ints; // tokens | positions | slots | context lengths | counters [n, 2] | block tables [n, maxBlocks]
             final Tensor ids, pos, sl, ctx, ctr, table;
             final Tensor h, r, q, k, v, att, gate, up, act, x, hf, rf, logits, tok, lp;
+            final Tensor kv, gu; // [2, n, ...]: k then v, gate then up (one batched GEMM each, see body)
             final int[] host;
             org.grpo4j.internal.backend.SamplingSpec recordedSpec;
             Backend.Replay graph;
@@ -551,8 +571,10 @@ public final class LlamaModel {
                     ctx = ints.view(3L * n, n);
                     ctr = ints.view(4L * n, n, 2);
                     table = ints.view(6L * n, n, maxBlocks);
-                    h = keep(made, act(n, d)); r = keep(made, f32(n)); q = keep(made, act(n, hq, hd)); k = keep(made, act(n, hkv, hd));
-                    v = keep(made, act(n, hkv, hd)); att = keep(made, act(n, hq, hd)); gate = keep(made, act(n, f)); up = keep(made, act(n, f));
+                    h = keep(made, act(n, d)); r = keep(made, f32(n)); q = keep(made, act(n, hq, hd));
+                    kv = keep(made, act(2, n, hkv * hd)); k = kv.view(0, n, hkv, hd); v = kv.view((long) n * hkv * hd, n, hkv, hd);
+                    att = keep(made, act(n, hq, hd));
+                    gu = keep(made, act(2, n, f)); gate = gu.view(0, n, f); up = gu.view((long) n * f, n, f);
                     act = keep(made, act(n, f)); x = keep(made, act(n, d)); hf = keep(made, act(n, d)); rf = keep(made, f32(n));
                     logits = keep(made, f32(n, c.vocabSize())); tok = keep(made, be.zeros(DType.INT32, n)); lp = keep(made, f32(n));
                 } catch (RuntimeException e) {
@@ -609,16 +631,14 @@ public final class LlamaModel {
                 for (int l = 0; l < c.numLayers(); l++) {
                     be.rmsNorm(h, r, x, p(l, "input_layernorm.weight"), eps);
                     linear(q.reshape(n, c.qDim()), h, p(l, "self_attn.q_proj.weight"), 0);
-                    linear(k.reshape(n, c.kvDim()), h, p(l, "self_attn.k_proj.weight"), 0);
-                    linear(v.reshape(n, c.kvDim()), h, p(l, "self_attn.v_proj.weight"), 0);
+                    linear2(kv, h, l, "self_attn.k_proj.weight", "self_attn.v_proj.weight");
                     be.rope(q, q, pos, rope);
                     be.rope(k, k, pos, rope);
                     be.kvAppend(cache.k[l], cache.v[l], k, v, sl);
                     be.decodeAttention(att, q, cache.k[l], cache.v[l], table, ctx, scale);
                     linear(x, att.reshape(n, c.qDim()), p(l, "self_attn.o_proj.weight"), 1f);
                     be.rmsNorm(h, r, x, p(l, "post_attention_layernorm.weight"), eps);
-                    linear(gate, h, p(l, "mlp.gate_proj.weight"), 0);
-                    linear(up, h, p(l, "mlp.up_proj.weight"), 0);
+                    linear2(gu, h, l, "mlp.gate_proj.weight", "mlp.up_proj.weight");
                     be.swiglu(act, gate, up);
                     linear(x, act, p(l, "mlp.down_proj.weight"), 1f);
                 }
@@ -630,7 +650,7 @@ public final class LlamaModel {
             @Override
             public void close() {
                 if (graph != null) graph.close();
-                for (Tensor t : new Tensor[] {ints, h, r, q, k, v, att, gate, up, act, x, hf, rf, logits, tok, lp}) t.close();
+                for (Tensor t : new Tensor[] {ints, h, r, q, kv, att, gu, act, x, hf, rf, logits, tok, lp}) t.close();
             }
         }
 

@@ -47,6 +47,15 @@ class MatmulConformanceTest {
             }
             assertClose("batched", w1, c1.toFloats(), 2e-6 * Math.sqrt(k), 1e-5);
             assertClose("batched with shared B", w2, c2.toFloats(), 2e-6 * Math.sqrt(k), 1e-5);
+            // a shared A against batched B
+            double[] sharedA = randn(r, m * k, 1), w3 = new double[batch * m * n];
+            Tensor c3 = poisoned(batch, m, n);
+            be.matmul(c3, up(sharedA, m, k), false, up(b, batch, n, k), true, 1f, 0f);
+            for (int q = 0; q < batch; q++) {
+                double[] bq = java.util.Arrays.copyOfRange(b, q * n * k, (q + 1) * n * k);
+                System.arraycopy(Ref.matmul(sharedA, false, bq, true, null, m, n, k, 1, 0), 0, w3, q * m * n, m * n);
+            }
+            assertClose("batched with shared A", w3, c3.toFloats(), 2e-6 * Math.sqrt(k), 1e-5);
         }
 
         /** bf16 a and b; c bf16 or fp32; beta 0 (C poisoned) and 0.5 (C read, in its own dtype). */
@@ -85,12 +94,21 @@ class MatmulConformanceTest {
                 System.arraycopy(Ref.matmul(aq, false, bq, true, null, m, n, k, 1, 0), 0, w1, q * m * n, m * n);
                 System.arraycopy(Ref.matmul(aq, false, shared, true, null, m, n, k, 1, 0), 0, w2, q * m * n, m * n);
             }
+            // a shared A against batched B (the decode step's k/v and gate/up GEMMs: one activation, two weights)
+            double[] sharedA = randnBf16(r, m * k, 1), w3 = new double[batch * m * n];
+            for (int q = 0; q < batch; q++) {
+                double[] bq = java.util.Arrays.copyOfRange(b, q * n * k, (q + 1) * n * k);
+                System.arraycopy(Ref.matmul(sharedA, false, bq, true, null, m, n, k, 1, 0), 0, w3, q * m * n, m * n);
+            }
             Mixed mx = mixed("batched matmul").bf16("a", a, batch, m, k).bf16("b", b, batch, n, k).bf16("shared", shared, n, k)
-                    .out(DType.BF16, "c1", batch, m, n).out(DType.BF16, "c2", batch, m, n)
+                    .bf16("sharedA", sharedA, m, k)
+                    .out(DType.BF16, "c1", batch, m, n).out(DType.BF16, "c2", batch, m, n).out(DType.BF16, "c3", batch, m, n)
                     .run((be, t) -> be.matmul(t.get("c1"), t.get("a"), false, t.get("b"), true, 1f, 0f),
-                            (be, t) -> be.matmul(t.get("c2"), t.get("a"), false, t.get("shared"), true, 1f, 0f));
+                            (be, t) -> be.matmul(t.get("c2"), t.get("a"), false, t.get("shared"), true, 1f, 0f),
+                            (be, t) -> be.matmul(t.get("c3"), t.get("sharedA"), false, t.get("b"), true, 1f, 0f));
             mx.expect("c1", w1, 2e-6 * Math.sqrt(k), 1e-5);
             mx.expect("c2", w2, 2e-6 * Math.sqrt(k), 1e-5);
+            mx.expect("c3", w3, 2e-6 * Math.sqrt(k), 1e-5);
         }
 
         @Test
