@@ -588,7 +588,11 @@ public abstract class AbstractBackend implements Backend {
     final void requireOp(String op) {
         if (!implementsOp(op))
             throw new UnsupportedOperationException(op + " is not implemented on " + name() + " yet");
+        onOp(op);
     }
+
+    /** Called once per op call, after its checks passed and before its work is enqueued (CudaBackend's op profile). */
+    void onOp(String op) {}
 
     final void checkOpen() {
         if (closed) throw new IllegalStateException("backend " + name() + " is closed");

@@ -1,6 +1,8 @@
 package org.grpo4j.internal.backend;
 
+import java.util.ArrayList;
 import java.util.LinkedHashSet;
+import java.util.List;
 import java.util.Set;
 import org.grpo4j.bindings.CudaNative;
 
@@ -277,6 +279,85 @@ public final class CudaBackend extends AbstractBackend {
     public Event newEvent() {
         onDevice();
         return new Event();
+    }
+
+    // ---- op profile: where a step's device time goes (a diagnostic; issue 14) ---------------------------------------
+
+    /** Events a profile holds before it synchronizes once to read and reuse them. */
+    static final int PROFILE_EVENTS = 4096;
+
+    private OpProfile profile;
+
+    /**
+     * Starts an op profile: from now on every op call records an event on the stream before its work, and op i's
+     * device time is the interval from its event to the next op's (so it includes a device idle gap when the host was
+     * slower than the device; in a device-bound loop there is none). Ops inside a captured graph are not seen (profile
+     * an eager run), nor are the internal kernels of an op apart from it (attention's plan kernel counts as attention,
+     * the LM head's GEMMs as its loss op). Every {@link #PROFILE_EVENTS} calls the profile synchronizes once.
+     */
+    public void startOpProfile() {
+        if (profile != null) throw new IllegalStateException("an op profile is already running");
+        profile = new OpProfile();
+    }
+
+    /**
+     * Ends the profile started by {@link #startOpProfile}: records a last event, waits for it, and returns each op's
+     * device milliseconds and call count, in order of first call ({@code [ms, calls]}).
+     */
+    public java.util.LinkedHashMap<String, double[]> stopOpProfile() {
+        if (profile == null) throw new IllegalStateException("no op profile is running");
+        OpProfile p = profile;
+        profile = null;
+        try {
+            p.mark(null);
+            p.flush(true);
+            return p.totals;
+        } finally {
+            p.close();
+        }
+    }
+
+    @Override
+    void onOp(String op) {
+        if (profile != null && !capturing) profile.mark(op);
+    }
+
+    private final class OpProfile implements AutoCloseable {
+        final java.util.LinkedHashMap<String, double[]> totals = new java.util.LinkedHashMap<>();
+        final List<Event> pool = new ArrayList<>(), used = new ArrayList<>();
+        final List<String> ops = new ArrayList<>();
+
+        /** Records the event that starts {@code op} (null: the end of the last one). */
+        void mark(String op) {
+            if (used.size() == PROFILE_EVENTS) flush(false);
+            Event e = pool.isEmpty() ? newEvent() : pool.remove(pool.size() - 1);
+            used.add(e.record());
+            ops.add(op);
+        }
+
+        /** Adds every finished interval to the totals; keeps the last event (the open op's start) unless {@code all}. */
+        void flush(boolean all) {
+            if (used.isEmpty()) return;
+            used.get(used.size() - 1).synchronize();
+            for (int i = 0; i + 1 < used.size(); i++) {
+                double[] t = totals.computeIfAbsent(ops.get(i), k -> new double[2]);
+                t[0] += used.get(i + 1).elapsedSince(used.get(i));
+                t[1]++;
+            }
+            int keep = all ? 0 : 1;
+            while (used.size() > keep) {
+                pool.add(used.remove(0));
+                ops.remove(0);
+            }
+        }
+
+        @Override
+        public void close() {
+            for (Event e : pool) e.close();
+            for (Event e : used) e.close();
+            pool.clear();
+            used.clear();
+        }
     }
 
     /** Makes this backend's stream wait (on the GPU, without blocking the host) until {@code e} has completed. */

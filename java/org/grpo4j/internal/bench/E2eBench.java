@@ -164,6 +164,11 @@ public final class E2eBench implements Callable<Integer> {
                     + "single (rounded to bf16 once, as torch's autograd: 8·N·H·V), or split,single: a training row for each (default: ${DEFAULT-VALUE}).")
     List<String> lmGradNames;
 
+    @Option(names = "--profile-ops", paramLabel = "DIR",
+            description = "On CUDA: after each training row, one more step with the backend's op profile (device ms per op), and the same"
+                    + " for one call of each eager rollout row; a markdown table per row in DIR, the largest shares in the row's note.")
+    Path profileDir;
+
     @Option(names = "--budget", defaultValue = "0", paramLabel = "SECONDS",
             description = "Skip the rows that would start after this many seconds (estimated from rows already measured); 0 = no limit.")
     double budget;
@@ -244,7 +249,7 @@ public final class E2eBench implements Callable<Integer> {
                     if (!p.equals("tiny"))
                         throw new IllegalArgumentException("--preset " + p + " on " + be.name() + " would take hours per step; it is a GPU benchmark (use --preset tiny on the CPU)");
             Settings st = new Settings(presets, sections, precision, warmup, reps, rolloutReps, checkpointing, budget, seed,
-                    gpu ? 1L << 28 : 1L << 22, lmGrads);
+                    gpu ? 1L << 28 : 1L << 22, lmGrads, profileDir);
             E2eReport rep = measure(be, st, card(be), stderr);
             if (json != null) rep.write(json);
             E2eCompare.Result t = E2eCompare.table(rep);
@@ -289,11 +294,17 @@ public final class E2eBench implements Callable<Integer> {
      * {@code lmGrads}: a training row per LM-head dz mode ("split", "single").
      */
     public record Settings(List<String> presets, List<String> sections, DType precision, int warmup, int reps, int rolloutReps,
-                           boolean checkpointing, double budgetSeconds, long seed, long copyElements, List<String> lmGrads) {
+                           boolean checkpointing, double budgetSeconds, long seed, long copyElements, List<String> lmGrads, Path profileDir) {
         public Settings {
             presets = List.copyOf(presets);
             sections = List.copyOf(sections);
             lmGrads = List.copyOf(lmGrads);
+        }
+
+        /** No op profiles. */
+        public Settings(List<String> presets, List<String> sections, DType precision, int warmup, int reps, int rolloutReps,
+                        boolean checkpointing, double budgetSeconds, long seed, long copyElements, List<String> lmGrads) {
+            this(presets, sections, precision, warmup, reps, rolloutReps, checkpointing, budgetSeconds, seed, copyElements, lmGrads, null);
         }
 
         /** The default LM-head mode (split) only. */
@@ -685,6 +696,7 @@ public final class E2eBench implements Callable<Integer> {
         List<int[]> seqs = randomSequences(r, sh.trainSeqs(), sh.trainLen(), rig.cfg.vocabSize());
         int n = sh.trainSeqs() * sh.trainLen();
         double[] ms = new double[st.reps()];
+        String profileNote;
         try (PackedBatch pb = PackedBatch.of(be, seqs, rig.cfg.vocabSize()); Tensor tgt = be.upload(r.ints(n, 0, rig.cfg.vocabSize()).toArray(), n);
              Tensor dlp = be.empty(DType.FP32, n)) {
             be.fill(dlp, -1.0 / n); // d(mean over tokens of -log p)/d(log p)
@@ -699,6 +711,7 @@ public final class E2eBench implements Callable<Integer> {
                 be.synchronize();
                 ms[i] = (System.nanoTime() - t0) / 1e6;
             }
+            profileNote = profiled(be, st, t, sh, () -> trainStep(rig, pb, tgt, dlp, st.checkpointing()));
         }
         int[] lens = new int[sh.trainSeqs()];
         Arrays.fill(lens, sh.trainLen());
@@ -709,7 +722,45 @@ public final class E2eBench implements Callable<Integer> {
         f.put("flops", flops);
         f.put("tflops", flops / sec / 1e12);
         f.put("mfu_pct", 100 * flops / sec / 1e12 / E2eWork.PEAK_TFLOPS);
-        return row(t, sh, st, E2eReport.OK, "median of " + st.reps() + " steps after " + st.warmup() + "; wall time, device synchronized", ms, f);
+        return row(t, sh, st, E2eReport.OK, "median of " + st.reps() + " steps after " + st.warmup() + "; wall time, device synchronized" + profileNote, ms, f);
+    }
+
+    /**
+     * --profile-ops: one more untimed run of {@code body} under the CUDA backend's op profile; writes the table to
+     * DIR/<row>.md and returns "; ops: ..." (the largest shares) for the row's note, or "" (no profile asked, or not CUDA).
+     */
+    static String profiled(Backend be, Settings st, Task t, Shapes sh, Runnable body) {
+        if (st.profileDir() == null || !(be instanceof CudaBackend cb)) return "";
+        be.synchronize();
+        cb.startOpProfile();
+        java.util.LinkedHashMap<String, double[]> ops;
+        try {
+            body.run();
+        } finally {
+            ops = cb.stopOpProfile();
+        }
+        double total = 0;
+        for (double[] v : ops.values()) total += v[0];
+        List<Map.Entry<String, double[]>> sorted = new ArrayList<>(ops.entrySet());
+        sorted.sort((a, b) -> Double.compare(b.getValue()[0], a.getValue()[0]));
+        StringBuilder md = new StringBuilder();
+        String name = t.section() + "/" + t.preset() + "/" + key(t, sh) + (variant(t, st) == null ? "" : " [" + variant(t, st) + "]");
+        md.append(String.format(Locale.ROOT, "Op profile of %s: one untimed run, %.3f ms of device time in all (the interval from each op's"
+                + " event to the next op's; CudaBackend.startOpProfile)%n%n| op | ms | calls | ms/call | share |%n|---|---|---|---|---|%n", name, total));
+        StringBuilder note = new StringBuilder(String.format(Locale.ROOT, "; ops (%.1f ms profiled):", total));
+        int shown = 0;
+        for (Map.Entry<String, double[]> e : sorted) {
+            double ms = e.getValue()[0], calls = e.getValue()[1];
+            md.append(String.format(Locale.ROOT, "| %s | %.3f | %.0f | %.4f | %.1f%% |%n", e.getKey(), ms, calls, ms / calls, 100 * ms / total));
+            if (shown++ < 5) note.append(String.format(Locale.ROOT, " %s %.0f%%", e.getKey(), 100 * ms / total));
+        }
+        try {
+            Files.createDirectories(st.profileDir());
+            Files.writeString(st.profileDir().resolve(name.replace(" [", "-").replace("]", "").replaceAll("[^A-Za-z0-9._-]+", "_") + ".md"), md);
+        } catch (IOException e) {
+            note.append(" (the table could not be written: ").append(e.getMessage()).append(')');
+        }
+        return note.toString();
     }
 
     // ---- rollout --------------------------------------------------------------------------------------------------
@@ -756,7 +807,9 @@ public final class E2eBench implements Callable<Integer> {
             stats.add(s);
             ms[i] = s.seconds() * 1e3;
         }
-        return rolloutRow(t, rig, sh, st, newTokens, copyGbs, prefillOnly, ms, stats.get(indexOfMedian(ms)), Map.of(), "");
+        // graphs hide their ops from the profile: the eager row's
+        String profileNote = graphs ? "" : profiled(be, st, t, sh, () -> g.generate(prompts, sampling(sh, newTokens, st.seed())));
+        return rolloutRow(t, rig, sh, st, newTokens, copyGbs, prefillOnly, ms, stats.get(indexOfMedian(ms)), Map.of(), profileNote);
     }
 
     /**

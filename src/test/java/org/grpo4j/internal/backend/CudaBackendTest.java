@@ -295,4 +295,35 @@ class CudaBackendTest {
         assertEquals(before + 1, be.gemmPlanCounts()[0], "the second call reuses the first call's plan");
         for (int i = 0; i < want.length; i++) assertEquals(want[i], got[i], 2e-6 * Math.sqrt(k) + 1e-5 * Math.abs(want[i]), "element " + i);
     }
+
+    /**
+     * The op profile: one entry per op name in order of first call, with its calls counted and a positive device
+     * time; the events' pool is reused past PROFILE_EVENTS calls (a flush in the middle); ops inside a captured
+     * graph are not seen; a second start while running, or a stop without a start, is an error.
+     */
+    @Test
+    void opProfileCountsEveryOpCall() {
+        CudaBackend be = cuda();
+        try (Tensor x = be.empty(DType.FP32, 1 << 20); Tensor a = be.empty(DType.FP32, 64, 64); Tensor c = be.empty(DType.FP32, 64, 64)) {
+            be.fill(a, 1);
+            be.synchronize();
+            be.startOpProfile();
+            assertThrows(IllegalStateException.class, be::startOpProfile);
+            int fills = CudaBackend.PROFILE_EVENTS + 7;
+            for (int i = 0; i < fills; i++) be.fill(x, i);
+            be.matmul(c, a, false, a, true, 1f, 0f);
+            be.scale(x, 0.5f);
+            try (Backend.Replay g = be.capture(() -> be.scale(x, 2f))) {
+                if (g != null) g.run();
+            }
+            java.util.LinkedHashMap<String, double[]> ops = be.stopOpProfile();
+            assertEquals(java.util.List.of(Ops.FILL, Ops.MATMUL, Ops.SCALE), java.util.List.copyOf(ops.keySet()));
+            assertEquals(fills, ops.get(Ops.FILL)[1]);
+            assertEquals(1, ops.get(Ops.MATMUL)[1]);
+            assertEquals(1, ops.get(Ops.SCALE)[1], "the captured scale is not an op call of its own");
+            for (double[] v : ops.values()) assertTrue(v[0] > 0, "device time of every op");
+            assertThrows(IllegalStateException.class, be::stopOpProfile);
+            be.fill(x, 0); // no profile running: nothing recorded, nothing fails
+        }
+    }
 }

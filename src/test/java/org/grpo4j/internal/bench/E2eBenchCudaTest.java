@@ -33,4 +33,23 @@ class E2eBenchCudaTest {
                 assertTrue(row.fig("graph_replays_second_half") > 0, row.id() + ": the second half replays its decode graph too");
         }
     }
+
+    /** --profile-ops writes a table per training row and per eager rollout row, and puts the largest shares in the note. */
+    @Test
+    void opProfilesOfTheTrainingAndEagerRolloutRows(@TempDir Path tmp) throws Exception {
+        TestBackends.cuda();
+        Path json = tmp.resolve("ours.json"), dir = tmp.resolve("ops");
+        E2eBenchTest.Run r = E2eBenchTest.run("cuda", "--preset", "tiny", "--sections", "train,rollout", "--json", json.toString(),
+                "--profile-ops", dir.toString());
+        assertEquals(0, r.code(), r.err() + r.out());
+        List<String> files;
+        try (var s = java.nio.file.Files.list(dir)) {
+            files = s.map(p -> p.getFileName().toString()).sorted().toList();
+        }
+        assertEquals(List.of("rollout_tiny_new8-eager.md", "train_tiny_4x64.md"), files);
+        String train = java.nio.file.Files.readString(dir.resolve("train_tiny_4x64.md"));
+        assertTrue(train.contains("| matmul |") && train.contains("| tokenLogprobsBackward |") && train.contains("| adamW |"), train);
+        for (E2eReport.Row row : E2eReport.read(json).rows())
+            assertEquals(row.section().equals("train") || "eager".equals(row.variant()), row.note().contains("; ops ("), row.id() + " " + row.variant() + ": " + row.note());
+    }
 }
