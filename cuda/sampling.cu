@@ -408,6 +408,7 @@ __device__ int index_search(Shared& sm, const u32* ckeys, const u32* cidx, int s
 __device__ int list_draw(Shared& sm, const u32* ckeys, const u32* cidx, int seg, int v, float xmax, float inv_t, int sh,
                          u32 tau, u32 c, u32 tau_cnt, u64 r) {
     const int jc = c < tau_cnt ? index_search<0>(sm, ckeys, cidx, seg, v, tau, 0, xmax, inv_t, sh, (u64) c - 1) : v;
+    if (jc < 0) return -1;  // the c-th tie not found (a broken invariant): reported as -1 with a NaN logprob, as filtered_draw does
     return index_search<1>(sm, ckeys, cidx, seg, v, tau, jc, xmax, inv_t, sh, r);
 }
 
