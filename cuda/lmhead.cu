@@ -5,8 +5,9 @@
 //    sums, then common.cuh's fixed tree) merged into the row's running (m, s); captures the target's logit; the last
 //    chunk writes lse and the log-prob. Out-of-range targets are reported through the device flag (first chunk) and
 //    give a NaN log-prob.
-//  - dlogits_kernel: dz = g (1[v = target] - exp(z - lse)) in place (fp32 operands) or as a bf16 hi/lo pair (bf16
-//    operands); rows with an out-of-range target get dz = 0 (they contribute no gradient).
+//  - dlogits_kernel: dz = g (1[v = target] - exp(z - lse)) in place (fp32 operands), as a bf16 hi/lo pair (bf16
+//    operands, split mode), or as hi = RNE(dz) alone (bf16, single mode: lo is null and never written, a quarter of
+//    the kernel's traffic); rows with an out-of-range target get dz = 0 (they contribute no gradient).
 //  - grpo_kernel: the per-token GRPO math on the float64 log-probs, one block, the loss summed in a fixed order.
 // All deterministic: fixed trees, no atomics.
 #include "lmhead.cuh"
@@ -105,14 +106,16 @@ dlogits_kernel(float* z, int cols, int v0, int vocab, const int* targets, const 
             const int j = threadIdx.x + k * BLOCK;
             if (j >= cols) continue;
             const float dz = valid ? dlogit(zv[k], l, gr, v0 + j == tgt) : 0.f;
-            if (hi) split_bf16(dz, &hi[base + j], &lo[base + j]);
+            if (lo) split_bf16(dz, &hi[base + j], &lo[base + j]);
+            else if (hi) hi[base + j] = __float2bfloat16_rn(dz);
             else z[base + j] = dz;
         }
         return;
     }
     for (int j = threadIdx.x; j < cols; j += BLOCK) {
         float dz = valid ? dlogit(z[base + j], l, gr, v0 + j == tgt) : 0.f;
-        if (hi) split_bf16(dz, &hi[base + j], &lo[base + j]);
+        if (lo) split_bf16(dz, &hi[base + j], &lo[base + j]);
+        else if (hi) hi[base + j] = __float2bfloat16_rn(dz);
         else z[base + j] = dz;
     }
 }

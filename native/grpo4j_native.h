@@ -201,7 +201,8 @@ int g4_sample_ex(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr logits, g4_pt
 int g4_lmhead_lse(g4_ptr z, int rows, int cols, int v0, int vocab, g4_ptr targets, int row0, g4_ptr m, g4_ptr s,
                   g4_ptr zt, int first, int last, g4_ptr lse, g4_ptr logp_d, g4_ptr logp_f, g4_ptr flag, int op,
                   g4_stream st);
-// dz = g (1[v = target] - exp(z - lse)) for a chunk: in place into z (hi = 0), or as bf16 hi [rows, cols] and lo.
+// dz = g (1[v = target] - exp(z - lse)) for a chunk: in place into z (hi = lo = 0), as bf16 hi [rows, cols] and lo
+// (dz - hi rounded), or as hi alone (lo = 0: dz rounded to bf16 once).
 int g4_lmhead_dlogits(g4_ptr z, int rows, int cols, int v0, int vocab, g4_ptr targets, g4_ptr lse, g4_ptr g, g4_ptr hi,
                       g4_ptr lo, g4_stream st);
 // The GRPO per-token math on f64 log-probs: loss [1], lp, ratio, clipped, kl_out [n] fp32, g [n] f64 (dloss/dlogp).

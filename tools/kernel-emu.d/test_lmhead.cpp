@@ -204,11 +204,17 @@ Dz dlogits(const Problem& p, const std::vector<double>& lse, const std::vector<d
             std::vector<__nv_bfloat16> hi((size_t) rows * cols, __float2bfloat16_rn(NAN)), lo(hi);
             int e = g4_lmhead_dlogits(P(z.data()), rows, cols, v0, p.vocab, P(p.tgt.data() + t0), P(lse.data() + t0),
                                       P(g.data() + t0), P(hi.data()), P(lo.data()), 0);
+            // the single mode (lo null): hi alone, the split's hi bit for bit, z untouched
+            std::vector<__nv_bfloat16> hi1((size_t) rows * cols, __float2bfloat16_rn(NAN));
+            e |= g4_lmhead_dlogits(P(z.data()), rows, cols, v0, p.vocab, P(p.tgt.data() + t0), P(lse.data() + t0),
+                                   P(g.data() + t0), P(hi1.data()), 0, 0);
             bool kept = memcmp(z.data(), z0.data(), sizeof(float) * z.size()) == 0;
+            bool single = memcmp(hi1.data(), hi.data(), sizeof(__nv_bfloat16) * hi.size()) == 0;
             e |= g4_lmhead_dlogits(P(z.data()), rows, cols, v0, p.vocab, P(p.tgt.data() + t0), P(lse.data() + t0),
                                    P(g.data() + t0), 0, 0, 0);
-            if (e || !kept) {
-                printf("    dlogits: error %d, z %s by the split mode  FAIL\n", e, kept ? "kept" : "WRITTEN");
+            if (e || !kept || !single) {
+                printf("    dlogits: error %d, z %s by the split and single modes, single-mode hi %s  FAIL\n", e,
+                       kept ? "kept" : "WRITTEN", single ? "= split hi" : "DIFFERS from the split's hi");
                 d.ok = false;
             }
             for (int r = 0; r < rows; r++)

@@ -871,7 +871,7 @@ public final class CudaBackend extends AbstractBackend {
                 if (bf16) {
                     Tensor hi = lmHiLo.view(0, rows, cols), lo = lmHiLo.view((long) rows * cols, rows, cols);
                     ok(CudaNative.g4_lmhead_dlogits(addr(z), rows, cols, v0, v, tg + 4L * t0, lmState(n, LSE) + 8L * t0,
-                            g + 8L * t0, addr(hi), addr(lo), stream), "lm-head dlogits kernel");
+                            g + 8L * t0, addr(hi), lmSplitGrad ? addr(lo) : 0, stream), "lm-head dlogits kernel"); // single: hi alone
                     matmulImpl(dh, hi, false, w, false, invT, beta, 1, rows, h, cols);
                     if (lmSplitGrad) matmulImpl(dh, lo, false, w, false, invT, 1f, 1, rows, h, cols);
                     matmulImpl(dw, hi, true, hb, false, invT, 1f, 1, cols, h, rows);
