@@ -36,7 +36,10 @@ int append(g4_ptr kc, g4_ptr vc, g4_ptr k, g4_ptr v, g4_ptr slots, int n, int ro
            g4_stream s) {
     if (n <= 0 || row <= 0) return 0;
     bool vec = g4::aligned16(kc) && g4::aligned16(vc) && g4::aligned16(k) && g4::aligned16(v) && (row * sizeof(T)) % 16 == 0;
-    int threads = row >= 1024 ? 128 : 32;
+    // a thread per 16-byte pack (or element), 32 to 128 a block: one trip each for the Llama rows (bf16: 64 packs at
+    // 8 x 64 = llama-3.2-1b, 128 at 8 x 128), where a fixed 32 gave the 1B's rows two trips with their loads apart
+    const int units = vec ? row / g4::Pack<T>::N : row;
+    const int threads = units >= 128 ? 128 : (units + 31) / 32 * 32;
     append_kernel<T><<<n, threads, 0, g4::as_stream(s)>>>(reinterpret_cast<T*>(kc), reinterpret_cast<T*>(vc),
             reinterpret_cast<const T*>(k), reinterpret_cast<const T*>(v), reinterpret_cast<const int*>(slots), row,
             capacity, vec, reinterpret_cast<int*>(flag), op);
