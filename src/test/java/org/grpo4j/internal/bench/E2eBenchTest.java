@@ -94,8 +94,11 @@ class E2eBenchTest {
     @Test
     void fp32AndCheckpointingRunToo(@TempDir Path tmp) throws Exception {
         Path json = tmp.resolve("ours.json");
-        Run r = run("cpu", "--preset", "tiny", "--sections", "train,grpo", "--precision", "fp32", "--checkpointing", "--json", json.toString());
+        Path ops = tmp.resolve("ops");
+        Run r = run("cpu", "--preset", "tiny", "--sections", "train,grpo", "--precision", "fp32", "--checkpointing", "--json", json.toString(),
+                "--profile-ops", ops.toString());
         assertEquals(0, r.code(), r.err() + r.out());
+        assertFalse(Files.exists(ops), "--profile-ops is a CUDA profile: the CPU run writes none");
         E2eReport rep = E2eReport.read(json);
         assertEquals("fp32", rep.precision());
         assertEquals(List.of("train", "grpo"), rep.rows().stream().map(E2eReport.Row::section).toList());
