@@ -29,6 +29,13 @@ __device__ inline float block_max(float x) {
     return y;
 }
 
+// dz at element i in the caller's mode: a bf16 hi/lo pair (lo non-null), hi alone, or in place into z (both null).
+__device__ inline void store_dz(float dz, float* z, __nv_bfloat16* hi, __nv_bfloat16* lo, long long i) {
+    if (lo) split_bf16(dz, &hi[i], &lo[i]);
+    else if (hi) hi[i] = __float2bfloat16_rn(dz);
+    else z[i] = dz;
+}
+
 constexpr int KEEP = 16;  // lse_kernel: chunk columns a thread keeps in registers (BLOCK * KEEP = 4096, CudaBackend's chunk)
 
 __global__ void __launch_bounds__(BLOCK)
@@ -106,17 +113,13 @@ dlogits_kernel(float* z, int cols, int v0, int vocab, const int* targets, const 
             const int j = threadIdx.x + k * BLOCK;
             if (j >= cols) continue;
             const float dz = valid ? dlogit(zv[k], l, gr, v0 + j == tgt) : 0.f;
-            if (lo) split_bf16(dz, &hi[base + j], &lo[base + j]);
-            else if (hi) hi[base + j] = __float2bfloat16_rn(dz);
-            else z[base + j] = dz;
+            store_dz(dz, z, hi, lo, base + j);
         }
         return;
     }
     for (int j = threadIdx.x; j < cols; j += BLOCK) {
         float dz = valid ? dlogit(z[base + j], l, gr, v0 + j == tgt) : 0.f;
-        if (lo) split_bf16(dz, &hi[base + j], &lo[base + j]);
-        else if (hi) hi[base + j] = __float2bfloat16_rn(dz);
-        else z[base + j] = dz;
+        store_dz(dz, z, hi, lo, base + j);
     }
 }
 

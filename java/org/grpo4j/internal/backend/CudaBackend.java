@@ -344,11 +344,10 @@ public final class CudaBackend extends AbstractBackend {
                 t[0] += used.get(i + 1).elapsedSince(used.get(i));
                 t[1]++;
             }
-            int keep = all ? 0 : 1;
-            while (used.size() > keep) {
-                pool.add(used.remove(0));
-                ops.remove(0);
-            }
+            int done = all ? used.size() : used.size() - 1;
+            pool.addAll(used.subList(0, done));
+            used.subList(0, done).clear();
+            ops.subList(0, done).clear();
         }
 
         @Override
@@ -769,6 +768,17 @@ public final class CudaBackend extends AbstractBackend {
 
     /** Whether the bf16 backward splits dz into hi + lo ({@link #setLmHeadBf16GradSplit}). */
     public boolean lmHeadBf16GradSplit() { return lmSplitGrad; }
+
+    /** Runs {@code body} with the dz mode {@code split} ({@link #setLmHeadBf16GradSplit}), then puts the mode back. */
+    public <T> T withLmHeadBf16GradSplit(boolean split, java.util.function.Supplier<T> body) {
+        boolean before = lmSplitGrad;
+        lmSplitGrad = split;
+        try {
+            return body.get();
+        } finally {
+            lmSplitGrad = before;
+        }
+    }
 
     /** Smaller blocks and chunks, so that tests reach every path of the chunk loops at small sizes. */
     void setLmHeadBlocks(int tokenBlock, int vocabChunk) {

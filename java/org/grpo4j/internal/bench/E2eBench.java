@@ -681,13 +681,8 @@ public final class E2eBench implements Callable<Integer> {
         }
         if (singleDz && st.precision() != DType.BF16)
             return skipped(t, sh, st, "--lmhead-grad single is a mode of the bf16 LM head (this run: " + st.precision().label() + ")");
-        boolean before = cb.lmHeadBf16GradSplit();
-        cb.setLmHeadBf16GradSplit(!singleDz); // each row in the mode its variant names, whatever -Dgrpo4j.lmheadBf16Grad says
-        try {
-            return train(rig, sh, st, t, pr);
-        } finally {
-            cb.setLmHeadBf16GradSplit(before);
-        }
+        // each row in the mode its variant names, whatever -Dgrpo4j.lmheadBf16Grad says
+        return cb.withLmHeadBf16GradSplit(!singleDz, () -> train(rig, sh, st, t, pr));
     }
 
     private static E2eReport.Row train(Rig rig, Shapes sh, Settings st, Task t, Progress pr) {
@@ -1021,13 +1016,7 @@ public final class E2eBench implements Callable<Integer> {
     /** One GRPO step, with the LM head's dz in the trainer's default mode (lm_head_grad bf16: dz rounded to bf16 once). */
     static E2eReport.Row grpo(Rig rig, Shapes sh, Settings st, Progress pr) {
         if (!(rig.be instanceof CudaBackend cb)) return grpoStep(rig, sh, st, pr);
-        boolean before = cb.lmHeadBf16GradSplit();
-        cb.setLmHeadBf16GradSplit(false);
-        try {
-            return grpoStep(rig, sh, st, pr);
-        } finally {
-            cb.setLmHeadBf16GradSplit(before);
-        }
+        return cb.withLmHeadBf16GradSplit(false, () -> grpoStep(rig, sh, st, pr));
     }
 
     private static E2eReport.Row grpoStep(Rig rig, Shapes sh, Settings st, Progress pr) {

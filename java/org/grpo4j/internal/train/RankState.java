@@ -63,16 +63,13 @@ final class RankState implements AutoCloseable {
      * The mode is read when the call enqueues its GEMMs. Other backends compute dz exactly and ignore it.
      */
     void lmHeadLoss(Runnable call) {
-        if (!(be instanceof org.grpo4j.internal.backend.CudaBackend cb)) {
+        if (be instanceof org.grpo4j.internal.backend.CudaBackend cb) {
+            cb.withLmHeadBf16GradSplit(s.cfg().lmHeadGrad.equals("split"), () -> {
+                call.run();
+                return null;
+            });
+        } else {
             call.run();
-            return;
-        }
-        boolean before = cb.lmHeadBf16GradSplit();
-        cb.setLmHeadBf16GradSplit(s.cfg().lmHeadGrad.equals("split"));
-        try {
-            call.run();
-        } finally {
-            cb.setLmHeadBf16GradSplit(before);
         }
     }
 
