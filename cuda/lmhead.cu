@@ -8,7 +8,11 @@
 //  - dlogits_kernel: dz = g (1[v = target] - exp(z - lse)) in place (fp32 operands), as a bf16 hi/lo pair (bf16
 //    operands, split mode), or as hi = RNE(dz) alone (bf16, single mode: lo is null and never written, a quarter of
 //    the kernel's traffic); rows with an out-of-range target get dz = 0 (they contribute no gradient).
-//  - grpo_kernel: the per-token GRPO math on the float64 log-probs, one block, the loss summed in a fixed order.
+//  - lse_rows_kernel, dlogits_rows_kernel: the same per element on whole rows of [rows, V] logits (CudaBackend's row
+//    path, which keeps a token block's logits instead of computing them again for the backward), the chunks walked
+//    in order inside the block; dz in place, as fp32 or bf16 packed at the start of each row.
+//  - grpo_terms_kernel: the per-token GRPO math on the float64 log-probs (outputs, g, each token's loss term);
+//    grpo_sum_kernel: one block, the loss summed in a fixed order.
 // All deterministic: fixed trees, no atomics.
 #include "lmhead.cuh"
 
@@ -38,25 +42,21 @@ __device__ inline void store_dz(float dz, float* z, __nv_bfloat16* hi, __nv_bflo
 
 constexpr int KEEP = 16;  // lse_kernel: chunk columns a thread keeps in registers (BLOCK * KEEP = 4096, CudaBackend's chunk)
 
-__global__ void __launch_bounds__(BLOCK)
-lse_kernel(const float* z, int cols, int v0, int vocab, const int* targets, int row0, float* m_st, double* s_st,
-           float* zt_st, int first, int last, double* lse_out, double* logp_d, float* logp_f, int* flag, int op) {
-    const int r = blockIdx.x, tid = threadIdx.x;
-    const float* zr = z + (long long) r * cols;
-    const float m_old = first ? neg_inf() : m_st[r];
-    // a chunk of up to BLOCK * KEEP columns stays in registers between the max and the sum: one read of the chunk
-    // where two were (the first GPU run: 22.9 us per 2048 x 4096 chunk, DRAM 32% busy); the same values in the same
-    // order either way
+// The online log-sum-exp over one chunk of a row (lse_kernel and lse_rows_kernel): the chunk's max (order-free) and its
+// float64 sum of exp(z - m_new) by the fixed tree, merged into the running (m, s). Every thread leaves with m = m_new;
+// thread 0 alone holds s and the target's logit zt (captured when the target is in this chunk). A chunk of up to
+// BLOCK * KEEP columns is read once, each thread keeping its values in registers between the max and the sum (zv,
+// loaded by the caller: the first GPU run measured 22.9 us per 2048 x 4096 chunk, DRAM 32% busy, when it was read
+// twice); the same values in the same order either way.
+__device__ inline void lse_chunk(const float* zr, const float (&zv)[KEEP], int cols, int v0, int tgt, bool first, float& m,
+                                 double& s, float& zt) {
+    const int tid = threadIdx.x;
     const bool keep = cols <= BLOCK * KEEP;
-    float zv[KEEP];
+    const float m_old = first ? neg_inf() : m;
     float cm = neg_inf();
     if (keep) {
 #pragma unroll
-        for (int k = 0; k < KEEP; k++) {
-            const int j = tid + k * BLOCK;
-            zv[k] = j < cols ? zr[j] : neg_inf();
-            cm = fmaxf(cm, zv[k]);
-        }
+        for (int k = 0; k < KEEP; k++) cm = fmaxf(cm, zv[k]);
     } else {
         for (int j = tid; j < cols; j += BLOCK) cm = fmaxf(cm, zr[j]);
     }
@@ -72,22 +72,75 @@ lse_kernel(const float* z, int cols, int v0, int vocab, const int* targets, int 
     }
     double cs = block_sum(part);
     if (tid == 0) {
-        double s = dadd_rn(lse_rescale(first ? 0.0 : s_st[r], m_old, m_new), cs);
-        int tgt = targets[r];
-        float zt = first ? __int_as_float(0x7fffffff) : zt_st[r];
-        if (first && (tgt < 0 || tgt >= vocab)) report(flag, op, row0 + r, tgt, vocab);
+        s = dadd_rn(lse_rescale(first ? 0.0 : s, m_old, m_new), cs);
+        if (first) zt = __int_as_float(0x7fffffff);
         if (tgt >= v0 && tgt < v0 + cols) zt = zr[tgt - v0];
+    }
+    m = m_new;
+}
+
+// A thread's KEEP values of a chunk (-inf past its end; nothing read when the chunk is wider than BLOCK * KEEP).
+__device__ inline void load_keep(float (&zv)[KEEP], const float* zr, int cols) {
+#pragma unroll
+    for (int k = 0; k < KEEP; k++) {
+        const int j = threadIdx.x + k * BLOCK;
+        zv[k] = j < cols && cols <= BLOCK * KEEP ? zr[j] : neg_inf();
+    }
+}
+
+// lse and the log-probs from the running state (thread 0).
+__device__ inline void lse_finish(float m, double s, float zt, int r, double* lse_out, double* logp_d, float* logp_f) {
+    double lse = lse_value(m, s), lp = dsub_rn((double) zt, lse);
+    lse_out[r] = lse;
+    if (logp_d) logp_d[r] = lp;
+    if (logp_f) logp_f[r] = (float) lp;
+}
+
+__global__ void __launch_bounds__(BLOCK)
+lse_kernel(const float* z, int cols, int v0, int vocab, const int* targets, int row0, float* m_st, double* s_st,
+           float* zt_st, int first, int last, double* lse_out, double* logp_d, float* logp_f, int* flag, int op) {
+    const int r = blockIdx.x;
+    const float* zr = z + (long long) r * cols;
+    const int tgt = targets[r];
+    float m = first ? neg_inf() : m_st[r], zt = first ? 0.f : zt_st[r];
+    double s = first ? 0.0 : s_st[r];
+    float zv[KEEP];
+    load_keep(zv, zr, cols);
+    lse_chunk(zr, zv, cols, v0, tgt, first, m, s, zt);
+    if (threadIdx.x == 0) {
+        if (first && (tgt < 0 || tgt >= vocab)) report(flag, op, row0 + r, tgt, vocab);
         if (last) {
-            double lse = lse_value(m_new, s), lp = dsub_rn((double) zt, lse);
-            lse_out[r] = lse;
-            if (logp_d) logp_d[r] = lp;
-            if (logp_f) logp_f[r] = (float) lp;
+            lse_finish(m, s, zt, r, lse_out, logp_d, logp_f);
         } else {
-            m_st[r] = m_new;
+            m_st[r] = m;
             s_st[r] = s;
             zt_st[r] = zt;
         }
     }
+}
+
+// Whole rows (CudaBackend's row path): row r of z holds all V logits (row stride ld); the block walks its chunks in
+// order with lse_chunk, so lse and the log-probs are bit for bit those of lse_kernel over the same chunks. The next
+// chunk's values are loaded before this chunk's reductions (chunk <= BLOCK * KEEP).
+__global__ void __launch_bounds__(BLOCK)
+lse_rows_kernel(const float* z, long long ld, int vocab, int chunk, const int* targets, int row0, double* lse_out,
+                double* logp_d, float* logp_f, int* flag, int op) {
+    const int r = blockIdx.x;
+    const float* zr = z + (long long) r * ld;
+    const int tgt = targets[r];
+    if (threadIdx.x == 0 && (tgt < 0 || tgt >= vocab)) report(flag, op, row0 + r, tgt, vocab);
+    float m = neg_inf(), zt = 0.f;
+    double s = 0.0;
+    float zv[KEEP], nx[KEEP];
+    load_keep(nx, zr, min(chunk, vocab));
+    for (int v0 = 0; v0 < vocab; v0 += chunk) {
+        const int cols = min(chunk, vocab - v0);
+#pragma unroll
+        for (int k = 0; k < KEEP; k++) zv[k] = nx[k];
+        if (v0 + chunk < vocab) load_keep(nx, zr + v0 + chunk, min(chunk, vocab - v0 - chunk));
+        lse_chunk(zr + v0, zv, cols, v0, tgt, v0 == 0, m, s, zt);
+    }
+    if (threadIdx.x == 0) lse_finish(m, s, zt, r, lse_out, logp_d, logp_f);
 }
 
 __global__ void __launch_bounds__(BLOCK)
@@ -123,27 +176,70 @@ dlogits_kernel(float* z, int cols, int v0, int vocab, const int* targets, const 
     }
 }
 
-__global__ void __launch_bounds__(LOSS_BLOCK)
-grpo_kernel(const double* logp, const float* old, const float* ref, const float* adv, const float* w, const int* targets,
-            int vocab, int n, double lo, double hi, double beta, int kl, float* loss, float* lp_out, float* ratio,
-            float* clipped, float* kl_out, double* g) {
-    double part = 0;
-    const float nan = __int_as_float(0x7fffffff);
-    for (int t = threadIdx.x; t < n; t += LOSS_BLOCK) {
-        if (targets[t] < 0 || targets[t] >= vocab) {  // reported by lse_kernel; skipped here
-            lp_out[t] = ratio[t] = kl_out[t] = nan;
-            clipped[t] = 0.f;
-            g[t] = 0;
-            continue;
+// dz of whole rows (CudaBackend's row path), in place: row r of z (stride ld floats) holds the V logits; dz overwrites
+// them as fp32 (bf16 = 0) or as bf16 packed at the start of the row (bf16 = 1: element v at byte 4 ld r + 2 v, a bf16
+// matrix [rows, V] with row stride 2 ld for the GEMMs that follow). The block walks the chunks in order; a chunk's
+// bf16 stores land on fp32 elements [v0 / 2, (v0 + cols) / 2), which every thread has read before the barrier (this
+// chunk, v0 = 0) or in an earlier chunk (v0 >= chunk), and never on a later chunk's. Each element's value is
+// dlogits_kernel's (hi of the single mode). The next chunk is loaded before this chunk's stores (chunk <= BLOCK *
+// KEEP): it lies past every store of this chunk.
+__global__ void __launch_bounds__(BLOCK)
+dlogits_rows_kernel(float* z, long long ld, int vocab, int chunk, const int* targets, const double* lse, const double* g,
+                    int bf16) {
+    const int r = blockIdx.x;
+    const int tgt = targets[r];
+    const bool valid = tgt >= 0 && tgt < vocab;
+    const double gr = g[r], l = lse[r];
+    float* zr = z + (long long) r * ld;
+    __nv_bfloat16* hr = bf16 ? reinterpret_cast<__nv_bfloat16*>(zr) : nullptr;
+    float zv[KEEP], nx[KEEP];
+    load_keep(nx, zr, min(chunk, vocab));
+    for (int v0 = 0; v0 < vocab; v0 += chunk) {
+        const int cols = min(chunk, vocab - v0);
+#pragma unroll
+        for (int k = 0; k < KEEP; k++) zv[k] = nx[k];
+        if (v0 + chunk < vocab) load_keep(nx, zr + v0 + chunk, min(chunk, vocab - v0 - chunk));
+        if (hr) __syncthreads();  // the chunk's loads, every thread's, before its bf16 stores
+#pragma unroll
+        for (int k = 0; k < KEEP; k++) {
+            const int j = threadIdx.x + k * BLOCK;
+            if (j >= cols) continue;
+            const float dz = valid ? dlogit(zv[k], l, gr, v0 + j == tgt) : 0.f;
+            store_dz(dz, zr + v0, hr ? hr + v0 : nullptr, nullptr, j);
         }
-        GrpoTok r = grpo_token(logp[t], old[t], ref[t], adv[t], w[t], lo, hi, beta, kl);
-        part = dadd_rn(part, r.term);
-        lp_out[t] = (float) logp[t];
-        ratio[t] = (float) r.ratio;
-        clipped[t] = r.clipped ? 1.f : 0.f;
-        kl_out[t] = (float) r.kl;
-        g[t] = r.g;
     }
+}
+
+// The GRPO per-token math, a thread per token: the outputs, the upstream gradient g and the token's loss term (0 and
+// NaN outputs for a target outside [0, V), which lse_kernel reported).
+__global__ void grpo_terms_kernel(const double* logp, const float* old, const float* ref, const float* adv, const float* w,
+                                  const int* targets, int vocab, int n, double lo, double hi, double beta, int kl,
+                                  float* lp_out, float* ratio, float* clipped, float* kl_out, double* g, double* term) {
+    const int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= n) return;
+    if (targets[t] < 0 || targets[t] >= vocab) {
+        const float nan = __int_as_float(0x7fffffff);
+        lp_out[t] = ratio[t] = kl_out[t] = nan;
+        clipped[t] = 0.f;
+        g[t] = term[t] = 0;
+        return;
+    }
+    GrpoTok r = grpo_token(logp[t], old[t], ref[t], adv[t], w[t], lo, hi, beta, kl);
+    lp_out[t] = (float) logp[t];
+    ratio[t] = (float) r.ratio;
+    clipped[t] = r.clipped ? 1.f : 0.f;
+    kl_out[t] = (float) r.kl;
+    g[t] = r.g;
+    term[t] = r.term;
+}
+
+// loss = the terms of the tokens with a valid target, in a fixed order: thread i adds tokens i, i + LOSS_BLOCK, ...,
+// then block_sum's tree (the host twin's emulate_block_sum), whatever launches wrote the terms.
+__global__ void __launch_bounds__(LOSS_BLOCK)
+grpo_sum_kernel(const double* term, const int* targets, int vocab, int n, float* loss) {
+    double part = 0;
+    for (int t = threadIdx.x; t < n; t += LOSS_BLOCK)
+        if (targets[t] >= 0 && targets[t] < vocab) part = dadd_rn(part, term[t]);
     double total = block_sum(part);
     if (threadIdx.x == 0) loss[0] = (float) total;
 }
@@ -175,15 +271,42 @@ extern "C" int g4_lmhead_dlogits(g4_ptr z, int rows, int cols, int v0, int vocab
     return launched();
 }
 
-extern "C" int g4_grpo_tokens(g4_ptr logp_d, g4_ptr old, g4_ptr ref, g4_ptr adv, g4_ptr w, g4_ptr targets, int vocab,
-                              int n, float eps_low, float eps_high, float beta, int kl, g4_ptr loss, g4_ptr lp,
-                              g4_ptr ratio, g4_ptr clipped, g4_ptr kl_out, g4_ptr g, g4_stream st) {
-    grpo_kernel<<<1, LOSS_BLOCK, 0, as_stream(st)>>>(reinterpret_cast<const double*>(logp_d),
+extern "C" int g4_lmhead_lse_rows(g4_ptr z, int rows, long long ld, int vocab, int chunk, g4_ptr targets, int row0,
+                                  g4_ptr lse, g4_ptr logp_d, g4_ptr logp_f, g4_ptr flag, int op, g4_stream st) {
+    if (rows <= 0) return 0;
+    if (chunk < 1 || chunk > BLOCK * KEEP || ld < vocab) return (int) cudaErrorInvalidValue;
+    lse_rows_kernel<<<rows, BLOCK, 0, as_stream(st)>>>(reinterpret_cast<const float*>(z), ld, vocab, chunk,
+            reinterpret_cast<const int*>(targets), row0, reinterpret_cast<double*>(lse), reinterpret_cast<double*>(logp_d),
+            reinterpret_cast<float*>(logp_f), reinterpret_cast<int*>(flag), op);
+    return launched();
+}
+
+extern "C" int g4_lmhead_dlogits_rows(g4_ptr z, int rows, long long ld, int vocab, int chunk, g4_ptr targets, g4_ptr lse,
+                                      g4_ptr g, int bf16, g4_stream st) {
+    if (rows <= 0) return 0;
+    if (chunk < 1 || chunk > BLOCK * KEEP || ld < vocab) return (int) cudaErrorInvalidValue;
+    dlogits_rows_kernel<<<rows, BLOCK, 0, as_stream(st)>>>(reinterpret_cast<float*>(z), ld, vocab, chunk,
+            reinterpret_cast<const int*>(targets), reinterpret_cast<const double*>(lse), reinterpret_cast<const double*>(g),
+            bf16);
+    return launched();
+}
+
+extern "C" int g4_grpo_terms(g4_ptr logp_d, g4_ptr old, g4_ptr ref, g4_ptr adv, g4_ptr w, g4_ptr targets, int vocab,
+                             int n, float eps_low, float eps_high, float beta, int kl, g4_ptr lp, g4_ptr ratio,
+                             g4_ptr clipped, g4_ptr kl_out, g4_ptr g, g4_ptr term, g4_stream st) {
+    if (n <= 0) return 0;
+    grpo_terms_kernel<<<(n + 255) / 256, 256, 0, as_stream(st)>>>(reinterpret_cast<const double*>(logp_d),
             reinterpret_cast<const float*>(old), reinterpret_cast<const float*>(ref), reinterpret_cast<const float*>(adv),
             reinterpret_cast<const float*>(w), reinterpret_cast<const int*>(targets), vocab, n, 1.0 - (double) eps_low,
-            1.0 + (double) eps_high, (double) beta, kl, reinterpret_cast<float*>(loss), reinterpret_cast<float*>(lp),
-            reinterpret_cast<float*>(ratio), reinterpret_cast<float*>(clipped), reinterpret_cast<float*>(kl_out),
-            reinterpret_cast<double*>(g));
+            1.0 + (double) eps_high, (double) beta, kl, reinterpret_cast<float*>(lp), reinterpret_cast<float*>(ratio),
+            reinterpret_cast<float*>(clipped), reinterpret_cast<float*>(kl_out), reinterpret_cast<double*>(g),
+            reinterpret_cast<double*>(term));
+    return launched();
+}
+
+extern "C" int g4_grpo_sum(g4_ptr term, g4_ptr targets, int vocab, int n, g4_ptr loss, g4_stream st) {
+    grpo_sum_kernel<<<1, LOSS_BLOCK, 0, as_stream(st)>>>(reinterpret_cast<const double*>(term),
+            reinterpret_cast<const int*>(targets), vocab, n, reinterpret_cast<float*>(loss));
     return launched();
 }
 

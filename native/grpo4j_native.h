@@ -205,11 +205,22 @@ int g4_lmhead_lse(g4_ptr z, int rows, int cols, int v0, int vocab, g4_ptr target
 // (dz - hi rounded), or as hi alone (lo = 0: dz rounded to bf16 once).
 int g4_lmhead_dlogits(g4_ptr z, int rows, int cols, int v0, int vocab, g4_ptr targets, g4_ptr lse, g4_ptr g, g4_ptr hi,
                       g4_ptr lo, g4_stream st);
-// The GRPO per-token math on f64 log-probs: loss [1], lp, ratio, clipped, kl_out [n] fp32, g [n] f64 (dloss/dlogp).
-// kl 0..3 = kl1..kl4.
-int g4_grpo_tokens(g4_ptr logp_d, g4_ptr old, g4_ptr ref, g4_ptr adv, g4_ptr w, g4_ptr targets, int vocab, int n,
-                   float eps_low, float eps_high, float beta, int kl, g4_ptr loss, g4_ptr lp, g4_ptr ratio, g4_ptr clipped,
-                   g4_ptr kl_out, g4_ptr g, g4_stream st);
+// The row path's forward over whole rows: z [rows, vocab] fp32 with row stride ld, walked in chunks of `chunk` columns
+// (1..4096) in order, as g4_lmhead_lse over the same chunks would (bit for bit): lse (f64), log-probs (logp_d f64
+// and/or logp_f fp32; either may be 0); targets outside [0, vocab) reported through flag (op, row0 + row).
+int g4_lmhead_lse_rows(g4_ptr z, int rows, long long ld, int vocab, int chunk, g4_ptr targets, int row0, g4_ptr lse,
+                       g4_ptr logp_d, g4_ptr logp_f, g4_ptr flag, int op, g4_stream st);
+// The row path's dz, in place over whole rows: fp32 (bf16 = 0), or bf16 packed at the start of each row (bf16 = 1: a
+// bf16 matrix [rows, vocab] with row stride 2 ld), each element g4_lmhead_dlogits's (its hi alone for bf16).
+int g4_lmhead_dlogits_rows(g4_ptr z, int rows, long long ld, int vocab, int chunk, g4_ptr targets, g4_ptr lse, g4_ptr g,
+                           int bf16, g4_stream st);
+// The GRPO per-token math on f64 log-probs of n tokens: lp, ratio, clipped, kl_out [n] fp32, g [n] f64 (dloss/dlogp),
+// term [n] f64 (each token's share of the loss; 0 for a target outside [0, vocab)). kl 0..3 = kl1..kl4.
+int g4_grpo_terms(g4_ptr logp_d, g4_ptr old, g4_ptr ref, g4_ptr adv, g4_ptr w, g4_ptr targets, int vocab, int n,
+                  float eps_low, float eps_high, float beta, int kl, g4_ptr lp, g4_ptr ratio, g4_ptr clipped,
+                  g4_ptr kl_out, g4_ptr g, g4_ptr term, g4_stream st);
+// loss [1] fp32 = the terms of the n tokens whose target is in [0, vocab), summed in a fixed order (one block).
+int g4_grpo_sum(g4_ptr term, g4_ptr targets, int vocab, int n, g4_ptr loss, g4_stream st);
 int g4_f32_to_f64(g4_ptr dst, g4_ptr src, long long n, g4_stream st);
 
 // Host twins (native/hostmath.cu): Philox4x32-10 of n (counter [4], key [2]) pairs; the uniform of (seed, stream,

@@ -1,9 +1,10 @@
 // tools/kernel-emu: cuda/lmhead.cu through its launchers, driven as CudaBackend drives them (lmForward / lmBackward /
 // grpoLossImpl: token blocks of rows, vocabulary chunks, g4_lmhead_lse per (block, chunk) with first / last flags and
-// the per-token state at the block's offset; g4_grpo_tokens on the f64 log-probs; g4_f32_to_f64 of dLogprobs;
-// g4_lmhead_dlogits per (block, chunk), in place or as a bf16 hi/lo pair). The chunk of logits z = h W_chunk^T / T' is
-// what cuBLASLt would write; here each (block, chunk) gets a fresh host copy of exactly rows x cols floats, so
-// AddressSanitizer sees any access past it.
+// the per-token state at the block's offset; g4_grpo_terms and g4_grpo_sum on the f64 log-probs; g4_f32_to_f64 of
+// dLogprobs; g4_lmhead_dlogits per (block, chunk), in place or as a bf16 hi/lo pair) and its row path
+// (g4_lmhead_lse_rows and g4_lmhead_dlogits_rows over whole rows of a token block's logits). The chunk of logits
+// z = h W_chunk^T / T' is what cuBLASLt would write; here each (block, chunk) gets a fresh host copy of exactly rows x
+// cols floats (rows x ld for the row path), so AddressSanitizer sees any access past it.
 //
 // References: float64 of the contract (docs/ops.md "tokenLogprobs", "grpoLoss" rows and "CUDA against the CPU";
 // grpo-reference.md section 4: ratio = exp(logp - old), PPO clip max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high)),
@@ -277,7 +278,7 @@ auto kernel_dz_tol(const Problem& p, const RefFwd& r, const std::vector<double>&
     };
 }
 
-// ---- GRPO per token (grpo_kernel) -----------------------------------------------------------------------------------
+// ---- GRPO per token (grpo_terms_kernel, grpo_sum_kernel) ------------------------------------------------------------
 
 struct Grpo {
     std::vector<double> logp;  // f64 log-probs (the lse kernel's, or synthetic)
@@ -293,6 +294,7 @@ struct GrpoOut {
     std::vector<double> g;
 };
 
+// g4_grpo_terms in two launches (the row path's blocks: the first 1000 tokens, then the rest), then g4_grpo_sum.
 GrpoOut run_grpo(const Grpo& q) {
     const int n = (int) q.logp.size();
     GrpoOut o;
@@ -301,10 +303,18 @@ GrpoOut run_grpo(const Grpo& q) {
     o.clipped.assign(n, NAN);
     o.kl.assign(n, NAN);
     o.g.assign(n, NAN);
-    int e = g4_grpo_tokens(P(q.logp.data()), P(q.old.data()), P(q.ref.data()), P(q.adv.data()), P(q.w.data()), P(q.tgt.data()),
-                           q.vocab, n, q.eps_low, q.eps_high, q.beta, q.kl, P(&o.loss), P(o.lp.data()), P(o.ratio.data()),
-                           P(o.clipped.data()), P(o.kl.data()), P(o.g.data()), 0);
-    if (e) printf("    g4_grpo_tokens returned %d  FAIL\n", e), o.loss = NAN;
+    std::vector<double> term(n, NAN);
+    int e = 0;
+    for (int t0 = 0; t0 < n; t0 += 1000) {
+        const int rows = t0 == 0 ? std::min(n, 1000) : n - t0;
+        e |= g4_grpo_terms(P(q.logp.data() + t0), P(q.old.data() + t0), P(q.ref.data() + t0), P(q.adv.data() + t0),
+                           P(q.w.data() + t0), P(q.tgt.data() + t0), q.vocab, rows, q.eps_low, q.eps_high, q.beta, q.kl,
+                           P(o.lp.data() + t0), P(o.ratio.data() + t0), P(o.clipped.data() + t0), P(o.kl.data() + t0),
+                           P(o.g.data() + t0), P(term.data() + t0), 0);
+        if (t0 > 0) break;
+    }
+    e |= g4_grpo_sum(P(term.data()), P(q.tgt.data()), q.vocab, n, P(&o.loss), 0);
+    if (e) printf("    g4_grpo_terms / g4_grpo_sum returned %d  FAIL\n", e), o.loss = NAN;
     return o;
 }
 
@@ -494,7 +504,7 @@ EMU_CASE("lmhead", grpo_tokens_per_estimator) {
     return ok;
 }
 
-// grpoLoss as CudaBackend runs it: lmForward (f64 log-probs) -> g4_grpo_tokens -> lmBackward's dlogits on its g, fp32
+// grpoLoss as CudaBackend runs it: lmForward (f64 log-probs) -> g4_grpo_terms, g4_grpo_sum -> lmBackward's dlogits on its g, fp32
 // and split, against float64 end to end (the float64 log-probs, the loss of section 4 on them, dz = g_ref (1[t] - p)):
 // docs/ops.md's grpoLoss tolerances (loss 1e-5 / 1e-5, logp, ratio, kl 2e-5 / 1e-4, clipped exact, gradients
 // 2e-5 / 2e-4).
@@ -589,6 +599,107 @@ EMU_CASE("lmhead", out_of_range_targets) {
     printf("  dlogits with dLogprobs 1.5 on every row\n");
     std::vector<double> g(p.n, 1.5);
     ok &= check_dz(p, dlogits(p, f.lse, g), r, g, f.lse, g, [&](size_t) { return 2e-5 + 2e-4 * 1.5; });
+    return ok;
+}
+
+// ---- the row path (CudaBackend.lmRows) ---------------------------------------------------------------------------------
+
+// A fresh exact-size copy of a token block's whole rows, row stride ld >= V; the padding columns hold a marker.
+constexpr float PAD = 12345.f;
+std::vector<float> rows_of(const Problem& p, int t0, int rows, long long ld) {
+    std::vector<float> c((size_t) (rows * ld), PAD);
+    for (int r = 0; r < rows; r++) memcpy(&c[(size_t) (r * ld)], &p.z[(size_t) (t0 + r) * p.vocab], sizeof(float) * p.vocab);
+    return c;
+}
+
+// g4_lmhead_lse_rows per token block of p.block rows (row0 = t0): lse and the log-probs bit for bit those of the
+// chunked forward (which check_forward holds to float64 and to the twin), the same flag report; a chunk wider than the
+// kernel keeps in registers, or ld < V, is refused (an error, nothing written).
+EMU_CASE("lmhead", lse_rows_match_chunks) {
+    bool ok = true;
+    struct Cfg { const char* name; int n, v, chunk, block, pad; } cfgs[] = {
+        {"V 9000 / 4096, rows 40 / 16, ld V + 3", 40, 9000, 4096, 16, 3}, {"V 1000 / 300, rows 23 / 7", 23, 1000, 300, 7, 0},
+        {"V 7 / 3, rows 9 / 4, ld V + 1", 9, 7, 3, 4, 1}, {"V 513 / 512, rows 14 / 14", 14, 513, 512, 14, 0},
+        {"V 4096 / 4096, rows 8 / 3", 8, 4096, 4096, 3, 0}, {"V 1 / 1, rows 3 / 2", 3, 1, 1, 2, 0}};
+    int k = 0;
+    for (const Cfg& c : cfgs) {
+        printf("  %s\n", c.name);
+        Problem p = make_problem(c.name, c.n, c.v, c.chunk, c.block, 100 + ++k);
+        if (k == 2) p.tgt[9] = -3, p.tgt[20] = c.v;  // reported once: the first block's bad row, with its global index
+        Fwd want = forward(p, true, true);
+        std::vector<double> lse(p.n, NAN), lpd(p.n, NAN);
+        std::vector<float> lpf(p.n, NAN);
+        int flag[4] = {0, 0, 0, 0}, e = 0;
+        const long long ld = c.v + c.pad;
+        for (int t0 = 0; t0 < p.n; t0 += p.block) {
+            const int rows = std::min(p.block, p.n - t0);
+            std::vector<float> z = rows_of(p, t0, rows, ld), z0 = z;
+            e |= g4_lmhead_lse_rows(P(z.data()), rows, ld, p.vocab, p.chunk, P(p.tgt.data() + t0), t0, P(lse.data() + t0),
+                                    P(lpd.data() + t0), P(lpf.data() + t0), P(flag), OP, 0);
+            if (memcmp(z.data(), z0.data(), sizeof(float) * z.size())) { printf("    z written  FAIL\n"); ok = false; }
+        }
+        int diff = 0;
+        for (int i = 0; i < p.n; i++) diff += !same(lse[i], want.lse[i]) || !same(lpd[i], want.logp_d[i]) || !samef(lpf[i], want.logp_f[i]);
+        bool flag_ok = memcmp(flag, want.flag, sizeof flag) == 0;
+        printf("    %d of %d rows differ from the chunked forward in any bit; flag {%d, %d, %d, %d} %s%s\n", diff, p.n, flag[0],
+               flag[1], flag[2], flag[3], flag_ok ? "as the chunked forward's" : "DIFFERS", diff || !flag_ok || e ? "  FAIL" : "");
+        ok &= want.ok && diff == 0 && flag_ok && e == 0;
+    }
+    Problem p = make_problem("refused", 3, 9000, 5000, 3, 9);
+    std::vector<float> z = rows_of(p, 0, 3, 9000);
+    std::vector<double> lse(3, -7.0);
+    int flag[4] = {0, 0, 0, 0};
+    int e1 = g4_lmhead_lse_rows(P(z.data()), 3, 9000, 9000, 5000, P(p.tgt.data()), 0, P(lse.data()), 0, 0, P(flag), OP, 0);
+    int e2 = g4_lmhead_lse_rows(P(z.data()), 3, 8999, 9000, 4096, P(p.tgt.data()), 0, P(lse.data()), 0, 0, P(flag), OP, 0);
+    bool refused = e1 != 0 && e2 != 0 && lse[0] == -7.0;
+    printf("  chunk 5000 > 4096, ld < V: refused (errors %d, %d), nothing written%s\n", e1, e2, refused ? "" : "  FAIL");
+    return ok && refused;
+}
+
+// g4_lmhead_dlogits_rows in place over whole rows: fp32 dz bit for bit the chunk kernel's (padding columns untouched),
+// and bf16 packed at the start of each row (row stride 2 ld) bit for bit the chunk kernel's single-mode hi; rows with
+// a bad target all 0.
+EMU_CASE("lmhead", dlogits_rows_in_place) {
+    bool ok = true;
+    struct Cfg { const char* name; int n, v, chunk, block, pad; } cfgs[] = {
+        {"V 9000 / 4096, rows 12 / 5, ld V + 4", 12, 9000, 4096, 5, 4}, {"V 1000 / 300, rows 17 / 6", 17, 1000, 300, 6, 0},
+        {"V 7 / 3, rows 9 / 9, ld V + 1", 9, 7, 3, 9, 1}, {"V 8192 / 4096, rows 6 / 6", 6, 8192, 4096, 6, 0},
+        {"V 1 / 1, rows 4 / 3", 4, 1, 1, 3, 0}};
+    int k = 0;
+    for (const Cfg& c : cfgs) {
+        printf("  %s\n", c.name);
+        Problem p = make_problem(c.name, c.n, c.v, c.chunk, c.block, 200 + ++k);
+        p.tgt[1] = -1;
+        Fwd f = forward(p, true, false);
+        Rng rng(300 + k);
+        std::vector<double> g(p.n);
+        for (int i = 0; i < p.n; i++) g[i] = i % 4 == 3 ? 0.0 : rng.normal() * 3;
+        Dz want = dlogits(p, f.lse, g);
+        const long long ld = c.v + c.pad;
+        size_t d32 = 0, d16 = 0, pad_bad = 0;
+        int e = 0;
+        for (int t0 = 0; t0 < p.n; t0 += p.block) {
+            const int rows = std::min(p.block, p.n - t0);
+            std::vector<float> z = rows_of(p, t0, rows, ld), zb = z;
+            e |= g4_lmhead_dlogits_rows(P(z.data()), rows, ld, p.vocab, p.chunk, P(p.tgt.data() + t0), P(f.lse.data() + t0),
+                                        P(g.data() + t0), 0, 0);
+            e |= g4_lmhead_dlogits_rows(P(zb.data()), rows, ld, p.vocab, p.chunk, P(p.tgt.data() + t0), P(f.lse.data() + t0),
+                                        P(g.data() + t0), 1, 0);
+            const __nv_bfloat16* hb = reinterpret_cast<const __nv_bfloat16*>(zb.data());
+            for (int r = 0; r < rows; r++) {
+                for (int j = 0; j < p.vocab; j++) {
+                    const size_t at = (size_t) (t0 + r) * p.vocab + j;
+                    d32 += !samef(z[(size_t) (r * ld + j)], want.dz[at]);
+                    d16 += memcmp(&hb[(size_t) (r * 2 * ld + j)], &want.hi[at], 2) != 0;
+                }
+                for (long long j = p.vocab; j < ld; j++) pad_bad += z[(size_t) (r * ld + j)] != PAD;
+            }
+        }
+        bool good = want.ok && e == 0 && d32 == 0 && d16 == 0 && pad_bad == 0;
+        printf("    differ from the chunk kernel: %zu fp32, %zu bf16 of %d; padding written: %zu%s\n", d32, d16, p.n * p.vocab,
+               pad_bad, good ? "" : "  FAIL");
+        ok &= good;
+    }
     return ok;
 }
 

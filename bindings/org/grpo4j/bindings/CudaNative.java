@@ -168,9 +168,14 @@ public final class CudaNative {
                                            long flag, int op, long stream);
     public static native int g4_lmhead_dlogits(long z, int rows, int cols, int v0, int vocab, long targets, long lse,
                                                long g, long hi, long lo, long stream);
-    public static native int g4_grpo_tokens(long logpD, long old, long ref, long adv, long w, long targets, int vocab,
-                                            int n, float epsLow, float epsHigh, float beta, int kl, long loss, long lp,
-                                            long ratio, long clipped, long klOut, long g, long stream);
+    public static native int g4_lmhead_lse_rows(long z, int rows, long ld, int vocab, int chunk, long targets, int row0,
+                                                long lse, long logpD, long logpF, long flag, int op, long stream);
+    public static native int g4_lmhead_dlogits_rows(long z, int rows, long ld, int vocab, int chunk, long targets, long lse,
+                                                    long g, int bf16, long stream);
+    public static native int g4_grpo_terms(long logpD, long old, long ref, long adv, long w, long targets, int vocab, int n,
+                                           float epsLow, float epsHigh, float beta, int kl, long lp, long ratio,
+                                           long clipped, long klOut, long g, long term, long stream);
+    public static native int g4_grpo_sum(long term, long targets, int vocab, int n, long loss, long stream);
     public static native int g4_f32_to_f64(long dst, long src, long n, long stream);
     public static native void g4_host_philox(int[] ctr, int[] key, int[] out, int n);
     public static native double g4_host_philox_uniform(long seed, int stream, int step);

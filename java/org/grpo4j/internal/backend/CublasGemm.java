@@ -84,9 +84,12 @@ final class CublasGemm implements AutoCloseable {
         }
     }
 
-    /** Everything that selects a plan. Alignments are the largest power of two (<= 256) dividing each address. */
+    /**
+     * Everything that selects a plan. Alignments are the largest power of two (<= 256) dividing each address; lda is
+     * A's row stride in elements (k, or m when transposed, unless A is a strided view: {@link #matmulStridedA}).
+     */
     record Key(int abType, int cType, boolean transA, boolean transB, int m, int n, int k, int batch,
-               long strideA, long strideB, int alignA, int alignB, int alignC, boolean tf32) {}
+               long strideA, long strideB, int alignA, int alignB, int alignC, boolean tf32, long lda) {}
 
     /** The cached descriptors and algorithm of one problem; algo == null means "use the cuBLAS fallback". */
     static final class Plan {
@@ -117,8 +120,29 @@ final class CublasGemm implements AutoCloseable {
         long pa = CudaBackend.addr(a), pb = CudaBackend.addr(b), pc = CudaBackend.addr(c);
         int abType = a.dtype() == DType.BF16 ? CUDA_R_16BF : CUDA_R_32F, cType = c.dtype() == DType.BF16 ? CUDA_R_16BF : CUDA_R_32F;
         boolean useTf32 = tf32 && abType == CUDA_R_32F;
-        Key key = new Key(abType, cType, transA, transB, m, n, k, batch, strideA, strideB, alignment(pa), alignment(pb),
-                alignment(pc), useTf32);
+        run(new Key(abType, cType, transA, transB, m, n, k, batch, strideA, strideB, alignment(pa), alignment(pb),
+                alignment(pc), useTf32, transA ? m : k), pa, pb, pc, alpha, beta);
+    }
+
+    /**
+     * One GEMM (batch 1) whose A is not a tensor but a strided view of device memory: {@code aType} elements at
+     * {@code pa}, op(A) [m, k], stored row-major with a row stride of {@code lda} elements (>= its row length: k, or m
+     * when transA). The fused LM head's row path reads dz this way, packed in place at the start of each fp32 logits
+     * row. B and C as {@link #matmul}, validated by the caller.
+     */
+    void matmulStridedA(Tensor c, long pa, DType aType, long lda, boolean transA, Tensor b, boolean transB, float alpha,
+                        float beta, int m, int n, int k, boolean tf32) {
+        if (aType != b.dtype() || lda < (transA ? m : k))
+            throw new IllegalArgumentException("matmulStridedA: A " + aType + " with lda " + lda + " against B " + b.dtype()
+                    + " for m=" + m + " k=" + k + (transA ? " (A^T)" : ""));
+        long pb = CudaBackend.addr(b), pc = CudaBackend.addr(c);
+        int abType = aType == DType.BF16 ? CUDA_R_16BF : CUDA_R_32F, cType = c.dtype() == DType.BF16 ? CUDA_R_16BF : CUDA_R_32F;
+        int alignA = Math.min(alignment(pa), alignment(lda * aType.bytes())); // every row's start, not just the first
+        run(new Key(abType, cType, transA, transB, m, n, k, 1, 0, 0, alignA, alignment(pb), alignment(pc),
+                tf32 && abType == CUDA_R_32F, lda), pa, pb, pc, alpha, beta);
+    }
+
+    private void run(Key key, long pa, long pb, long pc, float alpha, float beta) {
         Plan plan = plans.get(key);
         if (plan == null) {
             plan = plan(key);
@@ -126,15 +150,17 @@ final class CublasGemm implements AutoCloseable {
         }
         scalars.set(alpha, beta);
         Raw A = new Raw(pa), B = new Raw(pb), C = new Raw(pc);
+        int m = key.m(), n = key.n(), k = key.k();
+        boolean transA = key.transA(), transB = key.transB();
         if (plan.algo != null) {
             int st = cublasLtMatmul(lt, plan.desc, scalars.alpha, B, plan.layoutA, A, plan.layoutB, scalars.beta, C, plan.layoutC, C,
                     plan.layoutC, plan.algo, workspacePtr, WORKSPACE_BYTES, stream);
             if (st != CUBLAS_STATUS_SUCCESS) check(st, "cublasLtMatmul " + describe(key)); // the message only on failure
         } else {
-            int computeType = useTf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+            int computeType = key.tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
             int st = cublasGemmStridedBatchedEx(blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N,
-                    n, m, k, scalars.alpha, B, abType, transB ? k : n, strideB, A, abType, transA ? m : k, strideA, scalars.beta,
-                    C, cType, n, (long) m * n, batch, computeType, CUBLAS_GEMM_DEFAULT);
+                    n, m, k, scalars.alpha, B, key.abType(), transB ? k : n, key.strideB(), A, key.abType(), (int) key.lda(),
+                    key.strideA(), scalars.beta, C, key.cType(), n, (long) m * n, key.batch(), computeType, CUBLAS_GEMM_DEFAULT);
             if (st != CUBLAS_STATUS_SUCCESS) check(st, "cublasGemmStridedBatchedEx " + describe(key));
         }
     }
@@ -153,7 +179,7 @@ final class CublasGemm implements AutoCloseable {
         int m = key.m(), n = key.n(), k = key.k();
         // cuBLASLt's A = our B: stored n x k (ld n) or, transposed, k x n (ld k); its B = our A: k x m (ld k) or m x k (ld m)
         p.layoutA = layout(key.abType(), key.transB() ? k : n, key.transB() ? n : k, key.transB() ? k : n, key.batch(), key.strideB());
-        p.layoutB = layout(key.abType(), key.transA() ? m : k, key.transA() ? k : m, key.transA() ? m : k, key.batch(), key.strideA());
+        p.layoutB = layout(key.abType(), key.transA() ? m : k, key.transA() ? k : m, key.lda(), key.batch(), key.strideA());
         p.layoutC = layout(key.cType(), n, m, n, key.batch(), (long) m * n);
 
         check(cublasLtMatmulPreferenceCreate(out), "cublasLtMatmulPreferenceCreate");
@@ -195,6 +221,7 @@ final class CublasGemm implements AutoCloseable {
     static String describe(Key k) {
         return "(" + (k.abType() == CUDA_R_16BF ? "bf16" : "fp32") + " -> " + (k.cType() == CUDA_R_16BF ? "bf16" : "fp32")
                 + ", m=" + k.m() + " n=" + k.n() + " k=" + k.k() + " batch=" + k.batch() + (k.transA() ? " A^T" : "")
+                + (k.lda() != (k.transA() ? k.m() : k.k()) ? " lda=" + k.lda() : "")
                 + (k.transB() ? " B^T" : "") + (k.tf32() ? " tf32" : "") + ")";
     }
 

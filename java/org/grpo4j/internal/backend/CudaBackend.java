@@ -746,6 +746,56 @@ public final class CudaBackend extends AbstractBackend {
         throw new IllegalArgumentException("-D" + LM_BLOCKS_PROPERTY + " must be TOKENS,VOCAB (two positive integers, e.g. "
                 + LM_TOKEN_BLOCK + "," + LM_VOCAB_CHUNK + "), got \"" + v + "\"");
     }
+    /**
+     * Which loops the fused LM head's backward runs (docs/kernels.md "Fused LM head"). {@code ROWS}: per token block, one
+     * GEMM writes the block's logits over the whole vocabulary (fp32, kept: at most {@link #LM_ROWS_BYTES} with the
+     * per-token state), and the backward reads them instead of computing them again: 6·N·H·V of GEMMs for
+     * tokenLogprobsBackward and grpoLoss where the chunk loops spend 8. It needs dz in place: fp32 operands, or bf16
+     * with dz rounded once ({@link #setLmHeadBf16GradSplit}(false), the trainer's default); the split's hi + lo do not
+     * fit. {@code CHUNKS}: the (token block, vocabulary chunk) loops. {@code AUTO} (the default): rows wherever they
+     * apply and a block of at least 64 rows fits. Also {@code -Dgrpo4j.lmheadPath=auto|rows|chunks}.
+     */
+    public enum LmHeadPath { AUTO, ROWS, CHUNKS }
+
+    static final String LM_PATH_PROPERTY = "grpo4j.lmheadPath";
+
+    /** The row path's bound on its extra memory: a block's fp32 logits plus the per-token state (the 256 MiB). */
+    static final long LM_ROWS_BYTES = 256L << 20;
+
+    /** Per-token state of the fused LM head (bytes): m, zt fp32; s, lse, logp, g, the GRPO loss term f64. */
+    static final int LM_STATE_BYTES = 48;
+
+    /** The largest vocabulary chunk the row kernels walk (their threads keep a chunk in registers: 256 x 16). */
+    static final int LM_ROWS_MAX_CHUNK = 4096;
+
+    static LmHeadPath lmPathProperty(String v) {
+        if (v == null) return LmHeadPath.AUTO;
+        for (LmHeadPath p : LmHeadPath.values()) if (p.name().equalsIgnoreCase(v.trim())) return p;
+        throw new IllegalArgumentException("-D" + LM_PATH_PROPERTY + " must be auto, rows or chunks, got \"" + v + "\"");
+    }
+
+    private LmHeadPath lmPath = lmPathProperty(System.getProperty(LM_PATH_PROPERTY));
+
+    /** Sets which loops the LM head's backward runs ({@link LmHeadPath}). */
+    public void setLmHeadPath(LmHeadPath path) { this.lmPath = java.util.Objects.requireNonNull(path, "path"); }
+
+    public LmHeadPath lmHeadPath() { return lmPath; }
+
+    /**
+     * Token rows per block of the row path for a backward over n tokens of a vocabulary of v (0: the chunk loops run):
+     * min(n, tokenBlock) rows, fewer when their fp32 logits and the state of n tokens would pass {@link #LM_ROWS_BYTES}
+     * (then a multiple of 64, for the GEMMs' tiles); under 64 rows that fit, AUTO takes the chunk loops and ROWS the
+     * rows that fit.
+     */
+    static int lmRowBlock(int n, int v, DType dtype, boolean split, LmHeadPath path, int tokenBlock, int vocabChunk) {
+        if (path == LmHeadPath.CHUNKS || (dtype == DType.BF16 && split) || Math.min(v, vocabChunk) > LM_ROWS_MAX_CHUNK || v == 0)
+            return 0;
+        long fit = (LM_ROWS_BYTES - (long) LM_STATE_BYTES * n) / (4L * v), want = Math.min(n, tokenBlock);
+        if (fit >= want) return (int) want;
+        if (fit >= 64) return (int) (fit / 64 * 64);
+        return path == LmHeadPath.ROWS && fit >= 1 ? (int) fit : 0;
+    }
+
     private Tensor lmZ, lmHiLo, lmAcc, lmTok;   // grown on demand, freed by close()
     private int sampleMaxVocab;
     private boolean lmSplitGrad = splitGradProperty();
@@ -788,14 +838,17 @@ public final class CudaBackend extends AbstractBackend {
     }
 
     /**
-     * Extra device memory of the fused LM head (bytes) for n tokens, hidden size h and a vocabulary of v: one chunk of
-     * logits (fp32 [tb, vc], tb = min(n, tokenBlock), vc = min(v, vocabChunk)); for a bf16 backward also the chunk's
-     * gradient as a bf16 hi/lo pair (2 x [tb, vc]) and the fp32 dHidden accumulator [tb, h]; and 40 bytes of state per
-     * token (running max, target logit, running sum, lse, log-prob, upstream gradient). The 32 MiB cuBLASLt workspace
-     * is shared with matmul and not counted.
+     * Extra device memory of the fused LM head (bytes) for n tokens, hidden size h and a vocabulary of v, on the path
+     * {@link #lmRowBlock} picks: the row path holds a block's fp32 logits [rows, v] (dz in place); the chunk loops one
+     * chunk of logits (fp32 [tb, vc], tb = min(n, tokenBlock), vc = min(v, vocabChunk)) and, for a bf16 backward, the
+     * chunk's gradient as a bf16 hi/lo pair (2 x [tb, vc]) and the fp32 dHidden accumulator [tb, h]. Both: 48 bytes of
+     * state per token. The 32 MiB cuBLASLt workspace is shared with matmul and not counted.
      */
-    static long lmHeadBytes(int n, int h, int v, DType dtype, boolean backward, int tokenBlock, int vocabChunk) {
-        long tb = Math.min(n, tokenBlock), vc = Math.min(v, vocabChunk), bytes = tb * vc * 4 + 40L * n;
+    static long lmHeadBytes(int n, int h, int v, DType dtype, boolean backward, boolean split, LmHeadPath path,
+                            int tokenBlock, int vocabChunk) {
+        int rows = backward ? lmRowBlock(n, v, dtype, split, path, tokenBlock, vocabChunk) : 0;
+        if (rows > 0) return (long) rows * v * 4 + (long) LM_STATE_BYTES * n;
+        long tb = Math.min(n, tokenBlock), vc = Math.min(v, vocabChunk), bytes = tb * vc * 4 + (long) LM_STATE_BYTES * n;
         if (backward && dtype == DType.BF16) bytes += tb * vc * 4 + tb * h * 4;
         return bytes;
     }
@@ -813,24 +866,28 @@ public final class CudaBackend extends AbstractBackend {
     private void lmBuffers(int n, int h, int v, boolean bf16Backward) {
         long tb = Math.min(n, lmTokenBlock), vc = Math.min(v, lmVocabChunk);
         lmZ = grow(lmZ, DType.FP32, tb * vc);
-        lmTok = grow(lmTok, DType.FP32, 10L * n);
+        lmState(n);
         if (bf16Backward) {
             lmHiLo = grow(lmHiLo, DType.BF16, 2 * tb * vc);
             lmAcc = grow(lmAcc, DType.FP32, tb * h);
         }
     }
 
+    private void lmState(int n) {
+        lmTok = grow(lmTok, DType.FP32, (long) LM_STATE_BYTES / 4 * n);
+    }
+
     private void closeLmHead() {
         for (Tensor t : new Tensor[] {lmZ, lmHiLo, lmAcc, lmTok}) if (t != null) t.close();
     }
 
-    /** Per-token state in lmTok (bytes): m fp32, zt fp32, s f64, lse f64, logp f64, g f64. */
+    /** Per-token state in lmTok (bytes): m fp32, zt fp32, s f64, lse f64, logp f64, g f64, term f64. */
     private long lmState(int n, int slot) {
-        long[] at = {0, 4L * n, 8L * n, 16L * n, 24L * n, 32L * n};
+        long[] at = {0, 4L * n, 8L * n, 16L * n, 24L * n, 32L * n, 40L * n};
         return addr(lmTok) + at[slot];
     }
 
-    private static final int M = 0, ZT = 1, S = 2, LSE = 3, LOGP = 4, G = 5;
+    private static final int M = 0, ZT = 1, S = 2, LSE = 3, LOGP = 4, G = 5, TERM = 6;
 
     private static void nonEmptyVocabulary(String op, Tensor hidden, Tensor lmHead) {
         if (lmHead.dim(0) == 0 && hidden.dim(0) > 0)
@@ -899,6 +956,42 @@ public final class CudaBackend extends AbstractBackend {
         }
     }
 
+    /**
+     * The row path's forward and backward over token blocks of {@code rows} (from {@link #lmRowBlock}): per block one
+     * GEMM writes its logits z = h W^T / T' over the whole vocabulary into lmZ ([rows, V] fp32), g4_lmhead_lse_rows
+     * walks each row's chunks (lse and log-probs bit for bit those of {@link #lmForward} on the same logits), then
+     * {@code upstream} writes the block's f64 upstream gradient into the state's G slot (grpoLoss's per-token math; a
+     * no-op when it is already there), g4_lmhead_dlogits_rows turns the logits into dz in place (fp32, or bf16 packed at
+     * the start of each row: a bf16 [rows, V] matrix with row stride 2V), and two GEMMs read it: dHidden = dz W / T'
+     * (overwritten, rounded once to its dtype) and dLmHead += dz^T h / T'. The logits are computed once where the chunk
+     * loops compute them twice; dLmHead is read and written once per block (K = rows) instead of once per 2048 tokens.
+     */
+    private void lmRows(int rows, Tensor dHidden, Tensor dLmHead, Tensor hidden, Tensor lmHead, Tensor targets,
+                        float temperature, String op, long logpD, java.util.function.BiConsumer<Integer, Integer> upstream) {
+        int n = hidden.dim(0), h = hidden.dim(1), v = lmHead.dim(0), vc = Math.min(v, lmVocabChunk), code = opCode(op);
+        boolean bf16 = hidden.dtype() == DType.BF16;
+        float invT = (float) (1.0 / (temperature + 1e-7)); // CpuBackend's 1 / T' in float64, rounded once
+        lmZ = grow(lmZ, DType.FP32, (long) rows * v);
+        long tg = addr(targets);
+        if (gemm == null) gemm = new CublasGemm(this);
+        for (int t0 = 0; t0 < n; t0 += rows) {
+            int r = Math.min(rows, n - t0);
+            Tensor hb = hidden.view((long) t0 * h, r, h), z = lmZ.view(0, r, v);
+            matmulImpl(z, hb, false, lmHead, true, invT, 0f, 1, r, v, h);
+            ok(CudaNative.g4_lmhead_lse_rows(addr(z), r, v, v, vc, tg + 4L * t0, t0, lmState(n, LSE) + 8L * t0,
+                    logpD == 0 ? 0 : logpD + 8L * t0, 0, addr(flag), code, stream), op + " lse kernel (rows)");
+            upstream.accept(t0, r);
+            ok(CudaNative.g4_lmhead_dlogits_rows(addr(z), r, v, v, vc, tg + 4L * t0, lmState(n, LSE) + 8L * t0,
+                    lmState(n, G) + 8L * t0, bf16 ? 1 : 0, stream), op + " dlogits kernel (rows)");
+            DType dzType = bf16 ? DType.BF16 : DType.FP32;
+            long lda = bf16 ? 2L * v : v;
+            if (h > 0) {
+                gemm.matmulStridedA(dHidden.view((long) t0 * h, r, h), addr(z), dzType, lda, false, lmHead, false, invT, 0f, r, h, v, tf32);
+                gemm.matmulStridedA(dLmHead, addr(z), dzType, lda, true, hb, false, invT, 1f, v, h, r, tf32);
+            }
+        }
+    }
+
     @Override
     void tokenLogprobsImpl(Tensor out, Tensor hidden, Tensor lmHead, Tensor targets, float temperature) {
         int n = hidden.dim(0);
@@ -908,12 +1001,24 @@ public final class CudaBackend extends AbstractBackend {
         lmForward(hidden, lmHead, targets, temperature, Ops.TOKEN_LOGPROBS, 0, addr(out));
     }
 
+    /** Token rows per block of the row path for this backward (0: the chunk loops). */
+    private int lmRowBlock(Tensor hidden, Tensor lmHead) {
+        return lmRowBlock(hidden.dim(0), lmHead.dim(0), hidden.dtype(), lmSplitGrad, lmPath, lmTokenBlock, lmVocabChunk);
+    }
+
     @Override
     void tokenLogprobsBackwardImpl(Tensor dHidden, Tensor dLmHead, Tensor dLogprobs, Tensor hidden, Tensor lmHead,
                                    Tensor targets, float temperature) {
         int n = hidden.dim(0);
         if (n == 0) return;
         nonEmptyVocabulary(Ops.TOKEN_LOGPROBS_BACKWARD, hidden, lmHead);
+        int rows = lmRowBlock(hidden, lmHead);
+        if (rows > 0) {
+            lmState(n);
+            ok(CudaNative.g4_f32_to_f64(lmState(n, G), addr(dLogprobs), n, stream), "f32_to_f64 kernel");
+            lmRows(rows, dHidden, dLmHead, hidden, lmHead, targets, temperature, Ops.TOKEN_LOGPROBS_BACKWARD, 0, (t0, r) -> {});
+            return;
+        }
         lmBuffers(n, hidden.dim(1), lmHead.dim(0), hidden.dtype() == DType.BF16);
         lmForward(hidden, lmHead, targets, temperature, Ops.TOKEN_LOGPROBS_BACKWARD, 0, 0);
         ok(CudaNative.g4_f32_to_f64(lmState(n, G), addr(dLogprobs), n, stream), "f32_to_f64 kernel");
@@ -929,13 +1034,24 @@ public final class CudaBackend extends AbstractBackend {
             return;
         }
         nonEmptyVocabulary(Ops.GRPO_LOSS, hidden, lmHead);
-        lmBuffers(n, hidden.dim(1), v, hidden.dtype() == DType.BF16);
-        lmForward(hidden, lmHead, targets, p.temperature(), Ops.GRPO_LOSS, lmState(n, LOGP), 0);
-        ok(CudaNative.g4_grpo_tokens(lmState(n, LOGP), addr(oldLogprobs), addr(refLogprobs), addr(advantages), addr(weights),
-                addr(targets), v, n, p.epsLow(), p.epsHigh(), p.beta(), p.kl().ordinal(), addr(out.loss()),
-                addr(out.logprobs()), addr(out.ratio()), addr(out.clipped()), addr(out.kl()), lmState(n, G), stream),
-                "grpo per-token kernel");
-        lmBackward(out.dHidden(), out.dLmHead(), hidden, lmHead, targets, p.temperature(), lmState(n, G));
+        // the per-token math of tokens [t0, t0 + r): outputs, the upstream gradient g and each token's loss term
+        java.util.function.BiConsumer<Integer, Integer> terms = (t0, r) -> ok(CudaNative.g4_grpo_terms(
+                lmState(n, LOGP) + 8L * t0, addr(oldLogprobs) + 4L * t0, addr(refLogprobs) + 4L * t0, addr(advantages) + 4L * t0,
+                addr(weights) + 4L * t0, addr(targets) + 4L * t0, v, r, p.epsLow(), p.epsHigh(), p.beta(), p.kl().ordinal(),
+                addr(out.logprobs()) + 4L * t0, addr(out.ratio()) + 4L * t0, addr(out.clipped()) + 4L * t0, addr(out.kl()) + 4L * t0,
+                lmState(n, G) + 8L * t0, lmState(n, TERM) + 8L * t0, stream), "grpo per-token kernel");
+        int rows = lmRowBlock(hidden, lmHead);
+        if (rows > 0) {
+            lmState(n);
+            lmRows(rows, out.dHidden(), out.dLmHead(), hidden, lmHead, targets, p.temperature(), Ops.GRPO_LOSS, lmState(n, LOGP), terms);
+        } else {
+            lmBuffers(n, hidden.dim(1), v, hidden.dtype() == DType.BF16);
+            lmForward(hidden, lmHead, targets, p.temperature(), Ops.GRPO_LOSS, lmState(n, LOGP), 0);
+            terms.accept(0, n);
+            lmBackward(out.dHidden(), out.dLmHead(), hidden, lmHead, targets, p.temperature(), lmState(n, G));
+        }
+        // the loss after every block's terms: the same fixed order whichever path wrote them
+        ok(CudaNative.g4_grpo_sum(lmState(n, TERM), addr(targets), v, n, addr(out.loss()), stream), "grpo loss kernel");
     }
 
     /** The largest vocabulary the CUDA sampler takes per row (its tile table lives in shared memory). */

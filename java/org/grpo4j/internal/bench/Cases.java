@@ -9,6 +9,9 @@ import org.grpo4j.internal.backend.AdamWStep;
 import org.grpo4j.internal.backend.Backend;
 import org.grpo4j.internal.backend.CudaBackend;
 import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.GrpoLossOutputs;
+import org.grpo4j.internal.backend.GrpoLossParams;
+import org.grpo4j.internal.backend.KlEstimator;
 import org.grpo4j.internal.backend.Ops;
 import org.grpo4j.internal.backend.Rope;
 import org.grpo4j.internal.backend.SamplingSpec;
@@ -578,10 +581,54 @@ final class Cases {
         out.add(new Case("lmhead", "logprob fwd+bwd " + DZ_BF16, shape, dt, List.of(Ops.TOKEN_LOGPROBS, Ops.TOKEN_LOGPROBS_BACKWARD),
                 6.0 * n * h * v, "flop", "6*N*H*V (three GEMMs of N x H x V)", Kind.KERNEL,
                 d -> singleDz(lmhead(d, n, h, v, act, true)), d -> singleDz(lmhead(d, ns, h, vs, act, true)), true));
+        // The same on the chunk loops: the row path above (a token block's logits kept, not computed again) against the
+        // loops it replaces where dz fits in place (docs/kernels.md "Fused LM head"); the faster should be the default.
+        out.add(new Case("lmhead", "logprob fwd+bwd " + DZ_BF16_CHUNKS, shape, dt, List.of(Ops.TOKEN_LOGPROBS, Ops.TOKEN_LOGPROBS_BACKWARD),
+                6.0 * n * h * v, "flop", "6*N*H*V (three GEMMs of N x H x V)", Kind.KERNEL,
+                d -> chunks(singleDz(lmhead(d, n, h, v, act, true))), d -> chunks(singleDz(lmhead(d, ns, h, vs, act, true))), true));
+        // What the trainer calls: grpoLoss, the log-probs and their backward in one op (the two ops above compute the
+        // forward twice: tokenLogprobsBackward has no log-probs to take), dz rounded once as the trainer's default.
+        out.add(new Case("lmhead", "logprob fwd+bwd " + GRPO_LOSS, shape, dt, List.of(Ops.GRPO_LOSS),
+                6.0 * n * h * v, "flop", "6*N*H*V (three GEMMs of N x H x V)", Kind.KERNEL,
+                d -> singleDz(grpoLoss(d, n, h, v, act)), d -> singleDz(grpoLoss(d, ns, h, vs, act)), true));
     }
+
+    /** The variant tag of the LM-head row run on the chunk loops with dz rounded once (CudaBackend.LmHeadPath.CHUNKS). */
+    static final String DZ_BF16_CHUNKS = "[dz bf16, chunks]";
+
+    /** The variant tag of the LM-head row that runs grpoLoss (forward and backward in one op, dz rounded once). */
+    static final String GRPO_LOSS = "[grpoLoss, dz bf16]";
 
     static Instance singleDz(Instance in) {
         return inCudaMode(in, CudaBackend::lmHeadBf16GradSplit, CudaBackend::setLmHeadBf16GradSplit, false);
+    }
+
+    static Instance chunks(Instance in) {
+        return inCudaMode(in, CudaBackend::lmHeadPath, CudaBackend::setLmHeadPath, CudaBackend.LmHeadPath.CHUNKS);
+    }
+
+    /**
+     * grpoLoss on the lmhead rows' problem: old and reference log-probs at log(1 / V) (random weights give log-probs
+     * near it: ratios near 1, as in a first mini-batch), Gaussian advantages, token weights 1 / N, kl3, beta 0.01.
+     */
+    static Instance grpoLoss(Data d, int n, int h, int v, DType act) {
+        Instance in = new Instance(d);
+        Backend be = d.backend();
+        int[] targets = new int[n];
+        for (int i = 0; i < n; i++) targets[i] = (int) ((i * P + 5) % v);
+        Tensor hidden = in.gauss(act, 1, n, h), w = in.gauss(act, 1 / Math.sqrt(h), v, h), t = in.ints(targets, n);
+        Tensor old = in.empty(DType.FP32, n), ref = in.empty(DType.FP32, n), wt = in.empty(DType.FP32, n);
+        Tensor adv = in.gauss(DType.FP32, 1, n);
+        be.fill(old, (float) -Math.log(v));
+        be.fill(ref, (float) -Math.log(v));
+        be.fill(wt, 1f / n);
+        GrpoLossOutputs o = new GrpoLossOutputs(in.out("loss", in.empty(DType.FP32, 1), new Tol(1e-4, 0, 1e-3)),
+                in.out("logprobs", in.empty(DType.FP32, n), new Tol(1e-3, 0, 1e-4)), in.empty(DType.FP32, n),
+                in.empty(DType.FP32, n), in.empty(DType.FP32, n),
+                in.out("dHidden", in.empty(act, n, h), new Tol(0, 1e-2, 0x1p-6)),
+                in.out("dLmHead", in.zeros(DType.FP32, v, h), new Tol(0, 1e-2, 1e-3)));
+        GrpoLossParams p = new GrpoLossParams(1f, 0.2f, 0.2f, 0.01f, KlEstimator.KL3);
+        return in.body(() -> be.grpoLoss(o, hidden, w, t, wt, adv, old, ref, p));
     }
 
     static Instance lmhead(Data d, int n, int h, int v, DType act, boolean bwd) {

@@ -229,6 +229,7 @@ public final class GpuCheck {
                     if (r.getStatus() == TestExecutionResult.Status.FAILED) {
                         counts[1]++;
                         lines.add("fail " + id.getDisplayName() + ": " + r.getThrowable().map(t -> oneLine(String.valueOf(t))).orElse("?"));
+                        r.getThrowable().ifPresent(Throwable::printStackTrace); // the class's log: all of it (discovery issues list each)
                     }
                     return;
                 }

@@ -164,15 +164,22 @@ class CudaSamplingLmHeadTest {
         CudaBackend be = cuda();
         SplittableRandom r = new SplittableRandom(35);
         int n = 300, d = 64, v = 9001;
-        for (DType dt : new DType[] {DType.FP32, DType.BF16}) {
-            float[] h = SamplingDeviceMathTest.row(r, n * d, 0), w = SamplingDeviceMathTest.row(r, v * d, 0);
-            int[] tgt = r.ints(n, 0, v).toArray();
-            float[][] first = null;
-            for (int rep = 0; rep < 2; rep++) {
-                float[][] got = lmHeadAll(be, dt, h, w, tgt, n, d, v);
-                if (first == null) first = got;
-                else for (int i = 0; i < got.length; i++) assertArrayEquals(first[i], got[i], dt + " output " + i + " repeats bit for bit");
+        try {
+            // fp32 (the row path), bf16 split (the chunk loops), bf16 single dz (the row path)
+            for (int mode = 0; mode < 3; mode++) {
+                DType dt = mode == 0 ? DType.FP32 : DType.BF16;
+                be.setLmHeadBf16GradSplit(mode != 2);
+                float[] h = SamplingDeviceMathTest.row(r, n * d, 0), w = SamplingDeviceMathTest.row(r, v * d, 0);
+                int[] tgt = r.ints(n, 0, v).toArray();
+                float[][] first = null;
+                for (int rep = 0; rep < 2; rep++) {
+                    float[][] got = lmHeadAll(be, dt, h, w, tgt, n, d, v);
+                    if (first == null) first = got;
+                    else for (int i = 0; i < got.length; i++) assertArrayEquals(first[i], got[i], dt + " mode " + mode + " output " + i + " repeats bit for bit");
+                }
             }
+        } finally {
+            be.setLmHeadBf16GradSplit(true);
         }
     }
 
@@ -216,8 +223,10 @@ class CudaSamplingLmHeadTest {
 
     /**
      * Small token blocks and vocabulary chunks (5 x 7, 64 x 1000) reach every path of the chunk loops (partial last
-     * chunk and block, first-chunk overwrite of dHidden, bf16 accumulation through the fp32 buffer) at sizes the CPU
-     * checks quickly: every output against the CPU's with the conformance suite's CUDA-vs-CPU tolerance.
+     * chunk and block, first-chunk overwrite of dHidden, bf16 accumulation through the fp32 buffer) and of the row path
+     * (fp32 operands: blocks of 5 rows, the last one short; chunks of 7 walked inside each row) at sizes the CPU checks
+     * quickly: every output against the CPU's with the conformance suite's CUDA-vs-CPU tolerance. (The bf16 split takes
+     * the chunk loops on either setting.)
      */
     @Test
     void chunkAndBlockLoopsMatchTheCpu() {
@@ -225,8 +234,10 @@ class CudaSamplingLmHeadTest {
         SplittableRandom r = new SplittableRandom(36);
         int n = 23, d = 16, v = 1031;
         try {
-            for (int[] blocks : new int[][] {{5, 7}, {64, 1000}, {CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK}}) {
+            for (int[] blocks : new int[][] {{5, 7}, {64, 1000}, {CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK}})
+            for (CudaBackend.LmHeadPath path : new CudaBackend.LmHeadPath[] {CudaBackend.LmHeadPath.CHUNKS, CudaBackend.LmHeadPath.ROWS}) {
                 be.setLmHeadBlocks(blocks[0], blocks[1]);
+                be.setLmHeadPath(path);
                 for (DType dt : new DType[] {DType.FP32, DType.BF16}) {
                     float[] h = SamplingDeviceMathTest.row(r, n * d, 0), w = SamplingDeviceMathTest.row(r, v * d, 0);
                     for (int i = 0; i < w.length; i++) w[i] *= 0.5f;
@@ -238,21 +249,25 @@ class CudaSamplingLmHeadTest {
                             {2e-5, 2e-4}, {2e-5, 2e-4}};
                     for (int i = 0; i < names.length; i++) {
                         boolean bf = dt == DType.BF16 && (i == 1 || i == 8);
-                        Conformance.assertCloseToCpu(names[i] + " " + dt + " blocks " + blocks[0] + "x" + blocks[1], want[i], got[i], bf, tol[i][0], tol[i][1]);
+                        Conformance.assertCloseToCpu(names[i] + " " + dt + " blocks " + blocks[0] + "x" + blocks[1] + " " + path,
+                                want[i], got[i], bf, tol[i][0], tol[i][1]);
                     }
                 }
             }
         } finally {
             be.setLmHeadBlocks(CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK);
+            be.setLmHeadPath(CudaBackend.LmHeadPath.AUTO);
         }
     }
 
     /**
      * The single-bf16 dz mode (CudaBackend.setLmHeadBf16GradSplit(false), -Dgrpo4j.lmheadBf16Grad=single: dz rounded to
-     * bf16 once, as torch's autograd has it; 8·N·H·V of GEMMs instead of 12) at the default and at small blocks: the
-     * gradients stay within bf16 rounding of the CPU's (the error norm under 2^-6 of the gradient's norm: dz to 8 bits,
-     * far from a wrong kernel's O(1)) and differ from the split mode's (the switch takes effect); the forward outputs
-     * (log-probs, loss, ratio, KL) are the split mode's bit for bit.
+     * bf16 once, as torch's autograd has it) on both paths, at the default and at small blocks: the gradients stay
+     * within bf16 rounding of the CPU's (the error norm under 2^-6 of the gradient's norm: dz to 8 bits, far from a wrong
+     * kernel's O(1)) and differ from the split mode's (the switch takes effect). The forward outputs (log-probs, loss,
+     * ratio, KL) are the split mode's bit for bit on the chunk loops, which the split also runs; on the row path
+     * (grpoLoss's logits from one GEMM over the whole vocabulary, which cuBLASLt may sum in another order than the
+     * chunks' GEMMs) they are within the CUDA-vs-CPU tolerance of the CPU's.
      */
     @Test
     void singleBf16DzGradientsAreWithinBf16RoundingOfTheCpu() {
@@ -264,8 +279,10 @@ class CudaSamplingLmHeadTest {
         int[] tgt = r.ints(n, 0, v).toArray();
         float[][] want = lmHeadAll(cpu, DType.BF16, h, w, tgt, n, d, v);
         try {
-            for (int[] blocks : new int[][] {{5, 7}, {CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK}}) {
+            for (int[] blocks : new int[][] {{5, 7}, {CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK}})
+            for (CudaBackend.LmHeadPath path : new CudaBackend.LmHeadPath[] {CudaBackend.LmHeadPath.CHUNKS, CudaBackend.LmHeadPath.ROWS}) {
                 be.setLmHeadBlocks(blocks[0], blocks[1]);
+                be.setLmHeadPath(path);
                 float[][] split = lmHeadAll(be, DType.BF16, h, w, tgt, n, d, v), single;
                 be.setLmHeadBf16GradSplit(false);
                 try {
@@ -273,9 +290,15 @@ class CudaSamplingLmHeadTest {
                 } finally {
                     be.setLmHeadBf16GradSplit(true);
                 }
-                String at = " blocks " + blocks[0] + "x" + blocks[1];
-                for (int i : new int[] {0, 3, 4, 5, 6, 7})
-                    assertArrayEquals(split[i], single[i], "output " + i + " (forward) is the split mode's" + at);
+                String at = " blocks " + blocks[0] + "x" + blocks[1] + " " + path;
+                String[] fwd = {"tokenLogprobs", "", "", "loss", "logprobs", "ratio", "clipped", "kl"};
+                double[][] tol = {{2e-5, 1e-5}, {}, {}, {1e-5, 1e-5}, {2e-5, 1e-4}, {2e-5, 1e-4}, {0, 0}, {2e-5, 1e-4}};
+                for (int i : new int[] {0, 3, 4, 5, 6, 7}) {
+                    if (path == CudaBackend.LmHeadPath.CHUNKS || i == 0)
+                        assertArrayEquals(split[i], single[i], "output " + i + " (forward) is the split mode's" + at);
+                    else
+                        Conformance.assertCloseToCpu(fwd[i] + at, want[i], single[i], false, tol[i][0], tol[i][1]);
+                }
                 String[] names = {"", "dHidden", "dLmHead", "", "", "", "", "", "grpo dHidden", "grpo dLmHead"};
                 for (int i : new int[] {1, 2, 8, 9}) {
                     double err = 0, norm = 0;
@@ -290,6 +313,7 @@ class CudaSamplingLmHeadTest {
             }
         } finally {
             be.setLmHeadBlocks(CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK);
+            be.setLmHeadPath(CudaBackend.LmHeadPath.AUTO);
         }
     }
 
@@ -300,15 +324,18 @@ class CudaSamplingLmHeadTest {
     }
 
     /**
-     * Extra device memory of the fused LM head at a moderate size (N = 3000, H = 512, V = 20,000; bf16, the largest
-     * case: grpoLoss with its backward): the backend's own buffers are exactly CudaBackend.lmHeadBytes, and the
-     * device's free memory drops by no more than that plus allocation granularity.
+     * Extra device memory of the fused LM head at a moderate size (N = 3000, H = 512, V = 20,000; bf16 grpoLoss with
+     * its backward, in the split mode (the chunk loops) and with dz rounded once (the row path, in blocks of 2048
+     * rows)): the backend's own buffers are exactly CudaBackend.lmHeadBytes, and the device's free memory drops by no
+     * more than that plus allocation granularity.
      */
     @Test
     void extraDeviceMemoryOfTheFusedLmHead() {
         int n = 3000, h = 512, v = 20_000;
         cuda(); // skips without a GPU
+        for (boolean split : new boolean[] {true, false})
         try (CudaBackend be = new CudaBackend(0)) {
+            be.setLmHeadBf16GradSplit(split);
             SplittableRandom r = new SplittableRandom(37);
             float[] hid = roundAll(SamplingDeviceMathTest.row(r, n * h, 0)), w = roundAll(SamplingDeviceMathTest.row(r, v * h, 0));
             try (Tensor a = be.zeros(DType.BF16, 64, 64); Tensor c = be.zeros(DType.FP32, 64, 64);
@@ -324,10 +351,12 @@ class CudaSamplingLmHeadTest {
                 be.grpoLoss(o, th, tw, tt, ones, ones, z, z, new GrpoLossParams(1f, 0.2f, 0.2f, 0.05f, KlEstimator.KL3));
                 be.synchronize();
                 long free1 = Memory.available(be);
-                long expected = CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK);
+                long expected = CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, split, CudaBackend.LmHeadPath.AUTO,
+                        CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK);
                 long own = be.liveBytes() - live, device = free0 - free1;
-                System.out.printf("fused LM head at N=%d H=%d V=%d (bf16 grpoLoss): buffers %.1f MiB (plan %.1f MiB), device free memory -%.1f MiB; [N, V] fp32 logits would be %.1f MiB%n",
-                        n, h, v, own / 1048576.0, expected / 1048576.0, device / 1048576.0, (double) n * v * 4 / 1048576.0);
+                System.out.printf("fused LM head at N=%d H=%d V=%d (bf16 grpoLoss, %s): buffers %.1f MiB (plan %.1f MiB), device free memory -%.1f MiB; [N, V] fp32 logits would be %.1f MiB%n",
+                        n, h, v, split ? "split dz, chunk loops" : "single dz, row path", own / 1048576.0, expected / 1048576.0,
+                        device / 1048576.0, (double) n * v * 4 / 1048576.0);
                 assertEquals(expected, own, "the LM head's buffers are what lmHeadBytes plans");
                 assertTrue(device <= expected + (16L << 20), "device memory dropped by " + (device >> 20) + " MiB, planned " + (expected >> 20));
                 for (Tensor t : new Tensor[] {o.loss(), o.logprobs(), o.ratio(), o.clipped(), o.kl(), o.dHidden(), o.dLmHead()}) t.close();

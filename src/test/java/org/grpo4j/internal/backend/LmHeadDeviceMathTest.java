@@ -191,20 +191,58 @@ class LmHeadDeviceMathTest {
         assertEquals(0, g[3]);
     }
 
-    /** The bound: at N = 8192, H = 4096, V = 128,256 the fused LM head needs at most 256 MiB beyond its inputs. */
+    /**
+     * The issue's bound: at N = 8192, H = 4096, V = 128,256 the fused LM head needs at most 256 MiB beyond its inputs, on
+     * either path: the chunk loops (the bf16 split, or forced) and the row path (fp32 operands, or bf16 with dz rounded
+     * once), whose token blocks shrink to what fits (512 rows: 250.5 MiB of logits).
+     */
     @Test
     void extraMemoryOfTheFusedLmHeadIsBounded() {
-        int n = 8192, h = 4096, v = 128_256;
-        long bf16Backward = CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK);
-        long fp32Backward = CudaBackend.lmHeadBytes(n, h, v, DType.FP32, true, CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK);
-        long forward = CudaBackend.lmHeadBytes(n, h, v, DType.BF16, false, CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK);
+        int n = 8192, h = 4096, v = 128_256, tb = CudaBackend.LM_TOKEN_BLOCK, vc = CudaBackend.LM_VOCAB_CHUNK;
+        CudaBackend.LmHeadPath auto = CudaBackend.LmHeadPath.AUTO, chunks = CudaBackend.LmHeadPath.CHUNKS;
+        long bf16Backward = CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, true, auto, tb, vc);
+        long fp32Backward = CudaBackend.lmHeadBytes(n, h, v, DType.FP32, true, true, chunks, tb, vc);
+        long forward = CudaBackend.lmHeadBytes(n, h, v, DType.BF16, false, true, auto, tb, vc);
+        long rowsBf16 = CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, false, auto, tb, vc);
+        long rowsFp32 = CudaBackend.lmHeadBytes(n, h, v, DType.FP32, true, true, auto, tb, vc);
         assertTrue(bf16Backward <= 256L << 20, "bf16 backward needs " + (bf16Backward >> 20) + " MiB");
         assertTrue(fp32Backward <= bf16Backward && forward <= fp32Backward);
         assertTrue(bf16Backward < (long) n * v * 2 / 20, "far below the [N, V] bf16 logits (" + ((long) n * v * 2 >> 20) + " MiB)");
-        System.out.printf("fused LM head extra memory at N=8192 H=4096 V=128256: forward %d MiB, fp32 backward %d MiB, bf16 backward %d MiB%n",
-                forward >> 20, fp32Backward >> 20, bf16Backward >> 20);
+        assertEquals(512, CudaBackend.lmRowBlock(n, v, DType.BF16, false, auto, tb, vc), "the row path's block at this size");
+        assertEquals(512L * v * 4 + 48L * n, rowsBf16);
+        assertEquals(rowsBf16, rowsFp32);
+        assertTrue(rowsBf16 <= 256L << 20, "the row path needs " + (rowsBf16 >> 20) + " MiB");
+        System.out.printf("fused LM head extra memory at N=8192 H=4096 V=128256: forward %d MiB, fp32 backward (chunks) %d MiB, "
+                + "bf16 backward (split, chunks) %d MiB, row path %.1f MiB%n", forward >> 20, fp32Backward >> 20, bf16Backward >> 20,
+                rowsBf16 / 1048576.0);
         // the larger token block a GPU run may try (-Dgrpo4j.lmheadBlocks=4096,4096) stays inside the bound
-        assertTrue(CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, 4096, 4096) <= 256L << 20);
+        assertTrue(CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, true, auto, 4096, 4096) <= 256L << 20);
+    }
+
+    /**
+     * Which loops run: the bf16 split always takes the chunks (hi + lo do not fit in place), as do vocabulary chunks
+     * wider than the row kernels walk and CHUNKS; fp32 and the single bf16 dz take rows, the token block capped by the
+     * memory bound (a multiple of 64 when capped) and by the token block setting; when the bound leaves under 64 rows
+     * AUTO takes the chunks and ROWS what fits.
+     */
+    @Test
+    void theRowPathAppliesWhereDzFitsInPlaceAndTheBlockFits() {
+        CudaBackend.LmHeadPath auto = CudaBackend.LmHeadPath.AUTO, rows = CudaBackend.LmHeadPath.ROWS, chunks = CudaBackend.LmHeadPath.CHUNKS;
+        assertEquals(0, CudaBackend.lmRowBlock(8192, 128_256, DType.BF16, true, auto, 2048, 4096));
+        assertEquals(0, CudaBackend.lmRowBlock(8192, 128_256, DType.BF16, true, rows, 2048, 4096));
+        assertEquals(0, CudaBackend.lmRowBlock(8192, 128_256, DType.FP32, true, chunks, 2048, 4096));
+        assertEquals(0, CudaBackend.lmRowBlock(8192, 128_256, DType.FP32, true, auto, 2048, 5000));
+        assertEquals(512, CudaBackend.lmRowBlock(8192, 128_256, DType.FP32, true, auto, 2048, 4096));
+        assertEquals(2048, CudaBackend.lmRowBlock(8192, 32_000, DType.BF16, false, auto, 2048, 4096)); // 2048 x 32000 x 4 = 250 MiB
+        assertEquals(23, CudaBackend.lmRowBlock(23, 1031, DType.BF16, false, auto, 2048, 4096));
+        assertEquals(5, CudaBackend.lmRowBlock(23, 1031, DType.BF16, false, auto, 5, 7)); // the token block setting
+        assertEquals(0, CudaBackend.lmRowBlock(8192, 4_000_000, DType.FP32, true, auto, 2048, 4096)); // 16 rows fit: < 64
+        assertEquals(16, CudaBackend.lmRowBlock(8192, 4_000_000, DType.FP32, true, rows, 2048, 4096));
+        assertEquals(0, CudaBackend.lmRowBlock(8192, 0, DType.FP32, true, rows, 2048, 4096));
+        assertEquals(CudaBackend.LmHeadPath.AUTO, CudaBackend.lmPathProperty(null));
+        assertEquals(CudaBackend.LmHeadPath.CHUNKS, CudaBackend.lmPathProperty(" Chunks"));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> CudaBackend.lmPathProperty("row"));
+        assertTrue(e.getMessage().contains("grpo4j.lmheadPath") && e.getMessage().contains("\"row\""), e.getMessage());
     }
 
     @Test

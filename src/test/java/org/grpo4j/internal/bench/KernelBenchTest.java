@@ -242,7 +242,7 @@ class KernelBenchTest {
     @Test
     void opsTheDeviceLacksGiveNotImplementedRows() {
         Backend dev = proxy(cpu, Set.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD, Ops.DECODE_ATTENTION, Ops.SAMPLE,
-                Ops.TOKEN_LOGPROBS, Ops.TOKEN_LOGPROBS_BACKWARD), Map.of());
+                Ops.TOKEN_LOGPROBS, Ops.TOKEN_LOGPROBS_BACKWARD, Ops.GRPO_LOSS), Map.of());
         BenchReport r = run(dev, List.of("rope", "attention", "decode", "sampling", "lmhead"));
         for (BenchRow row : r.rows()) {
             boolean later = Set.of("attention", "decode", "sampling", "lmhead").contains(row.family());
