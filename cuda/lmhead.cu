@@ -88,6 +88,20 @@ __device__ inline void load_keep(float (&zv)[KEEP], const float* zr, int cols) {
     }
 }
 
+// Walks a whole row's chunks in order, body(v0, cols, zv) for each with the thread's values of the chunk; the next
+// chunk's values are loaded before body runs for this one (chunk <= BLOCK * KEEP).
+template <typename F>
+__device__ inline void walk_chunks(const float* zr, int vocab, int chunk, F&& body) {
+    float zv[KEEP], nx[KEEP];
+    load_keep(nx, zr, min(chunk, vocab));
+    for (int v0 = 0; v0 < vocab; v0 += chunk) {
+#pragma unroll
+        for (int k = 0; k < KEEP; k++) zv[k] = nx[k];
+        if (v0 + chunk < vocab) load_keep(nx, zr + v0 + chunk, min(chunk, vocab - v0 - chunk));
+        body(v0, min(chunk, vocab - v0), zv);
+    }
+}
+
 // lse and the log-probs from the running state (thread 0).
 __device__ inline void lse_finish(float m, double s, float zt, int r, double* lse_out, double* logp_d, float* logp_f) {
     double lse = lse_value(m, s), lp = dsub_rn((double) zt, lse);
@@ -122,7 +136,7 @@ lse_kernel(const float* z, int cols, int v0, int vocab, const int* targets, int 
 // Whole rows (CudaBackend's row path): row r of z holds all V logits (row stride ld); the block walks its chunks in
 // order with lse_chunk, so lse and the log-probs are bit for bit those of lse_kernel over the same chunks. The next
 // chunk's values are loaded before this chunk's reductions (chunk <= BLOCK * KEEP).
-__global__ void __launch_bounds__(BLOCK)
+__global__ void __launch_bounds__(BLOCK, 4)  // 4 blocks an SM: a block of 512 rows is one wave on 132 SMs
 lse_rows_kernel(const float* z, long long ld, int vocab, int chunk, const int* targets, int row0, double* lse_out,
                 double* logp_d, float* logp_f, int* flag, int op) {
     const int r = blockIdx.x;
@@ -131,15 +145,9 @@ lse_rows_kernel(const float* z, long long ld, int vocab, int chunk, const int* t
     if (threadIdx.x == 0 && (tgt < 0 || tgt >= vocab)) report(flag, op, row0 + r, tgt, vocab);
     float m = neg_inf(), zt = 0.f;
     double s = 0.0;
-    float zv[KEEP], nx[KEEP];
-    load_keep(nx, zr, min(chunk, vocab));
-    for (int v0 = 0; v0 < vocab; v0 += chunk) {
-        const int cols = min(chunk, vocab - v0);
-#pragma unroll
-        for (int k = 0; k < KEEP; k++) zv[k] = nx[k];
-        if (v0 + chunk < vocab) load_keep(nx, zr + v0 + chunk, min(chunk, vocab - v0 - chunk));
+    walk_chunks(zr, vocab, chunk, [&](int v0, int cols, const float (&zv)[KEEP]) {
         lse_chunk(zr + v0, zv, cols, v0, tgt, v0 == 0, m, s, zt);
-    }
+    });
     if (threadIdx.x == 0) lse_finish(m, s, zt, r, lse_out, logp_d, logp_f);
 }
 
@@ -179,8 +187,10 @@ dlogits_kernel(float* z, int cols, int v0, int vocab, const int* targets, const 
 // dz of whole rows (CudaBackend's row path), in place: row r of z (stride ld floats) holds the V logits; dz overwrites
 // them as fp32 (bf16 = 0) or as bf16 packed at the start of the row (bf16 = 1: element v at byte 4 ld r + 2 v, a bf16
 // matrix [rows, V] with row stride 2 ld for the GEMMs that follow). The block walks the chunks in order; a chunk's
-// bf16 stores land on fp32 elements [v0 / 2, (v0 + cols) / 2), which every thread has read before the barrier (this
-// chunk, v0 = 0) or in an earlier chunk (v0 >= chunk), and never on a later chunk's. Each element's value is
+// bf16 stores land on fp32 elements [floor(v0 / 2), ceil((v0 + cols) / 2)), which every thread has read before this
+// chunk's barrier (this chunk when v0 = 0, earlier ones otherwise), and never on a later chunk's. The barrier is
+// needed every chunk, not only the first: without it a thread could run chunks ahead of one that has not yet loaded
+// the chunk its stores land on. Each element's value is
 // dlogits_kernel's (hi of the single mode). The next chunk is loaded before this chunk's stores (chunk <= BLOCK *
 // KEEP): it lies past every store of this chunk.
 __global__ void __launch_bounds__(BLOCK)
@@ -192,13 +202,7 @@ dlogits_rows_kernel(float* z, long long ld, int vocab, int chunk, const int* tar
     const double gr = g[r], l = lse[r];
     float* zr = z + (long long) r * ld;
     __nv_bfloat16* hr = bf16 ? reinterpret_cast<__nv_bfloat16*>(zr) : nullptr;
-    float zv[KEEP], nx[KEEP];
-    load_keep(nx, zr, min(chunk, vocab));
-    for (int v0 = 0; v0 < vocab; v0 += chunk) {
-        const int cols = min(chunk, vocab - v0);
-#pragma unroll
-        for (int k = 0; k < KEEP; k++) zv[k] = nx[k];
-        if (v0 + chunk < vocab) load_keep(nx, zr + v0 + chunk, min(chunk, vocab - v0 - chunk));
+    walk_chunks(zr, vocab, chunk, [&](int v0, int cols, const float (&zv)[KEEP]) {
         if (hr) __syncthreads();  // the chunk's loads, every thread's, before its bf16 stores
 #pragma unroll
         for (int k = 0; k < KEEP; k++) {
@@ -207,7 +211,7 @@ dlogits_rows_kernel(float* z, long long ld, int vocab, int chunk, const int* tar
             const float dz = valid ? dlogit(zv[k], l, gr, v0 + j == tgt) : 0.f;
             store_dz(dz, zr + v0, hr ? hr + v0 : nullptr, nullptr, j);
         }
-    }
+    });
 }
 
 // The GRPO per-token math, a thread per token: the outputs, the upstream gradient g and the token's loss term (0 and

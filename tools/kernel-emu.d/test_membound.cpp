@@ -532,8 +532,9 @@ EMU_CASE("membound", embedding_fwd_bwd) {
     Rng rng(404);
     Fingerprint fp;
     Tally tf("embedding fp32 / bf16"), tb("embedding_backward dOut fp32 / bf16");
-    // d 64 (16-byte rows: packs), 13 (no packs), 1032 (packs, 128 threads), 1030 (no packs); table + 1: scalar path
-    for (int d : {64, 13, 1032, 1030}) {
+    // d 64 (16-byte rows: packs), 13 (no packs), 1032 (packs, 128 threads), 1030 (no packs), 4104 (fp32: 1026 packs,
+    // three trips of 4 packs a thread); table + 1: scalar path
+    for (int d : {64, 13, 1032, 1030, 4104}) {
         const int n = d > 1000 ? 9 : 40, v = 23;
         embedding_one<float>(tf, rng, fp, n, d, v, 0, 0, {});
         embedding_one<u16>(tf, rng, fp, n, d, v, 0, 0, {});

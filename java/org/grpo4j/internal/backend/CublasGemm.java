@@ -63,6 +63,8 @@ final class CublasGemm implements AutoCloseable {
         check(cublasLtCreate(lt), "cublasLtCreate");
         check(cublasCreate_v2(blas), "cublasCreate");
         check(cublasSetStream_v2(blas, stream), "cublasSetStream");
+        // the fallback's split-K partial sums in fp32 also for a bf16 C (the contract: accumulate in fp32, round once)
+        check(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION), "cublasSetMathMode");
         this.workspace = backend.empty(DType.BF16, (int) (WORKSPACE_BYTES / 2));
         this.workspacePtr = new Raw(CudaBackend.addr(workspace));
         check(cublasSetWorkspace_v2(blas, workspacePtr, WORKSPACE_BYTES), "cublasSetWorkspace");
@@ -193,6 +195,13 @@ final class CublasGemm implements AutoCloseable {
         for (int[] x : aligns) {
             al.put(x[1]);
             check(cublasLtMatmulPreferenceSetAttribute(pref, x[0], al, 4), "preference alignment");
+        }
+        if (key.cType() == CUDA_R_16BF) {
+            // split-K partial sums in the compute type (fp32) only: the in-place and output-type schemes would add them
+            // in bf16, rounding a bf16 C more than once (the bf16 contract: fp32 accumulation, one rounding); a large
+            // K with few output tiles (the LM head's dHidden, K = V) is where the heuristic picks split-K
+            al.put(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE);
+            check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, al, 4), "preference reduction scheme");
         }
         p.heuristic = new cublasLtMatmulHeuristicResult_t();
         int[] found = new int[1];

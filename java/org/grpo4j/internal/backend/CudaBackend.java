@@ -865,12 +865,23 @@ public final class CudaBackend extends AbstractBackend {
 
     private void lmBuffers(int n, int h, int v, boolean bf16Backward) {
         long tb = Math.min(n, lmTokenBlock), vc = Math.min(v, lmVocabChunk);
+        // a row path's block of logits is far larger than any chunk: give it back before the split's buffers come,
+        // so that the two paths' buffers together never pass the 256 MiB one of them may hold (a backend that
+        // switches dz modes; the forward alone adds nothing to it)
+        if (bf16Backward && lmZ != null && lmZ.numel() > (long) lmTokenBlock * Math.min(v, lmVocabChunk)) lmZ = shrink(lmZ);
         lmZ = grow(lmZ, DType.FP32, tb * vc);
         lmState(n);
         if (bf16Backward) {
             lmHiLo = grow(lmHiLo, DType.BF16, 2 * tb * vc);
             lmAcc = grow(lmAcc, DType.FP32, tb * h);
         }
+    }
+
+    /** Frees t (after the queued work that uses it) and returns null. */
+    private Tensor shrink(Tensor t) {
+        if (!pooled) CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize");
+        t.close();
+        return null;
     }
 
     private void lmState(int n) {
@@ -971,6 +982,8 @@ public final class CudaBackend extends AbstractBackend {
         int n = hidden.dim(0), h = hidden.dim(1), v = lmHead.dim(0), vc = Math.min(v, lmVocabChunk), code = opCode(op);
         boolean bf16 = hidden.dtype() == DType.BF16;
         float invT = (float) (1.0 / (temperature + 1e-7)); // CpuBackend's 1 / T' in float64, rounded once
+        if (lmHiLo != null) lmHiLo = shrink(lmHiLo); // the chunk loops' buffers: not needed here, and with them the
+        if (lmAcc != null) lmAcc = shrink(lmAcc);     // row path's block would pass the bound
         lmZ = grow(lmZ, DType.FP32, (long) rows * v);
         long tg = addr(targets);
         if (gemm == null) gemm = new CublasGemm(this);
@@ -1000,6 +1013,10 @@ public final class CudaBackend extends AbstractBackend {
         lmBuffers(n, hidden.dim(1), lmHead.dim(0), false);
         lmForward(hidden, lmHead, targets, temperature, Ops.TOKEN_LOGPROBS, 0, addr(out));
     }
+
+    int lmTokenBlock() { return lmTokenBlock; }
+
+    int lmVocabChunk() { return lmVocabChunk; }
 
     /** Token rows per block of the row path for this backward (0: the chunk loops). */
     private int lmRowBlock(Tensor hidden, Tensor lmHead) {

@@ -101,8 +101,9 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
     /**
      * Bytes of one training micro-batch of {@code tokens} packed tokens, {@code lossTokens} of them trained on: the
      * saved activations, the LM head's gathered rows and their gradient, the fp32 dHidden, the fused LM head's scratch
-     * on CUDA (a token block's logits, at most 256 MiB, its state and dHidden accumulator; the CPU's is smaller), and
-     * the backward's largest per-layer temporaries (with checkpointing, the recomputed layer too).
+     * on CUDA (the larger of its two paths: a token block's logits within 256 MiB, or a chunk of logits, its bf16 hi/lo
+     * pair and the fp32 dHidden accumulator; 48 bytes of state a token; the CPU needs less), and the backward's largest
+     * per-layer temporaries (with checkpointing, the recomputed layer too).
      */
     public double trainingActivationBytes(long tokens, long lossTokens, boolean checkpointing) {
         LlamaConfig c = config;
@@ -110,8 +111,9 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
         long fp32PerLayer = 2 + c.numHeads(); // rstd1, rstd2, lse
         long layers = checkpointing ? 1 : c.numLayers();
         double saved = tokens * ((activationElementsPerToken(checkpointing) - layers * fp32PerLayer - 1) * (double) a + (layers * fp32PerLayer + 1) * 4.0);
-        long block = Math.min(lossTokens, 2048);
-        double lmScratch = Math.min(256.0 * (1 << 20), 4.0 * c.vocabSize() * block) + 48.0 * lossTokens + 4.0 * block * c.hiddenSize();
+        long block = Math.min(lossTokens, 2048), chunk = Math.min(c.vocabSize(), 4096);
+        double lmScratch = Math.max(Math.min(256.0 * (1 << 20), 4.0 * c.vocabSize() * block),
+                8.0 * block * chunk + 4.0 * block * c.hiddenSize()) + 48.0 * lossTokens;
         double head = lossTokens * (2.0 * c.hiddenSize() * a + 6 * 4.0) + tokens * 4.0 * c.hiddenSize() + lmScratch;
         long mlp = 3L * c.intermediateSize() + 2L * c.hiddenSize(), att = 2L * c.qDim() + 2L * c.kvDim() + 2L * c.hiddenSize();
         double backward = tokens * (double) a * (2L * c.hiddenSize() + Math.max(mlp, att) + (checkpointing ? c.hiddenSize() : 0));

@@ -351,14 +351,48 @@ class CudaSamplingLmHeadTest {
                 be.grpoLoss(o, th, tw, tt, ones, ones, z, z, new GrpoLossParams(1f, 0.2f, 0.2f, 0.05f, KlEstimator.KL3));
                 be.synchronize();
                 long free1 = Memory.available(be);
-                long expected = CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, split, CudaBackend.LmHeadPath.AUTO,
-                        CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK);
+                long expected = CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, split, be.lmHeadPath(), be.lmTokenBlock(),
+                        be.lmVocabChunk()); // the backend's settings (-Dgrpo4j.lmheadPath, -Dgrpo4j.lmheadBlocks)
                 long own = be.liveBytes() - live, device = free0 - free1;
                 System.out.printf("fused LM head at N=%d H=%d V=%d (bf16 grpoLoss, %s): buffers %.1f MiB (plan %.1f MiB), device free memory -%.1f MiB; [N, V] fp32 logits would be %.1f MiB%n",
                         n, h, v, split ? "split dz, chunk loops" : "single dz, row path", own / 1048576.0, expected / 1048576.0,
                         device / 1048576.0, (double) n * v * 4 / 1048576.0);
                 assertEquals(expected, own, "the LM head's buffers are what lmHeadBytes plans");
                 assertTrue(device <= expected + (16L << 20), "device memory dropped by " + (device >> 20) + " MiB, planned " + (expected >> 20));
+                for (Tensor t : new Tensor[] {o.loss(), o.logprobs(), o.ratio(), o.clipped(), o.kl(), o.dHidden(), o.dLmHead()}) t.close();
+            }
+        }
+    }
+
+    /**
+     * A backend that switches dz modes (split: the chunk loops' hi/lo pair and fp32 accumulator; single: the row path's
+     * block of logits) holds one path's buffers at a time, never both: after split, single, split, single its own
+     * buffers stay within the larger plan.
+     */
+    @Test
+    void switchingDzModesHoldsOnePathsBuffersAtATime() {
+        int n = 3000, h = 512, v = 20_000;
+        cuda(); // skips without a GPU
+        try (CudaBackend be = new CudaBackend(0)) {
+            SplittableRandom r = new SplittableRandom(39);
+            float[] hid = roundAll(SamplingDeviceMathTest.row(r, n * h, 0)), w = roundAll(SamplingDeviceMathTest.row(r, v * h, 0));
+            try (Tensor a = be.zeros(DType.BF16, 64, 64); Tensor c = be.zeros(DType.FP32, 64, 64);
+                 Tensor th = up(be, DType.BF16, hid, n, h); Tensor tw = up(be, DType.BF16, w, v, h); Tensor tt = be.upload(r.ints(n, 0, v).toArray(), n);
+                 Tensor z = be.zeros(DType.FP32, n); Tensor ones = be.upload(filled(n, 1f / n), n)) {
+                be.matmul(c, a, false, a, false, 1f, 0f);
+                GrpoLossOutputs o = new GrpoLossOutputs(be.empty(DType.FP32, 1), be.empty(DType.FP32, n), be.empty(DType.FP32, n),
+                        be.empty(DType.FP32, n), be.empty(DType.FP32, n), be.empty(DType.BF16, n, h), be.zeros(DType.FP32, v, h));
+                be.synchronize();
+                long live = be.liveBytes(), most = 0;
+                for (boolean split : new boolean[] {true, false, true, false}) {
+                    be.setLmHeadBf16GradSplit(split);
+                    be.grpoLoss(o, th, tw, tt, ones, ones, z, z, new GrpoLossParams(1f, 0.2f, 0.2f, 0.05f, KlEstimator.KL3));
+                    be.synchronize();
+                    most = Math.max(most, be.liveBytes() - live);
+                }
+                long plan = Math.max(CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, true, be.lmHeadPath(), be.lmTokenBlock(), be.lmVocabChunk()),
+                        CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, false, be.lmHeadPath(), be.lmTokenBlock(), be.lmVocabChunk()));
+                assertTrue(most <= plan, "switching modes held " + most + " bytes, more than one path's " + plan);
                 for (Tensor t : new Tensor[] {o.loss(), o.logprobs(), o.ratio(), o.clipped(), o.kl(), o.dHidden(), o.dLmHead()}) t.close();
             }
         }
