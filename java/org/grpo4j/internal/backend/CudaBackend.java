@@ -892,6 +892,18 @@ public final class CudaBackend extends AbstractBackend {
         for (Tensor t : new Tensor[] {lmZ, lmHiLo, lmAcc, lmTok}) if (t != null) t.close();
     }
 
+    /**
+     * Frees the fused LM head's buffers (after the queued work that uses them); the next LM-head call allocates what it
+     * needs again. The kernel benchmark calls it before it measures an LM-head row's extra memory, which the buffers
+     * an earlier row left would otherwise hide.
+     */
+    public void releaseLmHeadBuffers() {
+        if (lmZ != null) lmZ = shrink(lmZ);
+        if (lmHiLo != null) lmHiLo = shrink(lmHiLo);
+        if (lmAcc != null) lmAcc = shrink(lmAcc);
+        if (lmTok != null) lmTok = shrink(lmTok);
+    }
+
     /** Per-token state in lmTok (bytes): m fp32, zt fp32, s f64, lse f64, logp f64, g f64, term f64. */
     private long lmState(int n, int slot) {
         long[] at = {0, 4L * n, 8L * n, 16L * n, 24L * n, 32L * n, 40L * n};
