@@ -797,6 +797,7 @@ public final class CudaBackend extends AbstractBackend {
     }
 
     private Tensor lmZ, lmHiLo, lmAcc, lmTok;   // grown on demand, freed by close()
+    private boolean lmZRows;                     // lmZ was last grown for the row path's block of logits
     private int sampleMaxVocab;
     private boolean lmSplitGrad = splitGradProperty();
 
@@ -868,7 +869,8 @@ public final class CudaBackend extends AbstractBackend {
         // a row path's block of logits is far larger than any chunk: give it back before the split's buffers come,
         // so that the two paths' buffers together never pass the 256 MiB one of them may hold (a backend that
         // switches dz modes; the forward alone adds nothing to it)
-        if (bf16Backward && lmZ != null && lmZ.numel() > (long) lmTokenBlock * Math.min(v, lmVocabChunk)) lmZ = shrink(lmZ);
+        if (bf16Backward && lmZRows && lmZ != null) lmZ = shrink(lmZ);
+        lmZRows = false;
         lmZ = grow(lmZ, DType.FP32, tb * vc);
         lmState(n);
         if (bf16Backward) {
@@ -890,6 +892,7 @@ public final class CudaBackend extends AbstractBackend {
 
     private void closeLmHead() {
         for (Tensor t : new Tensor[] {lmZ, lmHiLo, lmAcc, lmTok}) if (t != null) t.close();
+        lmZ = lmHiLo = lmAcc = lmTok = null;
     }
 
     /**
@@ -997,6 +1000,7 @@ public final class CudaBackend extends AbstractBackend {
         if (lmHiLo != null) lmHiLo = shrink(lmHiLo); // the chunk loops' buffers: not needed here, and with them the
         if (lmAcc != null) lmAcc = shrink(lmAcc);     // row path's block would pass the bound
         lmZ = grow(lmZ, DType.FP32, (long) rows * v);
+        lmZRows = true;
         long tg = addr(targets);
         if (gemm == null) gemm = new CublasGemm(this);
         for (int t0 = 0; t0 < n; t0 += rows) {

@@ -1,5 +1,7 @@
 package org.grpo4j.internal.backend;
 
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
 import java.util.SplittableRandom;
 import org.junit.jupiter.api.Nested;
 import org.junit.jupiter.api.Tag;
@@ -79,6 +81,45 @@ class MatmulConformanceTest {
                                         .expect("c", Ref.matmul(a, tA, b, tB, c, m, n, k, 0.75, beta), 2e-6 * Math.sqrt(k), 1e-5);
                             }
             }
+        }
+
+        /**
+         * A bf16 C of a long sum (k = 65,536 over a 16 x 128 output: one output tile, where cuBLASLt's heuristic splits
+         * K) is rounded once, from fp32 accumulation: at least 98% of the elements equal float64's sum rounded to bf16,
+         * and none is further than one bf16 ulp plus the fp32 sum's error. That error (~0.004 at sums of ~256, whose
+         * ulp is 2) flips under 1% of roundings; split-K partial sums added in bf16 (CUBLASLT_REDUCTION_SCHEME_INPLACE /
+         * OUTPUT_TYPE, which CublasGemm masks out) would move about half of them by an ulp or more.
+         */
+        @Test
+        void bf16OutputOfALongSumIsRoundedOnce() {
+            Backend be = be(Ops.MATMUL);
+            SplittableRandom r = new SplittableRandom(5);
+            int m = 16, n = 128, k = 65_536;
+            double[] a = randnBf16(r, m * k, 1), b = randnBf16(r, n * k, 1);
+            short[] ab = new short[a.length], bb = new short[b.length];
+            for (int i = 0; i < a.length; i++) ab[i] = Bf16.fromFloat((float) a[i]);
+            for (int i = 0; i < b.length; i++) bb[i] = Bf16.fromFloat((float) b[i]);
+            Tensor c = track(be.empty(DType.BF16, m, n));
+            be.matmul(c, track(be.uploadBf16(ab, m, k)), false, track(be.uploadBf16(bb, n, k)), true, 1f, 0f);
+            float[] got = c.toFloatsWidened();
+            int same = 0;
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++) {
+                    double v = 0, s2 = 0;
+                    for (int l = 0; l < k; l++) {
+                        double p = a[i * k + l] * b[j * k + l];
+                        v += p;
+                        s2 += p * p;
+                    }
+                    // one bf16 ulp (2^16 float ulps) plus 8x the fp32 sum's typical error (rounding errors of partial
+                    // sums ~sqrt(l) rms in a random walk: ~2^-24 k rms / sqrt(2)), which matters where the sum cancels
+                    float want = Bf16.round((float) v), g = got[i * n + j];
+                    double tol = Math.ulp(Math.max(Math.abs(want), Math.abs(g))) * 65536 + 8 * 0x1p-24 * k * Math.sqrt(s2 / k);
+                    if (g == want) same++;
+                    else assertTrue(Math.abs(g - v) <= tol, "c[" + i + ", " + j + "] = " + g + ", the sum is " + v
+                            + ": further than one bf16 ulp plus the fp32 sum's error (" + tol + ")");
+                }
+            assertTrue(same >= 0.98 * m * n, same + " of " + m * n + " elements are the sum rounded once");
         }
 
         @Test
