@@ -66,6 +66,13 @@ public abstract class Conformance {
 
     protected Tensor up(int[] a, int... shape) { return track(be().upload(a, shape)); }
 
+    /** bf16-representable values (randnBf16) as a bf16 tensor of {@code b}. */
+    static Tensor uploadBf16(Backend b, double[] values, int... shape) {
+        short[] bits = new short[values.length];
+        for (int i = 0; i < bits.length; i++) bits[i] = Bf16.fromFloat((float) values[i]);
+        return b.uploadBf16(bits, shape);
+    }
+
     protected Tensor zeros(int... shape) { return track(be().zeros(DType.FP32, shape)); }
 
     /** An fp32 tensor filled with NaN, to prove the op writes every element. */
@@ -375,9 +382,7 @@ public abstract class Conformance {
                     t = b.empty(d, s.shape);
                     b.fill(t, d == DType.INT32 ? -7 : Double.NaN);
                 } else if (d == DType.BF16) {
-                    short[] bits = new short[s.values.length];
-                    for (int i = 0; i < bits.length; i++) bits[i] = Bf16.fromFloat((float) s.values[i]);
-                    t = b.uploadBf16(bits, s.shape);
+                    t = uploadBf16(b, s.values, s.shape);
                 } else t = b.upload(f32(s.values), s.shape);
                 m.put(e.getKey(), track(t));
             }

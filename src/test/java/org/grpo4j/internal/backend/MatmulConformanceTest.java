@@ -96,11 +96,8 @@ class MatmulConformanceTest {
             SplittableRandom r = new SplittableRandom(5);
             int m = 16, n = 128, k = 65_536;
             double[] a = randnBf16(r, m * k, 1), b = randnBf16(r, n * k, 1);
-            short[] ab = new short[a.length], bb = new short[b.length];
-            for (int i = 0; i < a.length; i++) ab[i] = Bf16.fromFloat((float) a[i]);
-            for (int i = 0; i < b.length; i++) bb[i] = Bf16.fromFloat((float) b[i]);
             Tensor c = track(be.empty(DType.BF16, m, n));
-            be.matmul(c, track(be.uploadBf16(ab, m, k)), false, track(be.uploadBf16(bb, n, k)), true, 1f, 0f);
+            be.matmul(c, track(uploadBf16(be, a, m, k)), false, track(uploadBf16(be, b, n, k)), true, 1f, 0f);
             float[] got = c.toFloatsWidened();
             int same = 0;
             for (int i = 0; i < m; i++)
