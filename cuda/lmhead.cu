@@ -216,7 +216,8 @@ dlogits_rows_kernel(float* z, long long ld, int vocab, int chunk, const int* tar
 }
 
 // The GRPO per-token math, a thread per token: the outputs, the upstream gradient g and the token's loss term (0 and
-// NaN outputs for a target outside [0, V), which lse_kernel reported).
+// NaN outputs for a target outside [0, V), which lse_kernel reported). old == nullptr: on-policy, each token's own
+// float64 log-prob is its old one (ratio exactly 1).
 __global__ void grpo_terms_kernel(const double* logp, const float* old, const float* ref, const float* adv, const float* w,
                                   const int* targets, int vocab, int n, double lo, double hi, double beta, int kl,
                                   float* lp_out, float* ratio, float* clipped, float* kl_out, double* g, double* term) {
@@ -229,7 +230,7 @@ __global__ void grpo_terms_kernel(const double* logp, const float* old, const fl
         g[t] = term[t] = 0;
         return;
     }
-    GrpoTok r = grpo_token(logp[t], old[t], ref[t], adv[t], w[t], lo, hi, beta, kl);
+    GrpoTok r = grpo_token(logp[t], old ? (double) old[t] : logp[t], ref[t], adv[t], w[t], lo, hi, beta, kl);
     lp_out[t] = (float) logp[t];
     ratio[t] = (float) r.ratio;
     clipped[t] = r.clipped ? 1.f : 0.f;

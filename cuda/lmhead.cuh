@@ -53,11 +53,11 @@ struct GrpoTok {
 };
 
 // kl: 0..3 = kl1..kl4 (KlEstimator order). lo = 1 - epsLow, hi = 1 + epsHigh (float64 of the float params).
-__host__ __device__ inline GrpoTok grpo_token(double logp, float old, float ref, float adv, float w, double lo, double hi,
+__host__ __device__ inline GrpoTok grpo_token(double logp, double old, float ref, float adv, float w, double lo, double hi,
                                              double beta, int kl) {
     GrpoTok r;
     double a = adv;
-    double ratio = exp(dsub_rn(logp, (double) old));
+    double ratio = exp(dsub_rn(logp, old)); // on-policy (old = logp itself): exp(0) = 1 exactly
     double pg1 = dmul_rn(-a, ratio), pg2 = dmul_rn(-a, jmin(jmax(ratio, lo), hi));
     r.clipped = pg2 > pg1;
     double pg = jmax(pg1, pg2);

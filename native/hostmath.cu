@@ -127,7 +127,7 @@ float g4_host_grpo_tokens(const double* logp, const float* old, const float* ref
             g[t] = 0;
             continue;
         }
-        GrpoTok r = grpo_token(logp[t], old[t], ref[t], adv[t], w[t], lo, hi, (double) beta, kl);
+        GrpoTok r = grpo_token(logp[t], old ? (double) old[t] : logp[t], ref[t], adv[t], w[t], lo, hi, (double) beta, kl);
         part[t % LOSS_BLOCK] = g4::dadd_rn(part[t % LOSS_BLOCK], r.term);
         lp[t] = (float) logp[t];
         ratio[t] = (float) r.ratio;

@@ -188,6 +188,15 @@ public final class GrpoConfig {
      * about 16 bits, at 12·N·H·V. fp32 runs and the CPU backend compute dz exactly either way. docs/trainer.md.
      */
     public String lmHeadGrad = "bf16";
+    /**
+     * Where the PPO "old" log-probs of the first mini-batch of the first epoch come from (grpo4j): auto (the default)
+     * takes each token's own log-prob of that micro-batch's training forward, detached (ratio exactly 1), since the
+     * weights are still the ones the rollouts were scored with, as TRL does with per_token_logps.detach(); the no-grad
+     * old pass then runs only for the rollouts of later mini-batches (none at num_mini_batches 1 and num_epochs 1).
+     * recompute runs it for every rollout, as the reference does (its first-mini-batch ratios are 1 up to rounding).
+     * docs/trainer.md.
+     */
+    public String oldLogprobs = "auto";
     /** Gradient bucket for the ZeRO-2 reduction, in elements (DeepSpeed's reduce_bucket_size; grpo4j). */
     public long reduceBucketSize = 200_000_000L;
     /** A collective not finished within this many seconds aborts the NCCL communicators and stops every rank (grpo4j). */
@@ -366,7 +375,7 @@ public final class GrpoConfig {
             {"dataset_mixer_eval_list", datasetMixerEvalList}, {"lr_scheduler_type", lrSchedulerType}, {"kl_estimator", klEstimator},
             {"loss_aggregation", lossAggregation}, {"stop_token", stopToken}, {"verifier_compat", verifierCompat},
             {"output_dir", outputDir}, {"backend", backend}, {"sft_warmup", sftWarmup}, {"precision", precision},
-            {"lm_head_grad", lmHeadGrad}};
+            {"lm_head_grad", lmHeadGrad}, {"old_logprobs", oldLogprobs}};
         for (Object[] o : objects) require(o[1] != null, where, o[0] + " must not be null");
         require(!datasetMixerList.isEmpty(), where, "dataset_mixer_list is required");
         require(worldSize >= 1, where, "world_size must be >= 1");
@@ -431,6 +440,7 @@ public final class GrpoConfig {
         require(kvCacheFraction > 0 && kvCacheFraction <= 1, where, "kv_cache_fraction must be in (0, 1], got " + kvCacheFraction);
         require(precision != null && List.of("auto", "fp32", "bf16").contains(precision), where, "precision must be auto, fp32 or bf16, got " + precision);
         require(List.of("bf16", "split").contains(lmHeadGrad), where, "lm_head_grad must be bf16 or split, got " + lmHeadGrad);
+        require(List.of("auto", "recompute").contains(oldLogprobs), where, "old_logprobs must be auto or recompute, got " + oldLogprobs);
         require(reduceBucketSize >= 1024, where, "reduce_bucket_size must be >= 1024 elements, got " + reduceBucketSize);
         require(ncclTimeoutS >= 1, where, "nccl_timeout_s must be >= 1, got " + ncclTimeoutS);
         require(maxConsecutiveNonfinite >= 1, where, "max_consecutive_nonfinite must be >= 1");

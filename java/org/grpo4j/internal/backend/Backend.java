@@ -238,6 +238,10 @@ public interface Backend extends AutoCloseable {
      * {@code weights} [N] carries the mask and the aggregation (weights = mask / sum(mask) gives the token-masked
      * mean). advantages, oldLogprobs, refLogprobs [N]. Gradients w.r.t. hidden (overwritten) and lmHead (accumulated).
      * hidden, lmHead and out.dHidden of one dtype; out.dLmHead and every other float tensor fp32.
+     *
+     * <p>{@code oldLogprobs} may be null: on-policy, each token's old log-prob is its own log-prob as this call computes
+     * it (float64 inside the op), detached, so every ratio is exactly 1 (TRL's per_token_logps.detach(); the trainer's
+     * first mini-batch, whose weights are still the ones the rollouts were scored with).
      */
     void grpoLoss(GrpoLossOutputs out, Tensor hidden, Tensor lmHead, Tensor targets, Tensor weights, Tensor advantages,
                   Tensor oldLogprobs, Tensor refLogprobs, GrpoLossParams params);

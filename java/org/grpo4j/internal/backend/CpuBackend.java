@@ -652,8 +652,8 @@ public final class CpuBackend extends AbstractBackend {
         LmHead lm = new LmHead(this, hidden, lmHead, targets, p.temperature(), Ops.GRPO_LOSS);
         lm.forward();
         int n = lm.n;
-        float[] w = f(weights), adv = f(advantages), old = f(oldLogprobs), ref = f(refLogprobs);
-        int ow = off(weights), oa = off(advantages), oo = off(oldLogprobs), orf = off(refLogprobs);
+        float[] w = f(weights), adv = f(advantages), old = oldLogprobs == null ? null : f(oldLogprobs), ref = f(refLogprobs);
+        int ow = off(weights), oa = off(advantages), oo = oldLogprobs == null ? 0 : off(oldLogprobs), orf = off(refLogprobs);
         float[] lp = f(out.logprobs()), ra = f(out.ratio()), cl = f(out.clipped()), kl = f(out.kl());
         int olp = off(out.logprobs()), ora = off(out.ratio()), ocl = off(out.clipped()), okl = off(out.kl());
         double[] dl = new double[n];
@@ -661,7 +661,7 @@ public final class CpuBackend extends AbstractBackend {
         double lo = 1.0 - p.epsLow(), hi = 1.0 + p.epsHigh();
         for (int t = 0; t < n; t++) {
             double logp = lm.logp[t], a = adv[oa + t];
-            double ratio = Math.exp(logp - old[oo + t]);
+            double ratio = Math.exp(logp - (old == null ? logp : old[oo + t])); // on-policy: exp(0) = 1
             double pg1 = -a * ratio, pg2 = -a * Math.min(Math.max(ratio, lo), hi);
             boolean clipped = pg2 > pg1;
             double pg = Math.max(pg1, pg2);

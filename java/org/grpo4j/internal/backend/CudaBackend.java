@@ -1069,7 +1069,7 @@ public final class CudaBackend extends AbstractBackend {
         nonEmptyVocabulary(Ops.GRPO_LOSS, hidden, lmHead);
         // the per-token math of tokens [t0, t0 + r): outputs, the upstream gradient g and each token's loss term
         java.util.function.BiConsumer<Integer, Integer> terms = (t0, r) -> ok(CudaNative.g4_grpo_terms(
-                lmState(n, LOGP) + 8L * t0, addr(oldLogprobs) + 4L * t0, addr(refLogprobs) + 4L * t0, addr(advantages) + 4L * t0,
+                lmState(n, LOGP) + 8L * t0, oldLogprobs == null ? 0 : addr(oldLogprobs) + 4L * t0, addr(refLogprobs) + 4L * t0, addr(advantages) + 4L * t0,
                 addr(weights) + 4L * t0, addr(targets) + 4L * t0, v, r, p.epsLow(), p.epsHigh(), p.beta(), p.kl().ordinal(),
                 addr(out.logprobs()) + 4L * t0, addr(out.ratio()) + 4L * t0, addr(out.clipped()) + 4L * t0, addr(out.kl()) + 4L * t0,
                 lmState(n, G) + 8L * t0, lmState(n, TERM) + 8L * t0, stream), "grpo per-token kernel");

@@ -1055,23 +1055,30 @@ public final class E2eBench implements Callable<Integer> {
             long t2 = System.nanoTime();
             pr.say(String.format(Locale.ROOT, "%s grpo: reward %.3f s (%d of %d correct)", rig.preset, (t2 - t1) / 1e9,
                     Arrays.stream(rewards).filter(x -> x > 0).count(), seqs));
-            // 3. old and reference log-probs of the completion tokens, no gradients
+            // 3. reference log-probs of the completion tokens, and old ones for the rollouts past the first mini-batch
+            // (the trainer's old_logprobs auto: the first mini-batch's are its training forward's own), no gradients
+            int perMini = seqs / sh.miniBatches(), gas = perMini / sh.microSeqs();
+            int[] perm = permutation(seqs, new SplittableRandom(st.seed() * 31 + 4));
             float[][] old = new float[seqs][], refLp = new float[seqs][];
             for (int from = 0; from < seqs; from += sh.microSeqs()) {
                 Packed pk = Packed.of(seqTokens, completions, sh.promptLen(), from, sh.microSeqs());
                 try (PackedBatch pb = PackedBatch.of(be, pk.seqs(), vocab)) {
-                    pk.split(policy.tokenLogprobs(pb, pk.rows(), pk.targets(), 1f), old, from);
                     pk.split(refModel.tokenLogprobs(pb, pk.rows(), pk.targets(), 1f), refLp, from);
+                }
+            }
+            for (int from = perMini; from < seqs; from += sh.microSeqs()) {
+                int[] idx = Arrays.copyOfRange(perm, from, Math.min(seqs, from + sh.microSeqs()));
+                Packed pk = Packed.of(seqTokens, completions, sh.promptLen(), idx);
+                try (PackedBatch pb = PackedBatch.of(be, pk.seqs(), vocab)) {
+                    pk.split(policy.tokenLogprobs(pb, pk.rows(), pk.targets(), 1f), old, idx);
                 }
             }
             long t3 = System.nanoTime();
             pr.say(String.format(Locale.ROOT, "%s grpo: log-probs %.2f s", rig.preset, (t3 - t2) / 1e9));
             // 4. training: mini-batches of micro-batches through the fused GRPO loss, one optimizer step per mini-batch
             GrpoLossParams lp = new GrpoLossParams(1f, 0.2f, 0.2f, 0.01f, KlEstimator.KL3);
-            int perMini = seqs / sh.miniBatches(), gas = perMini / sh.microSeqs();
             long trained = 0;
             int optSteps = 0;
-            int[] perm = permutation(seqs, new SplittableRandom(st.seed() * 31 + 4));
             for (int mb = 0; mb < sh.miniBatches(); mb++) {
                 for (int mc = 0; mc < gas; mc++) {
                     int[] idx = Arrays.copyOfRange(perm, mb * perMini + mc * sh.microSeqs(), mb * perMini + (mc + 1) * sh.microSeqs());
@@ -1126,9 +1133,16 @@ public final class E2eBench implements Callable<Integer> {
 
         /** Splits concatenated per-token values back per sequence (sequences from..from+counts.length-1). */
         void split(float[] all, float[][] into, int from) {
+            int[] idx = new int[counts.length];
+            for (int j = 0; j < idx.length; j++) idx[j] = from + j;
+            split(all, into, idx);
+        }
+
+        /** Splits concatenated per-token values back per sequence (the sequences idx, in order). */
+        void split(float[] all, float[][] into, int[] idx) {
             int k = 0;
             for (int j = 0; j < counts.length; j++) {
-                into[from + j] = Arrays.copyOfRange(all, k, k + counts[j]);
+                into[idx[j]] = Arrays.copyOfRange(all, k, k + counts[j]);
                 k += counts[j];
             }
         }
@@ -1138,7 +1152,7 @@ public final class E2eBench implements Callable<Integer> {
      * One micro-batch as the trainer runs it: forward, the fused GRPO loss on the completion tokens' hidden states
      * (token-masked mean over the micro-batch, divided by the accumulation steps), its gradient scattered back to the
      * packed rows, the model's backward. Reads the loss once (the host's one look per micro-batch). Returns the packed
-     * tokens run.
+     * tokens run. Sequences without old log-probs (the first mini-batch's) train on-policy: grpoLoss without them.
      */
     static long grpoMicroStep(Rig rig, int[] idx, List<int[]> seqTokens, List<int[]> completions, int promptLen, double[] adv,
                               float[][] old, float[][] ref, GrpoLossParams lp, int gas, boolean checkpointing) {
@@ -1146,19 +1160,20 @@ public final class E2eBench implements Callable<Integer> {
         Packed pk = Packed.of(seqTokens, completions, promptLen, idx);
         int n = pk.rows().length, d = rig.cfg.hiddenSize();
         float[] w = new float[n], a = new float[n], o = new float[n], r = new float[n];
+        boolean onPolicy = old[idx[0]] == null;
         int k = 0;
         for (int j = 0; j < idx.length; j++)
             for (int q = 0; q < pk.counts()[j]; q++, k++) {
                 w[k] = (float) (1.0 / ((double) n * gas));
                 a[k] = (float) adv[idx[j]];
-                o[k] = old[idx[j]][q];
+                if (!onPolicy) o[k] = old[idx[j]][q];
                 r[k] = ref[idx[j]][q];
             }
         DType adt = rig.model.activationDType();
         try (PackedBatch pb = PackedBatch.of(be, pk.seqs(), rig.cfg.vocabSize());
              LlamaModel.Activations act = rig.model.forward(pb, checkpointing);
              Tensor rowsT = be.upload(pk.rows(), n); Tensor tgtT = be.upload(pk.targets(), n); Tensor wT = be.upload(w, n);
-             Tensor advT = be.upload(a, n); Tensor oldT = be.upload(o, n); Tensor refT = be.upload(r, n);
+             Tensor advT = be.upload(a, n); Tensor oldT = onPolicy ? null : be.upload(o, n); Tensor refT = be.upload(r, n);
              Tensor sel = be.empty(adt, n, d); Tensor loss = be.empty(DType.FP32, 1); Tensor logp = be.empty(DType.FP32, n);
              Tensor ratio = be.empty(DType.FP32, n); Tensor clipped = be.empty(DType.FP32, n); Tensor kl = be.empty(DType.FP32, n);
              Tensor dSel = be.empty(adt, n, d); Tensor dHidden = be.zeros(DType.FP32, pb.tokens(), d)) {

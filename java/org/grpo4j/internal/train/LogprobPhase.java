@@ -7,26 +7,45 @@ import org.grpo4j.internal.model.LlamaModel;
 import org.grpo4j.internal.model.PackedBatch;
 
 /**
- * Phase 3 of a step: the old (current policy) and reference log-probs of every loss token, in no-grad passes over
+ * Phase 3 of a step: the old (current policy) and reference log-probs of the loss tokens, in no-grad passes over
  * chunks of local_rollout_forward_batch_size rollouts, logits divided by (temperature + 1e-7). The models run in the
- * precision's dtype; the log-probs are fp32.
+ * precision's dtype; the log-probs are fp32. With old_logprobs auto, the rollouts that the first mini-batch of the
+ * first epoch trains get no old pass: their old log-probs are their training forward's own (UpdatePhase), taken with
+ * the same weights; their {@code old} stays null until then.
  */
 final class LogprobPhase {
     private LogprobPhase() {}
 
-    static void run(RankState r, List<Rollout> rs) {
+    /** Returns how many rollouts had the no-grad old pass. */
+    static int run(RankState r, int step, List<Rollout> rs) {
         GrpoConfig cfg = r.s.cfg();
         float temp = (float) cfg.temperature;
+        boolean[] onPolicy = UpdatePhase.onPolicy(r, step, rs.size());
+        List<Rollout> needOld = new ArrayList<>();
+        for (int i = 0; i < rs.size(); i++) {
+            rs.get(i).old = null;
+            if (!onPolicy[i]) needOld.add(rs.get(i));
+        }
         for (int from = 0; from < rs.size(); from += cfg.localRolloutForwardBatchSize) {
             List<Rollout> chunk = rs.subList(from, Math.min(rs.size(), from + cfg.localRolloutForwardBatchSize));
-            float[] o = logprobs(r, r.model, chunk, temp), rf = logprobs(r, r.refModel, chunk, temp);
+            float[] rf = logprobs(r, r.refModel, chunk, temp);
             int k = 0;
             for (Rollout x : chunk) {
-                x.old = java.util.Arrays.copyOfRange(o, k, k + x.targets.length);
                 x.ref = java.util.Arrays.copyOfRange(rf, k, k + x.targets.length);
                 k += x.targets.length;
             }
         }
+        // the old pass in chunks of its own rollouts (with recompute, every rollout: the same chunks as the reference pass)
+        for (int from = 0; from < needOld.size(); from += cfg.localRolloutForwardBatchSize) {
+            List<Rollout> chunk = needOld.subList(from, Math.min(needOld.size(), from + cfg.localRolloutForwardBatchSize));
+            float[] o = logprobs(r, r.model, chunk, temp);
+            int k = 0;
+            for (Rollout x : chunk) {
+                x.old = java.util.Arrays.copyOfRange(o, k, k + x.targets.length);
+                k += x.targets.length;
+            }
+        }
+        return needOld.size();
     }
 
     /** Log-probs of every rollout's loss tokens under a model, concatenated in order. */

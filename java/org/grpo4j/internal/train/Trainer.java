@@ -416,7 +416,7 @@ public final class Trainer implements AutoCloseable {
         r.lastRewardError = sc.firstError();
         long tReward = System.nanoTime();
         r.comm.setContext("step " + s + ", log-probs");
-        LogprobPhase.run(r, roll.rollouts());
+        int oldPasses = LogprobPhase.run(r, s, roll.rollouts());
         long tTrain0 = System.nanoTime();
         UpdatePhase.Result up;
         try {
@@ -427,7 +427,7 @@ public final class Trainer implements AutoCloseable {
         }
         long tEnd = System.nanoTime();
         r.comm.setContext("step " + s + ", metrics");
-        Map<String, Double> m = StepMetrics.reduce(r, StepMetrics.local(r, s, roll.rollouts(), roll.stats(), up, sc, t0, tGen, tReward, tTrain0, tEnd), up.stats());
+        Map<String, Double> m = StepMetrics.reduce(r, StepMetrics.local(r, s, roll.rollouts(), roll.stats(), up, sc, oldPasses, t0, tGen, tReward, tTrain0, tEnd), up.stats());
         if (r.leader() && writer && setup.eval() != null && cfg.numEvals > 0 && (s - 1) % cfg.evalFreq() == 0) writeSamples(r, s);
         return m;
     }
@@ -672,7 +672,10 @@ public final class Trainer implements AutoCloseable {
         GrpoConfig c = GrpoConfig.fromJsonString(json, f.toString());
         // a checkpoint written before lm_head_grad existed trained with dz split into hi + lo: its run goes on so, bit
         // for bit, rather than with the new default
-        if (!new com.fasterxml.jackson.databind.ObjectMapper().readTree(json).has("lm_head_grad")) c.lmHeadGrad = "split";
+        com.fasterxml.jackson.databind.JsonNode keys = new com.fasterxml.jackson.databind.ObjectMapper().readTree(json);
+        if (!keys.has("lm_head_grad")) c.lmHeadGrad = "split";
+        // likewise one written before old_logprobs existed recomputed every old log-prob
+        if (!keys.has("old_logprobs")) c.oldLogprobs = "recompute";
         return c;
     }
 

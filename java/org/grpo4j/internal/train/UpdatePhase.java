@@ -59,7 +59,7 @@ final class UpdatePhase {
                 for (int mc = 0; mc < mini; mc += micro) {
                     List<Rollout> microRs = miniRs.subList(mc, mc + micro);
                     opt.startMicroBatch();
-                    MicroStats st = microStep(r, microRs, lp, globalTokens, miniRs.size(), e == 0);
+                    MicroStats st = microStep(r, microRs, lp, globalTokens, miniRs.size(), e == 0, e == 0 && mb == 0 && cfg.oldLogprobs.equals("auto"));
                     opt.endMicroBatch();
                     tokensTrained += st.tokens;
                     finite &= Double.isFinite(st.loss);
@@ -85,6 +85,20 @@ final class UpdatePhase {
             }
         }
         return new Result(stats, gradNormSum, optSteps, skipped, tokensTrained);
+    }
+
+    /**
+     * Which rollouts (by index in the rank's list) train on-policy: with old_logprobs auto, those of the first
+     * mini-batch of the first epoch (the same permutation {@link #run} draws), whose weights are still the ones the
+     * rollouts were scored with; none with recompute.
+     */
+    static boolean[] onPolicy(RankState r, int step, int rollouts) {
+        GrpoConfig cfg = r.s.cfg();
+        boolean[] on = new boolean[rollouts];
+        if (!cfg.oldLogprobs.equals("auto") || cfg.numEpochs < 1) return on;
+        int[] perm = Trainer.permutation(rollouts, Trainer.mix(cfg.seed, step, 100));
+        for (int q = 0; q < Math.min(cfg.localMiniBatchSize, rollouts); q++) on[perm[q]] = true;
+        return on;
     }
 
     /** The largest of the ranks' counts. */
@@ -115,7 +129,8 @@ final class UpdatePhase {
      * fp32; dHidden is gathered into an fp32 buffer (embeddingBackward accumulates in fp32) and rounded once by the
      * model's backward; the weight gradients accumulate in the fp32 buffer inside the GEMMs.
      */
-    static MicroStats microStep(RankState r, List<Rollout> rs, GrpoLossParams lp, long miniTokens, int miniSeqs, boolean firstEpoch) {
+    static MicroStats microStep(RankState r, List<Rollout> rs, GrpoLossParams lp, long miniTokens, int miniSeqs, boolean firstEpoch,
+                                boolean onPolicy) {
         GrpoConfig cfg = r.s.cfg();
         Backend be = r.be;
         LogprobPhase.Packed pk = LogprobPhase.Packed.of(rs);
@@ -129,7 +144,7 @@ final class UpdatePhase {
             for (int t = 0; t < o.targets.length; t++, k++) {
                 w[k] = (float) wt;
                 adv[k] = (float) o.advantage;
-                old[k] = o.old[t];
+                if (!onPolicy) old[k] = o.old[t];
                 ref[k] = o.ref[t];
             }
         }
@@ -139,7 +154,7 @@ final class UpdatePhase {
         try (PackedBatch pb = PackedBatch.of(be, pk.seqs(), r.s.model().vocabSize());
              LlamaModel.Activations act = model.forward(pb, cfg.gradientCheckpointing);
              Tensor rowsT = be.upload(rows, nTok); Tensor tgtT = be.upload(tgt, nTok); Tensor wT = be.upload(w, nTok);
-             Tensor advT = be.upload(adv, nTok); Tensor oldT = be.upload(old, nTok); Tensor refT = be.upload(ref, nTok);
+             Tensor advT = be.upload(adv, nTok); Tensor oldT = onPolicy ? null : be.upload(old, nTok); Tensor refT = be.upload(ref, nTok);
              Tensor sel = be.empty(adt, nTok, d); Tensor loss = be.empty(DType.FP32, 1); Tensor logp = be.empty(DType.FP32, nTok);
              Tensor ratio = be.empty(DType.FP32, nTok); Tensor clipped = be.empty(DType.FP32, nTok); Tensor kl = be.empty(DType.FP32, nTok);
              Tensor dSel = be.empty(adt, nTok, d); Tensor dHidden = be.zeros(DType.FP32, pb.tokens(), d)) {
@@ -150,6 +165,14 @@ final class UpdatePhase {
             be.embeddingBackward(dHidden, dSel, rowsT);
             model.backward(act, dHidden, r.grads, r.optimizer::gradientsReady, r.table32);
             float[] lpv = logp.toFloats(), rv = ratio.toFloats(), cv = clipped.toFloats(), kv = kl.toFloats();
+            if (onPolicy) { // the old log-probs are this forward's own (the step's metrics read them)
+                System.arraycopy(lpv, 0, old, 0, nTok);
+                int q = 0;
+                for (Rollout o : rs) {
+                    o.old = java.util.Arrays.copyOfRange(lpv, q, q + o.targets.length);
+                    q += o.targets.length;
+                }
+            }
             double rSum = 0, cSum = 0, akl = 0, pg = 0, total = 0, klSum = 0;
             for (int i = 0; i < nTok; i++) {
                 rSum += rv[i];

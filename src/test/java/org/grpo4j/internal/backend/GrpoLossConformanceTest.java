@@ -145,6 +145,54 @@ class GrpoLossConformanceTest {
             }
         }
 
+        /**
+         * oldLogprobs null (on-policy): each token's old log-prob is its own, so every ratio is exactly 1, nothing is
+         * clipped, and the loss and gradients are the reference formulas' with old = logp; fp32 and bf16, one vocabulary
+         * chunk and several.
+         */
+        @Test
+        void onPolicyWithoutOldLogprobs() {
+            be(Ops.GRPO_LOSS);
+            SplittableRandom r = new SplittableRandom(5);
+            for (boolean bf16 : new boolean[] {false, true})
+                for (int[] s : new int[][] {{23, 16, 300}, {7, 8, 9000}}) {
+                    int n = s[0], d = s[1], vocab = s[2];
+                    float temp = 0.9f, epsLow = 0.2f, epsHigh = 0.28f, beta = 0.05f;
+                    KlEstimator est = KlEstimator.KL3;
+                    Case c = bf16 ? makeCase(r, n, d, vocab, temp, randnBf16(r, n * d, 1), randnBf16(r, vocab * d, 0.5))
+                            : makeCase(r, n, d, vocab, temp);
+                    double[] logp = Ref.tokenLogprobs(c.h, c.w, c.tgt, n, d, vocab, temp);
+                    double[] want = Ref.grpo(logp, logp, c.ref, c.adv, c.wt, epsLow, epsHigh, beta, est);
+                    double[] dW0 = randn(r, vocab * d, 1);
+                    GrpoLossParams p = new GrpoLossParams(temp, epsLow, epsHigh, beta, est);
+                    DType dt = bf16 ? DType.BF16 : DType.FP32;
+                    Mixed m = mixed((bf16 ? "bf16" : "fp32") + " on-policy n=" + n + " V=" + vocab);
+                    m = bf16 ? m.bf16("hidden", c.h, n, d).bf16("lmHead", c.w, vocab, d) : m.fp32("hidden", c.h, n, d).fp32("lmHead", c.w, vocab, d);
+                    m = m.ints("targets", c.tgt, n).fp32("weights", c.wt, n).fp32("adv", c.adv, n).fp32("ref", c.ref, n)
+                            .out(DType.FP32, "loss", 1).out(DType.FP32, "logprobs", n).out(DType.FP32, "ratio", n)
+                            .out(DType.FP32, "clipped", n).out(DType.FP32, "kl", n).out(dt, "dHidden", n, d).fp32("dLmHead", dW0, vocab, d)
+                            .run((be, t) -> be.grpoLoss(new GrpoLossOutputs(t.get("loss"), t.get("logprobs"), t.get("ratio"), t.get("clipped"),
+                                    t.get("kl"), t.get("dHidden"), t.get("dLmHead")), t.get("hidden"), t.get("lmHead"), t.get("targets"),
+                                    t.get("weights"), t.get("adv"), null, t.get("ref"), p));
+                    double[] ones = new double[n], zeros = new double[n];
+                    java.util.Arrays.fill(ones, 1);
+                    m.expect("ratio", ones, 0, 0);
+                    m.expect("clipped", zeros, 0, 0);
+                    m.expect("loss", new double[] {want[0]}, 1e-5, 1e-5);
+                    m.expect("logprobs", logp, 2e-5, 1e-4);
+                    m.expect("kl", java.util.Arrays.copyOfRange(want, 1 + 2 * n, 1 + 3 * n), 2e-5, 1e-4);
+                    // the gradient of the on-policy loss: old held at the forward's value (detached) while logp moves
+                    int[] ih = someIndices(r, c.h.length, 60), iw = someIndices(r, c.w.length, 60);
+                    double[] fh = fdGrad(x -> Ref.grpo(Ref.tokenLogprobs(x, c.w, c.tgt, n, d, vocab, temp), logp, c.ref, c.adv, c.wt,
+                            epsLow, epsHigh, beta, est)[0], c.h, ih);
+                    double[] fw = fdGrad(x -> Ref.grpo(Ref.tokenLogprobs(c.h, x, c.tgt, n, d, vocab, temp), logp, c.ref, c.adv, c.wt,
+                            epsLow, epsHigh, beta, est)[0], c.w, iw);
+                    for (int i = 0; i < fw.length; i++) fw[i] += dW0[i];
+                    m.expect("dHidden", fh, ih, 2e-5, 2e-4);
+                    m.expect("dLmHead", fw, iw, 2e-5, 2e-4);
+                }
+        }
+
         @Test
         void clippingFiresOnBothSides() {
             Backend be = be(Ops.GRPO_LOSS);

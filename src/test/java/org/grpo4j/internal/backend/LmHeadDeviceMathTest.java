@@ -181,6 +181,27 @@ class LmHeadDeviceMathTest {
                     assertEquals(cl[t] == 1f ? 0 : -w[t] * (double) adv[t] * Math.exp(logp[t] - old[t]), g[t], 1e-12,
                             est.label() + ": clamped KL carries no gradient (token " + t + ")");
         }
+        // on-policy (old null): ratio exactly 1, nothing clipped, the loss and g of the CPU's on-policy grpoLoss
+        {
+            GrpoLossParams p = new GrpoLossParams(temp, epsLow, epsHigh, beta, KlEstimator.KL3);
+            float[] lp = new float[n], ra = new float[n], cl = new float[n], kl = new float[n];
+            double[] g = new double[n];
+            float loss = CudaNative.g4_host_grpo_tokens(logp, null, ref, adv, w, tgt, v, n, epsLow, epsHigh, beta, 2, lp, ra, cl, kl, g);
+            for (int t = 0; t < n; t++) {
+                assertEquals(1f, ra[t], "on-policy ratio, token " + t);
+                assertEquals(0f, cl[t], "on-policy clipped, token " + t);
+            }
+            try (Tensor h = cpu.upload(identity(n), n, n); Tensor wt = cpu.upload(transpose(z, n, v), v, n);
+                 Tensor tt = cpu.upload(tgt, n); Tensor tw = cpu.upload(w, n); Tensor ta = cpu.upload(adv, n); Tensor tr = cpu.upload(ref, n);
+                 Tensor l = cpu.empty(DType.FP32, 1); Tensor olp = cpu.empty(DType.FP32, n); Tensor ora = cpu.empty(DType.FP32, n);
+                 Tensor ocl = cpu.empty(DType.FP32, n); Tensor okl = cpu.empty(DType.FP32, n); Tensor dh = cpu.empty(DType.FP32, n, n);
+                 Tensor dw = cpu.zeros(DType.FP32, v, n)) {
+                cpu.grpoLoss(new GrpoLossOutputs(l, olp, ora, ocl, okl, dh, dw), h, wt, tt, tw, ta, null, tr, p);
+                Conformance.assertCloseToCpu("on-policy loss", l.toFloats(), new float[] {loss}, false, 1e-5, 1e-5);
+                Conformance.assertCloseToCpu("on-policy kl", okl.toFloats(), kl, false, 2e-5, 1e-4);
+                assertArrayEquals(ora.toFloats(), ra, "on-policy ratio: CPU and twin");
+            }
+        }
         // an out-of-range target: NaN outputs, no loss term, no gradient
         int[] bad = tgt.clone();
         bad[3] = v;

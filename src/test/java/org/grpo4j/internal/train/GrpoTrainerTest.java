@@ -72,6 +72,71 @@ class GrpoTrainerTest {
         assertTrue(Files.readString(out.resolve("samples.jsonl")).contains("\"response\""));
     }
 
+    /**
+     * old_logprobs auto skips the no-grad old pass for the first mini-batch's rollouts (8 of the 16 here: 2 mini-batches)
+     * and takes their training forward's own log-probs instead, ratio exactly 1; recompute runs it for all 16, as the
+     * reference does. Same weights in mini-batch 1, so the runs agree to rounding: the same rewards and lengths (the first
+     * step's rollouts are identical), the losses and the weights after two steps close.
+     */
+    @Test
+    void oldLogprobsAutoSkipsTheFirstMiniBatchsOldPass(@TempDir Path tmp) throws Exception {
+        Map<String, List<Map<String, Double>>> runs = new java.util.LinkedHashMap<>();
+        for (String mode : List.of("auto", "recompute")) {
+            List<String> sets = small(tmp.resolve(mode), 2);
+            sets.addAll(List.of("old_logprobs=\"" + mode + "\"", "num_evals=0"));
+            List<Map<String, Double>> seen = new ArrayList<>();
+            try (Trainer t = Trainer.builder(config(sets)).log(null).build()) {
+                t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
+                    @Override
+                    public void onStep(int step, Map<String, Double> m) { seen.add(m); }
+                });
+            }
+            runs.put(mode, seen);
+        }
+        List<Map<String, Double>> auto = runs.get("auto"), rec = runs.get("recompute");
+        for (int s = 0; s < 2; s++) {
+            assertEquals(8.0, auto.get(s).get("rollout/old_logprob_passes"), "auto: the second mini-batch's rollouts only");
+            assertEquals(16.0, rec.get(s).get("rollout/old_logprob_passes"), "recompute: every rollout");
+            assertTrue(auto.get(s).get("time/logprobs") >= 0);
+        }
+        Map<String, Double> a = auto.get(0), b = rec.get(0);
+        for (String k : List.of("objective/scores", "val/sequence_lengths", "objective/kl"))
+            assertEquals(b.get(k), a.get(k), 1e-6, k + " (step 1's rollouts and the old log-probs the metrics read)");
+        for (String k : List.of("loss/policy_avg", "val/ratio", "policy/approxkl_avg"))
+            assertEquals(b.get(k), a.get(k), 1e-5, k);
+        assertEquals(0.0, a.get("policy/clipfrac_avg"), 0.0);
+        float[] wa = allFloats(tmp.resolve("auto/checkpoints/step_2/model/model.safetensors"));
+        float[] wb = allFloats(tmp.resolve("recompute/checkpoints/step_2/model/model.safetensors"));
+        assertEquals(wb.length, wa.length);
+        double maxDiff = 0, maxW = 0;
+        for (int i = 0; i < wa.length; i++) {
+            maxDiff = Math.max(maxDiff, Math.abs(wa[i] - wb[i]));
+            maxW = Math.max(maxW, Math.abs(wb[i]));
+        }
+        assertTrue(maxDiff <= 1e-5 * maxW, "weights after 2 steps: max |auto - recompute| " + maxDiff + " against max |w| " + maxW);
+    }
+
+    private static int count(int[] shape) {
+        int n = 1;
+        for (int d : shape) n *= d;
+        return n;
+    }
+
+    /** Every tensor of a safetensors file, widened to float and concatenated in the header's order. */
+    static float[] allFloats(Path file) throws Exception {
+        try (org.grpo4j.internal.model.SafeTensors st = org.grpo4j.internal.model.SafeTensors.open(file)) {
+            int n = 0;
+            for (var e : st.tensors().values()) n += count(e.shape());
+            float[] all = new float[n];
+            int at = 0;
+            for (var e : st.tensors().values()) {
+                st.readFloats(e.name(), all, at);
+                at += count(e.shape());
+            }
+            return all;
+        }
+    }
+
     @Test
     void resumeAfterKillDashNineRepeatsTheUninterruptedRunExactly(@TempDir Path tmp) throws Exception {
         int steps = 7;
@@ -249,5 +314,21 @@ class GrpoTrainerTest {
         withKey.remove("lm_head_grad");
         Files.writeString(ck.resolve("config.json"), withKey.toString());
         assertEquals("split", Trainer.savedConfig(ck).lmHeadGrad);
+    }
+
+    /** Likewise old_logprobs: a checkpoint without the key recomputed every old log-prob, and resumes so. */
+    @Test
+    void aCheckpointWithoutOldLogprobsResumesWithRecompute(@TempDir Path tmp) throws Exception {
+        com.fasterxml.jackson.databind.ObjectMapper json = new com.fasterxml.jackson.databind.ObjectMapper();
+        GrpoConfig c = config(small(tmp.resolve("run"), 1));
+        assertEquals("auto", c.oldLogprobs, "the default");
+        var withKey = (com.fasterxml.jackson.databind.node.ObjectNode) json.readTree(c.toJson());
+        assertTrue(withKey.has("old_logprobs"), "a new checkpoint records the key");
+        Path ck = Files.createDirectories(tmp.resolve("ck"));
+        Files.writeString(ck.resolve("config.json"), withKey.toString());
+        assertEquals("auto", Trainer.savedConfig(ck).oldLogprobs);
+        withKey.remove("old_logprobs");
+        Files.writeString(ck.resolve("config.json"), withKey.toString());
+        assertEquals("recompute", Trainer.savedConfig(ck).oldLogprobs);
     }
 }
