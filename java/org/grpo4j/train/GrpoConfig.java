@@ -189,6 +189,13 @@ public final class GrpoConfig {
      */
     public String lmHeadGrad = "bf16";
     /**
+     * Device memory (MiB) the fused LM head's loss may keep for a block of tokens' logits on CUDA (grpo4j; the row
+     * path, docs/kernels.md "Fused LM head"): 1024 holds 2048 tokens' fp32 logits at a vocabulary of 128,256, so the
+     * backward's dLmHead GEMM reads and writes the fp32 [V, H] gradient once per 2048 tokens; 256 (the op's default,
+     * issue 13's bound) holds 512. Counted in the memory plan before the KV pool is sized. 0 turns the row path off.
+     */
+    public long lmHeadScratchMib = 1024;
+    /**
      * Where the PPO "old" log-probs of the first mini-batch of the first epoch come from (grpo4j): auto (the default)
      * takes each token's own log-prob of that micro-batch's training forward, detached (ratio exactly 1), since the
      * weights are still the ones the rollouts were scored with, as TRL does with per_token_logps.detach(); the no-grad
@@ -441,6 +448,8 @@ public final class GrpoConfig {
         require(precision != null && List.of("auto", "fp32", "bf16").contains(precision), where, "precision must be auto, fp32 or bf16, got " + precision);
         require(List.of("bf16", "split").contains(lmHeadGrad), where, "lm_head_grad must be bf16 or split, got " + lmHeadGrad);
         require(List.of("auto", "recompute").contains(oldLogprobs), where, "old_logprobs must be auto or recompute, got " + oldLogprobs);
+        require(lmHeadScratchMib >= 0 && lmHeadScratchMib <= org.grpo4j.internal.backend.CudaBackend.LM_ROWS_MAX_MIB, where,
+                "lm_head_scratch_mib must be in [0, " + org.grpo4j.internal.backend.CudaBackend.LM_ROWS_MAX_MIB + "], got " + lmHeadScratchMib);
         require(reduceBucketSize >= 1024, where, "reduce_bucket_size must be >= 1024 elements, got " + reduceBucketSize);
         require(ncclTimeoutS >= 1, where, "nccl_timeout_s must be >= 1, got " + ncclTimeoutS);
         require(maxConsecutiveNonfinite >= 1, where, "max_consecutive_nonfinite must be >= 1");

@@ -759,8 +759,55 @@ public final class CudaBackend extends AbstractBackend {
 
     static final String LM_PATH_PROPERTY = "grpo4j.lmheadPath";
 
-    /** The row path's bound on its extra memory: a block's fp32 logits plus the per-token state (the 256 MiB). */
+    /**
+     * The row path's default bound on its extra memory: a block's fp32 logits plus the per-token state (the issue's 256
+     * MiB at N = 8192, V = 128,256: blocks of 512 tokens). {@link #setLmHeadRowsBytes} raises it: larger blocks mean
+     * fewer dLmHead GEMMs, each reading and writing the whole fp32 [V, H] gradient (16 at N = 8192 with 512-token blocks,
+     * 4 with 2048), and a dHidden GEMM with more rows. The trainer's lm_head_scratch_mib sets it for its own calls.
+     */
     static final long LM_ROWS_BYTES = 256L << 20;
+
+    static final String LM_ROWS_PROPERTY = "grpo4j.lmheadRowsMib";
+
+    /** The bound a {@link #LM_ROWS_PROPERTY} value asks for (null: the default); a clear error naming it otherwise. */
+    static long lmRowsProperty(String v) {
+        if (v == null) return LM_ROWS_BYTES;
+        try {
+            long mib = Long.parseLong(v.trim());
+            if (mib >= 0 && mib <= LM_ROWS_MAX_MIB) return mib << 20;
+        } catch (NumberFormatException e) {
+            // the message below
+        }
+        throw new IllegalArgumentException("-D" + LM_ROWS_PROPERTY + " must be a whole number of MiB in [0, " + LM_ROWS_MAX_MIB + "], got \"" + v + "\"");
+    }
+
+    /** The largest row-path bound (MiB): a block's logits stay one tensor of at most 2^31 - 1 floats. */
+    public static final long LM_ROWS_MAX_MIB = 8191;
+
+    private long lmRowsBytes = lmRowsProperty(System.getProperty(LM_ROWS_PROPERTY));
+
+    /**
+     * Sets the row path's bound on its extra memory in bytes (default {@link #LM_ROWS_BYTES}; also {@code
+     * -Dgrpo4j.lmheadRowsMib}). Where a block of at least 64 rows does not fit, AUTO takes the chunk loops.
+     */
+    public void setLmHeadRowsBytes(long bytes) {
+        if (bytes < 0 || bytes > LM_ROWS_MAX_MIB << 20)
+            throw new IllegalArgumentException("LM-head row bound must be in [0, " + LM_ROWS_MAX_MIB + "] MiB, got " + bytes + " bytes");
+        this.lmRowsBytes = bytes;
+    }
+
+    public long lmHeadRowsBytes() { return lmRowsBytes; }
+
+    /** Runs {@code body} with the row path's bound {@code bytes} ({@link #setLmHeadRowsBytes}), then puts it back. */
+    public <T> T withLmHeadRowsBytes(long bytes, java.util.function.Supplier<T> body) {
+        long before = lmRowsBytes;
+        setLmHeadRowsBytes(bytes);
+        try {
+            return body.get();
+        } finally {
+            lmRowsBytes = before;
+        }
+    }
 
     /** Per-token state of the fused LM head (bytes): m, zt fp32; s, lse, logp, g, the GRPO loss term f64. */
     static final int LM_STATE_BYTES = 48;
@@ -784,13 +831,19 @@ public final class CudaBackend extends AbstractBackend {
     /**
      * Token rows per block of the row path for a backward over n tokens of a vocabulary of v (0: the chunk loops run):
      * min(n, tokenBlock) rows, fewer when their fp32 logits and the state of n tokens would pass {@link #LM_ROWS_BYTES}
+     * (or the bound given)
      * (then a multiple of 64, for the GEMMs' tiles); under 64 rows that fit, AUTO takes the chunk loops and ROWS the
      * rows that fit.
      */
     static int lmRowBlock(int n, int v, DType dtype, boolean split, LmHeadPath path, int tokenBlock, int vocabChunk) {
+        return lmRowBlock(n, v, dtype, split, path, tokenBlock, vocabChunk, LM_ROWS_BYTES);
+    }
+
+    /** As above, within {@code rowsBytes} instead of the default bound. */
+    static int lmRowBlock(int n, int v, DType dtype, boolean split, LmHeadPath path, int tokenBlock, int vocabChunk, long rowsBytes) {
         if (path == LmHeadPath.CHUNKS || (dtype == DType.BF16 && split) || Math.min(v, vocabChunk) > LM_ROWS_MAX_CHUNK || v == 0)
             return 0;
-        long fit = (LM_ROWS_BYTES - (long) LM_STATE_BYTES * n) / (4L * v), want = Math.min(n, tokenBlock);
+        long fit = Math.max(0, rowsBytes - (long) LM_STATE_BYTES * n) / (4L * v), want = Math.min(n, tokenBlock);
         if (fit >= want) return (int) want;
         if (fit >= 64) return (int) (fit / 64 * 64);
         return path == LmHeadPath.ROWS && fit >= 1 ? (int) fit : 0;
@@ -847,7 +900,13 @@ public final class CudaBackend extends AbstractBackend {
      */
     static long lmHeadBytes(int n, int h, int v, DType dtype, boolean backward, boolean split, LmHeadPath path,
                             int tokenBlock, int vocabChunk) {
-        int rows = backward ? lmRowBlock(n, v, dtype, split, path, tokenBlock, vocabChunk) : 0;
+        return lmHeadBytes(n, h, v, dtype, backward, split, path, tokenBlock, vocabChunk, LM_ROWS_BYTES);
+    }
+
+    /** As above, with the row path within {@code rowsBytes}. */
+    static long lmHeadBytes(int n, int h, int v, DType dtype, boolean backward, boolean split, LmHeadPath path,
+                            int tokenBlock, int vocabChunk, long rowsBytes) {
+        int rows = backward ? lmRowBlock(n, v, dtype, split, path, tokenBlock, vocabChunk, rowsBytes) : 0;
         if (rows > 0) return (long) rows * v * 4 + (long) LM_STATE_BYTES * n;
         long tb = Math.min(n, tokenBlock), vc = Math.min(v, vocabChunk), bytes = tb * vc * 4 + (long) LM_STATE_BYTES * n;
         if (backward && dtype == DType.BF16) bytes += tb * vc * 4 + tb * h * 4;
@@ -1036,7 +1095,7 @@ public final class CudaBackend extends AbstractBackend {
 
     /** Token rows per block of the row path for this backward (0: the chunk loops). */
     private int lmRowBlock(Tensor hidden, Tensor lmHead) {
-        return lmRowBlock(hidden.dim(0), lmHead.dim(0), hidden.dtype(), lmSplitGrad, lmPath, lmTokenBlock, lmVocabChunk);
+        return lmRowBlock(hidden.dim(0), lmHead.dim(0), hidden.dtype(), lmSplitGrad, lmPath, lmTokenBlock, lmVocabChunk, lmRowsBytes);
     }
 
     @Override

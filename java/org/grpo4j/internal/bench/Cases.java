@@ -591,6 +591,18 @@ final class Cases {
         out.add(new Case("lmhead", "logprob fwd+bwd " + GRPO_LOSS, shape, dt, List.of(Ops.GRPO_LOSS),
                 6.0 * n * h * v, "flop", "6*N*H*V (three GEMMs of N x H x V)", Kind.KERNEL,
                 d -> singleDz(grpoLoss(d, n, h, v, act)), d -> singleDz(grpoLoss(d, ns, h, vs, act)), true));
+        // The same with the trainer's default lm_head_scratch_mib (1024): blocks of 2048 tokens instead of 512, so the
+        // dLmHead GEMM reads and writes the fp32 [V, H] gradient 4 times instead of 16 (no 256 MiB goal: it holds 1 GiB)
+        out.add(new Case("lmhead", "logprob fwd+bwd " + GRPO_LOSS_TRAINER, shape, dt, List.of(Ops.GRPO_LOSS),
+                6.0 * n * h * v, "flop", "6*N*H*V (three GEMMs of N x H x V)", Kind.KERNEL,
+                d -> trainerRows(singleDz(grpoLoss(d, n, h, v, act))), d -> trainerRows(singleDz(grpoLoss(d, ns, h, vs, act))), true));
+    }
+
+    /** The variant tag of the grpoLoss row with the trainer's LM-head scratch (lm_head_scratch_mib, 1 GiB). */
+    static final String GRPO_LOSS_TRAINER = "[grpoLoss, dz bf16, 1 GiB blocks]";
+
+    static Instance trainerRows(Instance in) {
+        return inCudaMode(in, CudaBackend::lmHeadRowsBytes, CudaBackend::setLmHeadRowsBytes, new org.grpo4j.train.GrpoConfig().lmHeadScratchMib << 20);
     }
 
     /** The variant tag of the LM-head row run on the chunk loops with dz rounded once (CudaBackend.LmHeadPath.CHUNKS). */

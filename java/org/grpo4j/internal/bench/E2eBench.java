@@ -681,8 +681,9 @@ public final class E2eBench implements Callable<Integer> {
         }
         if (singleDz && st.precision() != DType.BF16)
             return skipped(t, sh, st, "--lmhead-grad single is a mode of the bf16 LM head (this run: " + st.precision().label() + ")");
-        // each row in the mode its variant names, whatever -Dgrpo4j.lmheadBf16Grad says
-        return cb.withLmHeadBf16GradSplit(!singleDz, () -> train(rig, sh, st, t, pr));
+        // each row in the mode its variant names, whatever -Dgrpo4j.lmheadBf16Grad says; the LM head's blocks as the
+        // trainer's (lm_head_scratch_mib)
+        return cb.withLmHeadBf16GradSplit(!singleDz, () -> cb.withLmHeadRowsBytes(TRAINER_LM_ROWS_BYTES, () -> train(rig, sh, st, t, pr)));
     }
 
     private static E2eReport.Row train(Rig rig, Shapes sh, Settings st, Task t, Progress pr) {
@@ -1013,10 +1014,16 @@ public final class E2eBench implements Callable<Integer> {
         return s.append("The answer is ").append(Math.floorMod(tokens[tokens.length - 1], 10)).append('.').toString();
     }
 
-    /** One GRPO step, with the LM head's dz in the trainer's default mode (lm_head_grad bf16: dz rounded to bf16 once). */
+    /** The trainer's default bound on the LM head's row blocks (lm_head_scratch_mib). */
+    static final long TRAINER_LM_ROWS_BYTES = new org.grpo4j.train.GrpoConfig().lmHeadScratchMib << 20;
+
+    /**
+     * One GRPO step, with the LM head's dz and blocks in the trainer's default modes (lm_head_grad bf16: dz rounded to
+     * bf16 once; lm_head_scratch_mib).
+     */
     static E2eReport.Row grpo(Rig rig, Shapes sh, Settings st, Progress pr) {
         if (!(rig.be instanceof CudaBackend cb)) return grpoStep(rig, sh, st, pr);
-        return cb.withLmHeadBf16GradSplit(false, () -> grpoStep(rig, sh, st, pr));
+        return cb.withLmHeadBf16GradSplit(false, () -> cb.withLmHeadRowsBytes(TRAINER_LM_ROWS_BYTES, () -> grpoStep(rig, sh, st, pr)));
     }
 
     private static E2eReport.Row grpoStep(Rig rig, Shapes sh, Settings st, Progress pr) {

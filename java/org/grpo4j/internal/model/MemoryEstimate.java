@@ -101,23 +101,28 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
     /**
      * Bytes of one training micro-batch of {@code tokens} packed tokens, {@code lossTokens} of them trained on: the
      * saved activations, the LM head's gathered rows and their gradient, the fp32 dHidden, the fused LM head's scratch
-     * on CUDA (the larger of its two paths: a token block's logits within 256 MiB, or a chunk of logits, its bf16 hi/lo
-     * pair and the fp32 dHidden accumulator; 48 bytes of state a token; the CPU needs less), and the backward's largest
-     * per-layer temporaries (with checkpointing, the recomputed layer too).
+     * on CUDA (the larger of its two paths: a token block's logits within {@code lmRowsBytes}, or a chunk of logits, its
+     * bf16 hi/lo pair and the fp32 dHidden accumulator; 48 bytes of state a token; the CPU needs less), and the
+     * backward's largest per-layer temporaries (with checkpointing, the recomputed layer too).
      */
-    public double trainingActivationBytes(long tokens, long lossTokens, boolean checkpointing) {
+    public double trainingActivationBytes(long tokens, long lossTokens, boolean checkpointing, long lmRowsBytes) {
         LlamaConfig c = config;
         int a = compute.bytes();
         long fp32PerLayer = 2 + c.numHeads(); // rstd1, rstd2, lse
         long layers = checkpointing ? 1 : c.numLayers();
         double saved = tokens * ((activationElementsPerToken(checkpointing) - layers * fp32PerLayer - 1) * (double) a + (layers * fp32PerLayer + 1) * 4.0);
         long block = Math.min(lossTokens, 2048), chunk = Math.min(c.vocabSize(), 4096);
-        double lmScratch = Math.max(Math.min(256.0 * (1 << 20), 4.0 * c.vocabSize() * block),
+        double lmScratch = Math.max(Math.min((double) lmRowsBytes, 4.0 * c.vocabSize() * block),
                 8.0 * block * chunk + 4.0 * block * c.hiddenSize()) + 48.0 * lossTokens;
         double head = lossTokens * (2.0 * c.hiddenSize() * a + 6 * 4.0) + tokens * 4.0 * c.hiddenSize() + lmScratch;
         long mlp = 3L * c.intermediateSize() + 2L * c.hiddenSize(), att = 2L * c.qDim() + 2L * c.kvDim() + 2L * c.hiddenSize();
         double backward = tokens * (double) a * (2L * c.hiddenSize() + Math.max(mlp, att) + (checkpointing ? c.hiddenSize() : 0));
         return saved + head + backward;
+    }
+
+    /** As {@link #trainingActivationBytes(long, long, boolean, long)} with the LM head's default bound, 256 MiB. */
+    public double trainingActivationBytes(long tokens, long lossTokens, boolean checkpointing) {
+        return trainingActivationBytes(tokens, lossTokens, checkpointing, 256L << 20);
     }
 
     /** Bytes of a no-grad log-prob pass over {@code tokens} packed tokens: two layer inputs and one layer's temporaries. */

@@ -231,7 +231,7 @@ public final class Preflight implements AutoCloseable {
         double states = est.statesBytes();
         long seq = (long) longestPrompt + cfg.responseLength;
         double acts = Math.max(est.trainingActivationBytes(cfg.perDeviceTrainBatchSize * seq, (long) cfg.perDeviceTrainBatchSize * cfg.responseLength,
-                cfg.gradientCheckpointing), est.noGradActivationBytes(cfg.localRolloutForwardBatchSize * seq, (long) cfg.localRolloutForwardBatchSize * cfg.responseLength));
+                cfg.gradientCheckpointing, cfg.lmHeadScratchMib << 20), est.noGradActivationBytes(cfg.localRolloutForwardBatchSize * seq, (long) cfg.localRolloutForwardBatchSize * cfg.responseLength));
         int maxBatch = Math.max(1, cfg.localCompletions());
         double gen = est.generationBytes(maxBatch, (long) cfg.localRolloutBatchSize * longestPrompt);
         long kvMin = ((seq + 15) / 16 + 1) * 16 * est.kvBytesPerToken();

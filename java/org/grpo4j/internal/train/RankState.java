@@ -64,10 +64,10 @@ final class RankState implements AutoCloseable {
      */
     void lmHeadLoss(Runnable call) {
         if (be instanceof org.grpo4j.internal.backend.CudaBackend cb) {
-            cb.withLmHeadBf16GradSplit(s.cfg().lmHeadGrad.equals("split"), () -> {
+            cb.withLmHeadBf16GradSplit(s.cfg().lmHeadGrad.equals("split"), () -> cb.withLmHeadRowsBytes(s.cfg().lmHeadScratchMib << 20, () -> {
                 call.run();
                 return null;
-            });
+            }));
         } else {
             call.run();
         }

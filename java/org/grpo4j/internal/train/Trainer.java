@@ -494,7 +494,8 @@ public final class Trainer implements AutoCloseable {
         MemoryEstimate est = r.estimate();
         long seq = (long) longestPrompt + cfg.responseLength;
         long trainTokens = (long) cfg.perDeviceTrainBatchSize * seq, fwdTokens = (long) cfg.localRolloutForwardBatchSize * seq;
-        double acts = Math.max(est.trainingActivationBytes(trainTokens, (long) cfg.perDeviceTrainBatchSize * cfg.responseLength, cfg.gradientCheckpointing),
+        double acts = Math.max(est.trainingActivationBytes(trainTokens, (long) cfg.perDeviceTrainBatchSize * cfg.responseLength, cfg.gradientCheckpointing,
+                cfg.lmHeadScratchMib << 20),
                 est.noGradActivationBytes(fwdTokens, (long) cfg.localRolloutForwardBatchSize * cfg.responseLength));
         StringBuilder sb = new StringBuilder("grpo4j: memory per rank (" + r.be.name() + ", " + Precision.label(setup.dtype()) + "):");
         String row = "%n  %-52s %12s%s";
@@ -676,6 +677,8 @@ public final class Trainer implements AutoCloseable {
         if (!keys.has("lm_head_grad")) c.lmHeadGrad = "split";
         // likewise one written before old_logprobs existed recomputed every old log-prob
         if (!keys.has("old_logprobs")) c.oldLogprobs = "recompute";
+        // and one written before lm_head_scratch_mib existed ran the LM head in blocks within 256 MiB
+        if (!keys.has("lm_head_scratch_mib")) c.lmHeadScratchMib = 256;
         return c;
     }
 

@@ -266,6 +266,32 @@ class LmHeadDeviceMathTest {
         assertTrue(e.getMessage().contains("grpo4j.lmheadPath") && e.getMessage().contains("\"row\""), e.getMessage());
     }
 
+    /**
+     * A larger bound (the trainer's lm_head_scratch_mib, 1 GiB by default) gives the row path blocks of the full token
+     * block at V = 128,256, 2048 rows: four dLmHead GEMMs at N = 8192 instead of sixteen; the plan's bytes follow; a
+     * bound of 0 turns the row path off; the property names itself on a bad value.
+     */
+    @Test
+    void theRowBoundSetsTheBlock() {
+        CudaBackend.LmHeadPath auto = CudaBackend.LmHeadPath.AUTO;
+        int n = 8192, h = 4096, v = 128_256, tb = CudaBackend.LM_TOKEN_BLOCK, vc = CudaBackend.LM_VOCAB_CHUNK;
+        long gib = 1024L << 20;
+        assertEquals(2048, CudaBackend.lmRowBlock(n, v, DType.BF16, false, auto, tb, vc, gib));
+        assertEquals(2048L * v * 4 + 48L * n, CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, false, auto, tb, vc, gib));
+        assertTrue(CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, false, auto, tb, vc, gib) <= gib);
+        assertEquals(1600, CudaBackend.lmRowBlock(n, v, DType.BF16, false, auto, tb, vc, 800L << 20)); // 1634 fit: a multiple of 64
+        assertEquals(0, CudaBackend.lmRowBlock(n, v, DType.BF16, false, auto, tb, vc, 0));
+        assertEquals(0, CudaBackend.lmRowBlock(n, v, DType.BF16, false, CudaBackend.LmHeadPath.ROWS, tb, vc, 0));
+        assertEquals(CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, false, CudaBackend.LmHeadPath.CHUNKS, tb, vc),
+                CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, false, auto, tb, vc, 0), "bound 0: the chunk loops' buffers");
+        assertEquals(512, CudaBackend.lmRowBlock(n, v, DType.BF16, false, auto, tb, vc, CudaBackend.lmRowsProperty(null)));
+        assertEquals(1024L << 20, CudaBackend.lmRowsProperty(" 1024"));
+        for (String bad : new String[] {"", "-1", "1.5", "8192", "a"}) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> CudaBackend.lmRowsProperty(bad));
+            assertEquals("-Dgrpo4j.lmheadRowsMib must be a whole number of MiB in [0, 8191], got \"" + bad + "\"", e.getMessage());
+        }
+    }
+
     @Test
     void theBlocksPropertyTakesTwoPositiveIntegersAndNamesItselfOtherwise() {
         assertArrayEquals(new int[] {CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK}, CudaBackend.lmBlocksProperty(null));

@@ -316,9 +316,12 @@ class GrpoTrainerTest {
         assertEquals("split", Trainer.savedConfig(ck).lmHeadGrad);
     }
 
-    /** Likewise old_logprobs: a checkpoint without the key recomputed every old log-prob, and resumes so. */
+    /**
+     * Likewise old_logprobs (a checkpoint without the key recomputed every old log-prob) and lm_head_scratch_mib (it ran
+     * the LM head in 256 MiB blocks): each resumes as it ran.
+     */
     @Test
-    void aCheckpointWithoutOldLogprobsResumesWithRecompute(@TempDir Path tmp) throws Exception {
+    void aCheckpointWithoutNewerKeysResumesAsItRan(@TempDir Path tmp) throws Exception {
         com.fasterxml.jackson.databind.ObjectMapper json = new com.fasterxml.jackson.databind.ObjectMapper();
         GrpoConfig c = config(small(tmp.resolve("run"), 1));
         assertEquals("auto", c.oldLogprobs, "the default");
@@ -330,5 +333,9 @@ class GrpoTrainerTest {
         withKey.remove("old_logprobs");
         Files.writeString(ck.resolve("config.json"), withKey.toString());
         assertEquals("recompute", Trainer.savedConfig(ck).oldLogprobs);
+        assertEquals(1024, Trainer.savedConfig(ck).lmHeadScratchMib, "the key present: its value");
+        withKey.remove("lm_head_scratch_mib");
+        Files.writeString(ck.resolve("config.json"), withKey.toString());
+        assertEquals(256, Trainer.savedConfig(ck).lmHeadScratchMib, "and without lm_head_scratch_mib, the 256 MiB blocks it ran");
     }
 }
