@@ -192,14 +192,16 @@ public final class GrpoConfig {
      * Device memory (MiB) the fused LM head's loss may keep for a block of tokens' logits on CUDA (grpo4j; the row
      * path, docs/kernels.md "Fused LM head"): 1024 holds 2048 tokens' fp32 logits at a vocabulary of 128,256, so the
      * backward's dLmHead GEMM reads and writes the fp32 [V, H] gradient once per 2048 tokens; 256 (the op's default,
-     * issue 13's bound) holds 512. Counted in the memory plan before the KV pool is sized. 0 turns the row path off.
+     * issue 13's bound) holds 512. The memory plan counts it with the training activations; the trainer gives it back
+     * after each training phase, so it is not held beside generation's KV pool. 0 turns the row path off.
      */
     public long lmHeadScratchMib = 1024;
     /**
      * Where the PPO "old" log-probs of the first mini-batch of the first epoch come from (grpo4j): auto (the default)
      * takes each token's own log-prob of that micro-batch's training forward, detached (ratio exactly 1), since the
      * weights are still the ones the rollouts were scored with, as TRL does with per_token_logps.detach(); the no-grad
-     * old pass then runs only for the rollouts of later mini-batches (none at num_mini_batches 1 and num_epochs 1).
+     * old pass then runs only for the rollouts of later mini-batches (none at num_mini_batches 1, whatever num_epochs:
+     * later epochs take the first epoch's values).
      * recompute runs it for every rollout, as the reference does (its first-mini-batch ratios are 1 up to rounding).
      * docs/trainer.md.
      */

@@ -748,7 +748,7 @@ public final class CudaBackend extends AbstractBackend {
     }
     /**
      * Which loops the fused LM head's backward runs (docs/kernels.md "Fused LM head"). {@code ROWS}: per token block, one
-     * GEMM writes the block's logits over the whole vocabulary (fp32, kept: at most {@link #LM_ROWS_BYTES} with the
+     * GEMM writes the block's logits over the whole vocabulary (fp32, kept: at most {@link #setLmHeadRowsBytes}'s bound with the
      * per-token state), and the backward reads them instead of computing them again: 6·N·H·V of GEMMs for
      * tokenLogprobsBackward and grpoLoss where the chunk loops spend 8. It needs dz in place: fp32 operands, or bf16
      * with dz rounded once ({@link #setLmHeadBf16GradSplit}(false), the trainer's default); the split's hi + lo do not
@@ -830,8 +830,8 @@ public final class CudaBackend extends AbstractBackend {
 
     /**
      * Token rows per block of the row path for a backward over n tokens of a vocabulary of v (0: the chunk loops run):
-     * min(n, tokenBlock) rows, fewer when their fp32 logits and the state of n tokens would pass {@link #LM_ROWS_BYTES}
-     * (or the bound given)
+     * min(n, tokenBlock) rows, fewer when their fp32 logits and the state of n tokens would pass the default bound
+     * {@link #LM_ROWS_BYTES} (or the bound given)
      * (then a multiple of 64, for the GEMMs' tiles); under 64 rows that fit, AUTO takes the chunk loops and ROWS the
      * rows that fit.
      */
@@ -926,7 +926,7 @@ public final class CudaBackend extends AbstractBackend {
     private void lmBuffers(int n, int h, int v, boolean bf16Backward) {
         long tb = Math.min(n, lmTokenBlock), vc = Math.min(v, lmVocabChunk);
         // a row path's block of logits is far larger than any chunk: give it back before the split's buffers come,
-        // so that the two paths' buffers together never pass the 256 MiB one of them may hold (a backend that
+        // so that the two paths' buffers together never pass the bound one of them may hold (a backend that
         // switches dz modes; the forward alone adds nothing to it)
         if (bf16Backward && lmZRows && lmZ != null) lmZ = shrink(lmZ);
         lmZRows = false;
@@ -959,6 +959,13 @@ public final class CudaBackend extends AbstractBackend {
      * needs again. The kernel benchmark calls it before it measures an LM-head row's extra memory, which the buffers
      * an earlier row left would otherwise hide.
      */
+    /** Bytes the fused LM head's buffers hold now (0 after {@link #releaseLmHeadBuffers}). */
+    public long lmHeadBufferBytes() {
+        long b = 0;
+        for (Tensor t : new Tensor[] {lmZ, lmHiLo, lmAcc, lmTok}) if (t != null) b += t.numel() * t.dtype().bytes();
+        return b;
+    }
+
     public void releaseLmHeadBuffers() {
         if (lmZ != null) lmZ = shrink(lmZ);
         if (lmHiLo != null) lmHiLo = shrink(lmHiLo);

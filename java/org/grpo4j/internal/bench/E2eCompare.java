@@ -184,7 +184,7 @@ public final class E2eCompare {
         }
         List<Line> grpo = lines.stream().filter(l -> l.ours().section().equals(E2eReport.GRPO)).toList();
         if (!grpo.isEmpty()) {
-            b.append("**One GRPO step** (seconds; generation / reward / log-probs (old + reference, no grad) / training)\n\n");
+            b.append("**One GRPO step** (seconds; generation / reward / log-probs (reference, and old for the second mini-batch; no grad) / training)\n\n");
             b.append("| preset | shape | generation | reward | log-probs | training | total | generated tokens | trained tokens | optimizer steps |\n");
             b.append("|---|---|---|---|---|---|---|---|---|---|\n");
             for (Line l : grpo) {

@@ -226,12 +226,20 @@ public final class Preflight implements AutoCloseable {
      * do not fit what {@code be} can still allocate ({@code sharers} ranks sharing it). Launched ranks (one JVM, a GPU
      * each) call it on their own device once it is open.
      */
+    /**
+     * The bound of the LM head's row path in the trainer's calls: lm_head_scratch_mib, or 0 where the row path cannot
+     * run (a bf16 run with lm_head_grad split keeps the chunk loops; the plan then counts their buffers).
+     */
+    static long lmRowsBytes(GrpoConfig cfg, org.grpo4j.internal.backend.DType dtype) {
+        return dtype == org.grpo4j.internal.backend.DType.BF16 && cfg.lmHeadGrad.equals("split") ? 0 : cfg.lmHeadScratchMib << 20;
+    }
+
     void checkMemory(Backend be, org.grpo4j.internal.backend.DType dtype, int sharers) {
         MemoryEstimate est = new MemoryEstimate(model, cfg.worldSize, dtype, cfg.reduceBucketSize);
         double states = est.statesBytes();
         long seq = (long) longestPrompt + cfg.responseLength;
         double acts = Math.max(est.trainingActivationBytes(cfg.perDeviceTrainBatchSize * seq, (long) cfg.perDeviceTrainBatchSize * cfg.responseLength,
-                cfg.gradientCheckpointing, cfg.lmHeadScratchMib << 20), est.noGradActivationBytes(cfg.localRolloutForwardBatchSize * seq, (long) cfg.localRolloutForwardBatchSize * cfg.responseLength));
+                cfg.gradientCheckpointing, lmRowsBytes(cfg, dtype)), est.noGradActivationBytes(cfg.localRolloutForwardBatchSize * seq, (long) cfg.localRolloutForwardBatchSize * cfg.responseLength));
         int maxBatch = Math.max(1, cfg.localCompletions());
         double gen = est.generationBytes(maxBatch, (long) cfg.localRolloutBatchSize * longestPrompt);
         long kvMin = ((seq + 15) / 16 + 1) * 16 * est.kvBytesPerToken();

@@ -73,6 +73,15 @@ final class RankState implements AutoCloseable {
         }
     }
 
+    /**
+     * Gives back the fused LM head's buffers (on CUDA, up to lm_head_scratch_mib of logits) once a training phase is
+     * over: the memory plan has them live with the training activations only, not beside generation's KV pool. With
+     * the pooled allocator the next phase's allocations reuse that memory, and the next loss call takes it back.
+     */
+    void releaseLmHeadScratch() {
+        if (be instanceof org.grpo4j.internal.backend.CudaBackend cb) cb.releaseLmHeadBuffers();
+    }
+
     boolean leader() { return rank == 0; }
 
     /** The progress stream on the rank that prints (rank 0), null elsewhere. */

@@ -352,8 +352,13 @@ public final class Trainer implements AutoCloseable {
         if (!warmupDone) {
             if (cfg.sftWarmup.steps > 0) {
                 long[] micro = new long[1];
-                List<Boolean> done = ranks.run(i -> SftWarmup.run(states.get(i), cancelled::get,
-                        i == 0 && writer ? l::onSftStep : null, i == 0 ? micro : new long[1]));
+                List<Boolean> done = ranks.run(i -> {
+                    try {
+                        return SftWarmup.run(states.get(i), cancelled::get, i == 0 && writer ? l::onSftStep : null, i == 0 ? micro : new long[1]);
+                    } finally {
+                        states.get(i).releaseLmHeadScratch();
+                    }
+                });
                 sftMicroBatches = micro[0];
                 if (!done.get(0)) {
                     if (log != null) log.println("grpo4j: stopped during the supervised warm-up, before the first checkpoint: nothing to resume");
@@ -424,6 +429,8 @@ public final class Trainer implements AutoCloseable {
         } catch (UpdatePhase.Abort a) {
             throw new TrainingAbortedException(a.step, a.inARow + " consecutive optimizer steps had a non-finite loss or gradient norm"
                     + " (learning_rate " + cfg.learningRate + "); the last checkpoint is " + out.resolve("checkpoints").resolve("step_" + lastCheckpointStep()));
+        } finally {
+            r.releaseLmHeadScratch();
         }
         long tEnd = System.nanoTime();
         r.comm.setContext("step " + s + ", metrics");
@@ -495,7 +502,7 @@ public final class Trainer implements AutoCloseable {
         long seq = (long) longestPrompt + cfg.responseLength;
         long trainTokens = (long) cfg.perDeviceTrainBatchSize * seq, fwdTokens = (long) cfg.localRolloutForwardBatchSize * seq;
         double acts = Math.max(est.trainingActivationBytes(trainTokens, (long) cfg.perDeviceTrainBatchSize * cfg.responseLength, cfg.gradientCheckpointing,
-                cfg.lmHeadScratchMib << 20),
+                Preflight.lmRowsBytes(cfg, r.s.dtype())),
                 est.noGradActivationBytes(fwdTokens, (long) cfg.localRolloutForwardBatchSize * cfg.responseLength));
         StringBuilder sb = new StringBuilder("grpo4j: memory per rank (" + r.be.name() + ", " + Precision.label(setup.dtype()) + "):");
         String row = "%n  %-52s %12s%s";

@@ -352,7 +352,7 @@ class CudaSamplingLmHeadTest {
                 be.synchronize();
                 long free1 = Memory.available(be);
                 long expected = CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, split, be.lmHeadPath(), be.lmTokenBlock(),
-                        be.lmVocabChunk()); // the backend's settings (-Dgrpo4j.lmheadPath, -Dgrpo4j.lmheadBlocks)
+                        be.lmVocabChunk(), be.lmHeadRowsBytes()); // the backend's settings (-Dgrpo4j.lmheadPath, lmheadBlocks, lmheadRowsMib)
                 long own = be.liveBytes() - live, device = free0 - free1;
                 System.out.printf("fused LM head at N=%d H=%d V=%d (bf16 grpoLoss, %s): buffers %.1f MiB (plan %.1f MiB), device free memory -%.1f MiB; [N, V] fp32 logits would be %.1f MiB%n",
                         n, h, v, split ? "split dz, chunk loops" : "single dz, row path", own / 1048576.0, expected / 1048576.0,
@@ -390,8 +390,9 @@ class CudaSamplingLmHeadTest {
                     be.synchronize();
                     most = Math.max(most, be.liveBytes() - live);
                 }
-                long plan = Math.max(CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, true, be.lmHeadPath(), be.lmTokenBlock(), be.lmVocabChunk()),
-                        CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, false, be.lmHeadPath(), be.lmTokenBlock(), be.lmVocabChunk()));
+                long plan = Math.max(CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, true, be.lmHeadPath(), be.lmTokenBlock(), be.lmVocabChunk(),
+                                be.lmHeadRowsBytes()),
+                        CudaBackend.lmHeadBytes(n, h, v, DType.BF16, true, false, be.lmHeadPath(), be.lmTokenBlock(), be.lmVocabChunk(), be.lmHeadRowsBytes()));
                 assertTrue(most <= plan, "switching modes held " + most + " bytes, more than one path's " + plan);
                 be.releaseLmHeadBuffers(); // what the kernel benchmark does before it measures a row's extra memory
                 be.synchronize();

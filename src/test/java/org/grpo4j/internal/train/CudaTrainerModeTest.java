@@ -17,7 +17,7 @@ import org.junit.jupiter.api.io.TempDir;
  * whatever mode the backend was in, and leave the backend's own mode as they found it. One supervised warm-up step
  * (then one GRPO step) of the tiny model in bf16 per mode: the warm-up step's gradients (the hook's first call) differ
  * between the modes (the switch takes effect) and stay within 2^-6 of each other in error norm (dz to 8 bits
- * against ~16).
+ * against ~16). The LM head's buffers, held while the losses run, are given back when a training phase ends.
  */
 @Tag("gpu")
 class CudaTrainerModeTest {
@@ -25,6 +25,7 @@ class CudaTrainerModeTest {
     void lmHeadGradSetsTheDzModeOfTheTrainersLossCalls(@TempDir Path tmp) throws Exception {
         CudaBackend be = TestBackends.cuda();
         boolean before = be.lmHeadBf16GradSplit();
+        long bound = be.lmHeadRowsBytes();
         List<float[]> grads = new ArrayList<>();
         try {
             for (String mode : new String[] {"split", "bf16"}) {
@@ -34,11 +35,18 @@ class CudaTrainerModeTest {
                 // one supervised warm-up step first: its loss (tokenLogprobsBackward) has a gradient whatever the rollouts' rewards
                 sets.addAll(List.of("backend=\"cuda\"", "precision=bf16", "lm_head_grad=\"" + mode + "\"", "sft_warmup.steps=1", "sft_warmup.batch_size=4"));
                 List<float[]> seen = new ArrayList<>();
+                List<Long> held = new ArrayList<>();
                 try (Trainer t = Trainer.builder(GrpoTrainerTest.config(sets)).backend(be).log(null)
-                        .gradientHook(g -> seen.add(g.flat().toFloats())).build()) {
+                        .gradientHook(g -> {
+                            seen.add(g.flat().toFloats());
+                            held.add(be.lmHeadBufferBytes());
+                        }).build()) {
                     t.run(new GrpoTrainer.Listener() {});
+                    assertEquals(0, be.lmHeadBufferBytes(), "lm_head_grad " + mode + ": the LM head's buffers are given back after training");
                 }
+                assertTrue(held.get(0) > 0, "the loss held its buffers while it trained");
                 assertEquals(set, be.lmHeadBf16GradSplit(), "lm_head_grad " + mode + ": the backend's own mode is put back");
+                assertEquals(bound, be.lmHeadRowsBytes(), "lm_head_scratch_mib: the backend's own bound is put back");
                 assertFalse(seen.isEmpty(), "the gradient hook ran");
                 grads.add(seen.get(0));
             }
