@@ -26,26 +26,24 @@ final class LogprobPhase {
             rs.get(i).old = null;
             if (!onPolicy[i]) needOld.add(rs.get(i));
         }
-        for (int from = 0; from < rs.size(); from += cfg.localRolloutForwardBatchSize) {
-            List<Rollout> chunk = rs.subList(from, Math.min(rs.size(), from + cfg.localRolloutForwardBatchSize));
-            float[] rf = logprobs(r, r.refModel, chunk, temp);
-            int k = 0;
-            for (Rollout x : chunk) {
-                x.ref = java.util.Arrays.copyOfRange(rf, k, k + x.targets.length);
-                k += x.targets.length;
-            }
-        }
+        pass(r, r.refModel, rs, temp, (x, lp) -> x.ref = lp);
         // the old pass in chunks of its own rollouts (with recompute, every rollout: the same chunks as the reference pass)
-        for (int from = 0; from < needOld.size(); from += cfg.localRolloutForwardBatchSize) {
-            List<Rollout> chunk = needOld.subList(from, Math.min(needOld.size(), from + cfg.localRolloutForwardBatchSize));
-            float[] o = logprobs(r, r.model, chunk, temp);
+        pass(r, r.model, needOld, temp, (x, lp) -> x.old = lp);
+        return needOld.size();
+    }
+
+    /** One model's log-probs of the rollouts' loss tokens, in chunks of local_rollout_forward_batch_size, each rollout's to {@code into}. */
+    private static void pass(RankState r, LlamaModel m, List<Rollout> rs, float temp, java.util.function.BiConsumer<Rollout, float[]> into) {
+        int chunkSize = r.s.cfg().localRolloutForwardBatchSize;
+        for (int from = 0; from < rs.size(); from += chunkSize) {
+            List<Rollout> chunk = rs.subList(from, Math.min(rs.size(), from + chunkSize));
+            float[] lp = logprobs(r, m, chunk, temp);
             int k = 0;
             for (Rollout x : chunk) {
-                x.old = java.util.Arrays.copyOfRange(o, k, k + x.targets.length);
+                into.accept(x, java.util.Arrays.copyOfRange(lp, k, k + x.targets.length));
                 k += x.targets.length;
             }
         }
-        return needOld.size();
     }
 
     /** Log-probs of every rollout's loss tokens under a model, concatenated in order. */

@@ -298,44 +298,26 @@ class GrpoTrainerTest {
     }
 
     /**
-     * A checkpoint written before lm_head_grad existed (its config.json lacks the key) trained with dz split into
-     * hi + lo: resuming it keeps split, so that the run goes on bit for bit; a checkpoint with the key keeps its value.
-     */
-    @Test
-    void aCheckpointWithoutLmHeadGradResumesWithSplit(@TempDir Path tmp) throws Exception {
-        com.fasterxml.jackson.databind.ObjectMapper json = new com.fasterxml.jackson.databind.ObjectMapper();
-        GrpoConfig c = config(small(tmp.resolve("run"), 1));
-        assertEquals("bf16", c.lmHeadGrad, "the default");
-        var withKey = (com.fasterxml.jackson.databind.node.ObjectNode) json.readTree(c.toJson());
-        assertTrue(withKey.has("lm_head_grad"), "a new checkpoint records the key");
-        Path ck = Files.createDirectories(tmp.resolve("ck"));
-        Files.writeString(ck.resolve("config.json"), withKey.toString());
-        assertEquals("bf16", Trainer.savedConfig(ck).lmHeadGrad);
-        withKey.remove("lm_head_grad");
-        Files.writeString(ck.resolve("config.json"), withKey.toString());
-        assertEquals("split", Trainer.savedConfig(ck).lmHeadGrad);
-    }
-
-    /**
-     * Likewise old_logprobs (a checkpoint without the key recomputed every old log-prob) and lm_head_scratch_mib (it ran
-     * the LM head in 256 MiB blocks): each resumes as it ran.
+     * A checkpoint written before a key existed resumes as it ran, not with the key's new default: lm_head_grad split
+     * (dz as hi + lo), old_logprobs recompute (every old log-prob from the no-grad pass), lm_head_scratch_mib 256 (the
+     * LM head's 256 MiB blocks), so that the run goes on bit for bit; a checkpoint with the key keeps its value.
      */
     @Test
     void aCheckpointWithoutNewerKeysResumesAsItRan(@TempDir Path tmp) throws Exception {
-        com.fasterxml.jackson.databind.ObjectMapper json = new com.fasterxml.jackson.databind.ObjectMapper();
         GrpoConfig c = config(small(tmp.resolve("run"), 1));
-        assertEquals("auto", c.oldLogprobs, "the default");
-        var withKey = (com.fasterxml.jackson.databind.node.ObjectNode) json.readTree(c.toJson());
-        assertTrue(withKey.has("old_logprobs"), "a new checkpoint records the key");
-        Path ck = Files.createDirectories(tmp.resolve("ck"));
-        Files.writeString(ck.resolve("config.json"), withKey.toString());
-        assertEquals("auto", Trainer.savedConfig(ck).oldLogprobs);
-        withKey.remove("old_logprobs");
-        Files.writeString(ck.resolve("config.json"), withKey.toString());
-        assertEquals("recompute", Trainer.savedConfig(ck).oldLogprobs);
-        assertEquals(1024, Trainer.savedConfig(ck).lmHeadScratchMib, "the key present: its value");
-        withKey.remove("lm_head_scratch_mib");
-        Files.writeString(ck.resolve("config.json"), withKey.toString());
-        assertEquals(256, Trainer.savedConfig(ck).lmHeadScratchMib, "and without lm_head_scratch_mib, the 256 MiB blocks it ran");
+        assertEquals(List.of("bf16", "auto", 1024L), List.of(c.lmHeadGrad, c.oldLogprobs, c.lmHeadScratchMib), "the defaults");
+        Map<String, Object> before = Map.of("lm_head_grad", "split", "old_logprobs", "recompute", "lm_head_scratch_mib", 256L);
+        Map<String, java.util.function.Function<GrpoConfig, Object>> read = Map.of("lm_head_grad", x -> x.lmHeadGrad,
+                "old_logprobs", x -> x.oldLogprobs, "lm_head_scratch_mib", x -> x.lmHeadScratchMib);
+        for (String key : before.keySet()) {
+            var withKey = (com.fasterxml.jackson.databind.node.ObjectNode) new ObjectMapper().readTree(c.toJson());
+            assertTrue(withKey.has(key), "a new checkpoint records " + key);
+            Path ck = Files.createDirectories(tmp.resolve("ck-" + key));
+            Files.writeString(ck.resolve("config.json"), withKey.toString());
+            assertEquals(read.get(key).apply(c), read.get(key).apply(Trainer.savedConfig(ck)), key + " present: its value");
+            withKey.remove(key);
+            Files.writeString(ck.resolve("config.json"), withKey.toString());
+            assertEquals(before.get(key), read.get(key).apply(Trainer.savedConfig(ck)), key + " absent: the value the run had");
+        }
     }
 }
