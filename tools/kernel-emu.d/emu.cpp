@@ -267,6 +267,22 @@ struct Order {
     }
 } order;
 
+// Order of a grid's blocks: forward (default: linear block index, x fastest), or G4EMU_BLOCKS=reverse, or
+// G4EMU_BLOCKS=<seed> (a fresh shuffle per launch). A GPU runs blocks concurrently in an order nothing guarantees, so
+// a kernel whose results depend on which block goes first (a first-report-wins flag, an atomic whose order moves
+// bits, one block reading another's writes) shows it here.
+struct BlockOrder {
+    int mode = 0;
+    std::mt19937 rng;
+    BlockOrder() {
+        const char* e = getenv("G4EMU_BLOCKS");
+        if (e == nullptr || !*e || !strcmp(e, "forward")) return;
+        if (!strcmp(e, "reverse")) { mode = 1; return; }
+        mode = 2;
+        rng.seed((unsigned) strtoul(e, nullptr, 10));
+    }
+} block_order;
+
 void run_block(std::vector<int>& idx) {
 #ifdef G4EMU_TSAN
     if (tsan_main == nullptr) tsan_main = __tsan_get_current_fiber();
@@ -549,22 +565,28 @@ void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t sm
     }
     std::vector<int> idx(nthreads);
     for (int i = 0; i < nthreads; i++) idx[i] = order.mode == 1 ? nthreads - 1 - i : i;
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
-                g_block_idx = uint3{x, y, z};
-                memset(g_arena, 0xff, smem);  // uninitialized shared memory reads as bf16 / fp32 NaN
+    const long long nblocks = (long long) grid.x * grid.y * grid.z;
+    std::vector<long long> blocks;
+    if (block_order.mode != 0) {
+        blocks.resize(nblocks);
+        for (long long i = 0; i < nblocks; i++) blocks[i] = block_order.mode == 1 ? nblocks - 1 - i : i;
+        if (block_order.mode == 2) std::shuffle(blocks.begin(), blocks.end(), block_order.rng);
+    }
+    for (long long bi = 0; bi < nblocks; bi++) {
+        const long long lin = blocks.empty() ? bi : blocks[bi];
+        g_block_idx = uint3{(unsigned) (lin % grid.x), (unsigned) (lin / grid.x % grid.y), (unsigned) (lin / ((long long) grid.x * grid.y))};
+        memset(g_arena, 0xff, smem);  // uninitialized shared memory reads as bf16 / fp32 NaN
 #if EMU_ASAN
-                ASAN_POISON_MEMORY_REGION(g_arena + smem, ARENA - smem);
+        ASAN_POISON_MEMORY_REGION(g_arena + smem, ARENA - smem);
 #endif
-                run_block(idx);
-                PROF(prof_flush_all());
+        run_block(idx);
+        PROF(prof_flush_all());
 #if EMU_ASAN
-                ASAN_UNPOISON_MEMORY_REGION(g_arena, ARENA);
+        ASAN_UNPOISON_MEMORY_REGION(g_arena, ARENA);
 #endif
-                blocks_run++;
-                threads_run += threads;
-            }
+        blocks_run++;
+        threads_run += threads;
+    }
     PROF(prof_launch_end());
     kernel_name = "?";
 }
