@@ -253,35 +253,27 @@ void prepare(Fiber& f) {
 #endif
 }
 
-// Schedule order of the block's threads: forward (default), or G4EMU_ORDER=reverse, or G4EMU_ORDER=<seed> (a fresh
-// shuffle at every pass), to show results that depend on the order threads run between two barriers.
+// An order read from an environment variable: forward (default), reverse, or a seed (mode 2: shuffled).
 struct Order {
     int mode = 0;
     std::mt19937 rng;
-    Order() {
-        const char* e = getenv("G4EMU_ORDER");
+    explicit Order(const char* var) {
+        const char* e = getenv(var);
         if (e == nullptr || !*e || !strcmp(e, "forward")) return;
         if (!strcmp(e, "reverse")) { mode = 1; return; }
         mode = 2;
         rng.seed((unsigned) strtoul(e, nullptr, 10));
     }
-} order;
+};
 
-// Order of a grid's blocks: forward (default: linear block index, x fastest), or G4EMU_BLOCKS=reverse, or
-// G4EMU_BLOCKS=<seed> (a fresh shuffle per launch). A GPU runs blocks concurrently in an order nothing guarantees, so
-// a kernel whose results depend on which block goes first (a first-report-wins flag, an atomic whose order moves
-// bits, one block reading another's writes) shows it here.
-struct BlockOrder {
-    int mode = 0;
-    std::mt19937 rng;
-    BlockOrder() {
-        const char* e = getenv("G4EMU_BLOCKS");
-        if (e == nullptr || !*e || !strcmp(e, "forward")) return;
-        if (!strcmp(e, "reverse")) { mode = 1; return; }
-        mode = 2;
-        rng.seed((unsigned) strtoul(e, nullptr, 10));
-    }
-} block_order;
+// Schedule order of the block's threads: G4EMU_ORDER (a fresh shuffle at every pass), to show results that depend on
+// the order threads run between two barriers.
+Order order("G4EMU_ORDER");
+
+// Order of a grid's blocks: G4EMU_BLOCKS (a fresh shuffle per launch; forward is the linear block index, x fastest).
+// A GPU runs blocks concurrently in an order nothing guarantees, so a kernel whose results depend on which block goes
+// first (a first-report-wins flag, an atomic whose order moves bits, one block reading another's writes) shows it here.
+Order block_order("G4EMU_BLOCKS");
 
 void run_block(std::vector<int>& idx) {
 #ifdef G4EMU_TSAN
