@@ -525,6 +525,13 @@ public final class GrpoConfig {
     @JsonIgnore public int evalFreq() { return numEvals == 0 ? Integer.MAX_VALUE : Math.max(1, trainingSteps() / numEvals); }
 
     /**
+     * lm_head_scratch_mib in bytes: the bound of the CUDA LM head's row blocks in the trainer's calls.
+     *
+     * @return lmHeadScratchMib x 2^20
+     */
+    @JsonIgnore public long lmHeadScratchBytes() { return lmHeadScratchMib << 20; }
+
+    /**
      * The upper clip epsilon.
      *
      * @return cliprange_high when set, else cliprange

@@ -954,11 +954,6 @@ public final class CudaBackend extends AbstractBackend {
         lmZ = lmHiLo = lmAcc = lmTok = null;
     }
 
-    /**
-     * Frees the fused LM head's buffers (after the queued work that uses them); the next LM-head call allocates what it
-     * needs again. The kernel benchmark calls it before it measures an LM-head row's extra memory, which the buffers
-     * an earlier row left would otherwise hide.
-     */
     /** Bytes the fused LM head's buffers hold now (0 after {@link #releaseLmHeadBuffers}). */
     public long lmHeadBufferBytes() {
         long b = 0;
@@ -966,6 +961,11 @@ public final class CudaBackend extends AbstractBackend {
         return b;
     }
 
+    /**
+     * Frees the fused LM head's buffers (after the queued work that uses them); the next LM-head call allocates what it
+     * needs again. The kernel benchmark calls it before it measures an LM-head row's extra memory, which the buffers
+     * an earlier row left would otherwise hide.
+     */
     public void releaseLmHeadBuffers() {
         if (lmZ != null) lmZ = shrink(lmZ);
         if (lmHiLo != null) lmHiLo = shrink(lmHiLo);

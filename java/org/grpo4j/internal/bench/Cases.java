@@ -602,7 +602,7 @@ final class Cases {
     static final String GRPO_LOSS_TRAINER = "[grpoLoss, dz bf16, 1 GiB blocks]";
 
     static Instance trainerRows(Instance in) {
-        return inCudaMode(in, CudaBackend::lmHeadRowsBytes, CudaBackend::setLmHeadRowsBytes, new org.grpo4j.train.GrpoConfig().lmHeadScratchMib << 20);
+        return inCudaMode(in, CudaBackend::lmHeadRowsBytes, CudaBackend::setLmHeadRowsBytes, E2eBench.TRAINER_LM_ROWS_BYTES);
     }
 
     /** The variant tag of the LM-head row run on the chunk loops with dz rounded once (CudaBackend.LmHeadPath.CHUNKS). */

@@ -1015,7 +1015,7 @@ public final class E2eBench implements Callable<Integer> {
     }
 
     /** The trainer's default bound on the LM head's row blocks (lm_head_scratch_mib). */
-    static final long TRAINER_LM_ROWS_BYTES = new org.grpo4j.train.GrpoConfig().lmHeadScratchMib << 20;
+    static final long TRAINER_LM_ROWS_BYTES = new org.grpo4j.train.GrpoConfig().lmHeadScratchBytes();
 
     /**
      * One GRPO step, with the LM head's dz and blocks in the trainer's default modes (lm_head_grad bf16: dz rounded to

@@ -222,18 +222,18 @@ public final class Preflight implements AutoCloseable {
      * free. A refusal says what fits and what to change.
      */
     /**
-     * Refuses, naming what to change, a run whose model states, activations or generation (with the smallest KV pool)
-     * do not fit what {@code be} can still allocate ({@code sharers} ranks sharing it). Launched ranks (one JVM, a GPU
-     * each) call it on their own device once it is open.
-     */
-    /**
      * The bound of the LM head's row path in the trainer's calls: lm_head_scratch_mib, or 0 where the row path cannot
      * run (a bf16 run with lm_head_grad split keeps the chunk loops; the plan then counts their buffers).
      */
     static long lmRowsBytes(GrpoConfig cfg, org.grpo4j.internal.backend.DType dtype) {
-        return dtype == org.grpo4j.internal.backend.DType.BF16 && cfg.lmHeadGrad.equals("split") ? 0 : cfg.lmHeadScratchMib << 20;
+        return dtype == org.grpo4j.internal.backend.DType.BF16 && cfg.lmHeadGrad.equals("split") ? 0 : cfg.lmHeadScratchBytes();
     }
 
+    /**
+     * Refuses, naming what to change, a run whose model states, activations or generation (with the smallest KV pool)
+     * do not fit what {@code be} can still allocate ({@code sharers} ranks sharing it). Launched ranks (one JVM, a GPU
+     * each) call it on their own device once it is open.
+     */
     void checkMemory(Backend be, org.grpo4j.internal.backend.DType dtype, int sharers) {
         MemoryEstimate est = new MemoryEstimate(model, cfg.worldSize, dtype, cfg.reduceBucketSize);
         double states = est.statesBytes();

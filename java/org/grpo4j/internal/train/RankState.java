@@ -64,7 +64,7 @@ final class RankState implements AutoCloseable {
      */
     void lmHeadLoss(Runnable call) {
         if (be instanceof org.grpo4j.internal.backend.CudaBackend cb) {
-            cb.withLmHeadBf16GradSplit(s.cfg().lmHeadGrad.equals("split"), () -> cb.withLmHeadRowsBytes(s.cfg().lmHeadScratchMib << 20, () -> {
+            cb.withLmHeadBf16GradSplit(s.cfg().lmHeadGrad.equals("split"), () -> cb.withLmHeadRowsBytes(s.cfg().lmHeadScratchBytes(), () -> {
                 call.run();
                 return null;
             }));
