@@ -101,6 +101,16 @@ enum AttentionError {
     ATT_CU_ORDER = 3,  // cuSeqlens[i] < cuSeqlens[i - 1]:  index i, value cuSeqlens[i], limit cuSeqlens[i - 1]
     ATT_CTX = 4,       // contextLens[b] outside [1, maxBlocks * blockSize]: index b, value, limit maxBlocks * blockSize
     ATT_TABLE = 5,     // blockTables[b, j] outside [0, numBlocks): index b, value, limit numBlocks; j in bits 12..30
+    ATT_PREFIX = 6,    // prefixGroups[g] of decode: index g; bits 12..13 the field (PREFIX_*), bits 14..30 a member offset
+};
+
+// The fields of an ATT_PREFIX report (decode's prefix groups, rows (first, count, shared)).
+enum PrefixField {
+    PREFIX_FIRST = 0,   // first outside [0, B) while count > 0: value first, limit B
+    PREFIX_COUNT = 1,   // count < 0 (limit 0) or first + count > B (limit B - first): value count
+    PREFIX_SHARED = 2,  // shared outside [0, maxBlocks * blockSize] (member offset 0, limit that), or above the context
+                        // length of member m (member offset m + 1, limit contextLens[first + m]): value shared
+    PREFIX_OVERLAP = 3, // a sequence in two groups: value the sequence, limit 0
 };
 
 // The first problem with cuSeqlens (0 = c[0] <= c[1] <= ... <= c[b] = n), in the CPU backend's order of checks, as a

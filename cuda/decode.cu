@@ -11,6 +11,16 @@
 // them per (sequence, head).
 // Generic path (fp32 caches, other head dims, larger groups): one warp per (sequence, query head), float64 accumulation.
 //
+// Shared prefixes (cascade decoding; Hydragen, FlashInfer's cascade attention): prefixGroups [G, 3] rows (first, count,
+// shared) say that sequences first .. first + count - 1 attend to their first `shared` keys through sequence first's
+// table row (a GRPO step's 16 samples of one prompt share its KV blocks). On the tensor-core path prefix_kernel reads
+// those keys once per (group, kv head) for all members' query heads together (64 rows of mma tiles: 16 members x 4
+// heads at GQA 4, where the per-sequence kernel fills 4 of its 16 rows), and writes each member's partial state into
+// an extra split slot; decode_kernel then covers keys [shared, ctx) only, and the combine merges the slots. The groups
+// are checked on the device (a bad row or a sequence in two groups is reported, ATT_PREFIX; the members' outputs are
+// not written). Per-sequence marks in the workspace ([B][2]: shared + 1 (0: no group, -1: bad), the group's first
+// sequence), zeroed at the start of each call, carry the groups to the per-sequence kernels.
+//
 // Bad index data never faults: a context length outside [1, maxBlocks * blockSize] or a needed block-table entry
 // outside [0, numBlocks) is reported through the device flag (attention.cuh: ATT_CTX, ATT_TABLE) and that sequence's
 // output is not written.
@@ -29,9 +39,12 @@ struct DecArgs {
     void* out;
     const void *q, *kc, *vc;
     const int *tables, *ctx;
-    float* part_o;   // [B * Hq][splits][D]
-    float* part_ml;  // [B * Hq][splits][2]: base-2 max, sum (-1: the sequence's index data is bad)
+    float* part_o;   // [B * Hq][slots][D]
+    float* part_ml;  // [B * Hq][slots][2]: base-2 max, sum (-1: the sequence's index data is bad)
+    const int* groups;  // prefix groups [num_groups][3] (first, count, shared), or null
+    int* marks;         // [B][2] with groups: shared + 1 (0 none, -1 bad), the group's first sequence
     int hq, hkv, group, d, bs, max_blocks, num_blocks, chunk, splits;
+    int slots;       // partial states per (sequence, head): splits, plus the prefix's (slot `splits`) with groups
     float scale, c;  // c = scale * log2(e)
     int* flag;
     int op;
@@ -69,6 +82,228 @@ __device__ void report_problem(const DecArgs& a, int b, int key) {
     }
 }
 
+// The first problem with prefix group gi (a priority key, NO_PROBLEM when fine), found by all threads of the block:
+// 0 count < 0, 1 first outside [0, batch) (count > 0), 2 first + count > batch, 3 shared outside [0, maxBlocks * bs],
+// 4 + m member m's context length below shared, 4 + count + j the first sequence's table entry j (< ceil(shared / bs))
+// outside [0, numBlocks). An empty row (count 0) and a row sharing nothing (shared 0) have no further checks.
+__device__ int group_problem(const DecArgs& a, int gi, int batch, int* shared_key) {
+    const int* gr = a.groups + 3LL * gi;
+    const int first = gr[0], count = gr[1], shared = gr[2];
+    if (count < 0) return 0;
+    if (count == 0) return NO_PROBLEM;
+    if (first < 0 || first >= batch) return 1;
+    if (count > batch - first) return 2;
+    if (shared < 0 || (long long) shared > (long long) a.max_blocks * a.bs) return 3;
+    if (shared == 0) return NO_PROBLEM;
+    const int pages = (shared + a.bs - 1) / a.bs;
+    const int* row = a.tables + (long long) first * a.max_blocks;
+    int key = NO_PROBLEM;
+    for (int m = threadIdx.x; m < count; m += blockDim.x)
+        if (a.ctx[first + m] < shared) key = min(key, 4 + m);
+    for (int j = threadIdx.x; j < pages; j += blockDim.x) {
+        const int id = row[j];
+        if (id < 0 || id >= a.num_blocks) key = min(key, 4 + count + j);
+    }
+    if (threadIdx.x == 0) *shared_key = NO_PROBLEM;
+    __syncthreads();
+    if (key != NO_PROBLEM) atomicMin(shared_key, key);
+    __syncthreads();
+    return *shared_key;
+}
+
+__device__ void report_group(const DecArgs& a, int gi, int batch, int key) {
+    const int* gr = a.groups + 3LL * gi;
+    const int first = gr[0], count = gr[1], shared = gr[2];
+    const int prefix = a.op | g4::ATT_PREFIX << 8;
+    if (key == 0) g4::report(a.flag, prefix | g4::PREFIX_COUNT << 12, gi, count, 0);
+    else if (key == 1) g4::report(a.flag, prefix | g4::PREFIX_FIRST << 12, gi, first, batch);
+    else if (key == 2) g4::report(a.flag, prefix | g4::PREFIX_COUNT << 12, gi, count, batch - first);
+    else if (key == 3) g4::report(a.flag, prefix | g4::PREFIX_SHARED << 12, gi, shared, (long long) a.max_blocks * a.bs);
+    else if (key < 4 + count) {
+        const int m = key - 4;
+        g4::report(a.flag, prefix | g4::PREFIX_SHARED << 12 | min(m + 1, 0x1ffff) << 14, gi, shared, a.ctx[first + m]);
+    } else {
+        const int j = key - 4 - count;
+        g4::report(a.flag, a.op | g4::ATT_TABLE << 8 | min(j, 0x7ffff) << 12, first,
+                   a.tables[(long long) first * a.max_blocks + j], a.num_blocks);
+    }
+}
+
+// Marks group gi's members for the per-sequence kernels (all threads of one block, after group_problem): shared + 1
+// and the first sequence, or -1 (with a report) for the members of a bad row and for a sequence already marked.
+__device__ void mark_group(const DecArgs& a, int gi, int batch, int key) {
+    const int* gr = a.groups + 3LL * gi;
+    const int first = gr[0], count = gr[1], shared = gr[2];
+    if (key != NO_PROBLEM) {
+        if (threadIdx.x == 0) report_group(a, gi, batch, key);
+        if (count > 0 && first >= 0 && first < batch)
+            for (int m = threadIdx.x; m < min(count, batch - first); m += blockDim.x) atomicExch(a.marks + 2LL * (first + m), -1);
+        return;
+    }
+    if (count <= 0 || shared == 0) return;
+    for (int m = threadIdx.x; m < count; m += blockDim.x) {
+        const long long b = first + m;
+        a.marks[2 * b + 1] = first;
+        if (atomicExch(a.marks + 2 * b, shared + 1) != 0) {  // another group holds it
+            atomicExch(a.marks + 2 * b, -1);
+            g4::report(a.flag, a.op | g4::ATT_PREFIX << 8 | g4::PREFIX_OVERLAP << 12, gi, b, 0);
+        }
+    }
+}
+
+// The generic path's marks: one block per group.
+__global__ void mark_kernel(DecArgs a, int batch) {
+    __shared__ int problem;
+    const int key = group_problem(a, blockIdx.x, batch, &problem);
+    mark_group(a, blockIdx.x, batch, key);
+}
+
+// Query rows of a prefix block: 4 warps x 16 (members x the group's query heads).
+constexpr int PRE_ROWS = 64;
+
+template <int D>
+constexpr int prefix_smem() { return PRE_ROWS * D * 2 + 4 * TK * D * 2; }
+
+// Block = (prefix group, kv head): the group's shared keys against the query heads of kv head g of every member, 64
+// rows at a time (64 / group members a pass; the K/V tiles of a later pass come from L2), K/V tiles of 64 keys through
+// shared memory with cp.async double buffering; each warp owns 16 rows over the whole tile (FlashAttention-2's
+// forward: S = Q K^T 16 x 64, online softmax, O += P V with P rounded to bf16). The state (m, l, unnormalized o) of
+// each row goes to the member's prefix slot. Blocks of kv head 0 also check the row and mark its members.
+template <int D>
+__global__ void __launch_bounds__(NT) prefix_kernel(DecArgs a, int batch) {
+    constexpr int KD = D / 16, ND = D / 8, NB = TK / 8, C = D / 8;
+    const int gi = blockIdx.x, g = blockIdx.y;
+    __shared__ int problem;
+    const int key = group_problem(a, gi, batch, &problem);
+    if (g == 0) mark_group(a, gi, batch, key);
+    const int* gr = a.groups + 3LL * gi;
+    const int first = gr[0], count = gr[1], shared = gr[2];
+    if (key != NO_PROBLEM || count <= 0 || shared == 0) return;
+    extern __shared__ __align__(128) unsigned char smem[];
+    const unsigned sQ = g4::smem_u32(smem), sK = sQ + PRE_ROWS * D * 2, sV = sK + 2 * TK * D * 2;
+    const int* row = a.tables + (long long) first * a.max_blocks;
+    const bf16 *Q = static_cast<const bf16*>(a.q), *KC = static_cast<const bf16*>(a.kc), *VC = static_cast<const bf16*>(a.vc);
+    const auto load_kv = [&](int tile, int stage) {
+#pragma unroll
+        for (int it = 0; it < TK * C / NT; it++) {
+            const int i = it * NT + threadIdx.x, r = i / C, c = i % C, key = tile * TK + r;
+            const bool ok = key < shared;
+            const long long slot = ok ? (long long) row[key / a.bs] * a.bs + key % a.bs : 0;
+            const long long off = (slot * a.hkv + g) * D + c * 8;
+            g4::cp_async16(sK + stage * TK * D * 2 + g4::swz<D>(r, c * 8), KC + off, ok);
+            g4::cp_async16(sV + stage * TK * D * 2 + g4::swz<D>(r, c * 8), VC + off, ok);
+        }
+    };
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    const int per = PRE_ROWS / a.group, ntiles = (shared + TK - 1) / TK;
+    for (int m0 = 0; m0 < count; m0 += per) {
+        const int rows = min(count - m0, per) * a.group;  // row r: member m0 + r / group, query head g * group + r % group
+        for (int i = threadIdx.x; i < PRE_ROWS * C; i += NT) {
+            const int r = i / C, c = i % C;
+            const bool ok = r < rows;
+            const long long qrow = ok ? (long long) (first + m0 + r / a.group) * a.hq + g * a.group + r % a.group : 0;
+            g4::cp_async16(sQ + g4::swz<D>(r, c * 8), Q + qrow * D + c * 8, ok);
+        }
+        load_kv(0, 0);
+        g4::cp_async_commit();
+        const bool active = warp * 16 < rows;  // a warp whose 16 rows are all past the members computes nothing
+        unsigned qf[KD][4];
+        float o[ND][4];
+#pragma unroll
+        for (int i = 0; i < ND; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+        float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+        for (int j = 0; j < ntiles; j++) {
+            const int st = j & 1;
+            if (j + 1 < ntiles) load_kv(j + 1, st ^ 1);
+            g4::cp_async_commit();
+            g4::cp_async_wait<1>();
+            __syncthreads();
+            if (active) {
+                const int ln = g4::lane_id();
+                if (j == 0) {
+#pragma unroll
+                    for (int kk = 0; kk < KD; kk++) g4::ldsm_x4(qf[kk], sQ + g4::frag_a<D>(warp * 16, kk * 16, ln));
+                }
+                const unsigned kb = sK + st * TK * D * 2, vb = sV + st * TK * D * 2;
+                float s[NB][4];
+#pragma unroll
+                for (int i = 0; i < NB; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+#pragma unroll
+                for (int kk = 0; kk < KD; kk++)
+#pragma unroll
+                    for (int n2 = 0; n2 < NB / 2; n2++) {
+                        unsigned bf[4];
+                        g4::ldsm_x4(bf, kb + g4::frag_bt<D>(n2 * 16, kk * 16, ln));
+                        g4::mma_bf16(s[2 * n2], qf[kk], bf[0], bf[1]);
+                        g4::mma_bf16(s[2 * n2 + 1], qf[kk], bf[2], bf[3]);
+                    }
+                const int kbase = j * TK;
+                float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+                for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        if (kbase + nb * 8 + tig * 2 + e >= shared) s[nb][e] = s[nb][2 + e] = -INFINITY;
+                        mx[0] = fmaxf(mx[0], s[nb][e]);
+                        mx[1] = fmaxf(mx[1], s[nb][2 + e]);
+                    }
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    const float mn = fmaxf(m[i], g4::quad_max(mx[i]) * a.c);
+                    const float alpha = g4::softmax_alpha(m[i], mn);
+                    m[i] = mn;
+                    l[i] *= alpha;
+#pragma unroll
+                    for (int nd = 0; nd < ND; nd++) {
+                        o[nd][2 * i] *= alpha;
+                        o[nd][2 * i + 1] *= alpha;
+                    }
+#pragma unroll
+                    for (int nb = 0; nb < NB; nb++) {  // s becomes P (unnormalized weights) in place
+                        s[nb][2 * i] = g4::softmax_weight(s[nb][2 * i], a.c, mn);
+                        s[nb][2 * i + 1] = g4::softmax_weight(s[nb][2 * i + 1], a.c, mn);
+                        l[i] += s[nb][2 * i];
+                        l[i] += s[nb][2 * i + 1];
+                    }
+                }
+#pragma unroll
+                for (int kk = 0; kk < TK / 16; kk++) {  // 16 keys per k-step of O += P V
+                    unsigned pa[4];
+                    g4::c_to_a(pa, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+                    for (int n2 = 0; n2 < ND / 2; n2++) {
+                        unsigned bf[4];
+                        g4::ldsm_x4_t(bf, vb + g4::frag_b<D>(kk * 16, n2 * 16, ln));
+                        g4::mma_bf16(o[2 * n2], pa, bf[0], bf[1]);
+                        g4::mma_bf16(o[2 * n2 + 1], pa, bf[2], bf[3]);
+                    }
+                }
+            }
+            __syncthreads();  // the stage just read is the next iteration's copy target
+        }
+        if (active) {
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const float li = g4::quad_sum(l[i]);
+                const int r = warp * 16 + gid + 8 * i;
+                if (r < rows) {
+                    const long long prow = (long long) (first + m0 + r / a.group) * a.hq + g * a.group + r % a.group;
+                    const long long pr = prow * a.slots + a.splits;
+#pragma unroll
+                    for (int nd = 0; nd < ND; nd++)
+                        *reinterpret_cast<float2*>(a.part_o + pr * D + nd * 8 + tig * 2) = make_float2(o[nd][2 * i], o[nd][2 * i + 1]);
+                    if (tig == 0) {
+                        a.part_ml[pr * 2] = m[i];
+                        a.part_ml[pr * 2 + 1] = li;
+                    }
+                }
+            }
+        }
+        // the next pass's Q copy overwrites sQ: every warp has read it (its first tile's barrier); the K/V stages are
+        // free after the loop's last barrier
+    }
+}
+
 template <int D>
 constexpr int decode_smem() { return 16 * D * 2 + 4 * TK * D * 2 + g4::DEC_PAGE_CAP * 4; }
 
@@ -81,14 +316,24 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
     const long long prow = (long long) b * a.hq + h0;  // first partial row of this group
     if (key != NO_PROBLEM) {
         if (threadIdx.x == 0) report_problem(a, b, key);
-        if (a.splits > 1 && (int) threadIdx.x < a.group) a.part_ml[((prow + threadIdx.x) * a.splits + split) * 2 + 1] = -1.f;
+        if (a.slots > 1 && (int) threadIdx.x < a.group) a.part_ml[((prow + threadIdx.x) * a.slots + split) * 2 + 1] = -1.f;
         return;
     }
-    const int ctx = a.ctx[b], k0 = split * a.chunk, k1 = min(ctx, k0 + a.chunk);
-    if (k0 >= k1) {  // a split past this context (only with splits > 1): an empty state
+    int start = 0;  // keys before it come from the sequence's prefix group (prefix_kernel's slot)
+    if (a.marks) {
+        const int mk = a.marks[2LL * b];
+        if (split == 0 && (int) threadIdx.x < a.group) {  // the prefix slot of a sequence in no group, or in a bad one
+            float* pml = a.part_ml + ((prow + threadIdx.x) * a.slots + a.splits) * 2;
+            if (mk < 0) pml[1] = -1.f;
+            else if (mk == 0) pml[0] = -INFINITY, pml[1] = 0.f;
+        }
+        start = max(mk - 1, 0);
+    }
+    const int ctx = a.ctx[b], k0 = start + split * a.chunk, k1 = min(ctx, k0 + a.chunk);
+    if (k0 >= k1) {  // a split past this context (only with slots > 1): an empty state
         if ((int) threadIdx.x < a.group) {
-            a.part_ml[((prow + threadIdx.x) * a.splits + split) * 2] = -INFINITY;
-            a.part_ml[((prow + threadIdx.x) * a.splits + split) * 2 + 1] = 0.f;
+            a.part_ml[((prow + threadIdx.x) * a.slots + split) * 2] = -INFINITY;
+            a.part_ml[((prow + threadIdx.x) * a.slots + split) * 2 + 1] = 0.f;
         }
         return;
     }
@@ -223,10 +468,10 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
                 acc = fmaf(f, mo[(w * 16 + r) * MS + x], acc);
             }
         }
-        if (a.splits == 1) {
+        if (a.slots == 1) {
             static_cast<bf16*>(a.out)[(prow + r) * D + x] = __float2bfloat16_rn(acc / sum);
         } else {
-            const long long pr = (prow + r) * a.splits + split;
+            const long long pr = (prow + r) * a.slots + split;
             a.part_o[pr * D + x] = acc;
             if (x == 0) {
                 a.part_ml[pr * 2] = mx;
@@ -236,29 +481,30 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
     }
 }
 
-// out[b, h] = merge of the splits' partial states; nothing when the sequence's index data was bad.
+// out[b, h] = merge of the slots' partial states (the splits', then the prefix's); nothing when the sequence's index
+// data (or its prefix group) was bad.
 template <typename T>
 __global__ void combine_kernel(DecArgs a) {
-    extern __shared__ float factor[];  // [splits]
+    extern __shared__ float factor[];  // [slots]
     __shared__ float total;
     const long long row = blockIdx.x;
-    const float* ml = a.part_ml + row * a.splits * 2;
-    for (int s = 0; s < a.splits; s++)
+    const float* ml = a.part_ml + row * a.slots * 2;
+    for (int s = 0; s < a.slots; s++)
         if (ml[s * 2 + 1] < 0.f) return;
-    const float mx = g4::merge_max(ml, ml + 1, a.splits, 2);
-    for (int s = threadIdx.x; s < a.splits; s += blockDim.x) factor[s] = g4::merge_factor(ml[s * 2], ml[s * 2 + 1], mx);
+    const float mx = g4::merge_max(ml, ml + 1, a.slots, 2);
+    for (int s = threadIdx.x; s < a.slots; s += blockDim.x) factor[s] = g4::merge_factor(ml[s * 2], ml[s * 2 + 1], mx);
     __syncthreads();
     if (threadIdx.x == 0) {
         float sum = 0.f;
-        for (int s = 0; s < a.splits; s++)
+        for (int s = 0; s < a.slots; s++)
             if (ml[s * 2 + 1] > 0.f) sum = fmaf(factor[s], ml[s * 2 + 1], sum);
         total = sum;
     }
     __syncthreads();
     for (int x = threadIdx.x; x < a.d; x += blockDim.x) {
         float acc = 0.f;
-        for (int s = 0; s < a.splits; s++)
-            if (ml[s * 2 + 1] > 0.f) acc = fmaf(factor[s], a.part_o[(row * a.splits + s) * a.d + x], acc);
+        for (int s = 0; s < a.slots; s++)
+            if (ml[s * 2 + 1] > 0.f) acc = fmaf(factor[s], a.part_o[(row * a.slots + s) * a.d + x], acc);
         static_cast<T*>(a.out)[row * a.d + x] = g4::from_f32<T>(acc / total);
     }
 }
@@ -276,6 +522,14 @@ __global__ void gen_decode_kernel(DecArgs a, int batch) {
         if (lane == 0) report_problem(a, b, key);
         return;
     }
+    int shared = 0;  // keys below it through the prefix group's first sequence's table row
+    const int* tr = a.tables + (long long) b * a.max_blocks;
+    const int* lr = tr;
+    if (a.marks) {
+        const int mk = a.marks[2LL * b];
+        if (mk < 0) return;  // a bad prefix group (reported by mark_kernel)
+        if (mk > 0) shared = mk - 1, lr = a.tables + (long long) a.marks[2LL * b + 1] * a.max_blocks;
+    }
     double* acc = gsm + (long long) warp * d;
     float* qv = reinterpret_cast<float*>(gsm + (long long) W * d) + (long long) warp * d;
     const T *Q = static_cast<const T*>(a.q), *KC = static_cast<const T*>(a.kc), *VC = static_cast<const T*>(a.vc);
@@ -285,14 +539,13 @@ __global__ void gen_decode_kernel(DecArgs a, int batch) {
     }
     __syncwarp();
     const int ctx = a.ctx[b];
-    const int* tr = a.tables + (long long) b * a.max_blocks;
     double m = -INFINITY, l = 0;
     for (int j0 = 0; j0 < ctx; j0 += 32) {
         const int j = j0 + lane, cnt = min(32, ctx - j0);
         long long base = 0;  // element offset of key j's (kv head g) row
         double s = -INFINITY;
         if (j < ctx) {
-            base = (((long long) tr[j / a.bs] * a.bs + j % a.bs) * a.hkv + g) * d;
+            base = (((long long) (j < shared ? lr : tr)[j / a.bs] * a.bs + j % a.bs) * a.hkv + g) * d;
             double dot = 0;
             for (int x = 0; x < d; x++) dot = fma((double) qv[x], (double) g4::to_f32(KC[base + x]), dot);
             s = dot * (double) a.scale;
@@ -316,32 +569,47 @@ static int max_context(int max_blocks, int block_size) {
 }
 
 template <int D>
-static int decode_fast(const DecArgs& a, int batch, cudaStream_t st) {
+static int decode_fast(const DecArgs& a, int batch, int num_groups, cudaStream_t st) {
+    int e;
+    if (a.groups) {
+        constexpr int psmem = prefix_smem<D>();
+        if ((e = (int) cudaFuncSetAttribute(prefix_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, psmem))) return e;
+        prefix_kernel<D><<<dim3(num_groups, a.hkv), NT, psmem, st>>>(a, batch);
+        if ((e = g4::launched())) return e;
+    }
     constexpr int smem = decode_smem<D>();
-    int e = (int) cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (e) return e;
+    if ((e = (int) cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem))) return e;
     decode_kernel<D><<<dim3(batch, a.hkv, a.splits), NT, smem, st>>>(a);
-    if ((e = g4::launched()) || a.splits == 1) return e;
-    combine_kernel<bf16><<<batch * a.hq, D, a.splits * sizeof(float), st>>>(a);
+    if ((e = g4::launched()) || a.slots == 1) return e;
+    combine_kernel<bf16><<<batch * a.hq, D, a.slots * sizeof(float), st>>>(a);
     return g4::launched();
+}
+
+// The workspace: the marks ([b][2] ints, with groups) rounded up to 256 bytes, then the partial states when a
+// (sequence, head) has more than one slot.
+static long long marks_bytes(int b, bool groups) { return groups ? ((long long) b * 8 + 255) / 256 * 256 : 0; }
+
+static int decode_slots(int b, int hkv, int max_blocks, int block_size, int sms, bool groups, int* chunk, int* splits) {
+    g4::decode_split_plan(b, hkv, max_context(max_blocks, block_size), block_size, sms, chunk, splits);
+    return *splits + (groups ? 1 : 0);
 }
 
 }  // namespace
 
 extern "C" int g4_decode_attention_workspace(int b, int hq, int hkv, int d, int max_blocks, int block_size, int sms,
-                                             long long* bytes) {
+                                             int groups, long long* bytes) {
     int chunk, splits;
-    g4::decode_split_plan(b, hkv, max_context(max_blocks, block_size), block_size, sms, &chunk, &splits);
-    *bytes = splits > 1 ? (long long) b * hq * splits * (d + 2) * 4 : 0;
+    const int slots = decode_slots(b, hkv, max_blocks, block_size, sms, groups != 0, &chunk, &splits);
+    *bytes = marks_bytes(b, groups != 0) + (slots > 1 ? (long long) b * hq * slots * (d + 2) * 4 : 0);
     return 0;
 }
 
 extern "C" int g4_decode_attention(int dtype, g4_ptr out, g4_ptr q, g4_ptr kcache, g4_ptr vcache, g4_ptr tables,
-                                   g4_ptr ctx, int b, int hq, int hkv, int d, int num_blocks, int block_size,
-                                   int max_blocks, float scale, int sms, g4_ptr ws, long long ws_bytes, g4_ptr flag,
-                                   int op, g4_stream s) {
+                                   g4_ptr ctx, g4_ptr groups, int num_groups, int b, int hq, int hkv, int d,
+                                   int num_blocks, int block_size, int max_blocks, float scale, int sms, g4_ptr ws,
+                                   long long ws_bytes, g4_ptr flag, int op, g4_stream s) {
     if (b <= 0 || hq <= 0 || d <= 0) return 0;
-    if (hkv < 1 || hq % hkv) return (int) cudaErrorInvalidValue;
+    if (hkv < 1 || hq % hkv || num_groups < 0) return (int) cudaErrorInvalidValue;
     cudaStream_t st = g4::as_stream(s);
     DecArgs a{};
     a.out = reinterpret_cast<void*>(out);
@@ -353,19 +621,33 @@ extern "C" int g4_decode_attention(int dtype, g4_ptr out, g4_ptr q, g4_ptr kcach
     a.hq = hq, a.hkv = hkv, a.group = hq / hkv, a.d = d, a.bs = block_size, a.max_blocks = max_blocks;
     a.num_blocks = num_blocks, a.scale = scale, a.c = scale * g4::ATT_LOG2E;
     a.flag = reinterpret_cast<int*>(flag), a.op = op;
+    const bool grouped = groups != 0 && num_groups > 0;
+    const long long mb = marks_bytes(b, grouped);
+    if (grouped) {
+        if (ws_bytes < mb) return (int) cudaErrorInvalidValue;
+        a.groups = reinterpret_cast<const int*>(groups);
+        a.marks = reinterpret_cast<int*>(ws);
+        int e = (int) cudaMemsetAsync(a.marks, 0, (size_t) b * 8, st);
+        if (e) return e;
+    }
     const bool fast = dtype == G4_BF16 && (d == 64 || d == 128) && a.group <= 16 && g4::aligned16(out) &&
                       g4::aligned16(q) && g4::aligned16(kcache) && g4::aligned16(vcache);
     if (fast) {
-        g4::decode_split_plan(b, hkv, max_context(max_blocks, block_size), block_size, sms, &a.chunk, &a.splits);
-        if (a.splits > 1) {
-            const long long need = (long long) b * hq * a.splits * (d + 2) * 4;
+        a.slots = decode_slots(b, hkv, max_blocks, block_size, sms, grouped, &a.chunk, &a.splits);
+        if (a.slots > 1) {
+            const long long need = mb + (long long) b * hq * a.slots * (d + 2) * 4;
             if (ws_bytes < need) return (int) cudaErrorInvalidValue;
-            a.part_o = reinterpret_cast<float*>(ws);
-            a.part_ml = a.part_o + (long long) b * hq * a.splits * d;
+            a.part_o = reinterpret_cast<float*>(ws + mb);
+            a.part_ml = a.part_o + (long long) b * hq * a.slots * d;
         }
-        return d == 64 ? decode_fast<64>(a, b, st) : decode_fast<128>(a, b, st);
+        return d == 64 ? decode_fast<64>(a, b, num_groups, st) : decode_fast<128>(a, b, num_groups, st);
     }
-    a.splits = 1;
+    a.splits = a.slots = 1;
+    if (grouped) {
+        mark_kernel<<<num_groups, NT, 0, st>>>(a, b);
+        int e = g4::launched();
+        if (e) return e;
+    }
     const long long per = (long long) d * (8 + 4);
     int w = 4;
     while (w > 1 && per * w > 48 * 1024) w--;

@@ -34,7 +34,29 @@ struct Paged {
     int b, max_blocks, num_blocks;
     std::vector<int> table, ctx;
     std::vector<float> q, kc, vc;  // bf16-valued when the problem is bf16; unused slots NaN
+    std::vector<int> groups;       // prefix groups, rows (first, count, shared); empty: none
+    std::vector<int> shared, lead; // per sequence: keys t < shared[s] through table row lead[s]
 };
+
+// Prefix groups: the members' keys below `shared` come through the first member's table row. Each member's own slots
+// of those keys (all but the first member's) are poisoned with NaN: a kernel that reads them instead fails.
+void apply_groups(const Problem& p, Paged& g, const std::vector<int>& rows) {
+    g.groups = rows;
+    const size_t row = (size_t) p.hkv * p.d;
+    for (size_t r = 0; r + 2 < rows.size(); r += 3) {
+        const int first = rows[r], count = rows[r + 1], sh = rows[r + 2];
+        if (sh == 0) continue;
+        for (int s = first; s < first + count; s++) {
+            g.shared[s] = sh;
+            g.lead[s] = first;
+            if (s == first) continue;
+            for (int t = 0; t < sh; t++) {
+                const size_t slot = (size_t) g.table[(size_t) s * g.max_blocks + t / p.bs] * p.bs + t % p.bs;
+                for (size_t x = 0; x < row; x++) g.kc[slot * row + x] = g.vc[slot * row + x] = NAN;
+            }
+        }
+    }
+}
 
 Paged make_paged(const Problem& p, Rng& rng) {
     Paged g;
@@ -68,6 +90,9 @@ Paged make_paged(const Problem& p, Rng& rng) {
         }
     }
     g.q = rng.normals((size_t) g.b * p.hq * p.d);
+    g.shared.assign(g.b, 0);
+    g.lead.resize(g.b);
+    for (int s = 0; s < g.b; s++) g.lead[s] = s;
     if (p.bf16)
         for (auto* v : {&g.q, &g.kc, &g.vc})
             for (float& x : *v) x = bf16_round(x);
@@ -91,7 +116,8 @@ void reference(const Problem& p, const Paged& g, double scale, std::vector<doubl
         }
         if (bad) continue;
         auto at = [&](int t, int h) {
-            const size_t slot = (size_t) g.table[(size_t) s * g.max_blocks + t / p.bs] * p.bs + t % p.bs;
+            const size_t tr = (size_t) (t < g.shared[s] ? g.lead[s] : s) * g.max_blocks;
+            const size_t slot = (size_t) g.table[tr + t / p.bs] * p.bs + t % p.bs;
             return (slot * p.hkv + h / grp) * d;
         };
         for (int h = 0; h < p.hq; h++) {
@@ -134,7 +160,9 @@ Result call(const Problem& p, const Paged& g, double scale, int sms, bool misali
     Result r;
     const size_t nq = (size_t) g.b * p.hq * p.d;
     long long ws_bytes = -1;
-    g4_decode_attention_workspace(g.b, p.hq, p.hkv, p.d, g.max_blocks, p.bs, sms, &ws_bytes);
+    const int ng = (int) g.groups.size() / 3;
+    const g4_ptr gp = ng ? P(g.groups.data()) : 0;
+    g4_decode_attention_workspace(g.b, p.hq, p.hkv, p.d, g.max_blocks, p.bs, sms, ng > 0, &ws_bytes);
     int plan[2];
     g4_host_decode_plan(g.b, p.hkv, g.max_blocks * p.bs, p.bs, sms, plan);
     r.splits = plan[1];
@@ -146,7 +174,7 @@ Result call(const Problem& p, const Paged& g, double scale, int sms, bool misali
         if (misalign) { qm.resize(nq + 1); std::copy(q.begin(), q.end(), qm.begin() + 1); }
         std::vector<uint16_t> out(nq, POISON_BF16);
         r.rc = g4_decode_attention(G4_BF16, P(out.data()), misalign ? P(qm.data() + 1) : P(q.data()), P(kc.data()),
-                                   P(vc.data()), P(g.table.data()), P(g.ctx.data()), g.b, p.hq, p.hkv, p.d, g.num_blocks,
+                                   P(vc.data()), P(g.table.data()), P(g.ctx.data()), gp, ng, g.b, p.hq, p.hkv, p.d, g.num_blocks,
                                    p.bs, g.max_blocks, (float) scale, sms, wsp, ws_bytes, P(r.flag), OP, 0);
         r.out_bits = out;
         r.out.resize(nq);
@@ -161,7 +189,7 @@ Result call(const Problem& p, const Paged& g, double scale, int sms, bool misali
         memcpy(&poison, &POISON_F32, 4);
         r.out.assign(nq, poison);
         r.rc = g4_decode_attention(G4_F32, P(r.out.data()), misalign ? P(qm.data() + 1) : P(g.q.data()), P(g.kc.data()),
-                                   P(g.vc.data()), P(g.table.data()), P(g.ctx.data()), g.b, p.hq, p.hkv, p.d, g.num_blocks,
+                                   P(g.vc.data()), P(g.table.data()), P(g.ctx.data()), gp, ng, g.b, p.hq, p.hkv, p.d, g.num_blocks,
                                    p.bs, g.max_blocks, (float) scale, sms, wsp, ws_bytes, P(r.flag), OP, 0);
     }
     return r;
@@ -211,9 +239,15 @@ void describe(const Problem& p, const Paged& g, const char* path) {
 
 // Runs the problem once per sms value; each must match the reference. want_splits[i] (0: any) is the plan expected.
 bool run_problem(const Problem& p, uint64_t seed, const std::vector<int>& sms, const std::vector<int>& want_splits = {},
-                 bool misalign = false) {
+                 bool misalign = false, const std::vector<int>& groups = {}) {
     Rng rng(seed);
     Paged g = make_paged(p, rng);
+    if (!groups.empty()) {
+        apply_groups(p, g, groups);
+        printf("  prefix groups (first, count, shared):");
+        for (size_t i = 0; i + 2 < groups.size(); i += 3) printf(" (%d, %d, %d)", groups[i], groups[i + 1], groups[i + 2]);
+        printf("\n");
+    }
     const double scale = 1.0 / sqrt((double) p.d);
     const bool tc = tensor_core(p) && !misalign;
     describe(p, g, tc ? "tensor-core" : misalign ? "generic (q misaligned)" : "generic");
@@ -229,8 +263,12 @@ bool run_problem(const Problem& p, uint64_t seed, const std::vector<int>& sms, c
         g4_host_decode_plan(g.b, p.hkv, g.max_blocks * p.bs, p.bs, sms[i], plan);
         // The path taken, as far as the grids tell: tensor-core (sequence, kv head, split) blocks plus a combine block
         // per (sequence, head) when split; generic blocks of 4 warps, one per (sequence, head).
-        const long long rows = (long long) g.b * p.hq;
-        const long long want_blocks = tc ? (long long) g.b * p.hkv * plan[1] + (plan[1] > 1 ? rows : 0) : (rows + 3) / 4;
+        // With prefix groups: a prefix block per (group, kv head) and always the combine (tensor-core), a mark block
+        // per group (generic).
+        const long long rows = (long long) g.b * p.hq, ng = (long long) groups.size() / 3;
+        const bool combine = plan[1] > 1 || ng > 0;
+        const long long want_blocks = tc ? (long long) g.b * p.hkv * plan[1] + (combine ? rows : 0) + ng * p.hkv
+                                         : (rows + 3) / 4 + ng;
         if (tc) printf("   sms %d: plan chunk %d, %d split%s, %lld blocks\n", sms[i], plan[0], plan[1], plan[1] > 1 ? "s" : "",
                        blocks);
         else printf("   sms %d: %lld blocks\n", sms[i], blocks);
@@ -377,4 +415,115 @@ EMU_CASE("decode", generic_head_dims_below_and_between_warps) {
     ok &= run_problem({{33, 2}, 2, 1, 20, 5, true}, 26, {1});
     ok &= run_problem({{70}, 2, 2, 40, 16, false}, 27, {1});
     return ok;
+}
+
+// ---- shared prefixes (prefix groups) ---------------------------------------------------------------------------------
+
+// Groups of several sizes: shared counts on and off page boundaries (20 of pages of 16), a whole context shared
+// (sequence 3: shared = ctx, no keys of its own), a group of one, an empty row and a row sharing nothing (both no
+// effect), and sequences in no group; one split and several (the prefix's slot merged with the splits').
+EMU_CASE("decode", prefix_groups_tensor_core_d128) {
+    return run_problem({{40, 37, 100, 16, 64, 300, 17, 5}, 8, 2, 128, 16, true}, 41, {1, 64}, {}, false,
+                       {0, 3, 20, /**/ 3, 3, 16, /**/ 6, 1, 17, /**/ 0, 0, 0, /**/ 4, 2, 0});
+}
+
+// 17 members at GQA 4: one pass of 16 members (64 rows) and one of a single member; head dim 64.
+EMU_CASE("decode", prefix_groups_two_passes_d64) {
+    std::vector<int> ctx;
+    for (int i = 0; i < 19; i++) ctx.push_back(70 + 3 * i);
+    return run_problem({ctx, 8, 2, 64, 16, true}, 42, {1, 132}, {}, false, {1, 17, 64});
+}
+
+// A group of 16 query heads per kv head: 4 members a pass, 9 members in 3 passes; pages of 5 (shared off the pages).
+EMU_CASE("decode", prefix_groups_gqa16_pages5) {
+    return run_problem({{90, 91, 92, 93, 94, 95, 96, 97, 98, 13}, 16, 1, 128, 5, true}, 43, {1}, {}, false,
+                       {0, 9, 87});
+}
+
+// The generic path (fp32; bf16 head dim 96) reads the shared keys through the first member's row, per key.
+EMU_CASE("decode", prefix_groups_generic) {
+    bool ok = run_problem({{40, 37, 100, 16, 64}, 4, 2, 64, 16, false}, 44, {1}, {}, false, {0, 3, 20, 3, 2, 16});
+    ok &= run_problem({{40, 37, 100}, 8, 2, 96, 5, true}, 45, {1}, {}, false, {0, 3, 33});
+    return ok;
+}
+
+namespace {
+
+// A bad prefix group row: the flag names it (one of `indexes`), the listed sequences stay poisoned, the rest is right.
+struct BadGroup {
+    const char* what;
+    std::vector<int> rows;
+    int kind, extra;                 // expected op word: OP | kind << 8 | extra << 12
+    std::vector<int> indexes;        // the reported index: any of these (two groups holding one sequence: either)
+    int value, limit;
+    std::vector<int> untouched;      // sequences whose outputs must not be written
+};
+
+bool run_bad_groups(const Problem& p, uint64_t seed, const std::vector<int>& sms) {
+    Rng rng(seed);
+    Paged base = make_paged(p, rng);
+    const double scale = 1.0 / sqrt((double) p.d);
+    const bool tc = tensor_core(p);
+    describe(p, base, tc ? "tensor-core" : "generic");
+    const int limit = base.max_blocks * p.bs, B = base.b;
+    // ctx {17, 300, 65, 40, 33}: sequence 0's 17 keys cap what its groups may share
+    const std::vector<BadGroup> cases = {
+        {"count < 0 (after a good row)", {0, 2, 16, 2, -1, 16}, 6, 1, {1}, -1, 0, {}},
+        {"first = B", {B, 1, 16}, 6, 0, {0}, B, B, {}},
+        {"first + count > B", {3, 3, 16}, 6, 1, {0}, 3, B - 3, {3, 4}},
+        {"shared past the table", {1, 2, limit + 1}, 6, 2, {0}, limit + 1, limit, {1, 2}},
+        {"shared above member 0's context", {0, 3, 20}, 6, 2 | 1 << 2, {0}, 20, 17, {0, 1, 2}},
+        {"two groups, one sequence", {0, 3, 16, 2, 2, 16}, 6, 3, {0, 1}, 2, 0, {2}},
+    };
+    bool ok = true;
+    for (int s : sms) {
+        for (const BadGroup& c : cases) {
+            Paged g = base;
+            g.groups = c.rows;
+            // the reference without groups: the members of every row are skipped below
+            std::vector<double> want, slack;
+            reference(p, base, scale, want, slack);
+            Result r = call(p, g, scale, s);
+            const int want_word = OP | c.kind << 8 | c.extra << 12;
+            bool idx = false;
+            for (int i : c.indexes) idx |= r.flag[1] == i;
+            const bool good_flag = r.rc == 0 && r.flag[0] == want_word && idx && r.flag[2] == c.value && r.flag[3] == c.limit;
+            const size_t per = (size_t) p.hq * p.d;
+            bool rows_untouched = true;
+            for (int b : c.untouched)
+                for (size_t i = b * per; i < (b + 1) * per; i++) rows_untouched &= untouched(p, r, i);
+            printf("   sms %-3d %-32s flag kind %d extra %d [%d, %d, %d], members untouched: %s%s\n", s, c.what,
+                   (r.flag[0] >> 8) & 15, r.flag[0] >> 12, r.flag[1], r.flag[2], r.flag[3], rows_untouched ? "yes" : "NO",
+                   good_flag && rows_untouched ? "" : "  FAIL");
+            ok &= good_flag && rows_untouched;
+            // every sequence in no row is right
+            for (int b = 0; b < B; b++) {
+                bool skip = false;
+                for (int u : c.untouched) skip |= u == b;
+                for (size_t i = 0; i + 2 < c.rows.size(); i += 3)
+                    skip |= b >= c.rows[i] && b < c.rows[i] + c.rows[i + 1];
+                if (skip) continue;
+                for (size_t i = b * per; i < (b + 1) * per; i++) {
+                    const double tol = 2e-6 + (tc ? slack[i] : 0) + 1e-5 * fabs(want[i]) +
+                                       (p.bf16 ? ulp_bf16(fmax(fabs(r.out[i]), fabs(want[i]))) : 0);
+                    if (!(fabs(r.out[i] - want[i]) <= tol)) {
+                        printf("    sequence %d element %zu: got %.6g, want %.6g  FAIL\n", b, i % per, r.out[i], want[i]);
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    return ok;
+}
+
+}  // namespace
+
+EMU_CASE("decode", prefix_groups_bad_rows_tensor_core) {
+    return run_bad_groups({{17, 300, 65, 40, 33}, 4, 1, 64, 16, true}, 46, {1, 64});
+}
+
+EMU_CASE("decode", prefix_groups_bad_rows_generic) {
+    return run_bad_groups({{17, 300, 65, 40, 33}, 4, 2, 96, 5, false}, 47, {1});
 }

@@ -51,12 +51,12 @@ EMU_CASE("shapes", shapes_decode_ctx1024) {
     bool ok = true;
     for (int sms : {1, 132}) {
         long long ws_bytes = 0;
-        g4_decode_attention_workspace(1, HQ, HKV, D, nb, bs, sms, &ws_bytes);
+        g4_decode_attention_workspace(1, HQ, HKV, D, nb, bs, sms, 0, &ws_bytes);
         std::vector<unsigned char> ws((size_t) std::max(ws_bytes, 1ll));
         std::vector<__nv_bfloat16> out((size_t) HQ * D);
         int flag[4] = {0, 0, 0, 0};
         int e = g4_decode_attention(G4_BF16, P(out.data()), P(q.data()), P(kc.data()), P(vc.data()), P(table.data()),
-                                    P(len.data()), 1, HQ, HKV, D, nb, bs, nb, 1.f / sqrtf((float) D), sms,
+                                    P(len.data()), 0, 0, 1, HQ, HKV, D, nb, bs, nb, 1.f / sqrtf((float) D), sms,
                                     ws_bytes ? P(ws.data()) : 0, ws_bytes, P(flag), 1, 0);
         bool finite = true;
         for (auto& o : out) finite &= std::isfinite(__bfloat162float(o));

@@ -127,11 +127,11 @@ public final class CudaNative {
                                                    int d, float scale, int deterministic, long ws, long wsBytes,
                                                    long flag, int op, long stream);
     public static native int g4_decode_attention_workspace(int b, int hq, int hkv, int d, int maxBlocks, int blockSize,
-                                                           int sms, @Cast("long long*") long[] bytes);
+                                                           int sms, int groups, @Cast("long long*") long[] bytes);
     public static native int g4_decode_attention(int dtype, long out, long q, long kCache, long vCache, long tables,
-                                                 long ctx, int b, int hq, int hkv, int d, int numBlocks, int blockSize,
-                                                 int maxBlocks, float scale, int sms, long ws, long wsBytes, long flag,
-                                                 int op, long stream);
+                                                 long ctx, long groups, int numGroups, int b, int hq, int hkv, int d,
+                                                 int numBlocks, int blockSize, int maxBlocks, float scale, int sms,
+                                                 long ws, long wsBytes, long flag, int op, long stream);
 
     // ---- host twins of the device math (native/hostmath.cu)
     public static native void g4_host_bf16_round(float[] x, short[] out, int n);

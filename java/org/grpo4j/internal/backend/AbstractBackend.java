@@ -54,7 +54,7 @@ public abstract class AbstractBackend implements Backend {
     abstract void kvAppendImpl(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor slots);
 
     abstract void decodeAttentionImpl(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables,
-                                      Tensor contextLens, float scale);
+                                      Tensor contextLens, Tensor prefixGroups, float scale);
 
     abstract void swigluImpl(Tensor out, Tensor gate, Tensor up);
 
@@ -411,7 +411,7 @@ public abstract class AbstractBackend implements Backend {
 
     @Override
     public final void decodeAttention(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables,
-                                      Tensor contextLens, float scale) {
+                                      Tensor contextLens, Tensor prefixGroups, float scale) {
         String op = Ops.DECODE_ATTENTION;
         sameFloat(op, "out, q, kCache, vCache", out, q, kCache, vCache);
         int32(op, "blockTables", blockTables);
@@ -426,9 +426,33 @@ public abstract class AbstractBackend implements Backend {
         Check.rank(op, "blockTables", blockTables, 2);
         Check.shape(op, "blockTables", blockTables, q.dim(0), -1);
         Check.shape(op, "contextLens", contextLens, q.dim(0));
+        if (prefixGroups != null) {
+            int32(op, "prefixGroups", prefixGroups);
+            Check.rank(op, "prefixGroups", prefixGroups, 2);
+            Check.shape(op, "prefixGroups", prefixGroups, -1, 3);
+            if (prefixGroups.dim(0) == 0) prefixGroups = null;
+        }
         Check.positive(op, "scale", scale);
         requireOp(op);
-        decodeAttentionImpl(out, q, kCache, vCache, blockTables, contextLens, scale);
+        decodeAttentionImpl(out, q, kCache, vCache, blockTables, contextLens, prefixGroups, scale);
+    }
+
+    /**
+     * What is wrong with row g of decodeAttention's prefixGroups, in the words both backends use (the CPU when it
+     * checks, CUDA when its kernel reports): field 0 first, 1 count, 2 shared (member 0: outside [0, limit]; m + 1:
+     * above member m's context length), 3 a sequence (value) in two groups.
+     */
+    static String prefixGroupMessage(int g, int field, int member, int value, int limit) {
+        String row = "prefixGroups[" + g + ", " + field + "]";
+        return switch (field) {
+            case 0 -> row + " (first sequence) = " + value + " is outside [0, " + limit + ")";
+            case 1 -> limit == 0 ? row + " (count) = " + value + " is negative"
+                    : row + " (count) = " + value + " runs past the batch: " + limit + " sequences from the first one on";
+            case 2 -> member == 0 ? row + " (shared keys) = " + value + " is outside [0, " + limit + "] (maxBlocks x blockSize)"
+                    : row + " (shared keys) = " + value + " exceeds the context length " + limit + " of its sequence #"
+                    + (member - 1) + " (counted from the first)";
+            default -> "sequence " + value + " is in more than one prefix group (prefixGroups[" + g + "] is one of them)";
+        };
     }
 
     @Override

@@ -204,7 +204,23 @@ public interface Backend extends AutoCloseable {
      * contextLens [B] int32 (the number of cached tokens to attend to, including the current one). out, q and the
      * caches of one dtype.
      */
-    void decodeAttention(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens, float scale);
+    default void decodeAttention(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens,
+                                 float scale) {
+        decodeAttention(out, q, kCache, vCache, blockTables, contextLens, null, scale);
+    }
+
+    /**
+     * {@link #decodeAttention} where groups of sequences share a prefix of their keys (cascade decoding): prefixGroups
+     * [G, 3] int32, or null; row g = (first, count, shared) says that sequences first .. first + count - 1 read their
+     * first {@code shared} keys through sequence first's block-table row (their own rows from key {@code shared} on).
+     * Where those rows hold the same blocks, as a prompt's samples do, the result is decodeAttention's up to fp32
+     * summation order; CUDA reads the shared keys once per group and kv head instead of once per sequence. A row with
+     * count 0, or with shared 0, has no effect (padding). A sequence may be in one group at most; shared must not
+     * exceed a member's context length. Bad rows: IllegalArgumentException on the CPU; CUDA reports them through the
+     * device flag (the members' outputs are not written).
+     */
+    void decodeAttention(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens,
+                         Tensor prefixGroups, float scale);
 
     // ---- SwiGLU ---------------------------------------------------------------------------------------------------
 

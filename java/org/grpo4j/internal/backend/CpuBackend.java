@@ -520,10 +520,11 @@ public final class CpuBackend extends AbstractBackend {
     }
 
     @Override
-    void decodeAttentionImpl(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens, float scale) {
+    void decodeAttentionImpl(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens,
+                             Tensor prefixGroups, float scale) {
         if (Bf16Scope.any(out, q, kCache, vCache)) { // widens the whole caches: the CPU is the oracle, not a bf16 server
             widened(Ops.DECODE_ATTENTION, s -> decodeAttentionImpl(s.out(out), s.in(q), s.in(kCache), s.in(vCache),
-                    blockTables, contextLens, scale));
+                    blockTables, contextLens, prefixGroups, scale));
             return;
         }
         int b = q.dim(0), hq = q.dim(1), d = q.dim(2), bs = kCache.dim(1), hkv = kCache.dim(2), group = hq / hkv;
@@ -542,6 +543,11 @@ public final class CpuBackend extends AbstractBackend {
                             + " is outside [0, " + numBlocks + ")");
             }
         }
+        // keys t < shared[s] through row lead[s] of the tables (its prefix group's first sequence), the rest its own
+        int[] shared = new int[b], lead = new int[b];
+        for (int s = 0; s < b; s++) lead[s] = s;
+        if (prefixGroups != null) prefixGroups(i(prefixGroups), off(prefixGroups), prefixGroups.dim(0), ctx, octx, bt, obt,
+                b, maxBlocks, bs, numBlocks, shared, lead);
         float[] O = f(out), Q = f(q), KC = f(kCache), VC = f(vCache);
         int oo = off(out), oq = off(q), okc = off(kCache), ovc = off(vCache);
         par.forRange(b * hq, 2, (s, e) -> {
@@ -552,7 +558,7 @@ public final class CpuBackend extends AbstractBackend {
                 int qb = oq + (sq * hq + h) * d;
                 double mx = Double.NEGATIVE_INFINITY;
                 for (int t = 0; t < c; t++) {
-                    int slot = bt[obt + sq * maxBlocks + t / bs] * bs + t % bs;
+                    int slot = bt[obt + (t < shared[sq] ? lead[sq] : sq) * maxBlocks + t / bs] * bs + t % bs;
                     int kb = okc + (slot * hkv + g) * d;
                     double dot = 0;
                     for (int x = 0; x < d; x++) dot += (double) Q[qb + x] * KC[kb + x];
@@ -564,7 +570,7 @@ public final class CpuBackend extends AbstractBackend {
                 for (int t = 0; t < c; t++) {
                     double p = Math.exp(sc[t] - mx);
                     sum += p;
-                    int slot = bt[obt + sq * maxBlocks + t / bs] * bs + t % bs;
+                    int slot = bt[obt + (t < shared[sq] ? lead[sq] : sq) * maxBlocks + t / bs] * bs + t % bs;
                     int vb = ovc + (slot * hkv + g) * d;
                     for (int x = 0; x < d; x++) acc[x] += p * VC[vb + x];
                 }
@@ -572,6 +578,43 @@ public final class CpuBackend extends AbstractBackend {
                 for (int x = 0; x < d; x++) O[ob + x] = (float) (acc[x] / sum);
             }
         });
+    }
+
+    /**
+     * Checks decodeAttention's prefix groups row by row (in the CUDA kernel's order of checks, with its words) and fills
+     * each member's shared key count and the row whose table serves them.
+     */
+    private static void prefixGroups(int[] gr, int og, int rows, int[] ctx, int octx, int[] bt, int obt, int b, int maxBlocks,
+                                     int bs, int numBlocks, int[] shared, int[] lead) {
+        boolean[] taken = new boolean[b];
+        for (int g = 0; g < rows; g++) {
+            int first = gr[og + 3 * g], count = gr[og + 3 * g + 1], sh = gr[og + 3 * g + 2];
+            if (count < 0) throw prefixError(g, 1, 0, count, 0);
+            if (count == 0) continue;
+            if (first < 0 || first >= b) throw prefixError(g, 0, 0, first, b);
+            if (count > b - first) throw prefixError(g, 1, 0, count, b - first);
+            if (sh < 0 || (long) sh > (long) maxBlocks * bs) throw prefixError(g, 2, 0, sh, maxBlocks * bs);
+            if (sh == 0) continue;
+            for (int m = 0; m < count; m++)
+                if (ctx[octx + first + m] < sh) throw prefixError(g, 2, m + 1, sh, ctx[octx + first + m]);
+            for (int j = 0; j < (sh + bs - 1) / bs; j++) {
+                int id = bt[obt + first * maxBlocks + j];
+                if (id < 0 || id >= numBlocks)
+                    throw new IllegalArgumentException(Ops.DECODE_ATTENTION + ": blockTables[" + first + ", " + j + "] = " + id
+                            + " is outside [0, " + numBlocks + ")");
+            }
+            for (int m = 0; m < count; m++) {
+                int s = first + m;
+                if (taken[s]) throw prefixError(g, 3, 0, s, 0);
+                taken[s] = true;
+                shared[s] = sh;
+                lead[s] = first;
+            }
+        }
+    }
+
+    private static IllegalArgumentException prefixError(int g, int field, int member, int value, int limit) {
+        return new IllegalArgumentException(Ops.DECODE_ATTENTION + ": " + prefixGroupMessage(g, field, member, value, limit));
     }
 
     // ---- SwiGLU ---------------------------------------------------------------------------------------------------

@@ -683,15 +683,17 @@ public final class CudaBackend extends AbstractBackend {
 
     @Override
     void decodeAttentionImpl(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens,
-                             float scale) {
+                             Tensor prefixGroups, float scale) {
         int b = q.dim(0), hq = q.dim(1), d = q.dim(2), numBlocks = kCache.dim(0), bs = kCache.dim(1), hkv = kCache.dim(2);
         int maxBlocks = blockTables.dim(1), sms = props.smCount();
+        int groups = prefixGroups == null ? 0 : prefixGroups.dim(0);
         long[] bytes = new long[1];
-        ok(CudaNative.g4_decode_attention_workspace(b, hq, hkv, d, maxBlocks, bs, sms, bytes), "decodeAttention workspace");
+        ok(CudaNative.g4_decode_attention_workspace(b, hq, hkv, d, maxBlocks, bs, sms, groups > 0 ? 1 : 0, bytes),
+                "decodeAttention workspace");
         long ws = bytes[0] > 0 ? scratch(bytes[0]) : 0;
         ok(CudaNative.g4_decode_attention(dt(q), addr(out), addr(q), addr(kCache), addr(vCache), addr(blockTables),
-                addr(contextLens), b, hq, hkv, d, numBlocks, bs, maxBlocks, scale, sms, ws, bytes[0], addr(flag),
-                opCode(Ops.DECODE_ATTENTION), stream), "decodeAttention kernels");
+                addr(contextLens), groups > 0 ? addr(prefixGroups) : 0, groups, b, hq, hkv, d, numBlocks, bs, maxBlocks,
+                scale, sms, ws, bytes[0], addr(flag), opCode(Ops.DECODE_ATTENTION), stream), "decodeAttention kernels");
     }
 
     /**
@@ -708,9 +710,11 @@ public final class CudaBackend extends AbstractBackend {
                     + (f[1] - 1) + "] = " + f[3];
             case 4 -> "contextLens[" + f[1] + "] = " + f[2] + " is outside [1, " + f[3] + "]";
             case 5 -> "blockTables[" + f[1] + ", " + extra + "] = " + f[2] + " is outside [0, " + f[3] + ")";
+            case 6 -> prefixGroupMessage(f[1], extra & 3, extra >>> 2, f[2], f[3]);
             default -> "index error " + kind + " at " + f[1] + " (value " + f[2] + ", limit " + f[3] + ")";
         };
-        String effect = kind <= 3 ? "nothing was written" : "that sequence's output was not written";
+        String effect = kind <= 3 ? "nothing was written" : kind == 6 ? "the group's sequences' outputs were not written"
+                : "that sequence's output was not written";
         return op + ": " + what + " (found by the kernel; " + effect + ")";
     }
 

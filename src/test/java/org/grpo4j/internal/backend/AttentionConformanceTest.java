@@ -304,6 +304,72 @@ class AttentionConformanceTest {
         }
 
         /**
+         * Prefix groups (cascade decoding): members read their first `shared` keys through the group's first row. Their
+         * own rows point below `shared` to a poisoned block (keys 1024, values 2^20): a backend that reads it fails.
+         * The reference is plain decode over the rows the contract says are read. A group of 16 at GQA 32/8, hd 128 (CUDA's prefix kernel:
+         * 64 rows of one pass), one of a single member, an empty row, a sequence in no group; and hd 96 (the generic
+         * path) with a shared count off the page boundary.
+         */
+        @Test
+        void pagedDecodeWithPrefixGroups() {
+            be(Ops.DECODE_ATTENTION);
+            SplittableRandom r = new SplittableRandom(11);
+            // {hq, hkv, d, bs}, contexts, groups (first, count, shared)
+            int[][][] cases = {
+                    {{32, 8, 128, 16}, {40, 47, 54, 61, 68, 75, 82, 89, 96, 103, 110, 117, 124, 131, 138, 145, 33, 25},
+                            {0, 16, 32, 16, 1, 16, 0, 0, 0}},
+                    {{8, 2, 96, 5}, {40, 37, 100, 16, 64, 9}, {0, 3, 17, 3, 2, 10}}};
+            for (int[][] c : cases) {
+                int hq = c[0][0], hkv = c[0][1], d = c[0][2], bs = c[0][3];
+                int[] ctx = c[1], groups = c[2];
+                int b = ctx.length;
+                AttentionDeviceMathTest.Paged p = AttentionDeviceMathTest.paged(r, ctx, bs, 2);
+                int poison = p.numBlocks(), numBlocks = poison + 1, row = hkv * d, mb = p.maxBlocks();
+                int[] own = p.tables().clone(), read = own.clone();
+                for (int i = 0; i < own.length; i++) if (own[i] < 0) own[i] = read[i] = 0;
+                for (int gi = 0; gi < groups.length; gi += 3)
+                    for (int s = groups[gi] + 1; s < groups[gi] + groups[gi + 1]; s++)
+                        for (int j = 0; j < (groups[gi + 2] + bs - 1) / bs; j++) {
+                            // keys below `shared` of page j come from the first member's page j
+                            read[s * mb + j] = own[groups[gi] * mb + j];
+                            if ((j + 1) * bs <= groups[gi + 2]) own[s * mb + j] = poison;
+                        }
+                double[] kc = randnBf16(r, numBlocks * bs * row, 1), vc = randnBf16(r, numBlocks * bs * row, 1);
+                // large keys (the weights of any read would count) and values that would swamp the output
+                java.util.Arrays.fill(kc, poison * bs * row, numBlocks * bs * row, 1024);
+                java.util.Arrays.fill(vc, poison * bs * row, numBlocks * bs * row, 1 << 20);
+                double[] q = randnBf16(r, b * hq * d, 1);
+                // pages that straddle `shared`: a member's own page holds the keys from `shared` on; below it the
+                // reference reads the first member's page, so copy those keys' rows there from the member's
+                double scale = 1 / Math.sqrt(d);
+                for (int gi = 0; gi < groups.length; gi += 3) {
+                    int sh = groups[gi + 2];
+                    if (sh % bs == 0) continue;
+                    for (int s = groups[gi] + 1; s < groups[gi] + groups[gi + 1]; s++) {
+                        int j = sh / bs, mine = own[s * mb + j], lead = own[groups[gi] * mb + j];
+                        System.arraycopy(kc, (lead * bs) * row, kc, (mine * bs) * row, (sh % bs) * row);
+                        System.arraycopy(vc, (lead * bs) * row, vc, (mine * bs) * row, (sh % bs) * row);
+                    }
+                }
+                // the reference reads, per key, what the contract names: through `read` below `shared` and `own` from it
+                int[] refTables = own.clone();
+                for (int gi = 0; gi < groups.length; gi += 3)
+                    for (int s = groups[gi] + 1; s < groups[gi] + groups[gi + 1]; s++)
+                        for (int j = 0; j < groups[gi + 2] / bs; j++) refTables[s * mb + j] = read[s * mb + j];
+                Mixed m = mixed("decode with prefix groups " + java.util.Arrays.toString(c[0]) + " groups " + java.util.Arrays.toString(groups))
+                        .bf16("kCache", kc, numBlocks, bs, hkv, d).bf16("vCache", vc, numBlocks, bs, hkv, d).bf16("q", q, b, hq, d)
+                        .ints("tables", own, b, mb).ints("lens", ctx, b).ints("groups", groups, groups.length / 3, 3)
+                        .out(DType.BF16, "out", b, hq, d)
+                        .run((be, t) -> be.decodeAttention(t.get("out"), t.get("q"), t.get("kCache"), t.get("vCache"), t.get("tables"),
+                                t.get("lens"), t.get("groups"), (float) scale));
+                double[] want = AttentionDeviceMathTest.decodeRef(q, kc, vc, refTables, ctx, b, hq, hkv, d, bs, mb, scale, false);
+                double[] a = AttentionDeviceMathTest.decodeRef(q, kc, vc, refTables, ctx, b, hq, hkv, d, bs, mb, scale, true);
+                for (int i = 0; i < a.length; i++) a[i] *= AttentionBounds.U * AttentionBounds.MARGIN;
+                m.expect("out", want, atol(2e-6, a), 1e-5);
+            }
+        }
+
+        /**
          * No query heads (Hq = 0 is a multiple of any Hkv): nothing to attend, and the backward's dk and dv are zero (no
          * query reads k or v), in bf16 (CUDA's tensor-core path when there are heads) and fp32.
          */
@@ -347,9 +413,20 @@ class AttentionConformanceTest {
             Backend b2 = be(Ops.DECODE_ATTENTION);
             assertBadCall(Ops.DECODE_ATTENTION, () -> b2.decodeAttention(zeros(2, 4, 8), zeros(2, 4, 8), zeros(3, 4, 2, 8), zeros(3, 4, 2, 8),
                     up(new int[] {0, 1, 2}, 3, 1), up(new int[] {1, 1}, 2), 0.3f), "blockTables", "[3, 1]");
-            if (b2 instanceof CpuBackend)
+            assertBadCall(Ops.DECODE_ATTENTION, () -> b2.decodeAttention(zeros(2, 4, 8), zeros(2, 4, 8), zeros(3, 4, 2, 8), zeros(3, 4, 2, 8),
+                    up(new int[] {0, 1}, 2, 1), up(new int[] {1, 1}, 2), up(new int[] {0, 2}, 1, 2), 0.3f), "prefixGroups", "[1, 2]");
+            if (b2 instanceof CpuBackend) {
                 assertBadCall(Ops.DECODE_ATTENTION, () -> b2.decodeAttention(zeros(1, 4, 8), zeros(1, 4, 8), zeros(3, 4, 2, 8), zeros(3, 4, 2, 8),
                         up(new int[] {0, 1}, 1, 2), up(new int[] {9}, 1), 0.3f), "contextLens[0] = 9");
+                Tensor t3 = up(new int[] {0, 1, 2}, 3, 1), l3 = up(new int[] {3, 3, 2}, 3);
+                assertBadCall(Ops.DECODE_ATTENTION, () -> b2.decodeAttention(zeros(3, 4, 8), zeros(3, 4, 8), zeros(3, 4, 2, 8),
+                        zeros(3, 4, 2, 8), t3, l3, up(new int[] {0, 2, 2, 1, 2, 2}, 2, 3), 0.3f), "sequence 1 is in more than one prefix group");
+                assertBadCall(Ops.DECODE_ATTENTION, () -> b2.decodeAttention(zeros(3, 4, 8), zeros(3, 4, 8), zeros(3, 4, 2, 8),
+                        zeros(3, 4, 2, 8), t3, l3, up(new int[] {0, 3, 3}, 1, 3), 0.3f),
+                        "prefixGroups[0, 2] (shared keys) = 3 exceeds the context length 2 of its sequence #2");
+                assertBadCall(Ops.DECODE_ATTENTION, () -> b2.decodeAttention(zeros(3, 4, 8), zeros(3, 4, 8), zeros(3, 4, 2, 8),
+                        zeros(3, 4, 2, 8), t3, l3, up(new int[] {2, 2, 1}, 1, 3), 0.3f), "prefixGroups[0, 1] (count) = 2 runs past the batch");
+            }
         }
     }
 

@@ -188,6 +188,59 @@ class CudaAttentionTest {
             }
     }
 
+    /**
+     * Bad prefix group rows: the CPU's words (the row and field named), the group's sequences untouched and the others
+     * right, on both decode paths (bf16 hd 128: the prefix kernel; hd 96: the generic path's mark kernel).
+     */
+    @Test
+    void badPrefixGroupsSkipOnlyTheirSequences() {
+        CudaBackend be = cuda();
+        CpuBackend cpu = TestBackends.cpu();
+        SplittableRandom r = new SplittableRandom(10);
+        int hq = 8, hkv = 2, bs = 16;
+        int[] ctx = {40, 300, 17, 64};
+        // {rows (first, count, shared)...}, then the sequences left unwritten
+        int[][][] cases = {{{1, 2, 20}, {1, 2}}, {{2, 3, 16}, {2, 3}}, {{0, 1, 16, 3, -2, 0}, {}}};
+        for (int d : new int[] {128, 96}) {
+            AttentionDeviceMathTest.Paged p = AttentionDeviceMathTest.paged(r, ctx, bs, 2);
+            int b = ctx.length, mb = p.maxBlocks(), rows = p.numBlocks() * bs * hkv * d;
+            float[] kc = Conformance.f32(Conformance.randnBf16(r, rows, 1)), vc = Conformance.f32(Conformance.randnBf16(r, rows, 1)),
+                    q = Conformance.f32(Conformance.randnBf16(r, b * hq * d, 1));
+            int[] tables = p.tables().clone();
+            for (int i = 0; i < tables.length; i++) if (tables[i] < 0) tables[i] = 0;
+            for (int[][] cs : cases) {
+                int[] groups = cs[0];
+                String cpuMsg;
+                float[] want;
+                try (Tensor o = cpu.empty(DType.BF16, b, hq, d); Tensor tq = up(cpu, q, DType.BF16, b, hq, d);
+                     Tensor tk = up(cpu, kc, DType.BF16, p.numBlocks(), bs, hkv, d); Tensor tv = up(cpu, vc, DType.BF16, p.numBlocks(), bs, hkv, d);
+                     Tensor tt = cpu.upload(tables, b, mb); Tensor tc = cpu.upload(ctx, b); Tensor tg = cpu.upload(groups, groups.length / 3, 3)) {
+                    cpuMsg = assertThrows(IllegalArgumentException.class, () -> cpu.decodeAttention(o, tq, tk, tv, tt, tc, tg, 0.2f)).getMessage();
+                    cpu.decodeAttention(o, tq, tk, tv, tt, tc, 0.2f);
+                    want = o.toFloatsWidened();
+                }
+                try (Tensor o = be.empty(DType.BF16, b, hq, d); Tensor tq = up(be, q, DType.BF16, b, hq, d);
+                     Tensor tk = up(be, kc, DType.BF16, p.numBlocks(), bs, hkv, d); Tensor tv = up(be, vc, DType.BF16, p.numBlocks(), bs, hkv, d);
+                     Tensor tt = be.upload(tables, b, mb); Tensor tc = be.upload(ctx, b); Tensor tg = be.upload(groups, groups.length / 3, 3)) {
+                    be.fill(o, 7);
+                    be.decodeAttention(o, tq, tk, tv, tt, tc, tg, 0.2f);
+                    IllegalArgumentException e = assertThrows(IllegalArgumentException.class, be::synchronize);
+                    String head = e.getMessage().substring(0, e.getMessage().indexOf(" (found by the kernel"));
+                    assertTrue(cpuMsg.startsWith(head), "cuda: " + e.getMessage() + "\ncpu:  " + cpuMsg);
+                    float[] got = o.toFloatsWidened();
+                    for (int s = 0; s < b; s++) {
+                        boolean skipped = false;
+                        for (int u : cs[1]) skipped |= u == s;
+                        for (int i = s * hq * d; i < (s + 1) * hq * d; i++) {
+                            if (skipped) assertEquals(7f, got[i], "sequence " + s + " untouched: " + e.getMessage());
+                            else assertEquals(want[i], got[i], 0.02 * (1 + Math.abs(want[i])), "sequence " + s + " written, element " + i);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     static Tensor up(Backend be, float[] a, DType dt, int... shape) {
         if (dt == DType.FP32) return be.upload(a, shape);
         short[] s = new short[a.length];
