@@ -522,6 +522,52 @@ final class Cases {
                 "2*A*B*ctx*Hkv*D + 2*A*B*Hq*D", Kind.KERNEL,
                 d -> decode(d, ctxs1b, hq, hkv, hd1b, bs, act), d -> decode(d, new int[] {Math.min(ctx1b, 37), Math.min(ctx1b, 64), 1}, hq, hkv, hd1b, bs, act),
                 false));
+        // The same steps as a GRPO rollout runs them: groups of 16 samples sharing their prompt's 256 keys (2/3 of the
+        // context), read once per group through prefix groups (cascade decoding). Work = the distinct K/V bytes: the
+        // rate is against the copy bandwidth of what must be read; the time against the ungrouped row above is the gain.
+        int share = ctx1b * 2 / 3 / bs * bs, gs = PREFIX_GROUP;
+        for (int hdx : new int[] {hd1b, hd}) {
+            double kvTokens = (double) (b / gs) * share + (double) b * (ctx1b - share);
+            out.add(new Case("decode", "decode b" + b + " ctx" + ctx1b + " d" + hdx + " [" + gs + " share " + share + "]",
+                    "B=" + b + " ctx=" + ctx1b + " Hq=" + hq + " Hkv=" + hkv + " D=" + hdx + ", groups of " + gs + " sharing " + share,
+                    act.label(), List.of(Ops.DECODE_ATTENTION), 2.0 * a * kvTokens * hkv * hdx + 2.0 * a * b * hq * hdx, "byte",
+                    "2*A*(B/" + gs + "*shared + B*(ctx-shared))*Hkv*D + 2*A*B*Hq*D: the distinct K/V read once", Kind.KERNEL,
+                    d -> decodeGrouped(d, b, ctx1b, share, gs, hq, hkv, hdx, bs, act),
+                    d -> decodeGrouped(d, 5, Math.min(ctx1b, 37), Math.min(share, 32), 2, hq, hkv, hdx, bs, act), false));
+        }
+    }
+
+    /** Samples per prompt of the grouped decode rows: the Tulu step's 16. */
+    static final int PREFIX_GROUP = 16;
+
+    /**
+     * B sequences of ctx tokens in groups of gs whose first `shared` keys (whole blocks) are one set of blocks per
+     * group, named as prefix groups; the blocks scattered over the pool as {@link #decode} does.
+     */
+    static Instance decodeGrouped(Data d, int b, int ctx, int shared, int gs, int hq, int hkv, int hd, int bs, DType act) {
+        Instance in = new Instance(d);
+        int perSeq = (ctx + bs - 1) / bs, sharedBlocks = shared / bs, groups = (b + gs - 1) / gs;
+        int total = groups * sharedBlocks + b * (perSeq - sharedBlocks);
+        int[] ids = new int[total], tables = new int[b * perSeq], rows = new int[3 * groups], ctxs = new int[b];
+        for (int i = 0; i < total; i++) ids[i] = (int) ((i * P + 11) % total);
+        int next = 0;
+        for (int g = 0; g < groups; g++) {
+            int first = g * gs, count = Math.min(gs, b - first);
+            rows[3 * g] = first;
+            rows[3 * g + 1] = count;
+            rows[3 * g + 2] = sharedBlocks * bs;
+            int base = next;
+            next += sharedBlocks;
+            for (int s = first; s < first + count; s++) {
+                ctxs[s] = ctx;
+                for (int j = 0; j < perSeq; j++) tables[s * perSeq + j] = j < sharedBlocks ? ids[base + j] : ids[next++];
+            }
+        }
+        Tensor kc = in.gauss(act, 1, total, bs, hkv, hd), vc = in.gauss(act, 1, total, bs, hkv, hd);
+        Tensor q = in.gauss(act, 1, b, hq, hd), bt = in.ints(tables, b, perSeq), cl = in.ints(ctxs, b), pg = in.ints(rows, groups, 3);
+        Tensor o = in.out("out", in.empty(act, b, hq, hd), new Tol(0, 2e-2, 0x1p-6));
+        float scale = (float) (1 / Math.sqrt(hd));
+        return in.body(() -> d.backend().decodeAttention(o, q, kc, vc, bt, cl, pg, scale));
     }
 
     /** One query per sequence against a paged cache whose blocks are scattered (a permutation of the pool). */

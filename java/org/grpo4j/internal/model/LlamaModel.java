@@ -494,7 +494,17 @@ public final class LlamaModel {
      * the same buffers are used eagerly.
      */
     public DecodeSession newDecodeSession(KvCache cache, int maxBatch, int maxBlocks, boolean graphs) {
-        return new DecodeSession(cache, maxBatch, maxBlocks, graphs);
+        return new DecodeSession(cache, maxBatch, maxBlocks, graphs, false);
+    }
+
+    /**
+     * {@link #newDecodeSession(KvCache, int, int, boolean)} whose steps may name prefix groups (see
+     * {@link DecodeSession#run(int[], int[], int[], int[], int, int[], int[], org.grpo4j.internal.backend.SamplingSpec)}):
+     * sequences that share their first KV blocks, whose attention then reads those blocks once per group
+     * ({@link Backend#decodeAttention(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, float)}).
+     */
+    public DecodeSession newDecodeSession(KvCache cache, int maxBatch, int maxBlocks, boolean graphs, boolean prefixGroups) {
+        return new DecodeSession(cache, maxBatch, maxBlocks, graphs, prefixGroups);
     }
 
     /** What one step of a {@link DecodeSession} produced (device tensors owned by the session: valid until its next step). */
@@ -503,17 +513,24 @@ public final class LlamaModel {
     public final class DecodeSession implements AutoCloseable {
         private final KvCache cache;
         private final int maxBatch, maxBlocks;
-        private final boolean graphs;
+        private final boolean graphs, prefixGroups;
         private final java.util.Map<Integer, Bucket> buckets = new java.util.HashMap<>();
-        private long replays, eagerSteps;
+        private long replays, eagerSteps, groupRows;
 
-        DecodeSession(KvCache cache, int maxBatch, int maxBlocks, boolean graphs) {
+        DecodeSession(KvCache cache, int maxBatch, int maxBlocks, boolean graphs, boolean prefixGroups) {
             if (maxBatch < 1 || maxBlocks < 1) throw new IllegalArgumentException("decode session: max batch and max blocks must be >= 1");
             this.cache = cache;
             this.maxBatch = maxBatch;
             this.maxBlocks = maxBlocks;
             this.graphs = graphs;
+            this.prefixGroups = prefixGroups;
         }
+
+        /** Whether steps take prefix groups. */
+        public boolean prefixGroups() { return prefixGroups; }
+
+        /** Prefix group rows passed so far, over all steps. */
+        public long prefixGroupRows() { return groupRows; }
 
         /** Steps run by replaying a recorded graph, and eagerly. */
         public long replays() { return replays; }
@@ -532,6 +549,18 @@ public final class LlamaModel {
          */
         public StepOutput run(int[] tokens, int[] positions, int[] slots, int[] blockTables, int blocks, int[] counters,
                               org.grpo4j.internal.backend.SamplingSpec spec) {
+            return run(tokens, positions, slots, blockTables, blocks, counters, null, spec);
+        }
+
+        /**
+         * {@link #run(int[], int[], int[], int[], int, int[], org.grpo4j.internal.backend.SamplingSpec)} with prefix
+         * groups (a session made with them; null or empty: none this step): rows (first, count, shared) of live
+         * sequences first .. first + count - 1 whose first {@code shared} keys are read through sequence first's table
+         * row ({@link Backend#decodeAttention(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, float)}), at most
+         * one row per two live sequences (a row of one sequence saves nothing).
+         */
+        public StepOutput run(int[] tokens, int[] positions, int[] slots, int[] blockTables, int blocks, int[] counters,
+                              int[] groups, org.grpo4j.internal.backend.SamplingSpec spec) {
             int b = tokens.length;
             if (b < 1 || b > maxBatch) throw new IllegalArgumentException("decode: batch " + b + " outside [1, " + maxBatch + "]");
             if (positions.length != b || slots.length != b || blockTables.length != b * blocks || blocks > maxBlocks || blocks < 1)
@@ -541,16 +570,25 @@ public final class LlamaModel {
                 throw new IllegalArgumentException("decode: counters [b, 2] and spec go together");
             for (int i = 0; i < b; i++)
                 if (tokens[i] < 0 || tokens[i] >= c.vocabSize()) throw new IllegalArgumentException("decodeStep: token " + tokens[i] + " outside the vocabulary");
+            if (groups != null && groups.length > 0) {
+                if (!prefixGroups) throw new IllegalArgumentException("decode: prefix groups given to a session made without them");
+                if (groups.length % 3 != 0 || groups.length / 3 > Math.max(1, b / 2))
+                    throw new IllegalArgumentException("decode: prefix groups must be rows of (first, count, shared), at most "
+                            + Math.max(1, b / 2) + " for " + b + " sequences; got " + groups.length + " values");
+            }
             Bucket k = buckets.computeIfAbsent(bucketFor(b), Bucket::new);
-            k.load(tokens, positions, slots, blockTables, blocks, counters);
+            k.load(tokens, positions, slots, blockTables, blocks, counters, groups);
+            if (groups != null) groupRows += groups.length / 3;
             k.step(spec);
             return new StepOutput(k.logits.rows(0, b), k.tok.rows(0, b), k.lp.rows(0, b));
         }
 
         final class Bucket implements AutoCloseable {
-            final int n;
-            final Tensor ints; // tokens | positions | slots | context lengths | counters [n, 2] | block tables [n, maxBlocks]
-            final Tensor ids, pos, sl, ctx, ctr, table;
+            final int n, groupRows;
+            // tokens | positions | slots | context lengths | counters [n, 2] | block tables [n, maxBlocks]
+            // | prefix groups [groupRows, 3] (a session with them)
+            final Tensor ints;
+            final Tensor ids, pos, sl, ctx, ctr, table, groups;
             final Tensor h, r, q, k, v, att, gate, up, act, x, hf, rf, logits, tok, lp;
             final Tensor kv, gu; // [2, n, ...]: k then v, gate then up (one batched GEMM each, see body)
             final int[] host;
@@ -561,7 +599,8 @@ public final class LlamaModel {
             Bucket(int n) {
                 this.n = n;
                 int d = c.hiddenSize(), f = c.intermediateSize(), hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
-                host = new int[n * (6 + maxBlocks)];
+                groupRows = prefixGroups ? Math.max(1, n / 2) : 0;
+                host = new int[n * (6 + maxBlocks) + 3 * groupRows];
                 List<Tensor> made = new ArrayList<>();
                 try {
                     ints = keep(made, be.zeros(DType.INT32, host.length));
@@ -571,6 +610,7 @@ public final class LlamaModel {
                     ctx = ints.view(3L * n, n);
                     ctr = ints.view(4L * n, n, 2);
                     table = ints.view(6L * n, n, maxBlocks);
+                    groups = prefixGroups ? ints.view((long) n * (6 + maxBlocks), groupRows, 3) : null;
                     h = keep(made, act(n, d)); r = keep(made, f32(n)); q = keep(made, act(n, hq, hd));
                     kv = keep(made, act(2, n, hkv * hd)); k = kv.view(0, n, hkv, hd); v = kv.view((long) n * hkv * hd, n, hkv, hd);
                     att = keep(made, act(n, hq, hd));
@@ -589,7 +629,7 @@ public final class LlamaModel {
             }
 
             /** One upload of every per-step integer: live rows, then padding rows on the pad block. */
-            void load(int[] tokens, int[] positions, int[] slots, int[] blockTables, int blocks, int[] counters) {
+            void load(int[] tokens, int[] positions, int[] slots, int[] blockTables, int blocks, int[] counters, int[] groupRowsOf) {
                 int b = tokens.length, padSlot = cache.padBlock() * cache.blockSize;
                 java.util.Arrays.fill(host, 0);
                 for (int i = 0; i < n; i++) {
@@ -603,6 +643,7 @@ public final class LlamaModel {
                     for (int j = 0; j < maxBlocks; j++)
                         host[6 * n + i * maxBlocks + j] = live && j < blocks ? blockTables[i * blocks + j] : cache.padBlock();
                 }
+                if (groupRowsOf != null) System.arraycopy(groupRowsOf, 0, host, n * (6 + maxBlocks), groupRowsOf.length); // the rest: (0, 0, 0)
                 be.copyFromHost(ints, host);
             }
 
@@ -635,7 +676,7 @@ public final class LlamaModel {
                     be.rope(q, q, pos, rope);
                     be.rope(k, k, pos, rope);
                     be.kvAppend(cache.k[l], cache.v[l], k, v, sl);
-                    be.decodeAttention(att, q, cache.k[l], cache.v[l], table, ctx, scale);
+                    be.decodeAttention(att, q, cache.k[l], cache.v[l], table, ctx, groups, scale);
                     linear(x, att.reshape(n, c.qDim()), p(l, "self_attn.o_proj.weight"), 1f);
                     be.rmsNorm(h, r, x, p(l, "post_attention_layernorm.weight"), eps);
                     linear2(gu, h, l, "mlp.gate_proj.weight", "mlp.up_proj.weight");

@@ -23,7 +23,11 @@ import org.grpo4j.internal.model.PackedBatch;
  *       start as finished ones free their blocks (continuous batching).</li>
  *   <li>Sample j of prompt i draws its step-t token from Philox(seed; stream = i*n + j, step = t), and every row's
  *       logits are computed independently of the rest of the batch, so the same seed and inputs give the same tokens
- *       whatever the pool size, batch size or prefix sharing.</li>
+ *       whatever the pool size, batch size or prefix sharing (on the CPU bit for bit; on CUDA up to fp32 summation
+ *       order, which the GEMM shapes, the decode attention's splits and its prefix groups move).</li>
+ *   <li>With prefix sharing, each decode step groups a prompt's live samples next to each other in the batch, and the
+ *       decode attention reads the prompt's shared blocks once per group (cascade decoding,
+ *       {@link LlamaModel.DecodeSession#run(int[], int[], int[], int[], int, int[], int[], SamplingSpec)}).</li>
  * </ul>
  */
 public final class Generator {
@@ -53,10 +57,13 @@ public final class Generator {
         }
     }
 
-    /** Figures of the last {@link #generate} call. */
+    /**
+     * Figures of the last {@link #generate} call; prefixGroupRows counts, over the decode steps, the groups of a
+     * prompt's live samples whose attention read the prompt's shared blocks once per group.
+     */
     public record Stats(int prompts, int sequences, long prefillTokens, long generatedTokens, int decodeSteps, double seconds,
                         int poolBlocks, int peakBlocksUsed, double meanBlocksUsed, long poolBytes, double decodeHostSeconds,
-                        long graphReplays) {
+                        long graphReplays, long prefixGroupRows) {
         /** Host time to issue one decode step (upload, launches or one graph replay), before waiting for the device. */
         public double hostMillisPerDecodeStep() { return decodeSteps > 0 ? 1e3 * decodeHostSeconds / decodeSteps : 0; }
 
@@ -159,7 +166,8 @@ public final class Generator {
         for (int[] p : prompts) maxSeqBlocks = Math.max(maxSeqBlocks, (p.length + params.maxTokens() + bs - 1) / bs);
         decodeHostNanos = 0;
         try (LlamaModel.KvCache cache = model.newKvCache(cfg.numBlocks(), bs);
-             LlamaModel.DecodeSession session = model.newDecodeSession(cache, cfg.maxBatch(), maxSeqBlocks, cfg.graphs())) {
+             LlamaModel.DecodeSession session = model.newDecodeSession(cache, cfg.maxBatch(), maxSeqBlocks, cfg.graphs(),
+                     cfg.sharePrefix() && n > 1)) {
             while (!pending.isEmpty() || !ready.isEmpty() || !active.isEmpty()) {
                 boolean progress = false;
                 // A. prefill as many waiting prompts as the pool allows (each with one sample's reservation)
@@ -233,7 +241,7 @@ public final class Generator {
             }
             last = new Stats(prompts.size(), prompts.size() * n, prefillTokens, generated, steps, (System.nanoTime() - t0) / 1e9,
                     cfg.numBlocks(), pool.peakUsed(), steps > 0 ? usedSum / steps : 0, model.kvBytesPerToken() * bs * cfg.numBlocks(),
-                    decodeHostNanos / 1e9, session.replays());
+                    decodeHostNanos / 1e9, session.replays(), session.prefixGroupRows());
         }
         return out;
     }
@@ -310,8 +318,31 @@ public final class Generator {
 
     private long decodeHostNanos;
 
-    /** Feeds every active sequence's last token, samples the next one (one session step: model and sampler). */
+    /** Rows (first, count, shared) of each run of two or more live samples of one prompt with full prompt blocks. */
+    private int[] prefixGroups(List<Seq> active) {
+        int[] rows = new int[3 * (active.size() / 2)];
+        int k = 0;
+        for (int i = 0; i < active.size(); ) {
+            Group g = active.get(i).group;
+            int j = i + 1;
+            while (j < active.size() && active.get(j).group == g) j++;
+            if (j - i >= 2 && g.fullBlocks.length > 0) {
+                rows[k++] = i;
+                rows[k++] = j - i;
+                rows[k++] = g.fullBlocks.length * cfg.blockSize();
+            }
+            i = j;
+        }
+        return java.util.Arrays.copyOf(rows, k);
+    }
+
+    /**
+     * Feeds every active sequence's last token, samples the next one (one session step: model and sampler). With a
+     * session that takes prefix groups, each prompt's live samples sit next to each other in the batch (a stable sort
+     * by prompt: the order of rows changes no row's result) and form one group over the prompt's full blocks.
+     */
     private void decode(LlamaModel.DecodeSession session, List<Seq> active, BlockPool pool, SamplingSpec spec) {
+        if (session.prefixGroups()) active.sort(java.util.Comparator.comparingInt(s -> s.group.prompt));
         int b = active.size(), bs = cfg.blockSize();
         int[] tokens = new int[b], positions = new int[b], slots = new int[b], counters = new int[2 * b];
         int maxBlocks = 0;
@@ -334,8 +365,9 @@ public final class Generator {
             List<Integer> bl = active.get(i).blocks;
             for (int j = 0; j < bl.size(); j++) table[i * maxBlocks + j] = bl.get(j);
         }
+        int[] groups = session.prefixGroups() ? prefixGroups(active) : null;
         long h0 = System.nanoTime();
-        LlamaModel.StepOutput o = session.run(tokens, positions, slots, table, maxBlocks, counters, spec);
+        LlamaModel.StepOutput o = session.run(tokens, positions, slots, table, maxBlocks, counters, groups, spec);
         decodeHostNanos += System.nanoTime() - h0;
         int[] t = o.tokens().toInts();
         float[] l = o.logprobs().toFloats();

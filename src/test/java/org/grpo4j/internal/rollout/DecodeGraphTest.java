@@ -59,6 +59,63 @@ class DecodeGraphTest {
         assertSame(run(be, DType.BF16, false, 1), run(be, DType.BF16, false, 16));
     }
 
+    /**
+     * Three sequences sharing their first block (written once by the first): session steps that name them as a prefix
+     * group give the logits of ungrouped steps on a second cache, bit for bit on the CPU (the same keys, in the same
+     * order, read through the first row) and within rounding on CUDA (other tiles: tol of the largest logit); with
+     * graphs on CUDA.
+     */
+    static void prefixGroupedStepsMatchUngroupedOnes(Backend be, LlamaConfig cfg, DType dtype, double tol) {
+        try (LlamaWeights w32 = LlamaWeights.init(be, cfg, 13); LlamaWeights w = w32.castTo(dtype)) {
+            LlamaModel m = new LlamaModel(w);
+            int[] table = {3, 1, 6, 3, 2, 5, 3, 4, 8}; // block 3 shared: {3,1,6}, {3,2,5}, {3,4,8}
+            try (LlamaModel.KvCache a = m.newKvCache(9, 4); LlamaModel.KvCache b = m.newKvCache(9, 4);
+                 LlamaModel.DecodeSession grouped = m.newDecodeSession(a, 4, 3, true, true);
+                 LlamaModel.DecodeSession plain = m.newDecodeSession(b, 4, 3, true, false)) {
+                for (int pos = 0; pos < 4; pos++) { // the shared block, once, on both caches
+                    int[] one = {pos + 5}, p = {pos}, sl = {3 * 4 + pos}, t = {3, 1, 6};
+                    grouped.run(one, p, sl, t, 3, null, null);
+                    plain.run(one, p, sl, t, 3, null, null);
+                }
+                for (int pos = 4; pos < 12; pos++) {
+                    int[] tokens = {pos + 1, 2 * pos + 3, 59 - pos}, positions = {pos, pos, pos}, slots = new int[3];
+                    for (int r = 0; r < 3; r++) slots[r] = table[3 * r + pos / 4] * 4 + pos % 4;
+                    float[] got = grouped.run(tokens, positions, slots, table, 3, null, new int[] {0, 3, 4}, null).logits().toFloatsWidened();
+                    float[] want = plain.run(tokens, positions, slots, table, 3, null, null).logits().toFloatsWidened();
+                    if (tol == 0) assertArrayEquals(want, got, "step at position " + pos);
+                    else { // tol of the largest logit: reading another sequence's keys would move them by about that much
+                        double scale = 0;
+                        for (float x : want) scale = Math.max(scale, Math.abs(x));
+                        for (int i = 0; i < want.length; i++)
+                            assertEquals(want[i], got[i], tol * scale, "step at position " + pos + ", logit " + i);
+                    }
+                }
+                assertEquals(8, grouped.prefixGroupRows());
+                assertThrows(IllegalArgumentException.class, () -> plain.run(new int[] {1, 2}, new int[] {0, 0}, new int[] {0, 4},
+                        new int[] {0, 1}, 1, null, new int[] {0, 2, 0}, null), "a session made without groups refuses them");
+                assertThrows(IllegalArgumentException.class, () -> grouped.run(new int[] {1, 2}, new int[] {0, 0}, new int[] {0, 4},
+                        new int[] {0, 1}, 1, null, new int[] {0, 2, 0, 0, 1, 0}, null), "more rows than pairs of sequences");
+            }
+        }
+    }
+
+    @Test
+    void prefixGroupedStepsMatchUngroupedOnesOnTheCpu() {
+        prefixGroupedStepsMatchUngroupedOnes(TestBackends.cpu(), small(), DType.FP32, 0);
+        prefixGroupedStepsMatchUngroupedOnes(TestBackends.cpu(), small(), DType.BF16, 0);
+    }
+
+    /** Head dim 64 in bf16 (the prefix kernel on tensor cores) and the small model's 8 (the generic path). */
+    @Test
+    @Tag("gpu")
+    void prefixGroupedStepsMatchUngroupedOnesOnCuda() {
+        Backend be = TestBackends.cuda();
+        LlamaConfig hd64 = new LlamaConfig(256, 128, 2, 4, 2, 64, 61, 1e-5, 10000, null, 256, false, 0, List.of(60));
+        prefixGroupedStepsMatchUngroupedOnes(be, hd64, DType.BF16, 0.02);
+        prefixGroupedStepsMatchUngroupedOnes(be, small(), DType.BF16, 0.02);
+        prefixGroupedStepsMatchUngroupedOnes(be, small(), DType.FP32, 1e-4);
+    }
+
     /** 3 live rows in a bucket of 4 (one padding row on the pad block) vs plain 3-row decode steps on another cache. */
     @Test
     void paddedSessionStepsEqualPlainDecodeSteps() {

@@ -78,14 +78,20 @@ class GeneratorTest {
     @Test
     void prefixSharingPoolSizeAndBatchSizeDoNotChangeTokens() {
         SamplingParams p = new SamplingParams(5, 1f, 0.9f, 0, 9, Set.of(1), 77);
-        List<List<Completion>> a = gen(4, 200, 64, true).generate(prompts(), p);
-        List<List<Completion>> b = gen(4, 200, 64, false).generate(prompts(), p);
+        Generator shared = gen(4, 200, 64, true);
+        List<List<Completion>> a = shared.generate(prompts(), p);
+        // prompts 0 and 2 have full blocks of 4: their samples' decode attention read them as prefix groups
+        assertTrue(shared.lastStats().prefixGroupRows() > 0, "prefix groups were used");
+        Generator unshared = gen(4, 200, 64, false);
+        List<List<Completion>> b = unshared.generate(prompts(), p);
+        assertEquals(0, unshared.lastStats().prefixGroupRows());
         Generator small = gen(3, 8, 2, true); // far fewer blocks than 20 sequences need at once
         List<List<Completion>> c = small.generate(prompts(), p);
         assertTrue(small.lastStats().peakBlocksUsed() <= 8);
         for (int i = 0; i < a.size(); i++)
             for (int j = 0; j < 5; j++) {
                 assertArrayEquals(a.get(i).get(j).tokens(), b.get(i).get(j).tokens(), "sharing on/off, prompt " + i + " sample " + j);
+                assertArrayEquals(a.get(i).get(j).logprobs(), b.get(i).get(j).logprobs(), "sharing on/off, prompt " + i + " sample " + j);
                 assertArrayEquals(a.get(i).get(j).tokens(), c.get(i).get(j).tokens(), "small pool, prompt " + i + " sample " + j);
                 assertArrayEquals(a.get(i).get(j).logprobs(), c.get(i).get(j).logprobs());
             }
