@@ -320,10 +320,16 @@ public final class E2eBench implements Callable<Integer> {
      * {@code streams}: 2 for the rollout row that runs two halves of the batch at once, each on a backend of its own
      * (see {@link #rolloutStreams}); 1 otherwise.
      */
-    record Task(String preset, String section, int newTokens, boolean graphs, boolean singleDz, int streams) {
+    record Task(String preset, String section, int newTokens, boolean graphs, boolean singleDz, int streams, boolean noPrefixGroups) {
+        Task(String preset, String section, int newTokens, boolean graphs, boolean singleDz, int streams) {
+            this(preset, section, newTokens, graphs, singleDz, streams, false);
+        }
         Task(String preset, String section, int newTokens, boolean graphs, boolean singleDz) { this(preset, section, newTokens, graphs, singleDz, 1); }
         Task(String preset, String section, int newTokens, boolean graphs) { this(preset, section, newTokens, graphs, false, 1); }
     }
+
+    /** The rollout variant whose decode attention reads each sample's prompt blocks itself (Generator.Config.prefixGroups off). */
+    static final String NO_PREFIX_GROUPS = "graphs, no prefix groups";
 
     static List<Task> plan(Settings st) {
         List<Task> t = new ArrayList<>();
@@ -331,6 +337,7 @@ public final class E2eBench implements Callable<Integer> {
             for (String p : st.presets()) for (String g : st.lmGrads()) t.add(new Task(p, E2eReport.TRAIN, 0, false, g.equals("single")));
         if (st.sections().contains(E2eReport.ROLLOUT)) {
             for (String p : st.presets()) t.add(new Task(p, E2eReport.ROLLOUT, shapes(p).newTokens().get(0), true));
+            for (String p : st.presets()) t.add(new Task(p, E2eReport.ROLLOUT, shapes(p).newTokens().get(0), true, false, 1, true));
             for (String p : st.presets()) t.add(new Task(p, E2eReport.ROLLOUT, shapes(p).newTokens().get(0), true, false, 2));
             for (String p : st.presets()) t.add(new Task(p, E2eReport.ROLLOUT, shapes(p).newTokens().get(0), false));
             for (String p : st.presets())
@@ -375,7 +382,7 @@ public final class E2eBench implements Callable<Integer> {
                     r = switch (task.section()) {
                         case E2eReport.TRAIN -> train(rig, sh, st, task.singleDz(), pr);
                         case E2eReport.ROLLOUT -> task.streams() == 2 ? rolloutStreams(rig, sh, st, task.newTokens(), copyGbs, pr)
-                                : rollout(rig, sh, st, task.newTokens(), task.graphs(), copyGbs, pr);
+                                : rollout(rig, sh, st, task, copyGbs, pr);
                         default -> grpo(rig, sh, st, pr);
                     };
                 } catch (RuntimeException e) {
@@ -475,7 +482,7 @@ public final class E2eBench implements Callable<Integer> {
 
     private static String variant(Task t, Settings st) {
         return switch (t.section()) {
-            case E2eReport.ROLLOUT -> t.streams() == 2 ? "graphs, 2 streams" : t.graphs() ? "graphs" : "eager";
+            case E2eReport.ROLLOUT -> t.streams() == 2 ? "graphs, 2 streams" : t.noPrefixGroups() ? NO_PREFIX_GROUPS : t.graphs() ? "graphs" : "eager";
             case E2eReport.TRAIN -> t.singleDz() ? (st.checkpointing() ? "checkpointing, " : "") + "dz bf16" : st.checkpointing() ? "checkpointing" : null;
             default -> st.checkpointing() ? "checkpointing" : null;
         };
@@ -778,11 +785,12 @@ public final class E2eBench implements Callable<Integer> {
         return new SamplingParams(sh.samples(), 1f, 1f, 0, maxTokens, Set.of(), seed);
     }
 
-    static E2eReport.Row rollout(Rig rig, Shapes sh, Settings st, int newTokens, boolean graphs, double copyGbs, Progress pr) {
-        Task t = new Task(rig.preset, E2eReport.ROLLOUT, newTokens, graphs);
+    static E2eReport.Row rollout(Rig rig, Shapes sh, Settings st, Task t, double copyGbs, Progress pr) {
+        int newTokens = t.newTokens();
+        boolean graphs = t.graphs();
         Backend be = rig.be;
         LlamaModel model = rig.model;
-        Generator.Config gc = generatorConfig(sh, newTokens, graphs);
+        Generator.Config gc = generatorConfig(sh, newTokens, graphs).withPrefixGroups(!t.noPrefixGroups());
         long kvBytes = model.kvBytesPerToken() * BLOCK_SIZE * (gc.numBlocks() + 1L);
         Memory.require(be, kvBytes, "the KV cache of " + sh.rolloutShape(newTokens), "pick a smaller --preset");
         List<int[]> prompts = randomSequences(new SplittableRandom(st.seed() * 31 + 2), sh.prompts(), sh.promptLen(), rig.cfg.vocabSize());
@@ -790,8 +798,8 @@ public final class E2eBench implements Callable<Integer> {
         g.generate(prompts, sampling(sh, Math.min(newTokens, 4), st.seed())); // warm-up: plans, scratch, the graph capture
         g.generate(prompts, sampling(sh, 1, st.seed()));                       // prefill + first token only
         double prefillOnly = g.lastStats().seconds();
-        pr.say(String.format(Locale.ROOT, "%s rollout %d new, graphs %s: warm-up done, prefill-only call %.3f s", rig.preset, newTokens,
-                graphs ? "on" : "off", prefillOnly));
+        pr.say(String.format(Locale.ROOT, "%s rollout %d new, graphs %s%s: warm-up done, prefill-only call %.3f s", rig.preset, newTokens,
+                graphs ? "on" : "off", t.noPrefixGroups() ? ", no prefix groups" : "", prefillOnly));
         int b = sh.prompts() * sh.samples();
         double[] ms = new double[st.rolloutReps()];
         List<Generator.Stats> stats = new ArrayList<>();
@@ -840,6 +848,7 @@ public final class E2eBench implements Callable<Integer> {
         f.put("host_ms_per_step", mid.hostMillisPerDecodeStep());
         f.put("decode_steps", (double) mid.decodeSteps());
         f.put("graph_replays", (double) mid.graphReplays());
+        f.put("prefix_group_rows", (double) mid.prefixGroupRows());
         if (graphs && mid.graphReplays() == 0) note += "; " + be.name() + " has no graphs: ran eagerly";
         f.putAll(extraFigs);
         return row(t, sh, st, E2eReport.OK, note + extraNote, ms, f);

@@ -133,13 +133,16 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
 
     /**
      * Working memory of generation besides the KV pool, for {@code maxBatch} sequences decoding at once and
-     * {@code prefillTokens} prompt tokens prefilled together: the decode buffers (logits fp32) and the prefill's
-     * layer temporaries and per-sample logits.
+     * {@code prefillTokens} prompt tokens prefilled together: the decode buffers (logits fp32; the decode attention's
+     * partial states, two per query head with prefix groups, and their marks) and the prefill's layer temporaries and
+     * per-sample logits.
      */
     public double generationBytes(int maxBatch, long prefillTokens) {
         LlamaConfig c = config;
         int a = compute.bytes();
-        double decode = maxBatch * (4.0 * c.vocabSize() + (6.0 * c.hiddenSize() + 3.0 * c.intermediateSize() + 2.0 * c.qDim() + 2.0 * c.kvDim()) * a + 64);
+        double partials = 2.0 * c.numHeads() * (c.headDim() + 2) * 4 + 8;
+        double decode = maxBatch * (4.0 * c.vocabSize() + (6.0 * c.hiddenSize() + 3.0 * c.intermediateSize() + 2.0 * c.qDim() + 2.0 * c.kvDim()) * a
+                + 64 + partials);
         double prefill = prefillTokens * (2.0 * c.hiddenSize() + savedPerTokenPerLayer()) * a + 2.0 * maxBatch * 4.0 * c.vocabSize();
         return decode + prefill;
     }

@@ -35,19 +35,26 @@ public final class Generator {
     /**
      * blockSize tokens per KV block; numBlocks in the pool; at most maxBatch sequences decoding at once; graphs: record
      * each decode batch bucket's step once and replay it where the backend has graphs (CUDA graphs; no effect on the
-     * CPU).
+     * CPU); prefixGroups (with sharePrefix): decode attention reads each prompt's shared blocks once per group of its
+     * live samples (off: once per sample, as without sharing; for measuring the difference).
      */
-    public record Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs) {
+    public record Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs, boolean prefixGroups) {
         public Config {
             if (blockSize < 1 || numBlocks < 1 || maxBatch < 1)
                 throw new IllegalArgumentException("generator: block_size, num_blocks and max_batch must be >= 1");
+        }
+
+        public Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs) {
+            this(blockSize, numBlocks, maxBatch, sharePrefix, graphs, true);
         }
 
         public Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix) {
             this(blockSize, numBlocks, maxBatch, sharePrefix, true);
         }
 
-        public Config withGraphs(boolean on) { return new Config(blockSize, numBlocks, maxBatch, sharePrefix, on); }
+        public Config withGraphs(boolean on) { return new Config(blockSize, numBlocks, maxBatch, sharePrefix, on, prefixGroups); }
+
+        public Config withPrefixGroups(boolean on) { return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, on); }
 
         /** A pool sized by a memory budget in bytes. */
         public static Config forBudget(LlamaModel model, long budgetBytes, int blockSize, int maxBatch) {
@@ -167,7 +174,7 @@ public final class Generator {
         decodeHostNanos = 0;
         try (LlamaModel.KvCache cache = model.newKvCache(cfg.numBlocks(), bs);
              LlamaModel.DecodeSession session = model.newDecodeSession(cache, cfg.maxBatch(), maxSeqBlocks, cfg.graphs(),
-                     cfg.sharePrefix() && n > 1)) {
+                     cfg.sharePrefix() && cfg.prefixGroups() && n > 1)) {
             while (!pending.isEmpty() || !ready.isEmpty() || !active.isEmpty()) {
                 boolean progress = false;
                 // A. prefill as many waiting prompts as the pool allows (each with one sample's reservation)
