@@ -16,7 +16,8 @@
 // table row (a GRPO step's 16 samples of one prompt share its KV blocks). On the tensor-core path prefix_kernel reads
 // those keys once per (group, kv head) for all members' query heads together (64 rows of mma tiles: 16 members x 4
 // heads at GQA 4, where the per-sequence kernel fills 4 of its 16 rows), and writes each member's partial state into
-// an extra split slot; decode_kernel then covers keys [shared, ctx) only, and the combine merges the slots. The groups
+// an extra split slot; decode_kernel then covers keys [shared, ctx) only and, with one split, merges that slot into
+// its own state and writes the output (no combine); with several the combine merges every slot. The groups
 // are checked on the device (a bad row or a sequence in two groups is reported, ATT_PREFIX; the members' outputs are
 // not written). Per-sequence marks in the workspace ([B][2]: shared + 1 (0: no group, -1: bad), the group's first
 // sequence), zeroed at the start of each call, carry the groups to the per-sequence kernels.
@@ -319,10 +320,14 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
         if (a.slots > 1 && (int) threadIdx.x < a.group) a.part_ml[((prow + threadIdx.x) * a.slots + split) * 2 + 1] = -1.f;
         return;
     }
+    // With one split the block writes the output itself, merging the prefix slot (prefix_kernel's state of the
+    // shared keys) into its own; with several, each split writes its slot and the combine merges them all.
+    const bool direct = a.splits == 1;
     int start = 0;  // keys before it come from the sequence's prefix group (prefix_kernel's slot)
     if (a.marks) {
         const int mk = a.marks[2LL * b];
-        if (split == 0 && (int) threadIdx.x < a.group) {  // the prefix slot of a sequence in no group, or in a bad one
+        if (mk < 0 && direct) return;  // a bad prefix group (reported by prefix_kernel): not written
+        if (!direct && split == 0 && (int) threadIdx.x < a.group) {  // the prefix slot of a sequence in no group or a bad one
             float* pml = a.part_ml + ((prow + threadIdx.x) * a.slots + a.splits) * 2;
             if (mk < 0) pml[1] = -1.f;
             else if (mk == 0) pml[0] = -INFINITY, pml[1] = 0.f;
@@ -330,7 +335,9 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
         start = max(mk - 1, 0);
     }
     const int ctx = a.ctx[b], k0 = start + split * a.chunk, k1 = min(ctx, k0 + a.chunk);
-    if (k0 >= k1) {  // a split past this context (only with slots > 1): an empty state
+    // a split past this context (several splits only: a direct block with no keys of its own, all of them shared,
+    // still merges the prefix state and writes the output): an empty state
+    if (k0 >= k1 && !direct) {
         if ((int) threadIdx.x < a.group) {
             a.part_ml[((prow + threadIdx.x) * a.slots + split) * 2] = -INFINITY;
             a.part_ml[((prow + threadIdx.x) * a.slots + split) * 2 + 1] = 0.f;
@@ -436,6 +443,10 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
     // group of 4, 8-way at 8; tools/kernel-emu --profile). 64 rows of MS floats fit in the K/V buffers.
     constexpr int MS = D + 8;
     static_assert(64 * MS * 4 <= 4 * TK * D * 2, "the merge buffer fits over the K/V tiles");
+    if (ntiles == 0) {  // a direct block with every key shared: its first (empty) tile's copies land before the merge
+        g4::cp_async_wait<0>();
+        __syncthreads();
+    }
 #pragma unroll
     for (int i = 0; i < 2; i++) l[i] = g4::quad_sum(l[i]);
     float* mo = reinterpret_cast<float*>(smem + 16 * D * 2);
@@ -455,9 +466,17 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
         }
     }
     __syncthreads();
+    const bool prefix = direct && start > 0;
     for (int i = threadIdx.x; i < a.group * D; i += NT) {
         const int r = i / D, x = i % D;
-        const float mx = g4::merge_max(ml + r * 2, ml + r * 2 + 1, 4, 16 * 2);
+        float mx = g4::merge_max(ml + r * 2, ml + r * 2 + 1, 4, 16 * 2);
+        float pm = -INFINITY, pl = 0.f;  // the prefix state (direct blocks of a sequence in a group)
+        const long long ps = (prow + r) * a.slots + a.splits;  // its slot
+        if (prefix) {
+            pm = a.part_ml[ps * 2];
+            pl = a.part_ml[ps * 2 + 1];
+            if (pl > 0.f) mx = fmaxf(mx, pm);
+        }
         float sum = 0.f, acc = 0.f;
 #pragma unroll
         for (int w = 0; w < 4; w++) {
@@ -468,7 +487,12 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
                 acc = fmaf(f, mo[(w * 16 + r) * MS + x], acc);
             }
         }
-        if (a.slots == 1) {
+        if (pl > 0.f) {
+            const float f = g4::merge_factor(pm, pl, mx);
+            sum = fmaf(f, pl, sum);
+            acc = fmaf(f, a.part_o[ps * D + x], acc);
+        }
+        if (direct) {
             static_cast<bf16*>(a.out)[(prow + r) * D + x] = __float2bfloat16_rn(acc / sum);
         } else {
             const long long pr = (prow + r) * a.slots + split;
@@ -580,7 +604,7 @@ static int decode_fast(const DecArgs& a, int batch, int num_groups, cudaStream_t
     constexpr int smem = decode_smem<D>();
     if ((e = (int) cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem))) return e;
     decode_kernel<D><<<dim3(batch, a.hkv, a.splits), NT, smem, st>>>(a);
-    if ((e = g4::launched()) || a.slots == 1) return e;
+    if ((e = g4::launched()) || a.splits == 1) return e;
     combine_kernel<bf16><<<batch * a.hq, D, a.slots * sizeof(float), st>>>(a);
     return g4::launched();
 }

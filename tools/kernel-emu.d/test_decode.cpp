@@ -263,10 +263,9 @@ bool run_problem(const Problem& p, uint64_t seed, const std::vector<int>& sms, c
         g4_host_decode_plan(g.b, p.hkv, g.max_blocks * p.bs, p.bs, sms[i], plan);
         // The path taken, as far as the grids tell: tensor-core (sequence, kv head, split) blocks plus a combine block
         // per (sequence, head) when split; generic blocks of 4 warps, one per (sequence, head).
-        // With prefix groups: a prefix block per (group, kv head) and always the combine (tensor-core), a mark block
-        // per group (generic).
+        // With prefix groups: a prefix block per (group, kv head) (tensor-core), a mark block per group (generic).
         const long long rows = (long long) g.b * p.hq, ng = (long long) groups.size() / 3;
-        const bool combine = plan[1] > 1 || ng > 0;
+        const bool combine = plan[1] > 1;
         const long long want_blocks = tc ? (long long) g.b * p.hkv * plan[1] + (combine ? rows : 0) + ng * p.hkv
                                          : (rows + 3) / 4 + ng;
         if (tc) printf("   sms %d: plan chunk %d, %d split%s, %lld blocks\n", sms[i], plan[0], plan[1], plan[1] > 1 ? "s" : "",

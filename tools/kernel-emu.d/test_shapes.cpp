@@ -71,8 +71,8 @@ EMU_CASE("shapes", shapes_decode_ctx1024) {
 EMU_CASE("shapes", shapes_lmhead_chunk) {
     const int rows = 16, cols = 4096;
     Rng rng(5);
-    std::vector<float> z = rng.normals((size_t) rows * cols, 2.0), m(rows), zt(rows), logp(rows, NAN), g(rows, 1.f);
-    std::vector<double> s(rows), lse(rows, NAN);
+    std::vector<float> z = rng.normals((size_t) rows * cols, 2.0), m(rows), zt(rows), logp(rows, NAN);
+    std::vector<double> s(rows), lse(rows, NAN), g(rows, 1.0);  // g: float64, as the GRPO terms hand it over
     std::vector<int> tgt(rows);
     for (int r = 0; r < rows; r++) tgt[r] = (r * 1000003 + 5) % cols;
     int flag[4] = {0, 0, 0, 0};
