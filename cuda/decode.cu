@@ -19,8 +19,9 @@
 // an extra split slot; decode_kernel then covers keys [shared, ctx) only and, with one split, merges that slot into
 // its own state and writes the output (no combine); with several the combine merges every slot. The groups
 // are checked on the device (a bad row or a sequence in two groups is reported, ATT_PREFIX; the members' outputs are
-// not written). Per-sequence marks in the workspace ([B][2]: shared + 1 (0: no group, -1: bad), the group's first
-// sequence), zeroed at the start of each call, carry the groups to the per-sequence kernels.
+// not written). Per-sequence marks in the workspace ([B]: the group's row + 1, 0 for none, -1 for a bad row), zeroed at
+// the start of each call, carry the groups to the per-sequence kernels. The prefix state's slot is `pslot`: 0 when the
+// block writes its output itself (one split: the only slot), after the splits' slots otherwise.
 //
 // Bad index data never faults: a context length outside [1, maxBlocks * blockSize] or a needed block-table entry
 // outside [0, numBlocks) is reported through the device flag (attention.cuh: ATT_CTX, ATT_TABLE) and that sequence's
@@ -43,9 +44,10 @@ struct DecArgs {
     float* part_o;   // [B * Hq][slots][D]
     float* part_ml;  // [B * Hq][slots][2]: base-2 max, sum (-1: the sequence's index data is bad)
     const int* groups;  // prefix groups [num_groups][3] (first, count, shared), or null
-    int* marks;         // [B][2] with groups: shared + 1 (0 none, -1 bad), the group's first sequence
+    int* marks;         // [B] with groups: the sequence's group row + 1 (0 none, -1 a bad row)
     int hq, hkv, group, d, bs, max_blocks, num_blocks, chunk, splits;
-    int slots;       // partial states per (sequence, head): splits, plus the prefix's (slot `splits`) with groups
+    int slots;       // partial states per (sequence, head): the splits' (with several), plus the prefix's with groups
+    int pslot;       // the prefix state's slot
     float scale, c;  // c = scale * log2(e)
     int* flag;
     int op;
@@ -138,15 +140,14 @@ __device__ void mark_group(const DecArgs& a, int gi, int batch, int key) {
     if (key != NO_PROBLEM) {
         if (threadIdx.x == 0) report_group(a, gi, batch, key);
         if (count > 0 && first >= 0 && first < batch)
-            for (int m = threadIdx.x; m < min(count, batch - first); m += blockDim.x) atomicExch(a.marks + 2LL * (first + m), -1);
+            for (int m = threadIdx.x; m < min(count, batch - first); m += blockDim.x) atomicExch(a.marks + first + m, -1);
         return;
     }
     if (count <= 0 || shared == 0) return;
     for (int m = threadIdx.x; m < count; m += blockDim.x) {
         const long long b = first + m;
-        a.marks[2 * b + 1] = first;
-        if (atomicExch(a.marks + 2 * b, shared + 1) != 0) {  // another group holds it
-            atomicExch(a.marks + 2 * b, -1);
+        if (atomicExch(a.marks + b, gi + 1) != 0) {  // another group holds it
+            atomicExch(a.marks + b, -1);
             g4::report(a.flag, a.op | g4::ATT_PREFIX << 8 | g4::PREFIX_OVERLAP << 12, gi, b, 0);
         }
     }
@@ -289,7 +290,7 @@ __global__ void __launch_bounds__(NT) prefix_kernel(DecArgs a, int batch) {
                 const int r = warp * 16 + gid + 8 * i;
                 if (r < rows) {
                     const long long prow = (long long) (first + m0 + r / a.group) * a.hq + g * a.group + r % a.group;
-                    const long long pr = prow * a.slots + a.splits;
+                    const long long pr = prow * a.slots + a.pslot;
 #pragma unroll
                     for (int nd = 0; nd < ND; nd++)
                         *reinterpret_cast<float2*>(a.part_o + pr * D + nd * 8 + tig * 2) = make_float2(o[nd][2 * i], o[nd][2 * i + 1]);
@@ -317,7 +318,7 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
     const long long prow = (long long) b * a.hq + h0;  // first partial row of this group
     if (key != NO_PROBLEM) {
         if (threadIdx.x == 0) report_problem(a, b, key);
-        if (a.slots > 1 && (int) threadIdx.x < a.group) a.part_ml[((prow + threadIdx.x) * a.slots + split) * 2 + 1] = -1.f;
+        if (a.splits > 1 && (int) threadIdx.x < a.group) a.part_ml[((prow + threadIdx.x) * a.slots + split) * 2 + 1] = -1.f;
         return;
     }
     // With one split the block writes the output itself, merging the prefix slot (prefix_kernel's state of the
@@ -325,16 +326,19 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
     const bool direct = a.splits == 1;
     int start = 0;  // keys before it come from the sequence's prefix group (prefix_kernel's slot)
     if (a.marks) {
-        const int mk = a.marks[2LL * b];
+        const int mk = a.marks[b];
         if (mk < 0 && direct) return;  // a bad prefix group (reported by prefix_kernel): not written
         if (!direct && split == 0 && (int) threadIdx.x < a.group) {  // the prefix slot of a sequence in no group or a bad one
-            float* pml = a.part_ml + ((prow + threadIdx.x) * a.slots + a.splits) * 2;
+            float* pml = a.part_ml + ((prow + threadIdx.x) * a.slots + a.pslot) * 2;
             if (mk < 0) pml[1] = -1.f;
             else if (mk == 0) pml[0] = -INFINITY, pml[1] = 0.f;
         }
-        start = max(mk - 1, 0);
+        if (mk > 0) start = a.groups[3LL * (mk - 1) + 2];
     }
-    const int ctx = a.ctx[b], k0 = start + split * a.chunk, k1 = min(ctx, k0 + a.chunk);
+    // in 64 bits: start + split * chunk can pass 2^31 in a table of that many keys; past the context, an empty split
+    const int ctx = a.ctx[b];
+    const long long k0l = (long long) start + (long long) split * a.chunk;
+    const int k0 = (int) min(k0l, (long long) ctx), k1 = (int) min(k0l + a.chunk, (long long) ctx);
     // a split past this context (several splits only: a direct block with no keys of its own, all of them shared,
     // still merges the prefix state and writes the output): an empty state
     if (k0 >= k1 && !direct) {
@@ -471,7 +475,7 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
         const int r = i / D, x = i % D;
         float mx = g4::merge_max(ml + r * 2, ml + r * 2 + 1, 4, 16 * 2);
         float pm = -INFINITY, pl = 0.f;  // the prefix state (direct blocks of a sequence in a group)
-        const long long ps = (prow + r) * a.slots + a.splits;  // its slot
+        const long long ps = (prow + r) * a.slots + a.pslot;  // its slot
         if (prefix) {
             pm = a.part_ml[ps * 2];
             pl = a.part_ml[ps * 2 + 1];
@@ -550,9 +554,9 @@ __global__ void gen_decode_kernel(DecArgs a, int batch) {
     const int* tr = a.tables + (long long) b * a.max_blocks;
     const int* lr = tr;
     if (a.marks) {
-        const int mk = a.marks[2LL * b];
+        const int mk = a.marks[b];
         if (mk < 0) return;  // a bad prefix group (reported by mark_kernel)
-        if (mk > 0) shared = mk - 1, lr = a.tables + (long long) a.marks[2LL * b + 1] * a.max_blocks;
+        if (mk > 0) shared = a.groups[3LL * (mk - 1) + 2], lr = a.tables + (long long) a.groups[3LL * (mk - 1)] * a.max_blocks;
     }
     double* acc = gsm + (long long) warp * d;
     float* qv = reinterpret_cast<float*>(gsm + (long long) W * d) + (long long) warp * d;
@@ -609,12 +613,17 @@ static int decode_fast(const DecArgs& a, int batch, int num_groups, cudaStream_t
     return g4::launched();
 }
 
-// The workspace: the marks ([b][2] ints, with groups) rounded up to 256 bytes, then the partial states when a
+// The workspace: the marks ([b] ints, with groups) rounded up to 256 bytes, then the partial states when a
 // (sequence, head) has more than one slot.
-static long long marks_bytes(int b, bool groups) { return groups ? ((long long) b * 8 + 255) / 256 * 256 : 0; }
+static long long marks_bytes(int b, bool groups) { return groups ? ((long long) b * 4 + 255) / 256 * 256 : 0; }
 
-static int decode_slots(int b, int hkv, int max_blocks, int block_size, int sms, bool groups, int* chunk, int* splits) {
+// The split plan and the partial-state slots per (sequence, head): none with one split and no groups (the block writes
+// the output), the prefix's alone (slot 0) with one split and groups, else the splits' then the prefix's (slot splits).
+static int decode_slots(int b, int hkv, int max_blocks, int block_size, int sms, bool groups, int* chunk, int* splits,
+                        int* pslot) {
     g4::decode_split_plan(b, hkv, max_context(max_blocks, block_size), block_size, sms, chunk, splits);
+    *pslot = *splits == 1 ? 0 : *splits;
+    if (*splits == 1) return groups ? 1 : 0;
     return *splits + (groups ? 1 : 0);
 }
 
@@ -622,9 +631,9 @@ static int decode_slots(int b, int hkv, int max_blocks, int block_size, int sms,
 
 extern "C" int g4_decode_attention_workspace(int b, int hq, int hkv, int d, int max_blocks, int block_size, int sms,
                                              int groups, long long* bytes) {
-    int chunk, splits;
-    const int slots = decode_slots(b, hkv, max_blocks, block_size, sms, groups != 0, &chunk, &splits);
-    *bytes = marks_bytes(b, groups != 0) + (slots > 1 ? (long long) b * hq * slots * (d + 2) * 4 : 0);
+    int chunk, splits, pslot;
+    const int slots = decode_slots(b, hkv, max_blocks, block_size, sms, groups != 0, &chunk, &splits, &pslot);
+    *bytes = marks_bytes(b, groups != 0) + (long long) b * hq * slots * (d + 2) * 4;
     return 0;
 }
 
@@ -651,14 +660,14 @@ extern "C" int g4_decode_attention(int dtype, g4_ptr out, g4_ptr q, g4_ptr kcach
         if (ws_bytes < mb) return (int) cudaErrorInvalidValue;
         a.groups = reinterpret_cast<const int*>(groups);
         a.marks = reinterpret_cast<int*>(ws);
-        int e = (int) cudaMemsetAsync(a.marks, 0, (size_t) b * 8, st);
+        int e = (int) cudaMemsetAsync(a.marks, 0, (size_t) b * 4, st);
         if (e) return e;
     }
     const bool fast = dtype == G4_BF16 && (d == 64 || d == 128) && a.group <= 16 && g4::aligned16(out) &&
                       g4::aligned16(q) && g4::aligned16(kcache) && g4::aligned16(vcache);
     if (fast) {
-        a.slots = decode_slots(b, hkv, max_blocks, block_size, sms, grouped, &a.chunk, &a.splits);
-        if (a.slots > 1) {
+        a.slots = decode_slots(b, hkv, max_blocks, block_size, sms, grouped, &a.chunk, &a.splits, &a.pslot);
+        if (a.slots > 0) {
             const long long need = mb + (long long) b * hq * a.slots * (d + 2) * 4;
             if (ws_bytes < need) return (int) cudaErrorInvalidValue;
             a.part_o = reinterpret_cast<float*>(ws + mb);
@@ -666,7 +675,7 @@ extern "C" int g4_decode_attention(int dtype, g4_ptr out, g4_ptr q, g4_ptr kcach
         }
         return d == 64 ? decode_fast<64>(a, b, num_groups, st) : decode_fast<128>(a, b, num_groups, st);
     }
-    a.splits = a.slots = 1;
+    a.splits = 1;
     if (grouped) {
         mark_kernel<<<num_groups, NT, 0, st>>>(a, b);
         int e = g4::launched();

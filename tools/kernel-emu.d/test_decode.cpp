@@ -456,6 +456,8 @@ struct BadGroup {
     std::vector<int> indexes;        // the reported index: any of these (two groups holding one sequence: either)
     int value, limit;
     std::vector<int> untouched;      // sequences whose outputs must not be written
+    std::vector<int> ctx_change = {};    // {sequence, context length}: a member's own bad length
+    std::vector<int> entry_change = {};  // {sequence, column, id}: a bad table entry
 };
 
 bool run_bad_groups(const Problem& p, uint64_t seed, const std::vector<int>& sms) {
@@ -473,12 +475,19 @@ bool run_bad_groups(const Problem& p, uint64_t seed, const std::vector<int>& sms
         {"shared past the table", {1, 2, limit + 1}, 6, 2, {0}, limit + 1, limit, {1, 2}},
         {"shared above member 0's context", {0, 3, 20}, 6, 2 | 1 << 2, {0}, 20, 17, {0, 1, 2}},
         {"two groups, one sequence", {0, 3, 16, 2, 2, 16}, 6, 3, {0, 1}, 2, 0, {2}},
+        // a member whose own context length is bad: the row's check (run first) names it, as the CPU's does
+        {"member 1's context length 0", {0, 2, 16}, 6, 2 | 2 << 2, {0}, 16, 0, {0, 1}, {1, 0}},
+        // the first member's entry below shared: ATT_TABLE for that sequence and column; the whole group unwritten
+        {"first's entry below shared", {1, 3, 32}, 5, 1, {1}, -7, 0, {1, 2, 3}, {}, {1, 1, -7}},
     };
     bool ok = true;
     for (int s : sms) {
         for (const BadGroup& c : cases) {
             Paged g = base;
             g.groups = c.rows;
+            if (!c.ctx_change.empty()) g.ctx[c.ctx_change[0]] = c.ctx_change[1];
+            if (!c.entry_change.empty()) g.table[(size_t) c.entry_change[0] * g.max_blocks + c.entry_change[1]] = c.entry_change[2];
+            const int want_limit = c.kind == 5 ? g.num_blocks : c.limit;
             // the reference without groups: the members of every row are skipped below
             std::vector<double> want, slack;
             reference(p, base, scale, want, slack);
@@ -486,7 +495,7 @@ bool run_bad_groups(const Problem& p, uint64_t seed, const std::vector<int>& sms
             const int want_word = OP | c.kind << 8 | c.extra << 12;
             bool idx = false;
             for (int i : c.indexes) idx |= r.flag[1] == i;
-            const bool good_flag = r.rc == 0 && r.flag[0] == want_word && idx && r.flag[2] == c.value && r.flag[3] == c.limit;
+            const bool good_flag = r.rc == 0 && r.flag[0] == want_word && idx && r.flag[2] == c.value && r.flag[3] == want_limit;
             const size_t per = (size_t) p.hq * p.d;
             bool rows_untouched = true;
             for (int b : c.untouched)

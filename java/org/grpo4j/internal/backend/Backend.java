@@ -214,10 +214,13 @@ public interface Backend extends AutoCloseable {
      * [G, 3] int32, or null; row g = (first, count, shared) says that sequences first .. first + count - 1 read their
      * first {@code shared} keys through sequence first's block-table row (their own rows from key {@code shared} on).
      * Where those rows hold the same blocks, as a prompt's samples do, the result is decodeAttention's up to fp32
-     * summation order; CUDA reads the shared keys once per group and kv head instead of once per sequence. A row with
-     * count 0, or with shared 0, has no effect (padding). A sequence may be in one group at most; shared must not
-     * exceed a member's context length. Bad rows: IllegalArgumentException on the CPU; CUDA reports them through the
-     * device flag (the members' outputs are not written).
+     * summation order (and, on CUDA, where P is rounded to bf16); CUDA reads the shared keys once per group and kv head
+     * instead of once per sequence. A row with count 0 is padding; a row with shared 0 is checked but shares nothing. A
+     * sequence may be in one sharing row at most; shared must not exceed a member's context length. Every table entry
+     * a member's context covers must be a valid block id, those below shared included (they are checked, not read).
+     * Bad rows: IllegalArgumentException on the CPU (the rows are checked before the sequences); CUDA reports them
+     * through the device flag (the members' outputs are not written; a row whose first sequence is outside the batch
+     * names none).
      */
     void decodeAttention(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens,
                          Tensor prefixGroups, float scale);

@@ -531,6 +531,12 @@ public final class CpuBackend extends AbstractBackend {
         int maxBlocks = blockTables.dim(1), numBlocks = kCache.dim(0);
         int[] ctx = i(contextLens), bt = i(blockTables);
         int octx = off(contextLens), obt = off(blockTables);
+        // keys t < shared[s] through row lead[s] of the tables (its prefix group's first sequence), the rest its own.
+        // The groups first, as CUDA checks them (its prefix kernels run before the per-sequence ones)
+        int[] shared = new int[b], lead = new int[b];
+        for (int s = 0; s < b; s++) lead[s] = s;
+        if (prefixGroups != null) prefixGroups(i(prefixGroups), off(prefixGroups), prefixGroups.dim(0), ctx, octx, bt, obt,
+                b, maxBlocks, bs, numBlocks, shared, lead);
         for (int s = 0; s < b; s++) {
             int c = ctx[octx + s];
             if (c < 1 || c > maxBlocks * bs)
@@ -543,11 +549,6 @@ public final class CpuBackend extends AbstractBackend {
                             + " is outside [0, " + numBlocks + ")");
             }
         }
-        // keys t < shared[s] through row lead[s] of the tables (its prefix group's first sequence), the rest its own
-        int[] shared = new int[b], lead = new int[b];
-        for (int s = 0; s < b; s++) lead[s] = s;
-        if (prefixGroups != null) prefixGroups(i(prefixGroups), off(prefixGroups), prefixGroups.dim(0), ctx, octx, bt, obt,
-                b, maxBlocks, bs, numBlocks, shared, lead);
         float[] O = f(out), Q = f(q), KC = f(kCache), VC = f(vCache);
         int oo = off(out), oq = off(q), okc = off(kCache), ovc = off(vCache);
         par.forRange(b * hq, 2, (s, e) -> {

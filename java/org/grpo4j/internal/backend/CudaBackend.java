@@ -713,8 +713,11 @@ public final class CudaBackend extends AbstractBackend {
             case 6 -> prefixGroupMessage(f[1], extra & 3, extra >>> 2, f[2], f[3]);
             default -> "index error " + kind + " at " + f[1] + " (value " + f[2] + ", limit " + f[3] + ")";
         };
-        String effect = kind <= 3 ? "nothing was written" : kind == 6 ? "the group's sequences' outputs were not written"
-                : "that sequence's output was not written";
+        String effect = kind <= 3 ? "nothing was written" : kind == 5 ? "that sequence's output (and, for a prefix group's first "
+                + "sequence, its group's) was not written" : kind != 6 ? "that sequence's output was not written"
+                : (extra & 3) == 3 ? "that sequence's output was not written"
+                : (extra & 3) == 0 || f[3] == 0 ? "the row names no sequence: every output was written"
+                : "the outputs of the row's sequences were not written";
         return op + ": " + what + " (found by the kernel; " + effect + ")";
     }
 

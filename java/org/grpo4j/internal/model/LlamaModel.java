@@ -498,13 +498,16 @@ public final class LlamaModel {
     }
 
     /**
-     * {@link #newDecodeSession(KvCache, int, int, boolean)} whose steps may name prefix groups (see
+     * {@link #newDecodeSession(KvCache, int, int, boolean)} whose steps may name up to {@code maxPrefixGroups} prefix
+     * groups (0: none; see
      * {@link DecodeSession#run(int[], int[], int[], int[], int, int[], int[], org.grpo4j.internal.backend.SamplingSpec)}):
      * sequences that share their first KV blocks, whose attention then reads those blocks once per group
-     * ({@link Backend#decodeAttention(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, float)}).
+     * ({@link Backend#decodeAttention(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, float)}). Each step's
+     * attention launches a block per group row and kv head, used or not (a decode graph's rows are fixed), so the bound
+     * should be what the caller can use: its prompts in flight.
      */
-    public DecodeSession newDecodeSession(KvCache cache, int maxBatch, int maxBlocks, boolean graphs, boolean prefixGroups) {
-        return new DecodeSession(cache, maxBatch, maxBlocks, graphs, prefixGroups);
+    public DecodeSession newDecodeSession(KvCache cache, int maxBatch, int maxBlocks, boolean graphs, int maxPrefixGroups) {
+        return new DecodeSession(cache, maxBatch, maxBlocks, graphs, maxPrefixGroups);
     }
 
     /** What one step of a {@link DecodeSession} produced (device tensors owned by the session: valid until its next step). */
@@ -513,21 +516,26 @@ public final class LlamaModel {
     public final class DecodeSession implements AutoCloseable {
         private final KvCache cache;
         private final int maxBatch, maxBlocks;
-        private final boolean graphs, prefixGroups;
+        private final boolean graphs;
+        private final int maxPrefixGroups;
         private final java.util.Map<Integer, Bucket> buckets = new java.util.HashMap<>();
         private long replays, eagerSteps, groupRows;
 
-        DecodeSession(KvCache cache, int maxBatch, int maxBlocks, boolean graphs, boolean prefixGroups) {
+        DecodeSession(KvCache cache, int maxBatch, int maxBlocks, boolean graphs, int maxPrefixGroups) {
             if (maxBatch < 1 || maxBlocks < 1) throw new IllegalArgumentException("decode session: max batch and max blocks must be >= 1");
             this.cache = cache;
             this.maxBatch = maxBatch;
             this.maxBlocks = maxBlocks;
             this.graphs = graphs;
-            this.prefixGroups = prefixGroups;
+            if (maxPrefixGroups < 0) throw new IllegalArgumentException("decode session: max prefix groups must be >= 0");
+            this.maxPrefixGroups = maxPrefixGroups;
         }
 
         /** Whether steps take prefix groups. */
-        public boolean prefixGroups() { return prefixGroups; }
+        public boolean prefixGroups() { return maxPrefixGroups > 0; }
+
+        /** Group rows a step of b live sequences may name: one per two of its bucket's rows, at most the session's bound. */
+        int groupRowsFor(int b) { return maxPrefixGroups == 0 ? 0 : Math.max(1, Math.min(bucketFor(b) / 2, maxPrefixGroups)); }
 
         /** Prefix group rows passed so far, over all steps. */
         public long prefixGroupRows() { return groupRows; }
@@ -571,10 +579,14 @@ public final class LlamaModel {
             for (int i = 0; i < b; i++)
                 if (tokens[i] < 0 || tokens[i] >= c.vocabSize()) throw new IllegalArgumentException("decodeStep: token " + tokens[i] + " outside the vocabulary");
             if (groups != null && groups.length > 0) {
-                if (!prefixGroups) throw new IllegalArgumentException("decode: prefix groups given to a session made without them");
-                if (groups.length % 3 != 0 || groups.length / 3 > Math.max(1, b / 2))
+                if (maxPrefixGroups == 0) throw new IllegalArgumentException("decode: prefix groups given to a session made without them");
+                if (groups.length % 3 != 0 || groups.length / 3 > groupRowsFor(b))
                     throw new IllegalArgumentException("decode: prefix groups must be rows of (first, count, shared), at most "
-                            + Math.max(1, b / 2) + " for " + b + " sequences; got " + groups.length + " values");
+                            + groupRowsFor(b) + " for " + b + " sequences; got " + groups.length + " values");
+                for (int g = 0; g < groups.length; g += 3) // the live rows only (the bucket's padding rows are not a group's)
+                    if (groups[g] < 0 || groups[g + 1] < 0 || groups[g + 2] < 0 || (long) groups[g] + groups[g + 1] > b)
+                        throw new IllegalArgumentException("decode: prefix group " + g / 3 + " (" + groups[g] + ", " + groups[g + 1]
+                                + ", " + groups[g + 2] + ") must name live sequences of the " + b + " and share >= 0 keys");
             }
             Bucket k = buckets.computeIfAbsent(bucketFor(b), Bucket::new);
             k.load(tokens, positions, slots, blockTables, blocks, counters, groups);
@@ -599,7 +611,7 @@ public final class LlamaModel {
             Bucket(int n) {
                 this.n = n;
                 int d = c.hiddenSize(), f = c.intermediateSize(), hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
-                groupRows = prefixGroups ? Math.max(1, n / 2) : 0;
+                groupRows = groupRowsFor(n);
                 host = new int[n * (6 + maxBlocks) + 3 * groupRows];
                 List<Tensor> made = new ArrayList<>();
                 try {
@@ -610,7 +622,7 @@ public final class LlamaModel {
                     ctx = ints.view(3L * n, n);
                     ctr = ints.view(4L * n, n, 2);
                     table = ints.view(6L * n, n, maxBlocks);
-                    groups = prefixGroups ? ints.view((long) n * (6 + maxBlocks), groupRows, 3) : null;
+                    groups = groupRows > 0 ? ints.view((long) n * (6 + maxBlocks), groupRows, 3) : null;
                     h = keep(made, act(n, d)); r = keep(made, f32(n)); q = keep(made, act(n, hq, hd));
                     kv = keep(made, act(2, n, hkv * hd)); k = kv.view(0, n, hkv, hd); v = kv.view((long) n * hkv * hd, n, hkv, hd);
                     att = keep(made, act(n, hq, hd));

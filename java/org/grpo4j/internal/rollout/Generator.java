@@ -174,7 +174,7 @@ public final class Generator {
         decodeHostNanos = 0;
         try (LlamaModel.KvCache cache = model.newKvCache(cfg.numBlocks(), bs);
              LlamaModel.DecodeSession session = model.newDecodeSession(cache, cfg.maxBatch(), maxSeqBlocks, cfg.graphs(),
-                     cfg.sharePrefix() && cfg.prefixGroups() && n > 1)) {
+                     cfg.sharePrefix() && cfg.prefixGroups() && n > 1 ? Math.min(prompts.size(), Math.max(1, cfg.maxBatch() / 2)) : 0)) {
             while (!pending.isEmpty() || !ready.isEmpty() || !active.isEmpty()) {
                 boolean progress = false;
                 // A. prefill as many waiting prompts as the pool allows (each with one sample's reservation)

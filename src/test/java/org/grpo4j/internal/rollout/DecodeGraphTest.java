@@ -70,8 +70,8 @@ class DecodeGraphTest {
             LlamaModel m = new LlamaModel(w);
             int[] table = {3, 1, 6, 3, 2, 5, 3, 4, 8}; // block 3 shared: {3,1,6}, {3,2,5}, {3,4,8}
             try (LlamaModel.KvCache a = m.newKvCache(9, 4); LlamaModel.KvCache b = m.newKvCache(9, 4);
-                 LlamaModel.DecodeSession grouped = m.newDecodeSession(a, 4, 3, true, true);
-                 LlamaModel.DecodeSession plain = m.newDecodeSession(b, 4, 3, true, false)) {
+                 LlamaModel.DecodeSession grouped = m.newDecodeSession(a, 4, 3, true, 1);
+                 LlamaModel.DecodeSession plain = m.newDecodeSession(b, 4, 3, true, 0)) {
                 for (int pos = 0; pos < 4; pos++) { // the shared block, once, on both caches
                     int[] one = {pos + 5}, p = {pos}, sl = {3 * 4 + pos}, t = {3, 1, 6};
                     grouped.run(one, p, sl, t, 3, null, null);
@@ -94,7 +94,7 @@ class DecodeGraphTest {
                 assertThrows(IllegalArgumentException.class, () -> plain.run(new int[] {1, 2}, new int[] {0, 0}, new int[] {0, 4},
                         new int[] {0, 1}, 1, null, new int[] {0, 2, 0}, null), "a session made without groups refuses them");
                 assertThrows(IllegalArgumentException.class, () -> grouped.run(new int[] {1, 2}, new int[] {0, 0}, new int[] {0, 4},
-                        new int[] {0, 1}, 1, null, new int[] {0, 2, 0, 0, 1, 0}, null), "more rows than pairs of sequences");
+                        new int[] {0, 1}, 1, null, new int[] {0, 1, 0, 1, 1, 0}, null), "more rows than the session's bound");
             }
         }
     }
