@@ -494,7 +494,7 @@ public final class LlamaModel {
      * the same buffers are used eagerly.
      */
     public DecodeSession newDecodeSession(KvCache cache, int maxBatch, int maxBlocks, boolean graphs) {
-        return new DecodeSession(cache, maxBatch, maxBlocks, graphs, false);
+        return new DecodeSession(cache, maxBatch, maxBlocks, graphs, 0);
     }
 
     /**
