@@ -85,6 +85,42 @@ __device__ void report_problem(const DecArgs& a, int b, int key) {
     }
 }
 
+// One key tile's online-softmax step for a warp's 16 query rows, as C fragments s[NB][4] of NB n-blocks of 8 keys
+// (key of n-block nb, element e: kbase + 8 nb + 2 tig + e): keys at or past `limit` masked, the rows' running maxima m
+// and sums l (this lane's share) moved on, o rescaled, and s turned into the unnormalized weights P in place.
+template <int NB, int ND>
+__device__ __forceinline__ void online_softmax_tile(float (&s)[NB][4], float (&o)[ND][4], float (&m)[2], float (&l)[2],
+                                                    int kbase, int limit, int tig, float c) {
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            if (kbase + nb * 8 + tig * 2 + e >= limit) s[nb][e] = s[nb][2 + e] = -INFINITY;
+            mx[0] = fmaxf(mx[0], s[nb][e]);
+            mx[1] = fmaxf(mx[1], s[nb][2 + e]);
+        }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const float mn = fmaxf(m[i], g4::quad_max(mx[i]) * c);
+        const float alpha = g4::softmax_alpha(m[i], mn);
+        m[i] = mn;
+        l[i] *= alpha;
+#pragma unroll
+        for (int nd = 0; nd < ND; nd++) {
+            o[nd][2 * i] *= alpha;
+            o[nd][2 * i + 1] *= alpha;
+        }
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) {  // s becomes P (unnormalized weights) in place
+            s[nb][2 * i] = g4::softmax_weight(s[nb][2 * i], c, mn);
+            s[nb][2 * i + 1] = g4::softmax_weight(s[nb][2 * i + 1], c, mn);
+            l[i] += s[nb][2 * i];
+            l[i] += s[nb][2 * i + 1];
+        }
+    }
+}
+
 // The first problem with prefix group gi (a priority key, NO_PROBLEM when fine), found by all threads of the block:
 // 0 count < 0, 1 first outside [0, batch) (count > 0), 2 first + count > batch, 3 shared outside [0, maxBlocks * bs],
 // 4 + m member m's context length below shared, 4 + count + j the first sequence's table entry j (< ceil(shared / bs))
@@ -239,35 +275,7 @@ __global__ void __launch_bounds__(NT) prefix_kernel(DecArgs a, int batch) {
                         g4::mma_bf16(s[2 * n2], qf[kk], bf[0], bf[1]);
                         g4::mma_bf16(s[2 * n2 + 1], qf[kk], bf[2], bf[3]);
                     }
-                const int kbase = j * TK;
-                float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-                for (int nb = 0; nb < NB; nb++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        if (kbase + nb * 8 + tig * 2 + e >= shared) s[nb][e] = s[nb][2 + e] = -INFINITY;
-                        mx[0] = fmaxf(mx[0], s[nb][e]);
-                        mx[1] = fmaxf(mx[1], s[nb][2 + e]);
-                    }
-#pragma unroll
-                for (int i = 0; i < 2; i++) {
-                    const float mn = fmaxf(m[i], g4::quad_max(mx[i]) * a.c);
-                    const float alpha = g4::softmax_alpha(m[i], mn);
-                    m[i] = mn;
-                    l[i] *= alpha;
-#pragma unroll
-                    for (int nd = 0; nd < ND; nd++) {
-                        o[nd][2 * i] *= alpha;
-                        o[nd][2 * i + 1] *= alpha;
-                    }
-#pragma unroll
-                    for (int nb = 0; nb < NB; nb++) {  // s becomes P (unnormalized weights) in place
-                        s[nb][2 * i] = g4::softmax_weight(s[nb][2 * i], a.c, mn);
-                        s[nb][2 * i + 1] = g4::softmax_weight(s[nb][2 * i + 1], a.c, mn);
-                        l[i] += s[nb][2 * i];
-                        l[i] += s[nb][2 * i + 1];
-                    }
-                }
+                online_softmax_tile(s, o, m, l, j * TK, shared, tig, a.c);
 #pragma unroll
                 for (int kk = 0; kk < TK / 16; kk++) {  // 16 keys per k-step of O += P V
                     unsigned pa[4];
@@ -400,35 +408,7 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
             g4::mma_bf16(s[0], qf[kk], bf[0], bf[1]);
             g4::mma_bf16(s[1], qf[kk], bf[2], bf[3]);
         }
-        const int kbase = k0 + j * TK + warp * 16;
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int nb = 0; nb < 2; nb++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                if (kbase + nb * 8 + tig * 2 + e >= k1) s[nb][e] = s[nb][2 + e] = -INFINITY;
-                mx[0] = fmaxf(mx[0], s[nb][e]);
-                mx[1] = fmaxf(mx[1], s[nb][2 + e]);
-            }
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            const float mn = fmaxf(m[i], g4::quad_max(mx[i]) * a.c);
-            const float alpha = g4::softmax_alpha(m[i], mn);
-            m[i] = mn;
-            l[i] *= alpha;
-#pragma unroll
-            for (int nd = 0; nd < ND; nd++) {
-                o[nd][2 * i] *= alpha;
-                o[nd][2 * i + 1] *= alpha;
-            }
-#pragma unroll
-            for (int nb = 0; nb < 2; nb++) {  // s becomes P (unnormalized weights) in place
-                s[nb][2 * i] = g4::softmax_weight(s[nb][2 * i], a.c, mn);
-                s[nb][2 * i + 1] = g4::softmax_weight(s[nb][2 * i + 1], a.c, mn);
-                l[i] += s[nb][2 * i];
-                l[i] += s[nb][2 * i + 1];
-            }
-        }
+        online_softmax_tile(s, o, m, l, k0 + j * TK + warp * 16, k1, tig, a.c);
         unsigned pa[4];  // P (16 rows x the warp's 16 keys) as the A operand of O += P V
         g4::c_to_a(pa, s[0], s[1]);
 #pragma unroll
