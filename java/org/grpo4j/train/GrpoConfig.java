@@ -206,6 +206,13 @@ public final class GrpoConfig {
      * docs/trainer.md.
      */
     public String oldLogprobs = "auto";
+    /**
+     * The no-grad log-prob passes (old, reference) run each prompt's tokens once per chunk for the samples of it that
+     * sit next to each other in the chunk, not once per sample (grpo4j): the layers' work of a group of n samples of a
+     * P-token prompt is P + n C tokens instead of n (P + C); attention still sees every sequence whole. The same
+     * log-probs bit for bit on the CPU, up to the GEMMs' summation order on CUDA. docs/trainer.md.
+     */
+    public boolean logprobPrefixSharing = true;
     /** Gradient bucket for the ZeRO-2 reduction, in elements (DeepSpeed's reduce_bucket_size; grpo4j). */
     public long reduceBucketSize = 200_000_000L;
     /** A collective not finished within this many seconds aborts the NCCL communicators and stops every rank (grpo4j). */

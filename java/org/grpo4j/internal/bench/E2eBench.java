@@ -1078,21 +1078,21 @@ public final class E2eBench implements Callable<Integer> {
                     Arrays.stream(rewards).filter(x -> x > 0).count(), seqs));
             // 3. reference log-probs of the completion tokens, and old ones for the rollouts past the first mini-batch
             // (the trainer's old_logprobs auto: the first mini-batch's are its training forward's own), no gradients
+            // As the trainer's LogprobPhase: chunks of consecutive rollouts (a prompt's samples next to each other), each
+            // prompt's tokens run once per chunk through the layers (LlamaModel.tokenLogprobsSharedPrefix)
             int perMini = seqs / sh.miniBatches(), gas = perMini / sh.microSeqs();
             int[] perm = permutation(seqs, new SplittableRandom(st.seed() * 31 + 4));
             float[][] old = new float[seqs][], refLp = new float[seqs][];
             for (int from = 0; from < seqs; from += sh.microSeqs()) {
                 Packed pk = Packed.of(seqTokens, completions, sh.promptLen(), from, sh.microSeqs());
-                try (PackedBatch pb = PackedBatch.of(be, pk.seqs(), vocab)) {
-                    pk.split(refModel.tokenLogprobs(pb, pk.rows(), pk.targets(), 1f), refLp, from);
-                }
+                pk.split(pk.logprobs(refModel, be, vocab, nS), refLp, from);
             }
-            for (int from = perMini; from < seqs; from += sh.microSeqs()) {
-                int[] idx = Arrays.copyOfRange(perm, from, Math.min(seqs, from + sh.microSeqs()));
+            int[] later = Arrays.copyOfRange(perm, perMini, seqs); // the second mini-batch's rollouts, in rollout order
+            Arrays.sort(later);
+            for (int from = 0; from < later.length; from += sh.microSeqs()) {
+                int[] idx = Arrays.copyOfRange(later, from, Math.min(later.length, from + sh.microSeqs()));
                 Packed pk = Packed.of(seqTokens, completions, sh.promptLen(), idx);
-                try (PackedBatch pb = PackedBatch.of(be, pk.seqs(), vocab)) {
-                    pk.split(policy.tokenLogprobs(pb, pk.rows(), pk.targets(), 1f), old, idx);
-                }
+                pk.split(pk.logprobs(policy, be, vocab, nS), old, idx);
             }
             long t3 = System.nanoTime();
             pr.say(String.format(Locale.ROOT, "%s grpo: log-probs %.2f s", rig.preset, (t3 - t2) / 1e9));
@@ -1126,7 +1126,7 @@ public final class E2eBench implements Callable<Integer> {
     }
 
     /** Sequences packed for a forward pass with, for each completion token, its row (the position before it) and id. */
-    record Packed(List<int[]> seqs, int[] rows, int[] targets, int[] counts) {
+    record Packed(List<int[]> seqs, int[] rows, int[] targets, int[] counts, int[] index, int promptLen) {
         static Packed of(List<int[]> seqTokens, List<int[]> completions, int promptLen, int from, int count) {
             int[] idx = new int[Math.min(count, seqTokens.size() - from)];
             for (int i = 0; i < idx.length; i++) idx[i] = from + i;
@@ -1149,7 +1149,29 @@ public final class E2eBench implements Callable<Integer> {
                 counts[j] = c.length;
                 start += seqTokens.get(idx[j]).length;
             }
-            return new Packed(seqs, rows, tgt, counts);
+            return new Packed(seqs, rows, tgt, counts, idx.clone(), promptLen);
+        }
+
+        /**
+         * The loss tokens' log-probs under {@code m}, no gradients; sequences of one prompt (index / samples) next to
+         * each other share its tokens' pass (LlamaModel.tokenLogprobsSharedPrefix), as the trainer's log-prob passes.
+         */
+        float[] logprobs(LlamaModel m, Backend be, int vocab, int samples) {
+            int[] shared = new int[index.length];
+            boolean any = false;
+            for (int j = 1; j < index.length; j++)
+                if (index[j] / samples == index[j - 1] / samples) {
+                    shared[j] = promptLen;
+                    any = true;
+                }
+            if (!any) {
+                try (PackedBatch pb = PackedBatch.of(be, seqs, vocab)) {
+                    return m.tokenLogprobs(pb, rows, targets, 1f);
+                }
+            }
+            try (org.grpo4j.internal.model.PrefixPacking pp = org.grpo4j.internal.model.PrefixPacking.of(be, seqs, shared, vocab)) {
+                return m.tokenLogprobsSharedPrefix(pp, rows, targets, 1f);
+            }
         }
 
         /** Splits concatenated per-token values back per sequence (sequences from..from+counts.length-1). */

@@ -315,6 +315,91 @@ public final class LlamaModel {
         }
     }
 
+    /**
+     * {@link #tokenLogprobs} over sequences that share prefixes ({@link PrefixPacking}: a group's samples share their
+     * prompt). The layers run on the compact rows, each shared prefix once; attention gathers its q, k and v rows into
+     * the full packing, runs there, and gathers its outputs back. {@code rows} index the full packing, as for
+     * tokenLogprobs. The same log-probs as tokenLogprobs on the full packing, bit for bit where every op but attention
+     * works row by row independently of the row count (the CPU backend), up to the GEMMs' summation order otherwise
+     * (their shapes change). A group of n samples of a P-token prompt with C-token completions runs P + n C rows
+     * through the GEMMs instead of n (P + C).
+     */
+    public float[] tokenLogprobsSharedPrefix(PrefixPacking pp, int[] rows, int[] targets, float temperature) {
+        if (rows.length != targets.length) throw new IllegalArgumentException("rows and targets differ in length");
+        if (rows.length == 0) return new float[0];
+        int[] compact = new int[rows.length];
+        for (int i = 0; i < rows.length; i++) {
+            if (rows[i] < 0 || rows[i] >= pp.fullRows)
+                throw new IllegalArgumentException("rows[" + i + "] = " + rows[i] + " is outside the packing's " + pp.fullRows + " rows");
+            compact[i] = pp.fullToCompact[rows[i]];
+        }
+        int n = pp.compactRows;
+        Tensor x = act(n, c.hiddenSize());
+        try {
+            be.embedding(x, w.get("model.embed_tokens.weight"), pp.idsT);
+            for (int l = 0; l < c.numLayers(); l++) {
+                Tensor out = act(n, c.hiddenSize());
+                try {
+                    sharedPrefixLayer(l, x, out, pp);
+                } catch (RuntimeException e) {
+                    out.close();
+                    throw e;
+                }
+                x.close();
+                x = out;
+            }
+            try (Tensor rstd = f32(n); Tensor hidden = act(n, c.hiddenSize()); Tensor rowsT = be.upload(compact, compact.length);
+                 Tensor tgt = be.upload(targets, targets.length); Tensor sel = act(rows.length, c.hiddenSize()); Tensor lp = f32(rows.length)) {
+                be.rmsNorm(hidden, rstd, x, w.get("model.norm.weight"), eps);
+                be.embedding(sel, hidden, rowsT); // row gather
+                be.tokenLogprobs(lp, sel, w.get("lm_head.weight"), tgt, temperature);
+                return lp.toFloats();
+            }
+        } finally {
+            x.close();
+        }
+    }
+
+    /**
+     * One layer of {@link #tokenLogprobsSharedPrefix}: {@link #layerForward}'s ops on the compact rows (no activations
+     * kept), its attention on the full packing through two row gathers.
+     */
+    private void sharedPrefixLayer(int l, Tensor x, Tensor out, PrefixPacking pp) {
+        int n = pp.compactRows, nf = pp.fullRows, d = c.hiddenSize(), f = c.intermediateSize(), qd = c.qDim(), kd = c.kvDim();
+        int hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
+        try (Tensor mid = act(n, d)) {
+            try (Tensor h = act(n, d); Tensor rstd = f32(n); Tensor att = act(n, hq, hd)) {
+                be.rmsNorm(h, rstd, x, p(l, "input_layernorm.weight"), eps);
+                try (Tensor qf = act(nf, hq, hd); Tensor kf = act(nf, hkv, hd); Tensor vf = act(nf, hkv, hd)) {
+                    try (Tensor q = act(n, hq, hd); Tensor k = act(n, hkv, hd); Tensor v = act(n, hkv, hd)) {
+                        linear(q.reshape(n, qd), h, p(l, "self_attn.q_proj.weight"), 0);
+                        linear(k.reshape(n, kd), h, p(l, "self_attn.k_proj.weight"), 0);
+                        linear(v.reshape(n, kd), h, p(l, "self_attn.v_proj.weight"), 0);
+                        be.rope(q, q, pp.positionsT, rope);
+                        be.rope(k, k, pp.positionsT, rope);
+                        be.embedding(qf.reshape(nf, qd), q.reshape(n, qd), pp.fullToCompactT);
+                        be.embedding(kf.reshape(nf, kd), k.reshape(n, kd), pp.fullToCompactT);
+                        be.embedding(vf.reshape(nf, kd), v.reshape(n, kd), pp.fullToCompactT);
+                    }
+                    try (Tensor attF = act(nf, hq, hd); Tensor lse = f32(nf, hq)) {
+                        be.attention(attF, lse, qf, kf, vf, pp.cuT, scale);
+                        be.embedding(att.reshape(n, qd), attF.reshape(nf, qd), pp.compactToFullT);
+                    }
+                }
+                be.copy(mid, x);
+                linear(mid, att.reshape(n, qd), p(l, "self_attn.o_proj.weight"), 1f);
+            }
+            try (Tensor h2 = act(n, d); Tensor rstd2 = f32(n); Tensor g = act(n, f); Tensor u = act(n, f); Tensor a = act(n, f)) {
+                be.rmsNorm(h2, rstd2, mid, p(l, "post_attention_layernorm.weight"), eps);
+                linear(g, h2, p(l, "mlp.gate_proj.weight"), 0);
+                linear(u, h2, p(l, "mlp.up_proj.weight"), 0);
+                be.swiglu(a, g, u);
+                be.copy(out, mid);
+                linear(out, a, p(l, "mlp.down_proj.weight"), 1f);
+            }
+        }
+    }
+
     /** Forward keeping only the final hidden states (layer inputs are freed as soon as the next layer has run). */
     public Activations forwardNoGrad(PackedBatch batch) {
         int n = batch.tokens();

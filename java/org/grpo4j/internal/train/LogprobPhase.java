@@ -16,8 +16,13 @@ import org.grpo4j.internal.model.PackedBatch;
 final class LogprobPhase {
     private LogprobPhase() {}
 
-    /** Returns how many rollouts had the no-grad old pass. */
-    static int run(RankState r, int step, List<Rollout> rs) {
+    /**
+     * How many rollouts had the no-grad old pass, and the token rows both passes ran through the layers (with
+     * logprob_prefix_sharing, each prompt once per run of its samples in a chunk).
+     */
+    record Result(int oldPasses, long rows) {}
+
+    static Result run(RankState r, int step, List<Rollout> rs) {
         GrpoConfig cfg = r.s.cfg();
         float temp = (float) cfg.temperature;
         boolean[] onPolicy = UpdatePhase.onPolicy(r, step, rs.size());
@@ -26,32 +31,75 @@ final class LogprobPhase {
             rs.get(i).old = null;
             if (!onPolicy[i]) needOld.add(rs.get(i));
         }
-        pass(r, r.refModel, rs, temp, (x, lp) -> x.ref = lp);
+        long rows = pass(r, r.refModel, rs, temp, (x, lp) -> x.ref = lp);
         // the old pass in chunks of its own rollouts (with recompute, every rollout: the same chunks as the reference pass)
-        pass(r, r.model, needOld, temp, (x, lp) -> x.old = lp);
-        return needOld.size();
+        rows += pass(r, r.model, needOld, temp, (x, lp) -> x.old = lp);
+        return new Result(needOld.size(), rows);
     }
 
-    /** One model's log-probs of the rollouts' loss tokens, in chunks of local_rollout_forward_batch_size, each rollout's to {@code into}. */
-    private static void pass(RankState r, LlamaModel m, List<Rollout> rs, float temp, java.util.function.BiConsumer<Rollout, float[]> into) {
+    /**
+     * One model's log-probs of the rollouts' loss tokens, in chunks of local_rollout_forward_batch_size, each
+     * rollout's to {@code into}; returns the token rows run through the layers.
+     */
+    private static long pass(RankState r, LlamaModel m, List<Rollout> rs, float temp, java.util.function.BiConsumer<Rollout, float[]> into) {
         int chunkSize = r.s.cfg().localRolloutForwardBatchSize;
+        long rows = 0;
         for (int from = 0; from < rs.size(); from += chunkSize) {
             List<Rollout> chunk = rs.subList(from, Math.min(rs.size(), from + chunkSize));
-            float[] lp = logprobs(r, m, chunk, temp);
+            long[] run = new long[1];
+            float[] lp = logprobs(r, m, chunk, temp, run);
+            rows += run[0];
             int k = 0;
             for (Rollout x : chunk) {
                 into.accept(x, java.util.Arrays.copyOfRange(lp, k, k + x.targets.length));
                 k += x.targets.length;
             }
         }
+        return rows;
     }
 
-    /** Log-probs of every rollout's loss tokens under a model, concatenated in order. */
-    static float[] logprobs(RankState r, LlamaModel m, List<Rollout> rs, float temp) {
+    /**
+     * Log-probs of every rollout's loss tokens under a model, concatenated in order. With logprob_prefix_sharing, the
+     * rollouts of one prompt that sit next to each other share its tokens' pass through the layers.
+     */
+    static float[] logprobs(RankState r, LlamaModel m, List<Rollout> rs, float temp) { return logprobs(r, m, rs, temp, new long[1]); }
+
+    /** {@link #logprobs(RankState, LlamaModel, List, float)}; rowsRun[0] = the token rows run through the layers. */
+    static float[] logprobs(RankState r, LlamaModel m, List<Rollout> rs, float temp, long[] rowsRun) {
         Packed pk = Packed.of(rs);
-        try (PackedBatch pb = PackedBatch.of(r.be, pk.seqs(), r.s.model().vocabSize())) {
-            return m.tokenLogprobs(pb, pk.rows(), pk.targets(), temp);
+        int vocab = r.s.model().vocabSize();
+        int[] shared = r.s.cfg().logprobPrefixSharing ? sharedPrompts(rs) : null;
+        if (shared == null) {
+            try (PackedBatch pb = PackedBatch.of(r.be, pk.seqs(), vocab)) {
+                rowsRun[0] = pb.tokens();
+                return m.tokenLogprobs(pb, pk.rows(), pk.targets(), temp);
+            }
         }
+        try (org.grpo4j.internal.model.PrefixPacking pp = org.grpo4j.internal.model.PrefixPacking.of(r.be, pk.seqs(), shared, vocab)) {
+            rowsRun[0] = pp.compactRows();
+            return m.tokenLogprobsSharedPrefix(pp, pk.rows(), pk.targets(), temp);
+        }
+    }
+
+    /**
+     * Per rollout, its prompt length when it continues a run of rollouts with the same prompt tokens (0 when it starts
+     * one), or null when no rollout continues a run (nothing to share).
+     */
+    static int[] sharedPrompts(List<Rollout> rs) {
+        int[] shared = new int[rs.size()];
+        boolean any = false;
+        Rollout lead = null;
+        for (int i = 0; i < rs.size(); i++) {
+            Rollout x = rs.get(i);
+            if (lead != null && x.promptLen == lead.promptLen && x.promptLen > 0
+                    && java.util.Arrays.equals(x.seq, 0, x.promptLen, lead.seq, 0, lead.promptLen)) {
+                shared[i] = x.promptLen;
+                any = true;
+            } else {
+                lead = x;
+            }
+        }
+        return any ? shared : null;
     }
 
     /** Rollouts packed for a forward pass: sequences, and for each loss token its row in the packing and its target. */

@@ -34,7 +34,7 @@ final class StepMetrics {
 
     /** Local metrics of this rank for step {@code s}. */
     static Map<String, Double> local(RankState r, int s, List<Rollout> rs, Generator.Stats gs, UpdatePhase.Result up, ScoringPhase.Result sc,
-                                     int oldPasses, long t0, long tGen, long tReward, long tTrain0, long tEnd) {
+                                     LogprobPhase.Result lpr, long t0, long tGen, long tReward, long tTrain0, long tEnd) {
         GrpoConfig cfg = r.s.cfg();
         Map<String, Double> m = new LinkedHashMap<>();
         int k = rs.size(), L = cfg.responseLength;
@@ -114,7 +114,8 @@ final class StepMetrics {
         m.put("throughput/generation_tokens_per_s", gs.tokensPerSecond());
         m.put("throughput/training_tokens_per_s", up.tokensTrained() / Math.max(1e-9, (tEnd - tTrain0) / 1e9));
         m.put("rollout/kv_pool_peak_utilization", gs.peakUtilization());
-        m.put("rollout/old_logprob_passes", (double) oldPasses);
+        m.put("rollout/old_logprob_passes", (double) lpr.oldPasses());
+        m.put("rollout/logprob_token_rows", (double) lpr.rows());
         return m;
     }
 
@@ -137,7 +138,7 @@ final class StepMetrics {
             else if (k.equals("val/sequence_lengths_min")) v = fold(all, i, Math::min);
             else if (k.equals("val/sequence_lengths_max") || k.startsWith("time/") || k.equals("rollout/kv_pool_peak_utilization")) v = fold(all, i, Math::max);
             else if (k.equals("val/num_stop_token_ids") || k.startsWith("rewards/") || k.startsWith("throughput/")
-                    || k.equals("rollout/old_logprob_passes")) v = fold(all, i, Double::sum);
+                    || k.equals("rollout/old_logprob_passes") || k.equals("rollout/logprob_token_rows")) v = fold(all, i, Double::sum);
             else if (k.equals("val/ratio_var")) v = unbiasedVariance(all, keys.size());
             else v = mean(all, i);
             out.put(k, v);

@@ -421,7 +421,7 @@ public final class Trainer implements AutoCloseable {
         r.lastRewardError = sc.firstError();
         long tReward = System.nanoTime();
         r.comm.setContext("step " + s + ", log-probs");
-        int oldPasses = LogprobPhase.run(r, s, roll.rollouts());
+        LogprobPhase.Result lpr = LogprobPhase.run(r, s, roll.rollouts());
         long tTrain0 = System.nanoTime();
         UpdatePhase.Result up;
         try {
@@ -434,7 +434,7 @@ public final class Trainer implements AutoCloseable {
         }
         long tEnd = System.nanoTime();
         r.comm.setContext("step " + s + ", metrics");
-        Map<String, Double> m = StepMetrics.reduce(r, StepMetrics.local(r, s, roll.rollouts(), roll.stats(), up, sc, oldPasses, t0, tGen, tReward, tTrain0, tEnd), up.stats());
+        Map<String, Double> m = StepMetrics.reduce(r, StepMetrics.local(r, s, roll.rollouts(), roll.stats(), up, sc, lpr, t0, tGen, tReward, tTrain0, tEnd), up.stats());
         if (r.leader() && writer && setup.eval() != null && cfg.numEvals > 0 && (s - 1) % cfg.evalFreq() == 0) writeSamples(r, s);
         return m;
     }
@@ -686,6 +686,8 @@ public final class Trainer implements AutoCloseable {
         if (!keys.has("old_logprobs")) c.oldLogprobs = "recompute";
         // and one written before lm_head_scratch_mib existed ran the LM head in blocks within 256 MiB
         if (!keys.has("lm_head_scratch_mib")) c.lmHeadScratchMib = 256;
+        // and one written before logprob_prefix_sharing ran every sequence whole through the log-prob passes
+        if (!keys.has("logprob_prefix_sharing")) c.logprobPrefixSharing = false;
         return c;
     }
 

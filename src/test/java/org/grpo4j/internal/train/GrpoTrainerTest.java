@@ -116,6 +116,38 @@ class GrpoTrainerTest {
         assertTrue(maxDiff <= 1e-5 * maxW, "weights after 2 steps: max |auto - recompute| " + maxDiff + " against max |w| " + maxW);
     }
 
+    /**
+     * logprob_prefix_sharing runs each prompt once per chunk through the no-grad passes (the reference's, and the old
+     * one with recompute): on the CPU the same log-probs bit for bit, so the same metrics and the same weights after
+     * two steps, bit for bit. The run's chunks of 8 rollouts hold two prompts' 4 samples each.
+     */
+    @Test
+    void logprobPrefixSharingChangesNoBitOnTheCpu(@TempDir Path tmp) throws Exception {
+        Map<Boolean, List<Map<String, Double>>> runs = new java.util.LinkedHashMap<>();
+        for (boolean on : new boolean[] {true, false}) {
+            List<String> sets = small(tmp.resolve("share-" + on), 2);
+            sets.addAll(List.of("logprob_prefix_sharing=" + on, "old_logprobs=\"recompute\"", "num_evals=0"));
+            List<Map<String, Double>> seen = new ArrayList<>();
+            try (Trainer t = Trainer.builder(config(sets)).log(null).build()) {
+                t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
+                    @Override
+                    public void onStep(int step, Map<String, Double> m) { seen.add(m); }
+                });
+            }
+            runs.put(on, seen);
+        }
+        for (int s = 0; s < 2; s++) {
+            for (String k : List.of("objective/kl", "loss/policy_avg", "val/ratio", "policy/approxkl_avg", "objective/scores"))
+                assertEquals(runs.get(false).get(s).get(k), runs.get(true).get(s).get(k), 0.0, "step " + (s + 1) + " " + k);
+            // the passes ran fewer rows: each prompt once per chunk, not once per sample
+            double on = runs.get(true).get(s).get("rollout/logprob_token_rows"), off = runs.get(false).get(s).get("rollout/logprob_token_rows");
+            assertTrue(on < off, "step " + (s + 1) + ": " + on + " rows shared vs " + off);
+        }
+        float[] on = allFloats(tmp.resolve("share-true/checkpoints/step_2/model/model.safetensors"));
+        float[] off = allFloats(tmp.resolve("share-false/checkpoints/step_2/model/model.safetensors"));
+        assertArrayEquals(off, on, "weights after 2 steps");
+    }
+
     private static int count(int[] shape) {
         int n = 1;
         for (int d : shape) n *= d;
@@ -300,15 +332,19 @@ class GrpoTrainerTest {
     /**
      * A checkpoint written before a key existed resumes as it ran, not with the key's new default: lm_head_grad split
      * (dz as hi + lo), old_logprobs recompute (every old log-prob from the no-grad pass), lm_head_scratch_mib 256 (the
-     * LM head's 256 MiB blocks), so that the run goes on bit for bit; a checkpoint with the key keeps its value.
+     * LM head's 256 MiB blocks), logprob_prefix_sharing off (every sequence whole through the log-prob passes), so that
+     * the run goes on bit for bit; a checkpoint with the key keeps its value.
      */
     @Test
     void aCheckpointWithoutNewerKeysResumesAsItRan(@TempDir Path tmp) throws Exception {
         GrpoConfig c = config(small(tmp.resolve("run"), 1));
-        assertEquals(List.of("bf16", "auto", 1024L), List.of(c.lmHeadGrad, c.oldLogprobs, c.lmHeadScratchMib), "the defaults");
-        Map<String, Object> before = Map.of("lm_head_grad", "split", "old_logprobs", "recompute", "lm_head_scratch_mib", 256L);
+        assertEquals(List.of("bf16", "auto", 1024L, true), List.of(c.lmHeadGrad, c.oldLogprobs, c.lmHeadScratchMib, c.logprobPrefixSharing),
+                "the defaults");
+        Map<String, Object> before = Map.of("lm_head_grad", "split", "old_logprobs", "recompute", "lm_head_scratch_mib", 256L,
+                "logprob_prefix_sharing", false);
         Map<String, java.util.function.Function<GrpoConfig, Object>> read = Map.of("lm_head_grad", x -> x.lmHeadGrad,
-                "old_logprobs", x -> x.oldLogprobs, "lm_head_scratch_mib", x -> x.lmHeadScratchMib);
+                "old_logprobs", x -> x.oldLogprobs, "lm_head_scratch_mib", x -> x.lmHeadScratchMib,
+                "logprob_prefix_sharing", x -> x.logprobPrefixSharing);
         for (String key : before.keySet()) {
             var withKey = (com.fasterxml.jackson.databind.node.ObjectNode) new ObjectMapper().readTree(c.toJson());
             assertTrue(withKey.has(key), "a new checkpoint records " + key);

@@ -1,0 +1,112 @@
+package org.grpo4j.internal.model;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.TestBackends;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Log-probs over sequences that share prefixes ({@link LlamaModel#tokenLogprobsSharedPrefix}): each shared prefix runs
+ * through the layers once, yet every row's log-prob is the full packing's. On the CPU bit for bit (every op but
+ * attention works row by row, and attention runs on the same full packing); on CUDA within the GEMMs' rounding.
+ */
+class PrefixPackingTest {
+    static final int V = 512;
+
+    /** Two groups (a 21-token prompt with three samples, a 9-token one with two), a sequence alone, ragged lengths. */
+    record Case(List<int[]> seqs, int[] shared) {}
+
+    static Case sample(long seed) {
+        SplittableRandom r = new SplittableRandom(seed);
+        List<int[]> seqs = new ArrayList<>();
+        List<Integer> shared = new ArrayList<>();
+        int[][] groups = {{21, 3}, {0, 1}, {9, 2}}; // {prompt length, samples}; prompt 0: a sequence of its own
+        for (int[] g : groups) {
+            int[] prompt = r.ints(Math.max(g[0], 1), 0, V).toArray();
+            for (int s = 0; s < g[1]; s++) {
+                int own = 1 + r.nextInt(17);
+                int[] seq = java.util.Arrays.copyOf(prompt, prompt.length + own);
+                for (int j = prompt.length; j < seq.length; j++) seq[j] = r.nextInt(V);
+                seqs.add(seq);
+                shared.add(s == 0 || g[0] == 0 ? 0 : g[0]);
+            }
+        }
+        return new Case(seqs, shared.stream().mapToInt(Integer::intValue).toArray());
+    }
+
+    /** Every row of every sequence, each with a random target. */
+    static int[][] rowsAndTargets(Case c, long seed) {
+        SplittableRandom r = new SplittableRandom(seed);
+        int n = 0;
+        for (int[] s : c.seqs()) n += s.length;
+        int[] rows = new int[n], tgt = new int[n];
+        for (int i = 0; i < n; i++) {
+            rows[i] = i;
+            tgt[i] = r.nextInt(V);
+        }
+        return new int[][] {rows, tgt};
+    }
+
+    static void sharedEqualsFull(Backend be, DType dtype, double tol) {
+        Case c = sample(5);
+        int[][] rt = rowsAndTargets(c, 6);
+        try (LlamaWeights w32 = LlamaWeights.init(be, LlamaConfig.tiny(V, 1, 2), 3); LlamaWeights w = w32.castTo(dtype)) {
+            LlamaModel m = new LlamaModel(w);
+            float[] want, got;
+            try (PackedBatch pb = PackedBatch.of(be, c.seqs(), V)) {
+                want = m.tokenLogprobs(pb, rt[0], rt[1], 0.7f);
+            }
+            try (PrefixPacking pp = PrefixPacking.of(be, c.seqs(), c.shared(), V)) {
+                // the layers' rows: 21 + 9 prompt tokens once, not 3 x 21 + 2 x 9
+                assertEquals(want.length - 2 * 21 - 9, pp.compactRows());
+                assertEquals(want.length, pp.fullRows());
+                got = m.tokenLogprobsSharedPrefix(pp, rt[0], rt[1], 0.7f);
+            }
+            if (tol == 0) assertArrayEquals(want, got);
+            else for (int i = 0; i < want.length; i++) assertEquals(want[i], got[i], tol * (1 + Math.abs(want[i])), "row " + i);
+        }
+    }
+
+    @Test
+    void sharedPrefixLogprobsEqualTheFullPackingsOnTheCpu() {
+        sharedEqualsFull(TestBackends.cpu(), DType.FP32, 0);
+        sharedEqualsFull(TestBackends.cpu(), DType.BF16, 0);
+    }
+
+    @Test
+    @Tag("gpu")
+    void sharedPrefixLogprobsMatchTheFullPackingsOnCuda() {
+        sharedEqualsFull(TestBackends.cuda(), DType.BF16, 2e-2);
+        sharedEqualsFull(TestBackends.cuda(), DType.FP32, 1e-4);
+    }
+
+    @Test
+    void packingMapsRowsAndRefusesWhatIsNotShared() {
+        Backend be = TestBackends.cpu();
+        List<int[]> seqs = List.of(new int[] {7, 8, 9, 1}, new int[] {7, 8, 9, 2, 3}, new int[] {4, 5});
+        try (PrefixPacking pp = PrefixPacking.of(be, seqs, new int[] {0, 3, 0}, V)) {
+            assertEquals(11, pp.fullRows());
+            assertEquals(8, pp.compactRows()); // 7 8 9 1 | 2 3 | 4 5
+            int[] want = {0, 1, 2, 3, 0, 1, 2, 4, 5, 6, 7};
+            for (int f = 0; f < want.length; f++) assertEquals(want[f], pp.compactRow(f), "full row " + f);
+        }
+        assertThrows(IllegalArgumentException.class, () -> PrefixPacking.of(be, seqs, new int[] {0, 3, 1}, V), "4 5 shares nothing with 7 8 9");
+        assertThrows(IllegalArgumentException.class, () -> PrefixPacking.of(be, seqs, new int[] {2, 3, 0}, V), "the first shares with no one");
+        assertThrows(IllegalArgumentException.class, () -> PrefixPacking.of(be, seqs, new int[] {0, 5, 0}, V), "past the first's length");
+        List<int[]> three = List.of(new int[] {7, 8, 9, 1}, new int[] {7, 8, 9, 2}, new int[] {7, 8, 9, 3});
+        assertThrows(IllegalArgumentException.class, () -> PrefixPacking.of(be, three, new int[] {0, 3, 2}, V), "one group, one count");
+        assertThrows(IllegalArgumentException.class, () -> PrefixPacking.of(be, List.of(new int[] {V}), new int[] {0}, V), "token id");
+        try (LlamaWeights w = LlamaWeights.init(be, LlamaConfig.tiny(V, 1, 2), 3); PrefixPacking pp = PrefixPacking.of(be, three, new int[] {0, 3, 3}, V)) {
+            LlamaModel m = new LlamaModel(w);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> m.tokenLogprobsSharedPrefix(pp, new int[] {12}, new int[] {1}, 1f));
+            assertTrue(e.getMessage().contains("rows[0] = 12"), e.getMessage());
+        }
+    }
+}
