@@ -525,10 +525,11 @@ final class Cases {
         // The same steps as a GRPO rollout runs them: groups of 16 samples sharing their prompt's 256 keys (2/3 of the
         // context), read once per group through prefix groups (cascade decoding). Work = the distinct K/V bytes: the
         // rate is against the copy bandwidth of what must be read; the time against the ungrouped row above is the gain.
+        // Problems of their own, without a peer or a goal (SDPA has no shared prefixes to read once).
         int share = ctx1b * 2 / 3 / bs * bs, gs = PREFIX_GROUP;
         for (int hdx : new int[] {hd1b, hd}) {
             double kvTokens = (double) (b / gs) * share + (double) b * (ctx1b - share);
-            out.add(new Case("decode", "decode b" + b + " ctx" + ctx1b + " d" + hdx + " [" + gs + " share " + share + "]",
+            out.add(new Case("decode", "decode b" + b + " ctx" + ctx1b + " d" + hdx + " share" + gs + "x" + share,
                     "B=" + b + " ctx=" + ctx1b + " Hq=" + hq + " Hkv=" + hkv + " D=" + hdx + ", groups of " + gs + " sharing " + share,
                     act.label(), List.of(Ops.DECODE_ATTENTION), 2.0 * a * kvTokens * hkv * hdx + 2.0 * a * b * hq * hdx, "byte",
                     "2*A*(B/" + gs + "*shared + B*(ctx-shared))*Hkv*D + 2*A*B*Hq*D: the distinct K/V read once", Kind.KERNEL,

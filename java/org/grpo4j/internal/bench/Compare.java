@@ -62,7 +62,9 @@ public final class Compare {
             case "attention" -> {
                 if (n.startsWith("fwd ") || n.startsWith("fwd+bwd ")) g.add(new Goal(GoalType.RATIO, 1.0, SDPA_FLASH));
             }
-            case "decode" -> g.add(new Goal(GoalType.RATIO, 1.0, SDPA_GQA));
+            case "decode" -> {
+                if (!n.contains(" share")) g.add(new Goal(GoalType.RATIO, 1.0, SDPA_GQA)); // prefix-group rows: no peer
+            }
             case "sampling" -> {
                 if (n.startsWith("top-p")) {
                     g.add(new Goal(GoalType.RATIO, 20, SORT_TOP_P));
