@@ -368,13 +368,15 @@ public final class LlamaModel {
         int n = pp.compactRows, nf = pp.fullRows, d = c.hiddenSize(), f = c.intermediateSize(), qd = c.qDim(), kd = c.kvDim();
         int hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
         try (Tensor mid = act(n, d)) {
-            try (Tensor h = act(n, d); Tensor rstd = f32(n); Tensor att = act(n, hq, hd)) {
-                be.rmsNorm(h, rstd, x, p(l, "input_layernorm.weight"), eps);
+            try (Tensor att = act(n, hq, hd)) {
                 try (Tensor qf = act(nf, hq, hd); Tensor kf = act(nf, hkv, hd); Tensor vf = act(nf, hkv, hd)) {
                     try (Tensor q = act(n, hq, hd); Tensor k = act(n, hkv, hd); Tensor v = act(n, hkv, hd)) {
-                        linear(q.reshape(n, qd), h, p(l, "self_attn.q_proj.weight"), 0);
-                        linear(k.reshape(n, kd), h, p(l, "self_attn.k_proj.weight"), 0);
-                        linear(v.reshape(n, kd), h, p(l, "self_attn.v_proj.weight"), 0);
+                        try (Tensor h = act(n, d); Tensor rstd = f32(n)) { // freed before the full rows' attention
+                            be.rmsNorm(h, rstd, x, p(l, "input_layernorm.weight"), eps);
+                            linear(q.reshape(n, qd), h, p(l, "self_attn.q_proj.weight"), 0);
+                            linear(k.reshape(n, kd), h, p(l, "self_attn.k_proj.weight"), 0);
+                            linear(v.reshape(n, kd), h, p(l, "self_attn.v_proj.weight"), 0);
+                        }
                         be.rope(q, q, pp.positionsT, rope);
                         be.rope(k, k, pp.positionsT, rope);
                         be.embedding(qf.reshape(nf, qd), q.reshape(n, qd), pp.fullToCompactT);

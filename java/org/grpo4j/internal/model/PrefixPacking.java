@@ -115,6 +115,15 @@ public final class PrefixPacking implements AutoCloseable {
 
     @Override
     public void close() {
-        for (Tensor t : new Tensor[] {idsT, positionsT, fullToCompactT, compactToFullT, cuT}) t.close();
+        RuntimeException first = null;
+        for (Tensor t : new Tensor[] {idsT, positionsT, fullToCompactT, compactToFullT, cuT}) {
+            try {
+                t.close();
+            } catch (RuntimeException e) { // the others are still freed
+                if (first == null) first = e;
+                else first.addSuppressed(e);
+            }
+        }
+        if (first != null) throw first;
     }
 }

@@ -59,12 +59,10 @@ final class LogprobPhase {
     }
 
     /**
-     * Log-probs of every rollout's loss tokens under a model, concatenated in order. With logprob_prefix_sharing, the
-     * rollouts of one prompt that sit next to each other share its tokens' pass through the layers.
+     * Log-probs of every rollout's loss tokens under a model, concatenated in order; rowsRun[0] = the token rows run
+     * through the layers. With logprob_prefix_sharing, the rollouts of one prompt that sit next to each other share its
+     * tokens' pass through the layers.
      */
-    static float[] logprobs(RankState r, LlamaModel m, List<Rollout> rs, float temp) { return logprobs(r, m, rs, temp, new long[1]); }
-
-    /** {@link #logprobs(RankState, LlamaModel, List, float)}; rowsRun[0] = the token rows run through the layers. */
     static float[] logprobs(RankState r, LlamaModel m, List<Rollout> rs, float temp, long[] rowsRun) {
         Packed pk = Packed.of(rs);
         int vocab = r.s.model().vocabSize();

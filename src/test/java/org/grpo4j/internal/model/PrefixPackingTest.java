@@ -86,6 +86,60 @@ class PrefixPackingTest {
         sharedEqualsFull(TestBackends.cuda(), DType.FP32, 1e-4);
     }
 
+    /**
+     * Random batches (1-4 groups, prompts of 1-12 tokens, 1-4 samples, often a sample that is its prompt alone) with
+     * random loss rows, in fp32 and bf16: the shared log-probs equal the full packing's bit for bit on the CPU, and the
+     * maps hold (each full row's compact row has its token and position; compactToFull inverts fullToCompact).
+     */
+    @Test
+    void randomBatchesAgreeBitForBitAndTheMapsHold() {
+        Backend be = TestBackends.cpu();
+        SplittableRandom r = new SplittableRandom(11);
+        for (DType dt : new DType[] {DType.FP32, DType.BF16})
+            try (LlamaWeights w32 = LlamaWeights.init(be, LlamaConfig.tiny(V, 1, 2), 3); LlamaWeights w = w32.castTo(dt)) {
+                LlamaModel m = new LlamaModel(w);
+                for (int iter = 0; iter < 30; iter++) {
+                    List<int[]> seqs = new ArrayList<>();
+                    List<Integer> sh = new ArrayList<>();
+                    for (int g = 0, groups = 1 + r.nextInt(4); g < groups; g++) {
+                        int p = 1 + r.nextInt(12), n = 1 + r.nextInt(4);
+                        int[] prompt = r.ints(p, 0, V).toArray();
+                        for (int s = 0; s < n; s++) {
+                            int own = r.nextInt(4) == 0 ? 0 : r.nextInt(9);
+                            int[] seq = java.util.Arrays.copyOf(prompt, p + own);
+                            for (int j = p; j < seq.length; j++) seq[j] = r.nextInt(V);
+                            seqs.add(seq);
+                            sh.add(s == 0 ? 0 : p);
+                        }
+                    }
+                    int nf = 0;
+                    for (int[] s : seqs) nf += s.length;
+                    int k = 1 + r.nextInt(nf);
+                    int[] rows = new int[k], tgt = new int[k];
+                    for (int i = 0; i < k; i++) {
+                        rows[i] = r.nextInt(nf);
+                        tgt[i] = r.nextInt(V);
+                    }
+                    float[] want, got;
+                    try (PackedBatch pb = PackedBatch.of(be, seqs, V)) {
+                        want = m.tokenLogprobs(pb, rows, tgt, 0.9f);
+                    }
+                    try (PrefixPacking pp = PrefixPacking.of(be, seqs, sh.stream().mapToInt(Integer::intValue).toArray(), V)) {
+                        got = m.tokenLogprobsSharedPrefix(pp, rows, tgt, 0.9f);
+                        int f = 0;
+                        for (int i = 0; i < seqs.size(); i++)
+                            for (int j = 0; j < seqs.get(i).length; j++, f++) {
+                                int c = pp.fullToCompact[f];
+                                assertEquals(seqs.get(i)[j], pp.compactIds[c], "token of full row " + f);
+                                assertEquals(j, pp.compactPositions[c], "position of full row " + f);
+                            }
+                        for (int c = 0; c < pp.compactRows; c++) assertEquals(c, pp.fullToCompact[pp.compactToFull[c]], "compact row " + c);
+                    }
+                    assertArrayEquals(want, got, dt + " batch " + iter);
+                }
+            }
+    }
+
     @Test
     void packingMapsRowsAndRefusesWhatIsNotShared() {
         Backend be = TestBackends.cpu();
