@@ -84,14 +84,7 @@ class GrpoTrainerTest {
         for (String mode : List.of("auto", "recompute")) {
             List<String> sets = small(tmp.resolve(mode), 2);
             sets.addAll(List.of("old_logprobs=\"" + mode + "\"", "num_evals=0"));
-            List<Map<String, Double>> seen = new ArrayList<>();
-            try (Trainer t = Trainer.builder(config(sets)).log(null).build()) {
-                t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
-                    @Override
-                    public void onStep(int step, Map<String, Double> m) { seen.add(m); }
-                });
-            }
-            runs.put(mode, seen);
+            runs.put(mode, stepMetrics(sets));
         }
         List<Map<String, Double>> auto = runs.get("auto"), rec = runs.get("recompute");
         for (int s = 0; s < 2; s++) {
@@ -127,14 +120,7 @@ class GrpoTrainerTest {
         for (boolean on : new boolean[] {true, false}) {
             List<String> sets = small(tmp.resolve("share-" + on), 2);
             sets.addAll(List.of("logprob_prefix_sharing=" + on, "old_logprobs=\"recompute\"", "num_evals=0"));
-            List<Map<String, Double>> seen = new ArrayList<>();
-            try (Trainer t = Trainer.builder(config(sets)).log(null).build()) {
-                t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
-                    @Override
-                    public void onStep(int step, Map<String, Double> m) { seen.add(m); }
-                });
-            }
-            runs.put(on, seen);
+            runs.put(on, stepMetrics(sets));
         }
         for (int s = 0; s < 2; s++) {
             for (String k : List.of("objective/kl", "loss/policy_avg", "val/ratio", "policy/approxkl_avg", "objective/scores"))
@@ -146,6 +132,18 @@ class GrpoTrainerTest {
         float[] on = allFloats(tmp.resolve("share-true/checkpoints/step_2/model/model.safetensors"));
         float[] off = allFloats(tmp.resolve("share-false/checkpoints/step_2/model/model.safetensors"));
         assertArrayEquals(off, on, "weights after 2 steps");
+    }
+
+    /** Trains a run of the given config and returns each step's metrics. */
+    static List<Map<String, Double>> stepMetrics(List<String> sets) throws Exception {
+        List<Map<String, Double>> seen = new ArrayList<>();
+        try (Trainer t = Trainer.builder(config(sets)).log(null).build()) {
+            t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
+                @Override
+                public void onStep(int step, Map<String, Double> m) { seen.add(m); }
+            });
+        }
+        return seen;
     }
 
     private static int count(int[] shape) {
