@@ -47,7 +47,8 @@ struct DecArgs {
     int* marks;         // [B] with groups: the sequence's group row + 1 (0 none, -1 a bad row)
     int hq, hkv, group, d, bs, max_blocks, num_blocks, chunk, splits;
     int slots;       // partial states per (sequence, head): the splits' (with several), plus the prefix's with groups
-    int pslot;       // the prefix state's slot
+    int pslot;       // the first prefix state's slot
+    int psplits;     // prefix states per (sequence, head): prefix_kernel's blocks per (group, kv head), strided tiles
     float scale, c;  // c = scale * log2(e)
     int* flag;
     int op;
@@ -210,13 +211,23 @@ constexpr int prefix_smem() { return PRE_ROWS * D * 2 + 4 * TK * D * 2; }
 template <int D>
 __global__ void __launch_bounds__(NT) prefix_kernel(DecArgs a, int batch) {
     constexpr int KD = D / 16, ND = D / 8, NB = TK / 8, C = D / 8;
-    const int gi = blockIdx.x, g = blockIdx.y;
+    const int gi = blockIdx.x, g = blockIdx.y, ps = blockIdx.z, PS = gridDim.z;
     __shared__ int problem;
     const int key = group_problem(a, gi, batch, &problem);
-    if (g == 0) mark_group(a, gi, batch, key);
+    if (g == 0 && ps == 0) mark_group(a, gi, batch, key);
     const int* gr = a.groups + 3LL * gi;
     const int first = gr[0], count = gr[1], shared = gr[2];
     if (key != NO_PROBLEM || count <= 0 || shared == 0) return;
+    // this block's tiles of the shared keys: ps, ps + PS, ... (with few groups, PS blocks share a group's keys)
+    const int all = (shared + TK - 1) / TK, ntiles = all > ps ? (all - ps + PS - 1) / PS : 0;
+    if (ntiles == 0) {  // no tile of its own: an empty state in its slot for every row of the group
+        for (int r = threadIdx.x; r < count * a.group; r += NT) {
+            const long long pr = ((long long) (first + r / a.group) * a.hq + g * a.group + r % a.group) * a.slots + a.pslot + ps;
+            a.part_ml[pr * 2] = -INFINITY;
+            a.part_ml[pr * 2 + 1] = 0.f;
+        }
+        return;
+    }
     extern __shared__ __align__(128) unsigned char smem[];
     const unsigned sQ = g4::smem_u32(smem), sK = sQ + PRE_ROWS * D * 2, sV = sK + 2 * TK * D * 2;
     const int* row = a.tables + (long long) first * a.max_blocks;
@@ -224,7 +235,7 @@ __global__ void __launch_bounds__(NT) prefix_kernel(DecArgs a, int batch) {
     const auto load_kv = [&](int tile, int stage) {
 #pragma unroll
         for (int it = 0; it < TK * C / NT; it++) {
-            const int i = it * NT + threadIdx.x, r = i / C, c = i % C, key = tile * TK + r;
+            const int i = it * NT + threadIdx.x, r = i / C, c = i % C, key = (ps + tile * PS) * TK + r;
             const bool ok = key < shared;
             const long long slot = ok ? (long long) row[key / a.bs] * a.bs + key % a.bs : 0;
             const long long off = (slot * a.hkv + g) * D + c * 8;
@@ -233,7 +244,7 @@ __global__ void __launch_bounds__(NT) prefix_kernel(DecArgs a, int batch) {
         }
     };
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
-    const int per = PRE_ROWS / a.group, ntiles = (shared + TK - 1) / TK;
+    const int per = PRE_ROWS / a.group;
     for (int m0 = 0; m0 < count; m0 += per) {
         const int rows = min(count - m0, per) * a.group;  // row r: member m0 + r / group, query head g * group + r % group
         for (int i = threadIdx.x; i < PRE_ROWS * C; i += NT) {
@@ -275,7 +286,7 @@ __global__ void __launch_bounds__(NT) prefix_kernel(DecArgs a, int batch) {
                         g4::mma_bf16(s[2 * n2], qf[kk], bf[0], bf[1]);
                         g4::mma_bf16(s[2 * n2 + 1], qf[kk], bf[2], bf[3]);
                     }
-                online_softmax_tile(s, o, m, l, j * TK, shared, tig, a.c);
+                online_softmax_tile(s, o, m, l, (ps + j * PS) * TK, shared, tig, a.c);
 #pragma unroll
                 for (int kk = 0; kk < TK / 16; kk++) {  // 16 keys per k-step of O += P V
                     unsigned pa[4];
@@ -298,7 +309,7 @@ __global__ void __launch_bounds__(NT) prefix_kernel(DecArgs a, int batch) {
                 const int r = warp * 16 + gid + 8 * i;
                 if (r < rows) {
                     const long long prow = (long long) (first + m0 + r / a.group) * a.hq + g * a.group + r % a.group;
-                    const long long pr = prow * a.slots + a.pslot;
+                    const long long pr = prow * a.slots + a.pslot + ps;
 #pragma unroll
                     for (int nd = 0; nd < ND; nd++)
                         *reinterpret_cast<float2*>(a.part_o + pr * D + nd * 8 + tig * 2) = make_float2(o[nd][2 * i], o[nd][2 * i + 1]);
@@ -336,11 +347,12 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
     if (a.marks) {
         const int mk = a.marks[b];
         if (mk < 0 && direct) return;  // a bad prefix group (reported by prefix_kernel): not written
-        if (!direct && split == 0 && (int) threadIdx.x < a.group) {  // the prefix slot of a sequence in no group or a bad one
-            float* pml = a.part_ml + ((prow + threadIdx.x) * a.slots + a.pslot) * 2;
-            if (mk < 0) pml[1] = -1.f;
-            else if (mk == 0) pml[0] = -INFINITY, pml[1] = 0.f;
-        }
+        if (!direct && split == 0 && mk <= 0)  // the prefix slots of a sequence in no group or a bad one
+            for (int i = threadIdx.x; i < a.group * a.psplits; i += NT) {
+                float* pml = a.part_ml + ((prow + i % a.group) * a.slots + a.pslot + i / a.group) * 2;
+                if (mk < 0) pml[1] = -1.f;
+                else pml[0] = -INFINITY, pml[1] = 0.f;
+            }
         if (mk > 0) start = a.groups[3LL * (mk - 1) + 2];
     }
     // in 64 bits: start + split * chunk can pass 2^31 in a table of that many keys; past the context, an empty split
@@ -454,13 +466,8 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
     for (int i = threadIdx.x; i < a.group * D; i += NT) {
         const int r = i / D, x = i % D;
         float mx = g4::merge_max(ml + r * 2, ml + r * 2 + 1, 4, 16 * 2);
-        float pm = -INFINITY, pl = 0.f;  // the prefix state (direct blocks of a sequence in a group)
-        const long long ps = (prow + r) * a.slots + a.pslot;  // its slot
-        if (prefix) {
-            pm = a.part_ml[ps * 2];
-            pl = a.part_ml[ps * 2 + 1];
-            if (pl > 0.f) mx = fmaxf(mx, pm);
-        }
+        const long long ps = (prow + r) * a.slots + a.pslot;  // the prefix states' slots (direct blocks in a group)
+        if (prefix) mx = fmaxf(mx, g4::merge_max(a.part_ml + ps * 2, a.part_ml + ps * 2 + 1, a.psplits, 2));
         float sum = 0.f, acc = 0.f;
 #pragma unroll
         for (int w = 0; w < 4; w++) {
@@ -471,11 +478,15 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
                 acc = fmaf(f, mo[(w * 16 + r) * MS + x], acc);
             }
         }
-        if (pl > 0.f) {
-            const float f = g4::merge_factor(pm, pl, mx);
-            sum = fmaf(f, pl, sum);
-            acc = fmaf(f, a.part_o[ps * D + x], acc);
-        }
+        if (prefix)
+            for (int k = 0; k < a.psplits; k++) {
+                const float pl = a.part_ml[(ps + k) * 2 + 1];
+                if (pl > 0.f) {
+                    const float f = g4::merge_factor(a.part_ml[(ps + k) * 2], pl, mx);
+                    sum = fmaf(f, pl, sum);
+                    acc = fmaf(f, a.part_o[(ps + k) * D + x], acc);
+                }
+            }
         if (direct) {
             static_cast<bf16*>(a.out)[(prow + r) * D + x] = __float2bfloat16_rn(acc / sum);
         } else {
@@ -582,7 +593,7 @@ static int decode_fast(const DecArgs& a, int batch, int num_groups, cudaStream_t
     if (a.groups) {
         constexpr int psmem = prefix_smem<D>();
         if ((e = (int) cudaFuncSetAttribute(prefix_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, psmem))) return e;
-        prefix_kernel<D><<<dim3(num_groups, a.hkv), NT, psmem, st>>>(a, batch);
+        prefix_kernel<D><<<dim3(num_groups, a.hkv, a.psplits), NT, psmem, st>>>(a, batch);
         if ((e = g4::launched())) return e;
     }
     constexpr int smem = decode_smem<D>();
@@ -597,23 +608,33 @@ static int decode_fast(const DecArgs& a, int batch, int num_groups, cudaStream_t
 // (sequence, head) has more than one slot.
 static long long marks_bytes(int b, bool groups) { return groups ? ((long long) b * 4 + 255) / 256 * 256 : 0; }
 
+// Blocks per (group, kv head) of prefix_kernel: with fewer (group, kv head) pairs than SMs, enough that the groups'
+// keys are spread over about two blocks an SM (at most PRE_SPLITS_MAX, each taking every PS-th tile).
+constexpr int PRE_SPLITS_MAX = 8;
+static int prefix_splits(int num_groups, int hkv, int sms) {
+    const long long blocks = (long long) num_groups * hkv;
+    if (num_groups <= 0 || blocks >= sms) return 1;
+    return (int) min((long long) PRE_SPLITS_MAX, (2LL * sms + blocks - 1) / blocks);
+}
+
 // The split plan and the partial-state slots per (sequence, head): none with one split and no groups (the block writes
-// the output), the prefix's alone (slot 0) with one split and groups, else the splits' then the prefix's (slot splits).
-static int decode_slots(int b, int hkv, int max_blocks, int block_size, int sms, bool groups, int* chunk, int* splits,
-                        int* pslot) {
+// the output), the prefix's alone (slots 0 .. psplits - 1) with one split and groups, else the splits' then the
+// prefix's (from slot splits).
+static int decode_slots(int b, int hkv, int max_blocks, int block_size, int sms, int num_groups, int* chunk, int* splits,
+                        int* pslot, int* psplits) {
     g4::decode_split_plan(b, hkv, max_context(max_blocks, block_size), block_size, sms, chunk, splits);
+    *psplits = num_groups > 0 ? prefix_splits(num_groups, hkv, sms) : 0;
     *pslot = *splits == 1 ? 0 : *splits;
-    if (*splits == 1) return groups ? 1 : 0;
-    return *splits + (groups ? 1 : 0);
+    return (*splits == 1 ? 0 : *splits) + *psplits;
 }
 
 }  // namespace
 
 extern "C" int g4_decode_attention_workspace(int b, int hq, int hkv, int d, int max_blocks, int block_size, int sms,
-                                             int groups, long long* bytes) {
-    int chunk, splits, pslot;
-    const int slots = decode_slots(b, hkv, max_blocks, block_size, sms, groups != 0, &chunk, &splits, &pslot);
-    *bytes = marks_bytes(b, groups != 0) + (long long) b * hq * slots * (d + 2) * 4;
+                                             int num_groups, long long* bytes) {
+    int chunk, splits, pslot, psplits;
+    const int slots = decode_slots(b, hkv, max_blocks, block_size, sms, num_groups, &chunk, &splits, &pslot, &psplits);
+    *bytes = marks_bytes(b, num_groups > 0) + (long long) b * hq * slots * (d + 2) * 4;
     return 0;
 }
 
@@ -646,7 +667,8 @@ extern "C" int g4_decode_attention(int dtype, g4_ptr out, g4_ptr q, g4_ptr kcach
     const bool fast = dtype == G4_BF16 && (d == 64 || d == 128) && a.group <= 16 && g4::aligned16(out) &&
                       g4::aligned16(q) && g4::aligned16(kcache) && g4::aligned16(vcache);
     if (fast) {
-        a.slots = decode_slots(b, hkv, max_blocks, block_size, sms, grouped, &a.chunk, &a.splits, &a.pslot);
+        a.slots = decode_slots(b, hkv, max_blocks, block_size, sms, grouped ? num_groups : 0, &a.chunk, &a.splits, &a.pslot,
+                               &a.psplits);
         if (a.slots > 0) {
             const long long need = mb + (long long) b * hq * a.slots * (d + 2) * 4;
             if (ws_bytes < need) return (int) cudaErrorInvalidValue;

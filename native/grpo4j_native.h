@@ -138,9 +138,9 @@ int g4_attention(int dtype, g4_ptr out, g4_ptr lse, g4_ptr q, g4_ptr k, g4_ptr v
 int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv, g4_ptr dout, g4_ptr q, g4_ptr k, g4_ptr v,
                           g4_ptr out, g4_ptr lse, g4_ptr cu, int n, int b, int hq, int hkv, int d, float scale,
                           int deterministic, g4_ptr ws, long long ws_bytes, g4_ptr flag, int op, g4_stream s);
-// Scratch bytes for g4_decode_attention (groups != 0: with prefix groups; the prefix marks and the split-KV partials;
-// 0 when one split suffices and there are no groups).
-int g4_decode_attention_workspace(int b, int hq, int hkv, int d, int max_blocks, int block_size, int sms, int groups,
+// Scratch bytes for g4_decode_attention with num_groups prefix group rows (0: none): the prefix marks and the split-KV
+// and prefix partial states (0 when one split suffices and there are no groups).
+int g4_decode_attention_workspace(int b, int hq, int hkv, int d, int max_blocks, int block_size, int sms, int num_groups,
                                   long long* bytes);
 // out, q [b, hq, d]; caches [num_blocks, block_size, hkv, d]; tables [b, max_blocks]; ctx [b]; groups [num_groups, 3]
 // (first, count, shared: sequences first .. first + count - 1 read their first `shared` keys through sequence first's

@@ -162,7 +162,7 @@ Result call(const Problem& p, const Paged& g, double scale, int sms, bool misali
     long long ws_bytes = -1;
     const int ng = (int) g.groups.size() / 3;
     const g4_ptr gp = ng ? P(g.groups.data()) : 0;
-    g4_decode_attention_workspace(g.b, p.hq, p.hkv, p.d, g.max_blocks, p.bs, sms, ng > 0, &ws_bytes);
+    g4_decode_attention_workspace(g.b, p.hq, p.hkv, p.d, g.max_blocks, p.bs, sms, ng, &ws_bytes);
     int plan[2];
     g4_host_decode_plan(g.b, p.hkv, g.max_blocks * p.bs, p.bs, sms, plan);
     r.splits = plan[1];
@@ -263,11 +263,15 @@ bool run_problem(const Problem& p, uint64_t seed, const std::vector<int>& sms, c
         g4_host_decode_plan(g.b, p.hkv, g.max_blocks * p.bs, p.bs, sms[i], plan);
         // The path taken, as far as the grids tell: tensor-core (sequence, kv head, split) blocks plus a combine block
         // per (sequence, head) when split; generic blocks of 4 warps, one per (sequence, head).
-        // With prefix groups: a prefix block per (group, kv head) (tensor-core), a mark block per group (generic).
+        // With prefix groups: prefix blocks per (group, kv head) (tensor-core: one, or with fewer such pairs than SMs
+        // up to 8, each taking every PS-th tile of the shared keys), a mark block per group (generic).
         const long long rows = (long long) g.b * p.hq, ng = (long long) groups.size() / 3;
         const bool combine = plan[1] > 1;
-        const long long want_blocks = tc ? (long long) g.b * p.hkv * plan[1] + (combine ? rows : 0) + ng * p.hkv
+        const long long pairs = ng * p.hkv;
+        const long long pre = ng == 0 || pairs >= sms[i] ? 1 : std::min(8LL, (2LL * sms[i] + pairs - 1) / pairs);
+        const long long want_blocks = tc ? (long long) g.b * p.hkv * plan[1] + (combine ? rows : 0) + pairs * pre
                                          : (rows + 3) / 4 + ng;
+        if (tc && ng > 0) printf("   %lld prefix block%s per (group, kv head)\n", pre, pre > 1 ? "s" : "");
         if (tc) printf("   sms %d: plan chunk %d, %d split%s, %lld blocks\n", sms[i], plan[0], plan[1], plan[1] > 1 ? "s" : "",
                        blocks);
         else printf("   sms %d: %lld blocks\n", sms[i], blocks);
@@ -437,6 +441,17 @@ EMU_CASE("decode", prefix_groups_two_passes_d64) {
 EMU_CASE("decode", prefix_groups_gqa16_pages5) {
     return run_problem({{90, 91, 92, 93, 94, 95, 96, 97, 98, 13}, 16, 1, 128, 5, true}, 43, {1}, {}, false,
                        {0, 9, 87});
+}
+
+// Long shared prefixes (13 and 7 tiles) with few groups: at 132 SMs each (group, kv head) gets 8 prefix blocks, each
+// taking every 8th tile (one or two each, some none), whose states the decode blocks (one split) or the combine
+// (several) merge; at 1 SM one block takes them all.
+EMU_CASE("decode", prefix_groups_split_over_shared_keys) {
+    bool ok = run_problem({{900, 870, 845, 833, 1000}, 8, 2, 128, 16, true}, 48, {1, 132}, {}, false, {0, 4, 832});
+    ok &= run_problem({{500, 420, 469}, 16, 1, 64, 5, true}, 49, {1, 132}, {}, false, {0, 3, 410});
+    // one split (10 sequences x 2 kv heads fill 8 SMs twice) but one group: the decode blocks merge 8 prefix states
+    ok &= run_problem({{260, 231, 250, 240, 210, 229, 90, 70, 300, 5}, 8, 2, 128, 16, true}, 50, {8}, {1}, false, {0, 6, 208});
+    return ok;
 }
 
 // The generic path (fp32; bf16 head dim 96) reads the shared keys through the first member's row, per key.

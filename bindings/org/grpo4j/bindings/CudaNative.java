@@ -127,7 +127,7 @@ public final class CudaNative {
                                                    int d, float scale, int deterministic, long ws, long wsBytes,
                                                    long flag, int op, long stream);
     public static native int g4_decode_attention_workspace(int b, int hq, int hkv, int d, int maxBlocks, int blockSize,
-                                                           int sms, int groups, @Cast("long long*") long[] bytes);
+                                                           int sms, int numGroups, @Cast("long long*") long[] bytes);
     public static native int g4_decode_attention(int dtype, long out, long q, long kCache, long vCache, long tables,
                                                  long ctx, long groups, int numGroups, int b, int hq, int hkv, int d,
                                                  int numBlocks, int blockSize, int maxBlocks, float scale, int sms,

@@ -688,7 +688,7 @@ public final class CudaBackend extends AbstractBackend {
         int maxBlocks = blockTables.dim(1), sms = props.smCount();
         int groups = prefixGroups == null ? 0 : prefixGroups.dim(0);
         long[] bytes = new long[1];
-        ok(CudaNative.g4_decode_attention_workspace(b, hq, hkv, d, maxBlocks, bs, sms, groups > 0 ? 1 : 0, bytes),
+        ok(CudaNative.g4_decode_attention_workspace(b, hq, hkv, d, maxBlocks, bs, sms, groups, bytes),
                 "decodeAttention workspace");
         long ws = bytes[0] > 0 ? scratch(bytes[0]) : 0;
         ok(CudaNative.g4_decode_attention(dt(q), addr(out), addr(q), addr(kCache), addr(vCache), addr(blockTables),
