@@ -203,7 +203,8 @@ constexpr int PRE_ROWS = 64;
 template <int D>
 constexpr int prefix_smem() { return PRE_ROWS * D * 2 + 4 * TK * D * 2; }
 
-// Block = (prefix group, kv head): the group's shared keys against the query heads of kv head g of every member, 64
+// Block = (prefix group, kv head, ps): the group's shared keys (tiles ps, ps + PS, ...: with few groups PS blocks share
+// a group's keys, each with a state slot of its own) against the query heads of kv head g of every member, 64
 // rows at a time (64 / group members a pass; the K/V tiles of a later pass come from L2), K/V tiles of 64 keys through
 // shared memory with cp.async double buffering; each warp owns 16 rows over the whole tile (FlashAttention-2's
 // forward: S = Q K^T 16 x 64, online softmax, O += P V with P rounded to bf16). The state (m, l, unnormalized o) of
