@@ -16,12 +16,13 @@
 // table row (a GRPO step's 16 samples of one prompt share its KV blocks). On the tensor-core path prefix_kernel reads
 // those keys once per (group, kv head) for all members' query heads together (64 rows of mma tiles: 16 members x 4
 // heads at GQA 4, where the per-sequence kernel fills 4 of its 16 rows), and writes each member's partial state into
-// an extra split slot; decode_kernel then covers keys [shared, ctx) only and, with one split, merges that slot into
-// its own state and writes the output (no combine); with several the combine merges every slot. The groups
+// prefix slots (one per prefix block of the pair: with few groups several blocks take strided tiles); decode_kernel
+// then covers keys [shared, ctx) only and, with one split, merges those slots into its own state and writes the output
+// (no combine); with several the combine merges every slot. The groups
 // are checked on the device (a bad row or a sequence in two groups is reported, ATT_PREFIX; the members' outputs are
 // not written). Per-sequence marks in the workspace ([B]: the group's row + 1, 0 for none, -1 for a bad row), zeroed at
-// the start of each call, carry the groups to the per-sequence kernels. The prefix state's slot is `pslot`: 0 when the
-// block writes its output itself (one split: the only slot), after the splits' slots otherwise.
+// the start of each call, carry the groups to the per-sequence kernels. The prefix states' slots start at `pslot`: 0
+// when the block writes its output itself (one split: no split slots), after the splits' slots otherwise.
 //
 // Bad index data never faults: a context length outside [1, maxBlocks * blockSize] or a needed block-table entry
 // outside [0, numBlocks) is reported through the device flag (attention.cuh: ATT_CTX, ATT_TABLE) and that sequence's
@@ -54,6 +55,15 @@ struct DecArgs {
     int op;
 };
 
+// The smallest of the block's threads' keys (every thread calls it; shared_key is one int of shared memory).
+__device__ int block_min_key(int key, int* shared_key) {
+    if (threadIdx.x == 0) *shared_key = NO_PROBLEM;
+    __syncthreads();
+    if (key != NO_PROBLEM) atomicMin(shared_key, key);
+    __syncthreads();
+    return *shared_key;
+}
+
 // The first problem with sequence b's index data (priority key of attention.cuh), found by all threads of the block
 // (or of the warp when WARP) together.
 template <bool WARP>
@@ -69,11 +79,7 @@ __device__ int sequence_problem(const DecArgs& a, int b, int* shared_key) {
         for (int o = 16; o > 0; o >>= 1) key = min(key, __shfl_xor_sync(0xffffffffu, key, o));
         return key;
     }
-    if (threadIdx.x == 0) *shared_key = NO_PROBLEM;
-    __syncthreads();
-    if (key != NO_PROBLEM) atomicMin(shared_key, key);
-    __syncthreads();
-    return *shared_key;
+    return block_min_key(key, shared_key);
 }
 
 __device__ void report_problem(const DecArgs& a, int b, int key) {
@@ -141,14 +147,10 @@ __device__ int group_problem(const DecArgs& a, int gi, int batch, int* shared_ke
     for (int m = threadIdx.x; m < count; m += blockDim.x)
         if (a.ctx[first + m] < shared) key = min(key, 4 + m);
     for (int j = threadIdx.x; j < pages; j += blockDim.x) {
-        const int id = row[j];
-        if (id < 0 || id >= a.num_blocks) key = min(key, 4 + count + j);
+        const int ek = g4::decode_entry_key(row, j, a.num_blocks);  // 1 + j when bad
+        if (ek != NO_PROBLEM) key = min(key, 3 + count + ek);
     }
-    if (threadIdx.x == 0) *shared_key = NO_PROBLEM;
-    __syncthreads();
-    if (key != NO_PROBLEM) atomicMin(shared_key, key);
-    __syncthreads();
-    return *shared_key;
+    return block_min_key(key, shared_key);
 }
 
 __device__ void report_group(const DecArgs& a, int gi, int batch, int key) {
