@@ -151,15 +151,10 @@ public final class LlamaModel {
         try {
             a.h = act(n, d);
             a.rstd1 = f32(n);
-            be.rmsNorm(a.h, a.rstd1, x, p(l, "input_layernorm.weight"), eps);
             a.q = act(n, c.numHeads(), c.headDim());
             a.k = act(n, c.numKvHeads(), c.headDim());
             a.v = act(n, c.numKvHeads(), c.headDim());
-            linear(a.q.reshape(n, c.qDim()), a.h, p(l, "self_attn.q_proj.weight"), 0);
-            linear(a.k.reshape(n, c.kvDim()), a.h, p(l, "self_attn.k_proj.weight"), 0);
-            linear(a.v.reshape(n, c.kvDim()), a.h, p(l, "self_attn.v_proj.weight"), 0);
-            be.rope(a.q, a.q, batch.positionsT, rope);
-            be.rope(a.k, a.k, batch.positionsT, rope);
+            qkv(l, x, a.h, a.rstd1, a.q, a.k, a.v, batch.positionsT);
             a.att = act(n, c.numHeads(), c.headDim());
             a.lse = f32(n, c.numHeads());
             be.attention(a.att, a.lse, a.q, a.k, a.v, batch.cuT, scale);
@@ -168,20 +163,36 @@ public final class LlamaModel {
             linear(a.mid, a.att.reshape(n, c.qDim()), p(l, "self_attn.o_proj.weight"), 1f);
             a.h2 = act(n, d);
             a.rstd2 = f32(n);
-            be.rmsNorm(a.h2, a.rstd2, a.mid, p(l, "post_attention_layernorm.weight"), eps);
             a.g = act(n, f);
             a.u = act(n, f);
-            linear(a.g, a.h2, p(l, "mlp.gate_proj.weight"), 0);
-            linear(a.u, a.h2, p(l, "mlp.up_proj.weight"), 0);
             a.a = act(n, f);
-            be.swiglu(a.a, a.g, a.u);
-            be.copy(out, a.mid);
-            linear(out, a.a, p(l, "mlp.down_proj.weight"), 1f);
+            mlp(l, a.mid, out, a.h2, a.rstd2, a.g, a.u, a.a);
             return a;
         } catch (RuntimeException e) {
             a.close();
             throw e;
         }
+    }
+
+    /** A layer's attention input: h = rmsNorm(x), q, k, v = its projections, RoPE on q and k at the given positions. */
+    private void qkv(int l, Tensor x, Tensor h, Tensor rstd, Tensor q, Tensor k, Tensor v, Tensor positions) {
+        int n = x.dim(0);
+        be.rmsNorm(h, rstd, x, p(l, "input_layernorm.weight"), eps);
+        linear(q.reshape(n, c.qDim()), h, p(l, "self_attn.q_proj.weight"), 0);
+        linear(k.reshape(n, c.kvDim()), h, p(l, "self_attn.k_proj.weight"), 0);
+        linear(v.reshape(n, c.kvDim()), h, p(l, "self_attn.v_proj.weight"), 0);
+        be.rope(q, q, positions, rope);
+        be.rope(k, k, positions, rope);
+    }
+
+    /** A layer's MLP with its residual: out = mid + down(swiglu(gate(h2), up(h2))), h2 = rmsNorm(mid). */
+    private void mlp(int l, Tensor mid, Tensor out, Tensor h2, Tensor rstd2, Tensor g, Tensor u, Tensor a) {
+        be.rmsNorm(h2, rstd2, mid, p(l, "post_attention_layernorm.weight"), eps);
+        linear(g, h2, p(l, "mlp.gate_proj.weight"), 0);
+        linear(u, h2, p(l, "mlp.up_proj.weight"), 0);
+        be.swiglu(a, g, u);
+        be.copy(out, mid);
+        linear(out, a, p(l, "mlp.down_proj.weight"), 1f);
     }
 
     /**
@@ -372,13 +383,8 @@ public final class LlamaModel {
                 try (Tensor qf = act(nf, hq, hd); Tensor kf = act(nf, hkv, hd); Tensor vf = act(nf, hkv, hd)) {
                     try (Tensor q = act(n, hq, hd); Tensor k = act(n, hkv, hd); Tensor v = act(n, hkv, hd)) {
                         try (Tensor h = act(n, d); Tensor rstd = f32(n)) { // freed before the full rows' attention
-                            be.rmsNorm(h, rstd, x, p(l, "input_layernorm.weight"), eps);
-                            linear(q.reshape(n, qd), h, p(l, "self_attn.q_proj.weight"), 0);
-                            linear(k.reshape(n, kd), h, p(l, "self_attn.k_proj.weight"), 0);
-                            linear(v.reshape(n, kd), h, p(l, "self_attn.v_proj.weight"), 0);
+                            qkv(l, x, h, rstd, q, k, v, pp.positionsT);
                         }
-                        be.rope(q, q, pp.positionsT, rope);
-                        be.rope(k, k, pp.positionsT, rope);
                         be.embedding(qf.reshape(nf, qd), q.reshape(n, qd), pp.fullToCompactT);
                         be.embedding(kf.reshape(nf, kd), k.reshape(n, kd), pp.fullToCompactT);
                         be.embedding(vf.reshape(nf, kd), v.reshape(n, kd), pp.fullToCompactT);
@@ -392,12 +398,7 @@ public final class LlamaModel {
                 linear(mid, att.reshape(n, qd), p(l, "self_attn.o_proj.weight"), 1f);
             }
             try (Tensor h2 = act(n, d); Tensor rstd2 = f32(n); Tensor g = act(n, f); Tensor u = act(n, f); Tensor a = act(n, f)) {
-                be.rmsNorm(h2, rstd2, mid, p(l, "post_attention_layernorm.weight"), eps);
-                linear(g, h2, p(l, "mlp.gate_proj.weight"), 0);
-                linear(u, h2, p(l, "mlp.up_proj.weight"), 0);
-                be.swiglu(a, g, u);
-                be.copy(out, mid);
-                linear(out, a, p(l, "mlp.down_proj.weight"), 1f);
+                mlp(l, mid, out, h2, rstd2, g, u, a);
             }
         }
     }
