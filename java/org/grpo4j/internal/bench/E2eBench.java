@@ -1085,14 +1085,14 @@ public final class E2eBench implements Callable<Integer> {
             float[][] old = new float[seqs][], refLp = new float[seqs][];
             for (int from = 0; from < seqs; from += sh.microSeqs()) {
                 Packed pk = Packed.of(seqTokens, completions, sh.promptLen(), from, sh.microSeqs());
-                pk.split(pk.logprobs(refModel, be, vocab, nS), refLp, from);
+                pk.split(pk.logprobs(refModel, nS), refLp, from);
             }
             int[] later = Arrays.copyOfRange(perm, perMini, seqs); // the second mini-batch's rollouts, in rollout order
             Arrays.sort(later);
             for (int from = 0; from < later.length; from += sh.microSeqs()) {
                 int[] idx = Arrays.copyOfRange(later, from, Math.min(later.length, from + sh.microSeqs()));
                 Packed pk = Packed.of(seqTokens, completions, sh.promptLen(), idx);
-                pk.split(pk.logprobs(policy, be, vocab, nS), old, idx);
+                pk.split(pk.logprobs(policy, nS), old, idx);
             }
             long t3 = System.nanoTime();
             pr.say(String.format(Locale.ROOT, "%s grpo: log-probs %.2f s", rig.preset, (t3 - t2) / 1e9));
@@ -1156,22 +1156,11 @@ public final class E2eBench implements Callable<Integer> {
          * The loss tokens' log-probs under {@code m}, no gradients; sequences of one prompt (index / samples) next to
          * each other share its tokens' pass (LlamaModel.tokenLogprobsSharedPrefix), as the trainer's log-prob passes.
          */
-        float[] logprobs(LlamaModel m, Backend be, int vocab, int samples) {
+        float[] logprobs(LlamaModel m, int samples) {
             int[] shared = new int[index.length];
-            boolean any = false;
             for (int j = 1; j < index.length; j++)
-                if (index[j] / samples == index[j - 1] / samples) {
-                    shared[j] = promptLen;
-                    any = true;
-                }
-            if (!any) {
-                try (PackedBatch pb = PackedBatch.of(be, seqs, vocab)) {
-                    return m.tokenLogprobs(pb, rows, targets, 1f);
-                }
-            }
-            try (org.grpo4j.internal.model.PrefixPacking pp = org.grpo4j.internal.model.PrefixPacking.of(be, seqs, shared, vocab)) {
-                return m.tokenLogprobsSharedPrefix(pp, rows, targets, 1f);
-            }
+                if (index[j] / samples == index[j - 1] / samples) shared[j] = promptLen;
+            return m.tokenLogprobs(seqs, shared, rows, targets, 1f, new long[1]);
         }
 
         /** Splits concatenated per-token values back per sequence (sequences from..from+counts.length-1). */

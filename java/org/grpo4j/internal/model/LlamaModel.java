@@ -372,6 +372,26 @@ public final class LlamaModel {
     }
 
     /**
+     * {@link #tokenLogprobs} over sequences packed end to end, through {@link #tokenLogprobsSharedPrefix} where
+     * {@code shared} (as {@link PrefixPacking#of}; null or all zeros: nothing shared) has a run to share, through a
+     * plain {@link PackedBatch} otherwise. {@code rowsRun[0]} = the token rows the layers ran.
+     */
+    public float[] tokenLogprobs(List<int[]> seqs, int[] shared, int[] rows, int[] targets, float temperature, long[] rowsRun) {
+        boolean any = false;
+        if (shared != null) for (int x : shared) any |= x != 0;
+        if (!any) {
+            try (PackedBatch pb = PackedBatch.of(be, seqs, c.vocabSize())) {
+                rowsRun[0] = pb.tokens();
+                return tokenLogprobs(pb, rows, targets, temperature);
+            }
+        }
+        try (PrefixPacking pp = PrefixPacking.of(be, seqs, shared, c.vocabSize())) {
+            rowsRun[0] = pp.compactRows();
+            return tokenLogprobsSharedPrefix(pp, rows, targets, temperature);
+        }
+    }
+
+    /**
      * One layer of {@link #tokenLogprobsSharedPrefix}: {@link #layerForward}'s ops on the compact rows (no activations
      * kept), its attention on the full packing through two row gathers.
      */

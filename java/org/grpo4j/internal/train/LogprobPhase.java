@@ -4,7 +4,6 @@ import org.grpo4j.train.GrpoConfig;
 import java.util.ArrayList;
 import java.util.List;
 import org.grpo4j.internal.model.LlamaModel;
-import org.grpo4j.internal.model.PackedBatch;
 
 /**
  * Phase 3 of a step: the old (current policy) and reference log-probs of the loss tokens, in no-grad passes over
@@ -65,18 +64,8 @@ final class LogprobPhase {
      */
     static float[] logprobs(RankState r, LlamaModel m, List<Rollout> rs, float temp, long[] rowsRun) {
         Packed pk = Packed.of(rs);
-        int vocab = r.s.model().vocabSize();
         int[] shared = r.s.cfg().logprobPrefixSharing ? sharedPrompts(rs) : null;
-        if (shared == null) {
-            try (PackedBatch pb = PackedBatch.of(r.be, pk.seqs(), vocab)) {
-                rowsRun[0] = pb.tokens();
-                return m.tokenLogprobs(pb, pk.rows(), pk.targets(), temp);
-            }
-        }
-        try (org.grpo4j.internal.model.PrefixPacking pp = org.grpo4j.internal.model.PrefixPacking.of(r.be, pk.seqs(), shared, vocab)) {
-            rowsRun[0] = pp.compactRows();
-            return m.tokenLogprobsSharedPrefix(pp, pk.rows(), pk.targets(), temp);
-        }
+        return m.tokenLogprobs(pk.seqs(), shared, pk.rows(), pk.targets(), temp, rowsRun);
     }
 
     /**
