@@ -91,26 +91,40 @@ public final class LlamaModel {
         }
     }
 
+    /**
+     * The rows a forward runs and what its attention needs: token ids and positions of the rows the layers run,
+     * cu_seqlens of the attention's packing, and the prefix packing whose gathers connect the two (null: the rows are
+     * the attention's own, a {@link PackedBatch}).
+     */
+    record Rows(int tokens, Tensor idsT, Tensor positionsT, Tensor cuT, PrefixPacking pp) {
+        static Rows of(PackedBatch b) { return new Rows(b.tokens(), b.idsT, b.positionsT, b.cuT, null); }
+
+        static Rows of(PrefixPacking pp) { return new Rows(pp.compactRows, pp.idsT, pp.positionsT, pp.cuT, pp); }
+    }
+
     /** The result of {@link #forward}: final hidden states [N, D] and whatever the backward needs. */
     public final class Activations implements AutoCloseable {
-        final PackedBatch batch;
+        final Rows rows;
         final boolean checkpointing;
         final Tensor[] layerInputs; // x_0 .. x_{L}; x_L is the final norm's input
         final LayerActs[] layers;   // null entries when checkpointing
         final Tensor rstdFinal;
         final Tensor hidden;
 
-        Activations(PackedBatch batch, boolean checkpointing) {
-            this.batch = batch;
+        Activations(Rows rows, boolean checkpointing) {
+            this.rows = rows;
             this.checkpointing = checkpointing;
             this.layerInputs = new Tensor[c.numLayers() + 1];
             this.layers = new LayerActs[c.numLayers()];
-            int n = batch.tokens();
+            int n = rows.tokens();
             this.rstdFinal = f32(n);
             this.hidden = act(n, c.hiddenSize());
         }
 
-        /** Final normalized hidden states [N, D] (the LM head's input). */
+        /**
+         * Final normalized hidden states [N, D] (the LM head's input): one per row the layers ran, so for a
+         * {@link PrefixPacking} one per compact row ({@link PrefixPacking#compactRow} maps a full row to it).
+         */
         public Tensor hidden() { return hidden; }
 
         @Override
@@ -123,16 +137,27 @@ public final class LlamaModel {
     }
 
     /** Forward over a packed batch, keeping what {@link #backward} needs (only layer inputs when checkpointing). */
-    public Activations forward(PackedBatch batch, boolean checkpointing) {
-        int n = batch.tokens();
-        Activations act = new Activations(batch, checkpointing);
+    public Activations forward(PackedBatch batch, boolean checkpointing) { return forward(Rows.of(batch), checkpointing); }
+
+    /**
+     * {@link #forward(PackedBatch, boolean)} over sequences that share prefixes: the layers run on the compact rows
+     * (each shared prefix once), attention on the full sequences through row gathers, as
+     * {@link #tokenLogprobsSharedPrefix}; {@link #backward} then sums the gradients that the shared rows' keys and
+     * values get from every sequence of their group. The same loss and gradients as the full packing's, up to
+     * floating-point summation order (a shared key's gradient is summed over the group before the weight GEMMs).
+     */
+    public Activations forward(PrefixPacking pp, boolean checkpointing) { return forward(Rows.of(pp), checkpointing); }
+
+    private Activations forward(Rows rows, boolean checkpointing) {
+        int n = rows.tokens();
+        Activations act = new Activations(rows, checkpointing);
         try {
             Tensor x = act(n, c.hiddenSize());
-            be.embedding(x, w.get("model.embed_tokens.weight"), batch.idsT);
+            be.embedding(x, w.get("model.embed_tokens.weight"), rows.idsT());
             act.layerInputs[0] = x;
             for (int l = 0; l < c.numLayers(); l++) {
                 Tensor out = act(n, c.hiddenSize());
-                LayerActs la = layerForward(l, act.layerInputs[l], out, batch);
+                LayerActs la = layerForward(l, act.layerInputs[l], out, rows);
                 if (checkpointing) la.close();
                 else act.layers[l] = la;
                 act.layerInputs[l + 1] = out;
@@ -145,7 +170,7 @@ public final class LlamaModel {
         }
     }
 
-    private LayerActs layerForward(int l, Tensor x, Tensor out, PackedBatch batch) {
+    private LayerActs layerForward(int l, Tensor x, Tensor out, Rows rows) {
         int n = x.dim(0), d = c.hiddenSize(), f = c.intermediateSize();
         LayerActs a = new LayerActs();
         try {
@@ -154,10 +179,10 @@ public final class LlamaModel {
             a.q = act(n, c.numHeads(), c.headDim());
             a.k = act(n, c.numKvHeads(), c.headDim());
             a.v = act(n, c.numKvHeads(), c.headDim());
-            qkv(l, x, a.h, a.rstd1, a.q, a.k, a.v, batch.positionsT);
+            qkv(l, x, a.h, a.rstd1, a.q, a.k, a.v, rows.positionsT());
             a.att = act(n, c.numHeads(), c.headDim());
             a.lse = f32(n, c.numHeads());
-            be.attention(a.att, a.lse, a.q, a.k, a.v, batch.cuT, scale);
+            attention(a.att, a.lse, a.q, a.k, a.v, rows);
             a.mid = act(n, d);
             be.copy(a.mid, x);
             linear(a.mid, a.att.reshape(n, c.qDim()), p(l, "self_attn.o_proj.weight"), 1f);
@@ -196,6 +221,87 @@ public final class LlamaModel {
     }
 
     /**
+     * Causal attention of the rows' q, k and v: directly, or for a {@link PrefixPacking} on the full sequences, q, k
+     * and v gathered there and the output and log-sum-exp gathered back (a shared prefix row's are the same in every
+     * sequence of its group: causal attention over the prefix alone).
+     */
+    private void attention(Tensor att, Tensor lse, Tensor q, Tensor k, Tensor v, Rows rows) {
+        PrefixPacking pp = rows.pp();
+        if (pp == null) {
+            be.attention(att, lse, q, k, v, rows.cuT(), scale);
+            return;
+        }
+        int nf = pp.fullRows, hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
+        try (Tensor qf = gather(q, nf, pp.fullToCompactT); Tensor kf = gather(k, nf, pp.fullToCompactT); Tensor vf = gather(v, nf, pp.fullToCompactT);
+             Tensor attF = act(nf, hq, hd); Tensor lseF = f32(nf, hq)) {
+            be.attention(attF, lseF, qf, kf, vf, pp.cuT, scale);
+            gatherInto(att, attF, pp.compactToFullT);
+            gatherInto(lse, lseF, pp.compactToFullT);
+        }
+    }
+
+    /**
+     * {@link #attention}'s backward. For a {@link PrefixPacking}: on the full sequences, each compact row's output
+     * gradient at the one full row its output came from (the others get zeros: {@code dattWithZeroRow} has a zero row
+     * after the n compact rows, where {@link PrefixPacking#fullToRepT} sends them); dq is gathered back from those rows
+     * (a full row with no output gradient gets no query gradient), dk and dv are summed over every full row of a
+     * compact row (a shared key is attended by every sequence of its group), in fp32, rounded once.
+     */
+    private void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dattWithZeroRow, LayerActs a, Rows rows) {
+        PrefixPacking pp = rows.pp();
+        int n = rows.tokens();
+        if (pp == null) {
+            be.attentionBackward(dq, dk, dv, dattWithZeroRow, a.q, a.k, a.v, a.att, a.lse, rows.cuT(), scale);
+            return;
+        }
+        int nf = pp.fullRows, hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
+        be.fill(dattWithZeroRow.rows(n, 1), 0);
+        try (Tensor qf = gather(a.q, nf, pp.fullToCompactT); Tensor kf = gather(a.k, nf, pp.fullToCompactT); Tensor vf = gather(a.v, nf, pp.fullToCompactT);
+             Tensor attF = gather(a.att, nf, pp.fullToCompactT); Tensor lseF = gather(a.lse, nf, pp.fullToCompactT);
+             Tensor dattF = gather(dattWithZeroRow, nf, pp.fullToRepT);
+             Tensor dqF = act(nf, hq, hd); Tensor dkF = act(nf, hkv, hd); Tensor dvF = act(nf, hkv, hd)) {
+            be.attentionBackward(dqF, dkF, dvF, dattF, qf, kf, vf, attF, lseF, pp.cuT, scale);
+            gatherInto(dq, dqF, pp.compactToFullT);
+            sumRows(dk, dkF, pp);
+            sumRows(dv, dvF, pp);
+        }
+    }
+
+    /** t's rows at {@code idx} ([rows] int32) as a new tensor of {@code rows} rows (t's other dimensions). */
+    private Tensor gather(Tensor t, int rows, Tensor idx) {
+        int[] shape = t.shape();
+        shape[0] = rows;
+        Tensor out = be.empty(t.dtype(), shape);
+        try {
+            gatherInto(out, t, idx);
+            return out;
+        } catch (RuntimeException e) {
+            out.close();
+            throw e;
+        }
+    }
+
+    /** out[i] = t[idx[i]], row by row (an embedding lookup over rows flattened to 2-D). */
+    private void gatherInto(Tensor out, Tensor t, Tensor idx) {
+        long width = t.numel() / t.dim(0);
+        be.embedding(out.reshape(out.dim(0), (int) width), t.reshape(t.dim(0), (int) width), idx);
+    }
+
+    /** out[c] = the sum of full[f] over the full rows f of compact row c, in fp32 (deterministic order), rounded once. */
+    private void sumRows(Tensor out, Tensor full, PrefixPacking pp) {
+        int n = out.dim(0), nf = full.dim(0), width = (int) (out.numel() / n);
+        if (out.dtype() == DType.FP32) {
+            be.fill(out, 0);
+            be.embeddingBackward(out.reshape(n, width), full.reshape(nf, width), pp.fullToCompactT);
+            return;
+        }
+        try (Tensor acc = be.zeros(DType.FP32, n, width)) {
+            be.embeddingBackward(acc, full.reshape(nf, width), pp.fullToCompactT);
+            be.cast(out.reshape(n, width), acc);
+        }
+    }
+
+    /**
      * Backward from dHidden [N, D] (the LM head's gradient w.r.t. the final hidden states; fp32, or the activation
      * dtype); gradients are accumulated into {@code grads} (fp32, same config, typically zeroed first). Does not close
      * {@code act}.
@@ -223,7 +329,7 @@ public final class LlamaModel {
      * and the embedding's is added to it; untied, it is zeroed here.
      */
     public void backward(Activations act, Tensor dHidden, LlamaWeights grads, java.util.function.LongConsumer ready, Tensor table32) {
-        int n = act.batch.tokens(), d = c.hiddenSize();
+        int n = act.rows.tokens(), d = c.hiddenSize();
         ParameterLayout lay = grads.layout();
         boolean half = grads.dtype() == DType.BF16;
         if (grads.dtype() != DType.FP32 && !half)
@@ -242,15 +348,15 @@ public final class LlamaModel {
             if (ready != null) ready.accept(lay.get("model.norm.weight").offset());
             for (int l = c.numLayers() - 1; l >= 0; l--) {
                 if (act.checkpointing) {
-                    try (Tensor scratch = act(n, d); LayerActs la = layerForward(l, act.layerInputs[l], scratch, act.batch)) {
-                        layerBackward(l, la, act.layerInputs[l], dx, grads, act.batch, norm32);
+                    try (Tensor scratch = act(n, d); LayerActs la = layerForward(l, act.layerInputs[l], scratch, act.rows)) {
+                        layerBackward(l, la, act.layerInputs[l], dx, grads, act.rows, norm32);
                     }
                 } else {
-                    layerBackward(l, act.layers[l], act.layerInputs[l], dx, grads, act.batch, norm32);
+                    layerBackward(l, act.layers[l], act.layerInputs[l], dx, grads, act.rows, norm32);
                 }
                 if (ready != null) ready.accept(lay.get(g(l, "input_layernorm.weight")).offset());
             }
-            be.embeddingBackward(half ? table32 : grads.get("model.embed_tokens.weight"), dx, act.batch.idsT);
+            be.embeddingBackward(half ? table32 : grads.get("model.embed_tokens.weight"), dx, act.rows.idsT());
             if (half) be.cast(grads.get("model.embed_tokens.weight"), table32);
             if (ready != null) ready.accept(0);
         }
@@ -271,7 +377,7 @@ public final class LlamaModel {
     private String g(int l, String name) { return "model.layers." + l + "." + name; }
 
     /** dx holds d(out) on entry and d(x) on exit. */
-    private void layerBackward(int l, LayerActs a, Tensor x, Tensor dx, LlamaWeights grads, PackedBatch batch, Tensor norm32) {
+    private void layerBackward(int l, LayerActs a, Tensor x, Tensor dx, LlamaWeights grads, Rows rows, Tensor norm32) {
         int n = x.dim(0), d = c.hiddenSize(), f = c.intermediateSize();
         try (Tensor da = act(n, f); Tensor dg = act(n, f); Tensor du = act(n, f); Tensor dh = act(n, d); Tensor tmp = act(n, d)) {
             // MLP: out = mid + a Wd^T
@@ -288,14 +394,15 @@ public final class LlamaModel {
             be.add(dx, dx, tmp); // d(mid)
         }
         int hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
-        try (Tensor datt = act(n, hq, hd); Tensor dq = act(n, hq, hd); Tensor dk = act(n, hkv, hd); Tensor dv = act(n, hkv, hd);
-             Tensor dh = act(n, d); Tensor tmp = act(n, d)) {
+        // a prefix packing's attention backward reads a zero row after the n rows of datt
+        try (Tensor dattAll = act(n + (rows.pp() == null ? 0 : 1), hq, hd); Tensor dq = act(n, hq, hd); Tensor dk = act(n, hkv, hd);
+             Tensor dv = act(n, hkv, hd); Tensor dh = act(n, d); Tensor tmp = act(n, d)) {
             // attention: mid = x + att Wo^T
-            be.matmul(datt.reshape(n, c.qDim()), dx, false, p(l, "self_attn.o_proj.weight"), false, 1f, 0f);
+            be.matmul(dattAll.rows(0, n).reshape(n, c.qDim()), dx, false, p(l, "self_attn.o_proj.weight"), false, 1f, 0f);
             be.matmul(grads.get(g(l, "self_attn.o_proj.weight")), dx, true, a.att.reshape(n, c.qDim()), false, 1f, 1f);
-            be.attentionBackward(dq, dk, dv, datt, a.q, a.k, a.v, a.att, a.lse, batch.cuT, scale);
-            be.ropeBackward(dq, dq, batch.positionsT, rope);
-            be.ropeBackward(dk, dk, batch.positionsT, rope);
+            attentionBackward(dq, dk, dv, dattAll, a, rows);
+            be.ropeBackward(dq, dq, rows.positionsT(), rope);
+            be.ropeBackward(dk, dk, rows.positionsT(), rope);
             Tensor dq2 = dq.reshape(n, c.qDim()), dk2 = dk.reshape(n, c.kvDim()), dv2 = dv.reshape(n, c.kvDim());
             be.matmul(dh, dq2, false, p(l, "self_attn.q_proj.weight"), false, 1f, 0f);
             be.matmul(dh, dk2, false, p(l, "self_attn.k_proj.weight"), false, 1f, 1f);
@@ -317,8 +424,13 @@ public final class LlamaModel {
      */
     public float[] tokenLogprobs(PackedBatch batch, int[] rows, int[] targets, float temperature) {
         if (rows.length != targets.length) throw new IllegalArgumentException("rows and targets differ in length");
+        return logprobs(Rows.of(batch), rows, targets, temperature);
+    }
+
+    /** log p(targets[i]) at the forward's own rows {@code rows} (no activations kept). */
+    private float[] logprobs(Rows r, int[] rows, int[] targets, float temperature) {
         if (rows.length == 0) return new float[0];
-        try (Activations act = forwardNoGrad(batch); Tensor rowsT = be.upload(rows, rows.length); Tensor tgt = be.upload(targets, targets.length);
+        try (Activations act = forwardNoGrad(r); Tensor rowsT = be.upload(rows, rows.length); Tensor tgt = be.upload(targets, targets.length);
              Tensor sel = act(rows.length, c.hiddenSize()); Tensor out = f32(rows.length)) {
             be.embedding(sel, act.hidden, rowsT); // row gather
             be.tokenLogprobs(out, sel, w.get("lm_head.weight"), tgt, temperature);
@@ -337,38 +449,7 @@ public final class LlamaModel {
      */
     public float[] tokenLogprobsSharedPrefix(PrefixPacking pp, int[] rows, int[] targets, float temperature) {
         if (rows.length != targets.length) throw new IllegalArgumentException("rows and targets differ in length");
-        if (rows.length == 0) return new float[0];
-        int[] compact = new int[rows.length];
-        for (int i = 0; i < rows.length; i++) {
-            if (rows[i] < 0 || rows[i] >= pp.fullRows)
-                throw new IllegalArgumentException("rows[" + i + "] = " + rows[i] + " is outside the packing's " + pp.fullRows + " rows");
-            compact[i] = pp.fullToCompact[rows[i]];
-        }
-        int n = pp.compactRows;
-        Tensor x = act(n, c.hiddenSize());
-        try {
-            be.embedding(x, w.get("model.embed_tokens.weight"), pp.idsT);
-            for (int l = 0; l < c.numLayers(); l++) {
-                Tensor out = act(n, c.hiddenSize());
-                try {
-                    sharedPrefixLayer(l, x, out, pp);
-                } catch (RuntimeException e) {
-                    out.close();
-                    throw e;
-                }
-                x.close();
-                x = out;
-            }
-            try (Tensor rstd = f32(n); Tensor hidden = act(n, c.hiddenSize()); Tensor rowsT = be.upload(compact, compact.length);
-                 Tensor tgt = be.upload(targets, targets.length); Tensor sel = act(rows.length, c.hiddenSize()); Tensor lp = f32(rows.length)) {
-                be.rmsNorm(hidden, rstd, x, w.get("model.norm.weight"), eps);
-                be.embedding(sel, hidden, rowsT); // row gather
-                be.tokenLogprobs(lp, sel, w.get("lm_head.weight"), tgt, temperature);
-                return lp.toFloats();
-            }
-        } finally {
-            x.close();
-        }
+        return logprobs(Rows.of(pp), pp.compactRows(rows, "rows"), targets, temperature);
     }
 
     /**
@@ -391,48 +472,18 @@ public final class LlamaModel {
         }
     }
 
-    /**
-     * One layer of {@link #tokenLogprobsSharedPrefix}: {@link #layerForward}'s ops on the compact rows (no activations
-     * kept), its attention on the full packing through two row gathers.
-     */
-    private void sharedPrefixLayer(int l, Tensor x, Tensor out, PrefixPacking pp) {
-        int n = pp.compactRows, nf = pp.fullRows, d = c.hiddenSize(), f = c.intermediateSize(), qd = c.qDim(), kd = c.kvDim();
-        int hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
-        try (Tensor mid = act(n, d)) {
-            try (Tensor att = act(n, hq, hd)) {
-                try (Tensor qf = act(nf, hq, hd); Tensor kf = act(nf, hkv, hd); Tensor vf = act(nf, hkv, hd)) {
-                    try (Tensor q = act(n, hq, hd); Tensor k = act(n, hkv, hd); Tensor v = act(n, hkv, hd)) {
-                        try (Tensor h = act(n, d); Tensor rstd = f32(n)) { // freed before the full rows' attention
-                            qkv(l, x, h, rstd, q, k, v, pp.positionsT);
-                        }
-                        be.embedding(qf.reshape(nf, qd), q.reshape(n, qd), pp.fullToCompactT);
-                        be.embedding(kf.reshape(nf, kd), k.reshape(n, kd), pp.fullToCompactT);
-                        be.embedding(vf.reshape(nf, kd), v.reshape(n, kd), pp.fullToCompactT);
-                    }
-                    try (Tensor attF = act(nf, hq, hd); Tensor lse = f32(nf, hq)) {
-                        be.attention(attF, lse, qf, kf, vf, pp.cuT, scale);
-                        be.embedding(att.reshape(n, qd), attF.reshape(nf, qd), pp.compactToFullT);
-                    }
-                }
-                be.copy(mid, x);
-                linear(mid, att.reshape(n, qd), p(l, "self_attn.o_proj.weight"), 1f);
-            }
-            try (Tensor h2 = act(n, d); Tensor rstd2 = f32(n); Tensor g = act(n, f); Tensor u = act(n, f); Tensor a = act(n, f)) {
-                mlp(l, mid, out, h2, rstd2, g, u, a);
-            }
-        }
-    }
-
     /** Forward keeping only the final hidden states (layer inputs are freed as soon as the next layer has run). */
-    public Activations forwardNoGrad(PackedBatch batch) {
-        int n = batch.tokens();
-        Activations act = new Activations(batch, true);
+    public Activations forwardNoGrad(PackedBatch batch) { return forwardNoGrad(Rows.of(batch)); }
+
+    private Activations forwardNoGrad(Rows rows) {
+        int n = rows.tokens();
+        Activations act = new Activations(rows, true);
         try {
             Tensor x = act(n, c.hiddenSize());
-            be.embedding(x, w.get("model.embed_tokens.weight"), batch.idsT);
+            be.embedding(x, w.get("model.embed_tokens.weight"), rows.idsT());
             for (int l = 0; l < c.numLayers(); l++) {
                 Tensor out = act(n, c.hiddenSize());
-                try (LayerActs la = layerForward(l, x, out, batch)) {
+                try (LayerActs la = layerForward(l, x, out, rows)) {
                     x.close();
                 }
                 x = out;
@@ -540,7 +591,7 @@ public final class LlamaModel {
             be.embedding(x, w.get("model.embed_tokens.weight"), prompts.idsT);
             for (int l = 0; l < c.numLayers(); l++) {
                 Tensor out = act(n, c.hiddenSize());
-                try (LayerActs la = layerForward(l, x, out, prompts)) {
+                try (LayerActs la = layerForward(l, x, out, Rows.of(prompts))) {
                     be.kvAppend(cache.k[l], cache.v[l], la.k, la.v, slotsT);
                 }
                 x.close();

@@ -15,12 +15,14 @@ import org.grpo4j.internal.backend.Tensor;
  * </ul>
  * {@code fullToCompact[f]} is the compact row of full row f (where the attention's q, k and v rows are gathered from);
  * {@code compactToFull[c]} a full row that holds compact row c (where its attention output is gathered back from: a
- * shared prefix row's output is the same in every sequence of its group, as causal attention over the prefix alone).
+ * shared prefix row's output is the same in every sequence of its group, as causal attention over the prefix alone);
+ * {@code fullToRep[f]} is c where f = compactToFull[c] and compactRows elsewhere (the backward sends a compact row's
+ * output gradient to that one full row and reads a zero row for the others).
  */
 public final class PrefixPacking implements AutoCloseable {
     final int compactRows, fullRows;
-    final int[] compactIds, compactPositions, fullToCompact, compactToFull, cu;
-    final Tensor idsT, positionsT, fullToCompactT, compactToFullT, cuT;
+    final int[] compactIds, compactPositions, fullToCompact, compactToFull, fullToRep, cu;
+    final Tensor idsT, positionsT, fullToCompactT, compactToFullT, fullToRepT, cuT;
 
     /**
      * @param seqs   the sequences (each non-empty), in packing order
@@ -86,13 +88,17 @@ public final class PrefixPacking implements AutoCloseable {
         this.fullToCompact = f2c;
         this.compactToFull = c2f;
         this.cu = cu;
-        Tensor[] made = new Tensor[5];
+        this.fullToRep = new int[fullRows];
+        Arrays.fill(fullToRep, compactRows);
+        for (int c = 0; c < compactRows; c++) fullToRep[c2f[c]] = c;
+        Tensor[] made = new Tensor[6];
         try {
             made[0] = be.upload(ids, ids.length);
             made[1] = be.upload(pos, pos.length);
             made[2] = be.upload(f2c, f2c.length);
             made[3] = be.upload(c2f, c2f.length);
             made[4] = be.upload(cu, cu.length);
+            made[5] = be.upload(fullToRep, fullToRep.length);
         } catch (RuntimeException e) {
             for (Tensor t : made) if (t != null) t.close();
             throw e;
@@ -102,6 +108,7 @@ public final class PrefixPacking implements AutoCloseable {
         this.fullToCompactT = made[2];
         this.compactToFullT = made[3];
         this.cuT = made[4];
+        this.fullToRepT = made[5];
     }
 
     /** Rows the layers run: each shared prefix once, then each sequence's own tokens. */
@@ -113,10 +120,21 @@ public final class PrefixPacking implements AutoCloseable {
     /** The compact row of full row f. */
     public int compactRow(int f) { return fullToCompact[f]; }
 
+    /** The compact rows of full rows (each checked to lie in the packing, named {@code what} in the error). */
+    public int[] compactRows(int[] full, String what) {
+        int[] out = new int[full.length];
+        for (int i = 0; i < full.length; i++) {
+            if (full[i] < 0 || full[i] >= fullRows)
+                throw new IllegalArgumentException(what + "[" + i + "] = " + full[i] + " is outside the packing's " + fullRows + " rows");
+            out[i] = fullToCompact[full[i]];
+        }
+        return out;
+    }
+
     @Override
     public void close() {
         RuntimeException first = null;
-        for (Tensor t : new Tensor[] {idsT, positionsT, fullToCompactT, compactToFullT, cuT}) {
+        for (Tensor t : new Tensor[] {idsT, positionsT, fullToCompactT, compactToFullT, fullToRepT, cuT}) {
             try {
                 t.close();
             } catch (RuntimeException e) { // the others are still freed

@@ -140,6 +140,107 @@ class PrefixPackingTest {
             }
     }
 
+    /**
+     * A training forward and backward over the full packing, or over the prefix packing when {@code pp} is given:
+     * loss = sum_i coef[i] * <dirs[i], hidden at rows[i]> (a linear read of the final hidden states at the loss rows,
+     * as the LM head's gradient is), its gradient scattered to the rows, the model's backward into fp32 gradients.
+     * Returns the hidden states read at the rows (flattened) and the gradients (every tensor, in layout order).
+     */
+    static float[][] trainOnce(LlamaModel m, List<int[]> seqs, PrefixPacking pp, int[] rows, float[] dirs, boolean ckpt) {
+        Backend be = m.backend();
+        int d = m.config().hiddenSize(), k = rows.length;
+        try (LlamaWeights grads = LlamaWeights.zeros(be, m.config());
+             PackedBatch pb = pp == null ? PackedBatch.of(be, seqs, V) : null;
+             LlamaModel.Activations act = pp == null ? m.forward(pb, ckpt) : m.forward(pp, ckpt)) {
+            int[] own = pp == null ? rows : pp.compactRows(rows, "rows");
+            int n = act.hidden().dim(0);
+            DType adt = m.activationDType();
+            try (org.grpo4j.internal.backend.Tensor rT = be.upload(own, k); org.grpo4j.internal.backend.Tensor sel = be.empty(adt, k, d);
+                 org.grpo4j.internal.backend.Tensor dSel32 = be.upload(dirs, k, d); org.grpo4j.internal.backend.Tensor dSel = be.empty(adt, k, d);
+                 org.grpo4j.internal.backend.Tensor dHidden = be.zeros(DType.FP32, n, d)) {
+                be.embedding(sel, act.hidden(), rT);
+                be.cast(dSel, dSel32);
+                be.embeddingBackward(dHidden, dSel, rT);
+                m.backward(act, dHidden, grads);
+                List<float[]> out = new ArrayList<>();
+                out.add(sel.toFloatsWidened());
+                for (ParameterLayout.Entry e : grads.layout().entries()) out.add(grads.get(e.name()).toFloats());
+                return out.toArray(new float[0][]);
+            }
+        }
+    }
+
+    /**
+     * Training over the prefix packing: the same final hidden states at every row (bit for bit on the CPU: the forward
+     * is the log-prob pass's), and the same weight gradients up to summation order (a shared key's and value's
+     * gradients are summed over its group before the weight GEMMs), with and without checkpointing, in fp32 and in
+     * bf16 (where the group's sum is rounded once instead of each sequence's gradient).
+     */
+    static void sharedTrainingMatchesFull(Backend be, DType dtype, double hiddenTol, double gradTol) {
+        Case c = sample(7);
+        SplittableRandom r = new SplittableRandom(8);
+        int nf = 0;
+        for (int[] s : c.seqs()) nf += s.length;
+        int k = nf + 5, d = LlamaConfig.tiny(V, 1, 2).hiddenSize();
+        int[] rows = new int[k];
+        for (int i = 0; i < k; i++) rows[i] = i < nf ? i : r.nextInt(nf); // every row, five of them twice, out of order
+        for (int i = k - 1; i > 0; i--) {
+            int j = r.nextInt(i + 1), x = rows[i];
+            rows[i] = rows[j];
+            rows[j] = x;
+        }
+        float[] dirs = new float[k * d];
+        for (int i = 0; i < dirs.length; i++) dirs[i] = (float) r.nextGaussian();
+        for (boolean tied : new boolean[] {false, true}) {
+            LlamaConfig t = LlamaConfig.tiny(V, 1, 2);
+            LlamaConfig cfg = new LlamaConfig(t.hiddenSize(), t.intermediateSize(), t.numLayers(), t.numHeads(), t.numKvHeads(), t.headDim(),
+                    V, t.rmsNormEps(), t.ropeTheta(), null, t.maxPositionEmbeddings(), tied, 1, List.of(2));
+            try (LlamaWeights w32 = LlamaWeights.init(be, cfg, 4); LlamaWeights w = w32.castTo(dtype)) {
+                LlamaModel m = new LlamaModel(w);
+                for (boolean ckpt : new boolean[] {false, true}) {
+                    float[][] want = trainOnce(m, c.seqs(), null, rows, dirs, ckpt), got;
+                    try (PrefixPacking pp = PrefixPacking.of(be, c.seqs(), c.shared(), V)) {
+                        got = trainOnce(m, c.seqs(), pp, rows, dirs, ckpt);
+                    }
+                    String what = dtype + (tied ? " tied" : "") + (ckpt ? " checkpointed" : "");
+                    if (hiddenTol == 0) assertArrayEquals(want[0], got[0], what + ": hidden states");
+                    else assertClose(want[0], got[0], hiddenTol, what + ": hidden states");
+                    int zeros = 0;
+                    for (int q = 1; q < want.length; q++) {
+                        assertClose(want[q], got[q], gradTol, what + ": gradient tensor " + (q - 1));
+                        boolean zero = true;
+                        for (float x : want[q]) zero &= x == 0;
+                        if (zero) zeros++;
+                    }
+                    assertEquals(tied ? 0 : 1, zeros, what + ": gradient tensors that are all zeros (only an untied LM head's)");
+                }
+            }
+        }
+    }
+
+    /** |a - b| <= tol * max|a| elementwise (all zeros where a is: the untied LM head, which this loss does not reach). */
+    static void assertClose(float[] want, float[] got, double tol, String what) {
+        assertEquals(want.length, got.length, what);
+        double max = 0;
+        for (float x : want) max = Math.max(max, Math.abs(x));
+        if (max == 0) assertArrayEquals(want, got, what);
+        for (int i = 0; i < want.length; i++)
+            assertEquals(want[i], got[i], tol * max, what + " [" + i + "]");
+    }
+
+    @Test
+    void sharedPrefixTrainingMatchesTheFullPackingOnTheCpu() {
+        sharedTrainingMatchesFull(TestBackends.cpu(), DType.FP32, 0, 1e-5);
+        sharedTrainingMatchesFull(TestBackends.cpu(), DType.BF16, 0, 3e-2);
+    }
+
+    @Test
+    @Tag("gpu")
+    void sharedPrefixTrainingMatchesTheFullPackingOnCuda() {
+        sharedTrainingMatchesFull(TestBackends.cuda(), DType.FP32, 1e-4, 1e-4);
+        sharedTrainingMatchesFull(TestBackends.cuda(), DType.BF16, 2e-2, 5e-2);
+    }
+
     @Test
     void packingMapsRowsAndRefusesWhatIsNotShared() {
         Backend be = TestBackends.cpu();
