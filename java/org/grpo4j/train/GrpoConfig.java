@@ -213,6 +213,15 @@ public final class GrpoConfig {
      * log-probs bit for bit on the CPU, up to the GEMMs' summation order on CUDA. docs/trainer.md.
      */
     public boolean logprobPrefixSharing = true;
+    /**
+     * The training passes run each prompt's tokens once for the rollouts of it in the same pass (grpo4j): each
+     * mini-batch's rollouts run in passes of per_device_train_batch_size in prompt order (each prompt's together), not
+     * in the order of the reference's micro-batches, while every token keeps the weight its reference micro-batch gives
+     * it (loss_aggregation), so the loss and its gradient are the reference's up to floating-point summation order;
+     * the layers see P + n C rows for n samples of a P-token prompt in a pass instead of n (P + C), and a shared key's
+     * gradient is summed over the samples before the weight GEMMs. docs/trainer.md.
+     */
+    public boolean trainPrefixSharing = true;
     /** Gradient bucket for the ZeRO-2 reduction, in elements (DeepSpeed's reduce_bucket_size; grpo4j). */
     public long reduceBucketSize = 200_000_000L;
     /** A collective not finished within this many seconds aborts the NCCL communicators and stops every rank (grpo4j). */

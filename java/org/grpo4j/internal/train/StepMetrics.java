@@ -116,6 +116,7 @@ final class StepMetrics {
         m.put("rollout/kv_pool_peak_utilization", gs.peakUtilization());
         m.put("rollout/old_logprob_passes", (double) lpr.oldPasses());
         m.put("rollout/logprob_token_rows", (double) lpr.rows());
+        m.put("training/token_rows", (double) up.rowsRun());
         return m;
     }
 
@@ -138,7 +139,8 @@ final class StepMetrics {
             else if (k.equals("val/sequence_lengths_min")) v = fold(all, i, Math::min);
             else if (k.equals("val/sequence_lengths_max") || k.startsWith("time/") || k.equals("rollout/kv_pool_peak_utilization")) v = fold(all, i, Math::max);
             else if (k.equals("val/num_stop_token_ids") || k.startsWith("rewards/") || k.startsWith("throughput/")
-                    || k.equals("rollout/old_logprob_passes") || k.equals("rollout/logprob_token_rows")) v = fold(all, i, Double::sum);
+                    || k.equals("rollout/old_logprob_passes") || k.equals("rollout/logprob_token_rows")
+                    || k.equals("training/token_rows")) v = fold(all, i, Double::sum);
             else if (k.equals("val/ratio_var")) v = unbiasedVariance(all, keys.size());
             else v = mean(all, i);
             out.put(k, v);

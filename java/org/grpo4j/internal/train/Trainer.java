@@ -688,6 +688,8 @@ public final class Trainer implements AutoCloseable {
         if (!keys.has("lm_head_scratch_mib")) c.lmHeadScratchMib = 256;
         // and one written before logprob_prefix_sharing ran every sequence whole through the log-prob passes
         if (!keys.has("logprob_prefix_sharing")) c.logprobPrefixSharing = false;
+        // and one written before train_prefix_sharing trained in the reference's micro-batches, every sequence whole
+        if (!keys.has("train_prefix_sharing")) c.trainPrefixSharing = false;
         return c;
     }
 

@@ -2,7 +2,11 @@ package org.grpo4j.internal.train;
 
 import org.grpo4j.train.GrpoConfig;
 import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.IdentityHashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import org.grpo4j.internal.backend.Backend;
 import org.grpo4j.internal.backend.DType;
 import org.grpo4j.internal.backend.GrpoLossOutputs;
@@ -11,6 +15,7 @@ import org.grpo4j.internal.backend.KlEstimator;
 import org.grpo4j.internal.backend.Tensor;
 import org.grpo4j.internal.model.LlamaModel;
 import org.grpo4j.internal.model.PackedBatch;
+import org.grpo4j.internal.model.PrefixPacking;
 
 /**
  * Phase 4 of a step: num_epochs PPO epochs over the rank's rollouts, each a permutation (a function of seed, step and
@@ -23,7 +28,7 @@ final class UpdatePhase {
     private UpdatePhase() {}
 
     /** What the phase did: the training statistics and the optimizer steps. */
-    record Result(TrainStats stats, double gradNormSum, int optimizerSteps, int skipped, long tokensTrained) {}
+    record Result(TrainStats stats, double gradNormSum, int optimizerSteps, int skipped, long tokensTrained, long rowsRun) {}
 
     /** The guard's verdict: too many non-finite steps in a row (every rank throws it together). */
     static final class Abort extends RuntimeException {
@@ -43,7 +48,7 @@ final class UpdatePhase {
         TrainStats stats = new TrainStats();
         double gradNormSum = 0;
         int optSteps = 0, skipped = 0;
-        long tokensTrained = 0;
+        long tokensTrained = 0, rowsRun = 0;
         ShardedAdamW opt = r.optimizer;
         for (int e = 0; e < cfg.numEpochs; e++) {
             int[] perm = Trainer.permutation(rs.size(), Trainer.mix(cfg.seed, s, 100 + e));
@@ -54,14 +59,33 @@ final class UpdatePhase {
                 long miniTokens = 0;
                 for (Rollout o : miniRs) miniTokens += o.targets.length;
                 long globalTokens = LossAggregation.parse(cfg.lossAggregation) == LossAggregation.TOKEN_MEAN ? globalSum(r, miniTokens) : miniTokens;
+                // each token's weight from its micro-batch (the reference's: consecutive slices of the permutation)
+                Map<Rollout, Double> weight = new IdentityHashMap<>();
+                LossAggregation agg = LossAggregation.parse(cfg.lossAggregation);
+                for (int mc = 0; mc < mini; mc += micro) {
+                    int microTokens = 0;
+                    for (Rollout o : miniRs.subList(mc, mc + micro)) microTokens += o.targets.length;
+                    for (Rollout o : miniRs.subList(mc, mc + micro))
+                        weight.put(o, agg.weight(o.targets.length, microTokens, cfg.gradientAccumulationSteps(), globalTokens, mini,
+                                cfg.responseLength, r.world));
+                }
+                // the passes run micro rollouts each, with train_prefix_sharing a prompt's rollouts next to each other
+                // (the weights above keep the reference's loss: a gradient is a sum over tokens, whatever the grouping)
+                List<Rollout> runOrder = cfg.trainPrefixSharing ? byPrompt(miniRs) : miniRs;
+                Map<Rollout, TokenOut> outs = new IdentityHashMap<>();
                 opt.startStep();
+                for (int mc = 0; mc < mini; mc += micro) {
+                    opt.startMicroBatch();
+                    long[] run = microStep(r, runOrder.subList(mc, mc + micro), weight, lp, e == 0 && mb == 0 && cfg.oldLogprobs.equals("auto"),
+                            cfg.trainPrefixSharing, outs);
+                    opt.endMicroBatch();
+                    tokensTrained += run[0];
+                    rowsRun += run[1];
+                }
                 boolean finite = true;
                 for (int mc = 0; mc < mini; mc += micro) {
                     List<Rollout> microRs = miniRs.subList(mc, mc + micro);
-                    opt.startMicroBatch();
-                    MicroStats st = microStep(r, microRs, lp, globalTokens, miniRs.size(), e == 0, e == 0 && mb == 0 && cfg.oldLogprobs.equals("auto"));
-                    opt.endMicroBatch();
-                    tokensTrained += st.tokens;
+                    MicroStats st = microStats(cfg, microRs, outs, e == 0);
                     finite &= Double.isFinite(st.loss);
                     stats.add(new TrainStats.Micro(e, mb, mc / micro, microRs.size(), st.lossTokens, st.loss, st.pgLoss,
                             st.ratioSum, st.clipSum, st.halfSqDiffSum, st.klSum));
@@ -84,7 +108,7 @@ final class UpdatePhase {
                 }
             }
         }
-        return new Result(stats, gradNormSum, optSteps, skipped, tokensTrained);
+        return new Result(stats, gradNormSum, optSteps, skipped, tokensTrained, rowsRun);
     }
 
     /**
@@ -118,85 +142,119 @@ final class UpdatePhase {
     }
 
     /**
-     * A micro-batch's token-masked mean losses and, over its loss tokens, the sums of the ratio, the clipped indicator,
-     * 0.5 (logp - old)^2 and the selected KL estimator; tokens = packed tokens run (prompts included).
+     * The rollouts in prompt order: each prompt's rollouts together, the prompts in the order of their first rollout,
+     * each prompt's rollouts in their order (a stable grouping by prompt tokens).
      */
-    record MicroStats(double loss, double pgLoss, long lossTokens, double ratioSum, double clipSum, double halfSqDiffSum, double klSum, long tokens) {}
+    static List<Rollout> byPrompt(List<Rollout> rs) {
+        Map<java.nio.IntBuffer, List<Rollout>> groups = new LinkedHashMap<>();
+        for (Rollout o : rs) groups.computeIfAbsent(java.nio.IntBuffer.wrap(o.seq, 0, o.promptLen), k -> new ArrayList<>()).add(o);
+        List<Rollout> out = new ArrayList<>(rs.size());
+        for (List<Rollout> g : groups.values()) out.addAll(g);
+        return out;
+    }
+
+    /** A rollout's per-token outputs of its training forward: log-prob, ratio, clipped indicator, KL estimate. */
+    record TokenOut(float[] logp, float[] ratio, float[] clipped, float[] kl) {}
 
     /**
-     * Forward, fused loss and backward of one micro-batch. The LM head's inputs (the gathered hidden rows) and their
+     * A micro-batch's token-masked mean losses and, over its loss tokens, the sums of the ratio, the clipped indicator,
+     * 0.5 (logp - old)^2 and the selected KL estimator.
+     */
+    record MicroStats(double loss, double pgLoss, long lossTokens, double ratioSum, double clipSum, double halfSqDiffSum, double klSum) {}
+
+    /**
+     * The statistics of one of the reference's micro-batches from its rollouts' token outputs, and in the first epoch
+     * each rollout's per-sequence KL sums (the reference's objective/kl..kl4 at new - ref).
+     */
+    static MicroStats microStats(GrpoConfig cfg, List<Rollout> rs, Map<Rollout, TokenOut> outs, boolean firstEpoch) {
+        double rSum = 0, cSum = 0, akl = 0, pg = 0, total = 0, klSum = 0;
+        long nTok = 0;
+        for (Rollout o : rs) {
+            TokenOut t = outs.get(o);
+            for (int i = 0; i < o.targets.length; i++) {
+                rSum += t.ratio[i];
+                cSum += t.clipped[i];
+                double dl = t.logp[i] - o.old[i];
+                akl += 0.5 * dl * dl;
+                double ratioI = t.ratio[i], a = o.advantage;
+                double pgI = Math.max(-a * ratioI, -a * Math.min(Math.max(ratioI, 1 - cfg.cliprange), 1 + cfg.epsHigh()));
+                pg += pgI;
+                total += pgI + cfg.beta * t.kl[i];
+                klSum += t.kl[i];
+            }
+            nTok += o.targets.length;
+            if (firstEpoch) { // G:1256-1260
+                java.util.Arrays.fill(o.trainKl, 0);
+                for (int i = 0; i < o.targets.length; i++) {
+                    double dd = Math.max(-40, Math.min(40, (double) t.logp[i] - o.ref[i]));
+                    for (KlEstimator est : KlEstimator.values()) o.trainKl[est.ordinal()] += est.value(dd, t.ratio[i]);
+                }
+            }
+        }
+        // micro-batch means (token-masked, no padding): the reference's loss/policy_avg is the total loss pg + beta*kl
+        return new MicroStats(total / nTok, pg / nTok, nTok, rSum, cSum, akl, klSum);
+    }
+
+    /**
+     * Forward, fused loss and backward of one pass over some rollouts, each token weighted by its rollout's
+     * {@code weight}; each rollout's token outputs go to {@code outs} (and, on-policy, its old log-probs are its own).
+     * With {@code share}, rollouts of one prompt next to each other run the prompt's tokens once through the layers
+     * ({@link LlamaModel#forward(PrefixPacking, boolean)}). The LM head's inputs (the gathered hidden rows) and their
      * gradient are in the activation dtype, as the grpoLoss contract has them; the loss, log-probs, ratios and KL are
      * fp32; dHidden is gathered into an fp32 buffer (embeddingBackward accumulates in fp32) and rounded once by the
-     * model's backward; the weight gradients accumulate in the fp32 buffer inside the GEMMs.
+     * model's backward; the weight gradients accumulate in the fp32 buffer inside the GEMMs. Returns {packed tokens
+     * (prompts included), rows run through the layers}.
      */
-    static MicroStats microStep(RankState r, List<Rollout> rs, GrpoLossParams lp, long miniTokens, int miniSeqs, boolean firstEpoch,
-                                boolean onPolicy) {
+    static long[] microStep(RankState r, List<Rollout> rs, Map<Rollout, Double> weight, GrpoLossParams lp, boolean onPolicy,
+                            boolean share, Map<Rollout, TokenOut> outs) {
         GrpoConfig cfg = r.s.cfg();
         Backend be = r.be;
         LogprobPhase.Packed pk = LogprobPhase.Packed.of(rs);
-        int[] rows = pk.rows(), tgt = pk.targets();
-        int nTok = rows.length;
+        int[] tgt = pk.targets();
+        int nTok = tgt.length;
         float[] w = new float[nTok], adv = new float[nTok], old = new float[nTok], ref = new float[nTok];
-        LossAggregation agg = LossAggregation.parse(cfg.lossAggregation);
         int k = 0;
         for (Rollout o : rs) {
-            double wt = agg.weight(o.targets.length, nTok, cfg.gradientAccumulationSteps(), miniTokens, miniSeqs, cfg.responseLength, r.world);
+            float wt = (float) (double) weight.get(o);
             for (int t = 0; t < o.targets.length; t++, k++) {
-                w[k] = (float) wt;
+                w[k] = wt;
                 adv[k] = (float) o.advantage;
                 if (!onPolicy) old[k] = o.old[t];
                 ref[k] = o.ref[t];
             }
         }
-        int d = r.s.model().hiddenSize();
+        int[] shared = share ? LogprobPhase.sharedPrompts(rs) : null;
+        int d = r.s.model().hiddenSize(), vocab = r.s.model().vocabSize();
         DType adt = r.model.activationDType();
         LlamaModel model = r.model;
-        try (PackedBatch pb = PackedBatch.of(be, pk.seqs(), r.s.model().vocabSize());
-             LlamaModel.Activations act = model.forward(pb, cfg.gradientCheckpointing);
-             Tensor rowsT = be.upload(rows, nTok); Tensor tgtT = be.upload(tgt, nTok); Tensor wT = be.upload(w, nTok);
-             Tensor advT = be.upload(adv, nTok); Tensor oldT = onPolicy ? null : be.upload(old, nTok); Tensor refT = be.upload(ref, nTok);
-             Tensor sel = be.empty(adt, nTok, d); Tensor loss = be.empty(DType.FP32, 1); Tensor logp = be.empty(DType.FP32, nTok);
-             Tensor ratio = be.empty(DType.FP32, nTok); Tensor clipped = be.empty(DType.FP32, nTok); Tensor kl = be.empty(DType.FP32, nTok);
-             Tensor dSel = be.empty(adt, nTok, d); Tensor dHidden = be.zeros(DType.FP32, pb.tokens(), d)) {
-            be.embedding(sel, act.hidden(), rowsT);
-            r.lmHeadLoss(() -> be.grpoLoss(new GrpoLossOutputs(loss, logp, ratio, clipped, kl, dSel, r.lmHeadGrad()),
-                    sel, r.compute.get("lm_head.weight"), tgtT, wT, advT, oldT, refT, lp));
-            r.roundLmHeadGrad();
-            be.embeddingBackward(dHidden, dSel, rowsT);
-            model.backward(act, dHidden, r.grads, r.optimizer::gradientsReady, r.table32);
-            float[] lpv = logp.toFloats(), rv = ratio.toFloats(), cv = clipped.toFloats(), kv = kl.toFloats();
-            if (onPolicy) { // the old log-probs are this forward's own (the step's metrics read them)
-                System.arraycopy(lpv, 0, old, 0, nTok);
+        try (PackedBatch pb = shared == null ? PackedBatch.of(be, pk.seqs(), vocab) : null;
+             PrefixPacking pp = shared == null ? null : PrefixPacking.of(be, pk.seqs(), shared, vocab);
+             LlamaModel.Activations act = pp == null ? model.forward(pb, cfg.gradientCheckpointing) : model.forward(pp, cfg.gradientCheckpointing)) {
+            int[] rows = pp == null ? pk.rows() : pp.compactRows(pk.rows(), "rows");
+            int n = act.hidden().dim(0);
+            try (Tensor rowsT = be.upload(rows, nTok); Tensor tgtT = be.upload(tgt, nTok); Tensor wT = be.upload(w, nTok);
+                 Tensor advT = be.upload(adv, nTok); Tensor oldT = onPolicy ? null : be.upload(old, nTok); Tensor refT = be.upload(ref, nTok);
+                 Tensor sel = be.empty(adt, nTok, d); Tensor loss = be.empty(DType.FP32, 1); Tensor logp = be.empty(DType.FP32, nTok);
+                 Tensor ratio = be.empty(DType.FP32, nTok); Tensor clipped = be.empty(DType.FP32, nTok); Tensor kl = be.empty(DType.FP32, nTok);
+                 Tensor dSel = be.empty(adt, nTok, d); Tensor dHidden = be.zeros(DType.FP32, n, d)) {
+                be.embedding(sel, act.hidden(), rowsT);
+                r.lmHeadLoss(() -> be.grpoLoss(new GrpoLossOutputs(loss, logp, ratio, clipped, kl, dSel, r.lmHeadGrad()),
+                        sel, r.compute.get("lm_head.weight"), tgtT, wT, advT, oldT, refT, lp));
+                r.roundLmHeadGrad();
+                be.embeddingBackward(dHidden, dSel, rowsT);
+                model.backward(act, dHidden, r.grads, r.optimizer::gradientsReady, r.table32);
+                float[] lpv = logp.toFloats(), rv = ratio.toFloats(), cv = clipped.toFloats(), kv = kl.toFloats();
                 int q = 0;
                 for (Rollout o : rs) {
-                    o.old = java.util.Arrays.copyOfRange(lpv, q, q + o.targets.length);
-                    q += o.targets.length;
+                    int to = q + o.targets.length;
+                    TokenOut t = new TokenOut(Arrays.copyOfRange(lpv, q, to), Arrays.copyOfRange(rv, q, to), Arrays.copyOfRange(cv, q, to),
+                            Arrays.copyOfRange(kv, q, to));
+                    outs.put(o, t);
+                    if (onPolicy) o.old = t.logp.clone(); // the old log-probs are this forward's own (the step's metrics read them)
+                    q = to;
                 }
+                return new long[] {pk.seqs().stream().mapToLong(x -> x.length).sum(), n};
             }
-            double rSum = 0, cSum = 0, akl = 0, pg = 0, total = 0, klSum = 0;
-            for (int i = 0; i < nTok; i++) {
-                rSum += rv[i];
-                cSum += cv[i];
-                double dl = lpv[i] - old[i];
-                akl += 0.5 * dl * dl;
-                double ratioI = rv[i], a = adv[i];
-                double pgI = Math.max(-a * ratioI, -a * Math.min(Math.max(ratioI, 1 - cfg.cliprange), 1 + cfg.epsHigh()));
-                pg += pgI;
-                total += pgI + cfg.beta * kv[i];
-                klSum += kv[i];
-            }
-            if (firstEpoch) { // the reference's objective/kl..kl4: per-sequence sums at (new - ref) of the first epoch (G:1256-1260)
-                int q = 0;
-                for (Rollout o : rs) {
-                    java.util.Arrays.fill(o.trainKl, 0);
-                    for (int t = 0; t < o.targets.length; t++, q++) {
-                        double dd = Math.max(-40, Math.min(40, (double) lpv[q] - ref[q]));
-                        for (KlEstimator est : KlEstimator.values()) o.trainKl[est.ordinal()] += est.value(dd, rv[q]);
-                    }
-                }
-            }
-            // micro-batch means (token-masked, no padding): the reference's loss/policy_avg is the total loss pg + beta*kl
-            return new MicroStats(total / nTok, pg / nTok, nTok, rSum, cSum, akl, klSum, pb.tokens());
         }
     }
 }

@@ -134,6 +134,68 @@ class GrpoTrainerTest {
         assertArrayEquals(off, on, "weights after 2 steps");
     }
 
+    /**
+     * train_prefix_sharing runs each mini-batch's rollouts in prompt order, a prompt's tokens once per training pass,
+     * with every token weighted by its reference micro-batch: the first mini-batch's gradient (the same weights and
+     * rollouts) within 1e-5 of its largest element of the unshared run's; the same rewards and losses up to rounding,
+     * the per-micro-batch metrics of the reference's micro-batches, and fewer rows through the layers. The weights after
+     * two steps differ by less than a tenth of the learning rate a step (AdamW's normalized update turns rounding in
+     * a near-zero gradient into up to one learning rate; a wrong gradient moves many weights by that).
+     */
+    @Test
+    void trainPrefixSharingKeepsTheLossAndRunsFewerRows(@TempDir Path tmp) throws Exception {
+        Map<Boolean, List<Map<String, Double>>> runs = new java.util.LinkedHashMap<>();
+        Map<Boolean, float[]> firstGrad = new java.util.HashMap<>();
+        for (boolean on : new boolean[] {true, false}) {
+            List<String> sets = small(tmp.resolve("share-" + on), 2);
+            sets.addAll(List.of("train_prefix_sharing=" + on, "num_evals=0"));
+            List<Map<String, Double>> seen = new ArrayList<>();
+            try (Trainer t = Trainer.builder(config(sets)).log(null).gradientHook(g -> {
+                if (firstGrad.containsKey(on)) return;
+                List<float[]> parts = new ArrayList<>();
+                int n = 0;
+                for (var e : g.layout().entries()) {
+                    float[] x = g.get(e.name()).toFloats();
+                    parts.add(x);
+                    n += x.length;
+                }
+                float[] all = new float[n];
+                int at = 0;
+                for (float[] x : parts) {
+                    System.arraycopy(x, 0, all, at, x.length);
+                    at += x.length;
+                }
+                firstGrad.put(on, all);
+            }).build()) {
+                t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
+                    @Override
+                    public void onStep(int step, Map<String, Double> m) { seen.add(m); }
+                });
+            }
+            runs.put(on, seen);
+        }
+        float[] ga = firstGrad.get(true), gb = firstGrad.get(false);
+        double gDiff = 0, gMax = 0;
+        for (int i = 0; i < ga.length; i++) {
+            gDiff = Math.max(gDiff, Math.abs(ga[i] - gb[i]));
+            gMax = Math.max(gMax, Math.abs(gb[i]));
+        }
+        assertTrue(gMax > 0 && gDiff <= 1e-5 * gMax, "first mini-batch's gradient: max |shared - unshared| " + gDiff + " against max " + gMax);
+        for (int s = 0; s < 2; s++) {
+            Map<String, Double> on = runs.get(true).get(s), off = runs.get(false).get(s);
+            assertEquals(off.get("objective/scores"), on.get("objective/scores"), s == 0 ? 0.0 : 1e-9, "step " + (s + 1) + " scores");
+            for (String k : List.of("loss/policy_avg", "val/ratio", "val/ratio_var", "policy/approxkl_avg", "objective/kl"))
+                assertEquals(off.get(k), on.get(k), 1e-5 * (1 + Math.abs(off.get(k))), "step " + (s + 1) + " " + k);
+            assertTrue(on.get("training/token_rows") < off.get("training/token_rows"),
+                    "step " + (s + 1) + ": " + on.get("training/token_rows") + " rows shared vs " + off.get("training/token_rows"));
+        }
+        float[] on = allFloats(tmp.resolve("share-true/checkpoints/step_2/model/model.safetensors"));
+        float[] off = allFloats(tmp.resolve("share-false/checkpoints/step_2/model/model.safetensors"));
+        double maxDiff = 0, lr = config(small(tmp, 1)).learningRate;
+        for (int i = 0; i < on.length; i++) maxDiff = Math.max(maxDiff, Math.abs(on[i] - off[i]));
+        assertTrue(maxDiff <= 0.1 * lr, "weights after 2 steps: max |shared - unshared| " + maxDiff + " against the learning rate " + lr);
+    }
+
     /** Trains a run of the given config and returns each step's metrics. */
     static List<Map<String, Double>> stepMetrics(List<String> sets) throws Exception {
         List<Map<String, Double>> seen = new ArrayList<>();
@@ -330,19 +392,20 @@ class GrpoTrainerTest {
     /**
      * A checkpoint written before a key existed resumes as it ran, not with the key's new default: lm_head_grad split
      * (dz as hi + lo), old_logprobs recompute (every old log-prob from the no-grad pass), lm_head_scratch_mib 256 (the
-     * LM head's 256 MiB blocks), logprob_prefix_sharing off (every sequence whole through the log-prob passes), so that
+     * LM head's 256 MiB blocks), logprob_prefix_sharing off (every sequence whole through the log-prob passes),
+     * train_prefix_sharing off (the reference's micro-batches, every sequence whole), so that
      * the run goes on bit for bit; a checkpoint with the key keeps its value.
      */
     @Test
     void aCheckpointWithoutNewerKeysResumesAsItRan(@TempDir Path tmp) throws Exception {
         GrpoConfig c = config(small(tmp.resolve("run"), 1));
-        assertEquals(List.of("bf16", "auto", 1024L, true), List.of(c.lmHeadGrad, c.oldLogprobs, c.lmHeadScratchMib, c.logprobPrefixSharing),
-                "the defaults");
+        assertEquals(List.of("bf16", "auto", 1024L, true, true), List.of(c.lmHeadGrad, c.oldLogprobs, c.lmHeadScratchMib, c.logprobPrefixSharing,
+                c.trainPrefixSharing), "the defaults");
         Map<String, Object> before = Map.of("lm_head_grad", "split", "old_logprobs", "recompute", "lm_head_scratch_mib", 256L,
-                "logprob_prefix_sharing", false);
+                "logprob_prefix_sharing", false, "train_prefix_sharing", false);
         Map<String, java.util.function.Function<GrpoConfig, Object>> read = Map.of("lm_head_grad", x -> x.lmHeadGrad,
                 "old_logprobs", x -> x.oldLogprobs, "lm_head_scratch_mib", x -> x.lmHeadScratchMib,
-                "logprob_prefix_sharing", x -> x.logprobPrefixSharing);
+                "logprob_prefix_sharing", x -> x.logprobPrefixSharing, "train_prefix_sharing", x -> x.trainPrefixSharing);
         for (String key : before.keySet()) {
             var withKey = (com.fasterxml.jackson.databind.node.ObjectNode) new ObjectMapper().readTree(c.toJson());
             assertTrue(withKey.has(key), "a new checkpoint records " + key);
