@@ -30,6 +30,7 @@ import org.grpo4j.internal.model.LlamaConfig;
 import org.grpo4j.internal.model.LlamaModel;
 import org.grpo4j.internal.model.LlamaWeights;
 import org.grpo4j.internal.model.PackedBatch;
+import org.grpo4j.internal.model.PrefixPacking;
 import org.grpo4j.internal.model.ParameterLayout;
 import org.grpo4j.reward.Compat;
 import org.grpo4j.reward.Rewards;
@@ -1096,14 +1097,27 @@ public final class E2eBench implements Callable<Integer> {
             }
             long t3 = System.nanoTime();
             pr.say(String.format(Locale.ROOT, "%s grpo: log-probs %.2f s", rig.preset, (t3 - t2) / 1e9));
-            // 4. training: mini-batches of micro-batches through the fused GRPO loss, one optimizer step per mini-batch
+            // 4. training: mini-batches of micro-batches through the fused GRPO loss, one optimizer step per mini-batch; as
+            // the trainer's train_prefix_sharing, each mini-batch's passes take its rollouts in prompt order (a prompt's
+            // tokens once per pass through the layers), each token weighted by its micro-batch of the permutation
             GrpoLossParams lp = new GrpoLossParams(1f, 0.2f, 0.2f, 0.01f, KlEstimator.KL3);
-            long trained = 0;
+            long trained = 0, trainRows = 0;
             int optSteps = 0;
+            double[] weight = new double[seqs];
             for (int mb = 0; mb < sh.miniBatches(); mb++) {
                 for (int mc = 0; mc < gas; mc++) {
-                    int[] idx = Arrays.copyOfRange(perm, mb * perMini + mc * sh.microSeqs(), mb * perMini + (mc + 1) * sh.microSeqs());
-                    trained += grpoMicroStep(rig, idx, seqTokens, completions, sh.promptLen(), adv, old, refLp, lp, gas, st.checkpointing());
+                    int from = mb * perMini + mc * sh.microSeqs(), to = from + sh.microSeqs();
+                    long tokens = 0;
+                    for (int q = from; q < to; q++) tokens += completions.get(perm[q]).length;
+                    for (int q = from; q < to; q++) weight[perm[q]] = 1.0 / ((double) tokens * gas);
+                }
+                int[] order = Arrays.stream(Arrays.copyOfRange(perm, mb * perMini, (mb + 1) * perMini)).boxed()
+                        .sorted(java.util.Comparator.comparingInt(i -> i / nS)).mapToInt(Integer::intValue).toArray();
+                for (int mc = 0; mc < gas; mc++) {
+                    int[] idx = Arrays.copyOfRange(order, mc * sh.microSeqs(), (mc + 1) * sh.microSeqs());
+                    long[] run = grpoMicroStep(rig, idx, seqTokens, completions, sh.promptLen(), nS, adv, old, refLp, weight, lp, st.checkpointing());
+                    trained += run[0];
+                    trainRows += run[1];
                 }
                 rig.optimizerStep();
                 optSteps++;
@@ -1118,6 +1132,7 @@ public final class E2eBench implements Callable<Integer> {
             f.put("total_s", (t4 - t0) / 1e9);
             f.put("generated_tokens", (double) completions.stream().mapToLong(c -> c.length).sum());
             f.put("trained_tokens", (double) trained);
+            f.put("training_token_rows", (double) trainRows);
             f.put("optimizer_steps", (double) optSteps);
             boolean warmed = st.sections().contains(E2eReport.TRAIN) && st.sections().contains(E2eReport.ROLLOUT);
             return row(t, sh, st, E2eReport.OK, "one step" + (warmed ? " (the training and rollout rows warmed the same kernels)"
@@ -1157,10 +1172,15 @@ public final class E2eBench implements Callable<Integer> {
          * each other share its tokens' pass (LlamaModel.tokenLogprobsSharedPrefix), as the trainer's log-prob passes.
          */
         float[] logprobs(LlamaModel m, int samples) {
+            return m.tokenLogprobs(seqs, shared(samples), rows, targets, 1f, new long[1]);
+        }
+
+        /** Per sequence, the prompt length when it follows a sequence of the same prompt (index / samples), else 0. */
+        int[] shared(int samples) {
             int[] shared = new int[index.length];
             for (int j = 1; j < index.length; j++)
                 if (index[j] / samples == index[j - 1] / samples) shared[j] = promptLen;
-            return m.tokenLogprobs(seqs, shared, rows, targets, 1f, new long[1]);
+            return shared;
         }
 
         /** Splits concatenated per-token values back per sequence (sequences from..from+counts.length-1). */
@@ -1181,13 +1201,15 @@ public final class E2eBench implements Callable<Integer> {
     }
 
     /**
-     * One micro-batch as the trainer runs it: forward, the fused GRPO loss on the completion tokens' hidden states
-     * (token-masked mean over the micro-batch, divided by the accumulation steps), its gradient scattered back to the
-     * packed rows, the model's backward. Reads the loss once (the host's one look per micro-batch). Returns the packed
-     * tokens run. Sequences without old log-probs (the first mini-batch's) train on-policy: grpoLoss without them.
+     * One training pass as the trainer runs it: forward (the sequences of one prompt next to each other share its
+     * tokens' pass through the layers), the fused GRPO loss on the completion tokens' hidden states (each sequence's
+     * tokens with its weight: the token-masked mean over its micro-batch, divided by the accumulation steps), its
+     * gradient scattered back to the rows, the model's backward. Reads the loss once (the host's one look per pass).
+     * Returns {packed tokens, rows run through the layers}. Sequences without old log-probs (the first mini-batch's)
+     * train on-policy: grpoLoss without them.
      */
-    static long grpoMicroStep(Rig rig, int[] idx, List<int[]> seqTokens, List<int[]> completions, int promptLen, double[] adv,
-                              float[][] old, float[][] ref, GrpoLossParams lp, int gas, boolean checkpointing) {
+    static long[] grpoMicroStep(Rig rig, int[] idx, List<int[]> seqTokens, List<int[]> completions, int promptLen, int samples, double[] adv,
+                                float[][] old, float[][] ref, double[] weight, GrpoLossParams lp, boolean checkpointing) {
         Backend be = rig.be;
         Packed pk = Packed.of(seqTokens, completions, promptLen, idx);
         int n = pk.rows().length, d = rig.cfg.hiddenSize();
@@ -1196,19 +1218,19 @@ public final class E2eBench implements Callable<Integer> {
         int k = 0;
         for (int j = 0; j < idx.length; j++)
             for (int q = 0; q < pk.counts()[j]; q++, k++) {
-                w[k] = (float) (1.0 / ((double) n * gas));
+                w[k] = (float) weight[idx[j]];
                 a[k] = (float) adv[idx[j]];
                 if (!onPolicy) o[k] = old[idx[j]][q];
                 r[k] = ref[idx[j]][q];
             }
         DType adt = rig.model.activationDType();
-        try (PackedBatch pb = PackedBatch.of(be, pk.seqs(), rig.cfg.vocabSize());
-             LlamaModel.Activations act = rig.model.forward(pb, checkpointing);
-             Tensor rowsT = be.upload(pk.rows(), n); Tensor tgtT = be.upload(pk.targets(), n); Tensor wT = be.upload(w, n);
+        try (PrefixPacking pp = PrefixPacking.of(be, pk.seqs(), pk.shared(samples), rig.cfg.vocabSize());
+             LlamaModel.Activations act = rig.model.forward(pp, checkpointing);
+             Tensor rowsT = be.upload(pp.compactRows(pk.rows(), "rows"), n); Tensor tgtT = be.upload(pk.targets(), n); Tensor wT = be.upload(w, n);
              Tensor advT = be.upload(a, n); Tensor oldT = onPolicy ? null : be.upload(o, n); Tensor refT = be.upload(r, n);
              Tensor sel = be.empty(adt, n, d); Tensor loss = be.empty(DType.FP32, 1); Tensor logp = be.empty(DType.FP32, n);
              Tensor ratio = be.empty(DType.FP32, n); Tensor clipped = be.empty(DType.FP32, n); Tensor kl = be.empty(DType.FP32, n);
-             Tensor dSel = be.empty(adt, n, d); Tensor dHidden = be.zeros(DType.FP32, pb.tokens(), d)) {
+             Tensor dSel = be.empty(adt, n, d); Tensor dHidden = be.zeros(DType.FP32, pp.compactRows(), d)) {
             be.embedding(sel, act.hidden(), rowsT);
             be.grpoLoss(new GrpoLossOutputs(loss, logp, ratio, clipped, kl, dSel, rig.grads.get("lm_head.weight")),
                     sel, rig.compute.get("lm_head.weight"), tgtT, wT, advT, oldT, refT, lp);
@@ -1216,7 +1238,7 @@ public final class E2eBench implements Callable<Integer> {
             rig.model.backward(act, dHidden, rig.grads);
             float l = loss.item();
             if (!Float.isFinite(l)) throw new IllegalStateException("non-finite GRPO loss (" + l + ") on " + rig.preset);
-            return pb.tokens();
+            return new long[] {pp.fullRows(), pp.compactRows()};
         }
     }
 

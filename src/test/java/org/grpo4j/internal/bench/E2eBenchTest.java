@@ -85,6 +85,9 @@ class E2eBenchTest {
                     assertEquals(row.fig("total_s"), parts, 1e-6);
                     assertEquals(16 * 8, row.fig("generated_tokens"));      // 4 prompts x 4 samples x 8 new tokens, no stop
                     assertEquals(16 * (16 + 8), row.fig("trained_tokens")); // each sequence once (one epoch), prompt + completion
+                    // the passes take a mini-batch's rollouts in prompt order: each prompt's 16 tokens at least once, not 4 times
+                    double rows = row.fig("training_token_rows");
+                    assertTrue(rows >= 16 * 8 + 4 * 16 && rows < 16 * (16 + 8), "training_token_rows " + rows);
                     assertEquals(2, row.fig("optimizer_steps"));
                 }
             }
