@@ -103,7 +103,10 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
      * saved activations, the LM head's gathered rows and their gradient, the fp32 dHidden, the fused LM head's scratch
      * on CUDA (the larger of its two paths: a token block's logits within {@code lmRowsBytes}, or a chunk of logits, its
      * bf16 hi/lo pair and the fp32 dHidden accumulator; 48 bytes of state a token; the CPU needs less), and the
-     * backward's largest per-layer temporaries (with checkpointing, the recomputed layer too).
+     * backward's largest per-layer temporaries (with checkpointing, the recomputed layer too): the MLP's, or the
+     * attention's, counted for a prefix packing (the trainer's train_prefix_sharing), whose backward also holds the full
+     * rows' q, k, v, output, their gradients and lse (at most {@code tokens} full rows; the compact rows it saves are
+     * never more). For Llama shapes the MLP's are the larger either way.
      */
     public double trainingActivationBytes(long tokens, long lossTokens, boolean checkpointing, long lmRowsBytes) {
         LlamaConfig c = config;
@@ -115,7 +118,8 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
         double lmScratch = Math.max(Math.min((double) lmRowsBytes, 4.0 * c.vocabSize() * block),
                 8.0 * block * chunk + 4.0 * block * c.hiddenSize()) + 48.0 * lossTokens;
         double head = lossTokens * (2.0 * c.hiddenSize() * a + 6 * 4.0) + tokens * 4.0 * c.hiddenSize() + lmScratch;
-        long mlp = 3L * c.intermediateSize() + 2L * c.hiddenSize(), att = 2L * c.qDim() + 2L * c.kvDim() + 2L * c.hiddenSize();
+        long mlp = 3L * c.intermediateSize() + 2L * c.hiddenSize();
+        long att = 2L * c.qDim() + 2L * c.kvDim() + 2L * c.hiddenSize() + 4L * c.qDim() + 4L * c.kvDim() + (4L / a) * c.numHeads();
         double backward = tokens * (double) a * (2L * c.hiddenSize() + Math.max(mlp, att) + (checkpointing ? c.hiddenSize() : 0));
         return saved + head + backward;
     }
