@@ -117,6 +117,7 @@ final class StepMetrics {
         m.put("rollout/old_logprob_passes", (double) lpr.oldPasses());
         m.put("rollout/logprob_token_rows", (double) lpr.rows());
         m.put("training/token_rows", (double) up.rowsRun());
+        m.put("training/passes", (double) up.passes());
         return m;
     }
 
@@ -140,7 +141,7 @@ final class StepMetrics {
             else if (k.equals("val/sequence_lengths_max") || k.startsWith("time/") || k.equals("rollout/kv_pool_peak_utilization")) v = fold(all, i, Math::max);
             else if (k.equals("val/num_stop_token_ids") || k.startsWith("rewards/") || k.startsWith("throughput/")
                     || k.equals("rollout/old_logprob_passes") || k.equals("rollout/logprob_token_rows")
-                    || k.equals("training/token_rows")) v = fold(all, i, Double::sum);
+                    || k.equals("training/token_rows") || k.equals("training/passes")) v = fold(all, i, Double::sum);
             else if (k.equals("val/ratio_var")) v = unbiasedVariance(all, keys.size());
             else v = mean(all, i);
             out.put(k, v);

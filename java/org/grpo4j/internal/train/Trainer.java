@@ -425,7 +425,7 @@ public final class Trainer implements AutoCloseable {
         long tTrain0 = System.nanoTime();
         UpdatePhase.Result up;
         try {
-            up = UpdatePhase.run(r, s, roll.rollouts());
+            up = UpdatePhase.run(r, s, roll.rollouts(), longestPrompt);
         } catch (UpdatePhase.Abort a) {
             throw new TrainingAbortedException(a.step, a.inARow + " consecutive optimizer steps had a non-finite loss or gradient norm"
                     + " (learning_rate " + cfg.learningRate + "); the last checkpoint is " + out.resolve("checkpoints").resolve("step_" + lastCheckpointStep()));
@@ -690,6 +690,8 @@ public final class Trainer implements AutoCloseable {
         if (!keys.has("logprob_prefix_sharing")) c.logprobPrefixSharing = false;
         // and one written before train_prefix_sharing trained in the reference's micro-batches, every sequence whole
         if (!keys.has("train_prefix_sharing")) c.trainPrefixSharing = false;
+        // and one written before train_pass_packing trained in passes of per_device_train_batch_size rollouts
+        if (!keys.has("train_pass_packing")) c.trainPassPacking = "micro_batch";
         return c;
     }
 

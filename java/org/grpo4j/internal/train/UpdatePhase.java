@@ -14,6 +14,7 @@ import org.grpo4j.internal.backend.GrpoLossParams;
 import org.grpo4j.internal.backend.KlEstimator;
 import org.grpo4j.internal.backend.Tensor;
 import org.grpo4j.internal.model.LlamaModel;
+import org.grpo4j.internal.model.MemoryEstimate;
 import org.grpo4j.internal.model.PackedBatch;
 import org.grpo4j.internal.model.PrefixPacking;
 
@@ -28,7 +29,7 @@ final class UpdatePhase {
     private UpdatePhase() {}
 
     /** What the phase did: the training statistics and the optimizer steps. */
-    record Result(TrainStats stats, double gradNormSum, int optimizerSteps, int skipped, long tokensTrained, long rowsRun) {}
+    record Result(TrainStats stats, double gradNormSum, int optimizerSteps, int skipped, long tokensTrained, long rowsRun, int passes) {}
 
     /** The guard's verdict: too many non-finite steps in a row (every rank throws it together). */
     static final class Abort extends RuntimeException {
@@ -41,7 +42,12 @@ final class UpdatePhase {
         }
     }
 
-    static Result run(RankState r, int s, List<Rollout> rs) {
+    /**
+     * @param longestPrompt the dataset's longest prompt (the memory plan's): with train_pass_packing tokens, a pass's
+     *                      activations stay within those of per_device_train_batch_size x (longestPrompt +
+     *                      response_length) tokens ({@link #passes})
+     */
+    static Result run(RankState r, int s, List<Rollout> rs, int longestPrompt) {
         GrpoConfig cfg = r.s.cfg();
         GrpoLossParams lp = new GrpoLossParams((float) cfg.temperature, (float) cfg.cliprange, (float) cfg.epsHigh(), (float) cfg.beta, KlEstimator.parse(cfg.klEstimator));
         int mini = cfg.localMiniBatchSize, micro = cfg.perDeviceTrainBatchSize;
@@ -49,7 +55,10 @@ final class UpdatePhase {
         double gradNormSum = 0;
         int optSteps = 0, skipped = 0;
         long tokensTrained = 0, rowsRun = 0;
+        int passes = 0;
         ShardedAdamW opt = r.optimizer;
+        MemoryEstimate est = r.estimate();
+        long lmRows = Preflight.lmRowsBytes(cfg, r.s.dtype());
         for (int e = 0; e < cfg.numEpochs; e++) {
             int[] perm = Trainer.permutation(rs.size(), Trainer.mix(cfg.seed, s, 100 + e));
             for (int mb = 0; mb < cfg.numMiniBatches(); mb++) {
@@ -73,14 +82,21 @@ final class UpdatePhase {
                 // (the weights above keep the reference's loss: a gradient is a sum over tokens, whatever the grouping)
                 List<Rollout> runOrder = cfg.trainPrefixSharing ? byPrompt(miniRs) : miniRs;
                 Map<Rollout, TokenOut> outs = new IdentityHashMap<>();
+                List<List<Rollout>> plan = passes(cfg, est, lmRows, runOrder, longestPrompt);
+                // ZeRO-2 reduces after every pass: every rank takes part in as many as the rank with the most (a rank with
+                // fewer reduces zeros), as the supervised warm-up does
+                int rounds = cfg.trainPassPacking.equals("tokens") ? (int) globalMax(r, plan.size()) : plan.size();
                 opt.startStep();
-                for (int mc = 0; mc < mini; mc += micro) {
+                for (int k = 0; k < rounds; k++) {
                     opt.startMicroBatch();
-                    long[] run = microStep(r, runOrder.subList(mc, mc + micro), weight, lp, e == 0 && mb == 0 && cfg.oldLogprobs.equals("auto"),
-                            cfg.trainPrefixSharing, outs);
+                    if (k < plan.size()) {
+                        long[] run = microStep(r, plan.get(k), weight, lp, e == 0 && mb == 0 && cfg.oldLogprobs.equals("auto"),
+                                cfg.trainPrefixSharing, outs);
+                        tokensTrained += run[0];
+                        rowsRun += run[1];
+                        passes++;
+                    }
                     opt.endMicroBatch();
-                    tokensTrained += run[0];
-                    rowsRun += run[1];
                 }
                 boolean finite = true;
                 for (int mc = 0; mc < mini; mc += micro) {
@@ -108,7 +124,7 @@ final class UpdatePhase {
                 }
             }
         }
-        return new Result(stats, gradNormSum, optSteps, skipped, tokensTrained, rowsRun);
+        return new Result(stats, gradNormSum, optSteps, skipped, tokensTrained, rowsRun, passes);
     }
 
     /**
@@ -150,6 +166,40 @@ final class UpdatePhase {
         for (Rollout o : rs) groups.computeIfAbsent(java.nio.IntBuffer.wrap(o.seq, 0, o.promptLen), k -> new ArrayList<>()).add(o);
         List<Rollout> out = new ArrayList<>(rs.size());
         for (List<Rollout> g : groups.values()) out.addAll(g);
+        return out;
+    }
+
+    /**
+     * The training passes over a mini-batch's rollouts in run order: per_device_train_batch_size rollouts each
+     * (micro_batch), or (tokens) as many consecutive rollouts as keep the pass's estimated activations
+     * ({@link MemoryEstimate#trainingActivationBytes}) within what the memory plan sized a micro-batch for:
+     * per_device_train_batch_size x (longestPrompt + response_length) tokens, per_device_train_batch_size x
+     * response_length of them trained on. A rollout alone always makes a pass.
+     */
+    static List<List<Rollout>> passes(GrpoConfig cfg, MemoryEstimate est, long lmRowsBytes, List<Rollout> order, int longestPrompt) {
+        int micro = cfg.perDeviceTrainBatchSize;
+        List<List<Rollout>> out = new ArrayList<>();
+        if (!cfg.trainPassPacking.equals("tokens")) {
+            for (int i = 0; i < order.size(); i += micro) out.add(order.subList(i, Math.min(order.size(), i + micro)));
+            return out;
+        }
+        boolean ckpt = cfg.gradientCheckpointing;
+        double cap = est.trainingActivationBytes((long) micro * ((long) longestPrompt + cfg.responseLength), (long) micro * cfg.responseLength,
+                ckpt, lmRowsBytes);
+        long tokens = 0, loss = 0;
+        int from = 0;
+        for (int i = 0; i < order.size(); i++) {
+            Rollout o = order.get(i);
+            if (i > from && est.trainingActivationBytes(tokens + o.seq.length, loss + o.targets.length, ckpt, lmRowsBytes) > cap) {
+                out.add(order.subList(from, i));
+                from = i;
+                tokens = 0;
+                loss = 0;
+            }
+            tokens += o.seq.length;
+            loss += o.targets.length;
+        }
+        if (from < order.size()) out.add(order.subList(from, order.size()));
         return out;
     }
 

@@ -135,23 +135,23 @@ class GrpoTrainerTest {
     }
 
     /**
-     * train_prefix_sharing runs each mini-batch's rollouts in prompt order, a prompt's tokens once per training pass,
-     * with every token weighted by its reference micro-batch: the first mini-batch's gradient (the same weights and
-     * rollouts) within 1e-5 of its largest element of the unshared run's; the same rewards and losses up to rounding,
-     * the per-micro-batch metrics of the reference's micro-batches, and fewer rows through the layers. The weights after
-     * two steps differ by less than a tenth of the learning rate a step (AdamW's normalized update turns rounding in
-     * a near-zero gradient into up to one learning rate; a wrong gradient moves many weights by that).
+     * Two two-step runs that differ in one setting that must not change the loss (only the grouping of the training
+     * passes): the first mini-batch's gradient (the same weights and rollouts) within 1e-5 of its largest element, the
+     * same rewards and losses up to rounding (the per-micro-batch metrics are the reference's micro-batches'), and the
+     * weights after two steps within a tenth of the learning rate (AdamW's normalized update turns rounding in a
+     * near-zero gradient into up to one learning rate; a wrong gradient moves many weights by that). Returns each
+     * run's step metrics, keyed by the setting.
      */
-    @Test
-    void trainPrefixSharingKeepsTheLossAndRunsFewerRows(@TempDir Path tmp) throws Exception {
-        Map<Boolean, List<Map<String, Double>>> runs = new java.util.LinkedHashMap<>();
-        Map<Boolean, float[]> firstGrad = new java.util.HashMap<>();
-        for (boolean on : new boolean[] {true, false}) {
-            List<String> sets = small(tmp.resolve("share-" + on), 2);
-            sets.addAll(List.of("train_prefix_sharing=" + on, "num_evals=0"));
+    static Map<String, List<Map<String, Double>>> sameLossTwoWays(Path tmp, List<String> extra, String a, String b) throws Exception {
+        Map<String, List<Map<String, Double>>> runs = new java.util.LinkedHashMap<>();
+        Map<String, float[]> firstGrad = new java.util.HashMap<>();
+        for (String set : List.of(a, b)) {
+            List<String> sets = small(tmp.resolve(set.replaceAll("[^a-z_]", "")), 2);
+            sets.addAll(List.of(set, "num_evals=0"));
+            sets.addAll(extra);
             List<Map<String, Double>> seen = new ArrayList<>();
             try (Trainer t = Trainer.builder(config(sets)).log(null).gradientHook(g -> {
-                if (firstGrad.containsKey(on)) return;
+                if (firstGrad.containsKey(set)) return;
                 List<float[]> parts = new ArrayList<>();
                 int n = 0;
                 for (var e : g.layout().entries()) {
@@ -165,35 +165,72 @@ class GrpoTrainerTest {
                     System.arraycopy(x, 0, all, at, x.length);
                     at += x.length;
                 }
-                firstGrad.put(on, all);
+                firstGrad.put(set, all);
             }).build()) {
                 t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
                     @Override
                     public void onStep(int step, Map<String, Double> m) { seen.add(m); }
                 });
             }
-            runs.put(on, seen);
+            runs.put(set, seen);
         }
-        float[] ga = firstGrad.get(true), gb = firstGrad.get(false);
+        float[] ga = firstGrad.get(a), gb = firstGrad.get(b);
         double gDiff = 0, gMax = 0;
         for (int i = 0; i < ga.length; i++) {
             gDiff = Math.max(gDiff, Math.abs(ga[i] - gb[i]));
             gMax = Math.max(gMax, Math.abs(gb[i]));
         }
-        assertTrue(gMax > 0 && gDiff <= 1e-5 * gMax, "first mini-batch's gradient: max |shared - unshared| " + gDiff + " against max " + gMax);
+        assertTrue(gMax > 0 && gDiff <= 1e-5 * gMax, "first mini-batch's gradient: max |" + a + " - " + b + "| " + gDiff + " against max " + gMax);
         for (int s = 0; s < 2; s++) {
-            Map<String, Double> on = runs.get(true).get(s), off = runs.get(false).get(s);
-            assertEquals(off.get("objective/scores"), on.get("objective/scores"), s == 0 ? 0.0 : 1e-9, "step " + (s + 1) + " scores");
+            Map<String, Double> x = runs.get(a).get(s), y = runs.get(b).get(s);
+            assertEquals(y.get("objective/scores"), x.get("objective/scores"), s == 0 ? 0.0 : 1e-9, "step " + (s + 1) + " scores");
             for (String k : List.of("loss/policy_avg", "val/ratio", "val/ratio_var", "policy/approxkl_avg", "objective/kl"))
-                assertEquals(off.get(k), on.get(k), 1e-5 * (1 + Math.abs(off.get(k))), "step " + (s + 1) + " " + k);
-            assertTrue(on.get("training/token_rows") < off.get("training/token_rows"),
-                    "step " + (s + 1) + ": " + on.get("training/token_rows") + " rows shared vs " + off.get("training/token_rows"));
+                assertEquals(y.get(k), x.get(k), 1e-5 * (1 + Math.abs(y.get(k))), "step " + (s + 1) + " " + k);
         }
-        float[] on = allFloats(tmp.resolve("share-true/checkpoints/step_2/model/model.safetensors"));
-        float[] off = allFloats(tmp.resolve("share-false/checkpoints/step_2/model/model.safetensors"));
+        float[] wa = allFloats(tmp.resolve(a.replaceAll("[^a-z_]", "")).resolve("checkpoints/step_2/model/model.safetensors"));
+        float[] wb = allFloats(tmp.resolve(b.replaceAll("[^a-z_]", "")).resolve("checkpoints/step_2/model/model.safetensors"));
         double maxDiff = 0, lr = config(small(tmp, 1)).learningRate;
-        for (int i = 0; i < on.length; i++) maxDiff = Math.max(maxDiff, Math.abs(on[i] - off[i]));
-        assertTrue(maxDiff <= 0.1 * lr, "weights after 2 steps: max |shared - unshared| " + maxDiff + " against the learning rate " + lr);
+        for (int i = 0; i < wa.length; i++) maxDiff = Math.max(maxDiff, Math.abs(wa[i] - wb[i]));
+        assertTrue(maxDiff <= 0.1 * lr, "weights after 2 steps: max |" + a + " - " + b + "| " + maxDiff + " against the learning rate " + lr);
+        return runs;
+    }
+
+    /**
+     * train_prefix_sharing runs each mini-batch's rollouts in prompt order, a prompt's tokens once per training pass,
+     * every token weighted by its reference micro-batch: the same loss ({@link #sameLossTwoWays}), fewer rows through
+     * the layers.
+     */
+    @Test
+    void trainPrefixSharingKeepsTheLossAndRunsFewerRows(@TempDir Path tmp) throws Exception {
+        var runs = sameLossTwoWays(tmp, List.of(), "train_prefix_sharing=true", "train_prefix_sharing=false");
+        for (int s = 0; s < 2; s++) {
+            double on = runs.get("train_prefix_sharing=true").get(s).get("training/token_rows");
+            double off = runs.get("train_prefix_sharing=false").get(s).get("training/token_rows");
+            assertTrue(on < off, "step " + (s + 1) + ": " + on + " rows shared vs " + off);
+        }
+    }
+
+    /**
+     * train_pass_packing tokens fills each pass up to the memory a micro-batch was planned for: the same loss
+     * ({@link #sameLossTwoWays}) in fewer passes than the reference's micro-batches. The data set is the demo's with one
+     * long prompt added, so the plan's longest prompt (which sizes a pass) is about twice the others.
+     */
+    @Test
+    void trainPassPackingByTokensKeepsTheLossInFewerPasses(@TempDir Path tmp) throws Exception {
+        Path data = tmp.resolve("arith-and-a-long-prompt.jsonl");
+        List<String> rows = new ArrayList<>(Files.readAllLines(Path.of("examples/data/tiny-arith.jsonl")).subList(0, 200));
+        rows.add("{\"messages\": [{\"role\": \"user\", \"content\": \"Zoe has 5 red pens and 3 blue pens in her bag, and her friend Leo"
+                + " gives her 1 more red pen after school today. How many red pens does Zoe have now?\"}], \"ground_truth\": \"6\","
+                + " \"dataset\": \"gsm8k\", \"constraint_type\": null, \"constraint\": null}");
+        Files.write(data, rows);
+        List<String> extra = List.of("dataset_mixer_list=[\"" + data + "\", \"1.0\"]", "dataset_mixer_eval_list=[\"" + data + "\", \"4\"]");
+        var runs = sameLossTwoWays(tmp, extra, "train_pass_packing=\"tokens\"", "train_pass_packing=\"micro_batch\"");
+        for (int s = 0; s < 2; s++) {
+            double tokens = runs.get("train_pass_packing=\"tokens\"").get(s).get("training/passes");
+            double micro = runs.get("train_pass_packing=\"micro_batch\"").get(s).get("training/passes");
+            assertEquals(4, micro, "step " + (s + 1) + ": 16 rollouts in micro-batches of 4");
+            assertTrue(tokens < micro, "step " + (s + 1) + ": " + tokens + " passes packed by tokens vs " + micro);
+        }
     }
 
     /** Trains a run of the given config and returns each step's metrics. */
@@ -393,19 +430,21 @@ class GrpoTrainerTest {
      * A checkpoint written before a key existed resumes as it ran, not with the key's new default: lm_head_grad split
      * (dz as hi + lo), old_logprobs recompute (every old log-prob from the no-grad pass), lm_head_scratch_mib 256 (the
      * LM head's 256 MiB blocks), logprob_prefix_sharing off (every sequence whole through the log-prob passes),
-     * train_prefix_sharing off (the reference's micro-batches, every sequence whole), so that
+     * train_prefix_sharing off (every sequence whole), train_pass_packing micro_batch (the reference's micro-batches as
+     * passes), so that
      * the run goes on bit for bit; a checkpoint with the key keeps its value.
      */
     @Test
     void aCheckpointWithoutNewerKeysResumesAsItRan(@TempDir Path tmp) throws Exception {
         GrpoConfig c = config(small(tmp.resolve("run"), 1));
-        assertEquals(List.of("bf16", "auto", 1024L, true, true), List.of(c.lmHeadGrad, c.oldLogprobs, c.lmHeadScratchMib, c.logprobPrefixSharing,
-                c.trainPrefixSharing), "the defaults");
+        assertEquals(List.of("bf16", "auto", 1024L, true, true, "tokens"), List.of(c.lmHeadGrad, c.oldLogprobs, c.lmHeadScratchMib,
+                c.logprobPrefixSharing, c.trainPrefixSharing, c.trainPassPacking), "the defaults");
         Map<String, Object> before = Map.of("lm_head_grad", "split", "old_logprobs", "recompute", "lm_head_scratch_mib", 256L,
-                "logprob_prefix_sharing", false, "train_prefix_sharing", false);
+                "logprob_prefix_sharing", false, "train_prefix_sharing", false, "train_pass_packing", "micro_batch");
         Map<String, java.util.function.Function<GrpoConfig, Object>> read = Map.of("lm_head_grad", x -> x.lmHeadGrad,
                 "old_logprobs", x -> x.oldLogprobs, "lm_head_scratch_mib", x -> x.lmHeadScratchMib,
-                "logprob_prefix_sharing", x -> x.logprobPrefixSharing, "train_prefix_sharing", x -> x.trainPrefixSharing);
+                "logprob_prefix_sharing", x -> x.logprobPrefixSharing, "train_prefix_sharing", x -> x.trainPrefixSharing,
+                "train_pass_packing", x -> x.trainPassPacking);
         for (String key : before.keySet()) {
             var withKey = (com.fasterxml.jackson.databind.node.ObjectNode) new ObjectMapper().readTree(c.toJson());
             assertTrue(withKey.has(key), "a new checkpoint records " + key);
