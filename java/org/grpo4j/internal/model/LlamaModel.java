@@ -157,10 +157,10 @@ public final class LlamaModel {
             act.layerInputs[0] = x;
             for (int l = 0; l < c.numLayers(); l++) {
                 Tensor out = act(n, c.hiddenSize());
+                act.layerInputs[l + 1] = out; // closed with act if the layer fails
                 LayerActs la = layerForward(l, act.layerInputs[l], out, rows);
                 if (checkpointing) la.close();
                 else act.layers[l] = la;
-                act.layerInputs[l + 1] = out;
             }
             be.rmsNorm(act.hidden, act.rstdFinal, act.layerInputs[c.numLayers()], w.get("model.norm.weight"), eps);
             return act;
@@ -245,7 +245,8 @@ public final class LlamaModel {
      * gradient at the one full row its output came from (the others get zeros: {@code dattWithZeroRow} has a zero row
      * after the n compact rows, where {@link PrefixPacking#fullToRepT} sends them); dq is gathered back from those rows
      * (a full row with no output gradient gets no query gradient), dk and dv are summed over every full row of a
-     * compact row (a shared key is attended by every sequence of its group), in fp32, rounded once.
+     * compact row (a shared key is attended by every sequence of its group), in fp32 (one embeddingBackward for both,
+     * {@link PrefixPacking#fullToCompactTwiceT}), rounded once.
      */
     private void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dattWithZeroRow, LayerActs a, Rows rows) {
         PrefixPacking pp = rows.pp();
@@ -256,14 +257,23 @@ public final class LlamaModel {
         }
         int nf = pp.fullRows, hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
         be.fill(dattWithZeroRow.rows(n, 1), 0);
+        int kd = c.kvDim();
         try (Tensor qf = gather(a.q, nf, pp.fullToCompactT); Tensor kf = gather(a.k, nf, pp.fullToCompactT); Tensor vf = gather(a.v, nf, pp.fullToCompactT);
              Tensor attF = gather(a.att, nf, pp.fullToCompactT); Tensor lseF = gather(a.lse, nf, pp.fullToCompactT);
              Tensor dattF = gather(dattWithZeroRow, nf, pp.fullToRepT);
-             Tensor dqF = act(nf, hq, hd); Tensor dkF = act(nf, hkv, hd); Tensor dvF = act(nf, hkv, hd)) {
-            be.attentionBackward(dqF, dkF, dvF, dattF, qf, kf, vf, attF, lseF, pp.cuT, scale);
+             Tensor dqF = act(nf, hq, hd); Tensor dkvF = act(2 * nf, hkv, hd); Tensor acc = be.zeros(DType.FP32, 2 * n, kd)) {
+            be.attentionBackward(dqF, dkvF.rows(0, nf), dkvF.rows(nf, nf), dattF, qf, kf, vf, attF, lseF, pp.cuT, scale);
             gatherInto(dq, dqF, pp.compactToFullT);
-            sumRows(dk, dkF, pp);
-            sumRows(dv, dvF, pp);
+            // dk and dv summed over each compact row's full rows in one deterministic pass, in fp32, rounded once
+            be.embeddingBackward(acc, dkvF.reshape(2 * nf, kd), pp.fullToCompactTwiceT);
+            Tensor dkSum = acc.rows(0, n), dvSum = acc.rows(n, n);
+            if (adt == DType.FP32) {
+                be.copy(dk.reshape(n, kd), dkSum);
+                be.copy(dv.reshape(n, kd), dvSum);
+            } else {
+                be.cast(dk.reshape(n, kd), dkSum);
+                be.cast(dv.reshape(n, kd), dvSum);
+            }
         }
     }
 
@@ -285,20 +295,6 @@ public final class LlamaModel {
     private void gatherInto(Tensor out, Tensor t, Tensor idx) {
         long width = t.numel() / t.dim(0);
         be.embedding(out.reshape(out.dim(0), (int) width), t.reshape(t.dim(0), (int) width), idx);
-    }
-
-    /** out[c] = the sum of full[f] over the full rows f of compact row c, in fp32 (deterministic order), rounded once. */
-    private void sumRows(Tensor out, Tensor full, PrefixPacking pp) {
-        int n = out.dim(0), nf = full.dim(0), width = (int) (out.numel() / n);
-        if (out.dtype() == DType.FP32) {
-            be.fill(out, 0);
-            be.embeddingBackward(out.reshape(n, width), full.reshape(nf, width), pp.fullToCompactT);
-            return;
-        }
-        try (Tensor acc = be.zeros(DType.FP32, n, width)) {
-            be.embeddingBackward(acc, full.reshape(nf, width), pp.fullToCompactT);
-            be.cast(out.reshape(n, width), acc);
-        }
     }
 
     /**
@@ -479,16 +475,21 @@ public final class LlamaModel {
         int n = rows.tokens();
         Activations act = new Activations(rows, true);
         try {
-            Tensor x = act(n, c.hiddenSize());
-            be.embedding(x, w.get("model.embed_tokens.weight"), rows.idsT());
+            // the live layer input sits in act.layerInputs[L] (closed with act if a layer fails) until replaced
+            act.layerInputs[c.numLayers()] = act(n, c.hiddenSize());
+            be.embedding(act.layerInputs[c.numLayers()], w.get("model.embed_tokens.weight"), rows.idsT());
             for (int l = 0; l < c.numLayers(); l++) {
-                Tensor out = act(n, c.hiddenSize());
+                Tensor x = act.layerInputs[c.numLayers()], out = act(n, c.hiddenSize());
                 try (LayerActs la = layerForward(l, x, out, rows)) {
-                    x.close();
+                    // nothing kept: the layer's activations are closed here
+                } catch (RuntimeException e) {
+                    out.close();
+                    throw e;
                 }
-                x = out;
+                act.layerInputs[c.numLayers()] = out;
+                x.close();
             }
-            act.layerInputs[c.numLayers()] = x;
+            Tensor x = act.layerInputs[c.numLayers()];
             be.rmsNorm(act.hidden, act.rstdFinal, x, w.get("model.norm.weight"), eps);
             return act;
         } catch (RuntimeException e) {

@@ -105,7 +105,7 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
      * bf16 hi/lo pair and the fp32 dHidden accumulator; 48 bytes of state a token; the CPU needs less), and the
      * backward's largest per-layer temporaries (with checkpointing, the recomputed layer too): the MLP's, or the
      * attention's, counted for a prefix packing (the trainer's train_prefix_sharing), whose backward also holds the full
-     * rows' q, k, v, output, their gradients and lse (at most {@code tokens} full rows; the compact rows it saves are
+     * rows' q, k, v, output, their gradients and lse, and the fp32 sums of k's and v's gradients (at most {@code tokens} full rows; the compact rows it saves are
      * never more). For Llama shapes the MLP's are the larger either way.
      */
     public double trainingActivationBytes(long tokens, long lossTokens, boolean checkpointing, long lmRowsBytes) {
@@ -119,7 +119,7 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
                 8.0 * block * chunk + 4.0 * block * c.hiddenSize()) + 48.0 * lossTokens;
         double head = lossTokens * (2.0 * c.hiddenSize() * a + 6 * 4.0) + tokens * 4.0 * c.hiddenSize() + lmScratch;
         long mlp = 3L * c.intermediateSize() + 2L * c.hiddenSize();
-        long att = 2L * c.qDim() + 2L * c.kvDim() + 2L * c.hiddenSize() + 4L * c.qDim() + 4L * c.kvDim() + (4L / a) * c.numHeads();
+        long att = 2L * c.qDim() + 2L * c.kvDim() + 2L * c.hiddenSize() + 4L * c.qDim() + 4L * c.kvDim() + (4L / a) * (c.numHeads() + 2L * c.kvDim());
         double backward = tokens * (double) a * (2L * c.hiddenSize() + Math.max(mlp, att) + (checkpointing ? c.hiddenSize() : 0));
         return saved + head + backward;
     }

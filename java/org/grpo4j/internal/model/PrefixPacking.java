@@ -17,12 +17,14 @@ import org.grpo4j.internal.backend.Tensor;
  * {@code compactToFull[c]} a full row that holds compact row c (where its attention output is gathered back from: a
  * shared prefix row's output is the same in every sequence of its group, as causal attention over the prefix alone);
  * {@code fullToRep[f]} is c where f = compactToFull[c] and compactRows elsewhere (the backward sends a compact row's
- * output gradient to that one full row and reads a zero row for the others).
+ * output gradient to that one full row and reads a zero row for the others); {@code fullToCompactTwice} is
+ * fullToCompact followed by fullToCompact + compactRows (two gradients of the full rows, k's and v's, summed per
+ * compact row in one pass).
  */
 public final class PrefixPacking implements AutoCloseable {
     final int compactRows, fullRows;
     final int[] compactIds, compactPositions, fullToCompact, compactToFull, fullToRep, cu;
-    final Tensor idsT, positionsT, fullToCompactT, compactToFullT, fullToRepT, cuT;
+    final Tensor idsT, positionsT, fullToCompactT, compactToFullT, fullToRepT, fullToCompactTwiceT, cuT;
 
     /**
      * @param seqs   the sequences (each non-empty), in packing order
@@ -91,7 +93,12 @@ public final class PrefixPacking implements AutoCloseable {
         this.fullToRep = new int[fullRows];
         Arrays.fill(fullToRep, compactRows);
         for (int c = 0; c < compactRows; c++) fullToRep[c2f[c]] = c;
-        Tensor[] made = new Tensor[6];
+        int[] twice = new int[2 * fullRows];
+        for (int f = 0; f < fullRows; f++) {
+            twice[f] = f2c[f];
+            twice[fullRows + f] = f2c[f] + compactRows;
+        }
+        Tensor[] made = new Tensor[7];
         try {
             made[0] = be.upload(ids, ids.length);
             made[1] = be.upload(pos, pos.length);
@@ -99,6 +106,7 @@ public final class PrefixPacking implements AutoCloseable {
             made[3] = be.upload(c2f, c2f.length);
             made[4] = be.upload(cu, cu.length);
             made[5] = be.upload(fullToRep, fullToRep.length);
+            made[6] = be.upload(twice, twice.length);
         } catch (RuntimeException e) {
             for (Tensor t : made) if (t != null) t.close();
             throw e;
@@ -109,6 +117,7 @@ public final class PrefixPacking implements AutoCloseable {
         this.compactToFullT = made[3];
         this.cuT = made[4];
         this.fullToRepT = made[5];
+        this.fullToCompactTwiceT = made[6];
     }
 
     /** Rows the layers run: each shared prefix once, then each sequence's own tokens. */
@@ -134,7 +143,7 @@ public final class PrefixPacking implements AutoCloseable {
     @Override
     public void close() {
         RuntimeException first = null;
-        for (Tensor t : new Tensor[] {idsT, positionsT, fullToCompactT, compactToFullT, fullToRepT, cuT}) {
+        for (Tensor t : new Tensor[] {idsT, positionsT, fullToCompactT, compactToFullT, fullToRepT, fullToCompactTwiceT, cuT}) {
             try {
                 t.close();
             } catch (RuntimeException e) { // the others are still freed

@@ -27,7 +27,7 @@ final class StepMetrics {
     /** Keys grpo4j adds to the reference's (reduced the same way in both modes). */
     private static boolean added(String k) {
         return k.startsWith("time/") || k.startsWith("throughput/") || k.startsWith("optim/") || k.startsWith("rewards/") || k.startsWith("rollout/")
-                || k.equals("val/response_length") || k.equals("objective/scores_over_10") || k.equals("loss/pg_avg");
+                || k.startsWith("training/") || k.equals("val/response_length") || k.equals("objective/scores_over_10") || k.equals("loss/pg_avg");
     }
 
     private static final Set<String> SAME_ON_EVERY_RANK = Set.of("training_step", "episode", "epoch", "lr", "optim/grad_norm", "optim/skipped_steps");

@@ -226,7 +226,7 @@ final class UpdatePhase {
                 cSum += t.clipped[i];
                 double dl = t.logp[i] - o.old[i];
                 akl += 0.5 * dl * dl;
-                double ratioI = t.ratio[i], a = o.advantage;
+                double ratioI = t.ratio[i], a = (float) o.advantage; // the advantage as the loss saw it (fp32)
                 double pgI = Math.max(-a * ratioI, -a * Math.min(Math.max(ratioI, 1 - cfg.cliprange), 1 + cfg.epsHigh()));
                 pg += pgI;
                 total += pgI + cfg.beta * t.kl[i];

@@ -136,7 +136,7 @@ class GrpoTrainerTest {
 
     /**
      * Two two-step runs that differ in one setting that must not change the loss (only the grouping of the training
-     * passes): the first mini-batch's gradient (the same weights and rollouts) within 1e-5 of its largest element, the
+     * passes), with rewards that differ within groups (non-zero advantages): the first mini-batch's gradient (the same weights and rollouts) within 1e-5 of its largest element, the
      * same rewards and losses up to rounding (the per-micro-batch metrics are the reference's micro-batches'), and the
      * weights after two steps within a tenth of the learning rate (AdamW's normalized update turns rounding in a
      * near-zero gradient into up to one learning rate; a wrong gradient moves many weights by that). Returns each
@@ -147,11 +147,14 @@ class GrpoTrainerTest {
         Map<String, float[]> firstGrad = new java.util.HashMap<>();
         for (String set : List.of(a, b)) {
             List<String> sets = small(tmp.resolve(set.replaceAll("[^a-z_]", "")), 2);
-            sets.addAll(List.of(set, "num_evals=0"));
+            // a short supervised warm-up (the model learns to stop) and a penalty for responses without a stop token make
+            // the rewards, and so the advantages, differ within groups from the first step on
+            sets.addAll(List.of(set, "num_evals=0", "sft_warmup.steps=30", "non_stop_penalty=true", "penalty_reward_value=-3.0"));
             sets.addAll(extra);
             List<Map<String, Double>> seen = new ArrayList<>();
+            int[] calls = {0};
             try (Trainer t = Trainer.builder(config(sets)).log(null).gradientHook(g -> {
-                if (firstGrad.containsKey(set)) return;
+                if (calls[0]++ != 30) return; // the hook's calls 0-29 are the warm-up's steps, call 30 the first mini-batch's
                 List<float[]> parts = new ArrayList<>();
                 int n = 0;
                 for (var e : g.layout().entries()) {
@@ -180,9 +183,11 @@ class GrpoTrainerTest {
             gDiff = Math.max(gDiff, Math.abs(ga[i] - gb[i]));
             gMax = Math.max(gMax, Math.abs(gb[i]));
         }
+        System.out.printf("%s vs %s: first mini-batch's gradient, max difference %.3e of its largest element%n", a, b, gDiff / gMax);
         assertTrue(gMax > 0 && gDiff <= 1e-5 * gMax, "first mini-batch's gradient: max |" + a + " - " + b + "| " + gDiff + " against max " + gMax);
         for (int s = 0; s < 2; s++) {
             Map<String, Double> x = runs.get(a).get(s), y = runs.get(b).get(s);
+            assertTrue(y.get("objective/reward_std") > 0, "step " + (s + 1) + ": the advantages are not all zero");
             assertEquals(y.get("objective/scores"), x.get("objective/scores"), s == 0 ? 0.0 : 1e-9, "step " + (s + 1) + " scores");
             for (String k : List.of("loss/policy_avg", "val/ratio", "val/ratio_var", "policy/approxkl_avg", "objective/kl"))
                 assertEquals(y.get(k), x.get(k), 1e-5 * (1 + Math.abs(y.get(k))), "step " + (s + 1) + " " + k);
