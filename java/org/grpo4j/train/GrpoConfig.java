@@ -223,14 +223,16 @@ public final class GrpoConfig {
      */
     public boolean trainPrefixSharing = true;
     /**
-     * How a mini-batch's rollouts are grouped into training passes (grpo4j): tokens (the default) fills each pass with
-     * consecutive rollouts up to the memory the plan gives a micro-batch, per_device_train_batch_size x (the dataset's
-     * longest prompt + response_length) tokens and per_device_train_batch_size x response_length loss tokens, so short
-     * rollouts share passes (fewer, larger passes; at world > 1 fewer ZeRO-2 reductions, every rank taking part in as
-     * many as the rank with the most); micro_batch runs per_device_train_batch_size rollouts a pass, the reference's
-     * micro-batches. Every token keeps its reference micro-batch's weight either way. docs/trainer.md.
+     * How rollouts are grouped into passes through the model (grpo4j): tokens (the default) fills each pass with
+     * consecutive rollouts up to the memory the plan gives a batch of the longest sequences (the data set's longest
+     * prompt + response_length): a training pass up to per_device_train_batch_size of them, a no-grad log-prob pass up
+     * to local_rollout_forward_batch_size; so rollouts shorter than that share passes (fewer, larger passes; more of a
+     * prompt's samples in one pass; at world > 1 fewer ZeRO-2 reductions, every rank taking part in as many as the
+     * rank with the most). batch_size runs exactly those counts a pass (the reference's micro-batches). Every token
+     * keeps its reference micro-batch's loss weight either way; the log-probs do not depend on the chunks.
+     * docs/trainer.md.
      */
-    public String trainPassPacking = "tokens";
+    public String passPacking = "tokens";
     /** Gradient bucket for the ZeRO-2 reduction, in elements (DeepSpeed's reduce_bucket_size; grpo4j). */
     public long reduceBucketSize = 200_000_000L;
     /** A collective not finished within this many seconds aborts the NCCL communicators and stops every rank (grpo4j). */
@@ -409,7 +411,7 @@ public final class GrpoConfig {
             {"dataset_mixer_eval_list", datasetMixerEvalList}, {"lr_scheduler_type", lrSchedulerType}, {"kl_estimator", klEstimator},
             {"loss_aggregation", lossAggregation}, {"stop_token", stopToken}, {"verifier_compat", verifierCompat},
             {"output_dir", outputDir}, {"backend", backend}, {"sft_warmup", sftWarmup}, {"precision", precision},
-            {"lm_head_grad", lmHeadGrad}, {"old_logprobs", oldLogprobs}, {"train_pass_packing", trainPassPacking}};
+            {"lm_head_grad", lmHeadGrad}, {"old_logprobs", oldLogprobs}, {"pass_packing", passPacking}};
         for (Object[] o : objects) require(o[1] != null, where, o[0] + " must not be null");
         require(!datasetMixerList.isEmpty(), where, "dataset_mixer_list is required");
         require(worldSize >= 1, where, "world_size must be >= 1");
@@ -475,7 +477,7 @@ public final class GrpoConfig {
         require(precision != null && List.of("auto", "fp32", "bf16").contains(precision), where, "precision must be auto, fp32 or bf16, got " + precision);
         require(List.of("bf16", "split").contains(lmHeadGrad), where, "lm_head_grad must be bf16 or split, got " + lmHeadGrad);
         require(List.of("auto", "recompute").contains(oldLogprobs), where, "old_logprobs must be auto or recompute, got " + oldLogprobs);
-        require(List.of("tokens", "micro_batch").contains(trainPassPacking), where, "train_pass_packing must be tokens or micro_batch, got " + trainPassPacking);
+        require(List.of("tokens", "batch_size").contains(passPacking), where, "pass_packing must be tokens or batch_size, got " + passPacking);
         require(lmHeadScratchMib >= 0 && lmHeadScratchMib <= org.grpo4j.internal.backend.CudaBackend.LM_ROWS_MAX_MIB, where,
                 "lm_head_scratch_mib must be in [0, " + org.grpo4j.internal.backend.CudaBackend.LM_ROWS_MAX_MIB + "], got " + lmHeadScratchMib);
         require(reduceBucketSize >= 1024, where, "reduce_bucket_size must be >= 1024 elements, got " + reduceBucketSize);

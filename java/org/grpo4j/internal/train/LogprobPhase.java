@@ -7,7 +7,7 @@ import org.grpo4j.internal.model.LlamaModel;
 
 /**
  * Phase 3 of a step: the old (current policy) and reference log-probs of the loss tokens, in no-grad passes over
- * chunks of local_rollout_forward_batch_size rollouts, logits divided by (temperature + 1e-7). The models run in the
+ * chunks of rollouts ({@link PassPacking}), logits divided by (temperature + 1e-7). The models run in the
  * precision's dtype; the log-probs are fp32. With old_logprobs auto, the rollouts that the first mini-batch of the
  * first epoch trains get no old pass: their old log-probs are their training forward's own (UpdatePhase), taken with
  * the same weights; their {@code old} stays null until then.
@@ -21,7 +21,12 @@ final class LogprobPhase {
      */
     record Result(int oldPasses, long rows) {}
 
-    static Result run(RankState r, int step, List<Rollout> rs) {
+    /**
+     * @param longestPrompt the data set's longest prompt (the memory plan's): with pass_packing tokens, a chunk's
+     *                      activations stay within those of local_rollout_forward_batch_size such sequences
+     *                      ({@link PassPacking})
+     */
+    static Result run(RankState r, int step, List<Rollout> rs, int longestPrompt) {
         GrpoConfig cfg = r.s.cfg();
         float temp = (float) cfg.temperature;
         boolean[] onPolicy = UpdatePhase.onPolicy(r, step, rs.size());
@@ -30,21 +35,21 @@ final class LogprobPhase {
             rs.get(i).old = null;
             if (!onPolicy[i]) needOld.add(rs.get(i));
         }
-        long rows = pass(r, r.refModel, rs, temp, (x, lp) -> x.ref = lp);
+        long rows = pass(r, r.refModel, rs, temp, longestPrompt, (x, lp) -> x.ref = lp);
         // the old pass in chunks of its own rollouts (with recompute, every rollout: the same chunks as the reference pass)
-        rows += pass(r, r.model, needOld, temp, (x, lp) -> x.old = lp);
+        rows += pass(r, r.model, needOld, temp, longestPrompt, (x, lp) -> x.old = lp);
         return new Result(needOld.size(), rows);
     }
 
     /**
-     * One model's log-probs of the rollouts' loss tokens, in chunks of local_rollout_forward_batch_size, each
-     * rollout's to {@code into}; returns the token rows run through the layers.
+     * One model's log-probs of the rollouts' loss tokens, in chunks ({@link PassPacking#logprobs}: of
+     * local_rollout_forward_batch_size, or filled up to its planned memory), each rollout's to {@code into}; returns the
+     * token rows run through the layers.
      */
-    private static long pass(RankState r, LlamaModel m, List<Rollout> rs, float temp, java.util.function.BiConsumer<Rollout, float[]> into) {
-        int chunkSize = r.s.cfg().localRolloutForwardBatchSize;
+    private static long pass(RankState r, LlamaModel m, List<Rollout> rs, float temp, int longestPrompt,
+                             java.util.function.BiConsumer<Rollout, float[]> into) {
         long rows = 0;
-        for (int from = 0; from < rs.size(); from += chunkSize) {
-            List<Rollout> chunk = rs.subList(from, Math.min(rs.size(), from + chunkSize));
+        for (List<Rollout> chunk : PassPacking.logprobs(r.s.cfg(), r.estimate(), rs, longestPrompt)) {
             long[] run = new long[1];
             float[] lp = logprobs(r, m, chunk, temp, run);
             rows += run[0];

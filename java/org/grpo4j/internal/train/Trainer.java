@@ -421,7 +421,7 @@ public final class Trainer implements AutoCloseable {
         r.lastRewardError = sc.firstError();
         long tReward = System.nanoTime();
         r.comm.setContext("step " + s + ", log-probs");
-        LogprobPhase.Result lpr = LogprobPhase.run(r, s, roll.rollouts());
+        LogprobPhase.Result lpr = LogprobPhase.run(r, s, roll.rollouts(), longestPrompt);
         long tTrain0 = System.nanoTime();
         UpdatePhase.Result up;
         try {
@@ -690,8 +690,8 @@ public final class Trainer implements AutoCloseable {
         if (!keys.has("logprob_prefix_sharing")) c.logprobPrefixSharing = false;
         // and one written before train_prefix_sharing trained in the reference's micro-batches, every sequence whole
         if (!keys.has("train_prefix_sharing")) c.trainPrefixSharing = false;
-        // and one written before train_pass_packing trained in passes of per_device_train_batch_size rollouts
-        if (!keys.has("train_pass_packing")) c.trainPassPacking = "micro_batch";
+        // and one written before pass_packing trained in passes of per_device_train_batch_size rollouts
+        if (!keys.has("pass_packing")) c.passPacking = "batch_size";
         return c;
     }
 

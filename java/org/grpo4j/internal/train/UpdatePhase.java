@@ -43,9 +43,9 @@ final class UpdatePhase {
     }
 
     /**
-     * @param longestPrompt the dataset's longest prompt (the memory plan's): with train_pass_packing tokens, a pass's
+     * @param longestPrompt the dataset's longest prompt (the memory plan's): with pass_packing tokens, a pass's
      *                      activations stay within those of per_device_train_batch_size x (longestPrompt +
-     *                      response_length) tokens ({@link #passes})
+     *                      response_length) tokens ({@link PassPacking})
      */
     static Result run(RankState r, int s, List<Rollout> rs, int longestPrompt) {
         GrpoConfig cfg = r.s.cfg();
@@ -82,10 +82,10 @@ final class UpdatePhase {
                 // (the weights above keep the reference's loss: a gradient is a sum over tokens, whatever the grouping)
                 List<Rollout> runOrder = cfg.trainPrefixSharing ? byPrompt(miniRs) : miniRs;
                 Map<Rollout, TokenOut> outs = new IdentityHashMap<>();
-                List<List<Rollout>> plan = passes(cfg, est, lmRows, runOrder, longestPrompt);
+                List<List<Rollout>> plan = PassPacking.training(cfg, est, lmRows, runOrder, longestPrompt);
                 // ZeRO-2 reduces after every pass: every rank takes part in as many as the rank with the most (a rank with
                 // fewer reduces zeros), as the supervised warm-up does
-                int rounds = cfg.trainPassPacking.equals("tokens") ? (int) globalMax(r, plan.size()) : plan.size();
+                int rounds = PassPacking.byTokens(cfg) ? (int) globalMax(r, plan.size()) : plan.size();
                 opt.startStep();
                 for (int k = 0; k < rounds; k++) {
                     opt.startMicroBatch();
@@ -166,40 +166,6 @@ final class UpdatePhase {
         for (Rollout o : rs) groups.computeIfAbsent(java.nio.IntBuffer.wrap(o.seq, 0, o.promptLen), k -> new ArrayList<>()).add(o);
         List<Rollout> out = new ArrayList<>(rs.size());
         for (List<Rollout> g : groups.values()) out.addAll(g);
-        return out;
-    }
-
-    /**
-     * The training passes over a mini-batch's rollouts in run order: per_device_train_batch_size rollouts each
-     * (micro_batch), or (tokens) as many consecutive rollouts as keep the pass's estimated activations
-     * ({@link MemoryEstimate#trainingActivationBytes}) within what the memory plan sized a micro-batch for:
-     * per_device_train_batch_size x (longestPrompt + response_length) tokens, per_device_train_batch_size x
-     * response_length of them trained on. A rollout alone always makes a pass.
-     */
-    static List<List<Rollout>> passes(GrpoConfig cfg, MemoryEstimate est, long lmRowsBytes, List<Rollout> order, int longestPrompt) {
-        int micro = cfg.perDeviceTrainBatchSize;
-        List<List<Rollout>> out = new ArrayList<>();
-        if (!cfg.trainPassPacking.equals("tokens")) {
-            for (int i = 0; i < order.size(); i += micro) out.add(order.subList(i, Math.min(order.size(), i + micro)));
-            return out;
-        }
-        boolean ckpt = cfg.gradientCheckpointing;
-        double cap = est.trainingActivationBytes((long) micro * ((long) longestPrompt + cfg.responseLength), (long) micro * cfg.responseLength,
-                ckpt, lmRowsBytes);
-        long tokens = 0, loss = 0;
-        int from = 0;
-        for (int i = 0; i < order.size(); i++) {
-            Rollout o = order.get(i);
-            if (i > from && est.trainingActivationBytes(tokens + o.seq.length, loss + o.targets.length, ckpt, lmRowsBytes) > cap) {
-                out.add(order.subList(from, i));
-                from = i;
-                tokens = 0;
-                loss = 0;
-            }
-            tokens += o.seq.length;
-            loss += o.targets.length;
-        }
-        if (from < order.size()) out.add(order.subList(from, order.size()));
         return out;
     }
 

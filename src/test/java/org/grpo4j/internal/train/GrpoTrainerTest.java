@@ -216,12 +216,12 @@ class GrpoTrainerTest {
     }
 
     /**
-     * train_pass_packing tokens fills each pass up to the memory a micro-batch was planned for: the same loss
+     * pass_packing tokens fills each pass up to the memory a micro-batch was planned for: the same loss
      * ({@link #sameLossTwoWays}) in fewer passes than the reference's micro-batches. The data set is the demo's with one
      * long prompt added, so the plan's longest prompt (which sizes a pass) is about twice the others.
      */
     @Test
-    void trainPassPackingByTokensKeepsTheLossInFewerPasses(@TempDir Path tmp) throws Exception {
+    void passPackingByTokensKeepsTheLossInFewerPasses(@TempDir Path tmp) throws Exception {
         Path data = tmp.resolve("arith-and-a-long-prompt.jsonl");
         List<String> rows = new ArrayList<>(Files.readAllLines(Path.of("examples/data/tiny-arith.jsonl")).subList(0, 200));
         rows.add("{\"messages\": [{\"role\": \"user\", \"content\": \"Zoe has 5 red pens and 3 blue pens in her bag, and her friend Leo"
@@ -229,10 +229,10 @@ class GrpoTrainerTest {
                 + " \"dataset\": \"gsm8k\", \"constraint_type\": null, \"constraint\": null}");
         Files.write(data, rows);
         List<String> extra = List.of("dataset_mixer_list=[\"" + data + "\", \"1.0\"]", "dataset_mixer_eval_list=[\"" + data + "\", \"4\"]");
-        var runs = sameLossTwoWays(tmp, extra, "train_pass_packing=\"tokens\"", "train_pass_packing=\"micro_batch\"");
+        var runs = sameLossTwoWays(tmp, extra, "pass_packing=\"tokens\"", "pass_packing=\"batch_size\"");
         for (int s = 0; s < 2; s++) {
-            double tokens = runs.get("train_pass_packing=\"tokens\"").get(s).get("training/passes");
-            double micro = runs.get("train_pass_packing=\"micro_batch\"").get(s).get("training/passes");
+            double tokens = runs.get("pass_packing=\"tokens\"").get(s).get("training/passes");
+            double micro = runs.get("pass_packing=\"batch_size\"").get(s).get("training/passes");
             assertEquals(4, micro, "step " + (s + 1) + ": 16 rollouts in micro-batches of 4");
             assertTrue(tokens < micro, "step " + (s + 1) + ": " + tokens + " passes packed by tokens vs " + micro);
         }
@@ -435,7 +435,7 @@ class GrpoTrainerTest {
      * A checkpoint written before a key existed resumes as it ran, not with the key's new default: lm_head_grad split
      * (dz as hi + lo), old_logprobs recompute (every old log-prob from the no-grad pass), lm_head_scratch_mib 256 (the
      * LM head's 256 MiB blocks), logprob_prefix_sharing off (every sequence whole through the log-prob passes),
-     * train_prefix_sharing off (every sequence whole), train_pass_packing micro_batch (the reference's micro-batches as
+     * train_prefix_sharing off (every sequence whole), pass_packing micro_batch (the reference's micro-batches as
      * passes), so that
      * the run goes on bit for bit; a checkpoint with the key keeps its value.
      */
@@ -443,13 +443,13 @@ class GrpoTrainerTest {
     void aCheckpointWithoutNewerKeysResumesAsItRan(@TempDir Path tmp) throws Exception {
         GrpoConfig c = config(small(tmp.resolve("run"), 1));
         assertEquals(List.of("bf16", "auto", 1024L, true, true, "tokens"), List.of(c.lmHeadGrad, c.oldLogprobs, c.lmHeadScratchMib,
-                c.logprobPrefixSharing, c.trainPrefixSharing, c.trainPassPacking), "the defaults");
+                c.logprobPrefixSharing, c.trainPrefixSharing, c.passPacking), "the defaults");
         Map<String, Object> before = Map.of("lm_head_grad", "split", "old_logprobs", "recompute", "lm_head_scratch_mib", 256L,
-                "logprob_prefix_sharing", false, "train_prefix_sharing", false, "train_pass_packing", "micro_batch");
+                "logprob_prefix_sharing", false, "train_prefix_sharing", false, "pass_packing", "batch_size");
         Map<String, java.util.function.Function<GrpoConfig, Object>> read = Map.of("lm_head_grad", x -> x.lmHeadGrad,
                 "old_logprobs", x -> x.oldLogprobs, "lm_head_scratch_mib", x -> x.lmHeadScratchMib,
                 "logprob_prefix_sharing", x -> x.logprobPrefixSharing, "train_prefix_sharing", x -> x.trainPrefixSharing,
-                "train_pass_packing", x -> x.trainPassPacking);
+                "pass_packing", x -> x.passPacking);
         for (String key : before.keySet()) {
             var withKey = (com.fasterxml.jackson.databind.node.ObjectNode) new ObjectMapper().readTree(c.toJson());
             assertTrue(withKey.has(key), "a new checkpoint records " + key);

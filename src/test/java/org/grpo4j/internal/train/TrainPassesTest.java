@@ -12,7 +12,7 @@ import org.grpo4j.train.GrpoConfig;
 import org.junit.jupiter.api.Test;
 
 /**
- * {@link UpdatePhase#passes} and {@link UpdatePhase#byPrompt}: how a mini-batch's rollouts become training passes.
+ * {@link PassPacking} and {@link UpdatePhase#byPrompt}: how rollouts become passes through the model.
  */
 class TrainPassesTest {
     static Rollout rollout(int promptLen, int targets, int promptSeed) {
@@ -29,7 +29,8 @@ class TrainPassesTest {
     /**
      * tokens: the passes cover the rollouts in order; each pass's estimated activations stay within the cap (a micro-batch
      * of the longest sequences the plan allows), except a rollout alone; and each pass but the last is maximal (its
-     * next rollout would not fit). micro_batch: slices of per_device_train_batch_size.
+     * next rollout would not fit). batch_size: slices of per_device_train_batch_size. The no-grad log-prob chunks the
+     * same way against their own estimate and count.
      */
     @Test
     void passesFillThePlannedMemoryInOrder() {
@@ -49,7 +50,7 @@ class TrainPassesTest {
                 for (int i = 0; i < 10; i++) order.add(rollout(30, 5, 100 + i));
                 long lm = 1L << 30;
                 double cap = est.trainingActivationBytes(2L * (longest + 512), 2L * 512, ckpt, lm);
-                List<List<Rollout>> passes = UpdatePhase.passes(cfg, est, lm, order, longest);
+                List<List<Rollout>> passes = PassPacking.training(cfg, est, lm, order, longest);
                 List<Rollout> seen = new ArrayList<>();
                 for (int p = 0; p < passes.size(); p++) {
                     List<Rollout> pass = passes.get(p);
@@ -63,24 +64,49 @@ class TrainPassesTest {
                 assertTrue(passes.size() < (order.size() + 1) / 2, passes.size() + " passes: no fewer than micro-batches of 2");
                 assertTrue(passes.stream().anyMatch(p -> p.size() == 1 && p.get(0).seq.length == 2512), "the over-long rollout alone");
 
-                cfg.trainPassPacking = "micro_batch";
-                List<List<Rollout>> micro = UpdatePhase.passes(cfg, est, lm, order, longest);
+                cfg.passPacking = "batch_size";
+                List<List<Rollout>> micro = PassPacking.training(cfg, est, lm, order, longest);
                 assertEquals((order.size() + 1) / 2, micro.size());
                 for (int p = 0; p < micro.size(); p++) assertEquals(order.subList(2 * p, Math.min(order.size(), 2 * p + 2)), micro.get(p));
+                cfg.localRolloutForwardBatchSize = 3;
+                List<List<Rollout>> chunks = PassPacking.logprobs(cfg, est, order, longest);
+                assertEquals((order.size() + 2) / 3, chunks.size());
+                for (int p = 0; p < chunks.size(); p++) assertEquals(order.subList(3 * p, Math.min(order.size(), 3 * p + 3)), chunks.get(p));
+
+                cfg.passPacking = "tokens";
+                double fwdCap = est.noGradActivationBytes(3L * (longest + 512), 3L * 512);
+                chunks = PassPacking.logprobs(cfg, est, order, longest);
+                seen.clear();
+                for (int p = 0; p < chunks.size(); p++) {
+                    List<Rollout> chunk = chunks.get(p);
+                    seen.addAll(chunk);
+                    long[] tl = totals(chunk, null);
+                    if (chunk.size() > 1) assertTrue(est.noGradActivationBytes(tl[0], tl[1]) <= fwdCap, "chunk " + p + " over the cap");
+                    if (p + 1 < chunks.size()) {
+                        tl = totals(chunk, chunks.get(p + 1).get(0));
+                        assertTrue(est.noGradActivationBytes(tl[0], tl[1]) > fwdCap, "chunk " + p + " could have taken one more");
+                    }
+                }
+                assertEquals(order, seen, "every rollout once, in order (log-prob chunks)");
+                assertTrue(chunks.size() < (order.size() + 2) / 3, chunks.size() + " chunks: no fewer than 3 a chunk");
             }
     }
 
     static double bytes(MemoryEstimate est, List<Rollout> pass, Rollout plus, boolean ckpt, long lm) {
+        long[] tl = totals(pass, plus);
+        return est.trainingActivationBytes(tl[0], tl[1], ckpt, lm);
+    }
+
+    /** {tokens, loss tokens} of the rollouts, and of {@code plus} when not null. */
+    static long[] totals(List<Rollout> rs, Rollout plus) {
         long tokens = 0, loss = 0;
-        for (Rollout o : pass) {
+        List<Rollout> all = new ArrayList<>(rs);
+        if (plus != null) all.add(plus);
+        for (Rollout o : all) {
             tokens += o.seq.length;
             loss += o.targets.length;
         }
-        if (plus != null) {
-            tokens += plus.seq.length;
-            loss += plus.targets.length;
-        }
-        return est.trainingActivationBytes(tokens, loss, ckpt, lm);
+        return new long[] {tokens, loss};
     }
 
     /** Rollouts grouped by prompt tokens (not by prompt length), prompts in order of first appearance, stable inside. */

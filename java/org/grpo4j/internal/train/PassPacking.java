@@ -1,0 +1,66 @@
+package org.grpo4j.internal.train;
+
+import java.util.ArrayList;
+import java.util.List;
+import org.grpo4j.internal.model.MemoryEstimate;
+import org.grpo4j.train.GrpoConfig;
+
+/**
+ * How rollouts become passes through the model (the trainer's {@code pass_packing}): a fixed count a pass
+ * ({@code batch_size}: per_device_train_batch_size for training, local_rollout_forward_batch_size for the no-grad
+ * log-prob passes), or ({@code tokens}) as many consecutive rollouts as keep a pass's estimated activations within
+ * what the memory plan sized such a batch of the longest sequences for. Rollouts shorter than the plan's longest
+ * (responses that stop at EOS, shorter prompts) then share passes: fewer, larger passes, more samples of a prompt in
+ * one pass, and at world > 1 fewer ZeRO-2 reductions. A rollout alone always makes a pass.
+ */
+final class PassPacking {
+    private PassPacking() {}
+
+    /** A pass's estimated activation bytes from its tokens and its loss tokens (non-decreasing in both). */
+    interface Bytes {
+        double of(long tokens, long lossTokens);
+    }
+
+    /** Whether {@code pass_packing} is tokens. */
+    static boolean byTokens(GrpoConfig cfg) { return cfg.passPacking.equals("tokens"); }
+
+    /**
+     * The passes of {@code order} (consecutive runs, in order): {@code count} a pass, or with {@code byTokens} as many as
+     * keep {@code bytes} within its value for {@code count} rollouts of {@code longestPrompt} + response_length tokens,
+     * response_length of them loss tokens.
+     */
+    static List<List<Rollout>> passes(List<Rollout> order, int count, boolean byTokens, Bytes bytes, int longestPrompt, int responseLength) {
+        List<List<Rollout>> out = new ArrayList<>();
+        if (!byTokens) {
+            for (int i = 0; i < order.size(); i += count) out.add(order.subList(i, Math.min(order.size(), i + count)));
+            return out;
+        }
+        double cap = bytes.of((long) count * ((long) longestPrompt + responseLength), (long) count * responseLength);
+        long tokens = 0, loss = 0;
+        int from = 0;
+        for (int i = 0; i < order.size(); i++) {
+            Rollout o = order.get(i);
+            if (i > from && bytes.of(tokens + o.seq.length, loss + o.targets.length) > cap) {
+                out.add(order.subList(from, i));
+                from = i;
+                tokens = 0;
+                loss = 0;
+            }
+            tokens += o.seq.length;
+            loss += o.targets.length;
+        }
+        if (from < order.size()) out.add(order.subList(from, order.size()));
+        return out;
+    }
+
+    /** The training passes of a mini-batch's rollouts in run order (MemoryEstimate#trainingActivationBytes). */
+    static List<List<Rollout>> training(GrpoConfig cfg, MemoryEstimate est, long lmRowsBytes, List<Rollout> order, int longestPrompt) {
+        return passes(order, cfg.perDeviceTrainBatchSize, byTokens(cfg),
+                (t, l) -> est.trainingActivationBytes(t, l, cfg.gradientCheckpointing, lmRowsBytes), longestPrompt, cfg.responseLength);
+    }
+
+    /** The chunks of a no-grad log-prob pass over rollouts in order (MemoryEstimate#noGradActivationBytes). */
+    static List<List<Rollout>> logprobs(GrpoConfig cfg, MemoryEstimate est, List<Rollout> order, int longestPrompt) {
+        return passes(order, cfg.localRolloutForwardBatchSize, byTokens(cfg), est::noGradActivationBytes, longestPrompt, cfg.responseLength);
+    }
+}
