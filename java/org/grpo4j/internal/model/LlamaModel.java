@@ -231,7 +231,7 @@ public final class LlamaModel {
             be.attention(att, lse, q, k, v, rows.cuT(), scale);
             return;
         }
-        int nf = pp.fullRows, hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
+        int nf = pp.fullRows, hq = c.numHeads(), hd = c.headDim();
         try (Tensor qf = gather(q, nf, pp.fullToCompactT); Tensor kf = gather(k, nf, pp.fullToCompactT); Tensor vf = gather(v, nf, pp.fullToCompactT);
              Tensor attF = act(nf, hq, hd); Tensor lseF = f32(nf, hq)) {
             be.attention(attF, lseF, qf, kf, vf, pp.cuT, scale);
@@ -255,9 +255,8 @@ public final class LlamaModel {
             be.attentionBackward(dq, dk, dv, dattWithZeroRow, a.q, a.k, a.v, a.att, a.lse, rows.cuT(), scale);
             return;
         }
-        int nf = pp.fullRows, hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
+        int nf = pp.fullRows, hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim(), kd = c.kvDim();
         be.fill(dattWithZeroRow.rows(n, 1), 0);
-        int kd = c.kvDim();
         try (Tensor qf = gather(a.q, nf, pp.fullToCompactT); Tensor kf = gather(a.k, nf, pp.fullToCompactT); Tensor vf = gather(a.v, nf, pp.fullToCompactT);
              Tensor attF = gather(a.att, nf, pp.fullToCompactT); Tensor lseF = gather(a.lse, nf, pp.fullToCompactT);
              Tensor dattF = gather(dattWithZeroRow, nf, pp.fullToRepT);

@@ -78,8 +78,8 @@ final class UpdatePhase {
                         weight.put(o, agg.weight(o.targets.length, microTokens, cfg.gradientAccumulationSteps(), globalTokens, mini,
                                 cfg.responseLength, r.world));
                 }
-                // the passes run micro rollouts each, with train_prefix_sharing a prompt's rollouts next to each other
-                // (the weights above keep the reference's loss: a gradient is a sum over tokens, whatever the grouping)
+                // the passes (pass_packing) take the rollouts in run order, with train_prefix_sharing a prompt's next to each
+                // other (the weights above keep the reference's loss: a gradient is a sum over tokens, whatever the grouping)
                 List<Rollout> runOrder = cfg.trainPrefixSharing ? byPrompt(miniRs) : miniRs;
                 Map<Rollout, TokenOut> outs = new IdentityHashMap<>();
                 List<List<Rollout>> plan = PassPacking.training(cfg, est, lmRows, runOrder, longestPrompt);
