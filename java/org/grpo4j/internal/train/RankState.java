@@ -43,6 +43,8 @@ final class RankState implements AutoCloseable {
     Generator generator;
     long optimizerSteps;
     int consecutiveNonfinite, skippedSteps;
+    /** Training passes this rank ran, and the rounds it only took part in (reducing zeros: another rank had more passes). */
+    long trainingPasses, paddingRounds;
     /** The first reward error of this rank's last step (null when none), for the step's report. */
     String lastRewardError;
 

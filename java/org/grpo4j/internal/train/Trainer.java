@@ -129,6 +129,13 @@ public final class Trainer implements AutoCloseable {
     /** Forward/backward passes the warm-up ran on the first rank (for tests of its micro-batching). */
     long sftMicroBatches;
 
+    /** Per rank: {training passes run, rounds only taken part in} (for tests of the passes at world > 1). */
+    long[][] passCounts() {
+        long[][] out = new long[states.size()][];
+        for (int i = 0; i < out.length; i++) out[i] = new long[] {states.get(i).trainingPasses, states.get(i).paddingRounds};
+        return out;
+    }
+
     private Trainer(Builder b) throws IOException {
         GrpoConfig c = b.cfg;
         Path resumeDir = b.resume;

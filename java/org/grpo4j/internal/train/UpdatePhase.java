@@ -95,6 +95,9 @@ final class UpdatePhase {
                         tokensTrained += run[0];
                         rowsRun += run[1];
                         passes++;
+                        r.trainingPasses++;
+                    } else {
+                        r.paddingRounds++;
                     }
                     opt.endMicroBatch();
                 }

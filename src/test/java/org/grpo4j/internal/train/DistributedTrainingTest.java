@@ -40,6 +40,50 @@ class DistributedTrainingTest {
     }
 
     /**
+     * pass_packing tokens at world 2 with ranks whose rollouts differ in length (a data set of short and long prompts):
+     * the ranks run different numbers of training passes, the one with fewer takes part in the other's extra ZeRO-2
+     * reductions with zeros, and the run trains like one rank over the same global batch (token_mean), within the
+     * tolerances of {@link #fourRanksTrainLikeOne}.
+     */
+    @Test
+    void ranksWithDifferentPassCountsTrainLikeOne(@TempDir Path tmp) throws Exception {
+        Path data = tmp.resolve("short-and-long.jsonl");
+        List<String> rows = new ArrayList<>();
+        List<String> arith = Files.readAllLines(Path.of("examples/data/tiny-arith.jsonl"));
+        for (int i = 0; i < 64; i++) {
+            String row = arith.get(i);
+            if (i % 2 == 1) // a long prompt: the question three times over
+                row = row.replaceFirst("\"content\": \"([^\"]*)\"", "\"content\": \"$1 $1 $1\"");
+            rows.add(row);
+        }
+        Files.write(data, rows);
+        int steps = 2;
+        List<float[]> w = new ArrayList<>();
+        long[][] counts = null;
+        for (int world : new int[] {1, 2}) {
+            List<String> sets = split(tmp.resolve("w" + world), steps, world);
+            sets.addAll(List.of("per_device_train_batch_size=2", "pass_packing=\"tokens\"", "dataset_mixer_list=[\"" + data + "\", \"1.0\"]",
+                    "dataset_mixer_eval_list=[\"" + data + "\", \"4\"]"));
+            try (Trainer t = Trainer.builder(GrpoTrainerTest.config(sets)).log(null).build()) {
+                t.run(null);
+                if (world == 2) counts = t.passCounts();
+            }
+            w.add(weights(tmp.resolve("w" + world + "/checkpoints/step_" + steps + "/model")));
+        }
+        assertTrue(counts[0][0] != counts[1][0] && counts[0][1] + counts[1][1] > 0,
+                "the ranks ran different numbers of passes (rank 0 " + java.util.Arrays.toString(counts[0]) + ", rank 1 "
+                        + java.util.Arrays.toString(counts[1]) + ": passes, rounds of zeros)");
+        double lr = GrpoTrainerTest.config(List.of()).learningRate;
+        float[] a = w.get(0), b = w.get(1);
+        double[] d = new double[a.length];
+        for (int i = 0; i < a.length; i++) d[i] = Math.abs(a[i] - b[i]) / lr;
+        java.util.Arrays.sort(d);
+        assertTrue(d[a.length / 2] <= 1e-4, "median difference " + d[a.length / 2] + " lr");
+        assertTrue(d[a.length * 999 / 1000] <= 1e-2, "99.9th percentile " + d[a.length * 999 / 1000] + " lr");
+        assertTrue(d[a.length - 1] <= 2.5 * steps, "largest difference " + d[a.length - 1] + " lr");
+    }
+
+    /**
      * The same global batch on 1 and on 4 ranks. token_mean over the whole mini-batch makes the loss the same function
      * and the random streams are indexed by global prompt, so the rollouts are the same; the weights agree to rounding,
      * not bitwise, for two reasons: each rank permutes only its own rollouts into micro-batches, so tokens are packed
