@@ -229,7 +229,8 @@ public final class GrpoConfig {
      * to local_rollout_forward_batch_size; so rollouts shorter than that share passes (fewer, larger passes; more of a
      * prompt's samples in one pass; at world > 1 fewer ZeRO-2 reductions, every rank taking part in as many as the
      * rank with the most). batch_size runs exactly those counts a pass (the reference's micro-batches). Every token
-     * keeps its reference micro-batch's loss weight either way; the log-probs do not depend on the chunks.
+     * keeps its reference micro-batch's loss weight either way; the log-probs do not depend on the chunks (bit for
+     * bit on the CPU, up to the GEMMs' summation order on CUDA).
      * docs/trainer.md.
      */
     public String passPacking = "tokens";

@@ -435,7 +435,7 @@ class GrpoTrainerTest {
      * A checkpoint written before a key existed resumes as it ran, not with the key's new default: lm_head_grad split
      * (dz as hi + lo), old_logprobs recompute (every old log-prob from the no-grad pass), lm_head_scratch_mib 256 (the
      * LM head's 256 MiB blocks), logprob_prefix_sharing off (every sequence whole through the log-prob passes),
-     * train_prefix_sharing off (every sequence whole), pass_packing micro_batch (the reference's micro-batches as
+     * train_prefix_sharing off (every sequence whole), pass_packing batch_size (the reference's micro-batches as
      * passes), so that
      * the run goes on bit for bit; a checkpoint with the key keeps its value.
      */
