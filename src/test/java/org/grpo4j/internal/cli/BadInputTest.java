@@ -280,6 +280,8 @@ class BadInputTest {
             {"precision=fp16", "precision must be auto, fp32 or bf16, got fp16"},
             {"lm_head_grad=fp8", "lm_head_grad must be bf16 or split, got fp8"},
             {"old_logprobs=never", "old_logprobs must be auto or recompute, got never"},
+            {"pass_packing=micro_batch", "pass_packing must be tokens or batch_size, got micro_batch"},
+            {"train_prefix_sharing=maybe", "key \"train_prefix_sharing\" has the wrong type (expected true or false)"},
             {"lm_head_scratch_mib=-1", "lm_head_scratch_mib must be in [0, 8191], got -1"},
             {"kv_cache_fraction=0", "kv_cache_fraction must be in (0, 1], got 0.0"},
             {"reduce_bucket_size=10", "reduce_bucket_size must be >= 1024 elements, got 10"},
