@@ -67,10 +67,10 @@ final class UpdatePhase {
                 for (int q = mb * mini; q < (mb + 1) * mini; q++) miniRs.add(rs.get(perm[q]));
                 long miniTokens = 0;
                 for (Rollout o : miniRs) miniTokens += o.targets.length;
-                long globalTokens = LossAggregation.parse(cfg.lossAggregation) == LossAggregation.TOKEN_MEAN ? globalSum(r, miniTokens) : miniTokens;
+                LossAggregation agg = LossAggregation.parse(cfg.lossAggregation);
+                long globalTokens = agg == LossAggregation.TOKEN_MEAN ? globalSum(r, miniTokens) : miniTokens;
                 // each token's weight from its micro-batch (the reference's: consecutive slices of the permutation)
                 Map<Rollout, Double> weight = new IdentityHashMap<>();
-                LossAggregation agg = LossAggregation.parse(cfg.lossAggregation);
                 for (int mc = 0; mc < mini; mc += micro) {
                     int microTokens = 0;
                     for (Rollout o : miniRs.subList(mc, mc + micro)) microTokens += o.targets.length;
