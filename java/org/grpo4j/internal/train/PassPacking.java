@@ -2,6 +2,7 @@ package org.grpo4j.internal.train;
 
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.ToIntFunction;
 import org.grpo4j.internal.model.MemoryEstimate;
 import org.grpo4j.train.GrpoConfig;
 
@@ -30,27 +31,47 @@ final class PassPacking {
      * response_length of them loss tokens.
      */
     static List<List<Rollout>> passes(List<Rollout> order, int count, boolean byTokens, Bytes bytes, int longestPrompt, int responseLength) {
-        List<List<Rollout>> out = new ArrayList<>();
         if (!byTokens) {
+            List<List<Rollout>> out = new ArrayList<>();
             for (int i = 0; i < order.size(); i += count) out.add(order.subList(i, Math.min(order.size(), i + count)));
             return out;
         }
-        double cap = bytes.of((long) count * ((long) longestPrompt + responseLength), (long) count * responseLength);
-        long tokens = 0, loss = 0;
+        return byMemory(order, o -> o.seq.length, o -> o.targets.length, bytes,
+                bytes.of((long) count * ((long) longestPrompt + responseLength), (long) count * responseLength));
+    }
+
+    /**
+     * Consecutive runs of {@code order}, each as long as keeps {@code bytes} of its summed tokens and loss tokens within
+     * {@code cap} (an item alone always makes a run).
+     */
+    static <T> List<List<T>> byMemory(List<T> order, ToIntFunction<T> tokens, ToIntFunction<T> lossTokens, Bytes bytes, double cap) {
+        List<List<T>> out = new ArrayList<>();
+        long t = 0, l = 0;
         int from = 0;
         for (int i = 0; i < order.size(); i++) {
-            Rollout o = order.get(i);
-            if (i > from && bytes.of(tokens + o.seq.length, loss + o.targets.length) > cap) {
+            T o = order.get(i);
+            int ot = tokens.applyAsInt(o), ol = lossTokens.applyAsInt(o);
+            if (i > from && bytes.of(t + ot, l + ol) > cap) {
                 out.add(order.subList(from, i));
                 from = i;
-                tokens = 0;
-                loss = 0;
+                t = 0;
+                l = 0;
             }
-            tokens += o.seq.length;
-            loss += o.targets.length;
+            t += ot;
+            l += ol;
         }
         if (from < order.size()) out.add(order.subList(from, order.size()));
         return out;
+    }
+
+    /**
+     * The cap of a training pass: the estimated activations of per_device_train_batch_size sequences of
+     * {@code longestPrompt} + response_length tokens, response_length of them trained on (what the memory plan sized).
+     */
+    static double trainingCap(GrpoConfig cfg, MemoryEstimate est, long lmRowsBytes, int longestPrompt) {
+        long count = cfg.perDeviceTrainBatchSize;
+        return est.trainingActivationBytes(count * ((long) longestPrompt + cfg.responseLength), count * cfg.responseLength,
+                cfg.gradientCheckpointing, lmRowsBytes);
     }
 
     /** The training passes of a mini-batch's rollouts in run order (MemoryEstimate#trainingActivationBytes). */

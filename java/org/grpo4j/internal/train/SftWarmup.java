@@ -15,7 +15,7 @@ import org.grpo4j.ChatMessage;
 /**
  * The supervised warm-up (docs/trainer.md): next-token NLL of the rows' reference answers, AdamW with its own learning
  * rate, no weight decay and fresh moments. Every rank draws the same batch; rank r runs picks r, r + world, ... in
- * micro-batches of at most per_device_train_batch_size x (max_prompt_token_length + response_length) tokens, each
+ * micro-batches within the memory plan's activations for a GRPO micro-batch ({@link PassPacking#trainingCap}), each
  * token weighted -1 / (tokens of the whole batch), and the ranks' gradients are summed once per step.
  */
 final class SftWarmup {
@@ -27,7 +27,12 @@ final class SftWarmup {
     }
 
     /** Runs the warm-up on one rank; false when cancelled before its end (every rank stops at the same step). */
-    static boolean run(RankState r, BooleanSupplier cancelled, Progress progress, long[] microBatches) {
+    /**
+     * @param longestPrompt the data set's longest prompt (the memory plan's): a micro-batch holds as many sequences as
+     *                      keep its estimated activations within the plan's for per_device_train_batch_size sequences of
+     *                      longestPrompt + response_length tokens ({@link PassPacking#byMemory})
+     */
+    static boolean run(RankState r, BooleanSupplier cancelled, Progress progress, long[] microBatches, int longestPrompt) {
         GrpoConfig cfg = r.s.cfg();
         int eos = r.s.eos();
         List<int[]> seqs = new ArrayList<>();
@@ -42,7 +47,10 @@ final class SftWarmup {
         }
         if (seqs.isEmpty()) throw new IllegalArgumentException("sft_warmup: no training row ends with an assistant turn to imitate");
         int steps = cfg.sftWarmup.steps, bsz = cfg.sftWarmup.batchSize;
-        long budget = (long) cfg.perDeviceTrainBatchSize * (cfg.maxPromptTokenLength + cfg.responseLength);
+        org.grpo4j.internal.model.MemoryEstimate est = r.estimate();
+        long lmRows = Preflight.lmRowsBytes(cfg, r.s.dtype());
+        double cap = PassPacking.trainingCap(cfg, est, lmRows, longestPrompt);
+        PassPacking.Bytes bytes = (t, l) -> est.trainingActivationBytes(t, l, cfg.gradientCheckpointing, lmRows);
         ShardedAdamW opt = r.optimizer;
         opt.reset(0.0);
         SplittableRandom rnd = new SplittableRandom(Trainer.mix(cfg.seed, 0, 3));
@@ -58,18 +66,10 @@ final class SftWarmup {
             }
             opt.startStep();
             double loss = 0;
-            // this rank's rows (every world-th of the batch) in micro-batches of at most budget tokens
-            List<List<Integer>> micro = new ArrayList<>();
-            long bTok = 0;
-            for (int i = r.rank; i < bsz; i += r.world) {
-                int len = seqs.get(pick[i]).length;
-                if (micro.isEmpty() || bTok + len > budget) {
-                    micro.add(new ArrayList<>());
-                    bTok = 0;
-                }
-                micro.get(micro.size() - 1).add(pick[i]);
-                bTok += len;
-            }
+            // this rank's rows (every world-th of the batch) in micro-batches within the planned activations
+            List<Integer> mine = new ArrayList<>();
+            for (int i = r.rank; i < bsz; i += r.world) mine.add(pick[i]);
+            List<List<Integer>> micro = PassPacking.byMemory(mine, q -> seqs.get(q).length, q -> seqs.get(q).length - promptLens.get(q), bytes, cap);
             // ZeRO-2 reduces every micro-batch: every rank takes part in as many reductions as the rank with the most
             // (a rank with fewer reduces zeros)
             int rounds = (int) UpdatePhase.globalMax(r, micro.size());

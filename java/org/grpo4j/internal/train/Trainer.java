@@ -361,7 +361,8 @@ public final class Trainer implements AutoCloseable {
                 long[] micro = new long[1];
                 List<Boolean> done = ranks.run(i -> {
                     try {
-                        return SftWarmup.run(states.get(i), cancelled::get, i == 0 && writer ? l::onSftStep : null, i == 0 ? micro : new long[1]);
+                        return SftWarmup.run(states.get(i), cancelled::get, i == 0 && writer ? l::onSftStep : null, i == 0 ? micro : new long[1],
+                                longestPrompt);
                     } finally {
                         states.get(i).releaseLmHeadScratch();
                     }

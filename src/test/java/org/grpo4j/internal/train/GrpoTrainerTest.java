@@ -370,14 +370,17 @@ class GrpoTrainerTest {
 
     @Test
     void theWarmUpIsMicroBatchedWithoutChangingItsStep(@TempDir Path tmp) throws Exception {
-        // one step of 24 sequences (~33 tokens each): one pass under a 8 x (200 + 8) token budget, 24 passes under 1 x (40 + 8)
+        // one step of 24 sequences (~33 tokens each): a micro-batch holds what the memory plan sized
+        // per_device_train_batch_size sequences of the longest prompt + response_length for: one pass at 8 x (longest +
+        // 100) tokens, 24 passes at 1 x (longest + 8)
         float[][] after = new float[2][];
         long[] passes = new long[2];
         double[] nll = new double[2];
         int k = 0;
-        for (String[] v : new String[][] {{"8", "200"}, {"1", "40"}}) {
+        for (String[] v : new String[][] {{"8", "200", "100"}, {"1", "40", "8"}}) {
             List<String> sets = small(tmp.resolve("w" + k), 1);
-            sets.addAll(List.of("sft_warmup.steps=1", "sft_warmup.batch_size=24", "per_device_train_batch_size=" + v[0], "max_prompt_token_length=" + v[1]));
+            sets.addAll(List.of("sft_warmup.steps=1", "sft_warmup.batch_size=24", "per_device_train_batch_size=" + v[0], "max_prompt_token_length=" + v[1],
+                    "response_length=" + v[2]));
             int kk = k;
             try (Trainer t = Trainer.builder(config(sets)).log(null).build()) {
                 t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
