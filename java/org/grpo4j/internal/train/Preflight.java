@@ -266,6 +266,11 @@ public final class Preflight implements AutoCloseable {
                     + " gradient_checkpointing true, precision bf16, or more GPUs (world_size: ZeRO-2 shards the optimizer state)");
         }
         synchronized (summary) {
+            summary.put("training passes", PassPacking.byTokens(cfg)
+                    ? "as many rollouts as fit the activations of " + cfg.perDeviceTrainBatchSize + " x " + seq + " tokens (pass_packing tokens"
+                            + (cfg.trainPrefixSharing ? "; a prompt's tokens once per pass, train_prefix_sharing" : "") + ")"
+                    : cfg.perDeviceTrainBatchSize + " rollouts each (pass_packing batch_size"
+                            + (cfg.trainPrefixSharing ? "; a prompt's tokens once per pass, train_prefix_sharing" : "") + ")");
             summary.put("memory", "about " + Memory.human(total) + " (model states " + Memory.human(states) + per + ", activations " + Memory.human(acts)
                     + ", generation " + Memory.human(gen) + " + KV cache " + (cfg.kvCacheMib > 0 ? Memory.human(kv) : "from kv_cache_fraction " + cfg.kvCacheFraction
                     + ", at least " + Memory.human(kvMin)) + ")" + (free >= 0 ? "; " + Memory.human(free) + " " + where : ""));

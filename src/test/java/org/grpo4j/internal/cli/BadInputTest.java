@@ -301,7 +301,8 @@ class BadInputTest {
         }
         t.add(c("dry-run sft warm-up without answers", "train", "--config", T, "--set", "dataset_mixer_list=[\"data/noanswer.jsonl\",\"1.0\"]",
                 "--set", "sft_warmup.steps=5", "--dry-run").says("sft_warmup.steps 5", "no training row ends with an assistant turn"));
-        t.add(c("dry-run", "train", "--config", T, "--dry-run", "--output", "$R/never").exit(0).says("config OK", "training prompts", "64", "memory")
+        t.add(c("dry-run", "train", "--config", T, "--dry-run", "--output", "$R/never").exit(0).says("config OK", "training prompts", "64", "memory",
+                "training passes", "as many rollouts as fit the activations of")
                 .after(r -> assertFalse(Files.exists(r.resolve("never")))));
         if (!org.grpo4j.internal.backend.CudaRuntime.probe().available()) // a GPU config checked on a machine without a GPU (a login node)
             t.add(c("dry-run of a cuda config without a GPU", "train", "--config", T, "--set", "backend=cuda", "--dry-run", "--output", "$R/never").exit(0)
