@@ -74,6 +74,22 @@ final class PassPacking {
                 cfg.gradientCheckpointing, lmRowsBytes);
     }
 
+    /**
+     * Runs {@code passes} as ZeRO-2 micro-batches (the gradient buffer zeroed before each, its buckets reduced after
+     * each at world > 1). With {@code agree}, every rank takes part in as many rounds as the rank with the most passes
+     * (a collective), reducing zeros in the rounds past its own, so that every rank makes the same reductions in the
+     * same order; without, every rank must have the same count. Returns the rounds run without a pass of their own.
+     */
+    static <P> int runPasses(RankState r, List<P> passes, boolean agree, java.util.function.Consumer<P> pass) {
+        int rounds = agree ? (int) UpdatePhase.globalMax(r, passes.size()) : passes.size();
+        for (int k = 0; k < rounds; k++) {
+            r.optimizer.startMicroBatch();
+            if (k < passes.size()) pass.accept(passes.get(k));
+            r.optimizer.endMicroBatch();
+        }
+        return rounds - passes.size();
+    }
+
     /** The training passes of a mini-batch's rollouts in run order (MemoryEstimate#trainingActivationBytes). */
     static List<List<Rollout>> training(GrpoConfig cfg, MemoryEstimate est, long lmRowsBytes, List<Rollout> order, int longestPrompt) {
         return passes(order, cfg.perDeviceTrainBatchSize, byTokens(cfg),

@@ -65,28 +65,25 @@ final class SftWarmup {
                 nTok += seqs.get(pick[i]).length - promptLens.get(pick[i]);
             }
             opt.startStep();
-            double loss = 0;
             // this rank's rows (every world-th of the batch) in micro-batches within the planned activations
             List<Integer> mine = new ArrayList<>();
             for (int i = r.rank; i < bsz; i += r.world) mine.add(pick[i]);
             List<List<Integer>> micro = PassPacking.byMemory(mine, q -> seqs.get(q).length, q -> seqs.get(q).length - promptLens.get(q), bytes, cap);
             // ZeRO-2 reduces every micro-batch: every rank takes part in as many reductions as the rank with the most
             // (a rank with fewer reduces zeros)
-            int rounds = (int) UpdatePhase.globalMax(r, micro.size());
-            for (int k = 0; k < rounds; k++) {
-                opt.startMicroBatch();
-                if (k < micro.size()) {
-                    List<int[]> b = new ArrayList<>();
-                    List<Integer> pl = new ArrayList<>();
-                    for (int q : micro.get(k)) {
-                        b.add(seqs.get(q));
-                        pl.add(promptLens.get(q));
-                    }
-                    loss += microStep(r, b, pl, nTok);
-                    microBatches[0]++;
+            double[] lossSum = {0};
+            long batchTokens = nTok;
+            PassPacking.runPasses(r, micro, true, mb -> {
+                List<int[]> b = new ArrayList<>();
+                List<Integer> pl = new ArrayList<>();
+                for (int q : mb) {
+                    b.add(seqs.get(q));
+                    pl.add(promptLens.get(q));
                 }
-                opt.endMicroBatch();
-            }
+                lossSum[0] += microStep(r, b, pl, batchTokens);
+                microBatches[0]++;
+            });
+            double loss = lossSum[0];
             double total = loss;
             if (r.world > 1) {
                 total = 0;

@@ -54,7 +54,7 @@ final class UpdatePhase {
         TrainStats stats = new TrainStats();
         double gradNormSum = 0;
         int optSteps = 0, skipped = 0;
-        long tokensTrained = 0, rowsRun = 0;
+        long[] trained = {0, 0}; // tokens (prompts included), rows run through the layers
         int passes = 0;
         ShardedAdamW opt = r.optimizer;
         MemoryEstimate est = r.estimate();
@@ -85,22 +85,15 @@ final class UpdatePhase {
                 List<List<Rollout>> plan = PassPacking.training(cfg, est, lmRows, runOrder, longestPrompt);
                 // ZeRO-2 reduces after every pass: every rank takes part in as many as the rank with the most (a rank with
                 // fewer reduces zeros), as the supervised warm-up does
-                int rounds = PassPacking.byTokens(cfg) ? (int) globalMax(r, plan.size()) : plan.size();
+                boolean onPolicy = e == 0 && mb == 0 && cfg.oldLogprobs.equals("auto");
                 opt.startStep();
-                for (int k = 0; k < rounds; k++) {
-                    opt.startMicroBatch();
-                    if (k < plan.size()) {
-                        long[] run = microStep(r, plan.get(k), weight, lp, e == 0 && mb == 0 && cfg.oldLogprobs.equals("auto"),
-                                cfg.trainPrefixSharing, outs);
-                        tokensTrained += run[0];
-                        rowsRun += run[1];
-                        passes++;
-                        r.trainingPasses++;
-                    } else {
-                        r.paddingRounds++;
-                    }
-                    opt.endMicroBatch();
-                }
+                r.paddingRounds += PassPacking.runPasses(r, plan, PassPacking.byTokens(cfg), pass -> {
+                    long[] run = microStep(r, pass, weight, lp, onPolicy, cfg.trainPrefixSharing, outs);
+                    trained[0] += run[0];
+                    trained[1] += run[1];
+                });
+                r.trainingPasses += plan.size();
+                passes += plan.size();
                 boolean finite = true;
                 for (int mc = 0; mc < mini; mc += micro) {
                     List<Rollout> microRs = miniRs.subList(mc, mc + micro);
@@ -127,7 +120,7 @@ final class UpdatePhase {
                 }
             }
         }
-        return new Result(stats, gradNormSum, optSteps, skipped, tokensTrained, rowsRun, passes);
+        return new Result(stats, gradNormSum, optSteps, skipped, trained[0], trained[1], passes);
     }
 
     /**
