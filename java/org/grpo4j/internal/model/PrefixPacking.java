@@ -23,7 +23,7 @@ import org.grpo4j.internal.backend.Tensor;
  */
 public final class PrefixPacking implements AutoCloseable {
     final int compactRows, fullRows;
-    final int[] compactIds, compactPositions, fullToCompact, compactToFull, fullToRep, cu;
+    final int[] compactIds, compactPositions, fullToCompact, compactToFull, cu;
     final Tensor idsT, positionsT, fullToCompactT, compactToFullT, fullToRepT, fullToCompactTwiceT, cuT;
 
     /**
@@ -90,7 +90,7 @@ public final class PrefixPacking implements AutoCloseable {
         this.fullToCompact = f2c;
         this.compactToFull = c2f;
         this.cu = cu;
-        this.fullToRep = new int[fullRows];
+        int[] fullToRep = new int[fullRows];
         Arrays.fill(fullToRep, compactRows);
         for (int c = 0; c < compactRows; c++) fullToRep[c2f[c]] = c;
         int[] twice = new int[2 * fullRows];
