@@ -176,6 +176,15 @@ public final class GrpoConfig {
     /** Share of the memory left after model states and activations that the KV pool may take (like vLLM's gpu_memory_utilization; grpo4j). */
     public double kvCacheFraction = 0.9;
     /**
+     * How rollouts get KV blocks (grpo4j): on_demand (the default, as vLLM) admits samples while the pool has room for
+     * the blocks they fill now and gives each a block as its tokens reach one; when the pool runs out, the most
+     * recently admitted samples are preempted and resume later, their K/V recomputed (the same tokens: bit for bit on
+     * the CPU). worst_case admits a sample only when every block its prompt plus response_length could need is
+     * reserved: never a preemption, but where the pool cannot hold every sample's longest completion, fewer samples
+     * decode at once. docs/trainer.md.
+     */
+    public String kvAdmission = "on_demand";
+    /**
      * fp32, bf16 or auto (bf16 on CUDA, fp32 on the CPU) (grpo4j): bf16 runs the policy, rollouts, log-prob passes and
      * the reference model on bf16 weights, with fp32 master weights, AdamW moments, gradients and losses.
      */
@@ -412,7 +421,8 @@ public final class GrpoConfig {
             {"dataset_mixer_eval_list", datasetMixerEvalList}, {"lr_scheduler_type", lrSchedulerType}, {"kl_estimator", klEstimator},
             {"loss_aggregation", lossAggregation}, {"stop_token", stopToken}, {"verifier_compat", verifierCompat},
             {"output_dir", outputDir}, {"backend", backend}, {"sft_warmup", sftWarmup}, {"precision", precision},
-            {"lm_head_grad", lmHeadGrad}, {"old_logprobs", oldLogprobs}, {"pass_packing", passPacking}};
+            {"lm_head_grad", lmHeadGrad}, {"old_logprobs", oldLogprobs}, {"pass_packing", passPacking},
+            {"kv_admission", kvAdmission}};
         for (Object[] o : objects) require(o[1] != null, where, o[0] + " must not be null");
         require(!datasetMixerList.isEmpty(), where, "dataset_mixer_list is required");
         require(worldSize >= 1, where, "world_size must be >= 1");
@@ -479,6 +489,7 @@ public final class GrpoConfig {
         require(List.of("bf16", "split").contains(lmHeadGrad), where, "lm_head_grad must be bf16 or split, got " + lmHeadGrad);
         require(List.of("auto", "recompute").contains(oldLogprobs), where, "old_logprobs must be auto or recompute, got " + oldLogprobs);
         require(List.of("tokens", "batch_size").contains(passPacking), where, "pass_packing must be tokens or batch_size, got " + passPacking);
+        require(List.of("on_demand", "worst_case").contains(kvAdmission), where, "kv_admission must be on_demand or worst_case, got " + kvAdmission);
         require(lmHeadScratchMib >= 0 && lmHeadScratchMib <= org.grpo4j.internal.backend.CudaBackend.LM_ROWS_MAX_MIB, where,
                 "lm_head_scratch_mib must be in [0, " + org.grpo4j.internal.backend.CudaBackend.LM_ROWS_MAX_MIB + "], got " + lmHeadScratchMib);
         require(reduceBucketSize >= 1024, where, "reduce_bucket_size must be >= 1024 elements, got " + reduceBucketSize);

@@ -104,8 +104,9 @@ final class GenerateCommand implements Callable<Integer> {
                     System.out.printf("[%d] (%d tokens, %s) %s%n", i, c.tokens().length, c.finishReason().label(), tok.decodeLenient(c.tokens(), true));
                 }
             }
-            System.err.printf("grpo4j generate: %d tokens in %.2f s (%.0f tokens/s), KV pool peak %d of %d blocks%n",
-                    st.generatedTokens(), st.seconds(), st.tokensPerSecond(), st.peakBlocksUsed(), st.poolBlocks());
+            System.err.printf("grpo4j generate: %d tokens in %.2f s (%.0f tokens/s), %d decode steps, KV pool peak %d of %d blocks%s%n",
+                    st.generatedTokens(), st.seconds(), st.tokensPerSecond(), st.decodeSteps(), st.peakBlocksUsed(), st.poolBlocks(),
+                    st.preemptions() > 0 ? ", " + st.preemptions() + " preemptions (" + st.replayedTokens() + " tokens replayed)" : "");
         }
         return 0;
     }

@@ -694,7 +694,7 @@ public final class LlamaModel {
         public boolean prefixGroups() { return maxPrefixGroups > 0; }
 
         /** Group rows a step of b live sequences may name: one per two of its bucket's rows, at most the session's bound. */
-        int groupRowsFor(int b) { return maxPrefixGroups == 0 ? 0 : Math.max(1, Math.min(bucketFor(b) / 2, maxPrefixGroups)); }
+        public int groupRowsFor(int b) { return maxPrefixGroups == 0 ? 0 : Math.max(1, Math.min(bucketFor(b) / 2, maxPrefixGroups)); }
 
         /** Prefix group rows passed so far, over all steps. */
         public long prefixGroupRows() { return groupRows; }

@@ -18,13 +18,21 @@ import org.grpo4j.internal.model.PackedBatch;
  * <ul>
  *   <li>Each prompt is prefilled once; its full KV blocks are shared (reference-counted) by its n samples, and a
  *       partially filled last prompt block is copied into each sample's first private block (copy-on-write).</li>
- *   <li>Blocks come from a fixed pool. A sample is admitted only when every block it can still need
- *       (prompt + max_tokens) is reserved, so the engine never runs out of memory by construction; waiting samples
- *       start as finished ones free their blocks (continuous batching).</li>
+ *   <li>Blocks come from a fixed pool, handed out one of two ways ({@link Admission}). ON_DEMAND (the default, as
+ *       vLLM's scheduler): a prompt is prefilled, and a sample admitted, when the pool has the blocks it needs now, less
+ *       a watermark of 1% of the pool while others run; a sample takes a block when its tokens reach one. When a decode
+ *       step needs more blocks than are free, the most recently admitted samples are preempted: their own blocks are
+ *       freed (the prompt's shared blocks are kept) and they resume, oldest first and before any new sample, once
+ *       their blocks fit again. A resumed sample's K/V are recomputed by replaying its tokens through decode steps
+ *       (forced inputs; nothing is sampled again); if its prompt's blocks had to be given up too (only when the oldest
+ *       sample could not go on otherwise), its prompt is prefilled again in blocks of its own first. WORST_CASE: a
+ *       sample is admitted only when every block it can still need (prompt + max_tokens) is reserved, so nothing is
+ *       ever preempted, but only as many samples run at once as could all reach max_tokens.</li>
  *   <li>Sample j of prompt i draws its step-t token from Philox(seed; stream = i*n + j, step = t), and every row's
  *       logits are computed independently of the rest of the batch, so the same seed and inputs give the same tokens
- *       whatever the pool size, batch size or prefix sharing (on the CPU bit for bit; on CUDA up to fp32 summation
- *       order, which the GEMM shapes, the decode attention's splits and its prefix groups move).</li>
+ *       whatever the pool size, admission, preemptions, batch size or prefix sharing (on the CPU bit for bit; on CUDA
+ *       up to fp32 summation order, which the GEMM shapes, the decode attention's splits and its prefix groups move,
+ *       and a replayed token's K/V may differ from the first ones in the last bits).</li>
  *   <li>With prefix sharing, each decode step groups a prompt's live samples next to each other in the batch, and the
  *       decode attention reads the prompt's shared blocks once per group (cascade decoding,
  *       {@link LlamaModel.DecodeSession#run(int[], int[], int[], int[], int, int[], int[], SamplingSpec)}).</li>
@@ -33,15 +41,33 @@ import org.grpo4j.internal.model.PackedBatch;
 public final class Generator {
 
     /**
+     * How samples get KV blocks (see the class comment): ON_DEMAND as they fill them, preempting the youngest samples
+     * when the pool runs out; WORST_CASE all they could ever need, up front.
+     */
+    public enum Admission {
+        ON_DEMAND, WORST_CASE;
+
+        /** The trainer's and the CLI's spelling: on_demand, worst_case. */
+        public String label() { return name().toLowerCase(java.util.Locale.ROOT); }
+    }
+
+    /**
      * blockSize tokens per KV block; numBlocks in the pool; at most maxBatch sequences decoding at once; graphs: record
      * each decode batch bucket's step once and replay it where the backend has graphs (CUDA graphs; no effect on the
      * CPU); prefixGroups (with sharePrefix): decode attention reads each prompt's shared blocks once per group of its
-     * live samples (off: once per sample, as without sharing; for measuring the difference).
+     * live samples (off: once per sample, as without sharing; for measuring the difference); admission: how samples
+     * get blocks.
      */
-    public record Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs, boolean prefixGroups) {
+    public record Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs, boolean prefixGroups,
+                         Admission admission) {
         public Config {
             if (blockSize < 1 || numBlocks < 1 || maxBatch < 1)
                 throw new IllegalArgumentException("generator: block_size, num_blocks and max_batch must be >= 1");
+            java.util.Objects.requireNonNull(admission, "generator: admission");
+        }
+
+        public Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs, boolean prefixGroups) {
+            this(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, Admission.ON_DEMAND);
         }
 
         public Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs) {
@@ -52,9 +78,11 @@ public final class Generator {
             this(blockSize, numBlocks, maxBatch, sharePrefix, true);
         }
 
-        public Config withGraphs(boolean on) { return new Config(blockSize, numBlocks, maxBatch, sharePrefix, on, prefixGroups); }
+        public Config withGraphs(boolean on) { return new Config(blockSize, numBlocks, maxBatch, sharePrefix, on, prefixGroups, admission); }
 
-        public Config withPrefixGroups(boolean on) { return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, on); }
+        public Config withPrefixGroups(boolean on) { return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, on, admission); }
+
+        public Config withAdmission(Admission a) { return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, a); }
 
         /** A pool sized by a memory budget in bytes. */
         public static Config forBudget(LlamaModel model, long budgetBytes, int blockSize, int maxBatch) {
@@ -66,17 +94,22 @@ public final class Generator {
 
     /**
      * Figures of the last {@link #generate} call; prefixGroupRows counts, over the decode steps, the groups of a
-     * prompt's live samples whose attention read the prompt's shared blocks once per group.
+     * prompt's live samples whose attention read the prompt's shared blocks once per group; preemptions the samples
+     * set aside for blocks (ON_DEMAND), replayedTokens the decode-step rows that recomputed a resumed sample's K/V
+     * (prefillTokens includes prompts prefilled again), decodeRows the sequences over all decode steps, peakBatch the
+     * most in one.
      */
     public record Stats(int prompts, int sequences, long prefillTokens, long generatedTokens, int decodeSteps, double seconds,
                         int poolBlocks, int peakBlocksUsed, double meanBlocksUsed, long poolBytes, double decodeHostSeconds,
-                        long graphReplays, long prefixGroupRows) {
+                        long graphReplays, long prefixGroupRows, int preemptions, long replayedTokens, long decodeRows, int peakBatch) {
         /** Host time to issue one decode step (upload, launches or one graph replay), before waiting for the device. */
         public double hostMillisPerDecodeStep() { return decodeSteps > 0 ? 1e3 * decodeHostSeconds / decodeSteps : 0; }
 
         public double tokensPerSecond() { return seconds > 0 ? generatedTokens / seconds : 0; }
         public double meanUtilization() { return poolBlocks > 0 ? meanBlocksUsed / poolBlocks : 0; }
         public double peakUtilization() { return poolBlocks > 0 ? (double) peakBlocksUsed / poolBlocks : 0; }
+        /** Mean sequences per decode step (sampling and replaying ones). */
+        public double meanBatch() { return decodeSteps > 0 ? (double) decodeRows / decodeSteps : 0; }
     }
 
     private final LlamaModel model;
@@ -92,6 +125,9 @@ public final class Generator {
 
     public Stats lastStats() { return last; }
 
+    /** Last call: preempted samples that gave up their prompt's shared blocks, prefilled prompts given up (tests). */
+    int lastSamplePromptsGivenUp, lastGroupsGivenUp;
+
     public Config config() { return cfg; }
 
     private static final class Group {
@@ -100,8 +136,9 @@ public final class Generator {
         final int[] seqIds;       // global sequence ids (stream ids) of this group's samples
         int[] fullBlocks = new int[0];
         int partialBlock = -1;
+        int epoch;                // prefills so far (a group given up is prefilled again into other blocks)
         int nextSample;           // samples admitted so far
-        boolean oneReserved;      // a sample reservation taken at prefill
+        boolean oneReserved;      // a sample reservation taken at prefill (WORST_CASE)
         int[] firstToken;
         float[] firstLogprob;
 
@@ -115,20 +152,34 @@ public final class Generator {
     private static final class Seq {
         final Group group;
         final int sample, seqId;
-        final List<Integer> blocks = new ArrayList<>();
+        final long order;         // admission order: the youngest is preempted first, the oldest resumed first
+        int[] shared;             // the group's full prompt blocks this sample reads (held), null when none are held
+        int epoch;                // the group's prefill those blocks came from (OWN: its prompt in blocks of its own)
+        final List<Integer> blocks = new ArrayList<>(); // its block table: the shared blocks, then its own
         int reservedLeft;
+        int kvLen;                // positions whose K/V are in its blocks
         final List<Integer> tokens = new ArrayList<>();
         final List<Float> logprobs = new ArrayList<>();
         Completion.FinishReason finish;
 
-        Seq(Group g, int sample) {
+        Seq(Group g, int sample, long order) {
             this.group = g;
             this.sample = sample;
             this.seqId = g.seqIds[sample];
+            this.order = order;
         }
 
-        int position() { return group.ids.length + tokens.size() - 1; } // of the last token, the one fed next
+        /** Prompt and completion so far: the tokens whose K/V it needs, then the one fed next. */
+        int tokenAt(int pos) { return pos < group.ids.length ? group.ids[pos] : tokens.get(pos - group.ids.length); }
+
+        /** Positions [0, length) hold K/V once it has caught up; the last token is fed next. */
+        int length() { return group.ids.length + tokens.size() - 1; }
+
+        /** Whether the next step recomputes a known token's K/V (after a preemption) rather than sampling a new one. */
+        boolean replaying() { return kvLen < length(); }
     }
+
+    private static final int OWN = Integer.MAX_VALUE;
 
     /** Per prompt, {@code params.n()} completions in sample order. */
     public List<List<Completion>> generate(List<int[]> prompts, SamplingParams params) {
@@ -147,110 +198,329 @@ public final class Generator {
                 throw new IllegalArgumentException("the KV pool of " + cfg.numBlocks() + " blocks x " + bs + " tokens cannot hold prompt " + i
                         + " (" + p.length + " tokens) plus one completion of " + params.maxTokens() + " tokens: it needs " + need + " blocks");
         }
-        BlockPool pool = new BlockPool(cfg.numBlocks());
-        Deque<Group> pending = new ArrayDeque<>();
-        for (int i = 0; i < prompts.size(); i++) {
-            int[] ids = prompts.get(i).clone();
-            int first = (params.promptOffset() + i) * n; // stream ids: global over a batch split across ranks
-            if (cfg.sharePrefix()) {
-                int[] seqIds = new int[n];
-                for (int j = 0; j < n; j++) seqIds[j] = first + j;
-                pending.add(new Group(i, ids, seqIds));
-            } else {
-                for (int j = 0; j < n; j++) pending.add(new Group(i, ids, new int[] {first + j}));
-            }
-        }
-        List<List<Completion>> out = new ArrayList<>();
-        for (int i = 0; i < prompts.size(); i++) out.add(new ArrayList<>(java.util.Collections.nCopies(n, (Completion) null)));
-        SamplingSpec spec = new SamplingSpec(params.temperature(), params.topK(), params.topP(), params.seed());
-        List<Group> ready = new ArrayList<>();
-        List<Seq> active = new ArrayList<>();
-        long prefillTokens = 0, generated = 0;
-        int steps = 0;
-        double usedSum = 0;
-
         int maxSeqBlocks = 1;
         for (int[] p : prompts) maxSeqBlocks = Math.max(maxSeqBlocks, (p.length + params.maxTokens() + bs - 1) / bs);
         decodeHostNanos = 0;
         try (LlamaModel.KvCache cache = model.newKvCache(cfg.numBlocks(), bs);
              LlamaModel.DecodeSession session = model.newDecodeSession(cache, cfg.maxBatch(), maxSeqBlocks, cfg.graphs(),
                      cfg.sharePrefix() && cfg.prefixGroups() && n > 1 ? Math.min(prompts.size(), Math.max(1, cfg.maxBatch() / 2)) : 0)) {
-            while (!pending.isEmpty() || !ready.isEmpty() || !active.isEmpty()) {
-                boolean progress = false;
-                // A. prefill as many waiting prompts as the pool allows (each with one sample's reservation)
-                List<Group> toPrefill = new ArrayList<>();
-                while (!pending.isEmpty() && active.size() + toPrefill.size() < cfg.maxBatch()) {
-                    Group g = pending.peek();
-                    int pb = promptBlocks(g.ids.length), per = perSample(g.ids.length, params.maxTokens());
-                    if (pool.available() < pb + per) break;
-                    pending.poll();
-                    int full = g.ids.length / bs;
-                    g.fullBlocks = new int[full];
-                    for (int b = 0; b < full; b++) g.fullBlocks[b] = pool.allocate();
-                    if (g.ids.length % bs != 0) g.partialBlock = pool.allocate();
-                    pool.reserve(per);
-                    g.oneReserved = true;
-                    toPrefill.add(g);
+            Run run = new Run(prompts, params, cache, session);
+            run.loop();
+            if (run.pool.used() != 0) throw new IllegalStateException("generator: " + run.pool.used() + " KV blocks still held after the last sample");
+            lastSamplePromptsGivenUp = run.samplePromptsGivenUp;
+            lastGroupsGivenUp = run.groupsGivenUp;
+            last = new Stats(prompts.size(), prompts.size() * n, run.prefillTokens, run.generated, run.steps, (System.nanoTime() - t0) / 1e9,
+                    cfg.numBlocks(), run.pool.peakUsed(), run.steps > 0 ? run.usedSum / run.steps : 0, model.kvBytesPerToken() * bs * cfg.numBlocks(),
+                    decodeHostNanos / 1e9, session.replays(), session.prefixGroupRows(), run.preemptions, run.replayed, run.rows, run.peakBatch);
+            return run.out;
+        }
+    }
+
+    /** One generate call's scheduling state: prompts waiting, prefilled, samples running and set aside. */
+    private final class Run {
+        final SamplingParams params;
+        final int bs = cfg.blockSize();
+        final boolean onDemand = cfg.admission() == Admission.ON_DEMAND;
+        final int watermark = Math.max(1, cfg.numBlocks() / 100);
+        final BlockPool pool = new BlockPool(cfg.numBlocks());
+        final LlamaModel.KvCache cache;
+        final LlamaModel.DecodeSession session;
+        final SamplingSpec spec;
+        final long prefillCap;                               // the most prompt tokens one prefill may hold: all the prompts
+        final Deque<Group> pending = new ArrayDeque<>();     // not prefilled (or given up)
+        final List<Group> ready = new ArrayList<>();         // prefilled, samples left to admit (holding the prompt's blocks)
+        final List<Seq> active = new ArrayList<>();
+        final Deque<Seq> preempted = new ArrayDeque<>();     // oldest first; every one younger than every active sample
+        final List<List<Completion>> out = new ArrayList<>();
+        long prefillTokens, generated, replayed, admitted, rows;
+        int steps, preemptions, peakBatch, samplePromptsGivenUp, groupsGivenUp;
+        double usedSum;
+
+        Run(List<int[]> prompts, SamplingParams params, LlamaModel.KvCache cache, LlamaModel.DecodeSession session) {
+            this.params = params;
+            this.cache = cache;
+            this.session = session;
+            int n = params.n();
+            long cap = 0;
+            for (int i = 0; i < prompts.size(); i++) {
+                int[] ids = prompts.get(i).clone();
+                cap += ids.length;
+                int first = (params.promptOffset() + i) * n; // stream ids: global over a batch split across ranks
+                if (cfg.sharePrefix()) {
+                    int[] seqIds = new int[n];
+                    for (int j = 0; j < n; j++) seqIds[j] = first + j;
+                    pending.add(new Group(i, ids, seqIds));
+                } else {
+                    for (int j = 0; j < n; j++) pending.add(new Group(i, ids, new int[] {first + j}));
                 }
-                if (!toPrefill.isEmpty()) {
-                    prefillTokens += prefill(cache, toPrefill, spec);
-                    ready.addAll(toPrefill);
-                    progress = true;
-                }
-                // B. admit samples of prefilled prompts, oldest first
-                for (var it = ready.iterator(); it.hasNext(); ) {
-                    Group g = it.next();
-                    while (g.nextSample < g.seqIds.length && active.size() < cfg.maxBatch()) {
-                        int per = perSample(g.ids.length, params.maxTokens());
-                        if (g.oneReserved) g.oneReserved = false;
-                        else if (!pool.reserve(per)) break;
-                        Seq s = new Seq(g, g.nextSample++);
-                        s.reservedLeft = per;
-                        for (int b : g.fullBlocks) {
-                            pool.retain(b);
-                            s.blocks.add(b);
-                        }
-                        if (g.partialBlock >= 0) { // copy-on-write of the shared partial block
-                            int own = pool.allocateReserved();
-                            s.reservedLeft--;
-                            cache.copyBlock(g.partialBlock, own);
-                            s.blocks.add(own);
-                        }
-                        s.tokens.add(g.firstToken[s.sample]);
-                        s.logprobs.add(g.firstLogprob[s.sample]);
-                        generated++;
-                        progress = true;
-                        if (!finishIfDone(s, params)) active.add(s);
-                        else retire(s, pool, out);
-                    }
-                    if (g.nextSample == g.seqIds.length) { // every sample holds its own references now
-                        for (int b : g.fullBlocks) pool.release(b);
-                        if (g.partialBlock >= 0) pool.release(g.partialBlock);
-                        it.remove();
-                    }
-                }
-                // C. one decode step for every active sequence
+                out.add(new ArrayList<>(java.util.Collections.nCopies(n, (Completion) null)));
+            }
+            prefillCap = cap;
+            spec = new SamplingSpec(params.temperature(), params.topK(), params.topP(), params.seed());
+        }
+
+        void loop() {
+            while (!pending.isEmpty() || !ready.isEmpty() || !active.isEmpty() || !preempted.isEmpty()) {
+                boolean progress = resume();
+                // new prompts and samples only once every preempted sample runs again (as vLLM)
+                if (preempted.isEmpty()) progress |= prefillPrompts() | admitSamples();
                 if (!active.isEmpty()) {
-                    decode(session, active, pool, spec);
-                    steps++;
-                    usedSum += pool.used();
-                    generated += active.size();
+                    if (onDemand) makeRoomForStep();
+                    decodeStep();
                     progress = true;
-                    for (var it = active.iterator(); it.hasNext(); ) {
-                        Seq s = it.next();
-                        if (finishIfDone(s, params)) {
-                            retire(s, pool, out);
-                            it.remove();
-                        }
-                    }
                 }
                 if (!progress) throw new IllegalStateException("generator made no progress (pool " + pool.available() + " blocks available)");
             }
-            last = new Stats(prompts.size(), prompts.size() * n, prefillTokens, generated, steps, (System.nanoTime() - t0) / 1e9,
-                    cfg.numBlocks(), pool.peakUsed(), steps > 0 ? usedSum / steps : 0, model.kvBytesPerToken() * bs * cfg.numBlocks(),
-                    decodeHostNanos / 1e9, session.replays(), session.prefixGroupRows());
         }
-        return out;
+
+        /** A. Prefills as many waiting prompts as the pool allows (WORST_CASE: each with one sample's reservation). */
+        boolean prefillPrompts() {
+            List<Group> toPrefill = new ArrayList<>();
+            int firstBlocks = 0; // ON_DEMAND: room kept for each new prompt's first sample
+            while (!pending.isEmpty() && active.size() + toPrefill.size() < cfg.maxBatch()) {
+                Group g = pending.peek();
+                int pb = promptBlocks(g.ids.length), per = perSample(g.ids.length, params.maxTokens());
+                if (onDemand) {
+                    boolean alone = active.isEmpty() && ready.isEmpty() && toPrefill.isEmpty();
+                    if (pool.available() - firstBlocks - pb - 1 < (alone ? 0 : watermark)) break;
+                    firstBlocks++;
+                } else if (pool.available() < pb + per) break;
+                pending.poll();
+                int full = g.ids.length / bs;
+                g.fullBlocks = new int[full];
+                for (int b = 0; b < full; b++) g.fullBlocks[b] = pool.allocate();
+                if (g.ids.length % bs != 0) g.partialBlock = pool.allocate();
+                if (!onDemand) {
+                    pool.reserve(per);
+                    g.oneReserved = true;
+                }
+                g.epoch++;
+                toPrefill.add(g);
+            }
+            if (toPrefill.isEmpty()) return false;
+            prefillTokens += prefill(cache, toPrefill, spec);
+            ready.addAll(toPrefill);
+            return true;
+        }
+
+        /** B. Admits samples of prefilled prompts, oldest first. */
+        boolean admitSamples() {
+            boolean progress = false;
+            for (var it = ready.iterator(); it.hasNext(); ) {
+                Group g = it.next();
+                while (g.nextSample < g.seqIds.length && active.size() < cfg.maxBatch()) {
+                    int per = perSample(g.ids.length, params.maxTokens());
+                    if (onDemand) {
+                        if (pool.available() - 1 < (active.isEmpty() ? 0 : watermark)) break; // its first block
+                    } else if (g.oneReserved) g.oneReserved = false;
+                    else if (!pool.reserve(per)) break;
+                    Seq s = new Seq(g, g.nextSample++, admitted++);
+                    if (!onDemand) s.reservedLeft = per;
+                    s.shared = g.fullBlocks;
+                    s.epoch = g.epoch;
+                    for (int b : g.fullBlocks) {
+                        pool.retain(b);
+                        s.blocks.add(b);
+                    }
+                    if (g.partialBlock >= 0) { // copy-on-write of the shared partial block
+                        int own = takeBlock(s);
+                        cache.copyBlock(g.partialBlock, own);
+                        s.blocks.add(own);
+                    }
+                    s.kvLen = g.ids.length;
+                    s.tokens.add(g.firstToken[s.sample]);
+                    s.logprobs.add(g.firstLogprob[s.sample]);
+                    generated++;
+                    progress = true;
+                    if (!finishIfDone(s, params)) active.add(s);
+                    else retire(s);
+                }
+                if (g.nextSample == g.seqIds.length) { // every sample holds its own references now
+                    unpin(g);
+                    it.remove();
+                }
+            }
+            return progress;
+        }
+
+        private int takeBlock(Seq s) {
+            if (onDemand) return pool.allocate();
+            s.reservedLeft--;
+            return pool.allocateReserved();
+        }
+
+        private void unpin(Group g) {
+            for (int b : g.fullBlocks) pool.release(b);
+            if (g.partialBlock >= 0) pool.release(g.partialBlock);
+        }
+
+        /**
+         * ON_DEMAND: brings preempted samples back, oldest first, each with every block it had (its K/V then recomputed
+         * by replaying its tokens; its prompt prefilled alone first where it no longer holds the shared blocks).
+         */
+        boolean resume() {
+            List<Seq> back = new ArrayList<>(), ownPrompt = new ArrayList<>();
+            long ownTokens = 0;
+            while (!preempted.isEmpty() && active.size() + back.size() < cfg.maxBatch()) {
+                Seq s = preempted.peek();
+                boolean alone = active.isEmpty() && back.isEmpty();
+                if (s.shared == null && !ownPrompt.isEmpty() && ownTokens + s.group.ids.length > prefillCap) break;
+                int need = (s.length() + bs - 1) / bs - s.blocks.size();
+                if (alone) giveUpPrompts(need, s); // nothing else can finish and free blocks
+                if (pool.available() - need < (alone ? 0 : watermark)) break;
+                preempted.poll();
+                for (int i = 0; i < need; i++) s.blocks.add(pool.allocate());
+                if (s.shared == null) { // its prompt, in blocks of its own
+                    ownPrompt.add(s);
+                    ownTokens += s.group.ids.length;
+                    s.kvLen = s.group.ids.length;
+                }
+                back.add(s);
+            }
+            if (back.isEmpty()) return false;
+            if (!ownPrompt.isEmpty()) prefillTokens += prefillOwnPrompts(ownPrompt);
+            active.addAll(back);
+            return true;
+        }
+
+        /** Blocks this decode step must take: one for each sequence whose next position starts a block. */
+        private int blocksForStep() {
+            int need = 0;
+            for (Seq s : active) if (s.kvLen / bs >= s.blocks.size()) need++;
+            return need;
+        }
+
+        /** ON_DEMAND: preempts the youngest samples until the step's new blocks fit (the oldest always goes on). */
+        void makeRoomForStep() {
+            while (pool.available() < blocksForStep()) {
+                if (active.size() > 1) {
+                    Seq y = active.get(0);
+                    for (Seq s : active) if (s.order > y.order) y = s;
+                    preempt(y);
+                } else giveUpPrompts(blocksForStep(), active.get(0));
+            }
+        }
+
+        private void preempt(Seq s) {
+            active.remove(s);
+            int keep = s.shared == null ? 0 : s.shared.length; // the shared prompt blocks stay held
+            for (int i = keep; i < s.blocks.size(); i++) pool.release(s.blocks.get(i));
+            s.blocks.subList(keep, s.blocks.size()).clear();
+            s.kvLen = keep * bs;
+            preempted.addFirst(s); // older than every one preempted before (they were younger than every active)
+            preemptions++;
+        }
+
+        /**
+         * Frees prompt blocks that only waiting work holds until {@code need} blocks are available for {@code keep},
+         * the oldest sample, when nothing else could finish and free some: the shared prompt blocks held by preempted
+         * samples (youngest first; they prefill their prompts again when they resume), then prefilled prompts whose
+         * samples are not all admitted (youngest first; prefilled again later).
+         */
+        private void giveUpPrompts(int need, Seq keep) {
+            for (var it = preempted.descendingIterator(); it.hasNext() && pool.available() < need; ) {
+                Seq s = it.next();
+                if (s == keep || s.shared == null || s.shared.length == 0) continue;
+                for (int b : s.blocks) pool.release(b);
+                s.blocks.clear();
+                s.shared = null;
+                s.epoch = OWN;
+                s.kvLen = 0;
+                samplePromptsGivenUp++;
+            }
+            while (pool.available() < need && !ready.isEmpty()) {
+                Group g = ready.remove(ready.size() - 1);
+                unpin(g);
+                g.fullBlocks = new int[0];
+                g.partialBlock = -1;
+                pending.addFirst(g);
+                groupsGivenUp++;
+            }
+            if (pool.available() < need)
+                throw new IllegalStateException("the KV pool of " + cfg.numBlocks() + " blocks cannot hold sample " + keep.sample + " of prompt "
+                        + keep.group.prompt + " (" + keep.length() + " tokens)"); // the call's first check rules this out
+        }
+
+        /** C. One decode step for every active sequence: a sampled token, or a replayed one's K/V. */
+        void decodeStep() {
+            if (session.prefixGroups())
+                active.sort(java.util.Comparator.<Seq>comparingInt(s -> s.group.prompt).thenComparingInt(s -> s.epoch));
+            int b = active.size();
+            int[] tokens = new int[b], positions = new int[b], slots = new int[b], counters = new int[2 * b];
+            boolean[] replay = new boolean[b];
+            int maxBlocks = 0;
+            for (int i = 0; i < b; i++) {
+                Seq s = active.get(i);
+                int pos = s.kvLen;
+                if (pos / bs >= s.blocks.size()) s.blocks.add(takeBlock(s));
+                replay[i] = s.replaying();
+                tokens[i] = s.tokenAt(pos);
+                positions[i] = pos;
+                slots[i] = s.blocks.get(pos / bs) * bs + pos % bs;
+                counters[2 * i] = s.seqId;
+                counters[2 * i + 1] = s.tokens.size();
+                maxBlocks = Math.max(maxBlocks, s.blocks.size());
+            }
+            int[] table = new int[b * maxBlocks];
+            for (int i = 0; i < b; i++) {
+                List<Integer> bl = active.get(i).blocks;
+                for (int j = 0; j < bl.size(); j++) table[i * maxBlocks + j] = bl.get(j);
+            }
+            int[] groups = session.prefixGroups() ? prefixGroups(active, session.groupRowsFor(b)) : null;
+            long h0 = System.nanoTime();
+            LlamaModel.StepOutput o = session.run(tokens, positions, slots, table, maxBlocks, counters, groups, spec);
+            decodeHostNanos += System.nanoTime() - h0;
+            int[] t = o.tokens().toInts();
+            float[] l = o.logprobs().toFloats();
+            steps++;
+            usedSum += pool.used();
+            peakBatch = Math.max(peakBatch, b);
+            rows += b;
+            List<Seq> still = new ArrayList<>(b);
+            for (int i = 0; i < b; i++) {
+                Seq s = active.get(i);
+                s.kvLen++;
+                if (replay[i]) replayed++;
+                else {
+                    s.tokens.add(t[i]);
+                    s.logprobs.add(l[i]);
+                    generated++;
+                    if (finishIfDone(s, params)) {
+                        retire(s);
+                        continue;
+                    }
+                }
+                still.add(s);
+            }
+            active.clear();
+            active.addAll(still);
+        }
+
+        private void retire(Seq s) {
+            for (int b : s.blocks) pool.release(b);
+            if (!onDemand) pool.unreserve(s.reservedLeft);
+            int[] t = s.tokens.stream().mapToInt(Integer::intValue).toArray();
+            float[] lp = new float[s.logprobs.size()];
+            for (int i = 0; i < lp.length; i++) lp[i] = s.logprobs.get(i);
+            out.get(s.group.prompt).set(s.seqId % out.get(s.group.prompt).size(), new Completion(t, lp, s.finish));
+        }
+
+        /** Prefills preempted samples' prompts, each alone in its own blocks (the K/V only). Returns the tokens run. */
+        private long prefillOwnPrompts(List<Seq> seqs) {
+            List<int[]> ids = new ArrayList<>();
+            int total = 0;
+            for (Seq s : seqs) {
+                ids.add(s.group.ids);
+                total += s.group.ids.length;
+            }
+            int[] slots = new int[total];
+            int k = 0;
+            for (Seq s : seqs)
+                for (int p = 0; p < s.group.ids.length; p++) slots[k++] = s.blocks.get(p / bs) * bs + p % bs;
+            try (PackedBatch pb = PackedBatch.of(be, ids, model.config().vocabSize()); Tensor logits = model.prefillLogits(cache, pb, slots)) {
+                return total;
+            }
+        }
     }
 
     private int promptBlocks(int promptLen) { return (promptLen + cfg.blockSize() - 1) / cfg.blockSize(); }
@@ -267,15 +537,6 @@ public final class Generator {
         else if (p.stopStrings() != null && p.stopStrings().completedBy(s.tokens)) s.finish = Completion.FinishReason.STOP_STRING;
         else if (s.tokens.size() >= p.maxTokens()) s.finish = Completion.FinishReason.LENGTH;
         return s.finish != null;
-    }
-
-    private static void retire(Seq s, BlockPool pool, List<List<Completion>> out) {
-        for (int b : s.blocks) pool.release(b);
-        pool.unreserve(s.reservedLeft);
-        int[] t = s.tokens.stream().mapToInt(Integer::intValue).toArray();
-        float[] lp = new float[s.logprobs.size()];
-        for (int i = 0; i < lp.length; i++) lp[i] = s.logprobs.get(i);
-        out.get(s.group.prompt).set(s.seqId % out.get(s.group.prompt).size(), new Completion(t, lp, s.finish));
     }
 
     /** Prefills the groups' prompts (packed) and samples every sample's first token. Returns prompt tokens run. */
@@ -325,62 +586,24 @@ public final class Generator {
 
     private long decodeHostNanos;
 
-    /** Rows (first, count, shared) of each run of two or more live samples of one prompt with full prompt blocks. */
-    private int[] prefixGroups(List<Seq> active) {
-        int[] rows = new int[3 * (active.size() / 2)];
+    /**
+     * Rows (first, count, shared) of each run of two or more live samples of one prompt reading the same full prompt
+     * blocks, at most {@code limit} (the others read the prompt through their own tables, as without groups).
+     */
+    private int[] prefixGroups(List<Seq> active, int limit) {
+        int[] rows = new int[3 * Math.min(limit, active.size() / 2)];
         int k = 0;
-        for (int i = 0; i < active.size(); ) {
-            Group g = active.get(i).group;
+        for (int i = 0; i < active.size() && k < rows.length; ) {
+            int[] shared = active.get(i).shared;
             int j = i + 1;
-            while (j < active.size() && active.get(j).group == g) j++;
-            if (j - i >= 2 && g.fullBlocks.length > 0) {
+            while (j < active.size() && shared != null && active.get(j).shared == shared) j++;
+            if (j - i >= 2 && shared.length > 0) {
                 rows[k++] = i;
                 rows[k++] = j - i;
-                rows[k++] = g.fullBlocks.length * cfg.blockSize();
+                rows[k++] = shared.length * cfg.blockSize();
             }
             i = j;
         }
         return java.util.Arrays.copyOf(rows, k);
-    }
-
-    /**
-     * Feeds every active sequence's last token, samples the next one (one session step: model and sampler). With a
-     * session that takes prefix groups, each prompt's live samples sit next to each other in the batch (a stable sort
-     * by prompt: the order of rows changes no row's result) and form one group over the prompt's full blocks.
-     */
-    private void decode(LlamaModel.DecodeSession session, List<Seq> active, BlockPool pool, SamplingSpec spec) {
-        if (session.prefixGroups()) active.sort(java.util.Comparator.comparingInt(s -> s.group.prompt));
-        int b = active.size(), bs = cfg.blockSize();
-        int[] tokens = new int[b], positions = new int[b], slots = new int[b], counters = new int[2 * b];
-        int maxBlocks = 0;
-        for (int i = 0; i < b; i++) {
-            Seq s = active.get(i);
-            int pos = s.position();
-            if (pos / bs >= s.blocks.size()) {
-                s.blocks.add(pool.allocateReserved());
-                s.reservedLeft--;
-            }
-            tokens[i] = s.tokens.get(s.tokens.size() - 1);
-            positions[i] = pos;
-            slots[i] = s.blocks.get(pos / bs) * bs + pos % bs;
-            counters[2 * i] = s.seqId;
-            counters[2 * i + 1] = s.tokens.size();
-            maxBlocks = Math.max(maxBlocks, s.blocks.size());
-        }
-        int[] table = new int[b * maxBlocks];
-        for (int i = 0; i < b; i++) {
-            List<Integer> bl = active.get(i).blocks;
-            for (int j = 0; j < bl.size(); j++) table[i * maxBlocks + j] = bl.get(j);
-        }
-        int[] groups = session.prefixGroups() ? prefixGroups(active) : null;
-        long h0 = System.nanoTime();
-        LlamaModel.StepOutput o = session.run(tokens, positions, slots, table, maxBlocks, counters, groups, spec);
-        decodeHostNanos += System.nanoTime() - h0;
-        int[] t = o.tokens().toInts();
-        float[] l = o.logprobs().toFloats();
-        for (int i = 0; i < b; i++) {
-            active.get(i).tokens.add(t[i]);
-            active.get(i).logprobs.add(l[i]);
-        }
     }
 }

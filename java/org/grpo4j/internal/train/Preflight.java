@@ -271,6 +271,9 @@ public final class Preflight implements AutoCloseable {
                             + (cfg.trainPrefixSharing ? "; a prompt's tokens once per pass, train_prefix_sharing" : "") + ")"
                     : cfg.perDeviceTrainBatchSize + " rollouts each (pass_packing batch_size"
                             + (cfg.trainPrefixSharing ? "; a prompt's tokens once per pass, train_prefix_sharing" : "") + ")");
+            summary.put("kv admission", cfg.kvAdmission.equals("on_demand")
+                    ? "on_demand (samples take KV blocks as they fill them; the youngest are preempted and resume when the pool runs out)"
+                    : "worst_case (a sample starts only with blocks for its prompt + " + cfg.responseLength + " tokens reserved)");
             summary.put("memory", "about " + Memory.human(total) + " (model states " + Memory.human(states) + per + ", activations " + Memory.human(acts)
                     + ", generation " + Memory.human(gen) + " + KV cache " + (cfg.kvCacheMib > 0 ? Memory.human(kv) : "from kv_cache_fraction " + cfg.kvCacheFraction
                     + ", at least " + Memory.human(kvMin)) + ")" + (free >= 0 ? "; " + Memory.human(free) + " " + where : ""));

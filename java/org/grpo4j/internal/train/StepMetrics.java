@@ -17,7 +17,7 @@ import org.grpo4j.internal.rollout.Generator;
  * per-micro-batch means is the mean over the whole step (every rank has as many rollouts and micro-batches). Without
  * {@code metrics_compat} the rest is exact too: minima and maxima over all rollouts, counts summed,
  * {@code val/ratio_var} the unbiased variance over every rank's micro-batches, times the slowest rank's, throughputs
- * summed, pool utilization the highest. With {@code metrics_compat} the reference's keys are the plain mean over
+ * summed, pool utilization and decode steps the highest. With {@code metrics_compat} the reference's keys are the plain mean over
  * ranks of the per-rank values, as MetricsTracker computes them (val/sequence_lengths_min is then a mean of minima);
  * grpo4j's own keys reduce as without it.
  */
@@ -114,6 +114,8 @@ final class StepMetrics {
         m.put("throughput/generation_tokens_per_s", gs.tokensPerSecond());
         m.put("throughput/training_tokens_per_s", up.tokensTrained() / Math.max(1e-9, (tEnd - tTrain0) / 1e9));
         m.put("rollout/kv_pool_peak_utilization", gs.peakUtilization());
+        m.put("rollout/decode_steps", (double) gs.decodeSteps());
+        m.put("rollout/preemptions", (double) gs.preemptions());
         m.put("rollout/old_logprob_passes", (double) lpr.oldPasses());
         m.put("rollout/logprob_token_rows", (double) lpr.rows());
         m.put("training/token_rows", (double) up.rowsRun());
@@ -138,9 +140,10 @@ final class StepMetrics {
             if (SAME_ON_EVERY_RANK.contains(k)) v = all[0][i];
             else if (compat && !added(k)) v = mean(all, i);
             else if (k.equals("val/sequence_lengths_min")) v = fold(all, i, Math::min);
-            else if (k.equals("val/sequence_lengths_max") || k.startsWith("time/") || k.equals("rollout/kv_pool_peak_utilization")) v = fold(all, i, Math::max);
+            else if (k.equals("val/sequence_lengths_max") || k.startsWith("time/") || k.equals("rollout/kv_pool_peak_utilization")
+                    || k.equals("rollout/decode_steps")) v = fold(all, i, Math::max);
             else if (k.equals("val/num_stop_token_ids") || k.startsWith("rewards/") || k.startsWith("throughput/")
-                    || k.equals("rollout/old_logprob_passes") || k.equals("rollout/logprob_token_rows")
+                    || k.equals("rollout/old_logprob_passes") || k.equals("rollout/logprob_token_rows") || k.equals("rollout/preemptions")
                     || k.equals("training/token_rows") || k.equals("training/passes")) v = fold(all, i, Double::sum);
             else if (k.equals("val/ratio_var")) v = unbiasedVariance(all, keys.size());
             else v = mean(all, i);

@@ -700,6 +700,8 @@ public final class Trainer implements AutoCloseable {
         if (!keys.has("train_prefix_sharing")) c.trainPrefixSharing = false;
         // and one written before pass_packing trained in passes of per_device_train_batch_size rollouts
         if (!keys.has("pass_packing")) c.passPacking = "batch_size";
+        // and one written before kv_admission reserved each sample's every block before admitting it
+        if (!keys.has("kv_admission")) c.kvAdmission = "worst_case";
         return c;
     }
 

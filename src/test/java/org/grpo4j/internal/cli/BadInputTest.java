@@ -281,6 +281,7 @@ class BadInputTest {
             {"lm_head_grad=fp8", "lm_head_grad must be bf16 or split, got fp8"},
             {"old_logprobs=never", "old_logprobs must be auto or recompute, got never"},
             {"pass_packing=micro_batch", "pass_packing must be tokens or batch_size, got micro_batch"},
+            {"kv_admission=lazy", "kv_admission must be on_demand or worst_case, got lazy"},
             {"train_prefix_sharing=maybe", "key \"train_prefix_sharing\" has the wrong type (expected true or false)"},
             {"lm_head_scratch_mib=-1", "lm_head_scratch_mib must be in [0, 8191], got -1"},
             {"kv_cache_fraction=0", "kv_cache_fraction must be in (0, 1], got 0.0"},
@@ -302,7 +303,7 @@ class BadInputTest {
         t.add(c("dry-run sft warm-up without answers", "train", "--config", T, "--set", "dataset_mixer_list=[\"data/noanswer.jsonl\",\"1.0\"]",
                 "--set", "sft_warmup.steps=5", "--dry-run").says("sft_warmup.steps 5", "no training row ends with an assistant turn"));
         t.add(c("dry-run", "train", "--config", T, "--dry-run", "--output", "$R/never").exit(0).says("config OK", "training prompts", "64", "memory",
-                "training passes", "as many rollouts as fit the activations of")
+                "training passes", "as many rollouts as fit the activations of", "kv admission", "on_demand")
                 .after(r -> assertFalse(Files.exists(r.resolve("never")))));
         if (!org.grpo4j.internal.backend.CudaRuntime.probe().available()) // a GPU config checked on a machine without a GPU (a login node)
             t.add(c("dry-run of a cuda config without a GPU", "train", "--config", T, "--set", "backend=cuda", "--dry-run", "--output", "$R/never").exit(0)

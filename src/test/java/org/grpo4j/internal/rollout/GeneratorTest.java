@@ -207,4 +207,83 @@ class GeneratorTest {
         assertTrue(e.getMessage().contains("KV pool of 3 blocks"), e.getMessage());
         assertThrows(IllegalArgumentException.class, () -> gen(4, 100, 4, true).generate(List.of(new int[] {99}), new SamplingParams(1, 1f, 1f, 0, 2, Set.of(), 1)));
     }
+
+    /**
+     * ON_DEMAND in pools far too small for the samples' worst case: samples are preempted (their K/V recomputed by
+     * replaying their tokens through decode steps), preempted samples give up their prompt's shared blocks and
+     * prefill it again alone, prefilled prompts are given up and prefilled again, and every completion is still the one
+     * a pool of plenty samples, token and log-prob bit for bit (the CPU computes every row independently of the batch).
+     */
+    @Test
+    void preemptedSamplesResumeWithTheSameTokens() {
+        Generator.Stats seen = null;
+        int preempted = 0, replayed = 0, samplePrompts = 0, groups = 0;
+        for (int maxTokens : new int[] {9, 20})
+            for (int blockSize : new int[] {2, 3, 4})
+                for (int blocks : new int[] {8, 10, 12, 16})
+                    for (int maxBatch : new int[] {2, 4, 64}) {
+                        SamplingParams p = new SamplingParams(5, 1f, 0.9f, 0, maxTokens, Set.of(1), 77);
+                        int need = 0;
+                        for (int[] q : prompts()) need = Math.max(need, (q.length + blockSize - 1) / blockSize + (q.length + maxTokens + blockSize - 1) / blockSize - q.length / blockSize);
+                        if (need > blocks) continue; // refused up front (poolTooSmallForOnePromptIsAClearError)
+                        List<List<Completion>> plenty = gen(blockSize, 400, 64, true).generate(prompts(), p);
+                        Generator g = gen(blockSize, blocks, maxBatch, true);
+                        List<List<Completion>> tight = g.generate(prompts(), p);
+                        String at = "max_tokens " + maxTokens + ", blocks of " + blockSize + ", " + blocks + " blocks, max batch " + maxBatch;
+                        assertSameCompletions(plenty, tight, at);
+                        Generator.Stats st = g.lastStats();
+                        assertTrue(st.peakBlocksUsed() <= blocks, at);
+                        preempted += st.preemptions();
+                        replayed += (int) st.replayedTokens();
+                        samplePrompts += g.lastSamplePromptsGivenUp;
+                        groups += g.lastGroupsGivenUp;
+                        seen = st;
+                    }
+        assertNotNull(seen);
+        System.out.printf("tight pools: %d preemptions, %d replayed tokens, %d prompts given up by preempted samples, %d prefilled prompts given up%n",
+                preempted, replayed, samplePrompts, groups);
+        assertTrue(preempted > 0 && replayed > 0 && samplePrompts > 0 && groups > 0, "every path of the scheduler ran");
+    }
+
+    /**
+     * A GRPO-like rollout (6 prompts x 16 samples, most stopping early) in a pool that holds 24 worst-case
+     * completions: ON_DEMAND decodes more samples at once and finishes in fewer decode steps than WORST_CASE, with the
+     * same completions, and a pool that holds every worst case gives WORST_CASE the same steps as ON_DEMAND.
+     */
+    @Test
+    void onDemandDecodesMoreSamplesAtOnceThanWorstCase() {
+        List<int[]> prompts = new ArrayList<>();
+        SplittableRandom r = new SplittableRandom(5);
+        for (int i = 0; i < 6; i++) {
+            int[] q = new int[10 + r.nextInt(12)];
+            for (int j = 0; j < q.length; j++) q[j] = 2 + r.nextInt(11);
+            prompts.add(q);
+        }
+        SamplingParams p = new SamplingParams(16, 0.7f, 1f, 0, 64, Set.of(1, 5), 77);
+        int seqBlocks = (21 + 64 + 3) / 4 + 1;
+        Generator onDemand = gen(4, 24 * seqBlocks, 96, true);
+        Generator worst = new Generator(model, new Generator.Config(4, 24 * seqBlocks, 96, true).withAdmission(Generator.Admission.WORST_CASE));
+        Generator roomy = new Generator(model, new Generator.Config(4, 96 * seqBlocks, 96, true).withAdmission(Generator.Admission.WORST_CASE));
+        var a = onDemand.generate(prompts, p);
+        var b = worst.generate(prompts, p);
+        var c = roomy.generate(prompts, p);
+        assertSameCompletions(c, a, "on demand");
+        assertSameCompletions(c, b, "worst case");
+        Generator.Stats od = onDemand.lastStats(), wc = worst.lastStats();
+        System.out.printf("96 samples, a pool of 24 worst cases: %d decode steps on demand (mean batch %.1f, %d preemptions), %d worst case (mean batch %.1f); %d with room for all%n",
+                od.decodeSteps(), od.meanBatch(), od.preemptions(), wc.decodeSteps(), wc.meanBatch(), roomy.lastStats().decodeSteps());
+        assertTrue(od.decodeSteps() < wc.decodeSteps() && od.peakBatch() > wc.peakBatch(), od + " vs " + wc);
+        assertEquals(roomy.lastStats().decodeSteps(), od.decodeSteps());
+        assertEquals(0, wc.preemptions());
+    }
+
+    static void assertSameCompletions(List<List<Completion>> want, List<List<Completion>> got, String at) {
+        assertEquals(want.size(), got.size(), at);
+        for (int i = 0; i < want.size(); i++)
+            for (int j = 0; j < want.get(i).size(); j++) {
+                assertArrayEquals(want.get(i).get(j).tokens(), got.get(i).get(j).tokens(), at + ": prompt " + i + " sample " + j);
+                assertArrayEquals(want.get(i).get(j).logprobs(), got.get(i).get(j).logprobs(), at + ": prompt " + i + " sample " + j);
+                assertEquals(want.get(i).get(j).finishReason(), got.get(i).get(j).finishReason(), at);
+            }
+    }
 }

@@ -238,6 +238,34 @@ class GrpoTrainerTest {
         }
     }
 
+    /**
+     * kv_admission on_demand against worst_case in a KV pool that holds only a few completions of response_length:
+     * the same tokens, so the same metrics, in fewer decode steps (a short supervised warm-up teaches the model to
+     * stop well before response_length, so that samples need far fewer blocks than their worst case).
+     */
+    @Test
+    void onDemandKvAdmissionSamplesTheSameTokensInFewerDecodeSteps(@TempDir Path tmp) throws Exception {
+        Map<String, List<Map<String, Double>>> runs = new java.util.LinkedHashMap<>();
+        for (String a : List.of("on_demand", "worst_case")) {
+            List<String> sets = small(tmp.resolve(a), 2);
+            sets.addAll(List.of("kv_admission=\"" + a + "\"", "kv_cache_mib=1", "response_length=200", "local_rollout_batch_size=8", "num_evals=0",
+                    "sft_warmup.steps=30"));
+            runs.put(a, stepMetrics(sets));
+        }
+        for (int s = 0; s < 2; s++) {
+            Map<String, Double> on = runs.get("on_demand").get(s), wc = runs.get("worst_case").get(s);
+            System.out.printf("step %d: decode steps %.0f on demand (%.0f preemptions), %.0f worst case; mean response length %.1f%n", s + 1,
+                    on.get("rollout/decode_steps"), on.get("rollout/preemptions"), wc.get("rollout/decode_steps"), on.get("val/response_length"));
+            assertTrue(on.get("rollout/decode_steps") < wc.get("rollout/decode_steps"), "step " + (s + 1) + ": decode steps " + on + " vs " + wc);
+            assertEquals(0.0, wc.get("rollout/preemptions"));
+            for (String k : on.keySet()) {
+                if (k.startsWith("time/") || k.startsWith("throughput/") || k.equals("rollout/decode_steps") || k.equals("rollout/preemptions")
+                        || k.equals("rollout/kv_pool_peak_utilization")) continue;
+                assertEquals(wc.get(k), on.get(k), "step " + (s + 1) + ": " + k);
+            }
+        }
+    }
+
     /** Trains a run of the given config and returns each step's metrics. */
     static List<Map<String, Double>> stepMetrics(List<String> sets) throws Exception {
         List<Map<String, Double>> seen = new ArrayList<>();
