@@ -110,6 +110,12 @@ def plan(sz, families, compile_rows=True):
         rows.append(Row("gemm", f"host cost {m}x{k}x{nn}", mkn(m, k, nn), "bf16", 1, "call",
                         f"host wall time of {HOST_CALLS} back-to-back torch.matmul calls / {HOST_CALLS}", TORCH_MATMUL,
                         "host_cost", m=m, k=k, n=nn))
+        # a decode step's GEMMs at the recipe's batch per GPU (48 x 16 over 8), counted in bytes (memory-bound)
+        m = max(1, s["decode_batch"] // 8)
+        for (k, nn) in [(h, hq * hd), (h, f), (f, h), (h, v)]:
+            rows.append(Row("gemm", f"decode matmul {m}x{k}x{nn}", mkn(m, k, nn), "bf16", 2 * (m * k + nn * k + m * nn),
+                            "byte", "(M*K + N*K + M*N) x 2: A, the weight B and C once each (memory-bound at this M)",
+                            TORCH_MATMUL, "matmul", m=m, k=k, n=nn))
     if "norm" in families:
         fwd, bwd = 2 * A * t * h + 4 * h + 4 * t, 3 * A * t * h + 12 * h + 4 * t
         for impl in eagers:

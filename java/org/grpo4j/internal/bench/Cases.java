@@ -121,6 +121,23 @@ final class Cases {
                 + HOST_CALLS + " (enqueue cost: Java, JNI, cuBLASLt), before the GPU catches up, after " + HOST_WARMUP_CALLS
                 + " untimed calls (the JIT's warm-up)",
                 Kind.HOST_COST, d -> matmul(d, h[0], h[1], h[2], act), null, false));
+        // a decode step's GEMMs at the recipe's batch per GPU (48 x 16 over 8): memory-bound, so counted in bytes
+        int m = decodeGemmRows(s);
+        for (int[] kn : decodeGemms(s)) {
+            int k = kn[0], n = kn[1];
+            out.add(new Case("gemm", "decode matmul " + m + "x" + k + "x" + n, mkn(m, k, n), act.label(), List.of(Ops.MATMUL),
+                    (double) act.bytes() * ((long) m * k + (long) n * k + (long) m * n), "byte",
+                    "(M*K + N*K + M*N) x " + act.bytes() + ": A, the weight B and C once each (memory-bound at this M)", Kind.KERNEL,
+                    d -> matmul(d, m, k, n, act), d -> matmul(d, Math.min(m, 96), Math.min(k, 512), Math.min(n, 160), act), false));
+        }
+    }
+
+    /** M of the decode GEMM rows: the benchmark's decode batch over 8 GPUs (96 at llama-3.1-8b, the Tulu rank's batch). */
+    static int decodeGemmRows(BenchSizes s) { return Math.max(1, s.decodeBatch() / 8); }
+
+    /** (K, N) of a decode step's GEMMs: q and o projections, gate or up, down, the LM head. */
+    static int[][] decodeGemms(BenchSizes s) {
+        return new int[][] {{s.hidden(), s.qHeads() * s.headDim()}, {s.hidden(), s.ffn()}, {s.ffn(), s.hidden()}, {s.hidden(), s.vocab()}};
     }
 
     static String mkn(int m, int k, int n) { return "M=" + m + " K=" + k + " N=" + n; }
