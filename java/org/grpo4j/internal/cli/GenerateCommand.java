@@ -106,7 +106,7 @@ final class GenerateCommand implements Callable<Integer> {
             }
             System.err.printf("grpo4j generate: %d tokens in %.2f s (%.0f tokens/s), %d decode steps, KV pool peak %d of %d blocks%s%n",
                     st.generatedTokens(), st.seconds(), st.tokensPerSecond(), st.decodeSteps(), st.peakBlocksUsed(), st.poolBlocks(),
-                    st.preemptions() > 0 ? ", " + st.preemptions() + " preemptions (" + st.replayedTokens() + " tokens replayed)" : "");
+                    st.preemptions() > 0 ? ", " + st.preemptions() + " preemptions (" + st.recomputedTokens() + " tokens recomputed)" : "");
         }
         return 0;
     }

@@ -3,8 +3,9 @@ package org.grpo4j.internal.rollout;
 import java.util.ArrayDeque;
 
 /**
- * Reference-counted KV-cache blocks from a fixed pool, with reservations: a sequence is admitted only when the
- * blocks it can ever need are reserved, so the engine never runs out of blocks mid-sequence.
+ * Reference-counted KV-cache blocks from a fixed pool, with reservations: the generator's WORST_CASE admission
+ * reserves every block a sequence can ever need before admitting it (so it never runs out mid-sequence); ON_DEMAND
+ * allocates without reservations and preempts when the pool runs out ({@link Generator}).
  */
 final class BlockPool {
     private final int[] refs;

@@ -21,18 +21,19 @@ import org.grpo4j.internal.model.PackedBatch;
  *   <li>Blocks come from a fixed pool, handed out one of two ways ({@link Admission}). ON_DEMAND (the default, as
  *       vLLM's scheduler): a prompt is prefilled, and a sample admitted, when the pool has the blocks it needs now, less
  *       a watermark of 1% of the pool while others run; a sample takes a block when its tokens reach one. When a decode
- *       step needs more blocks than are free, the most recently admitted samples are preempted: their own blocks are
- *       freed (the prompt's shared blocks are kept) and they resume, oldest first and before any new sample, once
- *       their blocks fit again. A resumed sample's K/V are recomputed by replaying its tokens through decode steps
- *       (forced inputs; nothing is sampled again); if its prompt's blocks had to be given up too (only when the oldest
- *       sample could not go on otherwise), its prompt is prefilled again in blocks of its own first. WORST_CASE: a
- *       sample is admitted only when every block it can still need (prompt + max_tokens) is reserved, so nothing is
- *       ever preempted, but only as many samples run at once as could all reach max_tokens.</li>
+ *       step needs more blocks than are free, the most recently admitted samples are preempted: every block they
+ *       hold is released, and they resume, oldest first and before any new sample, once blocks for their whole
+ *       sequence fit again. A resumed sample's K/V are recomputed by one prefill of its prompt and the tokens it has
+ *       (vLLM's recompute; nothing is sampled again) into blocks of its own, so it no longer shares its prompt's blocks.
+ *       Prefilled prompts whose samples are not all admitted yet are given up (and prefilled again later) only when the
+ *       oldest sample could not go on otherwise. WORST_CASE: a sample is admitted only when every block it can still
+ *       need (prompt + max_tokens) is reserved, so nothing is ever preempted, but only as many samples run at once as
+ *       could all reach max_tokens.</li>
  *   <li>Sample j of prompt i draws its step-t token from Philox(seed; stream = i*n + j, step = t), and every row's
  *       logits are computed independently of the rest of the batch, so the same seed and inputs give the same tokens
  *       whatever the pool size, admission, preemptions, batch size or prefix sharing (on the CPU bit for bit; on CUDA
  *       up to fp32 summation order, which the GEMM shapes, the decode attention's splits and its prefix groups move,
- *       and a replayed token's K/V may differ from the first ones in the last bits).</li>
+ *       and a recomputed token's K/V may differ from the first ones in the last bits).</li>
  *   <li>With prefix sharing, each decode step groups a prompt's live samples next to each other in the batch, and the
  *       decode attention reads the prompt's shared blocks once per group (cascade decoding,
  *       {@link LlamaModel.DecodeSession#run(int[], int[], int[], int[], int, int[], int[], SamplingSpec)}).</li>
@@ -95,20 +96,20 @@ public final class Generator {
     /**
      * Figures of the last {@link #generate} call; prefixGroupRows counts, over the decode steps, the groups of a
      * prompt's live samples whose attention read the prompt's shared blocks once per group; preemptions the samples
-     * set aside for blocks (ON_DEMAND), replayedTokens the decode-step rows that recomputed a resumed sample's K/V
-     * (prefillTokens includes prompts prefilled again), decodeRows the sequences over all decode steps, peakBatch the
+     * set aside for blocks (ON_DEMAND), recomputedTokens the tokens prefilled again to resume them (prefillTokens
+     * counts them too, and prompts prefilled again), decodeRows the sequences over all decode steps, peakBatch the
      * most in one.
      */
     public record Stats(int prompts, int sequences, long prefillTokens, long generatedTokens, int decodeSteps, double seconds,
                         int poolBlocks, int peakBlocksUsed, double meanBlocksUsed, long poolBytes, double decodeHostSeconds,
-                        long graphReplays, long prefixGroupRows, int preemptions, long replayedTokens, long decodeRows, int peakBatch) {
+                        long graphReplays, long prefixGroupRows, int preemptions, long recomputedTokens, long decodeRows, int peakBatch) {
         /** Host time to issue one decode step (upload, launches or one graph replay), before waiting for the device. */
         public double hostMillisPerDecodeStep() { return decodeSteps > 0 ? 1e3 * decodeHostSeconds / decodeSteps : 0; }
 
         public double tokensPerSecond() { return seconds > 0 ? generatedTokens / seconds : 0; }
         public double meanUtilization() { return poolBlocks > 0 ? meanBlocksUsed / poolBlocks : 0; }
         public double peakUtilization() { return poolBlocks > 0 ? (double) peakBlocksUsed / poolBlocks : 0; }
-        /** Mean sequences per decode step (sampling and replaying ones). */
+        /** Mean sequences per decode step. */
         public double meanBatch() { return decodeSteps > 0 ? (double) decodeRows / decodeSteps : 0; }
     }
 
@@ -125,8 +126,8 @@ public final class Generator {
 
     public Stats lastStats() { return last; }
 
-    /** Last call: preempted samples that gave up their prompt's shared blocks, prefilled prompts given up (tests). */
-    int lastSamplePromptsGivenUp, lastGroupsGivenUp;
+    /** Last call: prefilled prompts given up (tests). */
+    int lastGroupsGivenUp;
 
     public Config config() { return cfg; }
 
@@ -153,7 +154,7 @@ public final class Generator {
         final Group group;
         final int sample, seqId;
         final long order;         // admission order: the youngest is preempted first, the oldest resumed first
-        int[] shared;             // the group's full prompt blocks this sample reads (held), null when none are held
+        int[] shared;             // the group's full prompt blocks this sample reads (held), null: its own (resumed)
         int epoch;                // the group's prefill those blocks came from (OWN: its prompt in blocks of its own)
         final List<Integer> blocks = new ArrayList<>(); // its block table: the shared blocks, then its own
         int reservedLeft;
@@ -169,14 +170,15 @@ public final class Generator {
             this.order = order;
         }
 
-        /** Prompt and completion so far: the tokens whose K/V it needs, then the one fed next. */
-        int tokenAt(int pos) { return pos < group.ids.length ? group.ids[pos] : tokens.get(pos - group.ids.length); }
-
-        /** Positions [0, length) hold K/V once it has caught up; the last token is fed next. */
+        /** Positions [0, length) hold its K/V between steps: the prompt and every token but the last, fed next. */
         int length() { return group.ids.length + tokens.size() - 1; }
 
-        /** Whether the next step recomputes a known token's K/V (after a preemption) rather than sampling a new one. */
-        boolean replaying() { return kvLen < length(); }
+        /** The prompt and the tokens but the last: what a resume prefills. */
+        int[] known() {
+            int[] ids = Arrays.copyOf(group.ids, length());
+            for (int i = group.ids.length; i < ids.length; i++) ids[i] = tokens.get(i - group.ids.length);
+            return ids;
+        }
     }
 
     private static final int OWN = Integer.MAX_VALUE;
@@ -207,11 +209,10 @@ public final class Generator {
             Run run = new Run(prompts, params, cache, session);
             run.loop();
             if (run.pool.used() != 0) throw new IllegalStateException("generator: " + run.pool.used() + " KV blocks still held after the last sample");
-            lastSamplePromptsGivenUp = run.samplePromptsGivenUp;
             lastGroupsGivenUp = run.groupsGivenUp;
             last = new Stats(prompts.size(), prompts.size() * n, run.prefillTokens, run.generated, run.steps, (System.nanoTime() - t0) / 1e9,
                     cfg.numBlocks(), run.pool.peakUsed(), run.steps > 0 ? run.usedSum / run.steps : 0, model.kvBytesPerToken() * bs * cfg.numBlocks(),
-                    decodeHostNanos / 1e9, session.replays(), session.prefixGroupRows(), run.preemptions, run.replayed, run.rows, run.peakBatch);
+                    decodeHostNanos / 1e9, session.replays(), session.prefixGroupRows(), run.preemptions, run.recomputed, run.rows, run.peakBatch);
             return run.out;
         }
     }
@@ -226,14 +227,14 @@ public final class Generator {
         final LlamaModel.KvCache cache;
         final LlamaModel.DecodeSession session;
         final SamplingSpec spec;
-        final long prefillCap;                               // the most prompt tokens one prefill may hold: all the prompts
+        final long prefillCap;                               // a resume prefill's most tokens: all the prompts, or one sequence
         final Deque<Group> pending = new ArrayDeque<>();     // not prefilled (or given up)
         final List<Group> ready = new ArrayList<>();         // prefilled, samples left to admit (holding the prompt's blocks)
         final List<Seq> active = new ArrayList<>();
         final Deque<Seq> preempted = new ArrayDeque<>();     // oldest first; every one younger than every active sample
         final List<List<Completion>> out = new ArrayList<>();
-        long prefillTokens, generated, replayed, admitted, rows;
-        int steps, preemptions, peakBatch, samplePromptsGivenUp, groupsGivenUp;
+        long prefillTokens, generated, recomputed, admitted, rows;
+        int steps, preemptions, peakBatch, groupsGivenUp;
         double usedSum;
 
         Run(List<int[]> prompts, SamplingParams params, LlamaModel.KvCache cache, LlamaModel.DecodeSession session) {
@@ -241,10 +242,11 @@ public final class Generator {
             this.cache = cache;
             this.session = session;
             int n = params.n();
-            long cap = 0;
+            long all = 0, one = 0;
             for (int i = 0; i < prompts.size(); i++) {
                 int[] ids = prompts.get(i).clone();
-                cap += ids.length;
+                all += ids.length;
+                one = Math.max(one, ids.length + params.maxTokens() - 1L);
                 int first = (params.promptOffset() + i) * n; // stream ids: global over a batch split across ranks
                 if (cfg.sharePrefix()) {
                     int[] seqIds = new int[n];
@@ -255,7 +257,7 @@ public final class Generator {
                 }
                 out.add(new ArrayList<>(java.util.Collections.nCopies(n, (Completion) null)));
             }
-            prefillCap = cap;
+            prefillCap = Math.max(all, one);
             spec = new SamplingSpec(params.temperature(), params.topK(), params.topP(), params.seed());
         }
 
@@ -277,7 +279,10 @@ public final class Generator {
         boolean prefillPrompts() {
             List<Group> toPrefill = new ArrayList<>();
             int firstBlocks = 0; // ON_DEMAND: room kept for each new prompt's first sample
-            while (!pending.isEmpty() && active.size() + toPrefill.size() < cfg.maxBatch()) {
+            // ON_DEMAND: no more prompts than the batch has room for their samples (WORST_CASE's reservations bound it)
+            int waiting = 0;
+            if (onDemand) for (Group g : ready) waiting += g.seqIds.length - g.nextSample;
+            while (!pending.isEmpty() && active.size() + (onDemand ? waiting : toPrefill.size()) < cfg.maxBatch()) {
                 Group g = pending.peek();
                 int pb = promptBlocks(g.ids.length), per = perSample(g.ids.length, params.maxTokens());
                 if (onDemand) {
@@ -296,6 +301,7 @@ public final class Generator {
                 }
                 g.epoch++;
                 toPrefill.add(g);
+                waiting += g.seqIds.length - g.nextSample;
             }
             if (toPrefill.isEmpty()) return false;
             prefillTokens += prefill(cache, toPrefill, spec);
@@ -355,30 +361,28 @@ public final class Generator {
         }
 
         /**
-         * ON_DEMAND: brings preempted samples back, oldest first, each with every block it had (its K/V then recomputed
-         * by replaying its tokens; its prompt prefilled alone first where it no longer holds the shared blocks).
+         * ON_DEMAND: brings preempted samples back, oldest first, once blocks for their whole sequence fit, and
+         * recomputes their K/V by one packed prefill of their prompts and tokens (at most prefillCap tokens a call).
          */
         boolean resume() {
-            List<Seq> back = new ArrayList<>(), ownPrompt = new ArrayList<>();
-            long ownTokens = 0;
+            List<Seq> back = new ArrayList<>();
+            long tokens = 0;
             while (!preempted.isEmpty() && active.size() + back.size() < cfg.maxBatch()) {
                 Seq s = preempted.peek();
+                if (!back.isEmpty() && tokens + s.length() > prefillCap) break;
                 boolean alone = active.isEmpty() && back.isEmpty();
-                if (s.shared == null && !ownPrompt.isEmpty() && ownTokens + s.group.ids.length > prefillCap) break;
-                int need = (s.length() + bs - 1) / bs - s.blocks.size();
+                int need = (s.length() + bs - 1) / bs;
                 if (alone) giveUpPrompts(need, s); // nothing else can finish and free blocks
                 if (pool.available() - need < (alone ? 0 : watermark)) break;
                 preempted.poll();
                 for (int i = 0; i < need; i++) s.blocks.add(pool.allocate());
-                if (s.shared == null) { // its prompt, in blocks of its own
-                    ownPrompt.add(s);
-                    ownTokens += s.group.ids.length;
-                    s.kvLen = s.group.ids.length;
-                }
+                s.kvLen = s.length();
+                tokens += s.length();
                 back.add(s);
             }
             if (back.isEmpty()) return false;
-            if (!ownPrompt.isEmpty()) prefillTokens += prefillOwnPrompts(ownPrompt);
+            prefillTokens += recompute(back);
+            recomputed += tokens;
             active.addAll(back);
             return true;
         }
@@ -403,31 +407,21 @@ public final class Generator {
 
         private void preempt(Seq s) {
             active.remove(s);
-            int keep = s.shared == null ? 0 : s.shared.length; // the shared prompt blocks stay held
-            for (int i = keep; i < s.blocks.size(); i++) pool.release(s.blocks.get(i));
-            s.blocks.subList(keep, s.blocks.size()).clear();
-            s.kvLen = keep * bs;
+            for (int b : s.blocks) pool.release(b); // the shared prompt blocks too: it resumes in blocks of its own
+            s.blocks.clear();
+            s.shared = null;
+            s.epoch = OWN;
+            s.kvLen = 0;
             preempted.addFirst(s); // older than every one preempted before (they were younger than every active)
             preemptions++;
         }
 
         /**
-         * Frees prompt blocks that only waiting work holds until {@code need} blocks are available for {@code keep},
-         * the oldest sample, when nothing else could finish and free some: the shared prompt blocks held by preempted
-         * samples (youngest first; they prefill their prompts again when they resume), then prefilled prompts whose
-         * samples are not all admitted (youngest first; prefilled again later).
+         * Frees the blocks of prefilled prompts whose samples are not all admitted (youngest first; prefilled again
+         * later) until {@code need} blocks are available for {@code keep}, the oldest sample, when nothing else could
+         * finish and free some.
          */
         private void giveUpPrompts(int need, Seq keep) {
-            for (var it = preempted.descendingIterator(); it.hasNext() && pool.available() < need; ) {
-                Seq s = it.next();
-                if (s == keep || s.shared == null || s.shared.length == 0) continue;
-                for (int b : s.blocks) pool.release(b);
-                s.blocks.clear();
-                s.shared = null;
-                s.epoch = OWN;
-                s.kvLen = 0;
-                samplePromptsGivenUp++;
-            }
             while (pool.available() < need && !ready.isEmpty()) {
                 Group g = ready.remove(ready.size() - 1);
                 unpin(g);
@@ -441,20 +435,18 @@ public final class Generator {
                         + keep.group.prompt + " (" + keep.length() + " tokens)"); // the call's first check rules this out
         }
 
-        /** C. One decode step for every active sequence: a sampled token, or a replayed one's K/V. */
+        /** C. One decode step for every active sequence. */
         void decodeStep() {
             if (session.prefixGroups())
                 active.sort(java.util.Comparator.<Seq>comparingInt(s -> s.group.prompt).thenComparingInt(s -> s.epoch));
             int b = active.size();
             int[] tokens = new int[b], positions = new int[b], slots = new int[b], counters = new int[2 * b];
-            boolean[] replay = new boolean[b];
             int maxBlocks = 0;
             for (int i = 0; i < b; i++) {
                 Seq s = active.get(i);
                 int pos = s.kvLen;
                 if (pos / bs >= s.blocks.size()) s.blocks.add(takeBlock(s));
-                replay[i] = s.replaying();
-                tokens[i] = s.tokenAt(pos);
+                tokens[i] = s.tokens.get(s.tokens.size() - 1);
                 positions[i] = pos;
                 slots[i] = s.blocks.get(pos / bs) * bs + pos % bs;
                 counters[2 * i] = s.seqId;
@@ -480,17 +472,11 @@ public final class Generator {
             for (int i = 0; i < b; i++) {
                 Seq s = active.get(i);
                 s.kvLen++;
-                if (replay[i]) replayed++;
-                else {
-                    s.tokens.add(t[i]);
-                    s.logprobs.add(l[i]);
-                    generated++;
-                    if (finishIfDone(s, params)) {
-                        retire(s);
-                        continue;
-                    }
-                }
-                still.add(s);
+                s.tokens.add(t[i]);
+                s.logprobs.add(l[i]);
+                generated++;
+                if (finishIfDone(s, params)) retire(s);
+                else still.add(s);
             }
             active.clear();
             active.addAll(still);
@@ -505,18 +491,18 @@ public final class Generator {
             out.get(s.group.prompt).set(s.seqId % out.get(s.group.prompt).size(), new Completion(t, lp, s.finish));
         }
 
-        /** Prefills preempted samples' prompts, each alone in its own blocks (the K/V only). Returns the tokens run. */
-        private long prefillOwnPrompts(List<Seq> seqs) {
+        /** Prefills resumed samples' prompts and tokens into their own blocks (the K/V only). Returns the tokens run. */
+        private long recompute(List<Seq> seqs) {
             List<int[]> ids = new ArrayList<>();
             int total = 0;
             for (Seq s : seqs) {
-                ids.add(s.group.ids);
-                total += s.group.ids.length;
+                ids.add(s.known());
+                total += s.length();
             }
             int[] slots = new int[total];
             int k = 0;
             for (Seq s : seqs)
-                for (int p = 0; p < s.group.ids.length; p++) slots[k++] = s.blocks.get(p / bs) * bs + p % bs;
+                for (int p = 0; p < s.length(); p++) slots[k++] = s.blocks.get(p / bs) * bs + p % bs;
             try (PackedBatch pb = PackedBatch.of(be, ids, model.config().vocabSize()); Tensor logits = model.prefillLogits(cache, pb, slots)) {
                 return total;
             }

@@ -155,6 +155,15 @@ final class RankState implements AutoCloseable {
     static final int KV_BLOCK = 16;
 
     /**
+     * The most tokens one prefill of generation holds: every prompt of the rank's batch, or one sequence that a
+     * preempted sample prefills again when it resumes (its prompt and up to response_length - 1 tokens; the
+     * generator's cap, kv_admission on_demand).
+     */
+    static long prefillTokens(GrpoConfig c, int longestPrompt) {
+        return Math.max((long) c.localRolloutBatchSize * longestPrompt, (long) longestPrompt + c.responseLength - 1);
+    }
+
+    /**
      * The KV pool's bytes for this rank: kv_cache_mib when set; else kv_cache_fraction of what the backend has free
      * (shared by the ranks on this memory) after generation's working memory, capped at what the step's samples can
      * use at once (each sample's longest prompt plus response_length, in blocks). Refused, with what to change, when
@@ -172,7 +181,7 @@ final class RankState implements AutoCloseable {
         if (c.kvCacheMib > 0) return (long) c.kvCacheMib << 20;
         long useful = (long) maxBatch * seqBlocks * perBlock;
         if (free < 0) return useful; // unknown: what the samples can use
-        double working = est.generationBytes(maxBatch, (long) c.localRolloutBatchSize * longestPrompt);
+        double working = est.generationBytes(maxBatch, prefillTokens(c, longestPrompt));
         double mine = free / (double) sharers;
         long left = (long) ((mine - working) * c.kvCacheFraction);
         if (left < minimum)

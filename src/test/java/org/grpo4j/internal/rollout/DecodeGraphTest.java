@@ -146,9 +146,9 @@ class DecodeGraphTest {
 
     /**
      * ON_DEMAND admission in a pool of 24 blocks of 4 tokens for 15 sequences of up to 5 + 20 tokens: samples are
-     * preempted and resumed (their K/V replayed through decode steps; graph-replayed on CUDA). On the CPU the
-     * completions of a pool with room for all, bit for bit. On CUDA in fp32 the same except where a replayed K/V's last
-     * bits (other GEMM shapes) move a sampling boundary (at most 1 of 15 sequences); in bf16 it runs, preempts and
+     * preempted and resumed (their K/V recomputed by a prefill; decode steps graph-replayed on CUDA). On the CPU the
+     * completions of a pool with room for all, bit for bit. On CUDA in fp32 the same except where a recomputed K/V's
+     * last bits (other GEMM shapes) move a sampling boundary (at most 1 of 15 sequences); in bf16 it runs, preempts and
      * every completion is well formed.
      */
     static void preemptedSamplesResume(Backend be, boolean exact) {
@@ -159,7 +159,7 @@ class DecodeGraphTest {
                 Generator tight = new Generator(m, new Generator.Config(4, 24, 16, true, true));
                 List<List<Completion>> a = tight.generate(prompts(5, 3), p);
                 List<List<Completion>> b = new Generator(m, new Generator.Config(4, 256, 16, true, true)).generate(prompts(5, 3), p);
-                assertTrue(tight.lastStats().preemptions() > 0 && tight.lastStats().replayedTokens() > 0, dt + ": " + tight.lastStats());
+                assertTrue(tight.lastStats().preemptions() > 0 && tight.lastStats().recomputedTokens() > 0, dt + ": " + tight.lastStats());
                 if (exact) {
                     assertSame(b, a);
                     continue;

@@ -209,15 +209,14 @@ class GeneratorTest {
     }
 
     /**
-     * ON_DEMAND in pools far too small for the samples' worst case: samples are preempted (their K/V recomputed by
-     * replaying their tokens through decode steps), preempted samples give up their prompt's shared blocks and
-     * prefill it again alone, prefilled prompts are given up and prefilled again, and every completion is still the one
-     * a pool of plenty samples, token and log-prob bit for bit (the CPU computes every row independently of the batch).
+     * ON_DEMAND in pools far too small for the samples' worst case: samples are preempted (their K/V recomputed by a
+     * prefill of their prompt and tokens when they resume) and prefilled prompts are given up and prefilled again, and
+     * every completion is still the one a pool of plenty samples, token and log-prob bit for bit (the CPU computes
+     * every row independently of the batch, and a prefill's K/V as a decode step's).
      */
     @Test
     void preemptedSamplesResumeWithTheSameTokens() {
-        Generator.Stats seen = null;
-        int preempted = 0, replayed = 0, samplePrompts = 0, groups = 0;
+        int pools = 0, preempted = 0, recomputed = 0, groups = 0;
         for (int maxTokens : new int[] {9, 20})
             for (int blockSize : new int[] {2, 3, 4})
                 for (int blocks : new int[] {8, 10, 12, 16})
@@ -233,16 +232,13 @@ class GeneratorTest {
                         assertSameCompletions(plenty, tight, at);
                         Generator.Stats st = g.lastStats();
                         assertTrue(st.peakBlocksUsed() <= blocks, at);
+                        pools++;
                         preempted += st.preemptions();
-                        replayed += (int) st.replayedTokens();
-                        samplePrompts += g.lastSamplePromptsGivenUp;
+                        recomputed += (int) st.recomputedTokens();
                         groups += g.lastGroupsGivenUp;
-                        seen = st;
                     }
-        assertNotNull(seen);
-        System.out.printf("tight pools: %d preemptions, %d replayed tokens, %d prompts given up by preempted samples, %d prefilled prompts given up%n",
-                preempted, replayed, samplePrompts, groups);
-        assertTrue(preempted > 0 && replayed > 0 && samplePrompts > 0 && groups > 0, "every path of the scheduler ran");
+        System.out.printf("%d tight pools: %d preemptions, %d tokens recomputed, %d prefilled prompts given up%n", pools, preempted, recomputed, groups);
+        assertTrue(pools > 40 && preempted > 0 && recomputed > 0 && groups > 0, "every path of the scheduler ran");
     }
 
     /**
@@ -275,6 +271,66 @@ class GeneratorTest {
         assertTrue(od.decodeSteps() < wc.decodeSteps() && od.peakBatch() > wc.peakBatch(), od + " vs " + wc);
         assertEquals(roomy.lastStats().decodeSteps(), od.decodeSteps());
         assertEquals(0, wc.preemptions());
+    }
+
+    /**
+     * Samples that never stop (16 of up to 20 + 200 tokens) in pools of 2 to 8 worst cases: ON_DEMAND preempts, and
+     * recomputes by prefills, yet runs fewer decode steps than WORST_CASE, with the completions of a pool of plenty.
+     */
+    @Test
+    void onDemandRunsFewerDecodeStepsEvenWhenItPreempts() {
+        SplittableRandom r = new SplittableRandom(1);
+        List<int[]> prompts = new ArrayList<>();
+        for (int i = 0; i < 2; i++) prompts.add(r.ints(20, 2, 13).toArray());
+        SamplingParams p = new SamplingParams(8, 1f, 1f, 0, 200, Set.of(), 3);
+        int per = (20 + 200 + 15) / 16;
+        List<List<Completion>> plenty = gen(16, 64 * per, 16, true).generate(prompts, p);
+        for (int k : new int[] {2, 3, 5, 8}) {
+            Generator od = gen(16, k * per + 2, 16, true);
+            Generator wc = new Generator(model, new Generator.Config(16, k * per + 2, 16, true).withAdmission(Generator.Admission.WORST_CASE));
+            assertSameCompletions(plenty, od.generate(prompts, p), "on demand, a pool of " + k + " worst cases");
+            assertSameCompletions(plenty, wc.generate(prompts, p), "worst case, a pool of " + k + " worst cases");
+            Generator.Stats a = od.lastStats(), b = wc.lastStats();
+            System.out.printf("a pool of %d worst cases: %d decode steps on demand (%d preemptions, %d tokens recomputed), %d worst case%n", k,
+                    a.decodeSteps(), a.preemptions(), a.recomputedTokens(), b.decodeSteps());
+            assertTrue(a.preemptions() > 0 && a.decodeSteps() < b.decodeSteps(), a + " vs " + b);
+        }
+    }
+
+    /**
+     * Random calls (1-24 prompts of 1-12 tokens, some whole blocks; 1-8 samples; 1-30 tokens; blocks of 1-11; pools
+     * from the smallest the call accepts; max batch 1-8 or 64; stop tokens; prefix sharing and groups on or off;
+     * greedy or sampled) in both admissions: every completion is the one a pool of plenty gives, bit for bit, and
+     * nothing throws (the scheduler's preemptions, recomputes and prompts given up included).
+     */
+    @Test
+    void randomCallsInTightPoolsGiveThePlentyPoolsCompletions() {
+        long preemptions = 0;
+        for (int seed = 0; seed < 120; seed++) {
+            SplittableRandom r = new SplittableRandom(seed);
+            int np = r.nextInt(5) == 0 ? 10 + r.nextInt(15) : 1 + r.nextInt(6);
+            int bs = r.nextInt(5) == 0 ? 6 + r.nextInt(6) : 1 + r.nextInt(5);
+            List<int[]> prompts = new ArrayList<>();
+            for (int i = 0; i < np; i++) prompts.add(r.ints(r.nextInt(4) == 0 ? bs * (1 + r.nextInt(3)) : 1 + r.nextInt(12), 0, V).toArray());
+            int n = r.nextInt(4) == 0 ? 1 : 1 + r.nextInt(8), maxTokens = r.nextInt(5) == 0 ? 1 + r.nextInt(2) : 1 + r.nextInt(30);
+            Set<Integer> stop = switch (r.nextInt(3)) { case 0 -> Set.of(); case 1 -> Set.of(1); default -> Set.of(1, 5); };
+            boolean share = r.nextBoolean(), groups = r.nextBoolean();
+            int maxBatch = r.nextInt(4) == 0 ? 64 : 1 + r.nextInt(8);
+            int need = 0;
+            for (int[] q : prompts) need = Math.max(need, (q.length + bs - 1) / bs + (q.length + maxTokens + bs - 1) / bs - q.length / bs);
+            int blocks = need + (r.nextBoolean() ? r.nextInt(3) : r.nextInt(40));
+            SamplingParams p = new SamplingParams(n, r.nextInt(4) == 0 ? 0f : 1f, 0.9f, 0, maxTokens, stop, seed);
+            String at = "seed " + seed + ": " + np + " prompts, n " + n + ", max_tokens " + maxTokens + ", blocks of " + bs + ", " + blocks
+                    + " blocks, max batch " + maxBatch + ", share " + share + ", groups " + groups;
+            List<List<Completion>> plenty = new Generator(model, new Generator.Config(bs, 4000, 64, share, true, groups)).generate(prompts, p);
+            for (Generator.Admission a : Generator.Admission.values()) {
+                Generator g = new Generator(model, new Generator.Config(bs, blocks, maxBatch, share, true, groups, a));
+                assertSameCompletions(plenty, g.generate(prompts, p), at + ", " + a);
+                assertTrue(g.lastStats().peakBlocksUsed() <= blocks, at);
+                preemptions += g.lastStats().preemptions();
+            }
+        }
+        assertTrue(preemptions > 100, preemptions + " preemptions");
     }
 
     static void assertSameCompletions(List<List<Completion>> want, List<List<Completion>> got, String at) {
