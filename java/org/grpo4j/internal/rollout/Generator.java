@@ -48,8 +48,8 @@ public final class Generator {
     public enum Admission {
         ON_DEMAND, WORST_CASE;
 
-        /** The trainer's and the CLI's spelling: on_demand, worst_case. */
-        public String label() { return name().toLowerCase(java.util.Locale.ROOT); }
+        /** By the trainer's spelling (kv_admission): on_demand, worst_case. */
+        public static Admission named(String label) { return valueOf(label.toUpperCase(java.util.Locale.ROOT)); }
     }
 
     /**

@@ -149,7 +149,7 @@ final class RankState implements AutoCloseable {
     /** The generator with its KV pool, sized now that the model states are allocated. */
     void createGenerator(int maxBatch, long poolBytes) {
         generator = new Generator(model, Generator.Config.forBudget(model, poolBytes, KV_BLOCK, maxBatch)
-                .withAdmission(s.cfg().kvAdmission.equals("worst_case") ? Generator.Admission.WORST_CASE : Generator.Admission.ON_DEMAND));
+                .withAdmission(Generator.Admission.named(s.cfg().kvAdmission)));
     }
 
     static final int KV_BLOCK = 16;
