@@ -22,8 +22,8 @@ import org.grpo4j.internal.model.PackedBatch;
  *       vLLM's scheduler): a prompt is prefilled, and a sample admitted, when the pool has the blocks it needs now, less
  *       a watermark of 1% of the pool while others run; a sample takes a block when its tokens reach one. When a decode
  *       step needs more blocks than are free, the most recently admitted samples are preempted: every block they
- *       hold is released, and they resume, oldest first and before any new sample, once blocks for their whole
- *       sequence fit again. A resumed sample's K/V are recomputed by one prefill of its prompt and the tokens it has
+ *       hold is released, and they resume, oldest first and before any new sample, once blocks for the tokens they
+ *       have fit again (less the watermark while others run). A resumed sample's K/V are recomputed by one prefill of its prompt and the tokens it has
  *       (vLLM's recompute; nothing is sampled again) into blocks of its own, so it no longer shares its prompt's blocks.
  *       Prefilled prompts whose samples are not all admitted yet are given up (and prefilled again later) only when the
  *       oldest sample could not go on otherwise. WORST_CASE: a sample is admitted only when every block it can still
@@ -361,7 +361,7 @@ public final class Generator {
         }
 
         /**
-         * ON_DEMAND: brings preempted samples back, oldest first, once blocks for their whole sequence fit, and
+         * ON_DEMAND: brings preempted samples back, oldest first, once blocks for the tokens they have fit, and
          * recomputes their K/V by one packed prefill of their prompts and tokens (at most prefillCap tokens a call).
          */
         boolean resume() {

@@ -447,10 +447,13 @@ public final class Trainer implements AutoCloseable {
         return m;
     }
 
+    /** The eval prompts an eval step samples (the first ones of the eval set). */
+    static final int EVAL_SAMPLES = 32;
+
     /** Eval prompts at eval steps: one completion each (temperature as in training), appended to samples.jsonl. */
     private void writeSamples(RankState r, int s) {
         List<int[]> ps = new ArrayList<>();
-        for (int i = 0; i < Math.min(32, setup.eval().size()); i++) ps.add(setup.eval().prompt(i));
+        for (int i = 0; i < Math.min(EVAL_SAMPLES, setup.eval().size()); i++) ps.add(setup.eval().prompt(i));
         SamplingParams sp = new SamplingParams(1, (float) cfg.temperature, (float) cfg.topP, 0, cfg.responseLength, Set.of(setup.eos()), mix(cfg.seed, s, 7),
                 setup.stopStrings());
         List<List<Completion>> cs = r.generator.generate(ps, sp);

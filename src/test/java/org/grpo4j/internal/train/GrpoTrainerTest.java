@@ -245,18 +245,41 @@ class GrpoTrainerTest {
      */
     @Test
     void onDemandKvAdmissionSamplesTheSameTokensInFewerDecodeSteps(@TempDir Path tmp) throws Exception {
+        var runs = bothAdmissions(tmp, "sft_warmup.steps=30");
+        for (int s = 0; s < 2; s++) {
+            Map<String, Double> on = runs.get("on_demand").get(s), wc = runs.get("worst_case").get(s);
+            assertTrue(on.get("rollout/decode_steps") < wc.get("rollout/decode_steps"), "step " + (s + 1) + ": decode steps " + on + " vs " + wc);
+            assertEquals(0.0, on.get("rollout/preemptions"), "step " + (s + 1) + ": the early stops leave room for all");
+        }
+    }
+
+    /**
+     * Without the warm-up no sample stops before response_length, so 32 samples of up to 200 tokens outgrow the 1 MiB
+     * pool: on_demand preempts samples and recomputes them when they resume, and trains exactly as worst_case.
+     */
+    @Test
+    void onDemandKvAdmissionPreemptsAndTrainsAsWorstCase(@TempDir Path tmp) throws Exception {
+        var runs = bothAdmissions(tmp, "sft_warmup.steps=0");
+        for (int s = 0; s < 2; s++)
+            assertTrue(runs.get("on_demand").get(s).get("rollout/preemptions") > 0, "step " + (s + 1) + ": " + runs.get("on_demand").get(s));
+    }
+
+    /**
+     * Two steps of 32 samples of up to 200 tokens in a 1 MiB KV pool (a few completions of response_length) with each
+     * kv_admission: every metric equal but the decode steps, preemptions, pool utilization and times.
+     */
+    static Map<String, List<Map<String, Double>>> bothAdmissions(Path tmp, String warmUp) throws Exception {
         Map<String, List<Map<String, Double>>> runs = new java.util.LinkedHashMap<>();
         for (String a : List.of("on_demand", "worst_case")) {
             List<String> sets = small(tmp.resolve(a), 2);
             sets.addAll(List.of("kv_admission=\"" + a + "\"", "kv_cache_mib=1", "response_length=200", "local_rollout_batch_size=8", "num_evals=0",
-                    "sft_warmup.steps=30"));
+                    warmUp));
             runs.put(a, stepMetrics(sets));
         }
         for (int s = 0; s < 2; s++) {
             Map<String, Double> on = runs.get("on_demand").get(s), wc = runs.get("worst_case").get(s);
-            System.out.printf("step %d: decode steps %.0f on demand (%.0f preemptions), %.0f worst case; mean response length %.1f%n", s + 1,
-                    on.get("rollout/decode_steps"), on.get("rollout/preemptions"), wc.get("rollout/decode_steps"), on.get("val/response_length"));
-            assertTrue(on.get("rollout/decode_steps") < wc.get("rollout/decode_steps"), "step " + (s + 1) + ": decode steps " + on + " vs " + wc);
+            System.out.printf("%s, step %d: decode steps %.0f on demand (%.0f preemptions), %.0f worst case; mean response length %.1f%n", warmUp,
+                    s + 1, on.get("rollout/decode_steps"), on.get("rollout/preemptions"), wc.get("rollout/decode_steps"), on.get("val/response_length"));
             assertEquals(0.0, wc.get("rollout/preemptions"));
             for (String k : on.keySet()) {
                 if (k.startsWith("time/") || k.startsWith("throughput/") || k.equals("rollout/decode_steps") || k.equals("rollout/preemptions")
@@ -264,6 +287,7 @@ class GrpoTrainerTest {
                 assertEquals(wc.get(k), on.get(k), "step " + (s + 1) + ": " + k);
             }
         }
+        return runs;
     }
 
     /** Trains a run of the given config and returns each step's metrics. */
@@ -467,20 +491,20 @@ class GrpoTrainerTest {
      * (dz as hi + lo), old_logprobs recompute (every old log-prob from the no-grad pass), lm_head_scratch_mib 256 (the
      * LM head's 256 MiB blocks), logprob_prefix_sharing off (every sequence whole through the log-prob passes),
      * train_prefix_sharing off (every sequence whole), pass_packing batch_size (the reference's micro-batches as
-     * passes), so that
+     * passes), kv_admission worst_case (every sample's blocks reserved before it starts), so that
      * the run goes on bit for bit; a checkpoint with the key keeps its value.
      */
     @Test
     void aCheckpointWithoutNewerKeysResumesAsItRan(@TempDir Path tmp) throws Exception {
         GrpoConfig c = config(small(tmp.resolve("run"), 1));
-        assertEquals(List.of("bf16", "auto", 1024L, true, true, "tokens"), List.of(c.lmHeadGrad, c.oldLogprobs, c.lmHeadScratchMib,
-                c.logprobPrefixSharing, c.trainPrefixSharing, c.passPacking), "the defaults");
+        assertEquals(List.of("bf16", "auto", 1024L, true, true, "tokens", "on_demand"), List.of(c.lmHeadGrad, c.oldLogprobs, c.lmHeadScratchMib,
+                c.logprobPrefixSharing, c.trainPrefixSharing, c.passPacking, c.kvAdmission), "the defaults");
         Map<String, Object> before = Map.of("lm_head_grad", "split", "old_logprobs", "recompute", "lm_head_scratch_mib", 256L,
-                "logprob_prefix_sharing", false, "train_prefix_sharing", false, "pass_packing", "batch_size");
+                "logprob_prefix_sharing", false, "train_prefix_sharing", false, "pass_packing", "batch_size", "kv_admission", "worst_case");
         Map<String, java.util.function.Function<GrpoConfig, Object>> read = Map.of("lm_head_grad", x -> x.lmHeadGrad,
                 "old_logprobs", x -> x.oldLogprobs, "lm_head_scratch_mib", x -> x.lmHeadScratchMib,
                 "logprob_prefix_sharing", x -> x.logprobPrefixSharing, "train_prefix_sharing", x -> x.trainPrefixSharing,
-                "pass_packing", x -> x.passPacking);
+                "pass_packing", x -> x.passPacking, "kv_admission", x -> x.kvAdmission);
         for (String key : before.keySet()) {
             var withKey = (com.fasterxml.jackson.databind.node.ObjectNode) new ObjectMapper().readTree(c.toJson());
             assertTrue(withKey.has(key), "a new checkpoint records " + key);
