@@ -57,14 +57,20 @@ public final class Generator {
      * each decode batch bucket's step once and replay it where the backend has graphs (CUDA graphs; no effect on the
      * CPU); prefixGroups (with sharePrefix): decode attention reads each prompt's shared blocks once per group of its
      * live samples (off: once per sample, as without sharing; for measuring the difference); admission: how samples
-     * get blocks.
+     * get blocks; prefillTokens (ON_DEMAND; 0: no bound): the most tokens one prefill holds (what the caller's memory
+     * plan counts), never less than one sequence of the call (a prompt and max_tokens - 1 tokens, what a resumed sample
+     * prefills), so that prompts are prefilled in several calls where they exceed it.
      */
     public record Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs, boolean prefixGroups,
-                         Admission admission) {
+                         Admission admission, long prefillTokens) {
         public Config {
-            if (blockSize < 1 || numBlocks < 1 || maxBatch < 1)
-                throw new IllegalArgumentException("generator: block_size, num_blocks and max_batch must be >= 1");
+            if (blockSize < 1 || numBlocks < 1 || maxBatch < 1 || prefillTokens < 0)
+                throw new IllegalArgumentException("generator: block_size, num_blocks and max_batch must be >= 1, prefill_tokens >= 0");
             java.util.Objects.requireNonNull(admission, "generator: admission");
+        }
+
+        public Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs, boolean prefixGroups, Admission admission) {
+            this(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, admission, 0);
         }
 
         public Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs, boolean prefixGroups) {
@@ -79,11 +85,21 @@ public final class Generator {
             this(blockSize, numBlocks, maxBatch, sharePrefix, true);
         }
 
-        public Config withGraphs(boolean on) { return new Config(blockSize, numBlocks, maxBatch, sharePrefix, on, prefixGroups, admission); }
+        public Config withGraphs(boolean on) {
+            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, on, prefixGroups, admission, prefillTokens);
+        }
 
-        public Config withPrefixGroups(boolean on) { return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, on, admission); }
+        public Config withPrefixGroups(boolean on) {
+            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, on, admission, prefillTokens);
+        }
 
-        public Config withAdmission(Admission a) { return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, a); }
+        public Config withAdmission(Admission a) {
+            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, a, prefillTokens);
+        }
+
+        public Config withPrefillTokens(long tokens) {
+            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, admission, tokens);
+        }
 
         /** A pool sized by a memory budget in bytes. */
         public static Config forBudget(LlamaModel model, long budgetBytes, int blockSize, int maxBatch) {
@@ -126,8 +142,9 @@ public final class Generator {
 
     public Stats lastStats() { return last; }
 
-    /** Last call: prefilled prompts given up (tests). */
+    /** Last call: prefilled prompts given up, the most tokens in one prefill (tests). */
     int lastGroupsGivenUp;
+    long lastLargestPrefill;
 
     public Config config() { return cfg; }
 
@@ -210,6 +227,7 @@ public final class Generator {
             run.loop();
             if (run.pool.used() != 0) throw new IllegalStateException("generator: " + run.pool.used() + " KV blocks still held after the last sample");
             lastGroupsGivenUp = run.groupsGivenUp;
+            lastLargestPrefill = run.largestPrefill;
             last = new Stats(prompts.size(), prompts.size() * n, run.prefillTokens, run.generated, run.steps, (System.nanoTime() - t0) / 1e9,
                     cfg.numBlocks(), run.pool.peakUsed(), run.steps > 0 ? run.usedSum / run.steps : 0, model.kvBytesPerToken() * bs * cfg.numBlocks(),
                     decodeHostNanos / 1e9, session.replays(), session.prefixGroupRows(), run.preemptions, run.recomputed, run.rows, run.peakBatch);
@@ -227,13 +245,13 @@ public final class Generator {
         final LlamaModel.KvCache cache;
         final LlamaModel.DecodeSession session;
         final SamplingSpec spec;
-        final long prefillCap;                               // a resume prefill's most tokens: all the prompts, or one sequence
+        final long prefillCap;                               // ON_DEMAND: the most tokens one prefill holds (>= one sequence)
         final Deque<Group> pending = new ArrayDeque<>();     // not prefilled (or given up)
         final List<Group> ready = new ArrayList<>();         // prefilled, samples left to admit (holding the prompt's blocks)
         final List<Seq> active = new ArrayList<>();
         final Deque<Seq> preempted = new ArrayDeque<>();     // oldest first; every one younger than every active sample
         final List<List<Completion>> out = new ArrayList<>();
-        long prefillTokens, generated, recomputed, admitted, rows;
+        long prefillTokens, generated, recomputed, admitted, rows, largestPrefill;
         int steps, preemptions, peakBatch, groupsGivenUp;
         double usedSum;
 
@@ -257,7 +275,7 @@ public final class Generator {
                 }
                 out.add(new ArrayList<>(java.util.Collections.nCopies(n, (Completion) null)));
             }
-            prefillCap = Math.max(all, one);
+            prefillCap = Math.max(cfg.prefillTokens() > 0 ? cfg.prefillTokens() : all, one);
             spec = new SamplingSpec(params.temperature(), params.topK(), params.topP(), params.seed());
         }
 
@@ -279,6 +297,7 @@ public final class Generator {
         boolean prefillPrompts() {
             List<Group> toPrefill = new ArrayList<>();
             int firstBlocks = 0; // ON_DEMAND: room kept for each new prompt's first sample
+            long tokens = 0;
             // ON_DEMAND: no more prompts than the batch has room for their samples (WORST_CASE's reservations bound it)
             int waiting = 0;
             if (onDemand) for (Group g : ready) waiting += g.seqIds.length - g.nextSample;
@@ -286,6 +305,7 @@ public final class Generator {
                 Group g = pending.peek();
                 int pb = promptBlocks(g.ids.length), per = perSample(g.ids.length, params.maxTokens());
                 if (onDemand) {
+                    if (!toPrefill.isEmpty() && tokens + g.ids.length > prefillCap) break; // the rest in a later call
                     boolean alone = active.isEmpty() && ready.isEmpty() && toPrefill.isEmpty();
                     if (pool.available() - firstBlocks - pb - 1 < (alone ? 0 : watermark)) break;
                     firstBlocks++;
@@ -301,9 +321,11 @@ public final class Generator {
                 }
                 g.epoch++;
                 toPrefill.add(g);
+                tokens += g.ids.length;
                 waiting += g.seqIds.length - g.nextSample;
             }
             if (toPrefill.isEmpty()) return false;
+            largestPrefill = Math.max(largestPrefill, tokens);
             prefillTokens += prefill(cache, toPrefill, spec);
             ready.addAll(toPrefill);
             return true;
@@ -381,6 +403,7 @@ public final class Generator {
                 back.add(s);
             }
             if (back.isEmpty()) return false;
+            largestPrefill = Math.max(largestPrefill, tokens);
             prefillTokens += recompute(back);
             recomputed += tokens;
             active.addAll(back);

@@ -241,7 +241,7 @@ public final class Preflight implements AutoCloseable {
         double acts = Math.max(est.trainingActivationBytes(cfg.perDeviceTrainBatchSize * seq, (long) cfg.perDeviceTrainBatchSize * cfg.responseLength,
                 cfg.gradientCheckpointing, lmRowsBytes(cfg, dtype)), est.noGradActivationBytes(cfg.localRolloutForwardBatchSize * seq, (long) cfg.localRolloutForwardBatchSize * cfg.responseLength));
         int maxBatch = Math.max(1, cfg.localCompletions());
-        double gen = est.generationBytes(maxBatch, RankState.prefillTokens(cfg, longestPrompt, RankState.evalPrompts(cfg, eval)));
+        double gen = est.generationBytes(maxBatch, RankState.prefillTokens(cfg, longestPrompt));
         long kvMin = ((seq + 15) / 16 + 1) * 16 * est.kvBytesPerToken();
         long kv = cfg.kvCacheMib > 0 ? (long) cfg.kvCacheMib << 20 : kvMin;
         double perRank = states + Math.max(acts, gen + kv), total = perRank * sharers;

@@ -146,29 +146,27 @@ final class RankState implements AutoCloseable {
         refModel = new LlamaModel(reference);
     }
 
-    /** The generator with its KV pool, sized now that the model states are allocated. */
-    void createGenerator(int maxBatch, long poolBytes) {
+    /**
+     * The generator with its KV pool, sized now that the model states are allocated; its prefills held to what the
+     * memory plan counts ({@link #prefillTokens}).
+     */
+    void createGenerator(int maxBatch, long poolBytes, int longestPrompt) {
         generator = new Generator(model, Generator.Config.forBudget(model, poolBytes, KV_BLOCK, maxBatch)
-                .withAdmission(Generator.Admission.named(s.cfg().kvAdmission)));
+                .withAdmission(Generator.Admission.named(s.cfg().kvAdmission)).withPrefillTokens(prefillTokens(s.cfg(), longestPrompt)));
     }
 
     static final int KV_BLOCK = 16;
 
     /**
-     * The most tokens one prefill of generation holds, as the memory plan counts them. worst_case, as before
-     * kv_admission existed (so that such a run's pool, and so its bits, stay as they were): the rank's prompts.
-     * on_demand, where the pool no longer bounds a prefill: the larger of the rank's prompts and the eval prompts
-     * ({@code evalPrompts}, written at eval steps), or one sequence that a preempted sample prefills again when it
-     * resumes (its prompt and up to response_length - 1 tokens; the generator's cap).
+     * The most tokens one prefill of generation holds, as the memory plan counts them: the rank's prompts
+     * (local_rollout_batch_size of the longest); with kv_admission on_demand at least one sequence, what a preempted
+     * sample prefills again when it resumes (its prompt and up to response_length - 1 tokens). worst_case counts as
+     * before kv_admission existed, so that such a run's pool, and so its bits, stay as they were. An on_demand
+     * generator holds its prefills to this (eval steps' 32 prompts in several calls where they exceed it).
      */
-    static long prefillTokens(GrpoConfig c, int longestPrompt, int evalPrompts) {
-        if (c.kvAdmission.equals("worst_case")) return (long) c.localRolloutBatchSize * longestPrompt;
-        return Math.max((long) Math.max(c.localRolloutBatchSize, evalPrompts) * longestPrompt, (long) longestPrompt + c.responseLength - 1);
-    }
-
-    /** The eval prompts one eval step generates for (rank 0's samples.jsonl): 0 without evals. */
-    static int evalPrompts(GrpoConfig c, org.grpo4j.internal.data.PromptDataset eval) {
-        return c.numEvals > 0 && eval != null ? Math.min(Trainer.EVAL_SAMPLES, eval.size()) : 0;
+    static long prefillTokens(GrpoConfig c, int longestPrompt) {
+        long prompts = (long) c.localRolloutBatchSize * longestPrompt;
+        return c.kvAdmission.equals("worst_case") ? prompts : Math.max(prompts, (long) longestPrompt + c.responseLength - 1);
     }
 
     /**
@@ -178,20 +176,18 @@ final class RankState implements AutoCloseable {
      * not even one sequence fits.
      */
     long kvPoolBytes(int longestPrompt, int maxBatch) {
-        return kvPoolBytes(s.cfg(), estimate(), Memory.available(be), memorySharers, longestPrompt, evalPrompts(s.cfg(), s.eval()), maxBatch,
-                Memory.describe(be));
+        return kvPoolBytes(s.cfg(), estimate(), Memory.available(be), memorySharers, longestPrompt, maxBatch, Memory.describe(be));
     }
 
     /** {@link #kvPoolBytes(int, int)} for {@code free} bytes (-1: unknown) shared by {@code sharers} ranks. */
-    static long kvPoolBytes(GrpoConfig c, MemoryEstimate est, long free, int sharers, int longestPrompt, int evalPrompts, int maxBatch,
-                            String where) {
+    static long kvPoolBytes(GrpoConfig c, MemoryEstimate est, long free, int sharers, int longestPrompt, int maxBatch, String where) {
         long perBlock = est.kvBytesPerToken() * KV_BLOCK;
         long seqBlocks = (longestPrompt + c.responseLength + KV_BLOCK - 1) / KV_BLOCK + 1;
         long minimum = seqBlocks * perBlock;
         if (c.kvCacheMib > 0) return (long) c.kvCacheMib << 20;
         long useful = (long) maxBatch * seqBlocks * perBlock;
         if (free < 0) return useful; // unknown: what the samples can use
-        double working = est.generationBytes(maxBatch, prefillTokens(c, longestPrompt, evalPrompts));
+        double working = est.generationBytes(maxBatch, prefillTokens(c, longestPrompt));
         double mine = free / (double) sharers;
         long left = (long) ((mine - working) * c.kvCacheFraction);
         if (left < minimum)

@@ -385,7 +385,7 @@ public final class Trainer implements AutoCloseable {
             List<Long> pools = ranks.run(i -> {
                 RankState r = states.get(i);
                 long bytes = r.kvPoolBytes(longestPrompt, maxBatch);
-                r.createGenerator(maxBatch, bytes);
+                r.createGenerator(maxBatch, bytes, longestPrompt);
                 return bytes;
             });
             generatorsReady = true;

@@ -332,6 +332,26 @@ class GeneratorTest {
         assertTrue(preemptions > 100, preemptions + " preemptions");
     }
 
+    /**
+     * ON_DEMAND with a prefill bound (the trainer's memory plan): prompts of 5 + 1 + 9 + 2 tokens with max_tokens 2
+     * are prefilled in calls of at most 10 tokens (one prompt and max_tokens - 1 is the least a bound can be), with the
+     * completions of an unbounded call; in a tight pool the resumes' recompute prefills keep to it too.
+     */
+    @Test
+    void onDemandPrefillsKeepToTheirBound() {
+        SamplingParams p = new SamplingParams(3, 1f, 1f, 0, 2, Set.of(), 5);
+        Generator free = gen(4, 200, 64, true), bounded = new Generator(model, new Generator.Config(4, 200, 64, true).withPrefillTokens(4));
+        assertSameCompletions(free.generate(prompts(), p), bounded.generate(prompts(), p), "prefills of at most 10 tokens");
+        assertEquals(17, free.lastLargestPrefill, "unbounded: every prompt in one prefill");
+        // the bound 4 is raised to one sequence, 9 + 2 - 1 = 10: prompts 0 and 1 (6 tokens), then 2 alone (9), then 3 (2)
+        assertEquals(9, bounded.lastLargestPrefill, "prompts 0 and 1, then 2, then 3");
+        SamplingParams longer = new SamplingParams(5, 1f, 0.9f, 0, 20, Set.of(1), 77);
+        Generator tight = new Generator(model, new Generator.Config(2, 16, 64, true).withPrefillTokens(12));
+        assertSameCompletions(gen(2, 400, 64, true).generate(prompts(), longer), tight.generate(prompts(), longer), "tight and bounded");
+        assertTrue(tight.lastStats().preemptions() > 0, tight.lastStats().toString());
+        assertTrue(tight.lastLargestPrefill <= 9 + 20 - 1, tight.lastLargestPrefill + " tokens in one prefill");
+    }
+
     static void assertSameCompletions(List<List<Completion>> want, List<List<Completion>> got, String at) {
         assertEquals(want.size(), got.size(), at);
         for (int i = 0; i < want.size(); i++)

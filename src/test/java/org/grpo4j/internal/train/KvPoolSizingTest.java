@@ -28,15 +28,15 @@ class KvPoolSizingTest {
         long useful = batch * seqBlocks * perBlock;
         double working = est.generationBytes(batch, (long) c.localRolloutBatchSize * longest);
         // plenty free: what the samples can use
-        assertEquals(useful, RankState.kvPoolBytes(c, est, 1L << 40, 1, longest, 16, batch, "free"));
+        assertEquals(useful, RankState.kvPoolBytes(c, est, 1L << 40, 1, longest, batch, "free"));
         // little free: half (kv_cache_fraction) of what is left after generation's working memory; two ranks share it
         long free = (long) working + useful / 2;
-        assertEquals((long) ((free - working) * 0.5), RankState.kvPoolBytes(c, est, free, 1, longest, 16, batch, "free"));
+        assertEquals((long) ((free - working) * 0.5), RankState.kvPoolBytes(c, est, free, 1, longest, batch, "free"));
         long two = 2 * ((long) working + useful / 2);
-        assertEquals((long) ((two / 2.0 - working) * 0.5), RankState.kvPoolBytes(c, est, two, 2, longest, 16, batch, "free"));
+        assertEquals((long) ((two / 2.0 - working) * 0.5), RankState.kvPoolBytes(c, est, two, 2, longest, batch, "free"));
         // unknown free memory: what the samples can use; kv_cache_mib: exactly that
-        assertEquals(useful, RankState.kvPoolBytes(c, est, -1, 1, longest, 16, batch, "free"));
-        assertEquals(3L << 20, RankState.kvPoolBytes(cfg("kv_cache_mib=3"), est, 1L << 40, 1, longest, 16, batch, "free"));
+        assertEquals(useful, RankState.kvPoolBytes(c, est, -1, 1, longest, batch, "free"));
+        assertEquals(3L << 20, RankState.kvPoolBytes(cfg("kv_cache_mib=3"), est, 1L << 40, 1, longest, batch, "free"));
     }
 
     @Test
@@ -45,7 +45,7 @@ class KvPoolSizingTest {
         MemoryEstimate est = new MemoryEstimate(C, 1, DType.BF16, 1 << 20);
         long working = (long) est.generationBytes(c.localCompletions(), (long) c.localRolloutBatchSize * 40);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> RankState.kvPoolBytes(c, est, working + 1000, 1, 40, 16, c.localCompletions(), "are free on cuda:0"));
+                () -> RankState.kvPoolBytes(c, est, working + 1000, 1, 40, c.localCompletions(), "are free on cuda:0"));
         String m = e.getMessage();
         assertTrue(m.startsWith("the KV cache does not fit: one sequence of 52 tokens needs"), m);
         for (String s : List.of("are free on cuda:0", "fewer samples in flight", "kv_cache_fraction", "response_length", "more GPUs (world_size"))
