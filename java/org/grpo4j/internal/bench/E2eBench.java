@@ -847,6 +847,7 @@ public final class E2eBench implements Callable<Integer> {
             note += "; no steady-state figure (the whole call was not longer than the prefill-only one)";
         }
         f.put("host_ms_per_step", mid.hostMillisPerDecodeStep());
+        f.put("bookkeeping_ms_per_step", mid.bookkeepingMillisPerDecodeStep());
         f.put("decode_steps", (double) mid.decodeSteps());
         f.put("graph_replays", (double) mid.graphReplays());
         f.put("prefix_group_rows", (double) mid.prefixGroupRows());

@@ -159,7 +159,7 @@ public final class E2eCompare {
         if (!roll.isEmpty() || !rollPeers.isEmpty()) {
             b.append("**Rollout** (temperature 1, no stop token: every sequence runs to the new-token count; seconds per generate call, "
                     + "median (min-max); steady = decode steps only: (whole call - prefill-only call); host ms/step = time to issue one "
-                    + "decode step)\n\n");
+                    + "decode step, (+ the generator's own bookkeeping around it))\n\n");
             b.append("| preset | shape | decode graphs | ours s | ours tok/s | ours % roofline | steady tok/s | steady % roofline | steady % bound | host ms/step | ")
                     .append(peerName).append(" s | ").append(peerName).append(" tok/s | ").append(peerName).append(" % roofline | ours/")
                     .append(peerName).append(" | goals |\n");
@@ -171,7 +171,9 @@ public final class E2eCompare {
                         .append(" | ").append(r.ok() ? pct(r.fig("roofline_pct")) : "-").append(" | ").append(r.ok() ? fmt(r.fig("steady_tokens_per_s")) : "-")
                         .append(" | ").append(r.ok() ? pct(r.fig("steady_roofline_pct")) : "-").append(" | ")
                         .append(r.ok() && r.fig("steady_bound_pct") != null ? pct(r.fig("steady_bound_pct")) : "-").append(" | ")
-                        .append(r.ok() && r.fig("host_ms_per_step") != null ? Compare.sig(r.fig("host_ms_per_step")) : "-").append(" | ");
+                        .append(r.ok() && r.fig("host_ms_per_step") != null ? Compare.sig(r.fig("host_ms_per_step")) : "-")
+                        .append(r.ok() && r.fig("bookkeeping_ms_per_step") != null ? " (+" + Compare.sig(r.fig("bookkeeping_ms_per_step")) + ")" : "")
+                        .append(" | ");
                 peerCells(b, p, "roofline_pct", 1000);
                 b.append(ratio(l)).append(" | ").append(Compare.esc(String.join("; ", l.goals()))).append(" |\n");
             }

@@ -801,8 +801,7 @@ public final class LlamaModel {
 
             /** One upload of every per-step integer: live rows, then padding rows on the pad block. */
             void load(int[] tokens, int[] positions, int[] slots, int[] blockTables, int blocks, int[] counters, int[] groupRowsOf) {
-                int b = tokens.length, padSlot = cache.padBlock() * cache.blockSize;
-                java.util.Arrays.fill(host, 0);
+                int b = tokens.length, padSlot = cache.padBlock() * cache.blockSize, pad = cache.padBlock();
                 for (int i = 0; i < n; i++) {
                     boolean live = i < b;
                     host[i] = live ? tokens[i] : 0;
@@ -811,10 +810,13 @@ public final class LlamaModel {
                     host[3 * n + i] = live ? positions[i] + 1 : 1;
                     host[4 * n + 2 * i] = live && counters != null ? counters[2 * i] : 0;
                     host[4 * n + 2 * i + 1] = live && counters != null ? counters[2 * i + 1] : 0;
-                    for (int j = 0; j < maxBlocks; j++)
-                        host[6 * n + i * maxBlocks + j] = live && j < blocks ? blockTables[i * blocks + j] : cache.padBlock();
+                    int row = 6 * n + i * maxBlocks, have = live ? blocks : 0; // the table row, then the pad block
+                    if (have > 0) System.arraycopy(blockTables, i * blocks, host, row, have);
+                    java.util.Arrays.fill(host, row + have, row + maxBlocks, pad);
                 }
-                if (groupRowsOf != null) System.arraycopy(groupRowsOf, 0, host, n * (6 + maxBlocks), groupRowsOf.length); // the rest: (0, 0, 0)
+                int g = n * (6 + maxBlocks); // group rows, the rest (0, 0, 0)
+                java.util.Arrays.fill(host, g, host.length, 0);
+                if (groupRowsOf != null) System.arraycopy(groupRowsOf, 0, host, g, groupRowsOf.length);
                 be.copyFromHost(ints, host);
             }
 

@@ -114,13 +114,22 @@ public final class Generator {
      * prompt's live samples whose attention read the prompt's shared blocks once per group; preemptions the samples
      * set aside for blocks (ON_DEMAND), recomputedTokens the tokens prefilled again to resume them (prefillTokens
      * counts them too, and prompts prefilled again), decodeRows the sequences over all decode steps, peakBatch the
-     * most in one.
+     * most in one, bookkeepingSeconds the generator's host time in decode steps beside the issue and the device's
+     * outputs.
      */
     public record Stats(int prompts, int sequences, long prefillTokens, long generatedTokens, int decodeSteps, double seconds,
                         int poolBlocks, int peakBlocksUsed, double meanBlocksUsed, long poolBytes, double decodeHostSeconds,
-                        long graphReplays, long prefixGroupRows, int preemptions, long recomputedTokens, long decodeRows, int peakBatch) {
+                        long graphReplays, long prefixGroupRows, int preemptions, long recomputedTokens, long decodeRows, int peakBatch,
+                        double bookkeepingSeconds) {
         /** Host time to issue one decode step (upload, launches or one graph replay), before waiting for the device. */
         public double hostMillisPerDecodeStep() { return decodeSteps > 0 ? 1e3 * decodeHostSeconds / decodeSteps : 0; }
+
+        /**
+         * The generator's own host time per decode step around the issue (the batch's order, inputs and block tables
+         * before it; the tokens' bookkeeping after the device's outputs arrived): with the issue time, what the host
+         * adds to each step, since the device waits for it.
+         */
+        public double bookkeepingMillisPerDecodeStep() { return decodeSteps > 0 ? 1e3 * bookkeepingSeconds / decodeSteps : 0; }
 
         public double tokensPerSecond() { return seconds > 0 ? generatedTokens / seconds : 0; }
         public double meanUtilization() { return poolBlocks > 0 ? meanBlocksUsed / poolBlocks : 0; }
@@ -173,11 +182,11 @@ public final class Generator {
         final long order;         // admission order: the youngest is preempted first, the oldest resumed first
         int[] shared;             // the group's full prompt blocks this sample reads (held), null: its own (resumed)
         int epoch;                // the group's prefill those blocks came from (OWN: its prompt in blocks of its own)
-        final List<Integer> blocks = new ArrayList<>(); // its block table: the shared blocks, then its own
+        final Ints blocks = new Ints(); // its block table: the shared blocks, then its own
         int reservedLeft;
         int kvLen;                // positions whose K/V are in its blocks
-        final List<Integer> tokens = new ArrayList<>();
-        final List<Float> logprobs = new ArrayList<>();
+        final Ints tokens = new Ints();
+        float[] logprobs = new float[8]; // one per token
         Completion.FinishReason finish;
 
         Seq(Group g, int sample, long order) {
@@ -193,12 +202,45 @@ public final class Generator {
         /** The prompt and the tokens but the last: what a resume prefills. */
         int[] known() {
             int[] ids = Arrays.copyOf(group.ids, length());
-            for (int i = group.ids.length; i < ids.length; i++) ids[i] = tokens.get(i - group.ids.length);
+            System.arraycopy(tokens.a, 0, ids, group.ids.length, tokens.n - 1);
             return ids;
+        }
+
+        void add(int token, float logprob) {
+            if (tokens.n == logprobs.length) logprobs = Arrays.copyOf(logprobs, 2 * logprobs.length);
+            logprobs[tokens.n] = logprob;
+            tokens.add(token);
         }
     }
 
+    /** A growable int array (the decode loop's per-step bookkeeping without boxing). */
+    private static final class Ints {
+        int[] a = new int[8];
+        int n;
+
+        void add(int v) {
+            if (n == a.length) a = Arrays.copyOf(a, 2 * a.length);
+            a[n++] = v;
+        }
+
+        int size() { return n; }
+        int get(int i) { return a[i]; }
+        int last() { return a[n - 1]; }
+        void clear() { n = 0; }
+        void truncate(int size) { n = size; }
+    }
+
     private static final int OWN = Integer.MAX_VALUE;
+
+    /** A decode step's order with prefix groups: each prompt's samples together, those reading the same blocks adjacent. */
+    private static final java.util.Comparator<Seq> BY_PROMPT = (x, y) -> x.group.prompt != y.group.prompt
+            ? Integer.compare(x.group.prompt, y.group.prompt) : Integer.compare(x.epoch, y.epoch);
+
+    /** Whether the batch is already in {@link #BY_PROMPT} order (most steps: no sample started, resumed or ended). */
+    private static boolean sorted(List<Seq> active) {
+        for (int i = 1; i < active.size(); i++) if (BY_PROMPT.compare(active.get(i - 1), active.get(i)) > 0) return false;
+        return true;
+    }
 
     /** Per prompt, {@code params.n()} completions in sample order. */
     public List<List<Completion>> generate(List<int[]> prompts, SamplingParams params) {
@@ -230,7 +272,8 @@ public final class Generator {
             lastLargestPrefill = run.largestPrefill;
             last = new Stats(prompts.size(), prompts.size() * n, run.prefillTokens, run.generated, run.steps, (System.nanoTime() - t0) / 1e9,
                     cfg.numBlocks(), run.pool.peakUsed(), run.steps > 0 ? run.usedSum / run.steps : 0, model.kvBytesPerToken() * bs * cfg.numBlocks(),
-                    decodeHostNanos / 1e9, session.replays(), session.prefixGroupRows(), run.preemptions, run.recomputed, run.rows, run.peakBatch);
+                    decodeHostNanos / 1e9, session.replays(), session.prefixGroupRows(), run.preemptions, run.recomputed, run.rows, run.peakBatch,
+                    run.bookkeepingNanos / 1e9);
             return run.out;
         }
     }
@@ -245,13 +288,14 @@ public final class Generator {
         final LlamaModel.KvCache cache;
         final LlamaModel.DecodeSession session;
         final SamplingSpec spec;
+        final int[] stopIds;
         final long prefillCap;                               // ON_DEMAND: the most tokens one prefill holds (>= one sequence)
         final Deque<Group> pending = new ArrayDeque<>();     // not prefilled (or given up)
         final List<Group> ready = new ArrayList<>();         // prefilled, samples left to admit (holding the prompt's blocks)
         final List<Seq> active = new ArrayList<>();
         final Deque<Seq> preempted = new ArrayDeque<>();     // oldest first; every one younger than every active sample
         final List<List<Completion>> out = new ArrayList<>();
-        long prefillTokens, generated, recomputed, admitted, rows, largestPrefill;
+        long prefillTokens, generated, recomputed, admitted, rows, largestPrefill, bookkeepingNanos;
         int steps, preemptions, peakBatch, groupsGivenUp;
         double usedSum;
 
@@ -277,6 +321,7 @@ public final class Generator {
             }
             prefillCap = Math.max(cfg.prefillTokens() > 0 ? cfg.prefillTokens() : all, one);
             spec = new SamplingSpec(params.temperature(), params.topK(), params.topP(), params.seed());
+            stopIds = params.stopTokenIds().stream().mapToInt(Integer::intValue).toArray();
         }
 
         void loop() {
@@ -356,8 +401,7 @@ public final class Generator {
                         s.blocks.add(own);
                     }
                     s.kvLen = g.ids.length;
-                    s.tokens.add(g.firstToken[s.sample]);
-                    s.logprobs.add(g.firstLogprob[s.sample]);
+                    s.add(g.firstToken[s.sample], g.firstLogprob[s.sample]);
                     generated++;
                     progress = true;
                     if (!finishIfDone(s, params)) active.add(s);
@@ -369,6 +413,17 @@ public final class Generator {
                 }
             }
             return progress;
+        }
+
+        /** Marks {@code s} finished after its newest token: a stop token, a stop string, or max_tokens. */
+        private boolean finishIfDone(Seq s, SamplingParams p) {
+            int last = s.tokens.last();
+            boolean stop = false;
+            for (int id : stopIds) stop |= id == last;
+            if (stop) s.finish = Completion.FinishReason.STOP;
+            else if (p.stopStrings() != null && p.stopStrings().completedBy(s.tokens.a, s.tokens.n)) s.finish = Completion.FinishReason.STOP_STRING;
+            else if (s.tokens.size() >= p.maxTokens()) s.finish = Completion.FinishReason.LENGTH;
+            return s.finish != null;
         }
 
         private int takeBlock(Seq s) {
@@ -430,7 +485,7 @@ public final class Generator {
 
         private void preempt(Seq s) {
             active.remove(s);
-            for (int b : s.blocks) pool.release(b); // the shared prompt blocks too: it resumes in blocks of its own
+            for (int i = 0; i < s.blocks.n; i++) pool.release(s.blocks.a[i]); // the shared prompt blocks too: it resumes in its own
             s.blocks.clear();
             s.shared = null;
             s.epoch = OWN;
@@ -460,8 +515,8 @@ public final class Generator {
 
         /** C. One decode step for every active sequence. */
         void decodeStep() {
-            if (session.prefixGroups())
-                active.sort(java.util.Comparator.<Seq>comparingInt(s -> s.group.prompt).thenComparingInt(s -> s.epoch));
+            long start = System.nanoTime();
+            if (session.prefixGroups() && !sorted(active)) active.sort(BY_PROMPT);
             int b = active.size();
             int[] tokens = new int[b], positions = new int[b], slots = new int[b], counters = new int[2 * b];
             int maxBlocks = 0;
@@ -469,7 +524,7 @@ public final class Generator {
                 Seq s = active.get(i);
                 int pos = s.kvLen;
                 if (pos / bs >= s.blocks.size()) s.blocks.add(takeBlock(s));
-                tokens[i] = s.tokens.get(s.tokens.size() - 1);
+                tokens[i] = s.tokens.last();
                 positions[i] = pos;
                 slots[i] = s.blocks.get(pos / bs) * bs + pos % bs;
                 counters[2 * i] = s.seqId;
@@ -478,15 +533,17 @@ public final class Generator {
             }
             int[] table = new int[b * maxBlocks];
             for (int i = 0; i < b; i++) {
-                List<Integer> bl = active.get(i).blocks;
-                for (int j = 0; j < bl.size(); j++) table[i * maxBlocks + j] = bl.get(j);
+                Ints bl = active.get(i).blocks;
+                System.arraycopy(bl.a, 0, table, i * maxBlocks, bl.n);
             }
             int[] groups = session.prefixGroups() ? prefixGroups(active, session.groupRowsFor(b)) : null;
             long h0 = System.nanoTime();
             LlamaModel.StepOutput o = session.run(tokens, positions, slots, table, maxBlocks, counters, groups, spec);
-            decodeHostNanos += System.nanoTime() - h0;
-            int[] t = o.tokens().toInts();
+            long h1 = System.nanoTime();
+            decodeHostNanos += h1 - h0;
+            int[] t = o.tokens().toInts(); // waits for the device
             float[] l = o.logprobs().toFloats();
+            long h2 = System.nanoTime();
             steps++;
             usedSum += pool.used();
             peakBatch = Math.max(peakBatch, b);
@@ -495,22 +552,21 @@ public final class Generator {
             for (int i = 0; i < b; i++) {
                 Seq s = active.get(i);
                 s.kvLen++;
-                s.tokens.add(t[i]);
-                s.logprobs.add(l[i]);
+                s.add(t[i], l[i]);
                 generated++;
                 if (finishIfDone(s, params)) retire(s);
                 else still.add(s);
             }
             active.clear();
             active.addAll(still);
+            bookkeepingNanos += (h0 - start) + (System.nanoTime() - h2);
         }
 
         private void retire(Seq s) {
-            for (int b : s.blocks) pool.release(b);
+            for (int i = 0; i < s.blocks.n; i++) pool.release(s.blocks.a[i]);
             if (!onDemand) pool.unreserve(s.reservedLeft);
-            int[] t = s.tokens.stream().mapToInt(Integer::intValue).toArray();
-            float[] lp = new float[s.logprobs.size()];
-            for (int i = 0; i < lp.length; i++) lp[i] = s.logprobs.get(i);
+            int[] t = Arrays.copyOf(s.tokens.a, s.tokens.n);
+            float[] lp = Arrays.copyOf(s.logprobs, s.tokens.n);
             out.get(s.group.prompt).set(s.seqId % out.get(s.group.prompt).size(), new Completion(t, lp, s.finish));
         }
 
@@ -540,13 +596,6 @@ public final class Generator {
         return (promptLen + maxTokens + bs - 1) / bs - promptLen / bs;
     }
 
-    private static boolean finishIfDone(Seq s, SamplingParams p) {
-        int last = s.tokens.get(s.tokens.size() - 1);
-        if (p.stopTokenIds().contains(last)) s.finish = Completion.FinishReason.STOP;
-        else if (p.stopStrings() != null && p.stopStrings().completedBy(s.tokens)) s.finish = Completion.FinishReason.STOP_STRING;
-        else if (s.tokens.size() >= p.maxTokens()) s.finish = Completion.FinishReason.LENGTH;
-        return s.finish != null;
-    }
 
     /** Prefills the groups' prompts (packed) and samples every sample's first token. Returns prompt tokens run. */
     private long prefill(LlamaModel.KvCache cache, List<Group> groups, SamplingSpec spec) {

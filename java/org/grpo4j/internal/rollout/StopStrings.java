@@ -34,11 +34,16 @@ public final class StopStrings {
 
     /** Does the text of {@code tokens} contain a stop string (checked on its last tokens, see above)? */
     public boolean completedBy(List<Integer> tokens) {
-        if (strings.isEmpty() || tokens.isEmpty()) return false;
-        int from = Math.max(0, tokens.size() - window);
-        int[] tail = new int[tokens.size() - from];
-        for (int i = 0; i < tail.length; i++) tail[i] = tokens.get(from + i);
-        String text = decode.apply(tail);
+        int[] all = new int[tokens.size()];
+        for (int i = 0; i < all.length; i++) all[i] = tokens.get(i);
+        return completedBy(all, all.length);
+    }
+
+    /** {@link #completedBy(List)} of the first {@code n} of {@code tokens}. */
+    public boolean completedBy(int[] tokens, int n) {
+        if (strings.isEmpty() || n == 0) return false;
+        int from = Math.max(0, n - window);
+        String text = decode.apply(java.util.Arrays.copyOfRange(tokens, from, n));
         for (String s : strings) if (text.contains(s)) return true;
         return false;
     }

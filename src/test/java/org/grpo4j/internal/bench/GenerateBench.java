@@ -43,12 +43,36 @@ public final class GenerateBench {
                         g.generate(prompts, p);
                         Generator.Stats s = g.lastStats();
                         System.out.printf("graphs %s, run %d: %d tokens in %.3f s = %.0f tokens/s; %d decode steps, host %.3f ms/step to issue "
-                                        + "(%d graph replays); prefill %d tokens; KV pool %d blocks x 16 (%.1f KiB): peak %d (%.0f%%), mean %.1f (%.0f%%)%n",
+                                        + "+ %.3f ms/step of bookkeeping (%d graph replays); prefill %d tokens; KV pool %d blocks x 16 (%.1f KiB): peak %d (%.0f%%), mean %.1f (%.0f%%)%n",
                                 graphs ? "on" : "off", rep, s.generatedTokens(), s.seconds(), s.tokensPerSecond(), s.decodeSteps(),
-                                s.hostMillisPerDecodeStep(), s.graphReplays(), s.prefillTokens(), s.poolBlocks(),
+                                s.hostMillisPerDecodeStep(), s.bookkeepingMillisPerDecodeStep(), s.graphReplays(), s.prefillTokens(), s.poolBlocks(),
                                 s.poolBytes() / 1024.0, s.peakBlocksUsed(), 100 * s.peakUtilization(), s.meanBlocksUsed(), 100 * s.meanUtilization());
                     }
                 }
+            }
+            bookkeepingAtTheRolloutsBatch(be);
+        }
+    }
+
+    /**
+     * The generator's host bookkeeping per decode step at the e2e rollout's batch (48 prompts of 256 tokens x 16
+     * samples, 64 new tokens) on a one-layer model of hidden 16, so that the model's own time stays small: what the
+     * host adds to each step beside issuing it (Generator.Stats.bookkeepingMillisPerDecodeStep).
+     */
+    static void bookkeepingAtTheRolloutsBatch(Backend be) {
+        LlamaConfig c = new LlamaConfig(16, 32, 1, 2, 1, 8, 61, 1e-5, 10000, null, 1024, false, 0, List.of(60));
+        try (LlamaWeights w = LlamaWeights.init(be, c, 3)) {
+            LlamaModel m = new LlamaModel(w);
+            java.util.SplittableRandom r = new java.util.SplittableRandom(1);
+            List<int[]> prompts = new ArrayList<>();
+            for (int i = 0; i < 48; i++) prompts.add(r.ints(256, 0, 59).toArray());
+            SamplingParams p = new SamplingParams(16, 1f, 1f, 0, 64, Set.of(), 3);
+            for (int rep = 0; rep < 3; rep++) {
+                Generator g = new Generator(m, new Generator.Config(16, 48 * 16 + 768 * 5, 768, true, true));
+                g.generate(prompts, p);
+                Generator.Stats st = g.lastStats();
+                System.out.printf("48 x 16 sequences, 64 new tokens, run %d: bookkeeping %.3f ms/step, issue %.3f ms/step (%d decode steps)%n", rep,
+                        st.bookkeepingMillisPerDecodeStep(), st.hostMillisPerDecodeStep(), st.decodeSteps());
             }
         }
     }
