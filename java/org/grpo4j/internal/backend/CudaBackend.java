@@ -228,6 +228,7 @@ public final class CudaBackend extends AbstractBackend {
     public void close() {
         if (released) return;
         released = true;
+        onDevice(); // its stream, handles and memory are on its device, whichever the closing thread used last
         CudaNative.g4_stream_synchronize(stream);
         if (gemm != null) gemm.close();
         if (scratch != null) scratch.close();

@@ -80,21 +80,30 @@ final class LaunchCommand implements Callable<Integer> {
         try (Rendezvous r = new Rendezvous(plan, secret, rdzvTimeout * 1000L, 3000)) {
             r.onAbort(reason -> {
                 System.err.println("grpo4j launch: the run was aborted: " + reason);
-                Thread t = new Thread(() -> { // the trainer stops its ranks; should anything still hang, end the process
-                    try {
-                        Thread.sleep(60_000);
-                    } catch (InterruptedException e) {
-                        return;
-                    }
-                    System.err.println("grpo4j launch: still running 60 s after the abort; exiting");
-                    Runtime.getRuntime().halt(Main.FAILED);
-                });
-                t.setDaemon(true);
-                t.start();
+                haltIfStillRunning("grpo4j launch", 60_000);
             });
             tc.cluster = r;
             return tc.call();
         }
+    }
+
+    /**
+     * After an abort the trainer stops its ranks; should anything still hang (a rank in ncclCommInitRank, which cannot
+     * be aborted, or in a collective), the process ends after {@code millis} (a daemon timer: a process that finishes
+     * earlier exits as usual).
+     */
+    static void haltIfStillRunning(String who, long millis) {
+        Thread t = new Thread(() -> {
+            try {
+                Thread.sleep(millis);
+            } catch (InterruptedException e) {
+                return;
+            }
+            System.err.println(who + ": still running " + millis / 1000 + " s after the abort; exiting");
+            Runtime.getRuntime().halt(Main.FAILED);
+        }, "grpo4j-abort-halt");
+        t.setDaemon(true);
+        t.start();
     }
 
     private IllegalStateException noGpus(CudaRuntime.Availability a, TrainCommand tc, int world) {

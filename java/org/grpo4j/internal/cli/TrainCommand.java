@@ -56,7 +56,10 @@ final class TrainCommand implements Callable<Integer> {
         if (env.get("RANK") == null || w == null || w.trim().equals("1")) return null;
         org.grpo4j.internal.dist.DistEnv d = org.grpo4j.internal.dist.DistEnv.fromEnvironment(env, 1);
         org.grpo4j.internal.dist.Rendezvous r = new org.grpo4j.internal.dist.Rendezvous(d, env.getOrDefault(org.grpo4j.internal.dist.Rendezvous.SECRET_ENV, ""), 300_000, 3000);
-        r.onAbort(reason -> System.err.println("grpo4j train: the run was aborted: " + reason));
+        r.onAbort(reason -> {
+            System.err.println("grpo4j train: the run was aborted: " + reason);
+            LaunchCommand.haltIfStillRunning("grpo4j train", 60_000);
+        });
         return r;
     }
 

@@ -37,6 +37,12 @@ public interface Cluster extends AutoCloseable {
     /** Returns when every process has called it with this name. */
     void barrier(String name);
 
+    /**
+     * {@link #barrier(String)} for a wait that may outlast the rendezvous timeout (a checkpoint: every process writes
+     * its ranks' optimizer slices, gigabytes on a shared filesystem): at least {@code minSeconds}.
+     */
+    default void barrier(String name, int minSeconds) { barrier(name); }
+
     /** Fails the run for every process, with {@code reason}. */
     default void abort(String reason) {}
 

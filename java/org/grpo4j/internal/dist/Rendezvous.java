@@ -224,9 +224,12 @@ public final class Rendezvous implements Cluster {
     }
 
     @Override
-    public void barrier(String name) {
+    public void barrier(String name) { barrier(name, 0); }
+
+    @Override
+    public void barrier(String name, int minSeconds) {
         try {
-            client.barrier(name, env.processes(), timeoutMillis);
+            client.barrier(name, env.processes(), Math.max(timeoutMillis, minSeconds * 1000L));
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }

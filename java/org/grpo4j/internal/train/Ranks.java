@@ -46,12 +46,14 @@ final class Ranks implements AutoCloseable {
 
     /** {@code task} on every rank at once; its results in rank order. */
     <T> List<T> run(Task<T> task) throws IOException {
-        if (count == 1) {
+        if (count == 1) { // on the caller's thread; a failure aborts as on the pool's (one rank a process: the others are elsewhere)
             try {
                 return java.util.Collections.singletonList(task.run(0));
-            } catch (IOException | RuntimeException e) {
+            } catch (IOException | RuntimeException | Error e) {
+                abort.accept(e);
                 throw e;
             } catch (Exception e) {
+                abort.accept(e);
                 throw new IllegalStateException(e);
             }
         }

@@ -278,8 +278,23 @@ public final class Trainer implements AutoCloseable {
             }
             if (ck != null) restore(ck, saved);
         } catch (IOException | RuntimeException | Error e) {
+            abortCluster("failed to start", e);
             close();
             throw e;
+        }
+    }
+
+    /**
+     * Tells the other processes of a multi-process run that this one failed (before it closes its end of the
+     * rendezvous, which would otherwise read as a clean exit): their launchers stop them, where they could wait in
+     * ncclCommInitRank or a collective for this process for ever. The store keeps the first reason it hears.
+     */
+    private void abortCluster(String what, Throwable e) {
+        if (cluster == null) return;
+        try {
+            cluster.abort("a process " + what + " on " + org.grpo4j.internal.dist.Rendezvous.hostName() + ": "
+                    + (e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage()));
+        } catch (RuntimeException ignored) { // the store may be gone already: nothing more to tell
         }
     }
 
@@ -346,6 +361,15 @@ public final class Trainer implements AutoCloseable {
 
     /** Runs the (remaining) warm-up and training steps. */
     public Result run(Listener listener) throws IOException {
+        try {
+            return runSteps(listener);
+        } catch (IOException | RuntimeException | Error e) {
+            abortCluster("failed", e);
+            throw e;
+        }
+    }
+
+    private Result runSteps(Listener listener) throws IOException {
         Listener l = listener == null ? new Listener() {} : listener;
         if (writer) {
             if (overwritePending) {
@@ -446,6 +470,12 @@ public final class Trainer implements AutoCloseable {
         if (r.leader() && writer && setup.eval() != null && cfg.numEvals > 0 && (s - 1) % cfg.evalFreq() == 0) writeSamples(r, s);
         return m;
     }
+
+    /**
+     * The least a checkpoint's barrier waits (each process writes its ranks' optimizer moments, 8 GB a rank for 8B at
+     * world 8, possibly to a slow shared filesystem), whatever the shorter rendezvous timeout.
+     */
+    static final int CHECKPOINT_BARRIER_S = 3600;
 
     /** The eval prompts an eval step samples (the first ones of the eval set). */
     static final int EVAL_SAMPLES = 32;
@@ -573,7 +603,7 @@ public final class Trainer implements AutoCloseable {
         if (!writer) {
             Path tmp = Path.of(cluster.share(key, null));
             writeCheckpointParts(tmp);
-            cluster.barrier(key);
+            cluster.barrier(key, CHECKPOINT_BARRIER_S);
             return;
         }
         AtomicDir.write(fin, tmp -> {
@@ -595,7 +625,7 @@ public final class Trainer implements AutoCloseable {
             st.put("rng", "stateless: every draw is a function of (seed, step, ...)");
             Files.writeString(tmp.resolve("trainer_state.json"), JSON.writerWithDefaultPrettyPrinter().writeValueAsString(st));
             Files.writeString(tmp.resolve("config.json"), cfg.toJson());
-            if (cluster != null) cluster.barrier(key);
+            if (cluster != null) cluster.barrier(key, CHECKPOINT_BARRIER_S);
         });
         if (step > 0) writePlots();
         l.onCheckpoint(step, fin);

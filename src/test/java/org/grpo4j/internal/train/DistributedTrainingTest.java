@@ -319,6 +319,31 @@ class DistributedTrainingTest {
         }
     }
 
+    /**
+     * A process of a multi-process run that fails while starting (here: its communicator cannot be made) aborts the
+     * rendezvous rather than closing it as a clean exit, so that the other processes' launchers stop them instead of
+     * leaving them in ncclCommInitRank for ever; with one rank in the process the rank's failure aborts too.
+     */
+    @Test
+    void aProcessThatFailsToStartAbortsTheRun(@TempDir Path tmp) throws Exception {
+        List<String> reasons = java.util.Collections.synchronizedList(new java.util.ArrayList<>());
+        FakeCluster fake = new FakeCluster(2);
+        Cluster recording = new Cluster() {
+            public int worldSize() { return fake.worldSize(); }
+            public int[] localRanks() { return fake.localRanks(); }
+            public int[] localDevices() { return fake.localDevices(); }
+            public Communicator communicator(int localIndex, Backend backend, int timeoutSeconds) { return fake.communicator(localIndex, backend, timeoutSeconds); }
+            public void agreeOnConfig(String json) {}
+            public String share(String key, String value) { return value; }
+            public void barrier(String name) {}
+            public void abort(String reason) { reasons.add(reason); }
+            public void close() {}
+        };
+        assertThrows(RuntimeException.class, () -> Trainer.builder(GrpoTrainerTest.config(split(tmp.resolve("run"), 1, 2))).cluster(recording).log(null).build());
+        assertFalse(reasons.isEmpty(), "the rendezvous was aborted");
+        assertTrue(reasons.get(0).contains("failed"), reasons.toString());
+    }
+
     /** A launch of {@code world} ranks that never gets as far as its communicators. */
     record FakeCluster(int worldSize) implements Cluster {
         public int[] localRanks() { return new int[] {0}; }
