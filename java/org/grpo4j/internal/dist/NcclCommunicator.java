@@ -12,7 +12,8 @@ import static org.bytedeco.cuda.global.cudart.cudaSetDevice;
 import static org.bytedeco.cuda.global.cudart.cudaStreamCreateWithFlags;
 import static org.bytedeco.cuda.global.cudart.cudaStreamDestroy;
 import static org.bytedeco.cuda.global.cudart.cudaStreamNonBlocking;
-import static org.bytedeco.cuda.global.cudart.cudaStreamSynchronize;
+import static org.bytedeco.cuda.global.cudart.cudaErrorNotReady;
+import static org.bytedeco.cuda.global.cudart.cudaStreamQuery;
 import static org.bytedeco.cuda.global.cudart.cudaStreamWaitEvent;
 import static org.bytedeco.cuda.global.cudart.cudaSuccess;
 import static org.bytedeco.cuda.global.nccl.*;
@@ -80,6 +81,7 @@ public final class NcclCommunicator implements Communicator {
      */
     private final ReentrantLock commLock = new ReentrantLock();
     private boolean commGone; // aborted or destroyed (under commLock)
+    private static final long DESTROY_GRACE_NANOS = 30_000_000_000L;
 
     private NcclCommunicator(CudaBackend be, int rank, int world, long timeoutNanos) {
         this.be = be;
@@ -169,7 +171,9 @@ public final class NcclCommunicator implements Communicator {
     /**
      * Aborts ({@code abort}) or destroys the communicator once. Waits for a call on it in progress to return; one that
      * is stuck inside NCCL (a dead peer during a lazy connection) is what ncclCommAbort is there to unblock, so after
-     * a grace period it aborts regardless.
+     * a grace period it aborts regardless. Destroying waits for the stream's collectives to finish, up to a grace
+     * period too: one that never finishes (a peer gone) would make ncclCommDestroy wait for ever, and a concurrent
+     * abort() finds the communicator already being released, so this aborts it instead.
      */
     private void releaseComm(boolean abort) {
         boolean locked = false;
@@ -184,8 +188,12 @@ public final class NcclCommunicator implements Communicator {
             if (abort || !locked) {
                 ncclCommAbort(comm);
             } else {
-                cudaStreamSynchronize(stream);
-                ncclCommDestroy(comm);
+                long deadline = System.nanoTime() + DESTROY_GRACE_NANOS;
+                int st;
+                while ((st = cudaStreamQuery(stream)) == cudaErrorNotReady && System.nanoTime() < deadline)
+                    java.util.concurrent.locks.LockSupport.parkNanos(1_000_000);
+                if (st == cudaErrorNotReady) ncclCommAbort(comm);
+                else ncclCommDestroy(comm);
             }
         } finally {
             if (locked) commLock.unlock();
