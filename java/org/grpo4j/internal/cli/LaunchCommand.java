@@ -41,6 +41,10 @@ final class LaunchCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         if (command.isEmpty() || !command.get(0).equals("train"))
             throw new IllegalArgumentException("launch runs \"train\" on every rank: launch [options] -- train --config F ..., got " + String.join(" ", command));
+        if (nnodes == null && nodeRank == null && env.containsKey("SLURM_NODEID") && DistEnv.tasksPerNode(env) > 1)
+            throw new IllegalArgumentException("launch starts every GPU's rank of its node itself: run it as one Slurm task per node"
+                    + " (srun --ntasks-per-node=1 tools/launch ...), not " + DistEnv.tasksPerNode(env) + " tasks a node (for one process per GPU,"
+                    + " run tools/grpo4j train under srun instead: it joins the run by RANK/SLURM_PROCID)");
         int n = nnodes != null ? nnodes : intEnv("NNODES", intEnv("SLURM_NNODES", 1));
         int node = nodeRank != null ? nodeRank : intEnv("NODE_RANK", intEnv("SLURM_NODEID", 0));
         String master = masterAddr != null ? masterAddr : env.get("MASTER_ADDR") != null ? env.get("MASTER_ADDR")

@@ -92,7 +92,7 @@ public record DistEnv(int worldSize, int processes, int processIndex, int[] loca
     }
 
     /** SLURM_NTASKS_PER_NODE, or the first count of SLURM_TASKS_PER_NODE ("8(x2)"); 1 when unknown. */
-    static int tasksPerNode(Map<String, String> env) {
+    public static int tasksPerNode(Map<String, String> env) {
         String v = first(env, "SLURM_NTASKS_PER_NODE");
         if (v == null) v = first(env, "SLURM_TASKS_PER_NODE");
         if (v == null) return 1;

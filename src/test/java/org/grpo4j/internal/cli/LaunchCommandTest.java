@@ -68,6 +68,10 @@ class LaunchCommandTest {
 
     @Test
     void badLaunchesAreRefused() {
+        CliTest.Run tasks = launch(Map.of("SLURM_NNODES", "1", "SLURM_NODEID", "0", "SLURM_NTASKS_PER_NODE", "8", "SLURM_JOB_NODELIST", "gpu03"),
+                NO_GPU, "--gpus", "8", "--dry-run", "--", "train", "--config", "configs/tulu-3.1-8b-grpo.json");
+        assertEquals(2, tasks.code(), tasks.err());
+        assertTrue(tasks.err().contains("run it as one Slurm task per node (srun --ntasks-per-node=1 tools/launch ...), not 8 tasks a node"), tasks.err());
         CliTest.Run missing = launch(Map.of(), ONE_GPU, "--gpus", "8", "--", "train", "--config", "examples/tiny-arith.json", "--set", "world_size=8");
         assertEquals(2, missing.code(), missing.err());
         assertTrue(missing.err().contains("--gpus 8: rank 1 needs cuda:1, but only 1 CUDA device is visible"), missing.err());
