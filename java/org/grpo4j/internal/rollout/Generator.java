@@ -404,7 +404,7 @@ public final class Generator {
                     s.add(g.firstToken[s.sample], g.firstLogprob[s.sample]);
                     generated++;
                     progress = true;
-                    if (!finishIfDone(s, params)) active.add(s);
+                    if (!finishIfDone(s)) active.add(s);
                     else retire(s);
                 }
                 if (g.nextSample == g.seqIds.length) { // every sample holds its own references now
@@ -416,7 +416,8 @@ public final class Generator {
         }
 
         /** Marks {@code s} finished after its newest token: a stop token, a stop string, or max_tokens. */
-        private boolean finishIfDone(Seq s, SamplingParams p) {
+        private boolean finishIfDone(Seq s) {
+            SamplingParams p = params;
             int last = s.tokens.last();
             boolean stop = false;
             for (int id : stopIds) stop |= id == last;
@@ -554,7 +555,7 @@ public final class Generator {
                 s.kvLen++;
                 s.add(t[i], l[i]);
                 generated++;
-                if (finishIfDone(s, params)) retire(s);
+                if (finishIfDone(s)) retire(s);
                 else still.add(s);
             }
             active.clear();

@@ -42,14 +42,7 @@ class DecodeGraphTest {
         }
     }
 
-    static void assertSame(List<List<Completion>> a, List<List<Completion>> b) {
-        assertEquals(a.size(), b.size());
-        for (int i = 0; i < a.size(); i++)
-            for (int j = 0; j < a.get(i).size(); j++) {
-                assertArrayEquals(a.get(i).get(j).tokens(), b.get(i).get(j).tokens(), "prompt " + i + " sample " + j);
-                assertArrayEquals(a.get(i).get(j).logprobs(), b.get(i).get(j).logprobs(), "prompt " + i + " sample " + j);
-            }
-    }
+    static void assertSame(List<List<Completion>> a, List<List<Completion>> b) { GeneratorTest.assertSameCompletions(a, b, "decode"); }
 
     @Test
     void bucketsAndPaddingDoNotChangeTheTokensOnTheCpu() {
