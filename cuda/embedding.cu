@@ -1,6 +1,8 @@
 // Embedding lookup and its deterministic backward.
 //   forward:  out[t, :] = table[ids[t], :]                       (a row copy in 16-byte packs when aligned)
 //   backward: dTable[r, :] += sum over tokens t with ids[t] = r of dOut[t, :], in token order
+// gatherTokens: ids[i] = src[index[i]] where index[i] >= 0 (the decode step's tokens taken from the previous step's
+// sampled ones on the device, docs/kernels.md "Pipelined decode"); rows with index < 0 keep their value.
 // The backward never uses atomics whose order varies: token indices are stably sorted by id (CUB radix sort), then
 // one block per distinct id sums that id's rows in token order, starting from dTable's old value. fp32 adds in the
 // same order as CpuBackend.embeddingBackward, so the two are bit-identical. Out-of-range ids are skipped and reported
@@ -36,6 +38,18 @@ __global__ void gather_kernel(T* out, const T* table, const int* ids, int n, int
             if (q0 + u * (int) blockDim.x < packs) g4::store_pack(dst + (q0 + u * blockDim.x) * N, p[u]);
     }
     for (int j = packs * N + threadIdx.x; j < d; j += blockDim.x) dst[j] = src[j];
+}
+
+__global__ void gather_tokens_kernel(int* ids, const int* src, const int* index, int n, int m, int* flag, int op) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const int k = index[i];
+    if (k < 0) return;
+    if (k >= m) {
+        g4::report(flag, op, i, k, m);
+        return;
+    }
+    ids[i] = src[k];
 }
 
 __global__ void keys_kernel(int* keys, int* vals, const int* ids, int n, int v, int* flag, int op) {
@@ -128,6 +142,13 @@ extern "C" int g4_embedding(int dtype, g4_ptr out, g4_ptr table, g4_ptr ids, int
                             g4_stream s) {
     return dtype == G4_BF16 ? gather<__nv_bfloat16>(out, table, ids, n, d, v, flag, op, s)
                             : gather<float>(out, table, ids, n, d, v, flag, op, s);
+}
+
+extern "C" int g4_gather_tokens(g4_ptr ids, g4_ptr src, g4_ptr index, int n, int m, g4_ptr flag, int op, g4_stream s) {
+    if (n <= 0) return 0;
+    gather_tokens_kernel<<<(n + 255) / 256, 256, 0, g4::as_stream(s)>>>(reinterpret_cast<int*>(ids),
+            reinterpret_cast<const int*>(src), reinterpret_cast<const int*>(index), n, m, reinterpret_cast<int*>(flag), op);
+    return g4::launched();
 }
 
 extern "C" int g4_embedding_backward_workspace(int n, int v, long long* bytes) {

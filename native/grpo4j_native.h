@@ -43,6 +43,17 @@ int g4_memcpy_htod(g4_ptr dst, const void* src, long long bytes, g4_stream s);
 int g4_memcpy_dtoh(void* dst, g4_ptr src, long long bytes, g4_stream s);
 int g4_memcpy_dtod(g4_ptr dst, g4_ptr src, long long bytes, g4_stream s);
 int g4_memset(g4_ptr ptr, int value, long long bytes, g4_stream s);
+// Page-locked host memory (cudaHostAlloc), the staging of the stream-ordered copies below; put/get copy between it and
+// Java arrays on the host (plain memcpy: the caller makes sure no copy in flight uses that range).
+int g4_host_alloc(long long bytes, long long* out);
+int g4_host_free(long long ptr);
+void g4_host_put(long long dst, const void* src, long long bytes);
+void g4_host_get(void* dst, long long src, long long bytes);
+// A copy between page-locked host memory and the device, either way (cudaMemcpyDefault), ordered on the stream: the
+// host does not wait (an event recorded after it says when it is done).
+int g4_memcpy_async(long long dst, long long src, long long bytes, g4_stream s);
+// 0 when the event's work is done, 1 while it is pending, else the error.
+int g4_event_query(long long ev);
 
 int g4_stream_create(g4_stream* out);
 int g4_stream_destroy(g4_stream s);
@@ -78,6 +89,8 @@ int g4_axpy(g4_ptr y, float alpha, int x_dtype, g4_ptr x, long long n, g4_stream
 // ---- cuda/embedding.cu -------------------------------------------------------------------------------------------------
 
 int g4_embedding(int dtype, g4_ptr out, g4_ptr table, g4_ptr ids, int n, int d, int v, g4_ptr flag, int op, g4_stream s);
+// ids[i] = src[index[i]] for index[i] in [0, m); index[i] < 0 keeps ids[i]; index[i] >= m is reported (flag, op).
+int g4_gather_tokens(g4_ptr ids, g4_ptr src, g4_ptr index, int n, int m, g4_ptr flag, int op, g4_stream s);
 // Device scratch bytes g4_embedding_backward needs for n tokens over a vocabulary of v rows.
 int g4_embedding_backward_workspace(int n, int v, long long* bytes);
 // dTable (fp32) [v, d] += rows of dOut (dout_dtype) [n, d] grouped by id, each row's tokens summed in token order.

@@ -145,6 +145,23 @@ int g4_memcpy_dtod(g4_ptr dst, g4_ptr src, long long bytes, g4_stream s) {
     return done(cudaMemcpyAsync((void*) dst, (const void*) src, (size_t) bytes, cudaMemcpyDeviceToDevice, as_stream(s)));
 }
 
+int g4_host_alloc(long long bytes, long long* out) {
+    void* p = nullptr;
+    cudaError_t e = cudaHostAlloc(&p, (size_t) bytes, cudaHostAllocDefault);
+    *out = e == cudaSuccess ? (long long) p : 0;
+    return done(e);
+}
+
+int g4_host_free(long long ptr) { return done(cudaFreeHost((void*) ptr)); }
+
+void g4_host_put(long long dst, const void* src, long long bytes) { memcpy((void*) dst, src, (size_t) bytes); }
+
+void g4_host_get(void* dst, long long src, long long bytes) { memcpy(dst, (const void*) src, (size_t) bytes); }
+
+int g4_memcpy_async(long long dst, long long src, long long bytes, g4_stream s) {
+    return done(cudaMemcpyAsync((void*) dst, (const void*) src, (size_t) bytes, cudaMemcpyDefault, as_stream(s)));
+}
+
 int g4_memset(g4_ptr ptr, int value, long long bytes, g4_stream s) {
     return done(cudaMemsetAsync((void*) ptr, value, (size_t) bytes, as_stream(s)));
 }
@@ -168,6 +185,12 @@ int g4_event_create(long long* out) {
 int g4_event_destroy(long long ev) { return done(cudaEventDestroy((cudaEvent_t) ev)); }
 int g4_event_record(long long ev, g4_stream s) { return done(cudaEventRecord((cudaEvent_t) ev, as_stream(s))); }
 int g4_event_synchronize(long long ev) { return done(cudaEventSynchronize((cudaEvent_t) ev)); }
+int g4_event_query(long long ev) {
+    cudaError_t e = cudaEventQuery((cudaEvent_t) ev);
+    if (e != cudaErrorNotReady) return done(e);
+    (void) cudaGetLastError();  // not an error: the work is still queued
+    return 1;
+}
 int g4_event_elapsed_ms(float* ms, long long start, long long end) {
     return done(cudaEventElapsedTime(ms, (cudaEvent_t) start, (cudaEvent_t) end));
 }

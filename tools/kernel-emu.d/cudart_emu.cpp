@@ -220,6 +220,32 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
     return cudaSuccess;
 }
 
+// Page-locked host memory: plain host memory here (every copy runs when it is issued); a free of anything else fails.
+static std::map<void*, size_t> host_allocs;
+
+cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned int) {
+    Lock l(mu);
+    *p = malloc(bytes == 0 ? 1 : bytes);
+    if (*p == nullptr) {
+        g4emu::set_last_error(cudaErrorMemoryAllocation);
+        return cudaErrorMemoryAllocation;
+    }
+    memset(*p, 0xcd, bytes);  // not zeroed, as on a GPU host: a read before the copy lands shows garbage
+    host_allocs[*p] = bytes;
+    return cudaSuccess;
+}
+
+cudaError_t cudaFreeHost(void* p) {
+    Lock l(mu);
+    if (p == nullptr) return cudaSuccess;
+    if (!host_allocs.erase(p)) {
+        g4emu::set_last_error(cudaErrorInvalidValue);
+        return cudaErrorInvalidValue;
+    }
+    free(p);
+    return cudaSuccess;
+}
+
 cudaError_t cudaFree(void* p) {
     Lock l(mu);
     if (p == nullptr) return cudaSuccess;

@@ -60,6 +60,12 @@ public final class CudaNative {
     public static native int g4_memcpy_dtoh(@Cast("void*") long[] dst, long src, long bytes, long stream);
     public static native int g4_memcpy_dtod(long dst, long src, long bytes, long stream);
     public static native int g4_memset(long ptr, int value, long bytes, long stream);
+    public static native int g4_host_alloc(long bytes, @Cast("long long*") long[] out);
+    public static native int g4_host_free(long ptr);
+    public static native void g4_host_put(long dst, @Cast("const void*") int[] src, long bytes);
+    public static native void g4_host_get(@Cast("void*") int[] dst, long src, long bytes);
+    public static native void g4_host_get(@Cast("void*") float[] dst, long src, long bytes);
+    public static native int g4_memcpy_async(long dst, long src, long bytes, long stream);
 
     // ---- runtime: streams and events
     public static native int g4_stream_create(@Cast("long long*") long[] out);
@@ -70,6 +76,7 @@ public final class CudaNative {
     public static native int g4_event_destroy(long event);
     public static native int g4_event_record(long event, long stream);
     public static native int g4_event_synchronize(long event);
+    public static native int g4_event_query(long event);
     public static native int g4_event_elapsed_ms(float[] ms, long start, long end);
 
     // ---- runtime: CUDA graphs
@@ -89,6 +96,7 @@ public final class CudaNative {
     // ---- kernels: cuda/embedding.cu
     public static native int g4_embedding(int dtype, long out, long table, long ids, int n, int d, int v, long flag,
                                           int op, long stream);
+    public static native int g4_gather_tokens(long ids, long src, long index, int n, int m, long flag, int op, long stream);
     public static native int g4_embedding_backward_workspace(int n, int v, @Cast("long long*") long[] bytes);
     public static native int g4_embedding_backward(long dTable, int dOutDtype, long dOut, long ids, int n, int d, int v,
                                                    long ws, long wsBytes, long flag, int op, long stream);

@@ -53,6 +53,24 @@ public abstract class AbstractBackend implements Backend {
 
     abstract void kvAppendImpl(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor slots);
 
+    abstract void gatherTokensImpl(Tensor ids, Tensor src, Tensor index);
+
+    /** The stream-ordered upload; by default at once. */
+    void copyFromHostAsyncImpl(Tensor dst, int[] src) { uploadImpl(dst, src); }
+
+    /** The stream-ordered snapshot; by default read at once. */
+    Fetched fetchImpl(Tensor ints, Tensor floats) {
+        int[] a = (int[]) downloadImpl(ints);
+        float[] b = (float[]) downloadImpl(floats);
+        return new Fetched() {
+            @Override
+            public int[] ints() { return a; }
+
+            @Override
+            public float[] floats() { return b; }
+        };
+    }
+
     abstract void decodeAttentionImpl(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables,
                                       Tensor contextLens, Tensor prefixGroups, float scale);
 
@@ -150,6 +168,24 @@ public abstract class AbstractBackend implements Backend {
         Check.notNull("copyFromHost", "src", src);
         Check.check(src.length == dst.numel(), "copyFromHost", "src has " + src.length + " elements, dst " + dst);
         uploadImpl(dst, src);
+    }
+
+    @Override
+    public final void copyFromHostAsync(Tensor dst, int[] src) {
+        Check.tensor("copyFromHostAsync", this, "dst", dst);
+        Check.dtype("copyFromHostAsync", "dst", dst, DType.INT32);
+        Check.notNull("copyFromHostAsync", "src", src);
+        Check.check(src.length == dst.numel(), "copyFromHostAsync", "src has " + src.length + " elements, dst " + dst);
+        copyFromHostAsyncImpl(dst, src);
+    }
+
+    @Override
+    public final Fetched fetch(Tensor ints, Tensor floats) {
+        Check.tensor("fetch", this, "ints", ints);
+        Check.dtype("fetch", "ints", ints, DType.INT32);
+        Check.tensor("fetch", this, "floats", floats);
+        Check.dtype("fetch", "floats", floats, DType.FP32);
+        return fetchImpl(ints, floats);
     }
 
     @Override
@@ -407,6 +443,20 @@ public abstract class AbstractBackend implements Backend {
         Check.shape(op, "slots", slots, k.dim(0));
         requireOp(op);
         kvAppendImpl(kCache, vCache, k, v, slots);
+    }
+
+    @Override
+    public final void gatherTokens(Tensor ids, Tensor src, Tensor index) {
+        String op = Ops.GATHER_TOKENS;
+        int32(op, "ids", ids);
+        int32(op, "src", src);
+        int32(op, "index", index);
+        Check.rank(op, "ids", ids, 1);
+        Check.rank(op, "src", src, 1);
+        Check.shape(op, "index", index, ids.dim(0));
+        Check.check(!ids.overlaps(src), op, "ids " + ids + " and src " + src + " overlap");
+        requireOp(op);
+        gatherTokensImpl(ids, src, index);
     }
 
     @Override

@@ -43,6 +43,7 @@ import java.util.Set;
  * <tr><td>sample</td><td>logits fp32 or bf16</td></tr>
  * <tr><td>adamW</td><td>param, grad, m, v fp32; bf16Out bf16</td></tr>
  * <tr><td>sumSquares</td><td>x fp32 or bf16; out fp32</td></tr>
+ * <tr><td>gatherTokens</td><td>ids, src, index int32</td></tr>
  * </table>
  * "The same dtype" always means fp32 or bf16. Ops that only move elements (copy, embedding, kvAppend) copy bf16 bits
  * unchanged. An fp32 result accumulated into (axpy's y, dWeight, dTable, dLmHead, sumSquares' out) is fp32 in every
@@ -88,6 +89,29 @@ public interface Backend extends AutoCloseable {
     int[] downloadInts(Tensor t);
 
     short[] downloadBf16(Tensor t);
+
+    /**
+     * {@link #copyFromHost(Tensor, int[])} ordered after the ops issued so far, without waiting for them: {@code src}
+     * may be reused as soon as this returns (CUDA stages it in page-locked memory and copies on its stream; the CPU
+     * copies at once). Not while a graph is being captured.
+     */
+    void copyFromHostAsync(Tensor dst, int[] src);
+
+    /**
+     * Snapshots an int32 and an fp32 tensor as they will be once the ops issued so far are done, without waiting for
+     * them (CUDA: copies to page-locked memory on its stream; the CPU copies at once): later ops may overwrite the
+     * tensors. The host reads the snapshot, waiting for it then, through {@link Fetched}.
+     */
+    Fetched fetch(Tensor ints, Tensor floats);
+
+    /** A snapshot from {@link #fetch}. */
+    interface Fetched {
+        /** The int32 tensor's values; the first call of either method waits for the snapshot. */
+        int[] ints();
+
+        /** The fp32 tensor's values. */
+        float[] floats();
+    }
 
     /** Waits until every op issued so far has finished. */
     void synchronize();
@@ -198,6 +222,13 @@ public interface Backend extends AutoCloseable {
      * (block = slot / blockSize, offset = slot % blockSize). Caches and k, v of one dtype.
      */
     void kvAppend(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor slots);
+
+    /**
+     * ids[i] = src[index[i]] where index[i] >= 0; ids[i] is left as it is where index[i] < 0 (all int32, rank 1; index
+     * as long as ids; ids and src apart). An index at or past src's length is an error naming it. A decode step takes
+     * the tokens its previous step sampled this way, on the device (docs/kernels.md, "Pipelined decode").
+     */
+    void gatherTokens(Tensor ids, Tensor src, Tensor index);
 
     /**
      * One query token per sequence against its paged KV cache: q, out [B, Hq, D]; blockTables [B, maxBlocks] int32;

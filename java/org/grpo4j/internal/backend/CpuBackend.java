@@ -520,6 +520,17 @@ public final class CpuBackend extends AbstractBackend {
     }
 
     @Override
+    void gatherTokensImpl(Tensor ids, Tensor src, Tensor index) {
+        int n = ids.dim(0), m = src.dim(0);
+        int[] I = i(index), S = i(src), D = i(ids);
+        int oi = off(index), os = off(src), od = off(ids);
+        for (int t = 0; t < n; t++)
+            if (I[oi + t] >= m)
+                throw new IllegalArgumentException(Ops.GATHER_TOKENS + ": index[" + t + "] = " + I[oi + t] + " is outside [0, " + m + ")");
+        for (int t = 0; t < n; t++) if (I[oi + t] >= 0) D[od + t] = S[os + I[oi + t]];
+    }
+
+    @Override
     void decodeAttentionImpl(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens,
                              Tensor prefixGroups, float scale) {
         if (Bf16Scope.any(out, q, kCache, vCache)) { // widens the whole caches: the CPU is the oracle, not a bf16 server

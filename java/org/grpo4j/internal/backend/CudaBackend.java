@@ -118,15 +118,21 @@ public final class CudaBackend extends AbstractBackend {
         CudaRuntime.check(CudaNative.g4_memcpy_dtoh(f, addr(flag), 16, stream), "cudaMemcpy(error flag)");
         if (f[0] == 0) return;
         CudaRuntime.check(CudaNative.g4_memset(addr(flag), 0, 16, stream), "cudaMemsetAsync(error flag)");
-        if ((f[0] >>> 8) != 0) throw new IllegalArgumentException(attentionFlagMessage(f)); // attention kernels (issue 12)
+        throw flagError(f);
+    }
+
+    /** The exception for the flag's words f (op code, element, value, limit). */
+    private IllegalArgumentException flagError(int[] f) {
+        if ((f[0] >>> 8) != 0) return new IllegalArgumentException(attentionFlagMessage(f)); // attention kernels (issue 12)
         String op = f[0] >= 1 && f[0] <= Ops.ALL.size() ? Ops.ALL.get(f[0] - 1) : "op #" + f[0];
         String what = switch (op) {
             case Ops.ROPE, Ops.ROPE_BACKWARD -> "positions[" + f[1] + "] = " + f[2] + " is negative";
             case Ops.KV_APPEND -> "slots[" + f[1] + "] = " + f[2] + " is outside [0, " + f[3] + ")";
+            case Ops.GATHER_TOKENS -> "index[" + f[1] + "] = " + f[2] + " is outside [0, " + f[3] + ")";
             case Ops.TOKEN_LOGPROBS, Ops.TOKEN_LOGPROBS_BACKWARD, Ops.GRPO_LOSS -> "targets[" + f[1] + "] = " + f[2] + " is outside [0, " + f[3] + ")";
             default -> "ids[" + f[1] + "] = " + f[2] + " is outside [0, " + f[3] + ")";
         };
-        throw new IllegalArgumentException(op + ": " + what + " (found by the kernel; that element was skipped)");
+        return new IllegalArgumentException(op + ": " + what + " (found by the kernel; that element was skipped)");
     }
 
     /** The op code a kernel reports with (1-based index in {@link Ops#ALL}); arms the flag check. */
@@ -237,6 +243,7 @@ public final class CudaBackend extends AbstractBackend {
         closeLmHead();
         for (Tensor t : invFreqs.values()) t.close();
         flag.close();
+        freeStaging();
         if (liveTensors() > 0)
             System.getLogger("org.grpo4j").log(System.Logger.Level.WARNING,
                     name() + " closed with " + liveTensors() + " live tensors (" + liveBytes() + " bytes)");
@@ -472,6 +479,116 @@ public final class CudaBackend extends AbstractBackend {
         return out;
     }
 
+    /**
+     * A page-locked host buffer for stream-ordered copies, and the event recorded after the last copy that used it: it
+     * is taken again only once that event is done (and, for a snapshot, once the host has read it).
+     */
+    private static final class Staging {
+        final long ptr, capacity, event;
+        boolean taken;
+
+        Staging(long ptr, long capacity, long event) {
+            this.ptr = ptr;
+            this.capacity = capacity;
+            this.event = event;
+        }
+    }
+
+    private final java.util.List<Staging> staging = new java.util.ArrayList<>();
+    /** Staging buffers at most: more means snapshots nobody reads. */
+    static final int MAX_STAGING = 64;
+
+    private Staging stage(long bytes) {
+        if (capturing) throw new IllegalStateException("a host copy while a CUDA graph is being captured");
+        for (Staging s : staging) {
+            if (s.taken || s.capacity < bytes) continue;
+            int q = CudaNative.g4_event_query(s.event);
+            if (q == 1) continue; // its last copy is still queued
+            CudaRuntime.check(q, "cudaEventQuery(staging)");
+            s.taken = true;
+            return s;
+        }
+        if (staging.size() >= MAX_STAGING)
+            throw new IllegalStateException(MAX_STAGING + " page-locked staging buffers are taken or busy: snapshots (fetch) that are never read?");
+        long cap = Math.max(64 << 10, (bytes + 4095) & ~4095L);
+        long[] p = new long[1], ev = new long[1];
+        CudaRuntime.check(CudaNative.g4_host_alloc(cap, p), "cudaHostAlloc(" + cap + " bytes)");
+        int e = CudaNative.g4_event_create(ev);
+        if (e != 0) {
+            CudaNative.g4_host_free(p[0]);
+            CudaRuntime.check(e, "cudaEventCreate(staging)");
+        }
+        Staging s = new Staging(p[0], cap, ev[0]);
+        s.taken = true;
+        staging.add(s);
+        return s;
+    }
+
+    private void freeStaging() {
+        for (Staging s : staging) {
+            CudaNative.g4_event_destroy(s.event);
+            CudaNative.g4_host_free(s.ptr);
+        }
+        staging.clear();
+    }
+
+    @Override
+    void copyFromHostAsyncImpl(Tensor dst, int[] src) {
+        long bytes = dst.bytes();
+        if (bytes == 0) return;
+        Staging s = stage(bytes);
+        CudaNative.g4_host_put(s.ptr, src, bytes);
+        CudaRuntime.check(CudaNative.g4_memcpy_async(addr(dst), s.ptr, bytes, stream), "cudaMemcpyAsync(staged host to device, " + bytes + " bytes)");
+        CudaRuntime.check(CudaNative.g4_event_record(s.event, stream), "cudaEventRecord(staging)");
+        s.taken = false; // free again once its event is done
+    }
+
+    /** Also snapshots the error flag, so that a kernel's report reaches the host with the values, not later. */
+    @Override
+    Fetched fetchImpl(Tensor ints, Tensor floats) {
+        long ib = ints.bytes(), fb = floats.bytes();
+        Staging s = stage(ib + fb + 16);
+        if (ib > 0) CudaRuntime.check(CudaNative.g4_memcpy_async(s.ptr, addr(ints), ib, stream), "cudaMemcpyAsync(snapshot, " + ib + " bytes)");
+        if (fb > 0) CudaRuntime.check(CudaNative.g4_memcpy_async(s.ptr + ib, addr(floats), fb, stream), "cudaMemcpyAsync(snapshot, " + fb + " bytes)");
+        CudaRuntime.check(CudaNative.g4_memcpy_async(s.ptr + ib + fb, addr(flag), 16, stream), "cudaMemcpyAsync(error flag snapshot)");
+        CudaRuntime.check(CudaNative.g4_event_record(s.event, stream), "cudaEventRecord(snapshot)");
+        int ni = Math.toIntExact(ints.numel()), nf = Math.toIntExact(floats.numel());
+        return new Fetched() {
+            private int[] a;
+            private float[] b;
+
+            private void read() {
+                if (a != null) return;
+                CudaRuntime.check(CudaNative.g4_event_synchronize(s.event), "cudaEventSynchronize(snapshot)");
+                int[] x = new int[ni], f = new int[4];
+                float[] y = new float[nf];
+                CudaNative.g4_host_get(x, s.ptr, ib);
+                CudaNative.g4_host_get(y, s.ptr + ib, fb);
+                CudaNative.g4_host_get(f, s.ptr + ib + fb, 16);
+                s.taken = false;
+                a = x;
+                b = y;
+                if (f[0] != 0) { // a kernel before the snapshot reported: read (and clear) the flag, then say which
+                    flagArmed = true;
+                    synchronize();
+                    throw flagError(f);
+                }
+            }
+
+            @Override
+            public int[] ints() {
+                read();
+                return a;
+            }
+
+            @Override
+            public float[] floats() {
+                read();
+                return b;
+            }
+        };
+    }
+
     // ---- ops ------------------------------------------------------------------------------------------------------
 
     /** The kernels' dtype code. */
@@ -573,6 +690,12 @@ public final class CudaBackend extends AbstractBackend {
     void kvAppendImpl(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor slots) {
         ok(CudaNative.g4_kv_append(dt(kCache), addr(kCache), addr(vCache), addr(k), addr(v), addr(slots), k.dim(0),
                 k.dim(1) * k.dim(2), kCache.dim(0) * kCache.dim(1), addr(flag), opCode(Ops.KV_APPEND), stream), "kvAppend kernel");
+    }
+
+    @Override
+    void gatherTokensImpl(Tensor ids, Tensor src, Tensor index) {
+        ok(CudaNative.g4_gather_tokens(addr(ids), addr(src), addr(index), ids.dim(0), src.dim(0), addr(flag),
+                opCode(Ops.GATHER_TOKENS), stream), "gatherTokens kernel");
     }
 
     @Override

@@ -23,6 +23,7 @@ public final class Ops {
     public static final String ATTENTION = "attention";
     public static final String ATTENTION_BACKWARD = "attentionBackward";
     public static final String KV_APPEND = "kvAppend";
+    public static final String GATHER_TOKENS = "gatherTokens";
     public static final String DECODE_ATTENTION = "decodeAttention";
     public static final String SWIGLU = "swiglu";
     public static final String SWIGLU_BACKWARD = "swigluBackward";
@@ -37,7 +38,7 @@ public final class Ops {
     public static final List<String> ALL = List.of(FILL, SCALE, COPY, CAST, ADD, AXPY, EMBEDDING, EMBEDDING_BACKWARD,
             RMS_NORM, RMS_NORM_BACKWARD, MATMUL, ROPE, ROPE_BACKWARD, ATTENTION, ATTENTION_BACKWARD, KV_APPEND,
             DECODE_ATTENTION, SWIGLU, SWIGLU_BACKWARD, TOKEN_LOGPROBS, TOKEN_LOGPROBS_BACKWARD, GRPO_LOSS, SAMPLE,
-            ADAMW, SUM_SQUARES);
+            ADAMW, SUM_SQUARES, GATHER_TOKENS);
 
     /**
      * Ops that have a CUDA kernel in cuda/ (what CudaBackend implements), listed even where no GPU is present. matmul
@@ -46,7 +47,7 @@ public final class Ops {
      */
     public static final Set<String> CUDA_KERNELS = Set.of(FILL, SCALE, COPY, CAST, ADD, AXPY, EMBEDDING,
             EMBEDDING_BACKWARD, RMS_NORM, RMS_NORM_BACKWARD, ROPE, ROPE_BACKWARD, KV_APPEND, SWIGLU, SWIGLU_BACKWARD,
-            ADAMW, SUM_SQUARES,
+            ADAMW, SUM_SQUARES, GATHER_TOKENS,
             ATTENTION, ATTENTION_BACKWARD, DECODE_ATTENTION, // issue 12
             TOKEN_LOGPROBS, TOKEN_LOGPROBS_BACKWARD, GRPO_LOSS, SAMPLE); // issue 13
 }

@@ -62,6 +62,11 @@ public final class Tensor implements AutoCloseable {
     @Override
     public String toString() { return dtype.label() + shapeString() + "@" + backend.name(); }
 
+    /** Whether this tensor and {@code o} share any element of memory. */
+    public boolean overlaps(Tensor o) {
+        return storage == o.storage && offset < o.offset + o.numel && o.offset < offset + numel;
+    }
+
     /** A view of {@code numel(shape)} elements starting {@code elementOffset} elements into this tensor. */
     public Tensor view(long elementOffset, int... newShape) {
         checkLive();

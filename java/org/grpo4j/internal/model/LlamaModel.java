@@ -669,7 +669,10 @@ public final class LlamaModel {
         return new DecodeSession(cache, maxBatch, maxBlocks, graphs, maxPrefixGroups);
     }
 
-    /** What one step of a {@link DecodeSession} produced (device tensors owned by the session: valid until its next step). */
+    /**
+     * What one step of a {@link DecodeSession} produced (device tensors owned by the session: valid until its bucket's
+     * next step; {@link Backend#fetch} snapshots tokens and logprobs without waiting).
+     */
     public record StepOutput(Tensor logits, Tensor tokens, Tensor logprobs) {}
 
     public final class DecodeSession implements AutoCloseable {
@@ -679,6 +682,9 @@ public final class LlamaModel {
         private final int maxPrefixGroups;
         private final java.util.Map<Integer, Bucket> buckets = new java.util.HashMap<>();
         private long replays, eagerSteps, groupRows;
+        /** The last step's sampled tokens (its live rows first), which the next step may take on the device. */
+        private Tensor sampled;
+        private int sampledRows; // live rows of the last step that sampled; 0: none since the session opened
 
         DecodeSession(KvCache cache, int maxBatch, int maxBlocks, boolean graphs, int maxPrefixGroups) {
             if (maxBatch < 1 || maxBlocks < 1) throw new IllegalArgumentException("decode session: max batch and max blocks must be >= 1");
@@ -716,7 +722,13 @@ public final class LlamaModel {
          */
         public StepOutput run(int[] tokens, int[] positions, int[] slots, int[] blockTables, int blocks, int[] counters,
                               org.grpo4j.internal.backend.SamplingSpec spec) {
-            return run(tokens, positions, slots, blockTables, blocks, counters, null, spec);
+            return run(tokens, null, positions, slots, blockTables, blocks, counters, null, spec);
+        }
+
+        /** {@link #run(int[], int[], int[], int[], int, int[], int[], org.grpo4j.internal.backend.SamplingSpec)} with every token from the host. */
+        public StepOutput run(int[] tokens, int[] positions, int[] slots, int[] blockTables, int blocks, int[] counters,
+                              int[] groups, org.grpo4j.internal.backend.SamplingSpec spec) {
+            return run(tokens, null, positions, slots, blockTables, blocks, counters, groups, spec);
         }
 
         /**
@@ -726,7 +738,7 @@ public final class LlamaModel {
          * row ({@link Backend#decodeAttention(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, float)}), at most
          * one row per two live sequences (a row of one sequence saves nothing).
          */
-        public StepOutput run(int[] tokens, int[] positions, int[] slots, int[] blockTables, int blocks, int[] counters,
+        public StepOutput run(int[] tokens, int[] from, int[] positions, int[] slots, int[] blockTables, int blocks, int[] counters,
                               int[] groups, org.grpo4j.internal.backend.SamplingSpec spec) {
             int b = tokens.length;
             if (b < 1 || b > maxBatch) throw new IllegalArgumentException("decode: batch " + b + " outside [1, " + maxBatch + "]");
@@ -735,8 +747,16 @@ public final class LlamaModel {
                         + " (or blocks " + blocks + " outside [1, " + maxBlocks + "])");
             if ((counters == null) != (spec == null) || (counters != null && counters.length != 2 * b))
                 throw new IllegalArgumentException("decode: counters [b, 2] and spec go together");
+            if (from != null) {
+                if (from.length != b) throw new IllegalArgumentException("decode: from has " + from.length + " rows, the batch " + b);
+                for (int i = 0; i < b; i++)
+                    if (from[i] < -1 || from[i] >= sampledRows)
+                        throw new IllegalArgumentException("decode: from[" + i + "] = " + from[i] + " must be -1 (the host's token) or a row of the last step's "
+                                + sampledRows + " sampled tokens");
+            }
             for (int i = 0; i < b; i++)
-                if (tokens[i] < 0 || tokens[i] >= c.vocabSize()) throw new IllegalArgumentException("decodeStep: token " + tokens[i] + " outside the vocabulary");
+                if ((from == null || from[i] < 0) && (tokens[i] < 0 || tokens[i] >= c.vocabSize()))
+                    throw new IllegalArgumentException("decodeStep: token " + tokens[i] + " outside the vocabulary");
             if (groups != null && groups.length > 0) {
                 if (maxPrefixGroups == 0) throw new IllegalArgumentException("decode: prefix groups given to a session made without them");
                 if (groups.length % 3 != 0 || groups.length / 3 > groupRowsFor(b))
@@ -747,19 +767,22 @@ public final class LlamaModel {
                         throw new IllegalArgumentException("decode: prefix group " + g / 3 + " (" + groups[g] + ", " + groups[g + 1]
                                 + ", " + groups[g + 2] + ") must name live sequences of the " + b + " and share >= 0 keys");
             }
+            if (sampled == null) sampled = be.zeros(DType.INT32, maxBatch);
             Bucket k = buckets.computeIfAbsent(bucketFor(b), Bucket::new);
-            k.load(tokens, positions, slots, blockTables, blocks, counters, groups);
+            k.load(tokens, from, positions, slots, blockTables, blocks, counters, groups);
             if (groups != null) groupRows += groups.length / 3;
             k.step(spec);
+            sampledRows = spec != null ? b : 0;
             return new StepOutput(k.logits.rows(0, b), k.tok.rows(0, b), k.lp.rows(0, b));
         }
 
         final class Bucket implements AutoCloseable {
             final int n, groupRows;
             // tokens | positions | slots | context lengths | counters [n, 2] | block tables [n, maxBlocks]
-            // | prefix groups [groupRows, 3] (a session with them)
+            // | from [n] (the last step's row whose sampled token a row takes, -1: the host's) | prefix groups
+            // [groupRows, 3] (a session with them)
             final Tensor ints;
-            final Tensor ids, pos, sl, ctx, ctr, table, groups;
+            final Tensor ids, pos, sl, ctx, ctr, table, from, groups;
             final Tensor h, r, q, k, v, att, gate, up, act, x, hf, rf, logits, tok, lp;
             final Tensor kv, gu; // [2, n, ...]: k then v, gate then up (one batched GEMM each, see body)
             final int[] host;
@@ -771,7 +794,7 @@ public final class LlamaModel {
                 this.n = n;
                 int d = c.hiddenSize(), f = c.intermediateSize(), hq = c.numHeads(), hkv = c.numKvHeads(), hd = c.headDim();
                 groupRows = groupRowsFor(n);
-                host = new int[n * (6 + maxBlocks) + 3 * groupRows];
+                host = new int[n * (7 + maxBlocks) + 3 * groupRows];
                 List<Tensor> made = new ArrayList<>();
                 try {
                     ints = keep(made, be.zeros(DType.INT32, host.length));
@@ -781,7 +804,8 @@ public final class LlamaModel {
                     ctx = ints.view(3L * n, n);
                     ctr = ints.view(4L * n, n, 2);
                     table = ints.view(6L * n, n, maxBlocks);
-                    groups = groupRows > 0 ? ints.view((long) n * (6 + maxBlocks), groupRows, 3) : null;
+                    from = ints.view((long) n * (6 + maxBlocks), n);
+                    groups = groupRows > 0 ? ints.view((long) n * (7 + maxBlocks), groupRows, 3) : null;
                     h = keep(made, act(n, d)); r = keep(made, f32(n)); q = keep(made, act(n, hq, hd));
                     kv = keep(made, act(2, n, hkv * hd)); k = kv.view(0, n, hkv, hd); v = kv.view((long) n * hkv * hd, n, hkv, hd);
                     att = keep(made, act(n, hq, hd));
@@ -799,12 +823,18 @@ public final class LlamaModel {
                 return t;
             }
 
-            /** One upload of every per-step integer: live rows, then padding rows on the pad block. */
-            void load(int[] tokens, int[] positions, int[] slots, int[] blockTables, int blocks, int[] counters, int[] groupRowsOf) {
+            /**
+             * One upload of every per-step integer, ordered after the steps before without waiting for them: live
+             * rows, then padding rows on the pad block.
+             */
+            void load(int[] tokens, int[] fromRows, int[] positions, int[] slots, int[] blockTables, int blocks, int[] counters, int[] groupRowsOf) {
                 int b = tokens.length, padSlot = cache.padBlock() * cache.blockSize, pad = cache.padBlock();
+                int f0 = n * (6 + maxBlocks);
                 for (int i = 0; i < n; i++) {
                     boolean live = i < b;
-                    host[i] = live ? tokens[i] : 0;
+                    boolean taken = live && fromRows != null && fromRows[i] >= 0;
+                    host[i] = live && !taken ? tokens[i] : 0;
+                    host[f0 + i] = taken ? fromRows[i] : -1;
                     host[n + i] = live ? positions[i] : 0;
                     host[2 * n + i] = live ? slots[i] : padSlot;
                     host[3 * n + i] = live ? positions[i] + 1 : 1;
@@ -814,10 +844,10 @@ public final class LlamaModel {
                     if (have > 0) System.arraycopy(blockTables, i * blocks, host, row, have);
                     java.util.Arrays.fill(host, row + have, row + maxBlocks, pad);
                 }
-                int g = n * (6 + maxBlocks); // group rows, the rest (0, 0, 0)
+                int g = n * (7 + maxBlocks); // group rows, the rest (0, 0, 0)
                 java.util.Arrays.fill(host, g, host.length, 0);
                 if (groupRowsOf != null) System.arraycopy(groupRowsOf, 0, host, g, groupRowsOf.length);
-                be.copyFromHost(ints, host);
+                be.copyFromHostAsync(ints, host);
             }
 
             void step(org.grpo4j.internal.backend.SamplingSpec spec) {
@@ -841,6 +871,7 @@ public final class LlamaModel {
 
             /** The decode step on this bucket's buffers: no allocation, no host reads. */
             void body(org.grpo4j.internal.backend.SamplingSpec spec) {
+                be.gatherTokens(ids, sampled, from); // rows whose token the last step sampled take it here
                 be.embedding(x, w.get("model.embed_tokens.weight"), ids);
                 for (int l = 0; l < c.numLayers(); l++) {
                     be.rmsNorm(h, r, x, p(l, "input_layernorm.weight"), eps);
@@ -858,7 +889,10 @@ public final class LlamaModel {
                 }
                 be.rmsNorm(hf, rf, x, w.get("model.norm.weight"), eps);
                 be.matmul(logits, hf, false, w.get("lm_head.weight"), true, 1f, 0f);
-                if (spec != null) be.sample(tok, lp, logits, ctr, spec);
+                if (spec != null) {
+                    be.sample(tok, lp, logits, ctr, spec);
+                    be.copy(sampled.view(0, n), tok); // for the next step's gather (after this step's own)
+                }
             }
 
             @Override
@@ -872,6 +906,9 @@ public final class LlamaModel {
         public void close() {
             for (Bucket k : buckets.values()) k.close();
             buckets.clear();
+            if (sampled != null) sampled.close();
+            sampled = null;
+            sampledRows = 0;
         }
     }
 }

@@ -59,14 +59,22 @@ public final class Generator {
      * live samples (off: once per sample, as without sharing; for measuring the difference); admission: how samples
      * get blocks; prefillTokens (ON_DEMAND; 0: no bound): the most tokens one prefill holds (what the caller's memory
      * plan counts), never less than one sequence of the call (a prompt and max_tokens - 1 tokens, what a resumed sample
-     * prefills), so that prompts are prefilled in several calls where they exceed it.
+     * prefills), so that prompts are prefilled in several calls where they exceed it; pipelined (the default): while
+     * no sample waits for room, each decode step is issued before the host takes in the one before it, whose tokens it
+     * reads on the device, so the host's work between steps overlaps the device's (a sample that stopped is then
+     * computed one step too many, and that row dropped).
      */
     public record Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs, boolean prefixGroups,
-                         Admission admission, long prefillTokens) {
+                         Admission admission, long prefillTokens, boolean pipelined) {
         public Config {
             if (blockSize < 1 || numBlocks < 1 || maxBatch < 1 || prefillTokens < 0)
                 throw new IllegalArgumentException("generator: block_size, num_blocks and max_batch must be >= 1, prefill_tokens >= 0");
             java.util.Objects.requireNonNull(admission, "generator: admission");
+        }
+
+        public Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs, boolean prefixGroups, Admission admission,
+                      long prefillTokens) {
+            this(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, admission, prefillTokens, true);
         }
 
         public Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs, boolean prefixGroups, Admission admission) {
@@ -86,19 +94,23 @@ public final class Generator {
         }
 
         public Config withGraphs(boolean on) {
-            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, on, prefixGroups, admission, prefillTokens);
+            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, on, prefixGroups, admission, prefillTokens, pipelined);
         }
 
         public Config withPrefixGroups(boolean on) {
-            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, on, admission, prefillTokens);
+            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, on, admission, prefillTokens, pipelined);
         }
 
         public Config withAdmission(Admission a) {
-            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, a, prefillTokens);
+            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, a, prefillTokens, pipelined);
         }
 
         public Config withPrefillTokens(long tokens) {
-            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, admission, tokens);
+            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, admission, tokens, pipelined);
+        }
+
+        public Config withPipelined(boolean on) {
+            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, admission, prefillTokens, on);
         }
 
         /** A pool sized by a memory budget in bytes. */
@@ -115,12 +127,13 @@ public final class Generator {
      * set aside for blocks (ON_DEMAND), recomputedTokens the tokens prefilled again to resume them (prefillTokens
      * counts them too, and prompts prefilled again), decodeRows the sequences over all decode steps, peakBatch the
      * most in one, bookkeepingSeconds the generator's host time in decode steps beside the issue and the device's
-     * outputs.
+     * outputs; overlappedSteps the decode steps issued before the host took in the step before (pipelined), droppedRows
+     * the rows they computed for samples that had stopped.
      */
     public record Stats(int prompts, int sequences, long prefillTokens, long generatedTokens, int decodeSteps, double seconds,
                         int poolBlocks, int peakBlocksUsed, double meanBlocksUsed, long poolBytes, double decodeHostSeconds,
                         long graphReplays, long prefixGroupRows, int preemptions, long recomputedTokens, long decodeRows, int peakBatch,
-                        double bookkeepingSeconds) {
+                        double bookkeepingSeconds, int overlappedSteps, long droppedRows) {
         /** Host time to issue one decode step (upload, launches or one graph replay), before waiting for the device. */
         public double hostMillisPerDecodeStep() { return decodeSteps > 0 ? 1e3 * decodeHostSeconds / decodeSteps : 0; }
 
@@ -184,7 +197,9 @@ public final class Generator {
         int epoch;                // the group's prefill those blocks came from (OWN: its prompt in blocks of its own)
         final Ints blocks = new Ints(); // its block table: the shared blocks, then its own
         int reservedLeft;
-        int kvLen;                // positions whose K/V are in its blocks
+        int kvLen;                // positions whose K/V are in its blocks, or will be once the steps issued are done
+        int inflight;             // tokens sampled by issued steps that the host has not taken in yet (0 or 1)
+        int row;                  // its row in the last step issued
         final Ints tokens = new Ints();
         float[] logprobs = new float[8]; // one per token
         Completion.FinishReason finish;
@@ -273,7 +288,7 @@ public final class Generator {
             last = new Stats(prompts.size(), prompts.size() * n, run.prefillTokens, run.generated, run.steps, (System.nanoTime() - t0) / 1e9,
                     cfg.numBlocks(), run.pool.peakUsed(), run.steps > 0 ? run.usedSum / run.steps : 0, model.kvBytesPerToken() * bs * cfg.numBlocks(),
                     decodeHostNanos / 1e9, session.replays(), session.prefixGroupRows(), run.preemptions, run.recomputed, run.rows, run.peakBatch,
-                    run.bookkeepingNanos / 1e9);
+                    run.bookkeepingNanos / 1e9, run.overlapped, run.dropped);
             return run.out;
         }
     }
@@ -295,8 +310,8 @@ public final class Generator {
         final List<Seq> active = new ArrayList<>();
         final Deque<Seq> preempted = new ArrayDeque<>();     // oldest first; every one younger than every active sample
         final List<List<Completion>> out = new ArrayList<>();
-        long prefillTokens, generated, recomputed, admitted, rows, largestPrefill, bookkeepingNanos;
-        int steps, preemptions, peakBatch, groupsGivenUp;
+        long prefillTokens, generated, recomputed, admitted, rows, largestPrefill, bookkeepingNanos, dropped;
+        int steps, preemptions, peakBatch, groupsGivenUp, overlapped;
         double usedSum;
 
         Run(List<int[]> prompts, SamplingParams params, LlamaModel.KvCache cache, LlamaModel.DecodeSession session) {
@@ -325,17 +340,48 @@ public final class Generator {
         }
 
         void loop() {
-            while (!pending.isEmpty() || !ready.isEmpty() || !active.isEmpty() || !preempted.isEmpty()) {
+            Step inFlight = null;
+            while (inFlight != null || !pending.isEmpty() || !ready.isEmpty() || !active.isEmpty() || !preempted.isEmpty()) {
+                if (inFlight != null) { // pipelined: the next step first where nothing but decoding would happen, then this one's tokens
+                    List<Seq> next = overlapRows();
+                    Step issued = next == null ? null : issue(next);
+                    if (issued != null) overlapped++;
+                    complete(inFlight);
+                    inFlight = issued;
+                    continue;
+                }
                 boolean progress = resume();
                 // new prompts and samples only once every preempted sample runs again (as vLLM)
                 if (preempted.isEmpty()) progress |= prefillPrompts() | admitSamples();
                 if (!active.isEmpty()) {
                     if (onDemand) makeRoomForStep();
-                    decodeStep();
+                    if (session.prefixGroups() && !sorted(active)) active.sort(BY_PROMPT);
+                    Step st = issue(active);
+                    if (cfg.pipelined()) inFlight = st;
+                    else complete(st);
                     progress = true;
                 }
                 if (!progress) throw new IllegalStateException("generator made no progress (pool " + pool.available() + " blocks available)");
             }
+        }
+
+        /**
+         * The rows of a step issued before the one in flight is taken in, or null where the host must see its tokens
+         * first: a sample waits for room it could get (a resume, or a prompt or sample while the batch has room), or
+         * the pool lacks a block the step needs (ON_DEMAND). The active samples, less those the step in flight
+         * brings to max_tokens; one that stops on a token there is computed once more, and that row dropped.
+         */
+        private List<Seq> overlapRows() {
+            if (!preempted.isEmpty() || (active.size() < cfg.maxBatch() && (!pending.isEmpty() || !ready.isEmpty()))) return null;
+            List<Seq> rows = new ArrayList<>(active.size());
+            int need = 0;
+            for (Seq s : active) {
+                if (s.tokens.size() + s.inflight >= params.maxTokens()) continue;
+                rows.add(s);
+                if (s.kvLen / bs >= s.blocks.size()) need++;
+            }
+            if (rows.isEmpty() || (onDemand && pool.available() < need)) return null;
+            return rows;
         }
 
         /** A. Prefills as many waiting prompts as the pool allows (WORST_CASE: each with one sample's reservation). */
@@ -514,53 +560,81 @@ public final class Generator {
                         + keep.group.prompt + " (" + keep.length() + " tokens)"); // the call's first check rules this out
         }
 
-        /** C. One decode step for every active sequence. */
-        void decodeStep() {
+        /** A decode step issued: its rows in batch order, and the snapshot of what it sampled. */
+        private record Step(Seq[] rows, Backend.Fetched out) {}
+
+        /**
+         * C. Issues one decode step for {@code rows} (in prefix-group order where groups are on): each row's next
+         * position gets a block where it starts one; a row whose last token a step in flight samples takes it on the
+         * device.
+         */
+        Step issue(List<Seq> rowList) {
             long start = System.nanoTime();
-            if (session.prefixGroups() && !sorted(active)) active.sort(BY_PROMPT);
-            int b = active.size();
-            int[] tokens = new int[b], positions = new int[b], slots = new int[b], counters = new int[2 * b];
+            int b = rowList.size();
+            Seq[] rowSeqs = rowList.toArray(new Seq[0]);
+            int[] tokens = new int[b], from = null, positions = new int[b], slots = new int[b], counters = new int[2 * b];
             int maxBlocks = 0;
             for (int i = 0; i < b; i++) {
-                Seq s = active.get(i);
+                Seq s = rowSeqs[i];
                 int pos = s.kvLen;
                 if (pos / bs >= s.blocks.size()) s.blocks.add(takeBlock(s));
-                tokens[i] = s.tokens.last();
+                if (s.inflight > 0) {
+                    if (from == null) {
+                        from = new int[b];
+                        Arrays.fill(from, -1);
+                    }
+                    from[i] = s.row;
+                } else tokens[i] = s.tokens.last();
                 positions[i] = pos;
                 slots[i] = s.blocks.get(pos / bs) * bs + pos % bs;
                 counters[2 * i] = s.seqId;
-                counters[2 * i + 1] = s.tokens.size();
+                counters[2 * i + 1] = s.tokens.size() + s.inflight;
                 maxBlocks = Math.max(maxBlocks, s.blocks.size());
             }
             int[] table = new int[b * maxBlocks];
             for (int i = 0; i < b; i++) {
-                Ints bl = active.get(i).blocks;
-                System.arraycopy(bl.a, 0, table, i * maxBlocks, bl.n);
+                Seq s = rowSeqs[i];
+                System.arraycopy(s.blocks.a, 0, table, i * maxBlocks, s.blocks.n);
+                s.row = i;
+                s.inflight++;
+                s.kvLen++;
             }
-            int[] groups = session.prefixGroups() ? prefixGroups(active, session.groupRowsFor(b)) : null;
+            int[] groups = session.prefixGroups() ? prefixGroups(rowList, session.groupRowsFor(b)) : null;
             long h0 = System.nanoTime();
-            LlamaModel.StepOutput o = session.run(tokens, positions, slots, table, maxBlocks, counters, groups, spec);
+            LlamaModel.StepOutput o = session.run(tokens, from, positions, slots, table, maxBlocks, counters, groups, spec);
+            Backend.Fetched out = be.fetch(o.tokens(), o.logprobs());
             long h1 = System.nanoTime();
             decodeHostNanos += h1 - h0;
-            int[] t = o.tokens().toInts(); // waits for the device
-            float[] l = o.logprobs().toFloats();
-            long h2 = System.nanoTime();
             steps++;
             usedSum += pool.used();
             peakBatch = Math.max(peakBatch, b);
             rows += b;
-            List<Seq> still = new ArrayList<>(b);
-            for (int i = 0; i < b; i++) {
-                Seq s = active.get(i);
-                s.kvLen++;
+            bookkeepingNanos += h0 - start;
+            return new Step(rowSeqs, out);
+        }
+
+        /** Takes in a step's tokens (waiting for them): a row whose sample finished in the step before is dropped. */
+        void complete(Step st) {
+            int[] t = st.out().ints(); // waits for the device
+            float[] l = st.out().floats();
+            long h2 = System.nanoTime();
+            boolean ended = false;
+            for (int i = 0; i < st.rows().length; i++) {
+                Seq s = st.rows()[i];
+                if (s.finish != null) { // stopped a step before: retired, this row computed in vain
+                    dropped++;
+                    continue;
+                }
+                s.inflight--;
                 s.add(t[i], l[i]);
                 generated++;
-                if (finishIfDone(s)) retire(s);
-                else still.add(s);
+                if (finishIfDone(s)) {
+                    retire(s);
+                    ended = true;
+                }
             }
-            active.clear();
-            active.addAll(still);
-            bookkeepingNanos += (h0 - start) + (System.nanoTime() - h2);
+            if (ended) active.removeIf(s -> s.finish != null);
+            bookkeepingNanos += System.nanoTime() - h2;
         }
 
         private void retire(Seq s) {

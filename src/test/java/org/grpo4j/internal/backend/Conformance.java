@@ -75,6 +75,8 @@ public abstract class Conformance {
 
     protected Tensor zeros(int... shape) { return track(be().zeros(DType.FP32, shape)); }
 
+    protected Tensor zerosInt(int... shape) { return track(be().zeros(DType.INT32, shape)); }
+
     /** An fp32 tensor filled with NaN, to prove the op writes every element. */
     protected Tensor poisoned(int... shape) {
         Tensor t = track(be().empty(DType.FP32, shape));

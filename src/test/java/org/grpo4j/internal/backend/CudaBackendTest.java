@@ -142,6 +142,45 @@ class CudaBackendTest {
         }
     }
 
+    /**
+     * The pipelined decode's host copies: staged uploads and snapshots are ordered on the stream (a snapshot holds the
+     * values of its moment, not later ones; an upload's host array may change once it returns), staging buffers are
+     * reused once done, and an index error before a snapshot is reported when the snapshot is read, naming the op.
+     */
+    @Test
+    void stagedCopiesAreStreamOrderedAndSnapshotsReportIndexErrors() {
+        CudaBackend be = cuda();
+        int n = 5000;
+        try (Tensor a = be.zeros(DType.INT32, n); Tensor f = be.zeros(DType.FP32, n); Tensor src = be.upload(new int[] {7, 8, 9}, 3);
+             Tensor idx = be.zeros(DType.INT32, n)) {
+            java.util.List<Backend.Fetched> snaps = new java.util.ArrayList<>();
+            int[] host = new int[n];
+            for (int round = 0; round < 100; round++) { // more rounds than staging buffers: they are reused
+                java.util.Arrays.fill(host, round);
+                be.copyFromHostAsync(a, host);
+                java.util.Arrays.fill(host, -5); // after the call: not uploaded
+                be.fill(f, round * 0.5);
+                snaps.add(be.fetch(a, f));
+                if (snaps.size() > 3) {
+                    Backend.Fetched s = snaps.remove(0);
+                    int want = round - 3;
+                    assertEquals(want, s.ints()[n - 1], "round " + want);
+                    assertEquals(want * 0.5f, s.floats()[0], "round " + want);
+                }
+            }
+            for (Backend.Fetched s : snaps) s.ints();
+            int[] index = new int[n];
+            java.util.Arrays.fill(index, -1);
+            index[17] = 3;
+            be.copyFromHostAsync(idx, index);
+            be.gatherTokens(a, src, idx);
+            Backend.Fetched bad = be.fetch(a, f);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, bad::ints);
+            assertTrue(e.getMessage().startsWith("gatherTokens: index[17] = 3 is outside [0, 3)"), e.getMessage());
+            be.synchronize(); // the flag was read and cleared
+        }
+    }
+
     /** Kernels written without fused multiply-adds, in the CPU's order, give the CPU's bits (fp32 and bf16). */
     @Test
     void elementwiseKernelsAreBitIdenticalToTheCpu() {

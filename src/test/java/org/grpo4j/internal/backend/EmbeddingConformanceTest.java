@@ -81,6 +81,45 @@ class EmbeddingConformanceTest {
             }
         }
 
+        /** gatherTokens: rows with an index take src[index], the rest keep their value; a step's host upload and snapshot. */
+        @Test
+        void gatherTokensTakesIndexedRowsAndKeepsTheRest() {
+            Backend be = be(Ops.GATHER_TOKENS);
+            SplittableRandom r = new SplittableRandom(5);
+            for (int[] s : new int[][] {{1, 1}, {7, 3}, {300, 257}, {1000, 1000}}) {
+                int n = s[0], m = s[1];
+                int[] src = r.ints(m, 0, 128256).toArray(), ids = r.ints(n, 0, 128256).toArray(), index = new int[n];
+                int[] want = ids.clone();
+                for (int i = 0; i < n; i++) {
+                    index[i] = r.nextInt(3) == 0 ? -1 - r.nextInt(5) : r.nextInt(m);
+                    if (index[i] >= 0) want[i] = src[index[i]];
+                }
+                Tensor out = up(ids, n);
+                be.gatherTokens(out, up(src, m), up(index, n));
+                assertArrayEquals(want, out.toInts(), "gatherTokens " + n + " from " + m);
+                // the same through the stream-ordered upload and snapshot a pipelined decode step uses
+                Tensor again = zerosInt(n), lp = zeros(n);
+                be.copyFromHostAsync(again, ids);
+                be.gatherTokens(again, up(src, m), up(index, n));
+                Backend.Fetched f = be.fetch(again, lp);
+                be.fill(again, 0); // after the snapshot: not in it
+                assertArrayEquals(want, f.ints(), "snapshot " + n);
+                assertEquals(n, f.floats().length);
+            }
+        }
+
+        @Test
+        void gatherTokensBadCalls() {
+            Backend be = be(Ops.GATHER_TOKENS);
+            assertBadCall(Ops.GATHER_TOKENS, () -> be.gatherTokens(zerosInt(3), zerosInt(4), zerosInt(2)), "index", "[2]");
+            assertBadCall(Ops.GATHER_TOKENS, () -> be.gatherTokens(zerosInt(3), zeros(4), zerosInt(3)), "src", "fp32");
+            Tensor both = zerosInt(8);
+            assertBadCall(Ops.GATHER_TOKENS, () -> be.gatherTokens(both.view(0, 4), both.view(2, 4), zerosInt(4)), "overlap");
+            Tensor ids = zerosInt(2);
+            if (be instanceof CpuBackend) // index data: the CPU checks it while reading, CUDA reports it through its flag
+                assertBadCall(Ops.GATHER_TOKENS, () -> be.gatherTokens(ids, zerosInt(4), up(new int[] {-1, 4}, 2)), "index[1] = 4", "[0, 4)");
+        }
+
         @Test
         void badCalls() {
             Backend be = be(Ops.EMBEDDING);

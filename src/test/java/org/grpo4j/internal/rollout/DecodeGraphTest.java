@@ -175,4 +175,64 @@ class DecodeGraphTest {
     @Test
     @Tag("gpu")
     void preemptedSamplesResumeOnCuda() { preemptedSamplesResume(TestBackends.cuda(), false); }
+
+    /**
+     * Pipelined decode steps (the default: a step takes the tokens the step before sampled on the device, and is issued
+     * before the host reads them), with stop tokens, so rows of stopped samples are computed and dropped, and the live
+     * batch crosses buckets: each completion's log-probs are the model's teacher-forced ones for its tokens to
+     * {@code tol} (a token fed in the wrong row moves later log-probs by far more, see the check against shifted
+     * histories), and the completions are a serial run's: bit for bit on the CPU, on CUDA all but at most 1 of 15
+     * (another bucket's GEMM shapes may move a sampling boundary in the last bits).
+     */
+    static void pipelinedStepsFeedTheSampledTokens(Backend be, boolean exact, double tol) {
+        try (LlamaWeights w = LlamaWeights.init(be, small(), 7)) {
+            LlamaModel m = new LlamaModel(w);
+            SamplingParams p = new SamplingParams(3, 1f, 1f, 0, 16, Set.of(60, 59), 11);
+            Generator piped = new Generator(m, new Generator.Config(4, 256, 16, true, true));
+            List<List<Completion>> a = piped.generate(prompts(5, 3), p);
+            assertTrue(piped.lastStats().overlappedSteps() > 5 && piped.lastStats().droppedRows() > 0, piped.lastStats().toString());
+            List<List<Completion>> b = new Generator(m, new Generator.Config(4, 256, 16, true, true).withPipelined(false)).generate(prompts(5, 3), p);
+            List<int[]> prompts = prompts(5, 3);
+            double worst = 0, shifted = Double.MAX_VALUE;
+            int same = 0;
+            for (int i = 0; i < 5; i++)
+                for (int j = 0; j < 3; j++) {
+                    Completion c = a.get(i).get(j);
+                    if (java.util.Arrays.equals(c.tokens(), b.get(i).get(j).tokens())) same++;
+                    int n = c.tokens().length, pl = prompts.get(i).length;
+                    if (n < 3) continue;
+                    int[] seq = new int[pl + n], rows = new int[n], targets = c.tokens();
+                    System.arraycopy(prompts.get(i), 0, seq, 0, pl);
+                    System.arraycopy(c.tokens(), 0, seq, pl, n);
+                    for (int k = 0; k < n; k++) rows[k] = pl - 1 + k;
+                    float[] want = teacherForced(m, seq, rows, targets);
+                    for (int k = 0; k < n; k++) worst = Math.max(worst, Math.abs(want[k] - c.logprobs()[k]));
+                    // the same tokens fed one row late (what a wrong gather would do): far from the sampled log-probs
+                    int[] late = seq.clone();
+                    for (int k = pl + n - 1; k > pl; k--) late[k] = late[k - 1];
+                    float[] off = teacherForced(m, late, rows, targets);
+                    double d = 0;
+                    for (int k = 2; k < n; k++) d = Math.max(d, Math.abs(off[k] - c.logprobs()[k]));
+                    shifted = Math.min(shifted, d);
+                }
+            System.out.println("pipelined decode: sampled vs teacher-forced log-probs within " + worst + "; a shifted history moves them by >= " + shifted);
+            assertTrue(worst <= tol, "sampled vs teacher-forced log-probs differ by " + worst);
+            assertTrue(shifted > 10 * tol, "a shifted history moves them by only " + shifted);
+            if (exact) assertSame(b, a);
+            else assertTrue(same >= 14, same + " of 15 completions as the serial run's");
+        }
+    }
+
+    private static float[] teacherForced(LlamaModel m, int[] seq, int[] rows, int[] targets) {
+        try (org.grpo4j.internal.model.PackedBatch pb = org.grpo4j.internal.model.PackedBatch.of(m.backend(), List.of(seq), small().vocabSize())) {
+            return m.tokenLogprobs(pb, rows, targets, 1f);
+        }
+    }
+
+    @Test
+    void pipelinedStepsFeedTheSampledTokensOnTheCpu() { pipelinedStepsFeedTheSampledTokens(TestBackends.cpu(), true, 1e-5); }
+
+    @Test
+    @Tag("gpu")
+    void pipelinedStepsFeedTheSampledTokensOnCuda() { pipelinedStepsFeedTheSampledTokens(TestBackends.cuda(), false, 1e-4); }
 }

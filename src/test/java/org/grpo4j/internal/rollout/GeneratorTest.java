@@ -352,6 +352,72 @@ class GeneratorTest {
         assertTrue(tight.lastLargestPrefill <= 9 + 20 - 1, tight.lastLargestPrefill + " tokens in one prefill");
     }
 
+    /**
+     * Pipelined decode steps (the default: each step issued before the host takes in the one before) give a serial
+     * run's completions, token and log-prob bit for bit, over random calls: stop tokens and stop strings, pools tight
+     * enough to preempt, both admissions, prefix groups on and off, batches smaller than the samples.
+     */
+    @Test
+    void pipelinedStepsGiveTheSerialCompletions() {
+        java.util.function.Function<int[], String> decode = ids -> {
+            StringBuilder sb = new StringBuilder();
+            for (int t : ids) sb.append((char) ('a' + t % 26));
+            return sb.toString();
+        };
+        long overlapped = 0, dropped = 0;
+        for (int seed = 0; seed < 80; seed++) {
+            SplittableRandom r = new SplittableRandom(1000 + seed);
+            int np = 1 + r.nextInt(6), bs = 1 + r.nextInt(5);
+            List<int[]> prompts = new ArrayList<>();
+            for (int i = 0; i < np; i++) prompts.add(r.ints(1 + r.nextInt(12), 0, V).toArray());
+            int n = 1 + r.nextInt(6), maxTokens = 1 + r.nextInt(24);
+            Set<Integer> stop = switch (r.nextInt(3)) { case 0 -> Set.of(); case 1 -> Set.of(1); default -> Set.of(1, 5); };
+            StopStrings strings = r.nextInt(3) == 0 ? new StopStrings(List.of("dc", "hh"), decode) : null;
+            boolean share = r.nextBoolean(), groups = r.nextBoolean();
+            int maxBatch = r.nextInt(3) == 0 ? 64 : 1 + r.nextInt(8);
+            int need = 0;
+            for (int[] q : prompts) need = Math.max(need, (q.length + bs - 1) / bs + (q.length + maxTokens + bs - 1) / bs - q.length / bs);
+            int blocks = need + (r.nextBoolean() ? r.nextInt(3) : 400);
+            SamplingParams p = new SamplingParams(n, 1f, 0.9f, 0, maxTokens, stop, seed, strings);
+            Generator.Admission a = r.nextBoolean() ? Generator.Admission.ON_DEMAND : Generator.Admission.WORST_CASE;
+            Generator.Config c = new Generator.Config(bs, blocks, maxBatch, share, true, groups, a);
+            String at = "seed " + seed + ": " + c;
+            Generator serial = new Generator(model, c.withPipelined(false)), piped = new Generator(model, c);
+            assertSameCompletions(serial.generate(prompts, p), piped.generate(prompts, p), at);
+            assertEquals(0, serial.lastStats().overlappedSteps(), at);
+            overlapped += piped.lastStats().overlappedSteps();
+            dropped += piped.lastStats().droppedRows();
+        }
+        assertTrue(overlapped > 500 && dropped > 20, overlapped + " steps overlapped, " + dropped + " rows dropped");
+    }
+
+    /**
+     * Where every sample runs at once, a pipelined call issues every decode step but the first before taking in the
+     * one before; it computes the serial call's rows plus one for each sample that a decode step stopped on a token
+     * before max_tokens (the step after its stop was already issued), and at most one step more (when the last
+     * samples all stop on a token).
+     */
+    @Test
+    void pipelinedCallsComputeOneRowMoreForEachSampleThatStops() {
+        for (long seed : new long[] {3, 4, 5}) {
+            SamplingParams p = new SamplingParams(8, 1f, 1f, 0, 30, Set.of(1, 5), seed);
+            Generator serial = new Generator(model, new Generator.Config(4, 400, 64, true).withPipelined(false));
+            Generator piped = gen(4, 400, 64, true);
+            List<List<Completion>> out = piped.generate(prompts(), p);
+            assertSameCompletions(serial.generate(prompts(), p), out, "seed " + seed);
+            Generator.Stats s = serial.lastStats(), q = piped.lastStats();
+            long stopped = 0;
+            for (List<Completion> cs : out)
+                for (Completion c : cs) // (a sample whose first token, sampled by the prefill, stops is never in a step)
+                    if (c.finishReason() == Completion.FinishReason.STOP && c.tokens().length > 1 && c.tokens().length < 30) stopped++;
+            assertTrue(stopped > 5, stopped + " samples stopped early");
+            assertEquals(stopped, q.droppedRows(), "seed " + seed);
+            assertEquals(s.decodeRows() + stopped, q.decodeRows(), "seed " + seed);
+            assertTrue(q.decodeSteps() - s.decodeSteps() == 0 || q.decodeSteps() - s.decodeSteps() == 1, s + " / " + q);
+            assertEquals(q.decodeSteps() - 1, q.overlappedSteps(), "every step but the first overlaps: " + q);
+        }
+    }
+
     static void assertSameCompletions(List<List<Completion>> want, List<List<Completion>> got, String at) {
         assertEquals(want.size(), got.size(), at);
         for (int i = 0; i < want.size(); i++)
