@@ -321,7 +321,11 @@ public final class E2eBench implements Callable<Integer> {
      * {@code streams}: 2 for the rollout row that runs two halves of the batch at once, each on a backend of its own
      * (see {@link #rolloutStreams}); 1 otherwise.
      */
-    record Task(String preset, String section, int newTokens, boolean graphs, boolean singleDz, int streams, boolean noPrefixGroups) {
+    record Task(String preset, String section, int newTokens, boolean graphs, boolean singleDz, int streams, boolean noPrefixGroups,
+                boolean serial) {
+        Task(String preset, String section, int newTokens, boolean graphs, boolean singleDz, int streams, boolean noPrefixGroups) {
+            this(preset, section, newTokens, graphs, singleDz, streams, noPrefixGroups, false);
+        }
         Task(String preset, String section, int newTokens, boolean graphs, boolean singleDz, int streams) {
             this(preset, section, newTokens, graphs, singleDz, streams, false);
         }
@@ -332,6 +336,9 @@ public final class E2eBench implements Callable<Integer> {
     /** The rollout variant whose decode attention reads each sample's prompt blocks itself (Generator.Config.prefixGroups off). */
     static final String NO_PREFIX_GROUPS = "graphs, no prefix groups";
 
+    /** The rollout variant whose host takes in each decode step before issuing the next (Generator.Config.pipelined off). */
+    static final String SERIAL = "graphs, serial steps";
+
     static List<Task> plan(Settings st) {
         List<Task> t = new ArrayList<>();
         if (st.sections().contains(E2eReport.TRAIN))
@@ -339,6 +346,7 @@ public final class E2eBench implements Callable<Integer> {
         if (st.sections().contains(E2eReport.ROLLOUT)) {
             for (String p : st.presets()) t.add(new Task(p, E2eReport.ROLLOUT, shapes(p).newTokens().get(0), true));
             for (String p : st.presets()) t.add(new Task(p, E2eReport.ROLLOUT, shapes(p).newTokens().get(0), true, false, 1, true));
+            for (String p : st.presets()) t.add(new Task(p, E2eReport.ROLLOUT, shapes(p).newTokens().get(0), true, false, 1, false, true));
             for (String p : st.presets()) t.add(new Task(p, E2eReport.ROLLOUT, shapes(p).newTokens().get(0), true, false, 2));
             for (String p : st.presets()) t.add(new Task(p, E2eReport.ROLLOUT, shapes(p).newTokens().get(0), false));
             for (String p : st.presets())
@@ -483,7 +491,7 @@ public final class E2eBench implements Callable<Integer> {
 
     private static String variant(Task t, Settings st) {
         return switch (t.section()) {
-            case E2eReport.ROLLOUT -> t.streams() == 2 ? "graphs, 2 streams" : t.noPrefixGroups() ? NO_PREFIX_GROUPS : t.graphs() ? "graphs" : "eager";
+            case E2eReport.ROLLOUT -> t.streams() == 2 ? "graphs, 2 streams" : t.noPrefixGroups() ? NO_PREFIX_GROUPS : t.serial() ? SERIAL : t.graphs() ? "graphs" : "eager";
             case E2eReport.TRAIN -> t.singleDz() ? (st.checkpointing() ? "checkpointing, " : "") + "dz bf16" : st.checkpointing() ? "checkpointing" : null;
             default -> st.checkpointing() ? "checkpointing" : null;
         };
@@ -791,7 +799,7 @@ public final class E2eBench implements Callable<Integer> {
         boolean graphs = t.graphs();
         Backend be = rig.be;
         LlamaModel model = rig.model;
-        Generator.Config gc = generatorConfig(sh, newTokens, graphs).withPrefixGroups(!t.noPrefixGroups());
+        Generator.Config gc = generatorConfig(sh, newTokens, graphs).withPrefixGroups(!t.noPrefixGroups()).withPipelined(!t.serial());
         long kvBytes = model.kvBytesPerToken() * BLOCK_SIZE * (gc.numBlocks() + 1L);
         Memory.require(be, kvBytes, "the KV cache of " + sh.rolloutShape(newTokens), "pick a smaller --preset");
         List<int[]> prompts = randomSequences(new SplittableRandom(st.seed() * 31 + 2), sh.prompts(), sh.promptLen(), rig.cfg.vocabSize());
@@ -800,7 +808,7 @@ public final class E2eBench implements Callable<Integer> {
         g.generate(prompts, sampling(sh, 1, st.seed()));                       // prefill + first token only
         double prefillOnly = g.lastStats().seconds();
         pr.say(String.format(Locale.ROOT, "%s rollout %d new, graphs %s%s: warm-up done, prefill-only call %.3f s", rig.preset, newTokens,
-                graphs ? "on" : "off", t.noPrefixGroups() ? ", no prefix groups" : "", prefillOnly));
+                graphs ? "on" : "off", t.noPrefixGroups() ? ", no prefix groups" : t.serial() ? ", serial steps" : "", prefillOnly));
         int b = sh.prompts() * sh.samples();
         double[] ms = new double[st.rolloutReps()];
         List<Generator.Stats> stats = new ArrayList<>();
@@ -849,6 +857,7 @@ public final class E2eBench implements Callable<Integer> {
         f.put("host_ms_per_step", mid.hostMillisPerDecodeStep());
         f.put("bookkeeping_ms_per_step", mid.bookkeepingMillisPerDecodeStep());
         f.put("decode_steps", (double) mid.decodeSteps());
+        f.put("overlapped_steps", (double) mid.overlappedSteps());
         f.put("graph_replays", (double) mid.graphReplays());
         f.put("prefix_group_rows", (double) mid.prefixGroupRows());
         if (graphs && mid.graphReplays() == 0) note += "; " + be.name() + " has no graphs: ran eagerly";

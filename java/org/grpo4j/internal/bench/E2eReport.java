@@ -47,7 +47,7 @@ public record E2eReport(String tool, String card, String driver, String runtime,
     public static final List<String> FIGURES = List.of("tokens", "tokens_per_s", "flops", "tflops", "mfu_pct", "roofline_bytes",
             "roofline_pct", "bound_pct", "steady_tokens_per_s", "steady_roofline_pct", "steady_bound_pct", "host_ms_per_step",
             "bookkeeping_ms_per_step",
-            "decode_steps", "graph_replays", "graph_replays_second_half", "prefix_group_rows",
+            "decode_steps", "overlapped_steps", "graph_replays", "graph_replays_second_half", "prefix_group_rows",
             "generation_s", "reward_s", "logprobs_s", "training_s", "total_s", "generated_tokens", "trained_tokens", "training_token_rows",
             "optimizer_steps");
 

@@ -23,7 +23,7 @@ class E2eBenchCudaTest {
         E2eBenchTest.Run r = E2eBenchTest.run("cuda", "--preset", "tiny", "--sections", "rollout", "--json", json.toString());
         assertEquals(0, r.code(), r.err() + r.out());
         List<E2eReport.Row> rows = E2eReport.read(json).rows();
-        assertEquals(List.of("graphs", "graphs, no prefix groups", "graphs, 2 streams", "eager", "graphs"),
+        assertEquals(List.of("graphs", "graphs, no prefix groups", "graphs, serial steps", "graphs, 2 streams", "eager", "graphs"),
                 rows.stream().map(E2eReport.Row::variant).toList());
         for (E2eReport.Row row : rows) {
             assertEquals(E2eReport.OK, row.status(), row.id() + " " + row.variant() + ": " + row.note());

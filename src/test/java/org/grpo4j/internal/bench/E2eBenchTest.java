@@ -47,9 +47,10 @@ class E2eBenchTest {
         assertTrue(rep.copyGbs() > 0);
         List<String> ids = rep.rows().stream().map(x -> x.id() + (x.variant() == null ? "" : " " + x.variant())).toList();
         assertEquals(List.of("train/tiny/4x64", "rollout/tiny/new8 graphs", "rollout/tiny/new8 graphs, no prefix groups",
-                "rollout/tiny/new8 graphs, 2 streams", "rollout/tiny/new8 eager", "rollout/tiny/new16 graphs", "grpo/tiny/4x4"), ids);
+                "rollout/tiny/new8 graphs, serial steps", "rollout/tiny/new8 graphs, 2 streams", "rollout/tiny/new8 eager", "rollout/tiny/new16 graphs",
+                "grpo/tiny/4x4"), ids);
         // the two-halves row: the same tokens, each half on its own backend, at once
-        E2eReport.Row halves = rep.rows().get(3);
+        E2eReport.Row halves = rep.rows().get(4);
         assertTrue(halves.note().contains("two halves of 2 and 2 prompts at once, each on its own backend"), halves.note());
         for (E2eReport.Row row : rep.rows()) {
             assertEquals(E2eReport.OK, row.status(), row.id() + ": " + row.note());
@@ -78,6 +79,8 @@ class E2eBenchTest {
                     // (the two-halves row reports its first half: 2 prompts)
                     double groups = row.variant().equals(E2eBench.NO_PREFIX_GROUPS) ? 0 : row.variant().endsWith("2 streams") ? 2 : 4;
                     assertEquals(groups * (n - 1), row.fig("prefix_group_rows"), row.id() + " " + row.variant());
+                    // pipelined: every decode step but the first issued before the one before was taken in
+                    assertEquals(row.variant().equals(E2eBench.SERIAL) ? 0 : n - 2, row.fig("overlapped_steps"), row.id() + " " + row.variant());
                 }
                 default -> {
                     positive(row, "generation_s", "reward_s", "logprobs_s", "training_s", "total_s", "generated_tokens", "trained_tokens");
@@ -147,12 +150,12 @@ class E2eBenchTest {
         Run r = run("cpu", "--preset", "tiny", "--sections", "train,rollout", "--budget", "1e-6", "--json", json.toString());
         assertEquals(0, r.code(), r.err());
         E2eReport rep = E2eReport.read(json);
-        assertEquals(6, rep.rows().size()); // one training row, five rollout rows
+        assertEquals(7, rep.rows().size()); // one training row, six rollout rows
         for (E2eReport.Row row : rep.rows()) {
             assertEquals(E2eReport.SKIPPED, row.status());
             assertTrue(row.note().startsWith("--budget 0 s:"), row.note());
         }
-        assertTrue(r.out().contains("6 rows: 0 errors, 6 skipped"), r.out());
+        assertTrue(r.out().contains("7 rows: 0 errors, 7 skipped"), r.out());
     }
 
     @Test
@@ -212,9 +215,9 @@ class E2eBenchTest {
         E2eBench.Settings st = new E2eBench.Settings(List.of("tiny"), E2eReport.SECTIONS, org.grpo4j.internal.backend.DType.BF16, 2, 5, 1,
                 false, 0, 1, 1L << 22, List.of("split", "single"));
         E2eReport rep = E2eBench.measure(be, st, E2eBench.card(be), System.err);
-        // two training rows (split, single dz), five rollout rows (graphs, without prefix groups, 2 streams, eager;
-        // graphs at 16 new), the GRPO step
-        assertEquals(8, rep.rows().size());
+        // two training rows (split, single dz), six rollout rows (graphs, without prefix groups, serial steps, 2 streams,
+        // eager; graphs at 16 new), the GRPO step
+        assertEquals(9, rep.rows().size());
         assertEquals("dz bf16", rep.rows().get(1).variant(), "the single-dz training row");
         for (E2eReport.Row row : rep.rows()) {
             assertTrue(row.ok(), row.id() + ": " + row.note());
