@@ -74,7 +74,7 @@ public final class Generator {
 
         public Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs, boolean prefixGroups, Admission admission,
                       long prefillTokens) {
-            this(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, admission, prefillTokens, true);
+            this(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, admission, prefillTokens, PIPELINED_DEFAULT);
         }
 
         public Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs, boolean prefixGroups, Admission admission) {
@@ -108,6 +108,9 @@ public final class Generator {
         public Config withPrefillTokens(long tokens) {
             return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, admission, tokens, pipelined);
         }
+
+        /** Pipelined decode unless {@code -Dgrpo4j.pipelinedDecode=false} (a switch for measuring, or for ruling it out). */
+        static final boolean PIPELINED_DEFAULT = !"false".equals(System.getProperty("grpo4j.pipelinedDecode"));
 
         public Config withPipelined(boolean on) {
             return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, admission, prefillTokens, on);
