@@ -37,6 +37,10 @@ import org.grpo4j.internal.model.PackedBatch;
  *   <li>With prefix sharing, each decode step groups a prompt's live samples next to each other in the batch, and the
  *       decode attention reads the prompt's shared blocks once per group (cascade decoding,
  *       {@link LlamaModel.DecodeSession#run(int[], int[], int[], int[], int, int[], int[], SamplingSpec)}).</li>
+ *   <li>Pipelined decode ({@link Config#pipelined()}): while no sample waits for room, each decode step is issued
+ *       before the host takes in the step before, and takes that step's tokens on the device, so the host's work
+ *       between steps overlaps the device's. A sample that stopped on a token is computed one step too many (that row
+ *       is dropped); the completions are the serial ones.</li>
  * </ul>
  */
 public final class Generator {
@@ -137,7 +141,7 @@ public final class Generator {
                         int poolBlocks, int peakBlocksUsed, double meanBlocksUsed, long poolBytes, double decodeHostSeconds,
                         long graphReplays, long prefixGroupRows, int preemptions, long recomputedTokens, long decodeRows, int peakBatch,
                         double bookkeepingSeconds, int overlappedSteps, long droppedRows) {
-        /** Host time to issue one decode step (upload, launches or one graph replay), before waiting for the device. */
+        /** Host time to issue one decode step (upload, launches or one graph replay, the outputs' snapshot), before waiting for the device. */
         public double hostMillisPerDecodeStep() { return decodeSteps > 0 ? 1e3 * decodeHostSeconds / decodeSteps : 0; }
 
         /**
