@@ -66,11 +66,42 @@ public final class Rendezvous implements Cluster {
             throw e;
         }
         try {
+            checkLayout(info);
             client.barrier("join", env.processes(), timeoutMillis);
         } catch (IOException | RuntimeException e) {
             close();
             throw e;
         }
+    }
+
+    /**
+     * Before the join barrier (which a miscounted layout would leave waiting until the timeout): this process's index
+     * is not taken yet (two nodes started with the same node rank), and its view of the run (world size, processes,
+     * ranks per process) is rank 0's process's. Either failure stops every process with the reason.
+     */
+    private void checkLayout(String info) throws IOException {
+        String mine = layout(env);
+        if (client.add("member/" + env.processIndex(), 1) > 1)
+            stop("process " + env.processIndex() + " (" + info + ") joined a run that already has a process " + env.processIndex()
+                    + ": two nodes were started with the same node rank (--node-rank, NODE_RANK or SLURM_NODEID; RANK in a process per GPU)");
+        if (env.processIndex() == 0) client.set("layout", mine.getBytes(StandardCharsets.UTF_8));
+        else {
+            String theirs = new String(client.get("layout", timeoutMillis), StandardCharsets.UTF_8);
+            if (!theirs.equals(mine))
+                stop("process " + env.processIndex() + " (" + info + ") was started for " + mine + ", rank 0's process for " + theirs
+                        + ": start every node with the same --nnodes and --gpus (WORLD_SIZE, LOCAL_WORLD_SIZE, NNODES)");
+        }
+    }
+
+    /** How a process sees the run, compared between processes at join. */
+    static String layout(DistEnv env) {
+        return "world size " + env.worldSize() + " in " + env.processes() + (env.processes() == 1 ? " process" : " processes") + " of "
+                + env.localRanks().length + (env.localRanks().length == 1 ? " rank" : " ranks");
+    }
+
+    private void stop(String msg) {
+        abort(msg);
+        throw new IllegalArgumentException(msg);
     }
 
     /**

@@ -126,7 +126,8 @@ public final class TcpStore {
             } catch (IOException e) {
                 s.close();
                 throw new IOException("the rendezvous store cannot listen on " + bind.getHostAddress() + ":" + port + ": " + e.getMessage()
-                        + " (MASTER_PORT in use? another run on this node?)", e);
+                        + " (MASTER_PORT in use? another run on this node? Or is this node not MASTER_ADDR, and was it started as node 0?"
+                        + " Only the node with rank 0 serves the store)", e);
             }
             this.socket = s;
             daemon("grpo4j-rdzv-accept", this::acceptLoop).start();

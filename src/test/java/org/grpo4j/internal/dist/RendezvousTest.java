@@ -139,6 +139,46 @@ class RendezvousTest {
         }
     }
 
+    /** Joining in the background; the future fails with what the constructor threw. */
+    static CompletableFuture<Rendezvous> join(DistEnv env) {
+        return CompletableFuture.supplyAsync(() -> {
+            try {
+                return new Rendezvous(env, "", 20_000, 100);
+            } catch (IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        });
+    }
+
+    static String failure(CompletableFuture<Rendezvous> f) {
+        Exception x = assertThrows(Exception.class, () -> f.get(30, TimeUnit.SECONDS).close(), "joined a run that should have stopped");
+        return String.valueOf(x.getCause() == null ? x.getMessage() : x.getCause().getMessage());
+    }
+
+    /** Two nodes started with the same node rank: the second to join stops the run, and every process hears why. */
+    @Test
+    void twoProcessesWithOneIndexStopTheRunAtJoin() throws Exception {
+        int port = freePort();
+        CompletableFuture<Rendezvous> zero = join(env(3, 0, port));
+        CompletableFuture<Rendezvous> a = join(env(3, 1, port)), b = join(env(3, 1, port));
+        String why = "joined a run that already has a process 1: two nodes were started with the same node rank";
+        List<String> messages = List.of(failure(a), failure(b), failure(zero));
+        assertEquals(3, messages.stream().filter(m -> m.contains(why)).count(), messages.toString());
+        assertTrue(messages.stream().anyMatch(m -> m.startsWith("process 1 (")), "the duplicate names itself: " + messages);
+    }
+
+    /** A node started with other --nnodes or --gpus than rank 0's: stopped at join, not left waiting at the barrier. */
+    @Test
+    void aNodeStartedForAnotherLayoutStopsTheRunAtJoin() throws Exception {
+        int port = freePort();
+        CompletableFuture<Rendezvous> zero = join(env(2, 0, port));
+        DistEnv other = new DistEnv(4, 2, 1, new int[] {2, 3}, new int[] {0, 1}, "127.0.0.1", port);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> new Rendezvous(other, "", 20_000, 100).close());
+        assertTrue(e.getMessage().contains("was started for world size 4 in 2 processes of 2 ranks, rank 0's process for world size 2 in 2 processes"
+                + " of 1 rank: start every node with the same --nnodes and --gpus"), e.getMessage());
+        assertTrue(failure(zero).contains("world size 4 in 2 processes of 2 ranks"));
+    }
+
     @Test
     void losingRankZerosProcessReachesTheOthers() throws Exception {
         int port = freePort();
