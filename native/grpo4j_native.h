@@ -52,7 +52,7 @@ void g4_host_get(void* dst, long long src, long long bytes);
 // A copy between page-locked host memory and the device, either way (cudaMemcpyDefault), ordered on the stream: the
 // host does not wait (an event recorded after it says when it is done).
 int g4_memcpy_async(long long dst, long long src, long long bytes, g4_stream s);
-// 0 when the event's work is done, 1 while it is pending, else the error.
+// 0 when the event's work is done, -1 while it is pending (no cudaError_t is negative), else the error.
 int g4_event_query(long long ev);
 
 int g4_stream_create(g4_stream* out);

@@ -188,8 +188,8 @@ int g4_event_synchronize(long long ev) { return done(cudaEventSynchronize((cudaE
 int g4_event_query(long long ev) {
     cudaError_t e = cudaEventQuery((cudaEvent_t) ev);
     if (e != cudaErrorNotReady) return done(e);
-    (void) cudaGetLastError();  // not an error: the work is still queued
-    return 1;
+    (void) cudaGetLastError();  // not an error: the work is still queued (every g4_ call leaves the slot empty)
+    return -1;
 }
 int g4_event_elapsed_ms(float* ms, long long start, long long end) {
     return done(cudaEventElapsedTime(ms, (cudaEvent_t) start, (cudaEvent_t) end));

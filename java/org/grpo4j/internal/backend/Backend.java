@@ -100,7 +100,8 @@ public interface Backend extends AutoCloseable {
     /**
      * Snapshots an int32 and an fp32 tensor as they will be once the ops issued so far are done, without waiting for
      * them (CUDA: copies to page-locked memory on its stream; the CPU copies at once): later ops may overwrite the
-     * tensors. The host reads the snapshot, waiting for it then, through {@link Fetched}.
+     * tensors. The host reads the snapshot, waiting for it then, through {@link Fetched}, or discards it. Like every
+     * op, from one thread at a time.
      */
     Fetched fetch(Tensor ints, Tensor floats);
 
@@ -111,6 +112,12 @@ public interface Backend extends AutoCloseable {
 
         /** The fp32 tensor's values. */
         float[] floats();
+
+        /**
+         * Gives up a snapshot that will not be read (a caller unwinding after an error), so that its host buffer is
+         * reused; reading it afterwards is an error. Nothing to do once it was read.
+         */
+        default void discard() {}
     }
 
     /** Waits until every op issued so far has finished. */

@@ -118,8 +118,12 @@ public final class CudaBackend extends AbstractBackend {
         CudaRuntime.check(CudaNative.g4_memcpy_dtoh(f, addr(flag), 16, stream), "cudaMemcpy(error flag)");
         if (f[0] == 0) return;
         CudaRuntime.check(CudaNative.g4_memset(addr(flag), 0, 16, stream), "cudaMemsetAsync(error flag)");
+        flagReads++;
         throw flagError(f);
     }
+
+    /** Reports read from the flag (and cleared) so far: a snapshot's copy of the flag is news only if none was since. */
+    private long flagReads;
 
     /** The exception for the flag's words f (op code, element, value, limit). */
     private IllegalArgumentException flagError(int[] f) {
@@ -495,21 +499,44 @@ public final class CudaBackend extends AbstractBackend {
     }
 
     private final java.util.List<Staging> staging = new java.util.ArrayList<>();
-    /** Staging buffers at most: more means snapshots nobody reads. */
+    /**
+     * Staging buffers at most; past it a busy one is waited for (a caller queueing many uploads without reading
+     * anything back), and only snapshots never read nor discarded can exhaust them.
+     */
     static final int MAX_STAGING = 64;
 
     private Staging stage(long bytes) {
+        if (released) throw new IllegalStateException("backend " + name() + " is closed");
         if (capturing) throw new IllegalStateException("a host copy while a CUDA graph is being captured");
-        for (Staging s : staging) {
-            if (s.taken || s.capacity < bytes) continue;
+        Staging best = null;
+        for (Staging s : staging) { // the smallest free buffer that fits and whose last copy is done
+            if (s.taken || s.capacity < bytes || (best != null && best.capacity <= s.capacity)) continue;
             int q = CudaNative.g4_event_query(s.event);
-            if (q == 1) continue; // its last copy is still queued
+            if (q == -1) continue; // its last copy is still queued
             CudaRuntime.check(q, "cudaEventQuery(staging)");
-            s.taken = true;
-            return s;
+            best = s;
         }
-        if (staging.size() >= MAX_STAGING)
-            throw new IllegalStateException(MAX_STAGING + " page-locked staging buffers are taken or busy: snapshots (fetch) that are never read?");
+        if (best != null) {
+            best.taken = true;
+            return best;
+        }
+        if (staging.size() >= MAX_STAGING) { // wait for the first buffer not held by a snapshot, grown if too small
+            for (int i = 0; i < staging.size(); i++) {
+                Staging s = staging.get(i);
+                if (s.taken) continue;
+                CudaRuntime.check(CudaNative.g4_event_synchronize(s.event), "cudaEventSynchronize(staging)");
+                if (s.capacity >= bytes) {
+                    s.taken = true;
+                    return s;
+                }
+                staging.remove(i);
+                CudaNative.g4_event_destroy(s.event);
+                CudaNative.g4_host_free(s.ptr);
+                break;
+            }
+            if (staging.size() >= MAX_STAGING)
+                throw new IllegalStateException(MAX_STAGING + " page-locked staging buffers are held by snapshots (fetch) never read nor discarded");
+        }
         long cap = Math.max(64 << 10, (bytes + 4095) & ~4095L);
         long[] p = new long[1], ev = new long[1];
         CudaRuntime.check(CudaNative.g4_host_alloc(cap, p), "cudaHostAlloc(" + cap + " bytes)");
@@ -537,10 +564,13 @@ public final class CudaBackend extends AbstractBackend {
         long bytes = dst.bytes();
         if (bytes == 0) return;
         Staging s = stage(bytes);
-        CudaNative.g4_host_put(s.ptr, src, bytes);
-        CudaRuntime.check(CudaNative.g4_memcpy_async(addr(dst), s.ptr, bytes, stream), "cudaMemcpyAsync(staged host to device, " + bytes + " bytes)");
-        CudaRuntime.check(CudaNative.g4_event_record(s.event, stream), "cudaEventRecord(staging)");
-        s.taken = false; // free again once its event is done
+        try {
+            CudaNative.g4_host_put(s.ptr, src, bytes);
+            CudaRuntime.check(CudaNative.g4_memcpy_async(addr(dst), s.ptr, bytes, stream), "cudaMemcpyAsync(staged host to device, " + bytes + " bytes)");
+            CudaRuntime.check(CudaNative.g4_event_record(s.event, stream), "cudaEventRecord(staging)");
+        } finally {
+            s.taken = false; // free again once its event is done
+        }
     }
 
     /** Also snapshots the error flag, so that a kernel's report reaches the host with the values, not later. */
@@ -548,17 +578,33 @@ public final class CudaBackend extends AbstractBackend {
     Fetched fetchImpl(Tensor ints, Tensor floats) {
         long ib = ints.bytes(), fb = floats.bytes();
         Staging s = stage(ib + fb + 16);
-        if (ib > 0) CudaRuntime.check(CudaNative.g4_memcpy_async(s.ptr, addr(ints), ib, stream), "cudaMemcpyAsync(snapshot, " + ib + " bytes)");
-        if (fb > 0) CudaRuntime.check(CudaNative.g4_memcpy_async(s.ptr + ib, addr(floats), fb, stream), "cudaMemcpyAsync(snapshot, " + fb + " bytes)");
-        CudaRuntime.check(CudaNative.g4_memcpy_async(s.ptr + ib + fb, addr(flag), 16, stream), "cudaMemcpyAsync(error flag snapshot)");
-        CudaRuntime.check(CudaNative.g4_event_record(s.event, stream), "cudaEventRecord(snapshot)");
+        try {
+            if (ib > 0) CudaRuntime.check(CudaNative.g4_memcpy_async(s.ptr, addr(ints), ib, stream), "cudaMemcpyAsync(snapshot, " + ib + " bytes)");
+            if (fb > 0) CudaRuntime.check(CudaNative.g4_memcpy_async(s.ptr + ib, addr(floats), fb, stream), "cudaMemcpyAsync(snapshot, " + fb + " bytes)");
+            CudaRuntime.check(CudaNative.g4_memcpy_async(s.ptr + ib + fb, addr(flag), 16, stream), "cudaMemcpyAsync(error flag snapshot)");
+            CudaRuntime.check(CudaNative.g4_event_record(s.event, stream), "cudaEventRecord(snapshot)");
+        } catch (RuntimeException e) {
+            s.taken = false;
+            throw e;
+        }
         int ni = Math.toIntExact(ints.numel()), nf = Math.toIntExact(floats.numel());
+        long reads = flagReads;
         return new Fetched() {
             private int[] a;
             private float[] b;
+            private boolean discarded;
+
+            @Override
+            public void discard() {
+                if (a != null || discarded) return;
+                discarded = true;
+                s.taken = false; // its event guards the reuse
+            }
 
             private void read() {
                 if (a != null) return;
+                if (discarded) throw new IllegalStateException("a discarded snapshot was read");
+                if (released) throw new IllegalStateException("backend " + name() + " is closed");
                 CudaRuntime.check(CudaNative.g4_event_synchronize(s.event), "cudaEventSynchronize(snapshot)");
                 int[] x = new int[ni], f = new int[4];
                 float[] y = new float[nf];
@@ -568,9 +614,9 @@ public final class CudaBackend extends AbstractBackend {
                 s.taken = false;
                 a = x;
                 b = y;
-                if (f[0] != 0) { // a kernel before the snapshot reported: read (and clear) the flag, then say which
+                if (f[0] != 0 && reads == flagReads) { // a kernel before the snapshot reported, and nobody has said so yet
                     flagArmed = true;
-                    synchronize();
+                    synchronize(); // reads (and clears) the flag, throwing for its first report: this one
                     throw flagError(f);
                 }
             }
@@ -694,6 +740,7 @@ public final class CudaBackend extends AbstractBackend {
 
     @Override
     void gatherTokensImpl(Tensor ids, Tensor src, Tensor index) {
+        // (index data: out-of-range rows are skipped and reported through the flag; the CPU checks them all first)
         ok(CudaNative.g4_gather_tokens(addr(ids), addr(src), addr(index), ids.dim(0), src.dim(0), addr(flag),
                 opCode(Ops.GATHER_TOKENS), stream), "gatherTokens kernel");
     }

@@ -670,8 +670,9 @@ public final class LlamaModel {
     }
 
     /**
-     * What one step of a {@link DecodeSession} produced (device tensors owned by the session: valid until its bucket's
-     * next step; {@link Backend#fetch} snapshots tokens and logprobs without waiting).
+     * What one step of a {@link DecodeSession} produced (device tensors owned by the session: logits and logprobs valid
+     * until its bucket's next step, tokens until the session's next step; {@link Backend#fetch} snapshots tokens and
+     * logprobs without waiting).
      */
     public record StepOutput(Tensor logits, Tensor tokens, Tensor logprobs) {}
 
@@ -811,7 +812,8 @@ public final class LlamaModel {
                     att = keep(made, act(n, hq, hd));
                     gu = keep(made, act(2, n, f)); gate = gu.view(0, n, f); up = gu.view((long) n * f, n, f);
                     act = keep(made, act(n, f)); x = keep(made, act(n, d)); hf = keep(made, act(n, d)); rf = keep(made, f32(n));
-                    logits = keep(made, f32(n, c.vocabSize())); tok = keep(made, be.zeros(DType.INT32, n)); lp = keep(made, f32(n));
+                    logits = keep(made, f32(n, c.vocabSize())); lp = keep(made, f32(n));
+                    tok = sampled.view(0, n); // every bucket samples into the session's buffer, which the next step gathers from
                 } catch (RuntimeException e) {
                     for (Tensor t : made) t.close();
                     throw e;
@@ -889,16 +891,13 @@ public final class LlamaModel {
                 }
                 be.rmsNorm(hf, rf, x, w.get("model.norm.weight"), eps);
                 be.matmul(logits, hf, false, w.get("lm_head.weight"), true, 1f, 0f);
-                if (spec != null) {
-                    be.sample(tok, lp, logits, ctr, spec);
-                    be.copy(sampled.view(0, n), tok); // for the next step's gather (after this step's own)
-                }
+                if (spec != null) be.sample(tok, lp, logits, ctr, spec); // after this step's gather read the last step's
             }
 
             @Override
             public void close() {
                 if (graph != null) graph.close();
-                for (Tensor t : new Tensor[] {ints, h, r, q, kv, att, gu, act, x, hf, rf, logits, tok, lp}) t.close();
+                for (Tensor t : new Tensor[] {ints, h, r, q, kv, att, gu, act, x, hf, rf, logits, lp}) t.close();
             }
         }
 

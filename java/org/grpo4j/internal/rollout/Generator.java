@@ -346,14 +346,29 @@ public final class Generator {
             stopIds = params.stopTokenIds().stream().mapToInt(Integer::intValue).toArray();
         }
 
+        /** The step issued and not yet taken in (pipelined). */
+        private Step inFlight;
+
         void loop() {
-            Step inFlight = null;
+            try {
+                steps();
+            } finally {
+                if (inFlight != null) inFlight.out().discard(); // after a failure: its snapshot's buffer back to the backend
+            }
+        }
+
+        private void steps() {
             while (inFlight != null || !pending.isEmpty() || !ready.isEmpty() || !active.isEmpty() || !preempted.isEmpty()) {
                 if (inFlight != null) { // pipelined: the next step first where nothing but decoding would happen, then this one's tokens
                     List<Seq> next = overlapRows();
                     Step issued = next == null ? null : issue(next);
                     if (issued != null) overlapped++;
-                    complete(inFlight);
+                    try {
+                        complete(inFlight);
+                    } catch (RuntimeException e) {
+                        if (issued != null) issued.out().discard();
+                        throw e; // (loop() discards inFlight)
+                    }
                     inFlight = issued;
                     continue;
                 }
@@ -365,7 +380,14 @@ public final class Generator {
                     if (session.prefixGroups() && !sorted(active)) active.sort(BY_PROMPT);
                     Step st = issue(active);
                     if (cfg.pipelined()) inFlight = st;
-                    else complete(st);
+                    else {
+                        try {
+                            complete(st);
+                        } catch (RuntimeException e) {
+                            st.out().discard();
+                            throw e;
+                        }
+                    }
                     progress = true;
                 }
                 if (!progress) throw new IllegalStateException("generator made no progress (pool " + pool.available() + " blocks available)");
@@ -374,12 +396,12 @@ public final class Generator {
 
         /**
          * The rows of a step issued before the one in flight is taken in, or null where the host must see its tokens
-         * first: a sample waits for room it could get (a resume, or a prompt or sample while the batch has room), or
-         * the pool lacks a block the step needs (ON_DEMAND). The active samples, less those the step in flight
+         * first: a preempted sample waits, a waiting prompt or sample could be admitted now, or the pool lacks a block
+         * the step needs (ON_DEMAND). The active samples, less those the step in flight
          * brings to max_tokens; one that stops on a token there is computed once more, and that row dropped.
          */
         private List<Seq> overlapRows() {
-            if (!preempted.isEmpty() || (active.size() < cfg.maxBatch() && (!pending.isEmpty() || !ready.isEmpty()))) return null;
+            if (!preempted.isEmpty()) return null;
             List<Seq> rows = new ArrayList<>(active.size());
             int need = 0;
             for (Seq s : active) {
@@ -388,7 +410,29 @@ public final class Generator {
                 if (s.kvLen / bs >= s.blocks.size()) need++;
             }
             if (rows.isEmpty() || (onDemand && pool.available() < need)) return null;
+            if ((!pending.isEmpty() || !ready.isEmpty()) && couldAdmit(onDemand ? need : 0)) return null;
             return rows;
+        }
+
+        /**
+         * Whether the next waiting sample or prompt could be admitted now, the step about to be issued holding
+         * {@code taken} more blocks (WORST_CASE: its blocks come from reservations). As the admission checks of
+         * {@link #admitSamples} and {@link #prefillPrompts}; an answer that errs either way costs one step's overlap or
+         * one step's delay of an admission, never a different completion.
+         */
+        private boolean couldAdmit(int taken) {
+            if (active.size() >= cfg.maxBatch()) return false;
+            int avail = pool.available() - taken;
+            if (!ready.isEmpty()) {
+                Group g = ready.get(0);
+                if (onDemand ? avail - 1 >= watermark : g.oneReserved || avail >= perSample(g.ids.length, params.maxTokens())) return true;
+            }
+            if (!pending.isEmpty()) {
+                Group g = pending.peek();
+                int pb = promptBlocks(g.ids.length), per = perSample(g.ids.length, params.maxTokens());
+                return onDemand ? avail - pb - 1 >= watermark : avail >= pb + per;
+            }
+            return false;
         }
 
         /** A. Prefills as many waiting prompts as the pool allows (WORST_CASE: each with one sample's reservation). */

@@ -145,7 +145,8 @@ class CudaBackendTest {
     /**
      * The pipelined decode's host copies: staged uploads and snapshots are ordered on the stream (a snapshot holds the
      * values of its moment, not later ones; an upload's host array may change once it returns), staging buffers are
-     * reused once done, and an index error before a snapshot is reported when the snapshot is read, naming the op.
+     * reused once done, and an index error before a snapshot is reported when the snapshot is read, naming the op,
+     * once; snapshots never read hold their buffers until discarded.
      */
     @Test
     void stagedCopiesAreStreamOrderedAndSnapshotsReportIndexErrors() {
@@ -178,6 +179,22 @@ class CudaBackendTest {
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class, bad::ints);
             assertTrue(e.getMessage().startsWith("gatherTokens: index[17] = 3 is outside [0, 3)"), e.getMessage());
             be.synchronize(); // the flag was read and cleared
+            // a report read elsewhere first (here by synchronize) is not thrown again by the snapshot that also holds it
+            be.gatherTokens(a, src, idx);
+            Backend.Fetched late = be.fetch(a, f);
+            assertThrows(IllegalArgumentException.class, be::synchronize);
+            assertEquals(n, late.ints().length);
+            // snapshots never read hold their buffers until discarded; then the buffers serve again
+            java.util.List<Backend.Fetched> held = new java.util.ArrayList<>();
+            IllegalStateException full = assertThrows(IllegalStateException.class, () -> {
+                for (int i = 0; i <= CudaBackend.MAX_STAGING; i++) held.add(be.fetch(a, f));
+            });
+            assertTrue(full.getMessage().contains("held by snapshots (fetch) never read nor discarded"), full.getMessage());
+            assertEquals(CudaBackend.MAX_STAGING, held.size());
+            for (Backend.Fetched h : held) h.discard();
+            assertThrows(IllegalStateException.class, held.get(0)::ints, "a discarded snapshot is not read");
+            be.fill(f, 2.5);
+            assertEquals(2.5f, be.fetch(a, f).floats()[n - 1]);
         }
     }
 
