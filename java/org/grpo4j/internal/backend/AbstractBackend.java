@@ -154,29 +154,27 @@ public abstract class AbstractBackend implements Backend {
 
     @Override
     public final void copyFromHost(Tensor dst, float[] src) {
-        Check.tensor("copyFromHost", this, "dst", dst);
-        Check.dtype("copyFromHost", "dst", dst, DType.FP32);
-        Check.notNull("copyFromHost", "src", src);
-        Check.check(src.length == dst.numel(), "copyFromHost", "src has " + src.length + " elements, dst " + dst);
+        checkHostCopy("copyFromHost", dst, DType.FP32, src, src == null ? 0 : src.length);
         uploadImpl(dst, src);
     }
 
     @Override
     public final void copyFromHost(Tensor dst, int[] src) {
-        Check.tensor("copyFromHost", this, "dst", dst);
-        Check.dtype("copyFromHost", "dst", dst, DType.INT32);
-        Check.notNull("copyFromHost", "src", src);
-        Check.check(src.length == dst.numel(), "copyFromHost", "src has " + src.length + " elements, dst " + dst);
+        checkHostCopy("copyFromHost", dst, DType.INT32, src, src == null ? 0 : src.length);
         uploadImpl(dst, src);
     }
 
     @Override
     public final void copyFromHostAsync(Tensor dst, int[] src) {
-        Check.tensor("copyFromHostAsync", this, "dst", dst);
-        Check.dtype("copyFromHostAsync", "dst", dst, DType.INT32);
-        Check.notNull("copyFromHostAsync", "src", src);
-        Check.check(src.length == dst.numel(), "copyFromHostAsync", "src has " + src.length + " elements, dst " + dst);
+        checkHostCopy("copyFromHostAsync", dst, DType.INT32, src, src == null ? 0 : src.length);
         copyFromHostAsyncImpl(dst, src);
+    }
+
+    private void checkHostCopy(String op, Tensor dst, DType dtype, Object src, int length) {
+        Check.tensor(op, this, "dst", dst);
+        Check.dtype(op, "dst", dst, dtype);
+        Check.notNull(op, "src", src);
+        Check.check(length == dst.numel(), op, "src has " + length + " elements, dst " + dst);
     }
 
     @Override
