@@ -124,6 +124,12 @@ public interface Backend extends AutoCloseable {
     void synchronize();
 
     /**
+     * Whether ops are queued for a device and return before they are done (CUDA), so that host work can overlap them;
+     * false where each op is done when it returns (the CPU).
+     */
+    default boolean queuesOps() { return false; }
+
+    /**
      * Records the ops that {@code body} issues as a graph to replay, where the backend has graphs (CUDA graphs), or
      * returns null (the CPU): the caller then simply runs {@code body} each time. Rules for the body: it allocates
      * nothing, reads nothing back to the host and does not synchronize; every tensor it touches outlives the graph;

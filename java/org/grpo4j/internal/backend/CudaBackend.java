@@ -105,6 +105,9 @@ public final class CudaBackend extends AbstractBackend {
     }
 
     @Override
+    public boolean queuesOps() { return true; }
+
+    @Override
     public void synchronize() {
         CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize");
         readFlag();

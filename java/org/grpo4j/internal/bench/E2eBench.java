@@ -799,7 +799,8 @@ public final class E2eBench implements Callable<Integer> {
         boolean graphs = t.graphs();
         Backend be = rig.be;
         LlamaModel model = rig.model;
-        Generator.Config gc = generatorConfig(sh, newTokens, graphs).withPrefixGroups(!t.noPrefixGroups()).withPipelined(!t.serial());
+        Generator.Config gc = generatorConfig(sh, newTokens, graphs).withPrefixGroups(!t.noPrefixGroups());
+        if (t.serial()) gc = gc.withPipelined(false); // (the others: pipelined where the backend queues its ops)
         long kvBytes = model.kvBytesPerToken() * BLOCK_SIZE * (gc.numBlocks() + 1L);
         Memory.require(be, kvBytes, "the KV cache of " + sh.rolloutShape(newTokens), "pick a smaller --preset");
         List<int[]> prompts = randomSequences(new SplittableRandom(st.seed() * 31 + 2), sh.prompts(), sh.promptLen(), rig.cfg.vocabSize());

@@ -37,13 +37,26 @@ import org.grpo4j.internal.model.PackedBatch;
  *   <li>With prefix sharing, each decode step groups a prompt's live samples next to each other in the batch, and the
  *       decode attention reads the prompt's shared blocks once per group (cascade decoding,
  *       {@link LlamaModel.DecodeSession#run(int[], int[], int[], int[], int, int[], int[], SamplingSpec)}).</li>
- *   <li>Pipelined decode ({@link Config#pipelined()}): while no sample waits for room, each decode step is issued
+ *   <li>Pipelined decode ({@link Config#pipelining()}, where the backend queues its ops): while no sample waits for
+ *       room it could get, each decode step is issued
  *       before the host takes in the step before, and takes that step's tokens on the device, so the host's work
  *       between steps overlaps the device's. A sample that stopped on a token is computed one step too many (that row
  *       is dropped); the completions are the serial ones.</li>
  * </ul>
  */
 public final class Generator {
+
+    /**
+     * Pipelined decode (see the class comment): AUTO where the backend queues its ops ({@link Backend#queuesOps()}:
+     * CUDA), not on the CPU, where every op is done before the host goes on, so nothing would overlap and the rows of
+     * stopped samples would only cost; ON and OFF regardless. The default is AUTO, OFF with
+     * {@code -Dgrpo4j.pipelinedDecode=false} (for measuring, or ruling it out).
+     */
+    public enum Pipelining {
+        AUTO, ON, OFF;
+
+        static final Pipelining DEFAULT = "false".equals(System.getProperty("grpo4j.pipelinedDecode")) ? OFF : AUTO;
+    }
 
     /**
      * How samples get KV blocks (see the class comment): ON_DEMAND as they fill them, preempting the youngest samples
@@ -63,22 +76,23 @@ public final class Generator {
      * live samples (off: once per sample, as without sharing; for measuring the difference); admission: how samples
      * get blocks; prefillTokens (ON_DEMAND; 0: no bound): the most tokens one prefill holds (what the caller's memory
      * plan counts), never less than one sequence of the call (a prompt and max_tokens - 1 tokens, what a resumed sample
-     * prefills), so that prompts are prefilled in several calls where they exceed it; pipelined (the default): while
-     * no sample waits for room, each decode step is issued before the host takes in the one before it, whose tokens it
-     * reads on the device, so the host's work between steps overlaps the device's (a sample that stopped is then
-     * computed one step too many, and that row dropped).
+     * prefills), so that prompts are prefilled in several calls where they exceed it; pipelining ({@link Pipelining}):
+     * while no sample waits for room it could get, each decode step is issued before the host takes in the one before
+     * it, whose tokens it reads on the device, so the host's work between steps overlaps the device's (a sample that
+     * stopped is then computed one step too many, and that row dropped).
      */
     public record Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs, boolean prefixGroups,
-                         Admission admission, long prefillTokens, boolean pipelined) {
+                         Admission admission, long prefillTokens, Pipelining pipelining) {
         public Config {
             if (blockSize < 1 || numBlocks < 1 || maxBatch < 1 || prefillTokens < 0)
                 throw new IllegalArgumentException("generator: block_size, num_blocks and max_batch must be >= 1, prefill_tokens >= 0");
             java.util.Objects.requireNonNull(admission, "generator: admission");
+            java.util.Objects.requireNonNull(pipelining, "generator: pipelining");
         }
 
         public Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs, boolean prefixGroups, Admission admission,
                       long prefillTokens) {
-            this(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, admission, prefillTokens, PIPELINED_DEFAULT);
+            this(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, admission, prefillTokens, Pipelining.DEFAULT);
         }
 
         public Config(int blockSize, int numBlocks, int maxBatch, boolean sharePrefix, boolean graphs, boolean prefixGroups, Admission admission) {
@@ -98,26 +112,25 @@ public final class Generator {
         }
 
         public Config withGraphs(boolean on) {
-            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, on, prefixGroups, admission, prefillTokens, pipelined);
+            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, on, prefixGroups, admission, prefillTokens, pipelining);
         }
 
         public Config withPrefixGroups(boolean on) {
-            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, on, admission, prefillTokens, pipelined);
+            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, on, admission, prefillTokens, pipelining);
         }
 
         public Config withAdmission(Admission a) {
-            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, a, prefillTokens, pipelined);
+            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, a, prefillTokens, pipelining);
         }
 
         public Config withPrefillTokens(long tokens) {
-            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, admission, tokens, pipelined);
+            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, admission, tokens, pipelining);
         }
 
-        /** Pipelined decode unless {@code -Dgrpo4j.pipelinedDecode=false} (a switch for measuring, or for ruling it out). */
-        static final boolean PIPELINED_DEFAULT = !"false".equals(System.getProperty("grpo4j.pipelinedDecode"));
-
+        /** Pipelining on (also on a backend that runs each op at once: for tests) or off. */
         public Config withPipelined(boolean on) {
-            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, admission, prefillTokens, on);
+            return new Config(blockSize, numBlocks, maxBatch, sharePrefix, graphs, prefixGroups, admission, prefillTokens,
+                    on ? Pipelining.ON : Pipelining.OFF);
         }
 
         /** A pool sized by a memory budget in bytes. */
@@ -305,6 +318,7 @@ public final class Generator {
         final SamplingParams params;
         final int bs = cfg.blockSize();
         final boolean onDemand = cfg.admission() == Admission.ON_DEMAND;
+        final boolean pipelined = cfg.pipelining() == Pipelining.ON || (cfg.pipelining() == Pipelining.AUTO && be.queuesOps());
         final int watermark = Math.max(1, cfg.numBlocks() / 100);
         final BlockPool pool = new BlockPool(cfg.numBlocks());
         final LlamaModel.KvCache cache;
@@ -379,7 +393,7 @@ public final class Generator {
                     if (onDemand) makeRoomForStep();
                     if (session.prefixGroups() && !sorted(active)) active.sort(BY_PROMPT);
                     Step st = issue(active);
-                    if (cfg.pipelined()) inFlight = st;
+                    if (pipelined) inFlight = st;
                     else {
                         try {
                             complete(st);

@@ -30,6 +30,8 @@ class E2eBenchCudaTest {
             int n = row.id().endsWith("new8") ? 8 : 16;
             assertEquals(16.0 * n, row.fig("tokens"), row.id()); // every sequence to the end: no stop token
             if (row.variant().startsWith("graphs")) assertTrue(row.fig("graph_replays") > 0, row.id() + " " + row.variant() + ": replays the decode graph");
+            // pipelined decode (the default on CUDA): every decode step but the first issued before the one before was taken in
+            assertEquals(row.variant().equals(E2eBench.SERIAL) ? 0 : n - 2, row.fig("overlapped_steps"), row.id() + " " + row.variant());
             if (row.variant().endsWith("2 streams"))
                 assertTrue(row.fig("graph_replays_second_half") > 0, row.id() + ": the second half replays its decode graph too");
         }

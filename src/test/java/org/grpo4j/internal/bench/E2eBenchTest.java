@@ -79,8 +79,8 @@ class E2eBenchTest {
                     // (the two-halves row reports its first half: 2 prompts)
                     double groups = row.variant().equals(E2eBench.NO_PREFIX_GROUPS) ? 0 : row.variant().endsWith("2 streams") ? 2 : 4;
                     assertEquals(groups * (n - 1), row.fig("prefix_group_rows"), row.id() + " " + row.variant());
-                    // pipelined: every decode step but the first issued before the one before was taken in
-                    assertEquals(row.variant().equals(E2eBench.SERIAL) ? 0 : n - 2, row.fig("overlapped_steps"), row.id() + " " + row.variant());
+                    // the CPU runs each op at once: no row pipelines its decode steps (E2eBenchCudaTest checks CUDA's)
+                    assertEquals(0, row.fig("overlapped_steps"), row.id() + " " + row.variant());
                 }
                 default -> {
                     positive(row, "generation_s", "reward_s", "logprobs_s", "training_s", "total_s", "generated_tokens", "trained_tokens");

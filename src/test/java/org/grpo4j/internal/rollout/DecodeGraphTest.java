@@ -177,8 +177,8 @@ class DecodeGraphTest {
     void preemptedSamplesResumeOnCuda() { preemptedSamplesResume(TestBackends.cuda(), false); }
 
     /**
-     * Pipelined decode steps (the default: a step takes the tokens the step before sampled on the device, and is issued
-     * before the host reads them), with stop tokens, so rows of stopped samples are computed and dropped, and the live
+     * Pipelined decode steps (a step takes the tokens the step before sampled on the device, and is issued before the
+     * host reads them; the default on CUDA, forced on the CPU), with stop tokens, so rows of stopped samples are computed and dropped, and the live
      * batch crosses buckets: each completion's log-probs are the model's teacher-forced ones for its tokens to
      * {@code tol} (a token fed in the wrong row moves later log-probs by far more, see the check against shifted
      * histories), and the completions are a serial run's: bit for bit on the CPU, on CUDA all but at most 1 of 15
@@ -188,7 +188,7 @@ class DecodeGraphTest {
         try (LlamaWeights w = LlamaWeights.init(be, small(), 7)) {
             LlamaModel m = new LlamaModel(w);
             SamplingParams p = new SamplingParams(3, 1f, 1f, 0, 16, Set.of(60, 59), 11);
-            Generator piped = new Generator(m, new Generator.Config(4, 256, 16, true, true));
+            Generator piped = new Generator(m, new Generator.Config(4, 256, 16, true, true).withPipelined(true));
             List<List<Completion>> a = piped.generate(prompts(5, 3), p);
             assertTrue(piped.lastStats().overlappedSteps() > 5 && piped.lastStats().droppedRows() > 0, piped.lastStats().toString());
             List<List<Completion>> b = new Generator(m, new Generator.Config(4, 256, 16, true, true).withPipelined(false)).generate(prompts(5, 3), p);
@@ -215,7 +215,7 @@ class DecodeGraphTest {
                     for (int k = 2; k < n; k++) d = Math.max(d, Math.abs(off[k] - c.logprobs()[k]));
                     shifted = Math.min(shifted, d);
                 }
-            System.out.println("pipelined decode: sampled vs teacher-forced log-probs within " + worst + "; a shifted history moves them by >= " + shifted);
+            System.out.println(be.name() + " pipelined decode: sampled vs teacher-forced log-probs within " + worst + "; a shifted history moves them by >= " + shifted);
             assertTrue(worst <= tol, "sampled vs teacher-forced log-probs differ by " + worst);
             assertTrue(shifted > 10 * tol, "a shifted history moves them by only " + shifted);
             if (exact) assertSame(b, a);
