@@ -243,6 +243,13 @@ public final class GrpoConfig {
      * docs/trainer.md.
      */
     public String passPacking = "tokens";
+    /**
+     * At world_size > 1 (grpo4j): tokens (the default) moves whole prompt groups of each mini-batch from the ranks with
+     * the most tokens to those with the fewest before the training passes, their outputs returned for the metrics; each
+     * token keeps its own rank's loss weight, so only the gradient's summation order changes. none trains each rank's
+     * own rollouts (the reference). docs/trainer.md.
+     */
+    public String rankBalancing = "tokens";
     /** Gradient bucket for the ZeRO-2 reduction, in elements (DeepSpeed's reduce_bucket_size; grpo4j). */
     public long reduceBucketSize = 200_000_000L;
     /** A collective not finished within this many seconds aborts the NCCL communicators and stops every rank (grpo4j). */
@@ -422,7 +429,7 @@ public final class GrpoConfig {
             {"loss_aggregation", lossAggregation}, {"stop_token", stopToken}, {"verifier_compat", verifierCompat},
             {"output_dir", outputDir}, {"backend", backend}, {"sft_warmup", sftWarmup}, {"precision", precision},
             {"lm_head_grad", lmHeadGrad}, {"old_logprobs", oldLogprobs}, {"pass_packing", passPacking},
-            {"kv_admission", kvAdmission}};
+            {"kv_admission", kvAdmission}, {"rank_balancing", rankBalancing}};
         for (Object[] o : objects) require(o[1] != null, where, o[0] + " must not be null");
         require(!datasetMixerList.isEmpty(), where, "dataset_mixer_list is required");
         require(worldSize >= 1, where, "world_size must be >= 1");
@@ -489,6 +496,7 @@ public final class GrpoConfig {
         require(List.of("bf16", "split").contains(lmHeadGrad), where, "lm_head_grad must be bf16 or split, got " + lmHeadGrad);
         require(List.of("auto", "recompute").contains(oldLogprobs), where, "old_logprobs must be auto or recompute, got " + oldLogprobs);
         require(List.of("tokens", "batch_size").contains(passPacking), where, "pass_packing must be tokens or batch_size, got " + passPacking);
+        require(List.of("tokens", "none").contains(rankBalancing), where, "rank_balancing must be tokens or none, got " + rankBalancing);
         require(List.of("on_demand", "worst_case").contains(kvAdmission), where, "kv_admission must be on_demand or worst_case, got " + kvAdmission);
         require(lmHeadScratchMib >= 0 && lmHeadScratchMib <= org.grpo4j.internal.backend.CudaBackend.LM_ROWS_MAX_MIB, where,
                 "lm_head_scratch_mib must be in [0, " + org.grpo4j.internal.backend.CudaBackend.LM_ROWS_MAX_MIB + "], got " + lmHeadScratchMib);

@@ -44,7 +44,7 @@ final class RankState implements AutoCloseable {
     long optimizerSteps;
     int consecutiveNonfinite, skippedSteps;
     /** Training passes this rank ran, and the rounds it only took part in (reducing zeros: another rank had more passes). */
-    long trainingPasses, paddingRounds;
+    long trainingPasses, paddingRounds, tokensRun;
     /** The first reward error of this rank's last step (null when none), for the step's report. */
     String lastRewardError;
 

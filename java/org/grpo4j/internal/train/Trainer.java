@@ -129,10 +129,14 @@ public final class Trainer implements AutoCloseable {
     /** Forward/backward passes the warm-up ran on the first rank (for tests of its micro-batching). */
     long sftMicroBatches;
 
-    /** Per rank: {training passes run, rounds only taken part in} (for tests of the passes at world > 1). */
+    /**
+     * Per rank: {training passes run, rounds only taken part in, tokens its training passes ran} (for tests of the
+     * passes at world > 1).
+     */
     long[][] passCounts() {
         long[][] out = new long[states.size()][];
-        for (int i = 0; i < out.length; i++) out[i] = new long[] {states.get(i).trainingPasses, states.get(i).paddingRounds};
+        for (int i = 0; i < out.length; i++)
+            out[i] = new long[] {states.get(i).trainingPasses, states.get(i).paddingRounds, states.get(i).tokensRun};
         return out;
     }
 
@@ -735,6 +739,8 @@ public final class Trainer implements AutoCloseable {
         if (!keys.has("pass_packing")) c.passPacking = "batch_size";
         // and one written before kv_admission reserved each sample's every block before admitting it
         if (!keys.has("kv_admission")) c.kvAdmission = "worst_case";
+        // and one written before rank_balancing trained each rank's own rollouts
+        if (!keys.has("rank_balancing")) c.rankBalancing = "none";
         return c;
     }
 

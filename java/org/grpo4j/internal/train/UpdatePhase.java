@@ -29,7 +29,8 @@ final class UpdatePhase {
     private UpdatePhase() {}
 
     /** What the phase did: the training statistics and the optimizer steps. */
-    record Result(TrainStats stats, double gradNormSum, int optimizerSteps, int skipped, long tokensTrained, long rowsRun, int passes) {}
+    record Result(TrainStats stats, double gradNormSum, int optimizerSteps, int skipped, long tokensTrained, long rowsRun, int passes,
+                  long rolloutsMoved) {}
 
     /** The guard's verdict: too many non-finite steps in a row (every rank throws it together). */
     static final class Abort extends RuntimeException {
@@ -56,6 +57,7 @@ final class UpdatePhase {
         int optSteps = 0, skipped = 0;
         long[] trained = {0, 0}; // tokens (prompts included), rows run through the layers
         int passes = 0;
+        long moved = 0;
         ShardedAdamW opt = r.optimizer;
         MemoryEstimate est = r.estimate();
         long lmRows = Preflight.lmRowsBytes(cfg, r.s.dtype());
@@ -82,18 +84,32 @@ final class UpdatePhase {
                 // other (the weights above keep the reference's loss: a gradient is a sum over tokens, whatever the grouping)
                 List<Rollout> runOrder = cfg.trainPrefixSharing ? byPrompt(miniRs) : miniRs;
                 Map<Rollout, TokenOut> outs = new IdentityHashMap<>();
+                boolean onPolicy = e == 0 && mb == 0 && cfg.oldLogprobs.equals("auto");
+                // rank_balancing: whole prompt groups to the ranks with the fewest tokens (their weights with them)
+                List<List<Rollout>> units = null;
+                RankBalance.Exchange ex = null;
+                if (r.world > 1 && cfg.rankBalancing.equals("tokens")) {
+                    units = RankBalance.units(runOrder);
+                    ex = RankBalance.exchange(r, units, weight, onPolicy);
+                    if (ex != null) {
+                        runOrder = ex.run();
+                        moved += ex.moved();
+                    }
+                }
                 List<List<Rollout>> plan = PassPacking.training(cfg, est, lmRows, runOrder, longestPrompt);
                 // ZeRO-2 reduces after every pass: every rank takes part in as many as the rank with the most (a rank with
                 // fewer reduces zeros), as the supervised warm-up does
-                boolean onPolicy = e == 0 && mb == 0 && cfg.oldLogprobs.equals("auto");
                 opt.startStep();
+                long tokensBefore = trained[0];
                 r.paddingRounds += PassPacking.runPasses(r, plan, PassPacking.byTokens(cfg), pass -> {
                     long[] run = microStep(r, pass, weight, lp, onPolicy, cfg.trainPrefixSharing, outs);
                     trained[0] += run[0];
                     trained[1] += run[1];
                 });
                 r.trainingPasses += plan.size();
+                r.tokensRun += trained[0] - tokensBefore;
                 passes += plan.size();
+                if (ex != null) RankBalance.returnOutputs(r, ex, units, outs, onPolicy);
                 boolean finite = true;
                 for (int mc = 0; mc < mini; mc += micro) {
                     List<Rollout> microRs = miniRs.subList(mc, mc + micro);
@@ -120,7 +136,7 @@ final class UpdatePhase {
                 }
             }
         }
-        return new Result(stats, gradNormSum, optSteps, skipped, trained[0], trained[1], passes);
+        return new Result(stats, gradNormSum, optSteps, skipped, trained[0], trained[1], passes, moved);
     }
 
     /**

@@ -282,6 +282,7 @@ class BadInputTest {
             {"old_logprobs=never", "old_logprobs must be auto or recompute, got never"},
             {"pass_packing=micro_batch", "pass_packing must be tokens or batch_size, got micro_batch"},
             {"kv_admission=lazy", "kv_admission must be on_demand or worst_case, got lazy"},
+            {"rank_balancing=rollouts", "rank_balancing must be tokens or none, got rollouts"},
             {"train_prefix_sharing=maybe", "key \"train_prefix_sharing\" has the wrong type (expected true or false)"},
             {"lm_head_scratch_mib=-1", "lm_head_scratch_mib must be in [0, 8191], got -1"},
             {"kv_cache_fraction=0", "kv_cache_fraction must be in (0, 1], got 0.0"},

@@ -84,6 +84,79 @@ class DistributedTrainingTest {
     }
 
     /**
+     * rank_balancing tokens against none at world 2, on prompts of four lengths (a question once to four times), over
+     * two epochs (the first trains on-policy, the second sends old log-probs with the moved groups): prompt groups move
+     * (training/rollouts_moved > 0), the rank with the most tokens has fewer of them in every step and in all
+     * (training/rank_tokens_max_over_mean, Trainer.passCounts), the completions and every metric of them are the same,
+     * the losses agree to 1e-5, and the weights agree within the tolerances of {@link #fourRanksTrainLikeOne} (moving a
+     * group changes only the order in which its tokens' gradients are summed).
+     */
+    @Test
+    void rankBalancingMovesPromptGroupsAndTrainsAlike(@TempDir Path tmp) throws Exception {
+        Path data = tmp.resolve("short-and-long.jsonl");
+        List<String> rows = new ArrayList<>();
+        List<String> arith = Files.readAllLines(Path.of("examples/data/tiny-arith.jsonl"));
+        for (int i = 0; i < 64; i++) {
+            String row = arith.get(i);
+            row = row.replaceFirst("\"content\": \"([^\"]*)\"", "\"content\": \"" + "$1 ".repeat(1 + i % 4).trim() + "\"");
+            rows.add(row);
+        }
+        Files.write(data, rows);
+        int steps = 4;
+        Map<String, List<Map<String, Double>>> ms = new java.util.LinkedHashMap<>();
+        Map<String, long[][]> counts = new java.util.LinkedHashMap<>();
+        Map<String, float[]> w = new java.util.LinkedHashMap<>();
+        for (String mode : List.of("none", "tokens")) {
+            Path out = tmp.resolve(mode);
+            List<Map<String, Double>> seen = new ArrayList<>();
+            List<String> sets = GrpoTrainerTest.small(out, steps);
+            sets.addAll(List.of("world_size=2", "local_rollout_batch_size=4", "local_mini_batch_size=16", "per_device_train_batch_size=4",
+                    "local_rollout_forward_batch_size=16", "loss_aggregation=token_mean", "num_evals=0", "num_epochs=2", "save_freq=" + steps,
+                    "pass_packing=\"tokens\"", "rank_balancing=\"" + mode + "\"", "dataset_mixer_list=[\"" + data + "\", \"1.0\"]",
+                    "max_prompt_token_length=200"));
+            try (Trainer t = Trainer.builder(GrpoTrainerTest.config(sets)).log(null).build()) {
+                t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
+                    @Override
+                    public void onStep(int step, Map<String, Double> m) { seen.add(m); }
+                });
+                counts.put(mode, t.passCounts());
+            }
+            ms.put(mode, seen);
+            w.put(mode, weights(out.resolve("checkpoints/step_" + steps + "/model")));
+        }
+        List<Map<String, Double>> none = ms.get("none"), bal = ms.get("tokens");
+        double moved = 0, worst = 0, best = 0;
+        for (int s = 0; s < steps; s++) {
+            for (String k : List.of("objective/scores", "objective/verifiable_correct_rate", "val/sequence_lengths", "val/sequence_lengths_max",
+                    "val/num_stop_token_ids", "objective/reward_std", "val/response_length"))
+                assertEquals(none.get(s).get(k), bal.get(s).get(k), k + " of step " + (s + 1) + ": the same completions");
+            for (String k : List.of("loss/policy_avg", "objective/kl", "val/ratio", "policy/clipfrac_avg", "objective/entropy"))
+                assertEquals(none.get(s).get(k), bal.get(s).get(k), 1e-5, k + " of step " + (s + 1));
+            assertEquals(0, none.get(s).get("training/rollouts_moved"));
+            double a = none.get(s).get("training/rank_tokens_max_over_mean"), b = bal.get(s).get("training/rank_tokens_max_over_mean");
+            assertTrue(b <= a, "step " + (s + 1) + ": the busiest rank's share " + b + " balanced, " + a + " not");
+            moved += bal.get(s).get("training/rollouts_moved");
+            worst += a;
+            best += b;
+        }
+        System.out.printf("rank_balancing at world 2: %.0f rollouts moved in %d steps; busiest rank's tokens over the mean %.3f -> %.3f (mean of steps)%n",
+                moved, steps, worst / steps, best / steps);
+        assertTrue(moved > 0 && best < worst, moved + " rollouts moved; imbalance " + worst / steps + " -> " + best / steps);
+        long[][] c0 = counts.get("none"), c1 = counts.get("tokens");
+        assertTrue(Math.max(c1[0][2], c1[1][2]) < Math.max(c0[0][2], c0[1][2]), "the busiest rank's tokens over the run: "
+                + Math.max(c1[0][2], c1[1][2]) + " balanced, " + Math.max(c0[0][2], c0[1][2]) + " not");
+        assertEquals(c0[0][2] + c0[1][2], c1[0][2] + c1[1][2], "the same tokens in all");
+        double lr = GrpoTrainerTest.config(List.of()).learningRate;
+        float[] a = w.get("none"), b = w.get("tokens");
+        double[] d = new double[a.length];
+        for (int i = 0; i < a.length; i++) d[i] = Math.abs(a[i] - b[i]) / lr;
+        java.util.Arrays.sort(d);
+        assertTrue(d[a.length / 2] <= 1e-4, "median difference " + d[a.length / 2] + " lr");
+        assertTrue(d[a.length * 999 / 1000] <= 1e-2, "99.9th percentile " + d[a.length * 999 / 1000] + " lr");
+        assertTrue(d[a.length - 1] <= 2.5 * steps, "largest difference " + d[a.length - 1] + " lr");
+    }
+
+    /**
      * The same global batch on 1 and on 4 ranks. token_mean over the whole mini-batch makes the loss the same function
      * and the random streams are indexed by global prompt, so the rollouts are the same; the weights agree to rounding,
      * not bitwise, for two reasons: each rank permutes only its own rollouts into micro-batches, so tokens are packed

@@ -1,0 +1,229 @@
+package org.grpo4j.internal.train;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * rank_balancing tokens: before a mini-batch's training passes, whole prompt groups (a prompt's rollouts in the
+ * rank's mini-batch) move from the ranks with the most tokens to those with the fewest, so that every rank's passes
+ * carry about the same tokens; the passes' outputs go back to the rollouts' own ranks, which compute the metrics of
+ * their reference micro-batches as before. Each token keeps the loss weight its own rank's micro-batch gives it, and
+ * the mini-batch's gradient is a sum over all ranks' tokens (ZeRO-2's reduction), so a moved rollout changes only the
+ * gradient's summation order. Data parallelism gives each rank a fixed slice of the prompts, and a prompt's responses
+ * run from a few tokens to response_length, so the rank with the most tokens sets every training round's pace (the
+ * others reduce zeros while it runs its extra passes); verl's balance_batch evens this out the same way, by sequence
+ * lengths. Groups move whole so that train_prefix_sharing still runs each prompt once a pass.
+ */
+final class RankBalance {
+    private RankBalance() {}
+
+    /**
+     * Which rank runs each unit: {@code loads[r][u]} is the tokens of rank r's unit u; the result has the same shape.
+     * Starting from every unit at home, it repeatedly moves from the rank with the most tokens to the one with the
+     * fewest the unit (run there now) whose tokens come closest to half their gap without exceeding it, until none
+     * fits. Each move lowers the sum of squared loads, so it ends; every rank computes the same plan from the same
+     * loads (ties go to the lowest rank, then the lowest unit).
+     */
+    static int[][] plan(long[][] loads) {
+        int world = loads.length;
+        int[][] runBy = new int[world][];
+        long[] load = new long[world];
+        int units = 0;
+        for (int r = 0; r < world; r++) {
+            runBy[r] = new int[loads[r].length];
+            Arrays.fill(runBy[r], r);
+            for (long l : loads[r]) load[r] += l;
+            units += loads[r].length;
+        }
+        for (int moves = 0; moves < 4 * units + 4; moves++) {
+            int hi = 0, lo = 0;
+            for (int r = 1; r < world; r++) {
+                if (load[r] > load[hi]) hi = r;
+                if (load[r] < load[lo]) lo = r;
+            }
+            long gap = load[hi] - load[lo];
+            int bestR = -1, bestU = -1;
+            long bestScore = -1;
+            for (int r = 0; r < world; r++)
+                for (int u = 0; u < loads[r].length; u++) {
+                    long l = loads[r][u];
+                    if (runBy[r][u] != hi || l <= 0 || l >= gap) continue;
+                    long score = Math.min(l, gap - l); // how much the larger of the two loads falls
+                    if (score > bestScore) {
+                        bestScore = score;
+                        bestR = r;
+                        bestU = u;
+                    }
+                }
+            if (bestR < 0) break;
+            runBy[bestR][bestU] = lo;
+            load[hi] -= loads[bestR][bestU];
+            load[lo] += loads[bestR][bestU];
+        }
+        return runBy;
+    }
+
+    /** A rank's mini-batch grouped by prompt: its units, each a prompt's rollouts in run order. */
+    static List<List<Rollout>> units(List<Rollout> runOrder) {
+        List<List<Rollout>> out = new ArrayList<>();
+        for (Rollout o : UpdatePhase.byPrompt(runOrder)) {
+            List<Rollout> last = out.isEmpty() ? null : out.get(out.size() - 1);
+            if (last != null && samePrompt(last.get(0), o)) last.add(o);
+            else out.add(new ArrayList<>(List.of(o)));
+        }
+        return out;
+    }
+
+    private static boolean samePrompt(Rollout a, Rollout b) {
+        return a.promptLen == b.promptLen && Arrays.equals(a.seq, 0, a.promptLen, b.seq, 0, b.promptLen);
+    }
+
+    /** The tokens a unit puts through a training pass (what pass_packing fills passes by). */
+    static long tokens(List<Rollout> unit) {
+        long t = 0;
+        for (Rollout o : unit) t += o.seq.length;
+        return t;
+    }
+
+    /**
+     * What a rank runs for a mini-batch: its own units that stay, then the units other ranks send it (rank order,
+     * unit order), as copies holding what a training pass reads; {@code weight} gains the guests' loss weights.
+     */
+    record Exchange(List<Rollout> run, List<Rollout> guests, int[] guestOwner, int[][] guestIndex, int moved) {}
+
+    /**
+     * Plans and exchanges a mini-batch's units among the ranks (collectives: every rank calls it together with its own
+     * units), or returns null on every rank when the plan moves nothing. {@code onPolicy}: the rollouts train on their
+     * own forward's log-probs (no old log-probs to send).
+     */
+    static Exchange exchange(RankState r, List<List<Rollout>> mine, Map<Rollout, Double> weight, boolean onPolicy) {
+        int world = r.world;
+        double[] myLoads = new double[mine.size()];
+        for (int u = 0; u < mine.size(); u++) myLoads[u] = tokens(mine.get(u));
+        long[][] loads = gatherRagged(r, myLoads, x -> (long) x);
+        int[][] runBy = plan(loads);
+        boolean any = false;
+        for (int q = 0; q < world; q++) for (int u = 0; u < runBy[q].length; u++) any |= runBy[q][u] != q;
+        if (!any) return null;
+        // what this rank sends: per unit leaving it, [unit, rollouts, then per rollout: seq length, prompt length, weight,
+        // advantage, seq..., ref..., old... (not on-policy)]
+        List<Double> out = new ArrayList<>();
+        int moved = 0;
+        List<Rollout> run = new ArrayList<>();
+        for (int u = 0; u < mine.size(); u++) {
+            if (runBy[r.rank][u] == r.rank) {
+                run.addAll(mine.get(u));
+                continue;
+            }
+            out.add((double) u);
+            out.add((double) runBy[r.rank][u]);
+            out.add((double) mine.get(u).size());
+            for (Rollout o : mine.get(u)) {
+                out.add((double) o.seq.length);
+                out.add((double) o.promptLen);
+                out.add(weight.get(o));
+                out.add(o.advantage);
+                for (int t : o.seq) out.add((double) t);
+                for (float f : o.ref) out.add((double) f);
+                if (!onPolicy) for (float f : o.old) out.add((double) f);
+                moved++;
+            }
+        }
+        double[][] all = gatherRagged(r, toArray(out));
+        List<Rollout> guests = new ArrayList<>();
+        List<Integer> owners = new ArrayList<>();
+        List<int[]> index = new ArrayList<>();
+        for (int src = 0; src < world; src++) {
+            if (src == r.rank) continue;
+            double[] p = all[src];
+            int k = 0;
+            while (k < p.length) {
+                int unit = (int) p[k++], to = (int) p[k++], count = (int) p[k++];
+                for (int i = 0; i < count; i++) {
+                    int len = (int) p[k++], promptLen = (int) p[k++];
+                    double w = p[k++], adv = p[k++];
+                    int[] seq = new int[len];
+                    for (int t = 0; t < len; t++) seq[t] = (int) p[k++];
+                    int nt = len - promptLen;
+                    float[] ref = new float[nt], old = onPolicy ? null : new float[nt];
+                    for (int t = 0; t < nt; t++) ref[t] = (float) p[k++];
+                    if (!onPolicy) for (int t = 0; t < nt; t++) old[t] = (float) p[k++];
+                    if (to != r.rank) continue;
+                    Rollout g = new Rollout();
+                    g.seq = seq;
+                    g.promptLen = promptLen;
+                    g.targets = Arrays.copyOfRange(seq, promptLen, len);
+                    g.seqLen = nt;
+                    g.advantage = adv;
+                    g.ref = ref;
+                    g.old = old;
+                    weight.put(g, w);
+                    guests.add(g);
+                    owners.add(src);
+                    index.add(new int[] {unit, i});
+                }
+            }
+        }
+        run.addAll(guests);
+        int[] guestOwner = owners.stream().mapToInt(Integer::intValue).toArray();
+        return new Exchange(run, guests, guestOwner, index.toArray(new int[0][]), moved);
+    }
+
+    /**
+     * After the passes: the guests' token outputs go back to their ranks, which put them under their own rollouts
+     * ({@code outs}; on-policy, their old log-probs are these too). A collective.
+     */
+    static void returnOutputs(RankState r, Exchange ex, List<List<Rollout>> mine, Map<Rollout, UpdatePhase.TokenOut> outs, boolean onPolicy) {
+        List<Double> out = new ArrayList<>();
+        for (int g = 0; g < ex.guests().size(); g++) {
+            UpdatePhase.TokenOut t = outs.remove(ex.guests().get(g));
+            out.add((double) ex.guestOwner()[g]);
+            out.add((double) ex.guestIndex()[g][0]);
+            out.add((double) ex.guestIndex()[g][1]);
+            out.add((double) t.logp().length);
+            for (float[] a : new float[][] {t.logp(), t.ratio(), t.clipped(), t.kl()}) for (float f : a) out.add((double) f);
+        }
+        double[][] all = gatherRagged(r, toArray(out));
+        for (int src = 0; src < r.world; src++) {
+            double[] p = all[src];
+            int k = 0;
+            while (k < p.length) {
+                int owner = (int) p[k++], unit = (int) p[k++], i = (int) p[k++], n = (int) p[k++];
+                float[][] a = new float[4][n];
+                for (float[] x : a) for (int t = 0; t < n; t++) x[t] = (float) p[k++];
+                if (owner != r.rank) continue;
+                Rollout o = mine.get(unit).get(i);
+                UpdatePhase.TokenOut t = new UpdatePhase.TokenOut(a[0], a[1], a[2], a[3]);
+                outs.put(o, t);
+                if (onPolicy) o.old = t.logp().clone();
+            }
+        }
+    }
+
+    private static double[] toArray(List<Double> xs) {
+        double[] a = new double[xs.size()];
+        for (int i = 0; i < a.length; i++) a[i] = xs.get(i);
+        return a;
+    }
+
+    /** Every rank's array (of any length) on every rank: the lengths first, then the arrays padded to the longest. */
+    static double[][] gatherRagged(RankState r, double[] mine) {
+        long longest = UpdatePhase.globalMax(r, mine.length);
+        double[] padded = new double[(int) longest + 1];
+        padded[0] = mine.length;
+        System.arraycopy(mine, 0, padded, 1, mine.length);
+        double[][] all = r.comm.allGatherDoubles(padded);
+        double[][] out = new double[all.length][];
+        for (int i = 0; i < all.length; i++) out[i] = Arrays.copyOfRange(all[i], 1, 1 + (int) all[i][0]);
+        return out;
+    }
+
+    private static long[][] gatherRagged(RankState r, double[] mine, java.util.function.DoubleToLongFunction f) {
+        double[][] all = gatherRagged(r, mine);
+        long[][] out = new long[all.length][];
+        for (int i = 0; i < all.length; i++) out[i] = Arrays.stream(all[i]).mapToLong(f).toArray();
+        return out;
+    }
+}
