@@ -101,7 +101,8 @@ final class UpdatePhase {
                 // fewer reduces zeros), as the supervised warm-up does
                 opt.startStep();
                 long tokensBefore = trained[0];
-                r.paddingRounds += PassPacking.runPasses(r, plan, PassPacking.byTokens(cfg), pass -> {
+                // (moved groups leave the ranks with different pass counts even in passes of per_device_train_batch_size)
+                r.paddingRounds += PassPacking.runPasses(r, plan, PassPacking.byTokens(cfg) || ex != null, pass -> {
                     long[] run = microStep(r, pass, weight, lp, onPolicy, cfg.trainPrefixSharing, outs);
                     trained[0] += run[0];
                     trained[1] += run[1];
