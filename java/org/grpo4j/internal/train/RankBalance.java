@@ -6,18 +6,28 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * rank_balancing tokens: before a mini-batch's training passes, whole prompt groups (a prompt's rollouts in the
- * rank's mini-batch) move from the ranks with the most tokens to those with the fewest, so that every rank's passes
+ * rank_balancing tokens: before a mini-batch's training passes, pieces of prompt groups (a prompt's rollouts in the
+ * rank's mini-batch, up to a quarter of a group a piece) move from the ranks with the most tokens to those with the fewest, so that every rank's passes
  * carry about the same tokens; the passes' outputs go back to the rollouts' own ranks, which compute the metrics of
  * their reference micro-batches as before. Each token keeps the loss weight its own rank's micro-batch gives it, and
  * the mini-batch's gradient is a sum over all ranks' tokens (ZeRO-2's reduction), so a moved rollout changes only the
  * gradient's summation order. Data parallelism gives each rank a fixed slice of the prompts, and a prompt's responses
  * run from a few tokens to response_length, so the rank with the most tokens sets every training round's pace (the
  * others reduce zeros while it runs its extra passes); verl's balance_batch evens this out the same way, by sequence
- * lengths. Groups move whole so that train_prefix_sharing still runs each prompt once a pass.
+ * lengths. Pieces of a group that stay or move together sit next to each other, so train_prefix_sharing still runs
+ * their prompt once a pass.
  */
 final class RankBalance {
     private RankBalance() {}
+
+    /**
+     * Whether a run balances: rank_balancing tokens at world > 1 with pass_packing tokens. With batch_size passes every
+     * rank runs the same count of fixed-size passes in lockstep, so even tokens would not shorten a round, and a rank
+     * given more rollouts would add rounds that every rank takes part in.
+     */
+    static boolean on(org.grpo4j.train.GrpoConfig cfg, int world) {
+        return world > 1 && cfg.rankBalancing.equals("tokens") && PassPacking.byTokens(cfg);
+    }
 
     /**
      * Which rank runs each unit: {@code loads[r][u]} is the tokens of rank r's unit u; the result has the same shape.
@@ -65,12 +75,20 @@ final class RankBalance {
         return runBy;
     }
 
-    /** A rank's mini-batch grouped by prompt: its units, each a prompt's rollouts in run order. */
-    static List<List<Rollout>> units(List<Rollout> runOrder) {
+    /**
+     * A rank's mini-batch grouped by prompt into its units: each prompt's rollouts in run order, in pieces of at most
+     * {@code samples} / 4 (rounded up) rollouts, so that a rank's load can move in quarters of a group (a piece still
+     * runs its prompt once a pass, and pieces that stay or move to one rank sit next to each other).
+     */
+    static List<List<Rollout>> units(List<Rollout> runOrder, int samples) {
+        int piece = Math.max(1, (samples + 3) / 4);
         List<List<Rollout>> out = new ArrayList<>();
+        Rollout lead = null; // the first rollout of the current prompt
         for (Rollout o : UpdatePhase.byPrompt(runOrder)) {
+            boolean same = lead != null && samePrompt(lead, o);
+            if (!same) lead = o;
             List<Rollout> last = out.isEmpty() ? null : out.get(out.size() - 1);
-            if (last != null && samePrompt(last.get(0), o)) last.add(o);
+            if (same && last.size() < piece) last.add(o);
             else out.add(new ArrayList<>(List.of(o)));
         }
         return out;
@@ -107,9 +125,9 @@ final class RankBalance {
         boolean any = false;
         for (int q = 0; q < world; q++) for (int u = 0; u < runBy[q].length; u++) any |= runBy[q][u] != q;
         if (!any) return null;
-        // what this rank sends: per unit leaving it, [unit, rollouts, then per rollout: seq length, prompt length, weight,
-        // advantage, seq..., ref..., old... (not on-policy)]
-        List<Double> out = new ArrayList<>();
+        // what this rank sends: per unit leaving it, [unit, rank to run it, rollouts, then per rollout: seq length, prompt
+        // length, weight, advantage, seq..., ref..., old... (not on-policy)]
+        Doubles out = new Doubles();
         int moved = 0;
         List<Rollout> run = new ArrayList<>();
         for (int u = 0; u < mine.size(); u++) {
@@ -131,7 +149,7 @@ final class RankBalance {
                 moved++;
             }
         }
-        double[][] all = gatherRagged(r, toArray(out));
+        double[][] all = gatherRagged(r, out.toArray());
         List<Rollout> guests = new ArrayList<>();
         List<Integer> owners = new ArrayList<>();
         List<int[]> index = new ArrayList<>();
@@ -142,20 +160,21 @@ final class RankBalance {
             while (k < p.length) {
                 int unit = (int) p[k++], to = (int) p[k++], count = (int) p[k++];
                 for (int i = 0; i < count; i++) {
-                    int len = (int) p[k++], promptLen = (int) p[k++];
+                    int len = (int) p[k++], promptLen = (int) p[k++], nt = len - promptLen;
                     double w = p[k++], adv = p[k++];
+                    if (to != r.rank) { // another rank's guest
+                        k += len + (onPolicy ? 1 : 2) * nt;
+                        continue;
+                    }
                     int[] seq = new int[len];
                     for (int t = 0; t < len; t++) seq[t] = (int) p[k++];
-                    int nt = len - promptLen;
                     float[] ref = new float[nt], old = onPolicy ? null : new float[nt];
                     for (int t = 0; t < nt; t++) ref[t] = (float) p[k++];
                     if (!onPolicy) for (int t = 0; t < nt; t++) old[t] = (float) p[k++];
-                    if (to != r.rank) continue;
-                    Rollout g = new Rollout();
+                    Rollout g = new Rollout(); // what a training pass reads of it (microStep)
                     g.seq = seq;
                     g.promptLen = promptLen;
                     g.targets = Arrays.copyOfRange(seq, promptLen, len);
-                    g.seqLen = nt;
                     g.advantage = adv;
                     g.ref = ref;
                     g.old = old;
@@ -176,7 +195,7 @@ final class RankBalance {
      * ({@code outs}; on-policy, their old log-probs are these too). A collective.
      */
     static void returnOutputs(RankState r, Exchange ex, List<List<Rollout>> mine, Map<Rollout, UpdatePhase.TokenOut> outs, boolean onPolicy) {
-        List<Double> out = new ArrayList<>();
+        Doubles out = new Doubles();
         for (int g = 0; g < ex.guests().size(); g++) {
             UpdatePhase.TokenOut t = outs.remove(ex.guests().get(g));
             out.add((double) ex.guestOwner()[g]);
@@ -185,15 +204,18 @@ final class RankBalance {
             out.add((double) t.logp().length);
             for (float[] a : new float[][] {t.logp(), t.ratio(), t.clipped(), t.kl()}) for (float f : a) out.add((double) f);
         }
-        double[][] all = gatherRagged(r, toArray(out));
+        double[][] all = gatherRagged(r, out.toArray());
         for (int src = 0; src < r.world; src++) {
             double[] p = all[src];
             int k = 0;
             while (k < p.length) {
                 int owner = (int) p[k++], unit = (int) p[k++], i = (int) p[k++], n = (int) p[k++];
+                if (owner != r.rank) {
+                    k += 4 * n;
+                    continue;
+                }
                 float[][] a = new float[4][n];
                 for (float[] x : a) for (int t = 0; t < n; t++) x[t] = (float) p[k++];
-                if (owner != r.rank) continue;
                 Rollout o = mine.get(unit).get(i);
                 UpdatePhase.TokenOut t = new UpdatePhase.TokenOut(a[0], a[1], a[2], a[3]);
                 outs.put(o, t);
@@ -202,10 +224,17 @@ final class RankBalance {
         }
     }
 
-    private static double[] toArray(List<Double> xs) {
-        double[] a = new double[xs.size()];
-        for (int i = 0; i < a.length; i++) a[i] = xs.get(i);
-        return a;
+    /** A growable double array (a payload without boxing). */
+    private static final class Doubles {
+        private double[] a = new double[1024];
+        private int n;
+
+        void add(double v) {
+            if (n == a.length) a = Arrays.copyOf(a, 2 * n);
+            a[n++] = v;
+        }
+
+        double[] toArray() { return Arrays.copyOf(a, n); }
     }
 
     /** Every rank's array (of any length) on every rank: the lengths first, then the arrays padded to the longest. */

@@ -88,8 +88,8 @@ final class UpdatePhase {
                 // rank_balancing: whole prompt groups to the ranks with the fewest tokens (their weights with them)
                 List<List<Rollout>> units = null;
                 RankBalance.Exchange ex = null;
-                if (r.world > 1 && cfg.rankBalancing.equals("tokens")) {
-                    units = RankBalance.units(runOrder);
+                if (RankBalance.on(cfg, r.world)) {
+                    units = RankBalance.units(runOrder, cfg.numberSamplesPerPrompt);
                     ex = RankBalance.exchange(r, units, weight, onPolicy);
                     if (ex != null) {
                         runOrder = ex.run();
@@ -101,8 +101,7 @@ final class UpdatePhase {
                 // fewer reduces zeros), as the supervised warm-up does
                 opt.startStep();
                 long tokensBefore = trained[0];
-                // (moved groups leave the ranks with different pass counts even in passes of per_device_train_batch_size)
-                r.paddingRounds += PassPacking.runPasses(r, plan, PassPacking.byTokens(cfg) || ex != null, pass -> {
+                r.paddingRounds += PassPacking.runPasses(r, plan, PassPacking.byTokens(cfg), pass -> {
                     long[] run = microStep(r, pass, weight, lp, onPolicy, cfg.trainPrefixSharing, outs);
                     trained[0] += run[0];
                     trained[1] += run[1];
