@@ -7,7 +7,8 @@ import org.grpo4j.internal.model.LlamaModel;
 
 /**
  * Phase 3 of a step: the old (current policy) and reference log-probs of the loss tokens, in no-grad passes over
- * chunks of rollouts ({@link PassPacking}), logits divided by (temperature + 1e-7). The models run in the
+ * chunks of rollouts ({@link PassPacking}), logits divided by (temperature + 1e-7). With rank_balancing, each pass
+ * first moves pieces of prompt groups among the ranks ({@link RankBalance}) and returns their log-probs. The models run in the
  * precision's dtype; the log-probs are fp32. With old_logprobs auto, the rollouts that the first mini-batch of the
  * first epoch trains get no old pass: their old log-probs are their training forward's own (UpdatePhase), taken with
  * the same weights; their {@code old} stays null until then.
@@ -19,7 +20,7 @@ final class LogprobPhase {
      * How many rollouts had the no-grad old pass, and the token rows both passes ran through the layers (with
      * logprob_prefix_sharing, each prompt once per run of its samples in a chunk).
      */
-    record Result(int oldPasses, long rows) {}
+    record Result(int oldPasses, long rows, long rolloutsMoved) {}
 
     /**
      * @param longestPrompt the data set's longest prompt (the memory plan's): with pass_packing tokens, a chunk's
@@ -35,10 +36,11 @@ final class LogprobPhase {
             rs.get(i).old = null;
             if (!onPolicy[i]) needOld.add(rs.get(i));
         }
-        long rows = pass(r, r.refModel, rs, temp, longestPrompt, (x, lp) -> x.ref = lp);
+        long[] moved = {0};
+        long rows = pass(r, r.refModel, rs, temp, longestPrompt, (x, lp) -> x.ref = lp, moved);
         // the old pass in chunks of its own rollouts (with recompute, every rollout: the same chunks as the reference pass)
-        rows += pass(r, r.model, needOld, temp, longestPrompt, (x, lp) -> x.old = lp);
-        return new Result(needOld.size(), rows);
+        rows += pass(r, r.model, needOld, temp, longestPrompt, (x, lp) -> x.old = lp, moved);
+        return new Result(needOld.size(), rows, moved[0]);
     }
 
     /**
@@ -47,18 +49,35 @@ final class LogprobPhase {
      * token rows run through the layers.
      */
     private static long pass(RankState r, LlamaModel m, List<Rollout> rs, float temp, int longestPrompt,
-                             java.util.function.BiConsumer<Rollout, float[]> into) {
+                             java.util.function.BiConsumer<Rollout, float[]> into, long[] moved) {
+        // rank_balancing: pieces of prompt groups to the ranks with the fewest tokens, their log-probs sent back
+        List<Rollout> order = rs;
+        List<List<Rollout>> units = null;
+        RankBalance.Exchange ex = null;
+        java.util.Map<Rollout, float[][]> back = new java.util.IdentityHashMap<>();
+        if (RankBalance.on(r.s.cfg(), r.world)) {
+            units = RankBalance.units(rs, r.s.cfg().numberSamplesPerPrompt);
+            ex = RankBalance.forLogprobs(r, units);
+            if (ex != null) {
+                order = ex.run();
+                moved[0] += ex.moved();
+                for (Rollout g : ex.guests()) back.put(g, null);
+            }
+        }
         long rows = 0;
-        for (List<Rollout> chunk : PassPacking.logprobs(r.s.cfg(), r.estimate(), rs, longestPrompt)) {
+        for (List<Rollout> chunk : PassPacking.logprobs(r.s.cfg(), r.estimate(), order, longestPrompt)) {
             long[] run = new long[1];
             float[] lp = logprobs(r, m, chunk, temp, run);
             rows += run[0];
             int k = 0;
             for (Rollout x : chunk) {
-                into.accept(x, java.util.Arrays.copyOfRange(lp, k, k + x.targets.length));
+                float[] mine = java.util.Arrays.copyOfRange(lp, k, k + x.targets.length);
+                if (back.containsKey(x)) back.put(x, new float[][] {mine});
+                else into.accept(x, mine);
                 k += x.targets.length;
             }
         }
+        if (ex != null) RankBalance.giveBack(r, ex, units, back, (x, a) -> into.accept(x, a[0]));
         return rows;
     }
 

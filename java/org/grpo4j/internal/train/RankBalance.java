@@ -106,17 +106,26 @@ final class RankBalance {
     }
 
     /**
-     * What a rank runs for a mini-batch: its own units that stay, then the units other ranks send it (rank order,
-     * unit order), as copies holding what a training pass reads; {@code weight} gains the guests' loss weights.
+     * What a rank runs after a move: its own units that stay (in order), then the units other ranks send it (rank
+     * order, unit order) as copies ({@code guests}: each one's owner rank and (unit, index) there).
      */
-    record Exchange(List<Rollout> run, List<Rollout> guests, int[] guestOwner, int[][] guestIndex, int moved) {}
+    record Exchange(List<Rollout> run, List<Rollout> guests, int[] guestOwner, int[][] guestIndex, int moved) {
+        boolean isGuest(int k) { return k >= run.size() - guests.size(); }
+    }
+
+    /** Writes one rollout of a unit that leaves this rank; reads one back on the rank that runs it. */
+    interface Codec {
+        void write(Rollout o, Doubles out);
+
+        /** A copy of a rollout from {@code p[from..]}, as {@link #write} put it. */
+        Rollout read(double[] p, int from);
+    }
 
     /**
-     * Plans and exchanges a mini-batch's units among the ranks (collectives: every rank calls it together with its own
-     * units), or returns null on every rank when the plan moves nothing. {@code onPolicy}: the rollouts train on their
-     * own forward's log-probs (no old log-probs to send).
+     * Plans a move of this rank's units and every other rank's (collectives: every rank calls it with its own units)
+     * and exchanges the moving ones through {@code codec}, or returns null on every rank when the plan moves nothing.
      */
-    static Exchange exchange(RankState r, List<List<Rollout>> mine, Map<Rollout, Double> weight, boolean onPolicy) {
+    static Exchange exchange(RankState r, List<List<Rollout>> mine, Codec codec) {
         int world = r.world;
         double[] myLoads = new double[mine.size()];
         for (int u = 0; u < mine.size(); u++) myLoads[u] = tokens(mine.get(u));
@@ -125,8 +134,8 @@ final class RankBalance {
         boolean any = false;
         for (int q = 0; q < world; q++) for (int u = 0; u < runBy[q].length; u++) any |= runBy[q][u] != q;
         if (!any) return null;
-        // what this rank sends: per unit leaving it, [unit, rank to run it, rollouts, then per rollout: seq length, prompt
-        // length, weight, advantage, seq..., ref..., old... (not on-policy)]
+        // what this rank sends: per unit leaving it, [unit, rank to run it, rollouts, then per rollout its record's
+        // length and the record]
         Doubles out = new Doubles();
         int moved = 0;
         List<Rollout> run = new ArrayList<>();
@@ -135,17 +144,14 @@ final class RankBalance {
                 run.addAll(mine.get(u));
                 continue;
             }
-            out.add((double) u);
-            out.add((double) runBy[r.rank][u]);
-            out.add((double) mine.get(u).size());
+            out.add(u);
+            out.add(runBy[r.rank][u]);
+            out.add(mine.get(u).size());
             for (Rollout o : mine.get(u)) {
-                out.add((double) o.seq.length);
-                out.add((double) o.promptLen);
-                out.add(weight.get(o));
-                out.add(o.advantage);
-                for (int t : o.seq) out.add((double) t);
-                for (float f : o.ref) out.add((double) f);
-                if (!onPolicy) for (float f : o.old) out.add((double) f);
+                int at = out.size();
+                out.add(0);
+                codec.write(o, out);
+                out.set(at, out.size() - at - 1);
                 moved++;
             }
         }
@@ -160,28 +166,13 @@ final class RankBalance {
             while (k < p.length) {
                 int unit = (int) p[k++], to = (int) p[k++], count = (int) p[k++];
                 for (int i = 0; i < count; i++) {
-                    int len = (int) p[k++], promptLen = (int) p[k++], nt = len - promptLen;
-                    double w = p[k++], adv = p[k++];
-                    if (to != r.rank) { // another rank's guest
-                        k += len + (onPolicy ? 1 : 2) * nt;
-                        continue;
+                    int len = (int) p[k++];
+                    if (to == r.rank) {
+                        guests.add(codec.read(p, k));
+                        owners.add(src);
+                        index.add(new int[] {unit, i});
                     }
-                    int[] seq = new int[len];
-                    for (int t = 0; t < len; t++) seq[t] = (int) p[k++];
-                    float[] ref = new float[nt], old = onPolicy ? null : new float[nt];
-                    for (int t = 0; t < nt; t++) ref[t] = (float) p[k++];
-                    if (!onPolicy) for (int t = 0; t < nt; t++) old[t] = (float) p[k++];
-                    Rollout g = new Rollout(); // what a training pass reads of it (microStep)
-                    g.seq = seq;
-                    g.promptLen = promptLen;
-                    g.targets = Arrays.copyOfRange(seq, promptLen, len);
-                    g.advantage = adv;
-                    g.ref = ref;
-                    g.old = old;
-                    weight.put(g, w);
-                    guests.add(g);
-                    owners.add(src);
-                    index.add(new int[] {unit, i});
+                    k += len;
                 }
             }
         }
@@ -191,41 +182,102 @@ final class RankBalance {
     }
 
     /**
-     * After the passes: the guests' token outputs go back to their ranks, which put them under their own rollouts
-     * ({@code outs}; on-policy, their old log-probs are these too). A collective.
+     * A training pass's move: a rollout travels with its tokens, loss weight, advantage and reference and old log-probs
+     * (on-policy: none, the training forward's own are used); {@code weight} gains the guests' weights.
      */
-    static void returnOutputs(RankState r, Exchange ex, List<List<Rollout>> mine, Map<Rollout, UpdatePhase.TokenOut> outs, boolean onPolicy) {
+    static Exchange forTraining(RankState r, List<List<Rollout>> mine, Map<Rollout, Double> weight, boolean onPolicy) {
+        return exchange(r, mine, new Codec() {
+            @Override
+            public void write(Rollout o, Doubles out) {
+                out.add(o.seq.length);
+                out.add(o.promptLen);
+                out.add(weight.get(o));
+                out.add(o.advantage);
+                for (int t : o.seq) out.add(t);
+                for (float f : o.ref) out.add(f);
+                if (!onPolicy) for (float f : o.old) out.add(f);
+            }
+
+            @Override
+            public Rollout read(double[] p, int k) {
+                Rollout g = tokensOf(p, k);
+                weight.put(g, p[k + 2]);
+                g.advantage = p[k + 3];
+                int nt = g.targets.length, q = k + 4 + g.seq.length;
+                g.ref = new float[nt];
+                for (int t = 0; t < nt; t++) g.ref[t] = (float) p[q++];
+                if (!onPolicy) {
+                    g.old = new float[nt];
+                    for (int t = 0; t < nt; t++) g.old[t] = (float) p[q++];
+                }
+                return g;
+            }
+        });
+    }
+
+    /** A no-grad log-prob pass's move: a rollout travels with its tokens only. */
+    static Exchange forLogprobs(RankState r, List<List<Rollout>> mine) {
+        return exchange(r, mine, new Codec() {
+            @Override
+            public void write(Rollout o, Doubles out) {
+                out.add(o.seq.length);
+                out.add(o.promptLen);
+                out.add(0);
+                out.add(0);
+                for (int t : o.seq) out.add(t);
+            }
+
+            @Override
+            public Rollout read(double[] p, int k) { return tokensOf(p, k); }
+        });
+    }
+
+    /** A guest's tokens from a record [seq length, prompt length, weight, advantage, seq...] at p[k]. */
+    private static Rollout tokensOf(double[] p, int k) {
+        int len = (int) p[k], promptLen = (int) p[k + 1];
+        Rollout g = new Rollout(); // what a pass reads of it (microStep, LogprobPhase.logprobs)
+        g.seq = new int[len];
+        for (int t = 0; t < len; t++) g.seq[t] = (int) p[k + 4 + t];
+        g.promptLen = promptLen;
+        g.targets = Arrays.copyOfRange(g.seq, promptLen, len);
+        return g;
+    }
+
+    /**
+     * After the passes: each guest's per-token arrays ({@code results}, as many for every guest) go back to its rank,
+     * which hands them to {@code apply} with its own rollout. A collective.
+     */
+    static void giveBack(RankState r, Exchange ex, List<List<Rollout>> mine, Map<Rollout, float[][]> results,
+                         java.util.function.BiConsumer<Rollout, float[][]> apply) {
         Doubles out = new Doubles();
         for (int g = 0; g < ex.guests().size(); g++) {
-            UpdatePhase.TokenOut t = outs.remove(ex.guests().get(g));
-            out.add((double) ex.guestOwner()[g]);
-            out.add((double) ex.guestIndex()[g][0]);
-            out.add((double) ex.guestIndex()[g][1]);
-            out.add((double) t.logp().length);
-            for (float[] a : new float[][] {t.logp(), t.ratio(), t.clipped(), t.kl()}) for (float f : a) out.add((double) f);
+            float[][] arrays = results.remove(ex.guests().get(g));
+            out.add(ex.guestOwner()[g]);
+            out.add(ex.guestIndex()[g][0]);
+            out.add(ex.guestIndex()[g][1]);
+            out.add(arrays.length);
+            out.add(arrays.length == 0 ? 0 : arrays[0].length);
+            for (float[] a : arrays) for (float f : a) out.add(f);
         }
         double[][] all = gatherRagged(r, out.toArray());
         for (int src = 0; src < r.world; src++) {
             double[] p = all[src];
             int k = 0;
             while (k < p.length) {
-                int owner = (int) p[k++], unit = (int) p[k++], i = (int) p[k++], n = (int) p[k++];
+                int owner = (int) p[k++], unit = (int) p[k++], i = (int) p[k++], m = (int) p[k++], n = (int) p[k++];
                 if (owner != r.rank) {
-                    k += 4 * n;
+                    k += m * n;
                     continue;
                 }
-                float[][] a = new float[4][n];
+                float[][] a = new float[m][n];
                 for (float[] x : a) for (int t = 0; t < n; t++) x[t] = (float) p[k++];
-                Rollout o = mine.get(unit).get(i);
-                UpdatePhase.TokenOut t = new UpdatePhase.TokenOut(a[0], a[1], a[2], a[3]);
-                outs.put(o, t);
-                if (onPolicy) o.old = t.logp().clone();
+                apply.accept(mine.get(unit).get(i), a);
             }
         }
     }
 
     /** A growable double array (a payload without boxing). */
-    private static final class Doubles {
+    static final class Doubles {
         private double[] a = new double[1024];
         private int n;
 
@@ -233,6 +285,10 @@ final class RankBalance {
             if (n == a.length) a = Arrays.copyOf(a, 2 * n);
             a[n++] = v;
         }
+
+        void set(int i, double v) { a[i] = v; }
+
+        int size() { return n; }
 
         double[] toArray() { return Arrays.copyOf(a, n); }
     }

@@ -121,6 +121,7 @@ final class StepMetrics {
         m.put("training/token_rows", (double) up.rowsRun());
         m.put("training/passes", (double) up.passes());
         m.put("training/rollouts_moved", (double) up.rolloutsMoved());
+        m.put("rollout/logprob_rollouts_moved", (double) lpr.rolloutsMoved());
         // the most tokens a rank's training passes ran over the ranks' mean (reduce() makes the ratio of each rank's tokens)
         m.put("training/rank_tokens_max_over_mean", r.world == 1 ? 1.0 : (double) up.tokensTrained());
         return m;
@@ -147,7 +148,8 @@ final class StepMetrics {
                     || k.equals("rollout/decode_steps")) v = fold(all, i, Math::max);
             else if (k.equals("val/num_stop_token_ids") || k.startsWith("rewards/") || k.startsWith("throughput/")
                     || k.equals("rollout/old_logprob_passes") || k.equals("rollout/logprob_token_rows") || k.equals("rollout/preemptions")
-                    || k.equals("training/token_rows") || k.equals("training/passes") || k.equals("training/rollouts_moved"))
+                    || k.equals("training/token_rows") || k.equals("training/passes") || k.equals("training/rollouts_moved")
+                    || k.equals("rollout/logprob_rollouts_moved"))
                 v = fold(all, i, Double::sum);
             else if (k.equals("training/rank_tokens_max_over_mean")) v = fold(all, i, Math::max) / mean(all, i);
             else if (k.equals("val/ratio_var")) v = unbiasedVariance(all, keys.size());

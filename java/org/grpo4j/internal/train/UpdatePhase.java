@@ -90,7 +90,7 @@ final class UpdatePhase {
                 RankBalance.Exchange ex = null;
                 if (RankBalance.on(cfg, r.world)) {
                     units = RankBalance.units(runOrder, cfg.numberSamplesPerPrompt);
-                    ex = RankBalance.exchange(r, units, weight, onPolicy);
+                    ex = RankBalance.forTraining(r, units, weight, onPolicy);
                     if (ex != null) {
                         runOrder = ex.run();
                         moved += ex.moved();
@@ -109,7 +109,18 @@ final class UpdatePhase {
                 r.trainingPasses += plan.size();
                 r.tokensRun += trained[0] - tokensBefore;
                 passes += plan.size();
-                if (ex != null) RankBalance.returnOutputs(r, ex, units, outs, onPolicy);
+                if (ex != null) { // the guests' token outputs back to their ranks, for their micro-batches' metrics
+                    Map<Rollout, float[][]> back = new IdentityHashMap<>();
+                    for (Rollout g : ex.guests()) {
+                        TokenOut t = outs.remove(g);
+                        back.put(g, new float[][] {t.logp(), t.ratio(), t.clipped(), t.kl()});
+                    }
+                    RankBalance.giveBack(r, ex, units, back, (o, a) -> {
+                        TokenOut t = new TokenOut(a[0], a[1], a[2], a[3]);
+                        outs.put(o, t);
+                        if (onPolicy) o.old = t.logp().clone(); // its old log-probs are its training forward's own
+                    });
+                }
                 boolean finite = true;
                 for (int mc = 0; mc < mini; mc += micro) {
                     List<Rollout> microRs = miniRs.subList(mc, mc + micro);

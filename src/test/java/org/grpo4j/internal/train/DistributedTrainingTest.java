@@ -87,7 +87,8 @@ class DistributedTrainingTest {
     /**
      * rank_balancing tokens against none at world 2, on prompts of four lengths (a question once to four times), over
      * two epochs (the first trains on-policy, the second sends old log-probs with the moved groups): prompt groups move
-     * (training/rollouts_moved > 0), the rank with the most tokens has fewer of them in every step and in all
+     * (training/rollouts_moved > 0, and for the log-prob passes rollout/logprob_rollouts_moved > 0: the KL and entropy
+     * metrics read the log-probs sent back), the rank with the most tokens has fewer of them in every step and in all
      * (training/rank_tokens_max_over_mean, Trainer.passCounts), the completions and every metric of them are the same,
      * the losses agree to 1e-5, and the weights agree within the tolerances of {@link #fourRanksTrainLikeOne} (moving a
      * group changes only the order in which its tokens' gradients are summed), and no more ZeRO-2 rounds run. With
@@ -128,7 +129,7 @@ class DistributedTrainingTest {
             w.put(mode, weights(out.resolve("checkpoints/step_" + steps + "/model")));
         }
         List<Map<String, Double>> none = ms.get("none");
-        double moved = 0, worst = 0, best = 0;
+        double moved = 0, lpMoved = 0, worst = 0, best = 0;
         for (int s = 0; s < steps; s++) for (List<Map<String, Double>> bal : List.of(ms.get("tokens"), ms.get("tokens/batch_size"))) {
             for (String k : List.of("objective/scores", "objective/verifiable_correct_rate", "val/sequence_lengths", "val/sequence_lengths_max",
                     "val/num_stop_token_ids", "objective/reward_std", "val/response_length"))
@@ -143,12 +144,14 @@ class DistributedTrainingTest {
                 continue;
             }
             moved += bal.get(s).get("training/rollouts_moved");
+            lpMoved += bal.get(s).get("rollout/logprob_rollouts_moved");
+            assertEquals(0, none.get(s).get("rollout/logprob_rollouts_moved"));
             worst += a;
             best += b;
         }
-        System.out.printf("rank_balancing at world 2: %.0f rollouts moved in %d steps; busiest rank's tokens over the mean %.3f -> %.3f (mean of steps)%n",
-                moved, steps, worst / steps, best / steps);
-        assertTrue(moved > 0 && best < worst, moved + " rollouts moved; imbalance " + worst / steps + " -> " + best / steps);
+        System.out.printf("rank_balancing at world 2: %.0f rollouts moved for training and %.0f for log-probs in %d steps; busiest rank's"
+                + " training tokens over the mean %.3f -> %.3f (mean of steps)%n", moved, lpMoved, steps, worst / steps, best / steps);
+        assertTrue(moved > 0 && lpMoved > 0 && best < worst, moved + " and " + lpMoved + " rollouts moved; imbalance " + worst / steps + " -> " + best / steps);
         long[][] c0 = counts.get("none"), c1 = counts.get("tokens");
         assertTrue(Math.max(c1[0][2], c1[1][2]) < Math.max(c0[0][2], c0[1][2]), "the busiest rank's tokens over the run: "
                 + Math.max(c1[0][2], c1[1][2]) + " balanced, " + Math.max(c0[0][2], c0[1][2]) + " not");
