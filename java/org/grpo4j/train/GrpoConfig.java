@@ -246,8 +246,9 @@ public final class GrpoConfig {
     /**
      * At world_size > 1 with pass_packing tokens (grpo4j): tokens (the default) moves pieces of prompt groups (up to a
      * quarter of a group each) of each mini-batch from the ranks with the most tokens to those with the fewest before
-     * the training passes, their outputs returned for the metrics; each token keeps its own rank's loss weight, so only
-     * the gradient's summation order changes. none trains each rank's own rollouts (the reference). docs/trainer.md.
+     * the training passes (and before each no-grad log-prob pass), their outputs returned; each token keeps its own
+     * rank's loss weight, so only the gradient's summation order changes. none runs each rank's own rollouts (the
+     * reference). docs/trainer.md.
      */
     public String rankBalancing = "tokens";
     /** Gradient bucket for the ZeRO-2 reduction, in elements (DeepSpeed's reduce_bucket_size; grpo4j). */

@@ -273,7 +273,8 @@ public final class Preflight implements AutoCloseable {
                             + (cfg.trainPrefixSharing ? "; a prompt's tokens once per pass, train_prefix_sharing" : "") + ")");
             if (cfg.worldSize > 1)
                 summary.put("rank balancing", RankBalance.on(cfg, cfg.worldSize)
-                        ? "tokens (pieces of each mini-batch's prompt groups move from the ranks with the most tokens to those with the fewest)"
+                        ? "tokens (pieces of prompt groups move from the ranks with the most tokens to those with the fewest, for each log-prob"
+                                + " pass and each mini-batch's training passes)"
                         : "none (each rank trains its own rollouts" + (cfg.rankBalancing.equals("tokens") ? ": passes of per_device_train_batch_size run in lockstep)" : ")"));
             summary.put("kv admission", cfg.kvAdmission.equals("on_demand")
                     ? "on_demand (samples take KV blocks as they fill them; the youngest are preempted and resume when the pool runs out)"
