@@ -6,7 +6,8 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * rank_balancing tokens: before a mini-batch's training passes, pieces of prompt groups (a prompt's rollouts in the
+ * rank_balancing tokens: before a mini-batch's training passes (and before each no-grad log-prob pass, whose
+ * log-probs go back the same way), pieces of prompt groups (a prompt's rollouts in the
  * rank's mini-batch, up to a quarter of a group a piece) move from the ranks with the most tokens to those with the fewest, so that every rank's passes
  * carry about the same tokens; the passes' outputs go back to the rollouts' own ranks, which compute the metrics of
  * their reference micro-batches as before. Each token keeps the loss weight its own rank's micro-batch gives it, and
@@ -109,9 +110,7 @@ final class RankBalance {
      * What a rank runs after a move: its own units that stay (in order), then the units other ranks send it (rank
      * order, unit order) as copies ({@code guests}: each one's owner rank and (unit, index) there).
      */
-    record Exchange(List<Rollout> run, List<Rollout> guests, int[] guestOwner, int[][] guestIndex, int moved) {
-        boolean isGuest(int k) { return k >= run.size() - guests.size(); }
-    }
+    record Exchange(List<Rollout> run, List<Rollout> guests, int[] guestOwner, int[][] guestIndex, int moved) {}
 
     /** Writes one rollout of a unit that leaves this rank; reads one back on the rank that runs it. */
     interface Codec {

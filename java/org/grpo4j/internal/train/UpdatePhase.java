@@ -85,7 +85,7 @@ final class UpdatePhase {
                 List<Rollout> runOrder = cfg.trainPrefixSharing ? byPrompt(miniRs) : miniRs;
                 Map<Rollout, TokenOut> outs = new IdentityHashMap<>();
                 boolean onPolicy = e == 0 && mb == 0 && cfg.oldLogprobs.equals("auto");
-                // rank_balancing: whole prompt groups to the ranks with the fewest tokens (their weights with them)
+                // rank_balancing: pieces of prompt groups to the ranks with the fewest tokens (their weights with them)
                 List<List<Rollout>> units = null;
                 RankBalance.Exchange ex = null;
                 if (RankBalance.on(cfg, r.world)) {
