@@ -64,4 +64,39 @@ class RankBalanceTest {
         }
         assertTrue(improved > 1000, improved + " of 2000 plans lowered the busiest rank");
     }
+
+    /**
+     * The Tulu recipe's shape at 8 GPUs (6 prompts of 16 samples a rank, one mini-batch; units of 4 samples): response
+     * lengths drawn per prompt (lognormal around 600 tokens, sigma 0.6) and per sample around that (sigma 0.4), capped
+     * at 10..2048, prompts of 100-400 tokens. Over 500 draws the busiest rank's tokens over the mean fall from 1.255 to
+     * 1.009 (printed); asserted: below 1.05 on average and never above the unbalanced figure.
+     */
+    @Test
+    void tuluShapedLoadsBalanceToAFewPercent() {
+        SplittableRandom rnd = new SplittableRandom(8);
+        double before = 0, after = 0;
+        int draws = 500;
+        for (int d = 0; d < draws; d++) {
+            long[][] units = new long[8][24];
+            for (int r = 0; r < 8; r++)
+                for (int p = 0; p < 6; p++) {
+                    double mu = 600 * Math.exp(0.6 * rnd.nextGaussian());
+                    int prompt = 100 + rnd.nextInt(301);
+                    for (int s = 0; s < 16; s++) {
+                        long resp = Math.max(10, Math.min(2048, Math.round(mu * Math.exp(0.4 * rnd.nextGaussian()))));
+                        units[r][p * 4 + s / 4] += prompt + resp;
+                    }
+                }
+            int[][] home = new int[8][24];
+            for (int r = 0; r < 8; r++) Arrays.fill(home[r], r);
+            long[] b = loadsOf(units, home), a = loadsOf(units, RankBalance.plan(units));
+            double mean = Arrays.stream(b).sum() / 8.0;
+            before += max(b) / mean;
+            after += max(a) / mean;
+            assertTrue(max(a) <= max(b));
+        }
+        System.out.printf("rank_balancing, Tulu-shaped loads (8 ranks x 6 prompts x 16 samples, units of 4): busiest rank %.3f -> %.3f of the mean%n",
+                before / draws, after / draws);
+        assertTrue(after / draws < 1.05 && after < before, before / draws + " -> " + after / draws);
+    }
 }
