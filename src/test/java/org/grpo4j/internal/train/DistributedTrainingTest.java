@@ -33,6 +33,17 @@ class DistributedTrainingTest {
         return s;
     }
 
+    /** The first 64 rows of the demo's data, row i's question repeated {@code times(i)} times (prompts of several lengths). */
+    static Path repeatedQuestions(Path tmp, java.util.function.IntUnaryOperator times) throws Exception {
+        Path data = tmp.resolve("repeated-questions.jsonl");
+        List<String> rows = new ArrayList<>();
+        List<String> arith = Files.readAllLines(Path.of("examples/data/tiny-arith.jsonl"));
+        for (int i = 0; i < 64; i++)
+            rows.add(arith.get(i).replaceFirst("\"content\": \"([^\"]*)\"", "\"content\": \"" + "$1 ".repeat(times.applyAsInt(i)).trim() + "\""));
+        Files.write(data, rows);
+        return data;
+    }
+
     static float[] weights(Path model) throws Exception {
         try (LlamaWeights w = LlamaWeights.load(TestBackends.cpu(), model)) {
             return w.flat().toFloats();
@@ -47,16 +58,7 @@ class DistributedTrainingTest {
      */
     @Test
     void ranksWithDifferentPassCountsTrainLikeOne(@TempDir Path tmp) throws Exception {
-        Path data = tmp.resolve("short-and-long.jsonl");
-        List<String> rows = new ArrayList<>();
-        List<String> arith = Files.readAllLines(Path.of("examples/data/tiny-arith.jsonl"));
-        for (int i = 0; i < 64; i++) {
-            String row = arith.get(i);
-            if (i % 2 == 1) // a long prompt: the question three times over
-                row = row.replaceFirst("\"content\": \"([^\"]*)\"", "\"content\": \"$1 $1 $1\"");
-            rows.add(row);
-        }
-        Files.write(data, rows);
+        Path data = repeatedQuestions(tmp, i -> i % 2 == 1 ? 3 : 1); // every other prompt long: the question three times over
         int steps = 2;
         List<float[]> w = new ArrayList<>();
         long[][] counts = null;
@@ -96,15 +98,7 @@ class DistributedTrainingTest {
      */
     @Test
     void rankBalancingMovesPromptGroupsAndTrainsAlike(@TempDir Path tmp) throws Exception {
-        Path data = tmp.resolve("short-and-long.jsonl");
-        List<String> rows = new ArrayList<>();
-        List<String> arith = Files.readAllLines(Path.of("examples/data/tiny-arith.jsonl"));
-        for (int i = 0; i < 64; i++) {
-            String row = arith.get(i);
-            row = row.replaceFirst("\"content\": \"([^\"]*)\"", "\"content\": \"" + "$1 ".repeat(1 + i % 4).trim() + "\"");
-            rows.add(row);
-        }
-        Files.write(data, rows);
+        Path data = repeatedQuestions(tmp, i -> 1 + i % 4);
         int steps = 4;
         Map<String, List<Map<String, Double>>> ms = new java.util.LinkedHashMap<>();
         Map<String, long[][]> counts = new java.util.LinkedHashMap<>();
