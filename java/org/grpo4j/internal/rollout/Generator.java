@@ -38,10 +38,10 @@ import org.grpo4j.internal.model.PackedBatch;
  *       decode attention reads the prompt's shared blocks once per group (cascade decoding,
  *       {@link LlamaModel.DecodeSession#run(int[], int[], int[], int[], int, int[], int[], SamplingSpec)}).</li>
  *   <li>Pipelined decode ({@link Config#pipelining()}, where the backend queues its ops): while no sample waits for
- *       room it could get, each decode step is issued
- *       before the host takes in the step before, and takes that step's tokens on the device, so the host's work
- *       between steps overlaps the device's. A sample that stopped on a token is computed one step too many (that row
- *       is dropped); the completions are the serial ones.</li>
+ *       room it could get, each decode step is issued before the host takes in the step before, and takes that step's
+ *       tokens on the device, so the host's work between steps overlaps the device's. A sample that stopped on a token
+ *       is computed one step too many (that row is dropped); the completions are the serial ones (bit for bit on the
+ *       CPU; on CUDA up to the other batch shapes' rounding).</li>
  * </ul>
  */
 public final class Generator {
