@@ -60,6 +60,8 @@ int g4_stream_destroy(g4_stream s);
 int g4_stream_synchronize(g4_stream s);
 int g4_stream_wait_event(g4_stream s, long long ev);
 int g4_event_create(long long* out);
+// An event without timing (cheaper to record and query): for ordering and completion only.
+int g4_event_create_untimed(long long* out);
 int g4_event_destroy(long long ev);
 int g4_event_record(long long ev, g4_stream s);
 int g4_event_synchronize(long long ev);

@@ -147,7 +147,7 @@ int g4_memcpy_dtod(g4_ptr dst, g4_ptr src, long long bytes, g4_stream s) {
 
 int g4_host_alloc(long long bytes, long long* out) {
     void* p = nullptr;
-    cudaError_t e = cudaHostAlloc(&p, (size_t) bytes, cudaHostAllocDefault);
+    cudaError_t e = cudaHostAlloc(&p, (size_t) bytes, cudaHostAllocPortable);  // pinned for every device's context
     *out = e == cudaSuccess ? (long long) p : 0;
     return done(e);
 }
@@ -179,6 +179,13 @@ int g4_stream_wait_event(g4_stream s, long long ev) { return done(cudaStreamWait
 int g4_event_create(long long* out) {
     cudaEvent_t ev = nullptr;
     cudaError_t e = cudaEventCreate(&ev);
+    *out = (long long) ev;
+    return done(e);
+}
+
+int g4_event_create_untimed(long long* out) {
+    cudaEvent_t ev = nullptr;
+    cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
     *out = (long long) ev;
     return done(e);
 }

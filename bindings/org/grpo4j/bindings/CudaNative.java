@@ -73,6 +73,7 @@ public final class CudaNative {
     public static native int g4_stream_synchronize(long stream);
     public static native int g4_stream_wait_event(long stream, long event);
     public static native int g4_event_create(@Cast("long long*") long[] out);
+    public static native int g4_event_create_untimed(@Cast("long long*") long[] out);
     public static native int g4_event_destroy(long event);
     public static native int g4_event_record(long event, long stream);
     public static native int g4_event_synchronize(long event);

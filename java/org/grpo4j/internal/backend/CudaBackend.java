@@ -543,7 +543,7 @@ public final class CudaBackend extends AbstractBackend {
         long cap = Math.max(64 << 10, (bytes + 4095) & ~4095L);
         long[] p = new long[1], ev = new long[1];
         CudaRuntime.check(CudaNative.g4_host_alloc(cap, p), "cudaHostAlloc(" + cap + " bytes)");
-        int e = CudaNative.g4_event_create(ev);
+        int e = CudaNative.g4_event_create_untimed(ev);
         if (e != 0) {
             CudaNative.g4_host_free(p[0]);
             CudaRuntime.check(e, "cudaEventCreate(staging)");
