@@ -105,6 +105,7 @@ public final class TcpStore {
         private final Map<Integer, String> who = new HashMap<>();
         private final List<Socket> open = new ArrayList<>();
         private final java.util.Set<Integer> finished = new java.util.HashSet<>();
+        private final List<DataOutputStream> watchOuts = new ArrayList<>(); // every process's watch connection
         private final SecureRandom random = new SecureRandom();
         private String aborted;
         private volatile boolean closed;
@@ -215,6 +216,9 @@ public final class TcpStore {
         /** The heartbeat connection of a process: pings both ways, the abort pushed, a goodbye at the end. */
         private void watch(int process, String info, DataInputStream in, DataOutputStream out, Socket c) throws IOException {
             c.setSoTimeout((int) deadMillis);
+            synchronized (this) {
+                watchOuts.add(out);
+            }
             Thread pinger = daemon("grpo4j-rdzv-ping", () -> {
                 String sent = null;
                 try {
@@ -342,10 +346,26 @@ public final class TcpStore {
                 // closing
             }
             List<Socket> all;
+            List<DataOutputStream> outs;
+            String reason;
             synchronized (this) {
                 all = new ArrayList<>(open);
+                outs = new ArrayList<>(watchOuts);
+                reason = aborted;
                 notifyAll();
             }
+            // an aborted run's reason reaches every process before its connections end (its pinger may not have sent it
+            // yet), so that none reports a lost store instead of why the run stopped
+            if (reason != null)
+                for (DataOutputStream o : outs) {
+                    synchronized (o) {
+                        try {
+                            new Msg("ABORT", reason, 0, 0, new byte[0]).write(o);
+                        } catch (IOException e) {
+                            // that process is gone already
+                        }
+                    }
+                }
             for (Socket s : all) {
                 try {
                     s.close();
@@ -494,6 +514,16 @@ public final class TcpStore {
                 if (r.op().equals("ERR")) throw new IOException("rendezvous store: " + r.key());
                 return r;
             } catch (IOException e) {
+                // the store may have ended this connection because the run was aborted: its reason arrives on the watch
+                // connection, perhaps a moment later
+                for (int i = 0; i < 100 && aborted == null && !closing; i++) {
+                    try {
+                        Thread.sleep(10);
+                    } catch (InterruptedException ie) {
+                        Thread.currentThread().interrupt();
+                        break;
+                    }
+                }
                 if (aborted != null) throw new CommunicatorException("rendezvous: the run was aborted: " + aborted);
                 throw new IOException("rendezvous store at " + where + ": " + e.getMessage(), e);
             }
