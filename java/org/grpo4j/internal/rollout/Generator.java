@@ -417,12 +417,8 @@ public final class Generator {
         private List<Seq> overlapRows() {
             if (!preempted.isEmpty()) return null;
             List<Seq> rows = new ArrayList<>(active.size());
-            int need = 0;
-            for (Seq s : active) {
-                if (s.tokens.size() + s.inflight >= params.maxTokens()) continue;
-                rows.add(s);
-                if (s.kvLen / bs >= s.blocks.size()) need++;
-            }
+            for (Seq s : active) if (s.tokens.size() + s.inflight < params.maxTokens()) rows.add(s);
+            int need = blocksFor(rows);
             if (rows.isEmpty() || (onDemand && pool.available() < need)) return null;
             if ((!pending.isEmpty() || !ready.isEmpty()) && couldAdmit(onDemand ? need : 0)) return null;
             return rows;
@@ -577,21 +573,21 @@ public final class Generator {
             return true;
         }
 
-        /** Blocks this decode step must take: one for each sequence whose next position starts a block. */
-        private int blocksForStep() {
+        /** Blocks a decode step of {@code rows} must take: one for each sequence whose next position starts a block. */
+        private int blocksFor(List<Seq> rows) {
             int need = 0;
-            for (Seq s : active) if (s.kvLen / bs >= s.blocks.size()) need++;
+            for (Seq s : rows) if (s.kvLen / bs >= s.blocks.size()) need++;
             return need;
         }
 
         /** ON_DEMAND: preempts the youngest samples until the step's new blocks fit (the oldest always goes on). */
         void makeRoomForStep() {
-            while (pool.available() < blocksForStep()) {
+            while (pool.available() < blocksFor(active)) {
                 if (active.size() > 1) {
                     Seq y = active.get(0);
                     for (Seq s : active) if (s.order > y.order) y = s;
                     preempt(y);
-                } else giveUpPrompts(blocksForStep(), active.get(0));
+                } else giveUpPrompts(blocksFor(active), active.get(0));
             }
         }
 

@@ -54,14 +54,15 @@ final class LogprobPhase {
         List<Rollout> order = rs;
         List<List<Rollout>> units = null;
         RankBalance.Exchange ex = null;
-        java.util.Map<Rollout, float[][]> back = new java.util.IdentityHashMap<>();
+        java.util.Set<Rollout> guests = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
+        java.util.Map<Rollout, float[][]> back = new java.util.IdentityHashMap<>(); // the guests' log-probs, for giveBack
         if (RankBalance.on(r.s.cfg(), r.world)) {
             units = RankBalance.units(rs, r.s.cfg().numberSamplesPerPrompt);
             ex = RankBalance.forLogprobs(r, units);
             if (ex != null) {
                 order = ex.run();
                 moved[0] += ex.moved();
-                for (Rollout g : ex.guests()) back.put(g, null);
+                guests.addAll(ex.guests());
             }
         }
         long rows = 0;
@@ -72,7 +73,7 @@ final class LogprobPhase {
             int k = 0;
             for (Rollout x : chunk) {
                 float[] mine = java.util.Arrays.copyOfRange(lp, k, k + x.targets.length);
-                if (back.containsKey(x)) back.put(x, new float[][] {mine});
+                if (guests.contains(x)) back.put(x, new float[][] {mine});
                 else into.accept(x, mine);
                 k += x.targets.length;
             }

@@ -7,9 +7,9 @@ import java.util.Map;
 
 /**
  * rank_balancing tokens: before a mini-batch's training passes (and before each no-grad log-prob pass, whose
- * log-probs go back the same way), pieces of prompt groups (a prompt's rollouts in the
- * rank's mini-batch, up to a quarter of a group a piece) move from the ranks with the most tokens to those with the fewest, so that every rank's passes
- * carry about the same tokens; the passes' outputs go back to the rollouts' own ranks, which compute the metrics of
+ * log-probs go back the same way), pieces of prompt groups (a prompt's rollouts in the rank's mini-batch, up to a
+ * quarter of a group a piece) move from the ranks with the most tokens to those with the fewest, so that every rank's
+ * passes carry about the same tokens; the passes' outputs go back to the rollouts' own ranks, which compute the metrics of
  * their reference micro-batches as before. Each token keeps the loss weight its own rank's micro-batch gives it, and
  * the mini-batch's gradient is a sum over all ranks' tokens (ZeRO-2's reduction), so a moved rollout changes only the
  * gradient's summation order. Data parallelism gives each rank a fixed slice of the prompts, and a prompt's responses
@@ -84,19 +84,9 @@ final class RankBalance {
     static List<List<Rollout>> units(List<Rollout> runOrder, int samples) {
         int piece = Math.max(1, (samples + 3) / 4);
         List<List<Rollout>> out = new ArrayList<>();
-        Rollout lead = null; // the first rollout of the current prompt
-        for (Rollout o : UpdatePhase.byPrompt(runOrder)) {
-            boolean same = lead != null && samePrompt(lead, o);
-            if (!same) lead = o;
-            List<Rollout> last = out.isEmpty() ? null : out.get(out.size() - 1);
-            if (same && last.size() < piece) last.add(o);
-            else out.add(new ArrayList<>(List.of(o)));
-        }
+        for (List<Rollout> g : UpdatePhase.promptGroups(runOrder))
+            for (int i = 0; i < g.size(); i += piece) out.add(new ArrayList<>(g.subList(i, Math.min(g.size(), i + piece))));
         return out;
-    }
-
-    private static boolean samePrompt(Rollout a, Rollout b) {
-        return a.promptLen == b.promptLen && Arrays.equals(a.seq, 0, a.promptLen, b.seq, 0, b.promptLen);
     }
 
     /** The tokens a unit puts through a training pass (what pass_packing fills passes by). */

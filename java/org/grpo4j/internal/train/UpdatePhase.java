@@ -185,11 +185,16 @@ final class UpdatePhase {
      * each prompt's rollouts in their order (a stable grouping by prompt tokens).
      */
     static List<Rollout> byPrompt(List<Rollout> rs) {
+        List<Rollout> out = new ArrayList<>(rs.size());
+        for (List<Rollout> g : promptGroups(rs)) out.addAll(g);
+        return out;
+    }
+
+    /** The rollouts grouped by prompt tokens, as {@link #byPrompt} orders them. */
+    static java.util.Collection<List<Rollout>> promptGroups(List<Rollout> rs) {
         Map<java.nio.IntBuffer, List<Rollout>> groups = new LinkedHashMap<>();
         for (Rollout o : rs) groups.computeIfAbsent(java.nio.IntBuffer.wrap(o.seq, 0, o.promptLen), k -> new ArrayList<>()).add(o);
-        List<Rollout> out = new ArrayList<>(rs.size());
-        for (List<Rollout> g : groups.values()) out.addAll(g);
-        return out;
+        return groups.values();
     }
 
     /** A rollout's per-token outputs of its training forward: log-prob, ratio, clipped indicator, KL estimate. */
