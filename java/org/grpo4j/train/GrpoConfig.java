@@ -4,6 +4,7 @@ import org.grpo4j.internal.train.LossAggregation;
 import org.grpo4j.internal.train.LrSchedule;
 import org.grpo4j.internal.train.ReferenceOptions;
 import com.fasterxml.jackson.annotation.JsonIgnore;
+import com.fasterxml.jackson.annotation.JsonProperty;
 import com.fasterxml.jackson.databind.DeserializationFeature;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.MapperFeature;
@@ -108,6 +109,26 @@ public final class GrpoConfig {
     public double maxGradNorm = 1.0;
     /** Recompute activations in the backward pass (less memory, one more forward). */
     public boolean gradientCheckpointing = true;
+    /**
+     * With gradient_checkpointing, how many layers are recomputed in the backward (grpo4j; Megatron's block
+     * recomputation): {@code auto} (default) as few of the first layers as keep a training pass's activations within
+     * 90% of the memory left after the model states (the others keep theirs and are not run twice), decided when the
+     * states are allocated; {@code all}; or a number from 0 to the model's layers. The gradients are the same bits
+     * whichever is chosen; only time and memory differ. In JSON a string or a number. docs/trainer.md.
+     */
+    @JsonIgnore public String recomputeLayers = "auto";
+
+    @JsonProperty("recompute_layers")
+    private void recomputeLayersFromJson(JsonNode v) {
+        if (v == null || !(v.isTextual() || v.canConvertToExactIntegral()))
+            throw new IllegalArgumentException("recompute_layers must be auto, all or a number of layers, got " + v);
+        recomputeLayers = v.isTextual() ? v.textValue() : v.asText();
+    }
+
+    @JsonProperty("recompute_layers")
+    private Object recomputeLayersToJson() {
+        return recomputeLayers != null && recomputeLayers.matches("\\d{1,9}") ? (Object) Integer.valueOf(recomputeLayers) : recomputeLayers;
+    }
 
     // GRPO
     /** Weight of the KL penalty against the frozen reference policy. */
@@ -499,6 +520,10 @@ public final class GrpoConfig {
         require(List.of("tokens", "batch_size").contains(passPacking), where, "pass_packing must be tokens or batch_size, got " + passPacking);
         require(List.of("tokens", "none").contains(rankBalancing), where, "rank_balancing must be tokens or none, got " + rankBalancing);
         require(List.of("on_demand", "worst_case").contains(kvAdmission), where, "kv_admission must be on_demand or worst_case, got " + kvAdmission);
+        require(recomputeLayers != null && (recomputeLayers.equals("auto") || recomputeLayers.equals("all") || recomputeLayers.matches("\\d{1,9}")), where,
+                "recompute_layers must be auto, all or a number of layers (0 or more), got " + recomputeLayers);
+        require(gradientCheckpointing || recomputeLayers.equals("auto") || recomputeLayers.matches("0+"), where,
+                "recompute_layers " + recomputeLayers + " needs gradient_checkpointing true (without it no layer is recomputed)");
         require(lmHeadScratchMib >= 0 && lmHeadScratchMib <= org.grpo4j.internal.backend.CudaBackend.LM_ROWS_MAX_MIB, where,
                 "lm_head_scratch_mib must be in [0, " + org.grpo4j.internal.backend.CudaBackend.LM_ROWS_MAX_MIB + "], got " + lmHeadScratchMib);
         require(reduceBucketSize >= 1024, where, "reduce_bucket_size must be >= 1024 elements, got " + reduceBucketSize);

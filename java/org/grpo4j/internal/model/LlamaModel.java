@@ -10,7 +10,8 @@ import org.grpo4j.internal.backend.Tensor;
 /**
  * Llama forward and backward, written out layer by layer in the style of llm.c: each layer's forward says what it
  * saves ({@link LayerActs}) and its backward consumes exactly that. With gradient checkpointing only each layer's
- * input is kept and the layer's forward is recomputed inside its backward (bitwise identical on the CPU).
+ * input is kept and the layer's forward is recomputed inside its backward (bitwise identical on the CPU), for every
+ * layer or only the first few (the trainer's recompute_layers).
  *
  * <pre>
  * layer:  h = rmsnorm(x) ; q,k,v = h Wq^T, h Wk^T, h Wv^T ; q,k = rope(q,k) ; att = attention(q,k,v)
@@ -105,15 +106,15 @@ public final class LlamaModel {
     /** The result of {@link #forward}: final hidden states [N, D] and whatever the backward needs. */
     public final class Activations implements AutoCloseable {
         final Rows rows;
-        final boolean checkpointing;
+        final int recomputed;       // layers 0 .. recomputed - 1 run again in the backward (gradient checkpointing)
         final Tensor[] layerInputs; // x_0 .. x_{L}; x_L is the final norm's input
-        final LayerActs[] layers;   // null entries when checkpointing
+        final LayerActs[] layers;   // null for the recomputed layers
         final Tensor rstdFinal;
         final Tensor hidden;
 
-        Activations(Rows rows, boolean checkpointing) {
+        Activations(Rows rows, int recomputed) {
             this.rows = rows;
-            this.checkpointing = checkpointing;
+            this.recomputed = recomputed;
             this.layerInputs = new Tensor[c.numLayers() + 1];
             this.layers = new LayerActs[c.numLayers()];
             int n = rows.tokens();
@@ -137,7 +138,15 @@ public final class LlamaModel {
     }
 
     /** Forward over a packed batch, keeping what {@link #backward} needs (only layer inputs when checkpointing). */
-    public Activations forward(PackedBatch batch, boolean checkpointing) { return forward(Rows.of(batch), checkpointing); }
+    public Activations forward(PackedBatch batch, boolean checkpointing) { return forward(Rows.of(batch), checkpointing ? c.numLayers() : 0); }
+
+    /**
+     * {@link #forward(PackedBatch, boolean)} with gradient checkpointing of the first {@code recomputed} layers only
+     * (Megatron's block recomputation): those keep their input and run again in the backward, the others keep
+     * everything their backward needs. 0 is no checkpointing, the layer count is full checkpointing; the gradients
+     * are the same bits whichever is chosen (a layer recomputed from the same input computes the same values).
+     */
+    public Activations forward(PackedBatch batch, int recomputed) { return forward(Rows.of(batch), recomputed); }
 
     /**
      * {@link #forward(PackedBatch, boolean)} over sequences that share prefixes: the layers run on the compact rows
@@ -146,11 +155,16 @@ public final class LlamaModel {
      * values get from every sequence of their group. The same loss and gradients as the full packing's, up to
      * floating-point summation order (a shared key's gradient is summed over the group before the weight GEMMs).
      */
-    public Activations forward(PrefixPacking pp, boolean checkpointing) { return forward(Rows.of(pp), checkpointing); }
+    public Activations forward(PrefixPacking pp, boolean checkpointing) { return forward(Rows.of(pp), checkpointing ? c.numLayers() : 0); }
 
-    private Activations forward(Rows rows, boolean checkpointing) {
+    /** {@link #forward(PrefixPacking, boolean)} recomputing the first {@code recomputed} layers in the backward. */
+    public Activations forward(PrefixPacking pp, int recomputed) { return forward(Rows.of(pp), recomputed); }
+
+    private Activations forward(Rows rows, int recomputed) {
+        if (recomputed < 0 || recomputed > c.numLayers())
+            throw new IllegalArgumentException("recomputed layers " + recomputed + " not in [0, " + c.numLayers() + "] (the model's layers)");
         int n = rows.tokens();
-        Activations act = new Activations(rows, checkpointing);
+        Activations act = new Activations(rows, recomputed);
         try {
             Tensor x = act(n, c.hiddenSize());
             be.embedding(x, w.get("model.embed_tokens.weight"), rows.idsT());
@@ -159,7 +173,7 @@ public final class LlamaModel {
                 Tensor out = act(n, c.hiddenSize());
                 act.layerInputs[l + 1] = out; // closed with act if the layer fails
                 LayerActs la = layerForward(l, act.layerInputs[l], out, rows);
-                if (checkpointing) la.close();
+                if (l < recomputed) la.close();
                 else act.layers[l] = la;
             }
             be.rmsNorm(act.hidden, act.rstdFinal, act.layerInputs[c.numLayers()], w.get("model.norm.weight"), eps);
@@ -342,7 +356,7 @@ public final class LlamaModel {
             roundNormGrad(grads, "model.norm.weight", norm32);
             if (ready != null) ready.accept(lay.get("model.norm.weight").offset());
             for (int l = c.numLayers() - 1; l >= 0; l--) {
-                if (act.checkpointing) {
+                if (act.layers[l] == null) { // recomputed from its input
                     try (Tensor scratch = act(n, d); LayerActs la = layerForward(l, act.layerInputs[l], scratch, act.rows)) {
                         layerBackward(l, la, act.layerInputs[l], dx, grads, act.rows, norm32);
                     }
@@ -472,7 +486,7 @@ public final class LlamaModel {
 
     private Activations forwardNoGrad(Rows rows) {
         int n = rows.tokens();
-        Activations act = new Activations(rows, true);
+        Activations act = new Activations(rows, c.numLayers());
         try {
             // the live layer input sits in act.layerInputs[L] (closed with act if a layer fails) until replaced
             act.layerInputs[c.numLayers()] = act(n, c.hiddenSize());

@@ -92,11 +92,23 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
     }
 
     /** Activation elements per token: all layers saved, or (checkpointing) layer inputs plus one layer recomputed. */
-    public long activationElementsPerToken(boolean checkpointing) {
-        long layer = savedPerTokenPerLayer();
-        long fin = 2L * config.hiddenSize() + 1; // final norm input/output + rstd
-        return checkpointing ? (long) config.numLayers() * config.hiddenSize() + layer + fin : config.numLayers() * layer + fin;
+    public long activationElementsPerToken(boolean checkpointing) { return activationElementsPerToken(checkpointing ? config.numLayers() : 0); }
+
+    /**
+     * Activation elements per token when the first {@code recomputed} layers are recomputed in the backward (gradient
+     * checkpointing of those layers; LlamaModel.forward) and the others keep what their backward needs: every layer's
+     * input, the kept layers' saved values, and while a recomputed layer runs again its saved values and output.
+     */
+    public long activationElementsPerToken(int recomputed) {
+        int layers = config.numLayers();
+        if (recomputed < 0 || recomputed > layers) throw new IllegalArgumentException("recomputed layers " + recomputed + " not in [0, " + layers + "]");
+        long layer = savedPerTokenPerLayer(), h = config.hiddenSize();
+        long fin = 2L * h + 1; // final norm input/output + rstd
+        return layers * h + (layers - recomputed) * (layer - h) + (recomputed > 0 ? layer : 0) + fin;
     }
+
+    /** The layers whose saved values are held at once at the backward's peak: the kept ones, and one recomputed. */
+    private long liveLayers(int recomputed) { return config.numLayers() - recomputed + (recomputed > 0 ? 1 : 0); }
 
     /**
      * Bytes of one training micro-batch of {@code tokens} packed tokens, {@code lossTokens} of them trained on: the
@@ -109,18 +121,26 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
      * never more). For Llama shapes the MLP's are the larger either way.
      */
     public double trainingActivationBytes(long tokens, long lossTokens, boolean checkpointing, long lmRowsBytes) {
+        return trainingActivationBytes(tokens, lossTokens, checkpointing ? config.numLayers() : 0, lmRowsBytes);
+    }
+
+    /**
+     * {@link #trainingActivationBytes(long, long, boolean, long)} with the first {@code recomputed} layers recomputed
+     * in the backward and the others' activations kept (all: gradient checkpointing; none: without).
+     */
+    public double trainingActivationBytes(long tokens, long lossTokens, int recomputed, long lmRowsBytes) {
         LlamaConfig c = config;
         int a = compute.bytes();
         long fp32PerLayer = 2 + c.numHeads(); // rstd1, rstd2, lse
-        long layers = checkpointing ? 1 : c.numLayers();
-        double saved = tokens * ((activationElementsPerToken(checkpointing) - layers * fp32PerLayer - 1) * (double) a + (layers * fp32PerLayer + 1) * 4.0);
+        long layers = liveLayers(recomputed);
+        double saved = tokens * ((activationElementsPerToken(recomputed) - layers * fp32PerLayer - 1) * (double) a + (layers * fp32PerLayer + 1) * 4.0);
         long block = Math.min(lossTokens, 2048), chunk = Math.min(c.vocabSize(), 4096);
         double lmScratch = Math.max(Math.min((double) lmRowsBytes, 4.0 * c.vocabSize() * block),
                 8.0 * block * chunk + 4.0 * block * c.hiddenSize()) + 48.0 * lossTokens;
         double head = lossTokens * (2.0 * c.hiddenSize() * a + 6 * 4.0) + tokens * 4.0 * c.hiddenSize() + lmScratch;
         long mlp = 3L * c.intermediateSize() + 2L * c.hiddenSize();
         long att = 2L * c.qDim() + 2L * c.kvDim() + 2L * c.hiddenSize() + 4L * c.qDim() + 4L * c.kvDim() + (4L / a) * (c.numHeads() + 2L * c.kvDim());
-        double backward = tokens * (double) a * (2L * c.hiddenSize() + Math.max(mlp, att) + (checkpointing ? c.hiddenSize() : 0));
+        double backward = tokens * (double) a * (2L * c.hiddenSize() + Math.max(mlp, att) + (recomputed > 0 ? c.hiddenSize() : 0));
         return saved + head + backward;
     }
 

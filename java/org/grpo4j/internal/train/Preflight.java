@@ -271,6 +271,7 @@ public final class Preflight implements AutoCloseable {
                             + (cfg.trainPrefixSharing ? "; a prompt's tokens once per pass, train_prefix_sharing" : "") + ")"
                     : cfg.perDeviceTrainBatchSize + " rollouts each (pass_packing batch_size"
                             + (cfg.trainPrefixSharing ? "; a prompt's tokens once per pass, train_prefix_sharing" : "") + ")");
+            summary.put("gradient checkpointing", recomputeSummary(est, lmRowsBytes(cfg, dtype)));
             if (cfg.worldSize > 1)
                 summary.put("rank balancing", RankBalance.on(cfg, cfg.worldSize)
                         ? "tokens (pieces of prompt groups move from the ranks with the most tokens to those with the fewest, for each log-prob"
@@ -283,6 +284,21 @@ public final class Preflight implements AutoCloseable {
                     + ", generation " + Memory.human(gen) + " + KV cache " + (cfg.kvCacheMib > 0 ? Memory.human(kv) : "from kv_cache_fraction " + cfg.kvCacheFraction
                     + ", at least " + Memory.human(kvMin)) + ")" + (free >= 0 ? "; " + Memory.human(free) + " " + where : ""));
         }
+    }
+
+    /** The dry run's line on recompute_layers: what it decides, and a training pass's activations at either end. */
+    private String recomputeSummary(MemoryEstimate est, long lmRows) {
+        if (!cfg.gradientCheckpointing) return "off (every layer keeps its activations)";
+        int layers = model.numLayers();
+        String ends = "a training pass's activations " + Memory.human(RankState.largestPassBytes(cfg, est, layers, layers, longestPrompt, lmRows))
+                + " with all " + layers + " layers recomputed, " + Memory.human(RankState.largestPassBytes(cfg, est, layers, 0, longestPrompt, lmRows)) + " with none";
+        if (cfg.recomputeLayers.equals("auto"))
+            return "recompute_layers auto: the first layers recomputed in the backward, as few as keep a training pass's activations within "
+                    + Math.round(RankState.RECOMPUTE_BUDGET * 100) + "% of the memory the model states leave, decided once they are allocated ("
+                    + ends + ")";
+        int n = cfg.recomputeLayers.equals("all") ? layers : (int) Math.min(Long.parseLong(cfg.recomputeLayers), Integer.MAX_VALUE);
+        if (n > layers) throw new IllegalArgumentException("recompute_layers " + n + " is more than the model's " + layers + " layers");
+        return "recompute_layers " + cfg.recomputeLayers + ": " + n + " of " + layers + " layers recomputed (" + ends + ")";
     }
 
     /**

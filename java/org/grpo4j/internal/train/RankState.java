@@ -157,6 +157,70 @@ final class RankState implements AutoCloseable {
 
     static final int KV_BLOCK = 16;
 
+    /** The layers the training passes recompute in their backward (the first ones; LlamaModel.forward): {@link #planRecompute}. */
+    int recomputeLayers = -1;
+
+    /**
+     * The layers a training pass recomputes: as planned; before the plan (the SFT warm-up, before the reference
+     * exists) as the config gives them, auto recomputing all.
+     */
+    int recompute() { return recomputeLayers >= 0 ? recomputeLayers : recomputeLayers(s.cfg(), null, s.model().numLayers(), -1, 1, 0, 0); }
+
+    /** The share of the memory left after the model states that recompute_layers auto lets a training pass's activations take. */
+    static final double RECOMPUTE_BUDGET = 0.9;
+
+    /** Decides {@link #recomputeLayers} from the memory the backend has free now (the model states allocated). */
+    int planRecompute(int longestPrompt) {
+        recomputeLayers = recomputeLayers(s.cfg(), estimate(), s.model().numLayers(), Memory.available(be), memorySharers, longestPrompt,
+                Preflight.lmRowsBytes(s.cfg(), s.dtype()));
+        return recomputeLayers;
+    }
+
+    /**
+     * The layers a training pass recomputes: none without gradient_checkpointing; all, or the number recompute_layers
+     * gives; for auto the fewest (the first layers) that keep the largest pass's estimated activations
+     * ({@link #largestPassBytes}) within {@link #RECOMPUTE_BUDGET} of {@code free} (shared by {@code sharers} ranks),
+     * all of them when that is unknown (-1; {@code est} is then not used) or even all do not fit (the memory check
+     * before the run has the last word on that).
+     */
+    static int recomputeLayers(GrpoConfig c, MemoryEstimate est, int layers, long free, int sharers, int longestPrompt, long lmRowsBytes) {
+        if (!c.gradientCheckpointing) return 0;
+        if (c.recomputeLayers.equals("all")) return layers;
+        if (!c.recomputeLayers.equals("auto")) {
+            long n = Long.parseLong(c.recomputeLayers);
+            if (n > layers) throw new IllegalArgumentException("recompute_layers " + n + " is more than the model's " + layers + " layers");
+            return (int) n;
+        }
+        if (free < 0) return layers;
+        double budget = RECOMPUTE_BUDGET * free / sharers;
+        for (int k = 0; k < layers; k++)
+            if (largestPassBytes(c, est, layers, k, longestPrompt, lmRowsBytes) <= budget) return k;
+        return layers;
+    }
+
+    /**
+     * An upper bound of a training pass's activations when {@code recomputed} layers are recomputed. The passes are
+     * packed as the memory plan sized them, with every layer recomputed under gradient_checkpointing and none without
+     * (PassPacking, whatever is recomputed, so that they do not depend on free memory): with pass_packing batch_size per_device_train_batch_size rollouts of the
+     * longest; with tokens any run of rollouts whose all-recomputed estimate stays within that cap, so at most the
+     * tokens {@code t} for which the packing's estimate of t tokens and no loss tokens reaches the cap, and the bound
+     * adds what keeping the layers costs for t tokens to the cap.
+     */
+    static double largestPassBytes(GrpoConfig c, MemoryEstimate est, int layers, int recomputed, int longestPrompt, long lmRowsBytes) {
+        long count = c.perDeviceTrainBatchSize, seq = (long) longestPrompt + c.responseLength;
+        if (!PassPacking.byTokens(c)) return est.trainingActivationBytes(count * seq, count * c.responseLength, recomputed, lmRowsBytes);
+        double cap = PassPacking.trainingCap(c, est, lmRowsBytes, longestPrompt);
+        int packed = c.gradientCheckpointing ? layers : 0; // what the packing's estimate recomputes
+        long lo = count * seq, hi = lo;
+        while (est.trainingActivationBytes(hi, 0, packed, lmRowsBytes) <= cap) hi *= 2;
+        while (hi - lo > 1) { // the most tokens with the packing's estimate within the cap
+            long mid = (lo + hi) >>> 1;
+            if (est.trainingActivationBytes(mid, 0, packed, lmRowsBytes) <= cap) lo = mid;
+            else hi = mid;
+        }
+        return cap + Math.max(0, est.trainingActivationBytes(lo, 0, recomputed, lmRowsBytes) - est.trainingActivationBytes(lo, 0, packed, lmRowsBytes));
+    }
+
     /**
      * The most tokens one prefill of generation holds, as the memory plan counts them: the rank's prompts
      * (local_rollout_batch_size of the longest); with kv_admission on_demand at least one sequence, what a preempted

@@ -412,6 +412,7 @@ public final class Trainer implements AutoCloseable {
             int maxBatch = Math.max(cfg.localCompletions(), 1);
             List<Long> pools = ranks.run(i -> {
                 RankState r = states.get(i);
+                r.planRecompute(longestPrompt); // both from the memory free after the model states: the activations and the pool take turns
                 long bytes = r.kvPoolBytes(longestPrompt, maxBatch);
                 r.createGenerator(maxBatch, bytes, longestPrompt);
                 return bytes;
@@ -545,15 +546,18 @@ public final class Trainer implements AutoCloseable {
     private void reportMemory(RankState r, long kvBytes) {
         MemoryEstimate est = r.estimate();
         long seq = (long) longestPrompt + cfg.responseLength;
-        long trainTokens = (long) cfg.perDeviceTrainBatchSize * seq, fwdTokens = (long) cfg.localRolloutForwardBatchSize * seq;
-        double acts = Math.max(est.trainingActivationBytes(trainTokens, (long) cfg.perDeviceTrainBatchSize * cfg.responseLength, cfg.gradientCheckpointing,
-                Preflight.lmRowsBytes(cfg, r.s.dtype())),
-                est.noGradActivationBytes(fwdTokens, (long) cfg.localRolloutForwardBatchSize * cfg.responseLength));
+        long fwdTokens = (long) cfg.localRolloutForwardBatchSize * seq;
+        int layers = r.s.model().numLayers(), recomputed = r.recompute();
+        double train = RankState.largestPassBytes(cfg, est, layers, recomputed, longestPrompt, Preflight.lmRowsBytes(cfg, r.s.dtype()));
+        double acts = Math.max(train, est.noGradActivationBytes(fwdTokens, (long) cfg.localRolloutForwardBatchSize * cfg.responseLength));
         StringBuilder sb = new StringBuilder("grpo4j: memory per rank (" + r.be.name() + ", " + Precision.label(setup.dtype()) + "):");
         String row = "%n  %-52s %12s%s";
         for (MemoryEstimate.Line line : est.perRank()) sb.append(String.format(java.util.Locale.ROOT, row, line.what(), Memory.human(line.bytes()), ""));
         sb.append(String.format(java.util.Locale.ROOT, row, "model states", Memory.human(est.statesBytes()), "  (allocated now: " + Memory.human(r.be.liveBytes()) + ")"));
-        sb.append(String.format(java.util.Locale.ROOT, row, "activations of the largest pass (estimate)", Memory.human(acts), ""));
+        sb.append(String.format(java.util.Locale.ROOT, row, "activations of the largest pass (estimate)", Memory.human(acts),
+                "  (gradient checkpointing: " + (cfg.gradientCheckpointing ? recomputed + " of " + layers + " layers recomputed, recompute_layers "
+                        + cfg.recomputeLayers + (cfg.recomputeLayers.equals("auto") ? ": the others keep their activations within "
+                        + Math.round(RankState.RECOMPUTE_BUDGET * 100) + "% of what the states leave free" : "") : "off") + ")"));
         sb.append(String.format(java.util.Locale.ROOT, row, "KV cache pool", Memory.human(kvBytes), "  (" + r.generator.config().numBlocks() + " blocks of "
                 + RankState.KV_BLOCK + " tokens; " + (cfg.kvCacheMib > 0 ? "kv_cache_mib" : "kv_cache_fraction " + cfg.kvCacheFraction + ", at most what the samples use") + ")"));
         long free = Memory.available(r.be);

@@ -273,7 +273,7 @@ final class UpdatePhase {
         LlamaModel model = r.model;
         try (PackedBatch pb = shared == null ? PackedBatch.of(be, pk.seqs(), vocab) : null;
              PrefixPacking pp = shared == null ? null : PrefixPacking.of(be, pk.seqs(), shared, vocab);
-             LlamaModel.Activations act = pp == null ? model.forward(pb, cfg.gradientCheckpointing) : model.forward(pp, cfg.gradientCheckpointing)) {
+             LlamaModel.Activations act = pp == null ? model.forward(pb, r.recompute()) : model.forward(pp, r.recompute())) {
             int[] rows = pp == null ? pk.rows() : pp.compactRows(pk.rows(), "rows");
             int n = act.hidden().dim(0);
             try (Tensor rowsT = be.upload(rows, nTok); Tensor tgtT = be.upload(tgt, nTok); Tensor wT = be.upload(w, nTok);

@@ -37,9 +37,14 @@ class LlamaModelTest {
 
     /** {@link #lossAndGrads}; with bf16 {@code grads}, the LM head's and embeddings' fp32 gradient goes through {@code table32}. */
     static double lossAndGrads(LlamaModel m, List<int[]> seqs, double[][] coef, LlamaWeights grads, boolean ckpt, Tensor table32) {
+        return lossAndGrads(m, seqs, coef, grads, ckpt ? m.config().numLayers() : 0, table32);
+    }
+
+    /** {@link #lossAndGrads} with the first {@code recomputed} layers recomputed in the backward. */
+    static double lossAndGrads(LlamaModel m, List<int[]> seqs, double[][] coef, LlamaWeights grads, int recomputed, Tensor table32) {
         Backend be = m.backend();
         LlamaConfig c = m.config();
-        try (PackedBatch b = PackedBatch.of(be, seqs, c.vocabSize()); LlamaModel.Activations act = m.forward(b, ckpt)) {
+        try (PackedBatch b = PackedBatch.of(be, seqs, c.vocabSize()); LlamaModel.Activations act = m.forward(b, recomputed)) {
             List<Integer> rows = new ArrayList<>(), tgt = new ArrayList<>();
             List<Double> cf = new ArrayList<>();
             for (int s = 0; s < seqs.size(); s++)
@@ -127,19 +132,56 @@ class LlamaModelTest {
         }
     }
 
+    /**
+     * Gradient checkpointing of no layer, of the first layers only (recompute_layers) and of every layer gives the same
+     * loss and gradients, bit for bit, in fp32 and in bf16 (bf16 weights, activations and gradients); a count outside
+     * [0, layers] is refused.
+     */
     @Test
     void checkpointingIsBitwiseIdentical() {
         Backend be = TestBackends.cpu();
-        LlamaConfig c = micro(false);
+        LlamaConfig base = micro(false);
+        LlamaConfig c = new LlamaConfig(base.hiddenSize(), base.intermediateSize(), 4, base.numHeads(), base.numKvHeads(), base.headDim(), base.vocabSize(),
+                base.rmsNormEps(), base.ropeTheta(), base.ropeScaling(), base.maxPositionEmbeddings(), false, base.bosTokenId(), base.eosTokenIds());
         SplittableRandom r = new SplittableRandom(3);
         List<int[]> seqs = List.of(r.ints(9, 0, 17).toArray(), r.ints(3, 0, 17).toArray(), r.ints(6, 0, 17).toArray());
         double[][] coef = new double[3][];
         for (int s = 0; s < 3; s++) coef[s] = Conformance.randn(r, seqs.get(s).length, 1);
-        try (LlamaWeights w = randomWeights(be, c, 8); LlamaWeights g1 = LlamaWeights.zeros(be, c); LlamaWeights g2 = LlamaWeights.zeros(be, c)) {
-            LlamaModel m = new LlamaModel(w);
-            double l1 = lossAndGrads(m, seqs, coef, g1, false), l2 = lossAndGrads(m, seqs, coef, g2, true);
-            assertEquals(l1, l2);
-            assertArrayEquals(g1.flat().toFloats(), g2.flat().toFloats());
+        for (DType dt : new DType[] {DType.FP32, DType.BF16}) {
+            try (LlamaWeights w32 = randomWeights(be, c, 8); LlamaWeights w = dt == DType.FP32 ? null : w32.castTo(DType.BF16);
+                 Tensor table32 = dt == DType.FP32 ? null : be.zeros(DType.FP32, c.vocabSize(), c.hiddenSize())) {
+                LlamaModel m = new LlamaModel(w != null ? w : w32);
+                double loss0 = 0;
+                float[] g0 = null;
+                for (int k = 0; k <= c.numLayers(); k++) {
+                    try (LlamaWeights g = LlamaWeights.zeros(be, c, dt)) {
+                        double l = lossAndGrads(m, seqs, coef, g, k, table32);
+                        float[] gf;
+                        if (dt == DType.FP32) gf = g.flat().toFloats();
+                        else {
+                            short[] bits = g.flat().toBf16Bits();
+                            gf = new float[bits.length];
+                            for (int i = 0; i < bits.length; i++) gf[i] = org.grpo4j.internal.backend.Bf16.toFloat(bits[i]);
+                        }
+                        if (k == 0) {
+                            loss0 = l;
+                            g0 = gf;
+                            double mag = 0;
+                            for (float x : gf) mag += Math.abs(x);
+                            assertTrue(mag > 0, dt + ": the gradients carry signal");
+                        } else {
+                            assertEquals(loss0, l, dt + ": loss with " + k + " of " + c.numLayers() + " layers recomputed");
+                            assertArrayEquals(g0, gf, dt + ": gradients with " + k + " of " + c.numLayers() + " layers recomputed");
+                        }
+                    }
+                }
+                try (PackedBatch pb = PackedBatch.of(be, seqs, c.vocabSize())) {
+                    for (int bad : new int[] {-1, c.numLayers() + 1}) {
+                        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> m.forward(pb, bad));
+                        assertTrue(e.getMessage().contains("recomputed layers " + bad + " not in [0, 4]"), e.getMessage());
+                    }
+                }
+            }
         }
     }
 
