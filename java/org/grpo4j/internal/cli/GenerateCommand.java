@@ -39,6 +39,9 @@ final class GenerateCommand implements Callable<Integer> {
     @Option(names = "--json", description = "Print ids and log-probs as JSON.") boolean json;
     @Option(names = "--backend", defaultValue = "auto", description = "auto, cpu, cuda[:N] (default: ${DEFAULT-VALUE}).") String backend;
     @Option(names = "--kv-blocks", defaultValue = "4096", description = "KV pool size in blocks of 16 tokens (default: ${DEFAULT-VALUE}).") int kvBlocks;
+    @Option(names = "--kv-admission", defaultValue = "on_demand", description = "on_demand (completions take KV blocks as they fill them; the youngest"
+            + " are preempted and recomputed when the pool runs out) or worst_case (a completion starts only with blocks for its prompt + --max-tokens"
+            + " reserved), as the trainer's kv_admission (default: ${DEFAULT-VALUE}).") String kvAdmission;
 
     @Override
     public Integer call() throws Exception {
@@ -49,6 +52,8 @@ final class GenerateCommand implements Callable<Integer> {
         if (!(topP > 0 && topP <= 1)) throw new IllegalArgumentException("--top-p must be in (0, 1], got " + topP);
         if (topK < 0) throw new IllegalArgumentException("--top-k must be >= 0 (0 = off), got " + topK);
         if (kvBlocks < 1) throw new IllegalArgumentException("--kv-blocks must be >= 1, got " + kvBlocks);
+        if (!kvAdmission.equals("on_demand") && !kvAdmission.equals("worst_case"))
+            throw new IllegalArgumentException("--kv-admission must be on_demand or worst_case, got " + kvAdmission);
         Backends.checkSpec(backend);
         if (!Files.isDirectory(model)) throw new java.nio.file.NoSuchFileException(model.toString(), null, "--model: no such model directory");
         LlamaConfig lc = LlamaConfig.read(model);
@@ -80,7 +85,7 @@ final class GenerateCommand implements Callable<Integer> {
             Set<Integer> stops = new HashSet<>(w.config().eosTokenIds());
             if (tok.eosId() >= 0) stops.add(tok.eosId());
             SamplingParams sp = new SamplingParams(n, temperature, topP, topK, maxTokens, stops, seed);
-            Generator g = new Generator(new LlamaModel(w), new Generator.Config(16, kvBlocks, 256, true));
+            Generator g = new Generator(new LlamaModel(w), new Generator.Config(16, kvBlocks, 256, true).withAdmission(Generator.Admission.named(kvAdmission)));
             List<Completion> cs = g.generate(List.of(ids), sp).get(0);
             Generator.Stats st = g.lastStats();
             if (json) {

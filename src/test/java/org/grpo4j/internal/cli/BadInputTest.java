@@ -193,6 +193,7 @@ class BadInputTest {
         t.add(c("generate huge -n", cat(gen, "-n", "2000000000", "--max-tokens", "1")).says("-n 2000000000", "needs", "heap"));
         t.add(c("generate huge --kv-blocks", cat(gen, "--kv-blocks", "2000000000")).says("--kv-blocks 2000000000", "fits"));
         t.add(c("generate --kv-blocks 0", cat(gen, "--kv-blocks", "0")).says("--kv-blocks must be >= 1, got 0"));
+        t.add(c("generate --kv-admission lazy", cat(gen, "--kv-admission", "lazy")).says("--kv-admission must be on_demand or worst_case, got lazy"));
         t.add(c("generate --max-tokens 0", cat(gen, "--max-tokens", "0")).says("--max-tokens must be >= 1, got 0"));
         t.add(c("generate --max-tokens beyond the context", cat(gen, "--max-tokens", "100000")).says("--max-tokens 100000", "max_position_embeddings 2048"));
         t.add(c("generate --temperature NaN", cat(gen, "--temperature", "NaN")).says("--temperature", "NaN"));

@@ -5,6 +5,8 @@ import static org.junit.jupiter.api.Assertions.*;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
 import org.grpo4j.internal.backend.TestBackends;
 import org.grpo4j.internal.model.LlamaWeights;
 import org.junit.jupiter.api.Test;
@@ -71,6 +73,37 @@ class CliTest {
         assertTrue(a.out().contains("\"finish_reason\""), a.out());
         args[args.length - 2] = "10";
         assertNotEquals(a.out(), run(args).out());
+    }
+
+    /**
+     * --kv-admission: in a pool too small for every completion's worst case, on_demand and worst_case print the same
+     * completions (bit for bit on the CPU); on_demand decodes them in fewer steps (it preempts and recomputes where the
+     * pool runs out, and says so), worst_case never preempts.
+     */
+    @Test
+    void generateKvAdmissionChangesOnlyTheSchedule(@TempDir Path tmp) {
+        Path m = tmp.resolve("tiny");
+        assertEquals(0, run("init-model", "--preset", "tiny", "--out", m.toString()).code());
+        Map<String, Run> runs = new java.util.LinkedHashMap<>();
+        for (String a : List.of("on_demand", "worst_case")) {
+            Run r = run("generate", "--model", m.toString(), "--backend", "cpu", "--prompt", "Tom has 2 pens.", "-n", "8", "--max-tokens", "60",
+                    "--seed", "3", "--json", "--kv-blocks", "12", "--kv-admission", a);
+            assertEquals(0, r.code(), r.err());
+            runs.put(a, r);
+        }
+        assertEquals(runs.get("worst_case").out(), runs.get("on_demand").out());
+        java.util.regex.Pattern steps = java.util.regex.Pattern.compile("(\\d+) decode steps");
+        long[] n = new long[2];
+        int i = 0;
+        for (Run r : runs.values()) {
+            var mt = steps.matcher(r.err());
+            assertTrue(mt.find(), r.err());
+            n[i++] = Long.parseLong(mt.group(1));
+        }
+        System.out.println("generate -n 8 --max-tokens 60 --kv-blocks 12: " + n[0] + " decode steps on_demand (" + runs.get("on_demand").err().trim()
+                + "), " + n[1] + " worst_case");
+        assertTrue(n[0] < n[1], "on_demand " + n[0] + " decode steps, worst_case " + n[1]);
+        assertFalse(runs.get("worst_case").err().contains("preemptions"), runs.get("worst_case").err());
     }
 
     @Test
