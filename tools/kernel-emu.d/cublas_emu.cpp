@@ -18,11 +18,12 @@
 
 namespace g4emu {
 void submit(cudaStream_t stream, std::function<void()> op);
+bool launch_allowed(cudaStream_t stream, const char* what);
 }
 
 namespace {
 
-constexpr int OK = 0, INVALID_VALUE = 7, NOT_SUPPORTED = 15;
+constexpr int OK = 0, INVALID_VALUE = 7, EXECUTION_FAILED = 13, NOT_SUPPORTED = 15;
 constexpr int R_32F = 0, R_16BF = 14;
 constexpr int COMPUTE_32F = 68, COMPUTE_32F_FAST_TF32 = 77;
 
@@ -127,6 +128,7 @@ int cublasGemmStridedBatchedEx(Handle* h, int transa, int transb, int m, int n, 
     const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
     Operand a{A, Atype, lda, strideA}, b{B, Btype, ldb, strideB}, c{C, Ctype, ldc, strideC};
     const bool t32 = compute == COMPUTE_32F_FAST_TF32 && Atype == R_32F;
+    if (!g4emu::launch_allowed(h->stream, "cublasGemmStridedBatchedEx")) return EXECUTION_FAILED;
     g4emu::submit(h->stream, [=]() { gemm(ta, tb, m, n, k, al, a, b, be, c, c, batch, t32); });
     return OK;
 }
@@ -230,6 +232,7 @@ int cublasLtMatmul(void*, Desc* d, const void* alpha, const void* A, Layout* al,
             oc{C, cl->type, cl->ld, cl->stride}, od{D, dl->type, dl->ld, dl->stride};
     const bool ta = d->transa != 0, tb = d->transb != 0, t32 = d->compute == COMPUTE_32F_FAST_TF32 && al->type == R_32F;
     const long long batch = dl->batch;
+    if (!g4emu::launch_allowed(stream, "cublasLtMatmul")) return EXECUTION_FAILED;
     g4emu::submit(stream, [=]() { gemm(ta, tb, m, n, k, a, oa, ob, b, oc, od, batch, t32); });
     return OK;
 }

@@ -1,7 +1,12 @@
 // tools/kernel-emu's CUDA runtime: the calls native/runtime.cu and the launchers make, on host memory, so that the
-// real runtime.cu and the Java CUDA backend run unchanged on the emulator (tools/kernel-emu --jvm). One device,
-// "kernel-emu" (compute capability 9.0, 132 SMs, G4EMU_DEVICE_GIB of memory, default 16). What a GPU would refuse,
-// this refuses the same way:
+// real runtime.cu and the Java CUDA backend run unchanged on the emulator (tools/kernel-emu --jvm). G4EMU_DEVICES
+// devices (default 1, at most 8), "kernel-emu" (compute capability 9.0, 132 SMs, G4EMU_DEVICE_GIB of memory each,
+// default 16), the current one per thread (cudaSetDevice), each with its own memory and default pool; all of them
+// served by one CPU, one call at a time. What a GPU would refuse, this refuses the same way:
+// - devices: a kernel (or cuBLAS call) issued to a stream of another device than the calling thread's current one,
+//   and an event recorded on a stream of another device than the event's, fail with
+//   cudaErrorInvalidResourceHandle (and a line on stderr naming them): on a GPU, the ranks' threads of one process
+//   must each keep their own device current;
 // - memory: cudaMalloc beyond the device's capacity fails with cudaErrorMemoryAllocation and leaves it in the
 //   last-error slot (as the real runtime does: the H200 bug); new and freed memory is filled with 0xff bytes (NaN in
 //   fp32 and bf16), so a kernel that reads memory nobody wrote, or memory already freed, sees NaN; the default memory
@@ -42,12 +47,27 @@ struct Graph {
 struct Stream {
     Graph* capture = nullptr;  // non-null while captured
     bool invalidated = false;
+    int device = -1;           // the device current when it was created (-1: the legacy stream, any device)
 };
 
 struct Event {
     double ms = 0;
     bool recorded = false;
+    int device = 0;
 };
+
+constexpr int MAX_DEVICES = 8;
+
+int num_devices() {
+    static int n = [] {
+        const char* e = getenv("G4EMU_DEVICES");
+        int v = e != nullptr && *e ? atoi(e) : 1;
+        return v < 1 ? 1 : v > MAX_DEVICES ? MAX_DEVICES : v;
+    }();
+    return n;
+}
+
+thread_local int cur_dev = 0;  // cudaSetDevice's, per thread as on a GPU
 
 Stream legacy;  // stream 0
 std::set<Stream*> streams;
@@ -63,12 +83,18 @@ long long capacity() {
     return c;
 }
 
-std::map<void*, size_t> sync_allocs, pool_allocs;  // live allocations (cudaMalloc, cudaMallocAsync)
-long long sync_used, pool_used, pool_idle;           // bytes; pool_idle: freed to the pool, not yet trimmed
+struct Alloc {
+    size_t bytes;
+    int device;
+};
+std::map<void*, Alloc> sync_allocs, pool_allocs;     // live allocations (cudaMalloc, cudaMallocAsync)
+long long sync_used[MAX_DEVICES], pool_used[MAX_DEVICES], pool_idle[MAX_DEVICES];  // bytes a device; pool_idle: freed to its pool, not yet trimmed
 // Freed pool blocks by (stream, size): the next allocation of that size on the stream that freed one gets it back
 // (stream-ordered reuse, as the real pool does while the work before the free may still be queued); another stream
 // never does (on a GPU it would have to wait for the free to complete), until a trim returns the block.
-std::multimap<std::pair<Stream*, size_t>, void*> pool_free;
+std::multimap<std::pair<Stream*, size_t>, std::pair<void*, int>> pool_free;
+
+long long free_on(int d) { return capacity() - sync_used[d] - pool_used[d] - pool_idle[d]; }
 
 size_t rounded(size_t bytes) { return bytes == 0 ? 256 : (bytes + 255) / 256 * 256; }
 
@@ -78,6 +104,8 @@ Stream* stream_of(cudaStream_t s) {
     if (!streams.count(st)) g4emu::fail("an unknown stream %p", (void*) s);
     return st;
 }
+
+int device_of(Stream* st) { return st->device < 0 ? cur_dev : st->device; }
 
 double now_ms() {
     using namespace std::chrono;
@@ -105,6 +133,17 @@ void device_free(void* p, size_t bytes) {
 }  // namespace
 
 namespace g4emu {
+// Whether `what` may be issued to stream s from this thread: the stream's device must be the current one.
+bool launch_allowed(cudaStream_t s, const char* what) {
+    Lock l(mu);
+    Stream* st = stream_of(s);
+    if (device_of(st) == cur_dev) return true;
+    fprintf(stderr, "kernel-emu: %s issued to a stream of device %d while device %d is current (cudaErrorInvalidResourceHandle)\n", what,
+            device_of(st), cur_dev);
+    set_last_error(cudaErrorInvalidResourceHandle);
+    return false;
+}
+
 void submit(cudaStream_t s, std::function<void()> op) {
     Lock l(mu);
     Stream* st = stream_of(s);
@@ -152,9 +191,13 @@ const char* cudaGetErrorString(cudaError_t e) {
 
 cudaError_t cudaRuntimeGetVersion(int* v) { *v = 13000; return cudaSuccess; }
 cudaError_t cudaDriverGetVersion(int* v) { *v = 13010; return cudaSuccess; }
-cudaError_t cudaGetDeviceCount(int* n) { *n = 1; return cudaSuccess; }
-cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
-cudaError_t cudaGetDevice(int* d) { *d = 0; return cudaSuccess; }
+cudaError_t cudaGetDeviceCount(int* n) { *n = num_devices(); return cudaSuccess; }
+cudaError_t cudaSetDevice(int d) {
+    if (d < 0 || d >= num_devices()) return cudaErrorInvalidDevice;
+    cur_dev = d;
+    return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* d) { *d = cur_dev; return cudaSuccess; }
 cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
 
 // Shared memory a block may opt into: an sm_90's 227 KiB, or G4EMU_SMEM_OPTIN bytes (an sm_86 / sm_89 has 99 KiB:
@@ -165,7 +208,7 @@ static int smem_optin() {
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
-    if (d != 0) return cudaErrorInvalidDevice;
+    if (d < 0 || d >= num_devices()) return cudaErrorInvalidDevice;
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "kernel-emu (CPU emulation, sm_90)");
     p->totalGlobalMem = (size_t) capacity();
@@ -181,7 +224,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
 }
 
 cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int d) {
-    if (d != 0) return cudaErrorInvalidDevice;
+    if (d < 0 || d >= num_devices()) return cudaErrorInvalidDevice;
     switch (a) {
         case cudaDevAttrMemoryPoolsSupported: *v = 1; break;
         case cudaDevAttrMultiProcessorCount: *v = 132; break;
@@ -204,19 +247,19 @@ cudaError_t cudaFuncSetAttribute(const void* fn, enum cudaFuncAttribute attr, in
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
     Lock l(mu);
     *total = (size_t) capacity();
-    *free_bytes = (size_t) (capacity() - sync_used - pool_used - pool_idle);
+    *free_bytes = (size_t) free_on(cur_dev);
     return cudaSuccess;
 }
 
 cudaError_t cudaMalloc(void** p, size_t bytes) {
     Lock l(mu);
     *p = nullptr;
-    if ((long long) bytes > capacity() - sync_used - pool_used - pool_idle || !(*p = device_alloc(bytes))) {
+    if ((long long) bytes > free_on(cur_dev) || !(*p = device_alloc(bytes))) {
         g4emu::set_last_error(cudaErrorMemoryAllocation);
         return cudaErrorMemoryAllocation;
     }
-    sync_allocs[*p] = bytes;
-    sync_used += (long long) bytes;
+    sync_allocs[*p] = Alloc{bytes, cur_dev};
+    sync_used[cur_dev] += (long long) bytes;
     return cudaSuccess;
 }
 
@@ -254,35 +297,48 @@ cudaError_t cudaFree(void* p) {
         g4emu::set_last_error(cudaErrorInvalidValue);
         return cudaErrorInvalidValue;
     }
-    sync_used -= (long long) it->second;
-    device_free(p, it->second);
+    sync_used[it->second.device] -= (long long) it->second.bytes;
+    device_free(p, it->second.bytes);
     sync_allocs.erase(it);
     return cudaSuccess;
 }
 
+static int the_pools[MAX_DEVICES];  // device d's default pool is &the_pools[d]
+
+static int pool_device(cudaMemPool_t pool) {
+    long d = reinterpret_cast<int*>(pool) - the_pools;
+    if (d < 0 || d >= num_devices()) g4emu::fail("an unknown memory pool %p", (void*) pool);
+    return (int) d;
+}
+
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int d) {
-    if (d != 0) return cudaErrorInvalidDevice;
-    static int the_pool;
-    *pool = reinterpret_cast<cudaMemPool_t>(&the_pool);
+    if (d < 0 || d >= num_devices()) return cudaErrorInvalidDevice;
+    *pool = reinterpret_cast<cudaMemPool_t>(&the_pools[d]);
     return cudaSuccess;
 }
 
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }
 
-cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t, cudaMemPoolAttr a, void* v) {
+cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t pool, cudaMemPoolAttr a, void* v) {
     Lock l(mu);
+    int d = pool_device(pool);
     unsigned long long* out = static_cast<unsigned long long*>(v);
-    if (a == cudaMemPoolAttrReservedMemCurrent) *out = (unsigned long long) (pool_used + pool_idle);
-    else if (a == cudaMemPoolAttrUsedMemCurrent) *out = (unsigned long long) pool_used;
+    if (a == cudaMemPoolAttrReservedMemCurrent) *out = (unsigned long long) (pool_used[d] + pool_idle[d]);
+    else if (a == cudaMemPoolAttrUsedMemCurrent) *out = (unsigned long long) pool_used[d];
     else *out = 0;
     return cudaSuccess;
 }
 
-cudaError_t cudaMemPoolTrimTo(cudaMemPool_t, size_t keep) {
+cudaError_t cudaMemPoolTrimTo(cudaMemPool_t pool, size_t keep) {
     Lock l(mu);
-    for (auto it = pool_free.begin(); it != pool_free.end() && pool_idle > (long long) keep;) {
-        pool_idle -= (long long) it->first.second;
-        free(it->second);
+    int d = pool_device(pool);
+    for (auto it = pool_free.begin(); it != pool_free.end() && pool_idle[d] > (long long) keep;) {
+        if (it->second.second != d) {
+            ++it;
+            continue;
+        }
+        pool_idle[d] -= (long long) it->first.second;
+        free(it->second.first);
         it = pool_free.erase(it);
     }
     return cudaSuccess;
@@ -292,20 +348,26 @@ cudaError_t cudaMemPoolTrimTo(cudaMemPool_t, size_t keep) {
 cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t s) {
     Lock l(mu);
     Stream* st = stream_of(s);
+    const int d = device_of(st);  // the stream's device's pool
     const size_t n = rounded(bytes);
     *p = nullptr;
-    auto reuse = pool_free.find({st, n});
+    auto reuse = pool_free.end();
+    for (auto [it, end] = pool_free.equal_range({st, n}); it != end; ++it)
+        if (it->second.second == d) {
+            reuse = it;
+            break;
+        }
     if (reuse != pool_free.end()) {
-        *p = reuse->second;
+        *p = reuse->second.first;
         pool_free.erase(reuse);
-        pool_idle -= (long long) n;
+        pool_idle[d] -= (long long) n;
         memset(*p, 0xff, n);
-    } else if ((long long) n > capacity() - sync_used - pool_used - pool_idle || !(*p = device_alloc(bytes))) {
+    } else if ((long long) n > free_on(d) || !(*p = device_alloc(bytes))) {
         g4emu::set_last_error(cudaErrorMemoryAllocation);
         return cudaErrorMemoryAllocation;
     }
-    pool_allocs[*p] = n;
-    pool_used += (long long) n;
+    pool_allocs[*p] = Alloc{n, d};
+    pool_used[d] += (long long) n;
     return cudaSuccess;
 }
 
@@ -319,10 +381,11 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t s) {
         g4emu::set_last_error(cudaErrorInvalidValue);
         return cudaErrorInvalidValue;
     }
-    pool_used -= (long long) it->second;
-    pool_idle += (long long) it->second;
-    memset(p, 0xff, it->second);  // kept by the pool, poisoned: a kernel reading freed memory sees NaN
-    pool_free.insert({{st, it->second}, p});
+    const Alloc a = it->second;
+    pool_used[a.device] -= (long long) a.bytes;
+    pool_idle[a.device] += (long long) a.bytes;
+    memset(p, 0xff, a.bytes);  // kept by the pool, poisoned: a kernel reading freed memory sees NaN
+    pool_free.insert({{st, a.bytes}, {p, a.device}});
     pool_allocs.erase(it);
     return cudaSuccess;
 }
@@ -357,6 +420,7 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t s) {
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
     Lock l(mu);
     Stream* st = new Stream();
+    st->device = cur_dev;
     streams.insert(st);
     *s = reinterpret_cast<cudaStream_t>(st);
     return cudaSuccess;
@@ -367,7 +431,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
     Lock l(mu);
     Stream* st = reinterpret_cast<Stream*>(s);
     if (!streams.erase(st)) return cudaErrorInvalidResourceHandle;
-    std::multimap<std::pair<Stream*, size_t>, void*> keep;  // its freed blocks stay in the pool, for any stream
+    std::multimap<std::pair<Stream*, size_t>, std::pair<void*, int>> keep;  // its freed blocks stay in the pool, for any stream
     for (auto& [key, p] : pool_free) keep.insert({{key.first == st ? nullptr : key.first, key.second}, p});
     pool_free.swap(keep);
     delete st;
@@ -397,6 +461,7 @@ cudaError_t cudaStreamQuery(cudaStream_t s) {
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* ev, unsigned) {
     Lock l(mu);
     Event* e = new Event();
+    e->device = cur_dev;
     events.insert(e);
     *ev = reinterpret_cast<cudaEvent_t>(e);
     return cudaSuccess;
@@ -415,6 +480,11 @@ cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s) {
     Lock l(mu);
     Event* e = reinterpret_cast<Event*>(ev);
     if (!events.count(e)) return cudaErrorInvalidResourceHandle;
+    if (device_of(stream_of(s)) != e->device) {
+        fprintf(stderr, "kernel-emu: an event of device %d recorded on a stream of device %d (cudaErrorInvalidResourceHandle)\n", e->device,
+                device_of(stream_of(s)));
+        return cudaErrorInvalidResourceHandle;
+    }
     g4emu::submit(s, [e]() { e->ms = now_ms(); e->recorded = true; });
     return cudaSuccess;
 }

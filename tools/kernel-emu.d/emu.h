@@ -80,6 +80,7 @@ void cp_wait(int n);
 // being captured (cudaStreamBeginCapture) and run at each cudaGraphLaunch. Streams are otherwise synchronous.
 void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);
 void submit(cudaStream_t stream, std::function<void()> op);
+bool launch_allowed(cudaStream_t stream, const char* what);  // the stream is on the calling thread's device (cudart_emu.cpp)
 
 template <typename K>
 struct Bound {
@@ -94,6 +95,7 @@ struct Bound {
         K k = kernel;
         dim3 g = grid, b = block;
         size_t sm = smem;
+        if (!launch_allowed(stream, n)) return;  // another device's stream: the launch fails, as on a GPU
         // (not instrumented: the copies of the arguments are the launch's, not the kernel's accesses; --profile)
         submit(stream, [=]() G4EMU_UNPROFILED {
             run_grid(n, (const void*) k, g, b, sm, [&]() G4EMU_UNPROFILED { k(args...); });

@@ -36,7 +36,7 @@ class NcclCommunicatorTest {
         return NcclCommunicator.create(NcclCommunicator.newUniqueId(), 1, 0, be, 60);
     }
 
-    static Tensor up(CudaBackend be, float[] a, DType dt) {
+    static Tensor up(org.grpo4j.internal.backend.Backend be, float[] a, DType dt) {
         try (Tensor f = be.upload(a, a.length)) {
             Tensor t = be.empty(dt, a.length);
             be.cast(t, f);
@@ -149,5 +149,116 @@ class NcclCommunicatorTest {
             assertTrue(Double.isFinite(m.get("optim/grad_norm")), "a finite gradient norm: " + m);
         }
         assertTrue(Files.isRegularFile(tmp.resolve("run/checkpoints/step_1/optimizer.safetensors")));
+    }
+
+    /** Skips unless this host has two devices (the GPU hosts of the loans have one; tools/kernel-emu --jvm --devices 2 emulates two). */
+    static void assumeTwoDevices() {
+        cuda();
+        int n = CudaRuntime.probe().deviceCount();
+        assumeTrue(n >= 2, "skipped: " + n + " CUDA device(s); world 2 needs two (NCCL refuses two ranks on one GPU)");
+    }
+
+    /**
+     * Every collective at world 2 through NCCL, each rank with its own device and thread, against the same calls
+     * through {@link LocalCommunicator} on the CPU: the same values bit for bit where the sums are exact in bf16 and fp32
+     * alike (NCCL's fp32 sums add x_0 + x_1 in either order, the same bits; a bf16 sum is rounded once from fp32 by the
+     * emulator and LocalCommunicator, at each ring hop by NCCL, so on a GPU two bf16 values agree to one rounding:
+     * compared within 2^-8 relative). Each rank's inputs differ.
+     */
+    @Test
+    void everyCollectiveAtWorldTwoMatchesTheLocalCommunicator() throws Exception {
+        assumeTwoDevices();
+        int world = 2;
+        List<List<float[]>> cpu = new java.util.ArrayList<>(), gpu = new java.util.ArrayList<>();
+        List<LocalCommunicator> locals = LocalCommunicator.group(world, 60_000);
+        byte[] id = NcclCommunicator.newUniqueId();
+        List<java.util.concurrent.Future<List<float[]>>> cf = new java.util.ArrayList<>(), gf = new java.util.ArrayList<>();
+        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(2 * world);
+        try {
+            for (int r = 0; r < world; r++) {
+                int rank = r;
+                cf.add(pool.submit(() -> {
+                    try (org.grpo4j.internal.backend.CpuBackend be = new org.grpo4j.internal.backend.CpuBackend(); LocalCommunicator c = locals.get(rank)) {
+                        return script(be, c, rank);
+                    }
+                }));
+                gf.add(pool.submit(() -> {
+                    try (CudaBackend be = new CudaBackend(rank); NcclCommunicator c = NcclCommunicator.create(id, world, rank, be, 60)) {
+                        return script(be, c, rank);
+                    }
+                }));
+            }
+            for (int r = 0; r < world; r++) {
+                cpu.add(cf.get(r).get(120, java.util.concurrent.TimeUnit.SECONDS));
+                gpu.add(gf.get(r).get(120, java.util.concurrent.TimeUnit.SECONDS));
+            }
+        } finally {
+            pool.shutdownNow();
+        }
+        for (int r = 0; r < world; r++) {
+            assertEquals(cpu.get(r).size(), gpu.get(r).size());
+            for (int k = 0; k < cpu.get(r).size(); k++) {
+                float[] a = cpu.get(r).get(k), b = gpu.get(r).get(k);
+                assertEquals(a.length, b.length, "rank " + r + ", result " + k);
+                for (int i = 0; i < a.length; i++)
+                    assertEquals(a[i], b[i], Math.abs(a[i]) * 0x1p-8f, "rank " + r + ", result " + k + " (" + SCRIPT[k] + "), element " + i);
+            }
+        }
+    }
+
+    static final String[] SCRIPT = new String[32];
+
+    /** Collectives of every kind in fp32 and bf16 on rank-dependent inputs; their results in order (names in SCRIPT). */
+    static List<float[]> script(org.grpo4j.internal.backend.Backend be, Communicator c, int rank) {
+        if (be instanceof CudaBackend cb) cb.useOnThisThread();
+        c.setContext("world-2 test");
+        int world = c.worldSize(), n = 1002;
+        float[] x = new float[n];
+        for (int i = 0; i < n; i++) x[i] = (float) Math.sin(i + 7 * rank) * 3;
+        List<float[]> out = new java.util.ArrayList<>();
+        int k = 0;
+        for (DType dt : new DType[] {DType.FP32, DType.BF16}) {
+            for (ReduceOp op : ReduceOp.values()) {
+                try (Tensor t = up(be, x, dt)) {
+                    c.allReduce(t, op).await();
+                    out.add(t.toFloatsWidened());
+                    SCRIPT[k++] = "allReduce " + op + " " + dt.label();
+                }
+                try (Tensor in = up(be, x, dt); Tensor o = be.zeros(dt, n / world)) {
+                    c.reduceScatter(o, in, op).await();
+                    out.add(o.toFloatsWidened());
+                    SCRIPT[k++] = "reduceScatter " + op + " " + dt.label();
+                }
+                try (Tensor in = up(be, x, dt); Tensor o = be.zeros(dt, n)) {
+                    c.reduce(o, in, 1, op).await();
+                    if (rank == 1) out.add(o.toFloatsWidened());
+                    if (rank == 1) SCRIPT[k++] = "reduce to 1 " + op + " " + dt.label();
+                }
+            }
+            float[] part = java.util.Arrays.copyOf(x, n / world);
+            try (Tensor in = up(be, part, dt); Tensor o = be.zeros(dt, n); Tensor b = up(be, x, dt)) {
+                c.allGather(o, in).await();
+                out.add(o.toFloatsWidened());
+                SCRIPT[k++] = "allGather " + dt.label();
+                c.allGatherInPlace(b).await();
+                out.add(b.toFloatsWidened());
+                SCRIPT[k++] = "allGatherInPlace " + dt.label();
+            }
+            try (Tensor b = up(be, x, dt)) {
+                c.broadcast(b, 1).await();
+                out.add(b.toFloatsWidened());
+                SCRIPT[k++] = "broadcast from 1 " + dt.label();
+            }
+        }
+        c.barrier();
+        double[][] d = c.allGatherDoubles(new double[] {rank + 0.5, -rank});
+        float[] flat = new float[world * 2];
+        for (int r = 0; r < world; r++) {
+            flat[2 * r] = (float) d[r][0];
+            flat[2 * r + 1] = (float) d[r][1];
+        }
+        out.add(flat);
+        SCRIPT[k] = "allGatherDoubles";
+        return out;
     }
 }

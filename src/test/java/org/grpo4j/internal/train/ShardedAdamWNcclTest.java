@@ -3,6 +3,7 @@ package org.grpo4j.internal.train;
 import static org.junit.jupiter.api.Assertions.*;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import java.util.List;
 import java.util.SplittableRandom;
 import org.grpo4j.internal.backend.Backend;
 import org.grpo4j.internal.backend.CpuBackend;
@@ -36,7 +37,7 @@ class ShardedAdamWNcclTest {
     static float[][] step(Backend be, Communicator comm, DType dt, float[] grad, boolean forceSharded, boolean bf16Grads) {
         try (LlamaWeights init = LlamaWeights.init(be, C, 3)) {
             long n = init.layout().totalElements();
-            ShardLayout lay = new ShardLayout(n, 1, 1 << 14); // several buckets: both slots alternate
+            ShardLayout lay = new ShardLayout(n, comm.worldSize(), 1 << 14); // several buckets: both slots alternate
             try (LlamaWeights compute = LlamaWeights.zeros(be, C, dt, lay.padded()); LlamaWeights g = LlamaWeights.zeros(be, C, bf16Grads ? DType.BF16 : DType.FP32);
                  ShardedAdamW opt = new ShardedAdamW(be, comm, lay, compute, g, 0.9, 0.999, 1e-8, 0.01, forceSharded)) {
                 assertTrue(!forceSharded || lay.buckets().size() > 2, "more buckets than slots: " + lay.buckets().size());
@@ -88,5 +89,69 @@ class ShardedAdamWNcclTest {
                 assertArrayEquals(cpu[0], gpu[0], 0f, what + ": fp32 master weights after two steps");
                 assertArrayEquals(cpu[1], gpu[1], 0f, what + ": compute weights after two steps");
             }
+    }
+
+    /**
+     * The same two steps at world 2, each rank on its own device and thread with its own gradients, through NCCL against
+     * LocalCommunicator on the CPU: the gradient buckets reduce-scattered (fp32 or bf16), the norm's squared sums
+     * gathered, AdamW on each rank's slice, the compute weights all-gathered and the master weights gathered to rank 0.
+     * Bit for bit where NCCL sums like LocalCommunicator (fp32; bf16 rounded once: the emulator), within bf16's
+     * rounding on a GPU, whose bf16 sums round at each ring hop. Skips without two devices.
+     */
+    @Test
+    void aZeroTwoStepAtWorldTwoThroughNcclMatchesTheCpu() throws Exception {
+        TestBackends.cuda();
+        assumeTrue(CudaRuntime.libraries().stream().anyMatch(l -> l.name().equals("NCCL") && l.loads()), "skipped: NCCL does not load here");
+        int devices = CudaRuntime.probe().deviceCount();
+        assumeTrue(devices >= 2, "skipped: " + devices + " CUDA device(s); world 2 needs two");
+        int n = (int) new org.grpo4j.internal.model.ParameterLayout(C).totalElements(), world = 2;
+        for (int variant = 0; variant < 3; variant++) {
+            DType dt = variant == 0 ? DType.FP32 : DType.BF16;
+            boolean bf16Grads = variant == 2;
+            float[][][] cpu = new float[world][][], gpu = new float[world][][];
+            List<LocalCommunicator> locals = LocalCommunicator.group(world, 60_000);
+            byte[] id = NcclCommunicator.newUniqueId();
+            java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(2 * world);
+            try {
+                List<java.util.concurrent.Future<float[][]>> cf = new java.util.ArrayList<>(), gf = new java.util.ArrayList<>();
+                for (int r = 0; r < world; r++) {
+                    int rank = r;
+                    float[] grad = new float[n];
+                    SplittableRandom rnd = new SplittableRandom(4 + rank);
+                    for (int i = 0; i < n; i++) grad[i] = (float) (rnd.nextGaussian() * 1e-3);
+                    cf.add(pool.submit(() -> {
+                        try (CpuBackend c = new CpuBackend(); LocalCommunicator lc = locals.get(rank)) {
+                            return step(c, lc, dt, grad, true, bf16Grads);
+                        }
+                    }));
+                    gf.add(pool.submit(() -> {
+                        try (CudaBackend be = new CudaBackend(rank); NcclCommunicator nc = NcclCommunicator.create(id, world, rank, be, 60)) {
+                            return step(be, nc, dt, grad, true, bf16Grads);
+                        }
+                    }));
+                }
+                for (int r = 0; r < world; r++) {
+                    cpu[r] = cf.get(r).get(300, java.util.concurrent.TimeUnit.SECONDS);
+                    gpu[r] = gf.get(r).get(300, java.util.concurrent.TimeUnit.SECONDS);
+                }
+            } finally {
+                pool.shutdownNow();
+            }
+            String what = dt.label() + (bf16Grads ? ", bf16 gradient buffer" : "");
+            assertNotNull(gpu[0][0], what + ": rank 0 gathers the master weights");
+            assertArrayEquals(cpu[0][0], gpu[0][0], 0f, what + ": fp32 master weights after two steps");
+            for (int r = 0; r < world; r++) assertArrayEquals(cpu[r][1], gpu[r][1], 0f, what + ", rank " + r + ": compute weights after two steps");
+            assertFalse(java.util.Arrays.equals(cpu[0][1], step0(dt)), what + ": the weights moved");
+        }
+    }
+
+    /** The initial compute weights, to check that the steps changed them. */
+    private static float[] step0(DType dt) {
+        try (CpuBackend c = new CpuBackend(); LlamaWeights init = LlamaWeights.init(c, C, 3)) {
+            if (dt == DType.FP32) return init.flat().toFloats();
+            try (LlamaWeights b = init.castTo(DType.BF16)) {
+                return ShardedAdamWTest.bf16(b.flat().toBf16Bits());
+            }
+        }
     }
 }
