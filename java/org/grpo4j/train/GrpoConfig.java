@@ -116,7 +116,7 @@ public final class GrpoConfig {
      * states are allocated; {@code all}; or a number from 0 to the model's layers. The gradients are the same bits
      * whichever is chosen; only time and memory differ. In JSON a string or a number. docs/trainer.md.
      */
-    @JsonIgnore public String recomputeLayers = "auto";
+    public String recomputeLayers = "auto"; // JSON through the two methods below (number or string)
 
     @JsonProperty("recompute_layers")
     private void recomputeLayersFromJson(JsonNode v) {

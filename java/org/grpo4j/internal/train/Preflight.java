@@ -238,8 +238,11 @@ public final class Preflight implements AutoCloseable {
         MemoryEstimate est = new MemoryEstimate(model, cfg.worldSize, dtype, cfg.reduceBucketSize);
         double states = est.statesBytes();
         long seq = (long) longestPrompt + cfg.responseLength;
-        double acts = Math.max(est.trainingActivationBytes(cfg.perDeviceTrainBatchSize * seq, (long) cfg.perDeviceTrainBatchSize * cfg.responseLength,
-                cfg.gradientCheckpointing, lmRowsBytes(cfg, dtype)), est.noGradActivationBytes(cfg.localRolloutForwardBatchSize * seq, (long) cfg.localRolloutForwardBatchSize * cfg.responseLength));
+        // the training passes at their fewest recomputed layers: a count the config gives, or every layer (auto keeps
+        // more only where the memory it finds once the states exist allows; without checkpointing none)
+        int recomputed = recomputedAtMost();
+        double acts = Math.max(RankState.largestPassBytes(cfg, est, model.numLayers(), recomputed, longestPrompt, lmRowsBytes(cfg, dtype)),
+                est.noGradActivationBytes(cfg.localRolloutForwardBatchSize * seq, (long) cfg.localRolloutForwardBatchSize * cfg.responseLength));
         int maxBatch = Math.max(1, cfg.localCompletions());
         double gen = est.generationBytes(maxBatch, RankState.prefillTokens(cfg, longestPrompt));
         long kvMin = ((seq + 15) / 16 + 1) * 16 * est.kvBytesPerToken();
@@ -263,7 +266,7 @@ public final class Preflight implements AutoCloseable {
                     + " rank" + (cfg.worldSize == 1 ? "" : "s") + ", activations " + Memory.human(acts) + ", generation " + Memory.human(gen) + " + KV cache "
                     + Memory.human(kv) + "), but only " + Memory.human(free) + " " + where + "; to fit: fewer samples in flight (per_device_train_batch_size, "
                     + "local_rollout_forward_batch_size, local_rollout_batch_size x number_samples_per_prompt), a smaller kv_cache_mib or kv_cache_fraction,"
-                    + " gradient_checkpointing true, precision bf16, or more GPUs (world_size: ZeRO-2 shards the optimizer state)");
+                    + " gradient_checkpointing true (recompute_layers auto or all), precision bf16, or more GPUs (world_size: ZeRO-2 shards the optimizer state)");
         }
         synchronized (summary) {
             summary.put("training passes", PassPacking.byTokens(cfg)
@@ -286,6 +289,22 @@ public final class Preflight implements AutoCloseable {
         }
     }
 
+    /**
+     * The fewest layers a training pass recomputes as the config says: none without gradient_checkpointing, the count
+     * it gives, all for all and auto (auto's own choice comes later, from the free memory). A count above the model's
+     * layers is refused.
+     */
+    private int recomputedAtMost() {
+        int layers = model.numLayers();
+        if (!cfg.gradientCheckpointing) return 0;
+        if (cfg.recomputeLayers.equals("auto") || cfg.recomputeLayers.equals("all")) return layers;
+        long n = Long.parseLong(cfg.recomputeLayers);
+        if (n > layers)
+            throw new IllegalArgumentException("recompute_layers " + n + " is more than the " + layers + " layers of model_name_or_path " + cfg.modelNameOrPath
+                    + " (auto, all or 0 to " + layers + ")");
+        return (int) n;
+    }
+
     /** The dry run's line on recompute_layers: what it decides, and a training pass's activations at either end. */
     private String recomputeSummary(MemoryEstimate est, long lmRows) {
         if (!cfg.gradientCheckpointing) return "off (every layer keeps its activations)";
@@ -296,8 +315,7 @@ public final class Preflight implements AutoCloseable {
             return "recompute_layers auto: the first layers recomputed in the backward, as few as keep a training pass's activations within "
                     + Math.round(RankState.RECOMPUTE_BUDGET * 100) + "% of the memory the model states leave, decided once they are allocated ("
                     + ends + ")";
-        int n = cfg.recomputeLayers.equals("all") ? layers : (int) Math.min(Long.parseLong(cfg.recomputeLayers), Integer.MAX_VALUE);
-        if (n > layers) throw new IllegalArgumentException("recompute_layers " + n + " is more than the model's " + layers + " layers");
+        int n = cfg.recomputeLayers.equals("all") ? layers : Integer.parseInt(cfg.recomputeLayers); // checked by recomputedAtMost
         return "recompute_layers " + cfg.recomputeLayers + ": " + n + " of " + layers + " layers recomputed (" + ends + ")";
     }
 

@@ -160,10 +160,7 @@ final class RankState implements AutoCloseable {
     /** The layers the training passes recompute in their backward (the first ones; LlamaModel.forward): {@link #planRecompute}. */
     int recomputeLayers = -1;
 
-    /**
-     * The layers a training pass recomputes: as planned; before the plan (the SFT warm-up, before the reference
-     * exists) as the config gives them, auto recomputing all.
-     */
+    /** The layers a GRPO training pass recomputes: as planned; before the plan as the config gives them, auto recomputing all. */
     int recompute() { return recomputeLayers >= 0 ? recomputeLayers : recomputeLayers(s.cfg(), null, s.model().numLayers(), -1, 1, 0, 0); }
 
     /** The share of the memory left after the model states that recompute_layers auto lets a training pass's activations take. */

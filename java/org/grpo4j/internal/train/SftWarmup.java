@@ -130,7 +130,7 @@ final class SftWarmup {
         int d = r.s.model().hiddenSize();
         DType adt = r.model.activationDType();
         LlamaModel model = r.model;
-        try (PackedBatch pb = PackedBatch.of(be, seqs, r.s.model().vocabSize()); LlamaModel.Activations act = model.forward(pb, r.recompute());
+        try (PackedBatch pb = PackedBatch.of(be, seqs, r.s.model().vocabSize()); LlamaModel.Activations act = model.forward(pb, r.s.cfg().gradientCheckpointing);
              Tensor rowsT = be.upload(rows, nTok); Tensor tgtT = be.upload(tgt, nTok); Tensor gT = be.upload(g, nTok);
              Tensor sel = be.empty(adt, nTok, d); Tensor lp = be.empty(DType.FP32, nTok); Tensor dSel = be.empty(adt, nTok, d);
              Tensor dHidden = be.zeros(DType.FP32, pb.tokens(), d)) {

@@ -151,6 +151,40 @@ class NcclCommunicatorTest {
         assertTrue(Files.isRegularFile(tmp.resolve("run/checkpoints/step_1/optimizer.safetensors")));
     }
 
+    /**
+     * Two GRPO steps of the tiny model at world 2 through tools/launch's path on one node of two GPUs (one JVM, a rank a
+     * device and thread: rendezvous on loopback, NCCL, ZeRO-2 with bf16 gradients, rank balancing's exchanges, the
+     * checkpoint's gathers): a finite gradient norm, the rank-balancing figure, and a checkpoint of each step with one
+     * optimizer slice a rank. Skips without two devices.
+     */
+    @Test
+    void aZeroTwoRunAtWorldTwoThroughNccl(@TempDir Path tmp) throws Exception {
+        assumeTwoDevices();
+        CudaBackend be = cuda();
+        List<String> missing = Ops.ALL.stream().filter(op -> !be.implementsOp(op)).toList();
+        assumeTrue(missing.isEmpty(), "skipped: the CUDA backend lacks " + missing);
+        int port;
+        try (ServerSocket s = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+            port = s.getLocalPort();
+        }
+        DistEnv env = DistEnv.perNode(1, 0, 2, "127.0.0.1", port);
+        List<String> sets = new java.util.ArrayList<>(org.grpo4j.internal.train.GrpoTrainerTestAccess.small(tmp.resolve("run"), 2));
+        sets.addAll(List.of("backend=\"cuda\"", "precision=bf16", "world_size=2", "save_freq=1", "num_evals=0"));
+        Map<String, Double> m;
+        try (Rendezvous r = new Rendezvous(env, "", 60_000, 1000)) {
+            m = org.grpo4j.internal.train.GrpoTrainerTestAccess.trainOneStep(sets, r);
+        }
+        System.out.println("world 2 through NCCL, step 2: " + m);
+        assertTrue(Double.isFinite(m.get("optim/grad_norm")), "a finite gradient norm: " + m);
+        assertTrue(m.get("training/rank_tokens_max_over_mean") >= 1.0, "the ranks' token counts were gathered: " + m);
+        assertTrue(Files.isRegularFile(tmp.resolve("run/checkpoints/step_1/model/model.safetensors")), "step 1's model");
+        long slices;
+        try (var files = Files.list(tmp.resolve("run/checkpoints/step_2"))) {
+            slices = files.filter(f -> f.getFileName().toString().startsWith("optimizer")).count();
+        }
+        assertEquals(2, slices, "one optimizer slice a rank");
+    }
+
     /** Skips unless this host has two devices (the GPU hosts of the loans have one; tools/kernel-emu --jvm --devices 2 emulates two). */
     static void assumeTwoDevices() {
         cuda();

@@ -176,6 +176,11 @@ class LlamaModelTest {
                     }
                 }
                 try (PackedBatch pb = PackedBatch.of(be, seqs, c.vocabSize())) {
+                    for (int k = 0; k <= c.numLayers(); k++) // the first k layers keep nothing but their input, the others all
+                        try (LlamaModel.Activations act = m.forward(pb, k)) {
+                            for (int l = 0; l < c.numLayers(); l++)
+                                assertEquals(l < k, act.layers[l] == null, dt + ": layer " + l + " with " + k + " recomputed");
+                        }
                     for (int bad : new int[] {-1, c.numLayers() + 1}) {
                         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> m.forward(pb, bad));
                         assertTrue(e.getMessage().contains("recomputed layers " + bad + " not in [0, 4]"), e.getMessage());

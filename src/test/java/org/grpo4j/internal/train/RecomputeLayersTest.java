@@ -87,6 +87,7 @@ class RecomputeLayersTest {
     @Test
     void everyCountTrainsTheSameBits(@TempDir Path tmp) throws Exception {
         Map<String, List<Map<String, Double>>> runs = new LinkedHashMap<>();
+        Map<String, Long> peaks = new LinkedHashMap<>();
         for (String v : List.of("checkpointing off", "0", "1", "all")) {
             List<String> sets = GrpoTrainerTest.small(tmp.resolve(v.replace(' ', '-')), 2);
             sets.addAll(List.of("save_freq=0", "num_evals=0"));
@@ -111,12 +112,18 @@ class RecomputeLayersTest {
                 double bound = e.statesBytes() + Math.max(acts, gen);
                 System.out.printf("%s: peak %,d B, bound %,.0f B%n", v, be.peakBytes(), bound);
                 assertTrue(be.peakBytes() <= bound, v + ": peak " + be.peakBytes() + " > " + bound);
+                peaks.put(v, be.peakBytes());
                 String text = log.toString(StandardCharsets.UTF_8);
                 String want = v.startsWith("checkpointing") ? "gradient checkpointing: off" : "gradient checkpointing: " + k + " of 2 layers recomputed";
                 assertTrue(text.contains(want), "the memory report says \"" + want + "\":\n" + text);
             }
             runs.put(v, seen);
         }
+        // recomputing every layer holds less than keeping them (the training passes set the peak here); one of two
+        // recomputed holds as much as none or more (it is stored again while it runs)
+        assertTrue(peaks.get("all") < peaks.get("0"), "peaks " + peaks);
+        assertTrue(peaks.get("1") >= peaks.get("0"), "peaks " + peaks);
+        assertEquals(peaks.get("0"), peaks.get("checkpointing off"), "peaks " + peaks);
         List<Map<String, Double>> base = runs.get("checkpointing off");
         assertEquals(2, base.size());
         for (var run : runs.entrySet())
@@ -125,5 +132,15 @@ class RecomputeLayersTest {
                     if (key.startsWith("time/") || key.startsWith("throughput/")) continue;
                     assertEquals(base.get(s).get(key), run.getValue().get(s).get(key), run.getKey() + ", step " + (s + 1) + ": " + key);
                 }
+    }
+
+    /** A count above the model's layers is refused before any work, naming the model and what is allowed. */
+    @Test
+    void aCountAboveTheLayersIsRefused(@TempDir Path tmp) throws Exception {
+        List<String> sets = GrpoTrainerTest.small(tmp.resolve("run"), 1);
+        sets.addAll(List.of("gradient_checkpointing=true", "recompute_layers=3"));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Trainer.builder(GrpoTrainerTest.config(sets)).log(null).build().close());
+        assertTrue(e.getMessage().contains("recompute_layers 3 is more than the 2 layers of model_name_or_path init:tiny (auto, all or 0 to 2)"), e.getMessage());
+        assertFalse(java.nio.file.Files.exists(tmp.resolve("run/checkpoints")), "nothing written");
     }
 }
