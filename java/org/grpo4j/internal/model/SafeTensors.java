@@ -241,7 +241,7 @@ public final class SafeTensors implements AutoCloseable {
         ObjectNode h = JSON.createObjectNode();
         if (meta != null && !meta.isEmpty()) {
             ObjectNode m = h.putObject("__metadata__");
-            meta.forEach(m::put);
+            new java.util.TreeMap<>(meta).forEach(m::put); // sorted: the same bytes whatever the map's order (Map.of's varies from run to run)
         }
         long off = 0;
         for (Out t : tensors) {
