@@ -155,7 +155,8 @@ class NcclCommunicatorTest {
      * Two GRPO steps of the tiny model at world 2 through tools/launch's path on one node of two GPUs (one JVM, a rank a
      * device and thread: rendezvous on loopback, NCCL, ZeRO-2 with bf16 gradients, rank balancing's exchanges, the
      * checkpoint's gathers): a finite gradient norm, the rank-balancing figure, and a checkpoint of each step with one
-     * optimizer slice a rank. Skips without two devices.
+     * optimizer slice a rank; then, with step 2's checkpoint deleted from a copy, a resume from step 1 runs step 2
+     * again with the same metrics (but times) and the same files, bit for bit. Skips without two devices.
      */
     @Test
     void aZeroTwoRunAtWorldTwoThroughNccl(@TempDir Path tmp) throws Exception {
@@ -173,6 +174,25 @@ class NcclCommunicatorTest {
         Map<String, Double> m;
         try (Rendezvous r = new Rendezvous(env, "", 60_000, 1000)) {
             m = org.grpo4j.internal.train.GrpoTrainerTestAccess.trainOneStep(sets, r);
+        }
+        Path copy = tmp.resolve("copy");
+        copyTree(tmp.resolve("run"), copy);
+        deleteTree(copy.resolve("checkpoints/step_2"));
+        List<Map<String, Double>> again;
+        try (ServerSocket s = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+            port = s.getLocalPort();
+        }
+        try (Rendezvous r = new Rendezvous(DistEnv.perNode(1, 0, 2, "127.0.0.1", port), "", 60_000, 1000)) {
+            again = org.grpo4j.internal.train.GrpoTrainerTestAccess.resume(copy, r);
+        }
+        assertEquals(1, again.size(), "the resumed run ran step 2 alone");
+        for (String k : m.keySet())
+            if (!k.startsWith("time/") && !k.startsWith("throughput/")) assertEquals(m.get(k), again.get(0).get(k), "resumed step 2: " + k);
+        try (var files = Files.walk(tmp.resolve("run/checkpoints/step_2"))) {
+            for (Path f : files.filter(Files::isRegularFile).toList()) {
+                Path g = copy.resolve("checkpoints/step_2").resolve(tmp.resolve("run/checkpoints/step_2").relativize(f));
+                assertArrayEquals(Files.readAllBytes(f), Files.readAllBytes(g), "resumed step 2's " + f.getFileName());
+            }
         }
         System.out.println("world 2 through NCCL, step 2: " + m);
         assertTrue(Double.isFinite(m.get("optim/grad_norm")), "a finite gradient norm: " + m);
@@ -294,5 +314,21 @@ class NcclCommunicatorTest {
         out.add(flat);
         SCRIPT[k] = "allGatherDoubles";
         return out;
+    }
+
+    static void copyTree(Path from, Path to) throws java.io.IOException {
+        try (var s = Files.walk(from)) {
+            for (Path p : s.toList()) {
+                Path q = to.resolve(from.relativize(p).toString());
+                if (Files.isDirectory(p)) Files.createDirectories(q);
+                else Files.copy(p, q);
+            }
+        }
+    }
+
+    static void deleteTree(Path p) throws java.io.IOException {
+        try (var s = Files.walk(p)) {
+            for (Path q : s.sorted(java.util.Comparator.reverseOrder()).toList()) Files.delete(q);
+        }
     }
 }

@@ -23,4 +23,16 @@ public final class GrpoTrainerTestAccess {
         }
         return seen.get(seen.size() - 1);
     }
+
+    /** Resumes the run in {@code dir} as this JVM's ranks of {@code cluster}; the metrics of each step it runs. */
+    public static List<Map<String, Double>> resume(Path dir, Cluster cluster) throws Exception {
+        List<Map<String, Double>> seen = new ArrayList<>();
+        try (Trainer t = Trainer.builder(null).resume(dir).cluster(cluster).log(System.out).build()) {
+            t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
+                @Override
+                public void onStep(int step, Map<String, Double> m) { seen.add(m); }
+            });
+        }
+        return seen;
+    }
 }
