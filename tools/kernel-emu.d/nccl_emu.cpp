@@ -1,32 +1,39 @@
-// tools/kernel-emu's NCCL (libnccl.so.2): communicators of one or more ranks in one process, each rank on its own
-// emulated device (G4EMU_DEVICES of them, cudart_emu.cpp), as one JVM per node drives its GPUs, a thread each. As on
-// the GPU hosts, two ranks of a communicator on one device are refused ("Duplicate GPU detected"), so a world above
-// one needs G4EMU_DEVICES >= the world. A communicator spanning processes (tools/launch's nodes) is not emulated: its
-// ranks would wait for peers that never join, so ncclCommInitRank gives up after G4EMU_NCCL_TIMEOUT_S (default 120).
+// tools/kernel-emu's NCCL (libnccl.so.2): communicators of one or more ranks, each on its own emulated device
+// (G4EMU_DEVICES of them a process, cudart_emu.cpp), in one process (one JVM per node drives its GPUs, a thread each)
+// or in several on this machine (tools/launch's nodes: `--nnodes 2 --node-rank K`). As on the GPU hosts, two ranks of
+// a communicator on one device of one process are refused ("Duplicate GPU detected").
 //
-// The emulated device runs every operation when it is issued, so a collective runs when its last rank issues it:
-// each rank's call waits (without holding the device) until every rank of the communicator has made the same call,
-// then the last one computes every rank's output. Reductions add in fp32 in rank order (x_0 + x_1 + ...; AVG then
-// divides by the world) and a bf16 result is rounded once, as LocalCommunicator does: NCCL's own bf16 sums round at
-// each ring hop, so on a GPU bf16 results may differ in the last bits. Calls that do not match across the ranks (kind,
-// count, type, operation, root) fail on every rank with ncclInvalidUsage, where NCCL would hang or corrupt memory. An
-// aborted communicator fails its rank's waiting and later calls; its peers' waiting calls fail too (on a GPU they
-// would wait for their own watchdog). Collectives on a capturing stream are refused (none are captured here).
+// A communicator is a POSIX shared-memory segment named after its unique id ("/g4emu-nccl-<pid>-<n>"): a header with
+// a process-shared mutex and condition variable, each rank's call, and an input and an output slot a rank
+// (G4EMU_NCCL_SLOT_MIB each, default 64, sparse). The emulated device runs every operation when it is issued, so a
+// collective runs when its last rank issues it: each rank copies its input into its slot and waits (without holding
+// the device) until every rank has made the same call; the last one computes every rank's output into the output
+// slots, and each rank copies its own out. Reductions add in fp32 in rank order (x_0 + x_1 + ...; AVG then divides by
+// the world) and a bf16 result is rounded once, as LocalCommunicator does: NCCL's own bf16 sums round at each ring
+// hop, so on a GPU bf16 results may differ in the last bits. Calls that do not match across the ranks (kind, count,
+// type, operation, root) fail on every rank with ncclInvalidUsage, where NCCL would hang or corrupt memory. An aborted
+// communicator fails every rank's waiting and later calls (on a GPU the others would wait for their own watchdog).
+// Joining and waiting give up after G4EMU_NCCL_TIMEOUT_S (default 600). Collectives on a capturing stream are refused.
 #include <cuda_runtime.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <map>
-#include <mutex>
 #include <string>
 #include <vector>
 
 namespace {
-constexpr int SUCCESS = 0, INVALID_ARGUMENT = 4, INVALID_USAGE = 5, SYSTEM_ERROR = 2;
+constexpr int SUCCESS = 0, SYSTEM_ERROR = 2, INVALID_ARGUMENT = 4, INVALID_USAGE = 5;
+constexpr int MAX_RANKS = 64;
 enum Kind { ALL_REDUCE, REDUCE_SCATTER, ALL_GATHER, BROADCAST, REDUCE };
 const char* kind_name[] = {"ncclAllReduce", "ncclReduceScatter", "ncclAllGather", "ncclBroadcast", "ncclReduce"};
 
@@ -34,44 +41,52 @@ struct UniqueId {
     char internal[128];
 };
 
-struct Call {
-    Kind kind;
-    const void* send;
-    void* recv;
+struct CallDesc {
+    int kind;
     size_t count;  // per rank: the output's elements (reduce-scatter), the input's (all-gather), else the buffer's
     int type, op, root;
 };
 
-struct Group {
-    std::mutex m;
-    std::condition_variable cv;
-    int nranks = 0, joined = 0, members = 0;
-    std::vector<int> devices;     // each rank's device (-1: not joined)
-    std::vector<Call> calls;      // this round's call of each rank
-    std::vector<bool> arrived;
-    int arrivals = 0;
-    long long round = 0;          // completed collectives
-    int result = SUCCESS;         // of the last completed round
-    bool broken = false;          // a rank aborted: every call fails
-    std::string why;
+struct Shared {
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    int nranks, joined;
+    long long pid[MAX_RANKS];
+    int device[MAX_RANKS];
+    CallDesc calls[MAX_RANKS];
+    int arrivals;
+    long long round;  // completed collectives
+    int result;       // of the last completed round
+    int broken;       // a rank aborted or died: every call fails
+    char why[512];
+    size_t slot;      // bytes of each input and output slot
+    std::atomic<int> ready;  // set last by the segment's creator
 };
 
 struct Comm {
-    Group* g;
+    Shared* sh;
+    unsigned char* base;  // the slots: nranks inputs, then nranks outputs
+    size_t bytes;         // the mapping's
     int rank, nranks, device;
-    std::atomic<bool> aborted{false};
 };
 
-std::mutex registry_mu;
-std::map<std::string, Group*> registry;
 std::atomic<long long> ids{0};
 thread_local std::string last_error_text;
-const char* last_error = "";
+thread_local const char* last_error = "";
 
 void set_error(const std::string& s) {
     last_error_text = s;
     last_error = last_error_text.c_str();
 }
+
+int env_int(const char* name, int dflt) {
+    const char* e = getenv(name);
+    return e != nullptr && *e ? atoi(e) : dflt;
+}
+
+size_t header_bytes() { return (sizeof(Shared) + 4095) / 4096 * 4096; }
+unsigned char* in_slot(Comm* c, int r) { return c->base + (size_t) r * c->sh->slot; }
+unsigned char* out_slot(Comm* c, int r) { return c->base + (size_t) (c->nranks + r) * c->sh->slot; }
 
 size_t type_size(int t) {
     switch (t) {
@@ -81,11 +96,6 @@ size_t type_size(int t) {
         case 6: case 9: return 2;           // float16, bfloat16
         default: return 0;
     }
-}
-
-int timeout_s() {
-    const char* e = getenv("G4EMU_NCCL_TIMEOUT_S");
-    return e != nullptr && *e ? atoi(e) : 120;
 }
 
 float bf16_to_float(uint16_t h) {
@@ -131,14 +141,14 @@ void store(void* p, size_t i, int type, double v) {
     }
 }
 
-// Element i of the reduction over the ranks' buffers at element offset `at` (fp32 arithmetic for fp32 and bf16, in
-// rank order; integers and fp64 in double).
-double reduce_at(const std::vector<Call>& calls, size_t at, int type, int op) {
+// Element `at` of the reduction over the ranks' inputs (fp32 arithmetic for fp32 and bf16, in rank order; integers
+// and fp64 in double).
+double reduce_at(Comm* c, size_t at, int type, int op) {
     bool f32 = type == 7 || type == 9;
     double acc = 0;
     float facc = 0;
-    for (size_t r = 0; r < calls.size(); r++) {
-        double x = load(calls[r].send, at, type);
+    for (int r = 0; r < c->nranks; r++) {
+        double x = load(in_slot(c, r), at, type);
         if (r == 0) {
             acc = x;
             facc = (float) x;
@@ -152,49 +162,70 @@ double reduce_at(const std::vector<Call>& calls, size_t at, int type, int op) {
         }
     }
     if (op == 4) {
-        if (f32) facc /= (float) calls.size();
-        else acc /= (double) calls.size();
+        if (f32) facc /= (float) c->nranks;
+        else acc /= (double) c->nranks;
     }
     return f32 ? (double) facc : acc;
 }
 
-// Every rank's output of this round (the calls match). Outputs go through scratch first: a rank's output may be
-// another's (or its own) input.
-void run_round(Group* g) {
-    const std::vector<Call>& c = g->calls;
-    const Call& k = c[0];
-    size_t n = (size_t) g->nranks, es = type_size(k.type);
-    std::vector<std::vector<unsigned char>> out(n);
-    for (size_t r = 0; r < n; r++) {
-        size_t len = k.kind == ALL_GATHER ? k.count * n : k.count;
-        if (k.kind == REDUCE && (int) r != k.root) continue;
-        out[r].resize(len * es);
-        void* o = out[r].data();
+size_t in_elems(const CallDesc& k, int n) { return k.kind == REDUCE_SCATTER ? k.count * n : k.count; }
+size_t out_elems(const CallDesc& k, int n) { return k.kind == ALL_GATHER ? k.count * n : k.count; }
+
+// Every rank's output of this round (the calls match) into the output slots.
+void run_round(Comm* c) {
+    const CallDesc& k = c->sh->calls[0];
+    size_t es = type_size(k.type);
+    for (int r = 0; r < c->nranks; r++) {
+        if (k.kind == REDUCE && r != k.root) continue;
+        unsigned char* o = out_slot(c, r);
+        size_t len = out_elems(k, c->nranks);
         switch (k.kind) {
             case ALL_REDUCE: case REDUCE:
                 for (size_t i = 0; i < len; i++) store(o, i, k.type, reduce_at(c, i, k.type, k.op));
                 break;
             case REDUCE_SCATTER:
-                for (size_t i = 0; i < len; i++) store(o, i, k.type, reduce_at(c, r * k.count + i, k.type, k.op));
+                for (size_t i = 0; i < len; i++) store(o, i, k.type, reduce_at(c, (size_t) r * k.count + i, k.type, k.op));
                 break;
             case ALL_GATHER:
-                for (size_t j = 0; j < n; j++) memcpy((unsigned char*) o + j * k.count * es, c[j].send, k.count * es);
+                for (int j = 0; j < c->nranks; j++) memcpy(o + (size_t) j * k.count * es, in_slot(c, j), k.count * es);
                 break;
             case BROADCAST:
-                memcpy(o, c[k.root].send, k.count * es);
+                memcpy(o, in_slot(c, k.root), k.count * es);
                 break;
         }
     }
-    for (size_t r = 0; r < n; r++)
-        if (!out[r].empty()) memcpy(c[r].recv, out[r].data(), out[r].size());
 }
 
-int collective(Comm* comm, Call call, cudaStream_t s) {
-    if (comm == nullptr || type_size(call.type) == 0 || call.op < 0 || call.op > 4) return INVALID_ARGUMENT;
-    if (comm->aborted) {
-        set_error("kernel-emu: the communicator was aborted");
-        return INVALID_USAGE;
+// Locks the shared mutex; a holder that died leaves it consistent and the communicator broken.
+void lock(Shared* sh) {
+    int e = pthread_mutex_lock(&sh->m);
+    if (e == EOWNERDEAD) {
+        pthread_mutex_consistent(&sh->m);
+        sh->broken = 1;
+        snprintf(sh->why, sizeof sh->why, "a process of the communicator died");
     }
+}
+
+// Waits on the condition until `done` or the timeout; false on timeout.
+template <typename F>
+bool wait(Shared* sh, F done) {
+    timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += env_int("G4EMU_NCCL_TIMEOUT_S", 600);
+    while (!done()) {
+        int e = pthread_cond_timedwait(&sh->cv, &sh->m, &until);
+        if (e == EOWNERDEAD) {
+            pthread_mutex_consistent(&sh->m);
+            sh->broken = 1;
+            snprintf(sh->why, sizeof sh->why, "a process of the communicator died");
+        }
+        if (e == ETIMEDOUT) return done();
+    }
+    return true;
+}
+
+int collective(Comm* c, CallDesc call, const void* send, void* recv, cudaStream_t s) {
+    if (c == nullptr || type_size(call.type) == 0 || call.op < 0 || call.op > 4) return INVALID_ARGUMENT;
     cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
     if (cudaStreamIsCapturing(s, &st) == cudaSuccess && st != cudaStreamCaptureStatusNone) {
         set_error("kernel-emu: a collective on a capturing stream");
@@ -202,61 +233,68 @@ int collective(Comm* comm, Call call, cudaStream_t s) {
     }
     int device = -1;
     cudaGetDevice(&device);
-    if (device != comm->device) {
-        set_error("kernel-emu: " + std::string(kind_name[call.kind]) + " of rank " + std::to_string(comm->rank) + " issued on device "
-                  + std::to_string(device) + ", its communicator's device is " + std::to_string(comm->device));
+    if (device != c->device) {
+        set_error("kernel-emu: " + std::string(kind_name[call.kind]) + " of rank " + std::to_string(c->rank) + " issued on device "
+                  + std::to_string(device) + ", its communicator's device is " + std::to_string(c->device));
         return INVALID_USAGE;
     }
-    if (comm->nranks == 1) {  // one rank: its own input is every output
-        size_t es = type_size(call.type);
-        size_t bytes = call.count * es;
-        if (call.send != call.recv) memmove(call.recv, call.send, bytes);
-        return SUCCESS;
-    }
-    Group* g = comm->g;
-    std::unique_lock<std::mutex> l(g->m);
-    if (g->broken) {
-        set_error("kernel-emu: " + g->why);
+    Shared* sh = c->sh;
+    size_t es = type_size(call.type), in = in_elems(call, c->nranks) * es, out = out_elems(call, c->nranks) * es;
+    if (in > sh->slot || out > sh->slot) {
+        set_error("kernel-emu: " + std::string(kind_name[call.kind]) + " of " + std::to_string(std::max(in, out)) + " bytes is more than a slot of "
+                  + std::to_string(sh->slot) + " (G4EMU_NCCL_SLOT_MIB)");
         return INVALID_USAGE;
     }
-    long long my_round = g->round;
-    g->calls[comm->rank] = call;
-    g->arrived[comm->rank] = true;
-    if (++g->arrivals == g->nranks) {
-        const Call& k = g->calls[0];
+    lock(sh);
+    if (sh->broken) {
+        set_error("kernel-emu: " + std::string(sh->why));
+        pthread_mutex_unlock(&sh->m);
+        return INVALID_USAGE;
+    }
+    long long my_round = sh->round;
+    if (call.kind != REDUCE && call.kind != BROADCAST) memcpy(in_slot(c, c->rank), send, in);
+    else if (call.kind == REDUCE || c->rank == call.root) memcpy(in_slot(c, c->rank), send, in);  // (a broadcast reads its root's alone)
+    sh->calls[c->rank] = call;
+    int result;
+    if (++sh->arrivals == c->nranks) {
+        const CallDesc& k = sh->calls[0];
         std::string bad;
-        for (int r = 1; r < g->nranks && bad.empty(); r++) {
-            const Call& o = g->calls[r];
+        for (int r = 1; r < c->nranks && bad.empty(); r++) {
+            const CallDesc& o = sh->calls[r];
             if (o.kind != k.kind || o.count != k.count || o.type != k.type || (k.kind != ALL_GATHER && k.kind != BROADCAST && o.op != k.op)
                 || ((k.kind == BROADCAST || k.kind == REDUCE) && o.root != k.root))
                 bad = "rank 0 called " + std::string(kind_name[k.kind]) + "(count " + std::to_string(k.count) + ", type " + std::to_string(k.type)
                       + ") and rank " + std::to_string(r) + " " + kind_name[o.kind] + "(count " + std::to_string(o.count) + ", type "
                       + std::to_string(o.type) + ")";
         }
-        if (bad.empty() && (k.kind == BROADCAST || k.kind == REDUCE) && (k.root < 0 || k.root >= g->nranks)) bad = "root " + std::to_string(k.root);
+        if (bad.empty() && (k.kind == BROADCAST || k.kind == REDUCE) && (k.root < 0 || k.root >= c->nranks)) bad = "root " + std::to_string(k.root);
         if (bad.empty()) {
-            run_round(g);
-            g->result = SUCCESS;
+            run_round(c);
+            sh->result = SUCCESS;
         } else {
-            g->result = INVALID_USAGE;
-            g->why = "mismatched collectives: " + bad;
+            sh->result = INVALID_USAGE;
+            snprintf(sh->why, sizeof sh->why, "mismatched collectives: %s", bad.c_str());
         }
-        g->arrivals = 0;
-        for (int r = 0; r < g->nranks; r++) g->arrived[r] = false;
-        g->round++;
-        g->cv.notify_all();
-    } else {
-        g->cv.wait(l, [&] { return g->round != my_round || g->broken || comm->aborted; });
-        if (g->round == my_round) {  // broken or aborted while waiting: the round never completes
-            g->broken = true;
-            if (g->why.empty()) g->why = "a rank's communicator was aborted";
-            set_error("kernel-emu: " + g->why);
-            g->cv.notify_all();
-            return INVALID_USAGE;
+        sh->arrivals = 0;
+        sh->round++;
+        pthread_cond_broadcast(&sh->cv);
+    } else if (!wait(sh, [&] { return sh->round != my_round || sh->broken; }) || sh->round == my_round) {
+        // timed out, or broken while waiting: the round never completes
+        if (!sh->broken) {
+            sh->broken = 1;
+            snprintf(sh->why, sizeof sh->why, "%s waited %d s for the other ranks (G4EMU_NCCL_TIMEOUT_S)", kind_name[call.kind],
+                     env_int("G4EMU_NCCL_TIMEOUT_S", 600));
         }
+        set_error("kernel-emu: " + std::string(sh->why));
+        pthread_cond_broadcast(&sh->cv);
+        pthread_mutex_unlock(&sh->m);
+        return INVALID_USAGE;
     }
-    if (g->result != SUCCESS) set_error("kernel-emu: " + g->why);
-    return g->result;
+    result = sh->result;
+    if (result == SUCCESS && (call.kind != REDUCE || c->rank == call.root)) memcpy(recv, out_slot(c, c->rank), out);
+    if (result != SUCCESS) set_error("kernel-emu: " + std::string(sh->why));
+    pthread_mutex_unlock(&sh->m);
+    return result;
 }
 }  // namespace
 
@@ -264,115 +302,128 @@ extern "C" {
 int ncclGetVersion(int* v) { *v = 22800; return SUCCESS; }
 int ncclGetUniqueId(UniqueId* id) {
     memset(id, 0, sizeof *id);
-    snprintf(id->internal, sizeof id->internal, "kernel-emu-%lld", (long long) ++ids);
+    snprintf(id->internal, sizeof id->internal, "/g4emu-nccl-%ld-%lld", (long) getpid(), (long long) ++ids);
     return SUCCESS;
 }
 
 int ncclCommInitRank(Comm** comm, int nranks, UniqueId id, int rank) {
     *comm = nullptr;
-    int devices = 0, device = -1;
-    cudaGetDeviceCount(&devices);
+    int device = -1;
     cudaGetDevice(&device);
-    if (nranks < 1 || rank < 0 || rank >= nranks) {
-        set_error("kernel-emu: rank " + std::to_string(rank) + " of " + std::to_string(nranks));
+    if (nranks < 1 || nranks > MAX_RANKS || rank < 0 || rank >= nranks) {
+        set_error("kernel-emu: rank " + std::to_string(rank) + " of " + std::to_string(nranks) + " (at most " + std::to_string(MAX_RANKS) + " ranks)");
         return INVALID_ARGUMENT;
     }
-    if (nranks > devices) {
-        set_error("kernel-emu: " + std::to_string(devices) + " emulated device(s) (G4EMU_DEVICES), so at most that many ranks; a world of "
-                  + std::to_string(nranks) + " needs as many GPUs");
-        return INVALID_USAGE;
+    std::string name(id.internal, strnlen(id.internal, sizeof id.internal));
+    if (name.rfind("/g4emu-nccl-", 0) != 0) {
+        set_error("kernel-emu: not a unique id of ncclGetUniqueId");
+        return INVALID_ARGUMENT;
     }
-    std::string key(id.internal, strnlen(id.internal, sizeof id.internal));
-    Group* g;
-    {
-        std::lock_guard<std::mutex> l(registry_mu);
-        auto it = registry.find(key);
-        if (it == registry.end()) {
-            g = new Group();
-            g->nranks = nranks;
-            g->devices.assign(nranks, -1);
-            g->calls.resize(nranks);
-            g->arrived.assign(nranks, false);
-            registry[key] = g;
-        } else {
-            g = it->second;
+    size_t slot = (size_t) env_int("G4EMU_NCCL_SLOT_MIB", 64) << 20;
+    size_t bytes = header_bytes() + 2 * (size_t) nranks * slot;
+    bool creator = false;
+    int fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd >= 0) {
+        creator = true;
+        if (ftruncate(fd, (off_t) bytes) != 0) {
+            set_error("kernel-emu: ftruncate of " + name + ": " + strerror(errno));
+            close(fd);
+            shm_unlink(name.c_str());
+            return SYSTEM_ERROR;
         }
+    } else if (errno == EEXIST) {
+        fd = shm_open(name.c_str(), O_RDWR, 0600);
+        struct stat stt;
+        for (int i = 0; fd >= 0 && fstat(fd, &stt) == 0 && (size_t) stt.st_size < bytes && i < 10000; i++) usleep(1000);  // its creator sizes it
     }
-    std::unique_lock<std::mutex> l(g->m);
-    if (g->nranks != nranks) {
-        set_error("kernel-emu: rank " + std::to_string(rank) + " says the world is " + std::to_string(nranks) + ", another rank said "
-                  + std::to_string(g->nranks));
-        return INVALID_USAGE;
-    }
-    if (g->devices[rank] >= 0) {
-        set_error("kernel-emu: rank " + std::to_string(rank) + " joined twice");
-        return INVALID_USAGE;
-    }
-    for (int r = 0; r < nranks; r++)
-        if (g->devices[r] == device) {
-            set_error("kernel-emu: Duplicate GPU detected: rank " + std::to_string(rank) + " and rank " + std::to_string(r) + " both on device "
-                      + std::to_string(device));
-            return INVALID_USAGE;
-        }
-    g->devices[rank] = device;
-    g->joined++;
-    g->members++;
-    g->cv.notify_all();
-    if (!g->cv.wait_for(l, std::chrono::seconds(timeout_s()), [&] { return g->joined == g->nranks || g->broken; }) || g->broken) {
-        g->devices[rank] = -1;
-        g->joined--;
-        g->members--;
-        set_error("kernel-emu: ncclCommInitRank: " + std::to_string(g->joined) + " of " + std::to_string(nranks)
-                  + " ranks joined (a communicator across processes is not emulated)");
+    if (fd < 0) {
+        set_error("kernel-emu: shm_open of " + name + ": " + strerror(errno));
         return SYSTEM_ERROR;
     }
-    Comm* c = new Comm();
-    c->g = g;
-    c->rank = rank;
-    c->nranks = nranks;
-    c->device = device;
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        set_error("kernel-emu: mmap of " + name + ": " + strerror(errno));
+        return SYSTEM_ERROR;
+    }
+    Shared* sh = static_cast<Shared*>(p);
+    if (creator) {
+        pthread_mutexattr_t ma;
+        pthread_mutexattr_init(&ma);
+        pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+        pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
+        pthread_mutex_init(&sh->m, &ma);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
+        pthread_cond_init(&sh->cv, &ca);
+        sh->nranks = nranks;
+        for (int r = 0; r < MAX_RANKS; r++) sh->device[r] = -1;
+        sh->slot = slot;
+        sh->ready.store(1);
+    } else {
+        for (int i = 0; sh->ready.load() == 0 && i < 10000; i++) usleep(1000);
+        if (sh->ready.load() == 0) {
+            munmap(p, bytes);
+            set_error("kernel-emu: " + name + " was never initialized");
+            return SYSTEM_ERROR;
+        }
+    }
+    Comm* c = new Comm{sh, static_cast<unsigned char*>(p) + header_bytes(), bytes, rank, nranks, device};
+    lock(sh);
+    std::string bad;
+    if (sh->nranks != nranks) bad = "rank " + std::to_string(rank) + " says the world is " + std::to_string(nranks) + ", another rank said " + std::to_string(sh->nranks);
+    else if (sh->device[rank] >= 0) bad = "rank " + std::to_string(rank) + " joined twice";
+    for (int r = 0; r < nranks && bad.empty(); r++)
+        if (sh->device[r] == device && sh->pid[r] == (long long) getpid())
+            bad = "Duplicate GPU detected: rank " + std::to_string(rank) + " and rank " + std::to_string(r) + " both on device " + std::to_string(device);
+    if (!bad.empty()) {
+        pthread_mutex_unlock(&sh->m);
+        munmap(p, bytes);
+        delete c;
+        set_error("kernel-emu: " + bad);
+        return INVALID_USAGE;
+    }
+    sh->device[rank] = device;
+    sh->pid[rank] = (long long) getpid();
+    sh->joined++;
+    pthread_cond_broadcast(&sh->cv);
+    bool all = wait(sh, [&] { return sh->joined == nranks || sh->broken; }) && !sh->broken;
+    if (all && sh->joined == nranks) shm_unlink(name.c_str());  // every rank has it mapped: the name can go (idempotent)
+    int joined = sh->joined;
+    pthread_mutex_unlock(&sh->m);
+    if (!all) {
+        munmap(p, bytes);
+        delete c;
+        set_error("kernel-emu: ncclCommInitRank: " + std::to_string(joined) + " of " + std::to_string(nranks) + " ranks joined within G4EMU_NCCL_TIMEOUT_S");
+        return SYSTEM_ERROR;
+    }
     *comm = c;
     return SUCCESS;
 }
 
-static void release(Comm* c) {
-    Group* g = c->g;
-    bool last;
-    {
-        std::lock_guard<std::mutex> l(g->m);
-        last = --g->members == 0;
-    }
-    if (last) {
-        std::lock_guard<std::mutex> l(registry_mu);
-        for (auto it = registry.begin(); it != registry.end(); ++it)
-            if (it->second == g) {
-                registry.erase(it);
-                break;
-            }
-        delete g;
-    }
-    delete c;
-}
-
 int ncclCommDestroy(Comm* c) {
-    if (c) release(c);
+    if (c) {
+        munmap(c->sh, c->bytes);
+        delete c;
+    }
     return SUCCESS;
 }
 
-// An aborted communicator and its group stay allocated (a leak of a few bytes): another thread of its rank may be
-// waiting in a collective on it, which this wakes with an error.
+// The mapping stays (a few bytes of address space): another thread of the rank may be waiting in a collective on it,
+// which this wakes with an error, as it does every other rank's.
 int ncclCommAbort(Comm* c) {
     if (!c) return SUCCESS;
-    std::lock_guard<std::mutex> l(c->g->m);
-    c->aborted = true;
-    c->g->broken = true;
-    if (c->g->why.empty()) c->g->why = "rank " + std::to_string(c->rank) + "'s communicator was aborted";
-    c->g->cv.notify_all();
+    lock(c->sh);
+    if (!c->sh->broken) snprintf(c->sh->why, sizeof c->sh->why, "rank %d's communicator was aborted", c->rank);
+    c->sh->broken = 1;
+    pthread_cond_broadcast(&c->sh->cv);
+    pthread_mutex_unlock(&c->sh->m);
     return SUCCESS;
 }
 
 int ncclCommGetAsyncError(Comm* c, int* e) {
-    *e = c && (c->aborted || c->g->broken) ? INVALID_USAGE : SUCCESS;
+    *e = c && c->sh->broken ? INVALID_USAGE : SUCCESS;
     return SUCCESS;
 }
 int ncclCommCount(Comm* c, int* n) { *n = c ? c->nranks : 0; return c ? SUCCESS : INVALID_ARGUMENT; }
@@ -392,18 +443,18 @@ int ncclGroupStart(void) { return SUCCESS; }
 int ncclGroupEnd(void) { return SUCCESS; }
 
 int ncclAllReduce(const void* send, void* recv, size_t count, int type, int op, Comm* c, cudaStream_t s) {
-    return collective(c, Call{ALL_REDUCE, send, recv, count, type, op, 0}, s);
+    return collective(c, CallDesc{ALL_REDUCE, count, type, op, 0}, send, recv, s);
 }
 int ncclReduceScatter(const void* send, void* recv, size_t recvcount, int type, int op, Comm* c, cudaStream_t s) {
-    return collective(c, Call{REDUCE_SCATTER, send, recv, recvcount, type, op, 0}, s);
+    return collective(c, CallDesc{REDUCE_SCATTER, recvcount, type, op, 0}, send, recv, s);
 }
 int ncclAllGather(const void* send, void* recv, size_t sendcount, int type, Comm* c, cudaStream_t s) {
-    return collective(c, Call{ALL_GATHER, send, recv, sendcount, type, 0, 0}, s);
+    return collective(c, CallDesc{ALL_GATHER, sendcount, type, 0, 0}, send, recv, s);
 }
 int ncclBroadcast(const void* send, void* recv, size_t count, int type, int root, Comm* c, cudaStream_t s) {
-    return collective(c, Call{BROADCAST, send, recv, count, type, 0, root}, s);
+    return collective(c, CallDesc{BROADCAST, count, type, 0, root}, send, recv, s);
 }
 int ncclReduce(const void* send, void* recv, size_t count, int type, int op, int root, Comm* c, cudaStream_t s) {
-    return collective(c, Call{REDUCE, send, recv, count, type, op, root}, s);
+    return collective(c, CallDesc{REDUCE, count, type, op, root}, send, recv, s);
 }
 }  // extern "C"
