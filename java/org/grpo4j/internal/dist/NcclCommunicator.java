@@ -74,6 +74,9 @@ public final class NcclCommunicator implements Communicator {
     private final ExecutorService worker;
     private volatile Throwable failure;
     private volatile String context = "";
+    /** When the worker entered NCCL to issue a collective (System.nanoTime), 0 when it is not in an issue; and which. */
+    private volatile long issuingSince;
+    private volatile String issuingWhat = "";
     private boolean closed;
     /**
      * Held around every call on {@code comm} (issuing, polling its async error, destroying or aborting it):
@@ -326,7 +329,13 @@ public final class NcclCommunicator implements Communicator {
                 commLock.lock();
                 try {
                     checkOpen(name); // an abort may have freed the communicator meanwhile
-                    nccl(call.issue(stream), "nccl " + what);
+                    issuingWhat = what;
+                    issuingSince = System.nanoTime();
+                    try {
+                        nccl(call.issue(stream), "nccl " + what);
+                    } finally {
+                        issuingSince = 0;
+                    }
                 } finally {
                     commLock.unlock();
                 }
@@ -345,19 +354,41 @@ public final class NcclCommunicator implements Communicator {
             if (awaited[0]) return;
             awaited[0] = true;
             try {
-                issued.get();
+                awaitIssued(issued);
                 // enqueued before the event can be destroyed; CUDA keeps what a pending wait needs
                 cuda(cudaStreamWaitEvent(compute, done, 0), "cudaStreamWaitEvent(compute stream)");
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
                 throw new CommunicatorException("interrupted waiting for " + what);
             } catch (ExecutionException e) {
-                Throwable c = e.getCause();
+                Throwable c = e.getCause(), f = failure;
+                if (f != null && !(c instanceof CommunicatorException ce && ce.getMessage().contains(" stopped: ")))
+                    throw new CommunicatorException(what + " stopped: " + (f.getMessage() == null ? f.getClass().getSimpleName() : f.getMessage()), f);
                 throw c instanceof RuntimeException re ? re : new CommunicatorException(what + " failed: " + c.getMessage(), c);
             } finally {
                 release.run();
             }
         };
+    }
+
+    /**
+     * Waits for the worker to have issued a collective. The watchdog ({@link #watch}) runs once a collective is issued;
+     * one stuck inside NCCL's enqueue (as a blocking call can be, e.g. a lazy connection to a dead peer; the emulated
+     * NCCL's always waits there for the last rank) is timed here: past nccl_timeout_s in the issue, the communicator is
+     * aborted, which returns the call.
+     */
+    private void awaitIssued(CompletableFuture<Void> issued) throws InterruptedException, ExecutionException {
+        while (true) {
+            try {
+                issued.get(200, TimeUnit.MILLISECONDS);
+                return;
+            } catch (java.util.concurrent.TimeoutException e) {
+                long since = issuingSince;
+                if (since != 0 && System.nanoTime() - since > timeoutNanos)
+                    abort(new CommunicatorException("NCCL " + issuingWhat + " did not finish within " + timeoutNanos / 1_000_000_000L
+                            + " s (nccl_timeout_s) on rank " + rank + ", still being issued: communicator aborted; a rank died, hung or called a different collective"));
+            }
+        }
     }
 
     /** Polls until the collective is done, aborting the communicator when it overruns the timeout. */

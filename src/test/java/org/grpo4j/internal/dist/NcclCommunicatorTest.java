@@ -205,6 +205,51 @@ class NcclCommunicatorTest {
         assertEquals(2, slices, "one optimizer slice a rank");
     }
 
+    /**
+     * The watchdog at world 2: rank 1 never joins rank 0's all-reduce, so rank 0's communicator is aborted after
+     * nccl_timeout_s (3 s here) and its collectives fail naming the timeout, the collective and the context, within
+     * seconds rather than never. (On a GPU NCCL's enqueue returns and the watchdog times the collective on the stream;
+     * on the emulated NCCL the enqueue itself waits for the last rank, which awaitIssued times.)
+     */
+    @Test
+    void aCollectiveAPeerNeverJoinsTimesOutAtWorldTwo() throws Exception {
+        assumeTwoDevices();
+        byte[] id = NcclCommunicator.newUniqueId();
+        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(2);
+        java.util.concurrent.CountDownLatch done = new java.util.concurrent.CountDownLatch(1);
+        try {
+            java.util.concurrent.Future<?> idle = pool.submit(() -> {
+                try (CudaBackend be = new CudaBackend(1); NcclCommunicator c = NcclCommunicator.create(id, 2, 1, be, 3)) {
+                    done.await(); // joins the communicator, then never calls the collective
+                }
+                return null;
+            });
+            java.util.concurrent.Future<String> failing = pool.submit(() -> {
+                try (CudaBackend be = new CudaBackend(0); NcclCommunicator c = NcclCommunicator.create(id, 2, 0, be, 3); Tensor t = be.zeros(DType.FP32, 16)) {
+                    c.setContext("step 7, training");
+                    long t0 = System.nanoTime();
+                    CommunicatorException e = assertThrows(CommunicatorException.class, () -> {
+                        c.allReduce(t, ReduceOp.SUM).await();
+                        be.synchronize();
+                        c.allReduce(t, ReduceOp.SUM).await(); // on a GPU the abort shows at the next call
+                    });
+                    double s = (System.nanoTime() - t0) / 1e9;
+                    assertTrue(s < 30, "failed after " + s + " s");
+                    return e.getMessage();
+                } finally {
+                    done.countDown();
+                }
+            });
+            String msg = failing.get(120, java.util.concurrent.TimeUnit.SECONDS);
+            System.out.println("a collective rank 1 never joins: " + msg);
+            assertTrue(msg.contains("nccl_timeout_s") && msg.contains("allReduce") && msg.contains("step 7, training"), msg);
+            idle.get(60, java.util.concurrent.TimeUnit.SECONDS);
+        } finally {
+            done.countDown();
+            pool.shutdownNow();
+        }
+    }
+
     /** Skips unless this host has two devices (the GPU hosts of the loans have one; tools/kernel-emu --jvm --devices 2 emulates two). */
     static void assumeTwoDevices() {
         cuda();
