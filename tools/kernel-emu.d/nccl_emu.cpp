@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,20 +207,36 @@ void lock(Shared* sh) {
     }
 }
 
-// Waits on the condition until `done` or the timeout; false on timeout.
+// Marks the communicator broken when the process of a joined rank is gone (a killed node: its waiting peers would
+// otherwise wait for the timeout).
+void check_peers(Shared* sh) {
+    for (int r = 0; r < sh->nranks && !sh->broken; r++)
+        if (sh->device[r] >= 0 && sh->pid[r] > 0 && kill((pid_t) sh->pid[r], 0) != 0 && errno == ESRCH) {
+            sh->broken = 1;
+            snprintf(sh->why, sizeof sh->why, "the process of rank %d (pid %lld) died", r, sh->pid[r]);
+            pthread_cond_broadcast(&sh->cv);
+        }
+}
+
+// Waits on the condition until `done` or the timeout (G4EMU_NCCL_TIMEOUT_S), checking every second that the joined
+// ranks' processes live; false on timeout.
 template <typename F>
 bool wait(Shared* sh, F done) {
-    timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += env_int("G4EMU_NCCL_TIMEOUT_S", 600);
+    timespec start;
+    clock_gettime(CLOCK_REALTIME, &start);
+    const long long limit = env_int("G4EMU_NCCL_TIMEOUT_S", 600);
     while (!done()) {
+        timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        if (until.tv_sec - start.tv_sec >= limit) return done();
+        until.tv_sec += 1;
         int e = pthread_cond_timedwait(&sh->cv, &sh->m, &until);
         if (e == EOWNERDEAD) {
             pthread_mutex_consistent(&sh->m);
             sh->broken = 1;
             snprintf(sh->why, sizeof sh->why, "a process of the communicator died");
         }
-        if (e == ETIMEDOUT) return done();
+        if (e == ETIMEDOUT) check_peers(sh);
     }
     return true;
 }
@@ -363,9 +380,10 @@ int ncclCommInitRank(Comm** comm, int nranks, UniqueId id, int rank) {
         sh->ready.store(1);
     } else {
         for (int i = 0; sh->ready.load() == 0 && i < 10000; i++) usleep(1000);
-        if (sh->ready.load() == 0) {
+        if (sh->ready.load() == 0 || sh->slot != slot) {
+            bool never = sh->ready.load() == 0;
             munmap(p, bytes);
-            set_error("kernel-emu: " + name + " was never initialized");
+            set_error("kernel-emu: " + name + (never ? " was never initialized" : ": its ranks were started with different G4EMU_NCCL_SLOT_MIB"));
             return SYSTEM_ERROR;
         }
     }
@@ -393,6 +411,12 @@ int ncclCommInitRank(Comm** comm, int nranks, UniqueId id, int rank) {
     int joined = sh->joined;
     pthread_mutex_unlock(&sh->m);
     if (!all) {
+        lock(sh);
+        if (!sh->broken) snprintf(sh->why, sizeof sh->why, "not every rank joined within G4EMU_NCCL_TIMEOUT_S");
+        sh->broken = 1;  // a late joiner must not find a communicator missing this rank
+        pthread_cond_broadcast(&sh->cv);
+        pthread_mutex_unlock(&sh->m);
+        shm_unlink(name.c_str());
         munmap(p, bytes);
         delete c;
         set_error("kernel-emu: ncclCommInitRank: " + std::to_string(joined) + " of " + std::to_string(nranks) + " ranks joined within G4EMU_NCCL_TIMEOUT_S");

@@ -362,8 +362,11 @@ public final class NcclCommunicator implements Communicator {
                 throw new CommunicatorException("interrupted waiting for " + what);
             } catch (ExecutionException e) {
                 Throwable c = e.getCause(), f = failure;
-                if (f != null && !(c instanceof CommunicatorException ce && ce.getMessage().contains(" stopped: ")))
-                    throw new CommunicatorException(what + " stopped: " + (f.getMessage() == null ? f.getClass().getSimpleName() : f.getMessage()), f);
+                if (f != null && !(c instanceof CommunicatorException ce && ce.getMessage().contains(" stopped: "))) {
+                    CommunicatorException stopped = new CommunicatorException(what + " stopped: " + (f.getMessage() == null ? f.getClass().getSimpleName() : f.getMessage()), f);
+                    stopped.addSuppressed(c); // the collective's own error (NCCL's text)
+                    throw stopped;
+                }
                 throw c instanceof RuntimeException re ? re : new CommunicatorException(what + " failed: " + c.getMessage(), c);
             } finally {
                 release.run();
@@ -378,18 +381,30 @@ public final class NcclCommunicator implements Communicator {
      * aborted, which returns the call.
      */
     private void awaitIssued(CompletableFuture<Void> issued) throws InterruptedException, ExecutionException {
+        long failedAt = 0;
         while (true) {
             try {
                 issued.get(200, TimeUnit.MILLISECONDS);
                 return;
             } catch (java.util.concurrent.TimeoutException e) {
-                long since = issuingSince;
-                if (since != 0 && System.nanoTime() - since > timeoutNanos)
+                long since = issuingSince, now = System.nanoTime();
+                if (since != 0 && now - since > timeoutNanos)
                     abort(new CommunicatorException("NCCL " + issuingWhat + " did not finish within " + timeoutNanos / 1_000_000_000L
                             + " s (nccl_timeout_s) on rank " + rank + ", still being issued: communicator aborted; a rank died, hung or called a different collective"));
+                Throwable f = failure;
+                if (f != null) {
+                    if (failedAt == 0) failedAt = now;
+                    // the abort should have returned the call; one that stays inside NCCL is left behind
+                    else if (now - failedAt > ISSUE_GRACE_NANOS)
+                        throw new ExecutionException(new CommunicatorException("NCCL " + issuingWhat + " on rank " + rank + " stopped: "
+                                + (f.getMessage() == null ? f.getClass().getSimpleName() : f.getMessage()) + " (the call did not return from NCCL after the abort)", f));
+                }
             }
         }
     }
+
+    /** How long a collective's await waits for its call to return from NCCL once the communicator was aborted. */
+    static final long ISSUE_GRACE_NANOS = 30_000_000_000L;
 
     /** Polls until the collective is done, aborting the communicator when it overruns the timeout. */
     private void watch(String what, CUevent_st ready, CUevent_st done) {

@@ -215,7 +215,7 @@ class NcclCommunicatorTest {
     void aCollectiveAPeerNeverJoinsTimesOutAtWorldTwo() throws Exception {
         assumeTwoDevices();
         byte[] id = NcclCommunicator.newUniqueId();
-        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(2);
+        java.util.concurrent.ExecutorService pool = daemons(2);
         java.util.concurrent.CountDownLatch done = new java.util.concurrent.CountDownLatch(1);
         try {
             java.util.concurrent.Future<?> idle = pool.submit(() -> {
@@ -259,10 +259,9 @@ class NcclCommunicatorTest {
 
     /**
      * Every collective at world 2 through NCCL, each rank with its own device and thread, against the same calls
-     * through {@link LocalCommunicator} on the CPU: the same values bit for bit where the sums are exact in bf16 and fp32
-     * alike (NCCL's fp32 sums add x_0 + x_1 in either order, the same bits; a bf16 sum is rounded once from fp32 by the
-     * emulator and LocalCommunicator, at each ring hop by NCCL, so on a GPU two bf16 values agree to one rounding:
-     * compared within 2^-8 relative). Each rank's inputs differ.
+     * through {@link LocalCommunicator} on the CPU: fp32 bit for bit (x_0 + x_1 in either order is the same sum), bf16
+     * within 2^-8 relative (rounded once from fp32 by the emulator and LocalCommunicator, at each ring hop by NCCL,
+     * which at two ranks is once too, but its AVG may scale before rounding). Each rank's inputs differ.
      */
     @Test
     void everyCollectiveAtWorldTwoMatchesTheLocalCommunicator() throws Exception {
@@ -272,7 +271,7 @@ class NcclCommunicatorTest {
         List<LocalCommunicator> locals = LocalCommunicator.group(world, 60_000);
         byte[] id = NcclCommunicator.newUniqueId();
         List<java.util.concurrent.Future<List<float[]>>> cf = new java.util.ArrayList<>(), gf = new java.util.ArrayList<>();
-        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(2 * world);
+        java.util.concurrent.ExecutorService pool = daemons(2 * world);
         try {
             for (int r = 0; r < world; r++) {
                 int rank = r;
@@ -300,9 +299,21 @@ class NcclCommunicatorTest {
                 float[] a = cpu.get(r).get(k), b = gpu.get(r).get(k);
                 assertEquals(a.length, b.length, "rank " + r + ", result " + k);
                 for (int i = 0; i < a.length; i++)
-                    assertEquals(a[i], b[i], Math.abs(a[i]) * 0x1p-8f, "rank " + r + ", result " + k + " (" + SCRIPT[k] + "), element " + i);
+                    assertEquals(a[i], b[i], SCRIPT[k].contains("fp32") ? 0f : Math.abs(a[i]) * 0x1p-8f, "rank " + r + ", result " + k + " (" + SCRIPT[k] + "), element " + i);
             }
         }
+    }
+
+    /**
+     * Threads for the ranks of a test that do not keep the test JVM alive: a rank stuck in native NCCL after a failed
+     * assertion leaves the test failed, not the run hung.
+     */
+    static java.util.concurrent.ExecutorService daemons(int n) {
+        return java.util.concurrent.Executors.newFixedThreadPool(n, r -> {
+            Thread t = new Thread(r, "world-2-rank");
+            t.setDaemon(true);
+            return t;
+        });
     }
 
     static final String[] SCRIPT = new String[32];
