@@ -14,12 +14,30 @@
 #include <string.h>
 
 #include <functional>
+#include <initializer_list>
 #include <vector>
 
 namespace g4emu {
 void submit(cudaStream_t stream, std::function<void()> op);
 bool launch_allowed(cudaStream_t stream, const char* what);
+int device_of_pointer(const void* p);
+int current_device();
 }
+
+namespace {
+// Whether every operand is host memory or the current device's (another device's is an illegal access on a GPU).
+bool operands_on_device(const char* what, std::initializer_list<const void*> ps) {
+    int cur = g4emu::current_device();
+    for (const void* p : ps) {
+        int d = p == nullptr ? -1 : g4emu::device_of_pointer(p);
+        if (d >= 0 && d != cur) {
+            fprintf(stderr, "kernel-emu: %s on device %d reads or writes memory of device %d\n", what, cur, d);
+            return false;
+        }
+    }
+    return true;
+}
+}  // namespace
 
 namespace {
 
@@ -128,7 +146,8 @@ int cublasGemmStridedBatchedEx(Handle* h, int transa, int transb, int m, int n, 
     const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
     Operand a{A, Atype, lda, strideA}, b{B, Btype, ldb, strideB}, c{C, Ctype, ldc, strideC};
     const bool t32 = compute == COMPUTE_32F_FAST_TF32 && Atype == R_32F;
-    if (!g4emu::launch_allowed(h->stream, "cublasGemmStridedBatchedEx")) return EXECUTION_FAILED;
+    if (!g4emu::launch_allowed(h->stream, "cublasGemmStridedBatchedEx") || !operands_on_device("cublasGemmStridedBatchedEx", {A, B, C}))
+        return EXECUTION_FAILED;
     g4emu::submit(h->stream, [=]() { gemm(ta, tb, m, n, k, al, a, b, be, c, c, batch, t32); });
     return OK;
 }
@@ -232,7 +251,7 @@ int cublasLtMatmul(void*, Desc* d, const void* alpha, const void* A, Layout* al,
             oc{C, cl->type, cl->ld, cl->stride}, od{D, dl->type, dl->ld, dl->stride};
     const bool ta = d->transa != 0, tb = d->transb != 0, t32 = d->compute == COMPUTE_32F_FAST_TF32 && al->type == R_32F;
     const long long batch = dl->batch;
-    if (!g4emu::launch_allowed(stream, "cublasLtMatmul")) return EXECUTION_FAILED;
+    if (!g4emu::launch_allowed(stream, "cublasLtMatmul") || !operands_on_device("cublasLtMatmul", {A, B, C, D})) return EXECUTION_FAILED;
     g4emu::submit(stream, [=]() { gemm(ta, tb, m, n, k, a, oa, ob, b, oc, od, batch, t32); });
     return OK;
 }

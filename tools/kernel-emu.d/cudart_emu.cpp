@@ -133,6 +133,21 @@ void device_free(void* p, size_t bytes) {
 }  // namespace
 
 namespace g4emu {
+// The device whose memory holds p (inside a live cudaMalloc or cudaMallocAsync allocation), or -1 (host memory, or
+// nothing allocated here).
+int device_of_pointer(const void* p) {
+    Lock l(mu);
+    for (auto* m : {&sync_allocs, &pool_allocs}) {
+        auto it = m->upper_bound(const_cast<void*>(p));
+        if (it == m->begin()) continue;
+        --it;
+        if ((const char*) p < (const char*) it->first + it->second.bytes) return it->second.device;
+    }
+    return -1;
+}
+
+int current_device() { return cur_dev; }
+
 // Whether `what` may be issued to stream s from this thread: the stream's device must be the current one.
 bool launch_allowed(cudaStream_t s, const char* what) {
     Lock l(mu);

@@ -28,9 +28,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <initializer_list>
+#include <utility>
 #include <atomic>
 #include <string>
 #include <vector>
+
+namespace g4emu {
+int device_of_pointer(const void* p);  // cudart_emu.cpp
+}
 
 namespace {
 constexpr int SUCCESS = 0, SYSTEM_ERROR = 2, INVALID_ARGUMENT = 4, INVALID_USAGE = 5;
@@ -254,6 +260,17 @@ int collective(Comm* c, CallDesc call, const void* send, void* recv, cudaStream_
         set_error("kernel-emu: " + std::string(kind_name[call.kind]) + " of rank " + std::to_string(c->rank) + " issued on device "
                   + std::to_string(device) + ", its communicator's device is " + std::to_string(c->device));
         return INVALID_USAGE;
+    }
+    // NCCL reads and writes its own device's memory: a buffer of another device is an illegal access on a GPU
+    bool reads = call.kind != BROADCAST || c->rank == call.root, writes = call.kind != REDUCE || c->rank == call.root;
+    for (auto [ptr, role] : {std::pair<const void*, const char*>{reads ? send : nullptr, "send"}, {writes ? recv : nullptr, "receive"}}) {
+        int d = ptr == nullptr ? -1 : g4emu::device_of_pointer(ptr);
+        if (d >= 0 && d != c->device) {
+            set_error("kernel-emu: " + std::string(kind_name[call.kind]) + " of rank " + std::to_string(c->rank) + " (device " + std::to_string(c->device)
+                      + "): its " + role + " buffer is on device " + std::to_string(d));
+            fprintf(stderr, "%s\n", last_error);
+            return INVALID_USAGE;
+        }
     }
     Shared* sh = c->sh;
     size_t es = type_size(call.type), in = in_elems(call, c->nranks) * es, out = out_elems(call, c->nranks) * es;

@@ -250,6 +250,39 @@ class NcclCommunicatorTest {
         }
     }
 
+    /**
+     * A collective of rank 0 (device 0) on a tensor of device 1 is refused in Java before NCCL sees it (on a GPU it would
+     * be an illegal memory access), naming both devices. (The emulated NCCL and cuBLAS refuse another device's pointer
+     * too, a second line for calls that do not go through these checks.)
+     */
+    @Test
+    void aBufferOfAnotherDeviceIsRefusedBeforeNccl() throws Exception {
+        assumeTwoDevices();
+        byte[] id = NcclCommunicator.newUniqueId();
+        java.util.concurrent.ExecutorService pool = daemons(2);
+        try (CudaBackend other = new CudaBackend(1); Tensor foreign = other.zeros(DType.FP32, 8)) {
+            java.util.concurrent.Future<String> f0 = pool.submit(() -> {
+                try (CudaBackend be = new CudaBackend(0); NcclCommunicator c = NcclCommunicator.create(id, 2, 0, be, 10)) {
+                    return assertThrows(IllegalArgumentException.class, () -> c.allReduce(foreign, ReduceOp.SUM).await()).getMessage();
+                }
+            });
+            pool.submit(() -> {
+                try (CudaBackend be = new CudaBackend(1); NcclCommunicator c = NcclCommunicator.create(id, 2, 1, be, 10); Tensor t = be.zeros(DType.FP32, 8)) {
+                    try {
+                        c.allReduce(t, ReduceOp.SUM).await(); // never completes: rank 0's call was refused
+                    } catch (CommunicatorException e) {
+                        // rank 0's abort reaches this rank
+                    }
+                }
+                return null;
+            });
+            String msg = f0.get(120, java.util.concurrent.TimeUnit.SECONDS);
+            assertTrue(msg.contains("lives on cuda:1, not on cuda:0"), msg);
+        } finally {
+            pool.shutdownNow();
+        }
+    }
+
     /** Skips unless this host has two devices (the GPU hosts of the loans have one; tools/kernel-emu --jvm --devices 2 emulates two). */
     static void assumeTwoDevices() {
         cuda();
