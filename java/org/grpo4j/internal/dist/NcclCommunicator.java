@@ -363,7 +363,7 @@ public final class NcclCommunicator implements Communicator {
             } catch (ExecutionException e) {
                 Throwable c = e.getCause(), f = failure;
                 if (f != null && !(c instanceof CommunicatorException ce && ce.getMessage().contains(" stopped: "))) {
-                    CommunicatorException stopped = new CommunicatorException(what + " stopped: " + (f.getMessage() == null ? f.getClass().getSimpleName() : f.getMessage()), f);
+                    CommunicatorException stopped = new CommunicatorException(what + " stopped: " + reason(f), f);
                     stopped.addSuppressed(c); // the collective's own error (NCCL's text)
                     throw stopped;
                 }
@@ -397,7 +397,7 @@ public final class NcclCommunicator implements Communicator {
                     // the abort should have returned the call; one that stays inside NCCL is left behind
                     else if (now - failedAt > ISSUE_GRACE_NANOS)
                         throw new ExecutionException(new CommunicatorException("NCCL " + issuingWhat + " on rank " + rank + " stopped: "
-                                + (f.getMessage() == null ? f.getClass().getSimpleName() : f.getMessage()) + " (the call did not return from NCCL after the abort)", f));
+                                + reason(f) + " (the call did not return from NCCL after the abort)", f));
                 }
             }
         }
@@ -442,10 +442,13 @@ public final class NcclCommunicator implements Communicator {
         }
     }
 
+    /** What a failure says: its message, else its class. */
+    private static String reason(Throwable f) { return f.getMessage() == null ? f.getClass().getSimpleName() : f.getMessage(); }
+
     private void checkOpen(String name) {
         Throwable f = failure;
         if (f != null) throw new CommunicatorException(name + (context.isEmpty() ? "" : " (" + context + ")") + " stopped: "
-                + (f.getMessage() == null ? f.getClass().getSimpleName() : f.getMessage()), f);
+                + reason(f), f);
         if (closed) throw new IllegalStateException("NCCL communicator of rank " + rank + " used after close");
     }
 

@@ -315,8 +315,7 @@ public final class Preflight implements AutoCloseable {
             return "recompute_layers auto: the first layers recomputed in the backward, as few as keep a training pass's activations within "
                     + Math.round(RankState.RECOMPUTE_BUDGET * 100) + "% of the memory the model states leave, decided once they are allocated ("
                     + ends + ")";
-        int n = cfg.recomputeLayers.equals("all") ? layers : Integer.parseInt(cfg.recomputeLayers); // checked by recomputedAtMost
-        return "recompute_layers " + cfg.recomputeLayers + ": " + n + " of " + layers + " layers recomputed (" + ends + ")";
+        return "recompute_layers " + cfg.recomputeLayers + ": " + recomputedAtMost() + " of " + layers + " layers recomputed (" + ends + ")";
     }
 
     /**

@@ -167,10 +167,9 @@ final class RankState implements AutoCloseable {
     static final double RECOMPUTE_BUDGET = 0.9;
 
     /** Decides {@link #recomputeLayers} from the memory the backend has free now (the model states allocated). */
-    int planRecompute(int longestPrompt) {
+    void planRecompute(int longestPrompt) {
         recomputeLayers = recomputeLayers(s.cfg(), estimate(), s.model().numLayers(), Memory.available(be), memorySharers, longestPrompt,
                 Preflight.lmRowsBytes(s.cfg(), s.dtype()));
-        return recomputeLayers;
     }
 
     /**
