@@ -14,6 +14,12 @@
 // type, operation, root) fail on every rank with ncclInvalidUsage, where NCCL would hang or corrupt memory. An aborted
 // communicator fails every rank's waiting and later calls (on a GPU the others would wait for their own watchdog).
 // Joining and waiting give up after G4EMU_NCCL_TIMEOUT_S (default 600). Collectives on a capturing stream are refused.
+//
+// Non-blocking communicators (ncclCommInitRankConfig with config.blocking = 0, or NCCL_COMM_BLOCKING=0 in the
+// environment, which overrides the config as NCCL's does): the join and each collective run on the communicator's
+// own thread; the call returns ncclInProgress after its argument checks, and ncclCommGetAsyncError says
+// ncclInProgress until it is done, then ncclSuccess or its error. ncclCommAbort then stops a join or a collective
+// waiting for the other ranks (within a second) and waits for that thread, as NCCL's abort does for its own.
 #include <cuda_runtime.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -31,7 +37,10 @@
 #include <initializer_list>
 #include <utility>
 #include <atomic>
+#include <functional>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace g4emu {
@@ -39,7 +48,8 @@ int device_of_pointer(const void* p);  // cudart_emu.cpp
 }
 
 namespace {
-constexpr int SUCCESS = 0, SYSTEM_ERROR = 2, INVALID_ARGUMENT = 4, INVALID_USAGE = 5;
+constexpr int SUCCESS = 0, SYSTEM_ERROR = 2, INVALID_ARGUMENT = 4, INVALID_USAGE = 5, IN_PROGRESS = 7;
+constexpr unsigned API_MAGIC = 0xcafebeef;
 constexpr int MAX_RANKS = 64;
 enum Kind { ALL_REDUCE, REDUCE_SCATTER, ALL_GATHER, BROADCAST, REDUCE };
 const char* kind_name[] = {"ncclAllReduce", "ncclReduceScatter", "ncclAllGather", "ncclBroadcast", "ncclReduce"};
@@ -71,10 +81,23 @@ struct Shared {
 };
 
 struct Comm {
-    Shared* sh;
-    unsigned char* base;  // the slots: nranks inputs, then nranks outputs
-    size_t bytes;         // the mapping's
+    Shared* sh = nullptr;
+    unsigned char* base = nullptr;  // the slots: nranks inputs, then nranks outputs
+    size_t bytes = 0;               // the mapping's
     int rank, nranks, device;
+    bool nonblocking = false;
+    std::atomic<int> state{SUCCESS};  // a non-blocking communicator's: IN_PROGRESS while its thread works, then the result
+    std::atomic<bool> aborted{false};
+    std::thread worker;               // a non-blocking communicator's join or collective in progress
+    std::mutex error_m;
+    std::string error;                // the last error of a call on this communicator (ncclGetLastError)
+};
+
+// The prefix of ncclConfig_t that every NCCL version has (nccl.h).
+struct ConfigHead {
+    size_t size;
+    unsigned magic, version;
+    int blocking;
 };
 
 std::atomic<long long> ids{0};
@@ -84,6 +107,12 @@ thread_local const char* last_error = "";
 void set_error(const std::string& s) {
     last_error_text = s;
     last_error = last_error_text.c_str();
+}
+
+void set_error(Comm* c, const std::string& s) {
+    set_error(s);
+    std::lock_guard<std::mutex> g(c->error_m);
+    c->error = s;
 }
 
 int env_int(const char* name, int dflt) {
@@ -247,38 +276,10 @@ bool wait(Shared* sh, F done) {
     return true;
 }
 
-int collective(Comm* c, CallDesc call, const void* send, void* recv, cudaStream_t s) {
-    if (c == nullptr || type_size(call.type) == 0 || call.op < 0 || call.op > 4) return INVALID_ARGUMENT;
-    cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
-    if (cudaStreamIsCapturing(s, &st) == cudaSuccess && st != cudaStreamCaptureStatusNone) {
-        set_error("kernel-emu: a collective on a capturing stream");
-        return INVALID_USAGE;
-    }
-    int device = -1;
-    cudaGetDevice(&device);
-    if (device != c->device) {
-        set_error("kernel-emu: " + std::string(kind_name[call.kind]) + " of rank " + std::to_string(c->rank) + " issued on device "
-                  + std::to_string(device) + ", its communicator's device is " + std::to_string(c->device));
-        return INVALID_USAGE;
-    }
-    // NCCL reads and writes its own device's memory: a buffer of another device is an illegal access on a GPU
-    bool reads = call.kind != BROADCAST || c->rank == call.root, writes = call.kind != REDUCE || c->rank == call.root;
-    for (auto [ptr, role] : {std::pair<const void*, const char*>{reads ? send : nullptr, "send"}, {writes ? recv : nullptr, "receive"}}) {
-        int d = ptr == nullptr ? -1 : g4emu::device_of_pointer(ptr);
-        if (d >= 0 && d != c->device) {
-            set_error("kernel-emu: " + std::string(kind_name[call.kind]) + " of rank " + std::to_string(c->rank) + " (device " + std::to_string(c->device)
-                      + "): its " + role + " buffer is on device " + std::to_string(d));
-            fprintf(stderr, "%s\n", last_error);
-            return INVALID_USAGE;
-        }
-    }
+// The shared part of a collective: this rank's input into its slot, then the wait for the round (the last rank to
+// arrive computes every output), then this rank's output.
+int exchange(Comm* c, CallDesc call, const void* send, void* recv, size_t in, size_t out) {
     Shared* sh = c->sh;
-    size_t es = type_size(call.type), in = in_elems(call, c->nranks) * es, out = out_elems(call, c->nranks) * es;
-    if (in > sh->slot || out > sh->slot) {
-        set_error("kernel-emu: " + std::string(kind_name[call.kind]) + " of " + std::to_string(std::max(in, out)) + " bytes is more than a slot of "
-                  + std::to_string(sh->slot) + " (G4EMU_NCCL_SLOT_MIB)");
-        return INVALID_USAGE;
-    }
     lock(sh);
     if (sh->broken) {
         set_error("kernel-emu: " + std::string(sh->why));
@@ -312,12 +313,15 @@ int collective(Comm* c, CallDesc call, const void* send, void* recv, cudaStream_
         sh->arrivals = 0;
         sh->round++;
         pthread_cond_broadcast(&sh->cv);
-    } else if (!wait(sh, [&] { return sh->round != my_round || sh->broken; }) || sh->round == my_round) {
-        // timed out, or broken while waiting: the round never completes
+    } else if (!wait(sh, [&] { return sh->round != my_round || sh->broken || c->aborted; }) || sh->round == my_round) {
+        // timed out, aborted, or broken while waiting: the round never completes
         if (!sh->broken) {
             sh->broken = 1;
-            snprintf(sh->why, sizeof sh->why, "%s waited %d s for the other ranks (G4EMU_NCCL_TIMEOUT_S)", kind_name[call.kind],
-                     env_int("G4EMU_NCCL_TIMEOUT_S", 600));
+            if (c->aborted)
+                snprintf(sh->why, sizeof sh->why, "rank %d's communicator was aborted", c->rank);
+            else
+                snprintf(sh->why, sizeof sh->why, "%s waited %d s for the other ranks (G4EMU_NCCL_TIMEOUT_S)", kind_name[call.kind],
+                         env_int("G4EMU_NCCL_TIMEOUT_S", 600));
         }
         set_error("kernel-emu: " + std::string(sh->why));
         pthread_cond_broadcast(&sh->cv);
@@ -330,29 +334,67 @@ int collective(Comm* c, CallDesc call, const void* send, void* recv, cudaStream_
     pthread_mutex_unlock(&sh->m);
     return result;
 }
-}  // namespace
 
-extern "C" {
-int ncclGetVersion(int* v) { *v = 22800; return SUCCESS; }
-int ncclGetUniqueId(UniqueId* id) {
-    memset(id, 0, sizeof *id);
-    snprintf(id->internal, sizeof id->internal, "/g4emu-nccl-%ld-%lld", (long) getpid(), (long long) ++ids);
-    return SUCCESS;
+// Runs `f` now (a blocking communicator) or on the communicator's thread (a non-blocking one: returns IN_PROGRESS, and
+// the result goes to the state that ncclCommGetAsyncError reads). A failed call's error stays with the communicator.
+int run(Comm* c, std::function<int()> f) {
+    if (!c->nonblocking) {
+        int r = f();
+        if (r != SUCCESS) set_error(c, last_error_text);
+        return r;
+    }
+    if (c->worker.joinable()) c->worker.join();  // the previous call's thread (its caller waited for its state)
+    int s = c->state.load();
+    if (s != SUCCESS) {
+        set_error(c, "kernel-emu: the communicator's state is " + std::to_string(s) + " (a call in progress or failed)");
+        return s == IN_PROGRESS ? INVALID_USAGE : s;
+    }
+    c->state.store(IN_PROGRESS);
+    c->worker = std::thread([c, f] {
+        int r = f();
+        if (r != SUCCESS) set_error(c, last_error_text);
+        c->state.store(r);
+    });
+    return IN_PROGRESS;
 }
 
-int ncclCommInitRank(Comm** comm, int nranks, UniqueId id, int rank) {
-    *comm = nullptr;
+int collective(Comm* c, CallDesc call, const void* send, void* recv, cudaStream_t s) {
+    if (c == nullptr || c->sh == nullptr || type_size(call.type) == 0 || call.op < 0 || call.op > 4) return INVALID_ARGUMENT;
+    cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(s, &st) == cudaSuccess && st != cudaStreamCaptureStatusNone) {
+        set_error(c, "kernel-emu: a collective on a capturing stream");
+        return INVALID_USAGE;
+    }
     int device = -1;
     cudaGetDevice(&device);
-    if (nranks < 1 || nranks > MAX_RANKS || rank < 0 || rank >= nranks) {
-        set_error("kernel-emu: rank " + std::to_string(rank) + " of " + std::to_string(nranks) + " (at most " + std::to_string(MAX_RANKS) + " ranks)");
-        return INVALID_ARGUMENT;
+    if (device != c->device) {
+        set_error(c, "kernel-emu: " + std::string(kind_name[call.kind]) + " of rank " + std::to_string(c->rank) + " issued on device "
+                  + std::to_string(device) + ", its communicator's device is " + std::to_string(c->device));
+        return INVALID_USAGE;
     }
-    std::string name(id.internal, strnlen(id.internal, sizeof id.internal));
-    if (name.rfind("/g4emu-nccl-", 0) != 0) {
-        set_error("kernel-emu: not a unique id of ncclGetUniqueId");
-        return INVALID_ARGUMENT;
+    // NCCL reads and writes its own device's memory: a buffer of another device is an illegal access on a GPU
+    bool reads = call.kind != BROADCAST || c->rank == call.root, writes = call.kind != REDUCE || c->rank == call.root;
+    for (auto [ptr, role] : {std::pair<const void*, const char*>{reads ? send : nullptr, "send"}, {writes ? recv : nullptr, "receive"}}) {
+        int d = ptr == nullptr ? -1 : g4emu::device_of_pointer(ptr);
+        if (d >= 0 && d != c->device) {
+            set_error(c, "kernel-emu: " + std::string(kind_name[call.kind]) + " of rank " + std::to_string(c->rank) + " (device " + std::to_string(c->device)
+                      + "): its " + role + " buffer is on device " + std::to_string(d));
+            fprintf(stderr, "%s\n", last_error);
+            return INVALID_USAGE;
+        }
     }
+    Shared* sh = c->sh;
+    size_t es = type_size(call.type), in = in_elems(call, c->nranks) * es, out = out_elems(call, c->nranks) * es;
+    if (in > sh->slot || out > sh->slot) {
+        set_error(c, "kernel-emu: " + std::string(kind_name[call.kind]) + " of " + std::to_string(std::max(in, out)) + " bytes is more than a slot of "
+                  + std::to_string(sh->slot) + " (G4EMU_NCCL_SLOT_MIB)");
+        return INVALID_USAGE;
+    }
+    return run(c, [=] { return exchange(c, call, send, recv, in, out); });
+}
+// Maps the communicator's segment and joins it as c->rank, waiting for every rank (or the timeout, or an abort).
+int join(Comm* c, const std::string& name) {
+    int nranks = c->nranks, rank = c->rank, device = c->device;
     size_t slot = (size_t) env_int("G4EMU_NCCL_SLOT_MIB", 64) << 20;
     size_t bytes = header_bytes() + 2 * (size_t) nranks * slot;
     bool creator = false;
@@ -404,7 +446,6 @@ int ncclCommInitRank(Comm** comm, int nranks, UniqueId id, int rank) {
             return SYSTEM_ERROR;
         }
     }
-    Comm* c = new Comm{sh, static_cast<unsigned char*>(p) + header_bytes(), bytes, rank, nranks, device};
     lock(sh);
     std::string bad;
     if (sh->nranks != nranks) bad = "rank " + std::to_string(rank) + " says the world is " + std::to_string(nranks) + ", another rank said " + std::to_string(sh->nranks);
@@ -415,7 +456,6 @@ int ncclCommInitRank(Comm** comm, int nranks, UniqueId id, int rank) {
     if (!bad.empty()) {
         pthread_mutex_unlock(&sh->m);
         munmap(p, bytes);
-        delete c;
         set_error("kernel-emu: " + bad);
         return INVALID_USAGE;
     }
@@ -423,38 +463,125 @@ int ncclCommInitRank(Comm** comm, int nranks, UniqueId id, int rank) {
     sh->pid[rank] = (long long) getpid();
     sh->joined++;
     pthread_cond_broadcast(&sh->cv);
-    bool all = wait(sh, [&] { return sh->joined == nranks || sh->broken; }) && !sh->broken;
+    bool all = wait(sh, [&] { return sh->joined == nranks || sh->broken || c->aborted; }) && !sh->broken && !c->aborted;
     if (all && sh->joined == nranks) shm_unlink(name.c_str());  // every rank has it mapped: the name can go (idempotent)
     int joined = sh->joined;
     pthread_mutex_unlock(&sh->m);
     if (!all) {
         lock(sh);
-        if (!sh->broken) snprintf(sh->why, sizeof sh->why, "not every rank joined within G4EMU_NCCL_TIMEOUT_S");
+        if (!sh->broken)
+            snprintf(sh->why, sizeof sh->why, c->aborted ? "rank %d's communicator was aborted while joining" : "not every rank joined within G4EMU_NCCL_TIMEOUT_S",
+                     rank);
         sh->broken = 1;  // a late joiner must not find a communicator missing this rank
         pthread_cond_broadcast(&sh->cv);
         pthread_mutex_unlock(&sh->m);
         shm_unlink(name.c_str());
         munmap(p, bytes);
+        set_error("kernel-emu: ncclCommInitRank: " + std::to_string(joined) + " of " + std::to_string(nranks) + " ranks joined"
+                  + (c->aborted ? " before the abort" : " within G4EMU_NCCL_TIMEOUT_S"));
+        return c->aborted ? INVALID_USAGE : SYSTEM_ERROR;
+    }
+    c->sh = sh;
+    c->base = static_cast<unsigned char*>(p) + header_bytes();
+    c->bytes = bytes;
+    return SUCCESS;
+}
+
+// ncclCommInitRank and ncclCommInitRankConfig: the argument checks, then the join, now or on the communicator's thread.
+int init(Comm** comm, int nranks, UniqueId id, int rank, int blocking) {
+    *comm = nullptr;
+    int device = -1;
+    cudaGetDevice(&device);
+    if (nranks < 1 || nranks > MAX_RANKS || rank < 0 || rank >= nranks) {
+        set_error("kernel-emu: rank " + std::to_string(rank) + " of " + std::to_string(nranks) + " (at most " + std::to_string(MAX_RANKS) + " ranks)");
+        return INVALID_ARGUMENT;
+    }
+    std::string name(id.internal, strnlen(id.internal, sizeof id.internal));
+    if (name.rfind("/g4emu-nccl-", 0) != 0) {
+        set_error("kernel-emu: not a unique id of ncclGetUniqueId");
+        return INVALID_ARGUMENT;
+    }
+    const char* env = getenv("NCCL_COMM_BLOCKING");  // overrides the config, as in NCCL
+    if (env != nullptr && (strcmp(env, "0") == 0 || strcmp(env, "1") == 0)) blocking = atoi(env);
+    Comm* c = new Comm();
+    c->rank = rank;
+    c->nranks = nranks;
+    c->device = device;
+    c->nonblocking = blocking == 0;
+    if (c->nonblocking) {
+        c->state.store(IN_PROGRESS);
+        c->worker = std::thread([c, name] {
+            int r = join(c, name);
+            if (r != SUCCESS) set_error(c, last_error_text);
+            c->state.store(r);
+        });
+        *comm = c;
+        return IN_PROGRESS;
+    }
+    int r = join(c, name);
+    if (r != SUCCESS) {
         delete c;
-        set_error("kernel-emu: ncclCommInitRank: " + std::to_string(joined) + " of " + std::to_string(nranks) + " ranks joined within G4EMU_NCCL_TIMEOUT_S");
-        return SYSTEM_ERROR;
+        return r;
     }
     *comm = c;
     return SUCCESS;
 }
+}  // namespace
+
+extern "C" {
+int ncclGetVersion(int* v) { *v = 22800; return SUCCESS; }
+int ncclGetUniqueId(UniqueId* id) {
+    memset(id, 0, sizeof *id);
+    snprintf(id->internal, sizeof id->internal, "/g4emu-nccl-%ld-%lld", (long) getpid(), (long long) ++ids);
+    return SUCCESS;
+}
+
+int ncclCommInitRank(Comm** comm, int nranks, UniqueId id, int rank) { return init(comm, nranks, id, rank, 1); }
+
+int ncclCommInitRankConfig(Comm** comm, int nranks, UniqueId id, int rank, const ConfigHead* config) {
+    int blocking = 1;
+    if (config != nullptr) {
+        if (config->magic != API_MAGIC) {
+            *comm = nullptr;
+            set_error("kernel-emu: ncclConfig_t argument not initialized via NCCL_CONFIG_INITIALIZER (magic " + std::to_string(config->magic) + ")");
+            return INVALID_ARGUMENT;
+        }
+        if (config->size >= sizeof(ConfigHead) && config->blocking != INT32_MIN) {
+            if (config->blocking != 0 && config->blocking != 1) {
+                *comm = nullptr;
+                set_error("kernel-emu: invalid config blocking attribute value " + std::to_string(config->blocking));
+                return INVALID_ARGUMENT;
+            }
+            blocking = config->blocking;
+        }
+    }
+    return init(comm, nranks, id, rank, blocking);
+}
 
 int ncclCommDestroy(Comm* c) {
     if (c) {
-        munmap(c->sh, c->bytes);
+        if (c->worker.joinable()) c->worker.join();
+        if (c->sh != nullptr) munmap(c->sh, c->bytes);
         delete c;
     }
     return SUCCESS;
 }
 
-// The mapping stays (a few bytes of address space): another thread of the rank may be waiting in a collective on it,
-// which this wakes with an error, as it does every other rank's.
+// Every operation is complete when its call or its thread returns: nothing to flush (a non-blocking communicator says
+// ncclInProgress until its thread has run).
+int ncclCommFinalize(Comm* c) {
+    if (!c) return INVALID_ARGUMENT;
+    return run(c, [] { return SUCCESS; });
+}
+
+// Stops a non-blocking communicator's join or collective waiting for the other ranks and waits for its thread; the
+// mapping stays (a few bytes of address space): on a blocking communicator another thread of the rank may be waiting
+// in a collective on it, which this wakes with an error, as it does every other rank's.
 int ncclCommAbort(Comm* c) {
     if (!c) return SUCCESS;
+    c->aborted = true;
+    if (c->worker.joinable()) c->worker.join();
+    if (c->sh == nullptr) return SUCCESS;  // it never joined
     lock(c->sh);
     if (!c->sh->broken) snprintf(c->sh->why, sizeof c->sh->why, "rank %d's communicator was aborted", c->rank);
     c->sh->broken = 1;
@@ -464,7 +591,9 @@ int ncclCommAbort(Comm* c) {
 }
 
 int ncclCommGetAsyncError(Comm* c, int* e) {
-    *e = c && c->sh->broken ? INVALID_USAGE : SUCCESS;
+    if (!c) return INVALID_ARGUMENT;
+    int s = c->state.load();
+    *e = s != SUCCESS ? s : c->sh != nullptr && c->sh->broken ? INVALID_USAGE : SUCCESS;
     return SUCCESS;
 }
 int ncclCommCount(Comm* c, int* n) { *n = c ? c->nranks : 0; return c ? SUCCESS : INVALID_ARGUMENT; }
@@ -476,10 +605,15 @@ const char* ncclGetErrorString(int r) {
         case SYSTEM_ERROR: return "unhandled system error (kernel-emu)";
         case INVALID_ARGUMENT: return "invalid argument (kernel-emu)";
         case INVALID_USAGE: return "invalid usage (kernel-emu)";
+        case IN_PROGRESS: return "NCCL operation in progress (kernel-emu)";
         default: return "NCCL error (kernel-emu)";
     }
 }
-const char* ncclGetLastError(Comm*) { return last_error; }
+const char* ncclGetLastError(Comm* c) {
+    if (c == nullptr) return last_error;
+    std::lock_guard<std::mutex> g(c->error_m);
+    return c->error.empty() ? last_error : c->error.c_str();  // (valid until the communicator's next error)
+}
 int ncclGroupStart(void) { return SUCCESS; }
 int ncclGroupEnd(void) { return SUCCESS; }
 

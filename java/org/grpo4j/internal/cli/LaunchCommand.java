@@ -92,8 +92,8 @@ final class LaunchCommand implements Callable<Integer> {
     }
 
     /**
-     * After an abort the trainer stops its ranks; should anything still hang (a rank in ncclCommInitRank, which cannot
-     * be aborted, or in a collective), the process ends after {@code millis} (a daemon timer: a process that finishes
+     * After an abort the trainer stops its ranks; should anything still hang (a rank inside NCCL despite its
+     * non-blocking mode, or elsewhere), the process ends after {@code millis} (a daemon timer: a process that finishes
      * earlier exits as usual).
      */
     static void haltIfStillRunning(String who, long millis) {

@@ -12,7 +12,6 @@ import static org.bytedeco.cuda.global.cudart.cudaSetDevice;
 import static org.bytedeco.cuda.global.cudart.cudaStreamCreateWithFlags;
 import static org.bytedeco.cuda.global.cudart.cudaStreamDestroy;
 import static org.bytedeco.cuda.global.cudart.cudaStreamNonBlocking;
-import static org.bytedeco.cuda.global.cudart.cudaErrorNotReady;
 import static org.bytedeco.cuda.global.cudart.cudaStreamQuery;
 import static org.bytedeco.cuda.global.cudart.cudaStreamWaitEvent;
 import static org.bytedeco.cuda.global.cudart.cudaSuccess;
@@ -28,6 +27,7 @@ import java.util.concurrent.locks.ReentrantLock;
 import org.bytedeco.cuda.cudart.CUevent_st;
 import org.bytedeco.cuda.cudart.CUstream_st;
 import org.bytedeco.cuda.nccl.ncclComm;
+import org.bytedeco.cuda.nccl.ncclConfig_t;
 import org.bytedeco.cuda.nccl.ncclUniqueId;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.Pointer;
@@ -40,8 +40,15 @@ import org.grpo4j.internal.backend.Tensor;
  * {@link CudaBackend}.
  *
  * <ul>
- *   <li>Created on the rank's own thread (its device current) with {@code ncclCommInitRank} from the unique id that
- *       rank 0's process made and the rendezvous store passed on; every local rank does this at once.</li>
+ *   <li>Created on the rank's own thread (its device current) with {@code ncclCommInitRankConfig} from the unique id
+ *       that rank 0's process made and the rendezvous store passed on; every local rank does this at once.</li>
+ *   <li>Non-blocking (NCCL's {@code blocking = 0}): every NCCL call returns at once, {@code ncclInProgress} while NCCL
+ *       finishes it in the background, and the state is polled with {@code ncclCommGetAsyncError}; so no thread waits
+ *       inside NCCL, and {@code ncclCommAbort}, which NCCL supports only on non-blocking communicators and only while no
+ *       other call on the communicator runs, can stop it at any point: while it forms, while a collective is issued,
+ *       while one runs. A communicator that does not form within {@code timeoutSeconds} is aborted. NCCL reads
+ *       {@code NCCL_COMM_BLOCKING=1} from the environment to override this (then a call stuck in NCCL, e.g. on a dead
+ *       peer during a lazy connection, may not return from the abort; {@link #awaitIssued} gives up on it).</li>
  *   <li>Collectives run on the communicator's own CUDA stream, issued by one worker thread in call order (so every
  *       rank issues them in the same order): each waits for an event recorded on the compute stream when it was
  *       called (its inputs are then complete), and {@link Work#await()} makes the compute stream wait for its done
@@ -133,10 +140,14 @@ public final class NcclCommunicator implements Communicator {
             c.cuda(cudaStreamCreateWithFlags(c.stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
             ncclUniqueId id = new ncclUniqueId();
             id.internal().put(uniqueId);
-            int res = ncclCommInitRank(c.comm, world, id, rank);
+            String what = "ncclCommInitRankConfig(rank " + rank + " of " + world + ", cuda:" + c.device + ")";
+            int res;
+            try (ncclConfig_t config = nonBlocking()) {
+                res = ncclCommInitRankConfig(c.comm, world, id, rank, config);
+            }
+            if (res == ncclInProgress) res = c.awaitFormed(what);
             if (res != ncclSuccess)
-                throw new CommunicatorException("ncclCommInitRank(rank " + rank + " of " + world + ", cuda:" + c.device + ") failed: "
-                        + ncclGetErrorString(res).getString() + lastError(null)
+                throw new CommunicatorException(what + " failed: " + ncclGetErrorString(res).getString() + lastError(c.comm.isNull() ? null : c.comm)
                         + (res == ncclInvalidUsage ? " (two ranks on one GPU are refused by NCCL: one rank per GPU)" : ""));
             c.worker.submit(() -> cudaSetDevice(c.device)).get();
             return c;
@@ -147,6 +158,42 @@ public final class NcclCommunicator implements Communicator {
         } catch (ExecutionException | RuntimeException e) {
             c.close();
             throw e instanceof RuntimeException re ? re : new CommunicatorException(e.getMessage(), e);
+        }
+    }
+
+    /**
+     * NCCL_CONFIG_INITIALIZER (a C macro, which JavaCPP cannot expand) with {@code blocking = 0}: the size and version of
+     * the preset's nccl.h, NCCL's magic, every other attribute undefined (NCCL's defaults). An older NCCL reads only the
+     * fields it knows (it copies at most its own size and resets what its version predates).
+     */
+    static ncclConfig_t nonBlocking() {
+        ncclConfig_t c = new ncclConfig_t();
+        int undef = Integer.MIN_VALUE; // NCCL_CONFIG_UNDEF_INT (INT_MIN); NCCL_CONFIG_UNDEF_PTR is NULL
+        c.size(c.sizeof()).magic(NCCL_API_MAGIC).version(NCCL_VERSION_CODE);
+        c.cgaClusterSize(undef).minCTAs(undef).maxCTAs(undef).netName(null).splitShare(undef).trafficClass(undef).commName(null)
+                .collnetEnable(undef).CTAPolicy(undef).shrinkShare(undef).nvlsCTAs(undef).nChannelsPerNetPeer(undef)
+                .nvlinkCentricSched(undef).graphUsageMode(undef).numRmaCtx(undef);
+        return c.blocking(0);
+    }
+
+    /**
+     * Polls a forming communicator until every rank has joined (its state leaves ncclInProgress); returns the state. One
+     * that has not formed within the timeout is aborted: a rank died, hung before joining, or has another unique id.
+     */
+    private int awaitFormed(String what) {
+        long t0 = System.nanoTime(), pause = 10_000;
+        while (true) {
+            int[] state = new int[1];
+            int res = ncclCommGetAsyncError(comm, state);
+            if (res != ncclSuccess) return res;
+            if (state[0] != ncclInProgress) return state[0];
+            if (System.nanoTime() - t0 > timeoutNanos) {
+                abort(new CommunicatorException(what + ": the communicator did not form within " + timeoutNanos / 1_000_000_000L
+                        + " s (nccl_timeout_s): communicator aborted; a rank died, hung before joining, or was given another unique id"));
+                throw new CommunicatorException(reason(failure), failure);
+            }
+            LockSupport.parkNanos(pause);
+            pause = Math.min(pause * 2, 10_000_000);
         }
     }
 
@@ -194,13 +241,27 @@ public final class NcclCommunicator implements Communicator {
                 long deadline = System.nanoTime() + DESTROY_GRACE_NANOS;
                 int st;
                 while ((st = cudaStreamQuery(stream)) == cudaErrorNotReady && System.nanoTime() < deadline)
-                    java.util.concurrent.locks.LockSupport.parkNanos(1_000_000);
-                if (st == cudaErrorNotReady) ncclCommAbort(comm);
-                else ncclCommDestroy(comm);
+                    LockSupport.parkNanos(1_000_000);
+                if (st != cudaErrorNotReady && finalized(deadline)) ncclCommDestroy(comm);
+                else ncclCommAbort(comm);
             }
         } finally {
             if (locked) commLock.unlock();
         }
+    }
+
+    /**
+     * {@code ncclCommFinalize}, then its state polled until it leaves ncclInProgress (a non-blocking communicator
+     * finalizes in the background) or the deadline passes: true when it ended in ncclSuccess, so that ncclCommDestroy
+     * will not block (NCCL's documentation).
+     */
+    private boolean finalized(long deadline) {
+        int res = ncclCommFinalize(comm);
+        if (res != ncclSuccess && res != ncclInProgress) return false;
+        int[] state = {ncclInProgress};
+        while (ncclCommGetAsyncError(comm, state) == ncclSuccess && state[0] == ncclInProgress && System.nanoTime() < deadline)
+            LockSupport.parkNanos(1_000_000);
+        return state[0] == ncclSuccess;
     }
 
     // ---- collectives ----------------------------------------------------------------------------------------------
@@ -326,19 +387,22 @@ public final class NcclCommunicator implements Communicator {
             try {
                 checkOpen(name);
                 cuda(cudaStreamWaitEvent(stream, ready, 0), "cudaStreamWaitEvent(nccl stream)");
+                int res;
                 commLock.lock();
                 try {
                     checkOpen(name); // an abort may have freed the communicator meanwhile
                     issuingWhat = what;
                     issuingSince = System.nanoTime();
                     try {
-                        nccl(call.issue(stream), "nccl " + what);
+                        nccl(res = call.issue(stream), "nccl " + what);
                     } finally {
                         issuingSince = 0;
                     }
                 } finally {
                     commLock.unlock();
                 }
+                // non-blocking: NCCL issues the kernels in the background; the done event must follow them
+                if (res == ncclInProgress) awaitEnqueued(name, what);
                 cuda(cudaEventRecord(done, stream), "cudaEventRecord(nccl stream)");
                 issued.complete(null);
                 watch(what, ready, done);
@@ -375,10 +439,11 @@ public final class NcclCommunicator implements Communicator {
     }
 
     /**
-     * Waits for the worker to have issued a collective. The watchdog ({@link #watch}) runs once a collective is issued;
-     * one stuck inside NCCL's enqueue (as a blocking call can be, e.g. a lazy connection to a dead peer; the emulated
-     * NCCL's always waits there for the last rank) is timed here: past nccl_timeout_s in the issue, the communicator is
-     * aborted, which returns the call.
+     * Waits for the worker to have issued a collective. The watchdog ({@link #watch}) runs once a collective is issued,
+     * and {@link #awaitEnqueued} while a non-blocking one is being issued; a call stuck inside NCCL (as a blocking one can
+     * be, under NCCL_COMM_BLOCKING=1: e.g. a lazy connection to a dead peer; the emulated NCCL's blocking calls wait there
+     * for the last rank) is timed here: past nccl_timeout_s in the call, the communicator is aborted, which should return
+     * it.
      */
     private void awaitIssued(CompletableFuture<Void> issued) throws InterruptedException, ExecutionException {
         long failedAt = 0;
@@ -405,6 +470,40 @@ public final class NcclCommunicator implements Communicator {
 
     /** How long a collective's await waits for its call to return from NCCL once the communicator was aborted. */
     static final long ISSUE_GRACE_NANOS = 30_000_000_000L;
+
+    /**
+     * Polls a non-blocking communicator's state until NCCL has issued the collective's kernels to the stream (its state
+     * leaves ncclInProgress), aborting the communicator when that fails or overruns the timeout.
+     */
+    private void awaitEnqueued(String name, String what) {
+        long t0 = System.nanoTime(), pause = 1_000;
+        while (true) {
+            int state = asyncState(name);
+            if (state == ncclSuccess) return;
+            if (state != ncclInProgress)
+                abort(new CommunicatorException("NCCL " + what + " failed on rank " + rank + ": " + ncclGetErrorString(state).getString() + lastError(comm)));
+            else if (System.nanoTime() - t0 > timeoutNanos)
+                abort(new CommunicatorException("NCCL " + what + " did not finish within " + timeoutNanos / 1_000_000_000L
+                        + " s (nccl_timeout_s) on rank " + rank + ", still being issued: communicator aborted; a rank died, hung or called a different collective"));
+            checkOpen(name);
+            LockSupport.parkNanos(pause);
+            pause = Math.min(pause * 2, 1_000_000);
+        }
+    }
+
+    /** The communicator's state ({@code ncclCommGetAsyncError}, or its own error), under the lock; throws once it failed. */
+    private int asyncState(String name) {
+        commLock.lock();
+        try {
+            checkOpen(name);
+            if (commGone) throw new CommunicatorException("NCCL " + name + " on rank " + rank + ": the communicator is gone");
+            int[] state = new int[1];
+            int res = ncclCommGetAsyncError(comm, state);
+            return res != ncclSuccess ? res : state[0];
+        } finally {
+            commLock.unlock();
+        }
+    }
 
     /** Polls until the collective is done, aborting the communicator when it overruns the timeout. */
     private void watch(String what, CUevent_st ready, CUevent_st done) {

@@ -247,7 +247,7 @@ public final class Trainer implements AutoCloseable {
                     comms.set(i, comm);
                 }
                 // after the communicator exists, so that a refusal aborts it and every other rank fails in its next
-                // collective (before it, the others would wait in ncclCommInitRank for this rank for ever)
+                // collective (before it, the others would wait for this rank's join until nccl_timeout_s)
                 if (cluster != null) pf.checkMemory(be, dtype, 1); // preflight had no device to ask: each rank asks its own
                 if (cluster != null && dtype == DType.BF16) Precision.requireBf16(be);
                 RankState r = new RankState(setup, be, comm, cluster == null && be instanceof CpuBackend ? cfg.worldSize : 1);
@@ -291,7 +291,8 @@ public final class Trainer implements AutoCloseable {
     /**
      * Tells the other processes of a multi-process run that this one failed (before it closes its end of the
      * rendezvous, which would otherwise read as a clean exit): their launchers stop them, where they could wait in
-     * ncclCommInitRank or a collective for this process for ever. The store keeps the first reason it hears.
+     * the communicator's formation or a collective for this process until nccl_timeout_s. The store keeps the first
+     * reason it hears.
      */
     private void abortCluster(String what, Throwable e) {
         if (cluster == null) return;
