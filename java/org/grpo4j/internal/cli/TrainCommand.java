@@ -21,12 +21,32 @@ final class TrainCommand implements Callable<Integer> {
     @Option(names = "--overwrite", description = "Replace the earlier run in the run directory (its outputs are deleted when training starts).") boolean overwrite;
     @Option(names = "--resume", description = "Continue the run in this directory (or from this checkpoint), with its saved config.") Path resume;
     @Option(names = "--dry-run", description = "Run every check that does not need the weights, print the derived quantities; train nothing.") boolean dryRun;
+    @Option(names = "--rdzv-timeout", defaultValue = "300", description = "One process per rank (RANK/WORLD_SIZE, or srun with several tasks a node):"
+            + " seconds to wait for every process to join (default: ${DEFAULT-VALUE}).") int rdzvTimeout;
 
     /** This JVM's ranks of a multi-process run (set by launch), or null. */
     org.grpo4j.internal.dist.Cluster cluster;
+    /** The environment (tests replace it). */
+    java.util.Map<String, String> env = System.getenv();
 
     @Override
     public Integer call() throws Exception {
+        // a process of one rank joins the run's rendezvous first, so that whatever fails below (a config that does not
+        // load here, a world size that differs, a missing checkpoint) stops the other processes at once with the reason,
+        // instead of leaving them waiting for this one until the rendezvous timeout
+        org.grpo4j.internal.dist.Rendezvous own = cluster == null && !dryRun ? perRankLaunch() : null;
+        org.grpo4j.internal.dist.Cluster run = cluster != null ? cluster : own;
+        try (own) {
+            try {
+                return train(run);
+            } catch (Exception | Error e) {
+                Trainer.abortCluster(run, "failed", e); // (a clean exit of this process would read as "done" to the others)
+                throw e;
+            }
+        }
+    }
+
+    private int train(org.grpo4j.internal.dist.Cluster run) throws Exception {
         if (config == null && resume == null) throw new IllegalArgumentException("--config is required (or --resume DIR)");
         if (resume != null && config != null)
             throw new IllegalArgumentException("--config cannot be combined with --resume: a resumed run goes on with the config saved in its checkpoint");
@@ -37,9 +57,8 @@ final class TrainCommand implements Callable<Integer> {
         if (dryRun) return dryRun(cfg);
         Trainer.Builder b = Trainer.builder(cfg).outputDir(output).overwrite(overwrite);
         if (resume != null) b.resume(resume);
-        org.grpo4j.internal.dist.Rendezvous own = cluster == null ? perRankLaunch() : null;
-        if (cluster != null || own != null) b.cluster(cluster != null ? cluster : own);
-        try (own; Trainer t = b.build(); StopSignals signals = StopSignals.install(t::cancel, System.err)) {
+        if (run != null) b.cluster(run);
+        try (Trainer t = b.build(); StopSignals signals = StopSignals.install(t::cancel, System.err)) {
             org.grpo4j.train.GrpoTrainer.Result r = t.run(null);
             System.out.println("grpo4j: " + (r.cancelled() ? "stopped" : "finished") + " at step " + r.lastStep() + "; outputs in " + r.outputDir());
             return r.cancelled() && signals.exitCode() > 0 ? signals.exitCode() : 0;
@@ -47,15 +66,23 @@ final class TrainCommand implements Callable<Integer> {
     }
 
     /**
-     * A torchrun-style launch (one JVM per rank: RANK and WORLD_SIZE > 1 in the environment, MASTER_ADDR/MASTER_PORT of
-     * the store) joins the run's rendezvous; otherwise null.
+     * This process's rank of a one-JVM-per-rank launch of more than one rank (torchrun-style RANK and WORLD_SIZE, or
+     * srun with several tasks a node: SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID; {@link org.grpo4j.internal.dist.DistEnv}),
+     * or null (a run of its own).
      */
-    private static org.grpo4j.internal.dist.Rendezvous perRankLaunch() throws java.io.IOException {
-        java.util.Map<String, String> env = System.getenv();
-        String w = env.get("WORLD_SIZE");
-        if (env.get("RANK") == null || w == null || w.trim().equals("1")) return null;
+    static org.grpo4j.internal.dist.DistEnv perRankEnv(java.util.Map<String, String> env) {
+        if (!org.grpo4j.internal.dist.DistEnv.perRankLaunch(env)) return null;
         org.grpo4j.internal.dist.DistEnv d = org.grpo4j.internal.dist.DistEnv.fromEnvironment(env, 1);
-        org.grpo4j.internal.dist.Rendezvous r = new org.grpo4j.internal.dist.Rendezvous(d, env.getOrDefault(org.grpo4j.internal.dist.Rendezvous.SECRET_ENV, ""), 300_000, 3000);
+        return d.worldSize() > 1 ? d : null;
+    }
+
+    /** A one-JVM-per-rank launch ({@link #perRankEnv}) joins the run's rendezvous; otherwise null. */
+    private org.grpo4j.internal.dist.Rendezvous perRankLaunch() throws java.io.IOException {
+        org.grpo4j.internal.dist.DistEnv d = perRankEnv(env);
+        if (d == null) return null;
+        if (rdzvTimeout < 1) throw new IllegalArgumentException("--rdzv-timeout must be >= 1 s, got " + rdzvTimeout);
+        org.grpo4j.internal.dist.Rendezvous r = new org.grpo4j.internal.dist.Rendezvous(d, env.getOrDefault(org.grpo4j.internal.dist.Rendezvous.SECRET_ENV, ""),
+                rdzvTimeout * 1000L, 3000);
         r.onAbort(reason -> {
             System.err.println("grpo4j train: the run was aborted: " + reason);
             LaunchCommand.haltIfStillRunning("grpo4j train", 60_000);

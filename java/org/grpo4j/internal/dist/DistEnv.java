@@ -45,10 +45,18 @@ public record DistEnv(int worldSize, int processes, int processIndex, int[] loca
         return new DistEnv(nnodes * gpus, nnodes, nodeRank, ranks, devs, masterAddr, masterPort);
     }
 
+    /**
+     * Whether {@code env} describes one JVM per rank: RANK set (torchrun), or Slurm's SLURM_PROCID with more than one
+     * task a node (srun --ntasks-per-node=8).
+     */
+    public static boolean perRankLaunch(Map<String, String> env) {
+        return first(env, "RANK") != null || env.containsKey("SLURM_PROCID") && tasksPerNode(env) > 1;
+    }
+
     /** The process's place from {@code env} (System.getenv()); {@code gpusPerNode} is used in per-node mode when LOCAL_WORLD_SIZE is unset. */
     public static DistEnv fromEnvironment(Map<String, String> env, int gpusPerNode) {
         String rank = first(env, "RANK"), local = first(env, "LOCAL_RANK");
-        boolean slurmPerRank = rank == null && env.containsKey("SLURM_PROCID") && tasksPerNode(env) > 1;
+        boolean slurmPerRank = rank == null && perRankLaunch(env);
         String master = masterAddr(env);
         int port = integer(env, "MASTER_PORT", DEFAULT_PORT);
         if (rank != null || slurmPerRank) {

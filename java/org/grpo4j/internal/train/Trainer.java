@@ -170,7 +170,7 @@ public final class Trainer implements AutoCloseable {
                     + " to go on at another size, start a new run from " + ck.resolve("model") + ")"
                     : "the config says world_size " + cfg.worldSize + " but " + launched + " ranks were launched: pass --set world_size=" + launched
                     + " (the local_* batch sizes are per rank, so the global batch becomes " + launched + " x " + cfg.localRolloutBatchSize + " prompts per step),"
-                    + " or launch " + cfg.worldSize + " ranks");
+                    + " or launch " + cfg.worldSize + (cfg.worldSize == 1 ? " rank" : " ranks"));
         Path runOfCheckpoint = ck == null ? null : ck.getParent().getParent();
         if (runOfCheckpoint != null && b.outputDir != null && !sameDirectory(b.outputDir, runOfCheckpoint))
             throw new IllegalArgumentException("--resume continues a run in its own directory (" + runOfCheckpoint + "); writing it to "
@@ -294,7 +294,10 @@ public final class Trainer implements AutoCloseable {
      * the communicator's formation or a collective for this process until nccl_timeout_s. The store keeps the first
      * reason it hears.
      */
-    private void abortCluster(String what, Throwable e) {
+    private void abortCluster(String what, Throwable e) { abortCluster(cluster, what, e); }
+
+    /** {@link #abortCluster(String, Throwable)} for a cluster without a trainer (the CLI's: a failure before or around it); null: nothing. */
+    public static void abortCluster(org.grpo4j.internal.dist.Cluster cluster, String what, Throwable e) {
         if (cluster == null) return;
         try {
             cluster.abort("a process " + what + " on " + org.grpo4j.internal.dist.Rendezvous.hostName() + ": "
