@@ -274,7 +274,10 @@ public final class GrpoConfig {
     public String rankBalancing = "tokens";
     /** Gradient bucket for the ZeRO-2 reduction, in elements (DeepSpeed's reduce_bucket_size; grpo4j). */
     public long reduceBucketSize = 200_000_000L;
-    /** A collective not finished within this many seconds aborts the NCCL communicators and stops every rank (grpo4j). */
+    /**
+     * A collective not finished within this many seconds aborts the NCCL communicators and stops every rank; it also
+     * bounds an NCCL communicator's formation, and an in-process CPU rank's wait for the others (grpo4j).
+     */
     public int ncclTimeoutS = 600;
     /** Abort after this many consecutive steps with a non-finite loss or gradient norm (grpo4j). */
     public int maxConsecutiveNonfinite = 3;

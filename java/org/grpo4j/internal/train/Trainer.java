@@ -73,7 +73,7 @@ public final class Trainer implements AutoCloseable {
         private Consumer<LlamaWeights> gradientHook;
         private boolean overwrite;
         private Cluster cluster;
-        private long collectiveTimeoutMillis = 600_000;
+        private Long collectiveTimeoutMillis; // null: the config's nccl_timeout_s
 
         Builder(GrpoConfig cfg) { this.cfg = cfg; }
 
@@ -96,7 +96,7 @@ public final class Trainer implements AutoCloseable {
         public Builder cluster(Cluster c) { cluster = c; return this; }
         /** Test hook: runs on the accumulated gradients before each optimizer step (world 1). */
         Builder gradientHook(Consumer<LlamaWeights> h) { gradientHook = h; return this; }
-        /** How long an in-process rank waits for the others in a collective (default 10 minutes). */
+        /** How long an in-process rank waits for the others in a collective (default: the config's nccl_timeout_s). */
         Builder collectiveTimeoutMillis(long ms) { collectiveTimeoutMillis = ms; return this; }
 
         public Trainer build() throws IOException { return new Trainer(this); }
@@ -232,7 +232,8 @@ public final class Trainer implements AutoCloseable {
 
             // the ranks: backends, communicators, model states
             this.ranks = new Ranks(local, "grpo4j");
-            if (cluster == null) comms.addAll(LocalCommunicator.group(cfg.worldSize, b.collectiveTimeoutMillis));
+            if (cluster == null) comms.addAll(LocalCommunicator.group(cfg.worldSize,
+                    b.collectiveTimeoutMillis != null ? b.collectiveTimeoutMillis : cfg.ncclTimeoutS * 1000L));
             else for (int i = 0; i < local; i++) comms.add(null);
             ranks.onFailure(t -> {
                 abortCommunicators(t);
