@@ -265,9 +265,14 @@ public final class Preflight implements AutoCloseable {
                     + Memory.human(states) + " for " + String.format("%,d", est.parameters()) + " parameters in " + Precision.label(dtype) + " over " + cfg.worldSize
                     + " rank" + (cfg.worldSize == 1 ? "" : "s") + ", activations " + Memory.human(acts) + ", generation " + Memory.human(gen) + " + KV cache "
                     + Memory.human(kv) + "), but only " + Memory.human(free) + " " + where + "; to fit: fewer samples in flight (per_device_train_batch_size, "
-                    + "local_rollout_forward_batch_size, local_rollout_batch_size x number_samples_per_prompt), a smaller kv_cache_mib or kv_cache_fraction,"
-                    + " gradient_checkpointing true (recompute_layers auto or all), precision bf16, or more GPUs (world_size: ZeRO-2 shards the optimizer state)");
+                    + "local_rollout_forward_batch_size, local_rollout_batch_size x number_samples_per_prompt), " + (cfg.kvCacheMib > 0 ? "a smaller kv_cache_mib, " : "")
+                    + "gradient_checkpointing true (recompute_layers auto or all), precision bf16, or more GPUs (world_size: ZeRO-2 shards the optimizer state)");
         }
+        // a pool sized from kv_cache_fraction: what the run will find once the states exist must give it one sequence
+        // (the same check and message as the run's own, RankState.kvPoolBytes, which comes after the weights load and
+        // any SFT warm-up)
+        if (free >= 0 && cfg.kvCacheMib == 0)
+            RankState.kvPoolBytes(cfg, est, (long) (free - states * sharers), sharers, longestPrompt, maxBatch, where);
         synchronized (summary) {
             summary.put("training passes", PassPacking.byTokens(cfg)
                     ? "as many rollouts as fit the activations of " + cfg.perDeviceTrainBatchSize + " x " + seq + " tokens (pass_packing tokens"

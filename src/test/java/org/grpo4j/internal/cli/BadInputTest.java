@@ -86,6 +86,9 @@ class BadInputTest {
         copyTree(m, root.resolve("m8b")); // the tiny model's files under Llama 3.1 8B's config.json: over the flat-buffer limit
         new com.fasterxml.jackson.databind.ObjectMapper().writeValue(root.resolve("m8b/config.json").toFile(),
                 org.grpo4j.internal.model.LlamaConfig.llama31_8b().toJson("bfloat16"));
+        copyTree(m, root.resolve("m1b")); // ... under Llama 3.2 1B's: its fp32 model states (about 20 GB) exceed the test JVM's heap
+        new com.fasterxml.jackson.databind.ObjectMapper().writeValue(root.resolve("m1b/config.json").toFile(),
+                org.grpo4j.internal.model.LlamaConfig.llama32_1b().toJson("bfloat16"));
         Files.createDirectories(root.resolve("data/empty-dir"));
         Files.createDirectories(root.resolve("mbadconfig"));
         Files.writeString(root.resolve("mbadconfig/config.json"), "{\"hidden_size\": ");
@@ -290,11 +293,14 @@ class BadInputTest {
             {"train_prefix_sharing=maybe", "key \"train_prefix_sharing\" has the wrong type (expected true or false)"},
             {"lm_head_scratch_mib=-1", "lm_head_scratch_mib must be in [0, 8191], got -1"},
             {"kv_cache_fraction=0", "kv_cache_fraction must be in (0, 1], got 0.0"},
+            {"kv_cache_mib=0&&kv_cache_fraction=1e-9", "the KV cache does not fit", "kv_cache_fraction 1.0E-9 may hold the cache", "a larger kv_cache_fraction"},
             {"reduce_bucket_size=10", "reduce_bucket_size must be >= 1024 elements, got 10"},
             {"nccl_timeout_s=0", "nccl_timeout_s must be >= 1, got 0"},
             {"model_name_or_path=$R/nonexist", "$R/nonexist", "no such model directory"},
             {"model_name_or_path=nobody/model", "nobody/model", "never downloads"},
             {"model_name_or_path=$R/m8b", "$R/m8b: 8,030,261,248 parameters", "at most 2^31 - 9 elements per tensor"}, // cpu: refused; cuda: world_size >= 4
+            {"model_name_or_path=$R/m1b", "the run needs about", "model states", "1,235,814,400 parameters", "to fit: fewer samples in flight",
+                    "gradient_checkpointing true", "more GPUs"},
         }) {
             String[] says = Arrays.copyOfRange(kv, 1, kv.length);
             List<String> sets = new ArrayList<>();
