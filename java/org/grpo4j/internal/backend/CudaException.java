@@ -9,5 +9,15 @@ public final class CudaException extends RuntimeException {
         this.code = code;
     }
 
+    private CudaException(String message, int code, CudaException cause) {
+        super(message, cause);
+        this.code = code;
+    }
+
     public int code() { return code; }
+
+    /** This failure with where it happened before it and what to do after it ("step 3: ...; the last checkpoint is ..."). */
+    public CudaException at(String where, String then) {
+        return new CudaException(where + ": " + getMessage() + (then.isEmpty() ? "" : "; " + then), code, this);
+    }
 }

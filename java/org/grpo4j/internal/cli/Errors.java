@@ -34,6 +34,11 @@ final class Errors {
             return "out of memory (Java heap limit " + (Runtime.getRuntime().maxMemory() >> 20) + " MiB): raise it with -Xmx"
                     + " (GRPO4J_JAVA_OPTS for tools/grpo4j) or ask for less (kv_cache_mib, --kv-blocks, batch sizes)";
         if (t instanceof StackOverflowError) return "internal error: stack overflow";
+        if (t instanceof CudaException e && (e.getMessage().contains("cudaErrorMemoryAllocation") || e.getMessage().contains("CUBLAS_STATUS_ALLOC_FAILED")))
+            // the estimate before the run missed (or another process took the memory)
+            return Main.firstLine(e.getMessage()) + "; the device is out of memory: ask for less (train: fewer samples in flight, i.e."
+                    + " per_device_train_batch_size, local_rollout_forward_batch_size, local_rollout_batch_size x number_samples_per_prompt; a smaller"
+                    + " kv_cache_fraction or kv_cache_mib; gradient_checkpointing true; generate: fewer --kv-blocks or -n) or use more GPUs";
         String m = Main.firstLine(t.getMessage());
         if (isInternal(t)) return "internal error: " + t.getClass().getSimpleName() + (m.isEmpty() ? "" : ": " + m);
         if (m.isEmpty() && t.getCause() != null && t.getCause() != t) return describe(t.getCause());

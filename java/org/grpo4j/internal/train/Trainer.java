@@ -453,6 +453,15 @@ public final class Trainer implements AutoCloseable {
 
     /** One step on one rank: the four phases and the metrics (the same map on every rank), or null when cancelled. */
     private Map<String, Double> rankStep(RankState r, int s) {
+        try {
+            return rankStepOf(r, s);
+        } catch (org.grpo4j.internal.backend.CudaException e) { // the device failed mid-step: say where, and where to go on from
+            throw e.at("training step " + s, "the last checkpoint is " + out.resolve("checkpoints").resolve("step_" + lastCheckpointStep())
+                    + " (--resume " + out + " goes on from it)");
+        }
+    }
+
+    private Map<String, Double> rankStepOf(RankState r, int s) {
         if (SftWarmup.agreed(r, cancelled.get())) return null;
         long t0 = System.nanoTime();
         r.comm.setContext("step " + s + ", rollout");

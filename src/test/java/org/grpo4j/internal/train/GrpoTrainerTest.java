@@ -403,6 +403,40 @@ class GrpoTrainerTest {
         assertEquals(1.0, m.get("optim/skipped_steps").asDouble(), "step 1: its second optimizer step was skipped");
     }
 
+    /**
+     * A device error mid-step (an illegal address, as a CUDA kernel would raise it, thrown here from inside step 3's
+     * second optimizer step): the run stops with the error, naming the step and the last checkpoint; that checkpoint
+     * (step 2) is intact and nothing of step 3 was written; resuming from it repeats the uninterrupted run exactly.
+     */
+    @Test
+    void aDeviceErrorMidStepStopsTheRunAndItResumesExactlyFromTheLastCheckpoint(@TempDir Path tmp) throws Exception {
+        Path full = tmp.resolve("full"), failed = tmp.resolve("failed");
+        try (Trainer t = Trainer.builder(config(small(full, 4))).log(null).build()) {
+            t.run(null);
+        }
+        int[] calls = {0};
+        try (Trainer t = Trainer.builder(config(small(failed, 4))).log(null).gradientHook(g -> {
+            if (++calls[0] == 6) // two optimizer steps a training step: the 6th is step 3's second
+                throw new org.grpo4j.internal.backend.CudaException("cudaStreamSynchronize", 700, "cudaErrorIllegalAddress", "an illegal memory access was encountered");
+        }).build()) {
+            org.grpo4j.internal.backend.CudaException e = assertThrows(org.grpo4j.internal.backend.CudaException.class, () -> t.run(null));
+            assertTrue(e.getMessage().startsWith("training step 3: cudaStreamSynchronize failed: an illegal memory access"), e.getMessage());
+            assertTrue(e.getMessage().endsWith("the last checkpoint is " + failed.resolve("checkpoints/step_2") + " (--resume " + failed + " goes on from it)"),
+                    e.getMessage());
+            assertEquals(700, e.code());
+        }
+        try (var s = Files.list(failed.resolve("checkpoints"))) {
+            assertEquals(List.of("step_0", "step_2"), s.map(p -> p.getFileName().toString()).sorted().toList());
+        }
+        assertEquals(2, Files.readAllLines(failed.resolve("metrics.jsonl")).size(), "steps 1 and 2 logged, not the failed step");
+        try (Trainer t = Trainer.builder(null).resume(failed).log(null).build()) {
+            t.run(null);
+        }
+        assertEquals(comparable(full.resolve("metrics.jsonl")), comparable(failed.resolve("metrics.jsonl")), "resumed metrics equal the uninterrupted run's");
+        assertArrayEquals(Files.readAllBytes(full.resolve("checkpoints/step_4/model/model.safetensors")),
+                Files.readAllBytes(failed.resolve("checkpoints/step_4/model/model.safetensors")), "final weights bitwise equal");
+    }
+
     @Test
     void cancelStopsAtAStepBoundaryWithACheckpoint(@TempDir Path tmp) throws Exception {
         Path out = tmp.resolve("c");

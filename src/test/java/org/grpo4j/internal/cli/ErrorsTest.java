@@ -1,0 +1,27 @@
+package org.grpo4j.internal.cli;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import org.grpo4j.internal.backend.CudaException;
+import org.junit.jupiter.api.Test;
+
+/** The one line a user reads for a device failure, and the exit code it gets. */
+class ErrorsTest {
+    @Test
+    void aDeviceOutOfMemorySaysWhatToAskForLessOf() {
+        CudaException oom = new CudaException("cudaMallocAsync(1073741824 bytes; 312 MiB free of 81559 MiB on cuda:0 (H100))", 2, "cudaErrorMemoryAllocation",
+                "out of memory");
+        String s = Errors.describe(oom);
+        assertTrue(s.startsWith("cudaMallocAsync(1073741824 bytes; 312 MiB free"), s);
+        assertTrue(s.contains("the device is out of memory: ask for less") && s.contains("kv_cache_fraction") && s.contains("gradient_checkpointing true")
+                && s.contains("--kv-blocks") && s.contains("more GPUs"), s);
+        assertFalse(Errors.isBadInput(oom));
+        assertFalse(Errors.isInternal(oom));
+        // the same with where it happened (the trainer's step), and cuBLAS's allocation failure
+        assertTrue(Errors.describe(oom.at("training step 3", "")).startsWith("training step 3: cudaMallocAsync("));
+        assertTrue(Errors.describe(new CudaException("cublasLtMatmul", 3, "CUBLAS_STATUS_ALLOC_FAILED", "resource allocation failed")).contains("ask for less"));
+        // other device errors pass through as they are
+        CudaException illegal = new CudaException("cudaStreamSynchronize", 700, "cudaErrorIllegalAddress", "an illegal memory access was encountered");
+        assertEquals("cudaStreamSynchronize failed: an illegal memory access was encountered (cudaErrorIllegalAddress, error 700)", Errors.describe(illegal));
+    }
+}
