@@ -93,7 +93,36 @@ public final class CudaRuntime {
             return new Availability(true, false, 0, "cudaGetDeviceCount: " + why);
         }
         if (n[0] == 0) return new Availability(true, false, 0, "no CUDA device visible");
+        List<Device> devs = new ArrayList<>();
+        for (int d = 0; d < n[0]; d++) devs.add(device(d));
+        String old = tooOld(devs);
+        if (old != null) return new Availability(true, false, 0, old);
         return new Availability(true, true, n[0], "");
+    }
+
+    /** The oldest compute capability grpo4j's kernels run on: they are built for sm_80 and sm_90 (+ compute_90 PTX). */
+    static final int MIN_MAJOR = 8;
+
+    /**
+     * Why these devices cannot run grpo4j's kernels (one below compute capability 8.0: no kernel image for it, and
+     * the bf16 tensor-core MMAs need Ampere), or null when they all can.
+     */
+    static String tooOld(List<Device> devs) {
+        for (Device d : devs)
+            if (d.major() < MIN_MAJOR)
+                return "cuda:" + d.index() + " (" + d.name() + ") has compute capability " + d.computeCapability() + "; grpo4j's kernels need "
+                        + MIN_MAJOR + ".0 or newer (Ampere, Ada, Hopper, Blackwell)" + (devs.size() > 1 ? "; CUDA_VISIBLE_DEVICES can leave it out" : "");
+        return null;
+    }
+
+    private static Device device(int d) {
+        byte[] name = new byte[256];
+        long[] mem = new long[1];
+        int[] sms = new int[1], major = new int[1], minor = new int[1];
+        check(CudaNative.g4_device_props(d, name, name.length, mem, sms, major, minor), "cudaGetDeviceProperties(" + d + ")");
+        int len = 0;
+        while (len < name.length && name[len] != 0) len++;
+        return new Device(d, new String(name, 0, len, java.nio.charset.StandardCharsets.UTF_8), mem[0], sms[0], major[0], minor[0]);
     }
 
     /** Throws {@link CudaException} when {@code code} is not cudaSuccess. */
@@ -127,15 +156,7 @@ public final class CudaRuntime {
         List<Device> out = new ArrayList<>();
         Availability a = probe();
         if (!a.available()) return out;
-        for (int d = 0; d < a.deviceCount(); d++) {
-            byte[] name = new byte[256];
-            long[] mem = new long[1];
-            int[] sms = new int[1], major = new int[1], minor = new int[1];
-            check(CudaNative.g4_device_props(d, name, name.length, mem, sms, major, minor), "cudaGetDeviceProperties(" + d + ")");
-            int len = 0;
-            while (len < name.length && name[len] != 0) len++;
-            out.add(new Device(d, new String(name, 0, len, java.nio.charset.StandardCharsets.UTF_8), mem[0], sms[0], major[0], minor[0]));
-        }
+        for (int d = 0; d < a.deviceCount(); d++) out.add(device(d));
         return out;
     }
 

@@ -35,6 +35,17 @@ class CudaRuntimeTest {
         }
     }
 
+    /** A device older than Ampere makes CUDA unavailable (backend auto falls back with this reason), naming it. */
+    @Test
+    void devicesBelowComputeCapabilityEightAreRefusedByName() {
+        CudaRuntime.Device h100 = new CudaRuntime.Device(0, "NVIDIA H100 80GB HBM3", 85L << 30, 132, 9, 0), a10 = new CudaRuntime.Device(1, "NVIDIA A10", 24L << 30, 72, 8, 6),
+                t4 = new CudaRuntime.Device(1, "Tesla T4", 16L << 30, 40, 7, 5);
+        assertNull(CudaRuntime.tooOld(java.util.List.of(h100, a10)));
+        assertEquals("cuda:1 (Tesla T4) has compute capability 7.5; grpo4j's kernels need 8.0 or newer (Ampere, Ada, Hopper, Blackwell);"
+                + " CUDA_VISIBLE_DEVICES can leave it out", CudaRuntime.tooOld(java.util.List.of(h100, t4)));
+        assertTrue(CudaRuntime.tooOld(java.util.List.of(t4)).endsWith("(Ampere, Ada, Hopper, Blackwell)"));
+    }
+
     @Test
     void linkErrorsBecomeOneLine() {
         UnsatisfiedLinkError e = new UnsatisfiedLinkError("/tmp/x/libjnicudart.so: libcuda.so.1: cannot open shared object file: No such file or directory");
