@@ -493,7 +493,8 @@ def driver_version(torch):
         return None
 
 
-def measure(args, rows):
+def measure(args, rows, progress=None):
+    """Times the rows; progress(out, copy_gbs, gemm_tflops, meta), when given, sees the rows so far after each one."""
     import torch
     if not torch.cuda.is_available():
         sys.exit("bench-peers: torch sees no CUDA device (use --fake-timer to check the JSON structure)")
@@ -508,6 +509,8 @@ def measure(args, rows):
 
     free, _total = torch.cuda.mem_get_info()
     budget = 0.6 * free
+    meta = dict(card=torch.cuda.get_device_name(0), driver=driver_version(torch), runtime=torch.version.cuda,
+                torch=torch.__version__)
     out, copy_gbs, gemm_tflops = [], None, None
     for r in rows:
         sets = []
@@ -555,8 +558,8 @@ def measure(args, rows):
         out.append(o)
         summary = f"{o['median_ms']:.4f} ms, {o['rate']:.1f} {o['rate_unit']}" if o["status"] == "ok" else o["note"]
         print(f"bench-peers: {r.id} [{r.impl}]: {summary}", file=sys.stderr)
-    meta = dict(card=torch.cuda.get_device_name(0), driver=driver_version(torch), runtime=torch.version.cuda,
-                torch=torch.__version__)
+        if progress:
+            progress(out, copy_gbs, gemm_tflops, meta)
     return out, copy_gbs, gemm_tflops, meta
 
 
@@ -600,6 +603,22 @@ def main(argv=None):
     if args.reps < 20:
         ap.error(f"--reps must be >= 20, got {args.reps}")
     rows = plan(SIZES[args.sizes], fams, compile_rows=not args.no_compile)
+    date = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+    def report(out, copy, gemm, meta, complete):
+        return json.dumps(dict(schema=SCHEMA, tool="pytorch", sizes=args.sizes, card=meta["card"], driver=meta["driver"],
+                               runtime=meta["runtime"], torch=meta["torch"], date=date, fake=bool(args.fake_timer),
+                               complete=complete, copy_gbs=copy, gemm_tflops=gemm, rows=out), indent=2) + "\n"
+
+    def save(text):  # through a temporary file and a rename: a reader never sees half a file
+        tmp = os.path.join(os.path.dirname(os.path.abspath(args.json)), "." + os.path.basename(args.json) + ".tmp")
+        with open(tmp, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, args.json)
+
+    # with --json the rows so far are written after each one (complete: false), so that a run stopped at its time limit
+    # (the loan's torch.compile rows, whose cold compiles take minutes) keeps what it measured
+    progress = (lambda out, copy, gemm, meta: save(report(out, copy, gemm, meta, False))) if args.json else None
     if args.fake_timer:
         out, copy, gemm, meta = fake(args, rows)
     else:
@@ -607,17 +626,10 @@ def main(argv=None):
             import torch  # noqa: F401
         except ImportError:
             sys.exit("bench-peers: torch is not installed (use --fake-timer to check the JSON structure)")
-        out, copy, gemm, meta = measure(args, rows)
-    report = dict(schema=SCHEMA, tool="pytorch", sizes=args.sizes, card=meta["card"], driver=meta["driver"],
-                  runtime=meta["runtime"], torch=meta["torch"],
-                  date=datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
-                  fake=bool(args.fake_timer), copy_gbs=copy, gemm_tflops=gemm, rows=out)
-    text = json.dumps(report, indent=2) + "\n"
+        out, copy, gemm, meta = measure(args, rows, progress)
+    text = report(out, copy, gemm, meta, True)
     if args.json:
-        tmp = os.path.join(os.path.dirname(os.path.abspath(args.json)), "." + os.path.basename(args.json) + ".tmp")
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, args.json)
+        save(text)
         print(f"bench-peers: wrote {args.json}", file=sys.stderr)
     else:
         sys.stdout.write(text)
