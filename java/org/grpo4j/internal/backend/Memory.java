@@ -50,7 +50,13 @@ public final class Memory {
      * Fails with {@code what + " needs X, but only Y ... are free" + hint} unless {@code bytes} fit on {@code be}.
      * On the CPU a full garbage collection runs before a refusal, so that uncollected garbage does not count as used.
      */
-    public static void require(Backend be, long bytes, String what, String hint) {
+    public static void require(Backend be, long bytes, String what, String hint) { require(be, bytes, what, free -> hint); }
+
+    /**
+     * {@link #require(Backend, long, String, String)} with a hint written from the bytes found free (after the
+     * garbage collection on the CPU), e.g. how much of the request would fit.
+     */
+    public static void require(Backend be, long bytes, String what, java.util.function.LongFunction<String> hint) {
         long free = available(be);
         if (free < 0 || bytes <= free) return;
         if (be instanceof CpuBackend) {
@@ -58,8 +64,9 @@ public final class Memory {
             free = available(be);
             if (bytes <= free) return;
         }
+        String h = hint.apply(Math.max(0, free));
         throw new IllegalArgumentException(what + " needs " + human(bytes) + ", but only " + human(Math.max(0, free)) + " " + describe(be)
-                + (hint == null || hint.isEmpty() ? "" : "; " + hint));
+                + (h == null || h.isEmpty() ? "" : "; " + h));
     }
 
     /** Like {@link #require} for host memory (Java heap) whatever the backend. */

@@ -11,6 +11,8 @@ import java.util.Set;
 import java.util.concurrent.Callable;
 import org.grpo4j.internal.backend.Backend;
 import org.grpo4j.internal.backend.Backends;
+import org.grpo4j.internal.backend.CpuBackend;
+import org.grpo4j.internal.backend.DType;
 import org.grpo4j.internal.backend.Memory;
 import org.grpo4j.internal.model.LlamaConfig;
 import org.grpo4j.internal.model.LlamaModel;
@@ -21,6 +23,7 @@ import org.grpo4j.internal.rollout.SamplingParams;
 import org.grpo4j.ChatMessage;
 import org.grpo4j.internal.tokenizer.ChatTemplate;
 import org.grpo4j.internal.tokenizer.Tokenizer;
+import org.grpo4j.internal.train.Precision;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -39,6 +42,8 @@ final class GenerateCommand implements Callable<Integer> {
     @Option(names = "--json", description = "Print ids and log-probs as JSON.") boolean json;
     @Option(names = "--backend", defaultValue = "auto", description = "auto, cpu, cuda[:N] (default: ${DEFAULT-VALUE}).") String backend;
     @Option(names = "--kv-blocks", defaultValue = "4096", description = "KV pool size in blocks of 16 tokens (default: ${DEFAULT-VALUE}).") int kvBlocks;
+    @Option(names = "--precision", defaultValue = "auto", description = "auto (bf16 on CUDA, fp32 on the CPU, as the trainer's precision), fp32 or bf16:"
+            + " the weights, activations and KV cache; log-probs are fp32 either way (default: ${DEFAULT-VALUE}).") String precision;
     @Option(names = "--kv-admission", defaultValue = "on_demand", description = "on_demand (completions take KV blocks as they fill them; the youngest"
             + " are preempted and recomputed when the pool runs out) or worst_case (a completion starts only with blocks for its prompt + --max-tokens"
             + " reserved), as the trainer's kv_admission (default: ${DEFAULT-VALUE}).") String kvAdmission;
@@ -54,20 +59,35 @@ final class GenerateCommand implements Callable<Integer> {
         if (kvBlocks < 1) throw new IllegalArgumentException("--kv-blocks must be >= 1, got " + kvBlocks);
         if (!kvAdmission.equals("on_demand") && !kvAdmission.equals("worst_case"))
             throw new IllegalArgumentException("--kv-admission must be on_demand or worst_case, got " + kvAdmission);
+        Precision.check(precision, "--precision");
         Backends.checkSpec(backend);
         if (!Files.isDirectory(model)) throw new java.nio.file.NoSuchFileException(model.toString(), null, "--model: no such model directory");
         LlamaConfig lc = LlamaConfig.read(model);
         // the results: per completion its ids and log-probs (boxed while generating: about 48 bytes a token)
         Memory.requireHeap((long) n * maxTokens * 48, "-n " + n + " x --max-tokens " + maxTokens, "ask for fewer or shorter completions");
         try (Tokenizer tok = Tokenizer.load(model); Backend be = Backends.choose(backend, org.grpo4j.internal.backend.Ops.ALL).backend()) {
-            long kvBytes = 2L * lc.numLayers() * lc.kvDim() * 4 * 16 * kvBlocks;
-            long weights = new org.grpo4j.internal.model.MemoryEstimate(lc, 1).parameters() * 4;
-            Memory.require(be, kvBytes + weights, "--kv-blocks " + kvBlocks + " (a KV cache of " + Memory.human(kvBytes) + ") next to the weights ("
-                    + Memory.human(weights) + ")", "at most --kv-blocks " + Math.max(0, (Memory.available(be) - weights) / (kvBytes / kvBlocks)) + " fits");
-            try (LlamaWeights w = LlamaWeights.load(be, model)) {
+            DType dtype = Precision.resolve(precision, be);
+            if (dtype == DType.BF16) Precision.requireBf16Generation(be, precision.equals("auto") ? "--precision auto (bf16 on " + be.name() + ")" : "--precision bf16",
+                    "use --precision fp32");
+            long blockBytes = 2L * lc.numLayers() * lc.kvDim() * dtype.bytes() * 16, kvBytes = blockBytes * kvBlocks;
+            long weights = LlamaWeights.loadBytes(lc, dtype);
+            Memory.require(be, kvBytes + weights, "--kv-blocks " + kvBlocks + " (a KV cache of " + Memory.human(kvBytes) + ") next to the " + Precision.label(dtype)
+                    + " weights (" + Memory.human(weights) + ")", free -> kvBlocksHint(free, weights, blockBytes, dtype, be instanceof CpuBackend));
+            try (LlamaWeights w = LlamaWeights.load(be, model, dtype)) {
                 return generate(tok, be, w);
             }
         }
+    }
+
+    /**
+     * What to do when --kv-blocks and the weights do not fit in {@code free} bytes: the blocks that fit beside the
+     * weights, or, when not even one does (--kv-blocks must be >= 1), what would make room.
+     */
+    static String kvBlocksHint(long free, long weights, long blockBytes, DType dtype, boolean cpu) {
+        if (free - weights >= blockBytes) return "at most --kv-blocks " + (free - weights) / blockBytes + " fits";
+        return "the weights leave no room for one KV block (16 tokens, " + Memory.human(blockBytes) + ")"
+                + (dtype == DType.FP32 ? "; --precision bf16 halves the weights and the KV cache" : "")
+                + (cpu ? "; raise -Xmx" : "; use a GPU with more free memory");
     }
 
     private int generate(Tokenizer tok, Backend be, LlamaWeights w) throws Exception {
@@ -109,8 +129,8 @@ final class GenerateCommand implements Callable<Integer> {
                     System.out.printf("[%d] (%d tokens, %s) %s%n", i, c.tokens().length, c.finishReason().label(), tok.decodeLenient(c.tokens(), true));
                 }
             }
-            System.err.printf("grpo4j generate: %d tokens in %.2f s (%.0f tokens/s), %d decode steps, KV pool peak %d of %d blocks%s%n",
-                    st.generatedTokens(), st.seconds(), st.tokensPerSecond(), st.decodeSteps(), st.peakBlocksUsed(), st.poolBlocks(),
+            System.err.printf("grpo4j generate: %s, %d tokens in %.2f s (%.0f tokens/s), %d decode steps, KV pool peak %d of %d blocks%s%n",
+                    Precision.label(w.dtype()), st.generatedTokens(), st.seconds(), st.tokensPerSecond(), st.decodeSteps(), st.peakBlocksUsed(), st.poolBlocks(),
                     st.preemptions() > 0 ? ", " + st.preemptions() + " preemptions (" + st.recomputedTokens() + " tokens recomputed)" : "");
         }
         return 0;

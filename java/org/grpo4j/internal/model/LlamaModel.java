@@ -536,7 +536,7 @@ public final class LlamaModel {
             if (perTensor > Integer.MAX_VALUE - 8)
                 throw new IllegalArgumentException("a KV cache of " + numBlocks + " blocks x " + blockSize + " tokens is too large (" + perTensor
                         + " elements per layer tensor; at most " + (Integer.MAX_VALUE - 8) / ((long) blockSize * c.kvDim()) + " blocks)");
-            org.grpo4j.internal.backend.Memory.require(be, 2L * c.numLayers() * perTensor * 4, "a KV cache of " + numBlocks + " blocks x " + blockSize + " tokens",
+            org.grpo4j.internal.backend.Memory.require(be, 2L * c.numLayers() * perTensor * adt.bytes(), "a KV cache of " + numBlocks + " blocks x " + blockSize + " tokens",
                     "at most " + kvBlocksThatFit(be, blockSize) + " blocks fit");
             this.numBlocks = numBlocks;
             this.blockSize = blockSize;

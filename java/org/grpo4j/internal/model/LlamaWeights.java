@@ -233,6 +233,17 @@ public final class LlamaWeights implements AutoCloseable {
 
     // ---- loading ------------------------------------------------------------------------------------------------
 
+    /**
+     * Bytes that {@link #load(Backend, Path, DType)} allocates on the backend for a {@code config} model at its peak:
+     * the weights in {@code dtype}, and beside them, for bf16, the fp32 tensor each piece is read through.
+     */
+    public static long loadBytes(LlamaConfig config, DType dtype) {
+        ParameterLayout layout = new ParameterLayout(config);
+        long bytes = allocatedElements(layout.totalElements()) * dtype.bytes(), largest = 0;
+        for (ParameterLayout.Entry e : layout.entries()) largest = Math.max(largest, e.numel());
+        return dtype == DType.FP32 ? bytes : bytes + Math.min(largest, LOAD_PIECE) * DType.FP32.bytes();
+    }
+
     /** Loads config.json and the safetensors weights of an HF model directory. */
     public static LlamaWeights load(Backend be, Path dir) throws IOException { return load(be, dir, DType.FP32); }
 
