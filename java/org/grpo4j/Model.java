@@ -9,16 +9,17 @@ import java.util.HashSet;
 import java.util.List;
 import java.util.Objects;
 import java.util.Set;
+import org.grpo4j.internal.backend.DType;
 import org.grpo4j.internal.backend.Memory;
 import org.grpo4j.internal.model.LlamaConfig;
 import org.grpo4j.internal.model.LlamaModel;
 import org.grpo4j.internal.model.LlamaWeights;
-import org.grpo4j.internal.model.MemoryEstimate;
 import org.grpo4j.internal.rollout.Generator;
 import org.grpo4j.internal.rollout.SamplingParams;
 import org.grpo4j.internal.rollout.StopStrings;
 import org.grpo4j.internal.tokenizer.ChatTemplate;
 import org.grpo4j.internal.tokenizer.Tokenizer;
+import org.grpo4j.internal.train.Precision;
 
 /**
  * A Llama-family model and its tokenizer, loaded from a Hugging Face model directory ({@code config.json},
@@ -38,7 +39,9 @@ import org.grpo4j.internal.tokenizer.Tokenizer;
  *
  * <p>Generation batches every prompt's samples on a paged KV cache (each prompt's blocks are shared by its samples),
  * sized for the request from the backend's free memory; a request that cannot fit even one sequence is refused
- * before anything is allocated. Weights are held in fp32.
+ * before anything is allocated. The weights, the activations and the KV cache are held in the load's precision: by
+ * default bf16 on CUDA and fp32 on the CPU, as the trainer's {@code precision: auto}; {@link #load(Path, Backend,
+ * String, String)} chooses it. Log-probabilities are fp32 either way.
  *
  * <p><b>Thread safety:</b> thread-safe. Each call holds the {@link Backend}'s lock, so calls from several threads
  * (and other work on the same backend) run one at a time. {@link #close()} waits for a call in progress; any call
@@ -55,6 +58,7 @@ public final class Model implements AutoCloseable {
     private final Path dir;
     private final Tokenizer tok;
     private final LlamaWeights weights;
+    private final String precision; // the weights' dtype: fp32 or bf16
     private final LlamaModel model;
     private final ChatTemplate template;
     private final Set<Integer> stopIds;
@@ -65,6 +69,7 @@ public final class Model implements AutoCloseable {
         this.dir = dir;
         this.tok = tok;
         this.weights = weights;
+        this.precision = Precision.label(weights.dtype());
         this.model = new LlamaModel(weights);
         this.template = template;
         Set<Integer> stops = new HashSet<>(weights.config().eosTokenIds());
@@ -74,7 +79,8 @@ public final class Model implements AutoCloseable {
 
     /**
      * Loads a model with the chat template of its tokenizer ({@code chat_template} in {@code tokenizer_config.json};
-     * without one, {@link #generateChats} is refused and {@link #generate} with raw text still works).
+     * without one, {@link #generateChats} is refused and {@link #generate} with raw text still works), in precision
+     * {@code "auto"} (bf16 on CUDA, fp32 on the CPU).
      *
      * @param dir     the model directory
      * @param backend where the weights live and generation runs
@@ -83,13 +89,14 @@ public final class Model implements AutoCloseable {
      * @throws NoSuchFileException      if {@code dir} is not a directory, or a required file is missing
      * @throws IOException              if a file cannot be read
      * @throws IllegalArgumentException if a file is malformed, the architecture is not one grpo4j computes, the
-     *                                  weights hold NaN or infinity, or they do not fit in the backend's memory
+     *                                  weights hold NaN or infinity, they do not fit in the backend's memory, or
+     *                                  (bf16 on CUDA) the backend lacks a bf16 op (named)
      * @throws IllegalStateException    if the backend is closed
      */
-    public static Model load(Path dir, Backend backend) throws IOException { return load(dir, backend, null); }
+    public static Model load(Path dir, Backend backend) throws IOException { return load(dir, backend, null, "auto"); }
 
     /**
-     * Loads a model with a named chat template.
+     * Loads a model with a named chat template, in precision {@code "auto"} (bf16 on CUDA, fp32 on the CPU).
      *
      * @param dir          the model directory
      * @param backend      where the weights live and generation runs
@@ -102,12 +109,37 @@ public final class Model implements AutoCloseable {
      * @throws IOException              if a file cannot be read
      * @throws IllegalArgumentException if the template name is unknown (or "tokenizer" and it has none), a file is
      *                                  malformed, the architecture is not one grpo4j computes, the weights hold NaN
-     *                                  or infinity, or they do not fit in the backend's memory
+     *                                  or infinity, they do not fit in the backend's memory, or (bf16 on CUDA) the
+     *                                  backend lacks a bf16 op (named)
      * @throws IllegalStateException    if the backend is closed
      */
-    public static Model load(Path dir, Backend backend, String chatTemplate) throws IOException {
+    public static Model load(Path dir, Backend backend, String chatTemplate) throws IOException { return load(dir, backend, chatTemplate, "auto"); }
+
+    /**
+     * Loads a model with a named chat template in a chosen precision.
+     *
+     * @param dir          the model directory
+     * @param backend      where the weights live and generation runs
+     * @param chatTemplate as in {@link #load(Path, Backend, String)}; null for the tokenizer's own when it has one
+     * @param precision    the dtype of the weights, the activations and the KV cache: {@code "auto"} (bf16 on CUDA,
+     *                     fp32 on the CPU, as the trainer's {@code precision: auto} and the other overloads),
+     *                     {@code "fp32"} or {@code "bf16"} (half the memory; the CPU runs it too, slower); the weights
+     *                     are read in fp32 and rounded to bf16 once; log-probabilities are fp32 either way
+     * @return the loaded model; close it (or its backend) when done
+     * @throws NullPointerException     if {@code dir}, {@code backend} or {@code precision} is null
+     * @throws NoSuchFileException      if {@code dir} is not a directory, or a required file is missing
+     * @throws IOException              if a file cannot be read
+     * @throws IllegalArgumentException if the precision is not one of the three, it is bf16 and the backend lacks a
+     *                                  bf16 op (named), the template name is unknown (or "tokenizer" and it has
+     *                                  none), a file is malformed, the architecture is not one grpo4j computes, the
+     *                                  weights hold NaN or infinity, or they do not fit in the backend's memory
+     * @throws IllegalStateException    if the backend is closed
+     */
+    public static Model load(Path dir, Backend backend, String chatTemplate, String precision) throws IOException {
         Objects.requireNonNull(dir, "dir");
         Objects.requireNonNull(backend, "backend");
+        Objects.requireNonNull(precision, "precision");
+        Precision.check(precision, "precision");
         if (dir.toString().isBlank()) throw new IllegalArgumentException("dir is empty");
         if (!Files.isDirectory(dir)) throw new NoSuchFileException(dir.toString(), null, "no such model directory");
         synchronized (backend) {
@@ -119,9 +151,16 @@ public final class Model implements AutoCloseable {
                 ChatTemplate t = chatTemplate != null ? ChatTemplate.named(chatTemplate, tok)
                         : tok.chatTemplate() != null ? ChatTemplate.named("tokenizer", tok) : null;
                 org.grpo4j.internal.backend.Backend be = org.grpo4j.internal.ApiAccess.backend(backend);
-                long bytes = new MemoryEstimate(lc, 1).parameters() * 4;
-                Memory.require(be, bytes, dir + ": the weights", "use a larger -Xmx or another backend");
-                w = LlamaWeights.load(be, dir);
+                DType dtype = Precision.resolve(precision, be);
+                if (dtype == DType.BF16)
+                    Precision.requireBf16Generation(be, precision.equals("auto") ? "precision \"auto\" (bf16 on " + be.name() + ")" : "precision \"bf16\"",
+                            "load with precision \"fp32\"");
+                boolean cpu = be instanceof org.grpo4j.internal.backend.CpuBackend;
+                String smaller = dtype == DType.FP32 ? "load in precision \"bf16\" (half the bytes)" : null;
+                Memory.require(be, LlamaWeights.loadBytes(lc, dtype), dir + ": the " + Precision.label(dtype) + " weights",
+                        cpu ? "use a larger -Xmx" + (smaller == null ? "" : ", or " + smaller)
+                                : (smaller == null ? "" : smaller + ", or ") + "use a device with more free memory");
+                w = LlamaWeights.load(be, dir, dtype);
                 String bad = w.firstNonFiniteTensor();
                 if (bad != null)
                     throw new IllegalArgumentException(dir + ": tensor " + bad + " holds NaN or infinite values; the model is damaged (a diverged run?)");
@@ -266,6 +305,13 @@ public final class Model implements AutoCloseable {
      */
     public int maxPositions() { return weights.config().maxPositionEmbeddings(); }
 
+    /**
+     * The precision the model was loaded in ({@code "auto"} resolved).
+     *
+     * @return {@code "fp32"} or {@code "bf16"}: the dtype of the weights, the activations and the KV cache
+     */
+    public String precision() { return precision; }
+
     /** Frees the weights and the tokenizer; waits for a call in progress. Idempotent. */
     @Override
     public void close() {
@@ -278,9 +324,9 @@ public final class Model implements AutoCloseable {
         backend.detach(this);
     }
 
-    /** The directory and backend, for logs. */
+    /** The directory, backend and precision, for logs. */
     @Override
-    public String toString() { return "Model[" + dir + " on " + backend + "]"; }
+    public String toString() { return "Model[" + dir + " on " + backend + ", " + precision() + "]"; }
 
     // ---- implementation -----------------------------------------------------------------------------------------
 
