@@ -417,17 +417,20 @@ __device__ int list_draw(Shared& sm, const u32* ckeys, const u32* cidx, int seg,
 // otherwise). TOPP: the spec is top-p alone (T > 0, no top-k, top_p < 1); pass A then finds the tiles' maxima only,
 // with fp32 estimates of their masses (fast exps) for the candidate pass's b0, and log S comes from the search's
 // exact fixed-point total, so no token's mass is computed twice in fixed point.
+// rows: block i samples row rows[i] (a group of rows sharing one spec, Backend.sample with per-row specs), or row i
+// when null.
 template <typename T, bool TOPP>
 __global__ void __launch_bounds__(BLOCK, 1)
-sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int v, Spec sp, u64 seed, int lcap,
-              int b0_bias) {
+sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, const int* rows, int v, Spec sp, u64 seed,
+              int lcap, int b0_bias) {
     __shared__ Shared sm;
     extern __shared__ __align__(16) u32 cand_list[];
     u32* const ckeys = cand_list;
     u32* const cidx = cand_list + lcap;
     const int seg = lcap / 32;
     const int tid = threadIdx.x, lane = tid & 31;
-    const T* row = logits + (long long) blockIdx.x * v;
+    const int r = rows != nullptr ? rows[blockIdx.x] : (int) blockIdx.x;
+    const T* row = logits + (long long) r * v;
     const int nt = (v + TILE - 1) / TILE;
     if (tid == 0) {
         sm.best = 0;
@@ -531,13 +534,13 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int
     const float xmax = value_of(kmax);
     if (is_inf(xmax) || sp.temperature == 0.f) {
         if (tid == 0) {
-            tokens[blockIdx.x] = arg;
-            logprobs[blockIdx.x] = is_inf(xmax) ? __int_as_float(0x7fffffff)
+            tokens[r] = arg;
+            logprobs[r] = is_inf(xmax) ? __int_as_float(0x7fffffff)
                     : (float) -tile_pick(sm.tile_m, sm.tile_s, nt, xmax, 1.f, 0.0).log_s;
         }
         return;
     }
-    const double u = philox_uniform(seed, ctr[2 * blockIdx.x], ctr[2 * blockIdx.x + 1]);
+    const double u = philox_uniform(seed, ctr[2 * r], ctr[2 * r + 1]);
     TilePick pick = {0, 0, 0.0};
     if (!TOPP) pick = tile_pick(sm.tile_m, sm.tile_s, nt, xmax, sp.inv_t, u);  // every thread, same result
     if (tid == 0) {  // kept here, not in registers, across the threshold search (read after its barriers)
@@ -623,10 +626,10 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, int
     }
     if (tid == 0) {
         int tok = sm.token;  // >= 0 always (r < the kept mass); -1 with a NaN logprob would flag a broken invariant
-        tokens[blockIdx.x] = tok;
+        tokens[r] = tok;
         // top-p alone: log S from the search's exact total (pass A had estimates only)
         const double log_s = TOPP ? log_s_fixed(sm.total, row_shift(v)) : sm.log_s;
-        logprobs[blockIdx.x] = tok < 0 ? __int_as_float(0x7fffffff) : (float) logprob(load(row, tok), xmax, sp.inv_t_d, log_s);
+        logprobs[r] = tok < 0 ? __int_as_float(0x7fffffff) : (float) logprob(load(row, tok), xmax, sp.inv_t_d, log_s);
     }
 }
 
@@ -653,8 +656,8 @@ static int list_cap() {
 }
 
 template <typename T, bool TOPP>
-static int launch_sample(int* tok, float* lp, const T* x, const int* c, int b, int v, const Spec& sp, u64 seed, int lcap,
-                         int b0_bias, cudaStream_t st) {
+static int launch_sample(int* tok, float* lp, const T* x, const int* c, const int* rows, int b, int v, const Spec& sp,
+                         u64 seed, int lcap, int b0_bias, cudaStream_t st) {
     size_t smem = (size_t) lcap * 8;
     if (smem > 0 && cudaFuncSetAttribute(sample_kernel<T, TOPP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int) smem) !=
                     cudaSuccess) {
@@ -662,20 +665,21 @@ static int launch_sample(int* tok, float* lp, const T* x, const int* c, int b, i
         lcap = 0;
         smem = 0;
     }
-    sample_kernel<T, TOPP><<<b, BLOCK, smem, st>>>(tok, lp, x, c, v, sp, seed, lcap, b0_bias);
+    sample_kernel<T, TOPP><<<b, BLOCK, smem, st>>>(tok, lp, x, c, rows, v, sp, seed, lcap, b0_bias);
     return launched();
 }
 
 template <typename T>
-static int launch_sample(int* tok, float* lp, const T* x, const int* c, int b, int v, const Spec& sp, u64 seed, int lcap,
-                         int b0_bias, cudaStream_t st) {
-    if (top_p_alone(sp)) return launch_sample<T, true>(tok, lp, x, c, b, v, sp, seed, lcap, b0_bias, st);
-    return launch_sample<T, false>(tok, lp, x, c, b, v, sp, seed, lcap, b0_bias, st);
+static int launch_sample(int* tok, float* lp, const T* x, const int* c, const int* rows, int b, int v, const Spec& sp,
+                         u64 seed, int lcap, int b0_bias, cudaStream_t st) {
+    if (top_p_alone(sp)) return launch_sample<T, true>(tok, lp, x, c, rows, b, v, sp, seed, lcap, b0_bias, st);
+    return launch_sample<T, false>(tok, lp, x, c, rows, b, v, sp, seed, lcap, b0_bias, st);
 }
 
-extern "C" int g4_sample_ex(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr logits, g4_ptr ctr, int b, int v,
-                            float temperature, int top_k, float top_p, long long seed, int list_cap_override, int b0_bias,
-                            g4_stream s) {
+// b blocks: rows 0..b-1, or the b rows listed in `rows` (device int32; 0: none).
+static int sample_rows(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr logits, g4_ptr ctr, g4_ptr rows_p, int b, int v,
+                       float temperature, int top_k, float top_p, long long seed, int list_cap_override, int b0_bias,
+                       g4_stream s) {
     if (b <= 0) return 0;
     if (v <= 0 || v > MAX_TILES * TILE) return (int) cudaErrorInvalidValue;
     Spec sp = make_spec(temperature, top_k, top_p, v);
@@ -689,10 +693,24 @@ extern "C" int g4_sample_ex(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr lo
         if (list_cap_override >= 0 && list_cap_override < lcap) lcap = list_cap_override;  // never past the device's room
     }
     lcap = (lcap < LIST_MAX ? lcap : LIST_MAX) & ~31;  // whole segments
+    const int* rows = reinterpret_cast<const int*>(rows_p);
     if (dtype == G4_BF16)
-        return launch_sample(tok, lp, reinterpret_cast<const __nv_bfloat16*>(logits), c, b, v, sp, (u64) seed, lcap, b0_bias,
-                             as_stream(s));
-    return launch_sample(tok, lp, reinterpret_cast<const float*>(logits), c, b, v, sp, (u64) seed, lcap, b0_bias, as_stream(s));
+        return launch_sample(tok, lp, reinterpret_cast<const __nv_bfloat16*>(logits), c, rows, b, v, sp, (u64) seed, lcap,
+                             b0_bias, as_stream(s));
+    return launch_sample(tok, lp, reinterpret_cast<const float*>(logits), c, rows, b, v, sp, (u64) seed, lcap, b0_bias,
+                         as_stream(s));
+}
+
+extern "C" int g4_sample_ex(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr logits, g4_ptr ctr, int b, int v,
+                            float temperature, int top_k, float top_p, long long seed, int list_cap_override, int b0_bias,
+                            g4_stream s) {
+    return sample_rows(dtype, tokens, logprobs, logits, ctr, 0, b, v, temperature, top_k, top_p, seed, list_cap_override,
+                       b0_bias, s);
+}
+
+extern "C" int g4_sample_rows(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr logits, g4_ptr ctr, g4_ptr rows, int n,
+                              int v, float temperature, int top_k, float top_p, long long seed, g4_stream s) {
+    return sample_rows(dtype, tokens, logprobs, logits, ctr, rows, n, v, temperature, top_k, top_p, seed, -1, 0, s);
 }
 
 extern "C" int g4_sample(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr logits, g4_ptr ctr, int b, int v,

@@ -215,6 +215,11 @@ int g4_sample_max_vocab(int* v);
 // the kernel's other paths (an overflowing list, a boundary under the list). Same tokens either way.
 int g4_sample_ex(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr logits, g4_ptr ctr, int b, int v, float temperature,
                  int top_k, float top_p, long long seed, int list_cap, int b0_bias, g4_stream s);
+// g4_sample for the n rows listed in rows (device int32 [n], each in [0, b) of the full arrays tokens, logprobs, logits
+// and ctr, none twice): one launch of n blocks, row rows[i] in block i, sampled as g4_sample samples it (Backend.sample
+// with per-row specs: one call for each group of rows sharing a spec).
+int g4_sample_rows(int dtype, g4_ptr tokens, g4_ptr logprobs, g4_ptr logits, g4_ptr ctr, g4_ptr rows, int n, int v,
+                   float temperature, int top_k, float top_p, long long seed, g4_stream s);
 // One vocabulary chunk of the fused LM head: z [rows, cols] fp32 (logits / T' of vocabulary columns v0..v0+cols) updates
 // the rows' running max m (fp32), sum s (f64) and target logit zt (fp32); first initialises them and checks targets
 // (flag, op); last writes lse (f64) and the log-probs (logp_d f64 and/or logp_f fp32; either may be 0).

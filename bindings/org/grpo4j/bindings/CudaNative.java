@@ -171,6 +171,8 @@ public final class CudaNative {
     // ---- cuda/sampling.cu, cuda/lmhead.cu and their host twins (issue 13)
     public static native int g4_sample(int dtype, long tokens, long logprobs, long logits, long ctr, int b, int v,
                                        float temperature, int topK, float topP, long seed, long stream);
+    public static native int g4_sample_rows(int dtype, long tokens, long logprobs, long logits, long ctr, long rows, int n,
+                                            int v, float temperature, int topK, float topP, long seed, long stream);
     public static native int g4_sample_max_vocab(int[] v);
     public static native int g4_lmhead_lse(long z, int rows, int cols, int v0, int vocab, long targets, int row0, long m,
                                            long s, long zt, int first, int last, long lse, long logpD, long logpF,

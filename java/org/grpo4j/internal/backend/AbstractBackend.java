@@ -87,6 +87,8 @@ public abstract class AbstractBackend implements Backend {
                                Tensor advantages, Tensor oldLogprobs, Tensor refLogprobs, GrpoLossParams p);
 
     abstract void sampleImpl(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec);
+    /** sample with per-row specs (checked: one a row, none null, each top_k within V; a copy the caller cannot change). */
+    abstract void sampleRowsImpl(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec[] specs);
 
     abstract void adamWImpl(Tensor param, Tensor grad, Tensor m, Tensor v, AdamWStep step, Tensor bf16Out);
 
@@ -592,11 +594,34 @@ public abstract class AbstractBackend implements Backend {
     public final void sample(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec) {
         String op = Ops.SAMPLE;
         Check.notNull(op, "spec", spec);
+        checkSample(tokens, logprobs, logits, rngCounters);
+        Check.check(spec.topK() <= logits.dim(1), op, "top_k = " + spec.topK() + " exceeds the vocabulary of logits "
+                + logits.shapeString() + " (0 turns top-k off)");
+        requireOp(op);
+        sampleImpl(tokens, logprobs, logits, rngCounters, spec);
+    }
+
+    @Override
+    public final void sample(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec[] specs) {
+        String op = Ops.SAMPLE;
+        Check.notNull(op, "specs", specs);
+        checkSample(tokens, logprobs, logits, rngCounters);
+        Check.check(specs.length == logits.dim(0), op, specs.length + " specs for the " + logits.dim(0) + " rows of logits " + logits.shapeString()
+                + " (one a row)");
+        for (int r = 0; r < specs.length; r++) {
+            Check.check(specs[r] != null, op, "specs[" + r + "] is null");
+            Check.check(specs[r].topK() <= logits.dim(1), op, "specs[" + r + "]: top_k = " + specs[r].topK() + " exceeds the vocabulary of logits "
+                    + logits.shapeString() + " (0 turns top-k off)");
+        }
+        requireOp(op);
+        sampleRowsImpl(tokens, logprobs, logits, rngCounters, specs.clone());
+    }
+
+    private void checkSample(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters) {
+        String op = Ops.SAMPLE;
         fp32OrBf16(op, "logits", logits);
         Check.rank(op, "logits", logits, 2);
         Check.check(logits.dim(1) > 0, op, "logits " + logits.shapeString() + " has an empty vocabulary");
-        Check.check(spec.topK() <= logits.dim(1), op, "top_k = " + spec.topK() + " exceeds the vocabulary of logits "
-                + logits.shapeString() + " (0 turns top-k off)");
         int b = logits.dim(0);
         int32(op, "tokens", tokens);
         Check.shape(op, "tokens", tokens, b);
@@ -604,8 +629,6 @@ public abstract class AbstractBackend implements Backend {
         Check.shape(op, "logprobs", logprobs, b);
         int32(op, "rngCounters", rngCounters);
         Check.shape(op, "rngCounters", rngCounters, b, 2);
-        requireOp(op);
-        sampleImpl(tokens, logprobs, logits, rngCounters, spec);
     }
 
     @Override

@@ -327,6 +327,14 @@ public interface Backend extends AutoCloseable {
      */
     void sample(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec);
 
+    /**
+     * {@link #sample} with each row's own parameters: row b draws with {@code specs[b]} (its temperature, top-k, top-p
+     * and seed) exactly the token and log-prob that {@link #sample} with that one spec draws for it, since a row's draw
+     * never depends on the other rows. {@code specs.length} == B, no element null. (A serving batch mixes its requests'
+     * parameters; the GRPO rollout samples every row alike and calls the one-spec form.)
+     */
+    void sample(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec[] specs);
+
     // ---- optimizer and reductions ---------------------------------------------------------------------------------
 
     /**

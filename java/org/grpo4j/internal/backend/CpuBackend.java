@@ -741,8 +741,17 @@ public final class CpuBackend extends AbstractBackend {
 
     @Override
     void sampleImpl(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec) {
+        sampleRows(tokens, logprobs, logits, rngCounters, r -> spec);
+    }
+
+    @Override
+    void sampleRowsImpl(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec[] specs) {
+        sampleRows(tokens, logprobs, logits, rngCounters, r -> specs[r]);
+    }
+
+    private void sampleRows(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, java.util.function.IntFunction<SamplingSpec> spec) {
         if (Bf16Scope.any(logits)) {
-            widened(Ops.SAMPLE, s -> sampleImpl(tokens, logprobs, s.in(logits), rngCounters, spec));
+            widened(Ops.SAMPLE, s -> sampleRows(tokens, logprobs, s.in(logits), rngCounters, spec));
             return;
         }
         int b = logits.dim(0), v = logits.dim(1);
@@ -751,7 +760,7 @@ public final class CpuBackend extends AbstractBackend {
         int oz = off(logits), olp = off(logprobs), ot = off(tokens), orc = off(rngCounters);
         par.forRange(b, 1, (s, e) -> {
             for (int r = s; r < e; r++) {
-                Sampler.Result res = Sampler.sampleRow(z, oz + r * v, v, spec, rc[orc + 2 * r], rc[orc + 2 * r + 1]);
+                Sampler.Result res = Sampler.sampleRow(z, oz + r * v, v, spec.apply(r), rc[orc + 2 * r], rc[orc + 2 * r + 1]);
                 tok[ot + r] = res.token();
                 lp[olp + r] = (float) res.logprob();
             }

@@ -1355,6 +1355,32 @@ public final class CudaBackend extends AbstractBackend {
                 spec.temperature(), spec.topK(), spec.topP(), spec.seed(), stream), "sample kernel");
     }
 
+    /**
+     * Per-row specs: one launch for each group of rows sharing a spec (in the order each spec first appears), its
+     * blocks mapped to the group's rows through an index list; one spec for every row is the plain launch.
+     */
+    @Override
+    void sampleRowsImpl(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec[] specs) {
+        java.util.LinkedHashMap<SamplingSpec, java.util.List<Integer>> groups = new java.util.LinkedHashMap<>();
+        for (int r = 0; r < specs.length; r++) groups.computeIfAbsent(specs[r], k -> new java.util.ArrayList<>()).add(r);
+        if (groups.size() <= 1) {
+            if (specs.length > 0) sampleImpl(tokens, logprobs, logits, rngCounters, specs[0]);
+            return;
+        }
+        int v = logits.dim(1);
+        if (v > sampleMaxVocab())
+            throw new IllegalArgumentException("sample: logits " + logits.shapeString() + " has V = " + v
+                    + " tokens per row, more than the CUDA sampler takes (" + sampleMaxVocab() + ")");
+        for (var g : groups.entrySet()) {
+            int[] rows = g.getValue().stream().mapToInt(Integer::intValue).toArray();
+            SamplingSpec spec = g.getKey();
+            try (Tensor list = upload(rows, rows.length)) { // freed in stream order: the launch reads it first
+                ok(CudaNative.g4_sample_rows(dt(logits), addr(tokens), addr(logprobs), addr(logits), addr(rngCounters), addr(list), rows.length, v,
+                        spec.temperature(), spec.topK(), spec.topP(), spec.seed(), stream), "sample kernel (" + rows.length + " rows of one spec)");
+            }
+        }
+    }
+
     // ---- NCCL (org.grpo4j.internal.dist.NcclCommunicator; issue 15) ---------------------------------------------------------
 
     /** The device address of tensor {@code t} of this backend, for NCCL calls on its memory. */

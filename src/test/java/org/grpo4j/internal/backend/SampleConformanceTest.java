@@ -228,10 +228,58 @@ class SampleConformanceTest {
             assertEquals(Math.log(softmax(zf, 1)[3]), g[0], 1e-5);
         }
 
+        /**
+         * Per-row specs (a batch mixing greedy, top-k, top-p alone, top-k with top-p and plain rows, each spec with its
+         * own seed, interleaved): every row draws bit for bit what the one-spec call with its spec draws for it, on fp32
+         * and bf16 logits. (On CUDA each spec's rows are one launch through a row list.)
+         */
+        @Test
+        void perRowSpecsDrawWhatEachRowsOwnSpecDraws() {
+            Backend be = be(Ops.SAMPLE);
+            int b = 23, v = 3000;
+            SamplingSpec[] kinds = {new SamplingSpec(0f, 0, 1f, 1), new SamplingSpec(0.8f, 7, 1f, 2), new SamplingSpec(1f, 0, 0.9f, 3),
+                    new SamplingSpec(1.2f, 50, 0.8f, 4), new SamplingSpec(1f, 0, 1f, 2)};
+            SamplingSpec[] specs = new SamplingSpec[b];
+            SplittableRandom rnd = new SplittableRandom(17);
+            double[] logits = new double[b * v];
+            int[] ctr = new int[2 * b];
+            for (int r = 0; r < b; r++) {
+                specs[r] = kinds[(r * 3 + r / 5) % kinds.length];
+                for (int i = 0; i < v; i++) logits[r * v + i] = 3 * rnd.nextGaussian();
+                ctr[2 * r] = 100 + r;
+                ctr[2 * r + 1] = 9;
+            }
+            for (DType dt : new DType[] {DType.FP32, DType.BF16}) {
+                Tensor x = dt == DType.BF16 ? track(uploadBf16(be, logits, b, v)) : up(logits, b, v), c = up(ctr, b, 2);
+                Tensor tok = poisonedInt(b), lp = poisoned(b);
+                be.sample(tok, lp, x, c, specs);
+                int[] got = tok.toInts();
+                float[] gotLp = lp.toFloats();
+                java.util.Set<SamplingSpec> seen = new java.util.HashSet<>();
+                for (SamplingSpec k : kinds) {
+                    Tensor t1 = poisonedInt(b), l1 = poisoned(b);
+                    be.sample(t1, l1, x, c, k);
+                    int[] want = t1.toInts();
+                    float[] wantLp = l1.toFloats();
+                    for (int r = 0; r < b; r++)
+                        if (specs[r].equals(k)) {
+                            seen.add(k);
+                            assertEquals(want[r], got[r], dt + " row " + r + " (" + k + ")");
+                            assertEquals(Float.floatToIntBits(wantLp[r]), Float.floatToIntBits(gotLp[r]), dt + " row " + r + " logprob (" + k + ")");
+                        }
+                }
+                assertEquals(kinds.length, seen.size(), "every kind of row occurs");
+            }
+        }
+
         @Test
         void badCalls() {
             Backend be = be(Ops.SAMPLE);
             SamplingSpec s = new SamplingSpec(1f, 0, 1f, 1);
+            assertBadCall(Ops.SAMPLE, () -> be.sample(poisonedInt(2), zeros(2), zeros(2, 5), up(new int[4], 2, 2), new SamplingSpec[] {s}), "1 specs", "2 rows");
+            assertBadCall(Ops.SAMPLE, () -> be.sample(poisonedInt(2), zeros(2), zeros(2, 5), up(new int[4], 2, 2), new SamplingSpec[] {s, null}), "specs[1] is null");
+            assertBadCall(Ops.SAMPLE, () -> be.sample(poisonedInt(2), zeros(2), zeros(2, 5), up(new int[4], 2, 2),
+                    new SamplingSpec[] {s, new SamplingSpec(1f, 6, 1f, 1)}), "specs[1]: top_k = 6", "[2, 5]");
             assertBadCall(Ops.SAMPLE, () -> be.sample(poisonedInt(2), zeros(2), zeros(2, 5), poisonedInt(2), s), "rngCounters", "[2]", "[2, 2]");
             assertBadCall(Ops.SAMPLE, () -> be.sample(poisonedInt(3), zeros(2), zeros(2, 5), poisonedInt(2, 2), s), "tokens", "[3]");
             assertThrows(IllegalArgumentException.class, () -> new SamplingSpec(1f, 0, 0f, 1));
