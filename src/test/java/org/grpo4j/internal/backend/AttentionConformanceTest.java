@@ -11,8 +11,9 @@ import org.junit.jupiter.api.Test;
  * Causal GQA attention over packed sequences (head dims 64, 128, 96 and odd), its backward (FD in float64 on sampled
  * coordinates), kvAppend and paged decode attention. Forward: atol 2e-6, rtol 1e-5 (out and lse); backward vs FD:
  * atol 2e-5, rtol 2e-4; decode vs full attention: atol 2e-6, rtol 1e-5. Lengths 0, 1, 3, 33, 65, 1001 and many short
- * sequences packed together; GQA 32/8, 8/2, 4/1 and MHA. bf16 outputs of a backend that rounds P and dS to bf16 inside
- * the kernels (CUDA's tensor-core path) get the per-element slack of {@link AttentionBounds} on top (docs/ops.md).
+ * sequences packed together (1001 in the forward and the bf16 backward at head dims 64 and 128); GQA 32/8, 8/2, 4/1
+ * and MHA. bf16 outputs of a backend that rounds P and dS to bf16 inside the kernels (CUDA's tensor-core path) get the
+ * per-element slack of {@link AttentionBounds} on top (docs/ops.md).
  */
 class AttentionConformanceTest {
 
@@ -62,10 +63,26 @@ class AttentionConformanceTest {
             return c;
         }
 
+        /**
+         * Long packed cases {hq, hkv, d, lengths...} at GQA 4 on both tensor-core head dims: a sequence of 1001 tokens
+         * (16 key tiles of 64, 8 forward query tiles of 128) after short and empty ones, so that it starts at token 37,
+         * off every tile boundary. Forward and bf16 backward both run them. Few heads keep the float64 references cheap.
+         */
+        static int[][] longCases() {
+            return new int[][] {{4, 1, 128, 1, 3, 33, 0, 1001}, {4, 1, 64, 1, 3, 33, 0, 1001}};
+        }
+
         /** Forward cases {hq, hkv, d, lengths...}: odd lengths, tile edges, empty sequences, GQA, hd 64, 128, 96, 5. */
         static int[][] forwardCases() {
-            return new int[][] {{8, 2, 64, 37, 1, 20}, {4, 1, 128, 45}, {3, 3, 5, 1, 0, 9}, {32, 8, 128, 7}, {2, 1, 64, 1001},
+            int[][] c = {{8, 2, 64, 37, 1, 20}, {4, 1, 128, 45}, {3, 3, 5, 1, 0, 9}, {32, 8, 128, 7}, {2, 1, 64, 1001},
                     {4, 1, 128, 1, 3, 33, 0, 65}, {32, 8, 64, 3, 33, 0, 1}, {8, 2, 96, 33, 1, 70}, manyShort(4, 2, 64)};
+            return concat(c, longCases());
+        }
+
+        static int[][] concat(int[][] a, int[][] b) {
+            int[][] r = java.util.Arrays.copyOf(a, a.length + b.length);
+            System.arraycopy(b, 0, r, a.length, b.length);
+            return r;
         }
 
         /** cu_seqlens for the given lengths (zero-length sequences allowed). */
@@ -197,8 +214,9 @@ class AttentionConformanceTest {
         void backwardBf16MatchesTheReferenceOnTheSameRoundedOutput() {
             be(Ops.ATTENTION_BACKWARD);
             SplittableRandom r = new SplittableRandom(5);
-            for (int[] c : new int[][] {{4, 2, 8, 6, 1, 5}, {2, 1, 64, 9}, {3, 3, 3, 4, 2}, {8, 2, 64, 1, 3, 33, 0, 70},
-                    {4, 1, 128, 65, 2}, {32, 8, 128, 33}, {8, 2, 96, 20, 3}, manyShort(2, 1, 128)}) {
+            int[][] cases = {{4, 2, 8, 6, 1, 5}, {2, 1, 64, 9}, {3, 3, 3, 4, 2}, {8, 2, 64, 1, 3, 33, 0, 70},
+                    {4, 1, 128, 65, 2}, {32, 8, 128, 33}, {8, 2, 96, 20, 3}, manyShort(2, 1, 128)};
+            for (int[] c : concat(cases, longCases())) {
                 int hq = c[0], hkv = c[1], d = c[2];
                 int[] cu = cu(java.util.Arrays.copyOfRange(c, 3, c.length));
                 int n = cu[cu.length - 1], nq = n * hq * d, nk = n * hkv * d;
@@ -207,12 +225,12 @@ class AttentionConformanceTest {
                 // the forward once, on the backend under test; both backends' backward then read this same out and lse
                 // (each backend's own forward would give the CPU a different out, and D_i = dOut . out with it: a
                 // difference the backward's tolerance does not cover)
-                Mixed fwd = mixed("attention forward hq=" + hq + " hkv=" + hkv + " d=" + d)
+                Mixed fwd = mixed("attention forward hq=" + hq + " hkv=" + hkv + " d=" + d + " cu=" + java.util.Arrays.toString(cu))
                         .bf16("q", q, n, hq, d).bf16("k", k, n, hkv, d).bf16("v", v, n, hkv, d).ints("cu", cu, cu.length)
                         .out(DType.BF16, "out", n, hq, d).out(DType.FP32, "lse", n, hq)
                         .run((be, t) -> be.attention(t.get("out"), t.get("lse"), t.get("q"), t.get("k"), t.get("v"), t.get("cu"), (float) scale));
                 double[] out = f64(fwd.get("out")), lse = f64(fwd.get("lse"));
-                Mixed m = mixed("attention backward hq=" + hq + " hkv=" + hkv + " d=" + d)
+                Mixed m = mixed("attention backward hq=" + hq + " hkv=" + hkv + " d=" + d + " cu=" + java.util.Arrays.toString(cu))
                         .bf16("q", q, n, hq, d).bf16("k", k, n, hkv, d).bf16("v", v, n, hkv, d).bf16("dOut", dy, n, hq, d)
                         .ints("cu", cu, cu.length).bf16("out", out, n, hq, d).fp32("lse", lse, n, hq)
                         .out(DType.BF16, "dq", n, hq, d).out(DType.BF16, "dk", n, hkv, d).out(DType.BF16, "dv", n, hkv, d)
