@@ -428,6 +428,37 @@ class AttentionConformanceTest {
                 assertBadCall(Ops.ATTENTION, () -> be.attention(zeros(4, 2, 8), zeros(4, 2), zeros(4, 2, 8), zeros(4, 2, 8), zeros(4, 2, 8),
                         up(new int[] {0, 5, 4}, 3), 0.3f), "cuSeqlens[2] = 4 < cuSeqlens[1] = 5");
             }
+            Backend bb = be(Ops.ATTENTION_BACKWARD);
+            String bw = Ops.ATTENTION_BACKWARD;
+            // (dq, dk, dv, dOut, q, k, v, out, lse) with q [4, 4, 8] and k, v [4, 2, 8]: one argument off at a time
+            Tensor q = zeros(4, 4, 8), kv = zeros(4, 2, 8);
+            assertBadCall(bw, () -> bb.attentionBackward(zeros(4, 2, 8), zeros(4, 2, 8), zeros(4, 2, 8), zeros(4, 4, 8), q, kv, kv,
+                    zeros(4, 4, 8), zeros(4, 4), cu, 0.3f), "dq has shape [4, 2, 8]", "[4, 4, 8]");
+            assertBadCall(bw, () -> bb.attentionBackward(zeros(4, 4, 8), zeros(4, 4, 8), zeros(4, 2, 8), zeros(4, 4, 8), q, kv, kv,
+                    zeros(4, 4, 8), zeros(4, 4), cu, 0.3f), "dk has shape [4, 4, 8]", "[4, 2, 8]");
+            assertBadCall(bw, () -> bb.attentionBackward(zeros(4, 4, 8), zeros(4, 2, 8), zeros(3, 2, 8), zeros(4, 4, 8), q, kv, kv,
+                    zeros(4, 4, 8), zeros(4, 4), cu, 0.3f), "dv has shape [3, 2, 8]", "[4, 2, 8]");
+            assertBadCall(bw, () -> bb.attentionBackward(zeros(4, 4, 8), zeros(4, 2, 8), zeros(4, 2, 8), zeros(4, 4, 7), q, kv, kv,
+                    zeros(4, 4, 8), zeros(4, 4), cu, 0.3f), "dOut has shape [4, 4, 7]", "[4, 4, 8]");
+            assertBadCall(bw, () -> bb.attentionBackward(zeros(4, 4, 8), zeros(4, 2, 8), zeros(4, 2, 8), zeros(4, 4, 8), q, kv, kv,
+                    zeros(4, 2, 8), zeros(4, 4), cu, 0.3f), "out has shape [4, 2, 8]", "[4, 4, 8]");
+            assertBadCall(bw, () -> bb.attentionBackward(zeros(4, 4, 8), zeros(4, 2, 8), zeros(4, 2, 8), zeros(4, 4, 8), q, kv, kv,
+                    zeros(4, 4, 8), zeros(4, 2), cu, 0.3f), "lse has shape [4, 2]", "[4, 4]");
+            assertBadCall(bw, () -> bb.attentionBackward(zeros(4, 4, 8), zeros(4, 2, 8), zeros(4, 2, 8), zeros(4, 4, 8), q, kv,
+                    zeros(4, 2, 7), zeros(4, 4, 8), zeros(4, 4), cu, 0.3f), "v has shape [4, 2, 7]", "[4, 2, 8]");
+            Backend b3 = be(Ops.KV_APPEND);
+            Tensor kc = zeros(2, 4, 1, 8), vc = zeros(2, 4, 1, 8), one = up(new int[] {0}, 1), two = up(new int[] {0, 1}, 2);
+            // caches [numBlocks 2, blockSize 4, kv heads 1, head dim 8]: 8 slots
+            assertBadCall(Ops.KV_APPEND, () -> b3.kvAppend(kc, vc, zeros(1, 1, 7), zeros(1, 1, 7), one), "k has shape [1, 1, 7]", "[*, 1, 8]");
+            assertBadCall(Ops.KV_APPEND, () -> b3.kvAppend(kc, zeros(2, 4, 2, 8), zeros(1, 1, 8), zeros(1, 1, 8), one),
+                    "vCache has shape [2, 4, 2, 8]", "[2, 4, 1, 8]");
+            assertBadCall(Ops.KV_APPEND, () -> b3.kvAppend(kc, vc, zeros(2, 1, 8), zeros(1, 1, 8), two), "v has shape [1, 1, 8]", "[2, 1, 8]");
+            assertBadCall(Ops.KV_APPEND, () -> b3.kvAppend(kc, vc, zeros(2, 1, 8), zeros(2, 1, 8), one), "slots has shape [1]", "[2]");
+            assertBadCall(Ops.KV_APPEND, () -> b3.kvAppend(zeros(8, 1, 8), zeros(8, 1, 8), zeros(1, 1, 8), zeros(1, 1, 8), one),
+                    "kCache [8, 1, 8] has rank 3");
+            if (b3 instanceof CpuBackend) // CUDA reports it through its flag (CudaBackendTest)
+                assertBadCall(Ops.KV_APPEND, () -> b3.kvAppend(kc, vc, zeros(2, 1, 8), zeros(2, 1, 8), up(new int[] {7, 8}, 2)),
+                        "slots[1] = 8 is outside [0, 8)");
             Backend b2 = be(Ops.DECODE_ATTENTION);
             assertBadCall(Ops.DECODE_ATTENTION, () -> b2.decodeAttention(zeros(2, 4, 8), zeros(2, 4, 8), zeros(3, 4, 2, 8), zeros(3, 4, 2, 8),
                     up(new int[] {0, 1, 2}, 3, 1), up(new int[] {1, 1}, 2), 0.3f), "blockTables", "[3, 1]");

@@ -143,6 +143,43 @@ class CudaBackendTest {
     }
 
     /**
+     * embeddingBackward's ids (keys_kernel, cuda/embedding.cu): an out-of-range id, above the vocabulary or negative,
+     * is reported at the next synchronize naming the op, and only that token is skipped: the other tokens' rows are
+     * summed as the CPU sums the call without it (bit-identical), every other row keeps its value.
+     */
+    @Test
+    void embeddingBackwardSkipsAndReportsAnOutOfRangeId() {
+        CudaBackend be = cuda();
+        SplittableRandom r = new SplittableRandom(4);
+        int vocab = 10, d = 8;
+        float[] init = randn(r, vocab * d, 1), dy = randn(r, 4 * d, 1);
+        int[] ids = {1, 10, 2, 1};
+        try (Tensor table = be.upload(init, vocab, d); Tensor dOut = be.upload(dy, 4, d); Tensor tid = be.upload(ids, 4)) {
+            be.embeddingBackward(table, dOut, tid); // asynchronous: no error yet
+            IllegalArgumentException x = assertThrows(IllegalArgumentException.class, be::synchronize);
+            assertTrue(x.getMessage().startsWith("embeddingBackward: ids[1] = 10 is outside [0, 10)"), x.getMessage());
+            be.synchronize(); // the flag was cleared: the next synchronize is clean
+            // the CPU on the three valid tokens (0, 2, 3), in token order
+            float[] valid = new float[3 * d];
+            System.arraycopy(dy, 0, valid, 0, d);
+            System.arraycopy(dy, 2 * d, valid, d, 2 * d);
+            float[] want = embeddingBackward(cpu, init, valid, new int[] {1, 2, 1}, vocab, d);
+            assertFalse(java.util.Arrays.equals(init, want), "the valid tokens change their rows");
+            assertArrayEquals(want, table.toFloats(), "the valid tokens summed, the out-of-range one skipped");
+        }
+        try (Tensor table = be.upload(init, vocab, d); Tensor dOut = be.upload(dy, 4, d);
+             Tensor tid = be.upload(new int[] {3, 3, -4, 9}, 4)) {
+            be.embeddingBackward(table, dOut, tid);
+            IllegalArgumentException x = assertThrows(IllegalArgumentException.class, table::toFloats);
+            assertTrue(x.getMessage().startsWith("embeddingBackward: ids[2] = -4 is outside [0, 10)"), x.getMessage());
+            float[] valid = new float[3 * d];
+            System.arraycopy(dy, 0, valid, 0, 2 * d);
+            System.arraycopy(dy, 3 * d, valid, 2 * d, d);
+            assertArrayEquals(embeddingBackward(cpu, init, valid, new int[] {3, 3, 9}, vocab, d), table.toFloats());
+        }
+    }
+
+    /**
      * The pipelined decode's host copies: staged uploads and snapshots are ordered on the stream (a snapshot holds the
      * values of its moment, not later ones; an upload's host array may change once it returns), staging buffers are
      * reused once done, and an index error before a snapshot is reported when the snapshot is read, naming the op,

@@ -70,6 +70,12 @@ class ElementwiseConformanceTest {
                 assertGradClose("swiglu dGate n=" + n, fdG, dg.toFloats(), null, 1e-5, 1e-4);
                 assertGradClose("swiglu dUp n=" + n, fdU, du.toFloats(), null, 1e-5, 1e-4);
             }
+            String op = Ops.SWIGLU_BACKWARD;
+            // (dGate, dUp, dOut, gate, up) of 12 elements (any shapes): one argument's count off at a time
+            assertBadCall(op, () -> be.swigluBackward(zeros(12), zeros(12), zeros(12), zeros(4, 3), zeros(11)), "gate [4, 3] and up [11]");
+            assertBadCall(op, () -> be.swigluBackward(zeros(12), zeros(12), zeros(13), zeros(12), zeros(12)), "dOut [13] and gate [12]");
+            assertBadCall(op, () -> be.swigluBackward(zeros(4, 2), zeros(12), zeros(12), zeros(12), zeros(12)), "dGate [4, 2] and gate [12]");
+            assertBadCall(op, () -> be.swigluBackward(zeros(12), zeros(2, 7), zeros(12), zeros(12), zeros(12)), "dUp [2, 7] and gate [12]");
         }
 
         // ---- bf16: the fp32 tolerances above, widened for bf16 outputs (Conformance.bf16Tolerance) ----

@@ -127,6 +127,16 @@ class EmbeddingConformanceTest {
             assertBadCall(Ops.EMBEDDING, () -> be.embedding(zeros(3, 4), zeros(10, 4), zeros(3)), "ids", "fp32");
             if (be instanceof CpuBackend) // ids are device data: the CPU checks them while reading, CUDA kernels skip them
                 assertBadCall(Ops.EMBEDDING, () -> be.embedding(zeros(2, 4), zeros(10, 4), up(new int[] {1, 10}, 2)), "ids[1] = 10", "[0, 10)");
+            Backend bb = be(Ops.EMBEDDING_BACKWARD);
+            Tensor ids = up(new int[] {1, 2, 3}, 3);
+            assertBadCall(Ops.EMBEDDING_BACKWARD, () -> bb.embeddingBackward(zeros(10, 4), zeros(3, 5), ids), "dOut has shape [3, 5]", "[3, 4]");
+            assertBadCall(Ops.EMBEDDING_BACKWARD, () -> bb.embeddingBackward(zeros(10, 4), zeros(2, 4), ids), "dOut has shape [2, 4]", "[3, 4]");
+            assertBadCall(Ops.EMBEDDING_BACKWARD, () -> bb.embeddingBackward(zeros(40), zeros(3, 4), ids), "dTable [40] has rank 1");
+            assertBadCall(Ops.EMBEDDING_BACKWARD, () -> bb.embeddingBackward(zeros(10, 4), zeros(3, 4), up(new int[] {1, 2, 3}, 3, 1)),
+                    "ids [3, 1] has rank 2");
+            if (bb instanceof CpuBackend) // CUDA reports it through its flag (CudaBackendTest)
+                assertBadCall(Ops.EMBEDDING_BACKWARD, () -> bb.embeddingBackward(zeros(10, 4), zeros(2, 4), up(new int[] {1, -2}, 2)),
+                        "ids[1] = -2", "[0, 10)");
         }
     }
 

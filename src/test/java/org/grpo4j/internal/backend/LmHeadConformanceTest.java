@@ -130,6 +130,23 @@ class LmHeadConformanceTest {
             assertBadCall(Ops.TOKEN_LOGPROBS, () -> be.tokenLogprobs(zeros(3), zeros(3, 4), zeros(10, 4), up(new int[3], 3), -1f), "temperature");
             if (be instanceof CpuBackend)
                 assertBadCall(Ops.TOKEN_LOGPROBS, () -> be.tokenLogprobs(zeros(1), zeros(1, 4), zeros(10, 4), up(new int[] {10}, 1), 1f), "targets[0] = 10");
+            Backend bb = be(Ops.TOKEN_LOGPROBS_BACKWARD);
+            String op = Ops.TOKEN_LOGPROBS_BACKWARD;
+            Tensor t3 = up(new int[3], 3);
+            // (dHidden, dLmHead, dLogprobs, hidden, lmHead, targets) with hidden [3, 4], lmHead [10, 4]
+            assertBadCall(op, () -> bb.tokenLogprobsBackward(zeros(2, 4), zeros(10, 4), zeros(3), zeros(3, 4), zeros(10, 4), t3, 1f),
+                    "dHidden has shape [2, 4]", "[3, 4]");
+            assertBadCall(op, () -> bb.tokenLogprobsBackward(zeros(3, 4), zeros(10, 5), zeros(3), zeros(3, 4), zeros(10, 4), t3, 1f),
+                    "dLmHead has shape [10, 5]", "[10, 4]");
+            assertBadCall(op, () -> bb.tokenLogprobsBackward(zeros(3, 4), zeros(10, 4), zeros(4), zeros(3, 4), zeros(10, 4), t3, 1f),
+                    "dLogprobs has shape [4]", "[3]");
+            assertBadCall(op, () -> bb.tokenLogprobsBackward(zeros(3, 4), zeros(10, 5), zeros(3), zeros(3, 4), zeros(10, 5), t3, 1f),
+                    "hidden size");
+            assertBadCall(op, () -> bb.tokenLogprobsBackward(zeros(3, 4), zeros(10, 4), zeros(3), zeros(3, 4), zeros(10, 4),
+                    up(new int[2], 2), 1f), "targets has shape [2]", "[3]");
+            if (bb instanceof CpuBackend)
+                assertBadCall(op, () -> bb.tokenLogprobsBackward(zeros(1, 4), zeros(10, 4), zeros(1), zeros(1, 4), zeros(10, 4),
+                        up(new int[] {10}, 1), 1f), "targets[0] = 10");
         }
     }
 

@@ -90,6 +90,15 @@ class RmsNormConformanceTest {
             assertBadCall(Ops.RMS_NORM, () -> be.rmsNorm(zeros(3, 4), zeros(3), zeros(3, 4), zeros(5), 1e-5f), "weight", "[5]", "[4]");
             assertBadCall(Ops.RMS_NORM, () -> be.rmsNorm(zeros(3, 4), zeros(2), zeros(3, 4), zeros(4), 1e-5f), "rstd", "[2]");
             assertBadCall(Ops.RMS_NORM, () -> be.rmsNorm(zeros(3, 4), zeros(3), zeros(3, 4), zeros(4), 0f), "eps");
+            Backend bb = be(Ops.RMS_NORM_BACKWARD);
+            String op = Ops.RMS_NORM_BACKWARD;
+            // (dx, dWeight, dOut, x, weight, rstd) with x [3, 4]: one argument off at a time
+            assertBadCall(op, () -> bb.rmsNormBackward(zeros(3, 5), zeros(4), zeros(3, 4), zeros(3, 4), zeros(4), zeros(3)), "dx has shape [3, 5]", "[3, 4]");
+            assertBadCall(op, () -> bb.rmsNormBackward(zeros(3, 4), zeros(5), zeros(3, 4), zeros(3, 4), zeros(4), zeros(3)), "dWeight has shape [5]", "[4]");
+            assertBadCall(op, () -> bb.rmsNormBackward(zeros(3, 4), zeros(4), zeros(4, 4), zeros(3, 4), zeros(4), zeros(3)), "dOut has shape [4, 4]", "[3, 4]");
+            assertBadCall(op, () -> bb.rmsNormBackward(zeros(3, 4), zeros(4), zeros(3, 4), zeros(3, 4), zeros(5), zeros(3)), "weight has shape [5]", "[4]");
+            assertBadCall(op, () -> bb.rmsNormBackward(zeros(3, 4), zeros(4), zeros(3, 4), zeros(3, 4), zeros(4), zeros(2)), "rstd has shape [2]", "[3]");
+            assertBadCall(op, () -> bb.rmsNormBackward(zeros(12), zeros(4), zeros(12), zeros(12), zeros(4), zeros(3)), "x [12] has rank 1");
         }
     }
 

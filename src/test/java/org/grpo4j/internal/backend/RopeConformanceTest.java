@@ -115,6 +115,15 @@ class RopeConformanceTest {
             if (be instanceof CpuBackend)
                 assertBadCall(Ops.ROPE, () -> be.rope(zeros(2, 1, 8), zeros(2, 1, 8), up(new int[] {0, -1}, 2), rope), "positions[1] = -1");
             assertThrows(IllegalArgumentException.class, () -> new Rope(7, 10000, null));
+            Backend bb = be(Ops.ROPE_BACKWARD);
+            String op = Ops.ROPE_BACKWARD;
+            // the backward names its own arguments: dx (the output) and dOut (the input)
+            assertBadCall(op, () -> bb.ropeBackward(zeros(2, 3, 6), zeros(2, 3, 6), up(new int[] {0, 1}, 2), rope), "dOut [2, 3, 6] has head dim 6", "8");
+            assertBadCall(op, () -> bb.ropeBackward(zeros(2, 2, 8), zeros(2, 3, 8), up(new int[] {0, 1}, 2), rope), "dx has shape [2, 2, 8]", "[2, 3, 8]");
+            assertBadCall(op, () -> bb.ropeBackward(zeros(2, 3, 8), zeros(2, 3, 8), up(new int[] {0, 1, 2}, 3), rope), "positions has shape [3]", "[2]");
+            assertBadCall(op, () -> bb.ropeBackward(zeros(2, 8), zeros(2, 8), up(new int[] {0, 1}, 2), rope), "dOut [2, 8] has rank 2");
+            if (bb instanceof CpuBackend)
+                assertBadCall(op, () -> bb.ropeBackward(zeros(2, 1, 8), zeros(2, 1, 8), up(new int[] {0, -1}, 2), rope), "positions[1] = -1");
         }
     }
 
