@@ -834,9 +834,30 @@ public final class CudaBackend extends AbstractBackend {
 
     public AttentionBackwardKernels attentionBackwardKernels() { return attentionBackwardKernels; }
 
+    /**
+     * The shared memory the generic attention kernels (every head dim but the tensor-core path's bf16 64 and 128) give
+     * a block without opting in: each warp keeps its row's vectors there, fp32 and float64 ones of the head dim, and a
+     * block shrinks to one warp before it gives up (cuda/attention.cu gen_warps, cuda/decode.cu).
+     */
+    static final int GENERIC_ATTENTION_SMEM = 48 * 1024;
+    /** attention and decodeAttention: one fp32 and one float64 vector a warp, 12 bytes per head-dim element: 4096. */
+    static final int MAX_GENERIC_HEAD_DIM = GENERIC_ATTENTION_SMEM / (4 + 8);
+    /**
+     * attentionBackward: its dK/dV kernel holds two fp32 and two float64 vectors a warp, 24 bytes per element: 2048
+     * (its dQ kernel, 16 bytes, would take 3072 and runs first: above 2048 it used to write dq, then fail).
+     */
+    static final int MAX_GENERIC_HEAD_DIM_BACKWARD = GENERIC_ATTENTION_SMEM / (2 * 4 + 2 * 8);
+
+    /** Refuses a head dim the generic kernels cannot hold, before any kernel of the op runs (docs/ops.md). */
+    private static void checkHeadDim(String op, int d, int max) {
+        Check.check(d <= max, op, "head dim " + d + " exceeds " + max + ", the most the CUDA backend's generic attention kernels hold"
+                + " (a warp's vectors of " + GENERIC_ATTENTION_SMEM / max + " bytes per element in 48 KiB of shared memory)");
+    }
+
     @Override
     void attentionImpl(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, float scale) {
         int n = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = k.dim(1), b = cuSeqlens.dim(0) - 1;
+        checkHeadDim(Ops.ATTENTION, d, MAX_GENERIC_HEAD_DIM);
         long[] bytes = new long[1];
         ok(CudaNative.g4_attention_workspace(n, b, hq, d, 0, 1, bytes), "attention workspace");
         ok(CudaNative.g4_attention(dt(q), addr(out), addr(lse), addr(q), addr(k), addr(v), addr(cuSeqlens), n, b, hq, hkv, d,
@@ -847,6 +868,7 @@ public final class CudaBackend extends AbstractBackend {
     void attentionBackwardImpl(Tensor dq, Tensor dk, Tensor dv, Tensor dOut, Tensor q, Tensor k, Tensor v, Tensor out,
                                Tensor lse, Tensor cuSeqlens, float scale) {
         int n = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = k.dim(1), b = cuSeqlens.dim(0) - 1;
+        checkHeadDim(Ops.ATTENTION_BACKWARD, d, MAX_GENERIC_HEAD_DIM_BACKWARD);
         int det = (deterministicAttention ? 1 : 0) | attentionBackwardKernels.bits;  // g4_attention_backward's mode bits
         long[] bytes = new long[1];
         ok(CudaNative.g4_attention_workspace(n, b, hq, d, 1, det, bytes), "attentionBackward workspace");
@@ -860,6 +882,7 @@ public final class CudaBackend extends AbstractBackend {
                              Tensor prefixGroups, float scale) {
         int b = q.dim(0), hq = q.dim(1), d = q.dim(2), numBlocks = kCache.dim(0), bs = kCache.dim(1), hkv = kCache.dim(2);
         int maxBlocks = blockTables.dim(1), sms = props.smCount();
+        checkHeadDim(Ops.DECODE_ATTENTION, d, MAX_GENERIC_HEAD_DIM);
         int groups = prefixGroups == null ? 0 : prefixGroups.dim(0);
         long[] bytes = new long[1];
         ok(CudaNative.g4_decode_attention_workspace(b, hq, hkv, d, maxBlocks, bs, sms, groups, bytes),

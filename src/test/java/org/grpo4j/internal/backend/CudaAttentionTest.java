@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.*;
 
 import java.util.Arrays;
 import java.util.SplittableRandom;
+import org.grpo4j.bindings.CudaNative;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 
@@ -273,5 +274,105 @@ class CudaAttentionTest {
         }
         for (int i = 0; i < aligned.length; i++)
             assertEquals(aligned[i], shifted[i], 0x1p-6 * (1 + Math.abs(aligned[i])), "element " + i);
+    }
+
+    /**
+     * Head dims past what the generic kernels hold in 48 KiB of shared memory (CudaBackend.MAX_GENERIC_HEAD_DIM for
+     * attention and decodeAttention, MAX_GENERIC_HEAD_DIM_BACKWARD for attentionBackward) are refused before any kernel,
+     * naming the op and the limit, every output untouched. One element above the backward's limit its launcher itself
+     * writes dq (the dQ kernel fits) and then fails in the dK/dV kernel: what the check spares a caller. At the limits
+     * the ops run and agree with the CPU.
+     */
+    @Test
+    void headDimsPastTheGenericKernelsSharedMemoryAreRefusedBeforeAnyKernel() {
+        CudaBackend be = cuda();
+        CpuBackend cpu = TestBackends.cpu();
+        int fwd = CudaBackend.MAX_GENERIC_HEAD_DIM, bwd = CudaBackend.MAX_GENERIC_HEAD_DIM_BACKWARD;
+        SplittableRandom r = new SplittableRandom(12);
+        int[] cu = {0, 1, 3};
+        // at the limits (the backward's at its limit, the forward's at its own): as the CPU computes them
+        for (int d : new int[] {bwd, fwd}) {
+            boolean backward = d <= bwd;
+            float[][] in = {randn(r, 3 * 2 * d), randn(r, 3 * d), randn(r, 3 * d), randn(r, 3 * 2 * d)}; // q, k, v, dOut
+            float[][] want = attention(cpu, in, cu, d, backward), got = attention(be, in, cu, d, backward);
+            String[] names = {"out", "lse", "dq", "dk", "dv"};
+            for (int i = 0; i < want.length; i++)
+                Conformance.assertCloseToCpu("head dim " + d + " " + names[i], want[i], got[i], false, i < 2 ? 2e-6 : 2e-5, i < 2 ? 1e-5 : 2e-4);
+        }
+        // one above: refused, nothing written
+        int d = bwd + 1;
+        try (Tensor q = be.zeros(DType.FP32, 3, 2, d); Tensor kv = be.zeros(DType.FP32, 3, 1, d); Tensor out = be.zeros(DType.FP32, 3, 2, d);
+             Tensor lse = be.zeros(DType.FP32, 3, 2); Tensor tcu = be.upload(cu, 3); Tensor dq = be.empty(DType.FP32, 3, 2, d);
+             Tensor dk = be.empty(DType.FP32, 3, 1, d); Tensor dv = be.empty(DType.FP32, 3, 1, d)) {
+            for (Tensor t : new Tensor[] {dq, dk, dv}) be.fill(t, 7);
+            Conformance.assertBadCall(Ops.ATTENTION_BACKWARD, () -> be.attentionBackward(dq, dk, dv, q, q, kv, kv, out, lse, tcu, 0.1f),
+                    "head dim " + d + " exceeds " + bwd);
+            for (Tensor t : new Tensor[] {dq, dk, dv}) for (float x : t.toFloats()) assertEquals(7f, x, "untouched");
+            // the launcher on its own, past the Java check: dq written, then cudaErrorInvalidValue from the dK/dV kernel
+            long[] bytes = new long[1];
+            assertEquals(0, CudaNative.g4_attention_workspace(3, 2, 2, d, 1, 1, bytes));
+            try (Tensor ws = be.empty(DType.INT32, (int) (bytes[0] / 4 + 1)); Tensor flag = be.zeros(DType.INT32, 4)) {
+                int e = CudaNative.g4_attention_backward(CudaBackend.dt(q), CudaBackend.addr(dq), CudaBackend.addr(dk), CudaBackend.addr(dv),
+                        CudaBackend.addr(q), CudaBackend.addr(q), CudaBackend.addr(kv), CudaBackend.addr(kv), CudaBackend.addr(out),
+                        CudaBackend.addr(lse), CudaBackend.addr(tcu), 3, 2, 2, 1, d, 0.1f, 1, CudaBackend.addr(ws), bytes[0],
+                        CudaBackend.addr(flag), Ops.ALL.indexOf(Ops.ATTENTION_BACKWARD) + 1, be.stream());
+                assertEquals(1, e, "cudaErrorInvalidValue: the dK/dV kernel cannot take head dim " + d);
+                be.synchronize();
+                assertNotEquals(7f, dq.toFloats()[0], "the launcher wrote dq before it failed");
+            }
+        }
+        int d2 = fwd + 1;
+        try (Tensor q = be.zeros(DType.FP32, 3, 2, d2); Tensor kv = be.zeros(DType.FP32, 3, 1, d2); Tensor out = be.empty(DType.FP32, 3, 2, d2);
+             Tensor lse = be.empty(DType.FP32, 3, 2); Tensor tcu = be.upload(cu, 3); Tensor cache = be.zeros(DType.FP32, 1, 4, 1, d2);
+             Tensor q1 = be.zeros(DType.FP32, 1, 2, d2); Tensor out1 = be.empty(DType.FP32, 1, 2, d2);
+             Tensor tables = be.upload(new int[] {0}, 1, 1); Tensor lens = be.upload(new int[] {3}, 1)) {
+            for (Tensor t : new Tensor[] {out, lse, out1}) be.fill(t, 7);
+            Conformance.assertBadCall(Ops.ATTENTION, () -> be.attention(out, lse, q, kv, kv, tcu, 0.1f), "head dim " + d2 + " exceeds " + fwd);
+            Conformance.assertBadCall(Ops.DECODE_ATTENTION, () -> be.decodeAttention(out1, q1, cache, cache, tables, lens, 0.1f),
+                    "head dim " + d2 + " exceeds " + fwd);
+            for (Tensor t : new Tensor[] {out, lse, out1}) for (float x : t.toFloats()) assertEquals(7f, x, "untouched");
+            // the launchers on their own, past the Java check: the generic kernels cannot take it either
+            long[] bytes = new long[1];
+            assertEquals(0, CudaNative.g4_attention_workspace(3, 2, 2, d2, 0, 1, bytes));
+            try (Tensor ws = be.empty(DType.INT32, (int) (bytes[0] / 4 + 1)); Tensor flag = be.zeros(DType.INT32, 4)) {
+                assertEquals(1, CudaNative.g4_attention(CudaBackend.dt(q), CudaBackend.addr(out), CudaBackend.addr(lse), CudaBackend.addr(q),
+                        CudaBackend.addr(kv), CudaBackend.addr(kv), CudaBackend.addr(tcu), 3, 2, 2, 1, d2, 0.1f, CudaBackend.addr(ws), bytes[0],
+                        CudaBackend.addr(flag), Ops.ALL.indexOf(Ops.ATTENTION) + 1, be.stream()), "cudaErrorInvalidValue from attention");
+                assertEquals(1, CudaNative.g4_decode_attention(CudaBackend.dt(q1), CudaBackend.addr(out1), CudaBackend.addr(q1),
+                        CudaBackend.addr(cache), CudaBackend.addr(cache), CudaBackend.addr(tables), CudaBackend.addr(lens), 0, 0, 1, 2, 1, d2,
+                        1, 4, 1, 0.1f, 1, 0, 0, CudaBackend.addr(flag), Ops.ALL.indexOf(Ops.DECODE_ATTENTION) + 1, be.stream()),
+                        "cudaErrorInvalidValue from decodeAttention");
+                be.synchronize();
+            }
+        }
+        // decode at the limit: as the CPU computes it
+        float[] q1 = randn(r, 2 * fwd), kc = randn(r, 4 * fwd), vc = randn(r, 4 * fwd);
+        Conformance.assertCloseToCpu("decode at head dim " + fwd, decode(cpu, q1, kc, vc, fwd), decode(be, q1, kc, vc, fwd), false, 2e-6, 1e-5);
+    }
+
+    static float[] randn(SplittableRandom r, int n) { return CudaBackendTest.randn(r, n, 1); }
+
+    /** fp32 attention of 2 query heads on 1 kv head over cu; {out, lse} and with backward {.., dq, dk, dv}. */
+    static float[][] attention(Backend be, float[][] in, int[] cu, int d, boolean backward) {
+        int n = cu[cu.length - 1];
+        float scale = (float) (1 / Math.sqrt(d));
+        try (Tensor q = be.upload(in[0], n, 2, d); Tensor k = be.upload(in[1], n, 1, d); Tensor v = be.upload(in[2], n, 1, d);
+             Tensor dy = be.upload(in[3], n, 2, d); Tensor tcu = be.upload(cu, cu.length); Tensor out = be.empty(DType.FP32, n, 2, d);
+             Tensor lse = be.empty(DType.FP32, n, 2); Tensor dq = be.empty(DType.FP32, n, 2, d); Tensor dk = be.empty(DType.FP32, n, 1, d);
+             Tensor dv = be.empty(DType.FP32, n, 1, d)) {
+            be.attention(out, lse, q, k, v, tcu, scale);
+            if (!backward) return new float[][] {out.toFloats(), lse.toFloats()};
+            be.attentionBackward(dq, dk, dv, dy, q, k, v, out, lse, tcu, scale);
+            return new float[][] {out.toFloats(), lse.toFloats(), dq.toFloats(), dk.toFloats(), dv.toFloats()};
+        }
+    }
+
+    /** fp32 decode of one sequence of 3 keys (one page of 4), 2 query heads on 1 kv head. */
+    static float[] decode(Backend be, float[] q, float[] kc, float[] vc, int d) {
+        try (Tensor tq = be.upload(q, 1, 2, d); Tensor k = be.upload(kc, 1, 4, 1, d); Tensor v = be.upload(vc, 1, 4, 1, d);
+             Tensor tables = be.upload(new int[] {0}, 1, 1); Tensor lens = be.upload(new int[] {3}, 1); Tensor out = be.empty(DType.FP32, 1, 2, d)) {
+            be.decodeAttention(out, tq, k, v, tables, lens, (float) (1 / Math.sqrt(d)));
+            return out.toFloats();
+        }
     }
 }
