@@ -343,12 +343,16 @@ int run(Comm* c, std::function<int()> f) {
         if (r != SUCCESS) set_error(c, last_error_text);
         return r;
     }
-    if (c->worker.joinable()) c->worker.join();  // the previous call's thread (its caller waited for its state)
     int s = c->state.load();
-    if (s != SUCCESS) {
-        set_error(c, "kernel-emu: the communicator's state is " + std::to_string(s) + " (a call in progress or failed)");
-        return s == IN_PROGRESS ? INVALID_USAGE : s;
+    if (s == IN_PROGRESS) {  // as NCCL: a call before the previous one's state left ncclInProgress is refused
+        set_error(c, "kernel-emu: attempt to use the communicator before the previous operation returned ncclSuccess");
+        return INVALID_ARGUMENT;
     }
+    if (s != SUCCESS) {
+        set_error(c, "kernel-emu: the communicator's state is " + std::to_string(s) + " (a call failed)");
+        return s;
+    }
+    if (c->worker.joinable()) c->worker.join();  // the previous call's thread, done (its state says so)
     c->state.store(IN_PROGRESS);
     c->worker = std::thread([c, f] {
         int r = f();
@@ -612,7 +616,9 @@ const char* ncclGetErrorString(int r) {
 const char* ncclGetLastError(Comm* c) {
     if (c == nullptr) return last_error;
     std::lock_guard<std::mutex> g(c->error_m);
-    return c->error.empty() ? last_error : c->error.c_str();  // (valid until the communicator's next error)
+    if (c->error.empty()) return last_error;
+    set_error(c->error);  // a copy of this thread's: the communicator's own may change under another thread
+    return last_error;
 }
 int ncclGroupStart(void) { return SUCCESS; }
 int ncclGroupEnd(void) { return SUCCESS; }

@@ -94,7 +94,11 @@ public final class CudaRuntime {
         }
         if (n[0] == 0) return new Availability(true, false, 0, "no CUDA device visible");
         List<Device> devs = new ArrayList<>();
-        for (int d = 0; d < n[0]; d++) devs.add(device(d));
+        try {
+            for (int d = 0; d < n[0]; d++) devs.add(device(d));
+        } catch (CudaException ex) {
+            return new Availability(true, false, 0, ex.getMessage());
+        }
         String old = tooOld(devs);
         if (old != null) return new Availability(true, false, 0, old);
         return new Availability(true, true, n[0], "");

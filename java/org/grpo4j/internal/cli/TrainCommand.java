@@ -28,6 +28,8 @@ final class TrainCommand implements Callable<Integer> {
     org.grpo4j.internal.dist.Cluster cluster;
     /** The environment (tests replace it). */
     java.util.Map<String, String> env = System.getenv();
+    /** Whether the run returned (finished or stopped at a step boundary) before anything failed. */
+    private boolean trained;
 
     @Override
     public Integer call() throws Exception {
@@ -40,7 +42,9 @@ final class TrainCommand implements Callable<Integer> {
             try {
                 return train(run);
             } catch (Exception | Error e) {
-                Trainer.abortCluster(run, "failed", e); // (a clean exit of this process would read as "done" to the others)
+                // (a clean exit of this process would read as "done" to the others); a failure after the run finished
+                // (closing it) leaves the others to finish theirs
+                if (!trained) Trainer.abortCluster(run, "failed", e);
                 throw e;
             }
         }
@@ -60,6 +64,7 @@ final class TrainCommand implements Callable<Integer> {
         if (run != null) b.cluster(run);
         try (Trainer t = b.build(); StopSignals signals = StopSignals.install(t::cancel, System.err)) {
             org.grpo4j.train.GrpoTrainer.Result r = t.run(null);
+            trained = true;
             System.out.println("grpo4j: " + (r.cancelled() ? "stopped" : "finished") + " at step " + r.lastStep() + "; outputs in " + r.outputDir());
             return r.cancelled() && signals.exitCode() > 0 ? signals.exitCode() : 0;
         }

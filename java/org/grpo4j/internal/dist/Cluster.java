@@ -26,6 +26,16 @@ public interface Cluster extends AutoCloseable {
     Communicator communicator(int localIndex, Backend backend, int timeoutSeconds);
 
     /**
+     * {@link #communicator(int, Backend, int)}, handing the communicator to {@code forming} as soon as it exists, before
+     * every rank has joined, so that a failure elsewhere can abort its wait for them (default: once it has formed).
+     */
+    default Communicator communicator(int localIndex, Backend backend, int timeoutSeconds, java.util.function.Consumer<? super Communicator> forming) {
+        Communicator c = communicator(localIndex, backend, timeoutSeconds);
+        forming.accept(c);
+        return c;
+    }
+
+    /**
      * The process hosting rank 0 publishes the run's config (canonical JSON); every other process compares its own
      * with it. On a difference every process stops, with a message naming the first differing key and both values.
      */

@@ -46,8 +46,8 @@ public record DistEnv(int worldSize, int processes, int processIndex, int[] loca
     }
 
     /**
-     * Whether {@code env} describes one JVM per rank: RANK set (torchrun), or Slurm's SLURM_PROCID with more than one
-     * task a node (srun --ntasks-per-node=8).
+     * Whether {@code env} describes one JVM per rank: RANK set (torchrun), or a task of an srun step with more than one
+     * task a node (srun --ntasks-per-node=8; a batch script, which is one process whatever the job's tasks, is not).
      */
     public static boolean perRankLaunch(Map<String, String> env) {
         return first(env, "RANK") != null || env.containsKey("SLURM_PROCID") && tasksPerNode(env) > 1;
@@ -61,7 +61,8 @@ public record DistEnv(int worldSize, int processes, int processIndex, int[] loca
         int port = integer(env, "MASTER_PORT", DEFAULT_PORT);
         if (rank != null || slurmPerRank) {
             int r = slurmPerRank ? integer(env, "SLURM_PROCID", 0) : integer(env, "RANK", 0);
-            int w = env.containsKey("WORLD_SIZE") ? integer(env, "WORLD_SIZE", 1) : integer(env, "SLURM_NTASKS", 1);
+            int w = env.containsKey("WORLD_SIZE") ? integer(env, "WORLD_SIZE", 1)
+                    : env.containsKey("SLURM_STEP_NUM_TASKS") ? integer(env, "SLURM_STEP_NUM_TASKS", 1) : integer(env, "SLURM_NTASKS", 1);
             int l = local != null ? integer(env, "LOCAL_RANK", 0) : integer(env, "SLURM_LOCALID", 0);
             if (master == null) {
                 if (w > 1 && !env.containsKey("SLURM_JOB_NODELIST"))
@@ -99,9 +100,15 @@ public record DistEnv(int worldSize, int processes, int processIndex, int[] loca
         }
     }
 
-    /** SLURM_NTASKS_PER_NODE, or the first count of SLURM_TASKS_PER_NODE ("8(x2)"); 1 when unknown. */
+    /**
+     * The tasks a node of this srun step starts: SLURM_STEP_TASKS_PER_NODE (its first count: "8(x2)"), else the job's
+     * SLURM_NTASKS_PER_NODE or SLURM_TASKS_PER_NODE; 1 outside an srun step (no SLURM_STEP_ID: a batch script, one
+     * process whatever the job asked for) and when unknown.
+     */
     public static int tasksPerNode(Map<String, String> env) {
-        String v = first(env, "SLURM_NTASKS_PER_NODE");
+        if (first(env, "SLURM_STEP_ID") == null && first(env, "SLURM_STEPID") == null) return 1;
+        String v = first(env, "SLURM_STEP_TASKS_PER_NODE");
+        if (v == null) v = first(env, "SLURM_NTASKS_PER_NODE");
         if (v == null) v = first(env, "SLURM_TASKS_PER_NODE");
         if (v == null) return 1;
         java.util.regex.Matcher m = java.util.regex.Pattern.compile("^(\\d+)").matcher(v);

@@ -90,7 +90,7 @@ public final class NcclCommunicator implements Communicator {
      * ncclCommAbort frees the communicator, so no other call on it may run at the same time or after it.
      */
     private final ReentrantLock commLock = new ReentrantLock();
-    private boolean commGone; // aborted or destroyed (under commLock)
+    private volatile boolean commGone; // aborted or destroyed (set under commLock)
     private static final long DESTROY_GRACE_NANOS = 30_000_000_000L;
 
     private NcclCommunicator(CudaBackend be, int rank, int world, long timeoutNanos) {
@@ -132,6 +132,16 @@ public final class NcclCommunicator implements Communicator {
      * device); returns when every rank has joined.
      */
     public static NcclCommunicator create(byte[] uniqueId, int world, int rank, CudaBackend be, int timeoutSeconds) {
+        return create(uniqueId, world, rank, be, timeoutSeconds, c -> {});
+    }
+
+    /**
+     * {@link #create(byte[], int, int, CudaBackend, int)}, handing the communicator to {@code forming} as soon as NCCL
+     * has it, before every rank has joined: an {@link #abort} from another thread (the trainer's, when a sibling rank
+     * or another process failed) then stops the wait for the others at once, instead of at the timeout.
+     */
+    public static NcclCommunicator create(byte[] uniqueId, int world, int rank, CudaBackend be, int timeoutSeconds,
+                                          java.util.function.Consumer<? super NcclCommunicator> forming) {
         if (uniqueId.length != NCCL_UNIQUE_ID_BYTES)
             throw new IllegalArgumentException("an NCCL unique id has " + NCCL_UNIQUE_ID_BYTES + " bytes, got " + uniqueId.length);
         NcclCommunicator c = new NcclCommunicator(be, rank, world, timeoutSeconds * 1_000_000_000L);
@@ -142,9 +152,13 @@ public final class NcclCommunicator implements Communicator {
             id.internal().put(uniqueId);
             String what = "ncclCommInitRankConfig(rank " + rank + " of " + world + ", cuda:" + c.device + ")";
             int res;
+            c.commLock.lock();
             try (ncclConfig_t config = nonBlocking()) {
                 res = ncclCommInitRankConfig(c.comm, world, id, rank, config);
+            } finally {
+                c.commLock.unlock();
             }
+            if (!c.comm.isNull()) forming.accept(c);
             if (res == ncclInProgress) res = c.awaitFormed(what);
             if (res != ncclSuccess)
                 throw new CommunicatorException(what + " failed: " + ncclGetErrorString(res).getString() + lastError(c.comm.isNull() ? null : c.comm)
@@ -183,17 +197,17 @@ public final class NcclCommunicator implements Communicator {
     private int awaitFormed(String what) {
         long t0 = System.nanoTime(), pause = 10_000;
         while (true) {
-            int[] state = new int[1];
-            int res = ncclCommGetAsyncError(comm, state);
-            if (res != ncclSuccess) return res;
-            if (state[0] != ncclInProgress) return state[0];
-            if (System.nanoTime() - t0 > timeoutNanos) {
+            int state = asyncState(what); // throws once aborted (by the timeout below, or from another thread)
+            if (state != ncclInProgress) return state;
+            if (System.nanoTime() - t0 > timeoutNanos)
                 abort(new CommunicatorException(what + ": the communicator did not form within " + timeoutNanos / 1_000_000_000L
                         + " s (nccl_timeout_s): communicator aborted; a rank died, hung before joining, or was given another unique id"));
-                throw new CommunicatorException(reason(failure), failure);
+            else if (Thread.currentThread().isInterrupted())
+                abort(new CommunicatorException(what + ": interrupted while the communicator formed"));
+            else {
+                LockSupport.parkNanos(pause);
+                pause = Math.min(pause * 2, 10_000_000);
             }
-            LockSupport.parkNanos(pause);
-            pause = Math.min(pause * 2, 10_000_000);
         }
     }
 
@@ -226,12 +240,12 @@ public final class NcclCommunicator implements Communicator {
      * abort() finds the communicator already being released, so this aborts it instead.
      */
     private void releaseComm(boolean abort) {
-        boolean locked = false;
-        try {
-            locked = commLock.tryLock(abort ? 5 : 30, TimeUnit.SECONDS);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-        }
+        boolean interrupted = Thread.interrupted(); // waits below are not cut short by an interrupt (restored after)
+        boolean locked = lockFor(abort ? 5 : 30);
+        // a non-blocking communicator's calls return at once, so its lock is free within a poll; one held longer is a
+        // call stuck inside NCCL, which only a blocking communicator (NCCL_COMM_BLOCKING=1) can be, and which only the
+        // abort can return: abort it without the lock then (NCCL's documented risk), else wait for the lock a while more
+        if (!locked && !BLOCKING_OVERRIDE) locked = lockFor(60);
         try {
             if (commGone || comm.isNull()) return;
             commGone = true;
@@ -247,6 +261,22 @@ public final class NcclCommunicator implements Communicator {
             }
         } finally {
             if (locked) commLock.unlock();
+            if (interrupted) Thread.currentThread().interrupt();
+        }
+    }
+
+    /** Whether NCCL_COMM_BLOCKING=1 (which NCCL reads) made the communicators blocking despite the config. */
+    private static final boolean BLOCKING_OVERRIDE = "1".equals(System.getenv("NCCL_COMM_BLOCKING"));
+
+    /** commLock within {@code seconds}, not cut short by an interrupt. */
+    private boolean lockFor(int seconds) {
+        long deadline = System.nanoTime() + seconds * 1_000_000_000L;
+        while (true) {
+            try {
+                return commLock.tryLock(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
+            } catch (InterruptedException e) {
+                Thread.interrupted(); // the caller restores it
+            }
         }
     }
 
@@ -485,6 +515,8 @@ public final class NcclCommunicator implements Communicator {
             else if (System.nanoTime() - t0 > timeoutNanos)
                 abort(new CommunicatorException("NCCL " + what + " did not finish within " + timeoutNanos / 1_000_000_000L
                         + " s (nccl_timeout_s) on rank " + rank + ", still being issued: communicator aborted; a rank died, hung or called a different collective"));
+            else if (Thread.currentThread().isInterrupted())
+                abort(new CommunicatorException("NCCL " + what + " on rank " + rank + ": interrupted while NCCL issued it"));
             checkOpen(name);
             LockSupport.parkNanos(pause);
             pause = Math.min(pause * 2, 1_000_000);

@@ -210,9 +210,14 @@ public final class Rendezvous implements Cluster {
 
     @Override
     public Communicator communicator(int localIndex, Backend backend, int timeoutSeconds) {
+        return communicator(localIndex, backend, timeoutSeconds, c -> {});
+    }
+
+    @Override
+    public Communicator communicator(int localIndex, Backend backend, int timeoutSeconds, java.util.function.Consumer<? super Communicator> forming) {
         if (!(backend instanceof CudaBackend cb))
             throw new IllegalArgumentException("rank " + env.localRanks()[localIndex] + ": NCCL ranks run on CUDA, not " + backend.name());
-        return NcclCommunicator.create(ncclId(), env.worldSize(), env.localRanks()[localIndex], cb, timeoutSeconds);
+        return NcclCommunicator.create(ncclId(), env.worldSize(), env.localRanks()[localIndex], cb, timeoutSeconds, forming);
     }
 
     /** The NCCL unique id: made once by rank 0's process (ncclGetUniqueId) and read by every process. */

@@ -271,8 +271,15 @@ public final class Preflight implements AutoCloseable {
         // a pool sized from kv_cache_fraction: what the run will find once the states exist must give it one sequence
         // (the same check and message as the run's own, RankState.kvPoolBytes, which comes after the weights load and
         // any SFT warm-up)
-        if (free >= 0 && cfg.kvCacheMib == 0)
-            RankState.kvPoolBytes(cfg, est, (long) (free - states * sharers), sharers, longestPrompt, maxBatch, where);
+        if (free >= 0 && cfg.kvCacheMib == 0) {
+            try {
+                RankState.kvPoolBytes(cfg, est, (long) (free - states * sharers), sharers, longestPrompt, maxBatch, where);
+            } catch (IllegalArgumentException e) {
+                if (!(be instanceof CpuBackend)) throw e;
+                System.gc(); // the Java heap's free bytes count garbage until a collection: refuse only on what is really free
+                RankState.kvPoolBytes(cfg, est, (long) (Memory.available(be) - states * sharers), sharers, longestPrompt, maxBatch, where);
+            }
+        }
         synchronized (summary) {
             summary.put("training passes", PassPacking.byTokens(cfg)
                     ? "as many rollouts as fit the activations of " + cfg.perDeviceTrainBatchSize + " x " + seq + " tokens (pass_packing tokens"

@@ -243,10 +243,14 @@ public final class Trainer implements AutoCloseable {
             if (cluster != null) cluster.onAbort(why -> abortCommunicators(new org.grpo4j.internal.dist.CommunicatorException(why)));
             List<RankState> made = ranks.run(i -> {
                 Backend be = cluster == null ? (cfg.worldSize == 1 ? first : ownBackends.get(i)) : openClusterBackend(i);
-                Communicator comm = cluster == null ? comms.get(i) : cluster.communicator(i, be, cfg.ncclTimeoutS);
-                synchronized (comms) {
-                    comms.set(i, comm);
-                }
+                // registered while it forms, so that a failure of another rank or process aborts its wait for the others
+                java.util.function.Consumer<Communicator> register = forming -> {
+                    synchronized (comms) {
+                        comms.set(i, forming);
+                    }
+                };
+                Communicator comm = cluster == null ? comms.get(i) : cluster.communicator(i, be, cfg.ncclTimeoutS, register);
+                register.accept(comm);
                 // after the communicator exists, so that a refusal aborts it and every other rank fails in its next
                 // collective (before it, the others would wait for this rank's join until nccl_timeout_s)
                 if (cluster != null) pf.checkMemory(be, dtype, 1); // preflight had no device to ask: each rank asks its own
@@ -456,8 +460,9 @@ public final class Trainer implements AutoCloseable {
         try {
             return rankStepOf(r, s);
         } catch (org.grpo4j.internal.backend.CudaException e) { // the device failed mid-step: say where, and where to go on from
-            throw e.at("training step " + s, "the last checkpoint is " + out.resolve("checkpoints").resolve("step_" + lastCheckpointStep())
-                    + " (--resume " + out + " goes on from it)");
+            int last = lastCheckpointStep(); // -1: none here (a process whose node does not see the run directory)
+            throw e.at("training step " + s, last < 0 ? "resume the run from its last checkpoint (--resume " + out + ")"
+                    : "the last checkpoint is " + out.resolve("checkpoints").resolve("step_" + last) + " (--resume " + out + " goes on from it)");
         }
     }
 

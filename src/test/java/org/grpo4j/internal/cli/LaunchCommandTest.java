@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.*;
 
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
+import java.util.List;
 import java.util.Map;
 import org.grpo4j.internal.backend.CudaRuntime;
 import org.junit.jupiter.api.Test;
@@ -68,10 +69,18 @@ class LaunchCommandTest {
 
     @Test
     void badLaunchesAreRefused() {
-        CliTest.Run tasks = launch(Map.of("SLURM_NNODES", "1", "SLURM_NODEID", "0", "SLURM_NTASKS_PER_NODE", "8", "SLURM_JOB_NODELIST", "gpu03"),
-                NO_GPU, "--gpus", "8", "--dry-run", "--", "train", "--config", "configs/tulu-3.1-8b-grpo.json");
+        CliTest.Run tasks = launch(Map.of("SLURM_NNODES", "1", "SLURM_NODEID", "0", "SLURM_STEP_ID", "0", "SLURM_STEP_TASKS_PER_NODE", "8",
+                "SLURM_NTASKS_PER_NODE", "1", "SLURM_JOB_NODELIST", "gpu03"), NO_GPU, "--gpus", "8", "--dry-run", "--", "train", "--config",
+                "configs/tulu-3.1-8b-grpo.json");
         assertEquals(2, tasks.code(), tasks.err());
         assertTrue(tasks.err().contains("run it as one Slurm task per node (srun --ntasks-per-node=1 tools/launch ...), not 8 tasks a node"), tasks.err());
+        // the job's 8 tasks a node do not matter outside an srun step (a batch script is one process), nor in a step of one
+        for (Map<String, String> env : List.of(Map.of("SLURM_NNODES", "1", "SLURM_NODEID", "0", "SLURM_NTASKS_PER_NODE", "8", "SLURM_JOB_NODELIST", "gpu03"),
+                Map.of("SLURM_NNODES", "1", "SLURM_NODEID", "0", "SLURM_NTASKS_PER_NODE", "8", "SLURM_STEP_ID", "1", "SLURM_STEP_TASKS_PER_NODE", "1",
+                        "SLURM_JOB_NODELIST", "gpu03"))) {
+            CliTest.Run ok = launch(env, NO_GPU, "--gpus", "8", "--dry-run", "--", "train", "--config", "configs/tulu-3.1-8b-grpo.json");
+            assertEquals(0, ok.code(), env + ": " + ok.err());
+        }
         CliTest.Run missing = launch(Map.of(), ONE_GPU, "--gpus", "8", "--", "train", "--config", "examples/tiny-arith.json", "--set", "world_size=8");
         assertEquals(2, missing.code(), missing.err());
         assertTrue(missing.err().contains("--gpus 8: rank 1 needs cuda:1, but only 1 CUDA device is visible"), missing.err());

@@ -27,8 +27,9 @@ class PerRankLaunchTest {
         assertArrayEquals(new int[] {1}, t.localDevices());
         assertEquals("10.0.0.1:6000", t.masterAddr() + ":" + t.masterPort());
         // srun --nodes 2 --ntasks-per-node 8 tools/grpo4j train ...: no RANK, Slurm's variables instead
-        DistEnv s = TrainCommand.perRankEnv(Map.of("SLURM_PROCID", "11", "SLURM_LOCALID", "3", "SLURM_NTASKS", "16", "SLURM_NTASKS_PER_NODE", "8",
-                "SLURM_NNODES", "2", "SLURM_NODEID", "1", "SLURM_JOB_NODELIST", "gpu[07-08]"));
+        DistEnv s = TrainCommand.perRankEnv(Map.of("SLURM_PROCID", "11", "SLURM_LOCALID", "3", "SLURM_NTASKS", "32", "SLURM_NTASKS_PER_NODE", "16",
+                "SLURM_STEP_ID", "0", "SLURM_STEP_NUM_TASKS", "16", "SLURM_STEP_TASKS_PER_NODE", "8(x2)", "SLURM_NNODES", "2", "SLURM_NODEID", "1",
+                "SLURM_JOB_NODELIST", "gpu[07-08]"));
         assertNotNull(s, "srun with 8 tasks a node runs one rank per process");
         assertEquals(16, s.worldSize());
         assertArrayEquals(new int[] {11}, s.localRanks());
@@ -37,8 +38,11 @@ class PerRankLaunchTest {
         // a run of its own: no launcher, world 1, or one Slurm task a node (that is tools/launch's layout)
         assertNull(TrainCommand.perRankEnv(Map.of()));
         assertNull(TrainCommand.perRankEnv(Map.of("RANK", "0", "WORLD_SIZE", "1")));
-        assertNull(TrainCommand.perRankEnv(Map.of("SLURM_PROCID", "0", "SLURM_NTASKS", "2", "SLURM_NTASKS_PER_NODE", "1", "SLURM_NNODES", "2",
-                "SLURM_JOB_NODELIST", "gpu[07-08]")));
+        assertNull(TrainCommand.perRankEnv(Map.of("SLURM_PROCID", "0", "SLURM_NTASKS", "2", "SLURM_STEP_ID", "0", "SLURM_STEP_TASKS_PER_NODE", "1",
+                "SLURM_NNODES", "2", "SLURM_JOB_NODELIST", "gpu[07-08]")));
+        // a batch script of a job with 8 tasks a node is one process (no srun step): a run of its own
+        assertNull(TrainCommand.perRankEnv(Map.of("SLURM_PROCID", "0", "SLURM_NTASKS", "8", "SLURM_NTASKS_PER_NODE", "8", "SLURM_NNODES", "1",
+                "SLURM_JOB_NODELIST", "gpu07")));
     }
 
     /**

@@ -214,7 +214,7 @@ class RendezvousTest {
         assertEquals(16, slurm.localRanks()[0]);
         assertEquals("gpu07", slurm.masterAddr());
         DistEnv slurmPerGpu = DistEnv.fromEnvironment(Map.of("SLURM_PROCID", "9", "SLURM_LOCALID", "1", "SLURM_NTASKS", "16",
-                "SLURM_TASKS_PER_NODE", "8(x2)", "SLURM_JOB_NODELIST", "a1,b2"), 1);
+                "SLURM_TASKS_PER_NODE", "8(x2)", "SLURM_JOB_NODELIST", "a1,b2", "SLURM_STEP_ID", "0"), 1);
         assertArrayEquals(new int[] {9}, slurmPerGpu.localRanks());
         assertEquals("a1", slurmPerGpu.masterAddr());
         assertEquals(List.of("gpu01", "gpu02", "gpu03", "gpu10", "login1"), DistEnv.hosts("gpu[01-03,10],login1"));
