@@ -37,9 +37,7 @@ class ApiBadInputTest {
 
     @BeforeAll
     static void train() throws Exception {
-        try (GrpoTrainer t = GrpoTrainer.builder(ApiExampleTest.tiny(1)).outputDir(tmp.resolve("run")).log(null).build()) {
-            modelDir = t.run().outputDir().resolve("checkpoints/step_1/model");
-        }
+        modelDir = ApiExampleTest.trainedModel(tmp);
     }
 
     /** {@code call} throws {@code type} whose message contains each fragment. */

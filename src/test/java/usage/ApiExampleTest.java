@@ -19,6 +19,13 @@ import org.junit.jupiter.api.io.TempDir;
  */
 class ApiExampleTest {
 
+    /** The model of a one-step run of {@link #tiny} in {@code dir}/run (the API tests' checkpoint to load). */
+    static java.nio.file.Path trainedModel(java.nio.file.Path dir) throws Exception {
+        try (org.grpo4j.train.GrpoTrainer t = org.grpo4j.train.GrpoTrainer.builder(tiny(1)).outputDir(dir.resolve("run")).log(null).build()) {
+            return t.run().outputDir().resolve("checkpoints/step_1/model");
+        }
+    }
+
     static GrpoConfig tiny(int steps) {
         GrpoConfig cfg = new GrpoConfig();
         cfg.modelNameOrPath = "init:tiny";

@@ -8,7 +8,6 @@ import org.grpo4j.Backend;
 import org.grpo4j.Completion;
 import org.grpo4j.Model;
 import org.grpo4j.Sampling;
-import org.grpo4j.train.GrpoTrainer;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -20,9 +19,7 @@ class ModelPrecisionTest {
 
     @BeforeAll
     static void train() throws Exception {
-        try (GrpoTrainer t = GrpoTrainer.builder(ApiExampleTest.tiny(1)).outputDir(tmp.resolve("run")).log(null).build()) {
-            modelDir = t.run().outputDir().resolve("checkpoints/step_1/model");
-        }
+        modelDir = ApiExampleTest.trainedModel(tmp);
     }
 
     @Test

@@ -200,10 +200,10 @@ public final class NcclCommunicator implements Communicator {
             int state = asyncState(what); // throws once aborted (by the timeout below, or from another thread)
             if (state != ncclInProgress) return state;
             if (System.nanoTime() - t0 > timeoutNanos)
-                abort(new CommunicatorException(what + ": the communicator did not form within " + timeoutNanos / 1_000_000_000L
+                abort(new CommunicatorException("the communicator did not form within " + timeoutNanos / 1_000_000_000L
                         + " s (nccl_timeout_s): communicator aborted; a rank died, hung before joining, or was given another unique id"));
             else if (Thread.currentThread().isInterrupted())
-                abort(new CommunicatorException(what + ": interrupted while the communicator formed"));
+                abort(new CommunicatorException("interrupted while the communicator formed"));
             else {
                 LockSupport.parkNanos(pause);
                 pause = Math.min(pause * 2, 10_000_000);
