@@ -283,6 +283,10 @@ public final class Trainer implements AutoCloseable {
                         r0.layout.parameters(), Precision.label(dtype), pf.train().size(), pf.train().droppedPrompt(), cfg.maxPromptTokenLength,
                         pf.train().droppedChat(), cfg.maxTokenLength, pf.longestPrompt());
                 for (var e : cfg.derived().entrySet()) log.printf("grpo4j:   %-36s %s%n", e.getKey(), e.getValue());
+                // the estimate before any work (the warm-up, the rollouts); the report of what was allocated follows once
+                // the states exist and the KV pool is sized
+                String mem = pf.summary().get("memory");
+                if (mem != null) log.printf("grpo4j:   %-36s %s%n", "memory per rank (estimate)", mem);
                 for (String note : LrSchedule.notes(cfg)) log.println("grpo4j: note: " + note);
             }
             if (ck != null) restore(ck, saved);

@@ -437,6 +437,26 @@ class GrpoTrainerTest {
                 Files.readAllBytes(failed.resolve("checkpoints/step_4/model/model.safetensors")), "final weights bitwise equal");
     }
 
+    /** The memory estimate is printed before any work (the warm-up here), the report of the allocated states after it. */
+    @Test
+    void theMemoryEstimateComesBeforeTheWarmUpAndTheReportAfterIt(@TempDir Path tmp) throws Exception {
+        List<String> sets = small(tmp.resolve("m"), 1);
+        sets.add("sft_warmup.steps=1");
+        java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
+        int[] warmUpAt = {-1};
+        try (java.io.PrintStream ps = new java.io.PrintStream(bytes, true); Trainer t = Trainer.builder(config(sets)).log(ps).build()) {
+            t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
+                @Override
+                public void onSftStep(int step, int total, double nll) { if (warmUpAt[0] < 0) warmUpAt[0] = bytes.size(); }
+            });
+        }
+        String out = bytes.toString();
+        int estimate = out.indexOf("memory per rank (estimate)"), report = out.indexOf("grpo4j: memory per rank (");
+        assertTrue(estimate >= 0 && out.substring(estimate).lines().findFirst().orElse("").contains("model states"), out);
+        assertTrue(warmUpAt[0] > estimate, "the estimate comes before the warm-up's first step: " + out);
+        assertTrue(report > warmUpAt[0], "the allocated report after the warm-up (the pool is sized then): " + out);
+    }
+
     @Test
     void cancelStopsAtAStepBoundaryWithACheckpoint(@TempDir Path tmp) throws Exception {
         Path out = tmp.resolve("c");
