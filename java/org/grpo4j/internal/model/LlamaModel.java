@@ -532,10 +532,10 @@ public final class LlamaModel {
 
         KvCache(int numBlocks, int blockSize) {
             if (numBlocks < 1 || blockSize < 1) throw new IllegalArgumentException("KV cache needs >= 1 block of >= 1 slot");
-            long perTensor = (long) numBlocks * blockSize * c.kvDim();
+            long perTensor = (long) (numBlocks + 1) * blockSize * c.kvDim(); // + the pad block (padBlock)
             if (perTensor > Integer.MAX_VALUE - 8)
                 throw new IllegalArgumentException("a KV cache of " + numBlocks + " blocks x " + blockSize + " tokens is too large (" + perTensor
-                        + " elements per layer tensor; at most " + (Integer.MAX_VALUE - 8) / ((long) blockSize * c.kvDim()) + " blocks)");
+                        + " elements per layer tensor with its pad block; at most " + ((Integer.MAX_VALUE - 8) / ((long) blockSize * c.kvDim()) - 1) + " blocks)");
             org.grpo4j.internal.backend.Memory.require(be, 2L * c.numLayers() * perTensor * adt.bytes(), "a KV cache of " + numBlocks + " blocks x " + blockSize + " tokens",
                     "at most " + kvBlocksThatFit(be, blockSize) + " blocks fit");
             this.numBlocks = numBlocks;
@@ -577,10 +577,10 @@ public final class LlamaModel {
 
     public KvCache newKvCache(int numBlocks, int blockSize) { return new KvCache(numBlocks, blockSize); }
 
-    /** KV blocks of {@code blockSize} tokens that the backend's free memory can hold now (0 when unknown). */
+    /** KV blocks of {@code blockSize} tokens that the backend's free memory can hold now, beside the pad block (0 when unknown). */
     public long kvBlocksThatFit(Backend backend, int blockSize) {
         long free = org.grpo4j.internal.backend.Memory.available(backend);
-        return free < 0 ? 0 : free / (kvBytesPerToken() * blockSize);
+        return free < 0 ? 0 : Math.max(0, free / (kvBytesPerToken() * blockSize) - 1);
     }
 
     /** Bytes of KV cache per token slot (the activation dtype: 4 in fp32, 2 in bf16). */
