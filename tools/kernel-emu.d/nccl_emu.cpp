@@ -512,23 +512,13 @@ int init(Comm** comm, int nranks, UniqueId id, int rank, int blocking) {
     c->nranks = nranks;
     c->device = device;
     c->nonblocking = blocking == 0;
-    if (c->nonblocking) {
-        c->state.store(IN_PROGRESS);
-        c->worker = std::thread([c, name] {
-            int r = join(c, name);
-            if (r != SUCCESS) set_error(c, last_error_text);
-            c->state.store(r);
-        });
-        *comm = c;
-        return IN_PROGRESS;
-    }
-    int r = join(c, name);
-    if (r != SUCCESS) {
+    int r = run(c, [c, name] { return join(c, name); });  // non-blocking: IN_PROGRESS, the join on the communicator's thread
+    if (!c->nonblocking && r != SUCCESS) {
         delete c;
         return r;
     }
     *comm = c;
-    return SUCCESS;
+    return r;
 }
 }  // namespace
 

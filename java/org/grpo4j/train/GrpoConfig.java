@@ -517,7 +517,7 @@ public final class GrpoConfig {
         require(maxGradNorm > 0, where, "max_grad_norm must be > 0 (Infinity: no clipping), got " + maxGradNorm);
         require(kvCacheMib >= 0, where, "kv_cache_mib must be >= 0 (0: sized from kv_cache_fraction), got " + kvCacheMib);
         require(kvCacheFraction > 0 && kvCacheFraction <= 1, where, "kv_cache_fraction must be in (0, 1], got " + kvCacheFraction);
-        require(precision != null && List.of("auto", "fp32", "bf16").contains(precision), where, "precision must be auto, fp32 or bf16, got " + precision);
+        require(precision != null && org.grpo4j.internal.train.Precision.SPECS.contains(precision), where, "precision must be auto, fp32 or bf16, got " + precision);
         require(List.of("bf16", "split").contains(lmHeadGrad), where, "lm_head_grad must be bf16 or split, got " + lmHeadGrad);
         require(List.of("auto", "recompute").contains(oldLogprobs), where, "old_logprobs must be auto or recompute, got " + oldLogprobs);
         require(List.of("tokens", "batch_size").contains(passPacking), where, "pass_packing must be tokens or batch_size, got " + passPacking);

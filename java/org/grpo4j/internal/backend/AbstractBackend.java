@@ -595,8 +595,7 @@ public abstract class AbstractBackend implements Backend {
         String op = Ops.SAMPLE;
         Check.notNull(op, "spec", spec);
         checkSample(tokens, logprobs, logits, rngCounters);
-        Check.check(spec.topK() <= logits.dim(1), op, "top_k = " + spec.topK() + " exceeds the vocabulary of logits "
-                + logits.shapeString() + " (0 turns top-k off)");
+        checkTopK("", spec, logits);
         requireOp(op);
         sampleImpl(tokens, logprobs, logits, rngCounters, spec);
     }
@@ -610,11 +609,15 @@ public abstract class AbstractBackend implements Backend {
                 + " (one a row)");
         for (int r = 0; r < specs.length; r++) {
             Check.check(specs[r] != null, op, "specs[" + r + "] is null");
-            Check.check(specs[r].topK() <= logits.dim(1), op, "specs[" + r + "]: top_k = " + specs[r].topK() + " exceeds the vocabulary of logits "
-                    + logits.shapeString() + " (0 turns top-k off)");
+            checkTopK("specs[" + r + "]: ", specs[r], logits);
         }
         requireOp(op);
         sampleRowsImpl(tokens, logprobs, logits, rngCounters, specs.clone());
+    }
+
+    private static void checkTopK(String which, SamplingSpec spec, Tensor logits) {
+        Check.check(spec.topK() <= logits.dim(1), Ops.SAMPLE, which + "top_k = " + spec.topK() + " exceeds the vocabulary of logits "
+                + logits.shapeString() + " (0 turns top-k off)");
     }
 
     private void checkSample(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters) {

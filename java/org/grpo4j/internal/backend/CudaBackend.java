@@ -1369,13 +1369,19 @@ public final class CudaBackend extends AbstractBackend {
 
     @Override
     void sampleImpl(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec) {
-        int b = logits.dim(0), v = logits.dim(1);
+        int b = logits.dim(0), v = sampleVocab(logits);
         if (b == 0) return;
+        ok(CudaNative.g4_sample(dt(logits), addr(tokens), addr(logprobs), addr(logits), addr(rngCounters), b, v,
+                spec.temperature(), spec.topK(), spec.topP(), spec.seed(), stream), "sample kernel");
+    }
+
+    /** The logits' V, refused beyond what the CUDA sampler takes. */
+    private int sampleVocab(Tensor logits) {
+        int v = logits.dim(1);
         if (v > sampleMaxVocab())
             throw new IllegalArgumentException("sample: logits " + logits.shapeString() + " has V = " + v
                     + " tokens per row, more than the CUDA sampler takes (" + sampleMaxVocab() + ")");
-        ok(CudaNative.g4_sample(dt(logits), addr(tokens), addr(logprobs), addr(logits), addr(rngCounters), b, v,
-                spec.temperature(), spec.topK(), spec.topP(), spec.seed(), stream), "sample kernel");
+        return v;
     }
 
     /**
@@ -1390,10 +1396,7 @@ public final class CudaBackend extends AbstractBackend {
             if (specs.length > 0) sampleImpl(tokens, logprobs, logits, rngCounters, specs[0]);
             return;
         }
-        int v = logits.dim(1);
-        if (v > sampleMaxVocab())
-            throw new IllegalArgumentException("sample: logits " + logits.shapeString() + " has V = " + v
-                    + " tokens per row, more than the CUDA sampler takes (" + sampleMaxVocab() + ")");
+        int v = sampleVocab(logits);
         for (var g : groups.entrySet()) {
             int[] rows = g.getValue().stream().mapToInt(Integer::intValue).toArray();
             SamplingSpec spec = g.getKey();
