@@ -100,6 +100,26 @@ public final class Completion {
      */
     public FinishReason finishReason() { return finishReason; }
 
+    /**
+     * Equal when the text, the token ids, the log-probs (bit for bit) and the finish reason are.
+     *
+     * @param o another object
+     * @return whether {@code o} is an equal completion
+     */
+    @Override
+    public boolean equals(Object o) {
+        return o instanceof Completion c && text.equals(c.text) && java.util.Arrays.equals(tokenIds, c.tokenIds)
+                && java.util.Arrays.equals(logprobs, c.logprobs) && finishReason == c.finishReason;
+    }
+
+    /**
+     * A hash of the token ids and the finish reason, consistent with {@link #equals}.
+     *
+     * @return the hash
+     */
+    @Override
+    public int hashCode() { return 31 * java.util.Arrays.hashCode(tokenIds) + finishReason.hashCode(); }
+
     /** The text with its length and finish reason, for logs. */
     @Override
     public String toString() { return "Completion[" + tokenIds.length + " tokens, " + finishReason.label() + "] " + text; }

@@ -5,6 +5,7 @@ import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Objects;
@@ -188,8 +189,28 @@ public final class Model implements AutoCloseable {
      * @throws IllegalStateException    if the model or its backend is closed
      */
     public List<List<Completion>> generate(List<String> prompts, Sampling sampling) {
-        Objects.requireNonNull(prompts, "prompts");
         Objects.requireNonNull(sampling, "sampling");
+        return generate(prompts, Collections.nCopies(Objects.requireNonNull(prompts, "prompts").size(), sampling));
+    }
+
+    /**
+     * Samples completions of raw text prompts, each prompt with its own settings (as vLLM takes a list of sampling
+     * params): prompt i has {@code samplings.get(i).samples()} completions of at most its {@code maxTokens}, drawn
+     * at its temperature, top-p, top-k and seed, and stopped by its stop strings, in one batch with the others.
+     * Sample j of prompt i draws from the stream (seed of prompt i, k + j), k being the samples of the prompts before
+     * it: with every sampling equal, {@link #generate(List, Sampling)}'s streams and tokens.
+     *
+     * @param prompts   the prompt texts
+     * @param samplings how to sample each prompt, one per prompt
+     * @return per prompt, its sampling's {@link Sampling#samples()} completions in sample order
+     * @throws NullPointerException     if an argument, a prompt or a sampling is null
+     * @throws IllegalArgumentException if the lists differ in size, a prompt is empty, or a prompt plus its
+     *                                  {@code maxTokens} exceeds the model's context or the backend's free memory
+     * @throws IllegalStateException    if the model or its backend is closed
+     */
+    public List<List<Completion>> generate(List<String> prompts, List<Sampling> samplings) {
+        Objects.requireNonNull(prompts, "prompts");
+        checkSamplings(samplings, prompts.size(), "prompts");
         synchronized (backend) {
             requireOpen();
             List<int[]> ids = new ArrayList<>(prompts.size());
@@ -199,7 +220,7 @@ public final class Model implements AutoCloseable {
                 if (t.length == 0) throw new IllegalArgumentException("prompts[" + i + "] is empty");
                 ids.add(t);
             }
-            return generateIds(ids, sampling, "prompts");
+            return generateIds(ids, samplings, "prompts");
         }
     }
 
@@ -215,14 +236,39 @@ public final class Model implements AutoCloseable {
      * @throws IllegalStateException    if the model or its backend is closed, or the model has no chat template
      */
     public List<List<Completion>> generateChats(List<List<ChatMessage>> chats, Sampling sampling) {
-        Objects.requireNonNull(chats, "chats");
         Objects.requireNonNull(sampling, "sampling");
+        return generateChats(chats, Collections.nCopies(Objects.requireNonNull(chats, "chats").size(), sampling));
+    }
+
+    /**
+     * Samples the assistant's reply to each chat with that chat's own settings, as {@link #generate(List, List)} does
+     * for raw text.
+     *
+     * @param chats     the conversations; roles are "system", "user" or "assistant"
+     * @param samplings how to sample each chat's reply, one per chat
+     * @return per chat, its sampling's {@link Sampling#samples()} completions in sample order
+     * @throws NullPointerException     if an argument, a chat, a message or a sampling is null
+     * @throws IllegalArgumentException if the lists differ in size, a chat is empty, a role is not one of the three,
+     *                                  or a prompt plus its {@code maxTokens} exceeds the model's context or the
+     *                                  backend's free memory
+     * @throws IllegalStateException    if the model or its backend is closed, or the model has no chat template
+     */
+    public List<List<Completion>> generateChats(List<List<ChatMessage>> chats, List<Sampling> samplings) {
+        Objects.requireNonNull(chats, "chats");
+        checkSamplings(samplings, chats.size(), "chats");
         synchronized (backend) {
             requireOpen();
             List<int[]> ids = new ArrayList<>(chats.size());
             for (int i = 0; i < chats.size(); i++) ids.add(tok.encode(render(chats.get(i), "chats[" + i + "]")));
-            return generateIds(ids, sampling, "chats");
+            return generateIds(ids, samplings, "chats");
         }
+    }
+
+    private static void checkSamplings(List<Sampling> samplings, int inputs, String name) {
+        Objects.requireNonNull(samplings, "samplings");
+        for (int i = 0; i < samplings.size(); i++) Objects.requireNonNull(samplings.get(i), "samplings[" + i + "]");
+        if (samplings.size() != inputs)
+            throw new IllegalArgumentException(samplings.size() + " samplings for " + inputs + " " + name + ": give one per " + name.substring(0, name.length() - 1));
     }
 
     /**
@@ -349,13 +395,12 @@ public final class Model implements AutoCloseable {
         return template.render(chat, true, tok);
     }
 
-    private List<List<Completion>> generateIds(List<int[]> prompts, Sampling s, String name) {
+    private List<List<Completion>> generateIds(List<int[]> prompts, List<Sampling> samplings, String name) {
         if (prompts.isEmpty()) return List.of();
-        int n = s.samples(), max = s.maxTokens();
         long total = 0, perBlockBytes = model.kvBytesPerToken() * BLOCK;
         int most = 0, mostAt = 0;
         for (int i = 0; i < prompts.size(); i++) {
-            int p = prompts.get(i).length;
+            int p = prompts.get(i).length, n = samplings.get(i).samples(), max = samplings.get(i).maxTokens();
             if ((long) p + max > maxPositions())
                 throw new IllegalArgumentException(name + "[" + i + "] (" + p + " tokens) + maxTokens " + max + " exceeds the model's context of " + maxPositions()
                         + " tokens (max_position_embeddings)");
@@ -376,9 +421,12 @@ public final class Model implements AutoCloseable {
         long fit = free < 0 ? total : free / 2 / perBlockBytes;
         long blocks = Math.max(most, Math.min(total, fit));
         Memory.require(be, blocks * perBlockBytes, "the KV cache for " + name + "[" + mostAt + "] (" + prompts.get(mostAt).length + " tokens) plus one completion of "
-                + max + " tokens", "ask for a smaller maxTokens");
-        StopStrings stop = s.stopStrings().isEmpty() ? null : new StopStrings(s.stopStrings(), ids -> tok.decodeLenient(ids, true));
-        SamplingParams sp = new SamplingParams(n, (float) s.temperature(), (float) s.topP(), s.topK(), max, stopIds, s.seed(), stop, 0);
+                + samplings.get(mostAt).maxTokens() + " tokens", "ask for a smaller maxTokens");
+        java.util.Map<Sampling, SamplingParams> made = new java.util.IdentityHashMap<>(); // one per distinct Sampling object
+        List<SamplingParams> sp = new ArrayList<>(samplings.size());
+        for (Sampling s : samplings)
+            sp.add(made.computeIfAbsent(s, q -> new SamplingParams(q.samples(), (float) q.temperature(), (float) q.topP(), q.topK(), q.maxTokens(), stopIds,
+                    q.seed(), q.stopStrings().isEmpty() ? null : new StopStrings(q.stopStrings(), ids -> tok.decodeLenient(ids, true)), 0)));
         Generator g = new Generator(model, new Generator.Config(BLOCK, (int) Math.min(Integer.MAX_VALUE, blocks), MAX_BATCH, true));
         List<List<org.grpo4j.internal.rollout.Completion>> raw = g.generate(prompts, sp);
         List<List<Completion>> out = new ArrayList<>(raw.size());

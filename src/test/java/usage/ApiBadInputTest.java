@@ -56,11 +56,14 @@ class ApiBadInputTest {
             refused(NullPointerException.class, () -> Model.load(modelDir, null), "backend");
             refused(NullPointerException.class, () -> m.generate(null, s), "prompts");
             refused(NullPointerException.class, () -> m.generate(withNull, s), "prompts[1]");
-            refused(NullPointerException.class, () -> m.generate(List.of("x"), null), "sampling");
+            refused(NullPointerException.class, () -> m.generate(List.of("x"), (Sampling) null), "sampling");
             refused(NullPointerException.class, () -> m.generateChats(null, s), "chats");
             refused(NullPointerException.class, () -> m.generateChats(Collections.singletonList(null), s), "chats[0]");
             refused(NullPointerException.class, () -> m.generateChats(List.of(Arrays.asList(new ChatMessage("user", "hi"), null)), s), "chats[0][1]");
-            refused(NullPointerException.class, () -> m.generateChats(List.of(List.of(new ChatMessage("user", "hi"))), null), "sampling");
+            refused(NullPointerException.class, () -> m.generateChats(List.of(List.of(new ChatMessage("user", "hi"))), (Sampling) null), "sampling");
+            refused(NullPointerException.class, () -> m.generate(List.of("x"), (List<Sampling>) null), "samplings");
+            refused(NullPointerException.class, () -> m.generate(List.of("x", "y"), Arrays.asList(s, null)), "samplings[1]");
+            refused(NullPointerException.class, () -> m.generateChats(List.of(List.of(new ChatMessage("user", "hi"))), (List<Sampling>) null), "samplings");
             refused(NullPointerException.class, () -> m.renderChat(null), "chat");
             refused(NullPointerException.class, () -> m.encode(null), "text");
             refused(NullPointerException.class, () -> m.decode(null), "ids");
@@ -104,6 +107,10 @@ class ApiBadInputTest {
             refused(IllegalArgumentException.class, () -> m.generateChats(List.of(List.of()), Sampling.defaults()), "chats[0] is empty");
             refused(IllegalArgumentException.class, () -> m.generateChats(List.of(List.of(new ChatMessage("User", "hi"))), Sampling.defaults()),
                     "chats[0][0].role \"User\" is not one of system, user, assistant");
+            refused(IllegalArgumentException.class, () -> m.generate(List.of("x", "y"), List.of(Sampling.defaults())), "1 samplings for 2 prompts: give one per prompt");
+            refused(IllegalArgumentException.class, () -> m.generateChats(List.of(List.of(new ChatMessage("user", "hi"))), List.of()), "0 samplings for 1 chats: give one per chat");
+            refused(IllegalArgumentException.class, () -> m.generate(List.of("x", "y"), List.of(Sampling.defaults(), Sampling.defaults().maxTokens(1 << 20))),
+                    "prompts[1]", "maxTokens 1048576 exceeds the model's context");
             refused(IllegalArgumentException.class, () -> m.decode(new int[] {3, -1}), "ids[1] = -1 is outside the vocabulary");
             refused(IllegalArgumentException.class, () -> Sampling.defaults().samples(0), "samples must be >= 1, got 0");
             refused(IllegalArgumentException.class, () -> Sampling.defaults().maxTokens(0), "maxTokens must be >= 1");

@@ -113,6 +113,34 @@ class ModelUsageTest {
         assertTrue(c.length() <= k && c.text().contains(stop), c.toString());
     }
 
+    /**
+     * A sampling per prompt: each prompt gets its own sample count, length limit, temperature and seed in one call;
+     * equal samplings give the one-sampling call's completions; a prompt's completions depend on the prompts before it
+     * only through their sample counts (their random streams come first).
+     */
+    @Test
+    void eachPromptWithItsOwnSampling() {
+        List<String> prompts = List.of("3 + 4 =", "Mia has 2 pens", "9 - 5 =");
+        Sampling hot = Sampling.defaults().samples(2).maxTokens(8).temperature(1.5).seed(3);
+        Sampling greedy = Sampling.defaults().samples(3).maxTokens(4).temperature(0);
+        Sampling nucleus = Sampling.defaults().samples(2).maxTokens(6).topP(0.5).topK(4).seed(11);
+        List<List<Completion>> out = model.generate(prompts, List.of(hot, greedy, nucleus));
+        int[] samples = {2, 3, 2}, max = {8, 4, 6};
+        for (int i = 0; i < 3; i++) {
+            assertEquals(samples[i], out.get(i).size(), "prompt " + i);
+            for (Completion c : out.get(i)) assertTrue(c.tokenIds().length >= 1 && c.tokenIds().length <= max[i], "prompt " + i + ": " + c);
+        }
+        for (Completion c : out.get(1)) assertArrayEquals(out.get(1).get(0).tokenIds(), c.tokenIds(), "greedy samples are alike");
+        // each prompt alone, or with other settings before it (same sample counts), gives the same completions
+        assertEquals(out.get(0), model.generate(prompts.subList(0, 1), hot).get(0));
+        Sampling otherHot = hot.temperature(0.3).maxTokens(2).seed(99);
+        assertEquals(out.subList(1, 3), model.generate(prompts, List.of(otherHot, greedy, nucleus)).subList(1, 3));
+        // equal samplings: the one-sampling call
+        assertEquals(model.generate(prompts, nucleus), model.generate(prompts, List.of(nucleus, nucleus, nucleus)));
+        assertEquals(model.generateChats(List.of(List.of(new ChatMessage("user", "2 + 2 ="))), greedy),
+                model.generateChats(List.of(List.of(new ChatMessage("user", "2 + 2 ="))), List.of(greedy)));
+    }
+
     @Test
     void tokenizerRoundTrip() {
         String text = "Mia has 3 pens and gets 4 more. 3 + 4 = 7";

@@ -755,12 +755,35 @@ public final class LlamaModel {
          */
         public StepOutput run(int[] tokens, int[] from, int[] positions, int[] slots, int[] blockTables, int blocks, int[] counters,
                               int[] groups, org.grpo4j.internal.backend.SamplingSpec spec) {
+            return run(tokens, from, positions, slots, blockTables, blocks, counters, groups, spec, null);
+        }
+
+        /**
+         * {@link #run(int[], int[], int[], int[], int[], int, int[], int[], org.grpo4j.internal.backend.SamplingSpec)}
+         * with a spec per live row ({@code rowSpecs}, spec null) instead of one for all: rows whose specs are all equal
+         * sample as with that one spec; different ones sample after the step (recorded as a graph up to the logits),
+         * in one launch per spec ({@link Backend#sample(Tensor, Tensor, Tensor, Tensor, org.grpo4j.internal.backend.SamplingSpec[])}).
+         */
+        public StepOutput run(int[] tokens, int[] from, int[] positions, int[] slots, int[] blockTables, int blocks, int[] counters,
+                              int[] groups, org.grpo4j.internal.backend.SamplingSpec spec, org.grpo4j.internal.backend.SamplingSpec[] rowSpecs) {
             int b = tokens.length;
+            if (rowSpecs != null) {
+                if (spec != null || rowSpecs.length != b)
+                    throw new IllegalArgumentException("decode: a spec per row (" + rowSpecs.length + " for " + b + " rows) or one spec, not both");
+                for (int i = 0; i < b; i++) java.util.Objects.requireNonNull(rowSpecs[i], "decode: the spec of row " + i);
+                boolean same = true;
+                for (int i = 1; i < b && same; i++) same = rowSpecs[i].equals(rowSpecs[0]);
+                if (same) {
+                    spec = rowSpecs[0];
+                    rowSpecs = null;
+                }
+            }
+            boolean samples = spec != null || rowSpecs != null;
             if (b < 1 || b > maxBatch) throw new IllegalArgumentException("decode: batch " + b + " outside [1, " + maxBatch + "]");
             if (positions.length != b || slots.length != b || blockTables.length != b * blocks || blocks > maxBlocks || blocks < 1)
                 throw new IllegalArgumentException("decode: tokens, positions, slots and block tables disagree on the batch size " + b
                         + " (or blocks " + blocks + " outside [1, " + maxBlocks + "])");
-            if ((counters == null) != (spec == null) || (counters != null && counters.length != 2 * b))
+            if ((counters == null) == samples || (counters != null && counters.length != 2 * b))
                 throw new IllegalArgumentException("decode: counters [b, 2] and spec go together");
             if (from != null) {
                 if (from.length != b) throw new IllegalArgumentException("decode: from has " + from.length + " rows, the batch " + b);
@@ -787,7 +810,9 @@ public final class LlamaModel {
             k.load(tokens, from, positions, slots, blockTables, blocks, counters, groups);
             if (groups != null) groupRows += groups.length / 3;
             k.step(spec);
-            sampledRows = spec != null ? b : 0;
+            if (rowSpecs != null) // after the step's logits, before the next step's gather (stream order)
+                be.sample(k.tok.rows(0, b), k.lp.rows(0, b), k.logits.rows(0, b), k.ctr.rows(0, b), rowSpecs);
+            sampledRows = samples ? b : 0;
             return new StepOutput(k.logits.rows(0, b), k.tok.rows(0, b), k.lp.rows(0, b));
         }
 

@@ -194,6 +194,10 @@ public final class Generator {
         final int prompt;
         final int[] ids;
         final int[] seqIds;       // global sequence ids (stream ids) of this group's samples
+        final int firstSample;    // the prompt's sample that is this group's first (0 with prefix sharing)
+        final SamplingParams params; // its prompt's
+        final SamplingSpec spec;
+        final int[] stopIds;
         int[] fullBlocks = new int[0];
         int partialBlock = -1;
         int epoch;                // prefills so far (a group given up is prefilled again into other blocks)
@@ -202,11 +206,17 @@ public final class Generator {
         int[] firstToken;
         float[] firstLogprob;
 
-        Group(int prompt, int[] ids, int[] seqIds) {
+        Group(int prompt, int[] ids, int[] seqIds, int firstSample, SamplingParams params, SamplingSpec spec, int[] stopIds) {
             this.prompt = prompt;
             this.ids = ids;
             this.seqIds = seqIds;
+            this.firstSample = firstSample;
+            this.params = params;
+            this.spec = spec;
+            this.stopIds = stopIds;
         }
+
+        int maxTokens() { return params.maxTokens(); }
     }
 
     private static final class Seq {
@@ -279,11 +289,29 @@ public final class Generator {
 
     /** Per prompt, {@code params.n()} completions in sample order. */
     public List<List<Completion>> generate(List<int[]> prompts, SamplingParams params) {
+        return generate(prompts, java.util.Collections.nCopies(prompts.size(), params));
+    }
+
+    /**
+     * Per prompt, its own params' {@code n()} completions in sample order: prompt i samples with {@code perPrompt.get(i)}
+     * (n, max_tokens, temperature, top-p, top-k, seed, stop tokens and strings). Sample j of prompt i draws from random
+     * stream {@code first + (the samples of prompts 0..i-1) + j}, {@code first} being the first params'
+     * {@code promptOffset() x n()}: with every prompt's params equal, {@code (promptOffset + i) x n + j}, as
+     * {@link #generate(List, SamplingParams)} (the other params' prompt offsets are not read). Each decode step samples
+     * all its rows in one launch when they share a spec (temperature, top-k, top-p, seed), else one per spec.
+     */
+    public List<List<Completion>> generate(List<int[]> prompts, List<SamplingParams> perPrompt) {
         long t0 = System.nanoTime();
-        int bs = cfg.blockSize(), n = params.n();
+        if (perPrompt.size() != prompts.size())
+            throw new IllegalArgumentException("generator: " + perPrompt.size() + " sampling params for " + prompts.size() + " prompts (one per prompt)");
+        int bs = cfg.blockSize();
         int vocab = model.config().vocabSize();
+        long sequences = 0;
+        boolean several = false;
+        int maxSeqBlocks = 1;
         for (int i = 0; i < prompts.size(); i++) {
             int[] p = prompts.get(i);
+            SamplingParams params = java.util.Objects.requireNonNull(perPrompt.get(i), "generator: sampling params of prompt " + i);
             if (p.length == 0) throw new IllegalArgumentException("prompt " + i + " is empty");
             for (int t : p) if (t < 0 || t >= vocab) throw new IllegalArgumentException("prompt " + i + " has token " + t + " outside the vocabulary [0, " + vocab + ")");
             if (p.length + params.maxTokens() > model.config().maxPositionEmbeddings())
@@ -293,19 +321,23 @@ public final class Generator {
             if (need > cfg.numBlocks())
                 throw new IllegalArgumentException("the KV pool of " + cfg.numBlocks() + " blocks x " + bs + " tokens cannot hold prompt " + i
                         + " (" + p.length + " tokens) plus one completion of " + params.maxTokens() + " tokens: it needs " + need + " blocks");
+            sequences += params.n();
+            several |= params.n() > 1;
+            maxSeqBlocks = Math.max(maxSeqBlocks, (p.length + params.maxTokens() + bs - 1) / bs);
         }
-        int maxSeqBlocks = 1;
-        for (int[] p : prompts) maxSeqBlocks = Math.max(maxSeqBlocks, (p.length + params.maxTokens() + bs - 1) / bs);
+        long first = perPrompt.isEmpty() ? 0 : (long) perPrompt.get(0).promptOffset() * perPrompt.get(0).n();
+        if (first + sequences > Integer.MAX_VALUE)
+            throw new IllegalArgumentException("generator: random streams up to " + (first + sequences) + " exceed the counters' int range");
         decodeHostNanos = 0;
         try (LlamaModel.KvCache cache = model.newKvCache(cfg.numBlocks(), bs);
              LlamaModel.DecodeSession session = model.newDecodeSession(cache, cfg.maxBatch(), maxSeqBlocks, cfg.graphs(),
-                     cfg.sharePrefix() && cfg.prefixGroups() && n > 1 ? Math.min(prompts.size(), Math.max(1, cfg.maxBatch() / 2)) : 0)) {
-            Run run = new Run(prompts, params, cache, session);
+                     cfg.sharePrefix() && cfg.prefixGroups() && several ? Math.min(prompts.size(), Math.max(1, cfg.maxBatch() / 2)) : 0)) {
+            Run run = new Run(prompts, perPrompt, (int) first, cache, session);
             run.loop();
             if (run.pool.used() != 0) throw new IllegalStateException("generator: " + run.pool.used() + " KV blocks still held after the last sample");
             lastGroupsGivenUp = run.groupsGivenUp;
             lastLargestPrefill = run.largestPrefill;
-            last = new Stats(prompts.size(), prompts.size() * n, run.prefillTokens, run.generated, run.steps, (System.nanoTime() - t0) / 1e9,
+            last = new Stats(prompts.size(), (int) sequences, run.prefillTokens, run.generated, run.steps, (System.nanoTime() - t0) / 1e9,
                     cfg.numBlocks(), run.pool.peakUsed(), run.steps > 0 ? run.usedSum / run.steps : 0, model.kvBytesPerToken() * bs * cfg.numBlocks(),
                     decodeHostNanos / 1e9, session.replays(), session.prefixGroupRows(), run.preemptions, run.recomputed, run.rows, run.peakBatch,
                     run.bookkeepingNanos / 1e9, run.overlapped, run.dropped);
@@ -315,7 +347,6 @@ public final class Generator {
 
     /** One generate call's scheduling state: prompts waiting, prefilled, samples running and set aside. */
     private final class Run {
-        final SamplingParams params;
         final int bs = cfg.blockSize();
         final boolean onDemand = cfg.admission() == Admission.ON_DEMAND;
         final boolean pipelined = cfg.pipelining() == Pipelining.ON || (cfg.pipelining() == Pipelining.AUTO && be.queuesOps());
@@ -323,8 +354,7 @@ public final class Generator {
         final BlockPool pool = new BlockPool(cfg.numBlocks());
         final LlamaModel.KvCache cache;
         final LlamaModel.DecodeSession session;
-        final SamplingSpec spec;
-        final int[] stopIds;
+        final SamplingSpec spec;                             // every prompt's, where they share one; else null
         final long prefillCap;                               // ON_DEMAND: the most tokens one prefill holds (>= one sequence)
         final Deque<Group> pending = new ArrayDeque<>();     // not prefilled (or given up)
         final List<Group> ready = new ArrayList<>();         // prefilled, samples left to admit (holding the prompt's blocks)
@@ -335,29 +365,37 @@ public final class Generator {
         int steps, preemptions, peakBatch, groupsGivenUp, overlapped;
         double usedSum;
 
-        Run(List<int[]> prompts, SamplingParams params, LlamaModel.KvCache cache, LlamaModel.DecodeSession session) {
-            this.params = params;
+        Run(List<int[]> prompts, List<SamplingParams> perPrompt, int firstStream, LlamaModel.KvCache cache, LlamaModel.DecodeSession session) {
             this.cache = cache;
             this.session = session;
-            int n = params.n();
             long all = 0, one = 0;
+            int first = firstStream; // stream ids: global over a batch split across ranks
+            SamplingSpec common = null;
+            boolean mixed = false;
+            java.util.Map<SamplingParams, SamplingSpec> specs = new java.util.HashMap<>();
+            java.util.Map<java.util.Set<Integer>, int[]> stops = new java.util.HashMap<>();
             for (int i = 0; i < prompts.size(); i++) {
+                SamplingParams params = perPrompt.get(i);
+                int n = params.n();
                 int[] ids = prompts.get(i).clone();
                 all += ids.length;
                 one = Math.max(one, ids.length + params.maxTokens() - 1L);
-                int first = (params.promptOffset() + i) * n; // stream ids: global over a batch split across ranks
+                SamplingSpec spec = specs.computeIfAbsent(params, q -> new SamplingSpec(q.temperature(), q.topK(), q.topP(), q.seed()));
+                int[] stopIds = stops.computeIfAbsent(params.stopTokenIds(), q -> q.stream().mapToInt(Integer::intValue).toArray());
+                if (common == null) common = spec;
+                mixed |= !spec.equals(common);
                 if (cfg.sharePrefix()) {
                     int[] seqIds = new int[n];
                     for (int j = 0; j < n; j++) seqIds[j] = first + j;
-                    pending.add(new Group(i, ids, seqIds));
+                    pending.add(new Group(i, ids, seqIds, 0, params, spec, stopIds));
                 } else {
-                    for (int j = 0; j < n; j++) pending.add(new Group(i, ids, new int[] {first + j}));
+                    for (int j = 0; j < n; j++) pending.add(new Group(i, ids, new int[] {first + j}, j, params, spec, stopIds));
                 }
+                first += n;
                 out.add(new ArrayList<>(java.util.Collections.nCopies(n, (Completion) null)));
             }
             prefillCap = Math.max(cfg.prefillTokens() > 0 ? cfg.prefillTokens() : all, one);
-            spec = new SamplingSpec(params.temperature(), params.topK(), params.topP(), params.seed());
-            stopIds = params.stopTokenIds().stream().mapToInt(Integer::intValue).toArray();
+            spec = mixed ? null : common;
         }
 
         /** The step issued and not yet taken in (pipelined). */
@@ -417,7 +455,7 @@ public final class Generator {
         private List<Seq> overlapRows() {
             if (!preempted.isEmpty()) return null;
             List<Seq> rows = new ArrayList<>(active.size());
-            for (Seq s : active) if (s.tokens.size() + s.inflight < params.maxTokens()) rows.add(s);
+            for (Seq s : active) if (s.tokens.size() + s.inflight < s.group.maxTokens()) rows.add(s);
             int need = blocksFor(rows);
             if (rows.isEmpty() || (onDemand && pool.available() < need)) return null;
             if ((!pending.isEmpty() || !ready.isEmpty()) && couldAdmit(onDemand ? need : 0)) return null;
@@ -435,11 +473,11 @@ public final class Generator {
             int avail = pool.available() - taken;
             if (!ready.isEmpty()) {
                 Group g = ready.get(0);
-                if (onDemand ? avail - 1 >= watermark : g.oneReserved || avail >= perSample(g.ids.length, params.maxTokens())) return true;
+                if (onDemand ? avail - 1 >= watermark : g.oneReserved || avail >= perSample(g.ids.length, g.maxTokens())) return true;
             }
             if (!pending.isEmpty()) {
                 Group g = pending.peek();
-                int pb = promptBlocks(g.ids.length), per = perSample(g.ids.length, params.maxTokens());
+                int pb = promptBlocks(g.ids.length), per = perSample(g.ids.length, g.maxTokens());
                 return onDemand ? avail - pb - 1 >= watermark : avail >= pb + per;
             }
             return false;
@@ -455,7 +493,7 @@ public final class Generator {
             if (onDemand) for (Group g : ready) waiting += g.seqIds.length - g.nextSample;
             while (!pending.isEmpty() && active.size() + (onDemand ? waiting : toPrefill.size()) < cfg.maxBatch()) {
                 Group g = pending.peek();
-                int pb = promptBlocks(g.ids.length), per = perSample(g.ids.length, params.maxTokens());
+                int pb = promptBlocks(g.ids.length), per = perSample(g.ids.length, g.maxTokens());
                 if (onDemand) {
                     if (!toPrefill.isEmpty() && tokens + g.ids.length > prefillCap) break; // the rest in a later call
                     boolean alone = active.isEmpty() && ready.isEmpty() && toPrefill.isEmpty();
@@ -489,7 +527,7 @@ public final class Generator {
             for (var it = ready.iterator(); it.hasNext(); ) {
                 Group g = it.next();
                 while (g.nextSample < g.seqIds.length && active.size() < cfg.maxBatch()) {
-                    int per = perSample(g.ids.length, params.maxTokens());
+                    int per = perSample(g.ids.length, g.maxTokens());
                     if (onDemand) {
                         if (pool.available() - 1 < (active.isEmpty() ? 0 : watermark)) break; // its first block
                     } else if (g.oneReserved) g.oneReserved = false;
@@ -524,10 +562,10 @@ public final class Generator {
 
         /** Marks {@code s} finished after its newest token: a stop token, a stop string, or max_tokens. */
         private boolean finishIfDone(Seq s) {
-            SamplingParams p = params;
+            SamplingParams p = s.group.params;
             int last = s.tokens.last();
             boolean stop = false;
-            for (int id : stopIds) stop |= id == last;
+            for (int id : s.group.stopIds) stop |= id == last;
             if (stop) s.finish = Completion.FinishReason.STOP;
             else if (p.stopStrings() != null && p.stopStrings().completedBy(s.tokens.a, s.tokens.n)) s.finish = Completion.FinishReason.STOP_STRING;
             else if (s.tokens.size() >= p.maxTokens()) s.finish = Completion.FinishReason.LENGTH;
@@ -617,7 +655,7 @@ public final class Generator {
                 groupsGivenUp++;
             }
             if (pool.available() < need)
-                throw new IllegalStateException("the KV pool of " + cfg.numBlocks() + " blocks cannot hold sample " + keep.sample + " of prompt "
+                throw new IllegalStateException("the KV pool of " + cfg.numBlocks() + " blocks cannot hold sample " + (keep.group.firstSample + keep.sample) + " of prompt "
                         + keep.group.prompt + " (" + keep.length() + " tokens)"); // the call's first check rules this out
         }
 
@@ -662,7 +700,12 @@ public final class Generator {
             }
             int[] groups = session.prefixGroups() ? prefixGroups(rowList, session.groupRowsFor(b)) : null;
             long h0 = System.nanoTime();
-            LlamaModel.StepOutput o = session.run(tokens, from, positions, slots, table, maxBlocks, counters, groups, spec);
+            SamplingSpec[] rowSpecs = null;
+            if (spec == null) { // prompts with different specs: each row its own
+                rowSpecs = new SamplingSpec[b];
+                for (int i = 0; i < b; i++) rowSpecs[i] = rowSeqs[i].group.spec;
+            }
+            LlamaModel.StepOutput o = session.run(tokens, from, positions, slots, table, maxBlocks, counters, groups, spec, rowSpecs);
             Backend.Fetched out = be.fetch(o.tokens(), o.logprobs());
             long h1 = System.nanoTime();
             decodeHostNanos += h1 - h0;
@@ -703,7 +746,7 @@ public final class Generator {
             if (!onDemand) pool.unreserve(s.reservedLeft);
             int[] t = Arrays.copyOf(s.tokens.a, s.tokens.n);
             float[] lp = Arrays.copyOf(s.logprobs, s.tokens.n);
-            out.get(s.group.prompt).set(s.seqId % out.get(s.group.prompt).size(), new Completion(t, lp, s.finish));
+            out.get(s.group.prompt).set(s.group.firstSample + s.sample, new Completion(t, lp, s.finish));
         }
 
         /** Prefills resumed samples' prompts and tokens into their own blocks (the K/V only). Returns the tokens run. */
@@ -733,7 +776,10 @@ public final class Generator {
     }
 
 
-    /** Prefills the groups' prompts (packed) and samples every sample's first token. Returns prompt tokens run. */
+    /**
+     * Prefills the groups' prompts (packed) and samples every sample's first token, with {@code spec} (null: each
+     * group's own). Returns prompt tokens run.
+     */
     private long prefill(LlamaModel.KvCache cache, List<Group> groups, SamplingSpec spec) {
         int bs = cfg.blockSize();
         List<int[]> seqs = new ArrayList<>();
@@ -752,9 +798,11 @@ public final class Generator {
         int samples = 0;
         for (Group g : groups) samples += g.seqIds.length;
         int[] rows = new int[samples], counters = new int[2 * samples];
+        SamplingSpec[] rowSpecs = spec == null ? new SamplingSpec[samples] : null;
         int r = 0;
         for (int gi = 0; gi < groups.size(); gi++)
             for (int sid : groups.get(gi).seqIds) {
+                if (rowSpecs != null) rowSpecs[r] = groups.get(gi).spec;
                 rows[r] = gi;
                 counters[2 * r] = sid;
                 counters[2 * r + 1] = 0;
@@ -765,7 +813,8 @@ public final class Generator {
              Tensor rowsT = be.upload(rows, samples); Tensor each = be.empty(DType.FP32, samples, vocab);
              Tensor ctr = be.upload(counters, samples, 2); Tensor tok = be.empty(DType.INT32, samples); Tensor lp = be.empty(DType.FP32, samples)) {
             be.embedding(each, logits, rowsT); // row gather: each sample gets its prompt's last logits
-            be.sample(tok, lp, each, ctr, spec);
+            if (spec != null) be.sample(tok, lp, each, ctr, spec);
+            else be.sample(tok, lp, each, ctr, rowSpecs);
             int[] t = tok.toInts();
             float[] l = lp.toFloats();
             r = 0;

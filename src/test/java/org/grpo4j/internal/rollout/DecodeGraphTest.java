@@ -138,6 +138,35 @@ class DecodeGraphTest {
     }
 
     /**
+     * A sampling params per prompt with different specs (greedy, top-p, top-k, another seed): decode steps record their
+     * graphs up to the logits and sample each spec's rows after the replay; the tokens are the eager steps', bit for
+     * bit (the same shapes and kernels); on the CPU (no graphs) the eager session against maxBatch 1.
+     */
+    static void mixedSpecsGiveTheEagerTokens(Backend be, DType dtype, boolean graphs, int maxBatch, List<List<Completion>> want) {
+        try (LlamaWeights w32 = LlamaWeights.init(be, small(), 7); LlamaWeights w = w32.castTo(dtype)) {
+            List<SamplingParams> each = List.of(new SamplingParams(3, 1f, 1f, 0, 12, Set.of(60, 59), 11),
+                    new SamplingParams(2, 0f, 1f, 0, 9, Set.of(60), 11), new SamplingParams(3, 0.8f, 0.7f, 0, 12, Set.of(60, 59), 11),
+                    new SamplingParams(1, 1.2f, 1f, 5, 10, Set.of(60), 4), new SamplingParams(3, 1f, 1f, 0, 12, Set.of(60, 59), 11));
+            Generator g = new Generator(new LlamaModel(w), new Generator.Config(4, 256, maxBatch, true, graphs));
+            List<List<Completion>> got = g.generate(prompts(5, 3), each);
+            if (graphs && be.capture(() -> {}) != null) assertTrue(g.lastStats().graphReplays() > 0, "graphs were replayed");
+            for (int i = 0; i < 5; i++) assertEquals(each.get(i).n(), got.get(i).size());
+            if (want != null) assertSame(want, got);
+            else mixedSpecsGiveTheEagerTokens(be, dtype, false, graphs ? maxBatch : 1, got);
+        }
+    }
+
+    @Test
+    void mixedSpecsGiveTheEagerTokensOnTheCpu() { mixedSpecsGiveTheEagerTokens(TestBackends.cpu(), DType.FP32, false, 16, null); }
+
+    @Test
+    @Tag("gpu")
+    void mixedSpecsGiveTheEagerTokensOnCuda() {
+        mixedSpecsGiveTheEagerTokens(TestBackends.cuda(), DType.BF16, true, 16, null);
+        mixedSpecsGiveTheEagerTokens(TestBackends.cuda(), DType.FP32, true, 16, null);
+    }
+
+    /**
      * ON_DEMAND admission in a pool of 24 blocks of 4 tokens for 15 sequences of up to 5 + 20 tokens: samples are
      * preempted and resumed (their K/V recomputed by a prefill; decode steps graph-replayed on CUDA). On the CPU the
      * completions of a pool with room for all, bit for bit. On CUDA in fp32 the same except where a recomputed K/V's

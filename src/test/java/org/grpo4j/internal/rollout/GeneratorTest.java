@@ -431,4 +431,66 @@ class GeneratorTest {
                 assertEquals(want.get(i).get(j).finishReason(), got.get(i).get(j).finishReason(), at);
             }
     }
+
+    /**
+     * A sampling params per prompt: each prompt's completions are those of generating it alone with its params (n,
+     * max_tokens, temperature, top-p, top-k, seed, stop tokens), its random streams placed where the call puts them
+     * (after the samples of the prompts before it, here through the prompt offset); so in the call's decode steps rows
+     * with different specs sample side by side. With and without prefix sharing, in a pool far too small for all
+     * samples at once (preemptions), and pipelined.
+     */
+    @Test
+    void eachPromptSamplesWithItsOwnParams() {
+        List<int[]> ps = prompts();
+        // n 2, 2, 4, 4: stream bases 0, 2, 4, 8 = offsets 0, 1, 1, 2 times n
+        List<SamplingParams> each = List.of(
+                new SamplingParams(2, 1f, 1f, 0, 9, Set.of(1), 77),
+                new SamplingParams(2, 0f, 1f, 0, 5, Set.of(), 3),             // greedy
+                new SamplingParams(4, 0.7f, 0.8f, 0, 12, Set.of(1, 5), 77),   // top-p
+                new SamplingParams(4, 1.3f, 1f, 3, 7, Set.of(), 9));          // top-k
+        int[] offsets = {0, 1, 1, 2};
+        List<List<List<Completion>>> alone = new ArrayList<>();
+        for (int i = 0; i < ps.size(); i++) {
+            SamplingParams p = each.get(i);
+            SamplingParams at = new SamplingParams(p.n(), p.temperature(), p.topP(), p.topK(), p.maxTokens(), p.stopTokenIds(), p.seed(), null, offsets[i]);
+            alone.add(gen(4, 200, 64, true).generate(List.of(ps.get(i)), at));
+        }
+        Generator[] gens = {gen(4, 200, 64, true), gen(4, 200, 64, false), gen(3, 9, 3, true),
+                new Generator(model, new Generator.Config(4, 200, 64, true).withPipelined(true))};
+        String[] names = {"shared", "unshared", "small pool", "pipelined"};
+        for (int g = 0; g < gens.length; g++) {
+            List<List<Completion>> got = gens[g].generate(ps, each);
+            assertEquals(ps.size(), got.size());
+            for (int i = 0; i < ps.size(); i++) {
+                assertEquals(each.get(i).n(), got.get(i).size(), names[g] + ": completions of prompt " + i);
+                for (int j = 0; j < each.get(i).n(); j++) {
+                    Completion want = alone.get(i).get(0).get(j), c = got.get(i).get(j);
+                    String at = names[g] + ": prompt " + i + " sample " + j;
+                    assertArrayEquals(want.tokens(), c.tokens(), at);
+                    assertArrayEquals(want.logprobs(), c.logprobs(), at);
+                    assertEquals(want.finishReason(), c.finishReason(), at);
+                    assertTrue(c.tokens().length <= each.get(i).maxTokens(), at);
+                }
+            }
+            if (g == 2) assertTrue(gens[g].lastStats().preemptions() > 0, "the small pool preempted samples");
+        }
+        // the specs took effect: greedy samples are all alike, top-k 3 rows draw from at most 3 tokens a step
+        assertArrayEquals(alone.get(1).get(0).get(0).tokens(), alone.get(1).get(0).get(1).tokens());
+        List<List<Completion>> free = gen(4, 200, 64, true).generate(List.of(ps.get(1)), new SamplingParams(2, 1f, 1f, 0, 5, Set.of(), 3, null, 1));
+        assertFalse(java.util.Arrays.equals(free.get(0).get(0).tokens(), alone.get(1).get(0).get(0).tokens())
+                && java.util.Arrays.equals(free.get(0).get(1).tokens(), alone.get(1).get(0).get(1).tokens()), "temperature 1 differs from greedy");
+    }
+
+    @Test
+    void oneParamsPerPromptIsRequired() {
+        Generator g = gen(4, 200, 64, true);
+        SamplingParams p = new SamplingParams(1, 1f, 1f, 0, 4, Set.of(), 1);
+        var e = assertThrows(IllegalArgumentException.class, () -> g.generate(prompts(), List.of(p, p)));
+        assertEquals("generator: 2 sampling params for 4 prompts (one per prompt)", e.getMessage());
+        List<SamplingParams> withNull = new ArrayList<>(List.of(p, p, p, p));
+        withNull.set(2, null);
+        var n = assertThrows(NullPointerException.class, () -> g.generate(prompts(), withNull));
+        assertEquals("generator: sampling params of prompt 2", n.getMessage());
+    }
 }
+
