@@ -1397,12 +1397,18 @@ public final class CudaBackend extends AbstractBackend {
             return;
         }
         int v = sampleVocab(logits);
-        for (var g : groups.entrySet()) {
-            int[] rows = g.getValue().stream().mapToInt(Integer::intValue).toArray();
-            SamplingSpec spec = g.getKey();
-            try (Tensor list = upload(rows, rows.length)) { // freed in stream order: the launch reads it first
-                ok(CudaNative.g4_sample_rows(dt(logits), addr(tokens), addr(logprobs), addr(logits), addr(rngCounters), addr(list), rows.length, v,
-                        spec.temperature(), spec.topK(), spec.topP(), spec.seed(), stream), "sample kernel (" + rows.length + " rows of one spec)");
+        int[] all = new int[specs.length]; // every group's rows, one after the other: one staged copy, no host wait
+        int k = 0;
+        for (java.util.List<Integer> rows : groups.values()) for (int r : rows) all[k++] = r;
+        try (Tensor lists = empty(DType.INT32, all.length)) { // freed in stream order: the launches read it first
+            copyFromHostAsync(lists, all);
+            int first = 0;
+            for (var g : groups.entrySet()) {
+                int n = g.getValue().size();
+                SamplingSpec spec = g.getKey();
+                ok(CudaNative.g4_sample_rows(dt(logits), addr(tokens), addr(logprobs), addr(logits), addr(rngCounters), addr(lists) + 4L * first, n, v,
+                        spec.temperature(), spec.topK(), spec.topP(), spec.seed(), stream), "sample kernel (" + n + " rows of one spec)");
+                first += n;
             }
         }
     }

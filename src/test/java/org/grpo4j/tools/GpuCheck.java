@@ -213,8 +213,14 @@ public final class GpuCheck {
     static int runClass(String cls, Path result) throws IOException {
         int[] counts = new int[3];
         List<String> lines = new ArrayList<>();
-        LauncherDiscoveryRequest req = LauncherDiscoveryRequestBuilder.request()
-                .selectors(selectClass(cls)).filters(TagFilter.includeTags("gpu")).build();
+        int hash = cls.indexOf('#');
+        String method = hash < 0 ? null : cls.substring(hash + 1);
+        LauncherDiscoveryRequestBuilder rb = LauncherDiscoveryRequestBuilder.request()
+                .selectors(selectClass(hash < 0 ? cls : cls.substring(0, hash))).filters(TagFilter.includeTags("gpu"));
+        if (method != null) // keep the tests of that method name (in the class and its nested classes)
+            rb.filters((org.junit.platform.launcher.PostDiscoveryFilter) d -> org.junit.platform.engine.FilterResult.includedIf(
+                    !d.isTest() || d.getUniqueId().toString().contains("[method:" + method + "(")));
+        LauncherDiscoveryRequest req = rb.build();
         Launcher launcher = LauncherFactory.create();
         launcher.execute(req, new TestExecutionListener() {
             @Override
@@ -268,7 +274,15 @@ public final class GpuCheck {
                 if (m.find()) classes.add(m.group(1));
             }
         List<String> out = new ArrayList<>();
-        for (String c : classes) if (only == null || only.contains(simple(c))) out.add(c);
+        for (String c : classes) {
+            if (only == null || only.contains(simple(c))) out.add(c);
+            else for (String o : only) // CLASS#METHOD: that class's gpu-tagged tests of that name only (nested classes too)
+                if (o.startsWith(simple(c) + "#") && o.length() > simple(c).length() + 1) out.add(c + o.substring(simple(c).length()));
+        }
+        if (only != null)
+            for (String o : only)
+                if (out.stream().noneMatch(c -> simple(c).equals(o)))
+                    throw new IllegalArgumentException("--only " + o + ": no gpu-tagged test class of that name (CLASS or CLASS#METHOD)");
         return out;
     }
 

@@ -22,6 +22,24 @@ class GpuCheckTest {
         assertFalse(classes.contains("org.grpo4j.tools.GpuCheckTest"), "a class without gpu tests is not a family");
     }
 
+    /** --only takes a class or CLASS#METHOD (one test of it, nested classes included); a name that is neither is refused. */
+    @Test
+    void onlySelectsAClassOrOneMethod() throws Exception {
+        assertEquals(List.of("org.grpo4j.internal.rollout.DecodeGraphTest#cudaGraphsGiveTheEagerTokens"),
+                GpuCheck.gpuTestClasses(List.of("DecodeGraphTest#cudaGraphsGiveTheEagerTokens")));
+        assertEquals(List.of("org.grpo4j.internal.rollout.DecodeGraphTest"), GpuCheck.gpuTestClasses(List.of("DecodeGraphTest")));
+        var e = assertThrows(IllegalArgumentException.class, () -> GpuCheck.gpuTestClasses(List.of("NoSuchTest")));
+        assertEquals("--only NoSuchTest: no gpu-tagged test class of that name (CLASS or CLASS#METHOD)", e.getMessage());
+        org.junit.jupiter.api.Assumptions.assumeFalse(CudaRuntime.probe().available(), "the child run below: skipped where a GPU is present");
+        Path dir = Files.createTempDirectory("gpu-check-only");
+        Path result = dir.resolve("r");
+        // the one method runs (skipped here, no device) and nothing else of the class
+        assertEquals(0, GpuCheck.runClass("org.grpo4j.internal.rollout.DecodeGraphTest#cudaGraphsGiveTheEagerTokens", result));
+        assertTrue(Files.readString(result).startsWith("counts 0 0 1"), Files.readString(result));
+        assertEquals(0, GpuCheck.runClass("org.grpo4j.internal.backend.SampleConformanceTest#perRowSpecsDrawWhatEachRowsOwnSpecDraws", result));
+        assertTrue(Files.readString(result).startsWith("counts 0 0 1"), "the nested CUDA suite's one method: " + Files.readString(result));
+    }
+
     /** A step never runs past the budget by more than the minimum step (a device loan limits a command's time). */
     @Test
     void stepTimeoutsShrinkWithTheBudgetLeft() {
