@@ -760,26 +760,21 @@ public final class LlamaModel {
 
         /**
          * {@link #run(int[], int[], int[], int[], int[], int, int[], int[], org.grpo4j.internal.backend.SamplingSpec)}
-         * with a spec per live row ({@code rowSpecs}, spec null) instead of one for all: rows whose specs are all equal
-         * sample as with that one spec; different ones sample after the step (recorded as a graph up to the logits),
-         * in one launch per spec ({@link Backend#sample(Tensor, Tensor, Tensor, Tensor, org.grpo4j.internal.backend.SamplingSpec[])}).
+         * with a spec per live row ({@code rowSpecs}, spec null) instead of one for all: the rows sample after the step
+         * (recorded as a graph up to the logits), in one launch per distinct spec
+         * ({@link Backend#sample(Tensor, Tensor, Tensor, Tensor, org.grpo4j.internal.backend.SamplingSpec[])}), even
+         * where this step's rows happen to share one, so that a call whose rows' specs differ keeps one graph per bucket.
          */
         public StepOutput run(int[] tokens, int[] from, int[] positions, int[] slots, int[] blockTables, int blocks, int[] counters,
                               int[] groups, org.grpo4j.internal.backend.SamplingSpec spec, org.grpo4j.internal.backend.SamplingSpec[] rowSpecs) {
             int b = tokens.length;
+            if (b < 1 || b > maxBatch) throw new IllegalArgumentException("decode: batch " + b + " outside [1, " + maxBatch + "]");
             if (rowSpecs != null) {
                 if (spec != null || rowSpecs.length != b)
                     throw new IllegalArgumentException("decode: a spec per row (" + rowSpecs.length + " for " + b + " rows) or one spec, not both");
                 for (int i = 0; i < b; i++) java.util.Objects.requireNonNull(rowSpecs[i], "decode: the spec of row " + i);
-                boolean same = true;
-                for (int i = 1; i < b && same; i++) same = rowSpecs[i].equals(rowSpecs[0]);
-                if (same) {
-                    spec = rowSpecs[0];
-                    rowSpecs = null;
-                }
             }
             boolean samples = spec != null || rowSpecs != null;
-            if (b < 1 || b > maxBatch) throw new IllegalArgumentException("decode: batch " + b + " outside [1, " + maxBatch + "]");
             if (positions.length != b || slots.length != b || blockTables.length != b * blocks || blocks > maxBlocks || blocks < 1)
                 throw new IllegalArgumentException("decode: tokens, positions, slots and block tables disagree on the batch size " + b
                         + " (or blocks " + blocks + " outside [1, " + maxBlocks + "])");

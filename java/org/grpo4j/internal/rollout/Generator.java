@@ -276,6 +276,7 @@ public final class Generator {
     }
 
     private static final int OWN = Integer.MAX_VALUE;
+    private static final SamplingSpec GREEDY = new SamplingSpec(0f, 0, 1f, 0);
 
     /** A decode step's order with prefix groups: each prompt's samples together, those reading the same blocks adjacent. */
     private static final java.util.Comparator<Seq> BY_PROMPT = (x, y) -> x.group.prompt != y.group.prompt
@@ -297,8 +298,10 @@ public final class Generator {
      * (n, max_tokens, temperature, top-p, top-k, seed, stop tokens and strings). Sample j of prompt i draws from random
      * stream {@code first + (the samples of prompts 0..i-1) + j}, {@code first} being the first params'
      * {@code promptOffset() x n()}: with every prompt's params equal, {@code (promptOffset + i) x n + j}, as
-     * {@link #generate(List, SamplingParams)} (the other params' prompt offsets are not read). Each decode step samples
-     * all its rows in one launch when they share a spec (temperature, top-k, top-p, seed), else one per spec.
+     * {@link #generate(List, SamplingParams)} (the other params' prompt offsets are not read; a batch split over ranks
+     * by prompt offsets, as the trainer's, needs one n for all prompts, or the ranks' streams would overlap). When every
+     * prompt has one spec (temperature, top-k, top-p, seed; greedy prompts share one whatever their other fields), each
+     * decode step samples inside its graph in one launch; otherwise after the graph, one launch per spec in the step.
      */
     public List<List<Completion>> generate(List<int[]> prompts, List<SamplingParams> perPrompt) {
         long t0 = System.nanoTime();
@@ -326,8 +329,8 @@ public final class Generator {
             maxSeqBlocks = Math.max(maxSeqBlocks, (p.length + params.maxTokens() + bs - 1) / bs);
         }
         long first = perPrompt.isEmpty() ? 0 : (long) perPrompt.get(0).promptOffset() * perPrompt.get(0).n();
-        if (first + sequences > Integer.MAX_VALUE)
-            throw new IllegalArgumentException("generator: random streams up to " + (first + sequences) + " exceed the counters' int range");
+        if (first + sequences - 1 > Integer.MAX_VALUE)
+            throw new IllegalArgumentException("generator: random streams up to " + (first + sequences - 1) + " exceed the counters' int range");
         decodeHostNanos = 0;
         try (LlamaModel.KvCache cache = model.newKvCache(cfg.numBlocks(), bs);
              LlamaModel.DecodeSession session = model.newDecodeSession(cache, cfg.maxBatch(), maxSeqBlocks, cfg.graphs(),
@@ -380,7 +383,8 @@ public final class Generator {
                 int[] ids = prompts.get(i).clone();
                 all += ids.length;
                 one = Math.max(one, ids.length + params.maxTokens() - 1L);
-                SamplingSpec spec = specs.computeIfAbsent(params, q -> new SamplingSpec(q.temperature(), q.topK(), q.topP(), q.seed()));
+                // greedy ignores top-k, top-p and the seed (the same tokens and log-probs): one spec for every greedy prompt
+                SamplingSpec spec = specs.computeIfAbsent(params, q -> q.temperature() == 0 ? GREEDY : new SamplingSpec(q.temperature(), q.topK(), q.topP(), q.seed()));
                 int[] stopIds = stops.computeIfAbsent(params.stopTokenIds(), q -> q.stream().mapToInt(Integer::intValue).toArray());
                 if (common == null) common = spec;
                 mixed |= !spec.equals(common);
