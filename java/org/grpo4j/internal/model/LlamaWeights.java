@@ -43,8 +43,28 @@ public final class LlamaWeights implements AutoCloseable {
     private final long capacity;
     private final Tensor flat;
     private final Map<String, Tensor> views = new HashMap<>();
+    /** A gradient window ({@link #gradientWindow}): each backward group's first offset, descending; null otherwise. */
+    private final long[] groupFrom;
+    private final long slab; // elements of each of a window's two slabs
 
     private LlamaWeights(Backend be, LlamaConfig config) { this(be, config, DType.FP32, 0); }
+
+    /** A gradient window: two slabs of {@code slab} elements; group g's tensors in slab g % 2, from its start. */
+    private LlamaWeights(Backend be, LlamaConfig config, DType dtype, long[] groupFrom, long slab) {
+        if (dtype != DType.FP32 && dtype != DType.BF16) throw new IllegalArgumentException("gradients are fp32 or bf16, not " + dtype);
+        this.config = config;
+        this.layout = new ParameterLayout(config);
+        this.backend = be;
+        this.capacity = layout.totalElements();
+        this.groupFrom = groupFrom;
+        this.slab = slab;
+        this.storage = allocate(be, dtype, 2 * slab);
+        this.flat = null;
+        for (ParameterLayout.Entry e : layout.entries()) {
+            int g = groupOf(e.offset());
+            views.put(e.name(), storage.view((g % 2) * slab + e.offset() - groupFrom[g], e.shape()));
+        }
+    }
 
     private LlamaWeights(Backend be, LlamaConfig config, DType dtype, long capacity) {
         if (dtype != DType.FP32 && dtype != DType.BF16) throw new IllegalArgumentException("weights are fp32 or bf16, not " + dtype);
@@ -53,19 +73,78 @@ public final class LlamaWeights implements AutoCloseable {
         this.backend = be;
         long total = layout.totalElements();
         this.capacity = Math.max(capacity, total);
-        long limit = maxFlatElements();
-        if (this.capacity <= limit) {
-            this.storage = be.zeros(dtype, (int) this.capacity);
-            this.flat = this.capacity == total ? storage : storage.view(0, (int) total);
-        } else {
-            // one allocation of rows x row elements (a tensor's dimensions are ints, its element count is not)
-            int row = splitRow(limit);
-            long rows = (this.capacity + row - 1) / row;
-            if (rows > Integer.MAX_VALUE - 8) throw new IllegalArgumentException(String.format(java.util.Locale.ROOT, "%,d elements is too large a buffer", this.capacity));
-            this.storage = be.zeros(dtype, (int) rows, row);
-            this.flat = null;
-        }
+        this.storage = allocate(be, dtype, this.capacity);
+        this.flat = storage.rank() != 1 ? null : this.capacity == total ? storage : storage.view(0, (int) total);
+        this.groupFrom = null;
+        this.slab = 0;
         for (ParameterLayout.Entry e : layout.entries()) views.put(e.name(), storage.view(e.offset(), e.shape()));
+    }
+
+    /**
+     * The gradients ZeRO-2's backward writes, in a window of two slabs instead of one buffer of every parameter: the
+     * backward pass completes its gradients group by group ({@link ParameterLayout#backwardGroups()}: the final norm
+     * and LM head, each layer, the embeddings), and group g lives in slab g % 2, so a group's buckets are reduced while
+     * the next group is written into the other slab, and the slab is zeroed again for group g + 2 once they are
+     * ({@code ShardedAdamW}). Two slabs of the largest group (the [V, D] embeddings or LM head) instead of every
+     * parameter: 2.1 GB instead of 16 GB in bf16 for Llama 3.1 8B. {@link #get} views alias across groups g and g + 2;
+     * {@link #range} takes ranges within one group; whole-buffer operations ({@link #flat}, {@link #padded},
+     * {@link #copy}, {@link #castTo}, {@link #copyFrom}, saving) are refused.
+     */
+    public static LlamaWeights gradientWindow(Backend be, LlamaConfig config, DType dtype) {
+        ParameterLayout lay = new ParameterLayout(config);
+        long slab = (lay.largestBackwardGroup() + 7) / 8 * 8; // each slab 16-byte aligned in bf16
+        return new LlamaWeights(be, config, dtype, lay.backwardGroups(), slab);
+    }
+
+    /** Elements a {@link #gradientWindow} of {@code config} allocates. */
+    public static long gradientWindowElements(LlamaConfig config) {
+        return allocatedElements(2 * ((new ParameterLayout(config).largestBackwardGroup() + 7) / 8 * 8));
+    }
+
+    /** Whether this is a {@link #gradientWindow}. */
+    public boolean windowed() { return groupFrom != null; }
+
+    /** A window's backward groups: each group's first flat offset, descending (see {@link ParameterLayout#backwardGroups()}). */
+    public long[] groupStarts() {
+        requireWindow();
+        return groupFrom.clone();
+    }
+
+    /** The backward group holding flat offset {@code offset} (a window). */
+    public int groupOf(long offset) {
+        requireWindow();
+        if (offset < 0 || offset >= layout.totalElements()) throw new IllegalArgumentException("flat offset " + offset + " outside [0, " + layout.totalElements() + ")");
+        int g = 0;
+        while (groupFrom[g] > offset) g++;
+        return g;
+    }
+
+    /** Zeroes group g's part of its slab (a window). */
+    public void zeroGroup(int g) {
+        requireWindow();
+        long end = g == 0 ? layout.totalElements() : groupFrom[g - 1];
+        backend.fill(storage.view((g % 2) * slab, (int) (end - groupFrom[g])), 0);
+    }
+
+    private void requireWindow() {
+        if (groupFrom == null) throw new IllegalStateException("not a gradient window");
+    }
+
+    private void requireWhole(String op) {
+        if (groupFrom != null) throw new IllegalStateException(op + " of a gradient window (two slabs, not every parameter at once)");
+    }
+
+    /**
+     * Zeros of {@code elements} elements: one 1-D tensor up to {@link #maxFlatElements()}, else one allocation of rows x
+     * row elements (a tensor's dimensions are ints, its element count is not), whose flat views work the same.
+     */
+    private static Tensor allocate(Backend be, DType dtype, long elements) {
+        long limit = maxFlatElements();
+        if (elements <= limit) return be.zeros(dtype, (int) elements);
+        int row = splitRow(limit);
+        long rows = (elements + row - 1) / row;
+        if (rows > Integer.MAX_VALUE - 8) throw new IllegalArgumentException(String.format(java.util.Locale.ROOT, "%,d elements is too large a buffer", elements));
+        return be.zeros(dtype, (int) rows, row);
     }
 
     /** The most elements a flat buffer holds as one 1-D tensor (a tensor dimension is an int). */
@@ -117,19 +196,55 @@ public final class LlamaWeights implements AutoCloseable {
     public static LlamaWeights zeros(Backend be, LlamaConfig config, DType dtype, long capacity) { return new LlamaWeights(be, config, dtype, capacity); }
 
     /** HF's LlamaForCausalLM init: N(0, 0.02) for embeddings and projections, 1 for RMSNorm weights. */
-    public static LlamaWeights init(Backend be, LlamaConfig config, long seed) {
-        LlamaWeights w = new LlamaWeights(be, config);
+    public static LlamaWeights init(Backend be, LlamaConfig config, long seed) { return init(be, config, seed, DType.FP32, 0); }
+
+    /**
+     * {@link #init(Backend, LlamaConfig, long)} in {@code dtype} (bf16: each fp32 value rounded once, as a cast of the
+     * fp32 init) into a buffer of {@code capacity} elements, never holding the fp32 weights whole.
+     */
+    public static LlamaWeights init(Backend be, LlamaConfig config, long seed, DType dtype, long capacity) {
+        LlamaWeights w = new LlamaWeights(be, config, dtype, capacity);
+        long largest = 0;
+        for (ParameterLayout.Entry e : w.layout.entries()) largest = Math.max(largest, e.numel());
+        try (Tensor tmp = dtype == DType.FP32 ? null : be.empty(DType.FP32, (int) Math.min(largest, LOAD_PIECE))) {
+            initPieces(config, seed, (off, a) -> {
+                Tensor d = w.range(off, a.length);
+                if (tmp == null) be.copyFromHost(d, a);
+                else {
+                    Tensor t = tmp.view(0, a.length);
+                    be.copyFromHost(t, a);
+                    be.cast(d, t);
+                }
+            });
+        } catch (RuntimeException e) {
+            w.close();
+            throw e;
+        }
+        return w;
+    }
+
+    /** Flat elements [from, from + dst.numel()) of {@link #init(Backend, LlamaConfig, long)}'s fp32 values into {@code dst} (fp32). */
+    public static void initRange(Backend be, LlamaConfig config, long seed, long from, Tensor dst) {
+        if (dst.dtype() != DType.FP32) throw new IllegalArgumentException("initRange: dst must be fp32, got " + dst.dtype());
+        long to = from + dst.numel();
+        Tensor flatDst = dst.reshape(Math.toIntExact(dst.numel()));
+        initPieces(config, seed, (off, a) -> {
+            long x = Math.max(from, off), y = Math.min(to, off + a.length);
+            if (x < y) be.copyFromHost(flatDst.view(x - from, (int) (y - x)), java.util.Arrays.copyOfRange(a, (int) (x - off), (int) (y - off)));
+        });
+    }
+
+    /** The init's values in flat order, in pieces of at most 2^24 (every piece generated: the stream is sequential). */
+    private static void initPieces(LlamaConfig config, long seed, java.util.function.BiConsumer<Long, float[]> sink) {
         SplittableRandom r = new SplittableRandom(seed);
-        for (ParameterLayout.Entry e : w.layout.entries()) {
-            Tensor t = w.views.get(e.name()).reshape(Math.toIntExact(e.numel()));
+        for (ParameterLayout.Entry e : new ParameterLayout(config).entries()) {
             for (long from = 0; from < e.numel(); from += LOAD_PIECE) { // pieces, in order: the same values as one array
                 float[] a = new float[(int) Math.min(LOAD_PIECE, e.numel() - from)];
                 if (e.name().endsWith("norm.weight")) java.util.Arrays.fill(a, 1f);
                 else for (int i = 0; i < a.length; i++) a[i] = (float) (r.nextGaussian() * 0.02);
-                be.copyFromHost(t.view(from, a.length), a);
+                sink.accept(e.offset() + from, a);
             }
         }
-        return w;
     }
 
     public LlamaConfig config() { return config; }
@@ -144,6 +259,7 @@ public final class LlamaWeights implements AutoCloseable {
      * elements (a model over 2^31 parameters has none: use {@link #range}, {@link #padded()} or {@link #get}).
      */
     public Tensor flat() {
+        requireWhole("flat()");
         if (flat == null)
             throw new IllegalStateException(String.format(java.util.Locale.ROOT, "%,d parameters are not one 1-D tensor (at most 2^31 - 9 elements);"
                     + " this operation works on models below that size only", layout.totalElements()));
@@ -156,8 +272,16 @@ public final class LlamaWeights implements AutoCloseable {
     /** Sets every element (padding included) to zero. */
     public void zero() { backend.fill(storage, 0); }
 
-    /** Flat elements [from, from + length) as a 1-D view (any buffer size). */
-    public Tensor range(long from, int length) { return storage.view(from, length); }
+    /** Flat elements [from, from + length) as a 1-D view (any buffer size; in a window, within one backward group). */
+    public Tensor range(long from, int length) {
+        if (groupFrom == null) return storage.view(from, length);
+        int g = groupOf(from);
+        long end = g == 0 ? layout.totalElements() : groupFrom[g - 1];
+        if (length < 0 || from + length > end)
+            throw new IllegalArgumentException("range [" + from + ", " + (from + length) + ") straddles backward groups of a gradient window (group " + g
+                    + " is [" + groupFrom[g] + ", " + end + "))");
+        return storage.view((g % 2) * slab + from - groupFrom[g], length);
+    }
 
     /** Elements held, padding included (at least the parameter count). */
     public long capacity() { return capacity; }
@@ -168,6 +292,7 @@ public final class LlamaWeights implements AutoCloseable {
      * in-place all-gather) take it.
      */
     public Tensor padded() {
+        requireWhole("padded()");
         if (flat != null || storage.numel() == capacity) return storage;
         int c = 1 << 20;
         while (capacity % c != 0) c >>= 1;
@@ -209,6 +334,7 @@ public final class LlamaWeights implements AutoCloseable {
 
     /** A copy on the same backend (e.g. the frozen reference policy). */
     public LlamaWeights copy() {
+        requireWhole("copy()");
         LlamaWeights w = new LlamaWeights(backend, config, dtype(), 0);
         forChunks(layout.totalElements(), (from, n) -> backend.copy(w.range(from, n), range(from, n)));
         return w;
@@ -216,6 +342,7 @@ public final class LlamaWeights implements AutoCloseable {
 
     /** A copy in {@code dtype} on the same backend: fp32 to bf16 rounds each weight to nearest even once. */
     public LlamaWeights castTo(DType dtype) {
+        requireWhole("castTo()");
         LlamaWeights w = new LlamaWeights(backend, config, dtype, 0);
         forChunks(layout.totalElements(), (from, n) -> backend.cast(w.range(from, n), range(from, n)));
         return w;
@@ -223,6 +350,8 @@ public final class LlamaWeights implements AutoCloseable {
 
     /** Overwrites these weights with {@code src}'s (same config; cast when the dtypes differ). */
     public void copyFrom(LlamaWeights src) {
+        requireWhole("copyFrom()");
+        src.requireWhole("copyFrom()");
         if (!src.config.equals(config))
             throw new IllegalArgumentException("copyFrom: the two weight sets have different configs");
         forChunks(layout.totalElements(), (from, n) -> backend.cast(range(from, n), src.range(from, n)));
@@ -251,9 +380,15 @@ public final class LlamaWeights implements AutoCloseable {
      * {@link #load(Backend, Path)} into {@code dtype} weights (bf16: each tensor read in fp32 through a temporary
      * tensor and rounded once, so a bf16 copy never needs the fp32 model beside it).
      */
-    public static LlamaWeights load(Backend be, Path dir, DType dtype) throws IOException {
+    public static LlamaWeights load(Backend be, Path dir, DType dtype) throws IOException { return load(be, dir, dtype, 0); }
+
+    /**
+     * {@link #load(Backend, Path, DType)} into a buffer of {@code capacity} elements (the parameters, then zero
+     * padding: {@link #zeros(Backend, LlamaConfig, DType, long)}).
+     */
+    public static LlamaWeights load(Backend be, Path dir, DType dtype, long capacity) throws IOException {
         LlamaConfig cfg = LlamaConfig.read(dir);
-        LlamaWeights w = new LlamaWeights(be, cfg, dtype, 0);
+        LlamaWeights w = new LlamaWeights(be, cfg, dtype, capacity);
         try {
             w.loadTensors(dir);
         } catch (IOException | RuntimeException e) {
@@ -263,9 +398,45 @@ public final class LlamaWeights implements AutoCloseable {
         return w;
     }
 
-    private void loadTensors(Path dir) throws IOException {
+    /**
+     * Flat elements [from, from + dst.numel()) of the {@code config} model saved in HF directory {@code dir}, read in
+     * fp32 into {@code dst} (fp32), piece by piece: a ZeRO-2 rank's fp32 master slice straight from the checkpoint,
+     * never the whole fp32 model. The directory's tensors are expected to be checked already (a {@link #load} of it).
+     */
+    public static void readRange(Backend be, Path dir, LlamaConfig config, long from, Tensor dst) throws IOException {
+        if (dst.dtype() != DType.FP32) throw new IllegalArgumentException("readRange: dst must be fp32, got " + dst.dtype());
+        long n = dst.numel(), to = from + n;
+        ParameterLayout layout = new ParameterLayout(config);
+        if (from < 0 || to > layout.totalElements())
+            throw new IllegalArgumentException("readRange: [" + from + ", " + to + ") outside the " + layout.totalElements() + " parameters");
+        Tensor flatDst = dst.reshape(Math.toIntExact(n));
+        long[] done = {0};
+        for (Path f : weightFiles(dir).keySet()) {
+            try (SafeTensors st = SafeTensors.open(f)) {
+                for (SafeTensors.Info t : st.tensors().values()) {
+                    if (!layout.has(t.name())) continue;
+                    ParameterLayout.Entry e = layout.get(t.name());
+                    long a = Math.max(from, e.offset()), b = Math.min(to, e.offset() + e.numel());
+                    for (long p = a; p < b; p += LOAD_PIECE) {
+                        int len = (int) Math.min(LOAD_PIECE, b - p);
+                        float[] buf = new float[len];
+                        st.readFloats(t.name(), p - e.offset(), len, buf, 0);
+                        be.copyFromHost(flatDst.view(p - from, len), buf);
+                        done[0] += len;
+                    }
+                }
+            }
+        }
+        if (done[0] != n) throw new IOException(dir + ": the checkpoint holds " + done[0] + " of the " + n + " elements of flat range [" + from + ", " + to + ")");
+    }
+
+    /**
+     * The weight files of an HF directory, each with the tensors the index puts there (null: a single
+     * model.safetensors, no index).
+     */
+    private static Map<Path, Set<String>> weightFiles(Path dir) throws IOException {
         Path single = dir.resolve("model.safetensors"), index = dir.resolve("model.safetensors.index.json");
-        Map<String, Path> where = new LinkedHashMap<>();
+        Map<Path, Set<String>> files = new java.util.TreeMap<>();
         if (Files.isRegularFile(index)) {
             com.fasterxml.jackson.databind.JsonNode root;
             try {
@@ -280,16 +451,25 @@ public final class LlamaWeights implements AutoCloseable {
                 var e = it.next();
                 Path f = dir.resolve(e.getValue().asText());
                 if (!f.normalize().startsWith(dir.normalize())) throw new IOException(index + ": shard " + e.getValue() + " is outside the model directory");
-                where.put(e.getKey(), f);
+                files.computeIfAbsent(f, k -> new HashSet<>()).add(e.getKey());
             }
         } else if (Files.isRegularFile(single)) {
-            where = null;
+            files.put(single, null);
         } else {
             throw new NoSuchFileException(dir.toString(), null, "no model.safetensors or model.safetensors.index.json");
         }
-        Set<Path> files = new java.util.TreeSet<>();
-        if (where == null) files.add(single);
-        else files.addAll(where.values());
+        return files;
+    }
+
+    private void loadTensors(Path dir) throws IOException {
+        Map<Path, Set<String>> byFile = weightFiles(dir);
+        Map<String, Path> where = null; // with an index: each tensor's file
+        for (var e : byFile.entrySet())
+            if (e.getValue() != null) {
+                if (where == null) where = new LinkedHashMap<>();
+                for (String name : e.getValue()) where.put(name, e.getKey());
+            }
+        Set<Path> files = byFile.keySet();
         Set<String> expected = new HashSet<>();
         for (ParameterLayout.Entry e : layout.entries()) expected.add(e.name());
         Set<String> found = new HashSet<>();
@@ -352,6 +532,7 @@ public final class LlamaWeights implements AutoCloseable {
      * directory, then renamed into place.
      */
     public void save(Path out, String dtype, long maxShardBytes, Path tokenizerDir) throws IOException {
+        requireWhole("save()");
         saveAtomically(out, tmp -> writeInto(config, layout, e -> download(views.get(e.name())), tmp, dtype, maxShardBytes, tokenizerDir));
     }
 

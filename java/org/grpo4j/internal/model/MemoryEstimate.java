@@ -7,15 +7,17 @@ import org.grpo4j.internal.backend.DType;
 /**
  * What one rank allocates, in bytes, for a Llama config under grpo4j's layout: the policy's compute weights in the
  * precision's dtype (a full replica, padded to the ZeRO-2 slices), the frozen reference in the same dtype, the gradient
- * buffer the backward pass writes (full size: bf16 at world > 1 in precision bf16, with an fp32 [V, D] buffer for the
- * LM head's and embeddings' gradients, else fp32), and per rank slice the fp32 master weights (bf16 only: in fp32 the
+ * buffer the backward pass writes (at world > 1 a window of two slabs of its largest group, {@link
+ * LlamaWeights#gradientWindow}, bf16 in precision bf16 with an fp32 [V, D] buffer for the LM head's and embeddings'
+ * gradients; at world 1 every parameter in fp32, the accumulator), and per rank slice the fp32 master weights (bf16 only: in fp32 the
  * compute weights are the master), AdamW's m and v, the accumulated gradients (world > 1) and the two gradient
  * buckets' receive buffers (world > 1); plus activations and the rollouts' KV cache. {@code DistributedTrainingTest}
  * checks the states against what the backend really allocates, byte for byte.
  *
  * <p>DeepSpeed's ZeRO-2 figure for mixed-precision Adam is 2Ψ (bf16 weights) + 2Ψ (bf16 gradients) + 12Ψ/N (fp32
  * master and moments) ({@link #zeroFormulaBytes}); grpo4j adds the frozen reference (2Ψ), the fp32 accumulated
- * gradient slice (4Ψ/N) and the [V, D] fp32 gradient (docs/distributed.md).
+ * gradient slice (4Ψ/N) and the [V, D] fp32 gradient, and holds the bf16 gradients in a window of two groups instead
+ * of 2Ψ (docs/distributed.md).
  */
 public record MemoryEstimate(LlamaConfig config, int world, DType compute, long bucketElements) {
 
@@ -29,7 +31,8 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
 
     public long parameters() { return new ParameterLayout(config).totalElements(); }
 
-    public ShardLayout layout() { return new ShardLayout(parameters(), world, bucketElements); }
+    /** The trainer's layout: its buckets cut at the backward pass's gradient groups. */
+    public ShardLayout layout() { return new ShardLayout(parameters(), world, bucketElements, new ParameterLayout(config).backwardGroups()); }
 
     /** Bytes of one row, by name. */
     public record Line(String what, double bytes) {}
@@ -44,8 +47,11 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
         List<Line> l = new ArrayList<>();
         l.add(new Line("policy weights, " + dt + " (full replica)", (double) LlamaWeights.allocatedElements(s.padded()) * c));
         l.add(new Line("reference policy, " + dt + " (frozen replica)", (double) LlamaWeights.allocatedElements(p) * c));
-        l.add(new Line("gradient buffer, " + (g == DType.BF16 ? "bf16" : "fp32") + " (backward's output, full)",
-                (double) LlamaWeights.allocatedElements(p) * g.bytes()));
+        if (world > 1)
+            l.add(new Line("gradient window, " + (g == DType.BF16 ? "bf16" : "fp32") + " (backward's output: 2 slabs of its largest group)",
+                    (double) LlamaWeights.gradientWindowElements(config) * g.bytes()));
+        else
+            l.add(new Line("gradient buffer, fp32 (backward's output and accumulator, full)", (double) LlamaWeights.allocatedElements(p) * g.bytes()));
         if (g == DType.BF16)
             l.add(new Line("LM head + embedding gradient, fp32 [V, D]", 4.0 * config.vocabSize() * config.hiddenSize()));
         if (compute == DType.BF16) l.add(new Line("fp32 master weights (ZeRO-2 slice)", 4.0 * slice));

@@ -59,4 +59,28 @@ public final class ParameterLayout {
 
     /** Total number of parameters (elements of the flat buffer). */
     public long totalElements() { return total; }
+
+    /**
+     * The backward pass's gradient groups, in the order it completes them ({@link LlamaModel#backward}'s progress
+     * reports): group 0 is the final norm and an untied LM head [norm, total), group 1 + j is layer L - 1 - j from its
+     * input_layernorm up, the last group the embeddings [0, layer 0). Returns each group's first flat offset, so
+     * descending, the last one 0; group g ends where group g - 1 begins (group 0 at the total).
+     */
+    public long[] backwardGroups() {
+        int layers = 0;
+        while (byName.containsKey("model.layers." + layers + ".input_layernorm.weight")) layers++;
+        long[] from = new long[layers + 2];
+        from[0] = get("model.norm.weight").offset();
+        for (int j = 0; j < layers; j++) from[1 + j] = get("model.layers." + (layers - 1 - j) + ".input_layernorm.weight").offset();
+        from[layers + 1] = 0;
+        return from;
+    }
+
+    /** The most elements of one {@link #backwardGroups()} group. */
+    public long largestBackwardGroup() {
+        long[] from = backwardGroups();
+        long m = 0;
+        for (int g = 0; g < from.length; g++) m = Math.max(m, (g == 0 ? total : from[g - 1]) - from[g]);
+        return m;
+    }
 }

@@ -32,7 +32,16 @@ public final class ShardLayout {
     private final long slice;
     private final List<Bucket> buckets;
 
-    public ShardLayout(long parameters, int world, long bucketElements) {
+    public ShardLayout(long parameters, int world, long bucketElements) { this(parameters, world, bucketElements, new long[0]); }
+
+    /**
+     * Buckets that never straddle a cut: {@code cuts} are flat offsets (any order; 0 and offsets outside (0,
+     * parameters) are ignored) that split [0, parameters) into segments, each cut into buckets as the whole buffer is
+     * without cuts (at multiples of the bucket size from the segment's start). The ZeRO-2 trainer cuts at the backward
+     * pass's gradient groups ({@link ParameterLayout#backwardGroups()}), so that each bucket lies in one group's window
+     * ({@link LlamaWeights#gradientWindow}). Slices and norm chunks do not depend on the cuts.
+     */
+    public ShardLayout(long parameters, int world, long bucketElements, long[] cuts) {
         if (parameters < 1) throw new IllegalArgumentException("no parameters to shard");
         if (world < 1) throw new IllegalArgumentException("world size must be >= 1, got " + world);
         if (bucketElements < 8) throw new IllegalArgumentException("bucket of " + bucketElements + " elements is too small");
@@ -42,9 +51,23 @@ public final class ShardLayout {
         long perRank = (parameters + world - 1) / world;
         this.slice = (perRank + normChunk - 1) / normChunk * normChunk;
         long b = Math.max(8, bucketElements / 8 * 8);
+        java.util.TreeSet<Long> bounds = new java.util.TreeSet<>(java.util.Comparator.reverseOrder());
+        bounds.add(parameters);
+        bounds.add(0L);
+        for (long c : cuts) if (c > 0 && c < parameters) bounds.add(c);
         List<Bucket> bs = new ArrayList<>();
-        for (long from = (parameters - 1) / b * b; from >= 0; from -= b) {
-            long to = Math.min(parameters, from + b);
+        Long hi = null;
+        for (long lo : bounds) { // segments [lo, hi), from the top down
+            if (hi != null) addBuckets(bs, lo, hi, b);
+            hi = lo;
+        }
+        this.buckets = List.copyOf(bs);
+    }
+
+    /** Buckets of segment [lo, hi), from its top down, at multiples of b from lo; each split at slice boundaries. */
+    private void addBuckets(List<Bucket> bs, long lo, long hi, long b) {
+        for (long from = lo + (hi - 1 - lo) / b * b; from >= lo; from -= b) {
+            long to = Math.min(hi, from + b);
             List<Piece> pieces = new ArrayList<>();
             for (long a = from; a < to; ) {
                 int owner = (int) (a / slice);
@@ -54,7 +77,6 @@ public final class ShardLayout {
             }
             bs.add(new Bucket(from, to, List.copyOf(pieces)));
         }
-        this.buckets = List.copyOf(bs);
     }
 
     /** The norm chunk for a parameter count: the smallest power of two >= parameters / 4096, within [2^10, 2^21]. */

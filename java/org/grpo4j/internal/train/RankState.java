@@ -55,7 +55,7 @@ final class RankState implements AutoCloseable {
         this.rank = comm.rank();
         this.world = comm.worldSize();
         this.memorySharers = memorySharers;
-        this.layout = new ShardLayout(new org.grpo4j.internal.model.ParameterLayout(s.model()).totalElements(), world, s.cfg().reduceBucketSize);
+        this.layout = shardLayout(s.model(), world, s.cfg().reduceBucketSize);
         this.iterator = new ShufflingIterator(s.train().size(), s.cfg().rolloutBatchSize(), s.cfg().seed);
     }
 
@@ -92,26 +92,57 @@ final class RankState implements AutoCloseable {
     MemoryEstimate estimate() { return new MemoryEstimate(s.model(), world, s.dtype(), s.cfg().reduceBucketSize); }
 
     /**
-     * Allocates the model states from the fp32 weights {@code full} (then closed): the compute weights (cast in
-     * precision bf16), the gradient buffer and the optimizer with this rank's master slice.
+     * Allocates the model states from HF's random init with {@code seed} ({@link LlamaWeights#init}): the compute
+     * weights (rounded once in precision bf16), the gradient buffer and the optimizer with this rank's fp32 master
+     * slice, never holding the fp32 weights whole.
      */
-    void initWeights(LlamaWeights full, double weightDecay) {
-        DType gradType = gradientDType(world, s.dtype());
-        try (full) {
-            compute = LlamaWeights.zeros(be, s.model(), s.dtype(), layout.padded());
-            compute.copyFrom(full);
-            GrpoConfig c = s.cfg();
-            optimizer = new ShardedAdamW(be, comm, layout, compute, gradType, c.adamBeta1, c.adamBeta2, c.adamEps, weightDecay, false);
-            optimizer.setMaster(full);
-        } // the fp32 weights are freed before the gradients exist: loading peaks below the model states
-        // ZeRO-2 in precision bf16: the backward writes bf16 gradients (2 bytes a parameter), reduced per micro-batch
-        // into each owner's fp32 slice; at world 1 the fp32 buffer is the accumulator across micro-batches
-        grads = LlamaWeights.zeros(be, s.model(), gradType);
+    void initWeights(long seed, double weightDecay) {
+        compute = LlamaWeights.init(be, s.model(), seed, s.dtype(), layout.padded());
+        makeOptimizer(weightDecay);
+        optimizer.setMasterInit(seed);
+        initGradients();
+    }
+
+    /**
+     * Allocates the model states from the HF model directory (or checkpoint model) {@code dir}, never holding its
+     * fp32 weights whole: the compute weights read tensor by tensor in their dtype (bf16: each piece read in fp32 and
+     * rounded once, as a cast of the fp32 weights), the fp32 master slice read from the
+     * files for this rank's range. So loading peaks below the model states. Refuses weights holding NaN or infinity.
+     */
+    void initWeights(java.nio.file.Path dir, double weightDecay) throws java.io.IOException {
+        compute = LlamaWeights.load(be, dir, s.dtype(), layout.padded());
+        if (!compute.config().equals(s.model()))
+            throw new IllegalArgumentException(dir + ": config.json describes another model than the run's (" + compute.config() + " against " + s.model() + ")");
+        String bad = compute.firstNonFiniteTensor();
+        if (bad != null)
+            throw new IllegalArgumentException(dir + ": tensor " + bad + " holds NaN or infinite values; the model is damaged (a diverged run?): start from an"
+                    + " earlier checkpoint");
+        makeOptimizer(weightDecay);
+        optimizer.setMaster(dir);
+        initGradients();
+    }
+
+    private void makeOptimizer(double weightDecay) {
+        GrpoConfig c = s.cfg();
+        optimizer = new ShardedAdamW(be, comm, layout, compute, gradientDType(world, s.dtype()), c.adamBeta1, c.adamBeta2, c.adamEps, weightDecay, false);
+    }
+
+    private void initGradients() {
+        DType gradType = gradientDType(world, s.dtype());        // ZeRO-2 in precision bf16: the backward writes bf16 gradients (2 bytes a parameter), group by group into a
+        // window of two slabs, reduced per micro-batch into each owner's fp32 slice; at world 1 the full fp32 buffer is
+        // the accumulator across micro-batches
+        grads = world > 1 ? LlamaWeights.gradientWindow(be, s.model(), gradType) : LlamaWeights.zeros(be, s.model(), gradType);
         if (gradType == DType.BF16) table32 = be.zeros(DType.FP32, s.model().vocabSize(), s.model().hiddenSize());
         optimizer.attachGradients(grads);
         model = new LlamaModel(compute);
         // the fp32 weights just freed sit idle in the CUDA pool: back to the device, for NCCL's buffers and cuBLAS
         if (be instanceof org.grpo4j.internal.backend.CudaBackend cb) cb.trimPool();
+    }
+
+    /** ZeRO-2's layout, its buckets cut at the backward pass's gradient groups (each bucket in one group of the window). */
+    static ShardLayout shardLayout(org.grpo4j.internal.model.LlamaConfig model, int world, long bucketElements) {
+        org.grpo4j.internal.model.ParameterLayout p = new org.grpo4j.internal.model.ParameterLayout(model);
+        return new ShardLayout(p.totalElements(), world, bucketElements, p.backwardGroups());
     }
 
     /** The gradient buffer's dtype: bf16 on the sharded path in precision bf16, else fp32. */

@@ -25,7 +25,8 @@ import org.grpo4j.internal.model.ShardLayout;
  * LlamaModel.backward); as it completes gradients ({@link #gradientsReady}) the buckets above the frontier are reduced
  * to their owners straight from that buffer, and each owner adds its piece to its fp32 slice ({@link #endMicroBatch}).
  * Two bucket slots alternate, so a bucket's reduction overlaps the backward pass (on NCCL) until its slot is needed
- * again. At world 1 nothing is communicated: the backward pass accumulates the micro-batches straight into an fp32
+ * again. The trainer's gradient buffer is a window ({@link LlamaWeights#gradientWindow}): two slabs, the backward
+ * pass's gradient groups taking turns, each zeroed for its next group once the reductions reading it are done. At world 1 nothing is communicated: the backward pass accumulates the micro-batches straight into an fp32
  * gradient buffer, which is the accumulator (unless the sharded path is forced, which is how a one-GPU test drives the
  * bucket reductions and the in-place all-gather through NCCL at world 1; fp32 gradients are then cast to the compute
  * dtype in a staging buffer per bucket).
@@ -57,6 +58,10 @@ final class ShardedAdamW implements AutoCloseable {
     private final Tensor[] staging = new Tensor[2], recv = new Tensor[2];
     private final List<List<Pending>> inflight = List.of(new ArrayList<>(), new ArrayList<>());
     private int nextBucket, bucketsIssued;
+    /** A gradient window's groups (their first offsets, descending), the next one to complete, each slot's bucket's group. */
+    private long[] groupStarts;
+    private int nextGroup;
+    private final int[] slotGroup = {-1, -1};
     private int step;
 
     /** A queued reduction of a bucket piece; {@code accumulate} when this rank owns it. */
@@ -133,6 +138,14 @@ final class ShardedAdamW implements AutoCloseable {
         if (grads != null) throw new IllegalStateException("gradients already attached");
         if (g.dtype() != gradType) throw new IllegalArgumentException("gradients are " + g.dtype() + ", the optimizer was made for " + gradType);
         if (!g.config().equals(compute.config())) throw new IllegalArgumentException("gradients of another model config");
+        if (g.windowed()) {
+            if (!sharded) throw new IllegalArgumentException("a gradient window needs the sharded path (it is no accumulator)");
+            for (ShardLayout.Bucket b : layout.buckets())
+                if (g.groupOf(b.from()) != g.groupOf(b.to() - 1))
+                    throw new IllegalArgumentException("bucket [" + b.from() + ", " + b.to() + ") straddles two backward groups of the gradient window:"
+                            + " the layout must be cut at them (ShardLayout with ParameterLayout.backwardGroups())");
+            groupStarts = g.groupStarts();
+        }
         this.grads = g;
     }
 
@@ -159,6 +172,18 @@ final class ShardedAdamW implements AutoCloseable {
         be.copy(master.view(0, real), w.range(start, real));
     }
 
+    /** This rank's slice of the fp32 master weights read from the HF model directory {@code dir} (bf16 precision). */
+    void setMaster(Path dir) throws IOException {
+        if (master == null || real == 0) return;
+        LlamaWeights.readRange(be, dir, compute.config(), start, master.view(0, real));
+    }
+
+    /** This rank's slice of the fp32 master weights from {@link LlamaWeights#init}'s values with {@code seed} (bf16 precision). */
+    void setMasterInit(long seed) {
+        if (master == null || real == 0) return;
+        LlamaWeights.initRange(be, compute.config(), seed, start, master.view(0, real));
+    }
+
     /** The fp32 master weights of this rank's slice (its parameters only). */
     private Tensor masterSlice() { return master != null ? master.view(0, real) : compute.padded().view(start, real); }
 
@@ -176,15 +201,32 @@ final class ShardedAdamW implements AutoCloseable {
     /** Before a micro-batch's backward passes: at world > 1 the gradient buffer starts from zero. */
     void startMicroBatch() {
         if (!sharded) return;
-        grads.zero();
+        grads.zero(); // a window: both slabs, for groups 0 and 1
         nextBucket = 0;
+        nextGroup = 0;
     }
 
-    /** Every gradient at flat offset >= {@code frontier} is complete: reduce the buckets above it (world > 1). */
+    /**
+     * Every gradient at flat offset >= {@code frontier} is complete: reduce the buckets above it (world > 1). With a
+     * gradient window, group by group: once group g is complete and its buckets issued, the slab group g + 1 is about to
+     * be written into is made ready (group g - 1's reductions from it finished, then zeroed).
+     */
     void gradientsReady(long frontier) {
         if (!sharded) return;
         List<ShardLayout.Bucket> bs = layout.buckets();
-        while (nextBucket < bs.size() && bs.get(nextBucket).from() >= frontier) issue(bs.get(nextBucket++));
+        if (groupStarts == null) {
+            while (nextBucket < bs.size() && bs.get(nextBucket).from() >= frontier) issue(bs.get(nextBucket++), -1);
+            return;
+        }
+        while (nextGroup < groupStarts.length && groupStarts[nextGroup] >= frontier) {
+            int g = nextGroup++;
+            while (nextBucket < bs.size() && bs.get(nextBucket).from() >= groupStarts[g]) issue(bs.get(nextBucket++), g);
+            int next = g + 1;
+            if (next >= 2 && next < groupStarts.length) {
+                for (int k = 0; k < 2; k++) if (slotGroup[k] == next - 2) finish(k);
+                grads.zeroGroup(next);
+            }
+        }
     }
 
     /** After a micro-batch's backward: reduce what is left, wait, and add the owned pieces to the slice (world > 1). */
@@ -194,9 +236,10 @@ final class ShardedAdamW implements AutoCloseable {
         for (int k = 0; k < 2; k++) finish((bucketsIssued + k) % 2);
     }
 
-    private void issue(ShardLayout.Bucket b) {
+    private void issue(ShardLayout.Bucket b, int group) {
         int slot = bucketsIssued++ % 2;
         finish(slot); // the slot's buffers are free once its previous bucket is reduced and accumulated
+        slotGroup[slot] = group;
         int len = (int) (b.to() - b.from());
         Tensor src = grads.range(b.from(), len);
         if (staging[slot] != null) {
@@ -218,6 +261,7 @@ final class ShardedAdamW implements AutoCloseable {
             if (p.accumulate()) be.axpy(acc.view(p.piece().from() - start, p.piece().length()), 1f, recv[slot].view(0, p.piece().length()));
         }
         ps.clear();
+        slotGroup[slot] = -1;
     }
 
     // ---- the step -----------------------------------------------------------------------------------------------

@@ -259,18 +259,11 @@ public final class Trainer implements AutoCloseable {
                 synchronized (states) {
                     states.add(r);
                 }
-                LlamaWeights full;
-                if (ck != null) full = LlamaWeights.load(be, ck.resolve("model"));
-                else {
-                    full = cfg.modelNameOrPath.startsWith("init:") ? LlamaWeights.init(be, pf.modelConfig(), cfg.seed) : LlamaWeights.load(be, tokenizerDir);
-                    String bad = full.firstNonFiniteTensor();
-                    if (bad != null) {
-                        full.close();
-                        throw new IllegalArgumentException(cfg.modelNameOrPath + ": tensor " + bad + " holds NaN or infinite values; the model is damaged"
-                                + " (a diverged run?): start from an earlier checkpoint");
-                    }
-                }
-                r.initWeights(full, cfg.weightDecay);
+                // weights from a directory are read straight into the states (never the whole fp32 model); a random init
+                // (init:PRESET, tests and demos) is made in fp32 first
+                if (ck != null) r.initWeights(ck.resolve("model"), cfg.weightDecay);
+                else if (cfg.modelNameOrPath.startsWith("init:")) r.initWeights(cfg.seed, cfg.weightDecay);
+                else r.initWeights(tokenizerDir, cfg.weightDecay);
                 return r;
             });
             states.clear();

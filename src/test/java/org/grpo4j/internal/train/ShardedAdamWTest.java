@@ -111,14 +111,27 @@ class ShardedAdamWTest {
      * the buffer), else fp32 (cast to a bf16 staging buffer per bucket in bf16).
      */
     static float[][] train(int world, int worldOfGrads, DType dt, int steps, int micro, Path dir, boolean force, boolean bf16Grads) throws Exception {
+        return train(world, worldOfGrads, dt, steps, micro, dir, force, bf16Grads, false);
+    }
+
+    /**
+     * {@code window}: the trainer's gradient window ({@link LlamaWeights#gradientWindow}) with the buckets cut at its
+     * groups, written group by group in the backward pass's order, each group's completion reported before the next is
+     * written (the slabs alternate, so a group overwrites the one two before it).
+     */
+    static float[][] train(int world, int worldOfGrads, DType dt, int steps, int micro, Path dir, boolean force, boolean bf16Grads, boolean window)
+            throws Exception {
         List<LocalCommunicator> comms = LocalCommunicator.group(world, 30_000);
         List<Future<float[]>> fs = new ArrayList<>();
         for (LocalCommunicator comm : comms)
             fs.add(POOL.submit(() -> {
                 try (CpuBackend be = new CpuBackend(1); LlamaWeights init = LlamaWeights.init(be, C, 7)) {
-                    ShardLayout lay = new ShardLayout(init.layout().totalElements(), world, 100);
+                    ShardLayout lay = window ? new ShardLayout(init.layout().totalElements(), world, 100, init.layout().backwardGroups())
+                            : new ShardLayout(init.layout().totalElements(), world, 100);
                     int n = (int) init.layout().totalElements();
-                    try (LlamaWeights compute = LlamaWeights.zeros(be, C, dt, lay.padded()); LlamaWeights g = LlamaWeights.zeros(be, C, bf16Grads ? DType.BF16 : DType.FP32);
+                    DType gt = bf16Grads ? DType.BF16 : DType.FP32;
+                    try (LlamaWeights compute = LlamaWeights.zeros(be, C, dt, lay.padded());
+                         LlamaWeights g = window ? LlamaWeights.gradientWindow(be, C, gt) : LlamaWeights.zeros(be, C, gt);
                          ShardedAdamW opt = new ShardedAdamW(be, comm, lay, compute, g, 0.9, 0.999, 1e-8, 0.1, force)) {
                         compute.copyFrom(init);
                         opt.setMaster(init);
@@ -134,12 +147,25 @@ class ShardedAdamWTest {
                                     for (int i = 0; i < n; i++) acc[i] += mine[i];
                                     mine = acc;
                                 }
-                                if (!bf16Grads) be.copyFromHost(g.flat(), mine);
-                                else try (var tmp = be.upload(mine, n)) {
-                                    be.cast(g.flat(), tmp);
+                                if (window) {
+                                    long[] groups = g.groupStarts();
+                                    for (int j = 0; j < groups.length; j++) {
+                                        int from = (int) groups[j], len = (int) ((j == 0 ? n : groups[j - 1]) - from);
+                                        float[] part = java.util.Arrays.copyOfRange(mine, from, from + len);
+                                        if (!bf16Grads) be.copyFromHost(g.range(from, len), part);
+                                        else try (var tmp = be.upload(part, len)) {
+                                            be.cast(g.range(from, len), tmp);
+                                        }
+                                        opt.gradientsReady(from);
+                                    }
+                                } else {
+                                    if (!bf16Grads) be.copyFromHost(g.flat(), mine);
+                                    else try (var tmp = be.upload(mine, n)) {
+                                        be.cast(g.flat(), tmp);
+                                    }
+                                    long[] frontiers = {3000, 2100, 1999, 400, 0};
+                                    for (long f : frontiers) opt.gradientsReady(f);
                                 }
-                                long[] frontiers = {3000, 2100, 1999, 400, 0};
-                                for (long f : frontiers) opt.gradientsReady(f);
                                 opt.endMicroBatch();
                             }
                             ShardedAdamW.Norm norm = opt.gradNorm(true);
@@ -200,6 +226,53 @@ class ShardedAdamWTest {
                     assertArrayEquals(one[1], half[1], 0f, "bf16 gradient buffer, world " + world + ": AdamW moments");
                 }
             }
+    }
+
+    /**
+     * The trainer's gradient window (two slabs, the backward's groups taking turns; buckets cut at the groups) gives
+     * the full buffer's weights and moments bit for bit, in fp32 and bf16 gradients, at world sizes whose slices cut
+     * through groups; and its layout and views: each bucket inside one group, group g aliasing group g + 2.
+     */
+    @Test
+    void theGradientWindowTrainsLikeTheFullBuffer(@TempDir Path tmp) throws Exception {
+        for (int world : new int[] {2, 3})
+            for (boolean bf16Grads : new boolean[] {false, true}) {
+                Path a = Files.createDirectories(tmp.resolve(world + "full" + bf16Grads)), b = Files.createDirectories(tmp.resolve(world + "window" + bf16Grads));
+                float[][] full = train(world, world, DType.BF16, 3, 2, a, false, bf16Grads, false), win = train(world, world, DType.BF16, 3, 2, b, false, bf16Grads, true);
+                assertArrayEquals(full[0], win[0], 0f, "world " + world + (bf16Grads ? ", bf16" : ", fp32") + " gradients: master and compute weights");
+                assertArrayEquals(full[1], win[1], 0f, "world " + world + (bf16Grads ? ", bf16" : ", fp32") + " gradients: AdamW moments");
+            }
+        ParameterLayout lay = new ParameterLayout(C);
+        long[] groups = lay.backwardGroups();
+        assertEquals(C.numLayers() + 2, groups.length);
+        assertEquals(lay.get("model.norm.weight").offset(), groups[0]);
+        assertEquals(lay.get("model.layers.0.input_layernorm.weight").offset(), groups[groups.length - 2]);
+        assertEquals(0, groups[groups.length - 1]);
+        ShardLayout cut = new ShardLayout(lay.totalElements(), 3, 100, groups);
+        long top = lay.totalElements();
+        for (ShardLayout.Bucket bk : cut.buckets()) {
+            assertEquals(top, bk.to(), "no gaps");
+            top = bk.from();
+            for (long gStart : groups) assertFalse(gStart > bk.from() && gStart < bk.to(), "bucket [" + bk.from() + ", " + bk.to() + ") straddles a group");
+        }
+        assertEquals(0, top);
+        try (CpuBackend be = new CpuBackend(1); LlamaWeights w = LlamaWeights.gradientWindow(be, C, DType.BF16)) {
+            long layer = groups[1] - groups[2]; // here a layer is the largest group (a vocabulary of 10)
+            assertEquals(layer, lay.largestBackwardGroup());
+            assertEquals(2 * ((layer + 7) / 8 * 8), LlamaWeights.gradientWindowElements(C), "two slabs of the largest group, 16-byte aligned");
+            // group 0 (the norm, then the LM head) and group 2 (layer 0, from its input norm) share slab 0; group 1 (layer 1) is slab 1
+            be.fill(w.get("model.layers.0.input_layernorm.weight"), 1f);
+            assertEquals(1f, w.get("model.norm.weight").toFloatsWidened()[0], 0f, "group 0 aliases group 2's slab");
+            assertEquals(0f, w.get("model.layers.1.input_layernorm.weight").toFloatsWidened()[0], 0f, "group 1: the other slab");
+            w.zeroGroup(2);
+            assertEquals(0f, w.get("model.norm.weight").toFloatsWidened()[0], 0f, "zeroing group 2 zeroes what group 0 saw");
+            assertEquals(w.groupOf(groups[1]), 1);
+            var e = assertThrows(IllegalArgumentException.class, () -> w.range(groups[1] - 1, 2));
+            assertTrue(e.getMessage().contains("straddles backward groups"), e.getMessage());
+            var f = assertThrows(IllegalStateException.class, w::flat);
+            assertEquals("flat() of a gradient window (two slabs, not every parameter at once)", f.getMessage());
+            assertThrows(IllegalStateException.class, w::copy);
+        }
     }
 
     /**
