@@ -48,10 +48,10 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
         l.add(new Line("policy weights, " + dt + " (full replica)", (double) LlamaWeights.allocatedElements(s.padded()) * c));
         l.add(new Line("reference policy, " + dt + " (frozen replica)", (double) LlamaWeights.allocatedElements(p) * c));
         if (world > 1)
-            l.add(new Line("gradient window, " + (g == DType.BF16 ? "bf16" : "fp32") + " (backward's output: 2 slabs of its largest group)",
+            l.add(new Line("gradient window, " + (g == DType.BF16 ? "bf16" : "fp32") + " (2 slabs of its largest group)",
                     (double) LlamaWeights.gradientWindowElements(config) * g.bytes()));
         else
-            l.add(new Line("gradient buffer, fp32 (backward's output and accumulator, full)", (double) LlamaWeights.allocatedElements(p) * g.bytes()));
+            l.add(new Line("gradient buffer, fp32 (full: the accumulator)", (double) LlamaWeights.allocatedElements(p) * g.bytes()));
         if (g == DType.BF16)
             l.add(new Line("LM head + embedding gradient, fp32 [V, D]", 4.0 * config.vocabSize() * config.hiddenSize()));
         if (compute == DType.BF16) l.add(new Line("fp32 master weights (ZeRO-2 slice)", 4.0 * slice));

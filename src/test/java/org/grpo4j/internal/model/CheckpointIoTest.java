@@ -12,6 +12,7 @@ import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
 import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.DType;
 import org.grpo4j.internal.backend.TestBackends;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -68,6 +69,46 @@ class CheckpointIoTest {
             assertThrows(java.nio.file.FileAlreadyExistsException.class, () -> w.save(tmp.resolve("single"), "F32", 1L << 40, TOK));
             assertTrue(Files.isRegularFile(tmp.resolve("single/model.safetensors")));
             try (var s = Files.list(tmp)) { assertTrue(s.noneMatch(p -> p.getFileName().toString().contains(".tmp-")), "no temp dirs left"); }
+        }
+    }
+
+    /**
+     * What a ZeRO-2 rank loads without the fp32 model beside it: a bf16 load (each piece read in fp32, rounded once)
+     * into a padded buffer equals the fp32 load cast to bf16; a flat range read from the files (single and sharded,
+     * ranges across tensors and shards) equals the fp32 load's range; the HF init made in bf16 equals the fp32 init cast,
+     * and a range of it the fp32 init's range.
+     */
+    @Test
+    void ranksReadTheirPiecesWithoutTheWholeFp32Model(@TempDir Path tmp) throws IOException {
+        Backend be = TestBackends.cpu();
+        LlamaConfig c = LlamaConfig.tiny(512, 506, 507);
+        try (LlamaWeights w = LlamaWeights.init(be, c, 42); LlamaWeights cast = w.castTo(DType.BF16)) {
+            w.save(tmp.resolve("single"), "F32", 1L << 40, TOK);
+            w.save(tmp.resolve("sharded"), "F32", 100_000, TOK);
+            float[] all = w.flat().toFloats();
+            short[] bits = cast.flat().toBf16Bits();
+            long total = all.length;
+            for (String d : List.of("single", "sharded")) {
+                try (LlamaWeights half = LlamaWeights.load(be, tmp.resolve(d), DType.BF16, total + 100)) {
+                    assertArrayEquals(bits, half.range(0, (int) total).toBf16Bits(), d + ": bf16 load = the fp32 load rounded once");
+                    assertEquals(total + 100, half.padded().numel(), "the padded capacity");
+                }
+                for (long[] r : new long[][] {{0, total}, {1, 3}, {total / 3, total / 2}, {total - 7, 7}}) {
+                    try (var dst = be.empty(DType.FP32, (int) r[1])) {
+                        LlamaWeights.readRange(be, tmp.resolve(d), c, r[0], dst);
+                        assertArrayEquals(java.util.Arrays.copyOfRange(all, (int) r[0], (int) (r[0] + r[1])), dst.toFloats(), d + " range " + r[0] + "+" + r[1]);
+                    }
+                }
+            }
+            try (LlamaWeights initHalf = LlamaWeights.init(be, c, 42, DType.BF16, total + 8); var dst = be.empty(DType.FP32, 1000)) {
+                assertArrayEquals(bits, initHalf.range(0, (int) total).toBf16Bits(), "bf16 init = the fp32 init rounded once");
+                LlamaWeights.initRange(be, c, 42, total / 2, dst);
+                assertArrayEquals(java.util.Arrays.copyOfRange(all, (int) (total / 2), (int) (total / 2) + 1000), dst.toFloats(), "init range");
+            }
+            try (var dst = be.empty(DType.FP32, 8)) {
+                var e = assertThrows(IllegalArgumentException.class, () -> LlamaWeights.readRange(be, tmp.resolve("single"), c, total - 4, dst));
+                assertTrue(e.getMessage().contains("outside the " + total + " parameters"), e.getMessage());
+            }
         }
     }
 
