@@ -35,10 +35,23 @@ class ShardedAdamWNcclTest {
     static final LlamaConfig C = LlamaConfig.tiny(300, 1, 2);
 
     static float[][] step(Backend be, Communicator comm, DType dt, float[] grad, boolean forceSharded, boolean bf16Grads) {
+        return step(be, comm, dt, grad, forceSharded, bf16Grads, false);
+    }
+
+    /**
+     * {@code window}: the trainer's gradient window at world > 1 (two slabs; buckets cut at the backward's groups),
+     * written group by group with each group's completion reported, so that a slab is zeroed and rewritten while NCCL
+     * may still be reading it unless the optimizer orders them.
+     */
+    static float[][] step(Backend be, Communicator comm, DType dt, float[] grad, boolean forceSharded, boolean bf16Grads, boolean window) {
         try (LlamaWeights init = LlamaWeights.init(be, C, 3)) {
             long n = init.layout().totalElements();
-            ShardLayout lay = new ShardLayout(n, comm.worldSize(), 1 << 14); // several buckets: both slots alternate
-            try (LlamaWeights compute = LlamaWeights.zeros(be, C, dt, lay.padded()); LlamaWeights g = LlamaWeights.zeros(be, C, bf16Grads ? DType.BF16 : DType.FP32);
+            long[] groups = init.layout().backwardGroups();
+            ShardLayout lay = window ? new ShardLayout(n, comm.worldSize(), 1 << 14, groups) // several buckets: both slots alternate
+                    : new ShardLayout(n, comm.worldSize(), 1 << 14);
+            DType gt = bf16Grads ? DType.BF16 : DType.FP32;
+            try (LlamaWeights compute = LlamaWeights.zeros(be, C, dt, lay.padded());
+                 LlamaWeights g = window ? LlamaWeights.gradientWindow(be, C, gt) : LlamaWeights.zeros(be, C, gt);
                  ShardedAdamW opt = new ShardedAdamW(be, comm, lay, compute, g, 0.9, 0.999, 1e-8, 0.01, forceSharded)) {
                 assertTrue(!forceSharded || lay.buckets().size() > 2, "more buckets than slots: " + lay.buckets().size());
                 compute.copyFrom(init);
@@ -50,11 +63,23 @@ class ShardedAdamWNcclTest {
                     for (int k = 0; k < (forceSharded ? 2 : 1); k++) {
                         opt.startMicroBatch();
                         float[] gk = forceSharded && k == 1 ? half : grad; // the buffer starts from zero each micro-batch
-                        if (!bf16Grads) be.copyFromHost(g.flat(), gk);
-                        else try (var tmp = be.upload(gk, gk.length)) { // the trainer's bf16 gradient buffer at world > 1
-                            be.cast(g.flat(), tmp);
+                        if (window) {
+                            for (int j = 0; j < groups.length; j++) {
+                                int from = (int) groups[j], len = (int) ((j == 0 ? n : groups[j - 1]) - from);
+                                float[] part = java.util.Arrays.copyOfRange(gk, from, from + len);
+                                if (!bf16Grads) be.copyFromHost(g.range(from, len), part);
+                                else try (var tmp = be.upload(part, len)) {
+                                    be.cast(g.range(from, len), tmp);
+                                }
+                                opt.gradientsReady(from);
+                            }
+                        } else {
+                            if (!bf16Grads) be.copyFromHost(g.flat(), gk);
+                            else try (var tmp = be.upload(gk, gk.length)) { // the trainer's bf16 gradient buffer at world > 1
+                                be.cast(g.flat(), tmp);
+                            }
+                            for (long f : new long[] {n * 3 / 4, n / 2, n / 5, 0}) opt.gradientsReady(f);
                         }
-                        for (long f : new long[] {n * 3 / 4, n / 2, n / 5, 0}) opt.gradientsReady(f);
                         opt.endMicroBatch();
                     }
                     ShardedAdamW.Norm nm = opt.gradNorm(true);
@@ -75,17 +100,17 @@ class ShardedAdamWNcclTest {
         float[] grad = new float[n];
         SplittableRandom r = new SplittableRandom(4);
         for (int i = 0; i < n; i++) grad[i] = (float) (r.nextGaussian() * 1e-3);
-        for (int variant = 0; variant < 5; variant++) {
-                boolean forced = variant >= 2, bf16Grads = variant == 4;
+        for (int variant = 0; variant < 7; variant++) {
+                boolean forced = variant >= 2, bf16Grads = variant == 4 || variant == 6, window = variant >= 5;
                 DType dt = variant % 2 == 0 && variant < 4 ? DType.FP32 : DType.BF16;
                 float[][] cpu, gpu;
                 try (CpuBackend c = new CpuBackend(); LocalCommunicator lc = LocalCommunicator.group(1, 10_000).get(0)) {
-                    cpu = step(c, lc, dt, grad, forced, bf16Grads);
+                    cpu = step(c, lc, dt, grad, forced, bf16Grads, window);
                 }
                 try (NcclCommunicator nc = NcclCommunicator.create(NcclCommunicator.newUniqueId(), 1, 0, be, 60)) {
-                    gpu = step(be, nc, dt, grad, forced, bf16Grads);
+                    gpu = step(be, nc, dt, grad, forced, bf16Grads, window);
                 }
-                String what = dt.label() + (forced ? ", sharded path forced" : "") + (bf16Grads ? ", bf16 gradient buffer" : "");
+                String what = dt.label() + (forced ? ", sharded path forced" : "") + (bf16Grads ? ", bf16 gradient buffer" : "") + (window ? ", gradient window" : "");
                 assertArrayEquals(cpu[0], gpu[0], 0f, what + ": fp32 master weights after two steps");
                 assertArrayEquals(cpu[1], gpu[1], 0f, what + ": compute weights after two steps");
             }
@@ -105,9 +130,9 @@ class ShardedAdamWNcclTest {
         int devices = CudaRuntime.probe().deviceCount();
         assumeTrue(devices >= 2, "skipped: " + devices + " CUDA device(s); world 2 needs two");
         int n = (int) new org.grpo4j.internal.model.ParameterLayout(C).totalElements(), world = 2;
-        for (int variant = 0; variant < 3; variant++) {
+        for (int variant = 0; variant < 4; variant++) {
             DType dt = variant == 0 ? DType.FP32 : DType.BF16;
-            boolean bf16Grads = variant == 2;
+            boolean bf16Grads = variant >= 2, window = variant == 3; // the trainer's layout at world > 1: bf16 gradients in a window
             float[][][] cpu = new float[world][][], gpu = new float[world][][];
             List<LocalCommunicator> locals = LocalCommunicator.group(world, 60_000);
             byte[] id = NcclCommunicator.newUniqueId();
@@ -125,12 +150,12 @@ class ShardedAdamWNcclTest {
                     for (int i = 0; i < n; i++) grad[i] = (float) (rnd.nextGaussian() * 1e-3);
                     cf.add(pool.submit(() -> {
                         try (CpuBackend c = new CpuBackend(); LocalCommunicator lc = locals.get(rank)) {
-                            return step(c, lc, dt, grad, true, bf16Grads);
+                            return step(c, lc, dt, grad, true, bf16Grads, window);
                         }
                     }));
                     gf.add(pool.submit(() -> {
                         try (CudaBackend be = new CudaBackend(rank); NcclCommunicator nc = NcclCommunicator.create(id, world, rank, be, 60)) {
-                            return step(be, nc, dt, grad, true, bf16Grads);
+                            return step(be, nc, dt, grad, true, bf16Grads, window);
                         }
                     }));
                 }
@@ -141,7 +166,7 @@ class ShardedAdamWNcclTest {
             } finally {
                 pool.shutdownNow();
             }
-            String what = dt.label() + (bf16Grads ? ", bf16 gradient buffer" : "");
+            String what = dt.label() + (bf16Grads ? ", bf16 gradient buffer" : "") + (window ? ", gradient window" : "");
             assertNotNull(gpu[0][0], what + ": rank 0 gathers the master weights");
             assertArrayEquals(cpu[0][0], gpu[0][0], 0f, what + ": fp32 master weights after two steps");
             for (int r = 0; r < world; r++) assertArrayEquals(cpu[r][1], gpu[r][1], 0f, what + ", rank " + r + ": compute weights after two steps");
