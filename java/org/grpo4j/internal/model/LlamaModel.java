@@ -335,7 +335,9 @@ public final class LlamaModel {
      * accumulated): the GEMMs accumulate in fp32 and round their output, a norm weight's gradient goes through a [D]
      * fp32 scratch, and the embedding's through {@code table32}, fp32 [V, D], which is cast into the buffer at the
      * end. With tied embeddings {@code table32} holds the LM head's gradient on entry (the caller's loss wrote it there)
-     * and the embedding's is added to it; untied, it is zeroed here.
+     * and the embedding's is added to it; untied, it is zeroed here. A gradient window ({@link
+     * LlamaWeights#gradientWindow}) with tied embeddings needs {@code table32} in fp32 gradients too: the embeddings'
+     * slab holds other groups while the backward runs, so the LM head's gradient cannot wait there.
      */
     public void backward(Activations act, Tensor dHidden, LlamaWeights grads, java.util.function.LongConsumer ready, Tensor table32) {
         int n = act.rows.tokens(), d = c.hiddenSize();
@@ -344,12 +346,14 @@ public final class LlamaModel {
         if (grads.dtype() != DType.FP32 && !half)
             throw new IllegalArgumentException("backward: gradients are fp32 or bf16, got " + grads.dtype());
         if (half && adt != DType.BF16) throw new IllegalArgumentException("backward: bf16 gradients need bf16 activations, the model's are " + adt);
-        if (half && (table32 == null || table32.dtype() != DType.FP32 || table32.numel() != (long) c.vocabSize() * d))
-            throw new IllegalArgumentException("backward: bf16 gradients need an fp32 [" + c.vocabSize() + ", " + d + "] embedding gradient, got " + table32);
+        boolean viaTable = half || (grads.windowed() && c.tieWordEmbeddings());
+        if (viaTable && (table32 == null || table32.dtype() != DType.FP32 || table32.numel() != (long) c.vocabSize() * d))
+            throw new IllegalArgumentException("backward: " + (half ? "bf16 gradients" : "a gradient window with tied embeddings") + " need an fp32 ["
+                    + c.vocabSize() + ", " + d + "] embedding gradient, got " + table32);
         if (dHidden.dtype() != adt && dHidden.dtype() != DType.FP32)
             throw new IllegalArgumentException("backward: dHidden is " + dHidden.dtype() + "; expected fp32 or " + adt);
         try (Tensor dx = act(n, d); Tensor dh = dHidden.dtype() == adt ? null : act(n, d); Tensor norm32 = half ? be.empty(DType.FP32, d) : null) {
-            if (half && !c.tieWordEmbeddings()) be.fill(table32, 0);
+            if (viaTable && !c.tieWordEmbeddings()) be.fill(table32, 0);
             if (dh != null) be.cast(dh, dHidden); // an fp32 dHidden (e.g. scattered rows) rounded once to the activations' dtype
             be.rmsNormBackward(dx, normGrad(grads, "model.norm.weight", norm32), dh != null ? dh : dHidden, act.layerInputs[c.numLayers()],
                     w.get("model.norm.weight"), act.rstdFinal);
@@ -365,8 +369,9 @@ public final class LlamaModel {
                 }
                 if (ready != null) ready.accept(lay.get(g(l, "input_layernorm.weight")).offset());
             }
-            be.embeddingBackward(half ? table32 : grads.get("model.embed_tokens.weight"), dx, act.rows.idsT());
+            be.embeddingBackward(viaTable ? table32 : grads.get("model.embed_tokens.weight"), dx, act.rows.idsT());
             if (half) be.cast(grads.get("model.embed_tokens.weight"), table32);
+            else if (viaTable) be.copy(grads.get("model.embed_tokens.weight"), table32);
             if (ready != null) ready.accept(0);
         }
     }

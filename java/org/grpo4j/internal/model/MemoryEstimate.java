@@ -52,7 +52,7 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
                     (double) LlamaWeights.gradientWindowElements(config) * g.bytes()));
         else
             l.add(new Line("gradient buffer, fp32 (full: the accumulator)", (double) LlamaWeights.allocatedElements(p) * g.bytes()));
-        if (g == DType.BF16)
+        if (g == DType.BF16 || (world > 1 && config.tieWordEmbeddings())) // (RankState: bf16, or a window with tied embeddings)
             l.add(new Line("LM head + embedding gradient, fp32 [V, D]", 4.0 * config.vocabSize() * config.hiddenSize()));
         if (compute == DType.BF16) l.add(new Line("fp32 master weights (ZeRO-2 slice)", 4.0 * slice));
         l.add(new Line("AdamW moments m + v, fp32 (ZeRO-2 slice)", 8.0 * slice));

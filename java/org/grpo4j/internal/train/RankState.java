@@ -128,14 +128,18 @@ final class RankState implements AutoCloseable {
     }
 
     private void initGradients() {
-        DType gradType = gradientDType(world, s.dtype());        // ZeRO-2 in precision bf16: the backward writes bf16 gradients (2 bytes a parameter), group by group into a
+        DType gradType = gradientDType(world, s.dtype());
+        // ZeRO-2 in precision bf16: the backward writes bf16 gradients (2 bytes a parameter), group by group into a
         // window of two slabs, reduced per micro-batch into each owner's fp32 slice; at world 1 the full fp32 buffer is
         // the accumulator across micro-batches
         grads = world > 1 ? LlamaWeights.gradientWindow(be, s.model(), gradType) : LlamaWeights.zeros(be, s.model(), gradType);
-        if (gradType == DType.BF16) table32 = be.zeros(DType.FP32, s.model().vocabSize(), s.model().hiddenSize());
+        // the LM head's and embeddings' fp32 gradient: with bf16 gradients (rounded once from it), and in a window with
+        // tied embeddings (the LM head's part, written before the backward, cannot wait in the embeddings' slab)
+        if (gradType == DType.BF16 || (grads.windowed() && s.model().tieWordEmbeddings()))
+            table32 = be.zeros(DType.FP32, s.model().vocabSize(), s.model().hiddenSize());
         optimizer.attachGradients(grads);
         model = new LlamaModel(compute);
-        // the fp32 weights just freed sit idle in the CUDA pool: back to the device, for NCCL's buffers and cuBLAS
+        // loading's temporaries sit idle in the CUDA pool: back to the device, for NCCL's buffers and cuBLAS
         if (be instanceof org.grpo4j.internal.backend.CudaBackend cb) cb.trimPool();
     }
 

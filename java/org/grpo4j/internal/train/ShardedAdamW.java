@@ -88,9 +88,8 @@ final class ShardedAdamW implements AutoCloseable {
     }
 
     /**
-     * Without the gradient buffer yet ({@link #attachGradients} before the first step): the trainer allocates it only
-     * after the fp32 weights it loaded are freed, so that loading never holds both (8B at world 8: 30 GiB of fp32
-     * weights against 15 GiB of bf16 gradients and 2 GiB of [V, D] fp32 gradient).
+     * Without the gradient buffer yet ({@link #attachGradients} before the first step): the trainer allocates it once
+     * the weights and the master slice are loaded, after loading's temporaries are freed.
      */
     ShardedAdamW(Backend be, Communicator comm, ShardLayout layout, LlamaWeights compute, DType gradType, double beta1, double beta2,
                  double eps, double weightDecay, boolean alwaysShard) {

@@ -259,8 +259,7 @@ public final class Trainer implements AutoCloseable {
                 synchronized (states) {
                     states.add(r);
                 }
-                // weights from a directory are read straight into the states (never the whole fp32 model); a random init
-                // (init:PRESET, tests and demos) is made in fp32 first
+                // weights are read (or HF-initialized) straight into the states, never the whole fp32 model
                 if (ck != null) r.initWeights(ck.resolve("model"), cfg.weightDecay);
                 else if (cfg.modelNameOrPath.startsWith("init:")) r.initWeights(cfg.seed, cfg.weightDecay);
                 else r.initWeights(tokenizerDir, cfg.weightDecay);
