@@ -63,17 +63,8 @@ class ShardedAdamWNcclTest {
                     for (int k = 0; k < (forceSharded ? 2 : 1); k++) {
                         opt.startMicroBatch();
                         float[] gk = forceSharded && k == 1 ? half : grad; // the buffer starts from zero each micro-batch
-                        if (window) {
-                            for (int j = 0; j < groups.length; j++) {
-                                int from = (int) groups[j], len = (int) ((j == 0 ? n : groups[j - 1]) - from);
-                                float[] part = java.util.Arrays.copyOfRange(gk, from, from + len);
-                                if (!bf16Grads) be.copyFromHost(g.range(from, len), part);
-                                else try (var tmp = be.upload(part, len)) {
-                                    be.cast(g.range(from, len), tmp);
-                                }
-                                opt.gradientsReady(from);
-                            }
-                        } else {
+                        if (window) ShardedAdamWTest.writeByGroups(be, opt, g, gk);
+                        else {
                             if (!bf16Grads) be.copyFromHost(g.flat(), gk);
                             else try (var tmp = be.upload(gk, gk.length)) { // the trainer's bf16 gradient buffer at world > 1
                                 be.cast(g.flat(), tmp);

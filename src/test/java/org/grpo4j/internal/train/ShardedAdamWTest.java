@@ -147,18 +147,8 @@ class ShardedAdamWTest {
                                     for (int i = 0; i < n; i++) acc[i] += mine[i];
                                     mine = acc;
                                 }
-                                if (window) {
-                                    long[] groups = g.groupStarts();
-                                    for (int j = 0; j < groups.length; j++) {
-                                        int from = (int) groups[j], len = (int) ((j == 0 ? n : groups[j - 1]) - from);
-                                        float[] part = java.util.Arrays.copyOfRange(mine, from, from + len);
-                                        if (!bf16Grads) be.copyFromHost(g.range(from, len), part);
-                                        else try (var tmp = be.upload(part, len)) {
-                                            be.cast(g.range(from, len), tmp);
-                                        }
-                                        opt.gradientsReady(from);
-                                    }
-                                } else {
+                                if (window) writeByGroups(be, opt, g, mine);
+                                else {
                                     if (!bf16Grads) be.copyFromHost(g.flat(), mine);
                                     else try (var tmp = be.upload(mine, n)) {
                                         be.cast(g.flat(), tmp);
@@ -202,6 +192,23 @@ class ShardedAdamWTest {
             }
         assertEquals(n, at);
         return new float[][] {res.get(0), moments};
+    }
+
+    /**
+     * Writes {@code grad} into gradient window {@code g} group by group in the backward pass's order (cast to bf16 for
+     * a bf16 window), reporting each group's completion to {@code opt} before the next group is written.
+     */
+    static void writeByGroups(org.grpo4j.internal.backend.Backend be, ShardedAdamW opt, LlamaWeights g, float[] grad) {
+        long[] groups = g.groupStarts();
+        for (int j = 0; j < groups.length; j++) {
+            int from = (int) groups[j], len = (int) ((j == 0 ? grad.length : groups[j - 1]) - from);
+            float[] part = java.util.Arrays.copyOfRange(grad, from, from + len);
+            if (g.dtype() == DType.FP32) be.copyFromHost(g.range(from, len), part);
+            else try (var tmp = be.upload(part, len)) {
+                be.cast(g.range(from, len), tmp);
+            }
+            opt.gradientsReady(from);
+        }
     }
 
     static float[] bf16(short[] b) {
