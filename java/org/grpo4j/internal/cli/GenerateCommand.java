@@ -109,21 +109,39 @@ final class GenerateCommand implements Callable<Integer> {
         List<Request> requests = batch ? readPrompts(input.file, defaults, template.equals("none")) : List.of(defaults);
         if (!Files.isDirectory(model)) throw new java.nio.file.NoSuchFileException(model.toString(), null, "--model: no such model directory");
         LlamaConfig lc = LlamaConfig.read(model);
-        // the results: per completion its ids and log-probs (boxed while generating: about 48 bytes a token)
+        // what the model's config bounds, per request, before any size is estimated: top-k within the vocabulary,
+        // max_tokens within the context (the prompt's own length is checked once it is tokenized), the samples' random
+        // streams within the counters' int range
+        long samples = 0;
+        for (Request r : requests) {
+            String what = batch ? r.where() + ": " : "--";
+            if (r.topK() > lc.vocabSize())
+                throw new IllegalArgumentException(what + (batch ? "top_k" : "top-k") + " " + r.topK() + " exceeds the model's vocabulary of " + lc.vocabSize()
+                        + " tokens (0 turns top-k off)");
+            if (r.maxTokens() >= lc.maxPositionEmbeddings())
+                throw new IllegalArgumentException(what + (batch ? "max_tokens" : "max-tokens") + " " + r.maxTokens() + " leaves no room for a prompt in the"
+                        + " model's max_position_embeddings " + lc.maxPositionEmbeddings());
+            samples += r.n();
+            if (samples > Integer.MAX_VALUE)
+                throw new IllegalArgumentException((batch ? r.where() + ": the completions asked for up to this line (the sum of n)" : "-n " + r.n())
+                        + " exceed " + Integer.MAX_VALUE + ", the most one call draws random streams for");
+        }
+        // the results: per completion its ids and log-probs (boxed while generating: about 48 bytes a token) and about 200
+        // bytes of its own (the completion, its arrays, its scheduling state)
         if (!batch) {
-            Memory.requireHeap((long) n * maxTokens * 48, "-n " + n + " x --max-tokens " + maxTokens, "ask for fewer or shorter completions");
+            Memory.requireHeap((long) n * maxTokens * 48 + 200L * n, "-n " + n + " x --max-tokens " + maxTokens, "ask for fewer or shorter completions");
         } else {
             long tokens = 0, most = -1;
             Request big = null;
             for (Request r : requests) {
-                long t = (long) r.n() * r.maxTokens();
-                tokens = tokens > Long.MAX_VALUE / 64 - t ? Long.MAX_VALUE / 64 : tokens + t; // saturates: never near a real heap
+                long t = (long) r.n() * r.maxTokens(); // both bounded above: no overflow
+                tokens += t;
                 if (t > most) {
                     most = t;
                     big = r;
                 }
             }
-            Memory.requireHeap(tokens * 48, "--prompts " + input.file + ": " + tokens + " tokens of completions at most (the sum of n x max_tokens; the most: "
+            Memory.requireHeap(tokens * 48 + 200L * samples, "--prompts " + input.file + ": " + tokens + " tokens of completions at most (the sum of n x max_tokens; the most: "
                     + big.where() + ", n " + big.n() + " x max_tokens " + big.maxTokens() + ")", "ask for fewer or shorter completions");
         }
         try (Tokenizer tok = Tokenizer.load(model); Backend be = Backends.choose(backend, org.grpo4j.internal.backend.Ops.ALL).backend()) {
@@ -171,6 +189,8 @@ final class GenerateCommand implements Callable<Integer> {
         if (file.toString().isBlank()) throw new IllegalArgumentException("--prompts is empty");
         if (!Files.exists(file)) throw new java.nio.file.NoSuchFileException(file.toString(), null, "--prompts");
         if (Files.isDirectory(file)) throw new IllegalArgumentException(file + ": is a directory (--prompts takes a JSONL file)");
+        if (Files.size(file) > Integer.MAX_VALUE - 8)
+            throw new IllegalArgumentException(file + ": " + Files.size(file) + " bytes; --prompts reads files of up to 2 GiB (split it into several runs)");
         ObjectMapper m = new ObjectMapper().enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION);
         byte[] bytes = Files.readAllBytes(file);
         CharsetDecoder utf8 = StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT).onUnmappableCharacter(CodingErrorAction.REPORT);

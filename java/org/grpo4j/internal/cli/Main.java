@@ -29,7 +29,18 @@ public final class Main implements Runnable {
 
     public static void main(String[] args) {
         configureLogging();
+        utf8Console();
         System.exit(execute(args));
+    }
+
+    /**
+     * Standard output and error in UTF-8 whatever the locale: the commands print JSON (UTF-8 by definition) and model
+     * text, which a C/POSIX locale's ASCII would turn into '?' (batch jobs and containers often run with LANG=C).
+     */
+    static void utf8Console() {
+        System.setOut(new java.io.PrintStream(new java.io.BufferedOutputStream(new java.io.FileOutputStream(java.io.FileDescriptor.out), 1 << 16), true,
+                java.nio.charset.StandardCharsets.UTF_8));
+        System.setErr(new java.io.PrintStream(new java.io.FileOutputStream(java.io.FileDescriptor.err), true, java.nio.charset.StandardCharsets.UTF_8));
     }
 
     /** Runs one command line in this JVM and returns its exit code; never throws. */

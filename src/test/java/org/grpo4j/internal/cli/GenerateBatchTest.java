@@ -259,7 +259,13 @@ class GenerateBatchTest {
                 "$F:1: \"messages\" needs a chat template", "--template is none"));
         t.add(new Bad("empty raw prompt", OK + "\n{\"prompt\": \"\"}", new String[] {"--template", "none"}, "$F:2: the prompt is empty"));
         t.add(bad("max_tokens beyond the context", OK + "\n{\"prompt\": \"a\", \"max_tokens\": 100000}",
-                "$F:2: max_tokens 100000 + the prompt's", "max_position_embeddings"));
+                "$F:2: max_tokens 100000 leaves no room for a prompt in the model's max_position_embeddings 2048"));
+        t.add(bad("prompt and max_tokens beyond the context", OK + "\n{\"prompt\": \"a\", \"max_tokens\": 2047}",
+                "$F:2: max_tokens 2047 + the prompt's", "max_position_embeddings 2048"));
+        t.add(bad("top_k beyond the vocabulary", OK + "\n{\"prompt\": \"a\", \"top_k\": 100000}",
+                "$F:2: top_k 100000 exceeds the model's vocabulary of", "(0 turns top-k off)"));
+        t.add(bad("more completions than random streams", "{\"prompt\": \"a\", \"n\": 2000000000}\n{\"prompt\": \"a\", \"n\": 2000000000}",
+                "$F:2: the completions asked for up to this line (the sum of n) exceed 2147483647"));
         t.add(new Bad("a line beyond the KV pool", OK + "\n{\"prompt\": \"a\", \"max_tokens\": 200}", new String[] {"--kv-blocks", "8"},
                 "$F:2: the prompt's", "max_tokens 200", "more than --kv-blocks 8"));
         t.add(bad("n x max_tokens beyond the heap", OK + "\n{\"prompt\": \"a\", \"n\": 2000000000, \"max_tokens\": 1000}",
@@ -295,6 +301,29 @@ class GenerateBatchTest {
         System.out.println(lines.get(0).replace(root.toString(), "$R"));
     }
 
+    /**
+     * Output is UTF-8 whatever the locale: the command in its own JVM under LANG=C (whose default charset is ASCII,
+     * which turned every non-ASCII character into '?') prints the prompt's "café 日" (read from a UTF-8 file: the
+     * locale also decides how the JVM decodes its arguments) as UTF-8 bytes.
+     */
+    @Test
+    void outputIsUtf8UnderACLocale() throws Exception {
+        Path f = file("accents.jsonl", "{\"prompt\": \"caf\u00e9 \u65e5\", \"max_tokens\": 1}");
+        List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
+                System.getProperty("java.class.path"), Main.class.getName(), "generate", "--model", m.toString(), "--backend", "cpu", "--template", "none",
+                "--prompts", f.toString(), "--json"));
+        ProcessBuilder pb = new ProcessBuilder(cmd);
+        pb.environment().put("LANG", "C");
+        pb.environment().put("LC_ALL", "C");
+        pb.environment().remove("JAVA_TOOL_OPTIONS");
+        Process p = pb.redirectErrorStream(true).start();
+        byte[] out = p.getInputStream().readAllBytes();
+        assertTrue(p.waitFor(120, java.util.concurrent.TimeUnit.SECONDS));
+        String text = new String(out, StandardCharsets.UTF_8);
+        assertEquals(0, p.exitValue(), text);
+        assertTrue(text.contains("\"prompt\":\"caf\u00e9 \u65e5\""), text);
+    }
+
     /** Missing, a directory, not UTF-8; --prompt and --prompts together, neither. */
     @Test
     void unreadableFilesAndTheExclusiveOptions() throws Exception {
@@ -302,6 +331,13 @@ class GenerateBatchTest {
         expectError(gen("--prompts", missing.toString()), new String[] {missing + ": not found (--prompts)"}, null);
         Path dir = Files.createDirectories(root.resolve("adir"));
         expectError(gen("--prompts", dir.toString()), new String[] {dir + ": is a directory (--prompts takes a JSONL file)"}, null);
+        Path huge = root.resolve("huge.jsonl"); // sparse: no disk used
+        try (var raf = new java.io.RandomAccessFile(huge.toFile(), "rw")) {
+            raf.setLength(3L << 30);
+        }
+        expectError(gen("--prompts", huge.toString()), new String[] {huge + ": 3221225472 bytes; --prompts reads files of up to 2 GiB"}, null);
+        Files.delete(huge);
+        expectError(gen("--prompt", "hi", "--top-k", "100000"), new String[] {"--top-k 100000 exceeds the model's vocabulary of"}, null);
         Path latin = root.resolve("latin1.jsonl");
         Files.write(latin, (OK + "\n{\"prompt\": \"caf\u00e9\"}\n").getBytes(StandardCharsets.ISO_8859_1));
         expectError(gen("--prompts", latin.toString()), new String[] {latin + ":2: not valid UTF-8"}, null);
