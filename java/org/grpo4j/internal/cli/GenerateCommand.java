@@ -134,8 +134,8 @@ final class GenerateCommand implements Callable<Integer> {
             long tokens = 0, most = -1;
             Request big = null;
             for (Request r : requests) {
-                long t = (long) r.n() * r.maxTokens(); // both bounded above: no overflow
-                tokens += t;
+                long t = (long) r.n() * r.maxTokens(); // each below 2^31: no overflow
+                tokens = tokens > Long.MAX_VALUE / 64 - t ? Long.MAX_VALUE / 64 : tokens + t; // saturates: never near a real heap
                 if (t > most) {
                     most = t;
                     big = r;
