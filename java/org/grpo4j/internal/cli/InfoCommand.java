@@ -71,8 +71,10 @@ final class InfoCommand implements Callable<Integer> {
         out.printf("params    %,d (%s in bf16, %s in fp32)%n", p, org.grpo4j.internal.model.MemoryEstimate.human(2.0 * p), org.grpo4j.internal.model.MemoryEstimate.human(4.0 * p));
         out.printf("per rank, precision %s, ZeRO-2 over %d rank%s (reduce_bucket_size %,d; grpo4j's allocations):%n", precision, world, world == 1 ? "" : "s",
                 est.bucketElements());
-        for (var l : est.perRank()) out.printf("  %-52s %12s%n", l.what(), org.grpo4j.internal.model.MemoryEstimate.human(l.bytes()));
+        for (var l : est.perRank()) if (!l.update()) out.printf("  %-52s %12s%n", l.what(), org.grpo4j.internal.model.MemoryEstimate.human(l.bytes()));
         out.printf("  %-52s %12s%n", "model states (+ activations and KV cache)", org.grpo4j.internal.model.MemoryEstimate.human(est.statesBytes()));
+        for (var l : est.perRank()) if (l.update()) out.printf("  %-52s %12s%n", l.what(), org.grpo4j.internal.model.MemoryEstimate.human(l.bytes()));
+        out.printf("  %-52s %12s%n", "update phases only (+ a training pass's activations)", org.grpo4j.internal.model.MemoryEstimate.human(est.updateBytes()));
         out.printf("  %-52s %12s%n", "ZeRO-2 formula 2P + 2P + 12P/N (no reference, bf16 grads)", org.grpo4j.internal.model.MemoryEstimate.human(est.zeroFormulaBytes()));
         long a0 = est.activationElementsPerToken(false), a1 = est.activationElementsPerToken(true);
         int b = dt.bytes();

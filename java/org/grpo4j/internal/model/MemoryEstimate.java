@@ -11,7 +11,9 @@ import org.grpo4j.internal.backend.DType;
  * LlamaWeights#gradientWindow}, bf16 in precision bf16 with an fp32 [V, D] buffer for the LM head's and embeddings'
  * gradients; at world 1 every parameter in fp32, the accumulator), and per rank slice the fp32 master weights (bf16 only: in fp32 the
  * compute weights are the master), AdamW's m and v, the accumulated gradients (world > 1) and the two gradient
- * buckets' receive buffers (world > 1); plus activations and the rollouts' KV cache. {@code DistributedTrainingTest}
+ * buckets' receive buffers (world > 1); plus activations and the rollouts' KV cache. The gradients, the [V, D]
+ * gradient, the accumulated slice and the buckets exist only during update phases ({@link Line#update()},
+ * {@link #updateBytes()}): the model states ({@link #statesBytes()}) are the rest. {@code DistributedTrainingTest}
  * checks the states against what the backend really allocates, byte for byte.
  *
  * <p>DeepSpeed's ZeRO-2 figure for mixed-precision Adam is 2Ψ (bf16 weights) + 2Ψ (bf16 gradients) + 12Ψ/N (fp32
@@ -34,8 +36,13 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
     /** The trainer's layout: its buckets cut at the backward pass's gradient groups. */
     public ShardLayout layout() { return new ShardLayout(parameters(), world, bucketElements, new ParameterLayout(config).backwardGroups()); }
 
-    /** Bytes of one row, by name. */
-    public record Line(String what, double bytes) {}
+    /**
+     * Bytes of one row, by name; {@code update}: allocated only during an update phase (the SFT warm-up, a step's
+     * training passes and optimizer steps), not beside generation's KV pool or the log-prob passes.
+     */
+    public record Line(String what, double bytes, boolean update) {
+        public Line(String what, double bytes) { this(what, bytes, false); }
+    }
 
     /** The model states of one rank, as allocated (see the class comment). */
     public List<Line> perRank() {
@@ -47,19 +54,20 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
         List<Line> l = new ArrayList<>();
         l.add(new Line("policy weights, " + dt + " (full replica)", (double) LlamaWeights.allocatedElements(s.padded()) * c));
         l.add(new Line("reference policy, " + dt + " (frozen replica)", (double) LlamaWeights.allocatedElements(p) * c));
-        if (world > 1)
-            l.add(new Line("gradient window, " + (g == DType.BF16 ? "bf16" : "fp32") + " (2 slabs of its largest group)",
-                    (double) LlamaWeights.gradientWindowElements(config) * g.bytes()));
-        else
-            l.add(new Line("gradient buffer, fp32 (full: the accumulator)", (double) LlamaWeights.allocatedElements(p) * g.bytes()));
-        if (g == DType.BF16 || (world > 1 && config.tieWordEmbeddings())) // (RankState: bf16, or a window with tied embeddings)
-            l.add(new Line("LM head + embedding gradient, fp32 [V, D]", 4.0 * config.vocabSize() * config.hiddenSize()));
         if (compute == DType.BF16) l.add(new Line("fp32 master weights (ZeRO-2 slice)", 4.0 * slice));
         l.add(new Line("AdamW moments m + v, fp32 (ZeRO-2 slice)", 8.0 * slice));
         l.add(new Line("gradient-norm chunk sums, fp32", 4.0 * Math.max(1, slice / s.normChunk())));
+        // the update phase's (RankState.beginUpdate)
+        if (world > 1)
+            l.add(new Line("gradient window, " + (g == DType.BF16 ? "bf16" : "fp32") + " (2 slabs of its largest group)",
+                    (double) LlamaWeights.gradientWindowElements(config) * g.bytes(), true));
+        else
+            l.add(new Line("gradient buffer, fp32 (full: the accumulator)", (double) LlamaWeights.allocatedElements(p) * g.bytes(), true));
+        if (g == DType.BF16 || (world > 1 && config.tieWordEmbeddings())) // (RankState: bf16, or a window with tied embeddings)
+            l.add(new Line("LM head + embedding gradient, fp32 [V, D]", 4.0 * config.vocabSize() * config.hiddenSize(), true));
         if (world > 1) {
-            l.add(new Line("accumulated gradients, fp32 (ZeRO-2 slice)", 4.0 * slice));
-            l.add(new Line("gradient buckets, 2 x " + dt + " receive", bucketBytes()));
+            l.add(new Line("accumulated gradients, fp32 (ZeRO-2 slice)", 4.0 * slice, true));
+            l.add(new Line("gradient buckets, 2 x " + dt + " receive", bucketBytes(), true));
         }
         return l;
     }
@@ -76,10 +84,17 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
         return 2.0 * layout().largestPiece() * compute.bytes();
     }
 
-    /** The sum of {@link #perRank()}. */
+    /** The model states: the sum of {@link #perRank()}'s lines that live for the whole run. */
     public double statesBytes() {
         double t = 0;
-        for (Line x : perRank()) t += x.bytes();
+        for (Line x : perRank()) if (!x.update()) t += x.bytes();
+        return t;
+    }
+
+    /** The update phase's buffers: the sum of {@link #perRank()}'s lines allocated only while it runs. */
+    public double updateBytes() {
+        double t = 0;
+        for (Line x : perRank()) if (x.update()) t += x.bytes();
         return t;
     }
 

@@ -236,12 +236,13 @@ public final class Preflight implements AutoCloseable {
      */
     void checkMemory(Backend be, org.grpo4j.internal.backend.DType dtype, int sharers) {
         MemoryEstimate est = new MemoryEstimate(model, cfg.worldSize, dtype, cfg.reduceBucketSize);
-        double states = est.statesBytes();
+        double states = est.statesBytes(), update = est.updateBytes();
         long seq = (long) longestPrompt + cfg.responseLength;
         // the training passes at their fewest recomputed layers: a count the config gives, or every layer (auto keeps
         // more only where the memory it finds once the states exist allows; without checkpointing none)
         int recomputed = recomputedAtMost();
-        double acts = Math.max(RankState.largestPassBytes(cfg, est, model.numLayers(), recomputed, longestPrompt, lmRowsBytes(cfg, dtype)),
+        // a training pass beside the update phase's buffers (the gradients, the optimizer's phase buffers), a no-grad pass without
+        double acts = Math.max(RankState.largestPassBytes(cfg, est, model.numLayers(), recomputed, longestPrompt, lmRowsBytes(cfg, dtype)) + update,
                 est.noGradActivationBytes(cfg.localRolloutForwardBatchSize * seq, (long) cfg.localRolloutForwardBatchSize * cfg.responseLength));
         int maxBatch = Math.max(1, cfg.localCompletions());
         double gen = est.generationBytes(maxBatch, RankState.prefillTokens(cfg, longestPrompt));
@@ -263,7 +264,7 @@ public final class Preflight implements AutoCloseable {
                         + " " + where + "; at most kv_cache_mib=" + ((long) room >> 20) + " fits (or kv_cache_mib=0 to size the pool from kv_cache_fraction)");
             throw new IllegalArgumentException("the run needs about " + Memory.human(total) + " (" + Memory.human(perRank) + per + ": model states "
                     + Memory.human(states) + " for " + String.format("%,d", est.parameters()) + " parameters in " + Precision.label(dtype) + " over " + cfg.worldSize
-                    + " rank" + (cfg.worldSize == 1 ? "" : "s") + ", activations " + Memory.human(acts) + ", generation " + Memory.human(gen) + " + KV cache "
+                    + " rank" + (cfg.worldSize == 1 ? "" : "s") + ", activations with the update's gradients " + Memory.human(acts) + ", generation " + Memory.human(gen) + " + KV cache "
                     + Memory.human(kv) + "), but only " + Memory.human(free) + " " + where + "; to fit: fewer samples in flight (per_device_train_batch_size, "
                     + "local_rollout_forward_batch_size, local_rollout_batch_size x number_samples_per_prompt), " + (cfg.kvCacheMib > 0 ? "a smaller kv_cache_mib, " : "")
                     + "gradient_checkpointing true (recompute_layers auto or all), precision bf16, or more GPUs (world_size: ZeRO-2 shards the optimizer state)");
@@ -295,7 +296,7 @@ public final class Preflight implements AutoCloseable {
             summary.put("kv admission", cfg.kvAdmission.equals("on_demand")
                     ? "on_demand (samples take KV blocks as they fill them; the youngest are preempted and resume when the pool runs out)"
                     : "worst_case (a sample starts only with blocks for its prompt + " + cfg.responseLength + " tokens reserved)");
-            summary.put("memory", "about " + Memory.human(total) + " (model states " + Memory.human(states) + per + ", activations " + Memory.human(acts)
+            summary.put("memory", "about " + Memory.human(total) + " (model states " + Memory.human(states) + per + ", activations with the update's gradients " + Memory.human(acts)
                     + ", generation " + Memory.human(gen) + " + KV cache " + (cfg.kvCacheMib > 0 ? Memory.human(kv) : "from kv_cache_fraction " + cfg.kvCacheFraction
                     + ", at least " + Memory.human(kvMin)) + ")" + (free >= 0 ? "; " + Memory.human(free) + " " + where : ""));
         }

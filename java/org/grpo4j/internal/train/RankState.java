@@ -128,19 +128,41 @@ final class RankState implements AutoCloseable {
     }
 
     private void initGradients() {
-        DType gradType = gradientDType(world, s.dtype());
-        // ZeRO-2 in precision bf16: the backward writes bf16 gradients (2 bytes a parameter), group by group into a
-        // window of two slabs, reduced per micro-batch into each owner's fp32 slice; at world 1 the full fp32 buffer is
-        // the accumulator across micro-batches
-        grads = world > 1 ? LlamaWeights.gradientWindow(be, s.model(), gradType) : LlamaWeights.zeros(be, s.model(), gradType);
-        // the LM head's and embeddings' fp32 gradient: with bf16 gradients (rounded once from it), and in a window with
-        // tied embeddings (the LM head's part, written before the backward, cannot wait in the embeddings' slab)
-        if (gradType == DType.BF16 || (grads.windowed() && s.model().tieWordEmbeddings()))
-            table32 = be.zeros(DType.FP32, s.model().vocabSize(), s.model().hiddenSize());
-        optimizer.attachGradients(grads);
         model = new LlamaModel(compute);
         // loading's temporaries sit idle in the CUDA pool: back to the device, for NCCL's buffers and cuBLAS
         if (be instanceof org.grpo4j.internal.backend.CudaBackend cb) cb.trimPool();
+    }
+
+    /**
+     * Starts an update phase (the SFT warm-up, a step's training): allocates the gradients the backward writes and the
+     * optimizer's phase buffers, which generation and the log-prob passes never need ({@link #endUpdate} frees them):
+     * ZeRO-2 in precision bf16 writes bf16 gradients (2 bytes a parameter) group by group into a window of two slabs,
+     * reduced per micro-batch into each owner's fp32 slice; at world 1 the full fp32 buffer is the accumulator across
+     * micro-batches. Idempotent.
+     */
+    void beginUpdate() {
+        if (grads != null) return;
+        DType gradType = gradientDType(world, s.dtype());
+        grads = world > 1 ? LlamaWeights.gradientWindow(be, s.model(), gradType) : LlamaWeights.zeros(be, s.model(), gradType);
+        try {
+            // the LM head's and embeddings' fp32 gradient: with bf16 gradients (rounded once from it), and in a window with
+            // tied embeddings (the LM head's part, written before the backward, cannot wait in the embeddings' slab)
+            if (gradType == DType.BF16 || (grads.windowed() && s.model().tieWordEmbeddings()))
+                table32 = be.zeros(DType.FP32, s.model().vocabSize(), s.model().hiddenSize());
+            optimizer.attachGradients(grads);
+        } catch (RuntimeException e) {
+            endUpdate();
+            throw e;
+        }
+    }
+
+    /** Ends an update phase: the gradients and the optimizer's phase buffers are freed (see {@link #beginUpdate}). Idempotent. */
+    void endUpdate() {
+        if (optimizer != null) optimizer.detachGradients();
+        if (grads != null) grads.close();
+        if (table32 != null) table32.close();
+        grads = null;
+        table32 = null;
     }
 
     /** ZeRO-2's layout, its buckets cut at the backward pass's gradient groups (each bucket in one group of the window). */
@@ -201,7 +223,7 @@ final class RankState implements AutoCloseable {
     /** The share of the memory left after the model states that recompute_layers auto lets a training pass's activations take. */
     static final double RECOMPUTE_BUDGET = 0.9;
 
-    /** Decides {@link #recomputeLayers} from the memory the backend has free now (the model states allocated). */
+    /** Decides {@link #recomputeLayers} from the memory the backend has free now (the model states allocated, no update phase on). */
     void planRecompute(int longestPrompt) {
         recomputeLayers = recomputeLayers(s.cfg(), estimate(), s.model().numLayers(), Memory.available(be), memorySharers, longestPrompt,
                 Preflight.lmRowsBytes(s.cfg(), s.dtype()));
@@ -223,7 +245,8 @@ final class RankState implements AutoCloseable {
             return (int) n;
         }
         if (free < 0) return layers;
-        double budget = RECOMPUTE_BUDGET * free / sharers;
+        // the memory left once the states exist, less the update phase's buffers, which a training pass runs beside
+        double budget = RECOMPUTE_BUDGET * (free / (double) sharers - est.updateBytes());
         for (int k = 0; k < layers; k++)
             if (largestPassBytes(c, est, layers, k, longestPrompt, lmRowsBytes) <= budget) return k;
         return layers;

@@ -33,6 +33,13 @@ final class SftWarmup {
      *                      longestPrompt + response_length tokens ({@link PassPacking#byMemory})
      */
     static boolean run(RankState r, BooleanSupplier cancelled, Progress progress, long[] microBatches, int longestPrompt) {
+        r.beginUpdate(); // the gradients and the optimizer's phase buffers, for the warm-up only (a failure leaves them to close())
+        boolean done = warmUp(r, cancelled, progress, microBatches, longestPrompt);
+        r.endUpdate();
+        return done;
+    }
+
+    private static boolean warmUp(RankState r, BooleanSupplier cancelled, Progress progress, long[] microBatches, int longestPrompt) {
         GrpoConfig cfg = r.s.cfg();
         int eos = r.s.eos();
         List<int[]> seqs = new ArrayList<>();

@@ -54,7 +54,8 @@ final class ShardedAdamW implements AutoCloseable {
     private final double beta1, beta2, eps;
     private double weightDecay;
     private final Tensor master; // bf16 precision: fp32 slice; fp32 precision: null (the compute slice is the master)
-    private final Tensor m, v, acc, partials;
+    private final Tensor m, v, partials;
+    private Tensor acc; // the update phase's: allocated with the gradients (attachGradients), freed with them (detachGradients)
     private final Tensor[] staging = new Tensor[2], recv = new Tensor[2];
     private final List<List<Pending>> inflight = List.of(new ArrayList<>(), new ArrayList<>());
     private int nextBucket, bucketsIssued;
@@ -119,20 +120,18 @@ final class ShardedAdamW implements AutoCloseable {
             this.master = compute.dtype() == DType.BF16 ? keep(made, be.zeros(DType.FP32, s)) : null;
             this.m = keep(made, be.zeros(DType.FP32, s));
             this.v = keep(made, be.zeros(DType.FP32, s));
-            this.acc = sharded ? keep(made, be.zeros(DType.FP32, s)) : null;
             this.partials = keep(made, be.zeros(DType.FP32, Math.max(1, s / layout.normChunk())));
-            if (sharded)
-                for (int k = 0; k < 2; k++) {
-                    if (commType != gradType) staging[k] = keep(made, be.empty(commType, layout.largestBucket()));
-                    recv[k] = keep(made, be.empty(commType, Math.max(1, layout.largestPiece())));
-                }
         } catch (RuntimeException e) {
             for (Tensor t : made) t.close();
             throw e;
         }
     }
 
-    /** The gradient buffer the backward pass writes, of the dtype given at construction (once). */
+    /**
+     * The gradient buffer the backward pass writes, of the dtype given at construction, for an update phase: with it
+     * the phase's own buffers (the sharded path's fp32 accumulated slice and the bucket slots' receive and staging
+     * buffers) are allocated, until {@link #detachGradients}.
+     */
     void attachGradients(LlamaWeights g) {
         if (grads != null) throw new IllegalStateException("gradients already attached");
         if (g.dtype() != gradType) throw new IllegalArgumentException("gradients are " + g.dtype() + ", the optimizer was made for " + gradType);
@@ -145,8 +144,38 @@ final class ShardedAdamW implements AutoCloseable {
                             + " the layout must be cut at them (ShardLayout with ParameterLayout.backwardGroups())");
             groupStarts = g.groupStarts();
         }
+        if (sharded) {
+            List<Tensor> made = new ArrayList<>();
+            try {
+                acc = keep(made, be.zeros(DType.FP32, layout.slice()));
+                for (int k = 0; k < 2; k++) {
+                    if (commType != gradType) staging[k] = keep(made, be.empty(commType, layout.largestBucket()));
+                    recv[k] = keep(made, be.empty(commType, Math.max(1, layout.largestPiece())));
+                }
+            } catch (RuntimeException e) {
+                for (Tensor t : made) t.close();
+                acc = staging[0] = staging[1] = recv[0] = recv[1] = null;
+                throw e;
+            }
+        }
         this.grads = g;
     }
+
+    /**
+     * Ends an update phase (after its last optimizer step, every reduction done): frees the phase's buffers and lets go
+     * of the gradients (the caller frees them), so that generation finds that memory free.
+     */
+    void detachGradients() {
+        if (grads == null) return;
+        for (int k = 0; k < 2; k++) if (!inflight.get(k).isEmpty()) throw new IllegalStateException("detachGradients with reductions in flight");
+        for (Tensor t : new Tensor[] {acc, staging[0], staging[1], recv[0], recv[1]}) if (t != null) t.close();
+        acc = staging[0] = staging[1] = recv[0] = recv[1] = null;
+        grads = null;
+        groupStarts = null;
+    }
+
+    /** Whether gradients are attached (an update phase is on). */
+    boolean attached() { return grads != null; }
 
     private static Tensor keep(List<Tensor> made, Tensor t) {
         made.add(t);

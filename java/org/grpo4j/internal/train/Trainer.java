@@ -567,8 +567,11 @@ public final class Trainer implements AutoCloseable {
         double acts = Math.max(train, est.noGradActivationBytes(fwdTokens, (long) cfg.localRolloutForwardBatchSize * cfg.responseLength));
         StringBuilder sb = new StringBuilder("grpo4j: memory per rank (" + r.be.name() + ", " + Precision.label(setup.dtype()) + "):");
         String row = "%n  %-52s %12s%s";
-        for (MemoryEstimate.Line line : est.perRank()) sb.append(String.format(java.util.Locale.ROOT, row, line.what(), Memory.human(line.bytes()), ""));
+        for (MemoryEstimate.Line line : est.perRank())
+            if (!line.update()) sb.append(String.format(java.util.Locale.ROOT, row, line.what(), Memory.human(line.bytes()), ""));
         sb.append(String.format(java.util.Locale.ROOT, row, "model states", Memory.human(est.statesBytes()), "  (allocated now: " + Memory.human(r.be.liveBytes()) + ")"));
+        for (MemoryEstimate.Line line : est.perRank())
+            if (line.update()) sb.append(String.format(java.util.Locale.ROOT, row, line.what(), Memory.human(line.bytes()), "  (update phases only)"));
         sb.append(String.format(java.util.Locale.ROOT, row, "activations of the largest pass (estimate)", Memory.human(acts),
                 "  (gradient checkpointing: " + (cfg.gradientCheckpointing ? recomputed + " of " + layers + " layers recomputed, recompute_layers "
                         + cfg.recomputeLayers + (!cfg.recomputeLayers.equals("auto") ? ""

@@ -49,6 +49,13 @@ final class UpdatePhase {
      *                      response_length) tokens ({@link PassPacking})
      */
     static Result run(RankState r, int s, List<Rollout> rs, int longestPrompt) {
+        r.beginUpdate(); // the gradients and the optimizer's phase buffers, for this phase only (a failure leaves them to close())
+        Result res = update(r, s, rs, longestPrompt);
+        r.endUpdate();
+        return res;
+    }
+
+    private static Result update(RankState r, int s, List<Rollout> rs, int longestPrompt) {
         GrpoConfig cfg = r.s.cfg();
         GrpoLossParams lp = new GrpoLossParams((float) cfg.temperature, (float) cfg.cliprange, (float) cfg.epsHigh(), (float) cfg.beta, KlEstimator.parse(cfg.klEstimator));
         int mini = cfg.localMiniBatchSize, micro = cfg.perDeviceTrainBatchSize;

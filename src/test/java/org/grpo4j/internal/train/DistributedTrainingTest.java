@@ -428,9 +428,14 @@ class DistributedTrainingTest {
                 for (int r = 0; r < 2; r++) {
                     AbstractBackend be = (AbstractBackend) bes.get(r);
                     MemoryEstimate e = est.get(r);
-                    assertEquals((long) e.statesBytes(), be.liveBytes(), precision + " rank " + r + ": live bytes after the run = the estimate's model states");
+                    assertEquals((long) e.statesBytes(), be.liveBytes(), precision + " rank " + r + ": live bytes after the run = the estimate's model states"
+                            + " (the update phase's buffers freed)");
+                    assertTrue(e.updateBytes() > 0 && be.peakBytes() >= e.statesBytes() + e.updateBytes(),
+                            precision + " rank " + r + ": the update phase's buffers existed during training");
                     long seq = 64 + c.responseLength; // max_prompt_token_length bounds the longest prompt
-                    double acts = Math.max(e.trainingActivationBytes(c.perDeviceTrainBatchSize * seq, (long) c.perDeviceTrainBatchSize * c.responseLength, false),
+                    // a training pass runs beside the update phase's buffers (gradients, accumulated slice, buckets)
+                    double acts = Math.max(e.trainingActivationBytes(c.perDeviceTrainBatchSize * seq, (long) c.perDeviceTrainBatchSize * c.responseLength, false)
+                            + e.updateBytes(),
                             e.noGradActivationBytes(c.localRolloutForwardBatchSize * seq, (long) c.localRolloutForwardBatchSize * c.responseLength));
                     double gen = e.generationBytes(c.localCompletions(), (long) c.localRolloutBatchSize * 64)
                             + (double) c.localCompletions() * ((seq + 15) / 16 + 1) * 16 * e.kvBytesPerToken();
