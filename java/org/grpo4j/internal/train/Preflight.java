@@ -264,7 +264,7 @@ public final class Preflight implements AutoCloseable {
                         + " " + where + "; at most kv_cache_mib=" + ((long) room >> 20) + " fits (or kv_cache_mib=0 to size the pool from kv_cache_fraction)");
             throw new IllegalArgumentException("the run needs about " + Memory.human(total) + " (" + Memory.human(perRank) + per + ": model states "
                     + Memory.human(states) + " for " + String.format("%,d", est.parameters()) + " parameters in " + Precision.label(dtype) + " over " + cfg.worldSize
-                    + " rank" + (cfg.worldSize == 1 ? "" : "s") + ", activations (a training pass with the update buffers) " + Memory.human(acts) + ", generation " + Memory.human(gen) + " + KV cache "
+                    + " rank" + (cfg.worldSize == 1 ? "" : "s") + ", activations (the larger of a training pass with the update buffers and a no-grad pass) " + Memory.human(acts) + ", generation " + Memory.human(gen) + " + KV cache "
                     + Memory.human(kv) + "), but only " + Memory.human(free) + " " + where + "; to fit: fewer samples in flight (per_device_train_batch_size, "
                     + "local_rollout_forward_batch_size, local_rollout_batch_size x number_samples_per_prompt), " + (cfg.kvCacheMib > 0 ? "a smaller kv_cache_mib, " : "")
                     + "gradient_checkpointing true (recompute_layers auto or all), precision bf16, or more GPUs (world_size: ZeRO-2 shards the optimizer state)");
@@ -296,7 +296,7 @@ public final class Preflight implements AutoCloseable {
             summary.put("kv admission", cfg.kvAdmission.equals("on_demand")
                     ? "on_demand (samples take KV blocks as they fill them; the youngest are preempted and resume when the pool runs out)"
                     : "worst_case (a sample starts only with blocks for its prompt + " + cfg.responseLength + " tokens reserved)");
-            summary.put("memory", "about " + Memory.human(total) + " (model states " + Memory.human(states) + per + ", activations (a training pass with the update buffers) " + Memory.human(acts)
+            summary.put("memory", "about " + Memory.human(total) + " (model states " + Memory.human(states) + per + ", activations (the larger of a training pass with the update buffers and a no-grad pass) " + Memory.human(acts)
                     + ", generation " + Memory.human(gen) + " + KV cache " + (cfg.kvCacheMib > 0 ? Memory.human(kv) : "from kv_cache_fraction " + cfg.kvCacheFraction
                     + ", at least " + Memory.human(kvMin)) + ")" + (free >= 0 ? "; " + Memory.human(free) + " " + where : ""));
         }
@@ -326,7 +326,7 @@ public final class Preflight implements AutoCloseable {
                 + " with all " + layers + " layers recomputed, " + Memory.human(RankState.largestPassBytes(cfg, est, layers, 0, longestPrompt, lmRows)) + " with none";
         if (cfg.recomputeLayers.equals("auto"))
             return "recompute_layers auto: the first layers recomputed in the backward, as few as keep a training pass's activations within "
-                    + Math.round(RankState.RECOMPUTE_BUDGET * 100) + "% of the memory the model states leave, decided once they are allocated ("
+                    + Math.round(RankState.RECOMPUTE_BUDGET * 100) + "% of the memory the model states and the update buffers leave, decided once the states are allocated ("
                     + ends + ")";
         return "recompute_layers " + cfg.recomputeLayers + ": " + recomputedAtMost() + " of " + layers + " layers recomputed (" + ends + ")";
     }

@@ -225,6 +225,7 @@ final class RankState implements AutoCloseable {
 
     /** Decides {@link #recomputeLayers} from the memory the backend has free now (the model states allocated, no update phase on). */
     void planRecompute(int longestPrompt) {
+        if (be instanceof org.grpo4j.internal.backend.CpuBackend) System.gc(); // the heap's free bytes count the freed update buffers only after a collection
         recomputeLayers = recomputeLayers(s.cfg(), estimate(), s.model().numLayers(), Memory.available(be), memorySharers, longestPrompt,
                 Preflight.lmRowsBytes(s.cfg(), s.dtype()));
     }

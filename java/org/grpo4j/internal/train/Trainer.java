@@ -576,7 +576,7 @@ public final class Trainer implements AutoCloseable {
                 "  (gradient checkpointing: " + (cfg.gradientCheckpointing ? recomputed + " of " + layers + " layers recomputed, recompute_layers "
                         + cfg.recomputeLayers + (!cfg.recomputeLayers.equals("auto") ? ""
                         : recomputed == layers ? ": the free memory is unknown or too little to keep any layer's activations"
-                        : ": the others keep their activations within " + Math.round(RankState.RECOMPUTE_BUDGET * 100) + "% of what the states leave free")
+                        : ": the others keep their activations within " + Math.round(RankState.RECOMPUTE_BUDGET * 100) + "% of what the states and the update buffers leave free")
                         : "off") + ")"));
         sb.append(String.format(java.util.Locale.ROOT, row, "KV cache pool", Memory.human(kvBytes), "  (" + r.generator.config().numBlocks() + " blocks of "
                 + RankState.KV_BLOCK + " tokens; " + (cfg.kvCacheMib > 0 ? "kv_cache_mib" : "kv_cache_fraction " + cfg.kvCacheFraction + ", at most what the samples use") + ")"));
