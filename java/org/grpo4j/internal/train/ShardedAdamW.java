@@ -26,7 +26,9 @@ import org.grpo4j.internal.model.ShardLayout;
  * to their owners straight from that buffer, and each owner adds its piece to its fp32 slice ({@link #endMicroBatch}).
  * Two bucket slots alternate, so a bucket's reduction overlaps the backward pass (on NCCL) until its slot is needed
  * again. The trainer's gradient buffer is a window ({@link LlamaWeights#gradientWindow}): two slabs, the backward
- * pass's gradient groups taking turns, each zeroed for its next group once the reductions reading it are done. At world 1 nothing is communicated: the backward pass accumulates the micro-batches straight into an fp32
+ * pass's gradient groups taking turns, each zeroed for its next group once the reductions reading it are done. It
+ * and the phase's own buffers exist only during update phases ({@link #attachGradients} to {@link #detachGradients}).
+ * At world 1 nothing is communicated: the backward pass accumulates the micro-batches straight into an fp32
  * gradient buffer, which is the accumulator (unless the sharded path is forced, which is how a one-GPU test drives the
  * bucket reductions and the in-place all-gather through NCCL at world 1; fp32 gradients are then cast to the compute
  * dtype in a staging buffer per bucket).
@@ -89,8 +91,8 @@ final class ShardedAdamW implements AutoCloseable {
     }
 
     /**
-     * Without the gradient buffer yet ({@link #attachGradients} before the first step): the trainer allocates it once
-     * the weights and the master slice are loaded, after loading's temporaries are freed.
+     * Without the gradient buffer yet: the trainer attaches one for each update phase ({@link #attachGradients}, before
+     * its first step) and detaches it after the phase ({@link #detachGradients}).
      */
     ShardedAdamW(Backend be, Communicator comm, ShardLayout layout, LlamaWeights compute, DType gradType, double beta1, double beta2,
                  double eps, double weightDecay, boolean alwaysShard) {
