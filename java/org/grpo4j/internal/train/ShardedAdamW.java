@@ -87,7 +87,12 @@ final class ShardedAdamW implements AutoCloseable {
     ShardedAdamW(Backend be, Communicator comm, ShardLayout layout, LlamaWeights compute, LlamaWeights grads, double beta1, double beta2,
                  double eps, double weightDecay, boolean alwaysShard) {
         this(be, comm, layout, compute, grads.dtype(), beta1, beta2, eps, weightDecay, alwaysShard);
-        attachGradients(grads);
+        try {
+            attachGradients(grads);
+        } catch (RuntimeException e) {
+            close(); // the moments and master slice made above: nothing is left allocated by a refused construction
+            throw e;
+        }
     }
 
     /**
