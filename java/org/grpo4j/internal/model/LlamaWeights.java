@@ -204,18 +204,8 @@ public final class LlamaWeights implements AutoCloseable {
      */
     public static LlamaWeights init(Backend be, LlamaConfig config, long seed, DType dtype, long capacity) {
         LlamaWeights w = new LlamaWeights(be, config, dtype, capacity);
-        long largest = 0;
-        for (ParameterLayout.Entry e : w.layout.entries()) largest = Math.max(largest, e.numel());
-        try (Tensor tmp = dtype == DType.FP32 ? null : be.empty(DType.FP32, (int) Math.min(largest, LOAD_PIECE))) {
-            initPieces(config, seed, (off, a) -> {
-                Tensor d = w.range(off, a.length);
-                if (tmp == null) be.copyFromHost(d, a);
-                else {
-                    Tensor t = tmp.view(0, a.length);
-                    be.copyFromHost(t, a);
-                    be.cast(d, t);
-                }
-            });
+        try (Tensor tmp = dtype == DType.FP32 ? null : be.empty(DType.FP32, (int) Math.min(largestTensor(w.layout), LOAD_PIECE))) {
+            initPieces(config, seed, (off, a) -> put(be, w.range(off, a.length), a, tmp));
         } catch (RuntimeException e) {
             w.close();
             throw e;
@@ -368,9 +358,8 @@ public final class LlamaWeights implements AutoCloseable {
      */
     public static long loadBytes(LlamaConfig config, DType dtype) {
         ParameterLayout layout = new ParameterLayout(config);
-        long bytes = allocatedElements(layout.totalElements()) * dtype.bytes(), largest = 0;
-        for (ParameterLayout.Entry e : layout.entries()) largest = Math.max(largest, e.numel());
-        return dtype == DType.FP32 ? bytes : bytes + Math.min(largest, LOAD_PIECE) * DType.FP32.bytes();
+        long bytes = allocatedElements(layout.totalElements()) * dtype.bytes();
+        return dtype == DType.FP32 ? bytes : bytes + Math.min(largestTensor(layout), LOAD_PIECE) * DType.FP32.bytes();
     }
 
     /** Loads config.json and the safetensors weights of an HF model directory. */
@@ -512,15 +501,27 @@ public final class LlamaWeights implements AutoCloseable {
                 int len = (int) Math.min(pieceSize, n - from);
                 float[] buf = len == piece.length ? piece : new float[len];
                 st.readFloats(name, from, len, buf, 0);
-                Tensor d = dst.reshape(Math.toIntExact(n)).view(from, len);
-                if (tmp == null) be.copyFromHost(d, buf);
-                else {
-                    Tensor t = tmp.view(0, len);
-                    be.copyFromHost(t, buf);
-                    be.cast(d, t);
-                }
+                put(be, dst.reshape(Math.toIntExact(n)).view(from, len), buf, tmp);
             }
         }
+    }
+
+    /** fp32 values {@code a} into {@code d}: copied, or (bf16) through the fp32 scratch {@code tmp} and rounded once. */
+    private static void put(Backend be, Tensor d, float[] a, Tensor tmp) {
+        if (tmp == null) {
+            be.copyFromHost(d, a);
+            return;
+        }
+        Tensor t = tmp.view(0, a.length);
+        be.copyFromHost(t, a);
+        be.cast(d, t);
+    }
+
+    /** The elements of the layout's largest tensor. */
+    private static long largestTensor(ParameterLayout layout) {
+        long largest = 0;
+        for (ParameterLayout.Entry e : layout.entries()) largest = Math.max(largest, e.numel());
+        return largest;
     }
 
     // ---- saving -------------------------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ final class RankState implements AutoCloseable {
         compute = LlamaWeights.init(be, s.model(), seed, s.dtype(), layout.padded());
         makeOptimizer(weightDecay);
         optimizer.setMasterInit(seed);
-        initGradients();
+        finishLoading();
     }
 
     /**
@@ -119,7 +119,7 @@ final class RankState implements AutoCloseable {
                     + " earlier checkpoint");
         makeOptimizer(weightDecay);
         optimizer.setMaster(dir);
-        initGradients();
+        finishLoading();
     }
 
     private void makeOptimizer(double weightDecay) {
@@ -127,7 +127,7 @@ final class RankState implements AutoCloseable {
         optimizer = new ShardedAdamW(be, comm, layout, compute, gradientDType(world, s.dtype()), c.adamBeta1, c.adamBeta2, c.adamEps, weightDecay, false);
     }
 
-    private void initGradients() {
+    private void finishLoading() {
         model = new LlamaModel(compute);
         // loading's temporaries sit idle in the CUDA pool: back to the device, for NCCL's buffers and cuBLAS
         if (be instanceof org.grpo4j.internal.backend.CudaBackend cb) cb.trimPool();
