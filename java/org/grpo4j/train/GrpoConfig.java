@@ -206,6 +206,16 @@ public final class GrpoConfig {
      */
     public String kvAdmission = "on_demand";
     /**
+     * How the frozen reference policy is held at world_size > 1 (grpo4j): layers (ZeRO-3 style: each rank keeps
+     * 1/world_size of every decoder layer and the embeddings, final norm and LM head whole; each reference pass
+     * all-gathers a layer just before it runs, the next one while it runs), none (a full replica on every rank, as at
+     * world_size 1), or auto (the default: layers where that takes less memory than a replica, i.e. at world_size > 1
+     * with more layers than the two gathered ones and the pieces make up for). The same log-probs bit for bit; layers
+     * saves about 11 GiB a GPU for Llama 3.1 8B at 8 ranks, for the price of one all-gather of the layers per
+     * reference pass. docs/distributed.md.
+     */
+    public String referenceSharding = "auto";
+    /**
      * fp32, bf16 or auto (bf16 on CUDA, fp32 on the CPU) (grpo4j): bf16 runs the policy, rollouts, log-prob passes and
      * the reference model on bf16 weights, with fp32 master weights, AdamW moments, gradients and losses.
      */
@@ -454,7 +464,7 @@ public final class GrpoConfig {
             {"loss_aggregation", lossAggregation}, {"stop_token", stopToken}, {"verifier_compat", verifierCompat},
             {"output_dir", outputDir}, {"backend", backend}, {"sft_warmup", sftWarmup}, {"precision", precision},
             {"lm_head_grad", lmHeadGrad}, {"old_logprobs", oldLogprobs}, {"pass_packing", passPacking},
-            {"kv_admission", kvAdmission}, {"rank_balancing", rankBalancing}};
+            {"kv_admission", kvAdmission}, {"rank_balancing", rankBalancing}, {"reference_sharding", referenceSharding}};
         for (Object[] o : objects) require(o[1] != null, where, o[0] + " must not be null");
         require(!datasetMixerList.isEmpty(), where, "dataset_mixer_list is required");
         require(worldSize >= 1, where, "world_size must be >= 1");
@@ -523,6 +533,7 @@ public final class GrpoConfig {
         require(List.of("tokens", "batch_size").contains(passPacking), where, "pass_packing must be tokens or batch_size, got " + passPacking);
         require(List.of("tokens", "none").contains(rankBalancing), where, "rank_balancing must be tokens or none, got " + rankBalancing);
         require(List.of("on_demand", "worst_case").contains(kvAdmission), where, "kv_admission must be on_demand or worst_case, got " + kvAdmission);
+        require(List.of("auto", "layers", "none").contains(referenceSharding), where, "reference_sharding must be auto, layers or none, got " + referenceSharding);
         require(recomputeLayers != null && (recomputeLayers.equals("auto") || recomputeLayers.equals("all") || recomputeLayers.matches("\\d{1,9}")), where,
                 "recompute_layers must be auto, all or a number of layers (0 or more), got " + recomputeLayers);
         require(gradientCheckpointing || recomputeLayers.equals("auto") || recomputeLayers.matches("0+"), where,

@@ -32,9 +32,15 @@ final class InfoCommand implements Callable<Integer> {
     @Option(names = "--precision", defaultValue = "bf16", description = "Compute precision of the estimate: bf16 or fp32 (default: ${DEFAULT-VALUE}).")
     String precision;
 
+    @Option(names = "--reference-sharding", defaultValue = "auto",
+            description = "How the estimate holds the reference: auto, layers or none (the config key reference_sharding; default: ${DEFAULT-VALUE}).")
+    String referenceSharding;
+
     @Override
     public Integer call() throws java.io.IOException {
         if (world < 1) throw new IllegalArgumentException("--world must be >= 1, got " + world);
+        if (!List.of("auto", "layers", "none").contains(referenceSharding))
+            throw new IllegalArgumentException("--reference-sharding must be auto, layers or none, got " + referenceSharding);
         if (!precision.equals("bf16") && !precision.equals("fp32")) throw new IllegalArgumentException("--precision must be bf16 or fp32, got " + precision);
         if (model != null && model.toString().isBlank()) throw new IllegalArgumentException("--model is empty");
         org.grpo4j.internal.model.LlamaConfig cfg = model == null ? null : org.grpo4j.internal.model.LlamaConfig.read(model); // before printing anything
@@ -63,7 +69,8 @@ final class InfoCommand implements Callable<Integer> {
 
     private void printModel(PrintStream out, org.grpo4j.internal.model.LlamaConfig cfg) {
         org.grpo4j.internal.backend.DType dt = precision.equals("fp32") ? org.grpo4j.internal.backend.DType.FP32 : org.grpo4j.internal.backend.DType.BF16;
-        var est = new org.grpo4j.internal.model.MemoryEstimate(cfg, world, dt, new org.grpo4j.train.GrpoConfig().reduceBucketSize);
+        var est = new org.grpo4j.internal.model.MemoryEstimate(cfg, world, dt, new org.grpo4j.train.GrpoConfig().reduceBucketSize,
+                org.grpo4j.internal.model.MemoryEstimate.shardsReference(referenceSharding, cfg, world));
         long p = est.parameters();
         out.println();
         out.printf("model     %s: %d layers, hidden %d, heads %d/%d x %d, ffn %d, vocab %d%s%n", model, cfg.numLayers(), cfg.hiddenSize(),

@@ -33,8 +33,27 @@ public final class LlamaModel {
     private final float scale;
     private final float eps;
     private final DType adt; // activations, their gradients, the KV cache
+    private final LayerFeed feed; // null: every layer's weights are always there
 
-    public LlamaModel(LlamaWeights weights) {
+    /**
+     * Fills a layer's weights before it runs, for weights whose layers are not all held at once
+     * ({@link LlamaWeights#layerWindow}; the trainer's sharded reference, whose layers are gathered from the ranks).
+     */
+    public interface LayerFeed {
+        /** Layer {@code layer}'s weights are needed now: every op issued afterwards sees them. */
+        void acquire(int layer);
+    }
+
+    public LlamaModel(LlamaWeights weights) { this(weights, null); }
+
+    /**
+     * A model whose layers {@code feed} fills before each runs (null: the weights are whole). Such a model runs the
+     * no-grad passes only ({@link #tokenLogprobs}, {@link #forwardNoGrad}, {@link #logits}); training and generation
+     * are refused.
+     */
+    public LlamaModel(LlamaWeights weights, LayerFeed feed) {
+        if (weights.windowed() && feed == null) throw new IllegalArgumentException("weights held in a window need a LayerFeed");
+        this.feed = feed;
         this.w = weights;
         this.c = weights.config();
         this.be = weights.backend();
@@ -50,6 +69,11 @@ public final class LlamaModel {
 
     /** The dtype of activations, their gradients (e.g. the dHidden that {@link #backward} takes) and the KV cache. */
     public DType activationDType() { return adt; }
+
+    /** Refuses {@code what} on a model whose layers are fed one at a time (it would need them all, or again). */
+    private void requireWhole(String what) {
+        if (feed != null) throw new IllegalStateException(what + " needs every layer's weights; this model's layers are gathered one at a time (no-grad passes only)");
+    }
 
     private Tensor p(int layer, String name) { return w.get("model.layers." + layer + "." + name); }
 
@@ -161,6 +185,7 @@ public final class LlamaModel {
     public Activations forward(PrefixPacking pp, int recomputed) { return forward(Rows.of(pp), recomputed); }
 
     private Activations forward(Rows rows, int recomputed) {
+        requireWhole("a training forward");
         if (recomputed < 0 || recomputed > c.numLayers())
             throw new IllegalArgumentException("recomputed layers " + recomputed + " not in [0, " + c.numLayers() + "] (the model's layers)");
         int n = rows.tokens();
@@ -497,6 +522,7 @@ public final class LlamaModel {
             act.layerInputs[c.numLayers()] = act(n, c.hiddenSize());
             be.embedding(act.layerInputs[c.numLayers()], w.get("model.embed_tokens.weight"), rows.idsT());
             for (int l = 0; l < c.numLayers(); l++) {
+                if (feed != null) feed.acquire(l);
                 Tensor x = act.layerInputs[c.numLayers()], out = act(n, c.hiddenSize());
                 try (LayerActs la = layerForward(l, x, out, rows)) {
                     // nothing kept: the layer's activations are closed here
@@ -605,6 +631,7 @@ public final class LlamaModel {
     public Tensor prefillLogits(KvCache cache, PackedBatch prompts, int[] slots) {
         int n = prompts.tokens(), b = prompts.sequences();
         if (slots.length != n) throw new IllegalArgumentException("prefill: " + slots.length + " slots for " + n + " tokens");
+        requireWhole("prefill");
         try (Tensor slotsT = be.upload(slots, n)) {
             Tensor x = act(n, c.hiddenSize());
             be.embedding(x, w.get("model.embed_tokens.weight"), prompts.idsT);
@@ -672,7 +699,7 @@ public final class LlamaModel {
      * the same buffers are used eagerly.
      */
     public DecodeSession newDecodeSession(KvCache cache, int maxBatch, int maxBlocks, boolean graphs) {
-        return new DecodeSession(cache, maxBatch, maxBlocks, graphs, 0);
+        return newDecodeSession(cache, maxBatch, maxBlocks, graphs, 0);
     }
 
     /**
@@ -685,6 +712,7 @@ public final class LlamaModel {
      * should be what the caller can use: its prompts in flight.
      */
     public DecodeSession newDecodeSession(KvCache cache, int maxBatch, int maxBlocks, boolean graphs, int maxPrefixGroups) {
+        requireWhole("a decode session");
         return new DecodeSession(cache, maxBatch, maxBlocks, graphs, maxPrefixGroups);
     }
 

@@ -46,11 +46,15 @@ public final class LlamaWeights implements AutoCloseable {
     /** A gradient window ({@link #gradientWindow}): each backward group's first offset, descending; null otherwise. */
     private final long[] groupFrom;
     private final long slab; // elements of each of a window's two slabs
+    private final long[] groupBase; // a window: where each group's first element lies in the storage
 
     private LlamaWeights(Backend be, LlamaConfig config) { this(be, config, DType.FP32, 0); }
 
-    /** A gradient window: two slabs of {@code slab} elements; group g's tensors in slab g % 2, from its start. */
-    private LlamaWeights(Backend be, LlamaConfig config, DType dtype, long[] groupFrom, long slab) {
+    /**
+     * A window: two slabs of {@code slab} elements, and after them the groups marked {@code resident}, whole; a windowed
+     * group g's tensors lie in slab g % 2 from its start.
+     */
+    private LlamaWeights(Backend be, LlamaConfig config, DType dtype, long[] groupFrom, long slab, boolean[] resident) {
         if (dtype != DType.FP32 && dtype != DType.BF16) throw new IllegalArgumentException("gradients are fp32 or bf16, not " + dtype);
         this.config = config;
         this.layout = new ParameterLayout(config);
@@ -58,11 +62,21 @@ public final class LlamaWeights implements AutoCloseable {
         this.capacity = layout.totalElements();
         this.groupFrom = groupFrom;
         this.slab = slab;
-        this.storage = allocate(be, dtype, 2 * slab);
+        this.groupBase = new long[groupFrom.length];
+        long next = 2 * slab;
+        for (int g = 0; g < groupFrom.length; g++) {
+            if (resident[g]) {
+                groupBase[g] = next;
+                next += (groupEnd(g) - groupFrom[g] + 7) / 8 * 8; // each resident group 16-byte aligned in bf16
+            } else {
+                groupBase[g] = (g % 2) * slab;
+            }
+        }
+        this.storage = allocate(be, dtype, next);
         this.flat = null;
         for (ParameterLayout.Entry e : layout.entries()) {
             int g = groupOf(e.offset());
-            views.put(e.name(), storage.view((g % 2) * slab + e.offset() - groupFrom[g], e.shape()));
+            views.put(e.name(), storage.view(groupBase[g] + e.offset() - groupFrom[g], e.shape()));
         }
     }
 
@@ -77,6 +91,7 @@ public final class LlamaWeights implements AutoCloseable {
         this.flat = storage.rank() != 1 ? null : this.capacity == total ? storage : storage.view(0, (int) total);
         this.groupFrom = null;
         this.slab = 0;
+        this.groupBase = null;
         for (ParameterLayout.Entry e : layout.entries()) views.put(e.name(), storage.view(e.offset(), e.shape()));
     }
 
@@ -93,7 +108,65 @@ public final class LlamaWeights implements AutoCloseable {
     public static LlamaWeights gradientWindow(Backend be, LlamaConfig config, DType dtype) {
         ParameterLayout lay = new ParameterLayout(config);
         long slab = (lay.largestBackwardGroup() + 7) / 8 * 8; // each slab 16-byte aligned in bf16
-        return new LlamaWeights(be, config, dtype, lay.backwardGroups(), slab);
+        long[] groups = lay.backwardGroups();
+        return new LlamaWeights(be, config, dtype, groups, slab, new boolean[groups.length]);
+    }
+
+    /**
+     * A frozen model's weights with its layers in a window ({@code ShardedReference}, ZeRO-3 style): the embeddings,
+     * the final norm and an untied LM head held whole, layer l's tensors in slab l % 2 of two slabs of {@code slab}
+     * elements (at least one layer's), which the caller fills before the layer runs (an all-gather of the ranks'
+     * pieces, through {@link #layerSlab}). {@link #get} views of layers l and l + 2 alias; whole-buffer operations are
+     * refused, as for a gradient window.
+     */
+    public static LlamaWeights layerWindow(Backend be, LlamaConfig config, DType dtype, long slab) {
+        ParameterLayout lay = new ParameterLayout(config);
+        long[] groups = lay.backwardGroups();
+        if (slab < layerElements(config)) throw new IllegalArgumentException("a layer window's slab of " + slab + " elements is smaller than a layer's " + layerElements(config));
+        boolean[] resident = new boolean[groups.length];
+        resident[0] = true; // the final norm and an untied LM head
+        resident[groups.length - 1] = true; // the embeddings
+        return new LlamaWeights(be, config, dtype, groups, slab, resident);
+    }
+
+    /** Elements a {@link #layerWindow} with slabs of {@code slab} elements allocates. */
+    public static long layerWindowElements(LlamaConfig config, long slab) {
+        ParameterLayout lay = new ParameterLayout(config);
+        long[] groups = lay.backwardGroups();
+        long head = lay.totalElements() - groups[0], embed = groups[groups.length - 2];
+        return allocatedElements(2 * slab + (head + 7) / 8 * 8 + (embed + 7) / 8 * 8);
+    }
+
+    /**
+     * A rank's piece of one layer when the layers are sharded over {@code world} ranks: a layer's elements over the
+     * ranks, rounded up to 8 (16 bytes of bf16); world pieces make one {@link #layerWindow} slab.
+     */
+    public static long layerPieceElements(LlamaConfig config, int world) {
+        long n = (layerElements(config) + world - 1) / world;
+        return (n + 7) / 8 * 8;
+    }
+
+    /** The elements of one decoder layer (every layer has as many). */
+    public static long layerElements(LlamaConfig config) {
+        long[] groups = new ParameterLayout(config).backwardGroups();
+        return groups.length > 2 ? groups[groups.length - 3] - groups[groups.length - 2] : 0;
+    }
+
+    /** Layer {@code layer}'s first flat offset. */
+    public long layerStart(int layer) {
+        if (layer < 0 || layer >= config.numLayers()) throw new IllegalArgumentException("layer " + layer + " not in [0, " + config.numLayers() + ")");
+        return layout.get("model.layers." + layer + ".input_layernorm.weight").offset();
+    }
+
+    /**
+     * The whole slab that layer {@code layer} of a {@link #layerWindow} lives in ({@code slab} elements, the layer's
+     * tensors from its start, in flat order): where a gather of the layer writes.
+     */
+    public Tensor layerSlab(int layer) {
+        requireWindow();
+        int g = groupOf(layerStart(layer));
+        if (groupBase[g] >= 2 * slab) throw new IllegalStateException("layer " + layer + " is held whole, not in a slab");
+        return storage.view(groupBase[g], (int) slab);
     }
 
     /** Elements a {@link #gradientWindow} of {@code config} allocates. */
@@ -122,16 +195,21 @@ public final class LlamaWeights implements AutoCloseable {
     /** Zeroes group g's part of its slab (a window). */
     public void zeroGroup(int g) {
         requireWindow();
-        long end = g == 0 ? layout.totalElements() : groupFrom[g - 1];
-        backend.fill(storage.view((g % 2) * slab, (int) (end - groupFrom[g])), 0);
+        backend.fill(storage.view(groupBase[g], (int) (groupEnd(g) - groupFrom[g])), 0);
     }
 
+    /** "layer window" or "gradient window". */
+    private String windowKind() { return groupBase[0] >= 2 * slab ? "layer window" : "gradient window"; }
+
+    /** Where group g of a window ends: the start of group g - 1, or (group 0) the parameter count. */
+    private long groupEnd(int g) { return g == 0 ? layout.totalElements() : groupFrom[g - 1]; }
+
     private void requireWindow() {
-        if (groupFrom == null) throw new IllegalStateException("not a gradient window");
+        if (groupFrom == null) throw new IllegalStateException("not a window");
     }
 
     private void requireWhole(String op) {
-        if (groupFrom != null) throw new IllegalStateException(op + " of a gradient window (two slabs, not every parameter at once)");
+        if (groupFrom != null) throw new IllegalStateException(op + " of a " + windowKind() + " (two slabs, not every parameter at once)");
     }
 
     /**
@@ -266,11 +344,11 @@ public final class LlamaWeights implements AutoCloseable {
     public Tensor range(long from, int length) {
         if (groupFrom == null) return storage.view(from, length);
         int g = groupOf(from);
-        long end = g == 0 ? layout.totalElements() : groupFrom[g - 1];
+        long end = groupEnd(g);
         if (length < 0 || from + length > end)
-            throw new IllegalArgumentException("range [" + from + ", " + (from + length) + ") straddles backward groups of a gradient window (group " + g
+            throw new IllegalArgumentException("range [" + from + ", " + (from + length) + ") straddles backward groups of a " + windowKind() + " (group " + g
                     + " is [" + groupFrom[g] + ", " + end + "))");
-        return storage.view((g % 2) * slab + from - groupFrom[g], length);
+        return storage.view(groupBase[g] + from - groupFrom[g], length);
     }
 
     /** Elements held, padding included (at least the parameter count). */
@@ -389,29 +467,32 @@ public final class LlamaWeights implements AutoCloseable {
 
     /**
      * Flat elements [from, from + dst.numel()) of the {@code config} model saved in HF directory {@code dir}, read in
-     * fp32 into {@code dst} (fp32), piece by piece: a ZeRO-2 rank's fp32 master slice straight from the checkpoint,
-     * never the whole fp32 model. The directory's tensors are expected to be checked already (a {@link #load} of it).
+     * fp32 into {@code dst} (fp32, or bf16 rounded once), piece by piece: a ZeRO-2 rank's fp32 master slice straight
+     * from the checkpoint, or its pieces of the sharded reference, never the whole fp32 model. The directory's tensors
+     * are expected to be checked already (a {@link #load} of it).
      */
     public static void readRange(Backend be, Path dir, LlamaConfig config, long from, Tensor dst) throws IOException {
-        if (dst.dtype() != DType.FP32) throw new IllegalArgumentException("readRange: dst must be fp32, got " + dst.dtype());
+        if (dst.dtype() != DType.FP32 && dst.dtype() != DType.BF16) throw new IllegalArgumentException("readRange: dst must be fp32 or bf16, got " + dst.dtype());
         long n = dst.numel(), to = from + n;
         ParameterLayout layout = new ParameterLayout(config);
         if (from < 0 || to > layout.totalElements())
             throw new IllegalArgumentException("readRange: [" + from + ", " + to + ") outside the " + layout.totalElements() + " parameters");
         Tensor flatDst = dst.reshape(Math.toIntExact(n));
         long[] done = {0};
-        for (Path f : weightFiles(dir).keySet()) {
-            try (SafeTensors st = SafeTensors.open(f)) {
-                for (SafeTensors.Info t : st.tensors().values()) {
-                    if (!layout.has(t.name())) continue;
-                    ParameterLayout.Entry e = layout.get(t.name());
-                    long a = Math.max(from, e.offset()), b = Math.min(to, e.offset() + e.numel());
-                    for (long p = a; p < b; p += LOAD_PIECE) {
-                        int len = (int) Math.min(LOAD_PIECE, b - p);
-                        float[] buf = new float[len];
-                        st.readFloats(t.name(), p - e.offset(), len, buf, 0);
-                        be.copyFromHost(flatDst.view(p - from, len), buf);
-                        done[0] += len;
+        try (Tensor tmp = dst.dtype() == DType.FP32 ? null : be.empty(DType.FP32, (int) Math.min(n, LOAD_PIECE))) {
+            for (Path f : weightFiles(dir).keySet()) {
+                try (SafeTensors st = SafeTensors.open(f)) {
+                    for (SafeTensors.Info t : st.tensors().values()) {
+                        if (!layout.has(t.name())) continue;
+                        ParameterLayout.Entry e = layout.get(t.name());
+                        long a = Math.max(from, e.offset()), b = Math.min(to, e.offset() + e.numel());
+                        for (long p = a; p < b; p += LOAD_PIECE) {
+                            int len = (int) Math.min(LOAD_PIECE, b - p);
+                            float[] buf = new float[len];
+                            st.readFloats(t.name(), p - e.offset(), len, buf, 0);
+                            put(be, flatDst.view(p - from, len), buf, tmp);
+                            done[0] += len;
+                        }
                     }
                 }
             }

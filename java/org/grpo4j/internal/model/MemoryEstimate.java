@@ -21,14 +21,34 @@ import org.grpo4j.internal.backend.DType;
  * gradient slice (4Ψ/N) and the [V, D] fp32 gradient, and holds the bf16 gradients in a window of two groups instead
  * of 2Ψ (docs/distributed.md).
  */
-public record MemoryEstimate(LlamaConfig config, int world, DType compute, long bucketElements) {
+public record MemoryEstimate(LlamaConfig config, int world, DType compute, long bucketElements, boolean referenceSharded) {
 
-    /** bf16 compute weights and the default bucket (200M elements). */
+    /** bf16 compute weights and the default bucket (200M elements); the reference as reference_sharding auto holds it. */
     public MemoryEstimate(LlamaConfig config, int world) { this(config, world, DType.BF16, 200_000_000L); }
+
+    /** The reference as reference_sharding auto (the default) holds it. */
+    public MemoryEstimate(LlamaConfig config, int world, DType compute, long bucketElements) {
+        this(config, world, compute, bucketElements, shardsReference("auto", config, world));
+    }
+
+    /**
+     * Whether reference_sharding {@code mode} shards the reference of a {@code config} model over {@code world} ranks:
+     * never at world 1 or with none; always with layers; with auto where it takes fewer elements than a replica (each
+     * rank's layer pieces and the two gathered layers against every layer: more than 2 world / (world - 1) layers).
+     */
+    public static boolean shardsReference(String mode, LlamaConfig config, int world) {
+        if (world == 1 || mode.equals("none")) return false;
+        if (mode.equals("layers")) return true;
+        if (!mode.equals("auto")) throw new IllegalArgumentException("reference_sharding must be auto, layers or none, got " + mode);
+        long piece = LlamaWeights.layerPieceElements(config, world);
+        return config.numLayers() * piece + LlamaWeights.layerWindowElements(config, piece * world)
+                < LlamaWeights.allocatedElements(new ParameterLayout(config).totalElements());
+    }
 
     public MemoryEstimate {
         if (world < 1) throw new IllegalArgumentException("world must be >= 1, got " + world);
         if (compute != DType.FP32 && compute != DType.BF16) throw new IllegalArgumentException("compute dtype fp32 or bf16, got " + compute);
+        referenceSharded &= world > 1; // one rank holds the whole reference
     }
 
     public long parameters() { return new ParameterLayout(config).totalElements(); }
@@ -53,7 +73,14 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
         DType g = gradientDType();
         List<Line> l = new ArrayList<>();
         l.add(new Line("policy weights, " + dt + " (full replica)", (double) LlamaWeights.allocatedElements(s.padded()) * c));
-        l.add(new Line("reference policy, " + dt + " (frozen replica)", (double) LlamaWeights.allocatedElements(p) * c));
+        if (referenceSharded) {
+            long piece = LlamaWeights.layerPieceElements(config, world);
+            l.add(new Line("reference, " + dt + ": 1/" + world + " of every layer (sharded)", (double) config.numLayers() * piece * c));
+            l.add(new Line("reference, " + dt + ": embeddings, LM head, 2 layer slabs",
+                    (double) LlamaWeights.layerWindowElements(config, piece * world) * c));
+        } else {
+            l.add(new Line("reference policy, " + dt + " (frozen replica)", (double) LlamaWeights.allocatedElements(p) * c));
+        }
         if (compute == DType.BF16) l.add(new Line("fp32 master weights (ZeRO-2 slice)", 4.0 * slice));
         l.add(new Line("AdamW moments m + v, fp32 (ZeRO-2 slice)", 8.0 * slice));
         l.add(new Line("gradient-norm chunk sums, fp32", 4.0 * Math.max(1, slice / s.normChunk())));

@@ -66,9 +66,15 @@ final class LogprobPhase {
             }
         }
         long rows = 0;
-        for (List<Rollout> chunk : PassPacking.logprobs(r.s.cfg(), r.estimate(), order, longestPrompt)) {
+        List<List<Rollout>> chunks = PassPacking.logprobs(r.s.cfg(), r.estimate(), order, longestPrompt);
+        ShardedReference shards = m == r.refModel ? r.refShards : null;
+        int rounds = chunks.size();
+        if (shards != null) // the layers' all-gathers: every rank takes part in as many passes as the rank with the most
+            for (double[] other : r.comm.allGatherDoubles(new double[] {chunks.size()})) rounds = Math.max(rounds, (int) other[0]);
+        for (List<Rollout> chunk : chunks) {
             long[] run = new long[1];
             float[] lp = logprobs(r, m, chunk, temp, run);
+            if (shards != null) shards.endPass();
             rows += run[0];
             int k = 0;
             for (Rollout x : chunk) {
@@ -77,6 +83,10 @@ final class LogprobPhase {
                 else into.accept(x, mine);
                 k += x.targets.length;
             }
+        }
+        for (int i = chunks.size(); i < rounds; i++) {
+            shards.idlePass();
+            r.referenceIdlePasses++;
         }
         if (ex != null) RankBalance.giveBack(r, ex, units, back, (x, a) -> into.accept(x, a[0]));
         return rows;

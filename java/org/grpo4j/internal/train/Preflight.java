@@ -235,7 +235,8 @@ public final class Preflight implements AutoCloseable {
      * each) call it on their own device once it is open.
      */
     void checkMemory(Backend be, org.grpo4j.internal.backend.DType dtype, int sharers) {
-        MemoryEstimate est = new MemoryEstimate(model, cfg.worldSize, dtype, cfg.reduceBucketSize);
+        MemoryEstimate est = new MemoryEstimate(model, cfg.worldSize, dtype, cfg.reduceBucketSize,
+                MemoryEstimate.shardsReference(cfg.referenceSharding, model, cfg.worldSize));
         double states = est.statesBytes(), update = est.updateBytes();
         long seq = (long) longestPrompt + cfg.responseLength;
         // the training passes at their fewest recomputed layers: a count the config gives, or every layer (auto keeps

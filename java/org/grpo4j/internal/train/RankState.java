@@ -33,6 +33,10 @@ final class RankState implements AutoCloseable {
     /** Ranks sharing this rank's memory (in-process CPU ranks share the Java heap). */
     final int memorySharers;
     LlamaWeights compute, reference, grads;
+    /** The reference sharded over the ranks (reference_sharding; {@link #reference} is then null), or null. */
+    ShardedReference refShards;
+    /** Reference passes this rank took part in without rollouts of its own (another rank had more). */
+    long referenceIdlePasses;
     /**
      * With bf16 gradients (world > 1 in precision bf16): the fp32 [V, D] gradient of the LM head and of the
      * embeddings, rounded once into {@link #grads} (see {@link LlamaModel#backward}); null otherwise.
@@ -89,7 +93,10 @@ final class RankState implements AutoCloseable {
     /** The progress stream on the rank that prints (rank 0), null elsewhere. */
     java.io.PrintStream log() { return rank == 0 ? s.log() : null; }
 
-    MemoryEstimate estimate() { return new MemoryEstimate(s.model(), world, s.dtype(), s.cfg().reduceBucketSize); }
+    MemoryEstimate estimate() { return new MemoryEstimate(s.model(), world, s.dtype(), s.cfg().reduceBucketSize, shardsReference()); }
+
+    /** Whether this run shards the reference over the ranks (reference_sharding, {@link MemoryEstimate#shardsReference}). */
+    boolean shardsReference() { return MemoryEstimate.shardsReference(s.cfg().referenceSharding, s.model(), world); }
 
     /**
      * Allocates the model states from HF's random init with {@code seed} ({@link LlamaWeights#init}): the compute
@@ -189,18 +196,51 @@ final class RankState implements AutoCloseable {
         if (table32 != null && !s.model().tieWordEmbeddings()) be.cast(grads.get("lm_head.weight"), table32);
     }
 
-    /** The frozen reference: the current policy (after the warm-up), in the compute dtype. */
-    void freezeReference() {
-        reference = compute.copy();
-        referenceChecksum = null;
-        refModel = new LlamaModel(reference);
+    /**
+     * The frozen reference: the current policy (after the warm-up), in the compute dtype; sharded over the ranks with
+     * reference_sharding (every rank calls it). {@code hashes}: this rank takes the reference's checksum now (the
+     * process's first rank, which writes it into checkpoints), while the whole policy is at hand.
+     */
+    void freezeReference(boolean hashes) {
+        closeReference();
+        if (shardsReference()) {
+            if (hashes) referenceChecksum = checksumOf(compute); // the same bits as the reference's
+            refShards = ShardedReference.of(comm, compute);
+            refModel = refShards.model();
+        } else {
+            reference = compute.copy();
+            refModel = new LlamaModel(reference);
+        }
     }
 
-    /** The reference from the step-0 checkpoint's fp32 weights, cast to the compute dtype as at the run's start. */
-    void loadReference(Path step0Model) throws IOException {
-        reference = LlamaWeights.load(be, step0Model, s.dtype());
+    /**
+     * The reference from the step-0 checkpoint's fp32 weights, cast to the compute dtype as at the run's start; sharded,
+     * each rank reads its pieces only (every rank calls it: the checksum gathers the layers). {@code hashes}: this rank
+     * takes the reference's checksum ({@link #referenceChecksum}).
+     */
+    void loadReference(Path step0Model, boolean hashes) throws IOException {
+        closeReference();
+        if (shardsReference()) {
+            org.grpo4j.internal.model.LlamaConfig c = org.grpo4j.internal.model.LlamaConfig.read(step0Model);
+            if (!c.equals(s.model()))
+                throw new IllegalArgumentException(step0Model + ": config.json describes another model than the run's (" + c + " against " + s.model() + ")");
+            refShards = ShardedReference.load(be, comm, step0Model, s.model(), s.dtype());
+            refModel = refShards.model();
+            long h = refShards.checksum(hashes, CHECKSUM_SEED);
+            if (hashes) referenceChecksum = h;
+        } else {
+            reference = LlamaWeights.load(be, step0Model, s.dtype());
+            refModel = new LlamaModel(reference);
+        }
+    }
+
+    private void closeReference() {
+        if (reference != null) reference.close();
+        if (refShards != null) refShards.close();
+        reference = null;
+        refShards = null;
+        refModel = null;
         referenceChecksum = null;
-        refModel = new LlamaModel(reference);
     }
 
     /**
@@ -319,19 +359,26 @@ final class RankState implements AutoCloseable {
         return Math.min(useful, left);
     }
 
-    /** A 64-bit checksum of the reference weights (recorded in checkpoints, checked on resume). */
+    /**
+     * A 64-bit checksum of the reference weights (recorded in checkpoints, checked on resume): of the whole replica; a
+     * sharded reference's only on the rank that took it when the reference was made (freezeReference, loadReference).
+     */
     long referenceChecksum() {
-        if (referenceChecksum == null) referenceChecksum = checksumOf(reference); // the reference never changes
+        if (referenceChecksum == null) {
+            if (reference == null) throw new IllegalStateException("rank " + rank + " holds a piece of the reference and did not take its checksum");
+            referenceChecksum = checksumOf(reference); // the reference never changes
+        }
         return referenceChecksum;
     }
 
     private Long referenceChecksum;
 
-    private static long checksumOf(LlamaWeights reference) {
+    /** The checksum of weights {@code w}: of the flat buffer, tensor by tensor in layout order (padding not included). */
+    private static long checksumOf(LlamaWeights w) {
         long h = CHECKSUM_SEED; // the checksum of the flat buffer, tensor by tensor in layout order (contiguous)
-        for (org.grpo4j.internal.model.ParameterLayout.Entry e : reference.layout().entries())
+        for (org.grpo4j.internal.model.ParameterLayout.Entry e : w.layout().entries())
             for (long from = 0; from < e.numel(); from += 1 << 24)
-                h = checksum(h, reference.range(e.offset() + from, (int) Math.min(1 << 24, e.numel() - from)));
+                h = checksum(h, w.range(e.offset() + from, (int) Math.min(1 << 24, e.numel() - from)));
         return h;
     }
 
@@ -351,7 +398,7 @@ final class RankState implements AutoCloseable {
         if (compute != null) compute.close();
         if (grads != null) grads.close();
         if (table32 != null) table32.close();
-        if (reference != null) reference.close();
+        closeReference();
         if (optimizer != null) optimizer.close();
     }
 }

@@ -140,6 +140,13 @@ public final class Trainer implements AutoCloseable {
         return out;
     }
 
+    /** Per rank: the reference passes it took part in without rollouts of its own (reference_sharding; for tests). */
+    long[] referenceIdlePasses() {
+        long[] out = new long[states.size()];
+        for (int i = 0; i < out.length; i++) out[i] = states.get(i).referenceIdlePasses;
+        return out;
+    }
+
     private Trainer(Builder b) throws IOException {
         GrpoConfig c = b.cfg;
         Path resumeDir = b.resume;
@@ -408,7 +415,7 @@ public final class Trainer implements AutoCloseable {
             }
             warmupDone = true;
             ranks.run(i -> {
-                states.get(i).freezeReference();
+                states.get(i).freezeReference(i == 0); // the process's first rank writes the checksum into checkpoints
                 return null;
             });
             checkpoint(l); // step 0: the initial policy (after warm-up), so a resume never repeats the warm-up
@@ -700,7 +707,7 @@ public final class Trainer implements AutoCloseable {
         if (!Files.isDirectory(step0)) throw new IOException(ck.getParent() + ": step_0 (the reference policy) is missing");
         List<Long> sums = ranks.run(i -> {
             RankState r = states.get(i);
-            r.loadReference(step0);
+            r.loadReference(step0, i == 0);
             r.optimizer.load(ck);
             r.optimizerSteps = st.optimizerSteps();
             r.consecutiveNonfinite = st.consecutiveNonfinite();
@@ -710,7 +717,7 @@ public final class Trainer implements AutoCloseable {
             } catch (IllegalArgumentException e) {
                 throw new IllegalArgumentException(stateFile + ": " + e.getMessage());
             }
-            return r.referenceChecksum();
+            return i == 0 ? r.referenceChecksum() : 0L;
         });
         if (sums.get(0) != st.referenceChecksum())
             throw new IOException(step0 + ": the reference policy does not match the checksum recorded in " + stateFile);

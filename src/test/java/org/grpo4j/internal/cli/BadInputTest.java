@@ -78,15 +78,15 @@ class BadInputTest {
             w.backend().fill(w.get("model.layers.0.mlp.up_proj.weight"), Double.NaN);
             w.save(root.resolve("mnan"), "F32", 1L << 40, m);
         }
-        copyTree(m, root.resolve("mdamaged"));
+        org.grpo4j.internal.util.TestFiles.copyTree(m, root.resolve("mdamaged"));
         Path st = root.resolve("mdamaged/model.safetensors");
         Files.write(st, Arrays.copyOf(Files.readAllBytes(st), (int) Files.size(st) / 2)); // truncated by a full disk
-        copyTree(m, root.resolve("mbadtok"));
+        org.grpo4j.internal.util.TestFiles.copyTree(m, root.resolve("mbadtok"));
         Files.writeString(root.resolve("mbadtok/tokenizer.json"), "{\"model\": {\"vocab\": ");
-        copyTree(m, root.resolve("m8b")); // the tiny model's files under Llama 3.1 8B's config.json: over the flat-buffer limit
+        org.grpo4j.internal.util.TestFiles.copyTree(m, root.resolve("m8b")); // the tiny model's files under Llama 3.1 8B's config.json: over the flat-buffer limit
         new com.fasterxml.jackson.databind.ObjectMapper().writeValue(root.resolve("m8b/config.json").toFile(),
                 org.grpo4j.internal.model.LlamaConfig.llama31_8b().toJson("bfloat16"));
-        copyTree(m, root.resolve("m1b")); // ... under Llama 3.2 1B's: its fp32 model states (about 20 GB) exceed the test JVM's heap
+        org.grpo4j.internal.util.TestFiles.copyTree(m, root.resolve("m1b")); // ... under Llama 3.2 1B's: its fp32 model states (about 20 GB) exceed the test JVM's heap
         new com.fasterxml.jackson.databind.ObjectMapper().writeValue(root.resolve("m1b/config.json").toFile(),
                 org.grpo4j.internal.model.LlamaConfig.llama32_1b().toJson("bfloat16"));
         Files.createDirectories(root.resolve("data/empty-dir"));
@@ -335,7 +335,7 @@ class BadInputTest {
                 .after(r -> assertFalse(Files.exists(Path.of("config.json")), "nothing written to the working directory")));
         t.add(c("train --output a file", "train", "--config", T, "--output", "$R/t.json").says("$R/t.json", "not a directory"));
         t.add(c("train --overwrite", "train", "--config", T, "--set", "num_training_steps=1", "--output", "$R/over", "--overwrite").exit(0).writes("over")
-                .before(r -> copyTree(r.resolve("run"), r.resolve("over")))
+                .before(r -> org.grpo4j.internal.util.TestFiles.copyTree(r.resolve("run"), r.resolve("over")))
                 .after(r -> {
                     assertEquals(1, Files.readAllLines(r.resolve("over/metrics.jsonl")).size(), "the earlier run's metrics are gone, not appended to");
                     assertFalse(Files.exists(r.resolve("over/checkpoints/step_2")), "the earlier run's checkpoints are gone");
@@ -419,7 +419,7 @@ class BadInputTest {
 
     static void copyRun(Path r, String name) throws IOException {
         AtomicDir.deleteTree(r.resolve(name));
-        copyTree(r.resolve("run"), r.resolve(name));
+        org.grpo4j.internal.util.TestFiles.copyTree(r.resolve("run"), r.resolve(name));
     }
 
     static String[] cat(String[] a, String... b) {
@@ -500,16 +500,6 @@ class BadInputTest {
             return Files.readString(p);
         } catch (IOException e) {
             return "";
-        }
-    }
-
-    static void copyTree(Path from, Path to) throws IOException {
-        try (Stream<Path> s = Files.walk(from)) {
-            for (Path p : s.toList()) {
-                Path q = to.resolve(from.relativize(p).toString());
-                if (Files.isDirectory(p)) Files.createDirectories(q);
-                else Files.copy(p, q);
-            }
         }
     }
 }

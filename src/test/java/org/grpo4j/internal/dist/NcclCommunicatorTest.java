@@ -197,8 +197,8 @@ class NcclCommunicatorTest {
             m = org.grpo4j.internal.train.GrpoTrainerTestAccess.trainOneStep(sets, r);
         }
         Path copy = tmp.resolve("copy");
-        copyTree(tmp.resolve("run"), copy);
-        deleteTree(copy.resolve("checkpoints/step_2"));
+        org.grpo4j.internal.util.TestFiles.copyTree(tmp.resolve("run"), copy);
+        org.grpo4j.internal.util.AtomicDir.deleteTree(copy.resolve("checkpoints/step_2"));
         List<Map<String, Double>> again;
         try (ServerSocket s = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
             port = s.getLocalPort();
@@ -427,19 +427,4 @@ class NcclCommunicatorTest {
         return out;
     }
 
-    static void copyTree(Path from, Path to) throws java.io.IOException {
-        try (var s = Files.walk(from)) {
-            for (Path p : s.toList()) {
-                Path q = to.resolve(from.relativize(p).toString());
-                if (Files.isDirectory(p)) Files.createDirectories(q);
-                else Files.copy(p, q);
-            }
-        }
-    }
-
-    static void deleteTree(Path p) throws java.io.IOException {
-        try (var s = Files.walk(p)) {
-            for (Path q : s.sorted(java.util.Comparator.reverseOrder()).toList()) Files.delete(q);
-        }
-    }
 }

@@ -406,15 +406,71 @@ class DistributedTrainingTest {
     }
 
     /**
+     * reference_sharding layers against none at world 2, with ranks whose rollouts differ in length (so that one rank
+     * runs fewer reference passes and takes part in the other's layer gathers without rollouts): the same metrics, model
+     * and optimizer slices bit for bit (the gathered layers are the replica's bits), also when the sharded run is
+     * cancelled after step 1 and resumed (each rank reads its pieces of the step-0 model). The resume checks the sharded
+     * reference's checksum, gathered from the ranks' pieces: one changed weight of a layer is refused.
+     */
+    @Test
+    void aShardedReferenceTrainsAsTheReplicaBitForBit(@TempDir Path tmp) throws Exception {
+        Path data = repeatedQuestions(tmp, i -> i % 2 == 1 ? 3 : 1);
+        int steps = 3;
+        long[] idle = null;
+        for (String mode : List.of("none", "layers", "cut")) {
+            List<String> sets = split(tmp.resolve(mode), steps, 2);
+            sets.addAll(List.of("pass_packing=\"tokens\"", "rank_balancing=\"none\"", "local_rollout_forward_batch_size=2", "save_freq=1",
+                    "dataset_mixer_list=[\"" + data + "\", \"1.0\"]", "reference_sharding=\"" + (mode.equals("none") ? "none" : "layers") + "\""));
+            try (Trainer t = Trainer.builder(GrpoTrainerTest.config(sets)).log(null).build()) {
+                t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
+                    @Override
+                    public void onStep(int step, Map<String, Double> m) { if (step == 1 && mode.equals("cut")) t.cancel(); }
+                });
+                if (mode.equals("layers")) idle = t.referenceIdlePasses();
+                if (mode.equals("none")) assertArrayEquals(new long[2], t.referenceIdlePasses());
+            }
+        }
+        assertTrue(idle[0] + idle[1] > 0, "a rank took part in the other's reference passes: " + java.util.Arrays.toString(idle));
+        Path none = tmp.resolve("none"), layers = tmp.resolve("layers"), cut = tmp.resolve("cut"), tampered = tmp.resolve("tampered");
+        org.grpo4j.internal.util.TestFiles.copyTree(cut, tampered);
+        try (Trainer t = Trainer.builder(null).resume(cut).log(null).build()) { // its reference: pieces of step_0, read by each rank
+            t.run(null);
+        }
+        String last = "checkpoints/step_" + steps + "/";
+        for (Path run : List.of(layers, cut)) {
+            assertEquals(GrpoTrainerTest.comparable(none.resolve("metrics.jsonl")), GrpoTrainerTest.comparable(run.resolve("metrics.jsonl")), run.toString());
+            for (String f : List.of("model/model.safetensors", ShardedAdamW.fileName(0, 2), ShardedAdamW.fileName(1, 2)))
+                assertArrayEquals(Files.readAllBytes(none.resolve(last + f)), Files.readAllBytes(run.resolve(last + f)), run + ": " + f);
+        }
+        // the reference of a resume: step_0's model, one weight of layer 1 changed
+        Path step0 = tampered.resolve("checkpoints/step_0/model"), edited = tmp.resolve("edited");
+        try (LlamaWeights w = LlamaWeights.load(TestBackends.cpu(), step0)) {
+            org.grpo4j.internal.backend.Tensor t = w.get("model.layers.1.mlp.up_proj.weight");
+            float[] x = t.toFloats();
+            x[7] += 0.5f;
+            TestBackends.cpu().copyFromHost(t, x);
+            w.save(edited, "F32", 1L << 40, step0);
+        }
+        Files.copy(edited.resolve("model.safetensors"), step0.resolve("model.safetensors"), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        Exception e = assertThrows(Exception.class, () -> {
+            try (Trainer t = Trainer.builder(null).resume(tampered).log(null).build()) {
+                t.run(null);
+            }
+        });
+        assertTrue(String.valueOf(e.getMessage()).contains("the reference policy does not match the checksum"), String.valueOf(e));
+    }
+
+    /**
      * The memory of each rank against {@link MemoryEstimate}: after the run the backend holds exactly the model states
-     * the estimate lists (bf16 and fp32, two ranks), and its high-water mark during training stays within the states
+     * the estimate lists (bf16 and fp32, two ranks; the reference sharded, and in bf16 also whole as auto keeps it here), and its high-water mark during training stays within the states
      * plus the estimate of the largest pass's activations or of generation's buffers and the KV pool.
      */
     @Test
     void eachRanksAllocationsFollowTheMemoryEstimate(@TempDir Path tmp) throws Exception {
-        for (String precision : List.of("bf16", "fp32")) {
-            List<String> sets = split(tmp.resolve(precision), 2, 2);
-            sets.addAll(List.of("precision=" + precision, "save_freq=0", "reduce_bucket_size=5000"));
+        for (String precision : List.of("bf16/layers", "fp32/layers", "bf16/auto")) { // (auto: the tiny model's 2 layers keep a replica)
+            List<String> sets = split(tmp.resolve(precision.replace('/', '-')), 2, 2);
+            sets.addAll(List.of("precision=" + precision.split("/")[0], "save_freq=0", "reduce_bucket_size=5000",
+                    "reference_sharding=" + precision.split("/")[1]));
             GrpoConfig c = GrpoTrainerTest.config(sets);
             try (Trainer t = Trainer.builder(c).log(null).build()) {
                 for (int r = 0; r < 2; r++) // loading frees the fp32 weights it read before the gradient buffers exist

@@ -1,0 +1,22 @@
+package org.grpo4j.internal.util;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.stream.Stream;
+
+/** File helpers of the tests. */
+public final class TestFiles {
+    private TestFiles() {}
+
+    /** Copies the directory tree {@code from} to {@code to} (which must not hold any of its files yet). */
+    public static void copyTree(Path from, Path to) throws IOException {
+        try (Stream<Path> s = Files.walk(from)) {
+            for (Path p : s.toList()) {
+                Path q = to.resolve(from.relativize(p).toString());
+                if (Files.isDirectory(p)) Files.createDirectories(q);
+                else Files.copy(p, q);
+            }
+        }
+    }
+}
