@@ -175,9 +175,11 @@ class NcclCommunicatorTest {
     /**
      * Two GRPO steps of the tiny model at world 2 through tools/launch's path on one node of two GPUs (one JVM, a rank a
      * device and thread: rendezvous on loopback, NCCL, ZeRO-2 with bf16 gradients, rank balancing's exchanges, the
-     * checkpoint's gathers): a finite gradient norm, the rank-balancing figure, and a checkpoint of each step with one
-     * optimizer slice a rank; then, with step 2's checkpoint deleted from a copy, a resume from step 1 runs step 2
-     * again with the same metrics (but times) and the same files, bit for bit. Skips without two devices.
+     * checkpoint's gathers, the sharded reference's layer gathers on NCCL's stream): a finite gradient norm, the
+     * rank-balancing figure, and a checkpoint of each step with one optimizer slice a rank; then, with step 2's
+     * checkpoint deleted from a copy, a resume from step 1 (each rank reading its pieces of the reference, their
+     * checksum gathered) runs step 2 again with the same metrics (but times) and the same files, bit for bit. Skips
+     * without two devices.
      */
     @Test
     void aZeroTwoRunAtWorldTwoThroughNccl(@TempDir Path tmp) throws Exception {
@@ -191,7 +193,7 @@ class NcclCommunicatorTest {
         }
         DistEnv env = DistEnv.perNode(1, 0, 2, "127.0.0.1", port);
         List<String> sets = new java.util.ArrayList<>(org.grpo4j.internal.train.GrpoTrainerTestAccess.small(tmp.resolve("run"), 2));
-        sets.addAll(List.of("backend=\"cuda\"", "precision=bf16", "world_size=2", "save_freq=1", "num_evals=0"));
+        sets.addAll(List.of("backend=\"cuda\"", "precision=bf16", "world_size=2", "save_freq=1", "num_evals=0", "reference_sharding=\"layers\""));
         Map<String, Double> m;
         try (Rendezvous r = new Rendezvous(env, "", 60_000, 1000)) {
             m = org.grpo4j.internal.train.GrpoTrainerTestAccess.trainOneStep(sets, r);
