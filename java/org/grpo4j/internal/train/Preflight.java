@@ -294,6 +294,10 @@ public final class Preflight implements AutoCloseable {
                         ? "tokens (pieces of prompt groups move from the ranks with the most tokens to those with the fewest, for each log-prob"
                                 + " pass and each mini-batch's training passes)"
                         : "none (each rank trains its own rollouts" + (cfg.rankBalancing.equals("tokens") ? ": passes of per_device_train_batch_size run in lockstep)" : ")"));
+            if (cfg.worldSize > 1)
+                summary.put("reference", est.referenceSharded()
+                        ? "1/" + cfg.worldSize + " of every layer on each rank, gathered layer by layer in its passes (reference_sharding " + cfg.referenceSharding + ")"
+                        : "a replica on every rank (reference_sharding " + cfg.referenceSharding + ")");
             summary.put("kv admission", cfg.kvAdmission.equals("on_demand")
                     ? "on_demand (samples take KV blocks as they fill them; the youngest are preempted and resume when the pool runs out)"
                     : "worst_case (a sample starts only with blocks for its prompt + " + cfg.responseLength + " tokens reserved)");
