@@ -145,6 +145,7 @@ public final class GrpoTrainer implements AutoCloseable {
         private Backend backend;
         private Rewards rewards;
         private PrintStream log = System.out;
+        private int worldSize;
 
         private Builder(GrpoConfig config, Path resume) {
             this.config = config;
@@ -204,6 +205,23 @@ public final class GrpoTrainer implements AutoCloseable {
         }
 
         /**
+         * Resumes the run at {@code worldSize} in-process ranks instead of its own number (a resharded resume): the same
+         * global batch, its per-rank batch sizes rescaled, the optimizer state resharded; the run goes on with the same
+         * data, samples and schedule, equal to an uninterrupted run up to floating-point summation order.
+         *
+         * @param worldSize the ranks to go on with
+         * @return this builder
+         * @throws IllegalStateException if this builder does not resume a run
+         * @throws IllegalArgumentException if {@code worldSize} is below 1
+         */
+        public Builder worldSize(int worldSize) {
+            if (resume == null) throw new IllegalStateException("worldSize: only a resumed run is resharded (a new run takes world_size from its configuration)");
+            if (worldSize < 1) throw new IllegalArgumentException("worldSize must be >= 1, got " + worldSize);
+            this.worldSize = worldSize;
+            return this;
+        }
+
+        /**
          * Where progress lines go (default {@link System#out}).
          *
          * @param log the stream, or null for none
@@ -227,7 +245,7 @@ public final class GrpoTrainer implements AutoCloseable {
         public GrpoTrainer build() throws IOException {
             if (rewards != null && rewards.isClosed()) throw new IllegalStateException("rewards are closed (Rewards.close() was called)");
             Trainer.Builder b = Trainer.builder(config == null ? null : config.copy()).overwrite(overwrite).log(log);
-            if (resume != null) b.resume(resume);
+            if (resume != null) b.resume(resume).reshard(worldSize);
             if (outputDir != null) b.outputDir(outputDir);
             if (rewards != null) b.rewards(rewards);
             if (backend == null) return new GrpoTrainer(b.build(), null);

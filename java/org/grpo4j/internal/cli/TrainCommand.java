@@ -20,6 +20,8 @@ final class TrainCommand implements Callable<Integer> {
     @Option(names = "--output", description = "Run directory (default: the config's output_dir). Must be new or empty.") Path output;
     @Option(names = "--overwrite", description = "Replace the earlier run in the run directory (its outputs are deleted when training starts).") boolean overwrite;
     @Option(names = "--resume", description = "Continue the run in this directory (or from this checkpoint), with its saved config.") Path resume;
+    @Option(names = "--world-size", description = "With --resume: go on at this many ranks (the same global batch; the per-rank batch sizes"
+            + " rescaled and the optimizer state resharded). Launched ranks: tools/launch's number.") Integer worldSize;
     @Option(names = "--dry-run", description = "Run every check that does not need the weights, print the derived quantities; train nothing.") boolean dryRun;
     @Option(names = "--rdzv-timeout", defaultValue = "300", description = "One process per rank (RANK/WORLD_SIZE, or srun with several tasks a node):"
             + " seconds to wait for every process to join (default: ${DEFAULT-VALUE}).") int rdzvTimeout;
@@ -57,10 +59,13 @@ final class TrainCommand implements Callable<Integer> {
         if (resume != null && !set.isEmpty()) throw new IllegalArgumentException("--set cannot change a resumed run (its saved config is used)");
         if (resume != null && overwrite) throw new IllegalArgumentException("--overwrite and --resume exclude each other: resume continues the run, overwrite replaces it");
         if (dryRun && resume != null) throw new IllegalArgumentException("--dry-run checks a --config; a resumed run was checked when it started");
+        if (worldSize != null && resume == null)
+            throw new IllegalArgumentException("--world-size reshards a resumed run (with --resume); a new run takes world_size from its config (--set world_size=N)");
+        if (worldSize != null && worldSize < 1) throw new IllegalArgumentException("--world-size must be >= 1, got " + worldSize);
         GrpoConfig cfg = config != null ? GrpoConfig.load(config, set) : null;
         if (dryRun) return dryRun(cfg);
         Trainer.Builder b = Trainer.builder(cfg).outputDir(output).overwrite(overwrite);
-        if (resume != null) b.resume(resume);
+        if (resume != null) b.resume(resume).reshard(worldSize != null ? worldSize : 0);
         if (run != null) b.cluster(run);
         try (Trainer t = b.build(); StopSignals signals = StopSignals.install(t::cancel, System.err)) {
             org.grpo4j.train.GrpoTrainer.Result r = t.run(null);

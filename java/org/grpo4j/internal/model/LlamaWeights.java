@@ -574,14 +574,22 @@ public final class LlamaWeights implements AutoCloseable {
     public static void upload(Backend be, SafeTensors st, String name, Tensor dst) throws IOException { upload(be, st, name, dst, LOAD_PIECE); }
 
     /** {@link #upload(Backend, SafeTensors, String, Tensor)} in pieces of {@code pieceSize} elements (tests: small pieces). */
-    static void upload(Backend be, SafeTensors st, String name, Tensor dst, int pieceSize) throws IOException {
+    static void upload(Backend be, SafeTensors st, String name, Tensor dst, int pieceSize) throws IOException { upload(be, st, name, 0, dst, pieceSize); }
+
+    /**
+     * Elements [from, from + dst.numel()) of tensor {@code name} of {@code st}, in its flat order, into {@code dst}
+     * (fp32, or bf16 rounded once), in pieces of at most 2^24 elements.
+     */
+    public static void upload(Backend be, SafeTensors st, String name, long from, Tensor dst) throws IOException { upload(be, st, name, from, dst, LOAD_PIECE); }
+
+    private static void upload(Backend be, SafeTensors st, String name, long offset, Tensor dst, int pieceSize) throws IOException {
         long n = dst.numel();
         float[] piece = new float[(int) Math.min(n, pieceSize)];
         try (Tensor tmp = dst.dtype() == DType.FP32 ? null : be.empty(DType.FP32, piece.length)) {
             for (long from = 0; from < n; from += pieceSize) {
                 int len = (int) Math.min(pieceSize, n - from);
                 float[] buf = len == piece.length ? piece : new float[len];
-                st.readFloats(name, from, len, buf, 0);
+                st.readFloats(name, offset + from, len, buf, 0);
                 put(be, dst.reshape(Math.toIntExact(n)).view(from, len), buf, tmp);
             }
         }

@@ -363,6 +363,63 @@ final class ShardedAdamW implements AutoCloseable {
                         "first_parameter", String.valueOf(start), "parameters", String.valueOf(layout.parameters())));
     }
 
+    /**
+     * Reads this rank's moments and step from checkpoint {@code dir}, written by {@code savedWorld} ranks: at another
+     * world size (a resharded resume) this rank's range of the flat moments is put together from the saved slices it
+     * overlaps, each file's range read from its metadata (first_parameter and its tensors' length), and the files must
+     * cover the parameters once and agree on the step.
+     */
+    void load(Path dir, int savedWorld) throws IOException {
+        if (savedWorld == world) {
+            load(dir);
+            return;
+        }
+        Integer savedStep = null;
+        long covered = 0, end = start + real;
+        for (int r = 0; r < savedWorld; r++) {
+            Path file = dir.resolve(fileName(r, savedWorld));
+            if (!java.nio.file.Files.isRegularFile(file))
+                throw new java.nio.file.NoSuchFileException(file.toString(), null, "the optimizer state of rank " + r + " of the checkpoint's " + savedWorld);
+            try (SafeTensors st = SafeTensors.open(file)) {
+                long first = metadataLong(st, file, "first_parameter"), n = -1;
+                for (String k : new String[] {"exp_avg", "exp_avg_sq"}) {
+                    if (!st.tensors().containsKey(k)) throw new IOException(file + ": tensor " + k + " is missing");
+                    long kn = st.tensors().get(k).numel();
+                    if (n >= 0 && kn != n) throw new IOException(file + ": exp_avg and exp_avg_sq differ in length (" + n + ", " + kn + ")");
+                    n = kn;
+                }
+                // (a slice of padding only holds nothing and may start past the parameters)
+                if (metadataLong(st, file, "parameters") != layout.parameters() || first < 0 || n > 0 && first + n > layout.parameters())
+                    throw new IOException(file + ": its slice [" + first + ", " + (first + n) + ") of " + metadataLong(st, file, "parameters")
+                            + " parameters does not fit this model's " + layout.parameters());
+                int step = (int) metadataLong(st, file, "step");
+                if (savedStep != null && step != savedStep)
+                    throw new IOException(file + ": step " + step + ", but rank 0's file says " + savedStep);
+                savedStep = step;
+                long a = Math.max(start, first), b = Math.min(end, first + n);
+                if (a < b) {
+                    LlamaWeights.upload(be, st, "exp_avg", a - first, m.view(a - start, (int) (b - a)));
+                    LlamaWeights.upload(be, st, "exp_avg_sq", a - first, v.view(a - start, (int) (b - a)));
+                    covered += b - a;
+                }
+            }
+        }
+        if (covered != real)
+            throw new IOException(dir + ": the " + savedWorld + " optimizer slices cover " + covered + " of the " + real + " parameters of rank " + rank
+                    + " of " + world + " (overlapping or missing slices)");
+        step = savedStep;
+    }
+
+    private static long metadataLong(SafeTensors st, Path file, String key) throws IOException {
+        String s = st.metadata().get(key);
+        if (s == null) throw new IOException(file + ": metadata " + key + " is missing");
+        try {
+            return Long.parseLong(s);
+        } catch (NumberFormatException e) {
+            throw new IOException(file + ": metadata " + key + " \"" + s + "\" is not an integer");
+        }
+    }
+
     /** Reads this rank's moments and step from checkpoint {@code dir} (written at the same world size). */
     void load(Path dir) throws IOException {
         Path file = dir.resolve(fileName(rank, world));

@@ -74,6 +74,7 @@ public final class Trainer implements AutoCloseable {
         private boolean overwrite;
         private Cluster cluster;
         private Long collectiveTimeoutMillis; // null: the config's nccl_timeout_s
+        private int reshard; // 0: resume at the run's own world size
 
         Builder(GrpoConfig cfg) { this.cfg = cfg; }
 
@@ -86,6 +87,11 @@ public final class Trainer implements AutoCloseable {
         public Builder outputDir(Path p) { outputDir = p; return this; }
         /** Continue the run whose output directory (or one of its checkpoints) is {@code p}. */
         public Builder resume(Path p) { resume = p; return this; }
+        /**
+         * Resume at {@code worldSize} ranks rather than the run's own number ({@link #reshardConfig}: the same global
+         * batch, the per-rank batch sizes rescaled, the optimizer state resharded); 0: the run's own.
+         */
+        public Builder reshard(int worldSize) { reshard = worldSize; return this; }
         /** The backend of a single-rank run (default: the config's {@code backend}). */
         public Builder backend(Backend b) { backend = b; return this; }
         /** Reward registry (default: the built-in verifiers with the config's compat/reward/timeout). */
@@ -105,6 +111,8 @@ public final class Trainer implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();
 
     private final GrpoConfig cfg;
+    /** The world size that wrote the checkpoint resumed from (the run's own but for a resharded resume). */
+    private final int savedWorld;
     private final Path out;
     private final PrintStream log;
     private final boolean ownRewards, writer;
@@ -154,7 +162,10 @@ public final class Trainer implements AutoCloseable {
         if (c != null && resumeDir != null)
             throw new IllegalArgumentException("a resumed run uses the config saved with its checkpoint: give a config or a resume directory, not both");
         Path ck = resumeDir != null ? latestCheckpoint(resumeDir) : null;
+        if (b.reshard != 0 && ck == null) throw new IllegalArgumentException("resharding (a world size of " + b.reshard + ") needs a run to resume");
         if (ck != null) c = savedConfig(ck);
+        int savedWorld = c.worldSize;
+        if (b.reshard != 0 && b.reshard != c.worldSize) c = reshardConfig(c, b.reshard, ck);
         c.validate("config");
         this.cfg = c;
         this.cluster = b.cluster;
@@ -167,14 +178,15 @@ public final class Trainer implements AutoCloseable {
         }
         TrainerState saved = ck == null ? null : TrainerState.read(ck.resolve("trainer_state.json"), ck);
         int launched = cluster != null ? cluster.worldSize() : cfg.worldSize;
-        if (ck != null && saved.worldSize() != cfg.worldSize)
+        if (ck != null && saved.worldSize() != savedWorld)
             throw new IllegalArgumentException(ck.resolve("trainer_state.json") + ": written by " + saved.worldSize() + " ranks, but the run's config says world_size "
-                    + cfg.worldSize + ": the checkpoint's optimizer slices belong to " + saved.worldSize() + " ranks");
+                    + savedWorld + ": the checkpoint's optimizer slices belong to " + saved.worldSize() + " ranks");
+        this.savedWorld = savedWorld;
         if (launched != cfg.worldSize)
             throw new IllegalArgumentException(ck != null
                     ? "the run in " + ck.getParent().getParent() + " was trained with world_size " + cfg.worldSize + " (its batch sizes are per rank and its optimizer state is in "
-                    + cfg.worldSize + " slices); resume it with " + cfg.worldSize + " ranks, not " + launched + " (a different world size is refused, not resharded:"
-                    + " to go on at another size, start a new run from " + ck.resolve("model") + ")"
+                    + cfg.worldSize + " slices); resume it with " + cfg.worldSize + " ranks, or reshard it for " + launched + " with --world-size " + launched
+                    + " (the same global batch over " + launched + " ranks; the optimizer state resharded)"
                     : "the config says world_size " + cfg.worldSize + " but " + launched + " ranks were launched: pass --set world_size=" + launched
                     + " (the local_* batch sizes are per rank, so the global batch becomes " + launched + " x " + cfg.localRolloutBatchSize + " prompts per step),"
                     + " or launch " + cfg.worldSize + (cfg.worldSize == 1 ? " rank" : " ranks"));
@@ -186,6 +198,9 @@ public final class Trainer implements AutoCloseable {
         if (ck == null && writer) RunDirectory.checkNewRun(out, b.overwrite); // before any work; again under the lock below
         this.overwritePending = ck == null && b.overwrite;
         this.log = writer ? b.log : null;
+        if (savedWorld != cfg.worldSize && log != null)
+            log.printf("grpo4j: resharding the run from %d to %d ranks: local_rollout_batch_size %d, local_mini_batch_size %d a rank (the same global"
+                    + " batch); the optimizer state resharded%n", savedWorld, cfg.worldSize, cfg.localRolloutBatchSize, cfg.localMiniBatchSize);
         this.ownRewards = b.rewards == null;
         // local dataset paths become absolute in the saved config, so that a resume finds them from any directory
         cfg.datasetMixerList = absolutize(cfg.datasetMixerList, cfg.baseDir);
@@ -708,7 +723,7 @@ public final class Trainer implements AutoCloseable {
         List<Long> sums = ranks.run(i -> {
             RankState r = states.get(i);
             r.loadReference(step0, i == 0);
-            r.optimizer.load(ck);
+            r.optimizer.load(ck, savedWorld);
             r.optimizerSteps = st.optimizerSteps();
             r.consecutiveNonfinite = st.consecutiveNonfinite();
             r.skippedSteps = st.skippedSteps();
@@ -746,6 +761,38 @@ public final class Trainer implements AutoCloseable {
                             + (Files.exists(p.resolve(RunDirectory.LOCK)) || Files.exists(p.resolve("metrics.jsonl"))
                             ? "; the run stopped before its first checkpoint: start it again with --overwrite" : "")));
         }
+    }
+
+    /**
+     * The config of a run resumed at {@code world} ranks instead of its own: the same global batch (prompts per step and
+     * mini-batch size), so the per-rank local_rollout_batch_size and local_mini_batch_size are rescaled by old / new world
+     * size; per_device_train_batch_size and local_rollout_forward_batch_size, a device's passes, stay. The data order,
+     * the samples (their random streams follow the prompt's place in the global batch) and the learning-rate schedule
+     * go on as before; the sums over ranks regroup, so the run equals the uninterrupted one up to floating-point
+     * summation order (and with a loss_aggregation other than token_mean, to its per-rank micro-batch weights). Refused,
+     * naming the key, where a per-rank size does not divide.
+     */
+    static GrpoConfig reshardConfig(GrpoConfig saved, int world, Path ck) {
+        if (world < 1) throw new IllegalArgumentException("--world-size must be >= 1, got " + world);
+        GrpoConfig c = saved.copy();
+        long prompts = (long) saved.localRolloutBatchSize * saved.worldSize, mini = (long) saved.localMiniBatchSize * saved.worldSize;
+        String where = "resharding " + ck.getParent().getParent() + " from " + saved.worldSize + " to " + world + " ranks";
+        if (prompts % world != 0)
+            throw new IllegalArgumentException(where + ": its " + prompts + " prompts a step (local_rollout_batch_size " + saved.localRolloutBatchSize + " x "
+                    + saved.worldSize + ") do not split over " + world + " ranks; a world size dividing " + prompts + " keeps the run's batch");
+        if (mini % world != 0)
+            throw new IllegalArgumentException(where + ": its mini-batch of " + mini + " rollouts (local_mini_batch_size " + saved.localMiniBatchSize + " x "
+                    + saved.worldSize + ") does not split over " + world + " ranks");
+        c.worldSize = world;
+        c.localRolloutBatchSize = (int) (prompts / world);
+        c.localMiniBatchSize = (int) (mini / world);
+        try {
+            c.validate("config");
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(where + " (local_rollout_batch_size " + c.localRolloutBatchSize + ", local_mini_batch_size "
+                    + c.localMiniBatchSize + " a rank): " + e.getMessage().replaceFirst("^config: ", ""));
+        }
+        return c;
     }
 
     /** When resuming, the config saved with the checkpoint is the run's config. */

@@ -361,6 +361,10 @@ class BadInputTest {
         t.add(c("resume with --set", "train", "--resume", "$R/run", "--set", "seed=2").says("--set cannot change a resumed run"));
         t.add(c("resume with --overwrite", "train", "--resume", "$R/run", "--overwrite").says("--overwrite and --resume"));
         t.add(c("resume into another directory", "train", "--resume", "$R/run", "--output", "$R/elsewhere").says("$R/run", "$R/elsewhere", "copy"));
+        t.add(c("train --world-size without --resume", "train", "--config", T, "--world-size", "2").says("--world-size reshards a resumed run", "--set world_size=N"));
+        t.add(c("resume --world-size 0", "train", "--resume", "$R/run", "--world-size", "0").says("--world-size must be >= 1, got 0"));
+        t.add(c("resume --world-size that splits no batch", "train", "--resume", "$R/rr", "--world-size", "3").writes("rr").before(r -> copyRun(r, "rr"))
+                .says("resharding", "$R/rr", "from 1 to 3 ranks", "do not split over 3 ranks"));
         t.add(c("resume missing", "train", "--resume", "$R/nonexist").says("$R/nonexist", "not found"));
         t.add(c("resume a model directory", "train", "--resume", "$R/m").says("$R/m", "no complete checkpoint"));
         t.add(c("resume a finished run", "train", "--resume", "$R/rr").exit(0).says("finished at step 2").writes("rr").before(r -> copyRun(r, "rr")));

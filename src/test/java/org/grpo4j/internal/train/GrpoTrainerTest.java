@@ -28,6 +28,18 @@ class GrpoTrainerTest {
         return GrpoConfig.load(Path.of("examples/tiny-arith.json"), sets);
     }
 
+    /** A run's metrics.jsonl, a map per step. */
+    static List<java.util.Map<String, Double>> readMetrics(Path metrics) throws Exception {
+        ObjectMapper json = new ObjectMapper();
+        List<java.util.Map<String, Double>> out = new ArrayList<>();
+        for (String line : Files.readAllLines(metrics)) {
+            java.util.Map<String, Double> m = new java.util.LinkedHashMap<>();
+            json.readTree(line).fields().forEachRemaining(e -> m.put(e.getKey(), e.getValue().asDouble()));
+            out.add(m);
+        }
+        return out;
+    }
+
     /** Metrics lines without the wall-clock entries. */
     static List<String> comparable(Path metrics) throws Exception {
         ObjectMapper json = new ObjectMapper();

@@ -217,6 +217,66 @@ class ShardedAdamWTest {
         return f;
     }
 
+    /**
+     * Moments saved by 3 ranks, loaded at 1, 2 and 5 (a resharded resume: each rank's range put together from the
+     * slices it overlaps) and saved again: the same flat moments bit for bit, and the same step. Slices that do not
+     * cover the model, or that disagree on the step, are refused naming the file.
+     */
+    @Test
+    void momentsReshardBitForBit(@TempDir Path tmp) throws Exception {
+        Path saved = Files.createDirectories(tmp.resolve("w3"));
+        float[] moments = train(3, 3, DType.FP32, 2, 1, saved)[1];
+        int n = moments.length / 2;
+        for (int world : new int[] {1, 2, 5}) {
+            Path again = Files.createDirectories(tmp.resolve("w" + world));
+            List<LocalCommunicator> comms = LocalCommunicator.group(world, 30_000);
+            List<Future<Object>> fs = new ArrayList<>();
+            for (LocalCommunicator comm : comms)
+                fs.add(POOL.submit(() -> {
+                    try (CpuBackend be = new CpuBackend(1); LlamaWeights compute = LlamaWeights.zeros(be, C, DType.FP32,
+                            new ShardLayout(n, world, 100).padded());
+                         ShardedAdamW opt = new ShardedAdamW(be, comm, new ShardLayout(n, world, 100), compute, DType.FP32, 0.9, 0.999, 1e-8, 0.1, false)) {
+                        opt.load(saved, 3);
+                        opt.save(again);
+                        return null;
+                    } finally {
+                        comm.close();
+                    }
+                }));
+            for (Future<Object> f : fs) f.get();
+            float[] got = new float[2 * n];
+            int at = 0;
+            for (int r = 0; r < world; r++)
+                try (SafeTensors st = SafeTensors.open(again.resolve(ShardedAdamW.fileName(r, world)))) {
+                    float[] m = st.readFloats("exp_avg"), v = st.readFloats("exp_avg_sq");
+                    System.arraycopy(m, 0, got, at, m.length);
+                    System.arraycopy(v, 0, got, n + at, v.length);
+                    at += m.length;
+                    assertEquals("2", st.metadata().get("step"), "world " + world + " rank " + r + ": the step");
+                }
+            assertEquals(n, at);
+            assertArrayEquals(moments, got, 0f, "world " + world + ": the moments resharded from world 3");
+        }
+        // a checkpoint missing a slice, and one whose slices disagree on the step
+        Files.delete(saved.resolve(ShardedAdamW.fileName(1, 3)));
+        try (CpuBackend be = new CpuBackend(1); LlamaWeights compute = LlamaWeights.zeros(be, C, DType.FP32, new ShardLayout(n, 1, 100).padded());
+             ShardedAdamW opt = new ShardedAdamW(be, LocalCommunicator.group(1, 1000).get(0), new ShardLayout(n, 1, 100), compute, DType.FP32, 0.9, 0.999,
+                     1e-8, 0.1, false)) {
+            java.nio.file.NoSuchFileException e = assertThrows(java.nio.file.NoSuchFileException.class, () -> opt.load(saved, 3));
+            assertTrue(e.getMessage().contains(ShardedAdamW.fileName(1, 3)), e.getMessage());
+            Path w2 = tmp.resolve("w2");
+            try (SafeTensors st = SafeTensors.open(w2.resolve(ShardedAdamW.fileName(1, 2)))) {
+                float[] m = st.readFloats("exp_avg"), v = st.readFloats("exp_avg_sq");
+                java.util.Map<String, String> meta = new java.util.HashMap<>(st.metadata());
+                meta.put("step", "7");
+                SafeTensors.write(w2.resolve(ShardedAdamW.fileName(1, 2)), List.of(new SafeTensors.Out("exp_avg", new int[] {m.length}, m, 0),
+                        new SafeTensors.Out("exp_avg_sq", new int[] {v.length}, v, 0)), "F32", meta);
+            }
+            java.io.IOException e2 = assertThrows(java.io.IOException.class, () -> opt.load(w2, 2));
+            assertTrue(e2.getMessage().contains("step 7, but rank 0's file says 2"), e2.getMessage());
+        }
+    }
+
     @Test
     void shardedStepsEqualUnshardedStepsBitForBit(@TempDir Path tmp) throws Exception {
         for (DType dt : new DType[] {DType.FP32, DType.BF16})
