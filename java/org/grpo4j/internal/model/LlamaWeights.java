@@ -51,8 +51,10 @@ public final class LlamaWeights implements AutoCloseable {
     private LlamaWeights(Backend be, LlamaConfig config) { this(be, config, DType.FP32, 0); }
 
     /**
-     * A window: two slabs of {@code slab} elements, and after them the groups marked {@code resident}, whole; a windowed
-     * group g's tensors lie in slab g % 2 from its start.
+     * A window: two slabs holding {@code slab} elements each, and after them the groups marked {@code resident}, whole;
+     * a windowed group g's tensors lie in slab g % 2. Every group starts at the same offset modulo {@link #ALIGN} as in
+     * the flat buffer, so each tensor is as aligned as it is there (cuBLASLt chooses its algorithms by the operands'
+     * alignment, up to 256 bytes: the same alignment, the same algorithm and the same bits as the flat weights').
      */
     private LlamaWeights(Backend be, LlamaConfig config, DType dtype, long[] groupFrom, long slab, boolean[] resident) {
         if (dtype != DType.FP32 && dtype != DType.BF16) throw new IllegalArgumentException("gradients are fp32 or bf16, not " + dtype);
@@ -62,22 +64,40 @@ public final class LlamaWeights implements AutoCloseable {
         this.capacity = layout.totalElements();
         this.groupFrom = groupFrom;
         this.slab = slab;
-        this.groupBase = new long[groupFrom.length];
-        long next = 2 * slab;
-        for (int g = 0; g < groupFrom.length; g++) {
-            if (resident[g]) {
-                groupBase[g] = next;
-                next += (groupEnd(g) - groupFrom[g] + 7) / 8 * 8; // each resident group 16-byte aligned in bf16
-            } else {
-                groupBase[g] = (g % 2) * slab;
-            }
-        }
-        this.storage = allocate(be, dtype, next);
+        this.groupBase = new long[groupFrom.length + 1];
+        long elements = windowBases(groupFrom, capacity, slab, resident, groupBase);
+        this.storage = allocate(be, dtype, elements);
         this.flat = null;
         for (ParameterLayout.Entry e : layout.entries()) {
             int g = groupOf(e.offset());
             views.put(e.name(), storage.view(groupBase[g] + e.offset() - groupFrom[g], e.shape()));
         }
+    }
+
+    /** The alignment, in elements, that a window's groups keep from the flat buffer (256 bytes of bf16). */
+    static final int ALIGN = 128;
+
+    /**
+     * A window's layout: each group's first element's place in the storage into {@code base} (windowed groups in slab
+     * g % 2, each slab {@code slab} elements from the largest offset a group can start at, resident ones after both
+     * slabs), every group at its flat offset's residue modulo {@link #ALIGN}; {@code base[groups]} = where the resident
+     * groups begin. Returns the storage's elements.
+     */
+    private static long windowBases(long[] groupFrom, long total, long slab, boolean[] resident, long[] base) {
+        long stride = (slab + ALIGN - 1 + ALIGN - 1) / ALIGN * ALIGN; // a slab's room: the content after a residue of up to ALIGN - 1
+        long next = 2 * stride;
+        base[groupFrom.length] = next;
+        for (int g = 0; g < groupFrom.length; g++) {
+            long residue = groupFrom[g] % ALIGN;
+            if (resident[g]) {
+                base[g] = next + residue;
+                long end = g == 0 ? total : groupFrom[g - 1];
+                next = (base[g] + end - groupFrom[g] + ALIGN - 1) / ALIGN * ALIGN;
+            } else {
+                base[g] = (g % 2) * stride + residue;
+            }
+        }
+        return next;
     }
 
     private LlamaWeights(Backend be, LlamaConfig config, DType dtype, long capacity) {
@@ -107,34 +127,40 @@ public final class LlamaWeights implements AutoCloseable {
      */
     public static LlamaWeights gradientWindow(Backend be, LlamaConfig config, DType dtype) {
         ParameterLayout lay = new ParameterLayout(config);
-        long slab = (lay.largestBackwardGroup() + 7) / 8 * 8; // each slab 16-byte aligned in bf16
         long[] groups = lay.backwardGroups();
-        return new LlamaWeights(be, config, dtype, groups, slab, new boolean[groups.length]);
+        return new LlamaWeights(be, config, dtype, groups, lay.largestBackwardGroup(), new boolean[groups.length]);
     }
 
     /**
      * A frozen model's weights with its layers in a window ({@code ShardedReference}, ZeRO-3 style): the embeddings,
-     * the final norm and an untied LM head held whole, layer l's tensors in slab l % 2 of two slabs of {@code slab}
-     * elements (at least one layer's), which the caller fills before the layer runs (an all-gather of the ranks'
-     * pieces, through {@link #layerSlab}). {@link #get} views of layers l and l + 2 alias; whole-buffer operations are
-     * refused, as for a gradient window.
+     * the final norm and an untied LM head held whole, consecutive layers' tensors taking turns in two slabs of
+     * {@code slab} elements (at least one layer's, at most 2^31 - 9), which the caller fills before the layer runs (an
+     * all-gather of the ranks' pieces, through {@link #layerSlab}). {@link #get} views of layers l and l + 2 alias;
+     * whole-buffer operations are refused, as for a gradient window.
      */
     public static LlamaWeights layerWindow(Backend be, LlamaConfig config, DType dtype, long slab) {
         ParameterLayout lay = new ParameterLayout(config);
         long[] groups = lay.backwardGroups();
         if (slab < layerElements(config)) throw new IllegalArgumentException("a layer window's slab of " + slab + " elements is smaller than a layer's " + layerElements(config));
-        boolean[] resident = new boolean[groups.length];
-        resident[0] = true; // the final norm and an untied LM head
-        resident[groups.length - 1] = true; // the embeddings
-        return new LlamaWeights(be, config, dtype, groups, slab, resident);
+        if (slab > MAX_ELEMENTS)
+            throw new IllegalArgumentException(String.format(java.util.Locale.ROOT, "a layer window's slab of %,d elements is over 2^31 - 9 (one layer of this"
+                    + " model); keep such a model's reference whole (reference_sharding none)", slab));
+        return new LlamaWeights(be, config, dtype, groups, slab, layerResidents(groups.length));
+    }
+
+    /** A layer window's resident groups: the final norm with an untied LM head (group 0) and the embeddings (the last). */
+    private static boolean[] layerResidents(int groups) {
+        boolean[] resident = new boolean[groups];
+        resident[0] = true;
+        resident[groups - 1] = true;
+        return resident;
     }
 
     /** Elements a {@link #layerWindow} with slabs of {@code slab} elements allocates. */
     public static long layerWindowElements(LlamaConfig config, long slab) {
         ParameterLayout lay = new ParameterLayout(config);
         long[] groups = lay.backwardGroups();
-        long head = lay.totalElements() - groups[0], embed = groups[groups.length - 2];
-        return allocatedElements(2 * slab + (head + 7) / 8 * 8 + (embed + 7) / 8 * 8);
+        return allocatedElements(windowBases(groups, lay.totalElements(), slab, layerResidents(groups.length), new long[groups.length + 1]));
     }
 
     /**
@@ -165,13 +191,15 @@ public final class LlamaWeights implements AutoCloseable {
     public Tensor layerSlab(int layer) {
         requireWindow();
         int g = groupOf(layerStart(layer));
-        if (groupBase[g] >= 2 * slab) throw new IllegalStateException("layer " + layer + " is held whole, not in a slab");
-        return storage.view(groupBase[g], (int) slab);
+        if (groupBase[g] >= groupBase[groupFrom.length]) throw new IllegalStateException("layer " + layer + " is held whole, not in a slab");
+        return storage.view(groupBase[g], Math.toIntExact(slab));
     }
 
     /** Elements a {@link #gradientWindow} of {@code config} allocates. */
     public static long gradientWindowElements(LlamaConfig config) {
-        return allocatedElements(2 * ((new ParameterLayout(config).largestBackwardGroup() + 7) / 8 * 8));
+        ParameterLayout lay = new ParameterLayout(config);
+        long[] groups = lay.backwardGroups();
+        return allocatedElements(windowBases(groups, lay.totalElements(), lay.largestBackwardGroup(), new boolean[groups.length], new long[groups.length + 1]));
     }
 
     /** Whether this is a {@link #gradientWindow}. */
@@ -199,7 +227,7 @@ public final class LlamaWeights implements AutoCloseable {
     }
 
     /** "layer window" or "gradient window". */
-    private String windowKind() { return groupBase[0] >= 2 * slab ? "layer window" : "gradient window"; }
+    private String windowKind() { return groupBase[0] >= groupBase[groupFrom.length] ? "layer window" : "gradient window"; }
 
     /** Where group g of a window ends: the start of group g - 1, or (group 0) the parameter count. */
     private long groupEnd(int g) { return g == 0 ? layout.totalElements() : groupFrom[g - 1]; }

@@ -38,9 +38,14 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
      */
     public static boolean shardsReference(String mode, LlamaConfig config, int world) {
         if (world == 1 || mode.equals("none")) return false;
-        if (mode.equals("layers")) return true;
-        if (!mode.equals("auto")) throw new IllegalArgumentException("reference_sharding must be auto, layers or none, got " + mode);
+        if (!mode.equals("auto") && !mode.equals("layers")) throw new IllegalArgumentException("reference_sharding must be auto, layers or none, got " + mode);
         long piece = LlamaWeights.layerPieceElements(config, world);
+        if (piece * world > LlamaWeights.MAX_ELEMENTS) { // a gathered layer is one tensor
+            if (mode.equals("auto")) return false;
+            throw new IllegalArgumentException(String.format(java.util.Locale.ROOT, "reference_sharding layers: a layer of this model has %,d elements,"
+                    + " more than one tensor holds (2^31 - 9); use reference_sharding none", LlamaWeights.layerElements(config)));
+        }
+        if (mode.equals("layers")) return true;
         return config.numLayers() * piece + LlamaWeights.layerWindowElements(config, piece * world)
                 < LlamaWeights.allocatedElements(new ParameterLayout(config).totalElements());
     }
@@ -76,7 +81,7 @@ public record MemoryEstimate(LlamaConfig config, int world, DType compute, long 
         if (referenceSharded) {
             long piece = LlamaWeights.layerPieceElements(config, world);
             l.add(new Line("reference, " + dt + ": 1/" + world + " of every layer (sharded)", (double) config.numLayers() * piece * c));
-            l.add(new Line("reference, " + dt + ": embeddings, LM head, 2 layer slabs",
+            l.add(new Line("reference, " + dt + (config.tieWordEmbeddings() ? ": tied embeddings, 2 layer slabs" : ": embeddings, LM head, 2 layer slabs"),
                     (double) LlamaWeights.layerWindowElements(config, piece * world) * c));
         } else {
             l.add(new Line("reference policy, " + dt + " (frozen replica)", (double) LlamaWeights.allocatedElements(p) * c));

@@ -819,6 +819,9 @@ public final class Trainer implements AutoCloseable {
         if (!keys.has("kv_admission")) c.kvAdmission = "worst_case";
         // and one written before rank_balancing trained each rank's own rollouts
         if (!keys.has("rank_balancing")) c.rankBalancing = "none";
+        // and one written before reference_sharding held the reference whole on every rank (the same bits either way,
+        // but the memory, and so the KV pool and recompute_layers auto, stay as the run had them)
+        if (!keys.has("reference_sharding")) c.referenceSharding = "none";
         return c;
     }
 

@@ -361,6 +361,8 @@ class BadInputTest {
         t.add(c("resume with --set", "train", "--resume", "$R/run", "--set", "seed=2").says("--set cannot change a resumed run"));
         t.add(c("resume with --overwrite", "train", "--resume", "$R/run", "--overwrite").says("--overwrite and --resume"));
         t.add(c("resume into another directory", "train", "--resume", "$R/run", "--output", "$R/elsewhere").says("$R/run", "$R/elsewhere", "copy"));
+        t.add(c("info --reference-sharding bogus", "info", "--model", "$R/m", "--reference-sharding", "bogus").says("--reference-sharding must be auto, layers or none",
+                "bogus"));
         t.add(c("train --world-size without --resume", "train", "--config", T, "--world-size", "2").says("--world-size reshards a resumed run", "--set world_size=N"));
         t.add(c("resume --world-size 0", "train", "--resume", "$R/run", "--world-size", "0").says("--world-size must be >= 1, got 0"));
         t.add(c("resume --world-size that splits no batch", "train", "--resume", "$R/rr", "--world-size", "3").writes("rr").before(r -> copyRun(r, "rr"))

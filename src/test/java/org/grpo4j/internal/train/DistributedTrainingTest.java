@@ -384,8 +384,8 @@ class DistributedTrainingTest {
         // a launch with another number of ranks than the run's
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> Trainer.builder(null).resume(cut).cluster(new FakeCluster(2)).log(null).build());
-        assertTrue(e.getMessage().contains("was trained with world_size 4") && e.getMessage().contains("not 2")
-                && e.getMessage().contains("refused, not resharded"), e.getMessage());
+        assertTrue(e.getMessage().contains("was trained with world_size 4") && e.getMessage().contains("resume it with 4 ranks")
+                && e.getMessage().contains("reshard it for 2 with --world-size 2"), e.getMessage());
         try (Trainer t = Trainer.builder(null).resume(cut).log(null).build()) {
             t.run(null);
         }

@@ -558,21 +558,23 @@ class GrpoTrainerTest {
      * LM head's 256 MiB blocks), logprob_prefix_sharing off (every sequence whole through the log-prob passes),
      * train_prefix_sharing off (every sequence whole), pass_packing batch_size (the reference's micro-batches as
      * passes), kv_admission worst_case (every sample's blocks reserved before it starts), rank_balancing none (each
-     * rank trains its own rollouts), so that
+     * rank trains its own rollouts), reference_sharding none (the reference whole on every rank), so that
      * the run goes on bit for bit; a checkpoint with the key keeps its value.
      */
     @Test
     void aCheckpointWithoutNewerKeysResumesAsItRan(@TempDir Path tmp) throws Exception {
         GrpoConfig c = config(small(tmp.resolve("run"), 1));
-        assertEquals(List.of("bf16", "auto", 1024L, true, true, "tokens", "on_demand", "tokens"), List.of(c.lmHeadGrad, c.oldLogprobs,
-                c.lmHeadScratchMib, c.logprobPrefixSharing, c.trainPrefixSharing, c.passPacking, c.kvAdmission, c.rankBalancing), "the defaults");
+        assertEquals(List.of("bf16", "auto", 1024L, true, true, "tokens", "on_demand", "tokens", "auto"), List.of(c.lmHeadGrad, c.oldLogprobs,
+                c.lmHeadScratchMib, c.logprobPrefixSharing, c.trainPrefixSharing, c.passPacking, c.kvAdmission, c.rankBalancing, c.referenceSharding),
+                "the defaults");
         Map<String, Object> before = Map.of("lm_head_grad", "split", "old_logprobs", "recompute", "lm_head_scratch_mib", 256L,
                 "logprob_prefix_sharing", false, "train_prefix_sharing", false, "pass_packing", "batch_size", "kv_admission", "worst_case",
-                "rank_balancing", "none");
+                "rank_balancing", "none", "reference_sharding", "none");
         Map<String, java.util.function.Function<GrpoConfig, Object>> read = Map.of("lm_head_grad", x -> x.lmHeadGrad,
                 "old_logprobs", x -> x.oldLogprobs, "lm_head_scratch_mib", x -> x.lmHeadScratchMib,
                 "logprob_prefix_sharing", x -> x.logprobPrefixSharing, "train_prefix_sharing", x -> x.trainPrefixSharing,
-                "pass_packing", x -> x.passPacking, "kv_admission", x -> x.kvAdmission, "rank_balancing", x -> x.rankBalancing);
+                "pass_packing", x -> x.passPacking, "kv_admission", x -> x.kvAdmission, "rank_balancing", x -> x.rankBalancing,
+                "reference_sharding", x -> x.referenceSharding);
         for (String key : before.keySet()) {
             var withKey = (com.fasterxml.jackson.databind.node.ObjectNode) new ObjectMapper().readTree(c.toJson());
             assertTrue(withKey.has(key), "a new checkpoint records " + key);
