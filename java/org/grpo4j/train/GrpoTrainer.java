@@ -125,7 +125,7 @@ public final class GrpoTrainer implements AutoCloseable {
 
     /**
      * Continues an earlier run from its newest checkpoint, with the configuration saved there; the run goes on in
-     * its own directory and, on the CPU backend, repeats an uninterrupted run bit for bit.
+     * its own directory and, on the CPU backend at its own world size, repeats an uninterrupted run bit for bit.
      *
      * @param runDirectory the run's output directory (or its {@code checkpoints/} or newest {@code step_N})
      * @return a builder
@@ -207,7 +207,8 @@ public final class GrpoTrainer implements AutoCloseable {
         /**
          * Resumes the run at {@code worldSize} in-process ranks instead of its own number (a resharded resume): the same
          * global batch, its per-rank batch sizes rescaled, the optimizer state resharded; the run goes on with the same
-         * data, samples and schedule, equal to an uninterrupted run up to floating-point summation order.
+         * data, samples and schedule: with one mini-batch a step equal to an uninterrupted run up to floating-point
+         * summation order, with several as a run of {@code worldSize} ranks would draw its mini-batches.
          *
          * @param worldSize the ranks to go on with
          * @return this builder

@@ -366,8 +366,8 @@ final class ShardedAdamW implements AutoCloseable {
     /**
      * Reads this rank's moments and step from checkpoint {@code dir}, written by {@code savedWorld} ranks: at another
      * world size (a resharded resume) this rank's range of the flat moments is put together from the saved slices it
-     * overlaps, each file's range read from its metadata (first_parameter and its tensors' length), and the files must
-     * cover the parameters once and agree on the step.
+     * overlaps, each file's range read from its metadata (first_parameter and its tensors' length); the files, in rank
+     * order, must follow each other from parameter 0 to the last and agree on the step.
      */
     void load(Path dir, int savedWorld) throws IOException {
         if (savedWorld == world) {
@@ -375,13 +375,16 @@ final class ShardedAdamW implements AutoCloseable {
             return;
         }
         Integer savedStep = null;
-        long covered = 0, end = start + real;
+        long covered = 0, end = start + real, next = 0; // next: where rank r's slice must begin (the slices follow each other)
         for (int r = 0; r < savedWorld; r++) {
             Path file = dir.resolve(fileName(r, savedWorld));
             if (!java.nio.file.Files.isRegularFile(file))
                 throw new java.nio.file.NoSuchFileException(file.toString(), null, "the optimizer state of rank " + r + " of the checkpoint's " + savedWorld);
             try (SafeTensors st = SafeTensors.open(file)) {
-                long first = metadataLong(st, file, "first_parameter"), n = -1;
+                // (a world-1 file written before the slices named their first parameter starts at 0)
+                long first = st.metadata().containsKey("first_parameter") ? metadataLong(st, file, "first_parameter") : next, n = -1;
+                if (st.metadata().containsKey("rank") && metadataLong(st, file, "rank") != r)
+                    throw new IOException(file + ": metadata rank " + st.metadata().get("rank") + ", but its name says rank " + r);
                 for (String k : new String[] {"exp_avg", "exp_avg_sq"}) {
                     if (!st.tensors().containsKey(k)) throw new IOException(file + ": tensor " + k + " is missing");
                     long kn = st.tensors().get(k).numel();
@@ -392,6 +395,10 @@ final class ShardedAdamW implements AutoCloseable {
                 if (metadataLong(st, file, "parameters") != layout.parameters() || first < 0 || n > 0 && first + n > layout.parameters())
                     throw new IOException(file + ": its slice [" + first + ", " + (first + n) + ") of " + metadataLong(st, file, "parameters")
                             + " parameters does not fit this model's " + layout.parameters());
+                if (n > 0 && first != next)
+                    throw new IOException(file + ": its slice starts at parameter " + first + ", but the slices before it end at " + next
+                            + " (each rank's slice follows the one before)");
+                if (n > 0) next = first + n;
                 int step = (int) metadataLong(st, file, "step");
                 if (savedStep != null && step != savedStep)
                     throw new IOException(file + ": step " + step + ", but rank 0's file says " + savedStep);
@@ -404,9 +411,9 @@ final class ShardedAdamW implements AutoCloseable {
                 }
             }
         }
-        if (covered != real)
-            throw new IOException(dir + ": the " + savedWorld + " optimizer slices cover " + covered + " of the " + real + " parameters of rank " + rank
-                    + " of " + world + " (overlapping or missing slices)");
+        if (next != layout.parameters() || covered != real)
+            throw new IOException(dir + ": the " + savedWorld + " optimizer slices end at parameter " + next + " of " + layout.parameters() + " (a slice missing"
+                    + " or cut short)");
         step = savedStep;
     }
 

@@ -184,8 +184,9 @@ public final class Trainer implements AutoCloseable {
         this.savedWorld = savedWorld;
         if (launched != cfg.worldSize)
             throw new IllegalArgumentException(ck != null
-                    ? "the run in " + ck.getParent().getParent() + " was trained with world_size " + cfg.worldSize + " (its batch sizes are per rank and its optimizer state is in "
-                    + cfg.worldSize + " slices); resume it with " + cfg.worldSize + " ranks, or reshard it for " + launched + " with --world-size " + launched
+                    ? "the run in " + ck.getParent().getParent() + " was trained with world_size " + savedWorld + " (its batch sizes are per rank and its optimizer state is in "
+                    + savedWorld + " slices)" + (cfg.worldSize != savedWorld ? " and is being resharded for " + cfg.worldSize : "") + "; resume it with "
+                    + cfg.worldSize + " ranks, or reshard it for " + launched + " with --world-size " + launched
                     + " (the same global batch over " + launched + " ranks; the optimizer state resharded)"
                     : "the config says world_size " + cfg.worldSize + " but " + launched + " ranks were launched: pass --set world_size=" + launched
                     + " (the local_* batch sizes are per rank, so the global batch becomes " + launched + " x " + cfg.localRolloutBatchSize + " prompts per step),"
@@ -768,9 +769,11 @@ public final class Trainer implements AutoCloseable {
      * mini-batch size), so the per-rank local_rollout_batch_size and local_mini_batch_size are rescaled by old / new world
      * size; per_device_train_batch_size and local_rollout_forward_batch_size, a device's passes, stay. The data order,
      * the samples (their random streams follow the prompt's place in the global batch) and the learning-rate schedule
-     * go on as before; the sums over ranks regroup, so the run equals the uninterrupted one up to floating-point
-     * summation order (and with a loss_aggregation other than token_mean, to its per-rank micro-batch weights). Refused,
-     * naming the key, where a per-rank size does not divide.
+     * go on as before. With one mini-batch a step the sums over ranks only regroup, so the run equals the uninterrupted
+     * one up to floating-point summation order (with loss_aggregation micro_token_mean, up to its per-rank micro-batch
+     * weights); with several, each rank shuffles its own rollouts into them (the reference's rank-local permutation), so
+     * the mini-batches hold other rollouts than at the old size and the run goes on as a run of {@code world} ranks
+     * would. Refused, naming the key, where a per-rank size does not divide.
      */
     static GrpoConfig reshardConfig(GrpoConfig saved, int world, Path ck) {
         if (world < 1) throw new IllegalArgumentException("--world-size must be >= 1, got " + world);

@@ -461,8 +461,8 @@ class DistributedTrainingTest {
     }
 
     /**
-     * A run of 2 ranks cancelled after step 1 and resumed at another world size (--world-size): at 4 and at 1 rank in
-     * fp32, and at 4 in bf16, each against the uninterrupted 2-rank run in the same precision. The global batch is kept
+     * A run of 2 ranks (one mini-batch a step) cancelled after step 1 and resumed at another world size (--world-size):
+     * at 4 and at 1 rank in fp32, and at 4 in bf16, each against the uninterrupted 2-rank run in the same precision. The global batch is kept
      * (the per-rank sizes rescaled; the config of the new checkpoints says so), each rank's moments are put together
      * from the saved slices ({@code ShardedAdamWTest.momentsReshardBitForBit}), so the completions are the same and the
      * fp32 weights agree within {@link #fourRanksTrainLikeOne}'s tolerances (summation order only; measured: median 0,
@@ -491,6 +491,9 @@ class DistributedTrainingTest {
             if (to != 1) {
                 IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Trainer.builder(null).resume(cut).reshard(3).log(null).build());
                 assertTrue(e.getMessage().contains("its 4 prompts a step (local_rollout_batch_size 2 x 2) do not split over 3 ranks"), e.getMessage());
+                // resharded for 4 but 1 rank launched: the run's own size and the reshard are named as they are
+                e = assertThrows(IllegalArgumentException.class, () -> Trainer.builder(null).resume(cut).reshard(4).cluster(new FakeCluster(1)).log(null).build());
+                assertTrue(e.getMessage().contains("was trained with world_size 2") && e.getMessage().contains("is being resharded for 4"), e.getMessage());
             }
             java.io.ByteArrayOutputStream said = new java.io.ByteArrayOutputStream();
             try (Trainer t = Trainer.builder(null).resume(cut).reshard(to).log(new java.io.PrintStream(said, true)).build()) {

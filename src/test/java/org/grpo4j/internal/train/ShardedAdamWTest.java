@@ -219,8 +219,8 @@ class ShardedAdamWTest {
 
     /**
      * Moments saved by 3 ranks, loaded at 1, 2 and 5 (a resharded resume: each rank's range put together from the
-     * slices it overlaps) and saved again: the same flat moments bit for bit, and the same step. Slices that do not
-     * cover the model, or that disagree on the step, are refused naming the file.
+     * slices it overlaps) and saved again: the same flat moments bit for bit, and the same step. A missing slice, slices
+     * that disagree on the step, or one that does not follow the slice before it, are refused naming the file.
      */
     @Test
     void momentsReshardBitForBit(@TempDir Path tmp) throws Exception {
@@ -274,6 +274,17 @@ class ShardedAdamWTest {
             }
             java.io.IOException e2 = assertThrows(java.io.IOException.class, () -> opt.load(w2, 2));
             assertTrue(e2.getMessage().contains("step 7, but rank 0's file says 2"), e2.getMessage());
+            // a slice moved over its neighbour's parameters (an overlap that a gap elsewhere would balance)
+            Path w5 = tmp.resolve("w5");
+            try (SafeTensors st = SafeTensors.open(w5.resolve(ShardedAdamW.fileName(1, 5)))) {
+                float[] m = st.readFloats("exp_avg"), v = st.readFloats("exp_avg_sq");
+                java.util.Map<String, String> meta = new java.util.HashMap<>(st.metadata());
+                meta.put("first_parameter", "0");
+                SafeTensors.write(w5.resolve(ShardedAdamW.fileName(1, 5)), List.of(new SafeTensors.Out("exp_avg", new int[] {m.length}, m, 0),
+                        new SafeTensors.Out("exp_avg_sq", new int[] {v.length}, v, 0)), "F32", meta);
+            }
+            java.io.IOException e3 = assertThrows(java.io.IOException.class, () -> opt.load(w5, 5));
+            assertTrue(e3.getMessage().contains("its slice starts at parameter 0, but the slices before it end at"), e3.getMessage());
         }
     }
 
