@@ -180,6 +180,11 @@ class ShardedAdamWTest {
         int n = res.get(0).length / 2;
         for (int r = 1; r < world; r++)
             assertArrayEquals(java.util.Arrays.copyOfRange(res.get(0), n, 2 * n), res.get(r), 0f, "every rank holds the same compute weights after the all-gather");
+        return new float[][] {res.get(0), readMoments(dir, world, n, steps)};
+    }
+
+    /** The flat moments [m | v] of {@code n} parameters saved by {@code world} ranks in {@code dir}, each file at {@code step}. */
+    static float[] readMoments(Path dir, int world, int n, int step) throws java.io.IOException {
         float[] moments = new float[2 * n];
         int at = 0;
         for (int r = 0; r < world; r++)
@@ -188,10 +193,10 @@ class ShardedAdamWTest {
                 System.arraycopy(m, 0, moments, at, m.length);
                 System.arraycopy(v, 0, moments, n + at, v.length);
                 at += m.length;
-                assertEquals(String.valueOf(steps), st.metadata().get("step"));
+                assertEquals(String.valueOf(step), st.metadata().get("step"), "world " + world + " rank " + r + ": the step");
             }
         assertEquals(n, at);
-        return new float[][] {res.get(0), moments};
+        return moments;
     }
 
     /**
@@ -244,18 +249,7 @@ class ShardedAdamWTest {
                     }
                 }));
             for (Future<Object> f : fs) f.get();
-            float[] got = new float[2 * n];
-            int at = 0;
-            for (int r = 0; r < world; r++)
-                try (SafeTensors st = SafeTensors.open(again.resolve(ShardedAdamW.fileName(r, world)))) {
-                    float[] m = st.readFloats("exp_avg"), v = st.readFloats("exp_avg_sq");
-                    System.arraycopy(m, 0, got, at, m.length);
-                    System.arraycopy(v, 0, got, n + at, v.length);
-                    at += m.length;
-                    assertEquals("2", st.metadata().get("step"), "world " + world + " rank " + r + ": the step");
-                }
-            assertEquals(n, at);
-            assertArrayEquals(moments, got, 0f, "world " + world + ": the moments resharded from world 3");
+            assertArrayEquals(moments, readMoments(again, world, n, 2), 0f, "world " + world + ": the moments resharded from world 3");
         }
         // a checkpoint missing a slice, and one whose slices disagree on the step
         Files.delete(saved.resolve(ShardedAdamW.fileName(1, 3)));
@@ -265,27 +259,29 @@ class ShardedAdamWTest {
             java.nio.file.NoSuchFileException e = assertThrows(java.nio.file.NoSuchFileException.class, () -> opt.load(saved, 3));
             assertTrue(e.getMessage().contains(ShardedAdamW.fileName(1, 3)), e.getMessage());
             Path w2 = tmp.resolve("w2");
-            try (SafeTensors st = SafeTensors.open(w2.resolve(ShardedAdamW.fileName(1, 2)))) {
-                float[] m = st.readFloats("exp_avg"), v = st.readFloats("exp_avg_sq");
-                java.util.Map<String, String> meta = new java.util.HashMap<>(st.metadata());
-                meta.put("step", "7");
-                SafeTensors.write(w2.resolve(ShardedAdamW.fileName(1, 2)), List.of(new SafeTensors.Out("exp_avg", new int[] {m.length}, m, 0),
-                        new SafeTensors.Out("exp_avg_sq", new int[] {v.length}, v, 0)), "F32", meta);
-            }
+            rewriteMetadata(w2.resolve(ShardedAdamW.fileName(1, 2)), "step", "7");
             java.io.IOException e2 = assertThrows(java.io.IOException.class, () -> opt.load(w2, 2));
             assertTrue(e2.getMessage().contains("step 7, but rank 0's file says 2"), e2.getMessage());
             // a slice moved over its neighbour's parameters (an overlap that a gap elsewhere would balance)
             Path w5 = tmp.resolve("w5");
-            try (SafeTensors st = SafeTensors.open(w5.resolve(ShardedAdamW.fileName(1, 5)))) {
-                float[] m = st.readFloats("exp_avg"), v = st.readFloats("exp_avg_sq");
-                java.util.Map<String, String> meta = new java.util.HashMap<>(st.metadata());
-                meta.put("first_parameter", "0");
-                SafeTensors.write(w5.resolve(ShardedAdamW.fileName(1, 5)), List.of(new SafeTensors.Out("exp_avg", new int[] {m.length}, m, 0),
-                        new SafeTensors.Out("exp_avg_sq", new int[] {v.length}, v, 0)), "F32", meta);
-            }
+            rewriteMetadata(w5.resolve(ShardedAdamW.fileName(1, 5)), "first_parameter", "0");
             java.io.IOException e3 = assertThrows(java.io.IOException.class, () -> opt.load(w5, 5));
             assertTrue(e3.getMessage().contains("its slice starts at parameter 0, but the slices before it end at"), e3.getMessage());
         }
+    }
+
+    /** Rewrites optimizer file {@code file} with metadata {@code key} set to {@code value}. */
+    static void rewriteMetadata(Path file, String key, String value) throws java.io.IOException {
+        float[] m, v;
+        java.util.Map<String, String> meta;
+        try (SafeTensors st = SafeTensors.open(file)) {
+            m = st.readFloats("exp_avg");
+            v = st.readFloats("exp_avg_sq");
+            meta = new java.util.HashMap<>(st.metadata());
+        }
+        meta.put(key, value);
+        SafeTensors.write(file, List.of(new SafeTensors.Out("exp_avg", new int[] {m.length}, m, 0), new SafeTensors.Out("exp_avg_sq", new int[] {v.length}, v, 0)),
+                "F32", meta);
     }
 
     @Test
@@ -337,7 +333,9 @@ class ShardedAdamWTest {
         try (CpuBackend be = new CpuBackend(1); LlamaWeights w = LlamaWeights.gradientWindow(be, C, DType.BF16)) {
             long layer = groups[1] - groups[2]; // here a layer is the largest group (a vocabulary of 10)
             assertEquals(layer, lay.largestBackwardGroup());
-            assertEquals(2 * ((layer + 7) / 8 * 8), LlamaWeights.gradientWindowElements(C), "two slabs of the largest group, 16-byte aligned");
+            // each slab holds the largest group after an offset of up to 127 elements (a group keeps its flat offset's
+            // residue modulo 128 elements, 256 bytes of bf16: its tensors as aligned as in the flat buffer)
+            assertEquals(2 * ((layer + 127 + 127) / 128 * 128), LlamaWeights.gradientWindowElements(C), "two slabs of the largest group and an alignment");
             // group 0 (the norm, then the LM head) and group 2 (layer 0, from its input norm) share slab 0; group 1 (layer 1) is slab 1
             be.fill(w.get("model.layers.0.input_layernorm.weight"), 1f);
             assertEquals(1f, w.get("model.norm.weight").toFloatsWidened()[0], 0f, "group 0 aliases group 2's slab");
