@@ -118,8 +118,7 @@ final class RankState implements AutoCloseable {
      */
     void initWeights(java.nio.file.Path dir, double weightDecay) throws java.io.IOException {
         compute = LlamaWeights.load(be, dir, s.dtype(), layout.padded());
-        if (!compute.config().equals(s.model()))
-            throw new IllegalArgumentException(dir + ": config.json describes another model than the run's (" + compute.config() + " against " + s.model() + ")");
+        requireRunsModel(dir, compute.config());
         String bad = compute.firstNonFiniteTensor();
         if (bad != null)
             throw new IllegalArgumentException(dir + ": tensor " + bad + " holds NaN or infinite values; the model is damaged (a diverged run?): start from an"
@@ -221,9 +220,7 @@ final class RankState implements AutoCloseable {
     void loadReference(Path step0Model, boolean hashes) throws IOException {
         closeReference();
         if (shardsReference()) {
-            org.grpo4j.internal.model.LlamaConfig c = org.grpo4j.internal.model.LlamaConfig.read(step0Model);
-            if (!c.equals(s.model()))
-                throw new IllegalArgumentException(step0Model + ": config.json describes another model than the run's (" + c + " against " + s.model() + ")");
+            requireRunsModel(step0Model, org.grpo4j.internal.model.LlamaConfig.read(step0Model));
             refShards = ShardedReference.load(be, comm, step0Model, s.model(), s.dtype());
             refModel = refShards.model();
             long h = refShards.checksum(hashes, CHECKSUM_SEED);
@@ -232,6 +229,12 @@ final class RankState implements AutoCloseable {
             reference = LlamaWeights.load(be, step0Model, s.dtype());
             refModel = new LlamaModel(reference);
         }
+    }
+
+    /** Refuses the model in {@code dir}, whose config.json says {@code c}, unless it is the run's model. */
+    private void requireRunsModel(Path dir, org.grpo4j.internal.model.LlamaConfig c) {
+        if (!c.equals(s.model()))
+            throw new IllegalArgumentException(dir + ": config.json describes another model than the run's (" + c + " against " + s.model() + ")");
     }
 
     private void closeReference() {
@@ -376,9 +379,14 @@ final class RankState implements AutoCloseable {
     /** The checksum of weights {@code w}: of the flat buffer, tensor by tensor in layout order (padding not included). */
     private static long checksumOf(LlamaWeights w) {
         long h = CHECKSUM_SEED; // the checksum of the flat buffer, tensor by tensor in layout order (contiguous)
-        for (org.grpo4j.internal.model.ParameterLayout.Entry e : w.layout().entries())
-            for (long from = 0; from < e.numel(); from += 1 << 24)
-                h = checksum(h, w.range(e.offset() + from, (int) Math.min(1 << 24, e.numel() - from)));
+        for (org.grpo4j.internal.model.ParameterLayout.Entry e : w.layout().entries()) h = checksum(h, w, e);
+        return h;
+    }
+
+    /** {@code h} continued over tensor {@code e} of {@code w}, in pieces of 2^24 elements (the checksum of checkpoints). */
+    static long checksum(long h, LlamaWeights w, org.grpo4j.internal.model.ParameterLayout.Entry e) {
+        for (long from = 0; from < e.numel(); from += 1 << 24)
+            h = checksum(h, w.range(e.offset() + from, (int) Math.min(1 << 24, e.numel() - from)));
         return h;
     }
 

@@ -375,7 +375,7 @@ final class ShardedAdamW implements AutoCloseable {
             return;
         }
         Integer savedStep = null;
-        long covered = 0, end = start + real, next = 0; // next: where rank r's slice must begin (the slices follow each other)
+        long end = start + real, next = 0; // next: where rank r's slice must begin (the slices follow each other)
         for (int r = 0; r < savedWorld; r++) {
             Path file = dir.resolve(fileName(r, savedWorld));
             if (!java.nio.file.Files.isRegularFile(file))
@@ -399,7 +399,7 @@ final class ShardedAdamW implements AutoCloseable {
                     throw new IOException(file + ": its slice starts at parameter " + first + ", but the slices before it end at " + next
                             + " (each rank's slice follows the one before)");
                 if (n > 0) next = first + n;
-                int step = (int) metadataLong(st, file, "step");
+                int step = metadataStep(st, file);
                 if (savedStep != null && step != savedStep)
                     throw new IOException(file + ": step " + step + ", but rank 0's file says " + savedStep);
                 savedStep = step;
@@ -407,14 +407,20 @@ final class ShardedAdamW implements AutoCloseable {
                 if (a < b) {
                     LlamaWeights.upload(be, st, "exp_avg", a - first, m.view(a - start, (int) (b - a)));
                     LlamaWeights.upload(be, st, "exp_avg_sq", a - first, v.view(a - start, (int) (b - a)));
-                    covered += b - a;
                 }
             }
         }
-        if (next != layout.parameters() || covered != real)
+        if (next != layout.parameters()) // (slices that follow each other over every parameter cover this rank's range)
             throw new IOException(dir + ": the " + savedWorld + " optimizer slices end at parameter " + next + " of " + layout.parameters() + " (a slice missing"
                     + " or cut short)");
         step = savedStep;
+    }
+
+    /** The file's metadata step (an int). */
+    private static int metadataStep(SafeTensors st, Path file) throws IOException {
+        long step = metadataLong(st, file, "step");
+        if (step != (int) step) throw new IOException(file + ": metadata step \"" + step + "\" is not an integer");
+        return (int) step;
     }
 
     private static long metadataLong(SafeTensors st, Path file, String key) throws IOException {
@@ -443,13 +449,7 @@ final class ShardedAdamW implements AutoCloseable {
                 LlamaWeights.upload(be, st, "exp_avg", m.view(0, real));
                 LlamaWeights.upload(be, st, "exp_avg_sq", v.view(0, real));
             }
-            String s = st.metadata().get("step");
-            if (s == null) throw new IOException(file + ": metadata step is missing");
-            try {
-                step = Integer.parseInt(s);
-            } catch (NumberFormatException e) {
-                throw new IOException(file + ": metadata step \"" + s + "\" is not an integer");
-            }
+            step = metadataStep(st, file);
         }
     }
 

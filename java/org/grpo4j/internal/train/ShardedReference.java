@@ -27,9 +27,7 @@ import org.grpo4j.internal.model.ParameterLayout;
  * with {@link #idlePass}.
  */
 final class ShardedReference implements LlamaModel.LayerFeed, AutoCloseable {
-    private final Backend be;
     private final Communicator comm;
-    private final LlamaConfig config;
     private final LlamaWeights weights;
     private final Tensor[] pieces;
     private final long piece, layer;
@@ -40,9 +38,7 @@ final class ShardedReference implements LlamaModel.LayerFeed, AutoCloseable {
     private long gathers;
 
     private ShardedReference(Backend be, Communicator comm, LlamaConfig config, DType dtype) {
-        this.be = be;
         this.comm = comm;
-        this.config = config;
         this.layer = LlamaWeights.layerElements(config);
         this.piece = LlamaWeights.layerPieceElements(config, comm.worldSize());
         this.pieces = new Tensor[config.numLayers()];
@@ -164,9 +160,7 @@ final class ShardedReference implements LlamaModel.LayerFeed, AutoCloseable {
                 gathers++;
                 gathered = l;
             }
-            if (!hashes) continue;
-            for (long from = 0; from < e.numel(); from += 1 << 24)
-                h = RankState.checksum(h, weights.range(e.offset() + from, (int) Math.min(1 << 24, e.numel() - from)));
+            if (hashes) h = RankState.checksum(h, weights, e);
         }
         return hashes ? h : 0L;
     }
