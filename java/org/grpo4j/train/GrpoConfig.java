@@ -384,6 +384,25 @@ public final class GrpoConfig {
         return c;
     }
 
+    /**
+     * A copy of this config with overrides applied as {@code --set} takes them, validated; {@link #baseDir} kept.
+     * What a resumed run may change is decided by the trainer (docs/trainer.md, "Changing a resumed run").
+     *
+     * @param overrides "key=value" strings (see {@link #load(Path, List)})
+     * @param where     what to call the result in errors
+     * @return the new config
+     * @throws NullPointerException     if {@code overrides} or an override is null
+     * @throws IllegalArgumentException if an override has no '=', a key is unknown or has the wrong type, or the result
+     *                                  fails {@link #validate}
+     */
+    public GrpoConfig withOverrides(List<String> overrides, String where) {
+        Objects.requireNonNull(overrides, "overrides");
+        for (int i = 0; i < overrides.size(); i++) Objects.requireNonNull(overrides.get(i), "overrides[" + i + "]");
+        GrpoConfig c = fromJson(JSON.valueToTree(this), overrides, where);
+        c.baseDir = baseDir;
+        return c;
+    }
+
     private static GrpoConfig fromJson(ObjectNode root, List<String> overrides, String where) {
         ObjectNode tree = root.deepCopy();
         for (String o : overrides == null ? List.<String>of() : overrides) {

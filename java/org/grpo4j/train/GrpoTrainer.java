@@ -146,6 +146,8 @@ public final class GrpoTrainer implements AutoCloseable {
         private Rewards rewards;
         private PrintStream log = System.out;
         private int worldSize;
+        private List<String> overrides = List.of();
+        private boolean allowChanges;
 
         private Builder(GrpoConfig config, Path resume) {
             this.config = config;
@@ -223,6 +225,39 @@ public final class GrpoTrainer implements AutoCloseable {
         }
 
         /**
+         * Changes the resumed run's saved configuration, as {@code tools/grpo4j train --resume DIR --set key=value}
+         * does: keys that change how the run runs (memory and speed settings, checkpoint and eval cadence, timeouts;
+         * the horizon where every step still planned keeps its learning rate) always; keys that change what it trains
+         * from its step on (learning rate, beta, sampling, rewards, ...) only with {@link #allowChanges}; the model,
+         * data, seed, batch of a step, precision, warm-up, world size and output directory never (docs/trainer.md,
+         * "Changing a resumed run"). Checked by {@link #build()}.
+         *
+         * @param overrides "key=value" strings (the value parsed as JSON, else taken as a string)
+         * @return this builder
+         * @throws IllegalStateException if this builder does not resume a run
+         * @throws NullPointerException  if {@code overrides} or one of them is null
+         */
+        public Builder overrides(List<String> overrides) {
+            if (resume == null) throw new IllegalStateException("overrides: only a resumed run's saved configuration is overridden (change a new run's GrpoConfig)");
+            Objects.requireNonNull(overrides, "overrides");
+            for (int i = 0; i < overrides.size(); i++) Objects.requireNonNull(overrides.get(i), "overrides[" + i + "]");
+            this.overrides = List.copyOf(overrides);
+            return this;
+        }
+
+        /**
+         * Lets {@link #overrides} change what the resumed run trains from its step on; trainer_state.json records each
+         * change with its step (default: such a change is refused).
+         *
+         * @param allow whether to allow it
+         * @return this builder
+         */
+        public Builder allowChanges(boolean allow) {
+            this.allowChanges = allow;
+            return this;
+        }
+
+        /**
          * Where progress lines go (default {@link System#out}).
          *
          * @param log the stream, or null for none
@@ -246,7 +281,7 @@ public final class GrpoTrainer implements AutoCloseable {
         public GrpoTrainer build() throws IOException {
             if (rewards != null && rewards.isClosed()) throw new IllegalStateException("rewards are closed (Rewards.close() was called)");
             Trainer.Builder b = Trainer.builder(config == null ? null : config.copy()).overwrite(overwrite).log(log);
-            if (resume != null) b.resume(resume).reshard(worldSize);
+            if (resume != null) b.resume(resume).reshard(worldSize).overrides(overrides).allowChanges(allowChanges);
             if (outputDir != null) b.outputDir(outputDir);
             if (rewards != null) b.rewards(rewards);
             if (backend == null) return new GrpoTrainer(b.build(), null);

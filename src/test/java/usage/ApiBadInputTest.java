@@ -82,6 +82,10 @@ class ApiBadInputTest {
             refused(NullPointerException.class, () -> b.outputDir(null), "dir");
             refused(NullPointerException.class, () -> b.backend(null), "backend");
             refused(NullPointerException.class, () -> b.rewards(null), "rewards");
+            refused(IllegalStateException.class, () -> b.overrides(List.of("save_freq=1")), "only a resumed run", "GrpoConfig");
+            refused(NullPointerException.class, () -> GrpoTrainer.resume(Path.of("r")).overrides(null), "overrides");
+            refused(NullPointerException.class, () -> GrpoTrainer.resume(Path.of("r")).overrides(Arrays.asList("save_freq=1", null)), "overrides[1]");
+            refused(NullPointerException.class, () -> new GrpoConfig().withOverrides(Arrays.asList("seed=2", null), "x"), "overrides[1]");
             refused(NullPointerException.class, () -> GrpoConfig.load(null), "file");
             refused(NullPointerException.class, () -> GrpoConfig.load(Path.of("examples/tiny-arith.json"), null), "overrides");
             refused(NullPointerException.class, () -> GrpoConfig.fromJsonString(null), "json");

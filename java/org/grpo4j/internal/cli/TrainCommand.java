@@ -16,7 +16,11 @@ import picocli.CommandLine.Option;
 @Command(name = "train", mixinStandardHelpOptions = true, description = "Train with GRPO (the Tulu 3.1 RLVR recipe).")
 final class TrainCommand implements Callable<Integer> {
     @Option(names = "--config", description = "JSON config (reference flag names in snake_case).") Path config;
-    @Option(names = "--set", description = "Override a config key: --set learning_rate=1e-6 (repeatable; nested: sft_warmup.steps=0).") List<String> set = new ArrayList<>();
+    @Option(names = "--set", description = "Override a config key: --set learning_rate=1e-6 (repeatable; nested: sft_warmup.steps=0). With --resume:"
+            + " keys that change how the run runs (memory, speed, cadence; e.g. kv_cache_fraction, save_freq, num_training_steps under a constant"
+            + " schedule); keys that change what it trains need --allow-changes.") List<String> set = new ArrayList<>();
+    @Option(names = "--allow-changes", description = "With --resume and --set: let the overrides change what the run trains from its step on"
+            + " (learning rate, beta, ...); trainer_state.json records each change.") boolean allowChanges;
     @Option(names = "--output", description = "Run directory (default: the config's output_dir). Must be new or empty.") Path output;
     @Option(names = "--overwrite", description = "Replace the earlier run in the run directory (its outputs are deleted when training starts).") boolean overwrite;
     @Option(names = "--resume", description = "Continue the run in this directory (or from this checkpoint), with its saved config.") Path resume;
@@ -56,7 +60,8 @@ final class TrainCommand implements Callable<Integer> {
         if (config == null && resume == null) throw new IllegalArgumentException("--config is required (or --resume DIR)");
         if (resume != null && config != null)
             throw new IllegalArgumentException("--config cannot be combined with --resume: a resumed run goes on with the config saved in its checkpoint");
-        if (resume != null && !set.isEmpty()) throw new IllegalArgumentException("--set cannot change a resumed run (its saved config is used)");
+        if (allowChanges && (resume == null || set.isEmpty()))
+            throw new IllegalArgumentException("--allow-changes lets --set change a resumed run (with --resume and --set)");
         if (resume != null && overwrite) throw new IllegalArgumentException("--overwrite and --resume exclude each other: resume continues the run, overwrite replaces it");
         if (dryRun && resume != null) throw new IllegalArgumentException("--dry-run checks a --config; a resumed run was checked when it started");
         if (worldSize != null && resume == null)
@@ -65,7 +70,7 @@ final class TrainCommand implements Callable<Integer> {
         GrpoConfig cfg = config != null ? GrpoConfig.load(config, set) : null;
         if (dryRun) return dryRun(cfg);
         Trainer.Builder b = Trainer.builder(cfg).outputDir(output).overwrite(overwrite);
-        if (resume != null) b.resume(resume).reshard(worldSize != null ? worldSize : 0);
+        if (resume != null) b.resume(resume).reshard(worldSize != null ? worldSize : 0).overrides(set).allowChanges(allowChanges);
         if (run != null) b.cluster(run);
         try (Trainer t = b.build(); StopSignals signals = StopSignals.install(t::cancel, System.err)) {
             org.grpo4j.train.GrpoTrainer.Result r = t.run(null);

@@ -75,6 +75,8 @@ public final class Trainer implements AutoCloseable {
         private Cluster cluster;
         private Long collectiveTimeoutMillis; // null: the config's nccl_timeout_s
         private int reshard; // 0: resume at the run's own world size
+        private List<String> overrides = List.of();
+        private boolean allowChanges;
 
         Builder(GrpoConfig cfg) { this.cfg = cfg; }
 
@@ -92,6 +94,13 @@ public final class Trainer implements AutoCloseable {
          * batch, the per-rank batch sizes rescaled, the optimizer state resharded); 0: the run's own.
          */
         public Builder reshard(int worldSize) { reshard = worldSize; return this; }
+        /**
+         * Changes to a resumed run's saved config, as {@code --set} takes them ({@link ResumeChanges}: how the run runs
+         * always; what it trains only with {@link #allowChanges}); empty: none.
+         */
+        public Builder overrides(List<String> sets) { overrides = List.copyOf(sets); return this; }
+        /** Whether overrides may change what a resumed run trains from its step on (recorded in trainer_state.json). */
+        public Builder allowChanges(boolean b) { allowChanges = b; return this; }
         /** The backend of a single-rank run (default: the config's {@code backend}). */
         public Builder backend(Backend b) { backend = b; return this; }
         /** Reward registry (default: the built-in verifiers with the config's compat/reward/timeout). */
@@ -132,6 +141,8 @@ public final class Trainer implements AutoCloseable {
     private final AtomicBoolean cancelled = new AtomicBoolean();
     private final List<Map<String, Double>> history = new ArrayList<>();
     private int step; // last completed training step
+    /** What resumes with --set changed, in order (trainer_state.json's config_changes); null for a new run. */
+    private final com.fasterxml.jackson.databind.node.ArrayNode configChanges;
     private int checkpointed = -1; // the step of the newest checkpoint this run wrote or resumed from (the same in every process)
     private boolean warmupDone, generatorsReady;
     /** Forward/backward passes the warm-up ran on the first rank (for tests of its micro-batching). */
@@ -163,13 +174,8 @@ public final class Trainer implements AutoCloseable {
             throw new IllegalArgumentException("a resumed run uses the config saved with its checkpoint: give a config or a resume directory, not both");
         Path ck = resumeDir != null ? latestCheckpoint(resumeDir) : null;
         if (b.reshard != 0 && ck == null) throw new IllegalArgumentException("resharding (a world size of " + b.reshard + ") needs a run to resume");
-        if (ck != null) c = savedConfig(ck);
-        int savedWorld = c.worldSize;
-        if (b.reshard != 0 && b.reshard != c.worldSize) c = reshardConfig(c, b.reshard, ck);
-        c.validate("config");
-        this.cfg = c;
-        this.cluster = b.cluster;
-        this.writer = cluster == null || cluster.hostsRankZero();
+        if (!b.overrides.isEmpty() && ck == null)
+            throw new IllegalArgumentException("overrides change a resumed run's saved config; a new run's config is changed directly");
         if (ck != null) {
             Path newest = latestCheckpoint(ck.getParent());
             if (!newest.equals(ck))
@@ -177,6 +183,22 @@ public final class Trainer implements AutoCloseable {
                         + " two histories in one run; resume the run directory, or copy the run and delete the later checkpoints in the copy");
         }
         TrainerState saved = ck == null ? null : TrainerState.read(ck.resolve("trainer_state.json"), ck);
+        List<ResumeChanges.Change> changes = List.of();
+        if (ck != null) {
+            c = savedConfig(ck);
+            if (!b.overrides.isEmpty()) {
+                ResumeChanges.Applied applied = ResumeChanges.apply(c, b.overrides, ck, saved.trainingStep(), saved.optimizerSteps(), b.allowChanges);
+                c = applied.config();
+                changes = applied.changes();
+            }
+        }
+        int savedWorld = c.worldSize;
+        if (b.reshard != 0 && b.reshard != c.worldSize) c = reshardConfig(c, b.reshard, ck);
+        c.validate("config");
+        this.cfg = c;
+        this.cluster = b.cluster;
+        this.writer = cluster == null || cluster.hostsRankZero();
+        this.configChanges = saved == null ? null : ResumeChanges.record(saved.configChanges(), changes, saved.trainingStep());
         int launched = cluster != null ? cluster.worldSize() : cfg.worldSize;
         if (ck != null && saved.worldSize() != savedWorld)
             throw new IllegalArgumentException(ck.resolve("trainer_state.json") + ": written by " + saved.worldSize() + " ranks, but the run's config says world_size "
@@ -199,6 +221,9 @@ public final class Trainer implements AutoCloseable {
         if (ck == null && writer) RunDirectory.checkNewRun(out, b.overwrite); // before any work; again under the lock below
         this.overwritePending = ck == null && b.overwrite;
         this.log = writer ? b.log : null;
+        if (!changes.isEmpty() && log != null)
+            log.printf("grpo4j: resuming at step %d with %s%n", saved.trainingStep(), String.join(", ", changes.stream().map(ch -> ch.describe()
+                    + (ch.kind() == ResumeChanges.Kind.WHAT ? ": changes what the run trains from here on" : "")).toList()));
         if (savedWorld != cfg.worldSize && log != null)
             log.printf("grpo4j: resharding the run from %d to %d ranks: local_rollout_batch_size %d, local_mini_batch_size %d a rank (the same global"
                     + " batch); the optimizer state resharded%n", savedWorld, cfg.worldSize, cfg.localRolloutBatchSize, cfg.localMiniBatchSize);
@@ -674,6 +699,7 @@ public final class Trainer implements AutoCloseable {
             st.put("world_size", cfg.worldSize);
             st.put("precision", Precision.label(setup.dtype()));
             st.put("rng", "stateless: every draw is a function of (seed, step, ...)");
+            if (configChanges != null && !configChanges.isEmpty()) st.set("config_changes", configChanges);
             Files.writeString(tmp.resolve("trainer_state.json"), JSON.writerWithDefaultPrettyPrinter().writeValueAsString(st));
             Files.writeString(tmp.resolve("config.json"), cfg.toJson());
             if (cluster != null) cluster.barrier(key, CHECKPOINT_BARRIER_S);

@@ -10,7 +10,8 @@ import java.nio.file.Path;
 
 /** A checkpoint's trainer_state.json, read strictly: every field present, of its type and in its range. */
 record TrainerState(int trainingStep, long optimizerSteps, int consecutiveNonfinite, int skippedSteps, int iteratorEpoch,
-                    int iteratorOffset, long referenceChecksum, int trainPrompts, String dataFingerprint, int worldSize, String precision) {
+                    int iteratorOffset, long referenceChecksum, int trainPrompts, String dataFingerprint, int worldSize, String precision,
+                    com.fasterxml.jackson.databind.node.ArrayNode configChanges) {
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -41,11 +42,22 @@ record TrainerState(int trainingStep, long optimizerSteps, int consecutiveNonfin
         // checkpoints written before multi-rank training and precision bf16 are world 1, fp32
         int world = n.has("world_size") ? (int) count(n, "world_size", file, 1 << 20) : 1;
         if (world < 1) throw new IllegalArgumentException(file + ": field \"world_size\" must be >= 1, got " + world);
+        // what resumes with --set changed (ResumeChanges); absent before the first such resume
+        JsonNode changes = n.get("config_changes");
+        if (changes != null && !(changes.isArray() && allChanges(changes)))
+            throw new IllegalArgumentException(file + ": field \"config_changes\" must be an array of {step, key, kind, from, to}, got " + changes);
         return new TrainerState(step, count(n, "optimizer_steps", file, Long.MAX_VALUE),
                 (int) count(n, "consecutive_nonfinite", file, Integer.MAX_VALUE), (int) count(n, "skipped_steps", file, Integer.MAX_VALUE),
                 index(it, "iterator.epoch", "epoch", file), index(it, "iterator.offset", "offset", file), sum.asLong(),
                 n.has("train_prompts") ? (int) count(n, "train_prompts", file, Integer.MAX_VALUE) : -1, fp == null ? null : fp.asText(), world,
-                prec == null ? "fp32" : prec.asText());
+                prec == null ? "fp32" : prec.asText(), changes == null ? JSON.createArrayNode() : (com.fasterxml.jackson.databind.node.ArrayNode) changes);
+    }
+
+    private static boolean allChanges(JsonNode a) {
+        for (JsonNode c : a)
+            if (!c.isObject() || !(c.path("step").isIntegralNumber() && c.path("step").canConvertToInt()) || !c.path("key").isTextual() || !c.has("from") || !c.has("to")
+                    || !(c.path("kind").asText().equals("how") || c.path("kind").asText().equals("what"))) return false;
+        return true;
     }
 
     private static long count(JsonNode n, String key, Path file, long max) {

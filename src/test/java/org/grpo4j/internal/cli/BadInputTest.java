@@ -358,7 +358,21 @@ class BadInputTest {
 
         // train: resume
         t.add(c("resume with --config", "train", "--resume", "$R/run", "--config", T).says("--config cannot be combined with --resume"));
-        t.add(c("resume with --set", "train", "--resume", "$R/run", "--set", "seed=2").says("--set cannot change a resumed run"));
+        t.add(c("resume with --set seed", "train", "--resume", "$R/run", "--set", "seed=2").says("$R/run", "with --set seed", "data order"));
+        t.add(c("resume with --set world_size", "train", "--resume", "$R/run", "--set", "world_size=2").says("--world-size M"));
+        t.add(c("resume with --set learning_rate", "train", "--resume", "$R/run", "--set", "learning_rate=1e-4")
+                .says("learning_rate 1.0E-4 (was ", "what the run trains from step 2 on", "--allow-changes"));
+        t.add(c("resume with a horizon already passed", "train", "--resume", "$R/run", "--set", "num_training_steps=1")
+                .says("would end at step 1", "at step 2 already"));
+        t.add(c("resume with --set of an unknown key", "train", "--resume", "$R/run", "--set", "bogus_key=1").says("unknown key \"bogus_key\""));
+        t.add(c("--allow-changes without --resume", "train", "--config", T, "--allow-changes").says("--allow-changes lets --set change a resumed run"));
+        t.add(c("resume a finished run for longer", "train", "--resume", "$R/rx", "--set", "num_training_steps=3", "--set", "save_freq=2").exit(0)
+                .says("resuming at step 2 with num_training_steps 3 (was 2), save_freq 2 (was 1)", "finished at step 3").writes("rx")
+                .before(r -> copyRun(r, "rx")).after(r -> {
+                    String st = Files.readString(r.resolve("rx/checkpoints/step_3/trainer_state.json"));
+                    assertTrue(st.contains("\"config_changes\"") && st.contains("\"key\" : \"num_training_steps\"") && st.contains("\"kind\" : \"how\""), st);
+                    assertTrue(Files.readString(r.resolve("rx/checkpoints/step_3/config.json")).contains("\"num_training_steps\" : 3"));
+                }));
         t.add(c("resume with --overwrite", "train", "--resume", "$R/run", "--overwrite").says("--overwrite and --resume"));
         t.add(c("resume into another directory", "train", "--resume", "$R/run", "--output", "$R/elsewhere").says("$R/run", "$R/elsewhere", "copy"));
         t.add(c("info --reference-sharding bogus", "info", "--model", "$R/m", "--reference-sharding", "bogus").says("--reference-sharding must be auto, layers or none",

@@ -19,4 +19,14 @@ public final class TestFiles {
             }
         }
     }
+
+    /** Every path under {@code root} (relative, sorted) with each regular file's size and modification time. */
+    public static java.util.List<String> listTree(Path root) throws IOException {
+        try (Stream<Path> s = Files.walk(root)) {
+            java.util.List<String> out = new java.util.ArrayList<>();
+            for (Path p : s.sorted().toList())
+                out.add(root.relativize(p) + (Files.isRegularFile(p) ? " " + Files.size(p) + " " + Files.getLastModifiedTime(p).toMillis() : ""));
+            return out;
+        }
+    }
 }
