@@ -136,6 +136,18 @@ final class LaunchCommand implements Callable<Integer> {
                 System.out.printf("  %-18s %s%n", "config", "not checked: " + Errors.describe(e));
             }
         }
+        if (tc.resume != null) {
+            try {
+                int reshard = tc.worldSize != null ? tc.worldSize : 0;
+                GrpoConfig c = org.grpo4j.internal.train.Trainer.resumedConfig(tc.resume, reshard, tc.set, tc.allowChanges);
+                System.out.printf("  %-18s %s%n", "run's world_size", c.worldSize + (c.worldSize == plan.worldSize() ? " (matches)"
+                        : " -- does not match: " + (tc.worldSize != null ? "give --world-size " + plan.worldSize() + " or launch " + c.worldSize + " ranks"
+                        : "add --world-size " + plan.worldSize() + " to reshard the run for " + plan.worldSize() + " ranks (the same global batch)"
+                        + ", or launch " + c.worldSize + " ranks")));
+            } catch (Exception e) {
+                System.out.printf("  %-18s %s%n", "resume", "not checked: " + Errors.describe(e));
+            }
+        }
         if (n > 1)
             System.out.printf("  %-18s tools/launch --nnodes %d --node-rank <0..%d> --master-addr %s --master-port %d --gpus %d -- %s%n", "start on each node",
                     n, n - 1, plan.masterAddr(), plan.masterPort(), k, String.join(" ", command));

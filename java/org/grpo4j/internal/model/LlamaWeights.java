@@ -560,6 +560,20 @@ public final class LlamaWeights implements AutoCloseable {
     }
 
     private void loadTensors(Path dir) throws IOException {
+        Map<String, Path> where = tensorFiles(dir, config, layout);
+        Map<Path, List<String>> byFile = new java.util.TreeMap<>();
+        for (var e : where.entrySet()) byFile.computeIfAbsent(e.getValue(), k -> new ArrayList<>()).add(e.getKey());
+        for (var f : byFile.entrySet())
+            try (SafeTensors st = SafeTensors.open(f.getKey())) {
+                for (String name : f.getValue()) upload(backend, st, name, views.get(name));
+            }
+    }
+
+    /**
+     * Each parameter tensor of the {@code config} model in HF directory {@code dir} with the file holding it, checked:
+     * every tensor present once, with its shape, in the file the index names, and no other tensor. Reads headers only.
+     */
+    static Map<String, Path> tensorFiles(Path dir, LlamaConfig config, ParameterLayout layout) throws IOException {
         Map<Path, Set<String>> byFile = weightFiles(dir);
         Map<String, Path> where = null; // with an index: each tensor's file
         for (var e : byFile.entrySet())
@@ -567,11 +581,10 @@ public final class LlamaWeights implements AutoCloseable {
                 if (where == null) where = new LinkedHashMap<>();
                 for (String name : e.getValue()) where.put(name, e.getKey());
             }
-        Set<Path> files = byFile.keySet();
         Set<String> expected = new HashSet<>();
         for (ParameterLayout.Entry e : layout.entries()) expected.add(e.name());
-        Set<String> found = new HashSet<>();
-        for (Path f : files) {
+        Map<String, Path> found = new LinkedHashMap<>();
+        for (Path f : byFile.keySet()) {
             try (SafeTensors st = SafeTensors.open(f)) {
                 for (SafeTensors.Info t : st.tensors().values()) {
                     if (!expected.contains(t.name()))
@@ -579,17 +592,65 @@ public final class LlamaWeights implements AutoCloseable {
                                 ? " (config.json says tie_word_embeddings)" : " (not a parameter of this Llama config)"));
                     if (where != null && !f.equals(where.get(t.name())))
                         throw new IOException(f + ": tensor " + t.name() + " is listed in the index under " + where.get(t.name()));
-                    if (!found.add(t.name())) throw new IOException(f + ": tensor " + t.name() + " appears in two shards");
+                    if (found.put(t.name(), f) != null) throw new IOException(f + ": tensor " + t.name() + " appears in two shards");
                     ParameterLayout.Entry e = layout.get(t.name());
                     if (!java.util.Arrays.equals(e.shape(), t.shape()))
                         throw new IOException(f + ": tensor " + t.name() + " has shape " + java.util.Arrays.toString(t.shape())
                                 + " but config.json implies " + java.util.Arrays.toString(e.shape()));
-                    upload(backend, st, t.name(), views.get(t.name()));
                 }
             }
         }
         for (String name : expected)
-            if (!found.contains(name)) throw new IOException(dir + ": tensor " + name + " is missing from the checkpoint");
+            if (!found.containsKey(name)) throw new IOException(dir + ": tensor " + name + " is missing from the checkpoint");
+        return found;
+    }
+
+    /**
+     * Writes the model of HF directory {@code from} (a checkpoint's model/, or any Llama directory grpo4j reads) to
+     * {@code out} as {@code dtype} ("BF16": each fp32 value rounded once to nearest even; or "F32"), tensor by tensor in
+     * pieces (never the whole model in memory), with config.json's torch_dtype, generation_config.json and the tokenizer
+     * files; tokenizer_config.json's chat_template replaced by {@code chatTemplate} unless it is null. Every tensor is
+     * checked first (names, shapes) and every value on the way (a NaN or infinity refuses the export, naming the
+     * tensor). Atomic: nothing appears at {@code out} unless all of it was written. Returns the bytes of weights written.
+     */
+    public static long export(Path from, Path out, String dtype, long maxShardBytes, String chatTemplate) throws IOException {
+        LlamaConfig cfg = LlamaConfig.read(from);
+        ParameterLayout layout = new ParameterLayout(cfg);
+        Map<String, Path> where = tensorFiles(from, cfg, layout);
+        Map<Path, SafeTensors> open = new java.util.HashMap<>();
+        Path tok = null;
+        try {
+            if (chatTemplate != null) { // the tokenizer files with the template set, from a scratch directory
+                tok = Files.createTempDirectory("grpo4j-export-tokenizer");
+                for (String f : TOKENIZER_FILES)
+                    if (Files.isRegularFile(from.resolve(f))) Files.copy(from.resolve(f), tok.resolve(f));
+                Path tc = tok.resolve("tokenizer_config.json");
+                ObjectNode conf;
+                try {
+                    conf = Files.isRegularFile(tc) ? (ObjectNode) JSON.readTree(tc.toFile()) : JSON.createObjectNode();
+                } catch (com.fasterxml.jackson.core.JsonProcessingException | ClassCastException e) {
+                    throw new IOException(from.resolve("tokenizer_config.json") + ": not a JSON object", e);
+                }
+                conf.put("chat_template", chatTemplate);
+                JSON.writerWithDefaultPrettyPrinter().writeValue(tc.toFile(), conf);
+            }
+            saveFrom(cfg, e -> {
+                Path f = where.get(e.name());
+                return (off, into, len) -> {
+                    SafeTensors st = open.get(f);
+                    if (st == null) open.put(f, st = SafeTensors.open(f));
+                    st.readFloats(e.name(), off, len, into, 0);
+                    for (int i = 0; i < len; i++)
+                        if (!Float.isFinite(into[i]))
+                            throw new IOException(f + ": tensor " + e.name() + " holds " + into[i] + " at element " + (off + i) + ": a model with NaN or"
+                                    + " infinite weights is not exported");
+                };
+            }, out, dtype, maxShardBytes, tok != null ? tok : from);
+        } finally {
+            for (SafeTensors st : open.values()) st.close();
+            if (tok != null) org.grpo4j.internal.util.AtomicDir.deleteTree(tok);
+        }
+        return layout.totalElements() * (dtype.equals("BF16") ? 2 : 4);
     }
 
     /** The most elements a load moves through the Java heap at once (64 MiB of fp32). */

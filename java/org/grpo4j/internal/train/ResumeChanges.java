@@ -24,10 +24,11 @@ import org.grpo4j.train.GrpoConfig;
  *   <li>{@link Kind#WHAT} changes what the run trains from the resumed step on (learning rate and schedule, KL weight,
  *       clipping, sampling, rewards, ...). Allowed only when asked for ({@code --allow-changes}): the run then no longer
  *       repeats the one its checkpoints began, and trainer_state.json records each change and its step. The horizon
- *       ({@code num_training_steps}, {@code total_episodes}) is HOW where every optimizer step the run still had
- *       planned keeps its learning rate (a constant schedule extended or cut short), WHAT otherwise.</li>
+ *       ({@code num_training_steps}, {@code total_episodes}) is HOW where every optimizer step it plans from the
+ *       checkpoint on keeps the rate the run's own schedule gives it (a constant schedule extended or cut short), WHAT
+ *       otherwise.</li>
  *   <li>Refused: what makes a run the run it is: the model, the training data and how it is read (chat template,
- *       length filters, seed), the batch of a step, the precision, the warm-up (run before step 0), the world size
+ *       length filters, seed), the batch and the optimizer steps of a training step, the precision, the warm-up (run before step 0), the world size
  *       ({@code --world-size} reshards instead) and the output directory.</li>
  * </ul>
  * A {@code --set} that gives a key its saved value changes nothing and is allowed.
@@ -41,7 +42,7 @@ final class ResumeChanges {
     static final Set<String> HOW = Set.of("save_freq", "num_evals", "dataset_mixer_eval_list", "dataset_mixer_eval_list_splits", "kv_cache_mib",
             "kv_cache_fraction", "kv_admission", "recompute_layers", "gradient_checkpointing", "reference_sharding", "lm_head_scratch_mib",
             "logprob_prefix_sharing", "train_prefix_sharing", "pass_packing", "rank_balancing", "local_rollout_forward_batch_size",
-            "reduce_bucket_size", "nccl_timeout_s", "max_consecutive_nonfinite", "verifier_timeout", "metrics_compat", "notes", "old_logprobs");
+            "reduce_bucket_size", "nccl_timeout_s", "max_consecutive_nonfinite", "metrics_compat", "notes", "old_logprobs");
 
     /** The horizon: HOW where the learning rate of every step still planned stays, WHAT otherwise. */
     static final Set<String> HORIZON = Set.of("num_training_steps", "total_episodes");
@@ -51,7 +52,7 @@ final class ResumeChanges {
             "weight_decay", "adam_beta1", "adam_beta2", "adam_eps", "max_grad_norm", "beta", "kl_estimator", "cliprange", "cliprange_high",
             "loss_aggregation", "temperature", "top_p", "non_stop_penalty", "penalty_reward_value", "stop_token", "stop_strings",
             "min_response_length", "response_length", "apply_verifiable_reward", "verification_reward", "reward_model_multiplier",
-            "verifier_compat", "add_r1_style_format_reward", "r1_style_format_reward", "num_epochs", "lm_head_grad", "backend",
+            "verifier_compat", "verifier_timeout", "add_r1_style_format_reward", "r1_style_format_reward", "lm_head_grad", "backend",
             "per_device_train_batch_size");
 
     /** Keys a resumed run cannot change, and why. */
@@ -65,6 +66,7 @@ final class ResumeChanges {
         m.put("seed", "the run's data order and samples follow its seed");
         String batch = "the batch of a step is fixed for a run (--world-size reshards a run and keeps it)";
         for (String k : List.of("local_rollout_batch_size", "number_samples_per_prompt", "local_mini_batch_size")) m.put(k, batch);
+        m.put("num_epochs", "the optimizer steps of a training step are fixed for a run (the learning-rate schedule and the optimizer's step count follow them)");
         m.put("precision", "a run keeps its precision (trainer_state.json records it)");
         m.put("sft_warmup", "the supervised warm-up ran before step 0");
         m.put("world_size", "a resumed run goes on at another world size with --world-size M (resharded), not --set world_size");
@@ -108,14 +110,17 @@ final class ResumeChanges {
      * @param allowChanges   whether WHAT changes are allowed
      */
     static Applied apply(GrpoConfig saved, List<String> overrides, Path ck, int step, long optimizerSteps, boolean allowChanges) {
-        String where = "resuming " + ck.getParent().getParent() + " with --set";
+        String where = "resuming " + ck.toAbsolutePath().getParent().getParent() + " with --set";
         GrpoConfig c;
         try {
             c = saved.withOverrides(overrides, where);
-        } catch (IllegalArgumentException e) { // a refused key is named for what it is, not for its value
+        } catch (IllegalArgumentException e) { // a refused key given another value is named for what it is, not for another key's error
+            JsonNode was = toTree(saved);
             for (String o : overrides) {
-                String key = o.indexOf('=') > 0 ? o.substring(0, o.indexOf('=')).trim() : "";
-                if (classOf(key) instanceof String why) throw new IllegalArgumentException(where + " " + key + ": " + why);
+                int eq = o.indexOf('=');
+                String key = eq > 0 ? o.substring(0, eq).trim() : "";
+                if (classOf(key) instanceof String why && !equalValues(at(was, key), parse(o.substring(eq + 1))))
+                    throw new IllegalArgumentException(where + " " + key + ": " + why);
             }
             throw e;
         }
@@ -123,12 +128,17 @@ final class ResumeChanges {
         diff("", toTree(saved), toTree(c), changes);
         for (Change ch : changes)
             if (classOf(ch.key()) instanceof String why) throw new IllegalArgumentException(where + " " + ch.key() + ": " + why);
+        // the horizon alone against the saved config: its class must not depend on the other keys changed beside it
+        List<String> horizonSets = overrides.stream().filter(o -> o.indexOf('=') > 0 && HORIZON.contains(o.substring(0, o.indexOf('=')).trim())).toList();
+        Kind horizon = changes.stream().anyMatch(ch -> HORIZON.contains(ch.key()))
+                ? horizonKind(saved, saved.withOverrides(horizonSets, where), step, optimizerSteps, where) : null;
+        boolean microWeights = LossAggregation.parse(c.lossAggregation) == LossAggregation.MICRO_TOKEN_MEAN
+                || LossAggregation.parse(saved.lossAggregation) == LossAggregation.MICRO_TOKEN_MEAN;
         List<Change> out = new ArrayList<>();
         for (Change ch : changes) {
             Kind kind = (Kind) classOf(ch.key());
-            if (ch.key().equals("per_device_train_batch_size") && !c.lossAggregation.equals("micro_token_mean")
-                    && !saved.lossAggregation.equals("micro_token_mean")) kind = Kind.HOW; // the weights do not follow the micro-batches
-            if (HORIZON.contains(ch.key())) kind = horizonKind(saved, c, step, optimizerSteps, ck);
+            if (ch.key().equals("per_device_train_batch_size") && !microWeights) kind = Kind.HOW; // the weights do not follow the micro-batches
+            if (HORIZON.contains(ch.key())) kind = horizon;
             out.add(new Change(ch.key(), ch.from(), ch.to(), kind));
         }
         if (!allowChanges) {
@@ -178,17 +188,35 @@ final class ResumeChanges {
     }
 
     /**
-     * HOW where the run's remaining planned optimizer steps keep their learning rates under the new horizon (and the
-     * new horizon still has steps to take), WHAT otherwise; a horizon at or before the checkpoint's step is refused.
+     * HOW where every optimizer step the new horizon plans from the checkpoint on has the learning rate the run's own
+     * schedule gives it (its formula beyond its end included: a linear decay extended past it would climb from 0 again),
+     * WHAT otherwise; a horizon at or before the checkpoint's step is refused.
      */
-    private static Kind horizonKind(GrpoConfig saved, GrpoConfig c, int step, long optimizerSteps, Path ck) {
+    private static Kind horizonKind(GrpoConfig saved, GrpoConfig c, int step, long optimizerSteps, String where) {
         if (c.trainingSteps() <= step)
-            throw new IllegalArgumentException("resuming " + ck.getParent().getParent() + " with --set: the run would end at step " + c.trainingSteps()
-                    + ", but its checkpoint is at step " + step + " already: set num_training_steps above " + step + " to train on");
+            throw new IllegalArgumentException(where + ": the run would end at step " + c.trainingSteps() + ", but its checkpoint is at step " + step
+                    + " already: a horizon (num_training_steps, or total_episodes) beyond " + step + " trains on");
         LrSchedule was = LrSchedule.of(saved), now = LrSchedule.of(c);
-        long until = Math.min(was.total(), now.total());
+        long until = (long) c.trainingSteps() * c.optimizerStepsPerTrainingStep();
         for (long s = optimizerSteps; s < until; s++) if (was.at(s) != now.at(s)) return Kind.WHAT;
         return Kind.HOW;
+    }
+
+    /** The saved value of a (dotted) key, or null. */
+    private static JsonNode at(JsonNode tree, String key) {
+        JsonNode n = tree;
+        for (String part : key.split("\\.")) n = n == null ? null : n.get(part);
+        return n;
+    }
+
+    /** A --set value as GrpoConfig reads it: JSON, else a string. */
+    private static JsonNode parse(String v) {
+        try {
+            JsonNode n = JSON.readTree(v);
+            return n == null || n.isMissingNode() ? JSON.getNodeFactory().textNode(v) : n;
+        } catch (java.io.IOException e) {
+            return JSON.getNodeFactory().textNode(v);
+        }
     }
 
     /** Shows a JSON value as --set would take it. */

@@ -172,28 +172,15 @@ public final class Trainer implements AutoCloseable {
         if (c == null && resumeDir == null) throw new IllegalArgumentException("a config or a resume directory is required");
         if (c != null && resumeDir != null)
             throw new IllegalArgumentException("a resumed run uses the config saved with its checkpoint: give a config or a resume directory, not both");
-        Path ck = resumeDir != null ? latestCheckpoint(resumeDir) : null;
-        if (b.reshard != 0 && ck == null) throw new IllegalArgumentException("resharding (a world size of " + b.reshard + ") needs a run to resume");
-        if (!b.overrides.isEmpty() && ck == null)
+        if (resumeDir == null && b.reshard != 0) throw new IllegalArgumentException("resharding (a world size of " + b.reshard + ") needs a run to resume");
+        if (resumeDir == null && !b.overrides.isEmpty())
             throw new IllegalArgumentException("overrides change a resumed run's saved config; a new run's config is changed directly");
-        if (ck != null) {
-            Path newest = latestCheckpoint(ck.getParent());
-            if (!newest.equals(ck))
-                throw new IllegalArgumentException(ck + " is not the run's newest checkpoint (" + newest.getFileName() + " is): going on from it would mix"
-                        + " two histories in one run; resume the run directory, or copy the run and delete the later checkpoints in the copy");
-        }
-        TrainerState saved = ck == null ? null : TrainerState.read(ck.resolve("trainer_state.json"), ck);
-        List<ResumeChanges.Change> changes = List.of();
-        if (ck != null) {
-            c = savedConfig(ck);
-            if (!b.overrides.isEmpty()) {
-                ResumeChanges.Applied applied = ResumeChanges.apply(c, b.overrides, ck, saved.trainingStep(), saved.optimizerSteps(), b.allowChanges);
-                c = applied.config();
-                changes = applied.changes();
-            }
-        }
-        int savedWorld = c.worldSize;
-        if (b.reshard != 0 && b.reshard != c.worldSize) c = reshardConfig(c, b.reshard, ck);
+        Resumed res = resumeDir == null ? null : resumed(resumeDir, b.reshard, b.overrides, b.allowChanges);
+        Path ck = res == null ? null : res.checkpoint();
+        TrainerState saved = res == null ? null : res.state();
+        List<ResumeChanges.Change> changes = res == null ? List.of() : res.changes();
+        if (res != null) c = res.config();
+        int savedWorld = res == null ? c.worldSize : res.savedWorld();
         c.validate("config");
         this.cfg = c;
         this.cluster = b.cluster;
@@ -774,9 +761,47 @@ public final class Trainer implements AutoCloseable {
         if (log != null) log.printf("grpo4j: resumed from %s (step %d, %d optimizer steps)%n", ck, step, st.optimizerSteps());
     }
 
+    /**
+     * What a resume of {@code resumeDir} goes on from and with: its newest checkpoint and trainer state, the saved config
+     * with the overrides applied ({@link ResumeChanges}) and resharded for {@code reshard} ranks (0: its own), and the
+     * world size that wrote it. Reads no weights.
+     */
+    record Resumed(Path checkpoint, TrainerState state, GrpoConfig config, List<ResumeChanges.Change> changes, int savedWorld) {}
+
+    static Resumed resumed(Path resumeDir, int reshard, List<String> overrides, boolean allowChanges) throws IOException {
+        Path ck = latestCheckpoint(resumeDir);
+        Path newest = latestCheckpoint(ck.getParent());
+        if (!newest.equals(ck))
+            throw new IllegalArgumentException(ck + " is not the run's newest checkpoint (" + newest.getFileName() + " is): going on from it would mix"
+                    + " two histories in one run; resume the run directory, or copy the run and delete the later checkpoints in the copy");
+        TrainerState st = TrainerState.read(ck.resolve("trainer_state.json"), ck);
+        GrpoConfig c = savedConfig(ck);
+        List<ResumeChanges.Change> changes = List.of();
+        if (!overrides.isEmpty()) {
+            ResumeChanges.Applied applied = ResumeChanges.apply(c, overrides, ck, st.trainingStep(), st.optimizerSteps(), allowChanges);
+            c = applied.config();
+            changes = applied.changes();
+        }
+        int savedWorld = c.worldSize;
+        if (reshard != 0 && reshard != c.worldSize) c = reshardConfig(c, reshard, ck);
+        c.validate("config");
+        return new Resumed(ck, st, c, changes, savedWorld);
+    }
+
+    /**
+     * The config a resume would go on with (its newest checkpoint's, with the overrides and the reshard applied and
+     * checked), without loading anything else: for {@code tools/launch --dry-run}.
+     *
+     * @throws IllegalArgumentException naming what a resume would refuse
+     */
+    public static GrpoConfig resumedConfig(Path resumeDir, int reshard, List<String> overrides, boolean allowChanges) throws IOException {
+        return resumed(resumeDir, reshard, overrides, allowChanges).config();
+    }
+
     /** The newest complete checkpoint under a run directory, checkpoints/ directory, or the checkpoint itself. */
-    static Path latestCheckpoint(Path p) throws IOException {
-        if (p.toString().isBlank()) throw new IllegalArgumentException("the resume directory is empty (\"\")");
+    public static Path latestCheckpoint(Path given) throws IOException {
+        if (given.toString().isBlank()) throw new IllegalArgumentException("the resume directory is empty (\"\")");
+        Path p = given.toAbsolutePath(); // a relative checkpoints/step_N still has its run directory two levels up
         if (!Files.exists(p)) throw new java.nio.file.NoSuchFileException(p.toString(), null, "no such run directory or checkpoint");
         if (Files.isRegularFile(p.resolve("trainer_state.json"))) return p;
         if (!Files.isDirectory(p)) throw new IllegalArgumentException(p + ": not a run directory or checkpoint (it is a file)");
@@ -825,7 +850,7 @@ public final class Trainer implements AutoCloseable {
     }
 
     /** When resuming, the config saved with the checkpoint is the run's config. */
-    static GrpoConfig savedConfig(Path ck) throws IOException {
+    public static GrpoConfig savedConfig(Path ck) throws IOException {
         Path f = ck.resolve("config.json");
         if (!Files.isRegularFile(f)) throw new java.nio.file.NoSuchFileException(f.toString(), null, "the checkpoint's config");
         String json = Files.readString(f, StandardCharsets.UTF_8);

@@ -54,6 +54,39 @@ class LaunchCommandTest {
         assertTrue(slurm.out().contains("node 0 of 2: ranks 0-7") && slurm.out().contains("gpu03:6000, served by node 0; GRPO4J_RDZV_SECRET set"), slurm.out());
     }
 
+    /**
+     * A resume's plan: the run's world size (resharded by --world-size, with --set applied) against the ranks the launch
+     * starts. Only the checkpoint's config and trainer state are read (the checkpoint here has no weights).
+     */
+    @Test
+    void dryRunsCompareAResumedRunsWorldSize(@org.junit.jupiter.api.io.TempDir java.nio.file.Path tmp) throws Exception {
+        java.nio.file.Path ck = java.nio.file.Files.createDirectories(tmp.resolve("run/checkpoints/step_5"));
+        java.nio.file.Files.writeString(ck.resolve("config.json"), org.grpo4j.train.GrpoConfig.load(java.nio.file.Path.of("configs/tulu-3.1-8b-grpo.json")).toJson());
+        java.nio.file.Files.writeString(ck.resolve("trainer_state.json"), "{\"training_step\": 5, \"optimizer_steps\": 10, \"consecutive_nonfinite\": 0,"
+                + " \"skipped_steps\": 0, \"iterator\": {\"epoch\": 0, \"offset\": 240}, \"reference_checksum\": 7, \"world_size\": 8}");
+        String run = tmp.resolve("run").toString();
+        java.util.function.BiFunction<String, String[], String> plan = (gpus, train) -> {
+            String[] args = new String[4 + train.length];
+            System.arraycopy(new String[] {"--gpus", gpus, "--dry-run", "--"}, 0, args, 0, 4);
+            System.arraycopy(train, 0, args, 4, train.length);
+            CliTest.Run r = launch(Map.of(), NO_GPU, args);
+            assertEquals(0, r.code(), r.err());
+            return r.out();
+        };
+        String eight = plan.apply("8", new String[] {"train", "--resume", run});
+        assertTrue(eight.contains("run's world_size   8 (matches)"), eight);
+        String four = plan.apply("4", new String[] {"train", "--resume", run});
+        assertTrue(four.contains("run's world_size   8 -- does not match: add --world-size 4 to reshard the run for 4 ranks"), four);
+        assertTrue(plan.apply("4", new String[] {"train", "--resume", run, "--world-size", "4", "--set", "save_freq=5"})
+                .contains("run's world_size   4 (matches)"));
+        String given = plan.apply("8", new String[] {"train", "--resume", run, "--world-size", "4"});
+        assertTrue(given.contains("run's world_size   4 -- does not match: give --world-size 8 or launch 4 ranks"), given);
+        String five = plan.apply("5", new String[] {"train", "--resume", run, "--world-size", "5"});
+        assertTrue(five.contains("resume             not checked: ") && five.contains("do not split over 5 ranks"), five);
+        String lr = plan.apply("8", new String[] {"train", "--resume", run, "--set", "learning_rate=1e-6"});
+        assertTrue(lr.contains("not checked: ") && lr.contains("--allow-changes"), lr);
+    }
+
     @Test
     void withoutGpusItSaysSoAndPointsToInProcessRanks() {
         CliTest.Run r = launch(Map.of(), NO_GPU, "--", "train", "--config", "examples/tiny-arith.json");

@@ -143,12 +143,30 @@ class ResumeChangesTest {
         assertEquals(ResumeChanges.Kind.WHAT, kind(warm, "num_training_steps=20", 2, 4), "the warm-up would get longer");
         GrpoConfig warmSteps = saved.withOverrides(List.of("warm_up_steps=2"), "test");
         assertEquals(ResumeChanges.Kind.HOW, kind(warmSteps, "num_training_steps=20", 2, 4), "a warm-up of fixed steps, then constant");
+        // ... also in the reference's compat mode, whose schedule ends before the run's last optimizer step (it leaves
+        // out the mini-batches), and past the end of a finished linear run (the rate would climb from 0 again)
+        GrpoConfig compat = saved.withOverrides(List.of("lr_scheduler_type=\"linear\"", "lr_scheduler_compat=\"open-instruct-3f37c29\""), "test");
+        assertEquals(8, LrSchedule.of(compat).total(), "8 steps x 1 epoch, without the 2 mini-batches a step");
+        assertEquals(ResumeChanges.Kind.WHAT, kind(compat, "num_training_steps=10", 4, 8));
+        assertEquals(ResumeChanges.Kind.WHAT, kind(linear, "num_training_steps=10", 8, 16));
+        assertEquals(ResumeChanges.Kind.HOW, kind(saved, "num_training_steps=10", 8, 16));
+        // the horizon is judged alone: beside a learning-rate change it is still how the run runs
+        var both = ResumeChanges.apply(saved, List.of("learning_rate=2e-3", "num_training_steps=10"), ck, 2, 4, true).changes();
+        assertEquals(List.of("learning_rate WHAT", "num_training_steps HOW"), both.stream().map(ch -> ch.key() + " " + ch.kind()).toList());
         IllegalArgumentException past = assertThrows(IllegalArgumentException.class, () -> ResumeChanges.apply(saved, List.of("num_training_steps=2"), ck, 2, 4, true));
-        assertTrue(past.getMessage().contains("would end at step 2") && past.getMessage().contains("above 2"), past.getMessage());
+        assertTrue(past.getMessage().contains("would end at step 2") && past.getMessage().contains("beyond 2"), past.getMessage());
         // the micro-batch: under micro_token_mean it weighs the tokens; under token_mean only the summation order moves
         assertEquals(ResumeChanges.Kind.WHAT, kind(saved, "per_device_train_batch_size=2", 2, 4));
         GrpoConfig tokenMean = saved.withOverrides(List.of("loss_aggregation=\"token_mean\""), "test");
         assertEquals(ResumeChanges.Kind.HOW, kind(tokenMean, "per_device_train_batch_size=2", 2, 4));
+        GrpoConfig upper = saved.withOverrides(List.of("loss_aggregation=\"MICRO_TOKEN_MEAN\""), "test"); // valid in any case
+        assertEquals(ResumeChanges.Kind.WHAT, kind(upper, "per_device_train_batch_size=2", 2, 4));
+        IllegalArgumentException epochs = assertThrows(IllegalArgumentException.class, () -> ResumeChanges.apply(saved, List.of("num_epochs=2"), ck, 2, 4, true));
+        assertTrue(epochs.getMessage().contains("num_epochs: the optimizer steps of a training step are fixed"), epochs.getMessage());
+        // a refused key at its saved value is not blamed for another key's error
+        IllegalArgumentException other = assertThrows(IllegalArgumentException.class,
+                () -> ResumeChanges.apply(saved, List.of("seed=1", "kv_cache_fraction=2"), ck, 2, 4, true));
+        assertTrue(other.getMessage().contains("kv_cache_fraction") && !other.getMessage().contains("seed"), other.getMessage());
         // an unknown key or a bad value is the config's own error
         IllegalArgumentException unknown = assertThrows(IllegalArgumentException.class, () -> ResumeChanges.apply(saved, List.of("bogus=1"), ck, 2, 4, true));
         assertTrue(unknown.getMessage().contains("unknown key \"bogus\""), unknown.getMessage());
