@@ -339,7 +339,8 @@ public record LlamaConfig(int hiddenSize, int intermediateSize, int numLayers, i
         }
         o.put("rope_theta", ropeTheta);
         o.put("tie_word_embeddings", tieWordEmbeddings);
-        o.put("torch_dtype", torchDtype);
+        o.put("torch_dtype", torchDtype); // transformers < 4.56 and other readers
+        o.put("dtype", torchDtype); // transformers >= 4.56 (5.x writes only this key)
         o.put("use_cache", true);
         o.put("vocab_size", vocabSize);
         return o;

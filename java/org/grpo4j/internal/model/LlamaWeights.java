@@ -608,7 +608,7 @@ public final class LlamaWeights implements AutoCloseable {
     /**
      * Writes the model of HF directory {@code from} (a checkpoint's model/, or any Llama directory grpo4j reads) to
      * {@code out} as {@code dtype} ("BF16": each fp32 value rounded once to nearest even; or "F32"), tensor by tensor in
-     * pieces (never the whole model in memory), with config.json's torch_dtype, generation_config.json and the tokenizer
+     * pieces (never the whole model in memory), with config.json's dtype (both keys), generation_config.json and the tokenizer
      * files; tokenizer_config.json's chat_template replaced by {@code chatTemplate} unless it is null. Every tensor is
      * checked first (names, shapes) and every value on the way (a NaN or infinity refuses the export, naming the
      * tensor). Atomic: nothing appears at {@code out} unless all of it was written. Returns the bytes of weights written.

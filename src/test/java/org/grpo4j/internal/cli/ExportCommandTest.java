@@ -84,6 +84,7 @@ class ExportCommandTest {
         assertTrue(n > 100_000, "every weight compared: " + n);
         JsonNode cfg = new ObjectMapper().readTree(out.resolve("config.json").toFile());
         assertEquals("bfloat16", cfg.get("torch_dtype").asText());
+        assertEquals("bfloat16", cfg.get("dtype").asText(), "the key transformers 5 reads");
         assertTrue(Files.isRegularFile(out.resolve("generation_config.json")));
         try (Tokenizer t = Tokenizer.load(out)) {
             assertEquals(ChatTemplate.TULU, t.chatTemplate(), "the template the run trained with");
