@@ -158,6 +158,7 @@ public final class TcpStore {
         private void serve(Socket c) {
             int process = -1;
             String role = "";
+            boolean authenticated = false; // only a process that proved the secret can fail the run by leaving
             try (c) {
                 c.setTcpNoDelay(true);
                 c.setSoTimeout((int) Math.max(deadMillis, 5000));
@@ -186,6 +187,7 @@ public final class TcpStore {
                     new Msg("ERR", "process " + process + " outside [0, " + processes + ")", 0, 0, new byte[0]).write(out);
                     return;
                 }
+                authenticated = true;
                 synchronized (this) {
                     who.put(process, info);
                 }
@@ -193,7 +195,7 @@ public final class TcpStore {
                 if (role.equals("watch")) watch(process, info, in, out, c);
                 else control(in, out, c);
             } catch (IOException | RuntimeException e) {
-                if (role.equals("watch") && process >= 0 && !closed) {
+                if (authenticated && role.equals("watch") && !closed) {
                     boolean bye;
                     synchronized (this) {
                         bye = finished.contains(process);

@@ -114,6 +114,68 @@ class RendezvousTest {
         TcpStore.requireSecret(InetAddress.getLoopbackAddress(), "");
     }
 
+    /**
+     * Whoever reaches the port without the secret can neither stop the run nor the store: garbage, a handshake that
+     * names process 0's watch connection and hangs up before finishing it (this used to abort the run), a wrong answer;
+     * and an authenticated connection that announces a value over the limit is cut off alone. A real process is served
+     * throughout and nothing is aborted.
+     */
+    @Test
+    void strangersNeitherAbortTheRunNorStopTheStore() throws Exception {
+        int port = freePort();
+        try (TcpStore.Server s = new TcpStore.Server(InetAddress.getLoopbackAddress(), port, "right", 2, 100, 1000);
+             TcpStore.Client ok = new TcpStore.Client("127.0.0.1", port, "right", 1, "test", 5000, 100, 1000, r -> {})) {
+            try (java.net.Socket g = new java.net.Socket("127.0.0.1", port)) { // garbage instead of the handshake
+                byte[] junk = new byte[4096];
+                new SecureRandom().nextBytes(junk);
+                g.getOutputStream().write(junk);
+            }
+            for (boolean finishHandshake : new boolean[] {false, true})
+                try (java.net.Socket w = new java.net.Socket("127.0.0.1", port)) { // "process 0, watch", with a wrong answer
+                    java.io.DataInputStream in = new java.io.DataInputStream(w.getInputStream());
+                    java.io.DataOutputStream out = new java.io.DataOutputStream(w.getOutputStream());
+                    assertEquals(TcpStore.MAGIC, in.readUTF());
+                    in.readFully(new byte[32]);
+                    out.writeUTF(TcpStore.MAGIC);
+                    out.write(new byte[32]);
+                    out.writeInt(0);
+                    out.writeUTF("watch");
+                    if (finishHandshake) {
+                        out.writeUTF("stranger");
+                        out.flush();
+                        assertTrue(TcpStore.Msg.read(in).key().contains("wrong rendezvous secret"));
+                    }
+                    out.flush(); // and hang up
+                }
+            try (java.net.Socket big = new java.net.Socket("127.0.0.1", port)) { // authenticated, then a 2 GiB value announced
+                big.setSoTimeout(10_000);
+                java.io.DataInputStream in = new java.io.DataInputStream(big.getInputStream());
+                java.io.DataOutputStream out = new java.io.DataOutputStream(big.getOutputStream());
+                assertEquals(TcpStore.MAGIC, in.readUTF());
+                byte[] nonce = new byte[32];
+                in.readFully(nonce);
+                out.writeUTF(TcpStore.MAGIC);
+                out.write(TcpStore.hmac("right", nonce));
+                out.writeInt(0);
+                out.writeUTF("ctl");
+                out.writeUTF("big");
+                out.flush();
+                assertEquals("OK", TcpStore.Msg.read(in).op());
+                out.writeUTF("SET");
+                out.writeUTF("k");
+                out.writeLong(0);
+                out.writeLong(0);
+                out.writeInt(Integer.MAX_VALUE);
+                out.flush();
+                assertEquals(-1, in.read(), "the store ends that connection without reading 2 GiB");
+            }
+            Thread.sleep(300); // three heartbeats: time for a wrongly counted departure to abort
+            assertNull(s.abortReason(), "no stranger stops the run");
+            ok.set("k", new byte[] {7});
+            assertArrayEquals(new byte[] {7}, ok.get("k", 1000), "the store still serves the run's processes");
+        }
+    }
+
     @Test
     void anUnreachableMasterTimesOutWithAMessage() throws Exception {
         int port = freePort(); // nothing listens there
