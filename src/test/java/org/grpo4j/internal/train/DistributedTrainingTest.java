@@ -596,10 +596,29 @@ class DistributedTrainingTest {
         assertTrue(reasons.get(0).contains("failed"), reasons.toString());
     }
 
-    /** A launch of {@code world} ranks that never gets as far as its communicators. */
-    record FakeCluster(int worldSize) implements Cluster {
-        public int[] localRanks() { return new int[] {0}; }
-        public int[] localDevices() { return new int[] {0}; }
+    /**
+     * A rank whose GPU is missing stops the launch naming the rank and the device, before any weights load: here CUDA is
+     * unavailable (this machine), on a host with one GPU the device is beyond the visible ones.
+     */
+    @Test
+    void aRankWhoseGpuIsMissingStopsNamingIt(@TempDir Path tmp) throws Exception {
+        org.grpo4j.internal.backend.CudaRuntime.Availability a = org.grpo4j.internal.backend.CudaRuntime.probe();
+        org.junit.jupiter.api.Assumptions.assumeTrue(a.deviceCount() < 2, "this host has cuda:1");
+        List<String> sets = GrpoTrainerTest.small(tmp.resolve("run"), 1);
+        sets.addAll(List.of("world_size=2", "backend=\"cuda\""));
+        GrpoConfig cfg = GrpoTrainerTest.config(sets);
+        IllegalStateException e = assertThrows(IllegalStateException.class,
+                () -> Trainer.builder(cfg).cluster(new FakeCluster(2, 1, 1)).log(null).build().close());
+        assertTrue(e.getMessage().startsWith("rank 1 needs cuda:1, but ") && e.getMessage().contains(a.available()
+                ? "only 1 device is visible (CUDA_VISIBLE_DEVICES, --gpus)" : "CUDA is unavailable here: " + a.reason()), e.getMessage());
+        assertFalse(java.nio.file.Files.exists(tmp.resolve("run/checkpoints")), "nothing written");
+    }
+
+    /** A launch of {@code world} ranks that never gets as far as its communicators; this process runs one rank on one device. */
+    record FakeCluster(int worldSize, int rank, int device) implements Cluster {
+        FakeCluster(int worldSize) { this(worldSize, 0, 0); }
+        public int[] localRanks() { return new int[] {rank}; }
+        public int[] localDevices() { return new int[] {device}; }
         public Communicator communicator(int localIndex, Backend backend, int timeoutSeconds) { throw new UnsupportedOperationException(); }
         public void agreeOnConfig(String json) {}
         public String share(String key, String value) { return value; }
