@@ -11,7 +11,8 @@ attention, no gradient checkpointing.
   backward, clip_grad_norm_(1.0), torch.optim.AdamW(fused=True), zero_grad(set_to_none=True). Median of --reps steps
   after --warmup, wall time with torch.cuda.synchronize(). Tokens/s and MFU with grpo4j's formula.
 - rollout: model.generate on 48 random 256-token prompts x num_return_sequences 16, do_sample, temperature 1,
-  top_p 1, top_k 0, 256 new tokens (min_new_tokens = max_new_tokens: no stop), after a 4-token warm-up. Tokens/s and %
+  top_p 1, top_k 0, 256 and then 512 new tokens (min_new_tokens = max_new_tokens: no stop), after a 4-token warm-up
+  (the 256 rows of every preset before the 512 rows, so a --budget keeps the issue's main rows). Tokens/s and %
   of the memory roofline with grpo4j's formula and the copy bandwidth this script measures (torch copy_ of 2^28 fp32,
   CUDA events, median of 20).
 
@@ -44,8 +45,8 @@ PRESETS = {
     "llama-3.1-8b-4l": dict(hidden=4096, ffn=14336, layers=4, heads=32, kv_heads=8, head_dim=128, vocab=128256, tie=False,
                             rope_theta=500000.0, rope_factor=8.0, max_pos=131072, eps=1e-5),
 }
-# the issue's shapes (org.grpo4j.internal.bench.E2eBench.ISSUE); the peer generates the first new-token count only
-SHAPES = dict(train_seqs=4, train_len=2048, prompts=48, samples=16, prompt_len=256, new_tokens=256)
+# the issue's shapes (org.grpo4j.internal.bench.E2eBench.ISSUE)
+SHAPES = dict(train_seqs=4, train_len=2048, prompts=48, samples=16, prompt_len=256, new_tokens=[256, 512])
 BF16 = 2
 
 
@@ -77,9 +78,9 @@ def roofline_bytes(p, sequences, prompt_len, new_tokens):
 
 
 class Row:
-    def __init__(self, section, preset, key, shape, tokens, impl, work):
+    def __init__(self, section, preset, key, shape, tokens, impl, work, new_tokens=None):
         self.section, self.preset, self.key, self.shape = section, preset, key, shape
-        self.tokens, self.impl, self.work = tokens, impl, work
+        self.tokens, self.impl, self.work, self.new_tokens = tokens, impl, work, new_tokens
 
     @property
     def id(self):
@@ -95,11 +96,12 @@ def plan(presets, sections):
             rows.append(Row("train", name, f"{s['train_seqs']}x{s['train_len']}", f"{s['train_seqs']} x {s['train_len']} tokens, packed",
                             n, IMPL, train_flops(PRESETS[name], s["train_seqs"], s["train_len"])))
     if "rollout" in sections:
-        for name in presets:
-            b, nn = s["prompts"] * s["samples"], s["new_tokens"]
-            rows.append(Row("rollout", name, f"new{nn}",
-                            f"{s['prompts']} prompts x {s['samples']} samples, prompt {s['prompt_len']}, {nn} new",
-                            b * nn, IMPL_GEN, roofline_bytes(PRESETS[name], b, s["prompt_len"], nn)))
+        for nn in s["new_tokens"]:
+            for name in presets:
+                b = s["prompts"] * s["samples"]
+                rows.append(Row("rollout", name, f"new{nn}",
+                                f"{s['prompts']} prompts x {s['samples']} samples, prompt {s['prompt_len']}, {nn} new",
+                                b * nn, IMPL_GEN, roofline_bytes(PRESETS[name], b, s["prompt_len"], nn), new_tokens=nn))
     return rows
 
 
@@ -222,7 +224,7 @@ def run_rollout(torch, tf, r, args, log):
     g = torch.Generator(device="cuda").manual_seed(args.seed + 1)
     prompts = torch.randint(0, p["vocab"], (SHAPES["prompts"], SHAPES["prompt_len"]), device="cuda", generator=g)
     mask = torch.ones_like(prompts)
-    n, b = SHAPES["new_tokens"], SHAPES["prompts"] * SHAPES["samples"]
+    n, b = r.new_tokens, SHAPES["prompts"] * SHAPES["samples"]
 
     def gen(tokens):
         return model.generate(input_ids=prompts, attention_mask=mask, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,

@@ -61,7 +61,7 @@ class E2ePeersScriptTest {
             assertNotEquals("grpo4j", r.impl());
         }
         for (String want : List.of("train/llama-3.2-1b/4x2048", "train/llama-3.1-8b-4l/4x2048", "rollout/llama-3.2-1b/new256",
-                "rollout/llama-3.1-8b-4l/new256"))
+                "rollout/llama-3.1-8b-4l/new256", "rollout/llama-3.2-1b/new512", "rollout/llama-3.1-8b-4l/new512"))
             assertTrue(seen.contains(want), "no peer for " + want);
         // a fake peer file is refused against a real run (its card is not a card) and warned about on its own card
         E2eReport ours1 = new E2eReport("grpo4j", peers.card(), "d", "r", null, null, "cuda:0", "bf16", "x", false, 1.0, 989, List.of());
