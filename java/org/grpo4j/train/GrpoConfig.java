@@ -185,6 +185,21 @@ public final class GrpoConfig {
     public int numEvals = 30;
     /** A checkpoint every this many steps (0: only at the end and at step 0). */
     public int saveFreq = 40;
+    /**
+     * How many of the newest checkpoints the run keeps (grpo4j, with open-instruct's name): -1 (the default) keeps
+     * every one; K &gt;= 1 deletes, after each checkpoint is written, those older than the newest K, never step_0 (the
+     * frozen reference policy a resume reads). A run resumes from its newest checkpoint, so 1 is enough to resume; more
+     * keep earlier policies to evaluate or go back to. A checkpoint takes about 12 bytes a parameter (fp32 weights and
+     * AdamW's two moments): 96 GB for Llama 3.1 8B. docs/trainer.md, "The run directory".
+     */
+    @JsonProperty("keep_last_n_checkpoints") // Jackson's snake case would write keep_last_ncheckpoints
+    public int keepLastNCheckpoints = -1;
+    /**
+     * What keep_last_n_checkpoints does with a checkpoint older than the newest K (grpo4j): delete (the default) removes
+     * it; model keeps its model/ (the policy at that step, to evaluate or export: 4 bytes a parameter) and config.json and
+     * removes the optimizer state and trainer_state.json, so it is no longer a checkpoint a resume could pick.
+     */
+    public String olderCheckpoints = "delete";
     /** Where the run writes (unless the trainer is given another directory). */
     public String outputDir = "runs/grpo";
     /** auto, cpu, cuda, cuda:N (grpo4j). */
@@ -543,6 +558,10 @@ public final class GrpoConfig {
         require(applyVerifiableReward, where, "apply_verifiable_reward must be true: grpo4j is RLVR only (verifiable rewards, no reward model)");
         require(verifierTimeout > 0, where, "verifier_timeout must be > 0 seconds, got " + verifierTimeout);
         require(numEvals >= 0 && saveFreq >= 0, where, "num_evals and save_freq must be >= 0");
+        require(keepLastNCheckpoints == -1 || keepLastNCheckpoints >= 1, where,
+                "keep_last_n_checkpoints must be -1 (keep every checkpoint) or >= 1, got " + keepLastNCheckpoints);
+        require("delete".equals(olderCheckpoints) || "model".equals(olderCheckpoints), where,
+                "older_checkpoints must be delete or model, got " + (olderCheckpoints == null ? "null" : "\"" + olderCheckpoints + "\""));
         require(maxGradNorm > 0, where, "max_grad_norm must be > 0 (Infinity: no clipping), got " + maxGradNorm);
         require(kvCacheMib >= 0, where, "kv_cache_mib must be >= 0 (0: sized from kv_cache_fraction), got " + kvCacheMib);
         require(kvCacheFraction > 0 && kvCacheFraction <= 1, where, "kv_cache_fraction must be in (0, 1], got " + kvCacheFraction);

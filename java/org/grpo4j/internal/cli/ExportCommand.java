@@ -6,7 +6,7 @@ import java.util.Locale;
 import java.util.concurrent.Callable;
 import org.grpo4j.internal.model.LlamaWeights;
 import org.grpo4j.internal.tokenizer.ChatTemplate;
-import org.grpo4j.internal.train.Trainer;
+import org.grpo4j.internal.train.Checkpoints;
 import org.grpo4j.train.GrpoConfig;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -49,16 +49,16 @@ final class ExportCommand implements Callable<Integer> {
         Path model;
         GrpoConfig run = null;
         String what;
-        if (Files.isRegularFile(from.resolve("config.json"))
-                && (Files.isRegularFile(from.resolve("model.safetensors")) || Files.isRegularFile(from.resolve("model.safetensors.index.json")))) {
+        if (isModel(from)) {
             model = from;
             what = "the model in " + from;
         } else {
-            Path ck = Trainer.latestCheckpoint(from);
+            // a checkpoint (whole, or an older one whose model older_checkpoints kept), or a run's newest checkpoint
+            Path ck = isModel(from.resolve("model")) ? from.toAbsolutePath() : Checkpoints.latestCheckpoint(from);
             model = ck.resolve("model");
-            if (!Files.isDirectory(model)) throw new IllegalArgumentException(ck + ": the checkpoint has no model/ directory");
-            run = Trainer.savedConfig(ck);
-            what = ck.getFileName() + " of " + ck.getParent().getParent();
+            if (!isModel(model)) throw new IllegalArgumentException(ck + ": the checkpoint has no model/ directory");
+            if (Files.isRegularFile(ck.resolve("config.json"))) run = Checkpoints.savedConfig(ck);
+            what = ck.getFileName() + (ck.getParent() != null && ck.getParent().getParent() != null ? " of " + ck.getParent().getParent() : "");
         }
         String name = chatTemplate.trim().toLowerCase(Locale.ROOT);
         if (name.equals("run")) name = run == null ? "keep" : run.chatTemplateName;
@@ -68,5 +68,11 @@ final class ExportCommand implements Callable<Integer> {
         System.out.printf("grpo4j: exported %s to %s: %s weights, %s; chat template %s%n", what, out, dt, org.grpo4j.internal.backend.Memory.human(bytes),
                 template == null ? "as the tokenizer had it" : name);
         return 0;
+    }
+
+    /** An HF model directory: config.json and safetensors weights (one file or an index). */
+    private static boolean isModel(Path dir) {
+        return Files.isRegularFile(dir.resolve("config.json"))
+                && (Files.isRegularFile(dir.resolve("model.safetensors")) || Files.isRegularFile(dir.resolve("model.safetensors.index.json")));
     }
 }

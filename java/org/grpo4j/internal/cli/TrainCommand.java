@@ -126,6 +126,10 @@ final class TrainCommand implements Callable<Integer> {
                     + " compared with none)");
             for (var e : pf.summary().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
             System.out.printf("  %-36s %s%n", "output directory", out + (overwrite ? " (its earlier run would be replaced)" : ""));
+            org.grpo4j.internal.train.Checkpoints.DiskPlan disk = org.grpo4j.internal.train.Checkpoints.diskPlan(cfg,
+                    new org.grpo4j.internal.model.ParameterLayout(pf.modelConfig()).totalElements(), out);
+            System.out.printf("  %-36s %s%s%n", "checkpoints", disk.describe(), disk.fits() ? "" : " -- DOES NOT FIT: set keep_last_n_checkpoints,"
+                    + " a larger save_freq, or another output directory");
             if (cfg.worldSize != 1) {
                 System.out.println("config OK for " + cfg.worldSize + " ranks (ZeRO-2): on GPUs start it with tools/launch (one rank per GPU); on the CPU, "
                         + "train runs the " + cfg.worldSize + " ranks in this process: " + config);

@@ -39,7 +39,7 @@ final class ResumeChanges {
     enum Kind { HOW, WHAT }
 
     /** Keys that change how the run runs, not what it trains. */
-    static final Set<String> HOW = Set.of("save_freq", "num_evals", "dataset_mixer_eval_list", "dataset_mixer_eval_list_splits", "kv_cache_mib",
+    static final Set<String> HOW = Set.of("save_freq", "keep_last_n_checkpoints", "older_checkpoints", "num_evals", "dataset_mixer_eval_list", "dataset_mixer_eval_list_splits", "kv_cache_mib",
             "kv_cache_fraction", "kv_admission", "recompute_layers", "gradient_checkpointing", "reference_sharding", "lm_head_scratch_mib",
             "logprob_prefix_sharing", "train_prefix_sharing", "pass_packing", "rank_balancing", "local_rollout_forward_batch_size",
             "reduce_bucket_size", "nccl_timeout_s", "max_consecutive_nonfinite", "metrics_compat", "notes", "old_logprobs");

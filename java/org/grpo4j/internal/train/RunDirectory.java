@@ -110,7 +110,7 @@ final class RunDirectory implements AutoCloseable {
         Path ck = dir.resolve("checkpoints");
         if (Files.isDirectory(ck)) {
             try (Stream<Path> s = Files.list(ck)) {
-                for (Path p : s.filter(q -> q.getFileName().toString().matches("\\.step_\\d+\\.tmp-.*")).toList()) {
+                for (Path p : s.filter(q -> q.getFileName().toString().matches("\\.step_\\d+\\.(tmp|deleting)-.*")).toList()) {
                     deleteTree(p);
                     removed.add(p);
                 }
@@ -120,6 +120,41 @@ final class RunDirectory implements AutoCloseable {
             if (Files.deleteIfExists(dir.resolve(n))) removed.add(dir.resolve(n));
         }
         return removed;
+    }
+
+    /**
+     * Prunes the checkpoints of run directory {@code dir} older than its newest {@code keep} (whole checkpoints: with a
+     * trainer_state.json), step_0 (the reference policy) aside; returns their names, oldest first. With {@code
+     * keepModels} each keeps its model/ and config.json: its trainer_state.json goes first (from then on no resume can
+     * pick it), then the rest. Otherwise each is renamed to a hidden {@code .step_N.deleting-*} (atomic: no half-deleted
+     * directory ever looks like a checkpoint; a start removes what a kill left), then deleted.
+     */
+    static List<String> pruneCheckpoints(Path dir, int keep, boolean keepModels) throws IOException {
+        Path ck = dir.resolve("checkpoints");
+        List<Integer> steps;
+        try (Stream<Path> s = Files.list(ck)) {
+            steps = s.filter(p -> p.getFileName().toString().matches("step_\\d{1,9}") && Files.isRegularFile(p.resolve("trainer_state.json")))
+                    .map(p -> Integer.parseInt(p.getFileName().toString().substring(5))).filter(n -> n > 0).sorted().toList();
+        }
+        List<String> pruned = new ArrayList<>();
+        for (int step : steps.subList(0, Math.max(0, steps.size() - keep))) {
+            Path p = ck.resolve("step_" + step);
+            if (keepModels) {
+                Files.delete(p.resolve("trainer_state.json"));
+                try (Stream<Path> s = Files.list(p)) {
+                    for (Path f : s.toList()) {
+                        String n = f.getFileName().toString();
+                        if (!n.equals("model") && !n.equals("config.json")) deleteTree(f);
+                    }
+                }
+            } else {
+                Path gone = ck.resolve(".step_" + step + ".deleting-" + Long.toHexString(System.nanoTime()));
+                Files.move(p, gone, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+                deleteTree(gone);
+            }
+            pruned.add(p.getFileName().toString());
+        }
+        return pruned;
     }
 
     private static void deleteTree(Path p) throws IOException {

@@ -296,6 +296,8 @@ class BadInputTest {
             {"kv_cache_mib=0&&kv_cache_fraction=1e-9", "the KV cache does not fit", "kv_cache_fraction 1.0E-9 may hold the cache", "a larger kv_cache_fraction"},
             {"reduce_bucket_size=10", "reduce_bucket_size must be >= 1024 elements, got 10"},
             {"nccl_timeout_s=0", "nccl_timeout_s must be >= 1, got 0"},
+            {"keep_last_n_checkpoints=0", "keep_last_n_checkpoints must be -1 (keep every checkpoint) or >= 1, got 0"},
+            {"older_checkpoints=optimizer", "older_checkpoints must be delete or model, got \"optimizer\""},
             {"model_name_or_path=$R/nonexist", "$R/nonexist", "no such model directory"},
             {"model_name_or_path=nobody/model", "nobody/model", "never downloads"},
             {"model_name_or_path=$R/m8b", "$R/m8b: 8,030,261,248 parameters", "at most 2^31 - 9 elements per tensor"}, // cpu: refused; cuda: world_size >= 4
@@ -314,6 +316,7 @@ class BadInputTest {
         t.add(c("dry-run sft warm-up without answers", "train", "--config", T, "--set", "dataset_mixer_list=[\"data/noanswer.jsonl\",\"1.0\"]",
                 "--set", "sft_warmup.steps=5", "--dry-run").says("sft_warmup.steps 5", "no training row ends with an assistant turn"));
         t.add(c("dry-run", "train", "--config", T, "--dry-run", "--output", "$R/never").exit(0).says("config OK", "training prompts", "64", "memory",
+                "checkpoints                          about ", " each (fp32 weights and AdamW moments), 3 over the run, all kept",
                 "training passes", "as many rollouts as fit the activations of", "kv admission", "on_demand")
                 .after(r -> assertFalse(Files.exists(r.resolve("never")))));
         if (!org.grpo4j.internal.backend.CudaRuntime.probe().available()) // a GPU config checked on a machine without a GPU (a login node)

@@ -501,7 +501,7 @@ class DistributedTrainingTest {
             }
             assertTrue(said.toString().contains("resharding the run from 2 to " + to + " ranks: local_rollout_batch_size " + 4 / to), said.toString());
             String last = "checkpoints/step_" + steps + "/";
-            GrpoConfig saved = Trainer.savedConfig(cut.resolve(last));
+            GrpoConfig saved = Checkpoints.savedConfig(cut.resolve(last));
             assertEquals(to, saved.worldSize);
             assertEquals(4, saved.localRolloutBatchSize * to, "the global batch");
             List<Map<String, Double>> a = GrpoTrainerTest.readMetrics(full.resolve("metrics.jsonl")), b = GrpoTrainerTest.readMetrics(cut.resolve("metrics.jsonl"));

@@ -580,10 +580,10 @@ class GrpoTrainerTest {
             assertTrue(withKey.has(key), "a new checkpoint records " + key);
             Path ck = Files.createDirectories(tmp.resolve("ck-" + key));
             Files.writeString(ck.resolve("config.json"), withKey.toString());
-            assertEquals(read.get(key).apply(c), read.get(key).apply(Trainer.savedConfig(ck)), key + " present: its value");
+            assertEquals(read.get(key).apply(c), read.get(key).apply(Checkpoints.savedConfig(ck)), key + " present: its value");
             withKey.remove(key);
             Files.writeString(ck.resolve("config.json"), withKey.toString());
-            assertEquals(before.get(key), read.get(key).apply(Trainer.savedConfig(ck)), key + " absent: the value the run had");
+            assertEquals(before.get(key), read.get(key).apply(Checkpoints.savedConfig(ck)), key + " absent: the value the run had");
         }
     }
 }

@@ -184,11 +184,11 @@ class ResumeChangesTest {
         sets.addAll(List.of("world_size=2", "local_mini_batch_size=8", "per_device_train_batch_size=8", "loss_aggregation=\"token_mean\""));
         GrpoConfig saved = GrpoTrainerTest.config(sets);
         Path ck = ck(tmp);
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Trainer.reshardConfig(saved, 4, ck));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Checkpoints.reshardConfig(saved, 4, ck));
         assertTrue(e.getMessage().contains("per_device_train_batch_size"), e.getMessage());
         ResumeChanges.Applied a = ResumeChanges.apply(saved, List.of("per_device_train_batch_size=4"), ck, 2, 2, false);
         assertEquals(ResumeChanges.Kind.HOW, a.changes().get(0).kind());
-        GrpoConfig c = Trainer.reshardConfig(a.config(), 4, ck);
+        GrpoConfig c = Checkpoints.reshardConfig(a.config(), 4, ck);
         assertEquals(List.of(4, 4, 4), List.of(c.localMiniBatchSize, c.perDeviceTrainBatchSize, c.worldSize));
     }
 
