@@ -139,7 +139,7 @@ final class LaunchCommand implements Callable<Integer> {
         if (tc.resume != null) {
             try {
                 int reshard = tc.worldSize != null ? tc.worldSize : 0;
-                GrpoConfig c = org.grpo4j.internal.train.Checkpoints.resumedConfig(tc.resume, reshard, tc.set, tc.allowChanges);
+                GrpoConfig c = org.grpo4j.internal.train.Checkpoints.plan(tc.resume, reshard, tc.set, tc.allowChanges).config();
                 System.out.printf("  %-18s %s%n", "run's world_size", c.worldSize + (c.worldSize == plan.worldSize() ? " (matches)"
                         : " -- does not match: " + (tc.worldSize != null ? "give --world-size " + plan.worldSize() + " or launch " + c.worldSize + " ranks"
                         : "add --world-size " + plan.worldSize() + " to reshard the run for " + plan.worldSize() + " ranks (the same global batch)"

@@ -63,12 +63,20 @@ final class TrainCommand implements Callable<Integer> {
         if (allowChanges && (resume == null || set.isEmpty()))
             throw new IllegalArgumentException("--allow-changes lets --set change a resumed run (with --resume and --set)");
         if (resume != null && overwrite) throw new IllegalArgumentException("--overwrite and --resume exclude each other: resume continues the run, overwrite replaces it");
-        if (dryRun && resume != null) throw new IllegalArgumentException("--dry-run checks a --config; a resumed run was checked when it started");
         if (worldSize != null && resume == null)
             throw new IllegalArgumentException("--world-size reshards a resumed run (with --resume); a new run takes world_size from its config (--set world_size=N)");
         if (worldSize != null && worldSize < 1) throw new IllegalArgumentException("--world-size must be >= 1, got " + worldSize);
         GrpoConfig cfg = config != null ? GrpoConfig.load(config, set) : null;
-        if (dryRun) return dryRun(cfg);
+        if (dryRun && resume != null) { // the resume's config (overrides, reshard) checked as a new run's would be, its precision kept
+            org.grpo4j.internal.train.Checkpoints.ResumePlan p = org.grpo4j.internal.train.Checkpoints.plan(resume, worldSize != null ? worldSize : 0, set,
+                    allowChanges);
+            Path runDir = p.checkpoint().getParent().getParent();
+            if (output != null && !output.toAbsolutePath().normalize().equals(runDir.normalize()))
+                throw new IllegalArgumentException("--resume continues a run in its own directory (" + runDir + "), not " + output);
+            return dryRun(p.config(), "resuming " + p.checkpoint() + " (step " + p.step() + ")", runDir,
+                    org.grpo4j.internal.backend.DType.valueOf(p.precision().toUpperCase(java.util.Locale.ROOT)));
+        }
+        if (dryRun) return dryRun(cfg, config.toString(), output != null ? output : Path.of(cfg.outputDir), null);
         Trainer.Builder b = Trainer.builder(cfg).outputDir(output).overwrite(overwrite);
         if (resume != null) b.resume(resume).reshard(worldSize != null ? worldSize : 0).overrides(set).allowChanges(allowChanges);
         if (run != null) b.cluster(run);
@@ -105,14 +113,17 @@ final class TrainCommand implements Callable<Integer> {
         return r;
     }
 
-    /** The derived quantities first (useful even when a check fails, e.g. for a config meant for another machine), then every check. */
-    private int dryRun(GrpoConfig cfg) throws Exception {
-        System.out.println("derived quantities of " + config + ":");
+    /**
+     * The derived quantities first (useful even when a check fails, e.g. for a config meant for another machine), then
+     * every check. {@code what} names the config (its file, or the resume); {@code precision} is a resumed run's own
+     * (null: the config's on this backend); a new run's output directory must be new or empty.
+     */
+    private int dryRun(GrpoConfig cfg, String what, Path out, org.grpo4j.internal.backend.DType precision) throws Exception {
+        System.out.println("derived quantities of " + what + ":");
         for (var e : cfg.derived().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
         for (String note : org.grpo4j.internal.train.LrSchedule.notes(cfg)) System.out.println("  note: " + note);
         System.out.flush();
-        Path out = output != null ? output : Path.of(cfg.outputDir);
-        Trainer.checkRunDirectory(out, overwrite);
+        if (resume == null) Trainer.checkRunDirectory(out, overwrite);
         String spec = cfg.backend == null ? "auto" : cfg.backend.trim().toLowerCase(java.util.Locale.ROOT);
         org.grpo4j.internal.backend.CudaRuntime.Availability cuda = org.grpo4j.internal.backend.CudaRuntime.probe();
         // a GPU config checked on a machine without one (a login node): everything but the device, memory needs per GPU
@@ -120,23 +131,23 @@ final class TrainCommand implements Callable<Integer> {
         boolean noDevice = spec.startsWith("cuda") && !cuda.available()
                 && (!cuda.libraryLoaded() || cuda.reason().contains("no NVIDIA driver") || cuda.reason().equals("no CUDA device visible"));
         try (Backend be = noDevice ? null : Backends.choose(cfg.backend, org.grpo4j.internal.backend.Ops.ALL).backend();
-             Preflight pf = Preflight.check(cfg, be, null, org.grpo4j.internal.train.Trainer.precisionOf(cfg, be), // no device: a GPU's
+             Preflight pf = Preflight.check(cfg, be, null, precision != null ? precision : org.grpo4j.internal.train.Trainer.precisionOf(cfg, be), // no device: a GPU's
                      cfg.worldSize > 1 && be instanceof org.grpo4j.internal.backend.CpuBackend ? cfg.worldSize : 1)) {
             if (noDevice) System.out.println("  (no CUDA device here: " + cuda.reason() + "; checked everything but the device: the memory below is per GPU,"
                     + " compared with none)");
             for (var e : pf.summary().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
-            System.out.printf("  %-36s %s%n", "output directory", out + (overwrite ? " (its earlier run would be replaced)" : ""));
+            System.out.printf("  %-36s %s%n", "output directory", out + (overwrite ? " (its earlier run would be replaced)" : resume != null ? " (the run's own)" : ""));
             org.grpo4j.internal.train.Checkpoints.DiskPlan disk = org.grpo4j.internal.train.Checkpoints.diskPlan(cfg,
                     new org.grpo4j.internal.model.ParameterLayout(pf.modelConfig()).totalElements(), out);
             System.out.printf("  %-36s %s%s%n", "checkpoints", disk.describe(), disk.fits() ? "" : " -- DOES NOT FIT: set keep_last_n_checkpoints,"
                     + " a larger save_freq, or another output directory");
             if (cfg.worldSize != 1) {
                 System.out.println("config OK for " + cfg.worldSize + " ranks (ZeRO-2): on GPUs start it with tools/launch (one rank per GPU); on the CPU, "
-                        + "train runs the " + cfg.worldSize + " ranks in this process: " + config);
+                        + "train runs the " + cfg.worldSize + " ranks in this process: " + what);
                 return 0;
             }
             System.out.println(noDevice ? "config OK but for the device, which this machine lacks (run the dry run on a GPU host to compare the memory): "
-                    + config : "config OK: " + config);
+                    + what : "config OK: " + what);
         }
         return 0;
     }

@@ -41,14 +41,18 @@ public final class Checkpoints {
         return new Resumed(ck, st, c, changes, savedWorld);
     }
 
+    /** What a resume goes on from and with, for the CLI's checks before any work: the checkpoint, its step and precision, the config. */
+    public record ResumePlan(Path checkpoint, int step, String precision, GrpoConfig config) {}
+
     /**
-     * The config a resume would go on with (its newest checkpoint's, with the overrides and the reshard applied and
-     * checked), without loading anything else: for {@code tools/launch --dry-run}.
+     * The plan of a resume (its newest checkpoint, with the overrides and the reshard applied and checked), without
+     * loading anything else: for {@code tools/launch --dry-run} and {@code train --resume DIR --dry-run}.
      *
      * @throws IllegalArgumentException naming what a resume would refuse
      */
-    public static GrpoConfig resumedConfig(Path resumeDir, int reshard, List<String> overrides, boolean allowChanges) throws IOException {
-        return resumed(resumeDir, reshard, overrides, allowChanges).config();
+    public static ResumePlan plan(Path resumeDir, int reshard, List<String> overrides, boolean allowChanges) throws IOException {
+        Resumed r = resumed(resumeDir, reshard, overrides, allowChanges);
+        return new ResumePlan(r.checkpoint(), r.state().trainingStep(), r.state().precision(), r.config());
     }
 
     /** The newest complete checkpoint under a run directory, checkpoints/ directory, or the checkpoint itself. */

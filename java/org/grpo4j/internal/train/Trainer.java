@@ -635,7 +635,8 @@ public final class Trainer implements AutoCloseable {
 
     private int lastCheckpointStep() {
         try (var s = Files.list(out.resolve("checkpoints"))) {
-            return s.map(p -> p.getFileName().toString()).filter(n -> n.matches("step_\\d+")).mapToInt(n -> Integer.parseInt(n.substring(5))).max().orElse(-1);
+            return s.filter(p -> p.getFileName().toString().matches("step_\\d+") && Files.isRegularFile(p.resolve("trainer_state.json"))) // not a kept model
+                    .mapToInt(p -> Integer.parseInt(p.getFileName().toString().substring(5))).max().orElse(-1);
         } catch (IOException e) {
             return -1;
         }

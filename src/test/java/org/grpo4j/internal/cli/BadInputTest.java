@@ -324,7 +324,11 @@ class BadInputTest {
                     .says("no CUDA device here", "the memory below is per GPU", "memory", "model states", "config OK but for the device")
                     .after(r -> assertFalse(Files.exists(r.resolve("never")))));
         t.add(c("dry-run into a model directory", "train", "--config", T, "--dry-run", "--output", "$R/m").says("$R/m", "not a grpo4j run directory"));
-        t.add(c("dry-run --resume", "train", "--resume", "$R/run", "--dry-run").says("--dry-run"));
+        t.add(c("dry-run --resume", "train", "--resume", "$R/run", "--dry-run", "--world-size", "2", "--set", "keep_last_n_checkpoints=1").exit(0)
+                .says("derived quantities of resuming $R/run/checkpoints/step_2 (step 2)", "world_size                           2",
+                        "(keep_last_n_checkpoints 1)", "output directory                     $R/run (the run's own)", "config OK for 2 ranks"));
+        t.add(c("dry-run --resume with a refused --set", "train", "--resume", "$R/run", "--dry-run", "--set", "seed=5").says("with --set seed", "data order"));
+        t.add(c("dry-run --resume elsewhere", "train", "--resume", "$R/run", "--dry-run", "--output", "$R/elsewhere").says("in its own directory", "$R/elsewhere"));
         t.add(c("train world_size 20", "train", "--config", T, "--set", "world_size=20", "--output", "$R/ws")
                 .says("64 prompts fit", "fewer than one step's 80 prompts", "world_size 20", "never splits across ranks"));
         t.add(c("train world_size 2 on cuda", "train", "--config", T, "--set", "world_size=2", "--set", "backend=cuda", "--output", "$R/ws")
