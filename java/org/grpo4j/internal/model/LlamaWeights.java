@@ -617,40 +617,28 @@ public final class LlamaWeights implements AutoCloseable {
         LlamaConfig cfg = LlamaConfig.read(from);
         ParameterLayout layout = new ParameterLayout(cfg);
         Map<String, Path> where = tensorFiles(from, cfg, layout);
+        boolean bf16 = dtype.equals("BF16");
         Map<Path, SafeTensors> open = new java.util.HashMap<>();
-        Path tok = null;
         try {
-            if (chatTemplate != null) { // the tokenizer files with the template set, from a scratch directory
-                tok = Files.createTempDirectory("grpo4j-export-tokenizer");
-                for (String f : TOKENIZER_FILES)
-                    if (Files.isRegularFile(from.resolve(f))) Files.copy(from.resolve(f), tok.resolve(f));
-                Path tc = tok.resolve("tokenizer_config.json");
-                ObjectNode conf;
-                try {
-                    conf = Files.isRegularFile(tc) ? (ObjectNode) JSON.readTree(tc.toFile()) : JSON.createObjectNode();
-                } catch (com.fasterxml.jackson.core.JsonProcessingException | ClassCastException e) {
-                    throw new IOException(from.resolve("tokenizer_config.json") + ": not a JSON object", e);
-                }
-                conf.put("chat_template", chatTemplate);
-                JSON.writerWithDefaultPrettyPrinter().writeValue(tc.toFile(), conf);
-            }
-            saveFrom(cfg, e -> {
-                Path f = where.get(e.name());
+            // every weight file open before anything is written: a file a running trainer prunes meanwhile (renamed and
+            // deleted) stays readable through its open channel
+            for (Path f : new java.util.TreeSet<>(where.values())) open.put(f, SafeTensors.open(f));
+            saveAtomically(out, tmp -> writeInto(cfg, layout, e -> {
+                SafeTensors st = open.get(where.get(e.name()));
                 return (off, into, len) -> {
-                    SafeTensors st = open.get(f);
-                    if (st == null) open.put(f, st = SafeTensors.open(f));
                     st.readFloats(e.name(), off, len, into, 0);
-                    for (int i = 0; i < len; i++)
-                        if (!Float.isFinite(into[i]))
-                            throw new IOException(f + ": tensor " + e.name() + " holds " + into[i] + " at element " + (off + i) + ": a model with NaN or"
-                                    + " infinite weights is not exported");
+                    for (int i = 0; i < len; i++) {
+                        float x = into[i];
+                        if (!Float.isFinite(x) || bf16 && !Float.isFinite(org.grpo4j.internal.backend.Bf16.toFloat(org.grpo4j.internal.backend.Bf16.fromFloat(x))))
+                            throw new IOException(st.file() + ": tensor " + e.name() + " holds " + x + " at element " + (off + i) + (Float.isFinite(x)
+                                    ? ", beyond bf16's range" : "") + ": a model with NaN or infinite weights is not exported");
+                    }
                 };
-            }, out, dtype, maxShardBytes, tok != null ? tok : from);
+            }, tmp, dtype, maxShardBytes, from, chatTemplate));
         } finally {
             for (SafeTensors st : open.values()) st.close();
-            if (tok != null) org.grpo4j.internal.util.AtomicDir.deleteTree(tok);
         }
-        return layout.totalElements() * (dtype.equals("BF16") ? 2 : 4);
+        return layout.totalElements() * (bf16 ? 2 : 4);
     }
 
     /** The most elements a load moves through the Java heap at once (64 MiB of fp32). */
@@ -712,7 +700,7 @@ public final class LlamaWeights implements AutoCloseable {
      */
     public void save(Path out, String dtype, long maxShardBytes, Path tokenizerDir) throws IOException {
         requireWhole("save()");
-        saveAtomically(out, tmp -> writeInto(config, layout, e -> download(views.get(e.name())), tmp, dtype, maxShardBytes, tokenizerDir));
+        saveAtomically(out, tmp -> writeInto(config, layout, e -> download(views.get(e.name())), tmp, dtype, maxShardBytes, tokenizerDir, null));
     }
 
     /** A tensor's values downloaded piece by piece as they are written (bf16 widened exactly). */
@@ -739,7 +727,7 @@ public final class LlamaWeights implements AutoCloseable {
         if (host.length < layout.totalElements())
             throw new IllegalArgumentException("host weights of " + host.length + " elements, the model has " + layout.totalElements());
         saveAtomically(out, tmp -> writeInto(config, layout, e -> new SafeTensors.Out(e.name(), e.shape(), host, (int) e.offset()).source(), tmp,
-                dtype, maxShardBytes, tokenizerDir));
+                dtype, maxShardBytes, tokenizerDir, null));
     }
 
     /** Where each parameter tensor's values come from when a model is saved. */
@@ -755,22 +743,48 @@ public final class LlamaWeights implements AutoCloseable {
      */
     public static void saveFrom(LlamaConfig config, Values values, Path out, String dtype, long maxShardBytes, Path tokenizerDir) throws IOException {
         ParameterLayout layout = new ParameterLayout(config);
-        saveAtomically(out, tmp -> writeInto(config, layout, values, tmp, dtype, maxShardBytes, tokenizerDir));
+        saveAtomically(out, tmp -> writeInto(config, layout, values, tmp, dtype, maxShardBytes, tokenizerDir, null));
     }
 
     private static void saveAtomically(Path out, AtomicDir.Filler body) throws IOException {
         Path abs = out.toAbsolutePath();
-        if (Files.exists(abs)) {
+        boolean existed = Files.exists(abs);
+        if (existed) {
             try (var s = Files.list(abs)) {
                 if (s.findAny().isPresent()) throw new FileAlreadyExistsException(abs.toString(), null, "output directory exists and is not empty");
             }
             Files.delete(abs);
         }
-        AtomicDir.write(abs, body);
+        try {
+            AtomicDir.write(abs, body);
+        } catch (IOException | RuntimeException e) {
+            if (existed && !Files.exists(abs)) Files.createDirectories(abs); // the empty directory the caller made, as it was
+            throw e;
+        }
     }
 
+    /**
+     * Fills {@code dir}: the tokenizer files first (so a source directory that changes while the weights are written,
+     * e.g. a checkpoint being pruned, cannot leave them out), tokenizer_config.json's chat_template set to
+     * {@code chatTemplate} unless it is null, then config.json, generation_config.json and the weights.
+     */
     private static void writeInto(LlamaConfig config, ParameterLayout layout, Values values, Path dir, String dtype, long maxShardBytes,
-                                  Path tokenizerDir) throws IOException {
+                                  Path tokenizerDir, String chatTemplate) throws IOException {
+        if (tokenizerDir != null)
+            for (String f : TOKENIZER_FILES)
+                if (Files.isRegularFile(tokenizerDir.resolve(f))) Files.copy(tokenizerDir.resolve(f), dir.resolve(f));
+        if (chatTemplate != null) {
+            Path tc = dir.resolve("tokenizer_config.json");
+            ObjectNode conf;
+            try {
+                conf = Files.isRegularFile(tc) ? (ObjectNode) JSON.readTree(tc.toFile()) : JSON.createObjectNode();
+            } catch (com.fasterxml.jackson.core.JsonProcessingException | ClassCastException e) {
+                throw new IOException(tokenizerDir.resolve("tokenizer_config.json") + ": not a JSON object", e);
+            }
+            if (conf == null) throw new IOException(tokenizerDir.resolve("tokenizer_config.json") + ": not a JSON object");
+            conf.put("chat_template", chatTemplate);
+            JSON.writerWithDefaultPrettyPrinter().writeValue(tc.toFile(), conf);
+        }
         String torchDtype = dtype.equals("BF16") ? "bfloat16" : "float32";
         JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("config.json").toFile(), config.toJson(torchDtype));
         ObjectNode gen = JSON.createObjectNode();
@@ -815,8 +829,5 @@ public final class LlamaWeights implements AutoCloseable {
             }
             JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("model.safetensors.index.json").toFile(), idx);
         }
-        if (tokenizerDir != null)
-            for (String f : TOKENIZER_FILES)
-                if (Files.isRegularFile(tokenizerDir.resolve(f))) Files.copy(tokenizerDir.resolve(f), dir.resolve(f));
     }
 }

@@ -58,9 +58,13 @@ public final class Checkpoints {
     /** The newest complete checkpoint under a run directory, checkpoints/ directory, or the checkpoint itself. */
     public static Path latestCheckpoint(Path given) throws IOException {
         if (given.toString().isBlank()) throw new IllegalArgumentException("the resume directory is empty (\"\")");
-        Path p = given.toAbsolutePath(); // a relative checkpoints/step_N still has its run directory two levels up
+        Path p = given.toAbsolutePath().normalize(); // a relative checkpoints/step_N still has its run directory two levels up
         if (!Files.exists(p)) throw new java.nio.file.NoSuchFileException(p.toString(), null, "no such run directory or checkpoint");
         if (Files.isRegularFile(p.resolve("trainer_state.json"))) return p;
+        if (p.getFileName() != null && p.getFileName().toString().matches("step_\\d{1,9}") && Files.isDirectory(p.resolve("model")))
+            throw new IllegalArgumentException(p + ": pruned to its model (older_checkpoints model), no longer a checkpoint to resume: resume the run"
+                    + " directory " + (p.getParent() != null ? p.getParent().getParent() : "") + " (its newest checkpoint), or export this policy with"
+                    + " tools/grpo4j export --from " + p);
         if (!Files.isDirectory(p)) throw new IllegalArgumentException(p + ": not a run directory or checkpoint (it is a file)");
         Path dir = Files.isDirectory(p.resolve("checkpoints")) ? p.resolve("checkpoints") : p;
         try (var s = Files.list(dir)) {

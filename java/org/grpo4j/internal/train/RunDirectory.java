@@ -116,6 +116,23 @@ final class RunDirectory implements AutoCloseable {
                 }
             }
         }
+        // a checkpoint whose pruning to its model (older_checkpoints model) a kill interrupted: it lost trainer_state.json
+        // first, so no resume picks it; the rest of what pruning removes goes now
+        if (Files.isDirectory(ck)) {
+            try (Stream<Path> s = Files.list(ck)) {
+                for (Path p : s.filter(q -> q.getFileName().toString().matches("step_\\d+") && Files.isDirectory(q.resolve("model"))
+                        && !Files.exists(q.resolve("trainer_state.json"))).toList())
+                    try (Stream<Path> inner = Files.list(p)) {
+                        for (Path f : inner.toList()) {
+                            String n = f.getFileName().toString();
+                            if (!n.equals("model") && !n.equals("config.json")) {
+                                deleteTree(f);
+                                removed.add(f);
+                            }
+                        }
+                    }
+            }
+        }
         for (String n : List.of("metrics.jsonl.tmp", "samples.jsonl.tmp", "config.json.tmp")) {
             if (Files.deleteIfExists(dir.resolve(n))) removed.add(dir.resolve(n));
         }

@@ -120,26 +120,29 @@ class ExportCommandTest {
         }
     }
 
+    /** The run's template name is read as the trainer reads it (case and spaces aside); "tokenizer" keeps the tokenizer's own. */
+    @Test
+    void theRunsTemplateNameInAnyCase() throws Exception {
+        Path ck = root.resolve("ck-tokenizer");
+        TestFiles.copyTree(run.resolve("checkpoints/step_1"), ck);
+        Path cfg = ck.resolve("config.json");
+        Files.writeString(cfg, Files.readString(cfg).replace("\"chat_template_name\" : \"tulu\"", "\"chat_template_name\" : \" Tokenizer\""));
+        assertTrue(Files.readString(cfg).contains("\" Tokenizer\""));
+        Path out = root.resolve("kept-template");
+        CliTest.Run r = CliTest.run("export", "--from", ck.toString(), "--out", out.toString());
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("chat template as the tokenizer had it"), r.out());
+        assertEquals(Files.readString(ck.resolve("model/tokenizer_config.json")), Files.readString(out.resolve("tokenizer_config.json")));
+    }
+
     @Test
     void badInputIsRefusedAndWritesNothing() throws Exception {
-        Path nan = root.resolve("nan-model");
-        TestFiles.copyTree(run.resolve("checkpoints/step_1/model"), nan);
-        Path f = nan.resolve("model.safetensors");
-        try (SafeTensors st = SafeTensors.open(f)) { // one NaN in the middle of the last layer's down projection
-            String name = st.tensors().keySet().stream().filter(k -> k.endsWith("mlp.down_proj.weight")).sorted().reduce((a, b) -> b).orElseThrow();
-            SafeTensors.Info t = st.tensors().get(name);
-            long headerBytes;
-            try (FileChannel ch = FileChannel.open(f)) {
-                ByteBuffer b = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN);
-                ch.read(b, 0);
-                headerBytes = b.getLong(0);
-            }
-            try (FileChannel ch = FileChannel.open(f, StandardOpenOption.WRITE)) {
-                ch.write(ByteBuffer.allocate(4).order(ByteOrder.LITTLE_ENDIAN).putFloat(0, Float.NaN), 8 + headerBytes + t.begin() + 4 * 7);
-            }
-        }
+        Path nan = poisoned("nan-model", Float.NaN);
+        Path big = poisoned("big-model", 3.4e38f); // finite in fp32, beyond bf16's largest (3.39e38): rounds to infinity
         List<String[]> cases = List.of(
                 new String[] {"--from", nan.toString(), "--out", root.resolve("x1").toString(), "mlp.down_proj.weight", "NaN at element 7"},
+                new String[] {"--from", big.toString(), "--out", root.resolve("x6").toString(), "holds 3.4E38 at element 7, beyond bf16's range"},
+                new String[] {"--from", nan.toString(), "--out", Files.createDirectories(root.resolve("x7")).toString(), "NaN at element 7"},
                 new String[] {"--from", run.toString(), "--out", run.toString(), run.toString(), "not empty"},
                 new String[] {"--from", run.toString(), "--out", root.resolve("x2").toString(), "--dtype", "fp16", "--dtype must be bf16 or fp32", "fp16"},
                 new String[] {"--from", run.toString(), "--out", root.resolve("x3").toString(), "--chat-template", "chatml", "unknown chat template \"chatml\""},
@@ -153,10 +156,34 @@ class ExportCommandTest {
             assertEquals(2, r.code(), String.join(" ", args) + ": " + r.out() + r.err());
             for (String s : says) assertTrue(r.err().contains(s), "\"" + s + "\" in: " + r.err());
         }
-        for (String x : List.of("x1", "x2", "x3", "x4", "x5")) assertFalse(Files.exists(root.resolve(x)), x + " written");
+        for (String x : List.of("x1", "x2", "x3", "x4", "x5", "x6")) assertFalse(Files.exists(root.resolve(x)), x + " written");
+        try (var s = Files.list(root.resolve("x7"))) {
+            assertEquals(0, s.count(), "the empty --out the user made is still there, empty");
+        }
         try (var s = Files.list(root)) {
             assertEquals(List.of(), s.map(p -> p.getFileName().toString()).filter(n -> n.contains("x1")).toList(), "no temporary left behind");
         }
+    }
+
+    /** A copy of the run's step_1 model with {@code value} at element 7 of the last layer's down projection. */
+    private static Path poisoned(String name, float value) throws Exception {
+        Path dir = root.resolve(name);
+        TestFiles.copyTree(run.resolve("checkpoints/step_1/model"), dir);
+        Path f = dir.resolve("model.safetensors");
+        try (SafeTensors st = SafeTensors.open(f)) {
+            String tensor = st.tensors().keySet().stream().filter(k -> k.endsWith("mlp.down_proj.weight")).sorted().reduce((a, b) -> b).orElseThrow();
+            SafeTensors.Info t = st.tensors().get(tensor);
+            long headerBytes;
+            try (FileChannel ch = FileChannel.open(f)) {
+                ByteBuffer b = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN);
+                ch.read(b, 0);
+                headerBytes = b.getLong(0);
+            }
+            try (FileChannel ch = FileChannel.open(f, StandardOpenOption.WRITE)) {
+                ch.write(ByteBuffer.allocate(4).order(ByteOrder.LITTLE_ENDIAN).putFloat(0, value), 8 + headerBytes + t.begin() + 4 * 7);
+            }
+        }
+        return dir;
     }
 
     /** The option words and values of a case: pairs of "--name value" from the start. */

@@ -72,6 +72,18 @@ class CheckpointRetentionTest {
         }
         assertTrue(Files.isRegularFile(run.resolve("checkpoints/step_0/trainer_state.json")), "step_0 whole");
         assertEquals(run.resolve("checkpoints/step_3").toAbsolutePath(), Checkpoints.latestCheckpoint(run));
+        IllegalArgumentException pruned = assertThrows(IllegalArgumentException.class, () -> Checkpoints.latestCheckpoint(run.resolve("checkpoints/step_1")));
+        assertTrue(pruned.getMessage().contains("pruned to its model (older_checkpoints model)") && pruned.getMessage().contains("export --from"),
+                pruned.getMessage());
+        // a pruning a kill interrupted (trainer_state.json gone, the optimizer state not yet): the next start finishes it
+        Path half = run.resolve("checkpoints/step_2");
+        Files.writeString(half.resolve("optimizer.safetensors"), "left behind");
+        try (Trainer t = Trainer.builder(null).resume(run).log(null).overrides(List.of("num_training_steps=3")).build()) {
+            assertEquals(3, t.run(null).lastStep(), "nothing left to train");
+        }
+        try (var s = Files.list(half)) {
+            assertEquals(List.of("config.json", "model"), s.map(p -> p.getFileName().toString()).sorted().toList());
+        }
         Path out = tmp.resolve("step1-bf16");
         org.grpo4j.internal.cli.CliTestAccess.Run r = org.grpo4j.internal.cli.CliTestAccess.run("export", "--from",
                 run.resolve("checkpoints/step_1").toString(), "--out", out.toString());
