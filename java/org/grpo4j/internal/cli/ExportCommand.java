@@ -6,8 +6,6 @@ import java.util.Locale;
 import java.util.concurrent.Callable;
 import org.grpo4j.internal.model.LlamaWeights;
 import org.grpo4j.internal.tokenizer.ChatTemplate;
-import org.grpo4j.internal.train.Checkpoints;
-import org.grpo4j.train.GrpoConfig;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -46,48 +44,17 @@ final class ExportCommand implements Callable<Integer> {
             try (var s = Files.list(out)) {
                 if (s.findAny().isPresent()) throw new IllegalArgumentException(out + ": output directory exists and is not empty");
             }
-        Path model;
-        String runTemplate = null; // the run's chat_template_name, where the source is a checkpoint
-        String what;
-        if (isModel(from)) {
-            model = from;
-            what = "the model in " + from;
-        } else {
-            // a checkpoint (whole, or an older one whose model older_checkpoints kept), or a run's newest checkpoint
-            Path ck = isModel(from.resolve("model")) ? from.toAbsolutePath() : Checkpoints.latestCheckpoint(from);
-            model = ck.resolve("model");
-            if (!isModel(model)) throw new IllegalArgumentException(ck + ": the checkpoint has no model/ directory");
-            // only the one key it needs: a checkpoint whose config another grpo4j version wrote still exports
-            if (chatTemplate.trim().equalsIgnoreCase("run") && Files.isRegularFile(ck.resolve("config.json")))
-                runTemplate = runChatTemplate(ck.resolve("config.json"));
-            what = ck.getFileName() + (ck.getParent() != null && ck.getParent().getParent() != null ? " of " + ck.getParent().getParent() : "");
-        }
+        ModelSource src = ModelSource.resolve(from);
         String name = chatTemplate.trim().toLowerCase(Locale.ROOT);
-        if (name.equals("run")) name = runTemplate == null ? "keep" : runTemplate.trim().toLowerCase(Locale.ROOT);
+        if (name.equals("run")) {
+            String run = src.runChatTemplate();
+            name = run == null ? "keep" : run;
+        }
         if (name.equals("tokenizer")) name = "keep"; // the tokenizer's own template: as it is
         String template = name.equals("keep") ? null : ChatTemplate.named(name, null).source(); // names the valid ones otherwise
-        long bytes = LlamaWeights.export(model, out, dt.equals("bf16") ? "BF16" : "F32", (long) (maxShardGib * (1L << 30)), template);
-        System.out.printf("grpo4j: exported %s to %s: %s weights, %s; chat template %s%n", what, out, dt, org.grpo4j.internal.backend.Memory.human(bytes),
+        long bytes = LlamaWeights.export(src.model(), out, dt.equals("bf16") ? "BF16" : "F32", (long) (maxShardGib * (1L << 30)), template);
+        System.out.printf("grpo4j: exported %s to %s: %s weights, %s; chat template %s%n", src.description(), out, dt, org.grpo4j.internal.backend.Memory.human(bytes),
                 template == null ? "as the tokenizer had it" : name);
         return 0;
-    }
-
-    /** A run config's chat_template_name (the trainer's default, tulu, where it is absent). */
-    private static String runChatTemplate(Path configJson) throws java.io.IOException {
-        com.fasterxml.jackson.databind.JsonNode n;
-        try {
-            n = new com.fasterxml.jackson.databind.ObjectMapper().readTree(configJson.toFile());
-        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-            throw new IllegalArgumentException(configJson + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(e));
-        }
-        com.fasterxml.jackson.databind.JsonNode t = n == null ? null : n.get("chat_template_name");
-        if (t != null && !t.isTextual()) throw new IllegalArgumentException(configJson + ": chat_template_name must be a string, got " + t);
-        return t == null ? new GrpoConfig().chatTemplateName : t.textValue();
-    }
-
-    /** An HF model directory: config.json and safetensors weights (one file or an index). */
-    private static boolean isModel(Path dir) {
-        return Files.isRegularFile(dir.resolve("config.json"))
-                && (Files.isRegularFile(dir.resolve("model.safetensors")) || Files.isRegularFile(dir.resolve("model.safetensors.index.json")));
     }
 }

@@ -16,7 +16,7 @@ import picocli.CommandLine.ScopeType;
 @Command(name = "grpo4j", mixinStandardHelpOptions = true, version = "grpo4j 0.1.0",
         description = "GRPO post-training of Llama-family models on verifiable rewards.",
         subcommands = {InfoCommand.class, TokenizeCommand.class, InitModelCommand.class, GenerateCommand.class, TrainCommand.class, LaunchCommand.class,
-                RewardCommand.class, BenchCommand.class, ExportCommand.class})
+                RewardCommand.class, BenchCommand.class, ExportCommand.class, EvalCommand.class})
 public final class Main implements Runnable {
 
     /** Exit code of a failure that is not the input's fault. */

@@ -1,0 +1,234 @@
+package org.grpo4j.internal.cli;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.BufferedWriter;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.Callable;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.Backends;
+import org.grpo4j.internal.backend.CpuBackend;
+import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.Memory;
+import org.grpo4j.internal.data.DatasetMixer;
+import org.grpo4j.internal.data.PromptDataset;
+import org.grpo4j.internal.model.LlamaConfig;
+import org.grpo4j.internal.model.LlamaModel;
+import org.grpo4j.internal.model.LlamaWeights;
+import org.grpo4j.internal.rollout.Completion;
+import org.grpo4j.internal.rollout.Generator;
+import org.grpo4j.internal.rollout.SamplingParams;
+import org.grpo4j.internal.tokenizer.ChatTemplate;
+import org.grpo4j.internal.tokenizer.Tokenizer;
+import org.grpo4j.internal.train.Precision;
+import org.grpo4j.reward.Compat;
+import org.grpo4j.reward.Rewards;
+import org.grpo4j.reward.RlvrRow;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * {@code grpo4j eval}: how often a model's responses pass the verifiers on RLVR data (the trainer's data format: each
+ * row's chat up to its last user turn is the prompt, its {@code dataset} picks the verifier, {@code ground_truth} is
+ * what it checks against). One batch through the rollout engine (greedy by default), scored as the trainer scores,
+ * reported per dataset: accuracy (the share of responses the verifier accepts), mean reward, responses cut at
+ * --max-tokens. What the reference's authors measured after training with other tools (oe-eval), on the same verifiers.
+ */
+@Command(name = "eval", mixinStandardHelpOptions = true,
+        description = "Accuracy of a model (HF directory, checkpoint or run) on RLVR data: generate, verify, report per dataset.")
+final class EvalCommand implements Callable<Integer> {
+    @Option(names = "--model", required = true, description = "HF model directory, a checkpoint (checkpoints/step_N) or a run directory (its newest checkpoint).")
+    Path model;
+
+    @Option(names = "--data", required = true, description = "Data as the trainer reads it: a .jsonl/.parquet file or a directory of them"
+            + " (repeatable); DATA:N takes its first N rows.")
+    List<String> data = new ArrayList<>();
+
+    @Option(names = "--split", description = "Split of a dataset directory (default: every data file).") String split;
+    @Option(names = "--samples", defaultValue = "1", description = "Responses per prompt (default: ${DEFAULT-VALUE}); accuracy is their mean (pass@1).") int samples;
+    @Option(names = "--temperature", defaultValue = "0", description = "0 = greedy (default: ${DEFAULT-VALUE}).") float temperature;
+    @Option(names = "--top-p", defaultValue = "1.0", description = "(default: ${DEFAULT-VALUE})") float topP;
+    @Option(names = "--max-tokens", defaultValue = "2048", description = "Longest response (default: ${DEFAULT-VALUE}, the Tulu recipe's response_length).") int maxTokens;
+    @Option(names = "--max-prompt-tokens", defaultValue = "2048", description = "Rows whose prompt is longer are left out, as the trainer's"
+            + " max_prompt_token_length (default: ${DEFAULT-VALUE}).") int maxPromptTokens;
+    @Option(names = "--chat-template", defaultValue = "run", description = "run (the run's chat_template_name for a checkpoint or run, tulu for a model"
+            + " directory; the default), tulu, llama3, r1_simple_chat, r1_simple_chat_postpend_think or tokenizer.") String chatTemplate;
+    @Option(names = "--seed", defaultValue = "0", description = "Sampling seed (default: ${DEFAULT-VALUE}).") long seed;
+    @Option(names = "--verifier-compat", defaultValue = "", description = "open-instruct-3f37c29 for the reference's verifiers (default: fixed).") String compat;
+    @Option(names = "--verification-reward", defaultValue = "10.0", description = "Reward of a passing verification (default: ${DEFAULT-VALUE}).") double reward;
+    @Option(names = "--timeout", defaultValue = "5.0", description = "Seconds per verification (default: ${DEFAULT-VALUE}).") double timeout;
+    @Option(names = "--backend", defaultValue = "auto", description = "auto, cpu, cuda[:N] (default: ${DEFAULT-VALUE}).") String backend;
+    @Option(names = "--precision", defaultValue = "auto", description = "auto (bf16 on CUDA, fp32 on the CPU), fp32 or bf16 (default: ${DEFAULT-VALUE}).") String precision;
+    @Option(names = "--kv-blocks", defaultValue = "4096", description = "KV pool size in blocks of 16 tokens (default: ${DEFAULT-VALUE}).") int kvBlocks;
+    @Option(names = "--output", description = "JSONL of every response (prompt, response, ground truth, dataset, reward, finish reason), written when"
+            + " complete.") Path output;
+
+    @Override
+    public Integer call() throws Exception {
+        if (model.toString().isBlank()) throw new IllegalArgumentException("--model is empty");
+        if (samples < 1) throw new IllegalArgumentException("--samples must be >= 1, got " + samples);
+        if (!(temperature >= 0) || !Float.isFinite(temperature)) throw new IllegalArgumentException("--temperature must be a finite number >= 0, got " + temperature);
+        if (!(topP > 0 && topP <= 1)) throw new IllegalArgumentException("--top-p must be in (0, 1], got " + topP);
+        if (maxTokens < 1) throw new IllegalArgumentException("--max-tokens must be >= 1, got " + maxTokens);
+        if (maxPromptTokens < 1) throw new IllegalArgumentException("--max-prompt-tokens must be >= 1, got " + maxPromptTokens);
+        if (kvBlocks < 1) throw new IllegalArgumentException("--kv-blocks must be >= 1, got " + kvBlocks);
+        if (!(reward > 0) || !Double.isFinite(reward)) throw new IllegalArgumentException("--verification-reward must be a finite number > 0, got " + reward);
+        if (!(timeout > 0) || !Double.isFinite(timeout)) throw new IllegalArgumentException("--timeout must be a finite number of seconds > 0, got " + timeout);
+        Compat cp = Compat.parse(compat);
+        Precision.check(precision, "--precision");
+        Backends.checkSpec(backend);
+        if (output != null) {
+            if (output.toString().isBlank()) throw new IllegalArgumentException("--output is empty (leave it out to print the table only)");
+            if (Files.isDirectory(output)) throw new IllegalArgumentException(output + ": is a directory (--output takes a file)");
+        }
+        // the data as the trainer reads it: [dataset, amount] pairs
+        List<String> mixer = new ArrayList<>(), splits = new ArrayList<>();
+        for (String d : data) {
+            int colon = d.lastIndexOf(':');
+            boolean counted = colon > 0 && d.substring(colon + 1).matches("\\d{1,9}");
+            mixer.add(counted ? d.substring(0, colon) : d);
+            mixer.add(counted ? d.substring(colon + 1) : "1.0");
+            if (split != null) splits.add(split);
+        }
+        for (int i = 0; i < mixer.size(); i += 2)
+            if (output != null && Files.exists(output) && Files.exists(Path.of(mixer.get(i))) && Files.isSameFile(output, Path.of(mixer.get(i))))
+                throw new IllegalArgumentException("--output " + output + " is a --data file: writing it would destroy the data; choose another output file");
+        List<RlvrRow> rows = DatasetMixer.load(mixer, splits, Path.of("").toAbsolutePath(), "--data");
+        ModelSource src = ModelSource.resolve(model);
+        String name = chatTemplate.trim().toLowerCase(Locale.ROOT);
+        if (name.equals("run")) {
+            String run = src.runChatTemplate();
+            name = run == null ? "tulu" : run;
+        }
+        LlamaConfig lc = LlamaConfig.read(src.model());
+        try (Tokenizer tok = Tokenizer.load(src.model()); Rewards rewards = new Rewards(cp, reward, timeout, Runtime.getRuntime().availableProcessors());
+             Backend be = Backends.choose(backend, org.grpo4j.internal.backend.Ops.ALL).backend()) {
+            ChatTemplate template = ChatTemplate.named(name, tok);
+            Map<String, String> unknown = new LinkedHashMap<>();
+            for (RlvrRow r : rows) if (!rewards.handles(r.dataset())) unknown.putIfAbsent(r.dataset(), r.source());
+            if (!unknown.isEmpty()) {
+                var first = unknown.entrySet().iterator().next();
+                throw new IllegalArgumentException(first.getValue() + ": dataset \"" + first.getKey() + "\" has no verifier (known: "
+                        + String.join(", ", rewards.names()) + ")");
+            }
+            PromptDataset prompts = new PromptDataset(rows, tok, template, Math.min(maxPromptTokens, lc.maxPositionEmbeddings() - maxTokens));
+            if (prompts.size() == 0)
+                throw new IllegalArgumentException("--data: none of the " + rows.size() + " rows has a prompt of at most " + maxPromptTokens
+                        + " tokens that leaves --max-tokens " + maxTokens + " within the model's context of " + lc.maxPositionEmbeddings());
+            List<int[]> ids = new ArrayList<>(prompts.size());
+            for (int i = 0; i < prompts.size(); i++) {
+                int[] p = prompts.prompt(i);
+                int need = (p.length + 15) / 16 + (p.length + maxTokens + 15) / 16 - p.length / 16; // as the generator counts
+                if (need > kvBlocks)
+                    throw new IllegalArgumentException(prompts.row(i).source() + ": the prompt's " + p.length + " tokens plus a response of --max-tokens "
+                            + maxTokens + " need " + need + " KV blocks of 16 tokens, more than --kv-blocks " + kvBlocks);
+                ids.add(p);
+            }
+            Memory.requireHeap((long) prompts.size() * samples * maxTokens * 48 + 200L * prompts.size() * samples,
+                    prompts.size() + " prompts x --samples " + samples + " x --max-tokens " + maxTokens, "use fewer rows (DATA:N), samples or tokens");
+            DType dtype = Precision.resolve(precision, be);
+            if (dtype == DType.BF16) Precision.requireBf16Generation(be, precision.equals("auto") ? "--precision auto (bf16 on " + be.name() + ")" : "--precision bf16",
+                    "use --precision fp32");
+            long blockBytes = 2L * lc.numLayers() * lc.kvDim() * dtype.bytes() * 16, kvBytes = blockBytes * kvBlocks, weights = LlamaWeights.loadBytes(lc, dtype);
+            Memory.require(be, kvBytes + weights, "--kv-blocks " + kvBlocks + " (a KV cache of " + Memory.human(kvBytes) + ") next to the " + Precision.label(dtype)
+                    + " weights (" + Memory.human(weights) + ")", free -> GenerateCommand.kvBlocksHint(free, weights, blockBytes, dtype, be instanceof CpuBackend));
+            try (LlamaWeights w = LlamaWeights.load(be, src.model(), dtype)) {
+                String bad = w.firstNonFiniteTensor();
+                if (bad != null) throw new IllegalArgumentException(src.model() + ": tensor " + bad + " holds NaN or infinite values; the model is damaged");
+                Set<Integer> stops = new HashSet<>(lc.eosTokenIds());
+                if (tok.eosId() >= 0) stops.add(tok.eosId());
+                Generator g = new Generator(new LlamaModel(w), new Generator.Config(16, kvBlocks, 256, true));
+                List<List<Completion>> all = g.generate(ids, new SamplingParams(samples, temperature, topP, 0, maxTokens, stops, seed));
+                Generator.Stats st = g.lastStats();
+                List<Rewards.Item> items = new ArrayList<>();
+                for (int i = 0; i < all.size(); i++)
+                    for (Completion c : all.get(i))
+                        items.add(new Rewards.Item(tok.decodeLenient(c.tokens(), true), prompts.row(i).groundTruth(), prompts.row(i).dataset(), prompts.row(i)));
+                List<Rewards.Result> res = rewards.scoreAll(items);
+                report(src, name, prompts, all, items, res, rows.size(), st, w.dtype());
+                if (output != null) write(prompts, all, items, res, tok);
+            }
+        }
+        return 0;
+    }
+
+    /** Accuracy, mean reward and cut responses per dataset and in all. */
+    private void report(ModelSource src, String template, PromptDataset prompts, List<List<Completion>> all, List<Rewards.Item> items,
+                        List<Rewards.Result> res, int rows, Generator.Stats st, DType dtype) {
+        Map<String, double[]> by = new java.util.TreeMap<>(); // dataset -> {responses, passed, reward sum, cut, errors}
+        int k = 0;
+        for (int i = 0; i < all.size(); i++)
+            for (Completion c : all.get(i)) {
+                Rewards.Result r = res.get(k);
+                String ds = items.get(k++).dataset().toLowerCase(Locale.ROOT);
+                for (String key : List.of(ds, "all")) {
+                    double[] a = by.computeIfAbsent(key, x -> new double[5]);
+                    a[0]++;
+                    if (r.reward() >= reward) a[1]++;
+                    a[2] += r.reward();
+                    if (c.finishReason() == Completion.FinishReason.LENGTH) a[3]++;
+                    if (r.error() != null || r.timedOut()) a[4]++;
+                }
+            }
+        Map<String, double[]> rowsOut = new LinkedHashMap<>(by); // the datasets in name order, then all
+        rowsOut.remove("all");
+        rowsOut.put("all", by.get("all"));
+        by = rowsOut;
+        System.out.printf("grpo4j eval: %s, %s, chat template %s, %d prompts (%d left out: prompt > %d tokens), %d response%s each, %s, max %d tokens%n",
+                src.description(), Precision.label(dtype), template, prompts.size(), rows - prompts.size(), maxPromptTokens, samples, samples == 1 ? "" : "s",
+                temperature == 0 ? "greedy" : "temperature " + temperature + (topP < 1 ? ", top_p " + topP : ""), maxTokens);
+        System.out.printf("%-14s %9s %9s %9s %12s %9s %7s%n", "dataset", "responses", "passed", "accuracy", "mean reward", "cut", "errors");
+        for (var e : by.entrySet()) {
+            double[] a = e.getValue();
+            System.out.printf(Locale.ROOT, "%-14s %9.0f %9.0f %8.1f%% %12.3f %9.0f %7.0f%n", e.getKey(), a[0], a[1], 100 * a[1] / a[0], a[2] / a[0], a[3], a[4]);
+        }
+        System.out.printf(Locale.ROOT, "grpo4j eval: %d tokens in %.2f s (%.0f tokens/s); passed = reward >= --verification-reward %s; cut = stopped at --max-tokens%n",
+                st.generatedTokens(), st.seconds(), st.tokensPerSecond(), reward);
+    }
+
+    /** The responses as JSONL, written to a temporary sibling and renamed when complete. */
+    private void write(PromptDataset prompts, List<List<Completion>> all, List<Rewards.Item> items, List<Rewards.Result> res, Tokenizer tok) throws java.io.IOException {
+        Path abs = output.toAbsolutePath();
+        Files.createDirectories(abs.getParent());
+        Path tmp = Files.createTempFile(abs.getParent(), "." + abs.getFileName(), ".tmp");
+        ObjectMapper m = RewardCommand.exactJson();
+        try {
+            try (BufferedWriter wr = Files.newBufferedWriter(tmp, StandardCharsets.UTF_8)) {
+                int k = 0;
+                for (int i = 0; i < all.size(); i++)
+                    for (int j = 0; j < all.get(i).size(); j++, k++) {
+                        Completion c = all.get(i).get(j);
+                        ObjectNode o = m.createObjectNode();
+                        o.put("index", i);
+                        o.put("sample", j);
+                        o.put("source", prompts.row(i).source());
+                        o.put("dataset", items.get(k).dataset());
+                        o.put("prompt", tok.decode(prompts.prompt(i), false));
+                        o.put("response", items.get(k).response());
+                        o.put("ground_truth", items.get(k).groundTruth());
+                        o.put("reward", res.get(k).reward());
+                        o.put("passed", res.get(k).reward() >= reward);
+                        o.put("finish_reason", c.finishReason().label());
+                        o.put("tokens", c.tokens().length);
+                        if (res.get(k).error() != null) o.put("error", res.get(k).error());
+                        if (res.get(k).timedOut()) o.put("timed_out", true);
+                        wr.write(m.writeValueAsString(o));
+                        wr.newLine();
+                    }
+            }
+            Files.move(tmp, abs, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+        } finally {
+            Files.deleteIfExists(tmp);
+        }
+    }
+}

@@ -1,0 +1,50 @@
+package org.grpo4j.internal.cli;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import org.grpo4j.internal.train.Checkpoints;
+import org.grpo4j.train.GrpoConfig;
+
+/**
+ * What {@code export} and {@code eval} read a model from: an HF model directory, a checkpoint (whole, or an older one
+ * whose model older_checkpoints kept), or a run directory (its newest checkpoint); with a checkpoint, its run's
+ * config.json.
+ *
+ * @param model       the HF model directory
+ * @param checkpoint  the checkpoint directory, or null for a plain model directory
+ * @param description how to name it in messages ("step_40 of runs/x", "the model in DIR")
+ */
+record ModelSource(Path model, Path checkpoint, String description) {
+    static ModelSource resolve(Path from) throws java.io.IOException {
+        if (isModel(from)) return new ModelSource(from, null, "the model in " + from);
+        Path ck = isModel(from.resolve("model")) ? from.toAbsolutePath().normalize() : Checkpoints.latestCheckpoint(from);
+        Path model = ck.resolve("model");
+        if (!isModel(model)) throw new IllegalArgumentException(ck + ": the checkpoint has no model/ directory");
+        return new ModelSource(model, ck, ck.getFileName() + (ck.getParent() != null && ck.getParent().getParent() != null
+                ? " of " + ck.getParent().getParent() : ""));
+    }
+
+    /**
+     * The run's chat_template_name (only that key is read, so that a config another grpo4j version wrote still serves;
+     * the trainer's default where it is absent), or null for a plain model directory or a checkpoint without config.json.
+     */
+    String runChatTemplate() throws java.io.IOException {
+        if (checkpoint == null || !Files.isRegularFile(checkpoint.resolve("config.json"))) return null;
+        Path f = checkpoint.resolve("config.json");
+        com.fasterxml.jackson.databind.JsonNode n;
+        try {
+            n = new com.fasterxml.jackson.databind.ObjectMapper().readTree(f.toFile());
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new IllegalArgumentException(f + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(e));
+        }
+        com.fasterxml.jackson.databind.JsonNode t = n == null ? null : n.get("chat_template_name");
+        if (t != null && !t.isTextual()) throw new IllegalArgumentException(f + ": chat_template_name must be a string, got " + t);
+        return (t == null ? new GrpoConfig().chatTemplateName : t.textValue()).trim().toLowerCase(java.util.Locale.ROOT);
+    }
+
+    /** An HF model directory: config.json and safetensors weights (one file or an index). */
+    static boolean isModel(Path dir) {
+        return Files.isRegularFile(dir.resolve("config.json"))
+                && (Files.isRegularFile(dir.resolve("model.safetensors")) || Files.isRegularFile(dir.resolve("model.safetensors.index.json")));
+    }
+}

@@ -1,0 +1,125 @@
+package org.grpo4j.internal.cli;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** {@code grpo4j eval}: generation, verification and the per-dataset table, end to end on the tiny model; bad input. */
+class EvalCommandTest {
+    @TempDir
+    static Path root;
+    static Path model;
+    static final ObjectMapper JSON = new ObjectMapper();
+
+    @BeforeAll
+    static void initModel() {
+        model = root.resolve("m");
+        CliTest.Run r = CliTest.run("init-model", "--out", model.toString(), "--seed", "3");
+        assertEquals(0, r.code(), r.err());
+    }
+
+    static List<JsonNode> lines(Path f) throws Exception {
+        List<JsonNode> out = new ArrayList<>();
+        for (String l : Files.readAllLines(f)) out.add(JSON.readTree(l));
+        return out;
+    }
+
+    /** GSM8K's extraction (grpo-reference.md 6.1, the fixed semantics): the last number, separators dropped, else the whole text. */
+    static String lastNumber(String response) {
+        String r = response.replaceAll("(\\d),(\\d)", "$1$2");
+        Matcher m = Pattern.compile("[-+]?\\d*\\.\\d+|[-+]?\\d+", Pattern.UNICODE_CHARACTER_CLASS).matcher(r);
+        String last = null;
+        while (m.find()) last = m.group();
+        return last != null ? last : r;
+    }
+
+    /**
+     * Greedy responses of the (random) tiny model, then the same prompts with ground truths the responses satisfy: the
+     * second run repeats the responses bit for bit and every one passes; the table counts them per dataset.
+     */
+    @Test
+    void responsesAreVerifiedAndCountedPerDataset() throws Exception {
+        Path first = root.resolve("first.jsonl");
+        CliTest.Run r = CliTest.run("eval", "--model", model.toString(), "--data", "examples/data/tiny-arith.jsonl:12", "--max-tokens", "12",
+                "--output", first.toString(), "--backend", "cpu");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("chat template tulu, 12 prompts (0 left out: prompt > 2048 tokens), 1 response each, greedy, max 12 tokens"), r.out());
+        List<JsonNode> a = lines(first);
+        assertEquals(12, a.size());
+        long passedFirst = a.stream().filter(n -> n.get("passed").asBoolean()).count();
+        assertTrue(r.out().matches("(?s).*\\ngsm8k +12 +" + passedFirst + " .*\\nall +12 +" + passedFirst + " .*"), r.out());
+        // ground truths that the greedy responses satisfy, on the same prompts, as a gsm8k and an ifeval-free second set
+        Path data = root.resolve("satisfied.jsonl");
+        List<String> rows = new ArrayList<>();
+        List<String> src = Files.readAllLines(Path.of("examples/data/tiny-arith.jsonl")).subList(0, 12);
+        for (int i = 0; i < 12; i++) {
+            ObjectNode row = (ObjectNode) JSON.readTree(src.get(i));
+            row.put("ground_truth", lastNumber(a.get(i).get("response").asText()));
+            rows.add(JSON.writeValueAsString(row));
+        }
+        Files.write(data, rows);
+        Path second = root.resolve("second.jsonl");
+        CliTest.Run r2 = CliTest.run("eval", "--model", model.toString(), "--data", data.toString(), "--max-tokens", "12", "--output", second.toString(),
+                "--backend", "cpu");
+        assertEquals(0, r2.code(), r2.err());
+        List<JsonNode> b = lines(second);
+        for (int i = 0; i < 12; i++) {
+            assertEquals(a.get(i).get("response"), b.get(i).get("response"), "greedy: the same response " + i);
+            assertTrue(b.get(i).get("passed").asBoolean(), b.get(i).toString());
+            assertEquals(10.0, b.get(i).get("reward").asDouble());
+        }
+        assertTrue(r2.out().contains("\nall                   12        12    100.0%       10.000"), r2.out());
+    }
+
+    @Test
+    void samplesPerPromptAndTheRunsTemplate() throws Exception {
+        Path out = root.resolve("samples.jsonl");
+        CliTest.Run r = CliTest.run("eval", "--model", model.toString(), "--data", "examples/data/tiny-arith.jsonl:3", "--max-tokens", "4", "--samples", "3",
+                "--temperature", "1", "--chat-template", "llama3", "--output", out.toString(), "--backend", "cpu");
+        assertEquals(0, r.code(), r.err());
+        List<JsonNode> l = lines(out);
+        assertEquals(9, l.size());
+        assertEquals(List.of(0, 1, 2, 0, 1, 2, 0, 1, 2), l.stream().map(n -> n.get("sample").asInt()).toList());
+        assertTrue(l.get(0).get("prompt").asText().contains("<|start_header_id|>user<|end_header_id|>"), l.get(0).toString());
+        assertTrue(r.out().contains("3 responses each, temperature 1.0"), r.out());
+    }
+
+    @Test
+    void badInputIsRefused() throws Exception {
+        Path foo = root.resolve("foo.jsonl");
+        Files.writeString(foo, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"ground_truth\": \"1\", \"dataset\": \"foo\"}\n");
+        String m = model.toString(), d = "examples/data/tiny-arith.jsonl:2";
+        String[][] cases = {
+                {"--model", m, "--data", foo.toString(), foo + ":1", "dataset \"foo\" has no verifier (known: "},
+                {"--model", m, "--data", d, "--samples", "0", "--samples must be >= 1, got 0"},
+                {"--model", m, "--data", d, "--temperature", "-1", "--temperature must be a finite number >= 0"},
+                {"--model", m, "--data", d, "--chat-template", "chatml", "unknown chat template \"chatml\""},
+                {"--model", m, "--data", d, "--kv-blocks", "1", "--max-tokens", "8", "need", "KV blocks of 16 tokens, more than --kv-blocks 1"},
+                {"--model", m, "--data", d, "none of the 2 rows has a prompt of at most 2048 tokens that leaves --max-tokens 2048 within the model's context of 2048"},
+                {"--model", m, "--data", foo.toString(), "--output", foo.toString(), "is a --data file"},
+                {"--model", root.resolve("nonexist").toString(), "--data", d, "nonexist"},
+                {"--model", m, "--data", root.resolve("none.jsonl").toString(), "none.jsonl"},
+        };
+        for (String[] c : cases) {
+            int n = 0;
+            while (n + 1 < c.length && c[n].startsWith("--")) n += 2;
+            List<String> args = new ArrayList<>(List.of("eval", "--backend", "cpu"));
+            args.addAll(List.of(c).subList(0, n));
+            CliTest.Run r = CliTest.run(args.toArray(String[]::new));
+            assertEquals(2, r.code(), args + ": " + r.out() + r.err());
+            for (String s : List.of(c).subList(n, c.length)) assertTrue(r.err().contains(s), "\"" + s + "\" in: " + r.err());
+        }
+        assertEquals(1, Files.readAllLines(foo).size(), "the data file untouched");
+    }
+}
