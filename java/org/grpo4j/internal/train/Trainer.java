@@ -492,7 +492,10 @@ public final class Trainer implements AutoCloseable {
 
     // ---- one GRPO step ------------------------------------------------------------------------------------------
 
-    /** One step on one rank: the four phases and the metrics (the same map on every rank), or null when cancelled. */
+    /**
+     * One step on one rank: the four phases and the metrics (the same map on every rank, but for the eval metrics the
+     * leader of the writing process adds at eval steps), or null when cancelled.
+     */
     private Map<String, Double> rankStep(RankState r, int s) {
         try {
             return rankStepOf(r, s);
@@ -528,7 +531,13 @@ public final class Trainer implements AutoCloseable {
         long tEnd = System.nanoTime();
         r.comm.setContext("step " + s + ", metrics");
         Map<String, Double> m = StepMetrics.reduce(r, StepMetrics.local(r, s, roll.rollouts(), roll.stats(), up, sc, lpr, t0, tGen, tReward, tTrain0, tEnd), up.stats());
-        if (r.leader() && writer && setup.eval() != null && cfg.numEvals > 0 && (s - 1) % cfg.evalFreq() == 0) writeSamples(r, s);
+        if (r.leader() && writer && setup.eval() != null && cfg.numEvals > 0 && (s - 1) % cfg.evalFreq() == 0) {
+            Map<String, Double> ev = writeSamples(r, s);
+            if (m != null) {
+                m = new LinkedHashMap<>(m);
+                m.putAll(ev);
+            }
+        }
         return m;
     }
 
@@ -541,8 +550,12 @@ public final class Trainer implements AutoCloseable {
     /** The eval prompts an eval step samples (the first ones of the eval set). */
     static final int EVAL_SAMPLES = 32;
 
-    /** Eval prompts at eval steps: one completion each (temperature as in training), appended to samples.jsonl. */
-    private void writeSamples(RankState r, int s) {
+    /**
+     * Eval prompts at eval steps: one completion each (temperature as in training), appended to samples.jsonl; returns
+     * the step's eval metrics: eval/verifiable_correct_rate (the share whose reward reaches verification_reward),
+     * eval/scores (the mean reward) and eval/sequence_lengths (the mean response tokens), over those prompts.
+     */
+    private Map<String, Double> writeSamples(RankState r, int s) {
         List<int[]> ps = new ArrayList<>();
         for (int i = 0; i < Math.min(EVAL_SAMPLES, setup.eval().size()); i++) ps.add(setup.eval().prompt(i));
         SamplingParams sp = new SamplingParams(1, (float) cfg.temperature, (float) cfg.topP, 0, cfg.responseLength, Set.of(setup.eos()), mix(cfg.seed, s, 7),
@@ -554,6 +567,16 @@ public final class Trainer implements AutoCloseable {
             items.add(new Rewards.Item(tok.decodeLenient(cs.get(i).get(0).tokens(), true), row.groundTruth(), row.dataset(), row));
         }
         List<Rewards.Result> res = rewards.scoreAll(items);
+        double passed = 0, score = 0, tokens = 0;
+        for (int i = 0; i < ps.size(); i++) {
+            if (res.get(i).reward() >= cfg.verificationReward) passed++;
+            score += res.get(i).reward();
+            tokens += cs.get(i).get(0).tokens().length;
+        }
+        Map<String, Double> ev = new LinkedHashMap<>();
+        ev.put("eval/verifiable_correct_rate", passed / ps.size());
+        ev.put("eval/scores", score / ps.size());
+        ev.put("eval/sequence_lengths", tokens / ps.size());
         try (BufferedWriter wr = Files.newBufferedWriter(out.resolve("samples.jsonl"), StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND)) {
             for (int i = 0; i < ps.size(); i++) {
                 ObjectNode o = JSON.createObjectNode();
@@ -571,6 +594,7 @@ public final class Trainer implements AutoCloseable {
         } catch (IOException e) {
             throw new java.io.UncheckedIOException(e);
         }
+        return ev;
     }
 
     private void progress(Map<String, Double> m, int total, long runStart, int firstStep) {

@@ -82,6 +82,23 @@ class GrpoTrainerTest {
         assertTrue(Files.isRegularFile(out.resolve("checkpoints/step_2/trainer_state.json")));
         assertTrue(Files.isRegularFile(out.resolve("checkpoints/step_2/model/model.safetensors")));
         assertTrue(Files.readString(out.resolve("samples.jsonl")).contains("\"response\""));
+        // eval steps (every step here) log the eval samples' scores: the same numbers samples.jsonl holds
+        ObjectMapper json = new ObjectMapper();
+        for (int step = 1; step <= 2; step++) {
+            double passed = 0, score = 0, n = 0;
+            for (String line : Files.readAllLines(out.resolve("samples.jsonl"))) {
+                JsonNode o = json.readTree(line);
+                if (o.get("training_step").asInt() != step) continue;
+                n++;
+                score += o.get("reward").asDouble();
+                if (o.get("reward").asDouble() >= 10.0) passed++;
+            }
+            assertTrue(n > 0);
+            Map<String, Double> ms = seen.get(step - 1);
+            assertEquals(passed / n, ms.get("eval/verifiable_correct_rate"), 1e-12, "step " + step);
+            assertEquals(score / n, ms.get("eval/scores"), 1e-12, "step " + step);
+            assertTrue(ms.get("eval/sequence_lengths") > 0);
+        }
     }
 
     /**
