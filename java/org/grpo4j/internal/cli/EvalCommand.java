@@ -8,7 +8,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
-import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
@@ -28,6 +27,7 @@ import org.grpo4j.internal.model.LlamaWeights;
 import org.grpo4j.internal.rollout.Completion;
 import org.grpo4j.internal.rollout.Generator;
 import org.grpo4j.internal.rollout.SamplingParams;
+import org.grpo4j.internal.rollout.StopStrings;
 import org.grpo4j.internal.tokenizer.ChatTemplate;
 import org.grpo4j.internal.tokenizer.Tokenizer;
 import org.grpo4j.internal.train.Precision;
@@ -64,8 +64,11 @@ final class EvalCommand implements Callable<Integer> {
     @Option(names = "--chat-template", defaultValue = "run", description = "run (the run's chat_template_name for a checkpoint or run, tulu for a model"
             + " directory; the default), tulu, llama3, r1_simple_chat, r1_simple_chat_postpend_think or tokenizer.") String chatTemplate;
     @Option(names = "--seed", defaultValue = "0", description = "Sampling seed (default: ${DEFAULT-VALUE}).") long seed;
-    @Option(names = "--verifier-compat", defaultValue = "", description = "open-instruct-3f37c29 for the reference's verifiers (default: fixed).") String compat;
-    @Option(names = "--verification-reward", defaultValue = "10.0", description = "Reward of a passing verification (default: ${DEFAULT-VALUE}).") double reward;
+    @Option(names = "--stop", description = "Stop string (repeatable; default: the run's stop_strings for a checkpoint or run, none otherwise).")
+    List<String> stop;
+    @Option(names = "--verifier-compat", description = "open-instruct-3f37c29 for the reference's verifiers (default: the run's verifier_compat,"
+            + " else fixed).") String compat;
+    @Option(names = "--verification-reward", description = "Reward of a passing verification (default: the run's, else 10).") Double reward;
     @Option(names = "--timeout", defaultValue = "5.0", description = "Seconds per verification (default: ${DEFAULT-VALUE}).") double timeout;
     @Option(names = "--backend", defaultValue = "auto", description = "auto, cpu, cuda[:N] (default: ${DEFAULT-VALUE}).") String backend;
     @Option(names = "--precision", defaultValue = "auto", description = "auto (bf16 on CUDA, fp32 on the CPU), fp32 or bf16 (default: ${DEFAULT-VALUE}).") String precision;
@@ -82,36 +85,56 @@ final class EvalCommand implements Callable<Integer> {
         if (maxTokens < 1) throw new IllegalArgumentException("--max-tokens must be >= 1, got " + maxTokens);
         if (maxPromptTokens < 1) throw new IllegalArgumentException("--max-prompt-tokens must be >= 1, got " + maxPromptTokens);
         if (kvBlocks < 1) throw new IllegalArgumentException("--kv-blocks must be >= 1, got " + kvBlocks);
-        if (!(reward > 0) || !Double.isFinite(reward)) throw new IllegalArgumentException("--verification-reward must be a finite number > 0, got " + reward);
+        if (reward != null && (!(reward > 0) || !Double.isFinite(reward)))
+            throw new IllegalArgumentException("--verification-reward must be a finite number > 0, got " + reward);
         if (!(timeout > 0) || !Double.isFinite(timeout)) throw new IllegalArgumentException("--timeout must be a finite number of seconds > 0, got " + timeout);
-        Compat cp = Compat.parse(compat);
+        if (stop != null) for (String x : stop) if (x.isEmpty()) throw new IllegalArgumentException("--stop must be a non-empty string");
         Precision.check(precision, "--precision");
         Backends.checkSpec(backend);
+        Path cwd = Path.of("").toAbsolutePath();
         if (output != null) {
             if (output.toString().isBlank()) throw new IllegalArgumentException("--output is empty (leave it out to print the table only)");
             if (Files.isDirectory(output)) throw new IllegalArgumentException(output + ": is a directory (--output takes a file)");
         }
-        // the data as the trainer reads it: [dataset, amount] pairs
-        List<String> mixer = new ArrayList<>(), splits = new ArrayList<>();
+        // the data as the trainer reads it (paths relative to the working directory); DATA:N its first N rows
+        List<RlvrRow> rows = new ArrayList<>();
         for (String d : data) {
             int colon = d.lastIndexOf(':');
             boolean counted = colon > 0 && d.substring(colon + 1).matches("\\d{1,9}");
-            mixer.add(counted ? d.substring(0, colon) : d);
-            mixer.add(counted ? d.substring(colon + 1) : "1.0");
-            if (split != null) splits.add(split);
+            String path = counted ? d.substring(0, colon) : d;
+            int first = counted ? Integer.parseInt(d.substring(colon + 1)) : Integer.MAX_VALUE;
+            if (first < 1) throw new IllegalArgumentException("--data " + d + ": the rows to take must be >= 1 (DATA:N takes the first N)");
+            if (output != null) {
+                Path res = org.grpo4j.internal.data.DatasetMixer.resolve(path, cwd).toAbsolutePath().normalize(), o = output.toAbsolutePath().normalize();
+                if (o.equals(res) || Files.isDirectory(res) && o.startsWith(res) || Files.exists(o) && Files.isSameFile(o, res))
+                    throw new IllegalArgumentException("--output " + output + (o.equals(res) || Files.isRegularFile(res) ? " is" : " lies in") + " the --data "
+                            + (Files.isDirectory(res) ? "directory " : "file ") + res + ": writing it would change the data; choose another output file");
+            }
+            List<RlvrRow> got = DatasetMixer.load(List.of(path, "1.0"), split == null ? List.of() : List.of(split), cwd, "--data");
+            rows.addAll(got.subList(0, Math.min(first, got.size())));
         }
-        for (int i = 0; i < mixer.size(); i += 2)
-            if (output != null && Files.exists(output) && Files.exists(Path.of(mixer.get(i))) && Files.isSameFile(output, Path.of(mixer.get(i))))
-                throw new IllegalArgumentException("--output " + output + " is a --data file: writing it would destroy the data; choose another output file");
-        List<RlvrRow> rows = DatasetMixer.load(mixer, splits, Path.of("").toAbsolutePath(), "--data");
         ModelSource src = ModelSource.resolve(model);
+        // the run's own settings where the model is a checkpoint or run: what the trainer generated and scored with
         String name = chatTemplate.trim().toLowerCase(Locale.ROOT);
         if (name.equals("run")) {
             String run = src.runChatTemplate();
             name = run == null ? "tulu" : run;
         }
+        com.fasterxml.jackson.databind.JsonNode runCompat = src.runKey("verifier_compat"), runReward = src.runKey("verification_reward"),
+                runStops = src.runKey("stop_strings"), runMaxTokenLength = src.runKey("max_token_length");
+        Compat cp = Compat.parse(compat != null ? compat : runCompat != null && runCompat.isTextual() ? runCompat.textValue() : "");
+        double pass = reward != null ? reward : runReward != null && runReward.isNumber() ? runReward.asDouble() : 10.0;
+        List<String> stops = new ArrayList<>();
+        if (stop != null) stops.addAll(stop);
+        else if (runStops != null && runStops.isArray()) runStops.forEach(x -> { if (x.isTextual() && !x.textValue().isEmpty()) stops.add(x.textValue()); });
+        int maxChat = runMaxTokenLength != null && runMaxTokenLength.canConvertToInt() ? runMaxTokenLength.asInt() : Integer.MAX_VALUE;
+        this.passReward = pass;
         LlamaConfig lc = LlamaConfig.read(src.model());
-        try (Tokenizer tok = Tokenizer.load(src.model()); Rewards rewards = new Rewards(cp, reward, timeout, Runtime.getRuntime().availableProcessors());
+        if (maxTokens >= lc.maxPositionEmbeddings())
+            throw new IllegalArgumentException("--max-tokens " + maxTokens + " leaves no room for a prompt in the model's context of " + lc.maxPositionEmbeddings());
+        int promptLimit = Math.min(maxPromptTokens, lc.maxPositionEmbeddings() - maxTokens);
+        Path tmp = output == null ? null : openOutput(); // before the work: a directory that cannot be written fails now, not after it
+        try (Tokenizer tok = Tokenizer.load(src.model()); Rewards rewards = new Rewards(cp, pass, timeout, Runtime.getRuntime().availableProcessors());
              Backend be = Backends.choose(backend, org.grpo4j.internal.backend.Ops.ALL).backend()) {
             ChatTemplate template = ChatTemplate.named(name, tok);
             Map<String, String> unknown = new LinkedHashMap<>();
@@ -121,10 +144,12 @@ final class EvalCommand implements Callable<Integer> {
                 throw new IllegalArgumentException(first.getValue() + ": dataset \"" + first.getKey() + "\" has no verifier (known: "
                         + String.join(", ", rewards.names()) + ")");
             }
-            PromptDataset prompts = new PromptDataset(rows, tok, template, Math.min(maxPromptTokens, lc.maxPositionEmbeddings() - maxTokens));
+            PromptDataset prompts = new PromptDataset(rows, tok, template, promptLimit, maxChat);
+            String limit = promptLimit < maxPromptTokens ? promptLimit + " tokens (the context of " + lc.maxPositionEmbeddings() + " less --max-tokens "
+                    + maxTokens + ")" : promptLimit + " tokens (--max-prompt-tokens)";
             if (prompts.size() == 0)
-                throw new IllegalArgumentException("--data: none of the " + rows.size() + " rows has a prompt of at most " + maxPromptTokens
-                        + " tokens that leaves --max-tokens " + maxTokens + " within the model's context of " + lc.maxPositionEmbeddings());
+                throw new IllegalArgumentException("--data: none of the " + rows.size() + " rows has a prompt of at most " + limit
+                        + (maxChat < Integer.MAX_VALUE ? " and a chat of at most the run's max_token_length " + maxChat : ""));
             List<int[]> ids = new ArrayList<>(prompts.size());
             for (int i = 0; i < prompts.size(); i++) {
                 int[] p = prompts.prompt(i);
@@ -145,26 +170,40 @@ final class EvalCommand implements Callable<Integer> {
             try (LlamaWeights w = LlamaWeights.load(be, src.model(), dtype)) {
                 String bad = w.firstNonFiniteTensor();
                 if (bad != null) throw new IllegalArgumentException(src.model() + ": tensor " + bad + " holds NaN or infinite values; the model is damaged");
-                Set<Integer> stops = new HashSet<>(lc.eosTokenIds());
-                if (tok.eosId() >= 0) stops.add(tok.eosId());
+                Set<Integer> eos = Set.of(tok.eosId()); // as the trainer's rollouts stop
                 Generator g = new Generator(new LlamaModel(w), new Generator.Config(16, kvBlocks, 256, true));
-                List<List<Completion>> all = g.generate(ids, new SamplingParams(samples, temperature, topP, 0, maxTokens, stops, seed));
+                List<List<Completion>> all = g.generate(ids, new SamplingParams(samples, temperature, topP, 0, maxTokens, eos, seed,
+                        stops.isEmpty() ? null : new StopStrings(stops, t -> tok.decodeLenient(t, true))));
                 Generator.Stats st = g.lastStats();
                 List<Rewards.Item> items = new ArrayList<>();
                 for (int i = 0; i < all.size(); i++)
                     for (Completion c : all.get(i))
                         items.add(new Rewards.Item(tok.decodeLenient(c.tokens(), true), prompts.row(i).groundTruth(), prompts.row(i).dataset(), prompts.row(i)));
                 List<Rewards.Result> res = rewards.scoreAll(items);
-                report(src, name, prompts, all, items, res, rows.size(), st, w.dtype());
-                if (output != null) write(prompts, all, items, res, tok);
+                report(src, name, cp, prompts, all, items, res, rows.size(), limit, st, w.dtype());
+                if (output != null) write(tmp, prompts, all, items, res, tok);
             }
+        } finally {
+            if (tmp != null) Files.deleteIfExists(tmp);
         }
         return 0;
     }
 
+    /** The reward a response must reach to pass: --verification-reward, else the run's, else 10. */
+    private double passReward;
+
+    /** An empty temporary sibling of --output (its parent created), written when complete and renamed over --output. */
+    private Path openOutput() throws java.io.IOException {
+        Path abs = output.toAbsolutePath();
+        Files.createDirectories(abs.getParent());
+        Path tmp = abs.resolveSibling("." + abs.getFileName() + ".tmp-" + Long.toHexString(System.nanoTime()));
+        Files.newBufferedWriter(tmp, StandardCharsets.UTF_8).close(); // the umask's permissions, as the other outputs
+        return tmp;
+    }
+
     /** Accuracy, mean reward and cut responses per dataset and in all. */
-    private void report(ModelSource src, String template, PromptDataset prompts, List<List<Completion>> all, List<Rewards.Item> items,
-                        List<Rewards.Result> res, int rows, Generator.Stats st, DType dtype) {
+    private void report(ModelSource src, String template, Compat cp, PromptDataset prompts, List<List<Completion>> all, List<Rewards.Item> items,
+                        List<Rewards.Result> res, int rows, String limit, Generator.Stats st, DType dtype) {
         Map<String, double[]> by = new java.util.TreeMap<>(); // dataset -> {responses, passed, reward sum, cut, errors}
         int k = 0;
         for (int i = 0; i < all.size(); i++)
@@ -174,7 +213,7 @@ final class EvalCommand implements Callable<Integer> {
                 for (String key : List.of(ds, "all")) {
                     double[] a = by.computeIfAbsent(key, x -> new double[5]);
                     a[0]++;
-                    if (r.reward() >= reward) a[1]++;
+                    if (r.reward() >= passReward) a[1]++;
                     a[2] += r.reward();
                     if (c.finishReason() == Completion.FinishReason.LENGTH) a[3]++;
                     if (r.error() != null || r.timedOut()) a[4]++;
@@ -184,25 +223,26 @@ final class EvalCommand implements Callable<Integer> {
         rowsOut.remove("all");
         rowsOut.put("all", by.get("all"));
         by = rowsOut;
-        System.out.printf("grpo4j eval: %s, %s, chat template %s, %d prompts (%d left out: prompt > %d tokens), %d response%s each, %s, max %d tokens%n",
-                src.description(), Precision.label(dtype), template, prompts.size(), rows - prompts.size(), maxPromptTokens, samples, samples == 1 ? "" : "s",
-                temperature == 0 ? "greedy" : "temperature " + temperature + (topP < 1 ? ", top_p " + topP : ""), maxTokens);
+        System.out.printf("grpo4j eval: %s, %s, chat template %s, %d prompts (%d left out: prompt over %s%s), %d response%s each, %s, max %d tokens,"
+                        + " verifiers %s%n", src.description(), Precision.label(dtype), template, prompts.size(), rows - prompts.size(), limit,
+                prompts.dropped() > prompts.droppedPrompt() ? ", or chat over the run's max_token_length" : "", samples, samples == 1 ? "" : "s",
+                temperature == 0 ? "greedy" : "temperature " + temperature + (topP < 1 ? ", top_p " + topP : ""), maxTokens,
+                cp == Compat.DEFAULT ? "fixed" : cp.name().toLowerCase(Locale.ROOT).replace('_', '-'));
         System.out.printf("%-14s %9s %9s %9s %12s %9s %7s%n", "dataset", "responses", "passed", "accuracy", "mean reward", "cut", "errors");
         for (var e : by.entrySet()) {
             double[] a = e.getValue();
             System.out.printf(Locale.ROOT, "%-14s %9.0f %9.0f %8.1f%% %12.3f %9.0f %7.0f%n", e.getKey(), a[0], a[1], 100 * a[1] / a[0], a[2] / a[0], a[3], a[4]);
         }
         System.out.printf(Locale.ROOT, "grpo4j eval: %d tokens in %.2f s (%.0f tokens/s); passed = reward >= --verification-reward %s; cut = stopped at --max-tokens%n",
-                st.generatedTokens(), st.seconds(), st.tokensPerSecond(), reward);
+                st.generatedTokens(), st.seconds(), st.tokensPerSecond(), passReward);
     }
 
     /** The responses as JSONL, written to a temporary sibling and renamed when complete. */
-    private void write(PromptDataset prompts, List<List<Completion>> all, List<Rewards.Item> items, List<Rewards.Result> res, Tokenizer tok) throws java.io.IOException {
+    private void write(Path tmp, PromptDataset prompts, List<List<Completion>> all, List<Rewards.Item> items, List<Rewards.Result> res, Tokenizer tok)
+            throws java.io.IOException {
         Path abs = output.toAbsolutePath();
-        Files.createDirectories(abs.getParent());
-        Path tmp = Files.createTempFile(abs.getParent(), "." + abs.getFileName(), ".tmp");
         ObjectMapper m = RewardCommand.exactJson();
-        try {
+        {
             try (BufferedWriter wr = Files.newBufferedWriter(tmp, StandardCharsets.UTF_8)) {
                 int k = 0;
                 for (int i = 0; i < all.size(); i++)
@@ -217,7 +257,7 @@ final class EvalCommand implements Callable<Integer> {
                         o.put("response", items.get(k).response());
                         o.put("ground_truth", items.get(k).groundTruth());
                         o.put("reward", res.get(k).reward());
-                        o.put("passed", res.get(k).reward() >= reward);
+                        o.put("passed", res.get(k).reward() >= passReward);
                         o.put("finish_reason", c.finishReason().label());
                         o.put("tokens", c.tokens().length);
                         if (res.get(k).error() != null) o.put("error", res.get(k).error());
@@ -227,8 +267,6 @@ final class EvalCommand implements Callable<Integer> {
                     }
             }
             Files.move(tmp, abs, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-        } finally {
-            Files.deleteIfExists(tmp);
         }
     }
 }

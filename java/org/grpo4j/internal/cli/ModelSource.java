@@ -16,6 +16,12 @@ import org.grpo4j.train.GrpoConfig;
  */
 record ModelSource(Path model, Path checkpoint, String description) {
     static ModelSource resolve(Path from) throws java.io.IOException {
+        Path abs = from.toAbsolutePath().normalize();
+        if (isModel(from) && abs.getFileName() != null && abs.getFileName().toString().equals("model") && abs.getParent() != null
+                && abs.getParent().getFileName() != null && abs.getParent().getFileName().toString().matches("step_\\d{1,9}")
+                && Files.isRegularFile(abs.getParent().resolve("config.json"))) // a checkpoint's model/: the checkpoint's run config applies
+            return new ModelSource(from, abs.getParent(), abs.getParent().getFileName() + (abs.getParent().getParent() != null
+                    && abs.getParent().getParent().getParent() != null ? " of " + abs.getParent().getParent().getParent() : ""));
         if (isModel(from)) return new ModelSource(from, null, "the model in " + from);
         Path ck = isModel(from.resolve("model")) ? from.toAbsolutePath().normalize() : Checkpoints.latestCheckpoint(from);
         Path model = ck.resolve("model");
@@ -29,6 +35,17 @@ record ModelSource(Path model, Path checkpoint, String description) {
      * the trainer's default where it is absent), or null for a plain model directory or a checkpoint without config.json.
      */
     String runChatTemplate() throws java.io.IOException {
+        com.fasterxml.jackson.databind.JsonNode t = runKey("chat_template_name");
+        if (checkpoint == null || !Files.isRegularFile(checkpoint.resolve("config.json"))) return null;
+        if (t != null && !t.isTextual()) throw new IllegalArgumentException(checkpoint.resolve("config.json") + ": chat_template_name must be a string, got " + t);
+        return (t == null ? new GrpoConfig().chatTemplateName : t.textValue()).trim().toLowerCase(java.util.Locale.ROOT);
+    }
+
+    /**
+     * One key of the run's config.json, read alone (null: no checkpoint, no config.json, or the key is absent), so that
+     * a config another grpo4j version wrote still serves.
+     */
+    com.fasterxml.jackson.databind.JsonNode runKey(String key) throws java.io.IOException {
         if (checkpoint == null || !Files.isRegularFile(checkpoint.resolve("config.json"))) return null;
         Path f = checkpoint.resolve("config.json");
         com.fasterxml.jackson.databind.JsonNode n;
@@ -37,9 +54,7 @@ record ModelSource(Path model, Path checkpoint, String description) {
         } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
             throw new IllegalArgumentException(f + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(e));
         }
-        com.fasterxml.jackson.databind.JsonNode t = n == null ? null : n.get("chat_template_name");
-        if (t != null && !t.isTextual()) throw new IllegalArgumentException(f + ": chat_template_name must be a string, got " + t);
-        return (t == null ? new GrpoConfig().chatTemplateName : t.textValue()).trim().toLowerCase(java.util.Locale.ROOT);
+        return n == null ? null : n.get(key);
     }
 
     /** An HF model directory: config.json and safetensors weights (one file or an index). */

@@ -71,12 +71,12 @@ final class TrainCommand implements Callable<Integer> {
             org.grpo4j.internal.train.Checkpoints.ResumePlan p = org.grpo4j.internal.train.Checkpoints.plan(resume, worldSize != null ? worldSize : 0, set,
                     allowChanges);
             Path runDir = p.checkpoint().getParent().getParent();
-            if (output != null && !output.toAbsolutePath().normalize().equals(runDir.normalize()))
+            if (output != null && !Trainer.sameDirectory(output, runDir))
                 throw new IllegalArgumentException("--resume continues a run in its own directory (" + runDir + "), not " + output);
             return dryRun(p.config(), "resuming " + p.checkpoint() + " (step " + p.step() + ")", runDir,
-                    org.grpo4j.internal.backend.DType.valueOf(p.precision().toUpperCase(java.util.Locale.ROOT)));
+                    org.grpo4j.internal.backend.DType.valueOf(p.precision().toUpperCase(java.util.Locale.ROOT)), p);
         }
-        if (dryRun) return dryRun(cfg, config.toString(), output != null ? output : Path.of(cfg.outputDir), null);
+        if (dryRun) return dryRun(cfg, config.toString(), output != null ? output : Path.of(cfg.outputDir), null, null);
         Trainer.Builder b = Trainer.builder(cfg).outputDir(output).overwrite(overwrite);
         if (resume != null) b.resume(resume).reshard(worldSize != null ? worldSize : 0).overrides(set).allowChanges(allowChanges);
         if (run != null) b.cluster(run);
@@ -118,7 +118,8 @@ final class TrainCommand implements Callable<Integer> {
      * every check. {@code what} names the config (its file, or the resume); {@code precision} is a resumed run's own
      * (null: the config's on this backend); a new run's output directory must be new or empty.
      */
-    private int dryRun(GrpoConfig cfg, String what, Path out, org.grpo4j.internal.backend.DType precision) throws Exception {
+    private int dryRun(GrpoConfig cfg, String what, Path out, org.grpo4j.internal.backend.DType precision,
+                       org.grpo4j.internal.train.Checkpoints.ResumePlan plan) throws Exception {
         System.out.println("derived quantities of " + what + ":");
         for (var e : cfg.derived().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
         for (String note : org.grpo4j.internal.train.LrSchedule.notes(cfg)) System.out.println("  note: " + note);
@@ -135,12 +136,17 @@ final class TrainCommand implements Callable<Integer> {
                      cfg.worldSize > 1 && be instanceof org.grpo4j.internal.backend.CpuBackend ? cfg.worldSize : 1)) {
             if (noDevice) System.out.println("  (no CUDA device here: " + cuda.reason() + "; checked everything but the device: the memory below is per GPU,"
                     + " compared with none)");
+            if (plan != null && plan.dataFingerprint() != null && !plan.dataFingerprint().equals(pf.dataFingerprint()))
+                throw new IllegalArgumentException("the training data changed since " + plan.checkpoint() + ": an exact resume is impossible. To go on with"
+                        + " the new data, start a new run from that checkpoint's weights (model_name_or_path " + plan.checkpoint().resolve("model") + ")");
+            if (plan != null && precision == org.grpo4j.internal.backend.DType.BF16 && be != null) org.grpo4j.internal.train.Precision.requireBf16(be);
             for (var e : pf.summary().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
             System.out.printf("  %-36s %s%n", "output directory", out + (overwrite ? " (its earlier run would be replaced)" : resume != null ? " (the run's own)" : ""));
             org.grpo4j.internal.train.Checkpoints.DiskPlan disk = org.grpo4j.internal.train.Checkpoints.diskPlan(cfg,
                     new org.grpo4j.internal.model.ParameterLayout(pf.modelConfig()).totalElements(), out);
-            System.out.printf("  %-36s %s%s%n", "checkpoints", disk.describe(), disk.fits() ? "" : " -- DOES NOT FIT: set keep_last_n_checkpoints,"
-                    + " a larger save_freq, or another output directory");
+            System.out.printf("  %-36s %s%s%n", "checkpoints", disk.describe(), disk.fits() ? "" : plan != null
+                    ? " -- may not fit (those already there counted again): set keep_last_n_checkpoints or a larger save_freq (--set)"
+                    : " -- DOES NOT FIT: set keep_last_n_checkpoints, a larger save_freq, or another output directory");
             if (cfg.worldSize != 1) {
                 System.out.println("config OK for " + cfg.worldSize + " ranks (ZeRO-2): on GPUs start it with tools/launch (one rank per GPU); on the CPU, "
                         + "train runs the " + cfg.worldSize + " ranks in this process: " + what);

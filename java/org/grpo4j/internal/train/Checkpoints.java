@@ -42,7 +42,7 @@ public final class Checkpoints {
     }
 
     /** What a resume goes on from and with, for the CLI's checks before any work: the checkpoint, its step and precision, the config. */
-    public record ResumePlan(Path checkpoint, int step, String precision, GrpoConfig config) {}
+    public record ResumePlan(Path checkpoint, int step, String precision, GrpoConfig config, String dataFingerprint) {}
 
     /**
      * The plan of a resume (its newest checkpoint, with the overrides and the reshard applied and checked), without
@@ -52,7 +52,13 @@ public final class Checkpoints {
      */
     public static ResumePlan plan(Path resumeDir, int reshard, List<String> overrides, boolean allowChanges) throws IOException {
         Resumed r = resumed(resumeDir, reshard, overrides, allowChanges);
-        return new ResumePlan(r.checkpoint(), r.state().trainingStep(), r.state().precision(), r.config());
+        // what the resume reads besides: the reference policy, and a trainer state that names the run's own world size
+        Path step0 = r.checkpoint().getParent().resolve("step_0").resolve("model");
+        if (!Files.isDirectory(step0)) throw new IOException(r.checkpoint().getParent() + ": step_0 (the reference policy) is missing");
+        if (r.state().worldSize() != r.savedWorld())
+            throw new IllegalArgumentException(r.checkpoint().resolve("trainer_state.json") + ": written by " + r.state().worldSize() + " ranks, but the run's"
+                    + " config says world_size " + r.savedWorld() + ": the checkpoint's optimizer slices belong to " + r.state().worldSize() + " ranks");
+        return new ResumePlan(r.checkpoint(), r.state().trainingStep(), r.state().precision(), r.config(), r.state().dataFingerprint());
     }
 
     /** The newest complete checkpoint under a run directory, checkpoints/ directory, or the checkpoint itself. */

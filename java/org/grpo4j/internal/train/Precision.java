@@ -55,7 +55,7 @@ public final class Precision {
      * whose bf16 variant of an op throws {@link UnsupportedOperationException} is refused here, before any weights
      * load, rather than minutes into the run.
      */
-    static void requireBf16(Backend be) {
+    public static void requireBf16(Backend be) {
         probe(be, true, "precision bf16", "set precision fp32, or backend cpu (whose bf16 twins run every op)");
     }
 

@@ -369,7 +369,8 @@ public final class Trainer implements AutoCloseable {
         for (Communicator c : comms) if (c instanceof org.grpo4j.internal.dist.NcclCommunicator n) n.abort(cause);
     }
 
-    private static boolean sameDirectory(Path a, Path b) {
+    /** Whether two paths name one directory (the same file where both exist, else the same absolute names). */
+    public static boolean sameDirectory(Path a, Path b) {
         try {
             if (Files.exists(a) && Files.exists(b)) return Files.isSameFile(a, b);
         } catch (IOException e) {

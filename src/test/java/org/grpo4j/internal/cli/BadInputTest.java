@@ -327,6 +327,14 @@ class BadInputTest {
         t.add(c("dry-run --resume", "train", "--resume", "$R/run", "--dry-run", "--world-size", "2", "--set", "keep_last_n_checkpoints=1").exit(0)
                 .says("derived quantities of resuming $R/run/checkpoints/step_2 (step 2)", "world_size                           2",
                         "(keep_last_n_checkpoints 1)", "output directory                     $R/run (the run's own)", "config OK for 2 ranks"));
+        t.add(c("dry-run --resume after the data changed", "train", "--resume", "$R/rdd", "--dry-run").writes("rdd", "data/tiny2.jsonl").before(r -> {
+            copyRun(r, "rdd");
+            List<String> rows = new ArrayList<>(Files.readAllLines(r.resolve("data/tiny.jsonl")));
+            rows.add(rows.get(0)); // one more row: another fingerprint
+            Files.write(r.resolve("data/tiny2.jsonl"), rows);
+            Path cfg = r.resolve("rdd/checkpoints/step_2/config.json");
+            Files.writeString(cfg, Files.readString(cfg).replace("data/tiny.jsonl", "data/tiny2.jsonl"));
+        }).says("the training data changed since $R/rdd/checkpoints/step_2", "an exact resume is impossible"));
         t.add(c("dry-run --resume with a refused --set", "train", "--resume", "$R/run", "--dry-run", "--set", "seed=5").says("with --set seed", "data order"));
         t.add(c("dry-run --resume elsewhere", "train", "--resume", "$R/run", "--dry-run", "--output", "$R/elsewhere").says("in its own directory", "$R/elsewhere"));
         t.add(c("train world_size 20", "train", "--config", T, "--set", "world_size=20", "--output", "$R/ws")

@@ -54,7 +54,8 @@ class EvalCommandTest {
         CliTest.Run r = CliTest.run("eval", "--model", model.toString(), "--data", "examples/data/tiny-arith.jsonl:12", "--max-tokens", "12",
                 "--output", first.toString(), "--backend", "cpu");
         assertEquals(0, r.code(), r.err());
-        assertTrue(r.out().contains("chat template tulu, 12 prompts (0 left out: prompt > 2048 tokens), 1 response each, greedy, max 12 tokens"), r.out());
+        assertTrue(r.out().contains("chat template tulu, 12 prompts (0 left out: prompt over 2036 tokens (the context of 2048 less --max-tokens 12)),"
+                + " 1 response each, greedy, max 12 tokens, verifiers fixed"), r.out());
         List<JsonNode> a = lines(first);
         assertEquals(12, a.size());
         long passedFirst = a.stream().filter(n -> n.get("passed").asBoolean()).count();
@@ -95,19 +96,48 @@ class EvalCommandTest {
         assertTrue(r.out().contains("3 responses each, temperature 1.0"), r.out());
     }
 
+    /**
+     * DATA:N takes the first N rows (1 is one row, not the trainer's "all"); a checkpoint's run settings are the
+     * defaults: its chat template, verification reward and stop strings (only those keys of its config.json are read).
+     */
+    @Test
+    void firstRowsAndTheRunsSettings() throws Exception {
+        CliTest.Run one = CliTest.run("eval", "--model", model.toString(), "--data", "examples/data/tiny-arith.jsonl:1", "--max-tokens", "4", "--backend", "cpu");
+        assertEquals(0, one.code(), one.err());
+        assertTrue(one.out().contains(", 1 prompts (0 left out"), one.out());
+        Path ck = Files.createDirectories(root.resolve("run/checkpoints/step_7"));
+        org.grpo4j.internal.util.TestFiles.copyTree(model, ck.resolve("model"));
+        Files.writeString(ck.resolve("config.json"), "{\"chat_template_name\": \"llama3\", \"verification_reward\": 5.0, \"stop_strings\": [\"a\"],"
+                + " \"verifier_compat\": \"open-instruct-3f37c29\", \"some_future_key\": 1}");
+        Path out = root.resolve("run-settings.jsonl");
+        CliTest.Run r = CliTest.run("eval", "--model", ck.resolve("model").toString(), "--data", "examples/data/tiny-arith.jsonl:6", "--max-tokens", "24",
+                "--output", out.toString(), "--backend", "cpu");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("step_7 of " + root.resolve("run").toAbsolutePath()) && r.out().contains("chat template llama3")
+                && r.out().contains("verifiers open-instruct-3f37c29") && r.out().contains("passed = reward >= --verification-reward 5.0"), r.out());
+        for (JsonNode n : lines(out)) // a response ends once its text holds the stop string "a", or at 24 tokens
+            assertTrue(n.get("finish_reason").asText().equals("stop_string") ? n.get("response").asText().contains("a")
+                    : n.get("tokens").asInt() == 24 && !n.get("response").asText().contains("a"), n.toString());
+    }
+
     @Test
     void badInputIsRefused() throws Exception {
+        Path dir = Files.createDirectories(root.resolve("datadir"));
+        Files.copy(Path.of("examples/data/tiny-arith.jsonl"), dir.resolve("a.jsonl"));
         Path foo = root.resolve("foo.jsonl");
         Files.writeString(foo, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"ground_truth\": \"1\", \"dataset\": \"foo\"}\n");
         String m = model.toString(), d = "examples/data/tiny-arith.jsonl:2";
         String[][] cases = {
-                {"--model", m, "--data", foo.toString(), foo + ":1", "dataset \"foo\" has no verifier (known: "},
+                {"--model", m, "--data", foo.toString(), "--max-tokens", "8", foo + ":1", "dataset \"foo\" has no verifier (known: "},
                 {"--model", m, "--data", d, "--samples", "0", "--samples must be >= 1, got 0"},
                 {"--model", m, "--data", d, "--temperature", "-1", "--temperature must be a finite number >= 0"},
                 {"--model", m, "--data", d, "--chat-template", "chatml", "unknown chat template \"chatml\""},
                 {"--model", m, "--data", d, "--kv-blocks", "1", "--max-tokens", "8", "need", "KV blocks of 16 tokens, more than --kv-blocks 1"},
-                {"--model", m, "--data", d, "none of the 2 rows has a prompt of at most 2048 tokens that leaves --max-tokens 2048 within the model's context of 2048"},
-                {"--model", m, "--data", foo.toString(), "--output", foo.toString(), "is a --data file"},
+                {"--model", m, "--data", d, "--max-tokens", "2048", "--max-tokens 2048 leaves no room for a prompt in the model's context of 2048"},
+                {"--model", m, "--data", d, "--max-tokens", "8", "--max-prompt-tokens", "3", "none of the 2 rows has a prompt of at most 3 tokens (--max-prompt-tokens)"},
+                {"--model", m, "--data", "examples/data/tiny-arith.jsonl:0", "the rows to take must be >= 1"},
+                {"--model", m, "--data", dir.toString(), "--output", dir.resolve("new.jsonl").toString(), "lies in the --data directory"},
+                {"--model", m, "--data", foo.toString(), "--output", foo.toString(), "is the --data file"},
                 {"--model", root.resolve("nonexist").toString(), "--data", d, "nonexist"},
                 {"--model", m, "--data", root.resolve("none.jsonl").toString(), "none.jsonl"},
         };
@@ -116,10 +146,14 @@ class EvalCommandTest {
             while (n + 1 < c.length && c[n].startsWith("--")) n += 2;
             List<String> args = new ArrayList<>(List.of("eval", "--backend", "cpu"));
             args.addAll(List.of(c).subList(0, n));
+            if (!args.contains("--max-tokens")) args.addAll(List.of("--max-tokens", "8")); // the tiny model's context is 2048
             CliTest.Run r = CliTest.run(args.toArray(String[]::new));
             assertEquals(2, r.code(), args + ": " + r.out() + r.err());
             for (String s : List.of(c).subList(n, c.length)) assertTrue(r.err().contains(s), "\"" + s + "\" in: " + r.err());
         }
         assertEquals(1, Files.readAllLines(foo).size(), "the data file untouched");
+        try (var s = Files.list(dir)) {
+            assertEquals(List.of("a.jsonl"), s.map(p -> p.getFileName().toString()).toList(), "nothing written into the data directory");
+        }
     }
 }

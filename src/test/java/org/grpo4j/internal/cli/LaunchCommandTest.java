@@ -61,6 +61,7 @@ class LaunchCommandTest {
     @Test
     void dryRunsCompareAResumedRunsWorldSize(@org.junit.jupiter.api.io.TempDir java.nio.file.Path tmp) throws Exception {
         java.nio.file.Path ck = java.nio.file.Files.createDirectories(tmp.resolve("run/checkpoints/step_5"));
+        java.nio.file.Files.createDirectories(tmp.resolve("run/checkpoints/step_0/model")); // the reference policy a resume reads (its presence is checked)
         java.nio.file.Files.writeString(ck.resolve("config.json"), org.grpo4j.train.GrpoConfig.load(java.nio.file.Path.of("configs/tulu-3.1-8b-grpo.json")).toJson());
         java.nio.file.Files.writeString(ck.resolve("trainer_state.json"), "{\"training_step\": 5, \"optimizer_steps\": 10, \"consecutive_nonfinite\": 0,"
                 + " \"skipped_steps\": 0, \"iterator\": {\"epoch\": 0, \"offset\": 240}, \"reference_checksum\": 7, \"world_size\": 8}");
