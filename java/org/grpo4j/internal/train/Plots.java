@@ -18,7 +18,8 @@ public final class Plots {
 
     /** The charts written: file name, title, y label, metric keys. */
     static final List<Object[]> CHARTS = List.of(
-            new Object[] {"reward.png", "Reward and correct rate", "value", List.of("objective/verifiable_correct_rate", "objective/scores_over_10")},
+            new Object[] {"reward.png", "Reward and correct rate", "value", List.of("objective/verifiable_correct_rate", "objective/scores_over_10",
+                    "eval/verifiable_correct_rate")}, // the last at eval steps only
             new Object[] {"kl.png", "KL to the reference policy (sum per sequence)", "kl", List.of("objective/kl", "objective/kl3")},
             new Object[] {"response_length.png", "Response length (tokens)", "tokens", List.of("val/response_length")},
             new Object[] {"loss.png", "Loss", "loss", List.of("loss/policy_avg")});
