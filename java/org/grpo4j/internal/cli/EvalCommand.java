@@ -54,7 +54,8 @@ final class EvalCommand implements Callable<Integer> {
             + " (repeatable); DATA:N takes its first N rows.")
     List<String> data = new ArrayList<>();
 
-    @Option(names = "--split", description = "Split of a dataset directory (default: every data file).") String split;
+    @Option(names = "--split", description = "Split of a dataset directory (default: every data file): one for every --data, or one per --data in"
+            + " order, as the trainer's dataset_mixer_list_splits.") List<String> split = new ArrayList<>();
     @Option(names = "--samples", defaultValue = "1", description = "Responses per prompt (default: ${DEFAULT-VALUE}); accuracy is their mean (pass@1).") int samples;
     @Option(names = "--temperature", defaultValue = "0", description = "0 = greedy (default: ${DEFAULT-VALUE}).") float temperature;
     @Option(names = "--top-p", defaultValue = "1.0", description = "(default: ${DEFAULT-VALUE})") float topP;
@@ -97,8 +98,11 @@ final class EvalCommand implements Callable<Integer> {
             if (Files.isDirectory(output)) throw new IllegalArgumentException(output + ": is a directory (--output takes a file)");
         }
         // the data as the trainer reads it (paths relative to the working directory); DATA:N its first N rows
+        if (split.size() > 1 && split.size() != data.size())
+            throw new IllegalArgumentException("--split given " + split.size() + " times for " + data.size() + " --data: give one for all, or one per --data");
         List<RlvrRow> rows = new ArrayList<>();
-        for (String d : data) {
+        for (int di = 0; di < data.size(); di++) {
+            String d = data.get(di);
             int colon = d.lastIndexOf(':');
             boolean counted = colon > 0 && d.substring(colon + 1).matches("\\d{1,9}");
             String path = counted ? d.substring(0, colon) : d;
@@ -110,7 +114,8 @@ final class EvalCommand implements Callable<Integer> {
                     throw new IllegalArgumentException("--output " + output + (o.equals(res) || Files.isRegularFile(res) ? " is" : " lies in") + " the --data "
                             + (Files.isDirectory(res) ? "directory " : "file ") + res + ": writing it would change the data; choose another output file");
             }
-            List<RlvrRow> got = DatasetMixer.load(List.of(path, "1.0"), split == null ? List.of() : List.of(split), cwd, "--data");
+            List<RlvrRow> got = DatasetMixer.load(List.of(path, "1.0"), split.isEmpty() ? List.of() : List.of(split.get(split.size() == 1 ? 0 : di)), cwd,
+                    "--data");
             rows.addAll(got.subList(0, Math.min(first, got.size())));
         }
         ModelSource src = ModelSource.resolve(model);

@@ -136,6 +136,7 @@ class EvalCommandTest {
                 {"--model", m, "--data", d, "--max-tokens", "2048", "--max-tokens 2048 leaves no room for a prompt in the model's context of 2048"},
                 {"--model", m, "--data", d, "--max-tokens", "8", "--max-prompt-tokens", "3", "none of the 2 rows has a prompt of at most 3 tokens (--max-prompt-tokens)"},
                 {"--model", m, "--data", "examples/data/tiny-arith.jsonl:0", "the rows to take must be >= 1"},
+                {"--model", m, "--data", d, "--data", d, "--data", d, "--split", "a", "--split", "b", "--split given 2 times for 3 --data"},
                 {"--model", m, "--data", dir.toString(), "--output", dir.resolve("new.jsonl").toString(), "lies in the --data directory"},
                 {"--model", m, "--data", foo.toString(), "--output", foo.toString(), "is the --data file"},
                 {"--model", root.resolve("nonexist").toString(), "--data", d, "nonexist"},
