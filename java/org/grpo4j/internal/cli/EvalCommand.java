@@ -72,7 +72,8 @@ final class EvalCommand implements Callable<Integer> {
     @Option(names = "--verification-reward", description = "Reward of a passing verification (default: the run's, else 10).") Double reward;
     @Option(names = "--timeout", defaultValue = "5.0", description = "Seconds per verification (default: ${DEFAULT-VALUE}).") double timeout;
     @Option(names = "--backend", defaultValue = "auto", description = "auto, cpu, cuda[:N] (default: ${DEFAULT-VALUE}).") String backend;
-    @Option(names = "--precision", defaultValue = "auto", description = "auto (bf16 on CUDA, fp32 on the CPU), fp32 or bf16 (default: ${DEFAULT-VALUE}).") String precision;
+    @Option(names = "--precision", defaultValue = "auto", description = "auto (a checkpoint's: the run's precision; else bf16 on CUDA, fp32 on the"
+            + " CPU), fp32 or bf16 (default: ${DEFAULT-VALUE}).") String precision;
     @Option(names = "--kv-blocks", defaultValue = "4096", description = "KV pool size in blocks of 16 tokens (default: ${DEFAULT-VALUE}).") int kvBlocks;
     @Option(names = "--output", description = "JSONL of every response (prompt, response, ground truth, dataset, reward, finish reason), written when"
             + " complete.") Path output;
@@ -166,7 +167,8 @@ final class EvalCommand implements Callable<Integer> {
             }
             Memory.requireHeap((long) prompts.size() * samples * maxTokens * 48 + 200L * prompts.size() * samples,
                     prompts.size() + " prompts x --samples " + samples + " x --max-tokens " + maxTokens, "use fewer rows (DATA:N), samples or tokens");
-            DType dtype = Precision.resolve(precision, be);
+            String runPrecision = src.runPrecision();
+            DType dtype = precision.equals("auto") && runPrecision != null ? DType.valueOf(runPrecision.toUpperCase(Locale.ROOT)) : Precision.resolve(precision, be);
             if (dtype == DType.BF16) Precision.requireBf16Generation(be, precision.equals("auto") ? "--precision auto (bf16 on " + be.name() + ")" : "--precision bf16",
                     "use --precision fp32");
             long blockBytes = 2L * lc.numLayers() * lc.kvDim() * dtype.bytes() * 16, kvBytes = blockBytes * kvBlocks, weights = LlamaWeights.loadBytes(lc, dtype);

@@ -57,6 +57,18 @@ record ModelSource(Path model, Path checkpoint, String description) {
         return n == null ? null : n.get(key);
     }
 
+    /** The precision trainer_state.json records for a whole checkpoint ("fp32" or "bf16"), or null. */
+    String runPrecision() throws java.io.IOException {
+        if (checkpoint == null || !Files.isRegularFile(checkpoint.resolve("trainer_state.json"))) return null;
+        try {
+            com.fasterxml.jackson.databind.JsonNode p = new com.fasterxml.jackson.databind.ObjectMapper().readTree(checkpoint.resolve("trainer_state.json").toFile())
+                    .path("precision");
+            return p.isTextual() && (p.textValue().equals("fp32") || p.textValue().equals("bf16")) ? p.textValue() : null;
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            return null; // a damaged state: the default applies (eval reads no other field of it)
+        }
+    }
+
     /** An HF model directory: config.json and safetensors weights (one file or an index). */
     static boolean isModel(Path dir) {
         return Files.isRegularFile(dir.resolve("config.json"))

@@ -98,7 +98,8 @@ class EvalCommandTest {
 
     /**
      * DATA:N takes the first N rows (1 is one row, not the trainer's "all"); a checkpoint's run settings are the
-     * defaults: its chat template, verification reward and stop strings (only those keys of its config.json are read).
+     * defaults: its chat template, verification reward, stop strings and verifiers (only those keys of its config.json
+     * are read), and its precision.
      */
     @Test
     void firstRowsAndTheRunsSettings() throws Exception {
@@ -109,11 +110,12 @@ class EvalCommandTest {
         org.grpo4j.internal.util.TestFiles.copyTree(model, ck.resolve("model"));
         Files.writeString(ck.resolve("config.json"), "{\"chat_template_name\": \"llama3\", \"verification_reward\": 5.0, \"stop_strings\": [\"a\"],"
                 + " \"verifier_compat\": \"open-instruct-3f37c29\", \"some_future_key\": 1}");
+        Files.writeString(ck.resolve("trainer_state.json"), "{\"precision\": \"bf16\"}"); // the run's precision: eval's auto on any backend
         Path out = root.resolve("run-settings.jsonl");
         CliTest.Run r = CliTest.run("eval", "--model", ck.resolve("model").toString(), "--data", "examples/data/tiny-arith.jsonl:6", "--max-tokens", "24",
                 "--output", out.toString(), "--backend", "cpu");
         assertEquals(0, r.code(), r.err());
-        assertTrue(r.out().contains("step_7 of " + root.resolve("run").toAbsolutePath()) && r.out().contains("chat template llama3")
+        assertTrue(r.out().contains("step_7 of " + root.resolve("run").toAbsolutePath() + ", bf16, chat template llama3")
                 && r.out().contains("verifiers open-instruct-3f37c29") && r.out().contains("passed = reward >= --verification-reward 5.0"), r.out());
         for (JsonNode n : lines(out)) // a response ends once its text holds the stop string "a", or at 24 tokens
             assertTrue(n.get("finish_reason").asText().equals("stop_string") ? n.get("response").asText().contains("a")
