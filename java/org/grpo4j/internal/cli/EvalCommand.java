@@ -60,8 +60,10 @@ final class EvalCommand implements Callable<Integer> {
     @Option(names = "--temperature", defaultValue = "0", description = "0 = greedy (default: ${DEFAULT-VALUE}).") float temperature;
     @Option(names = "--top-p", defaultValue = "1.0", description = "(default: ${DEFAULT-VALUE})") float topP;
     @Option(names = "--max-tokens", defaultValue = "2048", description = "Longest response (default: ${DEFAULT-VALUE}, the Tulu recipe's response_length).") int maxTokens;
-    @Option(names = "--max-prompt-tokens", defaultValue = "2048", description = "Rows whose prompt is longer are left out, as the trainer's"
-            + " max_prompt_token_length (default: ${DEFAULT-VALUE}).") int maxPromptTokens;
+    @Option(names = "--max-prompt-tokens", description = "Rows whose prompt is longer are left out, as the trainer's max_prompt_token_length"
+            + " (default: the run's for a checkpoint or run, else 2048).") Integer maxPromptOption;
+    /** --max-prompt-tokens, or the run's max_prompt_token_length, or 2048. */
+    private int maxPromptTokens;
     @Option(names = "--chat-template", defaultValue = "run", description = "run (the run's chat_template_name for a checkpoint or run, tulu for a model"
             + " directory; the default), tulu, llama3, r1_simple_chat, r1_simple_chat_postpend_think or tokenizer.") String chatTemplate;
     @Option(names = "--seed", defaultValue = "0", description = "Sampling seed (default: ${DEFAULT-VALUE}).") long seed;
@@ -85,7 +87,7 @@ final class EvalCommand implements Callable<Integer> {
         if (!(temperature >= 0) || !Float.isFinite(temperature)) throw new IllegalArgumentException("--temperature must be a finite number >= 0, got " + temperature);
         if (!(topP > 0 && topP <= 1)) throw new IllegalArgumentException("--top-p must be in (0, 1], got " + topP);
         if (maxTokens < 1) throw new IllegalArgumentException("--max-tokens must be >= 1, got " + maxTokens);
-        if (maxPromptTokens < 1) throw new IllegalArgumentException("--max-prompt-tokens must be >= 1, got " + maxPromptTokens);
+        if (maxPromptOption != null && maxPromptOption < 1) throw new IllegalArgumentException("--max-prompt-tokens must be >= 1, got " + maxPromptOption);
         if (kvBlocks < 1) throw new IllegalArgumentException("--kv-blocks must be >= 1, got " + kvBlocks);
         if (reward != null && (!(reward > 0) || !Double.isFinite(reward)))
             throw new IllegalArgumentException("--verification-reward must be a finite number > 0, got " + reward);
@@ -127,7 +129,9 @@ final class EvalCommand implements Callable<Integer> {
             name = run == null ? "tulu" : run;
         }
         com.fasterxml.jackson.databind.JsonNode runCompat = src.runKey("verifier_compat"), runReward = src.runKey("verification_reward"),
-                runStops = src.runKey("stop_strings"), runMaxTokenLength = src.runKey("max_token_length");
+                runStops = src.runKey("stop_strings"), runMaxTokenLength = src.runKey("max_token_length"), runMaxPrompt = src.runKey("max_prompt_token_length");
+        maxPromptTokens = maxPromptOption != null ? maxPromptOption : runMaxPrompt != null && runMaxPrompt.canConvertToInt() && runMaxPrompt.asInt() > 0
+                ? runMaxPrompt.asInt() : 2048;
         Compat cp = Compat.parse(compat != null ? compat : runCompat != null && runCompat.isTextual() ? runCompat.textValue() : "");
         double pass = reward != null ? reward : runReward != null && runReward.isNumber() ? runReward.asDouble() : 10.0;
         List<String> stops = new ArrayList<>();
@@ -152,7 +156,8 @@ final class EvalCommand implements Callable<Integer> {
             }
             PromptDataset prompts = new PromptDataset(rows, tok, template, promptLimit, maxChat);
             String limit = promptLimit < maxPromptTokens ? promptLimit + " tokens (the context of " + lc.maxPositionEmbeddings() + " less --max-tokens "
-                    + maxTokens + ")" : promptLimit + " tokens (--max-prompt-tokens)";
+                    + maxTokens + ")" : promptLimit + " tokens (" + (maxPromptOption == null && runMaxPrompt != null ? "the run's max_prompt_token_length"
+                    : "--max-prompt-tokens") + ")";
             if (prompts.size() == 0)
                 throw new IllegalArgumentException("--data: none of the " + rows.size() + " rows has a prompt of at most " + limit
                         + (maxChat < Integer.MAX_VALUE ? " and a chat of at most the run's max_token_length " + maxChat : ""));

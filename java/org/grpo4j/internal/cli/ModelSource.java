@@ -57,12 +57,21 @@ record ModelSource(Path model, Path checkpoint, String description) {
         return n == null ? null : n.get(key);
     }
 
-    /** The precision trainer_state.json records for a whole checkpoint ("fp32" or "bf16"), or null. */
+    /**
+     * The run's precision ("fp32" or "bf16") as trainer_state.json records it: the checkpoint's, or for one pruned to its
+     * model another checkpoint's of the run (a run keeps its precision); null where none says.
+     */
     String runPrecision() throws java.io.IOException {
-        if (checkpoint == null || !Files.isRegularFile(checkpoint.resolve("trainer_state.json"))) return null;
+        if (checkpoint == null) return null;
+        Path state = checkpoint.resolve("trainer_state.json");
+        if (!Files.isRegularFile(state) && checkpoint.getParent() != null && Files.isDirectory(checkpoint.getParent()))
+            try (var s = Files.list(checkpoint.getParent())) {
+                state = s.filter(p -> p.getFileName().toString().matches("step_\\d{1,9}")).map(p -> p.resolve("trainer_state.json"))
+                        .filter(Files::isRegularFile).findFirst().orElse(state);
+            }
+        if (!Files.isRegularFile(state)) return null;
         try {
-            com.fasterxml.jackson.databind.JsonNode p = new com.fasterxml.jackson.databind.ObjectMapper().readTree(checkpoint.resolve("trainer_state.json").toFile())
-                    .path("precision");
+            com.fasterxml.jackson.databind.JsonNode p = new com.fasterxml.jackson.databind.ObjectMapper().readTree(state.toFile()).path("precision");
             return p.isTextual() && (p.textValue().equals("fp32") || p.textValue().equals("bf16")) ? p.textValue() : null;
         } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
             return null; // a damaged state: the default applies (eval reads no other field of it)

@@ -178,7 +178,7 @@ public final class Checkpoints {
         int kept = cfg.keepLastNCheckpoints > 0 ? Math.min(written, cfg.keepLastNCheckpoints + 2) : written;
         // older_checkpoints model: the others keep their fp32 model, a third of a checkpoint
         long models = cfg.keepLastNCheckpoints > 0 && "model".equals(cfg.olderCheckpoints)
-                ? Math.max(0L, written - 1 - cfg.keepLastNCheckpoints) * parameters * 4 : 0;
+                ? Math.max(0L, written - 2 - cfg.keepLastNCheckpoints) * parameters * 4 : 0; // at the peak the oldest kept is still whole
         long free = -1;
         try {
             Path p = out.toAbsolutePath();

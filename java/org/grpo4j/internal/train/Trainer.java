@@ -553,8 +553,10 @@ public final class Trainer implements AutoCloseable {
 
     /**
      * Eval prompts at eval steps: one completion each (temperature as in training), appended to samples.jsonl; returns
-     * the step's eval metrics: eval/verifiable_correct_rate (the share whose reward reaches verification_reward),
-     * eval/scores (the mean reward) and eval/sequence_lengths (the mean response tokens), over those prompts.
+     * the step's eval metrics over those prompts: eval/verifiable_correct_rate (the share the verifier rewards, as
+     * objective/verifiable_correct_rate counts), eval/verifier_scores (the mean verifier reward: no format reward, no
+     * non-stop penalty, unlike objective/scores) and eval/response_length (the mean response tokens, as
+     * val/response_length).
      */
     private Map<String, Double> writeSamples(RankState r, int s) {
         List<int[]> ps = new ArrayList<>();
@@ -570,14 +572,14 @@ public final class Trainer implements AutoCloseable {
         List<Rewards.Result> res = rewards.scoreAll(items);
         double passed = 0, score = 0, tokens = 0;
         for (int i = 0; i < ps.size(); i++) {
-            if (res.get(i).reward() >= cfg.verificationReward) passed++;
+            if (res.get(i).reward() > 0) passed++; // as ScoringPhase counts verifiable_correct_rate
             score += res.get(i).reward();
             tokens += cs.get(i).get(0).tokens().length;
         }
         Map<String, Double> ev = new LinkedHashMap<>();
         ev.put("eval/verifiable_correct_rate", passed / ps.size());
-        ev.put("eval/scores", score / ps.size());
-        ev.put("eval/sequence_lengths", tokens / ps.size());
+        ev.put("eval/verifier_scores", score / ps.size());
+        ev.put("eval/response_length", tokens / ps.size());
         try (BufferedWriter wr = Files.newBufferedWriter(out.resolve("samples.jsonl"), StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND)) {
             for (int i = 0; i < ps.size(); i++) {
                 ObjectNode o = JSON.createObjectNode();
@@ -587,6 +589,7 @@ public final class Trainer implements AutoCloseable {
                 o.put("ground_truth", items.get(i).groundTruth());
                 o.put("reward", res.get(i).reward());
                 o.put("finish_reason", cs.get(i).get(0).finishReason().label());
+                o.put("tokens", cs.get(i).get(0).tokens().length);
                 if (res.get(i).error() != null) o.put("error", res.get(i).error());
                 if (res.get(i).timedOut()) o.put("timed_out", true);
                 wr.write(JSON.writeValueAsString(o));

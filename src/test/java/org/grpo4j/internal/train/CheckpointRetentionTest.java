@@ -105,9 +105,9 @@ class CheckpointRetentionTest {
         c.keepLastNCheckpoints = -1;
         assertEquals(5, Checkpoints.diskPlan(c, 1000, tmp).written());
         c.keepLastNCheckpoints = 2;
-        c.olderCheckpoints = "model"; // 5 written: step_0 and the newest 2 whole (4 at the peak), the other 2 models of 4 bytes a parameter
-        Checkpoints.DiskPlan models = Checkpoints.diskPlan(c, 1000, tmp);
-        assertEquals(List.of(4L, 8_000L, 56_000L), List.of((long) models.kept(), models.olderModelBytes(), models.keptBytes()));
+        c.olderCheckpoints = "model"; // saves 0, 2, 4, 6, 8: the peak is right after step 8 is written, step_0 and 4, 6, 8 whole
+        Checkpoints.DiskPlan models = Checkpoints.diskPlan(c, 1000, tmp); // beside the model step 2 was pruned to (4 bytes a parameter)
+        assertEquals(List.of(4L, 4_000L, 52_000L), List.of((long) models.kept(), models.olderModelBytes(), models.keptBytes()));
         c.keepLastNCheckpoints = -1;
         Checkpoints.DiskPlan huge = Checkpoints.diskPlan(c, Long.MAX_VALUE / 64, tmp);
         assertFalse(huge.fits(), huge.describe());

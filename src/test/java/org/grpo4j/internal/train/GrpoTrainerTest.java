@@ -82,23 +82,49 @@ class GrpoTrainerTest {
         assertTrue(Files.isRegularFile(out.resolve("checkpoints/step_2/trainer_state.json")));
         assertTrue(Files.isRegularFile(out.resolve("checkpoints/step_2/model/model.safetensors")));
         assertTrue(Files.readString(out.resolve("samples.jsonl")).contains("\"response\""));
-        // eval steps (every step here) log the eval samples' scores: the same numbers samples.jsonl holds
+    }
+
+    /**
+     * Eval steps (every step here) log the eval samples' scores: the numbers samples.jsonl holds. A reward with three
+     * levels (10, a partial 4, and 0) by the response's length tells the counting rules apart: the correct rate counts
+     * every rewarded response (as objective/verifiable_correct_rate), not only full ones.
+     */
+    @Test
+    void evalStepsLogTheEvalSamplesScores(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("run");
+        List<Map<String, Double>> seen = new ArrayList<>();
+        try (org.grpo4j.reward.Rewards r = new org.grpo4j.reward.Rewards()) {
+            r.register("gsm8k", (resp, gt, row) -> org.grpo4j.reward.RewardFunction.Score.of(resp.length() % 3 == 0 ? 10 : resp.length() % 3 == 1 ? 4 : 0));
+            try (Trainer t = Trainer.builder(config(small(out, 2))).rewards(r).log(null).build()) {
+                t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
+                    @Override
+                    public void onStep(int step, Map<String, Double> m) { seen.add(m); }
+                });
+            }
+        }
         ObjectMapper json = new ObjectMapper();
+        int full = 0, partial = 0, none = 0;
         for (int step = 1; step <= 2; step++) {
-            double passed = 0, score = 0, n = 0;
+            double rewarded = 0, score = 0, tokens = 0, n = 0;
             for (String line : Files.readAllLines(out.resolve("samples.jsonl"))) {
                 JsonNode o = json.readTree(line);
                 if (o.get("training_step").asInt() != step) continue;
                 n++;
-                score += o.get("reward").asDouble();
-                if (o.get("reward").asDouble() >= 10.0) passed++;
+                double rw = o.get("reward").asDouble();
+                score += rw;
+                tokens += o.get("tokens").asInt();
+                if (rw > 0) rewarded++;
+                if (rw == 10) full++;
+                else if (rw == 4) partial++;
+                else none++;
             }
             assertTrue(n > 0);
-            Map<String, Double> ms = seen.get(step - 1);
-            assertEquals(passed / n, ms.get("eval/verifiable_correct_rate"), 1e-12, "step " + step);
-            assertEquals(score / n, ms.get("eval/scores"), 1e-12, "step " + step);
-            assertTrue(ms.get("eval/sequence_lengths") > 0);
+            Map<String, Double> m = seen.get(step - 1);
+            assertEquals(rewarded / n, m.get("eval/verifiable_correct_rate"), 1e-12, "step " + step);
+            assertEquals(score / n, m.get("eval/verifier_scores"), 1e-12, "step " + step);
+            assertEquals(tokens / n, m.get("eval/response_length"), 1e-12, "step " + step);
         }
+        assertTrue(full > 0 && partial > 0 && none > 0, "every level seen: " + full + " full, " + partial + " partial, " + none + " none");
     }
 
     /**
