@@ -45,6 +45,7 @@ final class ExportCommand implements Callable<Integer> {
                 if (s.findAny().isPresent()) throw new IllegalArgumentException(out + ": output directory exists and is not empty");
             }
         ModelSource src = ModelSource.resolve(from);
+        removeKilledExports();
         String name = chatTemplate.trim().toLowerCase(Locale.ROOT);
         if (name.equals("run")) {
             String run = src.runChatTemplate();
@@ -56,5 +57,22 @@ final class ExportCommand implements Callable<Integer> {
         System.out.printf("grpo4j: exported %s to %s: %s weights, %s; chat template %s%n", src.description(), out, dt, org.grpo4j.internal.backend.Memory.human(bytes),
                 template == null ? "as the tokenizer had it" : name);
         return 0;
+    }
+
+    /**
+     * Deletes what an export to the same --out that was killed left beside it: the hidden {@code .OUT.tmp-*} directory
+     * it was writing (an export renames it into place only when complete; --out is missing or empty, so no export to it
+     * can have finished since).
+     */
+    private void removeKilledExports() throws java.io.IOException {
+        Path abs = out.toAbsolutePath().normalize();
+        if (abs.getParent() == null || !Files.isDirectory(abs.getParent())) return;
+        String prefix = "." + abs.getFileName() + ".tmp-";
+        try (var s = Files.list(abs.getParent())) {
+            for (Path p : s.filter(q -> q.getFileName().toString().startsWith(prefix) && Files.isDirectory(q)).toList()) {
+                org.grpo4j.internal.util.AtomicDir.deleteTree(p);
+                System.err.println("grpo4j export: removed " + p + ", left by an export to " + out + " that did not finish");
+            }
+        }
     }
 }

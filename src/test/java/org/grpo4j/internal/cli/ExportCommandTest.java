@@ -97,9 +97,13 @@ class ExportCommandTest {
     @Test
     void fp32IsTheCheckpointBitForBitAndShardsSplitTheWeights() throws Exception {
         Path out = root.resolve("fp32");
+        Path killed = Files.createDirectories(root.resolve(".fp32.tmp-k1ll3d")); // what an export killed half-way left
+        Files.writeString(killed.resolve("model-00001-of-00009.safetensors"), "half written");
         CliTest.Run r = CliTest.run("export", "--from", run.resolve("checkpoints/step_1").toString(), "--out", out.toString(), "--dtype", "fp32",
                 "--max-shard-gib", "0.0002", "--chat-template", "keep");
         assertEquals(0, r.code(), r.err());
+        assertFalse(Files.exists(killed), "the killed export's temporary is gone");
+        assertTrue(r.err().contains("removed " + killed.toAbsolutePath() + ", left by an export to " + out + " that did not finish"), r.err());
         var src = tensors(run.resolve("checkpoints/step_1/model"));
         var got = tensors(out);
         assertEquals(src.keySet(), got.keySet());
