@@ -8,7 +8,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
@@ -125,36 +124,29 @@ final class EvalCommand implements Callable<Integer> {
         // the run's own settings where the model is a checkpoint or run: what the trainer generated and scored with
         String name = chatTemplate.trim().toLowerCase(Locale.ROOT);
         if (name.equals("run")) {
-            String run = src.runChatTemplate();
-            name = run == null ? "tulu" : run;
+            String runTemplate = src.runChatTemplate();
+            name = runTemplate == null ? "tulu" : runTemplate;
         }
-        com.fasterxml.jackson.databind.JsonNode runCompat = src.runKey("verifier_compat"), runReward = src.runKey("verification_reward"),
-                runStops = src.runKey("stop_strings"), runMaxTokenLength = src.runKey("max_token_length"), runMaxPrompt = src.runKey("max_prompt_token_length");
+        com.fasterxml.jackson.databind.JsonNode run = src.runConfig(), runCompat = run.get("verifier_compat"), runReward = run.get("verification_reward"),
+                runStops = run.get("stop_strings"), runMaxTokenLength = run.get("max_token_length"), runMaxPrompt = run.get("max_prompt_token_length");
         maxPromptTokens = maxPromptOption != null ? maxPromptOption : runMaxPrompt != null && runMaxPrompt.canConvertToInt() && runMaxPrompt.asInt() > 0
                 ? runMaxPrompt.asInt() : 2048;
         Compat cp = Compat.parse(compat != null ? compat : runCompat != null && runCompat.isTextual() ? runCompat.textValue() : "");
-        double pass = reward != null ? reward : runReward != null && runReward.isNumber() ? runReward.asDouble() : 10.0;
+        passReward = reward != null ? reward : runReward != null && runReward.isNumber() ? runReward.asDouble() : 10.0;
         List<String> stops = new ArrayList<>();
         if (stop != null) stops.addAll(stop);
         else if (runStops != null && runStops.isArray()) runStops.forEach(x -> { if (x.isTextual() && !x.textValue().isEmpty()) stops.add(x.textValue()); });
         int maxChat = runMaxTokenLength != null && runMaxTokenLength.canConvertToInt() ? runMaxTokenLength.asInt() : Integer.MAX_VALUE;
-        this.passReward = pass;
         LlamaConfig lc = LlamaConfig.read(src.model());
         if (maxTokens >= lc.maxPositionEmbeddings())
             throw new IllegalArgumentException("--max-tokens " + maxTokens + " leaves no room for a prompt in the model's context of " + lc.maxPositionEmbeddings());
         int promptLimit = Math.min(maxPromptTokens, lc.maxPositionEmbeddings() - maxTokens);
         Path tmp = output == null ? null : openOutput(); // before the work: a directory that cannot be written fails now, not after it
-        try (Tokenizer tok = Tokenizer.load(src.model()); Rewards rewards = new Rewards(cp, pass, timeout, Runtime.getRuntime().availableProcessors());
+        try (Tokenizer tok = Tokenizer.load(src.model()); Rewards rewards = new Rewards(cp, passReward, timeout, Runtime.getRuntime().availableProcessors());
              Backend be = Backends.choose(backend, org.grpo4j.internal.backend.Ops.ALL).backend()) {
             ChatTemplate template = ChatTemplate.named(name, tok);
-            Map<String, String> unknown = new LinkedHashMap<>();
-            for (RlvrRow r : rows) if (!rewards.handles(r.dataset())) unknown.putIfAbsent(r.dataset(), r.source());
-            if (!unknown.isEmpty()) {
-                var first = unknown.entrySet().iterator().next();
-                throw new IllegalArgumentException(first.getValue() + ": dataset \"" + first.getKey() + "\" has no verifier (known: "
-                        + String.join(", ", rewards.names()) + ")");
-            }
             PromptDataset prompts = new PromptDataset(rows, tok, template, promptLimit, maxChat);
+            org.grpo4j.internal.train.Preflight.requireVerifiers(prompts, "--data", rewards);
             String limit = promptLimit < maxPromptTokens ? promptLimit + " tokens (the context of " + lc.maxPositionEmbeddings() + " less --max-tokens "
                     + maxTokens + ")" : promptLimit + " tokens (" + (maxPromptOption == null && runMaxPrompt != null ? "the run's max_prompt_token_length"
                     : "--max-prompt-tokens") + ")";
@@ -217,13 +209,13 @@ final class EvalCommand implements Callable<Integer> {
     private void report(ModelSource src, String template, Compat cp, PromptDataset prompts, List<List<Completion>> all, List<Rewards.Item> items,
                         List<Rewards.Result> res, int rows, String limit, Generator.Stats st, DType dtype) {
         Map<String, double[]> by = new java.util.TreeMap<>(); // dataset -> {responses, passed, reward sum, cut, errors}
+        double[] total = new double[5];
         int k = 0;
         for (int i = 0; i < all.size(); i++)
             for (Completion c : all.get(i)) {
                 Rewards.Result r = res.get(k);
                 String ds = items.get(k++).dataset().toLowerCase(Locale.ROOT);
-                for (String key : List.of(ds, "all")) {
-                    double[] a = by.computeIfAbsent(key, x -> new double[5]);
+                for (double[] a : List.of(by.computeIfAbsent(ds, x -> new double[5]), total)) {
                     a[0]++;
                     if (r.reward() >= passReward) a[1]++;
                     a[2] += r.reward();
@@ -231,17 +223,15 @@ final class EvalCommand implements Callable<Integer> {
                     if (r.error() != null || r.timedOut()) a[4]++;
                 }
             }
-        Map<String, double[]> rowsOut = new LinkedHashMap<>(by); // the datasets in name order, then all
-        rowsOut.remove("all");
-        rowsOut.put("all", by.get("all"));
-        by = rowsOut;
         System.out.printf("grpo4j eval: %s, %s, chat template %s, %d prompts (%d left out: prompt over %s%s), %d response%s each, %s, max %d tokens,"
                         + " verifiers %s%n", src.description(), Precision.label(dtype), template, prompts.size(), rows - prompts.size(), limit,
                 prompts.dropped() > prompts.droppedPrompt() ? ", or chat over the run's max_token_length" : "", samples, samples == 1 ? "" : "s",
                 temperature == 0 ? "greedy" : "temperature " + temperature + (topP < 1 ? ", top_p " + topP : ""), maxTokens,
                 cp == Compat.DEFAULT ? "fixed" : cp.name().toLowerCase(Locale.ROOT).replace('_', '-'));
         System.out.printf("%-14s %9s %9s %9s %12s %9s %7s%n", "dataset", "responses", "passed", "accuracy", "mean reward", "cut", "errors");
-        for (var e : by.entrySet()) {
+        List<Map.Entry<String, double[]>> table = new ArrayList<>(by.entrySet()); // the datasets in name order, then all
+        table.add(Map.entry("all", total));
+        for (var e : table) {
             double[] a = e.getValue();
             System.out.printf(Locale.ROOT, "%-14s %9.0f %9.0f %8.1f%% %12.3f %9.0f %7.0f%n", e.getKey(), a[0], a[1], 100 * a[1] / a[0], a[2] / a[0], a[3], a[4]);
         }
@@ -252,33 +242,30 @@ final class EvalCommand implements Callable<Integer> {
     /** The responses as JSONL, written to a temporary sibling and renamed when complete. */
     private void write(Path tmp, PromptDataset prompts, List<List<Completion>> all, List<Rewards.Item> items, List<Rewards.Result> res, Tokenizer tok)
             throws java.io.IOException {
-        Path abs = output.toAbsolutePath();
         ObjectMapper m = RewardCommand.exactJson();
-        {
-            try (BufferedWriter wr = Files.newBufferedWriter(tmp, StandardCharsets.UTF_8)) {
-                int k = 0;
-                for (int i = 0; i < all.size(); i++)
-                    for (int j = 0; j < all.get(i).size(); j++, k++) {
-                        Completion c = all.get(i).get(j);
-                        ObjectNode o = m.createObjectNode();
-                        o.put("index", i);
-                        o.put("sample", j);
-                        o.put("source", prompts.row(i).source());
-                        o.put("dataset", items.get(k).dataset());
-                        o.put("prompt", tok.decode(prompts.prompt(i), false));
-                        o.put("response", items.get(k).response());
-                        o.put("ground_truth", items.get(k).groundTruth());
-                        o.put("reward", res.get(k).reward());
-                        o.put("passed", res.get(k).reward() >= passReward);
-                        o.put("finish_reason", c.finishReason().label());
-                        o.put("tokens", c.tokens().length);
-                        if (res.get(k).error() != null) o.put("error", res.get(k).error());
-                        if (res.get(k).timedOut()) o.put("timed_out", true);
-                        wr.write(m.writeValueAsString(o));
-                        wr.newLine();
-                    }
-            }
-            Files.move(tmp, abs, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+        try (BufferedWriter wr = Files.newBufferedWriter(tmp, StandardCharsets.UTF_8)) {
+            int k = 0;
+            for (int i = 0; i < all.size(); i++)
+                for (int j = 0; j < all.get(i).size(); j++, k++) {
+                    Completion c = all.get(i).get(j);
+                    ObjectNode o = m.createObjectNode();
+                    o.put("index", i);
+                    o.put("sample", j);
+                    o.put("source", prompts.row(i).source());
+                    o.put("dataset", items.get(k).dataset());
+                    o.put("prompt", tok.decode(prompts.prompt(i), false));
+                    o.put("response", items.get(k).response());
+                    o.put("ground_truth", items.get(k).groundTruth());
+                    o.put("reward", res.get(k).reward());
+                    o.put("passed", res.get(k).reward() >= passReward);
+                    o.put("finish_reason", c.finishReason().label());
+                    o.put("tokens", c.tokens().length);
+                    if (res.get(k).error() != null) o.put("error", res.get(k).error());
+                    if (res.get(k).timedOut()) o.put("timed_out", true);
+                    wr.write(m.writeValueAsString(o));
+                    wr.newLine();
+                }
         }
+        Files.move(tmp, output.toAbsolutePath(), StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
     }
 }

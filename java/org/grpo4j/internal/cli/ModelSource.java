@@ -16,45 +16,47 @@ import org.grpo4j.train.GrpoConfig;
  */
 record ModelSource(Path model, Path checkpoint, String description) {
     static ModelSource resolve(Path from) throws java.io.IOException {
-        Path abs = from.toAbsolutePath().normalize();
-        if (isModel(from) && abs.getFileName() != null && abs.getFileName().toString().equals("model") && abs.getParent() != null
-                && abs.getParent().getFileName() != null && abs.getParent().getFileName().toString().matches("step_\\d{1,9}")
-                && Files.isRegularFile(abs.getParent().resolve("config.json"))) // a checkpoint's model/: the checkpoint's run config applies
-            return new ModelSource(from, abs.getParent(), abs.getParent().getFileName() + (abs.getParent().getParent() != null
-                    && abs.getParent().getParent().getParent() != null ? " of " + abs.getParent().getParent().getParent() : ""));
-        if (isModel(from)) return new ModelSource(from, null, "the model in " + from);
-        Path ck = isModel(from.resolve("model")) ? from.toAbsolutePath().normalize() : Checkpoints.latestCheckpoint(from);
-        Path model = ck.resolve("model");
-        if (!isModel(model)) throw new IllegalArgumentException(ck + ": the checkpoint has no model/ directory");
-        return new ModelSource(model, ck, ck.getFileName() + (ck.getParent() != null && ck.getParent().getParent() != null
+        Path abs = from.toAbsolutePath().normalize(), ck;
+        if (isModel(from)) {
+            Path parent = abs.getParent();
+            boolean inCheckpoint = abs.getFileName() != null && abs.getFileName().toString().equals("model") && parent != null && parent.getFileName() != null
+                    && parent.getFileName().toString().matches("step_\\d{1,9}") && Files.isRegularFile(parent.resolve("config.json"));
+            if (!inCheckpoint) return new ModelSource(from, null, "the model in " + from);
+            ck = parent; // a checkpoint's model/: the checkpoint's run config applies
+        } else {
+            ck = isModel(from.resolve("model")) ? abs : Checkpoints.latestCheckpoint(from);
+            if (!isModel(ck.resolve("model"))) throw new IllegalArgumentException(ck + ": the checkpoint has no model/ directory");
+        }
+        return new ModelSource(ck.resolve("model"), ck, ck.getFileName() + (ck.getParent() != null && ck.getParent().getParent() != null
                 ? " of " + ck.getParent().getParent() : ""));
     }
 
     /**
-     * The run's chat_template_name (only that key is read, so that a config another grpo4j version wrote still serves;
-     * the trainer's default where it is absent), or null for a plain model directory or a checkpoint without config.json.
+     * The run's chat_template_name, lower case (the trainer's default where it is absent), or null for a plain model
+     * directory or a checkpoint without config.json.
      */
     String runChatTemplate() throws java.io.IOException {
-        com.fasterxml.jackson.databind.JsonNode t = runKey("chat_template_name");
         if (checkpoint == null || !Files.isRegularFile(checkpoint.resolve("config.json"))) return null;
+        com.fasterxml.jackson.databind.JsonNode t = runConfig().get("chat_template_name");
         if (t != null && !t.isTextual()) throw new IllegalArgumentException(checkpoint.resolve("config.json") + ": chat_template_name must be a string, got " + t);
         return (t == null ? new GrpoConfig().chatTemplateName : t.textValue()).trim().toLowerCase(java.util.Locale.ROOT);
     }
 
     /**
-     * One key of the run's config.json, read alone (null: no checkpoint, no config.json, or the key is absent), so that
-     * a config another grpo4j version wrote still serves.
+     * The run's config.json as a JSON tree, read key by key by its callers (so that a config another grpo4j version
+     * wrote still serves); an empty object for a plain model directory or a checkpoint without config.json.
      */
-    com.fasterxml.jackson.databind.JsonNode runKey(String key) throws java.io.IOException {
-        if (checkpoint == null || !Files.isRegularFile(checkpoint.resolve("config.json"))) return null;
+    com.fasterxml.jackson.databind.JsonNode runConfig() throws java.io.IOException {
+        com.fasterxml.jackson.databind.ObjectMapper json = new com.fasterxml.jackson.databind.ObjectMapper();
+        if (checkpoint == null || !Files.isRegularFile(checkpoint.resolve("config.json"))) return json.createObjectNode();
         Path f = checkpoint.resolve("config.json");
         com.fasterxml.jackson.databind.JsonNode n;
         try {
-            n = new com.fasterxml.jackson.databind.ObjectMapper().readTree(f.toFile());
+            n = json.readTree(f.toFile());
         } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
             throw new IllegalArgumentException(f + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(e));
         }
-        return n == null ? null : n.get(key);
+        return n == null || !n.isObject() ? json.createObjectNode() : n;
     }
 
     /**

@@ -136,9 +136,7 @@ final class TrainCommand implements Callable<Integer> {
                      cfg.worldSize > 1 && be instanceof org.grpo4j.internal.backend.CpuBackend ? cfg.worldSize : 1)) {
             if (noDevice) System.out.println("  (no CUDA device here: " + cuda.reason() + "; checked everything but the device: the memory below is per GPU,"
                     + " compared with none)");
-            if (plan != null && plan.dataFingerprint() != null && !plan.dataFingerprint().equals(pf.dataFingerprint()))
-                throw new IllegalArgumentException("the training data changed since " + plan.checkpoint() + ": an exact resume is impossible. To go on with"
-                        + " the new data, start a new run from that checkpoint's weights (model_name_or_path " + plan.checkpoint().resolve("model") + ")");
+            if (plan != null) plan.requireSameData(pf.dataFingerprint(), pf.train().size());
             if (plan != null && precision == org.grpo4j.internal.backend.DType.BF16 && be != null) org.grpo4j.internal.train.Precision.requireBf16(be);
             for (var e : pf.summary().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
             System.out.printf("  %-36s %s%n", "output directory", out + (overwrite ? " (its earlier run would be replaced)" : resume != null ? " (the run's own)" : ""));

@@ -36,13 +36,37 @@ public final class Checkpoints {
             changes = applied.changes();
         }
         int savedWorld = c.worldSize;
+        if (st.worldSize() != savedWorld)
+            throw new IllegalArgumentException(ck.resolve("trainer_state.json") + ": written by " + st.worldSize() + " ranks, but the run's config says world_size "
+                    + savedWorld + ": the checkpoint's optimizer slices belong to " + st.worldSize() + " ranks");
+        // the reference policy is the step-0 policy (the model after warm-up): every resume reads it
+        if (!Files.isDirectory(ck.getParent().resolve("step_0").resolve("model"))) throw new IOException(ck.getParent() + ": step_0 (the reference policy) is missing");
         if (reshard != 0 && reshard != c.worldSize) c = reshardConfig(c, reshard, ck);
         c.validate("config");
         return new Resumed(ck, st, c, changes, savedWorld);
     }
 
-    /** What a resume goes on from and with, for the CLI's checks before any work: the checkpoint, its step and precision, the config. */
-    public record ResumePlan(Path checkpoint, int step, String precision, GrpoConfig config, String dataFingerprint) {}
+    /**
+     * Refuses a resume from {@code ck} (whose trainer state recorded {@code savedFingerprint} over {@code savedPrompts}
+     * prompts; null: written by an older grpo4j, nothing to compare) when the training data now has another fingerprint.
+     */
+    static void requireSameData(Path ck, String savedFingerprint, int savedPrompts, String fingerprint, int prompts) {
+        if (savedFingerprint != null && !savedFingerprint.equals(fingerprint))
+            throw new IllegalArgumentException("the training data changed since " + ck + " (" + savedPrompts + " prompts then, " + prompts
+                    + " now, different rows or prompts): an exact resume is impossible. To go on with the new data, start a new run from that"
+                    + " checkpoint's weights (model_name_or_path " + ck.resolve("model") + ")");
+    }
+
+    /**
+     * What a resume goes on from and with, for the CLI's checks before any work: the checkpoint, its step and precision,
+     * the config, and the training data its trainer state recorded.
+     */
+    public record ResumePlan(Path checkpoint, int step, String precision, GrpoConfig config, String dataFingerprint, int trainPrompts) {
+        /** Refuses, as the resume would, training data whose fingerprint differs from the recorded one. */
+        public void requireSameData(String fingerprint, int prompts) {
+            Checkpoints.requireSameData(checkpoint, dataFingerprint, trainPrompts, fingerprint, prompts);
+        }
+    }
 
     /**
      * The plan of a resume (its newest checkpoint, with the overrides and the reshard applied and checked), without
@@ -52,13 +76,7 @@ public final class Checkpoints {
      */
     public static ResumePlan plan(Path resumeDir, int reshard, List<String> overrides, boolean allowChanges) throws IOException {
         Resumed r = resumed(resumeDir, reshard, overrides, allowChanges);
-        // what the resume reads besides: the reference policy, and a trainer state that names the run's own world size
-        Path step0 = r.checkpoint().getParent().resolve("step_0").resolve("model");
-        if (!Files.isDirectory(step0)) throw new IOException(r.checkpoint().getParent() + ": step_0 (the reference policy) is missing");
-        if (r.state().worldSize() != r.savedWorld())
-            throw new IllegalArgumentException(r.checkpoint().resolve("trainer_state.json") + ": written by " + r.state().worldSize() + " ranks, but the run's"
-                    + " config says world_size " + r.savedWorld() + ": the checkpoint's optimizer slices belong to " + r.state().worldSize() + " ranks");
-        return new ResumePlan(r.checkpoint(), r.state().trainingStep(), r.state().precision(), r.config(), r.state().dataFingerprint());
+        return new ResumePlan(r.checkpoint(), r.state().trainingStep(), r.state().precision(), r.config(), r.state().dataFingerprint(), r.state().trainPrompts());
     }
 
     /** The newest complete checkpoint under a run directory, checkpoints/ directory, or the checkpoint itself. */

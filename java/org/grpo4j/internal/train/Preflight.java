@@ -194,7 +194,8 @@ public final class Preflight implements AutoCloseable {
         return d;
     }
 
-    private static void requireVerifiers(PromptDataset d, String field, Rewards rewards) {
+    /** Refuses, naming the first row's file and line, rows whose dataset has no verifier among {@code rewards}. */
+    public static void requireVerifiers(PromptDataset d, String field, Rewards rewards) {
         Map<String, String> unknown = new LinkedHashMap<>();
         for (int i = 0; i < d.size(); i++) {
             RlvrRow r = d.row(i);

@@ -187,9 +187,6 @@ public final class Trainer implements AutoCloseable {
         this.writer = cluster == null || cluster.hostsRankZero();
         this.configChanges = saved == null ? null : ResumeChanges.record(saved.configChanges(), changes, saved.trainingStep());
         int launched = cluster != null ? cluster.worldSize() : cfg.worldSize;
-        if (ck != null && saved.worldSize() != savedWorld)
-            throw new IllegalArgumentException(ck.resolve("trainer_state.json") + ": written by " + saved.worldSize() + " ranks, but the run's config says world_size "
-                    + savedWorld + ": the checkpoint's optimizer slices belong to " + saved.worldSize() + " ranks");
         this.savedWorld = savedWorld;
         if (launched != cfg.worldSize)
             throw new IllegalArgumentException(ck != null
@@ -771,15 +768,10 @@ public final class Trainer implements AutoCloseable {
 
     private void restore(Path ck, TrainerState st) throws IOException {
         Path stateFile = ck.resolve("trainer_state.json");
-        if (st.dataFingerprint() != null && !st.dataFingerprint().equals(dataFingerprint))
-            throw new IllegalArgumentException("the training data changed since " + ck + " (" + st.trainPrompts() + " prompts then, " + setup.train().size()
-                    + " now, different rows or prompts): an exact resume is impossible. To go on with the new data, start a new run from that"
-                    + " checkpoint's weights (model_name_or_path " + ck.resolve("model") + ")");
+        Checkpoints.requireSameData(ck, st.dataFingerprint(), st.trainPrompts(), dataFingerprint, setup.train().size());
         if (st.dataFingerprint() == null && log != null)
             log.println("grpo4j: " + stateFile + " has no data fingerprint (written by an older grpo4j): the data cannot be checked");
-        // the reference policy is the step-0 policy (the model after warm-up)
-        Path step0 = ck.getParent().resolve("step_0").resolve("model");
-        if (!Files.isDirectory(step0)) throw new IOException(ck.getParent() + ": step_0 (the reference policy) is missing");
+        Path step0 = ck.getParent().resolve("step_0").resolve("model"); // its presence checked by Checkpoints.resumed
         List<Long> sums = ranks.run(i -> {
             RankState r = states.get(i);
             r.loadReference(step0, i == 0);

@@ -132,7 +132,7 @@ class EvalCommandTest {
         Files.writeString(foo, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"ground_truth\": \"1\", \"dataset\": \"foo\"}\n");
         String m = model.toString(), d = "examples/data/tiny-arith.jsonl:2";
         String[][] cases = {
-                {"--model", m, "--data", foo.toString(), "--max-tokens", "8", foo + ":1", "dataset \"foo\" has no verifier (known: "},
+                {"--model", m, "--data", foo.toString(), "--max-tokens", "8", foo + ":1", "dataset \"foo\" has no verifier", "picks the verifier, one of gsm8k"},
                 {"--model", m, "--data", d, "--samples", "0", "--samples must be >= 1, got 0"},
                 {"--model", m, "--data", d, "--temperature", "-1", "--temperature must be a finite number >= 0"},
                 {"--model", m, "--data", d, "--chat-template", "chatml", "unknown chat template \"chatml\""},
