@@ -27,6 +27,8 @@
 //            deterministic mode.
 // Generic path (fp32, any other even head dim, unaligned views): one warp per (row, head), the lanes taking 32 keys
 //   (or queries) at a time, float64 accumulation: slower, never a wrong answer.
+#include <algorithm>
+#include <cstring>
 #include <initializer_list>
 
 #include "common.cuh"
@@ -46,21 +48,43 @@ constexpr int PLAN_NT = 1024;  // threads of the plan kernel
 // ---- scratch layout -----------------------------------------------------------------------------------------------
 
 struct Layout {
-    long long status, map, dsum, dqacc, total;
+    long long status, map, dsum, dqacc, bounds, urow, total;
 };
+
+// How the tensor-core backward forms dQ (g4_attention_backward's mode bits 1 and 8):
+//   DQ_PASS   deterministic: a second kernel per query tile over its key tiles (dq_kernel, dq_wide_kernel);
+//   DQ_FP32   fast: the dK/dV kernel adds dS K into an fp32 accumulator with atomics (order, and so bits, vary);
+//   DQ_FIXED  deterministic: the dK/dV kernel adds dS K as 64-bit fixed-point integers with atomics. Integer sums do
+//             not depend on their order, so the bits repeat run to run without the second kernel's recomputation of
+//             QK^T and dO V^T. The binary point of head h sits where no partial sum can overflow: every contribution
+//             to dQ[t, h, x] is a sum of dS[t, j] K[j, x], and sum_j |dS[t, j]| <= sum_j P[t, j] (|dO_t . V_j| + |D_t|)
+//             <= ||dO_t|| max_j ||V_j|| + |D_t| (the P of a row sum to 1 when lse is the forward's), so
+//             |any partial sum| <= B_h = max_j,x |K[j, x]| * max_t (||dO_t|| max_j ||V_j|| + |D_t|) over the head's
+//             (kv head's) tokens; with B_h < 2^e the scale is 2^(61 - e): partial sums stay below 2^62, a factor 2
+//             of margin for rounding, and the resolution is 2^-61 of B_h (an fp32 sum keeps 2^-24 of its own size).
+//             A contribution that still exceeds 2^61 (lse not the forward's) is reported through the device flag.
+enum DqMode { DQ_PASS = 0, DQ_FP32 = 1, DQ_FIXED = 2 };
+
+static DqMode dq_mode(int mode_bits) {
+    return (mode_bits & 8) ? DQ_FIXED : (mode_bits & 1) ? DQ_PASS : DQ_FP32;
+}
 
 static long long align256(long long x) { return (x + 255) / 256 * 256; }
 
 // status: [0] tiles in the plan, [1] 1 when cuSeqlens is valid; map: TileRef per slot; dsum: fp32 [Hq][N]; dqacc:
-// fp32 [N, Hq, D] (fast backward only).
-static Layout layout(int n, int b, int hq, int d, bool backward, bool fast_dq) {
+// fp32 [N, Hq, D] (DQ_FP32) or int64 [N, Hq, D] (DQ_FIXED); bounds (DQ_FIXED): float bits, [Hkv] max |K|, [Hkv]
+// max ||V_j||, [Hq] max_t (||dO_t|| max ||V_j|| + |D_t|); urow (DQ_FIXED): fp32 [Hq][N], that last term per token.
+static Layout layout(int n, int b, int hq, int hkv, int d, bool backward, DqMode dq) {
     Layout l;
     l.status = 0;
     l.map = 256;
     long long slots = (long long) (n + ATT_BM - 1) / ATT_BM + b;
+    const bool fixed = backward && dq == DQ_FIXED;
     l.dsum = align256(l.map + slots * (long long) sizeof(TileRef));
     l.dqacc = align256(l.dsum + (backward ? (long long) n * hq * 4 : 0));
-    l.total = align256(l.dqacc + (backward && fast_dq ? (long long) n * hq * d * 4 : 0));
+    l.bounds = align256(l.dqacc + (backward && dq != DQ_PASS ? (long long) n * hq * d * (fixed ? 8 : 4) : 0));
+    l.urow = align256(l.bounds + (fixed ? (long long) (2 * hkv + hq) * 4 : 0));
+    l.total = align256(l.urow + (fixed ? (long long) n * hq * 4 : 0));
     return l;
 }
 
@@ -313,7 +337,10 @@ struct BwdArgs {
     const bf16 *dout, *q, *k, *v;
     const float* lse;   // [N, Hq]
     const float* dsum;  // [Hq][N]
-    float* dqacc;       // [N, Hq, D] (fast mode)
+    float* dqacc;       // [N, Hq, D] (DQ_FP32; DQ_FIXED: unsigned long long)
+    const unsigned* bounds;  // DQ_FIXED: see Layout
+    int* flag;
+    int op;
     const int* cu;
     const int* status;
     const TileRef* map;
@@ -321,28 +348,132 @@ struct BwdArgs {
     float scale, c;
 };
 
-// D[h][t] = sum_x dOut[t, h, x] * out[t, h, x] in fp32, one warp per (t, h); any dtype and head dim.
-template <typename T>
-__global__ void dsum_kernel(float* dsum, const T* dout, const T* out, int n, int hq, int d) {
+// DQ_FIXED: the binary point of head h (kv head g): 2^f with f = 61 - e, B_h < 2^e, clamped to a float's normal
+// range; false when B_h is not finite (an inf or NaN among the inputs: dq is NaN for the head).
+__host__ __device__ inline float bits_f32(unsigned u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+__host__ __device__ inline bool dq_fixed_exponent(const unsigned* bounds, int hkv, int h, int g, int* f) {
+    const double bk = (double) bits_f32(bounds[g]), br = (double) bits_f32(bounds[2 * hkv + h]), b = bk * br;
+    if (!(b <= 1.7e308)) { *f = 0; return false; }  // NaN or inf
+    int e = 0;
+    (void) frexp(b, &e);  // b = m 2^e, 0.5 <= m < 1 (e = 0 for b = 0)
+    int x = 61 - e;
+    *f = x < -126 ? -126 : x > 127 ? 127 : x;
+    return true;
+}
+
+// Adds one dS K contribution to dQ's accumulator in the kernel's mode (fp32 or fixed point).
+template <int DQM>
+__device__ __forceinline__ void dq_add(const BwdArgs& a, long long i, float x, float p2) {
+    if (DQM == DQ_FP32) {
+        atomicAdd(a.dqacc + i, x);
+    } else {
+        const float y = x * p2;  // p2 = 0 for a head whose bound is not finite (its dq is NaN)
+        if (fabsf(x) < INFINITY && !(fabsf(y) < 0x1p61f)) g4::report(a.flag, a.op | (7 << 8), i, 0, 61);
+        atomicAdd(reinterpret_cast<unsigned long long*>(a.dqacc) + i, (unsigned long long) llrintf(y));
+    }
+}
+
+// 2^f as a float (f in [-126, 127]: a normal float, so x * 2^f is exact).
+__device__ __forceinline__ float pow2f(int f) { return __int_as_float((f + 127) << 23); }
+
+// The scale of head h's contributions in DQ_FIXED (0 where its bound is not finite); unused otherwise.
+template <int DQM>
+__device__ __forceinline__ float dq_pow2(const BwdArgs& a, int h, int g) {
+    if (DQM != DQ_FIXED) return 1.f;
+    int f;
+    return dq_fixed_exponent(a.bounds, a.hkv, h, g, &f) ? pow2f(f) : 0.f;
+}
+
+// D[h][t] = sum_x dOut[t, h, x] * out[t, h, x] in fp32, one warp per (t, h); any dtype and head dim. BOUND
+// (DQ_FIXED, after kv_bound_kernel): also urow[h][t] = ||dOut[t, h]|| max_j ||V[j, g]|| + |D[h][t]|.
+template <typename T, bool BOUND>
+__global__ void dsum_kernel(float* dsum, const T* dout, const T* out, int n, int hq, int d, float* urow,
+                            const unsigned* bounds, int hkv) {
     const long long row = (long long) blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (row >= (long long) n * hq) return;
     const T *a = dout + row * d, *b = out + row * d;
-    float acc = 0.f;
-    for (int x = lane; x < d; x += 32) acc = fmaf(g4::to_f32(a[x]), g4::to_f32(b[x]), acc);
+    float acc = 0.f, ss = 0.f;
+    for (int x = lane; x < d; x += 32) {
+        const float y = g4::to_f32(a[x]);
+        acc = fmaf(y, g4::to_f32(b[x]), acc);
+        if (BOUND) ss = fmaf(y, y, ss);
+    }
     acc = g4::warp_sum(acc);
-    if (lane == 0) dsum[(long long) (row % hq) * n + row / hq] = acc;
+    if (BOUND) ss = g4::warp_sum(ss);
+    const long long h = row % hq, t = row / hq;
+    if (lane == 0) dsum[h * n + t] = acc;
+    if (BOUND && lane == 0) urow[h * n + t] = sqrtf(ss) * bits_f32(bounds[hkv + (int) (h / (hq / hkv))]) + fabsf(acc);
 }
 
-template <int D, bool FAST>
+// The largest of a warp's unsigned values.
+__device__ inline unsigned warp_max_u(unsigned x) {
+    for (int o = 16; o > 0; o >>= 1) x = max(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+
+// The block's maxima of x0 and x1 (256 threads) atomically into *m0 and *m1 (bits of non-negative floats, which order
+// as the floats do, with NaN above inf: a NaN among the inputs makes the bound NaN, and that head's dq NaN).
+__device__ inline void block_max_into(unsigned x0, unsigned x1, unsigned* m0, unsigned* m1) {
+    __shared__ unsigned part[2][8];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    x0 = warp_max_u(x0);
+    x1 = warp_max_u(x1);
+    if (lane == 0) part[0][warp] = x0, part[1][warp] = x1;
+    __syncthreads();
+    if (warp == 0) {
+        x0 = warp_max_u(lane < 8 ? part[0][lane] : 0u);
+        x1 = warp_max_u(lane < 8 ? part[1][lane] : 0u);
+        if (lane == 0) {
+            atomicMax(m0, x0);
+            if (m1) atomicMax(m1, x1);
+        }
+    }
+}
+
+// DQ_FIXED's bounds, first: per kv head g (blockIdx.y), max |K[t, g, x]| and max_t ||V[t, g]||; 256 threads, a warp
+// per token.
+template <int D>
+__global__ void __launch_bounds__(256) kv_bound_kernel(unsigned* bounds, const bf16* k, const bf16* v, int n, int hkv) {
+    const int g = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    unsigned mk = 0, mv = 0;
+    for (long long t = (long long) blockIdx.x * 8 + warp; t < n; t += (long long) gridDim.x * 8) {
+        const bf16 *kr = k + (t * hkv + g) * D, *vr = v + (t * hkv + g) * D;
+        float ss = 0.f;
+#pragma unroll
+        for (int x = lane; x < D; x += 32) {
+            mk = max(mk, __float_as_uint(fabsf(__bfloat162float(kr[x]))));
+            const float y = __bfloat162float(vr[x]);
+            ss = fmaf(y, y, ss);
+        }
+        mv = max(mv, __float_as_uint(sqrtf(g4::warp_sum(ss))));
+    }
+    block_max_into(mk, mv, bounds + g, bounds + hkv + g);
+}
+
+// DQ_FIXED's bounds, last: per query head h (blockIdx.y), max_t urow[h][t].
+__global__ void __launch_bounds__(256) row_bound_kernel(unsigned* bounds, const float* urow, int n, int hkv) {
+    const int h = blockIdx.y;
+    unsigned m = 0;
+    for (long long t = (long long) blockIdx.x * 256 + threadIdx.x; t < n; t += (long long) gridDim.x * 256)
+        m = max(m, __float_as_uint(fabsf(urow[(long long) h * n + t])));
+    block_max_into(m, 0u, bounds + 2 * hkv + h, nullptr);
+}
+
+template <int D, int DQM>
 constexpr int dkdv_smem() {
     constexpr int BM = D == 128 ? 32 : 64;
-    return 2 * ATT_BN * D * 2 + 2 * 2 * BM * D * 2 + 2 * 2 * BM * 4 + (FAST ? ATT_BN * BM * 2 : 0);
+    return 2 * ATT_BN * D * 2 + 2 * 2 * BM * D * 2 + 2 * 2 * BM * 4 + (DQM != DQ_PASS ? ATT_BN * BM * 2 : 0);
 }
 
 // dK/dV where the device lacks the wide kernel's shared memory (dkdv_wide_kernel below), or where asked for:
 // block = (key tile of 64, kv head), 4 warps x 16 keys.
-template <int D, bool FAST>
+template <int D, int DQM>
 __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
     constexpr int BM = D == 128 ? 32 : 64;  // == g4::att_bwd_step(D)
     constexpr int KD = D / 16, ND = D / 8, NM = BM / 8;
@@ -466,7 +597,7 @@ __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
         for (int kq = 0; kq < BM / 16; kq++) {
             unsigned af[4];
             g4::c_to_a(af, ds[2 * kq], ds[2 * kq + 1]);
-            if (FAST) {  // keep dS^T (bf16, [keys][queries]) for the block's dQ product below
+            if (DQM != DQ_PASS) {  // keep dS^T (bf16, [keys][queries]) for the block's dQ product below
                 unsigned char* base = reinterpret_cast<unsigned char*>(sD + 2 * BM);
 #pragma unroll
                 for (int i = 0; i < 4; i++) *reinterpret_cast<unsigned*>(base + g4::frag_a_reg<BM>(warp * 16, kq * 16, lane, i)) = af[i];
@@ -479,7 +610,7 @@ __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
                 g4::mma_bf16(dk[2 * n2 + 1], af, b[2], b[3]);
             }
         }
-        if (FAST) {  // dQ[queries] += dS K: warp = (16-row block of the step, 64-column half of D at hd 128)
+        if (DQM != DQ_PASS) {  // dQ[queries] += dS K: warp = (16-row block of the step, 64-column half of D at hd 128)
             __syncthreads();
             constexpr int WM = BM / 16;                 // 2 (hd 128) or 4 (hd 64) row blocks
             const int mt = warp % WM, dh = (warp / WM) * 64;
@@ -499,18 +630,19 @@ __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
                 }
             }
             const int q0 = r0 + mt * 16 + gid;
+            const float p2 = dq_pow2<DQM>(a, h, g);
 #pragma unroll
             for (int nb = 0; nb < 8; nb++) {
                 const int col = dh + nb * 8 + tig * 2;
                 if (q0 < len) {
-                    float* dst = a.dqacc + ((long long) (start + q0) * a.hq + h) * D + col;
-                    atomicAdd(dst, acc[nb][0]);
-                    atomicAdd(dst + 1, acc[nb][1]);
+                    const long long i = ((long long) (start + q0) * a.hq + h) * D + col;
+                    dq_add<DQM>(a, i, acc[nb][0], p2);
+                    dq_add<DQM>(a, i + 1, acc[nb][1], p2);
                 }
                 if (q0 + 8 < len) {
-                    float* dst = a.dqacc + ((long long) (start + q0 + 8) * a.hq + h) * D + col;
-                    atomicAdd(dst, acc[nb][2]);
-                    atomicAdd(dst + 1, acc[nb][3]);
+                    const long long i = ((long long) (start + q0 + 8) * a.hq + h) * D + col;
+                    dq_add<DQM>(a, i, acc[nb][2], p2);
+                    dq_add<DQM>(a, i + 1, acc[nb][3], p2);
                 }
             }
         }
@@ -651,12 +783,12 @@ constexpr int WK_BN = 128;  // keys per block
 constexpr int WK_QS = 64;   // query rows per step
 constexpr int WK_NT = 256;  // threads (8 warps)
 
-template <int D, bool FAST>  // (the same in both modes: the fast mode's dS for dQ is the dS^T tile already there)
+template <int D, int DQM>  // (the same in every mode: the dS for dQ is the dS^T tile already there)
 constexpr int dkdv_wide_smem() {
     return 2 * WK_BN * D * 2 + 2 * 2 * WK_QS * D * 2 + 2 * WK_BN * WK_QS * 2 + 2 * 2 * WK_QS * 4;
 }
 
-template <int D, bool FAST>
+template <int D, int DQM>
 __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
     constexpr int QS = WK_QS;
     constexpr int DW = D / 2;   // columns per warp in the dK/dV products
@@ -748,11 +880,12 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
         // dV += P^T dO and dK += dS^T Q (scaled at the end): this warp's 32 keys x DW columns, 16 queries a k-step
         warp_ab<QS, QS, D, DW / 8>(dv, sP, wk * 32, ob, wq * DW);
         warp_ab<QS, QS, D, DW / 8>(dk, sS, wk * 32, qb, wq * DW);
-        if (FAST) {  // dQ[queries] += dS K: warp = (32 queries, DQ columns), 16 keys a k-step, fp32 atomics
+        if (DQM != DQ_PASS) {  // dQ[queries] += dS K: warp = (32 queries, DQ columns), 16 keys a k-step, atomics
             const int mq = warp & 1, dq0 = (warp >> 1) * DQ;
             float acc[2][DQ / 8][4];
             zero_tile(acc);
             warp_ab<QS, WK_BN, D, DQ / 8, true>(acc, sS, mq * 32, sK, dq0);  // dS^T read transposed: dS
+            const float p2 = dq_pow2<DQM>(a, h, g);
 #pragma unroll
             for (int mt = 0; mt < 2; mt++) {
                 const int q0 = r0 + mq * 32 + mt * 16 + gid;
@@ -760,14 +893,14 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
                 for (int nb = 0; nb < DQ / 8; nb++) {
                     const int col = dq0 + nb * 8 + tig * 2;
                     if (q0 < len) {
-                        float* dst = a.dqacc + ((long long) (start + q0) * a.hq + h) * D + col;
-                        atomicAdd(dst, acc[mt][nb][0]);
-                        atomicAdd(dst + 1, acc[mt][nb][1]);
+                        const long long i = ((long long) (start + q0) * a.hq + h) * D + col;
+                        dq_add<DQM>(a, i, acc[mt][nb][0], p2);
+                        dq_add<DQM>(a, i + 1, acc[mt][nb][1], p2);
                     }
                     if (q0 + 8 < len) {
-                        float* dst = a.dqacc + ((long long) (start + q0 + 8) * a.hq + h) * D + col;
-                        atomicAdd(dst, acc[mt][nb][2]);
-                        atomicAdd(dst + 1, acc[mt][nb][3]);
+                        const long long i = ((long long) (start + q0 + 8) * a.hq + h) * D + col;
+                        dq_add<DQM>(a, i, acc[mt][nb][2], p2);
+                        dq_add<DQM>(a, i + 1, acc[mt][nb][3], p2);
                     }
                 }
             }
@@ -1013,7 +1146,21 @@ __global__ void __launch_bounds__(WK_NT, 1) dq_wide_kernel(BwdArgs a) {
     }
 }
 
-// Fast mode: dq = bf16(scale * accumulator), nothing when cuSeqlens was invalid.
+// DQ_FIXED: dq = bf16(scale * accumulator * 2^-f) from float64 (one rounding), NaN for a head whose bound is not
+// finite; nothing when cuSeqlens was invalid.
+__global__ void dq_fixed_convert_kernel(bf16* dq, const unsigned long long* acc, long long n, int hq, int hkv, int d,
+                                        float scale, const unsigned* bounds, const int* status) {
+    if (!status[1]) return;
+    const int group = hq / hkv;
+    for (long long i = blockIdx.x * (long long) blockDim.x + threadIdx.x; i < n; i += (long long) gridDim.x * blockDim.x) {
+        const int h = (int) ((i / d) % hq);
+        int f;
+        const bool ok = dq_fixed_exponent(bounds, hkv, h, h / group, &f);
+        dq[i] = __double2bfloat16(ok ? (double) (long long) acc[i] * ldexp((double) scale, -f) : (double) NAN);
+    }
+}
+
+// DQ_FP32: dq = bf16(scale * accumulator), nothing when cuSeqlens was invalid.
 __global__ void dq_convert_kernel(bf16* dq, const float* acc, long long n, float scale, const int* status) {
     if (!status[1]) return;
     for (long long i = blockIdx.x * (long long) blockDim.x + threadIdx.x; i < n; i += (long long) gridDim.x * blockDim.x)
@@ -1239,46 +1386,55 @@ static bool wide_backward(int d) {
         (void) cudaGetLastError();  // leave the runtime clean; the 64-row kernels need no attribute
         return false;
     }
-    return d == 64 ? optin >= dkdv_wide_smem<64, true>() && optin >= dq_wide_smem<64>()
-                   : optin >= dkdv_wide_smem<128, true>() && optin >= dq_wide_smem<128>();
+    return d == 64 ? optin >= dkdv_wide_smem<64, DQ_FP32>() && optin >= dq_wide_smem<64>()
+                   : optin >= dkdv_wide_smem<128, DQ_FP32>() && optin >= dq_wide_smem<128>();
 }
 
 // The tensor-core backward after dsum_kernel. The plan in the workspace lists tiles of 128 rows for the wide kernels
 // (dkdv_wide_kernel, dq_wide_kernel) and of 64 for dkdv_kernel and dq_kernel.
+template <int D, int DQM>
+static int launch_dkdv(const BwdArgs& a, unsigned slots, bool wide, cudaStream_t st) {
+    int e;
+    if (wide) {
+        constexpr int s1 = dkdv_wide_smem<D, DQM>();
+        if ((e = set_smem(dkdv_wide_kernel<D, DQM>, s1))) return e;
+        dkdv_wide_kernel<D, DQM><<<dim3(slots, a.hkv), WK_NT, s1, st>>>(a);
+    } else {
+        constexpr int s1 = dkdv_smem<D, DQM>();
+        if ((e = set_smem(dkdv_kernel<D, DQM>, s1))) return e;
+        dkdv_kernel<D, DQM><<<dim3(slots, a.hkv), NT, s1, st>>>(a);
+    }
+    return g4::launched();
+}
+
+// After dsum_kernel (and, for DQ_FIXED, the bounds' kernels).
 template <int D>
-static int backward_fast(const BwdArgs& a, int n, int b, bool deterministic, bool wide, cudaStream_t st) {
+static int backward_fast(const BwdArgs& a, int n, int b, DqMode dq, bool wide, cudaStream_t st) {
     int e;
     const int rows = wide ? WK_BN : ATT_BM;
     const unsigned slots = (unsigned) ((n + rows - 1) / rows + b);
-    if (deterministic) {
+    if (dq == DQ_PASS) {
+        if ((e = launch_dkdv<D, DQ_PASS>(a, slots, wide, st))) return e;
         if (wide) {
-            constexpr int s1 = dkdv_wide_smem<D, false>(), s2 = dq_wide_smem<D>();
-            if ((e = set_smem(dkdv_wide_kernel<D, false>, s1)) || (e = set_smem(dq_wide_kernel<D>, s2))) return e;
-            dkdv_wide_kernel<D, false><<<dim3(slots, a.hkv), WK_NT, s1, st>>>(a);
-            if ((e = g4::launched())) return e;
+            constexpr int s2 = dq_wide_smem<D>();
+            if ((e = set_smem(dq_wide_kernel<D>, s2))) return e;
             dq_wide_kernel<D><<<dim3(slots, a.hq), WK_NT, s2, st>>>(a);
         } else {
-            constexpr int s1 = dkdv_smem<D, false>(), s2 = dq_smem<D>();
-            if ((e = set_smem(dkdv_kernel<D, false>, s1)) || (e = set_smem(dq_kernel<D>, s2))) return e;
-            dkdv_kernel<D, false><<<dim3(slots, a.hkv), NT, s1, st>>>(a);
-            if ((e = g4::launched())) return e;
+            constexpr int s2 = dq_smem<D>();
+            if ((e = set_smem(dq_kernel<D>, s2))) return e;
             dq_kernel<D><<<dim3(slots, a.hq), NT, s2, st>>>(a);
         }
         return g4::launched();
     }
     const long long total = (long long) a.n * a.hq * D;
-    if ((e = (int) cudaMemsetAsync(a.dqacc, 0, total * 4, st))) return e;
-    if (wide) {
-        constexpr int s1 = dkdv_wide_smem<D, true>();
-        if ((e = set_smem(dkdv_wide_kernel<D, true>, s1))) return e;
-        dkdv_wide_kernel<D, true><<<dim3(slots, a.hkv), WK_NT, s1, st>>>(a);
-    } else {
-        constexpr int s1 = dkdv_smem<D, true>();
-        if ((e = set_smem(dkdv_kernel<D, true>, s1))) return e;
-        dkdv_kernel<D, true><<<dim3(slots, a.hkv), NT, s1, st>>>(a);
-    }
-    if ((e = g4::launched())) return e;
-    dq_convert_kernel<<<g4::grid_for(total, 256), 256, 0, st>>>(a.dq, a.dqacc, total, a.scale, a.status);
+    if ((e = (int) cudaMemsetAsync(a.dqacc, 0, total * (dq == DQ_FIXED ? 8 : 4), st))) return e;
+    if ((e = dq == DQ_FIXED ? launch_dkdv<D, DQ_FIXED>(a, slots, wide, st) : launch_dkdv<D, DQ_FP32>(a, slots, wide, st)))
+        return e;
+    if (dq == DQ_FIXED)
+        dq_fixed_convert_kernel<<<g4::grid_for(total, 256), 256, 0, st>>>(
+                a.dq, reinterpret_cast<const unsigned long long*>(a.dqacc), total, a.hq, a.hkv, D, a.scale, a.bounds, a.status);
+    else
+        dq_convert_kernel<<<g4::grid_for(total, 256), 256, 0, st>>>(a.dq, a.dqacc, total, a.scale, a.status);
     return g4::launched();
 }
 
@@ -1292,14 +1448,15 @@ static int backward_generic(GenArgs& a, cudaStream_t st) {
 }  // namespace
 
 extern "C" int g4_attention_workspace(int n, int b, int hq, int d, int backward, int deterministic, long long* bytes) {
-    *bytes = layout(n, b, hq, d, backward != 0, backward != 0 && !(deterministic & 1)).total;
+    // (hkv is not an argument: the bounds are sized for hkv = hq, the most it can be)
+    *bytes = layout(n, b, hq, hq, d, backward != 0, dq_mode(deterministic)).total;
     return 0;
 }
 
 extern "C" int g4_attention(int dtype, g4_ptr out, g4_ptr lse, g4_ptr q, g4_ptr k, g4_ptr v, g4_ptr cu, int n, int b,
                             int hq, int hkv, int d, float scale, g4_ptr ws, long long ws_bytes, g4_ptr flag, int op,
                             g4_stream s) {
-    const Layout L = layout(n, b, hq, d, false, false);
+    const Layout L = layout(n, b, hq, hkv, d, false, DQ_PASS);
     if (ws_bytes < L.total || b < 1 || hkv < 1 || hq % hkv) return (int) cudaErrorInvalidValue;
     cudaStream_t st = g4::as_stream(s);
     unsigned char* w = reinterpret_cast<unsigned char*>(ws);
@@ -1333,9 +1490,11 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
                                      g4_stream s) {
     // hq = 0 (no query rows): the generic path, whose dK/dV kernel writes the zero gradients
     const bool fast = hq > 0 && fast_path(dtype, d, {dq, dk, dv, dout, q, k, v, out});
-    // mode bits: 1 deterministic; 2 the 64-row kernels everywhere; 4 the wide kernels at head dim 64 too (2 wins)
-    const bool det = (deterministic & 1) != 0, narrow = (deterministic & 2) != 0, wide64 = (deterministic & 4) != 0;
-    const Layout L = layout(n, b, hq, d, true, fast && !det);
+    // mode bits: 1 deterministic; 2 the 64-row kernels everywhere; 4 the wide kernels at head dim 64 too (2 wins);
+    // 8 dQ in fixed point (deterministic, DQ_FIXED; 1 is then implied)
+    const bool narrow = (deterministic & 2) != 0, wide64 = (deterministic & 4) != 0;
+    const DqMode dqm = fast ? dq_mode(deterministic) : DQ_PASS;
+    const Layout L = layout(n, b, hq, hq, d, true, dqm);  // (sized as the workspace query: hkv <= hq)
     if (ws_bytes < L.total || b < 1 || hkv < 1 || hq % hkv) return (int) cudaErrorInvalidValue;
     cudaStream_t st = g4::as_stream(s);
     unsigned char* w = reinterpret_cast<unsigned char*>(ws);
@@ -1345,23 +1504,40 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
     if (e || n == 0) return e;
     const int* status = reinterpret_cast<const int*>(w + L.status);
     float* dsum = reinterpret_cast<float*>(w + L.dsum);
+    unsigned* bounds = reinterpret_cast<unsigned*>(w + L.bounds);
+    float* urow = reinterpret_cast<float*>(w + L.urow);
     const long long rows = (long long) n * hq;
+    const unsigned bx = (unsigned) std::min<long long>((n + 7) / 8, 256);
+    if (dqm == DQ_FIXED) {  // the bounds: max |K| and max ||V|| per kv head (fast path: rows > 0, bf16, d 64 or 128)
+        if ((e = (int) cudaMemsetAsync(bounds, 0, (size_t) (2 * hkv + hq) * 4, st))) return e;
+        if (d == 64) kv_bound_kernel<64><<<dim3(bx, hkv), 256, 0, st>>>(bounds, reinterpret_cast<const bf16*>(k), reinterpret_cast<const bf16*>(v), n, hkv);
+        else kv_bound_kernel<128><<<dim3(bx, hkv), 256, 0, st>>>(bounds, reinterpret_cast<const bf16*>(k), reinterpret_cast<const bf16*>(v), n, hkv);
+        if ((e = g4::launched())) return e;
+    }
     if (rows > 0) {  // (no query rows, no D_i: a grid of 0 blocks would be a launch error)
-        if (dtype == G4_BF16)
-            dsum_kernel<bf16><<<(unsigned) ((rows + 7) / 8), 256, 0, st>>>(dsum, reinterpret_cast<const bf16*>(dout),
-                                                                             reinterpret_cast<const bf16*>(out), n, hq, d);
+        const unsigned grid = (unsigned) ((rows + 7) / 8);
+        if (dqm == DQ_FIXED)
+            dsum_kernel<bf16, true><<<grid, 256, 0, st>>>(dsum, reinterpret_cast<const bf16*>(dout),
+                                                          reinterpret_cast<const bf16*>(out), n, hq, d, urow, bounds, hkv);
+        else if (dtype == G4_BF16)
+            dsum_kernel<bf16, false><<<grid, 256, 0, st>>>(dsum, reinterpret_cast<const bf16*>(dout),
+                                                           reinterpret_cast<const bf16*>(out), n, hq, d, nullptr, nullptr, hkv);
         else
-            dsum_kernel<float><<<(unsigned) ((rows + 7) / 8), 256, 0, st>>>(dsum, reinterpret_cast<const float*>(dout),
-                                                                              reinterpret_cast<const float*>(out), n, hq, d);
+            dsum_kernel<float, false><<<grid, 256, 0, st>>>(dsum, reinterpret_cast<const float*>(dout),
+                                                            reinterpret_cast<const float*>(out), n, hq, d, nullptr, nullptr, hkv);
+        if ((e = g4::launched())) return e;
+    }
+    if (dqm == DQ_FIXED) {  // then max_t (||dO_t|| max ||V|| + |D_t|) per query head
+        row_bound_kernel<<<dim3((unsigned) std::min<long long>((n + 255) / 256, 64), hq), 256, 0, st>>>(bounds, urow, n, hkv);
         if ((e = g4::launched())) return e;
     }
     if (fast) {
         BwdArgs a{reinterpret_cast<bf16*>(dq), reinterpret_cast<bf16*>(dk), reinterpret_cast<bf16*>(dv),
                   reinterpret_cast<const bf16*>(dout), reinterpret_cast<const bf16*>(q), reinterpret_cast<const bf16*>(k),
                   reinterpret_cast<const bf16*>(v), reinterpret_cast<const float*>(lse), dsum,
-                  reinterpret_cast<float*>(w + L.dqacc), CU, status, reinterpret_cast<const TileRef*>(w + L.map),
-                  n, hq, hkv, hq / hkv, scale, scale * g4::ATT_LOG2E};
-        return d == 64 ? backward_fast<64>(a, n, b, det, wide, st) : backward_fast<128>(a, n, b, det, wide, st);
+                  reinterpret_cast<float*>(w + L.dqacc), bounds, reinterpret_cast<int*>(flag), op, CU, status,
+                  reinterpret_cast<const TileRef*>(w + L.map), n, hq, hkv, hq / hkv, scale, scale * g4::ATT_LOG2E};
+        return d == 64 ? backward_fast<64>(a, n, b, dqm, wide, st) : backward_fast<128>(a, n, b, dqm, wide, st);
     }
     GenArgs a{};
     a.q = reinterpret_cast<const void*>(q);

@@ -258,7 +258,7 @@ struct Order {
     int mode = 0;
     std::mt19937 rng;
     explicit Order(const char* var) {
-        const char* e = getenv(var);
+        const char* e = var ? getenv(var) : nullptr;
         if (e == nullptr || !*e || !strcmp(e, "forward")) return;
         if (!strcmp(e, "reverse")) { mode = 1; return; }
         mode = 2;
@@ -584,6 +584,17 @@ void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t sm
 }
 
 long long stat_blocks() { return blocks_run; }
+// The order of the next launches' blocks, as G4EMU_BLOCKS names it (forward, reverse or a seed): a case that checks
+// that a result does not depend on the order sets it between two runs.
+void set_block_order(const char* spec) {
+    Order o(nullptr);
+    if (spec != nullptr && !strcmp(spec, "reverse")) o.mode = 1;
+    else if (spec != nullptr && *spec && strcmp(spec, "forward")) {
+        o.mode = 2;
+        o.rng.seed((unsigned) strtoul(spec, nullptr, 10));
+    }
+    block_order = o;
+}
 int cur_thread() { return g_cur ? g_cur->lin : -1; }
 bool on_fiber_stack(const void* p) {
     return g_cur && (const char*) p >= g_cur->stack && (const char*) p < g_cur->stack + STACK;

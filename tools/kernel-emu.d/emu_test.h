@@ -17,6 +17,7 @@
 
 namespace g4emu {
 long long stat_blocks();   // blocks emulated so far (emu.cpp)
+void set_block_order(const char* spec);  // forward, reverse or a seed: the next launches' block order (emu.cpp)
 long long stat_threads();  // threads emulated so far
 }  // namespace g4emu
 

@@ -169,29 +169,36 @@ bool run_problem(const Problem& p, uint64_t seed, bool backward, bool determinis
     ok &= check("lse", lse, r.lse, none_l, 2e-6, 1e-5, false);
     if (!backward) return ok;
     Buf dout(p.bf16, dov);
-    std::vector<std::vector<float>> first;
-    for (int det : {1, 0}) {
-        if (!det && !(fast_too && tc)) continue;
-        if (det && !deterministic_too && tc) continue;
-        for (int rep = 0; rep < (det && tc ? 2 : 1); rep++) {
+    // modes: 1 deterministic (the dQ pass), 9 dQ in fixed point (deterministic: run again with the blocks reversed and
+    // shuffled, the same bits), 0 fast (fp32 atomics)
+    for (int mode : {1, 9, 0}) {
+        const bool det = mode != 0, fixed = mode == 9;
+        if (mode != 1 && !(fast_too && tc)) continue;  // fixed and fast: the tensor-core path's atomics modes
+        if (mode == 1 && !deterministic_too && tc) continue;
+        std::vector<std::vector<float>> first;
+        const int reps = det && tc ? (fixed ? 3 : 2) : 1;
+        for (int rep = 0; rep < reps; rep++) {
             Buf dq(p.bf16, (size_t) n * p.hq * p.d, NAN), dk(p.bf16, (size_t) n * p.hkv * p.d, NAN),
                     dv(p.bf16, (size_t) n * p.hkv * p.d, NAN);
-            const int mode = det | kernels;
-            g4_attention_workspace(n, b, p.hq, p.d, 1, mode, &ws_bytes);
+            const int bits = mode | kernels;
+            g4_attention_workspace(n, b, p.hq, p.d, 1, bits, &ws_bytes);
             std::vector<unsigned char> wsb((size_t) ws_bytes + 1);
+            if (fixed && rep > 0) g4emu::set_block_order(rep == 1 ? "reverse" : "4242");
             e = g4_attention_backward(p.bf16 ? G4_BF16 : G4_F32, dq.ptr(), dk.ptr(), dv.ptr(), dout.ptr(), q.ptr(), k.ptr(),
                                       v.ptr(), out.ptr(), P(lse.data()), P(cu.data()), n, b, p.hq, p.hkv, p.d, (float) scale,
-                                      mode, P(wsb.data()), ws_bytes, P(flag), 7, 0);
+                                      bits, P(wsb.data()), ws_bytes, P(flag), 7, 0);
+            if (fixed && rep > 0) g4emu::set_block_order(getenv("G4EMU_BLOCKS"));
             if (e || flag[0]) { printf("    g4_attention_backward returned %d, flag %d\n", e, flag[0]); return false; }
             const std::vector<float> g1 = dq.values(), g2 = dk.values(), g3 = dv.values();
-            if (rep == 1) {
+            if (rep >= 1) {
                 bool same = first[0] == g1 && first[1] == g2 && first[2] == g3;
-                printf("    deterministic backward bitwise repeatable: %s\n", same ? "yes" : "NO  FAIL");
+                printf("    %s backward bitwise repeatable%s: %s\n", fixed ? "fixed-point dQ" : "deterministic",
+                       fixed ? (rep == 1 ? " (blocks in reverse order)" : " (blocks shuffled)") : "", same ? "yes" : "NO  FAIL");
                 ok &= same;
                 continue;
             }
-            if (det && tc) {
-                first = {g1, g2, g3};
+            if (det && tc) first = {g1, g2, g3};
+            if (mode == 1 && tc) {
                 Fingerprint bfp;
                 bfp.add(dq.b);
                 bfp.add(dk.b);
@@ -199,7 +206,7 @@ bool run_problem(const Problem& p, uint64_t seed, bool backward, bool determinis
                 printf("    deterministic backward fingerprint %016llx\n", (unsigned long long) bfp.h);
                 if (fps) fps[1] = bfp.h;
             }
-            printf("   %s backward:\n", tc ? (det ? " deterministic" : " fast (atomics)") : "");
+            printf("   %s backward:\n", tc ? (fixed ? " fixed-point dQ" : det ? " deterministic" : " fast (atomics)") : "");
             std::vector<double> zq(r.dq.size(), 0), zk(r.dk.size(), 0);
             // fp32 tolerance 2e-5, 2e-4 for the gradients (docs/ops.md); the fast mode's atomics reorder fp32 sums
             ok &= check("dq", g1, r.dq, tc ? r.s_dq : zq, 2e-5, 2e-4, p.bf16);
@@ -280,6 +287,59 @@ EMU_CASE("attention", fwd_bwd_tensor_core_wide_and_narrow_same_bits) {
                same_path ? "" : "  FAIL (another path)", same ? "yes" : "NO  FAIL");
         ok &= same && same_path;
     }
+    return ok;
+}
+
+// Fixed-point dQ outside its bound's premise: an lse far below the forward's (P sums to e^50, not 1) makes the
+// contributions exceed the bound: reported through the device flag (kind 7), not wrapped silently. A NaN in one kv
+// head's K: that head's dq is NaN (its bound is not finite), the other head's dq finite and as in deterministic mode.
+EMU_CASE("attention", fixed_point_dq_bound_violations_reported) {
+    const int n = 70, b = 1, hq = 4, hkv = 2, d = 64;
+    Rng rng(21);
+    Buf q(true, rng.normals((size_t) n * hq * d)), k(true, rng.normals((size_t) n * hkv * d)), v(true, rng.normals((size_t) n * hkv * d));
+    Buf out(true, (size_t) n * hq * d, 0.f), dout(true, rng.normals((size_t) n * hq * d));
+    std::vector<float> lse((size_t) n * hq);
+    std::vector<int> cu = {0, n};
+    int flag[4] = {0, 0, 0, 0};
+    long long wb = 0;
+    g4_attention_workspace(n, b, hq, d, 0, 0, &wb);
+    std::vector<unsigned char> ws((size_t) wb + 1);
+    const float scale = 0.125f;
+    bool ok = g4_attention(G4_BF16, out.ptr(), P(lse.data()), q.ptr(), k.ptr(), v.ptr(), P(cu.data()), n, b, hq, hkv, d, scale,
+                           P(ws.data()), wb, P(flag), 7, 0) == 0 && flag[0] == 0;
+    auto backward = [&](int mode, Buf& kk, std::vector<float>& l, std::vector<float>& dqv) {
+        Buf dq(true, (size_t) n * hq * d, NAN), dk(true, (size_t) n * hkv * d, NAN), dv(true, (size_t) n * hkv * d, NAN);
+        g4_attention_workspace(n, b, hq, d, 1, mode, &wb);
+        std::vector<unsigned char> w((size_t) wb + 1);
+        flag[0] = flag[1] = flag[2] = flag[3] = 0;
+        const int e = g4_attention_backward(G4_BF16, dq.ptr(), dk.ptr(), dv.ptr(), dout.ptr(), q.ptr(), kk.ptr(), v.ptr(),
+                                            out.ptr(), P(l.data()), P(cu.data()), n, b, hq, hkv, d, scale, mode, P(w.data()),
+                                            wb, P(flag), 7, 0);
+        dqv = dq.values();
+        return e;
+    };
+    std::vector<float> low = lse, dq1, dq2;
+    for (float& x : low) x -= 50.f;
+    ok &= backward(9, k, low, dq1) == 0;
+    const bool reported = (flag[0] & 0xFF) == 7 && ((flag[0] >> 8) & 0xF) == 7;
+    printf("    lse - 50: flag op %d kind %d element %d: %s\n", flag[0] & 0xFF, (flag[0] >> 8) & 0xF, flag[1],
+           reported ? "reported" : "NOT reported  FAIL");
+    ok &= reported;
+    Buf knan = k;
+    knan.b[(size_t) 5 * hkv * d + 0 * d + 3] = __float2bfloat16_rn(NAN);  // token 5, kv head 0
+    ok &= backward(9, knan, lse, dq1) == 0 && flag[0] == 0;
+    ok &= backward(1, knan, lse, dq2) == 0 && flag[0] == 0;
+    size_t nan0 = 0, bad1 = 0;
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < hq; h++)
+            for (int x = 0; x < d; x++) {
+                const size_t i = ((size_t) t * hq + h) * d + x;
+                if (h / (hq / hkv) == 0) nan0 += std::isnan(dq1[i]);
+                else bad1 += !(dq1[i] == dq1[i]) || fabs(dq1[i] - dq2[i]) > 1e-2 * (1 + fabs(dq2[i]));
+            }
+    printf("    NaN in kv head 0's K: head 0's dq NaN %zu of %d, head 1's dq off deterministic mode's: %zu%s\n", nan0,
+           n * (hq / hkv) * d, bad1, nan0 == (size_t) n * (hq / hkv) * d && bad1 == 0 ? "" : "  FAIL");
+    ok &= nan0 == (size_t) n * (hq / hkv) * d && bad1 == 0;
     return ok;
 }
 

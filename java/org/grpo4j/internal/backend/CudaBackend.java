@@ -785,18 +785,54 @@ public final class CudaBackend extends AbstractBackend {
 
     // ---- attention (issue 12: cuda/attention.cu, cuda/decode.cu) ----------------------------------------------------
 
-    private boolean deterministicAttention = !"false".equals(System.getProperty("grpo4j.deterministicAttention"));
+    /**
+     * How attentionBackward forms dq on the tensor-core path (bf16, head dims 64 and 128; cuda/attention.cu, DqMode).
+     * Every mode computes the same dK and dV bits.
+     */
+    public enum AttentionDq {
+        /** Deterministic (the default, and what the trainer runs): a separate dQ pass per query tile over its key
+         *  tiles, so dq is bitwise the same run to run and a resumed run repeats the original exactly. */
+        PASS(1),
+        /** Deterministic too, without the second pass: the dK/dV pass adds dS K into a 64-bit fixed-point accumulator
+         *  with integer atomics, whose sums do not depend on their order (docs/kernels.md, "Fixed-point dQ"); other
+         *  bits than PASS's (each a sum rounded once, from 2^-61 of the head's bound). */
+        FIXED(1 | 8),
+        /** Fast: the dK/dV pass adds dS K into an fp32 accumulator with atomics; the order of the additions, and so
+         *  dq's last bits, vary run to run. */
+        ATOMIC(0);
+
+        final int bits;
+
+        AttentionDq(int bits) { this.bits = bits; }
+
+        /** Deterministic modes give the same dq bits run to run. */
+        public boolean deterministic() { return this != ATOMIC; }
+    }
+
+    private AttentionDq attentionDq = attentionDqProperty();
+
+    private static AttentionDq attentionDqProperty() {
+        String v = System.getProperty("grpo4j.attentionDq");
+        if (v == null) return "false".equals(System.getProperty("grpo4j.deterministicAttention")) ? AttentionDq.ATOMIC : AttentionDq.PASS;
+        try {
+            return AttentionDq.valueOf(v.trim().toUpperCase(java.util.Locale.ROOT));
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("-Dgrpo4j.attentionDq: \"" + v + "\" is not one of pass, fixed, atomic");
+        }
+    }
+
+    /** Also {@code -Dgrpo4j.attentionDq=pass|fixed|atomic}. */
+    public void setAttentionDq(AttentionDq mode) { this.attentionDq = java.util.Objects.requireNonNull(mode, "attention dq mode"); }
+
+    public AttentionDq attentionDq() { return attentionDq; }
 
     /**
-     * How attentionBackward forms dq. Deterministic (the default, and what the trainer runs): a separate dQ pass per
-     * query tile over its key tiles, so dq is bitwise the same run to run and a resumed run repeats the original
-     * exactly. Fast: the dK/dV pass also adds dS K into an fp32 accumulator with atomics (the order of additions, and
-     * so the last bits, vary run to run), then one convert; it saves the dQ pass's recomputation of QK^T and dO V^T.
-     * Also {@code -Dgrpo4j.deterministicAttention=false}.
+     * Deterministic ({@link AttentionDq#PASS}) or fast ({@link AttentionDq#ATOMIC}) dq; also
+     * {@code -Dgrpo4j.deterministicAttention=false} (fast).
      */
-    public void setDeterministicAttention(boolean on) { this.deterministicAttention = on; }
+    public void setDeterministicAttention(boolean on) { this.attentionDq = on ? AttentionDq.PASS : AttentionDq.ATOMIC; }
 
-    public boolean deterministicAttention() { return deterministicAttention; }
+    public boolean deterministicAttention() { return attentionDq.deterministic(); }
 
     /**
      * Which kernels attentionBackward runs on the tensor-core path. All give the same bits in deterministic mode; the
@@ -869,7 +905,7 @@ public final class CudaBackend extends AbstractBackend {
                                Tensor lse, Tensor cuSeqlens, float scale) {
         int n = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = k.dim(1), b = cuSeqlens.dim(0) - 1;
         checkHeadDim(Ops.ATTENTION_BACKWARD, d, MAX_GENERIC_HEAD_DIM_BACKWARD);
-        int det = (deterministicAttention ? 1 : 0) | attentionBackwardKernels.bits;  // g4_attention_backward's mode bits
+        int det = attentionDq.bits | attentionBackwardKernels.bits;  // g4_attention_backward's mode bits
         long[] bytes = new long[1];
         ok(CudaNative.g4_attention_workspace(n, b, hq, d, 1, det, bytes), "attentionBackward workspace");
         ok(CudaNative.g4_attention_backward(dt(q), addr(dq), addr(dk), addr(dv), addr(dOut), addr(q), addr(k), addr(v),
@@ -908,8 +944,12 @@ public final class CudaBackend extends AbstractBackend {
             case 4 -> "contextLens[" + f[1] + "] = " + f[2] + " is outside [1, " + f[3] + "]";
             case 5 -> "blockTables[" + f[1] + ", " + extra + "] = " + f[2] + " is outside [0, " + f[3] + ")";
             case 6 -> prefixGroupMessage(f[1], extra & 3, extra >>> 2, f[2], f[3]);
+            case 7 -> "dq element " + (f[1] & 0xFFFFFFFFL) + ": a dS K contribution exceeded the fixed-point dQ's bound 2^"
+                    + f[3] + " (the lse passed is not the forward's log-sum-exp of these q and k, so P does not sum to 1);"
+                    + " dq is not valid; dk and dv were written (attention dq mode FIXED)";
             default -> "index error " + kind + " at " + f[1] + " (value " + f[2] + ", limit " + f[3] + ")";
         };
+        if (kind == 7) return op + ": " + what + " (found by the kernel)";
         String effect = kind <= 3 ? "nothing was written" : kind == 5 ? "that sequence's output (and, for a prefix group's first "
                 + "sequence, its group's) was not written" : kind != 6 ? "that sequence's output was not written"
                 : (extra & 3) == 3 ? "that sequence's output was not written"

@@ -423,6 +423,16 @@ final class Cases {
                     List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
                     d -> fastDq(attention(d, lens, hq, hkv, hd, act, true, true)),
                     d -> fastDq(attention(d, small, hq, hkv, hd, act, true, true)), false));
+            // dQ in fixed point: deterministic like the default rows, without their dQ pass (the trainer's default
+            // once these rows show it faster on a GPU)
+            out.add(new Case("attention", "bwd " + tag + " " + FIXED_DQ, shape, act.label() + " (lse fp32)",
+                    List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 2.5 * fwd, "flop", "2.5 * fwd", Kind.KERNEL,
+                    d -> fixedDq(attention(d, lens, hq, hkv, hd, act, false, true)),
+                    d -> fixedDq(attention(d, small, hq, hkv, hd, act, false, true)), false));
+            out.add(new Case("attention", "fwd+bwd " + tag + " " + FIXED_DQ, shape, act.label() + " (lse fp32)",
+                    List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
+                    d -> fixedDq(attention(d, lens, hq, hkv, hd, act, true, true)),
+                    d -> fixedDq(attention(d, small, hq, hkv, hd, act, true, true)), false));
             // the default backward (the wide kernels at head dim 128) against the 64-row kernels, on the same card
             out.add(new Case("attention", "bwd " + tag + " " + NARROW, shape, act.label() + " (lse fp32)",
                     List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 2.5 * fwd, "flop", "2.5 * fwd", Kind.KERNEL,
@@ -460,8 +470,11 @@ final class Cases {
     }
 
 
-    /** The variant tag of the attention rows whose backward adds dQ with atomics (CudaBackend fast mode). */
+    /** The variant tag of the attention rows whose backward adds dQ with fp32 atomics (CudaBackend.AttentionDq.ATOMIC). */
     static final String FAST_DQ = "[fast dQ]";
+
+    /** The variant tag of the attention rows whose backward adds dQ in fixed point (CudaBackend.AttentionDq.FIXED). */
+    static final String FIXED_DQ = "[fixed dQ]";
 
     /** The variant tag of the LM-head row whose backward rounds dz to bf16 once (CudaBackend single mode). */
     static final String DZ_BF16 = "[dz bf16]";
@@ -485,7 +498,11 @@ final class Cases {
     }
 
     static Instance fastDq(Instance in) {
-        return inCudaMode(in, CudaBackend::deterministicAttention, CudaBackend::setDeterministicAttention, false);
+        return inCudaMode(in, CudaBackend::attentionDq, CudaBackend::setAttentionDq, CudaBackend.AttentionDq.ATOMIC);
+    }
+
+    static Instance fixedDq(Instance in) {
+        return inCudaMode(in, CudaBackend::attentionDq, CudaBackend::setAttentionDq, CudaBackend.AttentionDq.FIXED);
     }
 
     /** Packed causal sequences of the given lengths (cuSeqlens), GQA hq / hkv. */

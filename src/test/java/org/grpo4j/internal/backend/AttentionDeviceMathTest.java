@@ -239,6 +239,15 @@ class AttentionDeviceMathTest {
             assertEquals(1, CudaNative.g4_host_cu_seqlens_check(c, c.length - 1, n, new int[4]), Arrays.toString(c));
     }
 
+    /** The fixed-point dQ's bound report (kind 7, cuda/attention.cu dq_add): names the element, the cause and the mode. */
+    @Test
+    void fixedPointDqBoundReportNamesTheCause() {
+        int op = Ops.ALL.indexOf(Ops.ATTENTION_BACKWARD) + 1;
+        String msg = CudaBackend.attentionFlagMessage(new int[] {op | 7 << 8, 768, 0, 61});
+        assertTrue(msg.startsWith("attentionBackward: dq element 768: a dS K contribution exceeded the fixed-point dQ's bound 2^61"), msg);
+        assertTrue(msg.contains("not the forward's log-sum-exp") && msg.endsWith("(found by the kernel)"), msg);
+    }
+
     /** float64 decode of every (sequence, head): softmax over the context through the block table. */
     static double[] decodeRef(double[] q, double[] kc, double[] vc, int[] tables, int[] ctx, int b, int hq, int hkv, int d,
                               int bs, int maxBlocks, double scale, boolean absV) {

@@ -109,6 +109,43 @@ class CudaAttentionTest {
         }
     }
 
+    /**
+     * Fixed-point dQ (AttentionDq.FIXED), in every kernel family at both fast head dims: dq, dk and dv bitwise the same
+     * run to run (its integer sums do not depend on the atomics' order); dk and dv the PASS mode's bits (the same dK/dV
+     * kernel arithmetic); dq within a few bf16 ulps of PASS's (each element a sum rounded once, PASS's an fp32 sum).
+     */
+    @Test
+    void fixedPointDqRepeatsBitwiseAndAgreesWithThePass() {
+        CudaBackend be = cuda();
+        int[] cu = AttentionConformanceTest.Suite.cu(1, 33, 200, 0, 131, 64);
+        CudaBackend.AttentionBackwardKernels was = be.attentionBackwardKernels();
+        CudaBackend.AttentionDq wasDq = be.attentionDq();
+        String[] names = {"out", "dq", "dk", "dv"};
+        try {
+            for (int[] h : new int[][] {{32, 8, 128}, {8, 2, 64}})
+                for (CudaBackend.AttentionBackwardKernels k : CudaBackend.AttentionBackwardKernels.values()) {
+                    be.setAttentionBackwardKernels(k);
+                    be.setAttentionDq(CudaBackend.AttentionDq.PASS);
+                    Object[] pass = run(be, cu, h[0], h[1], h[2], 13);
+                    be.setAttentionDq(CudaBackend.AttentionDq.FIXED);
+                    Object[] a = run(be, cu, h[0], h[1], h[2], 13), b = run(be, cu, h[0], h[1], h[2], 13);
+                    String where = k + " " + Arrays.toString(h);
+                    for (int i = 0; i < 4; i++)
+                        assertTrue(bitwiseEqual((short[]) a[i], (short[]) b[i]), names[i] + " repeats bitwise, " + where);
+                    for (int i : new int[] {0, 2, 3})
+                        assertTrue(bitwiseEqual((short[]) pass[i], (short[]) a[i]), names[i] + " as in PASS mode, " + where);
+                    short[] x = (short[]) pass[1], y = (short[]) a[1];
+                    double scaleOf = 0;
+                    for (short v : x) scaleOf = Math.max(scaleOf, Math.abs(Bf16.toFloat(v)));
+                    for (int j = 0; j < x.length; j++)
+                        assertEquals(Bf16.toFloat(x[j]), Bf16.toFloat(y[j]), 0x1p-6 * scaleOf + 1e-4, "dq fixed vs pass, element " + j + ", " + where);
+                }
+        } finally {
+            be.setAttentionBackwardKernels(was);
+            be.setAttentionDq(wasDq);
+        }
+    }
+
     /** Every bad cuSeqlens: the CPU's message at the next synchronize, and out / lse / dq / dk / dv untouched. */
     @Test
     void badCuSeqlensIsReportedAndNothingIsWritten() {

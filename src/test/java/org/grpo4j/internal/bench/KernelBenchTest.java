@@ -285,7 +285,7 @@ class KernelBenchTest {
         Map<String, Cases.Case> byId = new HashMap<>();
         for (Cases.Case c : Cases.plan(BenchSizes.LLAMA_3_1_8B, DType.BF16, Cases.FAMILIES)) byId.put(c.id(), c);
         for (String id : List.of("attention/bwd b8 s2048 [fast dQ]", "attention/fwd+bwd b2 s8192 [fast dQ]",
-                "lmhead/logprob fwd+bwd [dz bf16]")) {
+                "attention/bwd b8 s2048 [fixed dQ]", "attention/fwd+bwd b2 s8192 [fixed dQ]", "lmhead/logprob fwd+bwd [dz bf16]")) {
             Cases.Case v = byId.get(id), p = byId.get(Compare.problemId(id));
             assertNotNull(v, id);
             assertEquals(p.work(), v.work(), id);
@@ -295,6 +295,7 @@ class KernelBenchTest {
         Data d = new Data(cpu, true, 1);
         Instance in = new Instance(d).body(() -> { });
         assertSame(in, Cases.fastDq(in), "the CPU has one attention backward");
+        assertSame(in, Cases.fixedDq(in), "the CPU has one attention backward");
         assertSame(in, Cases.singleDz(in), "the CPU has one LM-head backward");
         d.closeInstances();
     }
@@ -315,6 +316,10 @@ class KernelBenchTest {
         assertFalse(seen[0], "attention's fast dQ during the body");
         assertFalse(seen[1], "the LM head's single bf16 dz during the body");
         assertTrue(cb.deterministicAttention() && cb.lmHeadBf16GradSplit(), "restored");
+        Object[] mode = new Object[1];
+        Cases.fixedDq(new Instance(d).body(() -> mode[0] = cb.attentionDq())).run();
+        assertEquals(org.grpo4j.internal.backend.CudaBackend.AttentionDq.FIXED, mode[0], "fixed-point dQ during the body");
+        assertEquals(org.grpo4j.internal.backend.CudaBackend.AttentionDq.PASS, cb.attentionDq(), "restored");
         Instance bad = Cases.fastDq(new Instance(d).body(() -> { throw new IllegalStateException("boom"); }));
         assertThrows(IllegalStateException.class, bad::run);
         assertTrue(cb.deterministicAttention(), "restored after a throw");
