@@ -1,6 +1,9 @@
 package org.grpo4j.internal.train;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
+import java.io.PrintStream;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.channels.FileLock;
@@ -8,9 +11,12 @@ import java.nio.channels.OverlappingFileLockException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.stream.Stream;
 import org.grpo4j.internal.util.AtomicDir;
@@ -33,6 +39,8 @@ final class RunDirectory implements AutoCloseable {
     /** What a run writes at the top of its directory. */
     static final Set<String> OUTPUTS = Set.of("config.json", "metrics.jsonl", "samples.jsonl", "plots", "checkpoints", LOCK,
             "metrics.jsonl.tmp", "samples.jsonl.tmp", "metrics.jsonl.dropped", "samples.jsonl.dropped", "config.json.tmp");
+
+    private static final ObjectMapper JSON = new ObjectMapper();
 
     private final Path dir;
     private final FileChannel channel;
@@ -197,5 +205,70 @@ final class RunDirectory implements AutoCloseable {
         } catch (IOException ignored) {
             // the OS releases the lock with the process anyway
         }
+    }
+
+    /**
+     * Keeps the lines of a run's JSONL whose training_step is at most {@code lastStep} (later ones came from the
+     * interrupted run). A line that is not a JSON object with an integer training_step (a torn write, or damage) is
+     * moved to FILE.dropped with a note, wherever it is; the lines around it are kept.
+     */
+    static List<Map<String, Double>> truncateJsonl(Path file, int lastStep, PrintStream log) throws IOException {
+        List<Map<String, Double>> kept = new ArrayList<>();
+        if (!Files.exists(file)) return kept;
+        String text = new String(Files.readAllBytes(file), StandardCharsets.UTF_8); // a torn multi-byte character becomes U+FFFD
+        List<String> keep = new ArrayList<>(), dropped = new ArrayList<>();
+        List<Integer> droppedNo = new ArrayList<>();
+        int no = 0;
+        for (String line : text.split("\n", -1)) {
+            no++;
+            if (line.isBlank()) continue;
+            JsonNode n;
+            try {
+                n = JSON.readTree(line);
+            } catch (IOException e) {
+                n = null;
+            }
+            if (n == null || !n.isObject() || !n.path("training_step").canConvertToExactIntegral()) {
+                dropped.add(line);
+                droppedNo.add(no);
+                continue;
+            }
+            if (n.path("training_step").asLong() > lastStep) continue;
+            keep.add(line);
+            if (file.getFileName().toString().equals("metrics.jsonl")) {
+                Map<String, Double> m = new LinkedHashMap<>();
+                n.fields().forEachRemaining(e -> m.put(e.getKey(), e.getValue().isNumber() ? e.getValue().asDouble() : Double.NaN));
+                kept.add(m);
+            }
+        }
+        if (!dropped.isEmpty()) {
+            Path side = file.resolveSibling(file.getFileName() + ".dropped");
+            Files.write(side, dropped, StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
+            if (log != null) log.println("grpo4j: " + file + ": line" + (dropped.size() > 1 ? "s " : " ") + droppedNo
+                    + " not a JSON object with a training_step (a torn write?); moved to " + side);
+        }
+        writeAtomically(file, keep.isEmpty() ? "" : String.join("\n", keep) + "\n");
+        return kept;
+    }
+
+    /** Writes a file through a temporary sibling that is synced and renamed over it: readers see old or new. */
+    static void writeAtomically(Path file, String content) throws IOException {
+        Path tmp = file.resolveSibling(file.getFileName() + ".tmp");
+        try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(tmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                StandardOpenOption.TRUNCATE_EXISTING)) {
+            java.nio.ByteBuffer buf = java.nio.ByteBuffer.wrap(content.getBytes(StandardCharsets.UTF_8));
+            while (buf.hasRemaining()) ch.write(buf);
+            ch.force(true);
+        } catch (IOException e) {
+            Files.deleteIfExists(tmp);
+            throw new IOException(file + ": cannot write: " + describe(e), e);
+        }
+        Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+    }
+
+    /** The reason of an I/O failure without the Java class name ("No space left on device"). */
+    static String describe(IOException e) {
+        if (e instanceof java.nio.file.FileSystemException f && f.getReason() != null) return f.getReason();
+        return e.getMessage() == null ? "I/O error" : e.getMessage();
     }
 }

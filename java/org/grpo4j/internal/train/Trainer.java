@@ -4,7 +4,6 @@ import org.grpo4j.train.GrpoConfig;
 import org.grpo4j.train.GrpoTrainer.Listener;
 import org.grpo4j.train.GrpoTrainer.Result;
 import org.grpo4j.train.TrainingAbortedException;
-import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.BufferedWriter;
@@ -13,7 +12,6 @@ import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -426,7 +424,7 @@ public final class Trainer implements AutoCloseable {
                 if (log != null) log.println("grpo4j: --overwrite: deleted the earlier run's outputs in " + out);
             }
             Files.createDirectories(out);
-            writeAtomically(out.resolve("config.json"), cfg.toJson());
+            RunDirectory.writeAtomically(out.resolve("config.json"), cfg.toJson());
         }
         if (!warmupDone) {
             if (cfg.sftWarmup.steps > 0) {
@@ -793,77 +791,12 @@ public final class Trainer implements AutoCloseable {
         warmupDone = true;
         if (writer) {
             // keep only what the checkpoint has seen: later lines came from the interrupted run
-            history.addAll(truncateJsonl(out.resolve("metrics.jsonl"), step, log));
-            truncateJsonl(out.resolve("samples.jsonl"), step, log);
+            history.addAll(RunDirectory.truncateJsonl(out.resolve("metrics.jsonl"), step, log));
+            RunDirectory.truncateJsonl(out.resolve("samples.jsonl"), step, log);
         }
         if (log != null) log.printf("grpo4j: resumed from %s (step %d, %d optimizer steps)%n", ck, step, st.optimizerSteps());
     }
 
-
-    /**
-     * Keeps the lines of a run's JSONL whose training_step is at most {@code lastStep} (later ones came from the
-     * interrupted run). A line that is not a JSON object with an integer training_step (a torn write, or damage) is
-     * moved to FILE.dropped with a note, wherever it is; the lines around it are kept.
-     */
-    static List<Map<String, Double>> truncateJsonl(Path file, int lastStep, PrintStream log) throws IOException {
-        List<Map<String, Double>> kept = new ArrayList<>();
-        if (!Files.exists(file)) return kept;
-        String text = new String(Files.readAllBytes(file), StandardCharsets.UTF_8); // a torn multi-byte character becomes U+FFFD
-        List<String> keep = new ArrayList<>(), dropped = new ArrayList<>();
-        List<Integer> droppedNo = new ArrayList<>();
-        int no = 0;
-        for (String line : text.split("\n", -1)) {
-            no++;
-            if (line.isBlank()) continue;
-            JsonNode n;
-            try {
-                n = JSON.readTree(line);
-            } catch (IOException e) {
-                n = null;
-            }
-            if (n == null || !n.isObject() || !n.path("training_step").canConvertToExactIntegral()) {
-                dropped.add(line);
-                droppedNo.add(no);
-                continue;
-            }
-            if (n.path("training_step").asLong() > lastStep) continue;
-            keep.add(line);
-            if (file.getFileName().toString().equals("metrics.jsonl")) {
-                Map<String, Double> m = new LinkedHashMap<>();
-                n.fields().forEachRemaining(e -> m.put(e.getKey(), e.getValue().isNumber() ? e.getValue().asDouble() : Double.NaN));
-                kept.add(m);
-            }
-        }
-        if (!dropped.isEmpty()) {
-            Path side = file.resolveSibling(file.getFileName() + ".dropped");
-            Files.write(side, dropped, StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
-            if (log != null) log.println("grpo4j: " + file + ": line" + (dropped.size() > 1 ? "s " : " ") + droppedNo
-                    + " not a JSON object with a training_step (a torn write?); moved to " + side);
-        }
-        writeAtomically(file, keep.isEmpty() ? "" : String.join("\n", keep) + "\n");
-        return kept;
-    }
-
-    /** Writes a file through a temporary sibling that is synced and renamed over it: readers see old or new. */
-    static void writeAtomically(Path file, String content) throws IOException {
-        Path tmp = file.resolveSibling(file.getFileName() + ".tmp");
-        try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(tmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
-                StandardOpenOption.TRUNCATE_EXISTING)) {
-            java.nio.ByteBuffer buf = java.nio.ByteBuffer.wrap(content.getBytes(StandardCharsets.UTF_8));
-            while (buf.hasRemaining()) ch.write(buf);
-            ch.force(true);
-        } catch (IOException e) {
-            Files.deleteIfExists(tmp);
-            throw new IOException(file + ": cannot write: " + describe(e), e);
-        }
-        Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-    }
-
-    /** The reason of an I/O failure without the Java class name ("No space left on device"). */
-    static String describe(IOException e) {
-        if (e instanceof java.nio.file.FileSystemException f && f.getReason() != null) return f.getReason();
-        return e.getMessage() == null ? "I/O error" : e.getMessage();
-    }
 
     // ---- helpers ------------------------------------------------------------------------------------------------
 
@@ -876,7 +809,7 @@ public final class Trainer implements AutoCloseable {
         try {
             Files.writeString(f, JSON.writeValueAsString(o) + "\n", StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
         } catch (IOException e) {
-            throw new IOException(f + ": cannot append: " + describe(e), e);
+            throw new IOException(f + ": cannot append: " + RunDirectory.describe(e), e);
         }
     }
 
