@@ -23,7 +23,8 @@
 //            64, query head), 4 warps x 16 rows (dq_kernel). dK/dV blocks iterate over the query heads of the group and the query steps that see the
 //            tile (P recomputed from the saved lse); dQ blocks over their key tiles. Deterministic mode (the default)
 //            runs dQ as that second kernel; fast mode adds dS K with fp32 atomics into a scratch accumulator from the
-//            dK/dV kernel, then a convert kernel scales and rounds it. Every variant gives the same bits in
+//            dK/dV kernel, then a convert kernel scales and rounds it; fixed-point mode (deterministic too) adds it as
+//            64-bit integers at a per-row binary point (DqMode below). Every kernel variant gives the same bits in
 //            deterministic mode.
 // Generic path (fp32, any other even head dim, unaligned views): one warp per (row, head), the lanes taking 32 keys
 //   (or queries) at a time, float64 accumulation: slower, never a wrong answer.
@@ -48,7 +49,7 @@ constexpr int PLAN_NT = 1024;  // threads of the plan kernel
 // ---- scratch layout -----------------------------------------------------------------------------------------------
 
 struct Layout {
-    long long status, map, dsum, dqacc, bounds, urow, total;
+    long long status, map, dsum, dqacc, bounds, urow, nfrow, total;
 };
 
 // How the tensor-core backward forms dQ (g4_attention_backward's mode bits 1 and 8):
@@ -56,13 +57,15 @@ struct Layout {
 //   DQ_FP32   fast: the dK/dV kernel adds dS K into an fp32 accumulator with atomics (order, and so bits, vary);
 //   DQ_FIXED  deterministic: the dK/dV kernel adds dS K as 64-bit fixed-point integers with atomics. Integer sums do
 //             not depend on their order, so the bits repeat run to run without the second kernel's recomputation of
-//             QK^T and dO V^T. The binary point of head h sits where no partial sum can overflow: every contribution
-//             to dQ[t, h, x] is a sum of dS[t, j] K[j, x], and sum_j |dS[t, j]| <= sum_j P[t, j] (|dO_t . V_j| + |D_t|)
-//             <= ||dO_t|| max_j ||V_j|| + |D_t| (the P of a row sum to 1 when lse is the forward's), so
-//             |any partial sum| <= B_h = max_j,x |K[j, x]| * max_t (||dO_t|| max_j ||V_j|| + |D_t|) over the head's
-//             (kv head's) tokens; with B_h < 2^e the scale is 2^(61 - e): partial sums stay below 2^62, a factor 2
-//             of margin for rounding, and the resolution is 2^-61 of B_h (an fp32 sum keeps 2^-24 of its own size).
-//             A contribution that still exceeds 2^61 (lse not the forward's) is reported through the device flag.
+//             QK^T and dO V^T. Each row (token t, head h) has its own binary point, where none of its partial sums
+//             can overflow: every contribution to dQ[t, h, x] is a sum of dS[t, j] K[j, x], and sum_j |dS[t, j]| <=
+//             sum_j P[t, j] (|dO_t . V_j| + |D_t|) <= ||dO_t|| max_j ||V_j|| + |D_t| (the P of a row sum to 1 when
+//             lse is the forward's), so |any partial sum| <= B = max_j,x |K[j, x]| (||dO_t|| max_j ||V_j|| + |D_t|)
+//             (maxima over the kv head's finite values); with B < 2^e the scale is 2^(60 - e): partial sums stay
+//             below 2^60 by the bound, a factor 8 under 2^63 for its roundings (fp32 norms, bf16 dS), and the
+//             resolution is 2^(e - 60) <= 2^-59 B (an fp32 sum keeps 2^-24 of its own size). A contribution of 2^62
+//             or more (lse not the forward's) is reported through the device flag (kind 7); a non-finite input or
+//             contribution makes its row's dq NaN (urow inf, nfrow set), and rows past 2^186 too (not representable).
 enum DqMode { DQ_PASS = 0, DQ_FP32 = 1, DQ_FIXED = 2 };
 
 static DqMode dq_mode(int mode_bits) {
@@ -73,7 +76,9 @@ static long long align256(long long x) { return (x + 255) / 256 * 256; }
 
 // status: [0] tiles in the plan, [1] 1 when cuSeqlens is valid; map: TileRef per slot; dsum: fp32 [Hq][N]; dqacc:
 // fp32 [N, Hq, D] (DQ_FP32) or int64 [N, Hq, D] (DQ_FIXED); bounds (DQ_FIXED): float bits, [Hkv] max |K|, [Hkv]
-// max ||V_j||, [Hq] max_t (||dO_t|| max ||V_j|| + |D_t|); urow (DQ_FIXED): fp32 [Hq][N], that last term per token.
+// max ||V_j|| over finite values; urow (DQ_FIXED): fp32 [Hq][N], ||dO_t|| max ||V_j|| + |D_t| per (head, token), inf
+// for a row with a non-finite input; nfrow (DQ_FIXED): u32 [Hq][N], nonzero for a row with a non-finite contribution
+// (set by the dK/dV kernel with atomics; a NaN row in either marks its dq NaN).
 static Layout layout(int n, int b, int hq, int hkv, int d, bool backward, DqMode dq) {
     Layout l;
     l.status = 0;
@@ -83,8 +88,9 @@ static Layout layout(int n, int b, int hq, int hkv, int d, bool backward, DqMode
     l.dsum = align256(l.map + slots * (long long) sizeof(TileRef));
     l.dqacc = align256(l.dsum + (backward ? (long long) n * hq * 4 : 0));
     l.bounds = align256(l.dqacc + (backward && dq != DQ_PASS ? (long long) n * hq * d * (fixed ? 8 : 4) : 0));
-    l.urow = align256(l.bounds + (fixed ? (long long) (2 * hkv + hq) * 4 : 0));
-    l.total = align256(l.urow + (fixed ? (long long) n * hq * 4 : 0));
+    l.urow = align256(l.bounds + (fixed ? (long long) (2 * hkv) * 4 : 0));
+    l.nfrow = align256(l.urow + (fixed ? (long long) n * hq * 4 : 0));
+    l.total = align256(l.nfrow + (fixed ? (long long) n * hq * 4 : 0));
     return l;
 }
 
@@ -339,6 +345,8 @@ struct BwdArgs {
     const float* dsum;  // [Hq][N]
     float* dqacc;       // [N, Hq, D] (DQ_FP32; DQ_FIXED: unsigned long long)
     const unsigned* bounds;  // DQ_FIXED: see Layout
+    const float* urow;       // DQ_FIXED: see Layout
+    unsigned* nfrow;         // DQ_FIXED: see Layout
     int* flag;
     int op;
     const int* cu;
@@ -348,49 +356,64 @@ struct BwdArgs {
     float scale, c;
 };
 
-// DQ_FIXED: the binary point of head h (kv head g): 2^f with f = 61 - e, B_h < 2^e, clamped to a float's normal
-// range; false when B_h is not finite (an inf or NaN among the inputs: dq is NaN for the head).
 __host__ __device__ inline float bits_f32(unsigned u) {
     float f;
     memcpy(&f, &u, 4);
     return f;
 }
 
-__host__ __device__ inline bool dq_fixed_exponent(const unsigned* bounds, int hkv, int h, int g, int* f) {
-    const double bk = (double) bits_f32(bounds[g]), br = (double) bits_f32(bounds[2 * hkv + h]), b = bk * br;
-    if (!(b <= 1.7e308)) { *f = 0; return false; }  // NaN or inf
+// DQ_FIXED: the binary point of a row: 2^f with f = 60 - e, B = maxk * u < 2^e (maxk: the kv head's max |K|; u: the
+// row's urow), f clamped at 127 (a float's largest power of 2; smaller B only loses unneeded resolution); false when B
+// is not finite or f would be below -126 (B >= 2^186, beyond a float's range of scales): the row's dq is then NaN.
+__host__ __device__ inline bool dq_fixed_exponent(float maxk, float u, int* f) {
+    const double b = (double) maxk * (double) u;
+    *f = 0;
+    if (!(b <= 1.7e308)) return false;  // NaN or inf
     int e = 0;
     (void) frexp(b, &e);  // b = m 2^e, 0.5 <= m < 1 (e = 0 for b = 0)
-    int x = 61 - e;
-    *f = x < -126 ? -126 : x > 127 ? 127 : x;
+    const int x = 60 - e;
+    if (x < -126) return false;
+    *f = x > 127 ? 127 : x;
     return true;
 }
 
+// One row's fixed-point scale: 2^f (0 when the row's dq will be NaN) and where its urow entry is.
+struct RowScale {
+    float p2;
+    long long u;
+};
+
 // Adds one dS K contribution to dQ's accumulator in the kernel's mode (fp32 or fixed point).
 template <int DQM>
-__device__ __forceinline__ void dq_add(const BwdArgs& a, long long i, float x, float p2) {
+__device__ __forceinline__ void dq_add(const BwdArgs& a, long long i, float x, const RowScale& rs) {
     if (DQM == DQ_FP32) {
         atomicAdd(a.dqacc + i, x);
-    } else {
-        const float y = x * p2;  // p2 = 0 for a head whose bound is not finite (its dq is NaN)
-        if (fabsf(x) < INFINITY && !(fabsf(y) < 0x1p61f)) g4::report(a.flag, a.op | (7 << 8), i, 0, 61);
-        atomicAdd(reinterpret_cast<unsigned long long*>(a.dqacc) + i, (unsigned long long) llrintf(y));
+    } else if (rs.p2 != 0.f) {
+        if (!(fabsf(x) < INFINITY)) {
+            atomicOr(a.nfrow + rs.u, 1u);  // a NaN or inf contribution: the row's dq is NaN
+        } else {
+            const float y = x * rs.p2;
+            if (!(fabsf(y) < 0x1p62f)) g4::report(a.flag, a.op | (7 << 8), i, 0, 62);
+            atomicAdd(reinterpret_cast<unsigned long long*>(a.dqacc) + i, (unsigned long long) llrintf(y));
+        }
     }
 }
 
 // 2^f as a float (f in [-126, 127]: a normal float, so x * 2^f is exact).
 __device__ __forceinline__ float pow2f(int f) { return __int_as_float((f + 127) << 23); }
 
-// The scale of head h's contributions in DQ_FIXED (0 where its bound is not finite); unused otherwise.
+// The scale of row (token t, head h, kv head g) in DQ_FIXED; unused otherwise.
 template <int DQM>
-__device__ __forceinline__ float dq_pow2(const BwdArgs& a, int h, int g) {
-    if (DQM != DQ_FIXED) return 1.f;
+__device__ __forceinline__ RowScale row_scale(const BwdArgs& a, long long t, int h, int g) {
+    if (DQM != DQ_FIXED) return RowScale{1.f, 0};
+    const long long u = (long long) h * a.n + t;
     int f;
-    return dq_fixed_exponent(a.bounds, a.hkv, h, g, &f) ? pow2f(f) : 0.f;
+    return RowScale{dq_fixed_exponent(bits_f32(a.bounds[g]), a.urow[u], &f) ? pow2f(f) : 0.f, u};
 }
 
 // D[h][t] = sum_x dOut[t, h, x] * out[t, h, x] in fp32, one warp per (t, h); any dtype and head dim. BOUND
-// (DQ_FIXED, after kv_bound_kernel): also urow[h][t] = ||dOut[t, h]|| max_j ||V[j, g]|| + |D[h][t]|.
+// (DQ_FIXED, after kv_bound_kernel): also urow[h][t] = ||dOut[t, h]|| max_j ||V[j, g]|| + |D[h][t]| (inf when not
+// finite, as for a NaN).
 template <typename T, bool BOUND>
 __global__ void dsum_kernel(float* dsum, const T* dout, const T* out, int n, int hq, int d, float* urow,
                             const unsigned* bounds, int hkv) {
@@ -408,7 +431,10 @@ __global__ void dsum_kernel(float* dsum, const T* dout, const T* out, int n, int
     if (BOUND) ss = g4::warp_sum(ss);
     const long long h = row % hq, t = row / hq;
     if (lane == 0) dsum[h * n + t] = acc;
-    if (BOUND && lane == 0) urow[h * n + t] = sqrtf(ss) * bits_f32(bounds[hkv + (int) (h / (hq / hkv))]) + fabsf(acc);
+    if (BOUND && lane == 0) {
+        const float u = sqrtf(ss) * bits_f32(bounds[hkv + (int) (h / (hq / hkv))]) + fabsf(acc);
+        urow[h * n + t] = u < INFINITY ? u : INFINITY;
+    }
 }
 
 // The largest of a warp's unsigned values.
@@ -418,7 +444,7 @@ __device__ inline unsigned warp_max_u(unsigned x) {
 }
 
 // The block's maxima of x0 and x1 (256 threads) atomically into *m0 and *m1 (bits of non-negative floats, which order
-// as the floats do, with NaN above inf: a NaN among the inputs makes the bound NaN, and that head's dq NaN).
+// as the floats do).
 __device__ inline void block_max_into(unsigned x0, unsigned x1, unsigned* m0, unsigned* m1) {
     __shared__ unsigned part[2][8];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -431,13 +457,14 @@ __device__ inline void block_max_into(unsigned x0, unsigned x1, unsigned* m0, un
         x1 = warp_max_u(lane < 8 ? part[1][lane] : 0u);
         if (lane == 0) {
             atomicMax(m0, x0);
-            if (m1) atomicMax(m1, x1);
+            atomicMax(m1, x1);
         }
     }
 }
 
-// DQ_FIXED's bounds, first: per kv head g (blockIdx.y), max |K[t, g, x]| and max_t ||V[t, g]||; 256 threads, a warp
-// per token.
+// DQ_FIXED's bounds: per kv head g (blockIdx.y), max |K[t, g, x]| and max_t ||V[t, g]|| over finite values (a NaN
+// or inf makes the contributions of the rows that see it non-finite, which marks those rows); 256 threads, a warp per
+// token.
 template <int D>
 __global__ void __launch_bounds__(256) kv_bound_kernel(unsigned* bounds, const bf16* k, const bf16* v, int n, int hkv) {
     const int g = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -447,23 +474,16 @@ __global__ void __launch_bounds__(256) kv_bound_kernel(unsigned* bounds, const b
         float ss = 0.f;
 #pragma unroll
         for (int x = lane; x < D; x += 32) {
-            mk = max(mk, __float_as_uint(fabsf(__bfloat162float(kr[x]))));
-            const float y = __bfloat162float(vr[x]);
-            ss = fmaf(y, y, ss);
+            const float ak = fabsf(__bfloat162float(kr[x])), y = __bfloat162float(vr[x]);
+            if (ak < INFINITY) mk = max(mk, __float_as_uint(ak));
+            if (fabsf(y) < INFINITY) ss = fmaf(y, y, ss);
         }
-        mv = max(mv, __float_as_uint(sqrtf(g4::warp_sum(ss))));
+        const float nv = sqrtf(g4::warp_sum(ss));
+        if (nv < INFINITY) mv = max(mv, __float_as_uint(nv));
     }
     block_max_into(mk, mv, bounds + g, bounds + hkv + g);
 }
 
-// DQ_FIXED's bounds, last: per query head h (blockIdx.y), max_t urow[h][t].
-__global__ void __launch_bounds__(256) row_bound_kernel(unsigned* bounds, const float* urow, int n, int hkv) {
-    const int h = blockIdx.y;
-    unsigned m = 0;
-    for (long long t = (long long) blockIdx.x * 256 + threadIdx.x; t < n; t += (long long) gridDim.x * 256)
-        m = max(m, __float_as_uint(fabsf(urow[(long long) h * n + t])));
-    block_max_into(m, 0u, bounds + 2 * hkv + h, nullptr);
-}
 
 template <int D, int DQM>
 constexpr int dkdv_smem() {
@@ -630,19 +650,20 @@ __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
                 }
             }
             const int q0 = r0 + mt * 16 + gid;
-            const float p2 = dq_pow2<DQM>(a, h, g);
+            const RowScale s0 = row_scale<DQM>(a, start + min(q0, len - 1), h, g),
+                           s8 = row_scale<DQM>(a, start + min(q0 + 8, len - 1), h, g);
 #pragma unroll
             for (int nb = 0; nb < 8; nb++) {
                 const int col = dh + nb * 8 + tig * 2;
                 if (q0 < len) {
                     const long long i = ((long long) (start + q0) * a.hq + h) * D + col;
-                    dq_add<DQM>(a, i, acc[nb][0], p2);
-                    dq_add<DQM>(a, i + 1, acc[nb][1], p2);
+                    dq_add<DQM>(a, i, acc[nb][0], s0);
+                    dq_add<DQM>(a, i + 1, acc[nb][1], s0);
                 }
                 if (q0 + 8 < len) {
                     const long long i = ((long long) (start + q0 + 8) * a.hq + h) * D + col;
-                    dq_add<DQM>(a, i, acc[nb][2], p2);
-                    dq_add<DQM>(a, i + 1, acc[nb][3], p2);
+                    dq_add<DQM>(a, i, acc[nb][2], s8);
+                    dq_add<DQM>(a, i + 1, acc[nb][3], s8);
                 }
             }
         }
@@ -885,22 +906,23 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
             float acc[2][DQ / 8][4];
             zero_tile(acc);
             warp_ab<QS, WK_BN, D, DQ / 8, true>(acc, sS, mq * 32, sK, dq0);  // dS^T read transposed: dS
-            const float p2 = dq_pow2<DQM>(a, h, g);
 #pragma unroll
             for (int mt = 0; mt < 2; mt++) {
                 const int q0 = r0 + mq * 32 + mt * 16 + gid;
+                const RowScale s0 = row_scale<DQM>(a, start + min(q0, len - 1), h, g),
+                               s8 = row_scale<DQM>(a, start + min(q0 + 8, len - 1), h, g);
 #pragma unroll
                 for (int nb = 0; nb < DQ / 8; nb++) {
                     const int col = dq0 + nb * 8 + tig * 2;
                     if (q0 < len) {
                         const long long i = ((long long) (start + q0) * a.hq + h) * D + col;
-                        dq_add<DQM>(a, i, acc[mt][nb][0], p2);
-                        dq_add<DQM>(a, i + 1, acc[mt][nb][1], p2);
+                        dq_add<DQM>(a, i, acc[mt][nb][0], s0);
+                        dq_add<DQM>(a, i + 1, acc[mt][nb][1], s0);
                     }
                     if (q0 + 8 < len) {
                         const long long i = ((long long) (start + q0 + 8) * a.hq + h) * D + col;
-                        dq_add<DQM>(a, i, acc[mt][nb][2], p2);
-                        dq_add<DQM>(a, i + 1, acc[mt][nb][3], p2);
+                        dq_add<DQM>(a, i, acc[mt][nb][2], s8);
+                        dq_add<DQM>(a, i + 1, acc[mt][nb][3], s8);
                     }
                 }
             }
@@ -1146,16 +1168,19 @@ __global__ void __launch_bounds__(WK_NT, 1) dq_wide_kernel(BwdArgs a) {
     }
 }
 
-// DQ_FIXED: dq = bf16(scale * accumulator * 2^-f) from float64 (one rounding), NaN for a head whose bound is not
-// finite; nothing when cuSeqlens was invalid.
-__global__ void dq_fixed_convert_kernel(bf16* dq, const unsigned long long* acc, long long n, int hq, int hkv, int d,
-                                        float scale, const unsigned* bounds, const int* status) {
+// DQ_FIXED: dq = bf16(scale * accumulator * 2^-f) from float64 (one rounding), NaN for a row marked non-finite;
+// nothing when cuSeqlens was invalid.
+__global__ void dq_fixed_convert_kernel(bf16* dq, const unsigned long long* acc, long long total, int n, int hq, int hkv,
+                                        int d, float scale, const unsigned* bounds, const float* urow, const unsigned* nfrow,
+                                        const int* status) {
     if (!status[1]) return;
     const int group = hq / hkv;
-    for (long long i = blockIdx.x * (long long) blockDim.x + threadIdx.x; i < n; i += (long long) gridDim.x * blockDim.x) {
-        const int h = (int) ((i / d) % hq);
+    for (long long i = blockIdx.x * (long long) blockDim.x + threadIdx.x; i < total; i += (long long) gridDim.x * blockDim.x) {
+        const long long row = i / d, t = row / hq;
+        const int h = (int) (row % hq);
         int f;
-        const bool ok = dq_fixed_exponent(bounds, hkv, h, h / group, &f);
+        const long long u = (long long) h * n + t;
+        const bool ok = dq_fixed_exponent(bits_f32(bounds[h / group]), urow[u], &f) && nfrow[u] == 0;
         dq[i] = __double2bfloat16(ok ? (double) (long long) acc[i] * ldexp((double) scale, -f) : (double) NAN);
     }
 }
@@ -1407,7 +1432,7 @@ static int launch_dkdv(const BwdArgs& a, unsigned slots, bool wide, cudaStream_t
     return g4::launched();
 }
 
-// After dsum_kernel (and, for DQ_FIXED, the bounds' kernels).
+// After dsum_kernel (and, for DQ_FIXED, kv_bound_kernel before it).
 template <int D>
 static int backward_fast(const BwdArgs& a, int n, int b, DqMode dq, bool wide, cudaStream_t st) {
     int e;
@@ -1432,7 +1457,8 @@ static int backward_fast(const BwdArgs& a, int n, int b, DqMode dq, bool wide, c
         return e;
     if (dq == DQ_FIXED)
         dq_fixed_convert_kernel<<<g4::grid_for(total, 256), 256, 0, st>>>(
-                a.dq, reinterpret_cast<const unsigned long long*>(a.dqacc), total, a.hq, a.hkv, D, a.scale, a.bounds, a.status);
+                a.dq, reinterpret_cast<const unsigned long long*>(a.dqacc), total, a.n, a.hq, a.hkv, D, a.scale, a.bounds,
+                a.urow, a.nfrow, a.status);
     else
         dq_convert_kernel<<<g4::grid_for(total, 256), 256, 0, st>>>(a.dq, a.dqacc, total, a.scale, a.status);
     return g4::launched();
@@ -1509,7 +1535,8 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
     const long long rows = (long long) n * hq;
     const unsigned bx = (unsigned) std::min<long long>((n + 7) / 8, 256);
     if (dqm == DQ_FIXED) {  // the bounds: max |K| and max ||V|| per kv head (fast path: rows > 0, bf16, d 64 or 128)
-        if ((e = (int) cudaMemsetAsync(bounds, 0, (size_t) (2 * hkv + hq) * 4, st))) return e;
+        if ((e = (int) cudaMemsetAsync(bounds, 0, (size_t) (2 * hkv) * 4, st))) return e;
+        if ((e = (int) cudaMemsetAsync(w + L.nfrow, 0, (size_t) rows * 4, st))) return e;
         if (d == 64) kv_bound_kernel<64><<<dim3(bx, hkv), 256, 0, st>>>(bounds, reinterpret_cast<const bf16*>(k), reinterpret_cast<const bf16*>(v), n, hkv);
         else kv_bound_kernel<128><<<dim3(bx, hkv), 256, 0, st>>>(bounds, reinterpret_cast<const bf16*>(k), reinterpret_cast<const bf16*>(v), n, hkv);
         if ((e = g4::launched())) return e;
@@ -1527,15 +1554,12 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
                                                             reinterpret_cast<const float*>(out), n, hq, d, nullptr, nullptr, hkv);
         if ((e = g4::launched())) return e;
     }
-    if (dqm == DQ_FIXED) {  // then max_t (||dO_t|| max ||V|| + |D_t|) per query head
-        row_bound_kernel<<<dim3((unsigned) std::min<long long>((n + 255) / 256, 64), hq), 256, 0, st>>>(bounds, urow, n, hkv);
-        if ((e = g4::launched())) return e;
-    }
     if (fast) {
         BwdArgs a{reinterpret_cast<bf16*>(dq), reinterpret_cast<bf16*>(dk), reinterpret_cast<bf16*>(dv),
                   reinterpret_cast<const bf16*>(dout), reinterpret_cast<const bf16*>(q), reinterpret_cast<const bf16*>(k),
                   reinterpret_cast<const bf16*>(v), reinterpret_cast<const float*>(lse), dsum,
-                  reinterpret_cast<float*>(w + L.dqacc), bounds, reinterpret_cast<int*>(flag), op, CU, status,
+                  reinterpret_cast<float*>(w + L.dqacc), bounds, urow, reinterpret_cast<unsigned*>(w + L.nfrow),
+                  reinterpret_cast<int*>(flag), op, CU, status,
                   reinterpret_cast<const TileRef*>(w + L.map), n, hq, hkv, hq / hkv, scale, scale * g4::ATT_LOG2E};
         return d == 64 ? backward_fast<64>(a, n, b, dqm, wide, st) : backward_fast<128>(a, n, b, dqm, wide, st);
     }

@@ -160,6 +160,7 @@ template <typename T> inline T atomicMax(T* p, T v) {
     while (v > o && !a.compare_exchange_weak(o, v, std::memory_order_relaxed)) {}
     return o;
 }
+template <typename T> inline T atomicOr(T* p, T v) { return std::atomic_ref<T>(*p).fetch_or(v, std::memory_order_relaxed); }
 template <typename T> inline T atomicExch(T* p, T v) { return std::atomic_ref<T>(*p).exchange(v, std::memory_order_relaxed); }
 template <typename T> inline T atomicCAS(T* p, T cmp, T v) {
     std::atomic_ref<T>(*p).compare_exchange_strong(cmp, v, std::memory_order_relaxed);

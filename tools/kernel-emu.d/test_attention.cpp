@@ -292,7 +292,9 @@ EMU_CASE("attention", fwd_bwd_tensor_core_wide_and_narrow_same_bits) {
 
 // Fixed-point dQ outside its bound's premise: an lse far below the forward's (P sums to e^50, not 1) makes the
 // contributions exceed the bound: reported through the device flag (kind 7), not wrapped silently. A NaN in one kv
-// head's K: that head's dq is NaN (its bound is not finite), the other head's dq finite and as in deterministic mode.
+// head's K: the rows whose contributions it reaches get a NaN dq (here every row of that kv head's query heads: the
+// masked zeros of dS times the NaN key are NaN too, as in the PASS mode), the other kv head's rows finite and as in
+// deterministic mode (the bounds are maxima over finite values).
 EMU_CASE("attention", fixed_point_dq_bound_violations_reported) {
     const int n = 70, b = 1, hq = 4, hkv = 2, d = 64;
     Rng rng(21);
@@ -341,6 +343,150 @@ EMU_CASE("attention", fixed_point_dq_bound_violations_reported) {
            n * (hq / hkv) * d, bad1, nan0 == (size_t) n * (hq / hkv) * d && bad1 == 0 ? "" : "  FAIL");
     ok &= nan0 == (size_t) n * (hq / hkv) * d && bad1 == 0;
     return ok;
+}
+
+// Fixed-point dQ at a tight bound (found by review): the computed bound (sqrtf(2) rounds down) lies just under the true
+// dq element, 2; the scale's margin keeps it from being reported, and dq is 2. Two tokens, one sequence; Q = 0 so row
+// 1's P = (1/2, 1/2); K = +-e0, V = +-(e0 + e1), dO_1 = e0 + e1.
+EMU_CASE("attention", fixed_dq_tight_bound_not_reported) {
+    const int n = 2, b = 1, hq = 1, hkv = 1, d = 64;
+    std::vector<float> qf((size_t) n * d, 0.f), kf((size_t) n * d, 0.f), vf((size_t) n * d, 0.f), of((size_t) n * d, 0.f);
+    kf[0] = 1.f; kf[d] = -1.f;
+    vf[0] = vf[1] = 1.f; vf[d] = vf[d + 1] = -1.f;
+    of[d] = of[d + 1] = 1.f;  // dO of row 1; row 0's dO = 0
+    Buf q(true, qf), k(true, kf), v(true, vf), dout(true, of), out(true, (size_t) n * d, 0.f);
+    std::vector<float> lse(n);
+    std::vector<int> cu = {0, n};
+    int flag[4] = {0, 0, 0, 0};
+    long long wb = 0;
+    g4_attention_workspace(n, b, hq, d, 0, 0, &wb);
+    std::vector<unsigned char> ws((size_t) wb + 1);
+    bool ok = g4_attention(G4_BF16, out.ptr(), P(lse.data()), q.ptr(), k.ptr(), v.ptr(), P(cu.data()), n, b, hq, hkv, d, 1.f,
+                           P(ws.data()), wb, P(flag), 7, 0) == 0 && flag[0] == 0;
+    for (int mode : {1, 9, 9 | 2}) {
+        Buf dq(true, (size_t) n * d, NAN), dk(true, (size_t) n * d, NAN), dv(true, (size_t) n * d, NAN);
+        g4_attention_workspace(n, b, hq, d, 1, mode, &wb);
+        std::vector<unsigned char> w((size_t) wb + 1);
+        flag[0] = flag[1] = flag[2] = flag[3] = 0;
+        const int e = g4_attention_backward(G4_BF16, dq.ptr(), dk.ptr(), dv.ptr(), dout.ptr(), q.ptr(), k.ptr(), v.ptr(),
+                                            out.ptr(), P(lse.data()), P(cu.data()), n, b, hq, hkv, d, 1.f, mode, P(w.data()),
+                                            wb, P(flag), 7, 0);
+        std::vector<float> g = dq.values();
+        printf("    mode %d: rc %d, flag kind %d element %d limit %d, dq[1][0] = %g, lse = %.9g %.9g, out1 = %g\n", mode, e,
+               (flag[0] >> 8) & 0xF, flag[1], flag[3], g[d], lse[0], lse[1], out.values()[d]);
+        ok &= e == 0 && flag[0] == 0 && g[d] == 2.f;
+    }
+    return ok;
+}
+
+// Fixed-point dQ with non-finite contributions (found by review): lse 200 below the forward's makes P overflow to inf;
+// the rows whose contributions are not finite get a NaN dq, as the PASS mode's dq is not finite there.
+EMU_CASE("attention", fixed_dq_nonfinite_contributions_give_nan_rows) {
+    const int n = 70, b = 1, hq = 4, hkv = 2, d = 64;
+    Rng rng(21);
+    Buf q(true, rng.normals((size_t) n * hq * d)), k(true, rng.normals((size_t) n * hkv * d)), v(true, rng.normals((size_t) n * hkv * d));
+    Buf out(true, (size_t) n * hq * d, 0.f), dout(true, rng.normals((size_t) n * hq * d));
+    std::vector<float> lse((size_t) n * hq);
+    std::vector<int> cu = {0, n};
+    int flag[4] = {0, 0, 0, 0};
+    long long wb = 0;
+    g4_attention_workspace(n, b, hq, d, 0, 0, &wb);
+    std::vector<unsigned char> ws((size_t) wb + 1);
+    const float scale = 0.125f;
+    bool ok = g4_attention(G4_BF16, out.ptr(), P(lse.data()), q.ptr(), k.ptr(), v.ptr(), P(cu.data()), n, b, hq, hkv, d, scale,
+                           P(ws.data()), wb, P(flag), 7, 0) == 0 && flag[0] == 0;
+    std::vector<float> low = lse;
+    for (float& x : low) x -= 200.f;
+    for (int mode : {1, 9}) {
+        Buf dq(true, (size_t) n * hq * d, NAN), dk(true, (size_t) n * hkv * d, NAN), dv(true, (size_t) n * hkv * d, NAN);
+        g4_attention_workspace(n, b, hq, d, 1, mode, &wb);
+        std::vector<unsigned char> w((size_t) wb + 1);
+        flag[0] = flag[1] = flag[2] = flag[3] = 0;
+        const int e = g4_attention_backward(G4_BF16, dq.ptr(), dk.ptr(), dv.ptr(), dout.ptr(), q.ptr(), k.ptr(), v.ptr(),
+                                            out.ptr(), P(low.data()), P(cu.data()), n, b, hq, hkv, d, scale, mode, P(w.data()),
+                                            wb, P(flag), 7, 0);
+        size_t fin = 0, finK = 0;
+        for (float x : dq.values()) fin += std::isfinite(x);
+        for (float x : dk.values()) finK += std::isfinite(x);
+        printf("    mode %d: rc %d flag kind %d; finite dq %zu of %zu, finite dk %zu of %zu\n", mode, e, (flag[0] >> 8) & 0xF,
+               fin, dq.size(), finK, dk.size());
+        if (mode == 9) ok &= fin == 0;
+    }
+    return ok;
+}
+
+// Fixed-point dQ's precision is per row (found by review: with one binary point a head, a second sequence whose dO is
+// 2^-60 of the first's got dq = 0): every element within 5% of the PASS mode's.
+EMU_CASE("attention", fixed_dq_small_rows_keep_their_precision) {
+    const int n = 128, b = 2, hq = 2, hkv = 1, d = 64;
+    Rng rng(5);
+    Buf q(true, rng.normals((size_t) n * hq * d)), k(true, rng.normals((size_t) n * hkv * d)), v(true, rng.normals((size_t) n * hkv * d));
+    std::vector<float> of = rng.normals((size_t) n * hq * d);
+    for (size_t i = (size_t) 64 * hq * d; i < of.size(); i++) of[i] = ldexpf(of[i], -60);
+    Buf out(true, (size_t) n * hq * d, 0.f), dout(true, of);
+    std::vector<float> lse((size_t) n * hq);
+    std::vector<int> cu = {0, 64, n};
+    int flag[4] = {0, 0, 0, 0};
+    long long wb = 0;
+    g4_attention_workspace(n, b, hq, d, 0, 0, &wb);
+    std::vector<unsigned char> ws((size_t) wb + 1);
+    bool ok = g4_attention(G4_BF16, out.ptr(), P(lse.data()), q.ptr(), k.ptr(), v.ptr(), P(cu.data()), n, b, hq, hkv, d, 0.125f,
+                           P(ws.data()), wb, P(flag), 7, 0) == 0 && flag[0] == 0;
+    std::vector<float> r[2];
+    int i = 0;
+    for (int mode : {1, 9}) {
+        Buf dq(true, (size_t) n * hq * d, NAN), dk(true, (size_t) n * hkv * d, NAN), dv(true, (size_t) n * hkv * d, NAN);
+        g4_attention_workspace(n, b, hq, d, 1, mode, &wb);
+        std::vector<unsigned char> w((size_t) wb + 1);
+        flag[0] = 0;
+        ok &= g4_attention_backward(G4_BF16, dq.ptr(), dk.ptr(), dv.ptr(), dout.ptr(), q.ptr(), k.ptr(), v.ptr(), out.ptr(),
+                                    P(lse.data()), P(cu.data()), n, b, hq, hkv, d, 0.125f, mode, P(w.data()), wb, P(flag), 7, 0) == 0
+              && flag[0] == 0;
+        r[i++] = dq.values();
+    }
+    size_t zero_fixed = 0, nz_pass = 0, far = 0;
+    for (size_t j = (size_t) 64 * hq * d; j < r[0].size(); j++) {
+        nz_pass += r[0][j] != 0;
+        zero_fixed += r[1][j] == 0;
+        far += fabs(r[0][j] - r[1][j]) > 0.05 * fabs(r[0][j]) + 1e-40;
+    }
+    printf("    sequence 2 (dO x 2^-60): PASS nonzero %zu, FIXED zero %zu, off by > 5%%: %zu of %zu (e.g. %g vs %g)\n", nz_pass,
+           zero_fixed, far, r[0].size() / 2, r[0][(size_t) 100 * hq * d + 3], r[1][(size_t) 100 * hq * d + 3]);
+    return ok && far == 0;
+}
+
+// Fixed-point dQ's margin (found by review: with a factor 2, one row's lse lowered by ln 6.5, so that its P sums to
+// 6.5, made six contributions under the report's threshold sum past 2^63 and wrap): the bound leaves a factor 8, so
+// such a row's dq equals the PASS mode's; rows whose P sum to more than about 8 may still wrap (docs/kernels.md).
+EMU_CASE("attention", fixed_dq_margin_holds_a_row_whose_p_sums_to_6_5) {
+    const int n = 384, b = 1, hq = 1, hkv = 1, d = 64;
+    std::vector<float> qf((size_t) n * d, 0.f), kf((size_t) n * d, 0.f), vf((size_t) n * d, 0.f), of((size_t) n * d, 0.f);
+    for (int j = 0; j < n; j++) kf[(size_t) j * d] = vf[(size_t) j * d] = j % 2 ? -1.f : 1.f;
+    of[(size_t) (n - 1) * d] = 1.5f;
+    Buf q(true, qf), k(true, kf), v(true, vf), dout(true, of), out(true, (size_t) n * d, 0.f);
+    std::vector<float> lse(n);
+    std::vector<int> cu = {0, n};
+    int flag[4] = {0, 0, 0, 0};
+    long long wb = 0;
+    g4_attention_workspace(n, b, hq, d, 0, 0, &wb);
+    std::vector<unsigned char> ws((size_t) wb + 1);
+    bool ok = g4_attention(G4_BF16, out.ptr(), P(lse.data()), q.ptr(), k.ptr(), v.ptr(), P(cu.data()), n, b, hq, hkv, d, 1.f,
+                           P(ws.data()), wb, P(flag), 7, 0) == 0 && flag[0] == 0;
+    lse[n - 1] -= logf(6.5f);
+    float got[2];
+    int i = 0;
+    for (int mode : {1, 9}) {
+        Buf dq(true, (size_t) n * d, NAN), dk(true, (size_t) n * d, NAN), dv(true, (size_t) n * d, NAN);
+        g4_attention_workspace(n, b, hq, d, 1, mode, &wb);
+        std::vector<unsigned char> w((size_t) wb + 1);
+        flag[0] = flag[1] = flag[2] = flag[3] = 0;
+        const int e = g4_attention_backward(G4_BF16, dq.ptr(), dk.ptr(), dv.ptr(), dout.ptr(), q.ptr(), k.ptr(), v.ptr(),
+                                            out.ptr(), P(lse.data()), P(cu.data()), n, b, hq, hkv, d, 1.f, mode, P(w.data()),
+                                            wb, P(flag), 7, 0);
+        got[i++] = dq.values()[(size_t) (n - 1) * d];
+        printf("    mode %d: rc %d flag kind %d, dq[383][0] = %g\n", mode, e, (flag[0] >> 8) & 0xF, got[i - 1]);
+    }
+    return ok && flag[0] == 0 && got[1] == got[0];
 }
 
 EMU_CASE("attention", fwd_bwd_generic_fp32) {

@@ -199,7 +199,7 @@ EMU_CASE("shapes", shapes_adamw_sum_squares) {
 }
 
 // Causal attention over one sequence of 1024 tokens at head dim 128, 2 query heads over 1 KV head: the forward, the
-// deterministic backward and the fast one, for the profile of the tensor-core kernels at a length where the causal
+// deterministic backward, the fast one and the fixed-point one, for the profile of the tensor-core kernels at a length where the causal
 // diagonal is a small part of the work (the attention family's cases are short sequences, mostly diagonal). Family
 // "shapes-attention", apart from "shapes" (whose profile mvn test checks) because it takes a minute. Checks only that
 // every output is finite.
@@ -213,13 +213,13 @@ EMU_CASE("shapes-attention", shapes_attention_s1024) {
     std::vector<int> cu{0, n};
     int flag[4] = {0, 0, 0, 0};
     long long ws_bytes = 0;
-    g4_attention_workspace(n, 1, hq, D, 1, 0, &ws_bytes);
+    g4_attention_workspace(n, 1, hq, D, 1, 9, &ws_bytes);  // the fixed-point mode's, the largest
     std::vector<unsigned char> ws((size_t) ws_bytes);
     const float scale = 0.08838834764831845f;
     int e = g4_attention(G4_BF16, P(out.data()), P(lse.data()), P(q.data()), P(k.data()), P(v.data()), P(cu.data()), n, 1, hq,
                          hkv, D, scale, P(ws.data()), ws_bytes, P(flag), 7, 0);
     bool ok = e == 0 && flag[0] == 0;
-    for (int det : {1, 0}) {
+    for (int det : {1, 0, 9}) {
         e = g4_attention_backward(G4_BF16, P(dq.data()), P(dk.data()), P(dv.data()), P(dout.data()), P(q.data()), P(k.data()),
                                   P(v.data()), P(out.data()), P(lse.data()), P(cu.data()), n, 1, hq, hkv, D, scale, det,
                                   P(ws.data()), ws_bytes, P(flag), 7, 0);
@@ -228,6 +228,6 @@ EMU_CASE("shapes-attention", shapes_attention_s1024) {
             for (auto x : *t) ok &= std::isfinite(__bfloat162float(x));
     }
     for (auto x : out) ok &= std::isfinite(__bfloat162float(x));
-    printf("    1024 tokens, 2/1 heads, d 128: forward, deterministic and fast backward %s\n", ok ? "finite" : "WRONG");
+    printf("    1024 tokens, 2/1 heads, d 128: forward, deterministic, fast and fixed-point backward %s\n", ok ? "finite" : "WRONG");
     return ok;
 }

@@ -944,9 +944,9 @@ public final class CudaBackend extends AbstractBackend {
             case 4 -> "contextLens[" + f[1] + "] = " + f[2] + " is outside [1, " + f[3] + "]";
             case 5 -> "blockTables[" + f[1] + ", " + extra + "] = " + f[2] + " is outside [0, " + f[3] + ")";
             case 6 -> prefixGroupMessage(f[1], extra & 3, extra >>> 2, f[2], f[3]);
-            case 7 -> "dq element " + (f[1] & 0xFFFFFFFFL) + ": a dS K contribution exceeded the fixed-point dQ's bound 2^"
-                    + f[3] + " (the lse passed is not the forward's log-sum-exp of these q and k, so P does not sum to 1);"
-                    + " dq is not valid; dk and dv were written (attention dq mode FIXED)";
+            case 7 -> "dq element " + (f[1] & 0xFFFFFFFFL) + " (mod 2^32): a dS K contribution reached 2^" + f[3]
+                    + ", 4 times the fixed-point dQ's bound (the lse passed is not the forward's log-sum-exp of these q and k,"
+                    + " so P's rows do not sum to 1); dq is not valid; dk and dv were written (attention dq mode FIXED)";
             default -> "index error " + kind + " at " + f[1] + " (value " + f[2] + ", limit " + f[3] + ")";
         };
         if (kind == 7) return op + ": " + what + " (found by the kernel)";

@@ -243,8 +243,8 @@ class AttentionDeviceMathTest {
     @Test
     void fixedPointDqBoundReportNamesTheCause() {
         int op = Ops.ALL.indexOf(Ops.ATTENTION_BACKWARD) + 1;
-        String msg = CudaBackend.attentionFlagMessage(new int[] {op | 7 << 8, 768, 0, 61});
-        assertTrue(msg.startsWith("attentionBackward: dq element 768: a dS K contribution exceeded the fixed-point dQ's bound 2^61"), msg);
+        String msg = CudaBackend.attentionFlagMessage(new int[] {op | 7 << 8, 768, 0, 62});
+        assertTrue(msg.startsWith("attentionBackward: dq element 768 (mod 2^32): a dS K contribution reached 2^62, 4 times the fixed-point dQ's bound"), msg);
         assertTrue(msg.contains("not the forward's log-sum-exp") && msg.endsWith("(found by the kernel)"), msg);
     }
 

@@ -45,7 +45,7 @@ class CudaAttentionTest {
     void deterministicBackwardIsBitwiseRepeatableAndTheFastModeAgrees() {
         CudaBackend be = cuda();
         int[] cu = AttentionConformanceTest.Suite.cu(1, 33, 200, 0, 1001, 64);
-        boolean was = be.deterministicAttention();
+        CudaBackend.AttentionDq was = be.attentionDq();
         try {
             for (int[] h : new int[][] {{32, 8, 128}, {8, 2, 64}}) {
                 be.setDeterministicAttention(true);
@@ -66,7 +66,7 @@ class CudaAttentionTest {
                 }
             }
         } finally {
-            be.setDeterministicAttention(was);
+            be.setAttentionDq(was);
         }
     }
 
@@ -79,7 +79,7 @@ class CudaAttentionTest {
         CudaBackend be = cuda();
         int[] cu = {0, 130, 131, 331};
         CudaBackend.AttentionBackwardKernels was = be.attentionBackwardKernels();
-        boolean wasDet = be.deterministicAttention();
+        CudaBackend.AttentionDq wasDet = be.attentionDq();
         String[] names = {"out", "dq", "dk", "dv"};
         try {
             for (int[] h : new int[][] {{32, 8, 128}, {8, 2, 64}}) {
@@ -105,7 +105,7 @@ class CudaAttentionTest {
             }
         } finally {
             be.setAttentionBackwardKernels(was);
-            be.setDeterministicAttention(wasDet);
+            be.setAttentionDq(wasDet);
         }
     }
 
