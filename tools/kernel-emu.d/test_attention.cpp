@@ -290,91 +290,111 @@ EMU_CASE("attention", fwd_bwd_tensor_core_wide_and_narrow_same_bits) {
     return ok;
 }
 
+// A bf16 problem on the tensor-core path for the fixed-point dQ cases: its inputs, the forward's out and lse, and a
+// backward in any mode with a given lse and K.
+struct Small {
+    int n, hq, hkv, d;
+    float scale;
+    std::vector<int> cu;
+    Buf q, k, v, dout, out;
+    std::vector<float> lse;
+    int flag[4] = {0, 0, 0, 0};
+
+    Small(std::vector<int> cu_, int hq_, int hkv_, int d_, float scale_, const std::vector<float>& qf,
+          const std::vector<float>& kf, const std::vector<float>& vf, const std::vector<float>& of)
+        : n(cu_.back()), hq(hq_), hkv(hkv_), d(d_), scale(scale_), cu(std::move(cu_)), q(true, qf), k(true, kf),
+          v(true, vf), dout(true, of), out(true, (size_t) n * hq_ * d_, 0.f), lse((size_t) n * hq_) {}
+
+    // A problem of normal inputs (seed) over the given sequences.
+    static Small random(std::vector<int> cu, int hq, int hkv, int d, float scale, uint64_t seed) {
+        Rng rng(seed);
+        const size_t n = cu.back();
+        std::vector<float> qf = rng.normals(n * hq * d), kf = rng.normals(n * hkv * d), vf = rng.normals(n * hkv * d);
+        return Small(std::move(cu), hq, hkv, d, scale, qf, kf, vf, rng.normals(n * hq * d));
+    }
+
+    int b() const { return (int) cu.size() - 1; }
+
+    bool forward() {
+        long long wb = 0;
+        g4_attention_workspace(n, b(), hq, d, 0, 0, &wb);
+        std::vector<unsigned char> ws((size_t) wb + 1);
+        return g4_attention(G4_BF16, out.ptr(), P(lse.data()), q.ptr(), k.ptr(), v.ptr(), P(cu.data()), n, b(), hq, hkv, d,
+                            scale, P(ws.data()), wb, P(flag), 7, 0) == 0 && flag[0] == 0;
+    }
+
+    struct Grads {
+        int rc;
+        std::vector<float> dq, dk;
+    };
+
+    // The backward in mode bits `mode` with lse `l` and keys `kk` (the problem's own when null); flag holds its report.
+    Grads backward(int mode, const std::vector<float>& l, Buf* kk = nullptr) {
+        Buf dq(true, (size_t) n * hq * d, NAN), dk(true, (size_t) n * hkv * d, NAN), dv(true, (size_t) n * hkv * d, NAN);
+        long long wb = 0;
+        g4_attention_workspace(n, b(), hq, d, 1, mode, &wb);
+        std::vector<unsigned char> w((size_t) wb + 1);
+        flag[0] = flag[1] = flag[2] = flag[3] = 0;
+        const int e = g4_attention_backward(G4_BF16, dq.ptr(), dk.ptr(), dv.ptr(), dout.ptr(), q.ptr(), (kk ? kk : &k)->ptr(),
+                                            v.ptr(), out.ptr(), P(l.data()), P(cu.data()), n, b(), hq, hkv, d, scale, mode,
+                                            P(w.data()), wb, P(flag), 7, 0);
+        return Grads{e, dq.values(), dk.values()};
+    }
+
+    int kind() const { return (flag[0] >> 8) & 0xF; }
+};
+
 // Fixed-point dQ outside its bound's premise: an lse far below the forward's (P sums to e^50, not 1) makes the
 // contributions exceed the bound: reported through the device flag (kind 7), not wrapped silently. A NaN in one kv
 // head's K: the rows whose contributions it reaches get a NaN dq (here every row of that kv head's query heads: the
 // masked zeros of dS times the NaN key are NaN too, as in the PASS mode), the other kv head's rows finite and as in
 // deterministic mode (the bounds are maxima over finite values).
 EMU_CASE("attention", fixed_point_dq_bound_violations_reported) {
-    const int n = 70, b = 1, hq = 4, hkv = 2, d = 64;
-    Rng rng(21);
-    Buf q(true, rng.normals((size_t) n * hq * d)), k(true, rng.normals((size_t) n * hkv * d)), v(true, rng.normals((size_t) n * hkv * d));
-    Buf out(true, (size_t) n * hq * d, 0.f), dout(true, rng.normals((size_t) n * hq * d));
-    std::vector<float> lse((size_t) n * hq);
-    std::vector<int> cu = {0, n};
-    int flag[4] = {0, 0, 0, 0};
-    long long wb = 0;
-    g4_attention_workspace(n, b, hq, d, 0, 0, &wb);
-    std::vector<unsigned char> ws((size_t) wb + 1);
-    const float scale = 0.125f;
-    bool ok = g4_attention(G4_BF16, out.ptr(), P(lse.data()), q.ptr(), k.ptr(), v.ptr(), P(cu.data()), n, b, hq, hkv, d, scale,
-                           P(ws.data()), wb, P(flag), 7, 0) == 0 && flag[0] == 0;
-    auto backward = [&](int mode, Buf& kk, std::vector<float>& l, std::vector<float>& dqv) {
-        Buf dq(true, (size_t) n * hq * d, NAN), dk(true, (size_t) n * hkv * d, NAN), dv(true, (size_t) n * hkv * d, NAN);
-        g4_attention_workspace(n, b, hq, d, 1, mode, &wb);
-        std::vector<unsigned char> w((size_t) wb + 1);
-        flag[0] = flag[1] = flag[2] = flag[3] = 0;
-        const int e = g4_attention_backward(G4_BF16, dq.ptr(), dk.ptr(), dv.ptr(), dout.ptr(), q.ptr(), kk.ptr(), v.ptr(),
-                                            out.ptr(), P(l.data()), P(cu.data()), n, b, hq, hkv, d, scale, mode, P(w.data()),
-                                            wb, P(flag), 7, 0);
-        dqv = dq.values();
-        return e;
-    };
-    std::vector<float> low = lse, dq1, dq2;
+    Small s = Small::random({0, 70}, 4, 2, 64, 0.125f, 21);
+    bool ok = s.forward();
+    std::vector<float> low = s.lse;
     for (float& x : low) x -= 50.f;
-    ok &= backward(9, k, low, dq1) == 0;
-    const bool reported = (flag[0] & 0xFF) == 7 && ((flag[0] >> 8) & 0xF) == 7;
-    printf("    lse - 50: flag op %d kind %d element %d: %s\n", flag[0] & 0xFF, (flag[0] >> 8) & 0xF, flag[1],
+    ok &= s.backward(9, low).rc == 0;
+    const bool reported = (s.flag[0] & 0xFF) == 7 && s.kind() == 7;
+    printf("    lse - 50: flag op %d kind %d element %d: %s\n", s.flag[0] & 0xFF, s.kind(), s.flag[1],
            reported ? "reported" : "NOT reported  FAIL");
     ok &= reported;
-    Buf knan = k;
-    knan.b[(size_t) 5 * hkv * d + 0 * d + 3] = __float2bfloat16_rn(NAN);  // token 5, kv head 0
-    ok &= backward(9, knan, lse, dq1) == 0 && flag[0] == 0;
-    ok &= backward(1, knan, lse, dq2) == 0 && flag[0] == 0;
+    Buf knan = s.k;
+    knan.b[(size_t) 5 * s.hkv * s.d + 0 * s.d + 3] = __float2bfloat16_rn(NAN);  // token 5, kv head 0
+    const Small::Grads g1 = s.backward(9, s.lse, &knan);
+    ok &= g1.rc == 0 && s.flag[0] == 0;
+    const Small::Grads g2 = s.backward(1, s.lse, &knan);
+    ok &= g2.rc == 0 && s.flag[0] == 0;
+    const int group = s.hq / s.hkv;
     size_t nan0 = 0, bad1 = 0;
-    for (int t = 0; t < n; t++)
-        for (int h = 0; h < hq; h++)
-            for (int x = 0; x < d; x++) {
-                const size_t i = ((size_t) t * hq + h) * d + x;
-                if (h / (hq / hkv) == 0) nan0 += std::isnan(dq1[i]);
-                else bad1 += !(dq1[i] == dq1[i]) || fabs(dq1[i] - dq2[i]) > 1e-2 * (1 + fabs(dq2[i]));
+    for (int t = 0; t < s.n; t++)
+        for (int h = 0; h < s.hq; h++)
+            for (int x = 0; x < s.d; x++) {
+                const size_t i = ((size_t) t * s.hq + h) * s.d + x;
+                if (h / group == 0) nan0 += std::isnan(g1.dq[i]);
+                else bad1 += !(g1.dq[i] == g1.dq[i]) || fabs(g1.dq[i] - g2.dq[i]) > 1e-2 * (1 + fabs(g2.dq[i]));
             }
-    printf("    NaN in kv head 0's K: head 0's dq NaN %zu of %d, head 1's dq off deterministic mode's: %zu%s\n", nan0,
-           n * (hq / hkv) * d, bad1, nan0 == (size_t) n * (hq / hkv) * d && bad1 == 0 ? "" : "  FAIL");
-    ok &= nan0 == (size_t) n * (hq / hkv) * d && bad1 == 0;
-    return ok;
+    const size_t all0 = (size_t) s.n * group * s.d;
+    printf("    NaN in kv head 0's K: head 0's dq NaN %zu of %zu, head 1's dq off deterministic mode's: %zu%s\n", nan0, all0,
+           bad1, nan0 == all0 && bad1 == 0 ? "" : "  FAIL");
+    return ok && nan0 == all0 && bad1 == 0;
 }
 
 // Fixed-point dQ at a tight bound (found by review): the computed bound (sqrtf(2) rounds down) lies just under the true
-// dq element, 2; the scale's margin keeps it from being reported, and dq is 2. Two tokens, one sequence; Q = 0 so row
-// 1's P = (1/2, 1/2); K = +-e0, V = +-(e0 + e1), dO_1 = e0 + e1.
+// dq element, 2; the scale's margin keeps it from being reported, and dq is 2, in the default and the 64-row kernels.
+// Two tokens, one sequence; Q = 0 so row 1's P = (1/2, 1/2); K = +-e0, V = +-(e0 + e1), dO_1 = e0 + e1.
 EMU_CASE("attention", fixed_dq_tight_bound_not_reported) {
-    const int n = 2, b = 1, hq = 1, hkv = 1, d = 64;
+    const int n = 2, d = 64;
     std::vector<float> qf((size_t) n * d, 0.f), kf((size_t) n * d, 0.f), vf((size_t) n * d, 0.f), of((size_t) n * d, 0.f);
-    kf[0] = 1.f; kf[d] = -1.f;
-    vf[0] = vf[1] = 1.f; vf[d] = vf[d + 1] = -1.f;
+    kf[0] = 1.f, kf[d] = -1.f;
+    vf[0] = vf[1] = 1.f, vf[d] = vf[d + 1] = -1.f;
     of[d] = of[d + 1] = 1.f;  // dO of row 1; row 0's dO = 0
-    Buf q(true, qf), k(true, kf), v(true, vf), dout(true, of), out(true, (size_t) n * d, 0.f);
-    std::vector<float> lse(n);
-    std::vector<int> cu = {0, n};
-    int flag[4] = {0, 0, 0, 0};
-    long long wb = 0;
-    g4_attention_workspace(n, b, hq, d, 0, 0, &wb);
-    std::vector<unsigned char> ws((size_t) wb + 1);
-    bool ok = g4_attention(G4_BF16, out.ptr(), P(lse.data()), q.ptr(), k.ptr(), v.ptr(), P(cu.data()), n, b, hq, hkv, d, 1.f,
-                           P(ws.data()), wb, P(flag), 7, 0) == 0 && flag[0] == 0;
+    Small s({0, n}, 1, 1, d, 1.f, qf, kf, vf, of);
+    bool ok = s.forward();
     for (int mode : {1, 9, 9 | 2}) {
-        Buf dq(true, (size_t) n * d, NAN), dk(true, (size_t) n * d, NAN), dv(true, (size_t) n * d, NAN);
-        g4_attention_workspace(n, b, hq, d, 1, mode, &wb);
-        std::vector<unsigned char> w((size_t) wb + 1);
-        flag[0] = flag[1] = flag[2] = flag[3] = 0;
-        const int e = g4_attention_backward(G4_BF16, dq.ptr(), dk.ptr(), dv.ptr(), dout.ptr(), q.ptr(), k.ptr(), v.ptr(),
-                                            out.ptr(), P(lse.data()), P(cu.data()), n, b, hq, hkv, d, 1.f, mode, P(w.data()),
-                                            wb, P(flag), 7, 0);
-        std::vector<float> g = dq.values();
-        printf("    mode %d: rc %d, flag kind %d element %d limit %d, dq[1][0] = %g, lse = %.9g %.9g, out1 = %g\n", mode, e,
-               (flag[0] >> 8) & 0xF, flag[1], flag[3], g[d], lse[0], lse[1], out.values()[d]);
-        ok &= e == 0 && flag[0] == 0 && g[d] == 2.f;
+        const Small::Grads g = s.backward(mode, s.lse);
+        printf("    mode %d: rc %d, flag kind %d, dq[1][0] = %g\n", mode, g.rc, s.kind(), g.dq[d]);
+        ok &= g.rc == 0 && s.flag[0] == 0 && g.dq[d] == 2.f;
     }
     return ok;
 }
@@ -382,34 +402,18 @@ EMU_CASE("attention", fixed_dq_tight_bound_not_reported) {
 // Fixed-point dQ with non-finite contributions (found by review): lse 200 below the forward's makes P overflow to inf;
 // the rows whose contributions are not finite get a NaN dq, as the PASS mode's dq is not finite there.
 EMU_CASE("attention", fixed_dq_nonfinite_contributions_give_nan_rows) {
-    const int n = 70, b = 1, hq = 4, hkv = 2, d = 64;
-    Rng rng(21);
-    Buf q(true, rng.normals((size_t) n * hq * d)), k(true, rng.normals((size_t) n * hkv * d)), v(true, rng.normals((size_t) n * hkv * d));
-    Buf out(true, (size_t) n * hq * d, 0.f), dout(true, rng.normals((size_t) n * hq * d));
-    std::vector<float> lse((size_t) n * hq);
-    std::vector<int> cu = {0, n};
-    int flag[4] = {0, 0, 0, 0};
-    long long wb = 0;
-    g4_attention_workspace(n, b, hq, d, 0, 0, &wb);
-    std::vector<unsigned char> ws((size_t) wb + 1);
-    const float scale = 0.125f;
-    bool ok = g4_attention(G4_BF16, out.ptr(), P(lse.data()), q.ptr(), k.ptr(), v.ptr(), P(cu.data()), n, b, hq, hkv, d, scale,
-                           P(ws.data()), wb, P(flag), 7, 0) == 0 && flag[0] == 0;
-    std::vector<float> low = lse;
+    Small s = Small::random({0, 70}, 4, 2, 64, 0.125f, 21);
+    bool ok = s.forward();
+    std::vector<float> low = s.lse;
     for (float& x : low) x -= 200.f;
     for (int mode : {1, 9}) {
-        Buf dq(true, (size_t) n * hq * d, NAN), dk(true, (size_t) n * hkv * d, NAN), dv(true, (size_t) n * hkv * d, NAN);
-        g4_attention_workspace(n, b, hq, d, 1, mode, &wb);
-        std::vector<unsigned char> w((size_t) wb + 1);
-        flag[0] = flag[1] = flag[2] = flag[3] = 0;
-        const int e = g4_attention_backward(G4_BF16, dq.ptr(), dk.ptr(), dv.ptr(), dout.ptr(), q.ptr(), k.ptr(), v.ptr(),
-                                            out.ptr(), P(low.data()), P(cu.data()), n, b, hq, hkv, d, scale, mode, P(w.data()),
-                                            wb, P(flag), 7, 0);
+        const Small::Grads g = s.backward(mode, low);
         size_t fin = 0, finK = 0;
-        for (float x : dq.values()) fin += std::isfinite(x);
-        for (float x : dk.values()) finK += std::isfinite(x);
-        printf("    mode %d: rc %d flag kind %d; finite dq %zu of %zu, finite dk %zu of %zu\n", mode, e, (flag[0] >> 8) & 0xF,
-               fin, dq.size(), finK, dk.size());
+        for (float x : g.dq) fin += std::isfinite(x);
+        for (float x : g.dk) finK += std::isfinite(x);
+        printf("    mode %d: rc %d flag kind %d; finite dq %zu of %zu, finite dk %zu of %zu\n", mode, g.rc, s.kind(), fin,
+               g.dq.size(), finK, g.dk.size());
+        ok &= g.rc == 0;
         if (mode == 9) ok &= fin == 0;
     }
     return ok;
@@ -418,40 +422,18 @@ EMU_CASE("attention", fixed_dq_nonfinite_contributions_give_nan_rows) {
 // Fixed-point dQ's precision is per row (found by review: with one binary point a head, a second sequence whose dO is
 // 2^-60 of the first's got dq = 0): every element within 5% of the PASS mode's.
 EMU_CASE("attention", fixed_dq_small_rows_keep_their_precision) {
-    const int n = 128, b = 2, hq = 2, hkv = 1, d = 64;
-    Rng rng(5);
-    Buf q(true, rng.normals((size_t) n * hq * d)), k(true, rng.normals((size_t) n * hkv * d)), v(true, rng.normals((size_t) n * hkv * d));
-    std::vector<float> of = rng.normals((size_t) n * hq * d);
-    for (size_t i = (size_t) 64 * hq * d; i < of.size(); i++) of[i] = ldexpf(of[i], -60);
-    Buf out(true, (size_t) n * hq * d, 0.f), dout(true, of);
-    std::vector<float> lse((size_t) n * hq);
-    std::vector<int> cu = {0, 64, n};
-    int flag[4] = {0, 0, 0, 0};
-    long long wb = 0;
-    g4_attention_workspace(n, b, hq, d, 0, 0, &wb);
-    std::vector<unsigned char> ws((size_t) wb + 1);
-    bool ok = g4_attention(G4_BF16, out.ptr(), P(lse.data()), q.ptr(), k.ptr(), v.ptr(), P(cu.data()), n, b, hq, hkv, d, 0.125f,
-                           P(ws.data()), wb, P(flag), 7, 0) == 0 && flag[0] == 0;
-    std::vector<float> r[2];
-    int i = 0;
-    for (int mode : {1, 9}) {
-        Buf dq(true, (size_t) n * hq * d, NAN), dk(true, (size_t) n * hkv * d, NAN), dv(true, (size_t) n * hkv * d, NAN);
-        g4_attention_workspace(n, b, hq, d, 1, mode, &wb);
-        std::vector<unsigned char> w((size_t) wb + 1);
-        flag[0] = 0;
-        ok &= g4_attention_backward(G4_BF16, dq.ptr(), dk.ptr(), dv.ptr(), dout.ptr(), q.ptr(), k.ptr(), v.ptr(), out.ptr(),
-                                    P(lse.data()), P(cu.data()), n, b, hq, hkv, d, 0.125f, mode, P(w.data()), wb, P(flag), 7, 0) == 0
-              && flag[0] == 0;
-        r[i++] = dq.values();
-    }
-    size_t zero_fixed = 0, nz_pass = 0, far = 0;
-    for (size_t j = (size_t) 64 * hq * d; j < r[0].size(); j++) {
-        nz_pass += r[0][j] != 0;
-        zero_fixed += r[1][j] == 0;
-        far += fabs(r[0][j] - r[1][j]) > 0.05 * fabs(r[0][j]) + 1e-40;
-    }
-    printf("    sequence 2 (dO x 2^-60): PASS nonzero %zu, FIXED zero %zu, off by > 5%%: %zu of %zu (e.g. %g vs %g)\n", nz_pass,
-           zero_fixed, far, r[0].size() / 2, r[0][(size_t) 100 * hq * d + 3], r[1][(size_t) 100 * hq * d + 3]);
+    Small s = Small::random({0, 64, 128}, 2, 1, 64, 0.125f, 5);
+    for (size_t i = (size_t) 64 * s.hq * s.d; i < s.dout.b.size(); i++)
+        s.dout.b[i] = __float2bfloat16_rn(ldexpf(__bfloat162float(s.dout.b[i]), -60));
+    bool ok = s.forward();
+    const Small::Grads pass = s.backward(1, s.lse);
+    ok &= pass.rc == 0 && s.flag[0] == 0;
+    const Small::Grads fixed = s.backward(9, s.lse);
+    ok &= fixed.rc == 0 && s.flag[0] == 0;
+    size_t far = 0, from = (size_t) 64 * s.hq * s.d;
+    for (size_t j = from; j < pass.dq.size(); j++) far += fabs(pass.dq[j] - fixed.dq[j]) > 0.05 * fabs(pass.dq[j]) + 1e-40;
+    printf("    sequence 2 (dO x 2^-60): off the PASS mode's by > 5%%: %zu of %zu (e.g. %g vs %g)\n", far, pass.dq.size() - from,
+           pass.dq[(size_t) 100 * s.hq * s.d + 3], fixed.dq[(size_t) 100 * s.hq * s.d + 3]);
     return ok && far == 0;
 }
 
@@ -459,34 +441,22 @@ EMU_CASE("attention", fixed_dq_small_rows_keep_their_precision) {
 // 6.5, made six contributions under the report's threshold sum past 2^63 and wrap): the bound leaves a factor 8, so
 // such a row's dq equals the PASS mode's; rows whose P sum to more than about 8 may still wrap (docs/kernels.md).
 EMU_CASE("attention", fixed_dq_margin_holds_a_row_whose_p_sums_to_6_5) {
-    const int n = 384, b = 1, hq = 1, hkv = 1, d = 64;
+    const int n = 384, d = 64;
     std::vector<float> qf((size_t) n * d, 0.f), kf((size_t) n * d, 0.f), vf((size_t) n * d, 0.f), of((size_t) n * d, 0.f);
     for (int j = 0; j < n; j++) kf[(size_t) j * d] = vf[(size_t) j * d] = j % 2 ? -1.f : 1.f;
     of[(size_t) (n - 1) * d] = 1.5f;
-    Buf q(true, qf), k(true, kf), v(true, vf), dout(true, of), out(true, (size_t) n * d, 0.f);
-    std::vector<float> lse(n);
-    std::vector<int> cu = {0, n};
-    int flag[4] = {0, 0, 0, 0};
-    long long wb = 0;
-    g4_attention_workspace(n, b, hq, d, 0, 0, &wb);
-    std::vector<unsigned char> ws((size_t) wb + 1);
-    bool ok = g4_attention(G4_BF16, out.ptr(), P(lse.data()), q.ptr(), k.ptr(), v.ptr(), P(cu.data()), n, b, hq, hkv, d, 1.f,
-                           P(ws.data()), wb, P(flag), 7, 0) == 0 && flag[0] == 0;
-    lse[n - 1] -= logf(6.5f);
+    Small s({0, n}, 1, 1, d, 1.f, qf, kf, vf, of);
+    bool ok = s.forward();
+    std::vector<float> l = s.lse;
+    l[n - 1] -= logf(6.5f);
     float got[2];
-    int i = 0;
-    for (int mode : {1, 9}) {
-        Buf dq(true, (size_t) n * d, NAN), dk(true, (size_t) n * d, NAN), dv(true, (size_t) n * d, NAN);
-        g4_attention_workspace(n, b, hq, d, 1, mode, &wb);
-        std::vector<unsigned char> w((size_t) wb + 1);
-        flag[0] = flag[1] = flag[2] = flag[3] = 0;
-        const int e = g4_attention_backward(G4_BF16, dq.ptr(), dk.ptr(), dv.ptr(), dout.ptr(), q.ptr(), k.ptr(), v.ptr(),
-                                            out.ptr(), P(lse.data()), P(cu.data()), n, b, hq, hkv, d, 1.f, mode, P(w.data()),
-                                            wb, P(flag), 7, 0);
-        got[i++] = dq.values()[(size_t) (n - 1) * d];
-        printf("    mode %d: rc %d flag kind %d, dq[383][0] = %g\n", mode, e, (flag[0] >> 8) & 0xF, got[i - 1]);
+    for (int i = 0; i < 2; i++) {
+        const Small::Grads g = s.backward(i ? 9 : 1, l);
+        got[i] = g.dq[(size_t) (n - 1) * d];
+        printf("    mode %d: rc %d flag kind %d, dq[383][0] = %g\n", i ? 9 : 1, g.rc, s.kind(), got[i]);
+        ok &= g.rc == 0 && s.flag[0] == 0;
     }
-    return ok && flag[0] == 0 && got[1] == got[0];
+    return ok && got[1] == got[0];
 }
 
 EMU_CASE("attention", fwd_bwd_generic_fp32) {

@@ -414,25 +414,21 @@ final class Cases {
                     3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
                     d -> attention(d, lens, hq, hkv, hd, act, true, true), d -> attention(d, small, hq, hkv, hd, act, true, true), false));
             // The rows above run the default deterministic dQ pass (what the trainer runs). SDPA flash (FlashAttention-2)
-            // adds dQ with fp32 atomics, as our fast mode does: the like-for-like rows.
-            out.add(new Case("attention", "bwd " + tag + " " + FAST_DQ, shape, act.label() + " (lse fp32)",
-                    List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 2.5 * fwd, "flop", "2.5 * fwd", Kind.KERNEL,
-                    d -> fastDq(attention(d, lens, hq, hkv, hd, act, false, true)),
-                    d -> fastDq(attention(d, small, hq, hkv, hd, act, false, true)), false));
-            out.add(new Case("attention", "fwd+bwd " + tag + " " + FAST_DQ, shape, act.label() + " (lse fp32)",
-                    List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
-                    d -> fastDq(attention(d, lens, hq, hkv, hd, act, true, true)),
-                    d -> fastDq(attention(d, small, hq, hkv, hd, act, true, true)), false));
-            // dQ in fixed point: deterministic like the default rows, without their dQ pass (the trainer's default
-            // once these rows show it faster on a GPU)
-            out.add(new Case("attention", "bwd " + tag + " " + FIXED_DQ, shape, act.label() + " (lse fp32)",
-                    List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 2.5 * fwd, "flop", "2.5 * fwd", Kind.KERNEL,
-                    d -> fixedDq(attention(d, lens, hq, hkv, hd, act, false, true)),
-                    d -> fixedDq(attention(d, small, hq, hkv, hd, act, false, true)), false));
-            out.add(new Case("attention", "fwd+bwd " + tag + " " + FIXED_DQ, shape, act.label() + " (lse fp32)",
-                    List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
-                    d -> fixedDq(attention(d, lens, hq, hkv, hd, act, true, true)),
-                    d -> fixedDq(attention(d, small, hq, hkv, hd, act, true, true)), false));
+            // adds dQ with fp32 atomics, as our fast mode does: the like-for-like rows. Then dQ in fixed point:
+            // deterministic like the default rows, without their dQ pass (the trainer's default once these rows show it
+            // faster on a GPU).
+            for (var mode : List.<java.util.Map.Entry<String, java.util.function.UnaryOperator<Instance>>>of(
+                    java.util.Map.entry(FAST_DQ, Cases::fastDq), java.util.Map.entry(FIXED_DQ, Cases::fixedDq))) {
+                var in = mode.getValue();
+                out.add(new Case("attention", "bwd " + tag + " " + mode.getKey(), shape, act.label() + " (lse fp32)",
+                        List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 2.5 * fwd, "flop", "2.5 * fwd", Kind.KERNEL,
+                        d -> in.apply(attention(d, lens, hq, hkv, hd, act, false, true)),
+                        d -> in.apply(attention(d, small, hq, hkv, hd, act, false, true)), false));
+                out.add(new Case("attention", "fwd+bwd " + tag + " " + mode.getKey(), shape, act.label() + " (lse fp32)",
+                        List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
+                        d -> in.apply(attention(d, lens, hq, hkv, hd, act, true, true)),
+                        d -> in.apply(attention(d, small, hq, hkv, hd, act, true, true)), false));
+            }
             // the default backward (the wide kernels at head dim 128) against the 64-row kernels, on the same card
             out.add(new Case("attention", "bwd " + tag + " " + NARROW, shape, act.label() + " (lse fp32)",
                     List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 2.5 * fwd, "flop", "2.5 * fwd", Kind.KERNEL,
