@@ -61,11 +61,13 @@ struct Layout {
 //             can overflow: every contribution to dQ[t, h, x] is a sum of dS[t, j] K[j, x], and sum_j |dS[t, j]| <=
 //             sum_j P[t, j] (|dO_t . V_j| + |D_t|) <= ||dO_t|| max_j ||V_j|| + |D_t| (the P of a row sum to 1 when
 //             lse is the forward's), so |any partial sum| <= B = max_j,x |K[j, x]| (||dO_t|| max_j ||V_j|| + |D_t|)
-//             (maxima over the kv head's finite values); with B < 2^e the scale is 2^(60 - e): partial sums stay
-//             below 2^60 by the bound, a factor 8 under 2^63 for its roundings (fp32 norms, bf16 dS), and the
+//             (maxima over the kv head's finite values; norms summed in float64 and rounded up); with B < 2^e the
+//             scale is 2^(60 - e) (two float factors past 2^127): partial sums stay
+//             below 2^60 by the bound, a factor 8 under 2^63 for its roundings (bf16 dS, P summing a little over 1), and the
 //             resolution is 2^(e - 60) <= 2^-59 B (an fp32 sum keeps 2^-24 of its own size). A contribution of 2^62
 //             or more (lse not the forward's) is reported through the device flag (kind 7); a non-finite input or
-//             contribution makes its row's dq NaN (urow inf, nfrow set), and rows past 2^186 too (not representable).
+//             contribution makes its row's dq NaN (urow inf, nfrow set), and so does a bound past a float's range
+//             (urow >= 2^128, B >= 2^186, a finite V row's norm >= 2^128: not representable).
 enum DqMode { DQ_PASS = 0, DQ_FP32 = 1, DQ_FIXED = 2 };
 
 static DqMode dq_mode(int mode_bits) {
@@ -363,8 +365,9 @@ __host__ __device__ inline float bits_f32(unsigned u) {
 }
 
 // DQ_FIXED: the binary point of a row: 2^f with f = 60 - e, B = maxk * u < 2^e (maxk: the kv head's max |K|; u: the
-// row's urow), f clamped at 127 (a float's largest power of 2; smaller B only loses unneeded resolution); false when B
-// is not finite or f would be below -126 (B >= 2^186, beyond a float's range of scales): the row's dq is then NaN.
+// row's urow), f clamped at 254 (applied as two float powers of 2; a B below 2^-194 only loses resolution no bf16
+// result needs); false when B is not finite or f would be below -126 (B >= 2^186, beyond a float's range of scales):
+// the row's dq is then NaN.
 __host__ __device__ inline bool dq_fixed_exponent(float maxk, float u, int* f) {
     const double b = (double) maxk * (double) u;
     *f = 0;
@@ -373,13 +376,14 @@ __host__ __device__ inline bool dq_fixed_exponent(float maxk, float u, int* f) {
     (void) frexp(b, &e);  // b = m 2^e, 0.5 <= m < 1 (e = 0 for b = 0)
     const int x = 60 - e;
     if (x < -126) return false;
-    *f = x > 127 ? 127 : x;
+    *f = x > 254 ? 254 : x;
     return true;
 }
 
-// One row's fixed-point scale: 2^f (0 when the row's dq will be NaN) and where its urow entry is.
+// One row's fixed-point scale: 2^f = p2 p2b (two factors: f may pass 127; p2 = 0 when the row's dq will be NaN) and
+// where its row's entries are.
 struct RowScale {
-    float p2;
+    float p2, p2b;
     long long u;
 };
 
@@ -392,7 +396,7 @@ __device__ __forceinline__ void dq_add(const BwdArgs& a, long long i, float x, c
         if (!(fabsf(x) < INFINITY)) {
             atomicOr(a.nfrow + rs.u, 1u);  // a NaN or inf contribution: the row's dq is NaN
         } else {
-            const float y = x * rs.p2;
+            const float y = x * rs.p2 * rs.p2b;  // (exact: powers of 2, and |x| 2^f stays within a float's range)
             if (!(fabsf(y) < 0x1p62f)) g4::report(a.flag, a.op | (7 << 8), i, 0, 62);
             atomicAdd(reinterpret_cast<unsigned long long*>(a.dqacc) + i, (unsigned long long) llrintf(y));
         }
@@ -405,10 +409,19 @@ __device__ __forceinline__ float pow2f(int f) { return __int_as_float((f + 127) 
 // The scale of row (token t, head h, kv head g) in DQ_FIXED; unused otherwise.
 template <int DQM>
 __device__ __forceinline__ RowScale row_scale(const BwdArgs& a, long long t, int h, int g) {
-    if (DQM != DQ_FIXED) return RowScale{1.f, 0};
+    if (DQM != DQ_FIXED) return RowScale{1.f, 1.f, 0};
     const long long u = (long long) h * a.n + t;
     int f;
-    return RowScale{dq_fixed_exponent(bits_f32(a.bounds[g]), a.urow[u], &f) ? pow2f(f) : 0.f, u};
+    if (!dq_fixed_exponent(bits_f32(a.bounds[g]), a.urow[u], &f)) return RowScale{0.f, 1.f, u};
+    const int f1 = min(f, 127);
+    return RowScale{pow2f(f1), pow2f(f - f1), u};
+}
+
+// x rounded up to a float (an upper bound stays one); inf past a float's range.
+__host__ __device__ inline float up_f32(double x) {
+    float f = (float) x;
+    if ((double) f < x) f = nextafterf(f, INFINITY);
+    return f;
 }
 
 // D[h][t] = sum_x dOut[t, h, x] * out[t, h, x] in fp32, one warp per (t, h); any dtype and head dim. BOUND
@@ -421,19 +434,20 @@ __global__ void dsum_kernel(float* dsum, const T* dout, const T* out, int n, int
     const int lane = threadIdx.x & 31;
     if (row >= (long long) n * hq) return;
     const T *a = dout + row * d, *b = out + row * d;
-    float acc = 0.f, ss = 0.f;
+    float acc = 0.f;
+    double ss = 0.0;  // the bound's squared norm in float64: an fp32 one underflows below 2^-75 and overflows past 2^64
     for (int x = lane; x < d; x += 32) {
         const float y = g4::to_f32(a[x]);
         acc = fmaf(y, g4::to_f32(b[x]), acc);
-        if (BOUND) ss = fmaf(y, y, ss);
+        if (BOUND) ss = fma((double) y, (double) y, ss);
     }
     acc = g4::warp_sum(acc);
     if (BOUND) ss = g4::warp_sum(ss);
     const long long h = row % hq, t = row / hq;
     if (lane == 0) dsum[h * n + t] = acc;
     if (BOUND && lane == 0) {
-        const float u = sqrtf(ss) * bits_f32(bounds[hkv + (int) (h / (hq / hkv))]) + fabsf(acc);
-        urow[h * n + t] = u < INFINITY ? u : INFINITY;
+        const float u = up_f32(sqrt(ss) * (double) bits_f32(bounds[hkv + (int) (h / (hq / hkv))]) + fabs((double) acc));
+        urow[h * n + t] = u < INFINITY ? u : INFINITY;  // (NaN too: the row's dq is NaN)
     }
 }
 
@@ -471,15 +485,15 @@ __global__ void __launch_bounds__(256) kv_bound_kernel(unsigned* bounds, const b
     unsigned mk = 0, mv = 0;
     for (long long t = (long long) blockIdx.x * 8 + warp; t < n; t += (long long) gridDim.x * 8) {
         const bf16 *kr = k + (t * hkv + g) * D, *vr = v + (t * hkv + g) * D;
-        float ss = 0.f;
+        double ss = 0.0;  // float64: finite bf16 values cannot overflow it, nor underflow it to 0
 #pragma unroll
         for (int x = lane; x < D; x += 32) {
             const float ak = fabsf(__bfloat162float(kr[x])), y = __bfloat162float(vr[x]);
             if (ak < INFINITY) mk = max(mk, __float_as_uint(ak));
-            if (fabsf(y) < INFINITY) ss = fmaf(y, y, ss);
+            if (fabsf(y) < INFINITY) ss = fma((double) y, (double) y, ss);
         }
-        const float nv = sqrtf(g4::warp_sum(ss));
-        if (nv < INFINITY) mv = max(mv, __float_as_uint(nv));
+        // rounded up to a float; a finite row's norm past a float's range counts as inf (its kv head's rows' dq NaN)
+        mv = max(mv, __float_as_uint(up_f32(sqrt(g4::warp_sum(ss)))));
     }
     block_max_into(mk, mv, bounds + g, bounds + hkv + g);
 }

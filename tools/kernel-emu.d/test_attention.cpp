@@ -459,6 +459,79 @@ EMU_CASE("attention", fixed_dq_margin_holds_a_row_whose_p_sums_to_6_5) {
     return ok && got[1] == got[0];
 }
 
+// Fixed-point dQ's norms in float64 (found by review: as fp32 sums of squares ||dO_t||^2 underflowed to 0 for |dO| ~
+// 2^-80, the row's bound was 0 and its scale 2^60 rounded the true dq, 2^-79, to 0). The tight-bound problem with dO
+// scaled by 2^-80 and 2^-120: dq exact, as the PASS mode's.
+EMU_CASE("attention", fixed_dq_tiny_do_norm_does_not_underflow) {
+    const int n = 2, d = 64;
+    bool ok = true;
+    for (int p : {-80, -120}) {  // -120: a binary point past 2^127, applied as two factors
+        std::vector<float> qf((size_t) n * d, 0.f), kf((size_t) n * d, 0.f), vf((size_t) n * d, 0.f), of((size_t) n * d, 0.f);
+        kf[0] = 1.f, kf[d] = -1.f;
+        vf[0] = vf[1] = 1.f, vf[d] = vf[d + 1] = -1.f;
+        of[d] = of[d + 1] = ldexpf(1.f, p);
+        Small s({0, n}, 1, 1, d, 1.f, qf, kf, vf, of);
+        ok &= s.forward();
+        float got[3];
+        int i = 0;
+        for (int mode : {1, 9, 9 | 2}) {
+            const Small::Grads g = s.backward(mode, s.lse);
+            got[i++] = g.dq[d];
+            printf("    dO 2^%d, mode %d: rc %d, flag kind %d, dq[1][0] = %g (2^%d = %g)\n", p, mode, g.rc, s.kind(), g.dq[d],
+                   p + 1, ldexpf(1.f, p + 1));
+            ok &= g.rc == 0 && s.flag[0] == 0;
+        }
+        ok &= got[0] == ldexpf(1.f, p + 1) && got[1] == got[0] && got[2] == got[0];
+    }
+    return ok;
+}
+
+// The same with V tiny (found by review: ||V_j||^2 underflowed in fp32, max ||V|| was 0, the row's bound |D| alone,
+// and the forward's own lse was reported as not the forward's). dO_1 = 2^20 (e0 + e1), V_0 = a (e0 + e1), V_1 = -a e0
+// - a (1 - 2^-8) e1, a = 2^-80: no report, dq as the PASS mode's.
+EMU_CASE("attention", fixed_dq_tiny_v_norm_does_not_underflow) {
+    const int n = 2, d = 64;
+    const float a = ldexpf(1.f, -80);
+    std::vector<float> qf((size_t) n * d, 0.f), kf((size_t) n * d, 0.f), vf((size_t) n * d, 0.f), of((size_t) n * d, 0.f);
+    kf[0] = 1.f, kf[d] = -1.f;
+    vf[0] = vf[1] = a, vf[d] = -a, vf[d + 1] = -a * (1.f - 1.f / 256);
+    of[d] = of[d + 1] = ldexpf(1.f, 20);
+    Small s({0, n}, 1, 1, d, 1.f, qf, kf, vf, of);
+    bool ok = s.forward();
+    float got[2];
+    int i = 0;
+    for (int mode : {1, 9}) {
+        const Small::Grads g = s.backward(mode, s.lse);
+        got[i++] = g.dq[d];
+        printf("    mode %d: rc %d, flag kind %d, dq[1][0] = %g\n", mode, g.rc, s.kind(), g.dq[d]);
+        ok &= g.rc == 0 && s.flag[0] == 0;
+    }
+    return ok && got[1] == got[0];
+}
+
+
+// A finite V row whose ||V||^2 overflows fp32 (|V| = 2^70; found by review: it was dropped from max ||V|| as if it
+// were non-finite, and the forward's lse reported): in float64 it counts, no report, dq as the PASS mode's. Q = 0,
+// three keys, row 2 sees all.
+EMU_CASE("attention", fixed_dq_large_v_norm_counts_in_the_bound) {
+    const int n = 3, d = 64;
+    std::vector<float> qf((size_t) n * d, 0.f), kf((size_t) n * d, 0.f), vf((size_t) n * d, 0.f), of((size_t) n * d, 0.f);
+    kf[0] = 1.f, kf[d] = -1.f;
+    vf[0] = ldexpf(1.f, 70), vf[d] = -ldexpf(1.f, 70), vf[2 * d + 1] = 1.f;
+    of[2 * d] = ldexpf(1.f, -70);
+    Small s({0, n}, 1, 1, d, 1.f, qf, kf, vf, of);
+    bool ok = s.forward();
+    float got[2];
+    int i = 0;
+    for (int mode : {1, 9}) {
+        const Small::Grads g = s.backward(mode, s.lse);
+        got[i++] = g.dq[2 * d];
+        printf("    mode %d: rc %d, flag kind %d, dq[2][0] = %g\n", mode, g.rc, s.kind(), g.dq[2 * d]);
+        ok &= g.rc == 0 && s.flag[0] == 0;
+    }
+    return ok && got[1] == got[0];
+}
+
 EMU_CASE("attention", fwd_bwd_generic_fp32) {
     return run_problem({{33, 0, 5}, 4, 2, 64, false}, 3, true, true, false);
 }

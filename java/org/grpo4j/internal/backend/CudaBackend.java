@@ -795,7 +795,7 @@ public final class CudaBackend extends AbstractBackend {
         PASS(1),
         /** Deterministic too, without the second pass: the dK/dV pass adds dS K into a 64-bit fixed-point accumulator
          *  with integer atomics, whose sums do not depend on their order (docs/kernels.md, "Fixed-point dQ"); other
-         *  bits than PASS's (each a sum rounded once, from 2^-61 of the head's bound). */
+         *  bits than PASS's (each element a sum at a resolution of 2^-60 to 2^-59 of its row's bound, rounded once). */
         FIXED(1 | 8),
         /** Fast: the dK/dV pass adds dS K into an fp32 accumulator with atomics; the order of the additions, and so
          *  dq's last bits, vary run to run. */
