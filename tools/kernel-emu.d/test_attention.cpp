@@ -342,6 +342,19 @@ struct Small {
     }
 
     int kind() const { return (flag[0] >> 8) & 0xF; }
+
+    // dq element `at` of the PASS and the fixed-point modes (lse `l`): equal, neither reporting anything.
+    bool fixed_matches_pass(const std::vector<float>& l, size_t at) {
+        bool ok = true;
+        float got[2];
+        for (int i = 0; i < 2; i++) {
+            const Grads g = backward(i ? 9 : 1, l);
+            got[i] = g.dq[at];
+            printf("    mode %d: rc %d, flag kind %d, dq element %zu = %g\n", i ? 9 : 1, g.rc, kind(), at, got[i]);
+            ok &= g.rc == 0 && flag[0] == 0;
+        }
+        return ok && got[1] == got[0];
+    }
 };
 
 // Fixed-point dQ outside its bound's premise: an lse far below the forward's (P sums to e^50, not 1) makes the
@@ -449,14 +462,7 @@ EMU_CASE("attention", fixed_dq_margin_holds_a_row_whose_p_sums_to_6_5) {
     bool ok = s.forward();
     std::vector<float> l = s.lse;
     l[n - 1] -= logf(6.5f);
-    float got[2];
-    for (int i = 0; i < 2; i++) {
-        const Small::Grads g = s.backward(i ? 9 : 1, l);
-        got[i] = g.dq[(size_t) (n - 1) * d];
-        printf("    mode %d: rc %d flag kind %d, dq[383][0] = %g\n", i ? 9 : 1, g.rc, s.kind(), got[i]);
-        ok &= g.rc == 0 && s.flag[0] == 0;
-    }
-    return ok && got[1] == got[0];
+    return ok && s.fixed_matches_pass(l, (size_t) (n - 1) * d);
 }
 
 // Fixed-point dQ's norms in float64 (found by review: as fp32 sums of squares ||dO_t||^2 underflowed to 0 for |dO| ~
@@ -497,16 +503,7 @@ EMU_CASE("attention", fixed_dq_tiny_v_norm_does_not_underflow) {
     vf[0] = vf[1] = a, vf[d] = -a, vf[d + 1] = -a * (1.f - 1.f / 256);
     of[d] = of[d + 1] = ldexpf(1.f, 20);
     Small s({0, n}, 1, 1, d, 1.f, qf, kf, vf, of);
-    bool ok = s.forward();
-    float got[2];
-    int i = 0;
-    for (int mode : {1, 9}) {
-        const Small::Grads g = s.backward(mode, s.lse);
-        got[i++] = g.dq[d];
-        printf("    mode %d: rc %d, flag kind %d, dq[1][0] = %g\n", mode, g.rc, s.kind(), g.dq[d]);
-        ok &= g.rc == 0 && s.flag[0] == 0;
-    }
-    return ok && got[1] == got[0];
+    return s.forward() && s.fixed_matches_pass(s.lse, (size_t) d);
 }
 
 
@@ -520,16 +517,7 @@ EMU_CASE("attention", fixed_dq_large_v_norm_counts_in_the_bound) {
     vf[0] = ldexpf(1.f, 70), vf[d] = -ldexpf(1.f, 70), vf[2 * d + 1] = 1.f;
     of[2 * d] = ldexpf(1.f, -70);
     Small s({0, n}, 1, 1, d, 1.f, qf, kf, vf, of);
-    bool ok = s.forward();
-    float got[2];
-    int i = 0;
-    for (int mode : {1, 9}) {
-        const Small::Grads g = s.backward(mode, s.lse);
-        got[i++] = g.dq[2 * d];
-        printf("    mode %d: rc %d, flag kind %d, dq[2][0] = %g\n", mode, g.rc, s.kind(), g.dq[2 * d]);
-        ok &= g.rc == 0 && s.flag[0] == 0;
-    }
-    return ok && got[1] == got[0];
+    return s.forward() && s.fixed_matches_pass(s.lse, (size_t) 2 * d);
 }
 
 EMU_CASE("attention", fwd_bwd_generic_fp32) {
