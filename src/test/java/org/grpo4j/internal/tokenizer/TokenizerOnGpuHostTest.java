@@ -45,7 +45,8 @@ class TokenizerOnGpuHostTest {
         for (String f : Tokenizer.FLAVORS) assertEquals("cpu", System.getProperty(f), f);
         List<String> libs;
         try (Stream<String> lines = Files.lines(maps)) {
-            libs = lines.map(l -> l.substring(l.lastIndexOf(' ') + 1)).filter(l -> l.contains("tokenizers")).distinct().toList();
+            libs = lines.map(l -> l.substring(l.lastIndexOf(' ') + 1))
+                    .filter(l -> l.endsWith(".so") && l.substring(l.lastIndexOf('/') + 1).contains("tokenizers")).distinct().toList();
         }
         assertFalse(libs.isEmpty(), "no tokenizers library among the loaded libraries (/proc/self/maps)");
         for (String l : libs)
