@@ -498,7 +498,6 @@ __global__ void __launch_bounds__(256) kv_bound_kernel(unsigned* bounds, const b
     block_max_into(mk, mv, bounds + g, bounds + hkv + g);
 }
 
-
 template <int D, int DQM>
 constexpr int dkdv_smem() {
     constexpr int BM = D == 128 ? 32 : 64;
@@ -1429,8 +1428,7 @@ static bool wide_backward(int d) {
                    : optin >= dkdv_wide_smem<128, DQ_FP32>() && optin >= dq_wide_smem<128>();
 }
 
-// The tensor-core backward after dsum_kernel. The plan in the workspace lists tiles of 128 rows for the wide kernels
-// (dkdv_wide_kernel, dq_wide_kernel) and of 64 for dkdv_kernel and dq_kernel.
+// The dK/dV kernel of the dQ mode DQM: the wide one or the 64-row one.
 template <int D, int DQM>
 static int launch_dkdv(const BwdArgs& a, unsigned slots, bool wide, cudaStream_t st) {
     int e;
@@ -1446,7 +1444,9 @@ static int launch_dkdv(const BwdArgs& a, unsigned slots, bool wide, cudaStream_t
     return g4::launched();
 }
 
-// After dsum_kernel (and, for DQ_FIXED, kv_bound_kernel before it).
+// The tensor-core backward after dsum_kernel (and, for DQ_FIXED, kv_bound_kernel before it). The plan in the workspace
+// lists tiles of 128 rows for the wide kernels (dkdv_wide_kernel, dq_wide_kernel) and of 64 for dkdv_kernel and
+// dq_kernel.
 template <int D>
 static int backward_fast(const BwdArgs& a, int n, int b, DqMode dq, bool wide, cudaStream_t st) {
     int e;
@@ -1547,8 +1547,8 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
     unsigned* bounds = reinterpret_cast<unsigned*>(w + L.bounds);
     float* urow = reinterpret_cast<float*>(w + L.urow);
     const long long rows = (long long) n * hq;
-    const unsigned bx = (unsigned) std::min<long long>((n + 7) / 8, 256);
     if (dqm == DQ_FIXED) {  // the bounds: max |K| and max ||V|| per kv head (fast path: rows > 0, bf16, d 64 or 128)
+        const unsigned bx = (unsigned) std::min<long long>((n + 7) / 8, 256);
         if ((e = (int) cudaMemsetAsync(bounds, 0, (size_t) (2 * hkv) * 4, st))) return e;
         if ((e = (int) cudaMemsetAsync(w + L.nfrow, 0, (size_t) rows * 4, st))) return e;
         if (d == 64) kv_bound_kernel<64><<<dim3(bx, hkv), 256, 0, st>>>(bounds, reinterpret_cast<const bf16*>(k), reinterpret_cast<const bf16*>(v), n, hkv);

@@ -417,17 +417,16 @@ final class Cases {
             // adds dQ with fp32 atomics, as our fast mode does: the like-for-like rows. Then dQ in fixed point:
             // deterministic like the default rows, without their dQ pass (the trainer's default once these rows show it
             // faster on a GPU).
-            for (var mode : List.<java.util.Map.Entry<String, java.util.function.UnaryOperator<Instance>>>of(
-                    java.util.Map.entry(FAST_DQ, Cases::fastDq), java.util.Map.entry(FIXED_DQ, Cases::fixedDq))) {
-                var in = mode.getValue();
-                out.add(new Case("attention", "bwd " + tag + " " + mode.getKey(), shape, act.label() + " (lse fp32)",
+            for (CudaBackend.AttentionDq m : List.of(CudaBackend.AttentionDq.ATOMIC, CudaBackend.AttentionDq.FIXED)) {
+                String v = m == CudaBackend.AttentionDq.ATOMIC ? FAST_DQ : FIXED_DQ;
+                out.add(new Case("attention", "bwd " + tag + " " + v, shape, act.label() + " (lse fp32)",
                         List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 2.5 * fwd, "flop", "2.5 * fwd", Kind.KERNEL,
-                        d -> in.apply(attention(d, lens, hq, hkv, hd, act, false, true)),
-                        d -> in.apply(attention(d, small, hq, hkv, hd, act, false, true)), false));
-                out.add(new Case("attention", "fwd+bwd " + tag + " " + mode.getKey(), shape, act.label() + " (lse fp32)",
+                        d -> withDq(attention(d, lens, hq, hkv, hd, act, false, true), m),
+                        d -> withDq(attention(d, small, hq, hkv, hd, act, false, true), m), false));
+                out.add(new Case("attention", "fwd+bwd " + tag + " " + v, shape, act.label() + " (lse fp32)",
                         List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
-                        d -> in.apply(attention(d, lens, hq, hkv, hd, act, true, true)),
-                        d -> in.apply(attention(d, small, hq, hkv, hd, act, true, true)), false));
+                        d -> withDq(attention(d, lens, hq, hkv, hd, act, true, true), m),
+                        d -> withDq(attention(d, small, hq, hkv, hd, act, true, true), m), false));
             }
             // the default backward (the wide kernels at head dim 128) against the 64-row kernels, on the same card
             out.add(new Case("attention", "bwd " + tag + " " + NARROW, shape, act.label() + " (lse fp32)",
@@ -493,13 +492,14 @@ final class Cases {
         });
     }
 
-    static Instance fastDq(Instance in) {
-        return inCudaMode(in, CudaBackend::attentionDq, CudaBackend::setAttentionDq, CudaBackend.AttentionDq.ATOMIC);
+    /** The instance with its attention backward in dq mode {@code m} (on CUDA; the CPU has one mode). */
+    static Instance withDq(Instance in, CudaBackend.AttentionDq m) {
+        return inCudaMode(in, CudaBackend::attentionDq, CudaBackend::setAttentionDq, m);
     }
 
-    static Instance fixedDq(Instance in) {
-        return inCudaMode(in, CudaBackend::attentionDq, CudaBackend::setAttentionDq, CudaBackend.AttentionDq.FIXED);
-    }
+    static Instance fastDq(Instance in) { return withDq(in, CudaBackend.AttentionDq.ATOMIC); }
+
+    static Instance fixedDq(Instance in) { return withDq(in, CudaBackend.AttentionDq.FIXED); }
 
     /** Packed causal sequences of the given lengths (cuSeqlens), GQA hq / hkv. */
     static Instance attention(Data d, int[] lens, int hq, int hkv, int hd, DType act, boolean fwd, boolean bwd) {
