@@ -41,6 +41,14 @@ class CudaAttentionTest {
         }
     }
 
+    /** Every element of y within 2^-6 of x's largest magnitude (plus 1e-4) of x's: a few bf16 ulps of the value scale. */
+    static void assertNearBf16(short[] x, short[] y, String what) {
+        double scaleOf = 0;
+        for (short v : x) scaleOf = Math.max(scaleOf, Math.abs(Bf16.toFloat(v)));
+        for (int j = 0; j < x.length; j++)
+            assertEquals(Bf16.toFloat(x[j]), Bf16.toFloat(y[j]), 0x1p-6 * scaleOf + 1e-4, what + ", element " + j);
+    }
+
     @Test
     void deterministicBackwardIsBitwiseRepeatableAndTheFastModeAgrees() {
         CudaBackend be = cuda();
@@ -56,14 +64,8 @@ class CudaAttentionTest {
                 assertArrayEquals((float[]) a[4], (float[]) b[4], "lse repeats bitwise");
                 be.setDeterministicAttention(false);
                 Object[] f = run(be, cu, h[0], h[1], h[2], 5);
-                for (int i = 1; i < 4; i++) { // same math, dq summed in another order: within a few bf16 ulps of the value scale
-                    short[] x = (short[]) a[i], y = (short[]) f[i];
-                    double scaleOf = 0;
-                    for (short s : x) scaleOf = Math.max(scaleOf, Math.abs(Bf16.toFloat(s)));
-                    for (int j = 0; j < x.length; j++)
-                        assertEquals(Bf16.toFloat(x[j]), Bf16.toFloat(y[j]), 0x1p-6 * scaleOf + 1e-4,
-                                names[i] + " fast vs deterministic, element " + j + " " + Arrays.toString(h));
-                }
+                for (int i = 1; i < 4; i++) // same math, dq summed in another order: within a few bf16 ulps of the value scale
+                    assertNearBf16((short[]) a[i], (short[]) f[i], names[i] + " fast vs deterministic, " + Arrays.toString(h));
             }
         } finally {
             be.setAttentionDq(was);
@@ -93,14 +95,8 @@ class CudaAttentionTest {
                         assertTrue(bitwiseEqual((short[]) first[i], (short[]) o[i]), names[i] + " " + k + " " + Arrays.toString(h));
                     be.setDeterministicAttention(false);
                     Object[] f = run(be, cu, h[0], h[1], h[2], 9);
-                    for (int i = 1; i < 4; i++) {
-                        short[] x = (short[]) o[i], y = (short[]) f[i];
-                        double scaleOf = 0;
-                        for (short v : x) scaleOf = Math.max(scaleOf, Math.abs(Bf16.toFloat(v)));
-                        for (int j = 0; j < x.length; j++)
-                            assertEquals(Bf16.toFloat(x[j]), Bf16.toFloat(y[j]), 0x1p-6 * scaleOf + 1e-4,
-                                    names[i] + " fast vs deterministic, " + k + ", element " + j + " " + Arrays.toString(h));
-                    }
+                    for (int i = 1; i < 4; i++)
+                        assertNearBf16((short[]) o[i], (short[]) f[i], names[i] + " fast vs deterministic, " + k + " " + Arrays.toString(h));
                 }
             }
         } finally {
@@ -134,11 +130,7 @@ class CudaAttentionTest {
                         assertTrue(bitwiseEqual((short[]) a[i], (short[]) b[i]), names[i] + " repeats bitwise, " + where);
                     for (int i : new int[] {0, 2, 3})
                         assertTrue(bitwiseEqual((short[]) pass[i], (short[]) a[i]), names[i] + " as in PASS mode, " + where);
-                    short[] x = (short[]) pass[1], y = (short[]) a[1];
-                    double scaleOf = 0;
-                    for (short v : x) scaleOf = Math.max(scaleOf, Math.abs(Bf16.toFloat(v)));
-                    for (int j = 0; j < x.length; j++)
-                        assertEquals(Bf16.toFloat(x[j]), Bf16.toFloat(y[j]), 0x1p-6 * scaleOf + 1e-4, "dq fixed vs pass, element " + j + ", " + where);
+                    assertNearBf16((short[]) pass[1], (short[]) a[1], "dq fixed vs pass, " + where);
                 }
         } finally {
             be.setAttentionBackwardKernels(was);
