@@ -35,6 +35,7 @@
 #include "common.cuh"
 #include "attention.cuh"
 #include "mma.cuh"
+#include "wgmma.cuh"
 
 namespace {
 
@@ -336,6 +337,181 @@ __global__ void __launch_bounds__(NT, 2) fwd_kernel(FwdArgs a) {
             *reinterpret_cast<uint4*>(a.out + ((long long) (start + row0 + r) * a.hq + h) * D + c * 8) =
                     *reinterpret_cast<const uint4*>(smem + g4::swz<D>(r, c * 8));
     }
+}
+
+// ---- forward on Hopper (sm_90a: wgmma) -----------------------------------------------------------------------------
+//
+// The same blocks as fwd_kernel (query tile of 128 rows, query head; the same plan), FlashAttention-3's tiling without
+// its producer warpgroup: 2 warpgroups of 4 warps, each 64 query rows; key tiles of 128; S = Q K_j^T as 8 (head dim
+// 128) or 4 (64) wgmma m64n128k16 with both operands in shared memory, O += P V_j as 8 wgmma m64nDk16 with P from
+// registers (S's accumulators rounded to bf16, as in fwd_kernel) and V in shared memory (MN-major). Tiles in
+// wgmma.cuh's 128-byte-swizzled layout; K/V double-buffered (Q 32 + 2 x 64 KiB at head dim 128: one block an SM),
+// tile j + 1 copied by every thread (cp.async) while tile j is used; one barrier a tile. The two warpgroups drift
+// apart within a tile (one's softmax under the other's wgmma). Each row's arithmetic is FlashAttention-2's online
+// softmax in base 2 (attention.cuh's helpers) over 128-key tiles where fwd_kernel takes 64, so the output is not
+// fwd_kernel's bits; its accuracy is the same bound (docs/ops.md). Compiled into the sm_90a image only (elsewhere the
+// kernel is empty and never launched: g4_attention takes it only on a compute capability 9.0 device, when asked).
+constexpr int WG_NT = 256;  // two warpgroups
+constexpr int WG_BN = 128;  // keys per tile
+
+template <int D>
+constexpr int fwd_wg_smem() { return (FWD_BM + 4 * WG_BN) * D * 2 + 1024; }  // Q, 2 x (K, V); 1 KiB to align to 1024
+
+template <int R, int D, int NT>
+__device__ __forceinline__ void load_tile_wg(unsigned s, const bf16* g, long long stride, int valid) {
+    constexpr int C = D / 8;
+#pragma unroll
+    for (int it = 0; it < (R * C + NT - 1) / NT; it++) {
+        const int i = it * NT + g4::thread_x();
+        if ((R * C) % NT != 0 && i >= R * C) break;
+        const int r = i / C, c = i % C;
+        const bool ok = r < valid;
+        g4::cp_async16(s + g4::wg_off<R>(r, c * 8), g + (ok ? r * stride : 0) + c * 8, ok);
+    }
+}
+
+template <int D>
+__global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
+#if defined(G4_WGMMA) || defined(G4_EMU)
+    constexpr int NS = WG_BN / 8, ND = D / 8;  // 8-column blocks of S and of O
+    if ((int) blockIdx.x >= a.status[0]) return;
+    const TileRef t = a.map[blockIdx.x];
+    const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start;
+    const int h = blockIdx.y, g = h / a.group, row0 = t.tile * FWD_BM;
+    extern __shared__ __align__(128) unsigned char smem[];  // (one declaration for every kernel of this file)
+    const unsigned raw = g4::smem_u32(smem), sQ = (raw + 1023u) & ~1023u;  // the swizzle atoms need 1024-byte alignment
+    unsigned char* const sq = smem + (sQ - raw);
+    constexpr unsigned KV = WG_BN * D * 2;  // bytes of one K or V tile
+    const auto sK = [&](int b) { return sQ + FWD_BM * D * 2 + (unsigned) b * 2 * KV; };
+    const auto kv_off = [&](int j) { return ((long long) (start + j * WG_BN) * a.hkv + g) * D; };
+    // key tile t.tile is the block's diagonal (masked above it); tiles past the sequence's end are not visited
+    const int ntiles = min(t.tile + 1, g4::tiles_of(len, WG_BN));
+    load_tile_wg<FWD_BM, D, WG_NT>(sQ, a.q + ((long long) (start + row0) * a.hq + h) * D, (long long) a.hq * D, len - row0);
+    load_tile_wg<WG_BN, D, WG_NT>(sK(0), a.k + kv_off(0), (long long) a.hkv * D, len);
+    load_tile_wg<WG_BN, D, WG_NT>(sK(0) + KV, a.v + kv_off(0), (long long) a.hkv * D, len);
+    g4::cp_async_commit();
+
+    const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    // the warpgroup's 64 rows wholly past the sequence's end: it only copies (a warpgroup-uniform choice, as wgmma needs)
+    const bool active = row0 + wg * 64 < len;
+    float o[4 * ND], s[4 * NS];
+#pragma unroll
+    for (int i = 0; i < 4 * ND; i++) o[i] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+
+    for (int j = 0; j < ntiles; j++) {
+        g4::cp_async_wait<0>();
+        g4::fence_proxy_async();  // this thread's copies of tile j, before the wgmma (async proxy) reads them
+        __syncthreads();          // everyone's copies in; everyone done with tile j - 1's buffers
+        if (j + 1 < ntiles) {
+            const unsigned nb = sK((j + 1) & 1);
+            load_tile_wg<WG_BN, D, WG_NT>(nb, a.k + kv_off(j + 1), (long long) a.hkv * D, len - (j + 1) * WG_BN);
+            load_tile_wg<WG_BN, D, WG_NT>(nb + KV, a.v + kv_off(j + 1), (long long) a.hkv * D, len - (j + 1) * WG_BN);
+            g4::cp_async_commit();
+        }
+        if (!active) continue;
+        const unsigned kb = sK(j & 1), vb = kb + KV;
+        // S = Q K_j^T: k-step kk reads Q's and K's columns 16 kk .. (column block kk / 4, 32 bytes a step within it)
+        g4::fence_regs(s);
+        g4::wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const unsigned qa = sQ + (kk >> 2) * (FWD_BM * 128) + wg * (64 * 128) + (kk & 3) * 32;
+            const unsigned ka = kb + (kk >> 2) * (WG_BN * 128) + (kk & 3) * 32;
+            g4::wgmma_ss_n128(s, g4::wg_desc(qa, 16, 1024), g4::wg_desc(ka, 16, 1024), kk > 0);
+        }
+        g4::wgmma_commit();
+        g4::wgmma_wait<0>();
+        g4::fence_regs(s);
+        if (j == t.tile) {  // the diagonal: key (tile column) > row (block row) is masked
+            const int r = wg * 64 + warp * 16 + gid;
+#pragma unroll
+            for (int nb = 0; nb < NS; nb++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int col = nb * 8 + tig * 2 + e;
+                    if (col > r) s[4 * nb + e] = -INFINITY;
+                    if (col > r + 8) s[4 * nb + 2 + e] = -INFINITY;
+                }
+        }
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int nb = 0; nb < NS; nb++) {
+            mx[0] = fmaxf(mx[0], fmaxf(s[4 * nb], s[4 * nb + 1]));
+            mx[1] = fmaxf(mx[1], fmaxf(s[4 * nb + 2], s[4 * nb + 3]));
+        }
+        float alpha[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const float mn = fmaxf(m[i], g4::quad_max(mx[i]) * a.c);
+            alpha[i] = g4::softmax_alpha(m[i], mn);
+            m[i] = mn;
+            l[i] *= alpha[i];
+        }
+#pragma unroll
+        for (int i = 0; i < ND; i++) {
+            o[4 * i] *= alpha[0];
+            o[4 * i + 1] *= alpha[0];
+            o[4 * i + 2] *= alpha[1];
+            o[4 * i + 3] *= alpha[1];
+        }
+        unsigned pa[WG_BN / 16][4];  // P (the warp's 16 rows x 16 keys a k-step) as the A operand of O += P V
+#pragma unroll
+        for (int kk = 0; kk < WG_BN / 16; kk++) {
+            float w[2][4];
+#pragma unroll
+            for (int hb = 0; hb < 2; hb++) {
+                const int nb = 2 * kk + hb;
+                w[hb][0] = g4::softmax_weight(s[4 * nb], a.c, m[0]);
+                w[hb][1] = g4::softmax_weight(s[4 * nb + 1], a.c, m[0]);
+                w[hb][2] = g4::softmax_weight(s[4 * nb + 2], a.c, m[1]);
+                w[hb][3] = g4::softmax_weight(s[4 * nb + 3], a.c, m[1]);
+                l[0] += w[hb][0];
+                l[0] += w[hb][1];
+                l[1] += w[hb][2];
+                l[1] += w[hb][3];
+            }
+            g4::c_to_a(pa[kk], w[0], w[1]);
+        }
+        // O += P V_j: k-step kk reads V's rows 16 kk .. (two 8-row groups of 1024 bytes), both column blocks (LBO)
+        g4::fence_regs(o);
+        g4::wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < WG_BN / 16; kk++) {
+            const unsigned long long vd = g4::wg_desc(vb + kk * 2048, WG_BN * 128, 1024);
+            if constexpr (D == 128) g4::wgmma_rs_n128_t(o, pa[kk], vd, 1);
+            else g4::wgmma_rs_n64_t(o, pa[kk], vd, 1);
+        }
+        g4::wgmma_commit();
+        g4::wgmma_wait<0>();
+        g4::fence_regs(o);
+    }
+
+    // epilogue: out = o / l staged in the warpgroup's own rows of the Q tile (only it read them), then 16-byte stores
+    if (active) {
+        const float l0 = g4::quad_sum(l[0]), l1 = g4::quad_sum(l[1]);
+        const float inv0 = 1.f / l0, inv1 = 1.f / l1;
+        const int r0 = wg * 64 + warp * 16 + gid;
+#pragma unroll
+        for (int nd = 0; nd < ND; nd++) {
+            const int col = nd * 8 + tig * 2;
+            *reinterpret_cast<unsigned*>(sq + g4::wg_off<FWD_BM>(r0, col)) = g4::pack_bf16(o[4 * nd] * inv0, o[4 * nd + 1] * inv0);
+            *reinterpret_cast<unsigned*>(sq + g4::wg_off<FWD_BM>(r0 + 8, col)) =
+                    g4::pack_bf16(o[4 * nd + 2] * inv1, o[4 * nd + 3] * inv1);
+        }
+        if (tig == 0) {
+            if (row0 + r0 < len) a.lse[(long long) (start + row0 + r0) * a.hq + h] = g4::softmax_lse(m[0], l0);
+            if (row0 + r0 + 8 < len) a.lse[(long long) (start + row0 + r0 + 8) * a.hq + h] = g4::softmax_lse(m[1], l1);
+        }
+        __syncwarp();
+        for (int i = lane; i < 16 * ND; i += 32) {  // the warp's own 16 rows
+            const int r = wg * 64 + warp * 16 + i / ND, c = i % ND;
+            if (row0 + r < len)
+                *reinterpret_cast<uint4*>(a.out + ((long long) (start + row0 + r) * a.hq + h) * D + c * 8) =
+                        *reinterpret_cast<const uint4*>(sq + g4::wg_off<FWD_BM>(r, c * 8));
+        }
+    }
+#endif
 }
 
 // ---- backward: D_i, dK/dV, dQ, convert (tensor cores) ------------------------------------------------------------
@@ -1408,6 +1584,26 @@ static int forward_fast(const FwdArgs& a, unsigned slots, cudaStream_t st) {
     return g4::launched();
 }
 
+// The sm_90a forward: on a device of compute capability 9.0 (H100, H200: the sm_90a image's devices), when asked.
+static bool wgmma_device() {
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev)) {
+        (void) cudaGetLastError();
+        return false;
+    }
+    return major == 9 && minor == 0;
+}
+
+template <int D>
+static int forward_wgmma(const FwdArgs& a, unsigned slots, cudaStream_t st) {
+    constexpr int smem = fwd_wg_smem<D>();
+    int e = set_smem(fwd_wgmma_kernel<D>, smem);
+    if (e) return e;
+    fwd_wgmma_kernel<D><<<dim3(slots, a.hq), WG_NT, smem, st>>>(a);
+    return g4::launched();
+}
+
 template <typename T>
 static int forward_generic(GenArgs& a, cudaStream_t st) {
     return launch_gen(gen_fwd_kernel<T>, a, (long long) a.n * a.hq, 1, 1, st);
@@ -1493,9 +1689,11 @@ extern "C" int g4_attention_workspace(int n, int b, int hq, int d, int backward,
     return 0;
 }
 
+// mode bit 1: the sm_90a wgmma forward (fwd_wgmma_kernel) where the device has it (compute capability 9.0); elsewhere,
+// and by default, fwd_kernel.
 extern "C" int g4_attention(int dtype, g4_ptr out, g4_ptr lse, g4_ptr q, g4_ptr k, g4_ptr v, g4_ptr cu, int n, int b,
-                            int hq, int hkv, int d, float scale, g4_ptr ws, long long ws_bytes, g4_ptr flag, int op,
-                            g4_stream s) {
+                            int hq, int hkv, int d, float scale, int mode, g4_ptr ws, long long ws_bytes, g4_ptr flag,
+                            int op, g4_stream s) {
     const Layout L = layout(n, b, hq, hkv, d, false, DQ_PASS);
     if (ws_bytes < L.total || b < 1 || hkv < 1 || hq % hkv) return (int) cudaErrorInvalidValue;
     cudaStream_t st = g4::as_stream(s);
@@ -1510,6 +1708,7 @@ extern "C" int g4_attention(int dtype, g4_ptr out, g4_ptr lse, g4_ptr q, g4_ptr 
                   reinterpret_cast<const bf16*>(k), reinterpret_cast<const bf16*>(v), CU, status,
                   reinterpret_cast<const TileRef*>(w + L.map), hq, hkv, hq / hkv, scale * g4::ATT_LOG2E};
         const unsigned slots = (unsigned) ((n + FWD_BM - 1) / FWD_BM + b);
+        if ((mode & 1) && wgmma_device()) return d == 64 ? forward_wgmma<64>(a, slots, st) : forward_wgmma<128>(a, slots, st);
         return d == 64 ? forward_fast<64>(a, slots, st) : forward_fast<128>(a, slots, st);
     }
     GenArgs a{};

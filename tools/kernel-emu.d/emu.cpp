@@ -147,6 +147,7 @@ const char* kind_name(int k) {
         case K_LDSM: return "ldmatrix";
         case K_LDSM_T: return "ldmatrix.trans";
         case K_MMA: return "mma.sync";
+        case K_WGMMA: return "wgmma (at its wait_group)";
     }
     return "?";
 }
@@ -327,6 +328,76 @@ unsigned char* shared_range(unsigned addr, int bytes, const char* what) {
 float bf16_lo(unsigned r) { unsigned u = r << 16; float f; memcpy(&f, &u, 4); return f; }
 float bf16_hi(unsigned r) { unsigned u = r & 0xffff0000u; float f; memcpy(&f, &u, 4); return f; }
 
+// ---- wgmma (sm_90a): one warp's 16 rows of D = A B (+ D), at the wait_group that retires it ----------------------
+// Shared-memory operands are read through their matrix descriptors as the PTX ISA defines them for the 128-byte
+// swizzle (the only layout the kernels use; anything else fails): start address bits 0-13 (>> 4), leading byte
+// offset 16-29 (>> 4), stride byte offset 32-45 (>> 4), base offset 49-51 (must be 0), layout 62-63 (1 = 128B).
+// K-major (CUTLASS's canonical ((8,m),(T,2)):((8T,SBO),(1,T)), T = 8 bf16): element (i, k) of an M/N x 16 operand
+// at start + (i / 8) SBO + (i % 8) 128 + 2 k. MN-major (((T,8,m),(8,k)):((1,T,LBO),(8T,SBO))): element (k, j) at
+// start + (j / 64) LBO + 2 (j % 64) + (k / 8) SBO + (k % 8) 128. Then the swizzle of the address bits: the 16-byte
+// chunk (bits 4-6) XOR the 128-byte row within 1024 (bits 7-9), which is why the atoms must be 1024-byte aligned.
+// K-major: (x, y) = (i, k); MN-major: (x, y) = (k, j).
+unsigned wg_addr(unsigned long long desc, bool mn_major, int x, int y) {
+    const unsigned start = (unsigned) (desc & 0x3fff) << 4, lbo = (unsigned) (desc >> 16 & 0x3fff) << 4,
+                   sbo = (unsigned) (desc >> 32 & 0x3fff) << 4;
+    if ((desc >> 62) != 1) fail("wgmma descriptor %016llx: layout %llu is not the 128-byte swizzle", desc, desc >> 62);
+    if ((desc >> 49 & 7) != 0) fail("wgmma descriptor %016llx: base offset %llu (the kernels keep 0)", desc, desc >> 49 & 7);
+    if (start & 0x380) fail("wgmma descriptor %016llx: start %u is not within the first 128 bytes of a 1024-byte atom", desc, start);
+    unsigned a = mn_major ? start + (unsigned) (y / 64) * lbo + 2u * (unsigned) (y % 64) + (unsigned) (x / 8) * sbo + (unsigned) (x % 8) * 128u
+                          : start + (unsigned) (x / 8) * sbo + (unsigned) (x % 8) * 128u + 2u * (unsigned) y;
+    return a ^ (((a >> 7) & 7u) << 4);
+}
+
+float wg_load(unsigned a) {
+    unsigned short h;
+    memcpy(&h, shared_range(a, 2, "wgmma operand"), 2);
+    unsigned u = (unsigned) h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+// in[]: 0 D (float*), 1 A descriptor, 2 B descriptor, 3-6 A registers, 7 N | tnspB << 16 | scale-d << 17 | A from
+// registers << 18. Warp w of the block is warp w % 4 of its warpgroup: rows 16 (w % 4) .. + 15 of the 64.
+void wgmma(int w, Fiber** lane) {
+    const unsigned long long* in0 = lane[0] ? lane[0]->slot.in : nullptr;
+    if (!in0) fail("wgmma with lane 0 of warp %d absent", w);
+    const int n = (int) (in0[7] & 0xffff);
+    const bool tnsp_b = in0[7] >> 16 & 1, scale_d = in0[7] >> 17 & 1, a_regs = in0[7] >> 18 & 1;
+    float A[16][16];
+    static float B[16][256];
+    for (int l = 0; l < 32; l++) {
+        if (!lane[l]) fail("wgmma with lane %d of warp %d absent", l, w);
+        const unsigned long long* in = lane[l]->slot.in;
+        if (in[1] != in0[1] || in[2] != in0[2] || in[7] != in0[7])
+            fail("wgmma: lane %d of warp %d has other descriptors or shape than lane 0 (not warp-uniform)", l, w);
+        if (a_regs) {
+            int g = l >> 2, t = l & 3;
+            for (int i = 0; i < 4; i++) {
+                int r = g + (i & 1) * 8, c = 2 * t + (i >> 1) * 8;
+                A[r][c] = bf16_lo((unsigned) in[3 + i]);
+                A[r][c + 1] = bf16_hi((unsigned) in[3 + i]);
+            }
+        }
+    }
+    if (!a_regs)
+        for (int r = 0; r < 16; r++)
+            for (int k = 0; k < 16; k++) A[r][k] = wg_load(wg_addr(in0[1], false, (w % 4) * 16 + r, k));
+    for (int k = 0; k < 16; k++)
+        for (int j = 0; j < n; j++) B[k][j] = tnsp_b ? wg_load(wg_addr(in0[2], true, k, j)) : wg_load(wg_addr(in0[2], false, j, k));
+    // D fragment: per 8 columns the mma.m16n8 C layout; register 4 c + e: row gid + 8 (e >> 1), column 8 c + 2 tig + (e & 1)
+    for (int l = 0; l < 32; l++) {
+        float* d = reinterpret_cast<float*>(lane[l]->slot.in[0]);
+        int g = l >> 2, t = l & 3;
+        for (int i = 0; i < n / 2; i++) {
+            int r = g + ((i & 3) >> 1) * 8, c = 8 * (i >> 2) + 2 * t + (i & 1);
+            double acc = scale_d ? (double) d[i] : 0.0;
+            for (int k = 0; k < 16; k++) acc += (double) A[r][k] * B[k][c];
+            d[i] = (float) acc;
+        }
+    }
+}
+
 void compute(int w, int kind, unsigned mask) {
     Fiber* lane[32];
     for (int l = 0; l < 32; l++) {
@@ -403,6 +474,7 @@ void compute(int w, int kind, unsigned mask) {
             }
             break;
         }
+        case K_WGMMA: wgmma(w, lane); break;
         default: fail("unknown collective %d", kind);
     }
 }

@@ -6,7 +6,8 @@
 // - CUDA threads are fibers (own stacks, a hand-written x86-64 context switch), one OS thread, a block at a time, its
 //   threads run until they block on __syncthreads or a warp collective; blocks of a grid run one after another.
 // - __syncthreads: a barrier of the block's live threads (an exited thread counts as arrived, as on sm_70+).
-// - warp collectives (shfl, ballot, __syncwarp, ldmatrix, mma.sync): every live lane of the warp must arrive at the
+// - warp collectives (shfl, ballot, __syncwarp, ldmatrix, mma.sync, and each warp's 16 rows of a wgmma at its
+//   wgmma.wait_group): every live lane of the warp must arrive at the
 //   same collective; the last to arrive computes every lane's result. Lanes at different collectives, a lane that
 //   exits while its warp waits, or a block whose threads all wait on something that cannot complete are reported as
 //   errors (divergence, deadlock) naming the kernel, block and threads.
@@ -65,7 +66,7 @@ extern uint3 g_thread_idx;  // the running CUDA thread's threadIdx (set at every
 [[noreturn]] void fail(const char* fmt, ...);
 
 // Warp collectives: the lane's in-slot is filled by the caller; returns the lane's slot with out[] filled.
-enum Kind { K_SHFL = 1, K_BALLOT, K_SYNCWARP, K_LDSM, K_LDSM_T, K_MMA };
+enum Kind { K_SHFL = 1, K_BALLOT, K_SYNCWARP, K_LDSM, K_LDSM_T, K_MMA, K_WGMMA };
 Slot& my_slot();
 Slot& collective(int kind, unsigned mask);
 void syncthreads();

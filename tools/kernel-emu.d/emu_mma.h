@@ -32,3 +32,65 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const unsigned (&a)[4], 
 
 __device__ __forceinline__ int lane_id() { return (int) (threadIdx.x & 31); }
 __device__ __forceinline__ int thread_x() { return (int) threadIdx.x; }
+
+// wgmma (cuda/wgmma.cuh): each lane records its part of an issued wgmma; commit_group closes a group; wait_group N
+// retires all but the newest N groups, computing each of their wgmmas then (a warp collective per wgmma: the warp's
+// 16 rows), so that, as on the hardware, the accumulators change only at the wait and the shared operands are read
+// as they are at the wait (a kernel that reads an accumulator, or overwrites an operand tile, before its wait sees a
+// wrong result here). The A registers are taken at the issue (ptxas keeps them until the wait on the hardware).
+// fence.proxy.async and wgmma.fence have nothing to order here.
+struct WgPending {
+    unsigned long long in[8];
+};
+struct WgQueue {
+    WgPending ops[64];
+    int n = 0, groups[16] = {}, ngroups = 0, open = 0;  // ops of the committed groups, then the open (uncommitted) ones
+};
+inline WgQueue g_wgq[1024];
+
+G4EMU_UNPROFILED inline void wgmma_issue(float* d, int n, unsigned long long da, unsigned long long db, const unsigned* a, bool tnsp_b,
+                        int scale_d) {
+    WgQueue& q = g_wgq[threadIdx.x];
+    if (q.n == 64) g4emu::fail("more than 64 wgmma in flight in one thread");
+    WgPending& p = q.ops[q.n++];
+    p.in[0] = (unsigned long long) d;
+    p.in[1] = a ? 0 : da;
+    p.in[2] = db;
+    for (int i = 0; i < 4; i++) p.in[3 + i] = a ? a[i] : 0;
+    p.in[7] = (unsigned long long) n | (unsigned long long) tnsp_b << 16 | (unsigned long long) (scale_d != 0) << 17 |
+              (unsigned long long) (a != nullptr) << 18;
+    q.open++;
+}
+
+__device__ __forceinline__ void wgmma_fence() {}
+__device__ __forceinline__ void fence_proxy_async() {}
+G4EMU_UNPROFILED __device__ __forceinline__ void wgmma_commit() {
+    WgQueue& q = g_wgq[threadIdx.x];
+    if (q.ngroups == 16) g4emu::fail("more than 16 wgmma groups in flight in one thread");
+    q.groups[q.ngroups++] = q.open;
+    q.open = 0;
+}
+template <int N>
+G4EMU_UNPROFILED __device__ __forceinline__ void wgmma_wait() {
+    WgQueue& q = g_wgq[threadIdx.x];
+    int done = 0;
+    while (q.ngroups > N) {
+        const int cnt = q.groups[0];
+        for (int i = 0; i < cnt; i++) {
+            g4emu::Slot& me = g4emu::my_slot();
+            memcpy(me.in, q.ops[done + i].in, sizeof q.ops[0].in);
+            g4emu::collective(g4emu::K_WGMMA, 0xffffffffu);
+        }
+        done += cnt;
+        for (int g = 1; g < q.ngroups; g++) q.groups[g - 1] = q.groups[g];
+        q.ngroups--;
+    }
+    if (done) {
+        for (int i = done; i < q.n; i++) q.ops[i - done] = q.ops[i];
+        q.n -= done;
+    }
+}
+template <int N>
+__device__ __forceinline__ void fence_regs(float (&)[N]) {}
+template <int N>
+__device__ __forceinline__ void fence_regs(unsigned (&)[N]) {}

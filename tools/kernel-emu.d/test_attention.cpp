@@ -135,8 +135,9 @@ Ref reference(const Problem& p, const std::vector<float>& q, const std::vector<f
 
 // fps (optional): the forward's and the deterministic backward's fingerprints. kernels: g4_attention_backward's kernel
 // choice bits (2: the 64-row kernels everywhere; 4: the wide kernels at head dim 64 too).
+// fwd_mode: g4_attention's mode bits (1: the sm_90a wgmma forward; the emulated device is compute capability 9.0).
 bool run_problem(const Problem& p, uint64_t seed, bool backward, bool deterministic_too, bool fast_too,
-                 uint64_t* fps = nullptr, int kernels = 0) {
+                 uint64_t* fps = nullptr, int kernels = 0, int fwd_mode = 0) {
     Rng rng(seed);
     const int n = p.n(), b = (int) p.lens.size();
     const double scale = 1.0 / sqrt((double) p.d);
@@ -154,7 +155,7 @@ bool run_problem(const Problem& p, uint64_t seed, bool backward, bool determinis
     g4_attention_workspace(n, b, p.hq, p.d, 0, 0, &ws_bytes);
     std::vector<unsigned char> ws((size_t) ws_bytes + 1);
     int e = g4_attention(p.bf16 ? G4_BF16 : G4_F32, out.ptr(), P(lse.data()), q.ptr(), k.ptr(), v.ptr(), P(cu.data()), n, b,
-                         p.hq, p.hkv, p.d, (float) scale, P(ws.data()), ws_bytes, P(flag), 7, 0);
+                         p.hq, p.hkv, p.d, (float) scale, fwd_mode, P(ws.data()), ws_bytes, P(flag), 7, 0);
     if (e || flag[0]) { printf("    g4_attention returned %d, flag %d\n  FAIL\n", e, flag[0]); return false; }
     Fingerprint ffp;  // the forward's bits: a rewritten kernel that keeps each row's arithmetic must keep them
     if (p.bf16) ffp.add(out.b); else ffp.add(out.f);
@@ -232,6 +233,17 @@ EMU_CASE("attention", fwd_bwd_tensor_core_d128) {
 EMU_CASE("attention", fwd_bwd_tensor_core_tile_edges) {
     bool ok = run_problem({{1, 64, 65, 127, 128, 129, 200, 257}, 4, 2, 128, true}, 8, true, true, true);
     ok &= run_problem({{63, 191, 2, 320}, 4, 1, 64, true}, 9, true, true, false);
+    return ok;
+}
+
+// The sm_90a wgmma forward (mode bit 1; fwd_wgmma_kernel: 2 warpgroups x 64 rows, 128-key tiles, wgmma.cuh's
+// swizzled tiles read through matrix descriptors) at both fast head dims, lengths around its 64-row warpgroups and
+// 128-key tiles (a warpgroup wholly past the end, a diagonal tile partly past it), GQA; then the backward from its
+// out and lse.
+EMU_CASE("attention", fwd_wgmma_sm90a) {
+    bool ok = run_problem({{1, 64, 65, 127, 128, 129, 200, 257}, 4, 2, 128, true}, 8, true, true, false, nullptr, 0, 1);
+    ok &= run_problem({{63, 191, 2, 320}, 4, 1, 64, true}, 9, true, true, false, nullptr, 0, 1);
+    ok &= run_problem({{130, 3}, 4, 2, 128, true}, 2, false, false, false, nullptr, 0, 1);
     return ok;
 }
 
@@ -320,7 +332,7 @@ struct Small {
         g4_attention_workspace(n, b(), hq, d, 0, 0, &wb);
         std::vector<unsigned char> ws((size_t) wb + 1);
         return g4_attention(G4_BF16, out.ptr(), P(lse.data()), q.ptr(), k.ptr(), v.ptr(), P(cu.data()), n, b(), hq, hkv, d,
-                            scale, P(ws.data()), wb, P(flag), 7, 0) == 0 && flag[0] == 0;
+                            scale, 0, P(ws.data()), wb, P(flag), 7, 0) == 0 && flag[0] == 0;
     }
 
     struct Grads {
@@ -546,7 +558,7 @@ EMU_CASE("attention", bad_cu_seqlens_reported_nothing_written) {
         g4_attention_workspace(n, b, hq, d, 0, 0, &ws_bytes);
         std::vector<unsigned char> ws((size_t) ws_bytes);
         int e = g4_attention(G4_BF16, P(out.data()), P(lse.data()), P(q.data()), P(k.data()), P(v.data()), P(c.cu.data()), n, b,
-                             hq, hkv, d, 0.125f, P(ws.data()), ws_bytes, P(flag), 7, 0);
+                             hq, hkv, d, 0.125f, 0, P(ws.data()), ws_bytes, P(flag), 7, 0);
         bool untouched = true;
         for (auto x : out) untouched &= __bfloat162float(x) == -7.f;
         for (float x : lse) untouched &= x == -7.f;

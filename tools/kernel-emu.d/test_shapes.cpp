@@ -217,7 +217,7 @@ EMU_CASE("shapes-attention", shapes_attention_s1024) {
     std::vector<unsigned char> ws((size_t) ws_bytes);
     const float scale = 0.08838834764831845f;
     int e = g4_attention(G4_BF16, P(out.data()), P(lse.data()), P(q.data()), P(k.data()), P(v.data()), P(cu.data()), n, 1, hq,
-                         hkv, D, scale, P(ws.data()), ws_bytes, P(flag), 7, 0);
+                         hkv, D, scale, 0, P(ws.data()), ws_bytes, P(flag), 7, 0);
     bool ok = e == 0 && flag[0] == 0;
     for (int det : {1, 0, 9}) {
         e = g4_attention_backward(G4_BF16, P(dq.data()), P(dk.data()), P(dv.data()), P(dout.data()), P(q.data()), P(k.data()),

@@ -129,8 +129,8 @@ public final class CudaNative {
     public static native int g4_attention_workspace(int n, int b, int hq, int d, int backward, int deterministic,
                                                     @Cast("long long*") long[] bytes);
     public static native int g4_attention(int dtype, long out, long lse, long q, long k, long v, long cu, int n, int b,
-                                          int hq, int hkv, int d, float scale, long ws, long wsBytes, long flag, int op,
-                                          long stream);
+                                          int hq, int hkv, int d, float scale, int mode, long ws, long wsBytes, long flag,
+                                          int op, long stream);
     public static native int g4_attention_backward(int dtype, long dq, long dk, long dv, long dOut, long q, long k,
                                                    long v, long out, long lse, long cu, int n, int b, int hq, int hkv,
                                                    int d, float scale, int deterministic, long ws, long wsBytes,

@@ -834,6 +834,22 @@ public final class CudaBackend extends AbstractBackend {
 
     public boolean deterministicAttention() { return attentionDq.deterministic(); }
 
+    private boolean wgmmaAttention = Boolean.getBoolean("grpo4j.attentionWgmma");
+
+    /**
+     * The Hopper attention forward (cuda/attention.cu {@code fwd_wgmma_kernel}: wgmma, two warpgroups, 128-key tiles)
+     * on a compute capability 9.0 device (H100, H200), for bf16 at head dims 64 and 128; elsewhere the setting changes
+     * nothing. Off by default until a GPU run has timed it against the mma.sync forward (docs/kernels.md, "The Hopper
+     * forward"); its output is within the same tolerance of the exact result, not the same bits. Also
+     * {@code -Dgrpo4j.attentionWgmma=true}.
+     */
+    public void setWgmmaAttention(boolean on) { this.wgmmaAttention = on; }
+
+    /** Whether this device runs the Hopper forward when it is asked for (compute capability 9.0). */
+    public boolean hasWgmmaAttention() { return props.major() == 9 && props.minor() == 0; }
+
+    public boolean wgmmaAttention() { return wgmmaAttention; }
+
     /**
      * Which kernels attentionBackward runs on the tensor-core path. All give the same bits in deterministic mode; the
      * choice exists to time one against the other (the benchmark's {@code [64-row]} and {@code [wide]} rows).
@@ -897,7 +913,8 @@ public final class CudaBackend extends AbstractBackend {
         long[] bytes = new long[1];
         ok(CudaNative.g4_attention_workspace(n, b, hq, d, 0, 1, bytes), "attention workspace");
         ok(CudaNative.g4_attention(dt(q), addr(out), addr(lse), addr(q), addr(k), addr(v), addr(cuSeqlens), n, b, hq, hkv, d,
-                scale, scratch(bytes[0]), bytes[0], addr(flag), opCode(Ops.ATTENTION), stream), "attention kernels");
+                scale, wgmmaAttention ? 1 : 0, scratch(bytes[0]), bytes[0], addr(flag), opCode(Ops.ATTENTION), stream),
+                "attention kernels");
     }
 
     @Override

@@ -428,6 +428,20 @@ final class Cases {
                         d -> withDq(attention(d, lens, hq, hkv, hd, act, true, true), m),
                         d -> withDq(attention(d, small, hq, hkv, hd, act, true, true), m), false));
             }
+            // the Hopper forward (wgmma; opt-in until these rows show it faster): alone, before the default backward, and
+            // before the fast-dQ backward (SDPA flash's like-for-like); on other devices the same kernels as the rows above
+            out.add(new Case("attention", "fwd " + tag + " " + WGMMA, shape, act.label() + " (lse fp32)", List.of(Ops.ATTENTION),
+                    fwd, "flop", "2*B*Hq*S^2*D (" + count + ")", Kind.KERNEL,
+                    d -> wgmma(attention(d, lens, hq, hkv, hd, act, true, false)),
+                    d -> wgmma(attention(d, small, hq, hkv, hd, act, true, false)), false));
+            out.add(new Case("attention", "fwd+bwd " + tag + " " + WGMMA, shape, act.label() + " (lse fp32)",
+                    List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
+                    d -> wgmma(attention(d, lens, hq, hkv, hd, act, true, true)),
+                    d -> wgmma(attention(d, small, hq, hkv, hd, act, true, true)), false));
+            out.add(new Case("attention", "fwd+bwd " + tag + " " + WGMMA_FAST_DQ, shape, act.label() + " (lse fp32)",
+                    List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
+                    d -> wgmma(fastDq(attention(d, lens, hq, hkv, hd, act, true, true))),
+                    d -> wgmma(fastDq(attention(d, small, hq, hkv, hd, act, true, true))), false));
             // the default backward (the wide kernels at head dim 128) against the 64-row kernels, on the same card
             out.add(new Case("attention", "bwd " + tag + " " + NARROW, shape, act.label() + " (lse fp32)",
                     List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 2.5 * fwd, "flop", "2.5 * fwd", Kind.KERNEL,
@@ -464,6 +478,14 @@ final class Cases {
         return inCudaMode(in, CudaBackend::attentionBackwardKernels, CudaBackend::setAttentionBackwardKernels, k);
     }
 
+
+    /** The variant tags of the attention rows whose forward is the Hopper wgmma kernel (CudaBackend.setWgmmaAttention). */
+    static final String WGMMA = "[wgmma]", WGMMA_FAST_DQ = "[wgmma, fast dQ]";
+
+    /** The instance with the Hopper wgmma attention forward (on CUDA; where the device is not Hopper, the usual one). */
+    static Instance wgmma(Instance in) {
+        return inCudaMode(in, CudaBackend::wgmmaAttention, CudaBackend::setWgmmaAttention, true);
+    }
 
     /** The variant tag of the attention rows whose backward adds dQ with fp32 atomics (CudaBackend.AttentionDq.ATOMIC). */
     static final String FAST_DQ = "[fast dQ]";

@@ -138,6 +138,43 @@ class CudaAttentionTest {
         }
     }
 
+    /**
+     * The Hopper forward (setWgmmaAttention: wgmma, 128-key tiles) at both fast head dims, on lengths around its
+     * 64-row warpgroups and 128-key tiles: bitwise repeatable; out within a few bf16 ulps of the mma.sync forward's
+     * (each row's softmax rescaled at other tile boundaries, P V summed in another order) and lse within fp32
+     * rounding; the backward from its out and lse as near. Where the device is not Hopper the setting changes nothing:
+     * the same bits.
+     */
+    @Test
+    void theHopperForwardAgreesWithTheMmaForward() {
+        CudaBackend be = cuda();
+        int[] cu = AttentionConformanceTest.Suite.cu(1, 65, 127, 129, 0, 200);
+        boolean was = be.wgmmaAttention();
+        String[] names = {"out", "dq", "dk", "dv"};
+        try {
+            for (int[] h : new int[][] {{32, 8, 128}, {8, 2, 64}}) {
+                be.setWgmmaAttention(false);
+                Object[] mma = run(be, cu, h[0], h[1], h[2], 17);
+                be.setWgmmaAttention(true);
+                Object[] a = run(be, cu, h[0], h[1], h[2], 17), b = run(be, cu, h[0], h[1], h[2], 17);
+                String where = Arrays.toString(h) + (be.hasWgmmaAttention() ? " (wgmma)" : " (not Hopper: the mma.sync forward)");
+                for (int i = 0; i < 4; i++)
+                    assertTrue(bitwiseEqual((short[]) a[i], (short[]) b[i]), names[i] + " repeats bitwise, " + where);
+                assertArrayEquals((float[]) a[4], (float[]) b[4], "lse repeats bitwise, " + where);
+                if (!be.hasWgmmaAttention()) {
+                    for (int i = 0; i < 4; i++) assertTrue(bitwiseEqual((short[]) mma[i], (short[]) a[i]), names[i] + ", " + where);
+                    continue;
+                }
+                for (int i = 0; i < 4; i++) assertNearBf16((short[]) mma[i], (short[]) a[i], names[i] + " wgmma vs mma.sync, " + where);
+                float[] l0 = (float[]) mma[4], l1 = (float[]) a[4];
+                for (int j = 0; j < l0.length; j++)
+                    assertEquals(l0[j], l1[j], 1e-5 + 1e-5 * Math.abs(l0[j]), "lse wgmma vs mma.sync, element " + j + ", " + where);
+            }
+        } finally {
+            be.setWgmmaAttention(was);
+        }
+    }
+
     /** Every bad cuSeqlens: the CPU's message at the next synchronize, and out / lse / dq / dk / dv untouched. */
     @Test
     void badCuSeqlensIsReportedAndNothingIsWritten() {
@@ -365,7 +402,7 @@ class CudaAttentionTest {
             assertEquals(0, CudaNative.g4_attention_workspace(3, 2, 2, d2, 0, 1, bytes));
             try (Tensor ws = be.empty(DType.INT32, (int) (bytes[0] / 4 + 1)); Tensor flag = be.zeros(DType.INT32, 4)) {
                 assertEquals(1, CudaNative.g4_attention(CudaBackend.dt(q), CudaBackend.addr(out), CudaBackend.addr(lse), CudaBackend.addr(q),
-                        CudaBackend.addr(kv), CudaBackend.addr(kv), CudaBackend.addr(tcu), 3, 2, 2, 1, d2, 0.1f, CudaBackend.addr(ws), bytes[0],
+                        CudaBackend.addr(kv), CudaBackend.addr(kv), CudaBackend.addr(tcu), 3, 2, 2, 1, d2, 0.1f, 0, CudaBackend.addr(ws), bytes[0],
                         CudaBackend.addr(flag), Ops.ALL.indexOf(Ops.ATTENTION) + 1, be.stream()), "cudaErrorInvalidValue from attention");
                 assertEquals(1, CudaNative.g4_decode_attention(CudaBackend.dt(q1), CudaBackend.addr(out1), CudaBackend.addr(q1),
                         CudaBackend.addr(cache), CudaBackend.addr(cache), CudaBackend.addr(tables), CudaBackend.addr(lens), 0, 0, 1, 2, 1, d2,

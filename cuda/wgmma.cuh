@@ -1,0 +1,116 @@
+// Warpgroup tensor-core building blocks for the sm_90a attention forward (wgmma.mma_async, Hopper only): matrix
+// descriptors of 128-byte-swizzled shared tiles, the three wgmma shapes the kernel issues, and the fences around them.
+// The device code is compiled only where __CUDA_ARCH_FEAT_SM90_ALL is defined (the sm_90a pass of native/Makefile);
+// tools/kernel-emu supplies stand-ins (emu_mma.h) that compute each wgmma at the wait_group that retires it.
+//
+// Shared tiles: a [R][D] bf16 tile is stored as D / 64 column blocks of [R][64], each R x 128 bytes, its rows' 16-byte
+// chunks swizzled as swz<64> (chunk ^ (row & 7)): exactly the 128-byte swizzle atom of the PTX ISA (8 rows x 128
+// bytes, the chunk index XOR the row within 1024 bytes), given 1024-byte aligned blocks. So
+//   K-major operand (A = Q [m][k], B = K [n][k], k contiguous): descriptor start = block + 128 (first row) + 32 (k-step
+//     within the block's 64 columns), SBO = 1024 (8 rows), LBO unused (1);
+//   MN-major operand (B = V [k][n], n contiguous): start = block + 128 (first k row), SBO = 1024 (8 k rows),
+//     LBO = R x 128 (the next column block: n + 64).
+// Fragments: D of m64nNk16 (fp32) gives warp w of the warpgroup rows 16 w .. 16 w + 15 with, for each 8 columns c,
+// registers 4 c .. 4 c + 3 laid out as mma.m16n8k16's C (row gid: columns 8 c + 2 tig, + 1; row gid + 8: the same); A
+// from registers is mma.m16n8k16's A fragment of the warp's 16 rows. So S's accumulators become P's A fragments as in
+// FlashAttention-2 (c_to_a), and FlashAttention-3 does.
+#pragma once
+#include "mma.cuh"
+
+namespace g4 {
+
+// The descriptor of a 128-byte-swizzled operand at shared address s (16-byte aligned; its atom 1024-byte aligned).
+__host__ __device__ __forceinline__ unsigned long long wg_desc(unsigned s, unsigned lbo_bytes, unsigned sbo_bytes) {
+    return (unsigned long long) ((s & 0x3ffff) >> 4) | (unsigned long long) ((lbo_bytes >> 4) & 0x3fff) << 16 |
+           (unsigned long long) ((sbo_bytes >> 4) & 0x3fff) << 32 | 1ull << 62;
+}
+
+// Byte offset of element (r, c) in a [R][D] tile stored as above.
+template <int R>
+__host__ __device__ __forceinline__ unsigned wg_off(int r, int c) {
+    return (unsigned) ((c >> 6) * R * 128) + swz<64>(r, c & 63);
+}
+
+#ifdef G4_EMU
+// (stand-ins in tools/kernel-emu.d/emu_mma.h, included by mma.cuh)
+__device__ __forceinline__ void wgmma_ss_n128(float (&d)[64], unsigned long long da, unsigned long long db, int scale_d) {
+    wgmma_issue(d, 128, da, db, nullptr, false, scale_d);
+}
+__device__ __forceinline__ void wgmma_rs_n128_t(float (&d)[64], const unsigned (&a)[4], unsigned long long db, int scale_d) {
+    wgmma_issue(d, 128, 0, db, a, true, scale_d);
+}
+__device__ __forceinline__ void wgmma_rs_n64_t(float (&d)[32], const unsigned (&a)[4], unsigned long long db, int scale_d) {
+    wgmma_issue(d, 64, 0, db, a, true, scale_d);
+}
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define G4_WGMMA 1
+
+// Orders this thread's generic-proxy shared writes (cp.async, stores) before later async-proxy reads (wgmma).
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Before the first wgmma of a batch whose accumulators or A registers other instructions wrote.
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+// Keeps the compiler from moving reads or writes of these registers across the asynchronous wgmma (CUTLASS's
+// warpgroup_fence_operand).
+template <int N>
+__device__ __forceinline__ void fence_regs(float (&r)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
+}
+template <int N>
+__device__ __forceinline__ void fence_regs(unsigned (&r)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; i++) asm volatile("" : "+r"(r[i])::"memory");
+}
+
+// d (64 x 128) = A B + scale_d d; A [64][16] K-major at descriptor da, B as [128][16] K-major (B^T stored row-major,
+// QK^T's K) at db.
+__device__ __forceinline__ void wgmma_ss_n128(float (&d)[64], unsigned long long da, unsigned long long db, int scale_d) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(da), "l"(db), "r"(scale_d));
+}
+
+// d (64 x 128) = A B + scale_d d; A [64][16] from registers (the mma.m16n8k16 A fragment of the warp's 16 rows),
+// B [16][128] MN-major (stored row-major [k][n], PV's V) at db.
+__device__ __forceinline__ void wgmma_rs_n128_t(float (&d)[64], const unsigned (&a)[4], unsigned long long db, int scale_d) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
+}
+
+// d (64 x 64) = A B + scale_d d; A [64][16] from registers (the mma.m16n8k16 A fragment of the warp's 16 rows),
+// B [16][64] MN-major (stored row-major [k][n], PV's V) at db.
+__device__ __forceinline__ void wgmma_rs_n64_t(float (&d)[32], const unsigned (&a)[4], unsigned long long db, int scale_d) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
+}
+#endif
+
+}  // namespace g4
