@@ -1134,6 +1134,236 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
     }
 }
 
+// ---- backward dK/dV on Hopper (sm_90a: wgmma) -------------------------------------------------------------------
+//
+// dkdv_wide_kernel's blocks (key tile of 128, kv head; the same plan; query steps of 64 rows of each head of the group,
+// Q / dO / lse / D double-buffered) with FlashAttention-3's products: each of 2 warpgroups takes 64 keys;
+// S^T = K Q^T and dP^T = V dO^T as wgmma m64n64k16 from shared memory (K-major), P^T and dS^T = P^T (dP^T - D) in
+// registers, then dV += P^T dO and dK += dS^T Q as wgmma m64nDk16 with P^T / dS^T from registers and dO / Q from shared
+// memory (MN-major). dQ: in the atomics modes (DQ_FP32, DQ_FIXED) dS^T goes to shared memory and dQ += dS K is one more
+// wgmma (A = dS^T read MN-major, i.e. transposed; B = K MN-major) per warpgroup, columns 64 wg .. at head dim 128 (all
+// keys), keys 64 wg .. at head dim 64 (all columns; both add into dQ), added with dq_add as in the other kernels; in
+// DQ_PASS dq_wide_kernel runs after it. Tiles in wgmma.cuh's layout; one barrier a step after the copies and one at
+// its end (dS^T and the stage reused). P^T and dS^T are rounded to bf16 as in dkdv_wide_kernel, so the products have
+// the same operands; the sums run in the tensor cores' order, not the mma.sync kernels': not their bits.
+constexpr int WB_QS = 64;  // query rows per step (the key tile is WK_BN = 128: 2 warpgroups x 64)
+
+template <int D>
+constexpr int dkdv_wg_smem() {  // K, V; 2 x (Q, dO); dS^T [128][64]; 2 x (lse, D); 1 KiB to align to 1024
+    return 2 * WK_BN * D * 2 + 2 * 2 * WB_QS * D * 2 + WK_BN * WB_QS * 2 + 2 * 2 * WB_QS * 4 + 1024;
+}
+
+#if defined(G4_WGMMA) || defined(G4_EMU)
+// c_to_a over flat accumulator arrays: k-step kk's A fragment from 8-column blocks 2 kk and 2 kk + 1.
+__device__ __forceinline__ void c_to_a_at(unsigned (&a)[4], const float* c, int kk) {
+    a[0] = g4::pack_bf16(c[8 * kk], c[8 * kk + 1]);
+    a[1] = g4::pack_bf16(c[8 * kk + 2], c[8 * kk + 3]);
+    a[2] = g4::pack_bf16(c[8 * kk + 4], c[8 * kk + 5]);
+    a[3] = g4::pack_bf16(c[8 * kk + 6], c[8 * kk + 7]);
+}
+#endif
+
+template <int D, int DQM>
+__global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
+#if defined(G4_WGMMA) || defined(G4_EMU)
+    constexpr int QS = WB_QS, NQ = QS / 8, ND = D / 8, KS = QS / 16;
+    if ((int) blockIdx.x >= a.status[0]) return;
+    const TileRef t = a.map[blockIdx.x];
+    const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start;
+    // key tiles heaviest (first) first: the plan's order reversed, as dkdv_wide_kernel
+    const int g = blockIdx.y, key0 = (g4::tiles_of(len, WK_BN) - 1 - t.tile) * WK_BN;
+    extern __shared__ __align__(128) unsigned char smem[];  // (one declaration for every kernel of this file)
+    const unsigned raw = g4::smem_u32(smem), sK = (raw + 1023u) & ~1023u;
+    unsigned char* const sk = smem + (sK - raw);
+    constexpr unsigned T1 = WK_BN * D * 2, T2 = QS * D * 2;
+    const unsigned sV = sK + T1, sQ = sV + T1, sO = sQ + 2 * T2, sS = sO + 2 * T2;  // Q, dO [2 stages]; dS^T [128][64]
+    float* sL = reinterpret_cast<float*>(sk + (sS + WK_BN * QS * 2 - sK));           // [2][QS] lse
+    float* sD = sL + 2 * QS;                                                          // [2][QS] D_i
+    const unsigned sLa = g4::smem_u32(sL), sDa = g4::smem_u32(sD);
+    load_tile_wg<WK_BN, D, WG_NT>(sK, a.k + ((long long) (start + key0) * a.hkv + g) * D, (long long) a.hkv * D, len - key0);
+    load_tile_wg<WK_BN, D, WG_NT>(sV, a.v + ((long long) (start + key0) * a.hkv + g) * D, (long long) a.hkv * D, len - key0);
+    // query steps: rows key0, key0 + QS, ... < len (rows below key0 see none of these keys), for each head of the group
+    const int nsteps = (len - key0 + QS - 1) / QS, total = a.group * nsteps;
+    auto load_step = [&](int it, int stage) {
+        const int h = g * a.group + it / nsteps, r0 = key0 + (it % nsteps) * QS;
+        const long long row = (long long) (start + r0) * a.hq + h, qs = (long long) a.hq * D;
+        load_tile_wg<QS, D, WG_NT>(sQ + stage * T2, a.q + row * D, qs, len - r0);
+        load_tile_wg<QS, D, WG_NT>(sO + stage * T2, a.dout + row * D, qs, len - r0);
+        const int tx = g4::thread_x();
+        if (tx < QS) {
+            const bool ok = r0 + tx < len;
+            g4::cp_async4(sLa + (stage * QS + tx) * 4, a.lse + (ok ? row + tx * a.hq : row), ok);
+            g4::cp_async4(sDa + (stage * QS + tx) * 4, a.dsum + (long long) h * a.n + start + (ok ? r0 + tx : r0), ok);
+        }
+    };
+    load_step(0, 0);
+    g4::cp_async_commit();
+
+    const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    float dk[4 * ND], dv[4 * ND];
+#pragma unroll
+    for (int i = 0; i < 4 * ND; i++) dk[i] = dv[i] = 0.f;
+    const int kr = key0 + wg * 64 + warp * 16 + gid;  // this thread's keys: kr and kr + 8 (sequence positions)
+    // the warpgroup's 64 keys wholly past the end: no products of its own (a warpgroup-uniform choice); it still
+    // copies, writes zero dS^T rows and takes its share of dQ
+    const bool active = key0 + wg * 64 < len;
+
+    for (int it = 0; it < total; it++) {
+        const int stage = it & 1;
+        if (it + 1 < total) load_step(it + 1, stage ^ 1);
+        g4::cp_async_commit();
+        g4::cp_async_wait<1>();
+        g4::fence_proxy_async();  // this thread's copies of the step, before the wgmma (async proxy) reads them
+        __syncthreads();
+        const int h = g * a.group + it / nsteps, r0 = key0 + (it % nsteps) * QS;
+        const unsigned qb = sQ + stage * T2, ob = sO + stage * T2;
+        const float* L = sL + stage * QS;
+        const float* Dv = sD + stage * QS;
+        unsigned pa[KS][4], sa[KS][4];  // P^T and dS^T (the warp's 16 keys x 16 queries a k-step) as A fragments
+        if (active) {
+            float st[4 * NQ], dp[4 * NQ];  // S^T, dP^T: the warpgroup's 64 keys x the step's 64 queries
+            g4::fence_regs(st);
+            g4::fence_regs(dp);
+            g4::wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {  // 16 of the D columns a k-step
+                const unsigned kof = (kk >> 2) * (WK_BN * 128) + wg * (64 * 128) + (kk & 3) * 32;
+                const unsigned qof = (kk >> 2) * (QS * 128) + (kk & 3) * 32;
+                g4::wgmma_ss_n64(st, g4::wg_desc(sK + kof, 16, 1024), g4::wg_desc(qb + qof, 16, 1024), kk > 0);
+            }
+            g4::wgmma_commit();
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                const unsigned kof = (kk >> 2) * (WK_BN * 128) + wg * (64 * 128) + (kk & 3) * 32;
+                const unsigned qof = (kk >> 2) * (QS * 128) + (kk & 3) * 32;
+                g4::wgmma_ss_n64(dp, g4::wg_desc(sV + kof, 16, 1024), g4::wg_desc(ob + qof, 16, 1024), kk > 0);
+            }
+            g4::wgmma_commit();
+            g4::wgmma_wait<1>();  // S^T in (dP^T may still run)
+            g4::fence_regs(st);
+            // P^T = 2^(c s - lse log2 e), 0 where the query does not see the key (query < key) or is past the end
+#pragma unroll
+            for (int nb = 0; nb < NQ; nb++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int qc = nb * 8 + tig * 2 + e, qr = r0 + qc;
+                    const float l2 = L[qc] * g4::ATT_LOG2E;
+                    const bool ok = qr < len;
+                    st[4 * nb + e] = ok && kr <= qr ? g4::exp2_ftz(fmaf(st[4 * nb + e], a.c, -l2)) : 0.f;
+                    st[4 * nb + 2 + e] = ok && kr + 8 <= qr ? g4::exp2_ftz(fmaf(st[4 * nb + 2 + e], a.c, -l2)) : 0.f;
+                }
+            g4::wgmma_wait<0>();
+            g4::fence_regs(dp);
+            // dS^T = P^T (dP^T - D)
+#pragma unroll
+            for (int nb = 0; nb < NQ; nb++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const float di = Dv[nb * 8 + tig * 2 + e];
+                    dp[4 * nb + e] = st[4 * nb + e] * (dp[4 * nb + e] - di);
+                    dp[4 * nb + 2 + e] = st[4 * nb + 2 + e] * (dp[4 * nb + 2 + e] - di);
+                }
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                c_to_a_at(pa[kk], st, kk);
+                c_to_a_at(sa[kk], dp, kk);
+            }
+            // dV += P^T dO, dK += dS^T Q (scaled at the end): k-step kk reads rows 16 kk .. of dO / Q (MN-major)
+            g4::fence_regs(dv);
+            g4::fence_regs(dk);
+            g4::wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                const unsigned long long od = g4::wg_desc(ob + kk * 2048, QS * 128, 1024);
+                if constexpr (D == 128) g4::wgmma_rs_n128_t(dv, pa[kk], od, 1);
+                else g4::wgmma_rs_n64_t(dv, pa[kk], od, 1);
+            }
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                const unsigned long long qd = g4::wg_desc(qb + kk * 2048, QS * 128, 1024);
+                if constexpr (D == 128) g4::wgmma_rs_n128_t(dk, sa[kk], qd, 1);
+                else g4::wgmma_rs_n64_t(dk, sa[kk], qd, 1);
+            }
+            g4::wgmma_commit();
+        } else {
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) sa[kk][0] = sa[kk][1] = sa[kk][2] = sa[kk][3] = 0u;
+        }
+        if (DQM != DQ_PASS) {
+            // dS^T (bf16) to shared memory: the warp's keys (rows) x the step's queries, from the A fragments
+            const int rk = wg * 64 + warp * 16 + gid;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    *reinterpret_cast<unsigned*>(sk + (sS - sK) + g4::wg_off<WK_BN>(rk + (i & 1) * 8, kk * 16 + tig * 2 + (i >> 1) * 8)) =
+                            sa[kk][i];
+            g4::fence_proxy_async();  // the dS^T stores, before the wgmma reads them
+            __syncthreads();          // both warpgroups' rows of dS^T
+            // dQ (the step's 64 queries) += dS K: A = dS^T read transposed (MN-major), B = K (MN-major); head dim 128:
+            // this warpgroup's 64 columns over the 128 keys; 64: all 64 columns over its 64 keys
+            constexpr int KK = D == 128 ? WK_BN / 16 : 64 / 16;
+            const int k0 = D == 128 ? 0 : wg * KK, coff = D == 128 ? wg * 64 : 0;
+            float acc[32];
+            g4::fence_regs(acc);
+            g4::wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < KK; kk++)
+                g4::wgmma_ss_n64_tt(acc, g4::wg_desc(sS + (k0 + kk) * 2048, WK_BN * 128, 1024),
+                                    g4::wg_desc(sK + (coff >> 6) * (WK_BN * 128) + (k0 + kk) * 2048, WK_BN * 128, 1024), kk > 0);
+            g4::wgmma_commit();
+            g4::wgmma_wait<0>();  // (also the dV / dK products)
+            g4::fence_regs(acc);
+            const int q0 = r0 + warp * 16 + gid;
+            const RowScale s0 = row_scale<DQM>(a, start + min(q0, len - 1), h, g),
+                           s8 = row_scale<DQM>(a, start + min(q0 + 8, len - 1), h, g);
+#pragma unroll
+            for (int nb = 0; nb < 8; nb++) {
+                const int col = coff + nb * 8 + tig * 2;
+                if (q0 < len) {
+                    const long long i = ((long long) (start + q0) * a.hq + h) * D + col;
+                    dq_add<DQM>(a, i, acc[4 * nb], s0);
+                    dq_add<DQM>(a, i + 1, acc[4 * nb + 1], s0);
+                }
+                if (q0 + 8 < len) {
+                    const long long i = ((long long) (start + q0 + 8) * a.hq + h) * D + col;
+                    dq_add<DQM>(a, i, acc[4 * nb + 2], s8);
+                    dq_add<DQM>(a, i + 1, acc[4 * nb + 3], s8);
+                }
+            }
+        } else if (active) {
+            g4::wgmma_wait<0>();
+        }
+        g4::fence_regs(dv);
+        g4::fence_regs(dk);
+        __syncthreads();  // before the next step's copies into this stage and its dS^T stores
+    }
+
+    // epilogue: dK (scaled) and dV staged in the K and V tiles (every read of them is done), then 16-byte stores
+    {
+        const int r = wg * 64 + warp * 16 + gid;
+#pragma unroll
+        for (int nd = 0; nd < ND; nd++) {
+            const int col = nd * 8 + tig * 2;
+            *reinterpret_cast<unsigned*>(sk + g4::wg_off<WK_BN>(r, col)) = g4::pack_bf16(dk[4 * nd] * a.scale, dk[4 * nd + 1] * a.scale);
+            *reinterpret_cast<unsigned*>(sk + g4::wg_off<WK_BN>(r + 8, col)) =
+                    g4::pack_bf16(dk[4 * nd + 2] * a.scale, dk[4 * nd + 3] * a.scale);
+            *reinterpret_cast<unsigned*>(sk + T1 + g4::wg_off<WK_BN>(r, col)) = g4::pack_bf16(dv[4 * nd], dv[4 * nd + 1]);
+            *reinterpret_cast<unsigned*>(sk + T1 + g4::wg_off<WK_BN>(r + 8, col)) = g4::pack_bf16(dv[4 * nd + 2], dv[4 * nd + 3]);
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < WK_BN * ND; i += WG_NT) {
+        const int r = i / ND, c = i % ND;
+        if (key0 + r < len) {
+            const long long o = ((long long) (start + key0 + r) * a.hkv + g) * D + c * 8;
+            *reinterpret_cast<uint4*>(a.dk + o) = *reinterpret_cast<const uint4*>(sk + g4::wg_off<WK_BN>(r, c * 8));
+            *reinterpret_cast<uint4*>(a.dv + o) = *reinterpret_cast<const uint4*>(sk + T1 + g4::wg_off<WK_BN>(r, c * 8));
+        }
+    }
+#endif
+}
+
 template <int D>
 constexpr int dq_smem() { return (2 * ATT_BM + 4 * ATT_BN) * D * 2; }
 
@@ -1624,11 +1854,15 @@ static bool wide_backward(int d) {
                    : optin >= dkdv_wide_smem<128, DQ_FP32>() && optin >= dq_wide_smem<128>();
 }
 
-// The dK/dV kernel of the dQ mode DQM: the wide one or the 64-row one.
+// The dK/dV kernel of the dQ mode DQM: the Hopper one (its plan: the wide one's), the wide one or the 64-row one.
 template <int D, int DQM>
-static int launch_dkdv(const BwdArgs& a, unsigned slots, bool wide, cudaStream_t st) {
+static int launch_dkdv(const BwdArgs& a, unsigned slots, bool wide, bool hopper, cudaStream_t st) {
     int e;
-    if (wide) {
+    if (hopper) {
+        constexpr int s1 = dkdv_wg_smem<D>();
+        if ((e = set_smem(dkdv_wgmma_kernel<D, DQM>, s1))) return e;
+        dkdv_wgmma_kernel<D, DQM><<<dim3(slots, a.hkv), WG_NT, s1, st>>>(a);
+    } else if (wide) {
         constexpr int s1 = dkdv_wide_smem<D, DQM>();
         if ((e = set_smem(dkdv_wide_kernel<D, DQM>, s1))) return e;
         dkdv_wide_kernel<D, DQM><<<dim3(slots, a.hkv), WK_NT, s1, st>>>(a);
@@ -1644,12 +1878,12 @@ static int launch_dkdv(const BwdArgs& a, unsigned slots, bool wide, cudaStream_t
 // lists tiles of 128 rows for the wide kernels (dkdv_wide_kernel, dq_wide_kernel) and of 64 for dkdv_kernel and
 // dq_kernel.
 template <int D>
-static int backward_fast(const BwdArgs& a, int n, int b, DqMode dq, bool wide, cudaStream_t st) {
+static int backward_fast(const BwdArgs& a, int n, int b, DqMode dq, bool wide, bool hopper, cudaStream_t st) {
     int e;
     const int rows = wide ? WK_BN : ATT_BM;
     const unsigned slots = (unsigned) ((n + rows - 1) / rows + b);
     if (dq == DQ_PASS) {
-        if ((e = launch_dkdv<D, DQ_PASS>(a, slots, wide, st))) return e;
+        if ((e = launch_dkdv<D, DQ_PASS>(a, slots, wide, hopper, st))) return e;
         if (wide) {
             constexpr int s2 = dq_wide_smem<D>();
             if ((e = set_smem(dq_wide_kernel<D>, s2))) return e;
@@ -1663,7 +1897,8 @@ static int backward_fast(const BwdArgs& a, int n, int b, DqMode dq, bool wide, c
     }
     const long long total = (long long) a.n * a.hq * D;
     if ((e = (int) cudaMemsetAsync(a.dqacc, 0, total * (dq == DQ_FIXED ? 8 : 4), st))) return e;
-    if ((e = dq == DQ_FIXED ? launch_dkdv<D, DQ_FIXED>(a, slots, wide, st) : launch_dkdv<D, DQ_FP32>(a, slots, wide, st)))
+    if ((e = dq == DQ_FIXED ? launch_dkdv<D, DQ_FIXED>(a, slots, wide, hopper, st)
+                            : launch_dkdv<D, DQ_FP32>(a, slots, wide, hopper, st)))
         return e;
     if (dq == DQ_FIXED)
         dq_fixed_convert_kernel<<<g4::grid_for(total, 256), 256, 0, st>>>(
@@ -1730,7 +1965,8 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
     // hq = 0 (no query rows): the generic path, whose dK/dV kernel writes the zero gradients
     const bool fast = hq > 0 && fast_path(dtype, d, {dq, dk, dv, dout, q, k, v, out});
     // mode bits: 1 deterministic; 2 the 64-row kernels everywhere; 4 the wide kernels at head dim 64 too (2 wins);
-    // 8 dQ in fixed point (deterministic, DQ_FIXED; 1 is then implied)
+    // 8 dQ in fixed point (deterministic, DQ_FIXED; 1 is then implied); 16 the Hopper dK/dV kernel (dkdv_wgmma_kernel)
+    // on a compute capability 9.0 device (then the wide plan and dQ kernel; 2 and 4 do not apply)
     const bool narrow = (deterministic & 2) != 0, wide64 = (deterministic & 4) != 0;
     const DqMode dqm = fast ? dq_mode(deterministic) : DQ_PASS;
     const Layout L = layout(n, b, hq, hq, d, true, dqm);  // (sized as the workspace query: hkv <= hq)
@@ -1738,7 +1974,8 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
     cudaStream_t st = g4::as_stream(s);
     unsigned char* w = reinterpret_cast<unsigned char*>(ws);
     const int* CU = reinterpret_cast<const int*>(cu);
-    const bool wide = fast && !narrow && (d == 128 || wide64) && wide_backward(d);
+    const bool hopper = fast && (deterministic & 16) && wgmma_device();
+    const bool wide = fast && (hopper || (!narrow && (d == 128 || wide64) && wide_backward(d)));
     int e = plan(CU, b, n, wide ? WK_BN : ATT_BM, w, L, reinterpret_cast<int*>(flag), op, st);
     if (e || n == 0) return e;
     const int* status = reinterpret_cast<const int*>(w + L.status);
@@ -1774,7 +2011,7 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
                   reinterpret_cast<float*>(w + L.dqacc), bounds, urow, reinterpret_cast<unsigned*>(w + L.nfrow),
                   reinterpret_cast<int*>(flag), op, CU, status,
                   reinterpret_cast<const TileRef*>(w + L.map), n, hq, hkv, hq / hkv, scale, scale * g4::ATT_LOG2E};
-        return d == 64 ? backward_fast<64>(a, n, b, dqm, wide, st) : backward_fast<128>(a, n, b, dqm, wide, st);
+        return d == 64 ? backward_fast<64>(a, n, b, dqm, wide, hopper, st) : backward_fast<128>(a, n, b, dqm, wide, hopper, st);
     }
     GenArgs a{};
     a.q = reinterpret_cast<const void*>(q);

@@ -358,12 +358,12 @@ float wg_load(unsigned a) {
 }
 
 // in[]: 0 D (float*), 1 A descriptor, 2 B descriptor, 3-6 A registers, 7 N | tnspB << 16 | scale-d << 17 | A from
-// registers << 18. Warp w of the block is warp w % 4 of its warpgroup: rows 16 (w % 4) .. + 15 of the 64.
+// registers << 18 | tnspA << 19 (A MN-major: stored [k][m]). Warp w of the block is warp w % 4 of its warpgroup: rows 16 (w % 4) .. + 15 of the 64.
 void wgmma(int w, Fiber** lane) {
     const unsigned long long* in0 = lane[0] ? lane[0]->slot.in : nullptr;
     if (!in0) fail("wgmma with lane 0 of warp %d absent", w);
     const int n = (int) (in0[7] & 0xffff);
-    const bool tnsp_b = in0[7] >> 16 & 1, scale_d = in0[7] >> 17 & 1, a_regs = in0[7] >> 18 & 1;
+    const bool tnsp_b = in0[7] >> 16 & 1, scale_d = in0[7] >> 17 & 1, a_regs = in0[7] >> 18 & 1, tnsp_a = in0[7] >> 19 & 1;
     float A[16][16];
     static float B[16][256];
     for (int l = 0; l < 32; l++) {
@@ -382,7 +382,8 @@ void wgmma(int w, Fiber** lane) {
     }
     if (!a_regs)
         for (int r = 0; r < 16; r++)
-            for (int k = 0; k < 16; k++) A[r][k] = wg_load(wg_addr(in0[1], false, (w % 4) * 16 + r, k));
+            for (int k = 0; k < 16; k++)
+                A[r][k] = tnsp_a ? wg_load(wg_addr(in0[1], true, k, (w % 4) * 16 + r)) : wg_load(wg_addr(in0[1], false, (w % 4) * 16 + r, k));
     for (int k = 0; k < 16; k++)
         for (int j = 0; j < n; j++) B[k][j] = tnsp_b ? wg_load(wg_addr(in0[2], true, k, j)) : wg_load(wg_addr(in0[2], false, j, k));
     // D fragment: per 8 columns the mma.m16n8 C layout; register 4 c + e: row gid + 8 (e >> 1), column 8 c + 2 tig + (e & 1)

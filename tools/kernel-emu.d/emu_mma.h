@@ -49,7 +49,7 @@ struct WgQueue {
 inline WgQueue g_wgq[1024];
 
 G4EMU_UNPROFILED inline void wgmma_issue(float* d, int n, unsigned long long da, unsigned long long db, const unsigned* a, bool tnsp_b,
-                        int scale_d) {
+                        int scale_d, bool tnsp_a = false) {
     WgQueue& q = g_wgq[threadIdx.x];
     if (q.n == 64) g4emu::fail("more than 64 wgmma in flight in one thread");
     WgPending& p = q.ops[q.n++];
@@ -58,7 +58,7 @@ G4EMU_UNPROFILED inline void wgmma_issue(float* d, int n, unsigned long long da,
     p.in[2] = db;
     for (int i = 0; i < 4; i++) p.in[3 + i] = a ? a[i] : 0;
     p.in[7] = (unsigned long long) n | (unsigned long long) tnsp_b << 16 | (unsigned long long) (scale_d != 0) << 17 |
-              (unsigned long long) (a != nullptr) << 18;
+              (unsigned long long) (a != nullptr) << 18 | (unsigned long long) tnsp_a << 19;
     q.open++;
 }
 

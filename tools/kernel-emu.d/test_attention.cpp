@@ -236,13 +236,15 @@ EMU_CASE("attention", fwd_bwd_tensor_core_tile_edges) {
     return ok;
 }
 
-// The sm_90a wgmma forward (mode bit 1; fwd_wgmma_kernel: 2 warpgroups x 64 rows, 128-key tiles, wgmma.cuh's
-// swizzled tiles read through matrix descriptors) at both fast head dims, lengths around its 64-row warpgroups and
-// 128-key tiles (a warpgroup wholly past the end, a diagonal tile partly past it), GQA; then the backward from its
-// out and lse.
-EMU_CASE("attention", fwd_wgmma_sm90a) {
-    bool ok = run_problem({{1, 64, 65, 127, 128, 129, 200, 257}, 4, 2, 128, true}, 8, true, true, false, nullptr, 0, 1);
-    ok &= run_problem({{63, 191, 2, 320}, 4, 1, 64, true}, 9, true, true, false, nullptr, 0, 1);
+// The sm_90a wgmma kernels (the emulated device is compute capability 9.0; wgmma.cuh's swizzled tiles read through
+// matrix descriptors): the forward (g4_attention mode bit 1; fwd_wgmma_kernel: 2 warpgroups x 64 rows, 128-key tiles)
+// and the dK/dV kernel (g4_attention_backward mode bit 16; dkdv_wgmma_kernel: 2 warpgroups x 64 keys, 64-query steps)
+// in every dQ mode (the pass, fixed point with the blocks reversed and shuffled: the same bits, fp32 atomics), at both
+// fast head dims, lengths around the 64-row warpgroups and 128-row tiles (a warpgroup wholly past the end, a diagonal
+// tile partly past it), several sequences packed, GQA 4/2 and 4/1.
+EMU_CASE("attention", fwd_bwd_wgmma_sm90a) {
+    bool ok = run_problem({{1, 64, 65, 127, 128, 129, 200, 257}, 4, 2, 128, true}, 8, true, true, true, nullptr, 16, 1);
+    ok &= run_problem({{63, 191, 2, 320}, 4, 1, 64, true}, 9, true, true, true, nullptr, 16, 1);
     ok &= run_problem({{130, 3}, 4, 2, 128, true}, 2, false, false, false, nullptr, 0, 1);
     return ok;
 }

@@ -837,11 +837,12 @@ public final class CudaBackend extends AbstractBackend {
     private boolean wgmmaAttention = Boolean.getBoolean("grpo4j.attentionWgmma");
 
     /**
-     * The Hopper attention forward (cuda/attention.cu {@code fwd_wgmma_kernel}: wgmma, two warpgroups, 128-key tiles)
-     * on a compute capability 9.0 device (H100, H200), for bf16 at head dims 64 and 128; elsewhere the setting changes
-     * nothing. Off by default until a GPU run has timed it against the mma.sync forward (docs/kernels.md, "The Hopper
-     * forward"); its output is within the same tolerance of the exact result, not the same bits. Also
-     * {@code -Dgrpo4j.attentionWgmma=true}.
+     * The Hopper attention kernels (cuda/attention.cu {@code fwd_wgmma_kernel}, {@code dkdv_wgmma_kernel}: wgmma, two
+     * warpgroups) for attention and attentionBackward's dK/dV (and its dQ in the atomics modes) on a compute capability
+     * 9.0 device (H100, H200), bf16 at head dims 64 and 128; elsewhere the setting changes nothing. Every dQ mode keeps
+     * its meaning (PASS and FIXED bitwise repeatable). Off by default until a GPU run has timed them against the
+     * mma.sync kernels (docs/kernels.md, "The Hopper kernels"); their outputs are within the same tolerance of the
+     * exact result, not the same bits. Also {@code -Dgrpo4j.attentionWgmma=true}.
      */
     public void setWgmmaAttention(boolean on) { this.wgmmaAttention = on; }
 
@@ -922,7 +923,7 @@ public final class CudaBackend extends AbstractBackend {
                                Tensor lse, Tensor cuSeqlens, float scale) {
         int n = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = k.dim(1), b = cuSeqlens.dim(0) - 1;
         checkHeadDim(Ops.ATTENTION_BACKWARD, d, MAX_GENERIC_HEAD_DIM_BACKWARD);
-        int det = attentionDq.bits | attentionBackwardKernels.bits;  // g4_attention_backward's mode bits
+        int det = attentionDq.bits | attentionBackwardKernels.bits | (wgmmaAttention ? 16 : 0);  // g4_attention_backward's mode bits
         long[] bytes = new long[1];
         ok(CudaNative.g4_attention_workspace(n, b, hq, d, 1, det, bytes), "attentionBackward workspace");
         ok(CudaNative.g4_attention_backward(dt(q), addr(dq), addr(dk), addr(dv), addr(dOut), addr(q), addr(k), addr(v),

@@ -428,12 +428,17 @@ final class Cases {
                         d -> withDq(attention(d, lens, hq, hkv, hd, act, true, true), m),
                         d -> withDq(attention(d, small, hq, hkv, hd, act, true, true), m), false));
             }
-            // the Hopper forward (wgmma; opt-in until these rows show it faster): alone, before the default backward, and
-            // before the fast-dQ backward (SDPA flash's like-for-like); on other devices the same kernels as the rows above
+            // the Hopper kernels (wgmma; opt-in until these rows show them faster): the forward, the backward (its dK/dV
+            // kernel; dQ the default pass), both, and both with fast dQ (SDPA flash's like-for-like); on other devices the
+            // same kernels as the rows above
             out.add(new Case("attention", "fwd " + tag + " " + WGMMA, shape, act.label() + " (lse fp32)", List.of(Ops.ATTENTION),
                     fwd, "flop", "2*B*Hq*S^2*D (" + count + ")", Kind.KERNEL,
                     d -> wgmma(attention(d, lens, hq, hkv, hd, act, true, false)),
                     d -> wgmma(attention(d, small, hq, hkv, hd, act, true, false)), false));
+            out.add(new Case("attention", "bwd " + tag + " " + WGMMA, shape, act.label() + " (lse fp32)",
+                    List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 2.5 * fwd, "flop", "2.5 * fwd", Kind.KERNEL,
+                    d -> wgmma(attention(d, lens, hq, hkv, hd, act, false, true)),
+                    d -> wgmma(attention(d, small, hq, hkv, hd, act, false, true)), false));
             out.add(new Case("attention", "fwd+bwd " + tag + " " + WGMMA, shape, act.label() + " (lse fp32)",
                     List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
                     d -> wgmma(attention(d, lens, hq, hkv, hd, act, true, true)),
@@ -479,10 +484,10 @@ final class Cases {
     }
 
 
-    /** The variant tags of the attention rows whose forward is the Hopper wgmma kernel (CudaBackend.setWgmmaAttention). */
+    /** The variant tags of the attention rows that run the Hopper wgmma kernels (CudaBackend.setWgmmaAttention). */
     static final String WGMMA = "[wgmma]", WGMMA_FAST_DQ = "[wgmma, fast dQ]";
 
-    /** The instance with the Hopper wgmma attention forward (on CUDA; where the device is not Hopper, the usual one). */
+    /** The instance with the Hopper wgmma attention kernels (on CUDA; where the device is not Hopper, the usual ones). */
     static Instance wgmma(Instance in) {
         return inCudaMode(in, CudaBackend::wgmmaAttention, CudaBackend::setWgmmaAttention, true);
     }
