@@ -511,6 +511,8 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
                         *reinterpret_cast<const uint4*>(sq + g4::wg_off<FWD_BM>(r, c * 8));
         }
     }
+#else
+    __trap();  // an image without sm_90a code on a device that launched it (a build that dropped native/Makefile's sm_90a)
 #endif
 }
 
@@ -1361,6 +1363,8 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
             *reinterpret_cast<uint4*>(a.dv + o) = *reinterpret_cast<const uint4*>(sk + T1 + g4::wg_off<WK_BN>(r, c * 8));
         }
     }
+#else
+    __trap();  // (as fwd_wgmma_kernel)
 #endif
 }
 
@@ -1924,8 +1928,8 @@ extern "C" int g4_attention_workspace(int n, int b, int hq, int d, int backward,
     return 0;
 }
 
-// mode bit 1: the sm_90a wgmma forward (fwd_wgmma_kernel) where the device has it (compute capability 9.0); elsewhere,
-// and by default, fwd_kernel.
+// mode (value) 1: the sm_90a wgmma forward (fwd_wgmma_kernel) where the device has it (compute capability 9.0);
+// elsewhere, and by default, fwd_kernel.
 extern "C" int g4_attention(int dtype, g4_ptr out, g4_ptr lse, g4_ptr q, g4_ptr k, g4_ptr v, g4_ptr cu, int n, int b,
                             int hq, int hkv, int d, float scale, int mode, g4_ptr ws, long long ws_bytes, g4_ptr flag,
                             int op, g4_stream s) {

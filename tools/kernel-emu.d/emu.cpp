@@ -657,6 +657,7 @@ void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t sm
 }
 
 long long stat_blocks() { return blocks_run; }
+long long block_serial() { return blocks_run; }
 // The order of the next launches' blocks, as G4EMU_BLOCKS names it (forward, reverse or a seed): a case that checks
 // that a result does not depend on the order sets it between two runs.
 void set_block_order(const char* spec) {

@@ -70,6 +70,7 @@ enum Kind { K_SHFL = 1, K_BALLOT, K_SYNCWARP, K_LDSM, K_LDSM_T, K_MMA, K_WGMMA }
 Slot& my_slot();
 Slot& collective(int kind, unsigned mask);
 void syncthreads();
+long long block_serial();  // a number of the running block, different for every block run (any launch)
 
 // cp.async
 void cp_async(unsigned dst, const void* src, int bytes, bool pred);

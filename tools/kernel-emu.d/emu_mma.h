@@ -38,19 +38,24 @@ __device__ __forceinline__ int thread_x() { return (int) threadIdx.x; }
 // 16 rows), so that, as on the hardware, the accumulators change only at the wait and the shared operands are read
 // as they are at the wait (a kernel that reads an accumulator, or overwrites an operand tile, before its wait sees a
 // wrong result here). The A registers are taken at the issue (ptxas keeps them until the wait on the hardware).
-// fence.proxy.async and wgmma.fence have nothing to order here.
+// fence.proxy.async has nothing to order here; a wgmma issued with no wgmma.fence since the thread's last wait_group
+// (or since the kernel's start) fails, as the PTX ISA asks for the fence before the first wgmma whose registers other
+// instructions wrote (the kernels fence before every batch).
 struct WgPending {
     unsigned long long in[8];
 };
 struct WgQueue {
     WgPending ops[64];
     int n = 0, groups[16] = {}, ngroups = 0, open = 0;  // ops of the committed groups, then the open (uncommitted) ones
+    bool fenced = false;
+    long long block = -1;  // the block the queue was last used in (a new block starts unfenced)
 };
 inline WgQueue g_wgq[1024];
 
 G4EMU_UNPROFILED inline void wgmma_issue(float* d, int n, unsigned long long da, unsigned long long db, const unsigned* a, bool tnsp_b,
                         int scale_d, bool tnsp_a = false) {
     WgQueue& q = g_wgq[threadIdx.x];
+    if (q.block != g4emu::block_serial() || !q.fenced) g4emu::fail("wgmma without a wgmma.fence since the last wait_group");
     if (q.n == 64) g4emu::fail("more than 64 wgmma in flight in one thread");
     WgPending& p = q.ops[q.n++];
     p.in[0] = (unsigned long long) d;
@@ -62,7 +67,15 @@ G4EMU_UNPROFILED inline void wgmma_issue(float* d, int n, unsigned long long da,
     q.open++;
 }
 
-__device__ __forceinline__ void wgmma_fence() {}
+__device__ __forceinline__ void wgmma_fence() {
+    WgQueue& q = g_wgq[threadIdx.x];
+    if (q.block != g4emu::block_serial()) {
+        if (q.n > 0) g4emu::fail("a wgmma of an earlier block (thread %u) was never retired by a wait_group", threadIdx.x);
+        q = WgQueue{};
+        q.block = g4emu::block_serial();
+    }
+    q.fenced = true;
+}
 __device__ __forceinline__ void fence_proxy_async() {}
 G4EMU_UNPROFILED __device__ __forceinline__ void wgmma_commit() {
     WgQueue& q = g_wgq[threadIdx.x];
@@ -73,6 +86,7 @@ G4EMU_UNPROFILED __device__ __forceinline__ void wgmma_commit() {
 template <int N>
 G4EMU_UNPROFILED __device__ __forceinline__ void wgmma_wait() {
     WgQueue& q = g_wgq[threadIdx.x];
+    q.fenced = false;
     int done = 0;
     while (q.ngroups > N) {
         const int cnt = q.groups[0];
