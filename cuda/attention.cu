@@ -1222,6 +1222,17 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
         const float* L = sL + stage * QS;
         const float* Dv = sD + stage * QS;
         unsigned pa[KS][4], sa[KS][4];  // P^T and dS^T (the warp's 16 keys x 16 queries a k-step) as A fragments
+        // dS^T (bf16) to shared memory (atomics modes): the warp's keys (rows) x the step's queries, from the A
+        // fragments, before the dK wgmma takes them (PTX: no access to an in-flight wgmma's A registers until its wait)
+        auto store_ds = [&]() {
+            const int rk = wg * 64 + warp * 16 + gid;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    *reinterpret_cast<unsigned*>(sk + (sS - sK) + g4::wg_off<WK_BN>(rk + (i & 1) * 8, kk * 16 + tig * 2 + (i >> 1) * 8)) =
+                            sa[kk][i];
+        };
         if (active) {
             float st[4 * NQ], dp[4 * NQ];  // S^T, dP^T: the warpgroup's 64 keys x the step's 64 queries
             g4::fence_regs(st);
@@ -1270,6 +1281,7 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
                 c_to_a_at(pa[kk], st, kk);
                 c_to_a_at(sa[kk], dp, kk);
             }
+            if (DQM != DQ_PASS) store_ds();
             // dV += P^T dO, dK += dS^T Q (scaled at the end): k-step kk reads rows 16 kk .. of dO / Q (MN-major)
             g4::fence_regs(dv);
             g4::fence_regs(dk);
@@ -1290,20 +1302,15 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
         } else {
 #pragma unroll
             for (int kk = 0; kk < KS; kk++) sa[kk][0] = sa[kk][1] = sa[kk][2] = sa[kk][3] = 0u;
+            if (DQM != DQ_PASS) store_ds();
         }
         if (DQM != DQ_PASS) {
-            // dS^T (bf16) to shared memory: the warp's keys (rows) x the step's queries, from the A fragments
-            const int rk = wg * 64 + warp * 16 + gid;
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++)
-#pragma unroll
-                for (int i = 0; i < 4; i++)
-                    *reinterpret_cast<unsigned*>(sk + (sS - sK) + g4::wg_off<WK_BN>(rk + (i & 1) * 8, kk * 16 + tig * 2 + (i >> 1) * 8)) =
-                            sa[kk][i];
             g4::fence_proxy_async();  // the dS^T stores, before the wgmma reads them
             __syncthreads();          // both warpgroups' rows of dS^T
             // dQ (the step's 64 queries) += dS K: A = dS^T read transposed (MN-major), B = K (MN-major); head dim 128:
             // this warpgroup's 64 columns over the 128 keys; 64: all 64 columns over its 64 keys
+            // (an inactive warpgroup at head dim 64 adds zeros for its keys: skipping them made ptxas serialize the
+            // wgmma, whose branch it cannot prove warpgroup-uniform)
             constexpr int KK = D == 128 ? WK_BN / 16 : 64 / 16;
             const int k0 = D == 128 ? 0 : wg * KK, coff = D == 128 ? wg * 64 : 0;
             float acc[32];
