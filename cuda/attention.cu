@@ -1000,6 +1000,19 @@ constexpr int dkdv_wide_smem() {
     return 2 * WK_BN * D * 2 + 2 * 2 * WK_QS * D * 2 + 2 * WK_BN * WK_QS * 2 + 2 * 2 * WK_QS * 4;
 }
 
+// A dK/dV query step's lse and D_i (QS rows from r0 of head h, whose first q/dO element is row * D; rows past the end
+// zero-filled) into stage `stage` of the [2][QS] staging arrays at sLa / sDa, by the block's first QS threads.
+template <int QS>
+__device__ __forceinline__ void load_lse_dsum(const BwdArgs& a, unsigned sLa, unsigned sDa, int stage, long long row,
+                                              int start, int r0, int h, int len) {
+    const int tx = g4::thread_x();
+    if (tx < QS) {
+        const bool ok = r0 + tx < len;
+        g4::cp_async4(sLa + (stage * QS + tx) * 4, a.lse + (ok ? row + tx * a.hq : row), ok);
+        g4::cp_async4(sDa + (stage * QS + tx) * 4, a.dsum + (long long) h * a.n + start + (ok ? r0 + tx : r0), ok);
+    }
+}
+
 template <int D, int DQM>
 __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
     constexpr int QS = WK_QS;
@@ -1025,12 +1038,7 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
         const long long row = (long long) (start + r0) * a.hq + h, qs = (long long) a.hq * D;
         g4::load_tile<QS, D, WK_NT>(sQ + stage * QS * D * 2, a.q + row * D, qs, len - r0);
         g4::load_tile<QS, D, WK_NT>(sO + stage * QS * D * 2, a.dout + row * D, qs, len - r0);
-        const int tx = g4::thread_x();
-        if (tx < QS) {
-            const bool ok = r0 + tx < len;
-            g4::cp_async4(sLa + (stage * QS + tx) * 4, a.lse + (ok ? row + tx * a.hq : row), ok);
-            g4::cp_async4(sDa + (stage * QS + tx) * 4, a.dsum + (long long) h * a.n + start + (ok ? r0 + tx : r0), ok);
-        }
+        load_lse_dsum<QS>(a, sLa, sDa, stage, row, start, r0, h, len);
     };
     load_step(0, 0);
     g4::cp_async_commit();
@@ -1191,12 +1199,7 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
         const long long row = (long long) (start + r0) * a.hq + h, qs = (long long) a.hq * D;
         load_tile_wg<QS, D, WG_NT>(sQ + stage * T2, a.q + row * D, qs, len - r0);
         load_tile_wg<QS, D, WG_NT>(sO + stage * T2, a.dout + row * D, qs, len - r0);
-        const int tx = g4::thread_x();
-        if (tx < QS) {
-            const bool ok = r0 + tx < len;
-            g4::cp_async4(sLa + (stage * QS + tx) * 4, a.lse + (ok ? row + tx * a.hq : row), ok);
-            g4::cp_async4(sDa + (stage * QS + tx) * 4, a.dsum + (long long) h * a.n + start + (ok ? r0 + tx : r0), ok);
-        }
+        load_lse_dsum<QS>(a, sLa, sDa, stage, row, start, r0, h, len);
     };
     load_step(0, 0);
     g4::cp_async_commit();
