@@ -26,6 +26,9 @@
 //            dK/dV kernel, then a convert kernel scales and rounds it; fixed-point mode (deterministic too) adds it as
 //            64-bit integers at a per-row binary point (DqMode below). Every kernel variant gives the same bits in
 //            deterministic mode.
+// Hopper kernels (opt-in: g4_attention mode 1, g4_attention_backward mode bit 16; compute capability 9.0, sm_90a image):
+//   fwd_wgmma_kernel, dkdv_wgmma_kernel, dq_wgmma_kernel take the blocks and plans of fwd_kernel, dkdv_wide_kernel and
+//   dq_wide_kernel with 2 warpgroups and wgmma.mma_async products (wgmma.cuh); the same rounded operands, other sums.
 // Generic path (fp32, any other even head dim, unaligned views): one warp per (row, head), the lanes taking 32 keys
 //   (or queries) at a time, float64 accumulation: slower, never a wrong answer.
 #include <algorithm>
@@ -1153,7 +1156,7 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
 // memory (MN-major). dQ: in the atomics modes (DQ_FP32, DQ_FIXED) dS^T goes to shared memory and dQ += dS K is one more
 // wgmma (A = dS^T read MN-major, i.e. transposed; B = K MN-major) per warpgroup, columns 64 wg .. at head dim 128 (all
 // keys), keys 64 wg .. at head dim 64 (all columns; both add into dQ), added with dq_add as in the other kernels; in
-// DQ_PASS dq_wide_kernel runs after it. Tiles in wgmma.cuh's layout; one barrier a step after the copies and one at
+// DQ_PASS dq_wgmma_kernel runs after it. Tiles in wgmma.cuh's layout; one barrier a step after the copies and one at
 // its end (dS^T and the stage reused). P^T and dS^T are rounded to bf16 as in dkdv_wide_kernel, so the products have
 // the same operands; the sums run in the tensor cores' order, not the mma.sync kernels': not their bits.
 constexpr int WB_QS = 64;  // query rows per step (the key tile is WK_BN = 128: 2 warpgroups x 64)
@@ -1601,6 +1604,146 @@ __global__ void __launch_bounds__(WK_NT, 1) dq_wide_kernel(BwdArgs a) {
     }
 }
 
+// ---- backward dQ on Hopper (sm_90a: wgmma): the PASS mode's second pass after dkdv_wgmma_kernel -------------------
+//
+// dq_wide_kernel's blocks (query tile of 128 rows, query head; the same plan) with 2 warpgroups of 64 rows; key tiles
+// of 64 up to the block's diagonal, K and V double-buffered. Per tile and warpgroup: S = Q K^T and dP = dO V^T as
+// wgmma m64n64k16 from shared memory (two groups: P is computed while dP runs), dS = P (dP - D_i) in registers
+// (rounded to bf16 as dq_wide_kernel rounds it), dQ += dS K as wgmma m64nDk16 with dS from registers and K read
+// MN-major. dS never leaves the registers: one barrier a tile. Deterministic (no atomics).
+template <int D>
+constexpr int dq_wg_smem() { return 2 * WQ_BM * D * 2 + 2 * 2 * ATT_BN * D * 2 + 1024; }  // Q, dO; 2 x (K, V); align
+
+template <int D>
+__global__ void __launch_bounds__(WG_NT, 1) dq_wgmma_kernel(BwdArgs a) {
+#if defined(G4_WGMMA) || defined(G4_EMU)
+    constexpr int BN = ATT_BN, NS = BN / 8, ND = D / 8, KS = BN / 16;
+    if ((int) blockIdx.x >= a.status[0]) return;
+    const TileRef t = a.map[blockIdx.x];
+    const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start;
+    const int h = blockIdx.y, g = h / a.group, row0 = t.tile * WQ_BM;
+    extern __shared__ __align__(128) unsigned char smem[];  // (one declaration for every kernel of this file)
+    const unsigned raw = g4::smem_u32(smem), sQ = (raw + 1023u) & ~1023u;  // the swizzle atoms need 1024-byte alignment
+    unsigned char* const sq = smem + (sQ - raw);
+    constexpr unsigned TQ = WQ_BM * D * 2, TK = BN * D * 2;
+    const unsigned sO = sQ + TQ;
+    const auto sK = [&](int b) { return sO + TQ + (unsigned) b * 2 * TK; };  // V of buffer b at sK(b) + TK
+    const auto kv_off = [&](int j) { return ((long long) (start + j * BN) * a.hkv + g) * D; };
+    // key tiles 0 .. the second half's diagonal, not past the sequence's end
+    const int ntiles = min(2 * t.tile + 2, g4::tiles_of(len, BN));
+    const long long qrow = (long long) (start + row0) * a.hq + h;
+    load_tile_wg<WQ_BM, D, WG_NT>(sQ, a.q + qrow * D, (long long) a.hq * D, len - row0);
+    load_tile_wg<WQ_BM, D, WG_NT>(sO, a.dout + qrow * D, (long long) a.hq * D, len - row0);
+    load_tile_wg<BN, D, WG_NT>(sK(0), a.k + kv_off(0), (long long) a.hkv * D, len);
+    load_tile_wg<BN, D, WG_NT>(sK(0) + TK, a.v + kv_off(0), (long long) a.hkv * D, len);
+    g4::cp_async_commit();
+
+    const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    const int r = row0 + wg * 64 + warp * 16 + gid;  // this thread's rows: r and r + 8 (sequence positions)
+    float l2[2], dd[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const bool ok = r + 8 * i < len;
+        l2[i] = ok ? a.lse[(long long) (start + r + 8 * i) * a.hq + h] * g4::ATT_LOG2E : 0.f;
+        dd[i] = ok ? a.dsum[(long long) h * a.n + start + r + 8 * i] : 0.f;
+    }
+    // the warpgroup's 64 rows wholly past the sequence's end: it only copies (a warpgroup-uniform choice)
+    const bool active = row0 + wg * 64 < len;
+    float dq[4 * ND];
+#pragma unroll
+    for (int i = 0; i < 4 * ND; i++) dq[i] = 0.f;
+
+    for (int j = 0; j < ntiles; j++) {
+        g4::cp_async_wait<0>();
+        g4::fence_proxy_async();  // this thread's copies of tile j, before the wgmma (async proxy) reads them
+        __syncthreads();          // everyone's copies in; everyone done with tile j - 1's buffers
+        if (j + 1 < ntiles) {
+            const long long ks = (long long) a.hkv * D;
+            load_tile_wg<BN, D, WG_NT>(sK((j + 1) & 1), a.k + kv_off(j + 1), ks, len - (j + 1) * BN);
+            load_tile_wg<BN, D, WG_NT>(sK((j + 1) & 1) + TK, a.v + kv_off(j + 1), ks, len - (j + 1) * BN);
+            g4::cp_async_commit();
+        }
+        // the warpgroup's rows see a key of this tile (else every dS of theirs is 0: the tile is skipped)
+        if (!active || j * BN > row0 + wg * 64 + 63) continue;
+        const unsigned kb = sK(j & 1), vb = kb + TK;
+        float s[4 * NS], dp[4 * NS];  // S and dP: the warpgroup's 64 rows x the tile's 64 keys
+        g4::fence_regs(s);
+        g4::fence_regs(dp);
+        g4::wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {  // 16 of the D columns a k-step
+            const unsigned qof = (kk >> 2) * (WQ_BM * 128) + wg * (64 * 128) + (kk & 3) * 32;
+            const unsigned kof = (kk >> 2) * (BN * 128) + (kk & 3) * 32;
+            g4::wgmma_ss_n64(s, g4::wg_desc(sQ + qof, 16, 1024), g4::wg_desc(kb + kof, 16, 1024), kk > 0);
+        }
+        g4::wgmma_commit();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const unsigned qof = (kk >> 2) * (WQ_BM * 128) + wg * (64 * 128) + (kk & 3) * 32;
+            const unsigned kof = (kk >> 2) * (BN * 128) + (kk & 3) * 32;
+            g4::wgmma_ss_n64(dp, g4::wg_desc(sO + qof, 16, 1024), g4::wg_desc(vb + kof, 16, 1024), kk > 0);
+        }
+        g4::wgmma_commit();
+        g4::wgmma_wait<1>();  // S in (dP may still run)
+        g4::fence_regs(s);
+        // P = 2^(c s - lse log2 e), 0 above the diagonal and past the sequence
+#pragma unroll
+        for (int nb = 0; nb < NS; nb++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int key = j * BN + nb * 8 + tig * 2 + e;
+                s[4 * nb + e] = r < len && key <= r ? g4::exp2_ftz(fmaf(s[4 * nb + e], a.c, -l2[0])) : 0.f;
+                s[4 * nb + 2 + e] = r + 8 < len && key <= r + 8 ? g4::exp2_ftz(fmaf(s[4 * nb + 2 + e], a.c, -l2[1])) : 0.f;
+            }
+        g4::wgmma_wait<0>();
+        g4::fence_regs(dp);
+        unsigned sa[KS][4];  // dS = P (dP - D) as A fragments (the warp's 16 rows x 16 keys a k-step)
+#pragma unroll
+        for (int nb = 0; nb < NS; nb++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                dp[4 * nb + e] = s[4 * nb + e] * (dp[4 * nb + e] - dd[0]);
+                dp[4 * nb + 2 + e] = s[4 * nb + 2 + e] * (dp[4 * nb + 2 + e] - dd[1]);
+            }
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) c_to_a_at(sa[kk], dp, kk);
+        // dQ += dS K: k-step kk reads the tile's keys 16 kk .. (K MN-major: both column blocks through LBO)
+        g4::fence_regs(dq);
+        g4::wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) {
+            const unsigned long long kd = g4::wg_desc(kb + kk * 2048, BN * 128, 1024);
+            if constexpr (D == 128) g4::wgmma_rs_n128_t(dq, sa[kk], kd, 1);
+            else g4::wgmma_rs_n64_t(dq, sa[kk], kd, 1);
+        }
+        g4::wgmma_commit();
+        g4::wgmma_wait<0>();
+        g4::fence_regs(dq);
+    }
+
+    // epilogue: dQ (scaled) staged in the warp's own rows of the Q tile (only its warpgroup read them), 16-byte stores
+    if (active) {
+        const int rr = wg * 64 + warp * 16 + gid;
+#pragma unroll
+        for (int nd = 0; nd < ND; nd++) {
+            const int col = nd * 8 + tig * 2;
+            *reinterpret_cast<unsigned*>(sq + g4::wg_off<WQ_BM>(rr, col)) = g4::pack_bf16(dq[4 * nd] * a.scale, dq[4 * nd + 1] * a.scale);
+            *reinterpret_cast<unsigned*>(sq + g4::wg_off<WQ_BM>(rr + 8, col)) =
+                    g4::pack_bf16(dq[4 * nd + 2] * a.scale, dq[4 * nd + 3] * a.scale);
+        }
+        __syncwarp();
+        for (int i = lane; i < 16 * ND; i += 32) {  // the warp's own 16 rows
+            const int row = wg * 64 + warp * 16 + i / ND, c = i % ND;
+            if (row0 + row < len)
+                *reinterpret_cast<uint4*>(a.dq + ((long long) (start + row0 + row) * a.hq + h) * D + c * 8) =
+                        *reinterpret_cast<const uint4*>(sq + g4::wg_off<WQ_BM>(row, c * 8));
+        }
+    }
+#else
+    __trap();  // (as fwd_wgmma_kernel)
+#endif
+}
+
 // DQ_FIXED: dq = bf16(scale * accumulator * 2^-f) from float64 (one rounding), NaN for a row marked non-finite;
 // nothing when cuSeqlens was invalid.
 __global__ void dq_fixed_convert_kernel(bf16* dq, const unsigned long long* acc, long long total, int n, int hq, int hkv,
@@ -1898,7 +2041,11 @@ static int backward_fast(const BwdArgs& a, int n, int b, DqMode dq, bool wide, b
     const unsigned slots = (unsigned) ((n + rows - 1) / rows + b);
     if (dq == DQ_PASS) {
         if ((e = launch_dkdv<D, DQ_PASS>(a, slots, wide, hopper, st))) return e;
-        if (wide) {
+        if (hopper) {
+            constexpr int s2 = dq_wg_smem<D>();
+            if ((e = set_smem(dq_wgmma_kernel<D>, s2))) return e;
+            dq_wgmma_kernel<D><<<dim3(slots, a.hq), WG_NT, s2, st>>>(a);
+        } else if (wide) {
             constexpr int s2 = dq_wide_smem<D>();
             if ((e = set_smem(dq_wide_kernel<D>, s2))) return e;
             dq_wide_kernel<D><<<dim3(slots, a.hq), WK_NT, s2, st>>>(a);
@@ -1979,8 +2126,8 @@ extern "C" int g4_attention_backward(int dtype, g4_ptr dq, g4_ptr dk, g4_ptr dv,
     // hq = 0 (no query rows): the generic path, whose dK/dV kernel writes the zero gradients
     const bool fast = hq > 0 && fast_path(dtype, d, {dq, dk, dv, dout, q, k, v, out});
     // mode bits: 1 deterministic; 2 the 64-row kernels everywhere; 4 the wide kernels at head dim 64 too (2 wins);
-    // 8 dQ in fixed point (deterministic, DQ_FIXED; 1 is then implied); 16 the Hopper dK/dV kernel (dkdv_wgmma_kernel)
-    // on a compute capability 9.0 device (then the wide plan and dQ kernel; 2 and 4 do not apply)
+    // 8 dQ in fixed point (deterministic, DQ_FIXED; 1 is then implied); 16 the Hopper kernels (dkdv_wgmma_kernel, and
+    // dq_wgmma_kernel in the pass mode) on a compute capability 9.0 device (then the wide plan; 2 and 4 do not apply)
     const bool narrow = (deterministic & 2) != 0, wide64 = (deterministic & 4) != 0;
     const DqMode dqm = fast ? dq_mode(deterministic) : DQ_PASS;
     const Layout L = layout(n, b, hq, hq, d, true, dqm);  // (sized as the workspace query: hkv <= hq)

@@ -837,8 +837,8 @@ public final class CudaBackend extends AbstractBackend {
     private boolean wgmmaAttention = Boolean.getBoolean("grpo4j.attentionWgmma");
 
     /**
-     * The Hopper attention kernels (cuda/attention.cu {@code fwd_wgmma_kernel}, {@code dkdv_wgmma_kernel}: wgmma, two
-     * warpgroups) for attention and attentionBackward's dK/dV (and its dQ in the atomics modes) on a compute capability
+     * The Hopper attention kernels (cuda/attention.cu {@code fwd_wgmma_kernel}, {@code dkdv_wgmma_kernel},
+     * {@code dq_wgmma_kernel}: wgmma, two warpgroups) for attention and attentionBackward on a compute capability
      * 9.0 device (H100, H200), bf16 at head dims 64 and 128; elsewhere the setting changes nothing. Every dQ mode keeps
      * its meaning (PASS and FIXED bitwise repeatable). Off by default until a GPU run has timed them against the
      * mma.sync kernels (docs/kernels.md, "The Hopper kernels"); their outputs are within the same tolerance of the
