@@ -373,6 +373,18 @@ __device__ __forceinline__ void load_tile_wg(unsigned s, const bf16* g, long lon
     }
 }
 
+// A thread's part of an m64 accumulator (rows r and r + 8, ND blocks of 8 columns), times s0 (row r) and s8 (row r + 8),
+// rounded to bf16 into a [R][8 ND] tile in wgmma.cuh's layout.
+template <int R, int ND>
+__device__ __forceinline__ void wg_stage(unsigned char* tile, const float* acc, float s0, float s8, int r, int tig) {
+#pragma unroll
+    for (int nd = 0; nd < ND; nd++) {
+        const int col = nd * 8 + tig * 2;
+        *reinterpret_cast<unsigned*>(tile + g4::wg_off<R>(r, col)) = g4::pack_bf16(acc[4 * nd] * s0, acc[4 * nd + 1] * s0);
+        *reinterpret_cast<unsigned*>(tile + g4::wg_off<R>(r + 8, col)) = g4::pack_bf16(acc[4 * nd + 2] * s8, acc[4 * nd + 3] * s8);
+    }
+}
+
 template <int D>
 __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
 #if defined(G4_WGMMA) || defined(G4_EMU)
@@ -477,14 +489,7 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
             g4::c_to_a(pa[kk], w[0], w[1]);
         }
         // O += P V_j: k-step kk reads V's rows 16 kk .. (two 8-row groups of 1024 bytes), both column blocks (LBO)
-        g4::fence_regs(o);
-        g4::wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < WG_BN / 16; kk++) {
-            const unsigned long long vd = g4::wg_desc(vb + kk * 2048, WG_BN * 128, 1024);
-            if constexpr (D == 128) g4::wgmma_rs_n128_t(o, pa[kk], vd, 1);
-            else g4::wgmma_rs_n64_t(o, pa[kk], vd, 1);
-        }
+        g4::wg_acc_rs<D, WG_BN / 16>(o, pa, vb, WG_BN * 128);
         g4::wgmma_commit();
         g4::wgmma_wait<0>();
         g4::fence_regs(o);
@@ -495,13 +500,7 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
         const float l0 = g4::quad_sum(l[0]), l1 = g4::quad_sum(l[1]);
         const float inv0 = 1.f / l0, inv1 = 1.f / l1;
         const int r0 = wg * 64 + warp * 16 + gid;
-#pragma unroll
-        for (int nd = 0; nd < ND; nd++) {
-            const int col = nd * 8 + tig * 2;
-            *reinterpret_cast<unsigned*>(sq + g4::wg_off<FWD_BM>(r0, col)) = g4::pack_bf16(o[4 * nd] * inv0, o[4 * nd + 1] * inv0);
-            *reinterpret_cast<unsigned*>(sq + g4::wg_off<FWD_BM>(r0 + 8, col)) =
-                    g4::pack_bf16(o[4 * nd + 2] * inv1, o[4 * nd + 3] * inv1);
-        }
+        wg_stage<FWD_BM, ND>(sq, o, inv0, inv1, r0, tig);
         if (tig == 0) {
             if (row0 + r0 < len) a.lse[(long long) (start + row0 + r0) * a.hq + h] = g4::softmax_lse(m[0], l0);
             if (row0 + r0 + 8 < len) a.lse[(long long) (start + row0 + r0 + 8) * a.hq + h] = g4::softmax_lse(m[1], l1);
@@ -596,6 +595,29 @@ __device__ __forceinline__ RowScale row_scale(const BwdArgs& a, long long t, int
     if (!dq_fixed_exponent(bits_f32(a.bounds[g]), a.urow[u], &f)) return RowScale{0.f, 1.f, u};
     const int f1 = min(f, 127);
     return RowScale{pow2f(f1), pow2f(f - f1), u};
+}
+
+// Adds a thread's part of an m16 accumulator (rows q0 and q0 + 8 of head h, NB blocks of 8 columns from c0, 4 floats a
+// block in mma.m16n8's C layout) into dQ's accumulator in mode DQM; rows past the sequence's end are not added.
+template <int DQM, int D, int NB>
+__device__ __forceinline__ void dq_add_rows(const BwdArgs& a, const float* acc, int q0, int c0, int start, int len, int h,
+                                            int g, int tig) {
+    const RowScale s0 = row_scale<DQM>(a, start + min(q0, len - 1), h, g),
+                   s8 = row_scale<DQM>(a, start + min(q0 + 8, len - 1), h, g);
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++) {
+        const int col = c0 + nb * 8 + tig * 2;
+        if (q0 < len) {
+            const long long i = ((long long) (start + q0) * a.hq + h) * D + col;
+            dq_add<DQM>(a, i, acc[4 * nb], s0);
+            dq_add<DQM>(a, i + 1, acc[4 * nb + 1], s0);
+        }
+        if (q0 + 8 < len) {
+            const long long i = ((long long) (start + q0 + 8) * a.hq + h) * D + col;
+            dq_add<DQM>(a, i, acc[4 * nb + 2], s8);
+            dq_add<DQM>(a, i + 1, acc[4 * nb + 3], s8);
+        }
+    }
 }
 
 // x rounded up to a float (an upper bound stays one); inf past a float's range.
@@ -843,23 +865,7 @@ __global__ void __launch_bounds__(NT) dkdv_kernel(BwdArgs a) {
                     g4::mma_bf16(acc[2 * n2 + 1], af, b[2], b[3]);
                 }
             }
-            const int q0 = r0 + mt * 16 + gid;
-            const RowScale s0 = row_scale<DQM>(a, start + min(q0, len - 1), h, g),
-                           s8 = row_scale<DQM>(a, start + min(q0 + 8, len - 1), h, g);
-#pragma unroll
-            for (int nb = 0; nb < 8; nb++) {
-                const int col = dh + nb * 8 + tig * 2;
-                if (q0 < len) {
-                    const long long i = ((long long) (start + q0) * a.hq + h) * D + col;
-                    dq_add<DQM>(a, i, acc[nb][0], s0);
-                    dq_add<DQM>(a, i + 1, acc[nb][1], s0);
-                }
-                if (q0 + 8 < len) {
-                    const long long i = ((long long) (start + q0 + 8) * a.hq + h) * D + col;
-                    dq_add<DQM>(a, i, acc[nb][2], s8);
-                    dq_add<DQM>(a, i + 1, acc[nb][3], s8);
-                }
-            }
+            dq_add_rows<DQM, D, 8>(a, &acc[0][0], r0 + mt * 16 + gid, dh, start, len, h, g, tig);
         }
         __syncthreads();
     }
@@ -1111,22 +1117,7 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
 #pragma unroll
             for (int mt = 0; mt < 2; mt++) {
                 const int q0 = r0 + mq * 32 + mt * 16 + gid;
-                const RowScale s0 = row_scale<DQM>(a, start + min(q0, len - 1), h, g),
-                               s8 = row_scale<DQM>(a, start + min(q0 + 8, len - 1), h, g);
-#pragma unroll
-                for (int nb = 0; nb < DQ / 8; nb++) {
-                    const int col = dq0 + nb * 8 + tig * 2;
-                    if (q0 < len) {
-                        const long long i = ((long long) (start + q0) * a.hq + h) * D + col;
-                        dq_add<DQM>(a, i, acc[mt][nb][0], s0);
-                        dq_add<DQM>(a, i + 1, acc[mt][nb][1], s0);
-                    }
-                    if (q0 + 8 < len) {
-                        const long long i = ((long long) (start + q0 + 8) * a.hq + h) * D + col;
-                        dq_add<DQM>(a, i, acc[mt][nb][2], s8);
-                        dq_add<DQM>(a, i + 1, acc[mt][nb][3], s8);
-                    }
-                }
+                dq_add_rows<DQM, D, DQ / 8>(a, &acc[mt][0][0], q0, dq0, start, len, h, g, tig);
             }
         }
         __syncthreads();  // before the next step's copies and P^T / dS^T stores
@@ -1241,23 +1232,7 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
         };
         if (active) {
             float st[4 * NQ], dp[4 * NQ];  // S^T, dP^T: the warpgroup's 64 keys x the step's 64 queries
-            g4::fence_regs(st);
-            g4::fence_regs(dp);
-            g4::wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) {  // 16 of the D columns a k-step
-                const unsigned kof = (kk >> 2) * (WK_BN * 128) + wg * (64 * 128) + (kk & 3) * 32;
-                const unsigned qof = (kk >> 2) * (QS * 128) + (kk & 3) * 32;
-                g4::wgmma_ss_n64(st, g4::wg_desc(sK + kof, 16, 1024), g4::wg_desc(qb + qof, 16, 1024), kk > 0);
-            }
-            g4::wgmma_commit();
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) {
-                const unsigned kof = (kk >> 2) * (WK_BN * 128) + wg * (64 * 128) + (kk & 3) * 32;
-                const unsigned qof = (kk >> 2) * (QS * 128) + (kk & 3) * 32;
-                g4::wgmma_ss_n64(dp, g4::wg_desc(sV + kof, 16, 1024), g4::wg_desc(ob + qof, 16, 1024), kk > 0);
-            }
-            g4::wgmma_commit();
+            g4::wg_two_abt<D, WK_BN, QS>(st, dp, sK, qb, sV, ob, wg * 64);
             g4::wgmma_wait<1>();  // S^T in (dP^T may still run)
             g4::fence_regs(st);
             // P^T = 2^(c s - lse log2 e), 0 where the query does not see the key (query < key) or is past the end
@@ -1289,21 +1264,8 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
             }
             if (DQM != DQ_PASS) store_ds();
             // dV += P^T dO, dK += dS^T Q (scaled at the end): k-step kk reads rows 16 kk .. of dO / Q (MN-major)
-            g4::fence_regs(dv);
-            g4::fence_regs(dk);
-            g4::wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++) {
-                const unsigned long long od = g4::wg_desc(ob + kk * 2048, QS * 128, 1024);
-                if constexpr (D == 128) g4::wgmma_rs_n128_t(dv, pa[kk], od, 1);
-                else g4::wgmma_rs_n64_t(dv, pa[kk], od, 1);
-            }
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++) {
-                const unsigned long long qd = g4::wg_desc(qb + kk * 2048, QS * 128, 1024);
-                if constexpr (D == 128) g4::wgmma_rs_n128_t(dk, sa[kk], qd, 1);
-                else g4::wgmma_rs_n64_t(dk, sa[kk], qd, 1);
-            }
+            g4::wg_acc_rs<D, KS>(dv, pa, ob, QS * 128);
+            g4::wg_acc_rs<D, KS>(dk, sa, qb, QS * 128);
             g4::wgmma_commit();
         } else {
 #pragma unroll
@@ -1329,23 +1291,7 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
             g4::wgmma_commit();
             g4::wgmma_wait<0>();  // (also the dV / dK products)
             g4::fence_regs(acc);
-            const int q0 = r0 + warp * 16 + gid;
-            const RowScale s0 = row_scale<DQM>(a, start + min(q0, len - 1), h, g),
-                           s8 = row_scale<DQM>(a, start + min(q0 + 8, len - 1), h, g);
-#pragma unroll
-            for (int nb = 0; nb < 8; nb++) {
-                const int col = coff + nb * 8 + tig * 2;
-                if (q0 < len) {
-                    const long long i = ((long long) (start + q0) * a.hq + h) * D + col;
-                    dq_add<DQM>(a, i, acc[4 * nb], s0);
-                    dq_add<DQM>(a, i + 1, acc[4 * nb + 1], s0);
-                }
-                if (q0 + 8 < len) {
-                    const long long i = ((long long) (start + q0 + 8) * a.hq + h) * D + col;
-                    dq_add<DQM>(a, i, acc[4 * nb + 2], s8);
-                    dq_add<DQM>(a, i + 1, acc[4 * nb + 3], s8);
-                }
-            }
+            dq_add_rows<DQM, D, 8>(a, acc, r0 + warp * 16 + gid, coff, start, len, h, g, tig);
         } else if (active) {
             g4::wgmma_wait<0>();
         }
@@ -1357,15 +1303,8 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
     // epilogue: dK (scaled) and dV staged in the K and V tiles (every read of them is done), then 16-byte stores
     {
         const int r = wg * 64 + warp * 16 + gid;
-#pragma unroll
-        for (int nd = 0; nd < ND; nd++) {
-            const int col = nd * 8 + tig * 2;
-            *reinterpret_cast<unsigned*>(sk + g4::wg_off<WK_BN>(r, col)) = g4::pack_bf16(dk[4 * nd] * a.scale, dk[4 * nd + 1] * a.scale);
-            *reinterpret_cast<unsigned*>(sk + g4::wg_off<WK_BN>(r + 8, col)) =
-                    g4::pack_bf16(dk[4 * nd + 2] * a.scale, dk[4 * nd + 3] * a.scale);
-            *reinterpret_cast<unsigned*>(sk + T1 + g4::wg_off<WK_BN>(r, col)) = g4::pack_bf16(dv[4 * nd], dv[4 * nd + 1]);
-            *reinterpret_cast<unsigned*>(sk + T1 + g4::wg_off<WK_BN>(r + 8, col)) = g4::pack_bf16(dv[4 * nd + 2], dv[4 * nd + 3]);
-        }
+        wg_stage<WK_BN, ND>(sk, dk, a.scale, a.scale, r, tig);
+        wg_stage<WK_BN, ND>(sk + T1, dv, 1.f, 1.f, r, tig);
     }
     __syncthreads();
     for (int i = threadIdx.x; i < WK_BN * ND; i += WG_NT) {
@@ -1667,23 +1606,7 @@ __global__ void __launch_bounds__(WG_NT, 1) dq_wgmma_kernel(BwdArgs a) {
         if (!active || j * BN > row0 + wg * 64 + 63) continue;
         const unsigned kb = sK(j & 1), vb = kb + TK;
         float s[4 * NS], dp[4 * NS];  // S and dP: the warpgroup's 64 rows x the tile's 64 keys
-        g4::fence_regs(s);
-        g4::fence_regs(dp);
-        g4::wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {  // 16 of the D columns a k-step
-            const unsigned qof = (kk >> 2) * (WQ_BM * 128) + wg * (64 * 128) + (kk & 3) * 32;
-            const unsigned kof = (kk >> 2) * (BN * 128) + (kk & 3) * 32;
-            g4::wgmma_ss_n64(s, g4::wg_desc(sQ + qof, 16, 1024), g4::wg_desc(kb + kof, 16, 1024), kk > 0);
-        }
-        g4::wgmma_commit();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            const unsigned qof = (kk >> 2) * (WQ_BM * 128) + wg * (64 * 128) + (kk & 3) * 32;
-            const unsigned kof = (kk >> 2) * (BN * 128) + (kk & 3) * 32;
-            g4::wgmma_ss_n64(dp, g4::wg_desc(sO + qof, 16, 1024), g4::wg_desc(vb + kof, 16, 1024), kk > 0);
-        }
-        g4::wgmma_commit();
+        g4::wg_two_abt<D, WQ_BM, BN>(s, dp, sQ, kb, sO, vb, wg * 64);
         g4::wgmma_wait<1>();  // S in (dP may still run)
         g4::fence_regs(s);
         // P = 2^(c s - lse log2 e), 0 above the diagonal and past the sequence
@@ -1708,14 +1631,7 @@ __global__ void __launch_bounds__(WG_NT, 1) dq_wgmma_kernel(BwdArgs a) {
 #pragma unroll
         for (int kk = 0; kk < KS; kk++) c_to_a_at(sa[kk], dp, kk);
         // dQ += dS K: k-step kk reads the tile's keys 16 kk .. (K MN-major: both column blocks through LBO)
-        g4::fence_regs(dq);
-        g4::wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < KS; kk++) {
-            const unsigned long long kd = g4::wg_desc(kb + kk * 2048, BN * 128, 1024);
-            if constexpr (D == 128) g4::wgmma_rs_n128_t(dq, sa[kk], kd, 1);
-            else g4::wgmma_rs_n64_t(dq, sa[kk], kd, 1);
-        }
+        g4::wg_acc_rs<D, KS>(dq, sa, kb, BN * 128);
         g4::wgmma_commit();
         g4::wgmma_wait<0>();
         g4::fence_regs(dq);
@@ -1723,14 +1639,7 @@ __global__ void __launch_bounds__(WG_NT, 1) dq_wgmma_kernel(BwdArgs a) {
 
     // epilogue: dQ (scaled) staged in the warp's own rows of the Q tile (only its warpgroup read them), 16-byte stores
     if (active) {
-        const int rr = wg * 64 + warp * 16 + gid;
-#pragma unroll
-        for (int nd = 0; nd < ND; nd++) {
-            const int col = nd * 8 + tig * 2;
-            *reinterpret_cast<unsigned*>(sq + g4::wg_off<WQ_BM>(rr, col)) = g4::pack_bf16(dq[4 * nd] * a.scale, dq[4 * nd + 1] * a.scale);
-            *reinterpret_cast<unsigned*>(sq + g4::wg_off<WQ_BM>(rr + 8, col)) =
-                    g4::pack_bf16(dq[4 * nd + 2] * a.scale, dq[4 * nd + 3] * a.scale);
-        }
+        wg_stage<WQ_BM, ND>(sq, dq, a.scale, a.scale, wg * 64 + warp * 16 + gid, tig);
         __syncwarp();
         for (int i = lane; i < 16 * ND; i += 32) {  // the warp's own 16 rows
             const int row = wg * 64 + warp * 16 + i / ND, c = i % ND;

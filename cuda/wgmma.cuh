@@ -131,4 +131,46 @@ __device__ __forceinline__ void wgmma_ss_n64_tt(float (&d)[32], unsigned long lo
 }
 #endif
 
+#if defined(G4_EMU) || defined(G4_WGMMA)
+// x = A1 B1^T and y = A2 B2^T over D columns (16 a k-step), 64 x 64 each, committed as two groups (so that x can be
+// used after wgmma_wait<1> while y still runs): A tiles of RA rows, the warpgroup's 64 rows from row arow; B tiles
+// of RB = 64 rows; all K-major in the layout above.
+template <int D, int RA, int RB>
+__device__ __forceinline__ void wg_two_abt(float (&x)[32], float (&y)[32], unsigned a1, unsigned b1, unsigned a2,
+                                           unsigned b2, int arow) {
+    static_assert(RB == 64, "64 columns (n64)");
+    fence_regs(x);
+    fence_regs(y);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        const unsigned ao = (kk >> 2) * (RA * 128) + arow * 128 + (kk & 3) * 32, bo = (kk >> 2) * (RB * 128) + (kk & 3) * 32;
+        wgmma_ss_n64(x, wg_desc(a1 + ao, 16, 1024), wg_desc(b1 + bo, 16, 1024), kk > 0);
+    }
+    wgmma_commit();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        const unsigned ao = (kk >> 2) * (RA * 128) + arow * 128 + (kk & 3) * 32, bo = (kk >> 2) * (RB * 128) + (kk & 3) * 32;
+        wgmma_ss_n64(y, wg_desc(a2 + ao, 16, 1024), wg_desc(b2 + bo, 16, 1024), kk > 0);
+    }
+    wgmma_commit();
+}
+
+// d (64 x D) += sum over KS k-steps kk of A_kk B_kk: A_kk a[kk] (register fragments of the warp's 16 rows x 16 k),
+// B_kk the rows 16 kk .. of a [rows][D] tile at b read MN-major (2048 bytes a k-step; lbo = rows x 128, the next 64
+// columns). Fenced, not committed: the caller commits (and waits) with whatever else goes in the group.
+template <int D, int KS>
+__device__ __forceinline__ void wg_acc_rs(float (&d)[D / 2], const unsigned (&a)[KS][4], unsigned b, unsigned lbo) {
+    static_assert(D == 64 || D == 128, "head dims 64 and 128");
+    fence_regs(d);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) {
+        const unsigned long long bd = wg_desc(b + kk * 2048, lbo, 1024);
+        if constexpr (D == 128) wgmma_rs_n128_t(d, a[kk], bd, 1);
+        else wgmma_rs_n64_t(d, a[kk], bd, 1);
+    }
+}
+#endif
+
 }  // namespace g4
