@@ -601,6 +601,15 @@ void cp_wait(int n) {
     }
 }
 
+std::map<std::string, long long> launch_counts;  // kernel name (as launched) -> launches that ran
+
+long long launches(const char* prefix) {
+    long long n = 0;
+    for (const auto& [k, v] : launch_counts)
+        if (k.compare(0, strlen(prefix), prefix) == 0) n += v;
+    return n;
+}
+
 void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t smem, const std::function<void()>& b) {
     const long long threads = (long long) block.x * block.y * block.z;
     if (threads < 1 || threads > MAX_THREADS || grid.x < 1 || grid.y < 1 || grid.z < 1 || grid.y > 65535 || grid.z > 65535 ||
@@ -618,6 +627,7 @@ void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t sm
         return;
     }
     kernel_name = name;
+    launch_counts[name]++;
     PROF(prof_launch_begin(fn));
     smem_bytes = smem;
     body = &b;

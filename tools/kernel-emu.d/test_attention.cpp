@@ -237,15 +237,23 @@ EMU_CASE("attention", fwd_bwd_tensor_core_tile_edges) {
 }
 
 // The sm_90a wgmma kernels (the emulated device is compute capability 9.0; wgmma.cuh's swizzled tiles read through
-// matrix descriptors): the forward (g4_attention mode bit 1; fwd_wgmma_kernel: 2 warpgroups x 64 rows, 128-key tiles)
-// and the dK/dV kernel (g4_attention_backward mode bit 16; dkdv_wgmma_kernel: 2 warpgroups x 64 keys, 64-query steps)
-// in every dQ mode (the pass, fixed point with the blocks reversed and shuffled: the same bits, fp32 atomics), at both
-// fast head dims, lengths around the 64-row warpgroups and 128-row tiles (a warpgroup wholly past the end, a diagonal
-// tile partly past it), several sequences packed, GQA 4/2 and 4/1.
+// matrix descriptors): the forward (g4_attention mode 1; fwd_wgmma_kernel: 2 warpgroups x 64 rows, 128-key tiles),
+// the dK/dV kernel (g4_attention_backward mode bit 16; dkdv_wgmma_kernel: 2 warpgroups x 64 keys, 64-query steps) and
+// the pass mode's dQ kernel (dq_wgmma_kernel), in every dQ mode (the pass, fixed point with the blocks reversed and
+// shuffled: the same bits, fp32 atomics), at both fast head dims, lengths around the 64-row warpgroups and 128-row
+// tiles (a warpgroup wholly past the end, a diagonal tile partly past it), several sequences packed, GQA 4/2 and 4/1.
+// Each of the three kernels must have run (launch counts), not a fallback.
 EMU_CASE("attention", fwd_bwd_wgmma_sm90a) {
+    const long long f0 = g4emu::launches("fwd_wgmma_kernel"), k0 = g4emu::launches("dkdv_wgmma_kernel"),
+                    q0 = g4emu::launches("dq_wgmma_kernel");
     bool ok = run_problem({{1, 64, 65, 127, 128, 129, 200, 257}, 4, 2, 128, true}, 8, true, true, true, nullptr, 16, 1);
     ok &= run_problem({{63, 191, 2, 320}, 4, 1, 64, true}, 9, true, true, true, nullptr, 16, 1);
     ok &= run_problem({{130, 3}, 4, 2, 128, true}, 2, false, false, false, nullptr, 0, 1);
+    const long long f = g4emu::launches("fwd_wgmma_kernel") - f0, k = g4emu::launches("dkdv_wgmma_kernel") - k0,
+                    q = g4emu::launches("dq_wgmma_kernel") - q0;
+    printf("  launches: fwd_wgmma_kernel %lld, dkdv_wgmma_kernel %lld, dq_wgmma_kernel %lld\n", f, k, q);
+    // 3 forwards; backward: 2 problems x (pass 2 + fixed 3 + fast 1) dK/dV launches, 2 x 2 of dQ (the pass mode's)
+    ok &= f == 3 && k == 12 && q == 4;
     return ok;
 }
 

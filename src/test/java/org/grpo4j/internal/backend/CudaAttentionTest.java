@@ -139,12 +139,13 @@ class CudaAttentionTest {
     }
 
     /**
-     * The Hopper kernels (setWgmmaAttention: the wgmma forward and dK/dV kernel) at both fast head dims, on lengths
+     * The Hopper kernels (setWgmmaAttention: the wgmma forward, dK/dV and dQ kernels) at both fast head dims, on lengths
      * around their 64-row warpgroups and 128-row tiles, in every dQ mode: bitwise repeatable (out, lse, dk, dv in every
      * mode; dq in the deterministic ones, PASS and FIXED); out, dq, dk, dv within a few bf16 ulps of the mma.sync
      * kernels' results in the same mode (the same rounded operands, fp32 sums in another order) and lse within fp32
      * rounding; the forward's out not the mma.sync forward's bits (128-key tiles rescale at other points: the wgmma
-     * kernel ran). Where the device is not Hopper the setting changes nothing: the mma.sync kernels' bits.
+     * kernel ran; that the backward ones ran, the emulator's case fwd_bwd_wgmma_sm90a counts). Where the device is not
+     * Hopper the setting changes nothing: the mma.sync kernels' bits.
      */
     @Test
     void theHopperKernelsAgreeWithTheMmaKernels() {
