@@ -30,6 +30,7 @@
 #ifdef G4EMU_TSAN
 #include <sanitizer/tsan_interface.h>
 extern "C" void __tsan_read16(void*);  // the instrumentation's own entry points (libtsan)
+extern "C" void __tsan_read2(void*);
 extern "C" void __tsan_write16(void*);
 extern "C" void __tsan_write4(void*);
 extern "C" void __tsan_func_entry(void*);
@@ -350,7 +351,9 @@ unsigned wg_addr(unsigned long long desc, bool mn_major, int x, int y) {
 
 float wg_load(unsigned a) {
     unsigned short h;
-    memcpy(&h, shared_range(a, 2, "wgmma operand"), 2);
+    const unsigned char* p = shared_range(a, 2, "wgmma operand");
+    TSAN(__tsan_read2(const_cast<unsigned char*>(p)));  // (--race: the retiring lane reads, after the warp collective)
+    memcpy(&h, p, 2);
     unsigned u = (unsigned) h << 16;
     float f;
     memcpy(&f, &u, 4);

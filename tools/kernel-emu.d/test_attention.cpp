@@ -257,6 +257,14 @@ EMU_CASE("attention", fwd_bwd_wgmma_sm90a) {
     return ok;
 }
 
+// The wgmma kernels at small sizes, for the race check (KernelEmulatorTest, --race): both head dims, every dQ mode,
+// a second warpgroup partly and wholly past the end.
+EMU_CASE("attention", wgmma_small) {
+    bool ok = run_problem({{65, 130}, 2, 1, 128, true}, 31, true, true, true, nullptr, 16, 1);
+    ok &= run_problem({{70}, 2, 2, 64, true}, 32, true, true, true, nullptr, 16, 1);
+    return ok;
+}
+
 // A device whose blocks may opt into 99 KiB of shared memory (sm_86, sm_89; G4EMU_SMEM_OPTIN): the backward at head
 // dim 128 runs the 64-row kernels instead of the wide ones, with the same bits.
 EMU_CASE("attention", fwd_bwd_tensor_core_d128_small_shared_memory_device) {
