@@ -447,6 +447,11 @@ final class Cases {
                     List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
                     d -> wgmma(fastDq(attention(d, lens, hq, hkv, hd, act, true, true))),
                     d -> wgmma(fastDq(attention(d, small, hq, hkv, hd, act, true, true))), false));
+            // and with fixed-point dQ: deterministic without a dQ pass, the candidate default on Hopper
+            out.add(new Case("attention", "fwd+bwd " + tag + " " + WGMMA_FIXED_DQ, shape, act.label() + " (lse fp32)",
+                    List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
+                    d -> wgmma(fixedDq(attention(d, lens, hq, hkv, hd, act, true, true))),
+                    d -> wgmma(fixedDq(attention(d, small, hq, hkv, hd, act, true, true))), false));
             // the default backward (the wide kernels at head dim 128) against the 64-row kernels, on the same card
             out.add(new Case("attention", "bwd " + tag + " " + NARROW, shape, act.label() + " (lse fp32)",
                     List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 2.5 * fwd, "flop", "2.5 * fwd", Kind.KERNEL,
@@ -485,7 +490,7 @@ final class Cases {
 
 
     /** The variant tags of the attention rows that run the Hopper wgmma kernels (CudaBackend.setWgmmaAttention). */
-    static final String WGMMA = "[wgmma]", WGMMA_FAST_DQ = "[wgmma, fast dQ]";
+    static final String WGMMA = "[wgmma]", WGMMA_FAST_DQ = "[wgmma, fast dQ]", WGMMA_FIXED_DQ = "[wgmma, fixed dQ]";
 
     /** The instance with the Hopper wgmma attention kernels (on CUDA; where the device is not Hopper, the usual ones). */
     static Instance wgmma(Instance in) {

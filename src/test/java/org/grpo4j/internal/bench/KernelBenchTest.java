@@ -286,7 +286,7 @@ class KernelBenchTest {
         for (Cases.Case c : Cases.plan(BenchSizes.LLAMA_3_1_8B, DType.BF16, Cases.FAMILIES)) byId.put(c.id(), c);
         for (String id : List.of("attention/bwd b8 s2048 [fast dQ]", "attention/fwd+bwd b2 s8192 [fast dQ]",
                 "attention/bwd b8 s2048 [fixed dQ]", "attention/fwd+bwd b2 s8192 [fixed dQ]", "attention/fwd b8 s2048 [wgmma]", "attention/bwd b8 s2048 [wgmma]",
-                "attention/fwd+bwd b2 s8192 [wgmma]", "attention/fwd+bwd b8 s2048 [wgmma, fast dQ]", "lmhead/logprob fwd+bwd [dz bf16]")) {
+                "attention/fwd+bwd b2 s8192 [wgmma]", "attention/fwd+bwd b8 s2048 [wgmma, fast dQ]", "attention/fwd+bwd b2 s8192 [wgmma, fixed dQ]", "lmhead/logprob fwd+bwd [dz bf16]")) {
             Cases.Case v = byId.get(id), p = byId.get(Compare.problemId(id));
             assertNotNull(v, id);
             assertEquals(p.work(), v.work(), id);
