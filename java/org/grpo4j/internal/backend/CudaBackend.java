@@ -846,7 +846,7 @@ public final class CudaBackend extends AbstractBackend {
      */
     public void setWgmmaAttention(boolean on) { this.wgmmaAttention = on; }
 
-    /** Whether this device runs the Hopper forward when it is asked for (compute capability 9.0). */
+    /** Whether this device runs the Hopper kernels when they are asked for (compute capability 9.0). */
     public boolean hasWgmmaAttention() { return props.major() == 9 && props.minor() == 0; }
 
     public boolean wgmmaAttention() { return wgmmaAttention; }

@@ -428,9 +428,9 @@ final class Cases {
                         d -> withDq(attention(d, lens, hq, hkv, hd, act, true, true), m),
                         d -> withDq(attention(d, small, hq, hkv, hd, act, true, true), m), false));
             }
-            // the Hopper kernels (wgmma; opt-in until these rows show them faster): the forward, the backward (its dK/dV
-            // kernel; dQ the default pass), both, and both with fast dQ (SDPA flash's like-for-like); on other devices the
-            // same kernels as the rows above
+            // the Hopper kernels (wgmma; opt-in until these rows show them faster): the forward, the backward (dK/dV and
+            // the dQ pass), both, and both with fast dQ (SDPA flash's like-for-like); on other devices the same kernels as
+            // the rows above
             out.add(new Case("attention", "fwd " + tag + " " + WGMMA, shape, act.label() + " (lse fp32)", List.of(Ops.ATTENTION),
                     fwd, "flop", "2*B*Hq*S^2*D (" + count + ")", Kind.KERNEL,
                     d -> wgmma(attention(d, lens, hq, hkv, hd, act, true, false)),

@@ -285,8 +285,9 @@ class KernelBenchTest {
         Map<String, Cases.Case> byId = new HashMap<>();
         for (Cases.Case c : Cases.plan(BenchSizes.LLAMA_3_1_8B, DType.BF16, Cases.FAMILIES)) byId.put(c.id(), c);
         for (String id : List.of("attention/bwd b8 s2048 [fast dQ]", "attention/fwd+bwd b2 s8192 [fast dQ]",
-                "attention/bwd b8 s2048 [fixed dQ]", "attention/fwd+bwd b2 s8192 [fixed dQ]", "attention/fwd b8 s2048 [wgmma]", "attention/bwd b8 s2048 [wgmma]",
-                "attention/fwd+bwd b2 s8192 [wgmma]", "attention/fwd+bwd b8 s2048 [wgmma, fast dQ]", "attention/fwd+bwd b2 s8192 [wgmma, fixed dQ]", "lmhead/logprob fwd+bwd [dz bf16]")) {
+                "attention/bwd b8 s2048 [fixed dQ]", "attention/fwd+bwd b2 s8192 [fixed dQ]", "attention/fwd b8 s2048 [wgmma]",
+                "attention/bwd b8 s2048 [wgmma]", "attention/fwd+bwd b2 s8192 [wgmma]", "attention/fwd+bwd b8 s2048 [wgmma, fast dQ]",
+                "attention/fwd+bwd b2 s8192 [wgmma, fixed dQ]", "lmhead/logprob fwd+bwd [dz bf16]")) {
             Cases.Case v = byId.get(id), p = byId.get(Compare.problemId(id));
             assertNotNull(v, id);
             assertEquals(p.work(), v.work(), id);
@@ -297,7 +298,7 @@ class KernelBenchTest {
         Instance in = new Instance(d).body(() -> { });
         assertSame(in, Cases.fastDq(in), "the CPU has one attention backward");
         assertSame(in, Cases.fixedDq(in), "the CPU has one attention backward");
-        assertSame(in, Cases.wgmma(in), "the CPU has one attention forward");
+        assertSame(in, Cases.wgmma(in), "the CPU has one set of attention kernels");
         assertSame(in, Cases.singleDz(in), "the CPU has one LM-head backward");
         d.closeInstances();
     }
@@ -326,7 +327,7 @@ class KernelBenchTest {
         boolean[] wg = new boolean[1];
         boolean wgBefore = cb.wgmmaAttention();
         Cases.wgmma(new Instance(d).body(() -> wg[0] = cb.wgmmaAttention())).run();
-        assertTrue(wg[0], "the Hopper forward during the body");
+        assertTrue(wg[0], "the Hopper kernels during the body");
         assertEquals(wgBefore, cb.wgmmaAttention(), "restored");
         Instance bad = Cases.fastDq(new Instance(d).body(() -> { throw new IllegalStateException("boom"); }));
         assertThrows(IllegalStateException.class, bad::run);
