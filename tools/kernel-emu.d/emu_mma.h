@@ -52,6 +52,35 @@ struct WgQueue {
 };
 inline WgQueue g_wgq[1024];
 
+// Warpgroup uniformity: the four warps of a warpgroup must issue the same wgmma sequence (shape, descriptors, flags).
+// Lane 0 of each warp records its n-th wgmma's signature in a ring per warpgroup; the first warp to reach the n-th
+// stores it, the others compare (the emulator's collectives are per warp, so this is where a wgmma issued by some
+// warps of a warpgroup but not others, or with other descriptors, shows).
+struct WgSig {
+    long long seq = -1;
+    unsigned long long a = 0, b = 0, f = 0;
+};
+struct WgGroup {
+    long long block = -1, count[4] = {0, 0, 0, 0};
+    WgSig ring[256];
+};
+inline WgGroup g_wgg[8];
+
+G4EMU_UNPROFILED inline void wgmma_uniform(unsigned long long da, unsigned long long db, unsigned long long f) {
+    if ((threadIdx.x & 31) != 0) return;
+    WgGroup& g = g_wgg[threadIdx.x >> 7];
+    if (g.block != g4emu::block_serial()) g = WgGroup{}, g.block = g4emu::block_serial();
+    const int w = (threadIdx.x >> 5) & 3;
+    const long long seq = g.count[w]++;
+    WgSig& e = g.ring[seq & 255];
+    if (e.seq != seq) {
+        e = WgSig{seq, da, db, f};
+    } else if (e.a != da || e.b != db || e.f != f) {
+        g4emu::fail("wgmma %lld of warp %d differs from another warp's of its warpgroup (descriptors %016llx %016llx vs "
+                    "%016llx %016llx): a wgmma must be warpgroup-uniform", seq, (int) (threadIdx.x >> 5), da, db, e.a, e.b);
+    }
+}
+
 G4EMU_UNPROFILED inline void wgmma_issue(float* d, int n, unsigned long long da, unsigned long long db, const unsigned* a, bool tnsp_b,
                         int scale_d, bool tnsp_a = false) {
     WgQueue& q = g_wgq[threadIdx.x];
@@ -65,6 +94,7 @@ G4EMU_UNPROFILED inline void wgmma_issue(float* d, int n, unsigned long long da,
     p.in[7] = (unsigned long long) n | (unsigned long long) tnsp_b << 16 | (unsigned long long) (scale_d != 0) << 17 |
               (unsigned long long) (a != nullptr) << 18 | (unsigned long long) tnsp_a << 19;
     q.open++;
+    wgmma_uniform(p.in[1], p.in[2], p.in[7]);
 }
 
 __device__ __forceinline__ void wgmma_fence() {
