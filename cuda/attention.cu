@@ -360,17 +360,10 @@ constexpr int WG_BN = 128;  // keys per tile
 template <int D>
 constexpr int fwd_wg_smem() { return (FWD_BM + 4 * WG_BN) * D * 2 + 1024; }  // Q, 2 x (K, V); 1 KiB to align to 1024
 
-template <int R, int D, int NT>
+// A tile copy of the Hopper kernels: all their threads, into wgmma.cuh's layout.
+template <int R, int D>
 __device__ __forceinline__ void load_tile_wg(unsigned s, const bf16* g, long long stride, int valid) {
-    constexpr int C = D / 8;
-#pragma unroll
-    for (int it = 0; it < (R * C + NT - 1) / NT; it++) {
-        const int i = it * NT + g4::thread_x();
-        if ((R * C) % NT != 0 && i >= R * C) break;
-        const int r = i / C, c = i % C;
-        const bool ok = r < valid;
-        g4::cp_async16(s + g4::wg_off<R>(r, c * 8), g + (ok ? r * stride : 0) + c * 8, ok);
-    }
+    g4::load_tile<R, D, WG_NT, true, g4::WgLayout>(s, g, stride, valid);
 }
 
 // A thread's part of an m64 accumulator (rows r and r + 8, ND blocks of 8 columns), times s0 (row r) and s8 (row r + 8),
@@ -385,6 +378,17 @@ __device__ __forceinline__ void wg_stage(unsigned char* tile, const float* acc, 
     }
 }
 
+// The store after wg_stage: a warp's own 16 staged rows (tile rows r0 .. r0 + 15, the [R][8 ND] tile in wgmma.cuh's
+// layout) as 16-byte stores to out[tile row r] at dst + r * stride (elements), rows r < valid only.
+template <int R, int ND>
+__device__ __forceinline__ void wg_store_rows(bf16* dst, long long stride, const unsigned char* tile, int r0, int valid,
+                                              int lane) {
+    for (int i = lane; i < 16 * ND; i += 32) {
+        const int r = r0 + i / ND, c = i % ND;
+        if (r < valid) *reinterpret_cast<uint4*>(dst + r * stride + c * 8) = *reinterpret_cast<const uint4*>(tile + g4::wg_off<R>(r, c * 8));
+    }
+}
+
 template <int D>
 __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
 #if defined(G4_WGMMA) || defined(G4_EMU)
@@ -394,16 +398,16 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
     const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start;
     const int h = blockIdx.y, g = h / a.group, row0 = t.tile * FWD_BM;
     extern __shared__ __align__(128) unsigned char smem[];  // (one declaration for every kernel of this file)
-    const unsigned raw = g4::smem_u32(smem), sQ = (raw + 1023u) & ~1023u;  // the swizzle atoms need 1024-byte alignment
-    unsigned char* const sq = smem + (sQ - raw);
+    unsigned char* const sq = g4::wg_base(smem);  // the swizzle atoms need 1024-byte alignment
+    const unsigned sQ = g4::smem_u32(sq);
     constexpr unsigned KV = WG_BN * D * 2;  // bytes of one K or V tile
     const auto sK = [&](int b) { return sQ + FWD_BM * D * 2 + (unsigned) b * 2 * KV; };
     const auto kv_off = [&](int j) { return ((long long) (start + j * WG_BN) * a.hkv + g) * D; };
     // key tile t.tile is the block's diagonal (masked above it); tiles past the sequence's end are not visited
     const int ntiles = min(t.tile + 1, g4::tiles_of(len, WG_BN));
-    load_tile_wg<FWD_BM, D, WG_NT>(sQ, a.q + ((long long) (start + row0) * a.hq + h) * D, (long long) a.hq * D, len - row0);
-    load_tile_wg<WG_BN, D, WG_NT>(sK(0), a.k + kv_off(0), (long long) a.hkv * D, len);
-    load_tile_wg<WG_BN, D, WG_NT>(sK(0) + KV, a.v + kv_off(0), (long long) a.hkv * D, len);
+    load_tile_wg<FWD_BM, D>(sQ, a.q + ((long long) (start + row0) * a.hq + h) * D, (long long) a.hq * D, len - row0);
+    load_tile_wg<WG_BN, D>(sK(0), a.k + kv_off(0), (long long) a.hkv * D, len);
+    load_tile_wg<WG_BN, D>(sK(0) + KV, a.v + kv_off(0), (long long) a.hkv * D, len);
     g4::cp_async_commit();
 
     const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
@@ -420,8 +424,8 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
         __syncthreads();          // everyone's copies in; everyone done with tile j - 1's buffers
         if (j + 1 < ntiles) {
             const unsigned nb = sK((j + 1) & 1);
-            load_tile_wg<WG_BN, D, WG_NT>(nb, a.k + kv_off(j + 1), (long long) a.hkv * D, len - (j + 1) * WG_BN);
-            load_tile_wg<WG_BN, D, WG_NT>(nb + KV, a.v + kv_off(j + 1), (long long) a.hkv * D, len - (j + 1) * WG_BN);
+            load_tile_wg<WG_BN, D>(nb, a.k + kv_off(j + 1), (long long) a.hkv * D, len - (j + 1) * WG_BN);
+            load_tile_wg<WG_BN, D>(nb + KV, a.v + kv_off(j + 1), (long long) a.hkv * D, len - (j + 1) * WG_BN);
             g4::cp_async_commit();
         }
         if (!active) continue;
@@ -506,12 +510,8 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
             if (row0 + r0 + 8 < len) a.lse[(long long) (start + row0 + r0 + 8) * a.hq + h] = g4::softmax_lse(m[1], l1);
         }
         __syncwarp();
-        for (int i = lane; i < 16 * ND; i += 32) {  // the warp's own 16 rows
-            const int r = wg * 64 + warp * 16 + i / ND, c = i % ND;
-            if (row0 + r < len)
-                *reinterpret_cast<uint4*>(a.out + ((long long) (start + row0 + r) * a.hq + h) * D + c * 8) =
-                        *reinterpret_cast<const uint4*>(sq + g4::wg_off<FWD_BM>(r, c * 8));
-        }
+        wg_store_rows<FWD_BM, ND>(a.out + ((long long) (start + row0) * a.hq + h) * D, (long long) a.hq * D, sq,
+                                  wg * 64 + warp * 16, len - row0, lane);
     }
 #else
     __trap();  // an image without sm_90a code on a device that launched it (a build that dropped native/Makefile's sm_90a)
@@ -1177,22 +1177,22 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
     // key tiles heaviest (first) first: the plan's order reversed, as dkdv_wide_kernel
     const int g = blockIdx.y, key0 = (g4::tiles_of(len, WK_BN) - 1 - t.tile) * WK_BN;
     extern __shared__ __align__(128) unsigned char smem[];  // (one declaration for every kernel of this file)
-    const unsigned raw = g4::smem_u32(smem), sK = (raw + 1023u) & ~1023u;
-    unsigned char* const sk = smem + (sK - raw);
+    unsigned char* const sk = g4::wg_base(smem);  // the swizzle atoms need 1024-byte alignment
+    const unsigned sK = g4::smem_u32(sk);
     constexpr unsigned T1 = WK_BN * D * 2, T2 = QS * D * 2;
     const unsigned sV = sK + T1, sQ = sV + T1, sO = sQ + 2 * T2, sS = sO + 2 * T2;  // Q, dO [2 stages]; dS^T [128][64]
     float* sL = reinterpret_cast<float*>(sk + (sS + WK_BN * QS * 2 - sK));           // [2][QS] lse
     float* sD = sL + 2 * QS;                                                          // [2][QS] D_i
     const unsigned sLa = g4::smem_u32(sL), sDa = g4::smem_u32(sD);
-    load_tile_wg<WK_BN, D, WG_NT>(sK, a.k + ((long long) (start + key0) * a.hkv + g) * D, (long long) a.hkv * D, len - key0);
-    load_tile_wg<WK_BN, D, WG_NT>(sV, a.v + ((long long) (start + key0) * a.hkv + g) * D, (long long) a.hkv * D, len - key0);
+    load_tile_wg<WK_BN, D>(sK, a.k + ((long long) (start + key0) * a.hkv + g) * D, (long long) a.hkv * D, len - key0);
+    load_tile_wg<WK_BN, D>(sV, a.v + ((long long) (start + key0) * a.hkv + g) * D, (long long) a.hkv * D, len - key0);
     // query steps: rows key0, key0 + QS, ... < len (rows below key0 see none of these keys), for each head of the group
     const int nsteps = (len - key0 + QS - 1) / QS, total = a.group * nsteps;
     auto load_step = [&](int it, int stage) {
         const int h = g * a.group + it / nsteps, r0 = key0 + (it % nsteps) * QS;
         const long long row = (long long) (start + r0) * a.hq + h, qs = (long long) a.hq * D;
-        load_tile_wg<QS, D, WG_NT>(sQ + stage * T2, a.q + row * D, qs, len - r0);
-        load_tile_wg<QS, D, WG_NT>(sO + stage * T2, a.dout + row * D, qs, len - r0);
+        load_tile_wg<QS, D>(sQ + stage * T2, a.q + row * D, qs, len - r0);
+        load_tile_wg<QS, D>(sO + stage * T2, a.dout + row * D, qs, len - r0);
         load_lse_dsum<QS>(a, sLa, sDa, stage, row, start, r0, h, len);
     };
     load_step(0, 0);
@@ -1562,8 +1562,8 @@ __global__ void __launch_bounds__(WG_NT, 1) dq_wgmma_kernel(BwdArgs a) {
     const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start;
     const int h = blockIdx.y, g = h / a.group, row0 = t.tile * WQ_BM;
     extern __shared__ __align__(128) unsigned char smem[];  // (one declaration for every kernel of this file)
-    const unsigned raw = g4::smem_u32(smem), sQ = (raw + 1023u) & ~1023u;  // the swizzle atoms need 1024-byte alignment
-    unsigned char* const sq = smem + (sQ - raw);
+    unsigned char* const sq = g4::wg_base(smem);  // the swizzle atoms need 1024-byte alignment
+    const unsigned sQ = g4::smem_u32(sq);
     constexpr unsigned TQ = WQ_BM * D * 2, TK = BN * D * 2;
     const unsigned sO = sQ + TQ;
     const auto sK = [&](int b) { return sO + TQ + (unsigned) b * 2 * TK; };  // V of buffer b at sK(b) + TK
@@ -1571,10 +1571,10 @@ __global__ void __launch_bounds__(WG_NT, 1) dq_wgmma_kernel(BwdArgs a) {
     // key tiles 0 .. the second half's diagonal, not past the sequence's end
     const int ntiles = min(2 * t.tile + 2, g4::tiles_of(len, BN));
     const long long qrow = (long long) (start + row0) * a.hq + h;
-    load_tile_wg<WQ_BM, D, WG_NT>(sQ, a.q + qrow * D, (long long) a.hq * D, len - row0);
-    load_tile_wg<WQ_BM, D, WG_NT>(sO, a.dout + qrow * D, (long long) a.hq * D, len - row0);
-    load_tile_wg<BN, D, WG_NT>(sK(0), a.k + kv_off(0), (long long) a.hkv * D, len);
-    load_tile_wg<BN, D, WG_NT>(sK(0) + TK, a.v + kv_off(0), (long long) a.hkv * D, len);
+    load_tile_wg<WQ_BM, D>(sQ, a.q + qrow * D, (long long) a.hq * D, len - row0);
+    load_tile_wg<WQ_BM, D>(sO, a.dout + qrow * D, (long long) a.hq * D, len - row0);
+    load_tile_wg<BN, D>(sK(0), a.k + kv_off(0), (long long) a.hkv * D, len);
+    load_tile_wg<BN, D>(sK(0) + TK, a.v + kv_off(0), (long long) a.hkv * D, len);
     g4::cp_async_commit();
 
     const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
@@ -1598,8 +1598,8 @@ __global__ void __launch_bounds__(WG_NT, 1) dq_wgmma_kernel(BwdArgs a) {
         __syncthreads();          // everyone's copies in; everyone done with tile j - 1's buffers
         if (j + 1 < ntiles) {
             const long long ks = (long long) a.hkv * D;
-            load_tile_wg<BN, D, WG_NT>(sK((j + 1) & 1), a.k + kv_off(j + 1), ks, len - (j + 1) * BN);
-            load_tile_wg<BN, D, WG_NT>(sK((j + 1) & 1) + TK, a.v + kv_off(j + 1), ks, len - (j + 1) * BN);
+            load_tile_wg<BN, D>(sK((j + 1) & 1), a.k + kv_off(j + 1), ks, len - (j + 1) * BN);
+            load_tile_wg<BN, D>(sK((j + 1) & 1) + TK, a.v + kv_off(j + 1), ks, len - (j + 1) * BN);
             g4::cp_async_commit();
         }
         // the warpgroup's rows see a key of this tile (else every dS of theirs is 0: the tile is skipped)
@@ -1641,12 +1641,8 @@ __global__ void __launch_bounds__(WG_NT, 1) dq_wgmma_kernel(BwdArgs a) {
     if (active) {
         wg_stage<WQ_BM, ND>(sq, dq, a.scale, a.scale, wg * 64 + warp * 16 + gid, tig);
         __syncwarp();
-        for (int i = lane; i < 16 * ND; i += 32) {  // the warp's own 16 rows
-            const int row = wg * 64 + warp * 16 + i / ND, c = i % ND;
-            if (row0 + row < len)
-                *reinterpret_cast<uint4*>(a.dq + ((long long) (start + row0 + row) * a.hq + h) * D + c * 8) =
-                        *reinterpret_cast<const uint4*>(sq + g4::wg_off<WQ_BM>(row, c * 8));
-        }
+        wg_store_rows<WQ_BM, ND>(a.dq + ((long long) (start + row0) * a.hq + h) * D, (long long) a.hq * D, sq,
+                                 wg * 64 + warp * 16, len - row0, lane);
     }
 #else
     __trap();  // (as fwd_wgmma_kernel)
@@ -1881,6 +1877,9 @@ static int forward_fast(const FwdArgs& a, unsigned slots, cudaStream_t st) {
 }
 
 // The sm_90a forward: on a device of compute capability 9.0 (H100, H200: the sm_90a image's devices), when asked.
+// Asked on every call, not cached: cudaDeviceGetAttribute reads the runtime's own copy of the device's attributes (it
+// is the fast query, unlike cudaGetDeviceProperties), and the emulator's cases change a device's attributes between
+// calls (G4EMU_SMEM_OPTIN, in wide_backward's query below).
 static bool wgmma_device() {
     int dev = 0, major = 0, minor = 0;
     if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ||

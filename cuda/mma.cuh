@@ -142,10 +142,17 @@ __device__ __forceinline__ int thread_x() {
 
 #endif  // G4_EMU
 
-// Copies a [R][D] bf16 tile from global rows g + r * stride (elements) into a swizzled shared tile with NT threads;
-// rows r >= valid are zero-filled and not read.
+// The shared layout of an [R][D] bf16 tile for mma.sync's ldmatrix: rows of D columns, swizzled by swz<D>. (The
+// wgmma kernels' layout, column blocks of 64, is WgLayout in wgmma.cuh.)
+template <int R, int D>
+struct SwzLayout {
+    __host__ __device__ __forceinline__ static unsigned at(int r, int c) { return swz<D>(r, c); }
+};
+
+// Copies a [R][D] bf16 tile from global rows g + r * stride (elements) into a shared tile of layout L with NT
+// threads; rows r >= valid are zero-filled and not read.
 // UNROLL false: one copy at a time (a loop), for a copy issued while the registers are full of accumulators.
-template <int R, int D, int NT, bool UNROLL = true>
+template <int R, int D, int NT, bool UNROLL = true, template <int, int> class L = SwzLayout>
 __device__ __forceinline__ void load_tile(unsigned s, const __nv_bfloat16* g, long long stride, int valid) {
     constexpr int C = D / 8;
 #pragma unroll (UNROLL ? (R * C + NT - 1) / NT : 1)
@@ -154,7 +161,7 @@ __device__ __forceinline__ void load_tile(unsigned s, const __nv_bfloat16* g, lo
         if ((R * C) % NT != 0 && i >= R * C) break;
         const int r = i / C, c = i % C;
         const bool ok = r < valid;
-        cp_async16(s + swz<D>(r, c * 8), g + (ok ? r * stride : 0) + c * 8, ok);
+        cp_async16(s + L<R, D>::at(r, c * 8), g + (ok ? r * stride : 0) + c * 8, ok);
     }
 }
 

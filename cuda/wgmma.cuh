@@ -31,6 +31,18 @@ __host__ __device__ __forceinline__ unsigned wg_off(int r, int c) {
     return (unsigned) ((c >> 6) * R * 128) + swz<64>(r, c & 63);
 }
 
+// That layout as load_tile's layout parameter: g4::load_tile<R, D, NT, true, WgLayout>.
+template <int R, int D>
+struct WgLayout {
+    __host__ __device__ __forceinline__ static unsigned at(int r, int c) { return wg_off<R>(r, c); }
+};
+
+// The start of a kernel's dynamic shared memory rounded up to 1024 bytes, where the 128-byte swizzle atoms must start
+// (the kernels ask for 1 KiB more than their tiles).
+__device__ __forceinline__ unsigned char* wg_base(unsigned char* smem) {
+    return smem + ((1024u - (smem_u32(smem) & 1023u)) & 1023u);
+}
+
 #ifdef G4_EMU
 // (stand-ins in tools/kernel-emu.d/emu_mma.h, included by mma.cuh)
 __device__ __forceinline__ void wgmma_ss_n128(float (&d)[64], unsigned long long da, unsigned long long db, int scale_d) {
