@@ -8,11 +8,19 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -24,6 +32,55 @@ import org.junit.jupiter.api.Test;
  */
 class KernelEmulatorTest {
     private static final Path ROOT = Path.of(System.getProperty("user.dir"));
+
+    /** The emulator runs of the tests below, each a tools/kernel-emu process: the arguments, and their results. */
+    private static final List<List<String>> RUNS = new ArrayList<>();
+    private static final Map<List<String>, Future<Run>> RESULTS = new HashMap<>();
+    private static ExecutorService pool;
+
+    /**
+     * The three emulator builds (AddressSanitizer, ThreadSanitizer, profile) at once, then every test's run, as many
+     * at a time as there are cores: each run is one thread of the CPU, and the tests' runs and builds one after the
+     * other left a core of the build machines idle for minutes (CI's time limit). The tests then wait for their own.
+     */
+    @BeforeAll
+    static void buildAndStartEveryRun() throws Exception {
+        Assumptions.assumeTrue(System.getProperty("grpo4j.noCuda") == null, "-Dgrpo4j.noCuda: the CUDA sources are not built");
+        Assumptions.assumeTrue(Files.isExecutable(ROOT.resolve("tools/kernel-emu")), "tools/kernel-emu not found from " + ROOT);
+        RUNS.add(List.of("--blocks", "2026"));
+        List<String> race = new ArrayList<>(List.of("--race"));
+        race.addAll(RACE_CASES);
+        RUNS.add(race);
+        RUNS.add(List.of("--profile", "shapes-attention"));
+        RUNS.add(List.of("--profile", "shapes"));
+        RUNS.add(List.of("--profile", "profile", "fwd_bwd_tensor_core_d64"));
+        List<Process> builds = new ArrayList<>();
+        List<Path> logs = new ArrayList<>();
+        for (String san : List.of("", "--race", "--profile")) {  // AddressSanitizer (the default), ThreadSanitizer, profile
+            List<String> cmd = new ArrayList<>(List.of("bash", ROOT.resolve("tools/kernel-emu").toString(), "--build-only"));
+            if (!san.isEmpty()) cmd.add(san);
+            Path log = Files.createTempFile("kernel-emu-build", ".log");
+            logs.add(log);
+            builds.add(new ProcessBuilder(cmd).directory(ROOT.toFile()).redirectErrorStream(true).redirectOutput(log.toFile()).start());
+        }
+        for (int i = 0; i < builds.size(); i++) {
+            Process p = builds.get(i);
+            if (!p.waitFor(20, TimeUnit.MINUTES)) p.destroyForcibly();
+            String out = Files.readString(logs.get(i), StandardCharsets.UTF_8);
+            Files.deleteIfExists(logs.get(i));
+            if (p.isAlive() || p.exitValue() == 2 && (out.contains("no CUDA headers") || out.contains("g++")))
+                Assumptions.abort("kernel-emu cannot build here: " + out.strip());
+            // (a failed build is each run's own failure below: make runs again there and says why)
+        }
+        pool = Executors.newFixedThreadPool(Math.max(1, Runtime.getRuntime().availableProcessors()));
+        for (List<String> args : RUNS) RESULTS.put(args, pool.submit(() -> run(args)));
+        pool.shutdown();
+    }
+
+    @AfterAll
+    static void stopRuns() {
+        if (pool != null) pool.shutdownNow();
+    }
 
     /** Families (or cases) that the race check runs: the kernels with shared-memory tiles, scans and barriers. */
     private static final List<String> RACE_CASES = List.of("fwd_bwd_tensor_core_d64", "fwd_bwd_tensor_core_d128", "wgmma_small",
@@ -37,7 +94,7 @@ class KernelEmulatorTest {
      */
     @Test
     void everyKernelFamilyPassesOnTheEmulatorUnderAddressSanitizer() throws Exception {
-        Run r = run(List.of("--blocks", "2026"));
+        Run r = result(List.of("--blocks", "2026"));
         assertEquals(0, r.exit, r.tail());
         assertTrue(r.cases >= 30, "every family's cases ran: " + r.tail());
         assertEquals(0, r.failed, r.tail());
@@ -47,7 +104,7 @@ class KernelEmulatorTest {
     void sharedMemoryProtocolsHaveNoDataRaces() throws Exception {
         List<String> args = new ArrayList<>(List.of("--race"));
         args.addAll(RACE_CASES);
-        Run r = run(args);
+        Run r = result(args);
         assertEquals(0, r.exit, r.tail());
         assertEquals(RACE_CASES.size(), r.cases, r.tail());
         assertEquals(0, r.failed, r.tail());
@@ -60,7 +117,7 @@ class KernelEmulatorTest {
      */
     @Test
     void memoryProfileCountsSectorsAndBankConflictsAsTheHardwareDoes() throws Exception {
-        Run r = run(List.of("--profile", "profile", "fwd_bwd_tensor_core_d64"));
+        Run r = result(List.of("--profile", "profile", "fwd_bwd_tensor_core_d64"));
         assertEquals(0, r.exit, r.tail());
         assertEquals(2, r.cases, r.tail());
         assertEquals(0, r.failed, r.tail());
@@ -93,7 +150,7 @@ class KernelEmulatorTest {
     /** Runs --profile on {@code family} and checks every kernel row against the limits (at least {@code minRows} rows). */
     private static void assertProfileHolds(String family, int minRows) throws Exception {
         List<String> bad = new ArrayList<>();
-        int rows = profileRows(run(List.of("--profile", family)), bad);
+        int rows = profileRows(result(List.of("--profile", family)), bad);
         assertTrue(rows >= minRows, "the profile tables of " + family + " were read (" + rows + " rows)");
         assertTrue(bad.isEmpty(), String.join("\n", bad));
     }
@@ -139,10 +196,20 @@ class KernelEmulatorTest {
         String tail() { return out.length() > 6000 ? out.substring(out.length() - 6000) : out; }
     }
 
+    /** The result of a run that {@link #buildAndStartEveryRun} started. */
+    private static Run result(List<String> args) throws Exception {
+        Future<Run> f = RESULTS.get(args);
+        assertTrue(f != null, "no run was started for " + args);
+        try {
+            return f.get();
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof Exception x) throw x;
+            throw e;
+        }
+    }
+
     private static Run run(List<String> args) throws IOException, InterruptedException {
-        Assumptions.assumeTrue(System.getProperty("grpo4j.noCuda") == null, "-Dgrpo4j.noCuda: the CUDA sources are not built");
         Path script = ROOT.resolve("tools/kernel-emu");
-        Assumptions.assumeTrue(Files.isExecutable(script), "tools/kernel-emu not found from " + ROOT);
         List<String> cmd = new ArrayList<>(List.of("bash", script.toString()));
         cmd.addAll(args);
         Path log = Files.createTempFile("kernel-emu", ".log");
