@@ -252,6 +252,21 @@ public final class GrpoConfig {
      */
     public long lmHeadScratchMib = 1024;
     /**
+     * How a CUDA run's attention backward forms dQ (grpo4j; docs/kernels.md, docs/trainer.md "Randomness and exact
+     * resume"): pass (the default) runs a second, deterministic pass over each query tile's keys; fixed adds dS K in
+     * 64-bit fixed point from the dK/dV pass, deterministic without the second pass (other last bits than pass); atomic
+     * adds it with fp32 atomics, whose order varies run to run, so a resumed run no longer repeats the original bit
+     * for bit. The CPU backend and the generic kernels have one way and ignore it. Saved with the run's config, so a
+     * resume keeps it.
+     */
+    public String attentionDq = "pass";
+    /**
+     * Which attention kernels a CUDA run uses (grpo4j): mma (the default: mma.sync, every GPU from sm_80) or wgmma (the
+     * Hopper kernels, docs/kernels.md "The Hopper kernels", on a compute capability 9.0 device, H100 / H200; mma.sync
+     * elsewhere). Within the same tolerance of the exact result, not the same bits, so a resume keeps the saved value.
+     */
+    public String attentionKernels = "mma";
+    /**
      * Where the PPO "old" log-probs of the first mini-batch of the first epoch come from (grpo4j): auto (the default)
      * takes each token's own log-prob of that micro-batch's training forward, detached (ratio exactly 1), since the
      * weights are still the ones the rollouts were scored with, as TRL does with per_token_logps.detach(); the no-grad
@@ -497,7 +512,7 @@ public final class GrpoConfig {
             {"dataset_mixer_eval_list", datasetMixerEvalList}, {"lr_scheduler_type", lrSchedulerType}, {"kl_estimator", klEstimator},
             {"loss_aggregation", lossAggregation}, {"stop_token", stopToken}, {"verifier_compat", verifierCompat},
             {"output_dir", outputDir}, {"backend", backend}, {"sft_warmup", sftWarmup}, {"precision", precision},
-            {"lm_head_grad", lmHeadGrad}, {"old_logprobs", oldLogprobs}, {"pass_packing", passPacking},
+            {"lm_head_grad", lmHeadGrad}, {"attention_dq", attentionDq}, {"attention_kernels", attentionKernels}, {"old_logprobs", oldLogprobs}, {"pass_packing", passPacking},
             {"kv_admission", kvAdmission}, {"rank_balancing", rankBalancing}, {"reference_sharding", referenceSharding}};
         for (Object[] o : objects) require(o[1] != null, where, o[0] + " must not be null");
         require(!datasetMixerList.isEmpty(), where, "dataset_mixer_list is required");
@@ -567,6 +582,8 @@ public final class GrpoConfig {
         require(kvCacheFraction > 0 && kvCacheFraction <= 1, where, "kv_cache_fraction must be in (0, 1], got " + kvCacheFraction);
         require(precision != null && org.grpo4j.internal.train.Precision.SPECS.contains(precision), where, "precision must be auto, fp32 or bf16, got " + precision);
         require(List.of("bf16", "split").contains(lmHeadGrad), where, "lm_head_grad must be bf16 or split, got " + lmHeadGrad);
+        require(List.of("pass", "fixed", "atomic").contains(attentionDq), where, "attention_dq must be pass, fixed or atomic, got " + attentionDq);
+        require(List.of("mma", "wgmma").contains(attentionKernels), where, "attention_kernels must be mma or wgmma, got " + attentionKernels);
         require(List.of("auto", "recompute").contains(oldLogprobs), where, "old_logprobs must be auto or recompute, got " + oldLogprobs);
         require(List.of("tokens", "batch_size").contains(passPacking), where, "pass_packing must be tokens or batch_size, got " + passPacking);
         require(List.of("tokens", "none").contains(rankBalancing), where, "rank_balancing must be tokens or none, got " + rankBalancing);

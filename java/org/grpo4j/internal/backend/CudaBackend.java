@@ -852,6 +852,24 @@ public final class CudaBackend extends AbstractBackend {
     public boolean wgmmaAttention() { return wgmmaAttention; }
 
     /**
+     * Runs {@code body} with the attention dQ mode {@code dq} and the Hopper kernels {@code wgmma} (as
+     * {@link #setAttentionDq} and {@link #setWgmmaAttention}), then puts this backend's own settings back: the trainer
+     * runs its steps so, from its config's attention_dq and attention_kernels.
+     */
+    public <T> T withAttention(AttentionDq dq, boolean wgmma, java.util.function.Supplier<T> body) {
+        AttentionDq dqBefore = attentionDq;
+        boolean wgmmaBefore = wgmmaAttention;
+        setAttentionDq(dq);
+        wgmmaAttention = wgmma;
+        try {
+            return body.get();
+        } finally {
+            attentionDq = dqBefore;
+            wgmmaAttention = wgmmaBefore;
+        }
+    }
+
+    /**
      * Which kernels attentionBackward runs on the tensor-core path. All give the same bits in deterministic mode; the
      * choice exists to time one against the other (the benchmark's {@code [64-row]} and {@code [wide]} rows).
      */

@@ -80,6 +80,44 @@ final class RankState implements AutoCloseable {
     }
 
     /**
+     * Runs {@code body} (a step, the supervised warm-up) with the CUDA backend's attention set from the config's
+     * attention_dq and attention_kernels, and puts the backend's own settings back after it, as {@link #lmHeadLoss}.
+     * Other backends have one attention and ignore them.
+     */
+    <T> T withAttention(java.util.function.Supplier<T> body) {
+        if (be instanceof org.grpo4j.internal.backend.CudaBackend cb)
+            return cb.withAttention(attentionDq(s.cfg()), s.cfg().attentionKernels.equals("wgmma"), body);
+        return body.get();
+    }
+
+    /**
+     * Notes for a CUDA run whose JVM was given the backend's own attention properties (-Dgrpo4j.attentionDq,
+     * -Dgrpo4j.deterministicAttention, -Dgrpo4j.attentionWgmma, e.g. through GRPO4J_JAVA_OPTS) with other values than
+     * the config's: the trainer runs the config's, which its checkpoints keep for a resume.
+     *
+     * @param dqProperty    -Dgrpo4j.attentionDq's value, or null
+     * @param detProperty   -Dgrpo4j.deterministicAttention's value, or null
+     * @param wgmmaProperty -Dgrpo4j.attentionWgmma's value, or null
+     */
+    static java.util.List<String> attentionNotes(GrpoConfig cfg, String dqProperty, String detProperty, String wgmmaProperty) {
+        java.util.List<String> out = new java.util.ArrayList<>();
+        String dq = dqProperty != null ? dqProperty.trim().toLowerCase(java.util.Locale.ROOT) : "false".equals(detProperty) ? "atomic" : null;
+        if (dq != null && !dq.equals(cfg.attentionDq))
+            out.add((dqProperty != null ? "-Dgrpo4j.attentionDq=" + dqProperty : "-Dgrpo4j.deterministicAttention=false")
+                    + " is not what this run uses: the trainer runs its config's attention_dq (" + cfg.attentionDq
+                    + "; --set attention_dq=" + dq + " for that mode)");
+        if (wgmmaProperty != null && Boolean.parseBoolean(wgmmaProperty) != cfg.attentionKernels.equals("wgmma"))
+            out.add("-Dgrpo4j.attentionWgmma=" + wgmmaProperty + " is not what this run uses: the trainer runs its config's attention_kernels ("
+                    + cfg.attentionKernels + "; --set attention_kernels=" + (Boolean.parseBoolean(wgmmaProperty) ? "wgmma" : "mma") + " for those)");
+        return out;
+    }
+
+    /** The config's attention_dq as the backend's mode. */
+    static org.grpo4j.internal.backend.CudaBackend.AttentionDq attentionDq(GrpoConfig cfg) {
+        return org.grpo4j.internal.backend.CudaBackend.AttentionDq.valueOf(cfg.attentionDq.toUpperCase(java.util.Locale.ROOT));
+    }
+
+    /**
      * Gives back the fused LM head's buffers (on CUDA, up to lm_head_scratch_mib of logits) once a training phase is
      * over: the memory plan has them live with the training activations only, not beside generation's KV pool. With
      * the pooled allocator the next phase's allocations reuse that memory, and the next loss call takes it back.

@@ -316,6 +316,10 @@ public final class Trainer implements AutoCloseable {
                             + " are free under " + out + (ck != null ? " (counting those already there again)" : "") + ": set keep_last_n_checkpoints"
                             + " (1 keeps what a resume needs), a larger save_freq, or another output directory");
                 for (String note : LrSchedule.notes(cfg)) log.println("grpo4j: note: " + note);
+                if (r0.be instanceof org.grpo4j.internal.backend.CudaBackend)
+                    for (String note : RankState.attentionNotes(cfg, System.getProperty("grpo4j.attentionDq"),
+                            System.getProperty("grpo4j.deterministicAttention"), System.getProperty("grpo4j.attentionWgmma")))
+                        log.println("grpo4j: note: " + note);
             }
             if (ck != null) restore(ck, saved);
         } catch (IOException | RuntimeException | Error e) {
@@ -431,8 +435,8 @@ public final class Trainer implements AutoCloseable {
                 long[] micro = new long[1];
                 List<Boolean> done = ranks.run(i -> {
                     try {
-                        return SftWarmup.run(states.get(i), cancelled::get, i == 0 && writer ? l::onSftStep : null, i == 0 ? micro : new long[1],
-                                longestPrompt);
+                        return states.get(i).withAttention(() -> SftWarmup.run(states.get(i), cancelled::get, i == 0 && writer ? l::onSftStep : null,
+                                i == 0 ? micro : new long[1], longestPrompt));
                     } finally {
                         states.get(i).releaseLmHeadScratch();
                     }
@@ -467,7 +471,7 @@ public final class Trainer implements AutoCloseable {
         int firstStep = step + 1;
         while (step < total) {
             int s = step + 1;
-            List<Map<String, Double>> ms = ranks.run(i -> rankStep(states.get(i), s));
+            List<Map<String, Double>> ms = ranks.run(i -> states.get(i).withAttention(() -> rankStep(states.get(i), s)));
             Map<String, Double> m = ms.get(0);
             if (m == null) break; // cancelled (every rank agreed)
             step = s;

@@ -283,6 +283,8 @@ class BadInputTest {
             {"kv_cache_mib=100000000", "kv_cache_mib 100000000 does not fit"},
             {"precision=fp16", "precision must be auto, fp32 or bf16, got fp16"},
             {"lm_head_grad=fp8", "lm_head_grad must be bf16 or split, got fp8"},
+            {"attention_dq=fast", "attention_dq must be pass, fixed or atomic, got fast"},
+            {"attention_kernels=fa3", "attention_kernels must be mma or wgmma, got fa3"},
             {"old_logprobs=never", "old_logprobs must be auto or recompute, got never"},
             {"pass_packing=micro_batch", "pass_packing must be tokens or batch_size, got micro_batch"},
             {"kv_admission=lazy", "kv_admission must be on_demand or worst_case, got lazy"},

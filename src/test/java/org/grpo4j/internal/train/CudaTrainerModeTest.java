@@ -65,6 +65,40 @@ class CudaTrainerModeTest {
     }
 
     /**
+     * attention_dq and attention_kernels on CUDA (docs/trainer.md, "Randomness and exact resume"): the warm-up's and
+     * the step's passes run in the modes the config names, whatever the backend was set to, and the backend's own
+     * settings are put back after the run. (The gradient hook runs inside those passes.)
+     */
+    @Test
+    void attentionKeysSetTheModesOfTheTrainersPasses(@TempDir Path tmp) throws Exception {
+        CudaBackend be = TestBackends.cuda();
+        CudaBackend.AttentionDq dqBefore = be.attentionDq();
+        boolean wgmmaBefore = be.wgmmaAttention();
+        try {
+            for (String[] mode : new String[][] {{"fixed", "wgmma"}, {"atomic", "mma"}}) {
+                be.setAttentionDq(CudaBackend.AttentionDq.PASS);  // not what the run asks for
+                be.setWgmmaAttention(mode[1].equals("mma"));
+                List<String> sets = GrpoTrainerTest.small(tmp.resolve("run-" + mode[0]), 1);
+                sets.addAll(List.of("backend=\"cuda\"", "precision=bf16", "attention_dq=\"" + mode[0] + "\"",
+                        "attention_kernels=\"" + mode[1] + "\"", "sft_warmup.steps=1", "sft_warmup.batch_size=4", "save_freq=0", "num_evals=0"));
+                List<String> seen = new ArrayList<>();
+                try (Trainer t = Trainer.builder(GrpoTrainerTest.config(sets)).backend(be).log(null)
+                        .gradientHook(g -> seen.add(be.attentionDq() + " " + be.wgmmaAttention())).build()) {
+                    t.run(new GrpoTrainer.Listener() {});
+                }
+                assertTrue(seen.size() >= 2, "the hook ran in the warm-up and in the step: " + seen);
+                String want = mode[0].toUpperCase(java.util.Locale.ROOT) + " " + mode[1].equals("wgmma");
+                for (String s : seen) assertEquals(want, s, "attention_dq " + mode[0] + ", attention_kernels " + mode[1]);
+                assertEquals(CudaBackend.AttentionDq.PASS, be.attentionDq(), "the backend's own dQ mode is put back");
+                assertEquals(mode[1].equals("mma"), be.wgmmaAttention(), "the backend's own kernel choice is put back");
+            }
+        } finally {
+            be.setAttentionDq(dqBefore);
+            be.setWgmmaAttention(wgmmaBefore);
+        }
+    }
+
+    /**
      * recompute_layers on CUDA: one GRPO step of the tiny model in bf16 (after one warm-up step, whose loss has a
      * gradient whatever the rewards) with none, one and both of its layers recomputed in the backward: the same
      * gradients bit for bit at every call of the hook (a layer run again from its input on the same kernels computes

@@ -155,6 +155,9 @@ class ResumeChangesTest {
         assertEquals(List.of("learning_rate WHAT", "num_training_steps HOW"), both.stream().map(ch -> ch.key() + " " + ch.kind()).toList());
         IllegalArgumentException past = assertThrows(IllegalArgumentException.class, () -> ResumeChanges.apply(saved, List.of("num_training_steps=2"), ck, 2, 4, true));
         assertTrue(past.getMessage().contains("would end at step 2") && past.getMessage().contains("beyond 2"), past.getMessage());
+        // the attention kernels and dQ mode change the last bits of what it trains (a resume keeps the saved ones)
+        assertEquals(ResumeChanges.Kind.WHAT, kind(saved, "attention_dq=\"fixed\"", 2, 4));
+        assertEquals(ResumeChanges.Kind.WHAT, kind(saved, "attention_kernels=\"wgmma\"", 2, 4));
         // the micro-batch: under micro_token_mean it weighs the tokens; under token_mean only the summation order moves
         assertEquals(ResumeChanges.Kind.WHAT, kind(saved, "per_device_train_batch_size=2", 2, 4));
         GrpoConfig tokenMean = saved.withOverrides(List.of("loss_aggregation=\"token_mean\""), "test");
