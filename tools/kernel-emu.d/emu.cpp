@@ -360,6 +360,22 @@ float wg_load(unsigned a) {
     return f;
 }
 
+// The async proxy's view of shared memory. A wgmma reads its shared operands through the async proxy, which sees a
+// generic-proxy write (a store, a cp.async that landed) only after a fence.proxy.async (then a barrier for other
+// threads' writes). Here the view is the block's shared memory as it was at the last fence.proxy.async of any of its
+// threads (at the block's start: all 0xff, as the arena), and a wgmma whose operand bytes differ from the view at its
+// issue fails: they were written after the last fence. Coarse (a fence by any thread counts for every thread's
+// writes; the barrier's part is --race's), but a missing or misplaced fence, the bug a GPU shows as stale operands
+// now and then, fails every time. The copy is outside the sanitizers' instrumentation (this file, in --race).
+alignas(128) unsigned char async_view[ARENA];
+long long view_block = -1;
+
+void view_for_block() {
+    if (view_block == blocks_run) return;
+    memset(async_view, 0xff, smem_bytes);
+    view_block = blocks_run;
+}
+
 // in[]: 0 D (float*), 1 A descriptor, 2 B descriptor, 3-6 A registers, 7 N | tnspB << 16 | scale-d << 17 | A from
 // registers << 18 | tnspA << 19 (A MN-major: stored [k][m]). Warp w of the block is warp w % 4 of its warpgroup: rows 16 (w % 4) .. + 15 of the 64.
 void wgmma(int w, Fiber** lane) {
@@ -667,6 +683,28 @@ void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t sm
     }
     PROF(prof_launch_end());
     kernel_name = "?";
+}
+
+void proxy_fence() {
+    view_for_block();
+    memcpy(async_view, g_arena, smem_bytes);
+}
+
+// wq: the issuing warp within its warpgroup (the A rows it reads: 16 wq .. 16 wq + 15 of the 64).
+void wg_check_fenced(unsigned long long da, bool a_smem, bool tnsp_a, unsigned long long db, bool tnsp_b, int n, int wq) {
+    view_for_block();
+    const auto check = [&](unsigned a, const char* what, int x, int y) {
+        shared_range(a, 2, "wgmma operand");
+        if (memcmp(g_arena + a, async_view + a, 2) != 0)
+            fail("wgmma reads shared byte %u (operand %s, element %d, %d) that a generic-proxy write (a store or a landed "
+                 "cp.async) changed after the last fence.proxy.async: the async proxy may read the old value", a, what, x, y);
+    };
+    if (a_smem)
+        for (int r = 0; r < 16; r++)
+            for (int k = 0; k < 16; k++)
+                check(tnsp_a ? wg_addr(da, true, k, wq * 16 + r) : wg_addr(da, false, wq * 16 + r, k), "A", wq * 16 + r, k);
+    for (int k = 0; k < 16; k++)
+        for (int j = 0; j < n; j++) check(tnsp_b ? wg_addr(db, true, k, j) : wg_addr(db, false, j, k), "B", k, j);
 }
 
 long long stat_blocks() { return blocks_run; }

@@ -72,6 +72,11 @@ Slot& collective(int kind, unsigned mask);
 void syncthreads();
 long long block_serial();  // a number of the running block, different for every block run (any launch)
 
+// The async proxy (wgmma's operand reads): fence.proxy.async, and the check at a wgmma's issue that its shared
+// operands were not changed by a generic-proxy write (a store, a landed cp.async) after the last fence (emu.cpp).
+void proxy_fence();
+void wg_check_fenced(unsigned long long da, bool a_smem, bool tnsp_a, unsigned long long db, bool tnsp_b, int n, int wq);
+
 // cp.async
 void cp_async(unsigned dst, const void* src, int bytes, bool pred);
 void cp_commit();

@@ -38,7 +38,8 @@ __device__ __forceinline__ int thread_x() { return (int) threadIdx.x; }
 // 16 rows), so that, as on the hardware, the accumulators change only at the wait and the shared operands are read
 // as they are at the wait (a kernel that reads an accumulator, or overwrites an operand tile, before its wait sees a
 // wrong result here). The A registers are taken at the issue (ptxas keeps them until the wait on the hardware).
-// fence.proxy.async has nothing to order here; a wgmma issued with no wgmma.fence since the thread's last wait_group
+// fence.proxy.async snapshots the async proxy's view of shared memory, and each warp's issue checks its operands
+// against it (emu.cpp, async_view); a wgmma issued with no wgmma.fence since the thread's last wait_group
 // (or since the kernel's start) fails, as the PTX ISA asks for the fence before the first wgmma whose registers other
 // instructions wrote (the kernels fence before every batch).
 struct WgPending {
@@ -95,6 +96,7 @@ G4EMU_UNPROFILED inline void wgmma_issue(float* d, int n, unsigned long long da,
               (unsigned long long) (a != nullptr) << 18 | (unsigned long long) tnsp_a << 19;
     q.open++;
     wgmma_uniform(p.in[1], p.in[2], p.in[7]);
+    if ((threadIdx.x & 31) == 0) g4emu::wg_check_fenced(da, a == nullptr, tnsp_a, db, tnsp_b, n, (threadIdx.x >> 5) & 3);
 }
 
 __device__ __forceinline__ void wgmma_fence() {
@@ -106,7 +108,7 @@ __device__ __forceinline__ void wgmma_fence() {
     }
     q.fenced = true;
 }
-__device__ __forceinline__ void fence_proxy_async() {}
+__device__ __forceinline__ void fence_proxy_async() { g4emu::proxy_fence(); }
 G4EMU_UNPROFILED __device__ __forceinline__ void wgmma_commit() {
     WgQueue& q = g_wgq[threadIdx.x];
     if (q.ngroups == 16) g4emu::fail("more than 16 wgmma groups in flight in one thread");
