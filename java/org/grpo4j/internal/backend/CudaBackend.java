@@ -811,7 +811,11 @@ public final class CudaBackend extends AbstractBackend {
 
     private AttentionDq attentionDq = attentionDqProperty();
 
-    private static AttentionDq attentionDqProperty() {
+    /**
+     * The dQ mode this JVM's properties choose ({@code -Dgrpo4j.attentionDq}, or {@code
+     * -Dgrpo4j.deterministicAttention=false} for ATOMIC; PASS without either): a new backend's default.
+     */
+    public static AttentionDq attentionDqProperty() {
         String v = System.getProperty("grpo4j.attentionDq");
         if (v == null) return "false".equals(System.getProperty("grpo4j.deterministicAttention")) ? AttentionDq.ATOMIC : AttentionDq.PASS;
         try {

@@ -161,6 +161,12 @@ public final class Checkpoints {
         // and one written before reference_sharding held the reference whole on every rank (the same bits either way,
         // but the memory, and so the KV pool and recompute_layers auto, stay as the run had them)
         if (!keys.has("reference_sharding")) c.referenceSharding = "none";
+        // and one written before attention_dq and attention_kernels ran the attention that the CUDA backend's JVM
+        // properties chose, which the documentation asked a run and its resumes to keep: its resume takes them from
+        // this JVM's properties, as before
+        if (!keys.has("attention_dq"))
+            c.attentionDq = org.grpo4j.internal.backend.CudaBackend.attentionDqProperty().name().toLowerCase(java.util.Locale.ROOT);
+        if (!keys.has("attention_kernels")) c.attentionKernels = Boolean.getBoolean("grpo4j.attentionWgmma") ? "wgmma" : "mma";
         return c;
     }
 

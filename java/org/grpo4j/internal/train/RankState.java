@@ -91,24 +91,26 @@ final class RankState implements AutoCloseable {
     }
 
     /**
-     * Notes for a CUDA run whose JVM was given the backend's own attention properties (-Dgrpo4j.attentionDq,
-     * -Dgrpo4j.deterministicAttention, -Dgrpo4j.attentionWgmma, e.g. through GRPO4J_JAVA_OPTS) with other values than
-     * the config's: the trainer runs the config's, which its checkpoints keep for a resume.
+     * Notes for a CUDA run whose backend was set to another attention than its default (by the JVM's properties,
+     * -Dgrpo4j.attentionDq, -Dgrpo4j.deterministicAttention=false, -Dgrpo4j.attentionWgmma=true, e.g. through
+     * GRPO4J_JAVA_OPTS, or by an application's CudaBackend.setAttentionDq / setWgmmaAttention) that the config does not
+     * ask for: the trainer runs the config's attention, which its checkpoints keep for a resume.
      *
-     * @param dqProperty    -Dgrpo4j.attentionDq's value, or null
-     * @param detProperty   -Dgrpo4j.deterministicAttention's value, or null
-     * @param wgmmaProperty -Dgrpo4j.attentionWgmma's value, or null
+     * @param backendDq    the backend's own dQ mode
+     * @param backendWgmma the backend's own choice of the Hopper kernels
      */
-    static java.util.List<String> attentionNotes(GrpoConfig cfg, String dqProperty, String detProperty, String wgmmaProperty) {
+    static java.util.List<String> attentionNotes(GrpoConfig cfg, org.grpo4j.internal.backend.CudaBackend.AttentionDq backendDq, boolean backendWgmma) {
         java.util.List<String> out = new java.util.ArrayList<>();
-        String dq = dqProperty != null ? dqProperty.trim().toLowerCase(java.util.Locale.ROOT) : "false".equals(detProperty) ? "atomic" : null;
-        if (dq != null && !dq.equals(cfg.attentionDq))
-            out.add((dqProperty != null ? "-Dgrpo4j.attentionDq=" + dqProperty : "-Dgrpo4j.deterministicAttention=false")
-                    + " is not what this run uses: the trainer runs its config's attention_dq (" + cfg.attentionDq
-                    + "; --set attention_dq=" + dq + " for that mode)");
-        if (wgmmaProperty != null && Boolean.parseBoolean(wgmmaProperty) != cfg.attentionKernels.equals("wgmma"))
-            out.add("-Dgrpo4j.attentionWgmma=" + wgmmaProperty + " is not what this run uses: the trainer runs its config's attention_kernels ("
-                    + cfg.attentionKernels + "; --set attention_kernels=" + (Boolean.parseBoolean(wgmmaProperty) ? "wgmma" : "mma") + " for those)");
+        String dq = backendDq.name().toLowerCase(java.util.Locale.ROOT);
+        String resume = " on a resume with --allow-changes)";
+        if (backendDq != org.grpo4j.internal.backend.CudaBackend.AttentionDq.PASS && !dq.equals(cfg.attentionDq))
+            out.add("the CUDA backend was set to attention dQ mode " + dq + " (-Dgrpo4j.attentionDq or CudaBackend.setAttentionDq), which this run"
+                    + " does not use: the trainer runs its config's attention_dq (" + cfg.attentionDq + "; --set attention_dq=" + dq + " for that mode,"
+                    + resume);
+        if (backendWgmma && !cfg.attentionKernels.equals("wgmma"))
+            out.add("the CUDA backend was set to the Hopper attention kernels (-Dgrpo4j.attentionWgmma or CudaBackend.setWgmmaAttention), which this"
+                    + " run does not use: the trainer runs its config's attention_kernels (" + cfg.attentionKernels
+                    + "; --set attention_kernels=wgmma for those," + resume);
         return out;
     }
 

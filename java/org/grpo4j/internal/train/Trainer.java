@@ -316,10 +316,8 @@ public final class Trainer implements AutoCloseable {
                             + " are free under " + out + (ck != null ? " (counting those already there again)" : "") + ": set keep_last_n_checkpoints"
                             + " (1 keeps what a resume needs), a larger save_freq, or another output directory");
                 for (String note : LrSchedule.notes(cfg)) log.println("grpo4j: note: " + note);
-                if (r0.be instanceof org.grpo4j.internal.backend.CudaBackend)
-                    for (String note : RankState.attentionNotes(cfg, System.getProperty("grpo4j.attentionDq"),
-                            System.getProperty("grpo4j.deterministicAttention"), System.getProperty("grpo4j.attentionWgmma")))
-                        log.println("grpo4j: note: " + note);
+                if (r0.be instanceof org.grpo4j.internal.backend.CudaBackend cb)
+                    for (String note : RankState.attentionNotes(cfg, cb.attentionDq(), cb.wgmmaAttention())) log.println("grpo4j: note: " + note);
             }
             if (ck != null) restore(ck, saved);
         } catch (IOException | RuntimeException | Error e) {

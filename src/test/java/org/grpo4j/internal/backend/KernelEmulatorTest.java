@@ -36,6 +36,7 @@ class KernelEmulatorTest {
     /** The emulator runs of the tests below, each a tools/kernel-emu process: the arguments, and their results. */
     private static final List<List<String>> RUNS = new ArrayList<>();
     private static final Map<List<String>, Future<Run>> RESULTS = new HashMap<>();
+    private static final Map<String, String> BUILD_FAILED = new HashMap<>();  // a build's sanitizer flag -> its log
     private static ExecutorService pool;
 
     /**
@@ -54,32 +55,61 @@ class KernelEmulatorTest {
         RUNS.add(List.of("--profile", "shapes-attention"));
         RUNS.add(List.of("--profile", "shapes"));
         RUNS.add(List.of("--profile", "profile", "fwd_bwd_tensor_core_d64"));
+        Assumptions.assumeTrue(onPath("g++"), "kernel-emu cannot build here: no g++ on the PATH");
+        List<String> sans = List.of("", "--race", "--profile");  // AddressSanitizer (the default), ThreadSanitizer, profile
         List<Process> builds = new ArrayList<>();
         List<Path> logs = new ArrayList<>();
-        for (String san : List.of("", "--race", "--profile")) {  // AddressSanitizer (the default), ThreadSanitizer, profile
-            List<String> cmd = new ArrayList<>(List.of("bash", ROOT.resolve("tools/kernel-emu").toString(), "--build-only"));
-            if (!san.isEmpty()) cmd.add(san);
-            Path log = Files.createTempFile("kernel-emu-build", ".log");
-            logs.add(log);
-            builds.add(new ProcessBuilder(cmd).directory(ROOT.toFile()).redirectErrorStream(true).redirectOutput(log.toFile()).start());
-        }
-        for (int i = 0; i < builds.size(); i++) {
-            Process p = builds.get(i);
-            if (!p.waitFor(20, TimeUnit.MINUTES)) p.destroyForcibly();
-            String out = Files.readString(logs.get(i), StandardCharsets.UTF_8);
-            Files.deleteIfExists(logs.get(i));
-            if (p.isAlive() || p.exitValue() == 2 && (out.contains("no CUDA headers") || out.contains("g++")))
-                Assumptions.abort("kernel-emu cannot build here: " + out.strip());
-            // (a failed build is each run's own failure below: make runs again there and says why)
+        try {
+            for (String san : sans) {
+                List<String> cmd = new ArrayList<>(List.of("bash", ROOT.resolve("tools/kernel-emu").toString(), "--build-only"));
+                if (!san.isEmpty()) cmd.add(san);
+                Path log = Files.createTempFile("kernel-emu-build", ".log");
+                logs.add(log);
+                builds.add(new ProcessBuilder(cmd).directory(ROOT.toFile()).redirectErrorStream(true).redirectOutput(log.toFile()).start());
+            }
+            long deadline = System.nanoTime() + TimeUnit.MINUTES.toNanos(20);
+            for (int i = 0; i < builds.size(); i++) {
+                Process p = builds.get(i);
+                if (!p.waitFor(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS))
+                    throw new AssertionError("tools/kernel-emu --build-only " + sans.get(i) + " did not finish in 20 minutes");
+                String out = Files.readString(logs.get(i), StandardCharsets.UTF_8);
+                if (p.exitValue() == 2 && out.contains("kernel-emu: no CUDA headers")) Assumptions.abort(out.strip());
+                if (p.exitValue() != 0) BUILD_FAILED.put(sans.get(i), out);  // each of its runs' tests fails with this log
+            }
+        } finally {
+            for (Process p : builds) kill(p);
+            for (Path log : logs) Files.deleteIfExists(log);
         }
         pool = Executors.newFixedThreadPool(Math.max(1, Runtime.getRuntime().availableProcessors()));
-        for (List<String> args : RUNS) RESULTS.put(args, pool.submit(() -> run(args)));
+        for (List<String> args : RUNS)
+            if (!BUILD_FAILED.containsKey(sanitizer(args))) RESULTS.put(args, pool.submit(() -> run(args)));
         pool.shutdown();
     }
 
     @AfterAll
-    static void stopRuns() {
-        if (pool != null) pool.shutdownNow();
+    static void stopRuns() throws InterruptedException {
+        if (pool == null) return;
+        pool.shutdownNow();  // (a run interrupted kills its process: one test selected alone leaves no emulator running)
+        pool.awaitTermination(1, TimeUnit.MINUTES);
+    }
+
+    /** The sanitizer flag of a run's arguments, as the builds are keyed. */
+    private static String sanitizer(List<String> args) {
+        return args.contains("--race") ? "--race" : args.contains("--profile") ? "--profile" : "";
+    }
+
+    private static boolean onPath(String exe) {
+        for (String dir : System.getenv().getOrDefault("PATH", "").split(java.io.File.pathSeparator))
+            if (!dir.isEmpty() && Files.isExecutable(Path.of(dir, exe))) return true;
+        return false;
+    }
+
+    /** Kills a process and what it started (make's compilers; a build or run stopped half way leaves nothing running). */
+    private static void kill(Process p) throws InterruptedException {
+        if (!p.isAlive()) return;
+        p.descendants().forEach(ProcessHandle::destroyForcibly);
+        p.destroyForcibly();
+        p.waitFor(30, TimeUnit.SECONDS);
     }
 
     /** Families (or cases) that the race check runs: the kernels with shared-memory tiles, scans and barriers. */
@@ -198,6 +228,10 @@ class KernelEmulatorTest {
 
     /** The result of a run that {@link #buildAndStartEveryRun} started. */
     private static Run result(List<String> args) throws Exception {
+        String build = BUILD_FAILED.get(sanitizer(args));
+        if (build != null)
+            throw new AssertionError("tools/kernel-emu --build-only " + sanitizer(args) + " failed:\n"
+                    + (build.length() > 6000 ? build.substring(build.length() - 6000) : build));
         Future<Run> f = RESULTS.get(args);
         assertTrue(f != null, "no run was started for " + args);
         try {
@@ -215,13 +249,12 @@ class KernelEmulatorTest {
         Path log = Files.createTempFile("kernel-emu", ".log");
         try {
             Process p = new ProcessBuilder(cmd).directory(ROOT.toFile()).redirectErrorStream(true).redirectOutput(log.toFile()).start();
-            if (!p.waitFor(20, TimeUnit.MINUTES)) {
-                p.destroyForcibly();
-                throw new AssertionError("tools/kernel-emu " + args + " did not finish in 20 minutes");
+            try {
+                if (!p.waitFor(20, TimeUnit.MINUTES)) throw new AssertionError("tools/kernel-emu " + args + " did not finish in 20 minutes");
+            } finally {
+                kill(p);
             }
             String out = Files.readString(log, StandardCharsets.UTF_8);
-            if (p.exitValue() == 2 && (out.contains("no CUDA headers") || out.contains("g++")))
-                Assumptions.abort("kernel-emu cannot build here: " + out.strip());
             Matcher m = Pattern.compile("kernel-emu: (\\d+) cases, (\\d+) failed").matcher(out);
             int cases = -1, failed = -1;
             while (m.find()) {
