@@ -348,9 +348,10 @@ __global__ void __launch_bounds__(NT, 2) fwd_kernel(FwdArgs a) {
 // its producer warpgroup: 2 warpgroups of 4 warps, each 64 query rows; key tiles of 128; S = Q K_j^T as 8 (head dim
 // 128) or 4 (64) wgmma m64n128k16 with both operands in shared memory, O += P V_j as 8 wgmma m64nDk16 with P from
 // registers (S's accumulators rounded to bf16, as in fwd_kernel) and V in shared memory (MN-major). Tiles in
-// wgmma.cuh's 128-byte-swizzled layout; K/V double-buffered (Q 32 + 2 x 64 KiB at head dim 128: one block an SM),
-// tile j + 1 copied by every thread (cp.async) while tile j is used; one barrier a tile. The two warpgroups drift
-// apart within a tile (one's softmax under the other's wgmma). Each row's arithmetic is FlashAttention-2's online
+// wgmma.cuh's 128-byte-swizzled layout; two K and two V buffers (Q 32 + 2 x 64 KiB at head dim 128: one block an
+// SM), copied by every thread (cp.async) K two tiles ahead of the products and V one; one barrier a tile.
+// FlashAttention-3's intra-warpgroup overlap: S_{j+1} is issued before P_j V_j and its softmax runs while that
+// product is in flight; and the two warpgroups drift apart within a tile (one's softmax under the other's wgmma). Each row's arithmetic is FlashAttention-2's online
 // softmax in base 2 (attention.cuh's helpers) over 128-key tiles where fwd_kernel takes 64, so the output is not
 // fwd_kernel's bits; its accuracy is the same bound (docs/ops.md). Compiled into the sm_90a image only (elsewhere the
 // kernel is empty and never launched: g4_attention takes it only on a compute capability 9.0 device, when asked).
@@ -405,9 +406,11 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
     const auto kv_off = [&](int j) { return ((long long) (start + j * WG_BN) * a.hkv + g) * D; };
     // key tile t.tile is the block's diagonal (masked above it); tiles past the sequence's end are not visited
     const int ntiles = min(t.tile + 1, g4::tiles_of(len, WG_BN));
+    const long long ks = (long long) a.hkv * D;
     load_tile_wg<FWD_BM, D>(sQ, a.q + ((long long) (start + row0) * a.hq + h) * D, (long long) a.hq * D, len - row0);
-    load_tile_wg<WG_BN, D>(sK(0), a.k + kv_off(0), (long long) a.hkv * D, len);
-    load_tile_wg<WG_BN, D>(sK(0) + KV, a.v + kv_off(0), (long long) a.hkv * D, len);
+    load_tile_wg<WG_BN, D>(sK(0), a.k + kv_off(0), ks, len);
+    load_tile_wg<WG_BN, D>(sK(0) + KV, a.v + kv_off(0), ks, len);
+    if (ntiles > 1) load_tile_wg<WG_BN, D>(sK(1), a.k + kv_off(1), ks, len - WG_BN);
     g4::cp_async_commit();
 
     const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
@@ -417,20 +420,12 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
 #pragma unroll
     for (int i = 0; i < 4 * ND; i++) o[i] = 0.f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    unsigned pa[WG_BN / 16][4];  // P_j (the warp's 16 rows x 16 keys a k-step) as the A operand of O += P_j V_j
 
-    for (int j = 0; j < ntiles; j++) {
-        g4::cp_async_wait<0>();
-        g4::fence_proxy_async();  // this thread's copies of tile j, before the wgmma (async proxy) reads them
-        __syncthreads();          // everyone's copies in; everyone done with tile j - 1's buffers
-        if (j + 1 < ntiles) {
-            const unsigned nb = sK((j + 1) & 1);
-            load_tile_wg<WG_BN, D>(nb, a.k + kv_off(j + 1), (long long) a.hkv * D, len - (j + 1) * WG_BN);
-            load_tile_wg<WG_BN, D>(nb + KV, a.v + kv_off(j + 1), (long long) a.hkv * D, len - (j + 1) * WG_BN);
-            g4::cp_async_commit();
-        }
-        if (!active) continue;
-        const unsigned kb = sK(j & 1), vb = kb + KV;
-        // S = Q K_j^T: k-step kk reads Q's and K's columns 16 kk .. (column block kk / 4, 32 bytes a step within it)
+    // S = Q K_j^T into s, issued and committed (not waited): k-step kk reads Q's and K's columns 16 kk .. (column
+    // block kk / 4, 32 bytes a step within it)
+    const auto issue_s = [&](int j) {
+        const unsigned kb = sK(j & 1);
         g4::fence_regs(s);
         g4::wgmma_fence();
 #pragma unroll
@@ -440,8 +435,11 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
             g4::wgmma_ss_n128(s, g4::wg_desc(qa, 16, 1024), g4::wg_desc(ka, 16, 1024), kk > 0);
         }
         g4::wgmma_commit();
-        g4::wgmma_wait<0>();
-        g4::fence_regs(s);
+    };
+    // The online softmax of S_j (in s, retired): the diagonal's mask, the new row maxima m, alpha = 2^(m_old - m) (l
+    // scaled by it here; o by the caller, once O += P_{j-1} V_{j-1} has retired), P_j's weights in place in s and
+    // their sums added to l, in fwd_kernel's order.
+    const auto softmax = [&](int j, float (&alpha)[2]) {
         if (j == t.tile) {  // the diagonal: key (tile column) > row (block row) is masked
             const int r = wg * 64 + warp * 16 + gid;
 #pragma unroll
@@ -459,7 +457,6 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
             mx[0] = fmaxf(mx[0], fmaxf(s[4 * nb], s[4 * nb + 1]));
             mx[1] = fmaxf(mx[1], fmaxf(s[4 * nb + 2], s[4 * nb + 3]));
         }
-        float alpha[2];
 #pragma unroll
         for (int i = 0; i < 2; i++) {
             const float mn = fmaxf(m[i], g4::quad_max(mx[i]) * a.c);
@@ -468,35 +465,78 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
             l[i] *= alpha[i];
         }
 #pragma unroll
+        for (int nb = 0; nb < NS; nb++) {
+            s[4 * nb] = g4::softmax_weight(s[4 * nb], a.c, m[0]);
+            s[4 * nb + 1] = g4::softmax_weight(s[4 * nb + 1], a.c, m[0]);
+            s[4 * nb + 2] = g4::softmax_weight(s[4 * nb + 2], a.c, m[1]);
+            s[4 * nb + 3] = g4::softmax_weight(s[4 * nb + 3], a.c, m[1]);
+            l[0] += s[4 * nb];
+            l[0] += s[4 * nb + 1];
+            l[1] += s[4 * nb + 2];
+            l[1] += s[4 * nb + 3];
+        }
+    };
+    // o *= alpha (after O += P_{j-1} V_{j-1} retired), then P_j rounded to bf16 into pa (its wgmma retired too)
+    const auto rescale_and_pack = [&](const float (&alpha)[2]) {
+#pragma unroll
         for (int i = 0; i < ND; i++) {
             o[4 * i] *= alpha[0];
             o[4 * i + 1] *= alpha[0];
             o[4 * i + 2] *= alpha[1];
             o[4 * i + 3] *= alpha[1];
         }
-        unsigned pa[WG_BN / 16][4];  // P (the warp's 16 rows x 16 keys a k-step) as the A operand of O += P V
 #pragma unroll
         for (int kk = 0; kk < WG_BN / 16; kk++) {
-            float w[2][4];
-#pragma unroll
-            for (int hb = 0; hb < 2; hb++) {
-                const int nb = 2 * kk + hb;
-                w[hb][0] = g4::softmax_weight(s[4 * nb], a.c, m[0]);
-                w[hb][1] = g4::softmax_weight(s[4 * nb + 1], a.c, m[0]);
-                w[hb][2] = g4::softmax_weight(s[4 * nb + 2], a.c, m[1]);
-                w[hb][3] = g4::softmax_weight(s[4 * nb + 3], a.c, m[1]);
-                l[0] += w[hb][0];
-                l[0] += w[hb][1];
-                l[1] += w[hb][2];
-                l[1] += w[hb][3];
-            }
-            g4::c_to_a(pa[kk], w[0], w[1]);
+            const float w0[4] = {s[8 * kk], s[8 * kk + 1], s[8 * kk + 2], s[8 * kk + 3]};
+            const float w1[4] = {s[8 * kk + 4], s[8 * kk + 5], s[8 * kk + 6], s[8 * kk + 7]};
+            g4::c_to_a(pa[kk], w0, w1);
         }
-        // O += P V_j: k-step kk reads V's rows 16 kk .. (two 8-row groups of 1024 bytes), both column blocks (LBO)
-        g4::wg_acc_rs<D, WG_BN / 16>(o, pa, vb, WG_BN * 128);
-        g4::wgmma_commit();
+    };
+
+    // FlashAttention-3's intra-warpgroup overlap: S_{j+1} = Q K_{j+1}^T is issued before O += P_j V_j, and its softmax
+    // runs while that product is in flight. K runs two tiles ahead of the products, V one: a tile's copies (K_{j+2}
+    // into K_j's buffer, V_{j+1} into V_{j-1}'s) are issued after the barrier that follows both warpgroups' waits on
+    // the wgmmas that read those buffers. Every element sees fwd_kernel's operations in its order: the same bits as
+    // one tile at a time.
+    g4::cp_async_wait<0>();
+    g4::fence_proxy_async();  // this thread's copies of Q, K_0, V_0, K_1, before the wgmma (async proxy) reads them
+    __syncthreads();
+    if (active) {  // S_0 and its softmax (the loop's first barrier then keeps K_0's buffer until both have read it)
+        float alpha[2];
+        issue_s(0);
         g4::wgmma_wait<0>();
-        g4::fence_regs(o);
+        g4::fence_regs(s);
+        softmax(0, alpha);
+        rescale_and_pack(alpha);
+    }
+    for (int j = 0; j < ntiles; j++) {
+        g4::cp_async_wait<0>();
+        g4::fence_proxy_async();  // this thread's copies of K_{j+1} and V_j, before the wgmma reads them
+        __syncthreads();          // everyone's copies in; both warpgroups' S_j (and P_{j-1} V_{j-1}) retired
+        if (j + 2 < ntiles) load_tile_wg<WG_BN, D>(sK(j & 1), a.k + kv_off(j + 2), ks, len - (j + 2) * WG_BN);
+        if (j + 1 < ntiles) load_tile_wg<WG_BN, D>(sK((j + 1) & 1) + KV, a.v + kv_off(j + 1), ks, len - (j + 1) * WG_BN);
+        if (j + 1 < ntiles) g4::cp_async_commit();
+        if (!active) continue;
+        // O += P_j V_j: k-step kk reads V's rows 16 kk .. (two 8-row groups of 1024 bytes), both column blocks (LBO).
+        // (Each branch holds whole wgmma batches, fence to wait: a batch across a branch is serialized by ptxas.)
+        if (j + 1 < ntiles) {
+            g4::fence_regs(o);
+            issue_s(j + 1);  // (its wgmma.fence covers the product's registers too)
+            g4::wg_acc_rs<D, WG_BN / 16, false>(o, pa, sK(j & 1) + KV, WG_BN * 128);
+            g4::wgmma_commit();
+            float alpha[2];
+            g4::wgmma_wait<1>();  // S_{j+1} in (P_j V_j may still run)
+            g4::fence_regs(s);
+            softmax(j + 1, alpha);
+            g4::wgmma_wait<0>();
+            g4::fence_regs(o);
+            rescale_and_pack(alpha);
+        } else {
+            g4::wg_acc_rs<D, WG_BN / 16>(o, pa, sK(j & 1) + KV, WG_BN * 128);
+            g4::wgmma_commit();
+            g4::wgmma_wait<0>();
+            g4::fence_regs(o);
+        }
     }
 
     // epilogue: out = o / l staged in the warpgroup's own rows of the Q tile (only it read them), then 16-byte stores

@@ -171,11 +171,13 @@ __device__ __forceinline__ void wg_two_abt(float (&x)[32], float (&y)[32], unsig
 // d (64 x D) += sum over KS k-steps kk of A_kk B_kk: A_kk a[kk] (register fragments of the warp's 16 rows x 16 k),
 // B_kk the rows 16 kk .. of a [rows][D] tile at b read MN-major (2048 bytes a k-step; lbo = rows x 128, the next 64
 // columns). Fenced, not committed: the caller commits (and waits) with whatever else goes in the group.
-template <int D, int KS>
+template <int D, int KS, bool FENCE = true>
 __device__ __forceinline__ void wg_acc_rs(float (&d)[D / 2], const unsigned (&a)[KS][4], unsigned b, unsigned lbo) {
     static_assert(D == 64 || D == 128, "head dims 64 and 128");
-    fence_regs(d);
-    wgmma_fence();
+    if constexpr (FENCE) {
+        fence_regs(d);
+        wgmma_fence();
+    }
 #pragma unroll
     for (int kk = 0; kk < KS; kk++) {
         const unsigned long long bd = wg_desc(b + kk * 2048, lbo, 1024);

@@ -18,6 +18,7 @@
 namespace g4emu {
 long long stat_blocks();   // blocks emulated so far (emu.cpp)
 void set_block_order(const char* spec);  // forward, reverse or a seed: the next launches' block order (emu.cpp)
+void set_proxy_check(bool on);  // the fence.proxy.async check (emu.cpp async_view; on by default): off for a big case
 long long launches(const char* prefix);  // launches so far of kernels whose source name starts with prefix (emu.cpp)
 long long stat_threads();  // threads emulated so far
 }  // namespace g4emu
