@@ -410,8 +410,11 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
     load_tile_wg<FWD_BM, D>(sQ, a.q + ((long long) (start + row0) * a.hq + h) * D, (long long) a.hq * D, len - row0);
     load_tile_wg<WG_BN, D>(sK(0), a.k + kv_off(0), ks, len);
     load_tile_wg<WG_BN, D>(sK(0) + KV, a.v + kv_off(0), ks, len);
-    if (ntiles > 1) load_tile_wg<WG_BN, D>(sK(1), a.k + kv_off(1), ks, len - WG_BN);
     g4::cp_async_commit();
+    if (ntiles > 1) {  // its own group: S_0 need not wait for it
+        load_tile_wg<WG_BN, D>(sK(1), a.k + kv_off(1), ks, len - WG_BN);
+        g4::cp_async_commit();
+    }
 
     const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
     // the warpgroup's 64 rows wholly past the sequence's end: it only copies (a warpgroup-uniform choice, as wgmma needs)
@@ -498,8 +501,9 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
     // into K_j's buffer, V_{j+1} into V_{j-1}'s) are issued after the barrier that follows both warpgroups' waits on
     // the wgmmas that read those buffers. Every element sees fwd_kernel's operations in its order: the same bits as
     // one tile at a time.
-    g4::cp_async_wait<0>();
-    g4::fence_proxy_async();  // this thread's copies of Q, K_0, V_0, K_1, before the wgmma (async proxy) reads them
+    if (ntiles > 1) g4::cp_async_wait<1>();
+    else g4::cp_async_wait<0>();
+    g4::fence_proxy_async();  // this thread's copies of Q, K_0, V_0, before the wgmma (async proxy) reads them
     __syncthreads();
     if (active) {  // S_0 and its softmax (the loop's first barrier then keeps K_0's buffer until both have read it)
         float alpha[2];
@@ -511,7 +515,7 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
     }
     for (int j = 0; j < ntiles; j++) {
         g4::cp_async_wait<0>();
-        g4::fence_proxy_async();  // this thread's copies of K_{j+1} and V_j, before the wgmma reads them
+        g4::fence_proxy_async();  // this thread's copies of K_{j+1} (and V_j), before the wgmma reads them
         __syncthreads();          // everyone's copies in; both warpgroups' S_j (and P_{j-1} V_{j-1}) retired
         if (j + 2 < ntiles) load_tile_wg<WG_BN, D>(sK(j & 1), a.k + kv_off(j + 2), ks, len - (j + 2) * WG_BN);
         if (j + 1 < ntiles) load_tile_wg<WG_BN, D>(sK((j + 1) & 1) + KV, a.v + kv_off(j + 1), ks, len - (j + 1) * WG_BN);
@@ -521,6 +525,8 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
         // (Each branch holds whole wgmma batches, fence to wait: a batch across a branch is serialized by ptxas.)
         if (j + 1 < ntiles) {
             g4::fence_regs(o);
+#pragma unroll
+            for (int kk = 0; kk < WG_BN / 16; kk++) g4::fence_regs(pa[kk]);  // P_j, packed: this batch's A operand
             issue_s(j + 1);  // (its wgmma.fence covers the product's registers too)
             g4::wg_acc_rs<D, WG_BN / 16, false>(o, pa, sK(j & 1) + KV, WG_BN * 128);
             g4::wgmma_commit();
@@ -530,6 +536,8 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
             softmax(j + 1, alpha);
             g4::wgmma_wait<0>();
             g4::fence_regs(o);
+#pragma unroll
+            for (int kk = 0; kk < WG_BN / 16; kk++) g4::fence_regs(pa[kk]);  // P_j V_j retired: P_{j+1} may take pa
             rescale_and_pack(alpha);
         } else {
             g4::wg_acc_rs<D, WG_BN / 16>(o, pa, sK(j & 1) + KV, WG_BN * 128);

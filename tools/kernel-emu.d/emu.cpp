@@ -365,8 +365,9 @@ float wg_load(unsigned a) {
 // threads' writes). Here the view is the block's shared memory as it was at the last fence.proxy.async of any of its
 // threads (at the block's start: all 0xff, as the arena), and a wgmma whose operand bytes differ from the view at its
 // issue fails: they were written after the last fence. Coarse (a fence by any thread counts for every thread's
-// writes; the barrier's part is --race's), but a missing or misplaced fence, the bug a GPU shows as stale operands
-// now and then, fails every time. The copy is outside the sanitizers' instrumentation (this file, in --race).
+// writes; the barrier's part is --race's): a missing fence, or one before the cp.async wait, fails every time; a
+// fence after the barrier that should follow it passes here (the first thread past the barrier snapshots every
+// thread's writes), as does a fence by some threads only, when one of them runs after the writers. The copy is outside the sanitizers' instrumentation (this file, in --race).
 alignas(128) unsigned char async_view[ARENA];
 long long view_block = -1;
 // (a snapshot a fence, every thread's: a case of many blocks turns it off, set_proxy_check). Off under --race, whose
