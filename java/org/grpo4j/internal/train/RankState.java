@@ -104,7 +104,8 @@ final class RankState implements AutoCloseable {
         String dq = backendDq.name().toLowerCase(java.util.Locale.ROOT);
         String resume = " on a resume with --allow-changes)";
         if (backendDq != org.grpo4j.internal.backend.CudaBackend.AttentionDq.PASS && !dq.equals(cfg.attentionDq))
-            out.add("the CUDA backend was set to attention dQ mode " + dq + " (-Dgrpo4j.attentionDq or CudaBackend.setAttentionDq), which this run"
+            out.add("the CUDA backend was set to attention dQ mode " + dq + " (-Dgrpo4j.attentionDq, -Dgrpo4j.deterministicAttention=false or"
+                    + " CudaBackend.setAttentionDq), which this run"
                     + " does not use: the trainer runs its config's attention_dq (" + cfg.attentionDq + "; --set attention_dq=" + dq + " for that mode,"
                     + resume);
         if (backendWgmma && !cfg.attentionKernels.equals("wgmma"))
