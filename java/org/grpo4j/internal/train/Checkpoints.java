@@ -171,6 +171,26 @@ public final class Checkpoints {
     }
 
     /**
+     * Notes for a resume of checkpoint {@code ck} whose config was written before attention_dq and attention_kernels
+     * existed: the values the resume runs ({@code cfg}: {@link #savedConfig} took them from this JVM's properties, or
+     * --set named them), so that a resume whose JVM was not given the original run's properties says what it runs.
+     * Empty when the config has both keys (or cannot be read: savedConfig reports that).
+     */
+    static java.util.List<String> attentionFromProperties(Path ck, GrpoConfig cfg) {
+        try {
+            com.fasterxml.jackson.databind.JsonNode keys = new com.fasterxml.jackson.databind.ObjectMapper()
+                    .readTree(Files.readString(ck.resolve("config.json"), StandardCharsets.UTF_8));
+            if (keys.has("attention_dq") && keys.has("attention_kernels")) return java.util.List.of();
+        } catch (IOException | RuntimeException e) {
+            return java.util.List.of();
+        }
+        return java.util.List.of(ck.resolve("config.json") + " was written before attention_dq and attention_kernels existed: this resume runs"
+                + " attention_dq " + cfg.attentionDq + ", attention_kernels " + cfg.attentionKernels + " (this JVM's -Dgrpo4j.attentionDq /"
+                + " -Dgrpo4j.attentionWgmma chose them, unless --set did: the original run's for an exact resume; its checkpoints record them"
+                + " from here on)");
+    }
+
+    /**
      * What a run's checkpoints take on disk: each about {@link #BYTES_PER_PARAMETER} bytes a parameter (the fp32
      * weights, and AdamW's two fp32 moments over the ranks' slices), {@code written} of them over the run (step_0,
      * every save_freq steps, the last step), at most {@code kept} on disk at once (with keep_last_n_checkpoints K: step_0,

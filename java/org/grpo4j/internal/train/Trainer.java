@@ -206,6 +206,7 @@ public final class Trainer implements AutoCloseable {
         if (!changes.isEmpty() && log != null)
             log.printf("grpo4j: resuming at step %d with %s%n", saved.trainingStep(), String.join(", ", changes.stream().map(ch -> ch.describe()
                     + (ch.kind() == ResumeChanges.Kind.WHAT ? ": changes what the run trains from here on" : "")).toList()));
+        if (ck != null && log != null) for (String n : Checkpoints.attentionFromProperties(ck, cfg)) log.println("grpo4j: note: " + n);
         if (savedWorld != cfg.worldSize && log != null)
             log.printf("grpo4j: resharding the run from %d to %d ranks: local_rollout_batch_size %d, local_mini_batch_size %d a rank (the same global"
                     + " batch); the optimizer state resharded%n", savedWorld, cfg.worldSize, cfg.localRolloutBatchSize, cfg.localMiniBatchSize);

@@ -74,6 +74,10 @@ class AttentionConfigTest {
             Files.writeString(without.resolve("config.json"), json.toString());
             GrpoConfig old = Checkpoints.savedConfig(without);
             assertEquals(List.of("pass", "mma"), List.of(old.attentionDq, old.attentionKernels), "no properties: what the backend ran by default");
+            List<String> note = Checkpoints.attentionFromProperties(without, old);
+            assertEquals(1, note.size(), "a resume of a checkpoint without the keys says what it runs");
+            assertTrue(note.get(0).contains("written before attention_dq and attention_kernels existed: this resume runs attention_dq pass,"
+                    + " attention_kernels mma"), note.get(0));
             System.setProperty("grpo4j.attentionDq", "Fixed");
             System.setProperty("grpo4j.attentionWgmma", "true");
             old = Checkpoints.savedConfig(without);
@@ -83,6 +87,7 @@ class AttentionConfigTest {
             assertEquals("atomic", Checkpoints.savedConfig(without).attentionDq);
             GrpoConfig saved = Checkpoints.savedConfig(with);
             assertEquals(List.of("atomic", "wgmma"), List.of(saved.attentionDq, saved.attentionKernels), "recorded: kept");
+            assertEquals(List.of(), Checkpoints.attentionFromProperties(with, saved), "recorded: nothing to say");
             System.setProperty("grpo4j.attentionDq", "pass");
             System.setProperty("grpo4j.attentionWgmma", "false");
             saved = Checkpoints.savedConfig(with);
