@@ -351,10 +351,11 @@ __global__ void __launch_bounds__(NT, 2) fwd_kernel(FwdArgs a) {
 // wgmma.cuh's 128-byte-swizzled layout; two K and two V buffers (Q 32 + 2 x 64 KiB at head dim 128: one block an
 // SM), copied by every thread (cp.async) K two tiles ahead of the products and V one; one barrier a tile.
 // FlashAttention-3's intra-warpgroup overlap: S_{j+1} is issued before P_j V_j and its softmax runs while that
-// product is in flight; and the two warpgroups drift apart within a tile (one's softmax under the other's wgmma). Each row's arithmetic is FlashAttention-2's online
-// softmax in base 2 (attention.cuh's helpers) over 128-key tiles where fwd_kernel takes 64, so the output is not
-// fwd_kernel's bits; its accuracy is the same bound (docs/ops.md). Compiled into the sm_90a image only (elsewhere the
-// kernel is empty and never launched: g4_attention takes it only on a compute capability 9.0 device, when asked).
+// product is in flight; and the two warpgroups drift apart within a tile (one's softmax under the other's wgmma).
+// Each row's arithmetic is FlashAttention-2's online softmax in base 2 (attention.cuh's helpers) over 128-key tiles
+// where fwd_kernel takes 64, so the output is not fwd_kernel's bits; its accuracy is the same bound (docs/ops.md).
+// Compiled into the sm_90a image only (elsewhere the kernel is empty and never launched: g4_attention takes it only
+// on a compute capability 9.0 device, when asked).
 constexpr int WG_NT = 256;  // two warpgroups
 constexpr int WG_BN = 128;  // keys per tile
 
