@@ -360,6 +360,18 @@ float wg_load(unsigned a) {
     return f;
 }
 
+// The shared operand elements one warp's wgmma reads, as f(address, operand, x, y): A's rows 16 wq .. 16 wq + 15 (of
+// the warpgroup's 64) x 16 k when A is in shared memory (element (row, k)), then B's 16 k x n (element (k, column)).
+template <class F>
+void wg_operands(unsigned long long da, bool a_smem, bool tnsp_a, unsigned long long db, bool tnsp_b, int n, int wq, F f) {
+    if (a_smem)
+        for (int r = 0; r < 16; r++)
+            for (int k = 0; k < 16; k++)
+                f(tnsp_a ? wg_addr(da, true, k, wq * 16 + r) : wg_addr(da, false, wq * 16 + r, k), 'A', r, k);
+    for (int k = 0; k < 16; k++)
+        for (int j = 0; j < n; j++) f(tnsp_b ? wg_addr(db, true, k, j) : wg_addr(db, false, j, k), 'B', k, j);
+}
+
 // The async proxy's view of shared memory. A wgmma reads its shared operands through the async proxy, which sees a
 // generic-proxy write (a store, a cp.async that landed) only after a fence.proxy.async (then a barrier for other
 // threads' writes). Here the view is the block's shared memory as it was at the last fence.proxy.async of any of its
@@ -367,7 +379,7 @@ float wg_load(unsigned a) {
 // issue fails: they were written after the last fence. Coarse (a fence by any thread counts for every thread's
 // writes; the barrier's part is --race's): a missing fence, or one before the cp.async wait, fails every time; a
 // fence after the barrier that should follow it passes here (the first thread past the barrier snapshots every
-// thread's writes), as does a fence by some threads only, when one of them runs after the writers. The copy is outside the sanitizers' instrumentation (this file, in --race).
+// thread's writes), as does a fence by some threads only, when one of them runs after the writers.
 alignas(128) unsigned char async_view[ARENA];
 long long view_block = -1;
 // (a snapshot a fence, every thread's: a case of many blocks turns it off, set_proxy_check). Off under --race, whose
@@ -408,12 +420,8 @@ void wgmma(int w, Fiber** lane) {
             }
         }
     }
-    if (!a_regs)
-        for (int r = 0; r < 16; r++)
-            for (int k = 0; k < 16; k++)
-                A[r][k] = tnsp_a ? wg_load(wg_addr(in0[1], true, k, (w % 4) * 16 + r)) : wg_load(wg_addr(in0[1], false, (w % 4) * 16 + r, k));
-    for (int k = 0; k < 16; k++)
-        for (int j = 0; j < n; j++) B[k][j] = tnsp_b ? wg_load(wg_addr(in0[2], true, k, j)) : wg_load(wg_addr(in0[2], false, j, k));
+    wg_operands(in0[1], !a_regs, tnsp_a, in0[2], tnsp_b, n, w % 4,
+                [&](unsigned a, char op, int x, int y) { (op == 'A' ? A[x][y] : B[x][y]) = wg_load(a); });
     // D fragment: per 8 columns the mma.m16n8 C layout; register 4 c + e: row gid + 8 (e >> 1), column 8 c + 2 tig + (e & 1)
     for (int l = 0; l < 32; l++) {
         float* d = reinterpret_cast<float*>(lane[l]->slot.in[0]);
@@ -710,18 +718,12 @@ void proxy_fence() {
 void wg_check_fenced(unsigned long long da, bool a_smem, bool tnsp_a, unsigned long long db, bool tnsp_b, int n, int wq) {
     if (!proxy_check) return;
     view_for_block();
-    const auto check = [&](unsigned a, const char* what, int x, int y) {
-        const volatile unsigned char* now = shared_range(a, 2, "wgmma operand");
-        if (now[0] != async_view[a] || now[1] != async_view[a + 1])
-            fail("wgmma reads shared byte %u (operand %s, element %d, %d) that a generic-proxy write (a store or a landed "
-                 "cp.async) changed after the last fence.proxy.async: the async proxy may read the old value", a, what, x, y);
-    };
-    if (a_smem)
-        for (int r = 0; r < 16; r++)
-            for (int k = 0; k < 16; k++)
-                check(tnsp_a ? wg_addr(da, true, k, wq * 16 + r) : wg_addr(da, false, wq * 16 + r, k), "A", wq * 16 + r, k);
-    for (int k = 0; k < 16; k++)
-        for (int j = 0; j < n; j++) check(tnsp_b ? wg_addr(db, true, k, j) : wg_addr(db, false, j, k), "B", k, j);
+    wg_operands(da, a_smem, tnsp_a, db, tnsp_b, n, wq, [&](unsigned a, char op, int x, int y) {
+        if (memcmp(shared_range(a, 2, "wgmma operand"), async_view + a, 2) != 0)
+            fail("wgmma reads shared byte %u (operand %c, element %d, %d) that a generic-proxy write (a store or a landed "
+                 "cp.async) changed after the last fence.proxy.async: the async proxy may read the old value", a, op,
+                 op == 'A' ? wq * 16 + x : x, y);
+    });
 }
 
 long long stat_blocks() { return blocks_run; }
