@@ -616,19 +616,37 @@ struct RowScale {
     long long u;
 };
 
+// A finite dS K contribution x to dQ element i as a fixed-point integer in its row's scale (DQ_FIXED).
+__device__ __forceinline__ unsigned long long dq_fixed(const BwdArgs& a, long long i, float x, const RowScale& rs) {
+    const float y = x * rs.p2 * rs.p2b;  // (exact: powers of 2, and |x| 2^f stays within a float's range)
+    if (!(fabsf(y) < 0x1p62f)) g4::report(a.flag, a.op | (7 << 8), i, 0, 62);
+    return (unsigned long long) llrintf(y);
+}
+
 // Adds one dS K contribution to dQ's accumulator in the kernel's mode (fp32 or fixed point).
 template <int DQM>
 __device__ __forceinline__ void dq_add(const BwdArgs& a, long long i, float x, const RowScale& rs) {
     if (DQM == DQ_FP32) {
         atomicAdd(a.dqacc + i, x);
     } else if (rs.p2 != 0.f) {
+        if (!(fabsf(x) < INFINITY)) atomicOr(a.nfrow + rs.u, 1u);  // a NaN or inf contribution: the row's dq is NaN
+        else atomicAdd(reinterpret_cast<unsigned long long*>(a.dqacc) + i, dq_fixed(a, i, x, rs));
+    }
+}
+
+// What dq_add would add, as a value to stage for a bulk reduction: x (DQ_FP32), or its fixed-point integer, 0 where
+// dq_add adds nothing (the row's dq will be NaN: p2 = 0; x NaN or inf, which marks the row).
+template <int DQM>
+__device__ __forceinline__ auto dq_value(const BwdArgs& a, long long i, float x, const RowScale& rs) {
+    if constexpr (DQM == DQ_FP32) {
+        return x;
+    } else {
+        if (rs.p2 == 0.f) return 0ull;
         if (!(fabsf(x) < INFINITY)) {
-            atomicOr(a.nfrow + rs.u, 1u);  // a NaN or inf contribution: the row's dq is NaN
-        } else {
-            const float y = x * rs.p2 * rs.p2b;  // (exact: powers of 2, and |x| 2^f stays within a float's range)
-            if (!(fabsf(y) < 0x1p62f)) g4::report(a.flag, a.op | (7 << 8), i, 0, 62);
-            atomicAdd(reinterpret_cast<unsigned long long*>(a.dqacc) + i, (unsigned long long) llrintf(y));
+            atomicOr(a.nfrow + rs.u, 1u);
+            return 0ull;
         }
+        return dq_fixed(a, i, x, rs);
     }
 }
 
@@ -665,6 +683,44 @@ __device__ __forceinline__ void dq_add_rows(const BwdArgs& a, const float* acc, 
             const long long i = ((long long) (start + q0 + 8) * a.hq + h) * D + col;
             dq_add<DQM>(a, i, acc[4 * nb + 2], s8);
             dq_add<DQM>(a, i + 1, acc[4 * nb + 3], s8);
+        }
+    }
+}
+
+// Bytes a row of a dQ staging tile (64 values of dQ's accumulator type, 16 bytes of padding: a warp's stores of 8 rows
+// spread over the banks) for the Hopper dK/dV kernel's bulk reductions.
+template <int DQM>
+__host__ __device__ constexpr int dq_stage_row_bytes() { return 64 * (DQM == DQ_FIXED ? 8 : 4) + 16; }
+
+// dq_add_rows staged for bulk reductions (DQ_FP32, DQ_FIXED): a thread's part of an m64n64 accumulator of dQ (rows q0
+// and q0 + 8 of head h, columns c0 + 8 nb + 2 tig, + 1; mma.m16n8's C layout), as dq_value gives each value, at rows rl
+// and rl + 8 of the staging tile stg (its columns from c0). Rows past the sequence's end are not reduced (the caller
+// skips them); they are staged as zeros.
+template <int DQM, int D>
+__device__ __forceinline__ void dq_stage_rows(const BwdArgs& a, unsigned char* stg, const float* acc, int rl, int q0, int c0,
+                                              int start, int len, int h, int g, int tig) {
+    constexpr int RSB = dq_stage_row_bytes<DQM>();
+    const RowScale s0 = row_scale<DQM>(a, start + min(q0, len - 1), h, g),
+                   s8 = row_scale<DQM>(a, start + min(q0 + 8, len - 1), h, g);
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        const int q = q0 + half * 8;
+        unsigned char* const row = stg + (rl + half * 8) * RSB;
+#pragma unroll
+        for (int nb = 0; nb < 8; nb++) {
+            const int col = nb * 8 + tig * 2;
+            const float x0 = acc[4 * nb + 2 * half], x1 = acc[4 * nb + 2 * half + 1];
+            if constexpr (DQM == DQ_FP32) {
+                *reinterpret_cast<float2*>(row + col * 4) = make_float2(x0, x1);
+            } else {
+                ulonglong2 v = make_ulonglong2(0ull, 0ull);
+                if (q < len) {
+                    const long long i = ((long long) (start + q) * a.hq + h) * D + c0 + col;
+                    const RowScale& rs = half ? s8 : s0;
+                    v = make_ulonglong2(dq_value<DQM>(a, i, x0, rs), dq_value<DQM>(a, i + 1, x1, rs));
+                }
+                *reinterpret_cast<ulonglong2*>(row + col * 8) = v;
+            }
         }
     }
 }
@@ -1201,10 +1257,12 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
 // the same operands; the sums run in the tensor cores' order, not the mma.sync kernels': not their bits.
 constexpr int WB_QS = 64;  // query rows per step (the key tile is WK_BN = 128: 2 warpgroups x 64)
 
-template <int D>
-constexpr int dkdv_wg_smem() {  // K, V; 2 x (Q, dO); dS^T [128][64]; 2 x (lse, D); 1 KiB to align to 1024
-    return 2 * WK_BN * D * 2 + 2 * 2 * WB_QS * D * 2 + WK_BN * WB_QS * 2 + 2 * 2 * WB_QS * 4 + 1024;
+template <int D, int DQM>
+constexpr int dkdv_wg_smem() {  // K, V; 2 x (Q, dO); dS^T [128][64]; 2 x (lse, D); 2 x dQ staging [64][64]; 1 KiB to align
+    return 2 * WK_BN * D * 2 + 2 * 2 * WB_QS * D * 2 + WK_BN * WB_QS * 2 + 2 * 2 * WB_QS * 4 +
+           (DQM == DQ_PASS ? 0 : 2 * 64 * dq_stage_row_bytes<DQM>()) + 1024;
 }
+static_assert(dkdv_wg_smem<128, DQ_FIXED>() <= 227 * 1024, "the Hopper dK/dV kernel's shared memory");
 
 #if defined(G4_WGMMA) || defined(G4_EMU)
 // c_to_a over flat accumulator arrays: k-step kk's A fragment from 8-column blocks 2 kk and 2 kk + 1.
@@ -1232,6 +1290,8 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
     const unsigned sV = sK + T1, sQ = sV + T1, sO = sQ + 2 * T2, sS = sO + 2 * T2;  // Q, dO [2 stages]; dS^T [128][64]
     float* sL = reinterpret_cast<float*>(sk + (sS + WK_BN * QS * 2 - sK));           // [2][QS] lse
     float* sD = sL + 2 * QS;                                                          // [2][QS] D_i
+    // the atomics modes: dQ's 64 query rows x 64 columns, a tile per warpgroup, staged for the bulk reductions
+    unsigned char* const stg = reinterpret_cast<unsigned char*>(sD + 2 * QS) + (threadIdx.x >> 7) * 64 * dq_stage_row_bytes<DQM>();
     const unsigned sLa = g4::smem_u32(sL), sDa = g4::smem_u32(sD);
     load_tile_wg<WK_BN, D>(sK, a.k + ((long long) (start + key0) * a.hkv + g) * D, (long long) a.hkv * D, len - key0);
     load_tile_wg<WK_BN, D>(sV, a.v + ((long long) (start + key0) * a.hkv + g) * D, (long long) a.hkv * D, len - key0);
@@ -1321,9 +1381,10 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
             for (int kk = 0; kk < KS; kk++) sa[kk][0] = sa[kk][1] = sa[kk][2] = sa[kk][3] = 0u;
             if (DQM != DQ_PASS) store_ds();
         }
-        if (DQM != DQ_PASS) {
+        if constexpr (DQM != DQ_PASS) {
+            g4::bulk_wait_read<0>();  // the last step's bulk reductions have read the staging tile (before the barrier)
             g4::fence_proxy_async();  // the dS^T stores, before the wgmma reads them
-            __syncthreads();          // both warpgroups' rows of dS^T
+            __syncthreads();          // both warpgroups' rows of dS^T; the staging tiles free
             // dQ (the step's 64 queries) += dS K: A = dS^T read transposed (MN-major), B = K (MN-major); head dim 128:
             // this warpgroup's 64 columns over the 128 keys; 64: all 64 columns over its 64 keys
             // (an inactive warpgroup at head dim 64 adds zeros for its keys: skipping them made ptxas serialize the
@@ -1340,13 +1401,28 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
             g4::wgmma_commit();
             g4::wgmma_wait<0>();  // (also the dV / dK products)
             g4::fence_regs(acc);
-            dq_add_rows<DQM, D, 8>(a, acc, r0 + warp * 16 + gid, coff, start, len, h, g, tig);
-        } else if (active) {
-            g4::wgmma_wait<0>();
+            // dQ's rows through the staging tile and one bulk reduction a row (FlashAttention-3's dQ; 64 values
+            // of 4 or 8 bytes a row, where dq_add_rows had 32 scattered atomics a thread): the same sums in fixed
+            // point (integers: any order), fp32's in another order
+            dq_stage_rows<DQM, D>(a, stg, acc, warp * 16 + gid, r0 + warp * 16 + gid, coff, start, len, h, g, tig);
+            g4::fence_proxy_async();  // the staged rows, before the async proxy reads them
+            g4::fence_regs(dv);
+            g4::fence_regs(dk);
+            __syncthreads();  // the staging tile's rows; before the next step's copies into this stage and dS^T stores
+            const int wt = threadIdx.x & 127;  // threads 0-63 of each warpgroup: a row each
+            if (wt < 64 && r0 + wt < len) {
+                const long long i = ((long long) (start + r0 + wt) * a.hq + h) * D + coff;
+                const unsigned src = g4::smem_u32(stg + wt * dq_stage_row_bytes<DQM>());
+                if constexpr (DQM == DQ_FP32) g4::bulk_add(a.dqacc + i, src, 64 * 4);
+                else g4::bulk_add(reinterpret_cast<unsigned long long*>(a.dqacc) + i, src, 64 * 8);
+            }
+            g4::bulk_commit();
+        } else {
+            if (active) g4::wgmma_wait<0>();
+            g4::fence_regs(dv);
+            g4::fence_regs(dk);
+            __syncthreads();  // before the next step's copies into this stage
         }
-        g4::fence_regs(dv);
-        g4::fence_regs(dk);
-        __syncthreads();  // before the next step's copies into this stage and its dS^T stores
     }
 
     // epilogue: dK (scaled) and dV staged in the K and V tiles (every read of them is done), then 16-byte stores
@@ -1364,6 +1440,7 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
             *reinterpret_cast<uint4*>(a.dv + o) = *reinterpret_cast<const uint4*>(sk + T1 + g4::wg_off<WK_BN>(r, c * 8));
         }
     }
+    if constexpr (DQM != DQ_PASS) g4::bulk_wait<0>();  // the last bulk reductions done (their shared source read) before the exit
 #else
     __trap();  // (as fwd_wgmma_kernel)
 #endif
@@ -1973,7 +2050,7 @@ template <int D, int DQM>
 static int launch_dkdv(const BwdArgs& a, unsigned slots, bool wide, bool hopper, cudaStream_t st) {
     int e;
     if (hopper) {
-        constexpr int s1 = dkdv_wg_smem<D>();
+        constexpr int s1 = dkdv_wg_smem<D, DQM>();
         if ((e = set_smem(dkdv_wgmma_kernel<D, DQM>, s1))) return e;
         dkdv_wgmma_kernel<D, DQM><<<dim3(slots, a.hkv), WG_NT, s1, st>>>(a);
     } else if (wide) {

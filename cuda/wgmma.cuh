@@ -60,8 +60,37 @@ __device__ __forceinline__ void wgmma_ss_n64_tt(float (&d)[32], unsigned long lo
 __device__ __forceinline__ void wgmma_rs_n64_t(float (&d)[32], const unsigned (&a)[4], unsigned long long db, int scale_d) {
     wgmma_issue(d, 64, 0, db, a, true, scale_d);
 }
+// (the bulk reductions' stand-ins, emu_mma.h: performed at the wait that retires their group)
+__device__ __forceinline__ void bulk_add(float* dst, unsigned s, unsigned bytes) { g4emu::bulk_reduce(dst, s, (int) bytes, 0); }
+__device__ __forceinline__ void bulk_add(unsigned long long* dst, unsigned s, unsigned bytes) {
+    g4emu::bulk_reduce(dst, s, (int) bytes, 1);
+}
+__device__ __forceinline__ void bulk_commit() { g4emu::bulk_commit(); }
+template <int N>
+__device__ __forceinline__ void bulk_wait_read() { g4emu::bulk_wait(N); }
+template <int N>
+__device__ __forceinline__ void bulk_wait() { g4emu::bulk_wait(N); }
 #elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define G4_WGMMA 1
+
+// Bulk reductions (cp.reduce.async.bulk, shared::cta -> global, .add, .bulk_group; FlashAttention-3's dQ): `bytes` (a
+// multiple of 16) at shared address s added element-wise into global dst, both 16-byte aligned, by the async proxy
+// (the shared bytes need fence.proxy.async after their stores, and a barrier for other threads' stores). bulk_commit
+// closes this thread's group; bulk_wait_read<N> returns when all but the newest N groups have read their shared
+// bytes (which may then be written again), bulk_wait<N> when they are also done.
+__device__ __forceinline__ void bulk_add(float* dst, unsigned s, unsigned bytes) {
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst), "r"(s), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void bulk_add(unsigned long long* dst, unsigned s, unsigned bytes) {
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.u64 [%0], [%1], %2;\n" ::"l"(dst), "r"(s), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory"); }
+template <int N>
+__device__ __forceinline__ void bulk_wait() { asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory"); }
 
 // Orders this thread's generic-proxy shared writes (cp.async, stores) before later async-proxy reads (wgmma).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }

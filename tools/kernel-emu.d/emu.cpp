@@ -93,6 +93,12 @@ struct Pending {
     unsigned char data[16];
 };
 
+struct BulkOp {
+    void* dst;
+    unsigned src;
+    int bytes, type;
+};
+
 struct Fiber {
     void* sp = nullptr;
     char* stack = nullptr;
@@ -102,6 +108,8 @@ struct Fiber {
     Slot slot{};
     std::vector<Pending> open;
     std::vector<std::vector<Pending>> groups;  // committed, oldest first
+    std::vector<BulkOp> bopen;                 // bulk reductions, as open and groups
+    std::vector<std::vector<BulkOp>> bgroups;
     void* fake_stack = nullptr;
     void* tsan = nullptr;  // ThreadSanitizer fiber (race check)
 };
@@ -200,6 +208,9 @@ void yield(bool dying = false) {
 void thread_exit() {
     Fiber& f = *g_cur;
     cp_wait(0);  // copies still in flight land anyway
+    if (!f.bopen.empty() || !f.bgroups.empty())
+        fail("thread %d exits with a bulk reduction (cp.reduce.async.bulk) not waited for: its shared source may be "
+             "reused by the next block before it is read (cp.async.bulk.wait_group)", f.lin);
     f.state = DONE;
     TSAN(__tsan_release(&sync_block_end));
     TSAN(__tsan_release(&sync_bar));  // (an exited thread counts as arrived at later barriers)
@@ -634,6 +645,57 @@ void cp_wait(int n) {
             memcpy(g_arena + p.dst, p.data, p.bytes);
         }
         f.groups.erase(f.groups.begin());
+    }
+}
+
+void bulk_reduce(void* dst, unsigned src, int bytes, int type) {
+    TSAN_CALLER();
+    Fiber& f = *g_cur;
+    if (bytes <= 0 || bytes % 16 || (uintptr_t) dst % 16 || src % 16)
+        fail("cp.reduce.async.bulk of %d bytes from shared byte %u to %p: the size must be a positive multiple of 16 and "
+             "both addresses 16-byte aligned", bytes, src, dst);
+    const unsigned char* p = shared_range(src, bytes, "cp.reduce.async.bulk");
+    for (int i = 0; i < bytes; i += 16) TSAN(__tsan_read16(const_cast<unsigned char*>(p) + i));  // may read from now on
+    if (proxy_check) {  // the async proxy reads the source: a generic-proxy store after the last fence may be missed
+        view_for_block();
+        for (int i = 0; i < bytes; i++)
+            if (p[i] != async_view[src + i])
+                fail("cp.reduce.async.bulk reads shared byte %u that a generic-proxy write changed after the last "
+                     "fence.proxy.async: the async proxy may read the old value", src + i);
+    }
+    PROF(prof_access(__builtin_return_address(0), P_ATOM, dst, bytes, 0));
+    f.bopen.push_back(BulkOp{dst, src, bytes, type});
+}
+
+void bulk_commit() {
+    Fiber& f = *g_cur;
+    f.bgroups.push_back(std::move(f.bopen));
+    f.bopen.clear();
+}
+
+void bulk_wait(int n) {
+    TSAN_CALLER();
+    Fiber& f = *g_cur;
+    while ((int) f.bgroups.size() > n) {
+        for (const BulkOp& op : f.bgroups.front()) {
+            const unsigned char* p = shared_range(op.src, op.bytes, "cp.reduce.async.bulk");
+            for (int i = 0; i < op.bytes; i += 16) TSAN(__tsan_read16(const_cast<unsigned char*>(p) + i));  // read now
+            if (op.type == 0) {
+                for (int i = 0; i < op.bytes / 4; i++) {
+                    float x;
+                    memcpy(&x, p + 4 * i, 4);
+                    std::atomic_ref<float>(static_cast<float*>(op.dst)[i]).fetch_add(x, std::memory_order_relaxed);
+                }
+            } else {
+                for (int i = 0; i < op.bytes / 8; i++) {
+                    unsigned long long x;
+                    memcpy(&x, p + 8 * i, 8);
+                    std::atomic_ref<unsigned long long>(static_cast<unsigned long long*>(op.dst)[i])
+                            .fetch_add(x, std::memory_order_relaxed);
+                }
+            }
+        }
+        f.bgroups.erase(f.bgroups.begin());
     }
 }
 

@@ -82,6 +82,13 @@ void cp_async(unsigned dst, const void* src, int bytes, bool pred);
 void cp_commit();
 void cp_wait(int n);
 
+// cp.reduce.async.bulk (shared::cta -> global, .add; type 0 f32, 1 u64) and its .bulk_group commit and waits: checked
+// at the issue (alignment, the async proxy's view of the source), performed at the wait that retires its group (its
+// source read as it is then, the latest the hardware may read it); a thread may not exit with one not waited for.
+void bulk_reduce(void* dst, unsigned src, int bytes, int type);
+void bulk_commit();
+void bulk_wait(int n);
+
 // Launching: the grid's blocks run one after another (run_grid). A launch, like every other stream operation of the
 // emulated runtime (cudart_emu.cpp), goes through submit: run now, or recorded into the graph when its stream is
 // being captured (cudaStreamBeginCapture) and run at each cudaGraphLaunch. Streams are otherwise synchronous.

@@ -199,13 +199,13 @@ bool run_problem(const Problem& p, uint64_t seed, bool backward, bool determinis
                 continue;
             }
             if (det && tc) first = {g1, g2, g3};
-            if (mode == 1 && tc) {
+            if (det && tc) {  // (fixed point: its own bits, the same whatever order the dQ sums run in)
                 Fingerprint bfp;
                 bfp.add(dq.b);
                 bfp.add(dk.b);
                 bfp.add(dv.b);
-                printf("    deterministic backward fingerprint %016llx\n", (unsigned long long) bfp.h);
-                if (fps) fps[1] = bfp.h;
+                printf("    %s backward fingerprint %016llx\n", fixed ? "fixed-point dQ" : "deterministic", (unsigned long long) bfp.h);
+                if (fps && !fixed) fps[1] = bfp.h;
             }
             printf("   %s backward:\n", tc ? (fixed ? " fixed-point dQ" : det ? " deterministic" : " fast (atomics)") : "");
             std::vector<double> zq(r.dq.size(), 0), zk(r.dk.size(), 0);
