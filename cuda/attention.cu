@@ -687,15 +687,16 @@ __device__ __forceinline__ void dq_add_rows(const BwdArgs& a, const float* acc, 
     }
 }
 
-// Bytes a row of a dQ staging tile (64 values of dQ's accumulator type, 16 bytes of padding: a warp's stores of 8 rows
-// spread over the banks) for the Hopper dK/dV kernel's bulk reductions.
+// Bytes a row of a dQ staging tile for the Hopper dK/dV kernel's bulk reductions: 64 values of dQ's accumulator type
+// and a pad of 8 banks (fp32: a half-warp's 8-byte stores cover 4 rows x 32 bytes) or 16 (fixed point: a quarter-warp's
+// 16-byte stores cover 2 rows x 64 bytes), so that the rows of one wavefront fall on distinct banks.
 template <int DQM>
-__host__ __device__ constexpr int dq_stage_row_bytes() { return 64 * (DQM == DQ_FIXED ? 8 : 4) + 16; }
+__host__ __device__ constexpr int dq_stage_row_bytes() { return DQM == DQ_FIXED ? 64 * 8 + 64 : 64 * 4 + 32; }
 
 // dq_add_rows staged for bulk reductions (DQ_FP32, DQ_FIXED): a thread's part of an m64n64 accumulator of dQ (rows q0
 // and q0 + 8 of head h, columns c0 + 8 nb + 2 tig, + 1; mma.m16n8's C layout), as dq_value gives each value, at rows rl
 // and rl + 8 of the staging tile stg (its columns from c0). Rows past the sequence's end are not reduced (the caller
-// skips them); they are staged as zeros.
+// skips them; fixed point stages zeros there, without dq_value's marks and reports).
 template <int DQM, int D>
 __device__ __forceinline__ void dq_stage_rows(const BwdArgs& a, unsigned char* stg, const float* acc, int rl, int q0, int c0,
                                               int start, int len, int h, int g, int tig) {
@@ -1410,7 +1411,8 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
             g4::fence_regs(dk);
             __syncthreads();  // the staging tile's rows; before the next step's copies into this stage and dS^T stores
             const int wt = threadIdx.x & 127;  // threads 0-63 of each warpgroup: a row each
-            if (wt < 64 && r0 + wt < len) {
+            // (at head dim 64 a warpgroup whose keys are all past the end has only zeros to add)
+            if (wt < 64 && r0 + wt < len && (D == 128 || active)) {
                 const long long i = ((long long) (start + r0 + wt) * a.hq + h) * D + coff;
                 const unsigned src = g4::smem_u32(stg + wt * dq_stage_row_bytes<DQM>());
                 if constexpr (DQM == DQ_FP32) g4::bulk_add(a.dqacc + i, src, 64 * 4);

@@ -67,9 +67,9 @@ __device__ __forceinline__ void bulk_add(unsigned long long* dst, unsigned s, un
 }
 __device__ __forceinline__ void bulk_commit() { g4emu::bulk_commit(); }
 template <int N>
-__device__ __forceinline__ void bulk_wait_read() { g4emu::bulk_wait(N); }
+__device__ __forceinline__ void bulk_wait_read() { g4emu::bulk_wait(N, false); }
 template <int N>
-__device__ __forceinline__ void bulk_wait() { g4emu::bulk_wait(N); }
+__device__ __forceinline__ void bulk_wait() { g4emu::bulk_wait(N, true); }
 #elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define G4_WGMMA 1
 
@@ -79,11 +79,11 @@ __device__ __forceinline__ void bulk_wait() { g4emu::bulk_wait(N); }
 // closes this thread's group; bulk_wait_read<N> returns when all but the newest N groups have read their shared
 // bytes (which may then be written again), bulk_wait<N> when they are also done.
 __device__ __forceinline__ void bulk_add(float* dst, unsigned s, unsigned bytes) {
-    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst), "r"(s), "r"(bytes)
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(__cvta_generic_to_global(dst)), "r"(s), "r"(bytes)
                  : "memory");
 }
 __device__ __forceinline__ void bulk_add(unsigned long long* dst, unsigned s, unsigned bytes) {
-    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.u64 [%0], [%1], %2;\n" ::"l"(dst), "r"(s), "r"(bytes)
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.u64 [%0], [%1], %2;\n" ::"l"(__cvta_generic_to_global(dst)), "r"(s), "r"(bytes)
                  : "memory");
 }
 __device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
@@ -177,24 +177,30 @@ __device__ __forceinline__ void wgmma_ss_n64_tt(float (&d)[32], unsigned long lo
 // used after wgmma_wait<1> while y still runs): A tiles of RA rows, the warpgroup's 64 rows from row arow; B tiles
 // of RB = 64 rows; all K-major in the layout above.
 template <int D, int RA, int RB>
+__device__ __forceinline__ void wg_abt(float (&x)[32], unsigned a, unsigned b, int arow);
+
+template <int D, int RA, int RB>
 __device__ __forceinline__ void wg_two_abt(float (&x)[32], float (&y)[32], unsigned a1, unsigned b1, unsigned a2,
                                            unsigned b2, int arow) {
-    static_assert(RB == 64, "64 columns (n64)");
     fence_regs(x);
     fence_regs(y);
     wgmma_fence();
+    wg_abt<D, RA, RB>(x, a1, b1, arow);
+    wgmma_commit();
+    wg_abt<D, RA, RB>(y, a2, b2, arow);
+    wgmma_commit();
+}
+
+// One of those products, issued and neither fenced nor committed (the caller does both, with whatever else goes in
+// its batches): x = A B^T over D columns, A's 64 rows from row arow of a tile of RA rows, B a tile of 64 rows.
+template <int D, int RA, int RB>
+__device__ __forceinline__ void wg_abt(float (&x)[32], unsigned a, unsigned b, int arow) {
+    static_assert(RB == 64, "64 columns (n64)");
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
         const unsigned ao = (kk >> 2) * (RA * 128) + arow * 128 + (kk & 3) * 32, bo = (kk >> 2) * (RB * 128) + (kk & 3) * 32;
-        wgmma_ss_n64(x, wg_desc(a1 + ao, 16, 1024), wg_desc(b1 + bo, 16, 1024), kk > 0);
+        wgmma_ss_n64(x, wg_desc(a + ao, 16, 1024), wg_desc(b + bo, 16, 1024), kk > 0);
     }
-    wgmma_commit();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-        const unsigned ao = (kk >> 2) * (RA * 128) + arow * 128 + (kk & 3) * 32, bo = (kk >> 2) * (RB * 128) + (kk & 3) * 32;
-        wgmma_ss_n64(y, wg_desc(a2 + ao, 16, 1024), wg_desc(b2 + bo, 16, 1024), kk > 0);
-    }
-    wgmma_commit();
 }
 
 // d (64 x D) += sum over KS k-steps kk of A_kk B_kk: A_kk a[kk] (register fragments of the warp's 16 rows x 16 k),

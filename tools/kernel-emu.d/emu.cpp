@@ -97,6 +97,7 @@ struct BulkOp {
     void* dst;
     unsigned src;
     int bytes, type;
+    std::vector<unsigned char> data;  // the source at the issue
 };
 
 struct Fiber {
@@ -108,8 +109,9 @@ struct Fiber {
     Slot slot{};
     std::vector<Pending> open;
     std::vector<std::vector<Pending>> groups;  // committed, oldest first
-    std::vector<BulkOp> bopen;                 // bulk reductions, as open and groups
+    std::vector<BulkOp> bopen;                 // bulk reductions, as open and groups;
     std::vector<std::vector<BulkOp>> bgroups;
+    std::vector<BulkOp> bread;                 // and those whose source was waited for, their adds not yet made
     void* fake_stack = nullptr;
     void* tsan = nullptr;  // ThreadSanitizer fiber (race check)
 };
@@ -211,6 +213,7 @@ void thread_exit() {
     if (!f.bopen.empty() || !f.bgroups.empty())
         fail("thread %d exits with a bulk reduction (cp.reduce.async.bulk) not waited for: its shared source may be "
              "reused by the next block before it is read (cp.async.bulk.wait_group)", f.lin);
+    bulk_wait(0, true);  // (the adds of those waited for with .read)
     f.state = DONE;
     TSAN(__tsan_release(&sync_block_end));
     TSAN(__tsan_release(&sync_bar));  // (an exited thread counts as arrived at later barriers)
@@ -664,7 +667,7 @@ void bulk_reduce(void* dst, unsigned src, int bytes, int type) {
                      "fence.proxy.async: the async proxy may read the old value", src + i);
     }
     PROF(prof_access(__builtin_return_address(0), P_ATOM, dst, bytes, 0));
-    f.bopen.push_back(BulkOp{dst, src, bytes, type});
+    f.bopen.push_back(BulkOp{dst, src, bytes, type, std::vector<unsigned char>(p, p + bytes)});
 }
 
 void bulk_commit() {
@@ -673,30 +676,39 @@ void bulk_commit() {
     f.bopen.clear();
 }
 
-void bulk_wait(int n) {
+void bulk_wait(int n, bool full) {
     TSAN_CALLER();
     Fiber& f = *g_cur;
     while ((int) f.bgroups.size() > n) {
-        for (const BulkOp& op : f.bgroups.front()) {
+        for (BulkOp& op : f.bgroups.front()) {
             const unsigned char* p = shared_range(op.src, op.bytes, "cp.reduce.async.bulk");
-            for (int i = 0; i < op.bytes; i += 16) TSAN(__tsan_read16(const_cast<unsigned char*>(p) + i));  // read now
-            if (op.type == 0) {
-                for (int i = 0; i < op.bytes / 4; i++) {
-                    float x;
-                    memcpy(&x, p + 4 * i, 4);
-                    std::atomic_ref<float>(static_cast<float*>(op.dst)[i]).fetch_add(x, std::memory_order_relaxed);
-                }
-            } else {
-                for (int i = 0; i < op.bytes / 8; i++) {
-                    unsigned long long x;
-                    memcpy(&x, p + 8 * i, 8);
-                    std::atomic_ref<unsigned long long>(static_cast<unsigned long long*>(op.dst)[i])
-                            .fetch_add(x, std::memory_order_relaxed);
-                }
-            }
+            for (int i = 0; i < op.bytes; i += 16) TSAN(__tsan_read16(const_cast<unsigned char*>(p) + i));  // read by now
+            for (int i = 0; i < op.bytes; i++)
+                if (p[i] != op.data[i])
+                    fail("shared byte %u, the source of a cp.reduce.async.bulk, changed between the reduction's issue and "
+                         "the cp.async.bulk.wait_group that retires it: the reduction may read either value", op.src + i);
+            f.bread.push_back(std::move(op));
         }
         f.bgroups.erase(f.bgroups.begin());
     }
+    if (!full) return;  // (.read: the adds may still be in flight)
+    for (const BulkOp& op : f.bread) {  // (every group waited for with .read is older than those still pending)
+        if (op.type == 0) {
+            for (int i = 0; i < op.bytes / 4; i++) {
+                float x;
+                memcpy(&x, op.data.data() + 4 * i, 4);
+                std::atomic_ref<float>(static_cast<float*>(op.dst)[i]).fetch_add(x, std::memory_order_relaxed);
+            }
+        } else {
+            for (int i = 0; i < op.bytes / 8; i++) {
+                unsigned long long x;
+                memcpy(&x, op.data.data() + 8 * i, 8);
+                std::atomic_ref<unsigned long long>(static_cast<unsigned long long*>(op.dst)[i])
+                        .fetch_add(x, std::memory_order_relaxed);
+            }
+        }
+    }
+    f.bread.clear();
 }
 
 std::map<std::string, long long> launch_counts;  // kernel name (as launched) -> launches that ran

@@ -82,12 +82,14 @@ void cp_async(unsigned dst, const void* src, int bytes, bool pred);
 void cp_commit();
 void cp_wait(int n);
 
-// cp.reduce.async.bulk (shared::cta -> global, .add; type 0 f32, 1 u64) and its .bulk_group commit and waits: checked
-// at the issue (alignment, the async proxy's view of the source), performed at the wait that retires its group (its
-// source read as it is then, the latest the hardware may read it); a thread may not exit with one not waited for.
+// cp.reduce.async.bulk (shared::cta -> global, .add; type 0 f32, 1 u64) and its .bulk_group commit and waits. At the
+// issue: alignment, the async proxy's view of the source, and a copy of it; the hardware may read the source any time
+// until the wait that retires the group for reading (full: false, wait_group.read; true, wait_group), so that wait
+// fails if the source changed since the issue; the adds are made at the full wait (or the thread's exit). A thread
+// may not exit with a reduction whose source has not been waited for.
 void bulk_reduce(void* dst, unsigned src, int bytes, int type);
 void bulk_commit();
-void bulk_wait(int n);
+void bulk_wait(int n, bool full);
 
 // Launching: the grid's blocks run one after another (run_grid). A launch, like every other stream operation of the
 // emulated runtime (cudart_emu.cpp), goes through submit: run now, or recorded into the graph when its stream is
