@@ -34,6 +34,7 @@
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
+#include <type_traits>
 
 #include "common.cuh"
 #include "attention.cuh"
@@ -526,8 +527,7 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
         // (Each branch holds whole wgmma batches, fence to wait: a batch across a branch is serialized by ptxas.)
         if (j + 1 < ntiles) {
             g4::fence_regs(o);
-#pragma unroll
-            for (int kk = 0; kk < WG_BN / 16; kk++) g4::fence_regs(pa[kk]);  // P_j, packed: this batch's A operand
+            g4::fence_regs(pa);  // P_j, packed: this batch's A operand
             issue_s(j + 1);  // (its wgmma.fence covers the product's registers too)
             g4::wg_acc_rs<D, WG_BN / 16, false>(o, pa, sK(j & 1) + KV, WG_BN * 128);
             g4::wgmma_commit();
@@ -537,8 +537,7 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
             softmax(j + 1, alpha);
             g4::wgmma_wait<0>();
             g4::fence_regs(o);
-#pragma unroll
-            for (int kk = 0; kk < WG_BN / 16; kk++) g4::fence_regs(pa[kk]);  // P_j V_j retired: P_{j+1} may take pa
+            g4::fence_regs(pa);  // P_j V_j retired: P_{j+1} may take pa
             rescale_and_pack(alpha);
         } else {
             g4::wg_acc_rs<D, WG_BN / 16>(o, pa, sK(j & 1) + KV, WG_BN * 128);
@@ -1674,12 +1673,17 @@ __global__ void __launch_bounds__(WK_NT, 1) dq_wide_kernel(BwdArgs a) {
 // ---- backward dQ on Hopper (sm_90a: wgmma): the PASS mode's second pass after dkdv_wgmma_kernel -------------------
 //
 // dq_wide_kernel's blocks (query tile of 128 rows, query head; the same plan) with 2 warpgroups of 64 rows; key tiles
-// of 64 up to the block's diagonal, K and V double-buffered. Per tile and warpgroup: S = Q K^T and dP = dO V^T as
-// wgmma m64n64k16 from shared memory (two groups: P is computed while dP runs), dS = P (dP - D_i) in registers
-// (rounded to bf16 as dq_wide_kernel rounds it), dQ += dS K as wgmma m64nDk16 with dS from registers and K read
-// MN-major. dS never leaves the registers: one barrier a tile. Deterministic (no atomics).
+// of 64 up to the block's diagonal, K and V in three buffers. Per tile and warpgroup: S = Q K^T and dP = dO V^T as
+// wgmma m64n64k16 from shared memory, dS = P (dP - D_i) in registers (rounded to bf16 as dq_wide_kernel rounds it),
+// dQ += dS K as wgmma m64nDk16 with dS from registers and K read MN-major. dS never leaves the registers: one barrier
+// a tile. Deterministic (no atomics). FlashAttention-3's intra-warpgroup overlap, as in fwd_wgmma_kernel: tile j + 1's
+// products are issued around tile j's dQ (S_{j+1}, then dQ_j, then dP_{j+1}, a commit group each), so that P_{j+1}
+// (the exp2s) is computed while dQ_j and dP_{j+1} run; the wait for dP_{j+1} retires dQ_j, which frees dS_j's A
+// registers for dS_{j+1}. Tile j + 2's copies go, after the barrier that follows every warpgroup's wait for dQ_j,
+// into the buffer tile j - 1 used (three buffers: 161 KiB at head dim 128). Each dQ element sees the same products
+// in the same order as one tile at a time: the same bits.
 template <int D>
-constexpr int dq_wg_smem() { return 2 * WQ_BM * D * 2 + 2 * 2 * ATT_BN * D * 2 + 1024; }  // Q, dO; 2 x (K, V); align
+constexpr int dq_wg_smem() { return 2 * WQ_BM * D * 2 + 3 * 2 * ATT_BN * D * 2 + 1024; }  // Q, dO; 3 x (K, V); align
 
 template <int D>
 __global__ void __launch_bounds__(WG_NT, 1) dq_wgmma_kernel(BwdArgs a) {
@@ -1694,18 +1698,26 @@ __global__ void __launch_bounds__(WG_NT, 1) dq_wgmma_kernel(BwdArgs a) {
     const unsigned sQ = g4::smem_u32(sq);
     constexpr unsigned TQ = WQ_BM * D * 2, TK = BN * D * 2;
     const unsigned sO = sQ + TQ;
-    const auto sK = [&](int b) { return sO + TQ + (unsigned) b * 2 * TK; };  // V of buffer b at sK(b) + TK
-    const auto kv_off = [&](int j) { return ((long long) (start + j * BN) * a.hkv + g) * D; };
+    const auto sK = [&](int j) { return sO + TQ + (unsigned) (j % 3) * 2 * TK; };  // tile j's K; its V at sK(j) + TK
+    const long long ks = (long long) a.hkv * D;
+    const auto load_kv = [&](int j) {
+        const long long o = ((long long) (start + j * BN) * a.hkv + g) * D;
+        load_tile_wg<BN, D>(sK(j), a.k + o, ks, len - j * BN);
+        load_tile_wg<BN, D>(sK(j) + TK, a.v + o, ks, len - j * BN);
+        g4::cp_async_commit();
+    };
     // key tiles 0 .. the second half's diagonal, not past the sequence's end
     const int ntiles = min(2 * t.tile + 2, g4::tiles_of(len, BN));
     const long long qrow = (long long) (start + row0) * a.hq + h;
     load_tile_wg<WQ_BM, D>(sQ, a.q + qrow * D, (long long) a.hq * D, len - row0);
     load_tile_wg<WQ_BM, D>(sO, a.dout + qrow * D, (long long) a.hq * D, len - row0);
-    load_tile_wg<BN, D>(sK(0), a.k + kv_off(0), (long long) a.hkv * D, len);
-    load_tile_wg<BN, D>(sK(0) + TK, a.v + kv_off(0), (long long) a.hkv * D, len);
-    g4::cp_async_commit();
+    load_kv(0);
+    if (ntiles > 1) load_kv(1);
 
-    const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    // (the warpgroup through a shuffle from lane 0: ptxas then knows it, and the branches on it, warp-uniform, and
+    // keeps the wgmma asynchronous across them, as CUTLASS's canonical_warp_group_idx)
+    const int wg = __shfl_sync(0xffffffffu, (int) threadIdx.x >> 7, 0);
+    const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
     const int r = row0 + wg * 64 + warp * 16 + gid;  // this thread's rows: r and r + 8 (sequence positions)
     float l2[2], dd[2];
 #pragma unroll
@@ -1714,28 +1726,22 @@ __global__ void __launch_bounds__(WG_NT, 1) dq_wgmma_kernel(BwdArgs a) {
         l2[i] = ok ? a.lse[(long long) (start + r + 8 * i) * a.hq + h] * g4::ATT_LOG2E : 0.f;
         dd[i] = ok ? a.dsum[(long long) h * a.n + start + r + 8 * i] : 0.f;
     }
-    // the warpgroup's 64 rows wholly past the sequence's end: it only copies (a warpgroup-uniform choice)
-    const bool active = row0 + wg * 64 < len;
-    float dq[4 * ND];
+    // the tiles the warpgroup computes: those whose first key its last row sees (past them every dS of its rows is 0),
+    // none when its 64 rows are wholly past the sequence's end (it only copies); warpgroup-uniform
+    const int nmine = row0 + wg * 64 < len ? min(ntiles, (row0 + wg * 64 + 63) / BN + 1) : 0;
+    float dq[4 * ND], s[4 * NS], dp[4 * NS];  // dQ; S and dP: the warpgroup's 64 rows x a tile's 64 keys
+    unsigned sa[KS][4];                        // dS = P (dP - D) as A fragments (the warp's 16 rows x 16 keys a k-step)
 #pragma unroll
     for (int i = 0; i < 4 * ND; i++) dq[i] = 0.f;
 
-    for (int j = 0; j < ntiles; j++) {
-        g4::cp_async_wait<0>();
-        g4::fence_proxy_async();  // this thread's copies of tile j, before the wgmma (async proxy) reads them
-        __syncthreads();          // everyone's copies in; everyone done with tile j - 1's buffers
-        if (j + 1 < ntiles) {
-            const long long ks = (long long) a.hkv * D;
-            load_tile_wg<BN, D>(sK((j + 1) & 1), a.k + kv_off(j + 1), ks, len - (j + 1) * BN);
-            load_tile_wg<BN, D>(sK((j + 1) & 1) + TK, a.v + kv_off(j + 1), ks, len - (j + 1) * BN);
-            g4::cp_async_commit();
-        }
-        // the warpgroup's rows see a key of this tile (else every dS of theirs is 0: the tile is skipped)
-        if (!active || j * BN > row0 + wg * 64 + 63) continue;
-        const unsigned kb = sK(j & 1), vb = kb + TK;
-        float s[4 * NS], dp[4 * NS];  // S and dP: the warpgroup's 64 rows x the tile's 64 keys
-        g4::wg_two_abt<D, WQ_BM, BN>(s, dp, sQ, kb, sO, vb, wg * 64);
-        g4::wgmma_wait<1>();  // S in (dP may still run)
+    if (ntiles > 1) g4::cp_async_wait<1>();  // Q, dO and tile 0 (tile 1 may still be in flight)
+    else g4::cp_async_wait<0>();
+    g4::fence_proxy_async();  // this thread's copies, before the wgmma (async proxy) reads them
+    __syncthreads();
+    // Tile j's P and dS (after S_j, then dP_j and the dQ before it, have retired; FIRST: tile 0, no dQ before it).
+    const auto p_ds = [&](int j, auto first) {
+        if constexpr (decltype(first)::value) g4::wgmma_wait<1>();  // S_0 in (dP_0 may still run)
+        else g4::wgmma_wait<2>();                                   // S_j in (dQ_{j-1} and dP_j may still run)
         g4::fence_regs(s);
         // P = 2^(c s - lse log2 e), 0 above the diagonal and past the sequence
 #pragma unroll
@@ -1746,9 +1752,9 @@ __global__ void __launch_bounds__(WG_NT, 1) dq_wgmma_kernel(BwdArgs a) {
                 s[4 * nb + e] = r < len && key <= r ? g4::exp2_ftz(fmaf(s[4 * nb + e], a.c, -l2[0])) : 0.f;
                 s[4 * nb + 2 + e] = r + 8 < len && key <= r + 8 ? g4::exp2_ftz(fmaf(s[4 * nb + 2 + e], a.c, -l2[1])) : 0.f;
             }
-        g4::wgmma_wait<0>();
+        g4::wgmma_wait<0>();  // dP_j, and dQ_{j-1}: its A registers (dS_{j-1}) are free, and tile j - 1's buffer
         g4::fence_regs(dp);
-        unsigned sa[KS][4];  // dS = P (dP - D) as A fragments (the warp's 16 rows x 16 keys a k-step)
+        g4::fence_regs(sa);
 #pragma unroll
         for (int nb = 0; nb < NS; nb++)
 #pragma unroll
@@ -1758,15 +1764,53 @@ __global__ void __launch_bounds__(WG_NT, 1) dq_wgmma_kernel(BwdArgs a) {
             }
 #pragma unroll
         for (int kk = 0; kk < KS; kk++) c_to_a_at(sa[kk], dp, kk);
-        // dQ += dS K: k-step kk reads the tile's keys 16 kk .. (K MN-major: both column blocks through LBO)
-        g4::wg_acc_rs<D, KS>(dq, sa, kb, BN * 128);
+    };
+    // Tile j + 1 in and visible, and tile j + 2's copies into tile j - 1's buffer: every thread, once for each j in
+    // order, but from different places in the code (the warpgroups' loops differ), so not __syncthreads.
+    const auto advance = [&](int j) {
+        if (j + 1 < ntiles) {
+            g4::cp_async_wait<0>();   // tile j + 1
+            g4::fence_proxy_async();  // this thread's copies of it, before the wgmma (async proxy) reads them
+            g4::sync_block_any();     // everyone's copies in; every warpgroup's products of tile j - 1 retired
+            if (j + 2 < ntiles) load_kv(j + 2);
+        }
+    };
+    // The warpgroup's tiles, in code where every branch is warp-uniform (wg from a shuffle) and no branch merges two
+    // definitions of a register a wgmma in flight owns: ptxas would serialize the wgmma there.
+    int j = 0;
+    if (nmine > 0) {
+        g4::fence_regs(dq);  // (its zeros set here, not next to a wgmma in flight)
+        g4::wg_two_abt<D, WQ_BM, BN>(s, dp, sQ, sK(0), sO, sK(0) + TK, wg * 64);  // S_0, dP_0
+        p_ds(0, std::true_type{});
+        for (; j + 1 < nmine; j++) {
+            advance(j);
+            // S_{j+1}, dQ_j += dS_j K_j (K MN-major: both column blocks through LBO), dP_{j+1}: a group each
+            g4::fence_regs(s);
+            g4::fence_regs(dp);
+            g4::fence_regs(sa);
+            g4::wgmma_fence();
+            g4::wg_abt<D, WQ_BM, BN>(s, sQ, sK(j + 1), wg * 64);
+            g4::wgmma_commit();
+            g4::wg_acc_rs<D, KS, false>(dq, sa, sK(j), BN * 128);
+            g4::wgmma_commit();
+            g4::wg_abt<D, WQ_BM, BN>(dp, sO, sK(j + 1) + TK, wg * 64);
+            g4::wgmma_commit();
+            p_ds(j + 1, std::false_type{});
+        }
+        advance(j);  // the last tile: its dQ
+        g4::fence_regs(sa);
+        g4::wgmma_fence();
+        g4::wg_acc_rs<D, KS, false>(dq, sa, sK(j), BN * 128);
         g4::wgmma_commit();
         g4::wgmma_wait<0>();
         g4::fence_regs(dq);
+        g4::fence_regs(sa);
+        j++;
     }
+    for (; j < ntiles; j++) advance(j);  // the block's tiles past the warpgroup's last (or all: no rows in the sequence)
 
     // epilogue: dQ (scaled) staged in the warp's own rows of the Q tile (only its warpgroup read them), 16-byte stores
-    if (active) {
+    if (nmine > 0) {
         wg_stage<WQ_BM, ND>(sq, dq, a.scale, a.scale, wg * 64 + warp * 16 + gid, tig);
         __syncwarp();
         wg_store_rows<WQ_BM, ND>(a.dq + ((long long) (start + row0) * a.hq + h) * D, (long long) a.hq * D, sq,

@@ -140,3 +140,5 @@ template <int N>
 __device__ __forceinline__ void fence_regs(float (&)[N]) {}
 template <int N>
 __device__ __forceinline__ void fence_regs(unsigned (&)[N]) {}
+template <int M, int N>
+__device__ __forceinline__ void fence_regs(unsigned (&)[M][N]) {}

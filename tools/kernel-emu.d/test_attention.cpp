@@ -261,14 +261,15 @@ EMU_CASE("attention", fwd_bwd_wgmma_sm90a) {
 
 // The wgmma kernels at small sizes, for the race check (KernelEmulatorTest, --race) and the fence.proxy.async check:
 // both head dims, every dQ mode, a second warpgroup partly and wholly past the end, and sequences of three and four
-// key tiles (the forward's K copies run two tiles ahead, into the buffer of the tile the products have just left:
-// both buffers so recycled).
+// key tiles of 128 (the forward's K copies run two tiles ahead, into the buffer of the tile the products have just
+// left: both buffers so recycled), which are five and seven of the dQ kernel's 64-key tiles in the pass mode (its
+// copies go two tiles ahead into three buffers: each recycled).
 EMU_CASE("attention", wgmma_small) {
     bool ok = run_problem({{65, 130}, 2, 1, 128, true}, 31, true, true, true, nullptr, 16, 1);
     ok &= run_problem({{70}, 2, 2, 64, true}, 32, true, true, true, nullptr, 16, 1);
-    const long long f0 = g4emu::launches("fwd_wgmma_kernel");
-    ok &= run_problem({{260, 400}, 1, 1, 64, true}, 33, false, false, false, nullptr, 0, 1);  // the forward alone
-    ok &= g4emu::launches("fwd_wgmma_kernel") == f0 + 1;
+    const long long f0 = g4emu::launches("fwd_wgmma_kernel"), q0 = g4emu::launches("dq_wgmma_kernel");
+    ok &= run_problem({{260, 400}, 1, 1, 64, true}, 33, true, true, false, nullptr, 16, 1);  // the pass mode alone
+    ok &= g4emu::launches("fwd_wgmma_kernel") == f0 + 1 && g4emu::launches("dq_wgmma_kernel") == q0 + 2;
     return ok;
 }
 
