@@ -1679,9 +1679,9 @@ __global__ void __launch_bounds__(WK_NT, 1) dq_wide_kernel(BwdArgs a) {
 // a tile. Deterministic (no atomics). FlashAttention-3's intra-warpgroup overlap, as in fwd_wgmma_kernel: tile j + 1's
 // products are issued around tile j's dQ (S_{j+1}, then dQ_j, then dP_{j+1}, a commit group each), so that P_{j+1}
 // (the exp2s) is computed while dQ_j and dP_{j+1} run; the wait for dP_{j+1} retires dQ_j, which frees dS_j's A
-// registers for dS_{j+1}. Tile j + 2's copies go, after the barrier that follows every warpgroup's wait for dQ_j,
-// into the buffer tile j - 1 used (three buffers: 161 KiB at head dim 128). Each dQ element sees the same products
-// in the same order as one tile at a time: the same bits.
+// registers for dS_{j+1}. Tile j + 2's copies go, after the barrier that follows every warpgroup's wait for
+// dQ_{j-1}, into the buffer tile j - 1 used (three buffers: 161 KiB at head dim 128). Each dQ element sees the same
+// products in the same order as one tile at a time: the same bits.
 template <int D>
 constexpr int dq_wg_smem() { return 2 * WQ_BM * D * 2 + 3 * 2 * ATT_BN * D * 2 + 1024; }  // Q, dO; 3 x (K, V); align
 

@@ -60,7 +60,7 @@ __device__ __forceinline__ void wgmma_ss_n64_tt(float (&d)[32], unsigned long lo
 __device__ __forceinline__ void wgmma_rs_n64_t(float (&d)[32], const unsigned (&a)[4], unsigned long long db, int scale_d) {
     wgmma_issue(d, 64, 0, db, a, true, scale_d);
 }
-inline void sync_block_any() { __syncthreads(); }  // (the emulator's barrier counts arrivals, wherever they are)
+__device__ __forceinline__ void sync_block_any() { __syncthreads(); }  // (the emulator's barrier counts arrivals, wherever)
 // (the bulk reductions' stand-ins, emu_mma.h: performed at the wait that retires their group)
 __device__ __forceinline__ void bulk_add(float* dst, unsigned s, unsigned bytes) { g4emu::bulk_reduce(dst, s, (int) bytes, 0); }
 __device__ __forceinline__ void bulk_add(unsigned long long* dst, unsigned s, unsigned bytes) {
@@ -118,8 +118,8 @@ __device__ __forceinline__ void fence_regs(unsigned (&r)[M][N]) {  // (A fragmen
     for (int i = 0; i < M; i++) fence_regs(r[i]);
 }
 // __syncthreads for code where the block's threads reach the barrier at different instructions (different paths
-// through a kernel, each arriving the same number of times): barrier.sync without .aligned, which __syncthreads'
-// bar.sync is, and which the PTX ISA asks every thread of the block to reach at the same instruction.
+// through a kernel, each arriving the same number of times): barrier.sync without .aligned. (__syncthreads' bar.sync
+// is barrier.sync.aligned, which the PTX ISA asks every thread of the block to reach at the same instruction.)
 __device__ __forceinline__ void sync_block_any() { asm volatile("barrier.sync 0;\n" ::: "memory"); }
 
 // The accumulator operands of a wgmma: its PTX register list and the matching asm outputs (32 or 64 floats).

@@ -145,9 +145,14 @@ cudaError_t last_error = cudaSuccess;
 const void* main_stack_bottom;
 size_t main_stack_size;
 long long blocks_run, threads_run;
+unsigned bar_gen;  // barriers completed (any block)
 #ifdef G4EMU_TSAN
 void* tsan_main;
-char sync_block_start, sync_block_end, sync_bar, sync_warp[MAX_THREADS / 32];
+// sync_bar: one per barrier generation's parity. A thread can be at most one barrier ahead of another, so a fast
+// thread's release into the next barrier is not acquired by a slow thread leaving this one (one object for every
+// barrier would hand it that later release: a false happens-before edge, hiding a race with what the fast thread did
+// in between).
+char sync_block_start, sync_block_end, sync_bar[2], sync_warp[MAX_THREADS / 32];
 #endif
 
 const char* kind_name(int k) {
@@ -216,7 +221,8 @@ void thread_exit() {
     bulk_wait(0, true);  // (the adds of those waited for with .read)
     f.state = DONE;
     TSAN(__tsan_release(&sync_block_end));
-    TSAN(__tsan_release(&sync_bar));  // (an exited thread counts as arrived at later barriers)
+    TSAN(__tsan_release(&sync_bar[0]));  // (an exited thread counts as arrived at later barriers)
+    TSAN(__tsan_release(&sync_bar[1]));
     nlive--;
     Warp& w = warps[f.lin >> 5];
     if (w.arrived > 0 && (w.mask >> (f.lin & 31) & 1))
@@ -227,6 +233,7 @@ void thread_exit() {
         for (int i = 0; i < nthreads; i++)
             if (fibers[i].state == AT_BAR) fibers[i].state = READY;
         bar_arrived = 0;
+        bar_gen++;
     }
     yield(true);
     fail("an exited thread was resumed");
@@ -602,17 +609,19 @@ void syncthreads() {
     TSAN_CALLER();
     Fiber& f = *g_cur;
     f.state = AT_BAR;
-    TSAN(__tsan_release(&sync_bar));
+    [[maybe_unused]] const unsigned gen = bar_gen & 1;
+    TSAN(__tsan_release(&sync_bar[gen]));
     if (++bar_arrived == nlive) {
         for (int i = 0; i < nthreads; i++)
             if (fibers[i].state == AT_BAR) fibers[i].state = READY;
         bar_arrived = 0;
+        bar_gen++;
         PROF(prof_flush_all());
-        TSAN(__tsan_acquire(&sync_bar));
+        TSAN(__tsan_acquire(&sync_bar[gen]));
         return;
     }
     yield();
-    TSAN(__tsan_acquire(&sync_bar));
+    TSAN(__tsan_acquire(&sync_bar[gen]));
 }
 
 void cp_async(unsigned dst, const void* src, int bytes, bool pred) {
