@@ -2,7 +2,9 @@ package org.grpo4j.internal.backend;
 
 import static org.junit.jupiter.api.Assertions.*;
 
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 import java.util.SplittableRandom;
 import org.grpo4j.bindings.CudaNative;
 import org.junit.jupiter.api.Tag;
@@ -47,6 +49,37 @@ class CudaAttentionTest {
         for (short v : x) scaleOf = Math.max(scaleOf, Math.abs(Bf16.toFloat(v)));
         for (int j = 0; j < x.length; j++)
             assertEquals(Bf16.toFloat(x[j]), Bf16.toFloat(y[j]), 0x1p-6 * scaleOf + 1e-4, what + ", element " + j);
+    }
+
+    /**
+     * assertNearBf16's test as a report, for a check that should say everything wrong at once: null when every element
+     * of y ([tokens, heads, d]) is within the tolerance of x's; else how many are not, the first (token, head, column)
+     * and the worst, which tell a misread layout (a column block, a row group, a whole head) from a rounding.
+     */
+    static String nearBf16Report(short[] x, short[] y, int heads, int d) {
+        double scaleOf = 0;
+        for (short v : x) scaleOf = Math.max(scaleOf, Math.abs(Bf16.toFloat(v)));
+        double tol = 0x1p-6 * scaleOf + 1e-4, worst = 0;
+        int bad = 0, first = -1, at = -1;
+        for (int j = 0; j < x.length; j++) {
+            double e = Math.abs((double) Bf16.toFloat(x[j]) - Bf16.toFloat(y[j]));
+            if (!(e <= tol)) {
+                bad++;
+                if (first < 0) first = j;
+                if (!(e <= worst)) {
+                    worst = e;
+                    at = j;
+                }
+            }
+        }
+        if (bad == 0) return null;
+        return String.format("%d of %d elements off by more than %.3g: the first at %s (%g, want %g), the worst at %s (%g, want %g)",
+                bad, x.length, tol, where(first, heads, d), Bf16.toFloat(y[first]), Bf16.toFloat(x[first]), where(at, heads, d),
+                Bf16.toFloat(y[at]), Bf16.toFloat(x[at]));
+    }
+
+    private static String where(int j, int heads, int d) {
+        return "token " + j / (heads * d) + " head " + j / d % heads + " column " + j % d;
     }
 
     @Test
@@ -154,6 +187,9 @@ class CudaAttentionTest {
         boolean was = be.wgmmaAttention();
         CudaBackend.AttentionDq wasDq = be.attentionDq();
         String[] names = {"out", "dq", "dk", "dv"};
+        // every comparison of every mode and head dim runs, and the failures are reported together: on the first GPU
+        // that runs these kernels, one run should say which kernel, mode and layout is wrong, not only the first
+        List<String> fails = new ArrayList<>();
         try {
             for (int[] h : new int[][] {{32, 8, 128}, {8, 2, 64}})
                 for (CudaBackend.AttentionDq m : CudaBackend.AttentionDq.values()) {
@@ -164,28 +200,38 @@ class CudaAttentionTest {
                     Object[] a = run(be, cu, h[0], h[1], h[2], 17), b = run(be, cu, h[0], h[1], h[2], 17);
                     boolean hopper = be.hasWgmmaAttention();
                     String where = m + " " + Arrays.toString(h) + (hopper ? " (wgmma)" : " (not Hopper: mma.sync)");
+                    int[] heads = {h[0], h[0], h[1], h[1]};
                     for (int i = 0; i < 4; i++) {
                         if (i == 1 && !m.deterministic()) continue;  // fp32 atomics: dq's last bits vary
-                        assertTrue(bitwiseEqual((short[]) a[i], (short[]) b[i]), names[i] + " repeats bitwise, " + where);
-                        if (!hopper) assertTrue(bitwiseEqual((short[]) mma[i], (short[]) a[i]), names[i] + " as mma.sync's, " + where);
+                        if (!bitwiseEqual((short[]) a[i], (short[]) b[i])) fails.add(names[i] + " does not repeat bitwise, " + where);
+                        if (!hopper && !bitwiseEqual((short[]) mma[i], (short[]) a[i]))
+                            fails.add(names[i] + " is not mma.sync's, " + where);
                     }
-                    assertArrayEquals((float[]) a[4], (float[]) b[4], "lse repeats bitwise, " + where);
+                    if (!Arrays.equals((float[]) a[4], (float[]) b[4])) fails.add("lse does not repeat bitwise, " + where);
                     if (!hopper) {
-                        assertArrayEquals((float[]) mma[4], (float[]) a[4], "lse as mma.sync's, " + where);
-                        if (!m.deterministic())
-                            assertNearBf16((short[]) mma[1], (short[]) a[1], "dq (atomics) near mma.sync's, " + where);
+                        if (!Arrays.equals((float[]) mma[4], (float[]) a[4])) fails.add("lse is not mma.sync's, " + where);
+                        String r = m.deterministic() ? null : nearBf16Report((short[]) mma[1], (short[]) a[1], h[0], h[2]);
+                        if (r != null) fails.add("dq (atomics) vs mma.sync, " + where + ": " + r);
                         continue;
                     }
-                    assertFalse(bitwiseEqual((short[]) mma[0], (short[]) a[0]), "out is the wgmma forward's, " + where);
-                    for (int i = 0; i < 4; i++) assertNearBf16((short[]) mma[i], (short[]) a[i], names[i] + " wgmma vs mma.sync, " + where);
+                    if (bitwiseEqual((short[]) mma[0], (short[]) a[0])) fails.add("out is mma.sync's, not the wgmma forward's, " + where);
+                    for (int i = 0; i < 4; i++) {
+                        String r = nearBf16Report((short[]) mma[i], (short[]) a[i], heads[i], h[2]);
+                        if (r != null) fails.add(names[i] + " wgmma vs mma.sync, " + where + ": " + r);
+                    }
                     float[] l0 = (float[]) mma[4], l1 = (float[]) a[4];
+                    int bad = 0, first = -1;
                     for (int j = 0; j < l0.length; j++)
-                        assertEquals(l0[j], l1[j], 1e-5 + 1e-5 * Math.abs(l0[j]), "lse wgmma vs mma.sync, element " + j + ", " + where);
+                        if (!(Math.abs(l0[j] - l1[j]) <= 1e-5 + 1e-5 * Math.abs(l0[j])) && bad++ == 0) first = j;
+                    if (bad > 0)
+                        fails.add("lse wgmma vs mma.sync, " + where + ": " + bad + " of " + l0.length + " off, the first at token "
+                                + first / h[0] + " head " + first % h[0] + " (" + l1[first] + ", want " + l0[first] + ")");
                 }
         } finally {
             be.setWgmmaAttention(was);
             be.setAttentionDq(wasDq);
         }
+        assertTrue(fails.isEmpty(), fails.size() + " comparisons failed:\n" + String.join("\n", fails));
     }
 
     /** Every bad cuSeqlens: the CPU's message at the next synchronize, and out / lse / dq / dk / dv untouched. */
