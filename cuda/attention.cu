@@ -1307,7 +1307,9 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
     load_step(0, 0);
     g4::cp_async_commit();
 
-    const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    // (the warpgroup through a shuffle: ptxas then knows the branches on it warp-uniform, as in dq_wgmma_kernel)
+    const int wg = __shfl_sync(0xffffffffu, (int) threadIdx.x >> 7, 0);
+    const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
     float dk[4 * ND], dv[4 * ND];
 #pragma unroll
     for (int i = 0; i < 4 * ND; i++) dk[i] = dv[i] = 0.f;
@@ -1315,22 +1317,91 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
     // the warpgroup's 64 keys wholly past the end: no products of its own (a warpgroup-uniform choice); it still
     // copies, writes zero dS^T rows and takes its share of dQ
     const bool active = key0 + wg * 64 < len;
-
-    for (int it = 0; it < total; it++) {
-        const int stage = it & 1;
-        if (it + 1 < total) load_step(it + 1, stage ^ 1);
-        g4::cp_async_commit();
-        g4::cp_async_wait<1>();
-        g4::fence_proxy_async();  // this thread's copies of the step, before the wgmma (async proxy) reads them
-        __syncthreads();
-        const int h = g * a.group + it / nsteps, r0 = key0 + (it % nsteps) * QS;
-        const unsigned qb = sQ + stage * T2, ob = sO + stage * T2;
+    float st[4 * NQ], dp[4 * NQ];   // S^T, dP^T: the warpgroup's 64 keys x a step's 64 queries
+    unsigned pa[KS][4], sa[KS][4];  // P^T and dS^T (the warp's 16 keys x 16 queries a k-step) as A fragments
+    // Step it's P^T and dS^T, from S^T and dP^T (the newest two wgmma groups), into pa and sa.
+    const auto p_ds = [&](int it) {
+        const int stage = it & 1, r0 = key0 + (it % nsteps) * QS;
         const float* L = sL + stage * QS;
         const float* Dv = sD + stage * QS;
-        unsigned pa[KS][4], sa[KS][4];  // P^T and dS^T (the warp's 16 keys x 16 queries a k-step) as A fragments
-        // dS^T (bf16) to shared memory (atomics modes): the warp's keys (rows) x the step's queries, from the A
-        // fragments, before the dK wgmma takes them (PTX: no access to an in-flight wgmma's A registers until its wait)
-        auto store_ds = [&]() {
+        g4::wgmma_wait<1>();  // S^T in (dP^T may still run)
+        g4::fence_regs(st);
+        // P^T = 2^(c s - lse log2 e), 0 where the query does not see the key (query < key) or is past the end
+#pragma unroll
+        for (int nb = 0; nb < NQ; nb++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int qc = nb * 8 + tig * 2 + e, qr = r0 + qc;
+                const float l2 = L[qc] * g4::ATT_LOG2E;
+                const bool ok = qr < len;
+                st[4 * nb + e] = ok && kr <= qr ? g4::exp2_ftz(fmaf(st[4 * nb + e], a.c, -l2)) : 0.f;
+                st[4 * nb + 2 + e] = ok && kr + 8 <= qr ? g4::exp2_ftz(fmaf(st[4 * nb + 2 + e], a.c, -l2)) : 0.f;
+            }
+        g4::wgmma_wait<0>();
+        g4::fence_regs(dp);
+        // dS^T = P^T (dP^T - D)
+#pragma unroll
+        for (int nb = 0; nb < NQ; nb++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const float di = Dv[nb * 8 + tig * 2 + e];
+                dp[4 * nb + e] = st[4 * nb + e] * (dp[4 * nb + e] - di);
+                dp[4 * nb + 2 + e] = st[4 * nb + 2 + e] * (dp[4 * nb + 2 + e] - di);
+            }
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) {
+            c_to_a_at(pa[kk], st, kk);
+            c_to_a_at(sa[kk], dp, kk);
+        }
+    };
+    // dV += P^T dO, dK += dS^T Q (scaled at the end) for step it, one group: k-step kk reads rows 16 kk .. of dO / Q
+    // (MN-major)
+    const auto issue_dvdk = [&](int it) {
+        const unsigned qb = sQ + (it & 1) * T2, ob = sO + (it & 1) * T2;
+        g4::fence_regs(dv);
+        g4::fence_regs(dk);
+        g4::fence_regs(pa);
+        g4::fence_regs(sa);
+        g4::wgmma_fence();
+        g4::wg_acc_rs<D, KS, false>(dv, pa, ob, QS * 128);
+        g4::wg_acc_rs<D, KS, false>(dk, sa, qb, QS * 128);
+        g4::wgmma_commit();
+    };
+
+    if constexpr (DQM == DQ_PASS) {
+        for (int it = 0; it < total; it++) {
+            const int stage = it & 1;
+            if (it + 1 < total) load_step(it + 1, stage ^ 1);
+            g4::cp_async_commit();
+            g4::cp_async_wait<1>();
+            g4::fence_proxy_async();  // this thread's copies of the step, before the wgmma (async proxy) reads them
+            __syncthreads();
+            if (active) {
+                g4::wg_two_abt<D, WK_BN, QS>(st, dp, sK, sQ + stage * T2, sV, sO + stage * T2, wg * 64);
+                p_ds(it);
+                issue_dvdk(it);
+                g4::wgmma_wait<0>();
+                g4::fence_regs(pa);  // (the A registers kept to the wait: ptxas must not reuse them earlier)
+                g4::fence_regs(sa);
+            }
+            g4::fence_regs(dv);
+            g4::fence_regs(dk);
+            __syncthreads();  // before the next step's copies into this stage
+        }
+    } else {
+        // The atomics modes: dS^T through shared memory for dQ += dS K, whose rows go to the staging tile and out by
+        // bulk reductions. Two barriers a step: (1) every warpgroup's dS^T stored, and the next step's Q, dO, lse and
+        // D in (its copies were waited for just before); (2) the dQ rows staged, and every product of the step retired
+        // (so the step after next may be copied into its buffers). Between them an active warpgroup issues dQ_it and
+        // then the next step's S^T and dP^T, which run while it stages dQ_it and waits at the second barrier; it waits
+        // for them only when it computes P^T. Each warpgroup runs its own loop (an active one has the next step's
+        // products in flight across the loop's back edge, which an inactive one has not: a branch merging the two
+        // would make ptxas serialize the wgmma), so the barriers are barrier.sync without .aligned (sync_block_any).
+        constexpr int KK = D == 128 ? WK_BN / 16 : 64 / 16;
+        const int k0 = D == 128 ? 0 : wg * KK, coff = D == 128 ? wg * 64 : 0;
+        // dS^T (bf16) to shared memory: the warp's keys (rows) x the step's queries, from the A fragments, before the
+        // dK wgmma takes them (PTX: no access to an in-flight wgmma's A registers until its wait)
+        const auto store_ds = [&]() {
             const int rk = wg * 64 + warp * 16 + gid;
 #pragma unroll
             for (int kk = 0; kk < KS; kk++)
@@ -1339,76 +1410,37 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
                     *reinterpret_cast<unsigned*>(sk + (sS - sK) + g4::wg_off<WK_BN>(rk + (i & 1) * 8, kk * 16 + tig * 2 + (i >> 1) * 8)) =
                             sa[kk][i];
         };
-        if (active) {
-            float st[4 * NQ], dp[4 * NQ];  // S^T, dP^T: the warpgroup's 64 keys x the step's 64 queries
-            g4::wg_two_abt<D, WK_BN, QS>(st, dp, sK, qb, sV, ob, wg * 64);
-            g4::wgmma_wait<1>();  // S^T in (dP^T may still run)
-            g4::fence_regs(st);
-            // P^T = 2^(c s - lse log2 e), 0 where the query does not see the key (query < key) or is past the end
-#pragma unroll
-            for (int nb = 0; nb < NQ; nb++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int qc = nb * 8 + tig * 2 + e, qr = r0 + qc;
-                    const float l2 = L[qc] * g4::ATT_LOG2E;
-                    const bool ok = qr < len;
-                    st[4 * nb + e] = ok && kr <= qr ? g4::exp2_ftz(fmaf(st[4 * nb + e], a.c, -l2)) : 0.f;
-                    st[4 * nb + 2 + e] = ok && kr + 8 <= qr ? g4::exp2_ftz(fmaf(st[4 * nb + 2 + e], a.c, -l2)) : 0.f;
-                }
-            g4::wgmma_wait<0>();
-            g4::fence_regs(dp);
-            // dS^T = P^T (dP^T - D)
-#pragma unroll
-            for (int nb = 0; nb < NQ; nb++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const float di = Dv[nb * 8 + tig * 2 + e];
-                    dp[4 * nb + e] = st[4 * nb + e] * (dp[4 * nb + e] - di);
-                    dp[4 * nb + 2 + e] = st[4 * nb + 2 + e] * (dp[4 * nb + 2 + e] - di);
-                }
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++) {
-                c_to_a_at(pa[kk], st, kk);
-                c_to_a_at(sa[kk], dp, kk);
-            }
-            if (DQM != DQ_PASS) store_ds();
-            // dV += P^T dO, dK += dS^T Q (scaled at the end): k-step kk reads rows 16 kk .. of dO / Q (MN-major)
-            g4::wg_acc_rs<D, KS>(dv, pa, ob, QS * 128);
-            g4::wg_acc_rs<D, KS>(dk, sa, qb, QS * 128);
-            g4::wgmma_commit();
-        } else {
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++) sa[kk][0] = sa[kk][1] = sa[kk][2] = sa[kk][3] = 0u;
-            if (DQM != DQ_PASS) store_ds();
-        }
-        if constexpr (DQM != DQ_PASS) {
-            g4::bulk_wait_read<0>();  // the last step's bulk reductions have read the staging tile (before the barrier)
-            g4::fence_proxy_async();  // the dS^T stores, before the wgmma reads them
-            __syncthreads();          // both warpgroups' rows of dS^T; the staging tiles free
-            // dQ (the step's 64 queries) += dS K: A = dS^T read transposed (MN-major), B = K (MN-major); head dim 128:
-            // this warpgroup's 64 columns over the 128 keys; 64: all 64 columns over its 64 keys
-            // (an inactive warpgroup at head dim 64 adds zeros for its keys: skipping them made ptxas serialize the
-            // wgmma, whose branch it cannot prove warpgroup-uniform)
-            constexpr int KK = D == 128 ? WK_BN / 16 : 64 / 16;
-            const int k0 = D == 128 ? 0 : wg * KK, coff = D == 128 ? wg * 64 : 0;
-            float acc[32];
-            g4::fence_regs(acc);
-            g4::wgmma_fence();
+        // barrier (1)
+        const auto sync_ds = [&](int it) {
+            g4::bulk_wait_read<0>();                   // the last step's bulk reductions have read the staging tile
+            if (it + 1 < total) g4::cp_async_wait<0>();  // the next step's copies
+            g4::fence_proxy_async();                   // the dS^T stores and the copies, before the wgmma reads them
+            g4::sync_block_any();
+        };
+        // dQ (the step's 64 queries) += dS K: A = dS^T read transposed (MN-major), B = K (MN-major); head dim 128:
+        // this warpgroup's 64 columns over the 128 keys; 64: all 64 columns over its 64 keys (an inactive warpgroup at
+        // head dim 64 adds zeros for its keys). Not fenced, not committed. (acc is each step's own: an accumulator
+        // carried from step to step had the compiler copy it between the k-steps, which ptxas serializes.)
+        const auto dq_batch = [&](float (&acc)[32]) {
 #pragma unroll
             for (int kk = 0; kk < KK; kk++)
                 g4::wgmma_ss_n64_tt(acc, g4::wg_desc(sS + (k0 + kk) * 2048, WK_BN * 128, 1024),
                                     g4::wg_desc(sK + (coff >> 6) * (WK_BN * 128) + (k0 + kk) * 2048, WK_BN * 128, 1024), kk > 0);
-            g4::wgmma_commit();
-            g4::wgmma_wait<0>();  // (also the dV / dK products)
+        };
+        // dQ_it retired: its rows to the staging tile (FlashAttention-3's dQ: the same sums in fixed point, integers in
+        // any order; fp32's in another order)
+        const auto stage_rows = [&](int it, float (&acc)[32]) {
+            const int h = g * a.group + it / nsteps, r0 = key0 + (it % nsteps) * QS;
             g4::fence_regs(acc);
-            // dQ's rows through the staging tile and one bulk reduction a row (FlashAttention-3's dQ; 64 values
-            // of 4 or 8 bytes a row, where dq_add_rows had 32 scattered atomics a thread): the same sums in fixed
-            // point (integers: any order), fp32's in another order
             dq_stage_rows<DQM, D>(a, stg, acc, warp * 16 + gid, r0 + warp * 16 + gid, coff, start, len, h, g, tig);
             g4::fence_proxy_async();  // the staged rows, before the async proxy reads them
+        };
+        // barrier (2), one bulk reduction a row, then the copies of step it + 2 into step it's buffers
+        const auto finish_step = [&](int it) {
+            const int h = g * a.group + it / nsteps, r0 = key0 + (it % nsteps) * QS;
             g4::fence_regs(dv);
             g4::fence_regs(dk);
-            __syncthreads();  // the staging tile's rows; before the next step's copies into this stage and dS^T stores
+            g4::sync_block_any();
             const int wt = threadIdx.x & 127;  // threads 0-63 of each warpgroup: a row each
             // (at head dim 64 a warpgroup whose keys are all past the end has only zeros to add)
             if (wt < 64 && r0 + wt < len && (D == 128 || active)) {
@@ -1418,11 +1450,68 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
                 else g4::bulk_add(reinterpret_cast<unsigned long long*>(a.dqacc) + i, src, 64 * 8);
             }
             g4::bulk_commit();
+            if (it + 2 < total) load_step(it + 2, it & 1);
+            g4::cp_async_commit();
+        };
+        // step it's dQ product, retired with everything before it (dV and dK of the step)
+        const auto dq_step = [&](int it) {
+            float acc[32];
+            g4::fence_regs(acc);
+            g4::wgmma_fence();
+            dq_batch(acc);
+            g4::wgmma_commit();
+            g4::wgmma_wait<0>();
+            g4::fence_regs(pa);  // (the A registers of dV and dK kept to the wait: ptxas must not reuse them earlier)
+            g4::fence_regs(sa);
+            stage_rows(it, acc);
+        };
+
+        if (total > 1) load_step(1, 1);
+        g4::cp_async_commit();
+        g4::cp_async_wait<1>();  // step 0 (and K, V)
+        g4::fence_proxy_async();
+        __syncthreads();
+        if (active) {
+            g4::wg_two_abt<D, WK_BN, QS>(st, dp, sK, sQ, sV, sO, wg * 64);  // S^T_0, dP^T_0
+            p_ds(0);
+            int it = 0;
+            // (P^T and dS^T of step it + 1 at the end of the body: no wgmma in flight at the loop's back edge, which
+            // had the compiler copy S^T's accumulators between k-steps, and ptxas serialize them)
+            for (; it + 1 < total; it++) {
+                store_ds();
+                issue_dvdk(it);
+                sync_ds(it);
+                dq_step(it);
+                // S^T and dP^T of step it + 1 (its buffers: (it + 1) & 1), running across barrier (2) and the bulk
+                // reductions' issue (issued after the staging, not before: at head dim 128 their accumulators and
+                // dQ's would not fit the registers together)
+                const unsigned qn = sQ + ((it + 1) & 1) * T2, on = sO + ((it + 1) & 1) * T2;
+                g4::fence_regs(st);
+                g4::fence_regs(dp);
+                g4::wgmma_fence();
+                g4::wg_abt<D, WK_BN, QS>(st, sK, qn, wg * 64);
+                g4::wgmma_commit();
+                g4::wg_abt<D, WK_BN, QS>(dp, sV, on, wg * 64);
+                g4::wgmma_commit();
+                finish_step(it);
+                p_ds(it + 1);
+            }
+            store_ds();  // the last step
+            issue_dvdk(it);
+            sync_ds(it);
+            dq_step(it);
+            finish_step(it);
         } else {
-            if (active) g4::wgmma_wait<0>();
-            g4::fence_regs(dv);
-            g4::fence_regs(dk);
-            __syncthreads();  // before the next step's copies into this stage
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) sa[kk][i] = pa[kk][i] = 0u;
+            for (int it = 0; it < total; it++) {
+                store_ds();
+                sync_ds(it);
+                dq_step(it);
+                finish_step(it);
+            }
         }
     }
 

@@ -57,6 +57,9 @@ __device__ __forceinline__ void wgmma_ss_n64(float (&d)[32], unsigned long long 
 __device__ __forceinline__ void wgmma_ss_n64_tt(float (&d)[32], unsigned long long da, unsigned long long db, int scale_d) {
     wgmma_issue(d, 64, da, db, nullptr, true, scale_d, true);
 }
+__device__ __forceinline__ void wgmma_ss_n64_z(float (&d)[32], unsigned long long da, unsigned long long db) {
+    wgmma_issue(d, 64, da, db, nullptr, false, 0);
+}
 __device__ __forceinline__ void wgmma_rs_n64_t(float (&d)[32], const unsigned (&a)[4], unsigned long long db, int scale_d) {
     wgmma_issue(d, 64, 0, db, a, true, scale_d);
 }
@@ -132,6 +135,9 @@ __device__ __forceinline__ void sync_block_any() { asm volatile("barrier.sync 0;
                        "+f"(d[i + 6]), "+f"(d[i + 7])
 #define G4_WG_D32(d) G4_WG_D8(d, 0), G4_WG_D8(d, 8), G4_WG_D8(d, 16), G4_WG_D8(d, 24)
 #define G4_WG_D64(d) G4_WG_D32(d), G4_WG_D8(d, 32), G4_WG_D8(d, 40), G4_WG_D8(d, 48), G4_WG_D8(d, 56)
+#define G4_WG_O8(d, i) "=f"(d[i]), "=f"(d[i + 1]), "=f"(d[i + 2]), "=f"(d[i + 3]), "=f"(d[i + 4]), "=f"(d[i + 5]), \
+                       "=f"(d[i + 6]), "=f"(d[i + 7])
+#define G4_WG_O32(d) G4_WG_O8(d, 0), G4_WG_O8(d, 8), G4_WG_O8(d, 16), G4_WG_O8(d, 24)
 
 // d (64 x 128) = A B + scale_d d; A [64][16] K-major at descriptor da, B as [128][16] K-major (B^T stored row-major,
 // QK^T's K) at db.
@@ -172,6 +178,16 @@ __device__ __forceinline__ void wgmma_ss_n64(float (&d)[32], unsigned long long 
         : "l"(da), "l"(db), "r"(scale_d));
 }
 
+// d (64 x 64) = A B (wgmma_ss_n64 with scale-d 0): d's old values are not operands (outputs only), so that the
+// registers of a product's last use may be taken before its first k-step is issued.
+__device__ __forceinline__ void wgmma_ss_n64_z(float (&d)[32], unsigned long long da, unsigned long long db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " G4_WG_R32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+        : G4_WG_O32(d)
+        : "l"(da), "l"(db), "r"(0));
+}
+
 // d (64 x 64) = A B + scale_d d; A MN-major at da (stored [k][m]: dS^T for dS), B [16][64] MN-major at db (stored [k][n]).
 __device__ __forceinline__ void wgmma_ss_n64_tt(float (&d)[32], unsigned long long da, unsigned long long db, int scale_d) {
     asm volatile(
@@ -209,7 +225,8 @@ __device__ __forceinline__ void wg_abt(float (&x)[32], unsigned a, unsigned b, i
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
         const unsigned ao = (kk >> 2) * (RA * 128) + arow * 128 + (kk & 3) * 32, bo = (kk >> 2) * (RB * 128) + (kk & 3) * 32;
-        wgmma_ss_n64(x, wg_desc(a + ao, 16, 1024), wg_desc(b + bo, 16, 1024), kk > 0);
+        if (kk == 0) wgmma_ss_n64_z(x, wg_desc(a + ao, 16, 1024), wg_desc(b + bo, 16, 1024));
+        else wgmma_ss_n64(x, wg_desc(a + ao, 16, 1024), wg_desc(b + bo, 16, 1024), 1);
     }
 }
 
