@@ -1251,10 +1251,13 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
 // registers, then dV += P^T dO and dK += dS^T Q as wgmma m64nDk16 with P^T / dS^T from registers and dO / Q from shared
 // memory (MN-major). dQ: in the atomics modes (DQ_FP32, DQ_FIXED) dS^T goes to shared memory and dQ += dS K is one more
 // wgmma (A = dS^T read MN-major, i.e. transposed; B = K MN-major) per warpgroup, columns 64 wg .. at head dim 128 (all
-// keys), keys 64 wg .. at head dim 64 (all columns; both add into dQ), added with dq_add as in the other kernels; in
-// DQ_PASS dq_wgmma_kernel runs after it. Tiles in wgmma.cuh's layout; one barrier a step after the copies and one at
-// its end (dS^T and the stage reused). P^T and dS^T are rounded to bf16 as in dkdv_wide_kernel, so the products have
-// the same operands; the sums run in the tensor cores' order, not the mma.sync kernels': not their bits.
+// keys), keys 64 wg .. at head dim 64 (all columns; both add into dQ), staged in shared memory and added by bulk
+// reductions, a row each (the values dq_add would add); in DQ_PASS dq_wgmma_kernel runs after it. Tiles in wgmma.cuh's
+// layout. DQ_PASS: one barrier a step after the copies and one at its end (the stage reused). The atomics modes: one
+// after the dS^T stores (and the next step's copies) and one after dQ's staging (then the copies of the step after
+// next), with the next step's S^T and dP^T running across the second (the loops below say how). P^T and dS^T are
+// rounded to bf16 as in dkdv_wide_kernel, so the products have the same operands; the sums run in the tensor cores'
+// order, not the mma.sync kernels': not their bits.
 constexpr int WB_QS = 64;  // query rows per step (the key tile is WK_BN = 128: 2 warpgroups x 64)
 
 template <int D, int DQM>
