@@ -1260,12 +1260,21 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
 // order, not the mma.sync kernels': not their bits.
 constexpr int WB_QS = 64;  // query rows per step (the key tile is WK_BN = 128: 2 warpgroups x 64)
 
+// Stages of the query steps' tiles: three in the pass mode (one barrier a step), two in the atomics modes (whose dQ
+// staging takes the room).
+template <int DQM>
+__host__ __device__ constexpr int dkdv_wg_stages() { return DQM == DQ_PASS ? 3 : 2; }
+
+// K, V; stages x (Q, dO); dS^T [128][64] and 2 x dQ staging [64][64] (the atomics modes); stages x (lse, D); 1 KiB to
+// align
 template <int D, int DQM>
-constexpr int dkdv_wg_smem() {  // K, V; 2 x (Q, dO); dS^T [128][64]; 2 x (lse, D); 2 x dQ staging [64][64]; 1 KiB to align
-    return 2 * WK_BN * D * 2 + 2 * 2 * WB_QS * D * 2 + WK_BN * WB_QS * 2 + 2 * 2 * WB_QS * 4 +
-           (DQM == DQ_PASS ? 0 : 2 * 64 * dq_stage_row_bytes<DQM>()) + 1024;
+constexpr int dkdv_wg_smem() {
+    constexpr int st = dkdv_wg_stages<DQM>();
+    return 2 * WK_BN * D * 2 + st * 2 * WB_QS * D * 2 + st * 2 * WB_QS * 4 +
+           (DQM == DQ_PASS ? 0 : WK_BN * WB_QS * 2 + 2 * 64 * dq_stage_row_bytes<DQM>()) + 1024;
 }
-static_assert(dkdv_wg_smem<128, DQ_FIXED>() <= 227 * 1024, "the Hopper dK/dV kernel's shared memory");
+static_assert(dkdv_wg_smem<128, DQ_FIXED>() <= 227 * 1024 && dkdv_wg_smem<128, DQ_PASS>() <= 227 * 1024,
+              "the Hopper dK/dV kernel's shared memory");
 
 #if defined(G4_WGMMA) || defined(G4_EMU)
 // c_to_a over flat accumulator arrays: k-step kk's A fragment from 8-column blocks 2 kk and 2 kk + 1.
@@ -1290,11 +1299,13 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
     unsigned char* const sk = g4::wg_base(smem);  // the swizzle atoms need 1024-byte alignment
     const unsigned sK = g4::smem_u32(sk);
     constexpr unsigned T1 = WK_BN * D * 2, T2 = QS * D * 2;
-    const unsigned sV = sK + T1, sQ = sV + T1, sO = sQ + 2 * T2, sS = sO + 2 * T2;  // Q, dO [2 stages]; dS^T [128][64]
-    float* sL = reinterpret_cast<float*>(sk + (sS + WK_BN * QS * 2 - sK));           // [2][QS] lse
-    float* sD = sL + 2 * QS;                                                          // [2][QS] D_i
+    constexpr int NST = dkdv_wg_stages<DQM>();
+    // Q, dO [NST stages]; dS^T [128][64] (the atomics modes)
+    const unsigned sV = sK + T1, sQ = sV + T1, sO = sQ + NST * T2, sS = sO + NST * T2;
+    float* sL = reinterpret_cast<float*>(sk + (sS + (DQM == DQ_PASS ? 0 : WK_BN * QS * 2) - sK));  // [NST][QS] lse
+    float* sD = sL + NST * QS;                                                                     // [NST][QS] D_i
     // the atomics modes: dQ's 64 query rows x 64 columns, a tile per warpgroup, staged for the bulk reductions
-    unsigned char* const stg = reinterpret_cast<unsigned char*>(sD + 2 * QS) + (threadIdx.x >> 7) * 64 * dq_stage_row_bytes<DQM>();
+    unsigned char* const stg = reinterpret_cast<unsigned char*>(sD + NST * QS) + (threadIdx.x >> 7) * 64 * dq_stage_row_bytes<DQM>();
     const unsigned sLa = g4::smem_u32(sL), sDa = g4::smem_u32(sD);
     load_tile_wg<WK_BN, D>(sK, a.k + ((long long) (start + key0) * a.hkv + g) * D, (long long) a.hkv * D, len - key0);
     load_tile_wg<WK_BN, D>(sV, a.v + ((long long) (start + key0) * a.hkv + g) * D, (long long) a.hkv * D, len - key0);
@@ -1324,7 +1335,7 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
     unsigned pa[KS][4], sa[KS][4];  // P^T and dS^T (the warp's 16 keys x 16 queries a k-step) as A fragments
     // Step it's P^T and dS^T, from S^T and dP^T (the newest two wgmma groups), into pa and sa.
     const auto p_ds = [&](int it) {
-        const int stage = it & 1, r0 = key0 + (it % nsteps) * QS;
+        const int stage = it % NST, r0 = key0 + (it % nsteps) * QS;
         const float* L = sL + stage * QS;
         const float* Dv = sD + stage * QS;
         g4::wgmma_wait<1>();  // S^T in (dP^T may still run)
@@ -1360,7 +1371,7 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
     // dV += P^T dO, dK += dS^T Q (scaled at the end) for step it, one group: k-step kk reads rows 16 kk .. of dO / Q
     // (MN-major)
     const auto issue_dvdk = [&](int it) {
-        const unsigned qb = sQ + (it & 1) * T2, ob = sO + (it & 1) * T2;
+        const unsigned qb = sQ + (it % NST) * T2, ob = sO + (it % NST) * T2;
         g4::fence_regs(dv);
         g4::fence_regs(dk);
         g4::fence_regs(pa);
@@ -1372,24 +1383,52 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
     };
 
     if constexpr (DQM == DQ_PASS) {
-        for (int it = 0; it < total; it++) {
-            const int stage = it & 1;
-            if (it + 1 < total) load_step(it + 1, stage ^ 1);
+        // One barrier a step, in three stages: step it + 1's copies in (and visible), then step it + 2's into the stage
+        // of step it - 1, whose products every warpgroup retired before the barrier. An active warpgroup issues dV and
+        // dK of step it before the barrier, so that they run across it, and S^T and dP^T of step it + 1 after it.
+        // Each warpgroup runs its own loop (sync_block_any), as in the atomics modes.
+        const auto advance = [&](int it) {
+            g4::cp_async_wait<0>();   // step it + 1's copies
+            g4::fence_proxy_async();  // before the wgmma (async proxy) reads them
+            g4::sync_block_any();
+            if (it + 2 < total) load_step(it + 2, (it + 2) % NST);
             g4::cp_async_commit();
-            g4::cp_async_wait<1>();
-            g4::fence_proxy_async();  // this thread's copies of the step, before the wgmma (async proxy) reads them
-            __syncthreads();
-            if (active) {
-                g4::wg_two_abt<D, WK_BN, QS>(st, dp, sK, sQ + stage * T2, sV, sO + stage * T2, wg * 64);
-                p_ds(it);
+        };
+        if (total > 1) load_step(1, 1);
+        g4::cp_async_commit();
+        g4::cp_async_wait<1>();  // step 0 (and K, V)
+        g4::fence_proxy_async();
+        __syncthreads();
+        if (active) {
+            g4::wg_two_abt<D, WK_BN, QS>(st, dp, sK, sQ, sV, sO, wg * 64);  // S^T_0, dP^T_0
+            p_ds(0);
+            int it = 0;
+            for (; it + 1 < total; it++) {
                 issue_dvdk(it);
+                advance(it);
+                // dV and dK ran across the barrier; retired before S^T and dP^T take the registers (with them and
+                // their A registers still live, head dim 128 spilled)
                 g4::wgmma_wait<0>();
-                g4::fence_regs(pa);  // (the A registers kept to the wait: ptxas must not reuse them earlier)
+                g4::fence_regs(pa);
                 g4::fence_regs(sa);
+                const unsigned qn = sQ + ((it + 1) % NST) * T2, on = sO + ((it + 1) % NST) * T2;
+                g4::fence_regs(st);
+                g4::fence_regs(dp);
+                g4::wgmma_fence();
+                g4::wg_abt<D, WK_BN, QS>(st, sK, qn, wg * 64);
+                g4::wgmma_commit();
+                g4::wg_abt<D, WK_BN, QS>(dp, sV, on, wg * 64);
+                g4::wgmma_commit();
+                p_ds(it + 1);
             }
+            issue_dvdk(it);  // the last step
+            g4::wgmma_wait<0>();
+            g4::fence_regs(pa);
+            g4::fence_regs(sa);
             g4::fence_regs(dv);
             g4::fence_regs(dk);
-            __syncthreads();  // before the next step's copies into this stage
+        } else {
+            for (int it = 0; it + 1 < total; it++) advance(it);
         }
     } else {
         // The atomics modes: dS^T through shared memory for dQ += dS K, whose rows go to the staging tile and out by
