@@ -1115,7 +1115,7 @@ constexpr int dkdv_wide_smem() {
 }
 
 // A dK/dV query step's lse and D_i (QS rows from r0 of head h, whose first q/dO element is row * D; rows past the end
-// zero-filled) into stage `stage` of the [2][QS] staging arrays at sLa / sDa, by the block's first QS threads.
+// zero-filled) into stage `stage` of the [stages][QS] staging arrays at sLa / sDa, by the block's first QS threads.
 template <int QS>
 __device__ __forceinline__ void load_lse_dsum(const BwdArgs& a, unsigned sLa, unsigned sDa, int stage, long long row,
                                               int start, int r0, int h, int len) {
@@ -1246,14 +1246,16 @@ __global__ void __launch_bounds__(WK_NT, 1) dkdv_wide_kernel(BwdArgs a) {
 // ---- backward dK/dV on Hopper (sm_90a: wgmma) -------------------------------------------------------------------
 //
 // dkdv_wide_kernel's blocks (key tile of 128, kv head; the same plan; query steps of 64 rows of each head of the group,
-// Q / dO / lse / D double-buffered) with FlashAttention-3's products: each of 2 warpgroups takes 64 keys;
+// Q / dO / lse / D in three stages in DQ_PASS, two in the atomics modes) with FlashAttention-3's products: each of 2
+// warpgroups takes 64 keys;
 // S^T = K Q^T and dP^T = V dO^T as wgmma m64n64k16 from shared memory (K-major), P^T and dS^T = P^T (dP^T - D) in
 // registers, then dV += P^T dO and dK += dS^T Q as wgmma m64nDk16 with P^T / dS^T from registers and dO / Q from shared
 // memory (MN-major). dQ: in the atomics modes (DQ_FP32, DQ_FIXED) dS^T goes to shared memory and dQ += dS K is one more
 // wgmma (A = dS^T read MN-major, i.e. transposed; B = K MN-major) per warpgroup, columns 64 wg .. at head dim 128 (all
 // keys), keys 64 wg .. at head dim 64 (all columns; both add into dQ), staged in shared memory and added by bulk
 // reductions, a row each (the values dq_add would add); in DQ_PASS dq_wgmma_kernel runs after it. Tiles in wgmma.cuh's
-// layout. DQ_PASS: one barrier a step after the copies and one at its end (the stage reused). The atomics modes: one
+// layout. DQ_PASS: one barrier a step, after the next step's copies (then the copies of the step after next, into the
+// stage of the step before), with the step's dV and dK running across it. The atomics modes: one
 // after the dS^T stores (and the next step's copies) and one after dQ's staging (then the copies of the step after
 // next), with the next step's S^T and dP^T running across the second (the loops below say how). P^T and dS^T are
 // rounded to bf16 as in dkdv_wide_kernel, so the products have the same operands; the sums run in the tensor cores'
