@@ -1383,6 +1383,25 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
         g4::wg_acc_rs<D, KS, false>(dk, sa, qb, QS * 128);
         g4::wgmma_commit();
     };
+    // S^T and dP^T of step it (its stage's Q and dO), a group each
+    const auto issue_sdp = [&](int it) {
+        const unsigned qb = sQ + (it % NST) * T2, ob = sO + (it % NST) * T2;
+        g4::fence_regs(st);
+        g4::fence_regs(dp);
+        g4::wgmma_fence();
+        g4::wg_abt<D, WK_BN, QS>(st, sK, qb, wg * 64);
+        g4::wgmma_commit();
+        g4::wg_abt<D, WK_BN, QS>(dp, sV, ob, wg * 64);
+        g4::wgmma_commit();
+    };
+    // Every mode's start: step 1's copies issued, step 0's (and K's, V's) in and visible to every thread
+    const auto first_steps = [&]() {
+        if (total > 1) load_step(1, 1);
+        g4::cp_async_commit();
+        g4::cp_async_wait<1>();
+        g4::fence_proxy_async();
+        __syncthreads();
+    };
 
     if constexpr (DQM == DQ_PASS) {
         // One barrier a step, in three stages: step it + 1's copies in (and visible), then step it + 2's into the stage
@@ -1396,13 +1415,9 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
             if (it + 2 < total) load_step(it + 2, (it + 2) % NST);
             g4::cp_async_commit();
         };
-        if (total > 1) load_step(1, 1);
-        g4::cp_async_commit();
-        g4::cp_async_wait<1>();  // step 0 (and K, V)
-        g4::fence_proxy_async();
-        __syncthreads();
+        first_steps();
         if (active) {
-            g4::wg_two_abt<D, WK_BN, QS>(st, dp, sK, sQ, sV, sO, wg * 64);  // S^T_0, dP^T_0
+            issue_sdp(0);
             p_ds(0);
             int it = 0;
             for (; it + 1 < total; it++) {
@@ -1413,14 +1428,7 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
                 g4::wgmma_wait<0>();
                 g4::fence_regs(pa);
                 g4::fence_regs(sa);
-                const unsigned qn = sQ + ((it + 1) % NST) * T2, on = sO + ((it + 1) % NST) * T2;
-                g4::fence_regs(st);
-                g4::fence_regs(dp);
-                g4::wgmma_fence();
-                g4::wg_abt<D, WK_BN, QS>(st, sK, qn, wg * 64);
-                g4::wgmma_commit();
-                g4::wg_abt<D, WK_BN, QS>(dp, sV, on, wg * 64);
-                g4::wgmma_commit();
+                issue_sdp(it + 1);
                 p_ds(it + 1);
             }
             issue_dvdk(it);  // the last step
@@ -1510,13 +1518,9 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
             stage_rows(it, acc);
         };
 
-        if (total > 1) load_step(1, 1);
-        g4::cp_async_commit();
-        g4::cp_async_wait<1>();  // step 0 (and K, V)
-        g4::fence_proxy_async();
-        __syncthreads();
+        first_steps();
         if (active) {
-            g4::wg_two_abt<D, WK_BN, QS>(st, dp, sK, sQ, sV, sO, wg * 64);  // S^T_0, dP^T_0
+            issue_sdp(0);
             p_ds(0);
             int it = 0;
             // (P^T and dS^T of step it + 1 at the end of the body: no wgmma in flight at the loop's back edge, which
@@ -1526,17 +1530,10 @@ __global__ void __launch_bounds__(WG_NT, 1) dkdv_wgmma_kernel(BwdArgs a) {
                 issue_dvdk(it);
                 sync_ds(it);
                 dq_step(it);
-                // S^T and dP^T of step it + 1 (its buffers: (it + 1) & 1), running across barrier (2) and the bulk
-                // reductions' issue (issued after the staging, not before: at head dim 128 their accumulators and
-                // dQ's would not fit the registers together)
-                const unsigned qn = sQ + ((it + 1) & 1) * T2, on = sO + ((it + 1) & 1) * T2;
-                g4::fence_regs(st);
-                g4::fence_regs(dp);
-                g4::wgmma_fence();
-                g4::wg_abt<D, WK_BN, QS>(st, sK, qn, wg * 64);
-                g4::wgmma_commit();
-                g4::wg_abt<D, WK_BN, QS>(dp, sV, on, wg * 64);
-                g4::wgmma_commit();
+                // S^T and dP^T of step it + 1, running across barrier (2) and the bulk reductions' issue (issued
+                // after the staging, not before: at head dim 128 their accumulators and dQ's would not fit the
+                // registers together)
+                issue_sdp(it + 1);
                 finish_step(it);
                 p_ds(it + 1);
             }
