@@ -64,7 +64,7 @@ __device__ __forceinline__ void wgmma_rs_n64_t(float (&d)[32], const unsigned (&
     wgmma_issue(d, 64, 0, db, a, true, scale_d);
 }
 __device__ __forceinline__ void sync_block_any() { __syncthreads(); }  // (the emulator's barrier counts arrivals, wherever)
-// (the bulk reductions' stand-ins, emu_mma.h: performed at the wait that retires their group)
+// (the bulk reductions: emu.cpp checks them at the issue and performs them at the wait that retires their group)
 __device__ __forceinline__ void bulk_add(float* dst, unsigned s, unsigned bytes) { g4emu::bulk_reduce(dst, s, (int) bytes, 0); }
 __device__ __forceinline__ void bulk_add(unsigned long long* dst, unsigned s, unsigned bytes) {
     g4emu::bulk_reduce(dst, s, (int) bytes, 1);
@@ -199,12 +199,22 @@ __device__ __forceinline__ void wgmma_ss_n64_tt(float (&d)[32], unsigned long lo
 #endif
 
 #if defined(G4_EMU) || defined(G4_WGMMA)
-// x = A1 B1^T and y = A2 B2^T over D columns (16 a k-step), 64 x 64 each, committed as two groups (so that x can be
-// used after wgmma_wait<1> while y still runs): A tiles of RA rows, the warpgroup's 64 rows from row arow; B tiles
-// of RB = 64 rows; all K-major in the layout above.
+// x = A B^T over D columns (16 a k-step), 64 x 64, issued and neither fenced nor committed (the caller does both, with
+// whatever else goes in its batches): A a tile of RA rows, the warpgroup's 64 rows from row arow; B a tile of RB = 64
+// rows; both K-major in the layout above.
 template <int D, int RA, int RB>
-__device__ __forceinline__ void wg_abt(float (&x)[32], unsigned a, unsigned b, int arow);
+__device__ __forceinline__ void wg_abt(float (&x)[32], unsigned a, unsigned b, int arow) {
+    static_assert(RB == 64, "64 columns (n64)");
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        const unsigned ao = (kk >> 2) * (RA * 128) + arow * 128 + (kk & 3) * 32, bo = (kk >> 2) * (RB * 128) + (kk & 3) * 32;
+        if (kk == 0) wgmma_ss_n64_z(x, wg_desc(a + ao, 16, 1024), wg_desc(b + bo, 16, 1024));
+        else wgmma_ss_n64(x, wg_desc(a + ao, 16, 1024), wg_desc(b + bo, 16, 1024), 1);
+    }
+}
 
+// x = A1 B1^T and y = A2 B2^T (wg_abt), fenced and committed as two groups (so that x can be used after
+// wgmma_wait<1> while y still runs).
 template <int D, int RA, int RB>
 __device__ __forceinline__ void wg_two_abt(float (&x)[32], float (&y)[32], unsigned a1, unsigned b1, unsigned a2,
                                            unsigned b2, int arow) {
@@ -215,19 +225,6 @@ __device__ __forceinline__ void wg_two_abt(float (&x)[32], float (&y)[32], unsig
     wgmma_commit();
     wg_abt<D, RA, RB>(y, a2, b2, arow);
     wgmma_commit();
-}
-
-// One of those products, issued and neither fenced nor committed (the caller does both, with whatever else goes in
-// its batches): x = A B^T over D columns, A's 64 rows from row arow of a tile of RA rows, B a tile of 64 rows.
-template <int D, int RA, int RB>
-__device__ __forceinline__ void wg_abt(float (&x)[32], unsigned a, unsigned b, int arow) {
-    static_assert(RB == 64, "64 columns (n64)");
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-        const unsigned ao = (kk >> 2) * (RA * 128) + arow * 128 + (kk & 3) * 32, bo = (kk >> 2) * (RB * 128) + (kk & 3) * 32;
-        if (kk == 0) wgmma_ss_n64_z(x, wg_desc(a + ao, 16, 1024), wg_desc(b + bo, 16, 1024));
-        else wgmma_ss_n64(x, wg_desc(a + ao, 16, 1024), wg_desc(b + bo, 16, 1024), 1);
-    }
 }
 
 // d (64 x D) += sum over KS k-steps kk of A_kk B_kk: A_kk a[kk] (register fragments of the warp's 16 rows x 16 k),

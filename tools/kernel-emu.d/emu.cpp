@@ -660,6 +660,16 @@ void cp_wait(int n) {
     }
 }
 
+// A bulk reduction's adds: its source as copied at the issue, element by element into dst.
+template <typename T>
+void bulk_add_into(const BulkOp& op) {
+    for (int i = 0; i < op.bytes / (int) sizeof(T); i++) {
+        T x;
+        memcpy(&x, op.data.data() + sizeof(T) * i, sizeof(T));
+        std::atomic_ref<T>(static_cast<T*>(op.dst)[i]).fetch_add(x, std::memory_order_relaxed);
+    }
+}
+
 void bulk_reduce(void* dst, unsigned src, int bytes, int type) {
     TSAN_CALLER();
     Fiber& f = *g_cur;
@@ -702,20 +712,8 @@ void bulk_wait(int n, bool full) {
     }
     if (!full) return;  // (.read: the adds may still be in flight)
     for (const BulkOp& op : f.bread) {  // (every group waited for with .read is older than those still pending)
-        if (op.type == 0) {
-            for (int i = 0; i < op.bytes / 4; i++) {
-                float x;
-                memcpy(&x, op.data.data() + 4 * i, 4);
-                std::atomic_ref<float>(static_cast<float*>(op.dst)[i]).fetch_add(x, std::memory_order_relaxed);
-            }
-        } else {
-            for (int i = 0; i < op.bytes / 8; i++) {
-                unsigned long long x;
-                memcpy(&x, op.data.data() + 8 * i, 8);
-                std::atomic_ref<unsigned long long>(static_cast<unsigned long long*>(op.dst)[i])
-                        .fetch_add(x, std::memory_order_relaxed);
-            }
-        }
+        if (op.type == 0) bulk_add_into<float>(op);
+        else bulk_add_into<unsigned long long>(op);
     }
     f.bread.clear();
 }
