@@ -41,6 +41,8 @@
 #include "mma.cuh"
 #include "wgmma.cuh"
 
+#include <cudaTypedefs.h>  // (PFN_cuTensorMapEncodeTiled_v12000: the driver function the TMA forward encodes its maps with)
+
 namespace {
 
 using bf16 = __nv_bfloat16;
@@ -392,10 +394,165 @@ __device__ __forceinline__ void wg_store_rows(bf16* dst, long long stride, const
     }
 }
 
+// One warpgroup's 64 query rows in the Hopper forwards (fwd_wgmma_kernel, fwd_tma_kernel): the accumulators, the
+// online softmax's state and P_j as A fragments, and the steps of FlashAttention-3's intra-warpgroup overlap. A
+// thread holds rows r and r + 8 of the block (r = 64 wg + 16 warp + gid), columns as wgmma.cuh's D fragments.
+// (In the sm_90a image and the emulator only.)
+#if defined(G4_WGMMA) || defined(G4_EMU)
+template <int D>
+struct WgFwdRows {
+    static constexpr int NS = WG_BN / 8, ND = D / 8;  // 8-column blocks of S and of O
+    float o[4 * ND], s[4 * NS];
+    float m[2], l[2];
+    unsigned pa[WG_BN / 16][4];  // P_j (the warp's 16 rows x 16 keys a k-step) as the A operand of O += P_j V_j
+
+    __device__ __forceinline__ void init() {
+#pragma unroll
+        for (int i = 0; i < 4 * ND; i++) o[i] = 0.f;
+        m[0] = m[1] = -INFINITY;
+        l[0] = l[1] = 0.f;
+    }
+
+    // S = Q K^T into s, issued and committed (not waited): Q the block's [FWD_BM][D] tile at sq (the warpgroup's 64
+    // rows), K a [WG_BN][D] tile at kb; k-step kk reads columns 16 kk .. (column block kk / 4, 32 bytes a step in it)
+    __device__ __forceinline__ void issue_s(unsigned sq, unsigned kb, int wg) {
+        g4::fence_regs(s);
+        g4::wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const unsigned qa = sq + (kk >> 2) * (FWD_BM * 128) + wg * (64 * 128) + (kk & 3) * 32;
+            const unsigned ka = kb + (kk >> 2) * (WG_BN * 128) + (kk & 3) * 32;
+            g4::wgmma_ss_n128(s, g4::wg_desc(qa, 16, 1024), g4::wg_desc(ka, 16, 1024), kk > 0);
+        }
+        g4::wgmma_commit();
+    }
+
+    // The online softmax of S_j (in s, retired): on the diagonal (diag) key column > row r is masked; the new row maxima
+    // m, alpha = 2^(m_old - m) (l scaled by it here; o by rescale_and_pack, once O += P_{j-1} V_{j-1} has retired),
+    // P_j's weights in place in s and their sums added to l, in fwd_kernel's order.
+    __device__ __forceinline__ void softmax(bool diag, int r, int tig, float c, float (&alpha)[2]) {
+        if (diag) {
+#pragma unroll
+            for (int nb = 0; nb < NS; nb++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int col = nb * 8 + tig * 2 + e;
+                    if (col > r) s[4 * nb + e] = -INFINITY;
+                    if (col > r + 8) s[4 * nb + 2 + e] = -INFINITY;
+                }
+        }
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int nb = 0; nb < NS; nb++) {
+            mx[0] = fmaxf(mx[0], fmaxf(s[4 * nb], s[4 * nb + 1]));
+            mx[1] = fmaxf(mx[1], fmaxf(s[4 * nb + 2], s[4 * nb + 3]));
+        }
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const float mn = fmaxf(m[i], g4::quad_max(mx[i]) * c);
+            alpha[i] = g4::softmax_alpha(m[i], mn);
+            m[i] = mn;
+            l[i] *= alpha[i];
+        }
+#pragma unroll
+        for (int nb = 0; nb < NS; nb++) {
+            s[4 * nb] = g4::softmax_weight(s[4 * nb], c, m[0]);
+            s[4 * nb + 1] = g4::softmax_weight(s[4 * nb + 1], c, m[0]);
+            s[4 * nb + 2] = g4::softmax_weight(s[4 * nb + 2], c, m[1]);
+            s[4 * nb + 3] = g4::softmax_weight(s[4 * nb + 3], c, m[1]);
+            l[0] += s[4 * nb];
+            l[0] += s[4 * nb + 1];
+            l[1] += s[4 * nb + 2];
+            l[1] += s[4 * nb + 3];
+        }
+    }
+
+    // o *= alpha (after O += P_{j-1} V_{j-1} retired), then P_j rounded to bf16 into pa (its wgmma retired too)
+    __device__ __forceinline__ void rescale_and_pack(const float (&alpha)[2]) {
+#pragma unroll
+        for (int i = 0; i < ND; i++) {
+            o[4 * i] *= alpha[0];
+            o[4 * i + 1] *= alpha[0];
+            o[4 * i + 2] *= alpha[1];
+            o[4 * i + 3] *= alpha[1];
+        }
+#pragma unroll
+        for (int kk = 0; kk < WG_BN / 16; kk++) {
+            const float w0[4] = {s[8 * kk], s[8 * kk + 1], s[8 * kk + 2], s[8 * kk + 3]};
+            const float w1[4] = {s[8 * kk + 4], s[8 * kk + 5], s[8 * kk + 6], s[8 * kk + 7]};
+            g4::c_to_a(pa[kk], w0, w1);
+        }
+    }
+
+    // S_0 (K_0 at kb) and its softmax; s_done() once S_0 has retired (its K tile may be reused)
+    template <class SDone>
+    __device__ __forceinline__ void first(unsigned sq, unsigned kb, int wg, bool diag, int r, int tig, float c, SDone s_done) {
+        float alpha[2];
+        issue_s(sq, kb, wg);
+        g4::wgmma_wait<0>();
+        g4::fence_regs(s);
+        s_done();
+        softmax(diag, r, tig, c, alpha);
+        rescale_and_pack(alpha);
+    }
+
+    // FlashAttention-3's intra-warpgroup overlap: S_{j+1} = Q K_{j+1}^T (K at kb) is issued before O += P_j V_j (V at vb:
+    // k-step kk reads V's rows 16 kk .., two 8-row groups of 1024 bytes, both column blocks by the LBO), and its
+    // softmax runs while that product is in flight; s_done() once S_{j+1} has retired, pv_done() once P_j V_j has.
+    // Every element sees fwd_kernel's operations in its order. (One batch from fence to wait, whole in one branch of
+    // the caller: a batch across a branch is serialized by ptxas.)
+    template <class SDone, class PvDone>
+    __device__ __forceinline__ void step(unsigned sq, unsigned kb, unsigned vb, int wg, bool diag, int r, int tig, float c,
+                                         SDone s_done, PvDone pv_done) {
+        g4::fence_regs(o);
+        g4::fence_regs(pa);  // P_j, packed: this batch's A operand
+        issue_s(sq, kb, wg);  // (its wgmma.fence covers the product's registers too)
+        g4::wg_acc_rs<D, WG_BN / 16, false>(o, pa, vb, WG_BN * 128);
+        g4::wgmma_commit();
+        float alpha[2];
+        g4::wgmma_wait<1>();  // S_{j+1} in (P_j V_j may still run)
+        g4::fence_regs(s);
+        s_done();
+        softmax(diag, r, tig, c, alpha);
+        g4::wgmma_wait<0>();
+        g4::fence_regs(o);
+        g4::fence_regs(pa);  // P_j V_j retired: P_{j+1} may take pa
+        pv_done();
+        rescale_and_pack(alpha);
+    }
+
+    // The last tile's O += P_j V_j; pv_done() once it has retired
+    template <class PvDone>
+    __device__ __forceinline__ void last(unsigned vb, PvDone pv_done) {
+        g4::wg_acc_rs<D, WG_BN / 16>(o, pa, vb, WG_BN * 128);
+        g4::wgmma_commit();
+        g4::wgmma_wait<0>();
+        g4::fence_regs(o);
+        pv_done();
+    }
+
+    // out = o / l staged in the warpgroup's own rows of the Q tile at sq (only it read them), then 16-byte stores of
+    // the rows before the sequence's end; lse
+    __device__ __forceinline__ void epilogue(const FwdArgs& a, unsigned char* sq, int start, int row0, int len, int h,
+                                             int wg, int warp, int lane, int gid, int tig) {
+        const float l0 = g4::quad_sum(l[0]), l1 = g4::quad_sum(l[1]);
+        const float inv0 = 1.f / l0, inv1 = 1.f / l1;
+        const int r0 = wg * 64 + warp * 16 + gid;
+        wg_stage<FWD_BM, ND>(sq, o, inv0, inv1, r0, tig);
+        if (tig == 0) {
+            if (row0 + r0 < len) a.lse[(long long) (start + row0 + r0) * a.hq + h] = g4::softmax_lse(m[0], l0);
+            if (row0 + r0 + 8 < len) a.lse[(long long) (start + row0 + r0 + 8) * a.hq + h] = g4::softmax_lse(m[1], l1);
+        }
+        __syncwarp();
+        wg_store_rows<FWD_BM, ND>(a.out + ((long long) (start + row0) * a.hq + h) * D, (long long) a.hq * D, sq,
+                                  wg * 64 + warp * 16, len - row0, lane);
+    }
+};
+#endif
+
 template <int D>
 __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
 #if defined(G4_WGMMA) || defined(G4_EMU)
-    constexpr int NS = WG_BN / 8, ND = D / 8;  // 8-column blocks of S and of O
     if ((int) blockIdx.x >= a.status[0]) return;
     const TileRef t = a.map[blockIdx.x];
     const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start;
@@ -419,102 +576,22 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
     }
 
     const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    const int r = wg * 64 + warp * 16 + gid;  // the thread's first row in the block
     // the warpgroup's 64 rows wholly past the sequence's end: it only copies (a warpgroup-uniform choice, as wgmma needs)
     const bool active = row0 + wg * 64 < len;
-    float o[4 * ND], s[4 * NS];
-#pragma unroll
-    for (int i = 0; i < 4 * ND; i++) o[i] = 0.f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-    unsigned pa[WG_BN / 16][4];  // P_j (the warp's 16 rows x 16 keys a k-step) as the A operand of O += P_j V_j
+    WgFwdRows<D> w;
+    w.init();
+    const auto none = [] {};
 
-    // S = Q K_j^T into s, issued and committed (not waited): k-step kk reads Q's and K's columns 16 kk .. (column
-    // block kk / 4, 32 bytes a step within it)
-    const auto issue_s = [&](int j) {
-        const unsigned kb = sK(j & 1);
-        g4::fence_regs(s);
-        g4::wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            const unsigned qa = sQ + (kk >> 2) * (FWD_BM * 128) + wg * (64 * 128) + (kk & 3) * 32;
-            const unsigned ka = kb + (kk >> 2) * (WG_BN * 128) + (kk & 3) * 32;
-            g4::wgmma_ss_n128(s, g4::wg_desc(qa, 16, 1024), g4::wg_desc(ka, 16, 1024), kk > 0);
-        }
-        g4::wgmma_commit();
-    };
-    // The online softmax of S_j (in s, retired): the diagonal's mask, the new row maxima m, alpha = 2^(m_old - m) (l
-    // scaled by it here; o by the caller, once O += P_{j-1} V_{j-1} has retired), P_j's weights in place in s and
-    // their sums added to l, in fwd_kernel's order.
-    const auto softmax = [&](int j, float (&alpha)[2]) {
-        if (j == t.tile) {  // the diagonal: key (tile column) > row (block row) is masked
-            const int r = wg * 64 + warp * 16 + gid;
-#pragma unroll
-            for (int nb = 0; nb < NS; nb++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int col = nb * 8 + tig * 2 + e;
-                    if (col > r) s[4 * nb + e] = -INFINITY;
-                    if (col > r + 8) s[4 * nb + 2 + e] = -INFINITY;
-                }
-        }
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int nb = 0; nb < NS; nb++) {
-            mx[0] = fmaxf(mx[0], fmaxf(s[4 * nb], s[4 * nb + 1]));
-            mx[1] = fmaxf(mx[1], fmaxf(s[4 * nb + 2], s[4 * nb + 3]));
-        }
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            const float mn = fmaxf(m[i], g4::quad_max(mx[i]) * a.c);
-            alpha[i] = g4::softmax_alpha(m[i], mn);
-            m[i] = mn;
-            l[i] *= alpha[i];
-        }
-#pragma unroll
-        for (int nb = 0; nb < NS; nb++) {
-            s[4 * nb] = g4::softmax_weight(s[4 * nb], a.c, m[0]);
-            s[4 * nb + 1] = g4::softmax_weight(s[4 * nb + 1], a.c, m[0]);
-            s[4 * nb + 2] = g4::softmax_weight(s[4 * nb + 2], a.c, m[1]);
-            s[4 * nb + 3] = g4::softmax_weight(s[4 * nb + 3], a.c, m[1]);
-            l[0] += s[4 * nb];
-            l[0] += s[4 * nb + 1];
-            l[1] += s[4 * nb + 2];
-            l[1] += s[4 * nb + 3];
-        }
-    };
-    // o *= alpha (after O += P_{j-1} V_{j-1} retired), then P_j rounded to bf16 into pa (its wgmma retired too)
-    const auto rescale_and_pack = [&](const float (&alpha)[2]) {
-#pragma unroll
-        for (int i = 0; i < ND; i++) {
-            o[4 * i] *= alpha[0];
-            o[4 * i + 1] *= alpha[0];
-            o[4 * i + 2] *= alpha[1];
-            o[4 * i + 3] *= alpha[1];
-        }
-#pragma unroll
-        for (int kk = 0; kk < WG_BN / 16; kk++) {
-            const float w0[4] = {s[8 * kk], s[8 * kk + 1], s[8 * kk + 2], s[8 * kk + 3]};
-            const float w1[4] = {s[8 * kk + 4], s[8 * kk + 5], s[8 * kk + 6], s[8 * kk + 7]};
-            g4::c_to_a(pa[kk], w0, w1);
-        }
-    };
-
-    // FlashAttention-3's intra-warpgroup overlap: S_{j+1} = Q K_{j+1}^T is issued before O += P_j V_j, and its softmax
-    // runs while that product is in flight. K runs two tiles ahead of the products, V one: a tile's copies (K_{j+2}
-    // into K_j's buffer, V_{j+1} into V_{j-1}'s) are issued after the barrier that follows both warpgroups' waits on
-    // the wgmmas that read those buffers. Every element sees fwd_kernel's operations in its order: the same bits as
-    // one tile at a time.
+    // K runs two tiles ahead of the products, V one: a tile's copies (K_{j+2} into K_j's buffer, V_{j+1} into
+    // V_{j-1}'s) are issued after the barrier that follows both warpgroups' waits on the wgmmas that read those
+    // buffers. The same bits as one tile at a time.
     if (ntiles > 1) g4::cp_async_wait<1>();
     else g4::cp_async_wait<0>();
     g4::fence_proxy_async();  // this thread's copies of Q, K_0, V_0, before the wgmma (async proxy) reads them
     __syncthreads();
-    if (active) {  // S_0 and its softmax (the loop's first barrier then keeps K_0's buffer until both have read it)
-        float alpha[2];
-        issue_s(0);
-        g4::wgmma_wait<0>();
-        g4::fence_regs(s);
-        softmax(0, alpha);
-        rescale_and_pack(alpha);
-    }
+    // S_0 and its softmax (the loop's first barrier then keeps K_0's buffer until both have read it)
+    if (active) w.first(sQ, sK(0), wg, t.tile == 0, r, tig, a.c, none);
     for (int j = 0; j < ntiles; j++) {
         g4::cp_async_wait<0>();
         g4::fence_proxy_async();  // this thread's copies of K_{j+1} (and V_j), before the wgmma reads them
@@ -523,46 +600,137 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
         if (j + 1 < ntiles) load_tile_wg<WG_BN, D>(sK((j + 1) & 1) + KV, a.v + kv_off(j + 1), ks, len - (j + 1) * WG_BN);
         if (j + 1 < ntiles) g4::cp_async_commit();
         if (!active) continue;
-        // O += P_j V_j: k-step kk reads V's rows 16 kk .. (two 8-row groups of 1024 bytes), both column blocks (LBO).
-        // (Each branch holds whole wgmma batches, fence to wait: a batch across a branch is serialized by ptxas.)
-        if (j + 1 < ntiles) {
-            g4::fence_regs(o);
-            g4::fence_regs(pa);  // P_j, packed: this batch's A operand
-            issue_s(j + 1);  // (its wgmma.fence covers the product's registers too)
-            g4::wg_acc_rs<D, WG_BN / 16, false>(o, pa, sK(j & 1) + KV, WG_BN * 128);
-            g4::wgmma_commit();
-            float alpha[2];
-            g4::wgmma_wait<1>();  // S_{j+1} in (P_j V_j may still run)
-            g4::fence_regs(s);
-            softmax(j + 1, alpha);
-            g4::wgmma_wait<0>();
-            g4::fence_regs(o);
-            g4::fence_regs(pa);  // P_j V_j retired: P_{j+1} may take pa
-            rescale_and_pack(alpha);
-        } else {
-            g4::wg_acc_rs<D, WG_BN / 16>(o, pa, sK(j & 1) + KV, WG_BN * 128);
-            g4::wgmma_commit();
-            g4::wgmma_wait<0>();
-            g4::fence_regs(o);
-        }
+        if (j + 1 < ntiles) w.step(sQ, sK((j + 1) & 1), sK(j & 1) + KV, wg, j + 1 == t.tile, r, tig, a.c, none, none);
+        else w.last(sK(j & 1) + KV, none);
     }
-
-    // epilogue: out = o / l staged in the warpgroup's own rows of the Q tile (only it read them), then 16-byte stores
-    if (active) {
-        const float l0 = g4::quad_sum(l[0]), l1 = g4::quad_sum(l[1]);
-        const float inv0 = 1.f / l0, inv1 = 1.f / l1;
-        const int r0 = wg * 64 + warp * 16 + gid;
-        wg_stage<FWD_BM, ND>(sq, o, inv0, inv1, r0, tig);
-        if (tig == 0) {
-            if (row0 + r0 < len) a.lse[(long long) (start + row0 + r0) * a.hq + h] = g4::softmax_lse(m[0], l0);
-            if (row0 + r0 + 8 < len) a.lse[(long long) (start + row0 + r0 + 8) * a.hq + h] = g4::softmax_lse(m[1], l1);
-        }
-        __syncwarp();
-        wg_store_rows<FWD_BM, ND>(a.out + ((long long) (start + row0) * a.hq + h) * D, (long long) a.hq * D, sq,
-                                  wg * 64 + warp * 16, len - row0, lane);
-    }
+    if (active) w.epilogue(a, sq, start, row0, len, h, wg, warp, lane, gid, tig);
 #else
     __trap();  // an image without sm_90a code on a device that launched it (a build that dropped native/Makefile's sm_90a)
+#endif
+}
+
+// ---- forward on Hopper with a producer warp (sm_90a: TMA, mbarriers, wgmma) ----------------------------------------
+//
+// fwd_wgmma_kernel's blocks, products and arithmetic (the same bits), with FlashAttention-3's warp specialization in
+// place of the consumers' own copies and block-wide barriers: a third warpgroup, the producer, whose one thread loads Q,
+// and K and V tile by tile, with TMA (cp.async.bulk.tensor: one instruction a 64-column box, 128-byte swizzled by the
+// copy engine into wgmma.cuh's layout) into TMA_ST stages each of K and V, each stage with a full barrier (the
+// producer's arrival with the tile's bytes, complete when they have landed) and an empty one (one arrival by each warp
+// of each computing warpgroup once the wgmma that read the tile has retired: CUTLASS's PipelineTmaAsync). So the two
+// warpgroups never wait for each other, only for their data, and drift apart as far as the stages allow; the copies
+// take no consumer issue slots and no registers. Q: one load and barrier. A warpgroup whose 64 rows are wholly past
+// the sequence's end exits at the start (the empty barriers count the others). The boxes read whole tiles of 128
+// rows, past a sequence's end into the next (zeros past the tensor's): Q's extra rows are never stored and K's extra
+// keys are masked by the diagonal, but V's extra rows meet P's zeros in P V, where an infinite value of another
+// sequence would make NaN, so the last tile's rows past the end are zeroed first (both warpgroups' threads, then a
+// barrier of them). 384 threads, 168 registers a thread at the start; then, as FlashAttention-3, the producer gives
+// up all but 24 (setmaxnreg) and the two computing warpgroups take 240. (A single producer warp, 288 threads, would
+// leave them 168: nine warps put three on one of the SM's four register files of 16 K.)
+constexpr int TMA_NT = WG_NT + 128;  // two warpgroups and the producer's
+constexpr int TMA_ST = 2;           // stages of K and of V (FlashAttention-3's two at head dim 128)
+
+template <int D>
+constexpr int fwd_tma_smem() { return (FWD_BM + 2 * TMA_ST * WG_BN) * D * 2 + 1024 + 128; }  // + the barriers
+
+// The TMA tensor maps of q, k and v (as kernel parameters: __grid_constant__, read by the copy engine in place).
+struct FwdMaps {
+    CUtensorMap q, k, v;
+};
+
+template <int D>
+__global__ void __launch_bounds__(TMA_NT, 1) fwd_tma_kernel(FwdArgs a, const __grid_constant__ FwdMaps maps) {
+#if defined(G4_WGMMA) || defined(G4_EMU)
+    if ((int) blockIdx.x >= a.status[0]) return;
+    const TileRef t = a.map[blockIdx.x];
+    const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start;
+    const int h = blockIdx.y, g = h / a.group, row0 = t.tile * FWD_BM;
+    extern __shared__ __align__(128) unsigned char smem[];
+    unsigned char* const sq = g4::wg_base(smem);  // the swizzle atoms (and TMA's swizzled boxes) need 1024-byte alignment
+    const unsigned sQ = g4::smem_u32(sq);
+    constexpr unsigned KV = WG_BN * D * 2, QB = FWD_BM * D * 2;  // bytes of a K or V tile, of the Q tile
+    // key tile i's K and V buffers, its barriers (q, zero, then per stage K full, K empty, V full, V empty) and the
+    // parity of its phase of them
+    const auto sK = [&](int i) { return sQ + QB + (unsigned) (i % TMA_ST) * KV; };
+    const auto sV = [&](int i) { return sQ + QB + (unsigned) (TMA_ST + i % TMA_ST) * KV; };
+    const unsigned bar = sQ + QB + 2 * TMA_ST * KV, q_full = bar, zero = bar + 8;
+    const auto barrier = [&](int kind, int i) { return bar + 16 + 8 * (unsigned) (kind * TMA_ST + i % TMA_ST); };
+    const auto k_full = [&](int i) { return barrier(0, i); };
+    const auto k_empty = [&](int i) { return barrier(1, i); };
+    const auto v_full = [&](int i) { return barrier(2, i); };
+    const auto v_empty = [&](int i) { return barrier(3, i); };
+    const auto phase = [](int i) { return (unsigned) (i / TMA_ST) & 1u; };
+    // key tile t.tile is the block's diagonal (masked above it); tiles past the sequence's end are not visited
+    const int ntiles = min(t.tile + 1, g4::tiles_of(len, WG_BN));
+    const int nact = row0 + 64 < len ? 2 : 1;  // warpgroups with rows before the sequence's end
+    if (threadIdx.x == 0) {
+        g4::mbar_init(q_full, 1);
+        g4::mbar_init(zero, 128 * nact);
+        for (int s = 0; s < TMA_ST; s++) {
+            g4::mbar_init(k_full(s), 1);
+            g4::mbar_init(v_full(s), 1);
+            g4::mbar_init(k_empty(s), 4 * nact);
+            g4::mbar_init(v_empty(s), 4 * nact);
+        }
+        g4::fence_mbar_init();
+    }
+    __syncthreads();
+
+    if (threadIdx.x >= WG_NT) {  // the producer warpgroup: its first thread issues every load, in the order they are used
+        g4::set_max_regs<24, false>();
+        if (threadIdx.x == WG_NT) {
+            g4::mbar_arrive_tx(q_full, QB);
+            for (int cb = 0; cb < D / 64; cb++) g4::tma_load_3d(sQ + cb * (FWD_BM * 128), &maps.q, cb * 64, h, start + row0, q_full);
+            // tile i into its stage, once the tile TMA_ST before it there has been released (the first round at once)
+            const auto load = [&](const CUtensorMap* m, unsigned dst, unsigned full, unsigned empty, int i) {
+                g4::mbar_wait(empty, phase(i) ^ 1u);
+                g4::mbar_arrive_tx(full, KV);
+                for (int cb = 0; cb < D / 64; cb++) g4::tma_load_3d(dst + cb * (WG_BN * 128), m, cb * 64, g, start + i * WG_BN, full);
+            };
+            load(&maps.k, sK(0), k_full(0), k_empty(0), 0);
+            for (int j = 0; j < ntiles; j++) {  // K_{j+1} before V_j: S_{j+1} is issued before P_j V_j
+                if (j + 1 < ntiles) load(&maps.k, sK(j + 1), k_full(j + 1), k_empty(j + 1), j + 1);
+                load(&maps.v, sV(j), v_full(j), v_empty(j), j);
+            }
+        }
+        return;
+    }
+
+    const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    if (wg >= nact) return;  // its 64 rows wholly past the sequence's end (a warpgroup-uniform choice, as wgmma needs)
+    g4::set_max_regs<240, true>();
+    const int r = wg * 64 + warp * 16 + gid;  // the thread's first row in the block
+    WgFwdRows<D> w;
+    w.init();
+    // a warp's arrival on a tile's empty barrier, after its own wait on the wgmma that read the tile
+    const auto release = [&](unsigned empty) {
+        if (lane == 0) g4::mbar_arrive(empty);
+    };
+    g4::mbar_wait(q_full, 0);
+    g4::mbar_wait(k_full(0), 0);
+    w.first(sQ, sK(0), wg, t.tile == 0, r, tig, a.c, [&] { release(k_empty(0)); });
+    for (int j = 0; j < ntiles; j++) {
+        if (j + 1 < ntiles) {
+            g4::mbar_wait(k_full(j + 1), phase(j + 1));
+            g4::mbar_wait(v_full(j), phase(j));
+            w.step(sQ, sK(j + 1), sV(j), wg, j + 1 == t.tile, r, tig, a.c, [&] { release(k_empty(j + 1)); },
+                   [&] { release(v_empty(j)); });
+        } else {
+            g4::mbar_wait(v_full(j), phase(j));
+            const int v0 = len - j * WG_BN;  // V's rows from v0 are past the sequence's end: zeroed (above)
+            if (v0 < WG_BN) {
+                unsigned char* const vt = sq + (sV(j) - sQ);
+                for (int i = threadIdx.x; i < (WG_BN - v0) * (D / 8); i += 128 * nact)
+                    *reinterpret_cast<uint4*>(vt + g4::wg_off<WG_BN>(v0 + i / (D / 8), i % (D / 8) * 8)) = make_uint4(0, 0, 0, 0);
+                g4::fence_proxy_async();  // (generic stores, before the async proxy's wgmma reads them)
+                g4::mbar_arrive(zero);
+                g4::mbar_wait(zero, 0);
+            }
+            w.last(sV(j), [&] { release(v_empty(j)); });
+        }
+    }
+    w.epilogue(a, sq, start, row0, len, h, wg, warp, lane, gid, tig);
+#else
+    __trap();  // (as fwd_wgmma_kernel)
 #endif
 }
 
@@ -2201,6 +2369,49 @@ static int forward_wgmma(const FwdArgs& a, unsigned slots, cudaStream_t st) {
     return g4::launched();
 }
 
+// cuTensorMapEncodeTiled from the driver, through the runtime (nothing links libcuda); null where it has none.
+static PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+    static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+        void* p = nullptr;
+        cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+            q != cudaDriverEntryPointSuccess) {
+            (void) cudaGetLastError();
+            p = nullptr;
+        }
+        return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+    }();
+    return fn;
+}
+
+// A [n][heads][d] bf16 tensor (16-byte aligned: fast_path) as TMA's 3-D tensor (d, heads, n), innermost first, read
+// in boxes of 64 columns x 1 head x `rows` rows, 128-byte swizzled (wgmma.cuh's layout); zeros past its n rows.
+static bool encode_rows(CUtensorMap* m, const bf16* base, int n, int heads, int d, int rows) {
+    const PFN_cuTensorMapEncodeTiled_v12000 enc = tensor_map_encoder();
+    if (enc == nullptr) return false;
+    const cuuint64_t dims[3] = {(cuuint64_t) d, (cuuint64_t) heads, (cuuint64_t) n};
+    const cuuint64_t strides[2] = {(cuuint64_t) d * 2, (cuuint64_t) heads * d * 2};  // bytes, of dimensions 1 and 2
+    const cuuint32_t box[3] = {64, 1, (cuuint32_t) rows}, step[3] = {1, 1, 1};
+    return enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<bf16*>(base), dims, strides, box, step,
+               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+// The sm_90a forward with the producer warp (fwd_tma_kernel); cudaErrorNotSupported where the driver gives no tensor
+// map encoder or refuses a map.
+template <int D>
+static int forward_tma(const FwdArgs& a, int n, unsigned slots, cudaStream_t st) {
+    FwdMaps m;
+    if (!encode_rows(&m.q, a.q, n, a.hq, D, FWD_BM) || !encode_rows(&m.k, a.k, n, a.hkv, D, WG_BN) ||
+        !encode_rows(&m.v, a.v, n, a.hkv, D, WG_BN))
+        return (int) cudaErrorNotSupported;
+    constexpr int smem = fwd_tma_smem<D>();
+    int e = set_smem(fwd_tma_kernel<D>, smem);
+    if (e) return e;
+    fwd_tma_kernel<D><<<dim3(slots, a.hq), TMA_NT, smem, st>>>(a, m);
+    return g4::launched();
+}
+
 template <typename T>
 static int forward_generic(GenArgs& a, cudaStream_t st) {
     return launch_gen(gen_fwd_kernel<T>, a, (long long) a.n * a.hq, 1, 1, st);
@@ -2314,7 +2525,10 @@ extern "C" int g4_attention(int dtype, g4_ptr out, g4_ptr lse, g4_ptr q, g4_ptr 
                   reinterpret_cast<const bf16*>(k), reinterpret_cast<const bf16*>(v), CU, status,
                   reinterpret_cast<const TileRef*>(w + L.map), hq, hkv, hq / hkv, scale * g4::ATT_LOG2E};
         const unsigned slots = (unsigned) ((n + FWD_BM - 1) / FWD_BM + b);
-        if ((mode & 1) && wgmma_device()) return d == 64 ? forward_wgmma<64>(a, slots, st) : forward_wgmma<128>(a, slots, st);
+        if ((mode & 1) && wgmma_device()) {
+            if (mode & 2) return d == 64 ? forward_tma<64>(a, n, slots, st) : forward_tma<128>(a, n, slots, st);
+            return d == 64 ? forward_wgmma<64>(a, slots, st) : forward_wgmma<128>(a, slots, st);
+        }
         return d == 64 ? forward_fast<64>(a, slots, st) : forward_fast<128>(a, slots, st);
     }
     GenArgs a{};

@@ -15,6 +15,7 @@
 // from registers is mma.m16n8k16's A fragment of the warp's 16 rows. So S's accumulators become P's A fragments as in
 // FlashAttention-2 (c_to_a), and FlashAttention-3 does.
 #pragma once
+#include <cuda.h>  // (CUtensorMap: the TMA loads' tensor maps; nothing of the driver library is linked)
 #include "mma.cuh"
 
 namespace g4 {
@@ -64,6 +65,19 @@ __device__ __forceinline__ void wgmma_rs_n64_t(float (&d)[32], const unsigned (&
     wgmma_issue(d, 64, 0, db, a, true, scale_d);
 }
 __device__ __forceinline__ void sync_block_any() { __syncthreads(); }  // (the emulator's barrier counts arrivals, wherever)
+// (mbarriers and TMA: emu.cpp keeps the barriers' state and lands each load late, at the wait that needs it, or at
+// its issue: G4EMU_TMA=early)
+__device__ __forceinline__ void mbar_init(unsigned b, unsigned count) { g4emu::mbar_init(b, (int) count); }
+__device__ __forceinline__ void fence_mbar_init() {}
+template <int N, bool INC>
+__device__ __forceinline__ void set_max_regs() {}
+__device__ __forceinline__ void mbar_arrive_tx(unsigned b, unsigned bytes) { g4emu::mbar_arrive(b, (int) bytes); }
+__device__ __forceinline__ void mbar_arrive(unsigned b) { g4emu::mbar_arrive(b, 0); }
+__device__ __forceinline__ void mbar_wait(unsigned b, unsigned parity) { g4emu::mbar_wait(b, (int) parity); }
+__device__ __forceinline__ void tma_load_3d(unsigned dst, const CUtensorMap* map, int c0, int c1, int c2, unsigned b) {
+    const int c[3] = {c0, c1, c2};
+    g4emu::tma_load(dst, map, 3, c, b);
+}
 // (the bulk reductions: emu.cpp checks them at the issue and performs them at the wait that retires their group)
 __device__ __forceinline__ void bulk_add(float* dst, unsigned s, unsigned bytes) { g4emu::bulk_reduce(dst, s, (int) bytes, 0); }
 __device__ __forceinline__ void bulk_add(unsigned long long* dst, unsigned s, unsigned bytes) {
@@ -95,6 +109,44 @@ template <int N>
 __device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory"); }
 template <int N>
 __device__ __forceinline__ void bulk_wait() { asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+// mbarriers (shared::cta, 8 bytes at shared address b, 8-byte aligned) and TMA loads (CUTLASS's ClusterTransactionBarrier
+// and SM90_TMA_LOAD_3D, for one CTA). mbar_init: `count` arrivals a phase (one thread, then fence_mbar_init and a
+// barrier before any use); mbar_arrive_tx: this thread's arrival, after adding `bytes` to the bytes the phase waits
+// for (the TMA loads that complete on it); mbar_wait: until the phase of parity `parity` has completed (the first
+// phase has parity 0; a wait on parity 1 before it returns at once); tma_load_3d: the box at coordinates (c0, c1, c2)
+// (innermost first) of the tensor map's tensor into shared memory at dst (128-byte aligned; 1024 for the 128-byte
+// swizzle), its bytes counted on barrier b as they land, zeros for elements outside the tensor.
+__device__ __forceinline__ void mbar_init(unsigned b, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(b), "r"(count) : "memory");
+}
+__device__ __forceinline__ void fence_mbar_init() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+// setmaxnreg: the warpgroup's registers a thread raised (INC) or lowered to N (a multiple of 8 in 24 .. 256), every
+// warp of the warpgroup at once; a raise waits for registers another warpgroup lowered (the kernel's
+// __launch_bounds__(threads, 1) fixes the count at the start, which ptxas needs to honour it).
+template <int N, bool INC>
+__device__ __forceinline__ void set_max_regs() {
+    static_assert(N % 8 == 0 && N >= 24 && N <= 256, "setmaxnreg takes multiples of 8 from 24 to 256");
+    if constexpr (INC) asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+    else asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+__device__ __forceinline__ void mbar_arrive_tx(unsigned b, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(b), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(unsigned b) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(b) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(unsigned b, unsigned parity) {
+    asm volatile(
+        "{\n.reg .pred p;\nG4_MBAR_WAIT:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+        "@!p bra G4_MBAR_WAIT;\n}\n" ::"r"(b), "r"(parity) : "memory");
+}
+__device__ __forceinline__ void tma_load_3d(unsigned dst, const CUtensorMap* map, int c0, int c1, int c2, unsigned b) {
+    asm volatile(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n"
+        ::"r"(dst), "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(b) : "memory");
+}
 
 // Orders this thread's generic-proxy shared writes (cp.async, stores) before later async-proxy reads (wgmma).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }

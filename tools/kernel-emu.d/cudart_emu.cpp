@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "emu.h"
+#include <cuda.h>  // (CUtensorMap and its enums only: no driver library here)
 
 namespace g4emu {
 cudaError_t take_last_error();
@@ -586,3 +587,49 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
 }
 
 }  // extern "C"
+
+// ---- the driver's cuTensorMapEncodeTiled, through cudaGetDriverEntryPointByVersion (the launchers take it there, so
+// that nothing links libcuda): the checks the driver documents for the kernels' cases (cuda.h), then emu.h's
+// EmuTensorMap written into the opaque map for tma_load.
+static CUresult emu_encode_tiled(CUtensorMap* map, CUtensorMapDataType type, cuuint32_t rank, void* addr,
+                                 const cuuint64_t* dims, const cuuint64_t* strides, const cuuint32_t* box,
+                                 const cuuint32_t* estrides, CUtensorMapInterleave il, CUtensorMapSwizzle sw,
+                                 CUtensorMapL2promotion, CUtensorMapFloatOOBfill oob) {
+    static_assert(sizeof(g4emu::EmuTensorMap) <= sizeof(CUtensorMap), "the emulated map fits the opaque one");
+    int el = 0;
+    switch (type) {
+        case CU_TENSOR_MAP_DATA_TYPE_UINT8: el = 1; break;
+        case CU_TENSOR_MAP_DATA_TYPE_UINT16: case CU_TENSOR_MAP_DATA_TYPE_FLOAT16: case CU_TENSOR_MAP_DATA_TYPE_BFLOAT16: el = 2; break;
+        case CU_TENSOR_MAP_DATA_TYPE_UINT32: case CU_TENSOR_MAP_DATA_TYPE_INT32: case CU_TENSOR_MAP_DATA_TYPE_FLOAT32: el = 4; break;
+        default: return CUDA_ERROR_INVALID_VALUE;  // (types the kernels do not use)
+    }
+    if (map == nullptr || (uintptr_t) map % 64 || rank < 1 || rank > 5 || addr == nullptr || (uintptr_t) addr % 16 ||
+        il != CU_TENSOR_MAP_INTERLEAVE_NONE || oob != CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE ||
+        (sw != CU_TENSOR_MAP_SWIZZLE_NONE && sw != CU_TENSOR_MAP_SWIZZLE_128B))
+        return CUDA_ERROR_INVALID_VALUE;
+    g4emu::EmuTensorMap m{};
+    m.magic = g4emu::EMU_TMAP;
+    m.rank = (int) rank;
+    m.elsize = el;
+    m.swizzle_bytes = sw == CU_TENSOR_MAP_SWIZZLE_128B ? 128 : 0;
+    m.base = static_cast<const unsigned char*>(addr);
+    for (cuuint32_t i = 0; i < rank; i++) {
+        if (dims[i] < 1 || dims[i] > (1ull << 32) || box[i] < 1 || box[i] > 256 || estrides[i] != 1) return CUDA_ERROR_INVALID_VALUE;
+        if (i > 0 && (strides[i - 1] % 16 || strides[i - 1] >= (1ull << 40))) return CUDA_ERROR_INVALID_VALUE;
+        m.dims[i] = dims[i];
+        m.strides[i] = i == 0 ? (unsigned long long) el : strides[i - 1];
+        m.box[i] = box[i];
+    }
+    if (box[0] * el % 16 || (m.swizzle_bytes == 128 && box[0] * el > 128)) return CUDA_ERROR_INVALID_VALUE;
+    memset(map, 0, sizeof *map);
+    memcpy(map, &m, sizeof m);
+    return CUDA_SUCCESS;
+}
+
+extern "C" cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** fn, unsigned int, unsigned long long,
+                                                        cudaDriverEntryPointQueryResult* status) {
+    const bool found = symbol != nullptr && !strcmp(symbol, "cuTensorMapEncodeTiled");
+    *fn = found ? reinterpret_cast<void*>(&emu_encode_tiled) : nullptr;
+    if (status) *status = found ? cudaDriverEntryPointSuccess : cudaDriverEntryPointSymbolNotFound;
+    return cudaSuccess;
+}

@@ -85,7 +85,7 @@ g4emu_switch:
 
 namespace g4emu {
 
-enum State { READY, AT_BAR, AT_WARP, DONE };
+enum State { READY, AT_BAR, AT_WARP, AT_MBAR, DONE };
 
 struct Pending {
     unsigned dst;
@@ -153,7 +153,22 @@ void* tsan_main;
 // barrier would hand it that later release: a false happens-before edge, hiding a race with what the fast thread did
 // in between).
 char sync_block_start, sync_block_end, sync_bar[2], sync_warp[MAX_THREADS / 32];
+char sync_mbar[ARENA / 8];  // one per possible mbarrier (8-byte aligned shared address)
 #endif
+
+// mbarriers of the running block by shared address (emu.h), and the TMA loads not yet landed on each
+struct TmaOp {
+    unsigned dst;
+    std::vector<unsigned char> image;  // the box as it lands in shared memory (swizzled), read from global at the issue
+};
+struct MBar {
+    int count = 0, pending = 0;
+    unsigned phase = 0;
+    long long tx = 0;  // bytes expected and not yet landed
+    std::vector<TmaOp> ops;
+};
+std::map<unsigned, MBar> mbars;
+bool tma_early = getenv("G4EMU_TMA") != nullptr && !strcmp(getenv("G4EMU_TMA"), "early");
 
 const char* kind_name(int k) {
     switch (k) {
@@ -307,16 +322,25 @@ void run_block(std::vector<int>& idx) {
     for (int i = 0; i < (nthreads + 31) / 32; i++) warps[i] = Warp{};
     nlive = nthreads;
     bar_arrived = 0;
+    mbars.clear();
     for (;;) {
         if (order.mode == 2) std::shuffle(idx.begin(), idx.end(), order.rng);
+        // a thread waiting on an mbarrier runs again at every pass to look at it; a pass in which every thread that
+        // ran was such a waiter and went back to waiting changed nothing: a deadlock
         bool ran = false;
         for (int i : idx)
-            if (fibers[i].state == READY) {
-                ran = true;
+            if (fibers[i].state == READY || fibers[i].state == AT_MBAR) {
+                const bool waiting = fibers[i].state == AT_MBAR;
+                fibers[i].state = READY;
                 to_fiber(fibers[i]);
+                if (!waiting || fibers[i].state != AT_MBAR) ran = true;
             }
         if (nlive == 0) {
             TSAN(__tsan_acquire(&sync_block_end));
+            for (const auto& [a, b] : mbars)
+                if (!b.ops.empty() || b.tx != 0)
+                    fail("the block ends with a TMA load (cp.async.bulk.tensor) on the mbarrier at shared byte %u not landed "
+                         "(%zu loads, %lld bytes expected): nothing waited for it", a, b.ops.size(), b.tx);
             return;
         }
         if (!ran) {
@@ -326,7 +350,8 @@ void run_block(std::vector<int>& idx) {
                 const Fiber& f = fibers[i];
                 if (f.state == DONE) continue;
                 char b[96];
-                snprintf(b, sizeof b, " t%d:%s", i, f.state == AT_BAR ? "__syncthreads" : kind_name(f.slot.kind));
+                snprintf(b, sizeof b, " t%d:%s", i, f.state == AT_BAR ? "__syncthreads" : f.state == AT_MBAR ? "an mbarrier wait"
+                                                                                             : kind_name(f.slot.kind));
                 who += b;
                 shown++;
             }
@@ -793,6 +818,121 @@ void proxy_fence() {
     if (!proxy_check) return;
     view_for_block();
     memcpy(async_view, g_arena, smem_bytes);
+}
+
+// ---- mbarriers and TMA (emu.h) ----------------------------------------------------------------------------------
+
+namespace {
+
+MBar& mbar_at(unsigned addr, const char* what) {
+    shared_range(addr, 8, what);
+    auto it = mbars.find(addr);
+    if (it == mbars.end()) fail("%s on shared byte %u, which holds no initialized mbarrier (mbarrier.init)", what, addr);
+    return it->second;
+}
+
+// The phase completes once its arrivals are in and its expected bytes have landed; the next phase expects the count.
+void settle(MBar& b, unsigned addr) {
+    if (b.pending == 0 && b.tx < 0)
+        fail("mbarrier at shared byte %u: %lld bytes landed beyond those its phase expected (mbarrier.expect_tx)", addr, -b.tx);
+    if (b.pending == 0 && b.tx == 0) {
+        b.phase++;
+        b.pending = b.count;
+    }
+}
+
+// A TMA load lands: its bytes written into the arena, by the async proxy (so into the async proxy's view too), and
+// counted against its barrier's expected bytes. (Copied byte by byte: ThreadSanitizer, which intercepts memcpy, saw
+// the load's writes at its issue, by the issuing thread.)
+void land(MBar& b, const TmaOp& op) {
+    unsigned char* d = g_arena + op.dst;
+    for (size_t i = 0; i < op.image.size(); i++) d[i] = op.image[i];
+    if (proxy_check) {
+        view_for_block();
+        for (size_t i = 0; i < op.image.size(); i++) async_view[op.dst + i] = op.image[i];
+    }
+    b.tx -= (long long) op.image.size();
+}
+
+}  // namespace
+
+void set_tma_landing(bool early) { tma_early = early; }
+
+void mbar_init(unsigned addr, int count) {
+    TSAN_CALLER();
+    shared_range(addr, 8, "mbarrier.init");
+    if (count < 1 || count > (1 << 20) - 1) fail("mbarrier.init at shared byte %u with count %d (1 .. 2^20 - 1)", addr, count);
+    MBar& b = mbars[addr];
+    if (!b.ops.empty() || b.tx != 0) fail("mbarrier.init at shared byte %u while a TMA load is in flight on it", addr);
+    b = MBar{count, count, 0, 0, {}};
+}
+
+void mbar_arrive(unsigned addr, int tx) {
+    TSAN_CALLER();
+    MBar& b = mbar_at(addr, tx ? "mbarrier.arrive.expect_tx" : "mbarrier.arrive");
+    if (tx < 0) fail("mbarrier.expect_tx of %d bytes", tx);
+    b.tx += tx;
+    if (--b.pending < 0) fail("mbarrier at shared byte %u: more arrivals than its count %d", addr, b.count);
+    TSAN(__tsan_release(&sync_mbar[addr >> 3]));
+    settle(b, addr);
+}
+
+void mbar_wait(unsigned addr, int parity) {
+    TSAN_CALLER();
+    Fiber& f = *g_cur;
+    for (;;) {
+        MBar& b = mbar_at(addr, "mbarrier.try_wait.parity");
+        if ((int) (b.phase & 1) != (parity & 1)) break;
+        if (b.pending == 0 && !b.ops.empty()) {  // (late landing: the arrivals are in, the loads land now)
+            for (const TmaOp& op : b.ops) land(b, op);
+            b.ops.clear();
+            settle(b, addr);
+            continue;
+        }
+        f.state = AT_MBAR;
+        yield();
+    }
+    TSAN(__tsan_acquire(&sync_mbar[addr >> 3]));
+}
+
+void tma_load(unsigned dst, const void* map, int rank, const int* coords, unsigned mbar) {
+    TSAN_CALLER();
+    const EmuTensorMap& m = *static_cast<const EmuTensorMap*>(map);
+    if (m.magic != EMU_TMAP) fail("cp.async.bulk.tensor with a tensor map the emulated cuTensorMapEncodeTiled did not write");
+    if (m.rank != rank) fail("cp.async.bulk.tensor.%dd with a tensor map of rank %d", rank, m.rank);
+    if (m.swizzle_bytes == 128 && (dst % 1024 || m.box[0] * m.elsize != 128))
+        fail("cp.async.bulk.tensor with the 128-byte swizzle to shared byte %u: the kernels' boxes are 128-byte rows into "
+             "1024-byte aligned tiles (box row %u bytes)", dst, m.box[0] * m.elsize);
+    if (dst % 128) fail("cp.async.bulk.tensor to shared byte %u, not 128-byte aligned", dst);
+    long long n = 1;
+    for (int i = 0; i < rank; i++) n *= m.box[i];
+    const int bytes = (int) (n * m.elsize);
+    unsigned char* d = shared_range(dst, bytes, "cp.async.bulk.tensor");
+    TmaOp op{dst, std::vector<unsigned char>((size_t) bytes)};
+    for (long long e = 0; e < n; e++) {  // box element e (dimension 0 fastest); out of the tensor: zeros
+        long long r = e, off = 0;
+        bool in = true;
+        for (int i = 0; i < rank; i++) {
+            const long long c = (long long) coords[i] + r % m.box[i];
+            r /= m.box[i];
+            if (c < 0 || c >= (long long) m.dims[i]) in = false;
+            else off += c * (long long) m.strides[i];
+        }
+        unsigned p = (unsigned) (e * m.elsize);
+        if (m.swizzle_bytes == 128) p ^= ((p >> 7) & 7u) << 4;  // the 16-byte chunk XOR the 128-byte row within 1024
+        if (in) memcpy(op.image.data() + p, m.base + off, (size_t) m.elsize);  // (a bad map or coordinate: ASan, here)
+        else memset(op.image.data() + p, 0, (size_t) m.elsize);
+    }
+    for (int i = 0; i < bytes; i += 16) TSAN(__tsan_write16(d + i));  // written from now to the landing
+    (void) d;  // (--profile does not count TMA's traffic)
+    MBar& b = mbar_at(mbar, "cp.async.bulk.tensor's mbarrier");
+    TSAN(__tsan_release(&sync_mbar[mbar >> 3]));  // (its landing completes on the barrier after these writes)
+    if (tma_early) {
+        land(b, op);
+        settle(b, mbar);
+    } else {
+        b.ops.push_back(std::move(op));
+    }
 }
 
 // wq: the issuing warp within its warpgroup (the A rows it reads: 16 wq .. 16 wq + 15 of the 64).

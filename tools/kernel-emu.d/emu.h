@@ -34,9 +34,11 @@
 #undef __global__
 #undef __launch_bounds__
 #undef __shared__
+#undef __grid_constant__
 #define __global__
 #define __launch_bounds__(...)
 #define __shared__ static
+#define __grid_constant__
 
 #define G4EMU_UNPROFILED __attribute__((no_sanitize("thread")))
 
@@ -90,6 +92,29 @@ void cp_wait(int n);
 void bulk_reduce(void* dst, unsigned src, int bytes, int type);
 void bulk_commit();
 void bulk_wait(int n, bool full);
+
+// mbarriers (mbarrier.* on shared::cta objects of 8 bytes at shared addresses; the state is kept here, beside the
+// arena) and TMA (cp.async.bulk.tensor, global -> shared::cta, completing bytes on an mbarrier). mbar_arrive: expect_tx
+// `tx` bytes (0: none), then one arrival; a phase completes when its arrivals are in and its expected bytes have
+// landed. mbar_wait blocks the thread until the phase of parity `parity` has completed (try_wait.parity in a loop).
+// TMA loads land late by default, when a thread waits on their barrier and every arrival of the phase is in (the
+// latest the hardware may land them: a read before the wait sees the old bytes), or at their issue with
+// set_tma_landing(true) (the earliest: an overwrite of a tile that another thread still reads shows). A block that ends
+// with a load not landed fails. The tensor maps are EmuTensorMap, written into a CUtensorMap by the emulated
+// cuTensorMapEncodeTiled (cudart_emu.cpp, through cudaGetDriverEntryPointByVersion).
+struct EmuTensorMap {
+    unsigned magic;  // EMU_TMAP
+    int rank, elsize, swizzle_bytes;  // swizzle: 0 (none) or 128
+    const unsigned char* base;
+    unsigned long long dims[5], strides[5];  // strides in bytes, strides[0] = elsize
+    unsigned box[5];
+};
+constexpr unsigned EMU_TMAP = 0x70616d74u;
+void mbar_init(unsigned addr, int count);
+void mbar_arrive(unsigned addr, int tx);
+void mbar_wait(unsigned addr, int parity);
+void tma_load(unsigned dst, const void* map, int rank, const int* coords, unsigned mbar);
+void set_tma_landing(bool early);
 
 // Launching: the grid's blocks run one after another (run_grid). A launch, like every other stream operation of the
 // emulated runtime (cudart_emu.cpp), goes through submit: run now, or recorded into the graph when its stream is

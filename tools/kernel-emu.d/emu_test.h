@@ -21,6 +21,7 @@ void set_block_order(const char* spec);  // forward, reverse or a seed: the next
 void set_proxy_check(bool on);  // the fence.proxy.async check (emu.cpp async_view; on by default): off for a big case
 long long launches(const char* prefix);  // launches so far of kernels whose source name starts with prefix (emu.cpp)
 long long stat_threads();  // threads emulated so far
+void set_tma_landing(bool early);  // TMA loads land at their issue (true) or at the wait that needs them (emu.cpp)
 }  // namespace g4emu
 
 namespace emu_test {

@@ -275,6 +275,71 @@ EMU_CASE("attention", wgmma_small) {
 
 // A device whose blocks may opt into 99 KiB of shared memory (sm_86, sm_89; G4EMU_SMEM_OPTIN): the backward at head
 // dim 128 runs the 64-row kernels instead of the wide ones, with the same bits.
+// The sm_90a forward with the producer warpgroup (g4_attention mode 3; fwd_tma_kernel: TMA loads, mbarriers,
+// setmaxnreg): fwd_wgmma_kernel's bits (forward fingerprints) at both fast head dims, a warpgroup wholly or partly past
+// a sequence's end, sequences of one to four key tiles (the two stages each recycled), a problem shorter than a box,
+// with the loads landing late (at the wait that needs them: a read before it sees the old bytes) and early (at the
+// issue: a stage overwritten while a wgmma may still read it shows).
+EMU_CASE("attention", fwd_tma_sm90a) {
+    const long long t0 = g4emu::launches("fwd_tma_kernel");
+    const Problem ps[] = {{{1, 64, 65, 127, 128, 129, 200, 257}, 4, 2, 128, true},
+                          {{63, 191, 2, 320}, 4, 1, 64, true},
+                          {{65, 130, 400, 512}, 2, 1, 128, true},
+                          {{3}, 2, 2, 64, true}};
+    bool ok = true;
+    int runs = 0;
+    for (const Problem& p : ps) {
+        uint64_t wg[2] = {}, late[2] = {}, early[2] = {};
+        ok &= run_problem(p, 41, false, false, false, wg, 0, 1);
+        ok &= run_problem(p, 41, false, false, false, late, 0, 3);
+        g4emu::set_tma_landing(true);
+        ok &= run_problem(p, 41, false, false, false, early, 0, 3);
+        g4emu::set_tma_landing(getenv("G4EMU_TMA") != nullptr && !strcmp(getenv("G4EMU_TMA"), "early"));
+        runs += 2;
+        const bool same = wg[0] == late[0] && wg[0] == early[0];
+        printf("  fwd_tma_kernel's bits (loads landing late, early) = fwd_wgmma_kernel's: %s\n", same ? "yes" : "NO  FAIL");
+        ok &= same;
+    }
+    const long long t = g4emu::launches("fwd_tma_kernel") - t0;
+    printf("  launches: fwd_tma_kernel %lld (of %d)\n", t, runs);
+    return ok && t == runs;
+}
+
+// A sequence's output does not depend on the next one's values: fwd_tma_kernel's boxes read whole 128-key tiles, past a
+// sequence's end into the next sequence, whose infinite V would meet P's zeros (0 x inf = NaN) unless the kernel zeroes
+// those rows. Sequence 0 (100 tokens) before one whose V is all +inf: its rows the same bits in modes 1 and 3, finite.
+EMU_CASE("attention", fwd_tma_next_sequence_infinite) {
+    const Problem p{{100, 60}, 2, 1, 64, true};
+    const int n = p.n(), d = p.d;
+    Rng rng(43);
+    Buf q(true, rng.normals((size_t) n * p.hq * d)), k(true, rng.normals((size_t) n * p.hkv * d));
+    std::vector<float> vv = rng.normals((size_t) n * p.hkv * d);
+    for (size_t i = (size_t) 100 * p.hkv * d; i < vv.size(); i++) vv[i] = INFINITY;
+    Buf v(true, vv);
+    std::vector<int> cu = p.cu();
+    long long ws_bytes = 0;
+    g4_attention_workspace(n, 2, p.hq, d, 0, 0, &ws_bytes);
+    std::vector<std::vector<float>> outs;
+    for (int mode : {1, 3}) {
+        Buf out(true, (size_t) n * p.hq * d, NAN);
+        std::vector<float> lse((size_t) n * p.hq, NAN);
+        std::vector<unsigned char> ws((size_t) ws_bytes + 1);
+        int flag[4] = {0, 0, 0, 0};
+        const int e = g4_attention(G4_BF16, out.ptr(), P(lse.data()), q.ptr(), k.ptr(), v.ptr(), P(cu.data()), n, 2, p.hq, p.hkv,
+                                   d, (float) (1 / sqrt((double) d)), mode, P(ws.data()), ws_bytes, P(flag), 7, 0);
+        if (e || flag[0]) { printf("  mode %d: g4_attention returned %d, flag %d  FAIL\n", mode, e, flag[0]); return false; }
+        std::vector<float> o = out.values();
+        o.resize((size_t) 100 * p.hq * d);  // sequence 0's rows
+        outs.push_back(o);
+    }
+    size_t finite = 0;
+    for (float x : outs[1]) finite += std::isfinite(x);
+    const bool ok = outs[0] == outs[1] && finite == outs[1].size();
+    printf("  sequence 0: mode 3 = mode 1 bit for bit: %s; finite %zu of %zu%s\n", outs[0] == outs[1] ? "yes" : "no", finite,
+           outs[1].size(), ok ? "" : "  FAIL");
+    return ok;
+}
+
 EMU_CASE("attention", fwd_bwd_tensor_core_d128_small_shared_memory_device) {
     const Problem p{{130, 64, 3}, 4, 2, 128, true};
     uint64_t wide[2] = {0, 0}, narrow[2] = {1, 1};
