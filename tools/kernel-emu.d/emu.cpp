@@ -884,6 +884,8 @@ void mbar_wait(unsigned addr, int parity) {
         MBar& b = mbar_at(addr, "mbarrier.try_wait.parity");
         if ((int) (b.phase & 1) != (parity & 1)) break;
         if (b.pending == 0 && !b.ops.empty()) {  // (late landing: the arrivals are in, the loads land now)
+            // (the issuer made each load's image, which this thread frees: the release, acquired first)
+            TSAN(__tsan_acquire(&sync_mbar[addr >> 3]));
             for (const TmaOp& op : b.ops) land(b, op);
             b.ops.clear();
             settle(b, addr);

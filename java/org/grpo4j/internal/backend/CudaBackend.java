@@ -855,6 +855,20 @@ public final class CudaBackend extends AbstractBackend {
 
     public boolean wgmmaAttention() { return wgmmaAttention; }
 
+    private boolean tmaAttention = Boolean.getBoolean("grpo4j.attentionTma");
+
+    /**
+     * With the Hopper kernels on ({@link #setWgmmaAttention}), attention's forward by {@code fwd_tma_kernel}: the same
+     * blocks, products and bits as {@code fwd_wgmma_kernel}, with FlashAttention-3's producer warpgroup loading Q, K
+     * and V by TMA into mbarrier-guarded stages (docs/kernels.md, "The Hopper kernels"). The bits being the same, a run
+     * may switch it at any step (an exact resume holds). Off by default until a GPU run has timed it. Where the driver
+     * gives no tensor map encoder, attention fails with a CudaException (cudaErrorNotSupported). Also
+     * {@code -Dgrpo4j.attentionTma=true}.
+     */
+    public void setTmaAttention(boolean on) { this.tmaAttention = on; }
+
+    public boolean tmaAttention() { return tmaAttention; }
+
     /**
      * Runs {@code body} with the attention dQ mode {@code dq} and the Hopper kernels {@code wgmma} (as
      * {@link #setAttentionDq} and {@link #setWgmmaAttention}), then puts this backend's own settings back: the trainer
@@ -936,7 +950,8 @@ public final class CudaBackend extends AbstractBackend {
         long[] bytes = new long[1];
         ok(CudaNative.g4_attention_workspace(n, b, hq, d, 0, 1, bytes), "attention workspace");
         ok(CudaNative.g4_attention(dt(q), addr(out), addr(lse), addr(q), addr(k), addr(v), addr(cuSeqlens), n, b, hq, hkv, d,
-                scale, wgmmaAttention ? 1 : 0, scratch(bytes[0]), bytes[0], addr(flag), opCode(Ops.ATTENTION), stream),
+                scale, wgmmaAttention ? (tmaAttention ? 3 : 1) : 0, scratch(bytes[0]), bytes[0], addr(flag), opCode(Ops.ATTENTION),
+                stream),
                 "attention kernels");
     }
 

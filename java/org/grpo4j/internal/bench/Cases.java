@@ -447,6 +447,16 @@ final class Cases {
                     List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
                     d -> wgmma(fastDq(attention(d, lens, hq, hkv, hd, act, true, true))),
                     d -> wgmma(fastDq(attention(d, small, hq, hkv, hd, act, true, true))), false));
+            // the Hopper forward with the producer warpgroup (TMA and mbarriers; the same bits as the [wgmma] forward),
+            // alone and with the fixed-point backward
+            out.add(new Case("attention", "fwd " + tag + " " + WGMMA_TMA, shape, act.label() + " (lse fp32)", List.of(Ops.ATTENTION),
+                    fwd, "flop", "2*B*Hq*S^2*D (" + count + ")", Kind.KERNEL,
+                    d -> wgmma(tma(attention(d, lens, hq, hkv, hd, act, true, false))),
+                    d -> wgmma(tma(attention(d, small, hq, hkv, hd, act, true, false))), false));
+            out.add(new Case("attention", "fwd+bwd " + tag + " " + WGMMA_TMA_FIXED_DQ, shape, act.label() + " (lse fp32)",
+                    List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
+                    d -> wgmma(tma(fixedDq(attention(d, lens, hq, hkv, hd, act, true, true)))),
+                    d -> wgmma(tma(fixedDq(attention(d, small, hq, hkv, hd, act, true, true)))), false));
             // and with fixed-point dQ: deterministic without a dQ pass, the candidate default on Hopper
             out.add(new Case("attention", "fwd+bwd " + tag + " " + WGMMA_FIXED_DQ, shape, act.label() + " (lse fp32)",
                     List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
@@ -491,6 +501,14 @@ final class Cases {
 
     /** The variant tags of the attention rows that run the Hopper wgmma kernels (CudaBackend.setWgmmaAttention). */
     static final String WGMMA = "[wgmma]", WGMMA_FAST_DQ = "[wgmma, fast dQ]", WGMMA_FIXED_DQ = "[wgmma, fixed dQ]";
+
+    /** The variant tags of the attention rows whose Hopper forward has the producer warpgroup (setTmaAttention). */
+    static final String WGMMA_TMA = "[wgmma, tma]", WGMMA_TMA_FIXED_DQ = "[wgmma, tma, fixed dQ]";
+
+    /** The instance with the Hopper forward's producer warpgroup (TMA; with {@link #wgmma} on a Hopper device). */
+    static Instance tma(Instance in) {
+        return inCudaMode(in, CudaBackend::tmaAttention, CudaBackend::setTmaAttention, true);
+    }
 
     /** The instance with the Hopper wgmma attention kernels (on CUDA; where the device is not Hopper, the usual ones). */
     static Instance wgmma(Instance in) {
