@@ -2397,10 +2397,12 @@ static bool encode_rows(CUtensorMap* m, const bf16* base, int n, int heads, int 
                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// The sm_90a forward with the producer warp (fwd_tma_kernel); cudaErrorNotSupported where the driver gives no tensor
-// map encoder or refuses a map.
+// The sm_90a forward with the producer warpgroup (fwd_tma_kernel); cudaErrorNotSupported where the driver gives no
+// tensor map encoder or refuses a map. Fewer than 128 tokens in all: fwd_wgmma_kernel (the same bits), as the boxes of
+// 128 rows would be longer than the tensor (which cuda.h does not forbid, but CCCL's checks do).
 template <int D>
 static int forward_tma(const FwdArgs& a, int n, unsigned slots, cudaStream_t st) {
+    if (n < FWD_BM) return forward_wgmma<D>(a, slots, st);
     FwdMaps m;
     if (!encode_rows(&m.q, a.q, n, a.hq, D, FWD_BM) || !encode_rows(&m.k, a.k, n, a.hkv, D, WG_BN) ||
         !encode_rows(&m.v, a.v, n, a.hkv, D, WG_BN))

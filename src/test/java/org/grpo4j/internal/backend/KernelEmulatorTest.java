@@ -112,6 +112,7 @@ class KernelEmulatorTest {
 
     /** Families (or cases) that the race check runs: the kernels with shared-memory tiles, scans and barriers. */
     private static final List<String> RACE_CASES = List.of("fwd_bwd_tensor_core_d64", "fwd_bwd_tensor_core_d128", "wgmma_small",
+            "fwd_tma_small", "fwd_tma_next_sequence_infinite",
             "fwd_bwd_generic_fp32", "tensor_core_d64_gqa4_pages16", "generic_bf16_d96_gqa4_pages5", "prefix_groups_tensor_core_d128",
             "every_kind_both_dtypes",
             "lse_over_chunks", "rmsnorm_fwd_bwd", "sum_squares", "embedding_fwd_bwd");

@@ -287,7 +287,8 @@ class KernelBenchTest {
         for (String id : List.of("attention/bwd b8 s2048 [fast dQ]", "attention/fwd+bwd b2 s8192 [fast dQ]",
                 "attention/bwd b8 s2048 [fixed dQ]", "attention/fwd+bwd b2 s8192 [fixed dQ]", "attention/fwd b8 s2048 [wgmma]",
                 "attention/bwd b8 s2048 [wgmma]", "attention/fwd+bwd b2 s8192 [wgmma]", "attention/fwd+bwd b8 s2048 [wgmma, fast dQ]",
-                "attention/fwd+bwd b2 s8192 [wgmma, fixed dQ]", "lmhead/logprob fwd+bwd [dz bf16]")) {
+                "attention/fwd+bwd b2 s8192 [wgmma, fixed dQ]", "attention/fwd b8 s2048 [wgmma, tma]",
+                "attention/fwd+bwd b2 s8192 [wgmma, tma, fixed dQ]", "lmhead/logprob fwd+bwd [dz bf16]")) {
             Cases.Case v = byId.get(id), p = byId.get(Compare.problemId(id));
             assertNotNull(v, id);
             assertEquals(p.work(), v.work(), id);
@@ -299,6 +300,7 @@ class KernelBenchTest {
         assertSame(in, Cases.fastDq(in), "the CPU has one attention backward");
         assertSame(in, Cases.fixedDq(in), "the CPU has one attention backward");
         assertSame(in, Cases.wgmma(in), "the CPU has one set of attention kernels");
+        assertSame(in, Cases.tma(in), "the CPU has one set of attention kernels");
         assertSame(in, Cases.singleDz(in), "the CPU has one LM-head backward");
         d.closeInstances();
     }
@@ -329,6 +331,14 @@ class KernelBenchTest {
         Cases.wgmma(new Instance(d).body(() -> wg[0] = cb.wgmmaAttention())).run();
         assertTrue(wg[0], "the Hopper kernels during the body");
         assertEquals(wgBefore, cb.wgmmaAttention(), "restored");
+        boolean[] tm = new boolean[2];
+        boolean tmaBefore = cb.tmaAttention();
+        Cases.wgmma(Cases.tma(new Instance(d).body(() -> {
+            tm[0] = cb.wgmmaAttention();
+            tm[1] = cb.tmaAttention();
+        }))).run();
+        assertTrue(tm[0] && tm[1], "the Hopper kernels with the TMA forward during the body");
+        assertEquals(tmaBefore, cb.tmaAttention(), "restored");
         Instance bad = Cases.fastDq(new Instance(d).body(() -> { throw new IllegalStateException("boom"); }));
         assertThrows(IllegalStateException.class, bad::run);
         assertTrue(cb.deterministicAttention(), "restored after a throw");
