@@ -399,6 +399,14 @@ __device__ __forceinline__ void wg_store_rows(bf16* dst, long long stride, const
 // thread holds rows r and r + 8 of the block (r = 64 wg + 16 warp + gid), columns as wgmma.cuh's D fragments.
 // (In the sm_90a image and the emulator only.)
 #if defined(G4_WGMMA) || defined(G4_EMU)
+
+// The order in which the two warpgroups issue their products: take() before a warpgroup issues a batch, give(last)
+// after it (last: its final batch). NoTurn leaves it to the warpgroups' drift; fwd_tma_kernel's PingPong takes turns.
+struct NoTurn {
+    __device__ __forceinline__ void take() const {}
+    __device__ __forceinline__ void give(bool) const {}
+};
+
 template <int D>
 struct WgFwdRows {
     static constexpr int NS = WG_BN / 8, ND = D / 8;  // 8-column blocks of S and of O
@@ -485,10 +493,13 @@ struct WgFwdRows {
     }
 
     // S_0 (K_0 at kb) and its softmax; s_done() once S_0 has retired (its K tile may be reused)
-    template <class SDone>
-    __device__ __forceinline__ void first(unsigned sq, unsigned kb, int wg, bool diag, int r, int tig, float c, SDone s_done) {
+    template <class SDone, class Turn = NoTurn>
+    __device__ __forceinline__ void first(unsigned sq, unsigned kb, int wg, bool diag, int r, int tig, float c, SDone s_done,
+                                          const Turn& turn = {}) {
         float alpha[2];
+        turn.take();
         issue_s(sq, kb, wg);
+        turn.give(false);
         g4::wgmma_wait<0>();
         g4::fence_regs(s);
         s_done();
@@ -501,14 +512,16 @@ struct WgFwdRows {
     // softmax runs while that product is in flight; s_done() once S_{j+1} has retired, pv_done() once P_j V_j has.
     // Every element sees fwd_kernel's operations in its order. (One batch from fence to wait, whole in one branch of
     // the caller: a batch across a branch is serialized by ptxas.)
-    template <class SDone, class PvDone>
+    template <class SDone, class PvDone, class Turn = NoTurn>
     __device__ __forceinline__ void step(unsigned sq, unsigned kb, unsigned vb, int wg, bool diag, int r, int tig, float c,
-                                         SDone s_done, PvDone pv_done) {
+                                         SDone s_done, PvDone pv_done, const Turn& turn = {}) {
         g4::fence_regs(o);
         g4::fence_regs(pa);  // P_j, packed: this batch's A operand
+        turn.take();
         issue_s(sq, kb, wg);  // (its wgmma.fence covers the product's registers too)
         g4::wg_acc_rs<D, WG_BN / 16, false>(o, pa, vb, WG_BN * 128);
         g4::wgmma_commit();
+        turn.give(false);
         float alpha[2];
         g4::wgmma_wait<1>();  // S_{j+1} in (P_j V_j may still run)
         g4::fence_regs(s);
@@ -522,10 +535,12 @@ struct WgFwdRows {
     }
 
     // The last tile's O += P_j V_j; pv_done() once it has retired
-    template <class PvDone>
-    __device__ __forceinline__ void last(unsigned vb, PvDone pv_done) {
+    template <class PvDone, class Turn = NoTurn>
+    __device__ __forceinline__ void last(unsigned vb, PvDone pv_done, const Turn& turn = {}) {
+        turn.take();
         g4::wg_acc_rs<D, WG_BN / 16>(o, pa, vb, WG_BN * 128);
         g4::wgmma_commit();
+        turn.give(true);
         g4::wgmma_wait<0>();
         g4::fence_regs(o);
         pv_done();
@@ -617,7 +632,7 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
 // copy engine into wgmma.cuh's layout) into TMA_ST stages each of K and V, each stage with a full barrier (the
 // producer's arrival with the tile's bytes, complete when they have landed) and an empty one (one arrival by each warp
 // of each computing warpgroup once the wgmma that read the tile has retired: CUTLASS's PipelineTmaAsync). So the two
-// warpgroups never wait for each other, only for their data, and drift apart as far as the stages allow; the copies
+// warpgroups meet no block barrier, only their data, and drift apart as far as the stages allow; the copies
 // take no consumer issue slots and no registers. Q: one load and barrier. A warpgroup whose 64 rows are wholly past
 // the sequence's end exits at the start (the empty barriers count the others). The boxes read whole tiles of 128
 // rows, past a sequence's end into the next (zeros past the tensor's): Q's extra rows are never stored and K's extra
@@ -628,6 +643,10 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
 // leave them 168: nine warps put three on one of the SM's four register files of 16 K.)
 constexpr int TMA_NT = WG_NT + 128;  // two warpgroups and the producer's
 constexpr int TMA_ST = 2;           // stages of K and of V (FlashAttention-3's two at head dim 128)
+// setmaxnreg's budget (ptxas does not check it: a raise that the lowered registers cannot cover waits forever), and
+// the last tile visited being the diagonal (so K's rows past a sequence's end are masked, and V's zeroed from v0 > 0)
+static_assert(WG_NT == 256 && 24 + 2 * 240 <= 3 * ((65536 / TMA_NT) & ~7), "setmaxnreg 24 / 240 within 168 x 3");
+static_assert(WG_BN == FWD_BM, "key tiles as long as the query tile");
 
 template <int D>
 constexpr int fwd_tma_smem() { return (FWD_BM + 2 * TMA_ST * WG_BN) * D * 2 + 1024 + 128; }  // + the barriers
@@ -637,7 +656,26 @@ struct FwdMaps {
     CUtensorMap q, k, v;
 };
 
-template <int D>
+#if defined(G4_WGMMA) || defined(G4_EMU)
+// FlashAttention-3's ping-pong: the two warpgroups issue their batches of products in turn, each between a bar.sync on
+// its own named barrier (1 + wg) and a bar.arrive on the other's (2 - wg), both of the 256 threads; warpgroup 1
+// arrives once at the start, so that warpgroup 0 goes first, and skips its last arrival, which nothing would wait for.
+// So one warpgroup's softmax runs while the other's products hold the tensor cores, by schedule rather than drift.
+// Off (on = false) where only one warpgroup computes.
+struct PingPong {
+    int wg;
+    bool on;
+    __device__ __forceinline__ void take() const {
+        if (on) g4::bar_sync_named(1 + wg, 256);
+    }
+    __device__ __forceinline__ void give(bool last) const {
+        if (on && !(last && wg == 1)) g4::bar_arrive_named(2 - wg, 256);
+    }
+};
+#endif
+
+// PP: with PingPong (g4_attention mode bit 4)
+template <int D, bool PP>
 __global__ void __launch_bounds__(TMA_NT, 1) fwd_tma_kernel(FwdArgs a, const __grid_constant__ FwdMaps maps) {
 #if defined(G4_WGMMA) || defined(G4_EMU)
     if ((int) blockIdx.x >= a.status[0]) return;
@@ -701,19 +739,21 @@ __global__ void __launch_bounds__(TMA_NT, 1) fwd_tma_kernel(FwdArgs a, const __g
     const int r = wg * 64 + warp * 16 + gid;  // the thread's first row in the block
     WgFwdRows<D> w;
     w.init();
+    const PingPong turn{wg, PP && nact == 2};
+    if (turn.on && wg == 1) g4::bar_arrive_named(1, 256);  // warpgroup 0 first
     // a warp's arrival on a tile's empty barrier, after its own wait on the wgmma that read the tile
     const auto release = [&](unsigned empty) {
         if (lane == 0) g4::mbar_arrive(empty);
     };
     g4::mbar_wait(q_full, 0);
     g4::mbar_wait(k_full(0), 0);
-    w.first(sQ, sK(0), wg, t.tile == 0, r, tig, a.c, [&] { release(k_empty(0)); });
+    w.first(sQ, sK(0), wg, t.tile == 0, r, tig, a.c, [&] { release(k_empty(0)); }, turn);
     for (int j = 0; j < ntiles; j++) {
         if (j + 1 < ntiles) {
             g4::mbar_wait(k_full(j + 1), phase(j + 1));
             g4::mbar_wait(v_full(j), phase(j));
             w.step(sQ, sK(j + 1), sV(j), wg, j + 1 == t.tile, r, tig, a.c, [&] { release(k_empty(j + 1)); },
-                   [&] { release(v_empty(j)); });
+                   [&] { release(v_empty(j)); }, turn);
         } else {
             g4::mbar_wait(v_full(j), phase(j));
             const int v0 = len - j * WG_BN;  // V's rows from v0 are past the sequence's end: zeroed (above)
@@ -725,7 +765,7 @@ __global__ void __launch_bounds__(TMA_NT, 1) fwd_tma_kernel(FwdArgs a, const __g
                 g4::mbar_arrive(zero);
                 g4::mbar_wait(zero, 0);
             }
-            w.last(sV(j), [&] { release(v_empty(j)); });
+            w.last(sV(j), [&] { release(v_empty(j)); }, turn);
         }
     }
     w.epilogue(a, sq, start, row0, len, h, wg, warp, lane, gid, tig);
@@ -2369,14 +2409,16 @@ static int forward_wgmma(const FwdArgs& a, unsigned slots, cudaStream_t st) {
     return g4::launched();
 }
 
-// cuTensorMapEncodeTiled from the driver, through the runtime (nothing links libcuda); null where it has none.
+// cuTensorMapEncodeTiled from the driver, through the runtime (nothing links libcuda); null where it has none (asked
+// once a process: a driver without it stays without it).
 static PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
     static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
         void* p = nullptr;
         cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
-        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
-            q != cudaDriverEntryPointSuccess) {
-            (void) cudaGetLastError();
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess) {
+            (void) cudaGetLastError();  // (the call's own error only)
+            p = nullptr;
+        } else if (q != cudaDriverEntryPointSuccess) {
             p = nullptr;
         }
         return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
@@ -2400,7 +2442,7 @@ static bool encode_rows(CUtensorMap* m, const bf16* base, int n, int heads, int 
 // The sm_90a forward with the producer warpgroup (fwd_tma_kernel); cudaErrorNotSupported where the driver gives no
 // tensor map encoder or refuses a map. Fewer than 128 tokens in all: fwd_wgmma_kernel (the same bits), as the boxes of
 // 128 rows would be longer than the tensor (which cuda.h does not forbid, but CCCL's checks do).
-template <int D>
+template <int D, bool PP>
 static int forward_tma(const FwdArgs& a, int n, unsigned slots, cudaStream_t st) {
     if (n < FWD_BM) return forward_wgmma<D>(a, slots, st);
     FwdMaps m;
@@ -2408,9 +2450,9 @@ static int forward_tma(const FwdArgs& a, int n, unsigned slots, cudaStream_t st)
         !encode_rows(&m.v, a.v, n, a.hkv, D, WG_BN))
         return (int) cudaErrorNotSupported;
     constexpr int smem = fwd_tma_smem<D>();
-    int e = set_smem(fwd_tma_kernel<D>, smem);
+    int e = set_smem(fwd_tma_kernel<D, PP>, smem);
     if (e) return e;
-    fwd_tma_kernel<D><<<dim3(slots, a.hq), TMA_NT, smem, st>>>(a, m);
+    fwd_tma_kernel<D, PP><<<dim3(slots, a.hq), TMA_NT, smem, st>>>(a, m);
     return g4::launched();
 }
 
@@ -2528,7 +2570,8 @@ extern "C" int g4_attention(int dtype, g4_ptr out, g4_ptr lse, g4_ptr q, g4_ptr 
                   reinterpret_cast<const TileRef*>(w + L.map), hq, hkv, hq / hkv, scale * g4::ATT_LOG2E};
         const unsigned slots = (unsigned) ((n + FWD_BM - 1) / FWD_BM + b);
         if ((mode & 1) && wgmma_device()) {
-            if (mode & 2) return d == 64 ? forward_tma<64>(a, n, slots, st) : forward_tma<128>(a, n, slots, st);
+            if (mode & 4) return d == 64 ? forward_tma<64, true>(a, n, slots, st) : forward_tma<128, true>(a, n, slots, st);
+            if (mode & 2) return d == 64 ? forward_tma<64, false>(a, n, slots, st) : forward_tma<128, false>(a, n, slots, st);
             return d == 64 ? forward_wgmma<64>(a, slots, st) : forward_wgmma<128>(a, slots, st);
         }
         return d == 64 ? forward_fast<64>(a, slots, st) : forward_fast<128>(a, slots, st);

@@ -71,6 +71,8 @@ __device__ __forceinline__ void mbar_init(unsigned b, unsigned count) { g4emu::m
 __device__ __forceinline__ void fence_mbar_init() {}
 template <int N, bool INC>
 __device__ __forceinline__ void set_max_regs() {}
+__device__ __forceinline__ void bar_sync_named(int id, int count) { g4emu::named_sync(id, count); }
+__device__ __forceinline__ void bar_arrive_named(int id, int count) { g4emu::named_arrive(id, count); }
 __device__ __forceinline__ void mbar_arrive_tx(unsigned b, unsigned bytes) { g4emu::mbar_arrive(b, (int) bytes); }
 __device__ __forceinline__ void mbar_arrive(unsigned b) { g4emu::mbar_arrive(b, 0); }
 __device__ __forceinline__ void mbar_wait(unsigned b, unsigned parity) { g4emu::mbar_wait(b, (int) parity); }
@@ -146,6 +148,15 @@ __device__ __forceinline__ void tma_load_3d(unsigned dst, const CUtensorMap* map
     asm volatile(
         "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n"
         ::"r"(dst), "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(b) : "memory");
+}
+
+// Named barriers (ids 1-15; 0 is __syncthreads'): bar_sync_named arrives and waits until `count` threads (whole warps)
+// have arrived at barrier id; bar_arrive_named arrives without waiting (FlashAttention-3's warpgroup scheduling).
+__device__ __forceinline__ void bar_sync_named(int id, int count) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+__device__ __forceinline__ void bar_arrive_named(int id, int count) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
 
 // Orders this thread's generic-proxy shared writes (cp.async, stores) before later async-proxy reads (wgmma).

@@ -143,7 +143,9 @@ int g4_kv_append(int dtype, g4_ptr kcache, g4_ptr vcache, g4_ptr k, g4_ptr v, g4
 int g4_attention_workspace(int n, int b, int hq, int d, int backward, int deterministic, long long* bytes);
 // Causal GQA attention over packed sequences: q, out [n, hq, d], k, v [n, hkv, d] (dtype), lse [n, hq] fp32, cu [b + 1].
 // cu is checked on the device: a bad one is reported through flag (op | kind << 8, attention.cuh) and nothing is written.
-// mode (value) 1: the sm_90a wgmma forward kernel on a compute capability 9.0 device (elsewhere ignored).
+// mode bit 1: the sm_90a wgmma forward kernel on a compute capability 9.0 device (elsewhere ignored); with it, bit 2:
+// the forward with a producer warpgroup (fwd_tma_kernel: TMA, mbarriers; the same bits), bit 4: that one with the
+// warpgroups' ping-pong (the same bits). cudaErrorNotSupported where the driver gives no tensor map encoder.
 int g4_attention(int dtype, g4_ptr out, g4_ptr lse, g4_ptr q, g4_ptr k, g4_ptr v, g4_ptr cu, int n, int b, int hq,
                  int hkv, int d, float scale, int mode, g4_ptr ws, long long ws_bytes, g4_ptr flag, int op, g4_stream s);
 // dq, dk, dv overwritten. deterministic bit 0 set: dQ by a separate pass (bitwise repeatable); clear: fp32 atomics.

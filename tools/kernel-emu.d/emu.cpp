@@ -153,7 +153,7 @@ void* tsan_main;
 // barrier would hand it that later release: a false happens-before edge, hiding a race with what the fast thread did
 // in between).
 char sync_block_start, sync_block_end, sync_bar[2], sync_warp[MAX_THREADS / 32];
-char sync_mbar[ARENA / 8];  // one per possible mbarrier (8-byte aligned shared address)
+char sync_mbar[ARENA / 8 + 16];  // one per possible mbarrier (8-byte aligned shared address), then the named barriers
 #endif
 
 // mbarriers of the running block by shared address (emu.h), and the TMA loads not yet landed on each
@@ -168,6 +168,7 @@ struct MBar {
     std::vector<TmaOp> ops;
 };
 std::map<unsigned, MBar> mbars;
+MBar named[16];  // named barriers 1-15 (count 0: not used yet in this block); phase and arrivals as an mbarrier's
 bool tma_early = getenv("G4EMU_TMA") != nullptr && !strcmp(getenv("G4EMU_TMA"), "early");
 
 const char* kind_name(int k) {
@@ -323,6 +324,7 @@ void run_block(std::vector<int>& idx) {
     nlive = nthreads;
     bar_arrived = 0;
     mbars.clear();
+    for (MBar& b : named) b = MBar{};
     for (;;) {
         if (order.mode == 2) std::shuffle(idx.begin(), idx.end(), order.rng);
         // a thread waiting on an mbarrier runs again at every pass to look at it; a pass in which every thread that
@@ -341,6 +343,10 @@ void run_block(std::vector<int>& idx) {
                 if (!b.ops.empty() || b.tx != 0)
                     fail("the block ends with a TMA load (cp.async.bulk.tensor) on the mbarrier at shared byte %u not landed "
                          "(%zu loads, %lld bytes expected): nothing waited for it", a, b.ops.size(), b.tx);
+            for (int id = 1; id < 16; id++)
+                if (named[id].count > 0 && named[id].pending != named[id].count)
+                    fail("the block ends with %d of %d arrivals on named barrier %d: a phase that never completed (an "
+                         "unmatched bar.arrive or bar.sync)", named[id].count - named[id].pending, named[id].count, id);
             return;
         }
         if (!ran) {
@@ -350,7 +356,7 @@ void run_block(std::vector<int>& idx) {
                 const Fiber& f = fibers[i];
                 if (f.state == DONE) continue;
                 char b[96];
-                snprintf(b, sizeof b, " t%d:%s", i, f.state == AT_BAR ? "__syncthreads" : f.state == AT_MBAR ? "an mbarrier wait"
+                snprintf(b, sizeof b, " t%d:%s", i, f.state == AT_BAR ? "__syncthreads" : f.state == AT_MBAR ? "an mbarrier or named-barrier wait"
                                                                                              : kind_name(f.slot.kind));
                 who += b;
                 shown++;
@@ -618,6 +624,10 @@ Slot& collective(int kind, unsigned mask) {
         TSAN(__tsan_acquire(&sync_warp[w]));
         PROF(prof_flush_warp(w));
         compute(w, kind, mask);
+        // (the collective's own accesses, made here by the last lane for the warp, belong to every lane: the others
+        // acquire this release when they go on, so that a lane's later release, an mbarrier arrival after its wgmma
+        // wait, covers the operand reads that wait made)
+        TSAN(__tsan_release(&sync_warp[w]));
         for (int l = 0; l < 32; l++) {
             int i = w * 32 + l;
             if (i < nthreads && fibers[i].state == AT_WARP) fibers[i].state = READY;
@@ -858,6 +868,40 @@ void land(MBar& b, const TmaOp& op) {
 
 void set_tma_landing(bool early) { tma_early = early; }
 
+namespace {
+MBar& named_at(int id, int count, const char* what) {
+    if (id < 1 || id > 15 || count < 32 || count % 32 || count > nthreads)
+        fail("%s %d, %d: ids 1-15 (0 is __syncthreads'), a count of whole warps of the block", what, id, count);
+    MBar& b = named[id];
+    if (b.count == 0) b = MBar{count, count, 0, 0, {}};
+    else if (b.count != count) fail("%s %d, %d: the barrier was used with a count of %d in this block", what, id, count, b.count);
+    return b;
+}
+}  // namespace
+
+void named_arrive(int id, int count) {
+    TSAN_CALLER();
+    MBar& b = named_at(id, count, "bar.arrive");
+    TSAN(__tsan_release(&sync_mbar[ARENA / 8 + id]));
+    if (--b.pending == 0) {
+        b.phase++;
+        b.pending = b.count;
+    }
+}
+
+void named_sync(int id, int count) {
+    TSAN_CALLER();
+    Fiber& f = *g_cur;
+    MBar& b = named_at(id, count, "bar.sync");
+    const unsigned phase = b.phase;
+    named_arrive(id, count);
+    while (b.phase == phase) {
+        f.state = AT_MBAR;
+        yield();
+    }
+    TSAN(__tsan_acquire(&sync_mbar[ARENA / 8 + id]));
+}
+
 void mbar_init(unsigned addr, int count) {
     TSAN_CALLER();
     shared_range(addr, 8, "mbarrier.init");
@@ -927,6 +971,9 @@ void tma_load(unsigned dst, const void* map, int rank, const int* coords, unsign
     }
     for (int i = 0; i < bytes; i += 16) TSAN(__tsan_write16(d + i));  // written from now to the landing
     (void) d;  // (--profile does not count TMA's traffic)
+    for (const auto& [at, other] : mbars)
+        if (at + 8 > dst && at < dst + (unsigned) bytes)
+            fail("cp.async.bulk.tensor to shared bytes [%u, %u) would overwrite the mbarrier at %u", dst, dst + bytes, at);
     MBar& b = mbar_at(mbar, "cp.async.bulk.tensor's mbarrier");
     TSAN(__tsan_release(&sync_mbar[mbar >> 3]));  // (its landing completes on the barrier after these writes)
     if (tma_early) {

@@ -115,6 +115,11 @@ void mbar_arrive(unsigned addr, int tx);
 void mbar_wait(unsigned addr, int parity);
 void tma_load(unsigned dst, const void* map, int rank, const int* coords, unsigned mbar);
 void set_tma_landing(bool early);
+// Named barriers (bar.sync / bar.arrive with an id of 1-15 and a thread count, a multiple of 32): sync arrives and
+// waits for the barrier's current phase to complete (`count` arrivals), arrive only arrives. The count of an id must
+// be the same at every use in a block; a block that ends with arrivals on a phase that never completed fails.
+void named_sync(int id, int count);
+void named_arrive(int id, int count);
 
 // Launching: the grid's blocks run one after another (run_grid). A launch, like every other stream operation of the
 // emulated runtime (cudart_emu.cpp), goes through submit: run now, or recorded into the graph when its stream is

@@ -273,27 +273,29 @@ EMU_CASE("attention", wgmma_small) {
     return ok;
 }
 
-// A device whose blocks may opt into 99 KiB of shared memory (sm_86, sm_89; G4EMU_SMEM_OPTIN): the backward at head
-// dim 128 runs the 64-row kernels instead of the wide ones, with the same bits.
 // The sm_90a forward with the producer warpgroup (g4_attention mode 3; fwd_tma_kernel: TMA loads, mbarriers,
 // setmaxnreg): fwd_wgmma_kernel's bits (forward fingerprints), with the loads landing late (at the wait that needs
 // them: a read before it sees the old bytes) and early (at the issue: a stage overwritten while a wgmma may still read
-// it shows). Each problem runs three times (wgmma; TMA late; TMA early).
+// it shows), without and with the warpgroups' ping-pong (mode 7). Each problem runs five times.
 bool tma_same_bits(std::initializer_list<Problem> ps) {
     const long long t0 = g4emu::launches("fwd_tma_kernel");
     bool ok = true;
     int runs = 0;
     for (const Problem& p : ps) {
-        uint64_t wg[2] = {}, late[2] = {}, early[2] = {};
+        uint64_t wg[2] = {};
         ok &= run_problem(p, 41, false, false, false, wg, 0, 1);
-        ok &= run_problem(p, 41, false, false, false, late, 0, 3);
-        g4emu::set_tma_landing(true);
-        ok &= run_problem(p, 41, false, false, false, early, 0, 3);
-        g4emu::set_tma_landing(getenv("G4EMU_TMA") != nullptr && !strcmp(getenv("G4EMU_TMA"), "early"));
-        runs += p.n() >= 128 ? 2 : 0;  // (fewer tokens than a box: fwd_wgmma_kernel runs)
-        const bool same = wg[0] == late[0] && wg[0] == early[0];
-        printf("  fwd_tma_kernel's bits (loads landing late, early) = fwd_wgmma_kernel's: %s\n", same ? "yes" : "NO  FAIL");
-        ok &= same;
+        for (int mode : {3, 7}) {  // without and with the ping-pong
+            uint64_t late[2] = {}, early[2] = {};
+            ok &= run_problem(p, 41, false, false, false, late, 0, mode);
+            g4emu::set_tma_landing(true);
+            ok &= run_problem(p, 41, false, false, false, early, 0, mode);
+            g4emu::set_tma_landing(getenv("G4EMU_TMA") != nullptr && !strcmp(getenv("G4EMU_TMA"), "early"));
+            runs += p.n() >= 128 ? 2 : 0;  // (fewer tokens than a box: fwd_wgmma_kernel runs)
+            const bool same = wg[0] == late[0] && wg[0] == early[0];
+            printf("  fwd_tma_kernel%s's bits (loads landing late, early) = fwd_wgmma_kernel's: %s\n",
+                   mode == 7 ? " (ping-pong)" : "", same ? "yes" : "NO  FAIL");
+            ok &= same;
+        }
     }
     const long long t = g4emu::launches("fwd_tma_kernel") - t0;
     printf("  launches: fwd_tma_kernel %lld (of %d)\n", t, runs);
@@ -346,6 +348,8 @@ EMU_CASE("attention", fwd_tma_next_sequence_infinite) {
     return ok;
 }
 
+// A device whose blocks may opt into 99 KiB of shared memory (sm_86, sm_89; G4EMU_SMEM_OPTIN): the backward at head
+// dim 128 runs the 64-row kernels instead of the wide ones, with the same bits.
 EMU_CASE("attention", fwd_bwd_tensor_core_d128_small_shared_memory_device) {
     const Problem p{{130, 64, 3}, 4, 2, 128, true};
     uint64_t wide[2] = {0, 0}, narrow[2] = {1, 1};

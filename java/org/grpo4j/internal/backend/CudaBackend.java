@@ -855,19 +855,48 @@ public final class CudaBackend extends AbstractBackend {
 
     public boolean wgmmaAttention() { return wgmmaAttention; }
 
-    private boolean tmaAttention = Boolean.getBoolean("grpo4j.attentionTma");
+    /**
+     * Which Hopper forward kernel attention runs with the Hopper kernels on ({@link #setWgmmaAttention}): all three
+     * have the same blocks, products and bits (docs/kernels.md, "The Hopper kernels" and "The forward with a producer
+     * warpgroup"), so a run may switch at any step (an exact resume holds).
+     */
+    public enum HopperForward {
+        /** {@code fwd_wgmma_kernel}: every thread copies its part of K and V (cp.async), one block barrier a tile. */
+        WGMMA("wgmma", 1),
+        /** {@code fwd_tma_kernel}: FlashAttention-3's producer warpgroup loads Q, K and V by TMA into mbarrier stages. */
+        TMA("tma", 3),
+        /** {@code fwd_tma_kernel} with the two computing warpgroups issuing their products in turn (ping-pong). */
+        TMA_PING_PONG("tma-ping-pong", 7);
+
+        private final String label;
+        final int modeBits;  // g4_attention's mode bits
+
+        HopperForward(String label, int modeBits) {
+            this.label = label;
+            this.modeBits = modeBits;
+        }
+
+        public String label() { return label; }
+
+        /** The kernel named by {@code s} (wgmma, tma, tma-ping-pong); {@code where} names the setting in the error. */
+        public static HopperForward parse(String s, String where) {
+            for (HopperForward f : values()) if (f.label.equals(s)) return f;
+            throw new IllegalArgumentException(where + ": unknown Hopper forward \"" + s + "\" (valid: wgmma, tma, tma-ping-pong)");
+        }
+    }
+
+    private HopperForward hopperForward = HopperForward.parse(System.getProperty("grpo4j.attentionHopperForward", "wgmma"),
+            "-Dgrpo4j.attentionHopperForward");
 
     /**
-     * With the Hopper kernels on ({@link #setWgmmaAttention}), attention's forward by {@code fwd_tma_kernel}: the same
-     * blocks, products and bits as {@code fwd_wgmma_kernel}, with FlashAttention-3's producer warpgroup loading Q, K
-     * and V by TMA into mbarrier-guarded stages (docs/kernels.md, "The Hopper kernels"). The bits being the same, a run
-     * may switch it at any step (an exact resume holds). Off by default until a GPU run has timed it. Where the driver
-     * gives no tensor map encoder, attention fails with a CudaException (cudaErrorNotSupported). Also
-     * {@code -Dgrpo4j.attentionTma=true}.
+     * The Hopper forward kernel (with {@link #setWgmmaAttention}; elsewhere nothing changes): {@link HopperForward#WGMMA}
+     * by default until a GPU run has timed the others. With a TMA kernel, where the driver gives no tensor map encoder,
+     * attention fails with a CudaException (cudaErrorNotSupported); a call of fewer than 128 tokens in all runs the
+     * wgmma kernel. Also {@code -Dgrpo4j.attentionHopperForward=wgmma|tma|tma-ping-pong}.
      */
-    public void setTmaAttention(boolean on) { this.tmaAttention = on; }
+    public void setHopperForward(HopperForward f) { this.hopperForward = java.util.Objects.requireNonNull(f, "hopperForward"); }
 
-    public boolean tmaAttention() { return tmaAttention; }
+    public HopperForward hopperForward() { return hopperForward; }
 
     /**
      * Runs {@code body} with the attention dQ mode {@code dq} and the Hopper kernels {@code wgmma} (as
@@ -950,7 +979,7 @@ public final class CudaBackend extends AbstractBackend {
         long[] bytes = new long[1];
         ok(CudaNative.g4_attention_workspace(n, b, hq, d, 0, 1, bytes), "attention workspace");
         ok(CudaNative.g4_attention(dt(q), addr(out), addr(lse), addr(q), addr(k), addr(v), addr(cuSeqlens), n, b, hq, hkv, d,
-                scale, wgmmaAttention ? (tmaAttention ? 3 : 1) : 0, scratch(bytes[0]), bytes[0], addr(flag), opCode(Ops.ATTENTION),
+                scale, wgmmaAttention ? hopperForward.modeBits : 0, scratch(bytes[0]), bytes[0], addr(flag), opCode(Ops.ATTENTION),
                 stream),
                 "attention kernels");
     }

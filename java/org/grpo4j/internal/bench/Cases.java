@@ -448,15 +448,18 @@ final class Cases {
                     d -> wgmma(fastDq(attention(d, lens, hq, hkv, hd, act, true, true))),
                     d -> wgmma(fastDq(attention(d, small, hq, hkv, hd, act, true, true))), false));
             // the Hopper forward with the producer warpgroup (TMA and mbarriers; the same bits as the [wgmma] forward),
-            // alone and with the fixed-point backward
-            out.add(new Case("attention", "fwd " + tag + " " + WGMMA_TMA, shape, act.label() + " (lse fp32)", List.of(Ops.ATTENTION),
-                    fwd, "flop", "2*B*Hq*S^2*D (" + count + ")", Kind.KERNEL,
-                    d -> wgmma(tma(attention(d, lens, hq, hkv, hd, act, true, false))),
-                    d -> wgmma(tma(attention(d, small, hq, hkv, hd, act, true, false))), false));
-            out.add(new Case("attention", "fwd+bwd " + tag + " " + WGMMA_TMA_FIXED_DQ, shape, act.label() + " (lse fp32)",
+            // without and with the warpgroups' ping-pong; the latter (FlashAttention-3's whole design) with the
+            // fixed-point backward too
+            for (CudaBackend.HopperForward f : List.of(CudaBackend.HopperForward.TMA, CudaBackend.HopperForward.TMA_PING_PONG))
+                out.add(new Case("attention", "fwd " + tag + " " + hopperTag(f, ""), shape, act.label() + " (lse fp32)",
+                        List.of(Ops.ATTENTION), fwd, "flop", "2*B*Hq*S^2*D (" + count + ")", Kind.KERNEL,
+                        d -> wgmma(hopperForward(attention(d, lens, hq, hkv, hd, act, true, false), f)),
+                        d -> wgmma(hopperForward(attention(d, small, hq, hkv, hd, act, true, false), f)), false));
+            CudaBackend.HopperForward pp = CudaBackend.HopperForward.TMA_PING_PONG;
+            out.add(new Case("attention", "fwd+bwd " + tag + " " + hopperTag(pp, ", fixed dQ"), shape, act.label() + " (lse fp32)",
                     List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
-                    d -> wgmma(tma(fixedDq(attention(d, lens, hq, hkv, hd, act, true, true)))),
-                    d -> wgmma(tma(fixedDq(attention(d, small, hq, hkv, hd, act, true, true)))), false));
+                    d -> wgmma(hopperForward(fixedDq(attention(d, lens, hq, hkv, hd, act, true, true)), pp)),
+                    d -> wgmma(hopperForward(fixedDq(attention(d, small, hq, hkv, hd, act, true, true)), pp)), false));
             // and with fixed-point dQ: deterministic without a dQ pass, the candidate default on Hopper
             out.add(new Case("attention", "fwd+bwd " + tag + " " + WGMMA_FIXED_DQ, shape, act.label() + " (lse fp32)",
                     List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
@@ -502,12 +505,15 @@ final class Cases {
     /** The variant tags of the attention rows that run the Hopper wgmma kernels (CudaBackend.setWgmmaAttention). */
     static final String WGMMA = "[wgmma]", WGMMA_FAST_DQ = "[wgmma, fast dQ]", WGMMA_FIXED_DQ = "[wgmma, fixed dQ]";
 
-    /** The variant tags of the attention rows whose Hopper forward has the producer warpgroup (setTmaAttention). */
-    static final String WGMMA_TMA = "[wgmma, tma]", WGMMA_TMA_FIXED_DQ = "[wgmma, tma, fixed dQ]";
+    /**
+     * The variant tag of an attention row whose Hopper forward is {@code f} (CudaBackend.setHopperForward):
+     * {@code [wgmma, tma]}, {@code [wgmma, tma-ping-pong]}, then {@code more} (", fixed dQ").
+     */
+    static String hopperTag(CudaBackend.HopperForward f, String more) { return "[wgmma, " + f.label() + more + "]"; }
 
-    /** The instance with the Hopper forward's producer warpgroup (TMA; with {@link #wgmma} on a Hopper device). */
-    static Instance tma(Instance in) {
-        return inCudaMode(in, CudaBackend::tmaAttention, CudaBackend::setTmaAttention, true);
+    /** The instance with the Hopper forward kernel {@code f} (with {@link #wgmma} on a Hopper device). */
+    static Instance hopperForward(Instance in, CudaBackend.HopperForward f) {
+        return inCudaMode(in, CudaBackend::hopperForward, CudaBackend::setHopperForward, f);
     }
 
     /** The instance with the Hopper wgmma attention kernels (on CUDA; where the device is not Hopper, the usual ones). */

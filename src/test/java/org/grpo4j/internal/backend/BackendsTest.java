@@ -64,4 +64,15 @@ class BackendsTest {
         assertTrue(e.getMessage().contains("\"tpu\""), e.getMessage());
         assertThrows(IllegalArgumentException.class, () -> Backends.open("cuda:x"));
     }
+
+    /** The Hopper forward's names (-Dgrpo4j.attentionHopperForward) round-trip; an unknown one names the valid ones. */
+    @Test
+    void hopperForwardNames() {
+        for (CudaBackend.HopperForward f : CudaBackend.HopperForward.values())
+            assertSame(f, CudaBackend.HopperForward.parse(f.label(), "x"));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> CudaBackend.HopperForward.parse("tma-pingpong", "-Dgrpo4j.attentionHopperForward"));
+        assertEquals("-Dgrpo4j.attentionHopperForward: unknown Hopper forward \"tma-pingpong\" (valid: wgmma, tma, tma-ping-pong)",
+                e.getMessage());
+    }
 }

@@ -55,6 +55,8 @@ class KernelEmulatorTest {
         RUNS.add(List.of("--profile", "shapes-attention"));
         RUNS.add(List.of("--profile", "shapes"));
         RUNS.add(List.of("--profile", "profile", "fwd_bwd_tensor_core_d64"));
+        RUNS.add(ORDER_REVERSE);
+        RUNS.add(ORDER_SHUFFLED);
         List<String> sans = List.of("", "--race", "--profile");  // AddressSanitizer (the default), ThreadSanitizer, profile
         List<Process> builds = new ArrayList<>();
         List<Path> logs = new ArrayList<>();
@@ -128,6 +130,25 @@ class KernelEmulatorTest {
         assertTrue(r.cases >= 30, "every family's cases ran: " + r.tail());
         assertEquals(0, r.failed, r.tail());
     }
+
+    /**
+     * The warp-specialized forward (a producer warpgroup, mbarriers, named barriers) with its threads run in other
+     * orders between waits: the consumers' warpgroups in reverse (the last first, the producer before them) and
+     * shuffled at every pass, so that each warpgroup's waits and releases meet the others' at other points than in the
+     * forward order, where warpgroup 0 runs first.
+     */
+    @Test
+    void theWarpSpecializedForwardPassesInOtherThreadOrders() throws Exception {
+        for (List<String> args : List.of(ORDER_REVERSE, ORDER_SHUFFLED)) {
+            Run r = result(args);
+            assertEquals(0, r.exit, r.tail());
+            assertEquals(args.size() - 2, r.cases, r.tail());
+            assertEquals(0, r.failed, r.tail());
+        }
+    }
+
+    private static final List<String> ORDER_REVERSE = List.of("--order", "reverse", "fwd_tma_small", "fwd_tma_next_sequence_infinite");
+    private static final List<String> ORDER_SHUFFLED = List.of("--order", "2026", "fwd_tma_small");
 
     @Test
     void sharedMemoryProtocolsHaveNoDataRaces() throws Exception {

@@ -288,7 +288,8 @@ class KernelBenchTest {
                 "attention/bwd b8 s2048 [fixed dQ]", "attention/fwd+bwd b2 s8192 [fixed dQ]", "attention/fwd b8 s2048 [wgmma]",
                 "attention/bwd b8 s2048 [wgmma]", "attention/fwd+bwd b2 s8192 [wgmma]", "attention/fwd+bwd b8 s2048 [wgmma, fast dQ]",
                 "attention/fwd+bwd b2 s8192 [wgmma, fixed dQ]", "attention/fwd b8 s2048 [wgmma, tma]",
-                "attention/fwd+bwd b2 s8192 [wgmma, tma, fixed dQ]", "lmhead/logprob fwd+bwd [dz bf16]")) {
+                "attention/fwd b2 s8192 [wgmma, tma-ping-pong]", "attention/fwd+bwd b2 s8192 [wgmma, tma-ping-pong, fixed dQ]",
+                "lmhead/logprob fwd+bwd [dz bf16]")) {
             Cases.Case v = byId.get(id), p = byId.get(Compare.problemId(id));
             assertNotNull(v, id);
             assertEquals(p.work(), v.work(), id);
@@ -300,7 +301,8 @@ class KernelBenchTest {
         assertSame(in, Cases.fastDq(in), "the CPU has one attention backward");
         assertSame(in, Cases.fixedDq(in), "the CPU has one attention backward");
         assertSame(in, Cases.wgmma(in), "the CPU has one set of attention kernels");
-        assertSame(in, Cases.tma(in), "the CPU has one set of attention kernels");
+        assertSame(in, Cases.hopperForward(in, org.grpo4j.internal.backend.CudaBackend.HopperForward.TMA),
+                "the CPU has one set of attention kernels");
         assertSame(in, Cases.singleDz(in), "the CPU has one LM-head backward");
         d.closeInstances();
     }
@@ -331,14 +333,15 @@ class KernelBenchTest {
         Cases.wgmma(new Instance(d).body(() -> wg[0] = cb.wgmmaAttention())).run();
         assertTrue(wg[0], "the Hopper kernels during the body");
         assertEquals(wgBefore, cb.wgmmaAttention(), "restored");
-        boolean[] tm = new boolean[2];
-        boolean tmaBefore = cb.tmaAttention();
-        Cases.wgmma(Cases.tma(new Instance(d).body(() -> {
-            tm[0] = cb.wgmmaAttention();
-            tm[1] = cb.tmaAttention();
-        }))).run();
-        assertTrue(tm[0] && tm[1], "the Hopper kernels with the TMA forward during the body");
-        assertEquals(tmaBefore, cb.tmaAttention(), "restored");
+        Object[] fw = new Object[2];
+        var forwardBefore = cb.hopperForward();
+        Cases.wgmma(Cases.hopperForward(new Instance(d).body(() -> {
+            fw[0] = cb.wgmmaAttention();
+            fw[1] = cb.hopperForward();
+        }), org.grpo4j.internal.backend.CudaBackend.HopperForward.TMA_PING_PONG)).run();
+        assertEquals(true, fw[0], "the Hopper kernels during the body");
+        assertEquals(org.grpo4j.internal.backend.CudaBackend.HopperForward.TMA_PING_PONG, fw[1], "the ping-pong forward during the body");
+        assertEquals(forwardBefore, cb.hopperForward(), "restored");
         Instance bad = Cases.fastDq(new Instance(d).body(() -> { throw new IllegalStateException("boom"); }));
         assertThrows(IllegalStateException.class, bad::run);
         assertTrue(cb.deterministicAttention(), "restored after a throw");
