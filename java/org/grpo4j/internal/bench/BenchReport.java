@@ -35,7 +35,10 @@ public record BenchReport(String tool, String sizes, String card, String driver,
 
     // ---- writing --------------------------------------------------------------------------------------------------
 
-    public String toJson() {
+    public String toJson() { return toJson(true); }
+
+    /** With {@code complete} false: the rows so far of a run that goes on (or was stopped), as bench-peers.py writes. */
+    public String toJson(boolean complete) {
         ObjectNode o = ReportJson.JSON.createObjectNode();
         o.put("schema", SCHEMA);
         o.put("tool", tool);
@@ -46,6 +49,7 @@ public record BenchReport(String tool, String sizes, String card, String driver,
         if (torch != null) o.put("torch", torch);
         o.put("date", date);
         o.put("fake", fake);
+        o.put("complete", complete);
         ReportJson.putNum(o, "copy_gbs", copyGbs);
         ReportJson.putNum(o, "gemm_tflops", gemmTflops);
         ArrayNode a = o.putArray("rows");
@@ -78,6 +82,16 @@ public record BenchReport(String tool, String sizes, String card, String driver,
 
     /** Writes the JSON through a temporary file and a rename, so an interrupted write never leaves half a file. */
     public void write(Path file) throws IOException { ReportJson.write(file, toJson()); }
+
+    /** As {@link #write(Path)}, marked complete or not. */
+    public void write(Path file, boolean complete) throws IOException { ReportJson.write(file, toJson(complete)); }
+
+    /** This report with one more row at the end. */
+    public BenchReport withRow(BenchRow r) {
+        List<BenchRow> more = new ArrayList<>(rows);
+        more.add(r);
+        return new BenchReport(tool, sizes, card, driver, runtime, torch, date, fake, copyGbs, gemmTflops, more);
+    }
 
     // ---- reading --------------------------------------------------------------------------------------------------
 

@@ -73,17 +73,58 @@ public final class KernelBench {
 
     /** Runs the benchmark; {@code progress} gets each row as soon as it is measured. */
     public static BenchReport run(Config cfg, Backend device, Backend reference, Timer timer, Card card, Consumer<BenchRow> progress) {
-        List<BenchRow> rows = new ArrayList<>();
+        return run(cfg, device, reference, timer, card, progress, null);
+    }
+
+    /**
+     * What a caller is told as the run goes: the row about to run (its id, and the error row that stands for it if it
+     * never finishes) with the report so far (rows in the plan's order; not complete), then the report with its row.
+     * {@code grpo4j bench} writes each to --json and stops a row that does not finish (a hung kernel cannot be
+     * interrupted).
+     */
+    public interface Watch {
+        void starting(String id, BenchRow ifHung, BenchReport soFar);
+
+        void finished(BenchReport soFar);
+    }
+
+    /**
+     * Whether a case runs after all the others: the variants whose kernels no GPU has run yet (the Hopper attention
+     * kernels, {@code [wgmma...]}), so that a hang or a fault in one of them costs no other row. The report keeps the
+     * plan's order.
+     */
+    static boolean deferred(Cases.Case c) { return c.name().contains("[wgmma"); }
+
+    /** As above, telling {@code watch} (or null) of each row's start and end. */
+    public static BenchReport run(Config cfg, Backend device, Backend reference, Timer timer, Card card, Consumer<BenchRow> progress,
+                                  Watch watch) {
+        List<Cases.Case> plan = Cases.plan(cfg.sizes(), cfg.activations(), cfg.families());
+        List<Cases.Case> order = new ArrayList<>();
+        for (Cases.Case c : plan) if (!deferred(c)) order.add(c);
+        for (Cases.Case c : plan) if (deferred(c)) order.add(c);
+        java.util.Map<String, BenchRow> done = new java.util.HashMap<>();
         Double copyGbs = null, gemmTflops = null;
         try (Data data = new Data(device, false, 42)) {
-            for (Cases.Case c : Cases.plan(cfg.sizes(), cfg.activations(), cfg.families())) {
+            for (Cases.Case c : order) {
+                if (watch != null)
+                    watch.starting(c.id(), row(c, BenchRow.ERROR, "did not finish within --row-timeout (a hung kernel?): the run "
+                            + "stopped here", null, 0, null, null, null), report(cfg, card, copyGbs, gemmTflops, plan, done));
                 BenchRow row = measure(c, cfg, device, reference, timer, data, copyGbs, gemmTflops);
                 if (row.timed() && c.kind() == Cases.Kind.CEILING_COPY) copyGbs = row.rate();
                 if (row.timed() && c.kind() == Cases.Kind.CEILING_GEMM) gemmTflops = row.rate();
-                rows.add(row);
+                done.put(c.id(), row);
                 if (progress != null) progress.accept(row);
+                if (watch != null) watch.finished(report(cfg, card, copyGbs, gemmTflops, plan, done));
             }
         }
+        return report(cfg, card, copyGbs, gemmTflops, plan, done);
+    }
+
+    /** The rows measured so far ({@code done} by case id), in the plan's order. */
+    private static BenchReport report(Config cfg, Card card, Double copyGbs, Double gemmTflops, List<Cases.Case> plan,
+                                      java.util.Map<String, BenchRow> done) {
+        List<BenchRow> rows = new ArrayList<>();
+        for (Cases.Case c : plan) if (done.containsKey(c.id())) rows.add(done.get(c.id()));
         return new BenchReport("grpo4j", cfg.sizes().name(), card.name(), card.driver(), card.runtime(), null,
                 java.time.Instant.now().truncatedTo(java.time.temporal.ChronoUnit.SECONDS).toString(), false, copyGbs, gemmTflops, rows);
     }

@@ -63,6 +63,12 @@ final class BenchCommand implements Callable<Integer> {
     @Option(names = "--out", paramLabel = "DIR", description = "With --compare: also write DIR/bench-compare.md and DIR/bench-ratios.png.")
     Path out;
 
+    @Option(names = "--row-timeout", defaultValue = "120", paramLabel = "SECONDS",
+            description = "Seconds one row (check, warm-up and timing) may take; past them the run stops with exit code 3, that row "
+                    + "an error and the rows before it in --json (written after every row): a hung kernel cannot be "
+                    + "interrupted. 0: no limit (default: ${DEFAULT-VALUE}).")
+    long rowTimeout;
+
     @Override
     public Integer call() throws IOException {
         PrintStream o = System.out;
@@ -77,6 +83,7 @@ final class BenchCommand implements Callable<Integer> {
         };
         if (reps < 20) throw new IllegalArgumentException("--reps must be >= 20 (a median of fewer is noise), got " + reps);
         if (warmup < 1) throw new IllegalArgumentException("--warmup must be >= 1, got " + warmup);
+        if (rowTimeout < 0) throw new IllegalArgumentException("--row-timeout must be >= 0 seconds, got " + rowTimeout);
 
         CudaRuntime.Availability a = CudaRuntime.probe();
         if (!a.available()) {
@@ -97,8 +104,14 @@ final class BenchCommand implements Callable<Integer> {
                 };
                 long budget = (long) ((dev.totalMemory() - be.liveBytes()) * 0.6);
                 KernelBench.Config cfg = new KernelBench.Config(s, fams, act, warmup, reps, KernelBench.ROTATE_BYTES, budget);
-                BenchReport rep = KernelBench.run(cfg, be, ref, new CudaEventTimer(be, headStart), card,
-                        r -> System.err.println("bench: " + r.id() + ": " + summary(r)));
+                RowWatch watch = new RowWatch(json, rowTimeout * 1000, 1000, () -> Runtime.getRuntime().halt(3));
+                BenchReport rep;
+                try {
+                    rep = KernelBench.run(cfg, be, ref, new CudaEventTimer(be, headStart), card,
+                            r -> System.err.println("bench: " + r.id() + ": " + summary(r)), watch);
+                } finally {
+                    watch.stop();
+                }
                 if (json != null) rep.write(json);
                 Compare.Result t = Compare.table(rep);
                 o.print(t.markdown());
@@ -106,6 +119,84 @@ final class BenchCommand implements Callable<Integer> {
                 return t.failed() ? 1 : 0;
             }
         }
+    }
+
+    /**
+     * Writes the report so far to {@code json} after every row (complete: false), and stops the JVM (exit code 3) when a
+     * row runs past {@code timeoutS}, after writing that row as an error: a kernel that never finishes blocks its
+     * CUDA call for good, and a run killed from outside would lose every row (gpu-check's comparison then takes the
+     * rows measured).
+     */
+    static final class RowWatch implements KernelBench.Watch {
+        private final Path json;
+        private final long timeoutMs, pollMs;
+        private final Runnable stop;
+        private volatile String current;
+        private volatile BenchRow ifHung;
+        private volatile long startedNs;
+        private volatile BenchReport soFar;
+        private final Thread thread;
+
+        /** {@code timeoutMs} 0: no watch; past it (looked at every {@code pollMs}), the report is written and stop runs. */
+        RowWatch(Path json, long timeoutMs, long pollMs, Runnable stop) {
+            this.json = json;
+            this.timeoutMs = timeoutMs;
+            this.pollMs = pollMs;
+            this.stop = stop;
+            thread = timeoutMs <= 0 ? null : new Thread(this::watch, "bench-row-timeout");
+            if (thread != null) {
+                thread.setDaemon(true);
+                thread.start();
+            }
+        }
+
+        @Override
+        public void starting(String id, BenchRow hung, BenchReport rows) {
+            soFar = rows;
+            ifHung = hung;
+            startedNs = System.nanoTime();
+            current = id;
+        }
+
+        @Override
+        public void finished(BenchReport rows) {
+            current = null;
+            soFar = rows;
+            if (json == null) return;
+            try {
+                rows.write(json, false);
+            } catch (IOException e) {
+                throw new java.io.UncheckedIOException(json + ": " + e.getMessage(), e);
+            }
+        }
+
+        private void watch() {
+            try {
+                for (;;) {
+                    Thread.sleep(pollMs);
+                    String id = current;
+                    if (id == null || System.nanoTime() - startedNs < timeoutMs * 1_000_000L) continue;
+                    String where = "";
+                    if (json != null) {
+                        try {
+                            soFar.withRow(ifHung).write(json, false);
+                            where = "; the rows before it are in " + json;
+                        } catch (IOException | RuntimeException e) {
+                            where = "; " + json + " could not be written: " + e.getMessage();
+                        }
+                    }
+                    System.err.println("bench: " + id + " did not finish in " + timeoutMs / 1000.0 + " s (a hung kernel?): stopping" + where);
+                    System.err.flush();
+                    System.out.flush();
+                    stop.run();
+                    return;
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();  // stop(): the run ended
+            }
+        }
+
+        void stop() { if (thread != null) thread.interrupt(); }
     }
 
     static String summary(BenchRow r) {

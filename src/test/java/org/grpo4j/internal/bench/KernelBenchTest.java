@@ -184,6 +184,39 @@ class KernelBenchTest {
         assertEquals(3.0 * 2 * 16 * 48, row(r, "swiglu/swiglu fwd").work());
     }
 
+    /**
+     * The Hopper variants ([wgmma...]: kernels no GPU has run yet) run after every other row, so that a hang there costs
+     * no other row, while the report keeps the plan's order; the watch hears of each row before and after it, with the
+     * rows so far.
+     */
+    @Test
+    void untriedHopperRowsRunLastAndTheReportKeepsThePlansOrder() {
+        KernelBench.Config cfg = config(List.of("attention", "decode"));
+        List<String> started = new ArrayList<>();
+        List<Integer> sizes = new ArrayList<>();
+        BenchReport r = KernelBench.run(cfg, cpu, ref, HOST, CARD, null, new KernelBench.Watch() {
+            @Override
+            public void starting(String id, BenchRow ifHung, BenchReport soFar) {
+                started.add(id);
+                assertEquals(id, ifHung.id());
+                assertEquals(BenchRow.ERROR, ifHung.status());
+                assertEquals(started.size() - 1, soFar.rows().size(), "the rows before it");
+            }
+
+            @Override
+            public void finished(BenchReport soFar) { sizes.add(soFar.rows().size()); }
+        });
+        List<String> plan = Cases.plan(cfg.sizes(), cfg.activations(), cfg.families()).stream().map(Cases.Case::id).toList();
+        assertEquals(plan, r.rows().stream().map(BenchRow::id).toList(), "the report in the plan's order");
+        int firstHopper = -1;
+        for (int i = 0; i < started.size(); i++) if (started.get(i).contains("[wgmma") && firstHopper < 0) firstHopper = i;
+        assertTrue(firstHopper > 0, "there are Hopper rows: " + started);
+        for (int i = firstHopper; i < started.size(); i++) assertTrue(started.get(i).contains("[wgmma"), "run last: " + started);
+        assertTrue(plan.indexOf(started.get(firstHopper)) < plan.indexOf(started.get(firstHopper - 1)), "not the plan's order");
+        assertEquals(plan.size(), started.size());
+        for (int i = 0; i < sizes.size(); i++) assertEquals(i + 1, sizes.get(i));
+    }
+
     @Test
     void rotationUsesEnoughBufferSetsToPassTheRotationBytes() {
         // the tiny add touches 3*4*512 = 6144 bytes: 64 KiB of rotation needs 11 sets

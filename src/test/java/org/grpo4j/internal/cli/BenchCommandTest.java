@@ -48,6 +48,9 @@ class BenchCommandTest {
         r = run("bench", "--reps", "5");
         assertEquals(2, r.code());
         assertTrue(r.err().contains("--reps must be >= 20"), r.err());
+        r = run("bench", "--row-timeout", "-1");
+        assertEquals(2, r.code());
+        assertEquals("grpo4j bench: --row-timeout must be >= 0 seconds, got -1", r.err().strip());
     }
 
     @Test
@@ -80,5 +83,51 @@ class BenchCommandTest {
         r = run("bench", "--compare", OURS, tmp.resolve("missing.json").toString());
         assertEquals(2, r.code());
         assertTrue(r.err().contains("missing.json: not found"), r.err());
+    }
+
+    /**
+     * --row-timeout's watch: the rows so far written after every row (complete: false); a row that runs past the limit
+     * is written as its error row after them, and the run is stopped (here a latch in place of halting the JVM).
+     */
+    @Test
+    void aRowPastItsTimeoutIsWrittenAsAnErrorAndTheRunStops(@TempDir Path tmp) throws Exception {
+        org.grpo4j.internal.bench.BenchReport all = org.grpo4j.internal.bench.BenchReport.read(Path.of(OURS));
+        int n = all.rows().size();
+        var first = new org.grpo4j.internal.bench.BenchReport(all.tool(), all.sizes(), all.card(), all.driver(), all.runtime(),
+                all.torch(), all.date(), all.fake(), all.copyGbs(), all.gemmTflops(), all.rows().subList(0, n - 1));
+        Path json = tmp.resolve("ours.json");
+        java.util.concurrent.CountDownLatch stopped = new java.util.concurrent.CountDownLatch(1);
+        BenchCommand.RowWatch w = new BenchCommand.RowWatch(json, 300, 10, stopped::countDown);
+        try {
+            w.starting("x/one", all.rows().get(0), first);
+            w.finished(first);
+            String written = Files.readString(json);
+            assertTrue(written.contains("\"complete\" : false") || written.contains("\"complete\": false"), written);
+            assertEquals(n - 1, org.grpo4j.internal.bench.BenchReport.read(json).rows().size());
+            org.grpo4j.internal.bench.BenchRow hung = all.rows().get(n - 1);
+            w.starting(hung.id(), hung, first);
+            assertTrue(stopped.await(10, java.util.concurrent.TimeUnit.SECONDS), "the run stopped");
+            var after = org.grpo4j.internal.bench.BenchReport.read(json);
+            assertEquals(n, after.rows().size());
+            assertEquals(hung.id(), after.rows().get(n - 1).id());
+        } finally {
+            w.stop();
+        }
+    }
+
+    /** A row within its timeout: no stop. */
+    @Test
+    void rowsWithinTheTimeoutDoNotStopTheRun(@TempDir Path tmp) throws Exception {
+        org.grpo4j.internal.bench.BenchReport all = org.grpo4j.internal.bench.BenchReport.read(Path.of(OURS));
+        java.util.concurrent.CountDownLatch stopped = new java.util.concurrent.CountDownLatch(1);
+        BenchCommand.RowWatch w = new BenchCommand.RowWatch(tmp.resolve("ours.json"), 60_000, 10, stopped::countDown);
+        try {
+            w.starting("x/one", all.rows().get(0), all);
+            assertFalse(stopped.await(200, java.util.concurrent.TimeUnit.MILLISECONDS));
+            w.finished(all);
+        } finally {
+            w.stop();
+        }
+        assertEquals(1, stopped.getCount());
     }
 }
