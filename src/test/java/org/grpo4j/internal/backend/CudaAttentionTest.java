@@ -177,17 +177,14 @@ class CudaAttentionTest {
      * mode; dq in the deterministic ones, PASS and FIXED); out, dq, dk, dv within a few bf16 ulps of the mma.sync
      * kernels' results in the same mode (the same rounded operands, fp32 sums in another order) and lse within fp32
      * rounding; the forward's out not the mma.sync forward's bits (128-key tiles rescale at other points: the wgmma
-     * kernel ran; that the backward ones ran, the emulator's case fwd_bwd_wgmma_sm90a counts). With the TMA forward
-     * kernels (setHopperForward TMA and TMA_PING_PONG: the producer warpgroup) every output the wgmma forward's bits.
-     * Where the device is not Hopper
-     * the settings change nothing: the mma.sync kernels' bits.
+     * kernel ran; that the backward ones ran, the emulator's case fwd_bwd_wgmma_sm90a counts). Where the device is not
+     * Hopper the setting changes nothing: the mma.sync kernels' bits.
      */
     @Test
     void theHopperKernelsAgreeWithTheMmaKernels() {
         CudaBackend be = cuda();
         int[] cu = AttentionConformanceTest.Suite.cu(1, 65, 127, 129, 0, 200);
         boolean was = be.wgmmaAttention();
-        CudaBackend.HopperForward wasForward = be.hopperForward();
         CudaBackend.AttentionDq wasDq = be.attentionDq();
         String[] names = {"out", "dq", "dk", "dv"};
         // every comparison of every mode and head dim runs, and the failures are reported together: on the first GPU
@@ -201,31 +198,16 @@ class CudaAttentionTest {
                     Object[] mma = run(be, cu, h[0], h[1], h[2], 17);
                     be.setWgmmaAttention(true);
                     Object[] a = run(be, cu, h[0], h[1], h[2], 17), b = run(be, cu, h[0], h[1], h[2], 17);
-                    // the forwards with the producer warpgroup: the wgmma forward's bits
-                    be.setHopperForward(CudaBackend.HopperForward.TMA);
-                    Object[] c = run(be, cu, h[0], h[1], h[2], 17);
-                    be.setHopperForward(CudaBackend.HopperForward.TMA_PING_PONG);
-                    Object[] e = run(be, cu, h[0], h[1], h[2], 17);
-                    be.setHopperForward(CudaBackend.HopperForward.WGMMA);
                     boolean hopper = be.hasWgmmaAttention();
                     String where = m + " " + Arrays.toString(h) + (hopper ? " (wgmma)" : " (not Hopper: mma.sync)");
                     int[] heads = {h[0], h[0], h[1], h[1]};
                     for (int i = 0; i < 4; i++) {
                         if (i == 1 && !m.deterministic()) continue;  // fp32 atomics: dq's last bits vary
                         if (!bitwiseEqual((short[]) a[i], (short[]) b[i])) fails.add(names[i] + " does not repeat bitwise, " + where);
-                        for (Object[] x : new Object[][] {c, e})
-                            if (!bitwiseEqual((short[]) a[i], (short[]) x[i])) {
-                                String r = nearBf16Report((short[]) a[i], (short[]) x[i], heads[i], h[2]);
-                                fails.add(names[i] + " with the " + (x == c ? "TMA" : "TMA ping-pong") + " forward is not the wgmma"
-                                        + " forward's, " + where + ": " + (r == null ? "within bf16 rounding, other bits" : r));
-                            }
                         if (!hopper && !bitwiseEqual((short[]) mma[i], (short[]) a[i]))
                             fails.add(names[i] + " is not mma.sync's, " + where);
                     }
                     if (!Arrays.equals((float[]) a[4], (float[]) b[4])) fails.add("lse does not repeat bitwise, " + where);
-                    if (!Arrays.equals((float[]) a[4], (float[]) c[4])) fails.add("lse with the TMA forward is not the wgmma forward's, " + where);
-                    if (!Arrays.equals((float[]) a[4], (float[]) e[4]))
-                        fails.add("lse with the TMA ping-pong forward is not the wgmma forward's, " + where);
                     if (!hopper) {
                         if (!Arrays.equals((float[]) mma[4], (float[]) a[4])) fails.add("lse is not mma.sync's, " + where);
                         String r = m.deterministic() ? null : nearBf16Report((short[]) mma[1], (short[]) a[1], h[0], h[2]);
@@ -247,7 +229,6 @@ class CudaAttentionTest {
                 }
         } finally {
             be.setWgmmaAttention(was);
-            be.setHopperForward(wasForward);
             be.setAttentionDq(wasDq);
         }
         assertTrue(fails.isEmpty(), fails.size() + " comparisons failed:\n" + String.join("\n", fails));

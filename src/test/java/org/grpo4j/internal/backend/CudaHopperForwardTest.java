@@ -1,0 +1,57 @@
+package org.grpo4j.internal.backend;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The Hopper forwards with a producer warpgroup (CudaBackend.setHopperForward TMA and TMA_PING_PONG: fwd_tma_kernel's
+ * TMA loads, mbarriers, setmaxnreg and named barriers, docs/kernels.md "The forward with a producer warpgroup") give
+ * the wgmma forward's bits: out and lse, and the backward's dq, dk and dv from them, at both fast head dims, on lengths
+ * around the 64-row warpgroups and 128-row tiles (a sequence's last tile past its end, a warpgroup past it, 1129 tokens
+ * in all: the tensor's end inside the last box). Where the device is not Hopper the settings change nothing.
+ *
+ * <p>A class of its own (tag gpu): tools/gpu-check runs each class in its own JVM under a time limit, and these
+ * kernels are the first of ours to wait on mbarriers, whose misuse on a GPU hangs rather than fails; a hang here then
+ * costs no other class's results.
+ */
+@Tag("gpu")
+class CudaHopperForwardTest {
+    @Test
+    void theTmaForwardsGiveTheWgmmaForwardsBits() {
+        CudaBackend be = TestBackends.cuda();
+        int[] cu = AttentionConformanceTest.Suite.cu(1, 65, 127, 129, 0, 200, 607);
+        boolean was = be.wgmmaAttention();
+        CudaBackend.HopperForward wasForward = be.hopperForward();
+        String[] names = {"out", "dq", "dk", "dv"};
+        List<String> fails = new ArrayList<>();
+        try {
+            be.setWgmmaAttention(true);
+            for (int[] h : new int[][] {{32, 8, 128}, {8, 2, 64}}) {
+                be.setHopperForward(CudaBackend.HopperForward.WGMMA);
+                Object[] want = CudaAttentionTest.run(be, cu, h[0], h[1], h[2], 23);
+                int[] heads = {h[0], h[0], h[1], h[1]};
+                for (CudaBackend.HopperForward f : List.of(CudaBackend.HopperForward.TMA, CudaBackend.HopperForward.TMA_PING_PONG)) {
+                    be.setHopperForward(f);
+                    Object[] got = CudaAttentionTest.run(be, cu, h[0], h[1], h[2], 23);
+                    String where = f + " " + Arrays.toString(h);
+                    for (int i = 0; i < 4; i++)
+                        if (!CudaAttentionTest.bitwiseEqual((short[]) want[i], (short[]) got[i])) {
+                            String r = CudaAttentionTest.nearBf16Report((short[]) want[i], (short[]) got[i], heads[i], h[2]);
+                            fails.add(names[i] + " is not the wgmma forward's, " + where + ": "
+                                    + (r == null ? "within bf16 rounding, other bits" : r));
+                        }
+                    if (!Arrays.equals((float[]) want[4], (float[]) got[4])) fails.add("lse is not the wgmma forward's, " + where);
+                }
+            }
+        } finally {
+            be.setWgmmaAttention(was);
+            be.setHopperForward(wasForward);
+        }
+        assertTrue(fails.isEmpty(), fails.size() + " comparisons failed:\n" + String.join("\n", fails));
+    }
+}
