@@ -716,13 +716,20 @@ __global__ void __launch_bounds__(TMA_NT, 1) fwd_tma_kernel(FwdArgs a, const __g
     if (threadIdx.x >= WG_NT) {  // the producer warpgroup: its first thread issues every load, in the order they are used
         g4::set_max_regs<24, false>();
         if (threadIdx.x == WG_NT) {
+            // Q is read by this block alone; K and V by the group's other query heads and the sequence's later query
+            // tiles too: kept in L2 ahead of Q (FlashAttention-3's hints)
+            const unsigned long long once = g4::l2_evict_first(), kept = g4::l2_evict_last();
+            g4::prefetch_tensor_map(&maps.k);
+            g4::prefetch_tensor_map(&maps.v);
             g4::mbar_arrive_tx(q_full, QB);
-            for (int cb = 0; cb < D / 64; cb++) g4::tma_load_3d(sQ + cb * (FWD_BM * 128), &maps.q, cb * 64, h, start + row0, q_full);
+            for (int cb = 0; cb < D / 64; cb++)
+                g4::tma_load_3d(sQ + cb * (FWD_BM * 128), &maps.q, cb * 64, h, start + row0, q_full, once);
             // tile i into its stage, once the tile TMA_ST before it there has been released (the first round at once)
             const auto load = [&](const CUtensorMap* m, unsigned dst, unsigned full, unsigned empty, int i) {
                 g4::mbar_wait(empty, phase(i) ^ 1u);
                 g4::mbar_arrive_tx(full, KV);
-                for (int cb = 0; cb < D / 64; cb++) g4::tma_load_3d(dst + cb * (WG_BN * 128), m, cb * 64, g, start + i * WG_BN, full);
+                for (int cb = 0; cb < D / 64; cb++)
+                    g4::tma_load_3d(dst + cb * (WG_BN * 128), m, cb * 64, g, start + i * WG_BN, full, kept);
             };
             load(&maps.k, sK(0), k_full(0), k_empty(0), 0);
             for (int j = 0; j < ntiles; j++) {  // K_{j+1} before V_j: S_{j+1} is issued before P_j V_j

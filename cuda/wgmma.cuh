@@ -76,10 +76,14 @@ __device__ __forceinline__ void bar_arrive_named(int id, int count) { g4emu::nam
 __device__ __forceinline__ void mbar_arrive_tx(unsigned b, unsigned bytes) { g4emu::mbar_arrive(b, (int) bytes); }
 __device__ __forceinline__ void mbar_arrive(unsigned b) { g4emu::mbar_arrive(b, 0); }
 __device__ __forceinline__ void mbar_wait(unsigned b, unsigned parity) { g4emu::mbar_wait(b, (int) parity); }
-__device__ __forceinline__ void tma_load_3d(unsigned dst, const CUtensorMap* map, int c0, int c1, int c2, unsigned b) {
+__device__ __forceinline__ void tma_load_3d(unsigned dst, const CUtensorMap* map, int c0, int c1, int c2, unsigned b,
+                                            unsigned long long) {
     const int c[3] = {c0, c1, c2};
     g4emu::tma_load(dst, map, 3, c, b);
 }
+__device__ __forceinline__ unsigned long long l2_evict_first() { return 0; }  // (the emulator has no L2)
+__device__ __forceinline__ unsigned long long l2_evict_last() { return 0; }
+__device__ __forceinline__ void prefetch_tensor_map(const CUtensorMap*) {}
 // (the bulk reductions: emu.cpp checks them at the issue and performs them at the wait that retires their group)
 __device__ __forceinline__ void bulk_add(float* dst, unsigned s, unsigned bytes) { g4emu::bulk_reduce(dst, s, (int) bytes, 0); }
 __device__ __forceinline__ void bulk_add(unsigned long long* dst, unsigned s, unsigned bytes) {
@@ -118,7 +122,9 @@ __device__ __forceinline__ void bulk_wait() { asm volatile("cp.async.bulk.wait_g
 // for (the TMA loads that complete on it); mbar_wait: until the phase of parity `parity` has completed (the first
 // phase has parity 0; a wait on parity 1 before it returns at once); tma_load_3d: the box at coordinates (c0, c1, c2)
 // (innermost first) of the tensor map's tensor into shared memory at dst (128-byte aligned; 1024 for the 128-byte
-// swizzle), its bytes counted on barrier b as they land, zeros for elements outside the tensor.
+// swizzle), its bytes counted on barrier b as they land, zeros for elements outside the tensor, with the L2 cache
+// policy `policy` (l2_evict_first / l2_evict_last: createpolicy's, as FlashAttention-3 reads Q once and keeps K and V);
+// prefetch_tensor_map: the map into the copy engine's cache before its first use.
 __device__ __forceinline__ void mbar_init(unsigned b, unsigned count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(b), "r"(count) : "memory");
 }
@@ -144,14 +150,32 @@ __device__ __forceinline__ void mbar_wait(unsigned b, unsigned parity) {
         "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
         "@!p bra G4_MBAR_WAIT;\n}\n" ::"r"(b), "r"(parity) : "memory");
 }
-__device__ __forceinline__ void tma_load_3d(unsigned dst, const CUtensorMap* map, int c0, int c1, int c2, unsigned b) {
+__device__ __forceinline__ void tma_load_3d(unsigned dst, const CUtensorMap* map, int c0, int c1, int c2, unsigned b,
+                                            unsigned long long policy) {
     asm volatile(
-        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n"
-        ::"r"(dst), "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(b) : "memory");
+        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, {%2, %3, %4}], "
+        "[%5], %6;\n" ::"r"(dst), "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(b), "l"(policy)
+        : "memory");
+}
+__device__ __forceinline__ unsigned long long l2_evict_first() {
+    unsigned long long p;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
+    return p;
+}
+__device__ __forceinline__ unsigned long long l2_evict_last() {
+    unsigned long long p;
+    asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(p));
+    return p;
+}
+__device__ __forceinline__ void prefetch_tensor_map(const CUtensorMap* map) {
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<unsigned long long>(map)) : "memory");
 }
 
 // Named barriers (ids 1-15; 0 is __syncthreads'): bar_sync_named arrives and waits until `count` threads (whole warps)
-// have arrived at barrier id; bar_arrive_named arrives without waiting (FlashAttention-3's warpgroup scheduling).
+// have arrived at barrier id; bar_arrive_named arrives without waiting (FlashAttention-3's warpgroup scheduling). The
+// .aligned forms, as CUTLASS's NamedBarrier and FlashAttention-3 use them: the warps that take part reach them at
+// different instructions (sync here, arrive there), as in the PTX ISA's own producer / consumer example, each warp
+// converged.
 __device__ __forceinline__ void bar_sync_named(int id, int count) {
     asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }

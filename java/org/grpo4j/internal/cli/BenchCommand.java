@@ -104,7 +104,7 @@ final class BenchCommand implements Callable<Integer> {
                 };
                 long budget = (long) ((dev.totalMemory() - be.liveBytes()) * 0.6);
                 KernelBench.Config cfg = new KernelBench.Config(s, fams, act, warmup, reps, KernelBench.ROTATE_BYTES, budget);
-                RowWatch watch = new RowWatch(json, rowTimeout * 1000, 1000, () -> Runtime.getRuntime().halt(3));
+                RowWatch watch = new RowWatch(json, rowTimeout * 1000, 1000, RowWatch::halt);
                 BenchReport rep;
                 try {
                     rep = KernelBench.run(cfg, be, ref, new CudaEventTimer(be, headStart), card,
@@ -128,13 +128,13 @@ final class BenchCommand implements Callable<Integer> {
      * rows measured).
      */
     static final class RowWatch implements KernelBench.Watch {
+        /** The row running (null between rows) since {@code startedNs}, its error row, and the rows before it. */
+        private record Running(String id, BenchRow ifHung, long startedNs, BenchReport soFar) {}
+
         private final Path json;
         private final long timeoutMs, pollMs;
         private final Runnable stop;
-        private volatile String current;
-        private volatile BenchRow ifHung;
-        private volatile long startedNs;
-        private volatile BenchReport soFar;
+        private volatile Running running;  // one field: the watcher sees a row's id, start and rows together
         private final Thread thread;
 
         /** {@code timeoutMs} 0: no watch; past it (looked at every {@code pollMs}), the report is written and stop runs. */
@@ -152,16 +152,17 @@ final class BenchCommand implements Callable<Integer> {
 
         @Override
         public void starting(String id, BenchRow hung, BenchReport rows) {
-            soFar = rows;
-            ifHung = hung;
-            startedNs = System.nanoTime();
-            current = id;
+            running = new Running(id, hung, System.nanoTime(), rows);
         }
 
         @Override
         public void finished(BenchReport rows) {
-            current = null;
-            soFar = rows;
+            running = null;
+            write(rows);
+        }
+
+        /** (synchronized: the run's thread and the watcher write through one temporary file) */
+        private synchronized void write(BenchReport rows) {
             if (json == null) return;
             try {
                 rows.write(json, false);
@@ -174,18 +175,19 @@ final class BenchCommand implements Callable<Integer> {
             try {
                 for (;;) {
                     Thread.sleep(pollMs);
-                    String id = current;
-                    if (id == null || System.nanoTime() - startedNs < timeoutMs * 1_000_000L) continue;
+                    Running r = running;
+                    if (r == null || System.nanoTime() - r.startedNs() < timeoutMs * 1_000_000L) continue;
                     String where = "";
                     if (json != null) {
                         try {
-                            soFar.withRow(ifHung).write(json, false);
+                            write(r.soFar().withRow(r.ifHung()));
                             where = "; the rows before it are in " + json;
-                        } catch (IOException | RuntimeException e) {
+                        } catch (RuntimeException e) {
                             where = "; " + json + " could not be written: " + e.getMessage();
                         }
                     }
-                    System.err.println("bench: " + id + " did not finish in " + timeoutMs / 1000.0 + " s (a hung kernel?): stopping" + where);
+                    System.err.println("bench: " + r.id() + " did not finish in " + timeoutMs / 1000.0 + " s (a hung kernel?): stopping"
+                            + where);
                     System.err.flush();
                     System.out.flush();
                     stop.run();
@@ -197,6 +199,21 @@ final class BenchCommand implements Callable<Integer> {
         }
 
         void stop() { if (thread != null) thread.interrupt(); }
+
+        /**
+         * The JVM's end with exit status 3, where a kernel still spins: a SIGKILL 20 s later too, in case the exit
+         * blocks in the CUDA runtime's teardown (its atexit handlers), which waits for the device.
+         */
+        static void halt() {
+            try {
+                long pid = ProcessHandle.current().pid();  // (killed only if it is still this JVM: no pid reused by another)
+                new ProcessBuilder("sh", "-c", "sleep 20; [ -d /proc/" + pid + " ] && [ \"$(cat /proc/" + pid + "/comm)\" = java ] && kill -9 "
+                        + pid).start();
+            } catch (IOException | RuntimeException e) {
+                System.err.println("bench: (no fallback kill: " + e.getMessage() + ")");
+            }
+            Runtime.getRuntime().halt(3);
+        }
     }
 
     static String summary(BenchRow r) {

@@ -293,7 +293,9 @@ public final class GpuCheck {
         Path ours = out.resolve("bench-ours.json"), peers = out.resolve("bench-peers.json");
         long budgetS = Math.max(30, TimeUnit.NANOSECONDS.toSeconds(budgetNs) * 3 / 5), peersS = Math.max(30, TimeUnit.NANOSECONDS.toSeconds(budgetNs) * 2 / 5);
         List<String> cmd = new ArrayList<>(javaCommand());
-        cmd.addAll(List.of("org.grpo4j.internal.cli.Main", "bench", "--family", "all", "--json", ours.toString()));
+        // (a row's limit well inside the run's, so that a hung kernel is named as that row's error, the rows before it kept)
+        cmd.addAll(List.of("org.grpo4j.internal.cli.Main", "bench", "--family", "all", "--json", ours.toString(), "--row-timeout",
+                String.valueOf(Math.max(10, Math.min(60, budgetS / 2)))));
         int failures = 0;
         int code = run(cmd, out.resolve("bench-ours.log"), budgetS);
         notes.add("kernel benchmark: " + (code == 0 ? "ok" : "exit " + code) + " — " + out.resolve("bench-ours.log").getFileName()

@@ -24,13 +24,16 @@ class CudaHopperForwardTest {
     @Test
     void theTmaForwardsGiveTheWgmmaForwardsBits() {
         CudaBackend be = TestBackends.cuda();
+        org.junit.jupiter.api.Assumptions.assumeTrue(be.hasWgmmaAttention(), "not a Hopper device: the settings change nothing");
         int[] cu = AttentionConformanceTest.Suite.cu(1, 65, 127, 129, 0, 200, 607);
         boolean was = be.wgmmaAttention();
         CudaBackend.HopperForward wasForward = be.hopperForward();
+        CudaBackend.AttentionDq wasDq = be.attentionDq();
         String[] names = {"out", "dq", "dk", "dv"};
         List<String> fails = new ArrayList<>();
         try {
             be.setWgmmaAttention(true);
+            be.setAttentionDq(CudaBackend.AttentionDq.PASS);  // (dq bitwise repeatable)
             for (int[] h : new int[][] {{32, 8, 128}, {8, 2, 64}}) {
                 be.setHopperForward(CudaBackend.HopperForward.WGMMA);
                 Object[] want = CudaAttentionTest.run(be, cu, h[0], h[1], h[2], 23);
@@ -51,6 +54,7 @@ class CudaHopperForwardTest {
         } finally {
             be.setWgmmaAttention(was);
             be.setHopperForward(wasForward);
+            be.setAttentionDq(wasDq);
         }
         assertTrue(fails.isEmpty(), fails.size() + " comparisons failed:\n" + String.join("\n", fails));
     }
