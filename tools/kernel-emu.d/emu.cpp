@@ -130,6 +130,7 @@ struct Warp {
     unsigned mask = 0;
     int first = 0;     // the lane that arrived first (for messages)
     int expected = 0;  // lanes the collective waits for (counted at the first arrival)
+    unsigned gen = 0;  // collectives completed (their parity picks the race check's sync object)
 };
 
 alignas(128) unsigned char arena_storage[ARENA];
@@ -152,7 +153,9 @@ void* tsan_main;
 // thread's release into the next barrier is not acquired by a slow thread leaving this one (one object for every
 // barrier would hand it that later release: a false happens-before edge, hiding a race with what the fast thread did
 // in between).
-char sync_block_start, sync_block_end, sync_bar[2], sync_warp[MAX_THREADS / 32];
+// sync_warp: a warp's per collective, by the parity of the warp's collectives completed (as sync_bar: the lane that
+// completes one goes on at once and may release into the next before the others have left this one)
+char sync_block_start, sync_block_end, sync_bar[2], sync_warp[MAX_THREADS / 32][2];
 char sync_mbar[ARENA / 8 + 16];  // one per possible mbarrier (8-byte aligned shared address), then the named barriers
 #endif
 
@@ -617,26 +620,28 @@ Slot& collective(int kind, unsigned mask) {
     }
     const int expected = W.expected;
     f.state = AT_WARP;
-    TSAN(__tsan_release(&sync_warp[w]));
+    [[maybe_unused]] const unsigned par = W.gen & 1;
+    TSAN(__tsan_release(&sync_warp[w][par]));
     PROF(if (kind == K_LDSM || kind == K_LDSM_T) prof_access(__builtin_return_address(0), P_LD,
                                                              g_arena + (int) f.slot.in[0], 16, me / 8));
     if (++W.arrived == expected) {
-        TSAN(__tsan_acquire(&sync_warp[w]));
+        TSAN(__tsan_acquire(&sync_warp[w][par]));
         PROF(prof_flush_warp(w));
         compute(w, kind, mask);
         // (the collective's own accesses, made here by the last lane for the warp, belong to every lane: the others
         // acquire this release when they go on, so that a lane's later release, an mbarrier arrival after its wgmma
         // wait, covers the operand reads that wait made)
-        TSAN(__tsan_release(&sync_warp[w]));
+        TSAN(__tsan_release(&sync_warp[w][par]));
         for (int l = 0; l < 32; l++) {
             int i = w * 32 + l;
             if (i < nthreads && fibers[i].state == AT_WARP) fibers[i].state = READY;
         }
         W.arrived = 0;
+        W.gen++;
         return f.slot;  // the last lane goes on at once; the others when the scheduler reaches them
     }
     yield();
-    TSAN(__tsan_acquire(&sync_warp[w]));
+    TSAN(__tsan_acquire(&sync_warp[w][par]));
     return f.slot;
 }
 
