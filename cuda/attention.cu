@@ -29,6 +29,7 @@
 // Hopper kernels (opt-in: g4_attention mode 1, g4_attention_backward mode bit 16; compute capability 9.0, sm_90a image):
 //   fwd_wgmma_kernel, dkdv_wgmma_kernel, dq_wgmma_kernel take the blocks and plans of fwd_kernel, dkdv_wide_kernel and
 //   dq_wide_kernel with 2 warpgroups and wgmma.mma_async products (wgmma.cuh); the same rounded operands, other sums.
+//   fwd_tma_kernel (mode 3, or 7 with ping-pong): fwd_wgmma_kernel's bits, its loads by a producer warpgroup's TMA.
 // Generic path (fp32, any other even head dim, unaligned views): one warp per (row, head), the lanes taking 32 keys
 //   (or queries) at a time, float64 accumulation: slower, never a wrong answer.
 #include <algorithm>
@@ -624,7 +625,7 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
 #endif
 }
 
-// ---- forward on Hopper with a producer warp (sm_90a: TMA, mbarriers, wgmma) ----------------------------------------
+// ---- forward on Hopper with a producer warpgroup (sm_90a: TMA, mbarriers, wgmma) -----------------------------------
 //
 // fwd_wgmma_kernel's blocks, products and arithmetic (the same bits), with FlashAttention-3's warp specialization in
 // place of the consumers' own copies and block-wide barriers: a third warpgroup, the producer, whose one thread loads Q,
