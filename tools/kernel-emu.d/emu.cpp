@@ -156,7 +156,10 @@ void* tsan_main;
 // sync_warp: a warp's per collective, by the parity of the warp's collectives completed (as sync_bar: the lane that
 // completes one goes on at once and may release into the next before the others have left this one)
 char sync_block_start, sync_block_end, sync_bar[2], sync_warp[MAX_THREADS / 32][2];
-char sync_mbar[ARENA / 8 + 16];  // one per possible mbarrier (8-byte aligned shared address), then the named barriers
+// one per possible mbarrier (8-byte aligned shared address; their pipelines order a phase's acquires before the next
+// phase's releases), then two per named barrier, by the parity of the phase (a warpgroup's arrival on the next phase
+// may come before the other's threads have left this one)
+char sync_mbar[ARENA / 8 + 32];
 #endif
 
 // mbarriers of the running block by shared address (emu.h), and the TMA loads not yet landed on each
@@ -887,7 +890,7 @@ MBar& named_at(int id, int count, const char* what) {
 void named_arrive(int id, int count) {
     TSAN_CALLER();
     MBar& b = named_at(id, count, "bar.arrive");
-    TSAN(__tsan_release(&sync_mbar[ARENA / 8 + id]));
+    TSAN(__tsan_release(&sync_mbar[ARENA / 8 + 2 * id + (b.phase & 1)]));
     if (--b.pending == 0) {
         b.phase++;
         b.pending = b.count;
@@ -904,7 +907,7 @@ void named_sync(int id, int count) {
         f.state = AT_MBAR;
         yield();
     }
-    TSAN(__tsan_acquire(&sync_mbar[ARENA / 8 + id]));
+    TSAN(__tsan_acquire(&sync_mbar[ARENA / 8 + 2 * id + (phase & 1)]));
 }
 
 void mbar_init(unsigned addr, int count) {
