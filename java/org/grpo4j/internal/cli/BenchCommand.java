@@ -123,7 +123,7 @@ final class BenchCommand implements Callable<Integer> {
 
     /**
      * Writes the report so far to {@code json} after every row (complete: false), and stops the JVM (exit code 3) when a
-     * row runs past {@code timeoutS}, after writing that row as an error: a kernel that never finishes blocks its
+     * row runs past {@code timeoutMs}, after writing that row as an error: a kernel that never finishes blocks its
      * CUDA call for good, and a run killed from outside would lose every row (gpu-check's comparison then takes the
      * rows measured).
      */
