@@ -38,43 +38,91 @@ __global__ void forward_kernel(T* out, float* rstd, const T* x, const W* w, int 
 template <typename T, typename W>
 __host__ __device__ constexpr int vec_elems() { return 16 / (int) (sizeof(T) > sizeof(W) ? sizeof(T) : sizeof(W)); }
 
-// The forward with x, out and w 16-byte aligned and d a multiple of vec_elems, at most P vectors a thread: each thread
-// keeps its vectors of x in registers, so x is read once, in 8- or 16-byte requests (forward_kernel reads it twice,
-// 2 or 4 bytes a lane). The same per-element math; the float64 sum of squares in another order (rstd within an ulp).
-template <typename T, typename W, int P>
-__global__ void forward_vec_kernel(T* out, float* rstd, const T* x, const W* w, int d, float eps) {
+// The forward with x, out and w 16-byte aligned and d a multiple of vec_elems, at most P vectors a thread, R rows a
+// block: each thread keeps its vectors of x in registers, so x is read once, in 8- or 16-byte requests (forward_kernel
+// reads it twice, 2 or 4 bytes a lane). The R rows' loads and the weight's are issued together and their sums reduced
+// in one block_sum_n, so that a block keeps R rows in flight and waits for the weight while its rows arrive (one row a
+// block, the first GPU run found the forward at 67% of the copy bandwidth: each block's load, reduction, weight load
+// and store in sequence). The same per-element math; each row's float64 sum of squares in the same order for any R
+// (rstd within an ulp of forward_kernel's; bit-identical across R).
+template <typename T, typename W, int P, int R>
+__global__ void __launch_bounds__(256, R == 1 ? 1 : 2) forward_vec_kernel(T* out, float* rstd, const T* x, const W* w, int n, int d, float eps) {
     constexpr int N = vec_elems<T, W>();
-    const long long base = (long long) blockIdx.x * d;
-    const int packs = d / N;
-    g4::Vec<T, N> xv[P];
-    double ss = 0;
+    const int packs = d / N, r0 = blockIdx.x * R;
+    g4::Vec<T, N> xv[R][P];
+    g4::Vec<W, N> wv[P];
+    double ss[R];
 #pragma unroll
-    for (int k = 0; k < P; k++) {
-        const int p = threadIdx.x + k * blockDim.x;
-        if (p < packs) {
-            xv[k] = g4::load_vec<N>(x + base + (long long) p * N);
+    for (int i = 0; i < R; i++) {
+        if (r0 + i >= n) continue;
+        const long long base = (long long) (r0 + i) * d;
 #pragma unroll
-            for (int j = 0; j < N; j++) {
-                const double f = g4::to_f32(xv[k].v[j]);
-                ss += f * f;
+        for (int k = 0; k < P; k++) {
+            const int p = threadIdx.x + k * blockDim.x;
+            if (p < packs) xv[i][k] = g4::load_vec<N>(x + base + (long long) p * N);
+        }
+    }
+    if constexpr (R > 1) {  // one row a block loads w after its sum (x and w at once need up to 156 registers)
+#pragma unroll
+        for (int k = 0; k < P; k++) {
+            const int p = threadIdx.x + k * blockDim.x;
+            if (p < packs) wv[k] = g4::load_vec<N>(w + p * N);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        ss[i] = 0;
+        if (r0 + i >= n) continue;
+#pragma unroll
+        for (int k = 0; k < P; k++) {
+            const int p = threadIdx.x + k * blockDim.x;
+            if (p < packs) {
+#pragma unroll
+                for (int j = 0; j < N; j++) {
+                    const double f = g4::to_f32(xv[i][k].v[j]);
+                    ss[i] += f * f;
+                }
             }
         }
     }
-    ss = g4::block_sum(ss);
-    const float rs = (float) (1.0 / sqrt(ss / d + (double) eps));
-    if (threadIdx.x == 0) rstd[blockIdx.x] = rs;
+    g4::block_sum_n<R>(ss);
 #pragma unroll
-    for (int k = 0; k < P; k++) {
-        const int p = threadIdx.x + k * blockDim.x;
-        if (p < packs) {
-            const g4::Vec<W, N> wv = g4::load_vec<N>(w + p * N);
-            g4::Vec<T, N> y;
+    for (int i = 0; i < R; i++) {
+        if (r0 + i >= n) continue;
+        const long long base = (long long) (r0 + i) * d;
+        const float rs = (float) (1.0 / sqrt(ss[i] / d + (double) eps));
+        if (threadIdx.x == 0) rstd[r0 + i] = rs;
 #pragma unroll
-            for (int j = 0; j < N; j++)
-                y.v[j] = g4::from_f32<T>(__fmul_rn(__fmul_rn(g4::to_f32(xv[k].v[j]), rs), g4::to_f32(wv.v[j])));
-            g4::store_vec(out + base + (long long) p * N, y);
+        for (int k = 0; k < P; k++) {
+            const int p = threadIdx.x + k * blockDim.x;
+            if (p < packs) {
+                if constexpr (R == 1) wv[k] = g4::load_vec<N>(w + p * N);
+                g4::Vec<T, N> y;
+#pragma unroll
+                for (int j = 0; j < N; j++)
+                    y.v[j] = g4::from_f32<T>(__fmul_rn(__fmul_rn(g4::to_f32(xv[i][k].v[j]), rs), g4::to_f32(wv[k].v[j])));
+                g4::store_vec(out + base + (long long) p * N, y);
+            }
         }
     }
+}
+
+// Rows a block of the vector forward takes at once: 4 bf16 rows (2 fp32) where their x fits in 128 bytes a thread
+// (32 registers: up to 4 vectors of 4 elements, 2 of 8) and that still makes at least 512 blocks (about 4 an SM on
+// 132 SMs, so that every SM has rows to read); one otherwise (a decode step's few hundred rows keep a block a row).
+template <typename T>
+constexpr int FWD_ROWS = sizeof(T) == 2 ? 4 : 2;
+
+template <typename T, typename W, int P>
+void launch_forward_vec(int n, int threads, cudaStream_t st, T* o, float* r, const T* x, const W* w, int d, float eps) {
+    constexpr int R = FWD_ROWS<T>;
+    if constexpr (R * P * vec_elems<T, W>() * sizeof(T) <= 128) {
+        if ((n + R - 1) / R >= 512) {
+            forward_vec_kernel<T, W, P, R><<<(n + R - 1) / R, threads, 0, st>>>(o, r, x, w, n, d, eps);
+            return;
+        }
+    }
+    forward_vec_kernel<T, W, P, 1><<<n, threads, 0, st>>>(o, r, x, w, n, d, eps);
 }
 
 // dx for one row, given its values: float64 as in the CPU.
@@ -260,10 +308,10 @@ int forward(g4_ptr out, g4_ptr rstd, g4_ptr x, g4_ptr w, int n, int d, float eps
     constexpr int N = vec_elems<T, W>();
     const int per = (d / N + threads - 1) / threads;  // vectors a thread
     if (d % N == 0 && g4::aligned16(out) && g4::aligned16(x) && g4::aligned16(w) && per <= 8) {
-        if (per <= 1) forward_vec_kernel<T, W, 1><<<n, threads, 0, st>>>(o, r, xp, wp, d, eps);
-        else if (per <= 2) forward_vec_kernel<T, W, 2><<<n, threads, 0, st>>>(o, r, xp, wp, d, eps);
-        else if (per <= 4) forward_vec_kernel<T, W, 4><<<n, threads, 0, st>>>(o, r, xp, wp, d, eps);
-        else forward_vec_kernel<T, W, 8><<<n, threads, 0, st>>>(o, r, xp, wp, d, eps);
+        if (per <= 1) launch_forward_vec<T, W, 1>(n, threads, st, o, r, xp, wp, d, eps);
+        else if (per <= 2) launch_forward_vec<T, W, 2>(n, threads, st, o, r, xp, wp, d, eps);
+        else if (per <= 4) launch_forward_vec<T, W, 4>(n, threads, st, o, r, xp, wp, d, eps);
+        else launch_forward_vec<T, W, 8>(n, threads, st, o, r, xp, wp, d, eps);
     } else {
         forward_kernel<T, W><<<n, threads, 0, st>>>(o, r, xp, wp, d, eps);
     }

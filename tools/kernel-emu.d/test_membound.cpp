@@ -756,7 +756,7 @@ const float EPS = 1e-5f;
 // rmsnorm forward and backward against float64. Backward's reference takes the rstd it is given (the exact one rounded
 // to fp32, as a forward stores it): dx = r g - x r^3 mean(g x) with g = dOut w, dWeight += sum_t dOut x r.
 template <typename T, typename W>
-void rmsnorm_one(Tally& tf, Tally& tb, Rng& rng, Fingerprint& fp, int n, int d, int off, bool alias) {
+void rmsnorm_one(Tally& tf, Tally& tb, Rng& rng, Fingerprint& fp, int n, int d, int off, bool alias, bool backward = true) {
     const std::string ctx = fmt("rmsnorm %s w %s n=%d d=%d off %d%s", dname<T>(), dname<W>(), n, d, off,
                                 alias ? " dx==dOut" : "");
     const size_t N = (size_t) n * d;
@@ -790,6 +790,7 @@ void rmsnorm_one(Tally& tf, Tally& tb, Rng& rng, Fingerprint& fp, int n, int d, 
         fp.add(out);
         fp.add(rstd);
     }
+    if (!backward) return;
     // backward, on the exact rstd rounded to fp32
     std::vector<double> dx64(N), dw64(d, 0);
     std::vector<float> dw0 = randoms<float>(rng, (size_t) d, 0.1);
@@ -838,6 +839,24 @@ void rmsnorm_one(Tally& tf, Tally& tb, Rng& rng, Fingerprint& fp, int n, int d, 
 }
 
 }  // namespace
+
+// The forward's row groups: with at least 512 blocks of them, a block takes 4 rows (2 when x is fp32) at once, their
+// loads issued together and their sums reduced in one block_sum_n. Row counts that leave a partial last group, 1 to 4
+// vectors a thread, all four dtype pairs; the same bits as one row a block (the sums in the same order).
+EMU_CASE("membound", rmsnorm_forward_row_groups) {
+    Rng rng(708);
+    Fingerprint fp;
+    Tally tf("rmsnorm forward, row groups"), tb("unused");
+    rmsnorm_one<u16, u16>(tf, tb, rng, fp, 2051, 64, 0, false, false);      // 8 bf16 a vector, 32 threads, 1 a thread
+    rmsnorm_one<u16, float>(tf, tb, rng, fp, 2050, 1024, 0, false, false);   // 4 a vector, 128 threads, 2 a thread
+    rmsnorm_one<u16, u16>(tf, tb, rng, fp, 2049, 1536, 1, false, false);     // 8 a vector, 2 a thread (a partial round)
+    rmsnorm_one<float, float>(tf, tb, rng, fp, 1025, 1536, 0, false, false); // 4 a vector, 4 a thread (a partial round)
+    rmsnorm_one<float, u16>(tf, tb, rng, fp, 1027, 300, 1, false, false);    // 4 a vector, 128 threads, 1 a thread
+    rmsnorm_one<u16, u16>(tf, tb, rng, fp, 2043, 512, 0, false, false);      // under 512 groups: one row a block
+    bool ok = tf.print();
+    printf("    fingerprint %016llx\n", (unsigned long long) fp.h);
+    return ok;
+}
 
 EMU_CASE("membound", rmsnorm_fwd_bwd) {
     Rng rng(707);
