@@ -29,7 +29,8 @@
 // Hopper kernels (opt-in: g4_attention mode 1, g4_attention_backward mode bit 16; compute capability 9.0, sm_90a image):
 //   fwd_wgmma_kernel, dkdv_wgmma_kernel, dq_wgmma_kernel take the blocks and plans of fwd_kernel, dkdv_wide_kernel and
 //   dq_wide_kernel with 2 warpgroups and wgmma.mma_async products (wgmma.cuh); the same rounded operands, other sums.
-//   fwd_tma_kernel (mode 3, or 7 with ping-pong): fwd_wgmma_kernel's bits, its loads by a producer warpgroup's TMA.
+//   fwd_tma_kernel (mode 3, or 7 with ping-pong; 11 and 15 persistent): fwd_wgmma_kernel's bits, its loads by a
+//   producer warpgroup's TMA.
 // Generic path (fp32, any other even head dim, unaligned views): one warp per (row, head), the lanes taking 32 keys
 //   (or queries) at a time, float64 accumulation: slower, never a wrong answer.
 #include <algorithm>
@@ -649,8 +650,8 @@ constexpr int TMA_ST = 2;           // stages of K and of V (FlashAttention-3's 
 static_assert(WG_NT == 256 && 24 + 2 * 240 <= 3 * ((65536 / TMA_NT) & ~7), "setmaxnreg 24 / 240 within 168 x 3");
 static_assert(WG_BN == FWD_BM, "key tiles as long as the query tile");
 
-template <int D>
-constexpr int fwd_tma_smem() { return (FWD_BM + 2 * TMA_ST * WG_BN) * D * 2 + 1024 + 128; }  // + the barriers
+template <int D, bool PS>
+constexpr int fwd_tma_smem() { return ((PS ? 2 : 1) * FWD_BM + 2 * TMA_ST * WG_BN) * D * 2 + 1024 + 128; }  // + the barriers
 
 // The TMA tensor maps of q, k and v (as kernel parameters: __grid_constant__, read by the copy engine in place).
 struct FwdMaps {
@@ -675,40 +676,60 @@ struct PingPong {
 };
 #endif
 
-// PP: with PingPong (g4_attention mode bit 4)
-template <int D, bool PP>
+// PP: with PingPong (g4_attention mode bit 4). PS: persistent (mode bit 8): a grid of one block an SM, each block
+// taking work items (map entry, query head) blockIdx.x, blockIdx.x + gridDim.x, ... in the order of the entries
+// (plan's: the heaviest tiles first) with a tile's heads together (a GQA group's heads share K and V in L2). The
+// producer loads the next item's Q, K and V while the computing warpgroups finish this one's last products and
+// epilogue: Q's buffer is released after the item's last S (empty barrier q_empty), and the epilogue stages its
+// output in a buffer of its own. The K and V stages go on across items (their phases count key tiles since the
+// block's start). Without PS, a block is one item (blockIdx.x, blockIdx.y) and its output is staged in Q's buffer.
+// A warpgroup whose 64 rows are wholly past an item's sequence end computes nothing for it but follows the stages
+// (waits for each tile's load, then releases it), so that every empty barrier counts both warpgroups' 8 warps.
+template <int D, bool PP, bool PS>
 __global__ void __launch_bounds__(TMA_NT, 1) fwd_tma_kernel(FwdArgs a, const __grid_constant__ FwdMaps maps) {
 #if defined(G4_WGMMA) || defined(G4_EMU)
-    if ((int) blockIdx.x >= a.status[0]) return;
-    const TileRef t = a.map[blockIdx.x];
-    const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start;
-    const int h = blockIdx.y, g = h / a.group, row0 = t.tile * FWD_BM;
+    const int entries = a.status[0];
+    // work item `it` of the block: (map entry i, query head h); false past the last
+    const auto item = [&](int it, int& i, int& h) {
+        if constexpr (PS) {
+            const long long w = (long long) blockIdx.x + (long long) it * gridDim.x;
+            i = (int) (w / a.hq);
+            h = (int) (w % a.hq);
+        } else {
+            i = it == 0 ? (int) blockIdx.x : entries;
+            h = (int) blockIdx.y;
+        }
+        return i < entries;
+    };
+    {
+        int i, h;
+        if (!item(0, i, h)) return;
+    }
     extern __shared__ __align__(128) unsigned char smem[];
     unsigned char* const sq = g4::wg_base(smem);  // the swizzle atoms (and TMA's swizzled boxes) need 1024-byte alignment
     const unsigned sQ = g4::smem_u32(sq);
     constexpr unsigned KV = WG_BN * D * 2, QB = FWD_BM * D * 2;  // bytes of a K or V tile, of the Q tile
-    // key tile i's K and V buffers, its barriers (q, zero, then per stage K full, K empty, V full, V empty) and the
-    // parity of its phase of them
+    // the buffers of the block's key tile number i (counted from the block's start), the output's staging (PS; Q's
+    // buffer otherwise), the barriers (Q full, Q empty, then per stage K full, K empty, V full, V empty) and the
+    // parity of tile i's phase of its stage's barriers
     const auto sK = [&](int i) { return sQ + QB + (unsigned) (i % TMA_ST) * KV; };
     const auto sV = [&](int i) { return sQ + QB + (unsigned) (TMA_ST + i % TMA_ST) * KV; };
-    const unsigned bar = sQ + QB + 2 * TMA_ST * KV, q_full = bar, zero = bar + 8;
+    unsigned char* const so = PS ? sq + QB + 2 * TMA_ST * KV : sq;
+    const unsigned bar = sQ + QB + 2 * TMA_ST * KV + (PS ? QB : 0), q_full = bar, q_empty = bar + 8;
     const auto barrier = [&](int kind, int i) { return bar + 16 + 8 * (unsigned) (kind * TMA_ST + i % TMA_ST); };
     const auto k_full = [&](int i) { return barrier(0, i); };
     const auto k_empty = [&](int i) { return barrier(1, i); };
     const auto v_full = [&](int i) { return barrier(2, i); };
     const auto v_empty = [&](int i) { return barrier(3, i); };
     const auto phase = [](int i) { return (unsigned) (i / TMA_ST) & 1u; };
-    // key tile t.tile is the block's diagonal (masked above it); tiles past the sequence's end are not visited
-    const int ntiles = min(t.tile + 1, g4::tiles_of(len, WG_BN));
-    const int nact = row0 + 64 < len ? 2 : 1;  // warpgroups with rows before the sequence's end
     if (threadIdx.x == 0) {
         g4::mbar_init(q_full, 1);
-        g4::mbar_init(zero, 128 * nact);
+        if (PS) g4::mbar_init(q_empty, 8);
         for (int s = 0; s < TMA_ST; s++) {
             g4::mbar_init(k_full(s), 1);
             g4::mbar_init(v_full(s), 1);
-            g4::mbar_init(k_empty(s), 4 * nact);
-            g4::mbar_init(v_empty(s), 4 * nact);
+            g4::mbar_init(k_empty(s), 8);
+            g4::mbar_init(v_empty(s), 8);
         }
         g4::fence_mbar_init();
     }
@@ -720,63 +741,104 @@ __global__ void __launch_bounds__(TMA_NT, 1) fwd_tma_kernel(FwdArgs a, const __g
             // Q is read by this block alone; K and V by the group's other query heads and the sequence's later query
             // tiles too: kept in L2 ahead of Q (FlashAttention-3's hints)
             const unsigned long long once = g4::l2_evict_first(), kept = g4::l2_evict_last();
+            g4::prefetch_tensor_map(&maps.q);
             g4::prefetch_tensor_map(&maps.k);
             g4::prefetch_tensor_map(&maps.v);
-            g4::mbar_arrive_tx(q_full, QB);
-            for (int cb = 0; cb < D / 64; cb++)
-                g4::tma_load_3d(sQ + cb * (FWD_BM * 128), &maps.q, cb * 64, h, start + row0, q_full, once);
-            // tile i into its stage, once the tile TMA_ST before it there has been released (the first round at once)
-            const auto load = [&](const CUtensorMap* m, unsigned dst, unsigned full, unsigned empty, int i) {
+            // key tile j of a sequence at `start` (kv head g) into the stage of the block's tile number i, once the tile
+            // TMA_ST before it there has been released (the first round at once)
+            const auto load = [&](const CUtensorMap* m, unsigned dst, unsigned full, unsigned empty, int i, int g, int row) {
                 g4::mbar_wait(empty, phase(i) ^ 1u);
                 g4::mbar_arrive_tx(full, KV);
-                for (int cb = 0; cb < D / 64; cb++)
-                    g4::tma_load_3d(dst + cb * (WG_BN * 128), m, cb * 64, g, start + i * WG_BN, full, kept);
+                for (int cb = 0; cb < D / 64; cb++) g4::tma_load_3d(dst + cb * (WG_BN * 128), m, cb * 64, g, row, full, kept);
             };
-            load(&maps.k, sK(0), k_full(0), k_empty(0), 0);
-            for (int j = 0; j < ntiles; j++) {  // K_{j+1} before V_j: S_{j+1} is issued before P_j V_j
-                if (j + 1 < ntiles) load(&maps.k, sK(j + 1), k_full(j + 1), k_empty(j + 1), j + 1);
-                load(&maps.v, sV(j), v_full(j), v_empty(j), j);
+            int base = 0;  // key tiles loaded for the items before
+            int i, h;
+            for (int it = 0; item(it, i, h); it++) {
+                const TileRef t = a.map[i];
+                const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start, g = h / a.group, row0 = t.tile * FWD_BM;
+                const int ntiles = min(t.tile + 1, g4::tiles_of(len, WG_BN));
+                if (PS && it > 0) g4::mbar_wait(q_empty, (unsigned) (it - 1) & 1u);  // the item before has read Q
+                g4::mbar_arrive_tx(q_full, QB);
+                for (int cb = 0; cb < D / 64; cb++)
+                    g4::tma_load_3d(sQ + cb * (FWD_BM * 128), &maps.q, cb * 64, h, start + row0, q_full, once);
+                load(&maps.k, sK(base), k_full(base), k_empty(base), base, g, start);
+                for (int j = 0; j < ntiles; j++) {  // K_{j+1} before V_j: S_{j+1} is issued before P_j V_j
+                    const int b = base + j;
+                    if (j + 1 < ntiles) load(&maps.k, sK(b + 1), k_full(b + 1), k_empty(b + 1), b + 1, g, start + (j + 1) * WG_BN);
+                    load(&maps.v, sV(b), v_full(b), v_empty(b), b, g, start + j * WG_BN);
+                }
+                base += ntiles;
             }
         }
         return;
     }
 
     const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
-    if (wg >= nact) return;  // its 64 rows wholly past the sequence's end (a warpgroup-uniform choice, as wgmma needs)
     g4::set_max_regs<240, true>();
     const int r = wg * 64 + warp * 16 + gid;  // the thread's first row in the block
-    WgFwdRows<D> w;
-    w.init();
-    const PingPong turn{wg, PP && nact == 2};
-    if (turn.on && wg == 1) g4::bar_arrive_named(1, 256);  // warpgroup 0 first
     // a warp's arrival on a tile's empty barrier, after its own wait on the wgmma that read the tile
     const auto release = [&](unsigned empty) {
         if (lane == 0) g4::mbar_arrive(empty);
     };
-    g4::mbar_wait(q_full, 0);
-    g4::mbar_wait(k_full(0), 0);
-    w.first(sQ, sK(0), wg, t.tile == 0, r, tig, a.c, [&] { release(k_empty(0)); }, turn);
-    for (int j = 0; j < ntiles; j++) {
-        if (j + 1 < ntiles) {
-            g4::mbar_wait(k_full(j + 1), phase(j + 1));
-            g4::mbar_wait(v_full(j), phase(j));
-            w.step(sQ, sK(j + 1), sV(j), wg, j + 1 == t.tile, r, tig, a.c, [&] { release(k_empty(j + 1)); },
-                   [&] { release(v_empty(j)); }, turn);
-        } else {
-            g4::mbar_wait(v_full(j), phase(j));
-            const int v0 = len - j * WG_BN;  // V's rows from v0 are past the sequence's end: zeroed (above)
-            if (v0 < WG_BN) {
-                unsigned char* const vt = sq + (sV(j) - sQ);
-                for (int i = threadIdx.x; i < (WG_BN - v0) * (D / 8); i += 128 * nact)
-                    *reinterpret_cast<uint4*>(vt + g4::wg_off<WG_BN>(v0 + i / (D / 8), i % (D / 8) * 8)) = make_uint4(0, 0, 0, 0);
-                g4::fence_proxy_async();  // (generic stores, before the async proxy's wgmma reads them)
-                g4::mbar_arrive(zero);
-                g4::mbar_wait(zero, 0);
-            }
-            w.last(sV(j), [&] { release(v_empty(j)); }, turn);
+    // The last key tile j of a sequence of len tokens, in V's buffer at vb: its rows past the sequence's end are zeroed
+    // (both warpgroups' threads, then their named barrier 3)
+    const auto zero_tail = [&](unsigned vb, int len, int j) {
+        const int v0 = len - j * WG_BN;  // V's rows from v0 are past the sequence's end
+        if (v0 < WG_BN) {
+            unsigned char* const vt = sq + (vb - sQ);
+            for (int e = threadIdx.x; e < (WG_BN - v0) * (D / 8); e += WG_NT)
+                *reinterpret_cast<uint4*>(vt + g4::wg_off<WG_BN>(v0 + e / (D / 8), e % (D / 8) * 8)) = make_uint4(0, 0, 0, 0);
+            g4::fence_proxy_async();  // (generic stores, before the async proxy's wgmma reads them)
+            g4::bar_sync_named(3, WG_NT);
         }
+    };
+    WgFwdRows<D> w;
+    int base = 0;  // key tiles of the items before
+    int i, h;
+    for (int it = 0; item(it, i, h); it++) {
+        const TileRef t = a.map[i];
+        const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start, row0 = t.tile * FWD_BM;
+        const int ntiles = min(t.tile + 1, g4::tiles_of(len, WG_BN));
+        const int nact = row0 + 64 < len ? 2 : 1;  // warpgroups with rows before the sequence's end
+        g4::mbar_wait(q_full, (unsigned) it & 1u);
+        if (wg >= nact) {  // its 64 rows wholly past the sequence's end (a warpgroup-uniform choice, as wgmma needs)
+            if (PS) release(q_empty);
+            for (int j = 0; j < ntiles; j++) {
+                g4::mbar_wait(k_full(base + j), phase(base + j));
+                release(k_empty(base + j));
+                g4::mbar_wait(v_full(base + j), phase(base + j));
+                if (j + 1 == ntiles) zero_tail(sV(base + j), len, j);
+                release(v_empty(base + j));
+            }
+            base += ntiles;
+            continue;
+        }
+        w.init();
+        const PingPong turn{wg, PP && nact == 2};
+        if (turn.on && wg == 1) g4::bar_arrive_named(1, 256);  // warpgroup 0 first
+        // K tile j read (its S retired): its stage released, and after the item's last S, Q's buffer (PS)
+        const auto k_done = [&](int j) {
+            release(k_empty(base + j));
+            if (PS && j + 1 == ntiles) release(q_empty);
+        };
+        g4::mbar_wait(k_full(base), phase(base));
+        w.first(sQ, sK(base), wg, t.tile == 0, r, tig, a.c, [&] { k_done(0); }, turn);
+        for (int j = 0; j < ntiles; j++) {
+            const int b = base + j;
+            if (j + 1 < ntiles) {
+                g4::mbar_wait(k_full(b + 1), phase(b + 1));
+                g4::mbar_wait(v_full(b), phase(b));
+                w.step(sQ, sK(b + 1), sV(b), wg, j + 1 == t.tile, r, tig, a.c, [&] { k_done(j + 1); },
+                       [&] { release(v_empty(b)); }, turn);
+            } else {
+                g4::mbar_wait(v_full(b), phase(b));
+                zero_tail(sV(b), len, j);
+                w.last(sV(b), [&] { release(v_empty(b)); }, turn);
+            }
+        }
+        w.epilogue(a, so, start, row0, len, h, wg, warp, lane, gid, tig);
+        base += ntiles;
     }
-    w.epilogue(a, sq, start, row0, len, h, wg, warp, lane, gid, tig);
 #else
     __trap();  // (as fwd_wgmma_kernel)
 #endif
@@ -2449,18 +2511,26 @@ static bool encode_rows(CUtensorMap* m, const bf16* base, int n, int heads, int 
 
 // The sm_90a forward with the producer warpgroup (fwd_tma_kernel); cudaErrorNotSupported where the driver gives no
 // tensor map encoder or refuses a map. Fewer than 128 tokens in all: fwd_wgmma_kernel (the same bits), as the boxes of
-// 128 rows would be longer than the tensor (which cuda.h does not forbid, but CCCL's checks do).
-template <int D, bool PP>
+// 128 rows would be longer than the tensor (which cuda.h does not forbid, but CCCL's checks do). PS: a block an SM
+// (at most one a work item), each going through its items.
+template <int D, bool PP, bool PS>
 static int forward_tma(const FwdArgs& a, int n, unsigned slots, cudaStream_t st) {
     if (n < FWD_BM) return forward_wgmma<D>(a, slots, st);
     FwdMaps m;
     if (!encode_rows(&m.q, a.q, n, a.hq, D, FWD_BM) || !encode_rows(&m.k, a.k, n, a.hkv, D, WG_BN) ||
         !encode_rows(&m.v, a.v, n, a.hkv, D, WG_BN))
         return (int) cudaErrorNotSupported;
-    constexpr int smem = fwd_tma_smem<D>();
-    int e = set_smem(fwd_tma_kernel<D, PP>, smem);
+    constexpr int smem = fwd_tma_smem<D, PS>();
+    int e = set_smem(fwd_tma_kernel<D, PP, PS>, smem);
     if (e) return e;
-    fwd_tma_kernel<D, PP><<<dim3(slots, a.hq), TMA_NT, smem, st>>>(a, m);
+    dim3 grid(slots, a.hq);
+    if (PS) {
+        int dev = 0, sms = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+            return g4::launched();  // (the failed call's error, read and cleared)
+        grid = dim3((unsigned) std::min<long long>((long long) slots * a.hq, std::max(sms, 1)), 1);
+    }
+    fwd_tma_kernel<D, PP, PS><<<grid, TMA_NT, smem, st>>>(a, m);
     return g4::launched();
 }
 
@@ -2559,7 +2629,8 @@ extern "C" int g4_attention_workspace(int n, int b, int hq, int d, int backward,
 }
 
 // mode (value) 1: the sm_90a wgmma forward (fwd_wgmma_kernel) where the device has it (compute capability 9.0);
-// elsewhere, and by default, fwd_kernel.
+// 3: fwd_tma_kernel, 7: with its ping-pong, 11 and 15: those persistent (the same bits as 1); elsewhere, and by
+// default, fwd_kernel.
 extern "C" int g4_attention(int dtype, g4_ptr out, g4_ptr lse, g4_ptr q, g4_ptr k, g4_ptr v, g4_ptr cu, int n, int b,
                             int hq, int hkv, int d, float scale, int mode, g4_ptr ws, long long ws_bytes, g4_ptr flag,
                             int op, g4_stream s) {
@@ -2578,8 +2649,12 @@ extern "C" int g4_attention(int dtype, g4_ptr out, g4_ptr lse, g4_ptr q, g4_ptr 
                   reinterpret_cast<const TileRef*>(w + L.map), hq, hkv, hq / hkv, scale * g4::ATT_LOG2E};
         const unsigned slots = (unsigned) ((n + FWD_BM - 1) / FWD_BM + b);
         if ((mode & 1) && wgmma_device()) {
-            if (mode & 4) return d == 64 ? forward_tma<64, true>(a, n, slots, st) : forward_tma<128, true>(a, n, slots, st);
-            if (mode & 2) return d == 64 ? forward_tma<64, false>(a, n, slots, st) : forward_tma<128, false>(a, n, slots, st);
+            if ((mode & 2) && (mode & 8)) {
+                if (mode & 4) return d == 64 ? forward_tma<64, true, true>(a, n, slots, st) : forward_tma<128, true, true>(a, n, slots, st);
+                return d == 64 ? forward_tma<64, false, true>(a, n, slots, st) : forward_tma<128, false, true>(a, n, slots, st);
+            }
+            if (mode & 4) return d == 64 ? forward_tma<64, true, false>(a, n, slots, st) : forward_tma<128, true, false>(a, n, slots, st);
+            if (mode & 2) return d == 64 ? forward_tma<64, false, false>(a, n, slots, st) : forward_tma<128, false, false>(a, n, slots, st);
             return d == 64 ? forward_wgmma<64>(a, slots, st) : forward_wgmma<128>(a, slots, st);
         }
         return d == 64 ? forward_fast<64>(a, slots, st) : forward_fast<128>(a, slots, st);

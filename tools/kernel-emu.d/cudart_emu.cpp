@@ -168,6 +168,13 @@ void submit(cudaStream_t s, std::function<void()> op) {
 }
 }  // namespace g4emu
 
+// The multiprocessor count the device reports (an H100 / H200's 132 unless a test asks for fewer, so that persistent
+// kernels' blocks go through several work items at small sizes).
+static int sm_count = 0;
+namespace g4emu {
+void set_sm_count(int sms) { sm_count = sms; }
+}  // namespace g4emu
+
 extern "C" {
 
 cudaError_t cudaGetLastError(void) { return g4emu::take_last_error(); }
@@ -228,7 +235,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "kernel-emu (CPU emulation, sm_90)");
     p->totalGlobalMem = (size_t) capacity();
-    p->multiProcessorCount = 132;
+    p->multiProcessorCount = sm_count > 0 ? sm_count : 132;
     p->major = 9;
     p->minor = 0;
     p->warpSize = 32;
@@ -243,7 +250,7 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int d) {
     if (d < 0 || d >= num_devices()) return cudaErrorInvalidDevice;
     switch (a) {
         case cudaDevAttrMemoryPoolsSupported: *v = 1; break;
-        case cudaDevAttrMultiProcessorCount: *v = 132; break;
+        case cudaDevAttrMultiProcessorCount: *v = sm_count > 0 ? sm_count : 132; break;
         case cudaDevAttrComputeCapabilityMajor: *v = 9; break;
         case cudaDevAttrComputeCapabilityMinor: *v = 0; break;
         case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = smem_optin(); break;

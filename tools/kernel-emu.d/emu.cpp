@@ -114,6 +114,9 @@ struct Fiber {
     std::vector<BulkOp> bread;                 // and those whose source was waited for, their adds not yet made
     void* fake_stack = nullptr;
     void* tsan = nullptr;  // ThreadSanitizer fiber (race check)
+    int wait_named = 0;          // what an AT_MBAR thread waits for (a deadlock's report): a named barrier's id, or
+    unsigned wait_mbar = 0;      // an mbarrier's shared byte and the parity it waits on
+    int wait_parity = 0;
 };
 
 namespace {
@@ -175,6 +178,9 @@ struct MBar {
 };
 std::map<unsigned, MBar> mbars;
 MBar named[16];  // named barriers 1-15 (count 0: not used yet in this block); phase and arrivals as an mbarrier's
+// Arrivals on mbarriers and named barriers and waits passed so far: a thread that was waiting, went on and waits again
+// (on another barrier, or the same one's next phase) has made progress, which its state alone does not show.
+long long barrier_events = 0;
 bool tma_early = getenv("G4EMU_TMA") != nullptr && !strcmp(getenv("G4EMU_TMA"), "early");
 
 const char* kind_name(int k) {
@@ -334,14 +340,15 @@ void run_block(std::vector<int>& idx) {
     for (;;) {
         if (order.mode == 2) std::shuffle(idx.begin(), idx.end(), order.rng);
         // a thread waiting on an mbarrier runs again at every pass to look at it; a pass in which every thread that
-        // ran was such a waiter and went back to waiting changed nothing: a deadlock
+        // ran was such a waiter and went back to the same wait (no arrival, no wait passed) changed nothing: a deadlock
         bool ran = false;
         for (int i : idx)
             if (fibers[i].state == READY || fibers[i].state == AT_MBAR) {
                 const bool waiting = fibers[i].state == AT_MBAR;
+                const long long events = barrier_events;
                 fibers[i].state = READY;
                 to_fiber(fibers[i]);
-                if (!waiting || fibers[i].state != AT_MBAR) ran = true;
+                if (!waiting || fibers[i].state != AT_MBAR || barrier_events != events) ran = true;
             }
         if (nlive == 0) {
             TSAN(__tsan_acquire(&sync_block_end));
@@ -358,12 +365,23 @@ void run_block(std::vector<int>& idx) {
         if (!ran) {
             std::string who;
             int shown = 0;
-            for (int i = 0; i < nthreads && shown < 12; i++) {
+            for (int i = 0; i < nthreads && shown < 12; i++) {  // each warp's first live thread
                 const Fiber& f = fibers[i];
-                if (f.state == DONE) continue;
-                char b[96];
-                snprintf(b, sizeof b, " t%d:%s", i, f.state == AT_BAR ? "__syncthreads" : f.state == AT_MBAR ? "an mbarrier or named-barrier wait"
-                                                                                             : kind_name(f.slot.kind));
+                if (f.state == DONE || (i % 32 != 0 && fibers[i - 1].state != DONE)) continue;
+                char b[128];
+                if (f.state == AT_MBAR && f.wait_named > 0) {
+                    const MBar& m = named[f.wait_named];
+                    snprintf(b, sizeof b, " t%d:bar.sync %d (%d of %d arrived; phase %u, waits %d)", i, f.wait_named,
+                             m.count - m.pending, m.count, m.phase, f.wait_parity);
+                } else if (f.state == AT_MBAR) {
+                    const auto it = mbars.find(f.wait_mbar);
+                    const int got = it == mbars.end() ? -1 : it->second.count - it->second.pending;
+                    snprintf(b, sizeof b, " t%d:mbarrier %u parity %d (%d of %d arrived, phase %u)", i, f.wait_mbar,
+                             f.wait_parity, got, it == mbars.end() ? -1 : it->second.count,
+                             it == mbars.end() ? 0u : it->second.phase);
+                } else {
+                    snprintf(b, sizeof b, " t%d:%s", i, f.state == AT_BAR ? "__syncthreads" : kind_name(f.slot.kind));
+                }
                 who += b;
                 shown++;
             }
@@ -890,6 +908,7 @@ MBar& named_at(int id, int count, const char* what) {
 void named_arrive(int id, int count) {
     TSAN_CALLER();
     MBar& b = named_at(id, count, "bar.arrive");
+    barrier_events++;
     TSAN(__tsan_release(&sync_mbar[ARENA / 8 + 2 * id + (b.phase & 1)]));
     if (--b.pending == 0) {
         b.phase++;
@@ -903,10 +922,13 @@ void named_sync(int id, int count) {
     MBar& b = named_at(id, count, "bar.sync");
     const unsigned phase = b.phase;
     named_arrive(id, count);
+    f.wait_named = id;
+    f.wait_parity = (int) phase;
     while (b.phase == phase) {
         f.state = AT_MBAR;
         yield();
     }
+    barrier_events++;
     TSAN(__tsan_acquire(&sync_mbar[ARENA / 8 + 2 * id + (phase & 1)]));
 }
 
@@ -925,6 +947,7 @@ void mbar_arrive(unsigned addr, int tx) {
     if (tx < 0) fail("mbarrier.expect_tx of %d bytes", tx);
     b.tx += tx;
     if (--b.pending < 0) fail("mbarrier at shared byte %u: more arrivals than its count %d", addr, b.count);
+    barrier_events++;
     TSAN(__tsan_release(&sync_mbar[addr >> 3]));
     settle(b, addr);
 }
@@ -943,9 +966,13 @@ void mbar_wait(unsigned addr, int parity) {
             settle(b, addr);
             continue;
         }
+        f.wait_named = 0;
+        f.wait_mbar = addr;
+        f.wait_parity = parity & 1;
         f.state = AT_MBAR;
         yield();
     }
+    barrier_events++;
     TSAN(__tsan_acquire(&sync_mbar[addr >> 3]));
 }
 

@@ -22,6 +22,7 @@ void set_proxy_check(bool on);  // the fence.proxy.async check (emu.cpp async_vi
 long long launches(const char* prefix);  // launches so far of kernels whose source name starts with prefix (emu.cpp)
 long long stat_threads();  // threads emulated so far
 void set_tma_landing(bool early);  // TMA loads land at their issue (true) or at the wait that needs them (emu.cpp)
+void set_sm_count(int sms);  // the device's multiprocessor count as cudaDeviceGetAttribute tells it (0: 132; cudart_emu.cpp)
 }  // namespace g4emu
 
 namespace emu_test {

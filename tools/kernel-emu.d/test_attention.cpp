@@ -276,7 +276,8 @@ EMU_CASE("attention", wgmma_small) {
 // The sm_90a forward with the producer warpgroup (g4_attention mode 3; fwd_tma_kernel: TMA loads, mbarriers,
 // setmaxnreg): fwd_wgmma_kernel's bits (forward fingerprints), with the loads landing late (at the wait that needs
 // them: a read before it sees the old bytes) and early (at the issue: a stage overwritten while a wgmma may still read
-// it shows), without and with the warpgroups' ping-pong (mode 7). Each problem runs five times.
+// it shows), without and with the warpgroups' ping-pong (mode 7), each also persistent (11, 15). Each problem runs
+// nine times.
 bool tma_same_bits(std::initializer_list<Problem> ps) {
     const long long t0 = g4emu::launches("fwd_tma_kernel");
     bool ok = true;
@@ -284,16 +285,21 @@ bool tma_same_bits(std::initializer_list<Problem> ps) {
     for (const Problem& p : ps) {
         uint64_t wg[2] = {};
         ok &= run_problem(p, 41, false, false, false, wg, 0, 1);
-        for (int mode : {3, 7}) {  // without and with the ping-pong
+        // without and with the ping-pong; then both persistent on a device of 3 (late) and 2 (early) SMs, so that each
+        // block goes through several work items (the stages' phases and Q's buffer carried from one to the next)
+        for (int mode : {3, 7, 11, 15}) {
             uint64_t late[2] = {}, early[2] = {};
+            if (mode & 8) g4emu::set_sm_count(3);
             ok &= run_problem(p, 41, false, false, false, late, 0, mode);
             g4emu::set_tma_landing(true);
+            if (mode & 8) g4emu::set_sm_count(2);
             ok &= run_problem(p, 41, false, false, false, early, 0, mode);
             g4emu::set_tma_landing(getenv("G4EMU_TMA") != nullptr && !strcmp(getenv("G4EMU_TMA"), "early"));
+            g4emu::set_sm_count(0);
             runs += p.n() >= 128 ? 2 : 0;  // (fewer tokens than a box: fwd_wgmma_kernel runs)
             const bool same = wg[0] == late[0] && wg[0] == early[0];
-            printf("  fwd_tma_kernel%s's bits (loads landing late, early) = fwd_wgmma_kernel's: %s\n",
-                   mode == 7 ? " (ping-pong)" : "", same ? "yes" : "NO  FAIL");
+            printf("  fwd_tma_kernel%s%s's bits (loads landing late, early) = fwd_wgmma_kernel's: %s\n",
+                   mode & 4 ? " (ping-pong)" : "", mode & 8 ? " (persistent)" : "", same ? "yes" : "NO  FAIL");
             ok &= same;
         }
     }
@@ -315,7 +321,8 @@ EMU_CASE("attention", fwd_tma_small) {
 
 // A sequence's output does not depend on the next one's values: fwd_tma_kernel's boxes read whole 128-key tiles, past a
 // sequence's end into the next sequence, whose infinite V would meet P's zeros (0 x inf = NaN) unless the kernel zeroes
-// those rows. Sequence 0 (100 tokens) before one whose V is all +inf: its rows the same bits in modes 1 and 3, finite.
+// those rows. Sequence 0 (100 tokens) before one whose V is all +inf: its rows the same bits in modes 1, 3 and 15,
+// finite.
 EMU_CASE("attention", fwd_tma_next_sequence_infinite) {
     const Problem p{{100, 60}, 2, 1, 64, true};
     const int n = p.n(), d = p.d;
@@ -328,23 +335,30 @@ EMU_CASE("attention", fwd_tma_next_sequence_infinite) {
     long long ws_bytes = 0;
     g4_attention_workspace(n, 2, p.hq, d, 0, 0, &ws_bytes);
     std::vector<std::vector<float>> outs;
-    for (int mode : {1, 3}) {
+    for (int mode : {1, 3, 15}) {  // (15: persistent with the ping-pong, one SM: one block takes every item)
+        g4emu::set_sm_count(mode & 8 ? 1 : 0);
         Buf out(true, (size_t) n * p.hq * d, NAN);
         std::vector<float> lse((size_t) n * p.hq, NAN);
         std::vector<unsigned char> ws((size_t) ws_bytes + 1);
         int flag[4] = {0, 0, 0, 0};
         const int e = g4_attention(G4_BF16, out.ptr(), P(lse.data()), q.ptr(), k.ptr(), v.ptr(), P(cu.data()), n, 2, p.hq, p.hkv,
                                    d, (float) (1 / sqrt((double) d)), mode, P(ws.data()), ws_bytes, P(flag), 7, 0);
-        if (e || flag[0]) { printf("  mode %d: g4_attention returned %d, flag %d  FAIL\n", mode, e, flag[0]); return false; }
+        if (e || flag[0]) {
+            printf("  mode %d: g4_attention returned %d, flag %d  FAIL\n", mode, e, flag[0]);
+            g4emu::set_sm_count(0);
+            return false;
+        }
         std::vector<float> o = out.values();
         o.resize((size_t) 100 * p.hq * d);  // sequence 0's rows
         outs.push_back(o);
     }
+    g4emu::set_sm_count(0);
     size_t finite = 0;
-    for (float x : outs[1]) finite += std::isfinite(x);
-    const bool ok = outs[0] == outs[1] && finite == outs[1].size();
-    printf("  sequence 0: mode 3 = mode 1 bit for bit: %s; finite %zu of %zu%s\n", outs[0] == outs[1] ? "yes" : "no", finite,
-           outs[1].size(), ok ? "" : "  FAIL");
+    for (size_t m = 1; m < outs.size(); m++)
+        for (float x : outs[m]) finite += std::isfinite(x);
+    const bool same = outs[0] == outs[1] && outs[0] == outs[2], ok = same && finite == 2 * outs[1].size();
+    printf("  sequence 0: modes 3 and 15 = mode 1 bit for bit: %s; finite %zu of %zu%s\n", same ? "yes" : "no", finite,
+           2 * outs[1].size(), ok ? "" : "  FAIL");
     return ok;
 }
 

@@ -856,7 +856,7 @@ public final class CudaBackend extends AbstractBackend {
     public boolean wgmmaAttention() { return wgmmaAttention; }
 
     /**
-     * Which Hopper forward kernel attention runs with the Hopper kernels on ({@link #setWgmmaAttention}): all three
+     * Which Hopper forward kernel attention runs with the Hopper kernels on ({@link #setWgmmaAttention}): all of them
      * have the same blocks, products and bits (docs/kernels.md, "The Hopper kernels" and "The forward with a producer
      * warpgroup"), so a run may switch at any step (an exact resume holds).
      */
@@ -866,7 +866,14 @@ public final class CudaBackend extends AbstractBackend {
         /** {@code fwd_tma_kernel}: FlashAttention-3's producer warpgroup loads Q, K and V by TMA into mbarrier stages. */
         TMA("tma", 3),
         /** {@code fwd_tma_kernel} with the two computing warpgroups issuing their products in turn (ping-pong). */
-        TMA_PING_PONG("tma-ping-pong", 7);
+        TMA_PING_PONG("tma-ping-pong", 7),
+        /**
+         * {@link #TMA}, persistent: a block an SM going through the work items (query tile, head), the producer loading
+         * the next item's Q, K and V under this one's last products and epilogue.
+         */
+        TMA_PERSISTENT("tma-persistent", 11),
+        /** {@link #TMA_PING_PONG}, persistent (as {@link #TMA_PERSISTENT}). */
+        TMA_PING_PONG_PERSISTENT("tma-ping-pong-persistent", 15);
 
         private final String label;
         final int modeBits;  // g4_attention's mode bits
@@ -878,10 +885,11 @@ public final class CudaBackend extends AbstractBackend {
 
         public String label() { return label; }
 
-        /** The kernel named by {@code s} (wgmma, tma, tma-ping-pong); {@code where} names the setting in the error. */
+        /** The kernel named by {@code s} (one of the labels); {@code where} names the setting in the error. */
         public static HopperForward parse(String s, String where) {
             for (HopperForward f : values()) if (f.label.equals(s)) return f;
-            throw new IllegalArgumentException(where + ": unknown Hopper forward \"" + s + "\" (valid: wgmma, tma, tma-ping-pong)");
+            throw new IllegalArgumentException(where + ": unknown Hopper forward \"" + s + "\" (valid: "
+                    + java.util.Arrays.stream(values()).map(HopperForward::label).collect(java.util.stream.Collectors.joining(", ")) + ")");
         }
     }
 
@@ -892,7 +900,7 @@ public final class CudaBackend extends AbstractBackend {
      * The Hopper forward kernel (with {@link #setWgmmaAttention}; elsewhere nothing changes): {@link HopperForward#WGMMA}
      * by default until a GPU run has timed the others. With a TMA kernel, where the driver gives no tensor map encoder,
      * attention fails with a CudaException (cudaErrorNotSupported); a call of fewer than 128 tokens in all runs the
-     * wgmma kernel. Also {@code -Dgrpo4j.attentionHopperForward=wgmma|tma|tma-ping-pong}.
+     * wgmma kernel. Also {@code -Dgrpo4j.attentionHopperForward=wgmma|tma|tma-ping-pong|tma-persistent|tma-ping-pong-persistent}.
      */
     public void setHopperForward(HopperForward f) { this.hopperForward = java.util.Objects.requireNonNull(f, "hopperForward"); }
 

@@ -451,13 +451,15 @@ final class Cases {
                     d -> wgmma(fastDq(attention(d, lens, hq, hkv, hd, act, true, true))),
                     d -> wgmma(fastDq(attention(d, small, hq, hkv, hd, act, true, true))), false));
             // the Hopper forward with the producer warpgroup (TMA and mbarriers; the same bits as the [wgmma] forward),
-            // without and with the warpgroups' ping-pong; the latter (FlashAttention-3's whole design) with the
-            // fixed-point backward too
-            for (CudaBackend.HopperForward f : List.of(CudaBackend.HopperForward.TMA, CudaBackend.HopperForward.TMA_PING_PONG))
+            // without and with the warpgroups' ping-pong, each also persistent; the ping-pong (FlashAttention-3's whole
+            // design) with the fixed-point backward too
+            for (CudaBackend.HopperForward f : CudaBackend.HopperForward.values()) {
+                if (f == CudaBackend.HopperForward.WGMMA) continue;
                 out.add(new Case("attention", "fwd " + tag + " " + hopperTag(f, ""), shape, act.label() + " (lse fp32)",
                         List.of(Ops.ATTENTION), fwd, "flop", "2*B*Hq*S^2*D (" + count + ")", Kind.KERNEL,
                         d -> wgmma(hopperForward(attention(d, lens, hq, hkv, hd, act, true, false), f)),
                         d -> wgmma(hopperForward(attention(d, smallTma, hq, hkv, hd, act, true, false), f)), false));
+            }
             CudaBackend.HopperForward pp = CudaBackend.HopperForward.TMA_PING_PONG;
             out.add(new Case("attention", "fwd+bwd " + tag + " " + hopperTag(pp, ", fixed dQ"), shape, act.label() + " (lse fp32)",
                     List.of(Ops.ATTENTION, Ops.ATTENTION_BACKWARD), 3.5 * fwd, "flop", "3.5 * fwd", Kind.KERNEL,
@@ -510,7 +512,8 @@ final class Cases {
 
     /**
      * The variant tag of an attention row whose Hopper forward is {@code f} (CudaBackend.setHopperForward):
-     * {@code [wgmma, tma]}, {@code [wgmma, tma-ping-pong]}, then {@code more} (", fixed dQ").
+     * {@code [wgmma, tma]}, {@code [wgmma, tma-ping-pong]}, {@code [wgmma, tma-persistent]} ..., then {@code more}
+     * (", fixed dQ").
      */
     static String hopperTag(CudaBackend.HopperForward f, String more) { return "[wgmma, " + f.label() + more + "]"; }
 

@@ -72,7 +72,7 @@ class BackendsTest {
             assertSame(f, CudaBackend.HopperForward.parse(f.label(), "x"));
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> CudaBackend.HopperForward.parse("tma-pingpong", "-Dgrpo4j.attentionHopperForward"));
-        assertEquals("-Dgrpo4j.attentionHopperForward: unknown Hopper forward \"tma-pingpong\" (valid: wgmma, tma, tma-ping-pong)",
+        assertEquals("-Dgrpo4j.attentionHopperForward: unknown Hopper forward \"tma-pingpong\" (valid: wgmma, tma, tma-ping-pong, tma-persistent, tma-ping-pong-persistent)",
                 e.getMessage());
     }
 }

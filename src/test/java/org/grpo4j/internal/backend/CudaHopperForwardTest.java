@@ -9,8 +9,9 @@ import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 
 /**
- * The Hopper forwards with a producer warpgroup (CudaBackend.setHopperForward TMA and TMA_PING_PONG: fwd_tma_kernel's
- * TMA loads, mbarriers, setmaxnreg and named barriers, docs/kernels.md "The forward with a producer warpgroup") give
+ * The Hopper forwards with a producer warpgroup (CudaBackend.setHopperForward TMA, TMA_PING_PONG and their persistent
+ * forms: fwd_tma_kernel's TMA loads, mbarriers, setmaxnreg and named barriers, docs/kernels.md "The forward with a
+ * producer warpgroup") give
  * the wgmma forward's bits: out and lse, and the backward's dq, dk and dv from them, at both fast head dims, on lengths
  * around the 64-row warpgroups and 128-row tiles (a sequence's last tile past its end, a warpgroup past it, 1129 tokens
  * in all: the tensor's end inside the last box). Where the device is not Hopper the settings change nothing.
@@ -38,7 +39,8 @@ class CudaHopperForwardTest {
                 be.setHopperForward(CudaBackend.HopperForward.WGMMA);
                 Object[] want = CudaAttentionTest.run(be, cu, h[0], h[1], h[2], 23);
                 int[] heads = {h[0], h[0], h[1], h[1]};
-                for (CudaBackend.HopperForward f : List.of(CudaBackend.HopperForward.TMA, CudaBackend.HopperForward.TMA_PING_PONG)) {
+                for (CudaBackend.HopperForward f : CudaBackend.HopperForward.values()) {
+                    if (f == CudaBackend.HopperForward.WGMMA) continue;
                     be.setHopperForward(f);
                     Object[] got = CudaAttentionTest.run(be, cu, h[0], h[1], h[2], 23);
                     String where = f + " " + Arrays.toString(h);

@@ -322,6 +322,7 @@ class KernelBenchTest {
                 "attention/bwd b8 s2048 [wgmma]", "attention/fwd+bwd b2 s8192 [wgmma]", "attention/fwd+bwd b8 s2048 [wgmma, fast dQ]",
                 "attention/fwd+bwd b2 s8192 [wgmma, fixed dQ]", "attention/fwd b8 s2048 [wgmma, tma]",
                 "attention/fwd b2 s8192 [wgmma, tma-ping-pong]", "attention/fwd+bwd b2 s8192 [wgmma, tma-ping-pong, fixed dQ]",
+                "attention/fwd b8 s2048 [wgmma, tma-persistent]", "attention/fwd b2 s8192 [wgmma, tma-ping-pong-persistent]",
                 "lmhead/logprob fwd+bwd [dz bf16]")) {
             Cases.Case v = byId.get(id), p = byId.get(Compare.problemId(id));
             assertNotNull(v, id);
