@@ -555,6 +555,7 @@ struct WgFwdRows {
         const float l0 = g4::quad_sum(l[0]), l1 = g4::quad_sum(l[1]);
         const float inv0 = 1.f / l0, inv1 = 1.f / l1;
         const int r0 = wg * 64 + warp * 16 + gid;
+        __syncwarp();  // the warp's reads of its rows by an epilogue before (a persistent block's) are done
         wg_stage<FWD_BM, ND>(sq, o, inv0, inv1, r0, tig);
         if (tig == 0) {
             if (row0 + r0 < len) a.lse[(long long) (start + row0 + r0) * a.hq + h] = g4::softmax_lse(m[0], l0);
@@ -636,11 +637,12 @@ __global__ void __launch_bounds__(WG_NT, 1) fwd_wgmma_kernel(FwdArgs a) {
 // of each computing warpgroup once the wgmma that read the tile has retired: CUTLASS's PipelineTmaAsync). So the two
 // warpgroups meet no block barrier, only their data, and drift apart as far as the stages allow; the copies
 // take no consumer issue slots and no registers. Q: one load and barrier. A warpgroup whose 64 rows are wholly past
-// the sequence's end exits at the start (the empty barriers count the others). The boxes read whole tiles of 128
+// the sequence's end computes nothing but follows the stages (the empty barriers count both warpgroups' 8 warps). The
+// boxes read whole tiles of 128
 // rows, past a sequence's end into the next (zeros past the tensor's): Q's extra rows are never stored and K's extra
 // keys are masked by the diagonal, but V's extra rows meet P's zeros in P V, where an infinite value of another
-// sequence would make NaN, so the last tile's rows past the end are zeroed first (both warpgroups' threads, then a
-// barrier of them). 384 threads, 168 registers a thread at the start; then, as FlashAttention-3, the producer gives
+// sequence would make NaN, so the last tile's rows past the end are zeroed first (both warpgroups' threads, then
+// named barrier 3 of them). 384 threads, 168 registers a thread at the start; then, as FlashAttention-3, the producer gives
 // up all but 24 (setmaxnreg) and the two computing warpgroups take 240. (A single producer warp, 288 threads, would
 // leave them 168: nine warps put three on one of the SM's four register files of 16 K.)
 constexpr int TMA_NT = WG_NT + 128;  // two warpgroups and the producer's
@@ -652,6 +654,7 @@ static_assert(WG_BN == FWD_BM, "key tiles as long as the query tile");
 
 template <int D, bool PS>
 constexpr int fwd_tma_smem() { return ((PS ? 2 : 1) * FWD_BM + 2 * TMA_ST * WG_BN) * D * 2 + 1024 + 128; }  // + the barriers
+static_assert(fwd_tma_smem<128, true>() <= 227 * 1024, "the persistent TMA forward within an sm_90 block's shared memory");
 
 // The TMA tensor maps of q, k and v (as kernel parameters: __grid_constant__, read by the copy engine in place).
 struct FwdMaps {
@@ -2526,8 +2529,12 @@ static int forward_tma(const FwdArgs& a, int n, unsigned slots, cudaStream_t st)
     dim3 grid(slots, a.hq);
     if (PS) {
         int dev = 0, sms = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-            return g4::launched();  // (the failed call's error, read and cleared)
+        cudaError_t err = cudaGetDevice(&dev);
+        if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+        if (err != cudaSuccess) {
+            (void) cudaGetLastError();  // (the runtime left clean)
+            return (int) err;
+        }
         grid = dim3((unsigned) std::min<long long>((long long) slots * a.hq, std::max(sms, 1)), 1);
     }
     fwd_tma_kernel<D, PP, PS><<<grid, TMA_NT, smem, st>>>(a, m);
@@ -2649,7 +2656,7 @@ extern "C" int g4_attention(int dtype, g4_ptr out, g4_ptr lse, g4_ptr q, g4_ptr 
                   reinterpret_cast<const TileRef*>(w + L.map), hq, hkv, hq / hkv, scale * g4::ATT_LOG2E};
         const unsigned slots = (unsigned) ((n + FWD_BM - 1) / FWD_BM + b);
         if ((mode & 1) && wgmma_device()) {
-            if ((mode & 2) && (mode & 8)) {
+            if ((mode & 6) && (mode & 8)) {  // (bit 8 only with a TMA forward: bit 2 or 4)
                 if (mode & 4) return d == 64 ? forward_tma<64, true, true>(a, n, slots, st) : forward_tma<128, true, true>(a, n, slots, st);
                 return d == 64 ? forward_tma<64, false, true>(a, n, slots, st) : forward_tma<128, false, true>(a, n, slots, st);
             }

@@ -365,14 +365,16 @@ void run_block(std::vector<int>& idx) {
         if (!ran) {
             std::string who;
             int shown = 0;
+            int warp_shown = -1;
             for (int i = 0; i < nthreads && shown < 12; i++) {  // each warp's first live thread
                 const Fiber& f = fibers[i];
-                if (f.state == DONE || (i % 32 != 0 && fibers[i - 1].state != DONE)) continue;
+                if (f.state == DONE || i / 32 == warp_shown) continue;
+                warp_shown = i / 32;
                 char b[128];
                 if (f.state == AT_MBAR && f.wait_named > 0) {
                     const MBar& m = named[f.wait_named];
-                    snprintf(b, sizeof b, " t%d:bar.sync %d (%d of %d arrived; phase %u, waits %d)", i, f.wait_named,
-                             m.count - m.pending, m.count, m.phase, f.wait_parity);
+                    snprintf(b, sizeof b, " t%d:bar.sync %d (%d of %d arrived; phase %u, waits for the end of %d)", i,
+                             f.wait_named, m.count - m.pending, m.count, m.phase, f.wait_parity);
                 } else if (f.state == AT_MBAR) {
                     const auto it = mbars.find(f.wait_mbar);
                     const int got = it == mbars.end() ? -1 : it->second.count - it->second.pending;
