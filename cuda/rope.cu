@@ -43,7 +43,10 @@ __global__ void rope_kernel(T* out, const T* x, const int* positions, const floa
 // pairs of one head with two 16-byte loads and two 16-byte stores, where rope_kernel moves one element a load. A thread
 // issues the loads of its K vectors before any store (out may be x itself, and a store would otherwise order the next
 // load after it). The first GPU run (H200, 4096 x 32 x 128 bf16) found rope_kernel latency-bound at 40% of the copy
-// bandwidth: 20 cycles per issued instruction, DRAM 30% busy. Same math per element: bit-identical results.
+// bandwidth: 20 cycles per issued instruction, DRAM 30% busy. The first round's loads are issued before the token's
+// cos/sin (float64 trigonometry, then a barrier: the longest wait of a block), so that the two overlap; at Llama's
+// shapes (H x D/2 / NV <= 2 x 256 vectors) that is every load of the block. Same math per element: bit-identical
+// results.
 template <typename T>
 __global__ void rope_vec_kernel(T* out, const T* x, const int* positions, const float* inv_freq, int h, int d,
                                 float sign, int* flag, int op) {
@@ -51,11 +54,10 @@ __global__ void rope_vec_kernel(T* out, const T* x, const int* positions, const 
     extern __shared__ float4 cs4[];  // [half] cos, then [half] sin
     float* cs = reinterpret_cast<float*>(cs4);
     const int t = blockIdx.x, half = d / 2, hv = half / NV, total = h * hv;
-    if (!token_cos_sin(cs, positions, inv_freq, half, sign, flag, op)) return;
     const long long base = (long long) t * h * d;
-    for (int v0 = 0; v0 < total; v0 += K * blockDim.x) {
-        g4::Vec<T, NV> x1[K], x2[K];
-        long long at[K];
+    g4::Vec<T, NV> x1[K], x2[K];
+    long long at[K];
+    const auto load = [&](int v0) {
 #pragma unroll
         for (int k = 0; k < K; k++) {
             const int v = v0 + threadIdx.x + k * blockDim.x;
@@ -66,6 +68,11 @@ __global__ void rope_vec_kernel(T* out, const T* x, const int* positions, const 
                 x2[k] = g4::load_vec<NV>(x + at[k] + half);
             }
         }
+    };
+    load(0);
+    if (!token_cos_sin(cs, positions, inv_freq, half, sign, flag, op)) return;
+    for (int v0 = 0; v0 < total; v0 += K * blockDim.x) {
+        if (v0 > 0) load(v0);
 #pragma unroll
         for (int k = 0; k < K; k++) {
             const int v = v0 + threadIdx.x + k * blockDim.x;
