@@ -9,25 +9,32 @@ namespace {
 template <typename T>
 __global__ void append_kernel(T* kc, T* vc, const T* k, const T* v, const int* slots, int row, int capacity, bool vec,
                               int* flag, int op) {
-    const int t = blockIdx.x, slot = slots[t];
+    const int t = blockIdx.x;
+    const long long src = (long long) t * row;
+    constexpr int N = g4::Pack<T>::N;
+    const int packs = vec ? row / N : 0;
+    // The first trip's k and v before the slot (they do not depend on it; a block's only other wait): their latency and
+    // the slot's overlap. Then both loads before either store: the compiler may not move v's load above kc's store
+    // (they might alias). The first GPU run found this kernel waiting on memory (97 cycles per issued instruction, DRAM
+    // 36% busy).
+    int q = threadIdx.x;
+    g4::Pack<T> a, b;
+    if (q < packs) a = g4::load_pack(k + src + q * N), b = g4::load_pack(v + src + q * N);
+    const int slot = slots[t];
     if (slot < 0 || slot >= capacity) {
         if (threadIdx.x == 0) g4::report(flag, op, t, slot, capacity);
         return;
     }
-    const long long src = (long long) t * row, dst = (long long) slot * row;
-    constexpr int N = g4::Pack<T>::N;
-    const int packs = vec ? row / N : 0;
-    // both loads before either store: the compiler may not move v's load above kc's store (they might alias), and the
-    // first GPU run found this kernel waiting on memory (97 cycles per issued instruction, DRAM 36% busy)
-    for (int q = threadIdx.x; q < packs; q += blockDim.x) {
-        const g4::Pack<T> a = g4::load_pack(k + src + q * N), b = g4::load_pack(v + src + q * N);
+    const long long dst = (long long) slot * row;
+    for (; q < packs; q += blockDim.x) {
+        if (q != (int) threadIdx.x) a = g4::load_pack(k + src + q * N), b = g4::load_pack(v + src + q * N);
         g4::store_pack(kc + dst + q * N, a);
         g4::store_pack(vc + dst + q * N, b);
     }
     for (int j = packs * N + threadIdx.x; j < row; j += blockDim.x) {
-        const T a = k[src + j], b = v[src + j];
-        kc[dst + j] = a;
-        vc[dst + j] = b;
+        const T x = k[src + j], y = v[src + j];
+        kc[dst + j] = x;
+        vc[dst + j] = y;
     }
 }
 
