@@ -141,6 +141,7 @@ __global__ void __launch_bounds__(1024) backward_fused_kernel(T* dx, double* par
     const int r0 = blockIdx.x * CHUNK, r1 = min(n, r0 + CHUNK);
     for (int r = r0; r < r1; r++) {
         const long long base = (long long) r * d;
+        const double rs = rstd[r];  // (loaded with the row: after block_sum's barrier its load would wait alone)
         float dy[C], xv[C];
         double dot = 0;
 #pragma unroll
@@ -151,7 +152,6 @@ __global__ void __launch_bounds__(1024) backward_fused_kernel(T* dx, double* par
             dot += (double) dy[k] * (j < d ? g4::to_f32(w[j]) : 0.f) * xv[k];
         }
         dot = g4::block_sum(dot);
-        const double rs = rstd[r];
         const double c = rs * rs * rs * dot / d;
 #pragma unroll
         for (int k = 0; k < C; k++) {
@@ -199,6 +199,12 @@ __global__ void __launch_bounds__(512) backward_fused_vec_kernel(T* dx, double* 
     for (int r = r0; r < r1; r += R) {
         g4::Vec<T, NV> dy[R][P], xv[R][P];
         double dot[R];
+        // the rows' rstd, loaded with the rows by R threads and passed on through shared memory by the reduction's
+        // barriers (after them its load would wait alone; in registers it spills); two sets, by the group's parity, so
+        // that a set is rewritten only after the barriers of the group between
+        __shared__ float rsv[2][R];
+        const int par = ((r - r0) / R) & 1;
+        if ((int) threadIdx.x < R && r + (int) threadIdx.x < r1) rsv[par][threadIdx.x] = rstd[r + threadIdx.x];
 #pragma unroll
         for (int i = 0; i < R; i++) {
             dot[i] = 0;
@@ -231,7 +237,7 @@ __global__ void __launch_bounds__(512) backward_fused_vec_kernel(T* dx, double* 
         for (int i = 0; i < R; i++) {
             if (r + i >= r1) continue;
             const long long base = (long long) (r + i) * d;
-            const double rs = rstd[r + i];
+            const double rs = rsv[par][i];
             const double c = rs * rs * rs * dot[i] / d;
 #pragma unroll
             for (int k = 0; k < P; k++) {
