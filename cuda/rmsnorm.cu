@@ -117,8 +117,9 @@ template <typename T, typename W, int P>
 void launch_forward_vec(int n, int threads, cudaStream_t st, T* o, float* r, const T* x, const W* w, int d, float eps) {
     constexpr int R = FWD_ROWS<T>;
     if constexpr (R * P * vec_elems<T, W>() * sizeof(T) <= 128) {
-        if ((n + R - 1) / R >= 512) {
-            forward_vec_kernel<T, W, P, R><<<(n + R - 1) / R, threads, 0, st>>>(o, r, x, w, n, d, eps);
+        const int groups = (n - 1) / R + 1;  // (n > 0; n + R - 1 could pass INT_MAX)
+        if (groups >= 512) {
+            forward_vec_kernel<T, W, P, R><<<groups, threads, 0, st>>>(o, r, x, w, n, d, eps);
             return;
         }
     }
@@ -199,12 +200,14 @@ __global__ void __launch_bounds__(512) backward_fused_vec_kernel(T* dx, double* 
     for (int r = r0; r < r1; r += R) {
         g4::Vec<T, NV> dy[R][P], xv[R][P];
         double dot[R];
-        // the rows' rstd, loaded with the rows by R threads and passed on through shared memory by the reduction's
-        // barriers (after them its load would wait alone; in registers it spills); two sets, by the group's parity, so
-        // that a set is rewritten only after the barriers of the group between
+        // the rows' rstd, loaded with the rows by R threads (into a register: a shared store here would hold the warp's
+        // row loads behind it) and passed on through shared memory by the reduction's barriers (after them its load
+        // would wait alone; in registers for the whole group it spills); two sets, by the group's parity, so that a set
+        // is rewritten only after the barriers of the group between
         __shared__ float rsv[2][R];
         const int par = ((r - r0) / R) & 1;
-        if ((int) threadIdx.x < R && r + (int) threadIdx.x < r1) rsv[par][threadIdx.x] = rstd[r + threadIdx.x];
+        const bool loads_rs = (int) threadIdx.x < R && r + (int) threadIdx.x < r1;
+        const float rs_own = loads_rs ? rstd[r + threadIdx.x] : 0.f;
 #pragma unroll
         for (int i = 0; i < R; i++) {
             dot[i] = 0;
@@ -232,6 +235,7 @@ __global__ void __launch_bounds__(512) backward_fused_vec_kernel(T* dx, double* 
                 }
             }
         }
+        if (loads_rs) rsv[par][threadIdx.x] = rs_own;
         g4::block_sum_n<R>(dot);
 #pragma unroll
         for (int i = 0; i < R; i++) {

@@ -842,16 +842,20 @@ void rmsnorm_one(Tally& tf, Tally& tb, Rng& rng, Fingerprint& fp, int n, int d, 
 
 // The forward's row groups: with at least 512 blocks of them, a block takes 4 rows (2 when x is fp32) at once, their
 // loads issued together and their sums reduced in one block_sum_n. Row counts that leave a partial last group, 1 to 4
-// vectors a thread, all four dtype pairs; the same bits as one row a block (the sums in the same order).
+// vectors a thread, all four dtype pairs (aligned: offset 0), and an unaligned call (the scalar kernel); the same bits
+// as one row a block (the sums in the same order).
 EMU_CASE("membound", rmsnorm_forward_row_groups) {
     Rng rng(708);
     Fingerprint fp;
     Tally tf("rmsnorm forward, row groups"), tb("unused");
     rmsnorm_one<u16, u16>(tf, tb, rng, fp, 2051, 64, 0, false, false);      // 8 bf16 a vector, 32 threads, 1 a thread
     rmsnorm_one<u16, float>(tf, tb, rng, fp, 2050, 1024, 0, false, false);   // 4 a vector, 128 threads, 2 a thread
-    rmsnorm_one<u16, u16>(tf, tb, rng, fp, 2049, 1536, 1, false, false);     // 8 a vector, 2 a thread (a partial round)
+    rmsnorm_one<u16, float>(tf, tb, rng, fp, 2049, 3076, 0, false, false);   // 4 a vector, 256 threads, 4 a thread (partial)
+    rmsnorm_one<u16, u16>(tf, tb, rng, fp, 2049, 1536, 0, false, false);     // 8 a vector, 2 a thread (a partial round)
     rmsnorm_one<float, float>(tf, tb, rng, fp, 1025, 1536, 0, false, false); // 4 a vector, 4 a thread (a partial round)
-    rmsnorm_one<float, u16>(tf, tb, rng, fp, 1027, 300, 1, false, false);    // 4 a vector, 128 threads, 1 a thread
+    rmsnorm_one<float, u16>(tf, tb, rng, fp, 1027, 300, 0, false, false);   // 4 a vector, 128 threads, 1 a thread
+    rmsnorm_one<float, u16>(tf, tb, rng, fp, 1026, 2000, 0, false, false);  // 4 a vector, 256 threads, 2 a thread
+    rmsnorm_one<u16, float>(tf, tb, rng, fp, 2050, 64, 1, false, false);     // unaligned: the scalar kernel, as before
     rmsnorm_one<u16, u16>(tf, tb, rng, fp, 2043, 512, 0, false, false);      // under 512 groups: one row a block
     bool ok = tf.print();
     printf("    fingerprint %016llx\n", (unsigned long long) fp.h);

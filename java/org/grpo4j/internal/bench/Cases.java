@@ -159,19 +159,22 @@ final class Cases {
 
     // ---- rmsNorm --------------------------------------------------------------------------------------------------
 
+    /** The norm rows' check size: enough rows that the CUDA forward takes them in groups (4 a block, >= 512 blocks). */
+    static final int NORM_CHECK_ROWS = 2050;
+
     static void norm(List<Case> out, BenchSizes s, DType act) {
         int t = s.tokens(), h = s.hidden(), a = act.bytes();
         double fwd = 2.0 * a * t * h + 4.0 * h + 4.0 * t, bwd = 3.0 * a * t * h + 12.0 * h + 4.0 * t;
         String shape = dims(t, h), dt = act.label() + " (weight, rstd fp32)";
         out.add(new Case("norm", "rmsnorm fwd", shape, dt, List.of(Ops.RMS_NORM), fwd, "byte",
                 "2*A*T*H + 4*H + 4*T: x read, out written; weight read; rstd written", Kind.KERNEL,
-                d -> rmsNorm(d, t, h, act, true, false), d -> rmsNorm(d, CHECK_ROWS, h, act, true, false), false));
+                d -> rmsNorm(d, t, h, act, true, false), d -> rmsNorm(d, NORM_CHECK_ROWS, h, act, true, false), false));
         out.add(new Case("norm", "rmsnorm bwd", shape, dt, List.of(Ops.RMS_NORM, Ops.RMS_NORM_BACKWARD), bwd, "byte",
                 "3*A*T*H + 12*H + 4*T: dOut, x read, dx written; weight read, dWeight read+written (fp32); rstd read",
-                Kind.KERNEL, d -> rmsNorm(d, t, h, act, false, true), d -> rmsNorm(d, CHECK_ROWS, h, act, false, true), false));
+                Kind.KERNEL, d -> rmsNorm(d, t, h, act, false, true), d -> rmsNorm(d, NORM_CHECK_ROWS, h, act, false, true), false));
         out.add(new Case("norm", "rmsnorm fwd+bwd", shape, dt, List.of(Ops.RMS_NORM, Ops.RMS_NORM_BACKWARD), fwd + bwd,
                 "byte", "fwd + bwd", Kind.KERNEL, d -> rmsNorm(d, t, h, act, true, true),
-                d -> rmsNorm(d, CHECK_ROWS, h, act, true, true), false));
+                d -> rmsNorm(d, NORM_CHECK_ROWS, h, act, true, true), false));
     }
 
     static Instance rmsNorm(Data d, int t, int h, DType act, boolean fwd, boolean bwd) {
