@@ -692,8 +692,8 @@ template <int D, bool PP, bool PS>
 __global__ void __launch_bounds__(TMA_NT, 1) fwd_tma_kernel(FwdArgs a, const __grid_constant__ FwdMaps maps) {
 #if defined(G4_WGMMA) || defined(G4_EMU)
     const int entries = a.status[0];
-    // work item `it` of the block: (map entry i, query head h); false past the last
-    const auto item = [&](int it, int& i, int& h) {
+    // work item `it` of the block: map entry i, query head h; false past the last
+    const auto entry = [&](int it, int& i, int& h) {
         if constexpr (PS) {
             const long long w = (long long) blockIdx.x + (long long) it * gridDim.x;
             i = (int) (w / a.hq);
@@ -704,9 +704,25 @@ __global__ void __launch_bounds__(TMA_NT, 1) fwd_tma_kernel(FwdArgs a, const __g
         }
         return i < entries;
     };
+    // an item's tile, as both the producer and the computing warpgroups walk it: its sequence, first row and key tiles
+    // (the last of them the diagonal, masked above it; tiles past the sequence's end not visited)
+    struct Item {
+        TileRef t;
+        int h, start, len, row0, ntiles;
+    };
+    const auto item = [&](int it, Item& x) {
+        int i;
+        if (!entry(it, i, x.h)) return false;
+        x.t = a.map[i];
+        x.start = a.cu[x.t.seq];
+        x.len = a.cu[x.t.seq + 1] - x.start;
+        x.row0 = x.t.tile * FWD_BM;
+        x.ntiles = min(x.t.tile + 1, g4::tiles_of(x.len, WG_BN));
+        return true;
+    };
     {
         int i, h;
-        if (!item(0, i, h)) return;
+        if (!entry(0, i, h)) return;
     }
     extern __shared__ __align__(128) unsigned char smem[];
     unsigned char* const sq = g4::wg_base(smem);  // the swizzle atoms (and TMA's swizzled boxes) need 1024-byte alignment
@@ -755,11 +771,9 @@ __global__ void __launch_bounds__(TMA_NT, 1) fwd_tma_kernel(FwdArgs a, const __g
                 for (int cb = 0; cb < D / 64; cb++) g4::tma_load_3d(dst + cb * (WG_BN * 128), m, cb * 64, g, row, full, kept);
             };
             int base = 0;  // key tiles loaded for the items before
-            int i, h;
-            for (int it = 0; item(it, i, h); it++) {
-                const TileRef t = a.map[i];
-                const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start, g = h / a.group, row0 = t.tile * FWD_BM;
-                const int ntiles = min(t.tile + 1, g4::tiles_of(len, WG_BN));
+            Item x;
+            for (int it = 0; item(it, x); it++) {
+                const int h = x.h, start = x.start, g = h / a.group, row0 = x.row0, ntiles = x.ntiles;
                 if (PS && it > 0) g4::mbar_wait(q_empty, (unsigned) (it - 1) & 1u);  // the item before has read Q
                 g4::mbar_arrive_tx(q_full, QB);
                 for (int cb = 0; cb < D / 64; cb++)
@@ -797,11 +811,10 @@ __global__ void __launch_bounds__(TMA_NT, 1) fwd_tma_kernel(FwdArgs a, const __g
     };
     WgFwdRows<D> w;
     int base = 0;  // key tiles of the items before
-    int i, h;
-    for (int it = 0; item(it, i, h); it++) {
-        const TileRef t = a.map[i];
-        const int start = a.cu[t.seq], len = a.cu[t.seq + 1] - start, row0 = t.tile * FWD_BM;
-        const int ntiles = min(t.tile + 1, g4::tiles_of(len, WG_BN));
+    Item x;
+    for (int it = 0; item(it, x); it++) {
+        const TileRef t = x.t;
+        const int h = x.h, start = x.start, len = x.len, row0 = x.row0, ntiles = x.ntiles;
         const int nact = row0 + 64 < len ? 2 : 1;  // warpgroups with rows before the sequence's end
         g4::mbar_wait(q_full, (unsigned) it & 1u);
         if (wg >= nact) {  // its 64 rows wholly past the sequence's end (a warpgroup-uniform choice, as wgmma needs)
