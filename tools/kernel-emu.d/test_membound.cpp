@@ -552,6 +552,16 @@ EMU_CASE("membound", embedding_fwd_bwd) {
     }
     embedding_backward_one<float>(tb, rng, fp, 60, 33, 7, 0, {{0, -5}, {31, 7}, {59, 1 << 30}});
     embedding_backward_one<u16>(tb, rng, fp, 1, 5, 1, 0, {});  // one token, one row
+    // the vector path's columns a thread (P = 1, 4 and 8 packs of 4; 9 takes the sorted path), runs of a few hundred
+    // tokens whose later tokens sit across many 32- and 128-token windows, out-of-range ids among packs, and token
+    // counts on both sides of the scan's limit (8192: above it the ids are sorted)
+    embedding_backward_one<u16>(tb, rng, fp, 3000, 64, 40, 0, {});
+    embedding_backward_one<float>(tb, rng, fp, 300, 2056, 50, 0, {});
+    embedding_backward_one<u16>(tb, rng, fp, 100, 4104, 30, 0, {});
+    embedding_backward_one<u16>(tb, rng, fp, 20, 8200, 5, 0, {});
+    embedding_backward_one<u16>(tb, rng, fp, 60, 64, 7, 0, {{0, -5}, {31, 7}, {59, 1 << 30}});
+    embedding_backward_one<float>(tb, rng, fp, 8192, 4, 3000, 0, {{8191, -1}});
+    embedding_backward_one<u16>(tb, rng, fp, 8193, 8, 100, 0, {{4, 100}});
     {   // a workspace smaller than asked for is refused before anything runs
         long long need = 0;
         g4_embedding_backward_workspace(4, 3, &need);
