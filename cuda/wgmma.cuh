@@ -144,11 +144,22 @@ __device__ __forceinline__ void mbar_arrive_tx(unsigned b, unsigned bytes) {
 __device__ __forceinline__ void mbar_arrive(unsigned b) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(b) : "memory");
 }
+// A phase that has not completed after 2^24 tries traps (each try suspends the thread for at most 1 us, the hint: at
+// most ~17 s in all, at least ~0.4 s if every try returned at once; a real wait here lasts microseconds, a few
+// hundred under compute-sanitizer): a count, parity or transaction byte count that never completes becomes a launch failure
+// at the next synchronize instead of a hang that only the test's class timeout ends (never yet run on a GPU). The
+// counter lives inside the asm block: one register during the wait, which the 240-register consumers can spare (a
+// clock64() deadline spilled them and serialized their wgmma).
 __device__ __forceinline__ void mbar_wait(unsigned b, unsigned parity) {
     asm volatile(
-        "{\n.reg .pred p;\nG4_MBAR_WAIT:\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
-        "@!p bra G4_MBAR_WAIT;\n}\n" ::"r"(b), "r"(parity) : "memory");
+        "{\n.reg .pred p;\n.reg .u32 n;\nmov.u32 n, 0;\nG4_MBAR_WAIT:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1, 1000;\n"
+        "@p bra G4_MBAR_DONE;\n"
+        "add.u32 n, n, 1;\n"
+        "setp.lt.u32 p, n, 16777216;\n"
+        "@p bra G4_MBAR_WAIT;\n"
+        "trap;\n"
+        "G4_MBAR_DONE:\n}\n" ::"r"(b), "r"(parity) : "memory");
 }
 __device__ __forceinline__ void tma_load_3d(unsigned dst, const CUtensorMap* map, int c0, int c1, int c2, unsigned b,
                                             unsigned long long policy) {
