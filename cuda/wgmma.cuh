@@ -197,7 +197,12 @@ __device__ __forceinline__ void bar_arrive_named(int id, int count) {
 // Orders this thread's generic-proxy shared writes (cp.async, stores) before later async-proxy reads (wgmma).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // Before the first wgmma of a batch whose accumulators or A registers other instructions wrote.
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+// (the .aligned wgmma instructions need the warp converged: __syncwarp first, as insurance after per-lane branches such
+// as the dK/dV kernel's bulk reductions and dQ staging; nvcc reconverges structured branches anyway)
+__device__ __forceinline__ void wgmma_fence() {
+    __syncwarp();
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
