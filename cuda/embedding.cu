@@ -119,7 +119,10 @@ constexpr int SCAN_MAX_TOKENS = 8192;
 // scans the ids while they arrive: if an earlier token has the same id, that token's block sums this one and the block
 // stops; otherwise it adds its own row and, in token order, the rows of the later tokens with its id, each warp finding
 // them 128 ids at a time by ballots. The same fp32 adds in the same order as segment_sum_vec_kernel after the stable
-// sort (the old value, then the id's tokens in token order), so the same bits. Each block reads all n ids (L1 hits
+// sort (the old value, then the id's tokens in token order), so the same bits. A block of a repeated id's later
+// token has loaded the row (and its own dOut row) before it finds it is not the first: it discards both (the owner
+// may be writing the row meanwhile; the value is never used), a wasted read a repeat, the price of starting every
+// block's loads before its scan where ids are distinct. Each block reads all n ids (L1 hits
 // after the first block on an SM: 32 KB at 8192 tokens); the sort it replaces was two launches and a single-block CUB
 // radix sort (the first GPU run: 2.3 + 8.5 us of 73 us at 4096 tokens, besides the gaps between launches).
 template <typename T, int P>

@@ -560,6 +560,14 @@ EMU_CASE("membound", embedding_fwd_bwd) {
     embedding_backward_one<u16>(tb, rng, fp, 100, 4104, 30, 0, {});
     embedding_backward_one<u16>(tb, rng, fp, 20, 8200, 5, 0, {});
     embedding_backward_one<u16>(tb, rng, fp, 60, 64, 7, 0, {{0, -5}, {31, 7}, {59, 1 << 30}});
+    // P = 2 (fp32 and bf16, bad ids at the first and last token), P = 4 bf16, P = 8 fp32, 224 threads, one id
+    // throughout (a single run of every token)
+    embedding_backward_one<float>(tb, rng, fp, 70, 1032, 9, 0, {{0, -1}, {69, 9}});
+    embedding_backward_one<u16>(tb, rng, fp, 70, 2048, 9, 0, {{0, 9}, {69, -7}});
+    embedding_backward_one<u16>(tb, rng, fp, 60, 2056, 11, 0, {});
+    embedding_backward_one<float>(tb, rng, fp, 40, 4104, 6, 0, {});
+    embedding_backward_one<float>(tb, rng, fp, 90, 888, 13, 0, {});
+    embedding_backward_one<u16>(tb, rng, fp, 129, 64, 1, 0, {});
     embedding_backward_one<float>(tb, rng, fp, 8192, 4, 3000, 0, {{8191, -1}});
     embedding_backward_one<u16>(tb, rng, fp, 8193, 8, 100, 0, {{4, 100}});
     {   // a workspace smaller than asked for is refused before anything runs
