@@ -213,6 +213,16 @@ class KernelBenchTest {
         assertTrue(firstHopper > 0, "there are Hopper rows: " + started);
         for (int i = firstHopper; i < started.size(); i++) assertTrue(started.get(i).contains("[wgmma"), "run last: " + started);
         assertTrue(plan.indexOf(started.get(firstHopper)) < plan.indexOf(started.get(firstHopper - 1)), "not the plan's order");
+        // the TMA forward's rows after every other Hopper row, of both shapes, each tier in the plan's order
+        int firstTma = -1;
+        for (int i = 0; i < started.size(); i++) if (started.get(i).contains("[wgmma, tma") && firstTma < 0) firstTma = i;
+        assertTrue(firstTma > firstHopper, "there are TMA rows after plain wgmma rows: " + started);
+        for (int i = firstTma; i < started.size(); i++) assertTrue(started.get(i).contains("[wgmma, tma"), "TMA rows last: " + started);
+        assertTrue(started.subList(firstHopper, firstTma).stream().anyMatch(id -> id.contains("[wgmma, fixed dQ]")),
+                "the fixed-dQ rows before the TMA rows: " + started);
+        for (int i = 1; i < started.size(); i++)
+            if (i != firstHopper && i != firstTma)
+                assertTrue(plan.indexOf(started.get(i - 1)) < plan.indexOf(started.get(i)), "a tier out of the plan's order: " + started);
         assertEquals(plan.size(), started.size());
         for (int i = 0; i < sizes.size(); i++) assertEquals(i + 1, sizes.get(i));
     }
