@@ -9,6 +9,7 @@ import java.util.Set;
 import java.util.function.Consumer;
 import org.grpo4j.internal.backend.Backend;
 import org.grpo4j.internal.backend.DType;
+import org.grpo4j.internal.backend.Tensor;
 
 /**
  * The kernel microbenchmark behind {@code grpo4j bench}: measures the two ceilings (device-to-device copy bandwidth,
@@ -102,13 +103,48 @@ public final class KernelBench {
     /** As above, telling {@code watch} (or null) of each row's start and end. */
     public static BenchReport run(Config cfg, Backend device, Backend reference, Timer timer, Card card, Consumer<BenchRow> progress,
                                   Watch watch) {
+        return run(cfg, device, reference, timer, card, progress, watch, null);
+    }
+
+    /**
+     * A run stopped because a row's error left the device unusable (on CUDA a fault, an illegal address or a trap ends
+     * the context: every later call would fail too): {@link #soFar()} has the rows measured, that row last as an error.
+     * {@code grpo4j bench} writes them and exits with status 4; {@code --resume} runs the others in a fresh process.
+     */
+    public static final class DeviceLost extends RuntimeException {
+        private final transient BenchReport soFar;
+
+        DeviceLost(String row, BenchReport soFar) {
+            super("the device was unusable after " + row + "'s error");
+            this.soFar = soFar;
+        }
+
+        public BenchReport soFar() { return soFar; }
+    }
+
+    /**
+     * As above, keeping the rows of {@code prior} (an earlier run's report, or null) whose ids are in the plan, with its
+     * ceilings, and running only the others: how a run stopped by a hung row or a lost device goes on in a new process.
+     *
+     * @throws DeviceLost when a row's error leaves the device unusable
+     */
+    public static BenchReport run(Config cfg, Backend device, Backend reference, Timer timer, Card card, Consumer<BenchRow> progress,
+                                  Watch watch, BenchReport prior) {
         List<Cases.Case> plan = Cases.plan(cfg.sizes(), cfg.activations(), cfg.families());
         List<Cases.Case> order = new ArrayList<>(plan);
         order.sort(java.util.Comparator.comparingInt(KernelBench::deferral));  // (stable: the plan's order within a tier)
         java.util.Map<String, BenchRow> done = new java.util.HashMap<>();
         Double copyGbs = null, gemmTflops = null;
+        if (prior != null) {
+            Set<String> ids = new java.util.HashSet<>();
+            for (Cases.Case c : plan) ids.add(c.id());
+            for (BenchRow r : prior.rows()) if (ids.contains(r.id())) done.put(r.id(), r);
+            copyGbs = prior.copyGbs();
+            gemmTflops = prior.gemmTflops();
+        }
         try (Data data = new Data(device, false, 42)) {
             for (Cases.Case c : order) {
+                if (done.containsKey(c.id())) continue;
                 if (watch != null)
                     watch.starting(c.id(), row(c, BenchRow.ERROR, "did not finish within --row-timeout (a hung kernel?): the run "
                             + "stopped here", null, 0, null, null, null), report(cfg, card, copyGbs, gemmTflops, plan, done));
@@ -118,9 +154,21 @@ public final class KernelBench {
                 done.put(c.id(), row);
                 if (progress != null) progress.accept(row);
                 if (watch != null) watch.finished(report(cfg, card, copyGbs, gemmTflops, plan, done));
+                if (BenchRow.ERROR.equals(row.status()) && !usable(device))
+                    throw new DeviceLost(c.id(), report(cfg, card, copyGbs, gemmTflops, plan, done));
             }
         }
         return report(cfg, card, copyGbs, gemmTflops, plan, done);
+    }
+
+    /** Whether the device still runs a fill and gives the value back (after a row's error: was the context lost?). */
+    static boolean usable(Backend device) {
+        try (Tensor t = device.empty(DType.FP32, 1)) {
+            device.fill(t, 1f);
+            return t.toFloats()[0] == 1f;
+        } catch (RuntimeException e) {
+            return false;
+        }
     }
 
     /** The rows measured so far ({@code done} by case id), in the plan's order. */

@@ -69,6 +69,11 @@ final class BenchCommand implements Callable<Integer> {
                     + "interrupted. 0: no limit (default: ${DEFAULT-VALUE}).")
     long rowTimeout;
 
+    @Option(names = "--resume", paramLabel = "FILE",
+            description = "Keep the rows of FILE (the --json of an earlier run of the same sizes on the same card, stopped by "
+                    + "--row-timeout or by a lost device) and run only the others; --json gets them all.")
+    Path resume;
+
     @Override
     public Integer call() throws IOException {
         PrintStream o = System.out;
@@ -85,6 +90,14 @@ final class BenchCommand implements Callable<Integer> {
         if (warmup < 1) throw new IllegalArgumentException("--warmup must be >= 1, got " + warmup);
         if (rowTimeout < 0) throw new IllegalArgumentException("--row-timeout must be >= 0 seconds, got " + rowTimeout);
 
+        BenchReport prior = null;
+        if (resume != null) {
+            if (!Files.isRegularFile(resume)) throw new IllegalArgumentException("--resume " + resume + ": no such file");
+            prior = BenchReport.read(resume);
+            if (!s.name().equals(prior.sizes()))
+                throw new IllegalArgumentException("--resume " + resume + ": its rows are of sizes \"" + prior.sizes() + "\", this run's are \""
+                        + s.name() + "\"");
+        }
         CudaRuntime.Availability a = CudaRuntime.probe();
         if (!a.available()) {
             o.println("grpo4j bench: no GPU (" + a.reason() + "); nothing measured: this benchmark is GPU-only");
@@ -94,6 +107,9 @@ final class BenchCommand implements Callable<Integer> {
             CudaRuntime.Device dev = CudaRuntime.devices().get(device);
             String drv = CudaRuntime.driverVersion();
             KernelBench.Card card = new KernelBench.Card(dev.name(), drv == null ? "unknown" : "supports CUDA " + drv, CudaRuntime.runtimeVersion());
+            if (prior != null && !card.name().equals(prior.card()))
+                throw new IllegalArgumentException("--resume " + resume + ": measured on \"" + prior.card() + "\", this device is \""
+                        + card.name() + "\"");
             System.err.println("bench: " + be.description() + ", CUDA runtime " + card.runtime() + ", driver " + card.driver()
                     + "; sizes " + s.name() + ", " + act.label() + " activations, " + reps + " reps after " + warmup + " warm-up");
             // ~2 ms of device copies before each timed run (CudaEventTimer's head start)
@@ -108,7 +124,12 @@ final class BenchCommand implements Callable<Integer> {
                 BenchReport rep;
                 try {
                     rep = KernelBench.run(cfg, be, ref, new CudaEventTimer(be, headStart), card,
-                            r -> System.err.println("bench: " + r.id() + ": " + summary(r)), watch);
+                            r -> System.err.println("bench: " + r.id() + ": " + summary(r)), watch, prior);
+                } catch (KernelBench.DeviceLost e) {
+                    if (json != null) e.soFar().write(json, false);
+                    System.err.println("bench: " + e.getMessage() + ": stopping" + (json == null ? "" : "; the rows so far are in " + json
+                            + " (--resume " + json + " runs the others in a new process)"));
+                    return 4;
                 } finally {
                     watch.stop();
                 }

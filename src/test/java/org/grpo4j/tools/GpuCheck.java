@@ -297,7 +297,7 @@ public final class GpuCheck {
         cmd.addAll(List.of("org.grpo4j.internal.cli.Main", "bench", "--family", "all", "--json", ours.toString(), "--row-timeout",
                 String.valueOf(Math.max(10, Math.min(60, budgetS / 2)))));
         int failures = 0;
-        int code = run(cmd, out.resolve("bench-ours.log"), budgetS);
+        int code = withRestarts(cmd, ours, out, budgetS, notes, GpuCheck::run);
         notes.add("kernel benchmark: " + (code == 0 ? "ok" : "exit " + code) + " — " + out.resolve("bench-ours.log").getFileName()
                 + ", " + ours.getFileName());
         if (code != 0) failures++;
@@ -324,6 +324,33 @@ public final class GpuCheck {
             System.out.print(Files.exists(out.resolve("bench-compare.log")) ? Files.readString(out.resolve("bench-compare.log")) : "");
         }
         return failures;
+    }
+
+    /** A command run with its log and time limit (seconds), giving its exit status: {@link #run}, or a test's fake. */
+    interface Runner {
+        int run(List<String> cmd, Path log, long timeoutS) throws IOException, InterruptedException;
+    }
+
+    /**
+     * Our benchmark, {@code cmd} (writing {@code ours}), within {@code budgetS} seconds. A row that hung (exit 3) or left
+     * the device unusable (4: a fault ends the CUDA context) stops a run with the rows before it in the JSON, that row
+     * an error: the others then run in a new process ({@code --resume ours}, which keeps those rows and does not run
+     * them again), at most 8 times, while 20 s or more of the budget are left. Returns the last run's exit status.
+     */
+    static int withRestarts(List<String> cmd, Path ours, Path out, long budgetS, List<String> notes, Runner runner)
+            throws IOException, InterruptedException {
+        long start = System.nanoTime();
+        int code = runner.run(cmd, out.resolve("bench-ours.log"), budgetS);
+        for (int restart = 1; (code == 3 || code == 4) && Files.exists(ours) && restart <= 8; restart++) {
+            long left = budgetS - TimeUnit.NANOSECONDS.toSeconds(System.nanoTime() - start);
+            if (left < 20) break;
+            notes.add("kernel benchmark: exit " + code + " (" + (code == 3 ? "a row past --row-timeout" : "the device lost after a row's error")
+                    + "): the remaining rows in a new process, bench-ours-" + restart + ".log");
+            List<String> again = new ArrayList<>(cmd);
+            again.addAll(List.of("--resume", ours.toString()));
+            code = runner.run(again, out.resolve("bench-ours-" + restart + ".log"), left);
+        }
+        return code;
     }
 
     static int run(List<String> cmd, Path log, long timeoutS) throws IOException, InterruptedException {

@@ -40,6 +40,50 @@ class GpuCheckTest {
         assertTrue(Files.readString(result).startsWith("counts 0 0 1"), "the nested CUDA suite's one method: " + Files.readString(result));
     }
 
+    /**
+     * A benchmark stopped by a hung row (exit 3) or a lost device (4) goes on in a new process with --resume of its
+     * JSON, until a run ends otherwise; a run that fails otherwise (1: a FAILED row) is not rerun, nor one whose JSON
+     * is missing.
+     */
+    @Test
+    void aStoppedBenchmarkGoesOnWithResume(@TempDir Path dir) throws Exception {
+        Path ours = dir.resolve("bench-ours.json");
+        Files.writeString(ours, "{}");
+        List<String> cmd = List.of("java", "Main", "bench", "--json", ours.toString());
+        List<List<String>> calls = new ArrayList<>();
+        List<Path> logs = new ArrayList<>();
+        int[] codes = {4, 3, 0};
+        List<String> notes = new ArrayList<>();
+        int code = GpuCheck.withRestarts(cmd, ours, dir, 300, notes, (c, log, t) -> {
+            calls.add(c);
+            logs.add(log);
+            assertTrue(t > 0 && t <= 300, "the time left: " + t);
+            return codes[calls.size() - 1];
+        });
+        assertEquals(0, code);
+        assertEquals(3, calls.size());
+        assertEquals(cmd, calls.get(0));
+        List<String> resumed = new ArrayList<>(cmd);
+        resumed.addAll(List.of("--resume", ours.toString()));
+        assertEquals(resumed, calls.get(1));
+        assertEquals(resumed, calls.get(2));
+        assertEquals(List.of(dir.resolve("bench-ours.log"), dir.resolve("bench-ours-1.log"), dir.resolve("bench-ours-2.log")), logs);
+        assertEquals(2, notes.size(), notes.toString());
+        assertTrue(notes.get(0).contains("exit 4 (the device lost") && notes.get(1).contains("exit 3 (a row past --row-timeout"), notes.toString());
+
+        calls.clear();
+        assertEquals(1, GpuCheck.withRestarts(cmd, ours, dir, 300, new ArrayList<>(), (c, log, t) -> { calls.add(c); return 1; }));
+        assertEquals(1, calls.size(), "a FAILED row is not a stop");
+        Files.delete(ours);
+        calls.clear();
+        assertEquals(4, GpuCheck.withRestarts(cmd, ours, dir, 300, new ArrayList<>(), (c, log, t) -> { calls.add(c); return 4; }));
+        assertEquals(1, calls.size(), "no JSON to resume from");
+        Files.writeString(ours, "{}");
+        calls.clear();
+        assertEquals(4, GpuCheck.withRestarts(cmd, ours, dir, 300, new ArrayList<>(), (c, log, t) -> { calls.add(c); return 4; }));
+        assertEquals(9, calls.size(), "at most 8 restarts");
+    }
+
     /** A step never runs past the budget by more than the minimum step (a device loan limits a command's time). */
     @Test
     void stepTimeoutsShrinkWithTheBudgetLeft() {

@@ -310,6 +310,44 @@ class KernelBenchTest {
         assertTrue(r.anyFailed());
     }
 
+    /**
+     * A row whose error leaves the device unusable (a fault ends a CUDA context: every later call fails) stops the run
+     * with the rows so far, that row last; a new run with them as its prior keeps them as they are and runs the others.
+     */
+    @Test
+    void aLostDeviceStopsTheRunAndResumeRunsTheRest() {
+        java.util.concurrent.atomic.AtomicBoolean lost = new java.util.concurrent.atomic.AtomicBoolean();
+        Backend dev = (Backend) Proxy.newProxyInstance(Backend.class.getClassLoader(), new Class<?>[] {Backend.class}, (p, m, args) -> {
+            String n = m.getName();
+            if (n.equals("name")) return "fake-cuda:0";
+            if (n.equals("close")) return null;
+            if (!n.equals("implementedOps") && !n.equals("implementsOp")) {
+                if (n.equals("kvAppend")) lost.set(true);
+                if (lost.get()) throw new IllegalStateException(n + ": an illegal memory access was encountered");
+            }
+            return invoke(m, cpu, args);
+        });
+        List<String> fams = List.of("kvcache", "attention");  // (the plan's order: kvcache's rows first)
+        KernelBench.DeviceLost e = assertThrows(KernelBench.DeviceLost.class, () -> run(dev, fams));
+        BenchReport soFar = e.soFar();
+        List<String> ids = soFar.rows().stream().map(BenchRow::id).toList();
+        assertEquals("kvcache/kvappend", ids.get(ids.size() - 1), ids.toString());
+        assertEquals(BenchRow.ERROR, row(soFar, "kvcache/kvappend").status());
+        assertTrue(ids.stream().noneMatch(id -> id.startsWith("attention/")), "nothing after it ran: " + ids);
+        assertTrue(ids.stream().anyMatch(id -> id.startsWith("ceiling/")) && soFar.copyGbs() != null, ids.toString());
+
+        List<String> ran = new ArrayList<>();
+        BenchReport r = KernelBench.run(config(fams), cpu, ref, HOST, CARD, x -> ran.add(x.id()), null, soFar);
+        List<String> plan = Cases.plan(TINY, DType.FP32, fams).stream().map(Cases.Case::id).toList();
+        assertEquals(plan, r.rows().stream().map(BenchRow::id).toList(), "every row, in the plan's order");
+        for (BenchRow b : soFar.rows()) assertEquals(b, row(r, b.id()), "kept as it was: " + b.id());
+        assertTrue(ran.stream().noneMatch(ids::contains), "none of them run again: " + ran);
+        assertEquals(BenchRow.OK, row(r, "attention/fwd b2 s16").status());
+        assertEquals(soFar.copyGbs(), r.copyGbs());
+        assertTrue(KernelBench.usable(cpu));
+        assertFalse(KernelBench.usable(dev));
+    }
+
     @Test
     void familiesAndSizesAreValidatedWithTheValidList() {
         assertEquals(Cases.FAMILIES, KernelBench.families(List.of("all")));

@@ -53,6 +53,18 @@ class BenchCommandTest {
         assertEquals("grpo4j bench: --row-timeout must be >= 0 seconds, got -1", r.err().strip());
     }
 
+    /** --resume takes an earlier report of the same sizes (checked before any device is looked at). */
+    @Test
+    void resumeNeedsAReportOfTheSameSizes(@TempDir Path tmp) {
+        Path missing = tmp.resolve("none.json");
+        Run r = run("bench", "--resume", missing.toString());
+        assertEquals(2, r.code());
+        assertEquals("grpo4j bench: --resume " + missing + ": no such file", r.err().strip());
+        r = run("bench", "--sizes", "small", "--resume", OURS);
+        assertEquals(2, r.code());
+        assertTrue(r.err().strip().matches("grpo4j bench: --resume .*: its rows are of sizes \"llama-3\\.1-8b\", this run's are \"small\""), r.err());
+    }
+
     @Test
     void compareWritesTheTableAndTheChart(@TempDir Path tmp) {
         Path dir = tmp.resolve("cmp");
