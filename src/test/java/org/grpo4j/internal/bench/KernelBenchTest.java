@@ -336,6 +336,19 @@ class KernelBenchTest {
         assertTrue(ids.stream().noneMatch(id -> id.startsWith("attention/")), "nothing after it ran: " + ids);
         assertTrue(ids.stream().anyMatch(id -> id.startsWith("ceiling/")) && soFar.copyGbs() != null, ids.toString());
 
+        // (as grpo4j bench passes them on: written to --json, read back by --resume)
+        try {
+            Path f = java.nio.file.Files.createTempFile("bench-so-far", ".json");
+            soFar.write(f, false);
+            BenchReport back = BenchReport.read(f);
+            java.nio.file.Files.delete(f);
+            assertEquals(soFar.rows(), back.rows(), "the rows survive the JSON");
+            assertEquals(soFar.copyGbs(), back.copyGbs());
+            assertEquals(soFar.gemmTflops(), back.gemmTflops());
+            soFar = back;
+        } catch (java.io.IOException x) {
+            throw new java.io.UncheckedIOException(x);
+        }
         List<String> ran = new ArrayList<>();
         BenchReport r = KernelBench.run(config(fams), cpu, ref, HOST, CARD, x -> ran.add(x.id()), null, soFar);
         List<String> plan = Cases.plan(TINY, DType.FP32, fams).stream().map(Cases.Case::id).toList();
