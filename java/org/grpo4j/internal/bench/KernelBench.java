@@ -136,9 +136,16 @@ public final class KernelBench {
         java.util.Map<String, BenchRow> done = new java.util.HashMap<>();
         Double copyGbs = null, gemmTflops = null;
         if (prior != null) {
-            Set<String> ids = new java.util.HashSet<>();
-            for (Cases.Case c : plan) ids.add(c.id());
-            for (BenchRow r : prior.rows()) if (ids.contains(r.id())) done.put(r.id(), r);
+            java.util.Map<String, Cases.Case> byId = new java.util.HashMap<>();
+            for (Cases.Case c : plan) byId.put(c.id(), c);
+            for (BenchRow r : prior.rows()) {
+                Cases.Case c = byId.get(r.id());
+                if (c == null) continue;  // (a family this run does not measure)
+                if (!c.dtype().equals(r.dtype()) || !c.shape().equals(r.shape()))
+                    throw new IllegalArgumentException("--resume: " + r.id() + " was measured at " + r.shape() + ", " + r.dtype()
+                            + "; this run's is " + c.shape() + ", " + c.dtype() + " (another --dtype?)");
+                done.put(r.id(), r);
+            }
             copyGbs = prior.copyGbs();
             gemmTflops = prior.gemmTflops();
         }
@@ -161,14 +168,23 @@ public final class KernelBench {
         return report(cfg, card, copyGbs, gemmTflops, plan, done);
     }
 
-    /** Whether the device still runs a fill and gives the value back (after a row's error: was the context lost?). */
+    /**
+     * Whether the device still runs a fill and gives the value back (after a row's error: was the context lost?). A
+     * device error flag the failed row's kernels left (an IllegalArgumentException at the read-back, which clears it)
+     * is not a lost device: the fill is tried once more.
+     */
     static boolean usable(Backend device) {
-        try (Tensor t = device.empty(DType.FP32, 1)) {
-            device.fill(t, 1f);
-            return t.toFloats()[0] == 1f;
-        } catch (RuntimeException e) {
-            return false;
+        for (int attempt = 0; attempt < 2; attempt++) {
+            try (Tensor t = device.empty(DType.FP32, 1)) {
+                device.fill(t, 1f);
+                return t.toFloats()[0] == 1f;
+            } catch (IllegalArgumentException e) {
+                // (the flag's report, read and cleared: once more)
+            } catch (RuntimeException e) {
+                return false;
+            }
         }
+        return false;
     }
 
     /** The rows measured so far ({@code done} by case id), in the plan's order. */

@@ -71,7 +71,8 @@ final class BenchCommand implements Callable<Integer> {
 
     @Option(names = "--resume", paramLabel = "FILE",
             description = "Keep the rows of FILE (the --json of an earlier run of the same sizes on the same card, stopped by "
-                    + "--row-timeout or by a lost device) and run only the others; --json gets them all.")
+                    + "--row-timeout or by a lost device) that this run's plan has, and run only the others; --json gets "
+                    + "them all (rows of families this run does not measure are left out).")
     Path resume;
 
     @Override
@@ -94,6 +95,8 @@ final class BenchCommand implements Callable<Integer> {
         if (resume != null) {
             if (!Files.isRegularFile(resume)) throw new IllegalArgumentException("--resume " + resume + ": no such file");
             prior = BenchReport.read(resume);
+            if (!"grpo4j".equals(prior.tool()))
+                throw new IllegalArgumentException("--resume " + resume + ": a report of \"" + prior.tool() + "\", not of grpo4j bench");
             if (!s.name().equals(prior.sizes()))
                 throw new IllegalArgumentException("--resume " + resume + ": its rows are of sizes \"" + prior.sizes() + "\", this run's are \""
                         + s.name() + "\"");
@@ -129,7 +132,11 @@ final class BenchCommand implements Callable<Integer> {
                     if (json != null) e.soFar().write(json, false);
                     System.err.println("bench: " + e.getMessage() + ": stopping" + (json == null ? "" : "; the rows so far are in " + json
                             + " (--resume " + json + " runs the others in a new process)"));
-                    return 4;
+                    // the exit now, status 4: closing the buffers and the backend on a lost context would throw (every
+                    // CUDA call fails), and an exception from a close replaces the return value (exit 1: no --resume)
+                    watch.stop();
+                    RowWatch.halt(4);
+                    return 4;  // (not reached)
                 } finally {
                     watch.stop();
                 }
@@ -225,7 +232,12 @@ final class BenchCommand implements Callable<Integer> {
          * The JVM's end with exit status 3, where a kernel still spins: a SIGKILL 20 s later too, in case the exit
          * blocks in the CUDA runtime's teardown (its atexit handlers), which waits for the device.
          */
-        static void halt() {
+        static void halt() { halt(3); }
+
+        /** As {@link #halt()}, with exit status {@code status}. */
+        static void halt(int status) {
+            System.err.flush();
+            System.out.flush();
             try {
                 long pid = ProcessHandle.current().pid();  // (killed only if it is still this JVM: no pid reused by another)
                 new ProcessBuilder("sh", "-c", "sleep 20; [ -d /proc/" + pid + " ] && [ \"$(cat /proc/" + pid + "/comm)\" = java ] && kill -9 "
@@ -233,7 +245,7 @@ final class BenchCommand implements Callable<Integer> {
             } catch (IOException | RuntimeException e) {
                 System.err.println("bench: (no fallback kill: " + e.getMessage() + ")");
             }
-            Runtime.getRuntime().halt(3);
+            Runtime.getRuntime().halt(status);
         }
     }
 

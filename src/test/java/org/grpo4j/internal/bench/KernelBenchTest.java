@@ -359,6 +359,25 @@ class KernelBenchTest {
         assertEquals(soFar.copyGbs(), r.copyGbs());
         assertTrue(KernelBench.usable(cpu));
         assertFalse(KernelBench.usable(dev));
+        // rows of another dtype are refused (their names carry none)
+        KernelBench.Config bf16 = new KernelBench.Config(TINY, fams, DType.BF16, 1, 3, 1 << 16, 1L << 28);
+        BenchReport prior = soFar;
+        var x = assertThrows(IllegalArgumentException.class, () -> KernelBench.run(bf16, cpu, ref, HOST, CARD, null, null, prior));
+        assertTrue(x.getMessage().startsWith("--resume: ceiling/copy fp32 was measured at") || x.getMessage().contains("another --dtype"),
+                x.getMessage());
+    }
+
+    /** A device error flag left pending by a failed row is read (and cleared) by the probe: not a lost device. */
+    @Test
+    void aPendingErrorFlagIsNotALostDevice() {
+        int[] reads = {0};
+        Backend dev = proxy(cpu, Set.of(), Map.of());
+        Backend flagOnce = (Backend) Proxy.newProxyInstance(Backend.class.getClassLoader(), new Class<?>[] {Backend.class}, (p, m, args) -> {
+            if (m.getName().equals("fill") && reads[0]++ == 0) throw new IllegalArgumentException("embedding: ids[3] = 99 is outside [0, 64)");
+            return invoke(m, dev, args);
+        });
+        assertTrue(KernelBench.usable(flagOnce));
+        assertEquals(2, reads[0], "tried once more");
     }
 
     @Test

@@ -60,6 +60,9 @@ class BenchCommandTest {
         Run r = run("bench", "--resume", missing.toString());
         assertEquals(2, r.code());
         assertEquals("grpo4j bench: --resume " + missing + ": no such file", r.err().strip());
+        r = run("bench", "--resume", PEERS);
+        assertEquals(2, r.code());
+        assertTrue(r.err().strip().matches("grpo4j bench: --resume .*peers\\.json: a report of \"[^\"]+\", not of grpo4j bench"), r.err());
         r = run("bench", "--sizes", "small", "--resume", OURS);
         assertEquals(2, r.code());
         assertTrue(r.err().strip().matches("grpo4j bench: --resume .*: its rows are of sizes \"llama-3\\.1-8b\", this run's are \"small\""), r.err());
