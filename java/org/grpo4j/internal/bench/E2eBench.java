@@ -174,6 +174,11 @@ public final class E2eBench implements Callable<Integer> {
             description = "Skip the rows that would start after this many seconds (estimated from rows already measured); 0 = no limit.")
     double budget;
 
+    @Option(names = "--deadline", defaultValue = "0", paramLabel = "SECONDS",
+            description = "Stop the run when a row is still running this many seconds after the start: that row is written as an"
+                    + " error after the rows before it (--json) and the exit status is 3 (a hung kernel never returns); 0 = never.")
+    double deadline;
+
     @Option(names = "--seed", defaultValue = "1", description = "Seed of the random weights, ids and sampling (default: ${DEFAULT-VALUE}).")
     long seed;
 
@@ -192,7 +197,7 @@ public final class E2eBench implements Callable<Integer> {
 
     public static void main(String[] args) { System.exit(run(System.out, System.err, args)); }
 
-    /** Runs one command line and returns the exit status: 0, 1 (a row errored), 2 (bad input). */
+    /** Runs one command line and returns the exit status: 0, 1 (a row errored), 2 (bad input); 3 (--deadline) halts the JVM. */
     public static int run(PrintStream out, PrintStream err, String... args) {
         CommandLine cl = new CommandLine(new E2eBench(out, err));
         cl.setOut(new java.io.PrintWriter(out, true));
@@ -217,6 +222,7 @@ public final class E2eBench implements Callable<Integer> {
         if (warmup < 1) throw new IllegalArgumentException("--warmup must be >= 1, got " + warmup);
         if (rolloutReps < 1) throw new IllegalArgumentException("--rollout-reps must be >= 1, got " + rolloutReps);
         if (!(budget >= 0)) throw new IllegalArgumentException("--budget must be >= 0 seconds, got " + budget);
+        if (!(deadline >= 0)) throw new IllegalArgumentException("--deadline must be >= 0 seconds, got " + deadline);
         DType precision = switch (precisionName.toLowerCase(Locale.ROOT)) {
             case "bf16" -> DType.BF16;
             case "fp32" -> DType.FP32;
@@ -251,7 +257,13 @@ public final class E2eBench implements Callable<Integer> {
                         throw new IllegalArgumentException("--preset " + p + " on " + be.name() + " would take hours per step; it is a GPU benchmark (use --preset tiny on the CPU)");
             Settings st = new Settings(presets, sections, precision, warmup, reps, rolloutReps, checkpointing, budget, seed,
                     gpu ? 1L << 28 : 1L << 22, lmGrads, profileDir);
-            E2eReport rep = measure(be, st, card(be), stderr);
+            Deadline dl = new Deadline(json, deadline, 1000, stderr, () -> JvmHalt.halt(3, "E2eBench"));
+            E2eReport rep;
+            try {
+                rep = measure(be, st, card(be), stderr, dl);
+            } finally {
+                dl.stop();
+            }
             if (json != null) rep.write(json);
             E2eCompare.Result t = E2eCompare.table(rep);
             stdout.print(t.markdown());
@@ -358,7 +370,28 @@ public final class E2eBench implements Callable<Integer> {
     }
 
     /** Runs every planned task on {@code be}; progress lines go to {@code log}. */
-    public static E2eReport measure(Backend be, Settings st, Card card, PrintStream log) {
+    public static E2eReport measure(Backend be, Settings st, Card card, PrintStream log) { return measure(be, st, card, log, Watch.NONE); }
+
+    /**
+     * Sees a run between its rows: before each task, the report so far and the row that task gets if it never ends;
+     * after each row, the report so far. A JVM that dies or is stopped mid-run then leaves the rows measured.
+     */
+    public interface Watch {
+        void starting(E2eReport soFar, E2eReport.Row ifHung);
+
+        void finished(E2eReport soFar);
+
+        Watch NONE = new Watch() {
+            @Override
+            public void starting(E2eReport soFar, E2eReport.Row ifHung) {}
+
+            @Override
+            public void finished(E2eReport soFar) {}
+        };
+    }
+
+    /** As {@link #measure(Backend, Settings, Card, PrintStream)}, telling {@code watch} of each row. */
+    public static E2eReport measure(Backend be, Settings st, Card card, PrintStream log, Watch watch) {
         long t0 = System.nanoTime();
         Progress pr = new Progress(log, t0);
         pr.say("backend " + be.description() + "; precision " + st.precision().label() + "; presets " + String.join(", ", st.presets())
@@ -377,9 +410,12 @@ public final class E2eBench implements Callable<Integer> {
                     E2eReport.Row r = skipped(task, sh, st, String.format(Locale.ROOT, "--budget %.0f s: %.0f s elapsed%s", st.budgetSeconds(), elapsed,
                             est > 0 ? String.format(Locale.ROOT, ", about %.0f s more needed", est) : ""));
                     rows.add(r);
+                    watch.finished(report(be, card, st, copyGbs, rows));
                     pr.say(r.id() + (r.variant() == null ? "" : " [" + r.variant() + "]") + ": skipped (" + r.note() + ")");
                     continue;
                 }
+                watch.starting(report(be, card, st, copyGbs, rows), errorRow(task, sh, st, "did not finish (stopped by --deadline: a hung kernel, or a"
+                        + " row far over its estimate)"));
                 E2eReport.Row r;
                 try {
                     if (rig == null || !rig.preset.equals(task.preset())) {
@@ -408,6 +444,7 @@ public final class E2eBench implements Callable<Integer> {
                     }
                 }
                 rows.add(r);
+                watch.finished(report(be, card, st, copyGbs, rows));
                 if (r.ok() && task.section().equals(E2eReport.TRAIN) && !task.singleDz()) trainTokS.put(task.preset(), r.fig("tokens_per_s"));
                 if (r.ok() && task.section().equals(E2eReport.ROLLOUT) && task.graphs() && task.streams() == 1 && task.newTokens() == sh.newTokens().get(0))
                     rolloutS.put(task.preset(), r.medianMs() / 1e3);
@@ -417,9 +454,99 @@ public final class E2eBench implements Callable<Integer> {
             if (rig != null) rig.close();
         }
         pr.say(String.format(Locale.ROOT, "done in %.1f s", (System.nanoTime() - t0) / 1e9));
+        return report(be, card, st, copyGbs, rows);
+    }
+
+    private static E2eReport report(Backend be, Card card, Settings st, double copyGbs, List<E2eReport.Row> rows) {
         return new E2eReport("grpo4j", card.name(), card.driver(), card.runtime(), null, null, be.name(), st.precision().label(),
                 java.time.Instant.now().truncatedTo(java.time.temporal.ChronoUnit.SECONDS).toString(), false, copyGbs,
-                E2eWork.PEAK_TFLOPS, rows);
+                E2eWork.PEAK_TFLOPS, List.copyOf(rows));
+    }
+
+    /**
+     * The run's {@link Watch} from the command line: the report so far to {@code json} after every row ("complete":
+     * false; null: none), and, {@code deadlineSeconds} after it was made (0: never), the running task's error row
+     * after the rows before it, then {@code stop} (the JVM's end, exit status 3: a kernel that never finishes blocks its
+     * CUDA call for good, and the caller's timeout would kill the run with every row lost). Between rows nothing is
+     * stopped: the next task starts, and the deadline stops it.
+     */
+    static final class Deadline implements Watch {
+        private record Running(E2eReport soFar, E2eReport.Row ifHung) {}
+
+        private final Path json;
+        private final long deadlineNs, pollMs;
+        private final PrintStream log;
+        private final Runnable stop;
+        private final Thread thread;
+        private volatile Running running;
+        private volatile boolean fired;
+
+        Deadline(Path json, double deadlineSeconds, long pollMs, PrintStream log, Runnable stop) {
+            this.json = json;
+            this.deadlineNs = System.nanoTime() + (long) (deadlineSeconds * 1e9);
+            this.pollMs = pollMs;
+            this.log = log;
+            this.stop = stop;
+            thread = deadlineSeconds > 0 ? new Thread(this::watch, "e2e-deadline") : null;
+            if (thread != null) {
+                thread.setDaemon(true);
+                thread.start();
+            }
+        }
+
+        @Override
+        public void starting(E2eReport soFar, E2eReport.Row ifHung) { running = new Running(soFar, ifHung); }
+
+        @Override
+        public void finished(E2eReport soFar) {
+            running = null;
+            write(soFar);
+        }
+
+        /** (synchronized: the run's thread and the watcher write through one temporary file; none after the deadline's) */
+        private synchronized void write(E2eReport r) {
+            if (json == null || fired) return;
+            try {
+                r.write(json, false);
+            } catch (IOException e) {
+                throw new java.io.UncheckedIOException(json + ": " + e.getMessage(), e);
+            }
+        }
+
+        private void watch() {
+            try {
+                for (;;) {
+                    Thread.sleep(pollMs);
+                    Running r = running;
+                    if (r == null || System.nanoTime() < deadlineNs) continue;
+                    String where = "";
+                    synchronized (this) {
+                        if (json != null) {
+                            List<E2eReport.Row> rows = new ArrayList<>(r.soFar().rows());
+                            rows.add(r.ifHung());
+                            E2eReport s = r.soFar();
+                            try {
+                                new E2eReport(s.tool(), s.card(), s.driver(), s.runtime(), s.torch(), s.transformers(), s.backend(), s.precision(),
+                                        s.date(), s.fake(), s.copyGbs(), s.peakTflops(), rows).write(json, false);
+                                where = "; the rows before it are in " + json;
+                            } catch (IOException | RuntimeException e) {
+                                where = "; " + json + " could not be written: " + e.getMessage();
+                            }
+                        }
+                        fired = true;
+                    }
+                    log.println("E2eBench: " + r.ifHung().id() + (r.ifHung().variant() == null ? "" : " [" + r.ifHung().variant() + "]")
+                            + " still running at --deadline: stopping" + where);
+                    log.flush();
+                    stop.run();
+                    return;
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();  // stop(): the run ended
+            }
+        }
+
+        void stop() { if (thread != null) thread.interrupt(); }
     }
 
     /** Seconds a task should take, from rows already measured (0 when unknown: the task runs unless the budget is spent). */

@@ -78,7 +78,13 @@ public record E2eReport(String tool, String card, String driver, String runtime,
 
     // ---- writing --------------------------------------------------------------------------------------------------
 
-    public String toJson() {
+    public String toJson() { return toJson(true); }
+
+    /**
+     * With {@code complete} false ("complete": false in the file): the rows so far of a run that goes on, or that was
+     * stopped or died before its last row (read back like any report: the rows are the rows measured).
+     */
+    public String toJson(boolean complete) {
         ObjectNode o = ReportJson.JSON.createObjectNode();
         o.put("schema", SCHEMA);
         o.put("tool", tool);
@@ -91,6 +97,7 @@ public record E2eReport(String tool, String card, String driver, String runtime,
         o.put("precision", precision);
         o.put("date", date);
         o.put("fake", fake);
+        if (!complete) o.put("complete", false);
         if (copyGbs != null && Double.isFinite(copyGbs)) o.put("copy_gbs", copyGbs);
         o.put("peak_tflops", peakTflops);
         ArrayNode a = o.putArray("rows");
@@ -115,6 +122,9 @@ public record E2eReport(String tool, String card, String driver, String runtime,
 
     /** Writes the JSON through a temporary file and a rename, so an interrupted write never leaves half a file. */
     public void write(Path file) throws IOException { ReportJson.write(file, toJson()); }
+
+    /** As {@link #write(Path)}, marked complete or not. */
+    public void write(Path file, boolean complete) throws IOException { ReportJson.write(file, toJson(complete)); }
 
     // ---- reading --------------------------------------------------------------------------------------------------
 

@@ -235,18 +235,7 @@ final class BenchCommand implements Callable<Integer> {
         static void halt() { halt(3); }
 
         /** As {@link #halt()}, with exit status {@code status}. */
-        static void halt(int status) {
-            System.err.flush();
-            System.out.flush();
-            try {
-                long pid = ProcessHandle.current().pid();  // (killed only if it is still this JVM: no pid reused by another)
-                new ProcessBuilder("sh", "-c", "sleep 20; [ -d /proc/" + pid + " ] && [ \"$(cat /proc/" + pid + "/comm)\" = java ] && kill -9 "
-                        + pid).start();
-            } catch (IOException | RuntimeException e) {
-                System.err.println("bench: (no fallback kill: " + e.getMessage() + ")");
-            }
-            Runtime.getRuntime().halt(status);
-        }
+        static void halt(int status) { org.grpo4j.internal.bench.JvmHalt.halt(status, "bench"); }
     }
 
     static String summary(BenchRow r) {

@@ -158,6 +158,85 @@ class E2eBenchTest {
         assertTrue(r.out().contains("7 rows: 0 errors, 7 skipped"), r.out());
     }
 
+    /**
+     * The watch sees the report grow by one row after each row (so a JVM that dies mid-run leaves the rows so far in
+     * --json), and before each task that runs, the rows before it.
+     */
+    @Test
+    void theWatchSeesTheRowsSoFarAfterEachRow() {
+        E2eBench.Settings st = new E2eBench.Settings(List.of("tiny"), List.of("train", "grpo"), org.grpo4j.internal.backend.DType.BF16, 1, 5, 1,
+                false, 0, 1, 1L << 16, List.of("split", "single"));
+        List<Integer> before = new java.util.ArrayList<>(), after = new java.util.ArrayList<>();
+        List<String> hung = new java.util.ArrayList<>();
+        E2eReport rep;
+        try (org.grpo4j.internal.backend.CpuBackend be = new org.grpo4j.internal.backend.CpuBackend()) {
+            rep = E2eBench.measure(be, st, E2eBench.card(be), null, new E2eBench.Watch() {
+                @Override
+                public void starting(E2eReport soFar, E2eReport.Row ifHung) {
+                    before.add(soFar.rows().size());
+                    hung.add(ifHung.id() + (ifHung.variant() == null ? "" : " [" + ifHung.variant() + "]") + " " + ifHung.status());
+                }
+
+                @Override
+                public void finished(E2eReport soFar) { after.add(soFar.rows().size()); }
+            });
+        }
+        // train (split), train (single dz: skipped by the CPU backend), grpo
+        assertEquals(3, rep.rows().size());
+        assertEquals(List.of(1, 2, 3), after);
+        assertEquals(List.of(0, 1, 2), before);
+        assertEquals(List.of("train/tiny/4x64 error", "train/tiny/4x64 [dz bf16] error", "grpo/tiny/4x4 error"), hung);
+    }
+
+    /**
+     * --deadline: a row still running at the deadline is written as an error after the rows before it ("complete":
+     * false), stop runs once (the JVM's end in a real run; here the run goes on), and nothing overwrites that file.
+     */
+    @Test
+    void aRowPastTheDeadlineIsWrittenAsAnErrorAfterTheRowsBeforeIt(@TempDir Path tmp) throws Exception {
+        E2eBench.Settings st = new E2eBench.Settings(List.of("tiny"), List.of("train", "grpo"), org.grpo4j.internal.backend.DType.BF16, 1, 5, 1,
+                false, 0, 1, 1L << 16, List.of("split"));
+        Path json = tmp.resolve("ours.json");
+        java.util.concurrent.atomic.AtomicInteger stops = new java.util.concurrent.atomic.AtomicInteger();
+        ByteArrayOutputStream log = new ByteArrayOutputStream();
+        java.util.concurrent.CountDownLatch stopped = new java.util.concurrent.CountDownLatch(1);
+        E2eBench.Deadline dl = new E2eBench.Deadline(json, 1e-3, 5, new PrintStream(log, true), () -> {
+            stops.incrementAndGet();
+            stopped.countDown();
+        });
+        try (org.grpo4j.internal.backend.CpuBackend be = new org.grpo4j.internal.backend.CpuBackend()) {
+            // the training row first, with the deadline already past: the watcher stops it (the CPU row takes far
+            // longer than the 5 ms poll; the latch holds the row until the watcher has written)
+            E2eBench.measure(be, st, E2eBench.card(be), null, new E2eBench.Watch() {
+                @Override
+                public void starting(E2eReport soFar, E2eReport.Row ifHung) {
+                    dl.starting(soFar, ifHung);
+                    try {
+                        assertTrue(stopped.await(30, java.util.concurrent.TimeUnit.SECONDS), "the deadline's watcher never fired");
+                    } catch (InterruptedException e) {
+                        throw new AssertionError(e);
+                    }
+                }
+
+                @Override
+                public void finished(E2eReport soFar) { dl.finished(soFar); }
+            });
+        } finally {
+            dl.stop();
+        }
+        assertEquals(1, stops.get());
+        String text = Files.readString(json);
+        assertTrue(text.contains("\"complete\" : false") || text.contains("\"complete\":false"), text);
+        E2eReport rep = E2eReport.read(json);
+        assertEquals(1, rep.rows().size(), "the first row only: the finished rows after the deadline are not written");
+        E2eReport.Row r = rep.rows().get(0);
+        assertEquals("train/tiny/4x64", r.id());
+        assertEquals(E2eReport.ERROR, r.status());
+        assertTrue(r.note().contains("stopped by --deadline"), r.note());
+        assertTrue(log.toString().contains("E2eBench: train/tiny/4x64 still running at --deadline: stopping; the rows before it are in " + json),
+                log.toString());
+    }
+
     @Test
     void estimatesGrowWithTheWork() {
         E2eBench.Shapes sh = E2eBench.ISSUE;
@@ -180,6 +259,7 @@ class E2eBenchTest {
             {new String[] {"cpu", "--precision", "fp16"}, "unknown --precision \"fp16\" (valid: bf16, fp32)"},
             {new String[] {"cpu", "--reps", "3"}, "--reps must be >= 5"},
             {new String[] {"cpu", "--budget", "-1"}, "--budget must be >= 0"},
+            {new String[] {"cpu", "--deadline", "-1"}, "--deadline must be >= 0"},
             {new String[] {"cpu", "--lmhead-grad", "fp8"}, "unknown --lmhead-grad \"fp8\" (valid: split, single)"},
             {new String[] {"tpu"}, "unknown backend \"tpu\""},
             {new String[] {"cpu", "--out", tmp.toString()}, "--out goes with --compare"},
