@@ -8,7 +8,9 @@
 // top-k / top-p: the threshold search of sampling.cuh (histogram passes over the row in shared memory, the domain
 // narrowing until one key is left; once the domain holds <= CAP tokens they are copied to shared memory and the
 // remaining passes read only those), then the draw in vocabulary order (filtered_draw: one barrier-free read of the
-// row in 32 contiguous parts, then the part holding the target again, narrower).
+// row in 32 contiguous parts, then the part holding the target again, narrower). top-p alone: its target from pass
+// A's tiles, then one candidate pass keeps the tokens of the first search pass's bins >= b0 in a shared-memory list
+// (b0 from log S and the tiles' maxima: cand_bin), and the search and the draw run from the list.
 // Every reduction is over integers or keys (order-free), so the kernel is deterministic and its host twin
 // (g4_host_sample_row) reproduces its tokens exactly.
 #include "sampling.cuh"
@@ -23,10 +25,7 @@ constexpr int HU = 8;  // histogram passes over the row: loads in flight a threa
 static_assert(BLOCK == 1024, "pass A reduces the per-warp slots with one lane per warp: 32 warps");
 
 struct Shared {
-    union {
-        u64 tile_s[MAX_TILES];   // pass A: each tile's fixed-point mass
-        float tile_e[MAX_TILES]; // top-p alone: its estimate in fp32 (fast exps), for the candidate pass's b0 only
-    };
+    u64 tile_s[MAX_TILES];   // pass A: each tile's fixed-point mass
     float tile_m[MAX_TILES];
     u64 gmax[G][BLOCK / 32], gsum[G][BLOCK / 32];  // pass A: per tile of a group, each warp's max key and mass
     u32 wkmin[BLOCK / 32];                          // and each warp's min key
@@ -42,12 +41,10 @@ struct Shared {
     int collect, from_list, bnd, token;
     u64 bnd_gc, bnd_gm;
     // top-p's candidate list (dynamic shared memory, one segment of seg tokens a warp): each warp's count (past seg:
-    // the list is incomplete), the mass of the tokens left out, and the candidate pass's lowest bin
+    // the list is incomplete); the largest tile maximum whose tile_top_mass reaches the target (cand_bin's kq)
     u32 wcnt[32];
-    u64 cand_below;
+    u32 kq;
     double u, log_s;  // the row's uniform and log S
-    u64 total;        // the first mass-mode pass's total mass (top-p alone: log S from it)
-    int cand_b0;
     // the filtered draw: per-warp range sums, and the range picked (thread 0)
     u64 wmass[32];
     u32 wties[32];
@@ -62,16 +59,6 @@ __device__ inline u64 warp_max_u64(u64 x) {
 }
 __device__ inline u32 warp_min_u32(u32 x) {
     for (int o = 16; o > 0; o >>= 1) { u32 y = __shfl_xor_sync(0xffffffffu, x, o); x = y < x ? y : x; }
-    return x;
-}
-// exp((x - m)/T) by the fast exp (an estimate, for top-p's b0 only): m >= x; x == m gives 1 (also for a huge 1/T),
-// -inf gives 0 (also when m is -inf).
-__device__ inline float est_exp(float x, float m, float inv_t) {
-    return x == u2f(0xFF800000u) ? 0.f : (x == m ? 1.f : __expf((x - m) * inv_t));
-}
-
-__device__ inline float warp_sum_f32(float x) {
-    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
     return x;
 }
 __device__ inline u64 warp_sum_u64(u64 x) {
@@ -115,10 +102,11 @@ __device__ u64 block_scan(u64 x, u64* total, u64* part) {
 template <typename T>
 __device__ inline float load(const T* row, int j) { return clean(to_f32(row[j])); }
 
-// The boundary bin of the histogram just filled (suffix sums from the top bin) and the selection's next state. From
-// the candidate list's first pass (from_list 2, linear bins): its target counts the mass left out of the list, and a
-// boundary under the list's lowest bin b0 (never, by cand_b0's bound, but rounding) sends the search back to the row,
-// where the next pass redoes this one over all bins with the same target.
+// The boundary bin of the histogram just filled (suffix sums from the top bin) and the selection's next state. The
+// first pass of a mass selection over its whole domain sets its target (top_p of the domain's mass, or mass_target's
+// bound on a preset one). From the candidate list's first pass (from_list 2, linear bins; the target preset, the list
+// holds the bins >= b0): no boundary among those bins (a boundary under b0: the tiles' bound makes it impossible, and
+// cand_b0's makes it rare) sends the search back to the row, where the next pass redoes this one over all bins.
 __device__ void hist_finish(Shared& sm, const Sel& sel, int collect, int from_list, float top_p) {
     const int tid = threadIdx.x;
     const bool cand = from_list == 2 && sel.linear;
@@ -127,8 +115,7 @@ __device__ void hist_finish(Shared& sm, const Sel& sel, int collect, int from_li
     u64 c = sm.cnt[b], m = sm.mass[b], tc, tm;
     u64 ec = block_scan(c, &tc, sm.scan), em = block_scan(m, &tm, sm.scan);
     Sel s2 = sel;
-    const u64 total = tm + (cand ? sm.cand_below : 0);
-    if (s2.t < 0) s2.t = dmul_rn((double) top_p, (double) total);  // the first mass-mode pass: top_p of the domain's mass
+    if (s2.mass_mode && s2.linear && !cand) s2.t = s2.t < 0 ? dmul_rn((double) top_p, (double) tm) : mass_target(s2.t, tm);
     u64 gc = ec - c, gm = em - m;
     if (!sel_q(s2, s2.above_cnt + gc, s2.above_mass + gm) && sel_q(s2, s2.above_cnt + ec, s2.above_mass + em)) {
         sm.bnd = b;
@@ -138,10 +125,9 @@ __device__ void hist_finish(Shared& sm, const Sel& sel, int collect, int from_li
     __syncthreads();
     if (tid == 0) {
         int bb = sm.bnd;
-        if (sel.t < 0) sm.total = total;
         sm.sel.t = s2.t;
         if (bb < 0) {
-            if (cand && sm.cand_b0 > 0) sm.from_list = 0;
+            if (cand) sm.from_list = 0;
             else sel_fail(sm.sel);
         } else {
             sel_advance(sm.sel, sm.bnd_gc, sm.bnd_gm, sm.cnt[bb], sm.bmin[bb], sm.bmax[bb]);
@@ -164,24 +150,21 @@ __device__ inline void hist_clear(Shared& sm) {
     sm.bmax[tid] = 0;
 }
 
-// The candidate pass (top-p alone, before its search): one read of the row that keeps the tokens of the first pass's
-// bins >= b0, key and index, in the list, warp w's in its own segment [w seg, (w + 1) seg) (slots from its ballots:
-// no atomics), and sums the others' masses in registers. The list in hand, the first pass histograms it (from_list
-// 2): the same bins >= b0 as over the row, the same target, so the same boundary. A warp with more than seg
-// candidates leaves the list incomplete; the search then runs over the row.
+// The candidate pass (top-p alone, before its search): one read of the row that keeps the tokens with key >= kc (the
+// first pass's bins >= b0: cand_key), key and index, in the list, warp w's in its own segment [w seg, (w + 1) seg)
+// (slots from its ballots: no atomics). No mass is computed here: the target came from pass A's tiles, and the list
+// holds whole bins. The list in hand, the first pass histograms it (from_list 2): the same bins >= b0 as over the
+// row, the same target, so the same boundary. A warp with more than seg candidates leaves the list incomplete; the
+// search then runs over the row.
 template <typename T>
-__device__ void candidate_pass(Shared& sm, const T* row, int v, float xmax, float inv_t, int sh, float bpu, int b0,
-                               u32* ckeys, u32* cidx, int seg) {
-    const Sel sel = sm.sel;
+__device__ void candidate_pass(Shared& sm, const T* row, int v, u32 kc, u32* ckeys, u32* cidx, int seg) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const unsigned lower = (1u << lane) - 1u;
     u32 n = 0;  // this warp's candidates so far (the same in every lane)
-    u64 below = 0;
     // From the row's end back to its start (a warp-uniform trip count: the ballots see whole warps): pass A has just
     // read the row front to back, so its end is the likeliest part to be still in L2 (132 rows of 513 KB in flight
     // are more than the H100's or H200's 50 MB; read front to back again, an LRU-like cache would have evicted each
-    // part just before it is wanted). The order changes nothing else: the sums are integers and each token's slot
-    // is in its warp's segment.
+    // part just before it is wanted). The order changes nothing else: each token's slot is in its warp's segment.
     for (int base = (v - 1) / (BLOCK * HU) * (BLOCK * HU); base >= 0; base -= BLOCK * HU) {
         float xs[HU];
 #pragma unroll
@@ -189,35 +172,23 @@ __device__ void candidate_pass(Shared& sm, const T* row, int v, float xmax, floa
 #pragma unroll
         for (int u = 0; u < HU; u++) {
             const int j = base + u * BLOCK + tid;
-            const u32 key = key_of(xs[u]);
-            const u64 g = j < v ? weight(xs[u], xmax, inv_t, sh) : 0;
-            const bool in = j < v && sel_in(sel, key, g);
-            const bool keep = in && sel_bin(sel, key, xs[u], xmax, inv_t, bpu) >= b0;
-            if (in && !keep) below += g;
+            const bool keep = j < v && key_of(xs[u]) >= kc;
             const unsigned bal = __ballot_sync(0xffffffffu, keep);
-            const u32 at = n + (u32) __popc(bal & lower);
-            if (keep && at < (u32) seg) {
-                ckeys[warp * seg + at] = key;
-                cidx[warp * seg + at] = (u32) j;
+            if (bal) {  // (warp-uniform; on a peaked row, few warps of a pass have a candidate)
+                const u32 at = n + (u32) __popc(bal & lower);
+                if (keep && at < (u32) seg) {
+                    ckeys[warp * seg + at] = key_of(xs[u]);
+                    cidx[warp * seg + at] = (u32) j;
+                }
+                n += (u32) __popc(bal);
             }
-            n += (u32) __popc(bal);
         }
     }
-    below = warp_sum_u64(below);
-    if (lane == 0) {
-        sm.wmass[warp] = below;
-        sm.wcnt[warp] = n;
-    }
+    if (lane == 0) sm.wcnt[warp] = n;
     __syncthreads();
     if (tid == 0) {
-        u64 m = 0;
         int full = 1;
-        for (int w = 0; w < BLOCK / 32; w++) {
-            m += sm.wmass[w];
-            full &= sm.wcnt[w] <= (u32) seg;
-        }
-        sm.cand_below = m;
-        sm.cand_b0 = b0;
+        for (int w = 0; w < BLOCK / 32; w++) full &= sm.wcnt[w] <= (u32) seg;
         sm.from_list = full ? 2 : 0;
     }
     __syncthreads();
@@ -414,12 +385,10 @@ __device__ int list_draw(Shared& sm, const u32* ckeys, const u32* cidx, int seg,
 
 // lcap: the candidate list's capacity in tokens (a multiple of 32: segments of lcap / 32 a warp), in 8 * lcap bytes
 // of dynamic shared memory (0: no list); b0_bias moves the candidate pass's lowest bin (tests of the redo; 0
-// otherwise). TOPP: the spec is top-p alone (T > 0, no top-k, top_p < 1); pass A then finds the tiles' maxima only,
-// with fp32 estimates of their masses (fast exps) for the candidate pass's b0, and log S comes from the search's
-// exact fixed-point total, so no token's mass is computed twice in fixed point.
+// otherwise).
 // rows: block i samples row rows[i] (a group of rows sharing one spec, Backend.sample with per-row specs), or row i
 // when null.
-template <typename T, bool TOPP>
+template <typename T>
 __global__ void __launch_bounds__(BLOCK, 1)
 sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, const int* rows, int v, Spec sp, u64 seed,
               int lcap, int b0_bias) {
@@ -482,19 +451,11 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
             for (int g = 0; g < G; g++) {
                 mb[g] = warp_max_u64(sm.gmax[g][lane]);  // the tile's max, in every thread
                 const float m = value_of((u32) (mb[g] >> 32));
-                if (TOPP) {  // an estimate: exp((x - m)/T) by the fast exp, in fp32 (x == m gives 1, -inf 0)
-                    float e = 0.f;
+                sum[g] = 0;
 #pragma unroll
-                    for (int i = 0; i < ITEMS; i++)
-                        if (s0 + g < nt && (s0 + g) * TILE + i * BLOCK + tid < v) e += est_exp(x[g][i], m, sp.inv_t);
-                    sum[g] = __float_as_uint(warp_sum_f32(e));
-                } else {
-                    sum[g] = 0;
-#pragma unroll
-                    for (int i = 0; i < ITEMS; i++)
-                        if (s0 + g < nt && (s0 + g) * TILE + i * BLOCK + tid < v) sum[g] += fixp(rel_exp(x[g][i], m, sp.inv_t), SH_TILE);
-                    sum[g] = warp_sum_u64(sum[g]);
-                }
+                for (int i = 0; i < ITEMS; i++)
+                    if (s0 + g < nt && (s0 + g) * TILE + i * BLOCK + tid < v) sum[g] += fixp(rel_exp(x[g][i], m, sp.inv_t), SH_TILE);
+                sum[g] = warp_sum_u64(sum[g]);
                 if (lane == 0) sm.gsum[g][warp] = sum[g];
                 best = mb[g] > best ? mb[g] : best;
             }
@@ -502,18 +463,10 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
             if (warp == 0) {
 #pragma unroll
                 for (int g = 0; g < G; g++) {
-                    if (TOPP) {
-                        const float total = warp_sum_f32(__uint_as_float((u32) sm.gsum[g][lane]));
-                        if (lane == 0 && s0 + g < nt) {
-                            sm.tile_m[s0 + g] = value_of((u32) (mb[g] >> 32));
-                            sm.tile_e[s0 + g] = total;
-                        }
-                    } else {
-                        const u64 total = warp_sum_u64(sm.gsum[g][lane]);
-                        if (lane == 0 && s0 + g < nt) {
-                            sm.tile_m[s0 + g] = value_of((u32) (mb[g] >> 32));
-                            sm.tile_s[s0 + g] = total;
-                        }
+                    const u64 total = warp_sum_u64(sm.gsum[g][lane]);
+                    if (lane == 0 && s0 + g < nt) {
+                        sm.tile_m[s0 + g] = value_of((u32) (mb[g] >> 32));
+                        sm.tile_s[s0 + g] = total;
                     }
                 }
             }
@@ -541,17 +494,10 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
         return;
     }
     const double u = philox_uniform(seed, ctr[2 * r], ctr[2 * r + 1]);
-    TilePick pick = {0, 0, 0.0};
-    if (!TOPP) pick = tile_pick(sm.tile_m, sm.tile_s, nt, xmax, sp.inv_t, u);  // every thread, same result
+    const TilePick pick = tile_pick(sm.tile_m, sm.tile_s, nt, xmax, sp.inv_t, u);  // every thread, same result
     if (tid == 0) {  // kept here, not in registers, across the threshold search (read after its barriers)
         sm.u = u;
-        if (TOPP) {  // log S estimated from the tiles' estimates: b0's only
-            float e = 0.f;
-            for (int t = 0; t < nt; t++) e += sm.tile_e[t] * est_exp(sm.tile_m[t], xmax, sp.inv_t);
-            sm.log_s = log((double) e);
-        } else {
-            sm.log_s = pick.log_s;
-        }
+        sm.log_s = pick.log_s;
     }
 
     if (sp.top_k == 0 && !(sp.top_p < 1.f)) {
@@ -573,7 +519,7 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
         const float bpu = bins_per_unit(sh);
         u32 tau, c;
         u64 kept;
-        auto run = [&](Sel s0, u32 dom_cnt, int b0) {  // b0 >= 0: start with the candidate pass
+        auto run = [&](Sel s0, u32 dom_cnt, bool cand, u32 kc) {  // cand: start with the candidate pass (key >= kc)
             __syncthreads();  // every thread has read the previous selection's result
             if (tid == 0) {
                 sm.sel = s0;
@@ -581,11 +527,11 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
                 sm.collect = dom_cnt <= (u32) CAP;
             }
             __syncthreads();
-            if (b0 >= 0) candidate_pass(sm, row, v, xmax, sp.inv_t, sh, bpu, b0, ckeys, cidx, seg);
+            if (cand) candidate_pass(sm, row, v, kc, ckeys, cidx, seg);
             while (!sm.sel.done) hist_pass(sm, row, v, xmax, sp.inv_t, sp.top_p, sh, bpu, ckeys, seg);
         };
         if (sp.top_k > 0) {
-            run(sel_count(kmin, kmax, (u32) sp.top_k), (u32) v, -1);
+            run(sel_count(kmin, kmax, (u32) sp.top_k), (u32) v, false, 0u);
             const Sel sk = sm.sel;
             tau = sk.tau;
             c = (u32) sp.top_k - sk.above_cnt;
@@ -594,7 +540,7 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
             if (sp.top_p < 1.f) {
                 double t = dmul_rn((double) sp.top_p, (double) kept);
                 if ((double) sk.above_mass >= t) {
-                    run(sel_mass(tau + 1, kmax, t), 0xFFFFFFFFu, -1);
+                    run(sel_mass(tau + 1, kmax, t), 0xFFFFFFFFu, false, 0u);
                     const Sel s2 = sm.sel;
                     u64 g2 = weight(value_of(s2.tau), xmax, sp.inv_t, sh);
                     tau = s2.tau;
@@ -606,10 +552,22 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
                 }
             }
         } else {
-            // top-p alone: the candidate pass first, when the device gave the list room
-            __syncthreads();  // sm.log_s (the estimate)
-            const int b0 = seg > 0 ? min(max(cand_b0(v, sp.top_p, sm.log_s, bpu) + b0_bias, 0), BINS - 1) : -1;
-            run(sel_mass(kmin, kmax, -1.0), 0xFFFFFFFFu, b0);
+            // top-p alone: the target from pass A's tiles (every thread), then the candidate pass first, when the
+            // device gave the list room. Its lowest bin from the tiles' maxima (cand_bin): thread q < nt sums the
+            // masses of the maxima at or above tile q's (held in sm.mass, free until the first histogram), and the
+            // largest maximum whose sum reaches the target bounds the boundary from below.
+            const double t = top_p_target(sm.tile_m, sm.tile_s, nt, xmax, sp.inv_t, sp.top_p, sh);
+            u32 kc = 0;
+            if (seg > 0) {
+                if (tid < nt) sm.mass[tid] = weight(sm.tile_m[tid], xmax, sp.inv_t, sh);
+                if (tid == 0) sm.kq = 0;
+                __syncthreads();
+                if (tid < nt && (double) tile_top_mass(sm.tile_m, sm.mass, nt, tid) >= t) atomicMax(&sm.kq, key_of(sm.tile_m[tid]));
+                __syncthreads();
+                const int b0 = min(max(cand_bin(v, sp.top_p, pick.log_s, bpu, sm.kq, xmax, sp.inv_t) + b0_bias, 0), BINS - 1);
+                kc = cand_key(b0, kmin, kmax, xmax, sp.inv_t, bpu);  // (every thread: the same key)
+            }
+            run(sel_mass(kmin, kmax, t), 0xFFFFFFFFu, seg > 0, kc);
             const Sel s1 = sm.sel;
             u64 g = weight(value_of(s1.tau), xmax, sp.inv_t, sh);
             tau = s1.tau;
@@ -627,9 +585,7 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
     if (tid == 0) {
         int tok = sm.token;  // >= 0 always (r < the kept mass); -1 with a NaN logprob would flag a broken invariant
         tokens[r] = tok;
-        // top-p alone: log S from the search's exact total (pass A had estimates only)
-        const double log_s = TOPP ? log_s_fixed(sm.total, row_shift(v)) : sm.log_s;
-        logprobs[r] = tok < 0 ? __int_as_float(0x7fffffff) : (float) logprob(load(row, tok), xmax, sp.inv_t_d, log_s);
+        logprobs[r] = tok < 0 ? __int_as_float(0x7fffffff) : (float) logprob(load(row, tok), xmax, sp.inv_t_d, sm.log_s);
     }
 }
 
@@ -655,25 +611,17 @@ static int list_cap() {
     return cap >= LIST_MIN ? cap : 0;
 }
 
-template <typename T, bool TOPP>
+template <typename T>
 static int launch_sample(int* tok, float* lp, const T* x, const int* c, const int* rows, int b, int v, const Spec& sp,
                          u64 seed, int lcap, int b0_bias, cudaStream_t st) {
     size_t smem = (size_t) lcap * 8;
-    if (smem > 0 && cudaFuncSetAttribute(sample_kernel<T, TOPP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int) smem) !=
-                    cudaSuccess) {
+    if (smem > 0 && cudaFuncSetAttribute(sample_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int) smem) != cudaSuccess) {
         (void) cudaGetLastError();  // the device refused the list's memory: sample without the list (the same tokens)
         lcap = 0;
         smem = 0;
     }
-    sample_kernel<T, TOPP><<<b, BLOCK, smem, st>>>(tok, lp, x, c, rows, v, sp, seed, lcap, b0_bias);
+    sample_kernel<T><<<b, BLOCK, smem, st>>>(tok, lp, x, c, rows, v, sp, seed, lcap, b0_bias);
     return launched();
-}
-
-template <typename T>
-static int launch_sample(int* tok, float* lp, const T* x, const int* c, const int* rows, int b, int v, const Spec& sp,
-                         u64 seed, int lcap, int b0_bias, cudaStream_t st) {
-    if (top_p_alone(sp)) return launch_sample<T, true>(tok, lp, x, c, rows, b, v, sp, seed, lcap, b0_bias, st);
-    return launch_sample<T, false>(tok, lp, x, c, rows, b, v, sp, seed, lcap, b0_bias, st);
 }
 
 // b blocks: rows 0..b-1, or the b rows listed in `rows` (device int32; 0: none).

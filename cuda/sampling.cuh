@@ -94,9 +94,15 @@ __host__ __device__ inline double tile_factor(float m, float xmax, float inv_t) 
 
 struct TilePick { int s; u64 r; double log_s; };
 
-__host__ __device__ inline TilePick tile_pick(const float* tm, const u64* ts, int nt, float xmax, float inv_t, double u) {
+// sum_s W_s in tile units (2^SH_TILE), in tile order.
+__host__ __device__ inline double tile_total(const float* tm, const u64* ts, int nt, float xmax, float inv_t) {
     double total = 0;
     for (int s = 0; s < nt; s++) total = dadd_rn(total, dmul_rn((double) ts[s], tile_factor(tm[s], xmax, inv_t)));
+    return total;
+}
+
+__host__ __device__ inline TilePick tile_pick(const float* tm, const u64* ts, int nt, float xmax, float inv_t, double u) {
+    const double total = tile_total(tm, ts, nt, xmax, inv_t);
     TilePick p;
     p.log_s = dsub_rn(log(total), SH_TILE * 0.69314718055994530942);
     double target = dmul_rn(u, total), prefix = 0;
@@ -186,6 +192,59 @@ __host__ __device__ inline int cand_b0(int v, float top_p, double log_s, float b
     return from_top >= 0 ? BINS - 1 - (int) from_top : BINS - 1;  // (from_top < 0 only for a top_p outside (0, 1))
 }
 
+// top-p alone: the mass target t = top_p x S in the row's units (2^sh), S from pass A's tiles (tile_total, rescaled by
+// a power of two: exact). Every token's mass is computed once, in pass A; the search's own sum over the row would
+// differ from S in rounding only (<= 1 ulp of fp32 a token), and a search pass whose domain holds less than t (top_p
+// within rounding of 1) takes its total as the target (mass_target).
+__host__ __device__ inline double top_p_target(const float* tm, const u64* ts, int nt, float xmax, float inv_t, float top_p, int sh) {
+    const double total = dmul_rn(tile_total(tm, ts, nt, xmax, inv_t), ldexp(1.0, sh - SH_TILE));
+    return dmul_rn((double) top_p, total);
+}
+
+// The target of a mass selection's first pass over its whole domain (the row, or a copy of the domain) of mass
+// total: t, or total where rounding put t above it (then every token is kept, as top_p -> 1 keeps them).
+__host__ __device__ inline double mass_target(double t, u64 total) { return t > (double) total ? (double) total : t; }
+
+// The mass of the tiles' maxima at or above tile s's maximum: sum of e[r] over the tiles r with key(tm[r]) >=
+// key(tm[s]), e[r] = weight(tm[r], xmax, inv_t, sh).
+__host__ __device__ inline u64 tile_top_mass(const float* tm, const u64* e, int nt, int s) {
+    const u32 ks = key_of(tm[s]);
+    u64 m = 0;
+    for (int r = 0; r < nt; r++) m += key_of(tm[r]) >= ks ? e[r] : 0;
+    return m;
+}
+
+// top-p alone: the candidate list's lowest bin of the first (linear) pass. The larger of two bounds:
+// - cand_b0's, from log S (a token below (1 - top_p) / V of the mass is never kept);
+// - the tiles' maxima: kq, the largest key among the tiles' maxima whose tile_top_mass reaches t (0: none). Those
+//   maxima are distinct tokens, so the mass at or above kq is at least t, and the boundary bin of the first pass is
+//   at or above bin(kq). On a peaked row (an LLM's, or N(0, 4^2) at V = 128,256, whose 0.9-nucleus is ~24 tokens) it
+//   is a few bins from the top, where cand_b0 keeps ~10,000 tokens.
+// Either way the kernel checks that the boundary lies in the list and redoes the pass over the row when it does not.
+__host__ __device__ inline int cand_bin(int v, float top_p, double log_s, float bpu, u32 kq, float xmax, float inv_t) {
+    int b0 = cand_b0(v, top_p, log_s, bpu);
+    if (kq != 0) {
+        const Sel first = {0u, 0u, 0u, 0ull, 0u, 0.0, 1, 1, 0, 0u, 0u};  // (a first mass-mode pass: linear bins)
+        const int bq = sel_bin(first, kq, value_of(kq), xmax, inv_t, bpu);
+        b0 = bq > b0 ? bq : b0;
+    }
+    return b0;
+}
+
+// The smallest key in [kmin, kmax] whose linear bin is >= b0 (kmax's bin is BINS - 1): the candidate pass keeps the
+// tokens with key >= it, exactly the tokens of bins >= b0 (the bin is monotone in the key), with one integer compare a
+// token.
+__host__ __device__ inline u32 cand_key(int b0, u32 kmin, u32 kmax, float xmax, float inv_t, float bpu) {
+    const Sel first = {0u, 0u, 0u, 0ull, 0u, 0.0, 1, 1, 0, 0u, 0u};
+    u32 lo = kmin, hi = kmax;  // invariant: bin(hi) >= b0
+    while (lo < hi) {
+        const u32 mid = lo + (hi - lo) / 2;
+        if (sel_bin(first, mid, value_of(mid), xmax, inv_t, bpu) >= b0) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo;
+}
+
 // The boundary bin found: narrows the domain or finishes.
 __host__ __device__ inline void sel_advance(Sel& s, u64 gt_cnt, u64 gt_mass, u32 cnt_b, u32 kmin_b, u32 kmax_b) {
     s.above_cnt += (u32) gt_cnt;
@@ -232,8 +291,6 @@ __host__ __device__ inline double logprob(float x, float xmax, double inv_t, dou
     return x == xmax ? -log_s : dsub_rn(dmul_rn(dsub_rn((double) x, (double) xmax), inv_t), log_s);
 }
 
-// log S from the row's fixed-point total mass sum_j round(exp((x_j - xmax)/T) 2^sh) (top-p alone).
-__host__ __device__ inline double log_s_fixed(u64 total, int sh) { return dsub_rn(log((double) total), sh * 0.69314718055994530942); }
 
 // The spec's scalars as the kernel uses them.
 struct Spec {
@@ -264,15 +321,13 @@ __host__ __device__ inline bool top_p_alone(const Spec& s) { return s.temperatur
 // if not null, receives 1 for the tokens of the kept set (all with mass > 0 when there is no filter), else 0.
 // Returns how many times the kernel reads the row after pass A, the draw included (shared-memory passes not counted;
 // 0 without a filter, whose draw re-reads one tile).
-inline int host_sample_row(const float* row, int v, float temperature, int top_k, float top_p, double u, int* token,
-                           double* lp, int* kept) {
+// Pass A on the host: each tile's max (tm) and fixed-point mass (ts), the row's max key packed with its lowest index
+// (*best) and its min key (*kmin).
+inline void host_tiles(const float* row, int v, float inv_t, float* tm, u64* ts, u64* best, u32* kmin) {
     using namespace smp;
-    Spec sp = make_spec(temperature, top_k, top_p, v);
-    int nt = (v + TILE - 1) / TILE;
-    float* tm = new float[nt];
-    u64* ts = new u64[nt];
-    u64 best = 0;
-    u32 kmin = 0xFFFFFFFFu;
+    const int nt = (v + TILE - 1) / TILE;
+    *best = 0;
+    *kmin = 0xFFFFFFFFu;
     for (int s = 0; s < nt; s++) {
         int a = s * TILE, b = a + TILE < v ? a + TILE : v;
         u64 tb = 0;
@@ -280,15 +335,69 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
             u32 key = key_of(clean(row[j]));
             u64 packed = ((u64) key << 32) | (u64) (~(u32) j);
             if (packed > tb) tb = packed;
-            if (key < kmin) kmin = key;
+            if (key < *kmin) *kmin = key;
         }
         float m = value_of((u32) (tb >> 32));
         u64 sum = 0;
-        for (int j = a; j < b; j++) sum += fixp(rel_exp(clean(row[j]), m, sp.inv_t), SH_TILE);
+        for (int j = a; j < b; j++) sum += fixp(rel_exp(clean(row[j]), m, inv_t), SH_TILE);
         tm[s] = m;
         ts[s] = sum;
-        if (tb > best) best = tb;
+        if (tb > *best) *best = tb;
     }
+}
+
+// top-p alone, on a row with a finite max: the candidate pass's key kc (the kernel's, before b0_bias): cand_bin from
+// log S and the tiles' maxima, then cand_key.
+inline u32 host_cand_key(const float* tm, const u64* ts, int nt, int v, const smp::Spec& sp, float xmax, u32 kmin, u32 kmax) {
+    using namespace smp;
+    const int sh = row_shift(v);
+    const float bpu = bins_per_unit(sh);
+    const double t = top_p_target(tm, ts, nt, xmax, sp.inv_t, sp.top_p, sh);
+    u64* e = new u64[nt];
+    for (int q = 0; q < nt; q++) e[q] = weight(tm[q], xmax, sp.inv_t, sh);
+    u32 kq = 0;
+    for (int q = 0; q < nt; q++)
+        if ((double) tile_top_mass(tm, e, nt, q) >= t && key_of(tm[q]) > kq) kq = key_of(tm[q]);
+    delete[] e;
+    const int b0 = cand_bin(v, sp.top_p, tile_pick(tm, ts, nt, xmax, sp.inv_t, 0.0).log_s, bpu, kq, xmax, sp.inv_t);
+    return cand_key(b0, kmin, kmax, xmax, sp.inv_t, bpu);
+}
+
+// top-p alone: how many tokens the kernel's candidate pass keeps in its list (key >= host_cand_key; -1 for a row with
+// no finite max or a spec that is not top-p alone). A count for tests of the list's size, which sets the list
+// passes' work and whether the list fits.
+inline int host_cand_count(const float* row, int v, float temperature, float top_p) {
+    using namespace smp;
+    const Spec sp = make_spec(temperature, 0, top_p, v);
+    if (!top_p_alone(sp)) return -1;
+    const int nt = (v + TILE - 1) / TILE;
+    float* tm = new float[nt];
+    u64* ts = new u64[nt];
+    u64 best;
+    u32 kmin;
+    host_tiles(row, v, sp.inv_t, tm, ts, &best, &kmin);
+    const u32 kmax = (u32) (best >> 32);
+    int n = -1;
+    if (!is_inf(value_of(kmax))) {
+        const u32 kc = host_cand_key(tm, ts, nt, v, sp, value_of(kmax), kmin, kmax);
+        n = 0;
+        for (int j = 0; j < v; j++) n += key_of(clean(row[j])) >= kc;
+    }
+    delete[] tm;
+    delete[] ts;
+    return n;
+}
+
+inline int host_sample_row(const float* row, int v, float temperature, int top_k, float top_p, double u, int* token,
+                           double* lp, int* kept) {
+    using namespace smp;
+    Spec sp = make_spec(temperature, top_k, top_p, v);
+    int nt = (v + TILE - 1) / TILE;
+    float* tm = new float[nt];
+    u64* ts = new u64[nt];
+    u64 best;
+    u32 kmin;
+    host_tiles(row, v, sp.inv_t, tm, ts, &best, &kmin);
     u32 kmax = (u32) (best >> 32);
     int arg = (int) ~(u32) best;
     float xmax = value_of(kmax);
@@ -325,7 +434,6 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
         // copied there during a pass (collect), as hist_pass does; only row passes are counted.
         u32* list = new u32[CAP];
         int first_bnd = -2;  // the boundary bin of the first pass of the last run (-1: none)
-        u64 first_total = 0; // the first mass-mode pass's total mass
         auto run = [&](Sel& sel, u32 dom_cnt) {
             first_bnd = -2;
             int collect = dom_cnt <= (u32) CAP, from_list = 0, list_n = 0;
@@ -347,11 +455,10 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
                     if (collect && appended < CAP) list[appended++] = key;
                 }
                 if (collect) list_n = appended;
-                if (sel.t < 0) {
+                if (sel.mass_mode && sel.linear) {  // a mass selection's first pass, over its whole domain
                     u64 total = 0;
                     for (int b = 0; b < BINS; b++) total += mass[b];
-                    sel.t = dmul_rn((double) sp.top_p, (double) total);
-                    first_total = total;
+                    sel.t = sel.t < 0 ? dmul_rn((double) sp.top_p, (double) total) : mass_target(sel.t, total);
                 }
                 u64 gc = 0, gm = 0;
                 int bnd = -1;
@@ -399,21 +506,19 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
                 }
             }
         } else {
-            Sel s1 = sel_mass(kmin, kmax, -1.0);
+            // top-p alone: the target from pass A's tiles
+            const double t = top_p_target(tm, ts, nt, xmax, sp.inv_t, top_p, sh);
+            Sel s1 = sel_mass(kmin, kmax, t);
             run(s1, 0xFFFFFFFFu);
             // The kernel's row passes (on a device with room for LIST_MAX; the tokens are the same either way): its
-            // candidate pass reads the row once, keeping the tokens of the first pass's bins >= b0 in a list, one
-            // segment of LIST_MAX / 32 a warp (warp w: the tokens j with j mod BLOCK in [32 w, 32 w + 32)). With no
-            // segment overflowing and the boundary bin among them, that is the only read before the draw, which reads
-            // the list too; else the search runs over the row as here.
-            const int b0 = cand_b0(v, top_p, tile_pick(tm, ts, nt, xmax, sp.inv_t, 0.0).log_s, bpu);  // the kernel: from an estimate of log S
+            // candidate pass reads the row once, keeping the tokens of the first pass's bins >= b0 (key >= kc) in a
+            // list, one segment of LIST_MAX / 32 a warp (warp w: the tokens j with j mod BLOCK in [32 w, 32 w + 32)).
+            // With no segment overflowing and the boundary bin among them, that is the only read before the draw,
+            // which reads the list too; else the search runs over the row as here.
+            const u32 kc = host_cand_key(tm, ts, nt, v, sp, xmax, kmin, kmax);
+            const int b0 = sel_bin(sel_mass(0u, 0u, 0.0), kc, value_of(kc), xmax, sp.inv_t, bpu);  // (kc's bin is b0)
             u32 wn[BLOCK / 32] = {};
-            const Sel first = sel_mass(kmin, kmax, -1.0);
-            for (int j = 0; j < v; j++) {
-                const float x = clean(row[j]);
-                const u32 key = key_of(x);
-                wn[(j % BLOCK) / 32] += sel_in(first, key, weight(x, xmax, sp.inv_t, sh)) && sel_bin(first, key, x, xmax, sp.inv_t, bpu) >= b0;
-            }
+            for (int j = 0; j < v; j++) wn[(j % BLOCK) / 32] += key_of(clean(row[j])) >= kc;
             bool complete = true;
             for (u32 n : wn) complete &= n <= (u32) (LIST_MAX / 32);
             passes = complete && first_bnd >= b0 ? 0 : 1 + passes;  // + the draw's, below
@@ -436,8 +541,7 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
             cum += weight(x, xmax, sp.inv_t, sh);
             if (*token < 0 && cum > r) *token = j;
         }
-        // top-p alone: log S from the search's exact total (the kernel's pass A then estimates the tiles' masses only)
-        const double log_s = top_p_alone(sp) ? log_s_fixed(first_total, sh) : tile_pick(tm, ts, nt, xmax, sp.inv_t, 0.0).log_s;
+        const double log_s = tile_pick(tm, ts, nt, xmax, sp.inv_t, 0.0).log_s;
         *lp = logprob(clean(row[*token]), xmax, sp.inv_t_d, log_s);
         delete[] cnt;
         delete[] mass;

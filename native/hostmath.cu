@@ -73,6 +73,10 @@ int g4_host_sample_row(const float* row, int v, float temperature, int top_k, fl
     return g4::host_sample_row(row, v, temperature, top_k, top_p, u, token, logprob, kept);
 }
 
+int g4_host_cand_count(const float* row, int v, float temperature, float top_p) {
+    return g4::host_cand_count(row, v, temperature, top_p);
+}
+
 void g4_host_lmhead_lse(const float* z, int rows, int cols, int chunk, const int* targets, double* lse, double* logp) {
     using namespace g4::lmh;
     double part[BLOCK];
