@@ -20,7 +20,7 @@ namespace {
 using namespace g4;
 using namespace g4::smp;
 
-constexpr int G = 4;   // pass A: tiles per group (G * ITEMS loads in flight a thread)
+constexpr int G = GROUP;  // pass A: tiles per group (G * ITEMS loads in flight a thread)
 constexpr int HU = 8;  // histogram passes over the row: loads in flight a thread
 static_assert(BLOCK == 1024, "pass A reduces the per-warp slots with one lane per warp: 32 warps");
 
@@ -44,6 +44,10 @@ struct Shared {
     // the list is incomplete); the largest tile maximum whose tile_top_mass reaches the target (cand_bin's kq)
     u32 wcnt[32];
     u32 kq;
+    // top-p alone in one read: the running mass of pass A's groups (warp 0's lane 0), the key of the group being read,
+    // and the largest such key so far
+    RunMass rm;
+    u32 kg, kgmax;
     double u, log_s;  // the row's uniform and log S
     // the filtered draw: per-warp range sums, and the range picked (thread 0)
     u64 wmass[32];
@@ -150,29 +154,25 @@ __device__ inline void hist_clear(Shared& sm) {
     sm.bmax[tid] = 0;
 }
 
-// The candidate pass (top-p alone, before its search): one read of the row that keeps the tokens with key >= kc (the
-// first pass's bins >= b0: cand_key), key and index, in the list, warp w's in its own segment [w seg, (w + 1) seg)
-// (slots from its ballots: no atomics). No mass is computed here: the target came from pass A's tiles, and the list
-// holds whole bins. The list in hand, the first pass histograms it (from_list 2): the same bins >= b0 as over the
-// row, the same target, so the same boundary. A warp with more than seg candidates leaves the list incomplete; the
-// search then runs over the row.
+// Appends the tokens of [0, hi) with key >= kc to this warp's segment of the candidate list from slot n, key and
+// index (warp w: the tokens j with j mod BLOCK in [32 w, 32 w + 32); slots from the warp's ballots, no atomics), and
+// returns the warp's count (past seg: the segment overflowed, and the tokens past it were not stored). From the end of
+// the range back to its start (a warp-uniform trip count: the ballots see whole warps): pass A has just read the row
+// front to back, so its end is the likeliest part to be still in L2 (132 rows of 513 KB in flight are more than the
+// H100's or H200's 50 MB; read front to back again, an LRU-like cache would have evicted each part just before it is
+// wanted). The order changes nothing else: each token's slot is in its warp's segment.
 template <typename T>
-__device__ void candidate_pass(Shared& sm, const T* row, int v, u32 kc, u32* ckeys, u32* cidx, int seg) {
+__device__ u32 append_range(const T* row, int hi, u32 kc, u32* ckeys, u32* cidx, int seg, u32 n) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const unsigned lower = (1u << lane) - 1u;
-    u32 n = 0;  // this warp's candidates so far (the same in every lane)
-    // From the row's end back to its start (a warp-uniform trip count: the ballots see whole warps): pass A has just
-    // read the row front to back, so its end is the likeliest part to be still in L2 (132 rows of 513 KB in flight
-    // are more than the H100's or H200's 50 MB; read front to back again, an LRU-like cache would have evicted each
-    // part just before it is wanted). The order changes nothing else: each token's slot is in its warp's segment.
-    for (int base = (v - 1) / (BLOCK * HU) * (BLOCK * HU); base >= 0; base -= BLOCK * HU) {
+    for (int base = (hi - 1) / (BLOCK * HU) * (BLOCK * HU); base >= 0; base -= BLOCK * HU) {
         float xs[HU];
 #pragma unroll
-        for (int u = 0; u < HU; u++) xs[u] = base + u * BLOCK + tid < v ? load(row, base + u * BLOCK + tid) : 0.f;
+        for (int u = 0; u < HU; u++) xs[u] = base + u * BLOCK + tid < hi ? load(row, base + u * BLOCK + tid) : 0.f;
 #pragma unroll
         for (int u = 0; u < HU; u++) {
             const int j = base + u * BLOCK + tid;
-            const bool keep = j < v && key_of(xs[u]) >= kc;
+            const bool keep = j < hi && key_of(xs[u]) >= kc;
             const unsigned bal = __ballot_sync(0xffffffffu, keep);
             if (bal) {  // (warp-uniform; on a peaked row, few warps of a pass have a candidate)
                 const u32 at = n + (u32) __popc(bal & lower);
@@ -184,7 +184,64 @@ __device__ void candidate_pass(Shared& sm, const T* row, int v, u32 kc, u32* cke
             }
         }
     }
-    if (lane == 0) sm.wcnt[warp] = n;
+    return n;
+}
+
+// Pass A's group at tile s0 (its tokens in registers) into this warp's segment, as append_range.
+template <int GG, int II>
+__device__ inline u32 append_group(const float (&x)[GG][II], int s0, int nt, int v, u32 k, u32* ckeys, u32* cidx, int seg, u32 n) {
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const unsigned lower = (1u << lane) - 1u;
+#pragma unroll
+    for (int g = 0; g < GG; g++)
+#pragma unroll
+        for (int i = 0; i < II; i++) {
+            const int j = (s0 + g) * TILE + i * BLOCK + tid;
+            const bool keep = s0 + g < nt && j < v && key_of(x[g][i]) >= k;
+            const unsigned bal = __ballot_sync(0xffffffffu, keep);
+            if (bal) {
+                const u32 at = n + (u32) __popc(bal & lower);
+                if (keep && at < (u32) seg) {
+                    ckeys[warp * seg + at] = key_of(x[g][i]);
+                    cidx[warp * seg + at] = (u32) j;
+                }
+                n += (u32) __popc(bal);
+            }
+        }
+    return n;
+}
+
+// Keeps the first n entries of this warp's segment with key >= k, in order, at its start; returns their count. Each
+// chunk of 32 is read before any lane writes, and an entry moves only down (to a slot already read).
+__device__ u32 compact_segment(u32* ckeys, u32* cidx, int seg, u32 n, u32 k) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const unsigned lower = (1u << lane) - 1u;
+    ckeys += warp * seg;
+    cidx += warp * seg;
+    u32 out = 0;
+    for (u32 base = 0; base < n; base += 32) {
+        const u32 i = base + lane;
+        const bool valid = i < n;
+        const u32 key = valid ? ckeys[i] : 0u, id = valid ? cidx[i] : 0u;
+        const bool keep = valid && key >= k;
+        const unsigned bal = __ballot_sync(0xffffffffu, keep);
+        __syncwarp();  // the chunk's reads before its writes
+        if (keep) {
+            const u32 at = out + (u32) __popc(bal & lower);
+            ckeys[at] = key;
+            cidx[at] = id;
+        }
+        out += (u32) __popc(bal);
+        __syncwarp();
+    }
+    return out;
+}
+
+// The list's state after its last append: each warp's count (past seg: incomplete), then from_list 2 when every
+// segment holds its candidates, else 0 (the search then runs over the row).
+__device__ void list_finish(Shared& sm, u32 n, int seg) {
+    const int tid = threadIdx.x;
+    if ((tid & 31) == 0) sm.wcnt[tid >> 5] = n;
     __syncthreads();
     if (tid == 0) {
         int full = 1;
@@ -192,6 +249,16 @@ __device__ void candidate_pass(Shared& sm, const T* row, int v, u32 kc, u32* cke
         sm.from_list = full ? 2 : 0;
     }
     __syncthreads();
+}
+
+// The candidate pass (top-p alone, before its search): one read of the row that keeps the tokens with key >= kc (the
+// first pass's bins >= b0: cand_key) in the list. No mass is computed here: the target came from pass A's tiles, and
+// the list holds whole bins. The list in hand, the first pass histograms it (from_list 2): the same bins >= b0 as
+// over the row, the same target, so the same boundary. A warp with more than seg candidates leaves the list
+// incomplete; the search then runs over the row.
+template <typename T>
+__device__ void candidate_pass(Shared& sm, const T* row, int v, u32 kc, u32* ckeys, u32* cidx, int seg) {
+    list_finish(sm, append_range(row, v, kc, ckeys, cidx, seg, 0u), seg);
 }
 
 // One histogram pass of the selection over the row, the small list (from_list 1) or the candidate list (2).
@@ -383,12 +450,15 @@ __device__ int list_draw(Shared& sm, const u32* ckeys, const u32* cidx, int seg,
     return index_search<1>(sm, ckeys, cidx, seg, v, tau, jc, xmax, inv_t, sh, r);
 }
 
+// CAND (top-p alone with a list, since 2026-12-01): pass A keeps the candidates of groups 1.. under run_key, and
+// group 0's and the final compaction under kc come after it, so that the search and the draw need no second read of
+// the row unless that list overflowed or a group's key passed kc (then the candidate pass reads it, as without CAND).
 // lcap: the candidate list's capacity in tokens (a multiple of 32: segments of lcap / 32 a warp), in 8 * lcap bytes
 // of dynamic shared memory (0: no list); b0_bias moves the candidate pass's lowest bin (tests of the redo; 0
 // otherwise).
 // rows: block i samples row rows[i] (a group of rows sharing one spec, Backend.sample with per-row specs), or row i
 // when null.
-template <typename T>
+template <typename T, bool CAND>
 __global__ void __launch_bounds__(BLOCK, 1)
 sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, const int* rows, int v, Spec sp, u64 seed,
               int lcap, int b0_bias) {
@@ -406,8 +476,13 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
         sm.kmin = 0xFFFFFFFFu;
         sm.token = -1;
         sm.from_list = 0;
+        sm.rm = run_mass_start();
+        sm.kgmax = 0;
     }
     __syncthreads();
+    // CAND: this warp's candidates so far (the same in every lane), and whether its segment overflowed
+    u32 n = 0;
+    bool ovf = false;
 
     // ---- pass A: tiles, G at a time ------------------------------------------------------------------------------
     // Every thread loads its ITEMS tokens of G tiles at once (16 loads in flight), then the G tiles' max keys and
@@ -429,6 +504,11 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
                     const int j = (s0 + g) * TILE + i * BLOCK + tid;
                     x[g][i] = s0 + g < nt && j < v ? load(row, j) : 0.f;
                 }
+            if (CAND && s0 > 0 && tid == 0) {  // this group's key, from the groups before it (read after the barrier below)
+                const u32 k = run_key(sm.rm, cand_nats(v, sp.top_p), sp.inv_t_d, bins_per_unit(row_shift(v)));
+                sm.kg = k;
+                sm.kgmax = k > sm.kgmax ? k : sm.kgmax;
+            }
 #pragma unroll
             for (int g = 0; g < G; g++) {
                 mb[g] = 0;
@@ -446,6 +526,14 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
                 if (lane == 0) sm.gmax[g][warp] = mb[g];
             }
             __syncthreads();
+            if (CAND && s0 > 0 && !ovf) {  // this group's candidates (sm.kg is rewritten only after the next barrier)
+                const u32 kg = sm.kg, nb = n;
+                n = append_group(x, s0, nt, v, kg, ckeys, cidx, seg, n);
+                if (n > (u32) seg) {  // full: drop the earlier entries under kg (a higher key than theirs), then again
+                    n = append_group(x, s0, nt, v, kg, ckeys, cidx, seg, compact_segment(ckeys, cidx, seg, nb, kg));
+                    ovf = n > (u32) seg;
+                }
+            }
             u64 sum[G];
 #pragma unroll
             for (int g = 0; g < G; g++) {
@@ -467,6 +555,7 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
                     if (lane == 0 && s0 + g < nt) {
                         sm.tile_m[s0 + g] = value_of((u32) (mb[g] >> 32));
                         sm.tile_s[s0 + g] = total;
+                        if (CAND) run_mass_add(sm.rm, value_of((u32) (mb[g] >> 32)), total, sp.inv_t);
                     }
                 }
             }
@@ -519,19 +608,20 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
         const float bpu = bins_per_unit(sh);
         u32 tau, c;
         u64 kept;
-        auto run = [&](Sel s0, u32 dom_cnt, bool cand, u32 kc) {  // cand: start with the candidate pass (key >= kc)
+        // list: 0 none, 1 the candidate pass first (key >= kc), 2 the candidate list complete already (pass A's)
+        auto run = [&](Sel s0, u32 dom_cnt, int list, u32 kc) {
             __syncthreads();  // every thread has read the previous selection's result
             if (tid == 0) {
                 sm.sel = s0;
-                sm.from_list = 0;
+                if (list != 2) sm.from_list = 0;
                 sm.collect = dom_cnt <= (u32) CAP;
             }
             __syncthreads();
-            if (cand) candidate_pass(sm, row, v, kc, ckeys, cidx, seg);
+            if (list == 1) candidate_pass(sm, row, v, kc, ckeys, cidx, seg);
             while (!sm.sel.done) hist_pass(sm, row, v, xmax, sp.inv_t, sp.top_p, sh, bpu, ckeys, seg);
         };
         if (sp.top_k > 0) {
-            run(sel_count(kmin, kmax, (u32) sp.top_k), (u32) v, false, 0u);
+            run(sel_count(kmin, kmax, (u32) sp.top_k), (u32) v, 0, 0u);
             const Sel sk = sm.sel;
             tau = sk.tau;
             c = (u32) sp.top_k - sk.above_cnt;
@@ -540,7 +630,7 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
             if (sp.top_p < 1.f) {
                 double t = dmul_rn((double) sp.top_p, (double) kept);
                 if ((double) sk.above_mass >= t) {
-                    run(sel_mass(tau + 1, kmax, t), 0xFFFFFFFFu, false, 0u);
+                    run(sel_mass(tau + 1, kmax, t), 0xFFFFFFFFu, 0, 0u);
                     const Sel s2 = sm.sel;
                     u64 g2 = weight(value_of(s2.tau), xmax, sp.inv_t, sh);
                     tau = s2.tau;
@@ -558,6 +648,7 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
             // largest maximum whose sum reaches the target bounds the boundary from below.
             const double t = top_p_target(sm.tile_m, sm.tile_s, nt, xmax, sp.inv_t, sp.top_p, sh);
             u32 kc = 0;
+            int list = 0;
             if (seg > 0) {
                 if (tid < nt) sm.mass[tid] = weight(sm.tile_m[tid], xmax, sp.inv_t, sh);
                 if (tid == 0) sm.kq = 0;
@@ -566,8 +657,22 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
                 __syncthreads();
                 const int b0 = min(max(cand_bin(v, sp.top_p, pick.log_s, bpu, sm.kq, xmax, sp.inv_t) + b0_bias, 0), BINS - 1);
                 kc = cand_key(b0, kmin, kmax, xmax, sp.inv_t, bpu);  // (every thread: the same key)
+                list = 1;
+                if (CAND) {
+                    // pass A's list: valid when no group's key passed kc (each group then kept every token >= kc) and
+                    // no segment overflowed. Its entries under kc (kept by the groups' lower keys) are dropped, so
+                    // that the list holds whole bins >= b0, and group 0's candidates are added.
+                    if (!ovf && sm.kgmax <= kc) {
+                        n = append_range(row, min(v, G * TILE), kc, ckeys, cidx, seg, compact_segment(ckeys, cidx, seg, n, kc));
+                        ovf = n > (u32) seg;
+                    } else {
+                        ovf = true;
+                    }
+                    list_finish(sm, ovf ? (u32) seg + 1 : n, seg);
+                    if (sm.from_list == 2) list = 2;
+                }
             }
-            run(sel_mass(kmin, kmax, t), 0xFFFFFFFFu, seg > 0, kc);
+            run(sel_mass(kmin, kmax, t), 0xFFFFFFFFu, list, kc);
             const Sel s1 = sm.sel;
             u64 g = weight(value_of(s1.tau), xmax, sp.inv_t, sh);
             tau = s1.tau;
@@ -615,12 +720,15 @@ template <typename T>
 static int launch_sample(int* tok, float* lp, const T* x, const int* c, const int* rows, int b, int v, const Spec& sp,
                          u64 seed, int lcap, int b0_bias, cudaStream_t st) {
     size_t smem = (size_t) lcap * 8;
-    if (smem > 0 && cudaFuncSetAttribute(sample_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int) smem) != cudaSuccess) {
+    const bool cand = smem > 0 && top_p_alone(sp);  // (the list serves top-p alone only)
+    if (smem > 0 && cudaFuncSetAttribute(cand ? sample_kernel<T, true> : sample_kernel<T, false>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int) smem) != cudaSuccess) {
         (void) cudaGetLastError();  // the device refused the list's memory: sample without the list (the same tokens)
         lcap = 0;
         smem = 0;
     }
-    sample_kernel<T><<<b, BLOCK, smem, st>>>(tok, lp, x, c, rows, v, sp, seed, lcap, b0_bias);
+    if (smem > 0 && cand) sample_kernel<T, true><<<b, BLOCK, smem, st>>>(tok, lp, x, c, rows, v, sp, seed, lcap, b0_bias);
+    else sample_kernel<T, false><<<b, BLOCK, smem, st>>>(tok, lp, x, c, rows, v, sp, seed, lcap, b0_bias);
     return launched();
 }
 

@@ -77,6 +77,7 @@ constexpr int CAP = 2048;             // candidates kept in shared memory once t
 constexpr int SH_TILE = 62 - 12;      // tile-relative masses: round(p * 2^50), a tile sums to <= 2^62
 constexpr int LIST_MAX = 20480;       // top-p's candidate list (key, index) in dynamic shared memory: 160 KiB at most
 constexpr int LIST_MIN = 1024;        // a smaller list than this (a device with little shared memory): no list
+constexpr int GROUP = 4;              // pass A's tiles a group (the kernel's loads in flight); top-p's one-read unit
 
 // Fixed-point shift of the row-relative masses: a whole row sums to at most 2^62.
 __host__ __device__ inline int row_shift(int v) { return 62 - ceil_log2((u32) v); }
@@ -243,6 +244,47 @@ __host__ __device__ inline u32 cand_key(int b0, u32 kmin, u32 kmax, float xmax, 
         else lo = mid + 1;
     }
     return lo;
+}
+
+// ---- top-p alone in one read: candidates kept during pass A ---------------------------------------------------------
+// Pass A keeps, in each group g >= 1 of GROUP tiles, the tokens with key >= run_key of the groups before it (group 0
+// after pass A, under the final kc). The groups so far: their max m and S = sum I_s f(m_s -> m) in tile units.
+struct RunMass { float m; double s; };
+
+__host__ __device__ inline RunMass run_mass_start() { return RunMass{u2f(0xFF800000u), 0.0}; }
+
+// Adds a tile of max ms and tile-relative mass is (0: a tile of -inf only).
+__host__ __device__ inline void run_mass_add(RunMass& r, float ms, u64 is, float inv_t) {
+    if (is == 0) return;
+    if (!(ms > r.m)) {
+        r.s = dadd_rn(r.s, dmul_rn((double) is, tile_factor(ms, r.m, inv_t)));
+    } else {
+        r.s = dadd_rn(dmul_rn(r.s, tile_factor(r.m, ms, inv_t)), (double) is);
+        r.m = ms;
+    }
+}
+
+// ln(V / (1 - top_p)), cand_b0's bound in nats (before log S).
+__host__ __device__ inline double cand_nats(int v, float top_p) {
+    return dsub_rn(log((double) v), log(dsub_rn(1.0, (double) top_p)));
+}
+
+// A key below which no token of the next groups can be in the nucleus, by cand_b0's bound with the mass known so far
+// (the row's mass only grows, so the bound only rises): x < m - T (l0 - ln S + 4 / bpu) with S = r.s 2^-SH_TILE, ln S
+// taken from below ((e + f) ln 2 <= ln(2^e (1 + f))), the key rounded down. The 4 bins: cand_b0's margin of 2, its
+// bin's width and one for rounding, so that the final kc (the lowest key of bin b0) is not below a group's key. 0
+// (every token) when nothing finite was seen. The kernel checks at the end that no group's key exceeded the final kc
+// (else it reads the row again).
+__host__ __device__ inline u32 run_key(const RunMass& r, double l0, double inv_t_d, float bpu) {
+    if (!(r.s > 0) || is_inf(r.m)) return 0;
+    int e;
+    const double mant = frexp(r.s, &e);  // r.s = mant 2^e, mant in [0.5, 1)
+    const double ln_s = dmul_rn(dadd_rn((double) (e - 1 - SH_TILE), dsub_rn(dmul_rn(2.0, mant), 1.0)), 0.69314718055994530942);
+    const double d = dadd_rn(dsub_rn(l0, ln_s), ddiv_rn(4.0, (double) bpu));
+    if (!(d > 0)) return key_of(r.m) - 1;
+    const float thr = (float) dsub_rn((double) r.m, ddiv_rn(d, inv_t_d));
+    const u32 k = key_of(thr);
+    return k > 0 ? k - 1 : 0;
 }
 
 // The boundary bin found: narrows the domain or finishes.
@@ -510,18 +552,78 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
             const double t = top_p_target(tm, ts, nt, xmax, sp.inv_t, top_p, sh);
             Sel s1 = sel_mass(kmin, kmax, t);
             run(s1, 0xFFFFFFFFu);
-            // The kernel's row passes (on a device with room for LIST_MAX; the tokens are the same either way): its
-            // candidate pass reads the row once, keeping the tokens of the first pass's bins >= b0 (key >= kc) in a
-            // list, one segment of LIST_MAX / 32 a warp (warp w: the tokens j with j mod BLOCK in [32 w, 32 w + 32)).
-            // With no segment overflowing and the boundary bin among them, that is the only read before the draw,
-            // which reads the list too; else the search runs over the row as here.
+            // The kernel's reads of the row (on a device with room for LIST_MAX; the tokens are the same either way).
+            // Its candidate list holds the tokens of the first pass's bins >= b0 (key >= kc), one segment of
+            // LIST_MAX / 32 a warp (warp w: the tokens j with j mod BLOCK in [32 w, 32 w + 32)). Pass A fills it
+            // (CAND): group g >= 1 under run_key of the groups before it (a full segment drops its earlier entries
+            // under that key and takes the group again; still full, it overflows); after pass A, when no group's key
+            // passed kc, the entries under kc are dropped and group 0's added. Complete, and the boundary bin among
+            // them, the search and the draw read no more of the row than group 0 again; else the candidate pass
+            // reads the row once more (complete then: the only read before the draw, which reads the list too), or
+            // the search runs over the row as here.
             const u32 kc = host_cand_key(tm, ts, nt, v, sp, xmax, kmin, kmax);
             const int b0 = sel_bin(sel_mass(0u, 0u, 0.0), kc, value_of(kc), xmax, sp.inv_t, bpu);  // (kc's bin is b0)
+            const int cap = LIST_MAX / 32;
+            u32* seg = new u32[BLOCK / 32 * cap];  // the warps' stored keys
             u32 wn[BLOCK / 32] = {};
+            bool ovf[BLOCK / 32] = {};
+            // one warp's appends of [a, b) with key >= k, as the kernel's (stored while there is room)
+            auto append = [&](int w, int a, int b, u32 k) {
+                for (int j = a; j < b; j++)
+                    if ((j % BLOCK) / 32 == w) {
+                        const u32 key = key_of(clean(row[j]));
+                        if (key < k) continue;
+                        if (wn[w] < (u32) cap) seg[w * cap + wn[w]] = key;
+                        wn[w]++;
+                    }
+            };
+            auto compact = [&](int w, u32 n, u32 k) {
+                u32 out = 0;
+                for (u32 i = 0; i < n; i++)
+                    if (seg[w * cap + i] >= k) seg[w * cap + out++] = seg[w * cap + i];
+                wn[w] = out;
+            };
+            const double l0 = cand_nats(v, top_p);
+            RunMass rm = run_mass_start();
+            u32 kgmax = 0;
+            for (int s0 = 0; s0 < nt; s0 += GROUP) {
+                const int a = s0 * TILE, b = (s0 + GROUP) * TILE < v ? (s0 + GROUP) * TILE : v;
+                if (s0 > 0) {
+                    const u32 kg = run_key(rm, l0, sp.inv_t_d, bpu);
+                    kgmax = kg > kgmax ? kg : kgmax;
+                    for (int w = 0; w < BLOCK / 32; w++) {
+                        if (ovf[w]) continue;
+                        const u32 nb = wn[w];
+                        append(w, a, b, kg);
+                        if (wn[w] > (u32) cap) {
+                            compact(w, nb, kg);
+                            append(w, a, b, kg);
+                            ovf[w] = wn[w] > (u32) cap;
+                        }
+                    }
+                }
+                for (int q = s0; q < s0 + GROUP && q < nt; q++) run_mass_add(rm, tm[q], ts[q], sp.inv_t);
+            }
+            bool one_read = true;
+            for (int w = 0; w < BLOCK / 32; w++) {
+                if (!ovf[w] && kgmax <= kc) {
+                    compact(w, wn[w], kc);
+                    append(w, 0, GROUP * TILE < v ? GROUP * TILE : v, kc);
+                    ovf[w] = wn[w] > (u32) cap;
+                } else {
+                    ovf[w] = true;
+                }
+                one_read &= !ovf[w];
+            }
+            delete[] seg;
+            bool complete = true;  // the candidate pass's list, when pass A's is not complete
+            for (int w = 0; w < BLOCK / 32; w++) wn[w] = 0;
             for (int j = 0; j < v; j++) wn[(j % BLOCK) / 32] += key_of(clean(row[j])) >= kc;
-            bool complete = true;
-            for (u32 n : wn) complete &= n <= (u32) (LIST_MAX / 32);
-            passes = complete && first_bnd >= b0 ? 0 : 1 + passes;  // + the draw's, below
+            for (u32 n : wn) complete &= n <= (u32) cap;
+            // a target above the row's mass (clamped by the first row pass) is never reached in the list
+            const bool in_list = first_bnd >= b0 && s1.t == t;
+            if (one_read) passes = in_list ? -1 : passes;    // + the draw's, below
+            else passes = complete && in_list ? 0 : 1 + passes;
             u64 g = weight(value_of(s1.tau), xmax, sp.inv_t, sh);
             tau = s1.tau;
             c = min_ties(s1.above_mass, g, s1.t, s1.tau_cnt);

@@ -235,9 +235,10 @@ class KernelEmulatorTest {
                     || k.startsWith("decode_kernel") || k.startsWith("append_kernel") || k.startsWith("gather_kernel")
                     || k.startsWith("partial_kernel") || (k.startsWith("sample_kernel") && "shapes_sample_plain".equals(kase));
             if (onePass && reread > 1.1) bad.add(kase + " " + k + " reads its input " + reread + " times");
-            // top-p alone: pass A and the candidate pass, whose list then serves the search and the draw
-            if (k.startsWith("sample_kernel") && "shapes_sample_top_p".equals(kase) && reread > 2.05)
-                bad.add(kase + " " + k + " reads its input " + reread + " times, not twice");
+            // top-p alone: pass A keeps the candidates (group 0's read again after it), and its list serves the search
+            // and the draw: 1 + 16384 / 128256 reads
+            if (k.startsWith("sample_kernel") && "shapes_sample_top_p".equals(kase) && reread > 1.2)
+                bad.add(kase + " " + k + " reads its input " + reread + " times, not once and group 0's tiles again");
         }
         return rows;
     }
