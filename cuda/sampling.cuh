@@ -78,6 +78,7 @@ constexpr int SH_TILE = 62 - 12;      // tile-relative masses: round(p * 2^50), 
 constexpr int LIST_MAX = 20480;       // top-p's candidate list (key, index) in dynamic shared memory: 160 KiB at most
 constexpr int LIST_MIN = 1024;        // a smaller list than this (a device with little shared memory): no list
 constexpr int GROUP = 4;              // pass A's tiles a group (the kernel's loads in flight); top-p's one-read unit
+static_assert(MAX_TILES <= BLOCK && MAX_TILES <= BINS, "cand_bin's step: a thread a tile, the tiles' weights in the bins' array");
 
 // Fixed-point shift of the row-relative masses: a whole row sums to at most 2^62.
 __host__ __device__ inline int row_shift(int v) { return 62 - ceil_log2((u32) v); }
@@ -195,7 +196,8 @@ __host__ __device__ inline int cand_b0(int v, float top_p, double log_s, float b
 
 // top-p alone: the mass target t = top_p x S in the row's units (2^sh), S from pass A's tiles (tile_total, rescaled by
 // a power of two: exact). Every token's mass is computed once, in pass A; the search's own sum over the row would
-// differ from S in rounding only (<= 1 ulp of fp32 a token), and a search pass whose domain holds less than t (top_p
+// differ from S in rounding only (each token's fp32 exp taken relative to its tile's max instead of the row's, a few
+// ulps of fp32 a token), and a search pass whose domain holds less than t (top_p
 // within rounding of 1) takes its total as the target (mass_target).
 __host__ __device__ inline double top_p_target(const float* tm, const u64* ts, int nt, float xmax, float inv_t, float top_p, int sh) {
     const double total = dmul_rn(tile_total(tm, ts, nt, xmax, inv_t), ldexp(1.0, sh - SH_TILE));
@@ -358,11 +360,6 @@ __host__ __device__ inline bool top_p_alone(const Spec& s) { return s.temperatur
 }  // namespace smp
 
 // ---- the host twin of one row ----------------------------------------------------------------------------------------
-// The kernel's algorithm with sequential loops in place of the block's passes. Every reduction is over integers (or a
-// max), so this reproduces the kernel's token exactly; the log-prob may differ in its last float64 bit (log). kept,
-// if not null, receives 1 for the tokens of the kept set (all with mass > 0 when there is no filter), else 0.
-// Returns how many times the kernel reads the row after pass A, the draw included (shared-memory passes not counted;
-// 0 without a filter, whose draw re-reads one tile).
 // Pass A on the host: each tile's max (tm) and fixed-point mass (ts), the row's max key packed with its lowest index
 // (*best) and its min key (*kmin).
 inline void host_tiles(const float* row, int v, float inv_t, float* tm, u64* ts, u64* best, u32* kmin) {
@@ -430,6 +427,13 @@ inline int host_cand_count(const float* row, int v, float temperature, float top
     return n;
 }
 
+// The kernel's algorithm with sequential loops in place of the block's passes. Every reduction is over integers (or a
+// max), so this reproduces the kernel's token exactly; the log-prob may differ in its last float64 bit (log). kept,
+// if not null, receives 1 for the tokens of the kept set (all with mass > 0 when there is no filter), else 0.
+// Returns how many times the kernel reads the whole row after pass A, the draw included (shared-memory passes not
+// counted; 0 without a filter, whose draw re-reads one tile; 0 for top-p alone when pass A kept the list, whose group 0
+// is read again). The keys b0 and run_key come from log, whose host and device results may differ in the last bit: on
+// a bin's edge the count may differ from the kernel's, never the token.
 inline int host_sample_row(const float* row, int v, float temperature, int top_k, float top_p, double u, int* token,
                            double* lp, int* kept) {
     using namespace smp;

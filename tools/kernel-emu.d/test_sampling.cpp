@@ -209,6 +209,33 @@ EMU_CASE("sampling", candidate_list_sizes) {
     return ok;
 }
 
+// How often pass A keeps the whole candidate list (top-p alone), by the host twin's emulation of the kernel's segments
+// (0 reads of the whole row after pass A): the benchmark's shape (V = 128,256, N(0, 4^2) logits, top-p 0.9) on 40
+// rows must keep it on at least 38; top-p 0.95 and N(0, 2^2) rows are printed (a nucleus of ~72,000 tokens at the
+// latter: no list holds it). Host only (the twin), about a second.
+EMU_CASE("sampling", one_read_rate) {
+    const int v = 128256, rows = 40;
+    struct Shape { float p; double sd; int least; } shapes[] = {{0.9f, 4.0, 38}, {0.95f, 4.0, 0}, {0.9f, 2.0, 0}};
+    bool ok = true;
+    for (const Shape& sh : shapes) {
+        Rng rng(101);
+        int zero = 0, worst = 0;
+        for (int i = 0; i < rows; i++) {
+            const std::vector<float> x = rng.normals(v, sh.sd);
+            int tok;
+            double lp;
+            const int reads = g4_host_sample_row(x.data(), v, 1.f, 0, sh.p, 0.5, &tok, &lp, nullptr);
+            zero += reads == 0;
+            worst = reads > worst ? reads : worst;
+        }
+        const bool good = zero >= sh.least;
+        printf("    top-p %g, N(0, %g^2): pass A kept the list on %d of %d rows (want >= %d); most reads after pass A %d%s\n", sh.p, sh.sd,
+               zero, rows, sh.least, worst, good ? "" : "  FAIL");
+        ok &= good;
+    }
+    return ok;
+}
+
 // Rows without a softmax (docs/ops.md): every entry NaN, every entry -inf, NaN and -inf mixed, +inf entries (the
 // first one wins) among NaNs, +inf at index 0, and +inf in the second tile; greedy, unfiltered, top-k, top-p, both;
 // fp32 and bf16. The twin and the contract agree: the first index of the maximum, log-prob NaN.
