@@ -203,6 +203,7 @@ public final class E2eBench implements Callable<Integer> {
         cl.setOut(new java.io.PrintWriter(out, true));
         cl.setErr(new java.io.PrintWriter(err, true));
         cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
+            if (ex instanceof java.io.UncheckedIOException u) ex = u.getCause();
             if (ex instanceof IllegalArgumentException || ex instanceof IOException) {
                 String m = ex.getMessage() == null ? ex.getClass().getSimpleName() : ex.getMessage();
                 if (ex instanceof java.nio.file.NoSuchFileException) m = m + ": not found";
@@ -222,7 +223,8 @@ public final class E2eBench implements Callable<Integer> {
         if (warmup < 1) throw new IllegalArgumentException("--warmup must be >= 1, got " + warmup);
         if (rolloutReps < 1) throw new IllegalArgumentException("--rollout-reps must be >= 1, got " + rolloutReps);
         if (!(budget >= 0)) throw new IllegalArgumentException("--budget must be >= 0 seconds, got " + budget);
-        if (!(deadline >= 0)) throw new IllegalArgumentException("--deadline must be >= 0 seconds, got " + deadline);
+        if (!(deadline >= 0) || Double.isInfinite(deadline))
+            throw new IllegalArgumentException("--deadline must be >= 0 seconds and finite, got " + deadline);
         DType precision = switch (precisionName.toLowerCase(Locale.ROOT)) {
             case "bf16" -> DType.BF16;
             case "fp32" -> DType.FP32;
@@ -264,7 +266,7 @@ public final class E2eBench implements Callable<Integer> {
             } finally {
                 dl.stop();
             }
-            if (json != null) rep.write(json);
+            dl.complete(rep);
             E2eCompare.Result t = E2eCompare.table(rep);
             stdout.print(t.markdown());
             if (json != null) stdout.println("wrote " + json);
@@ -275,11 +277,18 @@ public final class E2eBench implements Callable<Integer> {
     private int compare() throws IOException {
         Path ours = compare.get(0), peers = compare.get(1);
         E2eCompare.Result res = E2eCompare.merge(E2eReport.read(ours), E2eReport.read(peers), ours.toString(), peers.toString());
-        stdout.print(res.markdown());
+        String partial = "";
+        for (Path f : compare) {
+            com.fasterxml.jackson.databind.JsonNode c = ReportJson.read(f).get("complete");
+            if (c != null && c.isBoolean() && !c.asBoolean())
+                partial += "Note: " + f.getFileName() + " is partial (\"complete\": false): its run stopped before its last row.\n\n";
+        }
+        String md0 = partial + res.markdown();
+        stdout.print(md0);
         if (out != null) {
             Files.createDirectories(out);
             Path md = out.resolve("e2e-compare.md"), tmp = out.resolve(".e2e-compare.md.tmp");
-            Files.writeString(tmp, res.markdown());
+            Files.writeString(tmp, md0);
             Files.move(tmp, md, java.nio.file.StandardCopyOption.REPLACE_EXISTING, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
             stdout.println("wrote " + md);
         }
@@ -381,6 +390,9 @@ public final class E2eBench implements Callable<Integer> {
 
         void finished(E2eReport soFar);
 
+        /** Whether no task should start any more (a deadline passed): the rest are skipped, with the reason. */
+        default String expired() { return null; }
+
         Watch NONE = new Watch() {
             @Override
             public void starting(E2eReport soFar, E2eReport.Row ifHung) {}
@@ -409,6 +421,14 @@ public final class E2eBench implements Callable<Integer> {
                 if (st.budgetSeconds() > 0 && elapsed + est > st.budgetSeconds()) {
                     E2eReport.Row r = skipped(task, sh, st, String.format(Locale.ROOT, "--budget %.0f s: %.0f s elapsed%s", st.budgetSeconds(), elapsed,
                             est > 0 ? String.format(Locale.ROOT, ", about %.0f s more needed", est) : ""));
+                    rows.add(r);
+                    watch.finished(report(be, card, st, copyGbs, rows));
+                    pr.say(r.id() + (r.variant() == null ? "" : " [" + r.variant() + "]") + ": skipped (" + r.note() + ")");
+                    continue;
+                }
+                String expired = watch.expired();
+                if (expired != null) {
+                    E2eReport.Row r = skipped(task, sh, st, expired);
                     rows.add(r);
                     watch.finished(report(be, card, st, copyGbs, rows));
                     pr.say(r.id() + (r.variant() == null ? "" : " [" + r.variant() + "]") + ": skipped (" + r.note() + ")");
@@ -474,16 +494,22 @@ public final class E2eBench implements Callable<Integer> {
         private record Running(E2eReport soFar, E2eReport.Row ifHung) {}
 
         private final Path json;
-        private final long deadlineNs, pollMs;
+        private final long startNs, limitNs, pollMs;
+        private final double seconds;
         private final PrintStream log;
         private final Runnable stop;
         private final Thread thread;
-        private volatile Running running;
-        private volatile boolean fired;
+        // under this object's lock: the row running (null between rows), whether the deadline fired, whether the run ended
+        private Running running;
+        private boolean fired, ended;
 
         Deadline(Path json, double deadlineSeconds, long pollMs, PrintStream log, Runnable stop) {
+            if (!(deadlineSeconds >= 0) || Double.isInfinite(deadlineSeconds))
+                throw new IllegalArgumentException("--deadline must be >= 0 seconds and finite, got " + deadlineSeconds);
             this.json = json;
-            this.deadlineNs = System.nanoTime() + (long) (deadlineSeconds * 1e9);
+            this.startNs = System.nanoTime();
+            this.seconds = deadlineSeconds;
+            this.limitNs = (long) Math.min(deadlineSeconds * 1e9, (double) Long.MAX_VALUE / 2);
             this.pollMs = pollMs;
             this.log = log;
             this.stop = stop;
@@ -494,59 +520,80 @@ public final class E2eBench implements Callable<Integer> {
             }
         }
 
-        @Override
-        public void starting(E2eReport soFar, E2eReport.Row ifHung) { running = new Running(soFar, ifHung); }
+        private boolean past() { return limitNs > 0 && System.nanoTime() - startNs >= limitNs; }
 
         @Override
-        public void finished(E2eReport soFar) {
-            running = null;
-            write(soFar);
+        public String expired() {
+            return past() ? String.format(Locale.ROOT, "--deadline %.0f s passed before it could start", seconds) : null;
         }
 
-        /** (synchronized: the run's thread and the watcher write through one temporary file; none after the deadline's) */
-        private synchronized void write(E2eReport r) {
-            if (json == null || fired) return;
+        @Override
+        public synchronized void starting(E2eReport soFar, E2eReport.Row ifHung) {
+            if (!fired) running = new Running(soFar, ifHung);
+        }
+
+        @Override
+        public synchronized void finished(E2eReport soFar) {
+            if (fired) return;  // the deadline's file stays: the JVM is ending
+            running = null;
+            write(soFar, false);
+        }
+
+        /** The run's last write (complete), unless the deadline fired first. */
+        synchronized void complete(E2eReport rep) {
+            ended = true;
+            if (!fired) write(rep, true);
+        }
+
+        private void write(E2eReport r, boolean complete) {
+            if (json == null) return;
             try {
-                r.write(json, false);
+                r.write(json, complete);
             } catch (IOException e) {
                 throw new java.io.UncheckedIOException(json + ": " + e.getMessage(), e);
             }
         }
 
         private void watch() {
-            try {
-                for (;;) {
+            for (;;) {
+                try {
                     Thread.sleep(pollMs);
-                    Running r = running;
-                    if (r == null || System.nanoTime() < deadlineNs) continue;
-                    String where = "";
-                    synchronized (this) {
-                        if (json != null) {
-                            List<E2eReport.Row> rows = new ArrayList<>(r.soFar().rows());
-                            rows.add(r.ifHung());
-                            E2eReport s = r.soFar();
-                            try {
-                                new E2eReport(s.tool(), s.card(), s.driver(), s.runtime(), s.torch(), s.transformers(), s.backend(), s.precision(),
-                                        s.date(), s.fake(), s.copyGbs(), s.peakTflops(), rows).write(json, false);
-                                where = "; the rows before it are in " + json;
-                            } catch (IOException | RuntimeException e) {
-                                where = "; " + json + " could not be written: " + e.getMessage();
-                            }
-                        }
-                        fired = true;
-                    }
-                    log.println("E2eBench: " + r.ifHung().id() + (r.ifHung().variant() == null ? "" : " [" + r.ifHung().variant() + "]")
-                            + " still running at --deadline: stopping" + where);
-                    log.flush();
-                    stop.run();
+                } catch (InterruptedException e) {
                     return;
                 }
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();  // stop(): the run ended
+                String where = "";
+                Running r;
+                synchronized (this) {
+                    if (ended) return;
+                    r = running;
+                    if (r == null || !past()) continue;  // (between rows: the next task is skipped, not started)
+                    if (json != null) {
+                        List<E2eReport.Row> rows = new ArrayList<>(r.soFar().rows());
+                        rows.add(r.ifHung());
+                        E2eReport s = r.soFar();
+                        try {
+                            new E2eReport(s.tool(), s.card(), s.driver(), s.runtime(), s.torch(), s.transformers(), s.backend(), s.precision(),
+                                    s.date(), s.fake(), s.copyGbs(), s.peakTflops(), rows).write(json, false);
+                            where = "; the rows before it are in " + json;
+                        } catch (IOException | RuntimeException e) {
+                            where = "; " + json + " could not be written: " + e.getMessage();
+                        }
+                    }
+                    fired = true;
+                    running = null;
+                }
+                log.println("E2eBench: " + r.ifHung().id() + (r.ifHung().variant() == null ? "" : " [" + r.ifHung().variant() + "]")
+                        + " still running at --deadline: stopping" + where);
+                log.flush();
+                stop.run();
+                return;
             }
         }
 
-        void stop() { if (thread != null) thread.interrupt(); }
+        /** The run ended: the watcher stops at its next look (no interrupt: it may be writing). */
+        synchronized void stop() { ended = true; }
+
+        synchronized boolean fired() { return fired; }
     }
 
     /** Seconds a task should take, from rows already measured (0 when unknown: the task runs unless the budget is spent). */

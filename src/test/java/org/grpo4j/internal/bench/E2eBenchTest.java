@@ -225,6 +225,7 @@ class E2eBenchTest {
             dl.stop();
         }
         assertEquals(1, stops.get());
+        assertTrue(dl.fired());
         String text = Files.readString(json);
         assertTrue(text.contains("\"complete\" : false") || text.contains("\"complete\":false"), text);
         E2eReport rep = E2eReport.read(json);
@@ -235,6 +236,66 @@ class E2eBenchTest {
         assertTrue(r.note().contains("stopped by --deadline"), r.note());
         assertTrue(log.toString().contains("E2eBench: train/tiny/4x64 still running at --deadline: stopping; the rows before it are in " + json),
                 log.toString());
+    }
+
+    /**
+     * The command line's watch (--json, no deadline): after each row the file holds the rows so far with "complete":
+     * false; the run's last write holds every row without it.
+     */
+    @Test
+    void theJsonHoldsTheRowsSoFarAfterEachRow(@TempDir Path tmp) throws Exception {
+        E2eBench.Settings st = new E2eBench.Settings(List.of("tiny"), List.of("train", "grpo"), org.grpo4j.internal.backend.DType.BF16, 1, 5, 1,
+                false, 0, 1, 1L << 16, List.of("split"));
+        Path json = tmp.resolve("ours.json");
+        E2eBench.Deadline dl = new E2eBench.Deadline(json, 0, 5, System.err, () -> fail("no deadline: nothing stops"));
+        List<Integer> seen = new java.util.ArrayList<>();
+        E2eReport rep;
+        try (org.grpo4j.internal.backend.CpuBackend be = new org.grpo4j.internal.backend.CpuBackend()) {
+            rep = E2eBench.measure(be, st, E2eBench.card(be), null, new E2eBench.Watch() {
+                @Override
+                public void starting(E2eReport soFar, E2eReport.Row ifHung) { dl.starting(soFar, ifHung); }
+
+                @Override
+                public void finished(E2eReport soFar) {
+                    dl.finished(soFar);
+                    try {
+                        String text = Files.readString(json);
+                        assertTrue(text.contains("\"complete\" : false") || text.contains("\"complete\":false"), text);
+                        seen.add(E2eReport.read(json).rows().size());
+                    } catch (java.io.IOException e) {
+                        throw new AssertionError(e);
+                    }
+                }
+            });
+        } finally {
+            dl.stop();
+        }
+        assertEquals(List.of(1, 2), seen);
+        dl.complete(rep);
+        assertFalse(Files.readString(json).contains("\"complete\""), "the last write is the complete report");
+        assertEquals(2, E2eReport.read(json).rows().size());
+    }
+
+    /** A deadline that passed between rows: the remaining tasks are skipped with the reason, not started and stopped. */
+    @Test
+    void aPassedDeadlineSkipsTheRowsNotStarted() throws Exception {
+        E2eBench.Settings st = new E2eBench.Settings(List.of("tiny"), List.of("train", "grpo"), org.grpo4j.internal.backend.DType.BF16, 1, 5, 1,
+                false, 0, 1, 1L << 16, List.of("split"));
+        // the watcher looks only after an hour: the deadline (1 ms) has passed before the first task, which is skipped
+        E2eBench.Deadline dl = new E2eBench.Deadline(null, 1e-3, 3_600_000, System.err, () -> fail("nothing was running"));
+        Thread.sleep(5);
+        E2eReport rep;
+        try (org.grpo4j.internal.backend.CpuBackend be = new org.grpo4j.internal.backend.CpuBackend()) {
+            rep = E2eBench.measure(be, st, E2eBench.card(be), null, dl);
+        } finally {
+            dl.stop();
+        }
+        assertEquals(2, rep.rows().size());
+        for (E2eReport.Row r : rep.rows()) {
+            assertEquals(E2eReport.SKIPPED, r.status(), r.id());
+            assertEquals("--deadline 0 s passed before it could start", r.note());
+        }
+        assertFalse(dl.fired());
     }
 
     @Test
@@ -260,6 +321,7 @@ class E2eBenchTest {
             {new String[] {"cpu", "--reps", "3"}, "--reps must be >= 5"},
             {new String[] {"cpu", "--budget", "-1"}, "--budget must be >= 0"},
             {new String[] {"cpu", "--deadline", "-1"}, "--deadline must be >= 0"},
+            {new String[] {"cpu", "--deadline", "Infinity"}, "--deadline must be >= 0 seconds and finite"},
             {new String[] {"cpu", "--lmhead-grad", "fp8"}, "unknown --lmhead-grad \"fp8\" (valid: split, single)"},
             {new String[] {"tpu"}, "unknown backend \"tpu\""},
             {new String[] {"cpu", "--out", tmp.toString()}, "--out goes with --compare"},
