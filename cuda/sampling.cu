@@ -480,9 +480,16 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
         sm.kgmax = 0;
     }
     __syncthreads();
-    // CAND: this warp's candidates so far (the same in every lane), and whether its segment overflowed
+    // CAND: this warp's candidates so far (the same in every lane), and whether its segment overflowed; run_key's
+    // constants (thread 0's)
     u32 n = 0;
     bool ovf = false;
+    double l0 = 0;
+    float bpu0 = 0;
+    if (CAND && tid == 0) {
+        l0 = cand_nats(v, sp.top_p);
+        bpu0 = bins_per_unit(row_shift(v));
+    }
 
     // ---- pass A: tiles, G at a time ------------------------------------------------------------------------------
     // Every thread loads its ITEMS tokens of G tiles at once (16 loads in flight), then the G tiles' max keys and
@@ -505,7 +512,7 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
                     x[g][i] = s0 + g < nt && j < v ? load(row, j) : 0.f;
                 }
             if (CAND && s0 > 0 && tid == 0) {  // this group's key, from the groups before it (read after the barrier below)
-                const u32 k = run_key(sm.rm, cand_nats(v, sp.top_p), sp.inv_t_d, bins_per_unit(row_shift(v)));
+                const u32 k = run_key(sm.rm, l0, sp.inv_t_d, bpu0);
                 sm.kg = k;
                 sm.kgmax = k > sm.kgmax ? k : sm.kgmax;
             }
