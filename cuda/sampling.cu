@@ -518,17 +518,22 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
             }
 #pragma unroll
             for (int g = 0; g < G; g++) {
-                mb[g] = 0;
+                // this thread's max key and its first index (the tokens come in index order, so a strictly larger key
+                // moves it: the lowest index among equal keys), packed once a tile as (key, ~index); 0 with no token
+                u32 mk = 0, mj = 0;
 #pragma unroll
                 for (int i = 0; i < ITEMS; i++) {
                     const int j = (s0 + g) * TILE + i * BLOCK + tid;
                     if (s0 + g < nt && j < v) {
-                        const u32 key = key_of(x[g][i]);
-                        const u64 packed = ((u64) key << 32) | (u64) (~(u32) j);
-                        mb[g] = packed > mb[g] ? packed : mb[g];
+                        const u32 key = key_of(x[g][i]);  // > 0 (NaN is cleaned to -inf, whose key is 0x007FFFFF)
+                        if (key > mk) {
+                            mk = key;
+                            mj = (u32) j;
+                        }
                         mn = key < mn ? key : mn;
                     }
                 }
+                mb[g] = mk == 0 ? 0 : ((u64) mk << 32) | (u64) (~mj);
                 mb[g] = warp_max_u64(mb[g]);
                 if (lane == 0) sm.gmax[g][warp] = mb[g];
             }
