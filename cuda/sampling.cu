@@ -48,6 +48,10 @@ struct Shared {
     // and the largest such key so far
     RunMass rm;
     u32 kg, kgmax;
+    int lost_kc;  // some lane lost a candidate of key >= kc
+    double l0;    // run_key's constants
+    float bpu0;
+
     double u, log_s;  // the row's uniform and log S
     // the filtered draw: per-warp range sums, and the range picked (thread 0)
     u64 wmass[32];
@@ -187,9 +191,11 @@ __device__ u32 append_range(const T* row, int hi, u32 kc, u32* ckeys, u32* cidx,
     return n;
 }
 
-// Pass A's group at tile s0 (its tokens in registers) into this warp's segment, as append_range.
+// Pass A's group at tile s0 (its tokens in registers) into this warp's segment, as append_range; *lost gets the
+// largest key of this lane's tokens that found no room.
 template <int GG, int II>
-__device__ inline u32 append_group(const float (&x)[GG][II], int s0, int nt, int v, u32 k, u32* ckeys, u32* cidx, int seg, u32 n) {
+__device__ inline u32 append_group(const float (&x)[GG][II], int s0, int nt, int v, u32 k, u32* ckeys, u32* cidx, int seg, u32 n,
+                                   u32* lost) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const unsigned lower = (1u << lane) - 1u;
 #pragma unroll
@@ -197,13 +203,16 @@ __device__ inline u32 append_group(const float (&x)[GG][II], int s0, int nt, int
 #pragma unroll
         for (int i = 0; i < II; i++) {
             const int j = (s0 + g) * TILE + i * BLOCK + tid;
-            const bool keep = s0 + g < nt && j < v && key_of(x[g][i]) >= k;
+            const u32 key = key_of(x[g][i]);
+            const bool keep = s0 + g < nt && j < v && key >= k;
             const unsigned bal = __ballot_sync(0xffffffffu, keep);
             if (bal) {
                 const u32 at = n + (u32) __popc(bal & lower);
                 if (keep && at < (u32) seg) {
-                    ckeys[warp * seg + at] = key_of(x[g][i]);
+                    ckeys[warp * seg + at] = key;
                     cidx[warp * seg + at] = (u32) j;
+                } else if (keep) {
+                    *lost = key > *lost ? key : *lost;
                 }
                 n += (u32) __popc(bal);
             }
@@ -478,18 +487,17 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
         sm.from_list = 0;
         sm.rm = run_mass_start();
         sm.kgmax = 0;
+        sm.lost_kc = 0;
+        if (CAND) {
+            sm.l0 = cand_nats(v, sp.top_p);
+            sm.bpu0 = bins_per_unit(row_shift(v));
+        }
     }
     __syncthreads();
-    // CAND: this warp's candidates so far (the same in every lane), and whether its segment overflowed; run_key's
-    // constants (thread 0's)
-    u32 n = 0;
-    bool ovf = false;
-    double l0 = 0;
-    float bpu0 = 0;
-    if (CAND && tid == 0) {
-        l0 = cand_nats(v, sp.top_p);
-        bpu0 = bins_per_unit(row_shift(v));
-    }
+    // CAND: this warp's entries in its segment (the same in every lane), the largest key that may be missing from the
+    // list by this lane (a candidate that found no room, or under a segment's compaction key; 0: none; a key is > 0),
+    // and run_key's constants
+    u32 n = 0, lost = 0;
 
     // ---- pass A: tiles, G at a time ------------------------------------------------------------------------------
     // Every thread loads its ITEMS tokens of G tiles at once (16 loads in flight), then the G tiles' max keys and
@@ -512,7 +520,7 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
                     x[g][i] = s0 + g < nt && j < v ? load(row, j) : 0.f;
                 }
             if (CAND && s0 > 0 && tid == 0) {  // this group's key, from the groups before it (read after the barrier below)
-                const u32 k = run_key(sm.rm, l0, sp.inv_t_d, bpu0);
+                const u32 k = run_key(sm.rm, sm.l0, sp.inv_t_d, sm.bpu0);
                 sm.kg = k;
                 sm.kgmax = k > sm.kgmax ? k : sm.kgmax;
             }
@@ -538,13 +546,26 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
                 if (lane == 0) sm.gmax[g][warp] = mb[g];
             }
             __syncthreads();
-            if (CAND && s0 > 0 && !ovf) {  // this group's candidates (sm.kg is rewritten only after the next barrier)
+            if (CAND && s0 > 0) {  // this group's candidates (sm.kg is rewritten only after the next barrier)
                 const u32 kg = sm.kg, nb = n;
-                n = append_group(x, s0, nt, v, kg, ckeys, cidx, seg, n);
-                if (n > (u32) seg) {  // full: drop the earlier entries under kg (a higher key than theirs), then again
-                    n = append_group(x, s0, nt, v, kg, ckeys, cidx, seg, compact_segment(ckeys, cidx, seg, nb, kg));
-                    ovf = n > (u32) seg;
+                u32 lg = 0;
+                u32 nn = append_group(x, s0, nt, v, kg, ckeys, cidx, seg, nb, &lg);
+                if (nn > (u32) seg && nb > 0) {
+                    // full: a key that counts this group's maxima too (a new large token raises it), the earlier
+                    // entries under it dropped, the group taken again under it; everything under it may be missing
+                    RunMass r2 = sm.rm;
+#pragma unroll
+                    for (int g = 0; g < G; g++) {
+                        const float mg = value_of((u32) (warp_max_u64(sm.gmax[g][lane]) >> 32));
+                        if (s0 + g < nt && mg != u2f(0xFF800000u)) run_mass_add(r2, mg, 1ull << SH_TILE, sp.inv_t);
+                    }
+                    u32 k2 = run_key(r2, sm.l0, sp.inv_t_d, sm.bpu0);
+                    k2 = k2 > kg ? k2 : kg;
+                    lg = k2 > 0 ? k2 - 1 : 0;
+                    nn = append_group(x, s0, nt, v, k2, ckeys, cidx, seg, compact_segment(ckeys, cidx, seg, nb, k2), &lg);
                 }
+                n = nn < (u32) seg ? nn : (u32) seg;  // the tokens past it are lost: the list is valid only if they are under kc
+                lost = lg > lost ? lg : lost;
             }
             u64 sum[G];
 #pragma unroll
@@ -672,15 +693,15 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
                 list = 1;
                 if (CAND) {
                     // pass A's list: valid when no group's key passed kc (each group then kept every token >= kc) and
-                    // no segment overflowed. Its entries under kc (kept by the groups' lower keys) are dropped, so
-                    // that the list holds whole bins >= b0, and group 0's candidates are added.
-                    if (!ovf && sm.kgmax <= kc) {
-                        n = append_range(row, min(v, G * TILE), kc, ckeys, cidx, seg, compact_segment(ckeys, cidx, seg, n, kc));
-                        ovf = n > (u32) seg;
-                    } else {
-                        ovf = true;
-                    }
-                    list_finish(sm, ovf ? (u32) seg + 1 : n, seg);
+                    // every token that found no room is under kc. Its entries under kc (kept by the groups' lower
+                    // keys) are dropped, so that the list holds whole bins >= b0, and group 0's candidates are added;
+                    // when it is already known to fail, the candidate pass follows at once.
+                    if (lost >= kc) atomicOr(&sm.lost_kc, 1);
+                    __syncthreads();
+                    const bool fails = sm.lost_kc || sm.kgmax > kc;
+                    u32 nn = (u32) seg + 1;
+                    if (!fails) nn = append_range(row, min(v, G * TILE), kc, ckeys, cidx, seg, compact_segment(ckeys, cidx, seg, n, kc));
+                    list_finish(sm, nn, seg);
                     if (sm.from_list == 2) list = 2;
                 }
             }

@@ -434,8 +434,9 @@ inline int host_cand_count(const float* row, int v, float temperature, float top
 // counted; 0 without a filter, whose draw re-reads one tile; 0 for top-p alone when pass A kept the list, whose group 0
 // is read again). The keys b0 and run_key come from log, whose host and device results may differ in the last bit: on
 // a bin's edge the count may differ from the kernel's, never the token.
+// list_cap: the device's candidate list in tokens (the count of reads depends on it; the token does not).
 inline int host_sample_row(const float* row, int v, float temperature, int top_k, float top_p, double u, int* token,
-                           double* lp, int* kept) {
+                           double* lp, int* kept, int list_cap = smp::LIST_MAX) {
     using namespace smp;
     Spec sp = make_spec(temperature, top_k, top_p, v);
     int nt = (v + TILE - 1) / TILE;
@@ -559,25 +560,27 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
             // The kernel's reads of the row (on a device with room for LIST_MAX; the tokens are the same either way).
             // Its candidate list holds the tokens of the first pass's bins >= b0 (key >= kc), one segment of
             // LIST_MAX / 32 a warp (warp w: the tokens j with j mod BLOCK in [32 w, 32 w + 32)). Pass A fills it
-            // (CAND): group g >= 1 under run_key of the groups before it (a full segment drops its earlier entries
-            // under that key and takes the group again; still full, it overflows); after pass A, when no group's key
-            // passed kc, the entries under kc are dropped and group 0's added. Complete, and the boundary bin among
-            // them, the search and the draw read no more of the row than group 0 again; else the candidate pass
-            // reads the row once more (complete then: the only read before the draw, which reads the list too), or
-            // the search runs over the row as here.
+            // (CAND): group g >= 1 under run_key of the groups before it (a full segment takes a key that counts the
+            // group's tile maxima too, drops its earlier entries under it and takes the group again under it;
+            // everything under that key, and the tokens still without room, may be missing: their largest key is
+            // kept); after pass A, when no group's key passed kc and nothing missing reaches kc, the entries under kc
+            // are dropped and group 0's added. Complete, and the boundary bin among them, the search and the draw read no
+            // more of the row than group 0 again; else the candidate pass reads the row once more (complete then: the
+            // only read before the draw, which reads the list too), or the search runs over the row as here.
             const u32 kc = host_cand_key(tm, ts, nt, v, sp, xmax, kmin, kmax);
             const int b0 = sel_bin(sel_mass(0u, 0u, 0.0), kc, value_of(kc), xmax, sp.inv_t, bpu);  // (kc's bin is b0)
-            const int cap = LIST_MAX / 32;
+            const int cap = list_cap / 32;
             u32* seg = new u32[BLOCK / 32 * cap];  // the warps' stored keys
-            u32 wn[BLOCK / 32] = {};
-            bool ovf[BLOCK / 32] = {};
-            // one warp's appends of [a, b) with key >= k, as the kernel's (stored while there is room)
-            auto append = [&](int w, int a, int b, u32 k) {
+            u32 wn[BLOCK / 32] = {}, lost[BLOCK / 32] = {};
+            // one warp's appends of [a, b) with key >= k in index order, as the kernel's (stored while there is room;
+            // *lg: the largest key without room), counting past the room
+            auto append = [&](int w, int a, int b, u32 k, u32* lg) {
                 for (int j = a; j < b; j++)
                     if ((j % BLOCK) / 32 == w) {
                         const u32 key = key_of(clean(row[j]));
                         if (key < k) continue;
                         if (wn[w] < (u32) cap) seg[w * cap + wn[w]] = key;
+                        else *lg = key > *lg ? key : *lg;
                         wn[w]++;
                     }
             };
@@ -595,29 +598,34 @@ inline int host_sample_row(const float* row, int v, float temperature, int top_k
                 if (s0 > 0) {
                     const u32 kg = run_key(rm, l0, sp.inv_t_d, bpu);
                     kgmax = kg > kgmax ? kg : kgmax;
+                    RunMass r2 = rm;  // the groups before it and this group's tile maxima
+                    for (int q = s0; q < s0 + GROUP && q < nt; q++)
+                        if (tm[q] != u2f(0xFF800000u)) run_mass_add(r2, tm[q], 1ull << SH_TILE, sp.inv_t);
+                    u32 k2 = run_key(r2, l0, sp.inv_t_d, bpu);
+                    k2 = k2 > kg ? k2 : kg;
                     for (int w = 0; w < BLOCK / 32; w++) {
-                        if (ovf[w]) continue;
                         const u32 nb = wn[w];
-                        append(w, a, b, kg);
-                        if (wn[w] > (u32) cap) {
-                            compact(w, nb, kg);
-                            append(w, a, b, kg);
-                            ovf[w] = wn[w] > (u32) cap;
+                        u32 lg = 0;
+                        append(w, a, b, kg, &lg);
+                        if (wn[w] > (u32) cap && nb > 0) {
+                            wn[w] = nb;
+                            compact(w, nb, k2);
+                            lg = k2 > 0 ? k2 - 1 : 0;
+                            append(w, a, b, k2, &lg);
                         }
+                        if (wn[w] > (u32) cap) wn[w] = cap;
+                        lost[w] = lg > lost[w] ? lg : lost[w];
                     }
                 }
                 for (int q = s0; q < s0 + GROUP && q < nt; q++) run_mass_add(rm, tm[q], ts[q], sp.inv_t);
             }
-            bool one_read = true;
-            for (int w = 0; w < BLOCK / 32; w++) {
-                if (!ovf[w] && kgmax <= kc) {
-                    compact(w, wn[w], kc);
-                    append(w, 0, GROUP * TILE < v ? GROUP * TILE : v, kc);
-                    ovf[w] = wn[w] > (u32) cap;
-                } else {
-                    ovf[w] = true;
-                }
-                one_read &= !ovf[w];
+            bool one_read = kgmax <= kc;
+            for (int w = 0; w < BLOCK / 32; w++) one_read &= lost[w] < kc;
+            for (int w = 0; w < BLOCK / 32 && one_read; w++) {
+                u32 lg = 0;
+                compact(w, wn[w], kc);
+                append(w, 0, GROUP * TILE < v ? GROUP * TILE : v, kc, &lg);
+                one_read &= wn[w] <= (u32) cap;
             }
             delete[] seg;
             bool complete = true;  // the candidate pass's list, when pass A's is not complete

@@ -259,6 +259,8 @@ double g4_host_philox_uniform(long long seed, int stream, int step);
 void g4_host_exp_f32(const float* x, float* out, int n);
 int g4_host_sample_row(const float* row, int v, float temperature, int top_k, float top_p, double u, int* token,
                        double* logprob, int* kept);
+int g4_host_sample_row_cap(const float* row, int v, float temperature, int top_k, float top_p, double u, int* token,
+                           double* logprob, int* kept, int list_cap);
 int g4_host_cand_count(const float* row, int v, float temperature, float top_p);
 void g4_host_lmhead_lse(const float* z, int rows, int cols, int chunk, const int* targets, double* lse, double* logp);
 void g4_host_lmhead_dlogits(const float* z, int rows, int cols, const int* targets, const double* lse, const double* g,

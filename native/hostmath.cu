@@ -73,6 +73,11 @@ int g4_host_sample_row(const float* row, int v, float temperature, int top_k, fl
     return g4::host_sample_row(row, v, temperature, top_k, top_p, u, token, logprob, kept);
 }
 
+int g4_host_sample_row_cap(const float* row, int v, float temperature, int top_k, float top_p, double u, int* token,
+                           double* logprob, int* kept, int list_cap) {
+    return g4::host_sample_row(row, v, temperature, top_k, top_p, u, token, logprob, kept, list_cap);
+}
+
 int g4_host_cand_count(const float* row, int v, float temperature, float top_p) {
     return g4::host_cand_count(row, v, temperature, top_p);
 }
