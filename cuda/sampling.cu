@@ -519,7 +519,11 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
                     const int j = (s0 + g) * TILE + i * BLOCK + tid;
                     x[g][i] = s0 + g < nt && j < v ? load(row, j) : 0.f;
                 }
-            if (CAND && s0 > 0 && tid == 0) {  // this group's key, from the groups before it (read after the barrier below)
+            if (CAND && s0 > 0 && tid == 0) {
+                // this group's key, from the groups before it (read after the barrier below): the previous group's
+                // tiles added to the running mass here, once this thread's loads are in flight (their exps and float64
+                // steps, ~0.3 us of dependent latency a group, would hold back its next loads and the next barrier)
+                for (int q = s0 - G; q < s0; q++) run_mass_add(sm.rm, sm.tile_m[q], sm.tile_s[q], sp.inv_t);
                 const u32 k = run_key(sm.rm, sm.l0, sp.inv_t_d, sm.bpu0);
                 sm.kg = k;
                 sm.kgmax = k > sm.kgmax ? k : sm.kgmax;
@@ -588,7 +592,6 @@ sample_kernel(int* tokens, float* logprobs, const T* logits, const int* ctr, con
                     if (lane == 0 && s0 + g < nt) {
                         sm.tile_m[s0 + g] = value_of((u32) (mb[g] >> 32));
                         sm.tile_s[s0 + g] = total;
-                        if (CAND) run_mass_add(sm.rm, value_of((u32) (mb[g] >> 32)), total, sp.inv_t);
                     }
                 }
             }
