@@ -158,6 +158,23 @@ __device__ inline void hist_clear(Shared& sm) {
     sm.bmax[tid] = 0;
 }
 
+// One token a lane of a warp-wide append: the lanes with keep take the next slots of this warp's segment in lane
+// order (stored while there is room; a key without room raises *lost), and n (the same in every lane) counts them all.
+__device__ inline void append_one(bool keep, u32 key, int j, u32* ckeys, u32* cidx, int seg, u32& n, u32* lost) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const unsigned bal = __ballot_sync(0xffffffffu, keep);
+    if (bal) {  // (warp-uniform; on a peaked row, few warps of a pass have a candidate)
+        const u32 at = n + (u32) __popc(bal & ((1u << lane) - 1u));
+        if (keep && at < (u32) seg) {
+            ckeys[warp * seg + at] = key;
+            cidx[warp * seg + at] = (u32) j;
+        } else if (keep) {
+            *lost = key > *lost ? key : *lost;
+        }
+        n += (u32) __popc(bal);
+    }
+}
+
 // Appends the tokens of [0, hi) with key >= kc to this warp's segment of the candidate list from slot n, key and
 // index (warp w: the tokens j with j mod BLOCK in [32 w, 32 w + 32); slots from the warp's ballots, no atomics), and
 // returns the warp's count (past seg: the segment overflowed, and the tokens past it were not stored). From the end of
@@ -167,8 +184,8 @@ __device__ inline void hist_clear(Shared& sm) {
 // wanted). The order changes nothing else: each token's slot is in its warp's segment.
 template <typename T>
 __device__ u32 append_range(const T* row, int hi, u32 kc, u32* ckeys, u32* cidx, int seg, u32 n) {
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const unsigned lower = (1u << lane) - 1u;
+    const int tid = threadIdx.x;
+    u32 lost = 0;  // (unused: a caller sees an overflow in the count)
     for (int base = (hi - 1) / (BLOCK * HU) * (BLOCK * HU); base >= 0; base -= BLOCK * HU) {
         float xs[HU];
 #pragma unroll
@@ -176,16 +193,8 @@ __device__ u32 append_range(const T* row, int hi, u32 kc, u32* ckeys, u32* cidx,
 #pragma unroll
         for (int u = 0; u < HU; u++) {
             const int j = base + u * BLOCK + tid;
-            const bool keep = j < hi && key_of(xs[u]) >= kc;
-            const unsigned bal = __ballot_sync(0xffffffffu, keep);
-            if (bal) {  // (warp-uniform; on a peaked row, few warps of a pass have a candidate)
-                const u32 at = n + (u32) __popc(bal & lower);
-                if (keep && at < (u32) seg) {
-                    ckeys[warp * seg + at] = key_of(xs[u]);
-                    cidx[warp * seg + at] = (u32) j;
-                }
-                n += (u32) __popc(bal);
-            }
+            const u32 key = key_of(xs[u]);
+            append_one(j < hi && key >= kc, key, j, ckeys, cidx, seg, n, &lost);
         }
     }
     return n;
@@ -196,26 +205,13 @@ __device__ u32 append_range(const T* row, int hi, u32 kc, u32* ckeys, u32* cidx,
 template <int GG, int II>
 __device__ inline u32 append_group(const float (&x)[GG][II], int s0, int nt, int v, u32 k, u32* ckeys, u32* cidx, int seg, u32 n,
                                    u32* lost) {
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const unsigned lower = (1u << lane) - 1u;
 #pragma unroll
     for (int g = 0; g < GG; g++)
 #pragma unroll
         for (int i = 0; i < II; i++) {
-            const int j = (s0 + g) * TILE + i * BLOCK + tid;
+            const int j = (s0 + g) * TILE + i * BLOCK + threadIdx.x;
             const u32 key = key_of(x[g][i]);
-            const bool keep = s0 + g < nt && j < v && key >= k;
-            const unsigned bal = __ballot_sync(0xffffffffu, keep);
-            if (bal) {
-                const u32 at = n + (u32) __popc(bal & lower);
-                if (keep && at < (u32) seg) {
-                    ckeys[warp * seg + at] = key;
-                    cidx[warp * seg + at] = (u32) j;
-                } else if (keep) {
-                    *lost = key > *lost ? key : *lost;
-                }
-                n += (u32) __popc(bal);
-            }
+            append_one(s0 + g < nt && j < v && key >= k, key, j, ckeys, cidx, seg, n, lost);
         }
     return n;
 }

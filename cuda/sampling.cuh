@@ -227,7 +227,7 @@ __host__ __device__ inline u64 tile_top_mass(const float* tm, const u64* e, int 
 __host__ __device__ inline int cand_bin(int v, float top_p, double log_s, float bpu, u32 kq, float xmax, float inv_t) {
     int b0 = cand_b0(v, top_p, log_s, bpu);
     if (kq != 0) {
-        const Sel first = {0u, 0u, 0u, 0ull, 0u, 0.0, 1, 1, 0, 0u, 0u};  // (a first mass-mode pass: linear bins)
+        const Sel first = sel_mass(0u, 0u, 0.0);  // (a first mass-mode pass: linear bins)
         const int bq = sel_bin(first, kq, value_of(kq), xmax, inv_t, bpu);
         b0 = bq > b0 ? bq : b0;
     }
@@ -238,7 +238,7 @@ __host__ __device__ inline int cand_bin(int v, float top_p, double log_s, float 
 // tokens with key >= it, exactly the tokens of bins >= b0 (the bin is monotone in the key), with one integer compare a
 // token.
 __host__ __device__ inline u32 cand_key(int b0, u32 kmin, u32 kmax, float xmax, float inv_t, float bpu) {
-    const Sel first = {0u, 0u, 0u, 0ull, 0u, 0.0, 1, 1, 0, 0u, 0u};
+    const Sel first = sel_mass(0u, 0u, 0.0);
     u32 lo = kmin, hi = kmax;  // invariant: bin(hi) >= b0
     while (lo < hi) {
         const u32 mid = lo + (hi - lo) / 2;
