@@ -179,6 +179,12 @@ public final class E2eBench implements Callable<Integer> {
                     + " error after the rows before it (--json) and the exit status is 3 (a hung kernel never returns); 0 = never.")
     double deadline;
 
+    @Option(names = "--resume", paramLabel = "FILE",
+            description = "Keep the measured and error rows of FILE (the --json of an earlier run on the same card at the same precision,"
+                    + " stopped by --deadline or by a lost device) that this run's plan has, with its copy bandwidth, and run only the"
+                    + " others; --json gets them all. A row that errored is not run again (it would hang or fault again).")
+    Path resume;
+
     @Option(names = "--seed", defaultValue = "1", description = "Seed of the random weights, ids and sampling (default: ${DEFAULT-VALUE}).")
     long seed;
 
@@ -197,7 +203,10 @@ public final class E2eBench implements Callable<Integer> {
 
     public static void main(String[] args) { System.exit(run(System.out, System.err, args)); }
 
-    /** Runs one command line and returns the exit status: 0, 1 (a row errored), 2 (bad input); 3 (--deadline) halts the JVM. */
+    /**
+     * Runs one command line and returns the exit status: 0, 1 (a row errored), 2 (bad input); 3 (--deadline) and 4 (a
+     * row's error left the device unusable) halt the JVM, the rows so far in --json for --resume.
+     */
     public static int run(PrintStream out, PrintStream err, String... args) {
         CommandLine cl = new CommandLine(new E2eBench(out, err));
         cl.setOut(new java.io.PrintWriter(out, true));
@@ -244,6 +253,16 @@ public final class E2eBench implements Callable<Integer> {
             if (!lmGrads.contains(m)) lmGrads.add(m);
         }
         if (presetNames != null) for (String p : presetNames) config(p); // validates the names before a backend opens
+        E2eReport prior = null;
+        if (resume != null) {
+            if (!Files.isRegularFile(resume)) throw new IllegalArgumentException("--resume " + resume + ": no such file");
+            prior = E2eReport.read(resume);
+            if (!"grpo4j".equals(prior.tool()))
+                throw new IllegalArgumentException("--resume " + resume + ": a report of \"" + prior.tool() + "\", not of E2eBench");
+            if (!precision.label().equals(prior.precision()))
+                throw new IllegalArgumentException("--resume " + resume + ": measured at precision " + prior.precision() + ", this run's is "
+                        + precision.label());
+        }
         Backends.checkSpec(backendName);
         String spec = backendName.trim().toLowerCase(Locale.ROOT);
         if (spec.startsWith("cuda") && !CudaRuntime.probe().available()) {
@@ -259,10 +278,21 @@ public final class E2eBench implements Callable<Integer> {
                         throw new IllegalArgumentException("--preset " + p + " on " + be.name() + " would take hours per step; it is a GPU benchmark (use --preset tiny on the CPU)");
             Settings st = new Settings(presets, sections, precision, warmup, reps, rolloutReps, checkpointing, budget, seed,
                     gpu ? 1L << 28 : 1L << 22, lmGrads, profileDir);
+            Card card = card(be);
+            if (prior != null && !card.name().equals(prior.card()))
+                throw new IllegalArgumentException("--resume " + resume + ": measured on \"" + prior.card() + "\", this device is \"" + card.name() + "\"");
             Deadline dl = new Deadline(json, deadline, 1000, stderr, () -> JvmHalt.halt(3, "E2eBench"));
             E2eReport rep;
             try {
-                rep = measure(be, st, card(be), stderr, dl);
+                rep = measure(be, st, card, stderr, dl, prior);
+            } catch (DeviceLost e) {
+                // the rows so far, that row last, are in --json already (the watch writes after every row); the exit now,
+                // status 4: closing the backend on a lost context would throw, and that exception would replace the status
+                dl.stop();
+                stderr.println("E2eBench: " + e.getMessage() + ": stopping" + (json == null ? "" : "; the rows so far are in " + json
+                        + " (--resume " + json + " runs the others in a new process)"));
+                JvmHalt.halt(4, "E2eBench");
+                return 4;  // (not reached)
             } finally {
                 dl.stop();
             }
@@ -404,24 +434,82 @@ public final class E2eBench implements Callable<Integer> {
 
     /** As {@link #measure(Backend, Settings, Card, PrintStream)}, telling {@code watch} of each row. */
     public static E2eReport measure(Backend be, Settings st, Card card, PrintStream log, Watch watch) {
+        return measure(be, st, card, log, watch, null);
+    }
+
+    /**
+     * A run stopped because a row's error left the device unusable (on CUDA a fault, an illegal address or a trap ends
+     * the context: every later call would fail too): {@link #soFar()} has the rows so far, that row last as an error, as
+     * the watch was last told. The command line exits with status 4; {@code --resume} runs the others in a new process.
+     */
+    public static final class DeviceLost extends RuntimeException {
+        private final transient E2eReport soFar;
+
+        DeviceLost(String row, E2eReport soFar) {
+            super("the device was unusable after " + row + "'s error");
+            this.soFar = soFar;
+        }
+
+        public E2eReport soFar() { return soFar; }
+    }
+
+    /** The key of a row among a run's rows: its problem and variant (an id alone has several variants). */
+    private static String rowKey(E2eReport.Row r) { return r.id() + (r.variant() == null ? "" : " [" + r.variant() + "]"); }
+
+    /**
+     * As {@link #measure(Backend, Settings, Card, PrintStream, Watch)}, keeping the rows of {@code prior} (an earlier
+     * run's report on the same card and precision, checked by the caller; or null) that this plan has, measured or
+     * errored, with its copy bandwidth, and running only the others: how a run stopped by a hung row or a lost device goes
+     * on in a new process. Rows {@code prior} skipped (a budget or a passed deadline) run now. The report keeps the
+     * plan's order.
+     *
+     * @throws DeviceLost when a row's error leaves the device unusable
+     */
+    public static E2eReport measure(Backend be, Settings st, Card card, PrintStream log, Watch watch, E2eReport prior) {
         long t0 = System.nanoTime();
         Progress pr = new Progress(log, t0);
         pr.say("backend " + be.description() + "; precision " + st.precision().label() + "; presets " + String.join(", ", st.presets())
                 + "; sections " + String.join(", ", st.sections()) + (st.budgetSeconds() > 0 ? "; budget " + st.budgetSeconds() + " s" : ""));
-        double copyGbs = copyBandwidth(be, st.copyElements());
-        pr.say(String.format(Locale.ROOT, "copy bandwidth %.1f GB/s (Backend.copy of %,d fp32, read + written)", copyGbs, st.copyElements()));
-        List<E2eReport.Row> rows = new ArrayList<>();
+        List<Task> tasks = plan(st);
+        E2eReport.Row[] rows = new E2eReport.Row[tasks.size()];
         Map<String, Double> trainTokS = new HashMap<>(), rolloutS = new HashMap<>();
+        if (prior != null) {
+            Map<String, E2eReport.Row> kept = new HashMap<>();
+            for (E2eReport.Row r : prior.rows()) if (!E2eReport.SKIPPED.equals(r.status())) kept.put(rowKey(r), r);
+            int n = 0;
+            for (int i = 0; i < tasks.size(); i++) {
+                Task task = tasks.get(i);
+                Shapes sh = shapes(task.preset());
+                E2eReport.Row r = kept.get(rowKey(skipped(task, sh, st, null)));
+                if (r == null) continue;
+                if (!r.shape().equals(shape(task, sh)))
+                    throw new IllegalArgumentException("--resume: " + rowKey(r) + " was measured at " + r.shape() + "; this run's is " + shape(task, sh));
+                rows[i] = r;
+                noteRate(task, sh, r, trainTokS, rolloutS);
+                n++;
+            }
+            pr.say(String.format(Locale.ROOT, "--resume: %d of the plan's %d rows kept", n, tasks.size()));
+        }
+        double copyGbs;
+        if (prior != null && prior.copyGbs() != null) {
+            copyGbs = prior.copyGbs();  // (the kept rows' roofline figures were counted with it)
+            pr.say(String.format(Locale.ROOT, "copy bandwidth %.1f GB/s (kept from the resumed run)", copyGbs));
+        } else {
+            copyGbs = copyBandwidth(be, st.copyElements());
+            pr.say(String.format(Locale.ROOT, "copy bandwidth %.1f GB/s (Backend.copy of %,d fp32, read + written)", copyGbs, st.copyElements()));
+        }
         Rig rig = null;
         try {
-            for (Task task : plan(st)) {
+            for (int i = 0; i < tasks.size(); i++) {
+                if (rows[i] != null) continue;
+                Task task = tasks.get(i);
                 Shapes sh = shapes(task.preset());
                 double est = estimate(task, sh, trainTokS, rolloutS);
                 double elapsed = (System.nanoTime() - t0) / 1e9;
                 if (st.budgetSeconds() > 0 && elapsed + est > st.budgetSeconds()) {
                     E2eReport.Row r = skipped(task, sh, st, String.format(Locale.ROOT, "--budget %.0f s: %.0f s elapsed%s", st.budgetSeconds(), elapsed,
                             est > 0 ? String.format(Locale.ROOT, ", about %.0f s more needed", est) : ""));
-                    rows.add(r);
+                    rows[i] = r;
                     watch.finished(report(be, card, st, copyGbs, rows));
                     pr.say(r.id() + (r.variant() == null ? "" : " [" + r.variant() + "]") + ": skipped (" + r.note() + ")");
                     continue;
@@ -429,7 +517,7 @@ public final class E2eBench implements Callable<Integer> {
                 String expired = watch.expired();
                 if (expired != null) {
                     E2eReport.Row r = skipped(task, sh, st, expired);
-                    rows.add(r);
+                    rows[i] = r;
                     watch.finished(report(be, card, st, copyGbs, rows));
                     pr.say(r.id() + (r.variant() == null ? "" : " [" + r.variant() + "]") + ": skipped (" + r.note() + ")");
                     continue;
@@ -463,12 +551,12 @@ public final class E2eBench implements Callable<Integer> {
                         rig = null;
                     }
                 }
-                rows.add(r);
+                rows[i] = r;
                 watch.finished(report(be, card, st, copyGbs, rows));
-                if (r.ok() && task.section().equals(E2eReport.TRAIN) && !task.singleDz()) trainTokS.put(task.preset(), r.fig("tokens_per_s"));
-                if (r.ok() && task.section().equals(E2eReport.ROLLOUT) && task.graphs() && task.streams() == 1 && task.newTokens() == sh.newTokens().get(0))
-                    rolloutS.put(task.preset(), r.medianMs() / 1e3);
+                noteRate(task, sh, r, trainTokS, rolloutS);
                 pr.say(summary(r));
+                if (E2eReport.ERROR.equals(r.status()) && !KernelBench.usable(be))  // (the error closed the rig)
+                    throw new DeviceLost(rowKey(r), report(be, card, st, copyGbs, rows));
             }
         } finally {
             if (rig != null) rig.close();
@@ -477,10 +565,22 @@ public final class E2eBench implements Callable<Integer> {
         return report(be, card, st, copyGbs, rows);
     }
 
-    private static E2eReport report(Backend be, Card card, Settings st, double copyGbs, List<E2eReport.Row> rows) {
+    /** The rates the estimates of later tasks come from: a measured training row's tokens/s, the first rollout's seconds. */
+    private static void noteRate(Task task, Shapes sh, E2eReport.Row r, Map<String, Double> trainTokS, Map<String, Double> rolloutS) {
+        if (!r.ok()) return;
+        if (task.section().equals(E2eReport.TRAIN) && !task.singleDz()) trainTokS.put(task.preset(), r.fig("tokens_per_s"));
+        if (task.section().equals(E2eReport.ROLLOUT) && task.graphs() && task.streams() == 1 && !task.noPrefixGroups() && !task.serial()
+                && task.newTokens() == sh.newTokens().get(0))
+            rolloutS.put(task.preset(), r.medianMs() / 1e3);
+    }
+
+    /** The rows so far (null: not yet run) in the plan's order. */
+    private static E2eReport report(Backend be, Card card, Settings st, double copyGbs, E2eReport.Row[] rows) {
+        List<E2eReport.Row> list = new ArrayList<>();
+        for (E2eReport.Row r : rows) if (r != null) list.add(r);
         return new E2eReport("grpo4j", card.name(), card.driver(), card.runtime(), null, null, be.name(), st.precision().label(),
                 java.time.Instant.now().truncatedTo(java.time.temporal.ChronoUnit.SECONDS).toString(), false, copyGbs,
-                E2eWork.PEAK_TFLOPS, List.copyOf(rows));
+                E2eWork.PEAK_TFLOPS, List.copyOf(list));
     }
 
     /**

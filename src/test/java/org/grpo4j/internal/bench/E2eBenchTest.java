@@ -298,6 +298,94 @@ class E2eBenchTest {
         assertFalse(dl.fired());
     }
 
+    /**
+     * A row whose error leaves the device unusable (a fault ends a CUDA context: every later call fails) stops the run
+     * with the rows so far, that row last; the command line's --resume of them keeps them as they are (the error row is
+     * not run again) with the copy bandwidth, and runs the others, in the plan's order.
+     */
+    @Test
+    void aLostDeviceStopsTheRunAndResumeRunsTheRest(@TempDir Path tmp) throws Exception {
+        E2eBench.Settings st = new E2eBench.Settings(List.of("tiny"), List.of("train", "rollout", "grpo"), org.grpo4j.internal.backend.DType.BF16,
+                1, 5, 1, false, 0, 1, 1L << 16, List.of("split"));
+        java.util.concurrent.atomic.AtomicBoolean lost = new java.util.concurrent.atomic.AtomicBoolean();
+        E2eReport soFar;
+        try (org.grpo4j.internal.backend.CpuBackend cpu = new org.grpo4j.internal.backend.CpuBackend()) {
+            // the first rollout's sampler faults, and every call after it fails (as on a lost CUDA context)
+            org.grpo4j.internal.backend.Backend dev = (org.grpo4j.internal.backend.Backend) java.lang.reflect.Proxy.newProxyInstance(
+                    org.grpo4j.internal.backend.Backend.class.getClassLoader(), new Class<?>[] {org.grpo4j.internal.backend.Backend.class},
+                    (p, m, args) -> {
+                        String n = m.getName();
+                        if (n.equals("close")) return null;
+                        if (n.equals("sample")) lost.set(true);
+                        if (lost.get() && !n.equals("name") && !n.equals("description"))
+                            throw new IllegalStateException(n + ": an illegal memory access was encountered");
+                        return KernelBenchTest.invoke(m, cpu, args);
+                    });
+            E2eBench.DeviceLost e = assertThrows(E2eBench.DeviceLost.class, () -> E2eBench.measure(dev, st, E2eBench.card(cpu), null, E2eBench.Watch.NONE, null));
+            soFar = e.soFar();
+        }
+        assertEquals(List.of("train/tiny/4x64 null ok", "rollout/tiny/new8 graphs error"),
+                soFar.rows().stream().map(x -> x.id() + " " + x.variant() + " " + x.status()).toList(), "the rows so far, the faulting row last");
+        assertTrue(soFar.rows().get(1).note().contains("an illegal memory access"), soFar.rows().get(1).note());
+        Path prior = tmp.resolve("ours.json"), json = tmp.resolve("resumed.json");
+        soFar.write(prior, false);
+
+        Run r = run("cpu", "--preset", "tiny", "--resume", prior.toString(), "--json", json.toString());
+        assertEquals(1, r.code(), "the kept error row fails the run: " + r.err());
+        assertTrue(r.err().contains("--resume: 2 of the plan's 8 rows kept"), r.err());
+        E2eReport rep = E2eReport.read(json);
+        assertEquals(soFar.copyGbs(), rep.copyGbs(), "the kept rows' roofline figures were counted with the first run's copy bandwidth");
+        List<String> ids = rep.rows().stream().map(x -> x.id() + (x.variant() == null ? "" : " " + x.variant())).toList();
+        assertEquals(List.of("train/tiny/4x64", "rollout/tiny/new8 graphs", "rollout/tiny/new8 graphs, no prefix groups",
+                "rollout/tiny/new8 graphs, serial steps", "rollout/tiny/new8 graphs, 2 streams", "rollout/tiny/new8 eager", "rollout/tiny/new16 graphs",
+                "grpo/tiny/4x4"), ids, "every row, in the plan's order");
+        assertEquals(soFar.rows().get(0), rep.rows().get(0), "the measured row kept as it was");
+        assertEquals(soFar.rows().get(1), rep.rows().get(1), "the error row kept, not run again");
+        for (E2eReport.Row x : rep.rows().subList(2, rep.rows().size())) assertTrue(x.ok(), x.id() + " " + x.variant() + ": " + x.note());
+        assertFalse(r.err().contains("e2e [") && r.err().contains("train/tiny/4x64: "), "the kept training row is not measured again: " + r.err());
+    }
+
+    /** --resume refuses a report it cannot continue, naming the file and what differs; a skipped row runs again. */
+    @Test
+    void resumeRefusesAnotherRunsReportAndRunsSkippedRows(@TempDir Path tmp) throws Exception {
+        Path prior = tmp.resolve("ours.json");
+        E2eReport.Row train = new E2eReport.Row("train/tiny/4x64", "train", "tiny", "4 x 64 tokens, packed", null, "grpo4j", E2eReport.SKIPPED,
+                "--budget 1 s: 2 s elapsed", null, null, null, 0, null);
+        String card;
+        try (org.grpo4j.internal.backend.CpuBackend cpu = new org.grpo4j.internal.backend.CpuBackend()) {
+            card = E2eBench.card(cpu).name();
+        }
+        new E2eReport("grpo4j", card, "n/a", "n/a", null, null, "cpu", "bf16", "2026-12-01T00:00:00Z", false, 7.5, 989, List.of(train)).write(prior, false);
+        Path json = tmp.resolve("resumed.json");
+        Run ok = run("cpu", "--preset", "tiny", "--sections", "train", "--resume", prior.toString(), "--json", json.toString());
+        assertEquals(0, ok.code(), ok.err());
+        assertTrue(ok.err().contains("--resume: 0 of the plan's 1 rows kept"), ok.err());
+        E2eReport rep = E2eReport.read(json);
+        assertEquals(1, rep.rows().size());
+        assertTrue(rep.rows().get(0).ok(), "a skipped row is run: " + rep.rows().get(0).note());
+        assertEquals(7.5, rep.copyGbs());
+
+        Path other = tmp.resolve("other.json"), shape = tmp.resolve("shape.json"), peer = tmp.resolve("peer.json");
+        new E2eReport("grpo4j", "NVIDIA H200", "n/a", "n/a", null, null, "cuda:0", "bf16", "2026-12-01T00:00:00Z", false, 7.5, 989, List.of()).write(other);
+        E2eReport.Row wrongShape = new E2eReport.Row("train/tiny/4x64", "train", "tiny", "4 x 32 tokens, packed", null, "grpo4j", E2eReport.ERROR,
+                "hung", null, null, null, 0, null);
+        new E2eReport("grpo4j", card, "n/a", "n/a", null, null, "cpu", "bf16", "2026-12-01T00:00:00Z", false, 7.5, 989, List.of(wrongShape)).write(shape);
+        new E2eReport("transformers", card, "n/a", "n/a", "2.11", "5.17", "torch cuda", "bf16", "2026-12-01T00:00:00Z", false, 7.5, 989, List.of()).write(peer);
+        Object[][] cases = {
+            {new String[] {"cpu", "--preset", "tiny", "--resume", tmp.resolve("none.json").toString()}, "--resume " + tmp.resolve("none.json") + ": no such file"},
+            {new String[] {"cpu", "--preset", "tiny", "--precision", "fp32", "--resume", prior.toString()}, "measured at precision bf16, this run's is fp32"},
+            {new String[] {"cpu", "--preset", "tiny", "--resume", other.toString()}, "measured on \"NVIDIA H200\", this device is \"" + card + "\""},
+            {new String[] {"cpu", "--preset", "tiny", "--sections", "train", "--resume", shape.toString()},
+                "--resume: train/tiny/4x64 was measured at 4 x 32 tokens, packed; this run's is 4 x 64 tokens, packed"},
+            {new String[] {"cpu", "--preset", "tiny", "--resume", peer.toString()}, "a report of \"transformers\", not of E2eBench"},
+        };
+        for (Object[] c : cases) {
+            Run r = run((String[]) c[0]);
+            assertEquals(2, r.code(), String.join(" ", (String[]) c[0]) + ": " + r.err());
+            assertTrue(r.err().contains((String) c[1]), r.err());
+        }
+    }
+
     @Test
     void estimatesGrowWithTheWork() {
         E2eBench.Shapes sh = E2eBench.ISSUE;
