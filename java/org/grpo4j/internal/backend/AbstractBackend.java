@@ -1,5 +1,6 @@
 package org.grpo4j.internal.backend;
 
+import java.util.Arrays;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
@@ -102,6 +103,9 @@ public abstract class AbstractBackend implements Backend {
         Check.notNull("empty", "dtype", dtype);
         Check.notNull("empty", "shape", shape);
         long n = Tensor.numel(shape);
+        if (n > Long.MAX_VALUE / 8)  // (bytes = n x dtype size must not wrap: a huge shape would allocate 1 byte)
+            throw new IllegalArgumentException("empty: " + Arrays.toString(shape) + " of " + dtype.label() + " is " + n
+                    + " elements, more bytes than a long counts");
         Storage s = allocateStorage(dtype, n);
         long live = liveBytes.addAndGet(n * dtype.bytes());
         peakBytes.accumulateAndGet(live, Math::max);
@@ -686,6 +690,7 @@ public abstract class AbstractBackend implements Backend {
     // ---- lifecycle ------------------------------------------------------------------------------------------------
 
     final void requireOp(String op) {
+        checkOpen();  // (a closed backend's stream, handles and buffers are freed: no op may reach them)
         if (!implementsOp(op))
             throw new UnsupportedOperationException(op + " is not implemented on " + name() + " yet");
         onOp(op);

@@ -16,6 +16,7 @@ final class Check {
 
     /** Live, belongs to this backend. */
     static void tensor(String op, AbstractBackend be, String name, Tensor t) {
+        be.checkOpen();
         notNull(op, name, t);
         if (t.backend() != be)
             throw fail(op, name + " " + t + " lives on " + (t.backend().name().equals(be.name())

@@ -114,7 +114,7 @@ final class CublasGemm implements AutoCloseable {
         boolean aBatched = a.rank() == 3, bBatched = b.rank() == 3;
         // a shared B with a batched, untransposed A is one GEMM over batch*m rows: no batch strides at all
         if (batch > 1 && aBatched && !bBatched && !transA) {
-            m *= batch;
+            m = Math.multiplyExact(m, batch);  // (cuBLASLt's int rows; a product past 2^31 is refused, never wrapped)
             batch = 1;
             aBatched = false;
         }

@@ -109,6 +109,7 @@ public final class CudaBackend extends AbstractBackend {
 
     @Override
     public void synchronize() {
+        checkOpen();
         CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize");
         readFlag();
     }
@@ -156,6 +157,7 @@ public final class CudaBackend extends AbstractBackend {
      */
     @Override
     public Replay capture(Runnable body) {
+        checkOpen();
         onDevice();
         CudaRuntime.check(CudaNative.g4_graph_begin_capture(stream), "cudaStreamBeginCapture");
         capturing = true;
@@ -178,6 +180,7 @@ public final class CudaBackend extends AbstractBackend {
             @Override
             public void run() {
                 if (closed) throw new IllegalStateException("graph used after close");
+                checkOpen();  // (the backend's stream is gone with it)
                 flagArmed = true; // recorded ops may report index errors like eager ones
                 CudaRuntime.check(CudaNative.g4_graph_launch(handle, stream), "cudaGraphLaunch");
             }
@@ -198,6 +201,21 @@ public final class CudaBackend extends AbstractBackend {
     private int liveGraphs;
     /** Scratch buffers outgrown while graphs were live: a graph may still use them, so they are freed with the last one. */
     private final java.util.List<Tensor> retiredScratch = new java.util.ArrayList<>();
+
+    /**
+     * Frees one of the backend's own buffers (scratch, the LM head's) after the queued work that uses it (the pool's
+     * free is ordered after it; cudaFree needs the stream idle). A captured graph bakes the addresses it was recorded
+     * with: while one is live, the buffer stays allocated (freed with the last graph), or a replay would write into
+     * freed memory.
+     */
+    private void retire(Tensor t) {
+        if (liveGraphs > 0) {
+            retiredScratch.add(t);
+            return;
+        }
+        if (!pooled) CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize");
+        t.close();
+    }
 
     private void freeRetiredScratch() {
         if (retiredScratch.isEmpty()) return;
@@ -221,15 +239,9 @@ public final class CudaBackend extends AbstractBackend {
                         + "run the captured work eagerly once first");
             long old = scratch == null ? 0 : scratch.bytes();
             if (scratch != null) {
-                // a captured graph bakes the address of the scratch it was recorded with: while one is live, the old
-                // buffer stays allocated (freed with the last graph), or a replay would write into freed memory
-                if (liveGraphs > 0) retiredScratch.add(scratch);
-                else {
-                    // queued work may still use it: the pool's free is ordered after it, cudaFree needs the stream idle
-                    if (!pooled) CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize");
-                    scratch.close();
-                }
+                Tensor old0 = scratch;
                 scratch = null; // a failed allocation below must not leave a closed buffer in use
+                retire(old0);
             }
             long grown = Math.max(bytes, old == 0 ? 1 << 20 : old * 2);
             scratch = empty(DType.INT32, Math.toIntExact((grown + 3) / 4));
@@ -244,7 +256,9 @@ public final class CudaBackend extends AbstractBackend {
         onDevice(); // its stream, handles and memory are on its device, whichever the closing thread used last
         CudaNative.g4_stream_synchronize(stream);
         if (gemm != null) gemm.close();
+        gemm = null;
         if (scratch != null) scratch.close();
+        scratch = null;
         for (Tensor t : retiredScratch) t.close();
         retiredScratch.clear();
         closeLmHead();
@@ -256,7 +270,7 @@ public final class CudaBackend extends AbstractBackend {
                     name() + " closed with " + liveTensors() + " live tensors (" + liveBytes() + " bytes)");
         super.close();
         if (pooled) CudaNative.g4_pool_trim(device, stream); // the pool's idle memory back to the device (other users of it)
-        streamAlive = false; // tensors closed from now on are freed with cudaFree
+        streamAlive = false; // tensors closed from now on are freed on the default stream
         CudaNative.g4_stream_destroy(stream);
     }
 
@@ -404,6 +418,11 @@ public final class CudaBackend extends AbstractBackend {
                 pool.onDevice();
                 // ordered after every op already issued on the stream: a later allocation may reuse it only after them
                 CudaRuntime.check(CudaNative.g4_free_async(address, pool.stream), "cudaFreeAsync");
+            } else if (pool != null) {
+                // a tensor that outlived its backend: the pool's allocation back on the default stream (the backend's
+                // stream is destroyed, and its close synchronized it), not with cudaFree, which is for cudaMalloc's
+                pool.onDevice();
+                CudaRuntime.check(CudaNative.g4_free_async(address, 0), "cudaFreeAsync");
             } else {
                 CudaRuntime.check(CudaNative.g4_free(address), "cudaFree");
             }
@@ -431,7 +450,9 @@ public final class CudaBackend extends AbstractBackend {
         return Math.max(0, reserved[0] - used[0]);
     }
 
+    /** t's device address; a freed tensor is an exception here, never an address for a kernel to write through. */
     static long addr(Tensor t) {
+        t.checkLive();
         return ((CudaStorage) t.storage).address + t.offset * t.dtype().bytes();
     }
 
@@ -738,7 +759,7 @@ public final class CudaBackend extends AbstractBackend {
     @Override
     void kvAppendImpl(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor slots) {
         ok(CudaNative.g4_kv_append(dt(kCache), addr(kCache), addr(vCache), addr(k), addr(v), addr(slots), k.dim(0),
-                k.dim(1) * k.dim(2), kCache.dim(0) * kCache.dim(1), addr(flag), opCode(Ops.KV_APPEND), stream), "kvAppend kernel");
+                Math.multiplyExact(k.dim(1), k.dim(2)), Math.multiplyExact(kCache.dim(0), kCache.dim(1)), addr(flag), opCode(Ops.KV_APPEND), stream), "kvAppend kernel");
     }
 
     @Override
@@ -1249,13 +1270,13 @@ public final class CudaBackend extends AbstractBackend {
         return bytes;
     }
 
+    /**
+     * t if it holds numel, else a new buffer (t retired). A t that a failed growth left closed (the allocation threw
+     * after the retirement, and the field kept it) counts as none.
+     */
     private Tensor grow(Tensor t, DType d, long numel) {
-        if (t != null && t.numel() >= numel) return t;
-        if (t != null) {
-            // queued work may still use it: the pool's free is ordered after it, cudaFree needs the stream idle
-            if (!pooled) CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize");
-            t.close();
-        }
+        if (t != null && t.isLive() && t.numel() >= numel) return t;
+        if (t != null && t.isLive()) retire(t);
         return empty(d, Math.toIntExact(Math.max(1, numel)));
     }
 
@@ -1276,8 +1297,7 @@ public final class CudaBackend extends AbstractBackend {
 
     /** Frees t (after the queued work that uses it) and returns null. */
     private Tensor shrink(Tensor t) {
-        if (!pooled) CudaRuntime.check(CudaNative.g4_stream_synchronize(stream), "cudaStreamSynchronize");
-        t.close();
+        if (t.isLive()) retire(t);
         return null;
     }
 

@@ -27,7 +27,7 @@ public final class Tensor implements AutoCloseable {
         this.shape = shape.clone();
         this.numel = numel(shape);
         this.owner = owner;
-        if (offset < 0 || offset + numel > storage.capacity)
+        if (offset < 0 || offset > storage.capacity - numel)  // (numel <= capacity - offset: no sum to overflow)
             throw new IllegalArgumentException("view [" + offset + ", " + (offset + numel) + ") outside storage of "
                     + storage.capacity + " elements");
     }
@@ -71,7 +71,7 @@ public final class Tensor implements AutoCloseable {
     public Tensor view(long elementOffset, int... newShape) {
         checkLive();
         long n = numel(newShape);
-        if (elementOffset < 0 || elementOffset + n > numel)
+        if (elementOffset < 0 || n > numel || elementOffset > numel - n)  // (no sum to overflow: Long.MAX_VALUE offsets wrapped)
             throw new IllegalArgumentException("view of " + n + " elements at offset " + elementOffset
                     + " does not fit in " + this);
         return new Tensor(backend, storage, offset + elementOffset, newShape, false);

@@ -13,6 +13,9 @@ class BasicOpsTest {
     abstract static class Suite {
         abstract Backend be();
 
+        /** A new backend of the suite's kind, for tests that close it. */
+        abstract Backend fresh();
+
         static float[] randoms(int n, long seed) {
             SplittableRandom r = new SplittableRandom(seed);
             float[] a = new float[n];
@@ -123,6 +126,46 @@ class BasicOpsTest {
             }
         }
 
+        /**
+         * Offsets and sizes whose sums or byte counts would wrap a long are refused: a view at Long.MAX_VALUE - 4 passed
+         * an "offset + n > numel" check (the sum wrapped negative) and pointed before its storage, and a shape of
+         * 2^31 x 2^31 fp32 elements allocated 1 byte (the byte count wrapped) that a fill then wrote far past.
+         */
+        @Test
+        void overflowingViewsAndSizesAreRefused() {
+            Backend be = be();
+            try (Tensor t = be.zeros(DType.FP32, 16); Tensor one = be.zeros(DType.FP32, 1)) {
+                IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> t.view(Long.MAX_VALUE - 4, 10));
+                assertTrue(e.getMessage().contains("does not fit"), e.getMessage());
+                e = assertThrows(IllegalArgumentException.class, () -> one.view(Long.MAX_VALUE - 999_999, 2_000_000));
+                assertTrue(e.getMessage().contains("does not fit"), e.getMessage());
+                e = assertThrows(IllegalArgumentException.class, () -> t.view(0, 17));
+                assertTrue(e.getMessage().contains("does not fit"), e.getMessage());
+                assertEquals(16, t.view(0, 16).numel());
+                assertEquals(1, t.view(15, 1).numel());
+            }
+            long live = be.liveBytes();
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> be.empty(DType.FP32, Integer.MAX_VALUE, Integer.MAX_VALUE, 2));
+            assertTrue(e.getMessage().startsWith("empty: [2147483647, 2147483647, 2]"), e.getMessage());
+            assertEquals(live, be.liveBytes(), "nothing allocated or counted");
+        }
+
+        /** A closed backend refuses every op on tensors that outlived it (its stream, handles and buffers are gone). */
+        @Test
+        void aClosedBackendRefusesItsOps() {
+            Backend be = fresh();
+            Tensor a = be.upload(randoms(8, 1), 8), b = be.zeros(DType.FP32, 8), out = be.empty(DType.FP32, 8);
+            Tensor bf = be.empty(DType.BF16, 8);
+            be.close();
+            for (Runnable op : new Runnable[] {() -> be.fill(a, 1), () -> be.add(out, a, b), () -> be.copy(out, a), () -> be.cast(bf, a),
+                    () -> be.scale(a, 2f)}) {
+                IllegalStateException e = assertThrows(IllegalStateException.class, op::run);
+                assertTrue(e.getMessage().contains("is closed"), e.getMessage());
+            }
+            assertThrows(IllegalStateException.class, () -> be.empty(DType.FP32, 4));
+            for (Tensor t : new Tensor[] {a, b, out, bf}) t.close(); // (after the backend: still freed)
+        }
+
         @Test
         void tensorsFromAnotherBackendAreRejected() {
             Backend be = be();
@@ -137,6 +180,9 @@ class BasicOpsTest {
     class Cpu extends Suite {
         @Override
         Backend be() { return TestBackends.cpu(); }
+
+        @Override
+        Backend fresh() { return new CpuBackend(); }
     }
 
     @Nested
@@ -144,6 +190,12 @@ class BasicOpsTest {
     class Cuda extends Suite {
         @Override
         Backend be() { return TestBackends.cuda(); }
+
+        @Override
+        Backend fresh() {
+            TestBackends.cuda(); // skips without a GPU
+            return new CudaBackend(0);
+        }
 
         @Test
         void eventsTimeWork() {

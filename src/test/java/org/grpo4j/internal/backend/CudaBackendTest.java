@@ -366,6 +366,39 @@ class CudaBackendTest {
         }
     }
 
+    /**
+     * The fused LM head's own buffers (logits chunk, per-token state) are baked into a graph as the scratch is: an eager
+     * call that outgrows them while a graph is live keeps the old ones until the graph is closed (they were freed at
+     * once, and the replay's kernels wrote into freed memory).
+     */
+    @Test
+    void aGraphReplaysCorrectlyAfterTheLmHeadBuffersHaveGrown() {
+        cuda(); // skips without a GPU; a fresh backend (no LM-head buffers yet)
+        SplittableRandom r = new SplittableRandom(6);
+        int n = 8, bigN = 1024, d = 64, v = 3000;
+        int[] tgt = r.ints(n, 0, v).toArray(), bigTgt = r.ints(bigN, 0, v).toArray();
+        try (CudaBackend be = new CudaBackend(0);
+             Tensor h = be.upload(randn(r, n * d, 1), n, d); Tensor w = be.upload(randn(r, v * d, 0.1), v, d);
+             Tensor t = be.upload(tgt, n); Tensor out = be.empty(DType.FP32, n);
+             Tensor bh = be.upload(randn(r, bigN * d, 1), bigN, d); Tensor bt = be.upload(bigTgt, bigN); Tensor bout = be.empty(DType.FP32, bigN)) {
+            Runnable body = () -> be.tokenLogprobs(out, h, w, t, 1f);
+            body.run(); // eager: makes the buffers the capture records
+            float[] want = out.toFloats();
+            long small = be.lmHeadBufferBytes();
+            try (Backend.Replay g = be.capture(body)) {
+                be.tokenLogprobs(bout, bh, w, bt, 1f); // grows the LM head's buffers while the graph is live
+                assertTrue(be.lmHeadBufferBytes() > small, "the buffers grew: " + small + " -> " + be.lmHeadBufferBytes());
+                assertTrue(be.retiredScratchBytes() > 0, "the outgrown buffers are kept for the live graph");
+                be.fill(out, Float.NaN);
+                g.run();
+                assertArrayEquals(want, out.toFloats(), "log-probs from the replay");
+            }
+            assertEquals(0, be.retiredScratchBytes(), "freed with the last graph");
+            be.releaseLmHeadBuffers();
+            assertEquals(0, be.lmHeadBufferBytes());
+        }
+    }
+
     /** A shared rank-2 A against batched B (stride 0 for A), the folded shared-B path, and plans cached per shape. */
     @Test
     void gemmPathsAndPlanCache() {
