@@ -69,7 +69,9 @@ public final class Rendezvous implements Cluster {
             checkLayout(info);
             client.barrier("join", env.processes(), timeoutMillis);
         } catch (IOException | RuntimeException e) {
-            close();
+            // no goodbyes to wait for: the processes that never joined would hold this error back up to 30 s
+            client.close();
+            if (server != null) server.close();
             throw e;
         }
     }

@@ -45,6 +45,8 @@ public final class TcpStore {
     private TcpStore() {}
 
     public static final int MAX_KEY = 512, MAX_VALUE = 1 << 20;
+    /** Connections in their handshake at once, and the seconds one may take (a process answers the nonce at once). */
+    static final int MAX_HANDSHAKES = 128, HANDSHAKE_MILLIS = 10_000;
     static final String MAGIC = "grpo4j-rendezvous-1";
 
     /** Fails unless {@code secret} is set when {@code bind} is not a loopback address. */
@@ -106,6 +108,10 @@ public final class TcpStore {
         private final List<Socket> open = new ArrayList<>();
         private final java.util.Set<Integer> finished = new java.util.HashSet<>();
         private final List<DataOutputStream> watchOuts = new ArrayList<>(); // every process's watch connection
+        /** The watch streams that got the abort already (under each stream's own lock). */
+        private final java.util.Set<DataOutputStream> abortSent = java.util.concurrent.ConcurrentHashMap.newKeySet();
+        /** Connections not yet past the handshake: bounded, so that strangers cannot use up threads or descriptors. */
+        private final java.util.concurrent.Semaphore handshakes = new java.util.concurrent.Semaphore(MAX_HANDSHAKES);
         private final SecureRandom random = new SecureRandom();
         private String aborted;
         private volatile boolean closed;
@@ -140,18 +146,55 @@ public final class TcpStore {
         /** Why the run was aborted, or null. */
         public synchronized String abortReason() { return aborted; }
 
+        /**
+         * Accepts connections for good: an accept that fails (descriptors or threads run out, as a flood of connections
+         * that never authenticate would cause) is retried after a pause, not the run's end, since only a process that
+         * proved the secret may fail the run; and while {@value #MAX_HANDSHAKES} connections are in their handshake, a
+         * new one is closed at once (a process retries its connection until its timeout).
+         */
         private void acceptLoop() {
             while (!closed) {
+                Socket c;
                 try {
-                    Socket c = socket.accept();
-                    synchronized (this) {
-                        open.add(c);
-                    }
-                    daemon("grpo4j-rdzv-conn", () -> serve(c)).start();
+                    c = socket.accept();
                 } catch (IOException e) {
-                    if (!closed) abort("the rendezvous store stopped accepting connections: " + e.getMessage());
-                    return;
+                    if (closed || socket.isClosed()) return;
+                    pause(100);
+                    continue;
                 }
+                if (!handshakes.tryAcquire()) {
+                    try {
+                        c.close();
+                    } catch (IOException e) {
+                        // refused
+                    }
+                    continue;
+                }
+                synchronized (this) {
+                    open.add(c);
+                }
+                try {
+                    daemon("grpo4j-rdzv-conn", () -> serve(c)).start();
+                } catch (Throwable t) {  // (no thread to be had: an OutOfMemoryError here ended the loop silently)
+                    synchronized (this) {
+                        open.remove(c);
+                    }
+                    handshakes.release();
+                    try {
+                        c.close();
+                    } catch (IOException e) {
+                        // refused
+                    }
+                    pause(100);
+                }
+            }
+        }
+
+        private static void pause(long millis) {
+            try {
+                Thread.sleep(millis);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
             }
         }
 
@@ -159,9 +202,10 @@ public final class TcpStore {
             int process = -1;
             String role = "";
             boolean authenticated = false; // only a process that proved the secret can fail the run by leaving
+            boolean handshaking = true;
             try (c) {
                 c.setTcpNoDelay(true);
-                c.setSoTimeout((int) Math.max(deadMillis, 5000));
+                c.setSoTimeout(HANDSHAKE_MILLIS); // a process sends its answer as soon as it has the nonce
                 DataInputStream in = new DataInputStream(new BufferedInputStream(c.getInputStream()));
                 DataOutputStream out = new DataOutputStream(new BufferedOutputStream(c.getOutputStream()));
                 byte[] nonce = new byte[32];
@@ -188,6 +232,8 @@ public final class TcpStore {
                     return;
                 }
                 authenticated = true;
+                handshaking = false;
+                handshakes.release();
                 synchronized (this) {
                     who.put(process, info);
                 }
@@ -204,6 +250,7 @@ public final class TcpStore {
                             ? "stopped answering (no heartbeat for " + deadMillis / 1000.0 + " s)" : "disconnected (its JVM died or was killed)"));
                 }
             } finally {
+                if (handshaking) handshakes.release();
                 synchronized (this) {
                     open.remove(c);
                 }
@@ -222,21 +269,23 @@ public final class TcpStore {
                 watchOuts.add(out);
             }
             Thread pinger = daemon("grpo4j-rdzv-ping", () -> {
-                String sent = null;
                 try {
                     while (!c.isClosed()) {
                         String a;
                         synchronized (this) {
-                            a = aborted;
-                            if (a == null) wait(heartbeatMillis);
+                            if (aborted == null) wait(heartbeatMillis);
                             a = aborted;
                         }
                         synchronized (out) {
-                            if (a != null && sent == null) {
-                                new Msg("ABORT", a, 0, 0, new byte[0]).write(out);
-                                sent = a;
-                            } else new Msg("PING").write(out);
+                            if (a == null) {
+                                new Msg("PING").write(out);
+                                continue;
+                            }
+                            if (abortSent.add(out)) new Msg("ABORT", a, 0, 0, new byte[0]).write(out);
                         }
+                        // the abort is the last message: the process stops reading after it, and pings written on
+                        // would fill its socket's buffer until a write blocked holding the stream (close() takes it)
+                        return;
                     }
                 } catch (IOException | InterruptedException e) {
                     // the connection ended: the reader reports it
@@ -362,7 +411,7 @@ public final class TcpStore {
                 for (DataOutputStream o : outs) {
                     synchronized (o) {
                         try {
-                            new Msg("ABORT", reason, 0, 0, new byte[0]).write(o);
+                            if (abortSent.add(o)) new Msg("ABORT", reason, 0, 0, new byte[0]).write(o);
                         } catch (IOException e) {
                             // that process is gone already
                         }
@@ -400,18 +449,19 @@ public final class TcpStore {
             this.where = host + ":" + port;
             this.onAbort = onAbort;
             long deadline = System.nanoTime() + timeoutMillis * 1_000_000L;
-            this.ctl = connect(host, port, deadline, timeoutMillis);
+            this.ctl = open(host, port, deadline, timeoutMillis, secret, process, "ctl", info);
+            Socket w = null;
             try {
-                handshake(ctl, secret, process, "ctl", info);
                 this.ctlIn = new DataInputStream(new BufferedInputStream(ctl.getInputStream()));
                 this.ctlOut = new DataOutputStream(new BufferedOutputStream(ctl.getOutputStream()));
-                this.watch = connect(host, port, deadline, timeoutMillis);
-                handshake(watch, secret, process, "watch", info);
-                this.watchOut = new DataOutputStream(new BufferedOutputStream(watch.getOutputStream()));
+                w = open(host, port, deadline, timeoutMillis, secret, process, "watch", info);
+                this.watchOut = new DataOutputStream(new BufferedOutputStream(w.getOutputStream()));
             } catch (IOException | RuntimeException e) {
                 ctl.close();
+                if (w != null) w.close();
                 throw e;
             }
+            this.watch = w;
             watch.setSoTimeout((int) deadMillis);
             DataInputStream watchIn = new DataInputStream(new BufferedInputStream(watch.getInputStream()));
             daemon("grpo4j-rdzv-watch", () -> {
@@ -480,11 +530,50 @@ public final class TcpStore {
             }
         }
 
+        /** The store closed a connection before its greeting: it had {@value #MAX_HANDSHAKES} others in their handshake. */
+        static final class Busy extends IOException {
+            Busy(String m) { super(m); }
+        }
+
+        /**
+         * {@link #connect} and {@link #handshake}, again while the store turns the connection away before its
+         * greeting (connections from elsewhere fill its handshake slots for a moment), until the deadline.
+         */
+        private static Socket open(String host, int port, long deadline, long timeoutMillis, String secret, int process, String role,
+                                   String info) throws IOException {
+            while (true) {
+                Socket s = connect(host, port, deadline, timeoutMillis);
+                try {
+                    handshake(s, secret, process, role, info);
+                    return s;
+                } catch (Busy e) {
+                    s.close();
+                    if (System.nanoTime() > deadline)
+                        throw new IOException("the rendezvous store at " + host + ":" + port + " turned every connection away for " + timeoutMillis / 1000.0
+                                + " s (" + MAX_HANDSHAKES + " other connections in their handshake: something else is connecting to MASTER_PORT)", e);
+                    try {
+                        Thread.sleep(200);
+                    } catch (InterruptedException x) {
+                        Thread.currentThread().interrupt();
+                        throw new IOException("interrupted while connecting to the rendezvous store at " + host + ":" + port);
+                    }
+                } catch (IOException | RuntimeException e) {
+                    s.close();
+                    throw e;
+                }
+            }
+        }
+
         private static void handshake(Socket s, String secret, int process, String role, String info) throws IOException {
             s.setSoTimeout(30_000);
             DataInputStream in = new DataInputStream(new BufferedInputStream(s.getInputStream()));
             DataOutputStream out = new DataOutputStream(new BufferedOutputStream(s.getOutputStream()));
-            String magic = in.readUTF();
+            String magic;
+            try {
+                magic = in.readUTF();
+            } catch (EOFException | java.net.SocketException e) {
+                throw new Busy("the rendezvous store at " + s.getRemoteSocketAddress() + " closed the connection before its greeting");
+            }
             if (!MAGIC.equals(magic)) throw new IOException("the server at " + s.getRemoteSocketAddress() + " is not a grpo4j rendezvous store");
             byte[] nonce = new byte[32];
             in.readFully(nonce);

@@ -276,9 +276,14 @@ public final class Trainer implements AutoCloseable {
                 Backend be = cluster == null ? (cfg.worldSize == 1 ? first : ownBackends.get(i)) : openClusterBackend(i);
                 // registered while it forms, so that a failure of another rank or process aborts its wait for the others
                 java.util.function.Consumer<Communicator> register = forming -> {
+                    Throwable late;
                     synchronized (comms) {
                         comms.set(i, forming);
+                        late = abortCause;
                     }
+                    // a failure before it was registered: abortCommunicators did not see it, so it is aborted here
+                    // (or it would wait for the others until nccl_timeout_s)
+                    if (late != null) abortCommunicator(forming, late);
                 };
                 Communicator comm = cluster == null ? comms.get(i) : cluster.communicator(i, be, cfg.ncclTimeoutS, register);
                 register.accept(comm);
@@ -362,9 +367,22 @@ public final class Trainer implements AutoCloseable {
         return ch.backend();
     }
 
+    /** The first failure that aborted the communicators (under comms' lock): a communicator registered later is aborted too. */
+    private Throwable abortCause;
+
     private void abortCommunicators(Throwable cause) {
-        for (Communicator c : comms) if (c instanceof LocalCommunicator l) l.abortGroup(cause);
-        for (Communicator c : comms) if (c instanceof org.grpo4j.internal.dist.NcclCommunicator n) n.abort(cause);
+        List<Communicator> now;
+        synchronized (comms) {
+            if (abortCause == null) abortCause = cause;
+            now = new ArrayList<>(comms);
+        }
+        for (Communicator c : now) if (c instanceof LocalCommunicator) abortCommunicator(c, cause);
+        for (Communicator c : now) if (!(c instanceof LocalCommunicator)) abortCommunicator(c, cause);
+    }
+
+    private static void abortCommunicator(Communicator c, Throwable cause) {
+        if (c instanceof LocalCommunicator l) l.abortGroup(cause);
+        else if (c instanceof org.grpo4j.internal.dist.NcclCommunicator n) n.abort(cause);
     }
 
     /** Whether two paths name one directory (the same file where both exist, else the same absolute names). */

@@ -1,0 +1,119 @@
+package org.grpo4j.internal.dist;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.io.BufferedInputStream;
+import java.io.DataInputStream;
+import java.io.DataOutputStream;
+import java.io.EOFException;
+import java.net.InetAddress;
+import java.net.Socket;
+import java.net.SocketTimeoutException;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+
+/** The store's behaviour after an abort and under connections that never authenticate (in one JVM, on loopback). */
+class TcpStoreTest {
+    /** An authenticated "watch" connection of process {@code p}, made by hand as TcpStore.Client makes it. */
+    static Socket watch(int port, String secret, int p) throws Exception {
+        Socket s = new Socket("127.0.0.1", port);
+        DataInputStream in = new DataInputStream(s.getInputStream());
+        DataOutputStream out = new DataOutputStream(s.getOutputStream());
+        assertEquals(TcpStore.MAGIC, in.readUTF());
+        byte[] nonce = new byte[32];
+        in.readFully(nonce);
+        out.writeUTF(TcpStore.MAGIC);
+        out.write(TcpStore.hmac(secret, nonce));
+        out.writeInt(p);
+        out.writeUTF("watch");
+        out.writeUTF("test");
+        out.flush();
+        assertEquals("OK", TcpStore.Msg.read(in).op());
+        return s;
+    }
+
+    /**
+     * After an abort a watch connection gets the reason once and then nothing: the server's pinger looped without a
+     * pause once the abort was set (84,889 messages in 0.5 s), which filled the socket of a process that had stopped
+     * reading and then blocked holding the stream.
+     */
+    @Test
+    void afterAnAbortAWatchGetsTheReasonOnceAndThenNothing() throws Exception {
+        int port = RendezvousTest.freePort();
+        try (TcpStore.Server s = new TcpStore.Server(InetAddress.getLoopbackAddress(), port, "k", 2, 100, 60_000);
+             Socket w = watch(port, "k", 1)) {
+            w.setSoTimeout(200);
+            DataInputStream in = new DataInputStream(new BufferedInputStream(w.getInputStream()));
+            Thread.sleep(300); // a few heartbeats first
+            s.abort("test abort");
+            List<String> ops = new ArrayList<>();
+            long end = System.nanoTime() + 1_000_000_000L;
+            while (System.nanoTime() < end) {
+                try {
+                    TcpStore.Msg m = TcpStore.Msg.read(in);
+                    ops.add(m.op() + (m.op().equals("ABORT") ? ":" + m.key() : ""));
+                } catch (SocketTimeoutException e) {
+                    // silence
+                }
+            }
+            int at = ops.indexOf("ABORT:test abort");
+            assertTrue(at >= 0, "the abort arrived: " + ops);
+            assertEquals(ops.size() - 1, at, "nothing after it in 1 s (heartbeat 0.1 s): " + ops.subList(at, Math.min(ops.size(), at + 5)));
+            assertTrue(ops.subList(0, at).stream().allMatch("PING"::equals), ops.toString());
+        }
+    }
+
+    /** Closing the store after an abort does not wait for a process that stopped reading (as a client does after ABORT). */
+    @Test
+    void closeAfterAnAbortDoesNotWaitForAPeerThatStoppedReading() throws Exception {
+        int port = RendezvousTest.freePort();
+        TcpStore.Server s = new TcpStore.Server(InetAddress.getLoopbackAddress(), port, "k", 2, 10, 60_000);
+        try (Socket w = watch(port, "k", 1)) {
+            s.abort("test abort");
+            Thread.sleep(1000); // 100 heartbeats' time: the old pinger filled the socket's buffer by now
+            CompletableFuture<Void> closing = CompletableFuture.runAsync(s::close);
+            closing.get(5, TimeUnit.SECONDS);
+        }
+    }
+
+    /**
+     * Connections that never authenticate (a port scanner, a health check, a flood) cannot stop the store or keep a
+     * process out: beyond {@value TcpStore#MAX_HANDSHAKES} in their handshake the store closes new ones at once, and a
+     * process turned away that way tries again until its timeout; the run is not aborted (an accept error ended the
+     * store's accept loop with an abort before).
+     */
+    @Test
+    void strangersNeitherStopTheStoreNorKeepAProcessOut() throws Exception {
+        int port = RendezvousTest.freePort();
+        List<Socket> strangers = new ArrayList<>();
+        try (TcpStore.Server s = new TcpStore.Server(InetAddress.getLoopbackAddress(), port, "k", 1, 100, 60_000)) {
+            for (int i = 0; i < TcpStore.MAX_HANDSHAKES + 20; i++) strangers.add(new Socket("127.0.0.1", port));
+            // an excess connection is closed by the store without a greeting
+            Socket last = strangers.get(strangers.size() - 1);
+            last.setSoTimeout(5000);
+            assertThrows(EOFException.class, () -> new DataInputStream(last.getInputStream()).readUTF(), "turned away");
+            // the strangers leave after a second; the process, turned away meanwhile, gets in within its timeout
+            CompletableFuture<Void> leave = CompletableFuture.runAsync(() -> {
+                try {
+                    Thread.sleep(1000);
+                    for (Socket x : strangers) x.close();
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+            });
+            long t0 = System.nanoTime();
+            try (TcpStore.Client c = new TcpStore.Client("127.0.0.1", port, "k", 0, "test", 20_000, 100, 60_000, why -> {})) {
+                assertTrue(System.nanoTime() - t0 > 500_000_000L, "it had to wait for the strangers to leave");
+                c.set("key", new byte[] {7});
+                assertArrayEquals(new byte[] {7}, c.get("key", 5_000));
+            }
+            leave.get(5, TimeUnit.SECONDS);
+            assertNull(s.abortReason(), "strangers do not fail the run");
+        } finally {
+            for (Socket x : strangers) x.close();
+        }
+    }
+}
