@@ -446,7 +446,9 @@ public final class GrpoConfig {
             } catch (IOException e) {
                 v = JSON.getNodeFactory().textNode(val);
             }
-            String[] path = key.split("\\.");
+            String[] path = key.split("\\.", -1);
+            for (String part : path)
+                if (part.isBlank()) throw new IllegalArgumentException("--set \"" + o + "\": the key \"" + key + "\" has an empty part (expected key or a.b)");
             ObjectNode at = tree;
             for (int i = 0; i < path.length - 1; i++) {
                 JsonNode child = at.get(path[i]);
@@ -467,6 +469,9 @@ public final class GrpoConfig {
                     + " is not " + typeName(e.getTargetType()));
         } catch (MismatchedInputException e) {
             throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\" has the wrong type (expected " + typeName(e.getTargetType()) + ")");
+        } catch (com.fasterxml.jackson.databind.JsonMappingException e) {
+            // e.g. a number past an int's range ("Numeric value (99999999999) out of range of int"): name the key
+            throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\": " + e.getOriginalMessage().lines().findFirst().orElse(""));
         } catch (IOException e) {
             throw new IllegalArgumentException(where + ": " + e.getMessage().lines().findFirst().orElse(""));
         }
@@ -485,7 +490,7 @@ public final class GrpoConfig {
     }
 
 
-    private static String pathOf(MismatchedInputException e) {
+    private static String pathOf(com.fasterxml.jackson.databind.JsonMappingException e) {
         StringBuilder sb = new StringBuilder();
         for (var r : e.getPath()) {
             if (r.getFieldName() != null) sb.append(sb.length() > 0 ? "." : "").append(r.getFieldName());

@@ -34,7 +34,8 @@ import org.grpo4j.ChatMessage;
 public final class DatasetReader {
     private DatasetReader() {}
 
-    private static final ObjectMapper JSON = new ObjectMapper();
+    /** Refuses anything after a line's value: two rows on one line (a file without its last newline, then another) lost the second. */
+    private static final ObjectMapper JSON = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
 
     /** The roles the chat templates render (the Tulu template silently drops any other). */
     public static final Set<String> ROLES = Set.of("system", "user", "assistant");

@@ -38,8 +38,26 @@ public record LlamaConfig(int hiddenSize, int intermediateSize, int numLayers, i
         if (numHeads % numKvHeads != 0)
             throw new IllegalArgumentException("config: num_attention_heads " + numHeads + " is not a multiple of num_key_value_heads " + numKvHeads);
         if (headDim % 2 != 0) throw new IllegalArgumentException("config: head_dim must be even for RoPE, got " + headDim);
+        if ((long) numHeads * headDim > Integer.MAX_VALUE)
+            throw new IllegalArgumentException("config: num_attention_heads " + numHeads + " x head_dim " + headDim + " is more than 2^31 - 1");
+        // (a typo such as num_hidden_layers 20000000 built a layout of 9 entries a layer until the heap ran out)
+        double params = parameterCount(hiddenSize, intermediateSize, numLayers, numHeads, numKvHeads, headDim, vocabSize, tieWordEmbeddings);
+        if (params > MAX_PARAMETERS)
+            throw new IllegalArgumentException(String.format(java.util.Locale.ROOT, "config: %.3g parameters (hidden_size %d, intermediate_size %d, "
+                    + "num_hidden_layers %d, vocab_size %d, ...) is more than the %.3g grpo4j accepts: a wrong number in config.json?", params,
+                    hiddenSize, intermediateSize, numLayers, vocabSize, MAX_PARAMETERS));
         if (!(rmsNormEps > 0)) throw new IllegalArgumentException("config: rms_norm_eps must be > 0, got " + rmsNormEps);
         new Rope(headDim, ropeTheta, ropeScaling); // validates theta and scaling
+    }
+
+    /** 2^40 (1.1 trillion): far above any Llama, far below what would overflow a layout's offsets. */
+    static final double MAX_PARAMETERS = 0x1p40;
+
+    /** The parameter count of these shapes, in double (no overflow whatever the numbers). */
+    static double parameterCount(int h, int ffn, int layers, int heads, int kvHeads, int headDim, int vocab, boolean tied) {
+        double q = (double) heads * headDim, kv = (double) kvHeads * headDim;
+        double layer = h * (q + 2 * kv) + q * h + 3.0 * h * ffn + 2.0 * h;
+        return (double) vocab * h * (tied ? 1 : 2) + layers * layer + h;
     }
 
     private static void positive(String where, String name, int v) {
@@ -148,13 +166,24 @@ public record LlamaConfig(int hiddenSize, int intermediateSize, int numLayers, i
         RopeSettings rope = readRope(n);
         List<Integer> eos = new ArrayList<>();
         JsonNode e = n.get("eos_token_id");
-        if (e != null && e.isArray()) for (JsonNode x : e) eos.add(x.asInt());
-        else if (e != null && e.isInt()) eos.add(e.asInt());
-        else if (e != null && !e.isNull()) throw new IllegalArgumentException("eos_token_id must be an int or a list of ints, got " + e);
+        if (e != null && e.isArray()) {
+            for (JsonNode x : e) {
+                if (!tokenId(x)) throw new IllegalArgumentException("eos_token_id must be an int or a list of ints >= 0, got " + e);
+                eos.add(x.asInt());
+            }
+        } else if (e != null && tokenId(e)) eos.add(e.asInt());
+        else if (e != null && !e.isNull()) throw new IllegalArgumentException("eos_token_id must be an int or a list of ints >= 0, got " + e);
+        JsonNode b = n.get("bos_token_id");
+        if (b != null && !b.isNull() && !tokenId(b)) throw new IllegalArgumentException("bos_token_id must be an int >= 0 (or null), got " + b);
         return new LlamaConfig(hidden, req(n, "intermediate_size"), req(n, "num_hidden_layers"), heads, kv, headDim,
                 req(n, "vocab_size"), optD(n, "rms_norm_eps", 1e-6), rope.theta(), rope.scaling(),
                 present(n, "max_position_embeddings") ? req(n, "max_position_embeddings") : 2048, optBool(n, "tie_word_embeddings", false),
-                n.path("bos_token_id").asInt(-1), eos);
+                b == null || b.isNull() ? -1 : b.asInt(), eos);
+    }
+
+    /** A token id in config.json: a whole number in [0, 2^31) (not "x", null or 1.9, which asInt made 0, 0 and 1). */
+    private static boolean tokenId(JsonNode x) {
+        return x.isIntegralNumber() && x.canConvertToInt() && x.asInt() >= 0;
     }
 
     /**

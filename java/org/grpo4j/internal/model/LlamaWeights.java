@@ -547,8 +547,12 @@ public final class LlamaWeights implements AutoCloseable {
             if (!map.isObject()) throw new IOException(index + ": weight_map is missing");
             for (var it = map.fields(); it.hasNext(); ) {
                 var e = it.next();
+                if (!e.getValue().isTextual() || e.getValue().asText().isBlank())
+                    throw new IOException(index + ": weight_map[\"" + e.getKey() + "\"] must name a shard file, got " + e.getValue());
                 Path f = dir.resolve(e.getValue().asText());
-                if (!f.normalize().startsWith(dir.normalize())) throw new IOException(index + ": shard " + e.getValue() + " is outside the model directory");
+                if (!f.normalize().startsWith(dir.normalize()) || f.normalize().equals(dir.normalize()))
+                    throw new IOException(index + ": shard " + e.getValue() + " is outside the model directory");
+                if (Files.isDirectory(f)) throw new IOException(index + ": shard " + e.getValue() + " of " + e.getKey() + " is a directory, not a file");
                 files.computeIfAbsent(f, k -> new HashSet<>()).add(e.getKey());
             }
         } else if (Files.isRegularFile(single)) {

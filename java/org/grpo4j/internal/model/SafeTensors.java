@@ -31,7 +31,7 @@ public final class SafeTensors implements AutoCloseable {
     /** Largest header accepted (the real Llama 3.1 8B shards have headers of a few tens of KB). */
     public static final long MAX_HEADER_BYTES = 100L << 20;
 
-    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final ObjectMapper JSON = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
 
     /** A tensor's header entry. */
     public record Info(String name, String dtype, int[] shape, long begin, long end) {
@@ -50,6 +50,7 @@ public final class SafeTensors implements AutoCloseable {
 
     private SafeTensors(Path file) throws IOException {
         this.file = file;
+        if (Files.isDirectory(file)) throw new IOException(file + ": a directory, not a safetensors file");
         this.ch = FileChannel.open(file, StandardOpenOption.READ);
         try {
             long size = ch.size();
@@ -108,20 +109,26 @@ public final class SafeTensors implements AutoCloseable {
         JsonNode s = v.path("shape"), o = v.path("data_offsets");
         if (!s.isArray()) throw err("tensor " + name + ": shape is missing");
         int[] shape = new int[s.size()];
-        long numel = 1;
-        for (int i = 0; i < shape.length; i++) {
-            if (!s.get(i).canConvertToInt() || s.get(i).asInt() < 0) throw err("tensor " + name + ": bad shape " + s);
-            shape[i] = s.get(i).asInt();
-            numel = Math.multiplyExact(numel, shape[i]);
+        long numel = 1, byteLength;
+        try {
+            for (int i = 0; i < shape.length; i++) {
+                if (!s.get(i).isIntegralNumber() || !s.get(i).canConvertToInt() || s.get(i).asInt() < 0) throw err("tensor " + name + ": bad shape " + s);
+                shape[i] = s.get(i).asInt();
+                numel = Math.multiplyExact(numel, shape[i]);
+            }
+            byteLength = Math.multiplyExact(numel, (long) bytes);  // (wrapped, a 2^62-element shape "needed" 0 bytes)
+        } catch (ArithmeticException x) {
+            throw err("tensor " + name + ": shape " + s + " of " + dtype + " is too large (its byte count overflows a long)");
         }
-        if (!o.isArray() || o.size() != 2 || !o.get(0).canConvertToLong() || !o.get(1).canConvertToLong())
+        if (!o.isArray() || o.size() != 2 || !o.get(0).isIntegralNumber() || !o.get(1).isIntegralNumber()
+                || !o.get(0).canConvertToLong() || !o.get(1).canConvertToLong())
             throw err("tensor " + name + ": data_offsets must be [begin, end], got " + o);
         long b = o.get(0).asLong(), e = o.get(1).asLong();
         if (b < 0 || e < b) throw err("tensor " + name + ": data_offsets [" + b + ", " + e + ") are invalid");
         if (e > dataSize)
             throw err("tensor " + name + ": data_offsets end " + e + " is past the data section of " + dataSize + " bytes (truncated file?)");
-        if (e - b != numel * bytes)
-            throw err("tensor " + name + ": " + dtype + " " + s + " needs " + numel * bytes + " bytes but data_offsets span " + (e - b));
+        if (e - b != byteLength)
+            throw err("tensor " + name + ": " + dtype + " " + s + " needs " + byteLength + " bytes but data_offsets span " + (e - b));
         return new Info(name, dtype, shape, b, e);
     }
 

@@ -1,0 +1,106 @@
+package org.grpo4j.internal.model;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import org.grpo4j.internal.backend.Backend;
+import org.grpo4j.internal.backend.TestBackends;
+import org.grpo4j.internal.data.DatasetReader;
+import org.grpo4j.train.GrpoConfig;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * User files that were read wrong or refused without naming what was wrong (a review of 2026-12-01; each case failed
+ * before its fix): a JSONL line holding two rows, absurd sizes in config.json, safetensors shapes whose byte count
+ * overflows or is fractional, an index entry that names no file, --set keys that are empty or out of an int's range,
+ * token ids in config.json that are not whole numbers.
+ */
+class UserFileBadInputTest {
+    // two JSON objects on one line (a.jsonl without its last newline, then `cat a.jsonl b.jsonl`): the second row vanishes
+    @Test
+    void jsonlLineWithTwoObjectsIsRefused(@TempDir Path tmp) throws IOException {
+        String row = "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"dataset\":\"gsm8k\",\"ground_truth\":\"1\"}";
+        Path f = tmp.resolve("d.jsonl");
+        Files.writeString(f, row + row + "\n");
+        IOException e = assertThrows(IOException.class, () -> DatasetReader.read(f));
+        assertTrue(e.getMessage().contains(f + ":1"), e.getMessage());
+    }
+
+    // a config.json typo in num_hidden_layers: ParameterLayout builds 9 entries a layer (OOM after ~40 s at 2e7 with -Xmx1g)
+    @Test
+    void absurdLayerCountIsRefusedByConfig() {
+        String j = "{\"model_type\":\"llama\",\"hidden_size\":64,\"intermediate_size\":192,\"num_hidden_layers\":2000000000,"
+                + "\"num_attention_heads\":4,\"num_key_value_heads\":2,\"vocab_size\":512}";
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> LlamaConfig.fromJson(new ObjectMapper().readTree(j)));
+        assertTrue(e.getMessage().contains("num_hidden_layers 2000000000"), e.getMessage());
+    }
+
+    // num_attention_heads x head_dim overflows int: qDim() is negative, loadBytes negative
+    @Test
+    void headsTimesHeadDimOverflowIsRefused() {
+        String j = "{\"model_type\":\"llama\",\"hidden_size\":64,\"intermediate_size\":192,\"num_hidden_layers\":2,"
+                + "\"num_attention_heads\":65536,\"num_key_value_heads\":65536,\"head_dim\":32768,\"vocab_size\":512}";
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> LlamaConfig.fromJson(new ObjectMapper().readTree(j)));
+        assertTrue(e.getMessage().contains("num_attention_heads 65536 x head_dim 32768"), e.getMessage());
+    }
+
+    // numel x dtype bytes wraps to 0: a 2^62-element tensor in 0 bytes passes "dtype x shape = byte length"
+    @Test
+    void safetensorsByteLengthOverflowIsRefused(@TempDir Path tmp) throws IOException {
+        Path f = CheckpointIoTest.rawFile(tmp, "wrap.safetensors",
+                "{\"w\":{\"dtype\":\"F32\",\"shape\":[1073741824,1073741824,4],\"data_offsets\":[0,0]}}", 0, -1);
+        CheckpointIoTest.assertBad(f, "tensor w");
+        Path g = CheckpointIoTest.rawFile(tmp, "long.safetensors",
+                "{\"w\":{\"dtype\":\"F32\",\"shape\":[2147483647,2147483647,2147483647],\"data_offsets\":[0,4]}}", 4, -1);
+        CheckpointIoTest.assertBad(g, "tensor w"); // today: ArithmeticException "long overflow", no file
+        Path h = CheckpointIoTest.rawFile(tmp, "frac.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[2.7],\"data_offsets\":[0,8]}}", 8, -1);
+        CheckpointIoTest.assertBad(h, "tensor w"); // today: read as shape [2]
+    }
+
+    // an index whose weight_map value is not a file name: "java.io.IOException: Is a directory", no file named
+    @Test
+    void indexPointingAtADirectoryNamesTheIndex(@TempDir Path tmp) throws IOException {
+        Backend be = TestBackends.cpu();
+        Path m = tmp.resolve("m");
+        try (LlamaWeights w = LlamaWeights.init(be, LlamaConfig.tiny(512, 506, 507), 1)) {
+            w.save(m, "F32", 200_000, null);
+        }
+        Path idx = m.resolve("model.safetensors.index.json");
+        Files.writeString(idx, Files.readString(idx).replaceFirst("\"model-00001-of-0000\\d.safetensors\"", "{}"));
+        IOException e = assertThrows(IOException.class, () -> LlamaWeights.load(be, m));
+        assertTrue(e.getMessage().contains(m.toString()), e.getMessage());
+    }
+
+    // --set with an empty key path, and an int key given a value past int's range
+    @Test
+    void badOverridesNameTheKey() {
+        Path cfg = Path.of("examples/tiny-arith.json");
+        IllegalArgumentException a = assertThrows(IllegalArgumentException.class, () -> GrpoConfig.load(cfg, List.of(".=1"))); // today: ArrayIndexOutOfBounds
+        assertTrue(a.getMessage().contains("."), a.getMessage());
+        IllegalArgumentException b = assertThrows(IllegalArgumentException.class, () -> GrpoConfig.load(cfg, List.of("num_training_steps=99999999999")));
+        assertTrue(b.getMessage().contains("num_training_steps"), b.getMessage());
+    }
+
+    // eos_token_id list elements and bos_token_id are coerced: ["x", null] -> [0, 0] stop tokens, "abc" -> -1
+    @Test
+    void tokenIdsOfConfigMustBeInts() throws Exception {
+        String base = "{\"model_type\":\"llama\",\"hidden_size\":64,\"intermediate_size\":192,\"num_hidden_layers\":2,"
+                + "\"num_attention_heads\":4,\"num_key_value_heads\":2,\"vocab_size\":512";
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> LlamaConfig.fromJson(new ObjectMapper().readTree(base + ",\"eos_token_id\":[\"x\",null]}")));
+        assertTrue(e.getMessage().startsWith("eos_token_id must be"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> LlamaConfig.fromJson(new ObjectMapper().readTree(base + ",\"eos_token_id\":[128001, 1.9]}")));
+        assertTrue(e.getMessage().startsWith("eos_token_id must be"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> LlamaConfig.fromJson(new ObjectMapper().readTree(base + ",\"bos_token_id\":\"abc\"}")));
+        assertTrue(e.getMessage().startsWith("bos_token_id must be"), e.getMessage());
+        // what HF writes still reads: an int, a list of ints, a null bos
+        LlamaConfig ok = LlamaConfig.fromJson(new ObjectMapper().readTree(base + ",\"bos_token_id\":null,\"eos_token_id\":[128001,128009]}"));
+        assertEquals(-1, ok.bosTokenId());
+        assertEquals(List.of(128001, 128009), ok.eosTokenIds());
+    }
+}
