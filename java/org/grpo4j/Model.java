@@ -390,7 +390,7 @@ public final class Model implements AutoCloseable {
                 throw new IllegalArgumentException(name + "[" + j + "].role \"" + m.role() + "\" is not one of system, user, assistant (the chat templates render only these)");
         }
         if (template == null)
-            throw new IllegalStateException("model " + dir + " has no chat template (its tokenizer_config.json has no chat_template): load it with"
+            throw new IllegalStateException("model " + dir + " has no chat template (its tokenizer_config.json has no chat_template, and there is no chat_template.jinja): load it with"
                     + " Model.load(dir, backend, \"tulu\") (or llama3, r1_simple_chat), or use generate with raw text");
         return template.render(chat, true, tok);
     }

@@ -330,7 +330,7 @@ public record LlamaConfig(int hiddenSize, int intermediateSize, int numLayers, i
         o.put("model_type", "llama");
         o.put("attention_bias", false);
         o.put("attention_dropout", 0.0);
-        o.put("bos_token_id", bosTokenId);
+        if (bosTokenId >= 0) o.put("bos_token_id", bosTokenId); // (-1: the source had none; HF reads a missing key as None)
         if (eosTokenIds.size() == 1) o.put("eos_token_id", eosTokenIds.get(0));
         else {
             ArrayNode a = o.putArray("eos_token_id");

@@ -774,9 +774,14 @@ public final class LlamaWeights implements AutoCloseable {
      */
     private static void writeInto(LlamaConfig config, ParameterLayout layout, Values values, Path dir, String dtype, long maxShardBytes,
                                   Path tokenizerDir, String chatTemplate) throws IOException {
-        if (tokenizerDir != null)
+        if (tokenizerDir != null) {
             for (String f : TOKENIZER_FILES)
                 if (Files.isRegularFile(tokenizerDir.resolve(f))) Files.copy(tokenizerDir.resolve(f), dir.resolve(f));
+            // the template file wins over tokenizer_config.json's chat_template in transformers (and in Tokenizer): kept
+            // with the source's template, left out where another one is written into the config below
+            Path jinja = tokenizerDir.resolve(org.grpo4j.internal.tokenizer.Tokenizer.CHAT_TEMPLATE_FILE);
+            if (chatTemplate == null && Files.isRegularFile(jinja)) Files.copy(jinja, dir.resolve(jinja.getFileName()));
+        }
         if (chatTemplate != null) {
             Path tc = dir.resolve("tokenizer_config.json");
             ObjectNode conf;
@@ -792,7 +797,7 @@ public final class LlamaWeights implements AutoCloseable {
         String torchDtype = dtype.equals("BF16") ? "bfloat16" : "float32";
         JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("config.json").toFile(), config.toJson(torchDtype));
         ObjectNode gen = JSON.createObjectNode();
-        gen.put("bos_token_id", config.bosTokenId());
+        if (config.bosTokenId() >= 0) gen.put("bos_token_id", config.bosTokenId()); // (-1: the source had none)
         if (config.eosTokenIds().size() == 1) gen.put("eos_token_id", config.eosTokenIds().get(0));
         else {
             var a = gen.putArray("eos_token_id");

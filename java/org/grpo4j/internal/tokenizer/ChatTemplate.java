@@ -80,7 +80,8 @@ public final class ChatTemplate {
             case "tokenizer" -> {
                 if (tok == null || tok.chatTemplate() == null)
                     throw new IllegalArgumentException("chat template \"tokenizer\": "
-                            + (tok == null ? "no tokenizer" : tok.directory().resolve("tokenizer_config.json") + " has no chat_template"));
+                            + (tok == null ? "no tokenizer" : tok.directory().resolve("tokenizer_config.json") + " has no chat_template (and there is no "
+                                    + Tokenizer.CHAT_TEMPLATE_FILE + ")"));
                 yield new ChatTemplate("tokenizer", tok.chatTemplate());
             }
             default -> throw new IllegalArgumentException("unknown chat template \"" + name + "\" (expected tulu, llama3, r1_simple_chat, r1_simple_chat_postpend_think or tokenizer)");

@@ -10,6 +10,7 @@ import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.HashMap;
 import java.util.HashSet;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 
@@ -60,11 +61,14 @@ public final class Tokenizer implements AutoCloseable {
         if (!model.path("vocab").isObject())
             throw new IOException(tj + ": model.vocab is missing (grpo4j supports BPE tokenizers, e.g. Llama 3)");
         int maxId = -1;
-        for (var it = model.path("vocab").fields(); it.hasNext(); ) maxId = Math.max(maxId, it.next().getValue().asInt());
+        for (var it = model.path("vocab").fields(); it.hasNext(); ) {
+            var e = it.next();
+            maxId = Math.max(maxId, tokenIdOf(e.getValue(), "model.vocab[\"" + e.getKey() + "\"]", tj));
+        }
         for (JsonNode t : root.path("added_tokens")) {
-            int id = t.path("id").asInt(-1);
             String content = t.path("content").asText(null);
-            if (id < 0 || content == null) throw new IOException(tj + ": added_tokens entry without id/content: " + t);
+            if (!t.path("id").isIntegralNumber() || content == null) throw new IOException(tj + ": added_tokens entry without id/content: " + t);
+            int id = tokenIdOf(t.path("id"), "added_tokens \"" + content + "\"", tj);
             added.put(content, id);
             if (t.path("special").asBoolean(false)) specialIds.add(id);
             maxId = Math.max(maxId, id);
@@ -83,8 +87,7 @@ public final class Tokenizer implements AutoCloseable {
         this.bosToken = tokenString(cfg, "bos_token", tc);
         this.eosToken = tokenString(cfg, "eos_token", tc);
         this.padToken = tokenString(cfg, "pad_token", tc);
-        JsonNode tmpl = cfg.path("chat_template");
-        this.chatTemplate = tmpl.isTextual() ? tmpl.asText() : null;
+        this.chatTemplate = chatTemplateOf(dir, cfg, tc);
         for (String s : new String[] {bosToken, eosToken, padToken})
             if (s != null && !added.containsKey(s) && !model.path("vocab").has(s))
                 throw new IOException(tc + ": special token \"" + s + "\" is not in " + tj);
@@ -96,6 +99,57 @@ public final class Tokenizer implements AutoCloseable {
         } catch (RuntimeException e) {
             throw new IOException(tj + ": HF tokenizers could not load it: " + causes(e), e);
         }
+        // the ids grpo4j takes from the JSON (bos, eos, pad, the vocabulary's size) must be the ids HF tokenizers
+        // gives: an added token listed under an id the vocabulary already uses is encoded under another
+        for (var e : added.entrySet()) {
+            int[] got = encode(e.getKey());
+            if (got.length != 1 || got[0] != e.getValue()) {
+                hf.close();
+                throw new IOException(tj + ": added token \"" + e.getKey() + "\" is listed with id " + e.getValue() + " but HF tokenizers encodes it as "
+                        + java.util.Arrays.toString(got) + " (an id that another token already has?)");
+            }
+        }
+    }
+
+    /** A token id in tokenizer.json: a whole number in [0, 2^31 - 1) (so that the vocabulary's size is an int). */
+    private static int tokenIdOf(JsonNode v, String what, Path file) throws IOException {
+        if (!v.isIntegralNumber() || !v.canConvertToInt() || v.asInt() < 0 || v.asInt() == Integer.MAX_VALUE)
+            throw new IOException(file + ": " + what + " has id " + v + ", not a whole number in [0, 2147483647)");
+        return v.asInt();
+    }
+
+    /** The separate template file that transformers writes beside tokenizer_config.json since 4.47 (it wins over the config's). */
+    public static final String CHAT_TEMPLATE_FILE = "chat_template.jinja";
+
+    /**
+     * The tokenizer's chat template as transformers finds it: chat_template.jinja when present, else
+     * tokenizer_config.json's chat_template, a string or transformers' list of named templates (the one named
+     * "default"); null when there is none.
+     */
+    private static String chatTemplateOf(Path dir, JsonNode cfg, Path tc) throws IOException {
+        Path file = dir.resolve(CHAT_TEMPLATE_FILE);
+        if (Files.isRegularFile(file)) {
+            try {
+                return Files.readString(file);
+            } catch (java.nio.charset.MalformedInputException e) {
+                throw new IOException(file + ": not valid UTF-8", e);
+            }
+        }
+        JsonNode t = cfg.path("chat_template");
+        if (t.isMissingNode() || t.isNull()) return null;
+        if (t.isTextual()) return t.asText();
+        if (t.isArray()) {
+            List<String> names = new java.util.ArrayList<>();
+            for (JsonNode e : t) {
+                String name = e.path("name").asText(null);
+                if (name == null || !e.path("template").isTextual())
+                    throw new IOException(tc + ": chat_template list entries must be {\"name\": ..., \"template\": ...}, got " + e);
+                if (name.equals("default")) return e.path("template").asText();
+                names.add(name);
+            }
+            throw new IOException(tc + ": chat_template lists templates " + names + " but none named \"default\" (grpo4j uses the default one)");
+        }
+        throw new IOException(tc + ": chat_template must be a string or a list of {name, template}, got a " + t.getNodeType().toString().toLowerCase(java.util.Locale.ROOT));
     }
 
     /** The messages of a throwable and its causes (at most 8 deep), each once: DJL's wrappers hide the cause's. */
@@ -202,7 +256,7 @@ public final class Tokenizer implements AutoCloseable {
 
     public boolean isSpecial(int id) { return specialIds.contains(id); }
 
-    /** tokenizer_config.json's chat_template, or null. */
+    /** The chat template (chat_template.jinja, else tokenizer_config.json's chat_template), or null. */
     public String chatTemplate() { return chatTemplate; }
 
     @Override

@@ -139,6 +139,31 @@ class ExportCommandTest {
         assertEquals(Files.readString(ck.resolve("model/tokenizer_config.json")), Files.readString(out.resolve("tokenizer_config.json")));
     }
 
+    /**
+     * A model directory whose template is in chat_template.jinja (transformers 4.47+ writes it there; it wins over
+     * tokenizer_config.json's): kept, the file copied, when the export keeps the template; left out when another
+     * template is written into tokenizer_config.json, which it would otherwise override in transformers.
+     */
+    @Test
+    void aTemplateFileIsKeptOrReplaced() throws Exception {
+        Path model = root.resolve("jinja-model");
+        TestFiles.copyTree(run.resolve("checkpoints/step_1/model"), model);
+        Files.writeString(model.resolve(Tokenizer.CHAT_TEMPLATE_FILE), "{{ messages[0]['content'] }}");
+        Path kept = root.resolve("jinja-kept"), replaced = root.resolve("jinja-tulu");
+        CliTest.Run r = CliTest.run("export", "--from", model.toString(), "--out", kept.toString());
+        assertEquals(0, r.code(), r.err());
+        assertEquals("{{ messages[0]['content'] }}", Files.readString(kept.resolve(Tokenizer.CHAT_TEMPLATE_FILE)));
+        try (Tokenizer t = Tokenizer.load(kept)) {
+            assertEquals("{{ messages[0]['content'] }}", t.chatTemplate());
+        }
+        r = CliTest.run("export", "--from", model.toString(), "--out", replaced.toString(), "--chat-template", "tulu");
+        assertEquals(0, r.code(), r.err());
+        assertFalse(Files.exists(replaced.resolve(Tokenizer.CHAT_TEMPLATE_FILE)), "the file would override the template written");
+        try (Tokenizer t = Tokenizer.load(replaced)) {
+            assertEquals(ChatTemplate.TULU, t.chatTemplate());
+        }
+    }
+
     @Test
     void badInputIsRefusedAndWritesNothing() throws Exception {
         Path nan = poisoned("nan-model", Float.NaN);

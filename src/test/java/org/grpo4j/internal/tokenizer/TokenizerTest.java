@@ -125,4 +125,82 @@ class TokenizerTest {
             System.out.printf("llama3 tokenizer: %.0f tokens/s (%d chars x 20)%n", tokens / s, text.length());
         }
     }
+
+    /** A copy of the tiny tokenizer in {@code dir}, its tokenizer.json passed through {@code edit}. */
+    static void tinyCopy(Path dir, java.util.function.UnaryOperator<String> edit) throws Exception {
+        Files.writeString(dir.resolve("tokenizer.json"), edit.apply(Files.readString(TINY.resolve("tokenizer.json"))));
+        Files.copy(TINY.resolve("tokenizer_config.json"), dir.resolve("tokenizer_config.json"));
+    }
+
+    /**
+     * The ids taken from tokenizer.json (bos, eos, pad, the vocabulary's size) are the ids HF tokenizers gives, or the
+     * file is refused naming the token: "<pad>" listed under id 5 (a vocabulary id) made padId() 5 while HF encoded
+     * it as 508, and an id of 2^31 - 1 made vocabSize() negative (a review of 2026-12-01).
+     */
+    @Test
+    void addedTokenIdsAreTheOnesHfEncodes(@TempDir Path tmp) throws Exception {
+        Path a = Files.createDirectory(tmp.resolve("a")), b = Files.createDirectory(tmp.resolve("b")), c = Files.createDirectory(tmp.resolve("c"));
+        tinyCopy(a, t -> t.replace("\"id\": 508", "\"id\": 5"));
+        java.io.IOException e = assertThrows(java.io.IOException.class, () -> Tokenizer.load(a));
+        assertTrue(e.getMessage().startsWith(a.resolve("tokenizer.json") + ": added token \"<pad>\" is listed with id 5 but HF tokenizers encodes it as"),
+                e.getMessage());
+        tinyCopy(b, t -> t.replace("\"id\": 508", "\"id\": 2147483647"));
+        e = assertThrows(java.io.IOException.class, () -> Tokenizer.load(b));
+        assertTrue(e.getMessage().contains("added_tokens \"<pad>\" has id 2147483647"), e.getMessage());
+        tinyCopy(c, t -> t.replace("\"id\": 508", "\"id\": 508.5"));
+        e = assertThrows(java.io.IOException.class, () -> Tokenizer.load(c));
+        assertTrue(e.getMessage().contains(c.resolve("tokenizer.json").toString()), e.getMessage());
+        assertEquals(508, tiny.padId()); // the real file passes
+        assertArrayEquals(new int[] {508}, tiny.encode("<pad>"));
+    }
+
+    /** The real Llama 3 tokenizer's 256 added tokens pass the check (when the shared copy is present). */
+    @Test
+    void llama3AddedTokensPassTheIdCheck() throws Exception {
+        assumeTrue(Files.isRegularFile(LLAMA3.resolve("tokenizer.json")), "no ../shared/data/llama3-tokenizer");
+        try (Tokenizer t = Tokenizer.load(LLAMA3)) {
+            assertEquals(128256, t.vocabSize());
+            assertArrayEquals(new int[] {128009}, t.encode("<|eot_id|>"));
+        }
+    }
+
+    /**
+     * The chat template as transformers finds it: chat_template.jinja (written beside tokenizer_config.json since
+     * transformers 4.47) over the config's; the config's list of named templates gives the one named "default", and a
+     * list without one is refused naming the names (it was read as "no template").
+     */
+    @Test
+    void chatTemplatesInTheirNewerForms(@TempDir Path tmp) throws Exception {
+        String cfg = Files.readString(TINY.resolve("tokenizer_config.json"));
+        com.fasterxml.jackson.databind.ObjectMapper json = new com.fasterxml.jackson.databind.ObjectMapper();
+        com.fasterxml.jackson.databind.node.ObjectNode base = (com.fasterxml.jackson.databind.node.ObjectNode) json.readTree(cfg);
+
+        Path file = Files.createDirectory(tmp.resolve("file"));
+        Files.copy(TINY.resolve("tokenizer.json"), file.resolve("tokenizer.json"));
+        Files.writeString(file.resolve("tokenizer_config.json"), cfg);
+        Files.writeString(file.resolve(Tokenizer.CHAT_TEMPLATE_FILE), "{{ messages[0]['content'] }}!");
+        try (Tokenizer t = Tokenizer.load(file)) {
+            assertEquals("{{ messages[0]['content'] }}!", t.chatTemplate(), "the file wins over the config's");
+        }
+
+        Path list = Files.createDirectory(tmp.resolve("list"));
+        Files.copy(TINY.resolve("tokenizer.json"), list.resolve("tokenizer.json"));
+        com.fasterxml.jackson.databind.node.ObjectNode named = base.deepCopy();
+        var arr = named.putArray("chat_template");
+        arr.addObject().put("name", "tool_use").put("template", "T");
+        arr.addObject().put("name", "default").put("template", "D");
+        Files.writeString(list.resolve("tokenizer_config.json"), json.writeValueAsString(named));
+        try (Tokenizer t = Tokenizer.load(list)) {
+            assertEquals("D", t.chatTemplate());
+        }
+        arr.remove(1);
+        Files.writeString(list.resolve("tokenizer_config.json"), json.writeValueAsString(named));
+        java.io.IOException e = assertThrows(java.io.IOException.class, () -> Tokenizer.load(list));
+        assertTrue(e.getMessage().equals(list.resolve("tokenizer_config.json") + ": chat_template lists templates [tool_use] but none named \"default\""
+                + " (grpo4j uses the default one)"), e.getMessage());
+        named.put("chat_template", 3);
+        Files.writeString(list.resolve("tokenizer_config.json"), json.writeValueAsString(named));
+        e = assertThrows(java.io.IOException.class, () -> Tokenizer.load(list));
+        assertTrue(e.getMessage().contains("chat_template must be a string or a list"), e.getMessage());
+    }
 }
