@@ -483,9 +483,12 @@ public final class LlamaWeights implements AutoCloseable {
      */
     public static LlamaWeights load(Backend be, Path dir, DType dtype, long capacity) throws IOException {
         LlamaConfig cfg = LlamaConfig.read(dir);
+        // every weight file's header against config.json before any memory is taken: a config of another model (an 8B
+        // config.json beside 1B weights) is a shape mismatch, not a memory shortfall
+        Map<String, Path> where = tensorFiles(dir, cfg, new ParameterLayout(cfg));
         LlamaWeights w = new LlamaWeights(be, cfg, dtype, capacity);
         try {
-            w.loadTensors(dir);
+            w.loadTensors(where);
         } catch (IOException | RuntimeException e) {
             w.close();
             throw e;
@@ -563,8 +566,7 @@ public final class LlamaWeights implements AutoCloseable {
         return files;
     }
 
-    private void loadTensors(Path dir) throws IOException {
-        Map<String, Path> where = tensorFiles(dir, config, layout);
+    private void loadTensors(Map<String, Path> where) throws IOException {
         Map<Path, List<String>> byFile = new java.util.TreeMap<>();
         for (var e : where.entrySet()) byFile.computeIfAbsent(e.getValue(), k -> new ArrayList<>()).add(e.getKey());
         for (var f : byFile.entrySet())

@@ -103,4 +103,20 @@ class UserFileBadInputTest {
         assertEquals(-1, ok.bosTokenId());
         assertEquals(List.of(128001, 128009), ok.eosTokenIds());
     }
+
+    // config.json of another model beside the weights (an 8B config over tiny weights): a shape mismatch named before
+    // any memory is taken, not a memory shortfall for 8 billion parameters
+    @Test
+    void aConfigOfAnotherModelIsAShapeMismatchNotAMemoryShortfall(@TempDir Path tmp) throws IOException {
+        Backend be = TestBackends.cpu();
+        Path m = tmp.resolve("m");
+        try (LlamaWeights w = LlamaWeights.init(be, LlamaConfig.tiny(512, 506, 507), 1)) {
+            w.save(m, "F32", 1L << 30, null);
+        }
+        new ObjectMapper().writeValue(m.resolve("config.json").toFile(), LlamaConfig.llama31_8b().toJson("float32"));
+        long live = be.liveBytes();
+        IOException e = assertThrows(IOException.class, () -> LlamaWeights.load(be, m));
+        assertTrue(e.getMessage().contains("but config.json implies"), e.getMessage());
+        assertEquals(live, be.liveBytes(), "nothing allocated");
+    }
 }
