@@ -182,7 +182,7 @@ final class EvalCommand implements Callable<Integer> {
                 List<Rewards.Item> items = new ArrayList<>();
                 for (int i = 0; i < all.size(); i++)
                     for (Completion c : all.get(i))
-                        items.add(new Rewards.Item(tok.decodeLenient(c.tokens(), true), prompts.row(i).groundTruth(), prompts.row(i).dataset(), prompts.row(i)));
+                        items.add(new Rewards.Item(tok.decodeAsTransformers(c.tokens(), true), prompts.row(i).groundTruth(), prompts.row(i).dataset(), prompts.row(i)));
                 List<Rewards.Result> res = rewards.scoreAll(items);
                 report(src, name, cp, prompts, all, items, res, rows.size(), limit, st, w.dtype());
                 if (output != null) write(tmp, prompts, all, items, res, tok);

@@ -44,6 +44,8 @@ public final class Tokenizer implements AutoCloseable {
     private final Set<Integer> specialIds = new HashSet<>();
     private final int vocabSize;
     private final String bosToken, eosToken, padToken, chatTemplate;
+    /** tokenizer_config.json's clean_up_tokenization_spaces (absent: false, transformers' default since 4.45). */
+    private final boolean cleanUpSpaces;
 
     private Tokenizer(Path dir) throws IOException {
         this.dir = dir;
@@ -88,6 +90,10 @@ public final class Tokenizer implements AutoCloseable {
         this.eosToken = tokenString(cfg, "eos_token", tc);
         this.padToken = tokenString(cfg, "pad_token", tc);
         this.chatTemplate = chatTemplateOf(dir, cfg, tc);
+        JsonNode clean = cfg.path("clean_up_tokenization_spaces");
+        if (!clean.isMissingNode() && !clean.isNull() && !clean.isBoolean())
+            throw new IOException(tc + ": clean_up_tokenization_spaces must be true or false, got " + clean);
+        this.cleanUpSpaces = clean.asBoolean(false);
         for (String s : new String[] {bosToken, eosToken, padToken})
             if (s != null && !added.containsKey(s) && !model.path("vocab").has(s))
                 throw new IOException(tc + ": special token \"" + s + "\" is not in " + tj);
@@ -228,6 +234,28 @@ public final class Tokenizer implements AutoCloseable {
         for (int id : ids) if (id >= 0 && id < vocabSize) keep[k++] = id;
         return decode(keep, skipSpecialTokens);
     }
+
+    /**
+     * What transformers' {@code tokenizer.decode(ids, skip_special_tokens=...)} returns, ids outside the tokenizer
+     * dropped as {@link #decodeLenient}: HF tokenizers' text, then, when tokenizer_config.json sets
+     * clean_up_tokenization_spaces (Llama 3's and 3.1's files do), transformers' clean_up_tokenization (" ." to ".",
+     * " ," to ",", " n't" to "n't", ...). The reference trainer scores responses decoded this way (batch_decode), so the
+     * verifiers see this text; generated text elsewhere (samples, generate, stop strings) is the tokenizer's own, as
+     * vLLM gives it.
+     */
+    public String decodeAsTransformers(int[] ids, boolean skipSpecialTokens) {
+        String text = decodeLenient(ids, skipSpecialTokens);
+        return cleanUpSpaces ? cleanUpTokenization(text) : text;
+    }
+
+    /** transformers' PreTrainedTokenizerBase.clean_up_tokenization (4.47), the same replacements in the same order. */
+    static String cleanUpTokenization(String s) {
+        return s.replace(" .", ".").replace(" ?", "?").replace(" !", "!").replace(" ,", ",").replace(" ' ", "'")
+                .replace(" n't", "n't").replace(" 'm", "'m").replace(" 's", "'s").replace(" 've", "'ve").replace(" 're", "'re");
+    }
+
+    /** tokenizer_config.json's clean_up_tokenization_spaces. */
+    public boolean cleansUpTokenizationSpaces() { return cleanUpSpaces; }
 
     /** Number of ids (model vocabulary plus added tokens). */
     public int vocabSize() { return vocabSize; }

@@ -22,7 +22,7 @@ final class ScoringPhase {
         List<Rewards.Item> items = new ArrayList<>();
         for (Rollout o : rs) {
             RlvrRow row = r.s.train().row(o.row);
-            items.add(new Rewards.Item(r.s.tok().decodeLenient(o.targets, true), row.groundTruth(), row.dataset(), row));
+            items.add(new Rewards.Item(r.s.tok().decodeAsTransformers(o.targets, true), row.groundTruth(), row.dataset(), row));
         }
         List<Rewards.Result> res = r.s.rewards().scoreAll(items);
         double[] reward = new double[rs.size()];

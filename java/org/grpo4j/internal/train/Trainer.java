@@ -583,7 +583,7 @@ public final class Trainer implements AutoCloseable {
         List<Rewards.Item> items = new ArrayList<>();
         for (int i = 0; i < ps.size(); i++) {
             RlvrRow row = setup.eval().row(i);
-            items.add(new Rewards.Item(tok.decodeLenient(cs.get(i).get(0).tokens(), true), row.groundTruth(), row.dataset(), row));
+            items.add(new Rewards.Item(tok.decodeAsTransformers(cs.get(i).get(0).tokens(), true), row.groundTruth(), row.dataset(), row));
         }
         List<Rewards.Result> res = rewards.scoreAll(items);
         double passed = 0, score = 0, tokens = 0;

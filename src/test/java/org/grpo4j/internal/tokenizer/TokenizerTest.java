@@ -203,4 +203,31 @@ class TokenizerTest {
         e = assertThrows(java.io.IOException.class, () -> Tokenizer.load(list));
         assertTrue(e.getMessage().contains("chat_template must be a string or a list"), e.getMessage());
     }
+
+    /**
+     * The reference scores responses decoded by transformers (batch_decode, skip_special_tokens), which applies
+     * clean_up_tokenization when tokenizer_config.json sets clean_up_tokenization_spaces (Llama 3.1's files do): "Yes ,
+     * I agree ." is "Yes, I agree." to its verifiers (3 words, not 5). Absent, as in transformers since 4.45, no cleanup.
+     */
+    @Test
+    void decodeAsTransformersCleansUpWhereTheConfigSaysSo(@TempDir Path tmp) throws Exception {
+        String text = "Yes , I agree . It is n't, is it ? It 's 1 ,000 ! I 'm sure , we 've seen they 're ' right '";
+        String cleaned = "Yes, I agree. It isn't, is it? It's 1,000! I'm sure, we've seen they're'right '";
+        assertEquals(cleaned, Tokenizer.cleanUpTokenization(text));
+        int[] ids = tiny.encode(text);
+        assertFalse(tiny.cleansUpTokenizationSpaces());
+        assertEquals(text, tiny.decodeAsTransformers(ids, true), "no flag: the tokenizer's own text");
+        Files.copy(TINY.resolve("tokenizer.json"), tmp.resolve("tokenizer.json"));
+        Files.writeString(tmp.resolve("tokenizer_config.json"),
+                Files.readString(TINY.resolve("tokenizer_config.json")).replaceFirst("\\{", "{\n \"clean_up_tokenization_spaces\": true,"));
+        try (Tokenizer t = Tokenizer.load(tmp)) {
+            assertTrue(t.cleansUpTokenizationSpaces());
+            assertEquals(cleaned, t.decodeAsTransformers(ids, true));
+            assertEquals(text, t.decodeLenient(ids, true), "decode itself is HF tokenizers' text");
+        }
+        Files.writeString(tmp.resolve("tokenizer_config.json"),
+                Files.readString(TINY.resolve("tokenizer_config.json")).replaceFirst("\\{", "{\n \"clean_up_tokenization_spaces\": \"yes\","));
+        java.io.IOException e = assertThrows(java.io.IOException.class, () -> Tokenizer.load(tmp));
+        assertTrue(e.getMessage().contains("clean_up_tokenization_spaces must be true or false"), e.getMessage());
+    }
 }
