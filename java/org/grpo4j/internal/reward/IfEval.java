@@ -111,10 +111,10 @@ final class IfEval {
 
     private static final int U = Pattern.UNICODE_CHARACTER_CLASS;
     private static final Pattern WORDS = Pattern.compile("\\b\\w+\\b", U);
-    private static final Pattern SENTENCE_SPLIT = Pattern.compile("(?<!\\w\\.\\w.)(?<![A-Z][a-z]\\.)(?<=\\.|\\?)\\s", U);
-    private static final Pattern PLACEHOLDER = Pattern.compile("\\[(.*?)\\]");
-    private static final Pattern TITLE = Pattern.compile("<<(.*?)>>");
-    private static final Pattern HIGHLIGHT = Pattern.compile("\\*(.*?)\\*");
+    private static final Pattern SENTENCE_SPLIT = Pattern.compile("(?<!\\w\\.\\w.)(?<![A-Z][a-z]\\.)(?<=\\.|\\?)\\s", U | Pattern.UNIX_LINES);
+    private static final Pattern PLACEHOLDER = Pattern.compile("\\[(.*?)\\]", Pattern.UNIX_LINES);
+    private static final Pattern TITLE = Pattern.compile("<<(.*?)>>", Pattern.UNIX_LINES);
+    private static final Pattern HIGHLIGHT = Pattern.compile("\\*(.*?)\\*", Pattern.UNIX_LINES);
     private static final Pattern CAPITAL_WORD = Pattern.compile("\\b[A-Z]+\\b", U);
 
     static boolean call(String func, String text, Map<String, JsonNode> raw, Compat compat) throws Exception {

@@ -16,6 +16,13 @@ import java.util.TreeMap;
  * with negligible probability). Equations, inequalities, sets, infinity and anything unparsed are "not equivalent",
  * as sympy's failures are in the reference. Optionally, comma-separated tuples compare element-wise.
  * Everything runs under the verification deadline.
+ *
+ * <p>Two dialects. The default reads answers as a mathematician would (TeX exponents, \pi the number, \log base 10).
+ * {@code sympy} (the open-instruct-3f37c29 compatibility mode) reads them as sympy 1.13's {@code parse_latex(s,
+ * strict=False)} does, which the reference calls: numbers may carry thousands separators ("40,320"), the longest
+ * parsable prefix is the expression ("-2, 3" is -2, "5)" is 5), a digit run is one exponent (2^10 = 1024), \pi is a
+ * symbol (so sin(\pi/3) is not sqrt(3)/2), \log is the natural log, and \text{x}, \mathrm{x} are the symbol "text"
+ * (or "mathrm") times x.
  */
 final class LatexExpr {
     private LatexExpr() {}
@@ -70,6 +77,8 @@ final class LatexExpr {
                 case "exp" -> Math.exp(x);
                 case "abs" -> Math.abs(x);
                 case "fact" -> factorial(x);
+                case "floor" -> Math.floor(x);
+                case "ceil" -> Math.ceil(x);
                 default -> Double.NaN;
             };
         }
@@ -84,12 +93,16 @@ final class LatexExpr {
 
     // ---- preprocessing and tokens -----------------------------------------------------------------------------------
 
-    static String clean(String s) {
+    static String clean(String s) { return clean(s, false); }
+
+    /** Spacing and sizing commands out, synonyms unified; the default dialect also drops \mathrm and \mathbf. */
+    static String clean(String s, boolean sympy) {
         String t = s;
         for (String[] r : new String[][] {{"\\left", ""}, {"\\right", ""}, {"\\!", ""}, {"\\,", ""}, {"\\;", ""}, {"\\:", ""},
                 {"\\ ", ""}, {"\\displaystyle", ""}, {"$", ""}, {"\\dfrac", "\\frac"}, {"\\tfrac", "\\frac"}, {"\\cdot", "*"},
-                {"\\times", "*"}, {"\\div", "/"}, {"^\\circ", ""}, {"^{\\circ}", ""}, {"\\%", ""}, {"\\{", "("}, {"\\}", ")"},
-                {"\\lfloor", ""}, {"\\rfloor", ""}, {"\\mathrm", ""}, {"\\mathbf", ""}}) t = t.replace(r[0], r[1]);
+                {"\\times", "*"}, {"\\div", "/"}, {"^\\circ", ""}, {"^{\\circ}", ""}, {"\\%", ""}, {"\\{", "("}, {"\\}", ")"}})
+            t = t.replace(r[0], r[1]);
+        if (!sympy) t = t.replace("\\mathrm", "").replace("\\mathbf", "");
         return t.strip();
     }
 
@@ -124,13 +137,18 @@ final class LatexExpr {
 
     private static final class Parser {
         final Lexer lx;
+        final boolean sympy;
         int depth;
 
-        Parser(String s) { lx = new Lexer(s); }
+        Parser(String s, boolean sympy) {
+            lx = new Lexer(s);
+            this.sympy = sympy;
+        }
 
+        /** The whole string as one expression; in the sympy dialect its longest parsable prefix (parse_latex, strict=False). */
         Node parseAll() throws ParseError {
             Node n = expr();
-            if (!lx.eof()) throw new ParseError("unexpected '" + lx.peek() + "' at " + lx.i);
+            if (!sympy && !lx.eof()) throw new ParseError("unexpected '" + lx.peek() + "' at " + lx.i);
             return n;
         }
 
@@ -157,7 +175,16 @@ final class LatexExpr {
                     lx.i++;
                     n = new Bin(c, n, unary());
                 } else if (startsPrimary(c)) {
-                    n = new Bin('*', n, power()); // implicit product (as sympy reads "2x" or "2\frac13")
+                    int at = lx.i;
+                    Node next;
+                    try {
+                        next = power(); // implicit product (as sympy reads "2x" or "2\frac13")
+                    } catch (ParseError e) {
+                        if (!sympy) throw e;
+                        lx.i = at; // the prefix ends before what cannot continue it ("\frac{1}{2}." is 1/2)
+                        break;
+                    }
+                    n = new Bin('*', n, next);
                 } else break;
             }
             return n;
@@ -168,7 +195,8 @@ final class LatexExpr {
             if (c == '\\') {
                 String cmd = lx.command();
                 return !cmd.isEmpty() && !cmd.equals("le") && !cmd.equals("ge") && !cmd.equals("ne") && !cmd.equals("leq")
-                        && !cmd.equals("geq") && !cmd.equals("neq") && !cmd.equals("in") && !cmd.equals("cup") && !cmd.equals("pm");
+                        && !cmd.equals("geq") && !cmd.equals("neq") && !cmd.equals("in") && !cmd.equals("cup") && !cmd.equals("pm")
+                        && !cmd.equals("rfloor") && !cmd.equals("rceil");
             }
             return false;
         }
@@ -195,16 +223,54 @@ final class LatexExpr {
             return base;
         }
 
-        /** After '^': a braced group, a signed factor, or a single character (TeX: x^23 is x^2 times 3). */
+        /**
+         * After '^': a braced group, a signed factor, or a single character (TeX: x^23 is x^2 times 3); in the sympy
+         * dialect a whole number (sympy lexes 2^10 as 2 ** 10).
+         */
         Node exponent() throws ParseError {
             char c = lx.peek();
             if (c == '{') return group('{', '}');
             if (c == '-' || c == '+') return unary();
             if (Character.isDigit(c)) {
+                if (sympy) return number();
                 lx.i++;
                 return new Num(c - '0');
             }
             return postfix();
+        }
+
+        /**
+         * A number at the cursor: digits with at most one '.'; in the sympy dialect also thousands separators
+         * (sympy's NUMBER: DIGIT+ (',' DIGIT DIGIT DIGIT)* ('.' DIGIT+)?, so "40,320" is 40320 and "2, 3" is 2).
+         */
+        Node number() throws ParseError {
+            String s = lx.s;
+            int j = lx.i;
+            StringBuilder num = new StringBuilder();
+            while (j < s.length() && Character.isDigit(s.charAt(j))) num.append(s.charAt(j++));
+            while (sympy && num.length() > 0 && j < s.length() && s.charAt(j) == ',' && digits(s, j + 1, 3)) {
+                num.append(s, j + 1, j + 4);
+                j += 4;
+            }
+            if (j < s.length() && s.charAt(j) == '.') {
+                num.append('.');
+                j++;
+                while (j < s.length() && Character.isDigit(s.charAt(j))) num.append(s.charAt(j++));
+            }
+            if (!sympy) // (the default reads "1.2.3" whole, and fails on it)
+                while (j < s.length() && (Character.isDigit(s.charAt(j)) || s.charAt(j) == '.')) num.append(s.charAt(j++));
+            lx.i = j;
+            try {
+                return new Num(Double.parseDouble(num.toString()));
+            } catch (NumberFormatException e) {
+                throw new ParseError("bad number " + num);
+            }
+        }
+
+        private static boolean digits(String s, int from, int n) {
+            if (from + n > s.length()) return false;
+            for (int k = from; k < from + n; k++) if (!Character.isDigit(s.charAt(k))) return false;
+            return true;
         }
 
         Node postfix() throws ParseError {
@@ -228,17 +294,7 @@ final class LatexExpr {
         Node primary() throws ParseError {
             char c = lx.peek();
             if (c == '\0') throw new ParseError("unexpected end");
-            if (Character.isDigit(c) || c == '.') {
-                int j = lx.i;
-                while (j < lx.s.length() && (Character.isDigit(lx.s.charAt(j)) || lx.s.charAt(j) == '.')) j++;
-                String num = lx.s.substring(lx.i, j);
-                lx.i = j;
-                try {
-                    return new Num(Double.parseDouble(num));
-                } catch (NumberFormatException e) {
-                    throw new ParseError("bad number " + num);
-                }
-            }
+            if (Character.isDigit(c) || c == '.') return number();
             if (c == '(') return group('(', ')');
             if (c == '{') return group('{', '}');
             if (c == '[') return group('[', ']');
@@ -270,16 +326,34 @@ final class LatexExpr {
                         Node x = arg();
                         return index == null ? new Fn("sqrt", x) : new Bin('^', x, new Bin('/', new Num(1), index));
                     }
-                    case "pi" -> { return new Num(Math.PI); }
+                    case "pi" -> { return sympy ? new Var("pi") : new Num(Math.PI); } // (sympy's parser: Symbol('pi'))
                     case "sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan", "ln", "log", "exp" -> {
+                        Node base = null;
+                        if (cmd.equals("log") && lx.peek() == '_') { // \log_b x = ln x / ln b
+                            lx.i++;
+                            base = arg();
+                        }
+                        // (sympy's \log is the natural log)
+                        String fn = base != null || (cmd.equals("log") && sympy) ? "ln" : cmd;
+                        Node f;
                         if (lx.peek() == '^') { // \sin^2 x = (\sin x)^2
                             lx.i++;
                             Node ex = exponent();
-                            return new Bin('^', new Fn(cmd, power()), ex);
-                        }
-                        return new Fn(cmd, power());
+                            f = new Bin('^', new Fn(fn, power()), ex);
+                        } else f = new Fn(fn, power());
+                        return base == null ? f : new Bin('/', f, new Fn("ln", base));
                     }
-                    case "text", "textbf", "mbox", "operatorname" -> { return arg(); }
+                    case "lfloor", "lceil" -> {
+                        Node x = expr();
+                        String close = cmd.equals("lfloor") ? "rfloor" : "rceil";
+                        if (lx.peek() != '\\' || !lx.command().equals(close)) throw new ParseError("unclosed \\" + cmd);
+                        lx.i += 1 + close.length();
+                        return new Fn(cmd.equals("lfloor") ? "floor" : "ceil", x);
+                    }
+                    case "text", "textbf", "mbox", "operatorname", "mathrm", "mathbf" -> {
+                        // sympy reads \text{(C)} as the product of a symbol "text" and C; the default, as its content
+                        return sympy ? new Bin('*', new Var(cmd), arg()) : arg();
+                    }
                     case "binom", "dbinom", "tbinom" -> {
                         Node n = arg(), k = arg();
                         return new Binom(n, k);
@@ -323,12 +397,14 @@ final class LatexExpr {
         }
     }
 
-    static Node parse(String s) throws ParseError {
-        String c = clean(s);
+    static Node parse(String s) throws ParseError { return parse(s, false); }
+
+    static Node parse(String s, boolean sympy) throws ParseError {
+        String c = clean(s, sympy);
         if (c.isEmpty()) throw new ParseError("empty");
         for (String bad : new String[] {"=", "<", ">", "\\le", "\\ge", "\\ne", "\\infty", "\\in", "\\cup", "\\pm"})
             if (c.contains(bad)) throw new ParseError("not an expression: " + bad);
-        return new Parser(c).parseAll();
+        return new Parser(c, sympy).parseAll();
     }
 
     static void vars(Node n, java.util.Set<String> out) {
@@ -384,22 +460,30 @@ final class LatexExpr {
         return out;
     }
 
+    /** A number written with thousands separators, e.g. "40,320" or "1,000.5" (after {@link #clean}). */
+    private static final java.util.regex.Pattern THOUSANDS = java.util.regex.Pattern.compile("[-+]?\\d{1,3}(,\\d{3})+(\\.\\d+)?");
+
     /**
-     * Whether two answers are equivalent. With {@code tuples}, "(1, 2)" or "1, 2" compares element-wise (outer
-     * parentheses/brackets dropped); without, commas make the answer unparseable (as in the reference).
+     * Whether two answers are equivalent. With {@code tuples} (the default dialect), "(1, 2)" or "1, 2" compares
+     * element-wise (outer parentheses/brackets dropped), a number with thousands separators ("40,\\!320") being one
+     * number; without (the sympy dialect of the reference), each answer is read as sympy's parse_latex reads it (see
+     * the class comment): a comma ends the expression unless it separates thousands.
      */
     static boolean equivalent(String a, String b, boolean tuples) {
         try {
             if (tuples) {
-                List<String> xa = topLevelCommas(unwrap(clean(a))), xb = topLevelCommas(unwrap(clean(b)));
+                String ca = clean(a), cb = clean(b);
+                if (THOUSANDS.matcher(ca).matches()) ca = ca.replace(",", "");
+                if (THOUSANDS.matcher(cb).matches()) cb = cb.replace(",", "");
+                List<String> xa = topLevelCommas(unwrap(ca)), xb = topLevelCommas(unwrap(cb));
                 if (xa.size() > 1 || xb.size() > 1) {
                     if (xa.size() != xb.size()) return false;
                     for (int i = 0; i < xa.size(); i++) if (!equivalent(parse(xa.get(i)), parse(xb.get(i)))) return false;
                     return true;
                 }
+                return equivalent(parse(ca), parse(cb));
             }
-            if (a.contains(",") || b.contains(",")) return false;
-            return equivalent(parse(a), parse(b));
+            return equivalent(parse(a, true), parse(b, true));
         } catch (ParseError e) {
             return false;
         }

@@ -57,7 +57,7 @@ final class MathVerifier {
         return s.substring(left.length(), s.length() - 1);
     }
 
-    private static final Pattern MINERVA = Pattern.compile("Final Answer: The final answer is(.*?). I hope it is correct.");
+    private static final Pattern MINERVA = Pattern.compile("Final Answer: The final answer is(.*?). I hope it is correct.", Pattern.UNIX_LINES);
 
     static String getUnnormalizedAnswer(String text) {
         Matcher m = MINERVA.matcher(Deadline.wrap(text + "I hope it is correct."));
@@ -70,12 +70,12 @@ final class MathVerifier {
             "\\ldots", "sue", "points", "feet", "minutes", "digits", "cents", "degrees", "cm", "gm", "pounds", "meters", "meals",
             "edges", "students", "childrentickets", "multiples", "\\text{s}", "\\text{.}", "\\text{\ns}", "\\text{}^2", "\\text{}^3",
             "\\text{\n}", "\\text{}", "\\mathrm{th}", "^\\circ", "^{\\circ}", "\\;", ",\\!", "{,}", "\"", "\\dots"};
-    private static final Pattern P_DOLLARS = Pattern.compile("(.*?)(\\$)(.*?)(\\$)(.*)");
-    private static final Pattern P_TEXT = Pattern.compile("(\\\\text\\{)(.*?)(\\})");
-    private static final Pattern P_TEXTBF = Pattern.compile("(\\\\textbf\\{)(.*?)(\\})");
-    private static final Pattern P_OVERLINE = Pattern.compile("(\\\\overline\\{)(.*?)(\\})");
-    private static final Pattern P_BOXED = Pattern.compile("(\\\\boxed\\{)(.*)(\\})");
-    private static final Pattern P_FRAC = Pattern.compile("(frac)([^{])(.)");
+    private static final Pattern P_DOLLARS = Pattern.compile("(.*?)(\\$)(.*?)(\\$)(.*)", Pattern.UNIX_LINES);
+    private static final Pattern P_TEXT = Pattern.compile("(\\\\text\\{)(.*?)(\\})", Pattern.UNIX_LINES);
+    private static final Pattern P_TEXTBF = Pattern.compile("(\\\\textbf\\{)(.*?)(\\})", Pattern.UNIX_LINES);
+    private static final Pattern P_OVERLINE = Pattern.compile("(\\\\overline\\{)(.*?)(\\})", Pattern.UNIX_LINES);
+    private static final Pattern P_BOXED = Pattern.compile("(\\\\boxed\\{)(.*)(\\})", Pattern.UNIX_LINES);
+    private static final Pattern P_FRAC = Pattern.compile("(frac)([^{])(.)", Pattern.UNIX_LINES);
     private static final Pattern P_SQRT = Pattern.compile("(sqrt)([^{])");
 
     /** Minerva's normalize_final_answer (Lewkowycz et al. 2022, appendix D). */

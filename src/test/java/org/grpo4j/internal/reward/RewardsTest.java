@@ -107,6 +107,11 @@ class RewardsTest {
         assertFalse(LatexExpr.equivalent("\\infty", "\\infty", true));
         assertFalse(LatexExpr.equivalent("(1,2)", "(2,1)", true));
         assertTrue(LatexExpr.equivalent("[1, \\frac{1}{2}]", "(1, 0.5)", true));
-        assertFalse(LatexExpr.equivalent("1, 2", "1, 2", false), "without tuple support commas never parse");
+        // the reference's sympy reads the longest parsable prefix: a list compares by its first element (3f37c29)
+        assertTrue(LatexExpr.equivalent("1, 2", "1, 5", false), "sympy's prefix: the first elements");
+        assertFalse(LatexExpr.equivalent("(1, 2)", "(1, 2)", false), "a comma inside parentheses ends no prefix: unparsable");
+        assertTrue(LatexExpr.equivalent("40,320", "40320", false), "sympy's NUMBER takes thousands separators");
+        assertTrue(LatexExpr.equivalent("\\frac{1}{2}.", "0.5", false), "trailing junk after the prefix");
+        assertFalse(LatexExpr.equivalent("\\frac{1}{2}.", "0.5", true), "the default reads the whole answer");
     }
 }

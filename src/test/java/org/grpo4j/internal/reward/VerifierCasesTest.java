@@ -134,7 +134,19 @@ class VerifierCasesTest {
         c("MATH", "12", "Final Answer: The final answer is 12 dollars. I hope it is correct.", T, "units words removed");
         c("MATH", "-3, 3", "\\boxed{-3,3}", T, "list as strings");
         c("MATH", "x+1", "\\boxed{x+2}", F, "different polynomials");
-        c("MATH", "\\frac{\\sqrt{3}}{2}", "\\boxed{\\sin \\frac{\\pi}{3}}", T, "sin(pi/3)");
+        c("MATH", "\\frac{\\sqrt{3}}{2}", "\\boxed{\\sin \\frac{\\pi}{3}}", T, F, "sin(pi/3); sympy's parse_latex reads \\pi as a symbol");
+        // sympy 1.13's parse_latex(strict=False), which the reference calls (a review of 2026-12-01, run against it)
+        c("MATH", "40,\\!320", "\\boxed{40320}", T, "thousands separators: one number (sympy's NUMBER rule)");
+        c("MATH", "10000", "\\boxed{10,000}", T, "thousands separators in the response");
+        c("MATH", "-2, 3", "\\boxed{-2, 5}", F, T, "3f37c29: sympy reads the prefix -2 of each list");
+        c("MATH", "-2, 3", "\\boxed{-2, 3, 4}", F, T, "3f37c29: only the first elements compared");
+        c("MATH", "\\text{(C)}", "\\boxed{C}", T, F, "3f37c29: sympy reads \\text{(C)} as text*C");
+        c("MATH", "1024", "\\boxed{2^10}", F, T, "TeX reads 2^10 as 2^1 0; sympy lexes the exponent 10");
+        c("MATH", "\\ln 2", "\\boxed{\\log 2}", F, T, "\\log is base 10 by default, natural in sympy");
+        c("MATH", "3", "\\boxed{\\log_2 8}", T, "\\log with a base");
+        c("MATH", "2", "\\boxed{\\lfloor 2.5 \\rfloor}", T, "floor");
+        c("MATH", "2.5", "\\boxed{\\lfloor 2.5 \\rfloor}", F, "floor is not dropped");
+        c("MATH", "3", "\\boxed{\\lceil 2.5 \\rceil}", T, "ceiling");
         // ---- IFEval ----
         i("verify_keywords", "A river under a bridge.", T, "all keywords", "keyword_list", List.of("river", "Bridge"));
         i("verify_keywords", "A river only.", F, "missing keyword", "keyword_list", List.of("river", "bridge"));
@@ -182,6 +194,8 @@ class VerifierCasesTest {
         i("validate_title", "<<A Title>>\nText", T, "title");
         i("validate_title", "No title", F, "no title");
         i("validate_title", "<<>>", T, "empty title counts");
+        i("validate_title", "<<A Title\r>>", T, "Python's . takes \\r (only \\n ends a line for it)");
+        i("validate_title", "<<A\nTitle>>", F, "a newline ends the title");
         i("validate_choice", "My answer is yes.", T, F, "response contains an option (fixed)", "options", List.of("yes", "no"));
         i("validate_choice", "yes", T, T, "exact option", "options", List.of("yes", "no"));
         i("validate_choice", "ye", F, T, "3f37c29: the response is a substring of an option", "options", List.of("yes", "no"));
