@@ -1275,8 +1275,9 @@ public final class CudaBackend extends AbstractBackend {
      * after the retirement, and the field kept it) counts as none.
      */
     private Tensor grow(Tensor t, DType d, long numel) {
-        if (t != null && t.isLive() && t.numel() >= numel) return t;
-        if (t != null && t.isLive()) retire(t);
+        boolean retired = t != null && retiredScratch.contains(t); // (a growth that failed after retiring it)
+        if (t != null && t.isLive() && !retired && t.numel() >= numel) return t;
+        if (t != null && t.isLive() && !retired) retire(t);
         return empty(d, Math.toIntExact(Math.max(1, numel)));
     }
 
@@ -1297,7 +1298,7 @@ public final class CudaBackend extends AbstractBackend {
 
     /** Frees t (after the queued work that uses it) and returns null. */
     private Tensor shrink(Tensor t) {
-        if (t.isLive()) retire(t);
+        if (t.isLive() && !retiredScratch.contains(t)) retire(t);
         return null;
     }
 
@@ -1313,7 +1314,7 @@ public final class CudaBackend extends AbstractBackend {
     /** Bytes the fused LM head's buffers hold now (0 after {@link #releaseLmHeadBuffers}). */
     public long lmHeadBufferBytes() {
         long b = 0;
-        for (Tensor t : new Tensor[] {lmZ, lmHiLo, lmAcc, lmTok}) if (t != null) b += t.numel() * t.dtype().bytes();
+        for (Tensor t : new Tensor[] {lmZ, lmHiLo, lmAcc, lmTok}) if (t != null && t.isLive()) b += t.numel() * t.dtype().bytes();
         return b;
     }
 

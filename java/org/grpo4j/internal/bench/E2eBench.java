@@ -179,6 +179,11 @@ public final class E2eBench implements Callable<Integer> {
                     + " error after the rows before it (--json) and the exit status is 3 (a hung kernel never returns); 0 = never.")
     double deadline;
 
+    @Option(names = "--row-timeout", defaultValue = "0", paramLabel = "SECONDS",
+            description = "Stop the run when one row has been running this many seconds, as --deadline does (exit status 3, that row"
+                    + " an error after the rows before it): a hung kernel found long before the deadline; 0 = never.")
+    double rowTimeout;
+
     @Option(names = "--resume", paramLabel = "FILE",
             description = "Keep the measured and error rows of FILE (the --json of an earlier run on the same card at the same precision,"
                     + " stopped by --deadline or by a lost device) that this run's plan has, with its copy bandwidth, and run only the"
@@ -234,6 +239,8 @@ public final class E2eBench implements Callable<Integer> {
         if (!(budget >= 0)) throw new IllegalArgumentException("--budget must be >= 0 seconds, got " + budget);
         if (!(deadline >= 0) || Double.isInfinite(deadline))
             throw new IllegalArgumentException("--deadline must be >= 0 seconds and finite, got " + deadline);
+        if (!(rowTimeout >= 0) || Double.isInfinite(rowTimeout))
+            throw new IllegalArgumentException("--row-timeout must be >= 0 seconds and finite, got " + rowTimeout);
         DType precision = switch (precisionName.toLowerCase(Locale.ROOT)) {
             case "bf16" -> DType.BF16;
             case "fp32" -> DType.FP32;
@@ -281,7 +288,7 @@ public final class E2eBench implements Callable<Integer> {
             Card card = card(be);
             if (prior != null && !card.name().equals(prior.card()))
                 throw new IllegalArgumentException("--resume " + resume + ": measured on \"" + prior.card() + "\", this device is \"" + card.name() + "\"");
-            Deadline dl = new Deadline(json, deadline, 1000, stderr, () -> JvmHalt.halt(3, "E2eBench"));
+            Deadline dl = new Deadline(json, deadline, rowTimeout, 1000, stderr, () -> JvmHalt.halt(3, "E2eBench"));
             E2eReport rep;
             try {
                 rep = measure(be, st, card, stderr, dl, prior);
@@ -522,8 +529,8 @@ public final class E2eBench implements Callable<Integer> {
                     pr.say(r.id() + (r.variant() == null ? "" : " [" + r.variant() + "]") + ": skipped (" + r.note() + ")");
                     continue;
                 }
-                watch.starting(report(be, card, st, copyGbs, rows), errorRow(task, sh, st, "did not finish (stopped by --deadline: a hung kernel, or a"
-                        + " row far over its estimate)"));
+                watch.starting(report(be, card, st, copyGbs, rows), errorRow(task, sh, st, "did not finish (stopped by --deadline or --row-timeout: a hung"
+                        + " kernel, or a row far over its estimate)"));
                 E2eReport.Row r;
                 try {
                     if (rig == null || !rig.preset.equals(task.preset())) {
@@ -591,11 +598,11 @@ public final class E2eBench implements Callable<Integer> {
      * stopped: the next task starts, and the deadline stops it.
      */
     static final class Deadline implements Watch {
-        private record Running(E2eReport soFar, E2eReport.Row ifHung) {}
+        private record Running(E2eReport soFar, E2eReport.Row ifHung, long startedNs) {}
 
         private final Path json;
-        private final long startNs, limitNs, pollMs;
-        private final double seconds;
+        private final long startNs, limitNs, rowLimitNs, pollMs;
+        private final double seconds, rowSeconds;
         private final PrintStream log;
         private final Runnable stop;
         private final Thread thread;
@@ -604,16 +611,25 @@ public final class E2eBench implements Callable<Integer> {
         private boolean fired, ended;
 
         Deadline(Path json, double deadlineSeconds, long pollMs, PrintStream log, Runnable stop) {
+            this(json, deadlineSeconds, 0, pollMs, log, stop);
+        }
+
+        /** As above, also stopping a row that has run {@code rowTimeoutSeconds} (0: no limit). */
+        Deadline(Path json, double deadlineSeconds, double rowTimeoutSeconds, long pollMs, PrintStream log, Runnable stop) {
             if (!(deadlineSeconds >= 0) || Double.isInfinite(deadlineSeconds))
                 throw new IllegalArgumentException("--deadline must be >= 0 seconds and finite, got " + deadlineSeconds);
+            if (!(rowTimeoutSeconds >= 0) || Double.isInfinite(rowTimeoutSeconds))
+                throw new IllegalArgumentException("--row-timeout must be >= 0 seconds and finite, got " + rowTimeoutSeconds);
             this.json = json;
             this.startNs = System.nanoTime();
             this.seconds = deadlineSeconds;
+            this.rowSeconds = rowTimeoutSeconds;
             this.limitNs = (long) Math.min(deadlineSeconds * 1e9, (double) Long.MAX_VALUE / 2);
+            this.rowLimitNs = (long) Math.min(rowTimeoutSeconds * 1e9, (double) Long.MAX_VALUE / 2);
             this.pollMs = pollMs;
             this.log = log;
             this.stop = stop;
-            thread = deadlineSeconds > 0 ? new Thread(this::watch, "e2e-deadline") : null;
+            thread = deadlineSeconds > 0 || rowTimeoutSeconds > 0 ? new Thread(this::watch, "e2e-deadline") : null;
             if (thread != null) {
                 thread.setDaemon(true);
                 thread.start();
@@ -629,7 +645,7 @@ public final class E2eBench implements Callable<Integer> {
 
         @Override
         public synchronized void starting(E2eReport soFar, E2eReport.Row ifHung) {
-            if (!fired) running = new Running(soFar, ifHung);
+            if (!fired) running = new Running(soFar, ifHung, System.nanoTime());
         }
 
         @Override
@@ -663,10 +679,14 @@ public final class E2eBench implements Callable<Integer> {
                 }
                 String where = "";
                 Running r;
+                boolean rowOver;
                 synchronized (this) {
                     if (ended) return;
                     r = running;
-                    if (r == null || !past()) continue;  // (between rows: the next task is skipped, not started)
+                    // (between rows: the next task is skipped, not started)
+                    if (r == null) continue;
+                    rowOver = rowLimitNs > 0 && System.nanoTime() - r.startedNs() >= rowLimitNs;
+                    if (!past() && !rowOver) continue;
                     if (json != null) {
                         List<E2eReport.Row> rows = new ArrayList<>(r.soFar().rows());
                         rows.add(r.ifHung());
@@ -683,7 +703,9 @@ public final class E2eBench implements Callable<Integer> {
                     running = null;
                 }
                 log.println("E2eBench: " + r.ifHung().id() + (r.ifHung().variant() == null ? "" : " [" + r.ifHung().variant() + "]")
-                        + " still running at --deadline: stopping" + where);
+                        + (rowOver ? " still running after --row-timeout " + (rowSeconds == Math.rint(rowSeconds) ? String.valueOf((long) rowSeconds)
+                        : String.valueOf(rowSeconds)) + " s" : " still running at --deadline")
+                        + ": stopping" + where);
                 log.flush();
                 stop.run();
                 return;

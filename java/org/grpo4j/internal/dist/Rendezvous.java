@@ -69,7 +69,9 @@ public final class Rendezvous implements Cluster {
             checkLayout(info);
             client.barrier("join", env.processes(), timeoutMillis);
         } catch (IOException | RuntimeException e) {
-            // no goodbyes to wait for: the processes that never joined would hold this error back up to 30 s
+            // no goodbyes to wait for: the processes that never joined would hold this error back up to 30 s; the
+            // store is aborted with the reason first, so that the processes that did join report it, not a lost store
+            if (server != null) server.abort(e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage());
             client.close();
             if (server != null) server.close();
             throw e;

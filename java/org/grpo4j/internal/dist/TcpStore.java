@@ -45,7 +45,7 @@ public final class TcpStore {
     private TcpStore() {}
 
     public static final int MAX_KEY = 512, MAX_VALUE = 1 << 20;
-    /** Connections in their handshake at once, and the seconds one may take (a process answers the nonce at once). */
+    /** Connections in their handshake at once, and the time one may take from its accept (a process answers the nonce at once). */
     static final int MAX_HANDSHAKES = 128, HANDSHAKE_MILLIS = 10_000;
     static final String MAGIC = "grpo4j-rendezvous-1";
 
@@ -112,6 +112,12 @@ public final class TcpStore {
         private final java.util.Set<DataOutputStream> abortSent = java.util.concurrent.ConcurrentHashMap.newKeySet();
         /** Connections not yet past the handshake: bounded, so that strangers cannot use up threads or descriptors. */
         private final java.util.concurrent.Semaphore handshakes = new java.util.concurrent.Semaphore(MAX_HANDSHAKES);
+        /** Closes a connection still in its handshake {@value #HANDSHAKE_MILLIS} ms after its accept (a read timeout restarts at each byte). */
+        private final java.util.concurrent.ScheduledExecutorService handshakeDeadlines = java.util.concurrent.Executors.newSingleThreadScheduledExecutor(r -> {
+            Thread t = new Thread(r, "grpo4j-rdzv-handshake-deadline");
+            t.setDaemon(true);
+            return t;
+        });
         private final SecureRandom random = new SecureRandom();
         private String aborted;
         private volatile boolean closed;
@@ -173,8 +179,14 @@ public final class TcpStore {
                 synchronized (this) {
                     open.add(c);
                 }
+                java.util.concurrent.atomic.AtomicBoolean past = new java.util.concurrent.atomic.AtomicBoolean();
                 try {
-                    daemon("grpo4j-rdzv-conn", () -> serve(c)).start();
+                    handshakeDeadlines.schedule(() -> {
+                        // (one compare-and-set on both sides: the handshake finishes or its deadline closes it, never both;
+                        // the serving thread's read then fails and releases the permit)
+                        if (past.compareAndSet(false, true)) closeQuietly(c);
+                    }, HANDSHAKE_MILLIS, java.util.concurrent.TimeUnit.MILLISECONDS);
+                    daemon("grpo4j-rdzv-conn", () -> serve(c, past)).start();
                 } catch (Throwable t) {  // (no thread to be had: an OutOfMemoryError here ended the loop silently)
                     synchronized (this) {
                         open.remove(c);
@@ -190,6 +202,14 @@ public final class TcpStore {
             }
         }
 
+        private static void closeQuietly(Socket c) {
+            try {
+                c.close();
+            } catch (IOException e) {
+                // closing
+            }
+        }
+
         private static void pause(long millis) {
             try {
                 Thread.sleep(millis);
@@ -198,7 +218,8 @@ public final class TcpStore {
             }
         }
 
-        private void serve(Socket c) {
+        /** One connection: its handshake (within {@value #HANDSHAKE_MILLIS} ms of its accept: {@code past} set after it), then its role. */
+        private void serve(Socket c, java.util.concurrent.atomic.AtomicBoolean past) {
             int process = -1;
             String role = "";
             boolean authenticated = false; // only a process that proved the secret can fail the run by leaving
@@ -231,6 +252,7 @@ public final class TcpStore {
                     new Msg("ERR", "process " + process + " outside [0, " + processes + ")", 0, 0, new byte[0]).write(out);
                     return;
                 }
+                if (!past.compareAndSet(false, true)) return; // (its deadline closed it meanwhile)
                 authenticated = true;
                 handshaking = false;
                 handshakes.release();
@@ -396,6 +418,7 @@ public final class TcpStore {
             } catch (IOException e) {
                 // closing
             }
+            handshakeDeadlines.shutdownNow();
             List<Socket> all;
             List<DataOutputStream> outs;
             String reason;

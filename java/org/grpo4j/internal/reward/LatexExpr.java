@@ -77,11 +77,17 @@ final class LatexExpr {
                 case "exp" -> Math.exp(x);
                 case "abs" -> Math.abs(x);
                 case "fact" -> factorial(x);
-                case "floor" -> Math.floor(x);
-                case "ceil" -> Math.ceil(x);
+                case "floor" -> Math.floor(snap(x)); // (\\lfloor \\log_{10} 1000 \\rfloor: ln 1000 / ln 10 is 2.9999999999999996)
+                case "ceil" -> Math.ceil(snap(x));
                 default -> Double.NaN;
             };
         }
+    }
+
+    /** x, or the nearest integer when x is within float rounding of it (so floor and ceil see sympy's exact values). */
+    static double snap(double x) {
+        double r = Math.rint(x);
+        return Math.abs(x - r) <= 1e-9 * Math.max(1, Math.abs(x)) ? r : x;
     }
 
     static double factorial(double x) {

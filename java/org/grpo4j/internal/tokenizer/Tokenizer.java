@@ -76,6 +76,7 @@ public final class Tokenizer implements AutoCloseable {
             maxId = Math.max(maxId, id);
         }
         this.vocabSize = maxId + 1;
+        checkAddedIds(root, model.path("vocab"), tj);
 
         JsonNode cfg = JSON.createObjectNode();
         if (Files.isRegularFile(tc)) {
@@ -105,15 +106,35 @@ public final class Tokenizer implements AutoCloseable {
         } catch (RuntimeException e) {
             throw new IOException(tj + ": HF tokenizers could not load it: " + causes(e), e);
         }
-        // the ids grpo4j takes from the JSON (bos, eos, pad, the vocabulary's size) must be the ids HF tokenizers
-        // gives: an added token listed under an id the vocabulary already uses is encoded under another
-        for (var e : added.entrySet()) {
-            int[] got = encode(e.getKey());
-            if (got.length != 1 || got[0] != e.getValue()) {
-                hf.close();
-                throw new IOException(tj + ": added token \"" + e.getKey() + "\" is listed with id " + e.getValue() + " but HF tokenizers encodes it as "
-                        + java.util.Arrays.toString(got) + " (an id that another token already has?)");
-            }
+    }
+
+    /**
+     * The ids grpo4j takes from the JSON (bos, eos, pad, the vocabulary's size) must be the ids HF tokenizers gives: an
+     * added token listed under an id that another token already has (in the vocabulary or among the added tokens) is
+     * refused, as is one whose text the vocabulary lists under another id (HF would give it that one). Checked on the
+     * file, not by encoding the token's text: a normalizer (Llama 2's Prepend "▁") may turn that text into other tokens
+     * for a tokenizer HF loads without complaint.
+     */
+    private static void checkAddedIds(JsonNode root, JsonNode vocab, Path tj) throws IOException {
+        Map<Integer, String> byId = new HashMap<>();
+        for (var it = vocab.fields(); it.hasNext(); ) {
+            var e = it.next();
+            byId.putIfAbsent(e.getValue().asInt(), e.getKey());
+        }
+        Map<Integer, String> addedById = new HashMap<>();
+        for (JsonNode t : root.path("added_tokens")) {
+            String content = t.path("content").asText();
+            int id = t.path("id").asInt();
+            String other = addedById.put(id, content);
+            if (other != null && !other.equals(content))
+                throw new IOException(tj + ": added tokens \"" + other + "\" and \"" + content + "\" are both listed with id " + id);
+            String inVocab = byId.get(id);
+            if (inVocab != null && !inVocab.equals(content))
+                throw new IOException(tj + ": added token \"" + content + "\" is listed with id " + id + ", which model.vocab gives to \"" + inVocab
+                        + "\" (HF tokenizers would not encode \"" + content + "\" as " + id + ")");
+            JsonNode v = vocab.get(content);
+            if (v != null && v.asInt() != id)
+                throw new IOException(tj + ": added token \"" + content + "\" is listed with id " + id + " but model.vocab has it as " + v.asInt());
         }
     }
 
@@ -153,7 +174,7 @@ public final class Tokenizer implements AutoCloseable {
                 if (name.equals("default")) return e.path("template").asText();
                 names.add(name);
             }
-            throw new IOException(tc + ": chat_template lists templates " + names + " but none named \"default\" (grpo4j uses the default one)");
+            return null; // (no "default" among its named templates: none for grpo4j, whose chat_template_name says so when asked)
         }
         throw new IOException(tc + ": chat_template must be a string or a list of {name, template}, got a " + t.getNodeType().toString().toLowerCase(java.util.Locale.ROOT));
     }

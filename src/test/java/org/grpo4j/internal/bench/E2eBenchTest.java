@@ -238,6 +238,40 @@ class E2eBenchTest {
                 log.toString());
     }
 
+    /** --row-timeout stops a row that runs too long, long before the run's deadline (none here), as the deadline does. */
+    @Test
+    void aRowPastItsTimeoutIsStoppedWithoutADeadline(@TempDir Path tmp) throws Exception {
+        E2eBench.Settings st = new E2eBench.Settings(List.of("tiny"), List.of("train", "grpo"), org.grpo4j.internal.backend.DType.BF16, 1, 5, 1,
+                false, 0, 1, 1L << 16, List.of("split"));
+        Path json = tmp.resolve("ours.json");
+        java.util.concurrent.CountDownLatch stopped = new java.util.concurrent.CountDownLatch(1);
+        ByteArrayOutputStream log = new ByteArrayOutputStream();
+        E2eBench.Deadline dl = new E2eBench.Deadline(json, 0, 0.05, 5, new PrintStream(log, true), stopped::countDown);
+        try (org.grpo4j.internal.backend.CpuBackend be = new org.grpo4j.internal.backend.CpuBackend()) {
+            E2eBench.measure(be, st, E2eBench.card(be), null, new E2eBench.Watch() {
+                @Override
+                public void starting(E2eReport soFar, E2eReport.Row ifHung) {
+                    dl.starting(soFar, ifHung);
+                    try {
+                        assertTrue(stopped.await(30, java.util.concurrent.TimeUnit.SECONDS), "the row timeout never fired");
+                    } catch (InterruptedException e) {
+                        throw new AssertionError(e);
+                    }
+                }
+
+                @Override
+                public void finished(E2eReport soFar) { dl.finished(soFar); }
+            });
+        } finally {
+            dl.stop();
+        }
+        assertTrue(dl.fired());
+        E2eReport rep = E2eReport.read(json);
+        assertEquals(List.of("train/tiny/4x64"), rep.rows().stream().map(E2eReport.Row::id).toList());
+        assertEquals(E2eReport.ERROR, rep.rows().get(0).status());
+        assertTrue(log.toString().contains("E2eBench: train/tiny/4x64 still running after --row-timeout 0.05 s: stopping"), log.toString());
+    }
+
     /**
      * The command line's watch (--json, no deadline): after each row the file holds the rows so far with "complete":
      * false; the run's last write holds every row without it.
@@ -410,6 +444,7 @@ class E2eBenchTest {
             {new String[] {"cpu", "--budget", "-1"}, "--budget must be >= 0"},
             {new String[] {"cpu", "--deadline", "-1"}, "--deadline must be >= 0"},
             {new String[] {"cpu", "--deadline", "Infinity"}, "--deadline must be >= 0 seconds and finite"},
+            {new String[] {"cpu", "--row-timeout", "-2"}, "--row-timeout must be >= 0 seconds and finite"},
             {new String[] {"cpu", "--lmhead-grad", "fp8"}, "unknown --lmhead-grad \"fp8\" (valid: split, single)"},
             {new String[] {"tpu"}, "unknown backend \"tpu\""},
             {new String[] {"cpu", "--out", tmp.toString()}, "--out goes with --compare"},

@@ -147,6 +147,7 @@ class VerifierCasesTest {
         c("MATH", "2", "\\boxed{\\lfloor 2.5 \\rfloor}", T, "floor");
         c("MATH", "2.5", "\\boxed{\\lfloor 2.5 \\rfloor}", F, "floor is not dropped");
         c("MATH", "3", "\\boxed{\\lceil 2.5 \\rceil}", T, "ceiling");
+        c("MATH", "3", "\\boxed{\\lfloor \\log_{10} 1000 \\rfloor}", T, "floor of a value float rounding puts just under 3");
         // ---- IFEval ----
         i("verify_keywords", "A river under a bridge.", T, "all keywords", "keyword_list", List.of("river", "Bridge"));
         i("verify_keywords", "A river only.", F, "missing keyword", "keyword_list", List.of("river", "bridge"));
