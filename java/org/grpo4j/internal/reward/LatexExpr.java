@@ -160,17 +160,37 @@ final class LatexExpr {
 
         Node expr() throws ParseError {
             if (++depth > 200) throw new ParseError("nesting too deep");
-            Deadline.check();
-            Node n = term();
-            while (true) {
-                char c = lx.peek();
-                if (c == '+' || c == '-') {
-                    lx.i++;
-                    n = new Bin(c, n, term());
-                } else break;
+            try {
+                Deadline.check();
+                Node n = term();
+                while (true) {
+                    char c = lx.peek();
+                    if (c == '+' || c == '-') {
+                        int at = lx.i;
+                        lx.i++;
+                        Node right = operand(at, true);
+                        if (right == null) break;
+                        n = new Bin(c, n, right);
+                    } else break;
+                }
+                return n;
+            } finally {
+                depth--;
             }
-            depth--;
-            return n;
+        }
+
+        /**
+         * The right operand after an operator at {@code at}: in the sympy dialect, one that cannot be parsed ends the
+         * prefix before the operator (ANTLR's prediction leaves the loop: "3+" is 3, "2+(1,2)" is 2), null then.
+         */
+        Node operand(int at, boolean additive) throws ParseError {
+            try {
+                return additive ? term() : unary();
+            } catch (ParseError e) {
+                if (!sympy) throw e;
+                lx.i = at;
+                return null;
+            }
         }
 
         Node term() throws ParseError {
@@ -178,8 +198,11 @@ final class LatexExpr {
             while (true) {
                 char c = lx.peek();
                 if (c == '*' || c == '/') {
+                    int at = lx.i;
                     lx.i++;
-                    n = new Bin(c, n, unary());
+                    Node right = operand(at, false);
+                    if (right == null) break;
+                    n = new Bin(c, n, right);
                 } else if (startsPrimary(c)) {
                     int at = lx.i;
                     Node next;

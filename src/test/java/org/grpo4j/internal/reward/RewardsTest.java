@@ -113,5 +113,8 @@ class RewardsTest {
         assertTrue(LatexExpr.equivalent("40,320", "40320", false), "sympy's NUMBER takes thousands separators");
         assertTrue(LatexExpr.equivalent("\\frac{1}{2}.", "0.5", false), "trailing junk after the prefix");
         assertFalse(LatexExpr.equivalent("\\frac{1}{2}.", "0.5", true), "the default reads the whole answer");
+        assertTrue(LatexExpr.equivalent("2+(1,2)", "2", false), "an operand that cannot parse ends the prefix before its operator");
+        assertTrue(LatexExpr.equivalent("3+", "3", false));
+        assertFalse(LatexExpr.equivalent("3+", "3", true));
     }
 }
