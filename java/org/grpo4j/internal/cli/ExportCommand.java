@@ -59,10 +59,14 @@ final class ExportCommand implements Callable<Integer> {
         return 0;
     }
 
+    /** A temporary directory untouched this long (no file in it written) belongs to an export that is gone. */
+    static final long QUIET_MILLIS = 120_000;
+
     /**
      * Deletes what an export to the same --out that was killed left beside it: the hidden {@code .OUT.tmp-*} directory
      * it was writing (an export renames it into place only when complete; --out is missing or empty, so no export to it
-     * can have finished since).
+     * can have finished since), once nothing in it has been written for {@link #QUIET_MILLIS}: a newer one may be
+     * another export to the same --out, still running (it writes its shards continuously), and is left alone.
      */
     private void removeKilledExports() throws java.io.IOException {
         Path abs = out.toAbsolutePath().normalize();
@@ -70,9 +74,27 @@ final class ExportCommand implements Callable<Integer> {
         String prefix = "." + abs.getFileName() + ".tmp-";
         try (var s = Files.list(abs.getParent())) {
             for (Path p : s.filter(q -> q.getFileName().toString().startsWith(prefix) && Files.isDirectory(q)).toList()) {
+                if (System.currentTimeMillis() - newestWrite(p) < QUIET_MILLIS) {
+                    System.err.println("grpo4j export: left " + p + " alone: written in the last " + QUIET_MILLIS / 1000
+                            + " s (another export to " + out + " still running?)");
+                    continue;
+                }
                 org.grpo4j.internal.util.AtomicDir.deleteTree(p);
                 System.err.println("grpo4j export: removed " + p + ", left by an export to " + out + " that did not finish");
             }
+        }
+    }
+
+    /** The latest modification time (ms) of a directory and everything in it. */
+    private static long newestWrite(Path dir) throws java.io.IOException {
+        try (var w = Files.walk(dir)) {
+            return w.mapToLong(q -> {
+                try {
+                    return Files.getLastModifiedTime(q).toMillis();
+                } catch (java.io.IOException e) {
+                    return System.currentTimeMillis(); // (vanishing under us: in use)
+                }
+            }).max().orElse(0);
         }
     }
 }

@@ -99,10 +99,18 @@ class ExportCommandTest {
         Path out = root.resolve("fp32");
         Path killed = Files.createDirectories(root.resolve(".fp32.tmp-k1ll3d")); // what an export killed half-way left
         Files.writeString(killed.resolve("model-00001-of-00009.safetensors"), "half written");
+        // written long ago (an export to the same --out written to in the last 2 minutes is left alone)
+        java.nio.file.attribute.FileTime old = java.nio.file.attribute.FileTime.fromMillis(System.currentTimeMillis() - 3_600_000);
+        Files.setLastModifiedTime(killed.resolve("model-00001-of-00009.safetensors"), old);
+        Files.setLastModifiedTime(killed, old);
+        Path running = Files.createDirectories(root.resolve(".fp32.tmp-runn1ng"));
+        Files.writeString(running.resolve("model-00001-of-00009.safetensors"), "being written");
         CliTest.Run r = CliTest.run("export", "--from", run.resolve("checkpoints/step_1").toString(), "--out", out.toString(), "--dtype", "fp32",
                 "--max-shard-gib", "0.0002", "--chat-template", "keep");
         assertEquals(0, r.code(), r.err());
         assertFalse(Files.exists(killed), "the killed export's temporary is gone");
+        assertTrue(Files.exists(running.resolve("model-00001-of-00009.safetensors")), "a temporary written just now is another export's");
+        org.grpo4j.internal.util.AtomicDir.deleteTree(running);
         assertTrue(r.err().contains("removed " + killed.toAbsolutePath() + ", left by an export to " + out + " that did not finish"), r.err());
         var src = tensors(run.resolve("checkpoints/step_1/model"));
         var got = tensors(out);
