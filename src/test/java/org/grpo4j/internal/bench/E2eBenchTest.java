@@ -192,6 +192,31 @@ class E2eBenchTest {
      * --deadline: a row still running at the deadline is written as an error after the rows before it ("complete":
      * false), stop runs once (the JVM's end in a real run; here the run goes on), and nothing overwrites that file.
      */
+    /**
+     * Measures on the CPU under {@code dl}, each row's start held until {@code stopped} (the watcher's stop) counts
+     * down: a CPU row takes far longer than the 5 ms poll, and the latch holds it until the watcher has written.
+     */
+    static void measureUntilStopped(E2eBench.Settings st, E2eBench.Deadline dl, java.util.concurrent.CountDownLatch stopped) {
+        try (org.grpo4j.internal.backend.CpuBackend be = new org.grpo4j.internal.backend.CpuBackend()) {
+            E2eBench.measure(be, st, E2eBench.card(be), null, new E2eBench.Watch() {
+                @Override
+                public void starting(E2eReport soFar, E2eReport.Row ifHung) {
+                    dl.starting(soFar, ifHung);
+                    try {
+                        assertTrue(stopped.await(30, java.util.concurrent.TimeUnit.SECONDS), "the watcher never fired");
+                    } catch (InterruptedException e) {
+                        throw new AssertionError(e);
+                    }
+                }
+
+                @Override
+                public void finished(E2eReport soFar) { dl.finished(soFar); }
+            });
+        } finally {
+            dl.stop();
+        }
+    }
+
     @Test
     void aRowPastTheDeadlineIsWrittenAsAnErrorAfterTheRowsBeforeIt(@TempDir Path tmp) throws Exception {
         E2eBench.Settings st = new E2eBench.Settings(List.of("tiny"), List.of("train", "grpo"), org.grpo4j.internal.backend.DType.BF16, 1, 5, 1,
@@ -204,26 +229,8 @@ class E2eBenchTest {
             stops.incrementAndGet();
             stopped.countDown();
         });
-        try (org.grpo4j.internal.backend.CpuBackend be = new org.grpo4j.internal.backend.CpuBackend()) {
-            // the training row first, with the deadline already past: the watcher stops it (the CPU row takes far
-            // longer than the 5 ms poll; the latch holds the row until the watcher has written)
-            E2eBench.measure(be, st, E2eBench.card(be), null, new E2eBench.Watch() {
-                @Override
-                public void starting(E2eReport soFar, E2eReport.Row ifHung) {
-                    dl.starting(soFar, ifHung);
-                    try {
-                        assertTrue(stopped.await(30, java.util.concurrent.TimeUnit.SECONDS), "the deadline's watcher never fired");
-                    } catch (InterruptedException e) {
-                        throw new AssertionError(e);
-                    }
-                }
-
-                @Override
-                public void finished(E2eReport soFar) { dl.finished(soFar); }
-            });
-        } finally {
-            dl.stop();
-        }
+        // the training row first, with the deadline already past: the watcher stops it
+        measureUntilStopped(st, dl, stopped);
         assertEquals(1, stops.get());
         assertTrue(dl.fired());
         String text = Files.readString(json);
@@ -247,24 +254,7 @@ class E2eBenchTest {
         java.util.concurrent.CountDownLatch stopped = new java.util.concurrent.CountDownLatch(1);
         ByteArrayOutputStream log = new ByteArrayOutputStream();
         E2eBench.Deadline dl = new E2eBench.Deadline(json, 0, 0.05, 5, new PrintStream(log, true), stopped::countDown);
-        try (org.grpo4j.internal.backend.CpuBackend be = new org.grpo4j.internal.backend.CpuBackend()) {
-            E2eBench.measure(be, st, E2eBench.card(be), null, new E2eBench.Watch() {
-                @Override
-                public void starting(E2eReport soFar, E2eReport.Row ifHung) {
-                    dl.starting(soFar, ifHung);
-                    try {
-                        assertTrue(stopped.await(30, java.util.concurrent.TimeUnit.SECONDS), "the row timeout never fired");
-                    } catch (InterruptedException e) {
-                        throw new AssertionError(e);
-                    }
-                }
-
-                @Override
-                public void finished(E2eReport soFar) { dl.finished(soFar); }
-            });
-        } finally {
-            dl.stop();
-        }
+        measureUntilStopped(st, dl, stopped);
         assertTrue(dl.fired());
         E2eReport rep = E2eReport.read(json);
         assertEquals(List.of("train/tiny/4x64"), rep.rows().stream().map(E2eReport.Row::id).toList());
