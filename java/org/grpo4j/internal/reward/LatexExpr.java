@@ -489,8 +489,8 @@ final class LatexExpr {
         return out;
     }
 
-    /** A number written with thousands separators, e.g. "40,320" or "1,000.5" (after {@link #clean}). */
-    private static final java.util.regex.Pattern THOUSANDS = java.util.regex.Pattern.compile("[-+]?\\d{1,3}(,\\d{3})+(\\.\\d+)?");
+    /** A number written with thousands separators, e.g. "40,320" or "1,000.5" (after {@link #clean}; "0,125" is not one). */
+    private static final java.util.regex.Pattern THOUSANDS = java.util.regex.Pattern.compile("[-+]?[1-9]\\d{0,2}(,\\d{3})+(\\.\\d+)?");
 
     /**
      * Whether two answers are equivalent. With {@code tuples} (the default dialect), "(1, 2)" or "1, 2" compares

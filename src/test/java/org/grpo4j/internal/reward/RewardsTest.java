@@ -115,6 +115,8 @@ class RewardsTest {
         assertFalse(LatexExpr.equivalent("\\frac{1}{2}.", "0.5", true), "the default reads the whole answer");
         assertTrue(LatexExpr.equivalent("2+(1,2)", "2", false), "an operand that cannot parse ends the prefix before its operator");
         assertTrue(LatexExpr.equivalent("3+", "3", false));
+        assertTrue(LatexExpr.equivalent("1,000,000", "10^6", true), "thousands separators, default dialect");
+        assertFalse(LatexExpr.equivalent("0,125", "125", true), "a leading 0 is no thousands group: a list (0, 125)");
         assertFalse(LatexExpr.equivalent("3+", "3", true));
     }
 }
