@@ -30,8 +30,12 @@ public final class ShufflingIterator {
 
     public Position position() { return new Position(epoch, offset); }
 
+    /**
+     * Goes on from a saved position. The offset after the last whole batch of an epoch (batchesPerEpoch() x batchSize)
+     * is a position too: a checkpoint at an epoch's end saves it, and the next batch starts the next epoch.
+     */
     public void restore(Position p) {
-        if (p.epoch() < 0 || p.offset() < 0 || p.offset() > size - batchSize || p.offset() % batchSize != 0)
+        if (p.epoch() < 0 || p.offset() < 0 || p.offset() > batchesPerEpoch() * batchSize || p.offset() % batchSize != 0)
             throw new IllegalArgumentException("invalid iterator position " + p + " for " + size + " prompts in batches of " + batchSize);
         epoch = p.epoch();
         offset = p.offset();

@@ -770,6 +770,15 @@ public final class LlamaWeights implements AutoCloseable {
     }
 
     /**
+     * A copy its owner may write (Files.copy keeps a write-protected source's 0444 mode, and tokenizer_config.json is
+     * rewritten with the chat template; a checkpoint's files are the run's own).
+     */
+    private static void copyWritable(Path src, Path dst) throws IOException {
+        Files.copy(src, dst);
+        if (!dst.toFile().setWritable(true, true)) throw new IOException(dst + ": cannot make the copy of " + src + " writable");
+    }
+
+    /**
      * Fills {@code dir}: the tokenizer files first (so a source directory that changes while the weights are written,
      * e.g. a checkpoint being pruned, cannot leave them out), tokenizer_config.json's chat_template set to
      * {@code chatTemplate} unless it is null, then config.json, generation_config.json and the weights.
@@ -778,11 +787,11 @@ public final class LlamaWeights implements AutoCloseable {
                                   Path tokenizerDir, String chatTemplate) throws IOException {
         if (tokenizerDir != null) {
             for (String f : TOKENIZER_FILES)
-                if (Files.isRegularFile(tokenizerDir.resolve(f))) Files.copy(tokenizerDir.resolve(f), dir.resolve(f));
+                if (Files.isRegularFile(tokenizerDir.resolve(f))) copyWritable(tokenizerDir.resolve(f), dir.resolve(f));
             // the template file wins over tokenizer_config.json's chat_template in transformers (and in Tokenizer): kept
             // with the source's template, left out where another one is written into the config below
             Path jinja = tokenizerDir.resolve(org.grpo4j.internal.tokenizer.Tokenizer.CHAT_TEMPLATE_FILE);
-            if (chatTemplate == null && Files.isRegularFile(jinja)) Files.copy(jinja, dir.resolve(jinja.getFileName()));
+            if (chatTemplate == null && Files.isRegularFile(jinja)) copyWritable(jinja, dir.resolve(jinja.getFileName()));
         }
         if (chatTemplate != null) {
             Path tc = dir.resolve("tokenizer_config.json");

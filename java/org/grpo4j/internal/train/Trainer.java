@@ -254,6 +254,11 @@ public final class Trainer implements AutoCloseable {
             if (writer) {
                 this.runDir = RunDirectory.lock(out);
                 if (ck == null) RunDirectory.checkNewRun(out, b.overwrite);
+                // the checkpoint was chosen before the lock: a run still writing its last one (stopped, not yet gone)
+                // may have added a newer one since, and going on from the older would repeat steps
+                if (ck != null && !Checkpoints.latestCheckpoint(ck.getParent()).equals(ck))
+                    throw new IllegalStateException(ck + " is no longer the run's newest checkpoint (" + Checkpoints.latestCheckpoint(ck.getParent()).getFileName()
+                            + " appeared while this run prepared: the run it belongs to was still saving); resume again");
                 for (Path p : runDir.removeStaleTemporaries())
                     if (log != null) log.println("grpo4j: removed " + p + " (left by a run that was killed)");
             }

@@ -82,7 +82,8 @@ public final class AtomicDir {
         }
         for (Path p : all) {
             if (Files.isRegularFile(p)) {
-                try (FileChannel ch = FileChannel.open(p, StandardOpenOption.WRITE)) {
+                // read-only is enough for fsync, and a file copied from a write-protected source keeps its 0444 mode
+                try (FileChannel ch = FileChannel.open(p, StandardOpenOption.READ)) {
                     ch.force(true);
                 }
             } else if (Files.isDirectory(p)) {

@@ -59,4 +59,22 @@ class ShufflingIteratorTest {
         assertThrows(IllegalArgumentException.class, () -> ShufflingIterator.rankSlice(g, 0, 4));
         assertThrows(IllegalArgumentException.class, () -> new ShufflingIterator(5, 8, 1));
     }
+
+    /**
+     * The position after an epoch's last whole batch (a checkpoint at the epoch's end saves it) restores, and the next
+     * batch is the next epoch's first: restore() refused it, so such a checkpoint could not be resumed (a review).
+     */
+    @Test
+    void thePositionAtAnEpochsEndRestores() {
+        ShufflingIterator a = new ShufflingIterator(50, 8, 3);
+        for (int i = 0; i < 6; i++) a.next(); // the whole first epoch: offset 48, 2 prompts dropped
+        ShufflingIterator.Position p = a.position();
+        assertEquals(new ShufflingIterator.Position(0, 48), p);
+        int[] want = a.next();
+        assertEquals(1, a.epoch());
+        ShufflingIterator b = new ShufflingIterator(50, 8, 3);
+        b.restore(p);
+        assertArrayEquals(want, b.next());
+        assertThrows(IllegalArgumentException.class, () -> new ShufflingIterator(50, 8, 3).restore(new ShufflingIterator.Position(0, 56)));
+    }
 }

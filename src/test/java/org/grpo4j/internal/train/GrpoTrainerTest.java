@@ -604,6 +604,33 @@ class GrpoTrainerTest {
      * rank trains its own rollouts), reference_sharding none (the reference whole on every rank), so that
      * the run goes on bit for bit; a checkpoint with the key keeps its value.
      */
+    /**
+     * A checkpoint at the end of a data epoch resumes, and the run goes on exactly as the uninterrupted one: its
+     * iterator position (the offset after the epoch's last batch) was refused on restore (a review, 2026-12-01).
+     */
+    @Test
+    void aCheckpointAtAnEpochsEndResumesExactly(@TempDir Path tmp) throws Exception {
+        Path full = tmp.resolve("full"), part = tmp.resolve("part");
+        java.util.function.Function<Path, List<String>> sets = out -> {
+            List<String> s = small(out, 4);
+            s.add("dataset_mixer_list=[\"data/tiny-arith.jsonl\",\"8\"]"); // 8 prompts, 4 a step: an epoch ends at step 2
+            s.add("num_evals=0");
+            return s;
+        };
+        try (Trainer t = Trainer.builder(config(sets.apply(full))).log(null).build()) {
+            t.run(null);
+        }
+        try (Trainer t = Trainer.builder(config(sets.apply(part))).log(null).build()) {
+            t.run(null);
+        }
+        assertTrue(Files.isDirectory(part.resolve("checkpoints/step_2")), "a checkpoint at the epoch's end");
+        org.grpo4j.internal.util.AtomicDir.deleteTree(part.resolve("checkpoints/step_4")); // as if killed after step 2's checkpoint
+        try (Trainer t = Trainer.builder(null).resume(part).log(null).build()) {
+            t.run(null);
+        }
+        assertEquals(comparable(full.resolve("metrics.jsonl")), comparable(part.resolve("metrics.jsonl")));
+    }
+
     @Test
     void aCheckpointWithoutNewerKeysResumesAsItRan(@TempDir Path tmp) throws Exception {
         GrpoConfig c = config(small(tmp.resolve("run"), 1));
