@@ -401,6 +401,9 @@ public final class Model implements AutoCloseable {
         int most = 0, mostAt = 0;
         for (int i = 0; i < prompts.size(); i++) {
             int p = prompts.get(i).length, n = samplings.get(i).samples(), max = samplings.get(i).maxTokens();
+            int vocab = weights.config().vocabSize();
+            if (samplings.get(i).topK() > vocab) // (refused here, before the prefill, not by the sampler after it)
+                throw new IllegalArgumentException("samplings[" + i + "].topK " + samplings.get(i).topK() + " exceeds the vocabulary of " + vocab + " tokens");
             if ((long) p + max > maxPositions())
                 throw new IllegalArgumentException(name + "[" + i + "] (" + p + " tokens) + maxTokens " + max + " exceeds the model's context of " + maxPositions()
                         + " tokens (max_position_embeddings)");

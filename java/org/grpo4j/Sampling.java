@@ -76,6 +76,9 @@ public final class Sampling {
      */
     public Sampling temperature(double t) {
         if (!(t >= 0) || !Double.isFinite(t)) throw new IllegalArgumentException("temperature must be a finite number >= 0, got " + t);
+        // (sampling runs in float: 1e39 would be infinite, 1e-46 zero, which is greedy)
+        if (Float.isInfinite((float) t) || (t > 0 && (float) t == 0))
+            throw new IllegalArgumentException("temperature " + t + " is outside float's range (0, or " + Float.MIN_VALUE + " to " + Float.MAX_VALUE + ")");
         return new Sampling(samples, maxTokens, t, topP, topK, seed, stopStrings);
     }
 
@@ -88,7 +91,7 @@ public final class Sampling {
      * @throws IllegalArgumentException if {@code p} is outside (0, 1]
      */
     public Sampling topP(double p) {
-        if (!(p > 0 && p <= 1)) throw new IllegalArgumentException("topP must be in (0, 1], got " + p);
+        if (!(p > 0 && p <= 1) || (float) p == 0) throw new IllegalArgumentException("topP must be in (0, 1] (as a float), got " + p);
         return new Sampling(samples, maxTokens, temperature, p, topK, seed, stopStrings);
     }
 

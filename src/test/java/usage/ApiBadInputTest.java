@@ -121,6 +121,12 @@ class ApiBadInputTest {
             refused(IllegalArgumentException.class, () -> Sampling.defaults().temperature(Double.NaN), "temperature must be a finite number >= 0, got NaN");
             refused(IllegalArgumentException.class, () -> Sampling.defaults().topP(0), "topP must be in (0, 1]");
             refused(IllegalArgumentException.class, () -> Sampling.defaults().topK(-1), "topK must be >= 0");
+            // values that float sampling would change (1e39 infinite, 1e-46 zero: greedy), and a topK past the vocabulary
+            refused(IllegalArgumentException.class, () -> Sampling.defaults().temperature(1e39), "temperature 1.0E39 is outside float's range");
+            refused(IllegalArgumentException.class, () -> Sampling.defaults().temperature(1e-46), "temperature 1.0E-46 is outside float's range");
+            refused(IllegalArgumentException.class, () -> Sampling.defaults().topP(1e-46), "topP must be in (0, 1] (as a float)");
+            refused(IllegalArgumentException.class, () -> m.generate(List.of("x"), Sampling.defaults().topK(1 << 20)),
+                    "samplings[0].topK 1048576 exceeds the vocabulary of");
             refused(IllegalArgumentException.class, () -> Sampling.defaults().stopStrings(List.of("")), "strings[0] is empty");
             refused(IllegalArgumentException.class, () -> new Rewards().register(" ", (r, t, row) -> RewardFunction.Score.of(1)), "dataset is blank");
             refused(IllegalArgumentException.class, () -> new Rewards(org.grpo4j.reward.Compat.DEFAULT, 10, Double.NaN, 1), "verifier timeout");

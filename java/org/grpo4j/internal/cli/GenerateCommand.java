@@ -284,7 +284,12 @@ final class GenerateCommand implements Callable<Integer> {
         JsonNode v = o.get(key);
         if (v == null) return dflt;
         if (!v.isNumber()) throw new IllegalArgumentException(where + ": \"" + key + "\" must be a number, got " + v);
-        return v.floatValue();
+        float f = v.floatValue();
+        // (sampling runs in float: a nonzero value that rounds to 0 would change meaning silently, temperature to greedy;
+        // one that rounds to infinity the callers refuse as not finite)
+        if (f == 0 && v.doubleValue() != 0)
+            throw new IllegalArgumentException(where + ": \"" + key + "\" " + v + " is too small for a float (it would be 0)");
+        return f;
     }
 
     /**

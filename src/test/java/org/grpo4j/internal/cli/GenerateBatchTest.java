@@ -241,6 +241,8 @@ class GenerateBatchTest {
         t.add(bad("temperature negative", "{\"prompt\": \"a\", \"temperature\": -1}", "$F:1: \"temperature\" must be a finite number >= 0, got -1"));
         t.add(bad("temperature a string", "{\"prompt\": \"a\", \"temperature\": \"hot\"}", "$F:1: \"temperature\" must be a number, got \"hot\""));
         t.add(bad("temperature infinite", "{\"prompt\": \"a\", \"temperature\": 1e39}", "$F:1: \"temperature\" must be a finite number >= 0"));
+        t.add(bad("temperature below float", "{\"prompt\": \"a\", \"temperature\": 1e-60}", "$F:1: \"temperature\" 1.0E-60 is too small for a float"));
+        t.add(bad("top_p below float", "{\"prompt\": \"a\", \"top_p\": 1e-50}", "$F:1: \"top_p\" 1.0E-50 is too small for a float"));
         t.add(bad("top_p 0", "{\"prompt\": \"a\", \"top_p\": 0}", "$F:1: \"top_p\" must be a number in (0, 1], got 0"));
         t.add(bad("top_p 1.5", "{\"prompt\": \"a\", \"top_p\": 1.5}", "$F:1: \"top_p\" must be a number in (0, 1], got 1.5"));
         t.add(bad("top_k -1", "{\"prompt\": \"a\", \"top_k\": -1}", "$F:1: \"top_k\" must be an integer >= 0 (0 = off), got -1"));
