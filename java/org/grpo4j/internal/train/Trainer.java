@@ -725,6 +725,15 @@ public final class Trainer implements AutoCloseable {
             cluster.barrier(key, CHECKPOINT_BARRIER_S);
             return;
         }
+        // the metrics and samples up to this step on disk before the checkpoint is: after a power loss, a checkpoint
+        // that survived has its lines (a resume cuts the files back to the checkpoint's step, never forward)
+        for (String f : new String[] {"metrics.jsonl", "samples.jsonl"}) {
+            Path p = out.resolve(f);
+            if (Files.isRegularFile(p))
+                try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(p, StandardOpenOption.READ)) {
+                    ch.force(true);
+                }
+        }
         AtomicDir.write(fin, tmp -> {
             if (cluster != null) cluster.share(key, tmp.toAbsolutePath().toString());
             long refChecksum = writeCheckpointParts(tmp);
