@@ -237,10 +237,8 @@ public final class E2eBench implements Callable<Integer> {
         if (warmup < 1) throw new IllegalArgumentException("--warmup must be >= 1, got " + warmup);
         if (rolloutReps < 1) throw new IllegalArgumentException("--rollout-reps must be >= 1, got " + rolloutReps);
         if (!(budget >= 0)) throw new IllegalArgumentException("--budget must be >= 0 seconds, got " + budget);
-        if (!(deadline >= 0) || Double.isInfinite(deadline))
-            throw new IllegalArgumentException("--deadline must be >= 0 seconds and finite, got " + deadline);
-        if (!(rowTimeout >= 0) || Double.isInfinite(rowTimeout))
-            throw new IllegalArgumentException("--row-timeout must be >= 0 seconds and finite, got " + rowTimeout);
+        Deadline.checkSeconds("--deadline", deadline);
+        Deadline.checkSeconds("--row-timeout", rowTimeout);
         DType precision = switch (precisionName.toLowerCase(Locale.ROOT)) {
             case "bf16" -> DType.BF16;
             case "fp32" -> DType.FP32;
@@ -616,10 +614,8 @@ public final class E2eBench implements Callable<Integer> {
 
         /** As above, also stopping a row that has run {@code rowTimeoutSeconds} (0: no limit). */
         Deadline(Path json, double deadlineSeconds, double rowTimeoutSeconds, long pollMs, PrintStream log, Runnable stop) {
-            if (!(deadlineSeconds >= 0) || Double.isInfinite(deadlineSeconds))
-                throw new IllegalArgumentException("--deadline must be >= 0 seconds and finite, got " + deadlineSeconds);
-            if (!(rowTimeoutSeconds >= 0) || Double.isInfinite(rowTimeoutSeconds))
-                throw new IllegalArgumentException("--row-timeout must be >= 0 seconds and finite, got " + rowTimeoutSeconds);
+            checkSeconds("--deadline", deadlineSeconds);
+            checkSeconds("--row-timeout", rowTimeoutSeconds);
             this.json = json;
             this.startNs = System.nanoTime();
             this.seconds = deadlineSeconds;
@@ -634,6 +630,12 @@ public final class E2eBench implements Callable<Integer> {
                 thread.setDaemon(true);
                 thread.start();
             }
+        }
+
+        /** A time limit's option: seconds >= 0 and finite (0: none). */
+        static void checkSeconds(String option, double seconds) {
+            if (!(seconds >= 0) || Double.isInfinite(seconds))
+                throw new IllegalArgumentException(option + " must be >= 0 seconds and finite, got " + seconds);
         }
 
         private boolean past() { return limitNs > 0 && System.nanoTime() - startNs >= limitNs; }

@@ -169,11 +169,7 @@ public final class TcpStore {
                     continue;
                 }
                 if (!handshakes.tryAcquire()) {
-                    try {
-                        c.close();
-                    } catch (IOException e) {
-                        // refused
-                    }
+                    closeQuietly(c);
                     continue;
                 }
                 synchronized (this) {
@@ -192,11 +188,7 @@ public final class TcpStore {
                         open.remove(c);
                     }
                     handshakes.release();
-                    try {
-                        c.close();
-                    } catch (IOException e) {
-                        // refused
-                    }
+                    closeQuietly(c);
                     pause(100);
                 }
             }

@@ -63,9 +63,12 @@ public final class Tokenizer implements AutoCloseable {
         if (!model.path("vocab").isObject())
             throw new IOException(tj + ": model.vocab is missing (grpo4j supports BPE tokenizers, e.g. Llama 3)");
         int maxId = -1;
+        Map<Integer, String> vocabById = new HashMap<>(); // (the first token of each id, for the added tokens' check)
         for (var it = model.path("vocab").fields(); it.hasNext(); ) {
             var e = it.next();
-            maxId = Math.max(maxId, tokenIdOf(e.getValue(), "model.vocab[\"" + e.getKey() + "\"]", tj));
+            int id = tokenIdOf(e.getValue(), "model.vocab[\"" + e.getKey() + "\"]", tj);
+            vocabById.putIfAbsent(id, e.getKey());
+            maxId = Math.max(maxId, id);
         }
         for (JsonNode t : root.path("added_tokens")) {
             String content = t.path("content").asText(null);
@@ -76,7 +79,7 @@ public final class Tokenizer implements AutoCloseable {
             maxId = Math.max(maxId, id);
         }
         this.vocabSize = maxId + 1;
-        checkAddedIds(root, model.path("vocab"), tj);
+        checkAddedIds(root, model.path("vocab"), vocabById, tj);
 
         JsonNode cfg = JSON.createObjectNode();
         if (Files.isRegularFile(tc)) {
@@ -115,12 +118,7 @@ public final class Tokenizer implements AutoCloseable {
      * file, not by encoding the token's text: a normalizer (Llama 2's Prepend "▁") may turn that text into other tokens
      * for a tokenizer HF loads without complaint.
      */
-    private static void checkAddedIds(JsonNode root, JsonNode vocab, Path tj) throws IOException {
-        Map<Integer, String> byId = new HashMap<>();
-        for (var it = vocab.fields(); it.hasNext(); ) {
-            var e = it.next();
-            byId.putIfAbsent(e.getValue().asInt(), e.getKey());
-        }
+    private static void checkAddedIds(JsonNode root, JsonNode vocab, Map<Integer, String> byId, Path tj) throws IOException {
         Map<Integer, String> addedById = new HashMap<>();
         for (JsonNode t : root.path("added_tokens")) {
             String content = t.path("content").asText();

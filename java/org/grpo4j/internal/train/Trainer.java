@@ -729,10 +729,7 @@ public final class Trainer implements AutoCloseable {
         // that survived has its lines (a resume cuts the files back to the checkpoint's step, never forward)
         for (String f : new String[] {"metrics.jsonl", "samples.jsonl"}) {
             Path p = out.resolve(f);
-            if (Files.isRegularFile(p))
-                try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(p, StandardOpenOption.READ)) {
-                    ch.force(true);
-                }
+            if (Files.isRegularFile(p)) AtomicDir.syncFile(p);
         }
         AtomicDir.write(fin, tmp -> {
             if (cluster != null) cluster.share(key, tmp.toAbsolutePath().toString());

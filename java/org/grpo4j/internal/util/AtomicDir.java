@@ -82,13 +82,20 @@ public final class AtomicDir {
         }
         for (Path p : all) {
             if (Files.isRegularFile(p)) {
-                // read-only is enough for fsync, and a file copied from a write-protected source keeps its 0444 mode
-                try (FileChannel ch = FileChannel.open(p, StandardOpenOption.READ)) {
-                    ch.force(true);
-                }
+                syncFile(p);
             } else if (Files.isDirectory(p)) {
                 syncDirectory(p);
             }
+        }
+    }
+
+    /**
+     * fsync of a regular file, opened read-only: that is enough for fsync, and a file copied from a write-protected
+     * source keeps its 0444 mode.
+     */
+    public static void syncFile(Path file) throws IOException {
+        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ)) {
+            ch.force(true);
         }
     }
 
