@@ -117,10 +117,10 @@ def plan(sz, families, compile_rows=True):
                             "byte", "(M*K + N*K + M*N) x 2: A, the weight B and C once each (memory-bound at this M)",
                             TORCH_MATMUL, "matmul", m=m, k=k, n=nn))
     if "norm" in families:
-        fwd, bwd = 2 * A * t * h + 4 * h + 4 * t, 3 * A * t * h + 12 * h + 4 * t
+        fwd, bwd = 2 * A * t * h + A * h + 4 * t, 3 * A * t * h + (A + 8) * h + 4 * t
         for impl in eagers:
             rows.append(Row("norm", "rmsnorm fwd", dims(t, h), "bf16 (HF LlamaRMSNorm, bf16 weight)", fwd, "byte",
-                            "2*A*T*H + 4*H + 4*T", impl, "rmsnorm", t=t, h=h, bwd=False, compiled=impl == COMPILED))
+                            "2*A*T*H + A*H + 4*T", impl, "rmsnorm", t=t, h=h, bwd=False, compiled=impl == COMPILED))
             rows.append(Row("norm", "rmsnorm fwd+bwd", dims(t, h), "bf16 (HF LlamaRMSNorm, bf16 weight)", fwd + bwd,
                             "byte", "fwd + bwd", impl, "rmsnorm", t=t, h=h, bwd=True, compiled=impl == COMPILED))
     if "rope" in families:

@@ -11,8 +11,9 @@ import java.util.Set;
  * the backend's stream); host copies synchronize.
  *
  * <h2>Mixed precision</h2>
- * Activations, their gradients and GEMM operands may be bf16; master weights, optimizer state, norm weights,
- * reductions (rstd, lse, log-probs, losses, squared norms) and accumulated weight gradients stay fp32. Every op
+ * Activations, their gradients, GEMM operands and a model's bf16 compute copy of its weights (norm weights included)
+ * may be bf16; master weights, optimizer state, reductions (rstd, lse, log-probs, losses, squared norms) and
+ * accumulated weight gradients stay fp32. Every op
  * computes in fp32 (float64 for some reductions on the CPU) on the exact widening of its bf16 inputs and rounds each
  * bf16 output once, to nearest even: {@link CpuBackend} produces exactly RNE(its fp32 op on the widened inputs), the
  * oracle the GPU kernels are compared with (tolerances in docs/ops.md). Index tensors are int32.
@@ -188,13 +189,13 @@ public interface Backend extends AutoCloseable {
 
     /**
      * out = x * rstd * weight with rstd = 1 / sqrt(mean(x^2) + eps), per row. x, out [N, D] (both fp32 or both
-     * bf16); weight [D] fp32; rstd [N] fp32 is saved for the backward.
+     * bf16); weight [D] fp32 or bf16; rstd [N] fp32 is saved for the backward.
      */
     void rmsNorm(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps);
 
     /**
      * dx = rstd * (w*dOut - x * rstd^2 * mean(w*dOut*x)) (overwritten); dWeight += sum_n dOut * x * rstd.
-     * dx, dOut, x all fp32 or all bf16; weight, dWeight, rstd fp32.
+     * dx, dOut, x all fp32 or all bf16; weight fp32 or bf16; dWeight, rstd fp32.
      */
     void rmsNormBackward(Tensor dx, Tensor dWeight, Tensor dOut, Tensor x, Tensor weight, Tensor rstd);
 
