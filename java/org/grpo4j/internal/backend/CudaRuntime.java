@@ -155,6 +155,43 @@ public final class CudaRuntime {
 
     static String formatVersion(int v) { return (v / 1000) + "." + (v % 1000) / 10; }
 
+    /** Where Linux's NVIDIA kernel module reports its release (nvidia-smi's "Driver Version"). */
+    static final java.nio.file.Path NVIDIA_VERSION_FILE = java.nio.file.Path.of("/proc/driver/nvidia/version");
+
+    /**
+     * The driver's own release, as nvidia-smi prints it ("580.95.05"), read from {@link #NVIDIA_VERSION_FILE}; null
+     * where that file is absent or unreadable (no NVIDIA kernel module, another OS, an emulated device).
+     */
+    public static String driverRelease() {
+        try {
+            return parseDriverRelease(java.nio.file.Files.readString(NVIDIA_VERSION_FILE, java.nio.charset.StandardCharsets.ISO_8859_1));
+        } catch (java.io.IOException | RuntimeException e) {
+            return null;
+        }
+    }
+
+    private static final java.util.regex.Pattern NVRM = java.util.regex.Pattern.compile(
+            "NVRM version:[^\\n]*?\\s(\\d{2,4}\\.\\d{1,3}(?:\\.\\d{1,3})?)(?=\\s|$)");
+
+    /**
+     * The release in the text of /proc/driver/nvidia/version: its "NVRM version:" line names the module ("NVIDIA UNIX
+     * x86_64 Kernel Module", "NVIDIA UNIX Open Kernel Module for x86_64"), then the release, then the build date.
+     */
+    static String parseDriverRelease(String text) {
+        java.util.regex.Matcher m = NVRM.matcher(text);
+        return m.find() ? m.group(1) : null;
+    }
+
+    /**
+     * The driver as benchmark reports name it: "580.95.05 (supports CUDA 13.0)", the release alone or the CUDA
+     * version alone where only one is known, "unknown" where neither is.
+     */
+    public static String driverLabel() {
+        String release = driverRelease(), cuda = driverVersion();
+        if (release == null) return cuda == null ? "unknown" : "supports CUDA " + cuda;
+        return cuda == null ? release : release + " (supports CUDA " + cuda + ")";
+    }
+
     /** The visible devices (empty when CUDA is unavailable). */
     public static List<Device> devices() {
         List<Device> out = new ArrayList<>();

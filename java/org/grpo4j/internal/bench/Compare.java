@@ -218,11 +218,22 @@ public final class Compare {
         };
     }
 
+    /**
+     * "; the peers' driver X" where the peers' file names another driver than ours (the peer scripts write
+     * nvidia-smi's release, ours its release and the CUDA version it supports); empty where it is the same or unknown.
+     */
+    static String peersDriver(String ours, String peers) {
+        if (peers == null || peers.isBlank() || peers.equals("fake") || peers.equals("unknown")) return "";
+        if (ours != null && (ours.equals(peers) || ours.startsWith(peers + " "))) return "";
+        return "; the peers' driver " + peers;
+    }
+
     static String esc(String s) { return s == null ? "" : s.replace("|", "\\|").replace("\n", " "); }
 
     private static String markdown(BenchReport ours, BenchReport peers, List<Line> lines, List<BenchRow> peerOnly, int met, int judged) {
         StringBuilder b = new StringBuilder();
         b.append("card: ").append(ours.card()).append("; driver ").append(ours.driver()).append("; CUDA runtime ").append(ours.runtime());
+        if (peers != null) b.append(Compare.peersDriver(ours.driver(), peers.driver()));
         if (peers != null && peers.torch() != null) b.append("; torch ").append(peers.torch());
         b.append("; sizes ").append(ours.sizes()).append("; ours ").append(ours.date());
         if (peers != null) b.append(", peers ").append(peers.date());

@@ -335,8 +335,7 @@ public final class E2eBench implements Callable<Integer> {
 
     static Card card(Backend be) {
         if (be instanceof CudaBackend cb) {
-            String drv = CudaRuntime.driverVersion();
-            return new Card(CudaRuntime.devices().get(cb.device()).name(), drv == null ? "unknown" : "supports CUDA " + drv, CudaRuntime.runtimeVersion());
+            return new Card(CudaRuntime.devices().get(cb.device()).name(), CudaRuntime.driverLabel(), CudaRuntime.runtimeVersion());
         }
         return new Card(be.description(), "n/a", "n/a");
     }

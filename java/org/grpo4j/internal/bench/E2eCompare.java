@@ -111,6 +111,7 @@ public final class E2eCompare {
     private static String header(E2eReport ours, E2eReport peers) {
         StringBuilder b = new StringBuilder();
         b.append("card: ").append(ours.card()).append("; driver ").append(ours.driver()).append("; CUDA runtime ").append(ours.runtime());
+        if (peers != null) b.append(Compare.peersDriver(ours.driver(), peers.driver()));
         if (peers != null) {
             if (peers.torch() != null) b.append("; torch ").append(peers.torch());
             if (peers.transformers() != null) b.append("; transformers ").append(peers.transformers());

@@ -108,8 +108,7 @@ final class BenchCommand implements Callable<Integer> {
         }
         try (CudaBackend be = new CudaBackend(device); CpuBackend ref = new CpuBackend()) {
             CudaRuntime.Device dev = CudaRuntime.devices().get(device);
-            String drv = CudaRuntime.driverVersion();
-            KernelBench.Card card = new KernelBench.Card(dev.name(), drv == null ? "unknown" : "supports CUDA " + drv, CudaRuntime.runtimeVersion());
+            KernelBench.Card card = new KernelBench.Card(dev.name(), CudaRuntime.driverLabel(), CudaRuntime.runtimeVersion());
             if (prior != null && !card.name().equals(prior.card()))
                 throw new IllegalArgumentException("--resume " + resume + ": measured on \"" + prior.card() + "\", this device is \""
                         + card.name() + "\"");

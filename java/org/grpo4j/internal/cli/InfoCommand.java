@@ -52,7 +52,7 @@ final class InfoCommand implements Callable<Integer> {
             out.printf("backend   %s%s%n", be.description(), choice.reason() == null ? "" : "  [" + choice.reason() + "]");
             String rt = CudaRuntime.runtimeVersion(), drv = CudaRuntime.driverVersion();
             out.printf("cuda      runtime %s, driver %s%n", rt == null ? "not loaded" : rt,
-                    drv == null ? "none" : "supports CUDA " + drv);
+                    drv == null ? "none" : CudaRuntime.driverLabel());
             CudaRuntime.Availability a = CudaRuntime.probe();
             List<CudaRuntime.Device> devs = CudaRuntime.devices();
             if (devs.isEmpty()) out.printf("devices   none (%s)%n", a.reason());
@@ -98,9 +98,15 @@ final class InfoCommand implements Callable<Integer> {
         out.println("ops (x = implemented)");
         Backend cpu = chosen instanceof CpuBackend ? chosen : new CpuBackend(1);
         Backend cuda = chosen instanceof CudaBackend ? chosen : null;
-        out.printf("  %-24s %-5s %s%n", "op", "cpu", cuda == null ? "cuda (not available here; kernels listed from the build)" : "cuda");
+        // without a device: what the build holds, "(x)"; a build without nvcc holds no kernel. matmul is cuBLASLt's,
+        // not a kernel of ours: on CUDA it needs the cuBLAS libraries at run time
+        boolean built = cuda != null || CudaRuntime.probe().libraryLoaded();
+        out.printf("  %-24s %-5s %s%n", "op", "cpu", cuda != null ? "cuda"
+                : built ? "cuda (no device here: (x) = in this build)" : "cuda (not built: no nvcc when this jar was built)");
         for (String op : Ops.ALL) {
-            String c = cuda != null ? (cuda.implementsOp(op) ? "x" : "-") : (Ops.CUDA_KERNELS.contains(op) ? "(x)" : "-");
+            String c = cuda != null ? (cuda.implementsOp(op) ? "x" : "-")
+                    : built && (Ops.CUDA_KERNELS.contains(op) || op.equals(Ops.MATMUL)) ? "(x)" : "-";
+            if (op.equals(Ops.MATMUL) && built) c += " cuBLASLt" + (CudaRuntime.cublasLoads() ? "" : " (its library does not load here)");
             out.printf("  %-24s %-5s %s%n", op, cpu.implementsOp(op) ? "x" : "-", c);
         }
         if (cpu != chosen) cpu.close();

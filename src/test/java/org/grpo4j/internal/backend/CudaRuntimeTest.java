@@ -61,4 +61,25 @@ class CudaRuntimeTest {
         assertTrue(e.getMessage().startsWith("cudaMalloc(8 bytes) failed: "), e.getMessage());
         assertTrue(e.getMessage().contains("cudaErrorMemoryAllocation"), e.getMessage());
     }
+
+    /**
+     * The driver's release comes from the NVRM line of /proc/driver/nvidia/version, in the proprietary and the open
+     * kernel module's formats (texts as those modules write them), not from the GCC line below it.
+     */
+    @Test
+    void theDriverReleaseIsReadFromTheKernelModulesVersionLine() {
+        assertEquals("580.95.05", CudaRuntime.parseDriverRelease(
+                "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.95.05  Tue Sep 30 12:10:11 UTC 2025\n"
+                        + "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14+deb12u1)\n"));
+        assertEquals("580.65.06", CudaRuntime.parseDriverRelease(
+                "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build  "
+                        + "(dvs-builder@U16-I3-B03-4-3)  Sun Jul 27 07:09:29 UTC 2025\nGCC version:  gcc version 13.3.0\n"));
+        assertEquals("470.57", CudaRuntime.parseDriverRelease("NVRM version: NVIDIA UNIX x86_64 Kernel Module  470.57  Tue Jul 13 2021\n"));
+        assertNull(CudaRuntime.parseDriverRelease("GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n"));
+        assertNull(CudaRuntime.parseDriverRelease(""));
+        // where the file is absent (this machine has no NVIDIA module) the label falls back, never throws
+        String label = CudaRuntime.driverLabel();
+        assertFalse(label.isBlank());
+        if (CudaRuntime.driverRelease() == null && CudaRuntime.driverVersion() == null) assertEquals("unknown", label);
+    }
 }

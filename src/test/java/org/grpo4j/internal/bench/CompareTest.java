@@ -198,4 +198,16 @@ class CompareTest {
         assertTrue(r.lines().stream().flatMap(l -> l.goals().stream()).noneMatch(g -> g.contains("x torch") || g.contains("x SDPA")));
         assertTrue(row(r.markdown(), "host cost").contains("< 10 us/call: met"), r.markdown());
     }
+
+    /** The header names the peers' driver where it is not ours (nvidia-smi's release against ours with its CUDA). */
+    @Test
+    void theHeaderNamesThePeersDriverOnlyWhereItDiffers() {
+        assertEquals("", Compare.peersDriver("580.159.04 (supports CUDA 13.0)", "580.159.04"));
+        assertEquals("", Compare.peersDriver("580.159.04", "580.159.04"));
+        assertEquals("", Compare.peersDriver("supports CUDA 13.0", "fake"));
+        assertEquals("", Compare.peersDriver("supports CUDA 13.0", null));
+        assertEquals("; the peers' driver 580.159.04", Compare.peersDriver("supports CUDA 13.0", "580.159.04"));
+        assertEquals("; the peers' driver 575.51.03", Compare.peersDriver("580.159.04 (supports CUDA 13.0)", "575.51.03"));
+        assertEquals("; the peers' driver 580.159.04", Compare.peersDriver("580.159.040 (supports CUDA 13.0)", "580.159.04"));
+    }
 }

@@ -7,6 +7,7 @@ import java.io.PrintStream;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
+import org.grpo4j.internal.backend.CudaRuntime;
 import org.grpo4j.internal.backend.TestBackends;
 import org.grpo4j.internal.model.LlamaWeights;
 import org.junit.jupiter.api.Test;
@@ -39,6 +40,16 @@ class CliTest {
         assertEquals(0, r.code(), r.err());
         assertTrue(r.out().contains("backend   "), r.out());
         assertTrue(r.out().contains("grpoLoss"), r.out());
+        // the CUDA column (no device on the build machines): matmul is cuBLASLt's, in every build that has kernels
+        String matmul = r.out().lines().filter(l -> l.strip().startsWith("matmul ")).findFirst().orElseThrow();
+        if (CudaRuntime.probe().available()) return;
+        if (CudaRuntime.probe().libraryLoaded()) {
+            assertTrue(r.out().contains("(x) = in this build"), r.out());
+            assertTrue(matmul.contains("(x) cuBLASLt"), matmul);
+        } else {
+            assertTrue(r.out().contains("cuda (not built"), r.out());
+            assertFalse(r.out().contains("(x)"), r.out());
+        }
     }
 
     @Test
