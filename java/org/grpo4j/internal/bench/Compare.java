@@ -100,6 +100,7 @@ public final class Compare {
      * ratios across cards or problem sizes mean nothing.
      */
     public static Result merge(BenchReport ours, BenchReport peers, String oursName, String peersName) {
+        checkTools(ours.tool(), peers == null ? null : peers.tool(), oursName, peersName);
         if (peers != null) {
             if (!Objects.equals(ours.card(), peers.card()))
                 throw new IllegalArgumentException("cannot compare runs on different cards: " + oursName + " ran on \"" + ours.card()
@@ -216,6 +217,19 @@ public final class Compare {
             case BenchRow.NOT_IMPLEMENTED -> "not implemented on cuda yet";
             default -> "**error**: " + esc(r.note());
         };
+    }
+
+    /**
+     * The first report must be grpo4j's and the second a peer's (each file's "tool"): files given the other way round
+     * would print every ratio inverted.
+     */
+    static void checkTools(String oursTool, String peersTool, String oursName, String peersName) {
+        if (!"grpo4j".equals(oursTool))
+            throw new IllegalArgumentException(oursName + " was written by " + (oursTool == null ? "an unnamed tool" : "\"" + oursTool + "\"")
+                    + ", not by grpo4j: --compare takes our report first, then the peers'");
+        if ("grpo4j".equals(peersTool))
+            throw new IllegalArgumentException(peersName + " was written by grpo4j, not by a peer script: --compare takes our report "
+                    + "first, then the peers' (tools/bench-peers.py, tools/e2e-peers.py)");
     }
 
     /**

@@ -31,6 +31,7 @@ public final class E2eCompare {
 
     /** Merges the reports; a peer report from another card is an IllegalArgumentException (a ratio across cards means nothing). */
     public static Result merge(E2eReport ours, E2eReport peers, String oursName, String peersName) {
+        Compare.checkTools(ours.tool(), peers == null ? null : peers.tool(), oursName, peersName);
         if (peers != null && !Objects.equals(ours.card(), peers.card()))
             throw new IllegalArgumentException("cannot compare runs on different cards: " + oursName + " ran on \"" + ours.card() + "\", "
                     + peersName + " on \"" + peers.card() + "\"; run both on the same GPU in the same session");

@@ -130,6 +130,19 @@ class CompareTest {
         assertTrue(e.getMessage().startsWith("cannot compare runs at different sizes"), e.getMessage());
     }
 
+    /** Files given the other way round would invert every ratio: each report's "tool" says which side it is. */
+    @Test
+    void theReportsGivenTheOtherWayRoundAreRefused() throws Exception {
+        var e = assertThrows(IllegalArgumentException.class,
+                () -> Compare.merge(BenchReport.read(PEERS), BenchReport.read(OURS), "peers.json", "ours.json"));
+        assertEquals("peers.json was written by \"pytorch\", not by grpo4j: --compare takes our report first, then the peers'", e.getMessage());
+        e = assertThrows(IllegalArgumentException.class,
+                () -> Compare.merge(BenchReport.read(OURS), BenchReport.read(OURS), "ours.json", "ours2.json"));
+        assertTrue(e.getMessage().startsWith("ours2.json was written by grpo4j, not by a peer script"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> Compare.table(BenchReport.read(PEERS)));
+        assertTrue(e.getMessage().contains("not by grpo4j"), e.getMessage());
+    }
+
     @Test
     void aFailedRowSaysFailedAndFailsTheComparison(@TempDir Path tmp) throws Exception {
         Path bad = tmp.resolve("ours-failed.json");

@@ -138,6 +138,16 @@ class E2eCompareTest {
     }
 
     @Test
+    void theReportsGivenTheOtherWayRoundAreRefused() {
+        E2eReport o = ours(List.of(train("grpo4j", "llama-3.2-1b", 125, 8192)));
+        E2eReport p = peers(List.of(train("hf", "llama-3.2-1b", 160, 8192)));
+        var e = assertThrows(IllegalArgumentException.class, () -> E2eCompare.merge(p, o, "peers.json", "ours.json"));
+        assertTrue(e.getMessage().startsWith("peers.json was written by \"transformers\", not by grpo4j"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> E2eCompare.merge(o, o, "ours.json", "ours2.json"));
+        assertTrue(e.getMessage().startsWith("ours2.json was written by grpo4j"), e.getMessage());
+    }
+
+    @Test
     void jsonRoundTripsAndTheReaderNamesWhatIsWrong(@TempDir Path tmp) throws Exception {
         E2eReport o = ours(List.of(train("grpo4j", "llama-3.2-1b", 125, 8192), rollout("grpo4j", "graphs", 1.0, 65.0)));
         Path f = tmp.resolve("ours.json");
