@@ -47,8 +47,9 @@ final class LaunchCommand implements Callable<Integer> {
                     + " run tools/grpo4j train under srun instead: it joins the run by RANK/SLURM_PROCID)");
         int n = nnodes != null ? nnodes : intEnv("NNODES", intEnv("SLURM_NNODES", 1));
         int node = nodeRank != null ? nodeRank : intEnv("NODE_RANK", intEnv("SLURM_NODEID", 0));
+        // (one node is one process: its rendezvous stays on loopback, needing no secret, unless an address is given)
         String master = masterAddr != null ? masterAddr : env.get("MASTER_ADDR") != null ? env.get("MASTER_ADDR")
-                : env.get("SLURM_JOB_NODELIST") != null ? DistEnv.hosts(env.get("SLURM_JOB_NODELIST")).get(0) : null;
+                : n > 1 && env.get("SLURM_JOB_NODELIST") != null ? DistEnv.hosts(env.get("SLURM_JOB_NODELIST")).get(0) : null;
         if (master == null) {
             if (n > 1) throw new IllegalArgumentException("--master-addr is required with --nnodes " + n + " (the address of node 0; or set MASTER_ADDR)");
             master = "127.0.0.1";
@@ -74,8 +75,13 @@ final class LaunchCommand implements Callable<Integer> {
             if (k < 1) throw new IllegalArgumentException("--gpus must be >= 1, got " + k);
         }
         DistEnv plan = DistEnv.perNode(n, node, k, master, port);
-        printPlan(plan, n, node, k, tc);
-        if (dryRun) return 0;
+        List<String> problems = printPlan(plan, n, node, k, tc);
+        if (dryRun) {
+            if (problems.isEmpty()) return 0;
+            // (a dry run answers "would this start?": the real launch stops on each of these, on some node, later)
+            System.err.println("grpo4j launch: --dry-run: this launch would fail: " + String.join("; ", problems));
+            return Main.BAD_INPUT;
+        }
         if (!a.available()) throw noGpus(a, tc, plan.worldSize());
         if (k > a.deviceCount())
             throw new IllegalArgumentException("--gpus " + k + ": rank " + plan.localRanks()[a.deviceCount()] + " needs cuda:" + a.deviceCount() + ", but only "
@@ -116,7 +122,9 @@ final class LaunchCommand implements Callable<Integer> {
                 + Math.max(2, world));
     }
 
-    private void printPlan(DistEnv plan, int n, int node, int k, TrainCommand tc) {
+    /** Prints the plan; returns what it found that would stop the launch (empty: nothing). */
+    private List<String> printPlan(DistEnv plan, int n, int node, int k, TrainCommand tc) {
+        List<String> problems = new ArrayList<>();
         System.out.println("grpo4j launch plan:");
         System.out.printf("  %-18s %d = %d node%s x %d GPU%s (ZeRO-2 over NCCL, one rank per GPU)%n", "world size", plan.worldSize(), n, n == 1 ? "" : "s", k,
                 k == 1 ? "" : "s");
@@ -126,14 +134,18 @@ final class LaunchCommand implements Callable<Integer> {
         boolean loopback = plan.masterAddr().equals("127.0.0.1") || plan.masterAddr().equals("localhost") || plan.masterAddr().equals("::1");
         System.out.printf("  %-18s %s:%d, served by node 0; %s%n", "rendezvous", plan.masterAddr(), plan.masterPort(),
                 secret ? Rendezvous.SECRET_ENV + " set" : loopback ? "loopback only (no secret needed)" : Rendezvous.SECRET_ENV + " NOT set: required beyond loopback");
+        if (!secret && !loopback) problems.add(Rendezvous.SECRET_ENV + " is not set, and the rendezvous at " + plan.masterAddr() + " is beyond loopback");
         System.out.printf("  %-18s train %s%n", "every rank runs", String.join(" ", command.subList(1, command.size())));
         if (tc.config != null) {
             try {
                 GrpoConfig c = GrpoConfig.load(tc.config, tc.set);
                 System.out.printf("  %-18s %s%n", "config world_size", c.worldSize + (c.worldSize == plan.worldSize() ? " (matches)"
                         : " -- does not match: add --set world_size=" + plan.worldSize() + " (local_* batch sizes are per rank)"));
+                if (c.worldSize != plan.worldSize())
+                    problems.add("the config's world_size " + c.worldSize + " is not the plan's " + plan.worldSize() + " ranks");
             } catch (Exception e) {
                 System.out.printf("  %-18s %s%n", "config", "not checked: " + Errors.describe(e));
+                problems.add("the config: " + Errors.describe(e));
             }
         }
         if (tc.resume != null) {
@@ -144,14 +156,18 @@ final class LaunchCommand implements Callable<Integer> {
                         : " -- does not match: " + (tc.worldSize != null ? "give --world-size " + plan.worldSize() + " or launch " + c.worldSize + " ranks"
                         : "add --world-size " + plan.worldSize() + " to reshard the run for " + plan.worldSize() + " ranks (the same global batch)"
                         + ", or launch " + c.worldSize + " ranks")));
+                if (c.worldSize != plan.worldSize())
+                    problems.add("the resumed run's world_size " + c.worldSize + " is not the plan's " + plan.worldSize() + " ranks");
             } catch (Exception e) {
                 System.out.printf("  %-18s %s%n", "resume", "not checked: " + Errors.describe(e));
+                problems.add("the resume: " + Errors.describe(e));
             }
         }
         if (n > 1)
             System.out.printf("  %-18s tools/launch --nnodes %d --node-rank <0..%d> --master-addr %s --master-port %d --gpus %d -- %s%n", "start on each node",
                     n, n - 1, plan.masterAddr(), plan.masterPort(), k, String.join(" ", command));
         System.out.flush();
+        return problems;
     }
 
     private int intEnv(String key, int dflt) {

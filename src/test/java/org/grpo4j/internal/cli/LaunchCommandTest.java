@@ -41,15 +41,27 @@ class LaunchCommandTest {
         assertTrue(one.out().contains("config world_size  8 (matches)"), one.out());
         CliTest.Run two = launch(Map.of(), NO_GPU, "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1", "--gpus", "8", "--dry-run", "--",
                 "train", "--config", "configs/tulu-3.1-8b-grpo.json");
-        assertEquals(0, two.code(), two.err());
+        // (as given, it would fail: the config's world_size and the secret; the plan is printed all the same)
+        assertEquals(2, two.code(), two.err());
+        assertEquals("grpo4j launch: --dry-run: this launch would fail: GRPO4J_RDZV_SECRET is not set, and the rendezvous at 10.0.0.1 is"
+                + " beyond loopback; the config's world_size 8 is not the plan's 16 ranks", two.err().strip());
         assertTrue(two.out().contains("world size         16 = 2 nodes x 8 GPUs"), two.out());
         assertTrue(two.out().contains("this node          node 1 of 2: ranks 8-15 on cuda:0-7"), two.out());
         assertTrue(two.out().contains("10.0.0.1:29500, served by node 0; GRPO4J_RDZV_SECRET NOT set: required beyond loopback"), two.out());
         assertTrue(two.out().contains("config world_size  8 -- does not match: add --set world_size=16"), two.out());
         assertTrue(two.out().contains("tools/launch --nnodes 2 --node-rank <0..1> --master-addr 10.0.0.1 --master-port 29500 --gpus 8 -- train --config"), two.out());
+        CliTest.Run fixed = launch(Map.of("GRPO4J_RDZV_SECRET", "x"), NO_GPU, "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1",
+                "--gpus", "8", "--dry-run", "--", "train", "--config", "configs/tulu-3.1-8b-grpo.json", "--set", "world_size=16");
+        assertEquals(0, fixed.code(), fixed.err());
+        assertTrue(fixed.out().contains("config world_size  16 (matches)"), fixed.out());
+        CliTest.Run missing = launch(Map.of(), NO_GPU, "--gpus", "8", "--dry-run", "--", "train", "--config", "no-such-config.json");
+        assertEquals(2, missing.code(), missing.err());
+        assertTrue(missing.out().contains("config             not checked: ") && missing.err().contains("this launch would fail: the config: "),
+                missing.out() + missing.err());
         // under Slurm: nodes, node rank and master from SLURM_*, the port from MASTER_PORT
         CliTest.Run slurm = launch(Map.of("SLURM_NNODES", "2", "SLURM_NODEID", "0", "SLURM_JOB_NODELIST", "gpu[03-04]", "MASTER_PORT", "6000",
-                "GRPO4J_RDZV_SECRET", "x"), NO_GPU, "--gpus", "8", "--dry-run", "--", "train", "--config", "configs/tulu-3.1-8b-grpo.json");
+                "GRPO4J_RDZV_SECRET", "x"), NO_GPU, "--gpus", "8", "--dry-run", "--", "train", "--config", "configs/tulu-3.1-8b-grpo.json",
+                "--set", "world_size=16");
         assertEquals(0, slurm.code(), slurm.err());
         assertTrue(slurm.out().contains("node 0 of 2: ranks 0-7") && slurm.out().contains("gpu03:6000, served by node 0; GRPO4J_RDZV_SECRET set"), slurm.out());
     }
@@ -71,7 +83,11 @@ class LaunchCommandTest {
             System.arraycopy(new String[] {"--gpus", gpus, "--dry-run", "--"}, 0, args, 0, 4);
             System.arraycopy(train, 0, args, 4, train.length);
             CliTest.Run r = launch(Map.of(), NO_GPU, args);
-            assertEquals(0, r.code(), r.err());
+            // exit 0 where the plan matches; 2, saying why, where the launch would fail
+            boolean fine = r.out().contains("(matches)");
+            assertEquals(fine ? 0 : 2, r.code(), r.out() + r.err());
+            assertEquals(fine, r.err().isEmpty(), r.err());
+            if (!fine) assertTrue(r.err().startsWith("grpo4j launch: --dry-run: this launch would fail: the res"), r.err());
             return r.out();
         };
         String eight = plan.apply("8", new String[] {"train", "--resume", run});
@@ -114,6 +130,8 @@ class LaunchCommandTest {
                         "SLURM_JOB_NODELIST", "gpu03"))) {
             CliTest.Run ok = launch(env, NO_GPU, "--gpus", "8", "--dry-run", "--", "train", "--config", "configs/tulu-3.1-8b-grpo.json");
             assertEquals(0, ok.code(), env + ": " + ok.err());
+            // one node is one process: the rendezvous stays on loopback (no secret needed), not on the node list's host
+            assertTrue(ok.out().contains("rendezvous         127.0.0.1:29500, served by node 0; loopback only"), ok.out());
         }
         CliTest.Run missing = launch(Map.of(), ONE_GPU, "--gpus", "8", "--", "train", "--config", "examples/tiny-arith.json", "--set", "world_size=8");
         assertEquals(2, missing.code(), missing.err());
