@@ -165,26 +165,77 @@ class PrecisionTest {
         return Math.sqrt(s);
     }
 
-    @Test
-    void theBf16TrainerRaisesAnEasyReward(@TempDir Path tmp) throws Exception {
-        List<String> sets = GrpoTrainerTest.small(tmp.resolve("easy"), 24);
-        sets.addAll(List.of("learning_rate=3e-3", "num_evals=0", "save_freq=0", "beta=0.0", "non_stop_penalty=false", "precision=bf16"));
-        List<Double> rewards = new ArrayList<>();
+    /** A trainer run of the tiny model on an easy reward (the share of digits in the response), its metrics per step. */
+    static List<Map<String, Double>> easyRun(Path dir, String precision, int seed, int steps) throws Exception {
+        List<String> sets = GrpoTrainerTest.small(dir, steps);
+        sets.addAll(List.of("learning_rate=3e-3", "num_evals=0", "save_freq=0", "beta=0.0", "non_stop_penalty=false",
+                "precision=" + precision, "seed=" + seed));
+        List<Map<String, Double>> out = new ArrayList<>();
         try (org.grpo4j.reward.Rewards rw = new org.grpo4j.reward.Rewards()) {
             rw.register("gsm8k", (resp, gt, row) -> org.grpo4j.reward.RewardFunction.Score.of(
                     10.0 * resp.chars().filter(Character::isDigit).count() / Math.max(1, resp.length())));
             try (Trainer t = Trainer.builder(GrpoTrainerTest.config(sets)).rewards(rw).log(null).build()) {
                 t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
                     @Override
-                    public void onStep(int step, Map<String, Double> m) { rewards.add(m.get("objective/scores")); }
+                    public void onStep(int step, Map<String, Double> m) { out.add(m); }
                 });
             }
         }
-        double first = rewards.subList(0, 6).stream().mapToDouble(Double::doubleValue).average().orElse(0);
-        double last = rewards.subList(18, 24).stream().mapToDouble(Double::doubleValue).average().orElse(0);
-        System.out.printf("bf16 easy reward: steps 1-6 %.3f, steps 19-24 %.3f%n", first, last);
-        assertTrue(last > first + 1.0, "mean reward of steps 1-6 " + first + ", of steps 19-24 " + last + ": " + rewards);
-        String state = Files.readString(tmp.resolve("easy/checkpoints/step_24/trainer_state.json"));
+        return out;
+    }
+
+    static double mean(List<Map<String, Double>> run, String key, int fromStep, int toStep) {
+        return run.subList(fromStep - 1, toStep).stream().mapToDouble(m -> m.get(key)).average().orElseThrow();
+    }
+
+    /**
+     * The bf16 trainer against the fp32 trainer on the tiny model (issue 14: "the bf16 run's metrics close to the
+     * fp32 run's"), 24 steps on an easy reward at a learning rate that moves the policy a lot per step.
+     *
+     * <p>Step 1 starts from the same weights (the bf16 run's compute copy is their rounding) and the same Philox
+     * counters, so it samples the same responses (its scores and lengths equal the fp32 run's), and its entropy and
+     * gradient norm differ by at most the relative error the class comment bounds for the hidden states, 20 x 2^-9:
+     * both are sums over the same tokens of terms carrying that error (the backward rounds about as often again, so
+     * this is the bound of one direction, which the figures meet with room: 0.04% and 0.5% when written).
+     *
+     * <p>From step 2 a token drawn near a boundary of the inverse CDF can differ, and each run then follows its own
+     * samples: the runs are two draws of the same training process, not one computed twice. "Close" then means close
+     * within that process's own noise: the bf16 run's mean reward over the last 6 steps differs from the fp32 run of
+     * the same seed by no more than the fp32 runs of three seeds differ among themselves, and the bf16 run learns
+     * (the reward of steps 19-24 above that of steps 1-6 by more than 1, as every fp32 seed's).
+     */
+    @Test
+    void theBf16TrainerLearnsLikeTheFp32TrainerWithinTheNoiseOfSeeds(@TempDir Path tmp) throws Exception {
+        int steps = 24;
+        List<List<Map<String, Double>>> fp32 = new ArrayList<>();
+        for (int seed = 1; seed <= 3; seed++) fp32.add(easyRun(tmp.resolve("fp32-" + seed), "fp32", seed, steps));
+        List<Map<String, Double>> bf16 = easyRun(tmp.resolve("bf16-1"), "bf16", 1, steps);
+        List<Map<String, Double>> same = fp32.get(0);
+
+        Map<String, Double> a = same.get(0), b = bf16.get(0);
+        assertEquals(a.get("objective/scores"), b.get("objective/scores"), "step 1 samples the same responses");
+        assertEquals(a.get("val/sequence_lengths"), b.get("val/sequence_lengths"), "step 1 samples the same responses");
+        assertNotEquals(a.get("optim/grad_norm"), b.get("optim/grad_norm"), "the bf16 run computes in bf16, not the fp32 run again");
+        double eps = 20 * Math.scalb(1.0, -9);
+        for (String key : List.of("objective/entropy", "optim/grad_norm")) {
+            double rel = Math.abs(b.get(key) - a.get(key)) / Math.abs(a.get(key));
+            assertTrue(rel <= eps, "step 1 " + key + ": fp32 " + a.get(key) + ", bf16 " + b.get(key) + " (relative " + rel + " > " + eps + ")");
+        }
+
+        double[] last = new double[3];
+        for (int i = 0; i < 3; i++) {
+            last[i] = mean(fp32.get(i), "objective/scores", 19, 24);
+            double first = mean(fp32.get(i), "objective/scores", 1, 6);
+            assertTrue(last[i] > first + 1.0, "fp32 seed " + (i + 1) + ": steps 1-6 " + first + ", 19-24 " + last[i]);
+        }
+        double spread = java.util.Arrays.stream(last).max().orElseThrow() - java.util.Arrays.stream(last).min().orElseThrow();
+        double bfFirst = mean(bf16, "objective/scores", 1, 6), bfLast = mean(bf16, "objective/scores", 19, 24);
+        System.out.printf("easy reward, steps 19-24: fp32 seeds %.3f %.3f %.3f (spread %.3f), bf16 seed 1 %.3f (steps 1-6 %.3f)%n",
+                last[0], last[1], last[2], spread, bfLast, bfFirst);
+        assertTrue(bfLast > bfFirst + 1.0, "the bf16 run learns: steps 1-6 " + bfFirst + ", 19-24 " + bfLast);
+        assertTrue(Math.abs(bfLast - last[0]) <= spread, "bf16 " + bfLast + " against fp32 " + last[0] + " of the same seed: "
+                + Math.abs(bfLast - last[0]) + " apart, more than the fp32 seeds' spread " + spread);
+        String state = Files.readString(tmp.resolve("bf16-1/checkpoints/step_" + steps + "/trainer_state.json"));
         assertTrue(state.contains("\"precision\" : \"bf16\""), state);
     }
 
