@@ -58,7 +58,10 @@ final class EvalCommand implements Callable<Integer> {
     @Option(names = "--samples", defaultValue = "1", description = "Responses per prompt (default: ${DEFAULT-VALUE}); accuracy is their mean (pass@1).") int samples;
     @Option(names = "--temperature", defaultValue = "0", description = "0 = greedy (default: ${DEFAULT-VALUE}).") float temperature;
     @Option(names = "--top-p", defaultValue = "1.0", description = "(default: ${DEFAULT-VALUE})") float topP;
-    @Option(names = "--max-tokens", defaultValue = "2048", description = "Longest response (default: ${DEFAULT-VALUE}, the Tulu recipe's response_length).") int maxTokens;
+    @Option(names = "--max-tokens", description = "Longest response (default: the run's response_length for a checkpoint or run; for a model"
+            + " directory 2048, the Tulu recipe's response_length, or half the model's context where that is less).") Integer maxTokensOption;
+    /** --max-tokens, or the run's response_length, or 2048 (at most half the context). */
+    private int maxTokens;
     @Option(names = "--max-prompt-tokens", description = "Rows whose prompt is longer are left out, as the trainer's max_prompt_token_length"
             + " (default: the run's for a checkpoint or run, else 2048).") Integer maxPromptOption;
     /** --max-prompt-tokens, or the run's max_prompt_token_length, or 2048. */
@@ -85,7 +88,7 @@ final class EvalCommand implements Callable<Integer> {
         if (samples < 1) throw new IllegalArgumentException("--samples must be >= 1, got " + samples);
         if (!(temperature >= 0) || !Float.isFinite(temperature)) throw new IllegalArgumentException("--temperature must be a finite number >= 0, got " + temperature);
         if (!(topP > 0 && topP <= 1)) throw new IllegalArgumentException("--top-p must be in (0, 1], got " + topP);
-        if (maxTokens < 1) throw new IllegalArgumentException("--max-tokens must be >= 1, got " + maxTokens);
+        if (maxTokensOption != null && maxTokensOption < 1) throw new IllegalArgumentException("--max-tokens must be >= 1, got " + maxTokensOption);
         if (maxPromptOption != null && maxPromptOption < 1) throw new IllegalArgumentException("--max-prompt-tokens must be >= 1, got " + maxPromptOption);
         if (kvBlocks < 1) throw new IllegalArgumentException("--kv-blocks must be >= 1, got " + kvBlocks);
         if (reward != null && (!(reward > 0) || !Double.isFinite(reward)))
@@ -128,7 +131,8 @@ final class EvalCommand implements Callable<Integer> {
             name = runTemplate == null ? "tulu" : runTemplate;
         }
         com.fasterxml.jackson.databind.JsonNode run = src.runConfig(), runCompat = run.get("verifier_compat"), runReward = run.get("verification_reward"),
-                runStops = run.get("stop_strings"), runMaxTokenLength = run.get("max_token_length"), runMaxPrompt = run.get("max_prompt_token_length");
+                runStops = run.get("stop_strings"), runMaxTokenLength = run.get("max_token_length"), runMaxPrompt = run.get("max_prompt_token_length"),
+                runResponse = run.get("response_length");
         maxPromptTokens = maxPromptOption != null ? maxPromptOption : runMaxPrompt != null && runMaxPrompt.canConvertToInt() && runMaxPrompt.asInt() > 0
                 ? runMaxPrompt.asInt() : 2048;
         Compat cp = Compat.parse(compat != null ? compat : runCompat != null && runCompat.isTextual() ? runCompat.textValue() : "");
@@ -138,8 +142,11 @@ final class EvalCommand implements Callable<Integer> {
         else if (runStops != null && runStops.isArray()) runStops.forEach(x -> { if (x.isTextual() && !x.textValue().isEmpty()) stops.add(x.textValue()); });
         int maxChat = runMaxTokenLength != null && runMaxTokenLength.canConvertToInt() ? runMaxTokenLength.asInt() : Integer.MAX_VALUE;
         LlamaConfig lc = LlamaConfig.read(src.model());
+        maxTokens = maxTokensOption != null ? maxTokensOption : runResponse != null && runResponse.canConvertToInt() && runResponse.asInt() > 0
+                ? runResponse.asInt() : Math.max(1, Math.min(2048, lc.maxPositionEmbeddings() / 2));
         if (maxTokens >= lc.maxPositionEmbeddings())
-            throw new IllegalArgumentException("--max-tokens " + maxTokens + " leaves no room for a prompt in the model's context of " + lc.maxPositionEmbeddings());
+            throw new IllegalArgumentException("--max-tokens " + maxTokens + (maxTokensOption == null ? " (the run's response_length)" : "")
+                    + " leaves no room for a prompt in the model's context of " + lc.maxPositionEmbeddings() + ": give a smaller --max-tokens");
         int promptLimit = Math.min(maxPromptTokens, lc.maxPositionEmbeddings() - maxTokens);
         Path tmp = output == null ? null : openOutput(); // before the work: a directory that cannot be written fails now, not after it
         try (Tokenizer tok = Tokenizer.load(src.model()); Rewards rewards = new Rewards(cp, passReward, timeout, Runtime.getRuntime().availableProcessors());

@@ -103,23 +103,24 @@ class EvalCommandTest {
      */
     @Test
     void firstRowsAndTheRunsSettings() throws Exception {
-        CliTest.Run one = CliTest.run("eval", "--model", model.toString(), "--data", "examples/data/tiny-arith.jsonl:1", "--max-tokens", "4", "--backend", "cpu");
+        // (a model directory's --max-tokens: 2048, at most half its context: the tiny model's 2048 gives 1024)
+        CliTest.Run one = CliTest.run("eval", "--model", model.toString(), "--data", "examples/data/tiny-arith.jsonl:1", "--backend", "cpu");
         assertEquals(0, one.code(), one.err());
-        assertTrue(one.out().contains(", 1 prompts (0 left out"), one.out());
+        assertTrue(one.out().contains(", 1 prompts (0 left out: prompt over 1024 tokens (the context of 2048 less --max-tokens 1024))"), one.out());
         Path ck = Files.createDirectories(root.resolve("run/checkpoints/step_7"));
         org.grpo4j.internal.util.TestFiles.copyTree(model, ck.resolve("model"));
         Files.writeString(ck.resolve("config.json"), "{\"chat_template_name\": \"llama3\", \"verification_reward\": 5.0, \"stop_strings\": [\"a\"],"
-                + " \"max_prompt_token_length\": 200,"
+                + " \"max_prompt_token_length\": 200, \"response_length\": 24,"
                 + " \"verifier_compat\": \"open-instruct-3f37c29\", \"some_future_key\": 1}");
         Files.writeString(ck.resolve("trainer_state.json"), "{\"precision\": \"bf16\"}"); // the run's precision: eval's auto on any backend
         Path out = root.resolve("run-settings.jsonl");
-        CliTest.Run r = CliTest.run("eval", "--model", ck.resolve("model").toString(), "--data", "examples/data/tiny-arith.jsonl:6", "--max-tokens", "24",
+        CliTest.Run r = CliTest.run("eval", "--model", ck.resolve("model").toString(), "--data", "examples/data/tiny-arith.jsonl:6",
                 "--output", out.toString(), "--backend", "cpu");
         assertEquals(0, r.code(), r.err());
         assertTrue(r.out().contains("(0 left out: prompt over 200 tokens (the run's max_prompt_token_length))"), r.out());
         assertTrue(r.out().contains("step_7 of " + root.resolve("run").toAbsolutePath() + ", bf16, chat template llama3")
                 && r.out().contains("verifiers open-instruct-3f37c29") && r.out().contains("passed = reward >= --verification-reward 5.0"), r.out());
-        for (JsonNode n : lines(out)) // a response ends once its text holds the stop string "a", or at 24 tokens
+        for (JsonNode n : lines(out)) // a response ends once its text holds the stop string "a", or at the run's response_length
             assertTrue(n.get("finish_reason").asText().equals("stop_string") ? n.get("response").asText().contains("a")
                     : n.get("tokens").asInt() == 24 && !n.get("response").asText().contains("a"), n.toString());
     }
