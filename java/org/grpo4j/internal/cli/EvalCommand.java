@@ -205,11 +205,7 @@ final class EvalCommand implements Callable<Integer> {
 
     /** An empty temporary sibling of --output (its parent created), written when complete and renamed over --output. */
     private Path openOutput() throws java.io.IOException {
-        Path abs = output.toAbsolutePath();
-        Files.createDirectories(abs.getParent());
-        Path tmp = abs.resolveSibling("." + abs.getFileName() + ".tmp-" + Long.toHexString(System.nanoTime()));
-        Files.newBufferedWriter(tmp, StandardCharsets.UTF_8).close(); // the umask's permissions, as the other outputs
-        return tmp;
+        return org.grpo4j.internal.util.AtomicDir.temporaryFileFor(output);
     }
 
     /** Accuracy, mean reward and cut responses per dataset and in all. */

@@ -79,7 +79,7 @@ final class RewardCommand implements Callable<Integer> {
                 throw new IllegalArgumentException("--output " + output + " is the --input file: writing it would destroy the input; choose another output file");
             Path dir = output.toAbsolutePath().getParent();
             if (!Files.isDirectory(dir)) throw new java.nio.file.NoSuchFileException(dir.toString(), null, "the --output file's directory");
-            tmp = Files.createTempFile(dir, "." + output.getFileName() + ".", ".tmp");
+            tmp = AtomicDir.temporaryFileFor(output);
         }
         try {
             run(tmp);

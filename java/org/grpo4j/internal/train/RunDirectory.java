@@ -56,7 +56,10 @@ final class RunDirectory implements AutoCloseable {
     static void checkNewRun(Path dir, boolean overwrite) throws IOException {
         if (dir.toString().isBlank())
             throw new IllegalArgumentException("the output directory is empty (\"\"); name one, e.g. --output runs/NAME");
-        if (!Files.exists(dir)) return;
+        if (!Files.exists(dir)) {
+            checkCreatable(dir);
+            return;
+        }
         if (!Files.isDirectory(dir)) throw new IllegalArgumentException(dir + ": exists and is not a directory; choose another output directory");
         List<String> entries = entries(dir);
         if (entries.isEmpty()) return;
@@ -69,9 +72,52 @@ final class RunDirectory implements AutoCloseable {
                     + ", replace it with --overwrite, or choose another output directory");
     }
 
+    /**
+     * Refuses an output directory that cannot be created, naming it: its nearest existing ancestor must be a
+     * directory in which a directory can be made (tried with a hidden one, removed at once: a read-only file system,
+     * a missing permission or a pseudo file system such as /proc fail here, before any work).
+     */
+    static void checkCreatable(Path dir) throws IOException {
+        Path abs = dir.toAbsolutePath().normalize(), up = abs.getParent();
+        while (up != null && !Files.exists(up)) up = up.getParent();
+        if (up == null) return; // (no existing ancestor: not even the root; the lock's creation reports it)
+        if (!Files.isDirectory(up))
+            throw new IllegalArgumentException("the output directory " + dir + " cannot be created: " + up + " is not a directory");
+        Path probe = up.resolve(".grpo4j-probe-" + ProcessHandle.current().pid() + "-" + System.nanoTime());
+        try {
+            Files.createDirectory(probe);
+        } catch (IOException e) {
+            throw cannotCreate(dir, up, e);
+        }
+        Files.deleteIfExists(probe);
+    }
+
+    private static IOException cannotCreate(Path dir, Path in, IOException e) {
+        String why = e instanceof java.nio.file.AccessDeniedException ? "permission denied"
+                : e instanceof java.nio.file.NoSuchFileException ? "no such file or directory"
+                : e instanceof java.nio.file.FileSystemException f && f.getReason() != null ? f.getReason() : String.valueOf(e.getMessage());
+        return new IOException("the output directory " + dir + " cannot be created: " + why + " (in " + in + ")", e);
+    }
+
+    /** Whether {@link #lock} created the directory (a failed start then removes it again: {@link #discardIfUnused}). */
+    private boolean created;
+
     /** Takes the directory's lock (creating the directory), or fails naming the run that holds it. */
     static RunDirectory lock(Path dir) throws IOException {
-        Files.createDirectories(dir);
+        boolean existed = Files.exists(dir);
+        try {
+            Files.createDirectories(dir);
+        } catch (java.nio.file.FileAlreadyExistsException e) {
+            throw new IllegalArgumentException(dir + ": exists and is not a directory; choose another output directory");
+        } catch (IOException e) {
+            throw cannotCreate(dir, dir.toAbsolutePath().getParent(), e);
+        }
+        RunDirectory r = lockExisting(dir);
+        r.created = !existed;
+        return r;
+    }
+
+    private static RunDirectory lockExisting(Path dir) throws IOException {
         Path f = dir.resolve(LOCK);
         FileChannel ch = FileChannel.open(f, StandardOpenOption.CREATE, StandardOpenOption.READ, StandardOpenOption.WRITE);
         FileLock l;
@@ -204,6 +250,23 @@ final class RunDirectory implements AutoCloseable {
             channel.close();
         } catch (IOException ignored) {
             // the OS releases the lock with the process anyway
+        }
+    }
+
+    /**
+     * After a start that failed before writing anything: removes the directory again where this run created it and
+     * it holds only the lock (a later run into it is not blocked either way; this leaves no trace of the attempt).
+     * Called under the lock, before {@link #close}.
+     */
+    void discardIfUnused() {
+        if (!created) return;
+        try {
+            if (!entries(dir).isEmpty()) return; // (entries leaves the lock out)
+            Files.deleteIfExists(dir.resolve(LOCK));
+            close();
+            Files.deleteIfExists(dir);
+        } catch (IOException ignored) {
+            // best effort: what is left is an empty run directory, which a new run accepts
         }
     }
 

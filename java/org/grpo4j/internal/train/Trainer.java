@@ -333,6 +333,7 @@ public final class Trainer implements AutoCloseable {
             if (ck != null) restore(ck, saved);
         } catch (IOException | RuntimeException | Error e) {
             abortCluster("failed to start", e);
+            if (runDir != null) runDir.discardIfUnused();
             close();
             throw e;
         }

@@ -35,8 +35,13 @@ public final class AtomicDir {
     /** Creates {@code target} (which must not exist) with the content {@code filler} writes. */
     public static void write(Path target, Filler filler) throws IOException {
         Path abs = target.toAbsolutePath();
-        Files.createDirectories(abs.getParent());
-        Path tmp = createTemporarySibling(abs);
+        Path tmp;
+        try {
+            Files.createDirectories(abs.getParent());
+            tmp = createTemporarySibling(abs);
+        } catch (IOException e) {
+            throw cannotCreate(target, e);
+        }
         try {
             filler.fill(tmp);
             syncTree(tmp);
@@ -61,6 +66,42 @@ public final class AtomicDir {
     /** A write that failed; the message names the target directory and the reason. */
     private static final class WriteFailed extends IOException {
         WriteFailed(String message, IOException cause) { super(message, cause); }
+    }
+
+    /**
+     * The failure to create {@code target} (or the hidden temporary beside it that becomes it) as the user reads it:
+     * naming the target, not the temporary, and the reason ("/proc/x: cannot write: no such file or directory in
+     * /proc", where /proc takes no new files).
+     */
+    public static IOException cannotCreate(Path target, IOException e) {
+        if (e instanceof WriteFailed) return e;
+        Path parent = target.toAbsolutePath().getParent();
+        String why = e instanceof java.nio.file.AccessDeniedException ? "permission denied"
+                : e instanceof java.nio.file.NoSuchFileException ? "no such file or directory"
+                : e instanceof java.nio.file.FileSystemException f && f.getReason() != null ? f.getReason()
+                : e.getMessage() == null ? "I/O error" : e.getMessage();
+        return new WriteFailed(target + ": cannot write: " + why + (parent == null ? "" : " in " + parent), e);
+    }
+
+    /**
+     * An empty hidden temporary file beside {@code target} (".NAME.tmp-...", its directory created), for a file
+     * written whole and then renamed over {@code target}; a failure names {@code target} ({@link #cannotCreate}).
+     */
+    public static Path temporaryFileFor(Path target) throws IOException {
+        Path abs = target.toAbsolutePath();
+        try {
+            Files.createDirectories(abs.getParent());
+            for (int attempt = 0; ; attempt++) {
+                Path tmp = abs.resolveSibling("." + abs.getFileName() + ".tmp-" + Long.toUnsignedString(ThreadLocalRandom.current().nextLong(), 36));
+                try {
+                    return Files.createFile(tmp); // the umask's permissions, as the other outputs
+                } catch (java.nio.file.FileAlreadyExistsException e) {
+                    if (attempt > 100) throw e;
+                }
+            }
+        } catch (IOException e) {
+            throw cannotCreate(target, e);
+        }
     }
 
     private static Path createTemporarySibling(Path abs) throws IOException {

@@ -361,6 +361,20 @@ class BadInputTest {
                     assertEquals(Files.getPosixFilePermissions(r.resolve("over/plots")), Files.getPosixFilePermissions(r.resolve("over/checkpoints/step_1")),
                             "checkpoints are as readable as the run's other outputs");
                 }));
+        // outputs that cannot be created (/proc takes no new files): the message names the user's path, never a temporary
+        t.add(c("train into /proc", "train", "--config", T, "--output", "/proc/grpo4j-run")
+                .says("the output directory /proc/grpo4j-run cannot be created: no such file or directory (in /proc)"));
+        t.add(c("dry-run into /proc", "train", "--config", T, "--dry-run", "--output", "/proc/grpo4j-run")
+                .says("the output directory /proc/grpo4j-run cannot be created"));
+        t.add(c("init-model into /proc", "init-model", "--out", "/proc/grpo4j-model").says("/proc/grpo4j-model: cannot write: no such file or directory in /proc")
+                .neverSays(".tmp"));
+        t.add(c("reward --output in /proc", "reward", "--input", "$R/rows.jsonl", "--output", "/proc/grpo4j-scored.jsonl")
+                .says("/proc/grpo4j-scored.jsonl: cannot write").neverSays(".tmp"));
+        t.add(c("eval --output in /proc", "eval", "--model", "$R/m", "--data", "$R/data/tiny.jsonl:1", "--max-tokens", "2", "--output",
+                "/proc/grpo4j-eval.jsonl").says("/proc/grpo4j-eval.jsonl: cannot write").neverSays(".tmp"));
+        // a start that fails while loading the weights (after taking the new directory's lock) leaves no directory behind
+        t.add(c("train truncated model", "train", "--config", T, "--set", "model_name_or_path=$R/mdamaged", "--output", "$R/damagedrun")
+                .says("$R/mdamaged/model.safetensors").after(r -> assertFalse(Files.exists(r.resolve("damagedrun")), "no run directory is left")));
         t.add(c("train NaN model", "train", "--config", T, "--set", "model_name_or_path=$R/mnan", "--output", "$R/nanrun")
                 .says("$R/mnan", "model.layers.0.mlp.up_proj.weight", "NaN"));
         t.add(c("train diverging", "train", "--config", T, "--set", "learning_rate=1e30", "--set", "num_training_steps=6", "--output", "$R/diverged")
