@@ -399,6 +399,7 @@ public final class GrpoConfig {
         Objects.requireNonNull(file, "file");
         Objects.requireNonNull(overrides, "overrides");
         for (int i = 0; i < overrides.size(); i++) Objects.requireNonNull(overrides.get(i), "overrides[" + i + "]");
+        if (java.nio.file.Files.isDirectory(file)) throw new IllegalArgumentException(file + ": is a directory (the config is a JSON file)");
         if (!java.nio.file.Files.isRegularFile(file)) throw new java.nio.file.NoSuchFileException(file.toString(), null, "config file");
         JsonNode root;
         try {

@@ -107,6 +107,8 @@ final class GenerateCommand implements Callable<Integer> {
         boolean batch = input.file != null;
         // the whole file is read and checked before anything is loaded
         List<Request> requests = batch ? readPrompts(input.file, defaults, template.equals("none")) : List.of(defaults);
+        if (Files.exists(model) && !Files.isDirectory(model))
+            throw new IllegalArgumentException(model + ": is a file; --model names a model directory (config.json, tokenizer, *.safetensors)");
         if (!Files.isDirectory(model)) throw new java.nio.file.NoSuchFileException(model.toString(), null, "--model: no such model directory");
         LlamaConfig lc = LlamaConfig.read(model);
         // what the model's config bounds, per request, before any size is estimated: top-k within the vocabulary,

@@ -24,6 +24,10 @@ record ModelSource(Path model, Path checkpoint, String description) {
             if (!inCheckpoint) return new ModelSource(from, null, "the model in " + from);
             ck = parent; // a checkpoint's model/: the checkpoint's run config applies
         } else {
+            String missing = missingModelFile(from);
+            if (missing != null)
+                throw new java.nio.file.NoSuchFileException(from.resolve(missing).toString(), null,
+                        "no " + missing + ": a model directory holds config.json and model.safetensors (or its index)");
             ck = isModel(from.resolve("model")) ? abs : Checkpoints.latestCheckpoint(from);
             if (!isModel(ck.resolve("model"))) throw new IllegalArgumentException(ck + ": the checkpoint has no model/ directory");
         }
@@ -81,6 +85,19 @@ record ModelSource(Path model, Path checkpoint, String description) {
     }
 
     /** An HF model directory: config.json and safetensors weights (one file or an index). */
+    /**
+     * What a directory that looks like half a model directory lacks (weights without config.json, or an HF config
+     * without weights), or null: one that is a run or checkpoint (or neither) is left to the checkpoint lookup.
+     */
+    static String missingModelFile(Path dir) {
+        if (!Files.isDirectory(dir) || Files.exists(dir.resolve("trainer_state.json")) || Files.isDirectory(dir.resolve("checkpoints"))
+                || Files.isDirectory(dir.resolve("model"))) return null;
+        boolean weights = Files.isRegularFile(dir.resolve("model.safetensors")) || Files.isRegularFile(dir.resolve("model.safetensors.index.json"));
+        if (weights && !Files.isRegularFile(dir.resolve("config.json"))) return "config.json";
+        if (!weights && Files.isRegularFile(dir.resolve("config.json")) && Files.isRegularFile(dir.resolve("tokenizer.json"))) return "model.safetensors";
+        return null;
+    }
+
     static boolean isModel(Path dir) {
         return Files.isRegularFile(dir.resolve("config.json"))
                 && (Files.isRegularFile(dir.resolve("model.safetensors")) || Files.isRegularFile(dir.resolve("model.safetensors.index.json")));

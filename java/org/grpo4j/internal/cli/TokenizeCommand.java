@@ -58,6 +58,7 @@ final class TokenizeCommand implements Callable<Integer> {
                 if (src.startsWith("@")) {
                     Path f = Path.of(src.substring(1));
                     where = f.toString();
+                    if (Files.isDirectory(f)) throw new IllegalArgumentException(where + ": is a directory (--chat-json @FILE takes a JSON file)");
                     if (!Files.isRegularFile(f)) throw new java.nio.file.NoSuchFileException(where, null, "--chat-json @file");
                     try {
                         src = Files.readString(f, java.nio.charset.StandardCharsets.UTF_8);

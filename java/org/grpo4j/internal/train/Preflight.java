@@ -77,6 +77,8 @@ public final class Preflight implements AutoCloseable {
             lc = LlamaConfig.tiny(tok.vocabSize(), tok.bosId(), tok.eosId());
         } else {
             Path dir = Path.of(cfg.modelNameOrPath);
+            if (Files.exists(dir) && !Files.isDirectory(dir))
+                throw new IllegalArgumentException("model_name_or_path " + dir + ": is a file; it names a model directory (config.json, tokenizer, *.safetensors)");
             if (!Files.isDirectory(dir))
                 throw new NoSuchFileException(dir.toString(), null, "model_name_or_path: no such model directory"
                         + (!dir.isAbsolute() && cfg.modelNameOrPath.matches("[\\w.-]+/[\\w.-]+") ? "; grpo4j never downloads: fetch it first, e.g. huggingface-cli download "

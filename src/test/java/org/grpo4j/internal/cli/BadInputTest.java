@@ -361,6 +361,21 @@ class BadInputTest {
                     assertEquals(Files.getPosixFilePermissions(r.resolve("over/plots")), Files.getPosixFilePermissions(r.resolve("over/checkpoints/step_1")),
                             "checkpoints are as readable as the run's other outputs");
                 }));
+        // a directory where a file belongs and the other way round, and half a model directory: said as such, not "not found"
+        t.add(c("train --config a directory", "train", "--config", "$R/data").says("$R/data: is a directory (the config is a JSON file)"));
+        t.add(c("train model_name_or_path a file", "train", "--config", T, "--set", "model_name_or_path=$R/t.json", "--dry-run")
+                .says("model_name_or_path $R/t.json: is a file"));
+        t.add(c("generate --model a file", "generate", "--model", "$R/t.json", "--prompt", "x").says("$R/t.json: is a file; --model names a model directory"));
+        t.add(c("tokenize @directory", "tokenize", "--model", "$R/m", "--chat-json", "@$R/data").says("$R/data: is a directory (--chat-json @FILE"));
+        IoAction noConfig = r -> {
+            if (Files.exists(r.resolve("mnocfg"))) return;
+            org.grpo4j.internal.util.TestFiles.copyTree(r.resolve("m"), r.resolve("mnocfg"));
+            Files.delete(r.resolve("mnocfg/config.json"));
+        };
+        t.add(c("eval a model without config.json", "eval", "--model", "$R/mnocfg", "--data", "$R/data/tiny.jsonl:1").before(noConfig).writes("mnocfg")
+                .says("$R/mnocfg/config.json: not found (no config.json: a model directory holds config.json and model.safetensors"));
+        t.add(c("export a model without config.json", "export", "--from", "$R/mnocfg", "--out", "$R/exp-nocfg").before(noConfig).writes("mnocfg")
+                .says("$R/mnocfg/config.json: not found (no config.json"));
         // outputs that cannot be created (/proc takes no new files): the message names the user's path, never a temporary
         t.add(c("train into /proc", "train", "--config", T, "--output", "/proc/grpo4j-run")
                 .says("the output directory /proc/grpo4j-run cannot be created: no such file or directory (in /proc)"));
