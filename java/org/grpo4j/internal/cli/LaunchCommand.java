@@ -63,7 +63,7 @@ final class LaunchCommand implements Callable<Integer> {
         if (gpus.equals("all")) {
             if (!a.available()) {
                 if (dryRun) throw new IllegalArgumentException("--gpus all: no CUDA device visible here (" + a.reason() + "); give --gpus K to plan a run for other machines");
-                throw noGpus(a, tc, n);
+                throw noGpus(a, tc, 0);
             }
             k = a.deviceCount();
         } else {
@@ -116,10 +116,28 @@ final class LaunchCommand implements Callable<Integer> {
         t.start();
     }
 
+    /**
+     * No GPU here: the same run's ranks in one process on the CPU. {@code world} is the plan's world size, or 0 where
+     * none was planned (--gpus all): then the config's world_size, or N.
+     */
     private IllegalStateException noGpus(CudaRuntime.Availability a, TrainCommand tc, int world) {
+        String cpu;
+        if (tc.resume != null) { // a resume keeps the run's world size unless --world-size reshards it
+            cpu = "tools/grpo4j train --resume " + tc.resume + (world > 0 ? " --world-size " + world : tc.worldSize != null ? " --world-size " + tc.worldSize : "");
+        } else {
+            String n = world > 0 ? String.valueOf(world) : "N";
+            if (world <= 0 && tc.config != null) {
+                try {
+                    int w = GrpoConfig.load(tc.config, tc.set).worldSize;
+                    if (w > 1) n = String.valueOf(w);
+                } catch (Exception e) {
+                    // the config's own errors come when train reads it
+                }
+            }
+            cpu = "tools/grpo4j train --config " + (tc.config == null ? "F" : tc.config) + " --set world_size=" + n;
+        }
         return new IllegalStateException("no CUDA device visible here (" + a.reason() + "): launch runs one NCCL rank per GPU. Without GPUs, train runs the ranks"
-                + " in one process on the CPU with the same ZeRO-2 code: tools/grpo4j train --config " + (tc.config == null ? "F" : tc.config) + " --set world_size="
-                + Math.max(2, world));
+                + " in one process on the CPU with the same ZeRO-2 code: " + cpu);
     }
 
     /** Prints the plan; returns what it found that would stop the launch (empty: nothing). */

@@ -110,7 +110,15 @@ class LaunchCommandTest {
         assertEquals(2, r.code());
         assertTrue(r.err().startsWith("grpo4j launch: no CUDA device visible here (libcuda.so.1 not found (no NVIDIA driver)): launch runs one NCCL rank per GPU"),
                 r.err());
-        assertTrue(r.err().contains("tools/grpo4j train --config examples/tiny-arith.json --set world_size="), r.err());
+        // (no --gpus: the tiny config's world_size is 1, so the count is left to the user)
+        assertTrue(r.err().endsWith("tools/grpo4j train --config examples/tiny-arith.json --set world_size=N\n"), r.err());
+        CliTest.Run eight = launch(Map.of(), NO_GPU, "--", "train", "--config", "configs/tulu-3.1-8b-grpo.json");
+        assertTrue(eight.err().endsWith("--set world_size=8\n"), "the config's world_size: " + eight.err());
+        // a resume: the run's own ranks, resharded to the planned ones where --gpus says how many
+        CliTest.Run resume = launch(Map.of(), NO_GPU, "--gpus", "2", "--", "train", "--resume", "runs/x");
+        assertTrue(resume.err().endsWith("tools/grpo4j train --resume runs/x --world-size 2\n"), resume.err());
+        CliTest.Run resumeAll = launch(Map.of(), NO_GPU, "--", "train", "--resume", "runs/x");
+        assertTrue(resumeAll.err().endsWith("tools/grpo4j train --resume runs/x\n"), resumeAll.err());
         CliTest.Run k = launch(Map.of(), NO_GPU, "--gpus", "4", "--", "train", "--config", "examples/tiny-arith.json");
         assertEquals(2, k.code());
         assertTrue(k.out().startsWith("grpo4j launch plan:"), "the plan comes first: " + k.out());
