@@ -469,7 +469,9 @@ public final class GrpoConfig {
             throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\" has the wrong type: " + e.getValue()
                     + " is not " + typeName(e.getTargetType()));
         } catch (MismatchedInputException e) {
-            throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\" has the wrong type (expected " + typeName(e.getTargetType()) + ")");
+            JsonNode given = valueAt(tree, e);
+            throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\" has the wrong type" + (given == null ? "" : ": " + given)
+                    + " (expected " + typeName(e.getTargetType()) + ")");
         } catch (com.fasterxml.jackson.databind.JsonMappingException e) {
             // e.g. a number past an int's range ("Numeric value (99999999999) out of range of int"): name the key
             throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\": " + e.getOriginalMessage().lines().findFirst().orElse(""));
@@ -478,6 +480,16 @@ public final class GrpoConfig {
         }
         c.validate(where);
         return c;
+    }
+
+    /** The value a mapping error's path points at in the tree, or null where the path does not lead to one. */
+    private static JsonNode valueAt(JsonNode tree, com.fasterxml.jackson.databind.JsonMappingException e) {
+        JsonNode at = tree;
+        for (com.fasterxml.jackson.databind.JsonMappingException.Reference r : e.getPath()) {
+            if (at == null) return null;
+            at = r.getFieldName() != null ? at.get(r.getFieldName()) : r.getIndex() >= 0 ? at.get(r.getIndex()) : null;
+        }
+        return at == tree ? null : at;
     }
 
     private static String typeName(Class<?> t) {

@@ -157,6 +157,7 @@ final class EvalCommand implements Callable<Integer> {
             String limit = promptLimit < maxPromptTokens ? promptLimit + " tokens (the context of " + lc.maxPositionEmbeddings() + " less --max-tokens "
                     + maxTokens + ")" : promptLimit + " tokens (" + (maxPromptOption == null && runMaxPrompt != null ? "the run's max_prompt_token_length"
                     : "--max-prompt-tokens") + ")";
+            if (rows.isEmpty()) throw new IllegalArgumentException("--data " + String.join(", ", data) + ": no rows");
             if (prompts.size() == 0)
                 throw new IllegalArgumentException("--data: none of the " + rows.size() + " rows has a prompt of at most " + limit
                         + (maxChat < Integer.MAX_VALUE ? " and a chat of at most the run's max_token_length " + maxChat : ""));

@@ -189,7 +189,9 @@ public final class Preflight implements AutoCloseable {
                 shortest = Math.min(shortest, n);
                 longest = Math.max(longest, n);
             }
-            throw new IllegalArgumentException(field + ": " + (rows.isEmpty() ? "the datasets have no rows"
+            List<String> files = new java.util.ArrayList<>();
+            for (int i = 0; i < mixer.size(); i += 2) files.add(mixer.get(i));
+            throw new IllegalArgumentException(field + ": " + (rows.isEmpty() ? "the datasets have no rows (" + String.join(", ", files) + ")"
                     : "all " + rows.size() + " prompts are longer than max_prompt_token_length " + cfg.maxPromptTokenLength
                     + " (the shortest has " + shortest + " tokens, the longest " + longest + ")"));
         }

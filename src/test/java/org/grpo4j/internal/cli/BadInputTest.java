@@ -62,6 +62,7 @@ class BadInputTest {
         List<String> broken = new ArrayList<>(rows.subList(0, 8));
         broken.add(2, "{\"messages\": [");
         Files.write(data.resolve("broken.jsonl"), broken);
+        Files.writeString(data.resolve("empty.jsonl"), "");
         Files.write(data.resolve("noanswer.jsonl"), rows.stream().map(r -> r.replace(", {\"role\": \"assistant\"", ", {\"role\": \"user\"")).toList());
         Files.writeString(root.resolve("t.json"), CONFIG);
         Files.writeString(root.resolve("empty.json"), "");
@@ -292,7 +293,9 @@ class BadInputTest {
             {"recompute_layers=2.5", "recompute_layers must be auto, all or a number of layers, got 2.5"},
             {"recomputeLayers=3", "unknown key \"recomputeLayers\""},
             {"rank_balancing=rollouts", "rank_balancing must be tokens or none, got rollouts"},
-            {"train_prefix_sharing=maybe", "key \"train_prefix_sharing\" has the wrong type (expected true or false)"},
+            {"train_prefix_sharing=maybe", "key \"train_prefix_sharing\" has the wrong type: \"maybe\" (expected true or false)"},
+            {"num_training_steps=abc", "key \"num_training_steps\" has the wrong type", "abc"},
+            {"dataset_mixer_list=[\"data/empty.jsonl\",\"1.0\"]", "dataset_mixer_list: the datasets have no rows (", "data/empty.jsonl)"},
             {"lm_head_scratch_mib=-1", "lm_head_scratch_mib must be in [0, 8191], got -1"},
             {"kv_cache_fraction=0", "kv_cache_fraction must be in (0, 1], got 0.0"},
             {"kv_cache_mib=0&&kv_cache_fraction=1e-9", "the KV cache does not fit", "kv_cache_fraction 1.0E-9 may hold the cache", "a larger kv_cache_fraction"},
@@ -372,6 +375,7 @@ class BadInputTest {
             org.grpo4j.internal.util.TestFiles.copyTree(r.resolve("m"), r.resolve("mnocfg"));
             Files.delete(r.resolve("mnocfg/config.json"));
         };
+        t.add(c("eval of an empty file", "eval", "--model", "$R/m", "--data", "$R/data/empty.jsonl").says("--data $R/data/empty.jsonl: no rows"));
         t.add(c("eval a model without config.json", "eval", "--model", "$R/mnocfg", "--data", "$R/data/tiny.jsonl:1").before(noConfig).writes("mnocfg")
                 .says("$R/mnocfg/config.json: not found (no config.json: a model directory holds config.json and model.safetensors"));
         t.add(c("export a model without config.json", "export", "--from", "$R/mnocfg", "--out", "$R/exp-nocfg").before(noConfig).writes("mnocfg")
