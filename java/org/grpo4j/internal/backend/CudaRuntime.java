@@ -40,7 +40,7 @@ public final class CudaRuntime {
             return false;
         }
         if (CudaRuntime.class.getClassLoader().getResource(LIBRARY_RESOURCE) == null) {
-            loadError = "the CUDA backend was not built (nvcc was not found when grpo4j was compiled)";
+            loadError = "the CUDA backend was not built into this jar (no nvcc when grpo4j was compiled, or -Dgrpo4j.noCuda)";
             return false;
         }
         try {

@@ -26,8 +26,9 @@ final class InfoCommand implements Callable<Integer> {
     @Option(names = "--model", description = "Model directory (config.json): parameter count and memory per rank.")
     java.nio.file.Path model;
 
-    @Option(names = "--world", defaultValue = "1", description = "Ranks for the ZeRO-2 memory estimate (default: ${DEFAULT-VALUE}).")
-    int world;
+    @Option(names = "--world", description = "Ranks for --model's ZeRO-2 memory estimate (default: 1).")
+    Integer worldOption;
+    private int world;
 
     @Option(names = "--precision", defaultValue = "bf16", description = "Compute precision of the estimate: bf16 or fp32 (default: ${DEFAULT-VALUE}).")
     String precision;
@@ -38,7 +39,10 @@ final class InfoCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws java.io.IOException {
+        world = worldOption == null ? 1 : worldOption;
         if (world < 1) throw new IllegalArgumentException("--world must be >= 1, got " + world);
+        if (worldOption != null && model == null)
+            throw new IllegalArgumentException("--world " + world + " sizes --model's memory estimate: give --model DIR too (a model directory, or a config.json's)");
         if (!List.of("auto", "layers", "none").contains(referenceSharding))
             throw new IllegalArgumentException("--reference-sharding must be auto, layers or none, got " + referenceSharding);
         if (!precision.equals("bf16") && !precision.equals("fp32")) throw new IllegalArgumentException("--precision must be bf16 or fp32, got " + precision);

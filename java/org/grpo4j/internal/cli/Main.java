@@ -17,7 +17,7 @@ import picocli.CommandLine.ScopeType;
         description = "GRPO post-training of Llama-family models on verifiable rewards.",
         subcommands = {InfoCommand.class, TokenizeCommand.class, InitModelCommand.class, GenerateCommand.class, TrainCommand.class, LaunchCommand.class,
                 RewardCommand.class, BenchCommand.class, ExportCommand.class, EvalCommand.class})
-public final class Main implements Runnable {
+public final class Main implements java.util.concurrent.Callable<Integer> {
 
     /** Exit code of a failure that is not the input's fault. */
     static final int FAILED = 1;
@@ -110,8 +110,11 @@ public final class Main implements Runnable {
         return s == null ? "" : s.lines().findFirst().orElse("").trim();
     }
 
+    /** No command: the usage on stderr and exit status 2, as every usage error (docs/cli.md). */
     @Override
-    public void run() {
-        CommandLine.usage(this, System.out);
+    public Integer call() {
+        CommandLine.usage(this, System.err);
+        System.err.println("grpo4j: no command given (one of the commands above; grpo4j --help shows this list)");
+        return BAD_INPUT;
     }
 }

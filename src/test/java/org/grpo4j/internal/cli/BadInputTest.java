@@ -159,6 +159,8 @@ class BadInputTest {
 
         // info
         t.add(c("info --world 0", "info", "--world", "0").says("--world must be >= 1, got 0"));
+        t.add(c("info --world without --model", "info", "--world", "8").says("--world 8 sizes --model's memory estimate: give --model DIR"));
+        t.add(c("no command", new String[0]).says("grpo4j: no command given"));
         t.add(c("info missing model", "info", "--model", "$R/nonexist").says("$R/nonexist", "not found"));
         t.add(c("info unknown backend", "info", "--backend", "foo").says("unknown backend \"foo\""));
         t.add(c("info broken config.json", "info", "--model", "$R/mbadconfig").says("$R/mbadconfig/config.json", "not valid JSON"));
