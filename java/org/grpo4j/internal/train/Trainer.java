@@ -30,7 +30,6 @@ import org.grpo4j.internal.data.ShufflingIterator;
 import org.grpo4j.internal.dist.Cluster;
 import org.grpo4j.internal.dist.Communicator;
 import org.grpo4j.internal.dist.LocalCommunicator;
-import org.grpo4j.internal.model.LlamaConfig;
 import org.grpo4j.internal.model.LlamaWeights;
 import org.grpo4j.internal.model.MemoryEstimate;
 import org.grpo4j.reward.Rewards;
@@ -38,8 +37,6 @@ import org.grpo4j.internal.rollout.Completion;
 import org.grpo4j.internal.rollout.SamplingParams;
 import org.grpo4j.internal.rollout.StopStrings;
 import org.grpo4j.internal.tokenizer.Tokenizer;
-import org.grpo4j.internal.util.AtomicDir;
-import org.grpo4j.internal.util.Charts;
 
 /**
  * The GRPO trainer: the Tulu 3.1 RLVR step of grpo-reference.md sections 1-5 over {@code world_size} data-parallel
@@ -51,7 +48,7 @@ import org.grpo4j.internal.util.Charts;
  * hooks).
  *
  * A step is four phases on every rank ({@link RolloutPhase}, {@link ScoringPhase}, {@link LogprobPhase},
- * {@link UpdatePhase}) and the metrics ({@link StepMetrics}); the ranks are threads of this JVM
+ * {@link UpdatePhase}) and the metrics ({@link StepMetrics}), checkpoints and resume in {@link CheckpointPhase}; the ranks are threads of this JVM
  * ({@link LocalCommunicator} on the CPU for {@code world_size} > 1 without a launcher) or of several JVMs
  * ({@link Cluster}: NCCL, started by tools/launch). Every random choice is a pure function of (seed, step, ...), so a
  * resumed run repeats an uninterrupted one bit for bit on the CPU backend. {@link #cancel()} stops at the next step
@@ -118,8 +115,6 @@ public final class Trainer implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();
 
     private final GrpoConfig cfg;
-    /** The world size that wrote the checkpoint resumed from (the run's own but for a resharded resume). */
-    private final int savedWorld;
     private final Path out;
     private final PrintStream log;
     private final boolean ownRewards, writer;
@@ -139,9 +134,8 @@ public final class Trainer implements AutoCloseable {
     private final AtomicBoolean cancelled = new AtomicBoolean();
     private final List<Map<String, Double>> history = new ArrayList<>();
     private int step; // last completed training step
-    /** What resumes with --set changed, in order (trainer_state.json's config_changes); null for a new run. */
-    private final com.fasterxml.jackson.databind.node.ArrayNode configChanges;
-    private int checkpointed = -1; // the step of the newest checkpoint this run wrote or resumed from (the same in every process)
+    /** Checkpoints, their plots and the restore of a resume (null until the ranks exist). */
+    private CheckpointPhase checkpoints;
     private boolean warmupDone, generatorsReady;
     /** Forward/backward passes the warm-up ran on the first rank (for tests of its micro-batching). */
     long sftMicroBatches;
@@ -183,9 +177,10 @@ public final class Trainer implements AutoCloseable {
         this.cfg = c;
         this.cluster = b.cluster;
         this.writer = cluster == null || cluster.hostsRankZero();
-        this.configChanges = saved == null ? null : ResumeChanges.record(saved.configChanges(), changes, saved.trainingStep());
+        // what resumes with --set changed, in order (trainer_state.json's config_changes); null for a new run
+        com.fasterxml.jackson.databind.node.ArrayNode configChanges = saved == null ? null
+                : ResumeChanges.record(saved.configChanges(), changes, saved.trainingStep());
         int launched = cluster != null ? cluster.worldSize() : cfg.worldSize;
-        this.savedWorld = savedWorld;
         if (launched != cfg.worldSize)
             throw new IllegalArgumentException(ck != null
                     ? "the run in " + ck.getParent().getParent() + " was trained with world_size " + savedWorld + " (its batch sizes are per rank and its optimizer state is in "
@@ -330,7 +325,12 @@ public final class Trainer implements AutoCloseable {
                 if (r0.be instanceof org.grpo4j.internal.backend.CudaBackend cb)
                     for (String note : RankState.attentionNotes(cfg, cb.attentionDq(), cb.wgmmaAttention())) log.println("grpo4j: note: " + note);
             }
-            if (ck != null) restore(ck, saved);
+            this.checkpoints = new CheckpointPhase(cfg, out, log, writer, cluster, ranks, states, setup, tokenizerDir, dataFingerprint, configChanges,
+                    savedWorld, history);
+            if (ck != null) {
+                step = checkpoints.restore(ck, saved);
+                warmupDone = true;
+            }
         } catch (IOException | RuntimeException | Error e) {
             abortCluster("failed to start", e);
             if (runDir != null) runDir.discardIfUnused();
@@ -475,7 +475,7 @@ public final class Trainer implements AutoCloseable {
                 states.get(i).freezeReference(i == 0); // the process's first rank writes the checksum into checkpoints
                 return null;
             });
-            checkpoint(l); // step 0: the initial policy (after warm-up), so a resume never repeats the warm-up
+            checkpoints.checkpoint(step, l); // step 0: the initial policy (after warm-up), so a resume never repeats the warm-up
         }
         if (!generatorsReady) {
             int maxBatch = Math.max(cfg.localCompletions(), 1);
@@ -505,11 +505,11 @@ public final class Trainer implements AutoCloseable {
                 reportRewardErrors(s, m, l);
                 l.onStep(s, java.util.Collections.unmodifiableMap(m));
             }
-            if ((cfg.saveFreq > 0 && s % cfg.saveFreq == 0) || s == total) checkpointIfSound(l);
+            if ((cfg.saveFreq > 0 && s % cfg.saveFreq == 0) || s == total) checkpoints.checkpointIfSound(step, l);
         }
         boolean stopped = step < total;
-        if (stopped && checkpointed != step) checkpointIfSound(l);
-        if (writer) writePlots();
+        if (stopped && checkpoints.checkpointed != step) checkpoints.checkpointIfSound(step, l);
+        if (writer) checkpoints.writePlots();
         return new Result(step, stopped, out, List.copyOf(history));
     }
 
@@ -523,7 +523,7 @@ public final class Trainer implements AutoCloseable {
         try {
             return rankStepOf(r, s);
         } catch (org.grpo4j.internal.backend.CudaException e) { // the device failed mid-step: say where, and where to go on from
-            int last = lastCheckpointStep(); // -1: none here (a process whose node does not see the run directory)
+            int last = checkpoints.lastStep(); // -1: none here (a process whose node does not see the run directory)
             throw e.at("training step " + s, last < 0 ? "resume the run from its last checkpoint (--resume " + out + ")"
                     : "the last checkpoint is " + out.resolve("checkpoints").resolve("step_" + last) + " (--resume " + out + " goes on from it)");
         }
@@ -547,7 +547,7 @@ public final class Trainer implements AutoCloseable {
             up = UpdatePhase.run(r, s, roll.rollouts(), longestPrompt);
         } catch (UpdatePhase.Abort a) {
             throw new TrainingAbortedException(a.step, a.inARow + " consecutive optimizer steps had a non-finite loss or gradient norm"
-                    + " (learning_rate " + cfg.learningRate + "); the last checkpoint is " + out.resolve("checkpoints").resolve("step_" + lastCheckpointStep()));
+                    + " (learning_rate " + cfg.learningRate + "); the last checkpoint is " + out.resolve("checkpoints").resolve("step_" + checkpoints.lastStep()));
         } finally {
             r.releaseLmHeadScratch();
         }
@@ -563,12 +563,6 @@ public final class Trainer implements AutoCloseable {
         }
         return m;
     }
-
-    /**
-     * The least a checkpoint's barrier waits (each process writes its ranks' optimizer moments, 8 GB a rank for 8B at
-     * world 8, possibly to a slow shared filesystem), whatever the shorter rendezvous timeout.
-     */
-    static final int CHECKPOINT_BARRIER_S = 3600;
 
     /** The eval prompts an eval step samples (the first ones of the eval set). */
     static final int EVAL_SAMPLES = 32;
@@ -682,154 +676,6 @@ public final class Trainer implements AutoCloseable {
     }
 
     // ---- checkpoints and resume ---------------------------------------------------------------------------------
-
-    private int lastCheckpointStep() {
-        try (var s = Files.list(out.resolve("checkpoints"))) {
-            return s.filter(p -> p.getFileName().toString().matches("step_\\d+") && Files.isRegularFile(p.resolve("trainer_state.json"))) // not a kept model
-                    .mapToInt(p -> Integer.parseInt(p.getFileName().toString().substring(5))).max().orElse(-1);
-        } catch (IOException e) {
-            return -1;
-        }
-    }
-
-    /**
-     * Checkpoints unless the state is unsound: after a skipped (non-finite) optimizer step, or with non-finite
-     * weights, the last good checkpoint stays the newest one. Every rank reaches the same verdict.
-     */
-    private void checkpointIfSound(Listener l) throws IOException {
-        RankState r0 = states.get(0);
-        String bad = r0.consecutiveNonfinite > 0 ? "its last optimizer step was non-finite" : null;
-        if (bad == null) {
-            String t = ranks.run(i -> i == 0 ? states.get(0).compute.firstNonFiniteTensor() : null).get(0);
-            if (t != null) bad = "tensor " + t + " holds NaN or infinite values";
-        }
-        if (bad == null) {
-            checkpoint(l);
-            return;
-        }
-        if (log != null) log.println("grpo4j: no checkpoint at step " + step + ": " + bad + "; the newest checkpoint stays step_" + lastCheckpointStep());
-    }
-
-    /**
-     * Writes checkpoints/step_N atomically: the model (HF, the fp32 master weights), each rank's optimizer slice
-     * (moments and step), the trainer state and the config. Every rank takes part (the master weights of precision
-     * bf16 are gathered from the slices); the writing process renames the directory once every process has written.
-     */
-    private void checkpoint(Listener l) throws IOException {
-        Path fin = out.resolve("checkpoints").resolve("step_" + step);
-        if (checkpointed == step) return;
-        checkpointed = step;
-        String key = "checkpoint/" + step;
-        if (!writer) {
-            Path tmp = Path.of(cluster.share(key, null));
-            writeCheckpointParts(tmp);
-            cluster.barrier(key, CHECKPOINT_BARRIER_S);
-            return;
-        }
-        // the metrics and samples up to this step on disk before the checkpoint is: after a power loss, a checkpoint
-        // that survived has its lines (a resume cuts the files back to the checkpoint's step, never forward)
-        for (String f : new String[] {"metrics.jsonl", "samples.jsonl"}) {
-            Path p = out.resolve(f);
-            if (Files.isRegularFile(p)) AtomicDir.syncFile(p);
-        }
-        AtomicDir.write(fin, tmp -> {
-            if (cluster != null) cluster.share(key, tmp.toAbsolutePath().toString());
-            long refChecksum = writeCheckpointParts(tmp);
-            ObjectNode st = JSON.createObjectNode();
-            RankState r0 = states.get(0);
-            st.put("training_step", step);
-            st.put("optimizer_steps", r0.optimizerSteps);
-            st.put("consecutive_nonfinite", r0.consecutiveNonfinite);
-            st.put("skipped_steps", r0.skippedSteps);
-            ShufflingIterator.Position pos = r0.iterator.position();
-            st.putObject("iterator").put("epoch", pos.epoch()).put("offset", pos.offset());
-            st.put("reference_checksum", refChecksum);
-            st.put("train_prompts", setup.train().size());
-            st.put("data_fingerprint", dataFingerprint);
-            st.put("world_size", cfg.worldSize);
-            st.put("precision", Precision.label(setup.dtype()));
-            st.put("rng", "stateless: every draw is a function of (seed, step, ...)");
-            if (configChanges != null && !configChanges.isEmpty()) st.set("config_changes", configChanges);
-            Files.writeString(tmp.resolve("trainer_state.json"), JSON.writerWithDefaultPrettyPrinter().writeValueAsString(st));
-            Files.writeString(tmp.resolve("config.json"), cfg.toJson());
-            if (cluster != null) cluster.barrier(key, CHECKPOINT_BARRIER_S);
-        });
-        if (cfg.keepLastNCheckpoints > 0) { // after the new one is whole; a failure to delete costs disk, not the run
-            try {
-                boolean models = cfg.olderCheckpoints.equals("model");
-                List<String> gone = RunDirectory.pruneCheckpoints(out, cfg.keepLastNCheckpoints, models);
-                if (!gone.isEmpty() && log != null)
-                    log.println("grpo4j: " + (models ? "kept only the model of " : "removed ") + String.join(", ", gone) + " (keep_last_n_checkpoints "
-                            + cfg.keepLastNCheckpoints + (models ? ", older_checkpoints model" : "") + ")");
-            } catch (IOException e) {
-                if (log != null) log.println("grpo4j: warning: older checkpoints not removed: " + e.getMessage());
-            }
-        }
-        if (step > 0) writePlots();
-        l.onCheckpoint(step, fin);
-    }
-
-    private boolean plotsWarned;
-
-    /** The metric charts under out/plots; where they cannot be drawn, one warning per run and the run goes on. */
-    private void writePlots() {
-        String why = Charts.tryWrite(() -> Plots.write(out.resolve("plots"), history));
-        if (why != null && !plotsWarned && log != null) log.println("grpo4j: plots not written: " + why);
-        plotsWarned |= why != null;
-    }
-
-    /**
-     * This process's ranks write their parts of a checkpoint into {@code tmp}: the model (rank 0) and optimizer slices.
-     * Returns the checksum of the reference weights (of this process's first rank).
-     */
-    private long writeCheckpointParts(Path tmp) throws IOException {
-        return ranks.run(i -> {
-            RankState r = states.get(i);
-            r.comm.setContext("checkpoint of step " + step);
-            if (setup.dtype() == DType.BF16) { // the fp32 master weights, gathered tensor by tensor: a collective every rank takes part in
-                if (r.leader()) LlamaWeights.saveFrom(setup.model(), r.optimizer.masterValues(), tmp.resolve("model"), "F32", 5L << 30, tokenizerDir);
-                else for (org.grpo4j.internal.model.ParameterLayout.Entry e : r.compute.layout().entries()) r.optimizer.gatherTensor(e);
-            } else if (r.leader()) {
-                r.compute.save(tmp.resolve("model"), "F32", 5L << 30, tokenizerDir);
-            }
-            r.optimizer.save(tmp);
-            return i == 0 ? r.referenceChecksum() : 0L;
-        }).get(0);
-    }
-
-    private void restore(Path ck, TrainerState st) throws IOException {
-        Path stateFile = ck.resolve("trainer_state.json");
-        Checkpoints.requireSameData(ck, st.dataFingerprint(), st.trainPrompts(), dataFingerprint, setup.train().size());
-        if (st.dataFingerprint() == null && log != null)
-            log.println("grpo4j: " + stateFile + " has no data fingerprint (written by an older grpo4j): the data cannot be checked");
-        Path step0 = ck.getParent().resolve("step_0").resolve("model"); // its presence checked by Checkpoints.resumed
-        List<Long> sums = ranks.run(i -> {
-            RankState r = states.get(i);
-            r.loadReference(step0, i == 0);
-            r.optimizer.load(ck, savedWorld);
-            r.optimizerSteps = st.optimizerSteps();
-            r.consecutiveNonfinite = st.consecutiveNonfinite();
-            r.skippedSteps = st.skippedSteps();
-            try {
-                r.iterator.restore(new ShufflingIterator.Position(st.iteratorEpoch(), st.iteratorOffset()));
-            } catch (IllegalArgumentException e) {
-                throw new IllegalArgumentException(stateFile + ": " + e.getMessage());
-            }
-            return i == 0 ? r.referenceChecksum() : 0L;
-        });
-        if (sums.get(0) != st.referenceChecksum())
-            throw new IOException(step0 + ": the reference policy does not match the checksum recorded in " + stateFile);
-        step = st.trainingStep();
-        checkpointed = step;
-        warmupDone = true;
-        if (writer) {
-            // keep only what the checkpoint has seen: later lines came from the interrupted run
-            history.addAll(RunDirectory.truncateJsonl(out.resolve("metrics.jsonl"), step, log));
-            RunDirectory.truncateJsonl(out.resolve("samples.jsonl"), step, log);
-        }
-        if (log != null) log.printf("grpo4j: resumed from %s (step %d, %d optimizer steps)%n", ck, step, st.optimizerSteps());
-    }
-
 
     // ---- helpers ------------------------------------------------------------------------------------------------
 
