@@ -45,8 +45,10 @@ import org.grpo4j.reward.Rewards;
 public final class GrpoTrainer implements AutoCloseable {
 
     /**
-     * Progress callbacks, all optional, called on the thread that runs {@link GrpoTrainer#run} between steps. An
-     * exception thrown by a callback ends the run (after what was already written).
+     * Progress callbacks, all optional, called on the thread that runs {@link GrpoTrainer#run} between steps
+     * ({@link #onSftStep} at {@code world_size} &gt; 1: on the first rank's own thread, while the other ranks wait for
+     * it). An exception thrown by a callback ends the run (after what was already written). {@link GrpoTrainer#close}
+     * from a callback cancels the run, which frees everything as it returns.
      */
     public interface Listener {
         /**
@@ -181,7 +183,8 @@ public final class GrpoTrainer implements AutoCloseable {
 
         /**
          * Run on this backend (default: open the configuration's {@code backend}, and close it with the trainer).
-         * The trainer does not close a backend given here. Only for {@code world_size} 1.
+         * The trainer does not close a backend given here. Only for {@code world_size} 1: {@link #build} refuses it
+         * with a larger one (in-process ranks run on CPU backends of their own).
          *
          * @param backend an open backend
          * @return this builder
@@ -297,7 +300,7 @@ public final class GrpoTrainer implements AutoCloseable {
     private final Object runLock = new Object();
     private volatile boolean closed;
     /** close() was called by a listener of the running run: it takes effect when run returns. */
-    private boolean closeAfterRun;
+    private volatile boolean closeAfterRun; // (set by close() from a callback, which may run on a rank's thread)
 
     private GrpoTrainer(Trainer impl, Backend backend) {
         this.impl = impl;
@@ -318,13 +321,14 @@ public final class GrpoTrainer implements AutoCloseable {
      */
     public Result run(Listener listener) throws IOException {
         Objects.requireNonNull(listener, "listener (use run() for none)");
+        Listener marked = new InCallback(listener);
         synchronized (runLock) {
             if (closed || closeAfterRun) throw new IllegalStateException("trainer is closed");
             try {
-                if (backend == null) return impl.run(listener);
+                if (backend == null) return impl.run(marked);
                 synchronized (backend) {
                     ApiAccess.backend(backend); // fails once the backend is closed
-                    return impl.run(listener);
+                    return impl.run(marked);
                 }
             } finally {
                 if (closeAfterRun) {
@@ -360,11 +364,37 @@ public final class GrpoTrainer implements AutoCloseable {
      * it and waits for it to stop; from a {@link Listener} callback, cancels the run, which then frees everything as
      * it returns. Idempotent.
      */
+    /** Whether this thread is inside one of a run's listener callbacks (any thread: rank 0's for onSftStep at world > 1). */
+    private static final ThreadLocal<Boolean> IN_CALLBACK = ThreadLocal.withInitial(() -> false);
+
+    /** The caller's listener, each callback marked as such on its thread ({@link #close} from one must not wait). */
+    private static final class InCallback implements Listener {
+        private final Listener l;
+
+        InCallback(Listener l) { this.l = l; }
+
+        private void marked(Runnable r) {
+            boolean outer = IN_CALLBACK.get();
+            IN_CALLBACK.set(true);
+            try {
+                r.run();
+            } finally {
+                IN_CALLBACK.set(outer);
+            }
+        }
+
+        @Override public void onSftStep(int step, int steps, double loss) { marked(() -> l.onSftStep(step, steps, loss)); }
+        @Override public void onStep(int step, Map<String, Double> metrics) { marked(() -> l.onStep(step, metrics)); }
+        @Override public void onRewardErrors(int step, int errors, String example) { marked(() -> l.onRewardErrors(step, errors, example)); }
+        @Override public void onCheckpoint(int step, Path dir) { marked(() -> l.onCheckpoint(step, dir)); }
+    }
+
     @Override
     public void close() {
         if (closed) return;
         impl.cancel();
-        if (Thread.holdsLock(runLock)) { // a listener of the run in progress, on its thread
+        // a listener of the run in progress (on the run's thread, or a rank's): the run frees everything as it returns
+        if (Thread.holdsLock(runLock) || IN_CALLBACK.get()) {
             closeAfterRun = true;
             return;
         }

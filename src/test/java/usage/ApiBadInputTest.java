@@ -180,6 +180,60 @@ class ApiBadInputTest {
         t.close();
     }
 
+    /**
+     * At world_size 2 the warm-up's progress comes from the first rank's thread: close() there must not wait for the
+     * run (which waits for that rank), but cancel it like a close from any callback (it hung before).
+     */
+    @Test
+    void closingFromTheWarmUpListenerOfTwoRanksStopsTheRun() throws Exception {
+        GrpoConfig cfg = ApiExampleTest.tiny(3);
+        cfg.worldSize = 2;
+        cfg.sftWarmup.steps = 3;
+        GrpoTrainer t = GrpoTrainer.builder(cfg).outputDir(tmp.resolve("close-in-warm-up")).log(null).build();
+        java.util.List<Integer> seen = new java.util.ArrayList<>();
+        GrpoTrainer.Result r = assertTimeoutPreemptively(java.time.Duration.ofMinutes(5), () -> t.run(new GrpoTrainer.Listener() {
+            @Override
+            public void onSftStep(int step, int steps, double loss) {
+                seen.add(step);
+                t.close();
+            }
+        }), "run() returns after close() from the warm-up's callback");
+        assertTrue(r.cancelled());
+        assertEquals(java.util.List.of(1), seen, "the warm-up stopped at its first step");
+        refused(IllegalStateException.class, t::run, "trainer is closed");
+    }
+
+    /**
+     * A listener that throws on the last step ends run() before that step's checkpoint; run() again writes it (it
+     * returned at once and the trained policy was never saved), and the metrics a Result holds cannot be changed.
+     */
+    @Test
+    void aListenerFailingOnTheLastStepLeavesItsCheckpointToTheNextRun() throws Exception {
+        GrpoTrainer t = GrpoTrainer.builder(ApiExampleTest.tiny(2)).outputDir(tmp.resolve("listener-throws")).log(null).build();
+        refused(IllegalStateException.class, () -> t.run(new GrpoTrainer.Listener() {
+            @Override
+            public void onStep(int step, Map<String, Double> m) { if (step == 2) throw new IllegalStateException("the application's listener failed"); }
+        }), "the application's listener failed");
+        Path step2 = tmp.resolve("listener-throws/checkpoints/step_2/model");
+        assertFalse(java.nio.file.Files.exists(step2));
+        GrpoTrainer.Result r = t.run();
+        assertEquals(2, r.lastStep());
+        assertTrue(java.nio.file.Files.isDirectory(step2), "the second run() wrote step 2's checkpoint");
+        assertThrows(UnsupportedOperationException.class, () -> r.metrics().get(0).put("injected", 42.0));
+        t.close();
+    }
+
+    /** A backend given to the builder serves world_size 1; at 2 it was ignored without a word. */
+    @Test
+    void aGivenBackendWithTwoRanksIsRefused() throws Exception {
+        GrpoConfig cfg = ApiExampleTest.tiny(1);
+        cfg.worldSize = 2;
+        try (Backend be = Backend.open("cpu")) {
+            refused(IllegalArgumentException.class, () -> GrpoTrainer.builder(cfg).backend(be).outputDir(tmp.resolve("never3")).log(null).build(),
+                    "world_size 2 with a backend given to the builder");
+        }
+    }
+
     /** close() from another thread during a run cancels it, waits for the step boundary, then frees everything. */
     @Test
     void closingFromAnotherThreadWaitsForTheRun() throws Exception {

@@ -133,7 +133,7 @@ public final class Trainer implements AutoCloseable {
     private boolean overwritePending;
     private final AtomicBoolean cancelled = new AtomicBoolean();
     private final List<Map<String, Double>> history = new ArrayList<>();
-    private int step; // last completed training step
+    private volatile int step; // last completed training step (read from any thread: completedSteps)
     /** Checkpoints, their plots and the restore of a resume (null until the ranks exist). */
     private CheckpointPhase checkpoints;
     private boolean warmupDone, generatorsReady;
@@ -223,6 +223,9 @@ public final class Trainer implements AutoCloseable {
                 if (b.backend == null) ownBackends.add(first);
                 reason = choice == null ? null : choice.reason();
             } else {
+                if (b.backend != null)
+                    throw new IllegalArgumentException("world_size " + cfg.worldSize + " with a backend given to the builder: a given backend serves"
+                            + " world_size 1; in-process ranks run on CPU backends of their own (leave backend(...) out)");
                 String spec = cfg.backend.trim().toLowerCase(java.util.Locale.ROOT);
                 if (spec.equals("auto") && b.backend == null && org.grpo4j.internal.backend.CudaRuntime.probe().available())
                     throw new IllegalArgumentException("world_size " + cfg.worldSize + " with backend auto on a machine with GPUs: one rank per GPU runs through"
@@ -334,7 +337,11 @@ public final class Trainer implements AutoCloseable {
         } catch (IOException | RuntimeException | Error e) {
             abortCluster("failed to start", e);
             if (runDir != null) runDir.discardIfUnused();
-            close();
+            try {
+                close();
+            } catch (RuntimeException | Error closing) {
+                e.addSuppressed(closing); // the failure to start is the news
+            }
             throw e;
         }
     }
@@ -498,17 +505,19 @@ public final class Trainer implements AutoCloseable {
             Map<String, Double> m = ms.get(0);
             if (m == null) break; // cancelled (every rank agreed)
             step = s;
+            m = java.util.Collections.unmodifiableMap(m); // what the listener and the Result see, and the plots read
             history.add(m);
             if (writer) {
                 appendJsonl(out.resolve("metrics.jsonl"), m);
                 progress(m, total, runStart, firstStep);
                 reportRewardErrors(s, m, l);
-                l.onStep(s, java.util.Collections.unmodifiableMap(m));
+                l.onStep(s, m);
             }
             if ((cfg.saveFreq > 0 && s % cfg.saveFreq == 0) || s == total) checkpoints.checkpointIfSound(step, l);
         }
         boolean stopped = step < total;
-        if (stopped && checkpoints.checkpointed != step) checkpoints.checkpointIfSound(step, l);
+        // (also after a completed run whose last step's listener threw before its checkpoint: run() again writes it)
+        if (checkpoints.checkpointed != step) checkpoints.checkpointIfSound(step, l);
         if (writer) checkpoints.writePlots();
         return new Result(step, stopped, out, List.copyOf(history));
     }
@@ -723,13 +732,27 @@ public final class Trainer implements AutoCloseable {
 
     @Override
     public void close() {
-        for (RankState r : states) r.close();
+        // every part closed even when one fails (the first failure rethrown after): a leaked lock would refuse the next
+        // run in this directory, leaked backends their memory
+        List<AutoCloseable> parts = new ArrayList<>(states);
         states.clear();
-        for (Communicator c : comms) if (c != null) c.close();
-        if (ranks != null) ranks.close();
-        if (tok != null) tok.close();
-        if (ownRewards && rewards != null) rewards.close();
-        for (Backend be : ownBackends) be.close();
-        if (runDir != null) runDir.close();
+        for (Communicator c : comms) if (c != null) parts.add(c::close);
+        if (ranks != null) parts.add(ranks);
+        if (tok != null) parts.add(tok);
+        if (ownRewards && rewards != null) parts.add(rewards);
+        parts.addAll(ownBackends);
+        if (runDir != null) parts.add(runDir);
+        Throwable first = null;
+        for (AutoCloseable c : parts) {
+            try {
+                c.close();
+            } catch (Exception | Error e) {
+                if (first == null) first = e;
+                else first.addSuppressed(e);
+            }
+        }
+        if (first instanceof RuntimeException re) throw re;
+        if (first instanceof Error er) throw er;
+        if (first != null) throw new IllegalStateException("closing the trainer: " + first.getMessage(), first);
     }
 }
