@@ -5,8 +5,10 @@ package org.grpo4j.reward;
  * <pre>{@code rewards.register("mytask", (response, truth, row) -> Score.of(response.contains(truth) ? 1 : 0));}</pre>
  *
  * <p>An implementation may throw: the exception is caught, its message recorded, and the row scores 0; so does a
- * null score or a NaN or infinite reward. It runs under a time limit (5 s by default): a call past it scores 0 and
- * its thread is interrupted.
+ * null score or a NaN or infinite reward. It runs under a time limit (5 s by default, at most a day): a call that
+ * returns past it scores 0, and one still running a second after it is interrupted and scored 0 (a call that ignores
+ * the interrupt keeps its worker thread, which the registry replaces, up to 64 such threads, so the rows behind it
+ * still run).
  *
  * <p><b>Thread safety:</b> {@link Rewards} calls a function from several worker threads at once, so
  * implementations must be thread-safe (a pure function of its arguments is).

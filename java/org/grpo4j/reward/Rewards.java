@@ -9,14 +9,16 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.TreeMap;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
+import java.util.concurrent.CancellationException;
 import java.util.concurrent.Future;
+import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.ThreadFactory;
+import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicLongArray;
 
 /**
  * The reward functions of a run, by dataset name: routes each response to the function registered for its row's
@@ -64,8 +66,21 @@ public final class Rewards implements AutoCloseable {
     public record Result(double reward, String verifier, String detail, String error, boolean timedOut) {}
 
     private final Map<String, RewardFunction> functions = new ConcurrentHashMap<>();
+    /** The longest time limit of a call (a day): beyond it the deadlines' nanosecond arithmetic would overflow. */
+    public static final double MAX_TIMEOUT_SECONDS = 86_400;
+
+    /**
+     * Workers that may be added to replace those stuck in calls past their time limit (a function that ignores the
+     * interrupt): beyond them, an item that finds no free worker within its time limit times out unstarted.
+     */
+    static final int MAX_REPLACEMENTS = 64;
+
     private final long timeoutNanos;
-    private final ExecutorService pool;
+    private final int threads;
+    private final ThreadPoolExecutor pool;
+    private final AtomicInteger replacements = new AtomicInteger();
+    /** The calls in progress: each worker's start time (a worker still here past the limit is stuck in its call). */
+    private final Map<Thread, Long> running = new ConcurrentHashMap<>();
     private final Map<String, AtomicLong> counts = new ConcurrentHashMap<>();
     private final AtomicLong errors = new AtomicLong(), timeouts = new AtomicLong(), unrouted = new AtomicLong(), nullTruth = new AtomicLong();
 
@@ -83,7 +98,8 @@ public final class Rewards implements AutoCloseable {
      */
     public Rewards(Compat compat, double verificationReward, double timeoutSeconds, int threads) {
         Objects.requireNonNull(compat, "compat");
-        if (!(timeoutSeconds > 0) || Double.isInfinite(timeoutSeconds)) throw new IllegalArgumentException("verifier timeout must be a finite number > 0 s, got " + timeoutSeconds);
+        if (!(timeoutSeconds > 0) || !(timeoutSeconds <= MAX_TIMEOUT_SECONDS))
+            throw new IllegalArgumentException("verifier timeout must be in (0, " + (long) MAX_TIMEOUT_SECONDS + "] s, got " + timeoutSeconds);
         if (!(verificationReward > 0) || Double.isInfinite(verificationReward))
             throw new IllegalArgumentException("verificationReward must be a finite number > 0, got " + verificationReward);
         this.timeoutNanos = (long) (timeoutSeconds * 1e9);
@@ -93,7 +109,8 @@ public final class Rewards implements AutoCloseable {
             t.setDaemon(true);
             return t;
         };
-        this.pool = Executors.newFixedThreadPool(Math.max(1, threads), tf);
+        this.threads = Math.max(1, threads);
+        this.pool = new ThreadPoolExecutor(this.threads, this.threads, 60, TimeUnit.SECONDS, new LinkedBlockingQueue<>(), tf);
         VerifierRegistry.registerBuiltins(this, compat, verificationReward);
     }
 
@@ -154,16 +171,20 @@ public final class Rewards implements AutoCloseable {
      * @return their results, in input order
      * @throws NullPointerException  if {@code items} or one of them is null
      * @throws IllegalStateException if the registry is closed
+     * @throws CancellationException if the calling thread is interrupted while it waits (its interrupt status is
+     *                               set again and the calls in progress are cancelled): no partial batch is returned
      */
     public List<Result> scoreAll(List<Item> items) {
         Objects.requireNonNull(items, "items");
         for (int i = 0; i < items.size(); i++) Objects.requireNonNull(items.get(i), "items[" + i + "]");
         requireOpen();
         List<Future<Result>> fs = new ArrayList<>(items.size());
+        AtomicLongArray started = new AtomicLongArray(items.size()); // when each call began (0: not yet)
         for (int i = 0; i < items.size(); i++) {
             Item it = items.get(i);
+            int k = i;
             try {
-                fs.add(pool.submit(() -> run(it)));
+                fs.add(pool.submit(() -> run(it, started, k)));
             } catch (java.util.concurrent.RejectedExecutionException e) { // closed by another thread meanwhile
                 for (Future<Result> f : fs) f.cancel(true);
                 requireOpen();
@@ -175,15 +196,16 @@ public final class Rewards implements AutoCloseable {
             Item it = items.get(i);
             String name = name(it.dataset());
             try {
-                // run() enforces the deadline itself; the outer wait adds a margin for a verifier stuck outside regexes
-                out.add(fs.get(i).get(timeoutNanos + 1_000_000_000L, TimeUnit.NANOSECONDS));
-            } catch (TimeoutException e) {
-                fs.get(i).cancel(true);
-                timeouts.incrementAndGet();
-                out.add(new Result(0, name, null, "timed out after " + timeoutNanos / 1e9 + " s", true));
-            } catch (InterruptedException e) {
+                Result r = await(fs.get(i), started, i, name);
+                // each item's error or timeout counted here, once, whoever noticed it (the call, or this wait)
+                if (r.timedOut()) timeouts.incrementAndGet();
+                else if (r.error() != null) errors.incrementAndGet();
+                out.add(r);
+            } catch (InterruptedException e) { // nothing is scored for the caller that stopped waiting: no partial batch
+                for (Future<Result> f : fs) f.cancel(true);
                 Thread.currentThread().interrupt();
-                out.add(new Result(0, name, null, "interrupted", false));
+                throw new CancellationException("scoring interrupted (the caller's thread was interrupted); " + i + " of " + items.size()
+                        + " items were scored");
             } catch (java.util.concurrent.ExecutionException e) {
                 errors.incrementAndGet();
                 out.add(new Result(0, name, null, failure(e.getCause()), false));
@@ -192,8 +214,68 @@ public final class Rewards implements AutoCloseable {
         return out;
     }
 
+    /**
+     * Item i's result: run() enforces the time limit itself (the built-in verifiers stop at their deadline; any call
+     * that returns past it scores 0); this wait, measured from the call's start, adds a second for a function stuck
+     * elsewhere, then cancels (interrupts) it. A worker that stays stuck is replaced (up to {@link #MAX_REPLACEMENTS}),
+     * so that the items queued behind it still run; an item that has not started within the time limit while no
+     * worker can be added times out unstarted.
+     */
+    private Result await(Future<Result> f, AtomicLongArray started, int i, String name) throws InterruptedException, java.util.concurrent.ExecutionException {
+        long margin = timeoutNanos + 1_000_000_000L;
+        long queuedSince = System.nanoTime();
+        while (true) {
+            long st = started.get(i), now = System.nanoTime();
+            long wait = st != 0 ? st + margin - now : queuedSince + margin - now;
+            try {
+                return f.get(Math.max(0, wait), TimeUnit.NANOSECONDS);
+            } catch (TimeoutException e) {
+                st = started.get(i);
+                now = System.nanoTime();
+                if (st != 0 && now - st < margin) continue; // it started meanwhile: its own time limit applies
+                if (st == 0) {
+                    long at = now;
+                    long stuck = running.values().stream().filter(t -> at - t >= margin).count();
+                    // the queue moves while every stuck worker has a replacement; else one more worker (while allowed)
+                    if (stuck <= replacements.get() || replaceStuckWorker()) {
+                        queuedSince = now;
+                        continue;
+                    }
+                }
+                f.cancel(true);
+                if (st == 0) return new Result(0, name, null, "not started within " + timeoutNanos / 1e9 + " s: every verifier worker is"
+                        + " in a call past its time limit", true);
+                return new Result(0, name, null, "timed out after " + timeoutNanos / 1e9 + " s", true);
+            }
+        }
+    }
+
+    /** Adds a worker in place of one stuck in a call (interrupted, not returning); false once the allowance is spent. */
+    private synchronized boolean replaceStuckWorker() {
+        if (replacements.get() >= MAX_REPLACEMENTS) return false;
+        int n = threads + replacements.incrementAndGet();
+        pool.setMaximumPoolSize(n);
+        pool.setCorePoolSize(n);
+        return true;
+    }
+
     private String name(String dataset) {
         return dataset == null ? "none" : handles(dataset) ? dataset.toLowerCase(Locale.ROOT) : "none";
+    }
+
+    private Result run(Item it, AtomicLongArray started, int i) {
+        long t0 = System.nanoTime();
+        started.set(i, t0);
+        Result r;
+        running.put(Thread.currentThread(), t0);
+        try {
+            r = run(it);
+        } finally {
+            running.remove(Thread.currentThread());
+        }
+        if (!r.timedOut() && System.nanoTime() - started.get(i) > timeoutNanos) // returned, but past its time limit
+            return new Result(0, r.verifier(), null, "timed out after " + timeoutNanos / 1e9 + " s", true);
+        return r;
     }
 
     private Result run(Item it) {
@@ -208,22 +290,18 @@ public final class Rewards implements AutoCloseable {
             return new Result(0, name, "ground truth is null", null, false);
         }
         if (it.response() == null) {
-            errors.incrementAndGet();
             return new Result(0, name, null, "response is null", false);
         }
         Deadline.set(System.nanoTime() + timeoutNanos);
         try {
             RewardFunction.Score s = functions.get(name).score(it.response(), it.groundTruth(), it.row());
             if (s == null || !Double.isFinite(s.reward())) {
-                errors.incrementAndGet();
                 return new Result(0, name, null, "reward function returned " + (s == null ? "null" : s.reward()), false);
             }
             return new Result(s.reward(), name, s.detail(), null, false);
         } catch (Deadline.Expired e) {
-            timeouts.incrementAndGet();
             return new Result(0, name, null, "timed out after " + timeoutNanos / 1e9 + " s", true);
         } catch (Exception | StackOverflowError e) {
-            errors.incrementAndGet();
             return new Result(0, name, null, failure(e), false);
         } finally {
             Deadline.clear();

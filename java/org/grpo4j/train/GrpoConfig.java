@@ -589,7 +589,8 @@ public final class GrpoConfig {
         require(stopToken.equals("eos"), where, "stop_token must be \"eos\"");
         require(rewardModelMultiplier == 0.0, where, "reward_model_multiplier must be 0: grpo4j is RLVR only (verifiable rewards, no reward model)");
         require(applyVerifiableReward, where, "apply_verifiable_reward must be true: grpo4j is RLVR only (verifiable rewards, no reward model)");
-        require(verifierTimeout > 0, where, "verifier_timeout must be > 0 seconds, got " + verifierTimeout);
+        require(verifierTimeout > 0 && verifierTimeout <= org.grpo4j.reward.Rewards.MAX_TIMEOUT_SECONDS, where,
+                "verifier_timeout must be in (0, " + (long) org.grpo4j.reward.Rewards.MAX_TIMEOUT_SECONDS + "] seconds, got " + verifierTimeout);
         require(numEvals >= 0 && saveFreq >= 0, where, "num_evals and save_freq must be >= 0");
         require(keepLastNCheckpoints == -1 || keepLastNCheckpoints >= 1, where,
                 "keep_last_n_checkpoints must be -1 (keep every checkpoint) or >= 1, got " + keepLastNCheckpoints);

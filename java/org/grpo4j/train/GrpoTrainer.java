@@ -349,7 +349,12 @@ public final class GrpoTrainer implements AutoCloseable {
      */
     public Result run() throws IOException { return run(new Listener() {}); }
 
-    /** Stops a run at the next step boundary (after writing a checkpoint). Safe from any thread. */
+    /**
+     * Stops a run at the next step boundary (after writing a checkpoint). Safe from any thread. (Interrupting the
+     * thread that runs {@link #run} is not a way to stop it: the run then fails where the interrupt is noticed, with an
+     * exception such as {@link java.util.concurrent.CancellationException} from the reward scoring, never training on
+     * a partly scored batch; the last checkpoint stays the newest.)
+     */
     public void cancel() { impl.cancel(); }
 
     /**

@@ -97,6 +97,76 @@ class RewardsTest {
         }
     }
 
+    /**
+     * The time limit holds for any reward function (API review): a call that returns past it scores 0 (it scored 1),
+     * and a call that ignores the interrupt keeps its worker, which is replaced so that the items behind it still run
+     * (with one worker they all timed out unscored). The waits use latches, not sleeps, where the order matters.
+     */
+    @Test
+    void aJavaRewardFunctionPastItsTimeLimitScoresZeroAndAStuckOneDoesNotBlockTheOthers() throws Exception {
+        try (Rewards r = new Rewards(Compat.DEFAULT, 10, 0.2, 1)) {
+            r.register("late", (resp, truth, row) -> {
+                long end = System.nanoTime() + 400_000_000L; // returns, but after its 0.2 s
+                while (System.nanoTime() < end) Thread.onSpinWait();
+                return RewardFunction.Score.of(1);
+            });
+            Rewards.Result late = r.score(new Rewards.Item("x", "y", "late", null));
+            assertTrue(late.timedOut() && late.reward() == 0, String.valueOf(late));
+            assertEquals(1L, r.counters().get("timeouts"));
+            assertEquals(0L, r.counters().get("errors"));
+
+            java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
+            r.register("stuck", (resp, truth, row) -> {
+                while (true) {
+                    try {
+                        release.await(); // ignores interrupts until released
+                        return RewardFunction.Score.of(1);
+                    } catch (InterruptedException e) {
+                        // (a function that does not stop when cancelled)
+                    }
+                }
+            });
+            r.register("quick", (resp, truth, row) -> RewardFunction.Score.of(2));
+            List<Rewards.Result> res = r.scoreAll(List.of(new Rewards.Item("x", "y", "stuck", null), new Rewards.Item("x", "y", "quick", null),
+                    new Rewards.Item("x", "y", "quick", null)));
+            release.countDown();
+            assertTrue(res.get(0).timedOut(), String.valueOf(res.get(0)));
+            assertEquals(2.0, res.get(1).reward(), String.valueOf(res.get(1)));
+            assertEquals(2.0, res.get(2).reward(), String.valueOf(res.get(2)));
+        }
+        assertThrows(IllegalArgumentException.class, () -> new Rewards(Compat.DEFAULT, 10, 1e10, 1), "a limit past a day would overflow the deadlines");
+    }
+
+    /** An interrupted caller gets no partial batch (it was scored 0 as "interrupted" and trained on). */
+    @Test
+    void anInterruptedCallerGetsNoPartialBatch() throws Exception {
+        try (Rewards r = new Rewards(Compat.DEFAULT, 10, 5, 1)) {
+            java.util.concurrent.CountDownLatch entered = new java.util.concurrent.CountDownLatch(1), release = new java.util.concurrent.CountDownLatch(1);
+            r.register("wait", (resp, truth, row) -> {
+                entered.countDown();
+                release.await();
+                return RewardFunction.Score.of(1);
+            });
+            java.util.concurrent.atomic.AtomicReference<Throwable> thrown = new java.util.concurrent.atomic.AtomicReference<>();
+            java.util.concurrent.atomic.AtomicBoolean interruptedAfter = new java.util.concurrent.atomic.AtomicBoolean();
+            Thread caller = new Thread(() -> {
+                try {
+                    r.scoreAll(List.of(new Rewards.Item("x", "y", "wait", null), new Rewards.Item("x", "y", "wait", null)));
+                } catch (Throwable t) {
+                    thrown.set(t);
+                }
+                interruptedAfter.set(Thread.currentThread().isInterrupted());
+            });
+            caller.start();
+            entered.await();
+            caller.interrupt();
+            caller.join();
+            release.countDown();
+            assertTrue(thrown.get() instanceof java.util.concurrent.CancellationException, String.valueOf(thrown.get()));
+            assertTrue(interruptedAfter.get(), "the caller's interrupt status is kept");
+        }
+    }
+
     @Test
     void latexEquivalenceBasics() {
         assertTrue(LatexExpr.equivalent("\\frac{x^2-1}{x-1}", "x+1", true));
