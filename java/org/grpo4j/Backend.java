@@ -42,7 +42,7 @@ public final class Backend implements AutoCloseable {
     private final org.grpo4j.internal.backend.Backend impl;
     private final String fallbackReason;
     private final Set<Model> models = new LinkedHashSet<>(); // guarded by this
-    private boolean closed; // guarded by this
+    private volatile boolean closed; // written under this; read without the lock (isClosed while a run holds it)
 
     private Backend(org.grpo4j.internal.backend.Backend impl, String fallbackReason) {
         this.impl = impl;
@@ -100,7 +100,7 @@ public final class Backend implements AutoCloseable {
      *
      * @return true once closed
      */
-    public synchronized boolean isClosed() { return closed; }
+    public boolean isClosed() { return closed; }
 
     /** Closes the models loaded on this backend, then frees the device. Idempotent. */
     @Override
@@ -112,10 +112,26 @@ public final class Backend implements AutoCloseable {
             open = new ArrayList<>(models);
             models.clear();
         }
-        for (Model m : open) m.close();
-        synchronized (this) {
-            impl.close();
+        // every model and then the device freed even when one fails (the first failure rethrown after)
+        Throwable first = null;
+        for (Model m : open) {
+            try {
+                m.close();
+            } catch (RuntimeException | Error e) {
+                if (first == null) first = e;
+                else first.addSuppressed(e);
+            }
         }
+        synchronized (this) {
+            try {
+                impl.close();
+            } catch (RuntimeException | Error e) {
+                if (first == null) first = e;
+                else first.addSuppressed(e);
+            }
+        }
+        if (first instanceof RuntimeException re) throw re;
+        if (first instanceof Error er) throw er;
     }
 
     /** The backend's name. */

@@ -12,8 +12,9 @@ import java.util.Objects;
  * }</pre>
  *
  * <p>Generation always stops at the model's end-of-sequence token (kept as the completion's last token). Sample j of
- * prompt i draws from its own random stream of (seed, i, j), so the same seed and inputs give the same tokens
- * whatever else is in the batch.
+ * prompt i draws from the random stream (seed, k + j), k being the samples of the prompts before it in the call: the
+ * same call gives the same tokens, and a prompt's completions do not depend on the prompts after it (those before it
+ * count only through their sample counts; docs/api.md).
  *
  * <p><b>Thread safety:</b> immutable, so thread-safe.
  */

@@ -404,10 +404,9 @@ public final class GrpoConfig {
         JsonNode root;
         try {
             root = JSON.readTree(file.toFile());
-        } catch (IOException e) {
-            throw new IllegalArgumentException(file + ": not valid JSON: " + (e instanceof com.fasterxml.jackson.core.JsonProcessingException j
-                    ? org.grpo4j.internal.util.JsonErrors.describe(j) : e.getMessage().lines().findFirst().orElse("")));
-        }
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new IllegalArgumentException(file + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(e));
+        } // (an IOException of the read itself is the caller's IOException, as documented)
         if (root == null || root.isMissingNode()) throw new IllegalArgumentException(file + ": empty (expected a JSON object)");
         if (!root.isObject()) throw new IllegalArgumentException(file + ": the config must be a JSON object, got " + root.getNodeType().toString().toLowerCase(java.util.Locale.ROOT));
         GrpoConfig c = fromJson((ObjectNode) root, overrides, file.toString());
@@ -531,8 +530,14 @@ public final class GrpoConfig {
             {"loss_aggregation", lossAggregation}, {"stop_token", stopToken}, {"verifier_compat", verifierCompat},
             {"output_dir", outputDir}, {"backend", backend}, {"sft_warmup", sftWarmup}, {"precision", precision},
             {"lm_head_grad", lmHeadGrad}, {"attention_dq", attentionDq}, {"attention_kernels", attentionKernels}, {"old_logprobs", oldLogprobs}, {"pass_packing", passPacking},
-            {"kv_admission", kvAdmission}, {"rank_balancing", rankBalancing}, {"reference_sharding", referenceSharding}};
+            {"kv_admission", kvAdmission}, {"rank_balancing", rankBalancing}, {"reference_sharding", referenceSharding},
+            {"dataset_mixer_list_splits", datasetMixerListSplits}, {"dataset_mixer_eval_list_splits", datasetMixerEvalListSplits},
+            {"stop_strings", stopStrings}, {"notes", notes}};
         for (Object[] o : objects) require(o[1] != null, where, o[0] + " must not be null");
+        for (Object[] o : new Object[][] {{"dataset_mixer_list", datasetMixerList}, {"dataset_mixer_eval_list", datasetMixerEvalList},
+                {"dataset_mixer_list_splits", datasetMixerListSplits}, {"dataset_mixer_eval_list_splits", datasetMixerEvalListSplits},
+                {"stop_strings", stopStrings}})
+            require(((List<?>) o[1]).stream().noneMatch(java.util.Objects::isNull), where, o[0] + " must not hold null");
         require(!datasetMixerList.isEmpty(), where, "dataset_mixer_list is required");
         require(worldSize >= 1, where, "world_size must be >= 1");
         require(localRolloutBatchSize >= 1, where, "local_rollout_batch_size must be >= 1");

@@ -98,6 +98,14 @@ class ApiBadInputTest {
             GrpoConfig nullField = ApiExampleTest.tiny(1);
             nullField.chatTemplateName = null;
             refused(IllegalArgumentException.class, () -> GrpoTrainer.builder(nullField).log(null).build(), "chat_template_name must not be null");
+            // lists set to null, in code or as JSON null, are refused by name (they were NullPointerExceptions)
+            GrpoConfig nullStops = ApiExampleTest.tiny(1);
+            nullStops.stopStrings = null;
+            refused(IllegalArgumentException.class, () -> GrpoTrainer.builder(nullStops).log(null).build(), "stop_strings must not be null");
+            refused(IllegalArgumentException.class, () -> GrpoConfig.fromJsonString("{\"model_name_or_path\": \"init:tiny\", \"dataset_mixer_list\":"
+                    + " [\"d.jsonl\", \"1.0\"], \"stop_strings\": null}"), "stop_strings must not be null");
+            refused(IllegalArgumentException.class, () -> GrpoConfig.fromJsonString("{\"model_name_or_path\": \"init:tiny\", \"dataset_mixer_list\":"
+                    + " [\"d.jsonl\", \"1.0\"], \"dataset_mixer_list_splits\": [null]}"), "dataset_mixer_list_splits must not hold null");
         }
     }
 
@@ -221,6 +229,20 @@ class ApiBadInputTest {
         assertTrue(java.nio.file.Files.isDirectory(step2), "the second run() wrote step 2's checkpoint");
         assertThrows(UnsupportedOperationException.class, () -> r.metrics().get(0).put("injected", 42.0));
         t.close();
+    }
+
+    /** isClosed() answers while another thread holds the backend (a run holds its lock throughout; it blocked). */
+    @Test
+    void isClosedDoesNotWaitForTheBackendsLock() throws Exception {
+        try (Backend be = Backend.open("cpu")) {
+            java.util.concurrent.atomic.AtomicReference<Boolean> seen = new java.util.concurrent.atomic.AtomicReference<>();
+            synchronized (be) {
+                Thread t = new Thread(() -> seen.set(be.isClosed()));
+                t.start();
+                assertTimeoutPreemptively(java.time.Duration.ofMinutes(1), () -> t.join());
+            }
+            assertEquals(Boolean.FALSE, seen.get());
+        }
     }
 
     /** A backend given to the builder serves world_size 1; at 2 it was ignored without a word. */

@@ -61,8 +61,15 @@ public final class Backends {
         if (s.equals("cpu")) return new Choice(new CpuBackend(), null);
         if (s.equals("auto")) {
             CudaRuntime.Availability a = CudaRuntime.probe();
-            if (a.available()) return new Choice(new CudaBackend(0), null);
-            String reason = "cuda unavailable: " + a.reason() + "; using cpu";
+            String why = a.reason();
+            if (a.available()) {
+                try {
+                    return new Choice(new CudaBackend(0), null);
+                } catch (CudaException | IllegalStateException e) { // a device that is present but refuses a context (busy, exclusive)
+                    why = "cuda:0 could not be opened (" + e.getMessage() + ")";
+                }
+            }
+            String reason = "cuda unavailable: " + why + "; using cpu";
             LOG.log(System.Logger.Level.INFO, reason);
             return new Choice(new CpuBackend(), reason);
         }

@@ -47,7 +47,7 @@ public final class CudaBackend extends AbstractBackend {
         CudaRuntime.Availability a = CudaRuntime.probe();
         if (!a.available()) throw new IllegalStateException("cuda unavailable: " + a.reason());
         if (device < 0 || device >= a.deviceCount())
-            throw new IllegalArgumentException("cuda:" + device + " does not exist (" + a.deviceCount() + " device(s) visible)");
+            throw new IllegalStateException("cuda:" + device + " does not exist (" + a.deviceCount() + " device(s) visible)");
         this.device = device;
         this.props = CudaRuntime.devices().get(device);
         CudaRuntime.check(CudaNative.g4_set_device(device), "cudaSetDevice(" + device + ")");

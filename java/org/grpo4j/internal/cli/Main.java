@@ -28,6 +28,8 @@ public final class Main implements java.util.concurrent.Callable<Integer> {
     boolean debug;
 
     public static void main(String[] args) {
+        // the command line draws its charts without a display (a library user's JVM keeps its own setting)
+        if (System.getProperty("java.awt.headless") == null) System.setProperty("java.awt.headless", "true");
         configureLogging();
         utf8Console();
         System.exit(execute(args));

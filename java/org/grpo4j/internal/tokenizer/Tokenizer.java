@@ -207,9 +207,20 @@ public final class Tokenizer implements AutoCloseable {
 
     /**
      * Extracts the tiny byte-level BPE tokenizer bundled in grpo4j's jar (the demo's; from examples/tiny-tokenizer)
-     * into a temporary directory deleted when the JVM exits, and returns that directory.
+     * into a temporary directory deleted when the JVM exits, and returns that directory: one per JVM, reused by every
+     * later call while its files are there (a long-lived application that starts many init:tiny trainers gathered a
+     * directory and two exit hooks each).
      */
-    public static Path extractBundledTiny() throws IOException {
+    public static synchronized Path extractBundledTiny() throws IOException {
+        if (bundledTiny != null && Files.isRegularFile(bundledTiny.resolve("tokenizer.json"))
+                && Files.isRegularFile(bundledTiny.resolve("tokenizer_config.json"))) return bundledTiny;
+        bundledTiny = extractTiny();
+        return bundledTiny;
+    }
+
+    private static Path bundledTiny;
+
+    private static Path extractTiny() throws IOException {
         Path tmp = Files.createTempDirectory("grpo4j-tiny-tokenizer");
         tmp.toFile().deleteOnExit();
         for (String f : new String[] {"tokenizer.json", "tokenizer_config.json"}) {

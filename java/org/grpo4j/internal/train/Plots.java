@@ -25,7 +25,6 @@ public final class Plots {
             new Object[] {"loss.png", "Loss", "loss", List.of("loss/policy_avg")});
 
     public static void write(Path dir, List<Map<String, Double>> rows) throws IOException {
-        System.setProperty("java.awt.headless", "true");
         Files.createDirectories(dir);
         for (Object[] c : CHARTS) {
             XYSeriesCollection ds = new XYSeriesCollection();
