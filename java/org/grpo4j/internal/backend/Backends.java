@@ -24,8 +24,14 @@ public final class Backends {
      * all of them (else the CPU, with the missing ops in the reason); an explicit "cuda" that lacks some is an error
      * naming them, before any work starts.
      */
-    public static Choice choose(String spec, java.util.Collection<String> requiredOps) {
-        Choice c = chooseAny(spec);
+    public static Choice choose(String spec, java.util.Collection<String> requiredOps) { return choose(spec, requiredOps, true); }
+
+    /**
+     * Like {@link #choose(String, java.util.Collection)}; {@code announce} false leaves the fallback's line to the
+     * caller (the trainer writes it to its own log: the CLI printed it twice).
+     */
+    public static Choice choose(String spec, java.util.Collection<String> requiredOps, boolean announce) {
+        Choice c = chooseAny(spec, announce);
         java.util.List<String> missing = new java.util.ArrayList<>();
         for (String op : requiredOps) if (!c.backend().implementsOp(op)) missing.add(op);
         if (missing.isEmpty()) return c;
@@ -36,7 +42,7 @@ public final class Backends {
             throw new IllegalStateException(name + " does not implement " + missing + " yet; use --backend cpu (or backend \"auto\")");
         String reason = name + " does not implement " + missing.size() + " of the needed ops yet (" + String.join(", ", missing.subList(0, Math.min(4, missing.size())))
                 + (missing.size() > 4 ? ", ..." : "") + "); using cpu";
-        LOG.log(System.Logger.Level.INFO, reason);
+        if (announce) LOG.log(System.Logger.Level.INFO, reason);
         return new Choice(new CpuBackend(), reason);
     }
 
@@ -55,7 +61,7 @@ public final class Backends {
         throw new IllegalArgumentException("unknown backend \"" + spec + "\" (expected auto, cpu, cuda or cuda:N)");
     }
 
-    private static Choice chooseAny(String spec) {
+    private static Choice chooseAny(String spec, boolean announce) {
         checkSpec(spec);
         String s = spec == null ? "auto" : spec.trim().toLowerCase(Locale.ROOT);
         if (s.equals("cpu")) return new Choice(new CpuBackend(), null);
@@ -70,7 +76,7 @@ public final class Backends {
                 }
             }
             String reason = "cuda unavailable: " + why + "; using cpu";
-            LOG.log(System.Logger.Level.INFO, reason);
+            if (announce) LOG.log(System.Logger.Level.INFO, reason);
             return new Choice(new CpuBackend(), reason);
         }
         if (s.equals("cuda") || s.startsWith("cuda:")) {

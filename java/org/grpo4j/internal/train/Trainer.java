@@ -218,7 +218,8 @@ public final class Trainer implements AutoCloseable {
             if (cluster != null) {
                 first = null; // CUDA backends are made on their ranks' threads
             } else if (cfg.worldSize == 1) {
-                Backends.Choice choice = b.backend == null ? Backends.choose(cfg.backend, org.grpo4j.internal.backend.Ops.ALL) : null;
+                // (the fallback's reason goes to this trainer's log below, not also through the logger)
+                Backends.Choice choice = b.backend == null ? Backends.choose(cfg.backend, org.grpo4j.internal.backend.Ops.ALL, log == null) : null;
                 first = b.backend != null ? b.backend : choice.backend();
                 if (b.backend == null) ownBackends.add(first);
                 reason = choice == null ? null : choice.reason();
