@@ -35,7 +35,8 @@ import java.util.concurrent.atomic.AtomicLongArray;
  *
  * <p>A call that throws, runs past the time limit or returns null, NaN or infinity scores 0 with the reason in
  * {@link Result#error()}, and is counted ({@link #counters()}); so are unknown datasets and null ground truths
- * (scored 0 without an error). Nothing here ever fails a training step.
+ * (scored 0 without an error). Nothing a reward function does fails a training step (an interrupt of the thread that
+ * waits for the scores, or closing the registry while it scores, does: {@link #scoreAll}).
  *
  * <p><b>Thread safety:</b> thread-safe: registration and scoring may happen from any thread (a registration applies
  * to the items scored after it). Reward functions are called concurrently on the registry's worker threads, so they
@@ -94,7 +95,8 @@ public final class Rewards implements AutoCloseable {
      * @param timeoutSeconds     the time limit of one call, in seconds
      * @param threads            worker threads (at least 1 is used)
      * @throws NullPointerException     if {@code compat} is null
-     * @throws IllegalArgumentException if the reward or the time limit is not a finite number &gt; 0
+     * @throws IllegalArgumentException if the reward is not a finite number &gt; 0, or the time limit not in (0,
+     *                                  {@link #MAX_TIMEOUT_SECONDS}]
      */
     public Rewards(Compat compat, double verificationReward, double timeoutSeconds, int threads) {
         Objects.requireNonNull(compat, "compat");
@@ -170,7 +172,7 @@ public final class Rewards implements AutoCloseable {
      * @param items the items
      * @return their results, in input order
      * @throws NullPointerException  if {@code items} or one of them is null
-     * @throws IllegalStateException if the registry is closed
+     * @throws IllegalStateException if the registry is closed, also while it scores (the batch's calls cancelled)
      * @throws CancellationException if the calling thread is interrupted while it waits (its interrupt status is
      *                               set again and the calls in progress are cancelled): no partial batch is returned
      */
@@ -206,6 +208,10 @@ public final class Rewards implements AutoCloseable {
                 Thread.currentThread().interrupt();
                 throw new CancellationException("scoring interrupted (the caller's thread was interrupted); " + i + " of " + items.size()
                         + " items were scored");
+            } catch (CancellationException e) { // close() cancelled the calls not yet run
+                for (Future<Result> f : fs) f.cancel(true);
+                requireOpen();
+                throw e;
             } catch (java.util.concurrent.ExecutionException e) {
                 errors.incrementAndGet();
                 out.add(new Result(0, name, null, failure(e.getCause()), false));
@@ -233,11 +239,15 @@ public final class Rewards implements AutoCloseable {
                 st = started.get(i);
                 now = System.nanoTime();
                 if (st != 0 && now - st < margin) continue; // it started meanwhile: its own time limit applies
+                if (pool.isShutdown()) { // closed meanwhile: nothing more will run
+                    f.cancel(true);
+                    requireOpen();
+                }
                 if (st == 0) {
                     long at = now;
                     long stuck = running.values().stream().filter(t -> at - t >= margin).count();
                     // the queue moves while every stuck worker has a replacement; else one more worker (while allowed)
-                    if (stuck <= replacements.get() || replaceStuckWorker()) {
+                    if (replaceStuckWorker(stuck)) {
                         queuedSince = now;
                         continue;
                     }
@@ -250,8 +260,12 @@ public final class Rewards implements AutoCloseable {
         }
     }
 
-    /** Adds a worker in place of one stuck in a call (interrupted, not returning); false once the allowance is spent. */
-    private synchronized boolean replaceStuckWorker() {
+    /**
+     * Whether the queue moves: each of the {@code stuck} workers (in a call past its limit, interrupted, not returning)
+     * has a replacement, or one more is added now; false once the allowance is spent.
+     */
+    private synchronized boolean replaceStuckWorker(long stuck) {
+        if (stuck <= replacements.get()) return true; // every stuck worker already has its replacement: the queue moves
         if (replacements.get() >= MAX_REPLACEMENTS) return false;
         int n = threads + replacements.incrementAndGet();
         pool.setMaximumPoolSize(n);
@@ -342,7 +356,8 @@ public final class Rewards implements AutoCloseable {
     @Override
     public void close() {
         closed = true;
-        pool.shutdownNow();
+        // the queued calls are cancelled, so that a scoreAll waiting for them fails at once (closed) instead of waiting
+        for (Runnable r : pool.shutdownNow()) if (r instanceof Future<?> f) f.cancel(true);
     }
 
     private void requireOpen() {

@@ -365,26 +365,24 @@ public final class GrpoTrainer implements AutoCloseable {
     public int completedSteps() { return impl.completedSteps(); }
 
     /**
-     * Frees the model states and what the trainer opened. From another thread while {@link #run} is running, cancels
-     * it and waits for it to stop; from a {@link Listener} callback, cancels the run, which then frees everything as
-     * it returns. Idempotent.
+     * Whether this thread is inside one of this trainer's listener callbacks (any thread: rank 0's for onSftStep at
+     * world > 1); per trainer, so that closing another trainer from a callback closes it.
      */
-    /** Whether this thread is inside one of a run's listener callbacks (any thread: rank 0's for onSftStep at world > 1). */
-    private static final ThreadLocal<Boolean> IN_CALLBACK = ThreadLocal.withInitial(() -> false);
+    private final ThreadLocal<Boolean> inCallback = ThreadLocal.withInitial(() -> false);
 
     /** The caller's listener, each callback marked as such on its thread ({@link #close} from one must not wait). */
-    private static final class InCallback implements Listener {
+    private final class InCallback implements Listener {
         private final Listener l;
 
         InCallback(Listener l) { this.l = l; }
 
         private void marked(Runnable r) {
-            boolean outer = IN_CALLBACK.get();
-            IN_CALLBACK.set(true);
+            boolean outer = inCallback.get();
+            inCallback.set(true);
             try {
                 r.run();
             } finally {
-                IN_CALLBACK.set(outer);
+                inCallback.set(outer);
             }
         }
 
@@ -394,12 +392,17 @@ public final class GrpoTrainer implements AutoCloseable {
         @Override public void onCheckpoint(int step, Path dir) { marked(() -> l.onCheckpoint(step, dir)); }
     }
 
+    /**
+     * Frees the model states and what the trainer opened. From another thread while {@link #run} is running, cancels
+     * it and waits for it to stop; from a {@link Listener} callback, cancels the run, which then frees everything as
+     * it returns. Idempotent.
+     */
     @Override
     public void close() {
         if (closed) return;
         impl.cancel();
         // a listener of the run in progress (on the run's thread, or a rank's): the run frees everything as it returns
-        if (Thread.holdsLock(runLock) || IN_CALLBACK.get()) {
+        if (Thread.holdsLock(runLock) || inCallback.get()) {
             closeAfterRun = true;
             return;
         }

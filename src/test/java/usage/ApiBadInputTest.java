@@ -231,6 +231,22 @@ class ApiBadInputTest {
         t.close();
     }
 
+    /** Closing another, idle trainer from a callback closes it now (the callback marker is per trainer). */
+    @Test
+    void closingAnotherTrainerFromACallbackClosesIt() throws Exception {
+        GrpoTrainer b = GrpoTrainer.builder(ApiExampleTest.tiny(1)).outputDir(tmp.resolve("idle-b")).log(null).build();
+        try (GrpoTrainer a = GrpoTrainer.builder(ApiExampleTest.tiny(1)).outputDir(tmp.resolve("running-a")).log(null).build()) {
+            a.run(new GrpoTrainer.Listener() {
+                @Override
+                public void onStep(int step, Map<String, Double> m) { b.close(); }
+            });
+        }
+        refused(IllegalStateException.class, b::run, "trainer is closed");
+        // its run directory's lock was released: a new trainer may use the directory (the lock was held for good before)
+        GrpoTrainer again = GrpoTrainer.builder(ApiExampleTest.tiny(1)).outputDir(tmp.resolve("idle-b")).overwrite(true).log(null).build();
+        again.close();
+    }
+
     /** isClosed() answers while another thread holds the backend (a run holds its lock throughout; it blocked). */
     @Test
     void isClosedDoesNotWaitForTheBackendsLock() throws Exception {

@@ -14,6 +14,9 @@ public final class CudaRuntime {
     /** Resource path of the JNI library inside the jar (JavaCPP layout). */
     static final String LIBRARY_RESOURCE = "org/grpo4j/bindings/linux-x86_64/libjniCudaNative.so";
 
+    /** Whether this jar holds the JNI library of the CUDA kernels (built with nvcc), whether or not it loads here. */
+    public static boolean libraryBuilt() { return CudaRuntime.class.getClassLoader().getResource(LIBRARY_RESOURCE) != null; }
+
     /** Outcome of probing for CUDA. */
     public record Availability(boolean libraryLoaded, boolean available, int deviceCount, String reason) {}
 

@@ -104,9 +104,10 @@ final class InfoCommand implements Callable<Integer> {
         Backend cuda = chosen instanceof CudaBackend ? chosen : null;
         // without a device: what the build holds, "(x)"; a build without nvcc holds no kernel. matmul is cuBLASLt's,
         // not a kernel of ours: on CUDA it needs the cuBLAS libraries at run time
-        boolean built = cuda != null || CudaRuntime.probe().libraryLoaded();
+        boolean built = cuda != null || CudaRuntime.libraryBuilt();
         out.printf("  %-24s %-5s %s%n", "op", "cpu", cuda != null ? "cuda"
-                : built ? "cuda (no device here: (x) = in this build)" : "cuda (not built: no nvcc when this jar was built)");
+                : built ? "cuda (not usable here: " + CudaRuntime.probe().reason() + "; (x) = in this build)"
+                : "cuda (not built: no nvcc when this jar was built)");
         for (String op : Ops.ALL) {
             String c = cuda != null ? (cuda.implementsOp(op) ? "x" : "-")
                     : built && (Ops.CUDA_KERNELS.contains(op) || op.equals(Ops.MATMUL)) ? "(x)" : "-";

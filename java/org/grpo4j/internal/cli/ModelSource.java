@@ -84,7 +84,6 @@ record ModelSource(Path model, Path checkpoint, String description) {
         }
     }
 
-    /** An HF model directory: config.json and safetensors weights (one file or an index). */
     /**
      * What a directory that looks like half a model directory lacks (weights without config.json, or an HF config
      * without weights), or null: one that is a run or checkpoint (or neither) is left to the checkpoint lookup.
@@ -98,6 +97,7 @@ record ModelSource(Path model, Path checkpoint, String description) {
         return null;
     }
 
+    /** An HF model directory: config.json and safetensors weights (one file or an index). */
     static boolean isModel(Path dir) {
         return Files.isRegularFile(dir.resolve("config.json"))
                 && (Files.isRegularFile(dir.resolve("model.safetensors")) || Files.isRegularFile(dir.resolve("model.safetensors.index.json")));

@@ -51,6 +51,8 @@ final class CheckpointPhase {
     private final List<Map<String, Double>> history;
     /** The step of the newest checkpoint this run wrote or resumed from (the same in every process). */
     int checkpointed = -1;
+    /** The step whose soundness was last judged (a refused checkpoint is not judged again at the run's end). */
+    int judged = -1;
 
     CheckpointPhase(GrpoConfig cfg, Path out, PrintStream log, boolean writer, Cluster cluster, Ranks ranks, List<RankState> states, Setup setup,
                     Path tokenizerDir, String dataFingerprint, ArrayNode configChanges, int savedWorld, List<Map<String, Double>> history) {
@@ -84,6 +86,7 @@ final class CheckpointPhase {
      * weights, the last good checkpoint stays the newest one. Every rank reaches the same verdict.
      */
     void checkpointIfSound(int step, Listener l) throws IOException {
+        judged = step;
         RankState r0 = states.get(0);
         String bad = r0.consecutiveNonfinite > 0 ? "its last optimizer step was non-finite" : null;
         if (bad == null) {
@@ -214,7 +217,8 @@ final class CheckpointPhase {
         checkpointed = step;
         if (writer) {
             // keep only what the checkpoint has seen: later lines came from the interrupted run
-            history.addAll(RunDirectory.truncateJsonl(out.resolve("metrics.jsonl"), step, log));
+            for (Map<String, Double> m : RunDirectory.truncateJsonl(out.resolve("metrics.jsonl"), step, log))
+                history.add(java.util.Collections.unmodifiableMap(m)); // as the steps run here (Result.metrics)
             RunDirectory.truncateJsonl(out.resolve("samples.jsonl"), step, log);
         }
         if (log != null) log.printf("grpo4j: resumed from %s (step %d, %d optimizer steps)%n", ck, step, st.optimizerSteps());

@@ -255,7 +255,7 @@ final class RunDirectory implements AutoCloseable {
 
     /**
      * After a start that failed before writing anything: removes the directory again where this run created it and
-     * it holds only the lock (a later run into it is not blocked either way; this leaves no trace of the attempt).
+     * it holds only the lock (a later run into it is not blocked either way; parents created with it stay).
      * Called under the lock, before {@link #close}.
      */
     void discardIfUnused() {

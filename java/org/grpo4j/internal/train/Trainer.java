@@ -518,7 +518,7 @@ public final class Trainer implements AutoCloseable {
         }
         boolean stopped = step < total;
         // (also after a completed run whose last step's listener threw before its checkpoint: run() again writes it)
-        if (checkpoints.checkpointed != step) checkpoints.checkpointIfSound(step, l);
+        if (checkpoints.checkpointed != step && checkpoints.judged != step) checkpoints.checkpointIfSound(step, l);
         if (writer) checkpoints.writePlots();
         return new Result(step, stopped, out, List.copyOf(history));
     }

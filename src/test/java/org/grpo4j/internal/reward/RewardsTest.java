@@ -137,6 +137,32 @@ class RewardsTest {
         assertThrows(IllegalArgumentException.class, () -> new Rewards(Compat.DEFAULT, 10, 1e10, 1), "a limit past a day would overflow the deadlines");
     }
 
+    /** close() while a batch is scoring: the waiting caller gets "rewards are closed", it does not wait for good. */
+    @Test
+    void closingWhileScoringFailsTheWaitingCaller() throws Exception {
+        Rewards r = new Rewards(Compat.DEFAULT, 10, 5, 1);
+        java.util.concurrent.CountDownLatch entered = new java.util.concurrent.CountDownLatch(1), release = new java.util.concurrent.CountDownLatch(1);
+        r.register("wait", (resp, truth, row) -> {
+            entered.countDown();
+            release.await();
+            return RewardFunction.Score.of(1);
+        });
+        java.util.concurrent.atomic.AtomicReference<Throwable> thrown = new java.util.concurrent.atomic.AtomicReference<>();
+        Thread caller = new Thread(() -> {
+            try {
+                r.scoreAll(List.of(new Rewards.Item("x", "y", "wait", null), new Rewards.Item("x", "y", "wait", null)));
+            } catch (Throwable t) {
+                thrown.set(t);
+            }
+        });
+        caller.start();
+        entered.await();
+        r.close();
+        assertTimeoutPreemptively(java.time.Duration.ofMinutes(1), () -> caller.join());
+        release.countDown();
+        assertTrue(thrown.get() instanceof IllegalStateException && thrown.get().getMessage().contains("rewards are closed"), String.valueOf(thrown.get()));
+    }
+
     /** An interrupted caller gets no partial batch (it was scored 0 as "interrupted" and trained on). */
     @Test
     void anInterruptedCallerGetsNoPartialBatch() throws Exception {
