@@ -113,25 +113,13 @@ public final class Backend implements AutoCloseable {
             models.clear();
         }
         // every model and then the device freed even when one fails (the first failure rethrown after)
-        Throwable first = null;
-        for (Model m : open) {
-            try {
-                m.close();
-            } catch (RuntimeException | Error e) {
-                if (first == null) first = e;
-                else first.addSuppressed(e);
-            }
-        }
-        synchronized (this) {
-            try {
+        List<AutoCloseable> parts = new ArrayList<>(open);
+        parts.add(() -> {
+            synchronized (this) {
                 impl.close();
-            } catch (RuntimeException | Error e) {
-                if (first == null) first = e;
-                else first.addSuppressed(e);
             }
-        }
-        if (first instanceof RuntimeException re) throw re;
-        if (first instanceof Error er) throw er;
+        });
+        org.grpo4j.internal.util.Closing.closeAll("the backend", parts);
     }
 
     /** The backend's name. */

@@ -148,7 +148,8 @@ final class EvalCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--max-tokens " + maxTokens + (maxTokensOption == null ? " (the run's response_length)" : "")
                     + " leaves no room for a prompt in the model's context of " + lc.maxPositionEmbeddings() + ": give a smaller --max-tokens");
         int promptLimit = Math.min(maxPromptTokens, lc.maxPositionEmbeddings() - maxTokens);
-        Path tmp = output == null ? null : openOutput(); // before the work: a directory that cannot be written fails now, not after it
+        // an empty temporary sibling of --output, before the work: a directory that cannot be written fails now, not after it
+        Path tmp = output == null ? null : org.grpo4j.internal.util.AtomicDir.temporaryFileFor(output);
         try (Tokenizer tok = Tokenizer.load(src.model()); Rewards rewards = new Rewards(cp, passReward, timeout, Runtime.getRuntime().availableProcessors());
              Backend be = Backends.choose(backend, org.grpo4j.internal.backend.Ops.ALL).backend()) {
             ChatTemplate template = ChatTemplate.named(name, tok);
@@ -203,11 +204,6 @@ final class EvalCommand implements Callable<Integer> {
 
     /** The reward a response must reach to pass: --verification-reward, else the run's, else 10. */
     private double passReward;
-
-    /** An empty temporary sibling of --output (its parent created), written when complete and renamed over --output. */
-    private Path openOutput() throws java.io.IOException {
-        return org.grpo4j.internal.util.AtomicDir.temporaryFileFor(output);
-    }
 
     /** Accuracy, mean reward and cut responses per dataset and in all. */
     private void report(ModelSource src, String template, Compat cp, PromptDataset prompts, List<List<Completion>> all, List<Rewards.Item> items,

@@ -142,15 +142,8 @@ public final class PrefixPacking implements AutoCloseable {
 
     @Override
     public void close() {
-        RuntimeException first = null;
-        for (Tensor t : new Tensor[] {idsT, positionsT, fullToCompactT, compactToFullT, fullToRepT, fullToCompactTwiceT, cuT}) {
-            try {
-                t.close();
-            } catch (RuntimeException e) { // the others are still freed
-                if (first == null) first = e;
-                else first.addSuppressed(e);
-            }
-        }
-        if (first != null) throw first;
+        // (the others are still freed when one fails)
+        org.grpo4j.internal.util.Closing.closeAll("prefix packing", java.util.List.of(idsT, positionsT, fullToCompactT, compactToFullT, fullToRepT,
+                fullToCompactTwiceT, cuT));
     }
 }

@@ -168,7 +168,7 @@ final class LatexExpr {
                     if (c == '+' || c == '-') {
                         int at = lx.i;
                         lx.i++;
-                        Node right = operand(at, true);
+                        Node right = orPrefixEnd(at, this::term);
                         if (right == null) break;
                         n = new Bin(c, n, right);
                     } else break;
@@ -179,13 +179,19 @@ final class LatexExpr {
             }
         }
 
+        /** A grammar rule of this parser. */
+        interface Rule {
+            Node parse() throws ParseError;
+        }
+
         /**
-         * The right operand after an operator at {@code at}: in the sympy dialect, one that cannot be parsed ends the
-         * prefix before the operator (ANTLR's prediction leaves the loop: "3+" is 3, "2+(1,2)" is 2), null then.
+         * {@code rule} for what continues the expression from {@code at} (an operator's right operand, or an implicit
+         * product's factor): in the sympy dialect, what cannot be parsed ends the prefix at {@code at} (ANTLR's
+         * prediction leaves the loop: "3+" is 3, "2+(1,2)" is 2, "\frac{1}{2}." is 1/2), null then.
          */
-        Node operand(int at, boolean additive) throws ParseError {
+        Node orPrefixEnd(int at, Rule rule) throws ParseError {
             try {
-                return additive ? term() : unary();
+                return rule.parse();
             } catch (ParseError e) {
                 if (!sympy) throw e;
                 lx.i = at;
@@ -200,19 +206,12 @@ final class LatexExpr {
                 if (c == '*' || c == '/') {
                     int at = lx.i;
                     lx.i++;
-                    Node right = operand(at, false);
+                    Node right = orPrefixEnd(at, this::unary);
                     if (right == null) break;
                     n = new Bin(c, n, right);
                 } else if (startsPrimary(c)) {
-                    int at = lx.i;
-                    Node next;
-                    try {
-                        next = power(); // implicit product (as sympy reads "2x" or "2\frac13")
-                    } catch (ParseError e) {
-                        if (!sympy) throw e;
-                        lx.i = at; // the prefix ends before what cannot continue it ("\frac{1}{2}." is 1/2)
-                        break;
-                    }
+                    Node next = orPrefixEnd(lx.i, this::power); // implicit product (as sympy reads "2x" or "2\frac13")
+                    if (next == null) break;
                     n = new Bin('*', n, next);
                 } else break;
             }

@@ -93,10 +93,7 @@ final class RunDirectory implements AutoCloseable {
     }
 
     private static IOException cannotCreate(Path dir, Path in, IOException e) {
-        String why = e instanceof java.nio.file.AccessDeniedException ? "permission denied"
-                : e instanceof java.nio.file.NoSuchFileException ? "no such file or directory"
-                : e instanceof java.nio.file.FileSystemException f && f.getReason() != null ? f.getReason() : String.valueOf(e.getMessage());
-        return new IOException("the output directory " + dir + " cannot be created: " + why + " (in " + in + ")", e);
+        return new IOException("the output directory " + dir + " cannot be created: " + AtomicDir.creationFailure(e) + " (in " + in + ")", e);
     }
 
     /** Whether {@link #lock} created the directory (a failed start then removes it again: {@link #discardIfUnused}). */

@@ -743,17 +743,6 @@ public final class Trainer implements AutoCloseable {
         if (ownRewards && rewards != null) parts.add(rewards);
         parts.addAll(ownBackends);
         if (runDir != null) parts.add(runDir);
-        Throwable first = null;
-        for (AutoCloseable c : parts) {
-            try {
-                c.close();
-            } catch (Exception | Error e) {
-                if (first == null) first = e;
-                else first.addSuppressed(e);
-            }
-        }
-        if (first instanceof RuntimeException re) throw re;
-        if (first instanceof Error er) throw er;
-        if (first != null) throw new IllegalStateException("closing the trainer: " + first.getMessage(), first);
+        org.grpo4j.internal.util.Closing.closeAll("the trainer", parts);
     }
 }

@@ -38,7 +38,7 @@ public final class AtomicDir {
         Path tmp;
         try {
             Files.createDirectories(abs.getParent());
-            tmp = createTemporarySibling(abs);
+            tmp = createTemporarySibling(abs, true);
         } catch (IOException e) {
             throw cannotCreate(target, e);
         }
@@ -76,11 +76,19 @@ public final class AtomicDir {
     public static IOException cannotCreate(Path target, IOException e) {
         if (e instanceof WriteFailed) return e;
         Path parent = target.toAbsolutePath().getParent();
-        String why = e instanceof java.nio.file.AccessDeniedException ? "permission denied"
+        return new WriteFailed(target + ": cannot write: " + creationFailure(e) + (parent == null ? "" : " in " + parent), e);
+    }
+
+    /**
+     * Why creating a file or directory failed, without the path (the caller names what it meant to create):
+     * "permission denied", "no such file or directory" (also a pseudo file system such as /proc), the file system's
+     * reason ("Read-only file system"), or the message.
+     */
+    public static String creationFailure(IOException e) {
+        return e instanceof java.nio.file.AccessDeniedException ? "permission denied"
                 : e instanceof java.nio.file.NoSuchFileException ? "no such file or directory"
                 : e instanceof java.nio.file.FileSystemException f && f.getReason() != null ? f.getReason()
                 : e.getMessage() == null ? "I/O error" : e.getMessage();
-        return new WriteFailed(target + ": cannot write: " + why + (parent == null ? "" : " in " + parent), e);
     }
 
     /**
@@ -91,24 +99,21 @@ public final class AtomicDir {
         Path abs = target.toAbsolutePath();
         try {
             Files.createDirectories(abs.getParent());
-            for (int attempt = 0; ; attempt++) {
-                Path tmp = abs.resolveSibling("." + abs.getFileName() + ".tmp-" + Long.toUnsignedString(ThreadLocalRandom.current().nextLong(), 36));
-                try {
-                    return Files.createFile(tmp); // the umask's permissions, as the other outputs
-                } catch (java.nio.file.FileAlreadyExistsException e) {
-                    if (attempt > 100) throw e;
-                }
-            }
+            return createTemporarySibling(abs, false);
         } catch (IOException e) {
             throw cannotCreate(target, e);
         }
     }
 
-    private static Path createTemporarySibling(Path abs) throws IOException {
+    /**
+     * A new hidden ".NAME.tmp-RANDOM" directory or empty file beside {@code abs}, with the umask's permissions as the
+     * other outputs (unlike Files.createTempDirectory's 0700).
+     */
+    private static Path createTemporarySibling(Path abs, boolean directory) throws IOException {
         for (int attempt = 0; ; attempt++) {
             Path tmp = abs.resolveSibling("." + abs.getFileName() + ".tmp-" + Long.toUnsignedString(ThreadLocalRandom.current().nextLong(), 36));
             try {
-                return Files.createDirectory(tmp); // default permissions (0777 & ~umask), unlike Files.createTempDirectory's 0700
+                return directory ? Files.createDirectory(tmp) : Files.createFile(tmp);
             } catch (FileAlreadyExistsException e) {
                 if (attempt > 100) throw e;
             }

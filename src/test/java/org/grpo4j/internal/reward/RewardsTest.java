@@ -137,36 +137,13 @@ class RewardsTest {
         assertThrows(IllegalArgumentException.class, () -> new Rewards(Compat.DEFAULT, 10, 1e10, 1), "a limit past a day would overflow the deadlines");
     }
 
-    /** close() while a batch is scoring: the waiting caller gets "rewards are closed", it does not wait for good. */
-    @Test
-    void closingWhileScoringFailsTheWaitingCaller() throws Exception {
-        Rewards r = new Rewards(Compat.DEFAULT, 10, 5, 1);
-        java.util.concurrent.CountDownLatch entered = new java.util.concurrent.CountDownLatch(1), release = new java.util.concurrent.CountDownLatch(1);
-        r.register("wait", (resp, truth, row) -> {
-            entered.countDown();
-            release.await();
-            return RewardFunction.Score.of(1);
-        });
-        java.util.concurrent.atomic.AtomicReference<Throwable> thrown = new java.util.concurrent.atomic.AtomicReference<>();
-        Thread caller = new Thread(() -> {
-            try {
-                r.scoreAll(List.of(new Rewards.Item("x", "y", "wait", null), new Rewards.Item("x", "y", "wait", null)));
-            } catch (Throwable t) {
-                thrown.set(t);
-            }
-        });
-        caller.start();
-        entered.await();
-        r.close();
-        assertTimeoutPreemptively(java.time.Duration.ofMinutes(1), () -> caller.join());
-        release.countDown();
-        assertTrue(thrown.get() instanceof IllegalStateException && thrown.get().getMessage().contains("rewards are closed"), String.valueOf(thrown.get()));
-    }
-
-    /** An interrupted caller gets no partial batch (it was scored 0 as "interrupted" and trained on). */
-    @Test
-    void anInterruptedCallerGetsNoPartialBatch() throws Exception {
-        try (Rewards r = new Rewards(Compat.DEFAULT, 10, 5, 1)) {
+    /**
+     * A caller's thread scoring two items of a function that waits for {@code release} (with one worker: the second
+     * queued), started once the first call is in; what it threw and whether its interrupt status was set after.
+     */
+    record BlockedCaller(Thread thread, java.util.concurrent.CountDownLatch release, java.util.concurrent.atomic.AtomicReference<Throwable> thrown,
+                         java.util.concurrent.atomic.AtomicBoolean interruptedAfter) {
+        static BlockedCaller start(Rewards r) throws InterruptedException {
             java.util.concurrent.CountDownLatch entered = new java.util.concurrent.CountDownLatch(1), release = new java.util.concurrent.CountDownLatch(1);
             r.register("wait", (resp, truth, row) -> {
                 entered.countDown();
@@ -185,11 +162,32 @@ class RewardsTest {
             });
             caller.start();
             entered.await();
-            caller.interrupt();
-            caller.join();
-            release.countDown();
-            assertTrue(thrown.get() instanceof java.util.concurrent.CancellationException, String.valueOf(thrown.get()));
-            assertTrue(interruptedAfter.get(), "the caller's interrupt status is kept");
+            return new BlockedCaller(caller, release, thrown, interruptedAfter);
+        }
+    }
+
+    /** close() while a batch is scoring: the waiting caller gets "rewards are closed", it does not wait for good. */
+    @Test
+    void closingWhileScoringFailsTheWaitingCaller() throws Exception {
+        Rewards r = new Rewards(Compat.DEFAULT, 10, 5, 1);
+        BlockedCaller c = BlockedCaller.start(r);
+        r.close();
+        assertTimeoutPreemptively(java.time.Duration.ofMinutes(1), () -> c.thread().join());
+        c.release().countDown();
+        Throwable thrown = c.thrown().get();
+        assertTrue(thrown instanceof IllegalStateException && thrown.getMessage().contains("rewards are closed"), String.valueOf(thrown));
+    }
+
+    /** An interrupted caller gets no partial batch (it was scored 0 as "interrupted" and trained on). */
+    @Test
+    void anInterruptedCallerGetsNoPartialBatch() throws Exception {
+        try (Rewards r = new Rewards(Compat.DEFAULT, 10, 5, 1)) {
+            BlockedCaller c = BlockedCaller.start(r);
+            c.thread().interrupt();
+            c.thread().join();
+            c.release().countDown();
+            assertTrue(c.thrown().get() instanceof java.util.concurrent.CancellationException, String.valueOf(c.thrown().get()));
+            assertTrue(c.interruptedAfter().get(), "the caller's interrupt status is kept");
         }
     }
 
