@@ -96,12 +96,17 @@ final class RunDirectory implements AutoCloseable {
         return new IOException("the output directory " + dir + " cannot be created: " + AtomicDir.creationFailure(e) + " (in " + in + ")", e);
     }
 
-    /** Whether {@link #lock} created the directory (a failed start then removes it again: {@link #discardIfUnused}). */
-    private boolean created;
+    /**
+     * The outermost directory {@link #lock} created (the run directory itself, or the first of its parents that did
+     * not exist), or null where the run directory existed: a failed start removes what it created again
+     * ({@link #discardIfUnused}).
+     */
+    private Path createdFrom;
 
     /** Takes the directory's lock (creating the directory), or fails naming the run that holds it. */
     static RunDirectory lock(Path dir) throws IOException {
-        boolean existed = Files.exists(dir);
+        Path createdFrom = null;
+        for (Path p = dir.toAbsolutePath().normalize(); p != null && !Files.exists(p); p = p.getParent()) createdFrom = p;
         try {
             Files.createDirectories(dir);
         } catch (java.nio.file.FileAlreadyExistsException e) {
@@ -110,7 +115,7 @@ final class RunDirectory implements AutoCloseable {
             throw cannotCreate(dir, dir.toAbsolutePath().getParent(), e);
         }
         RunDirectory r = lockExisting(dir);
-        r.created = !existed;
+        r.createdFrom = createdFrom;
         return r;
     }
 
@@ -252,18 +257,20 @@ final class RunDirectory implements AutoCloseable {
 
     /**
      * After a start that failed before writing anything: removes the directory again where this run created it and
-     * it holds only the lock (a later run into it is not blocked either way; parents created with it stay).
-     * Called under the lock, before {@link #close}.
+     * it holds only the lock, and then the parents created with it that are still empty (a later run into it is not
+     * blocked either way). Called under the lock, before {@link #close}.
      */
     void discardIfUnused() {
-        if (!created) return;
+        if (createdFrom == null) return;
         try {
             if (!entries(dir).isEmpty()) return; // (entries leaves the lock out)
             Files.deleteIfExists(dir.resolve(LOCK));
             close();
-            Files.deleteIfExists(dir);
+            Path stop = createdFrom.getParent();
+            for (Path p = dir.toAbsolutePath().normalize(); p != null && !p.equals(stop); p = p.getParent())
+                Files.deleteIfExists(p); // a parent that something else filled meanwhile stays (DirectoryNotEmptyException)
         } catch (IOException ignored) {
-            // best effort: what is left is an empty run directory, which a new run accepts
+            // best effort: what is left is empty directories, which a new run accepts
         }
     }
 

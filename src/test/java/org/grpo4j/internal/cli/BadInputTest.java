@@ -396,6 +396,9 @@ class BadInputTest {
         // a start that fails while loading the weights (after taking the new directory's lock) leaves no directory behind
         t.add(c("train truncated model", "train", "--config", T, "--set", "model_name_or_path=$R/mdamaged", "--output", "$R/damagedrun")
                 .says("$R/mdamaged/model.safetensors").after(r -> assertFalse(Files.exists(r.resolve("damagedrun")), "no run directory is left")));
+        t.add(c("train truncated model, nested output", "train", "--config", T, "--set", "model_name_or_path=$R/mdamaged", "--output",
+                "$R/made/for/it").says("$R/mdamaged/model.safetensors")
+                .after(r -> assertFalse(Files.exists(r.resolve("made")), "the parents it created are removed with the run directory")));
         t.add(c("train NaN model", "train", "--config", T, "--set", "model_name_or_path=$R/mnan", "--output", "$R/nanrun")
                 .says("$R/mnan", "model.layers.0.mlp.up_proj.weight", "NaN"));
         t.add(c("train diverging", "train", "--config", T, "--set", "learning_rate=1e30", "--set", "num_training_steps=6", "--output", "$R/diverged")
