@@ -159,7 +159,7 @@ __host__ __device__ inline void decode_split_plan(int batch, int hkv, int max_ct
     int tiles = (int) (((long long) max_ctx + DEC_TILE - 1) / DEC_TILE);
     if (tiles < 1) tiles = 1;
     long long blocks = (long long) batch * hkv;
-    int want = blocks >= 2LL * sms ? 1 : (int) ((2LL * sms + blocks - 1) / blocks);
+    int want = blocks <= 0 || blocks >= 2LL * sms ? 1 : (int) ((2LL * sms + blocks - 1) / blocks);  // (no blocks: no divide)
     if (want > tiles) want = tiles;
     int chunk = (tiles + want - 1) / want * DEC_TILE;
     long long cap = (long long) (DEC_PAGE_CAP - 1) * block_size / DEC_TILE * DEC_TILE;  // pages of [k0, k0 + chunk)

@@ -1032,6 +1032,7 @@ public final class CudaBackend extends AbstractBackend {
         int b = q.dim(0), hq = q.dim(1), d = q.dim(2), numBlocks = kCache.dim(0), bs = kCache.dim(1), hkv = kCache.dim(2);
         int maxBlocks = blockTables.dim(1), sms = props.smCount();
         checkHeadDim(Ops.DECODE_ATTENTION, d, MAX_GENERIC_HEAD_DIM);
+        if (b == 0 || hq == 0 || d == 0) return; // nothing to write (and no split plan for zero blocks)
         int groups = prefixGroups == null ? 0 : prefixGroups.dim(0);
         long[] bytes = new long[1];
         ok(CudaNative.g4_decode_attention_workspace(b, hq, hkv, d, maxBlocks, bs, sms, groups, bytes),

@@ -144,6 +144,16 @@ class AttentionConformanceTest {
             }
         }
 
+        /** A batch of no sequences is a call that does nothing (CUDA's split plan divided by the batch: SIGFPE). */
+        @Test
+        void anEmptyDecodeBatchDoesNothing() {
+            Backend be = be(Ops.DECODE_ATTENTION);
+            Tensor kc = zeros(3, 4, 2, 8), vc = zeros(3, 4, 2, 8), out = zeros(0, 4, 8);
+            be.decodeAttention(out, zeros(0, 4, 8), kc, vc, up(new int[0], 0, 2), up(new int[0], 0), 0.3f);
+            be.synchronize();
+            org.junit.jupiter.api.Assertions.assertEquals(0, out.toFloats().length);
+        }
+
         @Test
         void pagedDecodeEqualsFullAttention() {
             Backend be = be(Ops.DECODE_ATTENTION);
