@@ -91,13 +91,39 @@ public final class Checkpoints {
                     + " tools/grpo4j export --from " + p);
         if (!Files.isDirectory(p)) throw new IllegalArgumentException(p + ": not a run directory or checkpoint (it is a file)");
         Path dir = Files.isDirectory(p.resolve("checkpoints")) ? p.resolve("checkpoints") : p;
+        Path newest = newestComplete(dir);
+        if (newest == null)
+            throw new IllegalArgumentException(p + ": no complete checkpoint (checkpoints/step_N with trainer_state.json)"
+                    + (Files.exists(p.resolve(RunDirectory.LOCK)) || Files.exists(p.resolve("metrics.jsonl"))
+                    ? "; the run stopped before its first checkpoint: start it again with --overwrite" : ""));
+        // a checkpoint is renamed into place whole and pruning takes only older ones: a newer step_N without its state
+        // was damaged (a copy cut short, a file deleted); resuming before it would train over it
+        int n = stepOf(newest);
         try (var s = Files.list(dir)) {
-            return s.filter(q -> q.getFileName().toString().matches("step_\\d{1,9}") && Files.isRegularFile(q.resolve("trainer_state.json")))
-                    .max(java.util.Comparator.comparingInt(q -> Integer.parseInt(q.getFileName().toString().substring(5))))
-                    .orElseThrow(() -> new IllegalArgumentException(p + ": no complete checkpoint (checkpoints/step_N with trainer_state.json)"
-                            + (Files.exists(p.resolve(RunDirectory.LOCK)) || Files.exists(p.resolve("metrics.jsonl"))
-                            ? "; the run stopped before its first checkpoint: start it again with --overwrite" : "")));
+            for (Path q : s.filter(q -> isStepDir(q) && stepOf(q) > n && !Files.exists(q.resolve("trainer_state.json"))).toList())
+                throw new IllegalArgumentException(q + ": has no trainer_state.json, yet it is newer than the newest complete checkpoint "
+                        + newest.getFileName() + ": restore its trainer_state.json, or move " + q.getFileName() + " out of " + dir
+                        + " to resume from " + newest.getFileName());
         }
+        return newest;
+    }
+
+    /** The newest step_N under a checkpoints directory that holds its trainer_state.json, or null. */
+    static Path newestComplete(Path checkpointsDir) throws IOException {
+        if (!Files.isDirectory(checkpointsDir)) return null;
+        try (var s = Files.list(checkpointsDir)) {
+            return s.filter(q -> isStepDir(q) && Files.isRegularFile(q.resolve("trainer_state.json")))
+                    .max(java.util.Comparator.comparingInt(Checkpoints::stepOf)).orElse(null);
+        }
+    }
+
+    private static boolean isStepDir(Path q) {
+        return q.getFileName().toString().matches("step_\\d{1,9}") && Files.isDirectory(q);
+    }
+
+    /** N of a step_N directory. */
+    static int stepOf(Path stepDir) {
+        return Integer.parseInt(stepDir.getFileName().toString().substring(5));
     }
 
     /**

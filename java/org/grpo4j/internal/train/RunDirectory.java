@@ -173,11 +173,15 @@ final class RunDirectory implements AutoCloseable {
             }
         }
         // a checkpoint whose pruning to its model (older_checkpoints model) a kill interrupted: it lost trainer_state.json
-        // first, so no resume picks it; the rest of what pruning removes goes now
-        if (Files.isDirectory(ck)) {
+        // first, so no resume picks it; the rest of what pruning removes goes now. Pruning takes only checkpoints older
+        // than the newest complete one, never step_0: another one without its state is damage, left as it is
+        // (Checkpoints.latestCheckpoint refuses a newer one)
+        Path newest = Checkpoints.newestComplete(ck);
+        if (newest != null) {
+            int last = Checkpoints.stepOf(newest);
             try (Stream<Path> s = Files.list(ck)) {
-                for (Path p : s.filter(q -> q.getFileName().toString().matches("step_\\d+") && Files.isDirectory(q.resolve("model"))
-                        && !Files.exists(q.resolve("trainer_state.json"))).toList())
+                for (Path p : s.filter(q -> q.getFileName().toString().matches("step_\\d{1,9}") && Files.isDirectory(q.resolve("model"))
+                        && !Files.exists(q.resolve("trainer_state.json")) && Checkpoints.stepOf(q) > 0 && Checkpoints.stepOf(q) < last).toList())
                     try (Stream<Path> inner = Files.list(p)) {
                         for (Path f : inner.toList()) {
                             String n = f.getFileName().toString();

@@ -45,6 +45,8 @@ public final class AtomicDir {
         try {
             filler.fill(tmp);
             syncTree(tmp);
+            if (Files.exists(abs, java.nio.file.LinkOption.NOFOLLOW_LINKS)) // (a rename onto it would name the temporary)
+                throw new WriteFailed(target + ": cannot write: it already exists", null);
             try {
                 Files.move(tmp, abs, StandardCopyOption.ATOMIC_MOVE);
             } catch (AtomicMoveNotSupportedException e) {

@@ -462,6 +462,12 @@ class BadInputTest {
             copyRun(r, "rr");
             AtomicDir.deleteTree(r.resolve("rr/checkpoints"));
         }).says("no complete checkpoint", "--overwrite"));
+        // the newest checkpoint without its state (a copy cut short): refused, nothing deleted (it was taken for an
+        // interrupted pruning, its optimizer file removed, and step 2 trained again onto it)
+        t.add(c("resume a newest checkpoint without its state", "train", "--resume", "$R/rs").before(r -> {
+            copyRun(r, "rs");
+            Files.delete(r.resolve("rs/checkpoints/step_2/trainer_state.json"));
+        }).says("$R/rs/checkpoints/step_2: has no trainer_state.json", "newest complete checkpoint step_1", "move step_2 out of"));
         t.add(c("resume after the data changed", "train", "--resume", "$R/rd").writes("rd", "data-rd.jsonl").before(r -> {
             Files.copy(r.resolve("data/tiny.jsonl"), r.resolve("data-rd.jsonl"));
             assertEquals(0, CliTest.run("train", "--config", r.resolve("t.json").toString(), "--set", "num_training_steps=1", "--set",
