@@ -666,6 +666,21 @@ public final class LlamaWeights implements AutoCloseable {
     public static void upload(Backend be, SafeTensors st, String name, long from, Tensor dst) throws IOException { upload(be, st, name, from, dst, LOAD_PIECE); }
 
     private static void upload(Backend be, SafeTensors st, String name, long offset, Tensor dst, int pieceSize) throws IOException {
+        upload(be, st, name, offset, dst, pieceSize, null, false);
+    }
+
+    /**
+     * {@link #upload(Backend, SafeTensors, String, long, Tensor)} that refuses a NaN or infinite value, or with
+     * {@code nonNegative} a negative one, naming {@code file}, the tensor and the element (optimizer moments: a damaged
+     * one would surface steps later as non-finite updates blamed on the learning rate).
+     */
+    public static void uploadFinite(Backend be, SafeTensors st, Path file, String name, long from, Tensor dst, boolean nonNegative)
+            throws IOException {
+        upload(be, st, name, from, dst, LOAD_PIECE, file, nonNegative);
+    }
+
+    private static void upload(Backend be, SafeTensors st, String name, long offset, Tensor dst, int pieceSize, Path checkedFile,
+                               boolean nonNegative) throws IOException {
         long n = dst.numel();
         float[] piece = new float[(int) Math.min(n, pieceSize)];
         try (Tensor tmp = dst.dtype() == DType.FP32 ? null : be.empty(DType.FP32, piece.length)) {
@@ -673,6 +688,11 @@ public final class LlamaWeights implements AutoCloseable {
                 int len = (int) Math.min(pieceSize, n - from);
                 float[] buf = len == piece.length ? piece : new float[len];
                 st.readFloats(name, offset + from, len, buf, 0);
+                if (checkedFile != null)
+                    for (int i = 0; i < len; i++)
+                        if (!Float.isFinite(buf[i]) || nonNegative && buf[i] < 0)
+                            throw new IOException(checkedFile + ": tensor " + name + " element " + (offset + from + i) + " is " + buf[i]
+                                    + (Float.isFinite(buf[i]) ? " (it cannot be negative)" : "") + ": the file is damaged");
                 put(be, dst.reshape(Math.toIntExact(n)).view(from, len), buf, tmp);
             }
         }

@@ -201,6 +201,9 @@ final class CheckpointPhase {
             RankState r = states.get(i);
             r.loadReference(step0, i == 0);
             r.optimizer.load(ck, savedWorld);
+            if (r.optimizer.steps() != st.optimizerSteps()) // (both count the updates applied: AdamW's bias correction and the schedule)
+                throw new IOException(ck + ": the optimizer files' metadata step " + r.optimizer.steps() + " differs from " + stateFile
+                        + "'s optimizer_steps " + st.optimizerSteps() + ": the checkpoint is damaged");
             r.optimizerSteps = st.optimizerSteps();
             r.consecutiveNonfinite = st.consecutiveNonfinite();
             r.skippedSteps = st.skippedSteps();

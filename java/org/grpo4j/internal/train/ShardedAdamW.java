@@ -405,8 +405,8 @@ final class ShardedAdamW implements AutoCloseable {
                 savedStep = step;
                 long a = Math.max(start, first), b = Math.min(end, first + n);
                 if (a < b) {
-                    LlamaWeights.upload(be, st, "exp_avg", a - first, m.view(a - start, (int) (b - a)));
-                    LlamaWeights.upload(be, st, "exp_avg_sq", a - first, v.view(a - start, (int) (b - a)));
+                    LlamaWeights.uploadFinite(be, st, file, "exp_avg", a - first, m.view(a - start, (int) (b - a)), false);
+                    LlamaWeights.uploadFinite(be, st, file, "exp_avg_sq", a - first, v.view(a - start, (int) (b - a)), true);
                 }
             }
         }
@@ -445,9 +445,15 @@ final class ShardedAdamW implements AutoCloseable {
                     throw new IOException(file + ": tensor " + k + " has " + st.tensors().get(k).numel() + " elements, rank " + rank + "'s slice of the model "
                             + real);
             }
+            // (a file of the same world size written for another rank or model: refused like a resharded one)
+            for (String[] kv : new String[][] {{"rank", String.valueOf(rank)}, {"world_size", String.valueOf(world)},
+                    {"first_parameter", String.valueOf(start)}, {"parameters", String.valueOf(layout.parameters())}})
+                if (st.metadata().containsKey(kv[0]) && metadataLong(st, file, kv[0]) != Long.parseLong(kv[1]))
+                    throw new IOException(file + ": metadata " + kv[0] + " " + st.metadata().get(kv[0]) + ", but rank " + rank + " of " + world
+                            + " of this model needs " + kv[1]);
             if (real > 0) { // in pieces: a rank's moments are 4 GB each for 8B at world 8, and a process loads all its ranks at once
-                LlamaWeights.upload(be, st, "exp_avg", m.view(0, real));
-                LlamaWeights.upload(be, st, "exp_avg_sq", v.view(0, real));
+                LlamaWeights.uploadFinite(be, st, file, "exp_avg", 0, m.view(0, real), false);
+                LlamaWeights.uploadFinite(be, st, file, "exp_avg_sq", 0, v.view(0, real), true);
             }
             step = metadataStep(st, file);
         }

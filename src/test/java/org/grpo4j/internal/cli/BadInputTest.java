@@ -468,6 +468,20 @@ class BadInputTest {
             copyRun(r, "rs");
             Files.delete(r.resolve("rs/checkpoints/step_2/trainer_state.json"));
         }).says("$R/rs/checkpoints/step_2: has no trainer_state.json", "newest complete checkpoint step_1", "move step_2 out of"));
+        // optimizer moments and step that a copy or an editor damaged: refused naming the file (the moments were
+        // accepted and the run stopped steps later blaming the learning rate; the step silently broke exact resume)
+        t.add(c("resume with a NaN moment", "train", "--resume", "$R/rs").before(r -> {
+            copyRun(r, "rs");
+            patchSafetensors(r.resolve("rs/checkpoints/step_2/optimizer.safetensors"), "exp_avg", 3, Float.NaN, null);
+        }).says("$R/rs/checkpoints/step_2/optimizer.safetensors: tensor exp_avg element 3 is NaN"));
+        t.add(c("resume with a negative second moment", "train", "--resume", "$R/rs").before(r -> {
+            copyRun(r, "rs");
+            patchSafetensors(r.resolve("rs/checkpoints/step_2/optimizer.safetensors"), "exp_avg_sq", 0, -1f, null);
+        }).says("optimizer.safetensors: tensor exp_avg_sq element 0 is -1.0 (it cannot be negative)"));
+        t.add(c("resume with the optimizer's step changed", "train", "--resume", "$R/rs").before(r -> {
+            copyRun(r, "rs");
+            patchSafetensors(r.resolve("rs/checkpoints/step_2/optimizer.safetensors"), null, 0, 0, new String[] {"\"step\":\"4\"", "\"step\":\"3\""});
+        }).says("the optimizer files' metadata step 3 differs from", "optimizer_steps 4"));
         t.add(c("resume after the data changed", "train", "--resume", "$R/rd").writes("rd", "data-rd.jsonl").before(r -> {
             Files.copy(r.resolve("data/tiny.jsonl"), r.resolve("data-rd.jsonl"));
             assertEquals(0, CliTest.run("train", "--config", r.resolve("t.json").toString(), "--set", "num_training_steps=1", "--set",
@@ -496,6 +510,27 @@ class BadInputTest {
             copyRun(r, "rr");
             Files.writeString(r.resolve("rr").resolve(file), content);
         }).says(says);
+    }
+
+    /**
+     * Damages a safetensors file in place: element {@code index} of fp32 tensor {@code tensor} set to {@code value}, or
+     * (tensor null) the header's text {@code replace[0]} replaced by {@code replace[1]} of the same length.
+     */
+    static void patchSafetensors(Path file, String tensor, int index, float value, String[] replace) throws IOException {
+        byte[] b = Files.readAllBytes(file);
+        java.nio.ByteBuffer bb = java.nio.ByteBuffer.wrap(b).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        int n = (int) bb.getLong(0);
+        String header = new String(b, 8, n, StandardCharsets.UTF_8);
+        if (tensor == null) {
+            assertTrue(header.contains(replace[0]), header);
+            byte[] h = header.replace(replace[0], replace[1]).getBytes(StandardCharsets.UTF_8);
+            assertEquals(n, h.length);
+            System.arraycopy(h, 0, b, 8, n);
+        } else {
+            long begin = new com.fasterxml.jackson.databind.ObjectMapper().readTree(header).get(tensor).get("data_offsets").get(0).asLong();
+            bb.putFloat((int) (8 + n + begin + 4L * index), value);
+        }
+        Files.write(file, b);
     }
 
     static void copyRun(Path r, String name) throws IOException {
