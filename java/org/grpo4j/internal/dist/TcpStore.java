@@ -45,6 +45,25 @@ public final class TcpStore {
     private TcpStore() {}
 
     public static final int MAX_KEY = 512, MAX_VALUE = 1 << 20;
+
+    /**
+     * An abort's reason cut to what a message's key carries ({@value #MAX_KEY} UTF-8 bytes, ending in "..."): a longer
+     * one ended the sender's connection unheard, and the other processes waited out their timeouts or blamed a lost store.
+     */
+    static String clip(String reason) {
+        if (reason == null) return "";
+        if (reason.getBytes(StandardCharsets.UTF_8).length <= MAX_KEY) return reason;
+        StringBuilder b = new StringBuilder();
+        int bytes = 0;
+        for (int i = 0; i < reason.length(); ) {
+            int cp = reason.codePointAt(i), n = new String(Character.toChars(cp)).getBytes(StandardCharsets.UTF_8).length;
+            if (bytes + n > MAX_KEY - 3) break;
+            b.appendCodePoint(cp);
+            bytes += n;
+            i += Character.charCount(cp);
+        }
+        return b.append("...").toString();
+    }
     /** Connections in their handshake at once, and the time one may take from its accept (a process answers the nonce at once). */
     static final int MAX_HANDSHAKES = 128, HANDSHAKE_MILLIS = 10_000;
     static final String MAGIC = "grpo4j-rendezvous-1";
@@ -383,7 +402,7 @@ public final class TcpStore {
         }
 
         private void abortLocked(String reason) {
-            if (aborted == null) aborted = reason;
+            if (aborted == null) aborted = clip(reason);
             notifyAll();
         }
 
@@ -660,7 +679,7 @@ public final class TcpStore {
         }
 
         /** Fails the run for every process with {@code reason}. */
-        public void abort(String reason) throws IOException { call(new Msg("ABORT", reason, 0, 0, new byte[0])); }
+        public void abort(String reason) throws IOException { call(new Msg("ABORT", clip(reason), 0, 0, new byte[0])); }
 
         /** Why the run failed, or null. */
         public String abortReason() { return aborted; }

@@ -116,4 +116,26 @@ class TcpStoreTest {
             for (Socket x : strangers) x.close();
         }
     }
+    /**
+     * A reason longer than a message's key reaches the store cut to fit (a long path in a config mismatch ended the
+     * aborting process's connection unheard: the others waited out a barrier's timeout or blamed a lost store).
+     */
+    @Test
+    void aLongAbortReasonReachesTheStoreCutToFit() throws Exception {
+        int port = RendezvousTest.freePort();
+        String reason = "config mismatch at /" + "d\u00e9".repeat(400) + "/data.jsonl";
+        try (TcpStore.Server s = new TcpStore.Server(InetAddress.getLoopbackAddress(), port, "k", 2, 100, 60_000);
+             TcpStore.Client c = new TcpStore.Client("127.0.0.1", port, "k", 1, "test", 20_000, 100, 60_000, why -> {})) {
+            try {
+                c.abort(reason);
+            } catch (CommunicatorException heard) { // (the store's answer may come after its watch connection told it)
+                assertTrue(heard.getMessage().contains("the run was aborted: config mismatch"), heard.getMessage());
+            }
+            String got = s.abortReason();
+            assertNotNull(got, "the store heard the abort");
+            assertTrue(got.endsWith("...") && reason.startsWith(got.substring(0, got.length() - 3)), got);
+            assertTrue(got.getBytes(java.nio.charset.StandardCharsets.UTF_8).length <= TcpStore.MAX_KEY, got);
+            assertTrue(got.length() > 200, "most of it is kept: " + got.length());
+        }
+    }
 }
