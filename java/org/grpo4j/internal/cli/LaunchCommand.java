@@ -45,11 +45,15 @@ final class LaunchCommand implements Callable<Integer> {
             throw new IllegalArgumentException("launch starts every GPU's rank of its node itself: run it as one Slurm task per node"
                     + " (srun --ntasks-per-node=1 tools/launch ...), not " + DistEnv.tasksPerNode(env) + " tasks a node (for one process per GPU,"
                     + " run tools/grpo4j train under srun instead: it joins the run by RANK/SLURM_PROCID)");
+        if (rdzvTimeout < 1) throw new IllegalArgumentException("--rdzv-timeout must be >= 1 s, got " + rdzvTimeout);
         int n = nnodes != null ? nnodes : intEnv("NNODES", intEnv("SLURM_NNODES", 1));
         int node = nodeRank != null ? nodeRank : intEnv("NODE_RANK", intEnv("SLURM_NODEID", 0));
         // (one node is one process: its rendezvous stays on loopback, needing no secret, unless an address is given)
-        String master = masterAddr != null ? masterAddr : env.get("MASTER_ADDR") != null ? env.get("MASTER_ADDR")
-                : n > 1 && env.get("SLURM_JOB_NODELIST") != null ? DistEnv.hosts(env.get("SLURM_JOB_NODELIST")).get(0) : null;
+        // (a blank variable is unset, as DistEnv reads them)
+        String envMaster = blankless(env.get("MASTER_ADDR")), nodelist = blankless(env.get("SLURM_JOB_NODELIST"));
+        if (masterAddr != null && masterAddr.isBlank()) throw new IllegalArgumentException("--master-addr is empty");
+        String master = masterAddr != null ? masterAddr.trim() : envMaster != null ? envMaster
+                : n > 1 && nodelist != null ? DistEnv.hosts(nodelist).get(0) : null;
         if (master == null) {
             if (n > 1) throw new IllegalArgumentException("--master-addr is required with --nnodes " + n + " (the address of node 0; or set MASTER_ADDR)");
             master = "127.0.0.1";
@@ -149,7 +153,12 @@ final class LaunchCommand implements Callable<Integer> {
         System.out.printf("  %-18s node %d of %d: rank%s %s on cuda:%s%n", "this node", node, n, k == 1 ? "" : "s",
                 k == 1 ? String.valueOf(plan.localRanks()[0]) : plan.localRanks()[0] + "-" + plan.localRanks()[k - 1], k == 1 ? "0" : "0-" + (k - 1));
         boolean secret = !env.getOrDefault(Rendezvous.SECRET_ENV, "").isEmpty();
-        boolean loopback = plan.masterAddr().equals("127.0.0.1") || plan.masterAddr().equals("localhost") || plan.masterAddr().equals("::1");
+        boolean loopback; // decided as the rendezvous decides where it listens (a name this host maps to loopback included)
+        try {
+            loopback = !Rendezvous.listensBeyondLoopback(plan.masterAddr(), plan.processes());
+        } catch (java.net.UnknownHostException e) {
+            loopback = false; // (a dry run on a login node need not resolve the compute nodes' names)
+        }
         System.out.printf("  %-18s %s:%d, served by node 0; %s%n", "rendezvous", plan.masterAddr(), plan.masterPort(),
                 secret ? Rendezvous.SECRET_ENV + " set" : loopback ? "loopback only (no secret needed)" : Rendezvous.SECRET_ENV + " NOT set: required beyond loopback");
         if (!secret && !loopback) problems.add(Rendezvous.SECRET_ENV + " is not set, and the rendezvous at " + plan.masterAddr() + " is beyond loopback");
@@ -204,5 +213,9 @@ final class LaunchCommand implements Callable<Integer> {
         l.env = env;
         l.devices = () -> devices;
         return l;
+    }
+
+    private static String blankless(String v) {
+        return v == null || v.isBlank() ? null : v.trim();
     }
 }

@@ -37,6 +37,8 @@ public record DistEnv(int worldSize, int processes, int processIndex, int[] loca
         if (nnodes < 1) throw new IllegalArgumentException("--nnodes must be >= 1, got " + nnodes);
         if (nodeRank < 0 || nodeRank >= nnodes) throw new IllegalArgumentException("--node-rank " + nodeRank + " outside [0, " + nnodes + ")");
         if (gpus < 1) throw new IllegalArgumentException("--gpus must be >= 1, got " + gpus);
+        if ((long) nnodes * gpus > 1 << 20) // (a product past 2^31 wrapped to a negative or wrong world size)
+            throw new IllegalArgumentException("--nnodes " + nnodes + " x --gpus " + gpus + " = " + (long) nnodes * gpus + " ranks: more than 1048576");
         int[] ranks = new int[gpus], devs = new int[gpus];
         for (int i = 0; i < gpus; i++) {
             ranks[i] = nodeRank * gpus + i;
@@ -138,25 +140,42 @@ public record DistEnv(int worldSize, int processes, int processIndex, int[] loca
                 if (nodelist.charAt(j) == ']') depth--;
                 j++;
             }
-            String item = nodelist.substring(i, j).trim();
-            int lb = item.indexOf('[');
-            if (lb < 0) {
-                if (!item.isEmpty()) out.add(item);
-            } else {
-                String prefix = item.substring(0, lb), suffix = item.substring(item.indexOf(']') + 1);
-                for (String part : item.substring(lb + 1, item.indexOf(']')).split(",")) {
-                    String[] ab = part.split("-");
-                    if (ab.length == 1) out.add(prefix + ab[0] + suffix);
-                    else {
-                        int a = Integer.parseInt(ab[0]), b = Integer.parseInt(ab[1]), width = ab[0].length();
-                        for (int k = a; k <= b; k++) out.add(prefix + String.format("%0" + width + "d", k) + suffix);
-                    }
-                }
-            }
+            String item = nodelist.substring(i, Math.min(j, nodelist.length())).trim();
+            if (!item.isEmpty()) expand(nodelist, item, item, out);
             i = j + 1;
         }
         if (out.isEmpty()) throw new IllegalArgumentException("empty Slurm node list \"" + nodelist + "\"");
         return out;
+    }
+
+    private static final java.util.regex.Pattern RANGE = java.util.regex.Pattern.compile("(\\d{1,9})(?:-(\\d{1,9}))?");
+
+    /** Adds the hosts of {@code rest}, one item of the list ({@code item}), bracket group by bracket group. */
+    private static void expand(String nodelist, String item, String rest, List<String> out) {
+        int lb = rest.indexOf('['), rb = rest.indexOf(']');
+        if (lb < 0 && rb < 0) {
+            if (out.size() >= 1 << 16) throw badNodeList(nodelist, "more than 65536 hosts");
+            out.add(rest);
+            return;
+        }
+        if (lb < 0 || rb < lb || rest.indexOf('[', lb + 1) >= 0 && rest.indexOf('[', lb + 1) < rb || rb == lb + 1)
+            throw badNodeList(nodelist, "\"" + item + "\" is not HOST[RANGES]...: unmatched or empty brackets");
+        String prefix = rest.substring(0, lb), tail = rest.substring(rb + 1);
+        for (String part : rest.substring(lb + 1, rb).split(",", -1)) {
+            java.util.regex.Matcher r = RANGE.matcher(part.trim());
+            if (!r.matches()) throw badNodeList(nodelist, "\"" + part + "\" in " + item + " is not N or N-M");
+            if (r.group(2) == null) expand(nodelist, item, prefix + r.group(1) + tail, out);
+            else {
+                long x = Long.parseLong(r.group(1)), y = Long.parseLong(r.group(2));
+                if (x > y || y - x >= 1 << 16) throw badNodeList(nodelist, "the range " + part + " in " + item + " is empty or too large");
+                int width = r.group(1).length();
+                for (long k = x; k <= y; k++) expand(nodelist, item, prefix + String.format("%0" + width + "d", k) + tail, out);
+            }
+        }
+    }
+
+    private static IllegalArgumentException badNodeList(String nodelist, String why) {
+        return new IllegalArgumentException("Slurm node list \"" + nodelist + "\" (SLURM_JOB_NODELIST): " + why);
     }
 
     /** Whether this process hosts rank 0 (and serves the rendezvous store). */

@@ -114,6 +114,11 @@ public final class Rendezvous implements Cluster {
      * from other nodes where it resolves to this node's real address, makes the store listen on every interface
      * instead (the secret is then required); "localhost" and loopback literals stay on loopback.
      */
+    /** Whether the store of a run of {@code processes} processes at {@code masterAddr} listens beyond loopback (the secret is then required). */
+    public static boolean listensBeyondLoopback(String masterAddr, int processes) throws java.net.UnknownHostException {
+        return !bindAddress(masterAddr, InetAddress.getByName(masterAddr), processes).isLoopbackAddress();
+    }
+
     static InetAddress bindAddress(String masterAddr, InetAddress resolved, int processes) {
         if (processes == 1 || !resolved.isLoopbackAddress()) return resolved;
         String a = masterAddr.trim();

@@ -67,6 +67,35 @@ class LaunchCommandTest {
     }
 
     /**
+     * What a careless environment gives the launcher: a blank MASTER_ADDR is unset (it was taken as the address ""),
+     * a one-node host name that maps to loopback needs no secret in the dry run as in the launch (the dry run compared
+     * strings), a zero --rdzv-timeout and a world size past int are refused naming the flags.
+     */
+    @Test
+    void dryRunsReadTheEnvironmentAsTheLaunchDoes() {
+        String[] train = {"--", "train", "--config", "configs/tulu-3.1-8b-grpo.json"};
+        CliTest.Run blank = launch(Map.of("MASTER_ADDR", " "), NO_GPU, cat(new String[] {"--gpus", "8", "--dry-run"}, train));
+        assertEquals(0, blank.code(), blank.err());
+        assertTrue(blank.out().contains("rendezvous         127.0.0.1:29500, served by node 0; loopback only"), blank.out());
+        CliTest.Run local = launch(Map.of("MASTER_ADDR", "LOCALHOST"), NO_GPU, cat(new String[] {"--gpus", "8", "--dry-run"}, train));
+        assertEquals(0, local.code(), local.err());
+        assertTrue(local.out().contains("LOCALHOST:29500, served by node 0; loopback only"), local.out());
+        CliTest.Run timeout = launch(Map.of(), NO_GPU, cat(new String[] {"--gpus", "8", "--rdzv-timeout", "0", "--dry-run"}, train));
+        assertEquals(2, timeout.code());
+        assertTrue(timeout.err().contains("--rdzv-timeout must be >= 1 s, got 0"), timeout.err());
+        CliTest.Run huge = launch(Map.of(), NO_GPU, cat(new String[] {"--gpus", "70000", "--nnodes", "40000", "--node-rank", "1", "--master-addr",
+                "10.0.0.1", "--dry-run"}, train));
+        assertEquals(2, huge.code());
+        assertTrue(huge.err().contains("--nnodes 40000 x --gpus 70000 = 2800000000 ranks"), huge.err());
+    }
+
+    static String[] cat(String[] a, String... b) {
+        String[] c = java.util.Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, c, a.length, b.length);
+        return c;
+    }
+
+    /**
      * A resume's plan: the run's world size (resharded by --world-size, with --set applied) against the ranks the launch
      * starts. Only the checkpoint's config and trainer state are read (the checkpoint here has no weights).
      */

@@ -280,6 +280,14 @@ class RendezvousTest {
         assertArrayEquals(new int[] {9}, slurmPerGpu.localRanks());
         assertEquals("a1", slurmPerGpu.masterAddr());
         assertEquals(List.of("gpu01", "gpu02", "gpu03", "gpu10", "login1"), DistEnv.hosts("gpu[01-03,10],login1"));
+        assertEquals(List.of("r1-g08", "r1-g09", "r2-g08", "r2-g09"), DistEnv.hosts("r[1-2]-g[08-09]"));
+        // malformed lists name the list and the part (an unclosed bracket was an internal error, "gpu[3-1]" nothing)
+        for (String[] bad : new String[][] {{"gpu[01-03", "unmatched or empty brackets"}, {"gpu[]", "unmatched or empty brackets"},
+                {"gpu[a-b]", "\"a-b\" in gpu[a-b] is not N or N-M"}, {"gpu[3-1],x", "the range 3-1 in gpu[3-1] is empty"},
+                {"gpu]1[", "unmatched"}}) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> DistEnv.hosts(bad[0]), bad[0]);
+            assertTrue(e.getMessage().startsWith("Slurm node list \"" + bad[0] + "\"") && e.getMessage().contains(bad[1]), e.getMessage());
+        }
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> DistEnv.fromEnvironment(Map.of("NNODES", "2", "NODE_RANK", "1"), 8));
         assertTrue(e.getMessage().contains("MASTER_ADDR is not set"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class, () -> DistEnv.fromEnvironment(Map.of("NNODES", "2", "LOCAL_WORLD_SIZE", "8", "WORLD_SIZE", "8",
