@@ -554,7 +554,8 @@ public final class TcpStore {
                 }
                 if (System.nanoTime() > deadline)
                     throw new IOException("could not reach the rendezvous store at " + host + ":" + port + " within " + timeoutMillis / 1000.0
-                            + " s (MASTER_ADDR/MASTER_PORT; is the node with rank 0 running, and is the port open?): " + (last.getMessage() != null ? last.getMessage() : last instanceof java.net.SocketTimeoutException ? "connect timed out" : last.getClass().getSimpleName()), last);
+                            + " s (MASTER_ADDR/MASTER_PORT; is the node with rank 0 running, and is the port open?): " + (last.getMessage() != null ? last.getMessage()
+                            : last instanceof java.net.SocketTimeoutException ? "connect timed out" : "no reason given"), last);
                 try {
                     Thread.sleep(200);
                 } catch (InterruptedException e) {
