@@ -61,13 +61,29 @@ final class CublasGemm implements AutoCloseable {
         this.backend = backend;
         this.stream = new CUstream_st(new Raw(backend.stream()));
         check(cublasLtCreate(lt), "cublasLtCreate");
-        check(cublasCreate_v2(blas), "cublasCreate");
-        check(cublasSetStream_v2(blas, stream), "cublasSetStream");
-        // the fallback's split-K partial sums in fp32 also for a bf16 C (the contract: accumulate in fp32, round once)
-        check(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION), "cublasSetMathMode");
-        this.workspace = backend.empty(DType.BF16, (int) (WORKSPACE_BYTES / 2));
-        this.workspacePtr = new Raw(CudaBackend.addr(workspace));
-        check(cublasSetWorkspace_v2(blas, workspacePtr, WORKSPACE_BYTES), "cublasSetWorkspace");
+        Tensor ws = null;
+        boolean blasMade = false;
+        try {
+            check(cublasCreate_v2(blas), "cublasCreate");
+            blasMade = true;
+            check(cublasSetStream_v2(blas, stream), "cublasSetStream");
+            // the fallback's split-K partial sums in fp32 also for a bf16 C (the contract: accumulate in fp32, round once)
+            check(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION), "cublasSetMathMode");
+            ws = backend.empty(DType.BF16, (int) (WORKSPACE_BYTES / 2));
+            check(cublasSetWorkspace_v2(blas, new Raw(CudaBackend.addr(ws)), WORKSPACE_BYTES), "cublasSetWorkspace");
+        } catch (RuntimeException | Error e) {
+            // what a failed start holds goes back (the backend builds a new one at its next matmul: each failure leaked)
+            try {
+                if (ws != null) ws.close();
+            } catch (RuntimeException | Error closing) {
+                e.addSuppressed(closing);
+            }
+            if (blasMade) cublasDestroy_v2(blas);
+            cublasLtDestroy(lt);
+            throw e;
+        }
+        this.workspace = ws;
+        this.workspacePtr = new Raw(CudaBackend.addr(ws));
     }
 
     /**

@@ -5,6 +5,7 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Set;
 import org.grpo4j.bindings.CudaNative;
+import org.grpo4j.internal.util.Closing;
 
 /**
  * Runs ops on one GPU through grpo4j's kernels ({@code cuda/*.cu}, bound by {@link CudaNative}) and cuBLASLt GEMMs
@@ -50,18 +51,34 @@ public final class CudaBackend extends AbstractBackend {
             throw new IllegalStateException("cuda:" + device + " does not exist (" + a.deviceCount() + " device(s) visible)");
         this.device = device;
         this.props = CudaRuntime.devices().get(device);
+        String alloc = System.getProperty(ALLOC_PROPERTY, "async");
+        if (!alloc.equals("async") && !alloc.equals("sync"))
+            throw new IllegalArgumentException("-D" + ALLOC_PROPERTY + " must be async or sync, got \"" + alloc + "\"");
         CudaRuntime.check(CudaNative.g4_set_device(device), "cudaSetDevice(" + device + ")");
         long[] s = new long[1];
         CudaRuntime.check(CudaNative.g4_stream_create(s), "cudaStreamCreateWithFlags");
         this.stream = s[0];
         this.streamAlive = true;
-        String alloc = System.getProperty(ALLOC_PROPERTY, "async");
-        if (!alloc.equals("async") && !alloc.equals("sync"))
-            throw new IllegalArgumentException("-D" + ALLOC_PROPERTY + " must be async or sync, got \"" + alloc + "\"");
         int[] sup = new int[1];
         this.pooled = alloc.equals("async") && CudaNative.g4_pool_init(device, sup) == 0 && sup[0] == 1;
-        this.flag = empty(DType.INT32, 4);
-        CudaRuntime.check(CudaNative.g4_memset(addr(flag), 0, 16, stream), "cudaMemsetAsync(error flag)");
+        Tensor f = null;
+        try {
+            f = empty(DType.INT32, 4);
+            CudaRuntime.check(CudaNative.g4_memset(addr(f), 0, 16, stream), "cudaMemsetAsync(error flag)");
+        } catch (RuntimeException | Error e) {
+            // a half-built backend gives back what it holds: auto goes on with the CPU in this process
+            released = true;
+            if (f != null)
+                try {
+                    f.close();
+                } catch (RuntimeException | Error closing) {
+                    e.addSuppressed(closing);
+                }
+            streamAlive = false;
+            CudaNative.g4_stream_destroy(stream);
+            throw e;
+        }
+        this.flag = f;
     }
 
     @Override
@@ -253,25 +270,45 @@ public final class CudaBackend extends AbstractBackend {
     public void close() {
         if (released) return;
         released = true;
-        onDevice(); // its stream, handles and memory are on its device, whichever the closing thread used last
-        CudaNative.g4_stream_synchronize(stream);
-        if (gemm != null) gemm.close();
-        gemm = null;
-        if (scratch != null) scratch.close();
-        scratch = null;
-        for (Tensor t : retiredScratch) t.close();
-        retiredScratch.clear();
-        closeLmHead();
-        for (Tensor t : invFreqs.values()) t.close();
-        flag.close();
-        freeStaging();
-        if (liveTensors() > 0)
-            System.getLogger("org.grpo4j").log(System.Logger.Level.WARNING,
-                    name() + " closed with " + liveTensors() + " live tensors (" + liveBytes() + " bytes)");
-        super.close();
-        if (pooled) CudaNative.g4_pool_trim(device, stream); // the pool's idle memory back to the device (other users of it)
-        streamAlive = false; // tensors closed from now on are freed on the default stream
-        CudaNative.g4_stream_destroy(stream);
+        // step by step, each one also after one that failed (after a sticky fault every CUDA call fails): the backend
+        // ends closed and its stream destroyed whatever happens on the way
+        Closing.closeAll(name(), List.<AutoCloseable>of(
+                () -> {
+                    onDevice(); // its stream, handles and memory are on its device, whichever the closing thread used last
+                    CudaNative.g4_stream_synchronize(stream);
+                },
+                () -> {
+                    CublasGemm g = gemm;
+                    gemm = null;
+                    if (g != null) g.close();
+                },
+                () -> {
+                    Tensor t = scratch;
+                    scratch = null;
+                    if (t != null) t.close();
+                },
+                () -> {
+                    List<Tensor> retired = new ArrayList<>(retiredScratch);
+                    retiredScratch.clear();
+                    Closing.closeAll("scratch", retired);
+                },
+                this::closeLmHead,
+                () -> Closing.closeAll("rope tables", invFreqs.values()),
+                flag::close,
+                this::freeStaging,
+                () -> {
+                    if (liveTensors() > 0)
+                        System.getLogger("org.grpo4j").log(System.Logger.Level.WARNING,
+                                name() + " closed with " + liveTensors() + " live tensors (" + liveBytes() + " bytes)");
+                },
+                super::close,
+                () -> {
+                    if (pooled) CudaNative.g4_pool_trim(device, stream); // the pool's idle memory back to the device (other users of it)
+                },
+                () -> {
+                    streamAlive = false; // tensors closed from now on are freed on the default stream
+                    CudaNative.g4_stream_destroy(stream);
+                }));
     }
 
     // ---- events ---------------------------------------------------------------------------------------------------
@@ -279,6 +316,7 @@ public final class CudaBackend extends AbstractBackend {
     /** A CUDA event; close it when done. */
     public final class Event implements AutoCloseable {
         final long handle;
+        private boolean closed;
 
         private Event() {
             long[] e = new long[1];
@@ -288,24 +326,41 @@ public final class CudaBackend extends AbstractBackend {
 
         /** Records this event on the backend's stream. */
         public Event record() {
+            usable();
             CudaRuntime.check(CudaNative.g4_event_record(handle, stream), "cudaEventRecord");
             return this;
         }
 
-        public void synchronize() { CudaRuntime.check(CudaNative.g4_event_synchronize(handle), "cudaEventSynchronize"); }
+        public void synchronize() {
+            usable();
+            CudaRuntime.check(CudaNative.g4_event_synchronize(handle), "cudaEventSynchronize");
+        }
+
+        /** Refuses a closed event, or one of a closed backend (CUDA calls on a destroyed handle are undefined). */
+        private void usable() {
+            if (closed) throw new IllegalStateException("the event is closed");
+            checkOpen();
+        }
 
         /** Milliseconds between {@code start} (recorded earlier) and this event. */
         public float elapsedSince(Event start) {
+            usable();
+            start.usable();
             float[] ms = new float[1];
             CudaRuntime.check(CudaNative.g4_event_elapsed_ms(ms, start.handle, handle), "cudaEventElapsedTime");
             return ms[0];
         }
 
         @Override
-        public void close() { CudaNative.g4_event_destroy(handle); }
+        public void close() {
+            if (closed) return;
+            closed = true;
+            CudaNative.g4_event_destroy(handle);
+        }
     }
 
     public Event newEvent() {
+        checkOpen();
         onDevice();
         return new Event();
     }
@@ -390,6 +445,7 @@ public final class CudaBackend extends AbstractBackend {
 
     /** Makes this backend's stream wait (on the GPU, without blocking the host) until {@code e} has completed. */
     public void waitFor(Event e) {
+        e.usable();
         CudaRuntime.check(CudaNative.g4_stream_wait_event(stream, e.handle), "cudaStreamWaitEvent");
     }
 

@@ -29,7 +29,11 @@ record ModelSource(Path model, Path checkpoint, String description) {
                 throw new java.nio.file.NoSuchFileException(from.resolve(missing).toString(), null,
                         "no " + missing + ": a model directory holds config.json and model.safetensors (or its index)");
             ck = isModel(from.resolve("model")) ? abs : Checkpoints.latestCheckpoint(from);
-            if (!isModel(ck.resolve("model"))) throw new IllegalArgumentException(ck + ": the checkpoint has no model/ directory");
+            if (!isModel(ck.resolve("model"))) {
+                String lacks = Files.isDirectory(ck.resolve("model")) ? missingModelFile(ck.resolve("model")) : null;
+                throw new IllegalArgumentException(lacks != null ? ck.resolve("model").resolve(lacks) + ": not found (the checkpoint's model is incomplete)"
+                        : ck + ": the checkpoint has no model/ directory");
+            }
         }
         return new ModelSource(ck.resolve("model"), ck, ck.getFileName() + (ck.getParent() != null && ck.getParent().getParent() != null
                 ? " of " + ck.getParent().getParent() : ""));

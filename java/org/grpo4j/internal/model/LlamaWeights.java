@@ -621,6 +621,10 @@ public final class LlamaWeights implements AutoCloseable {
      */
     public static long export(Path from, Path out, String dtype, long maxShardBytes, String chatTemplate) throws IOException {
         LlamaConfig cfg = LlamaConfig.read(from);
+        // (an exported model without its tokenizer loads nowhere: refused before anything is written)
+        if (!Files.isRegularFile(from.resolve("tokenizer.json")))
+            throw new java.nio.file.NoSuchFileException(from.resolve("tokenizer.json").toString(), null,
+                    "the model's tokenizer, which an exported model carries");
         ParameterLayout layout = new ParameterLayout(cfg);
         Map<String, Path> where = tensorFiles(from, cfg, layout);
         boolean bf16 = dtype.equals("BF16");

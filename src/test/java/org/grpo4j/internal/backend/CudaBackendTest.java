@@ -25,6 +25,29 @@ class CudaBackendTest {
         return a;
     }
 
+    /**
+     * Events outlive nothing: an event of a closed backend, or a closed one, is refused before any CUDA call (a
+     * destroyed stream or event handle is undefined behaviour), and closing an event twice destroys it once.
+     */
+    @Test
+    void eventsOfAClosedBackendAreRefused() {
+        CudaBackend be = new CudaBackend(cuda().device());
+        CudaBackend.Event e = be.newEvent().record(), gone = be.newEvent();
+        gone.close();
+        gone.close();
+        IllegalStateException closed = assertThrows(IllegalStateException.class, gone::record);
+        assertTrue(closed.getMessage().contains("the event is closed"), closed.getMessage());
+        assertThrows(IllegalStateException.class, () -> be.waitFor(gone));
+        e.synchronize();
+        be.close();
+        for (org.junit.jupiter.api.function.Executable x : new org.junit.jupiter.api.function.Executable[] {e::record, e::synchronize,
+                be::newEvent, () -> be.waitFor(e)}) {
+            IllegalStateException refused = assertThrows(IllegalStateException.class, x);
+            assertTrue(refused.getMessage().contains("is closed"), refused.getMessage());
+        }
+        e.close();
+    }
+
     /** The H200 bug: a failed cudaMalloc left its error in the runtime's last-error slot and the next fill "failed". */
     @Test
     void aLaunchAfterAFailedAllocationSucceeds() {

@@ -482,6 +482,16 @@ class BadInputTest {
             copyRun(r, "rs");
             patchSafetensors(r.resolve("rs/checkpoints/step_2/optimizer.safetensors"), null, 0, 0, new String[] {"\"step\":\"4\"", "\"step\":\"3\""});
         }).says("the optimizer files' metadata step 3 differs from", "optimizer_steps 4"));
+        // export and eval of a checkpoint whose model lost a file: named, nothing written (export wrote a model without
+        // its tokenizer, exit 0; a missing config.json was "the checkpoint has no model/ directory")
+        t.add(c("export a checkpoint without its tokenizer", "export", "--from", "$R/rs", "--out", "$R/ex-notok").before(r -> {
+            copyRun(r, "rs");
+            Files.delete(r.resolve("rs/checkpoints/step_2/model/tokenizer.json"));
+        }).says("$R/rs/checkpoints/step_2/model/tokenizer.json", "not found").after(r -> assertFalse(Files.exists(r.resolve("ex-notok")))));
+        t.add(c("export a checkpoint without its model config", "export", "--from", "$R/rs", "--out", "$R/ex-nocfg").before(r -> {
+            copyRun(r, "rs");
+            Files.delete(r.resolve("rs/checkpoints/step_2/model/config.json"));
+        }).says("$R/rs/checkpoints/step_2/model/config.json: not found"));
         t.add(c("resume after the data changed", "train", "--resume", "$R/rd").writes("rd", "data-rd.jsonl").before(r -> {
             Files.copy(r.resolve("data/tiny.jsonl"), r.resolve("data-rd.jsonl"));
             assertEquals(0, CliTest.run("train", "--config", r.resolve("t.json").toString(), "--set", "num_training_steps=1", "--set",
