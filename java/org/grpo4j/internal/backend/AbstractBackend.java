@@ -241,6 +241,9 @@ public abstract class AbstractBackend implements Backend {
         Check.check(dst.dtype() == src.dtype(), Ops.COPY,
                 "dst " + dst + " and src " + src + " differ in dtype; expected the same dtype (cast converts)");
         Check.sameNumel(Ops.COPY, "dst", dst, "src", src);
+        // (a device-to-device copy between partly overlapping ranges is undefined on CUDA; the CPU's arraycopy is not)
+        Check.check(!dst.overlaps(src) || dst.offset == src.offset, Ops.COPY,
+                "dst " + dst + " and src " + src + " overlap partly; copy needs the same elements or disjoint ones");
         requireOp(Ops.COPY);
         copyImpl(dst, src);
     }

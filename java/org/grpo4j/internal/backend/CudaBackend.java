@@ -179,17 +179,22 @@ public final class CudaBackend extends AbstractBackend {
         CudaRuntime.check(CudaNative.g4_graph_begin_capture(stream), "cudaStreamBeginCapture");
         capturing = true;
         long[] exec = new long[1];
+        java.util.Set<Storage> touched = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
+        CAPTURED.set(touched);
         try {
             body.run();
-        } catch (RuntimeException e) {
+        } catch (RuntimeException | Error e) {
+            CAPTURED.remove();
             capturing = false;
             CudaNative.g4_graph_end_capture(stream, exec);
             if (exec[0] != 0) CudaNative.g4_graph_destroy(exec[0]);
             throw e;
         }
+        CAPTURED.remove();
         capturing = false;
         CudaRuntime.check(CudaNative.g4_graph_end_capture(stream, exec), "cudaStreamEndCapture / cudaGraphInstantiate");
         long handle = exec[0];
+        Storage[] recorded = touched.toArray(new Storage[0]);
         liveGraphs++;
         return new Replay() {
             private boolean closed;
@@ -198,6 +203,11 @@ public final class CudaBackend extends AbstractBackend {
             public void run() {
                 if (closed) throw new IllegalStateException("graph used after close");
                 checkOpen();  // (the backend's stream is gone with it)
+                // the graph's kernels hold the addresses they were recorded with: memory freed since would be written
+                for (Storage st : recorded)
+                    if (st.released())
+                        throw new IllegalStateException("a CUDA graph was replayed after a tensor it was recorded with had been closed ("
+                                + st.dtype.label() + ", " + st.capacity + " elements): every tensor a graph touches must outlive it");
                 flagArmed = true; // recorded ops may report index errors like eager ones
                 CudaRuntime.check(CudaNative.g4_graph_launch(handle, stream), "cudaGraphLaunch");
             }
@@ -507,8 +517,13 @@ public final class CudaBackend extends AbstractBackend {
     }
 
     /** t's device address; a freed tensor is an exception here, never an address for a kernel to write through. */
+    /** The storages a capture on this thread has handed to kernels so far (null when not capturing). */
+    private static final ThreadLocal<java.util.Set<Storage>> CAPTURED = new ThreadLocal<>();
+
     static long addr(Tensor t) {
         t.checkLive();
+        java.util.Set<Storage> captured = CAPTURED.get();
+        if (captured != null) captured.add(t.storage);
         return ((CudaStorage) t.storage).address + t.offset * t.dtype().bytes();
     }
 
@@ -807,6 +822,9 @@ public final class CudaBackend extends AbstractBackend {
 
     @Override
     void ropeImpl(Tensor out, Tensor x, Tensor positions, Rope rope, boolean inverse) {
+        String op = inverse ? Ops.ROPE_BACKWARD : Ops.ROPE;
+        // (the kernel keeps a token's cos/sin, 4 bytes a head-dim element, in 48 KiB of shared memory)
+        Check.check(x.dim(2) <= MAX_ROPE_HEAD_DIM, op, "head dim " + x.dim(2) + " exceeds " + MAX_ROPE_HEAD_DIM + ", the most the CUDA rope kernel holds");
         Tensor inv = invFreqs.computeIfAbsent(rope, r -> upload(r.invFreq(), r.headDim() / 2));
         ok(CudaNative.g4_rope(dt(x), addr(out), addr(x), addr(positions), addr(inv), x.dim(0), x.dim(1), x.dim(2),
                 inverse ? 1 : 0, addr(flag), opCode(inverse ? Ops.ROPE_BACKWARD : Ops.ROPE), stream), "rope kernel");
@@ -1052,6 +1070,8 @@ public final class CudaBackend extends AbstractBackend {
     static final int MAX_GENERIC_HEAD_DIM_BACKWARD = GENERIC_ATTENTION_SMEM / (2 * 4 + 2 * 8);
 
     /** Refuses a head dim the generic kernels cannot hold, before any kernel of the op runs (docs/ops.md). */
+    static final int MAX_ROPE_HEAD_DIM = 12288;
+
     private static void checkHeadDim(String op, int d, int max) {
         Check.check(d <= max, op, "head dim " + d + " exceeds " + max + ", the most the CUDA backend's generic attention kernels hold"
                 + " (a warp's vectors of " + GENERIC_ATTENTION_SMEM / max + " bytes per element in 48 KiB of shared memory)");

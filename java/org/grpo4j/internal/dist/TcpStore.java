@@ -579,13 +579,14 @@ public final class TcpStore {
             while (true) {
                 Socket s = connect(host, port, deadline, timeoutMillis);
                 try {
-                    handshake(s, secret, process, role, info);
+                    handshake(s, secret, process, role, info, deadline);
                     return s;
                 } catch (Busy e) {
                     s.close();
                     if (System.nanoTime() > deadline)
-                        throw new IOException("the rendezvous store at " + host + ":" + port + " turned every connection away for " + timeoutMillis / 1000.0
-                                + " s (" + MAX_HANDSHAKES + " other connections in their handshake: something else is connecting to MASTER_PORT)", e);
+                        throw new IOException(host + ":" + port + " closed every connection before a rendezvous greeting for " + timeoutMillis / 1000.0
+                                + " s: either the store's " + MAX_HANDSHAKES + " handshake slots were full (something else is connecting to MASTER_PORT),"
+                                + " or MASTER_ADDR:MASTER_PORT is not a grpo4j rendezvous store", e);
                     try {
                         Thread.sleep(200);
                     } catch (InterruptedException x) {
@@ -599,13 +600,18 @@ public final class TcpStore {
             }
         }
 
-        private static void handshake(Socket s, String secret, int process, String role, String info) throws IOException {
-            s.setSoTimeout(30_000);
+        private static void handshake(Socket s, String secret, int process, String role, String info, long deadline) throws IOException {
+            // a store greets at once: wait at most 30 s, and not past the caller's deadline (at least 1 s)
+            int wait = (int) Math.max(1_000, Math.min(30_000, (deadline - System.nanoTime()) / 1_000_000L));
+            s.setSoTimeout(wait);
             DataInputStream in = new DataInputStream(new BufferedInputStream(s.getInputStream()));
             DataOutputStream out = new DataOutputStream(new BufferedOutputStream(s.getOutputStream()));
             String magic;
             try {
                 magic = in.readUTF();
+            } catch (SocketTimeoutException e) {
+                throw new IOException("the server at " + s.getRemoteSocketAddress() + " accepted the connection but sent no rendezvous greeting within "
+                        + wait / 1000.0 + " s (do MASTER_ADDR and MASTER_PORT point at something else?)", e);
             } catch (EOFException | java.net.SocketException e) {
                 throw new Busy("the rendezvous store at " + s.getRemoteSocketAddress() + " closed the connection before its greeting");
             }

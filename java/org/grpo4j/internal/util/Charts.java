@@ -34,12 +34,18 @@ public final class Charts {
             body.write();
             return null;
         } catch (IOException | RuntimeException | LinkageError e) {
-            return e.toString();
+            return reason(e);
         } catch (VirtualMachineError e) {
             if (!(e instanceof InternalError)) throw e; // AWT reports a broken font setup as InternalError
-            return e.toString();
+            return reason(e);
         } catch (Error e) { // AWT's "Probable fatal error: No fonts found" is a plain Error
-            return e.toString();
+            return reason(e);
         }
+    }
+
+    /** Why drawing failed, in words (a user sees it: no Java class names). */
+    static String reason(Throwable e) {
+        String m = e.getMessage() == null || e.getMessage().isBlank() ? "no reason given" : e.getMessage().strip();
+        return e instanceof LinkageError ? "a class of the Java runtime is missing or broken: " + m : m;
     }
 }

@@ -140,6 +140,31 @@ class CudaBackendTest {
         assertEquals(live - 4000, be.liveBytes());
     }
 
+    /**
+     * A graph replayed after a tensor it was recorded with was closed is refused before the launch (its kernels would
+     * write memory the pool has handed out again); while every tensor lives it replays.
+     */
+    @Test
+    void aGraphIsNotReplayedOverAClosedTensor() {
+        CudaBackend be = cuda();
+        Tensor kept = be.empty(DType.FP32, 256), gone = be.empty(DType.FP32, 256);
+        try (Backend.Replay g = be.capture(() -> {
+            be.fill(kept, 2);
+            be.fill(gone, 3);
+        })) {
+            g.run();
+            be.synchronize();
+            assertEquals(3f, gone.toFloats()[255]);
+            gone.close();
+            be.fill(kept, 0);
+            IllegalStateException e = assertThrows(IllegalStateException.class, g::run);
+            assertTrue(e.getMessage().contains("replayed after a tensor it was recorded with had been closed"), e.getMessage());
+            assertEquals(0f, kept.toFloats()[0], "nothing ran");
+        } finally {
+            kept.close();
+        }
+    }
+
     @Test
     void outOfRangeIndicesAreReportedAtTheNextSynchronizeNamingTheOp() {
         CudaBackend be = cuda();

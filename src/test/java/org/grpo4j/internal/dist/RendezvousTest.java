@@ -293,6 +293,15 @@ class RendezvousTest {
         e = assertThrows(IllegalArgumentException.class, () -> DistEnv.fromEnvironment(Map.of("NNODES", "2", "LOCAL_WORLD_SIZE", "8", "WORLD_SIZE", "8",
                 "MASTER_ADDR", "x"), 1));
         assertTrue(e.getMessage().contains("WORLD_SIZE 8 but 2 nodes x 8 GPUs = 16"), e.getMessage());
+        // one process a rank: the variables' own names in what is wrong (a bad local rank failed only at cuda:L)
+        for (String[] bad : new String[][] {{"RANK=5", "RANK", "5", "WORLD_SIZE", "2"}, {"WORLD_SIZE=0", "RANK", "0", "WORLD_SIZE", "0"},
+                {"LOCAL_RANK=-3 is negative", "RANK", "0", "LOCAL_RANK", "-3"},
+                {"LOCAL_RANK=5 is outside [0, LOCAL_WORLD_SIZE=2)", "RANK", "0", "LOCAL_RANK", "5", "LOCAL_WORLD_SIZE", "2"}}) {
+            Map<String, String> env = new java.util.HashMap<>(Map.of("MASTER_ADDR", "127.0.0.1"));
+            for (int i = 1; i < bad.length; i += 2) env.put(bad[i], bad[i + 1]);
+            IllegalArgumentException x = assertThrows(IllegalArgumentException.class, () -> DistEnv.fromEnvironment(env, 1), bad[0]);
+            assertTrue(x.getMessage().contains(bad[0]), x.getMessage());
+        }
     }
 
     /**
