@@ -131,6 +131,10 @@ public final class TcpStore {
         private final java.util.Set<DataOutputStream> abortSent = java.util.concurrent.ConcurrentHashMap.newKeySet();
         /** Connections not yet past the handshake: bounded, so that strangers cannot use up threads or descriptors. */
         private final java.util.concurrent.Semaphore handshakes = new java.util.concurrent.Semaphore(MAX_HANDSHAKES);
+        /** The connections in their handshake, oldest first (the first to go when every slot is taken). */
+        private final java.util.concurrent.ConcurrentLinkedDeque<Pending> pending = new java.util.concurrent.ConcurrentLinkedDeque<>();
+
+        private record Pending(Socket socket, java.util.concurrent.atomic.AtomicBoolean past) {}
         /** Closes a connection still in its handshake {@value #HANDSHAKE_MILLIS} ms after its accept (a read timeout restarts at each byte). */
         private final java.util.concurrent.ScheduledExecutorService handshakeDeadlines = java.util.concurrent.Executors.newSingleThreadScheduledExecutor(r -> {
             Thread t = new Thread(r, "grpo4j-rdzv-handshake-deadline");
@@ -174,8 +178,8 @@ public final class TcpStore {
         /**
          * Accepts connections for good: an accept that fails (descriptors or threads run out, as a flood of connections
          * that never authenticate would cause) is retried after a pause, not the run's end, since only a process that
-         * proved the secret may fail the run; and while {@value #MAX_HANDSHAKES} connections are in their handshake, a
-         * new one is closed at once (a process retries its connection until its timeout).
+         * proved the secret may fail the run; and while {@value #MAX_HANDSHAKES} connections are in their handshake, the
+         * oldest of them is closed to make room for a new one (a process retries its connection until its timeout).
          */
         private void acceptLoop() {
             while (!closed) {
@@ -188,13 +192,29 @@ public final class TcpStore {
                     continue;
                 }
                 if (!handshakes.tryAcquire()) {
-                    closeQuietly(c);
-                    continue;
+                    // full: the oldest handshake goes (a process answers within milliseconds, so only connections that
+                    // dawdle are closed; refusing the newcomer let a flood of strangers keep every process out)
+                    for (Pending old; (old = pending.pollFirst()) != null; )
+                        if (old.past().compareAndSet(false, true)) {
+                            closeQuietly(old.socket()); // its serving thread's read fails and releases the permit
+                            break;
+                        }
+                    boolean got = false;
+                    try {
+                        got = handshakes.tryAcquire(200, java.util.concurrent.TimeUnit.MILLISECONDS);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                    }
+                    if (!got) {
+                        closeQuietly(c);
+                        continue;
+                    }
                 }
                 synchronized (this) {
                     open.add(c);
                 }
                 java.util.concurrent.atomic.AtomicBoolean past = new java.util.concurrent.atomic.AtomicBoolean();
+                pending.addLast(new Pending(c, past));
                 try {
                     handshakeDeadlines.schedule(() -> {
                         // (one compare-and-set on both sides: the handshake finishes or its deadline closes it, never both;
@@ -267,6 +287,7 @@ public final class TcpStore {
                 authenticated = true;
                 handshaking = false;
                 handshakes.release();
+                pending.removeIf(x -> x.socket() == c);
                 synchronized (this) {
                     who.put(process, info);
                 }
@@ -287,6 +308,7 @@ public final class TcpStore {
                 synchronized (this) {
                     open.remove(c);
                 }
+                pending.removeIf(x -> x.socket() == c);
             }
         }
 
