@@ -455,6 +455,7 @@ public final class CudaBackend extends AbstractBackend {
 
     /** Makes this backend's stream wait (on the GPU, without blocking the host) until {@code e} has completed. */
     public void waitFor(Event e) {
+        checkOpen();
         e.usable();
         CudaRuntime.check(CudaNative.g4_stream_wait_event(stream, e.handle), "cudaStreamWaitEvent");
     }
@@ -516,10 +517,10 @@ public final class CudaBackend extends AbstractBackend {
         return Math.max(0, reserved[0] - used[0]);
     }
 
-    /** t's device address; a freed tensor is an exception here, never an address for a kernel to write through. */
     /** The storages a capture on this thread has handed to kernels so far (null when not capturing). */
     private static final ThreadLocal<java.util.Set<Storage>> CAPTURED = new ThreadLocal<>();
 
+    /** t's device address; a freed tensor is an exception here, never an address for a kernel to write through. */
     static long addr(Tensor t) {
         t.checkLive();
         java.util.Set<Storage> captured = CAPTURED.get();
@@ -1069,9 +1070,10 @@ public final class CudaBackend extends AbstractBackend {
      */
     static final int MAX_GENERIC_HEAD_DIM_BACKWARD = GENERIC_ATTENTION_SMEM / (2 * 4 + 2 * 8);
 
-    /** Refuses a head dim the generic kernels cannot hold, before any kernel of the op runs (docs/ops.md). */
+    /** The largest head dim the rope kernel takes (a token's cos/sin, 4 bytes an element, in 48 KiB of shared memory). */
     static final int MAX_ROPE_HEAD_DIM = 12288;
 
+    /** Refuses a head dim the generic kernels cannot hold, before any kernel of the op runs (docs/ops.md). */
     private static void checkHeadDim(String op, int d, int max) {
         Check.check(d <= max, op, "head dim " + d + " exceeds " + max + ", the most the CUDA backend's generic attention kernels hold"
                 + " (a warp's vectors of " + GENERIC_ATTENTION_SMEM / max + " bytes per element in 48 KiB of shared memory)");

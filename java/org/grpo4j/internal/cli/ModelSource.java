@@ -32,6 +32,7 @@ record ModelSource(Path model, Path checkpoint, String description) {
             if (!isModel(ck.resolve("model"))) {
                 String lacks = Files.isDirectory(ck.resolve("model")) ? missingModelFile(ck.resolve("model")) : null;
                 throw new IllegalArgumentException(lacks != null ? ck.resolve("model").resolve(lacks) + ": not found (the checkpoint's model is incomplete)"
+                        : Files.isDirectory(ck.resolve("model")) ? ck.resolve("model") + ": lacks config.json or model.safetensors (or its index)"
                         : ck + ": the checkpoint has no model/ directory");
             }
         }

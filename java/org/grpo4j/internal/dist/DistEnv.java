@@ -63,14 +63,14 @@ public record DistEnv(int worldSize, int processes, int processIndex, int[] loca
         int port = integer(env, "MASTER_PORT", DEFAULT_PORT);
         if (rank != null || slurmPerRank) {
             int r = slurmPerRank ? integer(env, "SLURM_PROCID", 0) : integer(env, "RANK", 0);
-            int w = env.containsKey("WORLD_SIZE") ? integer(env, "WORLD_SIZE", 1)
-                    : env.containsKey("SLURM_STEP_NUM_TASKS") ? integer(env, "SLURM_STEP_NUM_TASKS", 1) : integer(env, "SLURM_NTASKS", 1);
+            String worldKey = env.containsKey("WORLD_SIZE") ? "WORLD_SIZE" : env.containsKey("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS";
+            int w = integer(env, worldKey, 1);
             int l = local != null ? integer(env, "LOCAL_RANK", 0) : integer(env, "SLURM_LOCALID", 0);
             String localKey = local != null ? "LOCAL_RANK" : "SLURM_LOCALID";
             // (a bad local rank surfaced only at cuda:L, after every other process had started)
-            if (w < 1) throw new IllegalArgumentException("WORLD_SIZE=" + w + ": must be >= 1");
+            if (w < 1) throw new IllegalArgumentException(worldKey + "=" + w + ": must be >= 1");
             if (r < 0 || r >= w)
-                throw new IllegalArgumentException((slurmPerRank ? "SLURM_PROCID=" : "RANK=") + r + " is outside [0, " + w + ") (WORLD_SIZE " + w + ")");
+                throw new IllegalArgumentException((slurmPerRank ? "SLURM_PROCID=" : "RANK=") + r + " is outside [0, " + w + ") (" + worldKey + " " + w + ")");
             if (l < 0) throw new IllegalArgumentException(localKey + "=" + l + " is negative");
             if (first(env, "LOCAL_WORLD_SIZE") != null && l >= integer(env, "LOCAL_WORLD_SIZE", 1))
                 throw new IllegalArgumentException(localKey + "=" + l + " is outside [0, LOCAL_WORLD_SIZE=" + integer(env, "LOCAL_WORLD_SIZE", 1) + ")");

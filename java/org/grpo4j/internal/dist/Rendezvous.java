@@ -108,17 +108,17 @@ public final class Rendezvous implements Cluster {
         throw new IllegalArgumentException(msg);
     }
 
+    /** Whether the store of a run of {@code processes} processes at {@code masterAddr} listens beyond loopback (the secret is then required). */
+    public static boolean listensBeyondLoopback(String masterAddr, int processes) throws java.net.UnknownHostException {
+        return !bindAddress(masterAddr, InetAddress.getByName(masterAddr), processes).isLoopbackAddress();
+    }
+
     /**
      * Where the store listens: the address MASTER_ADDR names. A host name that resolves here to a loopback address
      * (Debian's /etc/hosts maps the machine's own name to 127.0.1.1) while other processes connect to it, possibly
      * from other nodes where it resolves to this node's real address, makes the store listen on every interface
      * instead (the secret is then required); "localhost" and loopback literals stay on loopback.
      */
-    /** Whether the store of a run of {@code processes} processes at {@code masterAddr} listens beyond loopback (the secret is then required). */
-    public static boolean listensBeyondLoopback(String masterAddr, int processes) throws java.net.UnknownHostException {
-        return !bindAddress(masterAddr, InetAddress.getByName(masterAddr), processes).isLoopbackAddress();
-    }
-
     static InetAddress bindAddress(String masterAddr, InetAddress resolved, int processes) {
         if (processes == 1 || !resolved.isLoopbackAddress()) return resolved;
         String a = masterAddr.trim();

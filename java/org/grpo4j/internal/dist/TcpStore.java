@@ -134,7 +134,10 @@ public final class TcpStore {
         /** The connections in their handshake, oldest first (the first to go when every slot is taken). */
         private final java.util.concurrent.ConcurrentLinkedDeque<Pending> pending = new java.util.concurrent.ConcurrentLinkedDeque<>();
 
-        private record Pending(Socket socket, java.util.concurrent.atomic.AtomicBoolean past) {}
+        private record Pending(Socket socket, java.util.concurrent.atomic.AtomicBoolean past, long since) {}
+
+        /** A handshake younger than this is not closed to make room (a process answers within milliseconds). */
+        private static final long EVICTABLE_NANOS = 1_000_000_000L;
         /** Closes a connection still in its handshake {@value #HANDSHAKE_MILLIS} ms after its accept (a read timeout restarts at each byte). */
         private final java.util.concurrent.ScheduledExecutorService handshakeDeadlines = java.util.concurrent.Executors.newSingleThreadScheduledExecutor(r -> {
             Thread t = new Thread(r, "grpo4j-rdzv-handshake-deadline");
@@ -194,11 +197,14 @@ public final class TcpStore {
                 if (!handshakes.tryAcquire()) {
                     // full: the oldest handshake goes (a process answers within milliseconds, so only connections that
                     // dawdle are closed; refusing the newcomer let a flood of strangers keep every process out)
-                    for (Pending old; (old = pending.pollFirst()) != null; )
+                    // (only one past its first second: a process in the middle of its answer is not cut off)
+                    for (Pending old; (old = pending.peekFirst()) != null && System.nanoTime() - old.since() > EVICTABLE_NANOS; ) {
+                        pending.remove(old);
                         if (old.past().compareAndSet(false, true)) {
                             closeQuietly(old.socket()); // its serving thread's read fails and releases the permit
                             break;
                         }
+                    }
                     boolean got = false;
                     try {
                         got = handshakes.tryAcquire(200, java.util.concurrent.TimeUnit.MILLISECONDS);
@@ -214,7 +220,7 @@ public final class TcpStore {
                     open.add(c);
                 }
                 java.util.concurrent.atomic.AtomicBoolean past = new java.util.concurrent.atomic.AtomicBoolean();
-                pending.addLast(new Pending(c, past));
+                pending.addLast(new Pending(c, past, System.nanoTime()));
                 try {
                     handshakeDeadlines.schedule(() -> {
                         // (one compare-and-set on both sides: the handshake finishes or its deadline closes it, never both;
@@ -226,6 +232,7 @@ public final class TcpStore {
                     synchronized (this) {
                         open.remove(c);
                     }
+                    pending.removeIf(x -> x.socket() == c);
                     handshakes.release();
                     closeQuietly(c);
                     pause(100);
@@ -638,19 +645,20 @@ public final class TcpStore {
                 throw new Busy("the rendezvous store at " + s.getRemoteSocketAddress() + " closed the connection before its greeting");
             }
             if (!MAGIC.equals(magic)) throw new IOException("the server at " + s.getRemoteSocketAddress() + " is not a grpo4j rendezvous store");
-            byte[] nonce = new byte[32];
-            in.readFully(nonce);
-            out.writeUTF(MAGIC);
-            out.write(hmac(secret, nonce));
-            out.writeInt(process);
-            out.writeUTF(role);
-            out.writeUTF(info.length() > 200 ? info.substring(0, 200) : info);
-            out.flush();
             Msg r;
             try {
+                byte[] nonce = new byte[32];
+                in.readFully(nonce);
+                out.writeUTF(MAGIC);
+                out.write(hmac(secret, nonce));
+                out.writeInt(process);
+                out.writeUTF(role);
+                out.writeUTF(info.length() > 200 ? info.substring(0, 200) : info);
+                out.flush();
                 r = Msg.read(in);
-            } catch (EOFException e) {
-                throw new IOException("the rendezvous store at " + s.getRemoteSocketAddress() + " closed the connection during the handshake");
+            } catch (EOFException | java.net.SocketException e) {
+                // a store with every handshake slot taken closes its oldest handshake: tried again (a refusal is an ERR)
+                throw new Busy("the rendezvous store at " + s.getRemoteSocketAddress() + " closed the connection during the handshake");
             }
             if (!r.op().equals("OK")) throw new IllegalStateException("the rendezvous store refused this process: " + r.key());
             s.setSoTimeout(0);

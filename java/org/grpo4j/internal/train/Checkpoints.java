@@ -103,7 +103,7 @@ public final class Checkpoints {
             for (Path q : s.filter(q -> isStepDir(q) && stepOf(q) > n && !Files.exists(q.resolve("trainer_state.json"))).toList())
                 throw new IllegalArgumentException(q + ": has no trainer_state.json, yet it is newer than the newest complete checkpoint "
                         + newest.getFileName() + ": restore its trainer_state.json, or move " + q.getFileName() + " out of " + dir
-                        + " to resume from " + newest.getFileName());
+                        + " to go on from " + newest.getFileName() + " (or name a checkpoint directory)");
         }
         return newest;
     }

@@ -45,7 +45,9 @@ public final class Charts {
 
     /** Why drawing failed, in words (a user sees it: no Java class names). */
     static String reason(Throwable e) {
-        String m = e.getMessage() == null || e.getMessage().isBlank() ? "no reason given" : e.getMessage().strip();
+        Throwable t = e;
+        while ((t.getMessage() == null || t.getMessage().isBlank()) && t.getCause() != null && t.getCause() != t) t = t.getCause();
+        String m = t.getMessage() == null || t.getMessage().isBlank() ? "no reason given" : t.getMessage().strip();
         return e instanceof LinkageError ? "a class of the Java runtime is missing or broken: " + m : m;
     }
 }
