@@ -48,13 +48,32 @@ final class Errors {
     /** Failures caused by what the user gave (exit code 2). */
     static boolean isBadInput(Throwable t) {
         if (t instanceof TrainingAbortedException || t instanceof CudaException || t instanceof org.grpo4j.internal.dist.CommunicatorException) return false;
+        if (storageFailed(t)) return false; // a full disk mid-run is the work failing (exit 1), not what the user gave
         return t instanceof IllegalArgumentException || t instanceof IllegalStateException || t instanceof IOException
                 || t instanceof UncheckedIOException || t instanceof UnsupportedOperationException;
     }
 
+    /** What the operating system says when the storage itself fails, whatever file the work was writing. */
+    private static final java.util.List<String> STORAGE_FAILURES = java.util.List.of("No space left on device", "Disk quota exceeded",
+            "Input/output error", "Read-only file system", "Stale file handle");
+
+    /**
+     * An I/O failure of the storage (full, over quota, remounted read-only, failing) rather than of a path the user
+     * named: the message of the exception or of one of its causes says so.
+     */
+    static boolean storageFailed(Throwable t) {
+        int depth = 0;
+        for (Throwable c = t; c != null && depth < 16; c = c.getCause(), depth++) {
+            if (!(c instanceof IOException || c instanceof UncheckedIOException)) continue;
+            String m = c.getMessage();
+            if (m != null) for (String f : STORAGE_FAILURES) if (m.contains(f)) return true;
+        }
+        return false;
+    }
+
     /** Failures that mean a bug in grpo4j (anything not anticipated). */
     static boolean isInternal(Throwable t) {
-        return !(isBadInput(t) || t instanceof TrainingAbortedException || t instanceof CudaException || t instanceof OutOfMemoryError
+        return !(isBadInput(t) || storageFailed(t) || t instanceof TrainingAbortedException || t instanceof CudaException || t instanceof OutOfMemoryError
                 || t instanceof org.grpo4j.internal.dist.CommunicatorException); // a peer died, hung or aborted the run
     }
 }

@@ -125,6 +125,7 @@ final class TrainCommand implements Callable<Integer> {
         for (String note : org.grpo4j.internal.train.LrSchedule.notes(cfg)) System.out.println("  note: " + note);
         System.out.flush();
         if (resume == null) Trainer.checkRunDirectory(out, overwrite);
+        else Trainer.checkResumable(out);
         String spec = cfg.backend == null ? "auto" : cfg.backend.trim().toLowerCase(java.util.Locale.ROOT);
         org.grpo4j.internal.backend.CudaRuntime.Availability cuda = org.grpo4j.internal.backend.CudaRuntime.probe();
         // a GPU config checked on a machine without one (a login node): everything but the device, memory needs per GPU

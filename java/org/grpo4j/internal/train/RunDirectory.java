@@ -42,14 +42,80 @@ final class RunDirectory implements AutoCloseable {
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
+    /**
+     * The lock files this JVM holds, by file identity, and who holds each. No second channel may be opened on one of
+     * them: the OS lock (a POSIX record lock) belongs to the process, and closing any descriptor of the file releases
+     * it, so a refused second run in the same JVM (an embedding application, a test) would have let a third process
+     * into the first run's directory. Guarded by itself.
+     */
+    private static final Map<Object, String> HELD = new java.util.HashMap<>();
+
     private final Path dir;
     private final FileChannel channel;
     private final FileLock lock;
+    private final Object key;
 
-    private RunDirectory(Path dir, FileChannel channel, FileLock lock) {
+    private RunDirectory(Path dir, FileChannel channel, FileLock lock, Object key) {
         this.dir = dir;
         this.channel = channel;
         this.lock = lock;
+        this.key = key;
+    }
+
+    /** The identity of an existing file: its device and inode where the file system has them, else its real path. */
+    private static Object identity(Path f) throws IOException {
+        Object k = Files.readAttributes(f, java.nio.file.attribute.BasicFileAttributes.class).fileKey();
+        return k != null ? k : f.toRealPath();
+    }
+
+    private static IllegalStateException inUse(Path dir, String holder) {
+        return new IllegalStateException(dir + ": in use by another grpo4j run" + (holder.isEmpty() ? "" : " (" + holder + ")")
+                + "; two runs cannot share a directory: wait for it to end, or choose another output directory");
+    }
+
+    /** Who the lock file says holds it ("pid N, started T"), or "" (only for a file this JVM does not hold). */
+    private static String holderOf(Path f) {
+        try {
+            return Files.readString(f).trim();
+        } catch (IOException e) {
+            return "";
+        }
+    }
+
+    /**
+     * What a resumed run needs of its directory, checked without writing anything (a dry run): no run holds it, and
+     * a directory can be made in it and in its checkpoints (tried with a hidden one, removed at once).
+     */
+    static void checkResumable(Path dir) throws IOException {
+        Path f = dir.resolve(LOCK);
+        synchronized (HELD) {
+            if (Files.exists(f)) {
+                String mine = HELD.get(identity(f));
+                if (mine != null) throw inUse(dir, mine);
+                try (FileChannel ch = FileChannel.open(f, StandardOpenOption.READ, StandardOpenOption.WRITE)) {
+                    FileLock l;
+                    try {
+                        l = ch.tryLock();
+                    } catch (OverlappingFileLockException e) {
+                        l = null; // a channel of this JVM outside this class holds it
+                    }
+                    if (l == null) throw inUse(dir, holderOf(f));
+                    l.release();
+                } catch (IOException e) {
+                    throw new IOException(f + ": cannot lock the run directory: " + describe(e), e);
+                }
+            }
+        }
+        for (Path in : List.of(dir, dir.resolve("checkpoints"))) {
+            if (!Files.isDirectory(in)) continue;
+            Path probe = in.resolve(".grpo4j-probe-" + ProcessHandle.current().pid() + "-" + System.nanoTime());
+            try {
+                Files.createDirectory(probe);
+            } catch (IOException e) {
+                throw new IOException(in + ": the resumed run cannot write here: " + AtomicDir.creationFailure(e), e);
+            }
+            Files.deleteIfExists(probe);
+        }
     }
 
     /** Refuses a directory a new run must not write into; returns normally when it may start there. */
@@ -121,31 +187,39 @@ final class RunDirectory implements AutoCloseable {
 
     private static RunDirectory lockExisting(Path dir) throws IOException {
         Path f = dir.resolve(LOCK);
-        FileChannel ch = FileChannel.open(f, StandardOpenOption.CREATE, StandardOpenOption.READ, StandardOpenOption.WRITE);
-        FileLock l;
-        try {
-            l = ch.tryLock();
-        } catch (OverlappingFileLockException e) {
-            l = null; // held by another run in this JVM
-        } catch (IOException e) {
-            ch.close();
-            throw new IOException(f + ": cannot lock the run directory: " + e.getMessage(), e);
-        }
-        if (l == null) {
-            String holder;
-            try {
-                holder = Files.readString(f).trim();
-            } catch (IOException e) {
-                holder = "";
+        synchronized (HELD) {
+            if (Files.exists(f)) { // held here: refused without opening the file (closing it would drop the lock)
+                String mine = HELD.get(identity(f));
+                if (mine != null) throw inUse(dir, mine);
             }
-            ch.close();
-            throw new IllegalStateException(dir + ": in use by another grpo4j run" + (holder.isEmpty() ? "" : " (" + holder + ")")
-                    + "; two runs cannot share a directory: wait for it to end, or choose another output directory");
+            FileChannel ch = FileChannel.open(f, StandardOpenOption.CREATE, StandardOpenOption.READ, StandardOpenOption.WRITE);
+            FileLock l;
+            try {
+                l = ch.tryLock();
+            } catch (OverlappingFileLockException e) {
+                l = null; // a channel of this JVM outside this class holds it
+            } catch (IOException e) {
+                ch.close();
+                throw new IOException(f + ": cannot lock the run directory: " + e.getMessage(), e);
+            }
+            if (l == null) {
+                String holder = holderOf(f);
+                ch.close();
+                throw inUse(dir, holder);
+            }
+            try {
+                String me = "pid " + ProcessHandle.current().pid() + ", started "
+                        + java.time.Instant.now().truncatedTo(java.time.temporal.ChronoUnit.SECONDS);
+                ch.truncate(0);
+                ch.write(ByteBuffer.wrap((me + "\n").getBytes(StandardCharsets.UTF_8)), 0);
+                Object key = identity(f);
+                HELD.put(key, me);
+                return new RunDirectory(dir, ch, l, key);
+            } catch (IOException | RuntimeException e) {
+                ch.close(); // (releases the lock)
+                throw e;
+            }
         }
-        String me = "pid " + ProcessHandle.current().pid() + ", started " + java.time.Instant.now().truncatedTo(java.time.temporal.ChronoUnit.SECONDS);
-        ch.truncate(0);
-        ch.write(ByteBuffer.wrap((me + "\n").getBytes(StandardCharsets.UTF_8)), 0);
-        return new RunDirectory(dir, ch, l);
     }
 
     /** Deletes an earlier run's outputs (not the lock); only under the lock, after {@link #checkNewRun} allowed it. */
@@ -251,11 +325,15 @@ final class RunDirectory implements AutoCloseable {
 
     @Override
     public void close() {
-        try {
-            if (lock.isValid()) lock.release();
-            channel.close();
-        } catch (IOException ignored) {
-            // the OS releases the lock with the process anyway
+        synchronized (HELD) {
+            try {
+                if (lock.isValid()) lock.release();
+                channel.close();
+            } catch (IOException ignored) {
+                // the OS releases the lock with the process anyway
+            } finally {
+                HELD.remove(key);
+            }
         }
     }
 

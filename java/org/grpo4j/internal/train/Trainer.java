@@ -415,6 +415,9 @@ public final class Trainer implements AutoCloseable {
      */
     public static void checkRunDirectory(Path dir, boolean overwrite) throws IOException { RunDirectory.checkNewRun(dir, overwrite); }
 
+    /** Refuses a resume's run directory that another run holds or that cannot be written to, writing nothing (a dry run). */
+    public static void checkResumable(Path dir) throws IOException { RunDirectory.checkResumable(dir); }
+
     /** The dtype {@code cfg.precision} resolves to on {@code be} (for dry runs). */
     public static DType precisionOf(GrpoConfig cfg, Backend be) { return Precision.resolve(cfg.precision, be); }
 

@@ -342,6 +342,12 @@ class BadInputTest {
             Path cfg = r.resolve("rdd/checkpoints/step_2/config.json");
             Files.writeString(cfg, Files.readString(cfg).replace("data/tiny.jsonl", "data/tiny2.jsonl"));
         }).says("the training data changed since $R/rdd/checkpoints/step_2", "an exact resume is impossible"));
+        java.nio.channels.FileChannel[] held = {null}; // another run's lock, taken through a channel of this JVM
+        t.add(c("dry-run --resume of a run in use", "train", "--resume", "$R/run", "--dry-run").before(r -> {
+            held[0] = java.nio.channels.FileChannel.open(r.resolve("run/.grpo4j.lock"), java.nio.file.StandardOpenOption.READ,
+                    java.nio.file.StandardOpenOption.WRITE);
+            assertNotNull(held[0].tryLock());
+        }).after(r -> held[0].close()).says("$R/run: in use by another grpo4j run (pid ", "wait for it to end"));
         t.add(c("dry-run --resume with a refused --set", "train", "--resume", "$R/run", "--dry-run", "--set", "seed=5").says("with --set seed", "data order"));
         t.add(c("dry-run --resume elsewhere", "train", "--resume", "$R/run", "--dry-run", "--output", "$R/elsewhere").says("in its own directory", "$R/elsewhere"));
         t.add(c("train world_size 20", "train", "--config", T, "--set", "world_size=20", "--output", "$R/ws")

@@ -24,4 +24,23 @@ class ErrorsTest {
         CudaException illegal = new CudaException("cudaStreamSynchronize", 700, "cudaErrorIllegalAddress", "an illegal memory access was encountered");
         assertEquals("cudaStreamSynchronize failed: an illegal memory access was encountered (cudaErrorIllegalAddress, error 700)", Errors.describe(illegal));
     }
+
+    @Test
+    void aFullDiskIsTheWorkFailingNotBadInput() {
+        // the shapes the JDK throws: FileOutputStream/FileChannel.write (a plain IOException), Files.* (a
+        // FileSystemException with the reason), and the trainer's wrapping of either
+        java.io.IOException write = new java.io.IOException("No space left on device");
+        java.nio.file.FileSystemException mkdir = new java.nio.file.FileSystemException("runs/a/step_3.tmp", null, "Disk quota exceeded");
+        java.io.IOException wrapped = new java.io.IOException("runs/a/metrics.jsonl: cannot append", write);
+        java.io.UncheckedIOException unchecked = new java.io.UncheckedIOException(new java.nio.file.FileSystemException("runs/a/x", null, "Read-only file system"));
+        for (Throwable t : new Throwable[] {write, mkdir, wrapped, unchecked}) {
+            assertFalse(Errors.isBadInput(t), t.toString());
+            assertFalse(Errors.isInternal(t), t.toString());
+        }
+        assertEquals("runs/a/step_3.tmp: Disk quota exceeded", Errors.describe(mkdir));
+        // a path the user named that does not work stays bad input
+        assertTrue(Errors.isBadInput(new java.nio.file.NoSuchFileException("configs/missing.yaml")));
+        assertTrue(Errors.isBadInput(new java.nio.file.AccessDeniedException("runs/locked")));
+        assertTrue(Errors.isBadInput(new java.io.IOException("data.jsonl line 3: not JSON")));
+    }
 }
