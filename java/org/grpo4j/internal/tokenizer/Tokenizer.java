@@ -206,31 +206,102 @@ public final class Tokenizer implements AutoCloseable {
     public Path directory() { return dir; }
 
     /**
-     * Extracts the tiny byte-level BPE tokenizer bundled in grpo4j's jar (the demo's; from examples/tiny-tokenizer)
-     * into a temporary directory deleted when the JVM exits, and returns that directory: one per JVM, reused by every
-     * later call while its files are there (a long-lived application that starts many init:tiny trainers gathered a
-     * directory and two exit hooks each).
+     * The tiny byte-level BPE tokenizer bundled in grpo4j's jar (the demo's; from examples/tiny-tokenizer), as a
+     * directory: one per JVM, reused by every later call while its files are there (a long-lived application that
+     * starts many init:tiny trainers gathered a directory each). The directory is shared by this user's JVMs and
+     * named after its content ({@code grpo4j-tiny-tokenizer-USER-HASH} in java.io.tmpdir), so a JVM that is killed
+     * leaves nothing new behind; where that name cannot be used (another user's, or not a plain directory) the files
+     * go to a temporary directory of this JVM, deleted when it exits.
      */
     public static synchronized Path extractBundledTiny() throws IOException {
         if (bundledTiny != null && Files.isRegularFile(bundledTiny.resolve("tokenizer.json"))
                 && Files.isRegularFile(bundledTiny.resolve("tokenizer_config.json"))) return bundledTiny;
-        bundledTiny = extractTiny();
+        bundledTiny = extractTiny(Path.of(System.getProperty("java.io.tmpdir")));
         return bundledTiny;
     }
 
     private static Path bundledTiny;
 
-    private static Path extractTiny() throws IOException {
-        Path tmp = Files.createTempDirectory("grpo4j-tiny-tokenizer");
-        tmp.toFile().deleteOnExit();
-        for (String f : new String[] {"tokenizer.json", "tokenizer_config.json"}) {
+    private static final String[] TINY_FILES = {"tokenizer.json", "tokenizer_config.json"};
+
+    /** The bundled tiny tokenizer's files under {@code root}: in the shared directory of its content where possible. */
+    static Path extractTiny(Path root) throws IOException {
+        Map<String, byte[]> files = new java.util.LinkedHashMap<>();
+        java.security.MessageDigest md;
+        try {
+            md = java.security.MessageDigest.getInstance("SHA-256");
+        } catch (java.security.NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e); // every JVM has SHA-256
+        }
+        for (String f : TINY_FILES) {
             try (InputStream in = Tokenizer.class.getResourceAsStream("/org/grpo4j/examples/tiny-tokenizer/" + f)) {
                 if (in == null) throw new IOException("the bundled tiny tokenizer is missing from the classpath (" + f + ")");
-                Files.copy(in, tmp.resolve(f));
+                byte[] b = in.readAllBytes();
+                files.put(f, b);
+                md.update((f + "\0" + b.length + "\0").getBytes(java.nio.charset.StandardCharsets.UTF_8));
+                md.update(b);
             }
-            tmp.resolve(f).toFile().deleteOnExit();
         }
-        return tmp;
+        String user = System.getProperty("user.name", "").replaceAll("[^A-Za-z0-9._-]", "_");
+        Path shared = root.resolve("grpo4j-tiny-tokenizer-" + user + "-" + java.util.HexFormat.of().formatHex(md.digest(), 0, 6));
+        if (holds(shared, files)) return shared;
+        Path fresh = Files.createTempDirectory(root, "grpo4j-tiny-tokenizer");
+        for (var e : files.entrySet()) Files.write(fresh.resolve(e.getKey()), e.getValue());
+        for (int attempt = 0; attempt < 2; attempt++) {
+            try {
+                Files.move(fresh, shared, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+                return shared;
+            } catch (IOException e) {
+                if (holds(shared, files)) { // another JVM was first
+                    deleteTiny(fresh);
+                    return shared;
+                }
+                if (attempt == 0 && ownDirectory(shared)) deleteTiny(shared); // damaged: replaced once
+            }
+        }
+        fresh.toFile().deleteOnExit(); // the name is not usable: this JVM's own copy
+        for (String f : TINY_FILES) fresh.resolve(f).toFile().deleteOnExit();
+        return fresh;
+    }
+
+    /** Whether {@code dir} is this user's directory, writable by no one else, holding exactly these files. */
+    private static boolean holds(Path dir, Map<String, byte[]> files) {
+        if (!ownDirectory(dir)) return false;
+        try {
+            for (var e : files.entrySet()) {
+                Path f = dir.resolve(e.getKey());
+                if (!Files.isRegularFile(f, java.nio.file.LinkOption.NOFOLLOW_LINKS) || Files.size(f) != e.getValue().length
+                        || !java.util.Arrays.equals(Files.readAllBytes(f), e.getValue())) return false;
+            }
+            return true;
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
+    private static boolean ownDirectory(Path dir) {
+        try {
+            if (!Files.isDirectory(dir, java.nio.file.LinkOption.NOFOLLOW_LINKS)) return false;
+            if (!Files.getOwner(dir, java.nio.file.LinkOption.NOFOLLOW_LINKS).getName().equals(System.getProperty("user.name"))) return false;
+            if (dir.getFileSystem().supportedFileAttributeViews().contains("posix")) {
+                Set<java.nio.file.attribute.PosixFilePermission> p = Files.getPosixFilePermissions(dir, java.nio.file.LinkOption.NOFOLLOW_LINKS);
+                if (p.contains(java.nio.file.attribute.PosixFilePermission.GROUP_WRITE)
+                        || p.contains(java.nio.file.attribute.PosixFilePermission.OTHERS_WRITE)) return false;
+            }
+            return true;
+        } catch (IOException | UnsupportedOperationException e) {
+            return false;
+        }
+    }
+
+    /** Deletes a tiny-tokenizer directory: its own files, then the directory (a stranger's file in it keeps it). */
+    private static void deleteTiny(Path dir) {
+        try {
+            for (String f : TINY_FILES) Files.deleteIfExists(dir.resolve(f));
+            Files.deleteIfExists(dir);
+        } catch (IOException ignored) {
+            // (a directory left behind is not used: holds() checks every file)
+        }
     }
 
     /** Token ids of {@code text}; no special tokens are added. */

@@ -230,4 +230,34 @@ class TokenizerTest {
         java.io.IOException e = assertThrows(java.io.IOException.class, () -> Tokenizer.load(tmp));
         assertTrue(e.getMessage().contains("clean_up_tokenization_spaces must be true or false"), e.getMessage());
     }
+
+    @Test
+    void theBundledTinyTokenizerIsOneSharedDirectoryThatAKilledJvmDoesNotMultiply(@TempDir Path root) throws Exception {
+        Path a = Tokenizer.extractTiny(root);
+        assertTrue(a.getFileName().toString().startsWith("grpo4j-tiny-tokenizer-"), a.toString());
+        assertEquals(a, Tokenizer.extractTiny(root), "a second JVM (or call) reuses it");
+        byte[] json = Files.readAllBytes(a.resolve("tokenizer.json"));
+        assertEquals(List.of(a.getFileName().toString()), names(root), "nothing else is left in the temporary directory");
+        try (Tokenizer t = Tokenizer.load(a)) {
+            assertEquals("1 + 2 = 3", t.decode(t.encode("1 + 2 = 3"), false));
+        }
+        // damaged (a torn copy): replaced under the same name
+        Files.writeString(a.resolve("tokenizer.json"), "{");
+        assertEquals(a, Tokenizer.extractTiny(root));
+        assertArrayEquals(json, Files.readAllBytes(a.resolve("tokenizer.json")));
+        assertEquals(List.of(a.getFileName().toString()), names(root));
+        // the name taken by something that is not this user's directory: a private copy instead
+        for (Path f : List.of(a.resolve("tokenizer.json"), a.resolve("tokenizer_config.json"), a)) Files.delete(f);
+        Files.writeString(a, "not a directory");
+        Path own = Tokenizer.extractTiny(root);
+        assertNotEquals(a, own);
+        assertArrayEquals(json, Files.readAllBytes(own.resolve("tokenizer.json")));
+        assertEquals("not a directory", Files.readString(a), "the stranger's file is untouched");
+    }
+
+    private static List<String> names(Path dir) throws Exception {
+        try (var s = Files.list(dir)) {
+            return s.map(p -> p.getFileName().toString()).sorted().toList();
+        }
+    }
 }
