@@ -358,7 +358,7 @@ public final class Generator {
         final LlamaModel.KvCache cache;
         final LlamaModel.DecodeSession session;
         final SamplingSpec spec;                             // every prompt's, where they share one; else null
-        final long prefillCap;                               // ON_DEMAND: the most tokens one prefill holds (>= one sequence)
+        final long prefillCap;                               // the most tokens one prefill holds (>= one sequence)
         final Deque<Group> pending = new ArrayDeque<>();     // not prefilled (or given up)
         final List<Group> ready = new ArrayList<>();         // prefilled, samples left to admit (holding the prompt's blocks)
         final List<Seq> active = new ArrayList<>();
@@ -477,12 +477,12 @@ public final class Generator {
             int avail = pool.available() - taken;
             if (!ready.isEmpty()) {
                 Group g = ready.get(0);
-                if (onDemand ? avail - 1 >= watermark : g.oneReserved || avail >= perSample(g.ids.length, g.maxTokens())) return true;
+                if (onDemand ? avail - firstBlock(g) >= watermark : g.oneReserved || avail >= perSample(g.ids.length, g.maxTokens())) return true;
             }
             if (!pending.isEmpty()) {
                 Group g = pending.peek();
                 int pb = promptBlocks(g.ids.length), per = perSample(g.ids.length, g.maxTokens());
-                return onDemand ? avail - pb - 1 >= watermark : avail >= pb + per;
+                return onDemand ? avail - pb - firstBlock(g) >= watermark : avail >= pb + per;
             }
             return false;
         }
@@ -491,6 +491,7 @@ public final class Generator {
         boolean prefillPrompts() {
             List<Group> toPrefill = new ArrayList<>();
             int firstBlocks = 0; // ON_DEMAND: room kept for each new prompt's first sample
+            int owed = onDemand ? blocksFor(active) : 0; // ON_DEMAND: what the running samples' next step takes
             long tokens = 0;
             // ON_DEMAND: no more prompts than the batch has room for their samples (WORST_CASE's reservations bound it)
             int waiting = 0;
@@ -498,11 +499,12 @@ public final class Generator {
             while (!pending.isEmpty() && active.size() + (onDemand ? waiting : toPrefill.size()) < cfg.maxBatch()) {
                 Group g = pending.peek();
                 int pb = promptBlocks(g.ids.length), per = perSample(g.ids.length, g.maxTokens());
+                if (!toPrefill.isEmpty() && tokens + g.ids.length > prefillCap) break; // the rest in a later call
                 if (onDemand) {
-                    if (!toPrefill.isEmpty() && tokens + g.ids.length > prefillCap) break; // the rest in a later call
                     boolean alone = active.isEmpty() && ready.isEmpty() && toPrefill.isEmpty();
-                    if (pool.available() - firstBlocks - pb - 1 < (alone ? 0 : watermark)) break;
-                    firstBlocks++;
+                    int first = firstBlock(g);
+                    if (pool.available() - owed - firstBlocks - pb - first < (alone ? 0 : watermark)) break;
+                    firstBlocks += first;
                 } else if (pool.available() < pb + per) break;
                 pending.poll();
                 int full = g.ids.length / bs;
@@ -528,12 +530,17 @@ public final class Generator {
         /** B. Admits samples of prefilled prompts, oldest first. */
         boolean admitSamples() {
             boolean progress = false;
+            // ON_DEMAND: the blocks the next step takes for the running samples and those admitted now (a sample whose
+            // prompt ends a block takes its first block there, not here): admitting past them only preempts again
+            int owed = onDemand ? blocksFor(active) : 0;
             for (var it = ready.iterator(); it.hasNext(); ) {
                 Group g = it.next();
                 while (g.nextSample < g.seqIds.length && active.size() < cfg.maxBatch()) {
                     int per = perSample(g.ids.length, g.maxTokens());
                     if (onDemand) {
-                        if (pool.available() - 1 < (active.isEmpty() ? 0 : watermark)) break; // its first block
+                        int first = firstBlock(g);
+                        if (pool.available() - owed - first < (active.isEmpty() ? 0 : watermark)) break; // its first block
+                        if (g.partialBlock < 0) owed += first;
                     } else if (g.oneReserved) g.oneReserved = false;
                     else if (!pool.reserve(per)) break;
                     Seq s = new Seq(g, g.nextSample++, admitted++);
@@ -578,6 +585,7 @@ public final class Generator {
 
         private int takeBlock(Seq s) {
             if (onDemand) return pool.allocate();
+            if (s.reservedLeft <= 0) throw new IllegalStateException("generator: sample " + s.seqId + " needs more KV blocks than it reserved"); // (a bug)
             s.reservedLeft--;
             return pool.allocateReserved();
         }
@@ -594,13 +602,15 @@ public final class Generator {
         boolean resume() {
             List<Seq> back = new ArrayList<>();
             long tokens = 0;
+            int owed = blocksFor(active); // the running samples' next step, and the resumed ones' (as admitSamples)
             while (!preempted.isEmpty() && active.size() + back.size() < cfg.maxBatch()) {
                 Seq s = preempted.peek();
                 if (!back.isEmpty() && tokens + s.length() > prefillCap) break;
                 boolean alone = active.isEmpty() && back.isEmpty();
-                int need = (s.length() + bs - 1) / bs;
-                if (alone) giveUpPrompts(need, s); // nothing else can finish and free blocks
-                if (pool.available() - need < (alone ? 0 : watermark)) break;
+                int need = (s.length() + bs - 1) / bs, next = s.length() % bs == 0 ? 1 : 0; // next: its next step starts a block
+                if (alone) giveUpPrompts(need + next, s); // nothing else can finish and free blocks
+                if (pool.available() - owed - need - next < (alone ? 0 : watermark)) break;
+                owed += next;
                 preempted.poll();
                 for (int i = 0; i < need; i++) s.blocks.add(pool.allocate());
                 s.kvLen = s.length();
@@ -614,6 +624,12 @@ public final class Generator {
             active.addAll(back);
             return true;
         }
+
+        /**
+         * ON_DEMAND: the block a new sample of {@code g} takes first, at its admission (its copy of the prompt's
+         * partial block) or at its first step (the prompt ends a block); none when it samples one token only.
+         */
+        private int firstBlock(Group g) { return Math.min(1, perSample(g.ids.length, g.maxTokens())); }
 
         /** Blocks a decode step of {@code rows} must take: one for each sequence whose next position starts a block. */
         private int blocksFor(List<Seq> rows) {
@@ -773,10 +789,14 @@ public final class Generator {
 
     private int promptBlocks(int promptLen) { return (promptLen + cfg.blockSize() - 1) / cfg.blockSize(); }
 
-    /** Blocks a sample may need beyond the shared full prompt blocks: its copy of the partial block and its tokens. */
+    /**
+     * Blocks a sample may need beyond the shared full prompt blocks: its copy of the partial block and its tokens. Its
+     * K/V fill positions [0, promptLen + maxTokens - 1): the last token it samples is never fed back (a row dropped
+     * from a pipelined step writes no further either).
+     */
     private int perSample(int promptLen, int maxTokens) {
         int bs = cfg.blockSize();
-        return (promptLen + maxTokens + bs - 1) / bs - promptLen / bs;
+        return (promptLen + maxTokens - 1 + bs - 1) / bs - promptLen / bs;
     }
 
 

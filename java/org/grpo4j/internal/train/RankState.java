@@ -364,8 +364,9 @@ final class RankState implements AutoCloseable {
      * The most tokens one prefill of generation holds, as the memory plan counts them: the rank's prompts
      * (local_rollout_batch_size of the longest); with kv_admission on_demand at least one sequence, what a preempted
      * sample prefills again when it resumes (its prompt and up to response_length - 1 tokens). worst_case counts as
-     * before kv_admission existed, so that such a run's pool, and so its bits, stay as they were. An on_demand
-     * generator holds its prefills to this (eval steps' 32 prompts in several calls where they exceed it).
+     * before kv_admission existed, so that such a run's pool, and so its bits, stay as they were. The
+     * generator holds its prefills to this under both admissions (eval steps' 32 prompts in several calls where they
+     * exceed it: under worst_case they went into one prefill of up to 32 prompts, past what the plan counts).
      */
     static long prefillTokens(GrpoConfig c, int longestPrompt) {
         long prompts = (long) c.localRolloutBatchSize * longestPrompt;

@@ -317,7 +317,7 @@ class GeneratorTest {
             boolean share = r.nextBoolean(), groups = r.nextBoolean();
             int maxBatch = r.nextInt(4) == 0 ? 64 : 1 + r.nextInt(8);
             int need = 0;
-            for (int[] q : prompts) need = Math.max(need, (q.length + bs - 1) / bs + (q.length + maxTokens + bs - 1) / bs - q.length / bs);
+            for (int[] q : prompts) need = Math.max(need, (q.length + bs - 1) / bs + (q.length + maxTokens - 1 + bs - 1) / bs - q.length / bs);
             int blocks = need + (r.nextBoolean() ? r.nextInt(3) : r.nextInt(40));
             SamplingParams p = new SamplingParams(n, r.nextInt(4) == 0 ? 0f : 1f, 0.9f, 0, maxTokens, stop, seed);
             String at = "seed " + seed + ": " + np + " prompts, n " + n + ", max_tokens " + maxTokens + ", blocks of " + bs + ", " + blocks
@@ -353,6 +353,66 @@ class GeneratorTest {
     }
 
     /**
+     * A sample's K/V stop one position short of its prompt plus max_tokens (its last token is never fed back): a
+     * prompt of whole blocks and one token to sample needs no block of its own, and the pool's check and the
+     * worst-case reservations count so (they asked one block more whenever prompt + max_tokens - 1 filled a block).
+     */
+    @Test
+    void theLastSampledTokenTakesNoKvBlock() {
+        List<int[]> whole = List.of(new int[] {2, 3, 4, 5}, new int[] {6, 7, 8, 9});
+        for (Generator.Admission a : Generator.Admission.values()) {
+            // block size 4: the prompt's one block; response_length 1 adds none, 5 adds one (positions 4..7)
+            for (int[] mb : new int[][] {{1, 1}, {5, 2}, {6, 3}}) {
+                SamplingParams p = new SamplingParams(3, 1f, 1f, 0, mb[0], Set.of(), 11);
+                Generator exact = new Generator(model, new Generator.Config(4, mb[1], 64, true, false, true, a));
+                assertSameCompletions(gen(4, 400, 64, true).generate(whole, p), exact.generate(whole, p),
+                        a + ": max_tokens " + mb[0] + " in a pool of " + mb[1] + " blocks");
+                if (mb[1] > 1) {
+                    Generator tooSmall = new Generator(model, new Generator.Config(4, mb[1] - 1, 64, true, false, true, a));
+                    IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> tooSmall.generate(whole, p));
+                    assertTrue(e.getMessage().contains("it needs " + mb[1] + " blocks"), e.getMessage());
+                }
+            }
+        }
+    }
+
+    /**
+     * on_demand admits a sample only where its first block fits beside what the running samples' next step takes: a
+     * prompt that ends a block takes nothing at admission, and every waiting sample was admitted, only for the first
+     * step to preempt the ones just admitted (recomputing their prompts). Here each sample needs exactly one block of
+     * its own for its whole life, so a pool that runs fewer at once never has to preempt.
+     */
+    @Test
+    void onDemandAdmitsNoSampleTheNextStepMustPreempt() {
+        List<int[]> whole = List.of(new int[] {2, 3, 4, 5});
+        for (int blocks = 3; blocks <= 6; blocks++) {
+            SamplingParams p = new SamplingParams(6, 1f, 1f, 0, 4, Set.of(), 3); // positions 4..6: one block each
+            Generator g = new Generator(model, new Generator.Config(4, blocks, 64, true, false, true, Generator.Admission.ON_DEMAND));
+            assertSameCompletions(gen(4, 400, 64, true).generate(whole, p), g.generate(whole, p), blocks + " blocks");
+            assertEquals(0, g.lastStats().preemptions(), blocks + " blocks: " + g.lastStats());
+        }
+        // a resumed sample is held to the same rule: samples that grow past their first block in a tight pool
+        List<int[]> two = List.of(new int[] {2, 3, 4, 5}, new int[] {6, 7, 8, 9, 10, 11, 12, 1});
+        SamplingParams longer = new SamplingParams(4, 1f, 1f, 0, 9, Set.of(), 4);
+        Generator tight = new Generator(model, new Generator.Config(4, 7, 64, true, false, true, Generator.Admission.ON_DEMAND));
+        assertSameCompletions(gen(4, 400, 64, true).generate(two, longer), tight.generate(two, longer), "7 blocks");
+    }
+
+    /**
+     * worst_case admission keeps its prefills to the bound too (an eval step's 32 prompts went into one prefill of
+     * up to 32 prompts, past the local_rollout_batch_size prompts the memory plan counts), with the same completions.
+     */
+    @Test
+    void worstCasePrefillsKeepToTheirBoundToo() {
+        SamplingParams p = new SamplingParams(3, 1f, 1f, 0, 2, Set.of(), 5);
+        Generator free = new Generator(model, new Generator.Config(4, 200, 64, true, false, true, Generator.Admission.WORST_CASE));
+        Generator bounded = new Generator(model, new Generator.Config(4, 200, 64, true, false, true, Generator.Admission.WORST_CASE, 4));
+        assertSameCompletions(free.generate(prompts(), p), bounded.generate(prompts(), p), "worst_case prefills of at most 10 tokens");
+        assertEquals(17, free.lastLargestPrefill, "unbounded: every prompt in one prefill");
+        assertEquals(9, bounded.lastLargestPrefill, "prompts 0 and 1, then 2, then 3");
+    }
+
+    /**
      * Pipelined decode steps (each step issued before the host takes in the one before; the default on CUDA, forced
      * here on the CPU, where nothing overlaps but the scheduling is the same) give a serial run's completions, token and log-prob bit for bit, over random calls: stop tokens and stop strings, pools tight
      * enough to preempt, both admissions, prefix groups on and off, batches smaller than the samples.
@@ -376,7 +436,7 @@ class GeneratorTest {
             boolean share = r.nextBoolean(), groups = r.nextBoolean();
             int maxBatch = r.nextInt(3) == 0 ? 64 : 1 + r.nextInt(8);
             int need = 0;
-            for (int[] q : prompts) need = Math.max(need, (q.length + bs - 1) / bs + (q.length + maxTokens + bs - 1) / bs - q.length / bs);
+            for (int[] q : prompts) need = Math.max(need, (q.length + bs - 1) / bs + (q.length + maxTokens - 1 + bs - 1) / bs - q.length / bs);
             int blocks = need + (r.nextBoolean() ? r.nextInt(3) : 400);
             SamplingParams p = new SamplingParams(n, 1f, 0.9f, 0, maxTokens, stop, seed, strings);
             Generator.Admission a = r.nextBoolean() ? Generator.Admission.ON_DEMAND : Generator.Admission.WORST_CASE;
