@@ -10,6 +10,9 @@
 // split that is the output, otherwise (max, sum, unnormalized o) per split go to scratch and a combine kernel merges
 // them per (sequence, head).
 // Generic path (fp32 caches, other head dims, larger groups): one warp per (sequence, query head), float64 accumulation.
+// It also takes plans past the tensor-core path's launch limits: more partial-state slots per (sequence, head) than the
+// combine kernel holds in 48 KiB of shared memory (COMBINE_SLOTS_MAX: block tables millions of entries wide), or more
+// kv heads than a grid's y dimension (65535).
 //
 // Shared prefixes (cascade decoding; Hydragen, FlashInfer's cascade attention): prefixGroups [G, 3] rows (first, count,
 // shared) say that sequences first .. first + count - 1 attend to their first `shared` keys through sequence first's
@@ -607,6 +610,18 @@ static int decode_fast(const DecArgs& a, int batch, int num_groups, cudaStream_t
     return g4::launched();
 }
 
+// The combine kernel's factors live in shared memory, one float a slot, under the 48 KiB a launch gets without
+// cudaFuncSetAttribute (less its own `total`): a plan with more slots goes to the generic path instead. Only block
+// tables millions of entries wide get there (pages of one key: 448 keys a split, so 5.4M keys of table).
+constexpr int COMBINE_SLOTS_MAX = 12000;
+constexpr int GRID_Y_MAX = 65535;
+
+// Whether the tensor-core launches of a plan fit CUDA's limits: decode_kernel's grid (batch, hkv, splits) and
+// prefix_kernel's (groups, hkv, psplits), the combine kernel's slots.
+static bool fast_plan_fits(int hkv, int splits, int slots) {
+    return hkv <= GRID_Y_MAX && splits <= GRID_Y_MAX && slots <= COMBINE_SLOTS_MAX;
+}
+
 // The workspace: the marks ([b] ints, with groups) rounded up to 256 bytes, then the partial states when a
 // (sequence, head) has more than one slot.
 static long long marks_bytes(int b, bool groups) { return groups ? ((long long) b * 4 + 255) / 256 * 256 : 0; }
@@ -637,7 +652,8 @@ extern "C" int g4_decode_attention_workspace(int b, int hq, int hkv, int d, int 
                                              int num_groups, long long* bytes) {
     int chunk, splits, pslot, psplits;
     const int slots = decode_slots(b, hkv, max_blocks, block_size, sms, num_groups, &chunk, &splits, &pslot, &psplits);
-    *bytes = marks_bytes(b, num_groups > 0) + (long long) b * hq * slots * (d + 2) * 4;
+    // (a plan the tensor-core path cannot launch runs on the generic path: marks only)
+    *bytes = marks_bytes(b, num_groups > 0) + (fast_plan_fits(hkv, splits, slots) ? (long long) b * hq * slots * (d + 2) * 4 : 0);
     return 0;
 }
 
@@ -667,11 +683,14 @@ extern "C" int g4_decode_attention(int dtype, g4_ptr out, g4_ptr q, g4_ptr kcach
         int e = (int) cudaMemsetAsync(a.marks, 0, (size_t) b * 4, st);
         if (e) return e;
     }
-    const bool fast = dtype == G4_BF16 && (d == 64 || d == 128) && a.group <= 16 && g4::aligned16(out) &&
-                      g4::aligned16(q) && g4::aligned16(kcache) && g4::aligned16(vcache);
+    bool fast = dtype == G4_BF16 && (d == 64 || d == 128) && a.group <= 16 && g4::aligned16(out) &&
+                g4::aligned16(q) && g4::aligned16(kcache) && g4::aligned16(vcache);
     if (fast) {
         a.slots = decode_slots(b, hkv, max_blocks, block_size, sms, grouped ? num_groups : 0, &a.chunk, &a.splits, &a.pslot,
                                &a.psplits);
+        fast = fast_plan_fits(hkv, a.splits, a.slots);
+    }
+    if (fast) {
         if (a.slots > 0) {
             const long long need = mb + (long long) b * hq * a.slots * (d + 2) * 4;
             if (ws_bytes < need) return (int) cudaErrorInvalidValue;
@@ -680,7 +699,7 @@ extern "C" int g4_decode_attention(int dtype, g4_ptr out, g4_ptr q, g4_ptr kcach
         }
         return d == 64 ? decode_fast<64>(a, b, num_groups, st) : decode_fast<128>(a, b, num_groups, st);
     }
-    a.splits = 1;
+    a.splits = 1, a.slots = 0, a.psplits = 0, a.pslot = 0;  // (a tensor-core plan that did not fit: none of it)
     if (grouped) {
         mark_kernel<<<num_groups, NT, 0, st>>>(a, b);
         int e = g4::launched();

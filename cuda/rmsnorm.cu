@@ -285,9 +285,11 @@ __global__ void backward_dx_kernel(T* dx, const T* dout, const T* x, const W* w,
         dx[base + j] = g4::from_f32<T>(dx_of(g4::to_f32(dout[base + j]), g4::to_f32(w[j]), g4::to_f32(x[base + j]), rs, c));
 }
 
+// Block (chunk, column block): the chunks in grid.x (2^31 - 1 of them), the columns in grid.y (65535 blocks of 256:
+// D up to 16.7M); chunks in grid.y stopped at 65535 x 32 = 2.1M rows.
 template <typename T>
 __global__ void backward_partial_kernel(double* partial, const T* dout, const T* x, const float* rstd, int n, int d) {
-    const int j = blockIdx.x * blockDim.x + threadIdx.x, chunk = blockIdx.y;
+    const int j = blockIdx.y * blockDim.x + threadIdx.x, chunk = blockIdx.x;
     if (j >= d) return;
     double acc = 0;
     for (int r = chunk * CHUNK; r < min(n, chunk * CHUNK + CHUNK); r++)
@@ -360,7 +362,8 @@ int backward(g4_ptr dx, g4_ptr dw, g4_ptr dout, g4_ptr x, g4_ptr w, g4_ptr rstd,
     else if (c <= MAX_C) launch_fused<T, W, MAX_C>(chunks, threads, st, DX, part, DY, X, WT, RS, n, d);
     else {
         // partials first: dx may alias dOut or x
-        backward_partial_kernel<T><<<dim3((d + 255) / 256, chunks), 256, 0, st>>>(part, DY, X, RS, n, d);
+        if ((d + 255) / 256 > 65535) return (int) cudaErrorInvalidValue;  // (D past 16.7M; CudaBackend refuses it first)
+        backward_partial_kernel<T><<<dim3(chunks, (d + 255) / 256), 256, 0, st>>>(part, DY, X, RS, n, d);
         int e = g4::launched();
         if (e != 0) return e;
         backward_dx_kernel<T, W><<<n, 1024, 0, st>>>(DX, DY, X, WT, RS, d);

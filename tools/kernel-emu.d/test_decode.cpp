@@ -27,6 +27,7 @@ struct Problem {
     bool bf16;
     int spare_tables = 2;  // table columns past the longest context
     int spare_blocks = 3;  // cache blocks no sequence uses
+    bool past_fast_limits = false;  // a tensor-core problem whose plan the fast path cannot launch: the generic path
 };
 
 // A paged KV cache behind a shuffled block table, filled for the problem's contexts.
@@ -249,7 +250,7 @@ bool run_problem(const Problem& p, uint64_t seed, const std::vector<int>& sms, c
         printf("\n");
     }
     const double scale = 1.0 / sqrt((double) p.d);
-    const bool tc = tensor_core(p) && !misalign;
+    const bool tc = tensor_core(p) && !misalign && !p.past_fast_limits;
     describe(p, g, tc ? "tensor-core" : misalign ? "generic (q misaligned)" : "generic");
     std::vector<double> want, slack;
     reference(p, g, scale, want, slack);
@@ -384,6 +385,23 @@ EMU_CASE("decode", tensor_core_group16_and_mha) {
 // SMs are busy (sms 1) - the chunk is capped at 448 keys.
 EMU_CASE("decode", tensor_core_page_cap_splits) {
     return run_problem({{1000, 3}, 4, 1, 64, 1, true}, 15, {1}, {3});
+}
+
+// A block table 5.4M pages of one key wide: 12,054 splits of 448 keys, more partial states per (sequence, head) than
+// the combine kernel holds in 48 KiB of shared memory (its launch failed): the generic path takes it, and the
+// workspace asked for is the marks' alone.
+EMU_CASE("decode", tensor_core_plan_past_the_combine_goes_generic) {
+    Problem p{{100, 3}, 4, 1, 64, 1, true};
+    p.spare_tables = 5'400'000;
+    p.past_fast_limits = true;
+    long long ws = -1;
+    g4_decode_attention_workspace(2, 4, 1, 64, 100 + p.spare_tables, 1, 1, 0, &ws);
+    int plan[2];
+    g4_host_decode_plan(2, 1, 100 + p.spare_tables, 1, 1, plan);
+    printf("  plan: %d splits of %d keys; workspace %lld bytes\n", plan[1], plan[0], ws);
+    bool ok = plan[1] > 12000 && ws == 0;
+    if (!ok) printf("  expected more than 12000 splits and no workspace  FAIL\n");
+    return run_problem(p, 17, {1}) && ok;
 }
 
 EMU_CASE("decode", generic_fp32_d64_gqa4_pages16) {

@@ -271,7 +271,7 @@ public final class CudaBackend extends AbstractBackend {
                 retire(old0);
             }
             long grown = Math.max(bytes, old == 0 ? 1 << 20 : old * 2);
-            scratch = empty(DType.INT32, Math.toIntExact((grown + 3) / 4));
+            scratch = flat(DType.INT32, (grown + 3) / 4);
         }
         return addr(scratch);
     }
@@ -799,6 +799,8 @@ public final class CudaBackend extends AbstractBackend {
     @Override
     void rmsNormBackwardImpl(Tensor dx, Tensor dWeight, Tensor dOut, Tensor x, Tensor weight, Tensor rstd) {
         int n = x.dim(0), d = x.dim(1);
+        Check.check(d <= GRID_Y_MAX * 256, Ops.RMS_NORM_BACKWARD, "rows of " + d + " elements exceed " + GRID_Y_MAX * 256
+                + ", the widest the CUDA backend's dWeight partials cover (65535 blocks of 256 columns)");
         long[] bytes = new long[1];
         ok(CudaNative.g4_rmsnorm_backward_workspace(n, d, bytes), "rmsNormBackward workspace");
         ok(CudaNative.g4_rmsnorm_backward(dt(x), dt(weight), addr(dx), addr(dWeight), addr(dOut), addr(x), addr(weight), addr(rstd),
@@ -1073,6 +1075,15 @@ public final class CudaBackend extends AbstractBackend {
     /** The largest head dim the rope kernel takes (a token's cos/sin, 4 bytes an element, in 48 KiB of shared memory). */
     static final int MAX_ROPE_HEAD_DIM = 12288;
 
+    /** A CUDA grid's y (and z) dimension: the attention kernels put heads there, RMSNorm's backward columns. */
+    static final int GRID_Y_MAX = 65535;
+
+    /** Refuses head counts past a grid's y dimension, before any kernel of the op runs. */
+    private static void checkHeads(String op, int hq, int hkv) {
+        Check.check(hq <= GRID_Y_MAX && hkv <= GRID_Y_MAX, op, hq + " query and " + hkv + " kv heads: the CUDA backend's attention"
+                + " kernels take at most " + GRID_Y_MAX + " of each (a grid's y dimension)");
+    }
+
     /** Refuses a head dim the generic kernels cannot hold, before any kernel of the op runs (docs/ops.md). */
     private static void checkHeadDim(String op, int d, int max) {
         Check.check(d <= max, op, "head dim " + d + " exceeds " + max + ", the most the CUDA backend's generic attention kernels hold"
@@ -1083,6 +1094,7 @@ public final class CudaBackend extends AbstractBackend {
     void attentionImpl(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, float scale) {
         int n = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = k.dim(1), b = cuSeqlens.dim(0) - 1;
         checkHeadDim(Ops.ATTENTION, d, MAX_GENERIC_HEAD_DIM);
+        checkHeads(Ops.ATTENTION, hq, hkv);
         long[] bytes = new long[1];
         ok(CudaNative.g4_attention_workspace(n, b, hq, d, 0, 1, bytes), "attention workspace");
         ok(CudaNative.g4_attention(dt(q), addr(out), addr(lse), addr(q), addr(k), addr(v), addr(cuSeqlens), n, b, hq, hkv, d,
@@ -1096,6 +1108,7 @@ public final class CudaBackend extends AbstractBackend {
                                Tensor lse, Tensor cuSeqlens, float scale) {
         int n = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = k.dim(1), b = cuSeqlens.dim(0) - 1;
         checkHeadDim(Ops.ATTENTION_BACKWARD, d, MAX_GENERIC_HEAD_DIM_BACKWARD);
+        checkHeads(Ops.ATTENTION_BACKWARD, hq, hkv);
         int det = attentionDq.bits | attentionBackwardKernels.bits | (wgmmaAttention ? 16 : 0);  // g4_attention_backward's mode bits
         long[] bytes = new long[1];
         ok(CudaNative.g4_attention_workspace(n, b, hq, d, 1, det, bytes), "attentionBackward workspace");
@@ -1174,12 +1187,12 @@ public final class CudaBackend extends AbstractBackend {
         try {
             if (p.length == 2) {
                 int t = Integer.parseInt(p[0].trim()), c = Integer.parseInt(p[1].trim());
-                if (t >= 1 && c >= 1) return new int[] {t, c};
+                if (t >= 1 && c >= 1 && (long) t * c <= Integer.MAX_VALUE) return new int[] {t, c};
             }
         } catch (NumberFormatException e) {
             // the message below
         }
-        throw new IllegalArgumentException("-D" + LM_BLOCKS_PROPERTY + " must be TOKENS,VOCAB (two positive integers, e.g. "
+        throw new IllegalArgumentException("-D" + LM_BLOCKS_PROPERTY + " must be TOKENS,VOCAB (two positive integers, their product at most 2^31 - 1: an 8 GiB fp32 chunk; e.g. "
                 + LM_TOKEN_BLOCK + "," + LM_VOCAB_CHUNK + "), got \"" + v + "\"");
     }
     /**
@@ -1322,7 +1335,8 @@ public final class CudaBackend extends AbstractBackend {
 
     /** Smaller blocks and chunks, so that tests reach every path of the chunk loops at small sizes. */
     void setLmHeadBlocks(int tokenBlock, int vocabChunk) {
-        if (tokenBlock < 1 || vocabChunk < 1) throw new IllegalArgumentException("blocks must be >= 1");
+        if (tokenBlock < 1 || vocabChunk < 1 || (long) tokenBlock * vocabChunk > Integer.MAX_VALUE)
+            throw new IllegalArgumentException("blocks must be >= 1, their product at most 2^31 - 1");
         lmTokenBlock = tokenBlock;
         lmVocabChunk = vocabChunk;
     }
@@ -1357,7 +1371,24 @@ public final class CudaBackend extends AbstractBackend {
         boolean retired = t != null && retiredScratch.contains(t); // (a growth that failed after retiring it)
         if (t != null && t.isLive() && !retired && t.numel() >= numel) return t;
         if (t != null && t.isLive() && !retired) retire(t);
-        return empty(d, Math.toIntExact(Math.max(1, numel)));
+        return flat(d, Math.max(1, numel));
+    }
+
+    /**
+     * A new buffer of at least numel elements (the op buffers take its address or views of it): one row up to 2^31 - 1
+     * elements (a shape's dims are ints), else rows of 2^20 (a workspace past 8 GiB of fp32 is rare but legal).
+     */
+    private Tensor flat(DType d, long numel) {
+        return empty(d, flatShape(numel));
+    }
+
+    /** {@link #flat}'s shape for numel elements. */
+    static int[] flatShape(long numel) {
+        if (numel < 0) throw new IllegalArgumentException("a buffer of " + numel + " elements");
+        if (numel <= Integer.MAX_VALUE) return new int[] {(int) numel};
+        long rows = (numel + (1 << 20) - 1) >> 20;
+        if (rows > Integer.MAX_VALUE) throw new IllegalArgumentException("a device buffer of " + numel + " elements is past what a tensor holds");
+        return new int[] {(int) rows, 1 << 20};
     }
 
     private void lmBuffers(int n, int h, int v, boolean bf16Backward) {

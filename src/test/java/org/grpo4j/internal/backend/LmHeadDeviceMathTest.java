@@ -296,10 +296,27 @@ class LmHeadDeviceMathTest {
     void theBlocksPropertyTakesTwoPositiveIntegersAndNamesItselfOtherwise() {
         assertArrayEquals(new int[] {CudaBackend.LM_TOKEN_BLOCK, CudaBackend.LM_VOCAB_CHUNK}, CudaBackend.lmBlocksProperty(null));
         assertArrayEquals(new int[] {4096, 2048}, CudaBackend.lmBlocksProperty("4096, 2048"));
-        for (String bad : new String[] {"", "4096", "4096,", "0,4096", "4096,-1", "a,b", "1,2,3"}) {
+        assertArrayEquals(new int[] {65536, 32767}, CudaBackend.lmBlocksProperty("65536,32767"));  // 2^31 - 65536 elements
+        for (String bad : new String[] {"", "4096", "4096,", "0,4096", "4096,-1", "a,b", "1,2,3", "65536,32768", "2147483647,2"}) {
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> CudaBackend.lmBlocksProperty(bad));
-            assertEquals("-Dgrpo4j.lmheadBlocks must be TOKENS,VOCAB (two positive integers, e.g. 2048,4096), got \"" + bad + "\"",
-                    e.getMessage());
+            assertEquals("-Dgrpo4j.lmheadBlocks must be TOKENS,VOCAB (two positive integers, their product at most 2^31 - 1: an 8 GiB"
+                    + " fp32 chunk; e.g. 2048,4096), got \"" + bad + "\"", e.getMessage());
         }
+    }
+
+    /**
+     * The device buffers the ops grow (scratch, the LM head's chunks) past 2^31 - 1 elements, which one int dimension
+     * cannot count: rows of 2^20 covering them (Math.toIntExact threw an ArithmeticException at an 8 GiB workspace).
+     */
+    @Test
+    void buffersPastAnIntOfElementsAreRowsOfAMebi() {
+        assertArrayEquals(new int[] {1}, CudaBackend.flatShape(1));
+        assertArrayEquals(new int[] {Integer.MAX_VALUE}, CudaBackend.flatShape(Integer.MAX_VALUE));
+        assertArrayEquals(new int[] {2048, 1 << 20}, CudaBackend.flatShape(1L << 31));
+        int[] odd = CudaBackend.flatShape((1L << 33) + 5);
+        assertArrayEquals(new int[] {8193, 1 << 20}, odd);
+        assertTrue((long) odd[0] * odd[1] >= (1L << 33) + 5);
+        assertThrows(IllegalArgumentException.class, () -> CudaBackend.flatShape(Long.MAX_VALUE / 4));
+        assertThrows(IllegalArgumentException.class, () -> CudaBackend.flatShape(-1));
     }
 }
