@@ -44,9 +44,12 @@ import org.grpo4j.internal.train.Precision;
  * default bf16 on CUDA and fp32 on the CPU, as the trainer's {@code precision: auto}; {@link #load(Path, Backend,
  * String, String)} chooses it. Log-probabilities are fp32 either way.
  *
- * <p><b>Thread safety:</b> thread-safe. Each call holds the {@link Backend}'s lock, so calls from several threads
- * (and other work on the same backend) run one at a time. {@link #close()} waits for a call in progress; any call
- * after it throws {@link IllegalStateException}.
+ * <p><b>Thread safety:</b> thread-safe. Each generation holds the {@link Backend}'s lock, so generations from several
+ * threads (and other work on the same backend, such as a {@link org.grpo4j.train.GrpoTrainer#run run}) take turns.
+ * {@link #encode}, {@link #decode} and {@link #renderChat} use the tokenizer alone and do not wait for the backend. A
+ * reward function of a run that holds the backend cannot generate with (or load) a model on it, since the run waits
+ * for the reward: that call fails at once with {@link IllegalStateException} (load the reward model on another
+ * backend). {@link #close()} waits for a call in progress; any call after it throws {@link IllegalStateException}.
  */
 public final class Model implements AutoCloseable {
     /** Tokens per KV-cache block (the trainer's and the CLI's size). */
@@ -63,7 +66,9 @@ public final class Model implements AutoCloseable {
     private final LlamaModel model;
     private final ChatTemplate template;
     private final Set<Integer> stopIds;
-    private boolean closed; // guarded by backend
+    /** Held by the tokenizer-only calls and by close (after the backend's lock): they do not wait for a generation. */
+    private final Object tokLock = new Object();
+    private boolean closed; // written holding backend and tokLock; read holding either
 
     private Model(Backend backend, Path dir, Tokenizer tok, LlamaWeights weights, ChatTemplate template) {
         this.backend = backend;
@@ -143,6 +148,7 @@ public final class Model implements AutoCloseable {
         Precision.check(precision, "precision");
         if (dir.toString().isBlank()) throw new IllegalArgumentException("dir is empty");
         if (!Files.isDirectory(dir)) throw new NoSuchFileException(dir.toString(), null, "no such model directory");
+        refuseInItsRunsRewardCall(backend, "Model.load(" + dir + ")");
         synchronized (backend) {
             backend.requireOpen();
             LlamaConfig lc = LlamaConfig.read(dir);
@@ -211,6 +217,7 @@ public final class Model implements AutoCloseable {
     public List<List<Completion>> generate(List<String> prompts, List<Sampling> samplings) {
         Objects.requireNonNull(prompts, "prompts");
         checkSamplings(samplings, prompts.size(), "prompts");
+        refuseInItsRunsRewardCall(backend, "generate");
         synchronized (backend) {
             requireOpen();
             List<int[]> ids = new ArrayList<>(prompts.size());
@@ -256,6 +263,7 @@ public final class Model implements AutoCloseable {
     public List<List<Completion>> generateChats(List<List<ChatMessage>> chats, List<Sampling> samplings) {
         Objects.requireNonNull(chats, "chats");
         checkSamplings(samplings, chats.size(), "chats");
+        refuseInItsRunsRewardCall(backend, "generateChats");
         synchronized (backend) {
             requireOpen();
             List<int[]> ids = new ArrayList<>(chats.size());
@@ -281,7 +289,7 @@ public final class Model implements AutoCloseable {
      * @throws IllegalStateException    if the model is closed or has no chat template
      */
     public String renderChat(List<ChatMessage> chat) {
-        synchronized (backend) {
+        synchronized (tokLock) {
             requireOpen();
             return render(chat, "chat");
         }
@@ -297,7 +305,7 @@ public final class Model implements AutoCloseable {
      */
     public int[] encode(String text) {
         Objects.requireNonNull(text, "text");
-        synchronized (backend) {
+        synchronized (tokLock) {
             requireOpen();
             return tok.encode(text);
         }
@@ -314,7 +322,7 @@ public final class Model implements AutoCloseable {
      */
     public String decode(int[] ids) {
         Objects.requireNonNull(ids, "ids");
-        synchronized (backend) {
+        synchronized (tokLock) {
             requireOpen();
             int vocab = weights.config().vocabSize();
             for (int i = 0; i < ids.length; i++)
@@ -358,16 +366,23 @@ public final class Model implements AutoCloseable {
      */
     public String precision() { return precision; }
 
-    /** Frees the weights and the tokenizer; waits for a call in progress. Idempotent. */
+    /**
+     * Frees the weights and the tokenizer; waits for a call in progress. Idempotent. Both are freed and the model leaves
+     * its backend even when freeing one of them fails (the first failure is rethrown, a later one suppressed in it).
+     */
     @Override
     public void close() {
-        synchronized (backend) {
-            if (closed) return;
-            closed = true;
-            weights.close();
-            tok.close();
+        try {
+            synchronized (backend) {
+                synchronized (tokLock) {
+                    if (closed) return;
+                    closed = true;
+                    org.grpo4j.internal.util.Closing.closeAll(dir.toString(), List.<AutoCloseable>of(weights::close, tok::close));
+                }
+            }
+        } finally {
+            backend.detach(this);
         }
-        backend.detach(this);
     }
 
     /** The directory, backend and precision, for logs. */
@@ -375,6 +390,18 @@ public final class Model implements AutoCloseable {
     public String toString() { return "Model[" + dir + " on " + backend + ", " + precision() + "]"; }
 
     // ---- implementation -----------------------------------------------------------------------------------------
+
+    /**
+     * Fails at once where the backend's lock would be waited for until a reward's time limit: in a reward function's
+     * call while a trainer's run holds the backend (the run waits for that reward).
+     */
+    private static void refuseInItsRunsRewardCall(Backend backend, String what) {
+        if (org.grpo4j.internal.reward.Scoring.inRewardCall() && !Thread.holdsLock(backend) && org.grpo4j.internal.ApiAccess.running(backend))
+            throw new IllegalStateException(what + " on backend " + backend + " from a reward function while a GrpoTrainer run holds that"
+                    + " backend: the run waits for the reward, so the call would wait until the reward's time limit. Load the model the reward"
+                    + " function generates with on another Backend (Backend.open(\"cpu\") or another device); encode, decode and renderChat"
+                    + " work from a reward function");
+    }
 
     private void requireOpen() {
         if (closed) throw new IllegalStateException("model " + dir + " is closed");

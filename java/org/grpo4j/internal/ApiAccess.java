@@ -21,6 +21,18 @@ public final class ApiAccess {
     /** Called once by {@link org.grpo4j.Backend}'s static initializer. */
     public static void register(BackendAccess a) { backends = Objects.requireNonNull(a); }
 
+    /** API backends a {@link org.grpo4j.train.GrpoTrainer} run holds now, with how many runs (nested from a listener). */
+    private static final java.util.Map<org.grpo4j.Backend, Integer> RUNNING = new java.util.concurrent.ConcurrentHashMap<>();
+
+    /** A trainer's run took {@code b} (it holds b's lock until {@link #runEnded}). */
+    public static void runStarted(org.grpo4j.Backend b) { RUNNING.merge(b, 1, Integer::sum); }
+
+    /** The run that took {@code b} returned. */
+    public static void runEnded(org.grpo4j.Backend b) { RUNNING.computeIfPresent(b, (k, n) -> n == 1 ? null : n - 1); }
+
+    /** Whether a trainer's run holds {@code b} now. */
+    public static boolean running(org.grpo4j.Backend b) { return RUNNING.containsKey(b); }
+
     /** The internal backend behind {@code b}. */
     public static org.grpo4j.internal.backend.Backend backend(org.grpo4j.Backend b) {
         Objects.requireNonNull(b, "backend");

@@ -186,7 +186,7 @@ public final class Rewards implements AutoCloseable {
             Item it = items.get(i);
             int k = i;
             try {
-                fs.add(pool.submit(() -> run(it, started, k)));
+                fs.add(pool.submit(() -> org.grpo4j.internal.reward.Scoring.call(() -> run(it, started, k))));
             } catch (java.util.concurrent.RejectedExecutionException e) { // closed by another thread meanwhile
                 for (Future<Result> f : fs) f.cancel(true);
                 requireOpen();

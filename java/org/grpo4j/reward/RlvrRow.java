@@ -10,7 +10,8 @@ import org.grpo4j.ChatMessage;
  *
  * <p><b>Thread safety:</b> immutable (the message list is copied), so thread-safe.
  *
- * @param messages       the conversation; the prompt is every message but a final assistant turn
+ * @param messages       the conversation, at least one message; the prompt is every message but the last (the reference
+ *                       answer, whatever its role), or the one message when there is only one ({@link #promptMessages})
  * @param groundTruth    what the verifier checks the response against (may be null)
  * @param dataset        the name of the reward function that scores the row
  * @param constraintType IFEval's constraint type, or null
@@ -29,11 +30,14 @@ public record RlvrRow(List<ChatMessage> messages, String groundTruth, String dat
      * @param constraintType IFEval's constraint type
      * @param constraint     IFEval's constraint
      * @param source         where it came from
-     * @throws NullPointerException if {@code messages} or one of them is null
+     * @throws NullPointerException     if {@code messages} or one of them is null
+     * @throws IllegalArgumentException if {@code messages} is empty (a row with no prompt)
      */
     public RlvrRow {
         Objects.requireNonNull(messages, "messages");
         messages = List.copyOf(messages);
+        if (messages.isEmpty())
+            throw new IllegalArgumentException((source == null ? "" : source + ": ") + "an RLVR row needs at least one message (its prompt)");
     }
 
     /**

@@ -328,7 +328,12 @@ public final class GrpoTrainer implements AutoCloseable {
                 if (backend == null) return impl.run(marked);
                 synchronized (backend) {
                     ApiAccess.backend(backend); // fails once the backend is closed
-                    return impl.run(marked);
+                    ApiAccess.runStarted(backend); // (a model on it called from a reward function fails at once)
+                    try {
+                        return impl.run(marked);
+                    } finally {
+                        ApiAccess.runEnded(backend);
+                    }
                 }
             } finally {
                 if (closeAfterRun) {

@@ -231,6 +231,29 @@ class ApiBadInputTest {
         t.close();
     }
 
+    /** The same at a save_freq step before the last: the next run() writes the missing checkpoint before going on. */
+    @Test
+    void aListenerFailingOnASaveStepLeavesItsCheckpointToTheNextRun() throws Exception {
+        GrpoConfig cfg = ApiExampleTest.tiny(2);
+        cfg.saveFreq = 1;
+        java.util.List<Integer> saved = new java.util.ArrayList<>();
+        try (GrpoTrainer t = GrpoTrainer.builder(cfg).outputDir(tmp.resolve("listener-throws-at-save")).log(null).build()) {
+            refused(IllegalStateException.class, () -> t.run(new GrpoTrainer.Listener() {
+                @Override
+                public void onStep(int step, Map<String, Double> m) { if (step == 1) throw new IllegalStateException("the application's listener failed"); }
+            }), "the application's listener failed");
+            Path step1 = tmp.resolve("listener-throws-at-save/checkpoints/step_1/model");
+            assertFalse(java.nio.file.Files.exists(step1));
+            GrpoTrainer.Result r = t.run(new GrpoTrainer.Listener() {
+                @Override
+                public void onCheckpoint(int step, Path dir) { saved.add(step); }
+            });
+            assertEquals(2, r.lastStep());
+            assertTrue(java.nio.file.Files.isDirectory(step1), "the second run() wrote step 1's checkpoint");
+            assertEquals(List.of(1, 2), saved);
+        }
+    }
+
     /** Closing another, idle trainer from a callback closes it now (the callback marker is per trainer). */
     @Test
     void closingAnotherTrainerFromACallbackClosesIt() throws Exception {
@@ -317,6 +340,41 @@ class ApiBadInputTest {
             }
             assertFalse(be.isClosed());
             assertEquals(1, m.generate(List.of("1 + 1 ="), Sampling.defaults().maxTokens(2)).get(0).size());
+        }
+    }
+
+    /**
+     * A reward function that generates with a model on the backend its run holds fails at once (the run waits for the
+     * reward, so the call waited for the lock until the reward's 5 s limit, every row); the tokenizer calls work there,
+     * and outside a run the same function generates.
+     */
+    @Test
+    void aRewardFunctionCannotGenerateOnTheBackendItsRunHoldsButCanEncode() throws Exception {
+        java.util.concurrent.atomic.AtomicInteger encoded = new java.util.concurrent.atomic.AtomicInteger();
+        ConcurrentLinkedQueue<String> refusals = new ConcurrentLinkedQueue<>();
+        try (Backend be = Backend.open("cpu"); Model m = Model.load(modelDir, be); Rewards rewards = new Rewards()) {
+            rewards.register("gsm8k", (response, truth, row) -> {
+                if (m.encode(response + "!").length > 0 && !m.decode(m.encode("2")).isEmpty()) encoded.incrementAndGet();
+                try {
+                    m.generate(List.of("1 + 1 ="), Sampling.defaults().maxTokens(1));
+                } catch (IllegalStateException e) {
+                    refusals.add(e.getMessage());
+                }
+                return RewardFunction.Score.of(1);
+            });
+            try (GrpoTrainer t = GrpoTrainer.builder(ApiExampleTest.tiny(1)).backend(be).rewards(rewards).outputDir(tmp.resolve("reward-model"))
+                    .log(null).build()) {
+                GrpoTrainer.Result r = t.run();
+                assertEquals(0.0, r.metrics().get(0).get("rewards/timeouts"), "no reward waited for the backend");
+                assertEquals(0.0, r.metrics().get(0).get("rewards/errors"));
+            }
+            assertEquals(16, encoded.get(), "every row's reward encoded and decoded");
+            assertEquals(16, refusals.size());
+            assertTrue(refusals.peek().startsWith("generate on backend cpu from a reward function while a GrpoTrainer run holds that backend"),
+                    refusals.peek());
+            refusals.clear();
+            assertEquals(1.0, rewards.score(new Rewards.Item("2", "2", "gsm8k", null)).reward());
+            assertEquals(List.of(), List.copyOf(refusals), "with no run holding the backend the reward function generates");
         }
     }
 

@@ -501,6 +501,10 @@ public final class Trainer implements AutoCloseable {
             if (log != null) reportMemory(states.get(0), pools.get(0));
         }
         int total = cfg.trainingSteps();
+        // a save step whose listener threw before its checkpoint (that run() ended there): this run() writes it first
+        if (step > 0 && step < total && cfg.saveFreq > 0 && step % cfg.saveFreq == 0 && checkpoints.checkpointed != step
+                && checkpoints.judged != step)
+            checkpoints.checkpointIfSound(step, l);
         long runStart = System.nanoTime();
         int firstStep = step + 1;
         while (step < total) {

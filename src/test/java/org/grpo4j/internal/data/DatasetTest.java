@@ -160,6 +160,19 @@ class DatasetTest {
         assertThrows(IllegalArgumentException.class, () -> DatasetMixer.load(List.of(tmp.toString(), "1.0", tmp.toString(), "1"), List.of("train", "test", "x"), null));
     }
 
+    /** A row built in code (the embedding API) with no messages is refused by name, not at its first promptMessages(). */
+    @Test
+    void aRowWithNoMessagesIsRefusedWhereItIsBuilt() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> new RlvrRow(List.of(), "5", "gsm8k", null, null, "mine.jsonl:3"));
+        assertEquals("mine.jsonl:3: an RLVR row needs at least one message (its prompt)", e.getMessage());
+        org.grpo4j.ChatMessage q = new org.grpo4j.ChatMessage("user", "2 + 3?"), a = new org.grpo4j.ChatMessage("assistant", "5");
+        // the last message is left out whatever its role (grpo-reference.md section 7), the only one kept
+        assertEquals(List.of(q), new RlvrRow(List.of(q, a), "5", "gsm8k", null, null, null).promptMessages());
+        assertEquals(List.of(q), new RlvrRow(List.of(q, q), "5", "gsm8k", null, null, null).promptMessages());
+        assertEquals(List.of(q), new RlvrRow(List.of(q), "5", "gsm8k", null, null, null).promptMessages());
+    }
+
     /** rlvr_filter_v1 (dataset_transformation.py 596-612): the prompt against max_prompt_token_length, the whole chat against max_token_length. */
     @Test
     void rowsWhoseWholeChatIsTooLongAreDropped() throws IOException {
