@@ -314,7 +314,10 @@ public final class GrpoTrainer implements AutoCloseable {
      * @param listener progress callbacks
      * @return how the run ended
      * @throws NullPointerException      if {@code listener} is null (use {@link #run()} for none)
-     * @throws IllegalStateException     if the trainer or its backend is closed
+     * @throws IllegalStateException     if the trainer or its backend is closed, or an earlier run failed inside a
+     *                                   step or was interrupted (the model states may be partly updated: close the
+     *                                   trainer and {@link #resume} the run; a listener's exception between steps
+     *                                   does not count, and run() again goes on)
      * @throws TrainingAbortedException  if too many consecutive optimizer steps were non-finite (the last good
      *                                   checkpoint stays the newest)
      * @throws IOException               if an output cannot be written
@@ -358,7 +361,8 @@ public final class GrpoTrainer implements AutoCloseable {
      * Stops a run at the next step boundary (after writing a checkpoint). Safe from any thread. (Interrupting the
      * thread that runs {@link #run} is not a way to stop it: the run then fails where the interrupt is noticed, with an
      * exception such as {@link java.util.concurrent.CancellationException} from the reward scoring, never training on
-     * a partly scored batch; the last checkpoint stays the newest.)
+     * a partly scored batch; the last checkpoint stays the newest, and this trainer's {@link #run} is refused after:
+     * {@link #close()} it, which waits for its rank threads, and {@link #resume} the run.)
      */
     public void cancel() { impl.cancel(); }
 

@@ -254,6 +254,50 @@ class ApiBadInputTest {
         }
     }
 
+    /**
+     * Interrupting the thread in run() while a reward function blocks: run() fails, and a second run() is refused with a
+     * message saying how to go on (it trained on from a step whose rewards were never scored, or failed on an aborted
+     * communicator); at world_size 2, close() returns only once the rank threads have stopped (they ran on, daemon
+     * threads, while close freed their states).
+     */
+    @Test
+    void anInterruptedRunIsNotContinuedAndCloseWaitsForItsRanks() throws Exception {
+        for (int world : new int[] {1, 2}) {
+            GrpoConfig cfg = ApiExampleTest.tiny(2);
+            cfg.worldSize = world;
+            java.util.concurrent.CountDownLatch entered = new java.util.concurrent.CountDownLatch(1), never = new java.util.concurrent.CountDownLatch(1);
+            try (Rewards rewards = new Rewards()) {
+                rewards.register("gsm8k", (response, truth, row) -> {
+                    entered.countDown();
+                    never.await();
+                    return RewardFunction.Score.of(1);
+                });
+                java.util.Set<Thread> earlier = Thread.getAllStackTraces().keySet(); // (other tests' threads)
+                GrpoTrainer t = GrpoTrainer.builder(cfg).rewards(rewards).outputDir(tmp.resolve("interrupted-" + world)).log(null).build();
+                java.util.concurrent.atomic.AtomicReference<Throwable> failure = new java.util.concurrent.atomic.AtomicReference<>();
+                Thread runner = new Thread(() -> {
+                    try {
+                        t.run();
+                    } catch (Throwable e) {
+                        failure.set(e);
+                    }
+                }, "runner-" + world);
+                runner.start();
+                entered.await();
+                List<Thread> ranks = new ArrayList<>();
+                for (Thread th : Thread.getAllStackTraces().keySet()) if (th.getName().startsWith("grpo4j-rank-") && !earlier.contains(th)) ranks.add(th);
+                assertEquals(world == 1 ? 0 : 2, ranks.size(), "the rank threads: " + ranks);
+                runner.interrupt();
+                runner.join();
+                assertNotNull(failure.get(), "run() failed at the interrupt");
+                refused(IllegalStateException.class, t::run, "an earlier run() failed in the ranks' work after step 0",
+                        "close it and resume the run from its last checkpoint", "checkpoints" + java.io.File.separator + "step_0");
+                t.close();
+                for (Thread th : ranks) assertFalse(th.isAlive(), th.getName() + " still runs after close()");
+            }
+        }
+    }
+
     /** Closing another, idle trainer from a callback closes it now (the callback marker is per trainer). */
     @Test
     void closingAnotherTrainerFromACallbackClosesIt() throws Exception {

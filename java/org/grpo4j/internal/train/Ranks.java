@@ -25,6 +25,10 @@ final class Ranks implements AutoCloseable {
     private final int count;
     private final List<ExecutorService> threads = new ArrayList<>();
     private Consumer<Throwable> abort = t -> {};
+    /** The first failure of a {@link #run} (a rank's exception, or the caller interrupted while they ran); null: none. */
+    private volatile Throwable failure;
+    /** How long {@link #close} waits for the rank threads to finish the work in progress. */
+    static final long CLOSE_WAIT_SECONDS = 300;
 
     Ranks(int count, String name) {
         this.count = count;
@@ -44,15 +48,27 @@ final class Ranks implements AutoCloseable {
     /** What to do when a rank fails (abort the communicators); set once they exist. */
     void onFailure(Consumer<Throwable> abort) { this.abort = abort; }
 
+    /**
+     * The first failure of a {@link #run}: a rank's work threw, or the caller was interrupted while the ranks ran (their
+     * work may still be going on, the communicators aborted). The model states may be partly updated after one.
+     */
+    Throwable failure() { return failure; }
+
+    private void failed(Throwable t) {
+        if (failure == null) failure = t;
+    }
+
     /** {@code task} on every rank at once; its results in rank order. */
     <T> List<T> run(Task<T> task) throws IOException {
         if (count == 1) { // on the caller's thread; a failure aborts as on the pool's (one rank a process: the others are elsewhere)
             try {
                 return java.util.Collections.singletonList(task.run(0));
             } catch (IOException | RuntimeException | Error e) {
+                failed(e);
                 abort.accept(e);
                 throw e;
             } catch (Exception e) {
+                failed(e);
                 abort.accept(e);
                 throw new IllegalStateException(e);
             }
@@ -81,20 +97,48 @@ final class Ranks implements AutoCloseable {
                 out.add(null);
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
+                IllegalStateException stop = new IllegalStateException("interrupted while the ranks were running", e);
+                failed(stop);
                 abort.accept(e);
-                throw new IllegalStateException("interrupted while the ranks were running", e);
+                for (Future<T> g : fs) g.cancel(true); // the ranks stop at their next wait (close() waits for them)
+                throw stop;
             }
         }
         Throwable t = first != null ? first : consequence;
         if (t == null) return out;
+        failed(t);
         if (t instanceof IOException io) throw io;
         if (t instanceof RuntimeException re) throw re;
         if (t instanceof Error er) throw er;
         throw new IllegalStateException(t);
     }
 
+    /**
+     * Stops the rank threads and waits for the work in progress (after an interrupted {@link #run} it may still be
+     * going on: freeing the model states under it would fail it, or on a GPU fault). The wait ignores interrupts (the
+     * status is set again after) and gives up after {@link #CLOSE_WAIT_SECONDS}, then throws: the caller must not free
+     * what the ranks use.
+     */
     @Override
     public void close() {
         for (ExecutorService e : threads) e.shutdownNow();
+        long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(CLOSE_WAIT_SECONDS);
+        boolean interrupted = false;
+        try {
+            for (ExecutorService e : threads)
+                while (!e.isTerminated()) {
+                    long left = deadline - System.nanoTime();
+                    if (left <= 0)
+                        throw new IllegalStateException("the rank threads did not stop within " + CLOSE_WAIT_SECONDS + " s of close(): the"
+                                + " memory they use is left allocated");
+                    try {
+                        e.awaitTermination(left, java.util.concurrent.TimeUnit.NANOSECONDS);
+                    } catch (InterruptedException ie) {
+                        interrupted = true;
+                    }
+                }
+        } finally {
+            if (interrupted) Thread.currentThread().interrupt();
+        }
     }
 }

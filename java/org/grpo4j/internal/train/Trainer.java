@@ -443,8 +443,20 @@ public final class Trainer implements AutoCloseable {
         return out;
     }
 
-    /** Runs the (remaining) warm-up and training steps. */
+    /**
+     * Runs the (remaining) warm-up and training steps. Refused after a run whose ranks' work failed or was interrupted
+     * (the states may be partly updated); a listener's failure between steps leaves the trainer usable.
+     */
     public Result run(Listener listener) throws IOException {
+        Throwable failed = ranks.failure();
+        if (failed != null) {
+            int last = checkpoints.lastStep();
+            throw new IllegalStateException("an earlier run() failed in the ranks' work after step " + step + " ("
+                    + (failed.getMessage() == null ? failed.getClass().getName() : failed.getMessage()) + "): the model states may be partly"
+                    + " updated, so this trainer cannot go on; close it and resume the run from its last checkpoint"
+                    + (last < 0 ? "" : " (" + out.resolve("checkpoints").resolve("step_" + last) + ")") + " with --resume " + out
+                    + " or GrpoTrainer.resume", failed);
+        }
         try {
             return runSteps(listener);
         } catch (IOException | RuntimeException | Error e) {
@@ -742,14 +754,30 @@ public final class Trainer implements AutoCloseable {
     public void close() {
         // every part closed even when one fails (the first failure rethrown after): a leaked lock would refuse the next
         // run in this directory, leaked backends their memory
-        List<AutoCloseable> parts = new ArrayList<>(states);
-        states.clear();
-        for (Communicator c : comms) if (c != null) parts.add(c::close);
-        if (ranks != null) parts.add(ranks);
-        if (tok != null) parts.add(tok);
+        // the rank threads first: after an interrupted run their work may still be going on, and the states,
+        // communicators and backends it uses are freed only once it has stopped (left allocated if it never does)
+        RuntimeException ranksRunning = null;
+        try {
+            if (ranks != null) ranks.close();
+        } catch (RuntimeException e) {
+            ranksRunning = e;
+        }
+        List<AutoCloseable> parts = new ArrayList<>();
+        if (ranksRunning == null) {
+            parts.addAll(states);
+            states.clear();
+            for (Communicator c : comms) if (c != null) parts.add(c::close);
+        }
+        if (tok != null && ranksRunning == null) parts.add(tok);
         if (ownRewards && rewards != null) parts.add(rewards);
-        parts.addAll(ownBackends);
+        if (ranksRunning == null) parts.addAll(ownBackends);
         if (runDir != null) parts.add(runDir);
-        org.grpo4j.internal.util.Closing.closeAll("the trainer", parts);
+        try {
+            org.grpo4j.internal.util.Closing.closeAll("the trainer", parts);
+        } catch (RuntimeException | Error e) {
+            if (ranksRunning != null) e.addSuppressed(ranksRunning);
+            throw e;
+        }
+        if (ranksRunning != null) throw ranksRunning;
     }
 }
