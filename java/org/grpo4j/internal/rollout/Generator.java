@@ -503,7 +503,9 @@ public final class Generator {
                 if (onDemand) {
                     boolean alone = active.isEmpty() && ready.isEmpty() && toPrefill.isEmpty();
                     int first = firstBlock(g);
-                    if (pool.available() - owed - firstBlocks - pb - first < (alone ? 0 : watermark)) break;
+                    // the watermark against what is free now (as before); the running samples' next step must still fit
+                    if (pool.available() - firstBlocks - pb - first < (alone ? 0 : watermark)
+                            || pool.available() - owed - firstBlocks - pb - first < 0) break;
                     firstBlocks += first;
                 } else if (pool.available() < pb + per) break;
                 pending.poll();
@@ -539,7 +541,7 @@ public final class Generator {
                     int per = perSample(g.ids.length, g.maxTokens());
                     if (onDemand) {
                         int first = firstBlock(g);
-                        if (pool.available() - owed - first < (active.isEmpty() ? 0 : watermark)) break; // its first block
+                        if (pool.available() - first < (active.isEmpty() ? 0 : watermark) || pool.available() - owed - first < 0) break; // its first block
                         if (g.partialBlock < 0) owed += first;
                     } else if (g.oneReserved) g.oneReserved = false;
                     else if (!pool.reserve(per)) break;
@@ -609,7 +611,7 @@ public final class Generator {
                 boolean alone = active.isEmpty() && back.isEmpty();
                 int need = (s.length() + bs - 1) / bs, next = s.length() % bs == 0 ? 1 : 0; // next: its next step starts a block
                 if (alone) giveUpPrompts(need + next, s); // nothing else can finish and free blocks
-                if (pool.available() - owed - need - next < (alone ? 0 : watermark)) break;
+                if (pool.available() - need < (alone ? 0 : watermark) || pool.available() - owed - need - next < 0) break;
                 owed += next;
                 preempted.poll();
                 for (int i = 0; i < need; i++) s.blocks.add(pool.allocate());
