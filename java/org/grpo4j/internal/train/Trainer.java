@@ -195,6 +195,9 @@ public final class Trainer implements AutoCloseable {
             throw new IllegalArgumentException("--resume continues a run in its own directory (" + runOfCheckpoint + "); writing it to "
                     + b.outputDir + " would leave both incomplete: copy " + runOfCheckpoint + " to " + b.outputDir + " and resume the copy instead");
         this.out = b.outputDir != null ? b.outputDir : runOfCheckpoint != null ? runOfCheckpoint : Path.of(cfg.outputDir);
+        // the saved config names the directory the run is in (a resumed copy's kept the original's, and a config
+        // loaded from it wrote there)
+        cfg.outputDir = out.toString();
         if (ck == null && writer) RunDirectory.checkNewRun(out, b.overwrite); // before any work; again under the lock below
         this.overwritePending = ck == null && b.overwrite;
         this.log = writer ? b.log : null;

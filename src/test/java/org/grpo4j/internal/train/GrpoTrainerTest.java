@@ -378,6 +378,34 @@ class GrpoTrainerTest {
         }
     }
 
+    /**
+     * A run copied elsewhere and resumed there: its config.json names the copy's directory (it kept the original's, so
+     * train --config COPY/config.json wrote into the original run), and the original is left as it was.
+     */
+    @Test
+    void aResumedCopyOfARunNamesItsOwnDirectory(@TempDir Path tmp) throws Exception {
+        Path first = tmp.resolve("first"), copy = tmp.resolve("copy");
+        List<String> sets = small(first, 2);
+        sets.add("num_evals=0");
+        sets.add("save_freq=1");
+        try (Trainer t = Trainer.builder(config(sets)).log(null).build()) {
+            assertEquals(1, t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
+                @Override
+                public void onStep(int step, Map<String, Double> m) { t.cancel(); }
+            }).lastStep());
+        }
+        byte[] original = Files.readAllBytes(first.resolve("config.json"));
+        org.grpo4j.internal.util.TestFiles.copyTree(first, copy);
+        try (Trainer t = Trainer.builder(null).resume(copy).log(null).build()) {
+            assertEquals(2, t.run(null).lastStep());
+        }
+        ObjectMapper json = new ObjectMapper();
+        assertEquals(copy.toString(), json.readTree(copy.resolve("config.json").toFile()).get("output_dir").asText());
+        assertEquals(first.toString(), json.readTree(first.resolve("config.json").toFile()).get("output_dir").asText());
+        assertArrayEquals(original, Files.readAllBytes(first.resolve("config.json")));
+        assertFalse(Files.exists(first.resolve("checkpoints/step_2")));
+    }
+
     @Test
     void resumeAfterKillDashNineRepeatsTheUninterruptedRunExactly(@TempDir Path tmp) throws Exception {
         int steps = 7;
