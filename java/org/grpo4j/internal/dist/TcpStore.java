@@ -357,6 +357,10 @@ public final class TcpStore {
             try {
                 while (true) {
                     Msg m = Msg.read(in);
+                    if (m.op().equals("ABORT")) { // a process whose control connection is busy with a waiting request
+                        abort(m.key());
+                        continue;
+                    }
                     if (m.op().equals("BYE")) {
                         synchronized (this) {
                             finished.add(process);
@@ -664,7 +668,19 @@ public final class TcpStore {
             s.setSoTimeout(0);
         }
 
-        private synchronized Msg call(Msg m) throws IOException {
+        /** Held by a request on the control connection (one at a time: each waits for its answer). */
+        private final java.util.concurrent.locks.ReentrantLock callLock = new java.util.concurrent.locks.ReentrantLock();
+
+        private Msg call(Msg m) throws IOException {
+            callLock.lock();
+            try {
+                return callLocked(m);
+            } finally {
+                callLock.unlock();
+            }
+        }
+
+        private Msg callLocked(Msg m) throws IOException {
             if (aborted != null) throw new CommunicatorException("rendezvous: the run was aborted: " + aborted);
             try {
                 m.write(ctlOut);
@@ -715,8 +731,36 @@ public final class TcpStore {
                         + " s (a node not started, or stuck?)");
         }
 
-        /** Fails the run for every process with {@code reason}. */
-        public void abort(String reason) throws IOException { call(new Msg("ABORT", clip(reason), 0, 0, new byte[0])); }
+        /**
+         * Fails the run for every process with {@code reason}. On the control connection when it is free (the store
+         * answers); while another thread's request waits there (a GET or a barrier, for minutes), on the watch
+         * connection instead, then waiting up to 5 s for the store's abort to come back on it: it queued behind the
+         * waiting request, so the other processes heard of the failure only when that request timed out.
+         */
+        public void abort(String reason) throws IOException {
+            Msg m = new Msg("ABORT", clip(reason), 0, 0, new byte[0]);
+            if (callLock.tryLock()) {
+                try {
+                    callLocked(m);
+                    return;
+                } finally {
+                    callLock.unlock();
+                }
+            }
+            if (aborted != null) throw new CommunicatorException("rendezvous: the run was aborted: " + aborted);
+            synchronized (watchOut) {
+                m.write(watchOut);
+            }
+            long until = System.nanoTime() + 5_000_000_000L;
+            while (aborted == null && !closing && System.nanoTime() < until) {
+                try {
+                    Thread.sleep(10);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    return;
+                }
+            }
+        }
 
         /** Why the run failed, or null. */
         public String abortReason() { return aborted; }

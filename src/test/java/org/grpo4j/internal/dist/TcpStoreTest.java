@@ -117,6 +117,43 @@ class TcpStoreTest {
     }
 
     /**
+     * An abort while another thread's request waits on the store (a GET for a key nobody sets, for two minutes) reaches
+     * the store at once and ends that request: it queued behind it, and the other processes heard of the failure only
+     * when the request timed out.
+     */
+    @Test
+    void anAbortDoesNotWaitBehindAPendingRequest() throws Exception {
+        int port = RendezvousTest.freePort();
+        java.util.concurrent.atomic.AtomicReference<String> heard = new java.util.concurrent.atomic.AtomicReference<>();
+        try (TcpStore.Server s = new TcpStore.Server(InetAddress.getLoopbackAddress(), port, "k", 2, 100, 60_000);
+             TcpStore.Client c = new TcpStore.Client("127.0.0.1", port, "k", 1, "test", 20_000, 100, 60_000, heard::set)) {
+            java.util.concurrent.atomic.AtomicReference<Throwable> got = new java.util.concurrent.atomic.AtomicReference<>();
+            Thread waiter = new Thread(() -> {
+                try {
+                    c.get("never/set", 120_000);
+                } catch (Throwable t) {
+                    got.set(t);
+                }
+            }, "waiter");
+            waiter.start();
+            while (waiter.getState() != Thread.State.RUNNABLE || !waiterInRead(waiter)) Thread.onSpinWait(); // its GET is on the wire
+            assertTimeoutPreemptively(java.time.Duration.ofSeconds(60), () -> c.abort("rank 3 failed"), "the abort waited for the GET");
+            assertEquals("rank 3 failed", s.abortReason());
+            waiter.join(60_000);
+            assertFalse(waiter.isAlive(), "the waiting GET ended with the abort");
+            assertTrue(got.get() instanceof CommunicatorException && got.get().getMessage().contains("the run was aborted: rank 3 failed"),
+                    String.valueOf(got.get()));
+            assertEquals("rank 3 failed", heard.get());
+        }
+    }
+
+    /** Whether t is reading a socket (its request written, waiting for the answer). */
+    private static boolean waiterInRead(Thread t) {
+        for (StackTraceElement e : t.getStackTrace()) if (e.getMethodName().equals("read") && e.getClassName().equals("org.grpo4j.internal.dist.TcpStore$Msg")) return true;
+        return false;
+    }
+
+    /**
      * A reason longer than a message's key reaches the store cut to fit (a long path in a config mismatch ended the
      * aborting process's connection unheard: the others waited out a barrier's timeout or blamed a lost store).
      */
