@@ -372,6 +372,7 @@ public final class Model implements AutoCloseable {
      */
     @Override
     public void close() {
+        refuseInItsRunsRewardCall(backend, "Model.close(" + dir + ")");
         try {
             synchronized (backend) {
                 synchronized (tokLock) {
@@ -393,7 +394,8 @@ public final class Model implements AutoCloseable {
 
     /**
      * Fails at once where the backend's lock would be waited for until a reward's time limit: in a reward function's
-     * call while a trainer's run holds the backend (the run waits for that reward).
+     * call while a trainer's run holds the backend (the run waits for that reward). Any run's: a reward function scored
+     * outside that run (another trainer's, or {@code Rewards.score} from another thread) would wait for the run's end.
      */
     private static void refuseInItsRunsRewardCall(Backend backend, String what) {
         if (org.grpo4j.internal.reward.Scoring.inRewardCall() && !Thread.holdsLock(backend) && org.grpo4j.internal.ApiAccess.running(backend))

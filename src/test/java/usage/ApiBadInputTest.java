@@ -298,6 +298,24 @@ class ApiBadInputTest {
         }
     }
 
+    /**
+     * A warm-up listener that throws leaves the warm-up half done, before the first checkpoint: run() again is refused
+     * and says to start the run again (there is nothing to resume).
+     */
+    @Test
+    void aWarmUpListenerFailingLeavesNothingToResumeAndSaysSo() throws Exception {
+        GrpoConfig cfg = ApiExampleTest.tiny(1);
+        cfg.sftWarmup.steps = 2;
+        try (GrpoTrainer t = GrpoTrainer.builder(cfg).outputDir(tmp.resolve("warm-up-listener-throws")).log(null).build()) {
+            refused(IllegalStateException.class, () -> t.run(new GrpoTrainer.Listener() {
+                @Override
+                public void onSftStep(int step, int steps, double loss) { throw new IllegalStateException("the application's listener failed"); }
+            }), "the application's listener failed");
+            refused(IllegalStateException.class, t::run, "an earlier run() failed in the ranks' work after step 0 (the application's listener failed)",
+                    "start the run again (no checkpoint was written yet");
+        }
+    }
+
     /** Closing another, idle trainer from a callback closes it now (the callback marker is per trainer). */
     @Test
     void closingAnotherTrainerFromACallbackClosesIt() throws Exception {

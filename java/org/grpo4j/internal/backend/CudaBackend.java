@@ -1078,10 +1078,15 @@ public final class CudaBackend extends AbstractBackend {
     /** A CUDA grid's y (and z) dimension: the attention kernels put heads there, RMSNorm's backward columns. */
     static final int GRID_Y_MAX = 65535;
 
-    /** Refuses head counts past a grid's y dimension, before any kernel of the op runs. */
-    private static void checkHeads(String op, int hq, int hkv) {
+    /**
+     * Refuses head counts past a grid's y dimension, and more (token, head) rows than the row kernels' grids count,
+     * before any kernel of the op runs.
+     */
+    private static void checkHeads(String op, int n, int hq, int hkv) {
         Check.check(hq <= GRID_Y_MAX && hkv <= GRID_Y_MAX, op, hq + " query and " + hkv + " kv heads: the CUDA backend's attention"
                 + " kernels take at most " + GRID_Y_MAX + " of each (a grid's y dimension)");
+        Check.check((long) n * hq <= Integer.MAX_VALUE, op, n + " tokens x " + hq + " query heads = " + (long) n * hq
+                + " rows: the CUDA backend's attention kernels take at most 2^31 - 1");
     }
 
     /** Refuses a head dim the generic kernels cannot hold, before any kernel of the op runs (docs/ops.md). */
@@ -1094,7 +1099,7 @@ public final class CudaBackend extends AbstractBackend {
     void attentionImpl(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, float scale) {
         int n = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = k.dim(1), b = cuSeqlens.dim(0) - 1;
         checkHeadDim(Ops.ATTENTION, d, MAX_GENERIC_HEAD_DIM);
-        checkHeads(Ops.ATTENTION, hq, hkv);
+        checkHeads(Ops.ATTENTION, n, hq, hkv);
         long[] bytes = new long[1];
         ok(CudaNative.g4_attention_workspace(n, b, hq, d, 0, 1, bytes), "attention workspace");
         ok(CudaNative.g4_attention(dt(q), addr(out), addr(lse), addr(q), addr(k), addr(v), addr(cuSeqlens), n, b, hq, hkv, d,
@@ -1108,7 +1113,7 @@ public final class CudaBackend extends AbstractBackend {
                                Tensor lse, Tensor cuSeqlens, float scale) {
         int n = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = k.dim(1), b = cuSeqlens.dim(0) - 1;
         checkHeadDim(Ops.ATTENTION_BACKWARD, d, MAX_GENERIC_HEAD_DIM_BACKWARD);
-        checkHeads(Ops.ATTENTION_BACKWARD, hq, hkv);
+        checkHeads(Ops.ATTENTION_BACKWARD, n, hq, hkv);
         int det = attentionDq.bits | attentionBackwardKernels.bits | (wgmmaAttention ? 16 : 0);  // g4_attention_backward's mode bits
         long[] bytes = new long[1];
         ok(CudaNative.g4_attention_workspace(n, b, hq, d, 1, det, bytes), "attentionBackward workspace");

@@ -74,9 +74,9 @@ public final class Generator {
      * each decode batch bucket's step once and replay it where the backend has graphs (CUDA graphs; no effect on the
      * CPU); prefixGroups (with sharePrefix): decode attention reads each prompt's shared blocks once per group of its
      * live samples (off: once per sample, as without sharing; for measuring the difference); admission: how samples
-     * get blocks; prefillTokens (ON_DEMAND; 0: no bound): the most tokens one prefill holds (what the caller's memory
-     * plan counts), never less than one sequence of the call (a prompt and max_tokens - 1 tokens, what a resumed sample
-     * prefills), so that prompts are prefilled in several calls where they exceed it; pipelining ({@link Pipelining}):
+     * get blocks; prefillTokens (0: no bound): the most tokens one prefill holds (what the caller's memory plan counts),
+     * never less than one sequence of the call (ON_DEMAND: a prompt and max_tokens - 1 tokens, what a resumed sample
+     * prefills; WORST_CASE: the longest prompt), so that prompts are prefilled in several calls where they exceed it; pipelining ({@link Pipelining}):
      * while no sample waits for room it could get, each decode step is issued before the host takes in the one before
      * it, whose tokens it reads on the device, so the host's work between steps overlaps the device's (a sample that
      * stopped is then computed one step too many, and that row dropped).
@@ -382,7 +382,8 @@ public final class Generator {
                 int n = params.n();
                 int[] ids = prompts.get(i).clone();
                 all += ids.length;
-                one = Math.max(one, ids.length + params.maxTokens() - 1L);
+                // the floor of a prefill: what a resumed sample prefills (ON_DEMAND), a prompt (WORST_CASE: none resumes)
+                one = Math.max(one, onDemand ? ids.length + params.maxTokens() - 1L : ids.length);
                 // greedy ignores top-k, top-p and the seed (the same tokens and log-probs): one spec for every greedy prompt
                 SamplingSpec spec = specs.computeIfAbsent(params, q -> q.temperature() == 0 ? GREEDY : new SamplingSpec(q.temperature(), q.topK(), q.topP(), q.seed()));
                 int[] stopIds = stops.computeIfAbsent(params.stopTokenIds(), q -> q.stream().mapToInt(Integer::intValue).toArray());

@@ -108,12 +108,12 @@ final class CheckpointPhase {
     void checkpoint(int step, Listener l) throws IOException {
         Path fin = out.resolve("checkpoints").resolve("step_" + step);
         if (checkpointed == step) return;
-        checkpointed = step;
         String key = "checkpoint/" + step;
         if (!writer) {
             Path tmp = Path.of(cluster.share(key, null));
             writeParts(tmp, step);
             cluster.barrier(key, CHECKPOINT_BARRIER_S);
+            checkpointed = step;
             return;
         }
         // the metrics and samples up to this step on disk before the checkpoint is: after a power loss, a checkpoint
@@ -144,6 +144,7 @@ final class CheckpointPhase {
             Files.writeString(tmp.resolve("config.json"), cfg.toJson());
             if (cluster != null) cluster.barrier(key, CHECKPOINT_BARRIER_S);
         });
+        checkpointed = step; // (only once written: a write that failed, on a full disk, is tried again by the next run())
         if (cfg.keepLastNCheckpoints > 0) { // after the new one is whole; a failure to delete costs disk, not the run
             try {
                 boolean models = cfg.olderCheckpoints.equals("model");

@@ -195,9 +195,6 @@ public final class Trainer implements AutoCloseable {
             throw new IllegalArgumentException("--resume continues a run in its own directory (" + runOfCheckpoint + "); writing it to "
                     + b.outputDir + " would leave both incomplete: copy " + runOfCheckpoint + " to " + b.outputDir + " and resume the copy instead");
         this.out = b.outputDir != null ? b.outputDir : runOfCheckpoint != null ? runOfCheckpoint : Path.of(cfg.outputDir);
-        // the saved config names the directory the run is in (a resumed copy's kept the original's, and a config
-        // loaded from it wrote there)
-        cfg.outputDir = out.toString();
         if (ck == null && writer) RunDirectory.checkNewRun(out, b.overwrite); // before any work; again under the lock below
         this.overwritePending = ck == null && b.overwrite;
         this.log = writer ? b.log : null;
@@ -214,6 +211,9 @@ public final class Trainer implements AutoCloseable {
         cfg.datasetMixerEvalList = absolutize(cfg.datasetMixerEvalList, cfg.baseDir);
         try {
             if (cluster != null) cluster.agreeOnConfig(cfg.toJson());
+            // the saved config names the directory the run is in (a resumed copy's kept the original's, and a config
+            // loaded from it wrote there); after the agreement, which a path spelled per node would fail
+            cfg.outputDir = out.toString();
             // the first rank's backend: preflight checks memory and precision on it
             Backend first;
             String reason = null;
@@ -456,9 +456,10 @@ public final class Trainer implements AutoCloseable {
             int last = checkpoints.lastStep();
             throw new IllegalStateException("an earlier run() failed in the ranks' work after step " + step + " ("
                     + (failed.getMessage() == null ? failed.getClass().getName() : failed.getMessage()) + "): the model states may be partly"
-                    + " updated, so this trainer cannot go on; close it and resume the run from its last checkpoint"
-                    + (last < 0 ? "" : " (" + out.resolve("checkpoints").resolve("step_" + last) + ")") + " with --resume " + out
-                    + " or GrpoTrainer.resume", failed);
+                    + " updated, so this trainer cannot go on; close it and "
+                    + (last < 0 ? "start the run again (no checkpoint was written yet: --overwrite, or GrpoTrainer.Builder.overwrite)"
+                    : "resume the run from its last checkpoint (" + out.resolve("checkpoints").resolve("step_" + last) + ") with --resume " + out
+                    + " or GrpoTrainer.resume"), failed);
         }
         try {
             return runSteps(listener);
@@ -774,7 +775,7 @@ public final class Trainer implements AutoCloseable {
         if (tok != null && ranksRunning == null) parts.add(tok);
         if (ownRewards && rewards != null) parts.add(rewards);
         if (ranksRunning == null) parts.addAll(ownBackends);
-        if (runDir != null) parts.add(runDir);
+        if (runDir != null && ranksRunning == null) parts.add(runDir); // (kept locked while a rank may still write into it)
         try {
             org.grpo4j.internal.util.Closing.closeAll("the trainer", parts);
         } catch (RuntimeException | Error e) {

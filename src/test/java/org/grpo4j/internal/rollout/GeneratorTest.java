@@ -407,8 +407,13 @@ class GeneratorTest {
         SamplingParams p = new SamplingParams(3, 1f, 1f, 0, 2, Set.of(), 5);
         Generator free = new Generator(model, new Generator.Config(4, 200, 64, true, false, true, Generator.Admission.WORST_CASE));
         Generator bounded = new Generator(model, new Generator.Config(4, 200, 64, true, false, true, Generator.Admission.WORST_CASE, 4));
-        assertSameCompletions(free.generate(prompts(), p), bounded.generate(prompts(), p), "worst_case prefills of at most 10 tokens");
+        assertSameCompletions(free.generate(prompts(), p), bounded.generate(prompts(), p), "worst_case prefills of at most 9 tokens");
         assertEquals(17, free.lastLargestPrefill, "unbounded: every prompt in one prefill");
+        assertEquals(9, bounded.lastLargestPrefill, "prompts 0 and 1, then 2, then 3");
+        // the bound's floor is the longest prompt (no worst_case sample is ever resumed), not a prompt and its
+        // max_tokens - 1 (16 here: prompts 0, 1 and 2 together, 15 tokens, past the plan's 4)
+        SamplingParams longer = new SamplingParams(3, 1f, 1f, 0, 8, Set.of(), 5);
+        assertSameCompletions(free.generate(prompts(), longer), bounded.generate(prompts(), longer), "max_tokens 8");
         assertEquals(9, bounded.lastLargestPrefill, "prompts 0 and 1, then 2, then 3");
     }
 
