@@ -438,9 +438,9 @@ public final class Model implements AutoCloseable {
                         + " tokens (max_position_embeddings)");
             // the prompt's blocks (shared by its samples) and each sample's own: its part of the last prompt block
             // onwards
-            int need = ceilDiv(p, BLOCK) + n * ceilDiv(p % BLOCK + max, BLOCK);
+            int need = ceilDiv(p, BLOCK) + n * ceilDiv(p % BLOCK + max - 1, BLOCK);
             total += need;
-            int one = ceilDiv(p, BLOCK) + ceilDiv(p % BLOCK + max, BLOCK);
+            int one = ceilDiv(p, BLOCK) + ceilDiv(p % BLOCK + max - 1, BLOCK);
             if (one > most) {
                 most = one;
                 mostAt = i;

@@ -80,7 +80,8 @@ final class EvalCommand implements Callable<Integer> {
             + " CPU), fp32 or bf16 (default: ${DEFAULT-VALUE}).") String precision;
     @Option(names = "--kv-blocks", defaultValue = "4096", description = "KV pool size in blocks of 16 tokens (default: ${DEFAULT-VALUE}).") int kvBlocks;
     @Option(names = "--output", description = "JSONL of every response (prompt, response, ground truth, dataset, reward, finish reason), written when"
-            + " complete.") Path output;
+            + " complete; a new file unless --overwrite.") Path output;
+    @Option(names = "--overwrite", description = "Replace an existing --output file (when the new one is complete).") boolean overwrite;
 
     @Override
     public Integer call() throws Exception {
@@ -123,6 +124,9 @@ final class EvalCommand implements Callable<Integer> {
                     "--data");
             rows.addAll(got.subList(0, Math.min(first, got.size())));
         }
+        if (output != null && Files.exists(output) && !overwrite) // (after the --data checks: writing a data file is refused even with --overwrite)
+            throw new IllegalArgumentException("--output " + output + " exists (earlier results, or a run's file): give another file, or --overwrite to"
+                    + " replace it");
         ModelSource src = ModelSource.resolve(model);
         // the run's own settings where the model is a checkpoint or run: what the trainer generated and scored with
         String name = chatTemplate.trim().toLowerCase(Locale.ROOT);
@@ -150,8 +154,12 @@ final class EvalCommand implements Callable<Integer> {
         int promptLimit = Math.min(maxPromptTokens, lc.maxPositionEmbeddings() - maxTokens);
         // an empty temporary sibling of --output, before the work: a directory that cannot be written fails now, not after it
         Path tmp = output == null ? null : org.grpo4j.internal.util.AtomicDir.temporaryFileFor(output);
+        if (tmp != null) tmp.toFile().deleteOnExit(); // (an eval stopped by Ctrl-C leaves no hidden file; the finally below covers the rest)
         try (Tokenizer tok = Tokenizer.load(src.model()); Rewards rewards = new Rewards(cp, passReward, timeout, Runtime.getRuntime().availableProcessors());
              Backend be = Backends.choose(backend, org.grpo4j.internal.backend.Ops.ALL).backend()) {
+            if (tok.eosId() < 0) // (the trainer refuses such a tokenizer too: every response would run to --max-tokens)
+                throw new IllegalArgumentException(src.model() + ": the tokenizer has no eos_token (tokenizer_config.json), so no response would stop"
+                        + " before --max-tokens; the trainer's rollouts stop at it");
             ChatTemplate template = ChatTemplate.named(name, tok);
             PromptDataset prompts = new PromptDataset(rows, tok, template, promptLimit, maxChat);
             org.grpo4j.internal.train.Preflight.requireVerifiers(prompts, "--data", rewards);
@@ -165,7 +173,7 @@ final class EvalCommand implements Callable<Integer> {
             List<int[]> ids = new ArrayList<>(prompts.size());
             for (int i = 0; i < prompts.size(); i++) {
                 int[] p = prompts.prompt(i);
-                int need = (p.length + 15) / 16 + (p.length + maxTokens + 15) / 16 - p.length / 16; // as the generator counts
+                int need = (p.length + 15) / 16 + (p.length + maxTokens - 1 + 15) / 16 - p.length / 16; // as the generator counts
                 if (need > kvBlocks)
                     throw new IllegalArgumentException(prompts.row(i).source() + ": the prompt's " + p.length + " tokens plus a response of --max-tokens "
                             + maxTokens + " need " + need + " KV blocks of 16 tokens, more than --kv-blocks " + kvBlocks);
@@ -243,7 +251,9 @@ final class EvalCommand implements Callable<Integer> {
     private void write(Path tmp, PromptDataset prompts, List<List<Completion>> all, List<Rewards.Item> items, List<Rewards.Result> res, Tokenizer tok)
             throws java.io.IOException {
         ObjectMapper m = RewardCommand.exactJson();
-        try (BufferedWriter wr = Files.newBufferedWriter(tmp, StandardCharsets.UTF_8)) {
+        try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(tmp, java.nio.file.StandardOpenOption.WRITE,
+                java.nio.file.StandardOpenOption.TRUNCATE_EXISTING);
+             BufferedWriter wr = new BufferedWriter(new java.io.OutputStreamWriter(java.nio.channels.Channels.newOutputStream(ch), StandardCharsets.UTF_8))) {
             int k = 0;
             for (int i = 0; i < all.size(); i++)
                 for (int j = 0; j < all.get(i).size(); j++, k++) {
@@ -265,7 +275,12 @@ final class EvalCommand implements Callable<Integer> {
                     wr.write(m.writeValueAsString(o));
                     wr.newLine();
                 }
+            wr.flush();
+            ch.force(true); // on disk before the rename: after a power loss, the earlier file or this one, never an empty one
+        } catch (java.io.IOException e) {
+            throw new java.io.IOException(output + ": cannot write: " + e.getMessage(), e);
         }
         Files.move(tmp, output.toAbsolutePath(), StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+        org.grpo4j.internal.util.AtomicDir.syncDirectory(output.toAbsolutePath().getParent());
     }
 }

@@ -161,7 +161,7 @@ final class GenerateCommand implements Callable<Integer> {
                     throw new IllegalArgumentException((batch ? r.where() + ": max_tokens " : "--max-tokens ") + r.maxTokens() + " + the prompt's " + p.length
                             + " tokens exceed the model's max_position_embeddings " + lc.maxPositionEmbeddings());
                 if (batch) {
-                    int need = (p.length + 15) / 16 + (p.length + r.maxTokens() + 15) / 16 - p.length / 16; // as the generator counts
+                    int need = (p.length + 15) / 16 + (p.length + r.maxTokens() - 1 + 15) / 16 - p.length / 16; // as the generator counts
                     if (need > kvBlocks)
                         throw new IllegalArgumentException(r.where() + ": the prompt's " + p.length + " tokens plus one completion of max_tokens " + r.maxTokens()
                                 + " need " + need + " KV blocks of 16 tokens, more than --kv-blocks " + kvBlocks);

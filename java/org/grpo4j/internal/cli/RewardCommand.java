@@ -80,6 +80,7 @@ final class RewardCommand implements Callable<Integer> {
             Path dir = output.toAbsolutePath().getParent();
             if (!Files.isDirectory(dir)) throw new java.nio.file.NoSuchFileException(dir.toString(), null, "the --output file's directory");
             tmp = AtomicDir.temporaryFileFor(output);
+            tmp.toFile().deleteOnExit(); // (stopped by Ctrl-C: no hidden file left; the finally below covers the rest)
         }
         try {
             run(tmp);
@@ -119,6 +120,7 @@ final class RewardCommand implements Callable<Integer> {
                         line = new String(raw, StandardCharsets.UTF_8);
                         err = input + ":" + no + ": not valid UTF-8";
                     }
+                    if (no == 1 && line.startsWith("\uFEFF")) line = line.substring(1); // a byte order mark (Jackson refuses it)
                     if (err == null && line.isBlank()) continue;
                     try {
                         if (err != null) throw new IllegalArgumentException(err);

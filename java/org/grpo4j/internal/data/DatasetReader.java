@@ -96,6 +96,7 @@ public final class DatasetReader {
             String line;
             while ((line = r.readLine()) != null) {
                 no++;
+                if (no == 1 && line.startsWith("\uFEFF")) line = line.substring(1); // a byte order mark (Jackson refuses it)
                 if (line.isBlank()) continue;
                 String where = path + ":" + no;
                 JsonNode node;

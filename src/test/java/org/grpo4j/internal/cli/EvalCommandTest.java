@@ -125,6 +125,53 @@ class EvalCommandTest {
                     : n.get("tokens").asInt() == 24 && !n.get("response").asText().contains("a"), n.toString());
     }
 
+    /**
+     * An existing --output is kept unless --overwrite (a second eval, or a path into a live run's files, replaced it);
+     * with it the new results replace it whole, and no hidden temporary is left beside it.
+     */
+    @Test
+    void anExistingOutputIsKeptUnlessOverwriteIsGiven() throws Exception {
+        Path dir = Files.createDirectories(root.resolve("keep")), out = dir.resolve("results.jsonl");
+        Files.writeString(out, "earlier results\n");
+        String[] base = {"eval", "--model", model.toString(), "--data", "examples/data/tiny-arith.jsonl:2", "--max-tokens", "4", "--backend", "cpu",
+                "--output", out.toString()};
+        CliTest.Run refused = CliTest.run(base);
+        assertEquals(2, refused.code(), refused.out() + refused.err());
+        assertTrue(refused.err().contains("--output " + out + " exists (earlier results, or a run's file): give another file, or --overwrite"),
+                refused.err());
+        assertEquals("earlier results\n", Files.readString(out));
+        List<String> again = new ArrayList<>(List.of(base));
+        again.add("--overwrite");
+        CliTest.Run r = CliTest.run(again.toArray(String[]::new));
+        assertEquals(0, r.code(), r.err());
+        assertEquals(2, lines(out).size());
+        try (var s = Files.list(dir)) {
+            assertEquals(List.of("results.jsonl"), s.map(p -> p.getFileName().toString()).toList());
+        }
+    }
+
+    /**
+     * The KV pool check counts as the generator does: a sample's last token takes no block (one block more was asked
+     * for a response that fills the prompt's last block and takes one token more, and such a pool was refused).
+     */
+    @Test
+    void aResponsesLastTokenNeedsNoKvBlock() throws Exception {
+        int p;
+        try (org.grpo4j.internal.tokenizer.Tokenizer tok = org.grpo4j.internal.tokenizer.Tokenizer.load(model)) {
+            org.grpo4j.reward.RlvrRow row = org.grpo4j.internal.data.DatasetReader.readJsonl(Path.of("examples/data/tiny-arith.jsonl")).get(0);
+            p = tok.encode(org.grpo4j.internal.tokenizer.ChatTemplate.named("tulu", tok).render(row.promptMessages(), true, tok)).length;
+        }
+        // a response that fills the prompt's last block (a whole block when the prompt ends one) and one token more
+        int r = p % 16, max = r == 0 ? 17 : 17 - r, blocks = (p + 15) / 16 + 1; // the prompt's blocks and one of the sample's
+        CliTest.Run run = CliTest.run("eval", "--model", model.toString(), "--data", "examples/data/tiny-arith.jsonl:1", "--max-tokens", String.valueOf(max),
+                "--backend", "cpu", "--kv-blocks", String.valueOf(blocks));
+        assertEquals(0, run.code(), "a prompt of " + p + " tokens, --max-tokens " + max + ", --kv-blocks " + blocks + ": " + run.err());
+        CliTest.Run less = CliTest.run("eval", "--model", model.toString(), "--data", "examples/data/tiny-arith.jsonl:1", "--max-tokens", String.valueOf(max),
+                "--backend", "cpu", "--kv-blocks", String.valueOf(blocks - 1));
+        assertEquals(2, less.code(), less.out());
+        assertTrue(less.err().contains("need " + blocks + " KV blocks of 16 tokens, more than --kv-blocks " + (blocks - 1)), less.err());
+    }
+
     @Test
     void badInputIsRefused() throws Exception {
         Path dir = Files.createDirectories(root.resolve("datadir"));
@@ -132,7 +179,13 @@ class EvalCommandTest {
         Path foo = root.resolve("foo.jsonl");
         Files.writeString(foo, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"ground_truth\": \"1\", \"dataset\": \"foo\"}\n");
         String m = model.toString(), d = "examples/data/tiny-arith.jsonl:2";
+        Path noEos = root.resolve("m-no-eos"); // the tokenizer without eos_token: no response would stop before --max-tokens
+        org.grpo4j.internal.util.TestFiles.copyTree(model, noEos);
+        ObjectNode tc = (ObjectNode) JSON.readTree(noEos.resolve("tokenizer_config.json").toFile());
+        tc.remove("eos_token");
+        Files.writeString(noEos.resolve("tokenizer_config.json"), JSON.writeValueAsString(tc));
         String[][] cases = {
+                {"--model", noEos.toString(), "--data", d, "m-no-eos: the tokenizer has no eos_token (tokenizer_config.json), so no response would stop"},
                 {"--model", m, "--data", foo.toString(), "--max-tokens", "8", foo + ":1", "dataset \"foo\" has no verifier", "picks the verifier, one of gsm8k"},
                 {"--model", m, "--data", d, "--samples", "0", "--samples must be >= 1, got 0"},
                 {"--model", m, "--data", d, "--temperature", "-1", "--temperature must be a finite number >= 0"},

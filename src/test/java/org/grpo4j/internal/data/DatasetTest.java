@@ -160,6 +160,21 @@ class DatasetTest {
         assertThrows(IllegalArgumentException.class, () -> DatasetMixer.load(List.of(tmp.toString(), "1.0", tmp.toString(), "1"), List.of("train", "test", "x"), null));
     }
 
+    /** A JSONL file that starts with a UTF-8 byte order mark (Windows editors write one) reads as without it. */
+    @Test
+    void aByteOrderMarkIsSkipped(@org.junit.jupiter.api.io.TempDir Path tmp) throws IOException {
+        Path plain = Path.of("examples/data/tiny-arith.jsonl"), bom = tmp.resolve("bom.jsonl");
+        byte[] body = Files.readAllBytes(plain), with = new byte[body.length + 3];
+        with[0] = (byte) 0xEF;
+        with[1] = (byte) 0xBB;
+        with[2] = (byte) 0xBF;
+        System.arraycopy(body, 0, with, 3, body.length);
+        Files.write(bom, with);
+        List<RlvrRow> a = DatasetReader.readJsonl(plain), b = DatasetReader.readJsonl(bom);
+        assertEquals(a.size(), b.size());
+        for (int i = 0; i < a.size(); i++) assertEquals(a.get(i).messages(), b.get(i).messages());
+    }
+
     /** A row built in code (the embedding API) with no messages is refused by name, not at its first promptMessages(). */
     @Test
     void aRowWithNoMessagesIsRefusedWhereItIsBuilt() {
