@@ -569,10 +569,21 @@ public final class LlamaWeights implements AutoCloseable {
     private void loadTensors(Map<String, Path> where) throws IOException {
         Map<Path, List<String>> byFile = new java.util.TreeMap<>();
         for (var e : where.entrySet()) byFile.computeIfAbsent(e.getValue(), k -> new ArrayList<>()).add(e.getKey());
-        for (var f : byFile.entrySet())
-            try (SafeTensors st = SafeTensors.open(f.getKey())) {
-                for (String name : f.getValue()) upload(backend, st, name, views.get(name));
+        // every weight file open before the first upload, as export does: a checkpoint a running trainer prunes
+        // meanwhile (keep_last_n_checkpoints; an 8B load takes minutes) stays readable through the open channels
+        List<AutoCloseable> open = new ArrayList<>();
+        try {
+            Map<Path, SafeTensors> st = new java.util.HashMap<>();
+            for (Path f : byFile.keySet()) {
+                SafeTensors t = SafeTensors.open(f);
+                open.add(t);
+                st.put(f, t);
             }
+            for (var f : byFile.entrySet())
+                for (String name : f.getValue()) upload(backend, st.get(f.getKey()), name, views.get(name));
+        } finally {
+            org.grpo4j.internal.util.Closing.closeAll("the weight files", open);
+        }
     }
 
     /**

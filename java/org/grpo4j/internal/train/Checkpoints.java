@@ -94,7 +94,9 @@ public final class Checkpoints {
         Path newest = newestComplete(dir);
         if (newest == null)
             throw new IllegalArgumentException(p + ": no complete checkpoint (checkpoints/step_N with trainer_state.json)"
-                    + (Files.exists(p.resolve(RunDirectory.LOCK)) || Files.exists(p.resolve("metrics.jsonl"))
+                    + (RunDirectory.heldByARun(p) ? "; the run is in progress and has not written its first checkpoint yet (step_0, after"
+                    + " loading and any warm-up): try again once it has"
+                    : Files.exists(p.resolve(RunDirectory.LOCK)) || Files.exists(p.resolve("metrics.jsonl"))
                     ? "; the run stopped before its first checkpoint: start it again with --overwrite" : ""));
         // a checkpoint is renamed into place whole and pruning takes only older ones: a newer step_N without its state
         // was damaged (a copy cut short, a file deleted); resuming before it would train over it

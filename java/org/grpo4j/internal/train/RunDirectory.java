@@ -83,6 +83,33 @@ final class RunDirectory implements AutoCloseable {
     }
 
     /**
+     * Whether a run (of any process) holds {@code dir} now; false where that cannot be told (no lock file, one this
+     * process may not open). Never closes a descriptor of a lock this JVM holds (that would drop its POSIX lock).
+     */
+    static boolean heldByARun(Path dir) {
+        Path f = dir.resolve(LOCK);
+        synchronized (HELD) {
+            try {
+                if (!Files.exists(f)) return false;
+                if (HELD.get(identity(f)) != null) return true;
+                try (FileChannel ch = FileChannel.open(f, StandardOpenOption.READ, StandardOpenOption.WRITE)) {
+                    FileLock l;
+                    try {
+                        l = ch.tryLock();
+                    } catch (OverlappingFileLockException e) {
+                        return true; // a channel of this JVM outside this class holds it
+                    }
+                    if (l == null) return true;
+                    l.release();
+                    return false;
+                }
+            } catch (IOException e) {
+                return false;
+            }
+        }
+    }
+
+    /**
      * What a resumed run needs of its directory, checked without writing anything (a dry run): no run holds it, and
      * a directory can be made in it and in its checkpoints (tried with a hidden one, removed at once).
      */

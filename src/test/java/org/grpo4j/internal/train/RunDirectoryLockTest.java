@@ -24,6 +24,23 @@ class RunDirectoryLockTest {
         return new String(p.getInputStream().readAllBytes()).trim();
     }
 
+    /**
+     * A run that has not written its first checkpoint: looked at while it runs (eval --model RUN), it is said to be in
+     * progress, not to have stopped (whose advice, start it again with --overwrite, would destroy the live run); the
+     * look keeps the run's lock; once the run is gone, the advice for a stopped run.
+     */
+    @Test
+    void aRunBeforeItsFirstCheckpointIsInProgressWhileItHoldsItsLock(@TempDir Path tmp) throws Exception {
+        Path dir = tmp.resolve("run"), lock = dir.resolve(RunDirectory.LOCK);
+        try (RunDirectory held = RunDirectory.lock(dir)) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Checkpoints.latestCheckpoint(dir));
+            assertTrue(e.getMessage().contains("the run is in progress and has not written its first checkpoint yet"), e.getMessage());
+            assertEquals("REFUSED", otherProcessTries(lock), "the look left the run its lock");
+        }
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Checkpoints.latestCheckpoint(dir));
+        assertTrue(e.getMessage().endsWith("the run stopped before its first checkpoint: start it again with --overwrite"), e.getMessage());
+    }
+
     @Test
     void aSecondRunInTheSameJvmIsRefusedAndTheFirstKeepsItsLock(@TempDir Path tmp) throws Exception {
         Path dir = tmp.resolve("run"), lock = dir.resolve(RunDirectory.LOCK);
