@@ -49,7 +49,8 @@ import picocli.CommandLine.Option;
  */
 @Command(name = "generate", mixinStandardHelpOptions = true, description = "Sample completions of a prompt, or of a JSONL file of prompts in one batch (chat-templated).")
 final class GenerateCommand implements Callable<Integer> {
-    @Option(names = "--model", required = true, description = "HF model directory.") Path model;
+    @Option(names = "--model", required = true, description = "HF model directory, a checkpoint (checkpoints/step_N: its model/) or a run directory"
+            + " (its newest checkpoint's model).") Path model;
 
     static final class Input {
         @Option(names = "--prompt", description = "User message.") String prompt;
@@ -110,6 +111,9 @@ final class GenerateCommand implements Callable<Integer> {
         if (Files.exists(model) && !Files.isDirectory(model))
             throw new IllegalArgumentException(model + ": is a file; --model names a model directory (config.json, tokenizer, *.safetensors)");
         if (!Files.isDirectory(model)) throw new java.nio.file.NoSuchFileException(model.toString(), null, "--model: no such model directory");
+        // a checkpoint or a run as eval and export take them (a checkpoint's config.json is the run's, not a model's:
+        // it was refused as "unsupported architecture (model_type \"\")")
+        model = ModelSource.resolve(model).model();
         LlamaConfig lc = LlamaConfig.read(model);
         // what the model's config bounds, per request, before any size is estimated: top-k within the vocabulary,
         // max_tokens within the context (the prompt's own length is checked once it is tokenized), the samples' random

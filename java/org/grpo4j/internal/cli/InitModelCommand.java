@@ -84,7 +84,15 @@ final class InitModelCommand implements Callable<Integer> {
             Files.createDirectories(out);
             Path f = out.resolve("config.json");
             if (Files.exists(f)) throw new IllegalArgumentException(f + " already exists");
-            new com.fasterxml.jackson.databind.ObjectMapper().writerWithDefaultPrettyPrinter().writeValue(f.toFile(), cfg.toJson("bfloat16"));
+            // through a temporary sibling renamed into place: a failed write leaves no half a config.json (which the
+            // next try refused as existing)
+            Path tmp = org.grpo4j.internal.util.AtomicDir.temporaryFileFor(f);
+            try {
+                Files.writeString(tmp, new com.fasterxml.jackson.databind.ObjectMapper().writerWithDefaultPrettyPrinter().writeValueAsString(cfg.toJson("bfloat16")));
+                Files.move(tmp, f, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+            } finally {
+                Files.deleteIfExists(tmp);
+            }
             System.out.println("wrote " + f);
             return 0;
         }

@@ -172,6 +172,26 @@ class EvalCommandTest {
         assertTrue(less.err().contains("need " + blocks + " KV blocks of 16 tokens, more than --kv-blocks " + (blocks - 1)), less.err());
     }
 
+    /**
+     * generate takes a checkpoint or a run as eval does (a checkpoint's config.json is its run's, and it was refused
+     * as an "unsupported architecture"): the same completions as from the checkpoint's model/ directory.
+     */
+    @Test
+    void generateTakesACheckpointOrARun() throws Exception {
+        Path run = root.resolve("gen-run"), ck = Files.createDirectories(run.resolve("checkpoints/step_3"));
+        org.grpo4j.internal.util.TestFiles.copyTree(model, ck.resolve("model"));
+        Files.writeString(ck.resolve("config.json"), "{\"output_dir\": \"" + run + "\"}");
+        Files.writeString(ck.resolve("trainer_state.json"), "{\"training_step\": 3}");
+        String want = null;
+        for (Path m : List.of(ck.resolve("model"), ck, run)) {
+            CliTest.Run r = CliTest.run("generate", "--model", m.toString(), "--backend", "cpu", "--prompt", "Tom has 2 pens.", "-n", "2",
+                    "--max-tokens", "6", "--seed", "5");
+            assertEquals(0, r.code(), m + ": " + r.err());
+            if (want == null) want = r.out();
+            else assertEquals(want, r.out(), m.toString());
+        }
+    }
+
     @Test
     void badInputIsRefused() throws Exception {
         Path dir = Files.createDirectories(root.resolve("datadir"));
