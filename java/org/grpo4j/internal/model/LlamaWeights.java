@@ -651,7 +651,8 @@ public final class LlamaWeights implements AutoCloseable {
                     for (int i = 0; i < len; i++) {
                         float x = into[i];
                         if (!Float.isFinite(x) || bf16 && !Float.isFinite(org.grpo4j.internal.backend.Bf16.toFloat(org.grpo4j.internal.backend.Bf16.fromFloat(x))))
-                            throw new IOException(st.file() + ": tensor " + e.name() + " holds " + x + " at element " + (off + i) + (Float.isFinite(x)
+                            // (not an IOException: the output is fine, the model is not; AtomicDir would blame the output)
+                            throw new IllegalArgumentException(st.file() + ": tensor " + e.name() + " holds " + x + " at element " + (off + i) + (Float.isFinite(x)
                                     ? ", beyond bf16's range" : "") + ": a model with NaN or infinite weights is not exported");
                     }
                 };

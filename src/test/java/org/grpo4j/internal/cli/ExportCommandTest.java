@@ -192,6 +192,7 @@ class ExportCommandTest {
             CliTest.Run r = CliTest.run(args.toArray(String[]::new));
             assertEquals(2, r.code(), String.join(" ", args) + ": " + r.out() + r.err());
             for (String s : says) assertTrue(r.err().contains(s), "\"" + s + "\" in: " + r.err());
+            assertFalse(r.err().contains("cannot write"), "the model is bad, not the output: " + r.err());
         }
         for (String x : List.of("x1", "x2", "x3", "x4", "x5", "x6")) assertFalse(Files.exists(root.resolve(x)), x + " written");
         try (var s = Files.list(root.resolve("x7"))) {
