@@ -78,43 +78,76 @@ public final class GpuCheck {
 
         List<String> classes = gpuTestClasses(opt.get("--only"));
         List<String[]> rows = new ArrayList<>(); // check, passed, failed, skipped, note
+        List<String[]> sanRows = new ArrayList<>();
+        List<String> benchNotes = new ArrayList<>();
+        // gpu-check.md again after every row: a loan's command stopped at its limit still brings back what ran
+        Report progress = () -> writeReport(out, report, rows, sanRows, benchNotes, "gpu-check: in progress, " + Math.round((System.nanoTime() - start) / 1e9) + " s");
         int failed = 0;
+        progress.write();
         for (String c : classes) {
             if (System.nanoTime() - start > budgetNs) { rows.add(new String[] {simple(c), "-", "-", "-", "not run: time budget spent"}); continue; }
             Result r = child(c, out, null, stepTimeout(classTimeoutS, start, budgetNs));
             rows.add(r.row(simple(c)));
             failed += r.failed;
+            progress.write();
         }
 
-        List<String> benchNotes = new ArrayList<>();
         if (!a.available()) benchNotes.add("kernel benchmark: skipped (no CUDA device)");
         else if (opt.containsKey("--no-bench")) benchNotes.add("kernel benchmark: skipped (--no-bench)");
         else if (System.nanoTime() - start > budgetNs) benchNotes.add("kernel benchmark: not run (time budget spent)");
         else failed += bench(out, benchNotes, Math.min(budgetNs - (System.nanoTime() - start), TimeUnit.SECONDS.toNanos(benchBudgetS)));
+        progress.write();
 
-        List<String[]> sanRows = new ArrayList<>();
         String sanitizer = a.available() && !opt.containsKey("--no-sanitizer") ? findSanitizer() : null;
         if (a.available() && !opt.containsKey("--no-sanitizer") && sanitizer == null)
             sanRows.add(new String[] {"memcheck", "-", "-", "-", "compute-sanitizer not found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin)"});
         if (sanitizer != null) {
-            for (String c : classes) {
+            for (String c : memcheckOrder(classes)) {
                 if (System.nanoTime() - start > budgetNs) { sanRows.add(new String[] {"memcheck " + simple(c), "-", "-", "-", "not run: time budget spent"}); continue; }
                 Result r = child(c, out, sanitizer, stepTimeout(2 * classTimeoutS, start, budgetNs));
                 sanRows.add(r.row("memcheck " + simple(c)));
                 failed += r.failed + (r.sanitizerErrors > 0 ? 1 : 0);
+                progress.write();
             }
         }
 
-        line(report, "");
-        line(report, "| check | passed | failed | skipped | note |");
-        line(report, "|---|---|---|---|---|");
-        for (String[] r : rows) line(report, "| " + String.join(" | ", r) + " |");
-        for (String[] r : sanRows) line(report, "| " + String.join(" | ", r) + " |");
-        line(report, "");
-        for (String n : benchNotes) line(report, n);
-        line(report, String.format("gpu-check: %.0f s, %s", (System.nanoTime() - start) / 1e9, failed == 0 ? "no failures" : failed + " failure(s)"));
-        Files.writeString(out.resolve("gpu-check.md"), report.toString(), StandardCharsets.UTF_8);
+        String end = String.format("gpu-check: %.0f s, %s", (System.nanoTime() - start) / 1e9, failed == 0 ? "no failures" : failed + " failure(s)");
+        writeReport(out, report, rows, sanRows, benchNotes, end);
+        System.out.print(Files.readString(out.resolve("gpu-check.md")).substring(report.length()));
         System.exit(failed == 0 ? 0 : 1);
+    }
+
+    /** A write of the report so far. */
+    interface Report {
+        void write() throws IOException;
+    }
+
+    /** The report so far (the device lines, the table, the benchmark's notes, {@code last}) to gpu-check.md, whole or not at all. */
+    static void writeReport(Path out, StringBuilder head, List<String[]> rows, List<String[]> sanRows, List<String> benchNotes, String last)
+            throws IOException {
+        StringBuilder b = new StringBuilder(head);
+        b.append('\n').append("| check | passed | failed | skipped | note |\n").append("|---|---|---|---|---|\n");
+        for (String[] r : rows) b.append("| ").append(String.join(" | ", r)).append(" |\n");
+        for (String[] r : sanRows) b.append("| ").append(String.join(" | ", r)).append(" |\n");
+        b.append('\n');
+        for (String n : benchNotes) b.append(n).append('\n');
+        b.append(last).append('\n');
+        Path tmp = out.resolve("gpu-check.md.tmp");
+        Files.writeString(tmp, b.toString(), StandardCharsets.UTF_8);
+        Files.move(tmp, out.resolve("gpu-check.md"), java.nio.file.StandardCopyOption.REPLACE_EXISTING, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+    }
+
+    /**
+     * The classes in the order memcheck takes them: the kernels most likely to hold a memory error first (the Hopper
+     * TMA/wgmma/bulk-copy code, attention, sampling and the LM head), since memcheck runs on the time left and the last
+     * ones are often not reached.
+     */
+    static List<String> memcheckOrder(List<String> classes) {
+        List<String> first = List.of("CudaHopperForwardTest", "CudaAttentionTest", "CudaSamplingLmHeadTest");
+        List<String> out = new ArrayList<>();
+        for (String f : first) for (String c : classes) if (simple(c).equals(f)) out.add(c);
+        for (String c : classes) if (!out.contains(c)) out.add(c);
+        return out;
     }
 
     // ---- the children ---------------------------------------------------------------------------------------------

@@ -110,5 +110,15 @@ class GpuCheckTest {
         assertTrue(md.contains("| CudaBackendTest | 0 | 0 | " + tests + " | skipped: no CUDA device"), "every one of its " + tests + " tests skipped:\n" + md);
         assertTrue(md.contains("kernel benchmark: skipped (no CUDA device)"), md);
         assertTrue(Files.exists(dir.resolve("CudaBackendTest.result")));
+        assertTrue(md.strip().matches("(?s).*\ngpu-check: \\d+ s, no failures"), "the finished report, not a progress one:\n" + md);
+    }
+
+    /** memcheck takes the classes most likely to hold a memory error first: it runs on the time left. */
+    @Test
+    void memcheckTakesTheRiskiestKernelsFirst() {
+        List<String> all = List.of("a.BasicOpsTest", "a.CudaAttentionTest", "a.MatmulConformanceTest", "a.CudaHopperForwardTest", "a.CudaSamplingLmHeadTest");
+        assertEquals(List.of("a.CudaHopperForwardTest", "a.CudaAttentionTest", "a.CudaSamplingLmHeadTest", "a.BasicOpsTest", "a.MatmulConformanceTest"),
+                GpuCheck.memcheckOrder(all));
+        assertEquals(List.of("a.BasicOpsTest"), GpuCheck.memcheckOrder(List.of("a.BasicOpsTest")));
     }
 }
