@@ -49,6 +49,9 @@ final class Errors {
     static boolean isBadInput(Throwable t) {
         if (t instanceof TrainingAbortedException || t instanceof CudaException || t instanceof org.grpo4j.internal.dist.CommunicatorException) return false;
         if (storageFailed(t)) return false; // a full disk mid-run is the work failing (exit 1), not what the user gave
+        // a refusal names what was wrong; one with no message and no cause is a bug (an immutable list changed, a
+        // bare IllegalStateException), not something the user gave
+        if (t instanceof RuntimeException && (t.getMessage() == null || t.getMessage().isBlank()) && t.getCause() == null) return false;
         return t instanceof IllegalArgumentException || t instanceof IllegalStateException || t instanceof IOException
                 || t instanceof UncheckedIOException || t instanceof UnsupportedOperationException;
     }

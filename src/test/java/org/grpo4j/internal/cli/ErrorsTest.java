@@ -43,4 +43,16 @@ class ErrorsTest {
         assertTrue(Errors.isBadInput(new java.nio.file.AccessDeniedException("runs/locked")));
         assertTrue(Errors.isBadInput(new java.io.IOException("data.jsonl line 3: not JSON")));
     }
+
+    /** An exception that names nothing (an immutable list changed, a bare IllegalStateException) is a bug, not bad input. */
+    @Test
+    void aRefusalWithoutAMessageIsABug() {
+        for (RuntimeException e : new RuntimeException[] {new UnsupportedOperationException(), new IllegalStateException(), new IllegalArgumentException(" ")}) {
+            assertFalse(Errors.isBadInput(e), e.toString());
+            assertTrue(Errors.isInternal(e), e.toString());
+            assertTrue(Errors.describe(e).startsWith("internal error: " + e.getClass().getSimpleName()), Errors.describe(e));
+        }
+        assertTrue(Errors.isBadInput(new IllegalStateException("model m is closed")));
+        assertTrue(Errors.isBadInput(new IllegalStateException(null, new java.io.IOException("x: not found"))), "a cause that says what");
+    }
 }
