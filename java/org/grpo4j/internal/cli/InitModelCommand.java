@@ -88,7 +88,14 @@ final class InitModelCommand implements Callable<Integer> {
             // next try refused as existing)
             Path tmp = org.grpo4j.internal.util.AtomicDir.temporaryFileFor(f);
             try {
-                Files.writeString(tmp, new com.fasterxml.jackson.databind.ObjectMapper().writerWithDefaultPrettyPrinter().writeValueAsString(cfg.toJson("bfloat16")));
+                byte[] text = new com.fasterxml.jackson.databind.ObjectMapper().writerWithDefaultPrettyPrinter().writeValueAsBytes(cfg.toJson("bfloat16"));
+                try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(tmp, java.nio.file.StandardOpenOption.WRITE)) {
+                    java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(text);
+                    while (b.hasRemaining()) ch.write(b);
+                    ch.force(true);
+                } catch (java.io.IOException e) {
+                    throw new java.io.IOException(f + ": cannot write: " + e.getMessage(), e);
+                }
                 Files.move(tmp, f, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
             } finally {
                 Files.deleteIfExists(tmp);

@@ -581,9 +581,15 @@ public final class LlamaWeights implements AutoCloseable {
             }
             for (var f : byFile.entrySet())
                 for (String name : f.getValue()) upload(backend, st.get(f.getKey()), name, views.get(name));
-        } finally {
-            org.grpo4j.internal.util.Closing.closeAll("the weight files", open);
+        } catch (IOException | RuntimeException | Error e) {
+            try {
+                org.grpo4j.internal.util.Closing.closeAll("the weight files", open);
+            } catch (RuntimeException | Error c) {
+                e.addSuppressed(c); // (the load's failure is the one to report)
+            }
+            throw e;
         }
+        org.grpo4j.internal.util.Closing.closeAll("the weight files", open);
     }
 
     /**

@@ -92,10 +92,12 @@ final class RunDirectory implements AutoCloseable {
             try {
                 if (!Files.exists(f)) return false;
                 if (HELD.get(identity(f)) != null) return true;
-                try (FileChannel ch = FileChannel.open(f, StandardOpenOption.READ, StandardOpenOption.WRITE)) {
+                // read-only, a shared lock (which a run's exclusive one refuses): a run directory this process may not
+                // write (another user's, a read-only mount) is still told apart
+                try (FileChannel ch = FileChannel.open(f, StandardOpenOption.READ)) {
                     FileLock l;
                     try {
-                        l = ch.tryLock();
+                        l = ch.tryLock(0, Long.MAX_VALUE, true);
                     } catch (OverlappingFileLockException e) {
                         return true; // a channel of this JVM outside this class holds it
                     }
