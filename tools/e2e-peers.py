@@ -263,13 +263,17 @@ def driver_version(torch):
     return None
 
 
-def measure(args, rows, log):
+def measure(args, rows, log, emit=lambda out, copy, meta: None):
+    """The rows on the GPU; emit(rows so far, copy, meta) after each (the JSON then holds them: a run stopped at a
+    device call's limit keeps its rows)."""
     import torch
     import transformers as tf
     if not torch.cuda.is_available():
         sys.exit("e2e-peers: torch sees no CUDA device (use --fake-timer to check the JSON structure)")
     torch.backends.cuda.matmul.allow_tf32 = False
     t_start = time.perf_counter()
+    meta = dict(card=torch.cuda.get_device_name(0), driver=driver_version(torch), runtime=torch.version.cuda,
+                torch=torch.__version__, transformers=tf.__version__)
     copy = copy_bandwidth(torch)
     log(f"copy bandwidth {copy:.1f} GB/s")
     out = []
@@ -289,8 +293,7 @@ def measure(args, rows, log):
             log(f"{r.id}: error ({o['note']})")
             torch.cuda.empty_cache()
         out.append(o)
-    meta = dict(card=torch.cuda.get_device_name(0), driver=driver_version(torch), runtime=torch.version.cuda,
-                torch=torch.__version__, transformers=tf.__version__)
+        emit(out, copy, meta)
     return out, copy, meta
 
 
@@ -349,6 +352,24 @@ def main(argv=None):
     def log(msg):
         print(f"e2e-peers [{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
+    def text(out, copy, meta, complete):
+        report = dict(schema=SCHEMA, tool="transformers", card=meta["card"], driver=meta["driver"], runtime=meta["runtime"],
+                      torch=meta["torch"], transformers=meta["transformers"], backend="torch cuda", precision="bf16",
+                      date=datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+                      fake=bool(args.fake_timer), copy_gbs=copy, peak_tflops=PEAK_TFLOPS, rows=out)
+        if not complete:
+            report["complete"] = False  # the rows so far (as ours.json while E2eBench runs)
+        report = {k: v for k, v in report.items() if v is not None}
+        return json.dumps(report, indent=2) + "\n"
+
+    def write(out, copy, meta, complete):
+        d = os.path.dirname(os.path.abspath(args.json))
+        os.makedirs(d, exist_ok=True)
+        tmp = os.path.join(d, "." + os.path.basename(args.json) + ".tmp")
+        with open(tmp, "w") as fh:
+            fh.write(text(out, copy, meta, complete))
+        os.replace(tmp, args.json)
+
     if args.fake_timer:
         out, copy, meta = fake(args, rows)
     else:
@@ -357,23 +378,12 @@ def main(argv=None):
                 __import__(mod)
             except ImportError:
                 sys.exit(f"e2e-peers: {mod} is not installed (use --fake-timer to check the JSON structure)")
-        out, copy, meta = measure(args, rows, log)
-    report = dict(schema=SCHEMA, tool="transformers", card=meta["card"], driver=meta["driver"], runtime=meta["runtime"],
-                  torch=meta["torch"], transformers=meta["transformers"], backend="torch cuda", precision="bf16",
-                  date=datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
-                  fake=bool(args.fake_timer), copy_gbs=copy, peak_tflops=PEAK_TFLOPS, rows=out)
-    report = {k: v for k, v in report.items() if v is not None}
-    text = json.dumps(report, indent=2) + "\n"
+        out, copy, meta = measure(args, rows, log, (lambda o, c, m: write(o, c, m, False)) if args.json else (lambda o, c, m: None))
     if args.json:
-        d = os.path.dirname(os.path.abspath(args.json))
-        os.makedirs(d, exist_ok=True)
-        tmp = os.path.join(d, "." + os.path.basename(args.json) + ".tmp")
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, args.json)
+        write(out, copy, meta, True)
         log(f"wrote {args.json}")
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(text(out, copy, meta, True))
 
 
 if __name__ == "__main__":
