@@ -1,0 +1,65 @@
+package org.grpo4j.tools;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * tools/gpu-loan's plumbing, which a GPU loan depends on and no other test runs: with a total too small for any step
+ * (every step "not run"), it still probes the environment, writes its summary and puts the archive and the tables
+ * into --bundle; it refuses an --out it must not empty.
+ */
+class GpuLoanScriptTest {
+
+    private record Run(int code, String out) {}
+
+    private static Run run(String... args) throws Exception {
+        List<String> cmd = new java.util.ArrayList<>(List.of("bash", "tools/gpu-loan"));
+        cmd.addAll(List.of(args));
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertTrue(p.waitFor(3, TimeUnit.MINUTES), "gpu-loan ends: " + out);
+        return new Run(p.exitValue(), out);
+    }
+
+    @Test
+    void aLoanWithNoTimeForAnyStepStillBringsBackItsSummary(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("loan"), bundle = tmp.resolve("OUT");
+        Files.createDirectories(out);
+        Files.writeString(out.resolve("gpu-loan.md"), "an earlier loan's summary\n"); // emptied first (a warm machine keeps /tmp)
+        Files.writeString(out.resolve("stale.json"), "{}");
+        Run r = run("--out", out.toString(), "--bundle", bundle.toString(), "--total", "20");
+        assertEquals(0, r.code(), r.out());
+        String summary = Files.readString(bundle.resolve("gpu-loan.md"));
+        for (String step : List.of("gpu-check", "e2e-bench", "demo-check", "peers-compile"))
+            assertTrue(summary.contains("| " + step + " | - | - | not run: "), step + " in:\n" + summary);
+        assertTrue(Files.size(bundle.resolve("loan.tgz")) > 0);
+        assertTrue(Files.readString(bundle.resolve("env.txt")).contains("LD_LIBRARY_PATH="), "the environment probe");
+        assertFalse(Files.exists(out.resolve("stale.json")), "the earlier loan's files are gone");
+        assertTrue(Files.isRegularFile(out.resolve("console.log")));
+        assertFalse(Files.exists(tmp.resolve("OUT.partial")), "no staging folder left");
+        try (var s = Files.list(bundle)) {
+            assertTrue(s.count() <= 8, "a device call brings back at most 8 files");
+        }
+    }
+
+    @Test
+    void anOutputFolderWithOtherFilesOrTheProjectIsRefused(@TempDir Path tmp) throws Exception {
+        Path foreign = Files.createDirectories(tmp.resolve("mine"));
+        Files.writeString(foreign.resolve("precious.txt"), "keep");
+        Run r = run("--out", foreign.toString(), "--total", "20");
+        assertEquals(2, r.code(), r.out());
+        assertTrue(r.out().contains("holds files that are not an earlier loan's"), r.out());
+        assertEquals("keep", Files.readString(foreign.resolve("precious.txt")));
+        Path project = Path.of("").toAbsolutePath();
+        Run p = run("--out", project.getParent().toString(), "--total", "20");
+        assertEquals(2, p.code(), p.out());
+        assertTrue(p.out().contains("holds the project"), p.out());
+    }
+}
