@@ -24,6 +24,8 @@ final class Ranks implements AutoCloseable {
 
     private final int count;
     private final List<ExecutorService> threads = new ArrayList<>();
+    /** The executors' threads (close() joins them: an executor is terminated a moment before its thread has ended). */
+    private final List<Thread> started = java.util.Collections.synchronizedList(new ArrayList<>());
     private Consumer<Throwable> abort = t -> {};
     /** The first failure of a {@link #run} (a rank's exception, or the caller interrupted while they ran); null: none. */
     private volatile Throwable failure;
@@ -38,6 +40,7 @@ final class Ranks implements AutoCloseable {
                 threads.add(Executors.newSingleThreadExecutor(r -> {
                     Thread t = new Thread(r, name + "-rank-" + k);
                     t.setDaemon(true);
+                    started.add(t);
                     return t;
                 }));
             }
@@ -119,20 +122,34 @@ final class Ranks implements AutoCloseable {
      * status is set again after) and gives up after {@link #CLOSE_WAIT_SECONDS}, then throws: the caller must not free
      * what the ranks use.
      */
+    private static IllegalStateException stillRunning() {
+        return new IllegalStateException("the rank threads did not stop within " + CLOSE_WAIT_SECONDS + " s of close(): the memory they use"
+                + " is left allocated");
+    }
+
     @Override
     public void close() {
         for (ExecutorService e : threads) e.shutdownNow();
+        if (started.contains(Thread.currentThread())) return; // (from a rank's own thread: it cannot wait for itself)
         long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(CLOSE_WAIT_SECONDS);
         boolean interrupted = false;
         try {
             for (ExecutorService e : threads)
                 while (!e.isTerminated()) {
                     long left = deadline - System.nanoTime();
-                    if (left <= 0)
-                        throw new IllegalStateException("the rank threads did not stop within " + CLOSE_WAIT_SECONDS + " s of close(): the"
-                                + " memory they use is left allocated");
+                    if (left <= 0) throw stillRunning();
                     try {
                         e.awaitTermination(left, java.util.concurrent.TimeUnit.NANOSECONDS);
+                    } catch (InterruptedException ie) {
+                        interrupted = true;
+                    }
+                }
+            for (Thread t : List.copyOf(started))
+                while (t.isAlive()) {
+                    long left = deadline - System.nanoTime();
+                    if (left <= 0) throw stillRunning();
+                    try {
+                        t.join(Math.max(1, left / 1_000_000L));
                     } catch (InterruptedException ie) {
                         interrupted = true;
                     }
