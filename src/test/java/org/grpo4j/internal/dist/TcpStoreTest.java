@@ -143,6 +143,9 @@ class TcpStoreTest {
             assertFalse(waiter.isAlive(), "the waiting GET ended with the abort");
             assertTrue(got.get() instanceof CommunicatorException && got.get().getMessage().contains("the run was aborted: rank 3 failed"),
                     String.valueOf(got.get()));
+            // (the listener hears it on the watch thread just after the reason is recorded: wait for that thread)
+            long until = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(60);
+            while (heard.get() == null && System.nanoTime() < until) Thread.onSpinWait();
             assertEquals("rank 3 failed", heard.get());
         }
     }
