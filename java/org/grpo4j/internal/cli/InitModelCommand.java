@@ -84,22 +84,10 @@ final class InitModelCommand implements Callable<Integer> {
             Files.createDirectories(out);
             Path f = out.resolve("config.json");
             if (Files.exists(f)) throw new IllegalArgumentException(f + " already exists");
-            // through a temporary sibling renamed into place: a failed write leaves no half a config.json (which the
-            // next try refused as existing)
-            Path tmp = org.grpo4j.internal.util.AtomicDir.temporaryFileFor(f);
-            try {
-                byte[] text = new com.fasterxml.jackson.databind.ObjectMapper().writerWithDefaultPrettyPrinter().writeValueAsBytes(cfg.toJson("bfloat16"));
-                try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(tmp, java.nio.file.StandardOpenOption.WRITE)) {
-                    java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(text);
-                    while (b.hasRemaining()) ch.write(b);
-                    ch.force(true);
-                } catch (java.io.IOException e) {
-                    throw new java.io.IOException(f + ": cannot write: " + e.getMessage(), e);
-                }
-                Files.move(tmp, f, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
-            } finally {
-                Files.deleteIfExists(tmp);
-            }
+            // through a synced temporary renamed into place: a failed write leaves no half a config.json (which the next
+            // try refused as existing)
+            org.grpo4j.internal.util.AtomicDir.writeFile(f, new com.fasterxml.jackson.databind.ObjectMapper().writerWithDefaultPrettyPrinter()
+                    .writeValueAsString(cfg.toJson("bfloat16")));
             System.out.println("wrote " + f);
             return 0;
         }

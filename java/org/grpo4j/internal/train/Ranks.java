@@ -24,7 +24,7 @@ final class Ranks implements AutoCloseable {
 
     private final int count;
     private final List<ExecutorService> threads = new ArrayList<>();
-    /** The executors' threads (close() joins them: an executor is terminated a moment before its thread has ended). */
+    /** The executors' threads, which close() joins. */
     private final List<Thread> started = java.util.Collections.synchronizedList(new ArrayList<>());
     private Consumer<Throwable> abort = t -> {};
     /** The first failure of a {@link #run} (a rank's exception, or the caller interrupted while they ran); null: none. */
@@ -117,37 +117,25 @@ final class Ranks implements AutoCloseable {
     }
 
     /**
-     * Stops the rank threads and waits for the work in progress (after an interrupted {@link #run} it may still be
-     * going on: freeing the model states under it would fail it, or on a GPU fault). The wait ignores interrupts (the
-     * status is set again after) and gives up after {@link #CLOSE_WAIT_SECONDS}, then throws: the caller must not free
-     * what the ranks use.
+     * Stops the rank threads and waits for them to end, which is the end of the work in progress (after an interrupted
+     * {@link #run} it may still be going on: freeing the model states under it would fail it, or on a GPU fault). The
+     * wait ignores interrupts (the status is set again after) and gives up after {@link #CLOSE_WAIT_SECONDS}, then
+     * throws: the caller must not free what the ranks use. From a rank's own thread it does not wait (for itself).
      */
-    private static IllegalStateException stillRunning() {
-        return new IllegalStateException("the rank threads did not stop within " + CLOSE_WAIT_SECONDS + " s of close(): the memory they use"
-                + " is left allocated");
-    }
-
     @Override
     public void close() {
         for (ExecutorService e : threads) e.shutdownNow();
-        if (started.contains(Thread.currentThread())) return; // (from a rank's own thread: it cannot wait for itself)
+        if (started.contains(Thread.currentThread())) return;
         long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(CLOSE_WAIT_SECONDS);
         boolean interrupted = false;
         try {
-            for (ExecutorService e : threads)
-                while (!e.isTerminated()) {
-                    long left = deadline - System.nanoTime();
-                    if (left <= 0) throw stillRunning();
-                    try {
-                        e.awaitTermination(left, java.util.concurrent.TimeUnit.NANOSECONDS);
-                    } catch (InterruptedException ie) {
-                        interrupted = true;
-                    }
-                }
+            // (a worker thread ends only after its task: joining the threads waits for the executors' work too)
             for (Thread t : List.copyOf(started))
                 while (t.isAlive()) {
                     long left = deadline - System.nanoTime();
-                    if (left <= 0) throw stillRunning();
+                    if (left <= 0)
+                        throw new IllegalStateException("the rank threads did not stop within " + CLOSE_WAIT_SECONDS + " s of close(): the"
+                                + " memory they use is left allocated");
                     try {
                         t.join(Math.max(1, left / 1_000_000L));
                     } catch (InterruptedException ie) {

@@ -131,7 +131,7 @@ final class RunDirectory implements AutoCloseable {
                     if (l == null) throw inUse(dir, holderOf(f));
                     l.release();
                 } catch (IOException e) {
-                    throw new IOException(f + ": cannot lock the run directory: " + describe(e), e);
+                    throw new IOException(f + ": cannot lock the run directory: " + AtomicDir.describe(e), e);
                 }
             }
         }
@@ -425,28 +425,8 @@ final class RunDirectory implements AutoCloseable {
             if (log != null) log.println("grpo4j: " + file + ": line" + (dropped.size() > 1 ? "s " : " ") + droppedNo
                     + " not a JSON object with a training_step (a torn write?); moved to " + side);
         }
-        writeAtomically(file, keep.isEmpty() ? "" : String.join("\n", keep) + "\n");
+        AtomicDir.writeFile(file, keep.isEmpty() ? "" : String.join("\n", keep) + "\n");
         return kept;
     }
 
-    /** Writes a file through a temporary sibling that is synced and renamed over it: readers see old or new. */
-    static void writeAtomically(Path file, String content) throws IOException {
-        Path tmp = file.resolveSibling(file.getFileName() + ".tmp");
-        try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(tmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
-                StandardOpenOption.TRUNCATE_EXISTING)) {
-            java.nio.ByteBuffer buf = java.nio.ByteBuffer.wrap(content.getBytes(StandardCharsets.UTF_8));
-            while (buf.hasRemaining()) ch.write(buf);
-            ch.force(true);
-        } catch (IOException e) {
-            Files.deleteIfExists(tmp);
-            throw new IOException(file + ": cannot write: " + describe(e), e);
-        }
-        Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-    }
-
-    /** The reason of an I/O failure without the Java class name ("No space left on device"). */
-    static String describe(IOException e) {
-        if (e instanceof java.nio.file.FileSystemException f && f.getReason() != null) return f.getReason();
-        return e.getMessage() == null ? "I/O error" : e.getMessage();
-    }
 }

@@ -478,7 +478,7 @@ public final class Trainer implements AutoCloseable {
                 if (log != null) log.println("grpo4j: --overwrite: deleted the earlier run's outputs in " + out);
             }
             Files.createDirectories(out);
-            RunDirectory.writeAtomically(out.resolve("config.json"), cfg.toJson());
+            org.grpo4j.internal.util.AtomicDir.writeFile(out.resolve("config.json"), cfg.toJson());
         }
         if (!warmupDone) {
             if (cfg.sftWarmup.steps > 0) {
@@ -721,7 +721,7 @@ public final class Trainer implements AutoCloseable {
         try {
             Files.writeString(f, JSON.writeValueAsString(o) + "\n", StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
         } catch (IOException e) {
-            throw new IOException(f + ": cannot append: " + RunDirectory.describe(e), e);
+            throw new IOException(f + ": cannot append: " + org.grpo4j.internal.util.AtomicDir.describe(e), e);
         }
     }
 

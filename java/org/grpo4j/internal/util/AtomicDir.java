@@ -156,6 +156,27 @@ public final class AtomicDir {
         }
     }
 
+    /** Writes a file through a temporary sibling that is synced and renamed over it: readers see old or new. */
+    public static void writeFile(Path file, String content) throws IOException {
+        Path tmp = file.resolveSibling(file.getFileName() + ".tmp");
+        try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(tmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                StandardOpenOption.TRUNCATE_EXISTING)) {
+            java.nio.ByteBuffer buf = java.nio.ByteBuffer.wrap(content.getBytes(java.nio.charset.StandardCharsets.UTF_8));
+            while (buf.hasRemaining()) ch.write(buf);
+            ch.force(true);
+        } catch (IOException e) {
+            Files.deleteIfExists(tmp);
+            throw new IOException(file + ": cannot write: " + describe(e), e);
+        }
+        Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+    }
+
+    /** The reason of an I/O failure without the Java class name ("No space left on device"). */
+    public static String describe(IOException e) {
+        if (e instanceof java.nio.file.FileSystemException f && f.getReason() != null) return f.getReason();
+        return e.getMessage() == null ? "I/O error" : e.getMessage();
+    }
+
     private static String reason(IOException e) {
         if (e instanceof java.nio.file.FileSystemException f && f.getReason() != null)
             return (f.getFile() == null ? "" : f.getFile() + ": ") + f.getReason();
