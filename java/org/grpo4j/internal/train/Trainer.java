@@ -469,6 +469,9 @@ public final class Trainer implements AutoCloseable {
         }
     }
 
+    /** Whether step s of total writes a checkpoint: every save_freq steps, and the last. */
+    private boolean saveStep(int s, int total) { return (cfg.saveFreq > 0 && s % cfg.saveFreq == 0) || s == total; }
+
     private Result runSteps(Listener listener) throws IOException {
         Listener l = listener == null ? new Listener() {} : listener;
         if (writer) {
@@ -518,9 +521,7 @@ public final class Trainer implements AutoCloseable {
         }
         int total = cfg.trainingSteps();
         // a save step whose listener threw before its checkpoint (that run() ended there): this run() writes it first
-        if (step > 0 && step < total && cfg.saveFreq > 0 && step % cfg.saveFreq == 0 && checkpoints.checkpointed != step
-                && checkpoints.judged != step)
-            checkpoints.checkpointIfSound(step, l);
+        if (step > 0 && saveStep(step, total) && checkpoints.checkpointed != step && checkpoints.judged != step) checkpoints.checkpointIfSound(step, l);
         long runStart = System.nanoTime();
         int firstStep = step + 1;
         while (step < total) {
@@ -537,7 +538,7 @@ public final class Trainer implements AutoCloseable {
                 reportRewardErrors(s, m, l);
                 l.onStep(s, m);
             }
-            if ((cfg.saveFreq > 0 && s % cfg.saveFreq == 0) || s == total) checkpoints.checkpointIfSound(step, l);
+            if (saveStep(s, total)) checkpoints.checkpointIfSound(step, l);
         }
         boolean stopped = step < total;
         // (also after a completed run whose last step's listener threw before its checkpoint: run() again writes it)
