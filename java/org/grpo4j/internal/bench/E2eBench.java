@@ -165,6 +165,12 @@ public final class E2eBench implements Callable<Integer> {
                     + "single (rounded to bf16 once, as torch's autograd: 8·N·H·V), or split,single: a training row for each (default: ${DEFAULT-VALUE}).")
     List<String> lmGradNames;
 
+    @Option(names = "--attention-kernels", split = ",", defaultValue = "mma", paramLabel = "KERNELS",
+            description = "The attention kernels of the training rows on CUDA: mma (mma.sync, the trainer's default), or mma,wgmma: also"
+                    + " a training row per preset with the Hopper kernels and dQ in fixed point (the trainer's attention_kernels=wgmma,"
+                    + " attention_dq=fixed; skipped off compute capability 9.0) (default: ${DEFAULT-VALUE}).")
+    List<String> attentionNames;
+
     @Option(names = "--profile-ops", paramLabel = "DIR",
             description = "On CUDA: after each training row, one more step with the backend's op profile (device ms per op), and the same"
                     + " for one call of each eager rollout row; a markdown table per row in DIR, the largest shares in the row's note.")
@@ -257,6 +263,15 @@ public final class E2eBench implements Callable<Integer> {
             if (!LM_GRADS.contains(m)) throw new IllegalArgumentException("unknown --lmhead-grad \"" + g + "\" (valid: " + String.join(", ", LM_GRADS) + ")");
             if (!lmGrads.contains(m)) lmGrads.add(m);
         }
+        List<String> attentions = new ArrayList<>();
+        for (String a : attentionNames) {
+            String m = a.trim().toLowerCase(Locale.ROOT);
+            if (!ATTENTIONS.contains(m))
+                throw new IllegalArgumentException("unknown --attention-kernels \"" + a + "\" (valid: " + String.join(", ", ATTENTIONS) + ")");
+            if (!attentions.contains(m)) attentions.add(m);
+        }
+        if (!attentions.contains("mma"))
+            throw new IllegalArgumentException("--attention-kernels must include mma (the rows the others are compared with), got " + String.join(",", attentionNames));
         if (presetNames != null) for (String p : presetNames) config(p); // validates the names before a backend opens
         E2eReport prior = null;
         if (resume != null) {
@@ -282,7 +297,7 @@ public final class E2eBench implements Callable<Integer> {
                     if (!p.equals("tiny"))
                         throw new IllegalArgumentException("--preset " + p + " on " + be.name() + " would take hours per step; it is a GPU benchmark (use --preset tiny on the CPU)");
             Settings st = new Settings(presets, sections, precision, warmup, reps, rolloutReps, checkpointing, budget, seed,
-                    gpu ? 1L << 28 : 1L << 22, lmGrads, profileDir);
+                    gpu ? 1L << 28 : 1L << 22, lmGrads, profileDir, attentions);
             Card card = card(be);
             if (prior != null && !card.name().equals(prior.card()))
                 throw new IllegalArgumentException("--resume " + resume + ": measured on \"" + prior.card() + "\", this device is \"" + card.name() + "\"");
@@ -345,16 +360,29 @@ public final class E2eBench implements Callable<Integer> {
     /** The LM head's bf16 dz modes of the training rows (--lmhead-grad; CudaBackend.setLmHeadBf16GradSplit). */
     static final List<String> LM_GRADS = List.of("split", "single");
 
+    /** The attention kernels of the training rows (--attention-kernels; CudaBackend.withAttention). */
+    static final List<String> ATTENTIONS = List.of("mma", "wgmma");
+
     /**
      * What one run measures (see the options). {@code copyElements}: fp32 elements of the copy-bandwidth measurement;
-     * {@code lmGrads}: a training row per LM-head dz mode ("split", "single").
+     * {@code lmGrads}: a training row per LM-head dz mode ("split", "single"); {@code attentions}: "mma", and "wgmma" for
+     * a training row per preset with the Hopper attention kernels (see {@link Task#wgmma}).
      */
     public record Settings(List<String> presets, List<String> sections, DType precision, int warmup, int reps, int rolloutReps,
-                           boolean checkpointing, double budgetSeconds, long seed, long copyElements, List<String> lmGrads, Path profileDir) {
+                           boolean checkpointing, double budgetSeconds, long seed, long copyElements, List<String> lmGrads, Path profileDir,
+                           List<String> attentions) {
         public Settings {
             presets = List.copyOf(presets);
             sections = List.copyOf(sections);
             lmGrads = List.copyOf(lmGrads);
+            attentions = List.copyOf(attentions);
+        }
+
+        /** The mma.sync attention kernels only. */
+        public Settings(List<String> presets, List<String> sections, DType precision, int warmup, int reps, int rolloutReps,
+                        boolean checkpointing, double budgetSeconds, long seed, long copyElements, List<String> lmGrads, Path profileDir) {
+            this(presets, sections, precision, warmup, reps, rolloutReps, checkpointing, budgetSeconds, seed, copyElements, lmGrads, profileDir,
+                    List.of("mma"));
         }
 
         /** No op profiles. */
@@ -374,10 +402,15 @@ public final class E2eBench implements Callable<Integer> {
      * One unit of work, in the order a run takes them (most wanted first, so that a budget cuts the least wanted).
      * {@code singleDz}: a training row with the LM head's dz rounded to bf16 once (--lmhead-grad single).
      * {@code streams}: 2 for the rollout row that runs two halves of the batch at once, each on a backend of its own
-     * (see {@link #rolloutStreams}); 1 otherwise.
+     * (see {@link #rolloutStreams}); 1 otherwise. {@code wgmma}: a training row with the Hopper attention kernels and dQ in
+     * fixed point, the trainer's {@code attention_kernels: wgmma, attention_dq: fixed} (the candidate default on Hopper).
      */
     record Task(String preset, String section, int newTokens, boolean graphs, boolean singleDz, int streams, boolean noPrefixGroups,
-                boolean serial) {
+                boolean serial, boolean wgmma) {
+        Task(String preset, String section, int newTokens, boolean graphs, boolean singleDz, int streams, boolean noPrefixGroups,
+             boolean serial) {
+            this(preset, section, newTokens, graphs, singleDz, streams, noPrefixGroups, serial, false);
+        }
         Task(String preset, String section, int newTokens, boolean graphs, boolean singleDz, int streams, boolean noPrefixGroups) {
             this(preset, section, newTokens, graphs, singleDz, streams, noPrefixGroups, false);
         }
@@ -391,13 +424,21 @@ public final class E2eBench implements Callable<Integer> {
     /** The rollout variant whose decode attention reads each sample's prompt blocks itself (Generator.Config.prefixGroups off). */
     static final String NO_PREFIX_GROUPS = "graphs, no prefix groups";
 
+    /** The training variant with the Hopper attention kernels and fixed-point dQ ({@link Task#wgmma}). */
+    static final String WGMMA = "wgmma, fixed dQ";
+
     /** The rollout variant whose host takes in each decode step before issuing the next (Generator.Config.pipelined off). */
     static final String SERIAL = "graphs, serial steps";
 
     static List<Task> plan(Settings st) {
         List<Task> t = new ArrayList<>();
         if (st.sections().contains(E2eReport.TRAIN))
-            for (String p : st.presets()) for (String g : st.lmGrads()) t.add(new Task(p, E2eReport.TRAIN, 0, false, g.equals("single")));
+            for (String p : st.presets()) {
+                for (String g : st.lmGrads()) t.add(new Task(p, E2eReport.TRAIN, 0, false, g.equals("single")));
+                // the Hopper kernels beside the preset's last dz mode (the trainer's default, single, when both are asked)
+                if (st.attentions().contains("wgmma"))
+                    t.add(new Task(p, E2eReport.TRAIN, 0, false, st.lmGrads().get(st.lmGrads().size() - 1).equals("single"), 1, false, false, true));
+            }
         if (st.sections().contains(E2eReport.ROLLOUT)) {
             for (String p : st.presets()) t.add(new Task(p, E2eReport.ROLLOUT, shapes(p).newTokens().get(0), true));
             for (String p : st.presets()) t.add(new Task(p, E2eReport.ROLLOUT, shapes(p).newTokens().get(0), true, false, 1, true));
@@ -537,7 +578,7 @@ public final class E2eBench implements Callable<Integer> {
                         rig = new Rig(be, task.preset(), config(task.preset()), st.precision(), st.seed());
                     }
                     r = switch (task.section()) {
-                        case E2eReport.TRAIN -> train(rig, sh, st, task.singleDz(), pr);
+                        case E2eReport.TRAIN -> train(rig, sh, st, task, pr);
                         case E2eReport.ROLLOUT -> task.streams() == 2 ? rolloutStreams(rig, sh, st, task.newTokens(), copyGbs, pr)
                                 : rollout(rig, sh, st, task, copyGbs, pr);
                         default -> grpo(rig, sh, st, pr);
@@ -572,7 +613,7 @@ public final class E2eBench implements Callable<Integer> {
     /** The rates the estimates of later tasks come from: a measured training row's tokens/s, the first rollout's seconds. */
     private static void noteRate(Task task, Shapes sh, E2eReport.Row r, Map<String, Double> trainTokS, Map<String, Double> rolloutS) {
         if (!r.ok()) return;
-        if (task.section().equals(E2eReport.TRAIN) && !task.singleDz()) trainTokS.put(task.preset(), r.fig("tokens_per_s"));
+        if (task.section().equals(E2eReport.TRAIN) && !task.singleDz() && !task.wgmma()) trainTokS.put(task.preset(), r.fig("tokens_per_s"));
         if (task.section().equals(E2eReport.ROLLOUT) && task.graphs() && task.streams() == 1 && !task.noPrefixGroups() && !task.serial()
                 && task.newTokens() == sh.newTokens().get(0))
             rolloutS.put(task.preset(), r.medianMs() / 1e3);
@@ -789,7 +830,13 @@ public final class E2eBench implements Callable<Integer> {
     private static String variant(Task t, Settings st) {
         return switch (t.section()) {
             case E2eReport.ROLLOUT -> t.streams() == 2 ? "graphs, 2 streams" : t.noPrefixGroups() ? NO_PREFIX_GROUPS : t.serial() ? SERIAL : t.graphs() ? "graphs" : "eager";
-            case E2eReport.TRAIN -> t.singleDz() ? (st.checkpointing() ? "checkpointing, " : "") + "dz bf16" : st.checkpointing() ? "checkpointing" : null;
+            case E2eReport.TRAIN -> {
+                List<String> v = new ArrayList<>();
+                if (st.checkpointing()) v.add("checkpointing");
+                if (t.singleDz()) v.add("dz bf16");
+                if (t.wgmma()) v.add(WGMMA);
+                yield v.isEmpty() ? null : String.join(", ", v);
+            }
             default -> st.checkpointing() ? "checkpointing" : null;
         };
     }
@@ -985,21 +1032,33 @@ public final class E2eBench implements Callable<Integer> {
     }
 
     static E2eReport.Row train(Rig rig, Shapes sh, Settings st, boolean singleDz, Progress pr) {
-        Task t = new Task(rig.preset, E2eReport.TRAIN, 0, false, singleDz);
-        Backend be = rig.be;
-        if (!(be instanceof CudaBackend cb)) {
-            if (singleDz)
-                return skipped(t, sh, st, "--lmhead-grad single is a mode of the CUDA backend's bf16 LM head (this run: " + be.name() + ")");
-            return train(rig, sh, st, t, pr);
-        }
-        if (singleDz && st.precision() != DType.BF16)
-            return skipped(t, sh, st, "--lmhead-grad single is a mode of the bf16 LM head (this run: " + st.precision().label() + ")");
-        // each row in the mode its variant names, whatever -Dgrpo4j.lmheadBf16Grad says; the LM head's blocks as the
-        // trainer's (lm_head_scratch_mib)
-        return cb.withLmHeadBf16GradSplit(!singleDz, () -> cb.withLmHeadRowsBytes(TRAINER_LM_ROWS_BYTES, () -> train(rig, sh, st, t, pr)));
+        return train(rig, sh, st, new Task(rig.preset, E2eReport.TRAIN, 0, false, singleDz), pr);
     }
 
-    private static E2eReport.Row train(Rig rig, Shapes sh, Settings st, Task t, Progress pr) {
+    /** The training row of {@code t} (a {@link E2eReport#TRAIN} task of {@code rig}'s preset), in the modes its variant names. */
+    static E2eReport.Row train(Rig rig, Shapes sh, Settings st, Task t, Progress pr) {
+        Backend be = rig.be;
+        if (!(be instanceof CudaBackend cb)) {
+            if (t.singleDz())
+                return skipped(t, sh, st, "--lmhead-grad single is a mode of the CUDA backend's bf16 LM head (this run: " + be.name() + ")");
+            if (t.wgmma())
+                return skipped(t, sh, st, "--attention-kernels wgmma is a mode of the CUDA backend on compute capability 9.0 (this run: " + be.name() + ")");
+            return trainTimed(rig, sh, st, t, pr);
+        }
+        if (t.singleDz() && st.precision() != DType.BF16)
+            return skipped(t, sh, st, "--lmhead-grad single is a mode of the bf16 LM head (this run: " + st.precision().label() + ")");
+        if (t.wgmma() && !cb.hasWgmmaAttention())
+            return skipped(t, sh, st, "the Hopper attention kernels need compute capability 9.0 (this device: " + cb.name() + ")");
+        if (t.wgmma() && st.precision() != DType.BF16)
+            return skipped(t, sh, st, "the Hopper attention kernels are bf16 kernels (this run: " + st.precision().label() + ")");
+        // each row in the modes its variant names, whatever -Dgrpo4j.lmheadBf16Grad, -Dgrpo4j.attentionWgmma and
+        // -Dgrpo4j.attentionDq say; the LM head's blocks as the trainer's (lm_head_scratch_mib)
+        CudaBackend.AttentionDq dq = t.wgmma() ? CudaBackend.AttentionDq.FIXED : cb.attentionDq();
+        return cb.withAttention(dq, t.wgmma(), () -> cb.withLmHeadBf16GradSplit(!t.singleDz(),
+                () -> cb.withLmHeadRowsBytes(TRAINER_LM_ROWS_BYTES, () -> trainTimed(rig, sh, st, t, pr))));
+    }
+
+    private static E2eReport.Row trainTimed(Rig rig, Shapes sh, Settings st, Task t, Progress pr) {
         Backend be = rig.be;
         SplittableRandom r = new SplittableRandom(st.seed() * 31 + 1);
         List<int[]> seqs = randomSequences(r, sh.trainSeqs(), sh.trainLen(), rig.cfg.vocabSize());

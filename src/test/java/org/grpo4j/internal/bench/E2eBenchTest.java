@@ -144,6 +144,40 @@ class E2eBenchTest {
         assertTrue(r.out().contains("| dz bf16 |"), r.out());
     }
 
+    /**
+     * --attention-kernels mma,wgmma adds a training row per preset with the Hopper kernels and fixed-point dQ, after the
+     * preset's dz rows and in the last one's mode (one set of weights for all); on the CPU it is skipped with the reason;
+     * a list without mma, or an unknown name, is refused naming the option.
+     */
+    @Test
+    void wgmmaAttentionGivesATrainingRowPerPreset(@TempDir Path tmp) throws Exception {
+        E2eBench.Settings st = new E2eBench.Settings(List.of("llama-3.2-1b", "llama-3.1-8b-4l"), List.of("train", "rollout"),
+                org.grpo4j.internal.backend.DType.BF16, 1, 5, 1, false, 0, 1, 1, List.of("split", "single"), null, List.of("mma", "wgmma"));
+        List<E2eBench.Task> train = E2eBench.plan(st).stream().filter(t -> t.section().equals("train")).toList();
+        assertEquals(List.of("llama-3.2-1b", "llama-3.2-1b", "llama-3.2-1b", "llama-3.1-8b-4l", "llama-3.1-8b-4l", "llama-3.1-8b-4l"),
+                train.stream().map(E2eBench.Task::preset).toList());
+        assertEquals(List.of(false, false, true, false, false, true), train.stream().map(E2eBench.Task::wgmma).toList());
+        assertEquals(List.of(false, true, true, false, true, true), train.stream().map(E2eBench.Task::singleDz).toList());
+        assertEquals(6, E2eBench.plan(st).indexOf(E2eBench.plan(st).stream().filter(t -> t.section().equals("rollout")).findFirst().get()));
+
+        Path json = tmp.resolve("ours.json");
+        Run r = run("cpu", "--preset", "tiny", "--sections", "train", "--attention-kernels", "mma,wgmma", "--json", json.toString());
+        assertEquals(0, r.code(), r.err() + r.out());
+        List<E2eReport.Row> rows = E2eReport.read(json).rows();
+        assertEquals(2, rows.size());
+        assertTrue(rows.get(0).ok() && rows.get(0).variant() == null, rows.get(0).id() + ": " + rows.get(0).note());
+        assertEquals(E2eReport.SKIPPED, rows.get(1).status());
+        assertEquals(E2eBench.WGMMA, rows.get(1).variant());
+        assertTrue(rows.get(1).note().contains("--attention-kernels wgmma is a mode of the CUDA backend"), rows.get(1).note());
+
+        Run noMma = run("cpu", "--preset", "tiny", "--sections", "train", "--attention-kernels", "wgmma");
+        assertEquals(2, noMma.code(), noMma.err());
+        assertTrue(noMma.err().contains("--attention-kernels must include mma"), noMma.err());
+        Run unknown = run("cpu", "--preset", "tiny", "--sections", "train", "--attention-kernels", "mma,fa3");
+        assertEquals(2, unknown.code(), unknown.err());
+        assertTrue(unknown.err().contains("unknown --attention-kernels \"fa3\" (valid: mma, wgmma)"), unknown.err());
+    }
+
     @Test
     void aSpentBudgetSkipsRowsAndSaysWhy(@TempDir Path tmp) throws Exception {
         Path json = tmp.resolve("ours.json");
