@@ -99,6 +99,7 @@ final class TokenizeCommand implements Callable<Integer> {
             ObjectNode o = new ObjectMapper().createObjectNode();
             o.set("messages", node);
             o.put("dataset", "cli");
+            o.putNull("ground_truth");
             return DatasetReader.fromJson(o, where).messages();
         }
     }

@@ -133,15 +133,38 @@ public final class DatasetMixer {
         if (!looksLikeHubName(dataset)) throw new NoSuchFileException(dataset, null, "looked for " + String.join(", ", where));
         String hf = System.getenv("HF_HOME");
         Path hub = hf != null ? Path.of(hf, "hub") : Path.of(System.getProperty("user.home"), ".cache", "huggingface", "hub");
-        Path snaps = hub.resolve("datasets--" + dataset.replace("/", "--")).resolve("snapshots");
+        Path repo = hub.resolve("datasets--" + dataset.replace("/", "--")), snaps = repo.resolve("snapshots");
         if (Files.isDirectory(snaps)) {
-            try (var s = Files.list(snaps)) {
-                var snap = s.sorted().reduce((x, y) -> y);
-                if (snap.isPresent()) return snap.get();
-            }
+            Path snap = cachedSnapshot(dataset, repo);
+            if (snap != null) return snap;
         }
         throw new NoSuchFileException(dataset, null, "dataset not found locally (tried " + String.join(", ", where) + ", " + snaps
                 + "); grpo4j never downloads: fetch it first, e.g. huggingface-cli download --repo-type dataset " + dataset + ", or pass a local path");
+    }
+
+    /**
+     * The snapshot of a hub cache's dataset repository that revision "main" names (refs/main, as the reference's
+     * dataset_revision="main" loads; snapshot directories are named by commit, so their order says nothing), or the one
+     * snapshot there is; null when there is none. Several snapshots and no refs/main are refused, naming them.
+     */
+    static Path cachedSnapshot(String dataset, Path repo) throws IOException {
+        Path snaps = repo.resolve("snapshots"), ref = repo.resolve("refs").resolve("main");
+        List<Path> all;
+        try (var s = Files.list(snaps)) {
+            all = s.filter(Files::isDirectory).sorted().toList();
+        }
+        if (Files.isRegularFile(ref)) {
+            String commit = Files.readString(ref).trim();
+            Path snap = snaps.resolve(commit);
+            if (!commit.isEmpty() && !commit.contains("/") && Files.isDirectory(snap)) return snap;
+            throw new NoSuchFileException(dataset, null, ref + " names revision \"" + commit + "\", which is not among the cached snapshots ("
+                    + String.join(", ", all.stream().map(x -> x.getFileName().toString()).toList()) + " in " + snaps
+                    + "); fetch it again, or pass a snapshot's path");
+        }
+        if (all.size() <= 1) return all.isEmpty() ? null : all.get(0);
+        throw new IllegalArgumentException(dataset + ": the cache holds " + all.size() + " snapshots (" + String.join(", ",
+                all.stream().map(x -> x.getFileName().toString()).toList()) + " in " + snaps + ") and no refs/main to say which is revision"
+                + " main; pass the path of the one to use");
     }
 
     /** "owner/name" with no file extension: a hub dataset id rather than a local path. */

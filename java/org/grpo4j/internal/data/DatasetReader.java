@@ -120,6 +120,10 @@ public final class DatasetReader {
         JsonNode ds = node.get("dataset");
         if (ds == null || ds.isNull()) throw new IOException(where + ": field \"dataset\" is missing");
         if (!ds.isTextual()) throw new IOException(where + ": field \"dataset\" must be a string, got " + ds);
+        // absent is not null: the reference reads row["ground_truth"] (a KeyError at start-up), where a row with null
+        // scores 0; a dataset whose answers are under another key would otherwise train on all-zero rewards
+        if (!node.has("ground_truth"))
+            throw new IOException(where + ": field \"ground_truth\" is missing (the verifier's answer; null scores the row 0)");
         return new RlvrRow(messages, textOrJson(node.get("ground_truth")), ds.asText(),
                 optText(node.get("constraint_type"), "constraint_type", where), optText(node.get("constraint"), "constraint", where), where);
     }
@@ -160,9 +164,9 @@ public final class DatasetReader {
             try (ResultSet rs = st.executeQuery("DESCRIBE SELECT * FROM read_parquet('" + file + "')")) {
                 while (rs.next()) cols.add(rs.getString(1));
             }
-            for (String req : List.of("messages", "dataset"))
+            for (String req : List.of("messages", "dataset", "ground_truth"))
                 if (!cols.contains(req)) throw new IOException(path + ": column \"" + req + "\" is missing (columns: " + cols + ")");
-            String gt = cols.contains("ground_truth") ? "to_json(ground_truth)" : "NULL";
+            String gt = "to_json(ground_truth)";
             String ct = cols.contains("constraint_type") ? "constraint_type" : "NULL";
             String cn = cols.contains("constraint") ? "\"constraint\"" : "NULL";
             String sql = "SELECT to_json(messages), " + gt + ", dataset, " + ct + ", " + cn + " FROM read_parquet('" + file + "')";

@@ -130,6 +130,9 @@ public final class ChatTemplate {
                 .withTrimBlocks(true)
                 .withLstripBlocks(true)
                 .withFailOnUnknownTokens(true)
+                // message text is data, as jinja2 renders it: Jinjava's default evaluates a {{ }} or {% %} that an
+                // expression's value contains ("What is {{ 7*6 }}?" became "What is 42?", C++'s "{{1,2},{3,4}}" failed)
+                .withNestedInterpretationEnabled(false)
                 .withLegacyOverrides(LegacyOverrides.newBuilder()
                         .withParseWhitespaceControlStrictly(true)
                         .withUseTrimmingForNotesAndExpressions(true)

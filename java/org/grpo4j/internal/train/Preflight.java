@@ -191,9 +191,12 @@ public final class Preflight implements AutoCloseable {
             }
             List<String> files = new java.util.ArrayList<>();
             for (int i = 0; i < mixer.size(); i += 2) files.add(mixer.get(i));
-            throw new IllegalArgumentException(field + ": " + (rows.isEmpty() ? "the datasets have no rows (" + String.join(", ", files) + ")"
-                    : "all " + rows.size() + " prompts are longer than max_prompt_token_length " + cfg.maxPromptTokenLength
-                    + " (the shortest has " + shortest + " tokens, the longest " + longest + ")"));
+            String why = d.droppedChat() == 0 ? "all " + rows.size() + " prompts are longer than max_prompt_token_length " + cfg.maxPromptTokenLength
+                    + " (the shortest has " + shortest + " tokens, the longest " + longest + ")"
+                    : "all " + rows.size() + " rows are dropped: " + d.droppedPrompt() + " for a prompt longer than max_prompt_token_length "
+                    + cfg.maxPromptTokenLength + ", " + d.droppedChat() + " for a whole chat (prompt and answer) longer than max_token_length "
+                    + cfg.maxTokenLength + " (prompts of " + shortest + " to " + longest + " tokens)";
+            throw new IllegalArgumentException(field + ": " + (rows.isEmpty() ? "the datasets have no rows (" + String.join(", ", files) + ")" : why));
         }
         return d;
     }

@@ -281,6 +281,8 @@ class BadInputTest {
             {"dataset_mixer_list=null", "dataset_mixer_list must not be null"},
             {"sft_warmup=null", "sft_warmup must not be null"},
             {"max_prompt_token_length=3", "all 64 prompts are longer than max_prompt_token_length 3", "shortest has"},
+            {"max_token_length=3", "all 64 rows are dropped: 0 for a prompt longer than max_prompt_token_length 64, 64 for a whole chat",
+                    "longer than max_token_length 3"},
             {"local_rollout_batch_size=100", "64 prompts fit", "fewer than one step's 100"},
             {"kv_cache_mib=" + Math.max(20000, 2 * (Runtime.getRuntime().maxMemory() >> 20)), "kv_cache_mib", "does not fit", "fits"},
             {"kv_cache_mib=100000000", "kv_cache_mib 100000000 does not fit"},

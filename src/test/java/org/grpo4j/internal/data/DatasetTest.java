@@ -61,6 +61,14 @@ class DatasetTest {
         }
         IOException e = assertThrows(IOException.class, () -> DatasetReader.read(pq));
         assertTrue(e.getMessage().contains("x.parquet") && e.getMessage().contains("\"messages\""), e.getMessage());
+        // the answers under another name: refused, not read as null ground truths (every reward 0)
+        Path answers = tmp.resolve("answers.parquet");
+        try (var c = java.sql.DriverManager.getConnection("jdbc:duckdb:"); var st = c.createStatement()) {
+            st.execute("COPY (SELECT [{'role': 'user', 'content': 'x'}] AS messages, 'gsm8k' AS dataset, '1' AS answer) TO '" + answers
+                    + "' (FORMAT parquet)");
+        }
+        e = assertThrows(IOException.class, () -> DatasetReader.read(answers));
+        assertTrue(e.getMessage().contains("answers.parquet") && e.getMessage().contains("column \"ground_truth\" is missing"), e.getMessage());
     }
 
     @Test
@@ -72,6 +80,8 @@ class DatasetTest {
                 {"{\"messages\":[{\"role\":\"user\"}],\"dataset\":\"gsm8k\"}\n", ":1", "messages[0].content"},
                 {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}\n", ":1", "\"dataset\" is missing"},
                 {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"dataset\":3}\n", ":1", "must be a string"},
+                {good + "\n{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"dataset\":\"gsm8k\",\"answer\":\"1\"}\n", ":2",
+                        "field \"ground_truth\" is missing"},
                 {"[1,2]\n", ":1", "expected a JSON object"}};
         int k = 0;
         for (Object[] c : cases) {
@@ -87,6 +97,25 @@ class DatasetTest {
         assertEquals("[1,2]", rows.get(0).groundTruth());
         assertNull(rows.get(1).groundTruth());
         assertEquals(1, rows.get(1).promptMessages().size(), "prompt = messages[:-1] when there are several");
+    }
+
+    /** A hub cache's dataset resolves to the snapshot refs/main names (snapshot names are commits: their order is no age). */
+    @Test
+    void aCachedHubDatasetIsItsMainRevision(@TempDir Path tmp) throws IOException {
+        Path repo = tmp.resolve("datasets--allenai--X");
+        Files.createDirectories(repo.resolve("snapshots/aaaa1111"));
+        assertEquals(repo.resolve("snapshots/aaaa1111"), DatasetMixer.cachedSnapshot("allenai/X", repo), "one snapshot, no ref");
+        Files.createDirectories(repo.resolve("snapshots/ffff0000"));
+        IllegalArgumentException several = assertThrows(IllegalArgumentException.class, () -> DatasetMixer.cachedSnapshot("allenai/X", repo));
+        assertTrue(several.getMessage().contains("2 snapshots (aaaa1111, ffff0000") && several.getMessage().contains("no refs/main"),
+                several.getMessage());
+        Files.createDirectories(repo.resolve("refs"));
+        Files.writeString(repo.resolve("refs/main"), "aaaa1111");
+        assertEquals(repo.resolve("snapshots/aaaa1111"), DatasetMixer.cachedSnapshot("allenai/X", repo));
+        Files.writeString(repo.resolve("refs/main"), "bbbb2222\n");
+        java.nio.file.NoSuchFileException gone = assertThrows(java.nio.file.NoSuchFileException.class,
+                () -> DatasetMixer.cachedSnapshot("allenai/X", repo));
+        assertTrue(gone.getMessage().contains("names revision \"bbbb2222\", which is not among the cached snapshots"), gone.getMessage());
     }
 
     @Test

@@ -57,6 +57,20 @@ class ChatTemplateTest {
         assertEquals(preamble + "System: Be brief.\n\n\nUser: Hi\n", ChatTemplate.named("r1_simple_chat", null).render(two, false, null, EOS));
     }
 
+    /** Message text is data, never template code (jinja2 with transformers' settings renders it as written). */
+    @Test
+    void templateSyntaxInsideAMessageIsKeptAsWritten() {
+        for (String name : List.of("tulu", "llama3", "r1_simple_chat")) {
+            for (String text : List.of("What is {{ 7*6 }}?", "Fix: int a[2][2] = {{1,2},{3,4}};", "Vue: <p>{{ message }}</p>",
+                    "{% if true %}yes{% endif %}", "{{ '<|assistant|>' }}")) {
+                String out = ChatTemplate.named(name, null).render(List.of(new ChatMessage("user", text)), true, null, EOS);
+                assertTrue(out.contains(text), name + ": " + text + " -> " + out);
+            }
+        }
+        assertEquals("<|user|>\nWhat is {{ 7*6 }}?\n<|assistant|>\n",
+                ChatTemplate.named("tulu", null).render(List.of(new ChatMessage("user", "What is {{ 7*6 }}?")), true, null, EOS));
+    }
+
     @Test
     void errorsAreFatalAndNamed() {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> ChatTemplate.named("chatml3", null));
