@@ -140,6 +140,7 @@ final class TrainCommand implements Callable<Integer> {
             if (plan != null) plan.requireSameData(pf.dataFingerprint(), pf.train().size());
             if (plan != null && precision == org.grpo4j.internal.backend.DType.BF16 && be != null) org.grpo4j.internal.train.Precision.requireBf16(be);
             for (var e : pf.summary().entrySet()) System.out.printf("  %-36s %s%n", e.getKey(), e.getValue());
+            for (String w : pf.warnings()) System.out.println("  warning: " + w);
             System.out.printf("  %-36s %s%n", "output directory", out + (overwrite ? " (its earlier run would be replaced)" : resume != null ? " (the run's own)" : ""));
             org.grpo4j.internal.train.Checkpoints.DiskPlan disk = org.grpo4j.internal.train.Checkpoints.diskPlan(cfg,
                     new org.grpo4j.internal.model.ParameterLayout(pf.modelConfig()).totalElements(), out);

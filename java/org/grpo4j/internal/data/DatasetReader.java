@@ -37,10 +37,16 @@ public final class DatasetReader {
     /** Refuses anything after a line's value: two rows on one line (a file without its last newline, then another) lost the second. */
     private static final ObjectMapper JSON = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
 
+    /** The hub's usual split names: a directory with files of two of them is not read whole (see {@link #read(Path)}). */
+    static final List<String> SPLITS = List.of("train", "test", "validation", "valid", "dev", "eval");
+
     /** The roles the chat templates render (the Tulu template silently drops any other). */
     public static final Set<String> ROLES = Set.of("system", "user", "assistant");
 
-    /** Reads a .jsonl/.json or .parquet file, or every such file in a directory (sorted by name). */
+    /**
+     * Reads a .jsonl/.json or .parquet file, or every such file in a directory (sorted by name); a directory whose files
+     * belong to two of the usual splits ({@link #SPLITS}, as {@link #read(Path, String)} tells them) is refused.
+     */
     public static List<RlvrRow> read(Path path) throws IOException {
         if (Files.isDirectory(path)) {
             List<Path> files;
@@ -48,6 +54,12 @@ public final class DatasetReader {
                 files = s.filter(Files::isRegularFile).filter(DatasetReader::isDataFile).sorted().toList();
             }
             if (files.isEmpty()) throw new NoSuchFileException(path.toString(), null, "no .jsonl or .parquet files in this directory");
+            // a hub dataset's directory holds its train and test files side by side: read whole, the test rows would be
+            // trained on (the reference has no default split: it asks for one)
+            List<String> splits = SPLITS.stream().filter(sp -> files.stream().anyMatch(f -> inSplit(path.relativize(f), sp))).toList();
+            if (splits.size() > 1)
+                throw new IllegalArgumentException(path + ": holds the splits " + String.join(", ", splits) + "; name the one to read"
+                        + " (the config's dataset_mixer_list_splits, eval's --split), or point at a file");
             List<RlvrRow> all = new ArrayList<>();
             for (Path f : files) all.addAll(read(f));
             return all;

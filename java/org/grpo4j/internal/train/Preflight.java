@@ -175,6 +175,8 @@ public final class Preflight implements AutoCloseable {
                 + " tokens, " + train.droppedChat() + " with chat > " + cfg.maxTokenLength + " tokens), longest " + longest(train) + " tokens");
         if (eval != null) pf.summary.put("eval prompts", String.valueOf(eval.size()));
         if (cfg.sftWarmup.steps > 0) pf.summary.put("sft warm-up rows", String.valueOf(sft));
+        String lastTurn = lastTurnNotAnswer(train);
+        if (lastTurn != null) pf.warnings.add(lastTurn);
         return pf;
     }
 
@@ -380,6 +382,30 @@ public final class Preflight implements AutoCloseable {
     public int sftRows() { return sftRows; }
     /** What was checked, name to value (for dry runs). */
     public Map<String, String> summary() { return summary; }
+
+    private final List<String> warnings = new java.util.ArrayList<>();
+
+    /** What the run will do that a user may not expect, one sentence each (logged at the start and by --dry-run). */
+    public List<String> warnings() { return warnings; }
+
+    /**
+     * The rows of several messages whose last is not an assistant turn: their prompt is every message but the last, as
+     * the reference's (messages[:-1]), so that turn (a question, usually) is never shown to the model; null when none.
+     */
+    static String lastTurnNotAnswer(PromptDataset d) {
+        int n = 0;
+        String first = null;
+        for (int i = 0; i < d.size(); i++) {
+            List<org.grpo4j.ChatMessage> ms = d.row(i).messages();
+            if (ms.size() > 1 && !ms.get(ms.size() - 1).role().equals("assistant")) {
+                if (first == null) first = d.row(i).source() + " (its last turn is " + ms.get(ms.size() - 1).role() + ")";
+                n++;
+            }
+        }
+        return n == 0 ? null : n + " training rows of several messages end with a turn other than assistant, first " + first
+                + ": as the reference's, their prompt is every message but the last, which the model never sees; put the answer"
+                + " last, or keep such rows to one message";
+    }
 
     /** Closes the tokenizer (unless the trainer took it). */
     @Override

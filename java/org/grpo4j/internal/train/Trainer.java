@@ -322,6 +322,7 @@ public final class Trainer implements AutoCloseable {
                 // the states exist and the KV pool is sized
                 String mem = pf.summary().get("memory");
                 if (mem != null) log.printf("grpo4j:   %-36s %s%n", "memory per rank (estimate)", mem);
+                for (String w : pf.warnings()) log.println("grpo4j: warning: " + w);
                 Checkpoints.DiskPlan disk = Checkpoints.diskPlan(cfg, r0.layout.parameters(), out);
                 log.printf("grpo4j:   %-36s %s%n", "checkpoints", disk.describe());
                 if (!disk.fits())

@@ -181,7 +181,17 @@ class DatasetTest {
         List<RlvrRow> train = DatasetMixer.load(List.of(tmp.toString(), "1.0"), List.of("train"), null);
         assertEquals(List.of("b", "a"), train.stream().map(r -> r.messages().get(0).content()).toList());
         assertEquals(1, DatasetMixer.load(List.of(tmp.toString(), "1.0"), List.of("validation"), null).size());
-        assertEquals(5, DatasetMixer.load(List.of(tmp.toString(), "1.0"), List.of(), null).size(), "no split: every data file");
+        // no split: a directory of train and test files is refused (its test rows would be trained on); one split's
+        // directory, or a directory of other files, is read whole
+        IllegalArgumentException two = assertThrows(IllegalArgumentException.class, () -> DatasetMixer.load(List.of(tmp.toString(), "1.0"), List.of(), null));
+        assertTrue(two.getMessage().contains("holds the splits train, test, validation; name the one to read"), two.getMessage());
+        assertThrows(IllegalArgumentException.class, () -> DatasetMixer.load(List.of(tmp.resolve("data").toString(), "1.0"), List.of(), null),
+                "data/: train/part.jsonl and validation.jsonl");
+        assertEquals(1, DatasetMixer.load(List.of(tmp.resolve("data/train").toString(), "1.0"), List.of(), null).size());
+        Files.createDirectories(tmp.resolve("other"));
+        Files.writeString(tmp.resolve("other/a.jsonl"), row.formatted("a"));
+        Files.writeString(tmp.resolve("other/b.jsonl"), row.formatted("b"));
+        assertEquals(2, DatasetMixer.load(List.of(tmp.resolve("other").toString(), "1.0"), List.of(), null).size());
         var nf = assertThrows(java.nio.file.NoSuchFileException.class, () -> DatasetMixer.load(List.of(tmp.toString(), "1.0"), List.of("dev"), null));
         assertTrue(nf.getMessage().contains("split \"dev\""), nf.getMessage());
         assertEquals(1, DatasetMixer.load(List.of(tmp.resolve("test-00000-of-00001.jsonl").toString(), "1.0"), List.of("train"), null).size(),

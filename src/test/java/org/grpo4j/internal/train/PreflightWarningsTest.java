@@ -1,0 +1,34 @@
+package org.grpo4j.internal.train;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.nio.file.Path;
+import java.util.List;
+import org.grpo4j.ChatMessage;
+import org.grpo4j.internal.data.PromptDataset;
+import org.grpo4j.internal.tokenizer.ChatTemplate;
+import org.grpo4j.internal.tokenizer.Tokenizer;
+import org.grpo4j.reward.RlvrRow;
+import org.junit.jupiter.api.Test;
+
+/** What the start of a run warns of: data the run reads as the reference does, though a user may not expect it. */
+class PreflightWarningsTest {
+    /** A [system, user] row's prompt is the system turn alone (messages[:-1], as the reference): its question is dropped. */
+    @Test
+    void rowsWhoseLastTurnIsNotTheAnswerAreNamed() throws Exception {
+        try (Tokenizer tok = Tokenizer.load(Path.of("examples/tiny-tokenizer"))) {
+            ChatTemplate tulu = ChatTemplate.named("tulu", tok);
+            ChatMessage sys = new ChatMessage("system", "You are helpful."), q = new ChatMessage("user", "What is 2 + 2?"),
+                    a = new ChatMessage("assistant", "4");
+            RlvrRow one = new RlvrRow(List.of(q), "4", "gsm8k", null, null, "d.jsonl:1");
+            RlvrRow answered = new RlvrRow(List.of(sys, q, a), "4", "gsm8k", null, null, "d.jsonl:2");
+            RlvrRow questionLast = new RlvrRow(List.of(sys, q), "4", "gsm8k", null, null, "d.jsonl:3");
+            assertNull(Preflight.lastTurnNotAnswer(new PromptDataset(List.of(one, answered), tok, tulu, 1000)));
+            String w = Preflight.lastTurnNotAnswer(new PromptDataset(List.of(one, questionLast, answered, questionLast), tok, tulu, 1000));
+            assertNotNull(w);
+            assertTrue(w.startsWith("2 training rows of several messages end with a turn other than assistant, first d.jsonl:3 (its last turn is user)"), w);
+            assertFalse(tok.decode(tok.encode(tulu.render(questionLast.promptMessages(), true, tok)), false).contains("2 + 2"),
+                    "the warning's claim: the question is not in the prompt");
+        }
+    }
+}
