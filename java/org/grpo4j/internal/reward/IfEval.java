@@ -58,6 +58,44 @@ final class IfEval {
         return call(func, text, args, compat);
     }
 
+    private static final Pattern PY_STR_ITEM = Pattern.compile("\\s*('((?:[^'\\\\]|\\\\.)*)'|\"((?:[^\"\\\\]|\\\\.)*)\")\\s*(,|$)", Pattern.DOTALL);
+
+    /**
+     * The strings of a Python tuple or list literal of string literals ("('a', \"b\")", "['a']"), escapes \\, \' and
+     * \" undone; null when {@code s} is not one.
+     */
+    static List<String> pyStringSequence(String s) {
+        String t = s.strip();
+        if (t.length() < 2 || !((t.startsWith("(") && t.endsWith(")")) || (t.startsWith("[") && t.endsWith("]")))) return null;
+        String body = t.substring(1, t.length() - 1);
+        if (body.isBlank()) return null;
+        List<String> out = new ArrayList<>();
+        Matcher m = PY_STR_ITEM.matcher(body);
+        int at = 0;
+        while (at < body.length()) {
+            if (!m.find(at) || m.start() != at) return null;
+            String raw = m.group(2) != null ? m.group(2) : m.group(3);
+            out.add(raw.replaceAll("\\\\(.)", "$1"));
+            at = m.end();
+            if (m.group(4).isEmpty()) break;
+            if (body.substring(at).isBlank()) break;  // a trailing comma: ('a',)
+        }
+        return out.isEmpty() || !body.substring(at).isBlank() ? null : out;
+    }
+
+    /**
+     * Whether every non-numeric number in {@code json} (already parsed) is one Python's json.loads reads: NaN, Infinity
+     * or -Infinity; Jackson's ALLOW_NON_NUMERIC_NUMBERS also takes +Infinity, +INF and -INF.
+     */
+    private static boolean pythonNonNumerics(String json) throws java.io.IOException {
+        try (com.fasterxml.jackson.core.JsonParser p = STRICT_JSON.getFactory().createParser(json)) {
+            for (com.fasterxml.jackson.core.JsonToken t; (t = p.nextToken()) != null; )
+                if (t == com.fasterxml.jackson.core.JsonToken.VALUE_NUMBER_FLOAT && p.isNaN()
+                        && !List.of("NaN", "Infinity", "-Infinity").contains(p.getText())) return false;
+        }
+        return true;
+    }
+
     private static String lastPiece(String s, String sep) {
         int i = s.lastIndexOf(sep);
         return i < 0 ? s : s.substring(i + sep.length());
@@ -103,6 +141,18 @@ final class IfEval {
             return out;
         }
 
+        /**
+         * The options of the choice check, as its intended semantics read them: a list's elements; a string that is a
+         * Python tuple or list of string literals ("('My answer is yes.', 'My answer is no.')"), its strings; any other
+         * string, one option (iterated, its characters would each be an option: nearly every response would pass).
+         */
+        List<String> options(String k) {
+            JsonNode v = get(k);
+            if (!v.isTextual()) return list(k);
+            List<String> lit = pyStringSequence(v.asText());
+            return lit != null ? lit : List.of(v.asText());
+        }
+
         void noExtra() {
             for (String k : a.keySet())
                 if (!used.contains(k)) throw new IllegalArgumentException("TypeError: " + func + "() got an unexpected keyword argument '" + k + "'");
@@ -110,12 +160,23 @@ final class IfEval {
     }
 
     private static final int U = Pattern.UNICODE_CHARACTER_CLASS;
-    private static final Pattern WORDS = Pattern.compile("\\b\\w+\\b", U);
-    private static final Pattern SENTENCE_SPLIT = Pattern.compile("(?<!\\w\\.\\w.)(?<![A-Z][a-z]\\.)(?<=\\.|\\?)\\s", U | Pattern.UNIX_LINES);
+    /**
+     * Python's \w on str: letters, numbers and '_' (str.isalnum). Java's Unicode \w also takes combining marks,
+     * joiners and other connector punctuation but not No / Nl numbers (x\u00b2 is one word to Python, "x" to Java).
+     */
+    static final String PY_W = "[\\p{L}\\p{N}_]";
+    /** Python's \s on str: Java's Unicode white space plus the separators \x1c-\x1f (str.isspace). */
+    static final String PY_S = "[\\s\\x1c-\\x1f]";
+    private static final Pattern WORDS = Pattern.compile("(?<!" + PY_W + ")" + PY_W + "+(?!" + PY_W + ")");
+    private static final String SENTENCE_END_REF = "(?<!" + PY_W + "\\." + PY_W + ".)(?<![A-Z][a-z]\\.)(?<=\\.|\\?)" + PY_S;
+    private static final Pattern SENTENCE_SPLIT = Pattern.compile(SENTENCE_END_REF, U | Pattern.UNIX_LINES);
+    /** The default semantics: '!' ends a sentence too (open-instruct #1612). */
+    private static final Pattern SENTENCE_SPLIT_FIXED = Pattern.compile(SENTENCE_END_REF.replace("(?<=\\.|\\?)", "(?<=\\.|\\?|!)"),
+            U | Pattern.UNIX_LINES);
     private static final Pattern PLACEHOLDER = Pattern.compile("\\[(.*?)\\]", Pattern.UNIX_LINES);
     private static final Pattern TITLE = Pattern.compile("<<(.*?)>>", Pattern.UNIX_LINES);
     private static final Pattern HIGHLIGHT = Pattern.compile("\\*(.*?)\\*", Pattern.UNIX_LINES);
-    private static final Pattern CAPITAL_WORD = Pattern.compile("\\b[A-Z]+\\b", U);
+    private static final Pattern CAPITAL_WORD = Pattern.compile("(?<!" + PY_W + ")[A-Z]+(?!" + PY_W + ")");
 
     static boolean call(String func, String text, Map<String, JsonNode> raw, Compat compat) throws Exception {
         Args a = new Args(func, raw);
@@ -176,7 +237,7 @@ final class IfEval {
             case "verify_sentence_constraint" -> {
                 int n = a.integer("N");
                 String q = a.str("quantifier");
-                int c = SENTENCE_SPLIT.split(Deadline.wrap(text), -1).length;
+                int c = (compat == Compat.OPEN_INSTRUCT_3F37C29 ? SENTENCE_SPLIT : SENTENCE_SPLIT_FIXED).split(Deadline.wrap(text), -1).length;
                 yield switch (q) {
                     case "at least" -> c >= n;
                     case "around" -> Math.abs(c - n) <= 1;
@@ -218,9 +279,11 @@ final class IfEval {
             }
             case "validate_title" -> TITLE.matcher(Deadline.wrap(text)).find();
             case "validate_choice" -> {
-                List<String> opts = a.list("options");
-                yield compat == Compat.OPEN_INSTRUCT_3F37C29 ? opts.stream().anyMatch(o -> o.contains(text))
-                        : opts.stream().anyMatch(text::contains);
+                if (compat == Compat.OPEN_INSTRUCT_3F37C29) {
+                    List<String> opts = a.list("options");
+                    yield opts.stream().anyMatch(o -> o.contains(text));
+                }
+                yield a.options("options").stream().anyMatch(text::contains);
             }
             case "validate_highlighted_sections" -> {
                 int n = a.integer("N");
@@ -240,7 +303,7 @@ final class IfEval {
             case "validate_json_format" -> {
                 try {
                     STRICT_JSON.readTree(text);
-                    yield !PyStr.strip(text).isEmpty();
+                    yield !PyStr.strip(text).isEmpty() && pythonNonNumerics(text);
                 } catch (Exception e) {
                     yield false;
                 }

@@ -70,7 +70,8 @@ class VerifierCasesTest {
         c("gsm8k", "18", "18.00", F, "string comparison: 18.00 != 18");
         c("gsm8k", "no numbers here", "no numbers here", T, "no number: the whole response is compared");
         c("gsm8k", "42", "The answer is 42. Actually 43.", F, "the last number counts");
-        c("gsm8k", "+7", "+7", T, F, "explicit plus sign");
+        c("gsm8k", "+7", "+7", F, "an explicit plus sign is not kept (3f37c29: an integer's sign never is)");
+        c("gsm8k", "7", "So the change is +7", T, "+7 extracts 7 in both");
         c("gsm8k", ".5", "answer: 0.5", F, "0.5 is extracted whole");
         c("gsm8k", "\u0663", "\u0663", T, "Unicode digits are digits (Python \\d)");
         c("gsm8k", "1000", "12 and 1,000", T, "last of several");
@@ -82,7 +83,10 @@ class VerifierCasesTest {
         c("gsm8k", "7", "The result is 007", F, "leading zeros kept");
         c("gsm8k", "-0.5", "-0.5", T, "negative decimal");
         c("gsm8k", "2", "5-3=2", T, "equation: last number");
-        c("gsm8k", "-3", "5-3", T, F, "a minus sign reads as a sign (fixed mode)");
+        c("gsm8k", "-3", "5-3", F, "a minus right after a digit is a subtraction, not a sign (fixed mode too)");
+        c("gsm8k", "10", "Each visit lasts 5-10", T, "a range ends in 10, not -10");
+        c("gsm8k", "-10", "from 5 to -10", T, F, "a minus after a space is a sign (fixed mode)");
+        c("gsm8k", "-2", "x=-2", T, F, "a minus after '=' is a sign (fixed mode)");
         c("gsm8k", "6", "10 - 4 = 6.", T, "trailing period");
         c("gsm8k", "5", "1e5", T, "no exponent syntax: 1 and 5");
         c("gsm8k", "", "", T, "empty equals empty");
@@ -155,6 +159,7 @@ class VerifierCasesTest {
         i("verify_keyword_frequency", "The cat saw a cat; CAT!", T, "whole words, case-insensitive", "word", "cat", "N", 3);
         i("verify_keyword_frequency", "category cat", F, "category is not cat", "word", "cat", "N", 2);
         i("verify_keyword_frequency", "dog", T, "zero occurrences", "word", "cat", "N", 0);
+        i("verify_keyword_frequency", "x\u00b2 and x", T, "Python's \\w takes No numbers: x\u00b2 is one word, x once", "word", "x", "N", 1);
         i("validate_forbidden_words", "I like dogs.", T, "none present", "forbidden_words", List.of("cat", "bird"));
         i("validate_forbidden_words", "I like my category.", F, "substring counts", "forbidden_words", List.of("cat"));
         i("validate_forbidden_words", "CAT", F, "case-insensitive", "forbidden_words", List.of("cat"));
@@ -179,6 +184,9 @@ class VerifierCasesTest {
         i("verify_sentence_constraint", "One. Two. Three. Four.", F, "at most 2", "N", 2, "quantifier", "at most");
         i("verify_sentence_constraint", "One. Two. Three.", T, "around 4 = 3..5", "N", 4, "quantifier", "around");
         i("verify_sentence_constraint", "e.g. this counts. Right.", T, "e.g. look-behind", "N", 2, "quantifier", "at most");
+        i("verify_sentence_constraint", "Hello! How are you? I am fine.", T, F, "'!' ends a sentence (fixed, open-instruct #1612): 3", "N", 3, "quantifier", "at least");
+        i("verify_sentence_constraint", "Wow! Great! Thanks. Bye.", F, T, "4 sentences with '!' (fixed); 3f37c29 counts 2", "N", 2, "quantifier", "at most");
+        i("verify_sentence_constraint", "One.\u001fTwo.", T, "\\x1f is Python white space: 2 sentences", "N", 2, "quantifier", "at least");
         i("validate_paragraphs", "Alpha\n\nBeta starts here\n\nGamma", T, "2nd paragraph starts with Beta", "N", 3, "first_word", "Beta", "i", 2);
         i("validate_paragraphs", "Alpha\n\nBeta", F, "paragraph count differs", "N", 3, "first_word", "Beta", "i", 2);
         i("validate_paragraphs", "Alpha\n\nbeta", F, "case-sensitive", "N", 2, "first_word", "Beta", "i", 2);
@@ -201,6 +209,12 @@ class VerifierCasesTest {
         i("validate_choice", "yes", T, T, "exact option", "options", List.of("yes", "no"));
         i("validate_choice", "ye", F, T, "3f37c29: the response is a substring of an option", "options", List.of("yes", "no"));
         i("validate_choice", "maybe", F, F, "neither", "options", List.of("yes", "no"));
+        i("validate_choice", "My answer is no.", T, F, "options as a Python tuple's text: its strings (fixed); 3f37c29 iterates characters",
+                "options", "('My answer is yes.', 'My answer is no.', 'My answer is maybe.')");
+        i("validate_choice", "Sure! Here is my answer about dogs.", F, "options as a tuple's text, none contained", "options",
+                "('My answer is yes.', 'My answer is no.', 'My answer is maybe.')");
+        i("validate_choice", "I would pick e) since none fit.", F, "options as other text: one option, not its characters (fixed)",
+                "options", "a), b), c), d)");
         i("validate_highlighted_sections", "This *is* a *test*", T, "two highlights", "N", 2);
         i("validate_highlighted_sections", "This *is* a test", F, "one", "N", 2);
         i("validate_highlighted_sections", "**", T, "an empty pair counts", "N", 1);
@@ -210,6 +224,9 @@ class VerifierCasesTest {
         i("validate_json_format", "{\"a\": 1}", T, "object");
         i("validate_json_format", "```json\n{\"a\": 1}\n```", F, "a fence is not JSON");
         i("validate_json_format", "[1, 2, NaN]", T, "Python accepts NaN");
+        i("validate_json_format", "[-Infinity, Infinity]", T, "Python accepts Infinity and -Infinity");
+        i("validate_json_format", "+Infinity", F, "Python refuses +Infinity (Jackson takes it)");
+        i("validate_json_format", "{\"a\": -INF}", F, "Python refuses INF");
         i("validate_json_format", "{\"a\": 1} trailing", F, "trailing data");
         i("validate_repeat_prompt", "Write a poem. Here it is.", T, "starts with the prompt", "original_prompt", "Write a poem.");
         i("validate_repeat_prompt", "Sure! Write a poem.", F, "preamble", "original_prompt", "Write a poem.");
@@ -222,6 +239,7 @@ class VerifierCasesTest {
         i("validate_lowercase", "Not lower", F, "mixed");
         i("validate_frequency_capital_words", "THE CAT and THE DOG", T, "4 capital words, at least 3", "N", 3, "quantifier", "at least");
         i("validate_frequency_capital_words", "THE CAT", F, "2 < 3", "N", 3, "quantifier", "at least");
+        i("validate_frequency_capital_words", "CAFE\u0301 is NICE", T, "a combining mark is no word character to Python: CAFE counts", "N", 2, "quantifier", "at least");
         i("validate_frequency_capital_words", "ONE TWO THREE FOUR", T, F, "around 5: 4 is within 1 (fixed); 3f37c29 needs exactly 5", "N", 5, "quantifier", "around");
         i("validate_frequency_capital_words", "ONE TWO THREE FOUR FIVE", T, T, "around 5: exactly 5", "N", 5, "quantifier", "around");
         i("validate_frequency_capital_words", "ONE two", T, "at most", "N", 1, "quantifier", "at most");
