@@ -63,7 +63,8 @@ public final class Compare {
                 if (n.startsWith("fwd ") || n.startsWith("fwd+bwd ")) g.add(new Goal(GoalType.RATIO, 1.0, SDPA_FLASH));
             }
             case "decode" -> {
-                if (!n.contains(" share")) g.add(new Goal(GoalType.RATIO, 1.0, SDPA_GQA)); // prefix-group rows: no peer
+                // the problem only: not the prefix-group rows (no peer) nor the head-dim-64 diagnostic row
+                if (n.matches("decode b\\d+ ctx\\d+")) g.add(new Goal(GoalType.RATIO, 1.0, SDPA_GQA));
             }
             case "sampling" -> {
                 if (n.startsWith("top-p")) {
@@ -116,7 +117,9 @@ public final class Compare {
             String problem = problemId(r.id());
             ourIds.add(problem);
             List<Goal> goals = goals(r).stream().filter(g -> peers != null || g.type() != GoalType.RATIO).toList();
-            List<BenchRow> ps = peers == null ? List.of() : peers.rows().stream().filter(p -> p.id().equals(problem)).toList();
+            // the same problem in the same dtype (a run at another --dtype has the same ids; notes in brackets aside)
+            List<BenchRow> ps = peers == null ? List.of()
+                    : peers.rows().stream().filter(p -> p.id().equals(problem) && leadingDType(p.dtype()).equals(leadingDType(r.dtype()))).toList();
             List<Goal> unplaced = new ArrayList<>(goals);
             List<Line> mine = new ArrayList<>();
             for (BenchRow p : ps.isEmpty() ? java.util.Collections.<BenchRow>singletonList(null) : ps) {
@@ -158,6 +161,15 @@ public final class Compare {
         if (!id.endsWith("]")) return id;
         int open = id.lastIndexOf(" [");
         return open < 0 ? id : id.substring(0, open);
+    }
+
+    /** A row's dtype without what follows it ("bf16 (lse fp32)" is bf16): ours and the peers' notes differ. */
+    static String leadingDType(String dtype) {
+        if (dtype == null) return "";
+        String t = dtype.strip();
+        int end = 0;
+        while (end < t.length() && " (,".indexOf(t.charAt(end)) < 0) end++;
+        return t.substring(0, end);
     }
 
     static Boolean judge(Goal g, BenchRow r, Double ratio, BenchReport ours) {

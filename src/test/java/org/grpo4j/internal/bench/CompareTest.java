@@ -107,6 +107,33 @@ class CompareTest {
         assertEquals("gemm/matmul 8192x8192x8192", Compare.problemId("gemm/matmul 8192x8192x8192"));
     }
 
+    /** The issue's decode goal is for its problem alone, not the head-dim-64 diagnostic nor the prefix-group rows. */
+    @Test
+    void onlyTheIssuesDecodeProblemHasTheDecodeGoal() {
+        for (String name : List.of("decode b768 ctx1024", "decode b768 ctx384 d64", "decode b768 ctx384 d64 share16x256"))
+            assertEquals(name.equals("decode b768 ctx1024") ? List.of(">= 1x SDPA gqa") : List.of(),
+                    Compare.goals(new BenchRow("decode/" + name, "decode", name, "B=768", "bf16", "ours", BenchRow.OK, "", 1.0, 1.0, 1.0,
+                            20, 1.0, "byte", "", 1.0, "GB/s", 1.0, 0.0, null, null)).stream().map(Compare.Goal::label).toList(), name);
+    }
+
+    /** A row measured in another dtype (a run at --dtype fp32 has the same ids) is not compared with the peers' bf16 row. */
+    @Test
+    void aRowOfAnotherDTypeIsNotComparedWithThePeer() throws Exception {
+        BenchReport ours = BenchReport.read(OURS), peers = BenchReport.read(PEERS);
+        BenchRow bf16 = ourRow(ours, "gemm/matmul 8192x4096x14336");
+        assertEquals("bf16", Compare.leadingDType(peerRow(peers, bf16.id(), "torch.matmul").dtype()));
+        BenchRow fp32 = new BenchRow(bf16.id(), bf16.family(), bf16.name(), bf16.shape(), "fp32", bf16.impl(), bf16.status(), bf16.note(),
+                bf16.medianMs(), bf16.minMs(), bf16.maxMs(), bf16.reps(), bf16.work(), bf16.workUnit(), bf16.formula(), bf16.rate(),
+                bf16.rateUnit(), bf16.ceilingPct(), bf16.maxError(), bf16.extraBytes(), bf16.sizeCopyGbs());
+        BenchReport fp32Run = new BenchReport(ours.tool(), ours.sizes(), ours.card(), ours.driver(), ours.runtime(), ours.torch(), ours.date(),
+                ours.fake(), ours.copyGbs(), ours.gemmTflops(), List.of(fp32));
+        Compare.Line l = Compare.merge(fp32Run, peers, "ours", "peers").lines().get(0);
+        assertNull(l.peer());
+        assertEquals(List.of(">= 0.95x torch.matmul: not measured"), l.goals());
+        assertEquals("bf16", Compare.leadingDType("bf16 (lse fp32)"));
+        assertEquals("fp32", Compare.leadingDType("fp32, bf16 copy-out"));
+    }
+
     static BenchRow ourRow(BenchReport r, String id) {
         return r.rows().stream().filter(x -> x.id().equals(id)).findFirst().orElseThrow();
     }
