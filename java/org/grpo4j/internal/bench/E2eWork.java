@@ -67,10 +67,28 @@ public final class E2eWork {
      */
     public static double boundSeconds(LlamaConfig c, int dtypeBytes, int sequences, int promptLen, int newTokens, double copyGbs,
                                       double peakTflops) {
+        return boundSeconds(c, dtypeBytes, sequences, newTokens, rooflineBytes(c, dtypeBytes, sequences, promptLen, newTokens), copyGbs, peakTflops);
+    }
+
+    /** As above, for a decoder whose weights and KV reads come to {@code rooflineBytes} (e.g. {@link #rooflineBytesShared}). */
+    public static double boundSeconds(LlamaConfig c, int dtypeBytes, int sequences, int newTokens, double rooflineBytes, double copyGbs,
+                                      double peakTflops) {
         double steps = newTokens - 1, bw = copyGbs * 1e9;
         double weights = decodeWeightBytes(c, dtypeBytes) / bw, gemms = 2.0 * sequences * matmulParams(c) / (peakTflops * 1e12);
-        double kv = rooflineBytes(c, dtypeBytes, sequences, promptLen, newTokens) - steps * decodeWeightBytes(c, dtypeBytes);
+        double kv = rooflineBytes - steps * decodeWeightBytes(c, dtypeBytes);
         return steps * Math.max(weights, gemms) + kv / bw;
+    }
+
+    /**
+     * Roofline bytes of the same generation when the {@code sequences} samples share their prompts in {@code groups}
+     * groups, each group's attention reading its prompt's KV once per decode step (Generator's prefix groups): per
+     * step the weights, {@code groups} prompts' KV, and every sample's own generated tokens' KV.
+     */
+    public static double rooflineBytesShared(LlamaConfig c, int dtypeBytes, int groups, int sequences, int promptLen, int newTokens) {
+        double steps = newTokens - 1;
+        double ownTokens = (double) newTokens * (newTokens - 1) / 2; // Σ_{s=1}^{N-1} s
+        return steps * decodeWeightBytes(c, dtypeBytes)
+                + kvBytesPerToken(c, dtypeBytes) * ((double) groups * promptLen * steps + (double) sequences * ownTokens);
     }
 
     /** Roofline bytes of generating {@code newTokens} for each of {@code sequences} sequences of {@code promptLen} tokens. */

@@ -53,6 +53,53 @@ class E2eCompareTest {
 
     static E2eReport peers(List<E2eReport.Row> rows) { return report("transformers", CARD, "torch cuda", false, rows); }
 
+    /**
+     * With prefix groups a rollout is judged on the bytes its decoder reads (its prompts' KV once a group), not the
+     * per-sample roofline it beats by reading less; both shown.
+     */
+    @Test
+    void aGroupedRolloutIsJudgedOnTheBytesItReads() {
+        Map<String, Double> f = new LinkedHashMap<>(rollout("grpo4j", "graphs", 1.0, 65.0).figures());
+        f.put("roofline_read_pct", 38.0);
+        f.put("steady_roofline_read_pct", 41.0);
+        E2eReport.Row grouped = new E2eReport.Row("rollout/llama-3.2-1b/new256", "rollout", "llama-3.2-1b", "48 prompts x 16 samples, prompt 256, 256 new",
+                "graphs", "grpo4j", "ok", null, 1e3, 1e3, 1e3, 1, f);
+        E2eCompare.Result res = E2eCompare.merge(ours(List.of(grouped)), peers(List.of(rollout("hf", null, 16.0, null))), "o", "p");
+        assertEquals(List.of(">= 60% of roofline (bytes read): MISSED"), res.lines().get(0).goals());
+        assertTrue(res.markdown().contains("| 65.0% (read 41.0%) |"), res.markdown());
+        // the shared count: weights every step, each group's prompt once a step, every sample's own tokens
+        org.grpo4j.internal.model.LlamaConfig c = org.grpo4j.internal.model.LlamaConfig.preset("llama-3.2-1b");
+        double perSample = E2eWork.rooflineBytes(c, 2, 768, 256, 256), shared = E2eWork.rooflineBytesShared(c, 2, 48, 768, 256, 256);
+        assertEquals(perSample, E2eWork.rooflineBytesShared(c, 2, 768, 768, 256, 256), 1e-6 * perSample, "a group a sample reads as many bytes");
+        assertEquals(255.0 * 720 * 256 * E2eWork.kvBytesPerToken(c, 2), perSample - shared, 1e-6 * perSample, "720 prompts' KV fewer a step");
+    }
+
+    /**
+     * Training ratios are not judged against placeholder timings, a peer at another precision, or rows with gradient
+     * checkpointing (the peer runs without); a ratio within the rows' spread says so.
+     */
+    @Test
+    void trainingRatiosAreJudgedOnlyWhereThePeerDidTheSameWork() {
+        E2eReport.Row ck = new E2eReport.Row("train/llama-3.2-1b/4x2048", "train", "llama-3.2-1b", "4 x 2048 tokens, packed", "checkpointing", "grpo4j",
+                "ok", null, 125.0, 120.0, 130.0, 5, train("grpo4j", "llama-3.2-1b", 125, 8192).figures());
+        E2eCompare.Result r = E2eCompare.merge(ours(List.of(ck)), peers(List.of(train("hf", "llama-3.2-1b", 160, 8192))), "o", "p");
+        assertEquals(List.of(">= 1x HF: not judged (the peer runs without gradient checkpointing)",
+                "stretch >= 1.2x: not judged (the peer runs without gradient checkpointing)"), r.lines().get(0).goals());
+        assertEquals(0, r.goalsJudged());
+        E2eReport fake = report("transformers", CARD, "torch cuda", true, List.of(train("hf", "llama-3.2-1b", 160, 8192)));
+        assertTrue(E2eCompare.merge(ours(List.of(train("grpo4j", "llama-3.2-1b", 125, 8192))), fake, "o", "p").lines().get(0).goals().get(0)
+                .endsWith("not judged (the peer's timings are placeholders)"));
+        E2eReport fp32 = new E2eReport("transformers", CARD, "575.00", "13.0", "2.9.0", "4.57.0", "torch cuda", "fp32", "2026-01-01T00:00:00Z", false,
+                4000.0, 989, List.of(train("hf", "llama-3.2-1b", 160, 8192)));
+        assertEquals(">= 1x HF: not judged (the peer ran at fp32, ours at bf16)",
+                E2eCompare.merge(ours(List.of(train("grpo4j", "llama-3.2-1b", 125, 8192))), fp32, "o", "p").lines().get(0).goals().get(0));
+        // 1.016x with our steps spread over 10% of the median: met, within the spread
+        E2eReport.Row spread = new E2eReport.Row("train/llama-3.2-1b/4x2048", "train", "llama-3.2-1b", "4 x 2048 tokens, packed", null, "grpo4j",
+                "ok", null, 125.0, 120.0, 132.5, 5, train("grpo4j", "llama-3.2-1b", 125, 8192).figures());
+        assertEquals(">= 1x HF: met (within the rows' spread)",
+                E2eCompare.merge(ours(List.of(spread)), peers(List.of(train("hf", "llama-3.2-1b", 127, 8192))), "o", "p").lines().get(0).goals().get(0));
+    }
+
     @Test
     void ratiosAndGoals() {
         E2eReport o = ours(List.of(train("grpo4j", "llama-3.2-1b", 125, 8192), train("grpo4j", "llama-3.1-8b-4l", 160, 8192),
