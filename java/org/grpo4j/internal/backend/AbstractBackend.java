@@ -255,6 +255,9 @@ public abstract class AbstractBackend implements Backend {
         Check.dtype(Ops.CAST, "dst", dst, DType.FP32, DType.BF16);
         Check.dtype(Ops.CAST, "src", src, DType.FP32, DType.BF16);
         Check.sameNumel(Ops.CAST, "dst", dst, "src", src);
+        // (a same-dtype cast is a copy: partly overlapping ranges are refused as copy refuses them)
+        Check.check(!dst.overlaps(src) || dst.offset == src.offset, Ops.CAST,
+                "dst " + dst + " and src " + src + " overlap partly; cast needs the same elements or disjoint ones");
         requireOp(Ops.CAST);
         castImpl(dst, src);
     }
@@ -701,6 +704,9 @@ public abstract class AbstractBackend implements Backend {
 
     /** Called once per op call, after its checks passed and before its work is enqueued (CudaBackend's op profile). */
     void onOp(String op) {}
+
+    /** Whether {@link #close} has run: no op may reach a closed backend's stream, handles or buffers. */
+    public final boolean isClosed() { return closed; }
 
     final void checkOpen() {
         if (closed) throw new IllegalStateException("backend " + name() + " is closed");

@@ -478,9 +478,23 @@ public final class CudaBackend extends AbstractBackend {
                 throw new IllegalStateException("a tensor was freed while a CUDA graph is being captured: free it after capturing");
         }
 
+        /** What must finish before this memory may be freed: collectives in flight on another stream (see holdForCollective). */
+        private final List<Runnable> collectives = new ArrayList<>();
+
         @Override
         void free() {
             if (address == 0) return;
+            List<Runnable> waits;
+            synchronized (collectives) {
+                waits = new ArrayList<>(collectives);
+            }
+            for (Runnable w : waits) {
+                try {
+                    w.run();
+                } catch (RuntimeException e) {
+                    return; // not known to be done with it: the memory is leaked rather than handed to another allocation
+                }
+            }
             if (pool != null && pool.streamAlive) {
                 pool.onDevice();
                 // ordered after every op already issued on the stream: a later allocation may reuse it only after them
@@ -505,6 +519,26 @@ public final class CudaBackend extends AbstractBackend {
         if (!pooled || released) return;
         onDevice();
         CudaRuntime.check(CudaNative.g4_pool_trim(device, stream), "cudaMemPoolTrimTo");
+    }
+
+    /**
+     * Ties {@code t}'s memory to a collective in flight on another stream (NcclCommunicator): freeing it first runs
+     * {@code waitDone}, which returns once the collective no longer uses it. A free is ordered on this backend's stream
+     * only, so without this the memory could go back to the pool (and to the next allocation, or to the device at a
+     * trim) while NCCL still reads or writes it. Closing the handle unties it: once the compute stream waits for the
+     * collective, frees on it are ordered after the collective anyway.
+     */
+    public AutoCloseable holdForCollective(Tensor t, Runnable waitDone) {
+        Check.tensor("holdForCollective", this, "t", t);
+        CudaStorage st = (CudaStorage) t.storage;
+        synchronized (st.collectives) {
+            st.collectives.add(waitDone);
+        }
+        return () -> {
+            synchronized (st.collectives) {
+                st.collectives.remove(waitDone);
+            }
+        };
     }
 
     /** Whether tensors come from the stream-ordered pool ({@link #ALLOC_PROPERTY}). */
@@ -828,6 +862,9 @@ public final class CudaBackend extends AbstractBackend {
         String op = inverse ? Ops.ROPE_BACKWARD : Ops.ROPE;
         // (the kernel keeps a token's cos/sin, 4 bytes a head-dim element, in 48 KiB of shared memory)
         Check.check(x.dim(2) <= MAX_ROPE_HEAD_DIM, op, "head dim " + x.dim(2) + " exceeds " + MAX_ROPE_HEAD_DIM + ", the most the CUDA rope kernel holds");
+        // (the kernel counts a token's rotated pairs, heads x head dim / 2, in an int)
+        Check.check((long) x.dim(1) * x.dim(2) / 2 <= Integer.MAX_VALUE, op, "heads x head dim / 2 = " + (long) x.dim(1) * x.dim(2) / 2
+                + " pairs a token exceed 2^31 - 1, the most the CUDA rope kernel counts");
         Tensor inv = invFreqs.computeIfAbsent(rope, r -> upload(r.invFreq(), r.headDim() / 2));
         ok(CudaNative.g4_rope(dt(x), addr(out), addr(x), addr(positions), addr(inv), x.dim(0), x.dim(1), x.dim(2),
                 inverse ? 1 : 0, addr(flag), opCode(inverse ? Ops.ROPE_BACKWARD : Ops.ROPE), stream), "rope kernel");
@@ -835,8 +872,11 @@ public final class CudaBackend extends AbstractBackend {
 
     @Override
     void kvAppendImpl(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor slots) {
+        long width = (long) k.dim(1) * k.dim(2), capacity = (long) kCache.dim(0) * kCache.dim(1);
+        Check.check(width <= Integer.MAX_VALUE && capacity <= Integer.MAX_VALUE, Ops.KV_APPEND, "kv heads x head dim " + width
+                + " and blocks x block size " + capacity + " must each be at most 2^31 - 1 (the CUDA kernel's int counts)");
         ok(CudaNative.g4_kv_append(dt(kCache), addr(kCache), addr(vCache), addr(k), addr(v), addr(slots), k.dim(0),
-                Math.multiplyExact(k.dim(1), k.dim(2)), Math.multiplyExact(kCache.dim(0), kCache.dim(1)), addr(flag), opCode(Ops.KV_APPEND), stream), "kvAppend kernel");
+                (int) width, (int) capacity, addr(flag), opCode(Ops.KV_APPEND), stream), "kvAppend kernel");
     }
 
     @Override

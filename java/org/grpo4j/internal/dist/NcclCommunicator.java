@@ -6,6 +6,7 @@ import static org.bytedeco.cuda.global.cudart.cudaEventDestroy;
 import static org.bytedeco.cuda.global.cudart.cudaEventDisableTiming;
 import static org.bytedeco.cuda.global.cudart.cudaEventQuery;
 import static org.bytedeco.cuda.global.cudart.cudaEventRecord;
+import static org.bytedeco.cuda.global.cudart.cudaEventSynchronize;
 import static org.bytedeco.cuda.global.cudart.cudaGetDevice;
 import static org.bytedeco.cuda.global.cudart.cudaGetErrorString;
 import static org.bytedeco.cuda.global.cudart.cudaSetDevice;
@@ -17,6 +18,8 @@ import static org.bytedeco.cuda.global.cudart.cudaStreamWaitEvent;
 import static org.bytedeco.cuda.global.cudart.cudaSuccess;
 import static org.bytedeco.cuda.global.nccl.*;
 
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
@@ -144,6 +147,7 @@ public final class NcclCommunicator implements Communicator {
                                           java.util.function.Consumer<? super NcclCommunicator> forming) {
         if (uniqueId.length != NCCL_UNIQUE_ID_BYTES)
             throw new IllegalArgumentException("an NCCL unique id has " + NCCL_UNIQUE_ID_BYTES + " bytes, got " + uniqueId.length);
+        if (be.isClosed()) throw new IllegalStateException("NCCL communicator: backend " + be.name() + " is closed");
         NcclCommunicator c = new NcclCommunicator(be, rank, world, timeoutSeconds * 1_000_000_000L);
         try {
             c.cuda(cudaSetDevice(c.device), "cudaSetDevice(" + c.device + ")");
@@ -309,6 +313,12 @@ public final class NcclCommunicator implements Communicator {
 
     private Pointer ptr(Tensor t) { return new Raw(be.deviceAddress(t)); }
 
+    /** NCCL defines an out that overlaps in only in its in-place form, out + rank x in's count (or the same buffer). */
+    private void requireInPlaceOrDisjoint(String op, Tensor out, Tensor in, long inOffsetInOut) {
+        if (out.overlaps(in) && be.deviceAddress(in) != be.deviceAddress(out) + inOffsetInOut * in.dtype().bytes())
+            throw new IllegalArgumentException(op + ": out " + out + " and in " + in + " overlap, but not in NCCL's in-place form");
+    }
+
     private static void requireFloat(String op, Tensor t) {
         if (t.dtype() != DType.FP32 && t.dtype() != DType.BF16)
             throw new IllegalArgumentException(op + ": reductions take fp32 or bf16 tensors, got " + t.dtype().label());
@@ -318,7 +328,8 @@ public final class NcclCommunicator implements Communicator {
     public Work allReduce(Tensor buf, ReduceOp op) {
         requireFloat("allReduce", buf);
         Pointer p = ptr(buf);
-        return submit("allReduce", s -> ncclAllReduce(p, p, buf.numel(), type(buf), op(op), comm, s));
+        int dt = type(buf);
+        return submit("allReduce", s -> ncclAllReduce(p, p, buf.numel(), dt, op(op), comm, s), buf);
     }
 
     @Override
@@ -326,8 +337,12 @@ public final class NcclCommunicator implements Communicator {
         requireFloat("reduceScatter", in);
         if (in.numel() != out.numel() * world || in.dtype() != out.dtype())
             throw new IllegalArgumentException("reduceScatter: in " + in + " must be world " + world + " x out " + out);
+        // (the in-place form: out = in + rank x out's count)
+        if (in.overlaps(out) && be.deviceAddress(out) != be.deviceAddress(in) + rank * out.numel() * out.dtype().bytes())
+            throw new IllegalArgumentException("reduceScatter: out " + out + " and in " + in + " overlap, but not in NCCL's in-place form");
         Pointer i = ptr(in), o = ptr(out);
-        return submit("reduceScatter", s -> ncclReduceScatter(i, o, out.numel(), type(in), op(op), comm, s));
+        int dt = type(in);
+        return submit("reduceScatter", s -> ncclReduceScatter(i, o, out.numel(), dt, op(op), comm, s), in, out);
     }
 
     @Override
@@ -336,16 +351,20 @@ public final class NcclCommunicator implements Communicator {
         if (root < 0 || root >= world) throw new IllegalArgumentException("reduce: root " + root + " outside [0, " + world + ")");
         if (rank == root && (out == null || out.numel() != in.numel() || out.dtype() != in.dtype()))
             throw new IllegalArgumentException("reduce: the root's out must match in " + in);
+        if (rank == root) requireInPlaceOrDisjoint("reduce", out, in, 0);
         Pointer i = ptr(in), o = rank == root ? ptr(out) : null;
-        return submit("reduce", s -> ncclReduce(i, o, in.numel(), type(in), op(op), root, comm, s));
+        int dt = type(in);
+        return submit("reduce", s -> ncclReduce(i, o, in.numel(), dt, op(op), root, comm, s), rank == root ? new Tensor[] {in, out} : new Tensor[] {in});
     }
 
     @Override
     public Work allGather(Tensor out, Tensor in) {
         if (out.numel() != in.numel() * world || in.dtype() != out.dtype())
             throw new IllegalArgumentException("allGather: out " + out + " must be world " + world + " x in " + in);
+        requireInPlaceOrDisjoint("allGather", out, in, rank * in.numel());
         Pointer i = ptr(in), o = ptr(out);
-        return submit("allGather", s -> ncclAllGather(i, o, in.numel(), type(in), comm, s));
+        int dt = type(in);
+        return submit("allGather", s -> ncclAllGather(i, o, in.numel(), dt, comm, s), in, out);
     }
 
     @Override
@@ -353,15 +372,19 @@ public final class NcclCommunicator implements Communicator {
         if (buffer.numel() % world != 0)
             throw new IllegalArgumentException("allGatherInPlace: " + buffer.numel() + " elements do not split over " + world + " ranks");
         long n = buffer.numel() / world;
+        if (n > Integer.MAX_VALUE)
+            throw new IllegalArgumentException("allGatherInPlace: " + n + " elements a rank exceed 2^31 - 1; gather in parts");
+        int dt = type(buffer);
         Pointer all = ptr(buffer), mine = ptr(buffer.view(rank * n, (int) n)); // NCCL's in-place form: sendbuff = recvbuff + rank x count
-        return submit("allGatherInPlace", s -> ncclAllGather(mine, all, n, type(buffer), comm, s));
+        return submit("allGatherInPlace", s -> ncclAllGather(mine, all, n, dt, comm, s), buffer);
     }
 
     @Override
     public Work broadcast(Tensor buf, int root) {
         if (root < 0 || root >= world) throw new IllegalArgumentException("broadcast: root " + root + " outside [0, " + world + ")");
         Pointer p = ptr(buf);
-        return submit("broadcast", s -> ncclBroadcast(p, p, buf.numel(), type(buf), root, comm, s));
+        int dt = type(buf);
+        return submit("broadcast", s -> ncclBroadcast(p, p, buf.numel(), dt, root, comm, s), buf);
     }
 
     @Override
@@ -396,10 +419,13 @@ public final class NcclCommunicator implements Communicator {
 
     /**
      * Queues {@code call}: an event on the compute stream marks its inputs ready; the worker makes the NCCL stream
-     * wait for it, issues the call, records a done event and watches it.
+     * wait for it, issues the call, records a done event and watches it. Until the Work is awaited, freeing one of
+     * {@code uses} first waits for the collective (CudaBackend.holdForCollective): a free is ordered on the compute
+     * stream only, and the memory must not go to another allocation while NCCL still uses it.
      */
-    private Work submit(String name, Call call) {
+    private Work submit(String name, Call call, Tensor... uses) {
         checkOpen(name);
+        checkBackend(name);
         // the events belong to the compute stream's device, whichever device this thread had current
         cuda(cudaSetDevice(device), "cudaSetDevice(" + device + ")");
         CUevent_st ready = new CUevent_st(), done = new CUevent_st();
@@ -409,9 +435,38 @@ public final class NcclCommunicator implements Communicator {
         String what = name + (context.isEmpty() ? "" : " (" + context + ")");
         CompletableFuture<Void> issued = new CompletableFuture<>();
         // the done event has two users, the watchdog and await(): the last one to let go destroys it
-        java.util.concurrent.atomic.AtomicInteger holders = new java.util.concurrent.atomic.AtomicInteger(2);
+        java.util.concurrent.atomic.AtomicInteger holders = new java.util.concurrent.atomic.AtomicInteger(uses.length > 0 ? 3 : 2);
         Runnable release = () -> {
             if (holders.decrementAndGet() == 0) cudaEventDestroy(done);
+        };
+        // a free of a tensor in use before the Work is awaited: wait until the call is issued (or never will be), then
+        // for its done event (an event never recorded is complete at once)
+        Runnable waitDone = () -> {
+            try {
+                issued.get(timeoutNanos, java.util.concurrent.TimeUnit.NANOSECONDS);
+            } catch (ExecutionException e) {
+                return; // not issued: NCCL never had the memory
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new CommunicatorException("interrupted waiting for " + name + " before freeing its tensor");
+            } catch (java.util.concurrent.TimeoutException e) {
+                throw new CommunicatorException(name + " was not issued within the timeout; its tensor is not freed");
+            }
+            cuda(cudaEventSynchronize(done), "cudaEventSynchronize(" + name + " done)");
+        };
+        List<AutoCloseable> holds = new ArrayList<>();
+        boolean[] unheld = {uses.length == 0};
+        Runnable unhold = () -> {
+            if (unheld[0]) return;
+            unheld[0] = true;
+            for (AutoCloseable h : holds) {
+                try {
+                    h.close();
+                } catch (Exception ignored) {
+                    // (removing a hold does not fail)
+                }
+            }
+            release.run();
         };
         worker.submit(() -> {
             try {
@@ -443,18 +498,23 @@ public final class NcclCommunicator implements Communicator {
                 release.run();
             }
         });
+        // (registered once the call is queued: a refused submit leaves nothing held)
+        for (Tensor t : uses) holds.add(be.holdForCollective(t, waitDone));
         boolean[] awaited = {false};
         return () -> {
             if (awaited[0]) return;
             awaited[0] = true;
             try {
                 awaitIssued(issued);
+                checkBackend(name);  // (a closed backend's stream is destroyed: no wait may be enqueued on it)
                 // enqueued before the event can be destroyed; CUDA keeps what a pending wait needs
                 cuda(cudaStreamWaitEvent(compute, done, 0), "cudaStreamWaitEvent(compute stream)");
+                unhold.run(); // frees on the compute stream now follow the collective
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
                 throw new CommunicatorException("interrupted waiting for " + what);
             } catch (ExecutionException e) {
+                unhold.run(); // never issued: NCCL does not have the memory
                 Throwable c = e.getCause(), f = failure;
                 if (f != null && !(c instanceof CommunicatorException ce && ce.getMessage().contains(" stopped: "))) {
                     CommunicatorException stopped = new CommunicatorException(what + " stopped: " + reason(f), f);
@@ -575,6 +635,11 @@ public final class NcclCommunicator implements Communicator {
 
     /** What a failure says: its message, else its class. */
     private static String reason(Throwable f) { return f.getMessage() == null ? f.getClass().getSimpleName() : f.getMessage(); }
+
+    private void checkBackend(String name) {
+        if (be.isClosed())
+            throw new IllegalStateException(name + (context.isEmpty() ? "" : " (" + context + ")") + ": backend " + be.name() + " is closed");
+    }
 
     private void checkOpen(String name) {
         Throwable f = failure;

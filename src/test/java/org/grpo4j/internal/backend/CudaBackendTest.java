@@ -29,6 +29,26 @@ class CudaBackendTest {
      * Events outlive nothing: an event of a closed backend, or a closed one, is refused before any CUDA call (a
      * destroyed stream or event handle is undefined behaviour), and closing an event twice destroys it once.
      */
+    /** A storage held for a collective runs the hold's wait before it is freed; a released hold does not. */
+    @Test
+    void aStorageHeldForACollectiveWaitsBeforeItIsFreed() throws Exception {
+        CudaBackend be = cuda();
+        int[] waited = {0};
+        Tensor held = be.zeros(DType.FP32, 64), released = be.zeros(DType.FP32, 64);
+        AutoCloseable h = be.holdForCollective(held.view(8, 8), () -> waited[0]++);
+        be.holdForCollective(released, () -> waited[0] += 100).close();
+        released.close();
+        assertEquals(0, waited[0], "a released hold is not run");
+        held.close();
+        assertEquals(1, waited[0], "the free waited for the collective");
+        h.close();
+        // a wait that fails leaves the memory allocated (leaked), not handed to another allocation
+        Tensor failing = be.zeros(DType.FP32, 64);
+        be.holdForCollective(failing, () -> { throw new IllegalStateException("not done"); });
+        failing.close();
+        assertFalse(failing.isLive(), "closed for Java (its memory leaked on the device)");
+    }
+
     @Test
     void eventsOfAClosedBackendAreRefused() {
         CudaBackend be = new CudaBackend(cuda().device());

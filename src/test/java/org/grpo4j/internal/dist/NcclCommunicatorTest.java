@@ -109,6 +109,51 @@ class NcclCommunicatorTest {
         }
     }
 
+    /**
+     * A tensor closed before its collective is awaited is freed only once the collective is done with it (its free
+     * waits; the memory would otherwise go to the next allocation while NCCL uses it), and the collective's result is
+     * still right in a tensor that stays; after await the hold is gone.
+     */
+    @Test
+    void aTensorFreedBeforeItsCollectiveIsAwaitedWaitsForIt() {
+        CudaBackend be = cuda();
+        int n = 1 << 22;
+        try (NcclCommunicator c = worldOne(be); Tensor keep = be.zeros(DType.FP32, n)) {
+            Tensor gone = be.zeros(DType.FP32, n);
+            be.fill(gone, 3);
+            be.fill(keep, 2);
+            Communicator.Work a = c.allReduce(gone, ReduceOp.SUM), b = c.allReduce(keep, ReduceOp.SUM);
+            gone.close(); // waits for a's done event
+            try (Tensor reuse = be.zeros(DType.FP32, n)) { // likely the memory gone had, handed out again
+                be.fill(reuse, 7);
+                a.await();
+                b.await();
+                be.synchronize();
+                for (float v : reuse.toFloats()) assertEquals(7f, v);
+                for (float v : keep.toFloats()) assertEquals(2f, v);
+            }
+        }
+    }
+
+    /** Bad collectives are refused on the calling thread, naming the problem, before anything reaches NCCL. */
+    @Test
+    void badCollectivesAreRefusedBeforeNccl() {
+        CudaBackend be = cuda();
+        try (NcclCommunicator c = worldOne(be); Tensor i64 = be.zeros(DType.INT64, 8); Tensor buf = be.zeros(DType.FP32, 16)) {
+            IllegalArgumentException t = assertThrows(IllegalArgumentException.class, () -> c.broadcast(i64, 0));
+            assertTrue(t.getMessage().contains("NCCL collectives take fp32, bf16 or int32 tensors, not int64"), t.getMessage());
+            // at world 1 allGather's in-place form is in = out; a shifted view overlaps, not in place
+            IllegalArgumentException o = assertThrows(IllegalArgumentException.class, () -> c.allGather(buf.view(0, 8), buf.view(4, 8)));
+            assertTrue(o.getMessage().contains("allGather") && o.getMessage().contains("overlap, but not in NCCL's in-place form"), o.getMessage());
+            c.allGather(buf.view(0, 8), buf.view(0, 8)).await(); // the in-place form
+        }
+        CudaBackend closed = new CudaBackend(be.device());
+        closed.close();
+        IllegalStateException e = assertThrows(IllegalStateException.class,
+                () -> NcclCommunicator.create(NcclCommunicator.newUniqueId(), 1, 0, closed, 10));
+        assertTrue(e.getMessage().contains("is closed"), e.getMessage());
+    }
+
     /** abort() from another thread fails the next collective with the cause, and close() afterwards is safe. */
     @Test
     void anAbortedCommunicatorFailsItsNextCollective() throws Exception {
