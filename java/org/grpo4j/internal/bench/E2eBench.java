@@ -161,8 +161,9 @@ public final class E2eBench implements Callable<Integer> {
     boolean checkpointing;
 
     @Option(names = "--lmhead-grad", split = ",", defaultValue = "split", paramLabel = "MODE",
-            description = "The LM head's bf16 dz in the training step on CUDA: split (hi + lo, the contract's default: 12·N·H·V of GEMMs), "
-                    + "single (rounded to bf16 once, as torch's autograd: 8·N·H·V), or split,single: a training row for each (default: ${DEFAULT-VALUE}).")
+            description = "The LM head's bf16 dz in the training step on CUDA: split (hi + lo, the Backend contract's default: 12·N·H·V of GEMMs), "
+                    + "single (rounded to bf16 once, as torch's autograd and the trainer's default lm_head_grad: bf16: 8·N·H·V), or split,single:"
+                    + " a training row for each, as tools/gpu-loan asks (default: ${DEFAULT-VALUE}).")
     List<String> lmGradNames;
 
     @Option(names = "--attention-kernels", split = ",", defaultValue = "mma", paramLabel = "KERNELS",

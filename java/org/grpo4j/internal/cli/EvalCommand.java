@@ -66,7 +66,7 @@ final class EvalCommand implements Callable<Integer> {
             + " (default: the run's for a checkpoint or run, else 2048).") Integer maxPromptOption;
     /** --max-prompt-tokens, or the run's max_prompt_token_length, or 2048. */
     private int maxPromptTokens;
-    @Option(names = "--chat-template", defaultValue = "run", description = "run (the run's chat_template_name for a checkpoint or run, tulu for a model"
+    @Option(names = {"--chat-template", "--template"}, defaultValue = "run", description = "run (the run's chat_template_name for a checkpoint or run, tulu for a model"
             + " directory; the default), tulu, llama3, r1_simple_chat, r1_simple_chat_postpend_think or tokenizer.") String chatTemplate;
     @Option(names = "--seed", defaultValue = "0", description = "Sampling seed (default: ${DEFAULT-VALUE}).") long seed;
     @Option(names = "--stop", description = "Stop string (repeatable; default: the run's stop_strings for a checkpoint or run, none otherwise).")

@@ -25,7 +25,7 @@ final class ExportCommand implements Callable<Integer> {
     @Option(names = "--dtype", defaultValue = "bf16", description = "bf16 (each fp32 weight rounded once to nearest even; the default) or fp32.")
     String dtype;
 
-    @Option(names = "--chat-template", defaultValue = "run", description = "run (the run's chat_template_name; a model directory keeps its own;"
+    @Option(names = {"--chat-template", "--template"}, defaultValue = "run", description = "run (the run's chat_template_name; a model directory keeps its own;"
             + " the default), keep, tulu, llama3, r1_simple_chat or r1_simple_chat_postpend_think.")
     String chatTemplate;
 

@@ -62,7 +62,7 @@ final class GenerateCommand implements Callable<Integer> {
     }
 
     @ArgGroup(exclusive = true, multiplicity = "1") Input input;
-    @Option(names = "--template", defaultValue = "tokenizer", description = "tulu, llama3, r1_simple_chat, r1_simple_chat_postpend_think, tokenizer or none (raw text) (default: ${DEFAULT-VALUE}).") String template;
+    @Option(names = {"--template", "--chat-template"}, defaultValue = "tokenizer", description = "tulu, llama3, r1_simple_chat, r1_simple_chat_postpend_think, tokenizer or none (raw text) (default: ${DEFAULT-VALUE}).") String template;
     @Option(names = {"-n"}, defaultValue = "1", description = "Completions (default: ${DEFAULT-VALUE}).") int n;
     @Option(names = "--max-tokens", defaultValue = "64", description = "Max new tokens (default: ${DEFAULT-VALUE}).") int maxTokens;
     @Option(names = "--temperature", defaultValue = "1.0", description = "0 = greedy (default: ${DEFAULT-VALUE}).") float temperature;

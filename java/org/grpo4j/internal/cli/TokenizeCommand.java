@@ -33,7 +33,7 @@ final class TokenizeCommand implements Callable<Integer> {
     @ArgGroup(exclusive = true, multiplicity = "1")
     Input input;
 
-    @Option(names = "--template", defaultValue = "tokenizer", description = "Chat template: tulu, llama3, r1_simple_chat, r1_simple_chat_postpend_think or tokenizer (default: ${DEFAULT-VALUE}).")
+    @Option(names = {"--template", "--chat-template"}, defaultValue = "tokenizer", description = "Chat template: tulu, llama3, r1_simple_chat, r1_simple_chat_postpend_think or tokenizer (default: ${DEFAULT-VALUE}).")
     String template;
 
     @Option(names = "--no-generation-prompt", description = "Do not append the assistant generation prompt.")

@@ -83,7 +83,11 @@ final class TrainCommand implements Callable<Integer> {
         try (Trainer t = b.build(); StopSignals signals = StopSignals.install(t::cancel, System.err)) {
             org.grpo4j.train.GrpoTrainer.Result r = t.run(null);
             trained = true;
-            System.out.println("grpo4j: " + (r.cancelled() ? "stopped" : "finished") + " at step " + r.lastStep() + "; outputs in " + r.outputDir());
+            if (resume != null && !r.cancelled() && r.lastStep() == t.resumedAtStep())
+                System.out.println("grpo4j: the run had already finished at step " + r.lastStep() + ": nothing to train; to go on, raise its"
+                        + " horizon: --resume " + resume + " --set num_training_steps=N (N > " + r.lastStep() + ")");
+            else
+                System.out.println("grpo4j: " + (r.cancelled() ? "stopped" : "finished") + " at step " + r.lastStep() + "; outputs in " + r.outputDir());
             return r.cancelled() && signals.exitCode() > 0 ? signals.exitCode() : 0;
         }
     }

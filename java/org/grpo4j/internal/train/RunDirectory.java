@@ -164,7 +164,8 @@ final class RunDirectory implements AutoCloseable {
                     + "); grpo4j writes runs only into a new or empty directory: choose another output directory");
         if (!overwrite)
             throw new IllegalArgumentException(dir + ": holds an earlier run (" + sample(entries) + "); continue it with --resume " + dir
-                    + ", replace it with --overwrite, or choose another output directory");
+                    + " (GrpoTrainer.resume), replace it with --overwrite (Builder.overwrite(true)), or choose another output directory"
+                    + " (output_dir)");
     }
 
     /**

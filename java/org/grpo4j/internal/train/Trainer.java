@@ -134,6 +134,7 @@ public final class Trainer implements AutoCloseable {
     private final AtomicBoolean cancelled = new AtomicBoolean();
     private final List<Map<String, Double>> history = new ArrayList<>();
     private volatile int step; // last completed training step (read from any thread: completedSteps)
+    private volatile int resumedAt = -1; // the checkpoint's step a resumed run started from; -1 for a new run
     /** Checkpoints, their plots and the restore of a resume (null until the ranks exist). */
     private CheckpointPhase checkpoints;
     private boolean warmupDone, generatorsReady;
@@ -337,6 +338,7 @@ public final class Trainer implements AutoCloseable {
                     savedWorld, history);
             if (ck != null) {
                 step = checkpoints.restore(ck, saved);
+                resumedAt = step;
                 warmupDone = true;
             }
         } catch (IOException | RuntimeException | Error e) {
@@ -429,6 +431,9 @@ public final class Trainer implements AutoCloseable {
     public void cancel() { cancelled.set(true); }
 
     public int completedSteps() { return step; }
+
+    /** The step of the checkpoint this run resumed from, once run() has restored it; -1 for a new run. */
+    public int resumedAtStep() { return resumedAt; }
 
     /** The ranks' backends, in rank order (tests: allocation high-water marks). */
     List<Backend> rankBackends() {

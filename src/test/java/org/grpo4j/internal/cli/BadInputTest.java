@@ -446,7 +446,8 @@ class BadInputTest {
                 .says("resharding", "$R/rr", "from 1 to 3 ranks", "do not split over 3 ranks"));
         t.add(c("resume missing", "train", "--resume", "$R/nonexist").says("$R/nonexist", "not found"));
         t.add(c("resume a model directory", "train", "--resume", "$R/m").says("$R/m", "no complete checkpoint"));
-        t.add(c("resume a finished run", "train", "--resume", "$R/rr").exit(0).says("finished at step 2").writes("rr").before(r -> copyRun(r, "rr")));
+        t.add(c("resume a finished run", "train", "--resume", "$R/rr").exit(0).says("already finished at step 2: nothing to train",
+                "--set num_training_steps=N (N > 2)").writes("rr").before(r -> copyRun(r, "rr")));
         t.add(resumeDamaged("resume empty config.json", "checkpoints/step_2/config.json", "", "checkpoints/step_2/config.json", "empty"));
         t.add(resumeDamaged("resume config.json [1]", "checkpoints/step_2/config.json", "[1]", "checkpoints/step_2/config.json", "JSON object", "array"));
         t.add(resumeDamaged("resume negative step", "checkpoints/step_2/trainer_state.json", "{\"training_step\": -3}", "trainer_state.json", "training_step", "-3"));
