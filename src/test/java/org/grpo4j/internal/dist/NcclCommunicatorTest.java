@@ -139,7 +139,7 @@ class NcclCommunicatorTest {
     @Test
     void badCollectivesAreRefusedBeforeNccl() {
         CudaBackend be = cuda();
-        try (NcclCommunicator c = worldOne(be); Tensor i64 = be.zeros(DType.INT64, 8); Tensor buf = be.zeros(DType.FP32, 16)) {
+        try (NcclCommunicator c = worldOne(be); Tensor i64 = be.empty(DType.INT64, 8); Tensor buf = be.zeros(DType.FP32, 16)) {
             IllegalArgumentException t = assertThrows(IllegalArgumentException.class, () -> c.broadcast(i64, 0));
             assertTrue(t.getMessage().contains("NCCL collectives take fp32, bf16 or int32 tensors, not int64"), t.getMessage());
             // at world 1 allGather's in-place form is in = out; a shifted view overlaps, not in place
