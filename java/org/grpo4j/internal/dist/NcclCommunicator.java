@@ -434,7 +434,8 @@ public final class NcclCommunicator implements Communicator {
         cuda(cudaEventRecord(ready, compute), "cudaEventRecord(compute)");
         String what = name + (context.isEmpty() ? "" : " (" + context + ")");
         CompletableFuture<Void> issued = new CompletableFuture<>();
-        // the done event has two users, the watchdog and await(): the last one to let go destroys it
+        // the done event's users, the watchdog, await() and (with tensors to hold) the holds: the last one to let go
+        // destroys it
         java.util.concurrent.atomic.AtomicInteger holders = new java.util.concurrent.atomic.AtomicInteger(uses.length > 0 ? 3 : 2);
         Runnable release = () -> {
             if (holders.decrementAndGet() == 0) cudaEventDestroy(done);
