@@ -177,6 +177,10 @@ public final class Preflight implements AutoCloseable {
         if (cfg.sftWarmup.steps > 0) pf.summary.put("sft warm-up rows", String.valueOf(sft));
         String lastTurn = lastTurnNotAnswer(train);
         if (lastTurn != null) pf.warnings.add(lastTurn);
+        String eos = extraEosIds(tokDir, tok);
+        if (eos != null) pf.warnings.add(eos);
+        String pad = padIsEos(tok);
+        if (pad != null) pf.warnings.add(pad);
         return pf;
     }
 
@@ -387,6 +391,52 @@ public final class Preflight implements AutoCloseable {
 
     /** What the run will do that a user may not expect, one sentence each (logged at the start and by --dry-run). */
     public List<String> warnings() { return warnings; }
+
+    /**
+     * The EOS ids the model directory's generation_config.json lists beside the tokenizer's: vLLM, the reference's
+     * sampler, stops at each of them (Llama 3.x Instruct lists 128001, 128008 and 128009); grpo4j's rollouts stop at
+     * the tokenizer's EOS and the run's stop strings only. Null when there are none (or no such file).
+     */
+    static String extraEosIds(Path dir, Tokenizer tok) {
+        Path f = dir.resolve("generation_config.json");
+        if (!Files.isRegularFile(f)) return null;
+        com.fasterxml.jackson.databind.JsonNode eos;
+        try {
+            eos = new com.fasterxml.jackson.databind.ObjectMapper().readTree(f.toFile()).get("eos_token_id");
+        } catch (IOException | RuntimeException e) {
+            return null; // not the trainer's file to judge: HF reads it only when generating
+        }
+        List<Integer> extra = new ArrayList<>();
+        if (eos != null)
+            for (com.fasterxml.jackson.databind.JsonNode n : eos.isArray() ? eos : List.of(eos))
+                if (n.canConvertToInt() && n.asInt() != tok.eosId() && !extra.contains(n.asInt())) extra.add(n.asInt());
+        if (extra.isEmpty()) return null;
+        List<String> named = new ArrayList<>();
+        for (int id : extra) {
+            String text;
+            try {
+                text = tok.decode(new int[] {id}, false);
+            } catch (RuntimeException e) {
+                text = null;
+            }
+            named.add(id + (text == null || text.isEmpty() ? "" : " " + text));
+        }
+        return f + " lists EOS ids " + named + " beside the tokenizer's " + tok.eosId() + ": vLLM (the reference's sampler) stops"
+                + " at each of them, grpo4j's rollouts at the tokenizer's EOS and stop_strings only; to stop there too, add their"
+                + " text to stop_strings (a response then ends with the stop string's tokens and the EOS, as the reference pads it)";
+    }
+
+    /**
+     * A tokenizer whose pad token is its EOS: the reference then finds a response's length at its first pad, the EOS,
+     * and leaves the EOS out of the loss (its Tulu tokenizer adds a distinct {@code <pad>}); grpo4j trains on the EOS
+     * as it would with a distinct pad. Null otherwise.
+     */
+    static String padIsEos(Tokenizer tok) {
+        if (tok.padToken() == null || !tok.padToken().equals(tok.eosToken())) return null;
+        return "the tokenizer's pad token is its EOS (" + tok.eosToken() + "): the reference (open-instruct) would then count"
+                + " each response one token shorter and leave its EOS out of the loss and the KL; grpo4j trains on the EOS as with"
+                + " a distinct pad (Tulu's tokenizer adds <pad>)";
+    }
 
     /**
      * The rows of several messages whose last is not an assistant turn: their prompt is every message but the last, as

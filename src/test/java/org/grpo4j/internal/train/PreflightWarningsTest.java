@@ -31,4 +31,38 @@ class PreflightWarningsTest {
                     "the warning's claim: the question is not in the prompt");
         }
     }
+
+    /** EOS ids a model's generation_config.json lists beside the tokenizer's (vLLM stops at each; grpo4j does not). */
+    @Test
+    void extraEosIdsOfTheGenerationConfigAreNamed(@org.junit.jupiter.api.io.TempDir Path tmp) throws Exception {
+        try (Tokenizer tok = Tokenizer.load(Path.of("examples/tiny-tokenizer"))) {
+            int eos = tok.eosId(), other = tok.bosId();
+            assertNull(Preflight.extraEosIds(tmp, tok), "no generation_config.json");
+            java.nio.file.Files.writeString(tmp.resolve("generation_config.json"), "{\"eos_token_id\": " + eos + "}");
+            assertNull(Preflight.extraEosIds(tmp, tok), "the tokenizer's EOS alone");
+            java.nio.file.Files.writeString(tmp.resolve("generation_config.json"), "{\"eos_token_id\": [" + eos + ", " + other + "]}");
+            String w = Preflight.extraEosIds(tmp, tok);
+            assertNotNull(w);
+            assertTrue(w.contains("lists EOS ids [" + other + " " + tok.decode(new int[] {other}, false) + "] beside the tokenizer's " + eos), w);
+            assertTrue(w.contains("add their text to stop_strings"), w);
+        }
+    }
+
+    /** A pad token that is the EOS: the reference would leave the EOS out of the loss; named. */
+    @Test
+    void aPadTokenThatIsTheEosIsNamed(@org.junit.jupiter.api.io.TempDir Path tmp) throws Exception {
+        try (Tokenizer tok = Tokenizer.load(Path.of("examples/tiny-tokenizer"))) {
+            assertNull(Preflight.padIsEos(tok), "the tiny tokenizer's <pad> is its own token");
+        }
+        java.nio.file.Files.copy(Path.of("examples/tiny-tokenizer/tokenizer.json"), tmp.resolve("tokenizer.json"));
+        String cfg = java.nio.file.Files.readString(Path.of("examples/tiny-tokenizer/tokenizer_config.json"))
+                .replace("\"pad_token\": \"<pad>\"", "\"pad_token\": \"<|end_of_text|>\"");
+        assertTrue(cfg.contains("\"pad_token\": \"<|end_of_text|>\""), "the test's edit applied");
+        java.nio.file.Files.writeString(tmp.resolve("tokenizer_config.json"), cfg);
+        try (Tokenizer tok = Tokenizer.load(tmp)) {
+            String w = Preflight.padIsEos(tok);
+            assertNotNull(w);
+            assertTrue(w.startsWith("the tokenizer's pad token is its EOS (<|end_of_text|>)"), w);
+        }
+    }
 }
