@@ -1032,10 +1032,6 @@ public final class E2eBench implements Callable<Integer> {
         return rig.optimizerStep();
     }
 
-    static E2eReport.Row train(Rig rig, Shapes sh, Settings st, boolean singleDz, Progress pr) {
-        return train(rig, sh, st, new Task(rig.preset, E2eReport.TRAIN, 0, false, singleDz), pr);
-    }
-
     /** The training row of {@code t} (a {@link E2eReport#TRAIN} task of {@code rig}'s preset), in the modes its variant names. */
     static E2eReport.Row train(Rig rig, Shapes sh, Settings st, Task t, Progress pr) {
         Backend be = rig.be;

@@ -76,14 +76,17 @@ public final class E2eCompare {
                 case E2eReport.ROLLOUT -> {
                     // with prefix groups, judged on the bytes the decoder reads (each prompt's KV once a group); a row
                     // without a steady figure, on its whole call
-                    String[] keys = {"steady_roofline_read_pct", "steady_roofline_pct", "roofline_read_pct", "roofline_pct"};
-                    String key = null;
-                    if (r.ok()) for (String k : keys) if (key == null && r.fig(k) != null) key = k;
-                    Double pct = key == null ? null : r.fig(key);
+                    Double pct = null;
+                    String how = "";
+                    if (r.ok())
+                        for (String[] k : ROLLOUT_SHARES)
+                            if (r.fig(k[0]) != null) {
+                                pct = r.fig(k[0]);
+                                how = k[1];
+                                break;
+                            }
                     boolean judge = gpu;
                     Boolean g = pct == null ? null : pct >= ROLLOUT_ROOFLINE_GOAL_PCT;
-                    String how = key == null ? "" : key.contains("read") && !key.startsWith("steady") ? " (bytes read, whole call)"
-                            : key.contains("read") ? " (bytes read)" : !key.startsWith("steady") ? " (whole call)" : "";
                     goals.add(">= " + num(ROLLOUT_ROOFLINE_GOAL_PCT) + "% of roofline" + how + ": " + verdict(g, gpu ? null : "not a GPU run"));
                     if (g != null && judge) {
                         judged++;
@@ -97,6 +100,10 @@ public final class E2eCompare {
         List<E2eReport.Row> peerOnly = peers == null ? List.of() : peers.rows().stream().filter(p -> !ourIds.contains(p.id())).toList();
         return new Result(markdown(ours, peers, lines, peerOnly, met, judged), lines, ours.anyError(), met, judged);
     }
+
+    /** The rollout goal's figure, the first a row has of these, and how its verdict says which it is. */
+    private static final String[][] ROLLOUT_SHARES = {{"steady_roofline_read_pct", " (bytes read)"}, {"steady_roofline_pct", ""},
+            {"roofline_read_pct", " (bytes read, whole call)"}, {"roofline_pct", " (whole call)"}};
 
     /** {@code why} null: judged; else "not judged (why)". */
     private static String verdict(Boolean b, String why) {

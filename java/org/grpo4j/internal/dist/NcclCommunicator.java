@@ -313,10 +313,13 @@ public final class NcclCommunicator implements Communicator {
 
     private Pointer ptr(Tensor t) { return new Raw(be.deviceAddress(t)); }
 
-    /** NCCL defines an out that overlaps in only in its in-place form, out + rank x in's count (or the same buffer). */
-    private void requireInPlaceOrDisjoint(String op, Tensor out, Tensor in, long inOffsetInOut) {
-        if (out.overlaps(in) && be.deviceAddress(in) != be.deviceAddress(out) + inOffsetInOut * in.dtype().bytes())
-            throw new IllegalArgumentException(op + ": out " + out + " and in " + in + " overlap, but not in NCCL's in-place form");
+    /**
+     * NCCL defines buffers that overlap only in its in-place form: {@code part} (the rank's piece: allGather's in,
+     * reduceScatter's out) at {@code whole + offset} elements (the same buffer for reduce).
+     */
+    private void requireInPlaceOrDisjoint(String op, Tensor whole, Tensor part, long offset) {
+        if (whole.overlaps(part) && be.deviceAddress(part) != be.deviceAddress(whole) + offset * part.dtype().bytes())
+            throw new IllegalArgumentException(op + ": " + whole + " and " + part + " overlap, but not in NCCL's in-place form");
     }
 
     private static void requireFloat(String op, Tensor t) {
@@ -337,9 +340,7 @@ public final class NcclCommunicator implements Communicator {
         requireFloat("reduceScatter", in);
         if (in.numel() != out.numel() * world || in.dtype() != out.dtype())
             throw new IllegalArgumentException("reduceScatter: in " + in + " must be world " + world + " x out " + out);
-        // (the in-place form: out = in + rank x out's count)
-        if (in.overlaps(out) && be.deviceAddress(out) != be.deviceAddress(in) + rank * out.numel() * out.dtype().bytes())
-            throw new IllegalArgumentException("reduceScatter: out " + out + " and in " + in + " overlap, but not in NCCL's in-place form");
+        requireInPlaceOrDisjoint("reduceScatter", in, out, rank * out.numel());
         Pointer i = ptr(in), o = ptr(out);
         int dt = type(in);
         return submit("reduceScatter", s -> ncclReduceScatter(i, o, out.numel(), dt, op(op), comm, s), in, out);

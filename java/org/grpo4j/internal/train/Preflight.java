@@ -387,7 +387,7 @@ public final class Preflight implements AutoCloseable {
     /** What was checked, name to value (for dry runs). */
     public Map<String, String> summary() { return summary; }
 
-    private final List<String> warnings = new java.util.ArrayList<>();
+    private final List<String> warnings = new ArrayList<>();
 
     /** What the run will do that a user may not expect, one sentence each (logged at the start and by --dry-run). */
     public List<String> warnings() { return warnings; }
