@@ -6,7 +6,6 @@ import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Collections;
-import java.util.HashSet;
 import java.util.List;
 import java.util.Objects;
 import java.util.Set;
@@ -70,7 +69,7 @@ public final class Model implements AutoCloseable {
     private final Object tokLock = new Object();
     private boolean closed; // written holding backend and tokLock; read holding either
 
-    private Model(Backend backend, Path dir, Tokenizer tok, LlamaWeights weights, ChatTemplate template) {
+    private Model(Backend backend, Path dir, Tokenizer tok, LlamaWeights weights, ChatTemplate template, Set<Integer> stopIds) {
         this.backend = backend;
         this.dir = dir;
         this.tok = tok;
@@ -78,9 +77,7 @@ public final class Model implements AutoCloseable {
         this.precision = Precision.label(weights.dtype());
         this.model = new LlamaModel(weights);
         this.template = template;
-        Set<Integer> stops = new HashSet<>(weights.config().eosTokenIds());
-        if (tok.eosId() >= 0) stops.add(tok.eosId());
-        this.stopIds = Set.copyOf(stops);
+        this.stopIds = Set.copyOf(stopIds);
     }
 
     /**
@@ -155,6 +152,8 @@ public final class Model implements AutoCloseable {
             Tokenizer tok = Tokenizer.load(dir);
             LlamaWeights w = null;
             try {
+                // where generation stops: the tokenizer's EOS and the generation config's eos_token_id, as HF and vLLM
+                Set<Integer> stops = org.grpo4j.internal.model.GenerationStops.of(dir, lc, tok.eosId());
                 ChatTemplate t = chatTemplate != null ? ChatTemplate.named(chatTemplate, tok)
                         : tok.chatTemplate() != null ? ChatTemplate.named("tokenizer", tok) : null;
                 org.grpo4j.internal.backend.Backend be = org.grpo4j.internal.ApiAccess.backend(backend);
@@ -171,7 +170,7 @@ public final class Model implements AutoCloseable {
                 String bad = w.firstNonFiniteTensor();
                 if (bad != null)
                     throw new IllegalArgumentException(dir + ": tensor " + bad + " holds NaN or infinite values; the model is damaged (a diverged run?)");
-                Model m = new Model(backend, dir, tok, w, t);
+                Model m = new Model(backend, dir, tok, w, t, stops);
                 backend.attach(m);
                 return m;
             } catch (IOException | RuntimeException | Error e) {

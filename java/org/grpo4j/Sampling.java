@@ -11,7 +11,9 @@ import java.util.Objects;
  * Sampling s = Sampling.defaults().samples(4).maxTokens(32).temperature(0.7).seed(42);
  * }</pre>
  *
- * <p>Generation always stops at the model's end-of-sequence token (kept as the completion's last token). Sample j of
+ * <p>Generation always stops at the model's end-of-sequence tokens (kept as the completion's last token): the
+ * tokenizer's EOS and its generation config's {@code eos_token_id} (generation_config.json, else config.json), as HF
+ * {@code generate} and vLLM stop. Sample j of
  * prompt i draws from the random stream (seed, k + j), k being the samples of the prompts before it in the call: the
  * same call gives the same tokens, and a prompt's completions do not depend on the prompts after it (those before it
  * count only through their sample counts; docs/api.md).

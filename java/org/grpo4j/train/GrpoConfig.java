@@ -153,6 +153,13 @@ public final class GrpoConfig {
     public String stopToken = "eos";
     /** Generation also stops when the text completes one of these (vLLM stop strings; the reference's stop_strings). */
     public List<String> stopStrings = new ArrayList<>();
+    /**
+     * Generation also stops at these token ids (kept, then padded with the EOS as the reference pads every response).
+     * Unset (null): the model's generation config's eos_token_id (generation_config.json, else config.json), as vLLM,
+     * the reference's sampler, stops at it (Llama 3.x Instruct: 128001, 128008, 128009); [] stops at the tokenizer's
+     * EOS only (grpo4j before 2026-12-02).
+     */
+    public List<Integer> stopTokenIds = null;
     /** The non-stop penalty also applies to responses whose sequence length is below this (the reference's min_response_length). */
     public int minResponseLength = 0;
 
@@ -538,6 +545,8 @@ public final class GrpoConfig {
                 {"dataset_mixer_list_splits", datasetMixerListSplits}, {"dataset_mixer_eval_list_splits", datasetMixerEvalListSplits},
                 {"stop_strings", stopStrings}})
             require(((List<?>) o[1]).stream().noneMatch(java.util.Objects::isNull), where, o[0] + " must not hold null");
+        if (stopTokenIds != null)
+            for (Integer id : stopTokenIds) require(id != null && id >= 0, where, "stop_token_ids entries must be token ids >= 0, got " + stopTokenIds);
         require(!datasetMixerList.isEmpty(), where, "dataset_mixer_list is required");
         require(worldSize >= 1, where, "world_size must be >= 1");
         require(localRolloutBatchSize >= 1, where, "local_rollout_batch_size must be >= 1");

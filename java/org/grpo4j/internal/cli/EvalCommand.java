@@ -136,7 +136,7 @@ final class EvalCommand implements Callable<Integer> {
         }
         com.fasterxml.jackson.databind.JsonNode run = src.runConfig(), runCompat = run.get("verifier_compat"), runReward = run.get("verification_reward"),
                 runStops = run.get("stop_strings"), runMaxTokenLength = run.get("max_token_length"), runMaxPrompt = run.get("max_prompt_token_length"),
-                runResponse = run.get("response_length");
+                runResponse = run.get("response_length"), runStopIds = run.get("stop_token_ids");
         maxPromptTokens = maxPromptOption != null ? maxPromptOption : runMaxPrompt != null && runMaxPrompt.canConvertToInt() && runMaxPrompt.asInt() > 0
                 ? runMaxPrompt.asInt() : 2048;
         Compat cp = Compat.parse(compat != null ? compat : runCompat != null && runCompat.isTextual() ? runCompat.textValue() : "");
@@ -191,7 +191,10 @@ final class EvalCommand implements Callable<Integer> {
             try (LlamaWeights w = LlamaWeights.load(be, src.model(), dtype)) {
                 String bad = w.firstNonFiniteTensor();
                 if (bad != null) throw new IllegalArgumentException(src.model() + ": tensor " + bad + " holds NaN or infinite values; the model is damaged");
-                Set<Integer> eos = Set.of(tok.eosId()); // as the trainer's rollouts stop
+                // as the trainer's rollouts stop: the EOS and the run's stop_token_ids, or the model's generation config's
+                Set<Integer> eos = new java.util.LinkedHashSet<>(List.of(tok.eosId()));
+                if (runStopIds != null && runStopIds.isArray()) runStopIds.forEach(x -> { if (x.canConvertToInt() && x.asInt() >= 0) eos.add(x.asInt()); });
+                else eos.addAll(org.grpo4j.internal.model.GenerationStops.generationConfigIds(src.model(), lc));
                 Generator g = new Generator(new LlamaModel(w), new Generator.Config(16, kvBlocks, 256, true));
                 List<List<Completion>> all = g.generate(ids, new SamplingParams(samples, temperature, topP, 0, maxTokens, eos, seed,
                         stops.isEmpty() ? null : new StopStrings(stops, t -> tok.decodeLenient(t, true))));

@@ -15,7 +15,6 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.HashSet;
 import java.util.Iterator;
 import java.util.List;
 import java.util.Locale;
@@ -315,8 +314,7 @@ final class GenerateCommand implements Callable<Integer> {
         String bad = w.firstNonFiniteTensor();
         if (bad != null)
             throw new IllegalArgumentException(model + ": tensor " + bad + " holds NaN or infinite values; the model is damaged (a diverged run?)");
-        Set<Integer> stops = new HashSet<>(w.config().eosTokenIds());
-        if (tok.eosId() >= 0) stops.add(tok.eosId());
+        Set<Integer> stops = org.grpo4j.internal.model.GenerationStops.of(model, w.config(), tok.eosId());
         // one params per request; sample j of request i draws from stream (its seed, the samples of requests 0..i-1 + j)
         List<SamplingParams> sps = new ArrayList<>(requests.size());
         for (Request r : requests)

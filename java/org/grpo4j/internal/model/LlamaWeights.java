@@ -820,6 +820,21 @@ public final class LlamaWeights implements AutoCloseable {
         if (!dst.toFile().setWritable(true, true)) throw new IOException(dst + ": cannot make the copy of " + src + " writable");
     }
 
+    /** A generation_config.json from config.json's BOS and EOS ids, with HF's sampling defaults (temperature and top-p 1). */
+    private static void writeGenerationConfig(LlamaConfig config, Path dir) throws IOException {
+        ObjectNode gen = JSON.createObjectNode();
+        if (config.bosTokenId() >= 0) gen.put("bos_token_id", config.bosTokenId()); // (-1: the source had none)
+        if (config.eosTokenIds().size() == 1) gen.put("eos_token_id", config.eosTokenIds().get(0));
+        else {
+            var a = gen.putArray("eos_token_id");
+            config.eosTokenIds().forEach(a::add);
+        }
+        gen.put("do_sample", true);
+        gen.put("temperature", 1.0);
+        gen.put("top_p", 1.0);
+        JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("generation_config.json").toFile(), gen);
+    }
+
     /**
      * Fills {@code dir}: the tokenizer files first (so a source directory that changes while the weights are written,
      * e.g. a checkpoint being pruned, cannot leave them out), tokenizer_config.json's chat_template set to
@@ -849,17 +864,11 @@ public final class LlamaWeights implements AutoCloseable {
         }
         String torchDtype = dtype.equals("BF16") ? "bfloat16" : "float32";
         JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("config.json").toFile(), config.toJson(torchDtype));
-        ObjectNode gen = JSON.createObjectNode();
-        if (config.bosTokenId() >= 0) gen.put("bos_token_id", config.bosTokenId()); // (-1: the source had none)
-        if (config.eosTokenIds().size() == 1) gen.put("eos_token_id", config.eosTokenIds().get(0));
-        else {
-            var a = gen.putArray("eos_token_id");
-            config.eosTokenIds().forEach(a::add);
-        }
-        gen.put("do_sample", true);
-        gen.put("temperature", 1.0);
-        gen.put("top_p", 1.0);
-        JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("generation_config.json").toFile(), gen);
+        Path genSource = tokenizerDir == null ? null : tokenizerDir.resolve("generation_config.json");
+        // the source model's generation config as it is (its eos_token_id is where generation stops: GenerationStops),
+        // as save_pretrained keeps a model's; one made from config.json for a model without
+        if (genSource != null && Files.isRegularFile(genSource)) copyWritable(genSource, dir.resolve("generation_config.json"));
+        else writeGenerationConfig(config, dir);
 
         int eb = dtype.equals("BF16") ? 2 : 4;
         List<List<SafeTensors.Out>> shards = new ArrayList<>();

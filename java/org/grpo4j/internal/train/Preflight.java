@@ -39,10 +39,12 @@ public final class Preflight implements AutoCloseable {
     private final ChatTemplate template;
     private final PromptDataset train, eval;
     private final int longestPrompt, sftRows;
+    private final java.util.Set<Integer> stopIds;
     private final Map<String, String> summary = new LinkedHashMap<>();
 
     private Preflight(GrpoConfig cfg, Path tokenizerDir, Tokenizer tok, LlamaConfig model, ChatTemplate template, PromptDataset train,
-                      PromptDataset eval, int longestPrompt, int sftRows) {
+                      PromptDataset eval, int longestPrompt, int sftRows, java.util.Set<Integer> stopIds) {
+        this.stopIds = java.util.Collections.unmodifiableSet(new java.util.LinkedHashSet<>(stopIds));
         this.cfg = cfg;
         this.tokenizerDir = tokenizerDir;
         this.tok = tok;
@@ -167,7 +169,8 @@ public final class Preflight implements AutoCloseable {
                 throw new IllegalArgumentException("sft_warmup.steps " + cfg.sftWarmup.steps + ": no training row ends with an assistant turn to imitate"
                         + " (set sft_warmup.steps=0 or add the reference answers)");
         }
-        Preflight pf = new Preflight(cfg, tokDir, tok, lc, template, train, eval, longest, sft);
+        java.util.Set<Integer> stops = stopTokenIds(cfg, cfg.modelNameOrPath.startsWith("init:") ? null : tokDir, lc, tok);
+        Preflight pf = new Preflight(cfg, tokDir, tok, lc, template, train, eval, longest, sft, stops);
         pf.checkMemory(be, dtype, sharers); // without a backend (launched ranks, a GPU config on a login node): the needs alone
         pf.summary.put("model", modelName + ": " + lc.numLayers() + " layers, hidden " + lc.hiddenSize() + ", vocab " + lc.vocabSize()
                 + ", context " + lc.maxPositionEmbeddings());
@@ -177,8 +180,7 @@ public final class Preflight implements AutoCloseable {
         if (cfg.sftWarmup.steps > 0) pf.summary.put("sft warm-up rows", String.valueOf(sft));
         String lastTurn = lastTurnNotAnswer(train);
         if (lastTurn != null) pf.warnings.add(lastTurn);
-        String eos = extraEosIds(tokDir, tok);
-        if (eos != null) pf.warnings.add(eos);
+        pf.summary.put("stop token ids", pf.stopSummary(tok));
         String pad = padIsEos(tok);
         if (pad != null) pf.warnings.add(pad);
         return pf;
@@ -382,6 +384,8 @@ public final class Preflight implements AutoCloseable {
     /** The eval prompts, or null without dataset_mixer_eval_list. */
     public PromptDataset eval() { return eval; }
     public int longestPrompt() { return longestPrompt; }
+    /** The token ids generation stops at (the tokenizer's EOS among them). */
+    public java.util.Set<Integer> stopIds() { return stopIds; }
     /** Rows the supervised warm-up imitates (0 without a warm-up). */
     public int sftRows() { return sftRows; }
     /** What was checked, name to value (for dry runs). */
@@ -393,26 +397,28 @@ public final class Preflight implements AutoCloseable {
     public List<String> warnings() { return warnings; }
 
     /**
-     * The EOS ids the model directory's generation_config.json lists beside the tokenizer's: vLLM, the reference's
-     * sampler, stops at each of them (Llama 3.x Instruct lists 128001, 128008 and 128009); grpo4j's rollouts stop at
-     * the tokenizer's EOS and the run's stop strings only. Null when there are none (or no such file).
+     * The token ids the run's generation stops at: the tokenizer's EOS and stop_token_ids, or, with stop_token_ids
+     * unset, the model's generation config's eos_token_id, as vLLM (the reference's sampler) stops at each of them
+     * (Llama 3.x Instruct lists 128001, 128008 and 128009). A response that stops at an id other than the EOS is
+     * padded with the EOS as the reference pads it, so it counts as stopped and that EOS is trained on.
      */
-    static String extraEosIds(Path dir, Tokenizer tok) {
-        Path f = dir.resolve("generation_config.json");
-        if (!Files.isRegularFile(f)) return null;
-        com.fasterxml.jackson.databind.JsonNode eos;
-        try {
-            eos = new com.fasterxml.jackson.databind.ObjectMapper().readTree(f.toFile()).get("eos_token_id");
-        } catch (IOException | RuntimeException e) {
-            return null; // not the trainer's file to judge: HF reads it only when generating
+    static java.util.Set<Integer> stopTokenIds(GrpoConfig cfg, Path modelDir, LlamaConfig lc, Tokenizer tok) throws IOException {
+        if (cfg.stopTokenIds == null) return org.grpo4j.internal.model.GenerationStops.of(modelDir, lc, tok.eosId());
+        java.util.Set<Integer> ids = new java.util.LinkedHashSet<>();
+        ids.add(tok.eosId());
+        for (int id : cfg.stopTokenIds) {
+            if (id >= lc.vocabSize())
+                throw new IllegalArgumentException("stop_token_ids: " + id + " is not a token id of model_name_or_path " + cfg.modelNameOrPath
+                        + " (vocab_size " + lc.vocabSize() + ")");
+            ids.add(id);
         }
-        List<Integer> extra = new ArrayList<>();
-        if (eos != null)
-            for (com.fasterxml.jackson.databind.JsonNode n : eos.isArray() ? eos : List.of(eos))
-                if (n.canConvertToInt() && n.asInt() != tok.eosId() && !extra.contains(n.asInt())) extra.add(n.asInt());
-        if (extra.isEmpty()) return null;
+        return ids;
+    }
+
+    /** The stop ids as the dry run prints them: each id with its text, and where the ones past the EOS come from. */
+    private String stopSummary(Tokenizer tok) {
         List<String> named = new ArrayList<>();
-        for (int id : extra) {
+        for (int id : stopIds) {
             String text;
             try {
                 text = tok.decode(new int[] {id}, false);
@@ -421,9 +427,9 @@ public final class Preflight implements AutoCloseable {
             }
             named.add(id + (text == null || text.isEmpty() ? "" : " " + text));
         }
-        return f + " lists EOS ids " + named + " beside the tokenizer's " + tok.eosId() + ": vLLM (the reference's sampler) stops"
-                + " at each of them, grpo4j's rollouts at the tokenizer's EOS and stop_strings only; to stop there too, add their"
-                + " text to stop_strings (a response then ends with the stop string's tokens and the EOS, as the reference pads it)";
+        return String.join(", ", named) + (stopIds.size() == 1 ? " (the tokenizer's EOS)"
+                : cfg.stopTokenIds != null ? " (the tokenizer's EOS and stop_token_ids)"
+                : " (the tokenizer's EOS and the model's generation config eos_token_id, as vLLM stops; stop_token_ids [] for the EOS alone)");
     }
 
     /**

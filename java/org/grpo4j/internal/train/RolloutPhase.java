@@ -3,7 +3,6 @@ package org.grpo4j.internal.train;
 import org.grpo4j.train.GrpoConfig;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Set;
 import org.grpo4j.internal.data.ShufflingIterator;
 import org.grpo4j.internal.reward.FormatReward;
 import org.grpo4j.internal.rollout.Completion;
@@ -28,7 +27,7 @@ final class RolloutPhase {
         int[] batch = ShufflingIterator.rankSlice(r.iterator.next(), r.rank, r.world);
         List<int[]> prompts = new ArrayList<>();
         for (int i : batch) prompts.add(r.s.train().prompt(i));
-        SamplingParams sp = new SamplingParams(n, (float) cfg.temperature, (float) cfg.topP, 0, cfg.responseLength, Set.of(eos),
+        SamplingParams sp = new SamplingParams(n, (float) cfg.temperature, (float) cfg.topP, 0, cfg.responseLength, r.s.stopIds(),
                 Trainer.mix(cfg.seed, step, 1), r.s.stopStrings(), r.rank * local);
         List<List<Completion>> comps = r.generator.generate(prompts, sp);
         List<Rollout> rs = new ArrayList<>();

@@ -17,7 +17,6 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.function.Consumer;
 import org.grpo4j.internal.backend.Backend;
@@ -266,7 +265,7 @@ public final class Trainer implements AutoCloseable {
                     if (log != null) log.println("grpo4j: removed " + p + " (left by a run that was killed)");
             }
             StopStrings stop = cfg.stopStrings.isEmpty() ? null : new StopStrings(cfg.stopStrings, ids -> tok.decodeLenient(ids, true));
-            this.setup = new Setup(cfg, tok, pf.train(), pf.eval(), rewards, stop, tok.eosId(), pf.modelConfig(), tokenizerDir, dtype, LrSchedule.of(cfg),
+            this.setup = new Setup(cfg, tok, pf.train(), pf.eval(), rewards, stop, tok.eosId(), pf.stopIds(), pf.modelConfig(), tokenizerDir, dtype, LrSchedule.of(cfg),
                     ReferenceOptions.metricsCompat(cfg), log, b.gradientHook);
 
             // the ranks: backends, communicators, model states
@@ -617,7 +616,7 @@ public final class Trainer implements AutoCloseable {
     private Map<String, Double> writeSamples(RankState r, int s) {
         List<int[]> ps = new ArrayList<>();
         for (int i = 0; i < Math.min(EVAL_SAMPLES, setup.eval().size()); i++) ps.add(setup.eval().prompt(i));
-        SamplingParams sp = new SamplingParams(1, (float) cfg.temperature, (float) cfg.topP, 0, cfg.responseLength, Set.of(setup.eos()), mix(cfg.seed, s, 7),
+        SamplingParams sp = new SamplingParams(1, (float) cfg.temperature, (float) cfg.topP, 0, cfg.responseLength, setup.stopIds(), mix(cfg.seed, s, 7),
                 setup.stopStrings());
         List<List<Completion>> cs = r.generator.generate(ps, sp);
         List<Rewards.Item> items = new ArrayList<>();

@@ -90,6 +90,8 @@ class BadInputTest {
         org.grpo4j.internal.util.TestFiles.copyTree(m, root.resolve("m1b")); // ... under Llama 3.2 1B's: its fp32 model states (about 20 GB) exceed the test JVM's heap
         new com.fasterxml.jackson.databind.ObjectMapper().writeValue(root.resolve("m1b/config.json").toFile(),
                 org.grpo4j.internal.model.LlamaConfig.llama32_1b().toJson("bfloat16"));
+        org.grpo4j.internal.util.TestFiles.copyTree(m, root.resolve("mbadgen")); // generation stops at its eos_token_id: a broken file is named
+        Files.writeString(root.resolve("mbadgen/generation_config.json"), "{\"eos_token_id\": [1, ");
         Files.createDirectories(root.resolve("data/empty-dir"));
         Files.createDirectories(root.resolve("mbadconfig"));
         Files.writeString(root.resolve("mbadconfig/config.json"), "{\"hidden_size\": ");
@@ -211,6 +213,10 @@ class BadInputTest {
         t.add(c("generate truncated safetensors", "generate", "--model", "$R/mdamaged", "--prompt", "x", "--backend", "cpu")
                 .says("$R/mdamaged/model.safetensors"));
         t.add(c("generate broken config.json", "generate", "--model", "$R/mbadconfig", "--prompt", "x").says("$R/mbadconfig/config.json", "not valid JSON"));
+        t.add(c("generate broken generation_config.json", "generate", "--model", "$R/mbadgen", "--prompt", "x", "--backend", "cpu")
+                .says("$R/mbadgen/generation_config.json: not valid JSON", "generation stops at its eos_token_id"));
+        t.add(c("eval broken generation_config.json", "eval", "--model", "$R/mbadgen", "--data", "$R/data/tiny.jsonl:1", "--max-tokens", "2")
+                .says("$R/mbadgen/generation_config.json: not valid JSON"));
         t.add(c("tokenize broken tokenizer.json", "tokenize", "--model", "$R/mbadtok", "--text", "x").says("$R/mbadtok/tokenizer.json", "not valid JSON"));
         t.add(c("generate missing model", "generate", "--model", "$R/nonexist", "--prompt", "x").says("$R/nonexist", "not found"));
         t.add(c("generate --model empty", "generate", "--model", "", "--prompt", "x").says("--model is empty"));
@@ -307,6 +313,9 @@ class BadInputTest {
             {"nccl_timeout_s=0", "nccl_timeout_s must be >= 1, got 0"},
             {"keep_last_n_checkpoints=0", "keep_last_n_checkpoints must be -1 (keep every checkpoint) or >= 1, got 0"},
             {"older_checkpoints=optimizer", "older_checkpoints must be delete or model, got \"optimizer\""},
+            {"model_name_or_path=$R/mbadgen", "$R/mbadgen/generation_config.json: not valid JSON"},
+            {"stop_token_ids=[5,-1]", "stop_token_ids entries must be token ids >= 0, got [5, -1]"},
+            {"stop_token_ids=[100000]", "stop_token_ids: 100000 is not a token id of model_name_or_path", "(vocab_size "},
             {"model_name_or_path=$R/nonexist", "$R/nonexist", "no such model directory"},
             {"model_name_or_path=nobody/model", "nobody/model", "never downloads"},
             {"model_name_or_path=$R/m8b", "$R/m8b: 8,030,261,248 parameters", "at most 2^31 - 9 elements per tensor"}, // cpu: refused; cuda: world_size >= 4

@@ -178,6 +178,30 @@ class FidelityTest {
         assertEquals(stopped, n.get(0).get("val/num_stop_token_ids"), 1e-9, "one generated stop token per stopped response");
     }
 
+    /**
+     * A rollout stops at a stop_token_ids id (vLLM's stop_token_ids, filled from the generation config by default) and
+     * is padded with the EOS, as the reference pads it: with every id but the EOS a stop id, each response is one
+     * token, and one that is not the EOS trains on it and the padding EOS (sequence length 1, the EOS's index).
+     */
+    @Test
+    void stopTokenIdsEndRolloutsAndThePaddingEosFollows(@TempDir Path tmp) throws Exception {
+        int eos;
+        try (org.grpo4j.internal.tokenizer.Tokenizer tok = org.grpo4j.internal.tokenizer.Tokenizer.load(Path.of("examples/tiny-tokenizer"))) {
+            eos = tok.eosId();
+            List<Integer> ids = new ArrayList<>();
+            for (int i = 0; i < tok.vocabSize(); i++) if (i != eos) ids.add(i);
+            List<Map<String, Double>> m = run(tiny(tmp.resolve("m"), "num_training_steps=1", "num_epochs=1", "stop_token_ids=" + ids));
+            Map<String, Double> s = m.get(0);
+            assertEquals(1.0, s.get("val/stop_token_rate"), "every response stopped");
+            assertTrue(s.get("val/sequence_lengths_max") <= 1.0, "one generated token, then the padding EOS: " + s);
+            assertTrue(s.get("val/sequence_lengths") > 0.5, "most responses end at a stop id other than the EOS: " + s);
+            // loss tokens: [x, EOS] for a stop id x, [EOS] for the EOS; the sequence length is the EOS's index
+            assertEquals(s.get("val/sequence_lengths") + 1, s.get("val/response_length"), 1e-12);
+        }
+        List<Map<String, Double>> n = run(tiny(tmp.resolve("n"), "num_training_steps=1", "num_epochs=1"));
+        assertTrue(n.get(0).get("val/sequence_lengths_max") > 1.0, "without them responses run longer: " + n.get(0));
+    }
+
     @Test
     void theTwoTuluConfigsDifferOnlyInTheCompatKeys() throws Exception {
         ObjectMapper json = new ObjectMapper();

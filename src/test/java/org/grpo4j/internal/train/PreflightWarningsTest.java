@@ -32,19 +32,29 @@ class PreflightWarningsTest {
         }
     }
 
-    /** EOS ids a model's generation_config.json lists beside the tokenizer's (vLLM stops at each; grpo4j does not). */
+    /**
+     * The run's stop ids: with stop_token_ids unset, the tokenizer's EOS and the generation config's eos_token_id (vLLM
+     * stops at each: Llama 3.x Instruct's generation_config.json lists 128001, 128008 and 128009); set, the EOS and
+     * the list; an id past the vocabulary is refused by name.
+     */
     @Test
-    void extraEosIdsOfTheGenerationConfigAreNamed(@org.junit.jupiter.api.io.TempDir Path tmp) throws Exception {
+    void stopTokenIdsComeFromTheGenerationConfigUnlessSet(@org.junit.jupiter.api.io.TempDir Path tmp) throws Exception {
         try (Tokenizer tok = Tokenizer.load(Path.of("examples/tiny-tokenizer"))) {
-            int eos = tok.eosId(), other = tok.bosId();
-            assertNull(Preflight.extraEosIds(tmp, tok), "no generation_config.json");
-            java.nio.file.Files.writeString(tmp.resolve("generation_config.json"), "{\"eos_token_id\": " + eos + "}");
-            assertNull(Preflight.extraEosIds(tmp, tok), "the tokenizer's EOS alone");
-            java.nio.file.Files.writeString(tmp.resolve("generation_config.json"), "{\"eos_token_id\": [" + eos + ", " + other + "]}");
-            String w = Preflight.extraEosIds(tmp, tok);
-            assertNotNull(w);
-            assertTrue(w.contains("lists EOS ids [" + other + " " + tok.decode(new int[] {other}, false) + "] beside the tokenizer's " + eos), w);
-            assertTrue(w.contains("add their text to stop_strings"), w);
+            int eos = tok.eosId(), other = tok.bosId(), third = 7;
+            org.grpo4j.internal.model.LlamaConfig lc = org.grpo4j.internal.model.LlamaConfig.tiny(tok.vocabSize(), tok.bosId(), eos);
+            org.grpo4j.train.GrpoConfig cfg = new org.grpo4j.train.GrpoConfig();
+            cfg.modelNameOrPath = tmp.toString();
+            assertEquals(List.of(eos), List.copyOf(Preflight.stopTokenIds(cfg, tmp, lc, tok)), "no generation_config.json: config.json's, the EOS");
+            java.nio.file.Files.writeString(tmp.resolve("generation_config.json"), "{\"eos_token_id\": [" + eos + ", " + other + ", " + third + "]}");
+            assertEquals(List.of(eos, other, third), List.copyOf(Preflight.stopTokenIds(cfg, tmp, lc, tok)));
+            cfg.stopTokenIds = List.of();
+            assertEquals(List.of(eos), List.copyOf(Preflight.stopTokenIds(cfg, tmp, lc, tok)), "[]: the EOS alone");
+            cfg.stopTokenIds = List.of(third);
+            assertEquals(List.of(eos, third), List.copyOf(Preflight.stopTokenIds(cfg, tmp, lc, tok)));
+            cfg.stopTokenIds = List.of(tok.vocabSize() + 5);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Preflight.stopTokenIds(cfg, tmp, lc, tok));
+            assertEquals("stop_token_ids: " + (tok.vocabSize() + 5) + " is not a token id of model_name_or_path " + tmp + " (vocab_size " + tok.vocabSize() + ")",
+                    e.getMessage());
         }
     }
 
