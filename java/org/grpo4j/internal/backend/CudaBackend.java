@@ -1645,6 +1645,8 @@ public final class CudaBackend extends AbstractBackend {
             return;
         }
         nonEmptyVocabulary(Ops.GRPO_LOSS, hidden, lmHead);
+        if (n > Integer.MAX_VALUE - 1024) // (the loss kernels' int token loops and grid: refused before any launch)
+            throw new IllegalArgumentException("grpoLoss: " + n + " tokens; the CUDA loss takes at most 2^31 - 1025 a call");
         // the per-token math of tokens [t0, t0 + r): outputs, the upstream gradient g and each token's loss term
         java.util.function.BiConsumer<Integer, Integer> terms = (t0, r) -> ok(CudaNative.g4_grpo_terms(
                 lmState(n, LOGP) + 8L * t0, oldLogprobs == null ? 0 : addr(oldLogprobs) + 4L * t0, addr(refLogprobs) + 4L * t0, addr(advantages) + 4L * t0,
@@ -1677,8 +1679,9 @@ public final class CudaBackend extends AbstractBackend {
 
     @Override
     void sampleImpl(Tensor tokens, Tensor logprobs, Tensor logits, Tensor rngCounters, SamplingSpec spec) {
-        int b = logits.dim(0), v = sampleVocab(logits);
-        if (b == 0) return;
+        int b = logits.dim(0);
+        if (b == 0) return; // (no rows: nothing to refuse, as on the CPU)
+        int v = sampleVocab(logits);
         ok(CudaNative.g4_sample(dt(logits), addr(tokens), addr(logprobs), addr(logits), addr(rngCounters), b, v,
                 spec.temperature(), spec.topK(), spec.topP(), spec.seed(), stream), "sample kernel");
     }

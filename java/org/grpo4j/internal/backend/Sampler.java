@@ -31,7 +31,7 @@ final class Sampler {
         for (int j = 1; j < v; j++) {
             float x = logits[off + j];
             if (Float.isNaN(x)) anyNaN = true;
-            else if (x > max) {
+            else if (Float.compare(x, max) > 0) { // (-0 below +0: the total order of the top-k ranking and the CUDA keys)
                 max = x;
                 arg = j;
             }

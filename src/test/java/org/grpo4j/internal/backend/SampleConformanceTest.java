@@ -229,6 +229,20 @@ class SampleConformanceTest {
         }
 
         /**
+         * Greedy's "lowest index among the maxima" ranks -0 below +0, as the top-k ranking does (one total order, the
+         * CUDA kernel's keys): greedy, top-k 1 and a top-p that keeps one token pick the same +0 entry. (The CPU's
+         * greedy compared with {@code >}, where -0 == +0, and took the -0 before it.)
+         */
+        @Test
+        void signedZeroTiesFollowOneOrderInEveryMode() {
+            be(Ops.SAMPLE);
+            double[] row = {-0.0, 0.0, -1.0, -0.0};
+            for (SamplingSpec spec : new SamplingSpec[] {new SamplingSpec(0f, 0, 1f, 1), new SamplingSpec(1f, 1, 1f, 2),
+                    new SamplingSpec(1f, 0, 1e-6f, 3)})
+                assertEquals(1, draw(row, 1, spec, 0, null)[0], "the +0 entry at " + spec);
+        }
+
+        /**
          * Per-row specs (a batch mixing greedy, top-k, top-p alone, top-k with top-p and plain rows, each spec with its
          * own seed, interleaved): every row draws bit for bit what the one-spec call with its spec draws for it, on fp32
          * and bf16 logits. (On CUDA each spec's rows are one launch through a row list.)
