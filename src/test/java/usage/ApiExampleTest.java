@@ -6,6 +6,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.atomic.AtomicInteger;
 import org.grpo4j.reward.RewardFunction;
 import org.grpo4j.reward.Rewards;
 import org.grpo4j.train.GrpoConfig;
@@ -46,10 +47,17 @@ class ApiExampleTest {
     @Test
     void embedTheTrainer(@TempDir Path tmp) throws Exception {
         GrpoConfig cfg = tiny(2);
+        cfg.nonStopPenalty = false; // the random tiny model rarely stops: the penalty would replace most rewards
         List<Double> scores = new ArrayList<>();
+        AtomicInteger calls = new AtomicInteger();
+        double marker = 0.375; // no built-in verifier gives this (theirs are 10 or 0)
         try (Rewards rewards = new Rewards()) {
-            // the rows say dataset "gsm8k": replace that verifier by the application's own check
-            rewards.register("gsm8k", (response, truth, row) -> RewardFunction.Score.of(response.contains(truth) ? 1.0 : 0.0));
+            // the rows say dataset "gsm8k": replace that verifier by the application's own function (called from
+            // several threads at once, so it is thread-safe)
+            rewards.register("gsm8k", (response, truth, row) -> {
+                calls.incrementAndGet();
+                return RewardFunction.Score.of(marker);
+            });
             try (GrpoTrainer trainer = GrpoTrainer.builder(cfg).outputDir(tmp.resolve("run")).rewards(rewards).log(null).build()) {
                 GrpoTrainer.Result r = trainer.run(new GrpoTrainer.Listener() {
                     @Override
@@ -62,7 +70,8 @@ class ApiExampleTest {
             }
         }
         assertEquals(2, scores.size());
-        for (double s : scores) assertTrue(s >= 0 && s <= 1, "scores come from the application's reward: " + s);
+        assertEquals(List.of(marker, marker), scores, "the scores come from the application's reward");
+        assertEquals(2 * cfg.localRolloutBatchSize * cfg.numberSamplesPerPrompt, calls.get(), "one call per rollout scored");
         assertEquals(List.of("examples/data/tiny-arith.jsonl", "64"), cfg.datasetMixerList, "the trainer works on a copy of the config");
 
         GrpoConfig bad = new GrpoConfig();

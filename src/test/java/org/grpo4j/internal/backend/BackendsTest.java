@@ -2,6 +2,7 @@ package org.grpo4j.internal.backend;
 
 import static org.junit.jupiter.api.Assertions.*;
 
+import java.util.List;
 import org.junit.jupiter.api.Test;
 
 class BackendsTest {
@@ -44,17 +45,40 @@ class BackendsTest {
 
     @Test
     void workNeedingMissingOpsFallsBackOrFailsClearly() {
-        // the CPU implements everything, so requiring every op never fails on "cpu"
+        // the CPU implements every op of the contract, so requiring them all never fails on "cpu"
         try (Backend be = Backends.choose("cpu", Ops.ALL).backend()) {
             assertEquals("cpu", be.name());
         }
-        Backends.Choice c = Backends.choose("auto", Ops.ALL);
-        try (Backend be = c.backend()) {
-            assertEquals(be.implementedOps().containsAll(Ops.ALL), true, "auto never returns a backend lacking a required op");
+        // ops that no backend implements: an explicit backend is an error naming them before any work starts
+        List<String> one = List.of(Ops.ADD, "noSuchOp");
+        IllegalStateException e = assertThrows(IllegalStateException.class, () -> Backends.choose("cpu", one));
+        assertEquals("cpu does not implement [noSuchOp] yet; use --backend cpu (or backend \"auto\")", e.getMessage());
+
+        // "auto" falls back to the CPU and names, in its reason, the backend it first took and the missing ops
+        String first;
+        try (Backend be = Backends.choose("auto", List.of(), false).backend()) {
+            first = be.name();
         }
-        if (CudaRuntime.probe().available() && !Ops.CUDA_KERNELS.containsAll(Ops.ALL)) {
-            IllegalStateException e = assertThrows(IllegalStateException.class, () -> Backends.choose("cuda", Ops.ALL));
-            assertTrue(e.getMessage().contains("does not implement"), e.getMessage());
+        Backends.Choice c = Backends.choose("auto", one, false);
+        try (Backend be = c.backend()) {
+            assertEquals("cpu", be.name());
+            assertEquals(first + " does not implement 1 of the needed ops yet (noSuchOp); using cpu", c.reason());
+        }
+        // more than four missing: the first four, then "..."
+        List<String> six = List.of("op1", Ops.ADD, "op2", "op3", "op4", "op5", "op6");
+        c = Backends.choose("auto", six, false);
+        try (Backend be = c.backend()) {
+            assertEquals("cpu", be.name());
+            assertEquals(first + " does not implement 6 of the needed ops yet (op1, op2, op3, op4, ...); using cpu", c.reason());
+        }
+
+        if (CudaRuntime.probe().available()) {
+            IllegalStateException g = assertThrows(IllegalStateException.class, () -> Backends.choose("cuda", one));
+            assertEquals("cuda:0 does not implement [noSuchOp] yet; use --backend cpu (or backend \"auto\")", g.getMessage());
+            // what auto takes for the whole contract implements all of it (the CUDA backend when cuBLAS loads, else the CPU)
+            try (Backend be = Backends.choose("auto", Ops.ALL, false).backend()) {
+                assertTrue(be.implementedOps().containsAll(Ops.ALL), be.name() + " lacks some of " + Ops.ALL);
+            }
         }
     }
 

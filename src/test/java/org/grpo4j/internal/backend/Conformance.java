@@ -92,7 +92,10 @@ public abstract class Conformance {
 
     // ---- checks -------------------------------------------------------------------------------------------------
 
-    /** |got - want| <= atol + rtol * |want| elementwise; NaN or infinity in got always fails. */
+    /**
+     * |got - want| <= atol + rtol * |want| elementwise; NaN or infinity in got always fails, and so does one in want
+     * (a broken reference: every comparison with NaN is false, so it passed unseen).
+     */
     public static void assertClose(String what, double[] want, float[] got, double atol, double rtol) {
         assertEquals(want.length, got.length, what + ": length");
         double worst = 0;
@@ -100,8 +103,10 @@ public abstract class Conformance {
         for (int i = 0; i < want.length; i++) {
             if (!Float.isFinite(got[i]))
                 fail(what + ": element " + i + " is " + got[i] + " (want " + want[i] + ")");
+            if (!Double.isFinite(want[i]))
+                fail(what + ": element " + i + ": the expected value is " + want[i] + " (got " + got[i] + ")");
             double err = Math.abs(got[i] - want[i]) - (atol + rtol * Math.abs(want[i]));
-            if (err > worst) {
+            if (!(err <= worst)) { // (a NaN tolerance fails too)
                 worst = err;
                 worstAt = i;
             }
@@ -197,17 +202,18 @@ public abstract class Conformance {
      * ulp_bf16(max(|got|, |cpu|)) since ulp(v) <= ulp(RNE(v)); the two may legitimately round an fp32 value that
      * straddles a rounding boundary to neighbours. |y| is bounded by (M (1 + 2^-8) + atol) / (1 - rtol) with
      * M = max(|got|, |cpu|). An exact op (atol = rtol = 0) rounds the same value on both: equality is required.
-     * NaN or infinity in got never passes.
+     * NaN or infinity in got never passes, nor in cpu (an infinite one made the tolerance infinite or NaN).
      */
     public static void assertCloseToCpu(String what, float[] cpu, float[] got, boolean bf16, double atol, double rtol) {
         assertEquals(cpu.length, got.length, what + ": length");
         boolean exact = atol == 0 && rtol == 0;
         for (int i = 0; i < got.length; i++) {
             if (!Float.isFinite(got[i])) fail(what + ": element " + i + " is " + got[i] + " (cpu " + cpu[i] + ")");
+            if (!Float.isFinite(cpu[i])) fail(what + ": element " + i + ": the cpu's value is " + cpu[i] + " (got " + got[i] + ")");
             double m = Math.max(Math.abs(got[i]), Math.abs(cpu[i]));
             double y = (m * (bf16 ? 1 + BF16_HALF_ULP : 1) + atol) / (1 - rtol);
             double tol = exact ? 0 : 2 * (atol + rtol * y) + (bf16 ? bf16Ulp(m) : 0);
-            if (Math.abs(got[i] - cpu[i]) > tol)
+            if (!(Math.abs(got[i] - cpu[i]) <= tol))
                 fail(what + ": element " + i + " got " + got[i] + ", cpu " + cpu[i] + " (|diff| " + Math.abs(got[i] - cpu[i])
                         + " > " + tol + (bf16 ? " = 2 (atol + rtol |y|) + 1 bf16 ulp)" : " = 2 (atol + rtol |y|))"));
         }
@@ -357,7 +363,8 @@ public abstract class Conformance {
             for (int i = 0; i < want.length; i++) {
                 double[] tol = bf ? bf16Tolerance(atol[i], rtol) : new double[] {atol[i], rtol};
                 if (!Float.isFinite(g[i])) fail(label + ": element " + i + " is " + g[i] + " (want " + want[i] + ")");
-                if (Math.abs(g[i] - want[i]) > tol[0] + tol[1] * Math.abs(want[i]))
+                if (!Double.isFinite(want[i])) fail(label + ": element " + i + ": the expected value is " + want[i] + " (got " + g[i] + ")");
+                if (!(Math.abs(g[i] - want[i]) <= tol[0] + tol[1] * Math.abs(want[i])))
                     fail(label + ": element " + i + " got " + g[i] + " want " + want[i] + " (|diff| " + Math.abs(g[i] - want[i])
                             + " > atol " + tol[0] + " + rtol " + tol[1] + " * |want|)");
             }

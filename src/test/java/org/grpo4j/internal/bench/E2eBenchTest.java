@@ -305,7 +305,9 @@ class E2eBenchTest {
         E2eBench.Settings st = new E2eBench.Settings(List.of("tiny"), List.of("train", "grpo"), org.grpo4j.internal.backend.DType.BF16, 1, 5, 1,
                 false, 0, 1, 1L << 16, List.of("split"));
         Path json = tmp.resolve("ours.json");
-        E2eBench.Deadline dl = new E2eBench.Deadline(json, 0, 5, System.err, () -> fail("no deadline: nothing stops"));
+        // (the stop would run on the watcher's thread, where a failure is lost: it is recorded and checked here)
+        java.util.concurrent.atomic.AtomicBoolean stopped = new java.util.concurrent.atomic.AtomicBoolean();
+        E2eBench.Deadline dl = new E2eBench.Deadline(json, 0, 5, System.err, () -> stopped.set(true));
         List<Integer> seen = new java.util.ArrayList<>();
         E2eReport rep;
         try (org.grpo4j.internal.backend.CpuBackend be = new org.grpo4j.internal.backend.CpuBackend()) {
@@ -329,6 +331,7 @@ class E2eBenchTest {
             dl.stop();
         }
         assertEquals(List.of(1, 2), seen);
+        assertFalse(stopped.get(), "no deadline: nothing stops");
         dl.complete(rep);
         assertFalse(Files.readString(json).contains("\"complete\""), "the last write is the complete report");
         assertEquals(2, E2eReport.read(json).rows().size());
@@ -340,7 +343,9 @@ class E2eBenchTest {
         E2eBench.Settings st = new E2eBench.Settings(List.of("tiny"), List.of("train", "grpo"), org.grpo4j.internal.backend.DType.BF16, 1, 5, 1,
                 false, 0, 1, 1L << 16, List.of("split"));
         // the watcher looks only after an hour: the deadline (1 ms) has passed before the first task, which is skipped
-        E2eBench.Deadline dl = new E2eBench.Deadline(null, 1e-3, 3_600_000, System.err, () -> fail("nothing was running"));
+        // (the stop would run on the watcher's daemon thread, where a failure is lost: it is recorded and checked here)
+        java.util.concurrent.atomic.AtomicBoolean stopped = new java.util.concurrent.atomic.AtomicBoolean();
+        E2eBench.Deadline dl = new E2eBench.Deadline(null, 1e-3, 3_600_000, System.err, () -> stopped.set(true));
         Thread.sleep(5);
         E2eReport rep;
         try (org.grpo4j.internal.backend.CpuBackend be = new org.grpo4j.internal.backend.CpuBackend()) {
@@ -354,6 +359,7 @@ class E2eBenchTest {
             assertEquals("--deadline 0 s passed before it could start", r.note());
         }
         assertFalse(dl.fired());
+        assertFalse(stopped.get(), "nothing was running: nothing to stop");
     }
 
     /**

@@ -59,8 +59,9 @@ class CliTest {
         assertEquals(0, r.code(), r.err());
         r = run("info", "--backend", "cpu", "--model", m.toString(), "--world", "8");
         assertEquals(0, r.code(), r.err());
-        assertTrue(r.out().contains("params    163,776"), r.out());
         try (LlamaWeights w = LlamaWeights.load(TestBackends.cpu(), m)) {
+            // the count the command prints is the model's: the elements of its loaded weights
+            assertTrue(r.out().contains(String.format("params    %,d (", w.flat().numel())), w.flat().numel() + " parameters:\n" + r.out());
             Path again = tmp.resolve("again");
             w.save(again, "F32", 1L << 40, m);
             try (LlamaWeights w2 = LlamaWeights.load(TestBackends.cpu(), again)) {

@@ -125,6 +125,7 @@ class RendezvousTest {
         int port = freePort();
         try (TcpStore.Server s = new TcpStore.Server(InetAddress.getLoopbackAddress(), port, "right", 2, 100, 1000);
              TcpStore.Client ok = new TcpStore.Client("127.0.0.1", port, "right", 1, "test", 5000, 100, 1000, r -> {})) {
+            java.util.Set<Thread> runs = TcpStoreTest.threads(TcpStoreTest.CONN_THREAD); // (the process's two connections)
             try (java.net.Socket g = new java.net.Socket("127.0.0.1", port)) { // garbage instead of the handshake
                 byte[] junk = new byte[4096];
                 new SecureRandom().nextBytes(junk);
@@ -169,7 +170,9 @@ class RendezvousTest {
                 out.flush();
                 assertEquals(-1, in.read(), "the store ends that connection without reading 2 GiB");
             }
-            Thread.sleep(300); // three heartbeats: time for a wrongly counted departure to abort
+            // the store accepts in order and answered the last stranger, so every stranger's thread has started; once
+            // they have ended every stranger's connection is handled, and a departure wrongly counted has aborted
+            TcpStoreTest.awaitNewThreadsEnded(TcpStoreTest.CONN_THREAD, runs);
             assertNull(s.abortReason(), "no stranger stops the run");
             ok.set("k", new byte[] {7});
             assertArrayEquals(new byte[] {7}, ok.get("k", 1000), "the store still serves the run's processes");

@@ -10,7 +10,9 @@ import java.net.InetAddress;
 import java.net.Socket;
 import java.net.SocketTimeoutException;
 import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.List;
+import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
@@ -33,6 +35,32 @@ class TcpStoreTest {
         out.flush();
         assertEquals("OK", TcpStore.Msg.read(in).op());
         return s;
+    }
+
+    /** The store's thread names: one thread per connection, and one pinger per watch connection. */
+    static final String CONN_THREAD = "grpo4j-rdzv-conn", PING_THREAD = "grpo4j-rdzv-ping";
+
+    /** The live threads named {@code name}. */
+    static Set<Thread> threads(String name) {
+        Set<Thread> s = new HashSet<>();
+        for (Thread t : Thread.getAllStackTraces().keySet()) if (t.getName().equals(name)) s.add(t);
+        return s;
+    }
+
+    /**
+     * Waits for every live thread named {@code name} that is not in {@code before} to end (at most 60 s, a guard
+     * against a hang, not a timing); returns how many it waited for.
+     */
+    static int awaitNewThreadsEnded(String name, Set<Thread> before) throws InterruptedException {
+        long deadline = System.nanoTime() + 60_000_000_000L;
+        int n = 0;
+        for (Thread t : threads(name)) {
+            if (before.contains(t)) continue;
+            n++;
+            t.join(Math.max(1, (deadline - System.nanoTime()) / 1_000_000L));
+            assertFalse(t.isAlive(), t.getName() + " still running after 60 s");
+        }
+        return n;
     }
 
     /**
@@ -71,9 +99,13 @@ class TcpStoreTest {
     void closeAfterAnAbortDoesNotWaitForAPeerThatStoppedReading() throws Exception {
         int port = RendezvousTest.freePort();
         TcpStore.Server s = new TcpStore.Server(InetAddress.getLoopbackAddress(), port, "k", 2, 10, 60_000);
+        Set<Thread> pingers = threads(PING_THREAD);
         try (Socket w = watch(port, "k", 1)) {
+            assertEquals("PING", TcpStore.Msg.read(new DataInputStream(w.getInputStream())).op()); // its pinger runs; no more reads
             s.abort("test abort");
-            Thread.sleep(1000); // 100 heartbeats' time: the old pinger filled the socket's buffer by now
+            // the pinger writes the abort and ends (the old one wrote on until the unread socket's buffer was full, then
+            // blocked holding the stream that close() takes)
+            assertEquals(1, awaitNewThreadsEnded(PING_THREAD, pingers), "the watch connection's pinger");
             CompletableFuture<Void> closing = CompletableFuture.runAsync(s::close);
             closing.get(5, TimeUnit.SECONDS);
         }

@@ -5,6 +5,7 @@ import org.grpo4j.reward.RewardFunction;
 import org.grpo4j.reward.Rewards;
 import static org.junit.jupiter.api.Assertions.*;
 
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import org.junit.jupiter.api.Test;
@@ -58,12 +59,13 @@ class RewardsTest {
         }
     }
 
-    /** Runs one hostile item under a 1 s limit and checks it finished in time with reward 0. */
+    /**
+     * Scores one hostile item under the registry's time limit and checks that it returns with reward 0 (finished or
+     * timed out: which depends on the machine). 60 s guards against a hang; it is not a timing.
+     */
     static Rewards.Result hostile(Rewards r, String response, String truth, String dataset) {
-        long t0 = System.nanoTime();
-        Rewards.Result x = r.score(new Rewards.Item(response, truth, dataset, null));
-        double s = (System.nanoTime() - t0) / 1e9;
-        assertTrue(s < 2.5, dataset + " took " + s + " s");
+        Rewards.Result x = assertTimeoutPreemptively(Duration.ofSeconds(60), () -> r.score(new Rewards.Item(response, truth, dataset, null)),
+                dataset + ": the score did not return");
         assertEquals(0.0, x.reward(), String.valueOf(x));
         return x;
     }

@@ -167,12 +167,29 @@ class GeneratorTest {
         List<List<Completion>> out = gen(4, 4000, 512, true).generate(List.of(prompt), new SamplingParams(n, 1f, 1f, 0, 1, Set.of(), 9));
         int[] counts = new int[V];
         for (Completion c : out.get(0)) counts[c.tokens()[0]]++;
-        double chi = 0;
+        // cells of {observed, expected} draws; tokens expecting fewer than 5 are pooled (the chi-square approximation
+        // needs about 5 per cell), a pool still under 5 joins the smallest cell
+        List<double[]> cells = new java.util.ArrayList<>();
+        double[] pool = new double[2];
         for (int j = 0; j < V; j++) {
             double e = pr[j] / s * n;
-            chi += (counts[j] - e) * (counts[j] - e) / e;
+            double[] cell = e < 5 ? pool : new double[2];
+            if (cell != pool) cells.add(cell);
+            cell[0] += counts[j];
+            cell[1] += e;
         }
-        assertTrue(chi < 42.31, "chi-square " + chi + " (df 12, alpha 1e-4)"); // critical value for df = 12 at 1e-4
+        if (pool[1] >= 5) cells.add(pool);
+        else if (pool[1] > 0) {
+            double[] least = java.util.Collections.min(cells, java.util.Comparator.comparingDouble(c -> c[1]));
+            least[0] += pool[0];
+            least[1] += pool[1];
+        }
+        double chi = 0;
+        for (double[] c : cells) chi += (c[0] - c[1]) * (c[0] - c[1]) / c[1];
+        int df = cells.size() - 1;
+        assertTrue(df >= 8, "cells " + cells.size());
+        double p = chiSquareSurvival(chi, df);
+        assertTrue(p > 1e-4, "chi-square " + chi + " (df " + df + "): p = " + p + " <= alpha 1e-4");
         for (Completion c : out.get(0)) assertEquals(Math.log(pr[c.tokens()[0]] / s), c.logprobs()[0], 1e-5);
         // top-k 3: only the three most likely tokens ever appear
         Integer[] order = new Integer[V];
@@ -183,6 +200,31 @@ class GeneratorTest {
         java.util.Set<Integer> seen = new java.util.HashSet<>();
         for (Completion c : k3.get(0)) seen.add(c.tokens()[0]);
         assertEquals(top3, seen);
+    }
+
+    /**
+     * P(X >= x) for X chi-square with {@code df} degrees of freedom: 1 - P(df/2, x/2), the regularized lower incomplete
+     * gamma function by its series h^a e^-h / Gamma(a + 1) * sum over n of h^n / ((a + 1) ... (a + n)), with Gamma(a + 1)
+     * exact for integer and half-integer a.
+     */
+    static double chiSquareSurvival(double x, int df) {
+        if (df < 1) throw new IllegalArgumentException("df " + df);
+        double a = df / 2.0, h = x / 2;
+        double gamma = df % 2 == 0 ? 1 : Math.sqrt(Math.PI); // Gamma(1), Gamma(1/2)
+        for (double g = df % 2 == 0 ? 1 : 0.5; g <= a; g++) gamma *= g;
+        double term = 1, sum = 1;
+        for (int k = 1; term > 1e-17 * sum; k++) sum += term *= h / (a + k);
+        return 1 - Math.pow(h, a) * Math.exp(-h) / gamma * sum;
+    }
+
+    @Test
+    void chiSquareSurvivalMatchesTheTable() {
+        // closed forms: df 2 is e^(-x/2), df 4 is e^(-x/2) (1 + x/2)
+        assertEquals(Math.exp(-1.5), chiSquareSurvival(3, 2), 1e-12);
+        assertEquals(Math.exp(-10) * 11, chiSquareSurvival(20, 4), 1e-15);
+        // SampleConformanceTest.CHI2_CRIT, the critical values at alpha 1e-4 for df 1..12 (to two decimals)
+        double[] crit = {15.14, 18.42, 21.11, 23.51, 25.74, 27.86, 29.88, 31.83, 33.72, 35.56, 37.37, 39.13};
+        for (int df = 1; df <= 12; df++) assertEquals(1e-4, chiSquareSurvival(crit[df - 1], df), 0.005e-4, "df " + df);
     }
 
     @Test
