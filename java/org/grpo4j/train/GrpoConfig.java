@@ -149,7 +149,7 @@ public final class GrpoConfig {
     public boolean nonStopPenalty = true;
     /** The reward of a penalized response. */
     public double penaltyRewardValue = 0.0;
-    /** Must be "eos": generation stops at the tokenizer's end-of-sequence token. */
+    /** Must be "eos": generation stops at the tokenizer's end-of-sequence token (and at stop_token_ids). */
     public String stopToken = "eos";
     /** Generation also stops when the text completes one of these (vLLM stop strings; the reference's stop_strings). */
     public List<String> stopStrings = new ArrayList<>();
@@ -157,7 +157,7 @@ public final class GrpoConfig {
      * Generation also stops at these token ids (kept, then padded with the EOS as the reference pads every response).
      * Unset (null): the model's generation config's eos_token_id (generation_config.json, else config.json), as vLLM,
      * the reference's sampler, stops at it (Llama 3.x Instruct: 128001, 128008, 128009); [] stops at the tokenizer's
-     * EOS only (grpo4j before 2026-12-02).
+     * EOS only (grpo4j before 2026-12-02). A run saves the ids it resolved here, so its resumes stop where it did.
      */
     public List<Integer> stopTokenIds = null;
     /** The non-stop penalty also applies to responses whose sequence length is below this (the reference's min_response_length). */
@@ -473,11 +473,11 @@ public final class GrpoConfig {
                     + (e.getPath().size() > 1 ? " in " + e.getPath().get(0).getFieldName() : ""));
         } catch (InvalidFormatException e) {
             throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\" has the wrong type: " + e.getValue()
-                    + " is not " + typeName(e.getTargetType()));
+                    + " is not " + typeName(e.getTargetType(), pathOf(e)));
         } catch (MismatchedInputException e) {
             JsonNode given = valueAt(tree, e);
             throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\" has the wrong type" + (given == null ? "" : ": " + given)
-                    + " (expected " + typeName(e.getTargetType()) + ")");
+                    + " (expected " + typeName(e.getTargetType(), pathOf(e)) + ")");
         } catch (com.fasterxml.jackson.databind.JsonMappingException e) {
             // e.g. a number past an int's range ("Numeric value (99999999999) out of range of int"): name the key
             throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\": " + e.getOriginalMessage().lines().findFirst().orElse(""));
@@ -498,13 +498,13 @@ public final class GrpoConfig {
         return at == tree ? null : at;
     }
 
-    private static String typeName(Class<?> t) {
+    private static String typeName(Class<?> t, String key) {
         if (t == null) return "another type";
         if (t == int.class || t == Integer.class || t == long.class || t == Long.class) return "an integer";
         if (t == double.class || t == Double.class || t == float.class) return "a number";
         if (t == boolean.class || t == Boolean.class) return "true or false";
         if (t == String.class) return "a string";
-        if (List.class.isAssignableFrom(t)) return "a list of strings";
+        if (List.class.isAssignableFrom(t)) return key.equals("stop_token_ids") ? "a list of token ids" : "a list of strings";
         return "an object";
     }
 

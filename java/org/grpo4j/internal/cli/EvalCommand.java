@@ -191,10 +191,7 @@ final class EvalCommand implements Callable<Integer> {
             try (LlamaWeights w = LlamaWeights.load(be, src.model(), dtype)) {
                 String bad = w.firstNonFiniteTensor();
                 if (bad != null) throw new IllegalArgumentException(src.model() + ": tensor " + bad + " holds NaN or infinite values; the model is damaged");
-                // as the trainer's rollouts stop: the EOS and the run's stop_token_ids, or the model's generation config's
-                Set<Integer> eos = new java.util.LinkedHashSet<>(List.of(tok.eosId()));
-                if (runStopIds != null && runStopIds.isArray()) runStopIds.forEach(x -> { if (x.canConvertToInt() && x.asInt() >= 0) eos.add(x.asInt()); });
-                else eos.addAll(org.grpo4j.internal.model.GenerationStops.generationConfigIds(src.model(), lc));
+                Set<Integer> eos = stopIds(src, run, runStopIds, tok, lc);
                 Generator g = new Generator(new LlamaModel(w), new Generator.Config(16, kvBlocks, 256, true));
                 List<List<Completion>> all = g.generate(ids, new SamplingParams(samples, temperature, topP, 0, maxTokens, eos, seed,
                         stops.isEmpty() ? null : new StopStrings(stops, t -> tok.decodeLenient(t, true))));
@@ -297,5 +294,27 @@ final class EvalCommand implements Callable<Integer> {
             }
         }
         org.grpo4j.internal.util.AtomicDir.syncDirectory(output.toAbsolutePath().getParent());
+    }
+
+    /**
+     * Where eval's generation stops, as the trainer's rollouts stopped: the tokenizer's EOS and, for a checkpoint or
+     * run, its config's stop_token_ids (a run written before that key stopped at the EOS alone), for a model
+     * directory its generation config's eos_token_id (GenerationStops).
+     */
+    static Set<Integer> stopIds(ModelSource src, com.fasterxml.jackson.databind.JsonNode run, com.fasterxml.jackson.databind.JsonNode runStopIds,
+                                Tokenizer tok, LlamaConfig lc) throws java.io.IOException {
+        Set<Integer> ids = new java.util.LinkedHashSet<>(List.of(tok.eosId()));
+        if (run.size() == 0) {
+            ids.addAll(org.grpo4j.internal.model.GenerationStops.generationConfigIds(src.model(), lc));
+            return ids;
+        }
+        if (runStopIds == null || runStopIds.isNull()) return ids;
+        if (!runStopIds.isArray()) throw new IllegalArgumentException(src.checkpoint().resolve("config.json") + ": stop_token_ids must be a list of token ids, got " + runStopIds);
+        for (com.fasterxml.jackson.databind.JsonNode x : runStopIds) {
+            if (!x.isIntegralNumber() || !x.canConvertToInt() || x.asInt() < 0)
+                throw new IllegalArgumentException(src.checkpoint().resolve("config.json") + ": stop_token_ids must be a list of token ids >= 0, got " + runStopIds);
+            ids.add(x.asInt());
+        }
+        return ids;
     }
 }

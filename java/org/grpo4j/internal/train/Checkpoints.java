@@ -192,6 +192,8 @@ public final class Checkpoints {
         // and one written before attention_dq and attention_kernels ran the attention that the CUDA backend's JVM
         // properties chose, which the documentation asked a run and its resumes to keep: its resume takes them from
         // this JVM's properties, as before
+        // and one written before stop_token_ids stopped its rollouts at the tokenizer's EOS alone
+        if (!keys.has("stop_token_ids")) c.stopTokenIds = java.util.List.of();
         if (!keys.has("attention_dq"))
             c.attentionDq = org.grpo4j.internal.backend.CudaBackend.attentionDqProperty().name().toLowerCase(java.util.Locale.ROOT);
         if (!keys.has("attention_kernels")) c.attentionKernels = Boolean.getBoolean("grpo4j.attentionWgmma") ? "wgmma" : "mma";

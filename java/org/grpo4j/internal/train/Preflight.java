@@ -403,7 +403,14 @@ public final class Preflight implements AutoCloseable {
      * padded with the EOS as the reference pads it, so it counts as stopped and that EOS is trained on.
      */
     static java.util.Set<Integer> stopTokenIds(GrpoConfig cfg, Path modelDir, LlamaConfig lc, Tokenizer tok) throws IOException {
-        if (cfg.stopTokenIds == null) return org.grpo4j.internal.model.GenerationStops.of(modelDir, lc, tok.eosId());
+        // read either way: a broken file is named now, not copied into every checkpoint (generate on one would fail)
+        List<Integer> fromModel = org.grpo4j.internal.model.GenerationStops.generationConfigIds(modelDir, lc);
+        if (cfg.stopTokenIds == null) {
+            java.util.Set<Integer> ids = new java.util.LinkedHashSet<>();
+            ids.add(tok.eosId());
+            ids.addAll(fromModel);
+            return ids;
+        }
         java.util.Set<Integer> ids = new java.util.LinkedHashSet<>();
         ids.add(tok.eosId());
         for (int id : cfg.stopTokenIds) {

@@ -55,8 +55,9 @@ final class StepMetrics {
             lenMax = Math.max(lenMax, o.seqLen);
             respLen += o.targets.length;
             format += o.formatScore;
-            for (int t : o.generated) if (t == r.s.eos()) stopIds++;
-            // the reference counts stop ids in the responses padded with the stop token to response_length (G:1297)
+            // one per stopped response: the EOS or the other stop id that ended it; the reference counts its stop token
+            // (the EOS) in the responses padded with it to response_length (G:1297)
+            for (int t : o.generated) if (compat ? t == r.s.eos() : r.s.stopIds().contains(t)) stopIds++;
             if (compat) stopIds += L - o.generated.length;
             double[] seqKl = new double[4];
             for (int t = 0; t < o.targets.length; t++) {

@@ -250,6 +250,11 @@ public final class Trainer implements AutoCloseable {
             // config.json, tokenizer, template, data, verifiers, lengths and memory: all checked before the weights load
             Preflight pf = Preflight.check(cfg, first, rewards, dtype, cluster == null ? cfg.worldSize : 1);
             this.tok = pf.tokenizer();
+            if (cfg.stopTokenIds == null) { // the saved config names the ids the generation config gave: its resumes stop there too
+                List<Integer> extra = new ArrayList<>(pf.stopIds());
+                extra.remove((Integer) tok.eosId());
+                cfg.stopTokenIds = extra;
+            }
             this.tokenizerDir = pf.tokenizerDir();
             this.longestPrompt = pf.longestPrompt();
             this.dataFingerprint = pf.dataFingerprint();

@@ -315,6 +315,7 @@ class BadInputTest {
             {"older_checkpoints=optimizer", "older_checkpoints must be delete or model, got \"optimizer\""},
             {"model_name_or_path=$R/mbadgen", "$R/mbadgen/generation_config.json: not valid JSON"},
             {"stop_token_ids=[5,-1]", "stop_token_ids entries must be token ids >= 0, got [5, -1]"},
+            {"stop_token_ids=\"abc\"", "key \"stop_token_ids\" has the wrong type", "(expected a list of token ids)"},
             {"stop_token_ids=[100000]", "stop_token_ids: 100000 is not a token id of model_name_or_path", "(vocab_size "},
             {"model_name_or_path=$R/nonexist", "$R/nonexist", "no such model directory"},
             {"model_name_or_path=nobody/model", "nobody/model", "never downloads"},

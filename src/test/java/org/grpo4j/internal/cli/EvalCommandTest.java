@@ -235,4 +235,30 @@ class EvalCommandTest {
             assertEquals(List.of("a.jsonl"), s.map(p -> p.getFileName().toString()).toList(), "nothing written into the data directory");
         }
     }
+
+    /**
+     * eval stops where the trainer's rollouts stopped: a model directory at its generation config's ids, a checkpoint
+     * at its run's stop_token_ids, a run older than that key at the EOS alone; a malformed value is named.
+     */
+    @Test
+    void evalStopsWhereTheRunsRolloutsStopped(@TempDir Path tmp) throws Exception {
+        Path m = tmp.resolve("m"), ck = tmp.resolve("ck");
+        org.grpo4j.internal.util.TestFiles.copyTree(model, m);
+        Files.createDirectories(ck);
+        try (org.grpo4j.internal.tokenizer.Tokenizer tok = org.grpo4j.internal.tokenizer.Tokenizer.load(m)) {
+            org.grpo4j.internal.model.LlamaConfig lc = org.grpo4j.internal.model.LlamaConfig.read(m);
+            int eos = tok.eosId();
+            Files.writeString(m.resolve("generation_config.json"), "{\"eos_token_id\": [" + eos + ", 11]}");
+            ModelSource dir = new ModelSource(m, null, "m"), run = new ModelSource(m, ck, "ck");
+            ObjectNode none = JSON.createObjectNode(), older = JSON.createObjectNode().put("seed", 1), listed = older.deepCopy();
+            listed.putArray("stop_token_ids").add(7);
+            assertEquals(List.of(eos, 11), List.copyOf(EvalCommand.stopIds(dir, none, null, tok, lc)), "a model directory: its generation config");
+            assertEquals(List.of(eos, 7), List.copyOf(EvalCommand.stopIds(run, listed, listed.get("stop_token_ids"), tok, lc)), "the run's ids");
+            assertEquals(List.of(eos), List.copyOf(EvalCommand.stopIds(run, older, null, tok, lc)), "a run older than the key: the EOS alone");
+            ObjectNode bad = older.deepCopy();
+            bad.putArray("stop_token_ids").add("x");
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> EvalCommand.stopIds(run, bad, bad.get("stop_token_ids"), tok, lc));
+            assertEquals(ck.resolve("config.json") + ": stop_token_ids must be a list of token ids >= 0, got [\"x\"]", e.getMessage());
+        }
+    }
 }

@@ -202,6 +202,36 @@ class FidelityTest {
         assertTrue(n.get(0).get("val/sequence_lengths_max") > 1.0, "without them responses run longer: " + n.get(0));
     }
 
+    /**
+     * A run saves the stop ids its model's generation config gave (config.json's stop_token_ids), so its resumes stop
+     * there whatever that file says later; a run saved before the key existed stopped at the EOS alone, and its
+     * resume still does. The counted stop ids include the other ids.
+     */
+    @Test
+    void aRunSavesTheStopIdsItResolvedAndAnOlderRunKeepsTheEosAlone(@TempDir Path tmp) throws Exception {
+        Path model = tmp.resolve("model"), tokDir = Path.of("examples/tiny-tokenizer");
+        int eos;
+        try (org.grpo4j.internal.tokenizer.Tokenizer tok = org.grpo4j.internal.tokenizer.Tokenizer.load(tokDir)) {
+            eos = tok.eosId();
+            org.grpo4j.internal.model.LlamaConfig lc = org.grpo4j.internal.model.LlamaConfig.tiny(tok.vocabSize(), tok.bosId(), eos);
+            try (org.grpo4j.internal.model.LlamaWeights w = org.grpo4j.internal.model.LlamaWeights.init(org.grpo4j.internal.backend.TestBackends.cpu(), lc, 3)) {
+                w.save(model, "F32", 1L << 40, tokDir);
+            }
+        }
+        Files.writeString(model.resolve("generation_config.json"), "{\"eos_token_id\": [" + eos + ", 5, 9]}");
+        Path run = tmp.resolve("r");
+        run(tiny(run, "model_name_or_path=\"" + model + "\"", "num_training_steps=1", "num_epochs=1", "save_freq=1"));
+        ObjectMapper json = new ObjectMapper();
+        assertEquals("[5,9]", json.readTree(run.resolve("config.json").toFile()).get("stop_token_ids").toString());
+        Path ck = run.resolve("checkpoints/step_1");
+        assertEquals(List.of(5, 9), Checkpoints.savedConfig(ck).stopTokenIds);
+        // the same checkpoint as an older run wrote it: no stop_token_ids key
+        com.fasterxml.jackson.databind.node.ObjectNode old = (com.fasterxml.jackson.databind.node.ObjectNode) json.readTree(ck.resolve("config.json").toFile());
+        old.remove("stop_token_ids");
+        json.writeValue(ck.resolve("config.json").toFile(), old);
+        assertEquals(List.of(), Checkpoints.savedConfig(ck).stopTokenIds, "an older run stopped at the EOS alone");
+    }
+
     @Test
     void theTwoTuluConfigsDifferOnlyInTheCompatKeys() throws Exception {
         ObjectMapper json = new ObjectMapper();
