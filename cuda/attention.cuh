@@ -48,17 +48,26 @@ __host__ __device__ inline float softmax_weight(float s, float c, float m) { ret
 // lse = m ln 2 + ln l (natural log of sum_j e^(scale s_j)).
 __host__ __device__ inline float softmax_lse(float m, float l) { return fmaf(m, ATT_LN2, logf(l)); }
 
-// Merging n partial states (m_i, l_i, o_i): M = max of m_i over the non-empty states (l_i > 0), then each state's
+// A partial state takes part in a merge when it has weight (l > 0) or is NaN: a NaN or +inf score makes its l NaN, and
+// that NaN must reach the output, as on the CPU (a test l > 0 alone dropped the state as if it were empty: a diverged
+// model's decode gave finite rows without those keys). An empty state has l = 0; the split workspace's bad-data marker
+// is negative.
+__host__ __device__ inline bool merge_present(float l) { return l > 0.f || l != l; }
+
+// Merging n partial states (m_i, l_i, o_i): M = max of m_i over the present states (merge_present), then each state's
 // factor a_i = 2^(m_i - M) (0 for an empty state, whose o_i is never read: it may be garbage), l = sum a_i l_i and
-// o = sum a_i o_i, summed in state order i = 0..n-1 by the caller.
+// o = sum a_i o_i, summed in state order i = 0..n-1 by the caller. (fmaxf passes over a NaN m_i; that state's factor is
+// NaN then, and so is the merge.)
 __host__ __device__ inline float merge_max(const float* m, const float* l, int n, int stride) {
     float mx = -INFINITY;
     for (int i = 0; i < n; i++)
-        if (l[i * stride] > 0.f) mx = fmaxf(mx, m[i * stride]);
+        if (merge_present(l[i * stride])) mx = fmaxf(mx, m[i * stride]);
     return mx;
 }
 
-__host__ __device__ inline float merge_factor(float m, float l, float mx) { return l > 0.f ? exp2_ftz(m - softmax_ref(mx)) : 0.f; }
+__host__ __device__ inline float merge_factor(float m, float l, float mx) {
+    return merge_present(l) ? exp2_ftz(m - softmax_ref(mx)) : 0.f;
+}
 
 // ---- the generic kernels' value loop (one warp per row, float64) -----------------------------------------------------
 

@@ -478,7 +478,7 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
 #pragma unroll
         for (int w = 0; w < 4; w++) {
             const float lw = ml[(w * 16 + r) * 2 + 1];
-            if (lw > 0.f) {
+            if (g4::merge_present(lw)) {
                 const float f = g4::merge_factor(ml[(w * 16 + r) * 2], lw, mx);
                 sum = fmaf(f, lw, sum);
                 acc = fmaf(f, mo[(w * 16 + r) * MS + x], acc);
@@ -487,7 +487,7 @@ __global__ void __launch_bounds__(NT) decode_kernel(DecArgs a) {
         if (prefix)
             for (int k = 0; k < a.psplits; k++) {
                 const float pl = a.part_ml[(ps + k) * 2 + 1];
-                if (pl > 0.f) {
+                if (g4::merge_present(pl)) {
                     const float f = g4::merge_factor(a.part_ml[(ps + k) * 2], pl, mx);
                     sum = fmaf(f, pl, sum);
                     acc = fmaf(f, a.part_o[(ps + k) * D + x], acc);
@@ -522,14 +522,14 @@ __global__ void combine_kernel(DecArgs a) {
     if (threadIdx.x == 0) {
         float sum = 0.f;
         for (int s = 0; s < a.slots; s++)
-            if (ml[s * 2 + 1] > 0.f) sum = fmaf(factor[s], ml[s * 2 + 1], sum);
+            if (g4::merge_present(ml[s * 2 + 1])) sum = fmaf(factor[s], ml[s * 2 + 1], sum);
         total = sum;
     }
     __syncthreads();
     for (int x = threadIdx.x; x < a.d; x += blockDim.x) {
         float acc = 0.f;
         for (int s = 0; s < a.slots; s++)
-            if (ml[s * 2 + 1] > 0.f) acc = fmaf(factor[s], a.part_o[(row * a.slots + s) * a.d + x], acc);
+            if (g4::merge_present(ml[s * 2 + 1])) acc = fmaf(factor[s], a.part_o[(row * a.slots + s) * a.d + x], acc);
         static_cast<T*>(a.out)[row * a.d + x] = g4::from_f32<T>(acc / total);
     }
 }

@@ -369,7 +369,7 @@ int g4_host_decode_tiled(const float* q, const float* kc, const float* vc, const
                 float sum = 0.f;
                 std::vector<float> acc(d, 0.f);
                 for (int w = 0; w < 4; w++)
-                    if (wl[w] > 0.f) {
+                    if (g4::merge_present(wl[w])) {
                         const float f = g4::merge_factor(wm[w], wl[w], mx);
                         sum = fmaf(f, wl[w], sum);
                         for (int x = 0; x < d; x++) acc[x] = fmaf(f, wo[w][x], acc[x]);
@@ -389,11 +389,11 @@ int g4_host_decode_tiled(const float* q, const float* kc, const float* vc, const
             float total = 0.f;
             for (int sp = 0; sp < splits; sp++) f[sp] = g4::merge_factor(pm[sp], pl[sp], mx);
             for (int sp = 0; sp < splits; sp++)
-                if (pl[sp] > 0.f) total = fmaf(f[sp], pl[sp], total);
+                if (g4::merge_present(pl[sp])) total = fmaf(f[sp], pl[sp], total);
             for (int x = 0; x < d; x++) {
                 float acc = 0.f;
                 for (int sp = 0; sp < splits; sp++)
-                    if (pl[sp] > 0.f) acc = fmaf(f[sp], po[(size_t) sp * d + x], acc);
+                    if (g4::merge_present(pl[sp])) acc = fmaf(f[sp], po[(size_t) sp * d + x], acc);
                 o[x] = acc / total;
             }
         }
@@ -423,7 +423,7 @@ void g4_host_online_softmax_row(const float* s, const float* v, int n, int d, fl
     float total = 0.f;
     std::vector<float> acc(d, 0.f);
     for (int p = 0; p < parts; p++)
-        if (pl[p] > 0.f) {
+        if (g4::merge_present(pl[p])) {
             const float f = g4::merge_factor(pm[p], pl[p], mx);
             total = fmaf(f, pl[p], total);
             for (int x = 0; x < d; x++) acc[x] = fmaf(f, po[(size_t) p * d + x], acc[x]);

@@ -568,3 +568,67 @@ EMU_CASE("decode", prefix_groups_bad_rows_tensor_core) {
 EMU_CASE("decode", prefix_groups_bad_rows_generic) {
     return run_bad_groups({{17, 300, 65, 40, 33}, 4, 2, 96, 5, false}, 47, {1});
 }
+
+namespace {
+
+// Two sequences (contexts ctx0 and 40), Hkv 1, identity block table; K[sequence 0, key 5][element 0] = bad (and every
+// query's element 0 set to q0 when non-zero, so that an infinite key gives an infinite score). Backend.decodeAttention's
+// contract (the CPU's float64 softmax): a NaN score, or an infinite one, makes every output of that sequence's heads
+// NaN, and the other sequence's stay finite. Returns whether both held.
+bool non_finite_key(bool bf16, int d, int ctx0, int sms, float bad, float q0) {
+    const int hq = 4, hkv = 1, bs = 16, b = 2;
+    std::vector<int> ctx{ctx0, 40};
+    const int max_blocks = (std::max(ctx0, 40) + bs - 1) / bs, num_blocks = b * max_blocks;
+    std::vector<int> table(b * max_blocks);
+    for (int i = 0; i < b * max_blocks; i++) table[i] = i;
+    Rng rng(71);
+    const size_t row = (size_t) hkv * d, slots = (size_t) num_blocks * bs, nq = (size_t) b * hq * d;
+    std::vector<float> kc = rng.normals(slots * row), vc = rng.normals(slots * row), q = rng.normals(nq);
+    for (auto* a : {&q, &kc, &vc})
+        for (float& x : *a) x = bf16_round(x);
+    if (q0 != 0)
+        for (int h = 0; h < b * hq; h++) q[(size_t) h * d] = q0;
+    kc[(size_t) 5 * row] = bad;  // sequence 0's page 0, key 5, kv head 0, element 0
+    long long ws_bytes = 0;
+    g4_decode_attention_workspace(b, hq, hkv, d, max_blocks, bs, sms, 0, &ws_bytes);
+    int plan[2];
+    g4_host_decode_plan(b, hkv, max_blocks * bs, bs, sms, plan);
+    std::vector<unsigned char> ws((size_t) ws_bytes + 16, 0);
+    int flag[4] = {0, 0, 0, 0}, rc;
+    std::vector<float> out;
+    if (bf16) {
+        auto qb = to_bf16(q), kb = to_bf16(kc), vb = to_bf16(vc);
+        std::vector<__nv_bfloat16> ob(nq);
+        rc = g4_decode_attention(G4_BF16, P(ob.data()), P(qb.data()), P(kb.data()), P(vb.data()), P(table.data()), P(ctx.data()), 0, 0, b,
+                                 hq, hkv, d, num_blocks, bs, max_blocks, 0.125f, sms, ws_bytes ? P(ws.data()) : 0, ws_bytes, P(flag), OP, 0);
+        out = widen(ob);
+    } else {
+        out.assign(nq, 0.f);
+        rc = g4_decode_attention(G4_F32, P(out.data()), P(q.data()), P(kc.data()), P(vc.data()), P(table.data()), P(ctx.data()), 0, 0, b,
+                                 hq, hkv, d, num_blocks, bs, max_blocks, 0.125f, sms, ws_bytes ? P(ws.data()) : 0, ws_bytes, P(flag), OP, 0);
+    }
+    size_t nan0 = 0, finite1 = 0;
+    for (size_t i = 0; i < nq / 2; i++) nan0 += std::isnan(out[i]);
+    for (size_t i = nq / 2; i < nq; i++) finite1 += std::isfinite(out[i]);
+    const bool ok = rc == 0 && flag[0] == 0 && nan0 == nq / 2 && finite1 == nq / 2;
+    printf("    %s d %d ctx %d (%d split%s) K = %g%s: sequence 0 NaN %zu of %zu, sequence 1 finite %zu of %zu%s\n", bf16 ? "bf16" : "fp32",
+           d, ctx0, plan[1], plan[1] == 1 ? "" : "s", bad, q0 != 0 ? ", q[.][0] = 1" : "", nan0, nq / 2, finite1, nq / 2, ok ? "" : "  FAIL");
+    return ok;
+}
+
+}  // namespace
+
+// A NaN or infinite key reaches the output as NaN on every path (the CPU's result; the sampler's non-finite rule and
+// the trainer's guard see a diverged model by it): the tensor-core kernel's merge of its four warps' states and the
+// combine of the splits dropped a state whose l was NaN as if it were empty (l > 0 false), giving finite rows without
+// those keys.
+EMU_CASE("decode", non_finite_keys_give_nan_rows) {
+    bool ok = true;
+    for (float bad : {NAN, INFINITY}) {
+        const float q0 = std::isinf(bad) ? 1.f : 0.f;
+        ok &= non_finite_key(true, 64, 64, 1, bad, q0);    // tensor cores, one split: the warps' merge
+        ok &= non_finite_key(true, 128, 256, 64, bad, q0);  // several splits: the combine kernel
+        ok &= non_finite_key(false, 64, 64, 1, bad, q0);    // the generic path
+    }
+    return ok;
+}

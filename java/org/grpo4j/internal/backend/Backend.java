@@ -233,7 +233,9 @@ public interface Backend extends AutoCloseable {
 
     /**
      * Writes k[n], v[n] ([N, Hkv, D]) into the paged caches ([numBlocks, blockSize, Hkv, D]) at slot slots[n]
-     * (block = slot / blockSize, offset = slot % blockSize). Caches and k, v of one dtype.
+     * (block = slot / blockSize, offset = slot % blockSize). Caches and k, v of one dtype. Slots should be distinct:
+     * where two tokens name one slot, the CPU keeps the last one's row, while CUDA writes them concurrently (one of
+     * them, or a mix of their 16-byte pieces, lands); the decode graph's padding rows share one slot but write equal rows.
      */
     void kvAppend(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor slots);
 

@@ -550,9 +550,9 @@ public final class CpuBackend extends AbstractBackend {
                 b, maxBlocks, bs, numBlocks, shared, lead);
         for (int s = 0; s < b; s++) {
             int c = ctx[octx + s];
-            if (c < 1 || c > maxBlocks * bs)
+            if (c < 1 || c > (long) maxBlocks * bs) // (long: tables 2^31 / blockSize columns wide are valid, as on CUDA)
                 throw new IllegalArgumentException(Ops.DECODE_ATTENTION + ": contextLens[" + s + "] = " + c + " is outside [1, "
-                        + (maxBlocks * bs) + "] (maxBlocks " + maxBlocks + " x blockSize " + bs + ")");
+                        + ((long) maxBlocks * bs) + "] (maxBlocks " + maxBlocks + " x blockSize " + bs + ")");
             for (int blk = 0; blk < (c + bs - 1) / bs; blk++) {
                 int id = bt[obt + s * maxBlocks + blk];
                 if (id < 0 || id >= numBlocks)
@@ -562,9 +562,12 @@ public final class CpuBackend extends AbstractBackend {
         }
         float[] O = f(out), Q = f(q), KC = f(kCache), VC = f(vCache);
         int oo = off(out), oq = off(q), okc = off(kCache), ovc = off(vCache);
+        int longest = 0;
+        for (int s = 0; s < b; s++) longest = Math.max(longest, ctx[octx + s]);
+        int scores = longest;
         par.forRange(b * hq, 2, (s, e) -> {
             double[] acc = new double[d];
-            double[] sc = new double[maxBlocks * bs];
+            double[] sc = new double[scores]; // (the longest context, not maxBlocks x blockSize: that product may pass 2^31)
             for (int w = s; w < e; w++) {
                 int sq = w / hq, h = w % hq, g = h / group, c = ctx[octx + sq];
                 int qb = oq + (sq * hq + h) * d;

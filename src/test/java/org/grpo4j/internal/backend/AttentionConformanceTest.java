@@ -154,6 +154,40 @@ class AttentionConformanceTest {
             org.junit.jupiter.api.Assertions.assertEquals(0, out.toFloats().length);
         }
 
+        /**
+         * A NaN key, or one that gives an infinite score, makes every output of its sequence's heads NaN and leaves the
+         * other sequences finite, in fp32 and bf16 (on CUDA: the tensor-core kernel with one split and with several, and
+         * the generic path). The CUDA kernel's merges dropped a NaN partial state as empty, giving finite rows without
+         * those keys: a diverged model's decode looked healthy to the sampler's non-finite rule.
+         */
+        @Test
+        void aNonFiniteKeyGivesNanRowsOfItsSequenceOnly() {
+            Backend be = be(Ops.DECODE_ATTENTION);
+            SplittableRandom r = new SplittableRandom(17);
+            int hq = 4, hkv = 1, bs = 16;
+            for (int d : new int[] {64, 128})
+                for (boolean bf16 : new boolean[] {false, true})
+                    for (double bad : new double[] {Double.NaN, Double.POSITIVE_INFINITY}) {
+                        int[] lens = {d == 64 ? 64 : 1000, 40};
+                        int b = lens.length, maxBlocks = (lens[0] + bs - 1) / bs, numBlocks = b * maxBlocks;
+                        int[] tables = new int[b * maxBlocks];
+                        for (int i = 0; i < tables.length; i++) tables[i] = i;
+                        double[] kc = randn(r, numBlocks * bs * hkv * d, 1), vc = randn(r, numBlocks * bs * hkv * d, 1), q = randn(r, b * hq * d, 1);
+                        kc[5 * hkv * d] = bad; // sequence 0, key 5, element 0
+                        if (Double.isInfinite(bad)) for (int h = 0; h < b * hq; h++) q[h * d] = 1; // an infinite score
+                        Tensor out = bf16 ? track(be.zeros(DType.BF16, b, hq, d)) : zeros(b, hq, d);
+                        if (bf16) be.decodeAttention(out, track(uploadBf16(be, q, b, hq, d)), track(uploadBf16(be, kc, numBlocks, bs, hkv, d)),
+                                track(uploadBf16(be, vc, numBlocks, bs, hkv, d)), up(tables, b, maxBlocks), up(lens, b), 0.125f);
+                        else be.decodeAttention(out, up(q, b, hq, d), up(kc, numBlocks, bs, hkv, d), up(vc, numBlocks, bs, hkv, d),
+                                up(tables, b, maxBlocks), up(lens, b), 0.125f);
+                        float[] got = out.toFloatsWidened();
+                        String what = (bf16 ? "bf16" : "fp32") + " d " + d + " ctx " + lens[0] + " key " + bad;
+                        for (int i = 0; i < hq * d; i++) org.junit.jupiter.api.Assertions.assertTrue(Float.isNaN(got[i]), what + ": sequence 0 element " + i + " = " + got[i]);
+                        for (int i = hq * d; i < b * hq * d; i++)
+                            org.junit.jupiter.api.Assertions.assertTrue(Float.isFinite(got[i]), what + ": sequence 1 element " + (i - hq * d) + " = " + got[i]);
+                    }
+        }
+
         @Test
         void pagedDecodeEqualsFullAttention() {
             Backend be = be(Ops.DECODE_ATTENTION);
