@@ -252,8 +252,9 @@ public final class CpuBackend extends AbstractBackend {
         int n = x.dim(0), d = x.dim(1);
         float[] gx = f(dx), gw = f(dWeight), gy = f(dOut), a = f(x), w = f(weight), r = f(rstd);
         int odx = off(dx), odw = off(dWeight), ody = off(dOut), ox = off(x), ow = off(weight), or = off(rstd);
-        // dWeight first (it reads x and dOut, which dx may alias): columns in blocks, rows in order
-        par.forRange(d, 64, (s, e) -> {
+        // dWeight first (it reads x and dOut, which dx may alias): columns in blocks, rows in order; no rows add nothing
+        // (not even + 0, which turned a -0 entry into +0 where CUDA leaves dWeight untouched)
+        if (n > 0) par.forRange(d, 64, (s, e) -> {
             double[] acc = new double[e - s];
             for (int t = 0; t < n; t++) {
                 float rs = r[or + t];

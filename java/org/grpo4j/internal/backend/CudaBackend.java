@@ -786,7 +786,7 @@ public final class CudaBackend extends AbstractBackend {
 
     @Override
     void copyImpl(Tensor dst, Tensor src) {
-        if (dst.numel() == 0) return;
+        if (dst.numel() == 0 || addr(dst) == addr(src)) return; // (a copy onto itself: cudaMemcpy leaves overlap undefined)
         ok(CudaNative.g4_memcpy_dtod(addr(dst), addr(src), dst.bytes(), stream), "cudaMemcpyAsync(device to device)");
     }
 
@@ -835,6 +835,8 @@ public final class CudaBackend extends AbstractBackend {
         int n = x.dim(0), d = x.dim(1);
         Check.check(d <= GRID_Y_MAX * 256, Ops.RMS_NORM_BACKWARD, "rows of " + d + " elements exceed " + GRID_Y_MAX * 256
                 + ", the widest the CUDA backend's dWeight partials cover (65535 blocks of 256 columns)");
+        // (its row chunks are counted in an int, rounded up: rows past 2^31 - 1025 would wrap the count)
+        Check.check(n <= Integer.MAX_VALUE - 1024, Ops.RMS_NORM_BACKWARD, n + " rows exceed 2^31 - 1025, the most the CUDA backward counts");
         long[] bytes = new long[1];
         ok(CudaNative.g4_rmsnorm_backward_workspace(n, d, bytes), "rmsNormBackward workspace");
         ok(CudaNative.g4_rmsnorm_backward(dt(x), dt(weight), addr(dx), addr(dWeight), addr(dOut), addr(x), addr(weight), addr(rstd),
@@ -863,8 +865,9 @@ public final class CudaBackend extends AbstractBackend {
         // (the kernel keeps a token's cos/sin, 4 bytes a head-dim element, in 48 KiB of shared memory)
         Check.check(x.dim(2) <= MAX_ROPE_HEAD_DIM, op, "head dim " + x.dim(2) + " exceeds " + MAX_ROPE_HEAD_DIM + ", the most the CUDA rope kernel holds");
         // (the kernel counts a token's rotated pairs, heads x head dim / 2, in an int)
-        Check.check((long) x.dim(1) * x.dim(2) / 2 <= Integer.MAX_VALUE, op, "heads x head dim / 2 = " + (long) x.dim(1) * x.dim(2) / 2
-                + " pairs a token exceed 2^31 - 1, the most the CUDA rope kernel counts");
+        // (and its loop steps by a block of 256 past the last pair: 1024 of headroom keeps the index from wrapping)
+        Check.check((long) x.dim(1) * x.dim(2) / 2 <= Integer.MAX_VALUE - 1024, op, "heads x head dim / 2 = " + (long) x.dim(1) * x.dim(2) / 2
+                + " pairs a token exceed 2^31 - 1025, the most the CUDA rope kernel counts");
         Tensor inv = invFreqs.computeIfAbsent(rope, r -> upload(r.invFreq(), r.headDim() / 2));
         ok(CudaNative.g4_rope(dt(x), addr(out), addr(x), addr(positions), addr(inv), x.dim(0), x.dim(1), x.dim(2),
                 inverse ? 1 : 0, addr(flag), opCode(inverse ? Ops.ROPE_BACKWARD : Ops.ROPE), stream), "rope kernel");

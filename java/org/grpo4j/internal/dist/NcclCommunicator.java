@@ -508,6 +508,14 @@ public final class NcclCommunicator implements Communicator {
             awaited[0] = true;
             try {
                 awaitIssued(issued);
+                // issued, but the communicator failed since (its watchdog's timeout, NCCL's error, an abort from another
+                // thread): this collective may not have finished, so its output is not to be read (an all-gather's
+                // buffer held whatever memory it was given: a caller took garbage for the step's agreement)
+                Throwable f = failure;
+                if (f != null) {
+                    unhold.run(); // (the abort ended NCCL's kernels: the memory may go)
+                    throw new CommunicatorException(what + " stopped: " + reason(f), f);
+                }
                 checkBackend(name);  // (a closed backend's stream is destroyed: no wait may be enqueued on it)
                 // enqueued before the event can be destroyed; CUDA keeps what a pending wait needs
                 cuda(cudaStreamWaitEvent(compute, done, 0), "cudaStreamWaitEvent(compute stream)");

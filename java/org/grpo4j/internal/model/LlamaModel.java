@@ -729,6 +729,13 @@ public final class LlamaModel {
         private final boolean graphs;
         private final int maxPrefixGroups;
         private final java.util.Map<Integer, Bucket> buckets = new java.util.HashMap<>();
+        /**
+         * The buckets' working buffers, one of each role at the session's largest bucket, every bucket's tensors views
+         * of them at offset 0: a bucket's steps and graphs use fixed addresses, and the steps of two buckets follow
+         * each other in stream order, as two steps of one bucket do. (A set per bucket held 1 + 2 + ... + 512 + 768 =
+         * 1,791 rows of logits and activations for a batch of 768, 2.3x the one set the memory estimate counts.)
+         */
+        private final java.util.Map<String, Tensor> arena = new java.util.HashMap<>();
         private long replays, eagerSteps, groupRows;
         /** The last step's sampled tokens (its live rows first), which the next step may take on the device. */
         private Tensor sampled;
@@ -874,12 +881,12 @@ public final class LlamaModel {
                     table = ints.view(6L * n, n, maxBlocks);
                     from = ints.view((long) n * (6 + maxBlocks), n);
                     groups = groupRows > 0 ? ints.view((long) n * (7 + maxBlocks), groupRows, 3) : null;
-                    h = keep(made, act(n, d)); r = keep(made, f32(n)); q = keep(made, act(n, hq, hd));
-                    kv = keep(made, act(2, n, hkv * hd)); k = kv.view(0, n, hkv, hd); v = kv.view((long) n * hkv * hd, n, hkv, hd);
-                    att = keep(made, act(n, hq, hd));
-                    gu = keep(made, act(2, n, f)); gate = gu.view(0, n, f); up = gu.view((long) n * f, n, f);
-                    act = keep(made, act(n, f)); x = keep(made, act(n, d)); hf = keep(made, act(n, d)); rf = keep(made, f32(n));
-                    logits = keep(made, f32(n, c.vocabSize())); lp = keep(made, f32(n));
+                    h = shared("h", adt, n, d); r = shared("r", DType.FP32, n); q = shared("q", adt, n, hq, hd);
+                    kv = shared("kv", adt, 2, n, hkv * hd); k = kv.view(0, n, hkv, hd); v = kv.view((long) n * hkv * hd, n, hkv, hd);
+                    att = shared("att", adt, n, hq, hd);
+                    gu = shared("gu", adt, 2, n, f); gate = gu.view(0, n, f); up = gu.view((long) n * f, n, f);
+                    act = shared("act", adt, n, f); x = shared("x", adt, n, d); hf = shared("hf", adt, n, d); rf = shared("rf", DType.FP32, n);
+                    logits = shared("logits", DType.FP32, n, c.vocabSize()); lp = shared("lp", DType.FP32, n);
                     tok = sampled.view(0, n); // every bucket samples into the session's buffer, which the next step gathers from
                 } catch (RuntimeException e) {
                     for (Tensor t : made) t.close();
@@ -890,6 +897,18 @@ public final class LlamaModel {
             private Tensor keep(List<Tensor> made, Tensor t) {
                 made.add(t);
                 return t;
+            }
+
+            /**
+             * This bucket's view of the session's buffer for {@code role}, whose shape holds n (this bucket's rows)
+             * once: the buffer is [maxBatch, the rest], the view {@code shape} at offset 0.
+             */
+            private Tensor shared(String role, DType dt, int... shape) {
+                long each = 1;
+                for (int x : shape) each *= x;
+                int perRow = Math.toIntExact(each / n);
+                Tensor buf = arena.computeIfAbsent(role, key -> be.empty(dt, maxBatch, perRow));
+                return buf.view(0, shape);
             }
 
             /**
@@ -923,7 +942,14 @@ public final class LlamaModel {
                 if (graphs && warm && !noGraphs) {
                     if (graph == null || !java.util.Objects.equals(spec, recordedSpec)) {
                         if (graph != null) graph.close();
-                        graph = be.capture(() -> body(spec));
+                        graph = null; // (a capture that throws leaves no closed graph to be replayed)
+                        recordedSpec = null;
+                        try {
+                            graph = be.capture(() -> body(spec));
+                        } catch (RuntimeException | Error e) {
+                            noGraphs = true; // the bucket's later steps run eagerly
+                            throw e;
+                        }
                         recordedSpec = spec;
                         noGraphs = graph == null; // the backend has no graphs: stay eager
                     }
@@ -964,7 +990,7 @@ public final class LlamaModel {
             @Override
             public void close() {
                 if (graph != null) graph.close();
-                for (Tensor t : new Tensor[] {ints, h, r, q, kv, att, gu, act, x, hf, rf, logits, lp}) t.close();
+                ints.close(); // (the working buffers are the session's: closed with it)
             }
         }
 
@@ -972,6 +998,8 @@ public final class LlamaModel {
         public void close() {
             for (Bucket k : buckets.values()) k.close();
             buckets.clear();
+            for (Tensor t : arena.values()) t.close();
+            arena.clear();
             if (sampled != null) sampled.close();
             sampled = null;
             sampledRows = 0;

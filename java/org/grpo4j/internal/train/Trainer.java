@@ -315,6 +315,10 @@ public final class Trainer implements AutoCloseable {
             });
             states.clear();
             states.addAll(made);
+            // every process has its weights before any rank starts a collective (the first one is the resume's checksum
+            // gather or the first step's agreement): the watchdog times a collective from this rank's call, and a node
+            // still reading the model from a shared filesystem nccl_timeout_s later would have aborted the others
+            if (cluster != null) cluster.barrier("weights loaded", 3600);
             if (log != null) {
                 if (reason != null) log.println("grpo4j: " + reason);
                 RankState r0 = states.get(0);
@@ -781,7 +785,9 @@ public final class Trainer implements AutoCloseable {
         if (ranksRunning == null) {
             parts.addAll(states);
             states.clear();
-            for (Communicator c : comms) if (c != null) parts.add(c::close);
+            List<Communicator> open = new ArrayList<>();
+            for (Communicator c : comms) if (c != null) open.add(c);
+            if (!open.isEmpty()) parts.add(() -> closeTogether(open));
         }
         if (tok != null && ranksRunning == null) parts.add(tok);
         if (ownRewards && rewards != null) parts.add(rewards);
@@ -794,5 +800,49 @@ public final class Trainer implements AutoCloseable {
             throw e;
         }
         if (ranksRunning != null) throw ranksRunning;
+    }
+
+    /**
+     * Closes this process's communicators at once, each on a thread of its own: NCCL's finalize waits at a barrier of
+     * every rank on the node, so closing eight local ranks one after another left each finalize to wait out its grace
+     * period (30 s) for ranks not yet closing, and end in an abort. The first failure is thrown, the others suppressed.
+     */
+    static void closeTogether(List<Communicator> cs) {
+        if (cs.size() == 1) {
+            cs.get(0).close();
+            return;
+        }
+        List<Throwable> failed = java.util.Collections.synchronizedList(new ArrayList<>());
+        List<Thread> threads = new ArrayList<>();
+        for (int i = 0; i < cs.size(); i++) {
+            Communicator c = cs.get(i);
+            Thread t = new Thread(() -> {
+                try {
+                    c.close();
+                } catch (Throwable e) {
+                    failed.add(e);
+                }
+            }, "grpo4j-comm-close-" + i);
+            t.setDaemon(true);
+            t.start();
+            threads.add(t);
+        }
+        boolean interrupted = false;
+        for (Thread t : threads)
+            while (true) {
+                try {
+                    t.join();
+                    break;
+                } catch (InterruptedException e) {
+                    interrupted = true; // (each close is bounded by its own grace periods; restored below)
+                }
+            }
+        if (interrupted) Thread.currentThread().interrupt();
+        if (failed.isEmpty()) return;
+        Throwable first = failed.get(0);
+        for (Throwable t : failed.subList(1, failed.size())) first.addSuppressed(t);
+        if (first instanceof RuntimeException re) throw re;
+        if (first instanceof Error er) throw er;
+        throw new IllegalStateException(first);
     }
 }

@@ -85,6 +85,18 @@ class RmsNormConformanceTest {
             }
         }
 
+        /** A backward over no rows leaves dWeight bit for bit, -0 entries too (the CPU added + 0: -0 became +0). */
+        @Test
+        void backwardOfNoRowsLeavesDWeightAsItWas() {
+            Backend be = be(Ops.RMS_NORM_BACKWARD);
+            double[] w0 = {-0.0, 1.5, -2.0, 0.0};
+            Tensor dWeight = up(w0, 4);
+            be.rmsNormBackward(zeros(0, 4), dWeight, zeros(0, 4), zeros(0, 4), up(new double[] {1, 1, 1, 1}, 4), zeros(0));
+            float[] got = dWeight.toFloats();
+            for (int j = 0; j < 4; j++)
+                org.junit.jupiter.api.Assertions.assertEquals(Float.floatToRawIntBits((float) w0[j]), Float.floatToRawIntBits(got[j]), "dWeight[" + j + "] = " + got[j]);
+        }
+
         @Test
         void badCalls() {
             Backend be = be(Ops.RMS_NORM);

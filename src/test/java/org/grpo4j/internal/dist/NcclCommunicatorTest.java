@@ -174,6 +174,30 @@ class NcclCommunicatorTest {
     }
 
     /**
+     * A collective issued before the communicator failed is not taken as done: its await throws with the cause (the
+     * watchdog's abort came on the worker after the issue, so the await saw the issue succeed and returned; an
+     * all-gather's caller then read a buffer the collective never wrote). Collective a is issued and finished (the
+     * worker took b after it), then the communicator is aborted, then a is awaited.
+     */
+    @Test
+    void aCollectiveIssuedBeforeAnAbortFailsItsAwait() throws Exception {
+        CudaBackend be = cuda();
+        NcclCommunicator c = worldOne(be);
+        try (Tensor t = be.zeros(DType.FP32, 8); Tensor u = be.zeros(DType.FP32, 8)) {
+            Communicator.Work a = c.allReduce(t, ReduceOp.SUM);
+            c.allReduce(u, ReduceOp.SUM).await(); // (one worker: a was issued and watched to its end before b)
+            Thread other = new Thread(() -> c.abort(new IllegalStateException("the watchdog: rank 5 hung")));
+            other.start();
+            other.join();
+            CommunicatorException e = assertThrows(CommunicatorException.class, a::await);
+            assertEquals("allReduce stopped: the watchdog: rank 5 hung", e.getMessage());
+            be.synchronize();
+        } finally {
+            c.close();
+        }
+    }
+
+    /**
      * A communicator of two ranks that only rank 0 joins (rank 1's process died before NCCL) stops at nccl_timeout_s
      * (2 s here) with a message that says so, instead of waiting inside NCCL for ever: the communicator is non-blocking,
      * so its formation is polled and aborted. Needs one device only (rank 1 never comes).
@@ -259,6 +283,15 @@ class NcclCommunicatorTest {
         try (var files = Files.walk(tmp.resolve("run/checkpoints/step_2"))) {
             for (Path f : files.filter(Files::isRegularFile).toList()) {
                 Path g = copy.resolve("checkpoints/step_2").resolve(tmp.resolve("run/checkpoints/step_2").relativize(f));
+                if (f.equals(tmp.resolve("run/checkpoints/step_2/config.json"))) { // the run's config: output_dir names each run's own directory
+                    com.fasterxml.jackson.databind.ObjectMapper json = new com.fasterxml.jackson.databind.ObjectMapper();
+                    var want = (com.fasterxml.jackson.databind.node.ObjectNode) json.readTree(f.toFile());
+                    var got = (com.fasterxml.jackson.databind.node.ObjectNode) json.readTree(g.toFile());
+                    assertEquals(copy.toString(), got.remove("output_dir").asText(), "the copy's config names the copy");
+                    assertEquals(tmp.resolve("run").toString(), want.remove("output_dir").asText());
+                    assertEquals(want, got, "resumed step 2's config.json");
+                    continue;
+                }
                 assertArrayEquals(Files.readAllBytes(f), Files.readAllBytes(g), "resumed step 2's " + f.getFileName());
             }
         }
@@ -300,7 +333,7 @@ class NcclCommunicatorTest {
                     CommunicatorException e = assertThrows(CommunicatorException.class, () -> {
                         c.allReduce(t, ReduceOp.SUM).await();
                         be.synchronize();
-                        c.allReduce(t, ReduceOp.SUM).await(); // on a GPU the abort shows at the next call
+                        c.allReduce(t, ReduceOp.SUM).await(); // (the abort shows at the first await, or at the next call)
                     });
                     double s = (System.nanoTime() - t0) / 1e9;
                     assertTrue(s < 30, "failed after " + s + " s");

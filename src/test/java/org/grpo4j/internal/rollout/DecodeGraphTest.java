@@ -53,6 +53,43 @@ class DecodeGraphTest {
     }
 
     /**
+     * A session's buckets share one set of working buffers sized for its largest bucket: after steps in every bucket
+     * (1, 2, 4, 8 and 16 rows) the session holds one set of logits, not one a bucket (which held 31 rows' worth for a
+     * largest bucket of 16, the memory estimate counting one set of 16). The same tokens as before either way
+     * (bucketsAndPaddingDoNotChangeTheTokensOnTheCpu).
+     */
+    @Test
+    void bucketsShareOneSetOfWorkingBuffers() {
+        Backend be = TestBackends.cpu();
+        LlamaConfig cfg = small();
+        try (LlamaWeights w = LlamaWeights.init(be, cfg, 5)) {
+            LlamaModel m = new LlamaModel(w);
+            long start = be.liveBytes();
+            try (LlamaModel.KvCache cache = m.newKvCache(40, 4); LlamaModel.DecodeSession s = m.newDecodeSession(cache, 16, 2, false)) {
+                long before = be.liveBytes();
+                long afterFirst = -1;
+                for (int b : new int[] {16, 8, 4, 2, 1}) {
+                    int[] tokens = new int[b], positions = new int[b], slots = new int[b], table = new int[2 * b];
+                    for (int i = 0; i < b; i++) {
+                        tokens[i] = i + 1;
+                        slots[i] = i * 4; // block i, position 0
+                        table[2 * i] = i;
+                        table[2 * i + 1] = i;
+                    }
+                    s.run(tokens, positions, slots, table, 2, null, null);
+                    if (afterFirst < 0) afterFirst = be.liveBytes();
+                }
+                long logitsSet = 16L * cfg.vocabSize() * 4;
+                assertTrue(afterFirst - before >= logitsSet, "the largest bucket's buffers: " + (afterFirst - before) + " bytes");
+                // the smaller buckets add their small integer buffers only (no second set of logits, 8 + 4 + 2 + 1 rows)
+                long added = be.liveBytes() - afterFirst;
+                assertTrue(added < 15L * cfg.vocabSize() * 4, "the smaller buckets added " + added + " bytes");
+            }
+            assertEquals(start, be.liveBytes(), "the session and its cache gave back every buffer");
+        }
+    }
+
+    /**
      * Three sequences sharing their first block (written once by the first): session steps that name them as a prefix
      * group give the logits of ungrouped steps on a second cache, bit for bit on the CPU (the same keys, in the same
      * order, read through the first row) and within rounding on CUDA (other tiles: tol of the largest logit); with
