@@ -140,6 +140,9 @@ public interface Backend extends AutoCloseable {
      */
     default Replay capture(Runnable body) { return null; }
 
+    /** Whether {@link #capture} records graphs here (false: it returns null, and a caller runs its steps eagerly). */
+    default boolean capturesGraphs() { return false; }
+
     /** A recorded graph of ops. */
     interface Replay extends AutoCloseable {
         /** Issues the recorded ops (asynchronously, like any op). */

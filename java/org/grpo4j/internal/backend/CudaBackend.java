@@ -173,6 +173,9 @@ public final class CudaBackend extends AbstractBackend {
      * later eager ops outgrow while graphs are live stays allocated until the last graph is closed.
      */
     @Override
+    public boolean capturesGraphs() { return true; }
+
+    @Override
     public Replay capture(Runnable body) {
         checkOpen();
         onDevice();

@@ -1220,6 +1220,10 @@ public final class E2eBench implements Callable<Integer> {
             note += "; no steady-state figure (the whole call was not longer than the prefill-only one)";
         }
         f.put("host_ms_per_step", mid.hostMillisPerDecodeStep());
+        // the graphs' set-up inside the timed call (each generate call captures its buckets again): in the steady rate,
+        // not in host_ms_per_step
+        f.put("graph_setup_steps", (double) mid.graphSetupSteps());
+        f.put("graph_setup_ms", 1e3 * mid.graphSetupSeconds());
         f.put("bookkeeping_ms_per_step", mid.bookkeepingMillisPerDecodeStep());
         f.put("decode_steps", (double) mid.decodeSteps());
         f.put("overlapped_steps", (double) mid.overlappedSteps());

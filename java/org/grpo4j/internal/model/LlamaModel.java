@@ -737,6 +737,7 @@ public final class LlamaModel {
          */
         private final java.util.Map<String, Tensor> arena = new java.util.HashMap<>();
         private long replays, eagerSteps, groupRows;
+        private boolean lastSetUp;
         /** The last step's sampled tokens (its live rows first), which the next step may take on the device. */
         private Tensor sampled;
         private int sampledRows; // live rows of the last step that sampled; 0: none since the session opened
@@ -746,7 +747,7 @@ public final class LlamaModel {
             this.cache = cache;
             this.maxBatch = maxBatch;
             this.maxBlocks = maxBlocks;
-            this.graphs = graphs;
+            this.graphs = graphs && be.capturesGraphs(); // (elsewhere every step is eager: no warm-up or capture to count)
             if (maxPrefixGroups < 0) throw new IllegalArgumentException("decode session: max prefix groups must be >= 0");
             this.maxPrefixGroups = maxPrefixGroups;
         }
@@ -759,6 +760,12 @@ public final class LlamaModel {
 
         /** Prefix group rows passed so far, over all steps. */
         public long prefixGroupRows() { return groupRows; }
+
+        /**
+         * Whether the last step set a graph up: its bucket's eager warm-up before a capture, or the capture (then the
+         * first replay). Host time of such steps is not a replay's or an eager step's (the generator counts it apart).
+         */
+        public boolean lastStepSetUpAGraph() { return lastSetUp; }
 
         /** Steps run by replaying a recorded graph, and eagerly. */
         public long replays() { return replays; }
@@ -939,8 +946,10 @@ public final class LlamaModel {
             }
 
             void step(org.grpo4j.internal.backend.SamplingSpec spec) {
+                lastSetUp = graphs && !noGraphs && !warm; // the warm-up before a capture
                 if (graphs && warm && !noGraphs) {
                     if (graph == null || !java.util.Objects.equals(spec, recordedSpec)) {
+                        lastSetUp = true;
                         if (graph != null) graph.close();
                         graph = null; // (a capture that throws leaves no closed graph to be replayed)
                         recordedSpec = null;

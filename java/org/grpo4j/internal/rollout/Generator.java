@@ -153,9 +153,16 @@ public final class Generator {
     public record Stats(int prompts, int sequences, long prefillTokens, long generatedTokens, int decodeSteps, double seconds,
                         int poolBlocks, int peakBlocksUsed, double meanBlocksUsed, long poolBytes, double decodeHostSeconds,
                         long graphReplays, long prefixGroupRows, int preemptions, long recomputedTokens, long decodeRows, int peakBatch,
-                        double bookkeepingSeconds, int overlappedSteps, long droppedRows) {
-        /** Host time to issue one decode step (upload, launches or one graph replay, the outputs' snapshot), before waiting for the device. */
-        public double hostMillisPerDecodeStep() { return decodeSteps > 0 ? 1e3 * decodeHostSeconds / decodeSteps : 0; }
+                        double bookkeepingSeconds, int overlappedSteps, long droppedRows, int graphSetupSteps, double graphSetupSeconds) {
+        /**
+         * Host time to issue one decode step (upload, launches or one graph replay, the outputs' snapshot), before
+         * waiting for the device; the steps that set a graph up (a bucket's eager warm-up, its capture:
+         * graphSetupSteps, graphSetupSeconds) are not in it.
+         */
+        public double hostMillisPerDecodeStep() {
+            int n = decodeSteps - graphSetupSteps;
+            return n > 0 ? 1e3 * decodeHostSeconds / n : 0;
+        }
 
         /**
          * The generator's own host time per decode step around the issue (the batch's order, inputs and block tables
@@ -343,7 +350,7 @@ public final class Generator {
             last = new Stats(prompts.size(), (int) sequences, run.prefillTokens, run.generated, run.steps, (System.nanoTime() - t0) / 1e9,
                     cfg.numBlocks(), run.pool.peakUsed(), run.steps > 0 ? run.usedSum / run.steps : 0, model.kvBytesPerToken() * bs * cfg.numBlocks(),
                     decodeHostNanos / 1e9, session.replays(), session.prefixGroupRows(), run.preemptions, run.recomputed, run.rows, run.peakBatch,
-                    run.bookkeepingNanos / 1e9, run.overlapped, run.dropped);
+                    run.bookkeepingNanos / 1e9, run.overlapped, run.dropped, run.setupSteps, run.setupNanos / 1e9);
             return run.out;
         }
     }
@@ -364,8 +371,8 @@ public final class Generator {
         final List<Seq> active = new ArrayList<>();
         final Deque<Seq> preempted = new ArrayDeque<>();     // oldest first; every one younger than every active sample
         final List<List<Completion>> out = new ArrayList<>();
-        long prefillTokens, generated, recomputed, admitted, rows, largestPrefill, bookkeepingNanos, dropped;
-        int steps, preemptions, peakBatch, groupsGivenUp, overlapped;
+        long prefillTokens, generated, recomputed, admitted, rows, largestPrefill, bookkeepingNanos, dropped, setupNanos;
+        int steps, preemptions, peakBatch, groupsGivenUp, overlapped, setupSteps;
         double usedSum;
 
         Run(List<int[]> prompts, List<SamplingParams> perPrompt, int firstStream, LlamaModel.KvCache cache, LlamaModel.DecodeSession session) {
@@ -731,7 +738,10 @@ public final class Generator {
             LlamaModel.StepOutput o = session.run(tokens, from, positions, slots, table, maxBlocks, counters, groups, spec, rowSpecs);
             Backend.Fetched out = be.fetch(o.tokens(), o.logprobs());
             long h1 = System.nanoTime();
-            decodeHostNanos += h1 - h0;
+            if (session.lastStepSetUpAGraph()) { // a bucket's warm-up or capture: not a step's issue cost
+                setupSteps++;
+                setupNanos += h1 - h0;
+            } else decodeHostNanos += h1 - h0;
             steps++;
             usedSum += pool.used();
             peakBatch = Math.max(peakBatch, b);

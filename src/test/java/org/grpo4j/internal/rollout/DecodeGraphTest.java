@@ -37,7 +37,12 @@ class DecodeGraphTest {
             Generator g = new Generator(new LlamaModel(w), new Generator.Config(4, 256, maxBatch, true, graphs));
             // 5 prompts x 3 samples with a stop token: the live batch shrinks and crosses bucket sizes as sequences end
             List<List<Completion>> out = g.generate(prompts(5, 3), new SamplingParams(3, 1f, 1f, 0, 12, Set.of(60, 59), 11));
-            if (graphs && be.capture(() -> {}) != null) assertTrue(g.lastStats().graphReplays() > 0, "graphs were replayed");
+            Generator.Stats st = g.lastStats();
+            if (graphs && be.capturesGraphs()) {
+                assertTrue(st.graphReplays() > 0, "graphs were replayed");
+                // each bucket used: an eager warm-up, then the capture; counted apart from the issue cost per step
+                assertTrue(st.graphSetupSteps() >= 2 && st.graphSetupSteps() < st.decodeSteps(), "set-up steps " + st.graphSetupSteps() + " of " + st.decodeSteps());
+            } else assertEquals(0, st.graphSetupSteps(), "no graphs, no set-up steps");
             return out;
         }
     }
