@@ -405,14 +405,12 @@ public final class Preflight implements AutoCloseable {
     static java.util.Set<Integer> stopTokenIds(GrpoConfig cfg, Path modelDir, LlamaConfig lc, Tokenizer tok) throws IOException {
         // read either way: a broken file is named now, not copied into every checkpoint (generate on one would fail)
         List<Integer> fromModel = org.grpo4j.internal.model.GenerationStops.generationConfigIds(modelDir, lc);
+        java.util.Set<Integer> ids = new java.util.LinkedHashSet<>();
+        ids.add(tok.eosId());
         if (cfg.stopTokenIds == null) {
-            java.util.Set<Integer> ids = new java.util.LinkedHashSet<>();
-            ids.add(tok.eosId());
             ids.addAll(fromModel);
             return ids;
         }
-        java.util.Set<Integer> ids = new java.util.LinkedHashSet<>();
-        ids.add(tok.eosId());
         for (int id : cfg.stopTokenIds) {
             if (id >= lc.vocabSize())
                 throw new IllegalArgumentException("stop_token_ids: " + id + " is not a token id of model_name_or_path " + cfg.modelNameOrPath
