@@ -46,7 +46,7 @@ public record E2eReport(String tool, String card, String driver, String runtime,
     /** Every figure a row may carry, in the order they are written. */
     public static final List<String> FIGURES = List.of("tokens", "tokens_per_s", "flops", "tflops", "mfu_pct", "roofline_bytes",
             "roofline_pct", "bound_pct", "steady_tokens_per_s", "steady_roofline_pct", "steady_bound_pct", "host_ms_per_step",
-            "bookkeeping_ms_per_step",
+            "bookkeeping_ms_per_step", "graph_setup_steps", "graph_setup_ms",
             "decode_steps", "overlapped_steps", "graph_replays", "graph_replays_second_half", "prefix_group_rows",
             "generation_s", "reward_s", "logprobs_s", "training_s", "total_s", "generated_tokens", "trained_tokens", "training_token_rows",
             "optimizer_steps");

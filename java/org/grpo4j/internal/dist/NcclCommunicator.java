@@ -513,7 +513,10 @@ public final class NcclCommunicator implements Communicator {
                 // buffer held whatever memory it was given: a caller took garbage for the step's agreement)
                 Throwable f = failure;
                 if (f != null) {
-                    unhold.run(); // (the abort ended NCCL's kernels: the memory may go)
+                    // the abort may still be on its way to NCCL (it waits for the lock): frees stay ordered after the
+                    // collective's end on the compute stream, which the abort's end of NCCL's kernels brings
+                    if (!be.isClosed()) cudaStreamWaitEvent(compute, done, 0);
+                    unhold.run();
                     throw new CommunicatorException(what + " stopped: " + reason(f), f);
                 }
                 checkBackend(name);  // (a closed backend's stream is destroyed: no wait may be enqueued on it)

@@ -717,8 +717,8 @@ public final class LlamaModel {
     }
 
     /**
-     * What one step of a {@link DecodeSession} produced (device tensors owned by the session: logits and logprobs valid
-     * until its bucket's next step, tokens until the session's next step; {@link Backend#fetch} snapshots tokens and
+     * What one step of a {@link DecodeSession} produced (device tensors owned by the session: logits, logprobs and
+     * tokens valid until the session's next step, whose buckets share their buffers; {@link Backend#fetch} snapshots tokens and
      * logprobs without waiting).
      */
     public record StepOutput(Tensor logits, Tensor tokens, Tensor logprobs) {}

@@ -340,7 +340,8 @@ public final class Generator {
             throw new IllegalArgumentException("generator: random streams up to " + (first + sequences - 1) + " exceed the counters' int range");
         decodeHostNanos = 0;
         try (LlamaModel.KvCache cache = model.newKvCache(cfg.numBlocks(), bs);
-             LlamaModel.DecodeSession session = model.newDecodeSession(cache, cfg.maxBatch(), maxSeqBlocks, cfg.graphs(),
+             // (no step runs more rows than the call's sequences: the session's buffers sized for those, not the config's bound)
+             LlamaModel.DecodeSession session = model.newDecodeSession(cache, (int) Math.min(cfg.maxBatch(), Math.max(1, sequences)), maxSeqBlocks, cfg.graphs(),
                      cfg.sharePrefix() && cfg.prefixGroups() && several ? Math.min(prompts.size(), Math.max(1, cfg.maxBatch() / 2)) : 0)) {
             Run run = new Run(prompts, perPrompt, (int) first, cache, session);
             run.loop();

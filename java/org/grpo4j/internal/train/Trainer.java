@@ -253,7 +253,16 @@ public final class Trainer implements AutoCloseable {
             if (cfg.stopTokenIds == null) { // the saved config names the ids the generation config gave: its resumes stop there too
                 List<Integer> extra = new ArrayList<>(pf.stopIds());
                 extra.remove((Integer) tok.eosId());
+                extra.removeIf(id -> id >= pf.modelConfig().vocabSize()); // (never sampled; a resume would refuse them)
                 cfg.stopTokenIds = extra;
+                // each node read its own model directory: the ids must be rank 0's everywhere
+                if (cluster != null) {
+                    String mine = extra.toString(), rankZero = cluster.share("stop_token_ids", mine);
+                    if (!rankZero.equals(mine))
+                        throw new IllegalArgumentException("stop_token_ids: the generation config of model_name_or_path " + cfg.modelNameOrPath + " on "
+                                + org.grpo4j.internal.dist.Rendezvous.hostName() + " gives " + mine + ", rank 0's node " + rankZero
+                                + ": the nodes hold different copies of the model; make them the same, or set stop_token_ids");
+                }
             }
             this.tokenizerDir = pf.tokenizerDir();
             this.longestPrompt = pf.longestPrompt();
@@ -828,16 +837,20 @@ public final class Trainer implements AutoCloseable {
             threads.add(t);
         }
         boolean interrupted = false;
+        // each close is bounded by its own grace periods (about two minutes at most); past five, the rest is left to its
+        // daemon thread and said so
+        long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.MINUTES.toNanos(5);
         for (Thread t : threads)
-            while (true) {
+            while (t.isAlive() && System.nanoTime() < deadline) {
                 try {
-                    t.join();
-                    break;
+                    t.join(Math.max(1, java.util.concurrent.TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime())));
                 } catch (InterruptedException e) {
-                    interrupted = true; // (each close is bounded by its own grace periods; restored below)
+                    interrupted = true; // (restored below)
                 }
             }
         if (interrupted) Thread.currentThread().interrupt();
+        for (Thread t : threads)
+            if (t.isAlive()) failed.add(new IllegalStateException(t.getName() + ": a communicator did not close within 5 minutes; left closing"));
         if (failed.isEmpty()) return;
         Throwable first = failed.get(0);
         for (Throwable t : failed.subList(1, failed.size())) first.addSuppressed(t);

@@ -71,6 +71,7 @@ class E2eBenchTest {
                     assertEquals(16.0 * n, row.fig("tokens"));
                     assertEquals(n - 1, row.fig("decode_steps")); // every sequence decodes in one batch: N - 1 steps
                     assertEquals(0, row.fig("graph_replays")); // the CPU has no graphs
+                    assertEquals(0, row.fig("graph_setup_steps"), row.id() + ": no graph set up (written and read back)");
                     double roofSeconds = row.fig("roofline_bytes") / (rep.copyGbs() * 1e9);
                     assertEquals(100 * roofSeconds / (row.medianMs() / 1e3), row.fig("roofline_pct"), 1e-9 * row.fig("roofline_pct"));
                     // the steady state excludes the prefill: faster than the whole call
