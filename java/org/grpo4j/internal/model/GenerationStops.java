@@ -5,7 +5,6 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Set;
@@ -47,14 +46,10 @@ public final class GenerationStops {
                     + "); generation stops at its eos_token_id, so it must be readable", e);
         }
         if (n == null || !n.isObject()) throw new IllegalArgumentException(f + ": expected a JSON object (the model's generation config)");
-        JsonNode e = n.get("eos_token_id");
-        List<Integer> out = new ArrayList<>();
-        if (e == null || e.isNull()) return out;
-        for (JsonNode x : e.isArray() ? e : List.of(e)) {
-            if (!x.isIntegralNumber() || !x.canConvertToInt() || x.asInt() < 0)
-                throw new IllegalArgumentException(f + ": eos_token_id must be an int or a list of ints >= 0, got " + e);
-            out.add(x.asInt());
+        try {
+            return LlamaConfig.eosTokenIds(n.get("eos_token_id"));
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(f + ": " + e.getMessage(), e);
         }
-        return out;
     }
 }

@@ -164,21 +164,27 @@ public record LlamaConfig(int hiddenSize, int intermediateSize, int numLayers, i
             throw new IllegalArgumentException("head_dim is missing and hidden_size " + hidden + " is not a multiple of num_attention_heads " + heads);
         else headDim = heads > 0 ? hidden / heads : 0;
         RopeSettings rope = readRope(n);
-        List<Integer> eos = new ArrayList<>();
-        JsonNode e = n.get("eos_token_id");
-        if (e != null && e.isArray()) {
-            for (JsonNode x : e) {
-                if (!tokenId(x)) throw new IllegalArgumentException("eos_token_id must be an int or a list of ints >= 0, got " + e);
-                eos.add(x.asInt());
-            }
-        } else if (e != null && tokenId(e)) eos.add(e.asInt());
-        else if (e != null && !e.isNull()) throw new IllegalArgumentException("eos_token_id must be an int or a list of ints >= 0, got " + e);
+        List<Integer> eos = eosTokenIds(n.get("eos_token_id"));
         JsonNode b = n.get("bos_token_id");
         if (b != null && !b.isNull() && !tokenId(b)) throw new IllegalArgumentException("bos_token_id must be an int >= 0 (or null), got " + b);
         return new LlamaConfig(hidden, req(n, "intermediate_size"), req(n, "num_hidden_layers"), heads, kv, headDim,
                 req(n, "vocab_size"), optD(n, "rms_norm_eps", 1e-6), rope.theta(), rope.scaling(),
                 present(n, "max_position_embeddings") ? req(n, "max_position_embeddings") : 2048, optBool(n, "tie_word_embeddings", false),
                 b == null || b.isNull() ? -1 : b.asInt(), eos);
+    }
+
+    /**
+     * An {@code eos_token_id} value (config.json's, generation_config.json's): an int or a list of ints >= 0; absent or
+     * null, none.
+     */
+    static List<Integer> eosTokenIds(JsonNode e) {
+        List<Integer> eos = new ArrayList<>();
+        if (e == null || e.isNull()) return eos;
+        for (JsonNode x : e.isArray() ? e : List.of(e)) {
+            if (!tokenId(x)) throw new IllegalArgumentException("eos_token_id must be an int or a list of ints >= 0, got " + e);
+            eos.add(x.asInt());
+        }
+        return eos;
     }
 
     /** A token id in config.json: a whole number in [0, 2^31) (not "x", null or 1.9, which asInt made 0, 0 and 1). */

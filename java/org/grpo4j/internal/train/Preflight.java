@@ -404,13 +404,10 @@ public final class Preflight implements AutoCloseable {
      */
     static java.util.Set<Integer> stopTokenIds(GrpoConfig cfg, Path modelDir, LlamaConfig lc, Tokenizer tok) throws IOException {
         // read either way: a broken file is named now, not copied into every checkpoint (generate on one would fail)
-        List<Integer> fromModel = org.grpo4j.internal.model.GenerationStops.generationConfigIds(modelDir, lc);
+        java.util.Set<Integer> fromModel = org.grpo4j.internal.model.GenerationStops.of(modelDir, lc, tok.eosId());
+        if (cfg.stopTokenIds == null) return fromModel;
         java.util.Set<Integer> ids = new java.util.LinkedHashSet<>();
         ids.add(tok.eosId());
-        if (cfg.stopTokenIds == null) {
-            ids.addAll(fromModel);
-            return ids;
-        }
         for (int id : cfg.stopTokenIds) {
             if (id >= lc.vocabSize())
                 throw new IllegalArgumentException("stop_token_ids: " + id + " is not a token id of model_name_or_path " + cfg.modelNameOrPath
