@@ -10,9 +10,11 @@ attention, no gradient checkpointing.
   logits upcast to fp32 and cross-entropy on every token against random targets (what HF's loss does),
   backward, clip_grad_norm_(1.0), torch.optim.AdamW(fused=True), zero_grad(set_to_none=True). Median of --reps steps
   after --warmup, wall time with torch.cuda.synchronize(). Tokens/s and MFU with grpo4j's formula.
-- rollout: model.generate on 48 random 256-token prompts x num_return_sequences 16, do_sample, temperature 1,
-  top_p 1, top_k 0, 256 and then 512 new tokens (min_new_tokens = max_new_tokens: no stop), after a 4-token warm-up
-  (the 256 rows of every preset before the 512 rows, so a --budget keeps the issue's main rows). Tokens/s and %
+- rollout: 48 random 256-token prompts x 16 samples, do_sample, temperature 1, top_p 1, top_k 0: each prompt is
+  prefilled once (all but its last token), its DynamicCache repeated 16 times (batch_repeat_interleave), and
+  model.generate runs the 768 rows from that cache (num_return_sequences 16, which prefills each prompt 16 times, if
+  this transformers refuses the shared cache: the row's note says which ran); 256 and then 512 new tokens
+  (min_new_tokens = max_new_tokens: no stop), after a 4-token warm-up (the 256 rows of every preset before the 512 rows, so a --budget keeps the issue's main rows). Tokens/s and %
   of the memory roofline with grpo4j's formula and the copy bandwidth this script measures (torch copy_ of 2^28 fp32,
   CUDA events, median of 20).
 
@@ -224,17 +226,41 @@ def run_rollout(torch, tf, r, args, log):
     g = torch.Generator(device="cuda").manual_seed(args.seed + 1)
     prompts = torch.randint(0, p["vocab"], (SHAPES["prompts"], SHAPES["prompt_len"]), device="cuda", generator=g)
     mask = torch.ones_like(prompts)
-    n, b = r.new_tokens, SHAPES["prompts"] * SHAPES["samples"]
+    n, b, k = r.new_tokens, SHAPES["prompts"] * SHAPES["samples"], SHAPES["samples"]
+    sampling = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, pad_token_id=0)
 
-    def gen(tokens):
-        return model.generate(input_ids=prompts, attention_mask=mask, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-                              num_return_sequences=SHAPES["samples"], max_new_tokens=tokens, min_new_tokens=tokens,
-                              pad_token_id=0)
+    def gen_repeated(tokens):
+        # generate's own expansion: each prompt repeated 16 times, then prefilled 16 times
+        return model.generate(input_ids=prompts, attention_mask=mask, num_return_sequences=k, max_new_tokens=tokens,
+                              min_new_tokens=tokens, **sampling)
+
+    def gen_shared(tokens):
+        # each prompt prefilled once (all but its last token), its cache repeated for the 16 samples, then generate on
+        # the 768 rows from that cache (it feeds the prompts' last tokens first): what a prefix-caching server does,
+        # as grpo4j's rollout shares a prompt's KV blocks among its samples
+        cache = model(input_ids=prompts[:, :-1], attention_mask=mask[:, :-1], use_cache=True).past_key_values
+        cache.batch_repeat_interleave(k)
+        ids = prompts.repeat_interleave(k, dim=0)
+        return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
+                              max_new_tokens=tokens, min_new_tokens=tokens, **sampling)
 
     try:
         with torch.inference_mode():
-            gen(4)
-            torch.cuda.synchronize()
+            gen, how = gen_shared, "each prompt prefilled once, its DynamicCache repeated 16x (batch_repeat_interleave)"
+            try:
+                out = gen(4)
+                torch.cuda.synchronize()
+                if tuple(out.shape) != (b, SHAPES["prompt_len"] + 4):
+                    raise RuntimeError(f"generate returned {tuple(out.shape)}")
+            except Exception as e:  # an API this transformers lacks: generate's own expansion, said in the note
+                log(f"{r.id}: shared prefill failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                    "num_return_sequences instead")
+                torch.cuda.empty_cache()
+                gen = gen_repeated
+                how = (f"num_return_sequences 16: each prompt prefilled 16x (the shared prefill failed: "
+                       f"{type(e).__name__})")
+                gen(4)
+                torch.cuda.synchronize()
             log(f"{r.id}: warm-up done")
             ms = []
             for _ in range(args.rollout_reps):
@@ -244,7 +270,7 @@ def run_rollout(torch, tf, r, args, log):
                 ms.append((time.perf_counter() - t0) * 1e3)
                 if tuple(out.shape) != (b, SHAPES["prompt_len"] + n):
                     raise RuntimeError(f"generate returned {tuple(out.shape)}, expected {(b, SHAPES['prompt_len'] + n)}")
-        return ms, "whole generate call incl. prefill; DynamicCache; top_k 0, top_p 1"
+        return ms, f"whole generate call incl. prefill; {how}; top_k 0, top_p 1"
     finally:
         del model
         torch.cuda.empty_cache()
