@@ -53,13 +53,16 @@ import org.grpo4j.internal.backend.Tensor;
  *       {@code NCCL_COMM_BLOCKING=1} from the environment to override this (then a call stuck in NCCL, e.g. on a dead
  *       peer during a lazy connection, may not return from the abort; {@link #awaitIssued} gives up on it).</li>
  *   <li>Collectives run on the communicator's own CUDA stream, issued by one worker thread in call order (so every
- *       rank issues them in the same order): each waits for an event recorded on the compute stream when it was
+ *       rank issues them in the same order) and back to back: the worker issues the next as soon as NCCL has taken
+ *       the last one's kernels, without waiting for it to finish, so the NCCL stream holds every collective called so
+ *       far and never idles between two of them. Each waits for an event recorded on the compute stream when it was
  *       called (its inputs are then complete), and {@link Work#await()} makes the compute stream wait for its done
  *       event, so the caller overlaps it with compute until it needs the result; the host is not blocked.</li>
  *   <li>Every NCCL and CUDA status is checked; a failure names the call, NCCL's last error, the collective and the
  *       context ("step 12, update").</li>
- *   <li>Watchdog: after issuing, the worker polls the done event and {@code ncclCommGetAsyncError}; a collective not
- *       finished {@code timeoutSeconds} after its inputs were ready aborts the communicator ({@code ncclCommAbort},
+ *   <li>Watchdog: a thread of its own watches the issued collectives in order (they finish in order on the one
+ *       stream), polling each one's done event and {@code ncclCommGetAsyncError}; a collective not finished
+ *       {@code timeoutSeconds} after it could start (its inputs ready and the one before it done) aborts the communicator ({@code ncclCommAbort},
  *       which unblocks the kernels) and fails this and every later call with a message naming the collective and the
  *       context. The trainer then stops every local rank; the rendezvous store stops the other processes.</li>
  * </ul>
@@ -81,7 +84,11 @@ public final class NcclCommunicator implements Communicator {
     private final CUstream_st compute, stream = new CUstream_st();
     private final ncclComm comm = new ncclComm();
     private final long timeoutNanos;
-    private final ExecutorService worker;
+    private final ExecutorService worker, watchdog;
+    /** Collectives issued whose end the watchdog has not yet seen (for tests and diagnostics). */
+    private final java.util.concurrent.atomic.AtomicInteger inFlight = new java.util.concurrent.atomic.AtomicInteger();
+    /** Test hook: when set, the watchdog waits for it before it watches each collective (issuing must not wait for it). */
+    volatile java.util.concurrent.CountDownLatch watchGate;
     private volatile Throwable failure;
     private volatile String context = "";
     /** When the worker entered NCCL to issue a collective (System.nanoTime), 0 when it is not in an issue; and which. */
@@ -103,8 +110,13 @@ public final class NcclCommunicator implements Communicator {
         this.device = be.device();
         this.timeoutNanos = timeoutNanos;
         this.compute = new CUstream_st(new Raw(be.stream()));
-        this.worker = Executors.newSingleThreadExecutor(r -> {
-            Thread t = new Thread(r, "grpo4j-nccl-rank-" + rank);
+        this.worker = daemonThread("grpo4j-nccl-rank-" + rank);
+        this.watchdog = daemonThread("grpo4j-nccl-watch-rank-" + rank);
+    }
+
+    private static ExecutorService daemonThread(String name) {
+        return Executors.newSingleThreadExecutor(r -> {
+            Thread t = new Thread(r, name);
             t.setDaemon(true);
             return t;
         });
@@ -168,6 +180,7 @@ public final class NcclCommunicator implements Communicator {
                 throw new CommunicatorException(what + " failed: " + ncclGetErrorString(res).getString() + lastError(c.comm.isNull() ? null : c.comm)
                         + (res == ncclInvalidUsage ? " (two ranks on one GPU are refused by NCCL: one rank per GPU)" : ""));
             c.worker.submit(() -> cudaSetDevice(c.device)).get();
+            c.watchdog.submit(() -> cudaSetDevice(c.device)).get();
             return c;
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
@@ -471,6 +484,7 @@ public final class NcclCommunicator implements Communicator {
             release.run();
         };
         worker.submit(() -> {
+            boolean watched = false; // handed to the watchdog, which then releases the events
             try {
                 checkOpen(name);
                 cuda(cudaStreamWaitEvent(stream, ready, 0), "cudaStreamWaitEvent(nccl stream)");
@@ -491,13 +505,34 @@ public final class NcclCommunicator implements Communicator {
                 // non-blocking: NCCL issues the kernels in the background; the done event must follow them
                 if (res == ncclInProgress) awaitEnqueued(name, what);
                 cuda(cudaEventRecord(done, stream), "cudaEventRecord(nccl stream)");
+                inFlight.incrementAndGet();
+                try {
+                    watchdog.execute(() -> {
+                        try {
+                            java.util.concurrent.CountDownLatch gate = watchGate;
+                            if (gate != null) gate.await();
+                            watch(what, ready, done);
+                        } catch (InterruptedException e) {
+                            Thread.currentThread().interrupt();
+                        } finally {
+                            inFlight.decrementAndGet();
+                            cudaEventDestroy(ready);
+                            release.run();
+                        }
+                    });
+                    watched = true;
+                } catch (java.util.concurrent.RejectedExecutionException e) {
+                    inFlight.decrementAndGet(); // closing: nothing watches it any more
+                }
+                // the next collective is issued at once: this one runs on the stream meanwhile, watched in order
                 issued.complete(null);
-                watch(what, ready, done);
             } catch (Throwable t) {
                 issued.completeExceptionally(t);
             } finally {
-                cudaEventDestroy(ready);
-                release.run();
+                if (!watched) {
+                    cudaEventDestroy(ready);
+                    release.run();
+                }
             }
         });
         // (registered once the call is queued: a refused submit leaves nothing held)
@@ -610,7 +645,13 @@ public final class NcclCommunicator implements Communicator {
         }
     }
 
-    /** Polls until the collective is done, aborting the communicator when it overruns the timeout. */
+    /** How many issued collectives the watchdog has not yet seen end. */
+    int inFlight() { return inFlight.get(); }
+
+    /**
+     * Polls until the collective is done, aborting the communicator when it overruns the timeout; on the watchdog's
+     * thread, after the collectives issued before it ended, so the timeout counts from when it could start.
+     */
     private void watch(String what, CUevent_st ready, CUevent_st done) {
         long started = -1, pause = 1_000;
         while (true) {
@@ -690,11 +731,17 @@ public final class NcclCommunicator implements Communicator {
             if (closed) return;
             closed = true;
         }
+        // the worker's queue is issued, then the watchdog sees the issued collectives end: up to 10 s for both
+        long deadline = System.nanoTime() + 10_000_000_000L;
         worker.shutdown();
         try {
             worker.awaitTermination(10, TimeUnit.SECONDS);
+            watchdog.shutdown();
+            watchdog.awaitTermination(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
+        } finally {
+            watchdog.shutdown();
         }
         int[] current = {-1}; // close() may come from another thread (the trainer's): work on this device, then restore
         cudaGetDevice(current);

@@ -110,6 +110,51 @@ class NcclCommunicatorTest {
     }
 
     /**
+     * Collectives are issued back to back: with the watchdog held before it watches the first, every later one is
+     * still issued (its await returns: it waits for the issue, not for the end), all of them in flight at once; once
+     * the watchdog goes on, it sees each end, and the results are right.
+     */
+    @Test
+    void collectivesAreIssuedWithoutWaitingForTheOnesBeforeToEnd() throws Exception {
+        CudaBackend be = cuda();
+        int n = 1 << 20, k = 6;
+        try (NcclCommunicator c = worldOne(be)) {
+            java.util.concurrent.CountDownLatch gate = new java.util.concurrent.CountDownLatch(1);
+            c.watchGate = gate;
+            Tensor[] bufs = new Tensor[k];
+            try {
+                for (int i = 0; i < k; i++) {
+                    bufs[i] = be.zeros(DType.FP32, n);
+                    be.fill(bufs[i], i + 1);
+                }
+                // awaited on another thread, so that a regression (issuing waits for the watch) fails instead of hanging
+                java.util.concurrent.ExecutorService caller = daemons(1);
+                try {
+                    caller.submit(() -> {
+                        for (int i = 0; i < k; i++) c.allReduce(bufs[i], ReduceOp.SUM).await();
+                        return null;
+                    }).get(60, java.util.concurrent.TimeUnit.SECONDS);
+                    assertEquals(k, c.inFlight(), "every collective issued, none watched yet");
+                } catch (java.util.concurrent.TimeoutException e) {
+                    fail("the awaits did not return while the watchdog was held: issuing waits for the collectives before to end");
+                } finally {
+                    gate.countDown();
+                    caller.shutdownNow();
+                }
+                long until = System.nanoTime() + 60_000_000_000L;
+                while (c.inFlight() > 0 && System.nanoTime() < until) Thread.onSpinWait();
+                assertEquals(0, c.inFlight(), "the watchdog saw every collective end");
+                be.synchronize();
+                for (int i = 0; i < k; i++)
+                    for (float v : bufs[i].toFloats()) assertEquals(i + 1f, v, "collective " + i);
+            } finally {
+                gate.countDown();
+                for (Tensor t : bufs) if (t != null) t.close();
+            }
+        }
+    }
+
+    /**
      * A tensor closed before its collective is awaited is freed only once the collective is done with it (its free
      * waits; the memory would otherwise go to the next allocation while NCCL uses it), and the collective's result is
      * still right in a tensor that stays; after await the hold is gone.
