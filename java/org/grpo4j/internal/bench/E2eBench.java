@@ -785,12 +785,12 @@ public final class E2eBench implements Callable<Integer> {
         if (!r.ok()) return head + r.status() + (r.note() == null ? "" : " (" + r.note() + ")");
         return head + switch (r.section()) {
             case E2eReport.TRAIN -> String.format(Locale.ROOT, "%.1f ms/step, %.0f tokens/s, %.1f%% MFU", r.medianMs(), r.fig("tokens_per_s"), r.fig("mfu_pct"));
-            case E2eReport.ROLLOUT -> String.format(Locale.ROOT, "%.2f s, %.0f tokens/s, %.1f%% of roofline; steady %s tokens/s, %s; host %.3f ms/step",
+            case E2eReport.ROLLOUT -> String.format(Locale.ROOT, "%.2f s, %.0f tokens/s, %.1f%% of roofline; steady %s tokens/s, %s; host %s ms/step",
                     r.medianMs() / 1e3, r.fig("tokens_per_s"), r.fig("roofline_pct"),
                     r.fig("steady_tokens_per_s") == null ? "-" : String.format(Locale.ROOT, "%.0f", r.fig("steady_tokens_per_s")),
                     r.fig("steady_roofline_pct") == null ? "-" : String.format(Locale.ROOT, "%.1f%% of roofline, %.1f%% of bound",
                             r.fig("steady_roofline_pct"), r.fig("steady_bound_pct")),
-                    r.fig("host_ms_per_step"));
+                    r.fig("host_ms_per_step") == null ? "-" : String.format(Locale.ROOT, "%.3f", r.fig("host_ms_per_step")));
             default -> String.format(Locale.ROOT, "generation %.2f s, reward %.2f s, log-probs %.2f s, training %.2f s, total %.2f s",
                     r.fig("generation_s"), r.fig("reward_s"), r.fig("logprobs_s"), r.fig("training_s"), r.fig("total_s"));
         };
@@ -1219,7 +1219,8 @@ public final class E2eBench implements Callable<Integer> {
         } else {
             note += "; no steady-state figure (the whole call was not longer than the prefill-only one)";
         }
-        f.put("host_ms_per_step", mid.hostMillisPerDecodeStep());
+        // (absent when every decode step of the call set a graph up: nothing left to measure)
+        if (Double.isFinite(mid.hostMillisPerDecodeStep())) f.put("host_ms_per_step", mid.hostMillisPerDecodeStep());
         // the graphs' set-up inside the timed call (each generate call captures its buckets again): in the steady rate,
         // not in host_ms_per_step
         f.put("graph_setup_steps", (double) mid.graphSetupSteps());

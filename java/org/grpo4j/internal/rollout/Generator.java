@@ -157,11 +157,12 @@ public final class Generator {
         /**
          * Host time to issue one decode step (upload, launches or one graph replay, the outputs' snapshot), before
          * waiting for the device; the steps that set a graph up (a bucket's eager warm-up, its capture:
-         * graphSetupSteps, graphSetupSeconds) are not in it.
+         * graphSetupSteps, graphSetupSeconds) are not in it. NaN when no decode step was left to measure (none ran, or
+         * every one set a graph up): not a measured 0.
          */
         public double hostMillisPerDecodeStep() {
             int n = decodeSteps - graphSetupSteps;
-            return n > 0 ? 1e3 * decodeHostSeconds / n : 0;
+            return n > 0 ? 1e3 * decodeHostSeconds / n : Double.NaN;
         }
 
         /**

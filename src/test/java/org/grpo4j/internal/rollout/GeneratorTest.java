@@ -75,6 +75,17 @@ class GeneratorTest {
         }
     }
 
+    /** A call without a decode step (one token each: the prefill samples it) has no host time per step, not 0 ms. */
+    @Test
+    void aCallWithoutDecodeStepsHasNoHostTimePerStep() {
+        Generator g = gen(4, 64, 8, true);
+        g.generate(prompts(), new SamplingParams(2, 1f, 1f, 0, 1, Set.of(), 3));
+        assertEquals(0, g.lastStats().decodeSteps());
+        assertTrue(Double.isNaN(g.lastStats().hostMillisPerDecodeStep()), "host ms per step " + g.lastStats().hostMillisPerDecodeStep());
+        g.generate(prompts(), new SamplingParams(2, 1f, 1f, 0, 4, Set.of(), 3));
+        assertTrue(g.lastStats().decodeSteps() > 0 && g.lastStats().hostMillisPerDecodeStep() >= 0, g.lastStats().toString());
+    }
+
     @Test
     void prefixSharingPoolSizeAndBatchSizeDoNotChangeTokens() {
         SamplingParams p = new SamplingParams(5, 1f, 0.9f, 0, 9, Set.of(1), 77);
