@@ -36,6 +36,79 @@ public final class Tokenizer implements AutoCloseable {
         // global offline mode, so an application that downloads DJL models itself is unaffected.
         for (String f : FLAVORS)
             if (System.getenv(f) == null && System.getProperty(f) == null) System.setProperty(f, "cpu");
+        String lib = NativeLibrary.install();
+        if (lib != null) System.setProperty(NativeLibrary.OVERRIDE, lib);
+    }
+
+    /**
+     * The jar's CPU build of the tokenizers library, extracted where DJL's own extraction cannot break it. DJL
+     * extracts into {@code <cache>/tokenizers/<version>-cpu-<platform>/}, one level deeper ({@code .../90/}) when it sees
+     * a GPU of that compute capability, by moving a temporary directory onto that path, quietly doing nothing when the
+     * path exists: after a JVM that saw a GPU had made {@code .../cpu-linux-x86_64/90/}, every JVM without one
+     * (tests, eval or export on the CPU) failed with "Can't load library: .../cpu-linux-x86_64/libtokenizers.so".
+     * Here the file is written under a name of its own and renamed atomically (concurrent processes each rename an
+     * identical copy), then handed to DJL as {@code RUST_LIBRARY_PATH}, which DJL loads as given. Not done when the
+     * user set RUST_LIBRARY_PATH or a flavor other than cpu, when the jar has no build for this platform, or when
+     * the cache cannot be written (DJL's own extraction then runs).
+     */
+    static final class NativeLibrary {
+        static final String OVERRIDE = "RUST_LIBRARY_PATH";
+
+        private NativeLibrary() {}
+
+        /** The extracted library's path, or null to leave the choice to DJL. */
+        static String install() {
+            if (System.getenv(OVERRIDE) != null || System.getProperty(OVERRIDE) != null) return null;
+            for (String f : FLAVORS) {
+                String v = System.getenv(f) != null ? System.getenv(f) : System.getProperty(f);
+                if (v != null && !v.equals("cpu")) return null;
+            }
+            String platform = platform();
+            if (platform == null) return null;
+            String name = System.mapLibraryName("tokenizers");
+            ClassLoader cl = HuggingFaceTokenizer.class.getClassLoader();
+            String version;
+            try (InputStream in = cl.getResourceAsStream("native/lib/tokenizers.properties")) {
+                if (in == null) return null;
+                java.util.Properties p = new java.util.Properties();
+                p.load(in);
+                version = p.getProperty("version");
+            } catch (IOException e) {
+                return null;
+            }
+            if (version == null || !version.matches("[0-9A-Za-z._-]+")) return null;
+            String resource = "native/lib/" + platform + "/cpu/" + name;
+            java.net.URL url = cl.getResource(resource);
+            if (url == null) return null;
+            try {
+                Path dir = ai.djl.util.Utils.getEngineCacheDir("tokenizers").resolve("grpo4j-" + version + "-cpu-" + platform);
+                Path target = dir.resolve(name);
+                long size = url.openConnection().getContentLengthLong();
+                if (Files.isRegularFile(target) && size >= 0 && Files.size(target) == size) return target.toString();
+                Files.createDirectories(dir);
+                Path tmp = Files.createTempFile(dir, name, ".part");
+                try {
+                    try (InputStream in = url.openStream()) {
+                        Files.copy(in, tmp, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                    }
+                    Files.move(tmp, target, java.nio.file.StandardCopyOption.ATOMIC_MOVE, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                } finally {
+                    Files.deleteIfExists(tmp);
+                }
+                return target.toString();
+            } catch (IOException | RuntimeException e) {
+                return null; // (a cache that cannot be written: DJL's own extraction)
+            }
+        }
+
+        /** DJL's platform directory in its jar ("linux-x86_64", "osx-aarch64", ...), null for one it has none for. */
+        static String platform() {
+            String os = System.getProperty("os.name", "").toLowerCase(java.util.Locale.ROOT);
+            String arch = System.getProperty("os.arch", "").toLowerCase(java.util.Locale.ROOT);
+            String o = os.startsWith("linux") ? "linux" : os.startsWith("mac") ? "osx" : os.startsWith("windows") ? "win" : null;
+            String a = arch.equals("amd64") || arch.equals("x86_64") ? "x86_64" : arch.equals("aarch64") || arch.equals("arm64") ? "aarch64" : null;
+            return o == null || a == null ? null : o + "-" + a;
+        }
     }
 
     private final Path dir;
