@@ -64,6 +64,15 @@ public interface Communicator extends AutoCloseable {
      */
     double[][] allGatherDoubles(double[] local);
 
+    /**
+     * Throws if the communicator has failed (a timeout, NCCL's error, an abort), naming why; call it after reading on
+     * the host what a collective wrote. An abort ends the collectives NCCL was running without their results, and
+     * {@link Work#await()} may have returned before it: the host read then returns what the buffer held, and only
+     * this check tells that apart (a failure is recorded before NCCL's kernels are released, so a read that returned
+     * before any failure was recorded read finished collectives). {@code what} names the read in the message.
+     */
+    default void check(String what) {}
+
     /** Releases the communicator's resources (it cannot be used afterwards). */
     @Override
     void close();

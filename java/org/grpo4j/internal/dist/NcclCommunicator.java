@@ -94,7 +94,7 @@ public final class NcclCommunicator implements Communicator {
     /** When the worker entered NCCL to issue a collective (System.nanoTime), 0 when it is not in an issue; and which. */
     private volatile long issuingSince;
     private volatile String issuingWhat = "";
-    private boolean closed;
+    private volatile boolean closed;
     /**
      * Held around every call on {@code comm} (issuing, polling its async error, destroying or aborting it):
      * ncclCommAbort frees the communicator, so no other call on it may run at the same time or after it.
@@ -406,8 +406,12 @@ public final class NcclCommunicator implements Communicator {
         try (Tensor one = be.zeros(DType.FP32, 1)) {
             allReduce(one, ReduceOp.SUM).await();
             be.synchronize();
+            check("barrier"); // (an abort also ends the all-reduce)
         }
     }
+
+    @Override
+    public void check(String what) { checkOpen(what); }
 
     @Override
     public double[][] allGatherDoubles(double[] local) {
@@ -421,6 +425,7 @@ public final class NcclCommunicator implements Communicator {
         try (Tensor in = be.upload(bits, stride); Tensor out = be.empty(DType.INT32, world * stride)) {
             allGather(out, in).await();
             int[] all = out.toInts();
+            check("allGatherDoubles"); // (after an abort the buffer holds what it held: not the ranks' values)
             double[][] res = new double[world][n];
             for (int r = 0; r < world; r++)
                 for (int i = 0; i < n; i++)
@@ -485,6 +490,7 @@ public final class NcclCommunicator implements Communicator {
         };
         worker.submit(() -> {
             boolean watched = false; // handed to the watchdog, which then releases the events
+            boolean taken = false; // NCCL accepted the call: its kernels may be on the stream
             try {
                 checkOpen(name);
                 cuda(cudaStreamWaitEvent(stream, ready, 0), "cudaStreamWaitEvent(nccl stream)");
@@ -496,6 +502,7 @@ public final class NcclCommunicator implements Communicator {
                     issuingSince = System.nanoTime();
                     try {
                         nccl(res = call.issue(stream), "nccl " + what);
+                        taken = true;
                     } finally {
                         issuingSince = 0;
                     }
@@ -527,7 +534,11 @@ public final class NcclCommunicator implements Communicator {
                 // the next collective is issued at once: this one runs on the stream meanwhile, watched in order
                 issued.complete(null);
             } catch (Throwable t) {
-                issued.completeExceptionally(t);
+                // taken by NCCL, then the communicator failed while it issued (an abort from the watchdog or another
+                // thread): its kernels may have run on the buffers, so it counts as issued; await() then throws with
+                // the failure, after ordering the compute stream (and the tensors' frees) after the NCCL stream's end
+                if (taken && failure != null && !watched && cudaEventRecord(done, stream) == cudaSuccess) issued.complete(null);
+                else issued.completeExceptionally(t);
             } finally {
                 if (!watched) {
                     cudaEventDestroy(ready);
@@ -673,7 +684,9 @@ public final class NcclCommunicator implements Communicator {
             }
             if (res != ncclSuccess || (async[0] != ncclSuccess && async[0] != ncclInProgress)) {
                 int code = res != ncclSuccess ? res : async[0];
-                abort(new CommunicatorException("NCCL " + what + " failed on rank " + rank + ": " + ncclGetErrorString(code).getString() + lastError(comm)));
+                // (the communicator's error: this collective's, or one issued after it while it ran)
+                abort(new CommunicatorException("NCCL " + what + " (or a collective issued after it) failed on rank " + rank + ": "
+                        + ncclGetErrorString(code).getString() + lastError(comm)));
                 return;
             }
             if (started < 0 && cudaEventQuery(ready) == cudaSuccess) started = System.nanoTime();
@@ -731,7 +744,7 @@ public final class NcclCommunicator implements Communicator {
             if (closed) return;
             closed = true;
         }
-        // the worker's queue is issued, then the watchdog sees the issued collectives end: up to 10 s for both
+        // the worker's queued calls fail (closed), then the watchdog sees the issued collectives end: up to 10 s for both
         long deadline = System.nanoTime() + 10_000_000_000L;
         worker.shutdown();
         try {

@@ -198,9 +198,9 @@ final class CheckpointPhase {
         if (st.dataFingerprint() == null && log != null)
             log.println("grpo4j: " + stateFile + " has no data fingerprint (written by an older grpo4j): the data cannot be checked");
         Path step0 = ck.getParent().resolve("step_0").resolve("model"); // its presence checked by Checkpoints.resumed
-        List<Long> sums = ranks.run(i -> {
+        ranks.run(i -> {
             RankState r = states.get(i);
-            r.loadReference(step0, i == 0);
+            r.loadReference(step0);
             r.optimizer.load(ck, savedWorld);
             if (r.optimizer.steps() != st.optimizerSteps()) // (both count the updates applied: AdamW's bias correction and the schedule)
                 throw new IOException(ck + ": the optimizer files' metadata step " + r.optimizer.steps() + " differs from " + stateFile
@@ -213,6 +213,15 @@ final class CheckpointPhase {
             } catch (IllegalArgumentException e) {
                 throw new IllegalArgumentException(stateFile + ": " + e.getMessage());
             }
+            return null;
+        });
+        // every process has read its part of the checkpoint before any rank's first collective (a sharded reference's
+        // checksum gathers): a node reading from a slow shared filesystem would otherwise have the others' gathers
+        // time out at nccl_timeout_s, as the policy weights' "weights loaded" barrier prevents before it
+        if (cluster != null) cluster.barrier("checkpoint loaded", 3600);
+        List<Long> sums = ranks.run(i -> {
+            RankState r = states.get(i);
+            r.checksumLoadedReference(i == 0);
             return i == 0 ? r.referenceChecksum() : 0L;
         });
         if (sums.get(0) != st.referenceChecksum())

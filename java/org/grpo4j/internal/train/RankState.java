@@ -255,21 +255,29 @@ final class RankState implements AutoCloseable {
 
     /**
      * The reference from the step-0 checkpoint's fp32 weights, cast to the compute dtype as at the run's start; sharded,
-     * each rank reads its pieces only (every rank calls it: the checksum gathers the layers). {@code hashes}: this rank
-     * takes the reference's checksum ({@link #referenceChecksum}).
+     * each rank reads its pieces only, with no collective (then every rank calls {@link #checksumLoadedReference}, whose
+     * checksum gathers the layers).
      */
-    void loadReference(Path step0Model, boolean hashes) throws IOException {
+    void loadReference(Path step0Model) throws IOException {
         closeReference();
         if (shardsReference()) {
             requireRunsModel(step0Model, org.grpo4j.internal.model.LlamaConfig.read(step0Model));
             refShards = ShardedReference.load(be, comm, step0Model, s.model(), s.dtype());
             refModel = refShards.model();
-            long h = refShards.checksum(hashes, CHECKSUM_SEED);
-            if (hashes) referenceChecksum = h;
         } else {
             reference = LlamaWeights.load(be, step0Model, s.dtype());
             refModel = new LlamaModel(reference);
         }
+    }
+
+    /**
+     * After {@link #loadReference}: a sharded reference's checksum, which gathers its layers (every rank calls it);
+     * {@code hashes}: this rank keeps it ({@link #referenceChecksum}). Nothing to do for a whole reference.
+     */
+    void checksumLoadedReference(boolean hashes) {
+        if (refShards == null) return;
+        long h = refShards.checksum(hashes, CHECKSUM_SEED);
+        if (hashes) referenceChecksum = h;
     }
 
     /** Refuses the model in {@code dir}, whose config.json says {@code c}, unless it is the run's model. */

@@ -482,7 +482,10 @@ final class ShardedAdamW implements AutoCloseable {
                 Tensor st = stage.view(0, len);
                 if (owner == rank) be.copy(st, master.view(a - start, len));
                 comm.broadcast(st, owner).await();
-                if (host != null) System.arraycopy(st.toFloats(), 0, host, (int) (a - e.offset()), len);
+                if (host != null) {
+                    System.arraycopy(st.toFloats(), 0, host, (int) (a - e.offset()), len);
+                    comm.check("the checkpoint's gather of " + e.name()); // (an aborted broadcast leaves st as it was)
+                }
                 a = end;
             }
         }

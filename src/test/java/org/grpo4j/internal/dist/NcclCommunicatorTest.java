@@ -206,12 +206,18 @@ class NcclCommunicatorTest {
         NcclCommunicator c = worldOne(be);
         try (Tensor t = be.zeros(DType.FP32, 8)) {
             c.allReduce(t, ReduceOp.SUM).await();
+            t.toFloats();
+            c.check("the read of t"); // healthy: nothing thrown
             Thread other = new Thread(() -> c.abort(new IllegalStateException("rank 3 threw")));
             other.start();
             other.join();
             c.setContext("step 7, update");
             CommunicatorException e = assertThrows(CommunicatorException.class, () -> c.allReduce(t, ReduceOp.SUM).await());
             assertEquals("allReduce (step 7, update) stopped: rank 3 threw", e.getMessage());
+            // a host read after the abort is not taken for the collective's result
+            CommunicatorException read = assertThrows(CommunicatorException.class, () -> c.check("the read of t"));
+            assertEquals("the read of t (step 7, update) stopped: rank 3 threw", read.getMessage());
+            assertThrows(CommunicatorException.class, () -> c.allGatherDoubles(new double[] {1}));
             be.synchronize();
         } finally {
             c.close();
