@@ -16,9 +16,22 @@
 //   each cudaGraphLaunch. A synchronization, a host copy or a free on a capturing stream is refused
 //   (cudaErrorStreamCaptureUnsupported) and invalidates the capture (cudaStreamEndCapture then fails with
 //   cudaErrorStreamCaptureInvalidated), as on a GPU.
+// - G4EMU_ASYNC=1: deferred streams. Each created stream queues its work and runs it only when the host must see it
+//   or another stream waits for it: cudaStreamSynchronize, cudaEventSynchronize, a D2H copy to pageable memory, a
+//   synchronizing free, cudaDeviceSynchronize, an NCCL collective on that stream (its inputs), a cudaStreamWaitEvent
+//   node reached on the waiting stream; cudaEventQuery and cudaStreamQuery answer cudaErrorNotReady once while work
+//   is pending (then run it). So the host sees what a GPU that has not got there yet would show: a copy into pinned
+//   memory lands when its stream runs (read earlier, the buffer holds its 0xcd fill or older data), a copy from
+//   pinned or pageable memory reads it when it runs (pinned) or when it is issued (pageable, staged as CUDA does),
+//   a stream-ordered free poisons the block when its stream reaches it, and a stream that does not wait for another's
+//   event reads what that stream has not yet written. The legacy stream stays synchronous (every stream here is
+//   non-blocking). Missing waits and host reads without a synchronization show as wrong values or NaN.
 #include <sys/time.h>
 
 #include <chrono>
+#include <cstring>
+#include <deque>
+#include <memory>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -41,21 +54,44 @@ namespace {
 std::recursive_mutex mu;  // the emulated device serves one caller at a time
 using Lock = std::lock_guard<std::recursive_mutex>;
 
+struct Event;
+
 struct Graph {
     std::vector<std::function<void()>> ops;
+    std::vector<Event*> record_of;  // per op: the event it records, or null (G4EMU_ASYNC: a replay moves the event)
+    void push(std::function<void()> op, Event* record = nullptr) {
+        ops.push_back(std::move(op));
+        record_of.push_back(record);
+    }
 };
 
 struct Stream {
     Graph* capture = nullptr;  // non-null while captured
     bool invalidated = false;
     int device = -1;           // the device current when it was created (-1: the legacy stream, any device)
+    // G4EMU_ASYNC: the work issued and not yet run; issued and run count the stream's operations
+    std::deque<std::function<void()>> queue;
+    long long issued = 0, done = 0, id = 0;
+    bool running = false;
 };
 
 struct Event {
     double ms = 0;
     bool recorded = false;
     int device = 0;
+    long long stream = -1, seq = 0;  // G4EMU_ASYNC: the stream (id) and operation count its last record completes at
 };
+
+int deferred_flag = -1;  // G4EMU_ASYNC's, read at the first use; g4emu::set_deferred sets it (a case of its own)
+
+bool deferred() {
+    if (deferred_flag < 0) {
+        const char* e = getenv("G4EMU_ASYNC");
+        deferred_flag = e != nullptr && *e != 0 && strcmp(e, "0") != 0;
+        if (deferred_flag) fprintf(stderr, "kernel-emu: deferred streams (G4EMU_ASYNC): work runs when the host or another stream waits for it\n");
+    }
+    return deferred_flag > 0;
+}
 
 constexpr int MAX_DEVICES = 8;
 
@@ -72,6 +108,8 @@ thread_local int cur_dev = 0;  // cudaSetDevice's, per thread as on a GPU
 
 Stream legacy;  // stream 0
 std::set<Stream*> streams;
+std::map<long long, Stream*> streams_by_id;  // (G4EMU_ASYNC: an event names its stream by id, which outlives it)
+long long next_stream_id = 1;
 std::set<Event*> events;
 std::set<Graph*> graphs;
 
@@ -111,6 +149,38 @@ int device_of(Stream* st) { return st->device < 0 ? cur_dev : st->device; }
 double now_ms() {
     using namespace std::chrono;
     return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
+}
+
+// G4EMU_ASYNC: runs stream st's queued work up to its operation count `target` (on the stream's device). A stream
+// reached again while it runs (a wait on a stream that waits on it) needs only work it has already run.
+void run_until(Stream* st, long long target) {
+    if (st->done >= target) return;
+    if (st->running) g4emu::fail("kernel-emu: a stream waits for work of its own that comes later (a dependency cycle)");
+    st->running = true;
+    const int saved = cur_dev;
+    if (st->device >= 0) cur_dev = st->device;
+    while (st->done < target && !st->queue.empty()) {
+        std::function<void()> op = std::move(st->queue.front());
+        st->queue.pop_front();
+        op();
+        st->done++;
+    }
+    cur_dev = saved;
+    st->running = false;
+}
+
+void run_all(Stream* st) { run_until(st, st->issued); }
+
+void run_every_stream() {
+    for (auto& [id, st] : streams_by_id) run_all(st);
+}
+
+// Whether the completion of event e's last record is still queued (G4EMU_ASYNC); its stream if so.
+Stream* pending_stream(const Event* e) {
+    if (e->stream < 0) return nullptr;
+    auto it = streams_by_id.find(e->stream);
+    if (it == streams_by_id.end() || it->second->done >= e->seq) return nullptr;
+    return it->second;
 }
 
 // Work a capture cannot take: refused, and the capture is dead.
@@ -163,8 +233,28 @@ bool launch_allowed(cudaStream_t s, const char* what) {
 void submit(cudaStream_t s, std::function<void()> op) {
     Lock l(mu);
     Stream* st = stream_of(s);
-    if (st->capture) st->capture->ops.push_back(std::move(op));
-    else op();
+    if (st->capture) {
+        st->capture->push(std::move(op));
+    } else if (deferred() && st != &legacy) {
+        st->queue.push_back(std::move(op));
+        st->issued++;
+    } else {
+        op();
+    }
+}
+
+// Deferred streams on or off (G4EMU_ASYNC's setting otherwise); off runs what is queued first.
+void set_deferred(bool on) {
+    Lock l(mu);
+    if (!on) run_every_stream();
+    deferred_flag = on;
+}
+
+// Runs stream s's queued work (G4EMU_ASYNC; nothing otherwise): an NCCL collective reads its inputs after it.
+void stream_flush(cudaStream_t s) {
+    Lock l(mu);
+    Stream* st = stream_of(s);
+    if (!st->capture) run_all(st);
 }
 }  // namespace g4emu
 
@@ -221,7 +311,11 @@ cudaError_t cudaSetDevice(int d) {
     return cudaSuccess;
 }
 cudaError_t cudaGetDevice(int* d) { *d = cur_dev; return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+    Lock l(mu);
+    run_every_stream();
+    return cudaSuccess;
+}
 
 // Shared memory a block may opt into: an sm_90's 227 KiB, or G4EMU_SMEM_OPTIN bytes (an sm_86 / sm_89 has 99 KiB:
 // 101376), so that the launchers' paths for smaller devices run too.
@@ -304,6 +398,7 @@ cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned int) {
 cudaError_t cudaFreeHost(void* p) {
     Lock l(mu);
     if (p == nullptr) return cudaSuccess;
+    run_every_stream();  // (a copy still queued would write freed memory)
     if (!host_allocs.erase(p)) {
         g4emu::set_last_error(cudaErrorInvalidValue);
         return cudaErrorInvalidValue;
@@ -315,6 +410,7 @@ cudaError_t cudaFreeHost(void* p) {
 cudaError_t cudaFree(void* p) {
     Lock l(mu);
     if (p == nullptr) return cudaSuccess;
+    run_every_stream();  // cudaFree synchronizes the device
     auto it = sync_allocs.find(p);
     if (it == sync_allocs.end()) {
         g4emu::set_last_error(cudaErrorInvalidValue);
@@ -355,6 +451,7 @@ cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t pool, cudaMemPoolAttr a, void*
 cudaError_t cudaMemPoolTrimTo(cudaMemPool_t pool, size_t keep) {
     Lock l(mu);
     int d = pool_device(pool);
+    run_every_stream();  // (only blocks whose frees have run are idle on a GPU; here a queued poison would write freed memory)
     for (auto it = pool_free.begin(); it != pool_free.end() && pool_idle[d] > (long long) keep;) {
         if (it->second.second != d) {
             ++it;
@@ -384,7 +481,9 @@ cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t s) {
         *p = reuse->second.first;
         pool_free.erase(reuse);
         pool_idle[d] -= (long long) n;
-        memset(*p, 0xff, n);
+        void* q = *p;
+        if (deferred() && st != &legacy && !st->capture) g4emu::submit(s, [q, n]() { memset(q, 0xff, n); });  // (in stream order)
+        else memset(q, 0xff, n);
     } else if ((long long) n > free_on(d) || !(*p = device_alloc(bytes))) {
         g4emu::set_last_error(cudaErrorMemoryAllocation);
         return cudaErrorMemoryAllocation;
@@ -407,21 +506,45 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t s) {
     const Alloc a = it->second;
     pool_used[a.device] -= (long long) a.bytes;
     pool_idle[a.device] += (long long) a.bytes;
-    memset(p, 0xff, a.bytes);  // kept by the pool, poisoned: a kernel reading freed memory sees NaN
+    // kept by the pool, poisoned: a kernel reading freed memory sees NaN (deferred: when the stream reaches the free)
+    g4emu::submit(s, [p, a]() { memset(p, 0xff, a.bytes); });
     pool_free.insert({{st, a.bytes}, {p, a.device}});
     pool_allocs.erase(it);
     return cudaSuccess;
 }
+
+// Whether p is in page-locked host memory (cudaHostAlloc).
+static bool pinned(const void* p) {
+    auto it = host_allocs.upper_bound(const_cast<void*>(p));
+    if (it == host_allocs.begin()) return false;
+    --it;
+    return (const char*) p < (const char*) it->first + it->second;
+}
+
+static bool on_device(const void* p) { return g4emu::device_of_pointer(p) >= 0; }
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, enum cudaMemcpyKind kind, cudaStream_t s) {
     Lock l(mu);
     Stream* st = stream_of(s);
     if (st->capture) {
         if (kind != cudaMemcpyDeviceToDevice) return refuse_in_capture(st);  // (host memory is pageable here)
-        st->capture->ops.push_back([=]() { memmove(dst, src, n); });
+        st->capture->push([=]() { memmove(dst, src, n); });
         return cudaSuccess;
     }
-    memmove(dst, src, n);
+    if (!deferred() || st == &legacy || n == 0) {
+        memmove(dst, src, n);
+        return cudaSuccess;
+    }
+    const bool dst_pageable = !on_device(dst) && !pinned(dst), src_pageable = !on_device(src) && !pinned(src);
+    if (dst_pageable) {  // to pageable memory: CUDA returns once the copy is done
+        run_all(st);
+        memmove(dst, src, n);
+    } else if (src_pageable) {  // from pageable memory: staged when issued
+        auto staged = std::make_shared<std::vector<char>>((const char*) src, (const char*) src + n);
+        g4emu::submit(s, [dst, staged, n]() { memmove(dst, staged->data(), n); });
+    } else {  // device and pinned memory: read and written when the stream gets there
+        g4emu::submit(s, [=]() { memmove(dst, src, n); });
+    }
     return cudaSuccess;
 }
 
@@ -444,7 +567,9 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
     Lock l(mu);
     Stream* st = new Stream();
     st->device = cur_dev;
+    st->id = next_stream_id++;
     streams.insert(st);
+    streams_by_id[st->id] = st;
     *s = reinterpret_cast<cudaStream_t>(st);
     return cudaSuccess;
 }
@@ -453,7 +578,10 @@ cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
     Lock l(mu);
     Stream* st = reinterpret_cast<Stream*>(s);
-    if (!streams.erase(st)) return cudaErrorInvalidResourceHandle;
+    if (!streams.count(st)) return cudaErrorInvalidResourceHandle;
+    run_all(st);  // (its work completes after the destroy on a GPU)
+    streams.erase(st);
+    streams_by_id.erase(st->id);
     std::multimap<std::pair<Stream*, size_t>, std::pair<void*, int>> keep;  // its freed blocks stay in the pool, for any stream
     for (auto& [key, p] : pool_free) keep.insert({{key.first == st ? nullptr : key.first, key.second}, p});
     pool_free.swap(keep);
@@ -465,20 +593,35 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     Lock l(mu);
     Stream* st = stream_of(s);
     if (st->capture) return refuse_in_capture(st);
+    run_all(st);
     return cudaSuccess;
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t ev, unsigned) {
     Lock l(mu);
-    stream_of(s);
+    Stream* st = stream_of(s);
     if (ev == nullptr || !events.count(reinterpret_cast<Event*>(ev))) return cudaErrorInvalidResourceHandle;
+    Event* e = reinterpret_cast<Event*>(ev);
+    if (st->capture || pending_stream(e) == nullptr) return cudaSuccess;
+    const long long id = e->stream, seq = e->seq;  // the record this wait is for: the event's last one at this call
+    if (st == &legacy) {
+        run_until(pending_stream(e), seq);
+        return cudaSuccess;
+    }
+    g4emu::submit(s, [id, seq]() {
+        auto it = streams_by_id.find(id);
+        if (it != streams_by_id.end()) run_until(it->second, seq);
+    });
     return cudaSuccess;
 }
 
+// (G4EMU_ASYNC: pending work answers cudaErrorNotReady once, then runs: a poller sees it finish on its next poll)
 cudaError_t cudaStreamQuery(cudaStream_t s) {
     Lock l(mu);
-    stream_of(s);
-    return cudaSuccess;
+    Stream* st = stream_of(s);
+    if (st->capture || st->done >= st->issued) return cudaSuccess;
+    run_all(st);
+    return cudaErrorNotReady;
 }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* ev, unsigned) {
@@ -508,18 +651,40 @@ cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s) {
                 device_of(stream_of(s)));
         return cudaErrorInvalidResourceHandle;
     }
-    g4emu::submit(s, [e]() { e->ms = now_ms(); e->recorded = true; });
+    Stream* st = stream_of(s);
+    // (an event destroyed while its record is queued: the record finds it gone)
+    std::function<void()> op = [e]() {
+        if (events.count(e)) {
+            e->ms = now_ms();
+            e->recorded = true;
+        }
+    };
+    if (st->capture) st->capture->push(std::move(op), e);
+    else g4emu::submit(s, std::move(op));
+    if (!st->capture) {
+        e->stream = deferred() && st != &legacy ? st->id : -1;
+        e->seq = st->issued;
+    }
     return cudaSuccess;
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t ev) {
     Lock l(mu);
-    return events.count(reinterpret_cast<Event*>(ev)) ? cudaSuccess : cudaErrorInvalidResourceHandle;
+    Event* e = reinterpret_cast<Event*>(ev);
+    if (!events.count(e)) return cudaErrorInvalidResourceHandle;
+    if (Stream* st = pending_stream(e)) run_until(st, e->seq);
+    return cudaSuccess;
 }
 
 cudaError_t cudaEventQuery(cudaEvent_t ev) {
     Lock l(mu);
-    return events.count(reinterpret_cast<Event*>(ev)) ? cudaSuccess : cudaErrorInvalidResourceHandle;
+    Event* e = reinterpret_cast<Event*>(ev);
+    if (!events.count(e)) return cudaErrorInvalidResourceHandle;
+    if (Stream* st = pending_stream(e)) {
+        run_until(st, e->seq);
+        return cudaErrorNotReady;
+    }
+    return cudaSuccess;
 }
 
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
@@ -589,7 +754,15 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
     Lock l(mu);
     Graph* g = reinterpret_cast<Graph*>(exec);
     if (!graphs.count(g)) return cudaErrorInvalidValue;
-    for (auto& op : g->ops) g4emu::submit(s, op);
+    Stream* st = stream_of(s);
+    for (size_t i = 0; i < g->ops.size(); i++) {
+        g4emu::submit(s, g->ops[i]);
+        Event* e = g->record_of[i];
+        if (e != nullptr && events.count(e) && !st->capture) {
+            e->stream = deferred() && st != &legacy ? st->id : -1;
+            e->seq = st->issued;
+        }
+    }
     return cudaSuccess;
 }
 

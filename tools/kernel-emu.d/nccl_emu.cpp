@@ -45,6 +45,7 @@
 
 namespace g4emu {
 int device_of_pointer(const void* p);  // cudart_emu.cpp
+void stream_flush(cudaStream_t s);      // cudart_emu.cpp: runs the stream's deferred work (G4EMU_ASYNC)
 }
 
 namespace {
@@ -394,6 +395,9 @@ int collective(Comm* c, CallDesc call, const void* send, void* recv, cudaStream_
                   + std::to_string(sh->slot) + " (G4EMU_NCCL_SLOT_MIB)");
         return INVALID_USAGE;
     }
+    // the collective follows the work queued on its stream before it (G4EMU_ASYNC defers it; the stream's waits for
+    // other streams' events run those first): its inputs are then written, as on a GPU
+    g4emu::stream_flush(s);
     return run(c, [=] { return exchange(c, call, send, recv, in, out); });
 }
 // Maps the communicator's segment and joins it as c->rank, waiting for every rank (or the timeout, or an abort).
