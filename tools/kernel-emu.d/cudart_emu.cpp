@@ -58,10 +58,11 @@ struct Event;
 
 struct Graph {
     std::vector<std::function<void()>> ops;
-    std::vector<Event*> record_of;  // per op: the event it records, or null (G4EMU_ASYNC: a replay moves the event)
-    void push(std::function<void()> op, Event* record = nullptr) {
+    // per op: the event it records and its serial, or null (G4EMU_ASYNC: a replay moves the event)
+    std::vector<std::pair<Event*, long long>> record_of;
+    void push(std::function<void()> op, Event* record = nullptr, long long serial = 0) {
         ops.push_back(std::move(op));
-        record_of.push_back(record);
+        record_of.push_back({record, serial});
     }
 };
 
@@ -72,6 +73,7 @@ struct Stream {
     // G4EMU_ASYNC: the work issued and not yet run; issued and run count the stream's operations
     std::deque<std::function<void()>> queue;
     long long issued = 0, done = 0, id = 0;
+    long long polled = -1;  // G4EMU_ASYNC: the issued count a query last answered not-ready for
     bool running = false;
 };
 
@@ -80,7 +82,10 @@ struct Event {
     bool recorded = false;
     int device = 0;
     long long stream = -1, seq = 0;  // G4EMU_ASYNC: the stream (id) and operation count its last record completes at
+    long long polled = -1;           // G4EMU_ASYNC: the seq a query last answered not-ready for
+    long long serial = 0;            // (queued records name the event by address and serial: an address is reused)
 };
+long long next_event_serial = 1;
 
 int deferred_flag = -1;  // G4EMU_ASYNC's, read at the first use; g4emu::set_deferred sets it (a case of its own)
 
@@ -173,6 +178,11 @@ void run_all(Stream* st) { run_until(st, st->issued); }
 
 void run_every_stream() {
     for (auto& [id, st] : streams_by_id) run_all(st);
+}
+
+void run_device_streams(int d) {
+    for (auto& [id, st] : streams_by_id)
+        if (st->device == d) run_all(st);
 }
 
 // Whether the completion of event e's last record is still queued (G4EMU_ASYNC); its stream if so.
@@ -313,7 +323,7 @@ cudaError_t cudaSetDevice(int d) {
 cudaError_t cudaGetDevice(int* d) { *d = cur_dev; return cudaSuccess; }
 cudaError_t cudaDeviceSynchronize(void) {
     Lock l(mu);
-    run_every_stream();
+    run_device_streams(cur_dev);
     return cudaSuccess;
 }
 
@@ -472,11 +482,9 @@ cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t s) {
     const size_t n = rounded(bytes);
     *p = nullptr;
     auto reuse = pool_free.end();
-    for (auto [it, end] = pool_free.equal_range({st, n}); it != end; ++it)
-        if (it->second.second == d) {
-            reuse = it;
-            break;
-        }
+    for (Stream* from : {st, (Stream*) nullptr})  // its own frees, then those of destroyed streams (their work has run)
+        for (auto [it, end] = pool_free.equal_range({from, n}); it != end && reuse == pool_free.end(); ++it)
+            if (it->second.second == d) reuse = it;
     if (reuse != pool_free.end()) {
         *p = reuse->second.first;
         pool_free.erase(reuse);
@@ -536,7 +544,10 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, enum cudaMemcp
         return cudaSuccess;
     }
     const bool dst_pageable = !on_device(dst) && !pinned(dst), src_pageable = !on_device(src) && !pinned(src);
-    if (dst_pageable) {  // to pageable memory: CUDA returns once the copy is done
+    if (!on_device(dst) && !on_device(src)) {  // host to host: synchronous in CUDA, after the stream's work
+        run_all(st);
+        memmove(dst, src, n);
+    } else if (dst_pageable) {  // to pageable memory: CUDA returns once the copy is done
         run_all(st);
         memmove(dst, src, n);
     } else if (src_pageable) {  // from pageable memory: staged when issued
@@ -615,19 +626,25 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t ev, unsigned) {
     return cudaSuccess;
 }
 
-// (G4EMU_ASYNC: pending work answers cudaErrorNotReady once, then runs: a poller sees it finish on its next poll)
+// (G4EMU_ASYNC: pending work answers cudaErrorNotReady, running nothing; the next query of the same work runs it and
+// answers done: a poller sees a lagging stream finish on its next poll, the work meanwhile not done)
 cudaError_t cudaStreamQuery(cudaStream_t s) {
     Lock l(mu);
     Stream* st = stream_of(s);
     if (st->capture || st->done >= st->issued) return cudaSuccess;
+    if (st->polled != st->issued) {
+        st->polled = st->issued;
+        return cudaErrorNotReady;
+    }
     run_all(st);
-    return cudaErrorNotReady;
+    return cudaSuccess;
 }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* ev, unsigned) {
     Lock l(mu);
     Event* e = new Event();
     e->device = cur_dev;
+    e->serial = next_event_serial++;
     events.insert(e);
     *ev = reinterpret_cast<cudaEvent_t>(e);
     return cudaSuccess;
@@ -653,13 +670,14 @@ cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s) {
     }
     Stream* st = stream_of(s);
     // (an event destroyed while its record is queued: the record finds it gone)
-    std::function<void()> op = [e]() {
-        if (events.count(e)) {
+    const long long serial = e->serial;
+    std::function<void()> op = [e, serial]() {
+        if (events.count(e) && e->serial == serial) {
             e->ms = now_ms();
             e->recorded = true;
         }
     };
-    if (st->capture) st->capture->push(std::move(op), e);
+    if (st->capture) st->capture->push(std::move(op), e, serial);
     else g4emu::submit(s, std::move(op));
     if (!st->capture) {
         e->stream = deferred() && st != &legacy ? st->id : -1;
@@ -681,8 +699,11 @@ cudaError_t cudaEventQuery(cudaEvent_t ev) {
     Event* e = reinterpret_cast<Event*>(ev);
     if (!events.count(e)) return cudaErrorInvalidResourceHandle;
     if (Stream* st = pending_stream(e)) {
+        if (e->polled != e->seq) {
+            e->polled = e->seq;
+            return cudaErrorNotReady;
+        }
         run_until(st, e->seq);
-        return cudaErrorNotReady;
     }
     return cudaSuccess;
 }
@@ -691,6 +712,7 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
     Lock l(mu);
     Event *x = reinterpret_cast<Event*>(a), *y = reinterpret_cast<Event*>(b);
     if (!events.count(x) || !events.count(y)) return cudaErrorInvalidResourceHandle;
+    if (pending_stream(x) || pending_stream(y)) return cudaErrorNotReady;
     if (!x->recorded || !y->recorded) return cudaErrorInvalidResourceHandle;
     *ms = (float) (y->ms - x->ms);
     return cudaSuccess;
@@ -757,8 +779,8 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
     Stream* st = stream_of(s);
     for (size_t i = 0; i < g->ops.size(); i++) {
         g4emu::submit(s, g->ops[i]);
-        Event* e = g->record_of[i];
-        if (e != nullptr && events.count(e) && !st->capture) {
+        auto [e, serial] = g->record_of[i];
+        if (e != nullptr && events.count(e) && e->serial == serial && !st->capture) {
             e->stream = deferred() && st != &legacy ? st->id : -1;
             e->seq = st->issued;
         }

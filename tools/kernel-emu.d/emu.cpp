@@ -145,7 +145,7 @@ const char* kernel_name = "?";
 size_t smem_bytes;
 const std::function<void()>* body;
 std::map<const void*, int> smem_limit;  // cudaFuncSetAttribute(MaxDynamicSharedMemorySize)
-cudaError_t last_error = cudaSuccess;
+thread_local cudaError_t last_error = cudaSuccess;  // per host thread, as CUDA keeps it
 const void* main_stack_bottom;
 size_t main_stack_size;
 long long blocks_run, threads_run;
@@ -790,12 +790,14 @@ long long launches(const char* prefix) {
     return n;
 }
 
-void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t smem, const std::function<void()>& b) {
+// A launch's configuration as the GPU checks it when the kernel is launched (not when it runs: a deferred stream,
+// G4EMU_ASYNC, runs it later): false, with the error in the launching thread's slot, for one it refuses.
+bool launch_ok(const char* name, const void* fn, dim3 grid, dim3 block, size_t smem) {
     const long long threads = (long long) block.x * block.y * block.z;
     if (threads < 1 || threads > MAX_THREADS || grid.x < 1 || grid.y < 1 || grid.z < 1 || grid.y > 65535 || grid.z > 65535 ||
         block.z > 64) {
         last_error = cudaErrorInvalidConfiguration;
-        return;
+        return false;
     }
     auto lim = smem_limit.find(fn);
     size_t allowed = lim == smem_limit.end() ? DEFAULT_SMEM : (size_t) lim->second;
@@ -804,8 +806,14 @@ void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t sm
         fprintf(stderr, "kernel-emu: %s launched with %zu bytes of dynamic shared memory, above its limit %zu"
                         " (cudaFuncSetAttribute)\n", name, smem, allowed);
         last_error = cudaErrorInvalidValue;
-        return;
+        return false;
     }
+    return true;
+}
+
+void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t smem, const std::function<void()>& b) {
+    const long long threads = (long long) block.x * block.y * block.z;
+    if (!launch_ok(name, fn, grid, block, smem)) return;  // (checked at the launch too: a graph replays what it took)
     kernel_name = name;
     launch_counts[name]++;
     PROF(prof_launch_begin(fn));

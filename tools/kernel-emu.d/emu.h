@@ -127,6 +127,7 @@ void named_arrive(int id, int count);
 void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);
 void submit(cudaStream_t stream, std::function<void()> op);
 bool launch_allowed(cudaStream_t stream, const char* what);  // the stream is on the calling thread's device (cudart_emu.cpp)
+bool launch_ok(const char* name, const void* fn, dim3 grid, dim3 block, size_t smem);  // its configuration (emu.cpp)
 
 template <typename K>
 struct Bound {
@@ -142,6 +143,7 @@ struct Bound {
         dim3 g = grid, b = block;
         size_t sm = smem;
         if (!launch_allowed(stream, n)) return;  // another device's stream: the launch fails, as on a GPU
+        if (!launch_ok(n, (const void*) k, g, b, sm)) return;  // refused at the launch, as on a GPU (not when it runs)
         // (not instrumented: the copies of the arguments are the launch's, not the kernel's accesses; --profile)
         submit(stream, [=]() G4EMU_UNPROFILED {
             run_grid(n, (const void*) k, g, b, sm, [&]() G4EMU_UNPROFILED { k(args...); });

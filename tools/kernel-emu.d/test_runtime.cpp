@@ -1,6 +1,8 @@
 // tools/kernel-emu: the emulated runtime's deferred streams (G4EMU_ASYNC, cudart_emu.cpp), the mode that runs the
 // Java GPU tests (tools/kernel-emu --jvm --async) with streams that lag behind the host: each property it must have
 // for a missing wait or an unsynchronized host read to show, checked on the runtime API itself.
+#include "emu.h"  // (first, as the kernels' sources get it: a kernel of this file's own is launched below)
+
 #include <cuda_runtime.h>
 
 #include "emu_test.h"
@@ -12,6 +14,8 @@ void set_deferred(bool on);  // cudart_emu.cpp
 }
 
 namespace {
+__global__ void runtime_nothing_kernel(int) {}
+
 bool all_bytes(const void* p, size_t n, unsigned char v) {
     const unsigned char* b = static_cast<const unsigned char*>(p);
     for (size_t i = 0; i < n; i++)
@@ -51,6 +55,7 @@ EMU_CASE("runtime", deferred_streams) {
     CHECK(all_bytes(pinned, n, 0xcd), "a copy into pinned memory landed before its stream was synchronized");
     cudaEventRecord(ev, a);
     CHECK(cudaEventQuery(ev) == cudaErrorNotReady, "an event with work before it was ready at once");
+    CHECK(all_bytes(pinned, n, 0xcd), "a not-ready answer ran the work");
     CHECK(cudaEventQuery(ev) == cudaSuccess, "an event was still not ready on the second query");
     CHECK(all_bytes(pinned, n, 0x3f), "the pinned copy did not land by its event");
 
@@ -89,6 +94,15 @@ EMU_CASE("runtime", deferred_streams) {
     CHECK(all_bytes(p, n, 0x12), "a free poisoned the block before its stream reached it");
     cudaStreamSynchronize(a);
     CHECK(all_bytes(p, n, 0xff), "a free did not poison the block when its stream ran it");
+
+    // a launch the GPU refuses fails at the launch, not when its stream runs it
+    cudaGetLastError();
+    cudaMemsetAsync(x, 1, n, a);
+    g4emu::launch("runtime_nothing_kernel", runtime_nothing_kernel, dim3(1), dim3(2048), 0, a)(0);  // (2048 threads a block)
+    cudaError_t at_launch = cudaGetLastError();
+    cudaStreamSynchronize(a);
+    CHECK(at_launch == cudaErrorInvalidConfiguration, "a block of 2048 threads was not refused at its launch");
+    CHECK(cudaGetLastError() == cudaSuccess, "a refused launch left an error for the synchronization");
 
     // a D2H copy to pageable memory returns with the stream's work before it done
     cudaMemsetAsync(x, 0x5a, n, a);
