@@ -19,8 +19,9 @@
 // - G4EMU_ASYNC=1: deferred streams. Each created stream queues its work and runs it only when the host must see it
 //   or another stream waits for it: cudaStreamSynchronize, cudaEventSynchronize, a D2H copy to pageable memory, a
 //   synchronizing free, cudaDeviceSynchronize, an NCCL collective on that stream (its inputs), a cudaStreamWaitEvent
-//   node reached on the waiting stream; cudaEventQuery and cudaStreamQuery answer cudaErrorNotReady once while work
-//   is pending (then run it). So the host sees what a GPU that has not got there yet would show: a copy into pinned
+//   node reached on the waiting stream; cudaEventQuery and cudaStreamQuery answer cudaErrorNotReady for work issued
+//   less than G4EMU_ASYNC_LAG_MS (2 s) ago, and run older work (a poller sees it finish late, never early). An NCCL
+//   collective's output lands when its stream reaches it (nccl_emu.cpp), not when it is issued. So the host sees what a GPU that has not got there yet would show: a copy into pinned
 //   memory lands when its stream runs (read earlier, the buffer holds its 0xcd fill or older data), a copy from
 //   pinned or pageable memory reads it when it runs (pinned) or when it is issued (pageable, staged as CUDA does),
 //   a stream-ordered free poisons the block when its stream reaches it, and a stream that does not wait for another's
@@ -73,7 +74,7 @@ struct Stream {
     // G4EMU_ASYNC: the work issued and not yet run; issued and run count the stream's operations
     std::deque<std::function<void()>> queue;
     long long issued = 0, done = 0, id = 0;
-    long long polled = -1;  // G4EMU_ASYNC: the issued count a query last answered not-ready for
+    double last_issue_ms = 0;  // G4EMU_ASYNC: when its last operation was issued
     bool running = false;
 };
 
@@ -82,12 +83,25 @@ struct Event {
     bool recorded = false;
     int device = 0;
     long long stream = -1, seq = 0;  // G4EMU_ASYNC: the stream (id) and operation count its last record completes at
-    long long polled = -1;           // G4EMU_ASYNC: the seq a query last answered not-ready for
+    double issued_ms = 0;            // G4EMU_ASYNC: when its last record was issued
     long long serial = 0;            // (queued records name the event by address and serial: an address is reused)
 };
 long long next_event_serial = 1;
 
 int deferred_flag = -1;  // G4EMU_ASYNC's, read at the first use; g4emu::set_deferred sets it (a case of its own)
+
+double now_ms();
+
+// G4EMU_ASYNC_LAG_MS (default 2000): how far behind the host a polled stream is. A query answers not-ready for work
+// issued less than this long ago (running nothing), and runs work that is older: a poller (a watchdog, a staging
+// buffer's check) sees the work finish a while later, and work issued meanwhile without a wait still runs first.
+double lag_ms() {
+    static double v = [] {
+        const char* e = getenv("G4EMU_ASYNC_LAG_MS");
+        return e != nullptr && *e ? atof(e) : 2000.0;
+    }();
+    return v;
+}
 
 bool deferred() {
     if (deferred_flag < 0) {
@@ -248,6 +262,7 @@ void submit(cudaStream_t s, std::function<void()> op) {
     } else if (deferred() && st != &legacy) {
         st->queue.push_back(std::move(op));
         st->issued++;
+        st->last_issue_ms = now_ms();
     } else {
         op();
     }
@@ -259,6 +274,8 @@ void set_deferred(bool on) {
     if (!on) run_every_stream();
     deferred_flag = on;
 }
+
+bool deferred_streams() { return deferred(); }
 
 // Runs stream s's queued work (G4EMU_ASYNC; nothing otherwise): an NCCL collective reads its inputs after it.
 void stream_flush(cudaStream_t s) {
@@ -626,16 +643,12 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t ev, unsigned) {
     return cudaSuccess;
 }
 
-// (G4EMU_ASYNC: pending work answers cudaErrorNotReady, running nothing; the next query of the same work runs it and
-// answers done: a poller sees a lagging stream finish on its next poll, the work meanwhile not done)
+// (G4EMU_ASYNC: pending work issued within the lag answers cudaErrorNotReady, running nothing; older work runs)
 cudaError_t cudaStreamQuery(cudaStream_t s) {
     Lock l(mu);
     Stream* st = stream_of(s);
     if (st->capture || st->done >= st->issued) return cudaSuccess;
-    if (st->polled != st->issued) {
-        st->polled = st->issued;
-        return cudaErrorNotReady;
-    }
+    if (now_ms() - st->last_issue_ms < lag_ms()) return cudaErrorNotReady;
     run_all(st);
     return cudaSuccess;
 }
@@ -682,6 +695,7 @@ cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s) {
     if (!st->capture) {
         e->stream = deferred() && st != &legacy ? st->id : -1;
         e->seq = st->issued;
+        e->issued_ms = now_ms();
     }
     return cudaSuccess;
 }
@@ -699,10 +713,7 @@ cudaError_t cudaEventQuery(cudaEvent_t ev) {
     Event* e = reinterpret_cast<Event*>(ev);
     if (!events.count(e)) return cudaErrorInvalidResourceHandle;
     if (Stream* st = pending_stream(e)) {
-        if (e->polled != e->seq) {
-            e->polled = e->seq;
-            return cudaErrorNotReady;
-        }
+        if (now_ms() - e->issued_ms < lag_ms()) return cudaErrorNotReady;
         run_until(st, e->seq);
     }
     return cudaSuccess;
@@ -783,6 +794,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
         if (e != nullptr && events.count(e) && e->serial == serial && !st->capture) {
             e->stream = deferred() && st != &legacy ? st->id : -1;
             e->seq = st->issued;
+            e->issued_ms = now_ms();
         }
     }
     return cudaSuccess;

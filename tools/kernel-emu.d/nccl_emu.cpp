@@ -41,11 +41,15 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <memory>
 #include <vector>
 
 namespace g4emu {
 int device_of_pointer(const void* p);  // cudart_emu.cpp
 void stream_flush(cudaStream_t s);      // cudart_emu.cpp: runs the stream's deferred work (G4EMU_ASYNC)
+bool deferred_streams();                 // cudart_emu.cpp: whether streams defer their work (G4EMU_ASYNC)
+void submit(cudaStream_t stream, std::function<void()> op);  // cudart_emu.cpp
+[[noreturn]] void fail(const char* fmt, ...);               // emu.cpp
 }
 
 namespace {
@@ -398,7 +402,35 @@ int collective(Comm* c, CallDesc call, const void* send, void* recv, cudaStream_
     // the collective follows the work queued on its stream before it (G4EMU_ASYNC defers it; the stream's waits for
     // other streams' events run those first): its inputs are then written, as on a GPU
     g4emu::stream_flush(s);
-    return run(c, [=] { return exchange(c, call, send, recv, in, out); });
+    if (!g4emu::deferred_streams()) return run(c, [=] { return exchange(c, call, send, recv, in, out); });
+    // deferred streams: the output lands in the receive buffer when the stream reaches the collective, not when it is
+    // issued, so that work reading it without waiting for the collective (a missing await) reads the old bytes. The
+    // ranks exchange into a staging copy; the landing, queued on the stream now, copies it once the exchange is done.
+    struct Landing {
+        std::vector<unsigned char> buf;
+        std::atomic<int> state{0};  // 0 exchanging, 1 done, 2 failed
+    };
+    auto landing = std::make_shared<Landing>();
+    landing->buf.resize(out);
+    const bool writes_recv = call.kind != REDUCE || c->rank == call.root;
+    int r = run(c, [=] {
+        int e = exchange(c, call, send, landing->buf.data(), in, out);
+        landing->state.store(e == SUCCESS ? 1 : 2);
+        return e;
+    });
+    if (r != SUCCESS && r != IN_PROGRESS) return r;
+    const int limit_s = env_int("G4EMU_NCCL_TIMEOUT_S", 600) + 60;
+    const Kind kind = (Kind) call.kind;
+    g4emu::submit(s, [=] {
+        // (reached once the issuing thread has seen the call finish, as NcclCommunicator records its done event after
+        // that; a wait here holds the runtime, so one that overruns is an emulator failure, not a hang)
+        for (long long waited = 0; landing->state.load() == 0; waited++) {
+            if (waited > limit_s * 1000LL) g4emu::fail("kernel-emu: a stream reached %s before its ranks had exchanged", kind_name[kind]);
+            usleep(1000);
+        }
+        if (landing->state.load() == 1 && writes_recv && out > 0) memcpy(recv, landing->buf.data(), out);
+    });
+    return r;
 }
 // Maps the communicator's segment and joins it as c->rank, waiting for every rank (or the timeout, or an abort).
 int join(Comm* c, const std::string& name) {
