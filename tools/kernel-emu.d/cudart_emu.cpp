@@ -277,6 +277,11 @@ void set_deferred(bool on) {
 
 bool deferred_streams() { return deferred(); }
 
+void with_runtime(const std::function<void()>& f) {
+    Lock l(mu);
+    f();
+}
+
 // Runs stream s's queued work (G4EMU_ASYNC; nothing otherwise): an NCCL collective reads its inputs after it.
 void stream_flush(cudaStream_t s) {
     Lock l(mu);
@@ -437,12 +442,12 @@ cudaError_t cudaFreeHost(void* p) {
 cudaError_t cudaFree(void* p) {
     Lock l(mu);
     if (p == nullptr) return cudaSuccess;
-    run_every_stream();  // cudaFree synchronizes the device
     auto it = sync_allocs.find(p);
     if (it == sync_allocs.end()) {
         g4emu::set_last_error(cudaErrorInvalidValue);
         return cudaErrorInvalidValue;
     }
+    run_device_streams(it->second.device);  // cudaFree synchronizes the device
     sync_used[it->second.device] -= (long long) it->second.bytes;
     device_free(p, it->second.bytes);
     sync_allocs.erase(it);
@@ -478,7 +483,7 @@ cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t pool, cudaMemPoolAttr a, void*
 cudaError_t cudaMemPoolTrimTo(cudaMemPool_t pool, size_t keep) {
     Lock l(mu);
     int d = pool_device(pool);
-    run_every_stream();  // (only blocks whose frees have run are idle on a GPU; here a queued poison would write freed memory)
+    run_device_streams(d);  // (only blocks whose frees have run are idle on a GPU; here a queued poison would write freed memory)
     for (auto it = pool_free.begin(); it != pool_free.end() && pool_idle[d] > (long long) keep;) {
         if (it->second.second != d) {
             ++it;

@@ -48,6 +48,7 @@ namespace g4emu {
 int device_of_pointer(const void* p);  // cudart_emu.cpp
 void stream_flush(cudaStream_t s);      // cudart_emu.cpp: runs the stream's deferred work (G4EMU_ASYNC)
 bool deferred_streams();                 // cudart_emu.cpp: whether streams defer their work (G4EMU_ASYNC)
+void with_runtime(const std::function<void()>& f);  // cudart_emu.cpp: f under the runtime's lock
 void submit(cudaStream_t stream, std::function<void()> op);  // cudart_emu.cpp
 [[noreturn]] void fail(const char* fmt, ...);               // emu.cpp
 }
@@ -406,31 +407,32 @@ int collective(Comm* c, CallDesc call, const void* send, void* recv, cudaStream_
     // deferred streams: the output lands in the receive buffer when the stream reaches the collective, not when it is
     // issued, so that work reading it without waiting for the collective (a missing await) reads the old bytes. The
     // ranks exchange into a staging copy; the landing, queued on the stream now, copies it once the exchange is done.
+    // A stream that reaches the landing before the exchange is done (a synchronization of every stream while the
+    // peers have not issued yet) does not wait there, holding the runtime a peer needs to issue: the exchange's
+    // thread lands it when it is done, before the call's state says done (so before the caller records its event).
     struct Landing {
         std::vector<unsigned char> buf;
-        std::atomic<int> state{0};  // 0 exchanging, 1 done, 2 failed
+        std::atomic<int> state{0};  // 0 exchanging, 1 done, 2 failed, 3 reached by its stream while exchanging
     };
     auto landing = std::make_shared<Landing>();
     landing->buf.resize(out);
     const bool writes_recv = call.kind != REDUCE || c->rank == call.root;
-    int r = run(c, [=] {
+    auto land = [landing, recv, out, writes_recv] {
+        if (writes_recv && out > 0) memcpy(recv, landing->buf.data(), out);
+    };
+    // (refused at once, as by run(), before anything is queued: a call while the previous one is in progress)
+    if (c->nonblocking && c->state.load() == IN_PROGRESS) return run(c, [] { return SUCCESS; });
+    g4emu::submit(s, [landing, land] {
+        int st = 0;
+        if (landing->state.compare_exchange_strong(st, 3)) return;  // the exchange's thread lands it
+        if (st == 1) land();
+    });
+    return run(c, [=] {
         int e = exchange(c, call, send, landing->buf.data(), in, out);
-        landing->state.store(e == SUCCESS ? 1 : 2);
+        int st = 0;
+        if (!landing->state.compare_exchange_strong(st, e == SUCCESS ? 1 : 2) && e == SUCCESS) g4emu::with_runtime(land);
         return e;
     });
-    if (r != SUCCESS && r != IN_PROGRESS) return r;
-    const int limit_s = env_int("G4EMU_NCCL_TIMEOUT_S", 600) + 60;
-    const Kind kind = (Kind) call.kind;
-    g4emu::submit(s, [=] {
-        // (reached once the issuing thread has seen the call finish, as NcclCommunicator records its done event after
-        // that; a wait here holds the runtime, so one that overruns is an emulator failure, not a hang)
-        for (long long waited = 0; landing->state.load() == 0; waited++) {
-            if (waited > limit_s * 1000LL) g4emu::fail("kernel-emu: a stream reached %s before its ranks had exchanged", kind_name[kind]);
-            usleep(1000);
-        }
-        if (landing->state.load() == 1 && writes_recv && out > 0) memcpy(recv, landing->buf.data(), out);
-    });
-    return r;
 }
 // Maps the communicator's segment and joins it as c->rank, waiting for every rank (or the timeout, or an abort).
 int join(Comm* c, const std::string& name) {

@@ -453,6 +453,8 @@ public final class NcclCommunicator implements Communicator {
         cuda(cudaEventRecord(ready, compute), "cudaEventRecord(compute)");
         String what = name + (context.isEmpty() ? "" : " (" + context + ")");
         CompletableFuture<Void> issued = new CompletableFuture<>();
+        // why a call NCCL took then failed while it was issued (the communicator failed or was closed meanwhile)
+        java.util.concurrent.atomic.AtomicReference<Throwable> takenThenFailed = new java.util.concurrent.atomic.AtomicReference<>();
         // the done event's users, the watchdog, await() and (with tensors to hold) the holds: the last one to let go
         // destroys it
         java.util.concurrent.atomic.AtomicInteger holders = new java.util.concurrent.atomic.AtomicInteger(uses.length > 0 ? 3 : 2);
@@ -537,8 +539,13 @@ public final class NcclCommunicator implements Communicator {
                 // taken by NCCL, then the communicator failed while it issued (an abort from the watchdog or another
                 // thread): its kernels may have run on the buffers, so it counts as issued; await() then throws with
                 // the failure, after ordering the compute stream (and the tensors' frees) after the NCCL stream's end
-                if (taken && failure != null && !watched && cudaEventRecord(done, stream) == cudaSuccess) issued.complete(null);
-                else issued.completeExceptionally(t);
+                // (closed meanwhile, failure unset: the same, its tensors must not be freed before the stream's end)
+                if (taken && !watched && cudaEventRecord(done, stream) == cudaSuccess) {
+                    takenThenFailed.set(t);
+                    issued.complete(null);
+                } else {
+                    issued.completeExceptionally(t);
+                }
             } finally {
                 if (!watched) {
                     cudaEventDestroy(ready);
@@ -557,12 +564,14 @@ public final class NcclCommunicator implements Communicator {
                 // issued, but the communicator failed since (its watchdog's timeout, NCCL's error, an abort from another
                 // thread): this collective may not have finished, so its output is not to be read (an all-gather's
                 // buffer held whatever memory it was given: a caller took garbage for the step's agreement)
-                Throwable f = failure;
+                Throwable f = failure != null ? failure : takenThenFailed.get();
                 if (f != null) {
                     // the abort may still be on its way to NCCL (it waits for the lock): frees stay ordered after the
                     // collective's end on the compute stream, which the abort's end of NCCL's kernels brings
                     if (!be.isClosed()) cudaStreamWaitEvent(compute, done, 0);
                     unhold.run();
+                    if (f instanceof CommunicatorException ce && f == takenThenFailed.get() && ce.getMessage() != null
+                            && ce.getMessage().contains(" stopped: ")) throw ce;
                     throw new CommunicatorException(what + " stopped: " + reason(f), f);
                 }
                 checkBackend(name);  // (a closed backend's stream is destroyed: no wait may be enqueued on it)
