@@ -199,6 +199,13 @@ void run_device_streams(int d) {
         if (st->device == d) run_all(st);
 }
 
+// Event e's last record is the operation just issued to st (outside a capture): where its completion is.
+void mark_record(Event* e, Stream* st) {
+    e->stream = deferred() && st != &legacy ? st->id : -1;
+    e->seq = st->issued;
+    e->issued_ms = now_ms();
+}
+
 // Whether the completion of event e's last record is still queued (G4EMU_ASYNC); its stream if so.
 Stream* pending_stream(const Event* e) {
     if (e->stream < 0) return nullptr;
@@ -512,8 +519,8 @@ cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t s) {
         pool_free.erase(reuse);
         pool_idle[d] -= (long long) n;
         void* q = *p;
-        if (deferred() && st != &legacy && !st->capture) g4emu::submit(s, [q, n]() { memset(q, 0xff, n); });  // (in stream order)
-        else memset(q, 0xff, n);
+        if (st->capture) memset(q, 0xff, n);  // (not a graph's work)
+        else g4emu::submit(s, [q, n]() { memset(q, 0xff, n); });  // in stream order (deferred streams: after the free)
     } else if ((long long) n > free_on(d) || !(*p = device_alloc(bytes))) {
         g4emu::set_last_error(cudaErrorMemoryAllocation);
         return cudaErrorMemoryAllocation;
@@ -566,11 +573,8 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, enum cudaMemcp
         return cudaSuccess;
     }
     const bool dst_pageable = !on_device(dst) && !pinned(dst), src_pageable = !on_device(src) && !pinned(src);
-    if (!on_device(dst) && !on_device(src)) {  // host to host: synchronous in CUDA, after the stream's work
-        run_all(st);
-        memmove(dst, src, n);
-    } else if (dst_pageable) {  // to pageable memory: CUDA returns once the copy is done
-        run_all(st);
+    if (dst_pageable || (!on_device(dst) && !on_device(src))) {  // to pageable memory, or host to host: CUDA returns
+        run_all(st);                                                // once the copy is done
         memmove(dst, src, n);
     } else if (src_pageable) {  // from pageable memory: staged when issued
         auto staged = std::make_shared<std::vector<char>>((const char*) src, (const char*) src + n);
@@ -697,11 +701,7 @@ cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s) {
     };
     if (st->capture) st->capture->push(std::move(op), e, serial);
     else g4emu::submit(s, std::move(op));
-    if (!st->capture) {
-        e->stream = deferred() && st != &legacy ? st->id : -1;
-        e->seq = st->issued;
-        e->issued_ms = now_ms();
-    }
+    if (!st->capture) mark_record(e, st);
     return cudaSuccess;
 }
 
@@ -796,11 +796,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
     for (size_t i = 0; i < g->ops.size(); i++) {
         g4emu::submit(s, g->ops[i]);
         auto [e, serial] = g->record_of[i];
-        if (e != nullptr && events.count(e) && e->serial == serial && !st->capture) {
-            e->stream = deferred() && st != &legacy ? st->id : -1;
-            e->seq = st->issued;
-            e->issued_ms = now_ms();
-        }
+        if (e != nullptr && events.count(e) && e->serial == serial && !st->capture) mark_record(e, st);
     }
     return cudaSuccess;
 }

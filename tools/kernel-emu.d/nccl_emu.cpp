@@ -50,7 +50,6 @@ void stream_flush(cudaStream_t s);      // cudart_emu.cpp: runs the stream's def
 bool deferred_streams();                 // cudart_emu.cpp: whether streams defer their work (G4EMU_ASYNC)
 void with_runtime(const std::function<void()>& f);  // cudart_emu.cpp: f under the runtime's lock
 void submit(cudaStream_t stream, std::function<void()> op);  // cudart_emu.cpp
-[[noreturn]] void fail(const char* fmt, ...);               // emu.cpp
 }
 
 namespace {

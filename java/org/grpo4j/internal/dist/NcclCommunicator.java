@@ -570,8 +570,6 @@ public final class NcclCommunicator implements Communicator {
                     // collective's end on the compute stream, which the abort's end of NCCL's kernels brings
                     if (!be.isClosed()) cudaStreamWaitEvent(compute, done, 0);
                     unhold.run();
-                    if (f instanceof CommunicatorException ce && f == takenThenFailed.get() && ce.getMessage() != null
-                            && ce.getMessage().contains(" stopped: ")) throw ce;
                     throw new CommunicatorException(what + " stopped: " + reason(f), f);
                 }
                 checkBackend(name);  // (a closed backend's stream is destroyed: no wait may be enqueued on it)
