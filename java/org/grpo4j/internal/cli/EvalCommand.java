@@ -313,6 +313,9 @@ final class EvalCommand implements Callable<Integer> {
         for (com.fasterxml.jackson.databind.JsonNode x : runStopIds) {
             if (!x.isIntegralNumber() || !x.canConvertToInt() || x.asInt() < 0)
                 throw new IllegalArgumentException(src.checkpoint().resolve("config.json") + ": stop_token_ids must be a list of token ids >= 0, got " + runStopIds);
+            if (x.asInt() >= lc.vocabSize())  // (as the trainer's preflight refuses it: an id no sample can ever hold)
+                throw new IllegalArgumentException(src.checkpoint().resolve("config.json") + ": stop_token_ids: " + x.asInt()
+                        + " is not a token id of the model (vocab_size " + lc.vocabSize() + ")");
             ids.add(x.asInt());
         }
         return ids;

@@ -238,7 +238,7 @@ class EvalCommandTest {
 
     /**
      * eval stops where the trainer's rollouts stopped: a model directory at its generation config's ids, a checkpoint
-     * at its run's stop_token_ids, a run older than that key at the EOS alone; a malformed value is named.
+     * at its run's stop_token_ids, a run older than that key at the EOS alone; a malformed value or an id past the vocabulary is named.
      */
     @Test
     void evalStopsWhereTheRunsRolloutsStopped(@TempDir Path tmp) throws Exception {
@@ -259,6 +259,11 @@ class EvalCommandTest {
             bad.putArray("stop_token_ids").add("x");
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> EvalCommand.stopIds(run, bad, bad.get("stop_token_ids"), tok, lc));
             assertEquals(ck.resolve("config.json") + ": stop_token_ids must be a list of token ids >= 0, got [\"x\"]", e.getMessage());
+            ObjectNode past = older.deepCopy();
+            past.putArray("stop_token_ids").add(lc.vocabSize());
+            e = assertThrows(IllegalArgumentException.class, () -> EvalCommand.stopIds(run, past, past.get("stop_token_ids"), tok, lc));
+            assertEquals(ck.resolve("config.json") + ": stop_token_ids: " + lc.vocabSize() + " is not a token id of the model (vocab_size "
+                    + lc.vocabSize() + ")", e.getMessage());
         }
     }
 }
