@@ -160,6 +160,7 @@ final class EvalCommand implements Callable<Integer> {
             if (tok.eosId() < 0) // (the trainer refuses such a tokenizer too: every response would run to --max-tokens)
                 throw new IllegalArgumentException(src.model() + ": the tokenizer has no eos_token (tokenizer_config.json), so no response would stop"
                         + " before --max-tokens; the trainer's rollouts stop at it");
+            Set<Integer> eos = stopIds(src, run, runStopIds, tok, lc);  // (a bad entry is named before the data and weights load)
             ChatTemplate template = ChatTemplate.named(name, tok);
             PromptDataset prompts = new PromptDataset(rows, tok, template, promptLimit, maxChat);
             org.grpo4j.internal.train.Preflight.requireVerifiers(prompts, "--data", rewards);
@@ -191,7 +192,6 @@ final class EvalCommand implements Callable<Integer> {
             try (LlamaWeights w = LlamaWeights.load(be, src.model(), dtype)) {
                 String bad = w.firstNonFiniteTensor();
                 if (bad != null) throw new IllegalArgumentException(src.model() + ": tensor " + bad + " holds NaN or infinite values; the model is damaged");
-                Set<Integer> eos = stopIds(src, run, runStopIds, tok, lc);
                 Generator g = new Generator(new LlamaModel(w), new Generator.Config(16, kvBlocks, 256, true));
                 List<List<Completion>> all = g.generate(ids, new SamplingParams(samples, temperature, topP, 0, maxTokens, eos, seed,
                         stops.isEmpty() ? null : new StopStrings(stops, t -> tok.decodeLenient(t, true))));

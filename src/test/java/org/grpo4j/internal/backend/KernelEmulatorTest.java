@@ -18,6 +18,7 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.junit.jupiter.api.AfterAll;
@@ -44,6 +45,17 @@ class KernelEmulatorTest {
     /** The three builds' outcome: null, or why the class is skipped (no CUDA headers or no compiler). */
     private static CompletableFuture<String> builds;
     private static ExecutorService buildPool, pool;
+    /** The builds' and runs' processes still alive and their logs, which a JVM that exits kills and deletes (start's hook). */
+    private static final Map<Process, Path> LIVE = new HashMap<>();  // (guarded by itself)
+    private static boolean exiting;  // (guarded by LIVE) the hook has run: no process starts
+    private static Thread killOnExit;
+
+    /**
+     * How long a test waits for its run, and awaitBuilds for the builds, once this class's turn has come: the limit is
+     * the test's, not the process's, as a process started early may have waited at nice 19 behind the other classes.
+     * The processes themselves get {@link #PROCESS_LIMIT_MINUTES}, a bound for a hung one only.
+     */
+    private static final int TEST_LIMIT_MINUTES = 20, PROCESS_LIMIT_MINUTES = 90;
 
     /**
      * Starts the emulator's work in the background, once: the three builds (AddressSanitizer, ThreadSanitizer,
@@ -52,7 +64,12 @@ class KernelEmulatorTest {
      * test plan starts ({@link KernelEmulatorEarlyStart}, this class ordered last), it takes only what the other test
      * classes leave idle of the build machine's 2 cores (a third of them, on average, in CI: its waits on child JVMs,
      * its single-threaded stretches), instead of ~7 minutes of both cores of its own (CI's time limit). A run of this
-     * class alone starts it here, from {@link #awaitBuilds}. The tests then wait for their own runs.
+     * class alone starts it here, from {@link #awaitBuilds}. The tests then wait for their own runs. The builds run one
+     * at a time (each is {@code make -j$(nproc)}: three at once beside the surefire JVM and its child JVMs was more
+     * memory than the build machine should be asked for), the ThreadSanitizer build second, as its run is the longest.
+     * A JVM that exits while processes are left kills them (a shutdown hook); one killed outright (SIGKILL) leaves them
+     * to finish on their own, within minutes, each bounded by its own work. {@link #stop} forgets everything, so that a
+     * second test plan in the same JVM builds and runs afresh.
      */
     static synchronized void start() {
         if (builds != null) return;
@@ -75,10 +92,20 @@ class KernelEmulatorTest {
             return t;
         };
         List<String> sans = List.of("", "--race", "--profile");  // AddressSanitizer (the default), ThreadSanitizer, profile
-        buildPool = Executors.newFixedThreadPool(sans.size(), daemons);
+        buildPool = Executors.newSingleThreadExecutor(daemons);
         pool = Executors.newFixedThreadPool(Math.max(1, Runtime.getRuntime().availableProcessors()), daemons);
         Map<String, CompletableFuture<String>> built = new HashMap<>();  // sanitizer -> null, or why everything is skipped
-        for (String san : sans) built.put(san, CompletableFuture.supplyAsync(() -> build(san), buildPool));
+        for (String san : sans) built.put(san, CompletableFuture.supplyAsync(() -> build(san), buildPool));  // (in this order)
+        killOnExit = new Thread(() -> {
+            synchronized (LIVE) {
+                exiting = true;
+                LIVE.forEach((p, log) -> {
+                    destroyTree(p);
+                    deleteLog(log);  // (the daemon thread that waits for it is not waited for)
+                });
+            }
+        }, "kernel-emu-exit");
+        Runtime.getRuntime().addShutdownHook(killOnExit);
         builds = CompletableFuture.allOf(built.values().toArray(CompletableFuture[]::new))
                 .thenApply(v -> built.values().stream().map(CompletableFuture::join).filter(x -> x != null).findFirst().orElse(null));
         for (List<String> args : RUNS)
@@ -98,14 +125,14 @@ class KernelEmulatorTest {
     private static String build(String san) {
         List<String> cmd = new ArrayList<>(List.of("nice", "-n", "19", "bash", ROOT.resolve("tools/kernel-emu").toString(), "--build-only"));
         if (!san.isEmpty()) cmd.add(san);
-        Path log = null;
-        Process p = null;
+        Proc proc = null;
         try {
-            log = Files.createTempFile("kernel-emu-build", ".log");
-            p = new ProcessBuilder(cmd).directory(ROOT.toFile()).redirectErrorStream(true).redirectOutput(log.toFile()).start();
-            boolean done = p.waitFor(30, TimeUnit.MINUTES);
+            proc = startProcess(cmd, "kernel-emu-build");
+            Process p = proc.p;
+            Path log = proc.log;
+            boolean done = p.waitFor(PROCESS_LIMIT_MINUTES, TimeUnit.MINUTES);
             String out = Files.readString(log, StandardCharsets.UTF_8);
-            if (!done) BUILD_FAILED.put(san, "did not finish in 30 minutes:\n" + out);
+            if (!done) BUILD_FAILED.put(san, "did not finish in " + PROCESS_LIMIT_MINUTES + " minutes:\n" + out);
             // (the script's own checks: the CUDA headers, and $CXX or g++, as its Makefile compiles with)
             else if (p.exitValue() == 2 && (out.contains("kernel-emu: no CUDA headers") || out.contains("kernel-emu: no C++ compiler")))
                 return out.strip();
@@ -119,11 +146,43 @@ class KernelEmulatorTest {
             Thread.currentThread().interrupt();
             return null;
         } finally {
+            if (proc != null) {
+                try {
+                    kill(proc.p);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();  // (kill has already destroyed it; only the wait was cut short)
+                } finally {
+                    deleteLog(proc.log);
+                }
+            }
+        }
+    }
+
+    private static void deleteLog(Path log) {
+        try {
+            if (log != null) Files.deleteIfExists(log);
+        } catch (IOException ignored) {
+            // (a temporary file left behind)
+        }
+    }
+
+    private record Proc(Process p, Path log) {}
+
+    /**
+     * Starts a process with its output to a new temporary log, both tracked until {@link #kill} sees it gone (the
+     * caller deletes the log); none once the JVM exits, when the hook has deleted the logs of those it killed.
+     */
+    private static Proc startProcess(List<String> cmd, String logPrefix) throws IOException {
+        synchronized (LIVE) {
+            if (exiting) throw new IOException("the JVM is exiting: " + cmd + " not started");
+            Path log = Files.createTempFile(logPrefix, ".log");
             try {
-                if (p != null) kill(p);
-                if (log != null) Files.deleteIfExists(log);
-            } catch (IOException | InterruptedException ignored) {
-                // (a temporary file left behind)
+                Process p = new ProcessBuilder(cmd).directory(ROOT.toFile()).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+                LIVE.put(p, log);
+                return new Proc(p, log);
+            } catch (IOException | RuntimeException e) {
+                deleteLog(log);
+                throw e;
             }
         }
     }
@@ -133,20 +192,47 @@ class KernelEmulatorTest {
         Assumptions.assumeTrue(System.getProperty("grpo4j.noCuda") == null, "-Dgrpo4j.noCuda: the CUDA sources are not built");
         Assumptions.assumeTrue(Files.isExecutable(ROOT.resolve("tools/kernel-emu")), "tools/kernel-emu not found from " + ROOT);
         start();
-        String skip = builds.get();
+        String skip;
+        try {
+            skip = builds.get(TEST_LIMIT_MINUTES, TimeUnit.MINUTES);
+        } catch (TimeoutException e) {
+            throw new AssertionError("the emulator's builds did not finish within " + TEST_LIMIT_MINUTES + " minutes of this class's turn", e);
+        }
         Assumptions.assumeTrue(skip == null, skip);
     }
 
     @AfterAll
     static void stopRuns() throws InterruptedException { stop(); }
 
-    /** Stops every build and run still going (a test selected alone leaves no emulator running). */
+    /**
+     * Stops every build and run still going (a test selected alone leaves no emulator running) and forgets them: a
+     * later {@link #start} begins again.
+     */
     static synchronized void stop() throws InterruptedException {
-        if (pool == null) return;
-        buildPool.shutdownNow();  // (a build or run interrupted kills its process)
-        pool.shutdownNow();
-        buildPool.awaitTermination(1, TimeUnit.MINUTES);
-        pool.awaitTermination(1, TimeUnit.MINUTES);
+        if (builds == null) return;
+        try {
+            if (pool != null) {
+                buildPool.shutdownNow();  // (a build or run interrupted kills its process)
+                pool.shutdownNow();
+                buildPool.awaitTermination(1, TimeUnit.MINUTES);
+                pool.awaitTermination(1, TimeUnit.MINUTES);
+                synchronized (LIVE) {
+                    LIVE.keySet().forEach(KernelEmulatorTest::destroyTree);  // (any that the pools' minute did not reach)
+                }
+                try {
+                    Runtime.getRuntime().removeShutdownHook(killOnExit);
+                } catch (IllegalStateException exiting) {
+                    // (the JVM is exiting: the hook runs anyway)
+                }
+            }
+        } finally {
+            builds = null;
+            buildPool = pool = null;
+            killOnExit = null;
+            RUNS.clear();
+            RESULTS.clear();
+            BUILD_FAILED.clear();
+        }
     }
 
     /** The sanitizer flag of a run's arguments, as the builds are keyed. */
@@ -158,10 +244,20 @@ class KernelEmulatorTest {
 
     /** Kills a process and what it started (make's compilers; a build or run stopped half way leaves nothing running). */
     private static void kill(Process p) throws InterruptedException {
-        if (!p.isAlive()) return;
+        try {
+            if (!p.isAlive()) return;
+            destroyTree(p);
+            p.waitFor(30, TimeUnit.SECONDS);
+        } finally {
+            synchronized (LIVE) {
+                LIVE.remove(p);
+            }
+        }
+    }
+
+    private static void destroyTree(Process p) {
         p.descendants().forEach(ProcessHandle::destroyForcibly);
         p.destroyForcibly();
-        p.waitFor(30, TimeUnit.SECONDS);
     }
 
     /** Families (or cases) that the race check runs: the kernels with shared-memory tiles, scans and barriers. */
@@ -299,7 +395,7 @@ class KernelEmulatorTest {
         String tail() { return KernelEmulatorTest.tail(out); }
     }
 
-    /** The result of a run that {@link #buildAndStartEveryRun} started. */
+    /** The result of a run that {@link #start} started, waited for at most {@link #TEST_LIMIT_MINUTES}. */
     private static Run result(List<String> args) throws Exception {
         String build = BUILD_FAILED.get(sanitizer(args));
         if (build != null)
@@ -307,7 +403,9 @@ class KernelEmulatorTest {
         CompletableFuture<Run> f = RESULTS.get(args);
         assertTrue(f != null, "no run was started for " + args);
         try {
-            return f.get();
+            return f.get(TEST_LIMIT_MINUTES, TimeUnit.MINUTES);
+        } catch (TimeoutException e) {
+            throw new AssertionError("tools/kernel-emu " + args + " did not finish within " + TEST_LIMIT_MINUTES + " minutes of its test's turn", e);
         } catch (ExecutionException e) {
             if (e.getCause() instanceof Exception x) throw x;
             if (e.getCause() instanceof Error x) throw x;  // (an AssertionError of the run: a failure, not an error)
@@ -319,15 +417,16 @@ class KernelEmulatorTest {
         Path script = ROOT.resolve("tools/kernel-emu");
         List<String> cmd = new ArrayList<>(List.of("nice", "-n", "19", "bash", script.toString()));
         cmd.addAll(args);
-        Path log = Files.createTempFile("kernel-emu", ".log");
+        Proc proc = startProcess(cmd, "kernel-emu");
+        Process p = proc.p;
         try {
-            Process p = new ProcessBuilder(cmd).directory(ROOT.toFile()).redirectErrorStream(true).redirectOutput(log.toFile()).start();
             try {
-                if (!p.waitFor(20, TimeUnit.MINUTES)) throw new AssertionError("tools/kernel-emu " + args + " did not finish in 20 minutes");
+                if (!p.waitFor(PROCESS_LIMIT_MINUTES, TimeUnit.MINUTES))
+                    throw new AssertionError("tools/kernel-emu " + args + " did not finish in " + PROCESS_LIMIT_MINUTES + " minutes");
             } finally {
                 kill(p);
             }
-            String out = Files.readString(log, StandardCharsets.UTF_8);
+            String out = Files.readString(proc.log, StandardCharsets.UTF_8);
             Matcher m = Pattern.compile("kernel-emu: (\\d+) cases, (\\d+) failed").matcher(out);
             int cases = -1, failed = -1;
             while (m.find()) {
@@ -336,7 +435,7 @@ class KernelEmulatorTest {
             }
             return new Run(p.exitValue(), cases, failed, out);
         } finally {
-            Files.deleteIfExists(log);
+            deleteLog(proc.log);
         }
     }
 }
