@@ -64,9 +64,10 @@ class KernelEmulatorTest {
      * test plan starts ({@link KernelEmulatorEarlyStart}, this class ordered last), it takes only what the other test
      * classes leave idle of the build machine's 2 cores (a third of them, on average, in CI: its waits on child JVMs,
      * its single-threaded stretches), instead of ~7 minutes of both cores of its own (CI's time limit). A run of this
-     * class alone starts it here, from {@link #awaitBuilds}. The tests then wait for their own runs. The builds run one
-     * at a time (each is {@code make -j$(nproc)}: three at once beside the surefire JVM and its child JVMs was more
-     * memory than the build machine should be asked for), the ThreadSanitizer build second, as its run is the longest.
+     * class alone starts it here, from {@link #awaitBuilds}. The tests then wait for their own runs. The three builds
+     * run at once, each {@code make -j$(nproc)}: six compilers on 2 cores, at most ~330 MB each (measured: the largest
+     * resident set of a ThreadSanitizer build), under 2 GB beside the 6 GB surefire JVM; one build at a time made CI
+     * ~55 s longer (its runs started later).
      * A JVM that exits while processes are left kills them (a shutdown hook); one killed outright (SIGKILL) leaves them
      * to finish on their own, within minutes, each bounded by its own work. {@link #stop} forgets everything, so that a
      * second test plan in the same JVM builds and runs afresh.
@@ -92,10 +93,10 @@ class KernelEmulatorTest {
             return t;
         };
         List<String> sans = List.of("", "--race", "--profile");  // AddressSanitizer (the default), ThreadSanitizer, profile
-        buildPool = Executors.newSingleThreadExecutor(daemons);
+        buildPool = Executors.newFixedThreadPool(sans.size(), daemons);
         pool = Executors.newFixedThreadPool(Math.max(1, Runtime.getRuntime().availableProcessors()), daemons);
         Map<String, CompletableFuture<String>> built = new HashMap<>();  // sanitizer -> null, or why everything is skipped
-        for (String san : sans) built.put(san, CompletableFuture.supplyAsync(() -> build(san), buildPool));  // (in this order)
+        for (String san : sans) built.put(san, CompletableFuture.supplyAsync(() -> build(san), buildPool));
         killOnExit = new Thread(() -> {
             synchronized (LIVE) {
                 exiting = true;
