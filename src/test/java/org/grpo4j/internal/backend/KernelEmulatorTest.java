@@ -66,8 +66,8 @@ class KernelEmulatorTest {
      * its single-threaded stretches), instead of ~7 minutes of both cores of its own (CI's time limit). A run of this
      * class alone starts it here, from {@link #awaitBuilds}. The tests then wait for their own runs. The three builds
      * run at once, each {@code make -j$(nproc)}: six compilers on 2 cores, at most ~330 MB each (measured: the largest
-     * resident set of a ThreadSanitizer build), under 2 GB beside the 6 GB surefire JVM; one build at a time made CI
-     * ~55 s longer (its runs started later).
+     * resident set of a ThreadSanitizer build), under 2 GB beside the 6 GB surefire JVM; one build at a time left
+     * this class ~65 s more to wait for at its turn in CI (its runs started later).
      * A JVM that exits while processes are left kills them (a shutdown hook); one killed outright (SIGKILL) leaves them
      * to finish on their own, within minutes, each bounded by its own work. {@link #stop} forgets everything, so that a
      * second test plan in the same JVM builds and runs afresh.
