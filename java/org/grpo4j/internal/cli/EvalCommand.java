@@ -160,7 +160,7 @@ final class EvalCommand implements Callable<Integer> {
             if (tok.eosId() < 0) // (the trainer refuses such a tokenizer too: every response would run to --max-tokens)
                 throw new IllegalArgumentException(src.model() + ": the tokenizer has no eos_token (tokenizer_config.json), so no response would stop"
                         + " before --max-tokens; the trainer's rollouts stop at it");
-            Set<Integer> eos = stopIds(src, run, runStopIds, tok, lc);  // (a bad entry is named before the data and weights load)
+            Set<Integer> eos = stopIds(src, run, runStopIds, tok, lc);  // (a bad entry is named before the prompts are tokenized and the weights load)
             ChatTemplate template = ChatTemplate.named(name, tok);
             PromptDataset prompts = new PromptDataset(rows, tok, template, promptLimit, maxChat);
             org.grpo4j.internal.train.Preflight.requireVerifiers(prompts, "--data", rewards);
