@@ -126,18 +126,13 @@ class KernelEmulatorTest {
     private static String build(String san) {
         List<String> cmd = new ArrayList<>(List.of("nice", "-n", "19", "bash", ROOT.resolve("tools/kernel-emu").toString(), "--build-only"));
         if (!san.isEmpty()) cmd.add(san);
-        Proc proc = null;
         try {
-            proc = startProcess(cmd, "kernel-emu-build");
-            Process p = proc.p;
-            Path log = proc.log;
-            boolean done = p.waitFor(PROCESS_LIMIT_MINUTES, TimeUnit.MINUTES);
-            String out = Files.readString(log, StandardCharsets.UTF_8);
-            if (!done) BUILD_FAILED.put(san, "did not finish in " + PROCESS_LIMIT_MINUTES + " minutes:\n" + out);
+            Finished f = execute(cmd, "kernel-emu-build");
+            if (!f.done) BUILD_FAILED.put(san, "did not finish in " + PROCESS_LIMIT_MINUTES + " minutes:\n" + f.out);
             // (the script's own checks: the CUDA headers, and $CXX or g++, as its Makefile compiles with)
-            else if (p.exitValue() == 2 && (out.contains("kernel-emu: no CUDA headers") || out.contains("kernel-emu: no C++ compiler")))
-                return out.strip();
-            else if (p.exitValue() != 0) BUILD_FAILED.put(san, out);  // each of its runs' tests fails with this log
+            else if (f.exit == 2 && (f.out.contains("kernel-emu: no CUDA headers") || f.out.contains("kernel-emu: no C++ compiler")))
+                return f.out.strip();
+            else if (f.exit != 0) BUILD_FAILED.put(san, f.out);  // each of its runs' tests fails with this log
             return null;
         } catch (IOException e) {
             BUILD_FAILED.put(san, e.toString());
@@ -146,16 +141,6 @@ class KernelEmulatorTest {
             BUILD_FAILED.put(san, "stopped");
             Thread.currentThread().interrupt();
             return null;
-        } finally {
-            if (proc != null) {
-                try {
-                    kill(proc.p);
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();  // (kill has already destroyed it; only the wait was cut short)
-                } finally {
-                    deleteLog(proc.log);
-                }
-            }
         }
     }
 
@@ -167,24 +152,38 @@ class KernelEmulatorTest {
         }
     }
 
-    private record Proc(Process p, Path log) {}
+    /** A finished (or, {@code done} false, killed after {@link #PROCESS_LIMIT_MINUTES}) process: its exit and output. */
+    private record Finished(boolean done, int exit, String out) {}
 
     /**
-     * Starts a process with its output to a new temporary log, both tracked until {@link #kill} sees it gone (the
-     * caller deletes the log); none once the JVM exits, when the hook has deleted the logs of those it killed.
+     * Runs a process (a build or a run) with its output to a temporary log, tracked in {@link #LIVE} while alive (none
+     * starts once the JVM exits; the hook kills those left and deletes their logs), waits for it at most
+     * {@link #PROCESS_LIMIT_MINUTES}, kills what is left of it (interrupted too), and deletes the log.
      */
-    private static Proc startProcess(List<String> cmd, String logPrefix) throws IOException {
+    private static Finished execute(List<String> cmd, String logPrefix) throws IOException, InterruptedException {
+        Process p;
+        Path log;
         synchronized (LIVE) {
             if (exiting) throw new IOException("the JVM is exiting: " + cmd + " not started");
-            Path log = Files.createTempFile(logPrefix, ".log");
+            log = Files.createTempFile(logPrefix, ".log");
             try {
-                Process p = new ProcessBuilder(cmd).directory(ROOT.toFile()).redirectErrorStream(true).redirectOutput(log.toFile()).start();
-                LIVE.put(p, log);
-                return new Proc(p, log);
+                p = new ProcessBuilder(cmd).directory(ROOT.toFile()).redirectErrorStream(true).redirectOutput(log.toFile()).start();
             } catch (IOException | RuntimeException e) {
                 deleteLog(log);
                 throw e;
             }
+            LIVE.put(p, log);
+        }
+        try {
+            boolean done;
+            try {
+                done = p.waitFor(PROCESS_LIMIT_MINUTES, TimeUnit.MINUTES);
+            } finally {
+                kill(p);
+            }
+            return new Finished(done, done ? p.exitValue() : -1, Files.readString(log, StandardCharsets.UTF_8));
+        } finally {
+            deleteLog(log);
         }
     }
 
@@ -418,25 +417,14 @@ class KernelEmulatorTest {
         Path script = ROOT.resolve("tools/kernel-emu");
         List<String> cmd = new ArrayList<>(List.of("nice", "-n", "19", "bash", script.toString()));
         cmd.addAll(args);
-        Proc proc = startProcess(cmd, "kernel-emu");
-        Process p = proc.p;
-        try {
-            try {
-                if (!p.waitFor(PROCESS_LIMIT_MINUTES, TimeUnit.MINUTES))
-                    throw new AssertionError("tools/kernel-emu " + args + " did not finish in " + PROCESS_LIMIT_MINUTES + " minutes");
-            } finally {
-                kill(p);
-            }
-            String out = Files.readString(proc.log, StandardCharsets.UTF_8);
-            Matcher m = Pattern.compile("kernel-emu: (\\d+) cases, (\\d+) failed").matcher(out);
-            int cases = -1, failed = -1;
-            while (m.find()) {
-                cases = Integer.parseInt(m.group(1));
-                failed = Integer.parseInt(m.group(2));
-            }
-            return new Run(p.exitValue(), cases, failed, out);
-        } finally {
-            deleteLog(proc.log);
+        Finished f = execute(cmd, "kernel-emu");
+        if (!f.done) throw new AssertionError("tools/kernel-emu " + args + " did not finish in " + PROCESS_LIMIT_MINUTES + " minutes");
+        Matcher m = Pattern.compile("kernel-emu: (\\d+) cases, (\\d+) failed").matcher(f.out);
+        int cases = -1, failed = -1;
+        while (m.find()) {
+            cases = Integer.parseInt(m.group(1));
+            failed = Integer.parseInt(m.group(2));
         }
+        return new Run(f.exit, cases, failed, f.out);
     }
 }
