@@ -139,8 +139,13 @@ public final class GrpoConfig {
     public double cliprange = 0.2;
     /** Clip-higher upper epsilon; defaults to cliprange (grpo4j). */
     public Double cliprangeHigh = null;
-    /** micro_token_mean (reference), token_mean (DAPO), seq_mean_token_mean, dr_grpo (grpo4j). */
+    /** micro_token_mean (reference), token_mean (DAPO), seq_mean_token_mean, dr_grpo (Dr. GRPO's loss; grpo4j). */
     public String lossAggregation = "micro_token_mean";
+    /**
+     * standard (the reference): (R - group mean) / (unbiased group std + 1e-8); centered: R - group mean (Dr. GRPO,
+     * with loss_aggregation dr_grpo; open-instruct's later advantage_normalization_type centered) (grpo4j).
+     */
+    public String advantageNormalization = "standard";
     /** Sampling temperature of the rollouts (&gt; 0); log-probs are taken at the same temperature. */
     public double temperature = 1.0;
     /** Nucleus sampling of the rollouts, in (0, 1]. */
@@ -534,7 +539,7 @@ public final class GrpoConfig {
         require(modelNameOrPath != null && !modelNameOrPath.isBlank(), where, "model_name_or_path is required");
         Object[][] objects = {{"chat_template_name", chatTemplateName}, {"dataset_mixer_list", datasetMixerList},
             {"dataset_mixer_eval_list", datasetMixerEvalList}, {"lr_scheduler_type", lrSchedulerType}, {"kl_estimator", klEstimator},
-            {"loss_aggregation", lossAggregation}, {"stop_token", stopToken}, {"verifier_compat", verifierCompat},
+            {"loss_aggregation", lossAggregation}, {"advantage_normalization", advantageNormalization}, {"stop_token", stopToken}, {"verifier_compat", verifierCompat},
             {"output_dir", outputDir}, {"backend", backend}, {"sft_warmup", sftWarmup}, {"precision", precision},
             {"lm_head_grad", lmHeadGrad}, {"attention_dq", attentionDq}, {"attention_kernels", attentionKernels}, {"old_logprobs", oldLogprobs}, {"pass_packing", passPacking},
             {"kv_admission", kvAdmission}, {"rank_balancing", rankBalancing}, {"reference_sharding", referenceSharding},
@@ -573,6 +578,7 @@ public final class GrpoConfig {
             org.grpo4j.internal.backend.Backends.checkSpec(backend);
             org.grpo4j.internal.backend.KlEstimator.parse(klEstimator);
             LossAggregation.parse(lossAggregation);
+            org.grpo4j.internal.train.Advantages.isStandard(advantageNormalization);
             Compat.parse(verifierCompat);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(where + ": " + e.getMessage());

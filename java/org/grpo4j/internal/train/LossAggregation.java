@@ -8,8 +8,9 @@ package org.grpo4j.internal.train;
  *   <li>{@code token_mean} (DAPO): mean over every unmasked token of the mini-batch. w = 1 / tokens in mini-batch.</li>
  *   <li>{@code seq_mean_token_mean}: each sequence's token mean, averaged over the mini-batch's sequences.
  *       w = 1 / (sequence length * sequences in mini-batch).</li>
- *   <li>{@code dr_grpo} (Dr. GRPO): token sums divided by a constant (response_length), averaged over sequences.
- *       w = 1 / (response_length * sequences in mini-batch).</li>
+ *   <li>{@code dr_grpo} (Dr. GRPO's loss): token sums divided by a constant (response_length), averaged over
+ *       sequences. w = 1 / (response_length * sequences in mini-batch). Dr. GRPO also leaves the advantages
+ *       undivided by the group's std: {@code advantage_normalization: centered}.</li>
  * </ul>
  */
 public enum LossAggregation {

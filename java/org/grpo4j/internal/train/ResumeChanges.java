@@ -50,7 +50,7 @@ final class ResumeChanges {
     /** Keys that change what the run trains from the resumed step on. */
     static final Set<String> WHAT = Set.of("learning_rate", "lr_scheduler_type", "lr_scheduler_compat", "warmup_ratio", "warm_up_steps",
             "weight_decay", "adam_beta1", "adam_beta2", "adam_eps", "max_grad_norm", "beta", "kl_estimator", "cliprange", "cliprange_high",
-            "loss_aggregation", "temperature", "top_p", "non_stop_penalty", "penalty_reward_value", "stop_token", "stop_strings", "stop_token_ids",
+            "loss_aggregation", "advantage_normalization", "temperature", "top_p", "non_stop_penalty", "penalty_reward_value", "stop_token", "stop_strings", "stop_token_ids",
             "min_response_length", "response_length", "apply_verifiable_reward", "verification_reward", "reward_model_multiplier",
             "verifier_compat", "verifier_timeout", "add_r1_style_format_reward", "r1_style_format_reward", "lm_head_grad", "attention_dq", "attention_kernels", "backend",
             "per_device_train_batch_size");

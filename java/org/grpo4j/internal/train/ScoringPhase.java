@@ -41,7 +41,7 @@ final class ScoringPhase {
             if (cfg.nonStopPenalty && !o.hasStop) o.reward = cfg.penaltyRewardValue;
             reward[k] = o.reward;
         }
-        double[] a = Advantages.compute(reward, cfg.numberSamplesPerPrompt);
+        double[] a = Advantages.compute(reward, cfg.numberSamplesPerPrompt, cfg.advantageNormalization);
         for (int k = 0; k < rs.size(); k++) rs.get(k).advantage = a[k];
         return new Result(errors, timeouts, first);
     }

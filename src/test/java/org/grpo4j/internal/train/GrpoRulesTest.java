@@ -27,6 +27,19 @@ class GrpoRulesTest {
     }
 
     @Test
+    void centeredAdvantagesOnlySubtractTheGroupMean() {
+        double[] r = {10, 0, 0, 0, 3, 1, 1, 1};
+        double[] c = Advantages.compute(r, 4, "centered");
+        double[] s = Advantages.compute(r, 4, "standard");
+        assertArrayEquals(new double[] {7.5, -2.5, -2.5, -2.5, 1.5, -0.5, -0.5, -0.5}, c, 0);
+        assertArrayEquals(Advantages.compute(r, 4), s, 0, "standard is the default");
+        // the same signs and the same ratios within a group: centered is standard times the group's std
+        for (int i = 0; i < 8; i++) assertEquals(c[i], s[i] * (Advantages.groupStd(r, i / 4 * 4, 4) + 1e-8), 1e-12);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Advantages.compute(r, 4, "whitened"));
+        assertTrue(e.getMessage().contains("advantage_normalization") && e.getMessage().contains("whitened"), e.getMessage());
+    }
+
+    @Test
     void lossAggregationWeights() {
         // a micro-batch with 5 loss tokens, 4 accumulation steps, mini-batch of 40 tokens over 8 sequences, L = 12
         assertEquals(1.0 / 20, LossAggregation.MICRO_TOKEN_MEAN.weight(3, 5, 4, 40, 8, 12), 1e-15);
@@ -82,6 +95,8 @@ class GrpoRulesTest {
         assertTrue(e.getMessage().contains("per_device_train_batch_size 5"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class, () -> GrpoConfig.load(f, List.of("kl_estimator=kl9")));
         assertTrue(e.getMessage().contains("kl9"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> GrpoConfig.load(f, List.of("advantage_normalization=whiten")));
+        assertTrue(e.getMessage().contains("advantage_normalization must be standard or centered") && e.getMessage().contains("whiten"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class, () -> GrpoConfig.load(f, List.of("number_samples_per_prompt=1")));
         assertTrue(e.getMessage().contains("number_samples_per_prompt"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class, () -> GrpoConfig.load(f, List.of("sft_warmup.stepz=3")));

@@ -466,6 +466,33 @@ class GrpoTrainerTest {
         assertTrue(last > first + 1.0, "mean reward of steps 1-6 " + first + ", of steps 19-24 " + last + ": " + rewards);
     }
 
+    /**
+     * advantage_normalization reaches the loss: the same seed gives the same rollouts and rewards, and centered
+     * advantages (R - mean, not divided by the groups' std) give another policy loss than standard ones.
+     */
+    @Test
+    void centeredAdvantagesChangeTheLossButNotTheRollouts(@TempDir Path tmp) throws Exception {
+        Map<String, Map<String, Double>> runs = new java.util.LinkedHashMap<>();
+        for (String mode : List.of("standard", "centered")) {
+            List<String> sets = small(tmp.resolve(mode), 1);
+            sets.addAll(List.of("advantage_normalization=\"" + mode + "\"", "num_evals=0", "save_freq=0", "non_stop_penalty=false"));
+            try (org.grpo4j.reward.Rewards r = new org.grpo4j.reward.Rewards()) {
+                r.register("gsm8k", (resp, gt, row) -> org.grpo4j.reward.RewardFunction.Score.of(
+                        10.0 * resp.chars().filter(Character::isDigit).count() / Math.max(1, resp.length())));
+                try (Trainer t = Trainer.builder(config(sets)).rewards(r).log(null).build()) {
+                    t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
+                        @Override
+                        public void onStep(int step, Map<String, Double> m) { runs.put(mode, m); }
+                    });
+                }
+            }
+        }
+        Map<String, Double> s = runs.get("standard"), c = runs.get("centered");
+        assertEquals(s.get("objective/scores"), c.get("objective/scores"), 0.0, "the same rollouts and rewards");
+        assertTrue(s.get("objective/reward_std") > 0, "the rewards vary within some group: " + s);
+        assertNotEquals(s.get("loss/policy_avg"), c.get("loss/policy_avg"), "the policy loss follows the advantages");
+    }
+
     @Test
     void nonFiniteGradientsSkipStepsAndThreeInARowAbort(@TempDir Path tmp) throws Exception {
         int[] calls = {0};
