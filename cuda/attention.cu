@@ -94,7 +94,7 @@ static Layout layout(int n, int b, int hq, int hkv, int d, bool backward, DqMode
     Layout l;
     l.status = 0;
     l.map = 256;
-    long long slots = (long long) (n + ATT_BM - 1) / ATT_BM + b;
+    long long slots = ((long long) n + ATT_BM - 1) / ATT_BM + b;  // (widened before the sum: n near 2^31 - 1 wrapped)
     const bool fixed = backward && dq == DQ_FIXED;
     l.dsum = align256(l.map + slots * (long long) sizeof(TileRef));
     l.dqacc = align256(l.dsum + (backward ? (long long) n * hq * 4 : 0));

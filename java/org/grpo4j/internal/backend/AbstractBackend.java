@@ -189,6 +189,9 @@ public abstract class AbstractBackend implements Backend {
         Check.dtype("fetch", "ints", ints, DType.INT32);
         Check.tensor("fetch", this, "floats", floats);
         Check.dtype("fetch", "floats", floats, DType.FP32);
+        // (the host arrays hold them: checked before any staging buffer is taken or copy queued)
+        Check.check(ints.numel() <= Integer.MAX_VALUE - 8 && floats.numel() <= Integer.MAX_VALUE - 8, "fetch", "ints " + ints
+                + " or floats " + floats + " has more elements than a Java array holds (2^31 - 9)");
         return fetchImpl(ints, floats);
     }
 
@@ -268,6 +271,8 @@ public abstract class AbstractBackend implements Backend {
         sameFloat(op, "out, a, b", out, a, b);
         Check.sameNumel(op, "out", out, "a", a);
         Check.sameNumel(op, "out", out, "b", b);
+        Check.sameOrApart(op, "out", out, "a", a);
+        Check.sameOrApart(op, "out", out, "b", b);
         requireOp(op);
         addImpl(out, a, b);
     }
@@ -278,6 +283,7 @@ public abstract class AbstractBackend implements Backend {
         fp32(op, "y", y);
         fp32OrBf16(op, "x", x);
         Check.sameNumel(op, "y", y, "x", x);
+        Check.apart(op, "y", new Tensor[] {y}, "x", x);
         requireOp(op);
         axpyImpl(y, alpha, x);
     }
@@ -290,6 +296,7 @@ public abstract class AbstractBackend implements Backend {
         Check.rank(op, "table", table, 2);
         Check.rank(op, "ids", ids, 1);
         Check.shape(op, "out", out, ids.dim(0), table.dim(1));
+        Check.apart(op, "out", new Tensor[] {out}, "table, ids", table, ids);
         requireOp(op);
         embeddingImpl(out, table, ids);
     }
@@ -303,6 +310,7 @@ public abstract class AbstractBackend implements Backend {
         Check.rank(op, "dTable", dTable, 2);
         Check.rank(op, "ids", ids, 1);
         Check.shape(op, "dOut", dOut, ids.dim(0), dTable.dim(1));
+        Check.apart(op, "dTable", new Tensor[] {dTable}, "dOut, ids", dOut, ids);
         requireOp(op);
         embeddingBackwardImpl(dTable, dOut, ids);
     }
@@ -318,6 +326,7 @@ public abstract class AbstractBackend implements Backend {
         Check.shape(op, "out", out, x.dim(0), x.dim(1));
         Check.shape(op, "rstd", rstd, x.dim(0));
         Check.positive(op, "eps", eps);
+        Check.apart(op, "out, rstd", new Tensor[] {out, rstd}, "x, weight", x, weight);
         requireOp(op);
         rmsNormImpl(out, rstd, x, weight, eps);
     }
@@ -336,6 +345,9 @@ public abstract class AbstractBackend implements Backend {
         Check.shape(op, "weight", weight, d);
         Check.shape(op, "dWeight", dWeight, d);
         Check.shape(op, "rstd", rstd, n);
+        Check.sameOrApart(op, "dx", dx, "dOut", dOut); // (in place: dx may be dOut's memory)
+        Check.apart(op, "dx, dWeight", new Tensor[] {dx, dWeight}, "x, weight, rstd", x, weight, rstd);
+        Check.apart(op, "dWeight", new Tensor[] {dWeight}, "dOut", dOut);
         requireOp(op);
         rmsNormBackwardImpl(dx, dWeight, dOut, x, weight, rstd);
     }
@@ -367,6 +379,7 @@ public abstract class AbstractBackend implements Backend {
                     + (transA ? "^T" : "") + " times b " + b.shapeString() + (transB ? "^T" : ""));
         Check.finite(op, "alpha", alpha);
         Check.finite(op, "beta", beta);
+        Check.apart(op, "c", new Tensor[] {c}, "a, b", a, b);
         requireOp(op);
         matmulImpl(c, a, transA, b, transB, alpha, beta, batch, m, n, ka);
     }
@@ -395,6 +408,8 @@ public abstract class AbstractBackend implements Backend {
         Check.shape(op, outName, out, x.dim(0), x.dim(1), x.dim(2));
         Check.shape(op, "positions", positions, x.dim(0));
         Check.check(x.dim(2) == rope.headDim(), op, xName + " " + x.shapeString() + " has head dim " + x.dim(2) + " but rope has " + rope.headDim());
+        Check.sameOrApart(op, outName, out, xName, x); // (in place: out may be x's memory)
+        Check.apart(op, outName, new Tensor[] {out}, "positions", positions);
     }
 
     @Override
@@ -405,6 +420,7 @@ public abstract class AbstractBackend implements Backend {
         checkAttention(op, q, k, v, cuSeqlens, scale);
         Check.shape(op, "out", out, q.dim(0), q.dim(1), q.dim(2));
         Check.shape(op, "lse", lse, q.dim(0), q.dim(1));
+        Check.apart(op, "out, lse", new Tensor[] {out, lse}, "q, k, v, cuSeqlens", q, k, v, cuSeqlens);
         requireOp(op);
         attentionImpl(out, lse, q, k, v, cuSeqlens, scale);
     }
@@ -422,6 +438,7 @@ public abstract class AbstractBackend implements Backend {
         Check.shape(op, "dk", dk, k.dim(0), k.dim(1), k.dim(2));
         Check.shape(op, "dv", dv, k.dim(0), k.dim(1), k.dim(2));
         Check.shape(op, "lse", lse, q.dim(0), q.dim(1));
+        Check.apart(op, "dq, dk, dv", new Tensor[] {dq, dk, dv}, "dOut, q, k, v, out, lse, cuSeqlens", dOut, q, k, v, out, lse, cuSeqlens);
         requireOp(op);
         attentionBackwardImpl(dq, dk, dv, dOut, q, k, v, out, lse, cuSeqlens, scale);
     }
@@ -451,6 +468,7 @@ public abstract class AbstractBackend implements Backend {
         Check.shape(op, "k", k, -1, kCache.dim(2), kCache.dim(3));
         Check.shape(op, "v", v, k.dim(0), k.dim(1), k.dim(2));
         Check.shape(op, "slots", slots, k.dim(0));
+        Check.apart(op, "kCache, vCache", new Tensor[] {kCache, vCache}, "k, v, slots", k, v, slots);
         requireOp(op);
         kvAppendImpl(kCache, vCache, k, v, slots);
     }
@@ -494,6 +512,8 @@ public abstract class AbstractBackend implements Backend {
             if (prefixGroups.dim(0) == 0) prefixGroups = null;
         }
         Check.positive(op, "scale", scale);
+        Check.apart(op, "out", new Tensor[] {out}, "q, kCache, vCache, blockTables, contextLens, prefixGroups", q, kCache, vCache,
+                blockTables, contextLens, prefixGroups);
         requireOp(op);
         decodeAttentionImpl(out, q, kCache, vCache, blockTables, contextLens, prefixGroups, scale);
     }
@@ -522,6 +542,7 @@ public abstract class AbstractBackend implements Backend {
         sameFloat(op, "out, gate, up", out, gate, up);
         Check.sameNumel(op, "gate", gate, "up", up);
         Check.sameNumel(op, "out", out, "gate", gate);
+        Check.apart(op, "out", new Tensor[] {out}, "gate, up", gate, up);
         requireOp(op);
         swigluImpl(out, gate, up);
     }
@@ -534,6 +555,7 @@ public abstract class AbstractBackend implements Backend {
         Check.sameNumel(op, "dOut", dOut, "gate", gate);
         Check.sameNumel(op, "dGate", dGate, "gate", gate);
         Check.sameNumel(op, "dUp", dUp, "gate", gate);
+        Check.apart(op, "dGate, dUp", new Tensor[] {dGate, dUp}, "dOut, gate, up", dOut, gate, up);
         requireOp(op);
         swigluBackwardImpl(dGate, dUp, dOut, gate, up);
     }
@@ -556,6 +578,7 @@ public abstract class AbstractBackend implements Backend {
         fp32(op, "out", out);
         checkLmHead(op, hidden, lmHead, targets, temperature);
         Check.shape(op, "out", out, hidden.dim(0));
+        Check.apart(op, "out", new Tensor[] {out}, "hidden, lmHead, targets", hidden, lmHead, targets);
         requireOp(op);
         tokenLogprobsImpl(out, hidden, lmHead, targets, temperature);
     }
@@ -571,6 +594,7 @@ public abstract class AbstractBackend implements Backend {
         Check.shape(op, "dHidden", dHidden, hidden.dim(0), hidden.dim(1));
         Check.shape(op, "dLmHead", dLmHead, lmHead.dim(0), lmHead.dim(1));
         Check.shape(op, "dLogprobs", dLogprobs, hidden.dim(0));
+        Check.apart(op, "dHidden, dLmHead", new Tensor[] {dHidden, dLmHead}, "dLogprobs, hidden, lmHead, targets", dLogprobs, hidden, lmHead, targets);
         requireOp(op);
         tokenLogprobsBackwardImpl(dHidden, dLmHead, dLogprobs, hidden, lmHead, targets, temperature);
     }
@@ -596,6 +620,10 @@ public abstract class AbstractBackend implements Backend {
         Check.shape(op, "out.loss", out.loss(), 1);
         Check.shape(op, "out.dHidden", out.dHidden(), n, hidden.dim(1));
         Check.shape(op, "out.dLmHead", out.dLmHead(), lmHead.dim(0), lmHead.dim(1));
+        Check.apart(op, "out.logprobs, out.ratio, out.clipped, out.kl, out.loss, out.dHidden, out.dLmHead",
+                new Tensor[] {out.logprobs(), out.ratio(), out.clipped(), out.kl(), out.loss(), out.dHidden(), out.dLmHead()},
+                "hidden, lmHead, targets, weights, advantages, oldLogprobs, refLogprobs", hidden, lmHead, targets, weights, advantages,
+                oldLogprobs, refLogprobs);
         requireOp(op);
         grpoLossImpl(out, hidden, lmHead, targets, weights, advantages, oldLogprobs, refLogprobs, params);
     }
@@ -642,6 +670,7 @@ public abstract class AbstractBackend implements Backend {
         Check.shape(op, "logprobs", logprobs, b);
         int32(op, "rngCounters", rngCounters);
         Check.shape(op, "rngCounters", rngCounters, b, 2);
+        Check.apart(op, "tokens, logprobs", new Tensor[] {tokens, logprobs}, "logits, rngCounters", logits, rngCounters);
     }
 
     @Override
@@ -657,6 +686,7 @@ public abstract class AbstractBackend implements Backend {
             Check.dtype(op, "bf16Out", bf16Out, DType.BF16);
             Check.sameNumel(op, "param", param, "bf16Out", bf16Out);
         }
+        Check.apart(op, "param, m, v, bf16Out", new Tensor[] {param, m, v, bf16Out}, "grad", grad);
         requireOp(op);
         adamWImpl(param, grad, m, v, step, bf16Out);
     }
@@ -667,6 +697,7 @@ public abstract class AbstractBackend implements Backend {
         fp32(op, "out", out);
         fp32OrBf16(op, "x", x);
         Check.shape(op, "out", out, 1);
+        Check.apart(op, "out", new Tensor[] {out}, "x", x);
         requireOp(op);
         sumSquaresImpl(out, x);
     }

@@ -49,6 +49,11 @@ import java.util.Set;
  * "The same dtype" always means fp32 or bf16. Ops that only move elements (copy, embedding, kvAppend) copy bf16 bits
  * unchanged. An fp32 result accumulated into (axpy's y, dWeight, dTable, dLmHead, sumSquares' out) is fp32 in every
  * mode: low-precision accumulation would lose small gradients.
+ *
+ * <h2>Aliasing</h2>
+ * An op's output never shares memory with another of its arguments (refused with an IllegalArgumentException naming
+ * both), except where the op runs in place on the same elements: copy and cast (dst = src), add (out = a or b), rope
+ * (out = x), ropeBackward (dx = dOut), rmsNormBackward (dx = dOut). Inputs may share memory among themselves.
  */
 public interface Backend extends AutoCloseable {
 

@@ -65,6 +65,34 @@ final class Check {
             throw fail(op, a + " " + ta.shapeString() + " and " + b + " " + tb.shapeString() + " differ in element count");
     }
 
+    /**
+     * Each output disjoint from every other output and from every input (inputs may share memory among themselves):
+     * a kernel's threads would read elements that others have already overwritten, in an order that varies from run
+     * to run. {@code outNames} and {@code inNames} list the names as in messages ("out, lse"); null tensors (an
+     * optional argument) are skipped.
+     */
+    static void apart(String op, String outNames, Tensor[] outs, String inNames, Tensor... ins) {
+        String[] on = outNames.split(", "), in = inNames.isEmpty() ? new String[0] : inNames.split(", ");
+        for (int i = 0; i < outs.length; i++) {
+            if (outs[i] == null) continue;
+            for (int j = i + 1; j < outs.length; j++)
+                if (outs[j] != null && outs[i].overlaps(outs[j])) throw shared(op, on[i], outs[i], on[j], outs[j]);
+            for (int j = 0; j < ins.length; j++)
+                if (ins[j] != null && outs[i].overlaps(ins[j])) throw shared(op, on[i], outs[i], in[j], ins[j]);
+        }
+    }
+
+    /** An output that may be its input element for element (the op runs in place) but must not overlap it otherwise. */
+    static void sameOrApart(String op, String outName, Tensor out, String inName, Tensor in) {
+        if (out.overlaps(in) && !(out.offset == in.offset && out.numel() == in.numel()))
+            throw fail(op, outName + " " + out + " and " + inName + " " + in + " overlap partly; " + op
+                    + " needs them to be the same elements (in place) or disjoint");
+    }
+
+    private static IllegalArgumentException shared(String op, String a, Tensor ta, String b, Tensor tb) {
+        return fail(op, a + " " + ta + " and " + b + " " + tb + " share memory; " + op + " needs them disjoint");
+    }
+
     static void finite(String op, String name, double v) {
         if (!Double.isFinite(v)) throw fail(op, name + " must be finite, got " + v);
     }

@@ -812,8 +812,21 @@ public final class CudaBackend extends AbstractBackend {
         ok(CudaNative.g4_axpy(addr(y), alpha, dt(x), addr(x), y.numel(), stream), "axpy kernel");
     }
 
+    /** The most a CUDA kernel counts in an int: 2^31 - 1 less a block's stride of headroom past the last element. */
+    static final int MAX_KERNEL_COUNT = Integer.MAX_VALUE - 1024;
+
+    /**
+     * Refuses a count past {@link #MAX_KERNEL_COUNT} before any launch: the kernels count rows, columns and grid
+     * blocks in an int and step past the last one by up to a block, so larger counts would wrap negative and address
+     * memory before their buffers.
+     */
+    static void countable(String op, String what, long value) {
+        Check.check(value <= MAX_KERNEL_COUNT, op, what + " = " + value + " exceeds 2^31 - 1025, the most the CUDA kernels count");
+    }
+
     @Override
     void embeddingImpl(Tensor out, Tensor table, Tensor ids) {
+        countable(Ops.EMBEDDING, "row width table.dim(1)", table.dim(1));
         ok(CudaNative.g4_embedding(dt(table), addr(out), addr(table), addr(ids), ids.dim(0), table.dim(1), table.dim(0),
                 addr(flag), opCode(Ops.EMBEDDING), stream), "embedding kernel");
     }
@@ -821,6 +834,8 @@ public final class CudaBackend extends AbstractBackend {
     @Override
     void embeddingBackwardImpl(Tensor dTable, Tensor dOut, Tensor ids) {
         int n = ids.dim(0), v = dTable.dim(0);
+        countable(Ops.EMBEDDING_BACKWARD, "row width dTable.dim(1)", dTable.dim(1));
+        countable(Ops.EMBEDDING_BACKWARD, "tokens ids.dim(0)", n);
         long[] bytes = new long[1];
         ok(CudaNative.g4_embedding_backward_workspace(n, v, bytes), "embeddingBackward workspace");
         ok(CudaNative.g4_embedding_backward(addr(dTable), dt(dOut), addr(dOut), addr(ids), n, dTable.dim(1), v,
@@ -829,6 +844,7 @@ public final class CudaBackend extends AbstractBackend {
 
     @Override
     void rmsNormImpl(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps) {
+        countable(Ops.RMS_NORM, "row width x.dim(1)", x.dim(1));
         ok(CudaNative.g4_rmsnorm(dt(x), dt(weight), addr(out), addr(rstd), addr(x), addr(weight), x.dim(0), x.dim(1), eps, stream),
                 "rmsNorm kernel");
     }
@@ -879,8 +895,9 @@ public final class CudaBackend extends AbstractBackend {
     @Override
     void kvAppendImpl(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor slots) {
         long width = (long) k.dim(1) * k.dim(2), capacity = (long) kCache.dim(0) * kCache.dim(1);
-        Check.check(width <= Integer.MAX_VALUE && capacity <= Integer.MAX_VALUE, Ops.KV_APPEND, "kv heads x head dim " + width
-                + " and blocks x block size " + capacity + " must each be at most 2^31 - 1 (the CUDA kernel's int counts)");
+        countable(Ops.KV_APPEND, "kv heads x head dim", width);
+        Check.check(capacity <= Integer.MAX_VALUE, Ops.KV_APPEND, "blocks x block size " + capacity
+                + " must be at most 2^31 - 1 (the CUDA kernel's int slot count)");
         ok(CudaNative.g4_kv_append(dt(kCache), addr(kCache), addr(vCache), addr(k), addr(v), addr(slots), k.dim(0),
                 (int) width, (int) capacity, addr(flag), opCode(Ops.KV_APPEND), stream), "kvAppend kernel");
     }
@@ -888,6 +905,7 @@ public final class CudaBackend extends AbstractBackend {
     @Override
     void gatherTokensImpl(Tensor ids, Tensor src, Tensor index) {
         // (index data: out-of-range rows are skipped and reported through the flag; the CPU checks them all first)
+        countable(Ops.GATHER_TOKENS, "ids.dim(0)", ids.dim(0));
         ok(CudaNative.g4_gather_tokens(addr(ids), addr(src), addr(index), ids.dim(0), src.dim(0), addr(flag),
                 opCode(Ops.GATHER_TOKENS), stream), "gatherTokens kernel");
     }
@@ -1128,11 +1146,13 @@ public final class CudaBackend extends AbstractBackend {
      * Refuses head counts past a grid's y dimension, and more (token, head) rows than the row kernels' grids count,
      * before any kernel of the op runs.
      */
-    private static void checkHeads(String op, int n, int hq, int hkv) {
+    private static void checkHeads(String op, int n, int hq, int hkv, int b) {
         Check.check(hq <= GRID_Y_MAX && hkv <= GRID_Y_MAX, op, hq + " query and " + hkv + " kv heads: the CUDA backend's attention"
                 + " kernels take at most " + GRID_Y_MAX + " of each (a grid's y dimension)");
-        Check.check((long) n * hq <= Integer.MAX_VALUE, op, n + " tokens x " + hq + " query heads = " + (long) n * hq
-                + " rows: the CUDA backend's attention kernels take at most 2^31 - 1");
+        // (tokens and sequences are counted in ints that step up to a tile or a block past the last one)
+        countable(op, "tokens", n);
+        countable(op, "tokens x query heads", (long) n * hq);
+        countable(op, "sequences (cuSeqlens entries - 1)", b);
     }
 
     /** Refuses a head dim the generic kernels cannot hold, before any kernel of the op runs (docs/ops.md). */
@@ -1145,7 +1165,7 @@ public final class CudaBackend extends AbstractBackend {
     void attentionImpl(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, float scale) {
         int n = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = k.dim(1), b = cuSeqlens.dim(0) - 1;
         checkHeadDim(Ops.ATTENTION, d, MAX_GENERIC_HEAD_DIM);
-        checkHeads(Ops.ATTENTION, n, hq, hkv);
+        checkHeads(Ops.ATTENTION, n, hq, hkv, b);
         long[] bytes = new long[1];
         ok(CudaNative.g4_attention_workspace(n, b, hq, d, 0, 1, bytes), "attention workspace");
         ok(CudaNative.g4_attention(dt(q), addr(out), addr(lse), addr(q), addr(k), addr(v), addr(cuSeqlens), n, b, hq, hkv, d,
@@ -1159,7 +1179,7 @@ public final class CudaBackend extends AbstractBackend {
                                Tensor lse, Tensor cuSeqlens, float scale) {
         int n = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = k.dim(1), b = cuSeqlens.dim(0) - 1;
         checkHeadDim(Ops.ATTENTION_BACKWARD, d, MAX_GENERIC_HEAD_DIM_BACKWARD);
-        checkHeads(Ops.ATTENTION_BACKWARD, n, hq, hkv);
+        checkHeads(Ops.ATTENTION_BACKWARD, n, hq, hkv, b);
         int det = attentionDq.bits | attentionBackwardKernels.bits | (wgmmaAttention ? 16 : 0);  // g4_attention_backward's mode bits
         long[] bytes = new long[1];
         ok(CudaNative.g4_attention_workspace(n, b, hq, d, 1, det, bytes), "attentionBackward workspace");

@@ -273,6 +273,79 @@ class DtypeContractConformanceTest {
         be.cast(buf.view(0, 4), buf.view(4, 4));
     }
 
+    /** Each op's outputs (the tensors it writes), as the cases name them. */
+    private static final Map<String, List<String>> OUTPUTS = Map.ofEntries(Map.entry(Ops.SCALE, List.of()),
+            Map.entry(Ops.COPY, List.of("dst")), Map.entry(Ops.CAST, List.of("dst")), Map.entry(Ops.ADD, List.of("out")),
+            Map.entry(Ops.AXPY, List.of("y")), Map.entry(Ops.EMBEDDING, List.of("out")), Map.entry(Ops.EMBEDDING_BACKWARD, List.of("dTable")),
+            Map.entry(Ops.RMS_NORM, List.of("out", "rstd")), Map.entry(Ops.RMS_NORM_BACKWARD, List.of("dx", "dWeight")),
+            Map.entry(Ops.MATMUL, List.of("c")), Map.entry(Ops.ROPE, List.of("out")), Map.entry(Ops.ROPE_BACKWARD, List.of("dx")),
+            Map.entry(Ops.ATTENTION, List.of("out", "lse")), Map.entry(Ops.ATTENTION_BACKWARD, List.of("dq", "dk", "dv")),
+            Map.entry(Ops.KV_APPEND, List.of("kCache", "vCache")), Map.entry(Ops.DECODE_ATTENTION, List.of("out")),
+            Map.entry(Ops.SWIGLU, List.of("out")), Map.entry(Ops.SWIGLU_BACKWARD, List.of("dGate", "dUp")),
+            Map.entry(Ops.TOKEN_LOGPROBS, List.of("out")), Map.entry(Ops.TOKEN_LOGPROBS_BACKWARD, List.of("dHidden", "dLmHead")),
+            Map.entry(Ops.GRPO_LOSS, List.of("out.logprobs", "out.ratio", "out.clipped", "out.kl", "out.loss", "out.dHidden", "out.dLmHead")),
+            Map.entry(Ops.SAMPLE, List.of("tokens", "logprobs")), Map.entry(Ops.ADAMW, List.of("param", "m", "v", "bf16Out")),
+            Map.entry(Ops.SUM_SQUARES, List.of("out")));
+
+    /** The outputs that may be an input element for element (the op runs in place), as "op out=input" (docs/ops.md). */
+    private static final java.util.Set<String> IN_PLACE = java.util.Set.of(Ops.COPY + " dst=src", Ops.CAST + " dst=src",
+            Ops.ADD + " out=a", Ops.ADD + " out=b", Ops.ROPE + " out=x", Ops.ROPE_BACKWARD + " dx=dOut", Ops.RMS_NORM_BACKWARD + " dx=dOut");
+
+    /** The API's names of the index tensors the cases name for short. */
+    private static final Map<String, String> API_NAMES = Map.of("ctr", "rngCounters", "cu", "cuSeqlens", "pos", "positions",
+            "tables", "blockTables", "lens", "contextLens");
+
+    /**
+     * An output that shares memory with another argument is refused before anything runs, naming the op and both
+     * tensors, on every backend (the check is AbstractBackend's): a kernel's threads would read elements that others
+     * have already overwritten. The in-place pairs accept the same elements and refuse a partial overlap.
+     */
+    @Test
+    void anOutputSharingMemoryWithAnotherArgumentIsRefused() {
+        int pairs = 0;
+        for (OpCase oc : cases()) {
+            List<String> outs = OUTPUTS.get(oc.op);
+            assertNotNull(outs, oc.op + " has no outputs listed");
+            Map<String, DType> dt = new LinkedHashMap<>();
+            Map<String, int[]> shapes = new LinkedHashMap<>(oc.floats);
+            for (String n : oc.floats.keySet())
+                dt.put(n, oc.rules.stream().anyMatch(r -> r.kind == Kind.BF16 && r.names[0].equals(n)) ? DType.BF16 : DType.FP32);
+            for (Map.Entry<String, Tensor> e : oc.fixed.entrySet()) {
+                dt.put(e.getKey(), DType.INT32);
+                shapes.put(e.getKey(), e.getValue().shape());
+            }
+            for (String o : outs) {
+                for (String x : shapes.keySet()) {
+                    if (x.equals(o) || dt.get(x) != dt.get(o)) continue; // (tensors of two dtypes never share a storage)
+                    long nx = Tensor.numel(shapes.get(x)), no = Tensor.numel(shapes.get(o));
+                    boolean inPlace = IN_PLACE.contains(oc.op + " " + o + "=" + x);
+                    for (boolean same : inPlace ? new boolean[] {true, false} : new boolean[] {false}) {
+                        Tensor buf = make(be.zeros(dt.get(o), (int) (nx + no)));
+                        Map<String, Tensor> t = new LinkedHashMap<>(oc.fixed);
+                        for (String n : oc.floats.keySet()) t.put(n, make(be.zeros(dt.get(n), oc.floats.get(n))));
+                        if (dt.get(x) == DType.INT32) t.put(x, make(be.zeros(DType.INT32, shapes.get(x)))); // zeros: a valid index everywhere here
+                        Tensor xs = buf.view(0, shapes.get(x));
+                        be.copy(xs, t.get(x));
+                        t.put(x, xs);
+                        t.put(o, buf.view(same ? 0 : nx > 1 ? 1 : 0, shapes.get(o)));
+                        String what = oc.op + " with " + o + (same ? " the same elements as " : " overlapping ") + x;
+                        if (same) {
+                            assertDoesNotThrow(() -> oc.call.call(be, t), what + " runs in place");
+                            continue;
+                        }
+                        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> oc.call.call(be, t), what);
+                        String msg = e.getMessage();
+                        String xApi = API_NAMES.getOrDefault(x, x);
+                        assertTrue(msg.startsWith(oc.op + ": ") && mentions(msg, o) && mentions(msg, xApi)
+                                && msg.contains(inPlace ? "overlap partly" : "share memory"), what + ": " + msg);
+                        pairs++;
+                    }
+                }
+            }
+        }
+        assertTrue(pairs >= 150, pairs + " overlapping pairs refused"); // (184 when written)
+    }
+
     private static boolean mentions(String msg, String word) {
         return Pattern.compile("(?<![\\w.])" + Pattern.quote(word) + "(?![\\w])").matcher(msg).find();
     }
