@@ -53,6 +53,9 @@ final class InitModelCommand implements Callable<Integer> {
         if (preset.equals("tiny")) {
             tokDir = tokenizer != null ? tokenizer : Tokenizer.extractBundledTiny();
             try (Tokenizer t = Tokenizer.load(tokDir)) {
+                if (t.eosId() < 0)
+                    throw new IllegalArgumentException(tokDir + ": the tokenizer names no eos_token (tokenizer_config.json), which the model's"
+                            + " eos_token_id needs (generation stops at it)");
                 cfg = LlamaConfig.tiny(t.vocabSize(), t.bosId(), t.eosId());
             }
         } else if (LlamaConfig.NAMED_PRESETS.contains(preset)) {

@@ -40,7 +40,7 @@ public final class GenerationStops {
         if (f == null || !Files.isRegularFile(f)) return lc.eosTokenIds();
         JsonNode n;
         try {
-            n = new ObjectMapper().readTree(f.toFile());
+            n = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS).readTree(f.toFile());
         } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
             throw new IllegalArgumentException(f + ": not valid JSON (" + org.grpo4j.internal.util.JsonErrors.describe(e)
                     + "); generation stops at its eos_token_id, so it must be readable", e);

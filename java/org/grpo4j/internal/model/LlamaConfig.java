@@ -22,7 +22,7 @@ public record LlamaConfig(int hiddenSize, int intermediateSize, int numLayers, i
                           int vocabSize, double rmsNormEps, double ropeTheta, Rope.Llama3Scaling ropeScaling,
                           int maxPositionEmbeddings, boolean tieWordEmbeddings, int bosTokenId, List<Integer> eosTokenIds) {
 
-    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final ObjectMapper JSON = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
 
     public LlamaConfig {
         eosTokenIds = List.copyOf(eosTokenIds);
@@ -47,6 +47,10 @@ public record LlamaConfig(int hiddenSize, int intermediateSize, int numLayers, i
                     + "num_hidden_layers %d, vocab_size %d, ...) is more than the %.3g grpo4j accepts: a wrong number in config.json?", params,
                     hiddenSize, intermediateSize, numLayers, vocabSize, MAX_PARAMETERS));
         if (!(rmsNormEps > 0)) throw new IllegalArgumentException("config: rms_norm_eps must be > 0, got " + rmsNormEps);
+        // (a model written with a negative id is one grpo4j itself refuses to read back)
+        if (bosTokenId < -1) throw new IllegalArgumentException("config: bos_token_id must be >= 0 (or -1: none), got " + bosTokenId);
+        for (int e : eosTokenIds)
+            if (e < 0) throw new IllegalArgumentException("config: eos_token_id must be token ids >= 0, got " + eosTokenIds);
         new Rope(headDim, ropeTheta, ropeScaling); // validates theta and scaling
     }
 

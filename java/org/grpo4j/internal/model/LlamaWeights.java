@@ -32,7 +32,7 @@ import org.grpo4j.internal.util.AtomicDir;
  * #range} and {@link #padded()} work at any size; {@link #flat()} exists only below it.
  */
 public final class LlamaWeights implements AutoCloseable {
-    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final ObjectMapper JSON = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
     /** Tokenizer files copied into saved model directories when present. */
     static final List<String> TOKENIZER_FILES = List.of("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json");
 
@@ -614,7 +614,9 @@ public final class LlamaWeights implements AutoCloseable {
                         throw new IOException(f + ": unexpected tensor " + t.name() + (t.name().equals("lm_head.weight") && config.tieWordEmbeddings()
                                 ? " (config.json says tie_word_embeddings)" : " (not a parameter of this Llama config)"));
                     if (where != null && !f.equals(where.get(t.name())))
-                        throw new IOException(f + ": tensor " + t.name() + " is listed in the index under " + where.get(t.name()));
+                        throw new IOException(f + ": tensor " + t.name() + (where.get(t.name()) == null
+                                ? " is not listed in model.safetensors.index.json's weight_map"
+                                : " is listed in the index under " + where.get(t.name())));
                     if (found.put(t.name(), f) != null) throw new IOException(f + ": tensor " + t.name() + " appears in two shards");
                     ParameterLayout.Entry e = layout.get(t.name());
                     if (!java.util.Arrays.equals(e.shape(), t.shape()))
@@ -795,7 +797,12 @@ public final class LlamaWeights implements AutoCloseable {
     }
 
     private static void saveAtomically(Path out, AtomicDir.Filler body) throws IOException {
-        Path abs = out.toAbsolutePath();
+        // (normalized: "out/." named a directory "." to rename onto; a link to an empty directory is written through,
+        // where deleting the link and renaming onto its name left the directory it pointed at empty)
+        Path abs = out.toAbsolutePath().normalize();
+        if (Files.isSymbolicLink(abs) && Files.isDirectory(abs)) abs = abs.toRealPath();
+        if (Path.of("").toAbsolutePath().normalize().startsWith(abs))
+            throw new IllegalArgumentException(out + ": is the current directory (or holds it); name a new directory to write the model into");
         boolean existed = Files.exists(abs);
         if (existed) {
             try (var s = Files.list(abs)) {

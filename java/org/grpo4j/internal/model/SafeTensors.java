@@ -31,7 +31,8 @@ public final class SafeTensors implements AutoCloseable {
     /** Largest header accepted (the real Llama 3.1 8B shards have headers of a few tens of KB). */
     public static final long MAX_HEADER_BYTES = 100L << 20;
 
-    private static final ObjectMapper JSON = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
+    private static final ObjectMapper JSON = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
+            .enable(com.fasterxml.jackson.core.JsonParser.Feature.STRICT_DUPLICATE_DETECTION); // (a name given twice: the last one won)
 
     /** A tensor's header entry. */
     public record Info(String name, String dtype, int[] shape, long begin, long end) {
@@ -81,7 +82,8 @@ public final class SafeTensors implements AutoCloseable {
                 tensors.put(e.getKey(), parseInfo(e.getKey(), e.getValue(), dataSize));
             }
             List<Info> sorted = new ArrayList<>(tensors.values());
-            sorted.sort((a, b) -> Long.compare(a.begin(), b.begin()));
+            // (by end too: an empty tensor at an offset where another one starts comes first, in any order of the header)
+            sorted.sort((a, b) -> a.begin() != b.begin() ? Long.compare(a.begin(), b.begin()) : Long.compare(a.end(), b.end()));
             long expect = 0;
             Info prev = null;
             for (Info t : sorted) {
@@ -95,7 +97,7 @@ public final class SafeTensors implements AutoCloseable {
             if (expect != dataSize)
                 throw err("tensors cover " + expect + " bytes of data but the file has " + dataSize + " after the header"
                         + (expect > dataSize ? " (truncated file?)" : ""));
-        } catch (IOException | RuntimeException e) {
+        } catch (IOException | RuntimeException | Error e) { // (an OutOfMemoryError on a huge header too: the file is closed)
             ch.close();
             throw e;
         }

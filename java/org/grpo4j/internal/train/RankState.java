@@ -260,8 +260,9 @@ final class RankState implements AutoCloseable {
      */
     void loadReference(Path step0Model) throws IOException {
         closeReference();
+        // (the weights' checksum leaves the config out: a config.json edited since, its eps or rope, changes the reference)
+        requireRunsModel(step0Model, org.grpo4j.internal.model.LlamaConfig.read(step0Model));
         if (shardsReference()) {
-            requireRunsModel(step0Model, org.grpo4j.internal.model.LlamaConfig.read(step0Model));
             refShards = ShardedReference.load(be, comm, step0Model, s.model(), s.dtype());
             refModel = refShards.model();
         } else {

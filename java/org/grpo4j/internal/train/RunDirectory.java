@@ -169,6 +169,30 @@ final class RunDirectory implements AutoCloseable {
     }
 
     /**
+     * Refuses {@code --overwrite} of {@code dir} when an input of the new run lies inside it (the model, e.g. an
+     * earlier checkpoint's {@code checkpoints/step_N/model}, or a dataset file such as its samples.jsonl): deleting the
+     * earlier outputs would delete what the run reads. {@code inputs} are (config key, path) pairs; paths that do not
+     * exist (an init: preset, a hub name) are skipped.
+     */
+    static void checkOverwriteSparesInputs(Path dir, List<String[]> inputs) throws IOException {
+        if (!Files.isDirectory(dir)) return;
+        Path real = dir.toRealPath();
+        for (String[] in : inputs) {
+            Path p;
+            try {
+                p = Path.of(in[1]);
+            } catch (java.nio.file.InvalidPathException e) {
+                continue;
+            }
+            if (!Files.exists(p)) continue;
+            if (p.toRealPath().startsWith(real))
+                throw new IllegalArgumentException(in[0] + " " + in[1] + " lies inside " + dir + ", whose earlier outputs --overwrite deletes: the run"
+                        + " would delete what it reads. Copy it out of " + dir + " first (a checkpoint's model: grpo4j export --model "
+                        + in[1] + " --out DIR), or choose another output directory");
+        }
+    }
+
+    /**
      * Refuses an output directory that cannot be created, naming it: its nearest existing ancestor must be a
      * directory in which a directory can be made (tried with a hidden one, removed at once: a read-only file system,
      * a missing permission or a pseudo file system such as /proc fail here, before any work).

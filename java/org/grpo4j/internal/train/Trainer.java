@@ -196,6 +196,7 @@ public final class Trainer implements AutoCloseable {
                     + b.outputDir + " would leave both incomplete: copy " + runOfCheckpoint + " to " + b.outputDir + " and resume the copy instead");
         this.out = b.outputDir != null ? b.outputDir : runOfCheckpoint != null ? runOfCheckpoint : Path.of(cfg.outputDir);
         if (ck == null && writer) RunDirectory.checkNewRun(out, b.overwrite); // before any work; again under the lock below
+        if (ck == null && writer && b.overwrite) RunDirectory.checkOverwriteSparesInputs(out, inputs(cfg));
         this.overwritePending = ck == null && b.overwrite;
         this.log = writer ? b.log : null;
         if (!changes.isEmpty() && log != null)
@@ -209,6 +210,10 @@ public final class Trainer implements AutoCloseable {
         // local dataset paths become absolute in the saved config, so that a resume finds them from any directory
         cfg.datasetMixerList = absolutize(cfg.datasetMixerList, cfg.baseDir);
         cfg.datasetMixerEvalList = absolutize(cfg.datasetMixerEvalList, cfg.baseDir);
+        // and so does a local model directory (read from the current directory, as Preflight reads it): a resume from
+        // elsewhere found none, or another directory's model of the same name
+        if (!cfg.modelNameOrPath.startsWith("init:") && !Path.of(cfg.modelNameOrPath).isAbsolute() && Files.isDirectory(Path.of(cfg.modelNameOrPath)))
+            cfg.modelNameOrPath = Path.of(cfg.modelNameOrPath).toAbsolutePath().normalize().toString();
         try {
             if (cluster != null) cluster.agreeOnConfig(cfg.toJson());
             // the saved config names the directory the run is in (a resumed copy's kept the original's, and a config
@@ -750,6 +755,17 @@ public final class Trainer implements AutoCloseable {
     }
 
     /** A copy of a mixer list with each local dataset path (even positions) made absolute. */
+    /** The run's input paths as (config key, path): the model and each local dataset file (resolved as Data does). */
+    private static List<String[]> inputs(GrpoConfig c) {
+        List<String[]> in = new ArrayList<>();
+        in.add(new String[] {"model_name_or_path", c.modelNameOrPath});
+        for (String[] k : new String[][] {{"dataset_mixer_list"}, {"dataset_mixer_eval_list"}}) {
+            List<String> mixer = absolutize(k[0].equals("dataset_mixer_list") ? c.datasetMixerList : c.datasetMixerEvalList, c.baseDir);
+            for (int i = 0; i + 1 < mixer.size(); i += 2) in.add(new String[] {k[0], mixer.get(i)});
+        }
+        return in;
+    }
+
     private static List<String> absolutize(List<String> in, Path baseDir) {
         List<String> mixer = new ArrayList<>(in);
         for (int i = 0; i + 1 < mixer.size(); i += 2) {

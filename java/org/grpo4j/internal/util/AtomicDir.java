@@ -34,7 +34,7 @@ public final class AtomicDir {
 
     /** Creates {@code target} (which must not exist) with the content {@code filler} writes. */
     public static void write(Path target, Filler filler) throws IOException {
-        Path abs = target.toAbsolutePath();
+        Path abs = target.toAbsolutePath().normalize(); // (not "dir/.", which no rename can take)
         Path tmp;
         try {
             Files.createDirectories(abs.getParent());

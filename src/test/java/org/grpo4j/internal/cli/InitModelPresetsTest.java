@@ -47,6 +47,37 @@ class InitModelPresetsTest {
         }
     }
 
+    /**
+     * The output path is taken as the directory it names: "new/." is the directory new (it was refused as existing,
+     * leaving an empty new behind), and a link to an empty directory is written through (the link was replaced by the
+     * model, the directory it pointed at left empty).
+     */
+    @Test
+    void theOutputIsTheDirectoryThePathNames(@TempDir Path tmp) throws Exception {
+        CliTest.Run r = CliTest.run("init-model", "--out", tmp.resolve("new") + "/.");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(Files.isRegularFile(tmp.resolve("new/model.safetensors")), r.err());
+        Path real = Files.createDirectories(tmp.resolve("big-disk/m")), link = Files.createSymbolicLink(tmp.resolve("link"), real);
+        r = CliTest.run("init-model", "--out", link.toString());
+        assertEquals(0, r.code(), r.err());
+        assertTrue(Files.isSymbolicLink(link), "the link is kept");
+        assertTrue(Files.isRegularFile(real.resolve("model.safetensors")), "the model is where the link points");
+    }
+
+    /** A tokenizer without an eos_token is refused naming it, not written into a model grpo4j refuses to read back. */
+    @Test
+    void aTokenizerWithoutAnEosTokenIsRefusedNamingIt(@TempDir Path tmp) throws Exception {
+        Path tok = Files.createDirectories(tmp.resolve("tok"));
+        Files.copy(Path.of("examples/tiny-tokenizer/tokenizer.json"), tok.resolve("tokenizer.json"));
+        Files.writeString(tok.resolve("tokenizer_config.json"), Files.readString(Path.of("examples/tiny-tokenizer/tokenizer_config.json"))
+                .replace("\"eos_token\"", "\"unused_eos_token\""));
+        Path out = tmp.resolve("m");
+        CliTest.Run r = CliTest.run("init-model", "--out", out.toString(), "--tokenizer", tok.toString());
+        assertEquals(2, r.code(), r.err());
+        assertTrue(r.err().contains(tok + ": the tokenizer names no eos_token"), r.err());
+        assertFalse(Files.exists(out.resolve("config.json")), "nothing written");
+    }
+
     @Test
     void unknownPresetListsTheValidOnes(@TempDir Path tmp) {
         CliTest.Run r = CliTest.run("init-model", "--preset", "llama-70b", "--out", tmp.resolve("x").toString());

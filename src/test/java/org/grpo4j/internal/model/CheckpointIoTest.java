@@ -166,6 +166,14 @@ class CheckpointIoTest {
         assertBad(rawFile(tmp, "len.safetensors", ok.replace("[2,2]", "[2,3]"), 16, -1), "tensor b", "needs 12 bytes");
         assertBad(rawFile(tmp, "overlap.safetensors", ok.replace("[8,16]", "[4,12]"), 16, -1), "overlap");
         assertBad(rawFile(tmp, "hole.safetensors", ok.replace("[8,16]", "[10,18]"), 18, -1), "hole");
+        // a name given twice (the last one won: a F32[2] read as BF16[2,2]) is refused as a duplicate
+        assertBad(rawFile(tmp, "dup.safetensors", ok.replace("\"b\":", "\"a\":"), 16, -1), "not valid JSON", "Duplicate field 'a'");
+        // an empty tensor at the offset where another starts, listed after it or before it: both fine, as in Rust safetensors
+        for (String hdr : new String[] {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}",
+                "{\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]},\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}"})
+            try (SafeTensors st = SafeTensors.open(rawFile(tmp, "empty.safetensors", hdr, 8, -1))) {
+                assertEquals(2, st.tensors().size(), hdr);
+            }
         Files.write(tmp.resolve("tiny.safetensors"), new byte[3]);
         assertBad(tmp.resolve("tiny.safetensors"), "too short");
     }
@@ -201,6 +209,14 @@ class CheckpointIoTest {
         }
         e = assertThrows(IOException.class, () -> LlamaWeights.load(be, tmp.resolve("m")));
         assertTrue(e.getMessage().contains("model.norm.weight is missing"), e.getMessage());
+        // sharded: a tensor of a shard that the index leaves out is named so (it said "listed in the index under null")
+        try (LlamaWeights w = LlamaWeights.init(be, c, 1)) {
+            w.save(tmp.resolve("s"), "F32", 1L << 16, null);
+        }
+        Path idx = tmp.resolve("s/model.safetensors.index.json");
+        Files.writeString(idx, Files.readString(idx).replaceFirst("\"model.norm.weight\" : \"[^\"]+\",?", ""));
+        e = assertThrows(IOException.class, () -> LlamaWeights.load(be, tmp.resolve("s")));
+        assertTrue(e.getMessage().contains("tensor model.norm.weight is not listed in model.safetensors.index.json's weight_map"), e.getMessage());
     }
 
     @Test

@@ -32,6 +32,31 @@ class UserFileBadInputTest {
     }
 
     // a config.json typo in num_hidden_layers: ParameterLayout builds 9 entries a layer (OOM after ~40 s at 2e7 with -Xmx1g)
+    /**
+     * Content after the JSON value of config.json, generation_config.json or trainer_state.json (two objects
+     * concatenated, a paste gone wrong) is refused naming the file, as Python's json.load (and so HF) refuses it: the
+     * second object's values were silently ignored.
+     */
+    @Test
+    void trailingContentAfterAJsonFileIsRefused(@TempDir Path tmp) throws IOException {
+        String cfg = "{\"model_type\":\"llama\",\"hidden_size\":64,\"intermediate_size\":192,\"num_hidden_layers\":2,"
+                + "\"num_attention_heads\":4,\"num_key_value_heads\":2,\"vocab_size\":512,\"eos_token_id\":1}";
+        Path m = Files.createDirectories(tmp.resolve("m"));
+        Files.writeString(m.resolve("config.json"), cfg);
+        LlamaConfig lc = LlamaConfig.read(m); // one object: fine
+        Files.writeString(m.resolve("config.json"), cfg + "\n{\"hidden_size\":128}\n");
+        IOException e = assertThrows(IOException.class, () -> LlamaConfig.read(m));
+        assertTrue(e.getMessage().startsWith(m.resolve("config.json") + ": not valid JSON"), e.getMessage());
+        Files.writeString(m.resolve("generation_config.json"), "{\"eos_token_id\": 1} {\"eos_token_id\": 2}");
+        IllegalArgumentException g = assertThrows(IllegalArgumentException.class, () -> GenerationStops.generationConfigIds(m, lc));
+        assertTrue(g.getMessage().startsWith(m.resolve("generation_config.json") + ": not valid JSON"), g.getMessage());
+        Path ck = Files.createDirectories(tmp.resolve("step_3"));
+        Files.writeString(ck.resolve("trainer_state.json"), "{\"training_step\": 3} x");
+        IllegalArgumentException s = assertThrows(IllegalArgumentException.class,
+                () -> org.grpo4j.internal.train.GrpoTrainerTestAccess.readTrainerState(ck.resolve("trainer_state.json"), ck));
+        assertTrue(s.getMessage().startsWith(ck.resolve("trainer_state.json") + ": not valid JSON"), s.getMessage());
+    }
+
     @Test
     void absurdLayerCountIsRefusedByConfig() {
         String j = "{\"model_type\":\"llama\",\"hidden_size\":64,\"intermediate_size\":192,\"num_hidden_layers\":2000000000,"

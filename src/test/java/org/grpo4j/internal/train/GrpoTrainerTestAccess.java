@@ -12,6 +12,9 @@ public final class GrpoTrainerTestAccess {
 
     public static List<String> small(Path out, int steps) { return GrpoTrainerTest.small(out, steps); }
 
+    /** Reads a checkpoint's trainer_state.json ({@code ck}: its step_N directory). */
+    public static void readTrainerState(Path file, Path ck) throws java.io.IOException { TrainerState.read(file, ck); }
+
     /** Trains the steps of {@code sets} (on examples/tiny-arith.json) as this JVM's ranks of {@code cluster}; the last step's metrics. */
     public static Map<String, Double> trainOneStep(List<String> sets, Cluster cluster) throws Exception {
         List<Map<String, Double>> seen = new ArrayList<>();
