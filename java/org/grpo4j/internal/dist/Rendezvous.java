@@ -67,7 +67,7 @@ public final class Rendezvous implements Cluster {
         }
         try {
             checkLayout(info);
-            client.barrier("join", env.processes(), timeoutMillis);
+            client.barrier(TcpStore.JOIN_BARRIER, env.processes(), timeoutMillis);
         } catch (IOException | RuntimeException e) {
             // no goodbyes to wait for: the processes that never joined would hold this error back up to 30 s; the
             // store is aborted with the reason first, so that the processes that did join report it, not a lost store
@@ -286,6 +286,7 @@ public final class Rendezvous implements Cluster {
     /** Tests: drops the store's connections without goodbyes, as a killed JVM would. */
     void abandonForTests() {
         if (server != null) server.close();
+        else client.dropForTests();
     }
 
     @Override

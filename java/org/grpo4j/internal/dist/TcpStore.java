@@ -46,6 +46,9 @@ public final class TcpStore {
 
     public static final int MAX_KEY = 512, MAX_VALUE = 1 << 20;
 
+    /** The barrier every process passes when it joins (Rendezvous): past it, the run has formed. */
+    public static final String JOIN_BARRIER = "join";
+
     /**
      * An abort's reason cut to what a message's key carries ({@value #MAX_KEY} UTF-8 bytes, ending in "..."): a longer
      * one ended the sender's connection unheard, and the other processes waited out their timeouts or blamed a lost store.
@@ -126,6 +129,8 @@ public final class TcpStore {
         private final Map<Integer, String> who = new HashMap<>();
         private final List<Socket> open = new ArrayList<>();
         private final java.util.Set<Integer> finished = new java.util.HashSet<>();
+        /** The processes with a live watch connection (a second copy of one, once the run has formed, is refused). */
+        private final java.util.Set<Integer> watching = new java.util.HashSet<>();
         private final List<DataOutputStream> watchOuts = new ArrayList<>(); // every process's watch connection
         /** The watch streams that got the abort already (under each stream's own lock). */
         private final java.util.Set<DataOutputStream> abortSent = java.util.concurrent.ConcurrentHashMap.newKeySet();
@@ -290,6 +295,11 @@ public final class TcpStore {
                     new Msg("ERR", "process " + process + " outside [0, " + processes + ")", 0, 0, new byte[0]).write(out);
                     return;
                 }
+                String copy = secondCopy(process);
+                if (copy != null) {
+                    new Msg("ERR", copy, 0, 0, new byte[0]).write(out);
+                    return;
+                }
                 if (!past.compareAndSet(false, true)) return; // (its deadline closed it meanwhile)
                 authenticated = true;
                 handshaking = false;
@@ -319,6 +329,18 @@ public final class TcpStore {
             }
         }
 
+        /**
+         * Why a connection of {@code process} is refused as a second copy of a process already in the formed run (a
+         * node's command run twice, a task requeued while the run lives), or null. Before the join barrier completes
+         * it is let in, and the rendezvous stops the run at join naming both (two nodes started with one node rank);
+         * after it, only the newcomer is turned away: the run goes on, and its process's description is kept.
+         */
+        private synchronized String secondCopy(int process) {
+            if (!watching.contains(process) || counters.getOrDefault("barrier/" + JOIN_BARRIER, 0L) < processes) return null;
+            return "process " + process + " is already in the running job (" + describe(process) + "): this is a second copy of it (the same node"
+                    + " rank started twice, or a task requeued while the job runs); it stops here, and the job goes on";
+        }
+
         private synchronized String describe(int process) {
             String i = who.get(process);
             return i == null ? "unknown" : i;
@@ -329,6 +351,7 @@ public final class TcpStore {
             c.setSoTimeout((int) deadMillis);
             synchronized (this) {
                 watchOuts.add(out);
+                watching.add(process);
             }
             Thread pinger = daemon("grpo4j-rdzv-ping", () -> {
                 try {
@@ -371,6 +394,9 @@ public final class TcpStore {
                 }
             } finally {
                 pinger.interrupt();
+                synchronized (this) {
+                    watching.remove(process);
+                }
             }
         }
 
@@ -764,6 +790,18 @@ public final class TcpStore {
 
         /** Why the run failed, or null. */
         public String abortReason() { return aborted; }
+
+        /** Tests: closes both connections without a goodbye, as a killed JVM's would end. */
+        void dropForTests() {
+            closing = true;
+            for (Socket c : new Socket[] {ctl, watch}) {
+                try {
+                    c.close();
+                } catch (IOException e) {
+                    // dropping
+                }
+            }
+        }
 
         @Override
         public void close() {

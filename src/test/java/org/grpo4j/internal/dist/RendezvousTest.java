@@ -232,6 +232,35 @@ class RendezvousTest {
         assertTrue(messages.stream().anyMatch(m -> m.startsWith("process 1 (")), "the duplicate names itself: " + messages);
     }
 
+    /**
+     * A second copy of a process that starts after the run has formed (a node's command run again, a requeued task)
+     * is refused by the store and stops; the running job goes on: its processes hear no abort and still pass a
+     * barrier, and a process's death is still noticed afterwards.
+     */
+    @Test
+    void aLateSecondCopyOfAProcessStopsAloneAndTheRunGoesOn() throws Exception {
+        int port = freePort();
+        CompletableFuture<Rendezvous> zero = rankZero(port);
+        try (Rendezvous one = new Rendezvous(env(2, 1, port), "", 20_000, 100)) {
+            Rendezvous r0 = zero.get(30, TimeUnit.SECONDS);
+            BlockingQueue<String> heard = new ArrayBlockingQueue<>(4);
+            r0.onAbort(heard::add);
+            one.onAbort(heard::add);
+            IllegalStateException e = assertThrows(IllegalStateException.class, () -> new Rendezvous(env(2, 1, port), "", 20_000, 100).close());
+            assertTrue(e.getMessage().contains("process 1 is already in the running job (") && e.getMessage().contains("it stops here, and the job goes on"),
+                    e.getMessage());
+            CompletableFuture<Void> b0 = CompletableFuture.runAsync(() -> r0.barrier("after"));
+            one.barrier("after");
+            b0.get(30, TimeUnit.SECONDS);
+            assertNull(heard.poll(1, TimeUnit.SECONDS), "the running job heard no abort");
+            one.abandonForTests(); // the real process 1 dies: still noticed
+            String why = heard.poll(30, TimeUnit.SECONDS);
+            assertNotNull(why, "rank 0 never heard that process 1 died");
+            assertTrue(why.contains("process 1 ("), why);
+            r0.close();
+        }
+    }
+
     /** A node started with other --nnodes or --gpus than rank 0's: stopped at join, not left waiting at the barrier. */
     @Test
     void aNodeStartedForAnotherLayoutStopsTheRunAtJoin() throws Exception {
