@@ -6,7 +6,6 @@ import java.io.BufferedWriter;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
@@ -280,20 +279,12 @@ final class EvalCommand implements Callable<Integer> {
         } catch (java.io.IOException e) {
             throw new java.io.IOException(output + ": cannot write: " + e.getMessage(), e);
         }
-        if (overwrite) {
-            Files.move(tmp, output.toAbsolutePath(), StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-        } else { // put in place only where nothing is: a file made meanwhile (another eval, a run) is not replaced
-            try {
-                Files.createLink(output.toAbsolutePath(), tmp);
-                Files.delete(tmp);
-            } catch (java.nio.file.FileAlreadyExistsException e) {
-                throw new IllegalArgumentException("--output " + output + " was made while the eval ran: its results are kept, these are not written"
-                        + " (--overwrite replaces it)");
-            } catch (UnsupportedOperationException | java.nio.file.FileSystemException e) { // no hard links here: a plain move
-                Files.move(tmp, output.toAbsolutePath());
-            }
+        try { // without --overwrite, put in place only where nothing is: a file made meanwhile (another eval, a run) is kept
+            org.grpo4j.internal.util.AtomicDir.moveIntoPlace(tmp, output, overwrite);
+        } catch (java.nio.file.FileAlreadyExistsException e) {
+            throw new IllegalArgumentException("--output " + output + " was made while the eval ran: its results are kept, these are not written"
+                    + " (--overwrite replaces it)");
         }
-        org.grpo4j.internal.util.AtomicDir.syncDirectory(output.toAbsolutePath().getParent());
     }
 
     /**

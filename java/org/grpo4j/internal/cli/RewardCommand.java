@@ -19,7 +19,6 @@ import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -36,13 +35,15 @@ import picocli.CommandLine.Option;
  * "timed_out": true when the verification ran out of time; such rows score 0 while the rest still run).
  *
  * <p>The output file appears only when complete (written to a temporary sibling, then renamed), so a failure never
- * leaves it half-written and never truncates an existing file; it must not be the input. Text is kept exactly:
+ * leaves it half-written; an existing file is replaced only with --overwrite, and never when it is the input. Text is kept exactly:
  * strings with unpaired UTF-16 surrogates (legal in JSON escapes) are written back as the same escapes.
  */
 @Command(name = "reward", mixinStandardHelpOptions = true, description = "Score responses with the GSM8K / MATH / IFEval verifiers.")
 final class RewardCommand implements Callable<Integer> {
     @Option(names = "--input", required = true, description = "JSONL with dataset, ground_truth, response per line.") Path input;
-    @Option(names = "--output", description = "Output JSONL (default: stdout); written when complete, never the input.") Path output;
+    @Option(names = "--output", description = "Output JSONL (default: stdout); written when complete, never the input, never over an existing file"
+            + " without --overwrite.") Path output;
+    @Option(names = "--overwrite", description = "Replace an existing --output file.") boolean overwrite;
     @Option(names = "--verifier-compat", defaultValue = "", description = "open-instruct-3f37c29 for the reference's exact behaviour (default: fixed).") String compat;
     @Option(names = "--verification-reward", defaultValue = "10.0", description = "Reward of a passing verification (default: ${DEFAULT-VALUE}).") double reward;
     @Option(names = "--timeout", defaultValue = "5.0", description = "Seconds per verification (default: ${DEFAULT-VALUE}).") double timeout;
@@ -77,6 +78,8 @@ final class RewardCommand implements Callable<Integer> {
             if (Files.isDirectory(output)) throw new IllegalArgumentException(output + ": is a directory (--output takes a file)");
             if (Files.exists(output) && Files.isSameFile(input, output))
                 throw new IllegalArgumentException("--output " + output + " is the --input file: writing it would destroy the input; choose another output file");
+            if (Files.exists(output) && !overwrite)
+                throw new IllegalArgumentException("--output " + output + " exists (earlier results?): give another file, or --overwrite to replace it");
             Path dir = output.toAbsolutePath().getParent();
             if (!Files.isDirectory(dir)) throw new java.nio.file.NoSuchFileException(dir.toString(), null, "the --output file's directory");
             tmp = AtomicDir.temporaryFileFor(output);
@@ -85,8 +88,12 @@ final class RewardCommand implements Callable<Integer> {
         try {
             run(tmp);
             if (tmp != null) {
-                Files.move(tmp, output, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-                AtomicDir.syncDirectory(output.toAbsolutePath().getParent());
+                try {
+                    AtomicDir.moveIntoPlace(tmp, output, overwrite);
+                } catch (java.nio.file.FileAlreadyExistsException e) {
+                    throw new IllegalArgumentException("--output " + output + " was made while the rows were scored: it is kept, these results are"
+                            + " not written (--overwrite replaces it)");
+                }
             }
         } finally {
             if (tmp != null) Files.deleteIfExists(tmp);

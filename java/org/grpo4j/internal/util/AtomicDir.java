@@ -141,6 +141,30 @@ public final class AtomicDir {
      * fsync of a regular file, opened read-only: that is enough for fsync, and a file copied from a write-protected
      * source keeps its 0444 mode.
      */
+    /**
+     * Moves the complete file {@code tmp} (a {@link #temporaryFileFor} sibling) to {@code target}: replacing what is
+     * there when {@code replace}, otherwise only where nothing is, so that a file made meanwhile (by another command, a
+     * run) is kept. The directory is synced after.
+     *
+     * @throws java.nio.file.FileAlreadyExistsException when {@code target} exists and {@code replace} is false ({@code
+     *         tmp} is left for the caller to delete)
+     */
+    public static void moveIntoPlace(Path tmp, Path target, boolean replace) throws IOException {
+        Path abs = target.toAbsolutePath();
+        if (replace) Files.move(tmp, abs, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+        else {
+            try {
+                Files.createLink(abs, tmp); // (fails if anything is there: no check-then-move race)
+                Files.delete(tmp);
+            } catch (java.nio.file.FileAlreadyExistsException e) {
+                throw e;
+            } catch (UnsupportedOperationException | java.nio.file.FileSystemException e) { // no hard links here: a plain move
+                Files.move(tmp, abs);
+            }
+        }
+        syncDirectory(abs.getParent());
+    }
+
     public static void syncFile(Path file) throws IOException {
         try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ)) {
             ch.force(true);

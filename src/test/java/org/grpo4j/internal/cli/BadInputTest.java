@@ -231,6 +231,10 @@ class BadInputTest {
         t.add(c("reward --timeout 0", "reward", "--input", "$R/rows.jsonl", "--timeout", "0").says("--timeout", "got 0.0"));
         t.add(c("reward --verification-reward -1", "reward", "--input", "$R/rows.jsonl", "--verification-reward", "-1").says("--verification-reward", "-1.0"));
         t.add(c("reward unknown compat", "reward", "--input", "$R/rows.jsonl", "--verifier-compat", "bogus").says("bogus"));
+        t.add(c("reward existing output", "reward", "--input", "$R/rows.jsonl", "--output", "$R/other.jsonl")
+                .says("--output $R/other.jsonl exists", "--overwrite to replace it")); // (other.jsonl unchanged: checked for every case)
+        t.add(c("reward --overwrite", "reward", "--input", "$R/rows.jsonl", "--output", "$R/other.jsonl", "--overwrite").exit(0).says("4 rows")
+                .writes("other.jsonl"));
         t.add(c("reward output directory missing", "reward", "--input", "$R/rows.jsonl", "--output", "$R/nodir/out.jsonl").says("$R/nodir", "not found"));
         t.add(c("reward rows", "reward", "--input", "$R/rows.jsonl", "--output", "$R/scored.jsonl").exit(0).says("4 rows", "bad lines 2").writes("scored.jsonl")
                 .after(r -> {
