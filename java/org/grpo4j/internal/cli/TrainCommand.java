@@ -98,7 +98,16 @@ final class TrainCommand implements Callable<Integer> {
      * or null (a run of its own).
      */
     static org.grpo4j.internal.dist.DistEnv perRankEnv(java.util.Map<String, String> env) {
-        if (!org.grpo4j.internal.dist.DistEnv.perRankLaunch(env)) return null;
+        if (!org.grpo4j.internal.dist.DistEnv.perRankLaunch(env)) {
+            // (a launcher that sets these but not RANK, or a typo in RANK, started N runs of their own at world size 1)
+            for (String k : new String[] {"WORLD_SIZE", "LOCAL_RANK"}) {
+                String v = env.get(k);
+                if (v != null && !v.isBlank() && !v.trim().equals(k.equals("WORLD_SIZE") ? "1" : "0"))
+                    throw new IllegalArgumentException(k + "=" + v.trim() + " is set but RANK is not: a launch of one process per rank sets RANK"
+                            + " (and WORLD_SIZE, LOCAL_RANK, MASTER_ADDR) for each; unset " + k + " to train alone, or launch per node with tools/launch");
+            }
+            return null;
+        }
         org.grpo4j.internal.dist.DistEnv d = org.grpo4j.internal.dist.DistEnv.fromEnvironment(env, 1);
         return d.worldSize() > 1 ? d : null;
     }

@@ -30,6 +30,20 @@ public record DistEnv(int worldSize, int processes, int processIndex, int[] loca
         if (localRanks.length == 0 || localRanks.length != localDevices.length) throw new IllegalArgumentException("no local ranks");
         for (int r : localRanks) if (r < 0 || r >= worldSize) throw new IllegalArgumentException("rank " + r + " outside world " + worldSize);
         if (masterPort < 1 || masterPort > 65535) throw new IllegalArgumentException("MASTER_PORT " + masterPort + " outside [1, 65535]");
+        checkMasterAddr(masterAddr);
+    }
+
+    /**
+     * Refuses a MASTER_ADDR (--master-addr) that names no host: blank, with white space, or host:port (one colon; an
+     * IPv6 literal has two or more), whose port belongs in MASTER_PORT. Such a value failed at rank 0 with a resolver
+     * message naming neither variable, while the other processes retried it until the rendezvous timeout.
+     */
+    static void checkMasterAddr(String a) {
+        if (a == null || a.isBlank() || a.chars().anyMatch(Character::isWhitespace))
+            throw new IllegalArgumentException("MASTER_ADDR (--master-addr) \"" + a + "\" is not a host name or address");
+        if (a.chars().filter(ch -> ch == ':').count() == 1)
+            throw new IllegalArgumentException("MASTER_ADDR (--master-addr) " + a + " looks like host:port; give the host alone and the port as"
+                    + " MASTER_PORT (--master-port)");
     }
 
     /** One JVM per node: node {@code nodeRank} of {@code nnodes}, {@code gpus} ranks each. */

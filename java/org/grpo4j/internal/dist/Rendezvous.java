@@ -46,10 +46,17 @@ public final class Rendezvous implements Cluster {
         long dead = 10 * heartbeatMillis;
         TcpStore.Server s = null;
         if (env.hostsRankZero()) {
-            InetAddress bind = bindAddress(env.masterAddr(), InetAddress.getByName(env.masterAddr()), env.processes());
+            InetAddress resolved;
+            try {
+                resolved = InetAddress.getByName(env.masterAddr());
+            } catch (java.net.UnknownHostException e) {
+                throw new IllegalArgumentException("MASTER_ADDR (--master-addr) " + env.masterAddr() + " does not resolve on this node (" + host()
+                        + "), which hosts rank 0 and serves the rendezvous store there: " + e.getMessage());
+            }
+            InetAddress bind = bindAddress(env.masterAddr(), resolved, env.processes());
             if (bind.isAnyLocalAddress() && (secret == null || secret.isEmpty()))
                 throw new IllegalArgumentException("MASTER_ADDR " + env.masterAddr() + " resolves to the loopback address "
-                        + InetAddress.getByName(env.masterAddr()).getHostAddress() + " here (as /etc/hosts maps a machine's own name), which the "
+                        + resolved.getHostAddress() + " here (as /etc/hosts maps a machine's own name), which the "
                         + "other processes' nodes cannot reach, so the rendezvous store listens on every interface: set " + SECRET_ENV
                         + " to the same random value on every node (e.g. export " + SECRET_ENV + "=$(openssl rand -hex 16)), or, when every"
                         + " process runs on this node, MASTER_ADDR=127.0.0.1");

@@ -40,6 +40,12 @@ class PerRankLaunchTest {
         assertNull(TrainCommand.perRankEnv(Map.of("RANK", "0", "WORLD_SIZE", "1")));
         assertNull(TrainCommand.perRankEnv(Map.of("SLURM_PROCID", "0", "SLURM_NTASKS", "2", "SLURM_STEP_ID", "0", "SLURM_STEP_TASKS_PER_NODE", "1",
                 "SLURM_NNODES", "2", "SLURM_JOB_NODELIST", "gpu[07-08]")));
+        // WORLD_SIZE > 1 or LOCAL_RANK > 0 without RANK (a launcher that forgot it, a typo): refused, not N runs of their own
+        for (Map<String, String> e : List.of(Map.of("WORLD_SIZE", "2", "LOCAL_RANK", "1", "MASTER_ADDR", "127.0.0.1"), Map.of("RANKS", "1", "LOCAL_RANK", "1"))) {
+            IllegalArgumentException x = assertThrows(IllegalArgumentException.class, () -> TrainCommand.perRankEnv(e));
+            assertTrue(x.getMessage().matches("(WORLD_SIZE=2|LOCAL_RANK=1) is set but RANK is not: .*"), x.getMessage());
+        }
+        assertNull(TrainCommand.perRankEnv(Map.of("WORLD_SIZE", "1", "LOCAL_RANK", "0")));
         // a batch script of a job with 8 tasks a node is one process (no srun step): a run of its own
         assertNull(TrainCommand.perRankEnv(Map.of("SLURM_PROCID", "0", "SLURM_NTASKS", "8", "SLURM_NTASKS_PER_NODE", "8", "SLURM_NNODES", "1",
                 "SLURM_JOB_NODELIST", "gpu07")));

@@ -325,6 +325,15 @@ class RendezvousTest {
         e = assertThrows(IllegalArgumentException.class, () -> DistEnv.fromEnvironment(Map.of("NNODES", "2", "LOCAL_WORLD_SIZE", "8", "WORLD_SIZE", "8",
                 "MASTER_ADDR", "x"), 1));
         assertTrue(e.getMessage().contains("WORLD_SIZE 8 but 2 nodes x 8 GPUs = 16"), e.getMessage());
+        // a MASTER_ADDR with its port, or white space, names no host: refused naming it (rank 0 failed in the resolver,
+        // the others retried it until the rendezvous timeout)
+        for (String[] bad : new String[][] {{"10.0.0.1:29500", "looks like host:port"}, {"node0:29500", "looks like host:port"},
+                {"node 0", "is not a host name or address"}}) {
+            IllegalArgumentException x = assertThrows(IllegalArgumentException.class, () -> DistEnv.fromEnvironment(Map.of("NNODES", "2", "NODE_RANK", "1",
+                    "MASTER_ADDR", bad[0]), 8), bad[0]);
+            assertTrue(x.getMessage().startsWith("MASTER_ADDR (--master-addr) ") && x.getMessage().contains(bad[1]), x.getMessage());
+        }
+        assertEquals("fe80::1", DistEnv.fromEnvironment(Map.of("NNODES", "2", "NODE_RANK", "1", "MASTER_ADDR", "fe80::1"), 8).masterAddr());
         // one process a rank: the variables' own names in what is wrong (a bad local rank failed only at cuda:L)
         for (String[] bad : new String[][] {{"RANK=5", "RANK", "5", "WORLD_SIZE", "2"}, {"WORLD_SIZE=0", "RANK", "0", "WORLD_SIZE", "0"},
                 {"LOCAL_RANK=-3 is negative", "RANK", "0", "LOCAL_RANK", "-3"},
