@@ -30,9 +30,12 @@ import javax.crypto.spec.SecretKeySpec;
  * that dies.
  *
  * <ul>
- *   <li>Authentication: the server sends a random nonce, the client answers HMAC-SHA256(secret, nonce); a wrong answer
- *       is refused ("wrong rendezvous secret") and the connection closed. The secret (GRPO4J_RDZV_SECRET) is required
- *       when the server listens beyond loopback.</li>
+ *   <li>Authentication, both ways: the server sends a random nonce, the client answers HMAC-SHA256(secret, nonce)
+ *       with a nonce of its own; a wrong answer is refused ("wrong rendezvous secret") and the connection closed, and
+ *       the server's OK carries HMAC-SHA256(secret, "store" + the client's nonce), without which the client refuses
+ *       the server (something else listening at MASTER_ADDR:MASTER_PORT would otherwise hand out the run's config,
+ *       NCCL id and checkpoint paths). The secret (GRPO4J_RDZV_SECRET) is required when the server listens beyond
+ *       loopback.</li>
  *   <li>Bounded: keys up to {@value #MAX_KEY} bytes, values up to {@value #MAX_VALUE} bytes; anything larger ends the
  *       connection with an error. Every wait has a timeout.</li>
  *   <li>Liveness: each process keeps a second ("watch") connection on which both sides send a heartbeat; a process
@@ -69,7 +72,7 @@ public final class TcpStore {
     }
     /** Connections in their handshake at once, and the time one may take from its accept (a process answers the nonce at once). */
     static final int MAX_HANDSHAKES = 128, HANDSHAKE_MILLIS = 10_000;
-    static final String MAGIC = "grpo4j-rendezvous-1";
+    static final String MAGIC = "grpo4j-rendezvous-2"; // (2: the server proves the secret too)
 
     /** Fails unless {@code secret} is set when {@code bind} is not a loopback address. */
     public static void requireSecret(InetAddress bind, String secret) {
@@ -78,12 +81,18 @@ public final class TcpStore {
                     + " to the same random value on every node (e.g. export GRPO4J_RDZV_SECRET=$(openssl rand -hex 16))");
     }
 
-    static byte[] hmac(String secret, byte[] nonce) {
+    static byte[] hmac(String secret, byte[] nonce) { return hmac(secret, "", nonce); }
+
+    /** The server's proof that it knows the secret: HMAC over "store" and the client's nonce (never a client's answer). */
+    static byte[] storeProof(String secret, byte[] clientNonce) { return hmac(secret, "store", clientNonce); }
+
+    private static byte[] hmac(String secret, String label, byte[] nonce) {
         try {
             Mac mac = Mac.getInstance("HmacSHA256");
             byte[] key = (secret == null ? "" : secret).getBytes(StandardCharsets.UTF_8);
             mac.init(new SecretKeySpec(key.length == 0 ? new byte[1] : key, "HmacSHA256"));
             mac.update(MAGIC.getBytes(StandardCharsets.UTF_8));
+            mac.update(label.getBytes(StandardCharsets.UTF_8));
             return mac.doFinal(nonce);
         } catch (GeneralSecurityException e) {
             throw new IllegalStateException(e); // every JDK has HmacSHA256
@@ -278,8 +287,9 @@ public final class TcpStore {
                 out.write(nonce);
                 out.flush();
                 String magic = in.readUTF();
-                byte[] answer = new byte[32];
+                byte[] answer = new byte[32], clientNonce = new byte[32];
                 in.readFully(answer);
+                in.readFully(clientNonce);
                 process = in.readInt();
                 role = in.readUTF();
                 String info = in.readUTF();
@@ -308,7 +318,7 @@ public final class TcpStore {
                 synchronized (this) {
                     who.put(process, info);
                 }
-                new Msg("OK").write(out);
+                new Msg("OK", "", 0, 0, storeProof(secret, clientNonce)).write(out);
                 if (role.equals("watch")) watch(process, info, in, out, c);
                 else control(in, out, c);
             } catch (IOException | RuntimeException e) {
@@ -659,7 +669,10 @@ public final class TcpStore {
             }
         }
 
+        private static final SecureRandom CLIENT_NONCES = new SecureRandom();
+
         private static void handshake(Socket s, String secret, int process, String role, String info, long deadline) throws IOException {
+            byte[] mine = new byte[32];
             // a store greets at once: wait at most 30 s, and not past the caller's deadline (at least 1 s)
             int wait = (int) Math.max(1_000, Math.min(30_000, (deadline - System.nanoTime()) / 1_000_000L));
             s.setSoTimeout(wait);
@@ -681,6 +694,8 @@ public final class TcpStore {
                 in.readFully(nonce);
                 out.writeUTF(MAGIC);
                 out.write(hmac(secret, nonce));
+                CLIENT_NONCES.nextBytes(mine);
+                out.write(mine);
                 out.writeInt(process);
                 out.writeUTF(role);
                 out.writeUTF(info.length() > 200 ? info.substring(0, 200) : info);
@@ -691,6 +706,9 @@ public final class TcpStore {
                 throw new Busy("the rendezvous store at " + s.getRemoteSocketAddress() + " closed the connection during the handshake");
             }
             if (!r.op().equals("OK")) throw new IllegalStateException("the rendezvous store refused this process: " + r.key());
+            if (!MessageDigest.isEqual(r.value(), storeProof(secret, mine)))
+                throw new IllegalStateException("the server at " + s.getRemoteSocketAddress() + " does not know this run's rendezvous secret ("
+                        + "GRPO4J_RDZV_SECRET differs from rank 0's node, or something else listens at MASTER_ADDR:MASTER_PORT): not trusted with the run");
             s.setSoTimeout(0);
         }
 

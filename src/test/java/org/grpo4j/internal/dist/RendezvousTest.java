@@ -139,6 +139,7 @@ class RendezvousTest {
                     in.readFully(new byte[32]);
                     out.writeUTF(TcpStore.MAGIC);
                     out.write(new byte[32]);
+                    out.write(new byte[32]); // (the client's nonce)
                     out.writeInt(0);
                     out.writeUTF("watch");
                     if (finishHandshake) {
@@ -157,6 +158,7 @@ class RendezvousTest {
                 in.readFully(nonce);
                 out.writeUTF(TcpStore.MAGIC);
                 out.write(TcpStore.hmac("right", nonce));
+                out.write(new byte[32]); // (the client's nonce)
                 out.writeInt(0);
                 out.writeUTF("ctl");
                 out.writeUTF("big");

@@ -29,6 +29,7 @@ class TcpStoreTest {
         in.readFully(nonce);
         out.writeUTF(TcpStore.MAGIC);
         out.write(TcpStore.hmac(secret, nonce));
+        out.write(new byte[32]); // (the client's nonce: the store's proof in its OK is not checked here)
         out.writeInt(p);
         out.writeUTF("watch");
         out.writeUTF("test");
@@ -61,6 +62,49 @@ class TcpStoreTest {
             assertFalse(t.isAlive(), t.getName() + " still running after 60 s");
         }
         return n;
+    }
+
+    /**
+     * A client trusts a store only when it proves the secret: a server that greets as the store does and answers OK
+     * without the proof (something else bound MASTER_PORT first, a man in the middle) is refused before any request,
+     * as is a store with another secret; the real store with the same secret is accepted.
+     */
+    @Test
+    void aClientRefusesAStoreThatDoesNotProveTheSecret() throws Exception {
+        try (java.net.ServerSocket fake = new java.net.ServerSocket(0, 50, InetAddress.getLoopbackAddress())) {
+            Thread t = new Thread(() -> {
+                try (Socket c = fake.accept()) {
+                    DataOutputStream out = new DataOutputStream(c.getOutputStream());
+                    DataInputStream in = new DataInputStream(c.getInputStream());
+                    out.writeUTF(TcpStore.MAGIC);
+                    out.write(new byte[32]);
+                    out.flush();
+                    in.readUTF();
+                    in.readFully(new byte[64]); // the answer and the client's nonce, ignored
+                    in.readInt();
+                    in.readUTF();
+                    in.readUTF();
+                    new TcpStore.Msg("OK", "", 0, 0, new byte[32]).write(out);
+                    out.flush();
+                    in.read(); // until the client hangs up
+                } catch (java.io.IOException e) {
+                    // the client hung up
+                }
+            });
+            t.start();
+            IllegalStateException e = assertThrows(IllegalStateException.class, () -> new TcpStore.Client("127.0.0.1", fake.getLocalPort(), "the-secret", 1,
+                    "test", 5_000, 100, 1_000, r -> {}).close());
+            assertTrue(e.getMessage().contains("does not know this run's rendezvous secret"), e.getMessage());
+            t.join(5_000);
+        }
+        int port = RendezvousTest.freePort();
+        try (TcpStore.Server s = new TcpStore.Server(InetAddress.getLoopbackAddress(), port, "the-secret", 2, 100, 60_000)) {
+            IllegalStateException e = assertThrows(IllegalStateException.class, () -> new TcpStore.Client("127.0.0.1", port, "other", 1, "test", 5_000,
+                    100, 1_000, r -> {}).close());
+            assertTrue(e.getMessage().contains("wrong rendezvous secret"), e.getMessage()); // (the store refuses first)
+            TcpStore.Client ok = new TcpStore.Client("127.0.0.1", port, "the-secret", 1, "test", 5_000, 100, 1_000, r -> {});
+            ok.close();
+        }
     }
 
     /**
