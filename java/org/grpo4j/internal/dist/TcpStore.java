@@ -104,6 +104,9 @@ public final class TcpStore {
         Msg(String op) { this(op, "", 0, 0, new byte[0]); }
 
         void write(DataOutputStream out) throws IOException {
+            int kb = key.getBytes(StandardCharsets.UTF_8).length;
+            if (kb > MAX_KEY) // (the store ended the connection over it, and every later call failed with "null")
+                throw new IllegalArgumentException("rendezvous: key \"" + key.substring(0, 40) + "...\" of " + kb + " bytes exceeds " + MAX_KEY);
             out.writeUTF(op);
             out.writeUTF(key);
             out.writeLong(a);
@@ -686,6 +689,9 @@ public final class TcpStore {
                         + wait / 1000.0 + " s (do MASTER_ADDR and MASTER_PORT point at something else?)", e);
             } catch (EOFException | java.net.SocketException e) {
                 throw new Busy("the rendezvous store at " + s.getRemoteSocketAddress() + " closed the connection before its greeting");
+            } catch (IOException e) { // (malformed text: "malformed input around byte 0" reached the user as it was)
+                throw new IOException("the server at " + s.getRemoteSocketAddress() + " is not a grpo4j rendezvous store (its greeting: "
+                        + e.getMessage() + "; do MASTER_ADDR and MASTER_PORT point at the node with rank 0?)", e);
             }
             if (!MAGIC.equals(magic)) throw new IOException("the server at " + s.getRemoteSocketAddress() + " is not a grpo4j rendezvous store");
             Msg r;
@@ -704,6 +710,9 @@ public final class TcpStore {
             } catch (EOFException | java.net.SocketException e) {
                 // a store with every handshake slot taken closes its oldest handshake: tried again (a refusal is an ERR)
                 throw new Busy("the rendezvous store at " + s.getRemoteSocketAddress() + " closed the connection during the handshake");
+            } catch (IOException e) { // (a stall after the greeting: "Read timed out", alone)
+                throw new IOException("the server at " + s.getRemoteSocketAddress() + " broke off the rendezvous handshake (" + e.getMessage()
+                        + "): is it this run's grpo4j store (MASTER_ADDR, MASTER_PORT)?", e);
             }
             if (!r.op().equals("OK")) throw new IllegalStateException("the rendezvous store refused this process: " + r.key());
             if (!MessageDigest.isEqual(r.value(), storeProof(secret, mine)))
@@ -747,7 +756,8 @@ public final class TcpStore {
                     }
                 }
                 if (aborted != null) throw new CommunicatorException("rendezvous: the run was aborted: " + aborted);
-                throw new IOException("rendezvous store at " + where + ": " + e.getMessage(), e);
+                throw new IOException("rendezvous store at " + where + ": " + (e.getMessage() != null ? e.getMessage()
+                        : e.getClass().getSimpleName() + " (the store ended the connection)"), e);
             }
         }
 

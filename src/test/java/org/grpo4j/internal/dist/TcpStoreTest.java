@@ -108,6 +108,46 @@ class TcpStoreTest {
     }
 
     /**
+     * A broken peer's failures reach the user with the address and a hint, not raw ("Read timed out", "malformed input
+     * around byte 0"): a server that stalls after its greeting, and one whose greeting is not text. A key past the
+     * limit is refused on the client before it is sent (the store ended the connection, and later calls said "null").
+     */
+    @Test
+    void aBrokenPeersFailuresNameTheAddress() throws Exception {
+        for (boolean stall : new boolean[] {true, false})
+            try (java.net.ServerSocket fake = new java.net.ServerSocket(0, 50, InetAddress.getLoopbackAddress())) {
+                Thread t = new Thread(() -> {
+                    try (Socket c = fake.accept()) {
+                        DataOutputStream out = new DataOutputStream(c.getOutputStream());
+                        if (stall) {
+                            out.writeUTF(TcpStore.MAGIC);
+                            out.write(new byte[32]);
+                        } else out.write(new byte[] {0, 2, (byte) 0xff, (byte) 0xfe});
+                        out.flush();
+                        c.getInputStream().read(new byte[1 << 16]); // the client's answer, then nothing until it hangs up
+                        c.getInputStream().read();
+                    } catch (java.io.IOException e) {
+                        // the client hung up
+                    }
+                });
+                t.start();
+                java.io.IOException e = assertThrows(java.io.IOException.class, () -> new TcpStore.Client("127.0.0.1", fake.getLocalPort(), "s", 1,
+                        "test", 1_000, 100, 1_000, r -> {}).close());
+                String where = "the server at /127.0.0.1:" + fake.getLocalPort();
+                assertTrue(e.getMessage().startsWith(where) && e.getMessage().contains(stall ? "broke off the rendezvous handshake"
+                        : "is not a grpo4j rendezvous store"), e.getMessage());
+                t.join(5_000);
+            }
+        int port = RendezvousTest.freePort();
+        try (TcpStore.Server s = new TcpStore.Server(InetAddress.getLoopbackAddress(), port, "s", 2, 100, 60_000);
+             TcpStore.Client c = new TcpStore.Client("127.0.0.1", port, "s", 1, "test", 5_000, 100, 60_000, r -> {})) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> c.add("k".repeat(600), 1));
+            assertTrue(e.getMessage().contains("of 600 bytes exceeds 512"), e.getMessage());
+            assertEquals(1, c.add("k", 1), "the connection is still good");
+        }
+    }
+
+    /**
      * After an abort a watch connection gets the reason once and then nothing: the server's pinger looped without a
      * pause once the abort was set (84,889 messages in 0.5 s), which filled the socket of a process that had stopped
      * reading and then blocked holding the stream.
