@@ -48,9 +48,17 @@ final class LaunchCommand implements Callable<Integer> {
         if (rdzvTimeout < 1) throw new IllegalArgumentException("--rdzv-timeout must be >= 1 s, got " + rdzvTimeout);
         int n = nnodes != null ? nnodes : intEnv("NNODES", intEnv("SLURM_NNODES", 1));
         int node = nodeRank != null ? nodeRank : intEnv("NODE_RANK", intEnv("SLURM_NODEID", 0));
+        // (each value named where it came from: an environment's SLURM_NODEID=1 was reported as "--node-rank 1")
+        String nFrom = nnodes != null ? "--nnodes " + n : from("NNODES", "SLURM_NNODES"), nodeFrom = nodeRank != null ? "--node-rank " + node
+                : from("NODE_RANK", "SLURM_NODEID");
+        if (n < 1) throw new IllegalArgumentException(nFrom + ": the number of nodes must be >= 1");
+        if (node < 0 || node >= n)
+            throw new IllegalArgumentException((nodeFrom != null ? nodeFrom : "node rank " + node) + " is outside [0, " + n + ") ("
+                    + (nFrom != null ? nFrom : "no --nnodes, NNODES or SLURM_NNODES: 1 node") + ")");
         // (one node is one process: its rendezvous stays on loopback, needing no secret, unless an address is given)
         // (a blank variable is unset, as DistEnv reads them)
         String envMaster = blankless(env.get("MASTER_ADDR")), nodelist = blankless(env.get("SLURM_JOB_NODELIST"));
+        if (nodelist == null) nodelist = blankless(env.get("SLURM_NODELIST")); // (as DistEnv reads it on the ranks)
         if (masterAddr != null && masterAddr.isBlank()) throw new IllegalArgumentException("--master-addr is empty");
         String master = masterAddr != null ? masterAddr.trim() : envMaster != null ? envMaster
                 : n > 1 && nodelist != null ? DistEnv.hosts(nodelist).get(0) : null;
@@ -195,6 +203,12 @@ final class LaunchCommand implements Callable<Integer> {
                     n, n - 1, plan.masterAddr(), plan.masterPort(), k, String.join(" ", command));
         System.out.flush();
         return problems;
+    }
+
+    /** "KEY=value" of the first of {@code keys} set (not blank) in the environment, or null. */
+    private String from(String... keys) {
+        for (String k : keys) if (blankless(env.get(k)) != null) return k + "=" + env.get(k).trim();
+        return null;
     }
 
     private int intEnv(String key, int dflt) {

@@ -179,7 +179,16 @@ class LaunchCommandTest {
         CliTest.Run notTrain = launch(Map.of(), NO_GPU, "--gpus", "2", "--", "generate", "--model", "m");
         assertTrue(notTrain.err().contains("launch runs \"train\" on every rank"), notTrain.err());
         CliTest.Run rank = launch(Map.of(), NO_GPU, "--nnodes", "2", "--node-rank", "2", "--master-addr", "h", "--gpus", "8", "--dry-run", "--", "train");
-        assertTrue(rank.err().contains("--node-rank 2 outside [0, 2)"), rank.err());
+        assertTrue(rank.err().contains("--node-rank 2 is outside [0, 2) (--nnodes 2)"), rank.err());
+        // values from the environment are named as the environment gave them, a missing node count said so
+        CliTest.Run slurm = launch(Map.of("SLURM_NODEID", "1"), NO_GPU, "--gpus", "8", "--dry-run", "--", "train");
+        assertTrue(slurm.err().contains("SLURM_NODEID=1 is outside [0, 1) (no --nnodes, NNODES or SLURM_NNODES: 1 node)"), slurm.err());
+        CliTest.Run zero = launch(Map.of("NNODES", "0"), NO_GPU, "--gpus", "8", "--dry-run", "--", "train");
+        assertTrue(zero.err().contains("NNODES=0: the number of nodes must be >= 1"), zero.err());
+        // SLURM_NODELIST names node 0 when SLURM_JOB_NODELIST is not set, as on the ranks
+        CliTest.Run list = launch(Map.of("SLURM_NNODES", "2", "SLURM_NODEID", "1", "SLURM_NODELIST", "gpu[1-2]"), NO_GPU, "--gpus", "8", "--dry-run",
+                "--", "train", "--config", "examples/tiny-arith.json");
+        assertTrue(list.out().contains("gpu1:29500"), list.out() + list.err());
         CliTest.Run all = launch(Map.of(), NO_GPU, "--dry-run", "--", "train", "--config", "x.json");
         assertTrue(all.err().contains("--gpus all: no CUDA device visible here"), all.err());
     }
