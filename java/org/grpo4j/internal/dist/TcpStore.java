@@ -297,20 +297,20 @@ public final class TcpStore {
                 role = in.readUTF();
                 String info = in.readUTF();
                 if (!MAGIC.equals(magic)) {
-                    new Msg("ERR", "not a grpo4j rendezvous client", 0, 0, new byte[0]).write(out);
+                    refuse(out, c, "not a grpo4j rendezvous client");
                     return;
                 }
                 if (!MessageDigest.isEqual(answer, hmac(secret, nonce))) {
-                    new Msg("ERR", "wrong rendezvous secret (GRPO4J_RDZV_SECRET differs from rank 0's node)", 0, 0, new byte[0]).write(out);
+                    refuse(out, c, "wrong rendezvous secret (GRPO4J_RDZV_SECRET differs from rank 0's node)");
                     return;
                 }
                 if (process < 0 || process >= processes) {
-                    new Msg("ERR", "process " + process + " outside [0, " + processes + ")", 0, 0, new byte[0]).write(out);
+                    refuse(out, c, "process " + process + " outside [0, " + processes + ")");
                     return;
                 }
                 String copy = secondCopy(process);
                 if (copy != null) {
-                    new Msg("ERR", copy, 0, 0, new byte[0]).write(out);
+                    refuse(out, c, copy);
                     return;
                 }
                 if (!past.compareAndSet(false, true)) return; // (its deadline closed it meanwhile)
@@ -352,6 +352,24 @@ public final class TcpStore {
             if (!watching.contains(process) || counters.getOrDefault("barrier/" + JOIN_BARRIER, 0L) < processes) return null;
             return "process " + process + " is already in the running job (" + describe(process) + "): this is a second copy of it (the same node"
                     + " rank started twice, or a task requeued while the job runs); it stops here, and the job goes on";
+        }
+
+        /** Connections refused at their handshake, and the last one's reason and address (for a barrier's timeout). */
+        private int refusals;
+        private String lastRefusal;
+
+        /** Refuses a connection at its handshake with {@code why}, noted for the processes waiting at a barrier. */
+        private void refuse(DataOutputStream out, Socket c, String why) throws IOException {
+            synchronized (this) {
+                refusals++;
+                lastRefusal = why + ", from " + c.getRemoteSocketAddress();
+            }
+            new Msg("ERR", why, 0, 0, new byte[0]).write(out);
+        }
+
+        /** What a barrier's timeout adds: the refused connections, which may be the processes it waits for. */
+        private String refusalNote() {
+            return refusals == 0 ? "" : "; the store refused " + refusals + (refusals == 1 ? " connection: " : " connections, the last: ") + lastRefusal;
         }
 
         private synchronized String describe(int process) {
@@ -451,7 +469,7 @@ public final class TcpStore {
                         long have = counters.getOrDefault(m.key(), 0L);
                         if (m.op().equals("WAIT") && have >= m.a()) return new Msg("OK", "", have, 0, new byte[0]);
                         long left = deadline - System.nanoTime();
-                        if (left <= 0 || closed) return new Msg("TIMEOUT", "", have, 0, new byte[0]);
+                        if (left <= 0 || closed) return new Msg("TIMEOUT", clip(refusalNote()), have, 0, new byte[0]);
                         try {
                             wait(Math.max(1, left / 1_000_000L));
                         } catch (InterruptedException e) {
@@ -782,7 +800,7 @@ public final class TcpStore {
             Msg r = call(new Msg("WAIT", key, processes, timeoutMillis, new byte[0]));
             if (r.op().equals("TIMEOUT"))
                 throw new IOException("rendezvous barrier \"" + name + "\": " + r.a() + " of " + processes + " processes arrived within " + timeoutMillis / 1000.0
-                        + " s (a node not started, or stuck?)");
+                        + " s (a node not started, or stuck?)" + r.key());
         }
 
         /**

@@ -106,6 +106,11 @@ class RendezvousTest {
                 IOException big = assertThrows(IOException.class, () -> ok.get("never", 200));
                 assertTrue(big.getMessage().contains("not published within 0.2 s"), big.getMessage());
                 assertThrows(IllegalArgumentException.class, () -> ok.set("v", new byte[TcpStore.MAX_VALUE + 1]));
+                // a process waiting at a barrier hears why the store turned connections away: they may be the ones it waits for
+                IOException late = assertThrows(IOException.class, () -> ok.barrier("join", 2, 200));
+                assertTrue(late.getMessage().contains("1 of 2 processes arrived within 0.2 s") && late.getMessage().contains(
+                        "; the store refused 2 connections, the last: wrong rendezvous secret (GRPO4J_RDZV_SECRET differs from rank 0's node), from /127.0.0.1:"),
+                        late.getMessage());
             }
         }
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> TcpStore.requireSecret(InetAddress.getByName("10.1.2.3"), ""));
