@@ -73,7 +73,10 @@ public final class Main implements java.util.concurrent.Callable<Integer> {
             String name = cmd.getCommandSpec().qualifiedName();
             PrintWriter err = cmd.getErr();
             err.println(name + ": " + firstLine(ex.getMessage()).replaceFirst("^Error: ", ""));
-            if (!CommandLine.UnmatchedArgumentException.printSuggestions(ex, err))
+            // (launch's train options without the "--" before "train" were unknown options of launch, and said only that)
+            if (cmd.getCommand() instanceof LaunchCommand && java.util.Arrays.asList(args).contains("train") && !java.util.Arrays.asList(args).contains("--"))
+                err.println("The train command and its options follow a \"--\": " + name + " [launch options] -- train --config F ...");
+            else if (!CommandLine.UnmatchedArgumentException.printSuggestions(ex, err))
                 err.println("Try '" + name + " --help' for the options.");
             return BAD_INPUT;
         });

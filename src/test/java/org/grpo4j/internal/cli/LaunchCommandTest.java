@@ -176,6 +176,9 @@ class LaunchCommandTest {
         CliTest.Run master = launch(Map.of(), NO_GPU, "--nnodes", "2", "--gpus", "8", "--dry-run", "--", "train", "--config", "x.json");
         assertEquals(2, master.code());
         assertTrue(master.err().contains("--master-addr is required with --nnodes 2"), master.err());
+        CliTest.Run noDashes = launch(Map.of(), NO_GPU, "--gpus", "2", "train", "--config", "x.json");
+        assertEquals(2, noDashes.code());
+        assertTrue(noDashes.err().contains("The train command and its options follow a \"--\""), noDashes.err());
         CliTest.Run notTrain = launch(Map.of(), NO_GPU, "--gpus", "2", "--", "generate", "--model", "m");
         assertTrue(notTrain.err().contains("launch runs \"train\" on every rank"), notTrain.err());
         CliTest.Run rank = launch(Map.of(), NO_GPU, "--nnodes", "2", "--node-rank", "2", "--master-addr", "h", "--gpus", "8", "--dry-run", "--", "train");
