@@ -447,10 +447,12 @@ public final class GrpoConfig {
 
     private static GrpoConfig fromJson(ObjectNode root, List<String> overrides, String where) {
         ObjectNode tree = root.deepCopy();
+        Map<String, String> given = new LinkedHashMap<>(); // key path -> its --set, to name it rather than the file in errors
         for (String o : overrides == null ? List.<String>of() : overrides) {
             int eq = o.indexOf('=');
             if (eq <= 0) throw new IllegalArgumentException("--set expects key=value, got \"" + o + "\"");
             String key = o.substring(0, eq).trim(), val = o.substring(eq + 1);
+            given.put(key, "--set " + o);
             JsonNode v;
             try {
                 v = JSON.readTree(val);
@@ -474,18 +476,19 @@ public final class GrpoConfig {
         try {
             c = JSON.treeToValue(tree, GrpoConfig.class);
         } catch (UnrecognizedPropertyException e) {
-            throw new IllegalArgumentException(where + ": unknown key \"" + e.getPropertyName() + "\""
+            throw new IllegalArgumentException(given.getOrDefault(pathOf(e), where) + ": unknown key \"" + e.getPropertyName() + "\""
                     + (e.getPath().size() > 1 ? " in " + e.getPath().get(0).getFieldName() : ""));
         } catch (InvalidFormatException e) {
-            throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\" has the wrong type: " + e.getValue()
+            throw new IllegalArgumentException(given.getOrDefault(pathOf(e), where) + ": key \"" + pathOf(e) + "\" has the wrong type: " + e.getValue()
                     + " is not " + typeName(e.getTargetType(), pathOf(e)));
         } catch (MismatchedInputException e) {
-            JsonNode given = valueAt(tree, e);
-            throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\" has the wrong type" + (given == null ? "" : ": " + given)
-                    + " (expected " + typeName(e.getTargetType(), pathOf(e)) + ")");
+            JsonNode value = valueAt(tree, e);
+            throw new IllegalArgumentException(given.getOrDefault(pathOf(e), where) + ": key \"" + pathOf(e) + "\" has the wrong type"
+                    + (value == null ? "" : ": " + value) + " (expected " + typeName(e.getTargetType(), pathOf(e)) + ")");
         } catch (com.fasterxml.jackson.databind.JsonMappingException e) {
             // e.g. a number past an int's range ("Numeric value (99999999999) out of range of int"): name the key
-            throw new IllegalArgumentException(where + ": key \"" + pathOf(e) + "\": " + e.getOriginalMessage().lines().findFirst().orElse(""));
+            throw new IllegalArgumentException(given.getOrDefault(pathOf(e), where) + ": key \"" + pathOf(e) + "\": "
+                    + e.getOriginalMessage().lines().findFirst().orElse(""));
         } catch (IOException e) {
             throw new IllegalArgumentException(where + ": " + e.getMessage().lines().findFirst().orElse(""));
         }

@@ -89,6 +89,9 @@ class GrpoRulesTest {
         assertTrue(e.getMessage().contains("unknown key \"learning_rat\""), e.getMessage());
         e = assertThrows(IllegalArgumentException.class, () -> GrpoConfig.load(f, List.of("beta=\"lots\"")));
         assertTrue(e.getMessage().contains("\"beta\"") && e.getMessage().contains("wrong type"), e.getMessage());
+        // a value given by --set is named by it, not by the file (whose value was fine)
+        e = assertThrows(IllegalArgumentException.class, () -> GrpoConfig.load(f, List.of("num_training_steps=1.5")));
+        assertTrue(e.getMessage().startsWith("--set num_training_steps=1.5: key \"num_training_steps\" has the wrong type"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class, () -> GrpoConfig.load(f, List.of("local_mini_batch_size=50")));
         assertTrue(e.getMessage().contains("local_mini_batch_size 50 must divide") && e.getMessage().contains("96"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class, () -> GrpoConfig.load(f, List.of("per_device_train_batch_size=5")));
