@@ -471,29 +471,64 @@ public final class GrpoConfig {
             }
             at.set(path[path.length - 1], v);
         }
-        ReferenceOptions.rejectUnsupported(tree, where);
+        java.util.function.Function<String, String> by = path -> setOf(given, path, where);
+        try {
+            ReferenceOptions.rejectUnsupported(tree, where);
+        } catch (IllegalArgumentException e) {
+            throw renamed(e, where, given);
+        }
         GrpoConfig c;
         try {
             c = JSON.treeToValue(tree, GrpoConfig.class);
         } catch (UnrecognizedPropertyException e) {
-            throw new IllegalArgumentException(given.getOrDefault(pathOf(e), where) + ": unknown key \"" + e.getPropertyName() + "\""
+            throw new IllegalArgumentException(by.apply(pathOf(e)) + ": unknown key \"" + e.getPropertyName() + "\""
                     + (e.getPath().size() > 1 ? " in " + e.getPath().get(0).getFieldName() : ""));
         } catch (InvalidFormatException e) {
-            throw new IllegalArgumentException(given.getOrDefault(pathOf(e), where) + ": key \"" + pathOf(e) + "\" has the wrong type: " + e.getValue()
+            throw new IllegalArgumentException(by.apply(pathOf(e)) + ": key \"" + pathOf(e) + "\" has the wrong type: " + e.getValue()
                     + " is not " + typeName(e.getTargetType(), pathOf(e)));
         } catch (MismatchedInputException e) {
             JsonNode value = valueAt(tree, e);
-            throw new IllegalArgumentException(given.getOrDefault(pathOf(e), where) + ": key \"" + pathOf(e) + "\" has the wrong type"
+            throw new IllegalArgumentException(by.apply(pathOf(e)) + ": key \"" + pathOf(e) + "\" has the wrong type"
                     + (value == null ? "" : ": " + value) + " (expected " + typeName(e.getTargetType(), pathOf(e)) + ")");
         } catch (com.fasterxml.jackson.databind.JsonMappingException e) {
             // e.g. a number past an int's range ("Numeric value (99999999999) out of range of int"): name the key
-            throw new IllegalArgumentException(given.getOrDefault(pathOf(e), where) + ": key \"" + pathOf(e) + "\": "
+            throw new IllegalArgumentException(by.apply(pathOf(e)) + ": key \"" + pathOf(e) + "\": "
                     + e.getOriginalMessage().lines().findFirst().orElse(""));
         } catch (IOException e) {
             throw new IllegalArgumentException(where + ": " + e.getMessage().lines().findFirst().orElse(""));
         }
-        c.validate(where);
+        try {
+            c.validate(where);
+        } catch (IllegalArgumentException e) {
+            throw renamed(e, where, given);
+        }
         return c;
+    }
+
+    /**
+     * The --set that gave the value at {@code path} ("a.b", "list[1]"): the longest --set key that is the path or leads
+     * to it, or one under it (an unknown key's path ends at its unknown part); {@code where} (the file) otherwise.
+     */
+    private static String setOf(Map<String, String> given, String path, String where) {
+        String best = null;
+        for (String k : given.keySet())
+            if ((path.equals(k) || path.startsWith(k + ".") || path.startsWith(k + "[") || k.startsWith(path + "."))
+                    && (best == null || k.length() > best.length())) best = k;
+        return best == null ? where : given.get(best);
+    }
+
+    /**
+     * {@code e} ("WHERE: KEY ..." from validate or the reference options) named by the --set of KEY when one gave it:
+     * the file's value was fine.
+     */
+    private static IllegalArgumentException renamed(IllegalArgumentException e, String where, Map<String, String> given) {
+        String m = e.getMessage(), prefix = where + ": ";
+        if (m == null || !m.startsWith(prefix)) return e;
+        String rest = m.substring(prefix.length());
+        java.util.regex.Matcher k = java.util.regex.Pattern.compile("^\"?([a-z_0-9.]+)\"?[ :]").matcher(rest);
+        if (!k.find()) return e;
+        String set = setOf(given, k.group(1), null);
+        return set == null ? e : new IllegalArgumentException(set + ": " + rest, e);
     }
 
     /** The value a mapping error's path points at in the tree, or null where the path does not lead to one. */

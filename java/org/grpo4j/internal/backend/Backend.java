@@ -53,7 +53,8 @@ import java.util.Set;
  * <h2>Aliasing</h2>
  * An op's output never shares memory with another of its arguments (refused with an IllegalArgumentException naming
  * both), except where the op runs in place on the same elements: copy and cast (dst = src), add (out = a or b), rope
- * (out = x), ropeBackward (dx = dOut), rmsNormBackward (dx = dOut). Inputs may share memory among themselves.
+ * (out = x), ropeBackward (dx = dOut), rmsNormBackward (dx = dOut). Inputs may share memory among themselves (on the
+ * CPU backend, bf16 inputs only as the same elements or disjoint: its widened copies could not hold a partial overlap).
  */
 public interface Backend extends AutoCloseable {
 

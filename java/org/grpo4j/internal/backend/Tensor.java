@@ -63,8 +63,8 @@ public final class Tensor implements AutoCloseable {
     public String toString() { return dtype.label() + shapeString() + "@" + backend.name(); }
 
     /** Whether this tensor and {@code o} share any element of memory. */
-    public boolean overlaps(Tensor o) {
-        return storage == o.storage && offset < o.offset + o.numel && o.offset < offset + numel;
+    public boolean overlaps(Tensor o) { // (an empty view inside another tensor shares none of its elements)
+        return numel > 0 && o.numel > 0 && storage == o.storage && offset < o.offset + o.numel && o.offset < offset + numel;
     }
 
     /** A view of {@code numel(shape)} elements starting {@code elementOffset} elements into this tensor. */

@@ -34,7 +34,8 @@ import javax.crypto.spec.SecretKeySpec;
  *       with a nonce of its own; a wrong answer is refused ("wrong rendezvous secret") and the connection closed, and
  *       the server's OK carries HMAC-SHA256(secret, "store" + the client's nonce), without which the client refuses
  *       the server (something else listening at MASTER_ADDR:MASTER_PORT would otherwise hand out the run's config,
- *       NCCL id and checkpoint paths). The secret (GRPO4J_RDZV_SECRET) is required when the server listens beyond
+ *       NCCL id and checkpoint paths). The traffic is neither encrypted nor integrity-protected: the network between
+ *       the nodes must be trusted. The secret (GRPO4J_RDZV_SECRET) is required when the server listens beyond
  *       loopback.</li>
  *   <li>Bounded: keys up to {@value #MAX_KEY} bytes, values up to {@value #MAX_VALUE} bytes; anything larger ends the
  *       connection with an error. Every wait has a timeout.</li>
@@ -345,7 +346,7 @@ public final class TcpStore {
         /**
          * Why a connection of {@code process} is refused as a second copy of a process already in the formed run (a
          * node's command run twice, a task requeued while the run lives), or null. Before the join barrier completes
-         * it is let in, and the rendezvous stops the run at join naming both (two nodes started with one node rank);
+         * it is let in, and the rendezvous stops the run at join naming it (two nodes started with one node rank);
          * after it, only the newcomer is turned away: the run goes on, and its process's description is kept.
          */
         private synchronized String secondCopy(int process) {

@@ -797,11 +797,11 @@ public final class LlamaWeights implements AutoCloseable {
     }
 
     private static void saveAtomically(Path out, AtomicDir.Filler body) throws IOException {
-        // (normalized: "out/." named a directory "." to rename onto; a link to an empty directory is written through,
+        // (without a trailing ".": "out/." named a directory "." to rename onto; a link to an empty directory is written through,
         // where deleting the link and renaming onto its name left the directory it pointed at empty)
-        Path abs = out.toAbsolutePath().normalize();
+        Path abs = AtomicDir.absolute(out);
         if (Files.isSymbolicLink(abs) && Files.isDirectory(abs)) abs = abs.toRealPath();
-        if (Path.of("").toAbsolutePath().normalize().startsWith(abs))
+        if (Path.of("").toAbsolutePath().startsWith(abs))
             throw new IllegalArgumentException(out + ": is the current directory (or holds it); name a new directory to write the model into");
         boolean existed = Files.exists(abs);
         if (existed) {

@@ -210,15 +210,15 @@ public final class Trainer implements AutoCloseable {
         // local dataset paths become absolute in the saved config, so that a resume finds them from any directory
         cfg.datasetMixerList = absolutize(cfg.datasetMixerList, cfg.baseDir);
         cfg.datasetMixerEvalList = absolutize(cfg.datasetMixerEvalList, cfg.baseDir);
-        // and so does a local model directory (read from the current directory, as Preflight reads it): a resume from
-        // elsewhere found none, or another directory's model of the same name
-        if (!cfg.modelNameOrPath.startsWith("init:") && !Path.of(cfg.modelNameOrPath).isAbsolute() && Files.isDirectory(Path.of(cfg.modelNameOrPath)))
-            cfg.modelNameOrPath = Path.of(cfg.modelNameOrPath).toAbsolutePath().normalize().toString();
         try {
             if (cluster != null) cluster.agreeOnConfig(cfg.toJson());
             // the saved config names the directory the run is in (a resumed copy's kept the original's, and a config
             // loaded from it wrote there); after the agreement, which a path spelled per node would fail
             cfg.outputDir = out.toString();
+            // and a local model directory, read from the current directory (as Preflight reads it), is saved absolute:
+            // a resume from elsewhere found none, or another directory's model of the same name
+            if (!cfg.modelNameOrPath.startsWith("init:") && !Path.of(cfg.modelNameOrPath).isAbsolute() && Files.isDirectory(Path.of(cfg.modelNameOrPath)))
+                cfg.modelNameOrPath = Path.of(cfg.modelNameOrPath).toAbsolutePath().normalize().toString();
             // the first rank's backend: preflight checks memory and precision on it
             Backend first;
             String reason = null;
@@ -754,7 +754,6 @@ public final class Trainer implements AutoCloseable {
         }
     }
 
-    /** A copy of a mixer list with each local dataset path (even positions) made absolute. */
     /** The run's input paths as (config key, path): the model and each local dataset file (resolved as Data does). */
     private static List<String[]> inputs(GrpoConfig c) {
         List<String[]> in = new ArrayList<>();
@@ -766,6 +765,7 @@ public final class Trainer implements AutoCloseable {
         return in;
     }
 
+    /** A copy of a mixer list with each local dataset path (even positions) made absolute. */
     private static List<String> absolutize(List<String> in, Path baseDir) {
         List<String> mixer = new ArrayList<>(in);
         for (int i = 0; i + 1 < mixer.size(); i += 2) {

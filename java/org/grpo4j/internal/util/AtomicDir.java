@@ -34,7 +34,7 @@ public final class AtomicDir {
 
     /** Creates {@code target} (which must not exist) with the content {@code filler} writes. */
     public static void write(Path target, Filler filler) throws IOException {
-        Path abs = target.toAbsolutePath().normalize(); // (not "dir/.", which no rename can take)
+        Path abs = absolute(target); // (not "dir/.", which no rename can take)
         Path tmp;
         try {
             Files.createDirectories(abs.getParent());
@@ -138,9 +138,15 @@ public final class AtomicDir {
     }
 
     /**
-     * fsync of a regular file, opened read-only: that is enough for fsync, and a file copied from a write-protected
-     * source keeps its 0444 mode.
+     * {@code p} made absolute without its trailing "." components ("new/." names new, and a rename onto "new/." fails).
+     * Nothing else is normalized: a ".." after a link is the OS's to resolve, through the link.
      */
+    public static Path absolute(Path p) {
+        Path a = p.toAbsolutePath();
+        while (a.getParent() != null && a.getFileName().toString().equals(".")) a = a.getParent();
+        return a;
+    }
+
     /**
      * Moves the complete file {@code tmp} (a {@link #temporaryFileFor} sibling) to {@code target}: replacing what is
      * there when {@code replace}, otherwise only where nothing is, so that a file made meanwhile (by another command, a
@@ -165,6 +171,10 @@ public final class AtomicDir {
         syncDirectory(abs.getParent());
     }
 
+    /**
+     * fsync of a regular file, opened read-only: that is enough for fsync, and a file copied from a write-protected
+     * source keeps its 0444 mode.
+     */
     public static void syncFile(Path file) throws IOException {
         try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ)) {
             ch.force(true);

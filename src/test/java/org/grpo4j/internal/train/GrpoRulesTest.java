@@ -92,6 +92,12 @@ class GrpoRulesTest {
         // a value given by --set is named by it, not by the file (whose value was fine)
         e = assertThrows(IllegalArgumentException.class, () -> GrpoConfig.load(f, List.of("num_training_steps=1.5")));
         assertTrue(e.getMessage().startsWith("--set num_training_steps=1.5: key \"num_training_steps\" has the wrong type"), e.getMessage());
+        for (String[] c : new String[][] {{"advantage_normalization=whiten", "advantage_normalization must be"},
+                {"sft_warmup={\"steps\": \"x\"}", "key \"sft_warmup.steps\" has the wrong type"}, {"learning_rat.x=1", "unknown key \"learning_rat\""},
+                {"local_mini_batch_size=50", "local_mini_batch_size 50 must divide"}}) {
+            e = assertThrows(IllegalArgumentException.class, () -> GrpoConfig.load(f, List.of(c[0])));
+            assertTrue(e.getMessage().startsWith("--set " + c[0] + ": " ) && e.getMessage().contains(c[1]), e.getMessage());
+        }
         e = assertThrows(IllegalArgumentException.class, () -> GrpoConfig.load(f, List.of("local_mini_batch_size=50")));
         assertTrue(e.getMessage().contains("local_mini_batch_size 50 must divide") && e.getMessage().contains("96"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class, () -> GrpoConfig.load(f, List.of("per_device_train_batch_size=5")));

@@ -444,22 +444,31 @@ class GrpoTrainerTest {
         }
     }
 
-    @Test
-    void grpoRaisesAnEasyRewardFromARandomModel(@TempDir Path tmp) throws Exception {
-        // reward: how many of the response's characters are digits (a shaped reward a random tiny model can climb)
-        List<String> sets = small(tmp.resolve("easy"), 24);
-        sets.addAll(List.of("learning_rate=3e-3", "num_evals=0", "save_freq=0", "beta=0.0", "non_stop_penalty=false"));
-        List<Double> rewards = new ArrayList<>();
+    /**
+     * Trains {@code sets} with a shaped reward a random tiny model can climb (the share of the response's characters
+     * that are digits, times 10, for the gsm8k rows) and returns each step's metrics.
+     */
+    private static List<Map<String, Double>> digitRewardRun(List<String> sets) throws Exception {
+        List<Map<String, Double>> seen = new ArrayList<>();
         try (org.grpo4j.reward.Rewards r = new org.grpo4j.reward.Rewards()) {
             r.register("gsm8k", (resp, gt, row) -> org.grpo4j.reward.RewardFunction.Score.of(
                     10.0 * resp.chars().filter(Character::isDigit).count() / Math.max(1, resp.length())));
             try (Trainer t = Trainer.builder(config(sets)).rewards(r).log(null).build()) {
                 t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
                     @Override
-                    public void onStep(int step, Map<String, Double> m) { rewards.add(m.get("objective/scores")); }
+                    public void onStep(int step, Map<String, Double> m) { seen.add(m); }
                 });
             }
         }
+        return seen;
+    }
+
+    @Test
+    void grpoRaisesAnEasyRewardFromARandomModel(@TempDir Path tmp) throws Exception {
+        // reward: how many of the response's characters are digits (a shaped reward a random tiny model can climb)
+        List<String> sets = small(tmp.resolve("easy"), 24);
+        sets.addAll(List.of("learning_rate=3e-3", "num_evals=0", "save_freq=0", "beta=0.0", "non_stop_penalty=false"));
+        List<Double> rewards = digitRewardRun(sets).stream().map(m -> m.get("objective/scores")).toList();
         double first = rewards.subList(0, 6).stream().mapToDouble(Double::doubleValue).average().orElse(0);
         double last = rewards.subList(18, 24).stream().mapToDouble(Double::doubleValue).average().orElse(0);
         System.out.printf("easy reward: steps 1-6 %.3f, steps 19-24 %.3f%n", first, last);
@@ -476,16 +485,7 @@ class GrpoTrainerTest {
         for (String mode : List.of("standard", "centered")) {
             List<String> sets = small(tmp.resolve(mode), 1);
             sets.addAll(List.of("advantage_normalization=\"" + mode + "\"", "num_evals=0", "save_freq=0", "non_stop_penalty=false"));
-            try (org.grpo4j.reward.Rewards r = new org.grpo4j.reward.Rewards()) {
-                r.register("gsm8k", (resp, gt, row) -> org.grpo4j.reward.RewardFunction.Score.of(
-                        10.0 * resp.chars().filter(Character::isDigit).count() / Math.max(1, resp.length())));
-                try (Trainer t = Trainer.builder(config(sets)).rewards(r).log(null).build()) {
-                    t.run(new org.grpo4j.train.GrpoTrainer.Listener() {
-                        @Override
-                        public void onStep(int step, Map<String, Double> m) { runs.put(mode, m); }
-                    });
-                }
-            }
+            runs.put(mode, digitRewardRun(sets).get(0));
         }
         Map<String, Double> s = runs.get("standard"), c = runs.get("centered");
         assertEquals(s.get("objective/scores"), c.get("objective/scores"), 0.0, "the same rollouts and rewards");
