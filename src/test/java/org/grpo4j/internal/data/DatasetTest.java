@@ -166,7 +166,8 @@ class DatasetTest {
         assertTrue(e.getMessage().contains("asks for " + (all + 1)), e.getMessage());
         e = assertThrows(IllegalArgumentException.class,
                 () -> org.grpo4j.train.GrpoConfig.load(Path.of("examples/tiny-arith.json"), List.of("dataset_mixer_list=[\"data/tiny-arith.jsonl\",\"1e3\"]")));
-        assertTrue(e.getMessage().startsWith("examples/tiny-arith.json: dataset_mixer_list: amount for data/tiny-arith.jsonl"), e.getMessage());
+        assertTrue(e.getMessage().startsWith("--set dataset_mixer_list=[\"data/tiny-arith.jsonl\",\"1e3\"]: dataset_mixer_list: amount for"
+                + " data/tiny-arith.jsonl"), e.getMessage());
     }
 
     @Test
