@@ -245,8 +245,7 @@ public abstract class AbstractBackend implements Backend {
                 "dst " + dst + " and src " + src + " differ in dtype; expected the same dtype (cast converts)");
         Check.sameNumel(Ops.COPY, "dst", dst, "src", src);
         // (a device-to-device copy between partly overlapping ranges is undefined on CUDA; the CPU's arraycopy is not)
-        Check.check(!dst.overlaps(src) || dst.offset == src.offset, Ops.COPY,
-                "dst " + dst + " and src " + src + " overlap partly; copy needs the same elements or disjoint ones");
+        Check.sameOrApart(Ops.COPY, "dst", dst, "src", src);
         requireOp(Ops.COPY);
         copyImpl(dst, src);
     }
@@ -259,8 +258,7 @@ public abstract class AbstractBackend implements Backend {
         Check.dtype(Ops.CAST, "src", src, DType.FP32, DType.BF16);
         Check.sameNumel(Ops.CAST, "dst", dst, "src", src);
         // (a same-dtype cast is a copy: partly overlapping ranges are refused as copy refuses them)
-        Check.check(!dst.overlaps(src) || dst.offset == src.offset, Ops.CAST,
-                "dst " + dst + " and src " + src + " overlap partly; cast needs the same elements or disjoint ones");
+        Check.sameOrApart(Ops.CAST, "dst", dst, "src", src);
         requireOp(Ops.CAST);
         castImpl(dst, src);
     }

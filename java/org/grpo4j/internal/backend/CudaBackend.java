@@ -855,7 +855,7 @@ public final class CudaBackend extends AbstractBackend {
         Check.check(d <= GRID_Y_MAX * 256, Ops.RMS_NORM_BACKWARD, "rows of " + d + " elements exceed " + GRID_Y_MAX * 256
                 + ", the widest the CUDA backend's dWeight partials cover (65535 blocks of 256 columns)");
         // (its row chunks are counted in an int, rounded up: rows past 2^31 - 1025 would wrap the count)
-        Check.check(n <= Integer.MAX_VALUE - 1024, Ops.RMS_NORM_BACKWARD, n + " rows exceed 2^31 - 1025, the most the CUDA backward counts");
+        countable(Ops.RMS_NORM_BACKWARD, "rows", n);
         long[] bytes = new long[1];
         ok(CudaNative.g4_rmsnorm_backward_workspace(n, d, bytes), "rmsNormBackward workspace");
         ok(CudaNative.g4_rmsnorm_backward(dt(x), dt(weight), addr(dx), addr(dWeight), addr(dOut), addr(x), addr(weight), addr(rstd),
@@ -885,8 +885,7 @@ public final class CudaBackend extends AbstractBackend {
         Check.check(x.dim(2) <= MAX_ROPE_HEAD_DIM, op, "head dim " + x.dim(2) + " exceeds " + MAX_ROPE_HEAD_DIM + ", the most the CUDA rope kernel holds");
         // (the kernel counts a token's rotated pairs, heads x head dim / 2, in an int)
         // (and its loop steps by a block of 256 past the last pair: 1024 of headroom keeps the index from wrapping)
-        Check.check((long) x.dim(1) * x.dim(2) / 2 <= Integer.MAX_VALUE - 1024, op, "heads x head dim / 2 = " + (long) x.dim(1) * x.dim(2) / 2
-                + " pairs a token exceed 2^31 - 1025, the most the CUDA rope kernel counts");
+        countable(op, "heads x head dim / 2 (a token's rotated pairs)", (long) x.dim(1) * x.dim(2) / 2);
         Tensor inv = invFreqs.computeIfAbsent(rope, r -> upload(r.invFreq(), r.headDim() / 2));
         ok(CudaNative.g4_rope(dt(x), addr(out), addr(x), addr(positions), addr(inv), x.dim(0), x.dim(1), x.dim(2),
                 inverse ? 1 : 0, addr(flag), opCode(inverse ? Ops.ROPE_BACKWARD : Ops.ROPE), stream), "rope kernel");
@@ -1671,8 +1670,7 @@ public final class CudaBackend extends AbstractBackend {
             return;
         }
         nonEmptyVocabulary(Ops.GRPO_LOSS, hidden, lmHead);
-        if (n > Integer.MAX_VALUE - 1024) // (the loss kernels' int token loops and grid: refused before any launch)
-            throw new IllegalArgumentException("grpoLoss: " + n + " tokens; the CUDA loss takes at most 2^31 - 1025 a call");
+        countable(Ops.GRPO_LOSS, "tokens", n); // (the loss kernels' int token loops and grid: refused before any launch)
         // the per-token math of tokens [t0, t0 + r): outputs, the upstream gradient g and each token's loss term
         java.util.function.BiConsumer<Integer, Integer> terms = (t0, r) -> ok(CudaNative.g4_grpo_terms(
                 lmState(n, LOGP) + 8L * t0, oldLogprobs == null ? 0 : addr(oldLogprobs) + 4L * t0, addr(refLogprobs) + 4L * t0, addr(advantages) + 4L * t0,

@@ -74,7 +74,8 @@ public final class Main implements java.util.concurrent.Callable<Integer> {
             PrintWriter err = cmd.getErr();
             err.println(name + ": " + firstLine(ex.getMessage()).replaceFirst("^Error: ", ""));
             // (launch's train options without the "--" before "train" were unknown options of launch, and said only that)
-            if (cmd.getCommand() instanceof LaunchCommand && java.util.Arrays.asList(args).contains("train") && !java.util.Arrays.asList(args).contains("--"))
+            java.util.List<String> given = java.util.Arrays.asList(args);
+            if (cmd.getCommand() instanceof LaunchCommand && given.contains("train") && !given.contains("--"))
                 err.println("The train command and its options follow a \"--\": " + name + " [launch options] -- train --config F ...");
             else if (!CommandLine.UnmatchedArgumentException.printSuggestions(ex, err))
                 err.println("Try '" + name + " --help' for the options.");

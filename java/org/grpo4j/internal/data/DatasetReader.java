@@ -35,7 +35,7 @@ public final class DatasetReader {
     private DatasetReader() {}
 
     /** Refuses anything after a line's value: two rows on one line (a file without its last newline, then another) lost the second. */
-    private static final ObjectMapper JSON = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
+    private static final ObjectMapper JSON = org.grpo4j.internal.util.JsonFiles.MAPPER;
 
     /** The hub's usual split names: a directory with files of two of them is not read whole (see {@link #read(Path)}). */
     static final List<String> SPLITS = List.of("train", "test", "validation", "valid", "dev", "eval");

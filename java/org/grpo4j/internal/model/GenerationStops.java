@@ -1,7 +1,6 @@
 package org.grpo4j.internal.model;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -40,7 +39,7 @@ public final class GenerationStops {
         if (f == null || !Files.isRegularFile(f)) return lc.eosTokenIds();
         JsonNode n;
         try {
-            n = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS).readTree(f.toFile());
+            n = org.grpo4j.internal.util.JsonFiles.MAPPER.readTree(f.toFile());
         } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
             throw new IllegalArgumentException(f + ": not valid JSON (" + org.grpo4j.internal.util.JsonErrors.describe(e)
                     + "); generation stops at its eos_token_id, so it must be readable", e);

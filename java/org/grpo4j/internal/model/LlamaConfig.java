@@ -22,7 +22,7 @@ public record LlamaConfig(int hiddenSize, int intermediateSize, int numLayers, i
                           int vocabSize, double rmsNormEps, double ropeTheta, Rope.Llama3Scaling ropeScaling,
                           int maxPositionEmbeddings, boolean tieWordEmbeddings, int bosTokenId, List<Integer> eosTokenIds) {
 
-    private static final ObjectMapper JSON = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
+    private static final ObjectMapper JSON = org.grpo4j.internal.util.JsonFiles.MAPPER;
 
     public LlamaConfig {
         eosTokenIds = List.copyOf(eosTokenIds);

@@ -32,7 +32,7 @@ import org.grpo4j.internal.util.AtomicDir;
  * #range} and {@link #padded()} work at any size; {@link #flat()} exists only below it.
  */
 public final class LlamaWeights implements AutoCloseable {
-    private static final ObjectMapper JSON = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
+    private static final ObjectMapper JSON = org.grpo4j.internal.util.JsonFiles.MAPPER;
     /** Tokenizer files copied into saved model directories when present. */
     static final List<String> TOKENIZER_FILES = List.of("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json");
 

@@ -31,7 +31,7 @@ public final class SafeTensors implements AutoCloseable {
     /** Largest header accepted (the real Llama 3.1 8B shards have headers of a few tens of KB). */
     public static final long MAX_HEADER_BYTES = 100L << 20;
 
-    private static final ObjectMapper JSON = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
+    private static final ObjectMapper JSON = org.grpo4j.internal.util.JsonFiles.MAPPER.copy()
             .enable(com.fasterxml.jackson.core.JsonParser.Feature.STRICT_DUPLICATE_DETECTION); // (a name given twice: the last one won)
 
     /** A tensor's header entry. */

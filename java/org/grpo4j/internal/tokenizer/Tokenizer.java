@@ -23,7 +23,7 @@ import java.util.Set;
  * written in the text are recognized. Thread-safe.
  */
 public final class Tokenizer implements AutoCloseable {
-    private static final ObjectMapper JSON = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
+    private static final ObjectMapper JSON = org.grpo4j.internal.util.JsonFiles.MAPPER;
 
     /** DJL's choice of native-library build: RUST_FLAVOR (DJL 0.38), TOKENIZERS_FLAVOR (earlier versions). */
     static final String[] FLAVORS = {"RUST_FLAVOR", "TOKENIZERS_FLAVOR"};

@@ -196,6 +196,9 @@ public final class Trainer implements AutoCloseable {
                     + b.outputDir + " would leave both incomplete: copy " + runOfCheckpoint + " to " + b.outputDir + " and resume the copy instead");
         this.out = b.outputDir != null ? b.outputDir : runOfCheckpoint != null ? runOfCheckpoint : Path.of(cfg.outputDir);
         if (ck == null && writer) RunDirectory.checkNewRun(out, b.overwrite); // before any work; again under the lock below
+        // local dataset paths become absolute in the saved config, so that a resume finds them from any directory
+        cfg.datasetMixerList = absolutize(cfg.datasetMixerList, cfg.baseDir);
+        cfg.datasetMixerEvalList = absolutize(cfg.datasetMixerEvalList, cfg.baseDir);
         if (ck == null && writer && b.overwrite) RunDirectory.checkOverwriteSparesInputs(out, inputs(cfg));
         this.overwritePending = ck == null && b.overwrite;
         this.log = writer ? b.log : null;
@@ -207,9 +210,6 @@ public final class Trainer implements AutoCloseable {
             log.printf("grpo4j: resharding the run from %d to %d ranks: local_rollout_batch_size %d, local_mini_batch_size %d a rank (the same global"
                     + " batch); the optimizer state resharded%n", savedWorld, cfg.worldSize, cfg.localRolloutBatchSize, cfg.localMiniBatchSize);
         this.ownRewards = b.rewards == null;
-        // local dataset paths become absolute in the saved config, so that a resume finds them from any directory
-        cfg.datasetMixerList = absolutize(cfg.datasetMixerList, cfg.baseDir);
-        cfg.datasetMixerEvalList = absolutize(cfg.datasetMixerEvalList, cfg.baseDir);
         try {
             if (cluster != null) cluster.agreeOnConfig(cfg.toJson());
             // the saved config names the directory the run is in (a resumed copy's kept the original's, and a config
@@ -754,14 +754,12 @@ public final class Trainer implements AutoCloseable {
         }
     }
 
-    /** The run's input paths as (config key, path): the model and each local dataset file (resolved as Data does). */
+    /** The run's input paths as (config key, path): the model and each dataset of the (absolutized) mixer lists. */
     private static List<String[]> inputs(GrpoConfig c) {
         List<String[]> in = new ArrayList<>();
         in.add(new String[] {"model_name_or_path", c.modelNameOrPath});
-        for (String[] k : new String[][] {{"dataset_mixer_list"}, {"dataset_mixer_eval_list"}}) {
-            List<String> mixer = absolutize(k[0].equals("dataset_mixer_list") ? c.datasetMixerList : c.datasetMixerEvalList, c.baseDir);
-            for (int i = 0; i + 1 < mixer.size(); i += 2) in.add(new String[] {k[0], mixer.get(i)});
-        }
+        for (int i = 0; i + 1 < c.datasetMixerList.size(); i += 2) in.add(new String[] {"dataset_mixer_list", c.datasetMixerList.get(i)});
+        for (int i = 0; i + 1 < c.datasetMixerEvalList.size(); i += 2) in.add(new String[] {"dataset_mixer_eval_list", c.datasetMixerEvalList.get(i)});
         return in;
     }
 

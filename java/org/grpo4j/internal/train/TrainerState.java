@@ -13,7 +13,7 @@ record TrainerState(int trainingStep, long optimizerSteps, int consecutiveNonfin
                     int iteratorOffset, long referenceChecksum, int trainPrompts, String dataFingerprint, int worldSize, String precision,
                     com.fasterxml.jackson.databind.node.ArrayNode configChanges) {
 
-    private static final ObjectMapper JSON = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
+    private static final ObjectMapper JSON = org.grpo4j.internal.util.JsonFiles.MAPPER;
 
     /** Reads {@code file}, the state of checkpoint directory {@code ck} (whose name step_N must match training_step). */
     static TrainerState read(Path file, Path ck) throws IOException {
