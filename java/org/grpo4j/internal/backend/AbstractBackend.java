@@ -480,8 +480,7 @@ public abstract class AbstractBackend implements Backend {
         Check.rank(op, "ids", ids, 1);
         Check.rank(op, "src", src, 1);
         Check.shape(op, "index", index, ids.dim(0));
-        Check.check(!ids.overlaps(src), op, "ids " + ids + " and src " + src + " overlap");
-        Check.check(!ids.overlaps(index), op, "ids " + ids + " and index " + index + " overlap");
+        Check.apart(op, "ids", new Tensor[] {ids}, "src, index", src, index);
         requireOp(op);
         gatherTokensImpl(ids, src, index);
     }
