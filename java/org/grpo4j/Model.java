@@ -457,7 +457,7 @@ public final class Model implements AutoCloseable {
         List<SamplingParams> sp = new ArrayList<>(samplings.size());
         for (Sampling s : samplings)
             sp.add(made.computeIfAbsent(s, q -> new SamplingParams(q.samples(), (float) q.temperature(), (float) q.topP(), q.topK(), q.maxTokens(), stopIds,
-                    q.seed(), q.stopStrings().isEmpty() ? null : new StopStrings(q.stopStrings(), ids -> tok.decodeLenient(ids, true)), 0)));
+                    q.seed(), q.stopStrings().isEmpty() ? null : new StopStrings(q.stopStrings(), tok::decodeAsVllm), 0)));
         Generator g = new Generator(model, new Generator.Config(BLOCK, (int) Math.min(Integer.MAX_VALUE, blocks), MAX_BATCH, true));
         List<List<org.grpo4j.internal.rollout.Completion>> raw = g.generate(prompts, sp);
         List<List<Completion>> out = new ArrayList<>(raw.size());

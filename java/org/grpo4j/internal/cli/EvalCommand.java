@@ -193,7 +193,7 @@ final class EvalCommand implements Callable<Integer> {
                 if (bad != null) throw new IllegalArgumentException(src.model() + ": tensor " + bad + " holds NaN or infinite values; the model is damaged");
                 Generator g = new Generator(new LlamaModel(w), new Generator.Config(16, kvBlocks, 256, true));
                 List<List<Completion>> all = g.generate(ids, new SamplingParams(samples, temperature, topP, 0, maxTokens, eos, seed,
-                        stops.isEmpty() ? null : new StopStrings(stops, t -> tok.decodeLenient(t, true))));
+                        stops.isEmpty() ? null : new StopStrings(stops, tok::decodeAsVllm)));
                 Generator.Stats st = g.lastStats();
                 List<Rewards.Item> items = new ArrayList<>();
                 for (int i = 0; i < all.size(); i++)

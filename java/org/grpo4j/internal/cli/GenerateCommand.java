@@ -319,7 +319,7 @@ final class GenerateCommand implements Callable<Integer> {
         List<SamplingParams> sps = new ArrayList<>(requests.size());
         for (Request r : requests)
             sps.add(new SamplingParams(r.n(), r.temperature(), r.topP(), r.topK(), r.maxTokens(), stops, r.seed(),
-                    r.stop().isEmpty() ? null : new StopStrings(r.stop(), t -> tok.decodeLenient(t, true))));
+                    r.stop().isEmpty() ? null : new StopStrings(r.stop(), tok::decodeAsVllm)));
         Generator g = new Generator(new LlamaModel(w), new Generator.Config(16, kvBlocks, 256, true).withAdmission(Generator.Admission.named(kvAdmission)));
         List<List<Completion>> all = g.generate(ids, sps);
         Generator.Stats st = g.lastStats();

@@ -5,21 +5,22 @@ import java.util.function.Function;
 
 /**
  * vLLM's {@code SamplingParams(stop=[...], include_stop_str_in_output=True)} as the reference uses it
- * ({@code stop_strings}, G:854-861): a sequence finishes as soon as its decoded text (special tokens skipped, vLLM's
- * default) contains one of the strings. As in vLLM, every token id generated so far is kept, including the one that
+ * ({@code stop_strings}, G:854-861): a sequence finishes as soon as its decoded text contains one of the strings, the
+ * text as vLLM's (skip_special_tokens, its default: the ids of transformers' all_special_ids skipped, other added
+ * tokens such as Llama 3's {@code <|eot_id|>} kept as their text; Tokenizer#decodeAsVllm). As in vLLM, every token id generated so far is kept, including the one that
  * completed the string (only vLLM's text is cut); a stop token still ends a sequence first.
  *
  * <p>Only the tail is decoded at each step: a string of m characters is at most 4m UTF-8 bytes, so it lies within
- * the last 4m tokens (every non-special token decodes to at least one byte), and the window of 4m + 8 tokens finds
- * it at the step that completes it. (vLLM would also match a string interrupted by skipped special tokens across a
- * longer stretch; grpo4j does not.)
+ * the last 4m tokens (every token not skipped decodes to at least one byte), and the window of 4m + 8 tokens finds
+ * it at the step that completes it. (vLLM would also match a string interrupted by skipped tokens across a longer
+ * stretch; grpo4j does not.)
  */
 public final class StopStrings {
     private final List<String> strings;
     private final Function<int[], String> decode;
     private final int window;
 
-    /** {@code decode} turns token ids into text with special tokens skipped (e.g. Tokenizer::decodeLenient). */
+    /** {@code decode} turns token ids into text as vLLM does (Tokenizer::decodeAsVllm). */
     public StopStrings(List<String> strings, Function<int[], String> decode) {
         this.strings = List.copyOf(strings);
         for (String s : this.strings)

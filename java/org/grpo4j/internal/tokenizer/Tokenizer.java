@@ -119,6 +119,8 @@ public final class Tokenizer implements AutoCloseable {
     private final String bosToken, eosToken, padToken, chatTemplate;
     /** tokenizer_config.json's clean_up_tokenization_spaces (absent: false, transformers' default since 4.45). */
     private final boolean cleanUpSpaces;
+    /** transformers' all_special_ids: the ids vLLM's output text skips ({@link #decodeAsVllm}). */
+    private final Set<Integer> allSpecialIds = new HashSet<>();
 
     private Tokenizer(Path dir) throws IOException {
         this.dir = dir;
@@ -181,6 +183,45 @@ public final class Tokenizer implements AutoCloseable {
             this.hf = HuggingFaceTokenizer.newInstance(in, opts);
         } catch (RuntimeException e) {
             throw new IOException(tj + ": HF tokenizers could not load it: " + causes(e), e);
+        }
+        readAllSpecialIds(cfg, tc, dir.resolve("special_tokens_map.json"));
+    }
+
+    /**
+     * transformers' all_special_ids: the ids of the special-token attributes (bos, eos, unk, sep, pad, cls, mask) and of
+     * additional_special_tokens, as tokenizer_config.json names them; a key it lacks is taken from
+     * special_tokens_map.json where that file has it. Names that are no single token of this tokenizer are left out
+     * (transformers would map them to the unk id, which such a tokenizer does not have either).
+     */
+    private void readAllSpecialIds(JsonNode cfg, Path tc, Path map) throws IOException {
+        JsonNode stm = JSON.createObjectNode();
+        if (Files.isRegularFile(map)) {
+            try {
+                stm = JSON.readTree(map.toFile());
+            } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+                throw new IOException(map + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(e), e);
+            }
+            if (stm == null || !stm.isObject()) throw new IOException(map + ": expected a JSON object");
+        }
+        for (String key : List.of("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token",
+                "additional_special_tokens")) {
+            boolean inCfg = cfg.has(key) && !cfg.get(key).isNull();
+            JsonNode src = inCfg ? cfg : stm;
+            Path file = inCfg ? tc : map;
+            if (!key.equals("additional_special_tokens")) {
+                int id = tokenId(tokenString(src, key, file));
+                if (id >= 0) allSpecialIds.add(id);
+                continue;
+            }
+            JsonNode list = src.path(key);
+            if (list.isMissingNode() || list.isNull()) continue;
+            if (!list.isArray()) throw new IOException(file + ": field " + key + " must be a list, got " + list);
+            for (JsonNode t : list) {
+                String text = t.isTextual() ? t.asText() : t.isObject() && t.path("content").isTextual() ? t.path("content").asText() : null;
+                if (text == null) throw new IOException(file + ": " + key + " entries must be strings or {\"content\": ...}, got " + t);
+                int id = tokenId(text);
+                if (id >= 0) allSpecialIds.add(id);
+            }
         }
     }
 
@@ -414,8 +455,8 @@ public final class Tokenizer implements AutoCloseable {
      * dropped as {@link #decodeLenient}: HF tokenizers' text, then, when tokenizer_config.json sets
      * clean_up_tokenization_spaces (Llama 3's and 3.1's files do), transformers' clean_up_tokenization (" ." to ".",
      * " ," to ",", " n't" to "n't", ...). The reference trainer scores responses decoded this way (batch_decode), so the
-     * verifiers see this text; generated text elsewhere (samples, generate, stop strings) is the tokenizer's own, as
-     * vLLM gives it.
+     * verifiers see this text; generated text elsewhere (samples, generate) is the tokenizer's own, special tokens
+     * skipped, and stop strings are matched on vLLM's text ({@link #decodeAsVllm}).
      */
     public String decodeAsTransformers(int[] ids, boolean skipSpecialTokens) {
         String text = decodeLenient(ids, skipSpecialTokens);
@@ -426,6 +467,23 @@ public final class Tokenizer implements AutoCloseable {
     static String cleanUpTokenization(String s) {
         return s.replace(" .", ".").replace(" ?", "?").replace(" !", "!").replace(" ,", ",").replace(" ' ", "'")
                 .replace(" n't", "n't").replace(" 'm", "'m").replace(" 's", "'s").replace(" 've", "'ve").replace(" 're", "'re");
+    }
+
+    /**
+     * The text vLLM gives for {@code ids} with its default skip_special_tokens (0.6, a fast tokenizer): ids outside
+     * the tokenizer dropped, then the ids of transformers' all_special_ids (bos, eos, pad, unk, ...,
+     * additional_special_tokens: {@code convert_ids_to_tokens(skip_special_tokens=True)}), and the rest decoded as
+     * they are. Added tokens that tokenizer.json marks special but that are none of those (Llama 3's
+     * {@code <|eot_id|>}, {@code <|start_header_id|>}, its reserved tokens) stay in this text, where
+     * {@link #decode decode(ids, true)} drops every token marked special. Stop strings are matched on this text.
+     */
+    public String decodeAsVllm(int[] ids) {
+        int n = 0;
+        for (int id : ids) if (id >= 0 && id < vocabSize && !allSpecialIds.contains(id)) n++;
+        int[] keep = new int[n];
+        int k = 0;
+        for (int id : ids) if (id >= 0 && id < vocabSize && !allSpecialIds.contains(id)) keep[k++] = id;
+        return decode(keep, false);
     }
 
     /** tokenizer_config.json's clean_up_tokenization_spaces. */

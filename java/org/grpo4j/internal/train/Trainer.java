@@ -283,7 +283,7 @@ public final class Trainer implements AutoCloseable {
                 for (Path p : runDir.removeStaleTemporaries())
                     if (log != null) log.println("grpo4j: removed " + p + " (left by a run that was killed)");
             }
-            StopStrings stop = cfg.stopStrings.isEmpty() ? null : new StopStrings(cfg.stopStrings, ids -> tok.decodeLenient(ids, true));
+            StopStrings stop = cfg.stopStrings.isEmpty() ? null : new StopStrings(cfg.stopStrings, tok::decodeAsVllm);
             this.setup = new Setup(cfg, tok, pf.train(), pf.eval(), rewards, stop, tok.eosId(), pf.stopIds(), pf.modelConfig(), tokenizerDir, dtype, LrSchedule.of(cfg),
                     ReferenceOptions.metricsCompat(cfg), log, b.gradientHook);
 

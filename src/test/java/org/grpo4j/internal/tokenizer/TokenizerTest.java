@@ -77,6 +77,64 @@ class TokenizerTest {
         assertEquals("The answer is 7.<|end_of_text|>", tiny.decode(ids, false));
     }
 
+    /**
+     * vLLM's text (what stop strings are matched on) skips transformers' all_special_ids only: bos, eos, pad, unk, ...
+     * and additional_special_tokens. An added token that tokenizer.json marks special but that is none of those
+     * (Llama 3's {@code <|eot_id|>}) stays, as its text; decode(ids, true) drops it (a review of 2026-12-03: the stop
+     * string "foobar" fired on foo, <|eot_id|>, bar, where vLLM's text "foo<|eot_id|>bar" does not hold it).
+     */
+    @Test
+    void decodeAsVllmSkipsOnlyTheAllSpecialIds(@TempDir Path tmp) throws Exception {
+        String extra = ", {\"id\": 509, \"content\": \"<|x|>\", \"single_word\": false, \"lstrip\": false, \"rstrip\": false,"
+                + " \"normalized\": false, \"special\": true}, {\"id\": 510, \"content\": \"<|y|>\", \"single_word\": false,"
+                + " \"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": true}";
+        tinyCopy(tmp, t -> {
+            int end = t.indexOf("]", t.indexOf("\"added_tokens\""));
+            return t.substring(0, end) + extra + t.substring(end);
+        });
+        Path cfg = tmp.resolve("tokenizer_config.json");
+        Files.writeString(cfg, Files.readString(cfg).replaceFirst("\\{", "{\n \"additional_special_tokens\": [\"<|y|>\"],"));
+        try (Tokenizer t = Tokenizer.load(tmp)) {
+            int[] foo = t.encode("foo"), bar = t.encode("bar");
+            int x = t.tokenId("<|x|>"), y = t.tokenId("<|y|>");
+            assertEquals(List.of(509, 510), List.of(x, y));
+            assertTrue(t.isSpecial(x) && t.isSpecial(y));
+            int[] ids = concat(new int[] {t.bosId()}, foo, new int[] {x}, bar, new int[] {y, t.padId(), t.eosId(), 9999});
+            assertEquals("foo<|x|>bar", t.decodeAsVllm(ids), "bos, <|y|> (additional_special_tokens), pad, eos and 9999 skipped");
+            assertEquals("foobar", t.decodeLenient(ids, true), "every token marked special skipped");
+            var stop = new org.grpo4j.internal.rollout.StopStrings(List.of("foobar"), t::decodeAsVllm);
+            assertFalse(stop.completedBy(ids, ids.length));
+            assertTrue(new org.grpo4j.internal.rollout.StopStrings(List.of("o<|x|>b"), t::decodeAsVllm).completedBy(ids, ids.length));
+            assertTrue(new org.grpo4j.internal.rollout.StopStrings(List.of("foobar"), t::decodeAsVllm)
+                    .completedBy(concat(foo, new int[] {y}, bar), foo.length + 1 + bar.length), "an all_special id between: skipped, as vLLM");
+        }
+        // a list that is not one, named with its file
+        Files.writeString(cfg, Files.readString(TINY.resolve("tokenizer_config.json")).replaceFirst("\\{", "{\n \"additional_special_tokens\": \"<|y|>\","));
+        java.io.IOException e = assertThrows(java.io.IOException.class, () -> Tokenizer.load(tmp));
+        assertTrue(e.getMessage().contains("tokenizer_config.json: field additional_special_tokens must be a list"), e.getMessage());
+        // special_tokens_map.json fills in what tokenizer_config.json lacks
+        Files.copy(TINY.resolve("tokenizer_config.json"), cfg, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        Files.writeString(tmp.resolve("special_tokens_map.json"), "{\"additional_special_tokens\": [{\"content\": \"<|x|>\"}]}");
+        try (Tokenizer t = Tokenizer.load(tmp)) {
+            assertEquals("foo<|y|>bar", t.decodeAsVllm(concat(t.encode("foo"), new int[] {509, 510}, t.encode("bar"))));
+        }
+        if (Files.isRegularFile(LLAMA3.resolve("tokenizer.json")))
+            try (Tokenizer t = Tokenizer.load(LLAMA3)) {
+                int eot = t.tokenId("<|eot_id|>");
+                assertEquals(128009, eot);
+                assertEquals("foo<|eot_id|>bar", t.decodeAsVllm(concat(new int[] {128000}, t.encode("foo"), new int[] {eot}, t.encode("bar"), new int[] {128001})));
+            }
+    }
+
+    static int[] concat(int[]... parts) {
+        int n = 0;
+        for (int[] p : parts) n += p.length;
+        int[] out = new int[n];
+        int k = 0;
+        for (int[] p : parts) for (int v : p) out[k++] = v;
+        return out;
+    }
+
     @Test
     void digitsSplitInGroupsOfAtMostThree() {
         // the Llama 3 pre-tokenizer regex \p{N}{1,3}: no token spans more than three digits
