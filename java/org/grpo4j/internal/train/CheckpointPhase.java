@@ -144,7 +144,9 @@ final class CheckpointPhase {
             Files.writeString(tmp.resolve("config.json"), cfg.toJson());
             if (cluster != null) cluster.barrier(key, CHECKPOINT_BARRIER_S);
         });
-        checkpointed = step; // (only once written: a write that failed, on a full disk, is tried again by the next run())
+        checkpointed = step; // (only once written: a failure in the trainer's own files or the rename, a full disk, is tried again
+        // by the next run(); one while the ranks write the model and optimizer parts is a failure of the ranks' work, after
+        // which this trainer refuses to go on (Trainer#run: close it and resume from the last checkpoint))
         if (cfg.keepLastNCheckpoints > 0) { // after the new one is whole; a failure to delete costs disk, not the run
             try {
                 boolean models = cfg.olderCheckpoints.equals("model");
