@@ -23,7 +23,13 @@ import java.util.Set;
  * @param gemmTflops bf16 GEMM rate at the ceiling shape measured in this run, or null
  */
 public record BenchReport(String tool, String sizes, String card, String driver, String runtime, String torch, String date,
-                          boolean fake, Double copyGbs, Double gemmTflops, List<BenchRow> rows) {
+                          boolean fake, Double copyGbs, Double gemmTflops, List<BenchRow> rows, boolean complete) {
+
+    /** A whole report ("complete": true): every row of its run. */
+    public BenchReport(String tool, String sizes, String card, String driver, String runtime, String torch, String date,
+                       boolean fake, Double copyGbs, Double gemmTflops, List<BenchRow> rows) {
+        this(tool, sizes, card, driver, runtime, torch, date, fake, copyGbs, gemmTflops, rows, true);
+    }
 
     public static final String SCHEMA = "grpo4j-bench/1";
 
@@ -90,7 +96,7 @@ public record BenchReport(String tool, String sizes, String card, String driver,
     public BenchReport withRow(BenchRow r) {
         List<BenchRow> more = new ArrayList<>(rows);
         more.add(r);
-        return new BenchReport(tool, sizes, card, driver, runtime, torch, date, fake, copyGbs, gemmTflops, more);
+        return new BenchReport(tool, sizes, card, driver, runtime, torch, date, fake, copyGbs, gemmTflops, more, complete);
     }
 
     // ---- reading --------------------------------------------------------------------------------------------------
@@ -114,10 +120,13 @@ public record BenchReport(String tool, String sizes, String card, String driver,
         for (int i = 0; i < rowsNode.size(); i++) rows.add(parseRow(rowsNode.get(i), where + ": rows[" + i + "]"));
         JsonNode fake = root.get("fake");
         if (fake != null && !fake.isBoolean()) throw new IllegalArgumentException(where + ": fake: expected true or false");
+        // (absent: complete, as files written before the field; false: a run stopped before its last row)
+        JsonNode complete = root.get("complete");
+        if (complete != null && !complete.isBoolean()) throw new IllegalArgumentException(where + ": complete: expected true or false");
         return new BenchReport(ReportJson.str(root, "tool", where, true), ReportJson.str(root, "sizes", where, true), ReportJson.str(root, "card", where, true),
                 ReportJson.str(root, "driver", where, false), ReportJson.str(root, "runtime", where, false), ReportJson.str(root, "torch", where, false),
                 ReportJson.str(root, "date", where, false), fake != null && fake.asBoolean(), ReportJson.num(root, "copy_gbs", where, false, true),
-                ReportJson.num(root, "gemm_tflops", where, false, true), rows);
+                ReportJson.num(root, "gemm_tflops", where, false, true), rows, complete == null || complete.asBoolean());
     }
 
     private static BenchRow parseRow(JsonNode n, String where) {

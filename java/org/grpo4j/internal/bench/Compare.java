@@ -271,6 +271,12 @@ public final class Compare {
                 .append(ceil(ours.gemmTflops(), peers == null ? null : peers.gemmTflops(), peers != null)).append(" TFLOP/s\n\n");
         if (peers != null && peers.fake())
             b.append("**The peer file has placeholder timings (bench-peers.py --fake-timer): its figures and the ratios mean nothing.**\n\n");
+        if (!ours.complete())
+            b.append("**Our report is partial (\"complete\": false): its run stopped before its last row; the problems it did not reach")
+                    .append(peers == null ? " are missing" : " are marked \"not run\"").append(", and the counts below are of the rows it has.**\n\n");
+        if (peers != null && !peers.complete())
+            b.append("**The peers' report is partial (\"complete\": false): its run stopped before its last row; a problem whose peer it did not")
+                    .append(" reach has no peer figure.**\n\n");
         if (peers != null && !"llama-3.1-8b".equals(ours.sizes()))
             b.append("The issues set their goals at llama-3.1-8b sizes; at ").append(ours.sizes()).append(" they are indicative only.\n\n");
         if (peers == null) {
@@ -303,13 +309,13 @@ public final class Compare {
             }
             for (BenchRow p : peerOnly)
                 b.append("| ").append(p.family()).append(" | ").append(p.name()).append(" | ").append(esc(p.shape()))
-                        .append(" | (no such problem in ours) | | | | ").append(esc(p.impl())).append(" | ").append(ms(p)).append(" | ")
+                        .append(ours.complete() ? " | (no such problem in ours) | | | | " : " | not run (ours stopped first) | | | | ").append(esc(p.impl())).append(" | ").append(ms(p)).append(" | ")
                         .append(rate(p)).append(" | - | |\n");
         }
         long failed = ours.rows().stream().filter(r -> r.status().equals(BenchRow.FAILED)).count();
         long errors = ours.rows().stream().filter(r -> r.status().equals(BenchRow.ERROR)).count();
         long missing = ours.rows().stream().filter(r -> r.status().equals(BenchRow.NOT_IMPLEMENTED)).count();
-        b.append("\n").append(ours.rows().size()).append(" problems: ").append(failed).append(" FAILED, ").append(errors)
+        b.append("\n").append(ours.rows().size()).append(ours.complete() ? " problems: " : " problems (ours partial): ").append(failed).append(" FAILED, ").append(errors)
                 .append(" errors, ").append(missing).append(" not implemented on cuda yet");
         b.append("; goals met: ").append(met).append(" of ").append(judged).append(" judged");
         b.append(".\n");

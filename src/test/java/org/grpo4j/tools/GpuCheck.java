@@ -65,6 +65,7 @@ public final class GpuCheck {
         long classTimeoutS = Long.parseLong(first(opt, "--class-timeout", String.valueOf(CHILD_TIMEOUT_S)));
         Path out = Path.of(first(opt, "--out", "target/gpu-check"));
         Files.createDirectories(out);
+        errorFiles = out.toAbsolutePath(); // a child JVM's crash log (hs_err) beside the logs that travel back, not in the project root
         StringBuilder report = new StringBuilder();
 
         CudaRuntime.Availability a = CudaRuntime.probe();
@@ -95,7 +96,7 @@ public final class GpuCheck {
         if (!a.available()) benchNotes.add("kernel benchmark: skipped (no CUDA device)");
         else if (opt.containsKey("--no-bench")) benchNotes.add("kernel benchmark: skipped (--no-bench)");
         else if (System.nanoTime() - start > budgetNs) benchNotes.add("kernel benchmark: not run (time budget spent)");
-        else failed += bench(out, benchNotes, Math.min(budgetNs - (System.nanoTime() - start), TimeUnit.SECONDS.toNanos(benchBudgetS)));
+        else failed += bench(out, benchNotes, Math.min(budgetNs - (System.nanoTime() - start), TimeUnit.SECONDS.toNanos(benchBudgetS)), progress);
         progress.write();
 
         String sanitizer = a.available() && !opt.containsKey("--no-sanitizer") ? findSanitizer() : null;
@@ -237,9 +238,15 @@ public final class GpuCheck {
         p.destroyForcibly().waitFor();
     }
 
+    /** Where the child JVMs write a crash log (-XX:ErrorFile), or null: the JVM's default, its working directory. */
+    static Path errorFiles;
+
     static List<String> javaCommand() {
         String java = ProcessHandle.current().info().command().orElse("java");
-        return List.of(java, "-Xmx16g", "--add-modules", "jdk.incubator.vector", "-cp", System.getProperty("java.class.path"));
+        List<String> cmd = new ArrayList<>(List.of(java, "-Xmx16g", "--add-modules", "jdk.incubator.vector"));
+        if (errorFiles != null) cmd.add("-XX:ErrorFile=" + errorFiles.resolve("hs_err_pid%p.log"));
+        cmd.addAll(List.of("-cp", System.getProperty("java.class.path")));
+        return cmd;
     }
 
     /** Child mode: runs the gpu-tagged tests of one class and writes "counts P F S", "skip REASON", "fail NAME: MSG". */
@@ -321,10 +328,17 @@ public final class GpuCheck {
 
     // ---- benchmark ------------------------------------------------------------------------------------------------
 
-    /** Our kernel benchmark, then the PyTorch peers and the comparison where torch is installed. Returns failures. */
-    static int bench(Path out, List<String> notes, long budgetNs) throws IOException, InterruptedException {
+    /**
+     * Our kernel benchmark, then the PyTorch peers and the comparison where torch is installed, each step capped by
+     * what is left of {@code budgetNs} (the comparison keeps 15 s of it) and {@code progress} written after each.
+     * Returns failures.
+     */
+    static int bench(Path out, List<String> notes, long budgetNs, Report progress) throws IOException, InterruptedException {
         Path ours = out.resolve("bench-ours.json"), peers = out.resolve("bench-peers.json");
+        long end = System.nanoTime() + budgetNs;
+        java.util.function.LongUnaryOperator left = floor -> Math.max(floor, TimeUnit.NANOSECONDS.toSeconds(end - System.nanoTime()));
         long budgetS = Math.max(30, TimeUnit.NANOSECONDS.toSeconds(budgetNs) * 3 / 5), peersS = Math.max(30, TimeUnit.NANOSECONDS.toSeconds(budgetNs) * 2 / 5);
+        Files.deleteIfExists(peers); // (an earlier check's peers, compared with this run's rows, would look like this run's)
         List<String> cmd = new ArrayList<>(javaCommand());
         // (a row's limit well inside the run's, so that a hung kernel is named as that row's error, the rows before it kept)
         cmd.addAll(List.of("org.grpo4j.internal.cli.Main", "bench", "--family", "all", "--json", ours.toString(), "--row-timeout",
@@ -334,24 +348,29 @@ public final class GpuCheck {
         notes.add("kernel benchmark: " + (code == 0 ? "ok" : "exit " + code) + " — " + out.resolve("bench-ours.log").getFileName()
                 + ", " + ours.getFileName());
         if (code != 0) failures++;
+        progress.write();
         Path script = Path.of("tools/bench-peers.py");
         if (!Files.exists(script)) {
             notes.add("peers: tools/bench-peers.py not found (run from the project root)");
             return failures;
         }
-        int torch = run(List.of("python3", "-c", "import torch; assert torch.cuda.is_available()"), out.resolve("torch-probe.log"), 60);
+        int torch = run(List.of("python3", "-c", "import torch; assert torch.cuda.is_available()"), out.resolve("torch-probe.log"), Math.min(60, left.applyAsLong(10)));
         if (torch != 0) {
             notes.add("peers: skipped (no python3 with CUDA torch here; see torch-probe.log)");
             return failures;
         }
         // --no-compile: torch.compile's cold compiles (six functions, fwd and bwd) alone can take the peers' share of the
         // budget, and the script writes its JSON only at the end; the compiled rows are a separate, longer run
-        code = run(List.of("python3", script.toString(), "--no-compile", "--json", peers.toString()), out.resolve("bench-peers.log"), peersS);
-        notes.add("peers: " + (code == 0 ? "ok" : "exit " + code) + " — bench-peers.log, " + peers.getFileName());
-        if (code == 0 && Files.exists(ours)) {
+        code = run(List.of("python3", script.toString(), "--no-compile", "--json", peers.toString()), out.resolve("bench-peers.log"),
+                Math.min(peersS, left.applyAsLong(35) - 15));
+        // (a peers run stopped at its share has written the rows it measured, "complete": false: compared all the same)
+        notes.add("peers: " + (code == 0 ? "ok" : "exit " + code + (Files.exists(peers) ? " (the rows it measured are in " + peers.getFileName() + ")" : ""))
+                + " — bench-peers.log, " + peers.getFileName());
+        progress.write();
+        if (Files.exists(peers) && Files.exists(ours)) {
             cmd = new ArrayList<>(javaCommand());
             cmd.addAll(List.of("org.grpo4j.internal.cli.Main", "bench", "--compare", ours.toString(), peers.toString(), "--out", out.toString()));
-            code = run(cmd, out.resolve("bench-compare.log"), 60);
+            code = run(cmd, out.resolve("bench-compare.log"), Math.min(60, left.applyAsLong(15)));
             notes.add("comparison: " + (code == 0 ? "ok" : "exit " + code) + " — bench-compare.log");
             if (code != 0) failures++;
             System.out.print(Files.exists(out.resolve("bench-compare.log")) ? Files.readString(out.resolve("bench-compare.log")) : "");
@@ -368,22 +387,36 @@ public final class GpuCheck {
      * Our benchmark, {@code cmd} (writing {@code ours}), within {@code budgetS} seconds. A row that hung (exit 3) or left
      * the device unusable (4: a fault ends the CUDA context) stops a run with the rows before it in the JSON, that row
      * an error: the others then run in a new process ({@code --resume ours}, which keeps those rows and does not run
-     * them again), at most 8 times, while 20 s or more of the budget are left. Returns the last run's exit status.
+     * them again), at most 8 times, while 20 s or more of the budget are left. A run killed (137) with its JSON marked
+     * incomplete goes on the same way: the JVM's halt after a hung row runs the C library's exit, whose CUDA runtime
+     * teardown can wait for the hung kernel, and the halt's fallback SIGKILL ends it 20 s later (JvmHalt). Returns the
+     * last run's exit status.
      */
     static int withRestarts(List<String> cmd, Path ours, Path out, long budgetS, List<String> notes, Runner runner)
             throws IOException, InterruptedException {
         long start = System.nanoTime();
         int code = runner.run(cmd, out.resolve("bench-ours.log"), budgetS);
-        for (int restart = 1; (code == 3 || code == 4) && Files.exists(ours) && restart <= 8; restart++) {
+        for (int restart = 1; (code == 3 || code == 4 || code == 137 && incomplete(ours)) && Files.exists(ours) && restart <= 8; restart++) {
             long left = budgetS - TimeUnit.NANOSECONDS.toSeconds(System.nanoTime() - start);
             if (left < 20) break;
-            notes.add("kernel benchmark: exit " + code + " (" + (code == 3 ? "a row past --row-timeout" : "the device lost after a row's error")
-                    + "): the remaining rows in a new process, bench-ours-" + restart + ".log");
+            notes.add("kernel benchmark: exit " + code + " (" + (code == 3 ? "a row past --row-timeout" : code == 4 ? "the device lost after a row's error"
+                    : "killed before its last row: a hung row's exit blocked in the CUDA runtime") + "): the remaining rows in a new process, bench-ours-"
+                    + restart + ".log");
             List<String> again = new ArrayList<>(cmd);
             again.addAll(List.of("--resume", ours.toString()));
             code = runner.run(again, out.resolve("bench-ours-" + restart + ".log"), left);
         }
         return code;
+    }
+
+    /** Whether a report file says its run stopped before its last row ("complete": false); false if it cannot be read. */
+    static boolean incomplete(Path json) {
+        try {
+            com.fasterxml.jackson.databind.JsonNode c = org.grpo4j.internal.util.JsonFiles.MAPPER.readTree(json.toFile()).get("complete");
+            return c != null && c.isBoolean() && !c.asBoolean();
+        } catch (IOException | RuntimeException e) {
+            return false;
+        }
     }
 
     static int run(List<String> cmd, Path log, long timeoutS) throws IOException, InterruptedException {

@@ -42,8 +42,8 @@ class GpuCheckTest {
 
     /**
      * A benchmark stopped by a hung row (exit 3) or a lost device (4) goes on in a new process with --resume of its
-     * JSON, until a run ends otherwise; a run that fails otherwise (1: a FAILED row) is not rerun, nor one whose JSON
-     * is missing.
+     * JSON, until a run ends otherwise, as does one killed (137) whose JSON is incomplete; a run that fails otherwise
+     * (1: a FAILED row) is not rerun, nor one whose JSON is missing or complete.
      */
     @Test
     void aStoppedBenchmarkGoesOnWithResume(@TempDir Path dir) throws Exception {
@@ -82,6 +82,18 @@ class GpuCheckTest {
         calls.clear();
         assertEquals(4, GpuCheck.withRestarts(cmd, ours, dir, 300, new ArrayList<>(), (c, log, t) -> { calls.add(c); return 4; }));
         assertEquals(9, calls.size(), "at most 8 restarts");
+        // killed (137: a hung row's halt blocked in the CUDA runtime's exit, then its fallback SIGKILL): resumed only
+        // where the JSON says its run stopped before its last row
+        Files.writeString(ours, "{\"complete\": false}");
+        calls.clear();
+        List<String> notes137 = new ArrayList<>();
+        assertEquals(0, GpuCheck.withRestarts(cmd, ours, dir, 300, notes137, (c, log, t) -> { calls.add(c); return calls.size() == 1 ? 137 : 0; }));
+        assertEquals(List.of(cmd, resumed), calls);
+        assertTrue(notes137.get(0).contains("exit 137 (killed before its last row"), notes137.toString());
+        Files.writeString(ours, "{\"complete\": true}");
+        calls.clear();
+        assertEquals(137, GpuCheck.withRestarts(cmd, ours, dir, 300, new ArrayList<>(), (c, log, t) -> { calls.add(c); return 137; }));
+        assertEquals(1, calls.size(), "a complete report is not resumed");
     }
 
     /** A step never runs past the budget by more than the minimum step (a device loan limits a command's time). */

@@ -197,6 +197,37 @@ class CompareTest {
         assertFalse(merge().markdown().contains("placeholder"));
     }
 
+    /**
+     * A report whose run stopped before its last row ("complete": false: a time box or an unrecovered hang on a loan)
+     * says so above the table; the peers' problems that ours did not reach are "not run", not "no such problem in
+     * ours", and the footer's counts are marked partial (a review found such a table indistinguishable from a whole one).
+     */
+    @Test
+    void aPartialReportSaysSo(@TempDir Path tmp) throws Exception {
+        BenchReport ours = BenchReport.read(OURS), peers = BenchReport.read(PEERS);
+        assertTrue(ours.complete() && peers.complete(), "no field: complete");
+        Path cut = tmp.resolve("cut.json");
+        BenchReport part = new BenchReport(ours.tool(), ours.sizes(), ours.card(), ours.driver(), ours.runtime(), ours.torch(), ours.date(),
+                false, ours.copyGbs(), ours.gemmTflops(), ours.rows().subList(0, 3));
+        Files.writeString(cut, part.toJson(false));
+        BenchReport read = BenchReport.read(cut);
+        assertFalse(read.complete());
+        String md = Compare.merge(read, peers, "a", "b").markdown();
+        assertTrue(md.contains("**Our report is partial (\"complete\": false)"), md);
+        assertFalse(md.contains("no such problem in ours"), md);
+        String unreached = ours.rows().get(5).name();
+        assertTrue(row(md, unreached).contains("not run (ours stopped first)"), row(md, unreached));
+        assertTrue(md.contains("\n3 problems (ours partial): "), md);
+        String whole = merge().markdown();
+        assertFalse(whole.contains("partial"), whole);
+        // the peers' side
+        Files.writeString(cut, Files.readString(PEERS).replace("\"fake\": false", "\"fake\": false, \"complete\": false"));
+        assertTrue(Compare.merge(ours, BenchReport.read(cut), "a", "b").markdown().contains("**The peers' report is partial"));
+        Files.writeString(cut, Files.readString(PEERS).replace("\"fake\": false", "\"fake\": false, \"complete\": \"no\""));
+        var e = assertThrows(IllegalArgumentException.class, () -> BenchReport.read(cut));
+        assertEquals(cut + ": complete: expected true or false", e.getMessage());
+    }
+
     @Test
     void malformedReportsNameTheFileAndTheField(@TempDir Path tmp) throws Exception {
         String text = Files.readString(PEERS);
