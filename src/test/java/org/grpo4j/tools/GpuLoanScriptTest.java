@@ -41,12 +41,32 @@ class GpuLoanScriptTest {
             assertTrue(summary.contains("| " + step + " | - | - | not run: "), step + " in:\n" + summary);
         assertTrue(Files.size(bundle.resolve("loan.tgz")) > 0);
         assertTrue(Files.readString(bundle.resolve("env.txt")).contains("LD_LIBRARY_PATH="), "the environment probe");
+        assertTrue(summary.lines().anyMatch(l -> l.matches("\\**sources: .*")), "the packed classes against the carried sources:\n" + summary);
         assertFalse(Files.exists(out.resolve("stale.json")), "the earlier loan's files are gone");
         assertTrue(Files.isRegularFile(out.resolve("console.log")));
         assertFalse(Files.exists(tmp.resolve("OUT.partial")), "no staging folder left");
         try (var s = Files.list(bundle)) {
             assertTrue(s.count() <= 8, "a device call brings back at most 8 files");
         }
+    }
+
+    /**
+     * tools/bundle stages each file beside the bundle folder and renames it in; where that sibling cannot be made (a
+     * device call's $OUT in a folder it may not write; here a name one past the file system's longest) it stages
+     * inside the bundle folder, and leaves no staging folder behind either way.
+     */
+    @Test
+    void theBundleStagesInsideItsFolderWhereItsSiblingCannotBeMade(@TempDir Path tmp) throws Exception {
+        Path src = Files.createDirectories(tmp.resolve("run")), bundle = Files.createDirectories(tmp.resolve("b".repeat(250)));
+        Files.writeString(src.resolve("table.md"), "| a |\n");
+        Process p = new ProcessBuilder("bash", "tools/bundle", src.toString(), bundle.toString(), "run.tgz", "table.md").redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertTrue(p.waitFor(1, TimeUnit.MINUTES));
+        assertEquals(0, p.exitValue(), out);
+        try (var s = Files.list(bundle)) {
+            assertEquals(List.of("run.tgz", "table.md"), s.map(f -> f.getFileName().toString()).sorted().toList());
+        }
+        assertEquals("| a |\n", Files.readString(bundle.resolve("table.md")));
     }
 
     @Test
