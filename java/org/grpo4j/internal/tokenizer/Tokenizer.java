@@ -127,13 +127,7 @@ public final class Tokenizer implements AutoCloseable {
         Path tj = dir.resolve("tokenizer.json");
         Path tc = dir.resolve("tokenizer_config.json");
         if (!Files.isRegularFile(tj)) throw new NoSuchFileException(tj.toString(), null, "no tokenizer.json in " + dir);
-        JsonNode root;
-        try {
-            root = JSON.readTree(tj.toFile());
-        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-            throw new IOException(tj + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(e), e);
-        }
-        if (root == null || !root.isObject()) throw new IOException(tj + ": expected a JSON object (an HF tokenizer.json)");
+        JsonNode root = optionalObject(tj); // (there: checked above)
         JsonNode model = root.path("model");
         if (!model.path("vocab").isObject())
             throw new IOException(tj + ": model.vocab is missing (grpo4j supports BPE tokenizers, e.g. Llama 3)");
@@ -156,15 +150,7 @@ public final class Tokenizer implements AutoCloseable {
         this.vocabSize = maxId + 1;
         checkAddedIds(root, model.path("vocab"), vocabById, tj);
 
-        JsonNode cfg = JSON.createObjectNode();
-        if (Files.isRegularFile(tc)) {
-            try {
-                cfg = JSON.readTree(tc.toFile());
-            } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-                throw new IOException(tc + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(e), e);
-            }
-            if (cfg == null || !cfg.isObject()) throw new IOException(tc + ": expected a JSON object");
-        }
+        JsonNode cfg = optionalObject(tc);
         this.bosToken = tokenString(cfg, "bos_token", tc);
         this.eosToken = tokenString(cfg, "eos_token", tc);
         this.padToken = tokenString(cfg, "pad_token", tc);
@@ -194,15 +180,7 @@ public final class Tokenizer implements AutoCloseable {
      * (transformers would map them to the unk id, which such a tokenizer does not have either).
      */
     private void readAllSpecialIds(JsonNode cfg, Path tc, Path map) throws IOException {
-        JsonNode stm = JSON.createObjectNode();
-        if (Files.isRegularFile(map)) {
-            try {
-                stm = JSON.readTree(map.toFile());
-            } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-                throw new IOException(map + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(e), e);
-            }
-            if (stm == null || !stm.isObject()) throw new IOException(map + ": expected a JSON object");
-        }
+        JsonNode stm = optionalObject(map);
         for (String key : List.of("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token",
                 "additional_special_tokens")) {
             boolean inCfg = cfg.has(key) && !cfg.get(key).isNull();
@@ -248,6 +226,19 @@ public final class Tokenizer implements AutoCloseable {
             if (v != null && v.asInt() != id)
                 throw new IOException(tj + ": added token \"" + content + "\" is listed with id " + id + " but model.vocab has it as " + v.asInt());
         }
+    }
+
+    /** A JSON object file that may be absent (then an empty object); one that is not a JSON object is refused, named. */
+    private static JsonNode optionalObject(Path f) throws IOException {
+        if (!Files.isRegularFile(f)) return JSON.createObjectNode();
+        JsonNode n;
+        try {
+            n = JSON.readTree(f.toFile());
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new IOException(f + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(e), e);
+        }
+        if (n == null || !n.isObject()) throw new IOException(f + ": expected a JSON object");
+        return n;
     }
 
     /** A token id in tokenizer.json: a whole number in [0, 2^31 - 1) (so that the vocabulary's size is an int). */
