@@ -115,10 +115,12 @@ public final class DemoCompare {
         md.append(String.format(Locale.ROOT, "| wall time (whole command) | %.1f s | %.1f s |%n", ref.seconds(), run.seconds()));
         boolean learns = run.lastMean(10) >= run.first() + LEARNED;
         boolean like = learns && Math.abs(run.lastMean(10) - ref.lastMean(10)) <= BAND && run.rates().length == ref.rates().length;
-        md.append(String.format(Locale.ROOT, "%n%s: %s (learns: last-10 mean %.3f vs step 1 %.3f, needs +%.2f; ends within %.2f of %s's %.3f: %s)%n",
+        md.append(String.format(Locale.ROOT, "%n%s: %s (learns: last-10 mean %.3f vs step 1 %.3f, needs +%.2f: %s; ends within %.2f of %s's %.3f: %s;"
+                        + " the same %d steps: %s)%n",
                 run.backend(), like ? "learns like the " + ref.backend() + " run" : "does NOT learn like the " + ref.backend() + " run",
-                run.lastMean(10), run.first(), LEARNED, BAND, ref.backend(), ref.lastMean(10),
-                Math.abs(run.lastMean(10) - ref.lastMean(10)) <= BAND ? "yes" : "no"));
+                run.lastMean(10), run.first(), LEARNED, learns ? "yes" : "no", BAND, ref.backend(), ref.lastMean(10),
+                Math.abs(run.lastMean(10) - ref.lastMean(10)) <= BAND ? "yes" : "no", ref.rates().length,
+                run.rates().length == ref.rates().length ? "yes" : "no, " + run.rates().length));
         if (run.seconds() > 0 && run.rates().length == ref.rates().length)
             md.append(String.format(Locale.ROOT, "%s is %.2fx the %s run's speed (wall time of the whole command, start-up included; the %s figure"
                             + " is the reference's, measured on its own machine: rerun with --backend %s on this host for a same-machine ratio)%n",

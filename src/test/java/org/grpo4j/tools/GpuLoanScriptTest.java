@@ -69,6 +69,54 @@ class GpuLoanScriptTest {
         assertEquals("| a |\n", Files.readString(bundle.resolve("table.md")));
     }
 
+    /**
+     * tools/gpu-diag with no time for any step (its 15 s reserve is all of --total 20): every step "not run", its
+     * summary and console in --bundle's archive, an earlier diagnosis's files gone.
+     */
+    @Test
+    void aDiagnosisWithNoTimeForAnyStepStillBringsBackItsSummary(@TempDir Path tmp) throws Exception {
+        Path out = Files.createDirectories(tmp.resolve("diag")), bundle = tmp.resolve("OUT");
+        Files.writeString(out.resolve("gpu-diag.md"), "an earlier summary\n");
+        Files.writeString(out.resolve("ncu-old.csv"), "stale");
+        Process p = new ProcessBuilder("bash", "tools/gpu-diag", "--out", out.toString(), "--bundle", bundle.toString(), "--total", "20", "--demo")
+                .redirectErrorStream(true).start();
+        String log = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertTrue(p.waitFor(2, TimeUnit.MINUTES), log);
+        assertEquals(0, p.exitValue(), log);
+        String summary = Files.readString(bundle.resolve("gpu-diag.md"));
+        for (String step : List.of("| demo | - | - | not run: ", "| lmhead-default | - | - | not run: ", "| ncu fwd_kernel | - | - | not run: "))
+            assertTrue(summary.contains(step), step + " in:\n" + summary);
+        assertFalse(summary.contains("ncu-bench"), "the whole-run timings are gone");
+        assertFalse(Files.exists(out.resolve("ncu-old.csv")), "the earlier diagnosis's files are gone");
+        assertTrue(Files.readString(out.resolve("console.log")).contains("gpu-diag: demo not run"), "the console is kept");
+        Files.writeString(out.resolve("mine.txt"), "x");
+        Files.delete(out.resolve("gpu-diag.md"));
+        p = new ProcessBuilder("bash", "tools/gpu-diag", "--out", out.toString(), "--total", "20").redirectErrorStream(true).start();
+        log = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertTrue(p.waitFor(1, TimeUnit.MINUTES));
+        assertEquals(2, p.exitValue(), log);
+        assertTrue(log.contains("holds files that are not an earlier diagnosis's (no gpu-diag.md)"), log);
+    }
+
+    /**
+     * tools/loan-lib.sh's loan_timed: at its limit, what the command leaves of its process group is killed too. Here
+     * the command is a shell that SIGTERM ends at once and its child ignores SIGTERM (as the trainer's JVM catches it to
+     * write a checkpoint): timeout alone returned with that child still running (a review of 2026-12-03).
+     */
+    @Test
+    void aTimedStepLeavesNothingOfItsProcessGroupRunning(@TempDir Path tmp) throws Exception {
+        Path pid = tmp.resolve("pid");
+        String script = ". tools/loan-lib.sh; loan_timed 1 bash -c '(trap \"\" TERM; exec sleep 60) & echo $! > " + pid + "; wait'; echo rc=$?";
+        Process p = new ProcessBuilder("bash", "-c", script).redirectErrorStream(true).start();
+        String log = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertTrue(p.waitFor(1, TimeUnit.MINUTES), log);
+        assertTrue(log.contains("rc=124"), log);
+        long child = Long.parseLong(Files.readString(pid).trim());
+        java.util.Optional<ProcessHandle> h = ProcessHandle.of(child);
+        for (int i = 0; i < 50 && h.isPresent() && h.get().isAlive(); i++) Thread.sleep(100); // (the SIGKILL's delivery)
+        assertFalse(h.isPresent() && h.get().isAlive(), "the child that ignored SIGTERM is gone: " + log);
+    }
+
     @Test
     void anOutputFolderWithOtherFilesOrTheProjectIsRefused(@TempDir Path tmp) throws Exception {
         Path foreign = Files.createDirectories(tmp.resolve("mine"));

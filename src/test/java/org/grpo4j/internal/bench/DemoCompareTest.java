@@ -47,6 +47,8 @@ class DemoCompareTest {
         assertFalse(cut.likeReference(), "a run that stopped early is not the same run");
         assertTrue(cut.markdown().contains("| mean of steps 151-160 | 0.901 | - |"), cut.markdown());
         assertFalse(cut.markdown().contains("speed"), "no speed ratio between runs of different lengths");
+        assertTrue(cut.markdown().contains("the same 160 steps: no, "), "the verdict names its failed criterion: " + cut.markdown());
+        assertTrue(close.markdown().contains("needs +0.30: yes") && close.markdown().contains("the same 160 steps: yes"), close.markdown());
     }
 
     @Test
