@@ -28,6 +28,9 @@ const char* g4_error_name(int e);
 int g4_set_device(int dev);
 int g4_device_props(int dev, char* name, int name_len, long long* total_mem, int* sms, int* major, int* minor);
 int g4_mem_get_info(long long* free_bytes, long long* total_bytes);
+// Ends the process with status at once (stdio flushed, no atexit handlers: the CUDA runtime's teardown among them,
+// which can wait for a kernel that never ends). For a benchmark JVM stopping after a hung kernel (bench.JvmHalt).
+void g4_exit_now(int status);
 int g4_dlopen_probe(const char* lib, char* err, int err_len);
 // Reads and clears the runtime's last-error slot (0 when clean).
 int g4_get_last_error(void);

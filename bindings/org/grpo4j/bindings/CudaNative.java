@@ -36,6 +36,8 @@ public final class CudaNative {
     public static native String g4_error_string(int e);
     public static native String g4_error_name(int e);
     public static native int g4_set_device(int dev);
+    /** Ends the process with {@code status} at once: stdio flushed, no atexit handlers (the CUDA runtime's teardown). */
+    public static native void g4_exit_now(int status);
     public static native int g4_device_props(int dev, @Cast("char*") byte[] name, int nameLen,
                                              @Cast("long long*") long[] totalMem, int[] sms, int[] major, int[] minor);
     public static native int g4_mem_get_info(@Cast("long long*") long[] free, @Cast("long long*") long[] total);

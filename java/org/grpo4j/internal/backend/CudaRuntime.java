@@ -56,6 +56,20 @@ public final class CudaRuntime {
         }
     }
 
+    /** Whether the JNI library is loaded (by {@link #probe} or a backend). */
+    public static synchronized boolean libraryLoaded() { return loaded; }
+
+    /**
+     * Ends the process with {@code status} at once through the JNI library ({@code _exit}: no atexit handlers, so not
+     * the CUDA runtime's teardown, which can wait for a kernel that never ends), where the library is loaded; returns
+     * false, doing nothing, where it is not (the caller halts the JVM its own way).
+     */
+    public static boolean exitNow(int status) {
+        if (!libraryLoaded()) return false;
+        CudaNative.g4_exit_now(status);
+        return true; // (not reached)
+    }
+
     /** Turns a JavaCPP/JNI load failure into one line, e.g. "libcudart.so.13 not found (...)". */
     static String describeLinkError(Throwable t) {
         StringBuilder all = new StringBuilder();
