@@ -711,8 +711,9 @@ public abstract class AbstractBackend implements Backend {
 
     /** Each tensor live and on this backend, then all of them fp32 or all bf16 (see {@link Check#sameFloat}). */
     private DType sameFloat(String op, String names, Tensor... ts) {
-        String[] n = names.split(", ");
-        for (int i = 0; i < ts.length; i++) Check.tensor(op, this, n[i], ts[i]);
+        checkOpen();
+        for (int i = 0; i < ts.length; i++) // (the name, for Check.tensor's message, only where it fails)
+            if (ts[i] == null || ts[i].backend() != this || !ts[i].isLive()) Check.tensor(op, this, Check.nameAt(names, i), ts[i]);
         return Check.sameFloat(op, names, ts);
     }
 
