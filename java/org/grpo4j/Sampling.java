@@ -119,8 +119,12 @@ public final class Sampling {
     public Sampling seed(long s) { return new Sampling(samples, maxTokens, temperature, topP, topK, s, stopStrings); }
 
     /**
-     * Stop strings (vLLM's {@code stop}): a completion ends as soon as its text contains one of them; every token
-     * generated so far is kept, including the one that completed the string.
+     * Stop strings (vLLM's {@code stop}): a completion ends as soon as its text as vLLM decodes it contains one of
+     * them; every token generated so far is kept, including the one that completed the string. That text skips only
+     * the tokenizer's bos, eos, pad, unk and additional special tokens and keeps other added tokens as their text
+     * (Llama 3's {@code <|eot_id|>}, {@code <|start_header_id|>}), where {@link Completion#text} skips every special
+     * token: a stop string can hold such a token, and one that the completion's text shows across a skipped token does
+     * not match.
      *
      * @param strings non-empty strings; an empty list turns it off
      * @return a copy with these stop strings

@@ -30,7 +30,7 @@ public final class CudaRuntime {
 
     private static volatile Availability cached;
     private static String loadError;
-    private static boolean loaded;
+    private static volatile boolean loaded; // (volatile: JvmHalt reads it without the class's lock, which a hung probe may hold)
 
     /** Loads the JNI library if it was built; never throws. */
     static synchronized boolean loadLibrary() {
@@ -57,7 +57,7 @@ public final class CudaRuntime {
     }
 
     /** Whether the JNI library is loaded (by {@link #probe} or a backend). */
-    public static synchronized boolean libraryLoaded() { return loaded; }
+    public static boolean libraryLoaded() { return loaded; }
 
     /**
      * Ends the process with {@code status} at once through the JNI library ({@code _exit}: no atexit handlers, so not

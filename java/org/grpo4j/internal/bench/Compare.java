@@ -273,7 +273,8 @@ public final class Compare {
             b.append("**The peer file has placeholder timings (bench-peers.py --fake-timer): its figures and the ratios mean nothing.**\n\n");
         if (!ours.complete())
             b.append("**Our report is partial (\"complete\": false): its run stopped before its last row; the problems it did not reach")
-                    .append(peers == null ? " are missing" : " are marked \"not run\"").append(", and the counts below are of the rows it has.**\n\n");
+                    .append(peers == null ? " are missing" : " are missing, and the peers' rows it has none for say \"not in ours (ours partial)\"")
+                    .append("; the counts below are of the rows it has.**\n\n");
         if (peers != null && !peers.complete())
             b.append("**The peers' report is partial (\"complete\": false): its run stopped before its last row; a problem whose peer it did not")
                     .append(" reach has no peer figure.**\n\n");
@@ -309,7 +310,7 @@ public final class Compare {
             }
             for (BenchRow p : peerOnly)
                 b.append("| ").append(p.family()).append(" | ").append(p.name()).append(" | ").append(esc(p.shape()))
-                        .append(ours.complete() ? " | (no such problem in ours) | | | | " : " | not run (ours stopped first) | | | | ").append(esc(p.impl())).append(" | ").append(ms(p)).append(" | ")
+                        .append(ours.complete() ? " | (no such problem in ours) | | | | " : " | not in ours (ours partial) | | | | ").append(esc(p.impl())).append(" | ").append(ms(p)).append(" | ")
                         .append(rate(p)).append(" | - | |\n");
         }
         long failed = ours.rows().stream().filter(r -> r.status().equals(BenchRow.FAILED)).count();

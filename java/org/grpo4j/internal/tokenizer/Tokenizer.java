@@ -175,17 +175,18 @@ public final class Tokenizer implements AutoCloseable {
 
     /**
      * transformers' all_special_ids: the ids of the special-token attributes (bos, eos, unk, sep, pad, cls, mask) and of
-     * additional_special_tokens, as tokenizer_config.json names them; a key it lacks is taken from
-     * special_tokens_map.json where that file has it. Names that are no single token of this tokenizer are left out
-     * (transformers would map them to the unk id, which such a tokenizer does not have either).
+     * additional_special_tokens, as tokenizer_config.json names them, except where it has no added_tokens_decoder (a
+     * file written before transformers 4.34): then special_tokens_map.json's values win where it has them, as in
+     * transformers' legacy loading. Names that are no single token of this tokenizer are left out (transformers would
+     * map them to the unk id, which such a tokenizer does not have either).
      */
     private void readAllSpecialIds(JsonNode cfg, Path tc, Path map) throws IOException {
         JsonNode stm = optionalObject(map);
         for (String key : List.of("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token",
                 "additional_special_tokens")) {
-            boolean inCfg = cfg.has(key) && !cfg.get(key).isNull();
-            JsonNode src = inCfg ? cfg : stm;
-            Path file = inCfg ? tc : map;
+            boolean fromMap = !cfg.has("added_tokens_decoder") && stm.has(key) && !stm.get(key).isNull();
+            JsonNode src = fromMap ? stm : cfg;
+            Path file = fromMap ? map : tc;
             if (!key.equals("additional_special_tokens")) {
                 int id = tokenId(tokenString(src, key, file));
                 if (id >= 0) allSpecialIds.add(id);

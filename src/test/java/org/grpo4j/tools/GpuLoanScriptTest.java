@@ -106,7 +106,9 @@ class GpuLoanScriptTest {
     @Test
     void aTimedStepLeavesNothingOfItsProcessGroupRunning(@TempDir Path tmp) throws Exception {
         Path pid = tmp.resolve("pid");
-        String script = ". tools/loan-lib.sh; loan_timed 1 bash -c '(trap \"\" TERM; exec sleep 60) & echo $! > " + pid + "; wait'; echo rc=$?";
+        // (the child's output away from the test's pipe: reading it would wait for the child's own end)
+        String script = ". tools/loan-lib.sh; loan_timed 1 bash -c '(trap \"\" TERM; exec sleep 60 > /dev/null 2>&1) & echo $! > " + pid
+                + "; wait'; echo rc=$?";
         Process p = new ProcessBuilder("bash", "-c", script).redirectErrorStream(true).start();
         String log = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         assertTrue(p.waitFor(1, TimeUnit.MINUTES), log);

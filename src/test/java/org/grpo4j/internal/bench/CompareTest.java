@@ -199,8 +199,8 @@ class CompareTest {
 
     /**
      * A report whose run stopped before its last row ("complete": false: a time box or an unrecovered hang on a loan)
-     * says so above the table; the peers' problems that ours did not reach are "not run", not "no such problem in
-     * ours", and the footer's counts are marked partial (a review found such a table indistinguishable from a whole one).
+     * says so above the table; the peers' problems that ours does not have are "not in ours (ours partial)", not "no
+     * such problem in ours", and the footer's counts are marked partial (a review found such a table indistinguishable from a whole one).
      */
     @Test
     void aPartialReportSaysSo(@TempDir Path tmp) throws Exception {
@@ -216,7 +216,7 @@ class CompareTest {
         assertTrue(md.contains("**Our report is partial (\"complete\": false)"), md);
         assertFalse(md.contains("no such problem in ours"), md);
         String unreached = ours.rows().get(5).name();
-        assertTrue(row(md, unreached).contains("not run (ours stopped first)"), row(md, unreached));
+        assertTrue(row(md, unreached).contains("not in ours (ours partial)"), row(md, unreached));
         assertTrue(md.contains("\n3 problems (ours partial): "), md);
         String whole = merge().markdown();
         assertFalse(whole.contains("partial"), whole);

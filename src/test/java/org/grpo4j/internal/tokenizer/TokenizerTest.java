@@ -112,11 +112,18 @@ class TokenizerTest {
         Files.writeString(cfg, Files.readString(TINY.resolve("tokenizer_config.json")).replaceFirst("\\{", "{\n \"additional_special_tokens\": \"<|y|>\","));
         java.io.IOException e = assertThrows(java.io.IOException.class, () -> Tokenizer.load(tmp));
         assertTrue(e.getMessage().contains("tokenizer_config.json: field additional_special_tokens must be a list"), e.getMessage());
-        // special_tokens_map.json fills in what tokenizer_config.json lacks
-        Files.copy(TINY.resolve("tokenizer_config.json"), cfg, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        // a config without added_tokens_decoder (written before transformers 4.34): special_tokens_map.json's values win
+        Files.writeString(cfg, Files.readString(TINY.resolve("tokenizer_config.json")).replaceFirst("\\{", "{\n \"additional_special_tokens\": [\"<|y|>\"],"));
         Files.writeString(tmp.resolve("special_tokens_map.json"), "{\"additional_special_tokens\": [{\"content\": \"<|x|>\"}]}");
+        int[] fooXYBar;
         try (Tokenizer t = Tokenizer.load(tmp)) {
-            assertEquals("foo<|y|>bar", t.decodeAsVllm(concat(t.encode("foo"), new int[] {509, 510}, t.encode("bar"))));
+            fooXYBar = concat(t.encode("foo"), new int[] {509, 510}, t.encode("bar"));
+            assertEquals("foo<|y|>bar", t.decodeAsVllm(fooXYBar));
+        }
+        // one with it: tokenizer_config.json alone
+        Files.writeString(cfg, Files.readString(cfg).replaceFirst("\\{", "{\n \"added_tokens_decoder\": {},"));
+        try (Tokenizer t = Tokenizer.load(tmp)) {
+            assertEquals("foo<|x|>bar", t.decodeAsVllm(fooXYBar));
         }
         if (Files.isRegularFile(LLAMA3.resolve("tokenizer.json")))
             try (Tokenizer t = Tokenizer.load(LLAMA3)) {
