@@ -302,7 +302,8 @@ public final class LlamaModel {
              Tensor dqF = act(nf, hq, hd); Tensor dkvF = act(2 * nf, hkv, hd); Tensor acc = be.zeros(DType.FP32, 2 * n, kd)) {
             be.attentionBackward(dqF, dkvF.rows(0, nf), dkvF.rows(nf, nf), dattF, qf, kf, vf, attF, lseF, pp.cuT, scale);
             gatherInto(dq, dqF, pp.compactToFullT);
-            // dk and dv summed over each compact row's full rows in one deterministic pass, in fp32, rounded once
+            // dk and dv summed over each compact row's full rows in one deterministic pass, in fp32, then rounded to the
+            // activation dtype (in bf16 a second rounding: attention's backward gave each full row's in bf16)
             be.embeddingBackward(acc, dkvF.reshape(2 * nf, kd), pp.fullToCompactTwiceT);
             Tensor dkSum = acc.rows(0, n), dvSum = acc.rows(n, n);
             if (adt == DType.FP32) {

@@ -137,7 +137,10 @@ class DistributedTrainingTest {
      * (training/rank_tokens_max_over_mean, Trainer.passCounts), the completions and every metric of them are the same,
      * the losses agree to 1e-5, and the weights agree within the tolerances of {@link #fourRanksTrainLikeOne} (moving a
      * group changes only the order in which its tokens' gradients are summed), and no more ZeRO-2 rounds run. With
-     * pass_packing batch_size (passes in lockstep) nothing moves.
+     * pass_packing batch_size (passes in lockstep) nothing moves. The balanced run also shares prompts in its training
+     * passes (train_prefix_sharing), and the loss is seq_mean_token_mean, whose weights differ rollout by rollout: a
+     * moved rollout that arrived with another's weight would change the loss (under token_mean every token weighs
+     * the same, and such a swap passed).
      */
     @Test
     void rankBalancingMovesPromptGroupsAndTrainsAlike(@TempDir Path tmp) throws Exception {
@@ -151,8 +154,9 @@ class DistributedTrainingTest {
             List<Map<String, Double>> seen = new ArrayList<>();
             List<String> sets = GrpoTrainerTest.small(out, steps);
             sets.addAll(List.of("world_size=2", "local_rollout_batch_size=4", "local_mini_batch_size=16", "per_device_train_batch_size=4",
-                    "local_rollout_forward_batch_size=16", "loss_aggregation=token_mean", "num_evals=0", "num_epochs=2", "save_freq=" + steps,
+                    "local_rollout_forward_batch_size=16", "loss_aggregation=\"seq_mean_token_mean\"", "num_evals=0", "num_epochs=2", "save_freq=" + steps,
                     "pass_packing=\"" + (mode.endsWith("batch_size") ? "batch_size" : "tokens") + "\"", "rank_balancing=\"" + mode.split("/")[0] + "\"",
+                    "train_prefix_sharing=" + mode.equals("tokens"),
                     "dataset_mixer_list=[\"" + data + "\", \"1.0\"]",
                     "max_prompt_token_length=200"));
             try (Trainer t = Trainer.builder(GrpoTrainerTest.config(sets)).log(null).build()) {
@@ -180,6 +184,9 @@ class DistributedTrainingTest {
                 assertEquals(0, bal.get(s).get("training/rollouts_moved"));
                 continue;
             }
+            assertTrue(bal.get(s).get("training/token_rows") < none.get(s).get("training/token_rows"), "step " + (s + 1)
+                    + ": the balanced run's passes share their prompts: " + bal.get(s).get("training/token_rows") + " rows against "
+                    + none.get(s).get("training/token_rows"));
             moved += bal.get(s).get("training/rollouts_moved");
             lpMoved += bal.get(s).get("rollout/logprob_rollouts_moved");
             assertEquals(0, none.get(s).get("rollout/logprob_rollouts_moved"));

@@ -258,11 +258,14 @@ class GrpoTrainerTest {
     /**
      * train_prefix_sharing runs each mini-batch's rollouts in prompt order, a prompt's tokens once per training pass,
      * every token weighted by its reference micro-batch: the same loss ({@link #sameLossTwoWays}), fewer rows through
-     * the layers.
+     * the layers. Under seq_mean_token_mean, whose weights differ rollout by rollout (1 / its own length), over two
+     * epochs of micro-batches of 2: a weight attached to another rollout after the reordering would change the gradient
+     * (under token_mean or micro_token_mean the rollouts of a micro-batch share one weight, and such a swap passed).
      */
     @Test
     void trainPrefixSharingKeepsTheLossAndRunsFewerRows(@TempDir Path tmp) throws Exception {
-        var runs = sameLossTwoWays(tmp, List.of(), "train_prefix_sharing=true", "train_prefix_sharing=false");
+        var runs = sameLossTwoWays(tmp, List.of("loss_aggregation=\"seq_mean_token_mean\"", "num_epochs=2", "per_device_train_batch_size=2"),
+                "train_prefix_sharing=true", "train_prefix_sharing=false");
         for (int s = 0; s < 2; s++) {
             double on = runs.get("train_prefix_sharing=true").get(s).get("training/token_rows");
             double off = runs.get("train_prefix_sharing=false").get(s).get("training/token_rows");
