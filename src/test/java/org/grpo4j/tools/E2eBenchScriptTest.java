@@ -58,8 +58,8 @@ class E2eBenchScriptTest {
         assertEquals(3, calls.size(), r.out() + "\n" + calls);
         assertTrue(r.out().contains("ours exit 137 (killed before its last row"), r.out());
         assertTrue(calls.get(1).contains("--resume " + out.resolve("ours.json")), calls.get(1));
-        // ours' deadline: 40 x 1.25 + 10 = 60, capped by the box less the peers' 20 + 35 = 45
-        assertTrue((" " + calls.get(0) + " ").contains(" --deadline 45 "), calls.get(0));
+        // ours' deadline: 40 x 1.25 + 10 = 60, capped by the box less the peers' 20 + 35 = 45, and its budget to match
+        assertTrue((" " + calls.get(0) + " ").contains(" --deadline 45 ") && (" " + calls.get(0) + " ").contains(" --budget 28 "), calls.get(0));
         assertTrue(calls.get(2).startsWith("E2eBench --compare"), calls.get(2));
         assertEquals(0, r.code(), r.out());
         java.util.regex.Matcher m = java.util.regex.Pattern.compile("stopped at (\\d+) s").matcher(r.out());
