@@ -85,10 +85,13 @@ class MatmulConformanceTest {
 
         /**
          * A bf16 C of a long sum (k = 65,536 over a 16 x 128 output: one output tile, where cuBLASLt's heuristic splits
-         * K) is rounded once, from fp32 accumulation: at least 98% of the elements equal float64's sum rounded to bf16,
-         * and none is further than one bf16 ulp plus the fp32 sum's error. That error (~0.004 at sums of ~256, whose
-         * ulp is 2) flips under 1% of roundings; split-K partial sums added in bf16 (CUBLASLT_REDUCTION_SCHEME_INPLACE /
-         * OUTPUT_TYPE, which CublasGemm masks out) would move about half of them by an ulp or more.
+         * K) is rounded once, from fp32 accumulation: at least 90% of the elements equal float64's sum rounded to bf16,
+         * and none is further than one bf16 ulp plus the fp32 sum's error. Split-K partial sums added in bf16
+         * (CUBLASLT_REDUCTION_SCHEME_INPLACE / OUTPUT_TYPE, which CublasGemm masks out) leave only 34-40% of them equal
+         * (a simulation on this seed, 2026-12-03), while every fp32 accumulation does far better: sequential
+         * round-to-nearest 99.7%, 128-way split-K 99.95%, and one block of 16-wide tensor-core steps whose accumulator
+         * truncates (Hopper's MMA; its error drifts one way and grows with k, not sqrt(k)) 96.8%. The per-element bound
+         * allows that drift: 32 x 2^-24 k rms (the emulator's float64 GEMM gives 100% and no error at all).
          */
         @Test
         void bf16OutputOfALongSumIsRoundedOnce() {
@@ -108,15 +111,15 @@ class MatmulConformanceTest {
                         v += p;
                         s2 += p * p;
                     }
-                    // one bf16 ulp (2^16 float ulps) plus 8x the fp32 sum's typical error (rounding errors of partial
-                    // sums ~sqrt(l) rms in a random walk: ~2^-24 k rms / sqrt(2)), which matters where the sum cancels
+                    // one bf16 ulp (2^16 float ulps) plus 32x 2^-24 k rms: a truncating accumulator's drift over k terms,
+                    // which matters where the sum cancels (a bf16 reduction of partial sums errs by ~2^-8 |partial|)
                     float want = Bf16.round((float) v), g = got[i * n + j];
-                    double tol = Math.ulp(Math.max(Math.abs(want), Math.abs(g))) * 65536 + 8 * 0x1p-24 * k * Math.sqrt(s2 / k);
+                    double tol = Math.ulp(Math.max(Math.abs(want), Math.abs(g))) * 65536 + 32 * 0x1p-24 * k * Math.sqrt(s2 / k);
                     if (g == want) same++;
                     else assertTrue(Math.abs(g - v) <= tol, "c[" + i + ", " + j + "] = " + g + ", the sum is " + v
                             + ": further than one bf16 ulp plus the fp32 sum's error (" + tol + ")");
                 }
-            assertTrue(same >= 0.98 * m * n, same + " of " + m * n + " elements are the sum rounded once");
+            assertTrue(same >= 0.90 * m * n, same + " of " + m * n + " elements are the sum rounded once");
         }
 
         @Test
