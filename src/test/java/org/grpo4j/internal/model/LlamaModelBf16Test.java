@@ -161,7 +161,9 @@ class LlamaModelBf16Test {
      * The same on CUDA: bf16 gradients against fp32 gradients of the same bf16 model. cuBLASLt may pick another
      * algorithm (another summation order) for a bf16 output than for an fp32 one, so the two are not bit for bit: each
      * element is within 2^-7 of the fp32 value relative (one rounding is at most 2^-9; a few fp32 ulps of summation
-     * order can tip it to the neighbouring bf16 value, 2^-8 away).
+     * order can tip it to the neighbouring bf16 value, 2^-8 away), or within 2^-12 of its tensor's largest gradient:
+     * an element whose sum cancels to near zero moves by the other order's rounding of the large partial sums, which a
+     * relative bound cannot hold (a review of 2026-12-03; the first GPU run passed with the relative bound alone).
      */
     @Test
     @org.junit.jupiter.api.Tag("gpu")
@@ -180,8 +182,11 @@ class LlamaModelBf16Test {
                 LlamaModelTest.lossAndGrads(m, seqs, coef, g16, true, table32);
                 for (ParameterLayout.Entry e : w.layout().entries()) {
                     float[] want = g32.get(e.name()).toFloats(), got = g16.get(e.name()).toFloatsWidened();
+                    double largest = 0;
+                    for (float x : want) largest = Math.max(largest, Math.abs(x));
                     for (int i = 0; i < want.length; i++)
-                        assertEquals(want[i], got[i], 0x1p-7 * Math.abs(want[i]) + 1e-30, e.name() + "[" + i + "]" + (tied ? " (tied)" : ""));
+                        assertEquals(want[i], got[i], Math.max(0x1p-7 * Math.abs(want[i]), 0x1p-12 * largest) + 1e-30,
+                                e.name() + "[" + i + "]" + (tied ? " (tied)" : ""));
                 }
             }
         }
