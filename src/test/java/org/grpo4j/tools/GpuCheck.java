@@ -186,7 +186,7 @@ public final class GpuCheck {
         if (!p.waitFor(timeoutS, TimeUnit.SECONDS)) {
             killTree(p);
             r.failed = 1;
-            r.note = "timed out after " + timeoutS + " s; log " + log.getFileName();
+            r.note = "timed out after " + timeoutS + " s" + lastTest(log) + "; log " + log.getFileName();
             return r;
         }
         if (Files.exists(result)) {
@@ -206,8 +206,8 @@ public final class GpuCheck {
             }
         } else {
             r.failed = 1;
-            r.note = "the JVM ended without a result (exit " + p.exitValue() + "; a fault or crash?) — log " + log.getFileName()
-                    + ": " + lastLines(log, 3);
+            r.note = "the JVM ended without a result (exit " + p.exitValue() + "; a fault or crash?)" + lastTest(log) + " — log "
+                    + log.getFileName() + ": " + lastLines(log, 3);
         }
         if (sanitizer != null) {
             String s = Files.exists(sanLog) ? Files.readString(sanLog) : "";
@@ -263,6 +263,16 @@ public final class GpuCheck {
         LauncherDiscoveryRequest req = rb.build();
         Launcher launcher = LauncherFactory.create();
         launcher.execute(req, new TestExecutionListener() {
+            @Override
+            public void executionStarted(TestIdentifier id) {
+                // each test named in the class's log as it starts: a JVM that crashes or hangs in native code then
+                // names the test it was in (the log's last lines go into gpu-check.md's note)
+                if (id.isTest()) {
+                    System.out.println("gpu-check: test " + id.getLegacyReportingName());
+                    System.out.flush();
+                }
+            }
+
             @Override
             public void executionSkipped(TestIdentifier id, String reason) {
                 counts[2]++;
@@ -448,6 +458,18 @@ public final class GpuCheck {
         if (s == null) return "";
         String t = s.lines().findFirst().orElse("").trim();
         return t.length() > 300 ? t.substring(0, 300) + "..." : t;
+    }
+
+    /** " in TEST": the last test a child's log says it started (runClass prints each), or empty. */
+    static String lastTest(Path log) {
+        try {
+            List<String> l = Files.readAllLines(log);
+            for (int i = l.size() - 1; i >= 0; i--)
+                if (l.get(i).startsWith("gpu-check: test ")) return " in " + l.get(i).substring("gpu-check: test ".length());
+        } catch (IOException | java.io.UncheckedIOException e) {
+            // (an unreadable log: the note says what it can)
+        }
+        return "";
     }
 
     static String lastLines(Path f, int n) {

@@ -126,6 +126,20 @@ class GpuCheckTest {
     }
 
     /** memcheck takes the classes most likely to hold a memory error first: it runs on the time left. */
+    /**
+     * A child JVM that crashes or hangs is named with the test it was in: runClass prints each test as it starts, and
+     * the note takes the last one (an emulated run's "unknown stream" abort named no test, 2026-12-03).
+     */
+    @Test
+    void aCrashedChildIsNamedWithTheTestItWasIn(@TempDir Path dir) throws Exception {
+        Path log = dir.resolve("x.log");
+        Files.write(log, List.of("WARNING: ...", "gpu-check: test first()", "output", "gpu-check: test second(Path)", "kernel-emu: an unknown stream"));
+        assertEquals(" in second(Path)", GpuCheck.lastTest(log));
+        Files.write(log, List.of("WARNING: ..."));
+        assertEquals("", GpuCheck.lastTest(log));
+        assertEquals("", GpuCheck.lastTest(dir.resolve("none.log")));
+    }
+
     @Test
     void memcheckTakesTheRiskiestKernelsFirst() {
         List<String> all = List.of("a.BasicOpsTest", "a.CudaAttentionTest", "a.MatmulConformanceTest", "a.CudaHopperForwardTest", "a.CudaSamplingLmHeadTest");
