@@ -398,7 +398,7 @@ class NcclCommunicatorTest {
                     return assertThrows(IllegalArgumentException.class, () -> c.allReduce(foreign, ReduceOp.SUM).await()).getMessage();
                 }
             });
-            pool.submit(() -> {
+            java.util.concurrent.Future<Object> f1 = pool.submit(() -> {
                 try (CudaBackend be = new CudaBackend(1); NcclCommunicator c = NcclCommunicator.create(id, 2, 1, be, 10); Tensor t = be.zeros(DType.FP32, 8)) {
                     try {
                         c.allReduce(t, ReduceOp.SUM).await(); // never completes: rank 0's call was refused
@@ -410,6 +410,9 @@ class NcclCommunicatorTest {
             });
             String msg = f0.get(120, java.util.concurrent.TimeUnit.SECONDS);
             assertTrue(msg.contains("lives on cuda:1, not on cuda:0"), msg);
+            // rank 1 too has closed its communicator and backend before the next test starts (left running, its close
+            // met the next test's calls: the emulated device's "unknown stream" abort of 2026-12-03, 2 runs in 11)
+            f1.get(120, java.util.concurrent.TimeUnit.SECONDS);
         } finally {
             pool.shutdownNow();
         }
