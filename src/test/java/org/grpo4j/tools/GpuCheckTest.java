@@ -146,5 +146,10 @@ class GpuCheckTest {
         assertEquals(List.of("a.CudaHopperForwardTest", "a.CudaAttentionTest", "a.CudaSamplingLmHeadTest", "a.BasicOpsTest", "a.MatmulConformanceTest"),
                 GpuCheck.memcheckOrder(all));
         assertEquals(List.of("a.BasicOpsTest"), GpuCheck.memcheckOrder(List.of("a.BasicOpsTest")));
+        // a class that may hang on a real device (GpuCheck.LATE) comes last
+        assertEquals(List.of("a.CudaAttentionTest", "a.BasicOpsTest", "b.ZTest", "a.NcclFormationTimeoutTest"),
+                GpuCheck.memcheckOrder(List.of("a.BasicOpsTest", "a.CudaAttentionTest", "a.NcclFormationTimeoutTest", "b.ZTest")));
+        assertTrue(GpuCheck.gpuTestClasses(null).stream().anyMatch(c -> GpuCheck.LATE.contains(GpuCheck.simple(c))),
+                "GpuCheck.LATE names a gpu-tagged class that exists");
     }
 }
