@@ -34,6 +34,17 @@ loan_fresh_out() {
   mkdir -p "$out"
 }
 
+# loan_sources: one line saying whether the packed classes were built from the carried tree (tools/gpu-pack wrote the
+# tree's tools/source-hash into .offline/sources.txt); a line that starts with "**" when they were not.
+loan_sources() {
+  if [ ! -f .offline/sources.txt ]; then echo "sources: no .offline/sources.txt (not packed by tools/gpu-pack)"; return; fi
+  local now packed
+  now=$(tools/source-hash 2>/dev/null || echo unknown)
+  packed=$(cat .offline/sources.txt)
+  if [ "$now" = "$packed" ]; then echo "sources: the packed classes are the carried tree's ($now)"
+  else echo "**sources: the packed classes were built from other sources ($packed) than the carried tree ($now): rerun tools/gpu-pack; the figures below are of the packed code**"; fi
+}
+
 # loan_timed SECS CMD...: CMD under a hard limit of SECS (SIGTERM, then SIGKILL 10 s later), and afterwards whatever is
 # left of its process group killed too: timeout escalates only while its own child lives, so a JVM below a shell that
 # ended at SIGTERM, or one that catches it to write a checkpoint, went on holding the GPU into the next step. Returns

@@ -61,13 +61,11 @@ public final class CudaRuntime {
 
     /**
      * Ends the process with {@code status} at once through the JNI library ({@code _exit}: no atexit handlers, so not
-     * the CUDA runtime's teardown, which can wait for a kernel that never ends), where the library is loaded; returns
-     * false, doing nothing, where it is not (the caller halts the JVM its own way).
+     * the CUDA runtime's teardown, which can wait for a kernel that never ends), where the library is loaded; does
+     * nothing where it is not (the caller then halts the JVM its own way).
      */
-    public static boolean exitNow(int status) {
-        if (!libraryLoaded()) return false;
-        CudaNative.g4_exit_now(status);
-        return true; // (not reached)
+    public static void exitNow(int status) {
+        if (libraryLoaded()) CudaNative.g4_exit_now(status);
     }
 
     /** Turns a JavaCPP/JNI load failure into one line, e.g. "libcudart.so.13 not found (...)". */

@@ -196,7 +196,7 @@ public final class Tokenizer implements AutoCloseable {
             if (list.isMissingNode() || list.isNull()) continue;
             if (!list.isArray()) throw new IOException(file + ": field " + key + " must be a list, got " + list);
             for (JsonNode t : list) {
-                String text = t.isTextual() ? t.asText() : t.isObject() && t.path("content").isTextual() ? t.path("content").asText() : null;
+                String text = tokenText(t);
                 if (text == null) throw new IOException(file + ": " + key + " entries must be strings or {\"content\": ...}, got " + t);
                 int id = tokenId(text);
                 if (id >= 0) allSpecialIds.add(id);
@@ -298,9 +298,15 @@ public final class Tokenizer implements AutoCloseable {
     private static String tokenString(JsonNode cfg, String key, Path file) throws IOException {
         JsonNode n = cfg.path(key);
         if (n.isMissingNode() || n.isNull()) return null;
+        String text = tokenText(n);
+        if (text == null) throw new IOException(file + ": field " + key + " must be a string or {\"content\": ...}, got " + n);
+        return text;
+    }
+
+    /** A token as tokenizer_config.json writes it: a string, or an AddedToken object's content; null for anything else. */
+    private static String tokenText(JsonNode n) {
         if (n.isTextual()) return n.asText();
-        if (n.isObject() && n.path("content").isTextual()) return n.path("content").asText();
-        throw new IOException(file + ": field " + key + " must be a string or {\"content\": ...}, got " + n);
+        return n.isObject() && n.path("content").isTextual() ? n.path("content").asText() : null;
     }
 
     /** Loads the tokenizer of an HF model directory. */

@@ -86,27 +86,14 @@ public final class GpuCheck {
         int failed = 0;
         progress.write();
         List<String> late = classes.stream().filter(c -> LATE.contains(simple(c))).toList();
-        for (String c : classes) {
-            if (late.contains(c)) continue; // (after the benchmark, below)
-            if (System.nanoTime() - start > budgetNs) { rows.add(new String[] {simple(c), "-", "-", "-", "not run: time budget spent"}); continue; }
-            Result r = child(c, out, null, stepTimeout(classTimeoutS, start, budgetNs));
-            rows.add(r.row(simple(c)));
-            failed += r.failed;
-            progress.write();
-        }
+        failed += runClasses(classes.stream().filter(c -> !late.contains(c)).toList(), out, classTimeoutS, start, budgetNs, rows, progress);
 
         if (!a.available()) benchNotes.add("kernel benchmark: skipped (no CUDA device)");
         else if (opt.containsKey("--no-bench")) benchNotes.add("kernel benchmark: skipped (--no-bench)");
         else if (System.nanoTime() - start > budgetNs) benchNotes.add("kernel benchmark: not run (time budget spent)");
         else failed += bench(out, benchNotes, Math.min(budgetNs - (System.nanoTime() - start), TimeUnit.SECONDS.toNanos(benchBudgetS)), progress);
         progress.write();
-        for (String c : late) {
-            if (System.nanoTime() - start > budgetNs) { rows.add(new String[] {simple(c), "-", "-", "-", "not run: time budget spent"}); continue; }
-            Result r = child(c, out, null, stepTimeout(Math.min(classTimeoutS, LATE_TIMEOUT_S), start, budgetNs));
-            rows.add(r.row(simple(c)));
-            failed += r.failed;
-            progress.write();
-        }
+        failed += runClasses(late, out, Math.min(classTimeoutS, LATE_TIMEOUT_S), start, budgetNs, rows, progress);
 
         String sanitizer = a.available() && !opt.containsKey("--no-sanitizer") ? findSanitizer() : null;
         if (a.available() && !opt.containsKey("--no-sanitizer") && sanitizer == null)
@@ -125,6 +112,23 @@ public final class GpuCheck {
         writeReport(out, report, rows, sanRows, benchNotes, end);
         System.out.print(Files.readString(out.resolve("gpu-check.md")).substring(report.length()));
         System.exit(failed == 0 ? 0 : 1);
+    }
+
+    /**
+     * The gpu-tagged tests of {@code classes}, each in its own JVM with at most {@code capS} (less where the budget has
+     * less left), a row each ("not run" once the budget is spent), the report rewritten after each. Returns failures.
+     */
+    static int runClasses(List<String> classes, Path out, long capS, long start, long budgetNs, List<String[]> rows, Report progress)
+            throws IOException, InterruptedException {
+        int failed = 0;
+        for (String c : classes) {
+            if (System.nanoTime() - start > budgetNs) { rows.add(new String[] {simple(c), "-", "-", "-", "not run: time budget spent"}); continue; }
+            Result r = child(c, out, null, stepTimeout(capS, start, budgetNs));
+            rows.add(r.row(simple(c)));
+            failed += r.failed;
+            progress.write();
+        }
+        return failed;
     }
 
     /** A write of the report so far. */
