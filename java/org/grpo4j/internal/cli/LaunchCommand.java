@@ -168,8 +168,10 @@ final class LaunchCommand implements Callable<Integer> {
             loopback = false; // (a dry run on a login node need not resolve the compute nodes' names)
         }
         System.out.printf("  %-18s %s:%d, served by node 0; %s%n", "rendezvous", plan.masterAddr(), plan.masterPort(),
-                secret ? Rendezvous.SECRET_ENV + " set" : loopback ? "loopback only (no secret needed)" : Rendezvous.SECRET_ENV + " NOT set: required beyond loopback");
-        if (!secret && !loopback) problems.add(Rendezvous.SECRET_ENV + " is not set, and the rendezvous at " + plan.masterAddr() + " is beyond loopback");
+                secret ? Rendezvous.SECRET_ENV + " set" : plan.processes() == 1 ? "one process: a random secret of its own"
+                        : loopback ? "loopback only, no secret (any local user can join or abort it: set " + Rendezvous.SECRET_ENV + " on shared machines)"
+                        : Rendezvous.SECRET_ENV + " NOT set: required beyond loopback");
+        if (!secret && !loopback && plan.processes() > 1) problems.add(Rendezvous.SECRET_ENV + " is not set, and the rendezvous at " + plan.masterAddr() + " is beyond loopback");
         System.out.printf("  %-18s train %s%n", "every rank runs", String.join(" ", command.subList(1, command.size())));
         if (tc.config != null) {
             try {

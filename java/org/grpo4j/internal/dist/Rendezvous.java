@@ -43,6 +43,7 @@ public final class Rendezvous implements Cluster {
     public Rendezvous(DistEnv env, String secret, long timeoutMillis, long heartbeatMillis) throws IOException {
         this.env = env;
         this.timeoutMillis = timeoutMillis;
+        secret = effectiveSecret(env.processes(), secret);
         long dead = 10 * heartbeatMillis;
         TcpStore.Server s = null;
         if (env.hostsRankZero()) {
@@ -113,6 +114,19 @@ public final class Rendezvous implements Cluster {
     private void stop(String msg) {
         abort(msg);
         throw new IllegalArgumentException(msg);
+    }
+
+    /**
+     * The secret the store runs with: {@code secret} when set; for a run of one process (every rank in this JVM, the
+     * store's only client), a random one of its own when none is set, so that no other local user (or, beyond
+     * loopback, no one) can join or abort its store; otherwise empty (the store then refuses to listen beyond loopback).
+     */
+    static String effectiveSecret(int processes, String secret) {
+        if (secret != null && !secret.isEmpty()) return secret;
+        if (processes != 1) return "";
+        byte[] b = new byte[16];
+        new java.security.SecureRandom().nextBytes(b);
+        return java.util.HexFormat.of().formatHex(b);
     }
 
     /** Whether the store of a run of {@code processes} processes at {@code masterAddr} listens beyond loopback (the secret is then required). */

@@ -37,7 +37,7 @@ class LaunchCommandTest {
         assertEquals(0, one.code(), one.err());
         assertTrue(one.out().contains("world size         8 = 1 node x 8 GPUs"), one.out());
         assertTrue(one.out().contains("this node          node 0 of 1: ranks 0-7 on cuda:0-7"), one.out());
-        assertTrue(one.out().contains("rendezvous         127.0.0.1:29500, served by node 0; loopback only"), one.out());
+        assertTrue(one.out().contains("rendezvous         127.0.0.1:29500, served by node 0; one process: a random secret of its own"), one.out());
         assertTrue(one.out().contains("config world_size  8 (matches)"), one.out());
         CliTest.Run two = launch(Map.of(), NO_GPU, "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1", "--gpus", "8", "--dry-run", "--",
                 "train", "--config", "configs/tulu-3.1-8b-grpo.json");
@@ -76,10 +76,10 @@ class LaunchCommandTest {
         String[] train = {"--", "train", "--config", "configs/tulu-3.1-8b-grpo.json"};
         CliTest.Run blank = launch(Map.of("MASTER_ADDR", " "), NO_GPU, cat(new String[] {"--gpus", "8", "--dry-run"}, train));
         assertEquals(0, blank.code(), blank.err());
-        assertTrue(blank.out().contains("rendezvous         127.0.0.1:29500, served by node 0; loopback only"), blank.out());
+        assertTrue(blank.out().contains("rendezvous         127.0.0.1:29500, served by node 0; one process: a random secret of its own"), blank.out());
         CliTest.Run local = launch(Map.of("MASTER_ADDR", "LOCALHOST"), NO_GPU, cat(new String[] {"--gpus", "8", "--dry-run"}, train));
         assertEquals(0, local.code(), local.err());
-        assertTrue(local.out().contains("LOCALHOST:29500, served by node 0; loopback only"), local.out());
+        assertTrue(local.out().contains("LOCALHOST:29500, served by node 0; one process: a random secret of its own"), local.out());
         CliTest.Run timeout = launch(Map.of(), NO_GPU, cat(new String[] {"--gpus", "8", "--rdzv-timeout", "0", "--dry-run"}, train));
         assertEquals(2, timeout.code());
         assertTrue(timeout.err().contains("--rdzv-timeout must be >= 1 s, got 0"), timeout.err());
@@ -167,8 +167,8 @@ class LaunchCommandTest {
                         "SLURM_JOB_NODELIST", "gpu03"))) {
             CliTest.Run ok = launch(env, NO_GPU, "--gpus", "8", "--dry-run", "--", "train", "--config", "configs/tulu-3.1-8b-grpo.json");
             assertEquals(0, ok.code(), env + ": " + ok.err());
-            // one node is one process: the rendezvous stays on loopback (no secret needed), not on the node list's host
-            assertTrue(ok.out().contains("rendezvous         127.0.0.1:29500, served by node 0; loopback only"), ok.out());
+            // one node is one process: the rendezvous stays on loopback with a secret of its own, not on the node list's host
+            assertTrue(ok.out().contains("rendezvous         127.0.0.1:29500, served by node 0; one process: a random secret of its own"), ok.out());
         }
         CliTest.Run missing = launch(Map.of(), ONE_GPU, "--gpus", "8", "--", "train", "--config", "examples/tiny-arith.json", "--set", "world_size=8");
         assertEquals(2, missing.code(), missing.err());

@@ -120,6 +120,26 @@ class RendezvousTest {
     }
 
     /**
+     * A run of one process (every rank in one JVM, the store's only client) runs its store with a random secret of its
+     * own when none is set: another local user's client without the secret is refused, and the run goes on. A set
+     * secret is kept; a run of several processes without one keeps the empty secret (loopback only).
+     */
+    @Test
+    void aOneProcessRunsStoreHasASecretOfItsOwn() throws Exception {
+        try (Rendezvous r = new Rendezvous(env(1, 0, freePort()), "", 20_000, 100)) {
+            IllegalStateException e = assertThrows(IllegalStateException.class,
+                    () -> new TcpStore.Client("127.0.0.1", r.port(), "", 1, "stranger", 5000, 100, 1000, x -> {}));
+            assertTrue(e.getMessage().contains("wrong rendezvous secret"), e.getMessage());
+            r.agreeOnConfig("{\"a\": 1}"); // the run's own client still talks to its store
+        }
+        assertEquals("given", Rendezvous.effectiveSecret(1, "given"));
+        assertEquals("", Rendezvous.effectiveSecret(2, ""));
+        String a = Rendezvous.effectiveSecret(1, ""), b = Rendezvous.effectiveSecret(1, null);
+        assertEquals(32, a.length());
+        assertNotEquals(a, b);
+    }
+
+    /**
      * Whoever reaches the port without the secret can neither stop the run nor the store: garbage, a handshake that
      * names process 0's watch connection and hangs up before finishing it (this used to abort the run), a wrong answer;
      * and an authenticated connection that announces a value over the limit is cut off alone. A real process is served
