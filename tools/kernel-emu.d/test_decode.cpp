@@ -12,6 +12,7 @@
 // Tolerance per element (docs/ops.md): 2e-6 + slack + 1e-5 |y| + one bf16 ulp for a bf16 output, with the slack of
 // rounding P to bf16 (1.01 2^-8 sum_j P_j |v_jx|) on the tensor-core path only.
 #include <algorithm>
+#include <cstdlib>
 
 #include "emu_test.h"
 
@@ -426,6 +427,38 @@ EMU_CASE("decode", bad_index_data_tensor_core) {
 EMU_CASE("decode", bad_index_data_generic) {
     bool ok = run_bad({{17, 70, 65, 3}, 4, 2, 96, 5, true}, 32, 1, {1});
     ok &= run_bad({{40, 3, 33}, 2, 1, 64, 16, false}, 33, 2, {1});
+    return ok;
+}
+
+// A block size near 2^31 with one table column and an empty pool (numBlocks 0: no page is valid). The page count of a
+// context was (ctx + bs - 1) / bs, which wrapped negative past 2^31: no entry was checked and the kernels read the
+// unchecked page (an out-of-bounds read here, a fault on a GPU). Every sequence's entry 0 must be reported, nothing
+// read. The caches are one element each (the 1-byte allocation of an empty tensor, rounded up).
+template <typename T>
+bool huge_block_size(const char* what, int dtype, int d, int bs, int ctx) {
+    T* kc = (T*) malloc(sizeof(T));
+    T* vc = (T*) malloc(sizeof(T));
+    std::vector<T> q(d, T(1.0f)), out(d, T(0.0f));
+    int table[1] = {0}, ctxs[1] = {ctx}, flag[4] = {0, 0, 0, 0};
+    long long ws_bytes = 0;
+    g4_decode_attention_workspace(1, 1, 1, d, 1, bs, 132, 0, &ws_bytes);
+    std::vector<unsigned char> ws((size_t) ws_bytes + 1);
+    const int rc = g4_decode_attention(dtype, P(out.data()), P(q.data()), P(kc), P(vc), P(table), P(ctxs), 0, 0, 1, 1, 1, d,
+                                       /*num_blocks*/ 0, bs, /*max_blocks*/ 1, 1.0f, 132, P(ws.data()), ws_bytes, P(flag), OP, 0);
+    free(kc);
+    free(vc);
+    const int want = OP | 5 << 8;  // ATT_TABLE, column 0
+    const bool ok = rc == 0 && flag[0] == want && flag[1] == 0 && flag[2] == 0 && flag[3] == 0;
+    printf("    %-18s bs %d ctx %d: rc %d flag kind %d [%d, %d, %d]%s\n", what, bs, ctx, rc, (flag[0] >> 8) & 15, flag[1], flag[2],
+           flag[3], ok ? "" : "  FAIL");
+    return ok;
+}
+
+EMU_CASE("decode", block_size_near_2p31_checks_the_table) {
+    bool ok = huge_block_size<float>("generic fp32", G4_F32, 1, 0x7fffffff, 2);
+    ok &= huge_block_size<float>("generic fp32", G4_F32, 1, 0x7fffffff - 1024, 0x7fffffff - 1024);
+    ok &= huge_block_size<__nv_bfloat16>("tensor core bf16", G4_BF16, 64, 0x7fffffff, 2);
+    ok &= huge_block_size<__nv_bfloat16>("tensor core bf16", G4_BF16, 64, 0x7fffffff - 1024, 0x7fffffff - 1024);
     return ok;
 }
 

@@ -520,7 +520,7 @@ public abstract class AbstractBackend implements Backend {
      * checks, CUDA when its kernel reports): field 0 first, 1 count, 2 shared (member 0: outside [0, limit]; m + 1:
      * above member m's context length), 3 a sequence (value) in two groups.
      */
-    static String prefixGroupMessage(int g, int field, int member, int value, int limit) {
+    static String prefixGroupMessage(int g, int field, int member, int value, long limit) {
         String row = "prefixGroups[" + g + ", " + field + "]";
         return switch (field) {
             case 0 -> row + " (first sequence) = " + value + " is outside [0, " + limit + ")";

@@ -551,10 +551,10 @@ public final class CpuBackend extends AbstractBackend {
                 b, maxBlocks, bs, numBlocks, shared, lead);
         for (int s = 0; s < b; s++) {
             int c = ctx[octx + s];
-            if (c < 1 || c > (long) maxBlocks * bs) // (long: tables 2^31 / blockSize columns wide are valid, as on CUDA)
+            if (c < 1 || c > (long) maxBlocks * bs) // (long: tables 2^31 / blockSize columns wide are valid here; CUDA refuses them)
                 throw new IllegalArgumentException(Ops.DECODE_ATTENTION + ": contextLens[" + s + "] = " + c + " is outside [1, "
                         + ((long) maxBlocks * bs) + "] (maxBlocks " + maxBlocks + " x blockSize " + bs + ")");
-            for (int blk = 0; blk < (c + bs - 1) / bs; blk++) {
+            for (int blk = 0, nb = c / bs + (c % bs != 0 ? 1 : 0); blk < nb; blk++) { // (c + bs - 1 would wrap for a large block size)
                 int id = bt[obt + s * maxBlocks + blk];
                 if (id < 0 || id >= numBlocks)
                     throw new IllegalArgumentException(Ops.DECODE_ATTENTION + ": blockTables[" + s + ", " + blk + "] = " + id
@@ -609,11 +609,11 @@ public final class CpuBackend extends AbstractBackend {
             if (count == 0) continue;
             if (first < 0 || first >= b) throw prefixError(g, 0, 0, first, b);
             if (count > b - first) throw prefixError(g, 1, 0, count, b - first);
-            if (sh < 0 || (long) sh > (long) maxBlocks * bs) throw prefixError(g, 2, 0, sh, maxBlocks * bs);
+            if (sh < 0 || (long) sh > (long) maxBlocks * bs) throw prefixError(g, 2, 0, sh, (long) maxBlocks * bs);
             if (sh == 0) continue;
             for (int m = 0; m < count; m++)
                 if (ctx[octx + first + m] < sh) throw prefixError(g, 2, m + 1, sh, ctx[octx + first + m]);
-            for (int j = 0; j < (sh + bs - 1) / bs; j++) {
+            for (int j = 0, pages = sh / bs + (sh % bs != 0 ? 1 : 0); j < pages; j++) {
                 int id = bt[obt + first * maxBlocks + j];
                 if (id < 0 || id >= numBlocks)
                     throw new IllegalArgumentException(Ops.DECODE_ATTENTION + ": blockTables[" + first + ", " + j + "] = " + id
@@ -629,7 +629,7 @@ public final class CpuBackend extends AbstractBackend {
         }
     }
 
-    private static IllegalArgumentException prefixError(int g, int field, int member, int value, int limit) {
+    private static IllegalArgumentException prefixError(int g, int field, int member, int value, long limit) {
         return new IllegalArgumentException(Ops.DECODE_ATTENTION + ": " + prefixGroupMessage(g, field, member, value, limit));
     }
 

@@ -1193,6 +1193,9 @@ public final class CudaBackend extends AbstractBackend {
         int b = q.dim(0), hq = q.dim(1), d = q.dim(2), numBlocks = kCache.dim(0), bs = kCache.dim(1), hkv = kCache.dim(2);
         int maxBlocks = blockTables.dim(1), sms = props.smCount();
         checkHeadDim(Ops.DECODE_ATTENTION, d, MAX_GENERIC_HEAD_DIM);
+        // the kernels count a sequence's keys (and report its bound, maxBlocks x blockSize) in an int
+        countable(Ops.DECODE_ATTENTION, "the keys a table row can hold, blockTables.dim(1) " + maxBlocks + " x blockSize " + bs,
+                (long) maxBlocks * bs);
         if (b == 0 || hq == 0 || d == 0) return; // nothing to write (and no split plan for zero blocks)
         int groups = prefixGroups == null ? 0 : prefixGroups.dim(0);
         long[] bytes = new long[1];

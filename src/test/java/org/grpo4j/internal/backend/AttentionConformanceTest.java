@@ -1,6 +1,8 @@
 package org.grpo4j.internal.backend;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.SplittableRandom;
 import org.junit.jupiter.api.Nested;
@@ -520,6 +522,26 @@ class AttentionConformanceTest {
                 assertBadCall(Ops.DECODE_ATTENTION, () -> b2.decodeAttention(zeros(3, 4, 8), zeros(3, 4, 8), zeros(3, 4, 2, 8),
                         zeros(3, 4, 2, 8), t3, l3, up(new int[] {2, 2, 1}, 1, 3), 0.3f), "prefixGroups[0, 1] (count) = 2 runs past the batch");
             }
+            // a block size near 2^31 (empty pools [0, blockSize, 1, 8]: no memory). A sequence's page count was ctx + bs - 1
+            // over bs, which wrapped negative: no table entry was checked, and the kernels read the unchecked page. The CPU
+            // finds the entry outside the empty pool; CUDA refuses a table row past 2^31 - 1025 keys before any launch (its
+            // kernels count keys in an int) and, below that, its kernel finds the entry as the CPU does
+            Tensor one1 = up(new int[] {0}, 1, 1);
+            if (b2 instanceof CpuBackend) {
+                assertBadCall(Ops.DECODE_ATTENTION, () -> b2.decodeAttention(zeros(1, 1, 8), zeros(1, 1, 8), zeros(0, Integer.MAX_VALUE, 1, 8),
+                        zeros(0, Integer.MAX_VALUE, 1, 8), one1, up(new int[] {2}, 1), 0.3f), "blockTables[0, 0] = 0 is outside [0, 0)");
+            } else {
+                assertBadCall(Ops.DECODE_ATTENTION, () -> b2.decodeAttention(zeros(1, 1, 8), zeros(1, 1, 8), zeros(0, Integer.MAX_VALUE, 1, 8),
+                        zeros(0, Integer.MAX_VALUE, 1, 8), one1, up(new int[] {2}, 1), 0.3f),
+                        "blockTables.dim(1) 1 x blockSize 2147483647 = 2147483647 exceeds 2^31 - 1025");
+            }
+            int bs = Integer.MAX_VALUE - 1024; // the most CUDA takes; a context of bs keys: ctx + bs - 1 wraps
+            Tensor out = zeros(1, 1, 8);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> {
+                b2.decodeAttention(out, zeros(1, 1, 8), zeros(0, bs, 1, 8), zeros(0, bs, 1, 8), one1, up(new int[] {bs}, 1), 0.3f);
+                b2.synchronize(); // (CUDA reports its kernel's finding here)
+            });
+            assertTrue(e.getMessage().startsWith(Ops.DECODE_ATTENTION + ": blockTables[0, 0] = 0 is outside [0, 0)"), e.getMessage());
         }
     }
 
