@@ -379,6 +379,10 @@ public final class GrpoConfig {
             .enable(DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES)
             .disable(MapperFeature.ALLOW_COERCION_OF_SCALARS)
             .disable(DeserializationFeature.ACCEPT_FLOAT_AS_INT) // num_training_steps=2.5 is an error, not 2
+            // content after the value is refused (a config file with a second object pasted after it, --set
+            // num_training_steps="20 00" read as 20), and so is a key given twice (the last one silently won)
+            .enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
+            .enable(com.fasterxml.jackson.core.StreamReadFeature.STRICT_DUPLICATE_DETECTION)
             .build();
 
     /**

@@ -7,10 +7,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
-import java.nio.ByteBuffer;
 import java.nio.charset.CharacterCodingException;
-import java.nio.charset.CharsetDecoder;
-import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -199,32 +196,29 @@ final class GenerateCommand implements Callable<Integer> {
         if (Files.size(file) > Integer.MAX_VALUE - 8)
             throw new IllegalArgumentException(file + ": " + Files.size(file) + " bytes; --prompts reads files of up to 2 GiB (split it into several runs)");
         ObjectMapper m = new ObjectMapper().enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION);
-        byte[] bytes = Files.readAllBytes(file);
-        CharsetDecoder utf8 = StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT).onUnmappableCharacter(CodingErrorAction.REPORT);
         List<Request> out = new ArrayList<>();
-        int no = 0;
-        for (int from = 0; from < bytes.length; ) { // line by line, so that bad UTF-8 is reported at its line
-            int end = from;
-            while (end < bytes.length && bytes[end] != '\n') end++;
-            no++;
-            String line;
-            try {
-                line = utf8.decode(ByteBuffer.wrap(bytes, from, end - from)).toString();
-            } catch (CharacterCodingException e) {
-                throw new IllegalArgumentException(file + ":" + no + ": not valid UTF-8");
+        try (java.io.InputStream in = Files.newInputStream(file)) {
+            org.grpo4j.internal.util.Utf8Lines lines = new org.grpo4j.internal.util.Utf8Lines(in); // (bad UTF-8 named at its line)
+            while (true) {
+                String line;
+                try {
+                    line = lines.next(); // (a byte order mark dropped)
+                } catch (CharacterCodingException e) {
+                    throw new IllegalArgumentException(file + ":" + lines.number() + ": not valid UTF-8");
+                }
+                if (line == null) break;
+                int no = lines.number();
+                if (line.isBlank()) continue;
+                String where = file + ":" + no;
+                JsonNode node;
+                try (JsonParser jp = m.createParser(line)) {
+                    node = m.readTree(jp);
+                    if (jp.nextToken() != null) throw new IllegalArgumentException(where + ": more than one JSON value (--prompts takes one object a line)");
+                } catch (JsonProcessingException e) {
+                    throw new IllegalArgumentException(where + ": not valid JSON: " + JsonErrors.describe(e));
+                }
+                out.add(request(node, where, defaults, raw));
             }
-            from = end + 1;
-            if (no == 1 && line.startsWith("\uFEFF")) line = line.substring(1); // a byte order mark
-            if (line.isBlank()) continue; // CRLF's CR too
-            String where = file + ":" + no;
-            JsonNode node;
-            try (JsonParser jp = m.createParser(line)) {
-                node = m.readTree(jp);
-                if (jp.nextToken() != null) throw new IllegalArgumentException(where + ": more than one JSON value (--prompts takes one object a line)");
-            } catch (JsonProcessingException e) {
-                throw new IllegalArgumentException(where + ": not valid JSON: " + JsonErrors.describe(e));
-            }
-            out.add(request(node, where, defaults, raw));
         }
         if (out.isEmpty())
             throw new IllegalArgumentException(file + ": no prompts (the file is empty or blank; --prompts takes one JSON object a line, e.g. {\"prompt\": \"...\"})");

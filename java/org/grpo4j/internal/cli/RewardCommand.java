@@ -6,16 +6,12 @@ import com.fasterxml.jackson.core.io.SerializedString;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import java.io.BufferedInputStream;
 import java.io.BufferedWriter;
-import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStreamWriter;
 import java.io.Writer;
-import java.nio.ByteBuffer;
 import java.nio.charset.CharacterCodingException;
-import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -26,6 +22,7 @@ import java.util.concurrent.Callable;
 import org.grpo4j.reward.Compat;
 import org.grpo4j.reward.Rewards;
 import org.grpo4j.internal.util.AtomicDir;
+import org.grpo4j.internal.util.Utf8Lines;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -106,23 +103,22 @@ final class RewardCommand implements Callable<Integer> {
         long t0 = System.nanoTime();
         long rows = 0, bad = 0;
         try (Rewards r = new Rewards(Compat.parse(compat), reward, timeout, Runtime.getRuntime().availableProcessors());
-             InputStream in = new BufferedInputStream(Files.newInputStream(input), 1 << 16);
+             InputStream in = Files.newInputStream(input);
              Writer w = tmp == null ? new BufferedWriter(new OutputStreamWriter(System.out, StandardCharsets.UTF_8))
                      : Files.newBufferedWriter(tmp, StandardCharsets.UTF_8)) {
             String known = String.join(", ", r.names());
             List<ObjectNode> batch = new ArrayList<>();
             List<String> errors = new ArrayList<>();
-            int no = 0;
+            Utf8Lines lines = new Utf8Lines(in);
             while (true) {
-                byte[] raw = readLine(in);
+                byte[] raw = lines.nextRaw();
                 if (raw != null) {
-                    no++;
+                    int no = lines.number();
                     ObjectNode o;
                     String err = null;
                     String line;
                     try {
-                        line = StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT)
-                                .onUnmappableCharacter(CodingErrorAction.REPORT).decode(ByteBuffer.wrap(raw)).toString();
+                        line = Utf8Lines.decode(raw);
                     } catch (CharacterCodingException e) {
                         line = new String(raw, StandardCharsets.UTF_8);
                         err = input + ":" + no + ": not valid UTF-8";
@@ -198,20 +194,5 @@ final class RewardCommand implements Callable<Integer> {
                 ch.force(true);
             }
         }
-    }
-
-    /** The next line's bytes without the line break (LF or CRLF), or null at the end of the stream. */
-    private static byte[] readLine(InputStream in) throws IOException {
-        ByteArrayOutputStream b = new ByteArrayOutputStream();
-        int c;
-        boolean any = false;
-        while ((c = in.read()) >= 0) {
-            any = true;
-            if (c == '\n') break;
-            b.write(c);
-        }
-        if (!any) return null;
-        byte[] a = b.toByteArray();
-        return a.length > 0 && a[a.length - 1] == '\r' ? java.util.Arrays.copyOf(a, a.length - 1) : a;
     }
 }

@@ -4,7 +4,6 @@ import org.grpo4j.reward.RlvrRow;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import java.io.BufferedReader;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -103,14 +102,18 @@ public final class DatasetReader {
 
     public static List<RlvrRow> readJsonl(Path path) throws IOException {
         List<RlvrRow> rows = new ArrayList<>();
-        int no = 0;
-        try (BufferedReader r = Files.newBufferedReader(path, StandardCharsets.UTF_8)) {
+        try (java.io.InputStream in = Files.newInputStream(path)) {
+            org.grpo4j.internal.util.Utf8Lines lines = new org.grpo4j.internal.util.Utf8Lines(in); // (bad UTF-8 named at its line)
             String line;
-            while ((line = r.readLine()) != null) {
-                no++;
-                if (no == 1 && line.startsWith("\uFEFF")) line = line.substring(1); // a byte order mark (Jackson refuses it)
+            while (true) {
+                try {
+                    line = lines.next(); // (a byte order mark dropped: Jackson refuses it)
+                } catch (java.nio.charset.CharacterCodingException e) {
+                    throw new IOException(path + ":" + lines.number() + ": not valid UTF-8", e);
+                }
+                if (line == null) break;
                 if (line.isBlank()) continue;
-                String where = path + ":" + no;
+                String where = path + ":" + lines.number();
                 JsonNode node;
                 try {
                     node = JSON.readTree(line);
@@ -119,8 +122,6 @@ public final class DatasetReader {
                 }
                 rows.add(fromJson(node, where));
             }
-        } catch (java.nio.charset.MalformedInputException e) {
-            throw new IOException(path + ":" + (no + 1) + ": not valid UTF-8", e);
         }
         return rows;
     }
@@ -203,8 +204,22 @@ public final class DatasetReader {
             }
             return rows;
         } catch (SQLException e) {
-            throw new IOException(path + ": cannot read as Parquet: " + e.getMessage().lines().findFirst().orElse(""), e);
+            throw new IOException(path + ": cannot read as Parquet: " + duckDbReason(e.getMessage()), e);
         }
+    }
+
+    /**
+     * The reason in a DuckDB error message: its last line that names an error (a failed read of a file that is not
+     * Parquet begins "Invalid Input Error: Attempting to execute an unsuccessful or closed pending query result" and
+     * says "No magic bytes found at end of file" only on a later line), else its first line.
+     */
+    static String duckDbReason(String message) {
+        if (message == null) return "";
+        List<String> lines = message.lines().map(String::strip).filter(l -> !l.isEmpty()).toList();
+        if (lines.isEmpty()) return "";
+        for (int i = lines.size() - 1; i > 0; i--)
+            if (lines.get(i).contains("Error")) return lines.get(i);
+        return lines.get(0);
     }
 
     /** Writes rows as Parquet (messages as list of structs, like the HF hub files), through DuckDB. */

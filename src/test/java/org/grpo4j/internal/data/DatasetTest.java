@@ -69,6 +69,11 @@ class DatasetTest {
         }
         e = assertThrows(IOException.class, () -> DatasetReader.read(answers));
         assertTrue(e.getMessage().contains("answers.parquet") && e.getMessage().contains("column \"ground_truth\" is missing"), e.getMessage());
+        // a file named .parquet that is not one: DuckDB's reason, not its first line's "unsuccessful or closed pending query result"
+        Path notParquet = tmp.resolve("rows.parquet");
+        Files.writeString(notParquet, "{\"messages\": []}\n");
+        e = assertThrows(IOException.class, () -> DatasetReader.read(notParquet));
+        assertTrue(e.getMessage().startsWith(notParquet + ": cannot read as Parquet: ") && e.getMessage().contains("magic bytes"), e.getMessage());
     }
 
     @Test
@@ -90,6 +95,15 @@ class DatasetTest {
             IOException e = assertThrows(IOException.class, () -> DatasetReader.read(f));
             assertTrue(e.getMessage().startsWith(f + (String) c[1]) && e.getMessage().contains((String) c[2]), e.getMessage());
         }
+        // a Latin-1 byte on line 8 (past the first read-ahead of a decoder): named at its line, not at line 1
+        Path latin = tmp.resolve("latin.jsonl");
+        byte[] head = (good + "\r\n").repeat(7).getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        byte[] bad = good.replace("hi", "h\u00e4").getBytes(java.nio.charset.StandardCharsets.ISO_8859_1);
+        Files.write(latin, java.nio.ByteBuffer.allocate(head.length + bad.length).put(head).put(bad).array());
+        IOException u = assertThrows(IOException.class, () -> DatasetReader.read(latin));
+        assertEquals(latin + ":8: not valid UTF-8", u.getMessage());
+        Files.write(latin, head); // the same lines without it (CRLF endings): 7 rows
+        assertEquals(7, DatasetReader.read(latin).size());
         Path f = tmp.resolve("gt.jsonl");
         Files.writeString(f, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"dataset\":\"gsm8k\",\"ground_truth\":[1,2]}\n"
                 + "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":\"y\"}],\"dataset\":\"x\",\"ground_truth\":null}\n");

@@ -55,6 +55,23 @@ class UserFileBadInputTest {
         IllegalArgumentException s = assertThrows(IllegalArgumentException.class,
                 () -> org.grpo4j.internal.train.GrpoTrainerTestAccess.readTrainerState(ck.resolve("trainer_state.json"), ck));
         assertTrue(s.getMessage().startsWith(ck.resolve("trainer_state.json") + ": not valid JSON"), s.getMessage());
+        // the run's config: a second object after it, a key given twice (the last one won), a --set value with more
+        // after the number (read as its first number: "20 00" ran 20 steps), and a checkpoint's saved config
+        String run = Files.readString(Path.of("examples/tiny-arith.json"));
+        Path rc = tmp.resolve("run.json");
+        Files.writeString(rc, run + "\n{\"learning_rate\": 5.0}\n");
+        IllegalArgumentException c = assertThrows(IllegalArgumentException.class, () -> org.grpo4j.train.GrpoConfig.load(rc, List.of()));
+        assertTrue(c.getMessage().startsWith(rc + ": not valid JSON"), c.getMessage());
+        Files.writeString(rc, run.substring(0, run.lastIndexOf('}')) + ", \"learning_rate\": 50.0}\n");
+        c = assertThrows(IllegalArgumentException.class, () -> org.grpo4j.train.GrpoConfig.load(rc, List.of()));
+        assertTrue(c.getMessage().startsWith(rc + ": not valid JSON") && c.getMessage().contains("learning_rate"), c.getMessage());
+        Files.writeString(rc, run);
+        c = assertThrows(IllegalArgumentException.class, () -> org.grpo4j.train.GrpoConfig.load(rc, List.of("num_training_steps=20 00")));
+        assertTrue(c.getMessage().startsWith("--set num_training_steps=20 00: key \"num_training_steps\" has the wrong type"), c.getMessage());
+        assertEquals(20, org.grpo4j.train.GrpoConfig.load(rc, List.of("num_training_steps= 20 ")).numTrainingSteps);
+        org.grpo4j.train.GrpoConfig ok = org.grpo4j.train.GrpoConfig.load(rc, List.of());
+        c = assertThrows(IllegalArgumentException.class, () -> org.grpo4j.train.GrpoConfig.fromJsonString(ok.toJson() + "{\"learning_rate\": 9}", "saved"));
+        assertTrue(c.getMessage().startsWith("saved: not valid JSON"), c.getMessage());
     }
 
     @Test
