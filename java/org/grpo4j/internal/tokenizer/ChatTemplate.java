@@ -59,10 +59,14 @@ public final class ChatTemplate {
 
     private final String name;
     private final String source;
+    private final String label; // the name in errors: the tokenizer's template with its directory
 
-    private ChatTemplate(String name, String source) {
+    private ChatTemplate(String name, String source) { this(name, source, name); }
+
+    private ChatTemplate(String name, String source, String label) {
         this.name = name;
         this.source = source;
+        this.label = label;
     }
 
     public static ChatTemplate of(String name, String source) { return new ChatTemplate(name, source); }
@@ -82,7 +86,7 @@ public final class ChatTemplate {
                     throw new IllegalArgumentException("chat template \"tokenizer\": "
                             + (tok == null ? "no tokenizer" : tok.directory().resolve("tokenizer_config.json") + " has no chat_template (and there is no "
                                     + Tokenizer.CHAT_TEMPLATE_FILE + ")"));
-                yield new ChatTemplate("tokenizer", tok.chatTemplate());
+                yield new ChatTemplate("tokenizer", tok.chatTemplate(), "tokenizer (" + tok.directory() + ")");
             }
             default -> throw new IllegalArgumentException("unknown chat template \"" + name + "\" (expected tulu, llama3, r1_simple_chat, r1_simple_chat_postpend_think or tokenizer)");
         };
@@ -113,16 +117,32 @@ public final class ChatTemplate {
         ctx.put("eos_token", eosToken == null ? "" : eosToken);
         RenderResult r = JINJAVA.renderForResult(source, ctx);
         if (!r.getErrors().isEmpty()) {
-            StringBuilder sb = new StringBuilder("chat template " + name + " failed to render:");
-            for (TemplateError e : r.getErrors()) sb.append(' ').append(e.getMessage()).append(e.getLineno() > 0 ? " (line " + e.getLineno() + ")" : "").append(';');
+            StringBuilder sb = new StringBuilder("chat template " + label + " failed to render:");
+            for (TemplateError e : r.getErrors()) sb.append(' ').append(describe(e)).append(e.getLineno() > 0 ? " (template line " + e.getLineno() + ")" : "").append(';');
             throw new IllegalArgumentException(sb.toString());
         }
         return r.getOutput();
     }
 
+    /**
+     * One render error in the template author's words: the text a raise_exception('...') gave (Jinjava reports only
+     * "Error invoking function 'raise_exception'", the reason in its cause), else Jinjava's message without a Java
+     * exception's class name in front ("UnknownTokenException: ...").
+     */
+    static String describe(TemplateError e) {
+        for (Throwable t = e.getException(); t != null; t = t.getCause() == t ? null : t.getCause()) {
+            String m = t.getMessage();
+            if (m != null && m.startsWith(RAISED)) return "the template raised: " + m.substring(RAISED.length());
+        }
+        String m = e.getMessage() == null ? "unknown error" : e.getMessage();
+        return m.replaceFirst("^(?:[A-Za-z_$][\\w$]*\\.)*[A-Z][\\w$]*(?:Exception|Error): ", "");
+    }
+
+    private static final String RAISED = "template raised: ";
+
     /** Called by templates as raise_exception('...'): renders fail with that message. */
     public static Object raiseException(String message) {
-        throw new IllegalArgumentException("template raised: " + message);
+        throw new IllegalArgumentException(RAISED + message);
     }
 
     private static Jinjava newJinjava() {

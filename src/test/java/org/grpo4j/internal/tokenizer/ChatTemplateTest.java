@@ -79,6 +79,12 @@ class ChatTemplateTest {
         e = assertThrows(IllegalArgumentException.class, () -> bad.render(List.of(new ChatMessage("user", "x")), true, null, EOS));
         assertTrue(e.getMessage().startsWith("chat template bad failed to render"), e.getMessage());
         ChatTemplate raising = ChatTemplate.of("raising", "{{ raise_exception('only user turns') }}");
-        assertThrows(RuntimeException.class, () -> raising.render(List.of(new ChatMessage("user", "x")), true, null, EOS));
+        e = assertThrows(IllegalArgumentException.class, () -> raising.render(List.of(new ChatMessage("user", "x")), true, null, EOS));
+        // the template's own reason, not only Jinjava's "Error invoking function 'raise_exception'"
+        assertTrue(e.getMessage().startsWith("chat template raising failed to render: the template raised: only user turns (template line 1)"),
+                e.getMessage());
+        ChatTemplate filter = ChatTemplate.of("filter", "{{ messages[0]['content'] | no_such_filter }}");
+        e = assertThrows(IllegalArgumentException.class, () -> filter.render(List.of(new ChatMessage("user", "x")), true, null, EOS));
+        assertTrue(e.getMessage().startsWith("chat template filter failed to render:") && !e.getMessage().contains("Exception:"), e.getMessage());
     }
 }
