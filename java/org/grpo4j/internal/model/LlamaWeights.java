@@ -533,12 +533,16 @@ public final class LlamaWeights implements AutoCloseable {
 
     /**
      * The weight files of an HF directory, each with the tensors the index puts there (null: a single
-     * model.safetensors, no index).
+     * model.safetensors). A directory holding both model.safetensors and model.safetensors.index.json loads the single
+     * file, as transformers' from_pretrained does (it looks for model.safetensors first): the two must not load
+     * different weights.
      */
     private static Map<Path, Set<String>> weightFiles(Path dir) throws IOException {
         Path single = dir.resolve("model.safetensors"), index = dir.resolve("model.safetensors.index.json");
         Map<Path, Set<String>> files = new java.util.TreeMap<>();
-        if (Files.isRegularFile(index)) {
+        if (Files.isRegularFile(single)) {
+            files.put(single, null);
+        } else if (Files.isRegularFile(index)) {
             com.fasterxml.jackson.databind.JsonNode root;
             try {
                 root = JSON.readTree(index.toFile());
@@ -558,8 +562,6 @@ public final class LlamaWeights implements AutoCloseable {
                 if (Files.isDirectory(f)) throw new IOException(index + ": shard " + e.getValue() + " of " + e.getKey() + " is a directory, not a file");
                 files.computeIfAbsent(f, k -> new HashSet<>()).add(e.getKey());
             }
-        } else if (Files.isRegularFile(single)) {
-            files.put(single, null);
         } else {
             throw new NoSuchFileException(dir.toString(), null, "no model.safetensors or model.safetensors.index.json");
         }
@@ -626,7 +628,9 @@ public final class LlamaWeights implements AutoCloseable {
             }
         }
         for (String name : expected)
-            if (!found.containsKey(name)) throw new IOException(dir + ": tensor " + name + " is missing from the checkpoint");
+            if (!found.containsKey(name))
+                throw new IOException(dir + ": tensor " + name + " is missing from the checkpoint" + (where != null && where.containsKey(name)
+                        ? " (model.safetensors.index.json puts it in " + dir.relativize(where.get(name)) + ", which does not hold it)" : ""));
         return found;
     }
 

@@ -217,6 +217,44 @@ class CheckpointIoTest {
         Files.writeString(idx, Files.readString(idx).replaceFirst("\"model.norm.weight\" : \"[^\"]+\",?", ""));
         e = assertThrows(IOException.class, () -> LlamaWeights.load(be, tmp.resolve("s")));
         assertTrue(e.getMessage().contains("tensor model.norm.weight is not listed in model.safetensors.index.json's weight_map"), e.getMessage());
+        // the index putting a tensor in a shard that does not hold it: the missing tensor's message names that shard
+        try (LlamaWeights w = LlamaWeights.init(be, c, 1)) {
+            w.save(tmp.resolve("s2"), "F32", 1L << 16, null);
+        }
+        Path idx2 = tmp.resolve("s2/model.safetensors.index.json");
+        String index = Files.readString(idx2);
+        java.util.regex.Matcher norm = java.util.regex.Pattern.compile("\"model.norm.weight\" : \"([^\"]+)\"").matcher(index);
+        assertTrue(norm.find(), index);
+        java.util.regex.Matcher other = java.util.regex.Pattern.compile("\"model.embed_tokens.weight\" : \"([^\"]+)\"").matcher(index);
+        assertTrue(other.find(), index);
+        String shard = other.group(1);
+        org.junit.jupiter.api.Assumptions.assumeFalse(shard.equals(norm.group(1)), "the two tensors share a shard");
+        // (the norm's own shard then lists a tensor the index puts elsewhere: named as such first)
+        Files.writeString(idx2, index.replace(norm.group(0), "\"model.norm.weight\" : \"" + shard + "\""));
+        e = assertThrows(IOException.class, () -> LlamaWeights.load(be, tmp.resolve("s2")));
+        assertTrue(e.getMessage().contains("tensor model.norm.weight is listed in the index under") && e.getMessage().contains(shard), e.getMessage());
+    }
+
+    /**
+     * A directory with both model.safetensors and a sharded set (model.safetensors.index.json) loads the single file,
+     * as transformers does (it looks for model.safetensors first); grpo4j loaded the shards, so the same directory gave
+     * two programs different weights.
+     */
+    @Test
+    void aSingleFileBesideAnIndexIsTheOneLoaded(@TempDir Path tmp) throws IOException {
+        Backend be = TestBackends.cpu();
+        LlamaConfig c = LlamaConfig.tiny(512, 506, 507);
+        float[] single;
+        try (LlamaWeights w = LlamaWeights.init(be, c, 1); LlamaWeights x = LlamaWeights.init(be, c, 2)) {
+            w.save(tmp.resolve("m"), "F32", 1L << 16, null);
+            x.save(tmp.resolve("one"), "F32", 1L << 40, null);
+            single = x.flat().toFloats();
+        }
+        assertTrue(Files.isRegularFile(tmp.resolve("m/model.safetensors.index.json")));
+        Files.copy(tmp.resolve("one/model.safetensors"), tmp.resolve("m/model.safetensors"));
+        try (LlamaWeights back = LlamaWeights.load(be, tmp.resolve("m"))) {
+            assertArrayEquals(single, back.flat().toFloats());
+        }
     }
 
     @Test
