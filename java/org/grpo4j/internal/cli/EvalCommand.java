@@ -121,6 +121,9 @@ final class EvalCommand implements Callable<Integer> {
             }
             List<RlvrRow> got = DatasetMixer.load(List.of(path, "1.0"), split.isEmpty() ? List.of() : List.of(split.get(split.size() == 1 ? 0 : di)), cwd,
                     "--data");
+            if (counted && first > got.size()) // (as the trainer refuses a dataset amount past its rows)
+                throw new IllegalArgumentException("--data " + d + " asks for the first " + first + " rows of " + path + ", which has " + got.size()
+                        + " (--data " + path + " takes them all)");
             rows.addAll(got.subList(0, Math.min(first, got.size())));
         }
         if (output != null && Files.exists(output) && !overwrite) // (after the --data checks: writing a data file is refused even with --overwrite)

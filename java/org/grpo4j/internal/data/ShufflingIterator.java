@@ -36,7 +36,8 @@ public final class ShufflingIterator {
      */
     public void restore(Position p) {
         if (p.epoch() < 0 || p.offset() < 0 || p.offset() > batchesPerEpoch() * batchSize || p.offset() % batchSize != 0)
-            throw new IllegalArgumentException("invalid iterator position " + p + " for " + size + " prompts in batches of " + batchSize);
+            throw new IllegalArgumentException("invalid iterator position (epoch " + p.epoch() + ", offset " + p.offset() + ") for " + size
+                    + " prompts in batches of " + batchSize + " (the offset must be a multiple of " + batchSize + " in [0, " + batchesPerEpoch() * batchSize + "])");
         epoch = p.epoch();
         offset = p.offset();
         perm = permutation(epoch);

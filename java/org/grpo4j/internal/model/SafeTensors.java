@@ -66,7 +66,9 @@ public final class SafeTensors implements AutoCloseable {
             readFully(hb, 8);
             JsonNode h;
             try {
-                h = JSON.readTree(new String(hb.array(), StandardCharsets.UTF_8));
+                h = JSON.readTree(org.grpo4j.internal.util.Utf8Lines.decode(hb.array()));
+            } catch (java.nio.charset.CharacterCodingException e) {
+                throw err("header is not valid UTF-8 (not a safetensors file?)");
             } catch (IOException e) {
                 throw err("header is not valid JSON: " + e.getMessage().lines().findFirst().orElse(""));
             }

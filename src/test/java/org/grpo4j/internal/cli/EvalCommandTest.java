@@ -172,6 +172,17 @@ class EvalCommandTest {
         assertTrue(less.err().contains("need " + blocks + " KV blocks of 16 tokens, more than --kv-blocks " + (blocks - 1)), less.err());
     }
 
+    /** DATA:N past the file's rows is refused, as the trainer refuses a dataset amount past its rows (it took them all). */
+    @Test
+    void moreRowsThanTheDataHasAreRefused() throws Exception {
+        int rows = org.grpo4j.internal.data.DatasetReader.readJsonl(Path.of("examples/data/tiny-arith.jsonl")).size();
+        CliTest.Run r = CliTest.run("eval", "--model", model.toString(), "--data", "examples/data/tiny-arith.jsonl:" + (rows + 1), "--max-tokens", "4",
+                "--backend", "cpu");
+        assertEquals(2, r.code(), r.out() + r.err());
+        assertTrue(r.err().contains("--data examples/data/tiny-arith.jsonl:" + (rows + 1) + " asks for the first " + (rows + 1) + " rows of "
+                + "examples/data/tiny-arith.jsonl, which has " + rows), r.err());
+    }
+
     /**
      * generate takes a checkpoint or a run as eval does (a checkpoint's config.json is its run's, and it was refused
      * as an "unsupported architecture"): the same completions as from the checkpoint's model/ directory.

@@ -174,6 +174,10 @@ class CheckpointIoTest {
             try (SafeTensors st = SafeTensors.open(rawFile(tmp, "empty.safetensors", hdr, 8, -1))) {
                 assertEquals(2, st.tensors().size(), hdr);
             }
+        // a header that is not UTF-8 (a Latin-1 name): said so, not decoded with replacement characters into a tensor name
+        byte[] latin = "{\"\u00e4\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}".getBytes(java.nio.charset.StandardCharsets.ISO_8859_1);
+        Files.write(tmp.resolve("latin.safetensors"), ByteBuffer.allocate(8 + latin.length).order(ByteOrder.LITTLE_ENDIAN).putLong(latin.length).put(latin).array());
+        assertBad(tmp.resolve("latin.safetensors"), "header is not valid UTF-8");
         Files.write(tmp.resolve("tiny.safetensors"), new byte[3]);
         assertBad(tmp.resolve("tiny.safetensors"), "too short");
     }
