@@ -221,7 +221,11 @@ public final class GrpoConfig {
      * model states, capped at what the step's samples can use.
      */
     public int kvCacheMib = 0;
-    /** Share of the memory left after model states and activations that the KV pool may take (like vLLM's gpu_memory_utilization; grpo4j). */
+    /**
+     * Share of the memory left after the model states, generation's working memory and the cache's pad block that the
+     * KV pool may take (grpo4j). Unlike vLLM's gpu_memory_utilization (a share of the whole device) it is a share of
+     * what is left; 1 leaves no room for buffers that grow after the pool is sized (the kernels' scratch, NCCL's).
+     */
     public double kvCacheFraction = 0.9;
     /**
      * How rollouts get KV blocks (grpo4j): on_demand (the default, as vLLM) admits samples while the pool has room for

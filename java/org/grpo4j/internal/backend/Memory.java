@@ -65,8 +65,17 @@ public final class Memory {
             if (bytes <= free) return;
         }
         String h = hint.apply(Math.max(0, free));
-        throw new IllegalArgumentException(what + " needs " + human(bytes) + ", but only " + human(Math.max(0, free)) + " " + describe(be)
+        throw new Shortfall(what + " needs " + human(bytes) + ", but only " + human(Math.max(0, free)) + " " + describe(be)
                 + (h == null || h.isEmpty() ? "" : "; " + h));
+    }
+
+    /**
+     * {@link #require}'s refusal: a size that does not fit in what is free now (an IllegalArgumentException, so that
+     * callers that refuse bad sizes need not tell the two apart; a caller that sized it from memory it measured earlier
+     * can say so).
+     */
+    public static final class Shortfall extends IllegalArgumentException {
+        public Shortfall(String message) { super(message); }
     }
 
     /** Like {@link #require} for host memory (Java heap) whatever the backend. */

@@ -402,14 +402,21 @@ final class RankState implements AutoCloseable {
         if (free < 0) return useful; // unknown: what the samples can use
         double working = est.generationBytes(maxBatch, prefillTokens(c, longestPrompt));
         double mine = free / (double) sharers;
-        long left = (long) ((mine - working) * c.kvCacheFraction);
-        if (left < minimum)
+        // the cache allocates one block more than its pool (the pad block of a decode graph's padded rows): taken
+        // from what is left before the fraction, so that even kv_cache_fraction 1 allocates no more than is free
+        long left = (long) ((mine - working - perBlock) * c.kvCacheFraction);
+        if (left < minimum) {
+            java.util.List<String> fixes = new java.util.ArrayList<>(java.util.List.of("fewer samples in flight (local_rollout_batch_size x number_samples_per_prompt = " + maxBatch + ")"));
+            if (c.kvCacheFraction < 1) fixes.add("a larger kv_cache_fraction");
+            fixes.add("shorter sequences (response_length, max_prompt_token_length)");
+            if (est.compute() != DType.BF16) fixes.add("precision bf16");
+            fixes.add("more GPUs (world_size: ZeRO-2 shards the optimizer state)");
             throw new IllegalArgumentException("the KV cache does not fit: one sequence of " + (longestPrompt + c.responseLength) + " tokens needs "
                     + Memory.human(minimum) + " of KV cache (" + Memory.human(est.kvBytesPerToken()) + " per token) and generation " + Memory.human(working)
                     + " of working memory, but " + Memory.human(Math.max(0, mine)) + " " + where + (sharers > 1 ? " per rank (" + sharers + " ranks share it)" : "")
-                    + " after the model states, of which kv_cache_fraction " + c.kvCacheFraction + " may hold the cache; to fit: fewer samples in flight"
-                    + " (local_rollout_batch_size x number_samples_per_prompt = " + maxBatch + "), a larger kv_cache_fraction, shorter sequences (response_length,"
-                    + " max_prompt_token_length), precision bf16, or more GPUs (world_size: ZeRO-2 shards the optimizer state)");
+                    + " after the model states, of which kv_cache_fraction " + c.kvCacheFraction + " may hold the cache; to fit: "
+                    + String.join(", ", fixes.subList(0, fixes.size() - 1)) + ", or " + fixes.get(fixes.size() - 1));
+        }
         return Math.min(useful, left);
     }
 

@@ -29,7 +29,16 @@ final class RolloutPhase {
         for (int i : batch) prompts.add(r.s.train().prompt(i));
         SamplingParams sp = new SamplingParams(n, (float) cfg.temperature, (float) cfg.topP, 0, cfg.responseLength, r.s.stopIds(),
                 Trainer.mix(cfg.seed, step, 1), r.s.stopStrings(), r.rank * local);
-        List<List<Completion>> comps = r.generator.generate(prompts, sp);
+        List<List<Completion>> comps;
+        try {
+            comps = r.generator.generate(prompts, sp);
+        } catch (org.grpo4j.internal.backend.Memory.Shortfall e) {
+            // the pool was sized from what was free before the first step: say which settings size it
+            throw new org.grpo4j.internal.backend.Memory.Shortfall("step " + step + "'s generation: " + e.getMessage() + " (the KV pool was sized before"
+                    + " the first step, " + (cfg.kvCacheMib > 0 ? "kv_cache_mib " + cfg.kvCacheMib : "kv_cache_fraction " + cfg.kvCacheFraction
+                    + " of what was free then") + "; memory taken since, such as the kernels' scratch or NCCL's buffers, leaves less now: resume with a"
+                    + " smaller " + (cfg.kvCacheMib > 0 ? "kv_cache_mib" : "kv_cache_fraction, or a kv_cache_mib") + ")");
+        }
         List<Rollout> rs = new ArrayList<>();
         for (int p = 0; p < batch.length; p++)
             for (int j = 0; j < n; j++) {

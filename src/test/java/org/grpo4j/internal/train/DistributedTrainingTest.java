@@ -593,6 +593,18 @@ class DistributedTrainingTest {
                             + " (the update phase's buffers freed)");
                     assertTrue(e.updateBytes() > 0 && be.peakBytes() >= e.statesBytes() + e.updateBytes(),
                             precision + " rank " + r + ": the update phase's buffers existed during training");
+                    // and the update phase's buffers are exactly the estimate's (an estimate that leaves one out, or
+                    // counts it short, stays under the loose bound below; this finds it)
+                    RankState s = t.rankStates().get(r);
+                    long before = be.liveBytes();
+                    s.beginUpdate();
+                    try {
+                        assertEquals((long) e.updateBytes(), be.liveBytes() - before, precision + " rank " + r
+                                + ": an update phase's buffers (gradients or their window, the fp32 [V, D] gradient, the accumulated slice, the buckets)");
+                    } finally {
+                        s.endUpdate();
+                    }
+                    assertEquals(before, be.liveBytes(), precision + " rank " + r + ": the update phase's buffers freed");
                     long seq = 64 + c.responseLength; // max_prompt_token_length bounds the longest prompt
                     // a training pass runs beside the update phase's buffers (gradients, accumulated slice, buckets)
                     double acts = Math.max(e.trainingActivationBytes(c.perDeviceTrainBatchSize * seq, (long) c.perDeviceTrainBatchSize * c.responseLength, false)
