@@ -261,6 +261,22 @@ public final class CudaBackend extends AbstractBackend {
         return b;
     }
 
+    /**
+     * Gives back the ops' shared scratch buffer (after the queued work that uses it; kept while a graph recorded on
+     * it is live); the next op that needs scratch allocates it again. The buffer only grows otherwise: a training
+     * phase's attention backward (its dQ accumulator in the atomic and fixed-point modes, hundreds of MiB at 8B) kept
+     * it beside the next generation's KV pool, which was sized before it existed.
+     */
+    public void releaseScratch() {
+        if (scratch == null) return;
+        Tensor s = scratch;
+        scratch = null;
+        retire(s);
+    }
+
+    /** Bytes of the ops' scratch buffer now (0 after {@link #releaseScratch}). */
+    long scratchBytes() { return scratch == null ? 0 : scratch.bytes(); }
+
     /** A device buffer of at least {@code bytes}, reused by every op (they run one after another on the stream). */
     private long scratch(long bytes) {
         if (scratch == null || scratch.bytes() < bytes) {

@@ -152,7 +152,12 @@ final class GenerateCommand implements Callable<Integer> {
             // the prompts' text and ids, checked against the context (and, for --prompts, the KV pool) before the weights load
             List<String> texts = new ArrayList<>(requests.size());
             List<int[]> ids = new ArrayList<>(requests.size());
-            ChatTemplate chat = template.equals("none") ? null : ChatTemplate.named(template, tok);
+            ChatTemplate chat;
+            try {
+                chat = template.equals("none") ? null : ChatTemplate.named(template, tok);
+            } catch (IllegalArgumentException e) { // (its list of names is the trainer's: --template also takes none)
+                throw new IllegalArgumentException("--template: " + e.getMessage().replace(" or tokenizer)", ", tokenizer or none)"));
+            }
             for (Request r : requests) {
                 String text = chat == null ? r.prompt()
                         : chat.render(r.messages() != null ? r.messages() : List.of(new ChatMessage("user", r.prompt())), true, tok);

@@ -121,12 +121,16 @@ final class RankState implements AutoCloseable {
     }
 
     /**
-     * Gives back the fused LM head's buffers (on CUDA, up to lm_head_scratch_mib of logits) once a training phase is
-     * over: the memory plan has them live with the training activations only, not beside generation's KV pool. With
-     * the pooled allocator the next phase's allocations reuse that memory, and the next loss call takes it back.
+     * Gives back the fused LM head's buffers (on CUDA, up to lm_head_scratch_mib of logits) and the ops' scratch (the
+     * attention backward's dQ accumulator among others) once a training phase is over: the memory plan has them live
+     * with the training activations only, not beside generation's KV pool. With the pooled allocator the next
+     * phase's allocations reuse that memory, and the next call that needs them takes it back.
      */
     void releaseLmHeadScratch() {
-        if (be instanceof org.grpo4j.internal.backend.CudaBackend cb) cb.releaseLmHeadBuffers();
+        if (be instanceof org.grpo4j.internal.backend.CudaBackend cb) {
+            cb.releaseLmHeadBuffers();
+            cb.releaseScratch();
+        }
     }
 
     boolean leader() { return rank == 0; }

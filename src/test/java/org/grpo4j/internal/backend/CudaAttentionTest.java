@@ -478,6 +478,28 @@ class CudaAttentionTest {
     static float[] randn(SplittableRandom r, int n) { return CudaBackendTest.randn(r, n, 1); }
 
     /** fp32 attention of 2 query heads on 1 kv head over cu; {out, lse} and with backward {.., dq, dk, dv}. */
+    /**
+     * The ops' scratch buffer (here the attention backward's) is given back by releaseScratch, as the trainer does at
+     * the end of a training phase, and allocated again by the next op that needs it: the same bits as before.
+     */
+    @Test
+    void theScratchIsGivenBackAndTakenAgain() {
+        CudaBackend be = cuda();
+        SplittableRandom r = new SplittableRandom(5);
+        int d = 64;
+        int[] cu = {0, 37, 80};
+        float[][] in = {randn(r, 80 * 2 * d), randn(r, 80 * d), randn(r, 80 * d), randn(r, 80 * 2 * d)};
+        float[][] first = attention(be, in, cu, d, true);
+        long scratch = be.scratchBytes(), live = be.liveBytes();
+        assertTrue(scratch > 0, "the backward used the scratch");
+        be.releaseScratch();
+        assertEquals(0, be.scratchBytes());
+        assertEquals(live - scratch, be.liveBytes(), "the scratch's bytes given back");
+        float[][] again = attention(be, in, cu, d, true);
+        assertTrue(be.scratchBytes() > 0, "taken again");
+        for (int i = 0; i < first.length; i++) assertArrayEquals(first[i], again[i], "output " + i);
+    }
+
     static float[][] attention(Backend be, float[][] in, int[] cu, int d, boolean backward) {
         int n = cu[cu.length - 1];
         float scale = (float) (1 / Math.sqrt(d));

@@ -220,7 +220,7 @@ class BadInputTest {
         t.add(c("tokenize broken tokenizer.json", "tokenize", "--model", "$R/mbadtok", "--text", "x").says("$R/mbadtok/tokenizer.json", "not valid JSON"));
         t.add(c("generate missing model", "generate", "--model", "$R/nonexist", "--prompt", "x").says("$R/nonexist", "not found"));
         t.add(c("generate --model empty", "generate", "--model", "", "--prompt", "x").says("--model is empty"));
-        t.add(c("generate unknown template", cat(gen, "--template", "nope")).says("unknown chat template \"nope\""));
+        t.add(c("generate unknown template", cat(gen, "--template", "nope")).says("--template: unknown chat template \"nope\"", "tokenizer or none)"));
         t.add(c("generate", cat(gen, "-n", "2", "--max-tokens", "4", "--json")).exit(0).says("\"finish_reason\""));
 
         // reward
