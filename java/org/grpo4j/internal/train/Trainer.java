@@ -537,15 +537,14 @@ public final class Trainer implements AutoCloseable {
         }
         if (!generatorsReady) {
             int maxBatch = Math.max(cfg.localCompletions(), 1);
-            List<Long> pools = ranks.run(i -> {
+            ranks.run(i -> {
                 RankState r = states.get(i);
                 r.planRecompute(longestPrompt); // both from the memory free after the model states: the activations and the pool take turns
-                long bytes = r.kvPoolBytes(longestPrompt, maxBatch);
-                r.createGenerator(maxBatch, bytes, longestPrompt);
-                return bytes;
+                r.createGenerator(maxBatch, r.kvPoolBytes(longestPrompt, maxBatch), longestPrompt);
+                return null;
             });
             generatorsReady = true;
-            if (log != null) reportMemory(states.get(0), pools.get(0));
+            if (log != null) reportMemory(states.get(0));
         }
         int total = cfg.trainingSteps();
         // a save step whose listener threw before its checkpoint (that run() ended there): this run() writes it first
@@ -705,7 +704,7 @@ public final class Trainer implements AutoCloseable {
     }
 
     /** The memory of one rank before the first step: model states by kind, then the activation and KV budgets. */
-    private void reportMemory(RankState r, long kvBytes) {
+    private void reportMemory(RankState r) {
         MemoryEstimate est = r.estimate();
         long seq = (long) longestPrompt + cfg.responseLength;
         long fwdTokens = (long) cfg.localRolloutForwardBatchSize * seq;
@@ -725,8 +724,15 @@ public final class Trainer implements AutoCloseable {
                         : recomputed == layers ? ": the free memory is unknown or too little to keep any layer's activations"
                         : ": the others keep their activations within " + Math.round(RankState.RECOMPUTE_BUDGET * 100) + "% of what the states and the update buffers leave free")
                         : "off") + ")"));
-        sb.append(String.format(java.util.Locale.ROOT, row, "KV cache pool", Memory.human(kvBytes), "  (" + r.generator.config().numBlocks() + " blocks of "
-                + RankState.KV_BLOCK + " tokens; " + (cfg.kvCacheMib > 0 ? "kv_cache_mib" : "kv_cache_fraction " + cfg.kvCacheFraction + ", at most what the samples use") + ")"));
+        // what the cache allocates: its blocks (the sizing's budget in whole blocks) and the pad block
+        int blocks = r.generator.config().numBlocks();
+        long perBlock = r.model.kvBytesPerToken() * RankState.KV_BLOCK;
+        sb.append(String.format(java.util.Locale.ROOT, row, "KV cache pool", Memory.human((blocks + 1L) * perBlock), "  (" + blocks + " blocks of "
+                + RankState.KV_BLOCK + " tokens and a pad block, during rollouts; " + (cfg.kvCacheMib > 0 ? "kv_cache_mib"
+                : "kv_cache_fraction " + cfg.kvCacheFraction + ", at most what the samples use") + ")"));
+        int maxBatch = Math.max(cfg.localCompletions(), 1);
+        sb.append(String.format(java.util.Locale.ROOT, row, "generation's working memory (estimate)",
+                Memory.human(est.generationBytes(maxBatch, RankState.prefillTokens(cfg, longestPrompt))), "  (during rollouts)"));
         long free = Memory.available(r.be);
         if (free >= 0) sb.append(String.format(java.util.Locale.ROOT, "%n  free now: %s %s", Memory.human(free), Memory.describe(r.be)));
         log.println(sb);
