@@ -76,6 +76,8 @@ public final class Memory {
      */
     public static final class Shortfall extends IllegalArgumentException {
         public Shortfall(String message) { super(message); }
+
+        public Shortfall(String message, Throwable cause) { super(message, cause); }
     }
 
     /** Like {@link #require} for host memory (Java heap) whatever the backend. */

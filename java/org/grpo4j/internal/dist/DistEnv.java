@@ -29,7 +29,7 @@ public record DistEnv(int worldSize, int processes, int processIndex, int[] loca
             throw new IllegalArgumentException("process " + processIndex + " outside [0, " + processes + ")");
         if (localRanks.length == 0 || localRanks.length != localDevices.length) throw new IllegalArgumentException("no local ranks");
         for (int r : localRanks) if (r < 0 || r >= worldSize) throw new IllegalArgumentException("rank " + r + " outside world " + worldSize);
-        if (masterPort < 1 || masterPort > 65535) throw new IllegalArgumentException("MASTER_PORT (--master-port) " + masterPort + " is outside [1, 65535]");
+        if (masterPort < 1 || masterPort > 65535) throw new IllegalArgumentException("MASTER_PORT " + masterPort + " is outside [1, 65535] (tools/launch: --master-port)");
         checkMasterAddr(masterAddr);
     }
 

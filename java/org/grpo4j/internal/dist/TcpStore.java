@@ -302,7 +302,8 @@ public final class TcpStore {
                     return;
                 }
                 if (!MessageDigest.isEqual(answer, hmac(secret, nonce))) {
-                    refuse(out, c, "wrong rendezvous secret (GRPO4J_RDZV_SECRET differs from rank 0's node)");
+                    refuse(out, c, "wrong rendezvous secret (GRPO4J_RDZV_SECRET differs from rank 0's node; without one there, rank 0's node"
+                            + " was started as a run of one process, whose store has a secret of its own: start every node with the same --nnodes)");
                     return;
                 }
                 if (process < 0 || process >= processes) {

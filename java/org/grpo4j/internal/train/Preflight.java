@@ -264,7 +264,8 @@ public final class Preflight implements AutoCloseable {
         int maxBatch = Math.max(1, cfg.localCompletions());
         double gen = est.generationBytes(maxBatch, RankState.prefillTokens(cfg, longestPrompt));
         long kvMin = ((seq + 15) / 16 + 1) * 16 * est.kvBytesPerToken();
-        long kv = cfg.kvCacheMib > 0 ? (long) cfg.kvCacheMib << 20 : kvMin;
+        long pad = 16 * est.kvBytesPerToken(); // the block the cache allocates beyond its pool (a decode graph's padded rows)
+        long kv = (cfg.kvCacheMib > 0 ? (long) cfg.kvCacheMib << 20 : kvMin) + pad;
         double perRank = states + Math.max(acts, gen + kv), total = perRank * sharers;
         long free = be == null ? -1 : Memory.available(be);
         String where = be == null ? "" : Memory.describe(be);
@@ -274,8 +275,8 @@ public final class Preflight implements AutoCloseable {
         }
         String per = sharers > 1 ? " per rank (" + sharers + " ranks share it)" : "";
         if (free >= 0 && total > free) {
-            double room = free / (double) sharers - states - gen;
-            if (cfg.kvCacheMib > 0 && states + Math.max(acts, gen + kvMin) <= free / (double) sharers)
+            double room = free / (double) sharers - states - gen - pad;
+            if (cfg.kvCacheMib > 0 && states + Math.max(acts, gen + kvMin + pad) <= free / (double) sharers)
                 throw new IllegalArgumentException("kv_cache_mib " + cfg.kvCacheMib + " does not fit: the KV cache needs " + Memory.human(kv) + " next to "
                         + Memory.human(states) + " of model states and " + Memory.human(gen) + " of generation buffers" + per + ", but only " + Memory.human(free)
                         + " " + where + "; at most kv_cache_mib=" + ((long) room >> 20) + " fits (or kv_cache_mib=0 to size the pool from kv_cache_fraction)");
@@ -284,7 +285,8 @@ public final class Preflight implements AutoCloseable {
                     + " rank" + (cfg.worldSize == 1 ? "" : "s") + ", activations (the larger of a training pass with the update buffers and a no-grad pass) " + Memory.human(acts) + ", generation " + Memory.human(gen) + " + KV cache "
                     + Memory.human(kv) + "), but only " + Memory.human(free) + " " + where + "; to fit: fewer samples in flight (per_device_train_batch_size, "
                     + "local_rollout_forward_batch_size, local_rollout_batch_size x number_samples_per_prompt), " + (cfg.kvCacheMib > 0 ? "a smaller kv_cache_mib, " : "")
-                    + "gradient_checkpointing true (recompute_layers auto or all), precision bf16, or more GPUs (world_size: ZeRO-2 shards the optimizer state)");
+                    + "gradient_checkpointing true (recompute_layers auto or all), " + (dtype == org.grpo4j.internal.backend.DType.BF16 ? "" : "precision bf16, ")
+                    + "or more GPUs (world_size: ZeRO-2 shards the optimizer state)");
         }
         // a pool sized from kv_cache_fraction: what the run will find once the states exist must give it one sequence
         // (the same check and message as the run's own, RankState.kvPoolBytes, which comes after the weights load and

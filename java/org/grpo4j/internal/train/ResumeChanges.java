@@ -87,7 +87,7 @@ final class ResumeChanges {
         String describe() { return key + " " + show(to) + " (was " + show(from) + ")"; }
     }
 
-    private static final ObjectMapper JSON = org.grpo4j.internal.util.JsonFiles.MAPPER; // (a --set value read as GrpoConfig reads it)
+    private static final ObjectMapper JSON = org.grpo4j.internal.util.JsonFiles.MAPPER; // (content after a --set value refused, as GrpoConfig does)
 
     /** The class of a top-level key (a nested key is its object's: sft_warmup.steps is sft_warmup's). */
     static Object classOf(String key) {

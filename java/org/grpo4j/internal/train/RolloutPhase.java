@@ -37,7 +37,7 @@ final class RolloutPhase {
             throw new org.grpo4j.internal.backend.Memory.Shortfall("step " + step + "'s generation: " + e.getMessage() + " (the KV pool was sized before"
                     + " the first step, " + (cfg.kvCacheMib > 0 ? "kv_cache_mib " + cfg.kvCacheMib : "kv_cache_fraction " + cfg.kvCacheFraction
                     + " of what was free then") + "; memory taken since, such as the kernels' scratch or NCCL's buffers, leaves less now: resume with a"
-                    + " smaller " + (cfg.kvCacheMib > 0 ? "kv_cache_mib" : "kv_cache_fraction, or a kv_cache_mib") + ")");
+                    + " smaller " + (cfg.kvCacheMib > 0 ? "kv_cache_mib" : "kv_cache_fraction, or a kv_cache_mib") + ")", e);
         }
         List<Rollout> rs = new ArrayList<>();
         for (int p = 0; p < batch.length; p++)

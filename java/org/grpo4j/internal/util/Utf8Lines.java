@@ -10,42 +10,53 @@ import java.nio.charset.StandardCharsets;
 
 /**
  * A UTF-8 text stream read line by line, each line decoded on its own, so that malformed UTF-8 is reported at its line
- * (a BufferedReader decodes ahead: its first readLine fails for a bad byte on line 8). Lines end at '\n'; a '\r'
- * before it is dropped. Not thread-safe; the caller closes the stream.
+ * (a BufferedReader decodes ahead: its first readLine fails for a bad byte on line 8). Lines end as BufferedReader's
+ * do: at "\n", "\r\n" or a lone "\r". Not thread-safe; the caller closes the stream.
  */
 public final class Utf8Lines {
     private final InputStream in;
     private final byte[] buf = new byte[1 << 16];
     private int pos, end;
     private int number;
+    private boolean skipLf;
 
     public Utf8Lines(InputStream in) { this.in = in; }
 
-    /** The next line's bytes (without '\n' and a '\r' before it), or null at the end of the stream. */
+    /** The next line's bytes (without its end: "\n", "\r\n" or a lone "\r"), or null at the end of the stream. */
     public byte[] nextRaw() throws IOException {
         ByteArrayOutputStream line = null;
         while (true) {
-            if (pos == end) {
-                end = in.read(buf, 0, buf.length);
-                pos = 0;
-                if (end <= 0) {
-                    end = 0;
-                    if (line == null) return null;
-                    number++;
-                    return trimCr(line.toByteArray());
+            if (pos == end && !fill()) {
+                if (line == null) return null;
+                number++;
+                return line.toByteArray();
+            }
+            if (skipLf) { // the "\n" of a "\r\n" whose "\r" ended the line before
+                skipLf = false;
+                if (buf[pos] == '\n') {
+                    pos++;
+                    continue;
                 }
             }
-            int nl = pos;
-            while (nl < end && buf[nl] != '\n') nl++;
-            if (line == null) line = new ByteArrayOutputStream(Math.max(16, nl - pos));
-            line.write(buf, pos, nl - pos);
-            if (nl < end) {
-                pos = nl + 1;
+            int e = pos;
+            while (e < end && buf[e] != '\n' && buf[e] != '\r') e++;
+            if (line == null) line = new ByteArrayOutputStream(Math.max(16, e - pos));
+            line.write(buf, pos, e - pos);
+            if (e < end) {
+                skipLf = buf[e] == '\r';
+                pos = e + 1;
                 number++;
-                return trimCr(line.toByteArray());
+                return line.toByteArray();
             }
             pos = end;
         }
+    }
+
+    private boolean fill() throws IOException {
+        int n = in.read(buf, 0, buf.length);
+        pos = 0;
+        end = Math.max(n, 0);
+        return n > 0;
     }
 
     /**
@@ -67,9 +78,5 @@ public final class Utf8Lines {
     public static String decode(byte[] raw) throws CharacterCodingException {
         return StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT).onUnmappableCharacter(CodingErrorAction.REPORT)
                 .decode(ByteBuffer.wrap(raw)).toString();
-    }
-
-    private static byte[] trimCr(byte[] a) {
-        return a.length > 0 && a[a.length - 1] == '\r' ? java.util.Arrays.copyOf(a, a.length - 1) : a;
     }
 }

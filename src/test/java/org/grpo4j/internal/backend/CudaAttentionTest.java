@@ -477,7 +477,6 @@ class CudaAttentionTest {
 
     static float[] randn(SplittableRandom r, int n) { return CudaBackendTest.randn(r, n, 1); }
 
-    /** fp32 attention of 2 query heads on 1 kv head over cu; {out, lse} and with backward {.., dq, dk, dv}. */
     /**
      * The ops' scratch buffer (here the attention backward's) is given back by releaseScratch, as the trainer does at
      * the end of a training phase, and allocated again by the next op that needs it: the same bits as before.
@@ -500,6 +499,7 @@ class CudaAttentionTest {
         for (int i = 0; i < first.length; i++) assertArrayEquals(first[i], again[i], "output " + i);
     }
 
+    /** fp32 attention of 2 query heads on 1 kv head over cu; {out, lse} and with backward {.., dq, dk, dv}. */
     static float[][] attention(Backend be, float[][] in, int[] cu, int d, boolean backward) {
         int n = cu[cu.length - 1];
         float scale = (float) (1 / Math.sqrt(d));

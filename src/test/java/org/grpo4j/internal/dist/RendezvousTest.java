@@ -109,7 +109,9 @@ class RendezvousTest {
                 // a process waiting at a barrier hears why the store turned connections away: they may be the ones it waits for
                 IOException late = assertThrows(IOException.class, () -> ok.barrier("join", 2, 200));
                 assertTrue(late.getMessage().contains("1 of 2 processes arrived within 0.2 s") && late.getMessage().contains(
-                        "; the store refused 2 connections, the last: wrong rendezvous secret (GRPO4J_RDZV_SECRET differs from rank 0's node), from /127.0.0.1:"),
+                        "; the store refused 2 connections, the last: wrong rendezvous secret (GRPO4J_RDZV_SECRET differs from rank 0's node; without one"
+                        + " there, rank 0's node was started as a run of one process, whose store has a secret of its own: start every node with"
+                        + " the same --nnodes), from /127.0.0.1:"),
                         late.getMessage());
             }
         }
@@ -129,7 +131,9 @@ class RendezvousTest {
         try (Rendezvous r = new Rendezvous(env(1, 0, freePort()), "", 20_000, 100)) {
             IllegalStateException e = assertThrows(IllegalStateException.class,
                     () -> new TcpStore.Client("127.0.0.1", r.port(), "", 1, "stranger", 5000, 100, 1000, x -> {}));
-            assertTrue(e.getMessage().contains("wrong rendezvous secret"), e.getMessage());
+            // (what a node started with --nnodes 2 meets when node 0 was started alone: the message says that case too)
+            assertTrue(e.getMessage().contains("wrong rendezvous secret") && e.getMessage().contains("start every node with the same --nnodes"),
+                    e.getMessage());
             r.agreeOnConfig("{\"a\": 1}"); // the run's own client still talks to its store
         }
         assertEquals("given", Rendezvous.effectiveSecret(1, "given"));
