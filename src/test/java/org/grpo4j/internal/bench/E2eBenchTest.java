@@ -65,8 +65,7 @@ class E2eBenchTest {
                     assertEquals(100 * row.fig("tflops") / 989, row.fig("mfu_pct"), 1e-9 * row.fig("mfu_pct"));
                 }
                 case E2eReport.ROLLOUT -> {
-                    positive(row, "tokens", "tokens_per_s", "roofline_bytes", "roofline_pct", "steady_tokens_per_s", "steady_roofline_pct",
-                            "host_ms_per_step", "decode_steps");
+                    positive(row, "tokens", "tokens_per_s", "roofline_bytes", "roofline_pct", "host_ms_per_step", "decode_steps");
                     int n = row.id().endsWith("new8") ? 8 : 16;
                     assertEquals(16.0 * n, row.fig("tokens"));
                     assertEquals(n - 1, row.fig("decode_steps")); // every sequence decodes in one batch: N - 1 steps
@@ -74,8 +73,16 @@ class E2eBenchTest {
                     assertEquals(0, row.fig("graph_setup_steps"), row.id() + ": no graph set up (written and read back)");
                     double roofSeconds = row.fig("roofline_bytes") / (rep.copyGbs() * 1e9);
                     assertEquals(100 * roofSeconds / (row.medianMs() / 1e3), row.fig("roofline_pct"), 1e-9 * row.fig("roofline_pct"));
-                    // the steady state excludes the prefill: faster than the whole call
-                    assertTrue(row.fig("steady_roofline_pct") > row.fig("roofline_pct"), row.id());
+                    // the steady state excludes the prefill: faster than the whole call. Its figures need the whole call's
+                    // median to outlast the prefill-only call's: on a loaded CPU the tiny model's 7 or 15 decode steps can
+                    // drown in the noise of the two medians (a CI run lost new8's), and the row then says so
+                    if (row.fig("steady_tokens_per_s") != null) {
+                        positive(row, "steady_tokens_per_s", "steady_roofline_pct");
+                        assertTrue(row.fig("steady_roofline_pct") > row.fig("roofline_pct"), row.id());
+                    } else {
+                        assertNull(row.fig("steady_roofline_pct"), row.id());
+                        assertTrue(row.note().contains("no steady-state figure (the whole call was not longer than the prefill-only one)"), row.note());
+                    }
                     // the prompt's 16 tokens are one full block: each step's 4 samples of a prompt are a prefix group
                     // (the two-halves row reports its first half: 2 prompts)
                     double groups = row.variant().equals(E2eBench.NO_PREFIX_GROUPS) ? 0 : row.variant().endsWith("2 streams") ? 2 : 4;
