@@ -251,8 +251,11 @@ def run_rollout(torch, tf, r, args, log):
                 out = gen(4)
                 torch.cuda.synchronize()
                 if tuple(out.shape) != (b, SHAPES["prompt_len"] + 4):
-                    raise RuntimeError(f"generate returned {tuple(out.shape)}")
-            except Exception as e:  # an API this transformers lacks: generate's own expansion, said in the note
+                    raise ValueError(f"generate returned {tuple(out.shape)}")
+            # an API this transformers lacks or takes otherwise: generate's own expansion, said in the note (and under
+            # e2e-compare's rollout table). Not an out-of-memory or CUDA error (RuntimeErrors): those end the row as an
+            # error rather than quietly measuring 16 prefills per prompt instead of one
+            except (AttributeError, TypeError, ValueError, NotImplementedError, KeyError, IndexError) as e:
                 log(f"{r.id}: shared prefill failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                     "num_return_sequences instead")
                 torch.cuda.empty_cache()
@@ -270,7 +273,10 @@ def run_rollout(torch, tf, r, args, log):
                 ms.append((time.perf_counter() - t0) * 1e3)
                 if tuple(out.shape) != (b, SHAPES["prompt_len"] + n):
                     raise RuntimeError(f"generate returned {tuple(out.shape)}, expected {(b, SHAPES['prompt_len'] + n)}")
-        return ms, f"whole generate call incl. prefill; {how}; top_k 0, top_p 1"
+        # the caching allocator's settings: HF's cache grows by torch.cat every step, which its defaults serve with fresh
+        # allocations (ours preallocates its KV pool), so a reader of the ratio can tell how the peer's memory ran
+        alloc = os.environ.get("PYTORCH_CUDA_ALLOC_CONF") or "default"
+        return ms, f"whole generate call incl. prefill; {how}; top_k 0, top_p 1; PYTORCH_CUDA_ALLOC_CONF {alloc}"
     finally:
         del model
         torch.cuda.empty_cache()

@@ -229,6 +229,16 @@ public final class E2eCompare {
                 peerCells(b, p, "roofline_pct", 1000);
                 b.append("- | |\n");
             }
+            // how the peer generated (each prompt prefilled once and its cache shared, or generate's own expansion when
+            // that failed): its rows' notes under the table, since the ratios depend on it
+            java.util.LinkedHashSet<String> notes = new java.util.LinkedHashSet<>();
+            for (Line l : roll)
+                if (l.peer() != null && l.peer().ok() && l.peer().note() != null) notes.add(l.peer().preset() + " " + l.peer().shape() + ": " + l.peer().note());
+            for (E2eReport.Row p : rollPeers) if (p.ok() && p.note() != null) notes.add(p.preset() + " " + p.shape() + ": " + p.note());
+            if (!notes.isEmpty()) {
+                b.append("\n").append(peerName).append(" rows, how they ran:\n");
+                for (String n : notes) b.append("- ").append(Compare.esc(n)).append("\n");
+            }
             b.append("\n");
         }
         List<Line> grpo = lines.stream().filter(l -> l.ours().section().equals(E2eReport.GRPO)).toList();

@@ -128,6 +128,15 @@ class E2eCompareTest {
         assertTrue(md.contains("goals met: 2 of 4 judged"), md);
         assertTablesAreRectangular(md);
         assertTrue(md.contains("steady % bound") && md.contains("Bound = per decode step the longer of"), md);
+        // how the peer's rollout ran (prefilled once with a shared cache, or its fallback) is shown under the table
+        E2eReport.Row hf = rollout("hf", null, 16.0, null);
+        E2eReport.Row noted = new E2eReport.Row(hf.id(), hf.section(), hf.preset(), hf.shape(), null, "hf", "ok",
+                "whole generate call incl. prefill; num_return_sequences 16: each prompt prefilled 16x (the shared prefill failed: TypeError)",
+                hf.medianMs(), hf.minMs(), hf.maxMs(), hf.reps(), hf.figures());
+        String withNote = E2eCompare.merge(o, peers(List.of(noted)), "ours.json", "peers.json").markdown();
+        assertTrue(withNote.contains(" rows, how they ran:\n- llama-3.2-1b 48 prompts x 16 samples, prompt 256, 256 new: whole generate call incl. prefill;"
+                + " num_return_sequences 16: each prompt prefilled 16x (the shared prefill failed: TypeError)"), withNote);
+        assertTablesAreRectangular(withNote);
     }
 
     /** Every row of every markdown table has its header's number of cells. */
