@@ -476,7 +476,11 @@ def fastest(torch, sets, warmup, reps, head_start):
             ms = time_cuda(torch, [s[label] for s in sets], warmup, reps, head_start)
         except Exception as e:  # noqa: BLE001 - a backend that refuses the shape leaves the others
             parts.append(f"{label} refused ({type(e).__name__})")
-            torch.cuda.synchronize()
+            try:
+                torch.cuda.synchronize()
+            except Exception as lost:  # noqa: BLE001 - a device fault: the context is gone, the row ends here
+                raise RuntimeError(f"{label} left the device unusable ({type(lost).__name__}); timed before it: "
+                                   + ", ".join(parts)) from e
             continue
         med = statistics.median(ms)
         parts.append(f"{label} {med:.4f} ms")
