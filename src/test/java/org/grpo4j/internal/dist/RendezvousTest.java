@@ -86,6 +86,33 @@ class RendezvousTest {
         }
     }
 
+    /**
+     * Between two JVMs, as a node started with another GRPO4J_RDZV_SECRET meets rank 0's store: the child is refused
+     * at its handshake, naming the secret, and exits with an error; the store goes on serving a process that has it.
+     */
+    @Test
+    void aSecondJvmWithAnotherSecretIsRefused() throws Exception {
+        int port = freePort();
+        try (TcpStore.Server s = new TcpStore.Server(InetAddress.getLoopbackAddress(), port, "s3cret", 2, 100, 1000)) {
+            List<String> cmd = List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp", System.getProperty("java.class.path"),
+                    RendezvousChild.class.getName(), String.valueOf(port), "another");
+            Process child = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+            String out;
+            try {
+                out = new String(child.getInputStream().readAllBytes(), StandardCharsets.UTF_8); // (to its exit)
+                assertTrue(child.waitFor(60, TimeUnit.SECONDS), "the refused child did not exit");
+            } finally {
+                child.destroyForcibly();
+            }
+            assertNotEquals(0, child.exitValue(), out);
+            assertTrue(out.contains("wrong rendezvous secret (GRPO4J_RDZV_SECRET differs from rank 0's node"), out);
+            try (TcpStore.Client ok = new TcpStore.Client("127.0.0.1", port, "s3cret", 1, "test", 5000, 100, 1000, r -> {})) {
+                ok.set("k", new byte[] {7});
+                assertArrayEquals(new byte[] {7}, ok.get("k", 1000));
+            }
+        }
+    }
+
     static String next(BlockingQueue<String> q) throws InterruptedException {
         String l = q.poll(60, TimeUnit.SECONDS);
         assertNotNull(l, "the child printed nothing within 60 s");
