@@ -110,6 +110,10 @@ public record LrSchedule(String type, double base, int warmup, long total) {
         if (c.lrSchedulerType.equals("constant") && s.warmup > 0)
             out.add("lr_scheduler_type constant warms up over " + s.warmup + " optimizer steps; HF's constant schedule (the reference's) ignores warm-up."
                     + " Use constant_with_warmup to say so, or lr_scheduler_compat \"open-instruct-3f37c29\" to reproduce the reference");
+        if (s.warmup >= s.total && s.total > 0)
+            out.add("the warm-up (" + s.warmup + " optimizer steps) covers the whole run (" + s.total + " optimizer steps): the learning rate never"
+                    + " reaches learning_rate " + c.learningRate + " (at most " + String.format(Locale.ROOT, "%.3g", s.at(s.total - 1))
+                    + "); lower warm_up_steps or warmup_ratio, or train longer");
         return out;
     }
 }

@@ -117,5 +117,11 @@ class LrScheduleTest {
                 "warmup_ratio takes precedence over warm_up_steps, as the reference's Args say");
         assertTrue(LrSchedule.notes(load()).isEmpty(), "the demo's constant schedule without warm-up is the reference's");
         assertTrue(LrSchedule.notes(GrpoConfig.load(Path.of("configs/tulu-3.1-8b-grpo.json"), List.of())).isEmpty());
+        // a warm-up as long as the run: the rate never reaches learning_rate, said with the most it reaches
+        List<String> whole = LrSchedule.notes(load("lr_scheduler_type=linear", "warm_up_steps=1000000"));
+        assertTrue(whole.stream().anyMatch(n -> n.startsWith("the warm-up (1000000 optimizer steps) covers the whole run (320 optimizer steps):"
+                + " the learning rate never reaches learning_rate 0.001 (at most 3.19e-07)")), whole.toString()); // 0.001 x 319 / 1e6
+        assertTrue(LrSchedule.notes(load("lr_scheduler_type=linear", "warm_up_steps=319")).stream().noneMatch(n -> n.contains("covers the whole run")),
+                "a warm-up that ends before the last step");
     }
 }
