@@ -186,6 +186,10 @@ __host__ __device__ inline bool decode_ctx_ok(int ctx, int max_blocks, int block
     return ctx >= 1 && (long long) ctx <= (long long) max_blocks * block_size;
 }
 
+// The pages (table entries) that `keys` keys of a sequence take: keys / block_size rounded up, without forming
+// keys + block_size - 1 (which wraps past 2^31 for a block size near it, and then no entry was checked).
+__host__ __device__ inline int decode_pages(int keys, int block_size) { return keys / block_size + (keys % block_size != 0); }
+
 __host__ __device__ inline int decode_entry_key(const int* table_row, int j, int num_blocks) {
     int id = table_row[j];
     return id < 0 || id >= num_blocks ? 1 + j : 0x7fffffff;

@@ -74,7 +74,7 @@ __device__ int sequence_problem(const DecArgs& a, int b, int* shared_key) {
     const int ctx = a.ctx[b];
     if (!g4::decode_ctx_ok(ctx, a.max_blocks, a.bs)) return 0;
     const int* row = a.tables + (long long) b * a.max_blocks;
-    const int nb = ctx / a.bs + (ctx % a.bs != 0);  // (ctx + bs - 1 would wrap past 2^31 for a large block size)
+    const int nb = g4::decode_pages(ctx, a.bs);
     const int tid = WARP ? (threadIdx.x & 31) : threadIdx.x, nt = WARP ? 32 : blockDim.x;
     int key = NO_PROBLEM;
     for (int j = tid; j < nb; j += nt) key = min(key, g4::decode_entry_key(row, j, a.num_blocks));
@@ -144,7 +144,7 @@ __device__ int group_problem(const DecArgs& a, int gi, int batch, int* shared_ke
     if (count > batch - first) return 2;
     if (shared < 0 || (long long) shared > (long long) a.max_blocks * a.bs) return 3;
     if (shared == 0) return NO_PROBLEM;
-    const int pages = shared / a.bs + (shared % a.bs != 0);
+    const int pages = g4::decode_pages(shared, a.bs);
     const int* row = a.tables + (long long) first * a.max_blocks;
     int key = NO_PROBLEM;
     for (int m = threadIdx.x; m < count; m += blockDim.x)

@@ -329,7 +329,7 @@ int g4_host_decode_tiled(const float* q, const float* kc, const float* vc, const
     for (int sb = 0; sb < b; sb++) {
         const int* row = tables + (long long) sb * max_blocks;
         int key = g4::decode_ctx_ok(ctx[sb], max_blocks, bs) ? 0x7fffffff : 0;
-        if (key) for (int j = 0, nb = ctx[sb] / bs + (ctx[sb] % bs != 0); j < nb; j++) key = std::min(key, g4::decode_entry_key(row, j, num_blocks));
+        if (key) for (int j = 0, nb = g4::decode_pages(ctx[sb], bs); j < nb; j++) key = std::min(key, g4::decode_entry_key(row, j, num_blocks));
         if (key != 0x7fffffff) {
             if (!bad) {
                 bad = true;
