@@ -264,7 +264,7 @@ public final class Preflight implements AutoCloseable {
         int maxBatch = Math.max(1, cfg.localCompletions());
         double gen = est.generationBytes(maxBatch, RankState.prefillTokens(cfg, longestPrompt));
         long kvMin = ((seq + 15) / 16 + 1) * 16 * est.kvBytesPerToken();
-        long pad = 16 * est.kvBytesPerToken(); // the block the cache allocates beyond its pool (a decode graph's padded rows)
+        long pad = RankState.KV_BLOCK * est.kvBytesPerToken(); // the block the cache allocates beyond its pool (a decode graph's padded rows)
         long kv = (cfg.kvCacheMib > 0 ? (long) cfg.kvCacheMib << 20 : kvMin) + pad;
         double perRank = states + Math.max(acts, gen + kv), total = perRank * sharers;
         long free = be == null ? -1 : Memory.available(be);

@@ -126,7 +126,7 @@ final class RankState implements AutoCloseable {
      * with the training activations only, not beside generation's KV pool. With the pooled allocator the next
      * phase's allocations reuse that memory, and the next call that needs them takes it back.
      */
-    void releaseLmHeadScratch() {
+    void releasePhaseBuffers() {
         if (be instanceof org.grpo4j.internal.backend.CudaBackend cb) {
             cb.releaseLmHeadBuffers();
             cb.releaseScratch();

@@ -519,7 +519,7 @@ public final class Trainer implements AutoCloseable {
                         return states.get(i).withAttention(() -> SftWarmup.run(states.get(i), cancelled::get, i == 0 && writer ? l::onSftStep : null,
                                 i == 0 ? micro : new long[1], longestPrompt));
                     } finally {
-                        states.get(i).releaseLmHeadScratch();
+                        states.get(i).releasePhaseBuffers();
                     }
                 });
                 sftMicroBatches = micro[0];
@@ -610,7 +610,7 @@ public final class Trainer implements AutoCloseable {
             throw new TrainingAbortedException(a.step, a.inARow + " consecutive optimizer steps had a non-finite loss or gradient norm"
                     + " (learning_rate " + cfg.learningRate + "); the last checkpoint is " + out.resolve("checkpoints").resolve("step_" + checkpoints.lastStep()));
         } finally {
-            r.releaseLmHeadScratch();
+            r.releasePhaseBuffers();
         }
         long tEnd = System.nanoTime();
         r.comm.setContext("step " + s + ", metrics");
