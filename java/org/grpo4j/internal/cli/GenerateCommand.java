@@ -100,10 +100,16 @@ final class GenerateCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--kv-admission must be on_demand or worst_case, got " + kvAdmission);
         Precision.check(precision, "--precision");
         Backends.checkSpec(backend);
+        String name = template.trim().toLowerCase(java.util.Locale.ROOT);
+        if (!name.equals("none") && !ChatTemplate.NAMES.contains(name)) { // (the trainer's names, and none)
+            List<String> names = new ArrayList<>(ChatTemplate.NAMES);
+            names.add("none");
+            throw new IllegalArgumentException("--template: unknown chat template \"" + template + "\" (expected " + ChatTemplate.choices(names) + ")");
+        }
         Request defaults = new Request("the options", input.prompt, null, n, maxTokens, temperature, topP, topK, seed, List.copyOf(stop));
         boolean batch = input.file != null;
         // the whole file is read and checked before anything is loaded
-        List<Request> requests = batch ? readPrompts(input.file, defaults, template.equals("none")) : List.of(defaults);
+        List<Request> requests = batch ? readPrompts(input.file, defaults, name.equals("none")) : List.of(defaults);
         if (Files.exists(model) && !Files.isDirectory(model))
             throw new IllegalArgumentException(model + ": is a file; --model names a model directory (config.json, tokenizer, *.safetensors)");
         if (!Files.isDirectory(model)) throw new java.nio.file.NoSuchFileException(model.toString(), null, "--model: no such model directory");
@@ -154,9 +160,9 @@ final class GenerateCommand implements Callable<Integer> {
             List<int[]> ids = new ArrayList<>(requests.size());
             ChatTemplate chat;
             try {
-                chat = template.equals("none") ? null : ChatTemplate.named(template, tok);
-            } catch (IllegalArgumentException e) { // (its list of names is the trainer's: --template also takes none)
-                throw new IllegalArgumentException("--template: " + e.getMessage().replace(" or tokenizer)", ", tokenizer or none)"));
+                chat = name.equals("none") ? null : ChatTemplate.named(name, tok);
+            } catch (IllegalArgumentException e) { // (the tokenizer's template is missing)
+                throw new IllegalArgumentException("--template: " + e.getMessage());
             }
             for (Request r : requests) {
                 String text = chat == null ? r.prompt()

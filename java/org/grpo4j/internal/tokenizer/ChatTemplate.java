@@ -71,6 +71,15 @@ public final class ChatTemplate {
 
     public static ChatTemplate of(String name, String source) { return new ChatTemplate(name, source); }
 
+    /** The names {@link #named} resolves, in the order errors list them. */
+    public static final List<String> NAMES = List.of("tulu", "llama3", "r1_simple_chat", "r1_simple_chat_postpend_think", "tokenizer");
+
+    /** "a, b, ... or z": a list of choices for an error message. */
+    public static String choices(List<String> names) {
+        int n = names.size();
+        return n == 1 ? names.get(0) : String.join(", ", names.subList(0, n - 1)) + " or " + names.get(n - 1);
+    }
+
     /**
      * Resolves a template name: "tulu", "llama3", or "tokenizer" / null (the tokenizer's chat_template).
      */
@@ -88,7 +97,7 @@ public final class ChatTemplate {
                                     + Tokenizer.CHAT_TEMPLATE_FILE + ")"));
                 yield new ChatTemplate("tokenizer", tok.chatTemplate(), "tokenizer (" + tok.directory() + ")");
             }
-            default -> throw new IllegalArgumentException("unknown chat template \"" + name + "\" (expected tulu, llama3, r1_simple_chat, r1_simple_chat_postpend_think or tokenizer)");
+            default -> throw new IllegalArgumentException("unknown chat template \"" + name + "\" (expected " + choices(NAMES) + ")");
         };
     }
 

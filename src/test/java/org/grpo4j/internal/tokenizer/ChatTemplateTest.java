@@ -72,9 +72,22 @@ class ChatTemplateTest {
     }
 
     @Test
+    void everyListedNameResolvesToItself() throws Exception {
+        try (Tokenizer t = Tokenizer.load(Path.of("examples/tiny-tokenizer"))) {
+            for (String n : ChatTemplate.NAMES) {
+                assertEquals(n, ChatTemplate.named(n, t).name());
+                assertEquals(n, ChatTemplate.named(" " + n.toUpperCase(java.util.Locale.ROOT) + " ", t).name(), "names are trimmed and case-blind");
+            }
+        }
+        assertEquals("a", ChatTemplate.choices(List.of("a")));
+        assertEquals("a, b or c", ChatTemplate.choices(List.of("a", "b", "c")));
+    }
+
+    @Test
     void errorsAreFatalAndNamed() {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> ChatTemplate.named("chatml3", null));
         assertTrue(e.getMessage().contains("chatml3"), e.getMessage());
+        for (String n : ChatTemplate.NAMES) assertTrue(e.getMessage().contains(n), e.getMessage()); // every choice is listed
         ChatTemplate bad = ChatTemplate.of("bad", "{{ messages[0]['content'].startswith('x') }}{{ undefined_fn(1) }}");
         e = assertThrows(IllegalArgumentException.class, () -> bad.render(List.of(new ChatMessage("user", "x")), true, null, EOS));
         assertTrue(e.getMessage().startsWith("chat template bad failed to render"), e.getMessage());
