@@ -534,8 +534,9 @@ public final class CpuBackend extends AbstractBackend {
     @Override
     void decodeAttentionImpl(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens,
                              Tensor prefixGroups, float scale) {
-        if (Bf16Scope.any(out, q, kCache, vCache)) { // widens the whole caches: the CPU is the oracle, not a bf16 server
-            widened(Ops.DECODE_ATTENTION, s -> decodeAttentionImpl(s.out(out), s.in(q), s.in(kCache), s.in(vCache),
+        if (Bf16Scope.any(out, q)) { // q and out widened; bf16 caches are read in place below (widening a whole pool per call
+            // cost a layer's pool of copying every decode step)
+            widened(Ops.DECODE_ATTENTION, s -> decodeAttentionImpl(s.out(out), s.in(q), kCache, vCache,
                     blockTables, contextLens, prefixGroups, scale));
             return;
         }
@@ -561,7 +562,11 @@ public final class CpuBackend extends AbstractBackend {
                             + " is outside [0, " + numBlocks + ")");
             }
         }
-        float[] O = f(out), Q = f(q), KC = f(kCache), VC = f(vCache);
+        float[] O = f(out), Q = f(q);
+        // the caches as they are stored: a bf16 element widened exactly where it is read (as Bf16Scope would)
+        boolean kb16 = kCache.dtype() == DType.BF16, vb16 = vCache.dtype() == DType.BF16;
+        float[] KC = kb16 ? null : f(kCache), VC = vb16 ? null : f(vCache);
+        short[] KH = kb16 ? h(kCache) : null, VH = vb16 ? h(vCache) : null;
         int oo = off(out), oq = off(q), okc = off(kCache), ovc = off(vCache);
         int longest = 0;
         for (int s = 0; s < b; s++) longest = Math.max(longest, ctx[octx + s]);
@@ -577,7 +582,8 @@ public final class CpuBackend extends AbstractBackend {
                     int slot = bt[obt + (t < shared[sq] ? lead[sq] : sq) * maxBlocks + t / bs] * bs + t % bs;
                     int kb = okc + (slot * hkv + g) * d;
                     double dot = 0;
-                    for (int x = 0; x < d; x++) dot += (double) Q[qb + x] * KC[kb + x];
+                    if (kb16) for (int x = 0; x < d; x++) dot += (double) Q[qb + x] * Bf16.toFloat(KH[kb + x]);
+                    else for (int x = 0; x < d; x++) dot += (double) Q[qb + x] * KC[kb + x];
                     sc[t] = dot * scale;
                     mx = Math.max(mx, sc[t]);
                 }
@@ -588,7 +594,8 @@ public final class CpuBackend extends AbstractBackend {
                     sum += p;
                     int slot = bt[obt + (t < shared[sq] ? lead[sq] : sq) * maxBlocks + t / bs] * bs + t % bs;
                     int vb = ovc + (slot * hkv + g) * d;
-                    for (int x = 0; x < d; x++) acc[x] += p * VC[vb + x];
+                    if (vb16) for (int x = 0; x < d; x++) acc[x] += p * Bf16.toFloat(VH[vb + x]);
+                    else for (int x = 0; x < d; x++) acc[x] += p * VC[vb + x];
                 }
                 int ob = oo + (sq * hq + h) * d;
                 for (int x = 0; x < d; x++) O[ob + x] = (float) (acc[x] / sum);
