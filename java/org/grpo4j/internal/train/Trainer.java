@@ -181,15 +181,7 @@ public final class Trainer implements AutoCloseable {
         com.fasterxml.jackson.databind.node.ArrayNode configChanges = saved == null ? null
                 : ResumeChanges.record(saved.configChanges(), changes, saved.trainingStep());
         int launched = cluster != null ? cluster.worldSize() : cfg.worldSize;
-        if (launched != cfg.worldSize)
-            throw new IllegalArgumentException(ck != null
-                    ? "the run in " + ck.getParent().getParent() + " was trained with world_size " + savedWorld + " (its batch sizes are per rank and its optimizer state is in "
-                    + savedWorld + " slices)" + (cfg.worldSize != savedWorld ? " and is being resharded for " + cfg.worldSize : "") + "; resume it with "
-                    + cfg.worldSize + " ranks, or reshard it for " + launched + " with --world-size " + launched
-                    + " (the same global batch over " + launched + " ranks; the optimizer state resharded)"
-                    : "the config says world_size " + cfg.worldSize + " but " + launched + " ranks were launched: pass --set world_size=" + launched
-                    + " (the local_* batch sizes are per rank, so the global batch becomes " + launched + " x " + cfg.localRolloutBatchSize + " prompts per step),"
-                    + " or launch " + cfg.worldSize + (cfg.worldSize == 1 ? " rank" : " ranks"));
+        if (launched != cfg.worldSize) throw new IllegalArgumentException(worldSizeMismatch(cfg, launched, ck, savedWorld));
         Path runOfCheckpoint = ck == null ? null : ck.getParent().getParent();
         if (runOfCheckpoint != null && b.outputDir != null && !sameDirectory(b.outputDir, runOfCheckpoint))
             throw new IllegalArgumentException("--resume continues a run in its own directory (" + runOfCheckpoint + "); writing it to "
@@ -220,33 +212,10 @@ public final class Trainer implements AutoCloseable {
             if (!cfg.modelNameOrPath.startsWith("init:") && !Path.of(cfg.modelNameOrPath).isAbsolute() && Files.isDirectory(Path.of(cfg.modelNameOrPath)))
                 cfg.modelNameOrPath = Path.of(cfg.modelNameOrPath).toAbsolutePath().normalize().toString();
             // the first rank's backend: preflight checks memory and precision on it
-            Backend first;
-            String reason = null;
             int local = cluster != null ? cluster.localRanks().length : cfg.worldSize;
-            if (cluster != null) {
-                first = null; // CUDA backends are made on their ranks' threads
-            } else if (cfg.worldSize == 1) {
-                // (the fallback's reason goes to this trainer's log below, not also through the logger)
-                Backends.Choice choice = b.backend == null ? Backends.choose(cfg.backend, org.grpo4j.internal.backend.Ops.ALL, log == null) : null;
-                first = b.backend != null ? b.backend : choice.backend();
-                if (b.backend == null) ownBackends.add(first);
-                reason = choice == null ? null : choice.reason();
-            } else {
-                if (b.backend != null)
-                    throw new IllegalArgumentException("world_size " + cfg.worldSize + " with a backend given to the builder: a given backend serves"
-                            + " world_size 1; in-process ranks run on CPU backends of their own (leave backend(...) out)");
-                String spec = cfg.backend.trim().toLowerCase(java.util.Locale.ROOT);
-                if (spec.equals("auto") && b.backend == null && org.grpo4j.internal.backend.CudaRuntime.probe().available())
-                    throw new IllegalArgumentException("world_size " + cfg.worldSize + " with backend auto on a machine with GPUs: one rank per GPU runs through"
-                            + " tools/launch (tools/launch --gpus " + cfg.worldSize + " -- train --config ...); for ranks in this process on the CPU set backend cpu");
-                if (spec.startsWith("cuda") || b.backend != null && !(b.backend instanceof CpuBackend))
-                    throw new IllegalArgumentException("world_size " + cfg.worldSize + " on " + (b.backend != null ? b.backend.name() : spec)
-                            + ": ranks in one process run on the CPU; GPUs take one NCCL rank each, started by tools/launch (tools/launch --gpus "
-                            + cfg.worldSize + " -- train --config ...), or set backend cpu");
-                int threads = Math.max(1, Runtime.getRuntime().availableProcessors() / cfg.worldSize);
-                for (int i = 0; i < cfg.worldSize; i++) ownBackends.add(new CpuBackend(threads));
-                first = ownBackends.get(0);
-            }
+            Backends.Choice choice = firstBackend(b.backend);
+            Backend first = choice == null ? null : choice.backend();
+            String reason = choice == null ? null : choice.reason();
             DType dtype = saved != null && saved.precision() != null ? DType.valueOf(saved.precision().toUpperCase(java.util.Locale.ROOT))
                     : first != null ? Precision.resolve(cfg.precision, first) : cfg.precision.equals("fp32") ? DType.FP32 : DType.BF16;
             if (dtype == DType.BF16 && first != null) Precision.requireBf16(first);
@@ -333,29 +302,7 @@ public final class Trainer implements AutoCloseable {
             // gather or the first step's agreement): the watchdog times a collective from this rank's call, and a node
             // still reading the model from a shared filesystem nccl_timeout_s later would have aborted the others
             if (cluster != null) cluster.barrier("weights loaded", 3600);
-            if (log != null) {
-                if (reason != null) log.println("grpo4j: " + reason);
-                RankState r0 = states.get(0);
-                log.printf("grpo4j: %s%s | model %,d params | precision %s | %d prompts (dropped: %d with prompt > %d tokens, %d with chat > %d tokens) | longest prompt %d tokens%n",
-                        r0.be.description(), cfg.worldSize > 1 ? " x " + cfg.worldSize + " ranks (ZeRO-2" + (cluster == null ? ", in-process" : ", NCCL") + ")" : "",
-                        r0.layout.parameters(), Precision.label(dtype), pf.train().size(), pf.train().droppedPrompt(), cfg.maxPromptTokenLength,
-                        pf.train().droppedChat(), cfg.maxTokenLength, pf.longestPrompt());
-                for (var e : cfg.derived().entrySet()) log.printf("grpo4j:   %-36s %s%n", e.getKey(), e.getValue());
-                // the estimate before any work (the warm-up, the rollouts); the report of what was allocated follows once
-                // the states exist and the KV pool is sized
-                String mem = pf.summary().get("memory");
-                if (mem != null) log.printf("grpo4j:   %-36s %s%n", "memory per rank (estimate)", mem);
-                for (String w : pf.warnings()) log.println("grpo4j: warning: " + w);
-                Checkpoints.DiskPlan disk = Checkpoints.diskPlan(cfg, r0.layout.parameters(), out);
-                log.printf("grpo4j:   %-36s %s%n", "checkpoints", disk.describe());
-                if (!disk.fits())
-                    log.println("grpo4j: warning: the checkpoints this run keeps need " + Memory.human(disk.keptBytes()) + " but " + Memory.human(disk.free())
-                            + " are free under " + out + (ck != null ? " (counting those already there again)" : "") + ": set keep_last_n_checkpoints"
-                            + " (1 keeps what a resume needs), a larger save_freq, or another output directory");
-                for (String note : LrSchedule.notes(cfg)) log.println("grpo4j: note: " + note);
-                if (r0.be instanceof org.grpo4j.internal.backend.CudaBackend cb)
-                    for (String note : RankState.attentionNotes(cfg, cb.attentionDq(), cb.wgmmaAttention())) log.println("grpo4j: note: " + note);
-            }
+            if (log != null) logStart(pf, dtype, reason, ck != null);
             this.checkpoints = new CheckpointPhase(cfg, out, log, writer, cluster, ranks, states, setup, tokenizerDir, dataFingerprint, configChanges,
                     savedWorld, history);
             if (ck != null) {
@@ -375,6 +322,71 @@ public final class Trainer implements AutoCloseable {
         }
     }
 
+    /** Why a run of world_size cfg.worldSize cannot go on with the launched ranks; ck: the resumed checkpoint, or null. */
+    private static String worldSizeMismatch(GrpoConfig cfg, int launched, Path ck, int savedWorld) {
+        return ck != null
+                ? "the run in " + ck.getParent().getParent() + " was trained with world_size " + savedWorld + " (its batch sizes are per rank and its optimizer state is in "
+                + savedWorld + " slices)" + (cfg.worldSize != savedWorld ? " and is being resharded for " + cfg.worldSize : "") + "; resume it with "
+                + cfg.worldSize + " ranks, or reshard it for " + launched + " with --world-size " + launched
+                + " (the same global batch over " + launched + " ranks; the optimizer state resharded)"
+                : "the config says world_size " + cfg.worldSize + " but " + launched + " ranks were launched: pass --set world_size=" + launched
+                + " (the local_* batch sizes are per rank, so the global batch becomes " + launched + " x " + cfg.localRolloutBatchSize + " prompts per step),"
+                + " or launch " + cfg.worldSize + (cfg.worldSize == 1 ? " rank" : " ranks");
+    }
+
+    /**
+     * The first rank's backend, with the reason a fallback was taken (null: none): the builder's, or one this trainer
+     * opens and owns, for a run in this process; null for a cluster's, whose CUDA backends are made on their ranks'
+     * threads. A run of several in-process ranks opens a CPU backend for each (owned; the first returned).
+     */
+    private Backends.Choice firstBackend(Backend given) {
+        if (cluster != null) return null;
+        if (cfg.worldSize == 1) {
+            if (given != null) return new Backends.Choice(given, null);
+            // (the fallback's reason goes to this trainer's log, not also through the logger)
+            Backends.Choice choice = Backends.choose(cfg.backend, org.grpo4j.internal.backend.Ops.ALL, log == null);
+            ownBackends.add(choice.backend());
+            return choice;
+        }
+        if (given != null)
+            throw new IllegalArgumentException("world_size " + cfg.worldSize + " with a backend given to the builder: a given backend serves"
+                    + " world_size 1; in-process ranks run on CPU backends of their own (leave backend(...) out)");
+        String spec = cfg.backend.trim().toLowerCase(java.util.Locale.ROOT);
+        if (spec.equals("auto") && org.grpo4j.internal.backend.CudaRuntime.probe().available())
+            throw new IllegalArgumentException("world_size " + cfg.worldSize + " with backend auto on a machine with GPUs: one rank per GPU runs through"
+                    + " tools/launch (tools/launch --gpus " + cfg.worldSize + " -- train --config ...); for ranks in this process on the CPU set backend cpu");
+        if (spec.startsWith("cuda"))
+            throw new IllegalArgumentException("world_size " + cfg.worldSize + " on " + spec
+                    + ": ranks in one process run on the CPU; GPUs take one NCCL rank each, started by tools/launch (tools/launch --gpus "
+                    + cfg.worldSize + " -- train --config ...), or set backend cpu");
+        int threads = Math.max(1, Runtime.getRuntime().availableProcessors() / cfg.worldSize);
+        for (int i = 0; i < cfg.worldSize; i++) ownBackends.add(new CpuBackend(threads));
+        return new Backends.Choice(ownBackends.get(0), null);
+    }
+    /** The start of the run's log, once the ranks' states exist: backend, model, data, derived settings, memory, disk, notes. */
+    private void logStart(Preflight pf, DType dtype, String reason, boolean resumed) {
+        if (reason != null) log.println("grpo4j: " + reason);
+        RankState r0 = states.get(0);
+        log.printf("grpo4j: %s%s | model %,d params | precision %s | %d prompts (dropped: %d with prompt > %d tokens, %d with chat > %d tokens) | longest prompt %d tokens%n",
+                r0.be.description(), cfg.worldSize > 1 ? " x " + cfg.worldSize + " ranks (ZeRO-2" + (cluster == null ? ", in-process" : ", NCCL") + ")" : "",
+                r0.layout.parameters(), Precision.label(dtype), pf.train().size(), pf.train().droppedPrompt(), cfg.maxPromptTokenLength,
+                pf.train().droppedChat(), cfg.maxTokenLength, pf.longestPrompt());
+        for (var e : cfg.derived().entrySet()) log.printf("grpo4j:   %-36s %s%n", e.getKey(), e.getValue());
+        // the estimate before any work (the warm-up, the rollouts); the report of what was allocated follows once
+        // the states exist and the KV pool is sized
+        String mem = pf.summary().get("memory");
+        if (mem != null) log.printf("grpo4j:   %-36s %s%n", "memory per rank (estimate)", mem);
+        for (String w : pf.warnings()) log.println("grpo4j: warning: " + w);
+        Checkpoints.DiskPlan disk = Checkpoints.diskPlan(cfg, r0.layout.parameters(), out);
+        log.printf("grpo4j:   %-36s %s%n", "checkpoints", disk.describe());
+        if (!disk.fits())
+            log.println("grpo4j: warning: the checkpoints this run keeps need " + Memory.human(disk.keptBytes()) + " but " + Memory.human(disk.free())
+                    + " are free under " + out + (resumed ? " (counting those already there again)" : "") + ": set keep_last_n_checkpoints"
+                    + " (1 keeps what a resume needs), a larger save_freq, or another output directory");
+        for (String note : LrSchedule.notes(cfg)) log.println("grpo4j: note: " + note);
+        if (r0.be instanceof org.grpo4j.internal.backend.CudaBackend cb)
+            for (String note : RankState.attentionNotes(cfg, cb.attentionDq(), cb.wgmmaAttention())) log.println("grpo4j: note: " + note);
+    }
     /**
      * Tells the other processes of a multi-process run that this one failed (before it closes its end of the
      * rendezvous, which would otherwise read as a clean exit): their launchers stop them, where they could wait in
