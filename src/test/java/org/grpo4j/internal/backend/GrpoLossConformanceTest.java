@@ -34,7 +34,9 @@ class GrpoLossConformanceTest {
                 double ratio;
                 do ratio = 0.5 + 1.1 * r.nextDouble(); while (Math.abs(ratio - 0.8) < 0.02 || Math.abs(ratio - 1.2) < 0.02);
                 old[t] = (float) (logp[t] - Math.log(ratio));
-                ref[t] = (float) (logp[t] + r.nextGaussian() * 0.5);
+                // every 7th token past the KL clamp (d = logp - ref = 45 > 40): its KL is the clamp's, its KL gradient 0
+                // (only d > 40: at d < -40 kl3 is e^40, which no finite difference resolves)
+                ref[t] = (float) (t % 7 == 3 ? logp[t] - 45 : logp[t] + r.nextGaussian() * 0.5);
                 adv[t] = (float) ((t % 2 == 0 ? 1 : -1) * (0.2 + r.nextDouble()));
                 wt[t] = t % 5 == 4 ? 0 : 1; // some masked tokens
                 maskSum += wt[t];
