@@ -59,12 +59,8 @@ final class StepMetrics {
             // (the EOS) in the responses padded with it to response_length (G:1297)
             for (int t : o.generated) if (compat ? t == r.s.eos() : r.s.stopIds().contains(t)) stopIds++;
             if (compat) stopIds += L - o.generated.length;
-            double[] seqKl = new double[4];
-            for (int t = 0; t < o.targets.length; t++) {
-                double dd = Math.max(-40, Math.min(40, o.old[t] - o.ref[t]));
-                for (KlEstimator e : KlEstimator.values()) seqKl[e.ordinal()] += e.value(dd, 1.0);
-                entropy -= o.old[t];
-            }
+            double[] seqKl = sequenceKl(o.old, o.ref, o.targets.length);
+            for (int t = 0; t < o.targets.length; t++) entropy -= o.old[t];
             // the reference's padded slots hold log-prob 1.0, so its "entropy" subtracts one per padding slot (G:1302)
             if (compat) entropy -= L - o.targets.length;
             double[] kls = compat ? o.trainKl : seqKl;
@@ -126,6 +122,20 @@ final class StepMetrics {
         // the most tokens a rank's training passes ran over the ranks' mean (reduce() makes the ratio of each rank's tokens)
         m.put("training/rank_tokens_max_over_mean", r.world == 1 ? 1.0 : (double) up.tokensTrained());
         return m;
+    }
+
+    /**
+     * One response's KL to the reference as the metrics count it, by estimator (kl1..kl4 in KlEstimator order): the sum
+     * over its first n tokens of the estimator at d = clamp(old - ref, -40, 40), with ratio 1 (the rollout's own
+     * log-probs: old is the policy that sampled it).
+     */
+    static double[] sequenceKl(float[] old, float[] ref, int n) {
+        double[] kl = new double[4];
+        for (int t = 0; t < n; t++) {
+            double d = Math.max(-40, Math.min(40, old[t] - ref[t])); // (the difference in fp32, as the reference takes it)
+            for (KlEstimator e : KlEstimator.values()) kl[e.ordinal()] += e.value(d, 1.0);
+        }
+        return kl;
     }
 
     /** The step's metrics over every rank (a collective; see the class comment). */

@@ -1,6 +1,7 @@
 package org.grpo4j.internal.train;
 
 import org.grpo4j.train.GrpoConfig;
+import org.grpo4j.internal.backend.KlEstimator;
 import static org.junit.jupiter.api.Assertions.*;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -132,6 +133,7 @@ class FidelityTest {
     void metricsCompatReproducesTheReferencesNumbersOfARun(@TempDir Path tmp) throws Exception {
         List<Map<String, Double>> a = run(tiny(tmp.resolve("a")));
         List<Map<String, Double>> b = run(tiny(tmp.resolve("b"), "metrics_compat=open-instruct-3f37c29"));
+        GrpoConfig conf = GrpoConfig.load(Path.of("examples/tiny-arith.json"), tiny(tmp.resolve("c")));
         int k = 32, L = 8, rows = 3000;
         double lr = 1e-3, horizon = 2 * 2 * 2; // steps x epochs x mini-batches
         for (int i = 0; i < 2; i++) {
@@ -148,6 +150,10 @@ class FidelityTest {
             assertEquals(1.0, c.get("val/ratio"), 0.05);
             assertTrue(c.get("val/ratio_var") >= 0 && c.get("val/ratio_var") < 1e-2, "unbiased variance of 16 micro-batch ratio means");
             assertEquals(r.get("objective/scores") + r.get("objective/non_score_reward"), r.get("objective/rlhf_reward"), 1e-12);
+            // grpo4j's non-score reward is -beta times the selected estimator's KL per response (the metrics' objective/kl*)
+            KlEstimator sel = KlEstimator.parse(conf.klEstimator);
+            String klKey = sel == KlEstimator.KL1 ? "objective/kl" : "objective/" + sel.label();
+            assertEquals(-conf.beta * c.get(klKey), c.get("objective/non_score_reward"), 1e-12 * Math.abs(c.get(klKey)) + 1e-15, klKey);
             // padding: the reference counts the stop tokens it pads with, and subtracts one "entropy" per padded slot
             double pad = k * (L - c.get("val/response_length"));
             assertEquals(c.get("val/num_stop_token_ids") + pad, r.get("val/num_stop_token_ids"), 1e-9);

@@ -27,6 +27,28 @@ class GrpoRulesTest {
     }
 
     @Test
+    void theMetricsKlIsTheRolloutsOldMinusReferenceClamped() {
+        // d = old - ref per token: 0.5, -0.5, 0 and 49 (clamped to 40); the fifth token is past n and not counted
+        float[] old = {-1.0f, -2.5f, -0.3f, -1f, -0.1f}, ref = {-1.5f, -2.0f, -0.3f, -50f, -60f};
+        double[] d = {0.5, -0.5, 0, 40};
+        double k1 = 0, k2 = 0, k3 = 0;
+        for (double x : d) {
+            k1 += x;
+            k2 += x * x / 2;
+            k3 += Math.exp(-x) - 1 + x; // (the k3 estimator: r - 1 - log r with r = p_ref / p = e^-d)
+        }
+        double[] kl = StepMetrics.sequenceKl(old, ref, 4);
+        assertEquals(k1, kl[0], 1e-12, "kl1");
+        assertEquals(k2, kl[1], 1e-12, "kl2");
+        assertEquals(k3, kl[2], 1e-12 * k3, "kl3");
+        assertEquals(k1, kl[3], 1e-12, "kl4 at ratio 1 (the rollout's own policy)");
+        // the other side of the clamp: d = -45 counts as -40
+        double[] low = StepMetrics.sequenceKl(new float[] {-50f}, new float[] {-5f}, 1);
+        assertEquals(-40, low[0], 0);
+        assertEquals(800, low[1], 0);
+    }
+
+    @Test
     void centeredAdvantagesOnlySubtractTheGroupMean() {
         double[] r = {10, 0, 0, 0, 3, 1, 1, 1};
         double[] c = Advantages.compute(r, 4, "centered");
