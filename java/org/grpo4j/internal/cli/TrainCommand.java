@@ -88,8 +88,21 @@ final class TrainCommand implements Callable<Integer> {
                         + " horizon: --resume " + resume + " --set num_training_steps=N (N > " + r.lastStep() + ")");
             else
                 System.out.println("grpo4j: " + (r.cancelled() ? "stopped" : "finished") + " at step " + r.lastStep() + "; outputs in " + r.outputDir());
-            return r.cancelled() && signals.exitCode() > 0 ? signals.exitCode() : 0;
+            return exitCode(r.cancelled(), signals.exitCode());
         }
+    }
+
+    /** The exit status of a run stopped before its horizon by another process of the run (docs/cli.md). */
+    static final int STOPPED_BY_ANOTHER_PROCESS = 3;
+
+    /**
+     * A run's exit status: 0 when it trained to its horizon; 128 + N when signal N to this process stopped it; when it
+     * stopped early with no signal of its own (another node's process was signalled and every rank agreed to stop),
+     * {@link #STOPPED_BY_ANOTHER_PROCESS}: not 0, which a script (`tools/launch ... && upload`) would read as done.
+     */
+    static int exitCode(boolean cancelled, int signalExitCode) {
+        if (!cancelled) return 0;
+        return signalExitCode > 0 ? signalExitCode : STOPPED_BY_ANOTHER_PROCESS;
     }
 
     /**

@@ -51,6 +51,15 @@ class PerRankLaunchTest {
                 "SLURM_JOB_NODELIST", "gpu07")));
     }
 
+    @Test
+    void aProcessStoppedByAnothersSignalDoesNotExitZero() {
+        assertEquals(0, TrainCommand.exitCode(false, -1), "trained to the horizon");
+        assertEquals(0, TrainCommand.exitCode(false, 143), "a signal after the last step: the run is done");
+        assertEquals(143, TrainCommand.exitCode(true, 143), "stopped by its own SIGTERM");
+        assertEquals(130, TrainCommand.exitCode(true, 130), "stopped by its own Ctrl-C");
+        assertEquals(3, TrainCommand.exitCode(true, -1), "stopped because another node's process was signalled");
+    }
+
     /**
      * Two JVMs of one rank each on loopback; rank 1 is given another world size (a mistyped --set on one node). Rank 1
      * fails at its checks; before, it closed its end of the rendezvous as a clean exit, and rank 0 waited at the config
