@@ -1,5 +1,6 @@
 package org.grpo4j.internal.cli;
 
+import org.grpo4j.internal.util.Shell;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -16,19 +17,20 @@ import picocli.CommandLine.Parameters;
 /**
  * {@code tools/launch}: starts this node's ranks of a multi-GPU run in this JVM (one rank per GPU, each on its own
  * thread with its own NCCL communicator), after printing the plan. Node 0 serves the rendezvous store. Flags win over
- * the environment (NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT), which wins over Slurm's (SLURM_NNODES, SLURM_NODEID,
+ * the environment (NNODES, NODE_RANK or GROUP_RANK, MASTER_ADDR, MASTER_PORT), which wins over Slurm's (SLURM_NNODES, SLURM_NODEID,
  * the first host of SLURM_JOB_NODELIST). See docs/distributed.md.
  */
 @Command(name = "launch", mixinStandardHelpOptions = true,
         description = {"Run this node's share of a multi-GPU training run: one JVM per node, one rank per GPU (ZeRO-2 over NCCL).",
-                "Usage: launch [--nnodes N --node-rank R --master-addr A --master-port P] [--gpus K|all] [--dry-run] -- train --config F ..."})
+                "Usage: launch [--nnodes N --node-rank R --master-addr A --master-port P] [--gpus K|all] [--rdzv-timeout S] [--dry-run] -- train --config F ..."})
 final class LaunchCommand implements Callable<Integer> {
     @Option(names = "--nnodes", description = "Nodes in the run (default: NNODES, SLURM_NNODES, else 1).") Integer nnodes;
-    @Option(names = "--node-rank", description = "This node's index, 0 .. nnodes-1 (default: NODE_RANK, SLURM_NODEID, else 0).") Integer nodeRank;
+    @Option(names = "--node-rank", description = "This node's index, 0 .. nnodes-1 (default: NODE_RANK, GROUP_RANK, SLURM_NODEID, else 0).") Integer nodeRank;
     @Option(names = "--master-addr", description = "Address of node 0, which serves the rendezvous (default: MASTER_ADDR, the first Slurm host, else 127.0.0.1 for one node).") String masterAddr;
     @Option(names = "--master-port", description = "Rendezvous port on node 0 (default: MASTER_PORT, else 29500).") Integer masterPort;
     @Option(names = "--gpus", defaultValue = "all", description = "GPUs (ranks) per node: a number, or all visible ones (default: ${DEFAULT-VALUE}).") String gpus;
-    @Option(names = "--rdzv-timeout", defaultValue = "300", description = "Seconds to wait for every node to join (default: ${DEFAULT-VALUE}).") int rdzvTimeout;
+    static final int DEFAULT_RDZV_TIMEOUT = 300;
+    @Option(names = "--rdzv-timeout", defaultValue = "" + DEFAULT_RDZV_TIMEOUT, description = "Seconds to wait for every node to join (default: ${DEFAULT-VALUE}).") int rdzvTimeout;
     @Option(names = "--dry-run", description = "Print the plan (and check the config's world_size) without starting anything.") boolean dryRun;
     @Parameters(arity = "1..*", paramLabel = "COMMAND", description = "The command to run on every rank: train --config F [--set k=v ...].") List<String> command = new ArrayList<>();
 
@@ -47,10 +49,10 @@ final class LaunchCommand implements Callable<Integer> {
                     + " run tools/grpo4j train under srun instead: it joins the run by RANK/SLURM_PROCID)");
         if (rdzvTimeout < 1) throw new IllegalArgumentException("--rdzv-timeout must be >= 1 s, got " + rdzvTimeout);
         int n = nnodes != null ? nnodes : intEnv("NNODES", intEnv("SLURM_NNODES", 1));
-        int node = nodeRank != null ? nodeRank : intEnv("NODE_RANK", intEnv("SLURM_NODEID", 0));
+        int node = nodeRank != null ? nodeRank : intEnv("NODE_RANK", intEnv("GROUP_RANK", intEnv("SLURM_NODEID", 0))); // (GROUP_RANK: torchrun's name)
         // (each value named where it came from: an environment's SLURM_NODEID=1 was reported as "--node-rank 1")
         String nFrom = nnodes != null ? "--nnodes " + n : from("NNODES", "SLURM_NNODES"), nodeFrom = nodeRank != null ? "--node-rank " + node
-                : from("NODE_RANK", "SLURM_NODEID");
+                : from("NODE_RANK", "GROUP_RANK", "SLURM_NODEID");
         if (n < 1) throw new IllegalArgumentException(nFrom + ": the number of nodes must be >= 1");
         if (node < 0 || node >= n)
             throw new IllegalArgumentException((nodeFrom != null ? nodeFrom : "node rank " + node) + " is outside [0, " + n + ") ("
@@ -70,7 +72,9 @@ final class LaunchCommand implements Callable<Integer> {
         CudaRuntime.Availability a = devices.get();
         String[] train = command.subList(1, command.size()).toArray(String[]::new);
         TrainCommand tc = new TrainCommand();
-        new CommandLine(tc).parseArgs(train);
+        if (new CommandLine(tc).parseArgs(train).hasMatchedOption("--rdzv-timeout")) // (train's, for one process per rank: unused here)
+            throw new IllegalArgumentException("--rdzv-timeout after -- is train's (one process per rank); give launch's before --:"
+                    + " launch --rdzv-timeout S ... -- train ...");
         int k;
         if (gpus.equals("all")) {
             if (!a.available()) {
@@ -133,12 +137,11 @@ final class LaunchCommand implements Callable<Integer> {
      * none was planned (--gpus all): then the config's world_size, or N.
      */
     private IllegalStateException noGpus(CudaRuntime.Availability a, TrainCommand tc, int world) {
-        String cpu;
-        if (tc.resume != null) { // a resume keeps the run's world size unless --world-size reshards it
-            cpu = "tools/grpo4j train --resume " + tc.resume + (world > 0 ? " --world-size " + world : tc.worldSize != null ? " --world-size " + tc.worldSize : "");
-        } else {
-            String n = world > 0 ? String.valueOf(world) : "N";
-            if (world <= 0 && tc.config != null) {
+        String n = null;
+        if (world > 0) n = String.valueOf(world);
+        else if (tc.resume == null) { // a resume keeps the run's world size unless --world-size reshards it
+            n = "N";
+            if (tc.config != null) {
                 try {
                     int w = GrpoConfig.load(tc.config, tc.set).worldSize;
                     if (w > 1) n = String.valueOf(w);
@@ -146,10 +149,29 @@ final class LaunchCommand implements Callable<Integer> {
                     // the config's own errors come when train reads it
                 }
             }
-            cpu = "tools/grpo4j train --config " + (tc.config == null ? "F" : tc.config) + " --set world_size=" + n;
         }
+        List<String> cpu = new ArrayList<>(List.of("tools/grpo4j"));
+        cpu.addAll(n == null ? command : withWorldSize(command, tc.resume != null, n));
         return new IllegalStateException("no CUDA device visible here (" + a.reason() + "): launch runs one NCCL rank per GPU. Without GPUs, train runs the ranks"
-                + " in one process on the CPU with the same ZeRO-2 code: " + cpu);
+                + " in one process on the CPU with the same ZeRO-2 code: " + Shell.join(cpu));
+    }
+
+    /**
+     * The train command {@code cmd} with its world size set to {@code n}, every other argument as given: a new run's
+     * {@code --set world_size=N}, a resume's {@code --world-size N} (either replacing one already there).
+     */
+    static List<String> withWorldSize(List<String> cmd, boolean resume, String n) {
+        List<String> out = new ArrayList<>();
+        for (int i = 0; i < cmd.size(); i++) {
+            String a = cmd.get(i);
+            if (!resume && a.equals("--set") && i + 1 < cmd.size() && cmd.get(i + 1).trim().startsWith("world_size=")) i++;
+            else if (!resume && a.startsWith("--set=") && a.substring(6).trim().startsWith("world_size=")) continue;
+            else if (resume && a.equals("--world-size") && i + 1 < cmd.size()) i++;
+            else if (resume && a.startsWith("--world-size=")) continue;
+            else out.add(a);
+        }
+        out.addAll(resume ? List.of("--world-size", n) : List.of("--set", "world_size=" + n));
+        return out;
     }
 
     /** Prints the plan; returns what it found that would stop the launch (empty: nothing). */
@@ -172,7 +194,7 @@ final class LaunchCommand implements Callable<Integer> {
                         : loopback ? "loopback only, no secret (any local user can join or abort it: set " + Rendezvous.SECRET_ENV + " on shared machines)"
                         : Rendezvous.SECRET_ENV + " NOT set: required beyond loopback");
         if (!secret && !loopback && plan.processes() > 1) problems.add(Rendezvous.SECRET_ENV + " is not set, and the rendezvous at " + plan.masterAddr() + " is beyond loopback");
-        System.out.printf("  %-18s train %s%n", "every rank runs", String.join(" ", command.subList(1, command.size())));
+        System.out.printf("  %-18s %s%n", "every rank runs", Shell.join(command));
         if (tc.config != null) {
             try {
                 GrpoConfig c = GrpoConfig.load(tc.config, tc.set);
@@ -201,8 +223,9 @@ final class LaunchCommand implements Callable<Integer> {
             }
         }
         if (n > 1)
-            System.out.printf("  %-18s tools/launch --nnodes %d --node-rank <0..%d> --master-addr %s --master-port %d --gpus %d -- %s%n", "start on each node",
-                    n, n - 1, plan.masterAddr(), plan.masterPort(), k, String.join(" ", command));
+            System.out.printf("  %-18s tools/launch --nnodes %d --node-rank <0..%d> --master-addr %s --master-port %d --gpus %d%s -- %s%n", "start on each node",
+                    n, n - 1, Shell.quote(plan.masterAddr()), plan.masterPort(), k, rdzvTimeout != DEFAULT_RDZV_TIMEOUT ? " --rdzv-timeout " + rdzvTimeout : "",
+                    Shell.join(command));
         System.out.flush();
         return problems;
     }

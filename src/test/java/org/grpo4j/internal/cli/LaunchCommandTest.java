@@ -47,6 +47,10 @@ class LaunchCommandTest {
                 + " beyond loopback; the config's world_size 8 is not the plan's 16 ranks", two.err().strip());
         assertTrue(two.out().contains("world size         16 = 2 nodes x 8 GPUs"), two.out());
         assertTrue(two.out().contains("this node          node 1 of 2: ranks 8-15 on cuda:0-7"), two.out());
+        // torchrun's GROUP_RANK names the node as NODE_RANK does
+        CliTest.Run group = launch(Map.of("NNODES", "2", "GROUP_RANK", "1", "MASTER_ADDR", "10.0.0.1"), NO_GPU, "--gpus", "8", "--dry-run", "--",
+                "train", "--config", "configs/tulu-3.1-8b-grpo.json");
+        assertTrue(group.out().contains("this node          node 1 of 2: ranks 8-15 on cuda:0-7"), group.out());
         assertTrue(two.out().contains("10.0.0.1:29500, served by node 0; GRPO4J_RDZV_SECRET NOT set: required beyond loopback"), two.out());
         assertTrue(two.out().contains("config world_size  8 -- does not match: add --set world_size=16"), two.out());
         assertTrue(two.out().contains("tools/launch --nnodes 2 --node-rank <0..1> --master-addr 10.0.0.1 --master-port 29500 --gpus 8 -- train --config"), two.out());
@@ -152,6 +156,28 @@ class LaunchCommandTest {
         assertEquals(2, k.code());
         assertTrue(k.out().startsWith("grpo4j launch plan:"), "the plan comes first: " + k.out());
         assertTrue(k.err().contains("--set world_size=4"), k.err());
+        // the user's other options are kept, a world_size of theirs replaced, and words a shell would split quoted
+        CliTest.Run kept = launch(Map.of(), NO_GPU, "--gpus", "2", "--", "train", "--config", "examples/tiny-arith.json", "--set",
+                "num_training_steps=3", "--set", "world_size=5", "--set", "output_dir=runs/a b");
+        assertTrue(kept.err().endsWith("tools/grpo4j train --config examples/tiny-arith.json --set num_training_steps=3 --set 'output_dir=runs/a b'"
+                + " --set world_size=2\n"), kept.err());
+        CliTest.Run reshard = launch(Map.of(), NO_GPU, "--gpus", "2", "--", "train", "--resume", "runs/x", "--world-size", "4", "--set", "save_freq=5");
+        assertTrue(reshard.err().endsWith("tools/grpo4j train --resume runs/x --set save_freq=5 --world-size 2\n"), reshard.err());
+    }
+
+    @Test
+    void thePlansCommandLinesPasteIntoAShell() {
+        CliTest.Run r = launch(Map.of(), NO_GPU, "--nnodes", "2", "--node-rank", "0", "--master-addr", "10.0.0.1", "--gpus", "8", "--rdzv-timeout", "900",
+                "--dry-run", "--", "train", "--config", "configs/tulu-3.1-8b-grpo.json", "--set", "world_size=16", "--set",
+                "dataset_mixer_list=[\"examples/data/x y.jsonl\", \"1.0\"]", "--set", "run_name=it's");
+        String words = "train --config configs/tulu-3.1-8b-grpo.json --set world_size=16 --set 'dataset_mixer_list=[\"examples/data/x y.jsonl\", \"1.0\"]'"
+                + " --set 'run_name=it'\\''s'";
+        assertTrue(r.out().contains("every rank runs    " + words + "\n"), r.out());
+        assertTrue(r.out().contains("start on each node tools/launch --nnodes 2 --node-rank <0..1> --master-addr 10.0.0.1 --master-port 29500 --gpus 8"
+                + " --rdzv-timeout 900 -- " + words + "\n"), r.out());
+        assertEquals("''", org.grpo4j.internal.util.Shell.quote(""));
+        assertEquals("a=b/c.d:1,2@h+x-y", org.grpo4j.internal.util.Shell.quote("a=b/c.d:1,2@h+x-y"));
+        assertEquals("'$HOME'", org.grpo4j.internal.util.Shell.quote("$HOME"));
     }
 
     @Test
@@ -184,6 +210,10 @@ class LaunchCommandTest {
         CliTest.Run rank = launch(Map.of(), NO_GPU, "--nnodes", "2", "--node-rank", "2", "--master-addr", "h", "--gpus", "8", "--dry-run", "--", "train");
         assertTrue(rank.err().contains("--node-rank 2 is outside [0, 2) (--nnodes 2)"), rank.err());
         // values from the environment are named as the environment gave them, a missing node count said so
+        CliTest.Run late = launch(Map.of(), NO_GPU, "--gpus", "8", "--dry-run", "--", "train", "--config", "configs/tulu-3.1-8b-grpo.json",
+                "--rdzv-timeout", "900");
+        assertEquals(2, late.code());
+        assertTrue(late.err().contains("--rdzv-timeout after -- is train's"), late.err());
         CliTest.Run slurm = launch(Map.of("SLURM_NODEID", "1"), NO_GPU, "--gpus", "8", "--dry-run", "--", "train");
         assertTrue(slurm.err().contains("SLURM_NODEID=1 is outside [0, 1) (no --nnodes, NNODES or SLURM_NNODES: 1 node)"), slurm.err());
         CliTest.Run zero = launch(Map.of("NNODES", "0"), NO_GPU, "--gpus", "8", "--dry-run", "--", "train");
