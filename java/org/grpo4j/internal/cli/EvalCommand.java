@@ -141,7 +141,8 @@ final class EvalCommand implements Callable<Integer> {
                 runResponse = run.get("response_length"), runStopIds = run.get("stop_token_ids");
         maxPromptTokens = maxPromptOption != null ? maxPromptOption : runMaxPrompt != null && runMaxPrompt.canConvertToInt() && runMaxPrompt.asInt() > 0
                 ? runMaxPrompt.asInt() : 2048;
-        Compat cp = Compat.parse(compat != null ? compat : runCompat != null && runCompat.isTextual() ? runCompat.textValue() : "");
+        Compat cp = compat != null ? Compat.parse(compat, "--verifier-compat")
+                : Compat.parse(runCompat != null && runCompat.isTextual() ? runCompat.textValue() : "", "the run's verifier_compat");
         passReward = reward != null ? reward : runReward != null && runReward.isNumber() ? runReward.asDouble() : 10.0;
         List<String> stops = new ArrayList<>();
         if (stop != null) stops.addAll(stop);

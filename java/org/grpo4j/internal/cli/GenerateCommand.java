@@ -226,7 +226,7 @@ final class GenerateCommand implements Callable<Integer> {
                     node = m.readTree(jp);
                     if (jp.nextToken() != null) throw new IllegalArgumentException(where + ": more than one JSON value (--prompts takes one object a line)");
                 } catch (JsonProcessingException e) {
-                    throw new IllegalArgumentException(where + ": not valid JSON: " + JsonErrors.describe(e));
+                    throw new IllegalArgumentException(where + ": not valid JSON: " + JsonErrors.describeLine(e));
                 }
                 out.add(request(node, where, defaults, raw));
             }

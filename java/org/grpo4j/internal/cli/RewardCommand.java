@@ -47,7 +47,8 @@ final class RewardCommand implements Callable<Integer> {
 
     /** JSON writing that escapes every UTF-16 surrogate, so an unpaired one survives (an encoder would write "?"). */
     static ObjectMapper exactJson() {
-        ObjectMapper m = new ObjectMapper();
+        // (reading: one JSON value per document; a second one after it is an error, not dropped)
+        ObjectMapper m = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
         m.getFactory().setCharacterEscapes(new CharacterEscapes() {
             private final int[] ascii = standardAsciiEscapesForJSON();
 
@@ -102,7 +103,7 @@ final class RewardCommand implements Callable<Integer> {
         ObjectMapper json = exactJson();
         long t0 = System.nanoTime();
         long rows = 0, bad = 0;
-        try (Rewards r = new Rewards(Compat.parse(compat), reward, timeout, Runtime.getRuntime().availableProcessors());
+        try (Rewards r = new Rewards(Compat.parse(compat, "--verifier-compat"), reward, timeout, Runtime.getRuntime().availableProcessors());
              InputStream in = Files.newInputStream(input);
              Writer w = tmp == null ? new BufferedWriter(new OutputStreamWriter(System.out, StandardCharsets.UTF_8))
                      : Files.newBufferedWriter(tmp, StandardCharsets.UTF_8)) {
@@ -138,7 +139,7 @@ final class RewardCommand implements Callable<Integer> {
                         o.put("line", no);
                         o.put("input", line.length() > 200 ? line.substring(0, 200) + "..." : line);
                         if (err == null) {
-                            String m = e instanceof com.fasterxml.jackson.core.JsonProcessingException j ? "not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(j) : e.getMessage();
+                            String m = e instanceof com.fasterxml.jackson.core.JsonProcessingException j ? "not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describeLine(j) : e.getMessage();
                             err = input + ":" + no + ": " + (m == null ? "unreadable" : m.lines().findFirst().orElse(""));
                         }
                     }

@@ -118,7 +118,7 @@ public final class DatasetReader {
                 try {
                     node = JSON.readTree(line);
                 } catch (JsonProcessingException e) {
-                    throw new IOException(where + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describe(e));
+                    throw new IOException(where + ": not valid JSON: " + org.grpo4j.internal.util.JsonErrors.describeLine(e));
                 }
                 rows.add(fromJson(node, where));
             }

@@ -102,6 +102,7 @@ class BadInputTest {
         byte[] bad = "{\"dataset\":\"gsm8k\",\"ground_truth\":\"7\",\"response\":\"\u00ff 7\"}\n{\"dataset\": \n".getBytes(StandardCharsets.ISO_8859_1);
         Files.write(root.resolve("rows.jsonl"), bad, java.nio.file.StandardOpenOption.APPEND);
         Files.writeString(root.resolve("other.jsonl"), "keep me\n");
+        Files.writeString(root.resolve("two.jsonl"), "{\"dataset\":\"gsm8k\",\"ground_truth\":\"7\",\"response\":\"7\"} {}\n");
 
         // a finished 2-step run (checkpoints step_0..2) that resume cases copy and damage
         CliTest.Run r = CliTest.run("train", "--config", root.resolve("t.json").toString(), "--output", root.resolve("run").toString());
@@ -183,6 +184,8 @@ class BadInputTest {
         String userChat = "[{\"role\":\"User\",\"content\":\"Hi\"}]";
         t.add(c("tokenize role User", "tokenize", "--model", "$R/m", "--chat-json", userChat).says("--chat-json", "\"User\"", "system, user, assistant"));
         t.add(c("tokenize @file role User", "tokenize", "--model", "$R/m", "--chat-json", "@$R/chat-User.json").says("$R/chat-User.json", "\"User\""));
+        t.add(c("tokenize two chats", "tokenize", "--model", "$R/m", "--chat-json", "[{\"role\": \"user\", \"content\": \"a\"}] [{\"role\": \"user\", \"content\": \"b\"}]")
+                .says("--chat-json", "not valid JSON: more than one JSON value"));
         t.add(c("tokenize @file missing", "tokenize", "--model", "$R/m", "--chat-json", "@$R/nonexist.json").says("$R/nonexist.json", "not found"));
         t.add(c("tokenize @file broken", "tokenize", "--model", "$R/m", "--chat-json", "@$R/chat-broken.json").says("$R/chat-broken.json", "not valid JSON"));
         t.add(c("tokenize @file (not picocli's @-expansion)", "tokenize", "--model", "$R/m", "--chat-json", "@$R/chat.json", "--template", "tulu")
@@ -230,12 +233,22 @@ class BadInputTest {
         t.add(c("reward --timeout NaN", "reward", "--input", "$R/rows.jsonl", "--output", "$R/other.jsonl", "--timeout", "NaN").says("--timeout", "NaN"));
         t.add(c("reward --timeout 0", "reward", "--input", "$R/rows.jsonl", "--timeout", "0").says("--timeout", "got 0.0"));
         t.add(c("reward --verification-reward -1", "reward", "--input", "$R/rows.jsonl", "--verification-reward", "-1").says("--verification-reward", "-1.0"));
-        t.add(c("reward unknown compat", "reward", "--input", "$R/rows.jsonl", "--verifier-compat", "bogus").says("bogus"));
+        t.add(c("reward unknown compat", "reward", "--input", "$R/rows.jsonl", "--verifier-compat", "bogus")
+                .says("--verifier-compat must be \"fixed\"", "\"open-instruct-3f37c29\"", "got \"bogus\""));
+        // "fixed", the default --help names, is a value too
+        t.add(c("reward --verifier-compat fixed", "reward", "--input", "$R/rows.jsonl", "--output", "$R/fixed.jsonl", "--verifier-compat", "fixed")
+                .exit(0).says("4 rows").writes("fixed.jsonl"));
         t.add(c("reward existing output", "reward", "--input", "$R/rows.jsonl", "--output", "$R/other.jsonl")
                 .says("--output $R/other.jsonl exists", "--overwrite to replace it")); // (other.jsonl unchanged: checked for every case)
         t.add(c("reward --overwrite", "reward", "--input", "$R/rows.jsonl", "--output", "$R/other.jsonl", "--overwrite").exit(0).says("4 rows")
                 .writes("other.jsonl"));
         t.add(c("reward output directory missing", "reward", "--input", "$R/rows.jsonl", "--output", "$R/nodir/out.jsonl").says("$R/nodir", "not found"));
+        // a line of two JSON values is a bad line (the second one was dropped), its position a column of that line
+        t.add(c("reward two values a line", "reward", "--input", "$R/two.jsonl", "--output", "$R/two-scored.jsonl").exit(0).says("1 rows", "bad lines 1")
+                .writes("two-scored.jsonl").after(r -> {
+                    String out = Files.readString(r.resolve("two-scored.jsonl"));
+                    assertTrue(out.contains("two.jsonl:1: not valid JSON: more than one JSON value: something follows the first one (column 55)"), out);
+                }));
         t.add(c("reward rows", "reward", "--input", "$R/rows.jsonl", "--output", "$R/scored.jsonl").exit(0).says("4 rows", "bad lines 2").writes("scored.jsonl")
                 .after(r -> {
                     List<String> out = Files.readAllLines(r.resolve("scored.jsonl"));

@@ -62,6 +62,9 @@ class UserFileBadInputTest {
         Files.writeString(rc, run + "\n{\"learning_rate\": 5.0}\n");
         IllegalArgumentException c = assertThrows(IllegalArgumentException.class, () -> org.grpo4j.train.GrpoConfig.load(rc, List.of()));
         assertTrue(c.getMessage().startsWith(rc + ": not valid JSON"), c.getMessage());
+        // in words, not Jackson's (its class and setting names: "bound as `com.fasterxml...`", FAIL_ON_TRAILING_TOKENS)
+        assertTrue(c.getMessage().contains("more than one JSON value") && !c.getMessage().contains("`") && !c.getMessage().contains("jackson"),
+                c.getMessage());
         Files.writeString(rc, run.substring(0, run.lastIndexOf('}')) + ", \"learning_rate\": 50.0}\n");
         c = assertThrows(IllegalArgumentException.class, () -> org.grpo4j.train.GrpoConfig.load(rc, List.of()));
         assertTrue(c.getMessage().startsWith(rc + ": not valid JSON") && c.getMessage().contains("learning_rate"), c.getMessage());
