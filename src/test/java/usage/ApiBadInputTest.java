@@ -113,6 +113,11 @@ class ApiBadInputTest {
     void badValuesAreRefusedByName() throws Exception {
         try (Backend be = Backend.open("cpu"); Model m = Model.load(modelDir, be)) {
             refused(IllegalArgumentException.class, () -> Backend.open("tpu"), "unknown backend \"tpu\"");
+            // an earlier run's directory: how to go on, in the API's words (the CLI says --resume, --overwrite)
+            Path earlier = java.nio.file.Files.createDirectories(tmp.resolve("earlier-run"));
+            java.nio.file.Files.writeString(earlier.resolve("metrics.jsonl"), "{}\n");
+            refused(IllegalArgumentException.class, () -> GrpoTrainer.builder(ApiExampleTest.tiny(1)).backend(be).outputDir(earlier).log(null).build(),
+                    "holds an earlier run", "continue it with GrpoTrainer.resume(" + earlier + "), replace it with Builder.overwrite(true)");
             refused(NoSuchFileException.class, () -> Model.load(tmp.resolve("nowhere"), be), "nowhere", "no such model directory");
             refused(IllegalArgumentException.class, () -> Model.load(modelDir, be, "chatml"), "unknown chat template \"chatml\"");
             refused(IllegalArgumentException.class, () -> m.generate(List.of(""), Sampling.defaults()), "prompts[0] is empty");

@@ -30,6 +30,7 @@ final class Errors {
             return (e.getFile() == null ? "" : e.getFile() + (e.getOtherFile() == null ? "" : " -> " + e.getOtherFile()) + ": ") + what;
         }
         if (t instanceof CharacterCodingException) return "a file is not valid UTF-8 text";
+        if (t instanceof org.grpo4j.internal.train.EarlierRunException e) return e.cliMessage(); // (--resume, not GrpoTrainer.resume)
         if (t instanceof OutOfMemoryError)
             return "out of memory (Java heap limit " + (Runtime.getRuntime().maxMemory() >> 20) + " MiB): raise it with -Xmx"
                     + " (GRPO4J_JAVA_OPTS for tools/grpo4j) or ask for less (kv_cache_mib, --kv-blocks, batch sizes)";

@@ -162,10 +162,12 @@ final class RunDirectory implements AutoCloseable {
         if (!foreign.isEmpty())
             throw new IllegalArgumentException(dir + ": not empty and not a grpo4j run directory (it holds " + sample(foreign)
                     + "); grpo4j writes runs only into a new or empty directory: choose another output directory");
-        if (!overwrite)
-            throw new IllegalArgumentException(dir + ": holds an earlier run (" + sample(entries) + "); continue it with --resume " + dir
-                    + " (GrpoTrainer.resume), replace it with --overwrite (Builder.overwrite(true)), or choose another output directory"
-                    + " (output_dir)");
+        if (!overwrite) {
+            String holds = dir + ": holds an earlier run (" + sample(entries) + "); ";
+            throw new EarlierRunException(holds + "continue it with GrpoTrainer.resume(" + dir + "), replace it with Builder.overwrite(true),"
+                    + " or choose another output directory (output_dir)",
+                    holds + "continue it with --resume " + dir + ", replace it with --overwrite, or choose another output directory (output_dir)");
+        }
     }
 
     /**

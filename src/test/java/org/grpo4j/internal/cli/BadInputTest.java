@@ -385,7 +385,7 @@ class BadInputTest {
                 .says("world_size 2 on cuda", "tools/launch"));
 
         // train: run directories
-        t.add(c("train into an earlier run", "train", "--config", T, "--output", "$R/run").says("$R/run", "holds an earlier run", "--resume", "--overwrite"));
+        t.add(c("train into an earlier run", "train", "--config", T, "--output", "$R/run").says("$R/run", "holds an earlier run", "continue it with --resume $R/run, replace it with --overwrite, or"));
         t.add(c("train into an HF model directory", "train", "--config", T, "--output", "$R/m").says("$R/m", "not a grpo4j run directory"));
         t.add(c("train --overwrite into an HF model directory", "train", "--config", T, "--output", "$R/m", "--overwrite").says("$R/m", "not a grpo4j run directory"));
         t.add(c("train --output empty", "train", "--config", T, "--output", "").says("output directory is empty")
