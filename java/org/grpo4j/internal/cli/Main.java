@@ -72,6 +72,10 @@ public final class Main implements java.util.concurrent.Callable<Integer> {
             CommandLine cmd = ex.getCommandLine();
             String name = cmd.getCommandSpec().qualifiedName();
             PrintWriter err = cmd.getErr();
+            // a misspelled required option ("export --to DIR") is first a missing one to picocli, which then never names
+            // the word it did not know: that word, with picocli's suggestions, is the news
+            if (ex instanceof CommandLine.MissingParameterException && !cmd.getUnmatchedArguments().isEmpty())
+                ex = new CommandLine.UnmatchedArgumentException(cmd, cmd.getUnmatchedArguments());
             err.println(name + ": " + firstLine(ex.getMessage()).replaceFirst("^Error: ", ""));
             // (launch's train options without the "--" before "train" were unknown options of launch, and said only that)
             java.util.List<String> given = java.util.Arrays.asList(args);

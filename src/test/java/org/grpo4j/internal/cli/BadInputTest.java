@@ -172,6 +172,9 @@ class BadInputTest {
         // init-model
         t.add(c("init-model into a model", "init-model", "--out", "$R/m").says("$R/m", "not empty"));
         t.add(c("init-model --out empty", "init-model", "--out", "").says("--out is empty"));
+        // a misspelled required option is named (picocli saw a missing --out first, and said only that)
+        t.add(c("init-model --outt", "init-model", "--preset", "tiny", "--outt", "$R/x").says("Unknown options: '--outt'"));
+        t.add(c("export --to", "export", "--from", "$R/run", "--to", "$R/x").says("Unknown options: '--to'"));
         t.add(c("init-model bad dtype", "init-model", "--out", "$R/x", "--dtype", "F16").says("--dtype", "F16")
                 .after(r -> assertFalse(Files.exists(r.resolve("x")))));
         t.add(c("init-model bad preset", "init-model", "--out", "$R/x", "--preset", "big").says("unknown preset \"big\""));
