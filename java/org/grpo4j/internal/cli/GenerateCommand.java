@@ -113,11 +113,7 @@ final class GenerateCommand implements Callable<Integer> {
         if (Files.exists(model) && !Files.isDirectory(model))
             throw new IllegalArgumentException(model + ": is a file; --model names a model directory (config.json, tokenizer, *.safetensors)");
         if (!Files.isDirectory(model)) throw new java.nio.file.NoSuchFileException(model.toString(), null, "--model: no such model directory");
-        // a checkpoint or a run as eval and export take them (a checkpoint's config.json is the run's, not a model's:
-        // it was refused as "unsupported architecture (model_type \"\")")
-        if (!ModelSource.isModel(model) && (Files.isDirectory(model.resolve("model")) || Files.isDirectory(model.resolve("checkpoints"))
-                || Files.isRegularFile(model.resolve("trainer_state.json"))))
-            model = ModelSource.resolve(model).model(); // (anything else is read as a model directory, its own errors named)
+        model = ModelSource.modelDirOf(model); // (a checkpoint or a run as eval and export take them)
         LlamaConfig lc = LlamaConfig.read(model);
         // what the model's config bounds, per request, before any size is estimated: top-k within the vocabulary,
         // max_tokens within the context (the prompt's own length is checked once it is tokenized), the samples' random

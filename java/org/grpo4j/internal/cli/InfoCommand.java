@@ -47,6 +47,7 @@ final class InfoCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--reference-sharding must be auto, layers or none, got " + referenceSharding);
         if (!precision.equals("bf16") && !precision.equals("fp32")) throw new IllegalArgumentException("--precision must be bf16 or fp32, got " + precision);
         if (model != null && model.toString().isBlank()) throw new IllegalArgumentException("--model is empty");
+        if (model != null) model = ModelSource.modelDirOf(model); // (a run or a checkpoint: its model, as generate, eval and export take them)
         org.grpo4j.internal.model.LlamaConfig cfg = model == null ? null : org.grpo4j.internal.model.LlamaConfig.read(model); // before printing anything
         PrintStream out = System.out;
         out.printf("java      %s (%s, %s)%n", System.getProperty("java.version"), System.getProperty("java.vm.name"),

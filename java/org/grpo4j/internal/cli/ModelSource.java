@@ -15,6 +15,18 @@ import org.grpo4j.train.GrpoConfig;
  * @param description how to name it in messages ("step_40 of runs/x", "the model in DIR")
  */
 record ModelSource(Path model, Path checkpoint, String description) {
+    /**
+     * The model directory {@code dir} names for a command that reads a model (or its tokenizer) directory: a run or a
+     * checkpoint as {@link #resolve} reads it (a checkpoint's config.json is the run's, not a model's: it was refused as
+     * "unsupported architecture (model_type \"\")"); anything else as it is, its own errors named where it is read.
+     */
+    static Path modelDirOf(Path dir) throws java.io.IOException {
+        if (!isModel(dir) && (Files.isDirectory(dir.resolve("model")) || Files.isDirectory(dir.resolve("checkpoints"))
+                || Files.isRegularFile(dir.resolve("trainer_state.json"))))
+            return resolve(dir).model();
+        return dir;
+    }
+
     static ModelSource resolve(Path from) throws java.io.IOException {
         Path abs = from.toAbsolutePath().normalize(), ck;
         if (isModel(from)) {

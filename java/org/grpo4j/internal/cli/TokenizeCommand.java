@@ -46,6 +46,7 @@ final class TokenizeCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         ObjectMapper json = RewardCommand.exactJson();
         if (model.toString().isBlank()) throw new IllegalArgumentException("--model is empty");
+        if (Files.isDirectory(model)) model = ModelSource.modelDirOf(model); // (a run or a checkpoint: its model's tokenizer)
         try (Tokenizer tok = Tokenizer.load(model)) {
             ObjectNode out = json.createObjectNode();
             String text;

@@ -194,6 +194,10 @@ class BadInputTest {
         t.add(c("tokenize @file (not picocli's @-expansion)", "tokenize", "--model", "$R/m", "--chat-json", "@$R/chat.json", "--template", "tulu")
                 .exit(0).says("<|user|>\\nHi\\n<|assistant|>\\n"));
         t.add(c("tokenize empty chat", "tokenize", "--model", "$R/m", "--chat-json", "[]").says("--chat-json", "non-empty list"));
+        // a run or a checkpoint stands for its model, as in generate, eval and export (its config.json is the run's)
+        t.add(c("tokenize a checkpoint", "tokenize", "--model", "$R/run/checkpoints/step_1", "--chat-json", "@$R/chat.json", "--template", "tulu")
+                .exit(0).says("<|user|>\\nHi\\n<|assistant|>\\n"));
+        t.add(c("info a run", "info", "--backend", "cpu", "--model", "$R/run").exit(0).says("params    163,776"));
         t.add(c("tokenize broken chat", "tokenize", "--model", "$R/m", "--chat-json", "[{").says("--chat-json", "not valid JSON"));
         t.add(c("tokenize unknown template", "tokenize", "--model", "$R/m", "--chat-json", "[{\"role\":\"user\",\"content\":\"Hi\"}]", "--template", "nope")
                 .says("unknown chat template \"nope\""));
