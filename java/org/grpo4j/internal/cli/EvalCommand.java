@@ -129,9 +129,9 @@ final class EvalCommand implements Callable<Integer> {
         if (output != null && Files.exists(output) && !overwrite) // (after the --data checks: writing a data file is refused even with --overwrite)
             throw new IllegalArgumentException("--output " + output + " exists (earlier results, or a run's file): give another file, or --overwrite to"
                     + " replace it");
+        String name = ChatTemplate.requireKnown("--chat-template", chatTemplate, "run");
         ModelSource src = ModelSource.resolve(model);
         // the run's own settings where the model is a checkpoint or run: what the trainer generated and scored with
-        String name = chatTemplate.trim().toLowerCase(Locale.ROOT);
         if (name.equals("run")) {
             String runTemplate = src.runChatTemplate();
             name = runTemplate == null ? "tulu" : runTemplate;

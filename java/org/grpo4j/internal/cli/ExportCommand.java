@@ -26,7 +26,7 @@ final class ExportCommand implements Callable<Integer> {
     String dtype;
 
     @Option(names = {"--chat-template", "--template"}, defaultValue = "run", description = "run (the run's chat_template_name; a model directory keeps its own;"
-            + " the default), keep, tulu, llama3, r1_simple_chat or r1_simple_chat_postpend_think.")
+            + " the default), keep, tulu, llama3, r1_simple_chat, r1_simple_chat_postpend_think or tokenizer (as keep).")
     String chatTemplate;
 
     @Option(names = "--max-shard-gib", defaultValue = "5", description = "Largest weight file in GiB (default: ${DEFAULT-VALUE}, as transformers).")
@@ -44,9 +44,9 @@ final class ExportCommand implements Callable<Integer> {
             try (var s = Files.list(out)) {
                 if (s.findAny().isPresent()) throw new IllegalArgumentException(out + ": output directory exists and is not empty");
             }
+        String name = ChatTemplate.requireKnown("--chat-template", chatTemplate, "run", "keep");
         ModelSource src = ModelSource.resolve(from);
         removeKilledExports();
-        String name = chatTemplate.trim().toLowerCase(Locale.ROOT);
         if (name.equals("run")) {
             String run = src.runChatTemplate();
             name = run == null ? "keep" : run;

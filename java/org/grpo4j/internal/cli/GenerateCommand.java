@@ -100,12 +100,7 @@ final class GenerateCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--kv-admission must be on_demand or worst_case, got " + kvAdmission);
         Precision.check(precision, "--precision");
         Backends.checkSpec(backend);
-        String name = template.trim().toLowerCase(java.util.Locale.ROOT);
-        if (!name.equals("none") && !ChatTemplate.NAMES.contains(name)) { // (the trainer's names, and none)
-            List<String> names = new ArrayList<>(ChatTemplate.NAMES);
-            names.add("none");
-            throw new IllegalArgumentException("--template: unknown chat template \"" + template + "\" (expected " + ChatTemplate.choices(names) + ")");
-        }
+        String name = ChatTemplate.requireKnown("--template", template, "none"); // (the trainer's names, and none)
         Request defaults = new Request("the options", input.prompt, null, n, maxTokens, temperature, topP, topK, seed, List.copyOf(stop));
         boolean batch = input.file != null;
         // the whole file is read and checked before anything is loaded

@@ -74,6 +74,18 @@ public final class ChatTemplate {
     /** The names {@link #named} resolves, in the order errors list them. */
     public static final List<String> NAMES = List.of("tulu", "llama3", "r1_simple_chat", "r1_simple_chat_postpend_think", "tokenizer");
 
+    /**
+     * {@code name} trimmed and in lower case, when it is one of {@link #NAMES} or of {@code extra} (a command's own
+     * choices: "run", "keep", "none"); else an error naming {@code what} (the option) and every choice.
+     */
+    public static String requireKnown(String what, String name, String... extra) {
+        String n = name.trim().toLowerCase(Locale.ROOT);
+        List<String> all = new ArrayList<>(NAMES);
+        all.addAll(List.of(extra));
+        if (!all.contains(n)) throw new IllegalArgumentException(what + ": unknown chat template \"" + name + "\" (expected " + choices(all) + ")");
+        return n;
+    }
+
     /** "a, b, ... or z": a list of choices for an error message. */
     public static String choices(List<String> names) {
         int n = names.size();

@@ -175,6 +175,11 @@ class BadInputTest {
         // a misspelled required option is named (picocli saw a missing --out first, and said only that)
         t.add(c("init-model --outt", "init-model", "--preset", "tiny", "--outt", "$R/x").says("Unknown options: '--outt'"));
         t.add(c("export --to", "export", "--from", "$R/run", "--to", "$R/x").says("Unknown options: '--to'"));
+        // each command's template choices, its own included, in one list
+        t.add(c("export unknown template", "export", "--from", "$R/run", "--out", "$R/x", "--chat-template", "chatml")
+                .says("--chat-template: unknown chat template \"chatml\" (expected tulu, llama3, r1_simple_chat, r1_simple_chat_postpend_think, tokenizer, run or keep)"));
+        t.add(c("eval unknown template", "eval", "--model", "$R/run", "--data", "$R/data/tiny.jsonl:1", "--chat-template", "chatml")
+                .says("--chat-template: unknown chat template \"chatml\" (expected", "tokenizer or run)"));
         t.add(c("init-model bad dtype", "init-model", "--out", "$R/x", "--dtype", "F16").says("--dtype", "F16")
                 .after(r -> assertFalse(Files.exists(r.resolve("x")))));
         t.add(c("init-model bad preset", "init-model", "--out", "$R/x", "--preset", "big").says("unknown preset \"big\""));
