@@ -83,7 +83,9 @@ final class MathVerifier {
         String s = a.substring(a.lastIndexOf('=') + 1);
         for (String[] r : SUBSTITUTIONS) s = s.replace(r[0], r[1]);
         for (String r : REMOVED) s = s.replace(r, "");
-        s = P_DOLLARS.matcher(Deadline.wrap(s)).replaceAll("\\$$3\\$");
+        // (no match without two '$': skipped, since the lazy groups rescan the rest of the text from every start, which
+        // on a long answer without them took minutes, as Python's re does)
+        if (s.indexOf('$') != s.lastIndexOf('$')) s = P_DOLLARS.matcher(Deadline.wrap(s)).replaceAll("\\$$3\\$");
         s = P_TEXT.matcher(Deadline.wrap(s)).replaceAll("$2");
         s = P_TEXTBF.matcher(Deadline.wrap(s)).replaceAll("$2");
         s = P_OVERLINE.matcher(Deadline.wrap(s)).replaceAll("$2");

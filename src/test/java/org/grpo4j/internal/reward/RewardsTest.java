@@ -60,31 +60,37 @@ class RewardsTest {
     }
 
     /**
-     * Scores one hostile item under the registry's time limit and checks that it returns with reward 0 (finished or
-     * timed out: which depends on the machine). 60 s guards against a hang; it is not a timing.
+     * Scores one hostile item and checks that it returns with reward 0. 120 s guards against a hang; it is not a timing.
      */
     static Rewards.Result hostile(Rewards r, String response, String truth, String dataset) {
-        Rewards.Result x = assertTimeoutPreemptively(Duration.ofSeconds(60), () -> r.score(new Rewards.Item(response, truth, dataset, null)),
+        Rewards.Result x = assertTimeoutPreemptively(Duration.ofSeconds(120), () -> r.score(new Rewards.Item(response, truth, dataset, null)),
                 dataset + ": the score did not return");
         assertEquals(0.0, x.reward(), String.valueOf(x));
         return x;
     }
 
+    /**
+     * The verifiers' own work on hostile responses is bounded: each one finishes, its verdict reached, under a time
+     * limit of 60 s that a linear pass over a megabyte never comes near (milliseconds) and that catastrophic regex
+     * backtracking on these inputs would not leave (a verifier that only the time limit stops scores 0 too, so the
+     * score alone could not tell: the timeout flag does).
+     */
     @Test
     void adversarialResponsesFinishWithinTheLimit() {
-        try (Rewards r = new Rewards(Compat.DEFAULT, 10, 1.0, 2)) {
+        try (Rewards r = new Rewards(Compat.DEFAULT, 10, 60.0, 2)) {
+            java.util.function.Consumer<Rewards.Result> finished = x -> assertFalse(x.timedOut(), "cut off by the time limit: " + x);
             String braces = "\\boxed{" + "{".repeat(500_000) + "}".repeat(500_000) + "}";
-            hostile(r, braces, "1", "math");
+            finished.accept(hostile(r, braces, "1", "math"));
             // catastrophic backtracking bait for the Minerva regex: many starts, no end
-            hostile(r, "Final Answer: The final answer is ".repeat(30_000), "1", "math");
-            hostile(r, "1,".repeat(400_000), "7", "gsm8k");
-            hostile(r, "a. ".repeat(300_000), "{\"func_name\": \"verify_sentence_constraint\", \"N\": 2, \"quantifier\": \"at most\"}", "ifeval");
-            hostile(r, "word ".repeat(300_000), "{\"func_name\": \"verify_keyword_frequency\", \"word\": \"x\", \"N\": 1}", "ifeval");
-            hostile(r, "[" .repeat(500_000), "{\"func_name\": \"validate_json_format\"}", "ifeval");
+            finished.accept(hostile(r, "Final Answer: The final answer is ".repeat(30_000), "1", "math"));
+            finished.accept(hostile(r, "1,".repeat(400_000), "7", "gsm8k"));
+            finished.accept(hostile(r, "a. ".repeat(300_000), "{\"func_name\": \"verify_sentence_constraint\", \"N\": 2, \"quantifier\": \"at most\"}", "ifeval"));
+            finished.accept(hostile(r, "word ".repeat(300_000), "{\"func_name\": \"verify_keyword_frequency\", \"word\": \"x\", \"N\": 1}", "ifeval"));
+            finished.accept(hostile(r, "[" .repeat(500_000), "{\"func_name\": \"validate_json_format\"}", "ifeval"));
             // invalid UTF-16: lone surrogates
-            hostile(r, "\uD800\uDBFF abc \uDC00 12", "13", "gsm8k");
-            hostile(r, "\\boxed{\uD800}", "1", "math");
-            hostile(r, "\uDFFF", "{\"func_name\": \"validate_title\"}", "ifeval");
+            finished.accept(hostile(r, "\uD800\uDBFF abc \uDC00 12", "13", "gsm8k"));
+            finished.accept(hostile(r, "\\boxed{\uD800}", "1", "math"));
+            finished.accept(hostile(r, "\uDFFF", "{\"func_name\": \"validate_title\"}", "ifeval"));
         }
         try (Rewards r = new Rewards(Compat.DEFAULT, 10, 0.5, 2)) {
             // a genuinely slow user function is cut off and counted as a timeout
