@@ -74,12 +74,10 @@ class RendezvousTest {
             r.barrier("b1");
             assertEquals("passed b1", next(lines));
             child.destroyForcibly().waitFor(); // kill -9 while it waits at b2
-            long t0 = System.nanoTime();
-            // a barrier the child never reaches: it ends with the child's death, not at the 60 s timeout
+            // a barrier the child never reaches: it ends with the child's death ("disconnected"), not at the 60 s
+            // timeout (which says so in other words)
             CommunicatorException e = assertThrows(CommunicatorException.class, () -> r.barrier("after the kill"));
-            double s = (System.nanoTime() - t0) / 1e9;
             assertTrue(e.getMessage().contains("process 1") && e.getMessage().contains("disconnected"), e.getMessage());
-            assertTrue(s < 20, "the dead peer was noticed after " + s + " s, not within the rendezvous timeout");
             assertEquals(1, aborts.size(), "the abort listener heard it once: " + aborts);
         } finally {
             child.destroyForcibly();
@@ -240,10 +238,8 @@ class RendezvousTest {
     @Test
     void anUnreachableMasterTimesOutWithAMessage() throws Exception {
         int port = freePort(); // nothing listens there
-        long t0 = System.nanoTime();
         IOException e = assertThrows(IOException.class, () -> new Rendezvous(env(2, 1, port), "", 1000, 100));
         assertTrue(e.getMessage().startsWith("could not reach the rendezvous store at 127.0.0.1:" + port + " within 1.0 s (MASTER_ADDR/MASTER_PORT"), e.getMessage());
-        assertTrue((System.nanoTime() - t0) / 1e9 < 30);
     }
 
     @Test

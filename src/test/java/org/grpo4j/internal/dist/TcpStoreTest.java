@@ -227,9 +227,8 @@ class TcpStoreTest {
             assertEquals(TcpStore.MAGIC, in.readUTF());
             in.readFully(new byte[32]);
             assertThrows(EOFException.class, in::readByte, "the oldest was closed");
-            long t0 = System.nanoTime();
+            // it gets in while the strangers stay (kept out, the client would fail at its 20 s connect timeout)
             try (TcpStore.Client c = new TcpStore.Client("127.0.0.1", port, "k", 0, "test", 20_000, 100, 60_000, why -> {})) {
-                assertTrue(System.nanoTime() - t0 < 5_000_000_000L, "it got in while the strangers stayed");
                 c.set("key", new byte[] {7});
                 assertArrayEquals(new byte[] {7}, c.get("key", 5_000));
             }
