@@ -7,7 +7,10 @@ import java.nio.file.Path;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 
-/** Expected strings are written from grpo-reference.md section 8 (the Tulu format) and Meta's Llama 3 format. */
+/**
+ * Expected strings are written from grpo-reference.md section 8 (the Tulu format) and Meta's Llama 3 format, as readable
+ * examples; ChatTemplateFixtureTest checks every named template against jinja2's rendering (the reference's).
+ */
 class ChatTemplateTest {
     static final String EOS = "<|end_of_text|>";
 
