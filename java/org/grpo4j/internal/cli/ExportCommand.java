@@ -54,7 +54,7 @@ final class ExportCommand implements Callable<Integer> {
         if (name.equals("tokenizer")) name = "keep"; // the tokenizer's own template: as it is
         String template = name.equals("keep") ? null : ChatTemplate.named(name, null).source(); // names the valid ones otherwise
         long bytes = LlamaWeights.export(src.model(), out, dt.equals("bf16") ? "BF16" : "F32", (long) (maxShardGib * (1L << 30)), template);
-        System.out.printf("grpo4j: exported %s to %s: %s weights, %s; chat template %s%n", src.description(), out, dt, org.grpo4j.internal.backend.Memory.human(bytes),
+        System.out.printf("grpo4j export: exported %s to %s: %s weights, %s; chat template %s%n", src.description(), out, dt, org.grpo4j.internal.backend.Memory.human(bytes),
                 template == null ? "as the tokenizer had it" : name);
         return 0;
     }
