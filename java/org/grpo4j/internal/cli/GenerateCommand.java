@@ -244,7 +244,7 @@ final class GenerateCommand implements Callable<Integer> {
             prompt = o.get("prompt").asText();
         } else {
             if (raw) throw new IllegalArgumentException(where + ": \"messages\" needs a chat template, and --template is none (raw text): give \"prompt\" or a --template");
-            messages = TokenizeCommand.DatasetReaderAccess.messages(o.get("messages"), where);
+            messages = org.grpo4j.internal.data.DatasetReader.parseMessages(o.get("messages"), where, "field \"messages\"", "messages");
         }
         int n = intKey(o, "n", d.n(), 1, "", where), maxTokens = intKey(o, "max_tokens", d.maxTokens(), 1, "", where);
         float temperature = floatKey(o, "temperature", d.temperature(), where);

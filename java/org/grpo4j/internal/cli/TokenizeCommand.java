@@ -76,7 +76,7 @@ final class TokenizeCommand implements Callable<Integer> {
                 if (node == null || node.isMissingNode()) throw new IllegalArgumentException(where + ": empty (expected a JSON list of {role, content})");
                 List<ChatMessage> messages;
                 try {
-                    messages = DatasetReaderAccess.messages(node, where);
+                    messages = org.grpo4j.internal.data.DatasetReader.parseMessages(node, where, "the chat", "chat");
                 } catch (java.io.IOException e) {
                     throw new IllegalArgumentException(e.getMessage());
                 }
@@ -92,16 +92,5 @@ final class TokenizeCommand implements Callable<Integer> {
             System.out.println(json.writerWithDefaultPrettyPrinter().writeValueAsString(out));
         }
         return 0;
-    }
-
-    /** Parses a messages array with the dataset reader's rules. */
-    static final class DatasetReaderAccess {
-        static List<ChatMessage> messages(JsonNode node, String where) throws java.io.IOException {
-            ObjectNode o = new ObjectMapper().createObjectNode();
-            o.set("messages", node);
-            o.put("dataset", "cli");
-            o.putNull("ground_truth");
-            return DatasetReader.fromJson(o, where).messages();
-        }
     }
 }

@@ -141,17 +141,23 @@ public final class DatasetReader {
                 optText(node.get("constraint_type"), "constraint_type", where), optText(node.get("constraint"), "constraint", where), where);
     }
 
-    static List<ChatMessage> parseMessages(JsonNode m, String where) throws IOException {
-        if (m == null || m.isNull()) throw new IOException(where + ": field \"messages\" is missing");
-        if (!m.isArray() || m.isEmpty()) throw new IOException(where + ": field \"messages\" must be a non-empty list of {role, content}");
+    static List<ChatMessage> parseMessages(JsonNode m, String where) throws IOException { return parseMessages(m, where, "field \"messages\"", "messages"); }
+
+    /**
+     * A chat: a non-empty JSON list of {role, content} with the roles the templates render. Errors name {@code where},
+     * then {@code what} for the whole list (a dataset's "field \"messages\"") or {@code item}[i] for an entry.
+     */
+    public static List<ChatMessage> parseMessages(JsonNode m, String where, String what, String item) throws IOException {
+        if (m == null || m.isNull()) throw new IOException(where + ": " + what + " is missing");
+        if (!m.isArray() || m.isEmpty()) throw new IOException(where + ": " + what + " must be a non-empty list of {role, content}");
         List<ChatMessage> out = new ArrayList<>();
         for (int i = 0; i < m.size(); i++) {
             JsonNode e = m.get(i);
             JsonNode role = e.get("role"), content = e.get("content");
-            if (role == null || !role.isTextual()) throw new IOException(where + ": messages[" + i + "].role must be a string");
-            if (content == null || !content.isTextual()) throw new IOException(where + ": messages[" + i + "].content must be a string");
+            if (role == null || !role.isTextual()) throw new IOException(where + ": " + item + "[" + i + "].role must be a string");
+            if (content == null || !content.isTextual()) throw new IOException(where + ": " + item + "[" + i + "].content must be a string");
             if (!ROLES.contains(role.asText()))
-                throw new IOException(where + ": messages[" + i + "].role \"" + role.asText() + "\" is not one of system, user, assistant"
+                throw new IOException(where + ": " + item + "[" + i + "].role \"" + role.asText() + "\" is not one of system, user, assistant"
                         + (ROLES.contains(role.asText().trim().toLowerCase(Locale.ROOT)) ? " (roles are lower case, without spaces)" : "")
                         + "; the chat templates render only these roles");
             out.add(new ChatMessage(role.asText(), content.asText()));

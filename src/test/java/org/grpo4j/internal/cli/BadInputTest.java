@@ -198,7 +198,7 @@ class BadInputTest {
         t.add(c("tokenize @file broken", "tokenize", "--model", "$R/m", "--chat-json", "@$R/chat-broken.json").says("$R/chat-broken.json", "not valid JSON"));
         t.add(c("tokenize @file (not picocli's @-expansion)", "tokenize", "--model", "$R/m", "--chat-json", "@$R/chat.json", "--template", "tulu")
                 .exit(0).says("<|user|>\\nHi\\n<|assistant|>\\n"));
-        t.add(c("tokenize empty chat", "tokenize", "--model", "$R/m", "--chat-json", "[]").says("--chat-json", "non-empty list"));
+        t.add(c("tokenize empty chat", "tokenize", "--model", "$R/m", "--chat-json", "[]").says("--chat-json: the chat must be a non-empty list"));
         // a run or a checkpoint stands for its model, as in generate, eval and export (its config.json is the run's)
         t.add(c("tokenize a checkpoint", "tokenize", "--model", "$R/run/checkpoints/step_1", "--chat-json", "@$R/chat.json", "--template", "tulu")
                 .exit(0).says("<|user|>\\nHi\\n<|assistant|>\\n"));
