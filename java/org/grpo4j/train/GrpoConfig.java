@@ -770,7 +770,7 @@ public final class GrpoConfig {
      * The verifier semantics.
      *
      * @return verifier_compat parsed
-     * @throws IllegalArgumentException if verifier_compat is not "" or "open-instruct-3f37c29"
+     * @throws IllegalArgumentException if verifier_compat is not "fixed" (or "", the same), or "open-instruct-3f37c29" (trimmed, any case)
      */
     @JsonIgnore public Compat compat() { return Compat.parse(verifierCompat); }
 

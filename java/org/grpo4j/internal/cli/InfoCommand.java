@@ -23,7 +23,7 @@ final class InfoCommand implements Callable<Integer> {
     @Option(names = "--ops", description = "List, per backend, which ops are implemented.")
     boolean ops;
 
-    @Option(names = "--model", description = "Model directory (config.json): parameter count and memory per rank.")
+    @Option(names = "--model", description = "Model directory (config.json), or a run or checkpoint (its model): parameter count and memory per rank.")
     java.nio.file.Path model;
 
     @Option(names = "--world", description = "Ranks for --model's ZeRO-2 memory estimate (default: 1).")

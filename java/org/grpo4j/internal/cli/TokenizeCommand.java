@@ -19,7 +19,7 @@ import picocli.CommandLine.Option;
 @Command(name = "tokenize", mixinStandardHelpOptions = true,
         description = "Tokenize a text or a chat (rendered with a chat template) and print the ids as JSON.")
 final class TokenizeCommand implements Callable<Integer> {
-    @Option(names = "--model", required = true, description = "Model or tokenizer directory (tokenizer.json, tokenizer_config.json).")
+    @Option(names = "--model", required = true, description = "Model or tokenizer directory (tokenizer.json, tokenizer_config.json), or a run or checkpoint (its model's).")
     Path model;
 
     static final class Input {
@@ -80,7 +80,7 @@ final class TokenizeCommand implements Callable<Integer> {
                 } catch (java.io.IOException e) {
                     throw new IllegalArgumentException(e.getMessage());
                 }
-                ChatTemplate t = ChatTemplate.named(template, tok);
+                ChatTemplate t = ChatTemplate.named(ChatTemplate.requireKnown("--template", template), tok);
                 text = t.render(messages, !noGenerationPrompt, tok);
                 out.put("template", t.name());
                 out.put("prompt", text);

@@ -78,14 +78,42 @@ final class MathVerifier {
     private static final Pattern P_FRAC = Pattern.compile("(frac)([^{])(.)", Pattern.UNIX_LINES);
     private static final Pattern P_SQRT = Pattern.compile("(sqrt)([^{])");
 
+    /**
+     * {@code re.sub(r"(.*?)(\$)(.*?)(\$)(.*)", "$\\3$", s)} in one pass: '.' stops at '\n' (only there: UNIX_LINES,
+     * as Python), so each line holding two '$' or more becomes '$' + the text between its first two + '$', and the
+     * others stay. The regex (P_DOLLARS, which tests compare with this) rescans a line from every start when it has
+     * fewer than two, quadratic in its length: on a long answer it took minutes (Python's re as well).
+     */
+    static String keepFirstDollarPair(String s) {
+        StringBuilder out = null;
+        int start = 0, n = s.length();
+        while (start <= n) {
+            int end = start, a = -1, b = -1; // the line's end, its first two '$' (each character looked at once)
+            for (; end < n && s.charAt(end) != '\n'; end++)
+                if (s.charAt(end) == '$' && b < 0) {
+                    if (a < 0) a = end;
+                    else b = end;
+                }
+            if (b >= 0) {
+                if (out == null) out = new StringBuilder(n).append(s, 0, start);
+                out.append('$').append(s, a + 1, b).append('$');
+            } else if (out != null) out.append(s, start, end);
+            if (end == n) break;
+            if (out != null) out.append('\n');
+            start = end + 1;
+        }
+        return out == null ? s : out.toString();
+    }
+
+    /** The regex {@link #keepFirstDollarPair} replaces (for the tests that compare them). */
+    static String keepFirstDollarPairByRegex(String s) { return P_DOLLARS.matcher(s).replaceAll("\\$$3\\$"); }
+
     /** Minerva's normalize_final_answer (Lewkowycz et al. 2022, appendix D). */
     static String normalizeFinalAnswer(String a) {
         String s = a.substring(a.lastIndexOf('=') + 1);
         for (String[] r : SUBSTITUTIONS) s = s.replace(r[0], r[1]);
         for (String r : REMOVED) s = s.replace(r, "");
-        // (no match without two '$': skipped, since the lazy groups rescan the rest of the text from every start, which
-        // on a long answer without them took minutes, as Python's re does)
-        if (s.indexOf('$') != s.lastIndexOf('$')) s = P_DOLLARS.matcher(Deadline.wrap(s)).replaceAll("\\$$3\\$");
+        s = keepFirstDollarPair(s);
         s = P_TEXT.matcher(Deadline.wrap(s)).replaceAll("$2");
         s = P_TEXTBF.matcher(Deadline.wrap(s)).replaceAll("$2");
         s = P_OVERLINE.matcher(Deadline.wrap(s)).replaceAll("$2");

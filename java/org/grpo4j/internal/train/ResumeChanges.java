@@ -171,7 +171,17 @@ final class ResumeChanges {
             for (String k : keys) diff(prefix + k + ".", a.get(k), b.get(k), out);
             return;
         }
-        if (!equalValues(a, b)) out.add(new Change(prefix.substring(0, prefix.length() - 1), a, b, Kind.HOW));
+        if (!equalValues(a, b) && !sameCompat(prefix, a, b)) out.add(new Change(prefix.substring(0, prefix.length() - 1), a, b, Kind.HOW));
+    }
+
+    /** Two spellings of one verifier semantics ("" and "fixed", any case or spaces): not a change. */
+    private static boolean sameCompat(String prefix, JsonNode a, JsonNode b) {
+        if (!prefix.equals("verifier_compat.") || a == null || b == null || !a.isTextual() || !b.isTextual()) return false;
+        try {
+            return org.grpo4j.reward.Compat.parse(a.textValue()) == org.grpo4j.reward.Compat.parse(b.textValue());
+        } catch (IllegalArgumentException e) {
+            return false; // (a bad value is refused by the config's own check)
+        }
     }
 
     /** JSON values equal as values: 1e-6 and 0.000001, 10 and 10.0 alike. */

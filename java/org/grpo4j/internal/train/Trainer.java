@@ -399,8 +399,9 @@ public final class Trainer implements AutoCloseable {
     public static void abortCluster(org.grpo4j.internal.dist.Cluster cluster, String what, Throwable e) {
         if (cluster == null) return;
         try {
-            cluster.abort("a process " + what + " on " + org.grpo4j.internal.dist.Rendezvous.hostName() + ": "
-                    + (e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage()));
+            // (clusters are the CLI's: an earlier run is named in its words on every node, not the API's)
+            String why = e instanceof EarlierRunException x ? x.cliMessage() : e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage();
+            cluster.abort("a process " + what + " on " + org.grpo4j.internal.dist.Rendezvous.hostName() + ": " + why);
         } catch (RuntimeException ignored) { // the store may be gone already: nothing more to tell
         }
     }

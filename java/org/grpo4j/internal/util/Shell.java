@@ -7,11 +7,12 @@ import java.util.regex.Pattern;
 public final class Shell {
     private Shell() {}
 
-    private static final Pattern PLAIN = Pattern.compile("[A-Za-z0-9_./=:,@+%^-]+");
+    // (no '^': zsh's extendedglob and the Bourne shell read it; a leading '=' is zsh's command expansion)
+    private static final Pattern PLAIN = Pattern.compile("[A-Za-z0-9_./:,@+%-][A-Za-z0-9_./=:,@+%-]*");
 
     /** {@code arg} as one shell word: as it is when it holds nothing a shell reads specially, else in single quotes. */
     public static String quote(String arg) {
-        if (!arg.isEmpty() && PLAIN.matcher(arg).matches()) return arg;
+        if (PLAIN.matcher(arg).matches()) return arg;
         return "'" + arg.replace("'", "'\\''") + "'";
     }
 

@@ -205,7 +205,7 @@ class BadInputTest {
         t.add(c("info a run", "info", "--backend", "cpu", "--model", "$R/run").exit(0).says("params    163,776"));
         t.add(c("tokenize broken chat", "tokenize", "--model", "$R/m", "--chat-json", "[{").says("--chat-json", "not valid JSON"));
         t.add(c("tokenize unknown template", "tokenize", "--model", "$R/m", "--chat-json", "[{\"role\":\"user\",\"content\":\"Hi\"}]", "--template", "nope")
-                .says("unknown chat template \"nope\""));
+                .says("--template: unknown chat template \"nope\"", "tokenizer)"));
         t.add(c("tokenize --model empty", "tokenize", "--model", "", "--text", "x").says("--model is empty"));
         t.add(c("tokenize missing model", "tokenize", "--model", "$R/nonexist", "--text", "x").says("$R/nonexist", "not found"));
         t.add(c("tokenize text and chat", "tokenize", "--model", "$R/m", "--text", "x", "--chat-json", "[]").says("mutually exclusive"));

@@ -178,6 +178,8 @@ class LaunchCommandTest {
         assertEquals("''", org.grpo4j.internal.util.Shell.quote(""));
         assertEquals("a=b/c.d:1,2@h+x-y", org.grpo4j.internal.util.Shell.quote("a=b/c.d:1,2@h+x-y"));
         assertEquals("'$HOME'", org.grpo4j.internal.util.Shell.quote("$HOME"));
+        assertEquals("'=x'", org.grpo4j.internal.util.Shell.quote("=x"), "zsh expands a leading =");
+        assertEquals("'a^b'", org.grpo4j.internal.util.Shell.quote("a^b"));
     }
 
     @Test

@@ -69,6 +69,19 @@ class RewardsTest {
         return x;
     }
 
+    /** Minerva's '$' substitution in one pass gives what the regex gives, on every short string of its characters. */
+    @Test
+    void theDollarPairPassEqualsTheRegex() {
+        java.util.SplittableRandom rnd = new java.util.SplittableRandom(3);
+        char[] alphabet = {'a', '$', '$', '\n', '\r', 'x', '\\'};
+        for (int t = 0; t < 50_000; t++) {
+            StringBuilder b = new StringBuilder();
+            for (int i = 0, len = rnd.nextInt(25); i < len; i++) b.append(alphabet[rnd.nextInt(alphabet.length)]);
+            String s = b.toString();
+            assertEquals(MathVerifier.keepFirstDollarPairByRegex(s), MathVerifier.keepFirstDollarPair(s), () -> "on " + s.replace("\n", "\\n"));
+        }
+    }
+
     /**
      * The verifiers' own work on hostile responses is bounded: each one finishes, its verdict reached, under a time
      * limit of 60 s that a linear pass over a megabyte never comes near (milliseconds) and that catastrophic regex
@@ -84,6 +97,7 @@ class RewardsTest {
             // catastrophic backtracking bait for the Minerva regex: many starts, no end
             finished.accept(hostile(r, "Final Answer: The final answer is ".repeat(30_000), "1", "math"));
             finished.accept(hostile(r, "1,".repeat(400_000), "7", "gsm8k"));
+            finished.accept(hostile(r, "The answer is $1$ and\n$" + "x".repeat(1 << 20) + "\n$", "1", "math")); // ('$'s on other lines)
             finished.accept(hostile(r, "a. ".repeat(300_000), "{\"func_name\": \"verify_sentence_constraint\", \"N\": 2, \"quantifier\": \"at most\"}", "ifeval"));
             finished.accept(hostile(r, "word ".repeat(300_000), "{\"func_name\": \"verify_keyword_frequency\", \"word\": \"x\", \"N\": 1}", "ifeval"));
             finished.accept(hostile(r, "[" .repeat(500_000), "{\"func_name\": \"validate_json_format\"}", "ifeval"));

@@ -134,6 +134,11 @@ class ResumeChangesTest {
         }
         // a value equal to the saved one changes nothing (numbers compared as numbers)
         assertEquals(List.of(), ResumeChanges.apply(saved, List.of("seed=1", "learning_rate=" + saved.learningRate, "beta=1.0e-2"), ck, 2, 4, false).changes());
+        // ... and so does another spelling of the same verifier semantics ("" saved; "fixed" is its name in the CLI)
+        assertEquals(org.grpo4j.reward.Compat.DEFAULT, saved.compat());
+        assertEquals(List.of(), ResumeChanges.apply(saved, List.of("verifier_compat=\"fixed\""), ck, 2, 4, false).changes());
+        assertThrows(IllegalArgumentException.class, () -> ResumeChanges.apply(saved, List.of("verifier_compat=\"open-instruct-3f37c29\""), ck, 2, 4, false),
+                "the reference's semantics are another reward: a change of what the run trains");
         // the horizon: a constant schedule extended or cut short keeps every remaining step's rate; a linear one does not
         assertEquals(ResumeChanges.Kind.HOW, kind(saved, "num_training_steps=5", 2, 4));
         assertEquals(ResumeChanges.Kind.HOW, kind(saved, "num_training_steps=20", 2, 4));
