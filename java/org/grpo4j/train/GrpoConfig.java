@@ -50,7 +50,7 @@ public final class GrpoConfig {
     public String chatTemplateName = "tulu";
     /** Training data as [dataset, amount, ...] pairs: a .jsonl/.parquet file or directory (relative paths: the config file's directory first), and "1.0" for all rows, "0.5" for half, "100" for 100 rows. */
     public List<String> datasetMixerList = new ArrayList<>();
-    /** Evaluation data in the same form; empty: no eval samples. */
+    /** Evaluation data in the same form; empty: no eval samples. An eval step samples its first 32 prompts. */
     public List<String> datasetMixerEvalList = new ArrayList<>();
     /** Split per dataset (one for all, or one each); empty: every data file of a dataset directory. */
     public List<String> datasetMixerListSplits = new ArrayList<>();
@@ -59,7 +59,7 @@ public final class GrpoConfig {
     /** Rows whose prompt (chat-templated, with the generation prompt) is longer, in tokens, are dropped. */
     public int maxPromptTokenLength = 2048;
     /** Rows whose whole chat (every message) is longer are dropped, as the reference's rlvr_filter_v1 does. */
-    public int maxTokenLength = 4096;
+    public int maxTokenLength = 2048;
     /** The longest response, in tokens. */
     public int responseLength = 2048;
 
@@ -255,8 +255,8 @@ public final class GrpoConfig {
      * How a bf16 run's fused LM-head losses on CUDA (the GRPO loss, and the supervised warm-up's) feed dz = d loss / d
      * logits to their bf16 gradient GEMMs (grpo4j):
      * bf16 (the default) rounds dz to bf16 once, as every other activation gradient of the bf16 backward is and as
-     * torch's autograd has it (8·N·H·V of LM-head GEMMs per micro-batch); split passes dz as a hi + lo bf16 pair,
-     * about 16 bits, at 12·N·H·V. fp32 runs and the CPU backend compute dz exactly either way. docs/trainer.md.
+     * torch's autograd has it (6·N·H·V of LM-head GEMMs per micro-batch on the row path, lm_head_scratch_mib > 0;
+     * 8·N·H·V in the chunk loops); split passes dz as a hi + lo bf16 pair, about 16 bits, at 12·N·H·V (the chunk loops). fp32 runs and the CPU backend compute dz exactly either way. docs/trainer.md.
      */
     public String lmHeadGrad = "bf16";
     /**
@@ -359,7 +359,8 @@ public final class GrpoConfig {
 
     /**
      * The default configuration: the Tulu 3.1 RLVR command's values (grpo-reference.md section 0) for every key but
-     * {@code model_name_or_path} and {@code dataset_mixer_list}, which must be set.
+     * {@code model_name_or_path} and {@code dataset_mixer_list}, which must be set, and the per-rank batch keys, which
+     * are the single-node variant's (local_rollout_batch_size 8, local_mini_batch_size 64) at world_size 1.
      */
     public GrpoConfig() {}
 

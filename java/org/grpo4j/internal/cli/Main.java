@@ -10,7 +10,8 @@ import picocli.CommandLine.ScopeType;
  * {@code tools/grpo4j}: the command-line entry point. Each subcommand is a thin layer over the Java API.
  *
  * <p>Exit codes: 0 done; 1 the work failed (training aborted, out of memory, an internal error); 2 bad input (usage,
- * config, files); 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM) after writing a checkpoint. Every failure is
+ * config, files); 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM) after writing a checkpoint; train's 5, stopped
+ * because another process of its run was; bench's 3 and 4, a hung row and a lost device (docs/cli.md). Every failure is
  * one line on stderr, "grpo4j COMMAND: what went wrong"; the stack trace only with {@code --debug} (or GRPO4J_DEBUG=1).
  */
 @Command(name = "grpo4j", mixinStandardHelpOptions = true, version = "grpo4j 0.1.0",

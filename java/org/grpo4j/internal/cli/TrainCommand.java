@@ -93,7 +93,7 @@ final class TrainCommand implements Callable<Integer> {
     }
 
     /** The exit status of a run stopped before its horizon by another process of the run (docs/cli.md). */
-    static final int STOPPED_BY_ANOTHER_PROCESS = 3;
+    static final int STOPPED_BY_ANOTHER_PROCESS = 5;
 
     /**
      * A run's exit status: 0 when it trained to its horizon; 128 + N when signal N to this process stopped it; when it

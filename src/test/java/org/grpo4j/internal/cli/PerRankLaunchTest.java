@@ -57,7 +57,8 @@ class PerRankLaunchTest {
         assertEquals(0, TrainCommand.exitCode(false, 143), "a signal after the last step: the run is done");
         assertEquals(143, TrainCommand.exitCode(true, 143), "stopped by its own SIGTERM");
         assertEquals(130, TrainCommand.exitCode(true, 130), "stopped by its own Ctrl-C");
-        assertEquals(3, TrainCommand.exitCode(true, -1), "stopped because another node's process was signalled");
+        assertEquals(TrainCommand.STOPPED_BY_ANOTHER_PROCESS, TrainCommand.exitCode(true, -1), "stopped because another node's process was signalled");
+        assertEquals(5, TrainCommand.STOPPED_BY_ANOTHER_PROCESS, "docs/cli.md's code, apart from bench's 3 and 4");
     }
 
     /**

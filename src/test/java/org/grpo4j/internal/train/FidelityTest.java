@@ -238,6 +238,36 @@ class FidelityTest {
         assertEquals(List.of(), Checkpoints.savedConfig(ck).stopTokenIds, "an older run stopped at the EOS alone");
     }
 
+    /**
+     * A config that omits a key gets the Tulu command's value (grpo-reference.md section 0; docs/trainer.md, fidelity
+     * row 17), but for the per-rank batch keys: the single-node variant's at world_size 1.
+     */
+    @Test
+    void theDefaultsAreTheCommandsValues() {
+        GrpoConfig d = new GrpoConfig();
+        assertEquals(2048, d.maxTokenLength, "max_token_length (was 4096)");
+        assertEquals(2048, d.maxPromptTokenLength);
+        assertEquals(2048, d.responseLength);
+        assertEquals(16, d.numberSamplesPerPrompt);
+        assertEquals(0.01, d.beta);
+        assertEquals("kl3", d.klEstimator);
+        assertEquals(5e-7, d.learningRate);
+        assertEquals("constant", d.lrSchedulerType);
+        assertEquals(1.0, d.temperature);
+        assertEquals("tulu", d.chatTemplateName);
+        assertEquals(1, d.numEpochs);
+        assertEquals(2, d.perDeviceTrainBatchSize);
+        assertEquals(2, d.localRolloutForwardBatchSize);
+        assertEquals(10_000_000L, d.totalEpisodes);
+        assertTrue(d.nonStopPenalty);
+        assertEquals(0.0, d.penaltyRewardValue);
+        assertEquals(1L, d.seed);
+        assertEquals(30, d.numEvals);
+        assertEquals(40, d.saveFreq);
+        // the single-node variant's per-rank batch: 6 such ranks make the command's 48 prompts a step
+        assertEquals(List.of(1, 8, 64), List.of(d.worldSize, d.localRolloutBatchSize, d.localMiniBatchSize));
+    }
+
     @Test
     void theTwoTuluConfigsDifferOnlyInTheCompatKeys() throws Exception {
         ObjectMapper json = new ObjectMapper();
