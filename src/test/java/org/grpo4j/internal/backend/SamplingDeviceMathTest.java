@@ -288,6 +288,30 @@ class SamplingDeviceMathTest {
         assertTrue(differ <= n / 1000, differ + " of " + n + " draws differ from the CPU's (> 0.1%)");
     }
 
+    /**
+     * The tokens top-k then top-p keep, from their definition: the k largest logits (ties: the lower id first), then
+     * the fewest of them, largest first, whose softmax mass reaches top_p of the k's mass.
+     */
+    static boolean[] keptByDefinition(float[] x, int k, float topP, double invT) {
+        Integer[] order = new Integer[x.length];
+        for (int i = 0; i < x.length; i++) order[i] = i;
+        java.util.Arrays.sort(order, (a, b) -> x[a] != x[b] ? Float.compare(x[b], x[a]) : Integer.compare(a, b));
+        double max = Double.NEGATIVE_INFINITY;
+        for (float v : x) max = Math.max(max, v * invT);
+        double[] w = new double[x.length];
+        for (int i = 0; i < x.length; i++) w[i] = Math.exp(x[i] * invT - max);
+        double massK = 0;
+        for (int r = 0; r < k; r++) massK += w[order[r]];
+        boolean[] keep = new boolean[x.length];
+        double mass = 0;
+        for (int r = 0; r < k; r++) {
+            keep[order[r]] = true;
+            mass += w[order[r]];
+            if (mass / massK >= topP) break;
+        }
+        return keep;
+    }
+
     /** Draws of the twin over many u: chi-square at alpha 1e-4 against the filtered, renormalized softmax. */
     @Test
     void theTwinsDrawsFollowTheFilteredSoftmax() {
@@ -298,7 +322,8 @@ class SamplingDeviceMathTest {
                 new SamplingSpec(0.9f, 0, 0.7f, 3), new SamplingSpec(1.1f, 6, 0.8f, 3)}) {
             double invT = 1.0 / s.temperature(), lse = Sampler.logSumExp(x, 0, x.length, invT);
             int k = s.topK() == 0 ? x.length : s.topK();
-            boolean[] keep = FilteredDraw.keptSet(x, 0, x.length, k, s.topP(), invT, lse);
+            boolean[] keep = keptByDefinition(x, k, s.topP(), invT);
+            assertArrayEquals(keep, FilteredDraw.keptSet(x, 0, x.length, k, s.topP(), invT, lse), "the twin's kept set, " + s);
             double[] q = new double[x.length];
             double mass = 0;
             TreeSet<Integer> sup = new TreeSet<>();
