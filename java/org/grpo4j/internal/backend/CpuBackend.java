@@ -531,6 +531,12 @@ public final class CpuBackend extends AbstractBackend {
         for (int t = 0; t < n; t++) if (I[oi + t] >= 0) D[od + t] = S[os + I[oi + t]];
     }
 
+    /**
+     * The table entries {@code keys} keys take: keys / blockSize rounded up, without forming keys + blockSize - 1 (it
+     * wraps for a block size near 2^31); g4::decode_pages in cuda/attention.cuh.
+     */
+    private static int decodePages(int keys, int blockSize) { return keys / blockSize + (keys % blockSize != 0 ? 1 : 0); }
+
     @Override
     void decodeAttentionImpl(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor blockTables, Tensor contextLens,
                              Tensor prefixGroups, float scale) {
@@ -555,7 +561,7 @@ public final class CpuBackend extends AbstractBackend {
             if (c < 1 || c > (long) maxBlocks * bs) // (long: tables 2^31 / blockSize columns wide are valid here; CUDA refuses them)
                 throw new IllegalArgumentException(Ops.DECODE_ATTENTION + ": contextLens[" + s + "] = " + c + " is outside [1, "
                         + ((long) maxBlocks * bs) + "] (maxBlocks " + maxBlocks + " x blockSize " + bs + ")");
-            for (int blk = 0, nb = c / bs + (c % bs != 0 ? 1 : 0); blk < nb; blk++) { // (c + bs - 1 would wrap for a large block size)
+            for (int blk = 0, nb = decodePages(c, bs); blk < nb; blk++) {
                 int id = bt[obt + s * maxBlocks + blk];
                 if (id < 0 || id >= numBlocks)
                     throw new IllegalArgumentException(Ops.DECODE_ATTENTION + ": blockTables[" + s + ", " + blk + "] = " + id
@@ -620,7 +626,7 @@ public final class CpuBackend extends AbstractBackend {
             if (sh == 0) continue;
             for (int m = 0; m < count; m++)
                 if (ctx[octx + first + m] < sh) throw prefixError(g, 2, m + 1, sh, ctx[octx + first + m]);
-            for (int j = 0, pages = sh / bs + (sh % bs != 0 ? 1 : 0); j < pages; j++) {
+            for (int j = 0, pages = decodePages(sh, bs); j < pages; j++) {
                 int id = bt[obt + first * maxBlocks + j];
                 if (id < 0 || id >= numBlocks)
                     throw new IllegalArgumentException(Ops.DECODE_ATTENTION + ": blockTables[" + first + ", " + j + "] = " + id
@@ -732,8 +738,8 @@ public final class CpuBackend extends AbstractBackend {
             boolean clipped = pg2 > pg1;
             double pg = Math.max(pg1, pg2);
             double dRaw = logp - ref[orf + t];
-            boolean clampActive = dRaw < -40 || dRaw > 40;
-            double dd = Math.min(Math.max(dRaw, -40), 40);
+            boolean clampActive = KlEstimator.clamped(dRaw);
+            double dd = KlEstimator.clamp(dRaw);
             double k = p.kl().value(dd, ratio);
             double wt = w[ow + t];
             loss += wt * (pg + p.beta() * k);

@@ -19,6 +19,15 @@ public enum KlEstimator {
         };
     }
 
+    /** The bound of d = logp - logp_ref, as the reference clamps it. */
+    public static final double CLAMP = 40;
+
+    /** d clamped to [-CLAMP, CLAMP]. */
+    public static double clamp(double d) { return Math.max(-CLAMP, Math.min(CLAMP, d)); }
+
+    /** Whether d lies outside the clamp (where the KL term's gradient is 0). */
+    public static boolean clamped(double d) { return d < -CLAMP || d > CLAMP; }
+
     /** The estimator's value for d (already clamped) and ratio. */
     public double value(double d, double ratio) {
         return switch (this) {

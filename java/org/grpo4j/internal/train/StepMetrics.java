@@ -132,7 +132,7 @@ final class StepMetrics {
     static double[] sequenceKl(float[] old, float[] ref, int n) {
         double[] kl = new double[4];
         for (int t = 0; t < n; t++) {
-            double d = Math.max(-40, Math.min(40, old[t] - ref[t])); // (the difference in fp32, as the reference takes it)
+            double d = KlEstimator.clamp(old[t] - ref[t]); // (the difference in fp32, as the reference takes it)
             for (KlEstimator e : KlEstimator.values()) kl[e.ordinal()] += e.value(d, 1.0);
         }
         return kl;

@@ -237,7 +237,7 @@ final class UpdatePhase {
             if (firstEpoch) { // G:1256-1260
                 java.util.Arrays.fill(o.trainKl, 0);
                 for (int i = 0; i < o.targets.length; i++) {
-                    double dd = Math.max(-40, Math.min(40, (double) t.logp[i] - o.ref[i]));
+                    double dd = KlEstimator.clamp((double) t.logp[i] - o.ref[i]);
                     for (KlEstimator est : KlEstimator.values()) o.trainKl[est.ordinal()] += est.value(dd, t.ratio[i]);
                 }
             }
