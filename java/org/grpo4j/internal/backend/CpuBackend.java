@@ -278,9 +278,118 @@ public final class CpuBackend extends AbstractBackend {
 
     // ---- matmul ---------------------------------------------------------------------------------------------------
 
+    /**
+     * dst[dOff + p * rows + j] = src[off + j * cols + p]: the [rows, cols] matrix at off, transposed, in 32 x 32 tiles
+     * (the element-by-element copy wrote each element a cache line from the last: 13 ns an element at [1536, 512], a
+     * 16-row decode GEMM's whole time six times over); bf16 sources (short[]) are widened on the way, exactly. The
+     * tiles' row bands are split over the pool.
+     */
+    private void transpose(float[] dst, int dOff, Object src, int off, int rows, int cols) {
+        final int tile = 32;
+        float[] sf = src instanceof float[] x ? x : null;
+        short[] sh = src instanceof short[] x ? x : null;
+        par.forRange((cols + tile - 1) / tile, Math.max(1, (1 << 16) / Math.max(1, tile * rows)), (s, e) -> {
+            for (int pb = s * tile; pb < Math.min(cols, e * tile); pb += tile)
+                for (int jb = 0; jb < rows; jb += tile) {
+                    int jEnd = Math.min(rows, jb + tile), pEnd = Math.min(cols, pb + tile);
+                    for (int p = pb; p < pEnd; p++) {
+                        int to = dOff + p * rows, from = off + p;
+                        if (sf != null) for (int j = jb; j < jEnd; j++) dst[to + j] = sf[from + j * cols];
+                        else for (int j = jb; j < jEnd; j++) dst[to + j] = Bf16.toFloat(sh[from + j * cols]);
+                    }
+                }
+        });
+    }
+
+    /** Up to this many rows of op(a), a transposed b is read in place ({@link #matmulFewRows}), not transposed first. */
+    static final int SMALL_M = 4;
+
+    /**
+     * c = alpha * a * b^T + beta * c for a few rows of op(a) (decoding's batch): b's rows are read where they are,
+     * four at a time, against op(a) as [k, m], so that b (a weight, n x k) is read once and never copied; the
+     * transposing path reads it, writes it and reads it again. Each element sums its products in p order from 0, as
+     * the main path does, so both give the same bits. c and a fp32 here; b fp32 or bf16 (widened exactly, four rows
+     * at a time).
+     */
+    private void matmulFewRows(Tensor c, Tensor a, boolean transA, Tensor b, float alpha, float beta,
+                               int batch, int m, int n, int k) {
+        float[] C = f(c), A = f(a);
+        float[] bf = b.dtype() == DType.BF16 ? null : f(b);
+        short[] bh = bf == null ? h(b) : null;
+        int oc = off(c), oa = off(a), ob = off(b);
+        boolean aBatched = a.rank() == 3, bBatched = b.rank() == 3;
+        int grain = Math.max(1, 65536 / Math.max(1, 4 * m * k)); // groups of 4 rows of b a task: >= ~64K multiply-adds
+        for (int q = 0; q < batch; q++) {
+            int aBase = oa + (aBatched ? q * m * k : 0), bBase = ob + (bBatched ? q * n * k : 0), cBase = oc + q * m * n;
+            float[] at; // op(a) as [k, m] row-major
+            int atOff;
+            if (transA) {
+                at = A;
+                atOff = aBase;
+            } else {
+                at = new float[k * m];
+                atOff = 0;
+                for (int i = 0; i < m; i++) for (int p = 0; p < k; p++) at[p * m + i] = A[aBase + i * k + p];
+            }
+            par.forRange((n + 3) / 4, grain, (s, e) -> {
+                float[] acc = new float[4 * m];
+                float[] rows = bf != null ? bf : new float[4 * k];
+                for (int g = s; g < e; g++) {
+                    int j = 4 * g, h = Math.min(4, n - j);
+                    int r0; // rows j.. of b in `rows`, k apart
+                    if (bf != null) r0 = bBase + j * k;
+                    else {
+                        r0 = 0;
+                        for (int x = 0, o = bBase + j * k; x < h * k; x++) rows[x] = Bf16.toFloat(bh[o + x]);
+                    }
+                    java.util.Arrays.fill(acc, 0f);
+                    if (h == 4) {
+                        for (int p = 0; p < k; p++) {
+                            float b0 = rows[r0 + p], b1 = rows[r0 + k + p], b2 = rows[r0 + 2 * k + p], b3 = rows[r0 + 3 * k + p];
+                            int ap = atOff + p * m;
+                            for (int i = 0; i < m; i++) {
+                                float av = at[ap + i];
+                                acc[i] += av * b0;
+                                acc[m + i] += av * b1;
+                                acc[2 * m + i] += av * b2;
+                                acc[3 * m + i] += av * b3;
+                            }
+                        }
+                    } else {
+                        for (int x = 0; x < h; x++)
+                            for (int p = 0; p < k; p++) {
+                                float bv = rows[r0 + x * k + p];
+                                int ap = atOff + p * m;
+                                for (int i = 0; i < m; i++) acc[x * m + i] += at[ap + i] * bv;
+                            }
+                    }
+                    for (int x = 0; x < h; x++)
+                        for (int i = 0; i < m; i++) {
+                            int ci = cBase + i * n + j + x;
+                            C[ci] = beta == 0f ? alpha * acc[x * m + i] : alpha * acc[x * m + i] + beta * C[ci];
+                        }
+                }
+            });
+        }
+    }
+
     @Override
     void matmulImpl(Tensor c, Tensor a, boolean transA, Tensor b, boolean transB, float alpha, float beta,
                     int batch, int m, int n, int k) {
+        if (transB && m <= SMALL_M) {
+            if (Bf16Scope.any(c, a)) // b stays as it is (bf16 rows are widened four at a time)
+                widened(Ops.MATMUL, s -> matmulFewRows(beta == 0f ? s.out(c) : s.inOut(c), s.in(a), transA, b, alpha, beta, batch, m, n, k));
+            else matmulFewRows(c, a, transA, b, alpha, beta, batch, m, n, k);
+            return;
+        }
+        if (transB && b.dtype() == DType.BF16) { // widened and transposed in one pass, as the fp32 path transposes
+            int nb = b.rank() == 3 ? batch : 1;
+            try (Tensor bt = empty(DType.FP32, nb, k, n)) {
+                for (int q = 0; q < nb; q++) transpose(f(bt), q * k * n, h(b), off(b) + q * n * k, n, k);
+                matmulImpl(c, a, transA, b.rank() == 3 ? bt : bt.reshape(k, n), false, alpha, beta, batch, m, n, k);
+            }
+            return;
+        }
         if (Bf16Scope.any(c, a, b)) { // bf16 products are exact in fp32; the sums are the fp32 kernel's
             widened(Ops.MATMUL, s -> matmulImpl(beta == 0f ? s.out(c) : s.inOut(c), s.in(a), transA, s.in(b), transB,
                     alpha, beta, batch, m, n, k));
@@ -297,7 +406,7 @@ public final class CpuBackend extends AbstractBackend {
                 bk[q] = null; // read B in place
             } else {
                 float[] t = new float[k * n];
-                for (int j = 0; j < n; j++) for (int p = 0; p < k; p++) t[p * n + j] = B[base + j * k + p];
+                transpose(t, 0, B, base, n, k);
                 bk[q] = t;
             }
         }

@@ -166,6 +166,74 @@ class MatmulConformanceTest {
     class Cpu extends Suite {
         @Override
         protected Backend be() { return TestBackends.cpu(); }
+
+        /**
+         * The CPU's matmul is, element by element, fp32 products summed in p order from 0, then alpha * sum + beta * c
+         * (bf16 inputs widened exactly, a bf16 c rounded once): written out here as three plain loops and compared bit
+         * for bit. The shapes cover both of its paths for a transposed b: the few rows of decoding (m <= 4, b's rows read
+         * in place, bf16 rows widened four at a time) and the transposing one, with n not a multiple of 4, batched and
+         * shared operands, transposed a, and beta.
+         */
+        @Test
+        void everyElementSumsItsProductsInOrder() {
+            Backend be = be(Ops.MATMUL);
+            SplittableRandom r = new SplittableRandom(6);
+            int[][] shapes = {{1, 7, 33}, {2, 9, 5}, {3, 6, 64}, {4, 13, 130}, {5, 11, 17}, {9, 4, 40}};
+            for (int[] s : shapes)
+                for (boolean tA : new boolean[] {false, true})
+                    for (boolean tB : new boolean[] {true, false})
+                        for (DType dt : new DType[] {DType.FP32, DType.BF16})
+                            for (int form = 0; form < 3; form++) { // 0: rank 2; 1: batched a and b; 2: batched a, shared b
+                                int m = s[0], n = s[1], k = s[2], batch = form == 0 ? 1 : 3;
+                                boolean bBatched = form == 1;
+                                float alpha = 0.75f, beta = form == 2 ? 0.5f : 0f;
+                                float[] a = rounded(dt, randn(r, batch * m * k, 1)), b = rounded(dt, randn(r, (bBatched ? batch : 1) * n * k, 1));
+                                float[] c0 = rounded(dt, randn(r, batch * m * n, 1));
+                                int[] aShape = tA ? new int[] {k, m} : new int[] {m, k}, bShape = tB ? new int[] {n, k} : new int[] {k, n};
+                                Tensor ta = upAs(dt, a, form == 0 ? aShape : new int[] {batch, aShape[0], aShape[1]});
+                                Tensor tb = upAs(dt, b, bBatched ? new int[] {batch, bShape[0], bShape[1]} : bShape);
+                                Tensor tc = upAs(dt, c0, form == 0 ? new int[] {m, n} : new int[] {batch, m, n});
+                                be.matmul(tc, ta, tA, tb, tB, alpha, beta);
+                                float[] got = dt == DType.BF16 ? widen(tc.toBf16Bits()) : tc.toFloats();
+                                for (int q = 0; q < batch; q++)
+                                    for (int i = 0; i < m; i++)
+                                        for (int j = 0; j < n; j++) {
+                                            float sum = 0f;
+                                            for (int p = 0; p < k; p++) {
+                                                float x = a[q * m * k + (tA ? p * m + i : i * k + p)];
+                                                int bq = bBatched ? q * n * k : 0;
+                                                float y = b[bq + (tB ? j * k + p : p * n + j)];
+                                                sum += x * y;
+                                            }
+                                            int o = q * m * n + i * n + j;
+                                            float want = beta == 0f ? alpha * sum : alpha * sum + beta * c0[o];
+                                            if (dt == DType.BF16) want = Bf16.toFloat(Bf16.fromFloat(want));
+                                            int wb = Float.floatToIntBits(want), gb = Float.floatToIntBits(got[o]);
+                                            if (wb != gb)
+                                                throw new AssertionError("m=" + m + " n=" + n + " k=" + k + " tA=" + tA + " tB=" + tB + " " + dt.label()
+                                                        + " form " + form + ": c[" + q + ", " + i + ", " + j + "] = " + got[o] + ", the in-order sum gives " + want);
+                                        }
+                            }
+        }
+
+        private float[] rounded(DType dt, double[] v) {
+            float[] f = f32(v);
+            if (dt == DType.BF16) for (int i = 0; i < f.length; i++) f[i] = Bf16.toFloat(Bf16.fromFloat(f[i]));
+            return f;
+        }
+
+        private Tensor upAs(DType dt, float[] v, int[] shape) {
+            if (dt == DType.FP32) return track(be().upload(v, shape));
+            short[] bits = new short[v.length];
+            for (int i = 0; i < v.length; i++) bits[i] = Bf16.fromFloat(v[i]);
+            return track(be().uploadBf16(bits, shape));
+        }
+
+        private static float[] widen(short[] bits) {
+            float[] f = new float[bits.length];
+            for (int i = 0; i < f.length; i++) f[i] = Bf16.toFloat(bits[i]);
+            return f;
+        }
     }
 
     @Nested
