@@ -39,17 +39,7 @@ final class LmHead {
 
     /** h[t] . W[v] / T' with fp32 products summed in four fp32 lanes (then combined in double). */
     private double logit(int t, int v) {
-        int hb = oh + t * d, wb = ow + v * d, x = 0;
-        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        for (; x + 4 <= d; x += 4) {
-            s0 += H[hb + x] * W[wb + x];
-            s1 += H[hb + x + 1] * W[wb + x + 1];
-            s2 += H[hb + x + 2] * W[wb + x + 2];
-            s3 += H[hb + x + 3] * W[wb + x + 3];
-        }
-        double dot = ((double) s0 + s1) + ((double) s2 + s3);
-        for (; x < d; x++) dot += H[hb + x] * W[wb + x];
-        return dot * invT;
+        return RowKernels.dot4(H, oh + t * d, W, ow + v * d, d) * invT;
     }
 
     /** Fills lse and logp. */
@@ -93,7 +83,7 @@ final class LmHead {
                     for (int v = 0; v < vocab; v++) {
                         double dz = g[t] * ((v == target ? 1 : 0) - Math.exp(logit(t, v) - lse[t])) * invT;
                         int wb = ow + v * d;
-                        for (int x = 0; x < d; x++) acc[x] += dz * W[wb + x];
+                        RowKernels.axpyDouble(acc, dz, W, wb, d);
                     }
                 }
                 for (int x = 0; x < d; x++) DH[odh + t * d + x] = (float) acc[x];
@@ -108,7 +98,7 @@ final class LmHead {
                     if (g[t] == 0) continue;
                     double dz = g[t] * ((v == tgt[ot + t] ? 1 : 0) - Math.exp(logit(t, v) - lse[t])) * invT;
                     int hb = oh + t * d;
-                    for (int x = 0; x < d; x++) acc[x] += dz * H[hb + x];
+                    RowKernels.axpyDouble(acc, dz, H, hb, d);
                     any = true;
                 }
                 if (any) for (int x = 0; x < d; x++) DW[odw + v * d + x] += (float) acc[x];

@@ -1,7 +1,8 @@
 package org.grpo4j.internal.backend;
 
 /**
- * The CPU matmul's inner loops: acc[x*n + j] += a_x * b[off + j] for 4 rows (or 1) of acc. When the JDK's
+ * The CPU's inner loops: the matmul's acc[x*n + j] += a_x * b[off + j] for 4 rows (or 1) of acc, and the LM head's
+ * four-lane dot product and double-precision axpy. When the JDK's
  * jdk.incubator.vector module is resolved (tools/grpo4j and the tests pass --add-modules jdk.incubator.vector) the
  * loops run on SIMD lanes; otherwise in plain Java. Both compute each element as fl(acc + fl(a * b)) — a multiply
  * then an add, never fused — so results are bitwise identical either way.
@@ -33,5 +34,33 @@ final class RowKernels {
             return;
         }
         for (int j = 0; j < n; j++) acc[accOff + j] += a * b[off + j];
+    }
+
+    /**
+     * a[ao..ao+d) . b[bo..bo+d) as the LM head sums it: fp32 products in four fp32 lanes (element x into lane x mod 4,
+     * in order), the lanes combined in double as (l0 + l1) + (l2 + l3), then the last d mod 4 products added in double.
+     */
+    static double dot4(float[] a, int ao, float[] b, int bo, int d) {
+        if (VECTOR) return VectorRowKernels.dot4(a, ao, b, bo, d);
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        int x = 0;
+        for (; x + 4 <= d; x += 4) {
+            s0 += a[ao + x] * b[bo + x];
+            s1 += a[ao + x + 1] * b[bo + x + 1];
+            s2 += a[ao + x + 2] * b[bo + x + 2];
+            s3 += a[ao + x + 3] * b[bo + x + 3];
+        }
+        double dot = ((double) s0 + s1) + ((double) s2 + s3);
+        for (; x < d; x++) dot += a[ao + x] * b[bo + x];
+        return dot;
+    }
+
+    /** acc[0..d) += s * b[bo..bo+d), in double (each b widened exactly, a double multiply, then a double add). */
+    static void axpyDouble(double[] acc, double s, float[] b, int bo, int d) {
+        if (VECTOR) {
+            VectorRowKernels.axpyDouble(acc, s, b, bo, d);
+            return;
+        }
+        for (int x = 0; x < d; x++) acc[x] += s * b[bo + x];
     }
 }

@@ -15,15 +15,19 @@ import org.grpo4j.internal.rollout.Generator;
 import org.grpo4j.internal.rollout.SamplingParams;
 
 /**
- * The CPU backend's matmul with a transposed b (a weight, as every projection of the model uses it), printed figures
- * and not a test: best of 12 rounds per shape, fp32 and bf16, with a checksum of c (the same bits whichever path runs);
- * then decoding on a 120M-parameter model (hidden 1024, 4 layers, vocabulary 32,000) at 1, 4 and 16 sequences.
- * Run: tools/bench CpuMatmulBench
+ * The CPU backend's hot loops, printed figures and not a test. The matmul with a transposed b (a weight, as every
+ * projection of the model uses it): best of 12 rounds per shape, fp32 and bf16, with a checksum of c (the same bits
+ * whichever path runs). The LM head's log-probs and their backward (tokenLogprobs, tokenLogprobsBackward) at N = 128,
+ * D = 256, V = 8192: best of 8, checksums of out, dHidden and dLmHead. Decoding on a 120M-parameter model (hidden
+ * 1024, 4 layers, vocabulary 32,000) at 1, 4 and 16 sequences.
+ * Run: tools/bench CpuBench [matmul] [lmhead] [decode] (all three by default)
  */
-public final class CpuMatmulBench {
+public final class CpuBench {
     public static void main(String[] args) {
-        matmuls();
-        decoding();
+        java.util.Set<String> parts = args.length == 0 ? java.util.Set.of("matmul", "lmhead", "decode") : java.util.Set.of(args);
+        if (parts.contains("matmul")) matmuls();
+        if (parts.contains("lmhead")) lmHead();
+        if (parts.contains("decode")) decoding();
     }
 
     static void matmuls() {
@@ -55,6 +59,35 @@ public final class CpuMatmulBench {
                                 best * 1e3, 2.0 * m * n * k / best / 1e9, java.util.Arrays.hashCode(be.downloadFloats(cf)));
                     }
                 }
+        }
+    }
+
+    static void lmHead() {
+        try (Backend be = new CpuBackend()) {
+            SplittableRandom r = new SplittableRandom(1);
+            int n = 128, d = 256, v = 8192;
+            float[] h = new float[n * d], w = new float[v * d], g = new float[n];
+            int[] t = new int[n];
+            for (int i = 0; i < h.length; i++) h[i] = (float) r.nextGaussian();
+            for (int i = 0; i < w.length; i++) w[i] = (float) (r.nextGaussian() * 0.1);
+            for (int i = 0; i < n; i++) { t[i] = r.nextInt(v); g[i] = (float) r.nextGaussian(); }
+            try (Tensor H = be.upload(h, n, d); Tensor W = be.upload(w, v, d); Tensor T = be.upload(t, n); Tensor G = be.upload(g, n);
+                 Tensor out = be.zeros(DType.FP32, n); Tensor dH = be.zeros(DType.FP32, n, d); Tensor dW = be.zeros(DType.FP32, v, d)) {
+                double bf = Double.MAX_VALUE, bb = Double.MAX_VALUE;
+                for (int round = 0; round < 8; round++) {
+                    long t0 = System.nanoTime();
+                    be.tokenLogprobs(out, H, W, T, 0.9f);
+                    long t1 = System.nanoTime();
+                    be.fill(dW, 0);
+                    long t2 = System.nanoTime();
+                    be.tokenLogprobsBackward(dH, dW, G, H, W, T, 0.9f);
+                    long t3 = System.nanoTime();
+                    bf = Math.min(bf, (t1 - t0) / 1e6);
+                    bb = Math.min(bb, (t3 - t2) / 1e6);
+                }
+                System.out.printf("lm head N=%d D=%d V=%d: forward %.2f ms, backward %.2f ms; checksums %08x %08x %08x%n", n, d, v, bf, bb,
+                        java.util.Arrays.hashCode(out.toFloats()), java.util.Arrays.hashCode(dH.toFloats()), java.util.Arrays.hashCode(dW.toFloats()));
+            }
         }
     }
 
